@@ -1,0 +1,123 @@
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { getCookie, setCookie } from 'hono/cookie';
+import { DomainError } from '../core/errors.js';
+import { isValidNamespaceName } from '../core/names.js';
+import type { AccountService, KeyPrincipal } from '../services/accounts.js';
+import type { CatalogService } from '../services/catalog.js';
+import type { AccountsStore } from '../store/accounts-store.js';
+import { buildCreateServer } from './create-tools.js';
+import { errorResponse, jsonBody } from './http-errors.js';
+import type { Logger } from './logger.js';
+import { createMcpEndpoint, type EndpointKind } from './mcp-endpoint.js';
+
+export interface AppDependencies {
+  accounts: AccountService;
+  accountsStore: AccountsStore;
+  catalog: CatalogService;
+  logger: Logger;
+  version: string;
+  databaseKind: string;
+  /** When set, `{ns}.create.{baseHost}` and `{ns}.run.{baseHost}` route to the namespace endpoints. */
+  baseHost?: string | undefined;
+}
+
+export const SESSION_COOKIE = 'mcpworks_session';
+
+function bearer(c: Context): string | undefined {
+  const header = c.req.header('authorization');
+  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return match?.[1];
+}
+
+const unauthorized = (c: Context, message: string) =>
+  c.json(new DomainError('unauthorized', message).toJSON(), 401, { 'WWW-Authenticate': 'Bearer realm="mcpworks"' });
+
+/** `foo.create.example.com` → { kind: 'create', namespace: 'foo' } when baseHost is example.com. */
+function subdomainRoute(host: string | undefined, baseHost: string | undefined): { kind: EndpointKind; namespace: string } | undefined {
+  if (!host || !baseHost) return undefined;
+  const hostname = host.replace(/:\d+$/, '').toLowerCase();
+  const base = baseHost.replace(/:\d+$/, '').toLowerCase();
+  for (const kind of ['create', 'run'] as const) {
+    const suffix = `.${kind}.${base}`;
+    if (hostname.endsWith(suffix)) return { kind, namespace: hostname.slice(0, -suffix.length) };
+  }
+  return undefined;
+}
+
+export function createApp(deps: AppDependencies): Hono {
+  const { accounts, catalog, logger } = deps;
+  const app = new Hono();
+
+  const endpoints = {
+    create: createMcpEndpoint({
+      kind: 'create',
+      accounts: deps.accountsStore,
+      logger,
+      buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, logger, version: deps.version }),
+    }),
+  } satisfies Partial<Record<EndpointKind, unknown>>;
+
+  async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {
+    const token = bearer(c);
+    if (!token) return unauthorized(c, 'missing API key: send Authorization: Bearer <key>');
+    const principal: KeyPrincipal | undefined = await accounts.authenticateKey(token);
+    if (!principal) return unauthorized(c, 'invalid, revoked or expired API key');
+    const endpoint = kind === 'create' ? endpoints.create : undefined;
+    if (!endpoint || !isValidNamespaceName(namespace)) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
+    return endpoint(c.req.raw, { principal, namespace, url: new URL(c.req.url) });
+  }
+
+  app.onError((error, c) => errorResponse(c, error, logger));
+  app.notFound((c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
+
+  // Subdomain routing runs first: on `{ns}.create.{base}` every path is that namespace's endpoint.
+  app.use('*', async (c, next) => {
+    const route = subdomainRoute(c.req.header('host'), deps.baseHost);
+    if (!route) return next();
+    return serveMcp(c, route.kind, route.namespace);
+  });
+
+  app.get('/healthz', (c) => c.json({ status: 'ok', version: deps.version, database: deps.databaseKind }));
+
+  const smallBody = bodyLimit({ maxSize: 64 * 1024, onError: (c) => c.json(new DomainError('validation_error', 'request body too large').toJSON(), 413) });
+
+  app.post('/register', smallBody, async (c) => {
+    const body = await jsonBody(c);
+    const account = await accounts.register(body.email, body.password);
+    return c.json({ account_id: account.id, email: account.email, tier: account.tier }, 201);
+  });
+
+  app.post('/login', smallBody, async (c) => {
+    const body = await jsonBody(c);
+    const session = await accounts.login(body.email, body.password);
+    const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
+    setCookie(c, SESSION_COOKIE, session.token, { httpOnly: true, sameSite: 'Lax', path: '/', secure, expires: session.expiresAt });
+    return c.json({ token: session.token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });
+  });
+
+  /** The account behind a login session: the session cookie or `Authorization: Bearer <login token>`. */
+  async function sessionAccount(c: Context): Promise<string> {
+    const token = getCookie(c, SESSION_COOKIE) ?? bearer(c);
+    const accountId = token ? await accounts.authenticateSession(token) : undefined;
+    if (!accountId) throw new DomainError('unauthorized', 'log in first: POST /login, then send the session cookie or Authorization: Bearer <token>');
+    return accountId;
+  }
+
+  app.post('/api/keys', smallBody, async (c) => {
+    const accountId = await sessionAccount(c);
+    const body = await jsonBody(c);
+    return c.json(await accounts.createKey(accountId, body), 201);
+  });
+
+  app.get('/api/keys', async (c) => c.json({ keys: await accounts.listKeys(await sessionAccount(c)) }));
+
+  app.delete('/api/keys/:id', async (c) => {
+    await accounts.revokeKey(await sessionAccount(c), c.req.param('id'));
+    return c.json({ revoked: c.req.param('id') });
+  });
+
+  app.all('/mcp/create/:namespace', (c) => serveMcp(c, 'create', c.req.param('namespace')));
+
+  return app;
+}

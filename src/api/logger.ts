@@ -1,0 +1,12 @@
+import { pino, type Logger as PinoLogger } from 'pino';
+
+export type Logger = PinoLogger;
+
+/** Structured JSON logs on stdout; never given secrets (keys, passwords, env values). */
+export function createLogger(level = process.env.LOG_LEVEL ?? 'info'): Logger {
+  return pino({
+    level,
+    base: { service: 'mcpworks' },
+    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-mcpworks-env"]'], remove: true },
+  });
+}

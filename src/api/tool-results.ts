@@ -1,0 +1,29 @@
+import type { CallToolResult } from '@modelcontextprotocol/server';
+import { isDomainError } from '../core/errors.js';
+import type { Logger } from './logger.js';
+
+/** A successful tool call: the value as pretty JSON text (what models read best). */
+export function toolResult(value: unknown): CallToolResult {
+  return { content: [{ type: 'text', text: JSON.stringify(value, null, 2) }] };
+}
+
+/** Domain errors become structured tool errors; anything else is logged and reported without internals. */
+export function toolError(error: unknown, logger: Logger, tool: string): CallToolResult {
+  if (isDomainError(error)) {
+    return { isError: true, content: [{ type: 'text', text: JSON.stringify(error.toJSON()) }] };
+  }
+  logger.error({ err: error, tool }, 'tool failed unexpectedly');
+  return {
+    isError: true,
+    content: [{ type: 'text', text: JSON.stringify({ error: { type: 'internal_error', message: 'internal error; the operator can find details in the server log' } }) }],
+  };
+}
+
+/** Runs a tool body and renders its outcome either way. */
+export async function runTool(logger: Logger, tool: string, body: () => Promise<unknown>): Promise<CallToolResult> {
+  try {
+    return toolResult(await body());
+  } catch (error) {
+    return toolError(error, logger, tool);
+  }
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { configFromEnv, parsePort } from '../api/config.js';
+import { createLogger } from '../api/logger.js';
+import { startServer } from '../api/server.js';
+import { isDomainError } from '../core/errors.js';
+import { DataDirLockedError } from '../store/data-dir-lock.js';
+import { withOperatorServices } from './operator.js';
+
+const HELP = `mcpworks — self-hostable code execution for AI assistants over MCP
+
+Usage:
+  mcpworks serve [--port N] [--host H] [--data-dir DIR]
+      Serve HTTP + MCP. Env: PORT (8787), HOST (127.0.0.1), MCPWORKS_DATA_DIR (./data),
+      DATABASE_URL (a real PostgreSQL; default: embedded PostgreSQL in the data dir),
+      MCPWORKS_BASE_HOST (enables {ns}.create.{host} / {ns}.run.{host} routing), LOG_LEVEL.
+  mcpworks account create --email E --password P [--tier T]
+  mcpworks account set-tier --email E --tier T
+  mcpworks key create --email E [--name N] [--namespace NS] [--scopes read,write,execute] [--expires-in-days D]
+      Prints only the raw API key on stdout.
+  mcpworks sandbox run FILE [--language python|typescript] [--input JSON] [--env NAME=VALUE ...] [--tier T]
+      Run a function file through the same sandbox the server uses; prints the result as JSON.
+  mcpworks --help
+
+Operator commands use the same data dir (--data-dir / MCPWORKS_DATA_DIR) or DATABASE_URL as the
+server. With the embedded database they refuse to run while a server holds the data dir.`;
+
+function fail(message: string): number {
+  process.stderr.write(`mcpworks: ${message}\n`);
+  return 1;
+}
+
+async function serveCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' } }, strict: true });
+  const config = configFromEnv();
+  if (values.port !== undefined) config.port = parsePort(values.port);
+  if (values.host !== undefined) config.host = values.host;
+  if (values['data-dir'] !== undefined) config.dataDir = values['data-dir'];
+  const logger = createLogger();
+  const server = await startServer(config, logger);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, 'shutting down');
+      server.close().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+async function accountCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: { email: { type: 'string' }, password: { type: 'string' }, tier: { type: 'string' }, 'data-dir': { type: 'string' } },
+    strict: true,
+  });
+  if (sub === 'create') {
+    const password = values.password ?? process.env.MCPWORKS_PASSWORD;
+    if (!values.email || !password) return fail('account create needs --email and --password (or MCPWORKS_PASSWORD)');
+    return withOperatorServices(values['data-dir'], async ({ accounts }) => {
+      const account = await accounts.register(values.email, password, values.tier);
+      process.stdout.write(`${JSON.stringify({ account_id: account.id, email: account.email, tier: account.tier })}\n`);
+      return 0;
+    });
+  }
+  if (sub === 'set-tier') {
+    if (!values.email || !values.tier) return fail('account set-tier needs --email and --tier');
+    return withOperatorServices(values['data-dir'], async ({ accounts }) => {
+      const account = await accounts.setTier(values.email, values.tier);
+      process.stdout.write(`${JSON.stringify({ account_id: account.id, email: account.email, tier: account.tier })}\n`);
+      return 0;
+    });
+  }
+  return fail(`unknown account command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
+}
+
+async function keyCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      email: { type: 'string' },
+      name: { type: 'string' },
+      namespace: { type: 'string' },
+      scopes: { type: 'string' },
+      'expires-in-days': { type: 'string' },
+      'data-dir': { type: 'string' },
+    },
+    strict: true,
+  });
+  if (sub !== 'create') return fail(`unknown key command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
+  if (!values.email) return fail('key create needs --email');
+  return withOperatorServices(values['data-dir'], async ({ accounts, accountsStore }) => {
+    const account = await accountsStore.findAccountByEmail(values.email!.trim().toLowerCase());
+    if (!account) return fail(`no account with email ${values.email}`);
+    const created = await accounts.createKey(account.id, {
+      name: values.name,
+      namespace: values.namespace,
+      scopes: values.scopes?.split(',').map((s) => s.trim()),
+      expires_in_days: values['expires-in-days'] === undefined ? undefined : Number(values['expires-in-days']),
+    });
+    process.stdout.write(`${created.key}\n`);
+    return 0;
+  });
+}
+
+async function sandboxCommand(args: string[]): Promise<number> {
+  // Loaded on demand: serving never pays for the sandbox runner's start-up.
+  const modulePath = './sandbox-command.js';
+  const { runSandboxCommand } = (await import(modulePath)) as { runSandboxCommand: (args: string[]) => Promise<number> };
+  return runSandboxCommand(args);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await serveCommand(rest);
+      case 'account':
+        return await accountCommand(rest);
+      case 'key':
+        return await keyCommand(rest);
+      case 'sandbox':
+        if (rest[0] !== 'run') return fail('usage: mcpworks sandbox run FILE [options]');
+        return await sandboxCommand(rest.slice(1));
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        process.stdout.write(`${HELP}\n`);
+        return 0;
+      default:
+        return fail(`unknown command ${JSON.stringify(command)}; see mcpworks --help`);
+    }
+  } catch (error) {
+    if (isDomainError(error)) return fail(`${error.type}: ${error.message}`);
+    if (error instanceof DataDirLockedError) return fail(error.message);
+    if (error instanceof Error && 'code' in error && String((error as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) return fail(error.message);
+    return fail(error instanceof Error ? error.message : String(error));
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`mcpworks: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

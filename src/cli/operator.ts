@@ -1,0 +1,31 @@
+import { configFromEnv } from '../api/config.js';
+import { AccountService } from '../services/accounts.js';
+import { AccountsStore } from '../store/accounts-store.js';
+import { acquireDataDirLock } from '../store/data-dir-lock.js';
+import { openDatabase } from '../store/database.js';
+
+export interface OperatorServices {
+  accounts: AccountService;
+  accountsStore: AccountsStore;
+}
+
+/**
+ * Opens the same database the server uses for one operator command. With the embedded database
+ * it takes the data-dir lock first, so it refuses (rather than corrupts) while a server runs.
+ */
+export async function withOperatorServices(dataDirFlag: string | undefined, work: (services: OperatorServices) => Promise<number>): Promise<number> {
+  const config = configFromEnv();
+  const dataDir = dataDirFlag ?? config.dataDir;
+  const release = config.databaseUrl ? () => undefined : acquireDataDirLock(dataDir, 'mcpworks CLI');
+  try {
+    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir });
+    try {
+      const accountsStore = new AccountsStore(database.db);
+      return await work({ accounts: new AccountService(accountsStore, config.tiers), accountsStore });
+    } finally {
+      await database.close();
+    }
+  } finally {
+    release();
+  }
+}

@@ -1,0 +1,51 @@
+import { invalid } from './errors.js';
+
+/** API keys: `mcpw_` + 64 lowercase hex (the secret scanner recognises this shape). */
+export const API_KEY_PATTERN = /^mcpw_[0-9a-f]{64}$/;
+/** Characters of the key (after `mcpw_`) kept in clear as a lookup prefix. */
+export const API_KEY_PREFIX_HEX = 12;
+
+export const SCOPES = ['read', 'write', 'execute'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+export function isApiKeyShape(value: string): boolean {
+  return API_KEY_PATTERN.test(value);
+}
+
+/** The non-secret part shown in listings and used to find the stored hash. */
+export function apiKeyPrefix(key: string): string {
+  return key.slice(0, 5 + API_KEY_PREFIX_HEX);
+}
+
+export function validateScopes(scopes: unknown): Scope[] {
+  if (scopes === undefined) return [...SCOPES];
+  if (!Array.isArray(scopes) || scopes.length === 0 || scopes.some((s) => !(SCOPES as readonly string[]).includes(s))) {
+    throw invalid(`scopes must be a non-empty list of ${SCOPES.join(', ')}`, { field: 'scopes' });
+  }
+  return [...new Set(scopes as Scope[])];
+}
+
+const EMAIL_PATTERN = /^[^\s@]{1,64}@[^\s@.]+(\.[^\s@.]+)+$/;
+
+export function validateEmail(email: unknown): string {
+  if (typeof email !== 'string' || email.length > 254 || !EMAIL_PATTERN.test(email.trim())) {
+    throw invalid('email must be a valid address like user@example.com', { field: 'email' });
+  }
+  return email.trim().toLowerCase();
+}
+
+export const MIN_PASSWORD_LENGTH = 8;
+export const MAX_PASSWORD_LENGTH = 1024;
+
+export function validatePassword(password: unknown): string {
+  if (typeof password !== 'string' || password.length < MIN_PASSWORD_LENGTH || password.length > MAX_PASSWORD_LENGTH) {
+    throw invalid(`password must be ${MIN_PASSWORD_LENGTH}-${MAX_PASSWORD_LENGTH} characters`, { field: 'password' });
+  }
+  return password;
+}
+
+export function validateKeyName(name: unknown): string {
+  if (name === undefined) return 'default';
+  if (typeof name !== 'string' || name.trim() === '' || name.length > 100) throw invalid('name must be 1-100 characters', { field: 'name' });
+  return name.trim();
+}

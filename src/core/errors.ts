@@ -1,0 +1,43 @@
+/**
+ * The one domain error. Its `type` is stable and rendered by both the MCP layer (tool error)
+ * and the HTTP layer (status + JSON); `details` carries machine-readable extras.
+ */
+export type DomainErrorType =
+  | 'validation_error'
+  | 'not_found'
+  | 'conflict'
+  | 'locked'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'invalid_schema'
+  | 'unknown_package'
+  | 'code_too_large'
+  | 'quota_exceeded'
+  | 'rate_limited'
+  | 'internal_error';
+
+export class DomainError extends Error {
+  readonly type: DomainErrorType;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(type: DomainErrorType, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'DomainError';
+    this.type = type;
+    this.details = details;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { error: { type: this.type, message: this.message, ...(this.details ?? {}) } };
+  }
+}
+
+export const notFound = (what: string, name: string): DomainError =>
+  new DomainError('not_found', `${what} '${name}' not found`);
+
+export const invalid = (message: string, details?: Record<string, unknown>): DomainError =>
+  new DomainError('validation_error', message, details);
+
+export function isDomainError(error: unknown): error is DomainError {
+  return error instanceof DomainError;
+}

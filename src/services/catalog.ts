@@ -1,0 +1,287 @@
+import type { Scope } from '../core/accounts.js';
+import { DomainError, invalid, notFound } from '../core/errors.js';
+import { buildDefinition, buildMetadata, definitionChanged, type FunctionDefinition, type FunctionDefinitionInput } from '../core/functions.js';
+import { validateEntityName, validateNamespaceName } from '../core/names.js';
+import { findTemplate, TEMPLATES } from '../core/templates.js';
+import { CatalogStore, versionToDefinition } from '../store/catalog-store.js';
+import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
+import type { KeyPrincipal } from './accounts.js';
+
+/** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages). */
+export type VersionPreparer = (definition: FunctionDefinition) => Promise<void>;
+
+export interface FunctionInput extends FunctionDefinitionInput {
+  service?: unknown;
+  name?: unknown;
+  description?: unknown;
+  tags?: unknown;
+  template?: unknown;
+  restoreVersion?: unknown;
+}
+
+const iso = (d: Date): string => new Date(d).toISOString();
+
+function requireScope(principal: KeyPrincipal, scope: Scope): void {
+  if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
+}
+
+function versionSummary(v: FunctionVersionRow) {
+  return {
+    version: v.version,
+    language: v.language,
+    requirements: v.requirements,
+    code_bytes: Buffer.byteLength(v.code, 'utf8'),
+    definition_hash: v.definition_hash,
+    restored_from: v.restored_from,
+    created_at: iso(v.created_at),
+  };
+}
+
+/** Business rules of the create endpoint: namespaces, services, functions and versions. */
+export class CatalogService {
+  constructor(
+    private readonly store: CatalogStore,
+    private readonly prepareVersion: VersionPreparer = async () => undefined,
+  ) {}
+
+  async makeNamespace(principal: KeyPrincipal, nameInput: unknown, description: unknown) {
+    requireScope(principal, 'write');
+    const name = validateNamespaceName(nameInput);
+    if (principal.namespace !== null && principal.namespace !== name) {
+      throw new DomainError('forbidden', `this API key is limited to namespace '${principal.namespace}'`);
+    }
+    const text = description === undefined ? '' : this.description(description);
+    const row = await this.store.createNamespace(principal.accountId, name, text);
+    if (!row) throw new DomainError('conflict', `namespace name '${name}' is not available`, { field: 'name' });
+    return { name: row.name, description: row.description, created_at: iso(row.created_at) };
+  }
+
+  async listNamespaces(principal: KeyPrincipal) {
+    requireScope(principal, 'read');
+    const rows = await this.store.listNamespaces(principal.accountId);
+    return rows
+      .filter((r) => principal.namespace === null || r.name === principal.namespace)
+      .map((r) => ({ name: r.name, description: r.description, created_at: iso(r.created_at) }));
+  }
+
+  /** The caller's namespace; anything else (another account's, another key's limit) is not found. */
+  async namespace(principal: KeyPrincipal, name: string): Promise<NamespaceRow> {
+    const row = principal.namespace === null || principal.namespace === name ? await this.store.findNamespace(principal.accountId, name) : undefined;
+    if (!row) throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace`);
+    return row;
+  }
+
+  async makeService(principal: KeyPrincipal, nsName: string, nameInput: unknown, description: unknown) {
+    requireScope(principal, 'write');
+    const ns = await this.namespace(principal, nsName);
+    const name = validateEntityName('service', nameInput);
+    const text = description === undefined ? '' : this.description(description);
+    const clash = await this.store.findServiceByIdentifier(ns.id, name);
+    if (clash) throw this.nameClash('service', name, clash.name);
+    const row = await this.store.createService(ns.id, name, text);
+    if (!row) throw new DomainError('conflict', `service '${name}' already exists`, { field: 'name' });
+    return { name: row.name, description: row.description, created_at: iso(row.created_at) };
+  }
+
+  async listServices(principal: KeyPrincipal, nsName: string) {
+    requireScope(principal, 'read');
+    const ns = await this.namespace(principal, nsName);
+    const rows = await this.store.listServices(ns.id);
+    return rows.map((r) => ({ ...r, created_at: iso(r.created_at) }));
+  }
+
+  async deleteService(principal: KeyPrincipal, nsName: string, nameInput: unknown) {
+    requireScope(principal, 'write');
+    const service = await this.service(principal, nsName, nameInput);
+    const locked = await this.store.lockedFunctionNames(service.id);
+    if (locked.length > 0) {
+      throw new DomainError('locked', `service '${service.name}' has locked functions (${locked.join(', ')}); unlock them first`, { functions: locked });
+    }
+    await this.store.deleteService(service.id);
+    return { deleted: service.name };
+  }
+
+  async makeFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
+    requireScope(principal, 'write');
+    const service = await this.service(principal, nsName, input.service);
+    const name = validateEntityName('function', input.name);
+    let definitionInput: FunctionDefinitionInput = input;
+    let metadataInput: { description?: unknown; tags?: unknown } = input;
+    if (input.template !== undefined) {
+      const template = typeof input.template === 'string' ? findTemplate(input.template) : undefined;
+      if (!template) {
+        throw invalid(`unknown template ${JSON.stringify(input.template)}; templates: ${TEMPLATES.map((t) => t.name).join(', ')}`, { field: 'template' });
+      }
+      definitionInput = {
+        language: template.language,
+        code: template.code,
+        inputSchema: template.inputSchema,
+        outputSchema: template.outputSchema,
+        requirements: template.requirements,
+        ...definedOnly(input as Record<string, unknown>, ['language', 'backend', 'code', 'config', 'inputSchema', 'outputSchema', 'requirements', 'requiredEnv', 'optionalEnv']),
+      };
+      metadataInput = { description: input.description ?? template.description, tags: input.tags ?? template.tags };
+    }
+    const definition = buildDefinition(definitionInput, null);
+    const metadata = buildMetadata(metadataInput, null);
+    const clash = await this.store.findFunctionByIdentifier(service.id, name);
+    if (clash) throw this.nameClash('function', name, clash.name);
+    await this.prepareVersion(definition);
+    const row = await this.store.createFunction(service.id, name, metadata, definition);
+    if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
+    return { service: service.name, name: row.name, version: 1, language: definition.language, created: true };
+  }
+
+  async updateFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
+    requireScope(principal, 'write');
+    const service = await this.service(principal, nsName, input.service);
+    const name = typeof input.name === 'string' ? input.name : validateEntityName('function', input.name);
+    const restore = input.restoreVersion;
+    if (restore !== undefined) {
+      if (typeof restore !== 'number' || !Number.isInteger(restore) || restore < 1) throw invalid('restore_version must be a positive integer', { field: 'restore_version' });
+      const conflicting = ['code', 'config', 'inputSchema', 'outputSchema', 'requirements', 'language', 'backend', 'requiredEnv', 'optionalEnv'].filter(
+        (k) => (input as Record<string, unknown>)[k] !== undefined,
+      );
+      if (conflicting.length > 0) throw invalid(`restore_version cannot be combined with ${conflicting.join(', ')}`, { field: 'restore_version' });
+    }
+
+    // Validate and prepare (npm installs can be slow) against the current version outside the lock;
+    // inside it, rebuild against whatever is current then. Only a concurrent change of what needs
+    // preparing (language or requirements) sends us round again.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await this.activeVersion(service, name);
+      const draft = restore === undefined ? buildDefinition(input, versionToDefinition(current.version)) : undefined;
+      if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft);
+      const prepared = draft ? preparationKey(draft) : undefined;
+
+      const outcome = await this.store.withFunctionLocked(service.id, name, async (trx, fn) => {
+        if (!fn) throw notFound('function', `${service.name}.${name}`);
+        if (fn.locked) throw this.lockedError(service.name, fn.name);
+        const metadata = buildMetadata(input, { description: fn.description, tags: fn.tags });
+        if (restore !== undefined) {
+          const source = await this.store.versionInTrx(trx, fn.id, restore);
+          if (!source) throw new DomainError('not_found', `version ${restore} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
+          const version = await this.store.appendVersion(trx, fn, versionToDefinition(source), metadata, restore);
+          return { version, new_version: true, restored_from: restore };
+        }
+        const activeRow = await this.store.versionInTrx(trx, fn.id, fn.active_version);
+        if (!activeRow) throw notFound('function', `${service.name}.${name}`);
+        const active = versionToDefinition(activeRow);
+        const next = buildDefinition(input, active);
+        if (definitionChanged(active, next)) {
+          if (preparationKey(next) !== prepared) return 'retry' as const;
+          const version = await this.store.appendVersion(trx, fn, next, metadata, null);
+          return { version, new_version: true };
+        }
+        await this.store.updateMetadata(trx, fn.id, metadata);
+        return { version: fn.active_version, new_version: false };
+      });
+      if (outcome !== 'retry') return { service: service.name, name, ...outcome };
+    }
+    throw new DomainError('conflict', `function '${service.name}.${name}' is being updated concurrently; try again`);
+  }
+
+  async deleteFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown) {
+    requireScope(principal, 'write');
+    const service = await this.service(principal, nsName, serviceInput);
+    const name = String(nameInput ?? '');
+    return this.store.withFunctionLocked(service.id, name, async (trx, fn) => {
+      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (fn.locked) throw this.lockedError(service.name, fn.name);
+      await this.store.deleteFunction(trx, fn.id);
+      return { deleted: `${service.name}.${fn.name}` };
+    });
+  }
+
+  async setLocked(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, locked: boolean) {
+    requireScope(principal, 'write');
+    const service = await this.service(principal, nsName, serviceInput);
+    const name = String(nameInput ?? '');
+    return this.store.withFunctionLocked(service.id, name, async (trx, fn) => {
+      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      await this.store.setLocked(trx, fn.id, locked);
+      return { service: service.name, name: fn.name, locked };
+    });
+  }
+
+  async listFunctions(principal: KeyPrincipal, nsName: string, serviceInput: unknown, tag: unknown) {
+    requireScope(principal, 'read');
+    const service = await this.service(principal, nsName, serviceInput);
+    if (tag !== undefined && typeof tag !== 'string') throw invalid('tag must be a string', { field: 'tag' });
+    const rows = await this.store.listFunctions(service.id, tag);
+    return rows.map((r) => ({ ...r, updated_at: iso(r.updated_at) }));
+  }
+
+  async describeFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
+    requireScope(principal, 'read');
+    const service = await this.service(principal, nsName, serviceInput);
+    const { fn } = await this.activeVersion(service, String(nameInput ?? ''));
+    const versions = await this.store.listVersions(fn.id);
+    const wanted = versionInput === undefined ? fn.active_version : versionInput;
+    const shown = versions.find((v) => v.version === wanted);
+    if (!shown) throw new DomainError('not_found', `version ${JSON.stringify(wanted)} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
+    const d = versionToDefinition(shown);
+    return {
+      service: service.name,
+      name: fn.name,
+      description: fn.description,
+      tags: fn.tags,
+      locked: fn.locked,
+      active_version: fn.active_version,
+      shown_version: shown.version,
+      language: d.language,
+      backend: d.backend,
+      code: d.code,
+      config: d.config,
+      input_schema: d.inputSchema,
+      output_schema: d.outputSchema,
+      requirements: d.requirements,
+      required_env: d.requiredEnv,
+      optional_env: d.optionalEnv,
+      versions: versions.map(versionSummary),
+      created_at: iso(fn.created_at),
+      updated_at: iso(fn.updated_at),
+    };
+  }
+
+  private async service(principal: KeyPrincipal, nsName: string, nameInput: unknown): Promise<ServiceRow> {
+    const ns = await this.namespace(principal, nsName);
+    if (typeof nameInput !== 'string' || nameInput === '') throw invalid('service is required', { field: 'service' });
+    const service = await this.store.findService(ns.id, nameInput);
+    if (!service) throw new DomainError('not_found', `service '${nameInput}' not found in namespace '${ns.name}'; create it with make_service`);
+    return service;
+  }
+
+  private async activeVersion(service: ServiceRow, name: string): Promise<{ fn: FunctionRow; version: FunctionVersionRow }> {
+    const fn = await this.store.findFunction(service.id, name);
+    if (!fn) throw notFound('function', `${service.name}.${name}`);
+    const version = await this.store.findVersion(fn.id, fn.active_version);
+    if (!version) throw notFound('function', `${service.name}.${name}`);
+    return { fn, version };
+  }
+
+  private description(value: unknown): string {
+    return buildMetadata({ description: value }, null).description;
+  }
+
+  private nameClash(kind: string, name: string, existing: string): DomainError {
+    return new DomainError(
+      'conflict',
+      existing === name ? `${kind} '${name}' already exists` : `${kind} '${name}' would have the same identifier as existing ${kind} '${existing}' ('-' becomes '_')`,
+      { field: 'name' },
+    );
+  }
+
+  private lockedError(service: string, name: string): DomainError {
+    return new DomainError('locked', `function '${service}.${name}' is locked; call unlock_function first`);
+  }
+}
+
+/** What a VersionPreparer depends on: two definitions with equal keys need no second preparation. */
+function preparationKey(definition: FunctionDefinition): string {
+  return JSON.stringify([definition.language, definition.requirements]);
+}
+
+function definedOnly(source: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.filter((k) => source[k] !== undefined).map((k) => [k, source[k]]));
+}

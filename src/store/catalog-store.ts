@@ -1,0 +1,222 @@
+import { randomUUID } from 'node:crypto';
+import { sql, type Transaction } from 'kysely';
+import type { FunctionDefinition, FunctionMetadata } from '../core/functions.js';
+import { definitionHash } from '../core/functions.js';
+import type { Db } from './database.js';
+import type { Database, FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from './schema.js';
+
+export type Trx = Transaction<Database>;
+
+export interface ServiceSummary {
+  name: string;
+  description: string;
+  function_count: number;
+  call_count: number;
+  created_at: Date;
+}
+
+export interface FunctionSummary {
+  name: string;
+  description: string;
+  tags: string[];
+  language: string;
+  active_version: number;
+  locked: boolean;
+  updated_at: Date;
+}
+
+/** Queries for namespaces, services, functions and their immutable versions. */
+export class CatalogStore {
+  constructor(private readonly db: Db) {}
+
+  async createNamespace(accountId: string, name: string, description: string): Promise<NamespaceRow | undefined> {
+    return this.db
+      .insertInto('namespaces')
+      .values({ id: randomUUID(), account_id: accountId, name, description })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  listNamespaces(accountId: string): Promise<NamespaceRow[]> {
+    return this.db.selectFrom('namespaces').selectAll().where('account_id', '=', accountId).orderBy('name').execute();
+  }
+
+  /** Only the caller's own namespace: another account's is indistinguishable from a missing one. */
+  findNamespace(accountId: string, name: string): Promise<NamespaceRow | undefined> {
+    return this.db.selectFrom('namespaces').selectAll().where('account_id', '=', accountId).where('name', '=', name).executeTakeFirst();
+  }
+
+  async createService(namespaceId: string, name: string, description: string): Promise<ServiceRow | undefined> {
+    return this.db
+      .insertInto('services')
+      .values({ id: randomUUID(), namespace_id: namespaceId, name, description })
+      .onConflict((oc) => oc.doNothing())
+      .returningAll()
+      .executeTakeFirst();
+  }
+
+  findService(namespaceId: string, name: string): Promise<ServiceRow | undefined> {
+    return this.db.selectFrom('services').selectAll().where('namespace_id', '=', namespaceId).where('name', '=', name).executeTakeFirst();
+  }
+
+  /** The service whose generated identifier equals this name's, if any (`my-svc` vs `my_svc`). */
+  findServiceByIdentifier(namespaceId: string, name: string): Promise<ServiceRow | undefined> {
+    return this.db
+      .selectFrom('services')
+      .selectAll()
+      .where('namespace_id', '=', namespaceId)
+      .where(sql<string>`replace(name, '-', '_')`, '=', name.replace(/-/g, '_'))
+      .executeTakeFirst();
+  }
+
+  async listServices(namespaceId: string): Promise<ServiceSummary[]> {
+    const rows = await this.db
+      .selectFrom('services as s')
+      .select([
+        's.name',
+        's.description',
+        's.created_at',
+        sql<number>`(SELECT count(*)::int FROM functions f WHERE f.service_id = s.id)`.as('function_count'),
+        sql<number>`(SELECT count(*)::int FROM executions e WHERE e.namespace_id = s.namespace_id AND e.service_name = s.name)`.as('call_count'),
+      ])
+      .where('s.namespace_id', '=', namespaceId)
+      .orderBy('s.name')
+      .execute();
+    return rows.map((r) => ({ ...r, function_count: Number(r.function_count), call_count: Number(r.call_count) }));
+  }
+
+  /** Names of locked functions in a service (they block deleting it). */
+  async lockedFunctionNames(serviceId: string): Promise<string[]> {
+    const rows = await this.db.selectFrom('functions').select('name').where('service_id', '=', serviceId).where('locked', '=', true).execute();
+    return rows.map((r) => r.name);
+  }
+
+  async deleteService(serviceId: string): Promise<void> {
+    await this.db.deleteFrom('services').where('id', '=', serviceId).execute();
+  }
+
+  findFunctionByIdentifier(serviceId: string, name: string): Promise<FunctionRow | undefined> {
+    return this.db
+      .selectFrom('functions')
+      .selectAll()
+      .where('service_id', '=', serviceId)
+      .where(sql<string>`replace(name, '-', '_')`, '=', name.replace(/-/g, '_'))
+      .executeTakeFirst();
+  }
+
+  async createFunction(serviceId: string, name: string, metadata: FunctionMetadata, definition: FunctionDefinition): Promise<FunctionRow | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      const created = await trx
+        .insertInto('functions')
+        .values({ id: randomUUID(), service_id: serviceId, name, description: metadata.description, tags: JSON.stringify(metadata.tags), active_version: 1 })
+        .onConflict((oc) => oc.doNothing())
+        .returningAll()
+        .executeTakeFirst();
+      if (!created) return undefined;
+      await insertVersion(trx, created.id, 1, definition, null);
+      return created;
+    });
+  }
+
+  findFunction(serviceId: string, name: string): Promise<FunctionRow | undefined> {
+    return this.db.selectFrom('functions').selectAll().where('service_id', '=', serviceId).where('name', '=', name).executeTakeFirst();
+  }
+
+  async listFunctions(serviceId: string, tag?: string): Promise<FunctionSummary[]> {
+    let query = this.db
+      .selectFrom('functions as f')
+      .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
+      .select(['f.name', 'f.description', 'f.tags', 'v.language', 'f.active_version', 'f.locked', 'f.updated_at'])
+      .where('f.service_id', '=', serviceId);
+    if (tag !== undefined) query = query.where(sql<boolean>`f.tags @> ${JSON.stringify([tag])}::jsonb`);
+    return query.orderBy('f.name').execute();
+  }
+
+  listVersions(functionId: string): Promise<FunctionVersionRow[]> {
+    return this.db.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).orderBy('version').execute();
+  }
+
+  findVersion(functionId: string, version: number): Promise<FunctionVersionRow | undefined> {
+    return this.db.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).where('version', '=', version).executeTakeFirst();
+  }
+
+  /**
+   * Runs `work` with the function row locked (SELECT … FOR UPDATE), so concurrent updates of one
+   * function queue up and each sees the version the previous one wrote.
+   */
+  async withFunctionLocked<T>(serviceId: string, name: string, work: (trx: Trx, fn: FunctionRow | undefined) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute(async (trx) => {
+      const fn = await trx.selectFrom('functions').selectAll().where('service_id', '=', serviceId).where('name', '=', name).forUpdate().executeTakeFirst();
+      return work(trx, fn);
+    });
+  }
+
+  /** Appends the next version (active + 1) and makes it active. Call inside withFunctionLocked. */
+  async appendVersion(trx: Trx, fn: FunctionRow, definition: FunctionDefinition, metadata: FunctionMetadata, restoredFrom: number | null): Promise<number> {
+    const version = fn.active_version + 1;
+    await insertVersion(trx, fn.id, version, definition, restoredFrom);
+    await trx
+      .updateTable('functions')
+      .set({ active_version: version, description: metadata.description, tags: JSON.stringify(metadata.tags), updated_at: new Date() })
+      .where('id', '=', fn.id)
+      .execute();
+    return version;
+  }
+
+  async updateMetadata(trx: Trx, functionId: string, metadata: FunctionMetadata): Promise<void> {
+    await trx
+      .updateTable('functions')
+      .set({ description: metadata.description, tags: JSON.stringify(metadata.tags), updated_at: new Date() })
+      .where('id', '=', functionId)
+      .execute();
+  }
+
+  async versionInTrx(trx: Trx, functionId: string, version: number): Promise<FunctionVersionRow | undefined> {
+    return trx.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).where('version', '=', version).executeTakeFirst();
+  }
+
+  async setLocked(trx: Trx, functionId: string, locked: boolean): Promise<void> {
+    await trx.updateTable('functions').set({ locked, updated_at: new Date() }).where('id', '=', functionId).execute();
+  }
+
+  async deleteFunction(trx: Trx, functionId: string): Promise<void> {
+    await trx.deleteFrom('functions').where('id', '=', functionId).execute();
+  }
+}
+
+async function insertVersion(trx: Trx, functionId: string, version: number, d: FunctionDefinition, restoredFrom: number | null): Promise<void> {
+  await trx
+    .insertInto('function_versions')
+    .values({
+      id: randomUUID(),
+      function_id: functionId,
+      version,
+      language: d.language,
+      backend: d.backend,
+      code: d.code,
+      config: JSON.stringify(d.config),
+      input_schema: JSON.stringify(d.inputSchema),
+      output_schema: JSON.stringify(d.outputSchema),
+      requirements: JSON.stringify(d.requirements),
+      required_env: JSON.stringify(d.requiredEnv),
+      optional_env: JSON.stringify(d.optionalEnv),
+      definition_hash: definitionHash(d),
+      restored_from: restoredFrom,
+    })
+    .execute();
+}
+
+export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition {
+  return {
+    language: row.language as FunctionDefinition['language'],
+    backend: row.backend as FunctionDefinition['backend'],
+    code: row.code,
+    config: row.config,
+    inputSchema: row.input_schema,
+    outputSchema: row.output_schema,
+    requirements: row.requirements,
+    requiredEnv: row.required_env,
+    optionalEnv: row.optional_env,
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * Versioned schema migrations, applied in order on start inside one transaction each.
+ * Never edit a shipped migration: add the next one.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  statements: string[];
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'accounts, keys, namespaces, services, functions, versions',
+    statements: [
+      `CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        trial_ends_at TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL UNIQUE,
+        key_hash TEXT NOT NULL,
+        namespace TEXT,
+        scopes JSONB NOT NULL,
+        expires_at TIMESTAMPTZ,
+        revoked_at TIMESTAMPTZ,
+        last_used_at TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX api_keys_account ON api_keys(account_id)`,
+      `CREATE TABLE web_sessions (
+        token_hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        expires_at TIMESTAMPTZ NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE TABLE mcp_sessions (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        key_id TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+        endpoint TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE TABLE namespaces (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX namespaces_account ON namespaces(account_id)`,
+      `CREATE TABLE services (
+        id TEXT PRIMARY KEY,
+        namespace_id TEXT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      // Names that differ only by '-' vs '_' would be one identifier in the generated package.
+      `CREATE UNIQUE INDEX services_identifier ON services(namespace_id, (replace(name, '-', '_')))`,
+      `CREATE TABLE functions (
+        id TEXT PRIMARY KEY,
+        service_id TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        tags JSONB NOT NULL DEFAULT '[]',
+        active_version INTEGER NOT NULL,
+        locked BOOLEAN NOT NULL DEFAULT false,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE UNIQUE INDEX functions_identifier ON functions(service_id, (replace(name, '-', '_')))`,
+      `CREATE TABLE function_versions (
+        id TEXT PRIMARY KEY,
+        function_id TEXT NOT NULL REFERENCES functions(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        language TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        code TEXT NOT NULL,
+        config JSONB,
+        input_schema JSONB,
+        output_schema JSONB,
+        requirements JSONB NOT NULL,
+        required_env JSONB NOT NULL,
+        optional_env JSONB NOT NULL,
+        definition_hash TEXT NOT NULL,
+        restored_from INTEGER,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (function_id, version)
+      )`,
+      `CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        namespace_id TEXT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+        service_name TEXT,
+        function_name TEXT,
+        function_id TEXT REFERENCES functions(id) ON DELETE SET NULL,
+        version INTEGER,
+        mode TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_type TEXT,
+        duration_ms INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX executions_namespace ON executions(namespace_id, created_at)`,
+      `CREATE INDEX executions_account ON executions(account_id, created_at)`,
+    ],
+  },
+];

@@ -1,0 +1,131 @@
+import type { ColumnType, Generated, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Json<T> = ColumnType<T, string, string>;
+
+export interface AccountsTable {
+  id: string;
+  email: string;
+  password_hash: string;
+  tier: string;
+  trial_ends_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  created_at: Timestamp;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  account_id: string;
+  name: string;
+  prefix: string;
+  key_hash: string;
+  namespace: string | null;
+  scopes: Json<string[]>;
+  expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  created_at: Timestamp;
+}
+
+export interface WebSessionsTable {
+  token_hash: string;
+  account_id: string;
+  expires_at: Timestamp;
+  created_at: Timestamp;
+}
+
+export interface McpSessionsTable {
+  id: string;
+  account_id: string;
+  key_id: string;
+  endpoint: string;
+  namespace: string;
+  created_at: Timestamp;
+}
+
+export interface NamespacesTable {
+  id: string;
+  account_id: string;
+  name: string;
+  description: string;
+  created_at: Timestamp;
+}
+
+export interface ServicesTable {
+  id: string;
+  namespace_id: string;
+  name: string;
+  description: string;
+  created_at: Timestamp;
+}
+
+export interface FunctionsTable {
+  id: string;
+  service_id: string;
+  name: string;
+  description: string;
+  tags: Json<string[]>;
+  active_version: number;
+  locked: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface FunctionVersionsTable {
+  id: string;
+  function_id: string;
+  version: number;
+  language: string;
+  backend: string;
+  code: string;
+  config: Json<Record<string, unknown> | null>;
+  input_schema: Json<Record<string, unknown> | null>;
+  output_schema: Json<Record<string, unknown> | null>;
+  requirements: Json<string[]>;
+  required_env: Json<string[]>;
+  optional_env: Json<string[]>;
+  definition_hash: string;
+  restored_from: number | null;
+  created_at: Timestamp;
+}
+
+export interface ExecutionsTable {
+  id: Generated<string>;
+  account_id: string;
+  namespace_id: string;
+  service_name: string | null;
+  function_name: string | null;
+  function_id: string | null;
+  version: number | null;
+  mode: string;
+  status: string;
+  error_type: string | null;
+  duration_ms: number;
+  bytes_out: number;
+  created_at: Timestamp;
+}
+
+export interface SchemaMigrationsTable {
+  version: number;
+  name: string;
+  applied_at: Timestamp;
+}
+
+export interface Database {
+  accounts: AccountsTable;
+  api_keys: ApiKeysTable;
+  web_sessions: WebSessionsTable;
+  mcp_sessions: McpSessionsTable;
+  namespaces: NamespacesTable;
+  services: ServicesTable;
+  functions: FunctionsTable;
+  function_versions: FunctionVersionsTable;
+  executions: ExecutionsTable;
+  schema_migrations: SchemaMigrationsTable;
+}
+
+export type AccountRow = Selectable<AccountsTable>;
+export type ApiKeyRow = Selectable<ApiKeysTable>;
+export type NamespaceRow = Selectable<NamespacesTable>;
+export type ServiceRow = Selectable<ServicesTable>;
+export type FunctionRow = Selectable<FunctionsTable>;
+export type FunctionVersionRow = Selectable<FunctionVersionsTable>;
