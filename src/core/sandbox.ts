@@ -1,0 +1,106 @@
+/**
+ * The sandbox contract: what a run is asked to do and what it answers. Pure types and constants;
+ * the implementations live in src/sandbox and may change (fresh sandbox, warm pool) behind this.
+ */
+import type { TierLimits } from './tiers.js';
+
+export type SandboxLanguage = 'python' | 'typescript';
+
+export const SANDBOX_LANGUAGES: readonly SandboxLanguage[] = Object.freeze(['python', 'typescript']);
+
+export function isSandboxLanguage(value: unknown): value is SandboxLanguage {
+  return value === 'python' || value === 'typescript';
+}
+
+const MB = 1024 * 1024;
+
+/** Each of stdout and stderr is kept up to this many bytes, then cut with a marker (compat notes: 64 KB). */
+export const LOG_CAP_BYTES = 64 * 1024;
+
+/** Everything a single run may use. Built from a tier with `sandboxLimitsFor`. */
+export interface SandboxLimits {
+  /** Wall-clock limit; the whole process tree is killed when it passes. */
+  timeoutSeconds: number;
+  /** Memory of the whole run (all processes and the tmpfs). */
+  memoryMb: number;
+  /** Largest serialised result, in bytes. */
+  maxResultBytes: number;
+  /** Each of stdout and stderr is cut after this many bytes. */
+  maxLogBytes: number;
+  /** Processes and threads alive at once inside the run. */
+  maxProcesses: number;
+  /** Largest single file the run may write. */
+  maxFileBytes: number;
+  /** Size of the writable /tmp. */
+  tmpfsBytes: number;
+  /** CPU seconds per process. */
+  cpuSeconds: number;
+}
+
+export function sandboxLimitsFor(tier: Pick<TierLimits, 'timeoutSeconds' | 'memoryMb' | 'maxResultBytes'>): SandboxLimits {
+  return {
+    timeoutSeconds: tier.timeoutSeconds,
+    memoryMb: tier.memoryMb,
+    maxResultBytes: tier.maxResultBytes,
+    maxLogBytes: LOG_CAP_BYTES,
+    maxProcesses: 64,
+    maxFileBytes: 64 * MB,
+    // Counted against the memory limit too (tmpfs pages are charged to the run's cgroup).
+    tmpfsBytes: Math.min(256 * MB, Math.floor((tier.memoryMb * MB) / 2)),
+    cpuSeconds: tier.timeoutSeconds,
+  };
+}
+
+export interface SandboxRequest {
+  code: string;
+  language: SandboxLanguage;
+  /** The function's input: `input_data` in Python, the argument of `main` in TypeScript. */
+  input: unknown;
+  /** Values the function sees as environment variables. Never placed in argv or logs. */
+  env?: Readonly<Record<string, string>>;
+  limits: SandboxLimits;
+  /** JSON Schema the result must satisfy. */
+  outputSchema?: Record<string, unknown> | boolean;
+  /**
+   * Directory of installed npm packages for a TypeScript function (from
+   * prepareTypescriptDependencies); mounted read-only as the function's node_modules.
+   */
+  nodeModulesDir?: string;
+}
+
+/** Failure types a run can report besides the user's own exception class names. */
+export const SANDBOX_ERROR_TYPES = Object.freeze({
+  syntax: 'SyntaxError',
+  transpile: 'TranspileError',
+  timeout: 'TimeoutError',
+  memory: 'MemoryError',
+  outputSize: 'OutputSizeError',
+  schema: 'SchemaError',
+  /** The result is not JSON (a set, a datetime, a function, a cycle, NaN, a BigInt…). */
+  notSerializable: 'SerializationError',
+  /** The process ended without reporting a result (os._exit, process.exit, a crash). */
+  exited: 'ProcessExitError',
+  /** The platform could not start the sandbox; not the function's fault. */
+  sandbox: 'SandboxError',
+} as const);
+
+export type SandboxErrorType = string;
+
+export interface SandboxFailure {
+  /** One of SANDBOX_ERROR_TYPES or the user's exception class name (ValueError, TypeError…). */
+  type: SandboxErrorType;
+  message: string;
+  /** The function's stderr followed by a trimmed traceback that shows only the user's lines. */
+  stderr: string;
+}
+
+export type SandboxOutcome =
+  | { ok: true; result: unknown; stdout: string; stderr: string; durationMs: number }
+  | { ok: false; error: SandboxFailure; stdout: string; durationMs: number };
+
+/** The one interface every way of running user code implements. */
+export interface Sandbox {
+  run(request: SandboxRequest): Promise<SandboxOutcome>;
+  /** Releases what the implementation holds (temporary runtime files, pooled processes). */
+  close(): Promise<void>;
+}

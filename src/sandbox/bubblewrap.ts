@@ -1,0 +1,372 @@
+/**
+ * The bubblewrap sandbox: every run is a fresh set of namespaces (user, PID, mount, IPC, UTS, net,
+ * cgroup) over a read-only /usr, a small private tmpfs, seccomp deny-list, per-run cgroup and
+ * rlimits. Requests travel on stdin and answers on fd 3, so env values never appear in any argv.
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { invalid } from '../core/errors.js';
+import {
+  SANDBOX_ERROR_TYPES,
+  type Sandbox,
+  type SandboxFailure,
+  type SandboxOutcome,
+  type SandboxRequest,
+} from '../core/sandbox.js';
+import { CappedCapture } from './capture.js';
+import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
+import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
+import { checkAgainstSchema } from './schema.js';
+import { transpileTypescript } from './transpile.js';
+import { attachNetwork, type NetworkAttachment } from './network.js';
+
+const MB = 1024 * 1024;
+/** The user and group the function sees inside its namespace. */
+const INNER_ID = 1000;
+/** Kept from a failure's traceback/stack; the head of a traceback says little. */
+const TRACEBACK_CAP = 16 * 1024;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export class SandboxUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SandboxUnavailableError';
+  }
+}
+
+export interface BubblewrapSandboxOptions {
+  /** Give functions network egress (default: MCPWORKS_SANDBOX_NETWORK === 'on'). */
+  network?: boolean;
+  /** Host user the sandbox runs as when the server itself is root (default nobody, 65534). */
+  sandboxUser?: { uid: number; gid: number };
+  /** Override where bubblewrap, the helper, the interpreters and the runner files are. */
+  paths?: Partial<HostPaths>;
+  /** Operator diagnostics (never contains env values). */
+  log?: (message: string) => void;
+}
+
+interface RunPlan {
+  argv: string[];
+  payload: string;
+}
+
+export function networkFromEnvironment(value = process.env.MCPWORKS_SANDBOX_NETWORK): boolean {
+  return value === 'on';
+}
+
+export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}): Sandbox {
+  const paths: HostPaths = { ...defaultHostPaths(), ...options.paths };
+  for (const [what, path] of [
+    ['bubblewrap', paths.bwrap],
+    ['sandbox helper', paths.helper],
+    ['seccomp program', paths.seccompProgram],
+    ['python', paths.python],
+    ['node', paths.node],
+  ] as const) {
+    if (!existsSync(path)) throw new SandboxUnavailableError(`${what} not found at ${path}: run \`make setup\``);
+  }
+  const network = options.network ?? networkFromEnvironment();
+  const isRoot = process.getuid?.() === 0;
+  const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: 65534 }) : null;
+  const cgroups: CgroupSupport = isRoot ? detectCgroupSupport() : { memory: null, pids: null };
+  const log = options.log ?? (() => {});
+  const runtimeDir = prepareRuntimeDir(paths, network);
+  const nodeBinary = realpathSync(paths.node);
+  const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network);
+  let closed = false;
+
+  async function run(request: SandboxRequest): Promise<SandboxOutcome> {
+    if (closed) throw new SandboxUnavailableError('the sandbox is closed');
+    const started = performance.now();
+    const env = request.env ?? {};
+    for (const [name, value] of Object.entries(env)) {
+      if (!ENV_NAME.test(name) || value.includes('\0')) throw invalid(`env variable name '${name.slice(0, 64)}' or its value is not allowed`);
+    }
+    let code = request.code;
+    if (request.language === 'typescript') {
+      const transpiled = await transpileTypescript(request.code);
+      if (!transpiled.ok) {
+        return failed({ type: SANDBOX_ERROR_TYPES.transpile, message: transpiled.message, stderr: transpiled.detail }, '', started);
+      }
+      code = transpiled.code;
+    }
+    const plan = planRun(request, code, env);
+    return execute(request, plan, started);
+  }
+
+  function planRun(request: SandboxRequest, code: string, env: Readonly<Record<string, string>>): RunPlan {
+    const { limits } = request;
+    const args = [...baseArgs, '--size', String(limits.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp'];
+    let command: string[];
+    if (request.language === 'python') {
+      // -I: ignore PYTHON* env and user site; -S: no site.py (runner adds dist-packages itself); -B: read-only disk.
+      command = ['/usr/bin/python3', '-I', '-S', '-B', '/sandbox/runner.py'];
+    } else {
+      if (request.nodeModulesDir) args.push('--ro-bind', request.nodeModulesDir, '/function/node_modules');
+      // V8 stops at a heap limit below the cgroup's, so most JS exhaustion is a clean, reportable error.
+      const heapMb = Math.max(64, Math.floor(limits.memoryMb * 0.75));
+      command = [nodeBinary, `--max-old-space-size=${heapMb}`, '--disable-proto=throw', '/sandbox/runner.cjs'];
+    }
+    args.push('--remount-ro', '/', '--chdir', '/tmp', '--seccomp', '4', '--', ...command);
+    const payload = JSON.stringify({ code, input: request.input ?? null, env, maxResultBytes: limits.maxResultBytes });
+    return { argv: args, payload };
+  }
+
+  function helperArgs(request: SandboxRequest, cgroup: RunCgroup | null): string[] {
+    const { limits } = request;
+    const args = ['exec'];
+    for (const file of cgroup?.procsFiles ?? []) args.push('--cgroup', file);
+    const rlimit = (name: string, soft: number, hard = soft) => args.push('--rlimit', `${name}=${Math.floor(soft)}:${Math.floor(hard)}`);
+    rlimit('cpu', limits.cpuSeconds, limits.cpuSeconds + 1);
+    rlimit('fsize', limits.maxFileBytes);
+    rlimit('core', 0);
+    rlimit('nofile', 1024);
+    if (!cgroups.memory) {
+      // No memory cgroup: cap address space instead. Node reserves ~1 GB of virtual space it never touches.
+      const extra = request.language === 'typescript' ? 1024 : 0;
+      rlimit('as', (limits.memoryMb + extra) * MB);
+    }
+    // Without a pids group the per-user count is the only fork-bomb brake (shared by concurrent runs).
+    if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
+    if (sandboxUser) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
+    // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
+    args.push('--keep-fds', network ? '7' : '5');
+    return args;
+  }
+
+  async function execute(request: SandboxRequest, plan: RunPlan, started: number): Promise<SandboxOutcome> {
+    const { limits } = request;
+    const runId = randomUUID();
+    const cgroup = createRunCgroup(cgroups, runId, { memoryBytes: limits.memoryMb * MB, maxProcesses: limits.maxProcesses });
+    let attachment: NetworkAttachment | null = null;
+    const seccompFd = openSync(paths.seccompProgram, 'r');
+    const stdout = new CappedCapture(limits.maxLogBytes);
+    const stderr = new CappedCapture(limits.maxLogBytes);
+    // Room for the result plus the error envelope and a traceback.
+    const answer = new CappedCapture(limits.maxResultBytes + 2 * TRACEBACK_CAP);
+    let timedOut = false;
+    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    try {
+      const argv = [...helperArgs(request, cgroup), '--', paths.bwrap, ...(network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...plan.argv];
+      const child = spawn(paths.helper, argv, {
+        stdio: network ? ['pipe', 'pipe', 'pipe', 'pipe', seccompFd, 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', 'pipe', seccompFd],
+        env: sandboxEnvironment(),
+      });
+      closeSync(seccompFd);
+      const kill = () => {
+        try {
+          child.kill('SIGKILL');
+        } catch {
+          // already gone
+        }
+        cgroup?.killAll();
+      };
+      const timer = setTimeout(() => {
+        timedOut = true;
+        kill();
+      }, limits.timeoutSeconds * 1000);
+      child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
+      child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+      const answerStream = child.stdio[3] as NodeJS.ReadableStream;
+      answerStream.on('data', (chunk: Buffer) => {
+        answer.push(chunk);
+        if (answer.overflowed) kill();
+      });
+      // The function may exit without reading its input; a broken pipe here is not an error.
+      child.stdin!.on('error', () => {});
+      if (network) {
+        try {
+          attachment = await attachNetwork(child);
+        } catch (error) {
+          log(`sandbox network set-up failed: ${(error as Error).message}`);
+          kill();
+        }
+      }
+      child.stdin!.end(plan.payload);
+      exit = await new Promise((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', (code, signal) => resolve({ code, signal }));
+      });
+      clearTimeout(timer);
+    } finally {
+      (attachment as NetworkAttachment | null)?.close();
+      cgroup?.killAll();
+    }
+    const oomKilled = cgroup?.oomKilled() ?? false;
+    // The pid namespace is still being torn down; removing the group need not delay the answer.
+    void cgroup?.remove();
+    return interpret(request, { stdout, stderr, answer, timedOut, oomKilled, exit }, started);
+  }
+
+  function interpret(
+    request: SandboxRequest,
+    run: {
+      stdout: CappedCapture;
+      stderr: CappedCapture;
+      answer: CappedCapture;
+      timedOut: boolean;
+      oomKilled: boolean;
+      exit: { code: number | null; signal: NodeJS.Signals | null };
+    },
+    started: number,
+  ): SandboxOutcome {
+    const { limits } = request;
+    const stdoutText = run.stdout.text();
+    const stderrText = run.stderr.text();
+    const fail = (type: string, message: string, trace = '') =>
+      failed({ type, message, stderr: joinLogs(stderrText, trace) }, stdoutText, started);
+
+    if (run.answer.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
+    const raw = run.answer.buffer().toString('utf8');
+    if (raw.length > 0) {
+      let parsed: { ok: boolean; result?: unknown; type?: string; message?: string; traceback?: string };
+      try {
+        parsed = JSON.parse(raw);
+      } catch {
+        parsed = { ok: false, type: SANDBOX_ERROR_TYPES.exited, message: 'the function wrote an unreadable answer' };
+      }
+      if (parsed.ok) {
+        if (request.outputSchema !== undefined) {
+          const check = checkAgainstSchema(request.outputSchema, parsed.result);
+          if (!check.ok) return fail(SANDBOX_ERROR_TYPES.schema, check.message);
+        }
+        return { ok: true, result: parsed.result, stdout: stdoutText, stderr: stderrText, durationMs: elapsed(started) };
+      }
+      const trace = trimTraceback(parsed.traceback ?? '');
+      return fail(String(parsed.type ?? 'Error'), String(parsed.message ?? ''), trace);
+    }
+    if (run.timedOut) return fail(SANDBOX_ERROR_TYPES.timeout, `the function ran longer than ${limits.timeoutSeconds} s and was stopped`);
+    if (run.oomKilled || /JavaScript heap out of memory|Reached heap limit/.test(stderrText)) {
+      return fail(SANDBOX_ERROR_TYPES.memory, `the function used more than ${limits.memoryMb} MB of memory and was stopped`);
+    }
+    const status = run.exit.code ?? -1;
+    const hostSide = /^(bwrap|mcpworks-sandbox-helper): /m.exec(stderrText);
+    if (hostSide && status !== 0 && run.stdout.byteLength === 0) {
+      log(`sandbox failed to start: ${stderrText.slice(0, 2000)}`);
+      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox could not start', stderr: '' }, '', started);
+    }
+    // bubblewrap reports a child killed by signal N as status 128+N.
+    if (status === 128 + 24) return fail(SANDBOX_ERROR_TYPES.timeout, `the function used more than ${limits.cpuSeconds} s of CPU time and was stopped`);
+    if (status === 128 + 25) return fail(SANDBOX_ERROR_TYPES.exited, `the function wrote a file larger than ${limits.maxFileBytes} bytes and was stopped`);
+    if (status === 128 + 9 && !cgroups.memory) {
+      return fail(SANDBOX_ERROR_TYPES.exited, 'the function was killed (SIGKILL), possibly for exceeding its memory');
+    }
+    const how = status > 128 ? `was killed by signal ${status - 128}` : `exited with status ${status}`;
+    return fail(SANDBOX_ERROR_TYPES.exited, `the function ${how} before returning a result`);
+  }
+
+  return {
+    run,
+    async close() {
+      closed = true;
+      rmSync(runtimeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {
+  return { ok: false, error, stdout, durationMs: elapsed(started) };
+}
+
+function elapsed(started: number): number {
+  return Math.round((performance.now() - started) * 10) / 10;
+}
+
+function joinLogs(stderr: string, trace: string): string {
+  if (!trace) return stderr;
+  if (!stderr) return trace;
+  return stderr.endsWith('\n') ? stderr + trace : `${stderr}\n${trace}`;
+}
+
+function trimTraceback(trace: string): string {
+  if (trace.length <= TRACEBACK_CAP) return trace;
+  // Keep the end: the innermost frames and the exception line matter most.
+  return `[traceback cut]\n${trace.slice(trace.length - TRACEBACK_CAP)}`;
+}
+
+/** The whole environment bubblewrap and the function start with: nothing from the server. */
+function sandboxEnvironment(): Record<string, string> {
+  return {
+    PATH: '/usr/local/bin:/usr/bin:/bin',
+    HOME: '/tmp',
+    TMPDIR: '/tmp',
+    LANG: 'C.UTF-8',
+    MPLCONFIGDIR: '/tmp',
+    MPLBACKEND: 'Agg',
+  };
+}
+
+function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boolean): string[] {
+  const args = [
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    ...(network ? [] : ['--unshare-net']),
+    '--disable-userns',
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    '--uid',
+    String(INNER_ID),
+    '--gid',
+    String(INNER_ID),
+    '--hostname',
+    'sandbox',
+    '--ro-bind',
+    '/usr',
+    '/usr',
+    ...topLevelSystemDirs(),
+    '--ro-bind',
+    join(runtimeDir, 'etc'),
+    '/etc',
+    '--ro-bind-try',
+    '/etc/ssl',
+    '/etc/ssl',
+    '--ro-bind',
+    join(runtimeDir, 'bin'),
+    '/sandbox',
+    '--proc',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--dir',
+    '/function',
+  ];
+  if (!isUnderUsr(nodeBinary)) args.push('--ro-bind', nodeBinary, nodeBinary);
+  return args;
+}
+
+/**
+ * A private copy of the runner files and a minimal /etc, readable by the sandbox user (the source
+ * tree or the data directory may not be).
+ */
+function prepareRuntimeDir(paths: HostPaths, network: boolean): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mcpworks-sandbox-'));
+  chmodSync(dir, 0o755);
+  const bin = join(dir, 'bin');
+  const etc = join(dir, 'etc');
+  mkdirSync(bin, { mode: 0o755 });
+  mkdirSync(etc, { mode: 0o755 });
+  for (const file of ['runner.py', 'runner.cjs']) {
+    copyFileSync(join(paths.runtimeSource, file), join(bin, file));
+    chmodSync(join(bin, file), 0o644);
+  }
+  const files: Record<string, string> = {
+    passwd: `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nsandbox:x:${INNER_ID}:${INNER_ID}:sandbox:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+    group: `root:x:0:\nsandbox:x:${INNER_ID}:\nnogroup:x:65534:\n`,
+    hosts: '127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n',
+    'nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files dns\n',
+    // slirp4netns's built-in DNS forwarder; unused without network.
+    'resolv.conf': network ? 'nameserver 10.0.2.3\n' : '',
+  };
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(etc, name), content, { mode: 0o644 });
+  mkdirSync(join(etc, 'ssl'), { mode: 0o755 });
+  if (existsSync('/usr/share/zoneinfo/Etc/UTC')) symlinkSync('/usr/share/zoneinfo/Etc/UTC', join(etc, 'localtime'));
+  return dir;
+}

@@ -1,0 +1,142 @@
+/*
+ * mcpworks-sandbox-helper: the two privileged-side steps of a sandbox run that Node cannot do.
+ *
+ *   mcpworks-sandbox-helper seccomp OUTFILE
+ *       Writes the seccomp-bpf deny-list program that bubblewrap loads with --seccomp.
+ *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... [--rlimit NAME=SOFT:HARD]...
+ *                                [--user UID:GID] [--keep-fds N] -- PROGRAM [ARG]...
+ *       Joins the per-run cgroups, sets resource limits, drops to the sandbox user and executes
+ *       PROGRAM (bubblewrap). Joining before exec means no user code ever runs outside the cgroup.
+ *
+ * Built by scripts/setup.d/sandbox.sh with libseccomp.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int fail(const char *what) {
+  fprintf(stderr, "mcpworks-sandbox-helper: %s: %s\n", what, strerror(errno));
+  return 111;
+}
+
+/* Denied outright: debugging other processes, namespaces and mounts (the escape toolbox),
+ * kernel keyrings, eBPF, perf, module and kexec loading, and host-wide administration. */
+static const char *const denied[] = {
+  "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+  "mount", "umount", "umount2", "pivot_root", "chroot", "unshare", "setns",
+  "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+  "open_by_handle_at", "name_to_handle_at",
+  "keyctl", "add_key", "request_key",
+  "bpf", "perf_event_open", "userfaultfd",
+  "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+  "reboot", "swapon", "swapoff", "acct", "quotactl", "syslog", "vhangup",
+  "iopl", "ioperm", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+  "lookup_dcookie", "uselib", "nfsservctl",
+};
+
+static int write_seccomp(const char *path) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (!ctx) return fail("seccomp_init");
+  int rc = 0;
+  for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {
+    int nr = seccomp_syscall_resolve_name(denied[i]);
+    if (nr == __NR_SCMP_ERROR) continue; /* not a syscall on this architecture */
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+    if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: rule %s: %s\n", denied[i], strerror(-rc)); return 111; }
+  }
+  /* clone is needed for threads and fork, so only its namespace-creating flags are refused. */
+  const unsigned long ns_flags[] = { CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
+                                     CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWCGROUP };
+  for (size_t i = 0; i < sizeof ns_flags / sizeof ns_flags[0]; i++) {
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                          SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]));
+    if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: clone rule: %s\n", strerror(-rc)); return 111; }
+  }
+  /* clone3 passes its flags in memory, which seccomp cannot inspect: ENOSYS makes libc fall back to clone. */
+  rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+  if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: clone3 rule: %s\n", strerror(-rc)); return 111; }
+  /* Typing into another terminal's input queue. */
+  rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI));
+  if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: ioctl rule: %s\n", strerror(-rc)); return 111; }
+
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return fail(path);
+  rc = seccomp_export_bpf(ctx, fd);
+  if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: export: %s\n", strerror(-rc)); return 111; }
+  close(fd);
+  seccomp_release(ctx);
+  return 0;
+}
+
+static int resource_named(const char *name) {
+  if (!strcmp(name, "cpu")) return RLIMIT_CPU;
+  if (!strcmp(name, "fsize")) return RLIMIT_FSIZE;
+  if (!strcmp(name, "nofile")) return RLIMIT_NOFILE;
+  if (!strcmp(name, "nproc")) return RLIMIT_NPROC;
+  if (!strcmp(name, "as")) return RLIMIT_AS;
+  if (!strcmp(name, "core")) return RLIMIT_CORE;
+  if (!strcmp(name, "stack")) return RLIMIT_STACK;
+  return -1;
+}
+
+static int run_exec(int argc, char **argv) {
+  uid_t uid = 0; gid_t gid = 0; int drop = 0; unsigned int keep_fds = 5;
+  int i = 2;
+  for (; i < argc; i++) {
+    if (!strcmp(argv[i], "--")) { i++; break; }
+    if (i + 1 >= argc) { fprintf(stderr, "mcpworks-sandbox-helper: %s needs a value\n", argv[i]); return 111; }
+    const char *value = argv[++i];
+    if (!strcmp(argv[i - 1], "--cgroup")) {
+      int fd = open(value, O_WRONLY | O_CLOEXEC);
+      if (fd < 0) return fail("open cgroup.procs");
+      /* "0" means the writing process itself. */
+      if (write(fd, "0\n", 2) != 2) return fail("join cgroup");
+      close(fd);
+    } else if (!strcmp(argv[i - 1], "--rlimit")) {
+      char name[16]; unsigned long long soft, hard;
+      if (sscanf(value, "%15[a-z]=%llu:%llu", name, &soft, &hard) != 3 || resource_named(name) < 0) {
+        fprintf(stderr, "mcpworks-sandbox-helper: bad --rlimit %s\n", value); return 111;
+      }
+      struct rlimit limit = { (rlim_t)soft, (rlim_t)hard };
+      if (setrlimit(resource_named(name), &limit) != 0) return fail("setrlimit");
+    } else if (!strcmp(argv[i - 1], "--keep-fds")) {
+      keep_fds = (unsigned int)strtoul(value, NULL, 10);
+    } else if (!strcmp(argv[i - 1], "--user")) {
+      unsigned long u, g;
+      if (sscanf(value, "%lu:%lu", &u, &g) != 2) { fprintf(stderr, "mcpworks-sandbox-helper: bad --user\n"); return 111; }
+      uid = (uid_t)u; gid = (gid_t)g; drop = 1;
+    } else {
+      fprintf(stderr, "mcpworks-sandbox-helper: unknown option %s\n", argv[i - 1]); return 111;
+    }
+  }
+  if (i >= argc) { fprintf(stderr, "mcpworks-sandbox-helper: no program\n"); return 111; }
+  if (drop) {
+    if (setgroups(0, NULL) != 0) return fail("setgroups");
+    if (setresgid(gid, gid, gid) != 0) return fail("setresgid");
+    if (setresuid(uid, uid, uid) != 0) return fail("setresuid");
+  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("no_new_privs");
+  /* Only fds below --keep-fds (stdio, the answer pipe, the seccomp program, bubblewrap's
+   * info/block pipes) may reach bubblewrap, which passes on whatever it inherits. */
+  syscall(SYS_close_range, keep_fds, ~0U, 0);
+  execv(argv[i], &argv[i]);
+  return fail("exec");
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 3 && !strcmp(argv[1], "seccomp")) return write_seccomp(argv[2]);
+  if (argc >= 2 && !strcmp(argv[1], "exec")) return run_exec(argc, argv);
+  fprintf(stderr, "usage: mcpworks-sandbox-helper seccomp OUTFILE | exec [options] -- PROGRAM [ARG]...\n");
+  return 2;
+}

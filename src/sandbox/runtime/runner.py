@@ -1,0 +1,95 @@
+# Runs one Python function inside the sandbox. Started as `python3 -I -S runner.py`:
+# the request (code, input, env) arrives as JSON on stdin so that env values never sit in argv
+# or in the process's initial environment, and the answer leaves on fd 3 so the function's own
+# stdout stays its log.
+import json
+import os
+import sys
+
+USER_FILE = "main.py"
+
+
+def _answer(channel, payload):
+    channel.write(payload)
+    channel.flush()
+
+
+def _trimmed_traceback(error):
+    # Only frames of the user's file: the runner and library internals would show sandbox paths.
+    import traceback
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == USER_FILE]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(error), error)
+    return "".join(lines)
+
+
+def _failure(kind, message, trace=""):
+    return json.dumps({"ok": False, "type": kind, "message": message, "traceback": trace})
+
+
+def main():
+    channel = os.fdopen(3, "w", encoding="utf-8")
+    request = json.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    sys.stdin = open(os.devnull, "r")
+    for name, value in request["env"].items():
+        os.environ[name] = value
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    # -S skips site.py for start-up speed; the allow-listed packages live here.
+    sys.path.append("/usr/lib/python3/dist-packages")
+    sys.argv = [USER_FILE]
+    max_result = request["maxResultBytes"]
+
+    try:
+        code = compile(request["code"], USER_FILE, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        import traceback
+        detail = "".join(traceback.format_exception_only(type(error), error))
+        _answer(channel, _failure("SyntaxError", f"{error.msg} (line {error.lineno})", detail))
+        return
+
+    # A fresh __main__ module, so pickle, dataclasses and `if __name__ == "__main__"` behave as in a script.
+    module = type(sys)("__main__")
+    module.__file__ = USER_FILE
+    module.input_data = request["input"]
+    sys.modules["__main__"] = module
+    namespace = module.__dict__
+    del request
+    try:
+        exec(code, namespace)
+        produced = None
+        entry = namespace.get("main")
+        if callable(entry):
+            argcount = getattr(getattr(entry, "__code__", None), "co_argcount", 1)
+            produced = entry(namespace["input_data"]) if argcount else entry()
+            if hasattr(produced, "__await__"):
+                import asyncio
+                produced = asyncio.run(produced)
+        if produced is None:
+            produced = namespace.get("result")
+        if produced is None:
+            produced = namespace.get("output")
+    except BaseException as error:  # the user's own exception, including SystemExit and KeyboardInterrupt
+        sys.stdout.flush()
+        _answer(channel, _failure(type(error).__name__, str(error), _trimmed_traceback(error)))
+        return
+
+    try:
+        encoded = json.dumps(produced, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        _answer(channel, _failure("SerializationError", f"the result is not JSON-serialisable: {error}"))
+        return
+    if len(encoded.encode("utf-8")) > max_result:
+        _answer(channel, _failure("OutputSizeError", f"the result is larger than {max_result} bytes"))
+        return
+    sys.stdout.flush()
+    _answer(channel, '{"ok":true,"result":' + encoded + "}")
+
+
+main()
+# Skip interpreter teardown of everything the function loaded: the answer is already sent.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
