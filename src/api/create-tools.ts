@@ -6,7 +6,7 @@ import { DomainError } from '../core/errors.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { Logger } from './logger.js';
-import { runTool } from './tool-results.js';
+import { defineTool, type ToolDefinition } from './tool-schema.js';
 
 export interface CreateToolsContext {
   principal: KeyPrincipal;
@@ -49,7 +49,7 @@ function definitionInput(args: Record<string, unknown>) {
     language: args.language,
     backend: args.backend,
     config: args.config,
-    inputSchema: args.input_schema,
+    input: args.input_schema,
     outputSchema: args.output_schema,
     requirements: args.requirements,
     requiredEnv: args.required_env,
@@ -72,50 +72,50 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
         `that AI assistants run through the run endpoint (/mcp/run/${ns}). Start with list_services; make_namespace if "${ns}" does not exist yet.`,
     },
   );
-  const tool = (name: string, body: (args: Record<string, unknown>) => Promise<unknown>) => (args: Record<string, unknown>) =>
-    runTool(logger, name, () => body(args ?? {}));
+  const tool = <S extends z.ZodObject>(name: string, definition: ToolDefinition<S>, body: (args: Record<string, unknown>) => Promise<unknown>) =>
+    defineTool(server, logger, name, definition, (args) => body(args as Record<string, unknown>));
 
-  server.registerTool(
+  tool(
     'make_namespace',
     {
       description: 'Create a new namespace (your top-level unit; each gets /mcp/create/{name} and /mcp/run/{name}). Names: 1-63 lowercase letters, digits, hyphens; start and end with a letter or digit. Works even when the current URL names a namespace that does not exist yet.',
-      inputSchema: z.object({ name: z.string().describe('Namespace name, e.g. "demo"'), description: z.string().optional() }),
+      input: z.object({ name: z.string().describe('Namespace name, e.g. "demo"'), description: z.string().optional() }),
       annotations: WRITE,
     },
-    tool('make_namespace', (a) => catalog.makeNamespace(principal, a.name, a.description)),
+    (a) => catalog.makeNamespace(principal, a.name, a.description),
   );
-  server.registerTool(
+  tool(
     'list_namespaces',
-    { description: 'List all namespaces of your account.', inputSchema: z.object({}), annotations: READ_ONLY },
-    tool('list_namespaces', () => catalog.listNamespaces(principal)),
+    { description: 'List all namespaces of your account.', input: z.object({}), annotations: READ_ONLY },
+    () => catalog.listNamespaces(principal),
   );
-  server.registerTool(
+  tool(
     'make_service',
     {
       description: `Create a service (a folder of functions) in namespace "${ns}". Names: start with a letter; lowercase letters, digits, '-' and '_'; at most 31 characters.`,
-      inputSchema: z.object({ name: z.string().describe('Service name, e.g. "utils"'), description: z.string().optional() }),
+      input: z.object({ name: z.string().describe('Service name, e.g. "utils"'), description: z.string().optional() }),
       annotations: WRITE,
     },
-    tool('make_service', (a) => catalog.makeService(principal, ns, a.name, a.description)),
+    (a) => catalog.makeService(principal, ns, a.name, a.description),
   );
-  server.registerTool(
+  tool(
     'list_services',
-    { description: `List the services of namespace "${ns}" with name, description, function_count and call_count.`, inputSchema: z.object({}), annotations: READ_ONLY },
-    tool('list_services', () => catalog.listServices(principal, ns)),
+    { description: `List the services of namespace "${ns}" with name, description, function_count and call_count.`, input: z.object({}), annotations: READ_ONLY },
+    () => catalog.listServices(principal, ns),
   );
-  server.registerTool(
+  tool(
     'delete_service',
-    { description: 'Delete a service and all its functions and versions permanently. Refused while any of its functions is locked.', inputSchema: z.object({ name: serviceArg }), annotations: DESTRUCTIVE },
-    tool('delete_service', (a) => catalog.deleteService(principal, ns, a.name)),
+    { description: 'Delete a service and all its functions and versions permanently. Refused while any of its functions is locked.', input: z.object({ name: serviceArg }), annotations: DESTRUCTIVE },
+    (a) => catalog.deleteService(principal, ns, a.name),
   );
-  server.registerTool(
+  tool(
     'make_function',
     {
       description:
         'Create a function (version 1) in a service. Give `code`, or `template` (see list_templates) to clone a template\'s code, schemas, tags and requirements; explicit fields override the template. ' +
         'Python contract: the global dict `input_data` holds the arguments; the output is main(input_data)\'s return value, else a global `result`, else `output`. ' +
         'TypeScript contract: export default (or named) function main(input), may be async.',
-      inputSchema: z.object({
+      input: z.object({
         service: serviceArg,
         name: functionArg,
         template: z.enum(TEMPLATES.map((t) => t.name) as [string, ...string[]]).optional().describe('Start from a template'),
@@ -123,15 +123,15 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       }),
       annotations: WRITE,
     },
-    tool('make_function', (a) => catalog.makeFunction(principal, ns, definitionInput(a))),
+    (a) => catalog.makeFunction(principal, ns, definitionInput(a)),
   );
-  server.registerTool(
+  tool(
     'update_function',
     {
       description:
         'Update a function. Changing code, config, schemas, requirements, language or env declarations creates a new immutable version (v2, v3, …) that becomes active; changing only description/tags updates metadata without a new version. ' +
         '`restore_version: N` copies version N into a new version. Refused while the function is locked.',
-      inputSchema: z.object({
+      input: z.object({
         service: serviceArg,
         name: functionArg,
         restore_version: z.number().int().positive().optional().describe('Copy this earlier version into a new active version'),
@@ -139,67 +139,68 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       }),
       annotations: WRITE,
     },
-    tool('update_function', (a) => catalog.updateFunction(principal, ns, definitionInput(a))),
+    (a) => catalog.updateFunction(principal, ns, definitionInput(a)),
   );
-  server.registerTool(
+  tool(
     'delete_function',
-    { description: 'Delete a function and all its versions permanently. Refused while the function is locked.', inputSchema: z.object({ service: serviceArg, name: functionArg }), annotations: DESTRUCTIVE },
-    tool('delete_function', (a) => catalog.deleteFunction(principal, ns, a.service, a.name)),
+    { description: 'Delete a function and all its versions permanently. Refused while the function is locked.', input: z.object({ service: serviceArg, name: functionArg }), annotations: DESTRUCTIVE },
+    (a) => catalog.deleteFunction(principal, ns, a.service, a.name),
   );
-  server.registerTool(
+  tool(
     'list_functions',
     {
       description: 'List the functions of a service (name, description, tags, language, active version, locked), optionally only those with a tag.',
-      inputSchema: z.object({ service: serviceArg, tag: z.string().optional().describe('Only functions carrying this tag') }),
+      input: z.object({ service: serviceArg, tag: z.string().optional().describe('Only functions carrying this tag') }),
       annotations: READ_ONLY,
     },
-    tool('list_functions', (a) => catalog.listFunctions(principal, ns, a.service, a.tag)),
+    (a) => catalog.listFunctions(principal, ns, a.service, a.tag),
   );
-  server.registerTool(
+  tool(
     'describe_function',
     {
       description: 'Full details of a function: code, input/output schemas, requirements, env declarations, lock state and every version (number, date, hash). Shows the active version\'s code unless `version` is given.',
-      inputSchema: z.object({ service: serviceArg, name: functionArg, version: z.number().int().positive().optional().describe('Show this version\'s code and schemas') }),
+      input: z.object({ service: serviceArg, name: functionArg, version: z.number().int().positive().optional().describe('Show this version\'s code and schemas') }),
       annotations: READ_ONLY,
     },
-    tool('describe_function', (a) => catalog.describeFunction(principal, ns, a.service, a.name, a.version)),
+    (a) => catalog.describeFunction(principal, ns, a.service, a.name, a.version),
   );
-  server.registerTool(
+  tool(
     'list_packages',
     {
       description: 'List the Python packages functions may use in `requirements`, grouped by category; `available: false` marks allow-listed packages this server cannot provide.',
-      inputSchema: z.object({}),
+      input: z.object({}),
       annotations: READ_ONLY,
     },
-    tool('list_packages', async () => ({
+    async () => ({
       python: packagesByCategory(),
       aliases: { bs4: 'beautifulsoup4', yaml: 'pyyaml', sklearn: 'scikit-learn', PIL: 'pillow', dateutil: 'python-dateutil', jwt: 'pyjwt', psycopg2: 'psycopg2-binary' },
       typescript: 'Any npm package: list it in `requirements` ("name" or "name@version"); it is installed when the version is created.',
-    })),
-  );
-  server.registerTool(
-    'list_templates',
-    { description: 'List the function templates (name, description, requirements).', inputSchema: z.object({}), annotations: READ_ONLY },
-    tool('list_templates', async () => TEMPLATES.map((t) => ({ name: t.name, description: t.description, language: t.language, requirements: t.requirements, tags: t.tags }))),
-  );
-  server.registerTool(
-    'describe_template',
-    { description: 'Full details of a template: code, input/output schemas, tags, requirements.', inputSchema: z.object({ name: z.string().describe('Template name, e.g. "hello-world"') }), annotations: READ_ONLY },
-    tool('describe_template', async (a) => {
-      const template = typeof a.name === 'string' ? findTemplate(a.name) : undefined;
-      if (!template) throw new DomainError('not_found', `template ${JSON.stringify(a.name)} not found; templates: ${TEMPLATES.map((t) => t.name).join(', ')}`);
-      return { ...template, input_schema: template.inputSchema, output_schema: template.outputSchema, inputSchema: undefined, outputSchema: undefined };
     }),
   );
-  server.registerTool(
-    'lock_function',
-    { description: 'Lock a function: update_function and delete_function (and deleting its service) are refused until unlock_function.', inputSchema: z.object({ service: serviceArg, name: functionArg }), annotations: IDEMPOTENT_WRITE },
-    tool('lock_function', (a) => catalog.setLocked(principal, ns, a.service, a.name, true)),
+  tool(
+    'list_templates',
+    { description: 'List the function templates (name, description, requirements).', input: z.object({}), annotations: READ_ONLY },
+    async () => TEMPLATES.map((t) => ({ name: t.name, description: t.description, language: t.language, requirements: t.requirements, tags: t.tags })),
   );
-  server.registerTool(
+  tool(
+    'describe_template',
+    { description: 'Full details of a template: code, input/output schemas, tags, requirements.', input: z.object({ name: z.string().describe('Template name, e.g. "hello-world"') }), annotations: READ_ONLY },
+    async (a) => {
+      const template = typeof a.name === 'string' ? findTemplate(a.name) : undefined;
+      if (!template) throw new DomainError('not_found', `template ${JSON.stringify(a.name)} not found; templates: ${TEMPLATES.map((t) => t.name).join(', ')}`);
+      const { inputSchema, outputSchema, ...rest } = template;
+      return { ...rest, input_schema: inputSchema, output_schema: outputSchema };
+    },
+  );
+  tool(
+    'lock_function',
+    { description: 'Lock a function: update_function and delete_function (and deleting its service) are refused until unlock_function.', input: z.object({ service: serviceArg, name: functionArg }), annotations: IDEMPOTENT_WRITE },
+    (a) => catalog.setLocked(principal, ns, a.service, a.name, true),
+  );
+  tool(
     'unlock_function',
-    { description: 'Unlock a locked function so it can be updated or deleted again.', inputSchema: z.object({ service: serviceArg, name: functionArg }), annotations: IDEMPOTENT_WRITE },
-    tool('unlock_function', (a) => catalog.setLocked(principal, ns, a.service, a.name, false)),
+    { description: 'Unlock a locked function so it can be updated or deleted again.', input: z.object({ service: serviceArg, name: functionArg }), annotations: IDEMPOTENT_WRITE },
+    (a) => catalog.setLocked(principal, ns, a.service, a.name, false),
   );
   return server;
 }

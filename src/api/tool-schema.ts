@@ -1,0 +1,42 @@
+import { fromJsonSchema, type CallToolResult, type McpServer, type ToolAnnotations } from '@modelcontextprotocol/server';
+import { z } from 'zod';
+import { DomainError } from '../core/errors.js';
+import type { Logger } from './logger.js';
+import { runTool } from './tool-results.js';
+
+// The SDK would answer bad arguments with unstructured text; we publish the schema as-is but
+// validate in the handler so that bad input gets our typed error like every other failure.
+const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(arguments)'}: ${issue.message}`).join('; ');
+}
+
+export interface ToolDefinition<S extends z.ZodObject> {
+  description: string;
+  input: S;
+  annotations: ToolAnnotations;
+}
+
+export function defineTool<S extends z.ZodObject>(
+  server: McpServer,
+  logger: Logger,
+  name: string,
+  definition: ToolDefinition<S>,
+  body: (args: z.infer<S>) => Promise<unknown>,
+): void {
+  const jsonSchema = z.toJSONSchema(definition.input, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  delete jsonSchema.$schema;
+  server.registerTool(
+    name,
+    { description: definition.description, inputSchema: fromJsonSchema(jsonSchema as never, acceptEverything), annotations: definition.annotations },
+    ((args: unknown): Promise<CallToolResult> =>
+      runTool(logger, name, async () => {
+        const parsed = definition.input.safeParse(args ?? {});
+        if (!parsed.success) {
+          throw new DomainError('validation_error', `invalid arguments for ${name}: ${describeIssues(parsed.error)}`);
+        }
+        return body(parsed.data);
+      })) as never,
+  );
+}

@@ -1,0 +1,158 @@
+/**
+ * Test harness: starts the real server on a free loopback port (embedded PGlite in a temp dir,
+ * or a fresh database on the PostgreSQL named by MCPWORKS_TEST_DATABASE_URL) and gives tests
+ * accounts, keys and official-SDK MCP clients.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
+import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { startServer, type RunningServer } from '../api/server.js';
+import { createLogger } from '../api/logger.js';
+import { DEFAULT_TIERS } from '../core/tiers.js';
+import type { ServerConfig } from '../api/config.js';
+
+export interface TestServer {
+  url: string;
+  server: RunningServer;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  stop(): Promise<void>;
+}
+
+/** A fresh database on the test PostgreSQL, or undefined to use embedded PGlite. */
+export async function freshDatabaseUrl(): Promise<string | undefined> {
+  const admin = process.env.MCPWORKS_TEST_DATABASE_URL;
+  if (!admin) return undefined;
+  const name = `mcpworks_test_${randomBytes(6).toString('hex')}`;
+  const client = new pg.Client({ connectionString: admin });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
+  const dataDir = overrides.dataDir ?? mkdtempSync(path.join(tmpdir(), 'mcpworks-test-'));
+  const databaseUrl = 'databaseUrl' in overrides ? overrides.databaseUrl : await freshDatabaseUrl();
+  const server = await startServer(
+    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, ...overrides },
+    createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
+  );
+  return {
+    url: server.url,
+    server,
+    dataDir,
+    databaseUrl,
+    async stop() {
+      await server.close();
+      if (!overrides.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestAccount {
+  email: string;
+  password: string;
+  accountId: string;
+  token: string;
+  key: string;
+}
+
+export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
+  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
+}
+
+/** Registers, logs in and creates one all-scope API key. */
+export async function createAccount(base: string, keyOptions: Record<string, unknown> = {}): Promise<TestAccount> {
+  const email = `user-${randomBytes(4).toString('hex')}@example.com`;
+  const password = 'correct horse battery';
+  const registered = await postJson(`${base}/register`, { email, password });
+  if (registered.status !== 201) throw new Error(`register failed: ${JSON.stringify(registered.body)}`);
+  const login = await postJson(`${base}/login`, { email, password });
+  const key = await postJson(`${base}/api/keys`, { name: 'test', ...keyOptions }, { authorization: `Bearer ${login.body.token}` });
+  if (key.status !== 201) throw new Error(`key failed: ${JSON.stringify(key.body)}`);
+  return { email, password, accountId: registered.body.account_id, token: login.body.token, key: key.body.key };
+}
+
+export async function createKey(base: string, account: TestAccount, options: Record<string, unknown>): Promise<string> {
+  const key = await postJson(`${base}/api/keys`, { name: 'extra', ...options }, { authorization: `Bearer ${account.token}` });
+  if (key.status !== 201) throw new Error(`key failed: ${JSON.stringify(key.body)}`);
+  return key.body.key;
+}
+
+/** The tool-call surface shared by the v1 and v2 SDK clients. */
+/** v1 = the v1 SDK (2025 protocol); v2 = the v2 SDK pinned to 2026-07-28; v2-legacy = the v2 SDK's default 2025 handshake. */
+export type ClientEra = 'v1' | 'v2' | 'v2-legacy';
+export const MODERN_PROTOCOL = '2026-07-28';
+
+export interface McpTestClient {
+  era: ClientEra;
+  listTools(): Promise<{ tools: Array<{ name: string; description?: string; inputSchema: any; annotations?: any }> }>;
+  callTool(name: string, args?: Record<string, unknown>): Promise<{ isError?: boolean; content: Array<{ type: string; text?: string }> }>;
+  close(): Promise<void>;
+  sessionId(): string | undefined;
+}
+
+export async function connect(url: string, key: string | undefined, era: ClientEra = 'v2'): Promise<McpTestClient> {
+  const headers: Record<string, string> = key ? { authorization: `Bearer ${key}` } : {};
+  if (era === 'v1') {
+    const transport = new TransportV1(new URL(url), { requestInit: { headers } });
+    const client = new ClientV1({ name: 'mcpworks-test-v1', version: '1.0.0' });
+    await client.connect(transport);
+    return {
+      era,
+      listTools: () => client.listTools() as never,
+      callTool: (name, args = {}) => client.callTool({ name, arguments: args }) as never,
+      close: () => client.close(),
+      sessionId: () => transport.sessionId,
+    };
+  }
+  const transport = new TransportV2(new URL(url), { requestInit: { headers } });
+  const client = new ClientV2(
+    { name: 'mcpworks-test-v2', version: '1.0.0' },
+    era === 'v2' ? { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } : {},
+  );
+  await client.connect(transport);
+  return {
+    era,
+    listTools: () => client.listTools() as never,
+    callTool: (name, args = {}) => client.callTool({ name, arguments: args }) as never,
+    close: () => client.close(),
+    sessionId: () => transport.sessionId,
+  };
+}
+
+/** Parses a tool result's JSON text; for errors returns the `{error:{type,message}}` object. */
+export function parseResult(result: { isError?: boolean; content: Array<{ type: string; text?: string }> }): any {
+  const text = result.content.find((c) => c.type === 'text')?.text ?? '';
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+export async function callOk(client: McpTestClient, name: string, args: Record<string, unknown> = {}): Promise<any> {
+  const result = await client.callTool(name, args);
+  if (result.isError) throw new Error(`${name} failed: ${JSON.stringify(parseResult(result))}`);
+  return parseResult(result);
+}
+
+export async function callError(client: McpTestClient, name: string, args: Record<string, unknown> = {}): Promise<{ type: string; message: string; [k: string]: unknown }> {
+  const result = await client.callTool(name, args);
+  if (!result.isError) throw new Error(`${name} unexpectedly succeeded: ${JSON.stringify(parseResult(result))}`);
+  const parsed = parseResult(result);
+  return parsed?.error ?? { type: 'unstructured', message: String(parsed) };
+}
