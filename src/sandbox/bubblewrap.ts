@@ -328,6 +328,13 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
     '--ro-bind-try',
     '/etc/ssl',
     '/etc/ssl',
+    // Debian's update-alternatives links (libblas for numpy, among others) resolve through here.
+    '--ro-bind-try',
+    '/etc/alternatives',
+    '/etc/alternatives',
+    '--ro-bind-try',
+    '/etc/matplotlibrc',
+    '/etc/matplotlibrc',
     '--ro-bind',
     join(runtimeDir, 'bin'),
     '/sandbox',
@@ -366,7 +373,10 @@ function prepareRuntimeDir(paths: HostPaths, network: boolean): string {
     'resolv.conf': network ? 'nameserver 10.0.2.3\n' : '',
   };
   for (const [name, content] of Object.entries(files)) writeFileSync(join(etc, name), content, { mode: 0o644 });
+  // Mount points for the host files bound over the read-only copy.
   mkdirSync(join(etc, 'ssl'), { mode: 0o755 });
+  mkdirSync(join(etc, 'alternatives'), { mode: 0o755 });
+  writeFileSync(join(etc, 'matplotlibrc'), '', { mode: 0o644 });
   if (existsSync('/usr/share/zoneinfo/Etc/UTC')) symlinkSync('/usr/share/zoneinfo/Etc/UTC', join(etc, 'localtime'));
   return dir;
 }
