@@ -49,7 +49,7 @@ function definitionInput(args: Record<string, unknown>) {
     language: args.language,
     backend: args.backend,
     config: args.config,
-    input: args.input_schema,
+    inputSchema: args.input_schema,
     outputSchema: args.output_schema,
     requirements: args.requirements,
     requiredEnv: args.required_env,
