@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { callOk, connect, freshDatabaseUrl, startTestServer } from '../test-support/harness.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+let dataDir: string;
+let databaseUrl: string | undefined;
+let env: Record<string, string | undefined>;
+
+before(async () => {
+  dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-'));
+  databaseUrl = await freshDatabaseUrl();
+  env = { MCPWORKS_DATA_DIR: dataDir, DATABASE_URL: databaseUrl ?? '' };
+});
+after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+describe('mcpworks CLI', () => {
+  test('--help lists every command', async () => {
+    const result = await cli(['--help'], env);
+    assert.equal(result.code, 0);
+    for (const command of ['serve', 'account create', 'account set-tier', 'key create', 'sandbox run']) assert.match(result.stdout, new RegExp(command));
+  });
+
+  test('account create, set-tier and key create work against the data dir the server then uses', async () => {
+    const created = await cli(['account', 'create', '--email', 'ops@example.com', '--password', 'operator password', '--tier', 'pro'], env);
+    assert.equal(created.code, 0, created.stderr);
+    assert.equal(JSON.parse(created.stdout).tier, 'pro');
+
+    const tier = await cli(['account', 'set-tier', '--email', 'ops@example.com', '--tier', 'enterprise'], env);
+    assert.equal(tier.code, 0, tier.stderr);
+    assert.equal(JSON.parse(tier.stdout).tier, 'enterprise');
+
+    const key = await cli(['key', 'create', '--email', 'ops@example.com', '--name', 'ci'], env);
+    assert.equal(key.code, 0, key.stderr);
+    assert.match(key.stdout, /^mcpw_[0-9a-f]{64}\n$/, 'only the raw key on stdout');
+
+    const server = await startTestServer({ dataDir, databaseUrl });
+    try {
+      const client = await connect(`${server.url}/mcp/create/ops`, key.stdout.trim());
+      assert.equal((await callOk(client, 'make_namespace', { name: 'ops' })).name, 'ops');
+      await client.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test('bad input is a clear message and a non-zero exit', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['account', 'create', '--email', 'not-an-email', '--password', 'long enough'], /email/],
+      [['account', 'create', '--email', 'x@example.com'], /--password/],
+      [['account', 'create', '--email', 'y@example.com', '--password', 'long enough', '--tier', 'gold'], /unknown tier/],
+      [['account', 'set-tier', '--email', 'nobody@example.com', '--tier', 'pro'], /no account/],
+      [['key', 'create', '--email', 'nobody@example.com'], /no account/],
+      [['key', 'create'], /--email/],
+      [['account', 'create', '--bogus'], /bogus/],
+      [['frobnicate'], /unknown command/],
+    ];
+    for (const [args, pattern] of cases) {
+      const result = await cli(args, env);
+      assert.equal(result.code, 1, args.join(' '));
+      assert.match(result.stderr, pattern, args.join(' '));
+      assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
+    }
+    const duplicate = await cli(['account', 'create', '--email', 'ops@example.com', '--password', 'operator password'], env);
+    assert.equal(duplicate.code, 1);
+    assert.match(duplicate.stderr, /already exists/);
+  });
+
+  test('with the embedded database, operator commands refuse while a server holds the data dir', { skip: !!process.env.MCPWORKS_TEST_DATABASE_URL && 'PostgreSQL has no data-dir lock' }, async () => {
+    const server = await startTestServer({ dataDir, databaseUrl: undefined });
+    try {
+      const result = await cli(['account', 'create', '--email', 'late@example.com', '--password', 'long enough'], env);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /in use by mcpworks serve/);
+      assert.equal((await fetch(`${server.url}/healthz`)).status, 200, 'server unaffected');
+    } finally {
+      await server.stop();
+    }
+    const afterStop = await cli(['account', 'create', '--email', 'late@example.com', '--password', 'long enough'], env);
+    assert.equal(afterStop.code, 0, afterStop.stderr);
+  });
+
+  test('serve listens, answers /healthz, and shuts down cleanly on SIGTERM', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
+      cwd: repoRoot,
+      env: { ...process.env, DATABASE_URL: databaseUrl ?? '', LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let logs = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (d) => {
+        logs += d;
+        const match = /"url":"(http:\/\/[^"]+)"/.exec(logs);
+        if (match) resolve(match[1]!);
+      });
+      child.on('exit', (code) => reject(new Error(`serve exited early (${code}): ${logs}`)));
+    });
+    const health = await fetch(`${url}/healthz`);
+    assert.equal(health.status, 200);
+    assert.equal((await health.json()).status, 'ok');
+    for (const line of logs.trim().split('\n')) assert.doesNotThrow(() => JSON.parse(line), 'structured JSON logs');
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    assert.match(logs, /mcpworks stopped/);
+    if (!databaseUrl) assert.equal(existsSync(path.join(dataDir, 'mcpworks.lock')), false, 'lock released');
+  });
+});
