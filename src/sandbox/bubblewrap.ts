@@ -17,7 +17,7 @@ import {
   type SandboxRequest,
 } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
-import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
+import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
 import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
 import { checkAgainstSchema } from './schema.js';
 import { transpileTypescript } from './transpile.js';
@@ -77,6 +77,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const nodeBinary = realpathSync(paths.node);
   const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network);
   let closed = false;
+  const pendingRemovals = new Set<Promise<void>>();
 
   async function run(request: SandboxRequest): Promise<SandboxOutcome> {
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
@@ -156,13 +157,14 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         env: sandboxEnvironment(),
       });
       closeSync(seccompFd);
+      let escalation: NodeJS.Timeout | undefined;
+      // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
+      // zombie is left behind; SIGKILL follows only if it does not finish.
       const kill = () => {
-        try {
-          child.kill('SIGKILL');
-        } catch {
-          // already gone
-        }
-        cgroup?.killAll();
+        if (escalation) return;
+        child.kill('SIGTERM');
+        cgroup?.killAll(child.pid);
+        escalation = setTimeout(() => child.kill('SIGKILL'), 2000);
       };
       const timer = setTimeout(() => {
         timedOut = true;
@@ -191,13 +193,19 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         child.on('close', (code, signal) => resolve({ code, signal }));
       });
       clearTimeout(timer);
+      clearTimeout(escalation);
     } finally {
       (attachment as NetworkAttachment | null)?.close();
       cgroup?.killAll();
     }
+    // After a kill the namespace may still be dying; a stopped run must not outlive its answer.
+    if (timedOut || answer.overflowed) await cgroup?.killUntilEmpty(2000);
     const oomKilled = cgroup?.oomKilled() ?? false;
-    // The pid namespace is still being torn down; removing the group need not delay the answer.
-    void cgroup?.remove();
+    // Removing the group need not delay the answer; close() waits for it.
+    if (cgroup) {
+      const removal = cgroup.remove().finally(() => pendingRemovals.delete(removal));
+      pendingRemovals.add(removal);
+    }
     return interpret(request, { stdout, stderr, answer, timedOut, oomKilled, exit }, started);
   }
 
@@ -262,6 +270,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     run,
     async close() {
       closed = true;
+      await Promise.all([...pendingRemovals]);
+      await releaseCgroupSupport(cgroups);
       rmSync(runtimeDir, { recursive: true, force: true });
     },
   };

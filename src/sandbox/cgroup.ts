@@ -6,6 +6,7 @@
  */
 import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 
 const GROUP_NAME = 'mcpworks-sandbox';
 
@@ -21,8 +22,10 @@ export interface RunCgroup {
   readonly procsFiles: string[];
   /** True when the kernel's OOM killer killed something in this run. */
   oomKilled(): boolean;
-  /** SIGKILLs every process still in the run's groups. */
-  killAll(): void;
+  /** SIGKILLs every process still in the run's groups, but for `spare`. */
+  killAll(spare?: number): void;
+  /** Kills until no process is left (or `ms` passes); true when the groups are empty. */
+  killUntilEmpty(ms: number): Promise<boolean>;
   /** Removes the groups once their processes are gone. */
   remove(): Promise<void>;
 }
@@ -44,23 +47,29 @@ function ownCgroupPath(controller: string | null): string | null {
   return null;
 }
 
-/** Makes (or reuses) our parent group and proves we may write to it; null when we may not. */
-function prepareBase(base: string): boolean {
+/**
+ * Makes this sandbox instance's own group under the shared parent (so instances in several
+ * processes never touch each other's runs) and removes groups left by processes that are gone.
+ */
+function prepareBase(parent: string): string | null {
   try {
-    mkdirSync(base, { recursive: true });
-    // Groups left by a server that died mid-run: empty ones can go, busy ones are still dying.
-    for (const entry of readdirSync(base, { withFileTypes: true })) {
-      if (entry.isDirectory() && entry.name.startsWith('run-')) {
-        try {
-          rmdirSync(join(base, entry.name));
-        } catch {
-          // still has processes; the next start-up retries
-        }
+    mkdirSync(parent, { recursive: true });
+    for (const entry of readdirSync(parent, { withFileTypes: true })) {
+      const owner = /^instance-(\d+)-/.exec(entry.name);
+      if (!entry.isDirectory() || !owner || existsSync(`/proc/${owner[1]}`)) continue;
+      const stale = join(parent, entry.name);
+      try {
+        for (const run of readdirSync(stale, { withFileTypes: true })) if (run.isDirectory()) rmdirSync(join(stale, run.name));
+        rmdirSync(stale);
+      } catch {
+        // still has dying processes; the next start-up retries
       }
     }
-    return true;
+    const base = join(parent, `instance-${process.pid}-${randomBytes(4).toString('hex')}`);
+    mkdirSync(base);
+    return base;
   } catch {
-    return false;
+    return null;
   }
 }
 
@@ -76,9 +85,12 @@ function detectV2(): CgroupSupport['memory'] {
   try {
     const delegated = readFileSync(join(parent, 'cgroup.subtree_control'), 'utf8').split(/\s+/);
     if (!delegated.includes('memory') || !delegated.includes('pids')) return null;
-    const base = join(parent, GROUP_NAME);
-    if (!prepareBase(base)) return null;
-    // Our group holds no processes, so it may hand memory and pids down to the per-run groups.
+    const shared = join(parent, GROUP_NAME);
+    mkdirSync(shared, { recursive: true });
+    // These groups hold no processes, so they may hand memory and pids down to the per-run groups.
+    writeFileSync(join(shared, 'cgroup.subtree_control'), '+memory +pids');
+    const base = prepareBase(shared);
+    if (base === null) return null;
     writeFileSync(join(base, 'cgroup.subtree_control'), '+memory +pids');
     return { version: 2, base };
   } catch {
@@ -91,8 +103,8 @@ function detectV1(controller: 'memory' | 'pids'): { version: 1; base: string } |
   if (!existsSync(join(mount, 'cgroup.procs'))) return null;
   const own = ownCgroupPath(controller);
   if (own === null) return null;
-  const base = join(mount, own, GROUP_NAME);
-  return prepareBase(base) ? { version: 1, base } : null;
+  const base = prepareBase(join(mount, own, GROUP_NAME));
+  return base === null ? null : { version: 1, base };
 }
 
 export function detectCgroupSupport(): CgroupSupport {
@@ -113,14 +125,17 @@ function readCounter(file: string, key: string): number {
   return 0;
 }
 
-function killProcsIn(dir: string): void {
-  let pids: string[];
+function procsIn(dir: string): string[] {
   try {
-    pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
   } catch {
-    return;
+    return [];
   }
-  for (const pid of pids) {
+}
+
+function killProcsIn(dir: string, spare?: number): void {
+  for (const pid of procsIn(dir)) {
+    if (Number(pid) === spare) continue;
     try {
       process.kill(Number(pid), 'SIGKILL');
     } catch {
@@ -145,6 +160,13 @@ async function removeDir(dir: string): Promise<void> {
   }
 }
 
+/** Removes this instance's own groups (after its runs' groups are gone). */
+export async function releaseCgroupSupport(support: CgroupSupport): Promise<void> {
+  for (const base of new Set([support.memory?.base, support.pids?.base])) {
+    if (base) await removeDir(base);
+  }
+}
+
 export function createRunCgroup(
   support: CgroupSupport,
   runId: string,
@@ -155,7 +177,16 @@ export function createRunCgroup(
   const created: RunCgroup = {
     procsFiles: [],
     oomKilled: () => false,
-    killAll: () => dirs.forEach(killProcsIn),
+    killAll: (spare) => dirs.forEach((dir) => killProcsIn(dir, spare)),
+    killUntilEmpty: async (ms) => {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        created.killAll();
+        if (dirs.every((dir) => procsIn(dir).length === 0)) return true;
+        if (Date.now() > deadline) return false;
+        await sleep(5);
+      }
+    },
     remove: async () => {
       for (const dir of dirs) await removeDir(dir);
     },
@@ -170,7 +201,8 @@ export function createRunCgroup(
       writeFileSync(join(dir, 'pids.max'), String(limits.maxProcesses));
       created.procsFiles.push(join(dir, 'cgroup.procs'));
       created.oomKilled = () => readCounter(join(dir, 'memory.events'), 'oom_kill') > 0;
-      created.killAll = () => {
+      created.killAll = (spare) => {
+        if (spare !== undefined) return killProcsIn(dir, spare);
         try {
           writeFileSync(join(dir, 'cgroup.kill'), '1');
         } catch {
@@ -197,8 +229,12 @@ export function createRunCgroup(
       const failcnt = join(dir, 'memory.failcnt');
       created.oomKilled = () => {
         if (readCounter(oomControl, 'oom_kill') > 0) return true;
-        // Kernels without the oom_kill counter: hitting the limit is the best evidence there is.
-        return !readFileSync(oomControl, 'utf8').includes('oom_kill') && Number(readFileSync(failcnt, 'utf8')) > 0;
+        try {
+          // Kernels without the oom_kill counter: hitting the limit is the best evidence there is.
+          return !readFileSync(oomControl, 'utf8').includes('oom_kill') && Number(readFileSync(failcnt, 'utf8')) > 0;
+        } catch {
+          return false;
+        }
       };
     }
     if (support.pids) {

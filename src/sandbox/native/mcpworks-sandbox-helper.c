@@ -5,8 +5,9 @@
  *       Writes the seccomp-bpf deny-list program that bubblewrap loads with --seccomp.
  *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... [--rlimit NAME=SOFT:HARD]...
  *                                [--user UID:GID] [--keep-fds N] -- PROGRAM [ARG]...
- *       Joins the per-run cgroups, sets resource limits, drops to the sandbox user and executes
- *       PROGRAM (bubblewrap). Joining before exec means no user code ever runs outside the cgroup.
+ *       Joins the per-run cgroups, sets resource limits, drops to the sandbox user and runs
+ *       PROGRAM (bubblewrap) as a child, exiting with its status once every descendant is gone.
+ *       Joining before exec means no user code ever runs outside the cgroup.
  *
  * Built by scripts/setup.d/sandbox.sh with libseccomp.
  */
@@ -22,8 +23,19 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+static volatile pid_t sandbox_child = 0;
+
+/* SIGTERM from the server (timeout): kill bubblewrap, whose --die-with-parent takes the sandbox
+ * down; we stay to reap it all. */
+static void on_term(int signo) {
+  (void)signo;
+  if (sandbox_child > 0) kill(sandbox_child, SIGKILL);
+}
 
 static int fail(const char *what) {
   fprintf(stderr, "mcpworks-sandbox-helper: %s: %s\n", what, strerror(errno));
@@ -130,8 +142,41 @@ static int run_exec(int argc, char **argv) {
   /* Only fds below --keep-fds (stdio, the answer pipe, the seccomp program, bubblewrap's
    * info/block pipes) may reach bubblewrap, which passes on whatever it inherits. */
   syscall(SYS_close_range, keep_fds, ~0U, 0);
-  execv(argv[i], &argv[i]);
-  return fail("exec");
+  /* bubblewrap's monitor returns as soon as the function's process ends, leaving the namespace's
+   * init to tear the rest down as an orphan. As subreaper we adopt it and exit only when every
+   * descendant is gone, so nothing outlives the answer and no zombie is left to the host's init. */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) return fail("subreaper");
+  sigset_t term, previous;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  sigprocmask(SIG_BLOCK, &term, &previous);
+  pid_t child = fork();
+  if (child < 0) return fail("fork");
+  if (child == 0) {
+    /* If the server kills us (timeout), bubblewrap and through --die-with-parent the sandbox follow. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    sigprocmask(SIG_SETMASK, &previous, NULL);
+    execv(argv[i], &argv[i]);
+    _exit(fail("exec"));
+  }
+  sandbox_child = child;
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = on_term;
+  sigaction(SIGTERM, &action, NULL);
+  sigprocmask(SIG_SETMASK, &previous, NULL);
+  int status = 0, child_status = 0;
+  for (;;) {
+    pid_t done = waitpid(-1, &status, 0);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      break; /* ECHILD: every descendant has been reaped */
+    }
+    if (done == child) child_status = status;
+  }
+  if (WIFEXITED(child_status)) return WEXITSTATUS(child_status);
+  if (WIFSIGNALED(child_status)) return 128 + WTERMSIG(child_status);
+  return 111;
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,359 @@
+// The escape suite: each attempt runs in the real bubblewrap sandbox and must be contained.
+// docs/sandbox.md lists every attempt with what it gets; keep the two in step.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sandboxLimitsFor, type Sandbox, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
+import { limitsFor } from '../core/tiers.js';
+import { createBubblewrapSandbox } from './bubblewrap.js';
+import { packageRoot } from './host.js';
+
+const pro = sandboxLimitsFor(limitsFor('pro'));
+const PLATFORM_SECRET = `platform-secret-${process.pid}-d41d8cd98f00`;
+let sandbox: Sandbox;
+let dataDir: string;
+let server: Server;
+let serverPort: number;
+
+before(async () => {
+  // What a server process holds that a function must never see.
+  process.env.MCPWORKS_ESCAPE_TEST_SECRET = PLATFORM_SECRET;
+  dataDir = mkdtempSync(join(tmpdir(), 'mcpworks-escape-data-'));
+  writeFileSync(join(dataDir, 'platform.db'), PLATFORM_SECRET);
+  sandbox = createBubblewrapSandbox({ network: false });
+  server = createServer((socket) => socket.end('server secret\n'));
+  await new Promise<void>((resolve) => server.listen(0, '0.0.0.0', resolve));
+  serverPort = (server.address() as { port: number }).port;
+});
+
+after(async () => {
+  delete process.env.MCPWORKS_ESCAPE_TEST_SECRET;
+  rmSync(dataDir, { recursive: true, force: true });
+  await sandbox.close();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+function py(code: string, input: unknown = {}, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
+  return sandbox.run({ language: 'python', code, input, limits: pro, ...extra });
+}
+
+function ts(code: string, input: unknown = {}, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
+  return sandbox.run({ language: 'typescript', code, input, limits: pro, ...extra });
+}
+
+function resultOf(outcome: SandboxOutcome): any {
+  assert.equal(outcome.ok, true, `expected success, got ${JSON.stringify(outcome)}`);
+  return (outcome as { result: unknown }).result;
+}
+
+/** Runs `attempt` (Python expression) and returns the exception class name, or 'no error'. */
+const tryBlock = `
+import errno, os
+def attempt(fn):
+    try:
+        value = fn()
+        return "no error: " + repr(value)[:200]
+    except BaseException as error:
+        code = getattr(error, "errno", None)
+        return type(error).__name__ + (" " + errno.errorcode.get(code, str(code)) if code else "")
+`;
+
+const libc = `
+import ctypes, ctypes.util
+libc = ctypes.CDLL(None, use_errno=True)
+def sys_call(number, *args):
+    ctypes.set_errno(0)
+    rc = libc.syscall(number, *[ctypes.c_long(a) for a in args])
+    return rc, errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+`;
+
+function hostAddress(): string | undefined {
+  for (const entries of Object.values(networkInterfaces())) {
+    for (const entry of entries ?? []) if (entry.family === 'IPv4' && !entry.internal) return entry.address;
+  }
+  return undefined;
+}
+
+describe('escape suite', () => {
+  it('read /etc/shadow → not there', async () => {
+    const result = resultOf(await py(`${tryBlock}\nresult = attempt(lambda: open("/etc/shadow").read())\n`));
+    assert.equal(result, 'FileNotFoundError ENOENT');
+  });
+
+  it("read the server's data dir and source tree → not mounted", async () => {
+    const code = `${tryBlock}\nresult = [attempt(lambda: open(input_data["db"]).read()), os.path.exists(input_data["dir"]), os.path.exists(input_data["root"]), sorted(os.listdir("/"))]\n`;
+    const [read, dirSeen, rootSeen, top] = resultOf(await py(code, { db: join(dataDir, 'platform.db'), dir: dataDir, root: packageRoot() }));
+    assert.equal(read, 'FileNotFoundError ENOENT');
+    assert.equal(dirSeen, false);
+    assert.equal(rootSeen, false);
+    assert.deepEqual(top, ['bin', 'dev', 'etc', 'function', 'lib', 'lib64', 'proc', 'sandbox', 'sbin', 'tmp', 'usr']);
+  });
+
+  it('/proc/1/environ, /proc/self/environ and os.environ → no platform secret, only own env', async () => {
+    const code = `${tryBlock}
+import glob
+seen = {"environ": dict(os.environ)}
+for path in ["/proc/1/environ", "/proc/self/environ"] + glob.glob("/proc/[0-9]*/environ"):
+    try:
+        seen[path] = open(path, "rb").read().decode("utf-8", "replace")
+    except OSError as error:
+        seen[path] = type(error).__name__
+result = seen
+`;
+    const seen = resultOf(await py(code, {}, { env: { OWN_TOKEN: 'own-token-value-123' } }));
+    const everything = JSON.stringify(seen);
+    assert.ok(!everything.includes(PLATFORM_SECRET), everything);
+    assert.ok(!everything.includes('MCPWORKS_ESCAPE_TEST_SECRET'));
+    assert.equal(seen.environ.OWN_TOKEN, 'own-token-value-123');
+    // The function's own secret is set by the runner, not in any process's initial environment.
+    assert.ok(!seen['/proc/self/environ'].includes('own-token-value-123'));
+    const js = resultOf(await ts('import { readFileSync } from "node:fs";\nexport default () => JSON.stringify(process.env) + readFileSync("/proc/1/environ", "utf8");\n'));
+    assert.ok(!js.includes(PLATFORM_SECRET));
+  });
+
+  it("another function's env, held by a parallel run → invisible", async () => {
+    const holder = py('import time\ntime.sleep(1.5)\nresult = "held"\n', {}, { env: { OTHER_SECRET: 'other-function-secret-456' } });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const code = `${tryBlock}
+import glob
+found = []
+for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
+    try:
+        if b"other-function-secret-456" in open(path, "rb").read():
+            found.append(path)
+    except OSError:
+        pass
+result = {"found": found, "env": "OTHER_SECRET" in os.environ}
+`;
+    assert.deepEqual(resultOf(await py(code)), { found: [], env: false });
+    assert.equal(resultOf(await holder), 'held');
+  });
+
+  it("another execution's tmp files → each run has its own /tmp", async () => {
+    const writer = py('import time\nopen("/tmp/private.txt", "w").write("mine")\ntime.sleep(1.2)\nresult = open("/tmp/private.txt").read()\n');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const reader = resultOf(await py(`${tryBlock}\nresult = [os.listdir("/tmp"), attempt(lambda: open("/tmp/private.txt").read())]\n`));
+    assert.deepEqual(reader, [[], 'FileNotFoundError ENOENT']);
+    assert.equal(resultOf(await writer), 'mine');
+  });
+
+  it('a file or global left by an earlier run of the same function → gone', async () => {
+    const code = `import builtins, os
+def main(input_data):
+    seen = {"file": os.path.exists("/tmp/left.txt"), "global": hasattr(builtins, "left_behind")}
+    open("/tmp/left.txt", "w").write("x")
+    builtins.left_behind = True
+    return seen
+`;
+    assert.deepEqual(resultOf(await py(code)), { file: false, global: false });
+    assert.deepEqual(resultOf(await py(code)), { file: false, global: false });
+    const js = 'import { existsSync, writeFileSync } from "node:fs";\nexport default () => {\n  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis };\n  writeFileSync("/tmp/left.txt", "x");\n  (globalThis as any).leftBehind = true;\n  return seen;\n};\n';
+    assert.deepEqual(resultOf(await ts(js)), { file: false, global: false });
+    assert.deepEqual(resultOf(await ts(js)), { file: false, global: false });
+  });
+
+  it('while a run holds an env secret, no host /proc/*/cmdline or environ shows it', async () => {
+    const secret = `argv-probe-secret-${Date.now()}`;
+    const running = py('import time\ntime.sleep(1.5)\nresult = len(__import__("os").environ["PROBE"])\n', {}, { env: { PROBE: secret } });
+    const hits = new Set<string>();
+    const deadline = Date.now() + 1200;
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    let scans = 0;
+    while (Date.now() < deadline) {
+      for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+        for (const file of ['cmdline', 'environ']) {
+          try {
+            if (readFileSync(`/proc/${pid}/${file}`).includes(secret)) hits.add(`${pid}/${file}`);
+          } catch {
+            // the process ended between listing and reading
+          }
+        }
+      }
+      scans++;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(resultOf(await running), secret.length);
+    assert.ok(scans > 3);
+    assert.deepEqual([...hits], []);
+  });
+
+  it('write outside /tmp → read-only everywhere else', async () => {
+    const code = `${tryBlock}\nresult = [attempt(lambda: open(p, "w").write("x")) for p in ["/usr/evil", "/etc/passwd", "/evil", "/function/evil", "/sandbox/runner.py", "/proc/sys/kernel/hostname"]]\n`;
+    const results: string[] = resultOf(await py(code));
+    for (const result of results) assert.match(result, /^(OSError EROFS|PermissionError EACCES|PermissionError EPERM)$/, results.join(', '));
+  });
+
+  it('fork bomb → stopped at the process limit, nothing survives the run', async () => {
+    // The comm name marks this run's processes, so the host-side check ignores concurrent runs.
+    const marker = `bomb${process.pid % 100000}`;
+    const counting = `import os, time
+open("/proc/self/comm", "w").write(input_data["marker"])
+children = 0
+error = None
+while children < 1000:
+    try:
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+    except OSError as failure:
+        error = type(failure).__name__
+        break
+result = {"children": children, "error": error}
+`;
+    const counted = resultOf(await py(counting, { marker }));
+    assert.ok(counted.children < pro.maxProcesses, JSON.stringify(counted));
+    assert.equal(counted.error, 'BlockingIOError');
+    const bomb = await py('import os\nopen("/proc/self/comm", "w").write(input_data["marker"])\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n', { marker }, { limits: { ...pro, timeoutSeconds: 2 } });
+    assert.equal(bomb.ok, false);
+    assert.equal((bomb as { error: { type: string } }).error.type, 'TimeoutError');
+    // Every process of both runs is gone (not even a zombie) once the run has answered.
+    const leftovers = readdirSync('/proc').filter((pid) => {
+      try {
+        return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === marker;
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(leftovers, []);
+  });
+
+  it('fill the disk → the private tmpfs fills, the host disk does not', async () => {
+    const code = `${tryBlock}
+def fill():
+    index = 0
+    while True:
+        with open(f"/tmp/fill-{index}", "wb") as handle:
+            for _ in range(16):
+                handle.write(b"\\0" * (1 << 20))
+        index += 1
+big = attempt(lambda: open("/tmp/one-big-file", "wb").write(b"\\0" * (80 << 20)))
+os.remove("/tmp/one-big-file") if os.path.exists("/tmp/one-big-file") else None
+result = [big, attempt(fill)]
+`;
+    const [big, fill] = resultOf(await py(code));
+    assert.equal(big, 'OSError EFBIG');
+    assert.equal(fill, 'OSError ENOSPC');
+  });
+
+  it('ptrace → denied by seccomp', async () => {
+    const code = `${tryBlock}${libc}\nPTRACE_ATTACH = 16\nresult = [sys_call(101, 0, 0, 0, 0), sys_call(101, PTRACE_ATTACH, 1, 0, 0)]\n`;
+    assert.deepEqual(resultOf(await py(code)), [[-1, 'EPERM'], [-1, 'EPERM']]);
+  });
+
+  it("socket to the server's port and to 169.254.169.254 → no network at all", async () => {
+    const code = `${tryBlock}
+import socket
+def connect(host, port):
+    with socket.create_connection((host, port), timeout=2) as s:
+        return s.recv(100)
+result = [attempt(lambda: connect(h, p)) for h, p in input_data["targets"]]
+`;
+    const targets: Array<[string, number]> = [
+      ['127.0.0.1', serverPort],
+      ['169.254.169.254', 80],
+    ];
+    const address = hostAddress();
+    if (address) targets.push([address, serverPort]);
+    const results: string[] = resultOf(await py(code, { targets }));
+    assert.equal(results[0], 'ConnectionRefusedError ECONNREFUSED');
+    for (const result of results.slice(1)) assert.equal(result, 'OSError ENETUNREACH');
+    const js = 'export default async function main(input: { port: number }) {\n  try { await fetch(`http://127.0.0.1:${input.port}/`); return "reached"; } catch (e: any) { return String(e.cause?.code); }\n}\n';
+    assert.equal(resultOf(await ts(js, { port: serverPort })), 'ECONNREFUSED');
+  });
+
+  it('list host processes → only the sandbox itself', async () => {
+    const code = 'import os\nresult = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())\n';
+    const pids: number[] = resultOf(await py(code));
+    assert.ok(pids.length <= 3, JSON.stringify(pids));
+    assert.ok(pids.every((pid) => pid <= 3));
+  });
+
+  it('mount, unshare, setns, keyctl, bpf, perf_event_open, reboot, module loading → denied', async () => {
+    const code = `${tryBlock}${libc}
+result = {
+    "mount": sys_call(165, 0, 0, 0, 0, 0),
+    "umount2": sys_call(166, 0, 0),
+    "unshare_user": sys_call(272, 0x10000000),
+    "unshare_mount": sys_call(272, 0x00020000),
+    "setns": sys_call(308, 0, 0),
+    "keyctl": sys_call(250, 0, 0, 0, 0, 0),
+    "bpf": sys_call(321, 0, 0, 0),
+    "perf_event_open": sys_call(298, 0, 0, 0, 0, 0),
+    "reboot": sys_call(169, 0, 0, 0, 0),
+    "init_module": sys_call(175, 0, 0, 0),
+    "kexec_load": sys_call(246, 0, 0, 0, 0),
+    "swapon": sys_call(167, 0, 0),
+    "clone_newuser": sys_call(56, 0x10000000 | 17, 0, 0, 0, 0),
+}
+`;
+    const results: Record<string, [number, string]> = resultOf(await py(code));
+    for (const [name, [rc, error]] of Object.entries(results)) assert.deepEqual([name, rc, error], [name, -1, 'EPERM']);
+  });
+
+  it('raise privileges → no capabilities, no_new_privs, setuid fails, seccomp on', async () => {
+    const code = `${tryBlock}
+import subprocess
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+su = subprocess.run(["/usr/bin/su", "-c", "id -u"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+result = {
+    "setuid": attempt(lambda: os.setuid(0)),
+    "CapEff": status["CapEff"].strip(), "CapPrm": status["CapPrm"].strip(), "CapBnd": status["CapBnd"].strip(),
+    "NoNewPrivs": status["NoNewPrivs"].strip(), "Seccomp": status["Seccomp"].strip(),
+    "uid": os.getuid(), "su_stdout": su.stdout.strip(),
+}
+`;
+    const result = resultOf(await py(code));
+    // uid 0 is not even mapped in the function's user namespace.
+    assert.match(result.setuid, /^(PermissionError EPERM|OSError EINVAL)$/);
+    assert.equal(result.CapEff, '0000000000000000');
+    assert.equal(result.CapPrm, '0000000000000000');
+    assert.equal(result.CapBnd, '0000000000000000');
+    assert.equal(result.NoNewPrivs, '1');
+    assert.equal(result.Seccomp, '2');
+    assert.equal(result.uid, 1000);
+    assert.notEqual(result.su_stdout, '0');
+  });
+
+  it('no host file descriptor reaches the function', async () => {
+    const fds = resultOf(await py('import os\nresult = sorted(os.listdir("/proc/self/fd"), key=int)\n'));
+    // 0-2 stdio, 3 the answer pipe, 4 the reopened stdin (/dev/null), 5 the listing itself.
+    assert.deepEqual(fds, ['0', '1', '2', '3', '4', '5']);
+    const targets = resultOf(await py('import os\nresult = [os.readlink(f"/proc/1/fd/{fd}") for fd in os.listdir("/proc/1/fd")]\n'));
+    for (const target of targets) assert.match(target, /^(\/dev\/null|pipe:|socket:|anon_inode:)/);
+  });
+
+  it("from Node, import('node:child_process') and process.binding reach only the sandbox", async () => {
+    const code = `export default async function main(input: { db: string }) {
+  const { execSync } = await import('node:child_process');
+  const run = (command: string) => { try { return execSync(command, { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim(); } catch (e: any) { return 'failed: ' + String(e.stderr).trim(); } };
+  const binding = (process as any).binding('spawn_sync');
+  const raw = binding.spawn({ file: '/bin/sh', args: ['/bin/sh', '-c', 'cat /etc/shadow ' + input.db + ' 2>&1; ls /proc | grep -c "^[0-9]"'], envPairs: [],
+    stdio: [{ type: 'pipe', readable: true, writable: false }, { type: 'pipe', readable: false, writable: true }, { type: 'pipe', readable: false, writable: true }] });
+  return {
+    shadow: run('cat /etc/shadow'),
+    db: run('cat ' + input.db),
+    id: run('id -u'),
+    processes: Number(run('ls /proc | grep -c "^[0-9]"')),
+    binding: String(raw.output[1]),
+  };
+}
+`;
+    const result = resultOf(await ts(code, { db: join(dataDir, 'platform.db') }));
+    assert.match(result.shadow, /^failed: .*No such file/);
+    assert.match(result.db, /^failed: .*No such file/);
+    assert.equal(result.id, '1000');
+    assert.ok(result.processes <= 6, JSON.stringify(result));
+    assert.ok(!result.binding.includes(PLATFORM_SECRET));
+    assert.match(result.binding, /No such file/);
+  });
+
+  it('two executions in parallel do not interfere', async () => {
+    const code = 'import os, time\ndef main(input_data):\n    path = "/tmp/value"\n    open(path, "w").write(str(input_data["n"]))\n    time.sleep(0.3)\n    return {"n": int(open(path).read()), "env": os.environ["RUN"]}\n';
+    const runs = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => py(code, { n }, { env: { RUN: `run-${n}` } })));
+    runs.forEach((outcome, index) => assert.deepEqual(resultOf(outcome), { n: index + 1, env: `run-${index + 1}` }));
+  });
+});
