@@ -2,3 +2,11 @@
 export type { Sandbox, SandboxRequest, SandboxOutcome, SandboxFailure, SandboxLimits, SandboxLanguage } from '../core/sandbox.js';
 export { SANDBOX_ERROR_TYPES, sandboxLimitsFor, LOG_CAP_BYTES, isSandboxLanguage } from '../core/sandbox.js';
 export { createBubblewrapSandbox, networkFromEnvironment, SandboxUnavailableError, type BubblewrapSandboxOptions } from './bubblewrap.js';
+export {
+  prepareTypescriptDependencies,
+  dependencyKey,
+  parseRequirement,
+  DependencyInstallError,
+  type DependencyInstallErrorReason,
+  type PreparedDependencies,
+} from './npm-build.js';
