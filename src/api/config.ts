@@ -1,4 +1,4 @@
-import { DEFAULT_TIERS, type TierLimits } from '../core/tiers.js';
+import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 
 export interface ServerConfig {
   host: string;
@@ -16,7 +16,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     dataDir: env.MCPWORKS_DATA_DIR || './data',
     databaseUrl: env.DATABASE_URL || undefined,
     baseHost: env.MCPWORKS_BASE_HOST || undefined,
-    tiers: DEFAULT_TIERS,
+    // Validated here, at start: a malformed plan table stops the server with a clear message.
+    tiers: applyTierOverrides(env.MCPWORKS_TIERS),
   };
 }
 

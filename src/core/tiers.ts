@@ -46,3 +46,54 @@ export function limitsFor(name: string, tiers: Readonly<Record<string, TierLimit
   if (!limits) throw new Error(`unknown tier '${name}'`);
   return limits;
 }
+
+const OVERRIDE_FIELDS = {
+  monthly_executions: 'monthlyExecutions',
+  executions_per_minute: 'executionsPerMinute',
+  concurrency: 'concurrency',
+  timeout_s: 'timeoutSeconds',
+  memory_mb: 'memoryMb',
+  agents: 'agents',
+} as const satisfies Record<string, keyof TierLimits>;
+
+// Fields where -1 means unlimited; the sandbox limits must stay finite.
+const UNLIMITABLE = new Set(['monthly_executions', 'executions_per_minute', 'concurrency', 'agents']);
+
+/** Plans an operator adds get `pro`'s limits for every field they do not name. */
+export const NEW_TIER_BASE: TierName = 'pro';
+
+/**
+ * Applies `MCPWORKS_TIERS` (JSON: tier name → any of monthly_executions, executions_per_minute,
+ * concurrency, timeout_s, memory_mb, agents; -1 = unlimited) over the spec's table.
+ * Throws an Error with a clear message on anything malformed.
+ */
+export function applyTierOverrides(json: string | undefined, base: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS): Readonly<Record<string, TierLimits>> {
+  if (json === undefined || json.trim() === '') return base;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    throw new Error('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
+  const tiers: Record<string, TierLimits> = { ...base };
+  for (const [name, fields] of Object.entries(parsed as Record<string, unknown>)) {
+    if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) throw new Error(`MCPWORKS_TIERS: tier name ${JSON.stringify(name)} must be 1-32 lowercase letters, digits or '_'`);
+    if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw new Error(`MCPWORKS_TIERS: "${name}" must map to an object of limits`);
+    const limits: TierLimits = { ...(base[name] ?? base[NEW_TIER_BASE] ?? DEFAULT_TIERS.pro!) };
+    for (const [field, value] of Object.entries(fields as Record<string, unknown>)) {
+      const key = (OVERRIDE_FIELDS as Record<string, keyof TierLimits>)[field];
+      if (!key) throw new Error(`MCPWORKS_TIERS: "${name}.${field}" is not a limit; use ${Object.keys(OVERRIDE_FIELDS).join(', ')}`);
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw new Error(`MCPWORKS_TIERS: "${name}.${field}" must be an integer`);
+      if (value === -1 && UNLIMITABLE.has(field)) {
+        (limits as unknown as Record<string, number | null>)[key] = null;
+      } else if (value < (field === 'timeout_s' || field === 'memory_mb' ? 1 : 0)) {
+        throw new Error(`MCPWORKS_TIERS: "${name}.${field}" must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`);
+      } else {
+        (limits as unknown as Record<string, number>)[key] = value;
+      }
+    }
+    tiers[name] = limits;
+  }
+  return Object.freeze(tiers);
+}
