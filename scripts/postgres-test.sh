@@ -12,7 +12,8 @@
 set -euo pipefail
 
 PREFIX=mcpworks-pgtest
-TMP=${TMPDIR:-/tmp}
+# Not $TMPDIR: the postgres user must be able to reach the dir, and stale runs are found here.
+TMP=${MCPWORKS_TEST_PG_TMP:-/tmp}
 
 log() { echo "postgres-test: $*" >&2; }
 

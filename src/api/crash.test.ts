@@ -20,7 +20,7 @@ const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..
 const ROUNDS = 3;
 const FUNCTIONS = ['alpha', 'beta'];
 const CLIENT_ERAS: ClientEra[] = ['v2', 'v1', 'v2-legacy', 'v2'];
-const START_TIMEOUT_MS = 30_000;
+const START_TIMEOUT_MS = 60_000;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -111,7 +111,7 @@ after(async () => {
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-test('kill -9 while functions are updated: every acknowledged version survives, versions stay contiguous', { timeout: 120_000 }, async () => {
+test('kill -9 while functions are updated: every acknowledged version survives, versions stay contiguous', { timeout: 240_000 }, async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-crash-'));
   const databaseUrl = await freshDatabaseUrl();
   const stats: string[] = [];
