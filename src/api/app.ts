@@ -10,11 +10,15 @@ import { buildCreateServer } from './create-tools.js';
 import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from './logger.js';
 import { createMcpEndpoint, type EndpointKind } from './mcp-endpoint.js';
+import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
+import { ENV_HEADER, parseEnvHeader } from '../core/env-header.js';
+import type { RunService } from '../run/run-service.js';
 
 export interface AppDependencies {
   accounts: AccountService;
   accountsStore: AccountsStore;
   catalog: CatalogService;
+  runs: RunService;
   logger: Logger;
   version: string;
   databaseKind: string;
@@ -48,6 +52,7 @@ function subdomainRoute(host: string | undefined, baseHost: string | undefined):
 export function createApp(deps: AppDependencies): Hono {
   const { accounts, catalog, logger } = deps;
   const app = new Hono();
+  const run = runEndpointParts(deps.runs, logger, deps.version);
 
   const endpoints = {
     create: createMcpEndpoint({
@@ -56,16 +61,23 @@ export function createApp(deps: AppDependencies): Hono {
       logger,
       buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, logger, version: deps.version }),
     }),
-  } satisfies Partial<Record<EndpointKind, unknown>>;
+    run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch }),
+  } satisfies Record<EndpointKind, unknown>;
 
   async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {
     const token = bearer(c);
     if (!token) return unauthorized(c, 'missing API key: send Authorization: Bearer <key>');
     const principal: KeyPrincipal | undefined = await accounts.authenticateKey(token);
     if (!principal) return unauthorized(c, 'invalid, revoked or expired API key');
-    const endpoint = kind === 'create' ? endpoints.create : undefined;
-    if (!endpoint || !isValidNamespaceName(namespace)) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
-    return endpoint(c.req.raw, { principal, namespace, url: new URL(c.req.url) });
+    if (!isValidNamespaceName(namespace)) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
+    const url = new URL(c.req.url);
+    if (kind === 'create') return endpoints.create(c.req.raw, { principal, namespace, url });
+    const mode = url.searchParams.get('mode') ?? 'code';
+    if (mode !== 'code' && mode !== 'tools') {
+      return c.json(new DomainError('validation_error', `unknown mode ${JSON.stringify(mode)}: use ?mode=code (default) or ?mode=tools`).toJSON(), 400);
+    }
+    const extra: RunScopeExtra = { mode, env: parseEnvHeader(c.req.header(ENV_HEADER)) };
+    return endpoints.run(c.req.raw, { principal, namespace, url, extra: extra as unknown as Record<string, unknown> });
   }
 
   app.onError((error, c) => errorResponse(c, error, logger));
@@ -118,6 +130,23 @@ export function createApp(deps: AppDependencies): Hono {
   });
 
   app.all('/mcp/create/:namespace', (c) => serveMcp(c, 'create', c.req.param('namespace')));
+  app.all('/mcp/run/:namespace', (c) => serveMcp(c, 'run', c.req.param('namespace')));
+
+  /** Usage for the current month: by login session or by API key. */
+  app.get('/api/usage', async (c) => {
+    const token = getCookie(c, SESSION_COOKIE) ?? bearer(c);
+    let accountId: string | undefined;
+    let tier: string | undefined;
+    if (token?.startsWith('mcpw_')) {
+      const principal = await accounts.authenticateKey(token);
+      accountId = principal?.accountId;
+      tier = principal?.tier;
+    } else if (token) {
+      accountId = await accounts.authenticateSession(token);
+    }
+    if (!accountId) return unauthorized(c, 'send a session cookie, a login token or an API key');
+    return c.json(await deps.runs.usage(accountId, tier));
+  });
 
   return app;
 }

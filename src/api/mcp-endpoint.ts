@@ -13,10 +13,12 @@ import type { Logger } from './logger.js';
 
 export type EndpointKind = 'create' | 'run';
 
-interface RequestScope {
+export interface RequestScope {
   principal: KeyPrincipal;
   namespace: string;
   url: URL;
+  /** Per-request state an endpoint attaches in `beforeDispatch` (e.g. the run endpoint's admission ticket). */
+  extra?: Record<string, unknown>;
 }
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -45,6 +47,8 @@ export function createMcpEndpoint(options: {
   buildServer: (scope: RequestScope) => McpServer | Promise<McpServer>;
   accounts: AccountsStore;
   logger: Logger;
+  /** Runs on every parsed POST before the MCP layer sees it; a Response short-circuits (e.g. 429). */
+  beforeDispatch?: (body: unknown, scope: RequestScope) => Promise<Response | undefined>;
 }) {
   const { kind, accounts, logger } = options;
   const factory: McpServerFactory = (ctx) => options.buildServer((ctx.authInfo?.extra as { scope: RequestScope }).scope);
@@ -78,12 +82,15 @@ export function createMcpEndpoint(options: {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }
     const replay = new Request(request.url, { method: 'POST', headers: request.headers, body: text });
-
-    if (!(await isLegacyRequest(replay, parsedBody))) return modern.fetch(replay, { authInfo, parsedBody });
+    if (!(await isLegacyRequest(replay, parsedBody))) {
+      return (await options.beforeDispatch?.(parsedBody, scope)) ?? modern.fetch(replay, { authInfo, parsedBody });
+    }
 
     const initializing = isInitialize(parsedBody);
     // A session id we did not issue (or issued to someone else) is "not found": the client re-initializes.
     if (sessionId && !initializing && !(await ownedSession(sessionId, scope))) return jsonRpcError(404, -32001, 'Session not found');
+    const early = await options.beforeDispatch?.(parsedBody, scope);
+    if (early) return early;
     const response = await legacy(replay, { authInfo, parsedBody });
     if (!initializing || response.status !== 200) return response;
     const id = randomUUID();

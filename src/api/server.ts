@@ -7,6 +7,11 @@ import { CatalogStore } from '../store/catalog-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
 import { createApp } from './app.js';
+import { RunService } from '../run/run-service.js';
+import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/index.js';
+import type { Sandbox } from '../core/sandbox.js';
+import { ExecutionsStore } from '../store/executions-store.js';
+import { MeteringStore } from '../store/metering-store.js';
 import type { ServerConfig } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
@@ -29,8 +34,19 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   }
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers);
-  const catalog = new CatalogService(new CatalogStore(database.db));
-  const app = createApp({ accounts, accountsStore, catalog, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost });
+  const catalogStore = new CatalogStore(database.db);
+  const catalog = new CatalogService(catalogStore);
+  const sandbox = openSandbox(logger);
+  const runs = new RunService({
+    catalog,
+    catalogStore,
+    metering: new MeteringStore(database.db),
+    executions: new ExecutionsStore(database.db),
+    sandbox,
+    tiers: config.tiers,
+    accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
+  });
+  const app = createApp({ accounts, accountsStore, catalog, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost });
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
@@ -51,6 +67,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           // Streams held open by clients must not keep shutdown waiting.
           (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
+        await sandbox.close();
         await database.close();
         releaseLock();
         logger.info('mcpworks stopped');
@@ -58,4 +75,23 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       return closing;
     },
   };
+}
+
+/**
+ * The code_sandbox backend. When this machine cannot run it (no bubblewrap, no helper), the server
+ * still serves management calls, and every run answers a SandboxError saying why.
+ */
+function openSandbox(logger: Logger): Sandbox {
+  try {
+    return createBubblewrapSandbox({ network: networkFromEnvironment(), log: (message) => logger.warn({ component: 'sandbox' }, message) });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    logger.error({ reason }, 'sandbox unavailable: runs will fail until it is installed (make run installs it)');
+    return {
+      async run() {
+        return { ok: false, error: { type: 'SandboxError', message: `the sandbox is not available on this server: ${reason}`, stderr: '' }, stdout: '', durationMs: 0 };
+      },
+      async close() {},
+    };
+  }
 }

@@ -133,6 +133,27 @@ export class CatalogStore {
     return query.orderBy('f.name').execute();
   }
 
+  /** Every function of a namespace with its active version: what the run endpoint serves. */
+  async listActiveFunctions(namespaceId: string): Promise<ActiveFunction[]> {
+    const rows = await this.activeFunctionsQuery(namespaceId).orderBy('s.name').orderBy('f.name').execute();
+    return rows.map(toActiveFunction);
+  }
+
+  async findActiveFunction(namespaceId: string, serviceName: string, functionName: string): Promise<ActiveFunction | undefined> {
+    const row = await this.activeFunctionsQuery(namespaceId).where('s.name', '=', serviceName).where('f.name', '=', functionName).executeTakeFirst();
+    return row ? toActiveFunction(row) : undefined;
+  }
+
+  private activeFunctionsQuery(namespaceId: string) {
+    return this.db
+      .selectFrom('functions as f')
+      .innerJoin('services as s', 's.id', 'f.service_id')
+      .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
+      .selectAll('v')
+      .select(['s.name as service_name', 'f.name as function_name', 'f.description', 'f.tags', 'f.id as fid'])
+      .where('s.namespace_id', '=', namespaceId);
+  }
+
   listVersions(functionId: string): Promise<FunctionVersionRow[]> {
     return this.db.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).orderBy('version').execute();
   }
@@ -205,6 +226,30 @@ async function insertVersion(trx: Trx, functionId: string, version: number, d: F
       restored_from: restoredFrom,
     })
     .execute();
+}
+
+export interface ActiveFunction {
+  functionId: string;
+  service: string;
+  name: string;
+  description: string;
+  tags: string[];
+  version: number;
+  definition: FunctionDefinition;
+  definitionHash: string;
+}
+
+function toActiveFunction(row: FunctionVersionRow & { service_name: string; function_name: string; description: string; tags: string[]; fid: string }): ActiveFunction {
+  return {
+    functionId: row.fid,
+    service: row.service_name,
+    name: row.function_name,
+    description: row.description,
+    tags: row.tags,
+    version: row.version,
+    definition: versionToDefinition(row),
+    definitionHash: row.definition_hash,
+  };
 }
 
 export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition {

@@ -115,4 +115,51 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX executions_account ON executions(account_id, created_at)`,
     ],
   },
+  {
+    version: 2,
+    name: 'metering, execution history, security events',
+    statements: [
+      // One row per account and calendar month (UTC): the monthly quota counter.
+      `CREATE TABLE usage_months (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        month TEXT NOT NULL,
+        executions INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account_id, month)
+      )`,
+      // Fixed one-minute windows for executions-per-minute.
+      `CREATE TABLE rate_windows (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        window_start TIMESTAMPTZ NOT NULL,
+        executions INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account_id, window_start)
+      )`,
+      // Runs in flight, for the concurrency limit; expires_at frees the slot of a node that died.
+      `CREATE TABLE active_executions (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        expires_at TIMESTAMPTZ NOT NULL
+      )`,
+      `CREATE INDEX active_executions_account ON active_executions(account_id)`,
+      `ALTER TABLE executions ADD COLUMN key_id TEXT`,
+      `ALTER TABLE executions ADD COLUMN functions JSONB NOT NULL DEFAULT '[]'`,
+      `ALTER TABLE executions ADD COLUMN error_message TEXT`,
+      `ALTER TABLE executions ADD COLUMN stdout TEXT NOT NULL DEFAULT ''`,
+      `ALTER TABLE executions ADD COLUMN stderr TEXT NOT NULL DEFAULT ''`,
+      `ALTER TABLE executions ADD COLUMN language TEXT`,
+      `CREATE INDEX executions_function ON executions(namespace_id, service_name, function_name, created_at)`,
+      `CREATE TABLE security_events (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        namespace_id TEXT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+        execution_id TEXT,
+        service_name TEXT,
+        function_name TEXT,
+        event_type TEXT NOT NULL,
+        detail JSONB NOT NULL DEFAULT '{}',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX security_events_namespace ON security_events(namespace_id, created_at)`,
+    ],
+  },
 ];

@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Selectable } from 'kysely';
+import type { ColumnType, Selectable } from 'kysely';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json<T> = ColumnType<T, string, string>;
@@ -89,7 +89,7 @@ export interface FunctionVersionsTable {
 }
 
 export interface ExecutionsTable {
-  id: Generated<string>;
+  id: string;
   account_id: string;
   namespace_id: string;
   service_name: string | null;
@@ -101,6 +101,43 @@ export interface ExecutionsTable {
   error_type: string | null;
   duration_ms: number;
   bytes_out: number;
+  key_id: string | null;
+  functions: Json<string[]>;
+  error_message: string | null;
+  stdout: string;
+  stderr: string;
+  language: string | null;
+  created_at: Timestamp;
+}
+
+export interface UsageMonthsTable {
+  account_id: string;
+  month: string;
+  executions: number;
+}
+
+export interface RateWindowsTable {
+  account_id: string;
+  window_start: Timestamp;
+  executions: number;
+}
+
+export interface ActiveExecutionsTable {
+  id: string;
+  account_id: string;
+  started_at: Timestamp;
+  expires_at: Timestamp;
+}
+
+export interface SecurityEventsTable {
+  id: string;
+  account_id: string;
+  namespace_id: string;
+  execution_id: string | null;
+  service_name: string | null;
+  function_name: string | null;
+  event_type: string;
+  detail: Json<Record<string, unknown>>;
   created_at: Timestamp;
 }
 
@@ -120,6 +157,10 @@ export interface Database {
   functions: FunctionsTable;
   function_versions: FunctionVersionsTable;
   executions: ExecutionsTable;
+  usage_months: UsageMonthsTable;
+  rate_windows: RateWindowsTable;
+  active_executions: ActiveExecutionsTable;
+  security_events: SecurityEventsTable;
   schema_migrations: SchemaMigrationsTable;
 }
 
@@ -129,3 +170,5 @@ export type NamespaceRow = Selectable<NamespacesTable>;
 export type ServiceRow = Selectable<ServicesTable>;
 export type FunctionRow = Selectable<FunctionsTable>;
 export type FunctionVersionRow = Selectable<FunctionVersionsTable>;
+export type ExecutionRow = Selectable<ExecutionsTable>;
+export type SecurityEventRow = Selectable<SecurityEventsTable>;

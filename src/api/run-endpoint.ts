@@ -1,0 +1,168 @@
+import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextprotocol/server';
+import { DomainError, isDomainError } from '../core/errors.js';
+import type { ActiveFunction } from '../store/catalog-store.js';
+import type { Rejection } from '../store/metering-store.js';
+import type { RunContext, RunResult, RunService, Ticket } from '../run/run-service.js';
+import type { Logger } from './logger.js';
+import type { RequestScope } from './mcp-endpoint.js';
+import { toolError } from './tool-results.js';
+
+export type RunMode = 'code' | 'tools';
+
+/** What the run endpoint attaches to a request scope. */
+export interface RunScopeExtra {
+  mode: RunMode;
+  env: Record<string, string>;
+  functions?: ActiveFunction[];
+  ticket?: Ticket;
+}
+
+const ENV_STATUS_TOOL = '_env_status';
+const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
+
+/** `{service}__{function}`: valid for the strictest client's tool names (`^[a-zA-Z0-9_-]{1,64}$`). */
+export function toolName(fn: Pick<ActiveFunction, 'service' | 'name'>): string {
+  return `${fn.service}__${fn.name}`;
+}
+
+function isObjectSchema(schema: Record<string, unknown> | null): schema is Record<string, unknown> {
+  return !!schema && schema.type === 'object';
+}
+
+export function rejectionResponse(rejection: Rejection, tier: string): Response {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  let body: Record<string, unknown>;
+  if (rejection.code === 'QUOTA_EXCEEDED') {
+    body = { code: rejection.code, message: `Monthly execution limit (${rejection.limit}) exceeded`, usage: rejection.usage, limit: rejection.limit, tier };
+  } else {
+    headers['retry-after'] = String(rejection.retryAfter);
+    const message =
+      rejection.code === 'EXECUTION_RATE_EXCEEDED'
+        ? `Execution rate limit (${rejection.limit}/min) exceeded`
+        : `Concurrent execution limit (${rejection.limit}) reached`;
+    body = { code: rejection.code, message, limit: rejection.limit, tier, retry_after: rejection.retryAfter };
+  }
+  return new Response(JSON.stringify(body), { status: 429, headers });
+}
+
+function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): CallToolResult {
+  if (!result.ok) {
+    const body: Record<string, unknown> = { error: result.error, error_type: result.error_type, stderr: result.stderr };
+    if (result.missing) body.missing = result.missing;
+    if (result.stdout) body.stdout = result.stdout;
+    return { isError: true, content: [{ type: 'text', text: JSON.stringify(body) }] };
+  }
+  const content: CallToolResult['content'] = [{ type: 'text', text: JSON.stringify(result.result) }];
+  if (result.stdout) content.push({ type: 'text', text: `stdout:\n${result.stdout}` });
+  const structured = fn && isObjectSchema(fn.definition.outputSchema) && result.result !== null && typeof result.result === 'object' && !Array.isArray(result.result);
+  return structured ? { content, structuredContent: result.result as Record<string, unknown> } : { content };
+}
+
+/** The run endpoint's pieces: admission before dispatch, and the per-request MCP server. */
+export function runEndpointParts(runs: RunService, logger: Logger, version: string) {
+  function context(scope: RequestScope): RunContext & { extra: RunScopeExtra } {
+    const extra = scope.extra as unknown as RunScopeExtra;
+    return { principal: scope.principal, namespace: scope.namespace, env: extra.env, extra };
+  }
+
+  async function functionsOf(scope: RequestScope): Promise<ActiveFunction[]> {
+    const ctx = context(scope);
+    ctx.extra.functions ??= await runs.activeFunctions(ctx);
+    return ctx.extra.functions;
+  }
+
+  /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */
+  async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | undefined> {
+    const messages = Array.isArray(body) ? body : [body];
+    const calls = messages.filter((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call') as Array<{ params?: { name?: unknown } }>;
+    if (calls.length === 0) return undefined;
+    if (calls.length > 1 || messages.length > 1) {
+      return new Response(JSON.stringify({ error: { type: 'validation_error', message: 'send one tools/call per request' } }), { status: 400, headers: { 'content-type': 'application/json' } });
+    }
+    const name = calls[0]!.params?.name;
+    let metered = false;
+    try {
+      metered = (await functionsOf(scope)).some((fn) => toolName(fn) === name);
+    } catch (error) {
+      if (!isDomainError(error)) throw error;
+      // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
+    }
+    if (!metered) return undefined;
+    const admission = await runs.admit(scope.principal);
+    if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
+    const ticket = admission.ticket;
+    context(scope).extra.ticket = ticket;
+    // A safety net: a ticket whose call never reached its handler gives its quota back.
+    setTimeout(() => void runs.settle(ticket, false).catch(() => undefined), (runs.tierLimits(scope.principal).timeoutSeconds + 60) * 1000).unref();
+    return undefined;
+  }
+
+  async function buildServer(scope: RequestScope): Promise<McpServer> {
+    const ctx = context(scope);
+    const server = new McpServer(
+      { name: `mcpworks-run-${scope.namespace}`, version },
+      { instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (tool mode): one tool per function, named {service}__{function}.` },
+    );
+    let functions: ActiveFunction[] = [];
+    try {
+      functions = await functionsOf(scope);
+    } catch (error) {
+      if (!isDomainError(error)) throw error;
+      // An unknown namespace serves no tools; calls explain why.
+    }
+    for (const fn of functions) {
+      const inputSchema = isObjectSchema(fn.definition.inputSchema) ? fn.definition.inputSchema : { type: 'object', additionalProperties: true };
+      const outputSchema = isObjectSchema(fn.definition.outputSchema) ? fn.definition.outputSchema : undefined;
+      const env = [...fn.definition.requiredEnv.map((n) => `${n} (required)`), ...fn.definition.optionalEnv.map((n) => `${n} (optional)`)];
+      server.registerTool(
+        toolName(fn),
+        {
+          description: `${fn.description || `${fn.service}.${fn.name}`} [${fn.definition.language}, v${fn.version}${env.length ? `; env: ${env.join(', ')}` : ''}]`,
+          inputSchema: fromJsonSchema(inputSchema as never, acceptEverything),
+          ...(outputSchema ? { outputSchema: fromJsonSchema(outputSchema as never, acceptEverything) } : {}),
+          annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: true },
+        },
+        (async (args: unknown): Promise<CallToolResult> => {
+          const ticket = ctx.extra.ticket;
+          try {
+            if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
+            return runResultToTool(await runs.runFunction(ctx, ticket, fn.service, fn.name, args), fn);
+          } catch (error) {
+            return toolError(error, logger, toolName(fn));
+          } finally {
+            if (ticket) await runs.settle(ticket, false).catch(() => undefined);
+          }
+        }) as never,
+      );
+    }
+    server.registerTool(
+      ENV_STATUS_TOOL,
+      {
+        description: 'Which environment variables each function declares, and which of them this request configured (via the X-MCPWorks-Env header) or is missing. Values are never shown. Not metered.',
+        inputSchema: fromJsonSchema({ type: 'object', properties: {} } as never, acceptEverything),
+        annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+      },
+      (async (): Promise<CallToolResult> => {
+        try {
+          const all = await functionsOf(scope);
+          const status = all.map((fn) => {
+            const declared = [...fn.definition.requiredEnv, ...fn.definition.optionalEnv];
+            return {
+              tool: toolName(fn),
+              required: fn.definition.requiredEnv,
+              optional: fn.definition.optionalEnv,
+              configured: declared.filter((n) => ctx.env[n] !== undefined),
+              missing: fn.definition.requiredEnv.filter((n) => ctx.env[n] === undefined),
+            };
+          });
+          return { content: [{ type: 'text', text: JSON.stringify({ functions: status, ready: status.every((s) => s.missing.length === 0) }, null, 2) }] };
+        } catch (error) {
+          return toolError(error, logger, ENV_STATUS_TOOL);
+        }
+      }) as never,
+    );
+    return server;
+  }
+
+  return { beforeDispatch, buildServer };
+}
