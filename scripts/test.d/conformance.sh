@@ -33,6 +33,9 @@ KNOWN=$TOOLS_SRC/known-failures.txt
 
 # --- 1. tools: Node 22 and the suite, from the npm registry only, cached under .build/ ---
 stamp=$(cat "$TOOLS_SRC/package.json" "$TOOLS_SRC/package-lock.json" | sha256sum | cut -d' ' -f1)
+mkdir -p .build
+exec 9>.build/conformance.lock # two runs in one work tree must not install over each other
+if command -v flock >/dev/null; then flock 9; fi
 if [ -x "$NODE22" ] && [ -f "$SUITE" ] && [ "$(cat "$TOOLS/.stamp" 2>/dev/null)" = "$stamp" ]; then
   log "tools cached in $TOOLS"
 else
@@ -46,6 +49,7 @@ else
   fi
   echo "$stamp" >"$TOOLS/.stamp"
 fi
+exec 9>&-
 node22_version=$("$NODE22" --version) || fail_setup "$NODE22 does not run"
 suite_version=$("$NODE22" "$SUITE" --version) || fail_setup "the conformance suite does not start"
 log "node $node22_version, @modelcontextprotocol/conformance $suite_version"
