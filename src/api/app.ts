@@ -5,6 +5,7 @@ import { DomainError } from '../core/errors.js';
 import { isValidNamespaceName } from '../core/names.js';
 import type { AccountService, KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
+import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { buildCreateServer } from './create-tools.js';
 import { errorResponse, jsonBody } from './http-errors.js';
@@ -18,6 +19,7 @@ export interface AppDependencies {
   accounts: AccountService;
   accountsStore: AccountsStore;
   catalog: CatalogService;
+  history: ExecutionHistory;
   runs: RunService;
   logger: Logger;
   version: string;
@@ -59,7 +61,7 @@ export function createApp(deps: AppDependencies): Hono {
       kind: 'create',
       accounts: deps.accountsStore,
       logger,
-      buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, logger, version: deps.version }),
+      buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, history: deps.history, logger, version: deps.version }),
     }),
     run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch }),
   } satisfies Record<EndpointKind, unknown>;

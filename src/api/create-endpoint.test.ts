@@ -25,6 +25,7 @@ async function freshNamespace(era: ClientEra = 'v2'): Promise<{ client: McpTestC
 const EXPECTED_TOOLS = [
   'make_namespace', 'list_namespaces', 'make_service', 'list_services', 'delete_service', 'make_function', 'update_function',
   'delete_function', 'list_functions', 'describe_function', 'list_packages', 'list_templates', 'describe_template', 'lock_function', 'unlock_function',
+  'list_executions', 'describe_execution', 'list_security_events',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

@@ -5,6 +5,7 @@ import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
+import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from './logger.js';
 import { defineTool, type ToolDefinition } from './tool-schema.js';
 
@@ -12,6 +13,7 @@ export interface CreateToolsContext {
   principal: KeyPrincipal;
   namespace: string;
   catalog: CatalogService;
+  history: ExecutionHistory;
   logger: Logger;
   version: string;
 }
@@ -201,6 +203,34 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     'unlock_function',
     { description: 'Unlock a locked function so it can be updated or deleted again.', input: z.object({ service: serviceArg, name: functionArg }), annotations: IDEMPOTENT_WRITE },
     (a) => catalog.setLocked(principal, ns, a.service, a.name, false),
+  );
+  tool(
+    'list_executions',
+    {
+      description: 'Execution history of this namespace, newest first: id, mode, function(s) and version, status, error type, duration, bytes out. Filter by function ("name" or "service.name"), status ("success"/"error") and since (ISO date-time).',
+      input: z.object({
+        function: z.string().optional().describe('e.g. "is-prime" or "math.is-prime"'),
+        status: z.enum(['success', 'error']).optional(),
+        since: z.string().optional().describe('ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z'),
+        limit: z.number().int().min(1).max(200).optional().describe('At most this many (default 50)'),
+      }),
+      annotations: READ_ONLY,
+    },
+    (a) => ctx.history.list(principal, ns, a),
+  );
+  tool(
+    'describe_execution',
+    { description: 'One execution in full, with its logs (stdout, stderr) and error message; secrets were redacted before they were stored.', input: z.object({ id: z.string().describe('Execution id from list_executions') }), annotations: READ_ONLY },
+    (a) => ctx.history.describe(principal, ns, a.id),
+  );
+  tool(
+    'list_security_events',
+    {
+      description: 'Security events of this namespace, newest first: e.g. a secret found in a function\'s output and redacted (which function, which kind of secret; never the value).',
+      input: z.object({ since: z.string().optional(), limit: z.number().int().min(1).max(200).optional() }),
+      annotations: READ_ONLY,
+    },
+    (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
   return server;
 }

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
 import { CatalogService } from '../services/catalog.js';
+import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
@@ -37,16 +38,18 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const catalogStore = new CatalogStore(database.db);
   const catalog = new CatalogService(catalogStore);
   const sandbox = openSandbox(logger);
+  const executions = new ExecutionsStore(database.db);
+  const history = new ExecutionHistory(catalog, executions);
   const runs = new RunService({
     catalog,
     catalogStore,
     metering: new MeteringStore(database.db),
-    executions: new ExecutionsStore(database.db),
+    executions,
     sandbox,
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
   });
-  const app = createApp({ accounts, accountsStore, catalog, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost });
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));

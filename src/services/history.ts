@@ -1,0 +1,88 @@
+import { DomainError, invalid } from '../core/errors.js';
+import type { ExecutionsStore } from '../store/executions-store.js';
+import type { ExecutionRow } from '../store/schema.js';
+import type { KeyPrincipal } from './accounts.js';
+import type { CatalogService } from './catalog.js';
+
+const MAX_LIST = 200;
+
+function parseSince(since: unknown): Date | undefined {
+  if (since === undefined) return undefined;
+  const date = typeof since === 'string' ? new Date(since) : new Date(NaN);
+  if (Number.isNaN(date.getTime())) throw invalid('since must be an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z', { field: 'since' });
+  return date;
+}
+
+function summary(row: ExecutionRow) {
+  return {
+    id: row.id,
+    mode: row.mode,
+    service: row.service_name,
+    function: row.function_name,
+    version: row.version,
+    functions: row.functions,
+    language: row.language,
+    status: row.status,
+    error_type: row.error_type,
+    duration_ms: row.duration_ms,
+    bytes_out: row.bytes_out,
+    created_at: new Date(row.created_at).toISOString(),
+  };
+}
+
+/** Execution history and security events of a namespace, for its owner (create endpoint). */
+export class ExecutionHistory {
+  constructor(
+    private readonly catalog: CatalogService,
+    private readonly store: ExecutionsStore,
+  ) {}
+
+  private async namespaceId(principal: KeyPrincipal, ns: string): Promise<string> {
+    if (!principal.scopes.includes('read')) throw new DomainError('forbidden', "this API key lacks the 'read' scope");
+    return (await this.catalog.namespace(principal, ns)).id;
+  }
+
+  async list(principal: KeyPrincipal, ns: string, filter: { function?: unknown; status?: unknown; since?: unknown; limit?: unknown }) {
+    const namespaceId = await this.namespaceId(principal, ns);
+    let serviceName: string | undefined;
+    let functionName: string | undefined;
+    if (filter.function !== undefined) {
+      if (typeof filter.function !== 'string' || filter.function === '') throw invalid('function must be "name" or "service.name"', { field: 'function' });
+      const dot = filter.function.indexOf('.');
+      if (dot >= 0) {
+        serviceName = filter.function.slice(0, dot);
+        functionName = filter.function.slice(dot + 1);
+      } else {
+        functionName = filter.function;
+      }
+    }
+    if (filter.status !== undefined && filter.status !== 'success' && filter.status !== 'error') throw invalid('status must be "success" or "error"', { field: 'status' });
+    const limit = filter.limit === undefined ? 50 : Number(filter.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) throw invalid(`limit must be 1-${MAX_LIST}`, { field: 'limit' });
+    const rows = await this.store.list(namespaceId, { serviceName, functionName, status: filter.status as string | undefined, since: parseSince(filter.since), limit });
+    return rows.map(summary);
+  }
+
+  async describe(principal: KeyPrincipal, ns: string, id: unknown) {
+    const namespaceId = await this.namespaceId(principal, ns);
+    const row = typeof id === 'string' ? await this.store.find(namespaceId, id) : undefined;
+    if (!row) throw new DomainError('not_found', `execution ${JSON.stringify(id)} not found`);
+    return { ...summary(row), error_message: row.error_message, stdout: row.stdout, stderr: row.stderr };
+  }
+
+  async securityEvents(principal: KeyPrincipal, ns: string, since: unknown, limit: unknown) {
+    const namespaceId = await this.namespaceId(principal, ns);
+    const max = limit === undefined ? 50 : Number(limit);
+    if (!Number.isInteger(max) || max < 1 || max > MAX_LIST) throw invalid(`limit must be 1-${MAX_LIST}`, { field: 'limit' });
+    const rows = await this.store.listSecurityEvents(namespaceId, parseSince(since), max);
+    return rows.map((r) => ({
+      id: r.id,
+      type: r.event_type,
+      detection: r.detail.detection,
+      service: r.service_name,
+      function: r.function_name,
+      execution_id: r.execution_id,
+      created_at: new Date(r.created_at).toISOString(),
+    }));
+  }
+}
