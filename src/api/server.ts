@@ -20,6 +20,8 @@ import { VERSION } from './version.js';
 export interface RunningServer {
   url: string;
   port: number;
+  /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
+  services: { accounts: AccountService };
   close(): Promise<void>;
 }
 
@@ -63,6 +65,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
+    services: { accounts },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {

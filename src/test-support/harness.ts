@@ -105,8 +105,8 @@ export interface McpTestClient {
   sessionId(): string | undefined;
 }
 
-export async function connect(url: string, key: string | undefined, era: ClientEra = 'v2'): Promise<McpTestClient> {
-  const headers: Record<string, string> = key ? { authorization: `Bearer ${key}` } : {};
+export async function connect(url: string, key: string | undefined, era: ClientEra = 'v2', extraHeaders: Record<string, string> = {}): Promise<McpTestClient> {
+  const headers: Record<string, string> = { ...(key ? { authorization: `Bearer ${key}` } : {}), ...extraHeaders };
   if (era === 'v1') {
     const transport = new TransportV1(new URL(url), { requestInit: { headers } });
     const client = new ClientV1({ name: 'mcpworks-test-v1', version: '1.0.0' });

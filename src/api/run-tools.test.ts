@@ -1,0 +1,275 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { encodeEnvHeader } from '../core/env-header.js';
+import { applyTierOverrides } from '../core/tiers.js';
+import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+
+let server: TestServer;
+before(async () => {
+  // Tiers: small, distinct limits per plan so each gate can be hit quickly.
+  server = await startTestServer({
+    tiers: applyTierOverrides(
+      JSON.stringify({
+        quota3: { monthly_executions: 3, executions_per_minute: -1, concurrency: -1 },
+        rate2: { monthly_executions: -1, executions_per_minute: 2, concurrency: -1 },
+        solo: { monthly_executions: -1, executions_per_minute: -1, concurrency: 1 },
+        exact10: { monthly_executions: 10, executions_per_minute: -1, concurrency: -1 },
+      }),
+    ),
+  });
+});
+after(async () => {
+  await server?.stop();
+});
+
+async function setTier(email: string, tier: string): Promise<void> {
+  // What `mcpworks account set-tier` does, through the running server's own service.
+  await server.server.services.accounts.setTier(email, tier);
+}
+
+interface Namespace {
+  create: McpTestClient;
+  key: string;
+  email: string;
+  ns: string;
+  run: (mode?: string, env?: Record<string, string>) => Promise<McpTestClient>;
+}
+
+async function namespaceWith(functions: Array<Record<string, unknown>>, tier?: string): Promise<Namespace> {
+  const account = await createAccount(server.url);
+  if (tier) await setTier(account.email, tier);
+  const ns = `run-${Math.random().toString(36).slice(2, 10)}`;
+  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+  await callOk(create, 'make_namespace', { name: ns });
+  await callOk(create, 'make_service', { name: 'utils' });
+  for (const fn of functions) await callOk(create, 'make_function', { service: 'utils', ...fn });
+  return {
+    create,
+    key: account.key,
+    email: account.email,
+    ns,
+    run: (mode = 'tools', env) =>
+      connect(`${server.url}/mcp/run/${ns}?mode=${mode}`, account.key, 'v1', env ? { 'x-mcpworks-env': encodeEnvHeader(env) } : {}),
+  };
+}
+
+async function rawCall(ns: string, key: string, tool: string, args: Record<string, unknown>, headers: Record<string, string> = {}) {
+  const response = await fetch(`${server.url}/mcp/run/${ns}?mode=tools`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      authorization: `Bearer ${key}`,
+      ...headers,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args } }),
+  });
+  const text = await response.text();
+  const json = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
+  return { status: response.status, headers: response.headers, body: json };
+}
+
+describe('tool mode', () => {
+  test('one tool per function with its schemas; the list follows creates, updates and deletes', async () => {
+    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }]);
+    const run = await space.run();
+    const { tools } = await run.listTools();
+    assert.deepEqual(tools.map((t) => t.name), ['utils__hello', '_env_status']);
+    const hello = tools[0]!;
+    assert.match(hello.name, /^[a-zA-Z0-9_-]{1,64}$/);
+    assert.deepEqual(hello.inputSchema.properties.name.type, 'string');
+    assert.ok((hello as { outputSchema?: { properties: object } }).outputSchema?.properties);
+
+    await callOk(space.create, 'make_function', { service: 'utils', name: 'two', code: 'def main(input_data):\n    return 2\n', description: 'returns two' });
+    assert.deepEqual((await run.listTools()).tools.map((t) => t.name), ['utils__hello', 'utils__two', '_env_status']);
+    await callOk(space.create, 'update_function', { service: 'utils', name: 'two', code: 'def main(input_data):\n    return 22\n' });
+    assert.equal(parseResult(await run.callTool('utils__two')), 22, 'the new version runs without a restart');
+    await callOk(space.create, 'delete_function', { service: 'utils', name: 'two' });
+    assert.deepEqual((await run.listTools()).tools.map((t) => t.name), ['utils__hello', '_env_status']);
+  });
+
+  test('results come back structured, with stdout; failures are typed tool errors', async () => {
+    const space = await namespaceWith([
+      { name: 'hello', template: 'hello-world' },
+      { name: 'chatty', code: 'def main(input_data):\n    print("working")\n    return [1, 2]\n' },
+      { name: 'broken', code: 'def main(input_data):\n    raise ValueError("bad input " + str(input_data.get("n")))\n' },
+      {
+        name: 'typed',
+        code: 'def main(input_data):\n    return {"n": input_data["n"]}\n',
+        input_schema: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] },
+      },
+      { name: 'ts-double', language: 'typescript', code: 'export default async function main(input: { n: number }) { return { double: input.n * 2 }; }' },
+    ]);
+    const run = await space.run();
+    const hello = await run.callTool('utils__hello', { name: 'Ann' });
+    assert.equal(hello.isError, undefined);
+    assert.deepEqual((hello as { structuredContent?: unknown }).structuredContent, { greeting: 'Hello, Ann!', message: 'MCPWorks is up: this function ran in a sandbox.' });
+
+    const chatty = await run.callTool('utils__chatty');
+    assert.deepEqual(parseResult(chatty), [1, 2]);
+    assert.equal(chatty.content[1]?.text, 'stdout:\nworking\n');
+
+    const broken = await run.callTool('utils__broken', { n: 7 });
+    assert.equal(broken.isError, true);
+    const error = parseResult(broken);
+    assert.equal(error.error_type, 'ValueError');
+    assert.equal(error.error, 'bad input 7');
+    assert.match(error.stderr, /line 2/);
+    assert.doesNotMatch(error.stderr, /\/tmp|\/work|\/usr\/lib/, 'no host paths');
+
+    const mismatch = parseResult(await run.callTool('utils__typed', { n: 'seven' }));
+    assert.equal(mismatch.error_type, 'SchemaError');
+    assert.match(mismatch.error, /\/n must be integer/);
+    assert.deepEqual(parseResult(await run.callTool('utils__ts-double', { n: 21 })), { double: 42 });
+  });
+
+  test('env: only declared variables reach the function; missing required ones fail before the sandbox', async () => {
+    const space = await namespaceWith([
+      {
+        name: 'env',
+        code: 'import os\n\ndef main(input_data):\n    return sorted(k for k in os.environ if k.startswith("APP_") or k == "UNDECLARED")\n',
+        required_env: ['APP_TOKEN'],
+        optional_env: ['APP_REGION'],
+      },
+    ]);
+    const without = await space.run();
+    const missing = parseResult(await without.callTool('utils__env'));
+    assert.equal(missing.error_type, 'missing_env');
+    assert.deepEqual(missing.missing, ['APP_TOKEN']);
+    const status = parseResult(await without.callTool('_env_status'));
+    assert.deepEqual(status.functions[0], { tool: 'utils__env', required: ['APP_TOKEN'], optional: ['APP_REGION'], configured: [], missing: ['APP_TOKEN'] });
+    assert.equal(status.ready, false);
+
+    const withEnv = await space.run('tools', { APP_TOKEN: 'token-value-1', UNDECLARED: 'nope-nope-nope' });
+    assert.deepEqual(parseResult(await withEnv.callTool('utils__env')), ['APP_TOKEN']);
+    const ready = parseResult(await withEnv.callTool('_env_status'));
+    assert.deepEqual(ready.functions[0].configured, ['APP_TOKEN']);
+    assert.equal(ready.ready, true);
+  });
+
+  test('a malformed X-MCPWorks-Env header is a clear 400 that echoes no value', async () => {
+    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }]);
+    for (const header of ['%%%', Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'), Buffer.from('[1]').toString('base64')]) {
+      const response = await rawCall(space.ns, space.key, 'utils__hello', {}, { 'x-mcpworks-env': header });
+      assert.equal(response.status, 400, header);
+      assert.equal(response.body.error.type, 'validation_error');
+      assert.match(response.body.error.message, /X-MCPWorks-Env/);
+      assert.doesNotMatch(JSON.stringify(response.body), /secret-path-value/);
+    }
+  });
+
+  test('secrets in results, logs and errors are redacted and recorded as security events', async () => {
+    const stripe = ['sk', 'live', '51H8xYzAbCdEfGhIjKlMnOp'].join('_');
+    const space = await namespaceWith([
+      {
+        name: 'leaky',
+        code: `import os\n\ndef main(input_data):\n    token = os.environ["APP_TOKEN"]\n    print("stripe", "${stripe}")\n    return {"token": token, "nested": [token.encode().hex()], "APP_TOKEN": "name stays"}\n`,
+        required_env: ['APP_TOKEN'],
+      },
+      { name: 'leaky-error', code: `def main(input_data):\n    raise RuntimeError("db at postgres://admin:hunter22@db.internal/app")\n` },
+    ]);
+    const run = await space.run('tools', { APP_TOKEN: 'super-secret-token-42' });
+    const result = await run.callTool('utils__leaky');
+    const text = JSON.stringify(result);
+    assert.doesNotMatch(text, /super-secret-token-42/);
+    assert.doesNotMatch(text, new RegExp(Buffer.from('super-secret-token-42').toString('hex')));
+    assert.doesNotMatch(text, /51H8xYzAbCdEfGhIjKlMnOp/);
+    assert.deepEqual(parseResult(result), { token: '[REDACTED_ENV_VALUE]', nested: ['[REDACTED_ENV_VALUE]'], APP_TOKEN: 'name stays' });
+    assert.match(result.content[1]!.text!, /\[REDACTED_STRIPE_KEY\]/);
+    const failed = parseResult(await run.callTool('utils__leaky-error'));
+    assert.match(failed.error, /\[REDACTED_CONNECTION_URI\]/);
+    assert.doesNotMatch(JSON.stringify(failed), /hunter22/);
+
+    const events = await callOk(space.create, 'list_security_events');
+    assert.deepEqual(events.map((e: { detection: string }) => e.detection).sort(), ['CONNECTION_URI', 'ENV_VALUE', 'STRIPE_KEY']);
+    assert.ok(events.every((e: { function: string }) => e.function === 'leaky' || e.function === 'leaky-error'));
+    assert.doesNotMatch(JSON.stringify(events), /super-secret|hunter22|51H8x/);
+    // Stored history holds the redacted logs too.
+    const executions = await callOk(space.create, 'list_executions', { function: 'utils.leaky' });
+    const stored = await callOk(space.create, 'describe_execution', { id: executions[0].id });
+    assert.match(stored.stdout, /\[REDACTED_STRIPE_KEY\]/);
+  });
+});
+
+describe('metering', () => {
+  test('each successful call counts; failures and create calls do not; history and call_count follow', async () => {
+    const space = await namespaceWith([
+      { name: 'hello', template: 'hello-world' },
+      { name: 'broken', code: 'def main(input_data):\n    raise KeyError("x")\n' },
+    ]);
+    const usage = async () => (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${space.key}` } })).json();
+    assert.equal((await usage()).executions, 0);
+    const run = await space.run();
+    await run.callTool('utils__hello');
+    await run.callTool('utils__hello', { name: 'B' });
+    await run.callTool('utils__broken');
+    await run.callTool('_env_status');
+    await callOk(space.create, 'list_services');
+    const now = await usage();
+    assert.equal(now.executions, 2);
+    assert.equal(now.tier, 'pro_trial');
+    assert.equal(now.limit, 125000);
+    const services = await callOk(space.create, 'list_services');
+    assert.equal(services[0].call_count, 3, 'call_count counts every recorded execution');
+    const errors = await callOk(space.create, 'list_executions', { status: 'error' });
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].error_type, 'KeyError');
+    assert.equal(errors[0].function, 'broken');
+    assert.equal((await callOk(space.create, 'list_executions', { function: 'hello' })).length, 2);
+    assert.equal((await callOk(space.create, 'list_executions', { since: new Date(Date.now() + 60_000).toISOString() })).length, 0);
+    const one = await callOk(space.create, 'describe_execution', { id: errors[0].id });
+    assert.equal(one.error_type, 'KeyError');
+    assert.equal((await parseError(space.create, 'describe_execution', { id: 'nope' })).type, 'not_found');
+  });
+
+  test('past the monthly quota: HTTP 429 with exactly the spec body', async () => {
+    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }], 'quota3');
+    for (let i = 0; i < 3; i++) assert.equal((await rawCall(space.ns, space.key, 'utils__hello', {})).status, 200);
+    const over = await rawCall(space.ns, space.key, 'utils__hello', {});
+    assert.equal(over.status, 429);
+    assert.deepEqual(over.body, { code: 'QUOTA_EXCEEDED', message: 'Monthly execution limit (3) exceeded', usage: 3, limit: 3, tier: 'quota3' });
+    const env = await rawCall(space.ns, space.key, '_env_status', {});
+    assert.equal(env.status, 200, 'unmetered tools still work');
+  });
+
+  test('executions per minute: 429 EXECUTION_RATE_EXCEEDED with Retry-After', async () => {
+    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }], 'rate2');
+    let limited;
+    for (let i = 0; i < 3; i++) limited = await rawCall(space.ns, space.key, 'utils__hello', {});
+    assert.equal(limited!.status, 429);
+    assert.equal(limited!.body.code, 'EXECUTION_RATE_EXCEEDED');
+    assert.ok(limited!.body.retry_after >= 1 && limited!.body.retry_after <= 60);
+    assert.equal(limited!.headers.get('retry-after'), String(limited!.body.retry_after));
+  });
+
+  test('concurrent executions: 429 CONCURRENCY_LIMIT_EXCEEDED while a run holds the only slot', async () => {
+    const space = await namespaceWith([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(1.5)\n    return "done"\n' }], 'solo');
+    const first = rawCall(space.ns, space.key, 'utils__slow', {});
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const second = await rawCall(space.ns, space.key, 'utils__slow', {});
+    assert.equal(second.status, 429);
+    assert.equal(second.body.code, 'CONCURRENCY_LIMIT_EXCEEDED');
+    assert.equal(second.headers.get('retry-after'), '1');
+    assert.equal((await first).status, 200);
+    assert.equal((await rawCall(space.ns, space.key, 'utils__slow', {})).status, 200, 'the slot is free again');
+  });
+
+  test('50 parallel clients against a quota of 10 get exactly 10 successes', async () => {
+    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }], 'exact10');
+    const results = await Promise.all(Array.from({ length: 50 }, () => rawCall(space.ns, space.key, 'utils__hello', { name: 'x' })));
+    const ok = results.filter((r) => r.status === 200 && !r.body.result?.isError);
+    const limited = results.filter((r) => r.status === 429);
+    assert.equal(ok.length, 10);
+    assert.equal(limited.length, 40);
+    assert.ok(limited.every((r) => r.body.code === 'QUOTA_EXCEEDED'));
+    const usage = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${space.key}` } })).json();
+    assert.equal(usage.executions, 10);
+  });
+});
+
+async function parseError(client: McpTestClient, tool: string, args: Record<string, unknown>) {
+  const result = await client.callTool(tool, args);
+  assert.equal(result.isError, true);
+  return parseResult(result).error;
+}
