@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import { hostHeaderValidationResponse, localhostAllowedHostnames, localhostAllowedOrigins, originValidationResponse } from '@modelcontextprotocol/server';
 import { bodyLimit } from 'hono/body-limit';
 import { getCookie, setCookie } from 'hono/cookie';
 import { DomainError } from '../core/errors.js';
@@ -26,6 +27,44 @@ export interface AppDependencies {
   databaseKind: string;
   /** When set, `{ns}.create.{baseHost}` and `{ns}.run.{baseHost}` route to the namespace endpoints. */
   baseHost?: string | undefined;
+  /** DNS-rebinding protection: which Host and Origin hostnames requests may carry. */
+  hostGuard: HostGuard;
+}
+
+export interface HostGuard {
+  /** Check Host at all: on when the server listens on loopback or knows its public names. */
+  checkHost: boolean;
+  allowedHosts: string[];
+  allowedOrigins: string[];
+}
+
+function hostnameOf(value: string): string {
+  return value.replace(/:\d+$/, '').toLowerCase();
+}
+
+/**
+ * A browser page on another site must not reach this server through DNS rebinding: a present
+ * Origin must be ours (localhost, the base host and its subdomains, or configured), and so must Host.
+ */
+function rebindingRejection(request: Request, guard: HostGuard, baseHost: string | undefined): Response | undefined {
+  const base = baseHost ? hostnameOf(baseHost) : undefined;
+  const ours = (hostname: string) => !!base && (hostname === base || hostname.endsWith(`.${base}`));
+  const origin = request.headers.get('origin');
+  if (origin !== null) {
+    let hostname = '';
+    try {
+      hostname = new URL(origin).hostname.toLowerCase();
+    } catch {
+      // Unparseable (including "null") origins are rejected below.
+    }
+    const allowed = [...localhostAllowedOrigins(), ...guard.allowedOrigins, ...(hostname && ours(hostname) ? [hostname] : [])];
+    const rejected = originValidationResponse(request, allowed);
+    if (rejected) return rejected;
+  }
+  if (!guard.checkHost) return undefined;
+  const host = hostnameOf(request.headers.get('host') ?? '');
+  const allowedHosts = [...localhostAllowedHostnames(), ...guard.allowedHosts, ...(ours(host) ? [host] : [])];
+  return hostHeaderValidationResponse(request, allowedHosts);
 }
 
 export const SESSION_COOKIE = 'mcpworks_session';
@@ -84,6 +123,11 @@ export function createApp(deps: AppDependencies): Hono {
 
   app.onError((error, c) => errorResponse(c, error, logger));
   app.notFound((c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
+
+  app.use('*', async (c, next) => {
+    if (c.req.path === '/healthz') return next();
+    return rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost) ?? next();
+  });
 
   // Subdomain routing runs first: on `{ns}.create.{base}` every path is that namespace's endpoint.
   app.use('*', async (c, next) => {

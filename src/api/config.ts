@@ -6,6 +6,10 @@ export interface ServerConfig {
   dataDir: string;
   databaseUrl?: string | undefined;
   baseHost?: string | undefined;
+  /** Extra hostnames accepted in Host (e.g. the public name behind a reverse proxy). */
+  allowedHosts?: string[];
+  /** Extra hostnames accepted in Origin (web pages allowed to call the API from a browser). */
+  allowedOrigins?: string[];
   tiers: Readonly<Record<string, TierLimits>>;
 }
 
@@ -16,6 +20,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     dataDir: env.MCPWORKS_DATA_DIR || './data',
     databaseUrl: env.DATABASE_URL || undefined,
     baseHost: env.MCPWORKS_BASE_HOST || undefined,
+    allowedHosts: list(env.MCPWORKS_ALLOWED_HOSTS),
+    allowedOrigins: list(env.MCPWORKS_ALLOWED_ORIGINS),
     // Validated here, at start: a malformed plan table stops the server with a clear message.
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
   };
@@ -25,4 +31,20 @@ export function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${JSON.stringify(value)}`);
   return port;
+}
+
+function list(value: string | undefined): string[] {
+  return (value ?? '').split(',').map((v) => v.trim().toLowerCase()).filter(Boolean);
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
+
+/** Host checking is on when we know every name clients may use: loopback-only, or names configured. */
+export function hostGuardFor(config: ServerConfig) {
+  const allowedHosts = config.allowedHosts ?? [];
+  return {
+    checkHost: LOOPBACK_HOSTS.has(config.host) || !!config.baseHost || allowedHosts.length > 0,
+    allowedHosts,
+    allowedOrigins: config.allowedOrigins ?? [],
+  };
 }

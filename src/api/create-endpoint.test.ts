@@ -396,6 +396,32 @@ describe('sessions (2025-era clients)', () => {
   });
 });
 
+describe('DNS-rebinding protection', () => {
+  test('a foreign Origin or Host is refused with 403; localhost ones pass', async () => {
+    const account = await createAccount(server.url);
+    const { request } = await import('node:http');
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
+    const send = (headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request(
+          endpoint('guard'),
+          { method: 'POST', headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers } },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    assert.equal(await send({ origin: 'http://evil.example.com' }), 403);
+    assert.equal(await send({ origin: 'null' }), 403);
+    assert.equal(await send({ host: 'evil.example.com' }), 403);
+    assert.equal(await send({ origin: 'http://localhost:3000' }), 200);
+    assert.equal(await send({}), 200);
+  });
+});
+
 describe('subdomain routing', () => {
   test('{ns}.create.{base} reaches the same endpoint when MCPWORKS_BASE_HOST is set', async () => {
     const routed = await startTestServer({ baseHost: 'mcpworks.test' });

@@ -13,7 +13,7 @@ import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/inde
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
-import type { ServerConfig } from './config.js';
+import { hostGuardFor, type ServerConfig } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -51,7 +51,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
   });
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config) });
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
