@@ -4,6 +4,8 @@ export interface ServerConfig {
   host: string;
   port: number;
   dataDir: string;
+  /** npm packages of TypeScript functions (shared, content-addressed); must be reachable by the sandbox user. */
+  cacheDir?: string | undefined;
   databaseUrl?: string | undefined;
   baseHost?: string | undefined;
   /** Extra hostnames accepted in Host (e.g. the public name behind a reverse proxy). */
@@ -19,6 +21,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     port: env.PORT ? parsePort(env.PORT) : 8787,
     dataDir: env.MCPWORKS_DATA_DIR || './data',
     databaseUrl: env.DATABASE_URL || undefined,
+    cacheDir: env.MCPWORKS_CACHE_DIR || undefined,
     baseHost: env.MCPWORKS_BASE_HOST || undefined,
     allowedHosts: list(env.MCPWORKS_ALLOWED_HOSTS),
     allowedOrigins: list(env.MCPWORKS_ALLOWED_ORIGINS),
@@ -47,4 +50,13 @@ export function hostGuardFor(config: ServerConfig) {
     allowedHosts,
     allowedOrigins: config.allowedOrigins ?? [],
   };
+}
+
+/**
+ * Where npm packages of TypeScript functions are installed. As root the default is a system cache
+ * dir, since a data dir under a private home (/root is 0700) is unreachable for the sandbox user.
+ */
+export function cacheDirFor(config: ServerConfig): string {
+  if (config.cacheDir) return config.cacheDir;
+  return process.getuid?.() === 0 ? '/var/cache/mcpworks' : `${config.dataDir}/cache`;
 }

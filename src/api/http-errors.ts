@@ -8,6 +8,7 @@ const STATUS: Record<DomainErrorType, ContentfulStatusCode> = {
   invalid_schema: 400,
   unknown_package: 400,
   code_too_large: 413,
+  dependency_error: 422,
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,

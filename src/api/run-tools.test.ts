@@ -192,6 +192,32 @@ describe('tool mode', () => {
   });
 });
 
+describe('TypeScript requirements', () => {
+  test('npm packages install when the version is made and are importable when it runs; a failed install changes nothing', async () => {
+    const space = await namespaceWith([
+      {
+        name: 'check',
+        language: 'typescript',
+        requirements: ['is-number@7.0.0'],
+        code: "import isNumber from 'is-number';\nexport default function main(input: { value: unknown }) { return { number: isNumber(input.value) }; }",
+      },
+    ]);
+    const run = await space.run();
+    assert.deepEqual(parseResult(await run.callTool('utils__check', { value: '42' })), { number: true });
+    assert.deepEqual(parseResult(await run.callTool('utils__check', { value: 'forty-two' })), { number: false });
+
+    const failed = await space.create.callTool('update_function', { service: 'utils', name: 'check', requirements: ['mcpworks-no-such-package-xyz@1.0.0'] });
+    assert.equal(failed.isError, true);
+    const error = parseResult(failed).error;
+    assert.equal(error.type, 'dependency_error');
+    assert.match(error.message, /npm install failed/);
+    assert.match(error.message + JSON.stringify(error.npm ?? ''), /404|not found|E404/i);
+    const described = await callOk(space.create, 'describe_function', { service: 'utils', name: 'check' });
+    assert.equal(described.active_version, 1);
+    assert.deepEqual(described.requirements, ['is-number@7.0.0']);
+  });
+});
+
 describe('metering', () => {
   test('each successful call counts; failures and create calls do not; history and call_count follow', async () => {
     const space = await namespaceWith([

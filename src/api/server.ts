@@ -1,4 +1,6 @@
+import { chmodSync, mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
 import { CatalogService } from '../services/catalog.js';
@@ -13,7 +15,7 @@ import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/inde
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
-import { hostGuardFor, type ServerConfig } from './config.js';
+import { cacheDirFor, hostGuardFor, type ServerConfig } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -27,6 +29,7 @@ export interface RunningServer {
 
 /** The composition root: database, services, HTTP app, listening socket. */
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
+  prepareDataDir(config.dataDir);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   let database;
   try {
@@ -38,7 +41,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers);
   const catalogStore = new CatalogStore(database.db);
-  const catalog = new CatalogService(catalogStore);
+  const dependencies = new TypescriptDependencies(cacheDirFor(config));
+  const catalog = new CatalogService(catalogStore, dependencies.prepare);
   const sandbox = openSandbox(logger);
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
@@ -48,6 +52,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     metering: new MeteringStore(database.db),
     executions,
     sandbox,
+    dependencies,
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
   });
@@ -100,4 +105,10 @@ function openSandbox(logger: Logger): Sandbox {
       async close() {},
     };
   }
+}
+
+/** The data dir holds the embedded database: private to the server's user. */
+function prepareDataDir(dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
 }

@@ -12,6 +12,7 @@ export type DomainErrorType =
   | 'invalid_schema'
   | 'unknown_package'
   | 'code_too_large'
+  | 'dependency_error'
   | 'quota_exceeded'
   | 'rate_limited'
   | 'internal_error';

@@ -9,6 +9,7 @@ import type { CatalogService } from '../services/catalog.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionsStore } from '../store/executions-store.js';
 import type { MeteringStore, Rejection } from '../store/metering-store.js';
+import type { TypescriptDependencies } from './typescript-dependencies.js';
 
 /** A unit of quota and a concurrency slot, held from admission until the call settles. */
 export interface Ticket {
@@ -38,6 +39,7 @@ export class RunService {
       metering: MeteringStore;
       executions: ExecutionsStore;
       sandbox: Sandbox;
+      dependencies: TypescriptDependencies;
       tiers: Readonly<Record<string, TierLimits>>;
       accountTier: (accountId: string) => Promise<string>;
     },
@@ -99,7 +101,9 @@ export class RunService {
     } else if (problems.length > 0) {
       result = { ok: false, error: `input does not match the input_schema of ${service}.${name}: ${problems.join('; ')}`, error_type: 'SchemaError', stderr: '', stdout: '' };
     } else {
+      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
       const outcome = await this.deps.sandbox.run({
+        ...(nodeModulesDir ? { nodeModulesDir } : {}),
         code: fn.definition.code,
         language: fn.definition.language,
         input: args ?? {},

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
@@ -32,7 +32,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
   } else {
     kind = 'pglite';
     const dir = path.join(options.dataDir, 'pglite');
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
     const { PGlite } = await import('@electric-sql/pglite');
     const embedded = await PGlite.create(dir);
     dialect = new PostgresDialect({ pool: new PGlitePool(embedded) });
