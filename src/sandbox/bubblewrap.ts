@@ -109,7 +109,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       if (request.nodeModulesDir) args.push('--ro-bind', request.nodeModulesDir, '/function/node_modules');
       // V8 stops at a heap limit below the cgroup's, so most JS exhaustion is a clean, reportable error.
       const heapMb = Math.max(64, Math.floor(limits.memoryMb * 0.75));
-      command = [nodeBinary, `--max-old-space-size=${heapMb}`, '--disable-proto=throw', '/sandbox/runner.cjs'];
+      // --use-openssl-ca: trust the host's CA store (/etc/ssl), as Python's ssl does.
+      command = [nodeBinary, `--max-old-space-size=${heapMb}`, '--disable-proto=throw', '--use-openssl-ca', '/sandbox/runner.cjs'];
     }
     args.push('--remount-ro', '/', '--chdir', '/tmp', '--seccomp', '4', '--', ...command);
     const payload = JSON.stringify({ code, input: request.input ?? null, env, maxResultBytes: limits.maxResultBytes });
@@ -149,6 +150,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // Room for the result plus the error envelope and a traceback.
     const answer = new CappedCapture(limits.maxResultBytes + 2 * TRACEBACK_CAP);
     let timedOut = false;
+    let networkFailed = false;
     let exit: { code: number | null; signal: NodeJS.Signals | null };
     try {
       const argv = [...helperArgs(request, cgroup), '--', paths.bwrap, ...(network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...plan.argv];
@@ -184,6 +186,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
           attachment = await attachNetwork(child);
         } catch (error) {
           log(`sandbox network set-up failed: ${(error as Error).message}`);
+          networkFailed = true;
           kill();
         }
       }
@@ -205,6 +208,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (cgroup) {
       const removal = cgroup.remove().finally(() => pendingRemovals.delete(removal));
       pendingRemovals.add(removal);
+    }
+    if (networkFailed) {
+      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox network could not be set up', stderr: '' }, '', started);
     }
     return interpret(request, { stdout, stderr, answer, timedOut, oomKilled, exit }, started);
   }
@@ -316,8 +322,11 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
     '--unshare-ipc',
     '--unshare-uts',
     '--unshare-cgroup-try',
-    ...(network ? [] : ['--unshare-net']),
-    '--disable-userns',
+    // --disable-userns nests a second user namespace, which slirp4netns would join and then lack
+    // rights over the network namespace; with network on, seccomp alone (unshare, setns and
+    // clone's namespace flags denied, clone3 unavailable) keeps user namespaces out of reach.
+    '--unshare-net',
+    ...(network ? [] : ['--disable-userns']),
     '--die-with-parent',
     '--new-session',
     '--cap-drop',
@@ -350,8 +359,27 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
     '/sandbox',
     '--proc',
     '/proc',
-    '--dev',
+    // A hand-made /dev rather than --dev: --dev mounts devpts, which makes bubblewrap nest a second
+    // user namespace that slirp4netns could not configure the network from. No ptys are needed.
+    '--dir',
     '/dev',
+    ...['null', 'zero', 'full', 'random', 'urandom'].flatMap((name) => ['--dev-bind', `/dev/${name}`, `/dev/${name}`]),
+    '--perms',
+    '1777',
+    '--tmpfs',
+    '/dev/shm',
+    '--symlink',
+    '/proc/self/fd',
+    '/dev/fd',
+    '--symlink',
+    '/proc/self/fd/0',
+    '/dev/stdin',
+    '--symlink',
+    '/proc/self/fd/1',
+    '/dev/stdout',
+    '--symlink',
+    '/proc/self/fd/2',
+    '/dev/stderr',
     '--dir',
     '/function',
   ];

@@ -6,7 +6,7 @@
  * until this is in place, so the function never runs with a half-configured network.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 
 export interface NetworkAttachment {
@@ -64,24 +64,59 @@ function runQuiet(command: string, args: string[]): Promise<void> {
  * Gives the sandbox started as `child` (spawned with bubblewrap's --info-fd 5 --block-fd 6) its
  * network, then releases it.
  */
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(condition: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      if (condition()) return;
+    } catch {
+      // not there yet
+    }
+    if (Date.now() > deadline) throw new Error('the sandbox did not become ready');
+    await sleep(1);
+  }
+}
+
+/** slirp4netns attached to the namespace of `pid`, resolved once it reports the tap device ready. */
+function startSlirp(pid: number): Promise<ChildProcess> {
+  const slirp = spawn(SLIRP, ['--configure', '--mtu=65520', '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
+    stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+  });
+  let errors = '';
+  slirp.stderr!.on('data', (chunk: Buffer) => {
+    if (errors.length < 4000) errors += chunk.toString('utf8');
+  });
+  return new Promise((resolve, reject) => {
+    (slirp.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve(slirp));
+    slirp.once('error', reject);
+    slirp.once('exit', () => reject(new Error(`slirp4netns exited during set-up: ${errors.trim()}`)));
+  });
+}
+
 export async function attachNetwork(child: ChildProcess): Promise<NetworkAttachment> {
   if (!networkAvailable()) throw new Error('network=on needs root, slirp4netns, nsenter and ip');
   const streams = child.stdio as unknown as Array<NodeJS.ReadableStream & NodeJS.WritableStream>;
   const pid = await readInfo(streams[5]);
-  const slirp = spawn(SLIRP, ['--configure', '--mtu=65520', '--disable-host-loopback', '--ready-fd=3', String(pid), 'tap0'], {
-    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-  });
+  // bubblewrap reports the pid before it has written the namespace's uid map; joining earlier fails.
+  await waitFor(() => readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().length > 0, 2000);
+  let slirp: ChildProcess | null = null;
   const attachment = {
     close: () => {
-      if (slirp.exitCode === null) slirp.kill('SIGKILL');
+      if (slirp && slirp.exitCode === null) slirp.kill('SIGKILL');
     },
   };
   try {
-    await new Promise<void>((resolve, reject) => {
-      (slirp.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve());
-      slirp.once('error', reject);
-      slirp.once('exit', () => reject(new Error('slirp4netns exited during set-up')));
-    });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        slirp = await startSlirp(pid);
+        break;
+      } catch (error) {
+        if (attempt >= 3) throw error;
+        await sleep(10 * attempt);
+      }
+    }
     const target = String(pid);
     for (const range of [...REFUSED_RANGES, ...hostAddresses()]) {
       await runQuiet(NSENTER, ['-t', target, '-n', IP, 'route', 'add', 'prohibit', range]);
