@@ -51,6 +51,25 @@ export function sandboxLimitsFor(tier: Pick<TierLimits, 'timeoutSeconds' | 'memo
   };
 }
 
+/** A host directory shown read-only inside the sandbox (under /opt). */
+export interface SandboxMount {
+  source: string;
+  target: string;
+}
+
+/**
+ * How the code is entered: `main` (a function: Python main(input_data) then result/output;
+ * TypeScript's exported main), or `script` (code mode: the code runs top to bottom and its
+ * `result`, else `output`, is the answer; TypeScript runs as an ES module, top-level await works).
+ */
+export type SandboxEntry = 'main' | 'script';
+
+/**
+ * Answers a message the code sends through the in-sandbox bridge (Python `_mcpworks_bridge.call`,
+ * Node `globalThis.__mcpworksBridge`), which blocks until the answer arrives.
+ */
+export type SandboxBridge = (message: unknown) => Promise<unknown>;
+
 export interface SandboxRequest {
   code: string;
   language: SandboxLanguage;
@@ -66,6 +85,13 @@ export interface SandboxRequest {
    * prepareTypescriptDependencies); mounted read-only as the function's node_modules.
    */
   nodeModulesDir?: string;
+  /** Default 'main'. */
+  entry?: SandboxEntry;
+  /** Extra read-only directories (targets must lie under /opt). */
+  mounts?: readonly SandboxMount[];
+  /** Directories (inside the sandbox) searched first by `import` (Python) / `require` and ESM imports (Node). */
+  libraryPaths?: readonly string[];
+  bridge?: SandboxBridge;
 }
 
 /** Failure types a run can report besides the user's own exception class names. */

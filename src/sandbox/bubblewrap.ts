@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { isAbsolute, join } from 'node:path';
 import { invalid } from '../core/errors.js';
 import {
   SANDBOX_ERROR_TYPES,
@@ -17,6 +18,7 @@ import {
   type SandboxRequest,
 } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
+import { RunChannel, type RunAnswer } from './channel.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
 import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
 import { checkAgainstSchema } from './schema.js';
@@ -86,9 +88,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     for (const [name, value] of Object.entries(env)) {
       if (!ENV_NAME.test(name) || value.includes('\0')) throw invalid(`env variable name '${name.slice(0, 64)}' or its value is not allowed`);
     }
+    checkMounts(request);
     let code = request.code;
     if (request.language === 'typescript') {
-      const transpiled = await transpileTypescript(request.code);
+      const transpiled = await transpileTypescript(request.code, request.entry ?? 'main');
       if (!transpiled.ok) {
         return failed({ type: SANDBOX_ERROR_TYPES.transpile, message: transpiled.message, stderr: transpiled.detail }, '', started);
       }
@@ -106,14 +109,32 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       // -I: ignore PYTHON* env and user site; -S: no site.py (runner adds dist-packages itself); -B: read-only disk.
       command = ['/usr/bin/python3', '-I', '-S', '-B', '/sandbox/runner.py'];
     } else {
-      if (request.nodeModulesDir) args.push('--ro-bind', request.nodeModulesDir, '/function/node_modules');
       // V8 stops at a heap limit below the cgroup's, so most JS exhaustion is a clean, reportable error.
       const heapMb = Math.max(64, Math.floor(limits.memoryMb * 0.75));
       // --use-openssl-ca: trust the host's CA store (/etc/ssl), as Python's ssl does.
       command = [nodeBinary, `--max-old-space-size=${heapMb}`, '--disable-proto=throw', '--use-openssl-ca', '/sandbox/runner.cjs'];
     }
+    // Parents before children, so a mount inside another mount lands on top of it.
+    for (const mount of [...(request.mounts ?? [])].sort((a, b) => a.target.length - b.target.length)) {
+      args.push('--ro-bind', mount.source, mount.target);
+    }
+    if (request.language === 'typescript') {
+      if (request.nodeModulesDir) args.push('--ro-bind', request.nodeModulesDir, '/function/node_modules');
+      // ES modules resolve bare imports only through node_modules directories above them; a
+      // root-level link makes the first library path visible to code-mode scripts.
+      const library = request.libraryPaths?.[0];
+      if (library) args.push('--symlink', library, '/node_modules');
+    }
     args.push('--remount-ro', '/', '--chdir', '/tmp', '--seccomp', '4', '--', ...command);
-    const payload = JSON.stringify({ code, input: request.input ?? null, env, maxResultBytes: limits.maxResultBytes });
+    const payload = JSON.stringify({
+      code,
+      input: request.input ?? null,
+      env,
+      maxResultBytes: limits.maxResultBytes,
+      entry: request.entry ?? 'main',
+      libraryPaths: request.libraryPaths ?? [],
+      bridge: request.bridge !== undefined,
+    });
     return { argv: args, payload };
   }
 
@@ -147,8 +168,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const seccompFd = openSync(paths.seccompProgram, 'r');
     const stdout = new CappedCapture(limits.maxLogBytes);
     const stderr = new CappedCapture(limits.maxLogBytes);
-    // Room for the result plus the error envelope and a traceback.
-    const answer = new CappedCapture(limits.maxResultBytes + 2 * TRACEBACK_CAP);
+    let channel: RunChannel | null = null;
     let timedOut = false;
     let networkFailed = false;
     let exit: { code: number | null; signal: NodeJS.Signals | null };
@@ -174,11 +194,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       }, limits.timeoutSeconds * 1000);
       child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
       child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
-      const answerStream = child.stdio[3] as NodeJS.ReadableStream;
-      answerStream.on('data', (chunk: Buffer) => {
-        answer.push(chunk);
-        if (answer.overflowed) kill();
-      });
+      // Room for the result (or a bridge call's input) plus the error envelope and a traceback.
+      channel = new RunChannel(child.stdio[3] as Duplex, limits.maxResultBytes + 2 * TRACEBACK_CAP, request.bridge, kill, log);
       // The function may exit without reading its input; a broken pipe here is not an error.
       child.stdin!.on('error', () => {});
       if (network) {
@@ -202,7 +219,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       cgroup?.killAll();
     }
     // After a kill the namespace may still be dying; a stopped run must not outlive its answer.
-    if (timedOut || answer.overflowed) await cgroup?.killUntilEmpty(2000);
+    const answer = (channel as RunChannel | null)?.answer ?? null;
+    const overflowed = (channel as RunChannel | null)?.overflowed ?? false;
+    if (timedOut || overflowed) await cgroup?.killUntilEmpty(2000);
     const oomKilled = cgroup?.oomKilled() ?? false;
     // Removing the group need not delay the answer; close() waits for it.
     if (cgroup) {
@@ -212,7 +231,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (networkFailed) {
       return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox network could not be set up', stderr: '' }, '', started);
     }
-    return interpret(request, { stdout, stderr, answer, timedOut, oomKilled, exit }, started);
+    return interpret(request, { stdout, stderr, answer, overflowed, timedOut, oomKilled, exit }, started);
   }
 
   function interpret(
@@ -220,7 +239,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     run: {
       stdout: CappedCapture;
       stderr: CappedCapture;
-      answer: CappedCapture;
+      answer: RunAnswer | null;
+      overflowed: boolean;
       timedOut: boolean;
       oomKilled: boolean;
       exit: { code: number | null; signal: NodeJS.Signals | null };
@@ -233,23 +253,17 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const fail = (type: string, message: string, trace = '') =>
       failed({ type, message, stderr: joinLogs(stderrText, trace) }, stdoutText, started);
 
-    if (run.answer.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
-    const raw = run.answer.buffer().toString('utf8');
-    if (raw.length > 0) {
-      let parsed: { ok: boolean; result?: unknown; type?: string; message?: string; traceback?: string };
-      try {
-        parsed = JSON.parse(raw);
-      } catch {
-        parsed = { ok: false, type: SANDBOX_ERROR_TYPES.exited, message: 'the function wrote an unreadable answer' };
-      }
-      if (parsed.ok) {
+    if (run.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
+    const parsed = run.answer;
+    if (parsed !== null && typeof parsed === 'object') {
+      if (parsed.ok === true) {
         if (request.outputSchema !== undefined) {
           const check = checkAgainstSchema(request.outputSchema, parsed.result);
           if (!check.ok) return fail(SANDBOX_ERROR_TYPES.schema, check.message);
         }
-        return { ok: true, result: parsed.result, stdout: stdoutText, stderr: stderrText, durationMs: elapsed(started) };
+        return { ok: true, result: parsed.result ?? null, stdout: stdoutText, stderr: stderrText, durationMs: elapsed(started) };
       }
-      const trace = trimTraceback(parsed.traceback ?? '');
+      const trace = trimTraceback(String(parsed.traceback ?? ''));
       return fail(String(parsed.type ?? 'Error'), String(parsed.message ?? ''), trace);
     }
     if (run.timedOut) return fail(SANDBOX_ERROR_TYPES.timeout, `the function ran longer than ${limits.timeoutSeconds} s and was stopped`);
@@ -281,6 +295,21 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       rmSync(runtimeDir, { recursive: true, force: true });
     },
   };
+}
+
+const MOUNT_TARGET = /^\/opt(\/[A-Za-z0-9._@+-]+)+$/;
+
+/** Mounts go under /opt only, from absolute host paths: nothing may shadow the sandbox's own layout. */
+function checkMounts(request: SandboxRequest): void {
+  for (const mount of request.mounts ?? []) {
+    const target = mount.target;
+    if (!isAbsolute(mount.source) || !MOUNT_TARGET.test(target) || target.split('/').some((part) => part === '..' || part === '.')) {
+      throw invalid(`sandbox mount target '${target.slice(0, 200)}' must be a plain path under /opt, from an absolute host path`);
+    }
+  }
+  for (const path of request.libraryPaths ?? []) {
+    if (!isAbsolute(path) || path.split('/').includes('..')) throw invalid(`library path '${path.slice(0, 200)}' must be an absolute sandbox path`);
+  }
 }
 
 function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {

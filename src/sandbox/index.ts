@@ -1,5 +1,15 @@
 /** The sandbox module's public surface: one interface, its bubblewrap implementation, npm builds. */
-export type { Sandbox, SandboxRequest, SandboxOutcome, SandboxFailure, SandboxLimits, SandboxLanguage } from '../core/sandbox.js';
+export type {
+  Sandbox,
+  SandboxRequest,
+  SandboxOutcome,
+  SandboxFailure,
+  SandboxLimits,
+  SandboxLanguage,
+  SandboxMount,
+  SandboxEntry,
+  SandboxBridge,
+} from '../core/sandbox.js';
 export { SANDBOX_ERROR_TYPES, sandboxLimitsFor, LOG_CAP_BYTES, isSandboxLanguage } from '../core/sandbox.js';
 export { createBubblewrapSandbox, networkFromEnvironment, SandboxUnavailableError, type BubblewrapSandboxOptions } from './bubblewrap.js';
 export {

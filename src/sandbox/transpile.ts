@@ -1,6 +1,7 @@
 /**
- * TypeScript → CommonJS for the in-sandbox Node runner, with an inline source map so stack traces
- * show the user's own lines. Results are cached by source text: the same version runs many times.
+ * TypeScript → JavaScript for the in-sandbox Node runner, with an inline source map so stack traces
+ * show the user's own lines: CommonJS for functions (main), an ES module for code-mode scripts
+ * (top-level await). Results are cached by source text: the same version runs many times.
  */
 import { createHash } from 'node:crypto';
 import { transform } from 'esbuild';
@@ -12,8 +13,15 @@ export type TranspileResult = { ok: true; code: string } | { ok: false; message:
 const CACHE_LIMIT = 256;
 const cache = new Map<string, TranspileResult>();
 
-export async function transpileTypescript(source: string): Promise<TranspileResult> {
-  const key = createHash('sha256').update(source).digest('hex');
+/**
+ * Appended to scripts: reads `result`/`output` whether declared in the module or assigned as
+ * globals (typeof never throws on an undeclared name), after any top-level await has finished.
+ */
+const SCRIPT_CAPTURE =
+  "\n;globalThis.__mcpworksCapture = () => ({ result: typeof result === 'undefined' ? undefined : result, output: typeof output === 'undefined' ? undefined : output });\n";
+
+export async function transpileTypescript(source: string, entry: 'main' | 'script' = 'main'): Promise<TranspileResult> {
+  const key = createHash('sha256').update(entry).update('\0').update(source).digest('hex');
   const cached = cache.get(key);
   if (cached) {
     // Refresh recency: Map iteration order is insertion order, so the oldest entry goes first.
@@ -25,13 +33,18 @@ export async function transpileTypescript(source: string): Promise<TranspileResu
   try {
     const output = await transform(source, {
       loader: 'ts',
-      format: 'cjs',
+      format: entry === 'script' ? 'esm' : 'cjs',
       target: 'node20',
       sourcemap: 'inline',
       sourcefile: USER_TS_FILE,
       logLevel: 'silent',
     });
-    result = { ok: true, code: output.code };
+    let code = output.code;
+    if (entry === 'script') {
+      const map = code.lastIndexOf('\n//# sourceMappingURL=');
+      code = map === -1 ? code + SCRIPT_CAPTURE : code.slice(0, map) + SCRIPT_CAPTURE + code.slice(map + 1);
+    }
+    result = { ok: true, code };
   } catch (error) {
     const errors = (error as { errors?: Array<{ text: string; location?: { line: number; column: number; lineText: string } | null }> }).errors;
     if (!Array.isArray(errors) || errors.length === 0) throw error;

@@ -1,14 +1,18 @@
-// Runs one TypeScript function (already transpiled to CommonJS with an inline source map) inside
-// the sandbox. The request arrives as JSON on stdin so env values never sit in argv or in the
-// process's initial environment; the answer leaves on fd 3 so the function's stdout stays its log.
+// Runs one TypeScript function (already transpiled, with an inline source map) inside the sandbox.
+// The request arrives as JSON on stdin so env values never sit in argv or in the process's initial
+// environment. Fd 3 is a socket to the host carrying one JSON line per message: the final answer,
+// and in code mode bridge requests (each answered by one line).
 'use strict';
 const fs = require('node:fs');
 const Module = require('node:module');
+const { pathToFileURL } = require('node:url');
 
 const USER_FILE = '/function/main.ts';
+// Code-mode scripts are ES modules (top-level await) and need a file; /tmp is the run's own.
+const SCRIPT_FILE = '/tmp/.mcpworks/main.mjs';
 
 function answer(payload) {
-  fs.writeSync(3, payload);
+  fs.writeSync(3, payload + '\n');
 }
 
 function failure(type, message, trace) {
@@ -23,7 +27,7 @@ function trimmedStack(error) {
   let i = 0;
   for (; i < lines.length && !/^\s+at /.test(lines[i]); i++) head.push(lines[i]);
   const frames = lines.slice(i).filter((line) => line.includes(USER_FILE));
-  return [...head, ...frames].join('\n').split(USER_FILE).join('main.ts');
+  return [...head, ...frames].join('\n').split(`file://${USER_FILE}`).join('main.ts').split(USER_FILE).join('main.ts');
 }
 
 function errorType(error) {
@@ -35,6 +39,11 @@ function errorType(error) {
   return 'Error';
 }
 
+function reportError(error) {
+  const message = error instanceof Error ? error.message : String(error);
+  answer(failure(errorType(error), message, error instanceof Error ? trimmedStack(error) : `Uncaught ${message}`));
+}
+
 function pickEntry(exported) {
   if (typeof exported === 'function') return exported;
   if (exported && typeof exported.default === 'function') return exported.default;
@@ -43,28 +52,59 @@ function pickEntry(exported) {
   return undefined;
 }
 
+// Blocking request/answer over fd 3, as the generated `functions` package expects.
+function installBridge() {
+  const chunk = Buffer.alloc(64 * 1024);
+  globalThis.__mcpworksBridge = (message) => {
+    fs.writeSync(3, JSON.stringify({ bridge: message }) + '\n');
+    const parts = [];
+    for (;;) {
+      const read = fs.readSync(3, chunk, 0, chunk.length, null);
+      if (read === 0) throw new Error('the MCPWorks bridge closed');
+      const end = chunk.indexOf(10);
+      if (end !== -1 && end < read) {
+        parts.push(Buffer.from(chunk.subarray(0, end)));
+        return JSON.parse(Buffer.concat(parts).toString('utf8'));
+      }
+      parts.push(Buffer.from(chunk.subarray(0, read)));
+    }
+  };
+}
+
+async function runMain(request) {
+  const userModule = new Module(USER_FILE, null);
+  userModule.filename = USER_FILE;
+  userModule.paths = [...Module._nodeModulePaths('/function'), ...request.libraryPaths];
+  userModule._compile(request.code, USER_FILE);
+  const entry = pickEntry(userModule.exports);
+  if (!entry) throw Object.assign(new TypeError('no main function: export default function main(input), export function main, or module.exports.main'), { stack: '' });
+  return entry(request.input);
+}
+
+async function runScript(request) {
+  fs.mkdirSync('/tmp/.mcpworks', { mode: 0o700 });
+  fs.writeFileSync(SCRIPT_FILE, request.code);
+  // Scripts assign `result = …` without declaring it; strict module code needs the global to exist.
+  globalThis.result = undefined;
+  globalThis.output = undefined;
+  globalThis.input_data = request.input;
+  await import(pathToFileURL(SCRIPT_FILE).href);
+  const captured = globalThis.__mcpworksCapture ? globalThis.__mcpworksCapture() : {};
+  return captured.result !== undefined && captured.result !== null ? captured.result : captured.output;
+}
+
 async function main() {
   const request = JSON.parse(fs.readFileSync(0, 'utf8'));
   for (const [name, value] of Object.entries(request.env)) process.env[name] = value;
   const maxResult = request.maxResultBytes;
   process.setSourceMapsEnabled(true);
+  if (request.bridge) installBridge();
 
-  const userModule = new Module(USER_FILE, null);
-  userModule.filename = USER_FILE;
-  userModule.paths = Module._nodeModulePaths('/function');
-  const input = request.input;
   let produced;
   try {
-    userModule._compile(request.code, USER_FILE);
-    const entry = pickEntry(userModule.exports);
-    if (!entry) {
-      answer(failure('TypeError', 'no main function: export default function main(input), export function main, or module.exports.main'));
-      return;
-    }
-    produced = await entry(input);
+    produced = await (request.entry === 'script' ? runScript(request) : runMain(request));
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    answer(failure(errorType(error), message, error instanceof Error ? trimmedStack(error) : `Uncaught ${message}`));
+    reportError(error);
     return;
   }
 
@@ -85,8 +125,7 @@ async function main() {
 
 // An exception thrown from a callback or a promise nobody awaited still belongs to the function.
 function reportUncaught(error) {
-  const message = error instanceof Error ? error.message : String(error);
-  answer(failure(errorType(error), message, error instanceof Error ? trimmedStack(error) : `Uncaught ${message}`));
+  reportError(error);
   process.exit(0);
 }
 process.on('uncaughtException', reportUncaught);

@@ -1,22 +1,20 @@
 # Runs one Python function inside the sandbox. Started as `python3 -I -S runner.py`:
 # the request (code, input, env) arrives as JSON on stdin so that env values never sit in argv
-# or in the process's initial environment, and the answer leaves on fd 3 so the function's own
-# stdout stays its log.
+# or in the process's initial environment. Fd 3 is a socket to the host carrying one JSON line
+# per message: the final answer, and in code mode bridge requests (each answered by one line).
 import json
 import os
 import sys
 
 USER_FILE = "main.py"
-
-
-def _answer(channel, payload):
-    channel.write(payload)
-    channel.flush()
+_source = ""
 
 
 def _trimmed_traceback(error):
     # Only frames of the user's file: the runner and library internals would show sandbox paths.
+    import linecache
     import traceback
+    linecache.cache[USER_FILE] = (len(_source), None, _source.splitlines(True), USER_FILE)
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == USER_FILE]
     lines = ["Traceback (most recent call last):\n"] if frames else []
     lines += traceback.format_list(frames)
@@ -28,8 +26,24 @@ def _failure(kind, message, trace=""):
     return json.dumps({"ok": False, "type": kind, "message": message, "traceback": trace})
 
 
+def _install_bridge(writer, reader):
+    bridge = type(sys)("_mcpworks_bridge")
+
+    def call(message):
+        writer.write(json.dumps({"bridge": message}) + "\n")
+        writer.flush()
+        line = reader.readline()
+        if not line:
+            raise RuntimeError("the MCPWorks bridge closed")
+        return json.loads(line)
+
+    bridge.call = call
+    sys.modules["_mcpworks_bridge"] = bridge
+
+
 def main():
-    channel = os.fdopen(3, "w", encoding="utf-8")
+    global _source
+    writer = os.fdopen(3, "w", encoding="utf-8")
     request = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
@@ -39,15 +53,24 @@ def main():
     sys.stderr.reconfigure(line_buffering=True)
     # -S skips site.py for start-up speed; the allow-listed packages live here.
     sys.path.append("/usr/lib/python3/dist-packages")
+    sys.path[0:0] = request["libraryPaths"]
+    if request["bridge"]:
+        _install_bridge(writer, os.fdopen(os.dup(3), "r", encoding="utf-8"))
     sys.argv = [USER_FILE]
     max_result = request["maxResultBytes"]
+    script = request["entry"] == "script"
+    _source = request["code"]
+
+    def answer(payload):
+        writer.write(payload + "\n")
+        writer.flush()
 
     try:
-        code = compile(request["code"], USER_FILE, "exec", dont_inherit=True)
+        code = compile(_source, USER_FILE, "exec", dont_inherit=True)
     except SyntaxError as error:
         import traceback
         detail = "".join(traceback.format_exception_only(type(error), error))
-        _answer(channel, _failure("SyntaxError", f"{error.msg} (line {error.lineno})", detail))
+        answer(_failure("SyntaxError", f"{error.msg} (line {error.lineno})", detail))
         return
 
     # A fresh __main__ module, so pickle, dataclasses and `if __name__ == "__main__"` behave as in a script.
@@ -60,7 +83,7 @@ def main():
     try:
         exec(code, namespace)
         produced = None
-        entry = namespace.get("main")
+        entry = None if script else namespace.get("main")
         if callable(entry):
             argcount = getattr(getattr(entry, "__code__", None), "co_argcount", 1)
             produced = entry(namespace["input_data"]) if argcount else entry()
@@ -73,19 +96,19 @@ def main():
             produced = namespace.get("output")
     except BaseException as error:  # the user's own exception, including SystemExit and KeyboardInterrupt
         sys.stdout.flush()
-        _answer(channel, _failure(type(error).__name__, str(error), _trimmed_traceback(error)))
+        answer(_failure(type(error).__name__, str(error), _trimmed_traceback(error)))
         return
 
     try:
         encoded = json.dumps(produced, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as error:
-        _answer(channel, _failure("SerializationError", f"the result is not JSON-serialisable: {error}"))
+        answer(_failure("SerializationError", f"the result is not JSON-serialisable: {error}"))
         return
     if len(encoded.encode("utf-8")) > max_result:
-        _answer(channel, _failure("OutputSizeError", f"the result is larger than {max_result} bytes"))
+        answer(_failure("OutputSizeError", f"the result is larger than {max_result} bytes"))
         return
     sys.stdout.flush()
-    _answer(channel, '{"ok":true,"result":' + encoded + "}")
+    answer('{"ok":true,"result":' + encoded + "}")
 
 
 main()
