@@ -2,12 +2,46 @@
 # the request (code, input, env) arrives as JSON on stdin so that env values never sit in argv
 # or in the process's initial environment. Fd 3 is a socket to the host carrying one JSON line
 # per message: the final answer, and in code mode bridge requests (each answered by one line).
-import json
+import _json
 import os
 import sys
 
 USER_FILE = "main.py"
 _source = ""
+
+
+# The C half of the json module, without json itself: importing json pulls in re and enum, which
+# alone costs about a third of Python's start-up.
+class _ScanContext:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo = {}
+
+    @staticmethod
+    def parse_constant(name):
+        raise ValueError(f"{name} is not JSON")
+
+
+_scan = _json.make_scanner(_ScanContext)
+
+
+def _loads(text):
+    value, end = _scan(text, 0)
+    if text[end:].strip():
+        raise ValueError("extra data after JSON")
+    return value
+
+
+def _not_json(value):
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _dumps(value):
+    # Same output as json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":")).
+    return "".join(_json.make_encoder({}, _not_json, _json.encode_basestring, None, ":", ",", False, False, False)(value, 0))
 
 
 def _trimmed_traceback(error):
@@ -23,19 +57,19 @@ def _trimmed_traceback(error):
 
 
 def _failure(kind, message, trace=""):
-    return json.dumps({"ok": False, "type": kind, "message": message, "traceback": trace})
+    return _dumps({"ok": False, "type": kind, "message": message, "traceback": trace})
 
 
 def _install_bridge(writer, reader):
     bridge = type(sys)("_mcpworks_bridge")
 
     def call(message):
-        writer.write(json.dumps({"bridge": message}) + "\n")
+        writer.write(_dumps({"bridge": message}) + "\n")
         writer.flush()
         line = reader.readline()
         if not line:
             raise RuntimeError("the MCPWorks bridge closed")
-        return json.loads(line)
+        return _loads(line)
 
     bridge.call = call
     sys.modules["_mcpworks_bridge"] = bridge
@@ -44,7 +78,7 @@ def _install_bridge(writer, reader):
 def main():
     global _source
     writer = os.fdopen(3, "w", encoding="utf-8")
-    request = json.loads(sys.stdin.buffer.read())
+    request = _loads(sys.stdin.buffer.read().decode("utf-8"))
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
     for name, value in request["env"].items():
@@ -100,7 +134,7 @@ def main():
         return
 
     try:
-        encoded = json.dumps(produced, allow_nan=False, ensure_ascii=False)
+        encoded = _dumps(produced)
     except (TypeError, ValueError, RecursionError) as error:
         answer(_failure("SerializationError", f"the result is not JSON-serialisable: {error}"))
         return
