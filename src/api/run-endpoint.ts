@@ -18,6 +18,7 @@ export interface RunScopeExtra {
 }
 
 const ENV_STATUS_TOOL = '_env_status';
+const EXECUTE_TOOL = 'execute';
 const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
 
 /** `{service}__{function}`: valid for the strictest client's tool names (`^[a-zA-Z0-9_-]{1,64}$`). */
@@ -82,7 +83,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     const name = calls[0]!.params?.name;
     let metered = false;
     try {
-      metered = (await functionsOf(scope)).some((fn) => toolName(fn) === name);
+      const functions = await functionsOf(scope);
+      metered = context(scope).extra.mode === 'code' ? name === EXECUTE_TOOL : functions.some((fn) => toolName(fn) === name);
     } catch (error) {
       if (!isDomainError(error)) throw error;
       // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
@@ -98,6 +100,63 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   }
 
   async function buildServer(scope: RequestScope): Promise<McpServer> {
+    return context(scope).extra.mode === 'code' ? buildCodeServer(scope) : buildToolsServer(scope);
+  }
+
+  async function buildCodeServer(scope: RequestScope): Promise<McpServer> {
+    const ctx = context(scope);
+    const server = new McpServer(
+      { name: `mcpworks-run-${scope.namespace}`, version },
+      { instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (code mode): one execute tool that runs Python or TypeScript with the namespace's functions importable as the \`functions\` package.` },
+    );
+    let names: string[] = [];
+    try {
+      names = (await functionsOf(scope)).map((fn) => `${fn.service}.${fn.name}`);
+    } catch (error) {
+      if (!isDomainError(error)) throw error;
+    }
+    const listed = names.length > 40 ? `${names.slice(0, 40).join(', ')}, … (${names.length} in all)` : names.join(', ') || '(none yet)';
+    server.registerTool(
+      EXECUTE_TOOL,
+      {
+        description:
+          `Run Python (default) or TypeScript code in a secure sandbox with this namespace's functions importable as the \`functions\` package. ` +
+          'Python: `import functions; print(functions.__doc__)` lists every function with its signature and description; call one with keyword arguments: ' +
+          '`from functions import hello` (or `from functions.SERVICE import hello`), `result = hello(name="World")`. ' +
+          'TypeScript (language="typescript", an async module body: top-level await works): `import { hello } from "functions"; result = await hello({ name: "World" });`. ' +
+          'Return data by assigning `result` (JSON-serialisable); printed output is returned too. Hyphens in names become underscores. ' +
+          'Intermediate data stays in the sandbox, so filter and aggregate there and return only what is needed. ' +
+          `Functions: ${listed}.`,
+        inputSchema: fromJsonSchema(
+          {
+            type: 'object',
+            properties: {
+              code: { type: 'string', description: 'The program. Set `result` to the value to return.' },
+              language: { type: 'string', enum: ['python', 'typescript'], default: 'python' },
+            },
+            required: ['code'],
+          } as never,
+          acceptEverything,
+        ),
+        annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: true },
+      },
+      (async (args: { code?: unknown; language?: unknown }): Promise<CallToolResult> => {
+        const ticket = ctx.extra.ticket;
+        try {
+          if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
+          const snapshot = await functionsOf(scope);
+          return runResultToTool(await runs.execute(ctx, ticket, snapshot, args?.code, args?.language), undefined);
+        } catch (error) {
+          return toolError(error, logger, EXECUTE_TOOL);
+        } finally {
+          if (ticket) await runs.settle(ticket, false).catch(() => undefined);
+        }
+      }) as never,
+    );
+    return server;
+  }
+
+  async function buildToolsServer(scope: RequestScope): Promise<McpServer> {
     const ctx = context(scope);
     const server = new McpServer(
       { name: `mcpworks-run-${scope.namespace}`, version },

@@ -1,6 +1,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { TypescriptDependencies } from '../run/typescript-dependencies.js';
+import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
 import { CatalogService } from '../services/catalog.js';
@@ -41,7 +42,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers);
   const catalogStore = new CatalogStore(database.db);
-  const dependencies = new TypescriptDependencies(cacheDirFor(config));
+  const cacheDir = cacheDirFor(config);
+  const dependencies = new TypescriptDependencies(cacheDir);
   const catalog = new CatalogService(catalogStore, dependencies.prepare);
   const sandbox = openSandbox(logger);
   const executions = new ExecutionsStore(database.db);
@@ -53,6 +55,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     executions,
     sandbox,
     dependencies,
+    packages: new FunctionsPackageBuilder(cacheDir),
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
   });

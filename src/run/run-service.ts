@@ -7,9 +7,13 @@ import { limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
-import type { ExecutionsStore } from '../store/executions-store.js';
+import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
 import type { MeteringStore, Rejection } from '../store/metering-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
+import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
+import { validateCode } from '../core/functions.js';
+import { toIdentifier } from '../core/names.js';
+import type { SandboxLanguage, SandboxMount } from '../core/sandbox.js';
 
 /** A unit of quota and a concurrency slot, held from admission until the call settles. */
 export interface Ticket {
@@ -40,6 +44,7 @@ export class RunService {
       executions: ExecutionsStore;
       sandbox: Sandbox;
       dependencies: TypescriptDependencies;
+      packages: FunctionsPackageBuilder;
       tiers: Readonly<Record<string, TierLimits>>;
       accountTier: (accountId: string) => Promise<string>;
     },
@@ -86,13 +91,124 @@ export class RunService {
     };
   }
 
+  /**
+   * Code mode: run `code` with the namespace's `functions` package. Same-language functions run
+   * inside this sandbox; the bridge validates every call, pins it to the version the run started
+   * with, and runs other-language functions in sandboxes of their own.
+   */
+  async execute(ctx: RunContext, ticket: Ticket, snapshot: readonly ActiveFunction[], codeInput: unknown, languageInput: unknown): Promise<RunResult> {
+    const started = performance.now();
+    const ns = await this.deps.catalog.namespace(ctx.principal, ctx.namespace);
+    const language = (languageInput ?? 'python') as SandboxLanguage;
+    if (language !== 'python' && language !== 'typescript') throw new DomainError('validation_error', 'language must be "python" or "typescript"', { field: 'language' });
+    const code = validateCode(codeInput);
+    const limits = sandboxLimitsFor(this.tierLimits(ctx.principal));
+    const pkg = await this.deps.packages.build(ctx.namespace, snapshot);
+    const byKey = new Map(snapshot.map((fn) => [functionKey(fn.service, fn.name), fn]));
+
+    const declared = new Set(snapshot.flatMap((fn) => [...fn.definition.requiredEnv, ...fn.definition.optionalEnv]));
+    const env = Object.fromEntries(Object.entries(ctx.env).filter(([name]) => declared.has(name)));
+    const mounts: SandboxMount[] = [{ source: pkg.dir, target: PACKAGE_MOUNT }];
+    if (language === 'typescript') {
+      for (const fn of snapshot) {
+        const modules = await this.deps.dependencies.nodeModulesFor(fn.definition);
+        if (modules) mounts.push({ source: modules, target: `${NODE_LIBRARY}/functions/_code/${toIdentifier(fn.service)}__${toIdentifier(fn.name)}/node_modules` });
+      }
+    }
+
+    const calls: string[] = [];
+    const bridge = async (message: unknown): Promise<unknown> => {
+      const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown };
+      if (request.op !== 'call' || typeof request.service !== 'string' || typeof request.function !== 'string') {
+        return { ok: false, error_type: 'BridgeError', error: 'unknown bridge request' };
+      }
+      const fn = byKey.get(functionKey(request.service, request.function));
+      if (!fn) return { ok: false, error_type: 'NotFound', error: `function ${request.service}.${request.function} not found` };
+      calls.push(`${fn.service}.${fn.name}@${fn.version}`);
+      const input = request.input ?? {};
+      const missing = fn.definition.requiredEnv.filter((name) => ctx.env[name] === undefined);
+      if (missing.length > 0) {
+        return { ok: false, error_type: 'missing_env', error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
+      }
+      const problems = fn.definition.inputSchema ? schemaProblems(fn.definition.inputSchema, input) : [];
+      if (problems.length > 0) return { ok: false, error_type: 'SchemaError', error: `input does not match the input_schema of ${fn.service}.${fn.name}: ${problems.join('; ')}` };
+      if (fn.definition.language === language) {
+        const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
+        return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
+      }
+      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
+      const outcome = await this.deps.sandbox.run({
+        code: fn.definition.code,
+        language: fn.definition.language,
+        input,
+        env: declaredEnv(fn, ctx.env),
+        limits,
+        ...(fn.definition.outputSchema ? { outputSchema: fn.definition.outputSchema } : {}),
+        ...(nodeModulesDir ? { nodeModulesDir } : {}),
+      });
+      return outcome.ok ? { ok: true, result: outcome.result } : { ok: false, error_type: outcome.error.type, error: outcome.error.message };
+    };
+
+    const outcome = await this.deps.sandbox.run({
+      code,
+      language,
+      input: {},
+      env,
+      limits,
+      entry: 'script',
+      mounts,
+      libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
+      bridge,
+    });
+    return this.finish(ctx, ticket, ns.id, started, fromOutcome(outcome), {
+      mode: 'code',
+      serviceName: null,
+      functionName: null,
+      functionId: null,
+      version: null,
+      functions: calls,
+      language,
+    });
+  }
+
+  /** Scans what a run produced, settles its ticket and records it. */
+  private async finish(
+    ctx: RunContext,
+    ticket: Ticket,
+    namespaceId: string,
+    started: number,
+    result: RunResult,
+    what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language'>,
+  ): Promise<RunResult> {
+    const findings: Finding[] = [];
+    const scanned = new SecretScanner(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
+    await this.settle(ticket, scanned.ok);
+    await this.deps.executions.record(
+      {
+        id: ticket.id,
+        accountId: ctx.principal.accountId,
+        namespaceId,
+        keyId: ctx.principal.keyId,
+        ...what,
+        status: scanned.ok ? 'success' : 'error',
+        errorType: scanned.ok ? null : scanned.error_type,
+        errorMessage: scanned.ok ? null : scanned.error,
+        durationMs: performance.now() - started,
+        bytesOut: Buffer.byteLength(JSON.stringify(scanned)),
+        stdout: scanned.stdout,
+        stderr: scanned.stderr,
+      },
+      findingTypes(findings),
+    );
+    return scanned;
+  }
+
   /** Tool mode: run one function's active version with `args` as its input. */
   async runFunction(ctx: RunContext, ticket: Ticket, service: string, name: string, args: unknown): Promise<RunResult> {
     const started = performance.now();
     const ns = await this.deps.catalog.namespace(ctx.principal, ctx.namespace);
     const fn = await this.deps.catalogStore.findActiveFunction(ns.id, service, name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
-    const scanner = new SecretScanner(Object.values(ctx.env));
     let result: RunResult;
     const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
     const problems = missing.length === 0 && fn.definition.inputSchema ? schemaProblems(fn.definition.inputSchema, args ?? {}) : [];
@@ -113,33 +229,15 @@ export class RunService {
       });
       result = fromOutcome(outcome);
     }
-    const findings: Finding[] = [];
-    const scanned = scanner.scanValue(result, findings) as RunResult;
-    await this.settle(ticket, scanned.ok);
-    await this.deps.executions.record(
-      {
-        id: ticket.id,
-        accountId: ctx.principal.accountId,
-        namespaceId: ns.id,
-        keyId: ctx.principal.keyId,
-        mode: 'tools',
-        serviceName: service,
-        functionName: name,
-        functionId: fn.functionId,
-        version: fn.version,
-        functions: [`${service}.${name}@${fn.version}`],
-        language: fn.definition.language,
-        status: scanned.ok ? 'success' : 'error',
-        errorType: scanned.ok ? null : scanned.error_type,
-        errorMessage: scanned.ok ? null : scanned.error,
-        durationMs: performance.now() - started,
-        bytesOut: Buffer.byteLength(JSON.stringify(scanned)),
-        stdout: scanned.stdout,
-        stderr: scanned.stderr,
-      },
-      findingTypes(findings),
-    );
-    return scanned;
+    return this.finish(ctx, ticket, ns.id, started, result, {
+      mode: 'tools',
+      serviceName: service,
+      functionName: name,
+      functionId: fn.functionId,
+      version: fn.version,
+      functions: [`${service}.${name}@${fn.version}`],
+      language: fn.definition.language,
+    });
   }
 }
 

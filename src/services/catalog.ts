@@ -1,7 +1,7 @@
 import type { Scope } from '../core/accounts.js';
 import { DomainError, invalid, notFound } from '../core/errors.js';
 import { buildDefinition, buildMetadata, definitionChanged, type FunctionDefinition, type FunctionDefinitionInput } from '../core/functions.js';
-import { validateEntityName, validateNamespaceName } from '../core/names.js';
+import { toIdentifier, validateEntityName, validateNamespaceName } from '../core/names.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { CatalogStore, versionToDefinition } from '../store/catalog-store.js';
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
@@ -78,6 +78,8 @@ export class CatalogService {
     const text = description === undefined ? '' : this.description(description);
     const clash = await this.store.findServiceByIdentifier(ns.id, name);
     if (clash) throw this.nameClash('service', name, clash.name);
+    const holder = await this.store.identifierHolder(ns.id, toIdentifier(name));
+    if (holder?.kind === 'function') throw this.codeModeClash('service', name, holder);
     const row = await this.store.createService(ns.id, name, text);
     if (!row) throw new DomainError('conflict', `service '${name}' already exists`, { field: 'name' });
     return { name: row.name, description: row.description, created_at: iso(row.created_at) };
@@ -126,6 +128,8 @@ export class CatalogService {
     const metadata = buildMetadata(metadataInput, null);
     const clash = await this.store.findFunctionByIdentifier(service.id, name);
     if (clash) throw this.nameClash('function', name, clash.name);
+    const holder = await this.store.identifierHolder(service.namespace_id, toIdentifier(name));
+    if (holder?.kind === 'service') throw this.codeModeClash('function', name, holder);
     await this.prepareVersion(definition);
     const row = await this.store.createFunction(service.id, name, metadata, definition);
     if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
@@ -268,6 +272,14 @@ export class CatalogService {
     return new DomainError(
       'conflict',
       existing === name ? `${kind} '${name}' already exists` : `${kind} '${name}' would have the same identifier as existing ${kind} '${existing}' ('-' becomes '_')`,
+      { field: 'name' },
+    );
+  }
+
+  private codeModeClash(kind: string, name: string, holder: { kind: string; name: string }): DomainError {
+    return new DomainError(
+      'conflict',
+      `${kind} '${name}' would be '${toIdentifier(name)}' in code mode, which ${holder.kind} '${holder.name}' already is (services and functions share the functions package); choose another name`,
       { field: 'name' },
     );
   }

@@ -70,6 +70,28 @@ export class CatalogStore {
       .executeTakeFirst();
   }
 
+  /**
+   * Code mode puts services and functions side by side in one package (`functions.utils`,
+   * `functions.hello`): the name of whichever already holds this identifier in the namespace.
+   */
+  async identifierHolder(namespaceId: string, identifier: string): Promise<{ kind: 'service' | 'function'; name: string } | undefined> {
+    const service = await this.db
+      .selectFrom('services')
+      .select('name')
+      .where('namespace_id', '=', namespaceId)
+      .where(sql<string>`replace(name, '-', '_')`, '=', identifier)
+      .executeTakeFirst();
+    if (service) return { kind: 'service', name: service.name };
+    const fn = await this.db
+      .selectFrom('functions as f')
+      .innerJoin('services as s', 's.id', 'f.service_id')
+      .select(['f.name', 's.name as service'])
+      .where('s.namespace_id', '=', namespaceId)
+      .where(sql<string>`replace(f.name, '-', '_')`, '=', identifier)
+      .executeTakeFirst();
+    return fn ? { kind: 'function', name: `${fn.service}.${fn.name}` } : undefined;
+  }
+
   async listServices(namespaceId: string): Promise<ServiceSummary[]> {
     const rows = await this.db
       .selectFrom('services as s')

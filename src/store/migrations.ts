@@ -162,4 +162,14 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX security_events_namespace ON security_events(namespace_id, created_at)`,
     ],
   },
+  {
+    version: 3,
+    name: 'keep the key order of schemas and config',
+    statements: [
+      // jsonb reorders object keys; a schema's property order is what users and models read.
+      `ALTER TABLE function_versions ALTER COLUMN input_schema TYPE json USING input_schema::json`,
+      `ALTER TABLE function_versions ALTER COLUMN output_schema TYPE json USING output_schema::json`,
+      `ALTER TABLE function_versions ALTER COLUMN config TYPE json USING config::json`,
+    ],
+  },
 ];

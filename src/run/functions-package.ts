@@ -1,0 +1,163 @@
+/**
+ * Writes the `functions` package code mode imports: a Python package and a Node package generated
+ * from a snapshot of the namespace's active versions. Static loader code plus JSON data and the
+ * functions' own source files: names, descriptions and schemas are data, never spliced into code.
+ * A package is content-addressed by what it contains, built once and reused by every run.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { transform } from 'esbuild';
+import { ambiguousIdentifiers, catalogEntries, renderCatalogDoc, type CatalogEntry } from '../core/functions-catalog.js';
+import type { ActiveFunction } from '../store/catalog-store.js';
+import { packageRoot } from '../sandbox/host.js';
+
+/** Where a package is mounted inside the sandbox. */
+export const PACKAGE_MOUNT = '/opt/mcpworks';
+export const PYTHON_LIBRARY = `${PACKAGE_MOUNT}/python`;
+export const NODE_LIBRARY = `${PACKAGE_MOUNT}/node/node_modules`;
+
+// Bump when the layout or the loaders change, so old cached packages are not reused.
+const GENERATOR_VERSION = 1;
+const COMPLETE = '.complete';
+const IDENTIFIER = /^[a-z][a-z0-9_]*$/;
+
+export interface PackageEntry extends CatalogEntry {
+  /** Code file under _code/ for functions that run inside the caller's sandbox. */
+  file?: string;
+  display: string;
+  module: string;
+}
+
+export interface FunctionsPackage {
+  key: string;
+  dir: string;
+  /** TypeScript functions whose source did not transpile: calling them fails with this message. */
+  transpileErrors: Map<string, string>;
+}
+
+export function functionKey(service: string, name: string): string {
+  return `${service}.${name}`;
+}
+
+function packageKey(namespace: string, functions: readonly ActiveFunction[]): string {
+  const content = functions.map((f) => [f.service, f.name, f.version, f.definitionHash, f.description]);
+  return createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, content])).digest('hex').slice(0, 40);
+}
+
+function runtimeFile(...parts: string[]): string {
+  return path.join(packageRoot(), 'src', 'run', 'runtime', ...parts);
+}
+
+export class FunctionsPackageBuilder {
+  private readonly building = new Map<string, Promise<FunctionsPackage>>();
+  private readonly transpileErrors = new Map<string, Map<string, string>>();
+
+  constructor(private readonly cacheRoot: string) {}
+
+  async build(namespace: string, functions: readonly ActiveFunction[]): Promise<FunctionsPackage> {
+    const key = packageKey(namespace, functions);
+    const dir = path.join(this.cacheRoot, 'packages', key);
+    const known = this.transpileErrors.get(key);
+    if (known && existsSync(path.join(dir, COMPLETE))) return { key, dir, transpileErrors: known };
+    let pending = this.building.get(key);
+    if (!pending) {
+      pending = this.write(key, dir, namespace, functions).finally(() => this.building.delete(key));
+      this.building.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async write(key: string, dir: string, namespace: string, functions: readonly ActiveFunction[]): Promise<FunctionsPackage> {
+    const entries = catalogEntries(
+      functions.map((f) => ({
+        service: f.service,
+        name: f.name,
+        description: f.description,
+        language: f.definition.language,
+        version: f.version,
+        inputSchema: f.definition.inputSchema,
+        outputSchema: f.definition.outputSchema,
+      })),
+    );
+    for (const entry of entries) {
+      if (!IDENTIFIER.test(entry.identifier) || !IDENTIFIER.test(entry.serviceIdentifier)) throw new Error(`unexpected identifier in ${entry.service}.${entry.name}`);
+    }
+    const ambiguous = [...ambiguousIdentifiers(entries)];
+    const doc = { python: renderCatalogDoc(namespace, entries, 'python'), typescript: renderCatalogDoc(namespace, entries, 'typescript') };
+    const transpileErrors = new Map<string, string>();
+
+    const staging = path.join(this.cacheRoot, 'packages', `.staging-${key}-${randomBytes(4).toString('hex')}`);
+    const python = path.join(staging, 'python', 'functions');
+    const node = path.join(staging, 'node', 'node_modules', 'functions');
+    mkdirSync(path.join(python, '_code'), { recursive: true, mode: 0o755 });
+    mkdirSync(path.join(node, '_code'), { recursive: true, mode: 0o755 });
+    mkdirSync(path.join(node, 'services'), { recursive: true, mode: 0o755 });
+    try {
+      const pythonEntries: PackageEntry[] = [];
+      const nodeEntries: PackageEntry[] = [];
+      for (const [index, entry] of entries.entries()) {
+        const fn = functions[index]!;
+        const base = `${entry.serviceIdentifier}__${entry.identifier}`;
+        if (fn.definition.language === 'python') {
+          writeFileSync(path.join(python, '_code', `${base}.py`), fn.definition.code);
+          pythonEntries.push({ ...entry, file: `${base}.py`, display: `${fn.service}/${fn.name}.py`, module: `functions.${base}` });
+          nodeEntries.push({ ...entry, display: `${fn.service}/${fn.name}.py`, module: base });
+        } else {
+          const display = `${fn.service}/${fn.name}.ts`;
+          pythonEntries.push({ ...entry, display, module: base });
+          try {
+            const output = await transform(fn.definition.code, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
+            mkdirSync(path.join(node, '_code', base, 'node_modules'), { recursive: true, mode: 0o755 });
+            writeFileSync(path.join(node, '_code', base, 'index.cjs'), output.code);
+            nodeEntries.push({ ...entry, file: `${base}/index.cjs`, display, module: base });
+          } catch (error) {
+            const first = (error as { errors?: Array<{ text: string; location?: { line: number } | null }> }).errors?.[0];
+            transpileErrors.set(functionKey(fn.service, fn.name), first ? `${display}: ${first.text}${first.location ? ` (line ${first.location.line})` : ''}` : `${display} does not transpile`);
+            nodeEntries.push({ ...entry, display, module: base });
+          }
+        }
+      }
+
+      copyFileSync(runtimeFile('python', 'functions', '__init__.py'), path.join(python, '__init__.py'));
+      writeFileSync(path.join(python, '_catalog.json'), JSON.stringify({ namespace, doc, ambiguous, functions: pythonEntries }));
+
+      copyFileSync(runtimeFile('node', 'index.cjs'), path.join(node, 'index.cjs'));
+      writeFileSync(path.join(node, '_catalog.json'), JSON.stringify({ namespace, doc, ambiguous, functions: nodeEntries }));
+      writeFileSync(
+        path.join(node, 'package.json'),
+        JSON.stringify({
+          name: 'functions',
+          private: true,
+          exports: { '.': { import: './index.mjs', require: './index.cjs' }, './*': { import: './services/*.mjs', require: './services/*.cjs' } },
+        }),
+      );
+      // ES modules need their export names written out; identifiers were checked against IDENTIFIER above.
+      const services = [...new Set(entries.map((e) => e.serviceIdentifier))];
+      const topLevel = [...new Set(entries.map((e) => e.identifier).filter((id) => !ambiguous.includes(id) && !services.includes(id)))];
+      const esm = ["import functions from './index.cjs';", 'export default functions;', 'export const __doc__ = functions.__doc__;', 'export const FunctionError = functions.FunctionError;'];
+      for (const name of [...topLevel, ...services]) esm.push(`export const ${name} = functions.${name};`);
+      writeFileSync(path.join(node, 'index.mjs'), `${esm.join('\n')}\n`);
+      for (const service of services) {
+        const members = entries.filter((e) => e.serviceIdentifier === service).map((e) => e.identifier);
+        writeFileSync(path.join(node, 'services', `${service}.cjs`), `module.exports = require('../index.cjs').__services.${service};\n`);
+        const lines = ["import functions from '../index.cjs';", `const service = functions.__services.${service};`, 'export default service;'];
+        for (const member of members) lines.push(`export const ${member} = service.${member};`);
+        writeFileSync(path.join(node, 'services', `${service}.mjs`), `${lines.join('\n')}\n`);
+      }
+      writeFileSync(path.join(staging, COMPLETE), new Date().toISOString());
+      try {
+        renameSync(staging, dir);
+      } catch (error) {
+        // The same package finished elsewhere first (another node or request): identical, keep it.
+        if (!existsSync(path.join(dir, COMPLETE))) throw error;
+        rmSync(staging, { recursive: true, force: true });
+      }
+    } catch (error) {
+      rmSync(staging, { recursive: true, force: true });
+      throw error;
+    }
+    this.transpileErrors.set(key, transpileErrors);
+    return { key, dir, transpileErrors };
+  }
+}

@@ -1,0 +1,65 @@
+// The generated `functions` package of MCPWorks code mode (CommonJS face). This file is static:
+// names, descriptions, schemas and code come from _catalog.json and _code/ as data.
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+
+const catalog = JSON.parse(fs.readFileSync(path.join(__dirname, '_catalog.json'), 'utf8'));
+
+class FunctionError extends Error {
+  constructor(errorType, message) {
+    super(message);
+    this.name = errorType === 'SchemaError' ? 'InputValidationError' : 'FunctionError';
+    this.errorType = errorType;
+  }
+}
+
+function bridge(message) {
+  // Provided by the sandbox runner: a blocking request/answer channel to the host.
+  const call = globalThis.__mcpworksBridge;
+  if (typeof call !== 'function') throw new Error('functions can only be called inside an MCPWorks execute run');
+  return call(message);
+}
+
+function pickEntry(exported) {
+  if (typeof exported === 'function') return exported;
+  if (exported && typeof exported.default === 'function') return exported.default;
+  if (exported && typeof exported.main === 'function') return exported.main;
+  if (exported && exported.default && typeof exported.default.main === 'function') return exported.default.main;
+  return undefined;
+}
+
+async function runLocal(entry, input) {
+  const exported = require(path.join(__dirname, '_code', entry.file));
+  const main = pickEntry(exported);
+  if (!main) throw new TypeError(`${entry.service}.${entry.name} has no main function`);
+  return main(input);
+}
+
+function wrapper(entry) {
+  const call = async (input = {}) => {
+    if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+      throw new TypeError(`${entry.identifier}() takes one input object`);
+    }
+    const answer = bridge({ op: 'call', service: entry.service, function: entry.name, input });
+    if (!answer.ok) throw new FunctionError(answer.error_type || 'Error', answer.error || 'the function failed');
+    if (Object.prototype.hasOwnProperty.call(answer, 'result')) return answer.result;
+    return runLocal(entry, input);
+  };
+  Object.defineProperty(call, 'name', { value: entry.identifier });
+  call.__doc__ = entry.typescriptSignature + (entry.description ? `\n\n${entry.description}` : '');
+  return call;
+}
+
+const services = {};
+const ambiguous = new Set(catalog.ambiguous);
+const exported = { __doc__: catalog.doc.typescript, FunctionError };
+for (const entry of catalog.functions) {
+  const service = (services[entry.serviceIdentifier] ??= { __doc__: `Functions of service "${entry.service}".` });
+  const fn = wrapper(entry);
+  service[entry.identifier] = fn;
+  if (!ambiguous.has(entry.identifier)) exported[entry.identifier] = fn;
+}
+Object.assign(exported, services);
+exported.__services = services;
+module.exports = exported;

@@ -1,0 +1,106 @@
+# The generated `functions` package of MCPWorks code mode. This file is static: everything about
+# the namespace (names, descriptions, schemas, code) is read from _catalog.json and _code/ as data,
+# so nothing a user writes is ever spliced into source code.
+import json as _json
+import os as _os
+import sys as _sys
+import types as _types
+
+_HERE = _os.path.dirname(__file__)
+with open(_os.path.join(_HERE, "_catalog.json"), encoding="utf-8") as _file:
+    _CATALOG = _json.load(_file)
+
+__doc__ = _CATALOG["doc"]["python"]
+
+
+class FunctionError(Exception):
+    """A function called from code mode failed; `error_type` names what went wrong."""
+
+    def __init__(self, error_type, message):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class InputValidationError(FunctionError, ValueError):
+    """The arguments do not match the function's input_schema."""
+
+
+def _bridge(message):
+    # Provided by the sandbox runner: a blocking request/answer channel to the host.
+    import _mcpworks_bridge
+    return _mcpworks_bridge.call(message)
+
+
+def _run_local(entry, arguments):
+    path = _os.path.join(_HERE, "_code", entry["file"])
+    with open(path, encoding="utf-8") as source:
+        code = compile(source.read(), entry["display"], "exec", dont_inherit=True)
+    module = _types.ModuleType(entry["module"])
+    module.__file__ = entry["display"]
+    module.input_data = arguments
+    namespace = module.__dict__
+    exec(code, namespace)
+    produced = None
+    main = namespace.get("main")
+    if callable(main):
+        argcount = getattr(getattr(main, "__code__", None), "co_argcount", 1)
+        produced = main(arguments) if argcount else main()
+        if hasattr(produced, "__await__"):
+            import asyncio
+            produced = asyncio.run(produced)
+    if produced is None:
+        produced = namespace.get("result")
+    if produced is None:
+        produced = namespace.get("output")
+    return produced
+
+
+def _wrapper(entry):
+    def call(*args, **kwargs):
+        if args:
+            if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+                kwargs = dict(args[0])
+            else:
+                raise TypeError(f"{entry['identifier']}() takes keyword arguments (or one dict)")
+        answer = _bridge({"op": "call", "service": entry["service"], "function": entry["name"], "input": kwargs})
+        if not answer.get("ok"):
+            error_class = InputValidationError if answer.get("error_type") == "SchemaError" else FunctionError
+            raise error_class(answer.get("error_type", "Error"), answer.get("error", "the function failed"))
+        if "result" in answer:
+            return answer["result"]
+        return _run_local(entry, kwargs)
+
+    call.__name__ = entry["identifier"]
+    call.__qualname__ = entry["identifier"]
+    call.__module__ = "functions." + entry["serviceIdentifier"]
+    call.__doc__ = entry["pythonSignature"] + ("\n\n" + entry["description"] if entry["description"] else "")
+    return call
+
+
+_services = {}
+_ambiguous = set(_CATALOG["ambiguous"])
+_by_identifier = {}
+for _entry in _CATALOG["functions"]:
+    _service = _services.get(_entry["serviceIdentifier"])
+    if _service is None:
+        _service = _types.ModuleType("functions." + _entry["serviceIdentifier"])
+        _service.__doc__ = f'Functions of service "{_entry["service"]}".'
+        _service.__all__ = []
+        _services[_entry["serviceIdentifier"]] = _service
+        _sys.modules[_service.__name__] = _service
+        globals()[_entry["serviceIdentifier"]] = _service
+    _function = _wrapper(_entry)
+    setattr(_service, _entry["identifier"], _function)
+    _service.__all__.append(_entry["identifier"])
+    if _entry["identifier"] not in _ambiguous:
+        globals()[_entry["identifier"]] = _function
+        _by_identifier[_entry["identifier"]] = _entry
+
+__all__ = sorted(list(_services) + list(_by_identifier))
+
+
+def __getattr__(name):
+    if name in _ambiguous:
+        where = ", ".join(f"functions.{e['serviceIdentifier']}.{name}" for e in _CATALOG["functions"] if e["identifier"] == name)
+        raise ImportError(f"'{name}' exists in several services; import it from one of: {where}")
+    raise AttributeError(f"module 'functions' has no function or service '{name}'; print(functions.__doc__) lists them")
