@@ -88,6 +88,8 @@ async function runScript(request) {
   globalThis.result = undefined;
   globalThis.output = undefined;
   globalThis.input_data = request.input;
+  // `require("functions")` works in scripts too (ES modules have no require of their own).
+  globalThis.require = Module.createRequire(SCRIPT_FILE);
   await import(pathToFileURL(SCRIPT_FILE).href);
   const captured = globalThis.__mcpworksCapture ? globalThis.__mcpworksCapture() : {};
   return captured.result !== undefined && captured.result !== null ? captured.result : captured.output;
