@@ -121,7 +121,8 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
 
   let sandbox;
   try {
-    sandbox = createBubblewrapSandbox();
+    // One run: pre-starting launchers would only cost time.
+    sandbox = createBubblewrapSandbox({ launcherPool: 0 });
   } catch (error) {
     if (!(error instanceof SandboxUnavailableError)) throw error;
     io.stderr.write(`mcpworks sandbox: ${error.message}\n`);

@@ -19,7 +19,8 @@ import {
 } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
 import { RunChannel, type RunAnswer } from './channel.js';
-import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
+import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
+import { LauncherPool, type Launcher } from './launcher-pool.js';
 import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
 import { checkAgainstSchema } from './schema.js';
 import { transpileTypescript } from './transpile.js';
@@ -48,7 +49,18 @@ export interface BubblewrapSandboxOptions {
   paths?: Partial<HostPaths>;
   /** Operator diagnostics (never contains env values). */
   log?: (message: string) => void;
+  /** Launchers kept pre-started (cgroups already joined); default 2, 0 turns it off. */
+  launcherPool?: number;
 }
+
+interface LauncherExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  spawnFailed: boolean;
+}
+
+/** Memory limit of a pre-started launcher until its run sets the tier's (it only waits on stdin). */
+const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
 
 interface RunPlan {
   argv: string[];
@@ -80,6 +92,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network);
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
+  // Pre-joining only pays where there are cgroups to join.
+  const pool = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
+  pool.refill();
 
   async function run(request: SandboxRequest): Promise<SandboxOutcome> {
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
@@ -138,10 +153,41 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     return { argv: args, payload };
   }
 
-  function helperArgs(request: SandboxRequest, cgroup: RunCgroup | null): string[] {
-    const { limits } = request;
+  /** A helper that has joined a fresh run's cgroups and waits for its command (see LauncherPool). */
+  function startLauncher(): Launcher {
+    const cgroup = createRunCgroup(cgroups, randomUUID(), { memoryBytes: DEFAULT_LAUNCHER_MEMORY, maxProcesses: 64 });
     const args = ['exec'];
     for (const file of cgroup?.procsFiles ?? []) args.push('--cgroup', file);
+    args.push('--wait-command');
+    const seccompFd = openSync(paths.seccompProgram, 'r');
+    try {
+      const child = spawn(paths.helper, args, {
+        stdio: network ? ['pipe', 'pipe', 'pipe', 'pipe', seccompFd, 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', 'pipe', seccompFd],
+        env: sandboxEnvironment(),
+      });
+      // Listening from the start: a launcher may end (or fail to spawn) before its run begins.
+      const exited = new Promise<LauncherExit>((resolve) => {
+        child.once('error', () => resolve({ code: null, signal: null, spawnFailed: true }));
+        child.once('close', (code, signal) => resolve({ code, signal, spawnFailed: false }));
+      });
+      // The function may exit without reading its input; a broken pipe here is not an error.
+      child.stdin!.on('error', () => {});
+      return { child, cgroup, exited };
+    } finally {
+      closeSync(seccompFd);
+    }
+  }
+
+  /** The rest of the helper's command line, sent on its stdin when the run begins. */
+  function commandFrame(request: SandboxRequest, plan: RunPlan): Buffer {
+    const args = [...helperArgs(request), '--', paths.bwrap, ...(network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...plan.argv];
+    const body = Buffer.from(args.map((arg) => `${arg}\0`).join(''), 'utf8');
+    return Buffer.concat([Buffer.from(body.length.toString(16).padStart(8, '0'), 'ascii'), body]);
+  }
+
+  function helperArgs(request: SandboxRequest): string[] {
+    const { limits } = request;
+    const args: string[] = [];
     const rlimit = (name: string, soft: number, hard = soft) => args.push('--rlimit', `${name}=${Math.floor(soft)}:${Math.floor(hard)}`);
     rlimit('cpu', limits.cpuSeconds, limits.cpuSeconds + 1);
     rlimit('fsize', limits.maxFileBytes);
@@ -162,23 +208,17 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
 
   async function execute(request: SandboxRequest, plan: RunPlan, started: number): Promise<SandboxOutcome> {
     const { limits } = request;
-    const runId = randomUUID();
-    const cgroup = createRunCgroup(cgroups, runId, { memoryBytes: limits.memoryMb * MB, maxProcesses: limits.maxProcesses });
+    const { child, cgroup, exited } = pool.take();
+    cgroup?.configure({ memoryBytes: limits.memoryMb * MB, maxProcesses: limits.maxProcesses });
     let attachment: NetworkAttachment | null = null;
-    const seccompFd = openSync(paths.seccompProgram, 'r');
     const stdout = new CappedCapture(limits.maxLogBytes);
     const stderr = new CappedCapture(limits.maxLogBytes);
     let channel: RunChannel | null = null;
     let timedOut = false;
     let networkFailed = false;
-    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    let exit: LauncherExit;
     try {
-      const argv = [...helperArgs(request, cgroup), '--', paths.bwrap, ...(network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...plan.argv];
-      const child = spawn(paths.helper, argv, {
-        stdio: network ? ['pipe', 'pipe', 'pipe', 'pipe', seccompFd, 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', 'pipe', seccompFd],
-        env: sandboxEnvironment(),
-      });
-      closeSync(seccompFd);
+      child.stdin!.write(commandFrame(request, plan));
       let escalation: NodeJS.Timeout | undefined;
       // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
       // zombie is left behind; SIGKILL follows only if it does not finish.
@@ -196,8 +236,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
       // Room for the result (or a bridge call's input) plus the error envelope and a traceback.
       channel = new RunChannel(child.stdio[3] as Duplex, limits.maxResultBytes + 2 * TRACEBACK_CAP, request.bridge, kill, log);
-      // The function may exit without reading its input; a broken pipe here is not an error.
-      child.stdin!.on('error', () => {});
       if (network) {
         try {
           attachment = await attachNetwork(child);
@@ -208,10 +246,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         }
       }
       child.stdin!.end(plan.payload);
-      exit = await new Promise((resolve, reject) => {
-        child.on('error', reject);
-        child.on('close', (code, signal) => resolve({ code, signal }));
-      });
+      exit = await exited;
       clearTimeout(timer);
       clearTimeout(escalation);
     } finally {
@@ -228,6 +263,12 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       const removal = cgroup.remove().finally(() => pendingRemovals.delete(removal));
       pendingRemovals.add(removal);
     }
+    if (exit.spawnFailed) {
+      log('sandbox helper could not be started');
+      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox could not start', stderr: '' }, '', started);
+    }
+    // Between runs, so the fork never delays a run in progress.
+    setImmediate(() => pool.refill());
     if (networkFailed) {
       return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox network could not be set up', stderr: '' }, '', started);
     }
@@ -243,7 +284,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       overflowed: boolean;
       timedOut: boolean;
       oomKilled: boolean;
-      exit: { code: number | null; signal: NodeJS.Signals | null };
+      exit: LauncherExit;
     },
     started: number,
   ): SandboxOutcome {
@@ -290,6 +331,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     run,
     async close() {
       closed = true;
+      await pool.close();
       await Promise.all([...pendingRemovals]);
       await releaseCgroupSupport(cgroups);
       rmSync(runtimeDir, { recursive: true, force: true });

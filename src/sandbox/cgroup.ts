@@ -20,6 +20,8 @@ export interface CgroupSupport {
 export interface RunCgroup {
   /** cgroup.procs files the launcher writes itself into before exec. */
   readonly procsFiles: string[];
+  /** Sets the run's limits (a pre-made group is created before its run is known). */
+  configure(limits: { memoryBytes: number; maxProcesses: number }): void;
   /** True when the kernel's OOM killer killed something in this run. */
   oomKilled(): boolean;
   /** SIGKILLs every process still in the run's groups, but for `spare`. */
@@ -174,8 +176,10 @@ export function createRunCgroup(
 ): RunCgroup | null {
   if (!support.memory && !support.pids) return null;
   const dirs: string[] = [];
+  const configurers: Array<(limits: { memoryBytes: number; maxProcesses: number }) => void> = [];
   const created: RunCgroup = {
     procsFiles: [],
+    configure: (next) => configurers.forEach((apply) => apply(next)),
     oomKilled: () => false,
     killAll: (spare) => dirs.forEach((dir) => killProcsIn(dir, spare)),
     killUntilEmpty: async (ms) => {
@@ -196,9 +200,11 @@ export function createRunCgroup(
       const dir = join(support.memory.base, `run-${runId}`);
       mkdirSync(dir);
       dirs.push(dir);
-      writeFileSync(join(dir, 'memory.max'), String(limits.memoryBytes));
       if (existsSync(join(dir, 'memory.swap.max'))) writeFileSync(join(dir, 'memory.swap.max'), '0');
-      writeFileSync(join(dir, 'pids.max'), String(limits.maxProcesses));
+      configurers.push((next) => {
+        writeFileSync(join(dir, 'memory.max'), String(next.memoryBytes));
+        writeFileSync(join(dir, 'pids.max'), String(next.maxProcesses));
+      });
       created.procsFiles.push(join(dir, 'cgroup.procs'));
       created.oomKilled = () => readCounter(join(dir, 'memory.events'), 'oom_kill') > 0;
       created.killAll = (spare) => {
@@ -209,21 +215,34 @@ export function createRunCgroup(
           killProcsIn(dir);
         }
       };
+      created.configure(limits);
       return created;
     }
     if (support.memory) {
       const dir = join(support.memory.base, `run-${runId}`);
       mkdirSync(dir);
       dirs.push(dir);
-      writeFileSync(join(dir, 'memory.limit_in_bytes'), String(limits.memoryBytes));
-      // With swap accounting, memory+swap gets the same cap so the run cannot spill into swap.
-      if (existsSync(join(dir, 'memory.memsw.limit_in_bytes'))) {
+      const swapAccounted = existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
+      configurers.push((next) => {
+        const value = String(next.memoryBytes);
+        // With swap accounting, memory+swap gets the same cap so the run cannot spill into swap.
+        // The kernel keeps memsw >= memory at every step, so the order depends on the direction.
+        const writeMemsw = () => {
+          if (!swapAccounted) return;
+          try {
+            writeFileSync(join(dir, 'memory.memsw.limit_in_bytes'), value);
+          } catch {
+            // swap accounting present but disabled
+          }
+        };
         try {
-          writeFileSync(join(dir, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
+          writeFileSync(join(dir, 'memory.limit_in_bytes'), value);
+          writeMemsw();
         } catch {
-          // swap accounting present but disabled
+          writeMemsw();
+          writeFileSync(join(dir, 'memory.limit_in_bytes'), value);
         }
-      }
+      });
       created.procsFiles.push(join(dir, 'cgroup.procs'));
       const oomControl = join(dir, 'memory.oom_control');
       const failcnt = join(dir, 'memory.failcnt');
@@ -241,9 +260,10 @@ export function createRunCgroup(
       const dir = join(support.pids.base, `run-${runId}`);
       mkdirSync(dir);
       dirs.push(dir);
-      writeFileSync(join(dir, 'pids.max'), String(limits.maxProcesses));
+      configurers.push((next) => writeFileSync(join(dir, 'pids.max'), String(next.maxProcesses)));
       created.procsFiles.push(join(dir, 'cgroup.procs'));
     }
+    created.configure(limits);
     return created;
   } catch (error) {
     void created.remove();

@@ -5,6 +5,9 @@
  *       Writes the seccomp-bpf deny-list program that bubblewrap loads with --seccomp.
  *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... [--rlimit NAME=SOFT:HARD]...
  *                                [--user UID:GID] [--keep-fds N] -- PROGRAM [ARG]...
+ *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... --wait-command
+ *       The same, pre-started: joins the cgroups now and reads the other options, "--" and the
+ *       program from stdin when the run begins (see read_command).
  *       Joins the per-run cgroups, sets resource limits, drops to the sandbox user and runs
  *       PROGRAM (bubblewrap) as a child, exiting with its status once every descendant is gone.
  *       Joining before exec means no user code ever runs outside the cgroup.
@@ -60,7 +63,9 @@ static const char *const denied[] = {
 static int write_seccomp(const char *path) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (!ctx) return fail("seccomp_init");
-  int rc = 0;
+  /* Only the native ABI: a 32-bit (int 0x80) or x32 system call would bypass the rules below. */
+  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+  if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: badarch: %s\n", strerror(-rc)); return 111; }
   for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {
     int nr = seccomp_syscall_resolve_name(denied[i]);
     if (nr == __NR_SCMP_ERROR) continue; /* not a syscall on this architecture */
@@ -102,46 +107,109 @@ static int resource_named(const char *name) {
   return -1;
 }
 
-static int run_exec(int argc, char **argv) {
-  uid_t uid = 0; gid_t gid = 0; int drop = 0; unsigned int keep_fds = 5;
-  int i = 2;
-  for (; i < argc; i++) {
-    if (!strcmp(argv[i], "--")) { i++; break; }
-    if (i + 1 >= argc) { fprintf(stderr, "mcpworks-sandbox-helper: %s needs a value\n", argv[i]); return 111; }
-    const char *value = argv[++i];
-    if (!strcmp(argv[i - 1], "--cgroup")) {
+struct exec_options {
+  uid_t uid;
+  gid_t gid;
+  int drop;
+  unsigned int keep_fds;
+  int wait_command;
+};
+
+/* Applies options from args[0..count) up to "--" (sets *program to the index after it) or up to
+ * --wait-command (sets options->wait_command). Returns 0 or an exit status. */
+static int apply_options(char **args, int count, int *program, struct exec_options *options) {
+  int i = 0;
+  *program = -1;
+  for (; i < count; i++) {
+    if (!strcmp(args[i], "--")) { *program = i + 1; return 0; }
+    if (!strcmp(args[i], "--wait-command")) { options->wait_command = 1; return 0; }
+    if (i + 1 >= count) { fprintf(stderr, "mcpworks-sandbox-helper: %s needs a value\n", args[i]); return 111; }
+    const char *value = args[++i];
+    if (!strcmp(args[i - 1], "--cgroup")) {
       int fd = open(value, O_WRONLY | O_CLOEXEC);
       if (fd < 0) return fail("open cgroup.procs");
       /* "0" means the writing process itself. */
       if (write(fd, "0\n", 2) != 2) return fail("join cgroup");
       close(fd);
-    } else if (!strcmp(argv[i - 1], "--rlimit")) {
+    } else if (!strcmp(args[i - 1], "--rlimit")) {
       char name[16]; unsigned long long soft, hard;
       if (sscanf(value, "%15[a-z]=%llu:%llu", name, &soft, &hard) != 3 || resource_named(name) < 0) {
         fprintf(stderr, "mcpworks-sandbox-helper: bad --rlimit %s\n", value); return 111;
       }
       struct rlimit limit = { (rlim_t)soft, (rlim_t)hard };
       if (setrlimit(resource_named(name), &limit) != 0) return fail("setrlimit");
-    } else if (!strcmp(argv[i - 1], "--keep-fds")) {
-      keep_fds = (unsigned int)strtoul(value, NULL, 10);
-    } else if (!strcmp(argv[i - 1], "--user")) {
+    } else if (!strcmp(args[i - 1], "--keep-fds")) {
+      options->keep_fds = (unsigned int)strtoul(value, NULL, 10);
+    } else if (!strcmp(args[i - 1], "--user")) {
       unsigned long u, g;
       if (sscanf(value, "%lu:%lu", &u, &g) != 2) { fprintf(stderr, "mcpworks-sandbox-helper: bad --user\n"); return 111; }
-      uid = (uid_t)u; gid = (gid_t)g; drop = 1;
+      options->uid = (uid_t)u; options->gid = (gid_t)g; options->drop = 1;
     } else {
-      fprintf(stderr, "mcpworks-sandbox-helper: unknown option %s\n", argv[i - 1]); return 111;
+      fprintf(stderr, "mcpworks-sandbox-helper: unknown option %s\n", args[i - 1]); return 111;
     }
   }
-  if (i >= argc) { fprintf(stderr, "mcpworks-sandbox-helper: no program\n"); return 111; }
-  if (drop) {
+  return 0;
+}
+
+static int read_exactly(int fd, char *buffer, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    ssize_t got = read(fd, buffer + done, size - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return -1;
+    done += (size_t)got;
+  }
+  return 0;
+}
+
+/* The rest of the command line arrives on stdin as 8 hex digits of length, then NUL-terminated
+ * arguments. Reading exactly that much leaves the rest of stdin (the request) for the sandbox. */
+static char **read_command(int *count) {
+  char header[9] = { 0 };
+  if (read_exactly(0, header, 8) != 0) return NULL;
+  size_t size = strtoul(header, NULL, 16);
+  if (size == 0 || size > (1u << 20)) return NULL;
+  char *frame = malloc(size + 1);
+  if (!frame || read_exactly(0, frame, size) != 0) return NULL;
+  frame[size] = '\0';
+  int n = 0;
+  for (size_t k = 0; k < size; k++) if (frame[k] == '\0') n++;
+  char **args = calloc((size_t)n + 1, sizeof *args);
+  if (!args) return NULL;
+  int index = 0;
+  for (size_t k = 0; k < size && index < n; k += strlen(frame + k) + 1) args[index++] = frame + k;
+  *count = index;
+  return args;
+}
+
+static int run_exec(int argc, char **argv) {
+  struct exec_options options = { 0, 0, 0, 5, 0 };
+  int program = -1;
+  char **args = argv + 2;
+  int count = argc - 2;
+  int rc = apply_options(args, count, &program, &options);
+  if (rc != 0) return rc;
+  if (options.wait_command) {
+    /* Pre-started: the cgroups are joined (the slow part, an RCU grace period per migration);
+     * everything else waits for the run. */
+    args = read_command(&count);
+    if (!args) { fprintf(stderr, "mcpworks-sandbox-helper: no command on stdin\n"); return 111; }
+    rc = apply_options(args, count, &program, &options);
+    if (rc != 0) return rc;
+  }
+  int i = program;
+  argc = count;
+  argv = args;
+  if (i < 0 || i >= argc) { fprintf(stderr, "mcpworks-sandbox-helper: no program\n"); return 111; }
+  if (options.drop) {
     if (setgroups(0, NULL) != 0) return fail("setgroups");
-    if (setresgid(gid, gid, gid) != 0) return fail("setresgid");
-    if (setresuid(uid, uid, uid) != 0) return fail("setresuid");
+    if (setresgid(options.gid, options.gid, options.gid) != 0) return fail("setresgid");
+    if (setresuid(options.uid, options.uid, options.uid) != 0) return fail("setresuid");
   }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("no_new_privs");
   /* Only fds below --keep-fds (stdio, the answer pipe, the seccomp program, bubblewrap's
    * info/block pipes) may reach bubblewrap, which passes on whatever it inherits. */
-  syscall(SYS_close_range, keep_fds, ~0U, 0);
+  syscall(SYS_close_range, options.keep_fds, ~0U, 0);
   /* bubblewrap's monitor returns as soon as the function's process ends, leaving the namespace's
    * init to tear the rest down as an orphan. As subreaper we adopt it and exit only when every
    * descendant is gone, so nothing outlives the answer and no zombie is left to the host's init. */
