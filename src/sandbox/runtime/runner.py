@@ -130,7 +130,8 @@ def main():
             produced = namespace.get("output")
     except BaseException as error:  # the user's own exception, including SystemExit and KeyboardInterrupt
         sys.stdout.flush()
-        answer(_failure(type(error).__name__, str(error), _trimmed_traceback(error)))
+        # Some exceptions carry no text (MemoryError(), StopIteration()); the class name still says what happened.
+        answer(_failure(type(error).__name__, str(error) or type(error).__name__, _trimmed_traceback(error)))
         return
 
     try:
