@@ -94,18 +94,22 @@ describe('mcpworks CLI', () => {
     assert.match(duplicate.stderr, /already exists/);
   });
 
-  test('with the embedded database, operator commands refuse while a server holds the data dir', { skip: !!process.env.MCPWORKS_TEST_DATABASE_URL && 'PostgreSQL has no data-dir lock' }, async () => {
-    const server = await startTestServer({ dataDir, databaseUrl: undefined });
+  test('with the embedded database, operator commands refuse while a server holds the data dir', async () => {
+    // Always the embedded database (also in the PostgreSQL run): the lock exists only there.
+    const embeddedDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-lock-'));
+    const embeddedEnv = { MCPWORKS_DATA_DIR: embeddedDir, DATABASE_URL: '' };
+    const server = await startTestServer({ dataDir: embeddedDir, databaseUrl: undefined });
     try {
-      const result = await cli(['account', 'create', '--email', 'late@example.com', '--password', 'long enough'], env);
+      const result = await cli(['account', 'create', '--email', 'late@example.com', '--password', 'long enough'], embeddedEnv);
       assert.equal(result.code, 1);
       assert.match(result.stderr, /in use by mcpworks serve/);
       assert.equal((await fetch(`${server.url}/healthz`)).status, 200, 'server unaffected');
     } finally {
       await server.stop();
     }
-    const afterStop = await cli(['account', 'create', '--email', 'late@example.com', '--password', 'long enough'], env);
+    const afterStop = await cli(['account', 'create', '--email', 'late@example.com', '--password', 'long enough'], embeddedEnv);
     assert.equal(afterStop.code, 0, afterStop.stderr);
+    rmSync(embeddedDir, { recursive: true, force: true });
   });
 
   test('serve listens, answers /healthz, and shuts down cleanly on SIGTERM', async () => {
