@@ -451,6 +451,26 @@ describe('subdomain routing', () => {
       });
       const json = JSON.parse(text.includes('data:') ? text.split('data:').pop()!.trim() : text);
       assert.match(parseResult(json.result).map((s: { name: string }) => s.name).join(','), /from-path/);
+
+      // The run endpoint answers on {ns}.run.{base}, mode in the query string as on the path form.
+      const listed = await new Promise<string>((resolve, reject) => {
+        const req = request(
+          `${routed.url}/?mode=code`,
+          {
+            method: 'POST',
+            headers: { host: 'sub.run.mcpworks.test', authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
+          },
+          (res) => {
+            let data = '';
+            res.on('data', (chunk) => (data += chunk));
+            res.on('end', () => resolve(data));
+          },
+        );
+        req.on('error', reject);
+        req.end(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} }));
+      });
+      const tools = JSON.parse(listed.includes('data:') ? listed.split('data:').pop()!.trim() : listed);
+      assert.deepEqual(tools.result.tools.map((t: { name: string }) => t.name), ['execute']);
     } finally {
       await routed.stop();
     }
