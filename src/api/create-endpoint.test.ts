@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CODE_BYTES } from '../core/limits.js';
-import { callError, callOk, connect, createAccount, createKey, parseResult, startTestServer, type ClientEra, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { callError, callOk, connect, createAccount, createKey, parseResult, rawMcpPost, startTestServer, type ClientEra, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
 before(async () => {
@@ -399,21 +399,7 @@ describe('sessions (2025-era clients)', () => {
 describe('DNS-rebinding protection', () => {
   test('a foreign Origin or Host is refused with 403; localhost ones pass', async () => {
     const account = await createAccount(server.url);
-    const { request } = await import('node:http');
-    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
-    const send = (headers: Record<string, string>) =>
-      new Promise<number>((resolve, reject) => {
-        const req = request(
-          endpoint('guard'),
-          { method: 'POST', headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers } },
-          (res) => {
-            res.resume();
-            res.on('end', () => resolve(res.statusCode ?? 0));
-          },
-        );
-        req.on('error', reject);
-        req.end(body);
-      });
+    const send = async (headers: Record<string, string>) => (await rawMcpPost(endpoint('guard'), account.key, { jsonrpc: '2.0', id: 1, method: 'ping' }, headers)).status;
     assert.equal(await send({ origin: 'http://evil.example.com' }), 403);
     assert.equal(await send({ origin: 'null' }), 403);
     assert.equal(await send({ host: 'evil.example.com' }), 403);
@@ -430,46 +416,10 @@ describe('subdomain routing', () => {
       const viaPath = await connect(`${routed.url}/mcp/create/sub`, account.key);
       await callOk(viaPath, 'make_namespace', { name: 'sub' });
       await callOk(viaPath, 'make_service', { name: 'from-path' });
-      // fetch cannot set Host, so speak HTTP through a tiny request with an explicit Host header.
-      const { request } = await import('node:http');
-      const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'list_services', arguments: {} } });
-      const text = await new Promise<string>((resolve, reject) => {
-        const req = request(
-          `${routed.url}/`,
-          {
-            method: 'POST',
-            headers: { host: 'sub.create.mcpworks.test', authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
-          },
-          (res) => {
-            let data = '';
-            res.on('data', (chunk) => (data += chunk));
-            res.on('end', () => resolve(data));
-          },
-        );
-        req.on('error', reject);
-        req.end(body);
-      });
-      const json = JSON.parse(text.includes('data:') ? text.split('data:').pop()!.trim() : text);
-      assert.match(parseResult(json.result).map((s: { name: string }) => s.name).join(','), /from-path/);
-
+      const services = await rawMcpPost(`${routed.url}/`, account.key, { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'list_services', arguments: {} } }, { host: 'sub.create.mcpworks.test' });
+      assert.match(parseResult(services.body.result).map((s: { name: string }) => s.name).join(','), /from-path/);
       // The run endpoint answers on {ns}.run.{base}, mode in the query string as on the path form.
-      const listed = await new Promise<string>((resolve, reject) => {
-        const req = request(
-          `${routed.url}/?mode=code`,
-          {
-            method: 'POST',
-            headers: { host: 'sub.run.mcpworks.test', authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
-          },
-          (res) => {
-            let data = '';
-            res.on('data', (chunk) => (data += chunk));
-            res.on('end', () => resolve(data));
-          },
-        );
-        req.on('error', reject);
-        req.end(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} }));
-      });
-      const tools = JSON.parse(listed.includes('data:') ? listed.split('data:').pop()!.trim() : listed);
+      const tools = (await rawMcpPost(`${routed.url}/?mode=code`, account.key, { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} }, { host: 'sub.run.mcpworks.test' })).body;
       assert.deepEqual(tools.result.tools.map((t: { name: string }) => t.name), ['execute']);
     } finally {
       await routed.stop();

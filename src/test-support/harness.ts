@@ -156,3 +156,35 @@ export async function callError(client: McpTestClient, name: string, args: Recor
   const parsed = parseResult(result);
   return parsed?.error ?? { type: 'unstructured', message: String(parsed) };
 }
+
+/**
+ * One raw MCP POST through node:http (fetch cannot set Host), answering the status and the
+ * JSON-RPC message (taken from the last SSE `data:` line when the server streamed).
+ */
+export async function rawMcpPost(url: string, key: string, message: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const { request } = await import('node:http');
+  const text = await new Promise<{ status: number; data: string }>((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+      },
+      (res) => {
+        let data = '';
+        res.on('data', (chunk) => (data += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, data }));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(message));
+  });
+  const payload = text.data.includes('data:') ? text.data.split('data:').pop()!.trim() : text.data;
+  let body: unknown = payload;
+  try {
+    body = payload ? JSON.parse(payload) : null;
+  } catch {
+    // Not JSON: the caller asserts on the raw text.
+  }
+  return { status: text.status, body };
+}
