@@ -184,6 +184,14 @@ describe('typed failures', () => {
     assert.equal(expectOk(await run('python', 'result = "still serving"\n')).result, 'still serving');
   });
 
+  it('the CPU-time limit stops a busy process even before the wall clock → TimeoutError', async () => {
+    const cpuBound = { ...pro, timeoutSeconds: 20, cpuSeconds: 1 };
+    const started = Date.now();
+    const error = expectError(await run('python', 'while True:\n    pass\n', {}, { limits: cpuBound }), 'TimeoutError');
+    assert.match(error.message, /CPU time/);
+    assert.ok(Date.now() - started < 10_000);
+  });
+
   it('allocating 4 GB → MemoryError in both languages', async () => {
     const error = expectError(await run('python', 'blob = bytearray(4 * 1024 ** 3)\nresult = len(blob)\n'), 'MemoryError');
     assert.match(error.message, /512 MB/);
