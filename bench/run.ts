@@ -6,17 +6,33 @@
  *   - bare `/usr/bin/python3 -c pass` and `node -e 0` (same spawn path), the baselines;
  *   - `execute` in code mode, Python calling one function, from one connected SDK client:
  *     median and p99 (nearest rank) over N sequential calls, and the ratio to bare Python;
- *   - the same function called in tool mode (`utils__hello`);
+ *   - the same execute from a v1 SDK client (2025 protocol, session id checked in the database),
+ *     the function called in tool mode (`utils__hello`), and `_env_status` (no sandbox, not
+ *     metered: the HTTP + MCP floor);
  *   - executions/s with C concurrent clients (each its own SDK client and session) for S seconds,
  *     then whether `GET /api/usage` counted exactly the successful calls.
+ * Then profiles a few sequential executes by wrapping prototypes (spans: auth, catalog, metering,
+ * sandbox, database statements, the synchronous part of child_process.spawn) to show where time
+ * goes. Set MCPWORKS_TEST_DATABASE_URL to bench on PostgreSQL instead of PGlite.
  * Prints a table; no targets are asserted. Exits non-zero only if the bench cannot run, a call
  * fails, or the usage count is off.
  *
  *   bench/run [--runs N] [--clients C] [--seconds S]
  */
-import { spawn } from 'node:child_process';
+import childProcess, { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { syncBuiltinESMExports } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { applyTierOverrides } from '../src/core/tiers.js';
+import { RunService } from '../src/run/run-service.js';
+import { FunctionsPackageBuilder } from '../src/run/functions-package.js';
+import { CatalogService } from '../src/services/catalog.js';
+import { AccountService } from '../src/services/accounts.js';
+import { ExecutionsStore } from '../src/store/executions-store.js';
+import { MeteringStore } from '../src/store/metering-store.js';
+import { PGlitePool } from '../src/store/pglite-pool.js';
 import { connect, createAccount, parseResult, startTestServer, type McpTestClient } from '../src/test-support/harness.js';
 
 process.env.TEST_LOG_LEVEL ??= 'silent';
@@ -72,11 +88,11 @@ function checkHello(value: any, via: string): void {
   if (value?.greeting !== EXPECTED_GREETING) throw new Error(`${via} returned ${JSON.stringify(value)}`);
 }
 
-async function timed(call: () => Promise<void>): Promise<number | undefined> {
+async function timed(call: () => Promise<void>, metered = true): Promise<number | undefined> {
   const started = performance.now();
   try {
     await call();
-    successfulCalls++;
+    if (metered) successfulCalls++;
     return performance.now() - started;
   } catch (error) {
     failures.push((error as Error).message);
@@ -94,6 +110,118 @@ async function toolCall(client: McpTestClient): Promise<void> {
   const response = await client.callTool('utils__hello', { name: 'bench' });
   if (response.isError) throw new Error(`utils__hello failed: ${JSON.stringify(parseResult(response))}`);
   checkHello(parseResult(response), 'utils__hello');
+}
+
+async function envStatus(client: McpTestClient): Promise<void> {
+  const response = await client.callTool('_env_status', {});
+  if (response.isError || parseResult(response)?.ready !== true) throw new Error(`_env_status failed: ${JSON.stringify(parseResult(response))}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where time goes: spans timed by wrapping prototypes, switched on only for the last phase, so
+// the series above run unpatched. Calls in that phase are sequential, so totals divide cleanly.
+
+let profiling = false;
+const spans = new Map<string, { ms: number; count: number }>();
+let sqlOfCall: string[] = [];
+function addSpan(label: string, ms: number): void {
+  const span = spans.get(label) ?? { ms: 0, count: 0 };
+  span.ms += ms;
+  span.count++;
+  spans.set(label, span);
+}
+function spy(proto: object, method: string, label: string): void {
+  const target = proto as Record<string, (...args: unknown[]) => unknown>;
+  const original = target[method]!;
+  target[method] = async function (this: unknown, ...args: unknown[]) {
+    if (!profiling) return original.apply(this, args);
+    const started = performance.now();
+    try {
+      return await original.apply(this, args);
+    } finally {
+      addSpan(label, performance.now() - started);
+    }
+  };
+}
+spy(AccountService.prototype, 'authenticateKey', 'auth');
+spy(RunService.prototype, 'activeFunctions', 'functions');
+spy(RunService.prototype, 'admit', 'admit');
+spy(RunService.prototype, 'execute', 'execute');
+spy(CatalogService.prototype, 'namespace', 'namespace');
+spy(FunctionsPackageBuilder.prototype, 'build', 'package');
+spy(MeteringStore.prototype, 'settle', 'settle');
+spy(ExecutionsStore.prototype, 'record', 'record');
+// The sandbox is a closure object; wrap the running server's instance on its first execute.
+const wrappedSandboxes = new WeakSet<object>();
+const originalExecute = RunService.prototype.execute;
+RunService.prototype.execute = function (this: RunService, ...args: Parameters<RunService['execute']>) {
+  const sandbox = (this as unknown as { deps: { sandbox: { run: (...a: unknown[]) => Promise<unknown> } } }).deps.sandbox;
+  if (!wrappedSandboxes.has(sandbox)) {
+    wrappedSandboxes.add(sandbox);
+    const run = sandbox.run.bind(sandbox);
+    sandbox.run = async (...a: unknown[]) => {
+      if (!profiling) return run(...a);
+      const started = performance.now();
+      try {
+        return await run(...a);
+      } finally {
+        addSpan('sandbox', performance.now() - started);
+      }
+    };
+  }
+  return originalExecute.apply(this, args);
+};
+// Every database round trip: PGlite is one connection behind a mutex, and runs on this thread.
+const originalConnect = PGlitePool.prototype.connect;
+PGlitePool.prototype.connect = async function (this: PGlitePool) {
+  const asked = performance.now();
+  const client = await originalConnect.call(this);
+  if (!profiling) return client;
+  addSpan('db wait', performance.now() - asked);
+  const query = client.query.bind(client) as (sql: string, parameters: ReadonlyArray<unknown>) => Promise<unknown>;
+  (client as unknown as { query: typeof query }).query = async (sql, parameters) => {
+    const started = performance.now();
+    try {
+      return await query(sql, parameters);
+    } finally {
+      addSpan('db', performance.now() - started);
+      sqlOfCall.push(sql.replace(/\s+/g, ' ').slice(0, 96));
+    }
+  };
+  return client;
+};
+
+// Server side of each HTTP request: from Node's 'request' event until the response is flushed.
+const originalEmit = http.Server.prototype.emit;
+http.Server.prototype.emit = function (this: http.Server, event: string | symbol, ...args: unknown[]) {
+  if (profiling && event === 'request') {
+    const started = performance.now();
+    (args[1] as http.ServerResponse).once('finish', () => addSpan('http', performance.now() - started));
+  }
+  return (originalEmit as (this: http.Server, event: string | symbol, ...rest: unknown[]) => boolean).call(this, event, ...args);
+} as typeof http.Server.prototype.emit;
+
+// child_process.spawn is synchronous up to the fork/exec: its cost grows with this process's
+// memory (page tables), and it blocks the event loop. Rebinding the builtin reaches the server's
+// named import of it too.
+const originalSpawn = childProcess.spawn;
+childProcess.spawn = function (this: unknown, ...args: unknown[]) {
+  if (!profiling) return (originalSpawn as (...a: unknown[]) => unknown).apply(this, args);
+  const started = performance.now();
+  try {
+    return (originalSpawn as (...a: unknown[]) => unknown).apply(this, args);
+  } finally {
+    addSpan('spawn', performance.now() - started);
+  }
+} as typeof childProcess.spawn;
+syncBuiltinESMExports();
+
+/** CPU of this process (server and clients) and of reaped children (sandboxes), in ms. */
+function cpuNow(): { self: number; children: number } {
+  const usage = process.cpuUsage();
+  // /proc/self/stat fields 16 and 17: cutime and cstime in clock ticks (USER_HZ = 100 on Linux).
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  return { self: (usage.user + usage.system) / 1000, children: (Number(fields[13]) + Number(fields[14])) * 10 };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,35 +246,42 @@ try {
   await create.close();
 
   const codeClient = await connect(`${server.url}/mcp/run/${ns}`, account.key);
+  const legacyClient = await connect(`${server.url}/mcp/run/${ns}`, account.key, 'v1');
   const toolClient = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key);
 
-  // Warm-up: page cache, the generated functions package, JIT, pooled connections.
-  for (let i = 0; i < 5; i++) {
-    await barePython();
-    await bareNode();
-    await timed(() => execute(codeClient));
-    await timed(() => toolCall(toolClient));
-  }
-  if (failures.length > 0) throw new Error(`warm-up failed: ${failures[0]}`);
-
-  // Sequential series; each alternates with its baseline so load drift touches both alike.
-  const samples = { python: [] as number[], node: [] as number[], execute: [] as number[], tool: [] as number[] };
+  // The series, measured round-robin (one sample of each per round) so that drift in machine
+  // load touches them all alike. `metered: false` calls do not count towards /api/usage.
+  const series: Array<{ label: string; call: () => Promise<void>; metered: boolean; samples: number[] }> = [
+    { label: 'execute (Python → hello), code mode', call: () => execute(codeClient), metered: true, samples: [] },
+    { label: 'execute, v1 SDK (2025 protocol, session)', call: () => execute(legacyClient), metered: true, samples: [] },
+    { label: 'utils__hello (Python), tool mode', call: () => toolCall(toolClient), metered: true, samples: [] },
+    { label: '_env_status (no sandbox, not metered)', call: () => envStatus(toolClient), metered: false, samples: [] },
+  ];
+  const baselines = { python: [] as number[], node: [] as number[] };
   const push = (into: number[], ms: number | undefined) => ms !== undefined && into.push(ms);
-  for (let i = 0; i < runs; i++) {
-    samples.python.push(await barePython());
-    push(samples.execute, await timed(() => execute(codeClient)));
-  }
-  for (let i = 0; i < runs; i++) {
-    samples.node.push(await bareNode());
-    push(samples.tool, await timed(() => toolCall(toolClient)));
-  }
-  await codeClient.close();
-  await toolClient.close();
+  const round = async (record: boolean) => {
+    const python = await barePython();
+    const node = await bareNode();
+    if (record) {
+      baselines.python.push(python);
+      baselines.node.push(node);
+    }
+    for (const s of series) {
+      const ms = await timed(s.call, s.metered);
+      if (record) push(s.samples, ms);
+    }
+  };
+  // Warm-up: page cache, the generated functions package, JIT, pooled connections.
+  for (let i = 0; i < 5; i++) await round(false);
+  if (failures.length > 0) throw new Error(`warm-up failed: ${failures[0]}`);
+  for (let i = 0; i < runs; i++) await round(true);
+  await Promise.all([codeClient.close(), legacyClient.close(), toolClient.close()]);
 
   // Throughput: C clients, each its own session, calling execute back to back for S seconds.
   const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(`${server.url}/mcp/run/${ns}`, account.key)));
   const failuresBefore = failures.length;
   const loadLatencies: number[] = [];
+  const cpuBefore = cpuNow();
   const loadStarted = performance.now();
   const deadline = loadStarted + seconds * 1000;
   await Promise.all(
@@ -155,34 +290,83 @@ try {
     }),
   );
   const loadElapsed = performance.now() - loadStarted;
+  const cpuAfter = cpuNow();
   const loadErrors = failures.length - failuresBefore;
   await Promise.all(loadClients.map((client) => client.close()));
 
   const usageResponse = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
   const usage = (await usageResponse.json()) as { executions?: number };
-  const quotaExact = usageResponse.ok && usage.executions === successfulCalls;
+  const countedCalls = successfulCalls;
+  const quotaExact = usageResponse.ok && usage.executions === countedCalls;
+
+  // Profile: sequential executes with the spans switched on (after the usage check, so these
+  // calls are not part of it).
+  const profileRuns = 10;
+  const profileClient = await connect(`${server.url}/mcp/run/${ns}`, account.key);
+  await timed(() => execute(profileClient));
+  profiling = true;
+  const profileWall: number[] = [];
+  for (let i = 0; i < profileRuns; i++) {
+    sqlOfCall = [];
+    push(profileWall, await timed(() => execute(profileClient)));
+  }
+  profiling = false;
+  await profileClient.close();
 
   // -------------------------------------------------------------------------------------------
   const ms = (value: number) => `${value.toFixed(1)} ms`;
-  const pythonBare = median(samples.python);
+  const pythonBare = median(baselines.python);
+  const ratio = (value: number) => `${(value / pythonBare).toFixed(2)}×`;
   const rows: Array<[string, string, string, string, string]> = [
     ['series', 'n', 'median', 'p99', 'ratio to bare python3'],
-    ['bare /usr/bin/python3 -c pass', String(samples.python.length), ms(pythonBare), ms(p99(samples.python)), '1.00×'],
-    ['bare node -e 0', String(samples.node.length), ms(median(samples.node)), ms(p99(samples.node)), `${(median(samples.node) / pythonBare).toFixed(2)}×`],
+    ['bare /usr/bin/python3 -c pass', String(baselines.python.length), ms(pythonBare), ms(p99(baselines.python)), ratio(pythonBare)],
+    ['bare node -e 0', String(baselines.node.length), ms(median(baselines.node)), ms(p99(baselines.node)), ratio(median(baselines.node))],
   ];
-  if (samples.execute.length > 0) rows.push(['execute (Python → hello), code mode', String(samples.execute.length), ms(median(samples.execute)), ms(p99(samples.execute)), `${(median(samples.execute) / pythonBare).toFixed(2)}×`]);
-  if (samples.tool.length > 0) rows.push(['utils__hello (Python), tool mode', String(samples.tool.length), ms(median(samples.tool)), ms(p99(samples.tool)), `${(median(samples.tool) / pythonBare).toFixed(2)}×`]);
-  if (loadLatencies.length > 0) rows.push([`execute under ${clients} concurrent clients`, String(loadLatencies.length), ms(median(loadLatencies)), ms(p99(loadLatencies)), `${(median(loadLatencies) / pythonBare).toFixed(2)}×`]);
+  for (const s of series) if (s.samples.length > 0) rows.push([s.label, String(s.samples.length), ms(median(s.samples)), ms(p99(s.samples)), ratio(median(s.samples))]);
+  if (loadLatencies.length > 0) rows.push([`execute under ${clients} concurrent clients`, String(loadLatencies.length), ms(median(loadLatencies)), ms(p99(loadLatencies)), ratio(median(loadLatencies))]);
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
   const line = (row: string[]) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
 
-  console.log(`run bench: MCP Streamable HTTP, one server in-process (PGlite), ${runs} sequential calls per series after warm-up (${new Date().toISOString()})`);
+  console.log(`run bench: MCP Streamable HTTP, one server in-process (${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}), ${runs} calls per series, round-robin, after warm-up (${new Date().toISOString()})`);
   console.log(line(rows[0]!));
   console.log(widths.map((width) => '-'.repeat(width)).join('  '));
   for (const row of rows.slice(1)) console.log(line(row));
   console.log('');
   console.log(`throughput: ${clients} concurrent clients, ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`);
-  console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usageResponse.status}`}, successful calls in this run = ${successfulCalls})`);
+  console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usageResponse.status}`}, successful calls until then = ${countedCalls})`);
+  const perExecution = (value: number) => (loadLatencies.length > 0 ? value / loadLatencies.length : 0);
+  console.log(
+    `cpu per execution under load: ${perExecution(cpuAfter.self - cpuBefore.self).toFixed(1)} ms in this process (server, PGlite, SDK clients), ` +
+      `${perExecution(cpuAfter.children - cpuBefore.children).toFixed(1)} ms in sandbox processes; ${(((cpuAfter.self - cpuBefore.self + cpuAfter.children - cpuBefore.children) / loadElapsed) * 100).toFixed(0)}% of one core busy (of ${availableParallelism()})`,
+  );
+  console.log('');
+  const wallMean = profileWall.reduce((a, b) => a + b, 0) / Math.max(1, profileWall.length);
+  console.log(`where time goes: ${profileWall.length} sequential executes, mean per call (client wall ${ms(wallMean)}, median ${ms(median(profileWall))})`);
+  const per = (label: string) => (spans.get(label)?.ms ?? 0) / Math.max(1, profileWall.length);
+  const times = (label: string) => `${((spans.get(label)?.count ?? 0) / Math.max(1, profileWall.length)).toFixed(0)}×`;
+  const inside = ['package', 'sandbox', 'settle', 'record'].reduce((sum, label) => sum + per(label), 0);
+  const serverSpans = ['auth', 'functions', 'admit', 'execute'].reduce((sum, label) => sum + per(label), 0);
+  const profileRows: Array<[string, number, string]> = [
+    ['authenticate key (cached verification, 1 query)', per('auth'), times('auth')],
+    ['namespace + active functions (catalog)', per('functions'), times('functions')],
+    ['admit (metering transaction)', per('admit'), times('admit')],
+    ['RunService.execute, in all', per('execute'), times('execute')],
+    ['  functions package (content-addressed cache)', per('package'), times('package')],
+    ['  sandbox.run (Python; the bridge call inside)', per('sandbox'), times('sandbox')],
+    ['  settle (metering transaction)', per('settle'), times('settle')],
+    ['  record execution', per('record'), times('record')],
+    ['  rest: namespace lookup, secret scan, glue', per('execute') - inside, ''],
+    ['server, outside these: HTTP, MCP SDK server, JSON', per('http') - serverSpans, ''],
+    ['client: MCP SDK client, fetch, loopback', wallMean - per('http'), ''],
+    ['(server-side HTTP requests per execute, in all)', per('http'), times('http')],
+    ['namespace lookups (in catalog and execute above)', per('namespace'), times('namespace')],
+    ['database statements (PGlite: on the event loop)', per('db'), times('db')],
+    ['waiting for the PGlite connection mutex', per('db wait'), times('db wait')],
+    [`spawn(), synchronous part (server RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`, per('spawn'), times('spawn')],
+  ];
+  for (const [label, value, count] of profileRows) console.log(`  ${label.padEnd(50)} ${ms(value).padStart(9)}  ${count}`);
+  console.log(`  database statements of one execute (${sqlOfCall.length}):`);
+  for (const statement of sqlOfCall) console.log(`    ${statement}`);
   if (failures.length > 0) {
     console.log(`errors: ${failures.length}; first: ${failures[0]}`);
     exitCode = 1;
