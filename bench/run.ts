@@ -42,6 +42,8 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '41' },
     clients: { type: 'string', default: '15' },
     seconds: { type: 'string', default: '10' },
+    // Internal: this file run as the throughput phase's client process (see loadClientProcess).
+    'load-clients': { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -225,6 +227,92 @@ function cpuNow(): { self: number; children: number } {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Throughput clients live in a child process of their own, so that their SDK work does not share
+// (and inflate) the server's event loop, as with real remote clients. Protocol on stdio: the child
+// connects its clients and prints `ready`; on `go` it calls execute back to back for the given
+// seconds, then prints one JSON line of results. The key travels in the environment, not argv.
+
+interface LoadResult {
+  latencies: number[];
+  errors: number;
+  firstError?: string;
+  cpuMs: number;
+  elapsedMs: number;
+}
+
+async function loadClientMain(url: string): Promise<never> {
+  const key = process.env.MCPWORKS_BENCH_KEY ?? '';
+  const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(url, key)));
+  process.stdout.write('ready\n');
+  await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
+  const latencies: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  await Promise.all(
+    loadClients.map(async (client) => {
+      while (performance.now() < deadline) {
+        const callStarted = performance.now();
+        try {
+          await execute(client);
+          latencies.push(performance.now() - callStarted);
+        } catch (error) {
+          errors++;
+          firstError ??= (error as Error).message;
+        }
+      }
+    }),
+  );
+  const elapsedMs = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
+  const result: LoadResult = { latencies, errors, cpuMs: (cpu.user + cpu.system) / 1000, elapsedMs, ...(firstError ? { firstError } : {}) };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  await Promise.all(loadClients.map((client) => client.close()));
+  process.exit(0);
+}
+
+/** Starts the client process and resolves once its clients are connected; `go()` runs the load. */
+async function loadClientProcess(url: string, key: string): Promise<{ go(): Promise<LoadResult> }> {
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '--load-clients', url, '--clients', String(clients), '--seconds', String(seconds)], {
+    env: { ...process.env, MCPWORKS_BENCH_KEY: key },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines: string[] = [];
+  let buffered = '';
+  let waiting: (() => void) | undefined;
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    for (let newline = buffered.indexOf('\n'); newline >= 0; newline = buffered.indexOf('\n')) {
+      lines.push(buffered.slice(0, newline));
+      buffered = buffered.slice(newline + 1);
+    }
+    waiting?.();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const nextLine = async (): Promise<string> => {
+    while (lines.length === 0) {
+      const more = new Promise<void>((resolve) => (waiting = resolve));
+      const code = await Promise.race([more.then(() => undefined), exited]);
+      if (code !== undefined && lines.length === 0) throw new Error(`load client process exited (${code}) early`);
+    }
+    return lines.shift()!;
+  };
+  if ((await nextLine()) !== 'ready') throw new Error('load client process did not get ready');
+  return {
+    async go() {
+      child.stdin.end('go\n');
+      const result = JSON.parse(await nextLine()) as LoadResult;
+      await exited;
+      return result;
+    },
+  };
+}
+
+if (values['load-clients']) await loadClientMain(values['load-clients']);
+
+// ---------------------------------------------------------------------------------------------
 // Setup
 
 const server = await startTestServer({
@@ -277,22 +365,16 @@ try {
   for (let i = 0; i < runs; i++) await round(true);
   await Promise.all([codeClient.close(), legacyClient.close(), toolClient.close()]);
 
-  // Throughput: C clients, each its own session, calling execute back to back for S seconds.
-  const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(`${server.url}/mcp/run/${ns}`, account.key)));
-  const failuresBefore = failures.length;
-  const loadLatencies: number[] = [];
+  // Throughput: C clients (each its own SDK client and session, in a separate client process)
+  // calling execute back to back for S seconds.
+  const load = await loadClientProcess(`${server.url}/mcp/run/${ns}`, account.key);
   const cpuBefore = cpuNow();
-  const loadStarted = performance.now();
-  const deadline = loadStarted + seconds * 1000;
-  await Promise.all(
-    loadClients.map(async (client) => {
-      while (performance.now() < deadline) push(loadLatencies, await timed(() => execute(client)));
-    }),
-  );
-  const loadElapsed = performance.now() - loadStarted;
+  const loadResult = await load.go();
   const cpuAfter = cpuNow();
-  const loadErrors = failures.length - failuresBefore;
-  await Promise.all(loadClients.map((client) => client.close()));
+  const loadLatencies = loadResult.latencies;
+  const loadElapsed = loadResult.elapsedMs;
+  const loadErrors = loadResult.errors;
+  successfulCalls += loadLatencies.length;
 
   const usageResponse = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
   const usage = (await usageResponse.json()) as { executions?: number };
@@ -332,12 +414,15 @@ try {
   console.log(widths.map((width) => '-'.repeat(width)).join('  '));
   for (const row of rows.slice(1)) console.log(line(row));
   console.log('');
-  console.log(`throughput: ${clients} concurrent clients, ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`);
+  console.log(`throughput: ${clients} concurrent clients (separate process), ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`);
   console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usageResponse.status}`}, successful calls until then = ${countedCalls})`);
   const perExecution = (value: number) => (loadLatencies.length > 0 ? value / loadLatencies.length : 0);
+  const serverCpu = cpuAfter.self - cpuBefore.self;
+  const sandboxCpu = cpuAfter.children - cpuBefore.children;
   console.log(
-    `cpu per execution under load: ${perExecution(cpuAfter.self - cpuBefore.self).toFixed(1)} ms in this process (server, PGlite, SDK clients), ` +
-      `${perExecution(cpuAfter.children - cpuBefore.children).toFixed(1)} ms in sandbox processes; ${(((cpuAfter.self - cpuBefore.self + cpuAfter.children - cpuBefore.children) / loadElapsed) * 100).toFixed(0)}% of one core busy (of ${availableParallelism()})`,
+    `cpu per execution under load: server process ${perExecution(serverCpu).toFixed(1)} ms (HTTP, MCP, PGlite, spawning), sandboxes ${perExecution(sandboxCpu).toFixed(1)} ms, ` +
+      `client process ${perExecution(loadResult.cpuMs).toFixed(1)} ms; busy: server ${((serverCpu / loadElapsed) * 100).toFixed(0)}%, ` +
+      `sandboxes ${((sandboxCpu / loadElapsed) * 100).toFixed(0)}%, clients ${((loadResult.cpuMs / loadElapsed) * 100).toFixed(0)}% of one core (${availableParallelism()} cores)`,
   );
   console.log('');
   const wallMean = profileWall.reduce((a, b) => a + b, 0) / Math.max(1, profileWall.length);
@@ -367,8 +452,9 @@ try {
   for (const [label, value, count] of profileRows) console.log(`  ${label.padEnd(50)} ${ms(value).padStart(9)}  ${count}`);
   console.log(`  database statements of one execute (${sqlOfCall.length}):`);
   for (const statement of sqlOfCall) console.log(`    ${statement}`);
-  if (failures.length > 0) {
-    console.log(`errors: ${failures.length}; first: ${failures[0]}`);
+  const errorCount = failures.length + loadErrors;
+  if (errorCount > 0) {
+    console.log(`errors: ${errorCount}; first: ${failures[0] ?? loadResult.firstError}`);
     exitCode = 1;
   }
   if (!quotaExact) exitCode = 1;
