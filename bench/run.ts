@@ -367,6 +367,10 @@ try {
 
   // Throughput: C clients (each its own SDK client and session, in a separate client process)
   // calling execute back to back for S seconds.
+  // CPU of the baseline itself, to compare with the sandboxes' CPU per execution below.
+  const bareCpuBefore = cpuNow();
+  for (let i = 0; i < 20; i++) await barePython();
+  const barePythonCpu = (cpuNow().children - bareCpuBefore.children) / 20;
   const load = await loadClientProcess(`${server.url}/mcp/run/${ns}`, account.key);
   const cpuBefore = cpuNow();
   const loadResult = await load.go();
@@ -421,7 +425,7 @@ try {
   const sandboxCpu = cpuAfter.children - cpuBefore.children;
   console.log(
     `cpu per execution under load: server process ${perExecution(serverCpu).toFixed(1)} ms (HTTP, MCP, PGlite, spawning), sandboxes ${perExecution(sandboxCpu).toFixed(1)} ms, ` +
-      `client process ${perExecution(loadResult.cpuMs).toFixed(1)} ms; busy: server ${((serverCpu / loadElapsed) * 100).toFixed(0)}%, ` +
+      `client process ${perExecution(loadResult.cpuMs).toFixed(1)} ms (bare python3 -c pass: ${barePythonCpu.toFixed(1)} ms); busy: server ${((serverCpu / loadElapsed) * 100).toFixed(0)}%, ` +
       `sandboxes ${((sandboxCpu / loadElapsed) * 100).toFixed(0)}%, clients ${((loadResult.cpuMs / loadElapsed) * 100).toFixed(0)}% of one core (${availableParallelism()} cores)`,
   );
   console.log('');
