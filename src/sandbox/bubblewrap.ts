@@ -24,7 +24,7 @@ import { LauncherPool, type Launcher } from './launcher-pool.js';
 import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
 import { checkAgainstSchema } from './schema.js';
 import { transpileTypescript } from './transpile.js';
-import { attachNetwork, type NetworkAttachment } from './network.js';
+import { attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 
 const MB = 1024 * 1024;
 /** The user and group the function sees inside its namespace. */
@@ -83,6 +83,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (!existsSync(path)) throw new SandboxUnavailableError(`${what} not found at ${path}: run \`make setup\``);
   }
   const network = options.network ?? networkFromEnvironment();
+  if (network && !networkAvailable()) {
+    throw new SandboxUnavailableError('MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed');
+  }
   const isRoot = process.getuid?.() === 0;
   const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: 65534 }) : null;
   const cgroups: CgroupSupport = isRoot ? detectCgroupSupport() : { memory: null, pids: null };
@@ -127,7 +130,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       // V8 stops at a heap limit below the cgroup's, so most JS exhaustion is a clean, reportable error.
       const heapMb = Math.max(64, Math.floor(limits.memoryMb * 0.75));
       // --use-openssl-ca: trust the host's CA store (/etc/ssl), as Python's ssl does.
-      command = [nodeBinary, `--max-old-space-size=${heapMb}`, '--disable-proto=throw', '--use-openssl-ca', '/sandbox/runner.cjs'];
+      command = [nodeBinary, `--max-old-space-size=${heapMb}`, '--use-openssl-ca', '/sandbox/runner.cjs'];
     }
     // Parents before children, so a mount inside another mount lands on top of it.
     for (const mount of [...(request.mounts ?? [])].sort((a, b) => a.target.length - b.target.length)) {
@@ -314,7 +317,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const status = run.exit.code ?? -1;
     const hostSide = /^(bwrap|mcpworks-sandbox-helper): /m.exec(stderrText);
     if (hostSide && status !== 0 && run.stdout.byteLength === 0) {
-      log(`sandbox failed to start: ${stderrText.slice(0, 2000)}`);
+      // Only the platform's own lines: the rest of stderr is the function's and may hold its secrets.
+      const platformLines = stderrText.split('\n').filter((line) => /^(bwrap|mcpworks-sandbox-helper): /.test(line));
+      log(`sandbox failed to start: ${platformLines.join(' | ').slice(0, 2000)}`);
       return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox could not start', stderr: '' }, '', started);
     }
     // bubblewrap reports a child killed by signal N as status 128+N.

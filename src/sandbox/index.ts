@@ -12,6 +12,7 @@ export type {
 } from '../core/sandbox.js';
 export { SANDBOX_ERROR_TYPES, sandboxLimitsFor, LOG_CAP_BYTES, isSandboxLanguage } from '../core/sandbox.js';
 export { createBubblewrapSandbox, networkFromEnvironment, SandboxUnavailableError, type BubblewrapSandboxOptions } from './bubblewrap.js';
+export { networkAvailable } from './network.js';
 export {
   prepareTypescriptDependencies,
   dependencyKey,
