@@ -391,12 +391,14 @@ try {
   const profileClient = await connect(`${server.url}/mcp/run/${ns}`, account.key);
   await timed(() => execute(profileClient));
   profiling = true;
+  const profileCpuBefore = cpuNow();
   const profileWall: number[] = [];
   for (let i = 0; i < profileRuns; i++) {
     sqlOfCall = [];
     push(profileWall, await timed(() => execute(profileClient)));
   }
   profiling = false;
+  const profileCpuAfter = cpuNow();
   await profileClient.close();
 
   // -------------------------------------------------------------------------------------------
@@ -446,11 +448,13 @@ try {
     ['  record execution', per('record'), times('record')],
     ['  rest: namespace lookup, secret scan, glue', per('execute') - inside, ''],
     ['server, outside these: HTTP, MCP SDK server, JSON', per('http') - serverSpans, ''],
-    ['client: MCP SDK client, fetch, loopback', wallMean - per('http'), ''],
+    ['client: SDK, fetch; shared loop busy after reply', wallMean - per('http'), ''],
     ['(server-side HTTP requests per execute, in all)', per('http'), times('http')],
     ['namespace lookups (in catalog and execute above)', per('namespace'), times('namespace')],
     ['database statements (PGlite: on the event loop)', per('db'), times('db')],
     ['waiting for the PGlite connection mutex', per('db wait'), times('db wait')],
+    ['CPU: this process (server and the one client)', (profileCpuAfter.self - profileCpuBefore.self) / Math.max(1, profileWall.length), ''],
+    ['CPU: sandbox processes (helper, bwrap, python3)', (profileCpuAfter.children - profileCpuBefore.children) / Math.max(1, profileWall.length), ''],
     [`spawn(), synchronous part (server RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`, per('spawn'), times('spawn')],
   ];
   for (const [label, value, count] of profileRows) console.log(`  ${label.padEnd(50)} ${ms(value).padStart(9)}  ${count}`);
