@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { isAbsolute, join } from 'node:path';
@@ -468,7 +468,12 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
  * tree or the data directory may not be).
  */
 function prepareRuntimeDir(paths: HostPaths, network: boolean): string {
-  const dir = mkdtempSync(join(tmpdir(), 'mcpworks-sandbox-'));
+  // Directories of servers that ended without close(): named by their pid, gone with it.
+  for (const entry of readdirSync(tmpdir())) {
+    const owner = /^mcpworks-sandbox-(\d+)-/.exec(entry);
+    if (owner && !existsSync(`/proc/${owner[1]}`)) rmSync(join(tmpdir(), entry), { recursive: true, force: true });
+  }
+  const dir = mkdtempSync(join(tmpdir(), `mcpworks-sandbox-${process.pid}-`));
   chmodSync(dir, 0o755);
   const bin = join(dir, 'bin');
   const etc = join(dir, 'etc');
