@@ -402,7 +402,7 @@ try {
   await profileClient.close();
 
   // -------------------------------------------------------------------------------------------
-  const ms = (value: number) => `${value.toFixed(1)} ms`;
+  const ms = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? '—' : `${value.toFixed(1)} ms`);
   const pythonBare = median(baselines.python);
   const ratio = (value: number) => `${(value / pythonBare).toFixed(2)}×`;
   const rows: Array<[string, string, string, string, string]> = [
@@ -422,6 +422,11 @@ try {
   console.log('');
   console.log(`throughput: ${clients} concurrent clients (separate process), ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`);
   console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usageResponse.status}`}, successful calls until then = ${countedCalls})`);
+  const errorCount = failures.length + loadErrors;
+  if (errorCount > 0) {
+    console.log(`errors: ${errorCount}; first: ${failures[0] ?? loadResult.firstError}`);
+    exitCode = 1;
+  }
   const perExecution = (value: number) => (loadLatencies.length > 0 ? value / loadLatencies.length : 0);
   const serverCpu = cpuAfter.self - cpuBefore.self;
   const sandboxCpu = cpuAfter.children - cpuBefore.children;
@@ -460,11 +465,6 @@ try {
   for (const [label, value, count] of profileRows) console.log(`  ${label.padEnd(50)} ${ms(value).padStart(9)}  ${count}`);
   console.log(`  database statements of one execute (${sqlOfCall.length}):`);
   for (const statement of sqlOfCall) console.log(`    ${statement}`);
-  const errorCount = failures.length + loadErrors;
-  if (errorCount > 0) {
-    console.log(`errors: ${errorCount}; first: ${failures[0] ?? loadResult.firstError}`);
-    exitCode = 1;
-  }
   if (!quotaExact) exitCode = 1;
 } catch (error) {
   console.error(`bench failed: ${(error as Error).stack ?? error}`);
