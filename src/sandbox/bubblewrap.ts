@@ -440,6 +440,9 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
     '--dir',
     '/dev',
     ...['null', 'zero', 'full', 'random', 'urandom'].flatMap((name) => ['--dev-bind', `/dev/${name}`, `/dev/${name}`]),
+    // Sized: without a memory cgroup, tmpfs pages escape RLIMIT_AS.
+    '--size',
+    String(64 * MB),
     '--perms',
     '1777',
     '--tmpfs',

@@ -223,20 +223,21 @@ result = {"children": children, "error": error}
 
   it('fill the disk → the private tmpfs fills, the host disk does not', async () => {
     const code = `${tryBlock}
-def fill():
+def fill(where="/tmp"):
     index = 0
     while True:
-        with open(f"/tmp/fill-{index}", "wb") as handle:
+        with open(f"{where}/fill-{index}", "wb") as handle:
             for _ in range(16):
                 handle.write(b"\\0" * (1 << 20))
         index += 1
 big = attempt(lambda: open("/tmp/one-big-file", "wb").write(b"\\0" * (80 << 20)))
 os.remove("/tmp/one-big-file") if os.path.exists("/tmp/one-big-file") else None
-result = [big, attempt(fill)]
+result = [big, attempt(fill), attempt(lambda: fill("/dev/shm"))]
 `;
-    const [big, fill] = resultOf(await py(code));
+    const [big, fill, shm] = resultOf(await py(code));
     assert.equal(big, 'OSError EFBIG');
     assert.equal(fill, 'OSError ENOSPC');
+    assert.equal(shm, 'OSError ENOSPC');
   });
 
   it('ptrace → denied by seccomp', async () => {
