@@ -8,7 +8,7 @@ out=.build/mcpworks-sandbox-helper
 bpf=.build/seccomp.bpf
 mkdir -p .build
 if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
-  gcc -O2 -Wall -Wextra -Werror -o "$out.tmp" "$src" -lseccomp
+  gcc -O2 -Wall -Wextra -o "$out.tmp" "$src" -lseccomp
   mv "$out.tmp" "$out"
 fi
 if [ ! -s "$bpf" ] || [ "$out" -nt "$bpf" ]; then
