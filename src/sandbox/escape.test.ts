@@ -295,6 +295,24 @@ result = {
     for (const [name, [rc, error]] of Object.entries(results)) assert.deepEqual([name, rc, error], [name, -1, 'EPERM']);
   });
 
+  it('a 32-bit system call (int 0x80), which would dodge the rules → the process is killed', async () => {
+    const code = `import ctypes, mmap
+# mov eax, 20 (getpid on i386); int 0x80; ret
+machine = b"\\xb8\\x14\\x00\\x00\\x00\\xcd\\x80\\xc3"
+page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(machine)
+address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+print("calling", flush=True)
+result = ctypes.CFUNCTYPE(ctypes.c_int)(address)()
+`;
+    const outcome = await py(code);
+    assert.equal(outcome.ok, false, JSON.stringify(outcome));
+    const failure = outcome as { error: { type: string; message: string }; stdout: string };
+    assert.equal(failure.stdout, 'calling\n');
+    assert.equal(failure.error.type, 'ProcessExitError');
+    assert.match(failure.error.message, /signal 31/);
+  });
+
   it('raise privileges → no capabilities, no_new_privs, setuid fails, seccomp on', async () => {
     const code = `${tryBlock}
 import subprocess
