@@ -324,6 +324,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
     // bubblewrap reports a child killed by signal N as status 128+N.
     if (status === 128 + 24) return fail(SANDBOX_ERROR_TYPES.timeout, `the function used more than ${limits.cpuSeconds} s of CPU time and was stopped`);
+    if (status === 128 + 31) return fail(SANDBOX_ERROR_TYPES.exited, 'the function made a system call the sandbox forbids (SIGSYS) and was stopped');
     if (status === 128 + 25) return fail(SANDBOX_ERROR_TYPES.exited, `the function wrote a file larger than ${limits.maxFileBytes} bytes and was stopped`);
     if (status === 128 + 9 && !cgroups.memory) {
       return fail(SANDBOX_ERROR_TYPES.exited, 'the function was killed (SIGKILL), possibly for exceeding its memory');
