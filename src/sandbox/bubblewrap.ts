@@ -51,6 +51,8 @@ export interface BubblewrapSandboxOptions {
   log?: (message: string) => void;
   /** Launchers kept pre-started (cgroups already joined); default 2, 0 turns it off. */
   launcherPool?: number;
+  /** false: limit memory and processes with rlimits only, as on hosts without usable cgroups. */
+  cgroups?: boolean;
 }
 
 interface LauncherExit {
@@ -88,7 +90,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   }
   const isRoot = process.getuid?.() === 0;
   const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: 65534 }) : null;
-  const cgroups: CgroupSupport = isRoot ? detectCgroupSupport() : { memory: null, pids: null };
+  const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? detectCgroupSupport() : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const runtimeDir = prepareRuntimeDir(paths, network);
   const nodeBinary = realpathSync(paths.node);
