@@ -25,6 +25,7 @@ import http from 'node:http';
 import { syncBuiltinESMExports } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import { applyTierOverrides } from '../src/core/tiers.js';
 import { RunService } from '../src/run/run-service.js';
 import { FunctionsPackageBuilder } from '../src/run/functions-package.js';
@@ -191,6 +192,19 @@ PGlitePool.prototype.connect = async function (this: PGlitePool) {
     }
   };
   return client;
+};
+
+// The same on PostgreSQL (node-postgres; Kysely calls query(text, values) and awaits a promise).
+const originalPgQuery = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+(pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }).query = function (this: pg.Client, ...args: unknown[]) {
+  const result = originalPgQuery.apply(this, args);
+  if (!profiling || typeof args[0] !== 'string' || !(result instanceof Promise)) return result;
+  const started = performance.now();
+  const text = args[0];
+  return result.finally(() => {
+    addSpan('db', performance.now() - started);
+    sqlOfCall.push(text.replace(/\s+/g, ' ').slice(0, 96));
+  });
 };
 
 // Server side of each HTTP request: from Node's 'request' event until the response is flushed.
@@ -419,6 +433,7 @@ try {
   console.log(line(rows[0]!));
   console.log(widths.map((width) => '-'.repeat(width)).join('  '));
   for (const row of rows.slice(1)) console.log(line(row));
+  console.log('p99 is nearest-rank: with fewer than 100 samples it is the slowest one.');
   console.log('');
   console.log(`throughput: ${clients} concurrent clients (separate process), ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`);
   console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usageResponse.status}`}, successful calls until then = ${countedCalls})`);
@@ -431,7 +446,7 @@ try {
   const serverCpu = cpuAfter.self - cpuBefore.self;
   const sandboxCpu = cpuAfter.children - cpuBefore.children;
   console.log(
-    `cpu per execution under load: server process ${perExecution(serverCpu).toFixed(1)} ms (HTTP, MCP, PGlite, spawning), sandboxes ${perExecution(sandboxCpu).toFixed(1)} ms, ` +
+    `cpu per execution under load: server process ${perExecution(serverCpu).toFixed(1)} ms (HTTP, MCP, ${server.databaseUrl ? 'pg client' : 'PGlite'}, spawning), sandboxes ${perExecution(sandboxCpu).toFixed(1)} ms, ` +
       `client process ${perExecution(loadResult.cpuMs).toFixed(1)} ms (bare python3 -c pass: ${barePythonCpu.toFixed(1)} ms); busy: server ${((serverCpu / loadElapsed) * 100).toFixed(0)}%, ` +
       `sandboxes ${((sandboxCpu / loadElapsed) * 100).toFixed(0)}%, clients ${((loadResult.cpuMs / loadElapsed) * 100).toFixed(0)}% of one core (${availableParallelism()} cores)`,
   );
@@ -456,8 +471,8 @@ try {
     ['client: SDK, fetch; shared loop busy after reply', wallMean - per('http'), ''],
     ['(server-side HTTP requests per execute, in all)', per('http'), times('http')],
     ['namespace lookups (in catalog and execute above)', per('namespace'), times('namespace')],
-    ['database statements (PGlite: on the event loop)', per('db'), times('db')],
-    ['waiting for the PGlite connection mutex', per('db wait'), times('db wait')],
+    [server.databaseUrl ? 'database statements (PostgreSQL round trips)' : 'database statements (PGlite: on the event loop)', per('db'), times('db')],
+    ...(server.databaseUrl ? [] : [['waiting for the PGlite connection mutex', per('db wait'), times('db wait')] as [string, number, string]]),
     ['CPU: this process (server and the one client)', (profileCpuAfter.self - profileCpuBefore.self) / Math.max(1, profileWall.length), ''],
     ['CPU: sandbox processes (helper, bwrap, python3)', (profileCpuAfter.children - profileCpuBefore.children) / Math.max(1, profileWall.length), ''],
     [`spawn(), synchronous part (server RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`, per('spawn'), times('spawn')],
