@@ -1,7 +1,7 @@
 /**
  * Run-endpoint latency and throughput over MCP Streamable HTTP (issue 5).
  *
- * Starts the real server in-process (embedded PGlite, tier limits lifted so nothing is throttled),
+ * Starts the real server in-process (embedded PGlite; tier limits lifted so nothing is throttled),
  * makes a namespace with `utils.hello` (the hello-world template) and measures, in one run:
  *   - bare `/usr/bin/python3 -c pass` and `node -e 0` (same spawn path), the baselines;
  *   - `execute` in code mode, Python calling one function, from one connected SDK client:
@@ -379,12 +379,13 @@ try {
   for (let i = 0; i < runs; i++) await round(true);
   await Promise.all([codeClient.close(), legacyClient.close(), toolClient.close()]);
 
-  // Throughput: C clients (each its own SDK client and session, in a separate client process)
-  // calling execute back to back for S seconds.
   // CPU of the baseline itself, to compare with the sandboxes' CPU per execution below.
   const bareCpuBefore = cpuNow();
   for (let i = 0; i < 20; i++) await barePython();
   const barePythonCpu = (cpuNow().children - bareCpuBefore.children) / 20;
+
+  // Throughput: C clients (each its own SDK client and session, in a separate client process)
+  // calling execute back to back for S seconds.
   const load = await loadClientProcess(`${server.url}/mcp/run/${ns}`, account.key);
   const cpuBefore = cpuNow();
   const loadResult = await load.go();
