@@ -201,6 +201,11 @@ describe('typed failures', () => {
     expectError(await run('typescript', buffers), 'MemoryError');
   });
 
+  it('sys.exit() ends a Python function early but successfully; sys.exit(3) is a SystemExit error', async () => {
+    assert.equal(expectOk(await run('python', 'import sys\nresult = "set before exit"\nsys.exit()\nresult = "never"\n')).result, 'set before exit');
+    assert.equal(expectError(await run('python', 'import sys\nsys.exit(3)\n'), 'SystemExit').message, '3');
+  });
+
   it('os._exit and process.exit without a result → ProcessExitError', async () => {
     const error = expectError(await run('python', 'import os\nprint("bye")\nos._exit(3)\n'), 'ProcessExitError');
     assert.match(error.message, /status 3/);

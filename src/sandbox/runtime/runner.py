@@ -77,7 +77,8 @@ def _install_bridge(writer, reader):
 
 def main():
     global _source
-    writer = os.fdopen(3, "w", encoding="utf-8")
+    # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
+    writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
     request = _loads(sys.stdin.buffer.read().decode("utf-8"))
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
@@ -115,20 +116,25 @@ def main():
     namespace = module.__dict__
     del request
     try:
-        exec(code, namespace)
         produced = None
-        entry = None if script else namespace.get("main")
-        if callable(entry):
-            argcount = getattr(getattr(entry, "__code__", None), "co_argcount", 1)
-            produced = entry(namespace["input_data"]) if argcount else entry()
-            if hasattr(produced, "__await__"):
-                import asyncio
-                produced = asyncio.run(produced)
+        try:
+            exec(code, namespace)
+            entry = None if script else namespace.get("main")
+            if callable(entry):
+                argcount = getattr(getattr(entry, "__code__", None), "co_argcount", 1)
+                produced = entry(namespace["input_data"]) if argcount else entry()
+                if hasattr(produced, "__await__"):
+                    import asyncio
+                    produced = asyncio.run(produced)
+        except SystemExit as stop:
+            # sys.exit() / sys.exit(0) ends the code early but successfully, as it would a script.
+            if stop.code not in (None, 0):
+                raise
         if produced is None:
             produced = namespace.get("result")
         if produced is None:
             produced = namespace.get("output")
-    except BaseException as error:  # the user's own exception, including SystemExit and KeyboardInterrupt
+    except BaseException as error:  # the user's own exception, including SystemExit(n) and KeyboardInterrupt
         sys.stdout.flush()
         # Some exceptions carry no text (MemoryError(), StopIteration()); the class name still says what happened.
         answer(_failure(type(error).__name__, str(error) or type(error).__name__, _trimmed_traceback(error)))
@@ -139,7 +145,7 @@ def main():
     except (TypeError, ValueError, RecursionError) as error:
         answer(_failure("SerializationError", f"the result is not JSON-serialisable: {error}"))
         return
-    if len(encoded.encode("utf-8")) > max_result:
+    if len(encoded.encode("utf-8", "backslashreplace")) > max_result:
         answer(_failure("OutputSizeError", f"the result is larger than {max_result} bytes"))
         return
     sys.stdout.flush()
