@@ -5,10 +5,10 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
-import { isAbsolute, join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { invalid } from '../core/errors.js';
 import {
   SANDBOX_ERROR_TYPES,
@@ -92,7 +92,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: 65534 }) : null;
   const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? detectCgroupSupport() : { memory: null, pids: null };
   const log = options.log ?? (() => {});
-  const runtimeDir = prepareRuntimeDir(paths, network);
+  const runtimeDir = prepareRuntimeDir(paths, network, runtimeParent(sandboxUser !== null));
   const nodeBinary = realpathSync(paths.node);
   const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network);
   let closed = false;
@@ -473,13 +473,32 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
  * A private copy of the runner files and a minimal /etc, readable by the sandbox user (the source
  * tree or the data directory may not be).
  */
-function prepareRuntimeDir(paths: HostPaths, network: boolean): string {
-  // Directories of servers that ended without close(): named by their pid, gone with it.
-  for (const entry of readdirSync(tmpdir())) {
-    const owner = /^mcpworks-sandbox-(\d+)-/.exec(entry);
-    if (owner && !existsSync(`/proc/${owner[1]}`)) rmSync(join(tmpdir(), entry), { recursive: true, force: true });
+/** True when every directory from / down to `dir` lets other users pass (o+x). */
+function searchableByOthers(dir: string): boolean {
+  for (let current = resolve(dir); ; current = dirname(current)) {
+    try {
+      if ((statSync(current).mode & 0o001) === 0) return false;
+    } catch {
+      return false;
+    }
+    if (dirname(current) === current) return true;
   }
-  const dir = mkdtempSync(join(tmpdir(), `mcpworks-sandbox-${process.pid}-`));
+}
+
+/** Where the runtime files go: the temp dir, unless the sandbox user could not reach it there. */
+function runtimeParent(dropsPrivileges: boolean): string {
+  if (!dropsPrivileges || searchableByOthers(tmpdir())) return tmpdir();
+  if (searchableByOthers('/tmp')) return '/tmp';
+  throw new SandboxUnavailableError(`neither ${tmpdir()} nor /tmp can be reached by the sandbox user (chmod o+x)`);
+}
+
+function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): string {
+  // Directories of servers that ended without close(): named by their pid, gone with it.
+  for (const entry of readdirSync(parent)) {
+    const owner = /^mcpworks-sandbox-(\d+)-/.exec(entry);
+    if (owner && !existsSync(`/proc/${owner[1]}`)) rmSync(join(parent, entry), { recursive: true, force: true });
+  }
+  const dir = mkdtempSync(join(parent, `mcpworks-sandbox-${process.pid}-`));
   chmodSync(dir, 0o755);
   const bin = join(dir, 'bin');
   const etc = join(dir, 'etc');
