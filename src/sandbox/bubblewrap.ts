@@ -502,8 +502,11 @@ function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): 
   chmodSync(dir, 0o755);
   const bin = join(dir, 'bin');
   const etc = join(dir, 'etc');
-  mkdirSync(bin, { mode: 0o755 });
-  mkdirSync(etc, { mode: 0o755 });
+  // Modes are set with chmod throughout: the server's umask must not hide these from the sandbox user.
+  mkdirSync(bin);
+  mkdirSync(etc);
+  chmodSync(bin, 0o755);
+  chmodSync(etc, 0o755);
   for (const file of ['runner.py', 'runner.cjs']) {
     copyFileSync(join(paths.runtimeSource, file), join(bin, file));
     chmodSync(join(bin, file), 0o644);
@@ -524,11 +527,17 @@ function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): 
     // slirp4netns's built-in DNS forwarder; unused without network.
     'resolv.conf': network ? 'nameserver 10.0.2.3\n' : '',
   };
-  for (const [name, content] of Object.entries(files)) writeFileSync(join(etc, name), content, { mode: 0o644 });
+  for (const [name, content] of Object.entries(files)) {
+    writeFileSync(join(etc, name), content);
+    chmodSync(join(etc, name), 0o644);
+  }
   // Mount points for the host files bound over the read-only copy.
-  mkdirSync(join(etc, 'ssl'), { mode: 0o755 });
-  mkdirSync(join(etc, 'alternatives'), { mode: 0o755 });
-  writeFileSync(join(etc, 'matplotlibrc'), '', { mode: 0o644 });
+  for (const mountPoint of ['ssl', 'alternatives']) {
+    mkdirSync(join(etc, mountPoint));
+    chmodSync(join(etc, mountPoint), 0o755);
+  }
+  writeFileSync(join(etc, 'matplotlibrc'), '');
+  chmodSync(join(etc, 'matplotlibrc'), 0o644);
   if (existsSync('/usr/share/zoneinfo/Etc/UTC')) symlinkSync('/usr/share/zoneinfo/Etc/UTC', join(etc, 'localtime'));
   return dir;
 }

@@ -55,6 +55,19 @@ describe('TypeScript requirements', () => {
     assert.notEqual(first.key, dependencyKey(['is-odd@3.0.0']));
   });
 
+  it("a server with umask 077 still installs packages the sandbox user can read", async () => {
+    const previous = process.umask(0o077);
+    let prepared;
+    try {
+      prepared = await prepareTypescriptDependencies(['is-number@7.0.0'], cacheRoot);
+    } finally {
+      process.umask(previous);
+    }
+    const code = 'import isNumber from "is-number";\nexport default () => isNumber(5);\n';
+    const outcome = await sandbox.run({ language: 'typescript', code, input: {}, limits: sandboxLimitsFor(limitsFor('pro')), nodeModulesDir: prepared.dir! });
+    assert.deepEqual(outcome.ok && outcome.result, true, JSON.stringify(outcome));
+  });
+
   it('no requirements → no directory', async () => {
     assert.equal((await prepareTypescriptDependencies([], cacheRoot)).dir, null);
   });

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
 export type DependencyInstallErrorReason = 'invalid_requirement' | 'install_failed' | 'cache_unreadable';
@@ -102,6 +102,8 @@ export async function prepareTypescriptDependencies(
     writeFileSync(join(staging, 'package.json'), JSON.stringify({ name: 'mcpworks-function-dependencies', private: true, dependencies }, null, 2));
     await runNpm(options.npm ?? 'npm', staging, join(root, 'npm-cache'), options.timeoutMs ?? 5 * 60_000);
     if (!existsSync(join(staging, 'node_modules'))) mkdirSync(join(staging, 'node_modules'), { mode: 0o755 });
+    // Whatever the server's umask, the sandbox user must be able to read what runs import.
+    makeReadableByOthers(staging);
     writeFileSync(join(staging, COMPLETE_MARKER), new Date().toISOString());
     try {
       renameSync(staging, final);
@@ -114,6 +116,19 @@ export async function prepareTypescriptDependencies(
   } catch (error) {
     rmSync(staging, { recursive: true, force: true });
     throw error;
+  }
+}
+
+function makeReadableByOthers(dir: string): void {
+  chmodSync(dir, statSync(dir).mode | 0o755);
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) makeReadableByOthers(path);
+    else if (entry.isFile()) {
+      const mode = statSync(path).mode;
+      // Executable for others only where it was executable for the owner (bin scripts).
+      chmodSync(path, mode | 0o444 | (mode & 0o100 ? 0o011 : 0));
+    }
   }
 }
 
