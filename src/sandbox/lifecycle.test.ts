@@ -1,0 +1,70 @@
+// What a sandbox instance holds between runs (pre-started launchers, cgroups, runtime files) is
+// released by close(), and nothing is left after runs of every kind.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { describe, it } from 'node:test';
+import { sandboxLimitsFor } from '../core/sandbox.js';
+import { limitsFor } from '../core/tiers.js';
+import { createBubblewrapSandbox } from './bubblewrap.js';
+
+const pro = sandboxLimitsFor(limitsFor('pro'));
+const marker = `instance-${process.pid}-`;
+
+/** Host processes whose command line names this test process's cgroups (the helpers). */
+function ourHelpers(): string[] {
+  return readdirSync('/proc').filter((pid) => {
+    try {
+      return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker);
+    } catch {
+      return false;
+    }
+  });
+}
+
+function ourCgroups(): string[] {
+  const found: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    if (depth > 8) return;
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      if (!entry.isDirectory()) continue;
+      if (entry.name.startsWith(marker)) found.push(`${dir}/${entry.name}`);
+      else walk(`${dir}/${entry.name}`, depth + 1);
+    }
+  };
+  for (const hierarchy of ['/sys/fs/cgroup/memory', '/sys/fs/cgroup/pids', '/sys/fs/cgroup/unified']) walk(hierarchy, 0);
+  return found;
+}
+
+describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started launchers and cgroups need root' }, () => {
+  it('keeps two launchers ready, uses each for one run, and close() releases everything', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2 });
+    assert.equal(ourHelpers().length, 2);
+    const runtimeDirs = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`mcpworks-sandbox-${process.pid}-`));
+    assert.equal(runtimeDirs().length, 1);
+    const outcomes = await Promise.all([
+      sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }),
+      sandbox.run({ language: 'typescript', code: 'export default () => 2;\n', input: {}, limits: pro }),
+      sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 1 } }),
+      sandbox.run({ language: 'python', code: 'bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro }),
+    ]);
+    assert.deepEqual(
+      outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
+      [1, 2, 'TimeoutError', 'MemoryError'],
+    );
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The pool is topped up again between runs.
+    assert.equal(ourHelpers().length, 2);
+    await sandbox.close();
+    assert.deepEqual(ourHelpers(), []);
+    assert.deepEqual(ourCgroups(), []);
+    assert.deepEqual(runtimeDirs(), []);
+    await assert.rejects(sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }), /closed/);
+  });
+});
