@@ -2,7 +2,7 @@ import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextpro
 import { DomainError, isDomainError } from '../core/errors.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import type { Rejection } from '../store/metering-store.js';
-import type { RunContext, RunResult, RunService, Ticket } from '../run/run-service.js';
+import type { NamespaceSnapshot, RunContext, RunResult, RunService, Ticket } from '../run/run-service.js';
 import type { Logger } from './logger.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { toolError } from './tool-results.js';
@@ -13,7 +13,8 @@ export type RunMode = 'code' | 'tools';
 export interface RunScopeExtra {
   mode: RunMode;
   env: Record<string, string>;
-  functions?: ActiveFunction[];
+  /** Loaded once per request; the run is pinned to it. */
+  snapshot?: NamespaceSnapshot;
   ticket?: Ticket;
 }
 
@@ -66,10 +67,14 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     return { principal: scope.principal, namespace: scope.namespace, env: extra.env, extra };
   }
 
-  async function functionsOf(scope: RequestScope): Promise<ActiveFunction[]> {
+  async function snapshotOf(scope: RequestScope): Promise<NamespaceSnapshot> {
     const ctx = context(scope);
-    ctx.extra.functions ??= await runs.activeFunctions(ctx);
-    return ctx.extra.functions;
+    ctx.extra.snapshot ??= await runs.snapshot(ctx);
+    return ctx.extra.snapshot;
+  }
+
+  async function functionsOf(scope: RequestScope): Promise<readonly ActiveFunction[]> {
+    return (await snapshotOf(scope)).functions;
   }
 
   /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */
@@ -144,8 +149,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         const ticket = ctx.extra.ticket;
         try {
           if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
-          const snapshot = await functionsOf(scope);
-          return runResultToTool(await runs.execute(ctx, ticket, snapshot, args?.code, args?.language), undefined);
+          return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined);
         } catch (error) {
           return toolError(error, logger, EXECUTE_TOOL);
         } finally {
@@ -162,7 +166,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       { name: `mcpworks-run-${scope.namespace}`, version },
       { instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (tool mode): one tool per function, named {service}__{function}.` },
     );
-    let functions: ActiveFunction[] = [];
+    let functions: readonly ActiveFunction[] = [];
     try {
       functions = await functionsOf(scope);
     } catch (error) {
@@ -185,7 +189,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           const ticket = ctx.extra.ticket;
           try {
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
-            return runResultToTool(await runs.runFunction(ctx, ticket, fn.service, fn.name, args), fn);
+            return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn);
           } catch (error) {
             return toolError(error, logger, toolName(fn));
           } finally {

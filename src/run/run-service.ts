@@ -8,7 +8,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
-import type { MeteringStore, Rejection } from '../store/metering-store.js';
+import { settleIn, type MeteringStore, type Rejection } from '../store/metering-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
@@ -35,7 +35,18 @@ export interface RunContext {
   env: Readonly<Record<string, string>>;
 }
 
+/** A namespace's functions as of one catalog version; shared read-only between requests. */
+export interface NamespaceSnapshot {
+  namespaceId: string;
+  catalogVersion: number;
+  functions: readonly ActiveFunction[];
+}
+
+const SNAPSHOT_CACHE_SIZE = 1000;
+
 export class RunService {
+  private readonly snapshots = new Map<string, NamespaceSnapshot>();
+
   constructor(
     private readonly deps: {
       catalog: CatalogService;
@@ -54,11 +65,20 @@ export class RunService {
     return limitsFor(principal.tier, this.deps.tiers);
   }
 
-  /** The namespace's functions with their active versions (not found for other accounts). */
-  async activeFunctions(ctx: RunContext): Promise<ActiveFunction[]> {
+  /**
+   * The namespace and its functions' active versions as one request sees them (not found for other
+   * accounts). Cached per namespace and catalog version: the namespace row is read anyway, and its
+   * catalog_version (bumped by triggers on every change) says whether the cache is current.
+   */
+  async snapshot(ctx: RunContext): Promise<NamespaceSnapshot> {
     if (!ctx.principal.scopes.includes('execute')) throw new DomainError('forbidden', "this API key lacks the 'execute' scope");
     const ns = await this.deps.catalog.namespace(ctx.principal, ctx.namespace);
-    return this.deps.catalogStore.listActiveFunctions(ns.id);
+    const cached = this.snapshots.get(ns.id);
+    if (cached && cached.catalogVersion === ns.catalog_version) return cached;
+    const snapshot: NamespaceSnapshot = { namespaceId: ns.id, catalogVersion: ns.catalog_version, functions: await this.deps.catalogStore.listActiveFunctions(ns.id) };
+    if (this.snapshots.size >= SNAPSHOT_CACHE_SIZE) this.snapshots.delete(this.snapshots.keys().next().value as string);
+    this.snapshots.set(ns.id, snapshot);
+    return snapshot;
   }
 
   async admit(principal: KeyPrincipal): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
@@ -96,9 +116,9 @@ export class RunService {
    * inside this sandbox; the bridge validates every call, pins it to the version the run started
    * with, and runs other-language functions in sandboxes of their own.
    */
-  async execute(ctx: RunContext, ticket: Ticket, snapshot: readonly ActiveFunction[], codeInput: unknown, languageInput: unknown): Promise<RunResult> {
+  async execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown): Promise<RunResult> {
     const started = performance.now();
-    const ns = await this.deps.catalog.namespace(ctx.principal, ctx.namespace);
+    const snapshot = namespace.functions;
     const language = (languageInput ?? 'python') as SandboxLanguage;
     if (language !== 'python' && language !== 'typescript') throw new DomainError('validation_error', 'language must be "python" or "typescript"', { field: 'language' });
     const code = validateCode(codeInput);
@@ -160,7 +180,7 @@ export class RunService {
       libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
       bridge,
     });
-    return this.finish(ctx, ticket, ns.id, started, fromOutcome(outcome), {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome), {
       mode: 'code',
       serviceName: null,
       functionName: null,
@@ -182,8 +202,11 @@ export class RunService {
   ): Promise<RunResult> {
     const findings: Finding[] = [];
     const scanned = new SecretScanner(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
-    await this.settle(ticket, scanned.ok);
-    await this.deps.executions.record(
+    const settle = !ticket.settled;
+    ticket.settled = true;
+    // Settling and recording share one transaction: one commit per call instead of two.
+    await this.deps.executions.finish(
+      (trx) => (settle ? settleIn(trx, ticket.id, ticket.accountId, ticket.admittedAt, scanned.ok) : Promise.resolve()),
       {
         id: ticket.id,
         accountId: ctx.principal.accountId,
@@ -204,10 +227,9 @@ export class RunService {
   }
 
   /** Tool mode: run one function's active version with `args` as its input. */
-  async runFunction(ctx: RunContext, ticket: Ticket, service: string, name: string, args: unknown): Promise<RunResult> {
+  async runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown): Promise<RunResult> {
     const started = performance.now();
-    const ns = await this.deps.catalog.namespace(ctx.principal, ctx.namespace);
-    const fn = await this.deps.catalogStore.findActiveFunction(ns.id, service, name);
+    const fn = namespace.functions.find((f) => f.service === service && f.name === name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
     let result: RunResult;
     const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
@@ -229,7 +251,7 @@ export class RunService {
       });
       result = fromOutcome(outcome);
     }
-    return this.finish(ctx, ticket, ns.id, started, result, {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, result, {
       mode: 'tools',
       serviceName: service,
       functionName: name,

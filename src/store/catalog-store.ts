@@ -161,11 +161,6 @@ export class CatalogStore {
     return rows.map(toActiveFunction);
   }
 
-  async findActiveFunction(namespaceId: string, serviceName: string, functionName: string): Promise<ActiveFunction | undefined> {
-    const row = await this.activeFunctionsQuery(namespaceId).where('s.name', '=', serviceName).where('f.name', '=', functionName).executeTakeFirst();
-    return row ? toActiveFunction(row) : undefined;
-  }
-
   private activeFunctionsQuery(namespaceId: string) {
     return this.db
       .selectFrom('functions as f')

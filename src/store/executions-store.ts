@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import type { Transaction } from 'kysely';
 import type { Db } from './database.js';
-import type { ExecutionRow, SecurityEventRow } from './schema.js';
+import type { Database, ExecutionRow, SecurityEventRow } from './schema.js';
 
 export interface ExecutionRecord {
   id: string;
@@ -37,45 +38,17 @@ export class ExecutionsStore {
   constructor(private readonly db: Db) {}
 
   async record(execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
+    await this.db.transaction().execute((trx) => recordIn(trx, execution, securityEventTypes));
+  }
+
+  /**
+   * The end of a metered call in one transaction: `settle` frees its slot (refunding the quota
+   * unit of a failed call), then the call is recorded with its security events.
+   */
+  async finish(settle: (trx: Transaction<Database>) => Promise<void>, execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('executions')
-        .values({
-          id: execution.id,
-          account_id: execution.accountId,
-          namespace_id: execution.namespaceId,
-          key_id: execution.keyId,
-          mode: execution.mode,
-          service_name: execution.serviceName,
-          function_name: execution.functionName,
-          function_id: execution.functionId,
-          version: execution.version,
-          functions: JSON.stringify(execution.functions),
-          language: execution.language,
-          status: execution.status,
-          error_type: execution.errorType,
-          error_message: execution.errorMessage,
-          duration_ms: Math.round(execution.durationMs),
-          bytes_out: execution.bytesOut,
-          stdout: execution.stdout,
-          stderr: execution.stderr,
-        })
-        .execute();
-      for (const type of securityEventTypes) {
-        await trx
-          .insertInto('security_events')
-          .values({
-            id: randomUUID(),
-            account_id: execution.accountId,
-            namespace_id: execution.namespaceId,
-            execution_id: execution.id,
-            service_name: execution.serviceName,
-            function_name: execution.functionName,
-            event_type: 'secret_redacted',
-            detail: JSON.stringify({ detection: type }),
-          })
-          .execute();
-      }
+      await settle(trx);
+      await recordIn(trx, execution, securityEventTypes);
     });
   }
 
@@ -96,5 +69,46 @@ export class ExecutionsStore {
     let query = this.db.selectFrom('security_events').selectAll().where('namespace_id', '=', namespaceId);
     if (since) query = query.where('created_at', '>=', since);
     return query.orderBy('created_at', 'desc').limit(limit).execute();
+  }
+}
+
+export async function recordIn(trx: Transaction<Database>, execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
+  await trx
+    .insertInto('executions')
+    .values({
+      id: execution.id,
+      account_id: execution.accountId,
+      namespace_id: execution.namespaceId,
+      key_id: execution.keyId,
+      mode: execution.mode,
+      service_name: execution.serviceName,
+      function_name: execution.functionName,
+      function_id: execution.functionId,
+      version: execution.version,
+      functions: JSON.stringify(execution.functions),
+      language: execution.language,
+      status: execution.status,
+      error_type: execution.errorType,
+      error_message: execution.errorMessage,
+      duration_ms: Math.round(execution.durationMs),
+      bytes_out: execution.bytesOut,
+      stdout: execution.stdout,
+      stderr: execution.stderr,
+    })
+    .execute();
+  for (const type of securityEventTypes) {
+    await trx
+      .insertInto('security_events')
+      .values({
+        id: randomUUID(),
+        account_id: execution.accountId,
+        namespace_id: execution.namespaceId,
+        execution_id: execution.id,
+        service_name: execution.serviceName,
+        function_name: execution.functionName,
+        event_type: 'secret_redacted',
+        detail: JSON.stringify({ detection: type }),
+      })
+      .execute();
   }
 }

@@ -1,6 +1,7 @@
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { TierLimits } from '../core/tiers.js';
 import type { Db } from './database.js';
+import type { Database } from './schema.js';
 
 export type Rejection =
   | { code: 'QUOTA_EXCEEDED'; usage: number; limit: number }
@@ -81,16 +82,7 @@ export class MeteringStore {
    * per ticket: a second settle (or one after the slot expired) changes nothing.
    */
   async settle(ticketId: string, accountId: string, admittedAt: Date, successful: boolean): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
-      const freed = await trx.deleteFrom('active_executions').where('id', '=', ticketId).returning('id').executeTakeFirst();
-      if (!freed || successful) return;
-      await trx
-        .updateTable('usage_months')
-        .set({ executions: sql`greatest(executions - 1, 0)` })
-        .where('account_id', '=', accountId)
-        .where('month', '=', monthKey(admittedAt))
-        .execute();
-    });
+    await this.db.transaction().execute((trx) => settleIn(trx, ticketId, accountId, admittedAt, successful));
   }
 
   async usage(accountId: string, now: Date): Promise<{ month: string; executions: number; lastMinute: number; active: number }> {
@@ -112,4 +104,16 @@ export class MeteringStore {
   async pruneRateWindows(before: Date): Promise<void> {
     await this.db.deleteFrom('rate_windows').where('window_start', '<', before).execute();
   }
+}
+
+/** settle() inside a caller's transaction (the run ledger settles and records in one). */
+export async function settleIn(trx: Transaction<Database>, ticketId: string, accountId: string, admittedAt: Date, successful: boolean): Promise<void> {
+  const freed = await trx.deleteFrom('active_executions').where('id', '=', ticketId).returning('id').executeTakeFirst();
+  if (!freed || successful) return;
+  await trx
+    .updateTable('usage_months')
+    .set({ executions: sql`greatest(executions - 1, 0)` })
+    .where('account_id', '=', accountId)
+    .where('month', '=', monthKey(admittedAt))
+    .execute();
 }

@@ -172,4 +172,28 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE function_versions ALTER COLUMN config TYPE json USING config::json`,
     ],
   },
+  {
+    version: 4,
+    name: 'catalog version per namespace',
+    statements: [
+      // Bumped by triggers on every change to a namespace's services or functions, so any node can
+      // cache what the run endpoint serves and see, in the namespace row it reads anyway, when it is stale.
+      `ALTER TABLE namespaces ADD COLUMN catalog_version INTEGER NOT NULL DEFAULT 0`,
+      `CREATE FUNCTION mcpworks_bump_catalog_from_service() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          UPDATE namespaces SET catalog_version = catalog_version + 1 WHERE id = COALESCE(NEW.namespace_id, OLD.namespace_id);
+          RETURN NULL;
+        END $$`,
+      `CREATE TRIGGER services_bump_catalog AFTER INSERT OR UPDATE OR DELETE ON services
+        FOR EACH ROW EXECUTE FUNCTION mcpworks_bump_catalog_from_service()`,
+      `CREATE FUNCTION mcpworks_bump_catalog_from_function() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          UPDATE namespaces SET catalog_version = catalog_version + 1
+            WHERE id = (SELECT namespace_id FROM services WHERE id = COALESCE(NEW.service_id, OLD.service_id));
+          RETURN NULL;
+        END $$`,
+      `CREATE TRIGGER functions_bump_catalog AFTER INSERT OR UPDATE OR DELETE ON functions
+        FOR EACH ROW EXECUTE FUNCTION mcpworks_bump_catalog_from_function()`,
+    ],
+  },
 ];

@@ -47,6 +47,7 @@ export interface NamespacesTable {
   account_id: string;
   name: string;
   description: string;
+  catalog_version: ColumnType<number, number | undefined, number>;
   created_at: Timestamp;
 }
 
