@@ -122,6 +122,13 @@ export function createApp(deps: AppDependencies): Hono {
   }
 
   app.onError((error, c) => errorResponse(c, error, logger));
+
+  // One structured line per request: never headers or bodies (keys and env values live there).
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    await next();
+    logger.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) }, 'request');
+  });
   app.notFound((c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
 
   app.use('*', async (c, next) => {
