@@ -32,7 +32,6 @@ import { FunctionsPackageBuilder } from '../src/run/functions-package.js';
 import { CatalogService } from '../src/services/catalog.js';
 import { AccountService } from '../src/services/accounts.js';
 import { ExecutionsStore } from '../src/store/executions-store.js';
-import { MeteringStore } from '../src/store/metering-store.js';
 import { PGlitePool } from '../src/store/pglite-pool.js';
 import { connect, createAccount, parseResult, startTestServer, type McpTestClient } from '../src/test-support/harness.js';
 
@@ -147,13 +146,12 @@ function spy(proto: object, method: string, label: string): void {
   };
 }
 spy(AccountService.prototype, 'authenticateKey', 'auth');
-spy(RunService.prototype, 'activeFunctions', 'functions');
+spy(RunService.prototype, 'snapshot', 'functions');
 spy(RunService.prototype, 'admit', 'admit');
 spy(RunService.prototype, 'execute', 'execute');
 spy(CatalogService.prototype, 'namespace', 'namespace');
 spy(FunctionsPackageBuilder.prototype, 'build', 'package');
-spy(MeteringStore.prototype, 'settle', 'settle');
-spy(ExecutionsStore.prototype, 'record', 'record');
+spy(ExecutionsStore.prototype, 'finish', 'finish');
 // The sandbox is a closure object; wrap the running server's instance on its first execute.
 const wrappedSandboxes = new WeakSet<object>();
 const originalExecute = RunService.prototype.execute;
@@ -456,17 +454,16 @@ try {
   console.log(`where time goes: ${profileWall.length} sequential executes, mean per call (client wall ${ms(wallMean)}, median ${ms(median(profileWall))})`);
   const per = (label: string) => (spans.get(label)?.ms ?? 0) / Math.max(1, profileWall.length);
   const times = (label: string) => `${((spans.get(label)?.count ?? 0) / Math.max(1, profileWall.length)).toFixed(0)}×`;
-  const inside = ['package', 'sandbox', 'settle', 'record'].reduce((sum, label) => sum + per(label), 0);
+  const inside = ['package', 'sandbox', 'finish'].reduce((sum, label) => sum + per(label), 0);
   const serverSpans = ['auth', 'functions', 'admit', 'execute'].reduce((sum, label) => sum + per(label), 0);
   const profileRows: Array<[string, number, string]> = [
     ['authenticate key (cached verification, 1 query)', per('auth'), times('auth')],
-    ['namespace + active functions (catalog)', per('functions'), times('functions')],
+    ['namespace + active functions (cached by catalog version)', per('functions'), times('functions')],
     ['admit (metering transaction)', per('admit'), times('admit')],
     ['RunService.execute, in all', per('execute'), times('execute')],
     ['  functions package (content-addressed cache)', per('package'), times('package')],
     ['  sandbox.run (Python; the bridge call inside)', per('sandbox'), times('sandbox')],
-    ['  settle (metering transaction)', per('settle'), times('settle')],
-    ['  record execution', per('record'), times('record')],
+    ['  settle + record (one transaction)', per('finish'), times('finish')],
     ['  rest: namespace lookup, secret scan, glue', per('execute') - inside, ''],
     ['server, outside these: HTTP, MCP SDK server, JSON', per('http') - serverSpans, ''],
     ['client: SDK, fetch; shared loop busy after reply', wallMean - per('http'), ''],
