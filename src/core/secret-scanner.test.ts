@@ -84,3 +84,22 @@ test('structured results are scanned deeply, keys included', () => {
   assert.deepEqual(value, { api_key: '[REDACTED_ENV_VALUE]', nested: [{ note: '[REDACTED_AWS_KEY]' }], count: 3, ok: true, none: null, '[REDACTED_GITHUB_TOKEN]': 1 });
   assert.deepEqual(findingTypes(findings), ['AWS_KEY', 'ENV_VALUE', 'GITHUB_TOKEN']);
 });
+
+test('JWTs and private keys are found in one linear pass, also among many near-misses', () => {
+  const jwt = 'eyJhbGciOiJIUzI1NiJ9' + '.eyJzdWIiOiIxMjM0NTY3ODkwIn0' + '.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U';
+  assert.equal(scan(`a ${jwt} b token-${jwt}.`).text, 'a [REDACTED_JWT] b token-[REDACTED_JWT].');
+  assert.equal(scan(`x${jwt}`).text, `x${jwt}`, 'not at a word boundary');
+  const pem = (kind: string) => `-----BEGIN ${kind}PRIVATE KEY-----\nMIIB\n-----END ${kind}PRIVATE KEY-----`;
+  assert.equal(scan(`${pem('')} and ${pem('EC ')}`).text, '[REDACTED_PRIVATE_KEY] and [REDACTED_PRIVATE_KEY]');
+  // Hostile shapes that made backtracking patterns quadratic: many starts, never an end.
+  const starts = '-eyJ'.repeat(100_000);
+  assert.equal(scan(starts).text, starts);
+  const begins = '-----BEGIN PRIVATE KEY-----'.repeat(20_000);
+  assert.equal(scan(begins).text, begins);
+});
+
+test('a numeric env value returned as a number is redacted too', () => {
+  const findings: Finding[] = [];
+  assert.deepEqual(new SecretScanner(['12345678901']).scanValue({ n: 12345678901, other: 42 }, findings), { n: '[REDACTED_ENV_VALUE]', other: 42 });
+  assert.deepEqual(findingTypes(findings), ['ENV_VALUE']);
+});

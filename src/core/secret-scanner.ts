@@ -12,10 +12,80 @@ export interface SecretPattern {
   group?: number;
 }
 
+/**
+ * Shapes a backtracking regex would scan in quadratic time on hostile output (many starts, no
+ * end), found instead in one linear pass each.
+ */
+interface SecretFinder {
+  marker: string;
+  find(text: string): Array<[number, number]>;
+}
+
+const PEM_BEGIN = /-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----/g;
+const PEM_END = /-----END (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----/g;
+
+/** Each BEGIN with the first END after it: two ordered lists walked together. */
+function findPrivateKeys(text: string): Array<[number, number]> {
+  if (!text.includes('PRIVATE KEY')) return [];
+  const ends = [...text.matchAll(PEM_END)].map((m) => m.index! + m[0].length);
+  const ranges: Array<[number, number]> = [];
+  let next = 0;
+  let from = 0;
+  for (const begin of text.matchAll(PEM_BEGIN)) {
+    if (begin.index! < from) continue;
+    while (next < ends.length && ends[next]! <= begin.index! + begin[0].length) next++;
+    if (next === ends.length) break;
+    ranges.push([begin.index!, ends[next]!]);
+    from = ends[next]!;
+  }
+  return ranges;
+}
+
+const WORD = /[A-Za-z0-9_]/;
+
+/**
+ * JWTs: header.payload.signature, header and payload starting `eyJ`. Runs of base64url and dots
+ * are cut out first (linear), then split on dots and checked part by part.
+ */
+function findJwts(text: string): Array<[number, number]> {
+  if (!text.includes('eyJ')) return [];
+  const ranges: Array<[number, number]> = [];
+  for (const run of text.matchAll(/[A-Za-z0-9_.-]{30,}/g)) {
+    const parts = run[0].split('.');
+    let offset = run.index!;
+    const starts: number[] = [];
+    for (const part of parts) {
+      starts.push(offset);
+      offset += part.length + 1;
+    }
+    for (let i = 0; i + 2 < parts.length; i++) {
+      const header = parts[i]!;
+      // The token starts at the first `eyJ` of the header part that follows a non-word character.
+      let at = -1;
+      for (let j = header.indexOf('eyJ'); j !== -1; j = header.indexOf('eyJ', j + 1)) {
+        const before = j === 0 ? text[starts[i]! - 1] : header[j - 1];
+        if (before === undefined || !WORD.test(before)) {
+          at = j;
+          break;
+        }
+      }
+      const payload = parts[i + 1]!;
+      const signature = parts[i + 2]!;
+      if (at === -1 || header.length - at < 8 || !payload.startsWith('eyJ') || payload.length < 8 || signature.length < 10) continue;
+      ranges.push([starts[i]! + at, starts[i + 2]! + signature.length]);
+      i += 2;
+    }
+  }
+  return ranges;
+}
+
+const SECRET_FINDERS: readonly SecretFinder[] = Object.freeze([
+  { marker: 'PRIVATE_KEY', find: findPrivateKeys },
+  { marker: 'JWT', find: findJwts },
+]);
+
 export const SECRET_PATTERNS: readonly SecretPattern[] = Object.freeze([
-  { marker: 'PRIVATE_KEY', pattern: /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----/g },
   { marker: 'CONNECTION_URI', pattern: /\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver):\/\/[^\s:@/'"]+:[^\s@/'"]+@[^\s'"<>]+/gi },
-  { marker: 'JWT', pattern: /\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}/g },
   { marker: 'STRIPE_WEBHOOK', pattern: /\bwhsec_[A-Za-z0-9]{20,}/g },
   { marker: 'STRIPE_KEY', pattern: /\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}/g },
   { marker: 'API_KEY', pattern: /\bsk-(?:proj-|ant-(?:[a-z]+\d*-)?|svcacct-|admin-)?[A-Za-z0-9_-]{20,}/g },
@@ -82,6 +152,18 @@ export class SecretScanner {
         return '[REDACTED_ENV_VALUE]';
       });
     }
+    for (const { marker, find } of SECRET_FINDERS) {
+      const ranges = find(out);
+      if (ranges.length === 0) continue;
+      let rebuilt = '';
+      let last = 0;
+      for (const [start, end] of ranges) {
+        findings.push({ type: marker });
+        rebuilt += `${out.slice(last, start)}[REDACTED_${marker}]`;
+        last = end;
+      }
+      out = rebuilt + out.slice(last);
+    }
     for (const { marker, pattern, group } of SECRET_PATTERNS) {
       pattern.lastIndex = 0;
       if (!pattern.test(out)) continue;
@@ -99,6 +181,12 @@ export class SecretScanner {
   /** Redacts every string inside a JSON value (object keys included), returning a new value. */
   scanValue(value: unknown, findings: Finding[]): unknown {
     if (typeof value === 'string') return this.scanString(value, findings);
+    // A numeric secret (a PIN, an account number) can come back as a number.
+    if (typeof value === 'number' && this.envPattern) {
+      const text = String(value);
+      const redacted = this.scanString(text, findings);
+      return redacted === text ? value : redacted;
+    }
     if (Array.isArray(value)) return value.map((item) => this.scanValue(item, findings));
     if (value !== null && typeof value === 'object') {
       const out: Record<string, unknown> = {};

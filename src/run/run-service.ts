@@ -43,6 +43,10 @@ export interface NamespaceSnapshot {
 }
 
 const SNAPSHOT_CACHE_SIZE = 1000;
+/** Function calls one execute may make through the bridge (same- and other-language). */
+const MAX_BRIDGE_CALLS = 10_000;
+/** Calls kept in an execution's history row. */
+const MAX_RECORDED_CALLS = 100;
 
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
@@ -137,14 +141,20 @@ export class RunService {
     }
 
     const calls: string[] = [];
+    const deadline = Date.now() + limits.timeoutSeconds * 1000;
+    let finished = false;
+    let bridgeCalls = 0;
     const bridge = async (message: unknown): Promise<unknown> => {
+      // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
+      if (finished || Date.now() >= deadline) return { ok: false, error_type: 'BridgeError', error: 'the run has ended' };
+      if (++bridgeCalls > MAX_BRIDGE_CALLS) return { ok: false, error_type: 'BridgeError', error: `at most ${MAX_BRIDGE_CALLS} function calls per execute` };
       const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown };
       if (request.op !== 'call' || typeof request.service !== 'string' || typeof request.function !== 'string') {
         return { ok: false, error_type: 'BridgeError', error: 'unknown bridge request' };
       }
       const fn = byKey.get(functionKey(request.service, request.function));
       if (!fn) return { ok: false, error_type: 'NotFound', error: `function ${request.service}.${request.function} not found` };
-      calls.push(`${fn.service}.${fn.name}@${fn.version}`);
+      if (calls.length < MAX_RECORDED_CALLS) calls.push(`${fn.service}.${fn.name}@${fn.version}`);
       const input = request.input ?? {};
       const missing = fn.definition.requiredEnv.filter((name) => ctx.env[name] === undefined);
       if (missing.length > 0) {
@@ -157,29 +167,36 @@ export class RunService {
         return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
       }
       const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
+      // The callee may use what is left of the caller's time, no more.
+      const remaining = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
       const outcome = await this.deps.sandbox.run({
         code: fn.definition.code,
         language: fn.definition.language,
         input,
         env: declaredEnv(fn, ctx.env),
-        limits,
+        limits: { ...limits, timeoutSeconds: Math.min(limits.timeoutSeconds, remaining), cpuSeconds: Math.min(limits.cpuSeconds, remaining) },
         ...(fn.definition.outputSchema ? { outputSchema: fn.definition.outputSchema } : {}),
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
       });
       return outcome.ok ? { ok: true, result: outcome.result } : { ok: false, error_type: outcome.error.type, error: outcome.error.message };
     };
 
-    const outcome = await this.deps.sandbox.run({
-      code,
-      language,
-      input: {},
-      env,
-      limits,
-      entry: 'script',
-      mounts,
-      libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
-      bridge,
-    });
+    let outcome;
+    try {
+      outcome = await this.deps.sandbox.run({
+        code,
+        language,
+        input: {},
+        env,
+        limits,
+        entry: 'script',
+        mounts,
+        libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
+        bridge,
+      });
+    } finally {
+      finished = true;
+    }
     return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome), {
       mode: 'code',
       serviceName: null,
