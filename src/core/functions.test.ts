@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { isDomainError } from './errors.js';
 import { buildDefinition, buildMetadata, canonicalJson, definitionChanged, definitionHash } from './functions.js';
 import { MAX_CODE_BYTES } from './limits.js';
+import { schemaProblems } from './json-schema.js';
 
 const base = buildDefinition({ code: 'def main(input_data):\n    return 1\n' }, null);
 
@@ -79,4 +80,19 @@ test('canonical JSON ignores key order, so equal definitions hash equal', () => 
   const a = buildDefinition({ code: 'x', config: { p: 1, q: 2 } }, null);
   const b = buildDefinition({ code: 'x', config: { q: 2, p: 1 } }, null);
   assert.equal(definitionHash(a), definitionHash(b));
+});
+
+test("one user's schema can neither replace ajv's meta-schema nor collide with another's $id", () => {
+  const meta = { $id: 'http://json-schema.org/draft-07/schema', type: 'object' };
+  try {
+    buildDefinition({ code: 'x', inputSchema: meta }, null);
+  } catch {
+    // Refused or accepted, it must not break anyone else.
+  }
+  const after = buildDefinition({ code: 'x', inputSchema: { type: 'object', properties: { n: { type: 'integer' } } } }, null);
+  assert.equal(after.inputSchema?.type, 'object');
+  const shared = { $id: 'https://example.com/person.schema.json', type: 'object', required: ['name'] };
+  assert.doesNotThrow(() => buildDefinition({ code: 'x', outputSchema: { ...shared } }, null));
+  assert.doesNotThrow(() => buildDefinition({ code: 'y', outputSchema: { ...shared, required: ['age'] } }, null));
+  assert.deepEqual(schemaProblems({ ...shared, required: ['age'] }, {}), ["(root) must have required property 'age'"]);
 });

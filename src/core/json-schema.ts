@@ -1,9 +1,35 @@
-import { Ajv } from 'ajv';
+import { Ajv, type ValidateFunction } from 'ajv';
 import { DomainError } from './errors.js';
 import { MAX_SCHEMA_BYTES } from './limits.js';
 
-// strict:false accepts the unknown keywords (title, examples, x-*) that real-world schemas carry.
-const ajv = new Ajv({ strict: false, allErrors: true, validateSchema: true });
+/**
+ * Validators compiled from users' schemas. The ajv instance never registers a user's `$id`
+ * (addUsedSchema: false), so one tenant's schema can neither collide with another's nor replace
+ * ajv's own meta-schemas; and schemas are never removed one by one (removal by `$id` is how a
+ * meta-schema could be deleted). The cache is bounded by starting a fresh instance when full.
+ * strict:false accepts the unknown keywords (title, examples, x-*) real-world schemas carry.
+ */
+const CACHE_LIMIT = 256;
+let ajv = newAjv();
+let compiled = new Map<string, ValidateFunction>();
+
+function newAjv(): Ajv {
+  return new Ajv({ strict: false, allErrors: true, validateSchema: true, addUsedSchema: false });
+}
+
+/** The compiled validator of a schema (throws ajv's error when the schema is invalid). */
+export function validatorFor(schema: Record<string, unknown> | boolean): ValidateFunction {
+  const key = JSON.stringify(schema);
+  const known = compiled.get(key);
+  if (known) return known;
+  if (compiled.size >= CACHE_LIMIT) {
+    ajv = newAjv();
+    compiled = new Map();
+  }
+  const validate = ajv.compile(schema);
+  compiled.set(key, validate);
+  return validate;
+}
 
 /** Checks that a value is a usable JSON Schema (an object that ajv accepts and compiles). */
 export function validateJsonSchema(schema: unknown, field: string): Record<string, unknown> {
@@ -14,21 +40,17 @@ export function validateJsonSchema(schema: unknown, field: string): Record<strin
     throw new DomainError('invalid_schema', `${field} is larger than ${MAX_SCHEMA_BYTES} bytes`, { field });
   }
   try {
-    ajv.compile(schema);
+    validatorFor(schema as Record<string, unknown>);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new DomainError('invalid_schema', `${field} is not a valid JSON Schema: ${reason}`, { field });
-  } finally {
-    ajv.removeSchema(schema as object);
   }
   return schema as Record<string, unknown>;
 }
 
 /** Validates data against a schema and returns readable problems (empty when valid). */
-export function schemaProblems(schema: Record<string, unknown>, data: unknown): string[] {
-  const validate = ajv.compile(schema);
-  const ok = validate(data);
-  ajv.removeSchema(schema);
-  if (ok) return [];
+export function schemaProblems(schema: Record<string, unknown> | boolean, data: unknown): string[] {
+  const validate = validatorFor(schema);
+  if (validate(data)) return [];
   return (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? 'is invalid'}`);
 }
