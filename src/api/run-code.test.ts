@@ -249,7 +249,7 @@ result = format_report(
     assert.equal(leaked.stdout.trim(), '[REDACTED_ENV_VALUE]');
   });
 
-  test('an execute counts one execution and records the functions it called', async () => {
+  test('an execute counts one execution (failed code too) and records the functions it called', async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'm' });
     await callOk(s.create, 'make_function', { service: 'm', name: 'one', code: 'result = 1' });
@@ -265,7 +265,11 @@ result = format_report(
     const syntax = await execute(run, 'def broken(:\n    pass');
     assert.equal(syntax.value.error_type, 'SyntaxError');
     const usageAfter = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${s.key}` } })).json();
-    assert.equal(usageAfter.executions, 1, 'a failed execute does not count');
+    assert.equal(usageAfter.executions, 2, 'code that ran counts, even when it failed');
+    const refused = await execute(run, 'result = 1', 'ruby' as never);
+    assert.equal(refused.response.isError, true);
+    const usageRefused = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${s.key}` } })).json();
+    assert.equal(usageRefused.executions, 2, 'refused before any sandbox: not counted');
     assert.equal((await callError(s.create, 'describe_execution', { id: 'x' })).type, 'not_found');
   });
 });

@@ -219,10 +219,11 @@ describe('TypeScript requirements', () => {
 });
 
 describe('metering', () => {
-  test('each successful call counts; failures and create calls do not; history and call_count follow', async () => {
+  test('each call whose code ran counts (errors too); calls refused before any sandbox and create calls do not', async () => {
     const space = await namespaceWith([
       { name: 'hello', template: 'hello-world' },
       { name: 'broken', code: 'def main(input_data):\n    raise KeyError("x")\n' },
+      { name: 'needs-env', code: 'result = 1', required_env: ['APP_TOKEN'] },
     ]);
     const usage = async () => (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${space.key}` } })).json();
     assert.equal((await usage()).executions, 0);
@@ -230,21 +231,24 @@ describe('metering', () => {
     await run.callTool('utils__hello');
     await run.callTool('utils__hello', { name: 'B' });
     await run.callTool('utils__broken');
+    assert.equal(parseResult(await run.callTool('utils__needs-env')).error_type, 'missing_env');
+    assert.equal(parseResult(await run.callTool('utils__hello', { name: 5 })).error_type, 'SchemaError');
     await run.callTool('_env_status');
     await callOk(space.create, 'list_services');
     const now = await usage();
-    assert.equal(now.executions, 2);
+    assert.equal(now.executions, 3, 'two successes and one raised error; not the refused calls');
     assert.equal(now.tier, 'pro_trial');
     assert.equal(now.limit, 125000);
+    assert.equal(now.concurrency.active, 0, 'every slot was freed');
     const services = await callOk(space.create, 'list_services');
-    assert.equal(services[0].call_count, 3, 'call_count counts every recorded execution');
+    assert.equal(services[0].call_count, 5, 'call_count counts every recorded execution');
     const errors = await callOk(space.create, 'list_executions', { status: 'error' });
-    assert.equal(errors.length, 1);
-    assert.equal(errors[0].error_type, 'KeyError');
-    assert.equal(errors[0].function, 'broken');
-    assert.equal((await callOk(space.create, 'list_executions', { function: 'hello' })).length, 2);
+    assert.equal(errors.length, 3);
+    assert.deepEqual(errors.map((e: { error_type: string }) => e.error_type).sort(), ['KeyError', 'SchemaError', 'missing_env']);
+    const broken = errors.find((e: { function: string }) => e.function === 'broken');
+    assert.equal((await callOk(space.create, 'list_executions', { function: 'hello' })).length, 3);
     assert.equal((await callOk(space.create, 'list_executions', { since: new Date(Date.now() + 60_000).toISOString() })).length, 0);
-    const one = await callOk(space.create, 'describe_execution', { id: errors[0].id });
+    const one = await callOk(space.create, 'describe_execution', { id: broken.id });
     assert.equal(one.error_type, 'KeyError');
     assert.equal((await parseError(space.create, 'describe_execution', { id: 'nope' })).type, 'not_found');
   });

@@ -13,7 +13,7 @@ import type { TypescriptDependencies } from './typescript-dependencies.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
 import { toIdentifier } from '../core/names.js';
-import type { SandboxLanguage, SandboxMount } from '../core/sandbox.js';
+import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
 /** A unit of quota and a concurrency slot, held from admission until the call settles. */
 export interface Ticket {
@@ -197,7 +197,7 @@ export class RunService {
     } finally {
       finished = true;
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome), {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome), true, {
       mode: 'code',
       serviceName: null,
       functionName: null,
@@ -215,15 +215,18 @@ export class RunService {
     namespaceId: string,
     started: number,
     result: RunResult,
+    ranCode: boolean,
     what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language'>,
   ): Promise<RunResult> {
     const findings: Finding[] = [];
     const scanned = new SecretScanner(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
+    // A call counts once its code ran in a sandbox, whatever it returned or raised (errors are
+    // not a free channel); refused before any sandbox, or failed by the platform, it does not.
+    const counted = ranCode && (scanned.ok || scanned.error_type !== SANDBOX_ERROR_TYPES.sandbox);
     const settle = !ticket.settled;
-    ticket.settled = true;
     // Settling and recording share one transaction: one commit per call instead of two.
     await this.deps.executions.finish(
-      (trx) => (settle ? settleIn(trx, ticket.id, ticket.accountId, ticket.admittedAt, scanned.ok) : Promise.resolve()),
+      (trx) => (settle ? settleIn(trx, ticket.id, ticket.accountId, ticket.admittedAt, counted) : Promise.resolve()),
       {
         id: ticket.id,
         accountId: ctx.principal.accountId,
@@ -240,6 +243,7 @@ export class RunService {
       },
       findingTypes(findings),
     );
+    ticket.settled = true;
     return scanned;
   }
 
@@ -249,6 +253,7 @@ export class RunService {
     const fn = namespace.functions.find((f) => f.service === service && f.name === name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
     let result: RunResult;
+    let ranCode = false;
     const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
     const problems = missing.length === 0 && fn.definition.inputSchema ? schemaProblems(fn.definition.inputSchema, args ?? {}) : [];
     if (missing.length > 0) {
@@ -267,8 +272,9 @@ export class RunService {
         ...(fn.definition.outputSchema ? { outputSchema: fn.definition.outputSchema } : {}),
       });
       result = fromOutcome(outcome);
+      ranCode = true;
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, result, {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, result, ranCode, {
       mode: 'tools',
       serviceName: service,
       functionName: name,

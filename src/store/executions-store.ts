@@ -89,11 +89,11 @@ export async function recordIn(trx: Transaction<Database>, execution: ExecutionR
       language: execution.language,
       status: execution.status,
       error_type: execution.errorType,
-      error_message: execution.errorMessage,
+      error_message: execution.errorMessage === null ? null : storable(execution.errorMessage),
       duration_ms: Math.round(execution.durationMs),
       bytes_out: execution.bytesOut,
-      stdout: execution.stdout,
-      stderr: execution.stderr,
+      stdout: storable(execution.stdout),
+      stderr: storable(execution.stderr),
     })
     .execute();
   for (const type of securityEventTypes) {
@@ -111,4 +111,9 @@ export async function recordIn(trx: Transaction<Database>, execution: ExecutionR
       })
       .execute();
   }
+}
+
+/** PostgreSQL text cannot hold NUL; a function that prints one must not lose its record. */
+function storable(text: string): string {
+  return text.includes('\u0000') ? text.replace(/\u0000/g, '\uFFFD') : text;
 }

@@ -196,4 +196,12 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH ROW EXECUTE FUNCTION mcpworks_bump_catalog_from_function()`,
     ],
   },
+  {
+    version: 5,
+    name: 'execution history outlives deleted functions',
+    statements: [
+      // A function deleted while one of its runs is in flight must not make that run's record fail.
+      `ALTER TABLE executions DROP CONSTRAINT IF EXISTS executions_function_id_fkey`,
+    ],
+  },
 ];
