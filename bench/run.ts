@@ -9,7 +9,8 @@
  *   - the same execute from a v1 SDK client (2025 protocol, session id checked in the database),
  *     the function called in tool mode (`utils__hello`), and `_env_status` (no sandbox, not
  *     metered: the HTTP + MCP floor);
- *   - executions/s with C concurrent clients (each its own SDK client and session) for S seconds,
+ *   - executions/s with C concurrent clients (each its own SDK client and session, in a separate
+ *     client process: bench/lib/load.ts) for S seconds,
  *     then whether `GET /api/usage` counted exactly the successful calls.
  * Then profiles a few sequential executes by wrapping prototypes (spans: auth, catalog, metering,
  * sandbox, database statements, the synchronous part of child_process.spawn) to show where time
@@ -19,31 +20,28 @@
  *
  *   bench/run [--runs N] [--clients C] [--seconds S]
  */
-import childProcess, { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import childProcess from 'node:child_process';
 import http from 'node:http';
 import { syncBuiltinESMExports } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { applyTierOverrides } from '../src/core/tiers.js';
 import { RunService } from '../src/run/run-service.js';
 import { FunctionsPackageBuilder } from '../src/run/functions-package.js';
 import { CatalogService } from '../src/services/catalog.js';
 import { AccountService } from '../src/services/accounts.js';
 import { ExecutionsStore } from '../src/store/executions-store.js';
 import { PGlitePool } from '../src/store/pglite-pool.js';
-import { connect, createAccount, parseResult, startTestServer, type McpTestClient } from '../src/test-support/harness.js';
-
-process.env.TEST_LOG_LEVEL ??= 'silent';
+import { connect } from '../src/test-support/harness.js';
+import { startLoadClients } from './lib/load.js';
+import { barePython, bareNode, cpuNow, median, ms, p99, printTable } from './lib/measure.js';
+import { call, makeNamespace, startBenchServer, usageExecutions, type CallSpec } from './lib/server.js';
 
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '41' },
     clients: { type: 'string', default: '15' },
     seconds: { type: 'string', default: '10' },
-    // Internal: this file run as the throughput phase's client process (see loadClientProcess).
-    'load-clients': { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -53,32 +51,10 @@ for (const [name, value] of Object.entries({ runs, clients, seconds })) {
   if (!Number.isFinite(value) || value < 1) throw new Error(`--${name} must be a positive number`);
 }
 
-const EXECUTE_CODE = 'from functions import hello\nresult = hello(name="bench")';
-const EXPECTED_GREETING = 'Hello, bench!';
-
-// ---------------------------------------------------------------------------------------------
-// Statistics and baselines
-
-function quantile(samples: number[], q: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  // Nearest rank: the smallest sample with at least q of the samples at or below it.
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
-const median = (samples: number[]) => quantile(samples, 0.5);
-const p99 = (samples: number[]) => quantile(samples, 0.99);
-
-function bare(command: string, args: string[]): Promise<number> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.resume();
-    child.stderr.resume();
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`${command} exited ${code}`))));
-  });
-}
-const barePython = () => bare('/usr/bin/python3', ['-c', 'pass']);
-const bareNode = () => bare(process.execPath, ['-e', '0']);
+const GREETING = { greeting: 'Hello, bench!' };
+const EXECUTE: CallSpec = { tool: 'execute', args: { code: 'from functions import hello\nresult = hello(name="bench")', language: 'python' }, expect: GREETING };
+const TOOL_CALL: CallSpec = { tool: 'utils__hello', args: { name: 'bench' }, expect: GREETING };
+const ENV_STATUS: CallSpec = { tool: '_env_status', args: {}, expect: { ready: true } };
 
 // ---------------------------------------------------------------------------------------------
 // Calls: every successful metered call is counted, to compare with /api/usage at the end.
@@ -86,37 +62,16 @@ const bareNode = () => bare(process.execPath, ['-e', '0']);
 let successfulCalls = 0;
 const failures: string[] = [];
 
-function checkHello(value: any, via: string): void {
-  if (value?.greeting !== EXPECTED_GREETING) throw new Error(`${via} returned ${JSON.stringify(value)}`);
-}
-
-async function timed(call: () => Promise<void>, metered = true): Promise<number | undefined> {
+async function timed(fn: () => Promise<void>, metered = true): Promise<number | undefined> {
   const started = performance.now();
   try {
-    await call();
+    await fn();
     if (metered) successfulCalls++;
     return performance.now() - started;
   } catch (error) {
     failures.push((error as Error).message);
     return undefined;
   }
-}
-
-async function execute(client: McpTestClient): Promise<void> {
-  const response = await client.callTool('execute', { code: EXECUTE_CODE, language: 'python' });
-  if (response.isError) throw new Error(`execute failed: ${JSON.stringify(parseResult(response))}`);
-  checkHello(parseResult(response), 'execute');
-}
-
-async function toolCall(client: McpTestClient): Promise<void> {
-  const response = await client.callTool('utils__hello', { name: 'bench' });
-  if (response.isError) throw new Error(`utils__hello failed: ${JSON.stringify(parseResult(response))}`);
-  checkHello(parseResult(response), 'utils__hello');
-}
-
-async function envStatus(client: McpTestClient): Promise<void> {
-  const response = await client.callTool('_env_status', {});
-  if (response.isError || parseResult(response)?.ready !== true) throw new Error(`_env_status failed: ${JSON.stringify(parseResult(response))}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,120 +185,14 @@ childProcess.spawn = function (this: unknown, ...args: unknown[]) {
 } as typeof childProcess.spawn;
 syncBuiltinESMExports();
 
-/** CPU of this process (server and clients) and of reaped children (sandboxes), in ms. */
-function cpuNow(): { self: number; children: number } {
-  const usage = process.cpuUsage();
-  // /proc/self/stat fields 16 and 17: cutime and cstime in clock ticks (USER_HZ = 100 on Linux).
-  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
-  return { self: (usage.user + usage.system) / 1000, children: (Number(fields[13]) + Number(fields[14])) * 10 };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Throughput clients live in a child process of their own, so that their SDK work does not share
-// (and inflate) the server's event loop, as with real remote clients. Protocol on stdio: the child
-// connects its clients and prints `ready`; on `go` it calls execute back to back for the given
-// seconds, then prints one JSON line of results. The key travels in the environment, not argv.
-
-interface LoadResult {
-  latencies: number[];
-  errors: number;
-  firstError?: string;
-  cpuMs: number;
-  elapsedMs: number;
-}
-
-async function loadClientMain(url: string): Promise<never> {
-  const key = process.env.MCPWORKS_BENCH_KEY ?? '';
-  const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(url, key)));
-  process.stdout.write('ready\n');
-  await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
-  const latencies: number[] = [];
-  let errors = 0;
-  let firstError: string | undefined;
-  const cpuBefore = process.cpuUsage();
-  const started = performance.now();
-  const deadline = started + seconds * 1000;
-  await Promise.all(
-    loadClients.map(async (client) => {
-      while (performance.now() < deadline) {
-        const callStarted = performance.now();
-        try {
-          await execute(client);
-          latencies.push(performance.now() - callStarted);
-        } catch (error) {
-          errors++;
-          firstError ??= (error as Error).message;
-        }
-      }
-    }),
-  );
-  const elapsedMs = performance.now() - started;
-  const cpu = process.cpuUsage(cpuBefore);
-  const result: LoadResult = { latencies, errors, cpuMs: (cpu.user + cpu.system) / 1000, elapsedMs, ...(firstError ? { firstError } : {}) };
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  await Promise.all(loadClients.map((client) => client.close()));
-  process.exit(0);
-}
-
-/** Starts the client process and resolves once its clients are connected; `go()` runs the load. */
-async function loadClientProcess(url: string, key: string): Promise<{ go(): Promise<LoadResult> }> {
-  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '--load-clients', url, '--clients', String(clients), '--seconds', String(seconds)], {
-    env: { ...process.env, MCPWORKS_BENCH_KEY: key },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const lines: string[] = [];
-  let buffered = '';
-  let waiting: (() => void) | undefined;
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    buffered += chunk;
-    for (let newline = buffered.indexOf('\n'); newline >= 0; newline = buffered.indexOf('\n')) {
-      lines.push(buffered.slice(0, newline));
-      buffered = buffered.slice(newline + 1);
-    }
-    waiting?.();
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-  const nextLine = async (): Promise<string> => {
-    while (lines.length === 0) {
-      const more = new Promise<void>((resolve) => (waiting = resolve));
-      const code = await Promise.race([more.then(() => undefined), exited]);
-      if (code !== undefined && lines.length === 0) throw new Error(`load client process exited (${code}) early`);
-    }
-    return lines.shift()!;
-  };
-  if ((await nextLine()) !== 'ready') throw new Error('load client process did not get ready');
-  return {
-    async go() {
-      child.stdin.end('go\n');
-      const result = JSON.parse(await nextLine()) as LoadResult;
-      await exited;
-      return result;
-    },
-  };
-}
-
-if (values['load-clients']) await loadClientMain(values['load-clients']);
-
 // ---------------------------------------------------------------------------------------------
 // Setup
 
-const server = await startTestServer({
-  tiers: applyTierOverrides('{"pro_trial":{"monthly_executions":-1,"executions_per_minute":-1,"concurrency":-1}}'),
-});
+const server = await startBenchServer();
 let exitCode = 0;
 try {
-  const account = await createAccount(server.url);
   const ns = 'bench';
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  for (const [tool, args] of [
-    ['make_namespace', { name: ns }],
-    ['make_service', { name: 'utils' }],
-    ['make_function', { service: 'utils', name: 'hello', template: 'hello-world' }],
-  ] as const) {
-    const response = await create.callTool(tool, args);
-    if (response.isError) throw new Error(`${tool} failed: ${JSON.stringify(parseResult(response))}`);
-  }
-  await create.close();
+  const account = await makeNamespace(server, ns, 'utils', [{ name: 'hello', template: 'hello-world' }]);
 
   const codeClient = await connect(`${server.url}/mcp/run/${ns}`, account.key);
   const legacyClient = await connect(`${server.url}/mcp/run/${ns}`, account.key, 'v1');
@@ -352,10 +201,10 @@ try {
   // The series, measured round-robin (one sample of each per round) so that drift in machine
   // load touches them all alike. `metered: false` calls do not count towards /api/usage.
   const series: Array<{ label: string; call: () => Promise<void>; metered: boolean; samples: number[] }> = [
-    { label: 'execute (Python → hello), code mode', call: () => execute(codeClient), metered: true, samples: [] },
-    { label: 'execute, v1 SDK (2025 protocol, session)', call: () => execute(legacyClient), metered: true, samples: [] },
-    { label: 'utils__hello (Python), tool mode', call: () => toolCall(toolClient), metered: true, samples: [] },
-    { label: '_env_status (no sandbox, not metered)', call: () => envStatus(toolClient), metered: false, samples: [] },
+    { label: 'execute (Python → hello), code mode', call: () => call(codeClient, EXECUTE), metered: true, samples: [] },
+    { label: 'execute, v1 SDK (2025 protocol, session)', call: () => call(legacyClient, EXECUTE), metered: true, samples: [] },
+    { label: 'utils__hello (Python), tool mode', call: () => call(toolClient, TOOL_CALL), metered: true, samples: [] },
+    { label: '_env_status (no sandbox, not metered)', call: () => call(toolClient, ENV_STATUS), metered: false, samples: [] },
   ];
   const baselines = { python: [] as number[], node: [] as number[] };
   const push = (into: number[], ms: number | undefined) => ms !== undefined && into.push(ms);
@@ -384,7 +233,7 @@ try {
 
   // Throughput: C clients (each its own SDK client and session, in a separate client process)
   // calling execute back to back for S seconds.
-  const load = await loadClientProcess(`${server.url}/mcp/run/${ns}`, account.key);
+  const load = await startLoadClients({ url: `${server.url}/mcp/run/${ns}`, key: account.key, clients, seconds, call: EXECUTE });
   const cpuBefore = cpuNow();
   const loadResult = await load.go();
   const cpuAfter = cpuNow();
@@ -393,29 +242,27 @@ try {
   const loadErrors = loadResult.errors;
   successfulCalls += loadLatencies.length;
 
-  const usageResponse = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
-  const usage = (await usageResponse.json()) as { executions?: number };
+  const usage = await usageExecutions(server, account.key);
   const countedCalls = successfulCalls;
-  const quotaExact = usageResponse.ok && usage.executions === countedCalls;
+  const quotaExact = usage.ok && usage.executions === countedCalls;
 
   // Profile: sequential executes with the spans switched on (after the usage check, so these
   // calls are not part of it).
   const profileRuns = 10;
   const profileClient = await connect(`${server.url}/mcp/run/${ns}`, account.key);
-  await timed(() => execute(profileClient));
+  await timed(() => call(profileClient, EXECUTE));
   profiling = true;
   const profileCpuBefore = cpuNow();
   const profileWall: number[] = [];
   for (let i = 0; i < profileRuns; i++) {
     sqlOfCall = [];
-    push(profileWall, await timed(() => execute(profileClient)));
+    push(profileWall, await timed(() => call(profileClient, EXECUTE)));
   }
   profiling = false;
   const profileCpuAfter = cpuNow();
   await profileClient.close();
 
   // -------------------------------------------------------------------------------------------
-  const ms = (value: number | undefined) => (value === undefined || Number.isNaN(value) ? '—' : `${value.toFixed(1)} ms`);
   const pythonBare = median(baselines.python);
   const ratio = (value: number) => `${(value / pythonBare).toFixed(2)}×`;
   const rows: Array<[string, string, string, string, string]> = [
@@ -425,17 +272,13 @@ try {
   ];
   for (const s of series) if (s.samples.length > 0) rows.push([s.label, String(s.samples.length), ms(median(s.samples)), ms(p99(s.samples)), ratio(median(s.samples))]);
   if (loadLatencies.length > 0) rows.push([`execute under ${clients} concurrent clients`, String(loadLatencies.length), ms(median(loadLatencies)), ms(p99(loadLatencies)), ratio(median(loadLatencies))]);
-  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  const line = (row: string[]) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ');
 
   console.log(`run bench: MCP Streamable HTTP, one server in-process (${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}), ${runs} calls per series, round-robin, after warm-up (${new Date().toISOString()})`);
-  console.log(line(rows[0]!));
-  console.log(widths.map((width) => '-'.repeat(width)).join('  '));
-  for (const row of rows.slice(1)) console.log(line(row));
+  printTable(rows);
   console.log('p99 is nearest-rank: with fewer than 100 samples it is the slowest one.');
   console.log('');
   console.log(`throughput: ${clients} concurrent clients (separate process), ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`);
-  console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usageResponse.status}`}, successful calls until then = ${countedCalls})`);
+  console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usage.status}`}, successful calls until then = ${countedCalls})`);
   const errorCount = failures.length + loadErrors;
   if (errorCount > 0) {
     console.log(`errors: ${errorCount}; first: ${failures[0] ?? loadResult.firstError}`);
