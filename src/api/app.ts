@@ -102,7 +102,7 @@ export function createApp(deps: AppDependencies): Hono {
       logger,
       buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, history: deps.history, logger, version: deps.version }),
     }),
-    run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch }),
+    run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch, afterDispatch: run.afterDispatch }),
   } satisfies Record<EndpointKind, unknown>;
 
   async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {

@@ -49,6 +49,8 @@ export function createMcpEndpoint(options: {
   logger: Logger;
   /** Runs on every parsed POST before the MCP layer sees it; a Response short-circuits (e.g. 429). */
   beforeDispatch?: (body: unknown, scope: RequestScope) => Promise<Response | undefined>;
+  /** Runs once the MCP layer has answered (or started streaming) a request that beforeDispatch let through. */
+  afterDispatch?: (scope: RequestScope) => Promise<void>;
 }) {
   const { kind, accounts, logger } = options;
   const factory: McpServerFactory = (ctx) => options.buildServer((ctx.authInfo?.extra as { scope: RequestScope }).scope);
@@ -83,7 +85,11 @@ export function createMcpEndpoint(options: {
     }
     const replay = new Request(request.url, { method: 'POST', headers: request.headers, body: text });
     if (!(await isLegacyRequest(replay, parsedBody))) {
-      return (await options.beforeDispatch?.(parsedBody, scope)) ?? modern.fetch(replay, { authInfo, parsedBody });
+      const early = await options.beforeDispatch?.(parsedBody, scope);
+      if (early) return early;
+      const response = await modern.fetch(replay, { authInfo, parsedBody });
+      await options.afterDispatch?.(scope);
+      return response;
     }
 
     const initializing = isInitialize(parsedBody);
@@ -92,6 +98,7 @@ export function createMcpEndpoint(options: {
     const early = await options.beforeDispatch?.(parsedBody, scope);
     if (early) return early;
     const response = await legacy(replay, { authInfo, parsedBody });
+    await options.afterDispatch?.(scope);
     if (!initializing || response.status !== 200) return response;
     const id = randomUUID();
     await accounts.createMcpSession({ id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace });

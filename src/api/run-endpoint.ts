@@ -85,7 +85,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     if (calls.length > 1 || messages.length > 1) {
       return new Response(JSON.stringify({ error: { type: 'validation_error', message: 'send one tools/call per request' } }), { status: 400, headers: { 'content-type': 'application/json' } });
     }
-    const name = calls[0]!.params?.name;
+    const call = calls[0] as { id?: unknown; params?: { name?: unknown } };
+    // A notification (no id) gets no answer and runs nothing: never metered.
+    if (call.id === undefined || call.id === null) return undefined;
+    const name = call.params?.name;
     let metered = false;
     try {
       const functions = await functionsOf(scope);
@@ -97,10 +100,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     if (!metered) return undefined;
     const admission = await runs.admit(scope.principal);
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
-    const ticket = admission.ticket;
-    context(scope).extra.ticket = ticket;
-    // A safety net: a ticket whose call never reached its handler gives its quota back.
-    setTimeout(() => void runs.settle(ticket, false).catch(() => undefined), (runs.tierLimits(scope.principal).timeoutSeconds + 60) * 1000).unref();
+    context(scope).extra.ticket = admission.ticket;
     return undefined;
   }
 
@@ -147,6 +147,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       },
       (async (args: { code?: unknown; language?: unknown }): Promise<CallToolResult> => {
         const ticket = ctx.extra.ticket;
+        if (ticket) ticket.started = true;
         try {
           if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
           return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined);
@@ -187,6 +188,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         },
         (async (args: unknown): Promise<CallToolResult> => {
           const ticket = ctx.extra.ticket;
+          if (ticket) ticket.started = true;
           try {
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
             return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn);
@@ -227,5 +229,17 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     return server;
   }
 
-  return { beforeDispatch, buildServer };
+  /**
+   * The MCP layer may refuse a request before any tool handler runs (a bad Accept header, an
+   * unsupported protocol version): then its quota unit and slot are given back at once.
+   */
+  async function afterDispatch(scope: RequestScope): Promise<void> {
+    const ticket = context(scope).extra.ticket;
+    if (!ticket || ticket.started || ticket.settled) return;
+    // Handlers start on a later tick of the same dispatch; give them that tick.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (!ticket.started) await runs.settle(ticket, false);
+  }
+
+  return { beforeDispatch, afterDispatch, buildServer };
 }

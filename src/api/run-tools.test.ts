@@ -253,6 +253,28 @@ describe('metering', () => {
     assert.equal((await parseError(space.create, 'describe_execution', { id: 'nope' })).type, 'not_found');
   });
 
+  test('a call the MCP layer refuses, or a notification, keeps no quota unit and no slot', async () => {
+    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }]);
+    const message = { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'utils__hello', arguments: {} } };
+    const refused = await fetch(`${server.url}/mcp/run/${space.ns}?mode=tools`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/plain', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.key}` },
+      body: JSON.stringify(message),
+    });
+    assert.ok(refused.status >= 400, String(refused.status));
+    const { id: _id, ...notification } = message;
+    await rawCall(space.ns, space.key, 'utils__hello', {}).then(() => undefined);
+    const note = await fetch(`${server.url}/mcp/run/${space.ns}?mode=tools`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.key}` },
+      body: JSON.stringify(notification),
+    });
+    assert.ok(note.status < 500);
+    const usage = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${space.key}` } })).json();
+    assert.equal(usage.executions, 1, 'only the one real call');
+    assert.equal(usage.concurrency.active, 0);
+  });
+
   test('past the monthly quota: HTTP 429 with exactly the spec body', async () => {
     const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }], 'quota3');
     for (let i = 0; i < 3; i++) assert.equal((await rawCall(space.ns, space.key, 'utils__hello', {})).status, 200);

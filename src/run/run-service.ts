@@ -20,6 +20,8 @@ export interface Ticket {
   id: string;
   accountId: string;
   admittedAt: Date;
+  /** Set when a tool handler took the call over (it then always settles the ticket). */
+  started: boolean;
   settled: boolean;
 }
 
@@ -87,7 +89,7 @@ export class RunService {
 
   async admit(principal: KeyPrincipal): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     const now = new Date();
-    const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, settled: false };
+    const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, started: false, settled: false };
     const rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now });
     return rejection ? { rejection, tier: principal.tier } : { ticket };
   }

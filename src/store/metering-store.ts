@@ -39,8 +39,14 @@ export class MeteringStore {
     return this.db.transaction().execute(async (trx) => {
       await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().executeTakeFirst();
 
+      // Slots whose call never settled (its node died, or it never reached a handler) free
+      // themselves here, and give back their quota unit unless the call was recorded.
+      const expired = await trx.deleteFrom('active_executions').where('account_id', '=', accountId).where('expires_at', '<', now).returning(['id', 'started_at']).execute();
+      for (const slot of expired) {
+        const recorded = await trx.selectFrom('executions').select('id').where('id', '=', slot.id).executeTakeFirst();
+        if (!recorded) await refundIn(trx, accountId, new Date(slot.started_at));
+      }
       if (limits.concurrency !== null) {
-        await trx.deleteFrom('active_executions').where('account_id', '=', accountId).where('expires_at', '<', now).execute();
         const active = await trx
           .selectFrom('active_executions')
           .select(sql<number>`count(*)::int`.as('n'))
@@ -65,6 +71,7 @@ export class MeteringStore {
         .values({ account_id: accountId, month, executions: 1 })
         .onConflict((oc) => oc.columns(['account_id', 'month']).doUpdateSet({ executions: sql`usage_months.executions + 1` }))
         .execute();
+      await trx.deleteFrom('rate_windows').where('account_id', '=', accountId).where('window_start', '<', new Date(window.getTime() - 60_000)).execute();
       await trx
         .insertInto('rate_windows')
         .values({ account_id: accountId, window_start: window, executions: 1 })
@@ -100,16 +107,16 @@ export class MeteringStore {
     return { month, executions: usage?.executions ?? 0, lastMinute: rate?.executions ?? 0, active: Number(active.n) };
   }
 
-  /** Old rate windows are useless after a minute; trimmed opportunistically. */
-  async pruneRateWindows(before: Date): Promise<void> {
-    await this.db.deleteFrom('rate_windows').where('window_start', '<', before).execute();
-  }
 }
 
 /** settle() inside a caller's transaction (the run ledger settles and records in one). */
 export async function settleIn(trx: Transaction<Database>, ticketId: string, accountId: string, admittedAt: Date, successful: boolean): Promise<void> {
   const freed = await trx.deleteFrom('active_executions').where('id', '=', ticketId).returning('id').executeTakeFirst();
   if (!freed || successful) return;
+  await refundIn(trx, accountId, admittedAt);
+}
+
+async function refundIn(trx: Transaction<Database>, accountId: string, admittedAt: Date): Promise<void> {
   await trx
     .updateTable('usage_months')
     .set({ executions: sql`greatest(executions - 1, 0)` })
