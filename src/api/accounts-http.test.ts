@@ -43,6 +43,7 @@ describe('register and login', () => {
       [{ email: 'not-an-email', password: 'long enough pw' }, 'email'],
       [{ email: 'b@example.com', password: 'short' }, 'password'],
       [{ email: 'b@example.com' }, 'password'],
+      [{ email: 'nul\u0000@example.com', password: 'long enough pw' }, 'email'],
     ] as const) {
       const bad = await postJson(`${server.url}/register`, body);
       assert.equal(bad.status, 400, JSON.stringify(body));
@@ -99,6 +100,8 @@ describe('API keys', () => {
     await assert.rejects(client.listTools());
     const again = await fetch(`${server.url}/api/keys/${created.body.id}`, { method: 'DELETE', headers: { cookie } });
     assert.equal(again.status, 404);
+    const nul = await fetch(`${server.url}/api/keys/%00`, { method: 'DELETE', headers: { cookie } });
+    assert.equal(nul.status, 404);
   });
 
   test('key routes need a login session, not an API key', async () => {

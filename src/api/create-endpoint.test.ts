@@ -193,6 +193,8 @@ describe('functions', () => {
       [{ service: 's', name: 'f', code: HELLO, template: 'nope' }, 'validation_error'],
       [{ service: 's', name: 'f', code: 42 }, 'validation_error'],
       [{ service: 'missing', name: 'f', code: HELLO }, 'not_found'],
+      [{ service: 's\u0000', name: 'f', code: HELLO }, 'validation_error', /NUL/],
+      [{ service: 's', name: 'f', code: HELLO, description: 'a\u0000b' }, 'validation_error', /NUL/],
     ];
     for (const [args, type, pattern] of cases) {
       const error = await callError(client, 'make_function', args);

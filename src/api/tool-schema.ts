@@ -8,6 +8,14 @@ import { runTool } from './tool-results.js';
 // validate in the handler so that bad input gets our typed error like every other failure.
 const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
 
+/** PostgreSQL text cannot hold NUL: refused up front rather than failing deep in a query. */
+function containsNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (Array.isArray(value)) return value.some(containsNul);
+  if (value !== null && typeof value === 'object') return Object.entries(value).some(([k, v]) => k.includes('\u0000') || containsNul(v));
+  return false;
+}
+
 function describeIssues(error: z.ZodError): string {
   return error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(arguments)'}: ${issue.message}`).join('; ');
 }
@@ -32,6 +40,7 @@ export function defineTool<S extends z.ZodObject>(
     { description: definition.description, inputSchema: fromJsonSchema(jsonSchema as never, acceptEverything), annotations: definition.annotations },
     ((args: unknown): Promise<CallToolResult> =>
       runTool(logger, name, async () => {
+        if (containsNul(args)) throw new DomainError('validation_error', `invalid arguments for ${name}: strings must not contain NUL characters`);
         const parsed = definition.input.safeParse(args ?? {});
         if (!parsed.success) {
           throw new DomainError('validation_error', `invalid arguments for ${name}: ${describeIssues(parsed.error)}`);

@@ -28,7 +28,7 @@ export function validateScopes(scopes: unknown): Scope[] {
 const EMAIL_PATTERN = /^[^\s@]{1,64}@[^\s@.]+(\.[^\s@.]+)+$/;
 
 export function validateEmail(email: unknown): string {
-  if (typeof email !== 'string' || email.length > 254 || !EMAIL_PATTERN.test(email.trim())) {
+  if (typeof email !== 'string' || email.length > 254 || email.includes('\u0000') || !EMAIL_PATTERN.test(email.trim())) {
     throw invalid('email must be a valid address like user@example.com', { field: 'email' });
   }
   return email.trim().toLowerCase();
@@ -46,6 +46,8 @@ export function validatePassword(password: unknown): string {
 
 export function validateKeyName(name: unknown): string {
   if (name === undefined) return 'default';
-  if (typeof name !== 'string' || name.trim() === '' || name.length > 100) throw invalid('name must be 1-100 characters', { field: 'name' });
+  if (typeof name !== 'string' || name.trim() === '' || name.length > 100 || name.includes('\u0000')) {
+    throw invalid('name must be 1-100 characters, without NUL', { field: 'name' });
+  }
   return name.trim();
 }

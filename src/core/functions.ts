@@ -101,13 +101,14 @@ export function buildMetadata(input: { description?: unknown; tags?: unknown }, 
   if (input.description !== undefined) {
     if (typeof input.description !== 'string') throw invalid('description must be a string', { field: 'description' });
     if (input.description.length > MAX_DESCRIPTION_CHARS) throw invalid(`description may have at most ${MAX_DESCRIPTION_CHARS} characters`, { field: 'description' });
+    if (input.description.includes('\u0000')) throw invalid('description must not contain NUL characters', { field: 'description' });
     description = input.description;
   }
   let tags = base?.tags ?? [];
   if (input.tags !== undefined) {
     const list = stringList(input.tags, 'tags', MAX_TAGS).map((t) => t.trim());
     for (const tag of list) {
-      if (tag === '' || tag.length > MAX_TAG_CHARS) throw invalid(`each tag must have 1-${MAX_TAG_CHARS} characters`, { field: 'tags' });
+      if (tag === '' || tag.length > MAX_TAG_CHARS || tag.includes('\u0000')) throw invalid(`each tag must have 1-${MAX_TAG_CHARS} characters, without NUL`, { field: 'tags' });
     }
     tags = [...new Set(list)];
   }

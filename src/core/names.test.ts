@@ -18,7 +18,7 @@ test('a bad namespace name is a validation error naming the rule', () => {
 
 test('service and function names become identifiers and tool names', () => {
   for (const good of ['utils', 'is-prime', 'hello_world', 'a', 'f2', 'x'.repeat(31)]) assert.equal(validateEntityName('function', good), good);
-  for (const bad of ['', '2fast', '-a', 'a-', 'a__b', 'A', 'x'.repeat(32), 'a b', 'a--b', 'class', 'import', 'return']) {
+  for (const bad of ['', '2fast', '-a', 'a-', 'a__b', 'A', 'x'.repeat(32), 'a b', 'a--b', 'class', 'import', 'return', 'constructor', 'prototype']) {
     assert.throws(() => validateEntityName('function', bad), (e: unknown) => isDomainError(e) && e.type === 'validation_error', bad);
   }
   assert.equal(toIdentifier('my-func-name'), 'my_func_name');

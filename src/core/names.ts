@@ -19,6 +19,8 @@ const RESERVED_IDENTIFIERS = new Set([
   'default', 'delete', 'do', 'enum', 'export', 'extends', 'function', 'instanceof', 'let', 'new', 'null', 'super',
   'switch', 'this', 'throw', 'typeof', 'var', 'void', 'implements', 'interface', 'package', 'private', 'protected',
   'public', 'static',
+  // Object.prototype members and JavaScript specials: as package keys they would shadow built-ins.
+  'constructor', 'prototype', 'eval', 'arguments',
 ]);
 
 export function validateNamespaceName(name: unknown): string {

@@ -85,6 +85,7 @@ export class AccountService {
     const email = typeof emailInput === 'string' ? emailInput.trim().toLowerCase() : '';
     const password = typeof passwordInput === 'string' ? passwordInput : '';
     if (!email || !password) throw invalid('email and password are required', { field: email ? 'password' : 'email' });
+    if (email.includes('\u0000')) throw new DomainError('unauthorized', 'wrong email or password');
     const account = await this.store.findAccountByEmail(email);
     this.dummyHash ??= hashSecret('not-a-password');
     const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash));
@@ -135,7 +136,8 @@ export class AccountService {
   }
 
   async revokeKey(accountId: string, keyId: string): Promise<void> {
-    if (!(await this.store.revokeKey(accountId, keyId))) throw new DomainError('not_found', `API key '${keyId}' not found`);
+    const found = /^[0-9a-f-]{36}$/.test(keyId) && (await this.store.revokeKey(accountId, keyId));
+    if (!found) throw new DomainError('not_found', `API key '${keyId.slice(0, 64)}' not found`);
   }
 
   /** Resolves a raw API key to its principal; undefined for unknown, revoked or expired keys. */

@@ -51,11 +51,15 @@ function wrapper(entry) {
   return call;
 }
 
-const services = {};
+// Prototype-less maps: no name can reach Object.prototype's members.
+const services = Object.create(null);
 const ambiguous = new Set(catalog.ambiguous);
 const exported = { __doc__: catalog.doc.typescript, FunctionError };
 for (const entry of catalog.functions) {
-  const service = (services[entry.serviceIdentifier] ??= { __doc__: `Functions of service "${entry.service}".` });
+  if (!Object.hasOwn(services, entry.serviceIdentifier)) {
+    services[entry.serviceIdentifier] = Object.assign(Object.create(null), { __doc__: `Functions of service "${entry.service}".` });
+  }
+  const service = services[entry.serviceIdentifier];
   const fn = wrapper(entry);
   service[entry.identifier] = fn;
   if (!ambiguous.has(entry.identifier)) exported[entry.identifier] = fn;
