@@ -8,5 +8,13 @@ export function createLogger(level = process.env.LOG_LEVEL ?? 'info'): Logger {
     level,
     base: { service: 'mcpworks' },
     redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-mcpworks-env"]'], remove: true },
+    // Only what identifies an error: database errors carry their query's parameters, which must not reach logs.
+    serializers: {
+      err: (error: unknown) => {
+        if (!(error instanceof Error)) return { message: String(error) };
+        const code = (error as { code?: unknown }).code;
+        return { type: error.name, message: error.message, ...(typeof code === 'string' ? { code } : {}), stack: error.stack };
+      },
+    },
   });
 }

@@ -58,6 +58,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     packages: new FunctionsPackageBuilder(cacheDir),
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
+    securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
   });
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config) });
 

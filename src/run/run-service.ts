@@ -3,7 +3,7 @@ import { DomainError } from '../core/errors.js';
 import { schemaProblems } from '../core/json-schema.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxOutcome } from '../core/sandbox.js';
 import { findingTypes, SecretScanner, type Finding } from '../core/secret-scanner.js';
-import { limitsFor, type TierLimits } from '../core/tiers.js';
+import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
@@ -64,11 +64,21 @@ export class RunService {
       packages: FunctionsPackageBuilder;
       tiers: Readonly<Record<string, TierLimits>>;
       accountTier: (accountId: string) => Promise<string>;
+      /** Security events are logged as well as stored: kind and place, never the value. */
+      securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
     },
   ) {}
 
   tierLimits(principal: KeyPrincipal): TierLimits {
-    return limitsFor(principal.tier, this.deps.tiers);
+    return this.limitsOf(principal.tier);
+  }
+
+  /** An account whose plan the operator removed from MCPWORKS_TIERS gets a clear refusal, not a 500. */
+  private limitsOf(tier: string): TierLimits {
+    if (!isKnownTier(tier, this.deps.tiers)) {
+      throw new DomainError('forbidden', `this account's plan '${tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`);
+    }
+    return limitsFor(tier, this.deps.tiers);
   }
 
   /**
@@ -102,7 +112,7 @@ export class RunService {
 
   async usage(accountId: string, knownTier?: string) {
     const tier = knownTier ?? (await this.deps.accountTier(accountId));
-    const limits = limitsFor(tier, this.deps.tiers);
+    const limits = this.limitsOf(tier);
     const now = new Date();
     const usage = await this.deps.metering.usage(accountId, now);
     return {
@@ -246,6 +256,9 @@ export class RunService {
       findingTypes(findings),
     );
     ticket.settled = true;
+    if (findings.length > 0) {
+      this.deps.securityLog?.({ namespaceId, service: what.serviceName, function: what.functionName, detections: findingTypes(findings) });
+    }
     return scanned;
   }
 

@@ -2,6 +2,8 @@
  * The bubblewrap sandbox: every run is a fresh set of namespaces (user, PID, mount, IPC, UTS, net,
  * cgroup) over a read-only /usr, a small private tmpfs, seccomp deny-list, per-run cgroup and
  * rlimits. Requests travel on stdin and answers on fd 3, so env values never appear in any argv.
+ * With the pool on (the default), sandboxes are started ahead of their runs and wait, blocked on
+ * stdin, for the request (see warm-pool.ts); each still serves exactly one run.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -12,13 +14,18 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { invalid } from '../core/errors.js';
 import {
   SANDBOX_ERROR_TYPES,
+  sandboxLimitsFor,
   type Sandbox,
   type SandboxFailure,
+  type SandboxLanguage,
+  type SandboxLimits,
   type SandboxOutcome,
   type SandboxRequest,
 } from '../core/sandbox.js';
+import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { CappedCapture } from './capture.js';
 import { RunChannel, type RunAnswer } from './channel.js';
+import { WarmPool, type PoolItem, type PoolShape, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
 import { LauncherPool, type Launcher } from './launcher-pool.js';
 import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
@@ -53,6 +60,26 @@ export interface BubblewrapSandboxOptions {
   launcherPool?: number;
   /** false: limit memory and processes with rlimits only, as on hosts without usable cgroups. */
   cgroups?: boolean;
+  /**
+   * Pre-started sandboxes waiting for their request (default: on unless MCPWORKS_SANDBOX_POOL=off).
+   * false: every run starts its sandbox on the request path, as before the pool.
+   */
+  pool?: boolean | SandboxPoolOptions;
+}
+
+export interface SandboxPoolOptions extends WarmPoolOptions {
+  /** Limits whose plain Python and TypeScript sandboxes are kept ready from the start (default: the default tier's). */
+  warmLimits?: readonly SandboxLimits[];
+}
+
+/** The bubblewrap implementation of Sandbox, with a view of its pool for operators, tests and bench. */
+export interface BubblewrapSandbox extends Sandbox {
+  /** The pool's counters and sizes, or null when the pool is off. */
+  poolStats(): PoolStats | null;
+}
+
+export function poolFromEnvironment(value = process.env.MCPWORKS_SANDBOX_POOL): boolean {
+  return value !== 'off';
 }
 
 interface LauncherExit {
@@ -64,16 +91,41 @@ interface LauncherExit {
 /** Memory limit of a pre-started launcher until its run sets the tier's (it only waits on stdin). */
 const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
 
-interface RunPlan {
-  argv: string[];
-  payload: string;
+/**
+ * Everything fixed when a sandbox starts, before its request exists: the helper's options (rlimits,
+ * user) and bubblewrap's command line (tmpfs size, mounts, node_modules, the interpreter and its
+ * heap) plus the cgroup limits and the log cap. Two requests with the same key can use the same
+ * kind of pre-started sandbox; what differs per request (code, input, env, result cap, bridge,
+ * timeout) reaches the sandbox only when its run begins.
+ */
+interface SandboxShape extends PoolShape {
+  language: SandboxLanguage;
+  command: string[];
+  cgroupLimits: { memoryBytes: number; maxProcesses: number };
+  maxLogBytes: number;
 }
+
+/** A started sandbox (pooled or cold) that has not yet been sent its request. */
+interface PreparedSandbox extends PoolItem {
+  launcher: Launcher;
+  channel: RunChannel;
+  stdout: CappedCapture;
+  stderr: CappedCapture;
+  network: Promise<{ attachment: NetworkAttachment | null; failed: boolean }>;
+}
+
+/**
+ * What one idle pooled sandbox holds, for the pool's free-memory cap: measured on Debian 12 (Python
+ * 3.11, Node 20) at about 5 and 7 MB charged to its cgroup (the interpreters' code is shared page
+ * cache), doubled for bubblewrap, the helper and kernel objects.
+ */
+const IDLE_MEMORY_ESTIMATE: Record<SandboxLanguage, number> = { python: 10 * MB, typescript: 14 * MB };
 
 export function networkFromEnvironment(value = process.env.MCPWORKS_SANDBOX_NETWORK): boolean {
   return value === 'on';
 }
 
-export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}): Sandbox {
+export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}): BubblewrapSandbox {
   const paths: HostPaths = { ...defaultHostPaths(), ...options.paths };
   for (const [what, path] of [
     ['bubblewrap', paths.bwrap],
@@ -98,8 +150,18 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
   // Pre-joining only pays where there are cgroups to join.
-  const pool = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
-  pool.refill();
+  const launchers = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
+  launchers.refill();
+  const poolOption = options.pool ?? poolFromEnvironment();
+  let pool: WarmPool<SandboxShape, PreparedSandbox> | null = null;
+  if (poolOption !== false) {
+    const poolOptions: SandboxPoolOptions = poolOption === true ? {} : poolOption;
+    const warmLimits = poolOptions.warmLimits ?? [sandboxLimitsFor(limitsFor(DEFAULT_TIER))];
+    const pinned = warmLimits.flatMap((limits) =>
+      (['python', 'typescript'] as const).map((language) => shapeFor({ language, code: '', input: null, limits })),
+    );
+    pool = new WarmPool(prepare, pinned, poolOptions, log);
+  }
 
   async function run(request: SandboxRequest): Promise<SandboxOutcome> {
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
@@ -117,11 +179,19 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       }
       code = transpiled.code;
     }
-    const plan = planRun(request, code, env);
-    return execute(request, plan, started);
+    const payload = JSON.stringify({
+      code,
+      input: request.input ?? null,
+      env,
+      maxResultBytes: request.limits.maxResultBytes,
+      entry: request.entry ?? 'main',
+      libraryPaths: request.libraryPaths ?? [],
+      bridge: request.bridge !== undefined,
+    });
+    return execute(request, shapeFor(request), payload, started);
   }
 
-  function planRun(request: SandboxRequest, code: string, env: Readonly<Record<string, string>>): RunPlan {
+  function shapeFor(request: SandboxRequest): SandboxShape {
     const { limits } = request;
     const args = [...baseArgs, '--size', String(limits.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp'];
     let command: string[];
@@ -146,16 +216,18 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       if (library) args.push('--symlink', library, '/node_modules');
     }
     args.push('--remount-ro', '/', '--chdir', '/tmp', '--seccomp', '4', '--', ...command);
-    const payload = JSON.stringify({
-      code,
-      input: request.input ?? null,
-      env,
-      maxResultBytes: limits.maxResultBytes,
-      entry: request.entry ?? 'main',
-      libraryPaths: request.libraryPaths ?? [],
-      bridge: request.bridge !== undefined,
-    });
-    return { argv: args, payload };
+    const fullCommand = [...helperArgs(request), '--', paths.bwrap, ...(network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...args];
+    const cgroupLimits = { memoryBytes: limits.memoryMb * MB, maxProcesses: limits.maxProcesses };
+    const views = [request.mounts?.length ? 'mounts' : '', request.nodeModulesDir ? 'node_modules' : '', request.language === 'typescript' && request.libraryPaths?.length ? 'library' : ''];
+    return {
+      key: JSON.stringify([fullCommand, cgroupLimits, limits.maxLogBytes]),
+      label: [request.language, `${limits.memoryMb} MB`, ...views.filter(Boolean)].join(' '),
+      memoryEstimateBytes: IDLE_MEMORY_ESTIMATE[request.language],
+      language: request.language,
+      command: fullCommand,
+      cgroupLimits,
+      maxLogBytes: limits.maxLogBytes,
+    };
   }
 
   /** A helper that has joined a fresh run's cgroups and waits for its command (see LauncherPool). */
@@ -183,11 +255,55 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
   }
 
-  /** The rest of the helper's command line, sent on its stdin when the run begins. */
-  function commandFrame(request: SandboxRequest, plan: RunPlan): Buffer {
-    const args = [...helperArgs(request), '--', paths.bwrap, ...(network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...plan.argv];
-    const body = Buffer.from(args.map((arg) => `${arg}\0`).join(''), 'utf8');
+  /** The rest of the helper's command line, sent on a launcher's stdin to start the sandbox. */
+  function commandFrame(shape: SandboxShape): Buffer {
+    const body = Buffer.from(shape.command.map((arg) => `${arg}\0`).join(''), 'utf8');
     return Buffer.concat([Buffer.from(body.length.toString(16).padStart(8, '0'), 'ascii'), body]);
+  }
+
+  /**
+   * Starts a sandbox of this shape up to the point where its runner waits for the request: used by
+   * the pool ahead of time, and on the request path when no pooled sandbox is there.
+   */
+  function prepare(shape: SandboxShape): PreparedSandbox {
+    const launcher = launchers.take();
+    const { child, cgroup, exited } = launcher;
+    // The run's own limits from the start: the interpreter's start-up is charged to them too.
+    cgroup?.configure(shape.cgroupLimits);
+    const stdout = new CappedCapture(shape.maxLogBytes);
+    const stderr = new CappedCapture(shape.maxLogBytes);
+    child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+    const channel = new RunChannel(child.stdio[3] as Duplex, log);
+    child.stdin!.write(commandFrame(shape));
+    const networkReady = network
+      ? attachNetwork(child).then(
+          (attachment) => ({ attachment, failed: false }),
+          (error: Error) => {
+            log(`sandbox network set-up failed: ${error.message}`);
+            return { attachment: null, failed: true };
+          },
+        )
+      : Promise.resolve({ attachment: null, failed: false });
+    let discarded = false;
+    return {
+      launcher,
+      channel,
+      stdout,
+      stderr,
+      network: networkReady,
+      // Without its network bubblewrap stays blocked, so the runner would never report ready.
+      ready: networkReady.then((state) => (state.failed ? false : channel.ready)),
+      alive: () => !discarded && child.exitCode === null && child.signalCode === null,
+      async discard() {
+        discarded = true;
+        child.kill('SIGKILL');
+        cgroup?.killAll();
+        await exited;
+        (await networkReady).attachment?.close();
+        await cgroup?.remove();
+      },
+    };
   }
 
   function helperArgs(request: SandboxRequest): string[] {
@@ -211,19 +327,17 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     return args;
   }
 
-  async function execute(request: SandboxRequest, plan: RunPlan, started: number): Promise<SandboxOutcome> {
+  async function execute(request: SandboxRequest, shape: SandboxShape, payload: string, started: number): Promise<SandboxOutcome> {
     const { limits } = request;
-    const { child, cgroup, exited } = pool.take();
-    cgroup?.configure({ memoryBytes: limits.memoryMb * MB, maxProcesses: limits.maxProcesses });
+    // A pooled sandbox was started for exactly this shape and is handed to this run alone.
+    const prepared = pool?.claim(shape) ?? prepare(shape);
+    const { child, cgroup, exited } = prepared.launcher;
+    const { stdout, stderr, channel } = prepared;
     let attachment: NetworkAttachment | null = null;
-    const stdout = new CappedCapture(limits.maxLogBytes);
-    const stderr = new CappedCapture(limits.maxLogBytes);
-    let channel: RunChannel | null = null;
     let timedOut = false;
     let networkFailed = false;
     let exit: LauncherExit;
     try {
-      child.stdin!.write(commandFrame(request, plan));
       let escalation: NodeJS.Timeout | undefined;
       // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
       // zombie is left behind; SIGKILL follows only if it does not finish.
@@ -237,20 +351,15 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         timedOut = true;
         kill();
       }, limits.timeoutSeconds * 1000);
-      child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
-      child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
       // Room for the result (or a bridge call's input) plus the error envelope and a traceback.
-      channel = new RunChannel(child.stdio[3] as Duplex, limits.maxResultBytes + 2 * TRACEBACK_CAP, request.bridge, kill, log);
-      if (network) {
-        try {
-          attachment = await attachNetwork(child);
-        } catch (error) {
-          log(`sandbox network set-up failed: ${(error as Error).message}`);
-          networkFailed = true;
-          kill();
-        }
+      channel.begin(request.bridge, limits.maxResultBytes + 2 * TRACEBACK_CAP, kill);
+      const networkState = await prepared.network;
+      attachment = networkState.attachment;
+      if (networkState.failed) {
+        networkFailed = true;
+        kill();
       }
-      child.stdin!.end(plan.payload);
+      child.stdin!.end(payload);
       exit = await exited;
       clearTimeout(timer);
       clearTimeout(escalation);
@@ -259,8 +368,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       cgroup?.killAll();
     }
     // After a kill the namespace may still be dying; a stopped run must not outlive its answer.
-    const answer = (channel as RunChannel | null)?.answer ?? null;
-    const overflowed = (channel as RunChannel | null)?.overflowed ?? false;
+    const answer = channel.answer;
+    const overflowed = channel.overflowed;
     if (timedOut || overflowed) await cgroup?.killUntilEmpty(2000);
     const oomKilled = cgroup?.oomKilled() ?? false;
     // Removing the group need not delay the answer; close() waits for it.
@@ -273,7 +382,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox could not start', stderr: '' }, '', started);
     }
     // Between runs, so the fork never delays a run in progress.
-    setImmediate(() => pool.refill());
+    setImmediate(() => launchers.refill());
     if (networkFailed) {
       return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox network could not be set up', stderr: '' }, '', started);
     }
@@ -337,9 +446,11 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
 
   return {
     run,
+    poolStats: () => pool?.stats() ?? null,
     async close() {
       closed = true;
-      await pool.close();
+      await pool?.close();
+      await launchers.close();
       await Promise.all([...pendingRemovals]);
       await releaseCgroupSupport(cgroups);
       rmSync(runtimeDir, { recursive: true, force: true });

@@ -1,6 +1,8 @@
 /**
- * The host end of fd 3: one JSON object per line. `{"bridge": message}` lines are code-mode calls,
- * answered in order with one line each; any other line is the run's answer (the first one counts).
+ * The host end of fd 3: one JSON object per line. The runner's first line is READY_LINE, written
+ * once it waits for its request (before any user code exists). After it, `{"bridge": message}`
+ * lines are code-mode calls, answered in order with one line each; any other line is the run's
+ * answer (the first one counts).
  */
 import type { Duplex } from 'node:stream';
 import type { SandboxBridge } from '../core/sandbox.js';
@@ -13,24 +15,47 @@ export interface RunAnswer {
   traceback?: string;
 }
 
+/** What the runner writes on fd 3 when it is started and blocked reading its request. */
+export const READY_LINE = '{"ready":true}';
+
+/** Until a run claims the channel, nothing but READY_LINE is expected; anything longer is wrong. */
+const UNCLAIMED_LINE_CAP = 4096;
+
 export class RunChannel {
   answer: RunAnswer | null = null;
   /** A line longer than the cap arrived; the run is stopped. */
   overflowed = false;
+  /** True once the runner waits for its request; false if fd 3 closed first (the sandbox died). */
+  readonly ready: Promise<boolean>;
+  private sawReady = false;
+  private markReady: (ready: boolean) => void = () => {};
   private readonly pending: Buffer[] = [];
   private pendingBytes = 0;
   private replies: Promise<void> = Promise.resolve();
+  private lineCapBytes = UNCLAIMED_LINE_CAP;
+  private bridge: SandboxBridge | undefined;
+  private onOverflow: () => void = () => {};
 
+  /**
+   * Listens from the moment the sandbox is spawned, so nothing it writes is missed while it waits
+   * in a pool; `begin` hands it to the run that claims the sandbox.
+   */
   constructor(
     private readonly socket: Duplex,
-    private readonly lineCapBytes: number,
-    private readonly bridge: SandboxBridge | undefined,
-    private readonly onOverflow: () => void,
     private readonly log: (message: string) => void,
   ) {
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
     // The sandbox may be gone before a reply is written; that ends the run, not the server.
     socket.on('error', () => {});
+    socket.on('close', () => this.markReady(false));
     socket.on('data', (chunk: Buffer) => this.push(chunk));
+  }
+
+  /** The run's own settings: its bridge, the line cap (result size) and how to stop it on overflow. */
+  begin(bridge: SandboxBridge | undefined, lineCapBytes: number, onOverflow: () => void): void {
+    this.bridge = bridge;
+    this.lineCapBytes = lineCapBytes;
+    this.onOverflow = onOverflow;
   }
 
   private push(chunk: Buffer): void {
@@ -56,6 +81,12 @@ export class RunChannel {
   }
 
   private handle(line: string): void {
+    if (!this.sawReady && line === READY_LINE) {
+      // Only the runner can write it: user code runs after the request, which is read after this line.
+      this.sawReady = true;
+      this.markReady(true);
+      return;
+    }
     let message: unknown;
     try {
       message = JSON.parse(line);

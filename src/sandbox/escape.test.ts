@@ -1,19 +1,21 @@
 // The escape suite: each attempt runs in the real bubblewrap sandbox and must be contained.
-// docs/sandbox.md lists every attempt with what it gets; keep the two in step.
+// docs/sandbox.md lists every attempt with what it gets; keep the two in step. The pool is on, as
+// by default, so most attempts run in pre-started sandboxes; escape-cold.test.ts repeats the suite
+// with it off.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { sandboxLimitsFor, type Sandbox, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
+import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
-import { createBubblewrapSandbox } from './bubblewrap.js';
+import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
 import { packageRoot } from './host.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 const PLATFORM_SECRET = `platform-secret-${process.pid}-d41d8cd98f00`;
-let sandbox: Sandbox;
+let sandbox: BubblewrapSandbox;
 let dataDir: string;
 let server: Server;
 let serverPort: number;
@@ -374,5 +376,11 @@ result = {
     const code = 'import os, time\ndef main(input_data):\n    path = "/tmp/value"\n    open(path, "w").write(str(input_data["n"]))\n    time.sleep(0.3)\n    return {"n": int(open(path).read()), "env": os.environ["RUN"]}\n';
     const runs = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => py(code, { n }, { env: { RUN: `run-${n}` } })));
     runs.forEach((outcome, index) => assert.deepEqual(resultOf(outcome), { n: index + 1, env: `run-${index + 1}` }));
+  });
+
+  it('the attempts above ran in pre-started sandboxes, unless the pool is switched off', () => {
+    const stats = sandbox.poolStats();
+    if (process.env.MCPWORKS_SANDBOX_POOL === 'off') assert.equal(stats, null);
+    else assert.ok(stats !== null && stats.hits >= 10, JSON.stringify(stats));
   });
 });

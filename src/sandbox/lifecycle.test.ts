@@ -1,5 +1,5 @@
-// What a sandbox instance holds between runs (pre-started launchers, cgroups, runtime files) is
-// released by close(), and nothing is left after runs of every kind.
+// What a sandbox instance holds between runs (pre-started launchers and sandboxes, cgroups, runtime
+// files) is released by close(), and nothing is left after runs of every kind.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,7 +44,7 @@ function ourCgroups(): string[] {
 
 describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started launchers and cgroups need root' }, () => {
   it('keeps two launchers ready, uses each for one run, and close() releases everything', async () => {
-    const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2 });
+    const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2, pool: false });
     assert.equal(ourHelpers().length, 2);
     const runtimeDirs = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`mcpworks-sandbox-${process.pid}-`));
     assert.equal(runtimeDirs().length, 1);
@@ -66,5 +66,35 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
     assert.deepEqual(ourCgroups(), []);
     assert.deepEqual(runtimeDirs(), []);
     await assert.rejects(sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }), /closed/);
+  });
+
+  it('keeps pooled sandboxes waiting, refills them after runs, and close() releases everything', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2, pool: { minSize: 2 } });
+    const runtimeDirs = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`mcpworks-sandbox-${process.pid}-`));
+    const settled = async (helpers: number) => {
+      const deadline = Date.now() + 10_000;
+      while (ourHelpers().length !== helpers || sandbox.poolStats()!.keys.some((key) => key.ready !== 2)) {
+        if (Date.now() > deadline) throw new Error(`expected ${helpers} helpers, saw ${ourHelpers().length}: ${JSON.stringify(sandbox.poolStats())}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    // Two launchers, and two waiting sandboxes for each of plain Python and plain TypeScript.
+    await settled(6);
+    const outcomes = await Promise.all([
+      sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }),
+      sandbox.run({ language: 'typescript', code: 'export default () => 2;\n', input: {}, limits: pro }),
+      sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 1 } }),
+      sandbox.run({ language: 'python', code: 'bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro }),
+    ]);
+    assert.deepEqual(
+      outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
+      [1, 2, 'TimeoutError', 'MemoryError'],
+    );
+    // Used sandboxes are gone and replaced; nothing else stays.
+    await settled(6);
+    await sandbox.close();
+    assert.deepEqual(ourHelpers(), []);
+    assert.deepEqual(ourCgroups(), []);
+    assert.deepEqual(runtimeDirs(), []);
   });
 });

@@ -1,7 +1,9 @@
 // Runs one TypeScript function (already transpiled, with an inline source map) inside the sandbox.
 // The request arrives as JSON on stdin so env values never sit in argv or in the process's initial
-// environment. Fd 3 is a socket to the host carrying one JSON line per message: the final answer,
-// and in code mode bridge requests (each answered by one line).
+// environment. Fd 3 is a socket to the host carrying one JSON line per message: {"ready":true}
+// once the runner waits for its request (a pooled sandbox may wait long before its run), then the
+// final answer, and in code mode bridge requests (each answered by one line). stdin is read to its
+// end: one sandbox, one request.
 'use strict';
 const fs = require('node:fs');
 const Module = require('node:module');
@@ -96,10 +98,11 @@ async function runScript(request) {
 }
 
 async function main() {
+  process.setSourceMapsEnabled(true);
+  answer('{"ready":true}');
   const request = JSON.parse(fs.readFileSync(0, 'utf8'));
   for (const [name, value] of Object.entries(request.env)) process.env[name] = value;
   const maxResult = request.maxResultBytes;
-  process.setSourceMapsEnabled(true);
   if (request.bridge) installBridge();
 
   let produced;

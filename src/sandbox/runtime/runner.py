@@ -1,7 +1,9 @@
 # Runs one Python function inside the sandbox. Started as `python3 -I -S runner.py`:
 # the request (code, input, env) arrives as JSON on stdin so that env values never sit in argv
 # or in the process's initial environment. Fd 3 is a socket to the host carrying one JSON line
-# per message: the final answer, and in code mode bridge requests (each answered by one line).
+# per message: {"ready":true} once the runner waits for its request (a pooled sandbox may wait
+# long before its run), then the final answer, and in code mode bridge requests (each answered
+# by one line). stdin is read to its end: one sandbox, one request.
 import _json
 import os
 import sys
@@ -75,19 +77,38 @@ def _install_bridge(writer, reader):
     sys.modules["_mcpworks_bridge"] = bridge
 
 
+def _read_request():
+    # A request already waiting means a cold start: read it at once. Otherwise this sandbox was
+    # started ahead of its run, and the time until the request arrives is free: spend it loading
+    # what reporting an error needs (nothing the user's code chose: that is known only later).
+    os.set_blocking(0, False)
+    try:
+        head = os.read(0, 1 << 16)
+    except BlockingIOError:
+        head = None
+    os.set_blocking(0, True)
+    if head is None:
+        import linecache  # noqa: F401
+        import traceback  # noqa: F401
+        head = b""
+    return head + sys.stdin.buffer.read()
+
+
 def main():
     global _source
     # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
     writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
-    request = _loads(sys.stdin.buffer.read().decode("utf-8"))
-    sys.stdin.close()
-    sys.stdin = open(os.devnull, "r")
-    for name, value in request["env"].items():
-        os.environ[name] = value
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     # -S skips site.py for start-up speed; the allow-listed packages live here.
     sys.path.append("/usr/lib/python3/dist-packages")
+    writer.write('{"ready":true}\n')
+    writer.flush()
+    request = _loads(_read_request().decode("utf-8"))
+    sys.stdin.close()
+    sys.stdin = open(os.devnull, "r")
+    for name, value in request["env"].items():
+        os.environ[name] = value
     sys.path[0:0] = request["libraryPaths"]
     if request["bridge"]:
         _install_bridge(writer, os.fdopen(os.dup(3), "r", encoding="utf-8"))

@@ -1,0 +1,183 @@
+// The pre-started sandbox pool, through real bubblewrap sandboxes: one run per sandbox and nothing
+// carried between runs, limits that still hold for pooled runs, refills, sizing by demand and by
+// free memory, and the switch that turns it off.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
+import { limitsFor } from '../core/tiers.js';
+import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
+
+const pro = sandboxLimitsFor(limitsFor('pro'));
+const small = sandboxLimitsFor({ timeoutSeconds: 90, memoryMb: 256, maxResultBytes: 1024 * 1024 });
+
+function resultOf(outcome: SandboxOutcome): any {
+  assert.equal(outcome.ok, true, `expected success, got ${JSON.stringify(outcome)}`);
+  return (outcome as { result: unknown }).result;
+}
+
+function errorOf(outcome: SandboxOutcome): { type: string; message: string } {
+  assert.equal(outcome.ok, false, `expected a failure, got ${JSON.stringify(outcome)}`);
+  return (outcome as { error: { type: string; message: string } }).error;
+}
+
+function keyStats(sandbox: BubblewrapSandbox, label: string) {
+  const stats = sandbox.poolStats();
+  assert.ok(stats, 'the pool is on');
+  return stats.keys.find((key) => key.label === label);
+}
+
+async function waitFor(what: string, condition: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+const readyCount = (sandbox: BubblewrapSandbox, label: string) => keyStats(sandbox, label)?.ready ?? 0;
+
+function run(sandbox: BubblewrapSandbox, language: SandboxRequest['language'], code: string, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
+  return sandbox.run({ language, code, input: {}, limits: pro, ...extra });
+}
+
+describe('sandbox pool', () => {
+  it("each pooled sandbox serves one run: the next sees none of the previous run's files, globals or env", async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2 } });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2 && readyCount(sandbox, 'typescript 512 MB') === 2);
+      const python = `import builtins, os
+def main(input_data):
+    seen = {
+        "file": os.path.exists("/tmp/left.txt"),
+        "global": hasattr(builtins, "left_behind"),
+        "env": os.environ.get("LEFT_SECRET"),
+        "mnt": os.readlink("/proc/self/ns/mnt"),
+        "pid": os.readlink("/proc/self/ns/pid"),
+    }
+    open("/tmp/left.txt", "w").write("x")
+    builtins.left_behind = True
+    os.environ["LEFT_BY_CODE"] = "1"
+    return seen
+`;
+      const seen = [];
+      for (let index = 0; index < 4; index++) {
+        // Only the first run is given the secret; the ones after must not find it.
+        seen.push(resultOf(await run(sandbox, 'python', python, index === 0 ? { env: { LEFT_SECRET: 'left-secret-789' } } : {})));
+      }
+      assert.equal(seen[0].env, 'left-secret-789');
+      for (const later of seen.slice(1)) assert.deepEqual([later.file, later.global, later.env], [false, false, null]);
+      // A fresh mount and PID namespace each time: four sandboxes, none used twice.
+      assert.equal(new Set(seen.map((one) => one.mnt)).size, 4);
+      assert.equal(new Set(seen.map((one) => one.pid)).size, 4);
+      const typescript = `import { existsSync, readlinkSync, writeFileSync } from "node:fs";
+export default () => {
+  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis, env: process.env.LEFT_SECRET ?? null, mnt: readlinkSync("/proc/self/ns/mnt") };
+  writeFileSync("/tmp/left.txt", "x");
+  (globalThis as any).leftBehind = true;
+  return seen;
+};
+`;
+      const first = resultOf(await run(sandbox, 'typescript', typescript, { env: { LEFT_SECRET: 'left-secret-789' } }));
+      const second = resultOf(await run(sandbox, 'typescript', typescript));
+      assert.deepEqual([first.file, first.global, first.env], [false, false, 'left-secret-789']);
+      assert.deepEqual([second.file, second.global, second.env], [false, false, null]);
+      assert.notEqual(first.mnt, second.mnt);
+      // Every one of those runs took a pre-started sandbox.
+      assert.equal(keyStats(sandbox, 'python 512 MB')?.hits, 4);
+      assert.equal(keyStats(sandbox, 'typescript 512 MB')?.hits, 2);
+    } finally {
+      await sandbox.close();
+    }
+  });
+
+  it('timeouts and memory limits hold for pooled runs; the timeout starts when the run claims its sandbox', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2 } });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2 && readyCount(sandbox, 'typescript 512 MB') === 2);
+      // These sandboxes have waited longer than the 1 s timeout: only time after the claim counts.
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      const brief = { ...pro, timeoutSeconds: 1 };
+      assert.equal(resultOf(await run(sandbox, 'python', 'import time\ntime.sleep(0.3)\nresult = "in time"\n', { limits: brief })), 'in time');
+      await waitFor('the refill', () => readyCount(sandbox, 'python 512 MB') === 2);
+      const spin = errorOf(await run(sandbox, 'python', 'while True:\n    pass\n', { limits: brief }));
+      assert.equal(spin.type, 'TimeoutError');
+      assert.equal(errorOf(await run(sandbox, 'typescript', 'export default () => { for (;;) {} };\n', { limits: brief })).type, 'TimeoutError');
+      assert.equal(errorOf(await run(sandbox, 'python', 'blob = bytearray(4 * 1024 ** 3)\n')).type, 'MemoryError');
+      assert.equal(keyStats(sandbox, 'python 512 MB')?.hits, 3);
+      assert.equal(keyStats(sandbox, 'typescript 512 MB')?.hits, 1);
+
+      // Another memory limit is another shape: its first run is cold, then it is kept ready too.
+      const allocate = 'def main(input_data):\n    blob = bytearray(input_data["mb"] * 1024 * 1024)\n    return len(blob) // (1024 * 1024)\n';
+      assert.equal(resultOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 64 }, limits: small })), 64);
+      assert.equal(keyStats(sandbox, 'python 256 MB')?.hits, 0);
+      await waitFor('the 256 MB shape', () => readyCount(sandbox, 'python 256 MB') === 2);
+      assert.equal(errorOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 320 }, limits: small })).type, 'MemoryError');
+      assert.equal(resultOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 160 }, limits: small })), 160);
+      assert.equal(keyStats(sandbox, 'python 256 MB')?.hits, 2);
+    } finally {
+      await sandbox.close();
+    }
+  });
+
+  it('refills after claims, grows with demand, shrinks back when idle', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2, maxSize: 5, idleMs: 1000, tickMs: 100 } });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2);
+      const quick = (n: number) => run(sandbox, 'python', 'def main(input_data):\n    return input_data["n"] * 2\n', { input: { n } });
+      // 30 claims in a few seconds is a rate that asks for more than the floor of 2.
+      for (let wave = 0; wave < 5; wave++) {
+        const outcomes = await Promise.all([0, 1, 2, 3, 4, 5].map((n) => quick(wave * 6 + n)));
+        outcomes.forEach((outcome, n) => assert.equal(resultOf(outcome), (wave * 6 + n) * 2));
+      }
+      const busy = keyStats(sandbox, 'python 512 MB')!;
+      assert.ok(busy.target > 2, JSON.stringify(busy));
+      assert.ok(busy.hits >= 10, JSON.stringify(busy));
+      await waitFor('growth', () => readyCount(sandbox, 'python 512 MB') > 2);
+      // Idle: the claim rate decays and the pool goes back to its floor, refilled and ready.
+      await waitFor('the shrink', () => readyCount(sandbox, 'python 512 MB') === 2 && keyStats(sandbox, 'python 512 MB')!.starting === 0, 15_000);
+      // A learned shape nobody claims any more is dropped altogether.
+      resultOf(await sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: small }));
+      await waitFor('the learned shape', () => readyCount(sandbox, 'python 256 MB') === 2);
+      await waitFor('the drop', () => keyStats(sandbox, 'python 256 MB') === undefined, 5000);
+    } finally {
+      await sandbox.close();
+    }
+  });
+
+  it('free memory caps the pool: below the reserve nothing waits, and runs take the cold path', async () => {
+    let free = 64 * 1024 ** 3;
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2, tickMs: 100, reserveBytes: 1024 ** 3, freeMemory: () => free } });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2);
+      free = 512 * 1024 ** 2;
+      await waitFor('the release', () => sandbox.poolStats()!.keys.every((key) => key.ready === 0 && key.starting === 0));
+      const before = sandbox.poolStats()!.hits;
+      assert.equal(resultOf(await run(sandbox, 'python', 'result = "cold"\n')), 'cold');
+      assert.equal(resultOf(await run(sandbox, 'typescript', 'export default () => "cold";\n')), 'cold');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(sandbox.poolStats()!.hits, before);
+      assert.ok(sandbox.poolStats()!.keys.every((key) => key.ready === 0 && key.starting === 0));
+    } finally {
+      await sandbox.close();
+    }
+  });
+
+  it('MCPWORKS_SANDBOX_POOL=off (or pool: false) starts every sandbox on the request path', async () => {
+    process.env.MCPWORKS_SANDBOX_POOL = 'off';
+    let sandbox: BubblewrapSandbox;
+    try {
+      sandbox = createBubblewrapSandbox({ network: false });
+    } finally {
+      delete process.env.MCPWORKS_SANDBOX_POOL;
+    }
+    try {
+      assert.equal(sandbox.poolStats(), null);
+      assert.equal(resultOf(await run(sandbox, 'python', 'result = "fresh"\n')), 'fresh');
+    } finally {
+      await sandbox.close();
+    }
+    const off = createBubblewrapSandbox({ network: false, pool: false });
+    assert.equal(off.poolStats(), null);
+    await off.close();
+  });
+});
