@@ -76,11 +76,13 @@ export class CatalogService {
     const ns = await this.namespace(principal, nsName);
     const name = validateEntityName('service', nameInput);
     const text = description === undefined ? '' : this.description(description);
-    const clash = await this.store.findServiceByIdentifier(ns.id, name);
-    if (clash) throw this.nameClash('service', name, clash.name);
-    const holder = await this.store.identifierHolder(ns.id, toIdentifier(name));
-    if (holder?.kind === 'function') throw this.codeModeClash('service', name, holder);
-    const row = await this.store.createService(ns.id, name, text);
+    const row = await this.store.withNamespaceLock(ns.id, async (trx) => {
+      const clash = await this.store.findServiceByIdentifier(ns.id, name, trx);
+      if (clash) throw this.nameClash('service', name, clash.name);
+      const holder = await this.store.identifierHolder(ns.id, toIdentifier(name), trx);
+      if (holder?.kind === 'function') throw this.codeModeClash('service', name, holder);
+      return this.store.createService(ns.id, name, text, trx);
+    });
     if (!row) throw new DomainError('conflict', `service '${name}' already exists`, { field: 'name' });
     return { name: row.name, description: row.description, created_at: iso(row.created_at) };
   }
@@ -95,11 +97,13 @@ export class CatalogService {
   async deleteService(principal: KeyPrincipal, nsName: string, nameInput: unknown) {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, nameInput);
-    const locked = await this.store.lockedFunctionNames(service.id);
-    if (locked.length > 0) {
-      throw new DomainError('locked', `service '${service.name}' has locked functions (${locked.join(', ')}); unlock them first`, { functions: locked });
-    }
-    await this.store.deleteService(service.id);
+    await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
+      const locked = await this.store.lockedFunctionNames(service.id, trx);
+      if (locked.length > 0) {
+        throw new DomainError('locked', `service '${service.name}' has locked functions (${locked.join(', ')}); unlock them first`, { functions: locked });
+      }
+      await this.store.deleteService(service.id, trx);
+    });
     return { deleted: service.name };
   }
 
@@ -126,12 +130,14 @@ export class CatalogService {
     }
     const definition = buildDefinition(definitionInput, null);
     const metadata = buildMetadata(metadataInput, null);
-    const clash = await this.store.findFunctionByIdentifier(service.id, name);
-    if (clash) throw this.nameClash('function', name, clash.name);
-    const holder = await this.store.identifierHolder(service.namespace_id, toIdentifier(name));
-    if (holder?.kind === 'service') throw this.codeModeClash('function', name, holder);
     await this.prepareVersion(definition);
-    const row = await this.store.createFunction(service.id, name, metadata, definition);
+    const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
+      const clash = await this.store.findFunctionByIdentifier(service.id, name, trx);
+      if (clash) throw this.nameClash('function', name, clash.name);
+      const holder = await this.store.identifierHolder(service.namespace_id, toIdentifier(name), trx);
+      if (holder?.kind === 'service') throw this.codeModeClash('function', name, holder);
+      return this.store.createFunction(trx, service.id, name, metadata, definition);
+    });
     if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
     return { service: service.name, name: row.name, version: 1, language: definition.language, created: true };
   }
@@ -158,7 +164,7 @@ export class CatalogService {
       if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft);
       const prepared = draft ? preparationKey(draft) : undefined;
 
-      const outcome = await this.store.withFunctionLocked(service.id, name, async (trx, fn) => {
+      const outcome = await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
         if (!fn) throw notFound('function', `${service.name}.${name}`);
         if (fn.locked) throw this.lockedError(service.name, fn.name);
         const metadata = buildMetadata(input, { description: fn.description, tags: fn.tags });
@@ -189,7 +195,7 @@ export class CatalogService {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, serviceInput);
     const name = String(nameInput ?? '');
-    return this.store.withFunctionLocked(service.id, name, async (trx, fn) => {
+    return this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
       if (!fn) throw notFound('function', `${service.name}.${name}`);
       if (fn.locked) throw this.lockedError(service.name, fn.name);
       await this.store.deleteFunction(trx, fn.id);
@@ -201,7 +207,7 @@ export class CatalogService {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, serviceInput);
     const name = String(nameInput ?? '');
-    return this.store.withFunctionLocked(service.id, name, async (trx, fn) => {
+    return this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
       if (!fn) throw notFound('function', `${service.name}.${name}`);
       await this.store.setLocked(trx, fn.id, locked);
       return { service: service.name, name: fn.name, locked };

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { sql, type Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { FunctionDefinition, FunctionMetadata } from '../core/functions.js';
 import { definitionHash } from '../core/functions.js';
 import type { Db } from './database.js';
 import type { Database, FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from './schema.js';
 
 export type Trx = Transaction<Database>;
+/** A query executor: the database, or a transaction that is already open. */
+type Exec = Kysely<Database>;
 
 export interface ServiceSummary {
   name: string;
@@ -47,8 +49,21 @@ export class CatalogStore {
     return this.db.selectFrom('namespaces').selectAll().where('account_id', '=', accountId).where('name', '=', name).executeTakeFirst();
   }
 
-  async createService(namespaceId: string, name: string, description: string): Promise<ServiceRow | undefined> {
-    return this.db
+  /**
+   * Runs `work` holding the namespace row: every change to a namespace's services and functions
+   * takes this lock first (the catalog-version triggers update the same row), so checks such as
+   * "is this identifier free" and the write that follows cannot interleave, and locks are always
+   * taken in one order (namespace, then function), which rules out deadlocks.
+   */
+  async withNamespaceLock<T>(namespaceId: string, work: (trx: Trx) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.selectFrom('namespaces').select('id').where('id', '=', namespaceId).forUpdate().executeTakeFirst();
+      return work(trx);
+    });
+  }
+
+  async createService(namespaceId: string, name: string, description: string, exec: Exec = this.db): Promise<ServiceRow | undefined> {
+    return exec
       .insertInto('services')
       .values({ id: randomUUID(), namespace_id: namespaceId, name, description })
       .onConflict((oc) => oc.doNothing())
@@ -61,8 +76,8 @@ export class CatalogStore {
   }
 
   /** The service whose generated identifier equals this name's, if any (`my-svc` vs `my_svc`). */
-  findServiceByIdentifier(namespaceId: string, name: string): Promise<ServiceRow | undefined> {
-    return this.db
+  findServiceByIdentifier(namespaceId: string, name: string, exec: Exec = this.db): Promise<ServiceRow | undefined> {
+    return exec
       .selectFrom('services')
       .selectAll()
       .where('namespace_id', '=', namespaceId)
@@ -74,15 +89,15 @@ export class CatalogStore {
    * Code mode puts services and functions side by side in one package (`functions.utils`,
    * `functions.hello`): the name of whichever already holds this identifier in the namespace.
    */
-  async identifierHolder(namespaceId: string, identifier: string): Promise<{ kind: 'service' | 'function'; name: string } | undefined> {
-    const service = await this.db
+  async identifierHolder(namespaceId: string, identifier: string, exec: Exec = this.db): Promise<{ kind: 'service' | 'function'; name: string } | undefined> {
+    const service = await exec
       .selectFrom('services')
       .select('name')
       .where('namespace_id', '=', namespaceId)
       .where(sql<string>`replace(name, '-', '_')`, '=', identifier)
       .executeTakeFirst();
     if (service) return { kind: 'service', name: service.name };
-    const fn = await this.db
+    const fn = await exec
       .selectFrom('functions as f')
       .innerJoin('services as s', 's.id', 'f.service_id')
       .select(['f.name', 's.name as service'])
@@ -109,17 +124,17 @@ export class CatalogStore {
   }
 
   /** Names of locked functions in a service (they block deleting it). */
-  async lockedFunctionNames(serviceId: string): Promise<string[]> {
-    const rows = await this.db.selectFrom('functions').select('name').where('service_id', '=', serviceId).where('locked', '=', true).execute();
+  async lockedFunctionNames(serviceId: string, exec: Exec = this.db): Promise<string[]> {
+    const rows = await exec.selectFrom('functions').select('name').where('service_id', '=', serviceId).where('locked', '=', true).execute();
     return rows.map((r) => r.name);
   }
 
-  async deleteService(serviceId: string): Promise<void> {
-    await this.db.deleteFrom('services').where('id', '=', serviceId).execute();
+  async deleteService(serviceId: string, exec: Exec = this.db): Promise<void> {
+    await exec.deleteFrom('services').where('id', '=', serviceId).execute();
   }
 
-  findFunctionByIdentifier(serviceId: string, name: string): Promise<FunctionRow | undefined> {
-    return this.db
+  findFunctionByIdentifier(serviceId: string, name: string, exec: Exec = this.db): Promise<FunctionRow | undefined> {
+    return exec
       .selectFrom('functions')
       .selectAll()
       .where('service_id', '=', serviceId)
@@ -127,8 +142,9 @@ export class CatalogStore {
       .executeTakeFirst();
   }
 
-  async createFunction(serviceId: string, name: string, metadata: FunctionMetadata, definition: FunctionDefinition): Promise<FunctionRow | undefined> {
-    return this.db.transaction().execute(async (trx) => {
+  /** Inserts a function and its version 1; call inside withNamespaceLock. */
+  async createFunction(trx: Trx, serviceId: string, name: string, metadata: FunctionMetadata, definition: FunctionDefinition): Promise<FunctionRow | undefined> {
+    {
       const created = await trx
         .insertInto('functions')
         .values({ id: randomUUID(), service_id: serviceId, name, description: metadata.description, tags: JSON.stringify(metadata.tags), active_version: 1 })
@@ -138,7 +154,7 @@ export class CatalogStore {
       if (!created) return undefined;
       await insertVersion(trx, created.id, 1, definition, null);
       return created;
-    });
+    }
   }
 
   findFunction(serviceId: string, name: string): Promise<FunctionRow | undefined> {
@@ -183,8 +199,8 @@ export class CatalogStore {
    * Runs `work` with the function row locked (SELECT … FOR UPDATE), so concurrent updates of one
    * function queue up and each sees the version the previous one wrote.
    */
-  async withFunctionLocked<T>(serviceId: string, name: string, work: (trx: Trx, fn: FunctionRow | undefined) => Promise<T>): Promise<T> {
-    return this.db.transaction().execute(async (trx) => {
+  async withFunctionLocked<T>(namespaceId: string, serviceId: string, name: string, work: (trx: Trx, fn: FunctionRow | undefined) => Promise<T>): Promise<T> {
+    return this.withNamespaceLock(namespaceId, async (trx) => {
       const fn = await trx.selectFrom('functions').selectAll().where('service_id', '=', serviceId).where('name', '=', name).forUpdate().executeTakeFirst();
       return work(trx, fn);
     });
