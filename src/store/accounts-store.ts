@@ -2,6 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Db } from './database.js';
 import type { AccountRow, ApiKeyRow } from './schema.js';
 
+/** How long an MCP session id stays valid (2025-era clients re-initialize after a 404). */
+export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
+
 /** Queries for accounts, API keys and login sessions. */
 export class AccountsStore {
   constructor(private readonly db: Db) {}
@@ -89,6 +92,8 @@ export class AccountsStore {
   }
 
   async createMcpSession(input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string }): Promise<void> {
+    // Sessions are cheap to re-create (a client re-initializes on 404): expired ones go here.
+    await this.db.deleteFrom('mcp_sessions').where('account_id', '=', input.accountId).where('created_at', '<', new Date(Date.now() - MCP_SESSION_TTL_MS)).execute();
     await this.db
       .insertInto('mcp_sessions')
       .values({ id: input.id, account_id: input.accountId, key_id: input.keyId, endpoint: input.endpoint, namespace: input.namespace })
@@ -96,7 +101,12 @@ export class AccountsStore {
   }
 
   findMcpSession(id: string): Promise<{ account_id: string; key_id: string; endpoint: string; namespace: string } | undefined> {
-    return this.db.selectFrom('mcp_sessions').select(['account_id', 'key_id', 'endpoint', 'namespace']).where('id', '=', id).executeTakeFirst();
+    return this.db
+      .selectFrom('mcp_sessions')
+      .select(['account_id', 'key_id', 'endpoint', 'namespace'])
+      .where('id', '=', id)
+      .where('created_at', '>=', new Date(Date.now() - MCP_SESSION_TTL_MS))
+      .executeTakeFirst();
   }
 
   async deleteMcpSession(id: string): Promise<void> {
