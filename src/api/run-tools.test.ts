@@ -148,6 +148,27 @@ describe('tool mode', () => {
     assert.equal(ready.ready, true);
   });
 
+  test('input patterns are checked off the main thread; a catastrophic one fails closed', async () => {
+    const space = await namespaceWith([
+      {
+        name: 'code',
+        code: 'def main(d):\n    return d["code"]\n',
+        input_schema: { type: 'object', properties: { code: { type: 'string', pattern: '^[A-Z]{3}-[0-9]{2}$' } }, required: ['code'] },
+      },
+      { name: 'evil', code: 'result = 1', input_schema: { type: 'object', properties: { s: { type: 'string', pattern: '^(a+)+$' } } } },
+    ]);
+    const run = await space.run();
+    assert.equal(parseResult(await run.callTool('utils__code', { code: 'ABC-12' })), 'ABC-12');
+    assert.match(parseResult(await run.callTool('utils__code', { code: 'abc' })).error, /must match pattern/);
+    const pending = run.callTool('utils__evil', { s: `${'a'.repeat(40)}!` });
+    const health = await fetch(`${server.url}/healthz`);
+    assert.equal(health.status, 200, 'the server answers while the pattern runs');
+    const stuck = parseResult(await pending);
+    assert.equal(stuck.error_type, 'SchemaError');
+    assert.match(stuck.error, /took longer than/);
+    assert.equal(parseResult(await run.callTool('utils__code', { code: 'XYZ-99' })), 'XYZ-99', 'a fresh worker takes over');
+  });
+
   test('a malformed X-MCPWorks-Env header is a clear 400 that echoes no value', async () => {
     const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }]);
     for (const header of ['%%%', Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'), Buffer.from('[1]').toString('base64')]) {

@@ -82,6 +82,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           // Streams held open by clients must not keep shutdown waiting.
           (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
+        await runs.close();
         await sandbox.close();
         await database.close();
         releaseLock();

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
-import { schemaProblems } from '../core/json-schema.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxOutcome } from '../core/sandbox.js';
 import { findingTypes, SecretScanner, type Finding } from '../core/secret-scanner.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
@@ -10,6 +9,7 @@ import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
 import { settleIn, type MeteringStore, type Rejection } from '../store/metering-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
+import { SchemaGuard } from './schema-guard.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
 import { toIdentifier } from '../core/names.js';
@@ -52,6 +52,7 @@ const MAX_RECORDED_CALLS = 100;
 
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
+  private readonly schemaGuard = new SchemaGuard();
 
   constructor(
     private readonly deps: {
@@ -68,6 +69,10 @@ export class RunService {
       securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
     },
   ) {}
+
+  async close(): Promise<void> {
+    await this.schemaGuard.close();
+  }
 
   tierLimits(principal: KeyPrincipal): TierLimits {
     return this.limitsOf(principal.tier);
@@ -172,7 +177,7 @@ export class RunService {
       if (missing.length > 0) {
         return { ok: false, error_type: 'missing_env', error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
       }
-      const problems = fn.definition.inputSchema ? schemaProblems(fn.definition.inputSchema, input) : [];
+      const problems = fn.definition.inputSchema ? await this.schemaGuard.problems(fn.definition.inputSchema, input) : [];
       if (problems.length > 0) return { ok: false, error_type: 'SchemaError', error: `input does not match the input_schema of ${fn.service}.${fn.name}: ${problems.join('; ')}` };
       if (fn.definition.language === language) {
         const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
@@ -270,7 +275,7 @@ export class RunService {
     let result: RunResult;
     let ranCode = false;
     const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
-    const problems = missing.length === 0 && fn.definition.inputSchema ? schemaProblems(fn.definition.inputSchema, args ?? {}) : [];
+    const problems = missing.length === 0 && fn.definition.inputSchema ? await this.schemaGuard.problems(fn.definition.inputSchema, args ?? {}) : [];
     if (missing.length > 0) {
       result = { ok: false, error: `missing required environment variables: ${missing.join(', ')} (send them in the X-MCPWorks-Env header)`, error_type: 'missing_env', missing, stderr: '', stdout: '' };
     } else if (problems.length > 0) {
