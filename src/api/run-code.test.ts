@@ -262,6 +262,7 @@ result = format_report(
     assert.equal(record.mode, 'code');
     assert.equal(record.language, 'python');
     assert.deepEqual(record.functions, ['m.one@1', 'm.two@1', 'm.one@1']);
+    assert.equal((await callOk(s.create, 'list_services'))[0].call_count, 1, 'a code-mode run counts for the services it called');
     const syntax = await execute(run, 'def broken(:\n    pass');
     assert.equal(syntax.value.error_type, 'SyntaxError');
     const usageAfter = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${s.key}` } })).json();

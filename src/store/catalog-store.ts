@@ -115,7 +115,9 @@ export class CatalogStore {
         's.description',
         's.created_at',
         sql<number>`(SELECT count(*)::int FROM functions f WHERE f.service_id = s.id)`.as('function_count'),
-        sql<number>`(SELECT count(*)::int FROM executions e WHERE e.namespace_id = s.namespace_id AND e.service_name = s.name)`.as('call_count'),
+        // Tool-mode runs name their service; code-mode runs list the functions they called.
+        sql<number>`(SELECT count(*)::int FROM executions e WHERE e.namespace_id = s.namespace_id AND (e.service_name = s.name
+          OR (e.mode = 'code' AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(e.functions) called WHERE split_part(called, '.', 1) = s.name))))`.as('call_count'),
       ])
       .where('s.namespace_id', '=', namespaceId)
       .orderBy('s.name')
