@@ -101,6 +101,8 @@ const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
 interface SandboxShape extends PoolShape {
   language: SandboxLanguage;
   command: string[];
+  /** Host directories the sandbox mounts from the request (mounts, node_modules). */
+  viewSources: string[];
   cgroupLimits: { memoryBytes: number; maxProcesses: number };
   maxLogBytes: number;
 }
@@ -160,7 +162,13 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const pinned = warmLimits.flatMap((limits) =>
       (['python', 'typescript'] as const).map((language) => shapeFor({ language, code: '', input: null, limits })),
     );
-    pool = new WarmPool(prepare, pinned, poolOptions, log);
+    const startPooled = (shape: SandboxShape) => {
+      const prepared = prepare(shape);
+      // Off the request path already: put back the launcher the pooled sandbox used.
+      setImmediate(() => launchers.refill());
+      return prepared;
+    };
+    pool = new WarmPool(startPooled, pinned, poolOptions, log);
   }
 
   async function run(request: SandboxRequest): Promise<SandboxOutcome> {
@@ -225,6 +233,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       memoryEstimateBytes: IDLE_MEMORY_ESTIMATE[request.language],
       language: request.language,
       command: fullCommand,
+      viewSources: [...(request.mounts ?? []).map((mount) => mount.source), ...(request.language === 'typescript' && request.nodeModulesDir ? [request.nodeModulesDir] : [])],
       cgroupLimits,
       maxLogBytes: limits.maxLogBytes,
     };
@@ -266,6 +275,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
    * the pool ahead of time, and on the request path when no pooled sandbox is there.
    */
   function prepare(shape: SandboxShape): PreparedSandbox {
+    // Taken before bubblewrap mounts them: a directory replaced in between then reads as changed
+    // (the safe direction), never the other way round.
+    const views = shape.viewSources.map(identity);
     const launcher = launchers.take();
     const { child, cgroup, exited } = launcher;
     // The run's own limits from the start: the interpreter's start-up is charged to them too.
@@ -286,20 +298,32 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         )
       : Promise.resolve({ attachment: null, failed: false });
     let discarded = false;
+    // Without its network bubblewrap stays blocked, so the runner would never report ready.
+    const ready = networkReady.then((state) => (state.failed ? false : channel.ready));
     return {
       launcher,
       channel,
       stdout,
       stderr,
       network: networkReady,
-      // Without its network bubblewrap stays blocked, so the runner would never report ready.
-      ready: networkReady.then((state) => (state.failed ? false : channel.ready)),
-      alive: () => !discarded && child.exitCode === null && child.signalCode === null,
+      ready,
+      // A pooled sandbox keeps the directories it mounted at start; if one has since been replaced
+      // or removed (a cache rebuilt at the same path), it would show the old one, so it is not used.
+      alive: () => !discarded && child.exitCode === null && child.signalCode === null && shape.viewSources.every((source, index) => identity(source) === views[index]),
       async discard() {
         discarded = true;
-        child.kill('SIGKILL');
-        cgroup?.killAll();
+        // bubblewrap arms --die-with-parent in its child only once set-up is done: killed earlier,
+        // it leaves that child blocked for good (and, without cgroups, nothing else would find it).
+        // So a sandbox still starting is stopped once its runner is up (or after a bound).
+        let bound: NodeJS.Timeout | undefined;
+        await Promise.race([ready, new Promise((resolve) => (bound = setTimeout(resolve, 2000)))]);
+        clearTimeout(bound);
+        // As for a timeout: the helper kills bubblewrap and reaps every process before it exits.
+        child.kill('SIGTERM');
+        cgroup?.killAll(child.pid);
+        const escalation = setTimeout(() => child.kill('SIGKILL'), 2000);
         await exited;
+        clearTimeout(escalation);
         (await networkReady).attachment?.close();
         await cgroup?.remove();
       },
@@ -456,6 +480,20 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       rmSync(runtimeDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Which directory a path is now, or null when it is gone. An inode number alone can be reused by a
+ * directory made right after the old one was removed; with its birth and change times it cannot.
+ * (An entry added in place also changes it: that only costs a cold start.)
+ */
+function identity(path: string): string | null {
+  try {
+    const stat = statSync(path, { bigint: true });
+    return `${stat.dev}:${stat.ino}:${stat.birthtimeNs}:${stat.ctimeNs}`;
+  } catch {
+    return null;
+  }
 }
 
 const MOUNT_TARGET = /^\/opt(\/[A-Za-z0-9._@+-]+)+$/;

@@ -42,6 +42,24 @@ function ourCgroups(): string[] {
   return found;
 }
 
+/** User and system CPU ticks of every process in this test process's run cgroups. */
+function cpuTicksOfOurRuns(): number {
+  let ticks = 0;
+  for (const instance of ourCgroups()) {
+    for (const run of readdirSync(instance).filter((name) => name.startsWith('run-'))) {
+      for (const pid of readFileSync(`${instance}/${run}/cgroup.procs`, 'utf8').split('\n').filter(Boolean)) {
+        try {
+          const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+          ticks += Number(fields[11]) + Number(fields[12]);
+        } catch {
+          // ended meanwhile
+        }
+      }
+    }
+  }
+  return ticks;
+}
+
 describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started launchers and cgroups need root' }, () => {
   it('keeps two launchers ready, uses each for one run, and close() releases everything', async () => {
     const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2, pool: false });
@@ -78,21 +96,29 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     };
-    // Two launchers, and two waiting sandboxes for each of plain Python and plain TypeScript.
-    await settled(6);
-    const outcomes = await Promise.all([
-      sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }),
-      sandbox.run({ language: 'typescript', code: 'export default () => 2;\n', input: {}, limits: pro }),
-      sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 1 } }),
-      sandbox.run({ language: 'python', code: 'bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro }),
-    ]);
-    assert.deepEqual(
-      outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
-      [1, 2, 'TimeoutError', 'MemoryError'],
-    );
-    // Used sandboxes are gone and replaced; nothing else stays.
-    await settled(6);
-    await sandbox.close();
+    // A failure must not leave the sandbox open (its waiting processes would hold the test runner).
+    try {
+      // Two launchers, and two waiting sandboxes for each of plain Python and plain TypeScript.
+      await settled(6);
+      // Waiting sandboxes are blocked reading their request: no CPU while idle.
+      const before = cpuTicksOfOurRuns();
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.ok(cpuTicksOfOurRuns() - before <= 1, 'idle pooled sandboxes used CPU');
+      const outcomes = await Promise.all([
+        sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }),
+        sandbox.run({ language: 'typescript', code: 'export default () => 2;\n', input: {}, limits: pro }),
+        sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 1 } }),
+        sandbox.run({ language: 'python', code: 'bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro }),
+      ]);
+      assert.deepEqual(
+        outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
+        [1, 2, 'TimeoutError', 'MemoryError'],
+      );
+      // Used sandboxes are gone and replaced; nothing else stays.
+      await settled(6);
+    } finally {
+      await sandbox.close();
+    }
     assert.deepEqual(ourHelpers(), []);
     assert.deepEqual(ourCgroups(), []);
     assert.deepEqual(runtimeDirs(), []);

@@ -2,6 +2,9 @@
 // carried between runs, limits that still hold for pooled runs, refills, sizing by demand and by
 // free memory, and the switch that turns it off.
 import assert from 'node:assert/strict';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
@@ -141,6 +144,36 @@ export default () => {
       await waitFor('the drop', () => keyStats(sandbox, 'python 256 MB') === undefined, 5000);
     } finally {
       await sandbox.close();
+    }
+  });
+
+  it('a shape with a mount is kept ready for that directory, and not used once the directory is replaced', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2 } });
+    const root = mkdtempSync(join(tmpdir(), 'mcpworks-pool-view-'));
+    const source = join(root, 'view');
+    const fill = (text: string) => {
+      mkdirSync(source, { mode: 0o755 });
+      writeFileSync(join(source, 'version.txt'), text);
+      for (const dir of [root, source]) chmodSync(dir, 0o755);
+      chmodSync(join(source, 'version.txt'), 0o644);
+    };
+    try {
+      fill('v1');
+      const read = () => run(sandbox, 'python', 'result = open("/opt/view/version.txt").read()\n', { mounts: [{ source, target: '/opt/view' }] });
+      assert.equal(resultOf(await read()), 'v1');
+      await waitFor('the mount shape', () => readyCount(sandbox, 'python 512 MB mounts') === 2);
+      assert.equal(resultOf(await read()), 'v1');
+      assert.equal(keyStats(sandbox, 'python 512 MB mounts')?.hits, 1);
+      // Rebuilt at the same path: sandboxes that mounted the old directory must not serve it.
+      await waitFor('the refill', () => readyCount(sandbox, 'python 512 MB mounts') === 2);
+      rmSync(source, { recursive: true });
+      fill('v2');
+      assert.equal(resultOf(await read()), 'v2');
+      await waitFor('the new view', () => readyCount(sandbox, 'python 512 MB mounts') === 2);
+      assert.equal(resultOf(await read()), 'v2');
+    } finally {
+      await sandbox.close();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 
