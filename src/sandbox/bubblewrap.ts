@@ -163,7 +163,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       (['python', 'typescript'] as const).map((language) => shapeFor({ language, code: '', input: null, limits })),
     );
     const startPooled = (shape: SandboxShape) => {
-      const prepared = prepare(shape);
+      const prepared = prepare(shape, true);
       // Off the request path already: put back the launcher the pooled sandbox used.
       setImmediate(() => launchers.refill());
       return prepared;
@@ -264,9 +264,14 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
   }
 
-  /** The rest of the helper's command line, sent on a launcher's stdin to start the sandbox. */
-  function commandFrame(shape: SandboxShape): Buffer {
-    const body = Buffer.from(shape.command.map((arg) => `${arg}\0`).join(''), 'utf8');
+  /**
+   * The rest of the helper's command line, sent on a launcher's stdin to start the sandbox. A
+   * pooled runner is told so (its last argument), to use its wait for warming up; that changes
+   * nothing a run can rely on, so it is not part of the shape's key.
+   */
+  function commandFrame(shape: SandboxShape, pooled: boolean): Buffer {
+    const args = pooled ? [...shape.command, 'pooled'] : shape.command;
+    const body = Buffer.from(args.map((arg) => `${arg}\0`).join(''), 'utf8');
     return Buffer.concat([Buffer.from(body.length.toString(16).padStart(8, '0'), 'ascii'), body]);
   }
 
@@ -274,7 +279,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
    * Starts a sandbox of this shape up to the point where its runner waits for the request: used by
    * the pool ahead of time, and on the request path when no pooled sandbox is there.
    */
-  function prepare(shape: SandboxShape): PreparedSandbox {
+  function prepare(shape: SandboxShape, pooled: boolean): PreparedSandbox {
     // Taken before bubblewrap mounts them: a directory replaced in between then reads as changed
     // (the safe direction), never the other way round.
     const views = shape.viewSources.map(identity);
@@ -287,7 +292,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
     const channel = new RunChannel(child.stdio[3] as Duplex, log);
-    child.stdin!.write(commandFrame(shape));
+    child.stdin!.write(commandFrame(shape, pooled));
     const networkReady = network
       ? attachNetwork(child).then(
           (attachment) => ({ attachment, failed: false }),
@@ -354,7 +359,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   async function execute(request: SandboxRequest, shape: SandboxShape, payload: string, started: number): Promise<SandboxOutcome> {
     const { limits } = request;
     // A pooled sandbox was started for exactly this shape and is handed to this run alone.
-    const prepared = pool?.claim(shape) ?? prepare(shape);
+    const prepared = pool?.claim(shape) ?? prepare(shape, false);
     const { child, cgroup, exited } = prepared.launcher;
     const { stdout, stderr, channel } = prepared;
     let attachment: NetworkAttachment | null = null;

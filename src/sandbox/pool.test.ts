@@ -48,7 +48,7 @@ describe('sandbox pool', () => {
     const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2 } });
     try {
       await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2 && readyCount(sandbox, 'typescript 512 MB') === 2);
-      const python = `import builtins, os
+      const python = `import builtins, os, sys
 def main(input_data):
     seen = {
         "file": os.path.exists("/tmp/left.txt"),
@@ -56,6 +56,7 @@ def main(input_data):
         "env": os.environ.get("LEFT_SECRET"),
         "mnt": os.readlink("/proc/self/ns/mnt"),
         "pid": os.readlink("/proc/self/ns/pid"),
+        "argv": sys.argv,
     }
     open("/tmp/left.txt", "w").write("x")
     builtins.left_behind = True
@@ -69,12 +70,14 @@ def main(input_data):
       }
       assert.equal(seen[0].env, 'left-secret-789');
       for (const later of seen.slice(1)) assert.deepEqual([later.file, later.global, later.env], [false, false, null]);
+      // Pooled or not, the code sees the same process: the runner's "pooled" argument is gone.
+      for (const one of seen) assert.deepEqual(one.argv, ['main.py']);
       // A fresh mount and PID namespace each time: four sandboxes, none used twice.
       assert.equal(new Set(seen.map((one) => one.mnt)).size, 4);
       assert.equal(new Set(seen.map((one) => one.pid)).size, 4);
       const typescript = `import { existsSync, readlinkSync, writeFileSync } from "node:fs";
 export default () => {
-  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis, env: process.env.LEFT_SECRET ?? null, mnt: readlinkSync("/proc/self/ns/mnt") };
+  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis, env: process.env.LEFT_SECRET ?? null, mnt: readlinkSync("/proc/self/ns/mnt"), argv: process.argv.slice(2) };
   writeFileSync("/tmp/left.txt", "x");
   (globalThis as any).leftBehind = true;
   return seen;
@@ -84,6 +87,7 @@ export default () => {
       const second = resultOf(await run(sandbox, 'typescript', typescript));
       assert.deepEqual([first.file, first.global, first.env], [false, false, 'left-secret-789']);
       assert.deepEqual([second.file, second.global, second.env], [false, false, null]);
+      assert.deepEqual([first.argv, second.argv], [[], []]);
       assert.notEqual(first.mnt, second.mnt);
       // Every one of those runs took a pre-started sandbox.
       assert.equal(keyStats(sandbox, 'python 512 MB')?.hits, 4);

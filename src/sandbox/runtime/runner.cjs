@@ -97,8 +97,14 @@ async function runScript(request) {
   return captured.result !== undefined && captured.result !== null ? captured.result : captured.output;
 }
 
+// "pooled": started ahead of its run, so the wait for the request is free time.
+const pooled = process.argv[2] === 'pooled';
+process.argv.splice(2);
+
 async function main() {
   process.setSourceMapsEnabled(true);
+  // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
+  if (pooled) await import('node:fs');
   answer('{"ready":true}');
   const request = JSON.parse(fs.readFileSync(0, 'utf8'));
   for (const [name, value] of Object.entries(request.env)) process.env[name] = value;

@@ -78,20 +78,13 @@ def _install_bridge(writer, reader):
 
 
 def _read_request():
-    # A request already waiting means a cold start: read it at once. Otherwise this sandbox was
-    # started ahead of its run, and the time until the request arrives is free: spend it loading
-    # what reporting an error needs (nothing the user's code chose: that is known only later).
-    os.set_blocking(0, False)
-    try:
-        head = os.read(0, 1 << 16)
-    except BlockingIOError:
-        head = None
-    os.set_blocking(0, True)
-    if head is None:
+    # "pooled": this sandbox was started ahead of its run, and the wait for the request is free
+    # time; spend it loading what reporting an error needs (nothing the user's code chose: that is
+    # only known later). A cold start reads its request at once.
+    if sys.argv[1:] == ["pooled"]:
         import linecache  # noqa: F401
         import traceback  # noqa: F401
-        head = b""
-    return head + sys.stdin.buffer.read()
+    return sys.stdin.buffer.read()
 
 
 def main():
