@@ -113,11 +113,11 @@ export default () => {
       assert.equal(keyStats(sandbox, 'python 512 MB')?.hits, 3);
       assert.equal(keyStats(sandbox, 'typescript 512 MB')?.hits, 1);
 
-      // Another memory limit is another shape: its first run is cold, then it is kept ready too.
+      // Another memory limit is another shape: its first run is cold, then one is kept ready too.
       const allocate = 'def main(input_data):\n    blob = bytearray(input_data["mb"] * 1024 * 1024)\n    return len(blob) // (1024 * 1024)\n';
       assert.equal(resultOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 64 }, limits: small })), 64);
       assert.equal(keyStats(sandbox, 'python 256 MB')?.hits, 0);
-      await waitFor('the 256 MB shape', () => readyCount(sandbox, 'python 256 MB') === 2);
+      await waitFor('the 256 MB shape', () => readyCount(sandbox, 'python 256 MB') === 1);
       assert.equal(errorOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 320 }, limits: small })).type, 'MemoryError');
       assert.equal(resultOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 160 }, limits: small })), 160);
       assert.equal(keyStats(sandbox, 'python 256 MB')?.hits, 2);
@@ -144,7 +144,7 @@ export default () => {
       await waitFor('the shrink', () => readyCount(sandbox, 'python 512 MB') === 2 && keyStats(sandbox, 'python 512 MB')!.starting === 0, 15_000);
       // A learned shape nobody claims any more is dropped altogether.
       resultOf(await sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: small }));
-      await waitFor('the learned shape', () => readyCount(sandbox, 'python 256 MB') === 2);
+      await waitFor('the learned shape', () => readyCount(sandbox, 'python 256 MB') === 1);
       await waitFor('the drop', () => keyStats(sandbox, 'python 256 MB') === undefined, 5000);
     } finally {
       await sandbox.close();
@@ -165,15 +165,15 @@ export default () => {
       fill('v1');
       const read = () => run(sandbox, 'python', 'result = open("/opt/view/version.txt").read()\n', { mounts: [{ source, target: '/opt/view' }] });
       assert.equal(resultOf(await read()), 'v1');
-      await waitFor('the mount shape', () => readyCount(sandbox, 'python 512 MB mounts') === 2);
+      await waitFor('the mount shape', () => readyCount(sandbox, 'python 512 MB mounts') === 1);
       assert.equal(resultOf(await read()), 'v1');
       assert.equal(keyStats(sandbox, 'python 512 MB mounts')?.hits, 1);
       // Rebuilt at the same path: sandboxes that mounted the old directory must not serve it.
-      await waitFor('the refill', () => readyCount(sandbox, 'python 512 MB mounts') === 2);
+      await waitFor('the refill', () => readyCount(sandbox, 'python 512 MB mounts') === 1);
       rmSync(source, { recursive: true });
       fill('v2');
       assert.equal(resultOf(await read()), 'v2');
-      await waitFor('the new view', () => readyCount(sandbox, 'python 512 MB mounts') === 2);
+      await waitFor('the new view', () => readyCount(sandbox, 'python 512 MB mounts') === 1);
       assert.equal(resultOf(await read()), 'v2');
     } finally {
       await sandbox.close();

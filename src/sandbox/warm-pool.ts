@@ -6,7 +6,9 @@
  * returned to the pool, so nothing of one run can reach the next.
  *
  * Sizing: keys named at creation (the common plain Python and TypeScript shapes) keep `minSize`
- * ready; other keys are learned from demand (the first run of a key takes the cold path). Each key's
+ * ready; other keys are learned from demand (the first run of a key takes the cold path) and keep
+ * `learnedSize`, since many of them (a namespace's package before its next change) are never
+ * claimed again and each start costs the server a fork. Each key's
  * target follows its recent claim rate, capped per key, in total, and by free memory; a key nobody
  * claims for `idleMs` shrinks back to its floor (learned keys are then dropped). Idle sandboxes are
  * blocked in read(2), so they cost memory, never CPU.
@@ -31,8 +33,10 @@ export interface PoolItem {
 }
 
 export interface WarmPoolOptions {
-  /** Sandboxes kept ready for each key in use (the floor). Default 2. */
+  /** Sandboxes kept ready for each key named at creation (its floor). Default 2. */
   minSize?: number;
+  /** The floor of a key learned from demand while it is in use. Default 1. */
+  learnedSize?: number;
   /** Most sandboxes kept ready for one key. Default 8. */
   maxSize?: number;
   /** Most sandboxes kept ready over all keys. Default 24. */
@@ -94,6 +98,7 @@ interface KeyState<S, T> {
 export class WarmPool<S extends PoolShape, T extends PoolItem> {
   private readonly states = new Map<string, KeyState<S, T>>();
   private readonly minSize: number;
+  private readonly learnedSize: number;
   private readonly maxSize: number;
   private readonly maxTotal: number;
   private readonly maxKeys: number;
@@ -116,6 +121,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     private readonly log: (message: string) => void = () => {},
   ) {
     this.minSize = options.minSize ?? 2;
+    this.learnedSize = Math.min(options.learnedSize ?? 1, this.minSize);
     this.maxSize = Math.max(this.minSize, options.maxSize ?? 8);
     this.maxTotal = options.maxTotal ?? 24;
     this.maxKeys = Math.max(pinned.length + 1, options.maxKeys ?? 8);
@@ -206,7 +212,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
 
   private targetFor(state: KeyState<S, T>, now: number): number {
     const active = now - state.lastClaim < this.idleMs;
-    const floor = active || state.pinned ? this.minSize : 0;
+    const floor = state.pinned ? this.minSize : active ? this.learnedSize : 0;
     return Math.min(this.maxSize, Math.max(floor, Math.ceil(this.decayedRate(state, now) * DEMAND_HORIZON_S)));
   }
 
