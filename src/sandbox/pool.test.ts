@@ -54,8 +54,6 @@ def main(input_data):
         "file": os.path.exists("/tmp/left.txt"),
         "global": hasattr(builtins, "left_behind"),
         "env": os.environ.get("LEFT_SECRET"),
-        "mnt": os.readlink("/proc/self/ns/mnt"),
-        "pid": os.readlink("/proc/self/ns/pid"),
         "argv": sys.argv,
     }
     open("/tmp/left.txt", "w").write("x")
@@ -72,12 +70,11 @@ def main(input_data):
       for (const later of seen.slice(1)) assert.deepEqual([later.file, later.global, later.env], [false, false, null]);
       // Pooled or not, the code sees the same process: the runner's "pooled" argument is gone.
       for (const one of seen) assert.deepEqual(one.argv, ['main.py']);
-      // A fresh mount and PID namespace each time: four sandboxes, none used twice.
-      assert.equal(new Set(seen.map((one) => one.mnt)).size, 4);
-      assert.equal(new Set(seen.map((one) => one.pid)).size, 4);
-      const typescript = `import { existsSync, readlinkSync, writeFileSync } from "node:fs";
+      // No sandbox served twice: the file and global each run leaves would be there for the next.
+      // (Namespace inode numbers are no proof: the kernel reuses them once a namespace is freed.)
+      const typescript = `import { existsSync, writeFileSync } from "node:fs";
 export default () => {
-  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis, env: process.env.LEFT_SECRET ?? null, mnt: readlinkSync("/proc/self/ns/mnt"), argv: process.argv.slice(2) };
+  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis, env: process.env.LEFT_SECRET ?? null, argv: process.argv.slice(2) };
   writeFileSync("/tmp/left.txt", "x");
   (globalThis as any).leftBehind = true;
   return seen;
@@ -88,7 +85,6 @@ export default () => {
       assert.deepEqual([first.file, first.global, first.env], [false, false, 'left-secret-789']);
       assert.deepEqual([second.file, second.global, second.env], [false, false, null]);
       assert.deepEqual([first.argv, second.argv], [[], []]);
-      assert.notEqual(first.mnt, second.mnt);
       // Every one of those runs took a pre-started sandbox.
       assert.equal(keyStats(sandbox, 'python 512 MB')?.hits, 4);
       assert.equal(keyStats(sandbox, 'typescript 512 MB')?.hits, 2);
