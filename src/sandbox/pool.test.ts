@@ -63,6 +63,8 @@ def main(input_data):
 `;
       const seen = [];
       for (let index = 0; index < 4; index++) {
+        // Each run waits for a refilled sandbox, so all four are pooled even on a loaded machine.
+        await waitFor('a ready sandbox', () => readyCount(sandbox, 'python 512 MB') >= 1);
         // Only the first run is given the secret; the ones after must not find it.
         seen.push(resultOf(await run(sandbox, 'python', python, index === 0 ? { env: { LEFT_SECRET: 'left-secret-789' } } : {})));
       }
@@ -80,7 +82,9 @@ export default () => {
   return seen;
 };
 `;
+      await waitFor('a ready sandbox', () => readyCount(sandbox, 'typescript 512 MB') >= 1);
       const first = resultOf(await run(sandbox, 'typescript', typescript, { env: { LEFT_SECRET: 'left-secret-789' } }));
+      await waitFor('a ready sandbox', () => readyCount(sandbox, 'typescript 512 MB') >= 1);
       const second = resultOf(await run(sandbox, 'typescript', typescript));
       assert.deepEqual([first.file, first.global, first.env], [false, false, 'left-secret-789']);
       assert.deepEqual([second.file, second.global, second.env], [false, false, null]);
