@@ -122,7 +122,7 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
   let sandbox;
   try {
     // One run: pre-starting launchers would only cost time.
-    sandbox = createBubblewrapSandbox({ launcherPool: 0 });
+    sandbox = createBubblewrapSandbox({ launcherPool: 0, pool: false });
   } catch (error) {
     if (!(error instanceof SandboxUnavailableError)) throw error;
     io.stderr.write(`mcpworks sandbox: ${error.message}\n`);
