@@ -6,11 +6,11 @@
  *
  *   bench/sandbox [--runs N] [--launcher-pool N]   (--launcher-pool 0: no pre-started launchers)
  */
-import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { sandboxLimitsFor } from '../src/core/sandbox.js';
 import { limitsFor } from '../src/core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from '../src/sandbox/bubblewrap.js';
+import { bare } from './lib/measure.js';
 
 const COLD_TARGET_RATIO = 1.8;
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '41' }, 'launcher-pool': { type: 'string', default: '2' } } });
@@ -20,17 +20,6 @@ const launcherPool = Number(values['launcher-pool']);
 const pythonHello = 'def main(input_data):\n    name = input_data.get("name", "World")\n    return {"greeting": f"Hello, {name}!", "message": "MCPWorks is working"}\n';
 const typescriptHello = 'export default function main(input: { name?: string }) {\n  const name = input.name ?? "World";\n  return { greeting: `Hello, ${name}!`, message: "MCPWorks is working" };\n}\n';
 
-function bare(command: string, args: string[]): Promise<number> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    // A clean environment, as the sandbox gets: under tsx, NODE_OPTIONS would load tsx into `node -e 0`.
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8' } });
-    child.stdout.resume();
-    child.stderr.resume();
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`${command} exited ${code}`))));
-  });
-}
 
 const median = (samples: number[]) => {
   const sorted = [...samples].sort((a, b) => a - b);

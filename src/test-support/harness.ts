@@ -107,17 +107,19 @@ export interface McpTestClient {
 
 export async function connect(url: string, key: string | undefined, era: ClientEra = 'v2', extraHeaders: Record<string, string> = {}): Promise<McpTestClient> {
   const headers: Record<string, string> = { ...(key ? { authorization: `Bearer ${key}` } : {}), ...extraHeaders };
+  // The v1 and v2 SDK clients have the same call surface for what the tests use.
+  const wrap = (client: { listTools(): Promise<unknown>; callTool(params: { name: string; arguments: Record<string, unknown> }): Promise<unknown>; close(): Promise<void> }, transport: { sessionId?: string | undefined }): McpTestClient => ({
+    era,
+    listTools: () => client.listTools() as never,
+    callTool: (name, args = {}) => client.callTool({ name, arguments: args }) as never,
+    close: () => client.close(),
+    sessionId: () => transport.sessionId,
+  });
   if (era === 'v1') {
     const transport = new TransportV1(new URL(url), { requestInit: { headers } });
     const client = new ClientV1({ name: 'mcpworks-test-v1', version: '1.0.0' });
     await client.connect(transport);
-    return {
-      era,
-      listTools: () => client.listTools() as never,
-      callTool: (name, args = {}) => client.callTool({ name, arguments: args }) as never,
-      close: () => client.close(),
-      sessionId: () => transport.sessionId,
-    };
+    return wrap(client as never, transport);
   }
   const transport = new TransportV2(new URL(url), { requestInit: { headers } });
   const client = new ClientV2(
@@ -125,13 +127,7 @@ export async function connect(url: string, key: string | undefined, era: ClientE
     era === 'v2' ? { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } : {},
   );
   await client.connect(transport);
-  return {
-    era,
-    listTools: () => client.listTools() as never,
-    callTool: (name, args = {}) => client.callTool({ name, arguments: args }) as never,
-    close: () => client.close(),
-    sessionId: () => transport.sessionId,
-  };
+  return wrap(client as never, transport);
 }
 
 /** Parses a tool result's JSON text; for errors returns the `{error:{type,message}}` object. */
