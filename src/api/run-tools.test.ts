@@ -100,6 +100,7 @@ describe('tool mode', () => {
         input_schema: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] },
       },
       { name: 'ts-double', language: 'typescript', code: 'export default async function main(input: { n: number }) { return { double: input.n * 2 }; }' },
+      { name: 'shaped', code: 'result = {"code": "abc"}', output_schema: { type: 'object', properties: { code: { type: 'string', pattern: '^[A-Z]+$' } } } },
     ]);
     const run = await space.run();
     const hello = await run.callTool('utils__hello', { name: 'Ann' });
@@ -118,6 +119,9 @@ describe('tool mode', () => {
     assert.match(error.stderr, /line 2/);
     assert.doesNotMatch(error.stderr, /\/tmp|\/work|\/usr\/lib/, 'no host paths');
 
+    const wrongShape = parseResult(await run.callTool('utils__shaped'));
+    assert.equal(wrongShape.error_type, 'SchemaError');
+    assert.match(wrongShape.error, /the result does not match output_schema: \/code must match pattern/);
     const mismatch = parseResult(await run.callTool('utils__typed', { n: 'seven' }));
     assert.equal(mismatch.error_type, 'SchemaError');
     assert.match(mismatch.error, /\/n must be integer/);

@@ -192,10 +192,10 @@ export class RunService {
         input,
         env: declaredEnv(fn, ctx.env),
         limits: { ...limits, timeoutSeconds: Math.min(limits.timeoutSeconds, remaining), cpuSeconds: Math.min(limits.cpuSeconds, remaining) },
-        ...(fn.definition.outputSchema ? { outputSchema: fn.definition.outputSchema } : {}),
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
       });
-      return outcome.ok ? { ok: true, result: outcome.result } : { ok: false, error_type: outcome.error.type, error: outcome.error.message };
+      const checked = await this.checkOutput(fn, fromOutcome(outcome));
+      return checked.ok ? { ok: true, result: checked.result } : { ok: false, error_type: checked.error_type, error: checked.error };
     };
 
     let outcome;
@@ -223,6 +223,17 @@ export class RunService {
       functions: calls,
       language,
     });
+  }
+
+  /**
+   * output_schema is checked here, with the same guard as input (patterns in a worker with a
+   * deadline), rather than on the sandbox's answer path on the server's main thread.
+   */
+  private async checkOutput(fn: ActiveFunction, result: RunResult): Promise<RunResult> {
+    if (!result.ok || !fn.definition.outputSchema) return result;
+    const problems = await this.schemaGuard.problems(fn.definition.outputSchema, result.result);
+    if (problems.length === 0) return result;
+    return { ok: false, error: `the result does not match output_schema: ${problems.join('; ')}`, error_type: SANDBOX_ERROR_TYPES.schema, stderr: result.stderr, stdout: result.stdout };
   }
 
   /** Scans what a run produced, settles its ticket and records it. */
@@ -289,9 +300,8 @@ export class RunService {
         input: args ?? {},
         env: declaredEnv(fn, ctx.env),
         limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
-        ...(fn.definition.outputSchema ? { outputSchema: fn.definition.outputSchema } : {}),
       });
-      result = fromOutcome(outcome);
+      result = await this.checkOutput(fn, fromOutcome(outcome));
       ranCode = true;
     }
     return this.finish(ctx, ticket, namespace.namespaceId, started, result, ranCode, {
