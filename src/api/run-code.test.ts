@@ -214,6 +214,16 @@ result = format_report(
     assert.match(ambiguous.value.error, /several services/);
   });
 
+  test('functions run inside execute follow the same contract as a run of their own', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_service', { name: 'c' });
+    await callOk(s.create, 'make_function', { service: 'c', name: 'early-exit', code: 'import sys\nresult = "set before exit"\nsys.exit(0)\nresult = "never"' });
+    await callOk(s.create, 'make_function', { service: 'c', name: 'named-main', language: 'typescript', code: 'export function main(input: { n: number }) { return input.n + 1; }' });
+    const run = await s.run();
+    assert.deepEqual((await execute(run, 'from functions import early_exit\nresult = early_exit()')).value, 'set before exit');
+    assert.equal((await execute(run, 'import { named_main } from "functions";\nresult = await named_main({ n: 1 });', 'typescript')).value, 2);
+  });
+
   test('a run that started on version N finishes on version N', async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'v' });

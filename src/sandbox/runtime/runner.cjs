@@ -56,6 +56,8 @@ function pickEntry(exported) {
 
 // Blocking request/answer over fd 3, as the generated `functions` package expects.
 function installBridge() {
+  // The generated package picks a TypeScript function's entry exactly as a run does.
+  globalThis.__mcpworksPickEntry = pickEntry;
   const chunk = Buffer.alloc(64 * 1024);
   globalThis.__mcpworksBridge = (message) => {
     fs.writeSync(3, JSON.stringify({ bridge: message }) + '\n');

@@ -62,6 +62,30 @@ def _failure(kind, message, trace=""):
     return _dumps({"ok": False, "type": kind, "message": message, "traceback": trace})
 
 
+def _run_contract(code, namespace, script):
+    # The Python contract, in one place: main(input_data)'s value, else `result`, else `output`.
+    # The generated `functions` package runs same-language functions through this too.
+    produced = None
+    try:
+        exec(code, namespace)
+        entry = None if script else namespace.get("main")
+        if callable(entry):
+            argcount = getattr(getattr(entry, "__code__", None), "co_argcount", 1)
+            produced = entry(namespace["input_data"]) if argcount else entry()
+            if hasattr(produced, "__await__"):
+                import asyncio
+                produced = asyncio.run(produced)
+    except SystemExit as stop:
+        # sys.exit() / sys.exit(0) ends the code early but successfully, as it would a script.
+        if stop.code not in (None, 0):
+            raise
+    if produced is None:
+        produced = namespace.get("result")
+    if produced is None:
+        produced = namespace.get("output")
+    return produced
+
+
 def _install_bridge(writer, reader):
     bridge = type(sys)("_mcpworks_bridge")
 
@@ -74,6 +98,7 @@ def _install_bridge(writer, reader):
         return _loads(line)
 
     bridge.call = call
+    bridge.run_function = lambda code, namespace: _run_contract(code, namespace, False)
     sys.modules["_mcpworks_bridge"] = bridge
 
 
@@ -130,24 +155,7 @@ def main():
     namespace = module.__dict__
     del request
     try:
-        produced = None
-        try:
-            exec(code, namespace)
-            entry = None if script else namespace.get("main")
-            if callable(entry):
-                argcount = getattr(getattr(entry, "__code__", None), "co_argcount", 1)
-                produced = entry(namespace["input_data"]) if argcount else entry()
-                if hasattr(produced, "__await__"):
-                    import asyncio
-                    produced = asyncio.run(produced)
-        except SystemExit as stop:
-            # sys.exit() / sys.exit(0) ends the code early but successfully, as it would a script.
-            if stop.code not in (None, 0):
-                raise
-        if produced is None:
-            produced = namespace.get("result")
-        if produced is None:
-            produced = namespace.get("output")
+        produced = _run_contract(code, namespace, script)
     except BaseException as error:  # the user's own exception, including SystemExit(n) and KeyboardInterrupt
         sys.stdout.flush()
         # Some exceptions carry no text (MemoryError(), StopIteration()); the class name still says what happened.

@@ -21,17 +21,9 @@ function bridge(message) {
   return call(message);
 }
 
-function pickEntry(exported) {
-  if (typeof exported === 'function') return exported;
-  if (exported && typeof exported.default === 'function') return exported.default;
-  if (exported && typeof exported.main === 'function') return exported.main;
-  if (exported && exported.default && typeof exported.default.main === 'function') return exported.default.main;
-  return undefined;
-}
-
 async function runLocal(entry, input) {
   const exported = require(path.join(__dirname, '_code', entry.file));
-  const main = pickEntry(exported);
+  const main = globalThis.__mcpworksPickEntry(exported);
   if (!main) throw new TypeError(`${entry.service}.${entry.name} has no main function`);
   return main(input);
 }

@@ -38,21 +38,9 @@ def _run_local(entry, arguments):
     module = _types.ModuleType(entry["module"])
     module.__file__ = entry["display"]
     module.input_data = arguments
-    namespace = module.__dict__
-    exec(code, namespace)
-    produced = None
-    main = namespace.get("main")
-    if callable(main):
-        argcount = getattr(getattr(main, "__code__", None), "co_argcount", 1)
-        produced = main(arguments) if argcount else main()
-        if hasattr(produced, "__await__"):
-            import asyncio
-            produced = asyncio.run(produced)
-    if produced is None:
-        produced = namespace.get("result")
-    if produced is None:
-        produced = namespace.get("output")
-    return produced
+    # The runner's own contract (main(input_data), else result, else output; sys.exit() is success).
+    import _mcpworks_bridge
+    return _mcpworks_bridge.run_function(code, module.__dict__)
 
 
 def _wrapper(entry):
