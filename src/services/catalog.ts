@@ -77,9 +77,9 @@ export class CatalogService {
     const name = validateEntityName('service', nameInput);
     const text = description === undefined ? '' : this.description(description);
     const row = await this.store.withNamespaceLock(ns.id, async (trx) => {
-      const clash = await this.store.findServiceByIdentifier(ns.id, name, trx);
-      if (clash) throw this.nameClash('service', name, clash.name);
+      // One lookup answers both: a service with this identifier, or a function that would collide.
       const holder = await this.store.identifierHolder(ns.id, toIdentifier(name), trx);
+      if (holder?.kind === 'service') throw this.nameClash('service', name, holder.name);
       if (holder?.kind === 'function') throw this.codeModeClash('service', name, holder);
       return this.store.createService(ns.id, name, text, trx);
     });

@@ -75,16 +75,6 @@ export class CatalogStore {
     return this.db.selectFrom('services').selectAll().where('namespace_id', '=', namespaceId).where('name', '=', name).executeTakeFirst();
   }
 
-  /** The service whose generated identifier equals this name's, if any (`my-svc` vs `my_svc`). */
-  findServiceByIdentifier(namespaceId: string, name: string, exec: Exec = this.db): Promise<ServiceRow | undefined> {
-    return exec
-      .selectFrom('services')
-      .selectAll()
-      .where('namespace_id', '=', namespaceId)
-      .where(sql<string>`replace(name, '-', '_')`, '=', name.replace(/-/g, '_'))
-      .executeTakeFirst();
-  }
-
   /**
    * Code mode puts services and functions side by side in one package (`functions.utils`,
    * `functions.hello`): the name of whichever already holds this identifier in the namespace.
