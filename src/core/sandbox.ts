@@ -92,6 +92,12 @@ export interface SandboxRequest {
   /** Directories (inside the sandbox) searched first by `import` (Python) / `require` and ESM imports (Node). */
   libraryPaths?: readonly string[];
   bridge?: SandboxBridge;
+  /**
+   * Python only: lets the run use a warm fork-server (zygote) shared by runs of the same `group`
+   * (a namespace) and shape, which has pre-imported `imports` (allow-listed import names that the
+   * group's functions declare). Without it, or with the zygote off, the run starts its own interpreter.
+   */
+  warm?: { group: string; imports: readonly string[] };
 }
 
 /** Failure types a run can report besides the user's own exception class names. */

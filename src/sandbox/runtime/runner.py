@@ -112,24 +112,27 @@ def _read_request():
     return sys.stdin.buffer.read()
 
 
-def main():
+def serve(read_request, bridge_reader=None):
+    """One run: announce readiness on fd 3, read the request, run the code, answer on fd 3.
+    A zygote's worker calls this with its channel as both the request and the bridge reader."""
     global _source
     # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
     writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     # -S skips site.py for start-up speed; the allow-listed packages live here.
-    sys.path.append("/usr/lib/python3/dist-packages")
+    if "/usr/lib/python3/dist-packages" not in sys.path:
+        sys.path.append("/usr/lib/python3/dist-packages")
     writer.write('{"ready":true}\n')
     writer.flush()
-    request = _loads(_read_request().decode("utf-8"))
+    request = _loads(read_request().decode("utf-8"))
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
     for name, value in request["env"].items():
         os.environ[name] = value
     sys.path[0:0] = request["libraryPaths"]
     if request["bridge"]:
-        _install_bridge(writer, os.fdopen(os.dup(3), "r", encoding="utf-8"))
+        _install_bridge(writer, bridge_reader or os.fdopen(os.dup(3), "r", encoding="utf-8"))
     sys.argv = [USER_FILE]
     max_result = request["maxResultBytes"]
     script = request["entry"] == "script"
@@ -174,8 +177,9 @@ def main():
     answer('{"ok":true,"result":' + encoded + "}")
 
 
-main()
-# Skip interpreter teardown of everything the function loaded: the answer is already sent.
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)
+if __name__ == "__main__":
+    serve(_read_request)
+    # Skip interpreter teardown of everything the function loaded: the answer is already sent.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,282 @@
+# The Python fork-server ("zygote") of one namespace and sandbox shape. It runs inside its own
+# bubblewrap sandbox (user, PID, mount, IPC, UTS and network namespaces, read-only root, no
+# network), pre-imports the allow-listed packages the namespace's functions declare, and then only
+# forks. It never runs user code and never sees a request: the host sends each run's request, env
+# values included, straight to the forked child over that child's own connection.
+#
+# Started as `python3 -I -S -B zygote.py CONFIG_JSON` with:
+#   fd 3  the control socket to the host: JSON lines. Host -> zygote {"fork": TOKEN, "cgroup": NAME};
+#         zygote -> host {"ready": true} once imported, {"exited": TOKEN, "status": N} per child.
+#   fd 4  the seccomp-bpf program every child loads before anything of a run happens.
+#   /run/mcpworks/cg-memory, /run/mcpworks/cg-pids  this zygote's cgroup directories (the host
+#         made NAME in each, writable by the sandbox user, before asking for the fork).
+#   /run/mcpworks/sock/host.sock  where children connect their stdout, stderr and channel.
+#
+# Each fork gives one run a child ("P1") that is PID 1 of a fresh PID namespace, in fresh mount,
+# IPC and network namespaces, inside the run's own cgroups, with fresh /proc, /tmp and /dev/shm and
+# without the host's cgroup or socket mounts. P1 drops every capability, loads seccomp, becomes
+# undumpable and forks the worker ("P2") that runs the function through runner.py's own code;
+# P1 waits and exits with the worker's status (128+N for signal N, as bubblewrap reports it). So a
+# run cannot see, signal or trace another run (nor P1, nor the zygote), share files or IPC with it,
+# or inherit anything but the zygote's pre-import state, which no run ever wrote to.
+import ctypes
+import os
+import select
+import signal
+import socket
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4, 22, 38, 36
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+SECCOMP_MODE_FILTER = 2
+CAP_LAST = 63
+HOST_SOCKET = "/run/mcpworks/sock/host.sock"
+HOST_MOUNTS = ("/run/mcpworks/cg-memory", "/run/mcpworks/cg-pids", "/run/mcpworks/sock")
+SETUP_FAILED = 111
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result, what):
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities():
+    for cap in range(CAP_LAST + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last capability
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit halves
+    data = (_CapData * 2)()
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+
+
+def _load_seccomp(program):
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+
+
+def _mount(source, target, fstype, flags, data):
+    _check(libc.mount(source, target, fstype, flags, data), f"mount {target.decode()}")
+
+
+def _connect(token, stream):
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(HOST_SOCKET)
+    conn.sendall(f"{token} {stream}\n".encode())
+    return conn.detach()
+
+
+def _reseed():
+    # Every child starts from the same pre-import memory, random generators included.
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+def _child(token, cgroup, config, seccomp):
+    """P1: runs in the fresh PID namespace. Never returns."""
+    status = SETUP_FAILED
+    try:
+        for controller in ("memory", "pids"):
+            procs = f"/run/mcpworks/cg-{controller}/{cgroup}/cgroup.procs"
+            if os.path.exists(os.path.dirname(procs)):
+                with open(procs, "w") as handle:
+                    handle.write("0\n")
+        _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
+        _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
+        _mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        _mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={config['tmpfsBytes']},mode=1777".encode())
+        _mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={64 * 1024 * 1024},mode=1777".encode())
+        out, err, chan = _connect(token, "out"), _connect(token, "err"), _connect(token, "chan")
+        for path in HOST_MOUNTS:
+            _check(libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
+        null = os.open(os.devnull, os.O_RDWR)
+        for source, target in ((null, 0), (out, 1), (err, 2), (chan, 3)):
+            os.dup2(source, target)
+        os.closerange(4, 65536)
+        os.chdir("/tmp")
+        _drop_capabilities()
+        _load_seccomp(seccomp)
+        # Undumpable: the worker (same user) cannot open this process's /proc files or memory.
+        _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+        worker = os.fork()
+        if worker == 0:
+            _worker(config)
+        # Only the worker's tree holds the run's streams now: they close when it is done.
+        for fd in (1, 2, 3):
+            os.dup2(0, fd)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == worker:
+                status = os.waitstatus_to_exitcode(wait_status)
+                status = 128 - status if status < 0 else status
+                break
+    except BaseException:  # noqa: BLE001 - set-up failed: the host sees status 111
+        status = SETUP_FAILED
+    os._exit(status)
+
+
+def _worker(config):
+    """P2: the run itself, through runner.py's code. Never returns."""
+    import resource
+    try:
+        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc/self stays its own to read
+        os.setsid()
+        for name, (soft, hard) in config["rlimits"].items():
+            resource.setrlimit(getattr(resource, "RLIMIT_" + name.upper()), (soft, hard))
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        _reseed()
+        import runner
+        reader = os.fdopen(os.dup(3), "r", encoding="utf-8")
+        runner.serve(lambda: reader.readline().encode("utf-8"), reader)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        os._exit(SETUP_FAILED)
+    os._exit(0)
+
+
+def _fork_child(token, cgroup, config, seccomp):
+    """Starts P1 for one run and returns its pid (reparented to us), or None."""
+    read_end, write_end = os.pipe()
+    try:
+        intermediate = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return None
+    if intermediate == 0:
+        # Entering a new PID namespace is for the children of the caller, and only once per
+        # process: so a short-lived intermediate unshares it and forks P1, its first process.
+        status = SETUP_FAILED
+        try:
+            signal.set_wakeup_fd(-1)
+            os.close(read_end)
+            _check(libc.unshare(CLONE_NEWPID), "unshare pid")
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_end)
+                _child(token, cgroup, config, seccomp)
+            os.write(write_end, str(pid).encode())
+            status = 0
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(status)
+    os.close(write_end)
+    try:
+        reply = b""
+        while True:
+            chunk = os.read(read_end, 32)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        os.close(read_end)
+    while True:
+        try:
+            os.waitpid(intermediate, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+    return int(reply) if reply else None
+
+
+def main():
+    import json
+    import resource  # noqa: F401  the worker sets its limits with it
+    config = json.loads(sys.argv[1])
+    chunks = []
+    while True:
+        chunk = os.read(4, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(4)
+    seccomp = b"".join(chunks)
+    _check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
+    sys.path.append("/usr/lib/python3/dist-packages")
+    sys.path.insert(0, "/sandbox")
+    import linecache  # noqa: F401  what reporting a failure needs, as a pooled runner loads it
+    import traceback  # noqa: F401
+    import runner  # noqa: F401
+    for name in config["imports"]:
+        try:
+            __import__(name)
+        except BaseException:  # noqa: BLE001 - the run imports it again and reports the error itself
+            pass
+    control = socket.socket(fileno=3)
+    control.setblocking(True)
+    reader = control.makefile("r", encoding="utf-8")
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children = {}
+
+    def send(message):
+        control.sendall((json.dumps(message) + "\n").encode())
+
+    send({"ready": True})
+    while True:
+        readable, _, _ = select.select([control, wake_read], [], [])
+        if wake_read in readable:
+            os.read(wake_read, 512)
+            while True:
+                try:
+                    pid, wait_status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                token = children.pop(pid, None)
+                if token is not None:
+                    code = os.waitstatus_to_exitcode(wait_status)
+                    send({"exited": token, "status": 128 - code if code < 0 else code})
+        if control in readable:
+            line = reader.readline()
+            if not line:
+                return  # the host is gone: the sandbox ends, and every child with it
+            request = json.loads(line)
+            token, cgroup = str(request["fork"]), str(request["cgroup"])
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = _fork_child(token, cgroup, config, seccomp)
+            if pid is None:
+                send({"exited": token, "status": SETUP_FAILED})
+                continue
+            children[pid] = token
+
+
+if __name__ == "__main__":
+    main()

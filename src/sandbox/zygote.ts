@@ -1,0 +1,590 @@
+/**
+ * Python fork-servers ("zygotes"), host side. A zygote is a long-lived sandbox (runtime/zygote.py)
+ * per namespace and sandbox shape that has pre-imported the allow-listed packages the namespace's
+ * functions declare; each run is a child it forks into fresh PID, mount, IPC and network
+ * namespaces and the run's own cgroups, with capabilities dropped and seccomp loaded before the
+ * run's request exists. Children are forked ahead of demand (spares), so a run only sends its
+ * request. The zygote holds no secrets: requests, env values included, go straight to the child.
+ *
+ * Every child connects its stdout, stderr and channel to one host socket with a random per-run
+ * token; the zygote reports its exit status. Zygotes are learned from demand (the first run of a
+ * key takes the ordinary path while its zygote starts), capped in number and by free memory, and
+ * stopped when idle.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { freemem, totalmem } from 'node:os';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import type { SandboxBridge } from '../core/sandbox.js';
+import { CappedCapture } from './capture.js';
+import { RunChannel, type RunAnswer } from './channel.js';
+import type { RunCgroup } from './cgroup.js';
+
+const MB = 1024 * 1024;
+const TOKEN = /^[0-9a-f]{32}$/;
+/** A child that has not connected and reported ready in this long is given up. */
+const CHILD_START_MS = 10_000;
+/** A zygote that has not finished its imports in this long is given up. */
+const ZYGOTE_START_MS = 60_000;
+
+/** What one zygote is: everything fixed when it starts. */
+export interface ZygoteSpec {
+  readonly key: string;
+  /** For logs and stats (never request data). */
+  readonly label: string;
+  /** What the zygote pre-imports (allow-listed import names). */
+  readonly imports: readonly string[];
+  /** Per-run limits of a child's cgroups. */
+  readonly runLimits: { memoryBytes: number; maxProcesses: number };
+  readonly maxLogBytes: number;
+  /** Passed to zygote.py: tmpfs size and the worker's rlimits. */
+  readonly config: { tmpfsBytes: number; rlimits: Record<string, [number, number]> };
+}
+
+/** The cgroup directories a zygote's runs are made in (bound into its sandbox). */
+export interface ZygoteCgroups {
+  /** Host directories bound at /run/mcpworks/cg-memory and /run/mcpworks/cg-pids. */
+  readonly memoryDir: string | null;
+  readonly pidsDir: string | null;
+  /** The zygote process's own group. */
+  readonly self: RunCgroup;
+  /** A fresh group for one child, writable (cgroup.procs) by the sandbox user. */
+  createRun(name: string, limits: { memoryBytes: number; maxProcesses: number }): RunCgroup;
+  remove(): Promise<void>;
+}
+
+/** A started zygote process (bubblewrap through the helper), as bubblewrap.ts launches it. */
+export interface ZygoteProcess {
+  readonly control: Duplex;
+  readonly stderr: NodeJS.ReadableStream;
+  kill(): void;
+  readonly exited: Promise<void>;
+}
+
+export interface ZygoteHostHooks {
+  /** Makes this zygote's cgroups, or null when the host cannot give its runs their own. */
+  cgroups(id: string): ZygoteCgroups | null;
+  /** Starts the zygote's sandbox. */
+  launch(spec: ZygoteSpec, cgroups: ZygoteCgroups, socketDir: string): ZygoteProcess;
+  log(message: string): void;
+}
+
+export interface ZygoteOptions {
+  /** Most zygotes alive at once (least recently used idle one goes first). Default 4. */
+  maxZygotes?: number;
+  /** Spare children kept forked per zygote (its floor). Default 2. */
+  minSpares?: number;
+  /** Most spare children per zygote. Default 6. */
+  maxSpares?: number;
+  /** A zygote unused this long is stopped. Default 5 min. */
+  idleMs?: number;
+  /** Free memory a new zygote must leave. Default max(512 MB, 10 % of RAM). */
+  reserveBytes?: number;
+  /** Memory one zygote is assumed to hold (pandas and numpy loaded), for that check. Default 160 MB. */
+  zygoteMemoryBytes?: number;
+}
+
+/** What a run through a zygote child produced, in the form bubblewrap.ts interprets. */
+export interface ZygoteRunRecord {
+  stdout: CappedCapture;
+  stderr: CappedCapture;
+  answer: RunAnswer | null;
+  overflowed: boolean;
+  timedOut: boolean;
+  oomKilled: boolean;
+  exit: { code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean };
+  /** The child died before its run began (the caller may take the ordinary path instead). */
+  notStarted: boolean;
+}
+
+export interface ZygoteRunRequest {
+  payload: string;
+  bridge: SandboxBridge | undefined;
+  lineCapBytes: number;
+  timeoutMs: number;
+}
+
+export interface ZygoteStats {
+  zygotes: { label: string; state: string; spares: number; runs: number }[];
+  runs: number;
+}
+
+interface Registration {
+  streams: Partial<Record<'out' | 'err' | 'chan', (socket: Socket) => void>>;
+}
+
+/** One Unix socket every child of every zygote of a sandbox instance connects to, by token. */
+class HostSocket {
+  readonly dir: string;
+  private readonly server: Server;
+  private readonly waiting = new Map<string, Registration>();
+  readonly listening: Promise<void>;
+
+  constructor(parent: string, owner: { uid: number; gid: number } | null) {
+    this.dir = join(parent, 'zygote-sock');
+    mkdirSync(this.dir, { mode: 0o755 });
+    chmodSync(this.dir, 0o755);
+    const path = join(this.dir, 'host.sock');
+    this.server = createServer((socket) => this.accept(socket));
+    this.listening = new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(path, () => {
+        // Only the sandbox user needs it; the token decides which run a connection belongs to.
+        if (owner) chownSync(path, owner.uid, owner.gid);
+        chmodSync(path, 0o600);
+        resolve();
+      });
+    });
+    this.server.unref();
+  }
+
+  expect(token: string, streams: Registration['streams']): void {
+    this.waiting.set(token, { streams });
+  }
+
+  forget(token: string): void {
+    this.waiting.delete(token);
+  }
+
+  private accept(socket: Socket): void {
+    socket.on('error', () => {});
+    let head = Buffer.alloc(0);
+    const timer = setTimeout(() => socket.destroy(), CHILD_START_MS);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const newline = head.indexOf(10);
+      if (newline === -1) {
+        if (head.length > 64) socket.destroy();
+        return;
+      }
+      socket.off('data', onData);
+      clearTimeout(timer);
+      const [token, stream] = head.subarray(0, newline).toString('latin1').split(' ');
+      const registration = this.waiting.get(token ?? '');
+      const take = stream === 'out' || stream === 'err' || stream === 'chan' ? registration?.streams[stream] : undefined;
+      if (!TOKEN.test(token ?? '') || !registration || !take) {
+        socket.destroy();
+        return;
+      }
+      // Each stream of a token is taken once: a second connection with the same token is refused.
+      delete registration.streams[stream as 'out' | 'err' | 'chan'];
+      if (Object.keys(registration.streams).length === 0) this.waiting.delete(token!);
+      socket.pause();
+      const rest = head.subarray(newline + 1);
+      if (rest.length > 0) socket.unshift(rest);
+      take(socket);
+      socket.resume();
+    };
+    socket.on('data', onData);
+  }
+
+  close(): void {
+    this.server.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** One forked child waiting for its run. */
+class ZygoteChild {
+  readonly token = randomBytes(16).toString('hex');
+  readonly stdout: CappedCapture;
+  readonly stderr: CappedCapture;
+  readonly ready: Promise<boolean>;
+  channel: RunChannel | null = null;
+  private channelSocket: Socket | null = null;
+  private readonly streamsClosed: Promise<void>[] = [];
+  private exitStatus: number | null | undefined = undefined;
+  private readonly exitWaiters: Array<(status: number | null) => void> = [];
+  private markReady: (ready: boolean) => void = () => {};
+  private timer: NodeJS.Timeout;
+
+  constructor(
+    readonly cgroup: RunCgroup,
+    maxLogBytes: number,
+    sockets: HostSocket,
+    log: (message: string) => void,
+  ) {
+    this.stdout = new CappedCapture(maxLogBytes);
+    this.stderr = new CappedCapture(maxLogBytes);
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
+    const capture = (into: CappedCapture) => (socket: Socket) => {
+      socket.on('data', (chunk: Buffer) => into.push(chunk));
+      this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
+    };
+    sockets.expect(this.token, {
+      out: capture(this.stdout),
+      err: capture(this.stderr),
+      chan: (socket) => {
+        this.channelSocket = socket;
+        this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
+        this.channel = new RunChannel(socket, log);
+        void this.channel.ready.then((ready) => this.markReady(ready));
+      },
+    });
+    this.timer = setTimeout(() => {
+      sockets.forget(this.token);
+      this.markReady(false);
+    }, CHILD_START_MS);
+    this.timer.unref();
+    void this.ready.then(() => {
+      clearTimeout(this.timer);
+      sockets.forget(this.token);
+    });
+  }
+
+  get exited(): boolean {
+    return this.exitStatus !== undefined;
+  }
+
+  /** The zygote reported the child's status (null: the zygote itself is gone). */
+  settle(status: number | null): void {
+    if (this.exitStatus !== undefined) return;
+    this.exitStatus = status;
+    this.markReady(false);
+    for (const waiter of this.exitWaiters.splice(0)) waiter(status);
+  }
+
+  waitExit(): Promise<number | null> {
+    if (this.exitStatus !== undefined) return Promise.resolve(this.exitStatus);
+    return new Promise((resolve) => this.exitWaiters.push(resolve));
+  }
+
+  async run(request: ZygoteRunRequest): Promise<ZygoteRunRecord> {
+    const started = await this.ready;
+    const channel = this.channel;
+    if (!started || !channel || !this.channelSocket) {
+      this.discard();
+      await this.cgroup.remove();
+      return this.record(null, false, true);
+    }
+    let timedOut = false;
+    let escalated = false;
+    const kill = () => {
+      if (escalated) return;
+      escalated = true;
+      this.cgroup.killAll();
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, request.timeoutMs);
+    channel.begin(request.bridge, request.lineCapBytes, kill);
+    this.channelSocket.write(`${request.payload}\n`);
+    // The worker's streams close when it exits, a little before P1's status travels through the
+    // zygote; with the answer in hand and the output complete, the status adds nothing.
+    const streams = Promise.all(this.streamsClosed).then(() => 'streams' as const);
+    const first = await Promise.race([streams, this.waitExit().then(() => 'exit' as const)]);
+    let status: number | null;
+    if (first === 'streams' && channel.answer !== null) {
+      status = 0;
+    } else {
+      status = await this.waitExit();
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([streams, new Promise((resolve) => (bound = setTimeout(resolve, 2000)))]);
+      clearTimeout(bound);
+    }
+    clearTimeout(timer);
+    this.cgroup.killAll();
+    if (timedOut || channel.overflowed) await this.cgroup.killUntilEmpty(2000);
+    const record = this.record(status, timedOut, false);
+    void this.cgroup.remove();
+    return record;
+  }
+
+  private record(status: number | null, timedOut: boolean, notStarted: boolean): ZygoteRunRecord {
+    return {
+      stdout: this.stdout,
+      stderr: this.stderr,
+      answer: this.channel?.answer ?? null,
+      overflowed: this.channel?.overflowed ?? false,
+      timedOut,
+      oomKilled: this.cgroup.oomKilled(),
+      // A child whose zygote vanished reads as a sandbox that could not run.
+      exit: { code: status, signal: null, spawnFailed: status === null },
+      notStarted,
+    };
+  }
+
+  /** Ends an unclaimed child. */
+  discard(): void {
+    clearTimeout(this.timer);
+    this.cgroup.killAll();
+    this.channelSocket?.destroy();
+    void this.cgroup.remove();
+  }
+}
+
+type ZygoteState = 'starting' | 'ready' | 'failed' | 'stopped';
+
+/** One zygote process and its spare children. */
+class Zygote {
+  state: ZygoteState = 'starting';
+  lastUsed = Date.now();
+  runs = 0;
+  readonly spares: ZygoteChild[] = [];
+  private readonly children = new Map<string, ZygoteChild>();
+  private process: ZygoteProcess | null = null;
+  private cgroups: ZygoteCgroups | null = null;
+  private buffer = '';
+  private rate = 0;
+  private rateAt = Date.now();
+
+  constructor(
+    readonly spec: ZygoteSpec,
+    private readonly hooks: ZygoteHostHooks,
+    private readonly sockets: HostSocket,
+    private readonly options: Required<Pick<ZygoteOptions, 'minSpares' | 'maxSpares'>>,
+  ) {}
+
+  start(): void {
+    const id = randomBytes(6).toString('hex');
+    const cgroups = this.hooks.cgroups(id);
+    if (!cgroups) {
+      this.fail('its runs cannot get cgroups of their own here');
+      return;
+    }
+    this.cgroups = cgroups;
+    let started: ZygoteProcess;
+    try {
+      started = this.hooks.launch(this.spec, cgroups, this.sockets.dir);
+    } catch (error) {
+      this.fail(`could not start: ${(error as Error).message}`);
+      return;
+    }
+    this.process = started;
+    const startTimer = setTimeout(() => {
+      if (this.state === 'starting') this.stop(`did not finish its imports within ${ZYGOTE_START_MS / 1000} s`);
+    }, ZYGOTE_START_MS);
+    startTimer.unref();
+    let diagnostics = '';
+    started.stderr.on('data', (chunk: Buffer) => {
+      if (diagnostics.length < 4096) diagnostics += chunk.toString('utf8');
+    });
+    started.control.on('error', () => {});
+    started.control.on('data', (chunk: Buffer) => this.receive(chunk));
+    void started.exited.then(() => {
+      clearTimeout(startTimer);
+      // Only the platform's own lines: nothing of a run passes through the zygote's stderr.
+      if (this.state !== 'stopped') this.stop(`ended unexpectedly${diagnostics ? `: ${diagnostics.trim().slice(-500)}` : ''}`);
+    });
+  }
+
+  private receive(chunk: Buffer): void {
+    this.buffer += chunk.toString('utf8');
+    if (this.buffer.length > 1 << 20) {
+      this.stop('wrote too much on its control channel');
+      return;
+    }
+    for (let newline = this.buffer.indexOf('\n'); newline !== -1; newline = this.buffer.indexOf('\n')) {
+      const line = this.buffer.slice(0, newline);
+      this.buffer = this.buffer.slice(newline + 1);
+      let message: { ready?: boolean; exited?: string; status?: number };
+      try {
+        message = JSON.parse(line) as typeof message;
+      } catch {
+        this.stop('wrote an unreadable control line');
+        return;
+      }
+      if (message.ready === true && this.state === 'starting') {
+        this.state = 'ready';
+        this.refill();
+      } else if (typeof message.exited === 'string') {
+        const child = this.children.get(message.exited);
+        if (!child) continue;
+        this.children.delete(message.exited);
+        const index = this.spares.indexOf(child);
+        if (index !== -1) {
+          // A spare that died unclaimed (it failed its set-up): not worth retrying at once.
+          this.spares.splice(index, 1);
+          void child.cgroup.remove();
+          this.hooks.log(`zygote ${this.spec.label}: a forked child failed its set-up (status ${message.status})`);
+        }
+        child.settle(typeof message.status === 'number' ? message.status : null);
+      }
+    }
+  }
+
+  /** A child for one run: a spare (ready or still starting), else one forked now. */
+  claim(): ZygoteChild | null {
+    if (this.state !== 'ready') return null;
+    const now = Date.now();
+    this.lastUsed = now;
+    this.rate = this.rate * Math.exp(-(now - this.rateAt) / 5000) + 0.2;
+    this.rateAt = now;
+    this.runs++;
+    const spare = this.spares.find((candidate) => candidate.channel !== null) ?? this.spares[0] ?? null;
+    if (spare) this.spares.splice(this.spares.indexOf(spare), 1);
+    const child = spare ?? this.fork();
+    // After the claiming run has sent its request.
+    setImmediate(() => this.refill());
+    return child;
+  }
+
+  private fork(): ZygoteChild | null {
+    if (!this.process || !this.cgroups || this.state !== 'ready') return null;
+    let cgroup: RunCgroup;
+    const child = (() => {
+      try {
+        cgroup = this.cgroups!.createRun(randomBytes(8).toString('hex'), this.spec.runLimits);
+      } catch (error) {
+        this.hooks.log(`zygote ${this.spec.label}: could not make a run's cgroups: ${(error as Error).message}`);
+        return null;
+      }
+      return new ZygoteChild(cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log);
+    })();
+    if (!child) return null;
+    this.children.set(child.token, child);
+    const name = child.cgroup.procsFiles[0]?.split('/').at(-2) ?? '';
+    this.process.control.write(`${JSON.stringify({ fork: child.token, cgroup: name })}\n`);
+    return child;
+  }
+
+  refill(): void {
+    if (this.state !== 'ready') return;
+    const now = Date.now();
+    const rate = this.rate * Math.exp(-(now - this.rateAt) / 5000);
+    const target = Math.min(this.options.maxSpares, Math.max(this.options.minSpares, Math.ceil(rate * 0.5)));
+    while (this.spares.length < target) {
+      const child = this.fork();
+      if (!child) return;
+      this.spares.push(child);
+    }
+  }
+
+  private fail(reason: string): void {
+    this.state = 'failed';
+    this.hooks.log(`zygote ${this.spec.label} not used: ${reason}`);
+  }
+
+  /** Ends the zygote, its spares and (through its PID namespace) every child still running. */
+  stop(reason?: string): void {
+    if (this.state === 'stopped' || this.state === 'failed') return;
+    this.state = reason ? 'failed' : 'stopped';
+    if (reason) this.hooks.log(`zygote ${this.spec.label} stopped: ${reason}`);
+    for (const spare of this.spares.splice(0)) spare.discard();
+    this.process?.kill();
+    const process = this.process;
+    const cgroups = this.cgroups;
+    void (async () => {
+      await process?.exited;
+      for (const child of this.children.values()) child.settle(null);
+      this.children.clear();
+      await cgroups?.remove();
+    })();
+  }
+
+  async closed(): Promise<void> {
+    await this.process?.exited;
+    await this.cgroups?.remove();
+  }
+}
+
+/** The zygotes of one sandbox instance, by key. */
+export class ZygotePool {
+  private readonly zygotes = new Map<string, Zygote>();
+  private readonly sockets: HostSocket;
+  private readonly maxZygotes: number;
+  private readonly idleMs: number;
+  private readonly reserveBytes: number;
+  private readonly zygoteMemoryBytes: number;
+  private readonly spareOptions: { minSpares: number; maxSpares: number };
+  private readonly timer: NodeJS.Timeout;
+  private readonly failedUntil = new Map<string, number>();
+  private closed = false;
+  private runs = 0;
+
+  constructor(
+    runtimeDir: string,
+    owner: { uid: number; gid: number } | null,
+    private readonly hooks: ZygoteHostHooks,
+    options: ZygoteOptions = {},
+  ) {
+    this.sockets = new HostSocket(runtimeDir, owner);
+    this.maxZygotes = options.maxZygotes ?? 4;
+    this.idleMs = options.idleMs ?? 5 * 60_000;
+    this.reserveBytes = options.reserveBytes ?? Math.max(512 * MB, Math.floor(totalmem() * 0.1));
+    this.zygoteMemoryBytes = options.zygoteMemoryBytes ?? 160 * MB;
+    this.spareOptions = { minSpares: options.minSpares ?? 2, maxSpares: Math.max(options.minSpares ?? 2, options.maxSpares ?? 6) };
+    this.timer = setInterval(() => this.tick(), 1000);
+    this.timer.unref();
+  }
+
+  /**
+   * A child of this spec's zygote, ready or about to be; null when there is none yet (the zygote
+   * is starting, failed, or cannot be started now): the caller takes the ordinary path.
+   */
+  claim(spec: ZygoteSpec): ZygoteChild | null {
+    if (this.closed) return null;
+    const existing = this.zygotes.get(spec.key);
+    if (existing && existing.state !== 'failed' && existing.state !== 'stopped') {
+      // Most recently used last, for eviction.
+      this.zygotes.delete(spec.key);
+      this.zygotes.set(spec.key, existing);
+      const child = existing.claim();
+      if (child) this.runs++;
+      return child;
+    }
+    if (existing) this.zygotes.delete(spec.key);
+    if ((this.failedUntil.get(spec.key) ?? 0) > Date.now()) return null;
+    this.startZygote(spec);
+    return null;
+  }
+
+  private startZygote(spec: ZygoteSpec): void {
+    if (freemem() - this.zygoteMemoryBytes < this.reserveBytes) return;
+    while (this.zygotes.size >= this.maxZygotes) {
+      const [oldestKey, oldest] = this.zygotes.entries().next().value as [string, Zygote];
+      this.zygotes.delete(oldestKey);
+      oldest.stop();
+    }
+    const zygote = new Zygote(spec, this.hooks, this.sockets, this.spareOptions);
+    this.zygotes.set(spec.key, zygote);
+    // Its children connect to the host socket, so that listens first.
+    void this.sockets.listening.then(
+      () => {
+        if (this.closed || zygote.state !== 'starting') return;
+        zygote.start();
+        if ((zygote.state as string) === 'failed') this.failedUntil.set(spec.key, Date.now() + 60_000);
+      },
+      (error: Error) => {
+        zygote.stop(`the host socket could not listen: ${error.message}`);
+      },
+    );
+  }
+
+  stats(): ZygoteStats {
+    return {
+      runs: this.runs,
+      zygotes: [...this.zygotes.values()].map((zygote) => ({ label: zygote.spec.label, state: zygote.state, spares: zygote.spares.length, runs: zygote.runs })),
+    };
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const [key, zygote] of [...this.zygotes]) {
+      if (zygote.state === 'failed') {
+        this.zygotes.delete(key);
+        this.failedUntil.set(key, now + 60_000);
+      } else if (now - zygote.lastUsed > this.idleMs) {
+        this.zygotes.delete(key);
+        zygote.stop();
+      } else {
+        zygote.refill();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    const all = [...this.zygotes.values()];
+    this.zygotes.clear();
+    for (const zygote of all) zygote.stop();
+    await Promise.all(all.map((zygote) => zygote.closed()));
+    this.sockets.close();
+  }
+}
+
+export type { ZygoteChild };
