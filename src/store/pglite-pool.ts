@@ -1,4 +1,4 @@
-import type { PGlite } from '@electric-sql/pglite';
+import type { PGlite, Results } from '@electric-sql/pglite';
 import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
 
 /**
@@ -21,9 +21,12 @@ export class PGlitePool implements PostgresPool {
     let released = false;
     const client = {
       async query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> {
-        const result = await db.query<R>(sql, parameters as unknown[]);
+        // PGlite's query() is the extended protocol: parse, describe, bind, describe, execute and
+        // sync, each a pass through the WASM backend. A statement without parameters (BEGIN,
+        // COMMIT, a migration's DDL) needs none of that: the simple protocol is one query and a sync.
+        const result = parameters.length === 0 ? lastOf(await db.exec(sql)) : await db.query<R>(sql, parameters as unknown[]);
         const command = (sql.trimStart().split(/\s+/, 1)[0] ?? '').toUpperCase() as PostgresQueryResult<R>['command'];
-        return { command, rowCount: result.affectedRows ?? result.rows.length, rows: result.rows };
+        return { command, rowCount: result.affectedRows ?? result.rows.length, rows: result.rows as R[] };
       },
       release(): void {
         if (!released) {
@@ -39,4 +42,9 @@ export class PGlitePool implements PostgresPool {
     await this.queue;
     await this.db.close();
   }
+}
+
+/** exec() answers one result per statement; Kysely sends one statement, so its result is the last. */
+function lastOf(results: Results[]): Results {
+  return results[results.length - 1] ?? { rows: [], fields: [] };
 }
