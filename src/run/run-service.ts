@@ -7,7 +7,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
-import { settleIn, type MeteringStore, type Rejection } from '../store/metering-store.js';
+import type { MeteringStore, Rejection } from '../store/metering-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import { SchemaGuard } from './schema-guard.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
@@ -252,9 +252,9 @@ export class RunService {
     // not a free channel); refused before any sandbox, or failed by the platform, it does not.
     const counted = ranCode && (scanned.ok || scanned.error_type !== SANDBOX_ERROR_TYPES.sandbox);
     const settle = !ticket.settled;
-    // Settling and recording share one transaction: one commit per call instead of two.
+    // Settling and recording are one statement: one round trip and one commit per call.
     await this.deps.executions.finish(
-      (trx) => (settle ? settleIn(trx, ticket.id, ticket.accountId, ticket.admittedAt, counted) : Promise.resolve()),
+      settle ? { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted } : null,
       {
         id: ticket.id,
         accountId: ctx.principal.accountId,

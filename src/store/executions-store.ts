@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Transaction } from 'kysely';
+import type { QueryCreator } from 'kysely';
+import { withSettlement, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
 import type { Database, ExecutionRow, SecurityEventRow } from './schema.js';
 
@@ -38,18 +39,17 @@ export class ExecutionsStore {
   constructor(private readonly db: Db) {}
 
   async record(execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
-    await this.db.transaction().execute((trx) => recordIn(trx, execution, securityEventTypes));
+    await recordingStatement(this.db, execution, securityEventTypes).execute();
   }
 
   /**
-   * The end of a metered call in one transaction: `settle` frees its slot (refunding the quota
-   * unit of a failed call), then the call is recorded with its security events.
+   * The end of a metered call in one statement (so one commit, and no transaction held open
+   * across round trips): the settlement frees its slot (refunding the quota unit of a call that
+   * does not count), and the call is recorded with its security events. Without a settlement
+   * (the ticket was settled before), only the record.
    */
-  async finish(settle: (trx: Transaction<Database>) => Promise<void>, execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
-      await settle(trx);
-      await recordIn(trx, execution, securityEventTypes);
-    });
+  async finish(settlement: Settlement | null, execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
+    await recordingStatement(settlement ? withSettlement(this.db, settlement) : this.db, execution, securityEventTypes).execute();
   }
 
   list(namespaceId: string, filter: ExecutionFilter): Promise<ExecutionRow[]> {
@@ -72,45 +72,39 @@ export class ExecutionsStore {
   }
 }
 
-export async function recordIn(trx: Transaction<Database>, execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
-  await trx
-    .insertInto('executions')
-    .values({
-      id: execution.id,
-      account_id: execution.accountId,
-      namespace_id: execution.namespaceId,
-      key_id: execution.keyId,
-      mode: execution.mode,
-      service_name: execution.serviceName,
-      function_name: execution.functionName,
-      function_id: execution.functionId,
-      version: execution.version,
-      functions: JSON.stringify(execution.functions),
-      language: execution.language,
-      status: execution.status,
-      error_type: execution.errorType,
-      error_message: execution.errorMessage === null ? null : storable(execution.errorMessage),
-      duration_ms: Math.round(execution.durationMs),
-      bytes_out: execution.bytesOut,
-      stdout: storable(execution.stdout),
-      stderr: storable(execution.stderr),
-    })
-    .execute();
-  for (const type of securityEventTypes) {
-    await trx
-      .insertInto('security_events')
-      .values({
-        id: randomUUID(),
-        account_id: execution.accountId,
-        namespace_id: execution.namespaceId,
-        execution_id: execution.id,
-        service_name: execution.serviceName,
-        function_name: execution.functionName,
-        event_type: 'secret_redacted',
-        detail: JSON.stringify({ detection: type }),
-      })
-      .execute();
-  }
+/** Inserts the execution, its security events in a CTE in front: one statement, atomic. */
+function recordingStatement(db: QueryCreator<Database>, execution: ExecutionRecord, securityEventTypes: string[]) {
+  const events = securityEventTypes.map((type) => ({
+    id: randomUUID(),
+    account_id: execution.accountId,
+    namespace_id: execution.namespaceId,
+    execution_id: execution.id,
+    service_name: execution.serviceName,
+    function_name: execution.functionName,
+    event_type: 'secret_redacted',
+    detail: JSON.stringify({ detection: type }),
+  }));
+  const creator = events.length > 0 ? db.with('security', (qb) => qb.insertInto('security_events').values(events)) : db;
+  return creator.insertInto('executions').values({
+    id: execution.id,
+    account_id: execution.accountId,
+    namespace_id: execution.namespaceId,
+    key_id: execution.keyId,
+    mode: execution.mode,
+    service_name: execution.serviceName,
+    function_name: execution.functionName,
+    function_id: execution.functionId,
+    version: execution.version,
+    functions: JSON.stringify(execution.functions),
+    language: execution.language,
+    status: execution.status,
+    error_type: execution.errorType,
+    error_message: execution.errorMessage === null ? null : storable(execution.errorMessage),
+    duration_ms: Math.round(execution.durationMs),
+    bytes_out: execution.bytesOut,
+    stdout: storable(execution.stdout),
+    stderr: storable(execution.stderr),
+  });
 }
 
 /** PostgreSQL text cannot hold NUL; a function that prints one must not lose its record. */

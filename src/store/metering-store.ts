@@ -1,4 +1,4 @@
-import { sql, type Transaction } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { TierLimits } from '../core/tiers.js';
 import type { Db } from './database.js';
 import type { Database } from './schema.js';
@@ -32,56 +32,32 @@ function minuteStart(at: Date): Date {
 export class MeteringStore {
   constructor(private readonly db: Db) {}
 
+  /**
+   * One round trip: the steps run in the database function mcpworks_admit (migration 6), under
+   * the account's row lock. Nothing is counted when it answers a rejection.
+   */
   async admit(request: AdmissionRequest): Promise<Rejection | undefined> {
     const { accountId, limits, now, ticketId } = request;
-    const month = monthKey(now);
     const window = minuteStart(now);
-    return this.db.transaction().execute(async (trx) => {
-      await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().executeTakeFirst();
-
-      // Slots whose call never settled (its node died, or it never reached a handler) free
-      // themselves here, and give back their quota unit unless the call was recorded.
-      const expired = await trx.deleteFrom('active_executions').where('account_id', '=', accountId).where('expires_at', '<', now).returning(['id', 'started_at']).execute();
-      for (const slot of expired) {
-        const recorded = await trx.selectFrom('executions').select('id').where('id', '=', slot.id).executeTakeFirst();
-        if (!recorded) await refundIn(trx, accountId, new Date(slot.started_at));
-      }
-      if (limits.concurrency !== null) {
-        const active = await trx
-          .selectFrom('active_executions')
-          .select(sql<number>`count(*)::int`.as('n'))
-          .where('account_id', '=', accountId)
-          .executeTakeFirstOrThrow();
-        if (Number(active.n) >= limits.concurrency) return { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: limits.concurrency, retryAfter: 1 } as const;
-      }
-      if (limits.executionsPerMinute !== null) {
-        const row = await trx.selectFrom('rate_windows').select('executions').where('account_id', '=', accountId).where('window_start', '=', window).executeTakeFirst();
-        if ((row?.executions ?? 0) >= limits.executionsPerMinute) {
-          const retryAfter = Math.max(1, Math.ceil((window.getTime() + 60_000 - now.getTime()) / 1000));
-          return { code: 'EXECUTION_RATE_EXCEEDED', limit: limits.executionsPerMinute, retryAfter } as const;
-        }
-      }
-      const usage = await trx.selectFrom('usage_months').select('executions').where('account_id', '=', accountId).where('month', '=', month).executeTakeFirst();
-      if (limits.monthlyExecutions !== null && (usage?.executions ?? 0) >= limits.monthlyExecutions) {
-        return { code: 'QUOTA_EXCEEDED', usage: usage?.executions ?? 0, limit: limits.monthlyExecutions } as const;
-      }
-
-      await trx
-        .insertInto('usage_months')
-        .values({ account_id: accountId, month, executions: 1 })
-        .onConflict((oc) => oc.columns(['account_id', 'month']).doUpdateSet({ executions: sql`usage_months.executions + 1` }))
-        .execute();
-      await trx.deleteFrom('rate_windows').where('account_id', '=', accountId).where('window_start', '<', new Date(window.getTime() - 60_000)).execute();
-      await trx
-        .insertInto('rate_windows')
-        .values({ account_id: accountId, window_start: window, executions: 1 })
-        .onConflict((oc) => oc.columns(['account_id', 'window_start']).doUpdateSet({ executions: sql`rate_windows.executions + 1` }))
-        .execute();
-      // A slot outlives the longest possible run by a margin, then frees itself.
-      const expiresAt = new Date(now.getTime() + (limits.timeoutSeconds + 120) * 1000);
-      await trx.insertInto('active_executions').values({ id: ticketId, account_id: accountId, started_at: now, expires_at: expiresAt }).execute();
-      return undefined;
-    });
+    // A slot outlives the longest possible run by a margin, then frees itself.
+    const expiresAt = new Date(now.getTime() + (limits.timeoutSeconds + 120) * 1000);
+    const { rows } = await sql<{ rejected: Rejection['code'] | null; used: number }>`
+      SELECT rejected, used FROM mcpworks_admit(${ticketId}, ${accountId}, ${now}, ${monthKey(now)}, ${window},
+        ${limits.monthlyExecutions}, ${limits.executionsPerMinute}, ${limits.concurrency}, ${expiresAt})`.execute(this.db);
+    const answer = rows[0];
+    if (!answer) throw new Error('mcpworks_admit returned no row');
+    switch (answer.rejected) {
+      case null:
+        return undefined;
+      case 'CONCURRENCY_LIMIT_EXCEEDED':
+        return { code: answer.rejected, limit: limits.concurrency!, retryAfter: 1 };
+      case 'EXECUTION_RATE_EXCEEDED':
+        return { code: answer.rejected, limit: limits.executionsPerMinute!, retryAfter: Math.max(1, Math.ceil((window.getTime() + 60_000 - now.getTime()) / 1000)) };
+      case 'QUOTA_EXCEEDED':
+        return { code: answer.rejected, usage: Number(answer.used), limit: limits.monthlyExecutions! };
+      default:
+        throw new Error(`mcpworks_admit answered an unknown rejection ${JSON.stringify(answer.rejected)}`);
+    }
   }
 
   /**
@@ -89,7 +65,10 @@ export class MeteringStore {
    * per ticket: a second settle (or one after the slot expired) changes nothing.
    */
   async settle(ticketId: string, accountId: string, admittedAt: Date, successful: boolean): Promise<void> {
-    await this.db.transaction().execute((trx) => settleIn(trx, ticketId, accountId, admittedAt, successful));
+    // The refund depends on the slot this statement deletes: one statement, no transaction around it.
+    await withSettlement(this.db, { ticketId, accountId, admittedAt, counted: successful })
+      .selectNoFrom(sql<number>`1`.as('done'))
+      .execute();
   }
 
   async usage(accountId: string, now: Date): Promise<{ month: string; executions: number; lastMinute: number; active: number }> {
@@ -109,18 +88,30 @@ export class MeteringStore {
 
 }
 
-/** settle() inside a caller's transaction (the run ledger settles and records in one). */
-export async function settleIn(trx: Transaction<Database>, ticketId: string, accountId: string, admittedAt: Date, successful: boolean): Promise<void> {
-  const freed = await trx.deleteFrom('active_executions').where('id', '=', ticketId).returning('id').executeTakeFirst();
-  if (!freed || successful) return;
-  await refundIn(trx, accountId, admittedAt);
+/** What settling a ticket needs: its slot, and whether its quota unit stays counted. */
+export interface Settlement {
+  ticketId: string;
+  accountId: string;
+  admittedAt: Date;
+  counted: boolean;
 }
 
-async function refundIn(trx: Transaction<Database>, accountId: string, admittedAt: Date): Promise<void> {
-  await trx
-    .updateTable('usage_months')
-    .set({ executions: sql`greatest(executions - 1, 0)` })
-    .where('account_id', '=', accountId)
-    .where('month', '=', monthKey(admittedAt))
-    .execute();
+/**
+ * settle() as common table expressions in front of the caller's statement (the run ledger settles
+ * and records in one statement): `freed` frees the slot, and an uncounted call whose slot was
+ * still held gives back its quota unit. Exactly once per ticket: once the slot is gone, nothing
+ * is refunded again. Data-modifying CTEs run whether or not the main statement reads them.
+ */
+export function withSettlement(db: Kysely<Database>, settlement: Settlement) {
+  const freeing = db.with('freed', (qb) => qb.deleteFrom('active_executions').where('id', '=', settlement.ticketId).returning('id'));
+  if (settlement.counted) return freeing;
+  return freeing.with('refund', (qb) =>
+    qb
+      .updateTable('usage_months')
+      .set({ executions: sql`greatest(executions - 1, 0)` })
+      .where('account_id', '=', settlement.accountId)
+      .where('month', '=', monthKey(settlement.admittedAt))
+      .where(sql<boolean>`EXISTS (SELECT 1 FROM freed)`)
+      .returning('account_id'),
+  );
 }

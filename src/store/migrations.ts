@@ -204,4 +204,59 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE executions DROP CONSTRAINT IF EXISTS executions_function_id_fkey`,
     ],
   },
+  {
+    version: 6,
+    name: 'admission in one round trip',
+    statements: [
+      // MeteringStore.admit: the same steps it took as a transaction of separate statements, now
+      // one call. The account row is locked first; in a VOLATILE function each later statement
+      // takes a fresh snapshot, so it sees everything the previous holder of the lock committed.
+      // The answer: rejected = null and used = the month's count with this call, or the code of
+      // the limit that refused it and the count it found.
+      `CREATE FUNCTION mcpworks_admit(
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ, p_month TEXT, p_window TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ)
+        RETURNS TABLE (rejected TEXT, used INTEGER) LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          slot RECORD;
+          n INTEGER;
+        BEGIN
+          PERFORM 1 FROM accounts WHERE id = p_account FOR UPDATE;
+          -- Slots whose call never settled (its node died, or it never reached a handler) free
+          -- themselves here, and give back their quota unit unless the call was recorded.
+          FOR slot IN DELETE FROM active_executions WHERE account_id = p_account AND expires_at < p_now RETURNING id, started_at LOOP
+            IF NOT EXISTS (SELECT 1 FROM executions WHERE id = slot.id) THEN
+              UPDATE usage_months SET executions = greatest(executions - 1, 0)
+                WHERE account_id = p_account AND month = to_char(slot.started_at AT TIME ZONE 'UTC', 'YYYY-MM');
+            END IF;
+          END LOOP;
+          IF p_concurrency IS NOT NULL THEN
+            SELECT count(*)::int INTO n FROM active_executions WHERE account_id = p_account;
+            IF n >= p_concurrency THEN
+              RETURN QUERY SELECT 'CONCURRENCY_LIMIT_EXCEEDED'::text, n;
+              RETURN;
+            END IF;
+          END IF;
+          IF p_per_minute IS NOT NULL THEN
+            SELECT coalesce(max(executions), 0) INTO n FROM rate_windows WHERE account_id = p_account AND window_start = p_window;
+            IF n >= p_per_minute THEN
+              RETURN QUERY SELECT 'EXECUTION_RATE_EXCEEDED'::text, n;
+              RETURN;
+            END IF;
+          END IF;
+          SELECT coalesce(max(executions), 0) INTO n FROM usage_months WHERE account_id = p_account AND month = p_month;
+          IF p_monthly IS NOT NULL AND n >= p_monthly THEN
+            RETURN QUERY SELECT 'QUOTA_EXCEEDED'::text, n;
+            RETURN;
+          END IF;
+          INSERT INTO usage_months (account_id, month, executions) VALUES (p_account, p_month, 1)
+            ON CONFLICT (account_id, month) DO UPDATE SET executions = usage_months.executions + 1;
+          DELETE FROM rate_windows WHERE account_id = p_account AND window_start < p_window - interval '1 minute';
+          INSERT INTO rate_windows (account_id, window_start, executions) VALUES (p_account, p_window, 1)
+            ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1;
+          INSERT INTO active_executions (id, account_id, started_at, expires_at) VALUES (p_ticket, p_account, p_now, p_expires_at);
+          RETURN QUERY SELECT NULL::text, n + 1;
+        END $$`,
+    ],
+  },
 ];

@@ -1,0 +1,164 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { freshDatabaseUrl } from '../test-support/harness.js';
+import { AccountsStore } from './accounts-store.js';
+import { CatalogStore } from './catalog-store.js';
+import { openDatabase, type OpenDatabase } from './database.js';
+import { ExecutionsStore, type ExecutionRecord } from './executions-store.js';
+import { MeteringStore, monthKey, type AdmissionRequest } from './metering-store.js';
+
+// The quota ledger on its own (embedded PGlite, or the PostgreSQL of MCPWORKS_TEST_DATABASE_URL):
+// admission, settling and the run ledger's settle-and-record, including slots left by a dead node.
+
+let database: OpenDatabase;
+let dataDir: string;
+let accounts: AccountsStore;
+let catalog: CatalogStore;
+let metering: MeteringStore;
+let executions: ExecutionsStore;
+
+before(async () => {
+  dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-metering-'));
+  database = await openDatabase({ databaseUrl: await freshDatabaseUrl(), dataDir });
+  accounts = new AccountsStore(database.db);
+  catalog = new CatalogStore(database.db);
+  metering = new MeteringStore(database.db);
+  executions = new ExecutionsStore(database.db);
+});
+
+after(async () => {
+  await database.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+const UNLIMITED = { monthlyExecutions: null, executionsPerMinute: null, concurrency: null, timeoutSeconds: 30 };
+
+async function newAccount(): Promise<{ accountId: string; namespaceId: string }> {
+  const account = await accounts.createAccount({ email: `m-${randomUUID()}@example.com`, passwordHash: 'x', tier: 'pro', trialEndsAt: null });
+  assert.ok(account);
+  const ns = await catalog.createNamespace(account.id, `ns-${randomUUID().slice(0, 8)}`, '');
+  assert.ok(ns);
+  return { accountId: account.id, namespaceId: ns.id };
+}
+
+function admit(accountId: string, limits: Partial<AdmissionRequest['limits']>, now = new Date(), ticketId = randomUUID()) {
+  return metering.admit({ ticketId, accountId, limits: { ...UNLIMITED, ...limits }, now }).then((rejection) => ({ ticketId, rejection, now }));
+}
+
+function record(accountId: string, namespaceId: string, id: string): ExecutionRecord {
+  return {
+    id,
+    accountId,
+    namespaceId,
+    keyId: null,
+    mode: 'tools',
+    serviceName: 'utils',
+    functionName: 'hello',
+    functionId: null,
+    version: 1,
+    functions: ['utils.hello@1'],
+    language: 'python',
+    status: 'success',
+    errorType: null,
+    errorMessage: null,
+    durationMs: 3,
+    bytesOut: 10,
+    stdout: '',
+    stderr: '',
+  };
+}
+
+describe('metering store', () => {
+  test('a quota of N admits N, then refuses with the count and counts nothing more', async () => {
+    const { accountId } = await newAccount();
+    for (let i = 0; i < 3; i++) assert.equal((await admit(accountId, { monthlyExecutions: 3 })).rejection, undefined);
+    assert.deepEqual((await admit(accountId, { monthlyExecutions: 3 })).rejection, { code: 'QUOTA_EXCEEDED', usage: 3, limit: 3 });
+    const usage = await metering.usage(accountId, new Date());
+    assert.equal(usage.executions, 3);
+    assert.equal(usage.active, 3);
+    assert.equal(usage.lastMinute, 3);
+  });
+
+  test('parallel admissions against a quota of 10 admit exactly 10', async () => {
+    const { accountId } = await newAccount();
+    const results = await Promise.all(Array.from({ length: 30 }, () => admit(accountId, { monthlyExecutions: 10 })));
+    assert.equal(results.filter((r) => r.rejection === undefined).length, 10);
+    assert.ok(results.filter((r) => r.rejection !== undefined).every((r) => r.rejection?.code === 'QUOTA_EXCEEDED'));
+    assert.equal((await metering.usage(accountId, new Date())).executions, 10);
+  });
+
+  test('the concurrency limit counts held slots; settling frees one', async () => {
+    const { accountId } = await newAccount();
+    const first = await admit(accountId, { concurrency: 1 });
+    assert.equal(first.rejection, undefined);
+    assert.deepEqual((await admit(accountId, { concurrency: 1 })).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 1 });
+    await metering.settle(first.ticketId, accountId, first.now, true);
+    assert.equal((await admit(accountId, { concurrency: 1 })).rejection, undefined);
+    assert.equal((await metering.usage(accountId, new Date())).executions, 2, 'a refused admission counts nothing');
+  });
+
+  test('executions per minute: a full window refuses until the next one', async () => {
+    const { accountId } = await newAccount();
+    const start = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 15_000);
+    for (let i = 0; i < 2; i++) assert.equal((await admit(accountId, { executionsPerMinute: 2 }, start)).rejection, undefined);
+    assert.deepEqual((await admit(accountId, { executionsPerMinute: 2 }, start)).rejection, { code: 'EXECUTION_RATE_EXCEEDED', limit: 2, retryAfter: 45 });
+    assert.equal((await admit(accountId, { executionsPerMinute: 2 }, new Date(start.getTime() + 60_000))).rejection, undefined);
+  });
+
+  test('settle: a failed call gives its unit back once; a successful one keeps it', async () => {
+    const { accountId } = await newAccount();
+    const failed = await admit(accountId, {});
+    const succeeded = await admit(accountId, {});
+    await metering.settle(failed.ticketId, accountId, failed.now, false);
+    await metering.settle(failed.ticketId, accountId, failed.now, false);
+    await metering.settle(succeeded.ticketId, accountId, succeeded.now, true);
+    const usage = await metering.usage(accountId, new Date());
+    assert.equal(usage.executions, 1);
+    assert.equal(usage.active, 0);
+  });
+
+  test('finish settles and records in one: refunds an uncounted call, keeps a counted one, records both with security events', async () => {
+    const { accountId, namespaceId } = await newAccount();
+    const counted = await admit(accountId, {});
+    const uncounted = await admit(accountId, {});
+    await executions.finish({ ticketId: counted.ticketId, accountId, admittedAt: counted.now, counted: true }, record(accountId, namespaceId, counted.ticketId), ['api_key', 'jwt']);
+    await executions.finish({ ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false }, { ...record(accountId, namespaceId, uncounted.ticketId), status: 'error', errorType: 'SandboxError', errorMessage: 'x\u0000y' }, []);
+    // Already settled (e.g. by the endpoint): only the record; a refund is never taken twice.
+    await executions.finish({ ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false }, record(accountId, namespaceId, randomUUID()), []);
+    await executions.finish(null, record(accountId, namespaceId, randomUUID()), []);
+    const usage = await metering.usage(accountId, new Date());
+    assert.equal(usage.executions, 1);
+    assert.equal(usage.active, 0);
+    const rows = await executions.list(namespaceId, { limit: 10 });
+    assert.equal(rows.length, 4);
+    assert.equal(rows.find((r) => r.id === uncounted.ticketId)?.error_message, 'x\uFFFDy');
+    const events = await executions.listSecurityEvents(namespaceId, undefined, 10);
+    assert.deepEqual(events.map((e) => (e.detail as { detection: string }).detection).sort(), ['api_key', 'jwt']);
+    assert.ok(events.every((e) => e.execution_id === counted.ticketId));
+  });
+
+  test('a slot left by a dead node frees itself once expired, refunding its unit unless the call was recorded', async () => {
+    const { accountId, namespaceId } = await newAccount();
+    const limits = { concurrency: 2, timeoutSeconds: 1 };
+    // Admitted last month (UTC) and never settled: the refund goes to that month.
+    const now = new Date();
+    const lastMonth = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) - 3600_000);
+    const orphan = await admit(accountId, limits, lastMonth);
+    const recorded = await admit(accountId, limits, lastMonth);
+    await executions.record(record(accountId, namespaceId, recorded.ticketId), []);
+    assert.equal((await metering.usage(accountId, lastMonth)).active, 2);
+    const later = await admit(accountId, limits, now);
+    assert.equal(later.rejection, undefined, 'both expired slots were freed');
+    assert.equal((await metering.usage(accountId, lastMonth)).executions, 1, 'the unrecorded call was refunded, the recorded one kept');
+    assert.equal((await metering.usage(accountId, now)).executions, 1);
+    assert.equal((await metering.usage(accountId, now)).active, 1);
+    // Settling the freed ticket later changes nothing.
+    await metering.settle(orphan.ticketId, accountId, orphan.now, false);
+    assert.equal((await metering.usage(accountId, lastMonth)).executions, 1);
+    assert.equal(monthKey(lastMonth) < monthKey(now), true);
+  });
+});
