@@ -108,17 +108,26 @@ export function createApp(deps: AppDependencies): Hono {
   async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {
     const token = bearer(c);
     if (!token) return unauthorized(c, 'missing API key: send Authorization: Bearer <key>');
-    const principal: KeyPrincipal | undefined = await accounts.authenticateKey(token);
-    if (!principal) return unauthorized(c, 'invalid, revoked or expired API key');
-    if (!isValidNamespaceName(namespace)) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
+    const validNamespace = isValidNamespaceName(namespace);
+    const sessionId = c.req.header('mcp-session-id');
+    // One round trip: the key, and what the request addresses (the run endpoint's namespace, for
+    // its snapshot; a 2025-era client's session).
+    const auth = await accounts.authenticateRequest(token, {
+      ...(kind === 'run' && validNamespace ? { namespace } : {}),
+      ...(sessionId ? { sessionId } : {}),
+    });
+    if (!auth) return unauthorized(c, 'invalid, revoked or expired API key');
+    const principal: KeyPrincipal = auth.principal;
+    if (!validNamespace) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
     const url = new URL(c.req.url);
-    if (kind === 'create') return endpoints.create(c.req.raw, { principal, namespace, url });
+    const session = sessionId && auth.session !== undefined ? { session: { id: sessionId, owner: auth.session } } : {};
+    if (kind === 'create') return endpoints.create(c.req.raw, { principal, namespace, url, ...session });
     const mode = url.searchParams.get('mode') ?? 'code';
     if (mode !== 'code' && mode !== 'tools') {
       return c.json(new DomainError('validation_error', `unknown mode ${JSON.stringify(mode)}: use ?mode=code (default) or ?mode=tools`).toJSON(), 400);
     }
-    const extra: RunScopeExtra = { mode, env: parseEnvHeader(c.req.header(ENV_HEADER)) };
-    return endpoints.run(c.req.raw, { principal, namespace, url, extra: extra as unknown as Record<string, unknown> });
+    const extra: RunScopeExtra = { mode, env: parseEnvHeader(c.req.header(ENV_HEADER)), ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}) };
+    return endpoints.run(c.req.raw, { principal, namespace, url, extra: extra as unknown as Record<string, unknown>, ...session });
   }
 
   app.onError((error, c) => errorResponse(c, error, logger));

@@ -8,7 +8,7 @@ import {
   type McpServerFactory,
 } from '@modelcontextprotocol/server';
 import type { KeyPrincipal } from '../services/accounts.js';
-import type { AccountsStore } from '../store/accounts-store.js';
+import type { AccountsStore, McpSessionRef } from '../store/accounts-store.js';
 import type { Logger } from './logger.js';
 
 export type EndpointKind = 'create' | 'run';
@@ -19,6 +19,8 @@ export interface RequestScope {
   url: URL;
   /** Per-request state an endpoint attaches in `beforeDispatch` (e.g. the run endpoint's admission ticket). */
   extra?: Record<string, unknown>;
+  /** The Mcp-Session-Id this request sent, as read with its key (owner null: unknown or expired). */
+  session?: { id: string; owner: McpSessionRef | null };
 }
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -59,7 +61,7 @@ export function createMcpEndpoint(options: {
   const legacy = legacyStatelessFallback(factory, onerror, { maxRequestBodySize: MAX_BODY_BYTES });
 
   async function ownedSession(id: string, scope: RequestScope): Promise<boolean> {
-    const session = await accounts.findMcpSession(id);
+    const session = scope.session?.id === id ? scope.session.owner : await accounts.findMcpSession(id);
     return !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
   }
 

@@ -1,5 +1,6 @@
 import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextprotocol/server';
 import { DomainError, isDomainError } from '../core/errors.js';
+import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import type { Rejection } from '../store/metering-store.js';
 import type { NamespaceSnapshot, RunContext, RunResult, RunService, Ticket } from '../run/run-service.js';
@@ -13,6 +14,8 @@ export type RunMode = 'code' | 'tools';
 export interface RunScopeExtra {
   mode: RunMode;
   env: Record<string, string>;
+  /** The namespace row as read with the request's key (null: the account has none of that name). */
+  addressed?: NamespaceRef | null;
   /** Loaded once per request; the run is pinned to it. */
   snapshot?: NamespaceSnapshot;
   ticket?: Ticket;
@@ -69,7 +72,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
 
   async function snapshotOf(scope: RequestScope): Promise<NamespaceSnapshot> {
     const ctx = context(scope);
-    ctx.extra.snapshot ??= await runs.snapshot(ctx);
+    ctx.extra.snapshot ??= await runs.snapshot(ctx, ctx.extra.addressed);
     return ctx.extra.snapshot;
   }
 

@@ -5,6 +5,7 @@ import { findingTypes, SecretScanner, type Finding } from '../core/secret-scanne
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
+import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
 import type { MeteringStore, Rejection } from '../store/metering-store.js';
@@ -90,10 +91,11 @@ export class RunService {
    * The namespace and its functions' active versions as one request sees them (not found for other
    * accounts). Cached per namespace and catalog version: the namespace row is read anyway, and its
    * catalog_version (bumped by triggers on every change) says whether the cache is current.
+   * `addressed` is that row when the request already read it (with its key); else it is read here.
    */
-  async snapshot(ctx: RunContext): Promise<NamespaceSnapshot> {
+  async snapshot(ctx: RunContext, addressed?: NamespaceRef | null): Promise<NamespaceSnapshot> {
     if (!ctx.principal.scopes.includes('execute')) throw new DomainError('forbidden', "this API key lacks the 'execute' scope");
-    const ns = await this.deps.catalog.namespace(ctx.principal, ctx.namespace);
+    const ns = addressed === undefined ? await this.deps.catalog.namespace(ctx.principal, ctx.namespace) : this.deps.catalog.visibleNamespace(ctx.principal, ctx.namespace, addressed);
     const cached = this.snapshots.get(ns.id);
     if (cached && cached.catalogVersion === ns.catalog_version) return cached;
     const snapshot: NamespaceSnapshot = { namespaceId: ns.id, catalogVersion: ns.catalog_version, functions: await this.deps.catalogStore.listActiveFunctions(ns.id) };

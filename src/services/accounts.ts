@@ -2,7 +2,7 @@ import { apiKeyPrefix, isApiKeyShape, validateEmail, validateKeyName, validatePa
 import { DomainError, invalid } from '../core/errors.js';
 import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
-import type { AccountsStore } from '../store/accounts-store.js';
+import type { AccountsStore, McpSessionRef, NamespaceRef } from '../store/accounts-store.js';
 import type { AccountRow, ApiKeyRow } from '../store/schema.js';
 import { hashSecret, randomHex, sha256Hex, verifySecret } from './secrets.js';
 
@@ -142,8 +142,22 @@ export class AccountService {
 
   /** Resolves a raw API key to its principal; undefined for unknown, revoked or expired keys. */
   async authenticateKey(raw: string): Promise<KeyPrincipal | undefined> {
+    return (await this.authenticateRequest(raw, {}))?.principal;
+  }
+
+  /**
+   * authenticateKey, and in the same round trip what an MCP request addresses: the account's
+   * namespace of that name and the MCP session of that id (see AccountsStore.findKeyForRequest;
+   * undefined where not asked for, null where absent). Whether the key may use the namespace
+   * (a key limited to another one) and the session (issued to it, for that endpoint) stays the
+   * caller's check.
+   */
+  async authenticateRequest(
+    raw: string,
+    what: { namespace?: string; sessionId?: string },
+  ): Promise<{ principal: KeyPrincipal; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined } | undefined> {
     if (!isApiKeyShape(raw)) return undefined;
-    const row = await this.store.findKeyByPrefix(apiKeyPrefix(raw));
+    const row = await this.store.findKeyForRequest(apiKeyPrefix(raw), what);
     if (!row || row.revoked_at) return undefined;
     if (row.expires_at && new Date(row.expires_at).getTime() <= Date.now()) return undefined;
     const fingerprint = sha256Hex(raw);
@@ -152,7 +166,11 @@ export class AccountService {
       if (this.verifiedKeys.size > 10_000) this.verifiedKeys.clear();
       this.verifiedKeys.set(fingerprint, row.key_hash);
     }
-    return { accountId: row.account_id, keyId: row.id, tier: row.tier, namespace: row.namespace, scopes: row.scopes as Scope[] };
+    return {
+      principal: { accountId: row.account_id, keyId: row.id, tier: row.tier, namespace: row.namespace, scopes: row.scopes as Scope[] },
+      addressed: row.addressed,
+      session: row.session,
+    };
   }
 }
 

@@ -66,9 +66,18 @@ export class CatalogService {
 
   /** The caller's namespace; anything else (another account's, another key's limit) is not found. */
   async namespace(principal: KeyPrincipal, name: string): Promise<NamespaceRow> {
-    const row = principal.namespace === null || principal.namespace === name ? await this.store.findNamespace(principal.accountId, name) : undefined;
-    if (!row) throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace`);
+    return this.visibleNamespace(principal, name, this.keyReaches(principal, name) ? await this.store.findNamespace(principal.accountId, name) : undefined);
+  }
+
+  /** namespace() for a row the caller already read: the principal's account's namespace called `name`, or none. */
+  visibleNamespace<T>(principal: KeyPrincipal, name: string, row: T | null | undefined): T {
+    if (!row || !this.keyReaches(principal, name)) throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace`);
     return row;
+  }
+
+  /** A key limited to one namespace reaches no other. */
+  private keyReaches(principal: KeyPrincipal, name: string): boolean {
+    return principal.namespace === null || principal.namespace === name;
   }
 
   async makeService(principal: KeyPrincipal, nsName: string, nameInput: unknown, description: unknown) {

@@ -1,6 +1,23 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Db } from './database.js';
 import type { AccountRow, ApiKeyRow } from './schema.js';
+
+/** A namespace as a request addresses it: enough to serve from a snapshot cached by catalog version. */
+export interface NamespaceRef {
+  id: string;
+  catalog_version: number;
+}
+
+/** Who owns an MCP session id, and where it was issued. */
+export interface McpSessionRef {
+  account_id: string;
+  endpoint: string;
+  namespace: string;
+}
+
+/** findKeyForRequest's answer: undefined where not asked for, null where asked for and absent. */
+export type KeyForRequest = ApiKeyRow & { tier: string; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined };
 
 /** How long an MCP session id stays valid (2025-era clients re-initialize after a 404). */
 export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
@@ -56,15 +73,47 @@ export class AccountsStore {
       .executeTakeFirstOrThrow();
   }
 
-  /** The key and its account's tier in one round trip: this runs on every authenticated request. */
-  findKeyByPrefix(prefix: string): Promise<(ApiKeyRow & { tier: string }) | undefined> {
-    return this.db
+  /**
+   * The key and its account's tier in one round trip: this runs on every authenticated request.
+   * An MCP request also gets, in that same round trip, the key's account's namespace of the name
+   * it addresses (id and catalog version; null when there is none) and the MCP session of the id
+   * it sends (null when unknown or expired). Whether the key may use them is the caller's rule.
+   */
+  async findKeyForRequest(prefix: string, what: { namespace?: string; sessionId?: string }): Promise<KeyForRequest | undefined> {
+    let query = this.db
       .selectFrom('api_keys')
       .innerJoin('accounts', 'accounts.id', 'api_keys.account_id')
       .selectAll('api_keys')
       .select('accounts.tier')
-      .where('api_keys.prefix', '=', prefix)
-      .executeTakeFirst();
+      .where('api_keys.prefix', '=', prefix);
+    const { namespace, sessionId } = what;
+    const withNamespace =
+      namespace === undefined
+        ? query.select([sql<null>`NULL`.as('ns_id'), sql<null>`NULL`.as('ns_catalog_version')])
+        : query
+            .leftJoin('namespaces as ns', (join) => join.onRef('ns.account_id', '=', 'api_keys.account_id').on('ns.name', '=', namespace))
+            .select(['ns.id as ns_id', 'ns.catalog_version as ns_catalog_version']);
+    const withSession =
+      sessionId === undefined
+        ? withNamespace.select([sql<null>`NULL`.as('session_account_id'), sql<null>`NULL`.as('session_endpoint'), sql<null>`NULL`.as('session_namespace')])
+        : withNamespace
+            .leftJoin('mcp_sessions as session', (join) =>
+              join.on('session.id', '=', sessionId).on('session.created_at', '>=', new Date(Date.now() - MCP_SESSION_TTL_MS)),
+            )
+            .select(['session.account_id as session_account_id', 'session.endpoint as session_endpoint', 'session.namespace as session_namespace']);
+    const row = await withSession.executeTakeFirst();
+    if (!row) return undefined;
+    const { ns_id, ns_catalog_version, session_account_id, session_endpoint, session_namespace, ...key } = row;
+    return {
+      ...key,
+      addressed: namespace === undefined ? undefined : ns_id === null ? null : { id: ns_id, catalog_version: Number(ns_catalog_version) },
+      session:
+        sessionId === undefined
+          ? undefined
+          : session_account_id === null
+            ? null
+            : { account_id: session_account_id, endpoint: session_endpoint!, namespace: session_namespace! },
+    };
   }
 
   listKeys(accountId: string): Promise<ApiKeyRow[]> {
@@ -100,7 +149,7 @@ export class AccountsStore {
       .execute();
   }
 
-  findMcpSession(id: string): Promise<{ account_id: string; key_id: string; endpoint: string; namespace: string } | undefined> {
+  findMcpSession(id: string): Promise<(McpSessionRef & { key_id: string }) | undefined> {
     return this.db
       .selectFrom('mcp_sessions')
       .select(['account_id', 'key_id', 'endpoint', 'namespace'])
