@@ -3,7 +3,6 @@ import path from 'node:path';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { MIGRATIONS } from './migrations.js';
-import { PGlitePool } from './pglite-pool.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
@@ -34,7 +33,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     const dir = path.join(options.dataDir, 'pglite');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
-    const { PGlite } = await import('@electric-sql/pglite');
+    const [{ PGlite }, { PGlitePool }] = await Promise.all([import('@electric-sql/pglite'), import('./pglite-pool.js')]);
     const embedded = await PGlite.create(dir);
     dialect = new PostgresDialect({ pool: new PGlitePool(embedded) });
   }
