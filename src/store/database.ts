@@ -62,9 +62,10 @@ const MAINTENANCE_INTERVAL_MS = 10_000;
 /**
  * PGlite runs no autovacuum. Without it, every row a metered call inserts and deletes again (its
  * concurrency slot) stays behind as a dead tuple and index entry, so each admission scans more of
- * them: after 15,000 calls an admission took twice as long. This does autovacuum's job on the same rules,
- * between requests: a table is vacuumed (and analysed) once its dead tuples pass 50 + 20% of its
- * live ones, and the whole database before its transaction ids get old enough to wrap around.
+ * them: after 15,000 calls an admission took twice as long. This does autovacuum's job on the
+ * same rules, between requests: a table is vacuumed (and analysed) once its dead tuples pass
+ * 50 + 20% of its live ones, and the whole database before its transaction ids get old enough to
+ * wrap around.
  */
 function startMaintenance(db: Db): () => Promise<void> {
   let running: Promise<void> | undefined;
