@@ -17,17 +17,28 @@ function newAjv(): Ajv {
   return new Ajv({ strict: false, allErrors: true, validateSchema: true, addUsedSchema: false });
 }
 
+/**
+ * The same schema object (a namespace snapshot's, shared read-only by every call until its catalog
+ * version changes) skips serialising the schema to find its validator.
+ */
+let byObject = new WeakMap<object, ValidateFunction>();
+
 /** The compiled validator of a schema (throws ajv's error when the schema is invalid). */
 export function validatorFor(schema: Record<string, unknown> | boolean): ValidateFunction {
+  const seen = typeof schema === 'object' ? byObject.get(schema) : undefined;
+  if (seen) return seen;
   const key = JSON.stringify(schema);
-  const known = compiled.get(key);
-  if (known) return known;
-  if (compiled.size >= CACHE_LIMIT) {
-    ajv = newAjv();
-    compiled = new Map();
+  let validate = compiled.get(key);
+  if (!validate) {
+    if (compiled.size >= CACHE_LIMIT) {
+      ajv = newAjv();
+      compiled = new Map();
+      byObject = new WeakMap();
+    }
+    validate = ajv.compile(schema);
+    compiled.set(key, validate);
   }
-  const validate = ajv.compile(schema);
-  compiled.set(key, validate);
+  if (typeof schema === 'object') byObject.set(schema, validate);
   return validate;
 }
 

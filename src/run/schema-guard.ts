@@ -6,9 +6,17 @@ import { schemaProblems } from '../core/json-schema.js';
 /** How long a pattern-bearing schema check may take before it is abandoned (and fails closed). */
 const PATTERN_CHECK_TIMEOUT_MS = 1000;
 
+/** Per schema object: snapshots share theirs between calls, so each is serialised once. */
+const patternsOf = new WeakMap<object, boolean>();
+
 function hasPatterns(schema: Record<string, unknown>): boolean {
-  const text = JSON.stringify(schema);
-  return text.includes('"pattern"') || text.includes('"patternProperties"');
+  let found = patternsOf.get(schema);
+  if (found === undefined) {
+    const text = JSON.stringify(schema);
+    found = text.includes('"pattern"') || text.includes('"patternProperties"');
+    patternsOf.set(schema, found);
+  }
+  return found;
 }
 
 /**
