@@ -4,7 +4,8 @@
  * started on the request path), beside bare `/usr/bin/python3 -c pass` and `node -e 0` measured in
  * the same run with the same spawn path. Target for a cold sandbox (issue 4): ≤ 1.8× bare.
  *
- *   bench/sandbox [--runs N] [--launcher-pool N]   (--launcher-pool 0: no pre-started launchers)
+ *   bench/sandbox [--runs N] [--launcher-pool N] [--spawner on|off]
+ *   (--launcher-pool 0: no pre-started launchers; --spawner off: helpers spawned by this process)
  */
 import { parseArgs } from 'node:util';
 import { sandboxLimitsFor } from '../src/core/sandbox.js';
@@ -13,9 +14,12 @@ import { createBubblewrapSandbox, type BubblewrapSandbox } from '../src/sandbox/
 import { bare } from './lib/measure.js';
 
 const COLD_TARGET_RATIO = 1.8;
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '41' }, 'launcher-pool': { type: 'string', default: '2' } } });
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '41' }, 'launcher-pool': { type: 'string', default: '2' }, spawner: { type: 'string', default: 'on' } },
+});
 const runs = Number(values.runs);
 const launcherPool = Number(values['launcher-pool']);
+const spawner = values.spawner !== 'off';
 
 const pythonHello = 'def main(input_data):\n    name = input_data.get("name", "World")\n    return {"greeting": f"Hello, {name}!", "message": "MCPWorks is working"}\n';
 const typescriptHello = 'export default function main(input: { name?: string }) {\n  const name = input.name ?? "World";\n  return { greeting: `Hello, ${name}!`, message: "MCPWorks is working" };\n}\n';
@@ -27,8 +31,8 @@ const median = (samples: number[]) => {
 };
 
 const limits = sandboxLimitsFor(limitsFor('pro'));
-const pooled = createBubblewrapSandbox({ network: false, launcherPool, pool: { warmLimits: [limits] } });
-const cold = createBubblewrapSandbox({ network: false, launcherPool, pool: false });
+const pooled = createBubblewrapSandbox({ network: false, launcherPool, spawner, pool: { warmLimits: [limits] } });
+const cold = createBubblewrapSandbox({ network: false, launcherPool, spawner, pool: false });
 
 async function through(sandbox: BubblewrapSandbox, language: 'python' | 'typescript', code: string): Promise<number> {
   const started = performance.now();
@@ -99,7 +103,7 @@ const rows = [
   ['TypeScript hello-world, pooled', samples.typescriptPooled, nodeBare, 'node -e 0', null],
   ['TypeScript hello-world, cold', samples.typescriptCold, nodeBare, 'node -e 0', COLD_TARGET_RATIO],
 ] as const;
-console.log(`sandbox bench: ${runs} runs each, medians, ${launcherPool} pre-started launchers (${new Date().toISOString()})`);
+console.log(`sandbox bench: ${runs} runs each, medians, ${launcherPool} pre-started launchers, spawner ${spawner ? 'on' : 'off'} (${new Date().toISOString()})`);
 console.log(`bare /usr/bin/python3 -c pass     ${pythonBare.toFixed(1)} ms`);
 console.log(`bare node -e 0                    ${nodeBare.toFixed(1)} ms`);
 console.log(`(reference: python3 -I -S -B -c pass, the runner's flags, ${median(samples.pythonFlags).toFixed(1)} ms)`);

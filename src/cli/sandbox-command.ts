@@ -121,8 +121,9 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
 
   let sandbox;
   try {
-    // One run: pre-starting launchers would only cost time.
-    sandbox = createBubblewrapSandbox({ launcherPool: 0, pool: false });
+    // One run: pre-starting launchers, or a spawner process (it spares a large server's event
+    // loop, not this small process), would only cost time.
+    sandbox = createBubblewrapSandbox({ launcherPool: 0, pool: false, spawner: false });
   } catch (error) {
     if (!(error instanceof SandboxUnavailableError)) throw error;
     io.stderr.write(`mcpworks sandbox: ${error.message}\n`);

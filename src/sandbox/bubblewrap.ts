@@ -5,7 +5,7 @@
  * With the pool on (the default), sandboxes are started ahead of their runs and wait, blocked on
  * stdin, for the request (see warm-pool.ts); each still serves exactly one run.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +27,8 @@ import { CappedCapture } from './capture.js';
 import { RunChannel, type RunAnswer } from './channel.js';
 import { WarmPool, type PoolItem, type PoolShape, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
-import { LauncherPool, type Launcher } from './launcher-pool.js';
+import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
+import { Spawner } from './spawner.js';
 import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
 import { checkAgainstSchema } from './schema.js';
 import { transpileTypescript } from './transpile.js';
@@ -61,6 +62,12 @@ export interface BubblewrapSandboxOptions {
   /** false: limit memory and processes with rlimits only, as on hosts without usable cgroups. */
   cgroups?: boolean;
   /**
+   * Start sandbox helpers from a small spawner process rather than from the server (default
+   * true): a spawn from the server's large process holds its event loop for milliseconds (see
+   * spawner.ts). Not used with the network on.
+   */
+  spawner?: boolean;
+  /**
    * Pre-started sandboxes waiting for their request (default: on unless MCPWORKS_SANDBOX_POOL=off).
    * false: every run starts its sandbox on the request path, as before the pool.
    */
@@ -80,12 +87,6 @@ export interface BubblewrapSandbox extends Sandbox {
 
 export function poolFromEnvironment(value = process.env.MCPWORKS_SANDBOX_POOL): boolean {
   return value !== 'off';
-}
-
-interface LauncherExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  spawnFailed: boolean;
 }
 
 /** Memory limit of a pre-started launcher until its run sets the tier's (it only waits on stdin). */
@@ -151,6 +152,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network);
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
+  // With the network on, bubblewrap also gets its info and block pipes (fds 5 and 6, which
+  // network.ts reads and writes); the spawner passes only fds 0-4, so those sandboxes are spawned
+  // by the server directly.
+  const spawner = !network && options.spawner !== false ? new Spawner(join(paths.runtimeSource, 'spawner.cjs'), sandboxEnvironment(), log) : null;
   // Pre-joining only pays where there are cgroups to join.
   const launchers = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
   launchers.refill();
@@ -245,6 +250,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const args = ['exec'];
     for (const file of cgroup?.procsFiles ?? []) args.push('--cgroup', file);
     args.push('--wait-command');
+    // The same command, environment and fds through the spawner (it opens the seccomp program).
+    const remote = spawner?.launch(paths.helper, args, sandboxEnvironment(), paths.seccompProgram);
+    if (remote) return { child: remote, cgroup, exited: remote.exited, alive: () => remote.alive() };
     const seccompFd = openSync(paths.seccompProgram, 'r');
     try {
       const child = spawn(paths.helper, args, {
@@ -258,7 +266,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       });
       // The function may exit without reading its input; a broken pipe here is not an error.
       child.stdin!.on('error', () => {});
-      return { child, cgroup, exited };
+      return { child, cgroup, exited, alive: () => child.exitCode === null && child.signalCode === null };
     } finally {
       closeSync(seccompFd);
     }
@@ -294,7 +302,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const channel = new RunChannel(child.stdio[3] as Duplex, log);
     child.stdin!.write(commandFrame(shape, pooled));
     const networkReady = network
-      ? attachNetwork(child).then(
+      ? attachNetwork(child as ChildProcess).then(
           (attachment) => ({ attachment, failed: false }),
           (error: Error) => {
             log(`sandbox network set-up failed: ${error.message}`);
@@ -314,7 +322,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       ready,
       // A pooled sandbox keeps the directories it mounted at start; if one has since been replaced
       // or removed (a cache rebuilt at the same path), it would show the old one, so it is not used.
-      alive: () => !discarded && child.exitCode === null && child.signalCode === null && shape.viewSources.every((source, index) => identity(source) === views[index]),
+      alive: () => !discarded && launcher.alive() && shape.viewSources.every((source, index) => identity(source) === views[index]),
       async discard() {
         discarded = true;
         // bubblewrap arms --die-with-parent in its child only once set-up is done: killed earlier,
@@ -454,6 +462,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (run.oomKilled || /JavaScript heap out of memory|Reached heap limit/.test(stderrText)) {
       return fail(SANDBOX_ERROR_TYPES.memory, `the function used more than ${limits.memoryMb} MB of memory and was stopped`);
     }
+    if (run.exit.lost) {
+      log('a sandbox ended unobserved: its spawner stopped during the run');
+      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox was lost (its spawner stopped)', stderr: '' }, '', started);
+    }
     const status = run.exit.code ?? -1;
     const hostSide = /^(bwrap|mcpworks-sandbox-helper): /m.exec(stderrText);
     if (hostSide && status !== 0 && run.stdout.byteLength === 0) {
@@ -480,6 +492,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       closed = true;
       await pool?.close();
       await launchers.close();
+      await spawner?.close();
       await Promise.all([...pendingRemovals]);
       await releaseCgroupSupport(cgroups);
       rmSync(runtimeDir, { recursive: true, force: true });

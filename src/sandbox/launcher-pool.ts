@@ -4,14 +4,38 @@
  * idle VM, so paying it ahead keeps it off the request path. The sandbox itself (namespaces,
  * interpreter) is still created fresh for each run; a launcher is used once.
  */
-import type { ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import type { RunCgroup } from './cgroup.js';
 
+/**
+ * A started helper: a ChildProcess spawned by the server itself, or a SpawnedHelper started by the
+ * spawner process (spawner.ts) with the same pid, pipes and signals.
+ */
+export interface LauncherChild {
+  readonly pid?: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  /** stdin, stdout, stderr and fd 3 (the answer socket), then anything else passed. */
+  readonly stdio: readonly unknown[];
+  kill(signal: NodeJS.Signals): boolean;
+}
+
+export interface LauncherExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  spawnFailed: boolean;
+  /** It ended unobserved (its spawner died first): its status is unknown. */
+  lost?: boolean;
+}
+
 export interface Launcher {
-  child: ChildProcess;
+  child: LauncherChild;
   cgroup: RunCgroup | null;
   /** Settles when the helper has ended (its stdio closed) or could not be spawned. */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean }>;
+  exited: Promise<LauncherExit>;
+  /** Not ended, and its end will be seen with its status. */
+  alive(): boolean;
 }
 
 export class LauncherPool {
@@ -27,7 +51,7 @@ export class LauncherPool {
   take(): Launcher {
     while (this.ready.length > 0) {
       const launcher = this.ready.shift()!;
-      if (launcher.child.exitCode === null && launcher.child.signalCode === null) return launcher;
+      if (launcher.alive()) return launcher;
       discard(launcher);
     }
     return this.start();

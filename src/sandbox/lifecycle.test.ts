@@ -42,6 +42,15 @@ function ourCgroups(): string[] {
   return found;
 }
 
+/** Waits until exactly `count` helpers run (a few seconds at most). */
+async function helperCount(count: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (ourHelpers().length !== count) {
+    if (Date.now() > deadline) assert.equal(ourHelpers().length, count);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 /** User and system CPU ticks of every process in this test process's run cgroups. */
 function cpuTicksOfOurRuns(): number {
   let ticks = 0;
@@ -63,7 +72,8 @@ function cpuTicksOfOurRuns(): number {
 describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started launchers and cgroups need root' }, () => {
   it('keeps two launchers ready, uses each for one run, and close() releases everything', async () => {
     const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2, pool: false });
-    assert.equal(ourHelpers().length, 2);
+    // Started by the spawner process, so they appear shortly after.
+    await helperCount(2);
     const runtimeDirs = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`mcpworks-sandbox-${process.pid}-`));
     assert.equal(runtimeDirs().length, 1);
     const outcomes = await Promise.all([
@@ -76,9 +86,8 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
       outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
       [1, 2, 'TimeoutError', 'MemoryError'],
     );
-    await new Promise((resolve) => setTimeout(resolve, 50));
     // The pool is topped up again between runs.
-    assert.equal(ourHelpers().length, 2);
+    await helperCount(2);
     await sandbox.close();
     assert.deepEqual(ourHelpers(), []);
     assert.deepEqual(ourCgroups(), []);
