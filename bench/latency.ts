@@ -55,7 +55,7 @@ interface Series {
   samples: number[];
 }
 
-const poolStats = watchSandboxPool();
+const sandboxStats = watchSandboxPool();
 const server = await startBenchServer();
 let exitCode = 0;
 const failures: string[] = [];
@@ -146,7 +146,10 @@ try {
   printTable(rows, new Set([0, 5]));
   console.log('ratio = median / the baseline\'s median in this run; targets (issue 6) are information, not the exit code.');
   console.log('p99 is nearest-rank: with fewer than 100 samples it is the slowest one.');
-  const pool = poolStats();
+  const pool = sandboxStats.pool();
+  const zygotes = sandboxStats.zygotes();
+  if (zygotes === null) console.log('python zygotes: off');
+  else if (zygotes) console.log(`python zygotes: ${zygotes.runs} runs in zygote children (warm-up included); ${zygotes.zygotes.map((z) => `${z.label} ${z.state} ${z.runs} runs`).join('; ') || 'none'}`);
   if (pool === null) console.log('sandbox pool: off');
   else if (pool) {
     const shapes = pool.keys.filter((k) => k.claims > 0).map((k) => `${k.label} ${k.hits}/${k.claims}`);

@@ -33,7 +33,7 @@ if (!Number.isInteger(warmup) || warmup < 0) throw new Error('--warmup must be a
 const TARGET_PER_SECOND = 150;
 const HELLO: CallSpec = { tool: 'utils__hello', args: { name: 'bench' }, expect: { greeting: 'Hello, bench!' } };
 
-const poolStats = watchSandboxPool();
+const sandboxStats = watchSandboxPool();
 const server = await startBenchServer();
 let exitCode = 0;
 try {
@@ -52,11 +52,13 @@ try {
   await warmClient.close();
 
   const load = await startLoadClients({ url, key: account.key, clients, seconds, call: HELLO });
-  const poolBefore = poolStats();
+  const poolBefore = sandboxStats.pool();
+  const zygotesBefore = sandboxStats.zygotes();
   const cpuBefore = cpuNow();
   const result = await load.go();
   const cpuAfter = cpuNow();
-  const poolAfter = poolStats();
+  const poolAfter = sandboxStats.pool();
+  const zygotesAfter = sandboxStats.zygotes();
   successfulCalls += result.latencies.length;
   const usage = await usageExecutions(server, account.key);
   const quotaExact = usage.ok && usage.executions === successfulCalls;
@@ -88,6 +90,11 @@ try {
       ? [['sandboxes pre-started (pool)', 'pool off', '', '']]
       : poolAfter && poolBefore
         ? [['sandboxes pre-started (pool)', `${poolAfter.hits - poolBefore.hits} of ${poolAfter.claims - poolBefore.claims}`, '', '']]
+        : []),
+    ...(zygotesAfter === null
+      ? [['runs in zygote children', 'zygote off', '', '']]
+      : zygotesAfter && zygotesBefore
+        ? [['runs in zygote children', `${zygotesAfter.runs - zygotesBefore.runs} of ${executions}`, '', '']]
         : []),
     ['latency under load, median', ms(median(result.latencies)), '', ''],
     ['latency under load, p99', ms(p99(result.latencies)), '', ''],

@@ -76,17 +76,38 @@ export interface PoolStatsView {
   keys: Array<{ label: string; claims: number; hits: number; ready: number; target: number }>;
 }
 
-/**
- * Lets a bench read the running server's sandbox pool counters: remembers the sandbox the run
- * service holds at its first request. The returned function gives the stats, null when the pool is
- * off, or undefined when this sandbox has no pool view (or no request has run yet).
- */
-export function watchSandboxPool(): () => PoolStatsView | null | undefined {
-  let sandbox: { poolStats?: () => PoolStatsView | null } | undefined;
+/** What the sandbox's Python zygotes report (BubblewrapSandbox.zygoteStats). */
+export interface ZygoteStatsView {
+  runs: number;
+  zygotes: Array<{ label: string; state: string; spares: number; runs: number }>;
+}
+
+/** The sandbox the run service holds, remembered at its first request. */
+function watchSandbox(): () => { poolStats?: () => PoolStatsView | null; zygoteStats?: () => ZygoteStatsView | null } | undefined {
+  let sandbox: { poolStats?: () => PoolStatsView | null; zygoteStats?: () => ZygoteStatsView | null } | undefined;
   const original = RunService.prototype.snapshot;
   RunService.prototype.snapshot = function (this: RunService, ...args: Parameters<RunService['snapshot']>) {
     sandbox ??= (this as unknown as { deps?: { sandbox?: typeof sandbox } }).deps?.sandbox;
     return original.apply(this, args);
   };
-  return () => (typeof sandbox?.poolStats === 'function' ? sandbox.poolStats() : undefined);
+  return () => sandbox;
+}
+
+/**
+ * Lets a bench read the running server's sandbox counters. `pool()` gives the warm pool's stats,
+ * null when the pool is off, or undefined when this sandbox has no pool view (or no request has run
+ * yet); `zygotes()` the same for the Python zygotes.
+ */
+export function watchSandboxPool(): { pool: () => PoolStatsView | null | undefined; zygotes: () => ZygoteStatsView | null | undefined } {
+  const sandbox = watchSandbox();
+  return {
+    pool: () => {
+      const current = sandbox();
+      return typeof current?.poolStats === 'function' ? current.poolStats() : undefined;
+    },
+    zygotes: () => {
+      const current = sandbox();
+      return typeof current?.zygoteStats === 'function' ? current.zygoteStats() : undefined;
+    },
+  };
 }

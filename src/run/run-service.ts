@@ -11,6 +11,7 @@ import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store
 import type { MeteringStore, Rejection } from '../store/metering-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import { SchemaGuard } from './schema-guard.js';
+import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
 import { toIdentifier } from '../core/names.js';
@@ -195,6 +196,7 @@ export class RunService {
         env: declaredEnv(fn, ctx.env),
         limits: { ...limits, timeoutSeconds: Math.min(limits.timeoutSeconds, remaining), cpuSeconds: Math.min(limits.cpuSeconds, remaining) },
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
+        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace) } : {}),
       });
       const checked = await this.checkOutput(fn, fromOutcome(outcome));
       return checked.ok ? { ok: true, result: checked.result } : { ok: false, error_type: checked.error_type, error: checked.error };
@@ -212,6 +214,7 @@ export class RunService {
         mounts,
         libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
         bridge,
+        ...(language === 'python' ? { warm: warmFor(namespace) } : {}),
       });
     } finally {
       finished = true;
@@ -302,6 +305,7 @@ export class RunService {
         input: args ?? {},
         env: declaredEnv(fn, ctx.env),
         limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
+        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace) } : {}),
       });
       result = await this.checkOutput(fn, fromOutcome(outcome));
       ranCode = true;

@@ -7,7 +7,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -31,6 +31,8 @@ import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.
 import { Spawner } from './spawner.js';
 import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
 import { checkAgainstSchema } from './schema.js';
+import { ZygotePool, type ZygoteCgroups, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec, type ZygoteStats } from './zygote.js';
+import { findPythonPackage } from '../core/python-packages.js';
 import { transpileTypescript } from './transpile.js';
 import { attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 
@@ -72,6 +74,12 @@ export interface BubblewrapSandboxOptions {
    * false: every run starts its sandbox on the request path, as before the pool.
    */
   pool?: boolean | SandboxPoolOptions;
+  /**
+   * Python fork-servers for requests that ask for one (`warm`): default on unless
+   * MCPWORKS_ZYGOTE=off. Used where runs can get cgroups of their own (root, cgroup v1 memory and
+   * pids) and the network is off; elsewhere every run takes the pool or cold path.
+   */
+  zygote?: boolean | ZygoteOptions;
 }
 
 export interface SandboxPoolOptions extends WarmPoolOptions {
@@ -83,7 +91,15 @@ export interface SandboxPoolOptions extends WarmPoolOptions {
 export interface BubblewrapSandbox extends Sandbox {
   /** The pool's counters and sizes, or null when the pool is off. */
   poolStats(): PoolStats | null;
+  /** The zygotes and their runs, or null when zygotes are not used. */
+  zygoteStats(): ZygoteStats | null;
 }
+
+export function zygoteFromEnvironment(value = process.env.MCPWORKS_ZYGOTE): boolean {
+  return value !== 'off';
+}
+
+const IMPORT_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function poolFromEnvironment(value = process.env.MCPWORKS_SANDBOX_POOL): boolean {
   return value !== 'off';
@@ -175,6 +191,125 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     };
     pool = new WarmPool(startPooled, pinned, poolOptions, log);
   }
+  const zygoteOption = options.zygote ?? zygoteFromEnvironment();
+  let zygotes: ZygotePool | null = null;
+  if (zygoteOption !== false && !network) {
+    if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
+      zygotes = new ZygotePool(runtimeDir, sandboxUser, { cgroups: zygoteCgroups, launch: launchZygote, log }, zygoteOption === true ? {} : zygoteOption);
+    } else {
+      log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
+    }
+  }
+
+  /** A zygote's own cgroup directories: its process's group, and one group per child made on demand. */
+  function zygoteCgroups(id: string): ZygoteCgroups | null {
+    const memoryBase = cgroups.memory && join(cgroups.memory.base, `zygote-${id}`);
+    const pidsBase = cgroups.pids && join(cgroups.pids.base, `zygote-${id}`);
+    if (!memoryBase || !pidsBase || !sandboxUser) return null;
+    mkdirSync(memoryBase);
+    mkdirSync(pidsBase);
+    const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
+    // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
+    const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 64 })!;
+    const user = sandboxUser;
+    return {
+      memoryDir: memoryBase,
+      pidsDir: pidsBase,
+      self,
+      createRun(name, limits) {
+        const group = createRunCgroup(support, name, limits)!;
+        // The child writes itself into its group before the run begins; nothing else it can reach.
+        for (const file of group.procsFiles) chownSync(file, user.uid, user.gid);
+        return group;
+      },
+      async remove() {
+        await self.remove();
+        await releaseCgroupSupport(support);
+      },
+    };
+  }
+
+  function launchZygote(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): ZygoteProcess {
+    const request = zygoteRequests.get(spec.key);
+    if (!request) throw new Error('no request for this zygote');
+    const bwrapArgs = zygoteBubblewrapArgs(request, groups, socketDir, spec);
+    const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
+    // No CPU limit: a zygote lives long; each run's worker sets its own.
+    args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
+    if (sandboxUser) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
+    args.push('--keep-fds', '5', '--', paths.bwrap, ...bwrapArgs);
+    const seccompFd = openSync(paths.seccompProgram, 'r');
+    try {
+      const child = spawn(paths.helper, args, { stdio: ['pipe', 'ignore', 'pipe', 'pipe', seccompFd], env: sandboxEnvironment() });
+      const exited = new Promise<void>((resolve) => {
+        child.once('error', () => resolve());
+        child.once('close', () => resolve());
+      });
+      child.stdin!.on('error', () => {});
+      return {
+        control: child.stdio[3] as Duplex,
+        stderr: child.stderr!,
+        kill: () => {
+          child.kill('SIGTERM');
+          groups.self.killAll(child.pid);
+        },
+        exited,
+      };
+    } finally {
+      closeSync(seccompFd);
+    }
+  }
+
+  /** bubblewrap for a zygote: a run's layout, plus CAP_SYS_ADMIN inside its user namespace (to make each child's namespaces), its cgroup and socket directories, and no seccomp of its own (each child loads it). */
+  function zygoteBubblewrapArgs(request: SandboxRequest, groups: ZygoteCgroups, socketDir: string, spec: ZygoteSpec): string[] {
+    const { limits } = request;
+    // --disable-userns would put the zygote in a nested user namespace without rights over the
+    // PID namespace its children must leave; seccomp keeps user namespaces from every run instead.
+    const args = baseArgs.filter((arg) => arg !== '--disable-userns');
+    args.push('--size', String(limits.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp');
+    for (const mount of [...(request.mounts ?? [])].sort((a, b) => a.target.length - b.target.length)) {
+      args.push('--ro-bind', mount.source, mount.target);
+    }
+    // SYS_ADMIN for the child's namespaces and mounts, NET_ADMIN for its loopback, SETPCAP to
+    // empty its bounding set; every child drops all three before anything of its run happens.
+    args.push('--cap-add', 'CAP_SYS_ADMIN', '--cap-add', 'CAP_NET_ADMIN', '--cap-add', 'CAP_SETPCAP');
+    args.push('--bind', groups.memoryDir!, '/sandbox/zygote/cg-memory', '--bind', groups.pidsDir!, '/sandbox/zygote/cg-pids');
+    args.push('--ro-bind', socketDir, '/sandbox/zygote/sock');
+    args.push('--remount-ro', '/', '--chdir', '/tmp', '--');
+    args.push('/usr/bin/python3', '-I', '-S', '-B', '/sandbox/zygote.py', JSON.stringify({ imports: spec.imports, ...spec.config }));
+    return args;
+  }
+
+  /** The request a zygote was first asked for, to build its command line from (mounts, limits). */
+  const zygoteRequests = new Map<string, SandboxRequest>();
+
+  function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape): ZygoteSpec | null {
+    const warm = request.warm;
+    if (!warm || request.language !== 'python') return null;
+    // Only allow-listed packages, by their import names: the zygote imports them before any run.
+    const imports = [...new Set(warm.imports)].filter((name) => IMPORT_NAME.test(name) && findPythonPackage(name)?.importName === name).sort();
+    const { limits } = request;
+    const key = JSON.stringify([shape.key, warm.group, imports]);
+    const rlimits: Record<string, [number, number]> = {
+      cpu: [limits.cpuSeconds, limits.cpuSeconds + 1],
+      fsize: [limits.maxFileBytes, limits.maxFileBytes],
+      core: [0, 0],
+      nofile: [1024, 1024],
+    };
+    if (!zygoteRequests.has(key)) {
+      zygoteRequests.set(key, { ...request, code: '', input: null, env: {}, bridge: undefined });
+      // Bounded like the pool's keys: the oldest requests first.
+      while (zygoteRequests.size > 64) zygoteRequests.delete(zygoteRequests.keys().next().value as string);
+    }
+    return {
+      key,
+      label: `${shape.label} ${imports.join(',') || 'plain'}`,
+      imports,
+      runLimits: shape.cgroupLimits,
+      maxLogBytes: shape.maxLogBytes,
+      config: { tmpfsBytes: limits.tmpfsBytes, rlimits },
+    };
+  }
 
   async function run(request: SandboxRequest): Promise<SandboxOutcome> {
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
@@ -201,7 +336,26 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       libraryPaths: request.libraryPaths ?? [],
       bridge: request.bridge !== undefined,
     });
-    return execute(request, shapeFor(request), payload, started);
+    const shape = shapeFor(request);
+    const spec = zygotes ? zygoteSpecFor(request, shape) : null;
+    const child = spec ? zygotes!.claim(spec) : null;
+    if (child) {
+      const record = await child.run({
+        payload,
+        bridge: request.bridge,
+        lineCapBytes: request.limits.maxResultBytes + 2 * TRACEBACK_CAP,
+        timeoutMs: request.limits.timeoutSeconds * 1000,
+      });
+      // A child that died before its run began changes nothing: the run takes the ordinary path.
+      if (!record.notStarted) {
+        if (record.exit.spawnFailed && record.answer === null) {
+          log('a zygote ended while one of its children was running');
+          return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox stopped before the function finished', stderr: '' }, record.stdout.text(), started);
+        }
+        return interpret(request, record, started);
+      }
+    }
+    return execute(request, shape, payload, started);
   }
 
   function shapeFor(request: SandboxRequest): SandboxShape {
@@ -488,8 +642,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   return {
     run,
     poolStats: () => pool?.stats() ?? null,
+    zygoteStats: () => zygotes?.stats() ?? null,
     async close() {
       closed = true;
+      await zygotes?.close();
       await pool?.close();
       await launchers.close();
       await spawner?.close();
@@ -674,9 +830,14 @@ function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): 
   mkdirSync(etc);
   chmodSync(bin, 0o755);
   chmodSync(etc, 0o755);
-  for (const file of ['runner.py', 'runner.cjs']) {
+  for (const file of ['runner.py', 'runner.cjs', 'zygote.py']) {
     copyFileSync(join(paths.runtimeSource, file), join(bin, file));
     chmodSync(join(bin, file), 0o644);
+  }
+  // Mount points of a zygote's cgroup and socket directories (empty in every other sandbox).
+  for (const dir of ['zygote', 'zygote/cg-memory', 'zygote/cg-pids', 'zygote/sock']) {
+    mkdirSync(join(bin, dir));
+    chmodSync(join(bin, dir), 0o755);
   }
   // Compiling the runner costs each Python run ~3 ms; the same interpreter compiles it once here.
   const compiled = spawnSync(

@@ -45,7 +45,7 @@ export interface ZygoteSpec {
 
 /** The cgroup directories a zygote's runs are made in (bound into its sandbox). */
 export interface ZygoteCgroups {
-  /** Host directories bound at /run/mcpworks/cg-memory and /run/mcpworks/cg-pids. */
+  /** Host directories bound at /sandbox/zygote/cg-memory and /sandbox/zygote/cg-pids. */
   readonly memoryDir: string | null;
   readonly pidsDir: string | null;
   /** The zygote process's own group. */
@@ -205,6 +205,8 @@ class ZygoteChild {
     maxLogBytes: number,
     sockets: HostSocket,
     log: (message: string) => void,
+    /** Takes the run's cgroups back once the run is over (to reuse or remove them). */
+    private readonly release: (cgroup: RunCgroup) => void,
   ) {
     this.stdout = new CappedCapture(maxLogBytes);
     this.stderr = new CappedCapture(maxLogBytes);
@@ -254,7 +256,8 @@ class ZygoteChild {
   async run(request: ZygoteRunRequest): Promise<ZygoteRunRecord> {
     const started = await this.ready;
     const channel = this.channel;
-    if (!started || !channel || !this.channelSocket) {
+    // Gone before the request was sent (its zygote died, say): nothing of the run happened.
+    if (!started || !channel || !this.channelSocket || this.channelSocket.destroyed || this.exited) {
       this.discard();
       await this.cgroup.remove();
       return this.record(null, false, true);
@@ -289,7 +292,7 @@ class ZygoteChild {
     this.cgroup.killAll();
     if (timedOut || channel.overflowed) await this.cgroup.killUntilEmpty(2000);
     const record = this.record(status, timedOut, false);
-    void this.cgroup.remove();
+    this.release(this.cgroup);
     return record;
   }
 
@@ -325,9 +328,12 @@ class Zygote {
   runs = 0;
   readonly spares: ZygoteChild[] = [];
   private readonly children = new Map<string, ZygoteChild>();
+  /** Empty run cgroups kept for the next children: making and removing groups costs more than a run. */
+  private readonly freeGroups: RunCgroup[] = [];
   private process: ZygoteProcess | null = null;
   private cgroups: ZygoteCgroups | null = null;
   private buffer = '';
+  private finished: Promise<void> | null = null;
   private rate = 0;
   private rateAt = Date.now();
 
@@ -427,18 +433,32 @@ class Zygote {
     let cgroup: RunCgroup;
     const child = (() => {
       try {
-        cgroup = this.cgroups!.createRun(randomBytes(8).toString('hex'), this.spec.runLimits);
+        cgroup = this.freeGroups.pop() ?? this.cgroups!.createRun(randomBytes(8).toString('hex'), this.spec.runLimits);
       } catch (error) {
         this.hooks.log(`zygote ${this.spec.label}: could not make a run's cgroups: ${(error as Error).message}`);
         return null;
       }
-      return new ZygoteChild(cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log);
+      return new ZygoteChild(cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
     })();
     if (!child) return null;
     this.children.set(child.token, child);
     const name = child.cgroup.procsFiles[0]?.split('/').at(-2) ?? '';
     this.process.control.write(`${JSON.stringify({ fork: child.token, cgroup: name })}\n`);
     return child;
+  }
+
+  /**
+   * A finished run's groups serve a later child once no process is left in them, unless the run
+   * was OOM-killed (the counter would tell the next run it was). Anything charged that is left is
+   * page cache, which the kernel reclaims before it would stop the next run.
+   */
+  private async recycle(cgroup: RunCgroup): Promise<void> {
+    const empty = await cgroup.killUntilEmpty(2000);
+    if (empty && !cgroup.oomKilled() && this.state === 'ready' && this.freeGroups.length < this.options.maxSpares * 2) {
+      this.freeGroups.push(cgroup);
+    } else {
+      await cgroup.remove();
+    }
   }
 
   refill(): void {
@@ -467,17 +487,18 @@ class Zygote {
     this.process?.kill();
     const process = this.process;
     const cgroups = this.cgroups;
-    void (async () => {
+    this.finished = (async () => {
       await process?.exited;
       for (const child of this.children.values()) child.settle(null);
       this.children.clear();
+      await Promise.all(this.freeGroups.splice(0).map((group) => group.remove()));
       await cgroups?.remove();
     })();
   }
 
-  async closed(): Promise<void> {
-    await this.process?.exited;
-    await this.cgroups?.remove();
+  /** Settles once a stopped zygote's process and groups are gone. */
+  closed(): Promise<void> {
+    return this.finished ?? Promise.resolve();
   }
 }
 

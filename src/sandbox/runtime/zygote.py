@@ -8,9 +8,10 @@
 #   fd 3  the control socket to the host: JSON lines. Host -> zygote {"fork": TOKEN, "cgroup": NAME};
 #         zygote -> host {"ready": true} once imported, {"exited": TOKEN, "status": N} per child.
 #   fd 4  the seccomp-bpf program every child loads before anything of a run happens.
-#   /run/mcpworks/cg-memory, /run/mcpworks/cg-pids  this zygote's cgroup directories (the host
+#   /sandbox/zygote/cg-memory, /sandbox/zygote/cg-pids  this zygote's cgroup directories (the host
 #         made NAME in each, writable by the sandbox user, before asking for the fork).
-#   /run/mcpworks/sock/host.sock  where children connect their stdout, stderr and channel.
+#   /sandbox/zygote/sock/host.sock  where children connect their stdout, stderr and channel.
+# (Empty mount points in every other sandbox.)
 #
 # Each fork gives one run a child ("P1") that is PID 1 of a fresh PID namespace, in fresh mount,
 # IPC and network namespaces, inside the run's own cgroups, with fresh /proc, /tmp and /dev/shm and
@@ -36,9 +37,11 @@ PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4
 PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 SECCOMP_MODE_FILTER = 2
 CAP_LAST = 63
-HOST_SOCKET = "/run/mcpworks/sock/host.sock"
-HOST_MOUNTS = ("/run/mcpworks/cg-memory", "/run/mcpworks/cg-pids", "/run/mcpworks/sock")
+HOST_SOCKET = "/sandbox/zygote/sock/host.sock"
+HOST_MOUNTS = ("/sandbox/zygote/cg-memory", "/sandbox/zygote/cg-pids", "/sandbox/zygote/sock")
+SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 SETUP_FAILED = 111
+STDLIB_WARM = ("json", "re", "types", "datetime", "collections", "functools", "itertools", "math", "random", "base64", "hashlib", "typing", "dataclasses")
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -81,6 +84,14 @@ def _mount(source, target, fstype, flags, data):
     _check(libc.mount(source, target, fstype, flags, data), f"mount {target.decode()}")
 
 
+def _loopback_up():
+    # A new network namespace has only `lo`, and down; bubblewrap brings it up for its own.
+    import fcntl
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+
+
 def _connect(token, stream):
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(HOST_SOCKET)
@@ -102,11 +113,12 @@ def _child(token, cgroup, config, seccomp):
     status = SETUP_FAILED
     try:
         for controller in ("memory", "pids"):
-            procs = f"/run/mcpworks/cg-{controller}/{cgroup}/cgroup.procs"
+            procs = f"/sandbox/zygote/cg-{controller}/{cgroup}/cgroup.procs"
             if os.path.exists(os.path.dirname(procs)):
                 with open(procs, "w") as handle:
                     handle.write("0\n")
         _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
+        _loopback_up()
         _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
         _mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         _mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={config['tmpfsBytes']},mode=1777".encode())
@@ -144,6 +156,20 @@ def _child(token, cgroup, config, seccomp):
     os._exit(status)
 
 
+def _read_request_line():
+    # The request is one line, and the host sends nothing else before the run answers or calls
+    # the bridge; unbuffered reads keep the fd table as a cold run's (the bridge opens its own).
+    chunks = []
+    while True:
+        chunk = os.read(3, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return b"".join(chunks)
+
+
 def _worker(config):
     """P2: the run itself, through runner.py's code. Never returns."""
     import resource
@@ -156,8 +182,7 @@ def _worker(config):
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         _reseed()
         import runner
-        reader = os.fdopen(os.dup(3), "r", encoding="utf-8")
-        runner.serve(lambda: reader.readline().encode("utf-8"), reader)
+        runner.serve(_read_request_line)
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001
@@ -230,7 +255,9 @@ def main():
     import linecache  # noqa: F401  what reporting a failure needs, as a pooled runner loads it
     import traceback  # noqa: F401
     import runner  # noqa: F401
-    for name in config["imports"]:
+    # Standard-library modules most runs load (code mode's `functions` package needs json), then
+    # the allow-listed packages the namespace's functions declare.
+    for name in STDLIB_WARM + tuple(config["imports"]):
         try:
             __import__(name)
         except BaseException:  # noqa: BLE001 - the run imports it again and reports the error itself

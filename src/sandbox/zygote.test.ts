@@ -1,0 +1,225 @@
+// The Python zygote: runs forked from a warm fork-server, in real bubblewrap sandboxes. What one run
+// may see of another (files, globals, env, processes), what a child can do to a sibling, its limits,
+// and what happens when a zygote dies. The escape suite (escape.test.ts) also runs its Python
+// attempts in zygote children.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { sandboxLimitsFor, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
+import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
+import { createBubblewrapSandbox, zygoteFromEnvironment, type BubblewrapSandbox } from './bubblewrap.js';
+
+const limits = sandboxLimitsFor(limitsFor(DEFAULT_TIER));
+const WARM = { group: 'zygote-test', imports: ['numpy'] };
+const CANARY = `zygote-canary-${process.pid}`;
+let sandbox: BubblewrapSandbox;
+
+function py(code: string, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
+  return sandbox.run({ language: 'python', code, input: {}, limits, warm: WARM, ...extra });
+}
+
+function resultOf(outcome: SandboxOutcome): any {
+  assert.equal(outcome.ok, true, `expected success, got ${JSON.stringify(outcome)}`);
+  return (outcome as { result: unknown }).result;
+}
+
+/** Runs once with these limits (starting their zygote) and waits until it has a child ready. */
+async function warmUp(runLimits: SandboxLimits = limits): Promise<void> {
+  resultOf(await py('result = 1', { limits: runLimits, entry: 'script' }));
+  for (let waited = 0; waited < 30_000; waited += 50) {
+    const before = sandbox.zygoteStats()!.runs;
+    const outcome = await py('result = 1', { limits: runLimits, entry: 'script' });
+    resultOf(outcome);
+    if (sandbox.zygoteStats()!.runs > before) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('the zygote never became ready');
+}
+
+/** Zygote processes below this one (not their forked children, which share the command line). */
+function zygotePids(): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone
+    }
+  }
+  const below = (pid: number): boolean => {
+    for (let current = parents.get(pid); current !== undefined && current > 1; current = parents.get(current)) {
+      if (current === process.pid) return true;
+    }
+    return false;
+  };
+  const isZygoteCommand = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('/sandbox/zygote.py');
+    } catch {
+      return false;
+    }
+  };
+  return [...parents.keys()].filter((pid) => below(pid) && isZygoteCommand(pid) && !isZygoteCommand(parents.get(pid)!));
+}
+
+before(async () => {
+  // What the server process holds that neither the zygote nor a run may see.
+  process.env.MCPWORKS_ZYGOTE_TEST_CANARY = CANARY;
+  sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: true });
+  await warmUp();
+});
+
+after(async () => {
+  delete process.env.MCPWORKS_ZYGOTE_TEST_CANARY;
+  await sandbox.close();
+});
+
+describe('python zygote', () => {
+  it('runs are forked children of a warm zygote, each with only its own env', async () => {
+    const before = sandbox.zygoteStats()!.runs;
+    const code = 'import os, sys\ndef main(input_data):\n    return {"env": os.environ.get("TOKEN"), "numpy": "numpy" in sys.modules, "pid": os.getpid()}\n';
+    const first = resultOf(await py(code, { env: { TOKEN: 'first' } }));
+    const second = resultOf(await py(code, { env: {} }));
+    assert.deepEqual(first, { env: 'first', numpy: true, pid: 2 });
+    assert.deepEqual(second, { env: null, numpy: true, pid: 2 });
+    assert.equal(sandbox.zygoteStats()!.runs, before + 2);
+  });
+
+  it("a run cannot see the previous run's files, globals or env", async () => {
+    const leave = [
+      'import builtins, os, sys, numpy',
+      'open("/tmp/left", "w").write("x")',
+      'open("/dev/shm/left", "w").write("x")',
+      'os.environ["LEFT"] = "x"',
+      'numpy.LEFT = 1',
+      'builtins.LEFT = 1',
+      'sys.modules["left_behind"] = sys',
+      'result = "left"',
+    ].join('\n');
+    assert.equal(resultOf(await py(leave, { entry: 'script', env: { SECRET_TOKEN: 'hunter2' } })), 'left');
+    const look = [
+      'import builtins, os, sys, numpy',
+      'result = {"tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "env": sorted(k for k in os.environ if k in ("LEFT", "SECRET_TOKEN")),',
+      '  "numpy": hasattr(numpy, "LEFT"), "builtins": hasattr(builtins, "LEFT"), "module": "left_behind" in sys.modules}',
+    ].join('\n');
+    assert.deepEqual(resultOf(await py(look, { entry: 'script' })), { tmp: [], shm: [], env: [], numpy: false, builtins: false, module: false });
+  });
+
+  it('a child cannot see, signal or trace a sibling, its own init or the zygote', async () => {
+    const sibling = py('import time\ntime.sleep(1.5)\nresult = "alive"\n', { entry: 'script', env: { SIBLING_SECRET: 'sibling-value' } });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const probe = `
+import ctypes, errno, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+me = os.getpid()
+alive = []
+for pid in range(1, 4096):
+    if pid == me:
+        continue
+    try:
+        os.kill(pid, 0)
+        alive.append(pid)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        alive.append(pid)
+ctypes.set_errno(0)
+traced = libc.ptrace(16, 1, 0, 0)  # PTRACE_ATTACH to this run's init
+trace_errno = errno.errorcode.get(ctypes.get_errno(), "")
+try:
+    open("/proc/1/environ").read()
+    init_environ = "read"
+except PermissionError:
+    init_environ = "PermissionError"
+os.kill(1, signal.SIGKILL)  # ignored: init cannot be killed from inside its namespace
+status = {line.split(":")[0]: line.split(":")[1].strip() for line in open("/proc/self/status") if ":" in line}
+environs = ""
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            environs += open(f"/proc/{pid}/environ", "rb").read().decode("latin1")
+        except OSError:
+            pass
+result = {
+    "others": alive, "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "ptrace": [traced, trace_errno], "init_environ": init_environ,
+    "caps": [status["CapEff"], status["CapPrm"], status["CapBnd"], status["CapAmb"]],
+    "seccomp": status["Seccomp"], "no_new_privs": status["NoNewPrivs"],
+    "sibling_secret_seen": "sibling-value" in environs,
+    "zygote_mounts": [os.listdir(d) for d in ("/sandbox/zygote/sock", "/sandbox/zygote/cg-memory", "/sandbox/zygote/cg-pids")],
+}
+`;
+    const seen = resultOf(await py(probe, { entry: 'script' }));
+    assert.deepEqual(seen.others, [1], 'only its own init is visible, not a sibling or the zygote');
+    assert.deepEqual(seen.procs, [1, 2]);
+    assert.deepEqual(seen.ptrace, [-1, 'EPERM']);
+    assert.equal(seen.init_environ, 'PermissionError');
+    assert.deepEqual(seen.caps, ['0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000']);
+    assert.equal(seen.seccomp, '2');
+    assert.equal(seen.no_new_privs, '1');
+    assert.equal(seen.sibling_secret_seen, false);
+    assert.deepEqual(seen.zygote_mounts, [[], [], []], 'the cgroup and socket directories are unmounted before the run');
+    assert.equal(resultOf(await sibling), 'alive');
+  });
+
+  it('each child starts from fresh random state', async () => {
+    const code = 'import random, numpy\nresult = [random.random(), float(numpy.random.rand())]\n';
+    const [a, b] = [resultOf(await py(code, { entry: 'script' })), resultOf(await py(code, { entry: 'script' }))];
+    assert.notEqual(a[0], b[0]);
+    assert.notEqual(a[1], b[1]);
+  });
+
+  it("keeps each run's limits: wall time, memory, processes", async () => {
+    const tight: SandboxLimits = { ...limits, timeoutSeconds: 2, cpuSeconds: 2, memoryMb: 128, maxProcesses: 16 };
+    await warmUp(tight);
+    const before = sandbox.zygoteStats()!.runs;
+    const spin = await py('import time\nwhile True:\n    time.sleep(0.01)\n', { limits: tight, entry: 'script' });
+    assert.equal(spin.ok, false);
+    assert.equal(!spin.ok && spin.error.type, 'TimeoutError');
+    const hog = await py('block = bytearray(512 * 1024 * 1024)\nresult = len(block)\n', { limits: tight, entry: 'script' });
+    assert.equal(!hog.ok && hog.error.type, 'MemoryError');
+    const forks = resultOf(
+      await py(
+        'import os\ncount = 0\nfor _ in range(64):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        import time\n        time.sleep(5)\n        os._exit(0)\n    count += 1\nresult = count\n',
+        { limits: tight, entry: 'script' },
+      ),
+    );
+    assert.ok(forks < 16, `forked ${forks} processes under a limit of 16`);
+    assert.equal(sandbox.zygoteStats()!.runs, before + 3, 'all three ran in zygote children');
+    // The next run is unaffected by the processes the last one left.
+    assert.equal(resultOf(await py('result = 2', { limits: tight, entry: 'script' })), 2);
+  });
+
+  it('the zygote holds none of the server environment', () => {
+    const pids = zygotePids();
+    assert.ok(pids.length > 0);
+    for (const pid of pids) assert.ok(!readFileSync(`/proc/${pid}/environ`, 'latin1').includes(CANARY));
+  });
+
+  it('a killed zygote is replaced, and runs keep working meanwhile', async () => {
+    const pids = zygotePids();
+    assert.ok(pids.length > 0);
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    // (A run claimed in the moment before the host notices fails as a SandboxError, never hangs.)
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    for (let index = 0; index < 5; index++) assert.equal(resultOf(await py(`result = ${index}`, { entry: 'script' })), index);
+    const before = sandbox.zygoteStats()!.runs;
+    await warmUp();
+    assert.ok(sandbox.zygoteStats()!.runs > before);
+  });
+
+  it('MCPWORKS_ZYGOTE=off turns it off', async () => {
+    assert.equal(zygoteFromEnvironment('off'), false);
+    assert.equal(zygoteFromEnvironment(undefined), true);
+    const plain = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
+    try {
+      const outcome = await plain.run({ language: 'python', code: 'result = 3', input: {}, limits, entry: 'script', warm: WARM });
+      assert.equal(resultOf(outcome), 3);
+      assert.equal(plain.zygoteStats(), null);
+    } finally {
+      await plain.close();
+    }
+  });
+});
