@@ -134,7 +134,7 @@ describe('sandbox spawner', () => {
       assert.equal(resultOf(slept), 'done');
       assert.equal(slept.stdout, 'slept\n');
       assert.equal(spun.ok, false);
-      assert.ok(!spun.ok && [SANDBOX_ERROR_TYPES.timeout, SANDBOX_ERROR_TYPES.sandbox].includes(spun.error.type), JSON.stringify(spun));
+      assert.ok(!spun.ok && ([SANDBOX_ERROR_TYPES.timeout, SANDBOX_ERROR_TYPES.sandbox] as string[]).includes(spun.error.type), JSON.stringify(spun));
       // Its exit status died with the spawner: a platform failure, not the function's.
       assert.ok(!exited.ok && exited.error.type === SANDBOX_ERROR_TYPES.sandbox, JSON.stringify(exited));
       assert.deepEqual((await hello(sandbox)).map(resultOf), [{ n: 2 }, { n: 42 }]);
