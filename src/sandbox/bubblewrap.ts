@@ -551,7 +551,17 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         kill();
       }
       child.stdin!.end(payload);
-      exit = await exited;
+      // With the answer in, the run is over: the runner flushed its output before answering, so it
+      // is in the pipes already (read by the end of this turn of the event loop). Ending the run's
+      // processes then beats waiting for the interpreter's own teardown by milliseconds.
+      const answeredFirst = cgroup ? await Promise.race([exited.then(() => false), channel.answered.then(nextTurn).then(() => true)]) : false;
+      if (answeredFirst) {
+        cgroup!.killAll();
+        await Promise.race([streamsEnded(child), exited, delay(2000)]);
+        exit = { code: 0, signal: null, spawnFailed: false };
+      } else {
+        exit = await exited;
+      }
       clearTimeout(timer);
       clearTimeout(escalation);
     } finally {
@@ -683,6 +693,22 @@ function checkMounts(request: SandboxRequest): void {
   for (const path of request.libraryPaths ?? []) {
     if (!isAbsolute(path) || path.split('/').includes('..')) throw invalid(`library path '${path.slice(0, 200)}' must be an absolute sandbox path`);
   }
+}
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
+/** Settles when the sandbox's stdout and stderr have both ended (every process holding them is gone). */
+function streamsEnded(child: { stdout: NodeJS.ReadableStream | null; stderr: NodeJS.ReadableStream | null }): Promise<void> {
+  const ended = (stream: NodeJS.ReadableStream | null) =>
+    new Promise<void>((resolve) => {
+      if (!stream || (stream as { readableEnded?: boolean }).readableEnded) resolve();
+      else {
+        stream.once('end', () => resolve());
+        stream.once('close', () => resolve());
+      }
+    });
+  return Promise.all([ended(child.stdout), ended(child.stderr)]).then(() => {});
 }
 
 function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {

@@ -27,6 +27,9 @@ export class RunChannel {
   overflowed = false;
   /** True once the runner waits for its request; false if fd 3 closed first (the sandbox died). */
   readonly ready: Promise<boolean>;
+  /** Settles when the run's answer has arrived (never, if it does not). */
+  readonly answered: Promise<void>;
+  private markAnswered: () => void = () => {};
   private sawReady = false;
   private markReady: (ready: boolean) => void = () => {};
   private readonly pending: Buffer[] = [];
@@ -45,6 +48,7 @@ export class RunChannel {
     private readonly log: (message: string) => void,
   ) {
     this.ready = new Promise((resolve) => (this.markReady = resolve));
+    this.answered = new Promise((resolve) => (this.markAnswered = resolve));
     // The sandbox may be gone before a reply is written; that ends the run, not the server.
     socket.on('error', () => {});
     socket.on('close', () => this.markReady(false));
@@ -98,7 +102,10 @@ export class RunChannel {
       this.replies = this.replies.then(() => this.reply(request));
       return;
     }
-    if (this.answer === null) this.answer = message as RunAnswer;
+    if (this.answer === null) {
+      this.answer = message as RunAnswer;
+      this.markAnswered();
+    }
   }
 
   private async reply(request: unknown): Promise<void> {

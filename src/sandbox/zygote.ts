@@ -275,19 +275,25 @@ class ZygoteChild {
     }, request.timeoutMs);
     channel.begin(request.bridge, request.lineCapBytes, kill);
     this.channelSocket.write(`${request.payload}\n`);
-    // The worker's streams close when it exits, a little before P1's status travels through the
-    // zygote; with the answer in hand and the output complete, the status adds nothing.
+    // With the answer in, the run is over: the runner flushed its output before answering, so it
+    // is on the sockets already (read by the end of this turn of the event loop). Ending the run's
+    // processes then, and not waiting for P1's status to travel through the zygote, saves a
+    // millisecond or two; a run that ends without an answer is waited for.
     const streams = Promise.all(this.streamsClosed).then(() => 'streams' as const);
-    const first = await Promise.race([streams, this.waitExit().then(() => 'exit' as const)]);
+    const answered = channel.answered.then(() => new Promise<'answered'>((resolve) => setImmediate(() => resolve('answered'))));
+    const first = await Promise.race([answered, this.waitExit().then(() => 'exit' as const)]);
     let status: number | null;
-    if (first === 'streams' && channel.answer !== null) {
+    let bound: NodeJS.Timeout | undefined;
+    const bounded = new Promise((resolve) => (bound = setTimeout(resolve, 2000)));
+    if (first === 'answered') {
+      this.cgroup.killAll();
+      await Promise.race([streams, bounded]);
       status = 0;
     } else {
       status = await this.waitExit();
-      let bound: NodeJS.Timeout | undefined;
-      await Promise.race([streams, new Promise((resolve) => (bound = setTimeout(resolve, 2000)))]);
-      clearTimeout(bound);
+      await Promise.race([streams, bounded]);
     }
+    clearTimeout(bound);
     clearTimeout(timer);
     this.cgroup.killAll();
     if (timedOut || channel.overflowed) await this.cgroup.killUntilEmpty(2000);
