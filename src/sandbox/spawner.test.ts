@@ -1,12 +1,17 @@
 // Sandboxes started from the spawner process (spawner.ts, runtime/spawner.cjs), through real
 // bubblewrap sandboxes: runs go through it, it holds none of the server's environment, and its
-// death (idle or mid-run) never loses the next run nor hangs one in flight.
+// death (idle or mid-run) never loses the next run nor hangs one in flight. One case uses a
+// stand-in spawner, to die at a chosen point of a launch.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { SANDBOX_ERROR_TYPES, sandboxLimitsFor, type SandboxOutcome } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
+import { Spawner } from './spawner.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 const CANARY = `spawner-canary-${process.pid}`;
@@ -99,15 +104,18 @@ describe('sandbox spawner', () => {
     const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2 }, log: (message) => logs.push(message) });
     try {
       await waitFor('the pool', () => sandbox.poolStats()!.keys.every((key) => key.ready === 2));
+      // Seen by the server once both its channels have ended: its pid leaves spawners() earlier (a
+      // dying process's command line reads empty while its memory is torn down, before its fds close).
+      const ends = () => logs.filter((line) => /^sandbox spawner ended/.test(line)).length;
       const [first] = spawners();
       process.kill(first, 'SIGKILL');
-      await waitFor('the spawner to end', () => !spawners().includes(first));
+      await waitFor('the spawner to end', () => !spawners().includes(first) && ends() === 1);
       assert.deepEqual((await hello(sandbox)).map(resultOf), [{ n: 2 }, { n: 42 }]);
       const [second] = spawners();
       assert.ok(second && second !== first, 'a new spawner started');
       // Killed again at once: the runs go on (spawned directly while it backs off).
       process.kill(second, 'SIGKILL');
-      await waitFor('the spawner to end', () => !spawners().includes(second));
+      await waitFor('the spawner to end', () => !spawners().includes(second) && ends() === 2);
       assert.deepEqual((await hello(sandbox)).map(resultOf), [{ n: 2 }, { n: 42 }]);
       assert.ok(logs.some((line) => /spawning directly meanwhile/.test(line)), logs.join('\n'));
       // The pool refills from what is left, and runs keep working.
@@ -155,6 +163,55 @@ describe('sandbox spawner', () => {
       assert.deepEqual((await hello(sandbox)).map(resultOf), [{ n: 2 }, { n: 42 }]);
     } finally {
       await sandbox.close();
+    }
+  });
+
+  it('a launch whose spawner dies after handing over only some pipes is started again, untouched', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spawner-test-'));
+    // The first spawner hands over the helper's stdin alone, then dies; later ones are the real one.
+    const script = join(dir, 'half-starter.cjs');
+    writeFileSync(
+      script,
+      `'use strict';
+const { existsSync, openSync, writeFileSync } = require('node:fs');
+const { spawn } = require('node:child_process');
+if (existsSync(process.env.MARKER)) {
+  require(${JSON.stringify(fileURLToPath(new URL('./runtime/spawner.cjs', import.meta.url)))});
+} else {
+  writeFileSync(process.env.MARKER, '');
+  process.on('message', (message) => {
+    if (message.op !== 'spawn') return;
+    const child = spawn(message.file, message.args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', openSync(message.seccomp, 'r')], env: message.env });
+    process.stdout.write(JSON.stringify({ op: 'spawned', id: message.id, pid: child.pid }) + '\\n');
+    // The next message leaves only once the server has taken the handle in.
+    process.send({ op: 'stdio', id: message.id, index: 0 }, child.stdin);
+    process.send({ op: 'taken' }, undefined, undefined, () => process.kill(process.pid, 'SIGKILL'));
+  });
+}
+`,
+    );
+    const logs: string[] = [];
+    const spawner = new Spawner(script, { PATH: '/usr/bin:/bin', MARKER: join(dir, 'marker') }, (line) => logs.push(line));
+    try {
+      // Each helper appends the line it reads to the same file: one that got it before the restart
+      // would leave a second (the first one only sees its stdin end).
+      const seen = join(dir, 'seen');
+      writeFileSync(seen, '');
+      const helper = spawner.launch('/bin/sh', ['-c', 'read line && echo "$line" >> "$0" && echo "got $line"', seen], { PATH: '/usr/bin:/bin' }, '/dev/null');
+      helper.stdin.end('hello\n');
+      let stdout = '';
+      helper.stdout.on('data', (chunk: Buffer) => (stdout += chunk));
+      helper.stderr.resume();
+      helper.stdio[3].resume();
+      const exit = await helper.exited;
+      assert.deepEqual(exit, { code: 0, signal: null, spawnFailed: false, lost: false }, logs.join('\n'));
+      assert.equal(stdout, 'got hello\n');
+      assert.equal(readFileSync(seen, 'utf8'), 'hello\n');
+      assert.equal(helper.restarts, 1);
+      assert.ok(logs.some((line) => /sandbox spawner ended \(1 helpers in flight\)/.test(line)), logs.join('\n'));
+    } finally {
+      await spawner.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -9,10 +9,15 @@
  * written straight to the helper's stdin and answers read from its pipes, never through the
  * spawner.
  *
- * If the spawner dies, helpers it started keep running (their pipes are the server's): a run in
- * progress still gets its answer, and ends, with no exit status to read, as a SandboxError if it
- * had none. Idle ones are discarded. The next launch starts a new spawner; one that keeps dying is
- * backed off, and launches meanwhile spawn directly from the server.
+ * A helper's pipes are held until all four have arrived, so nothing reaches it before then (it waits
+ * for its command on stdin). If the spawner dies first, the helper is therefore untouched and is
+ * started again, by the next spawner or directly: a launch, pre-started or already handed to a run,
+ * never fails because the spawner died. Helpers it started whose pipes all arrived keep running
+ * (their pipes are the server's): a run in progress still gets its answer, and ends, with no exit
+ * status to read, as a SandboxError if it had none. Idle ones are discarded. The next launch starts
+ * a new spawner; one that keeps dying is backed off, and launches meanwhile spawn directly from the
+ * server. The spawner counts as dead only once both its channels have ended, so every pipe and
+ * event it sent before dying has been taken in.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
@@ -46,7 +51,9 @@ class LatePipe extends Duplex {
   }
 
   attach(socket: Socket | undefined): void {
-    if (this.gone || this.destroyed || !socket) {
+    // A socket held until its helper's last pipe arrived may have ended meanwhile (the helper
+    // gone): its 'end' (with nothing left unread) or 'close' has been emitted already.
+    if (this.gone || this.destroyed || !socket || socket.destroyed || (this.reads && socket.readableEnded)) {
       socket?.destroy();
       this.close();
       return;
@@ -142,10 +149,10 @@ export class SpawnedHelper implements LauncherChild {
   id = 0;
   /** Started by the server itself (no spawner to be had). */
   direct: ChildProcess | null = null;
-  /** Pipes handed over so far (stdin comes first). */
+  /** Pipes handed over so far. */
   received = 0;
-  /** Sent again after its spawner died before handing over anything. */
-  relaunched = false;
+  /** Times it was started again because its spawner died before handing over every pipe. */
+  restarts = 0;
   /** The last signal asked for, applied again if it started anew or lost its spawner meanwhile. */
   killedWith: NodeJS.Signals | null = null;
   private status: { code: number | null; signal: NodeJS.Signals | null } | null = null;
@@ -153,6 +160,12 @@ export class SpawnedHelper implements LauncherChild {
   private orphaned = false;
   private failed = false;
   private settled = false;
+  /**
+   * Pipes received, by fd, until the last one comes: only then are they joined to stdio, so no
+   * byte is written to the helper (whose command comes on stdin) while it could still have to be
+   * started again.
+   */
+  private readonly held = new Map<number, Socket | undefined>();
   private resolveExit: (exit: LauncherExit) => void = () => {};
 
   constructor(
@@ -197,13 +210,26 @@ export class SpawnedHelper implements LauncherChild {
   }
 
   attach(index: number, socket: Socket | undefined): void {
-    const pipe = this.stdio[index];
-    if (!pipe) {
+    if (!this.stdio[index] || this.held.has(index) || this.failed || this.received === this.stdio.length) {
       socket?.destroy();
       return;
     }
+    socket?.on('error', () => {});
+    this.held.set(index, socket);
     this.received++;
-    pipe.attach(socket);
+    if (this.received === this.stdio.length) this.joinHeld();
+  }
+
+  /** Joins the pipes received so far to stdio (all of them, or those there are once it ended). */
+  private joinHeld(): void {
+    for (const [index, socket] of this.held) this.stdio[index].attach(socket);
+    this.held.clear();
+  }
+
+  /** Closes the pipes received so far without using them. */
+  private dropHeld(): void {
+    for (const socket of this.held.values()) socket?.destroy();
+    this.held.clear();
   }
 
   ended(code: number | null, signal: NodeJS.Signals | null): void {
@@ -215,6 +241,7 @@ export class SpawnedHelper implements LauncherChild {
   fail(): void {
     if (this.failed) return;
     this.failed = true;
+    this.dropHeld();
     for (const pipe of this.stdio) {
       pipe.socket?.destroy();
       pipe.close();
@@ -246,27 +273,37 @@ export class SpawnedHelper implements LauncherChild {
     return this.failed || (this.status !== null && this.received === this.stdio.length);
   }
 
+  /**
+   * Its spawner died before handing over every pipe, and before reporting its end: nothing has been
+   * written to it (see `held`), so it can be started afresh. The pipes that did arrive are closed,
+   * and the helper the dead spawner started, if any, sees its stdin end and exits. False when it
+   * cannot (it ended, failed, or got all its pipes).
+   */
+  prepareRestart(): boolean {
+    if (this.failed || this.settled || this.status !== null || this.received === this.stdio.length) return false;
+    this.dropHeld();
+    this.received = 0;
+    this.pid = undefined;
+    this.via = null;
+    this.id = 0;
+    this.restarts++;
+    return true;
+  }
+
   /** The spawner died before handing over every pipe or before reporting the helper's end. */
   orphan(): void {
     if (this.failed) return;
     if (this.status !== null) {
-      // It ended; pipes still in transit died with the spawner.
-      for (const pipe of this.stdio) if (!pipe.socket) pipe.close();
+      // It ended; pipes still in transit died with the spawner. What arrived is still read.
+      for (const [index, pipe] of this.stdio.entries()) if (!this.held.has(index) && !pipe.socket) pipe.close();
+      this.joinHeld();
       this.received = this.stdio.length;
       this.settle();
       return;
     }
     if (this.received < this.stdio.length) {
-      // Some pipes died with the spawner: the helper cannot be used. It got its stdin (or it would
-      // have been sent again), so it may already be running a command: stop it while its pid is
-      // surely its own.
-      if (this.pid !== undefined && this.stdin.socket && !this.stdin.gone) {
-        try {
-          process.kill(this.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
+      // Some pipes died with the spawner, and it cannot be started again (the server is closing
+      // the spawner): nothing was written to it, so dropping its pipes ends it.
       this.fail();
       return;
     }
@@ -433,7 +470,10 @@ export class Spawner {
   private send(spawner: ChildProcess, message: object): boolean {
     if (spawner !== this.process || !spawner.connected) return false;
     spawner.send(message, undefined, undefined, (error) => {
-      if (error) this.died(spawner);
+      // Its channel is broken (most often: it has just died). Not counted as dead yet: pipes and
+      // events it sent before may still be unread, and are read before its channels end; this
+      // makes sure they do. The launch is sent again then, if nothing of it arrived.
+      if (error && spawner === this.process && spawner.exitCode === null && spawner.signalCode === null) spawner.kill('SIGKILL');
     });
     return true;
   }
@@ -487,14 +527,11 @@ export class Spawner {
       this.log(`sandbox spawner ended (${helpers.length} helpers in flight)${this.retryAt ? `; restarting in ${this.retryAt - now} ms, spawning directly meanwhile` : ''}`);
     }
     for (const helper of helpers) {
-      // Nothing of it reached the server, so no command can have reached it either (stdin is handed
-      // over first): ask again (the one it may have started sees its stdin end and exits).
-      if (helper.received === 0 && !helper.reported && !helper.relaunched && !this.closed) {
-        helper.relaunched = true;
-        this.start(helper);
-      } else {
-        helper.orphan();
-      }
+      // Not all its pipes reached the server, so nothing has been written to it: ask again (the one
+      // it may have started sees its stdin end and exits). Whoever holds it (a run, the pools)
+      // sees only a slower start. Each time takes a spawner's death, and those are backed off.
+      if (!this.closed && helper.prepareRestart()) this.start(helper);
+      else helper.orphan();
     }
   }
 

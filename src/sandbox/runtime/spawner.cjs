@@ -7,7 +7,8 @@
 // Requests arrive on the IPC channel (JSON): {op: "spawn", id, file, args, env, seccomp} starts
 // `file` with stdio pipes at fds 0-3 and the seccomp program opened at fd 4; {op: "kill", id,
 // signal} signals it. The pipes go back on the IPC channel, one {op: "stdio", id, index} message
-// per pipe carrying its handle (stdin first, so the helper can go on while the others travel).
+// per pipe carrying its handle; the server writes nothing to the helper until all four are in (so
+// a helper whose spawner died before handing them all over can be started again, untouched).
 // Events are JSON lines on stdout: {op: "spawned", id, pid}, {op: "failed", id, message} and
 // {op: "exit", id, code, signal}. Not on the IPC channel: each handle waits there for the server's
 // acknowledgement, and a helper's end must not wait behind the next helper's pipes.
