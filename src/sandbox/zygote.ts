@@ -76,7 +76,7 @@ export interface ZygoteOptions {
   maxZygotes?: number;
   /** Spare children kept forked per zygote (its floor). Default 2. */
   minSpares?: number;
-  /** Most spare children per zygote. Default 6. */
+  /** Most spare children per zygote. Default 12. */
   maxSpares?: number;
   /** A zygote unused this long is stopped. Default 5 min. */
   idleMs?: number;
@@ -330,6 +330,8 @@ type ZygoteState = 'starting' | 'ready' | 'failed' | 'stopped';
 /** One zygote process and its spare children. */
 class Zygote {
   state: ZygoteState = 'starting';
+  /** It served: a later death is a crash to recover from at once, not a host that cannot start one. */
+  everReady = false;
   lastUsed = Date.now();
   runs = 0;
   readonly spares: ZygoteChild[] = [];
@@ -401,6 +403,7 @@ class Zygote {
       }
       if (message.ready === true && this.state === 'starting') {
         this.state = 'ready';
+        this.everReady = true;
         this.refill();
       } else if (typeof message.exited === 'string') {
         const child = this.children.get(message.exited);
@@ -519,6 +522,7 @@ export class ZygotePool {
   private readonly spareOptions: { minSpares: number; maxSpares: number };
   private readonly timer: NodeJS.Timeout;
   private readonly failedUntil = new Map<string, number>();
+  private readonly crashes = new Map<string, number>();
   private closed = false;
   private runs = 0;
 
@@ -533,7 +537,7 @@ export class ZygotePool {
     this.idleMs = options.idleMs ?? 5 * 60_000;
     this.reserveBytes = options.reserveBytes ?? Math.max(512 * MB, Math.floor(totalmem() * 0.1));
     this.zygoteMemoryBytes = options.zygoteMemoryBytes ?? 160 * MB;
-    this.spareOptions = { minSpares: options.minSpares ?? 2, maxSpares: Math.max(options.minSpares ?? 2, options.maxSpares ?? 6) };
+    this.spareOptions = { minSpares: options.minSpares ?? 2, maxSpares: Math.max(options.minSpares ?? 2, options.maxSpares ?? 12) };
     this.timer = setInterval(() => this.tick(), 1000);
     this.timer.unref();
   }
@@ -593,7 +597,11 @@ export class ZygotePool {
     for (const [key, zygote] of [...this.zygotes]) {
       if (zygote.state === 'failed') {
         this.zygotes.delete(key);
-        this.failedUntil.set(key, now + 60_000);
+        // A crash after serving is retried soon (1 s, doubling with each crash of the key, up to a
+        // minute); a zygote that never got ready says the host cannot run one: a minute.
+        const crashes = (this.crashes.get(key) ?? 0) + (zygote.everReady ? 1 : 0);
+        this.crashes.set(key, crashes);
+        this.failedUntil.set(key, now + (zygote.everReady ? Math.min(60_000, 1000 * 2 ** (crashes - 1)) : 60_000));
       } else if (now - zygote.lastUsed > this.idleMs) {
         this.zygotes.delete(key);
         zygote.stop();
