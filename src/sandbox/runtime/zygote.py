@@ -191,7 +191,7 @@ def _worker(config):
 
 
 def _fork_child(token, cgroup, config, seccomp):
-    """Starts P1 for one run and returns its pid (reparented to us), or None."""
+    """Starts P1 for one run; returns (intermediate pid, read end of the pipe P1's pid arrives on)."""
     read_end, write_end = os.pipe()
     try:
         intermediate = os.fork()
@@ -217,24 +217,7 @@ def _fork_child(token, cgroup, config, seccomp):
             pass
         os._exit(status)
     os.close(write_end)
-    try:
-        reply = b""
-        while True:
-            chunk = os.read(read_end, 32)
-            if not chunk:
-                break
-            reply += chunk
-    finally:
-        os.close(read_end)
-    while True:
-        try:
-            os.waitpid(intermediate, 0)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            break
-    return int(reply) if reply else None
+    return intermediate, read_end
 
 
 def main():
@@ -264,19 +247,31 @@ def main():
             pass
     control = socket.socket(fileno=3)
     control.setblocking(True)
-    reader = control.makefile("r", encoding="utf-8")
+    # Own line buffering: a buffered reader would hold back lines that select() no longer reports.
+    received = b""
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children = {}
+    children = {}  # P1 pid -> token
+    pending = {}  # pipe read end -> token, until the intermediate has said P1's pid
+    intermediates = set()
+    early = {}  # P1s reaped before their pid arrived (set-up failed at once) -> status
+    buffers = {}
 
     def send(message):
         control.sendall((json.dumps(message) + "\n").encode())
 
+    def settle(pid, status):
+        token = children.pop(pid, None)
+        if token is not None:
+            send({"exited": token, "status": status})
+        elif pid not in intermediates and len(early) < 4096:
+            early[pid] = status
+
     send({"ready": True})
     while True:
-        readable, _, _ = select.select([control, wake_read], [], [])
+        readable, _, _ = select.select([control, wake_read, *pending], [], [])
         if wake_read in readable:
             os.read(wake_read, 512)
             while True:
@@ -286,23 +281,47 @@ def main():
                     break
                 if pid == 0:
                     break
-                token = children.pop(pid, None)
-                if token is not None:
-                    code = os.waitstatus_to_exitcode(wait_status)
-                    send({"exited": token, "status": 128 - code if code < 0 else code})
-        if control in readable:
-            line = reader.readline()
-            if not line:
-                return  # the host is gone: the sandbox ends, and every child with it
+                if pid in intermediates:
+                    intermediates.discard(pid)
+                    continue
+                code = os.waitstatus_to_exitcode(wait_status)
+                settle(pid, 128 - code if code < 0 else code)
+        for fd in [fd for fd in readable if fd in pending]:
+            chunk = os.read(fd, 32)
+            if chunk:
+                buffers[fd] = buffers.get(fd, b"") + chunk
+                continue
+            # The intermediate is done: its pipe closed after it wrote P1's pid (or failed to).
+            token = pending.pop(fd)
+            reply = buffers.pop(fd, b"")
+            os.close(fd)
+            if not reply:
+                send({"exited": token, "status": SETUP_FAILED})
+                continue
+            pid = int(reply)
+            children[pid] = token
+            if pid in early:
+                settle(pid, early.pop(pid))
+        if control not in readable:
+            continue
+        chunk = control.recv(1 << 16)
+        if not chunk:
+            return  # the host is gone: the sandbox ends, and every child with it
+        received += chunk
+        while b"\n" in received:
+            line, received = received.split(b"\n", 1)
             request = json.loads(line)
             token, cgroup = str(request["fork"]), str(request["cgroup"])
             sys.stdout.flush()
             sys.stderr.flush()
-            pid = _fork_child(token, cgroup, config, seccomp)
-            if pid is None:
+            # Not waited for: the intermediate and P1 set up in parallel with the next forks.
+            started = _fork_child(token, cgroup, config, seccomp)
+            if started is None:
                 send({"exited": token, "status": SETUP_FAILED})
                 continue
-            children[pid] = token
+            intermediate, read_end = started
+            intermediates.add(intermediate)
+            pending[read_end] = token
 
 
 if __name__ == "__main__":
