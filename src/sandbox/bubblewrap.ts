@@ -556,8 +556,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       // processes then beats waiting for the interpreter's own teardown by milliseconds.
       const answeredFirst = cgroup ? await Promise.race([exited.then(() => false), channel.answered.then(nextTurn).then(() => true)]) : false;
       if (answeredFirst) {
+        // SIGKILL, not waited for: no user code runs once it is delivered, and the interpreter's
+        // memory teardown need not delay the answer.
         cgroup!.killAll();
-        await Promise.race([streamsEnded(child), exited, delay(2000)]);
         exit = { code: 0, signal: null, spawnFailed: false };
       } else {
         exit = await exited;
@@ -696,20 +697,6 @@ function checkMounts(request: SandboxRequest): void {
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-
-/** Settles when the sandbox's stdout and stderr have both ended (every process holding them is gone). */
-function streamsEnded(child: { stdout: NodeJS.ReadableStream | null; stderr: NodeJS.ReadableStream | null }): Promise<void> {
-  const ended = (stream: NodeJS.ReadableStream | null) =>
-    new Promise<void>((resolve) => {
-      if (!stream || (stream as { readableEnded?: boolean }).readableEnded) resolve();
-      else {
-        stream.once('end', () => resolve());
-        stream.once('close', () => resolve());
-      }
-    });
-  return Promise.all([ended(child.stdout), ended(child.stderr)]).then(() => {});
-}
 
 function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {
   return { ok: false, error, stdout, durationMs: elapsed(started) };

@@ -193,15 +193,31 @@ result = {
   });
 
   it('the zygote holds none of the server environment', () => {
-    const pids = zygotePids();
-    assert.ok(pids.length > 0);
-    for (const pid of pids) assert.ok(!readFileSync(`/proc/${pid}/environ`, 'latin1').includes(CANARY));
+    let read = 0;
+    for (const pid of zygotePids()) {
+      let environ: string;
+      try {
+        environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
+      } catch {
+        continue; // a child of a finished run, gone meanwhile
+      }
+      read++;
+      assert.ok(!environ.includes(CANARY));
+    }
+    assert.ok(read > 0);
   });
 
   it('a killed zygote is replaced, and runs keep working meanwhile', async () => {
-    const pids = zygotePids();
-    assert.ok(pids.length > 0);
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    let killed = 0;
+    for (const pid of zygotePids()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed++;
+      } catch {
+        // a child of a finished run (its dying parent no longer shows the zygote's command line)
+      }
+    }
+    assert.ok(killed > 0);
     // (A run claimed in the moment before the host notices fails as a SandboxError, never hangs.)
     await new Promise((resolve) => setTimeout(resolve, 200));
     for (let index = 0; index < 5; index++) assert.equal(resultOf(await py(`result = ${index}`, { entry: 'script' })), index);

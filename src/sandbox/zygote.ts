@@ -286,8 +286,8 @@ class ZygoteChild {
     let bound: NodeJS.Timeout | undefined;
     const bounded = new Promise((resolve) => (bound = setTimeout(resolve, 2000)));
     if (first === 'answered') {
-      this.cgroup.killAll();
-      await Promise.race([streams, bounded]);
+      // The SIGKILL below is not waited for: no user code runs once it is delivered, and a large
+      // process's memory teardown (pandas: milliseconds) need not delay the answer.
       status = 0;
     } else {
       status = await this.waitExit();
