@@ -210,7 +210,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     mkdirSync(pidsBase);
     const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
-    const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 64 })!;
+    const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
     const user = sandboxUser;
     return {
       memoryDir: memoryBase,
@@ -289,9 +289,12 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // Only allow-listed packages, by their import names: the zygote imports them before any run.
     const imports = [...new Set(warm.imports)].filter((name) => IMPORT_NAME.test(name) && findPythonPackage(name)?.importName === name).sort();
     const { limits } = request;
-    const key = JSON.stringify([shape.key, warm.group, imports]);
+    // The CPU-time limit is not part of the zygote: each run's worker sets its own from the run's
+    // first line (a code-mode callee's limit is what is left of its caller's time, which would
+    // otherwise make a new zygote every second).
+    const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
+    const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.group, imports]);
     const rlimits: Record<string, [number, number]> = {
-      cpu: [limits.cpuSeconds, limits.cpuSeconds + 1],
       fsize: [limits.maxFileBytes, limits.maxFileBytes],
       core: [0, 0],
       nofile: [1024, 1024],
@@ -341,7 +344,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const child = spec ? zygotes!.claim(spec) : null;
     if (child) {
       const record = await child.run({
-        payload,
+        payload: `${JSON.stringify({ cpuSeconds: Math.floor(request.limits.cpuSeconds) })}\n${payload}`,
         bridge: request.bridge,
         lineCapBytes: request.limits.maxResultBytes + 2 * TRACEBACK_CAP,
         timeoutMs: request.limits.timeoutSeconds * 1000,
@@ -528,6 +531,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     let timedOut = false;
     let networkFailed = false;
     let exit: LauncherExit;
+    let answeredFirst = false;
     try {
       let escalation: NodeJS.Timeout | undefined;
       // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
@@ -554,11 +558,12 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       // With the answer in, the run is over: the runner flushed its output before answering, so it
       // is in the pipes already (read by the end of this turn of the event loop). Ending the run's
       // processes then beats waiting for the interpreter's own teardown by milliseconds.
-      const answeredFirst = cgroup ? await Promise.race([exited.then(() => false), channel.answered.then(nextTurn).then(() => true)]) : false;
+      answeredFirst = cgroup ? await Promise.race([exited.then(() => false), channel.answered.then(nextTurn).then(() => true)]) : false;
       if (answeredFirst) {
         // SIGKILL, not waited for: no user code runs once it is delivered, and the interpreter's
         // memory teardown need not delay the answer.
-        cgroup!.killAll();
+        // The helper is spared: it reaps what the kill leaves and exits (no orphan, no zombie).
+        cgroup!.killAll(child.pid);
         exit = { code: 0, signal: null, spawnFailed: false };
       } else {
         exit = await exited;
@@ -567,16 +572,19 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       clearTimeout(escalation);
     } finally {
       (attachment as NetworkAttachment | null)?.close();
-      cgroup?.killAll();
+      cgroup?.killAll(answeredFirst ? child.pid : undefined);
     }
     // After a kill the namespace may still be dying; a stopped run must not outlive its answer.
     const answer = channel.answer;
     const overflowed = channel.overflowed;
-    if (timedOut || overflowed) await cgroup?.killUntilEmpty(2000);
+    const flooded = channel.flooded;
+    if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(2000);
     const oomKilled = cgroup?.oomKilled() ?? false;
     // Removing the group need not delay the answer; close() waits for it.
     if (cgroup) {
-      const removal = cgroup.remove().finally(() => pendingRemovals.delete(removal));
+      // After an answered run, once the helper has reaped what the kill left (bounded).
+      const helperDone = answeredFirst ? Promise.race([exited, delay(2000)]) : Promise.resolve();
+      const removal = helperDone.then(() => cgroup.remove()).finally(() => pendingRemovals.delete(removal));
       pendingRemovals.add(removal);
     }
     if (exit.spawnFailed) {
@@ -588,7 +596,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (networkFailed) {
       return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox network could not be set up', stderr: '' }, '', started);
     }
-    return interpret(request, { stdout, stderr, answer, overflowed, timedOut, oomKilled, exit }, started);
+    return interpret(request, { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit }, started);
   }
 
   function interpret(
@@ -598,6 +606,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       stderr: CappedCapture;
       answer: RunAnswer | null;
       overflowed: boolean;
+      flooded: boolean;
       timedOut: boolean;
       oomKilled: boolean;
       exit: LauncherExit;
@@ -610,6 +619,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const fail = (type: string, message: string, trace = '') =>
       failed({ type, message, stderr: joinLogs(stderrText, trace) }, stdoutText, started);
 
+    if (run.flooded) return fail(SANDBOX_ERROR_TYPES.exited, 'the function sent bridge calls without waiting for their answers and was stopped');
     if (run.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
     const parsed = run.answer;
     if (parsed !== null && typeof parsed === 'object') {
@@ -697,6 +707,7 @@ function checkMounts(request: SandboxRequest): void {
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {
   return { ok: false, error, stdout, durationMs: elapsed(started) };

@@ -50,6 +50,12 @@ function ownCgroupPath(controller: string | null): string | null {
   return null;
 }
 
+/** Removes a group and the groups below it, deepest first (a zygote's runs sit two levels down). */
+function removeGroupTree(dir: string): void {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) removeGroupTree(join(dir, entry.name));
+  rmdirSync(dir);
+}
+
 /**
  * Makes this sandbox instance's own group under the shared parent (so instances in several
  * processes never touch each other's runs) and removes groups left by processes that are gone.
@@ -60,10 +66,8 @@ function prepareBase(parent: string): string | null {
     for (const entry of readdirSync(parent, { withFileTypes: true })) {
       const owner = /^instance-(\d+)-/.exec(entry.name);
       if (!entry.isDirectory() || !owner || existsSync(`/proc/${owner[1]}`)) continue;
-      const stale = join(parent, entry.name);
       try {
-        for (const run of readdirSync(stale, { withFileTypes: true })) if (run.isDirectory()) rmdirSync(join(stale, run.name));
-        rmdirSync(stale);
+        removeGroupTree(join(parent, entry.name));
       } catch {
         // still has dying processes; the next start-up retries
       }

@@ -18,6 +18,9 @@ export interface RunAnswer {
 /** What the runner writes on fd 3 when it is started and blocked reading its request. */
 export const READY_LINE = '{"ready":true}';
 
+/** Bridge calls a run may have sent and not yet had answered (threads may share the bridge). */
+const MAX_OUTSTANDING_CALLS = 16;
+
 /** Until a run claims the channel, nothing but READY_LINE is expected; anything longer is wrong. */
 const UNCLAIMED_LINE_CAP = 4096;
 
@@ -25,6 +28,9 @@ export class RunChannel {
   answer: RunAnswer | null = null;
   /** A line longer than the cap arrived; the run is stopped. */
   overflowed = false;
+  /** The run sent more bridge calls than it waited for; it is stopped. */
+  flooded = false;
+  private outstanding = 0;
   /** True once the runner waits for its request; false if fd 3 closed first (the sandbox died). */
   readonly ready: Promise<boolean>;
   /** Settles when the run's answer has arrived (never, if it does not). */
@@ -98,8 +104,17 @@ export class RunChannel {
       message = { ok: false, type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
     }
     if (message !== null && typeof message === 'object' && Object.prototype.hasOwnProperty.call(message, 'bridge')) {
+      // The bridge is call-and-wait; a run that sends calls without reading their answers would
+      // only queue work and memory on the server, so past a few outstanding it is stopped.
+      if (++this.outstanding > MAX_OUTSTANDING_CALLS) {
+        if (!this.flooded) {
+          this.flooded = true;
+          this.onOverflow();
+        }
+        return;
+      }
       const request = (message as { bridge: unknown }).bridge;
-      this.replies = this.replies.then(() => this.reply(request));
+      this.replies = this.replies.then(() => this.reply(request)).finally(() => this.outstanding--);
       return;
     }
     if (this.answer === null) {

@@ -192,6 +192,48 @@ result = {
     assert.equal(resultOf(await py('result = 2', { limits: tight, entry: 'script' })), 2);
   });
 
+  it("each run's CPU-time limit is its own, in the same zygote; its init ignores its signals", async () => {
+    const zygotes = sandbox.zygoteStats()!.zygotes.length;
+    const before = sandbox.zygoteStats()!.runs;
+    const spin = await py('while True:\n    pass\n', { limits: { ...limits, cpuSeconds: 1 }, entry: 'script' });
+    assert.equal(!spin.ok && spin.error.type, 'TimeoutError');
+    assert.match(!spin.ok ? spin.error.message : '', /CPU time/);
+    const signalled = await py('import os, signal, time\nos.kill(1, signal.SIGINT)\nos.kill(1, signal.SIGTERM)\ntime.sleep(0.2)\nresult = "still here"\n', { entry: 'script' });
+    assert.equal(resultOf(signalled), 'still here');
+    assert.equal(sandbox.zygoteStats()!.runs, before + 2);
+    assert.equal(sandbox.zygoteStats()!.zygotes.length, zygotes, 'no zygote of its own for another CPU limit');
+  });
+
+  it('a run that sends bridge calls without reading the answers is stopped', async () => {
+    const flood = 'import os, time\nfor _ in range(100000):\n    os.write(3, b\'{"bridge": {"op": "call"}}\\n\')\ntime.sleep(5)\nresult = 1\n';
+    for (const warm of [WARM, undefined]) {
+      const started = Date.now();
+      const outcome = await sandbox.run({ language: 'python', code: flood, input: {}, limits, entry: 'script', bridge: async () => ({ ok: true }), ...(warm ? { warm } : {}) });
+      assert.equal(!outcome.ok && outcome.error.type, 'ProcessExitError', JSON.stringify(outcome));
+      assert.match(!outcome.ok ? outcome.error.message : '', /bridge calls without waiting/);
+      assert.ok(Date.now() - started < 4000, 'stopped at once, not at the end of its sleep');
+    }
+  });
+
+  it('a new zygote never ends the runs of a busy one', async () => {
+    const small = createBubblewrapSandbox({ network: false, pool: false, zygote: { maxZygotes: 1 } });
+    try {
+      const run = (group: string, code: string) => small.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [] } });
+      await run('first', 'result = 0');
+      for (let waited = 0; waited < 30_000 && !small.zygoteStats()!.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0); waited += 50) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const long = run('first', 'import time\ntime.sleep(1.5)\nresult = "finished"\n');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Another namespace wants the only zygote slot while a run is in progress there.
+      assert.equal(resultOf(await run('second', 'result = 2')), 2);
+      assert.equal(resultOf(await long), 'finished');
+      assert.deepEqual(small.zygoteStats()!.zygotes.map((zygote) => zygote.state), ['ready']);
+    } finally {
+      await small.close();
+    }
+  });
+
   it('the zygote holds none of the server environment', () => {
     let read = 0;
     for (const pid of zygotePids()) {

@@ -92,6 +92,7 @@ export interface ZygoteRunRecord {
   stderr: CappedCapture;
   answer: RunAnswer | null;
   overflowed: boolean;
+  flooded: boolean;
   timedOut: boolean;
   oomKilled: boolean;
   exit: { code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean };
@@ -253,7 +254,18 @@ class ZygoteChild {
     return new Promise((resolve) => this.exitWaiters.push(resolve));
   }
 
+  /** Called once when a claimed child's run is over (its zygote counts the runs in progress). */
+  onDone: () => void = () => {};
+
   async run(request: ZygoteRunRequest): Promise<ZygoteRunRecord> {
+    try {
+      return await this.runOnce(request);
+    } finally {
+      this.onDone();
+    }
+  }
+
+  private async runOnce(request: ZygoteRunRequest): Promise<ZygoteRunRecord> {
     const started = await this.ready;
     const channel = this.channel;
     // Gone before the request was sent (its zygote died, say): nothing of the run happened.
@@ -264,10 +276,14 @@ class ZygoteChild {
     }
     let timedOut = false;
     let escalated = false;
+    let lost: NodeJS.Timeout | undefined;
     const kill = () => {
       if (escalated) return;
       escalated = true;
       this.cgroup.killAll();
+      // Killed processes are reported within milliseconds; if nothing comes, the run is over anyway.
+      lost = setTimeout(() => this.settle(null), 5000);
+      lost.unref();
     };
     const timer = setTimeout(() => {
       timedOut = true;
@@ -295,8 +311,9 @@ class ZygoteChild {
     }
     clearTimeout(bound);
     clearTimeout(timer);
+    clearTimeout(lost);
     this.cgroup.killAll();
-    if (timedOut || channel.overflowed) await this.cgroup.killUntilEmpty(2000);
+    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(2000);
     const record = this.record(status, timedOut, false);
     this.release(this.cgroup);
     return record;
@@ -308,6 +325,7 @@ class ZygoteChild {
       stderr: this.stderr,
       answer: this.channel?.answer ?? null,
       overflowed: this.channel?.overflowed ?? false,
+      flooded: this.channel?.flooded ?? false,
       timedOut,
       oomKilled: this.cgroup.oomKilled(),
       // A child whose zygote vanished reads as a sandbox that could not run.
@@ -334,6 +352,8 @@ class Zygote {
   everReady = false;
   lastUsed = Date.now();
   runs = 0;
+  /** Runs in progress in its children: a zygote is never stopped under them, except by close(). */
+  active = 0;
   readonly spares: ZygoteChild[] = [];
   private readonly children = new Map<string, ZygoteChild>();
   /** Empty run cgroups kept for the next children: making and removing groups costs more than a run. */
@@ -432,6 +452,13 @@ class Zygote {
     const spare = this.spares.find((candidate) => candidate.channel !== null) ?? this.spares[0] ?? null;
     if (spare) this.spares.splice(this.spares.indexOf(spare), 1);
     const child = spare ?? this.fork();
+    if (child) {
+      this.active++;
+      child.onDone = () => {
+        this.active--;
+        this.lastUsed = Date.now();
+      };
+    }
     // After the claiming run has sent its request.
     setImmediate(() => this.refill());
     return child;
@@ -566,9 +593,12 @@ export class ZygotePool {
   private startZygote(spec: ZygoteSpec): void {
     if (freemem() - this.zygoteMemoryBytes < this.reserveBytes) return;
     while (this.zygotes.size >= this.maxZygotes) {
-      const [oldestKey, oldest] = this.zygotes.entries().next().value as [string, Zygote];
-      this.zygotes.delete(oldestKey);
-      oldest.stop();
+      // The least recently used zygote with no run in progress makes room; if every one is busy,
+      // this key waits (its runs take the ordinary path), so no tenant can end another's runs.
+      const idle = [...this.zygotes].find(([, zygote]) => zygote.active === 0);
+      if (!idle) return;
+      this.zygotes.delete(idle[0]);
+      idle[1].stop();
     }
     const zygote = new Zygote(spec, this.hooks, this.sockets, this.spareOptions);
     this.zygotes.set(spec.key, zygote);
@@ -602,7 +632,11 @@ export class ZygotePool {
         const crashes = (this.crashes.get(key) ?? 0) + (zygote.everReady ? 1 : 0);
         this.crashes.set(key, crashes);
         this.failedUntil.set(key, now + (zygote.everReady ? Math.min(60_000, 1000 * 2 ** (crashes - 1)) : 60_000));
-      } else if (now - zygote.lastUsed > this.idleMs) {
+        // Bounded: the oldest keys' back-off records go first.
+        for (const map of [this.failedUntil, this.crashes]) {
+          while (map.size > 256) map.delete(map.keys().next().value as string);
+        }
+      } else if (now - zygote.lastUsed > this.idleMs && zygote.active === 0) {
         this.zygotes.delete(key);
         zygote.stop();
       } else {

@@ -21,6 +21,7 @@
 # run cannot see, signal or trace another run (nor P1, nor the zygote), share files or IPC with it,
 # or inherit anything but the zygote's pre-import state, which no run ever wrote to.
 import ctypes
+import json
 import os
 import select
 import signal
@@ -119,11 +120,10 @@ def _child(token, cgroup, config, seccomp):
     """P1: runs in the fresh PID namespace. Never returns."""
     status = SETUP_FAILED
     try:
+        # Fails (and so does the run's set-up) if a group is missing: never run outside the limits.
         for controller in ("memory", "pids"):
-            procs = f"/sandbox/zygote/cg-{controller}/{cgroup}/cgroup.procs"
-            if os.path.exists(os.path.dirname(procs)):
-                with open(procs, "w") as handle:
-                    handle.write("0\n")
+            with open(f"/sandbox/zygote/cg-{controller}/{cgroup}/cgroup.procs", "w") as handle:
+                handle.write("0\n")
         _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
         _loopback_up()
         _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
@@ -142,6 +142,10 @@ def _child(token, cgroup, config, seccomp):
         _load_seccomp(seccomp)
         # Undumpable: the worker (same user) cannot open this process's /proc files or memory.
         _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+        # Default dispositions: as PID 1 of its namespace, P1 then ignores every signal its run
+        # sends it (Python's own SIGINT handler would let the run end it).
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_DFL)
         worker = os.fork()
         if worker == 0:
             _worker(config)
@@ -163,18 +167,21 @@ def _child(token, cgroup, config, seccomp):
     os._exit(status)
 
 
-def _read_request_line():
-    # The request is one line, and the host sends nothing else before the run answers or calls
-    # the bridge; unbuffered reads keep the fd table as a cold run's (the bridge opens its own).
-    chunks = []
-    while True:
+def _read_request():
+    """The run's two lines on fd 3: its CPU-time limit (applied here, before any of its code), then
+    the request. Read unbuffered: the host sends nothing else before the run answers or calls the
+    bridge, and the fd table stays a cold run's (the bridge opens its own reader)."""
+    import resource
+    data = b""
+    while data.count(b"\n") < 2:
         chunk = os.read(3, 1 << 16)
         if not chunk:
             break
-        chunks.append(chunk)
-        if chunk.endswith(b"\n"):
-            break
-    return b"".join(chunks)
+        data += chunk
+    head, _, request = data.partition(b"\n")
+    seconds = int(json.loads(head)["cpuSeconds"])
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+    return request
 
 
 def _worker(config):
@@ -187,9 +194,10 @@ def _worker(config):
             resource.setrlimit(getattr(resource, "RLIMIT_" + name.upper()), (soft, hard))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
         _reseed()
         import runner
-        runner.serve(_read_request_line)
+        runner.serve(_read_request)
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001
@@ -197,7 +205,7 @@ def _worker(config):
     os._exit(0)
 
 
-def _fork_child(token, cgroup, config, seccomp):
+def _fork_child(token, cgroup, config, seccomp, state):
     """Starts P1 for one run; returns (intermediate pid, read end of the pipe P1's pid arrives on)."""
     read_end, write_end = os.pipe()
     try:
@@ -212,6 +220,10 @@ def _fork_child(token, cgroup, config, seccomp):
         status = SETUP_FAILED
         try:
             signal.set_wakeup_fd(-1)
+            # Tokens of other children (and fork requests not read yet) stay in the zygote: this
+            # process's memory becomes the run's.
+            for value in state.values():
+                value.clear()
             os.close(read_end)
             _check(libc.unshare(CLONE_NEWPID), "unshare pid")
             pid = os.fork()
@@ -228,7 +240,6 @@ def _fork_child(token, cgroup, config, seccomp):
 
 
 def main():
-    import json
     import resource  # noqa: F401  the worker sets its limits with it
     config = json.loads(sys.argv[1])
     chunks = []
@@ -262,7 +273,7 @@ def main():
     control = socket.socket(fileno=3)
     control.setblocking(True)
     # Own line buffering: a buffered reader would hold back lines that select() no longer reports.
-    received = b""
+    received = bytearray()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -272,6 +283,7 @@ def main():
     intermediates = set()
     early = {}  # P1s reaped before their pid arrived (set-up failed at once) -> status
     buffers = {}
+    state = {"children": children, "pending": pending, "early": early, "buffers": buffers, "received": received}
 
     def send(message):
         control.sendall((json.dumps(message) + "\n").encode())
@@ -323,13 +335,15 @@ def main():
             return  # the host is gone: the sandbox ends, and every child with it
         received += chunk
         while b"\n" in received:
-            line, received = received.split(b"\n", 1)
+            end = received.index(b"\n")
+            line = bytes(received[:end])
+            del received[: end + 1]
             request = json.loads(line)
             token, cgroup = str(request["fork"]), str(request["cgroup"])
             sys.stdout.flush()
             sys.stderr.flush()
             # Not waited for: the intermediate and P1 set up in parallel with the next forks.
-            started = _fork_child(token, cgroup, config, seccomp)
+            started = _fork_child(token, cgroup, config, seccomp, state)
             if started is None:
                 send({"exited": token, "status": SETUP_FAILED})
                 continue
