@@ -24,7 +24,7 @@ import {
 } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { CappedCapture } from './capture.js';
-import { RunChannel, type RunAnswer } from './channel.js';
+import { RunChannel, type RunRecord } from './channel.js';
 import { WarmPool, type PoolItem, type PoolShape, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
 import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
@@ -601,16 +601,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
 
   function interpret(
     request: SandboxRequest,
-    run: {
-      stdout: CappedCapture;
-      stderr: CappedCapture;
-      answer: RunAnswer | null;
-      overflowed: boolean;
-      flooded: boolean;
-      timedOut: boolean;
-      oomKilled: boolean;
-      exit: LauncherExit;
-    },
+    run: RunRecord,
     started: number,
   ): SandboxOutcome {
     const { limits } = request;

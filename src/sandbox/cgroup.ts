@@ -140,8 +140,8 @@ function procsIn(dir: string): string[] {
   }
 }
 
-function killProcsIn(dir: string, spare?: number): void {
-  for (const pid of procsIn(dir)) {
+function killPids(pids: string[], spare?: number): void {
+  for (const pid of pids) {
     if (Number(pid) === spare) continue;
     try {
       process.kill(Number(pid), 'SIGKILL');
@@ -149,6 +149,10 @@ function killProcsIn(dir: string, spare?: number): void {
       // already exited
     }
   }
+}
+
+function killProcsIn(dir: string, spare?: number): void {
+  killPids(procsIn(dir), spare);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -188,12 +192,15 @@ export function createRunCgroup(
     procsFiles: [],
     configure: (next) => configurers.forEach((apply) => apply(next)),
     oomKilled: () => false,
-    killAll: (spare) => dirs.forEach((dir) => killProcsIn(dir, spare)),
+    // A run's processes join its memory group first, then its pids group, and every process they
+    // start is born in both: the first group's list is the whole run, so one read serves.
+    killAll: (spare) => killProcsIn(dirs[0], spare),
     killUntilEmpty: async (ms) => {
       const deadline = Date.now() + ms;
       for (;;) {
-        created.killAll();
-        if (dirs.every((dir) => procsIn(dir).length === 0)) return true;
+        const left = procsIn(dirs[0]);
+        if (left.length === 0) return true;
+        killPids(left);
         if (Date.now() > deadline) return false;
         await sleep(5);
       }

@@ -6,6 +6,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { SandboxBridge } from '../core/sandbox.js';
+import type { CappedCapture } from './capture.js';
 
 export interface RunAnswer {
   ok: boolean;
@@ -13,6 +14,18 @@ export interface RunAnswer {
   type?: string;
   message?: string;
   traceback?: string;
+}
+
+/** Everything a finished run left for the outcome to be made from (pooled, cold or zygote child). */
+export interface RunRecord {
+  stdout: CappedCapture;
+  stderr: CappedCapture;
+  answer: RunAnswer | null;
+  overflowed: boolean;
+  flooded: boolean;
+  timedOut: boolean;
+  oomKilled: boolean;
+  exit: { code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean; lost?: boolean };
 }
 
 /** What the runner writes on fd 3 when it is started and blocked reading its request. */

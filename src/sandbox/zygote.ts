@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { SandboxBridge } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
-import { RunChannel, type RunAnswer } from './channel.js';
+import { RunChannel, type RunRecord } from './channel.js';
 import type { RunCgroup } from './cgroup.js';
 
 const MB = 1024 * 1024;
@@ -87,15 +87,7 @@ export interface ZygoteOptions {
 }
 
 /** What a run through a zygote child produced, in the form bubblewrap.ts interprets. */
-export interface ZygoteRunRecord {
-  stdout: CappedCapture;
-  stderr: CappedCapture;
-  answer: RunAnswer | null;
-  overflowed: boolean;
-  flooded: boolean;
-  timedOut: boolean;
-  oomKilled: boolean;
-  exit: { code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean };
+export interface ZygoteRunRecord extends RunRecord {
   /** The child died before its run began (the caller may take the ordinary path instead). */
   notStarted: boolean;
 }
