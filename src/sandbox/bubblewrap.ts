@@ -230,9 +230,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   }
 
   function launchZygote(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): ZygoteProcess {
-    const request = zygoteRequests.get(spec.key);
-    if (!request) throw new Error('no request for this zygote');
-    const bwrapArgs = zygoteBubblewrapArgs(request, groups, socketDir, spec);
+    const bwrapArgs = zygoteBubblewrapArgs(spec, groups, socketDir);
     const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
     // No CPU limit: a zygote lives long; each run's worker sets its own.
     args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
@@ -261,13 +259,12 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   }
 
   /** bubblewrap for a zygote: a run's layout, plus CAP_SYS_ADMIN inside its user namespace (to make each child's namespaces), its cgroup and socket directories, and no seccomp of its own (each child loads it). */
-  function zygoteBubblewrapArgs(request: SandboxRequest, groups: ZygoteCgroups, socketDir: string, spec: ZygoteSpec): string[] {
-    const { limits } = request;
+  function zygoteBubblewrapArgs(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): string[] {
     // --disable-userns would put the zygote in a nested user namespace without rights over the
     // PID namespace its children must leave; seccomp keeps user namespaces from every run instead.
     const args = baseArgs.filter((arg) => arg !== '--disable-userns');
-    args.push('--size', String(limits.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp');
-    for (const mount of [...(request.mounts ?? [])].sort((a, b) => a.target.length - b.target.length)) {
+    args.push('--size', String(spec.config.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp');
+    for (const mount of [...spec.mounts].sort((a, b) => a.target.length - b.target.length)) {
       args.push('--ro-bind', mount.source, mount.target);
     }
     // SYS_ADMIN for the child's namespaces and mounts, NET_ADMIN for its loopback, SETPCAP to
@@ -279,9 +276,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     args.push('/usr/bin/python3', '-I', '-S', '-B', '/sandbox/zygote.py', JSON.stringify({ imports: spec.imports, ...spec.config }));
     return args;
   }
-
-  /** The request a zygote was first asked for, to build its command line from (mounts, limits). */
-  const zygoteRequests = new Map<string, SandboxRequest>();
 
   function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape): ZygoteSpec | null {
     const warm = request.warm;
@@ -299,11 +293,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       core: [0, 0],
       nofile: [1024, 1024],
     };
-    if (!zygoteRequests.has(key)) {
-      zygoteRequests.set(key, { ...request, code: '', input: null, env: {}, bridge: undefined });
-      // Bounded like the pool's keys: the oldest requests first.
-      while (zygoteRequests.size > 64) zygoteRequests.delete(zygoteRequests.keys().next().value as string);
-    }
     return {
       key,
       label: `${shape.label} ${imports.join(',') || 'plain'}`,
@@ -311,6 +300,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       runLimits: shape.cgroupLimits,
       maxLogBytes: shape.maxLogBytes,
       config: { tmpfsBytes: limits.tmpfsBytes, rlimits },
+      // In the key already: the shape's command line holds every mount.
+      mounts: request.mounts ?? [],
     };
   }
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describe, it } from 'node:test';
-import { sandboxLimitsFor } from '../core/sandbox.js';
+import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox } from './bubblewrap.js';
 
@@ -52,6 +52,20 @@ async function helperCount(count: number): Promise<void> {
 }
 
 /** User and system CPU ticks of every process in this test process's run cgroups. */
+/** Four runs at once, each ending its own way (result, result, timeout, memory). */
+async function runMixedBatch(sandbox: Sandbox): Promise<void> {
+  const outcomes = await Promise.all([
+    sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }),
+    sandbox.run({ language: 'typescript', code: 'export default () => 2;\n', input: {}, limits: pro }),
+    sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 1 } }),
+    sandbox.run({ language: 'python', code: 'bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro }),
+  ]);
+  assert.deepEqual(
+    outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
+    [1, 2, 'TimeoutError', 'MemoryError'],
+  );
+}
+
 function cpuTicksOfOurRuns(): number {
   let ticks = 0;
   for (const instance of ourCgroups()) {
@@ -76,16 +90,7 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
     await helperCount(2);
     const runtimeDirs = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`mcpworks-sandbox-${process.pid}-`));
     assert.equal(runtimeDirs().length, 1);
-    const outcomes = await Promise.all([
-      sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }),
-      sandbox.run({ language: 'typescript', code: 'export default () => 2;\n', input: {}, limits: pro }),
-      sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 1 } }),
-      sandbox.run({ language: 'python', code: 'bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro }),
-    ]);
-    assert.deepEqual(
-      outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
-      [1, 2, 'TimeoutError', 'MemoryError'],
-    );
+    await runMixedBatch(sandbox);
     // The pool is topped up again between runs.
     await helperCount(2);
     await sandbox.close();
@@ -113,16 +118,7 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
       const before = cpuTicksOfOurRuns();
       await new Promise((resolve) => setTimeout(resolve, 1000));
       assert.ok(cpuTicksOfOurRuns() - before <= 1, 'idle pooled sandboxes used CPU');
-      const outcomes = await Promise.all([
-        sandbox.run({ language: 'python', code: 'result = 1\n', input: {}, limits: pro }),
-        sandbox.run({ language: 'typescript', code: 'export default () => 2;\n', input: {}, limits: pro }),
-        sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 1 } }),
-        sandbox.run({ language: 'python', code: 'bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro }),
-      ]);
-      assert.deepEqual(
-        outcomes.map((outcome) => (outcome.ok ? outcome.result : outcome.error.type)),
-        [1, 2, 'TimeoutError', 'MemoryError'],
-      );
+      await runMixedBatch(sandbox);
       // Used sandboxes are gone and replaced; nothing else stays.
       await settled(6);
     } finally {

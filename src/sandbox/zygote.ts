@@ -17,7 +17,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import type { SandboxBridge } from '../core/sandbox.js';
+import type { SandboxBridge, SandboxMount } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
 import { RunChannel, type RunRecord } from './channel.js';
 import type { RunCgroup } from './cgroup.js';
@@ -41,6 +41,8 @@ export interface ZygoteSpec {
   readonly maxLogBytes: number;
   /** Passed to zygote.py: tmpfs size and the worker's rlimits. */
   readonly config: { tmpfsBytes: number; rlimits: Record<string, [number, number]> };
+  /** Read-only mounts of the zygote's sandbox (its runs' mounts: code mode's package). */
+  readonly mounts: readonly SandboxMount[];
 }
 
 /** The cgroup directories a zygote's runs are made in (bound into its sandbox). */
