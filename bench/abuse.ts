@@ -1,0 +1,503 @@
+/**
+ * Resource attacks against the real server (issue 10, "Checks"): for each attack, the /healthz p99
+ * and the server's RSS under attack beside the idle figures measured just before it, in the same
+ * run. Targets: p99 within 3× idle, RSS growth under 200 MB.
+ *
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog]
+ *
+ * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
+ * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
+ * server does with them, not by the meter). /healthz is probed from a third process
+ * (bench/lib/probe.ts) from 127.0.0.1, a new connection per probe; attack traffic comes from this
+ * process, where it can from 127.0.0.2 (a per-IP limit must not shelter the probe by accident of
+ * sharing the attacker's address). RSS is the server process's VmRSS, sampled every 100 ms. Each
+ * attack is bounded in count and time. A server that dies is reported and started again for the
+ * next attack. Targets are information, never the exit code.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { connect as netConnect, createServer, type Socket } from 'node:net';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { connect, createAccount, createKey, parseResult, postJson, type McpTestClient, type TestAccount } from '../src/test-support/harness.js';
+import { median, ms, p99, printTable } from './lib/measure.js';
+
+const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog'] as const;
+type AttackName = (typeof ATTACKS)[number];
+
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '8' }, only: { type: 'string' } } });
+const seconds = Number(values.seconds);
+if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must be a positive number');
+const only = values.only ? values.only.split(',').map((name) => name.trim()) : [...ATTACKS];
+for (const name of only) if (!(ATTACKS as readonly string[]).includes(name)) throw new Error(`unknown attack '${name}' (known: ${ATTACKS.join(', ')})`);
+
+const IDLE_SECONDS = 3;
+const ATTACKER = '127.0.0.2';
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const MB = 1024 * 1024;
+
+// ---------------------------------------------------------------- the server, in its own process
+
+interface ServerProcess {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  dataDir: string;
+  exited: boolean;
+  stderrTail: string[];
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+async function startServerProcess(): Promise<ServerProcess> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-abuse-'));
+  const child = spawn(process.execPath, [path.join(root, 'dist', 'cli', 'main.js'), 'serve', '--port', String(port), '--data-dir', dataDir], {
+    env: {
+      ...process.env,
+      LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
+      MCPWORKS_TIERS: '{"pro_trial":{"monthly_executions":-1,"executions_per_minute":-1,"concurrency":-1}}',
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const server: ServerProcess = { url: `http://127.0.0.1:${port}`, port, child, dataDir, exited: false, stderrTail: [] };
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    server.stderrTail.push(chunk);
+    if (server.stderrTail.length > 20) server.stderrTail.shift();
+  });
+  child.on('exit', () => (server.exited = true));
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (server.exited) throw new Error(`the server exited at start: ${server.stderrTail.join('').slice(-500)}`);
+    const up = await fetch(`${server.url}/healthz`).then((r) => r.ok, () => false);
+    if (up) return server;
+    await sleep(100);
+  }
+  throw new Error('the server did not answer /healthz within 30 s');
+}
+
+async function stopServerProcess(server: ServerProcess): Promise<void> {
+  if (!server.exited) {
+    server.child.kill('SIGTERM');
+    const deadline = Date.now() + 15_000;
+    while (!server.exited && Date.now() < deadline) await sleep(100);
+    if (!server.exited) server.child.kill('SIGKILL');
+  }
+  rmSync(server.dataDir, { recursive: true, force: true });
+}
+
+function rssMb(pid: number): number | undefined {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- the prober, in its own process
+
+class Prober {
+  private readonly child: ChildProcess;
+  private readonly lines: string[] = [];
+  private waiting: (() => void) | undefined;
+
+  constructor(url: string) {
+    this.child = spawn(process.execPath, [...process.execArgv, path.join(root, 'bench', 'lib', 'probe.ts')], {
+      env: { ...process.env, MCPWORKS_BENCH_URL: url },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      this.lines.push(line);
+      this.waiting?.();
+    });
+  }
+
+  start(label: string): void {
+    this.child.stdin!.write(`start ${label}\n`);
+  }
+
+  async stop(): Promise<{ latencies: number[]; failures: number }> {
+    this.child.stdin!.write('stop\n');
+    while (this.lines.length === 0) await new Promise<void>((resolve) => (this.waiting = resolve));
+    return JSON.parse(this.lines.shift()!);
+  }
+
+  close(): void {
+    this.child.kill();
+  }
+}
+
+// ---------------------------------------------------------------- measuring one phase
+
+interface Phase {
+  latencies: number[];
+  failures: number;
+  rss: number[];
+  died: boolean;
+}
+
+/** Probes /healthz and samples RSS while `work` runs (or for `idleSeconds` when there is none). */
+async function measure(server: ServerProcess, prober: Prober, label: string, work: () => Promise<void>): Promise<Phase> {
+  const rss: number[] = [];
+  const sampler = setInterval(() => {
+    const value = rssMb(server.child.pid!);
+    if (value !== undefined) rss.push(value);
+  }, 100);
+  prober.start(label);
+  try {
+    await work();
+  } finally {
+    clearInterval(sampler);
+  }
+  const probed = await prober.stop();
+  return { ...probed, rss, died: server.exited };
+}
+
+// ---------------------------------------------------------------- attack helpers
+
+const sleep = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
+
+/** Runs `body` in `parallel` loops until the deadline; counts outcomes by the label each returns. */
+async function loops(parallel: number, deadline: number, body: (index: number) => Promise<string>): Promise<Map<string, number>> {
+  const outcomes = new Map<string, number>();
+  await Promise.all(
+    Array.from({ length: parallel }, async (_, index) => {
+      while (Date.now() < deadline) {
+        let outcome: string;
+        try {
+          outcome = await body(index);
+        } catch (error) {
+          outcome = `error: ${String((error as Error).message ?? error).slice(0, 60)}`;
+        }
+        outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+      }
+    }),
+  );
+  return outcomes;
+}
+
+function describeOutcomes(outcomes: Map<string, number>): string {
+  return [...outcomes.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([outcome, count]) => `${count}× ${outcome}`).join('; ');
+}
+
+/** A tool call's outcome as a short label: `ok`, or the error type. */
+async function callOutcome(client: McpTestClient, tool: string, args: Record<string, unknown>): Promise<string> {
+  const response = await client.callTool(tool, args);
+  if (!response.isError) return 'ok';
+  const value = parseResult(response);
+  return String(value?.error?.type ?? value?.error_type ?? value?.error ?? 'error').slice(0, 40);
+}
+
+async function makeFunctions(server: ServerProcess, account: TestAccount, ns: string, service: string, functions: Array<Record<string, unknown>>): Promise<number> {
+  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+  let made = 0;
+  try {
+    for (const [tool, args] of [['make_namespace', { name: ns }], ['make_service', { name: service }]] as const) {
+      const response = await create.callTool(tool, args);
+      if (response.isError) throw new Error(`${tool} failed: ${JSON.stringify(parseResult(response)).slice(0, 200)}`);
+    }
+    for (const fn of functions) {
+      const response = await create.callTool('make_function', { service, backend: 'code_sandbox', language: 'python', ...fn });
+      if (!response.isError) made++;
+    }
+  } finally {
+    await create.close();
+  }
+  return made;
+}
+
+/** An HTTP request from the attacker's address; resolves with the status (0 when cut off). */
+function attackerRequest(server: ServerProcess, options: { method: string; path: string; headers: Record<string, string | number>; body?: string }): Promise<number> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port: server.port, localAddress: ATTACKER, agent: false, method: options.method, path: options.path, headers: options.headers, timeout: 30_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+    req.end(options.body);
+  });
+}
+
+// ---------------------------------------------------------------- the attacks
+
+interface Attack {
+  /** Sets up what the attack needs (not measured); returns the attack itself. */
+  prepare(server: ServerProcess): Promise<() => Promise<string>>;
+}
+
+const attacks: Record<AttackName, Attack> = {
+  // Item 1: tenant JSON Schemas that cost exponential time or heap, and uniqueItems over large arrays.
+  schemas: {
+    async prepare(server) {
+      const account = await createAccount(server.url);
+      const branch = { type: 'array', items: { $ref: '#/$defs/n' } };
+      await makeFunctions(server, account, 'abuse-schemas', 's', [
+        { name: 'deep', code: 'def main(input_data):\n    return {"ok": True}\n', input_schema: { type: 'object', properties: { x: { $ref: '#/$defs/n' } }, $defs: { n: { anyOf: [branch, { ...branch }] } } } },
+        { name: 'uniq', code: 'def main(input_data):\n    return {"ok": True}\n', input_schema: { type: 'object', properties: { items: { type: 'array', uniqueItems: true } } } },
+        {
+          name: 'uniqout',
+          code: 'def main(input_data):\n    return {"items": [{"a": i} for i in range(20000)]}\n',
+          output_schema: { type: 'object', properties: { items: { type: 'array', uniqueItems: true } } },
+        },
+      ]);
+      const nested = (depth: number): unknown => (depth === 0 ? 1 : [nested(depth - 1)]);
+      const calls: Array<[string, Record<string, unknown>]> = [
+        ['s__deep', { x: nested(19) }],
+        ['s__uniq', { items: Array.from({ length: 40_000 }, (_, i) => ({ a: i })) }],
+        ['s__uniqout', {}],
+        ['s__deep', { x: nested(26) }],
+      ];
+      const clients = await Promise.all(Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-schemas?mode=tools`, account.key)));
+      return async () => {
+        const outcomes = await loops(clients.length, Date.now() + seconds * 1000, async (index) => {
+          const [tool, args] = calls[(index + Math.floor(Math.random() * calls.length)) % calls.length]!;
+          return `${tool.slice(3)}: ${await callOutcome(clients[index]!, tool, args)}`;
+        });
+        await Promise.all(clients.map((client) => client.close().catch(() => {})));
+        return describeOutcomes(outcomes);
+      };
+    },
+  },
+
+  // Item 3: scanning a 1 MB result against two 6 KB env values, and an answer nested 400,000 deep.
+  scanner: {
+    async prepare(server) {
+      const account = await createAccount(server.url);
+      await makeFunctions(server, account, 'abuse-scanner', 'x', [
+        {
+          name: 'leak',
+          required_env: ['K1', 'K2'],
+          code: 'import os\ndef main(input_data):\n    v = os.environ["K1"]\n    near = v[:-1] + "!"\n    return {"text": (near * (1048000 // len(near)))}\n',
+        },
+        {
+          name: 'deep',
+          code: 'import os\nos.write(3, b\'{"ok":true,"result":\' + b"[" * 400000 + b"]" * 400000 + b"}\\n")\nos._exit(0)\n',
+        },
+      ]);
+      const value = (seed: string) => Array.from({ length: 6000 }, (_, i) => 'abcdefghijklmnopqrstuvwxyz0123456789'[(i * 7 + seed.charCodeAt(0)) % 36]).join('');
+      const env = Buffer.from(JSON.stringify({ K1: value('a'), K2: value('b') })).toString('base64');
+      const clients = await Promise.all(Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-scanner?mode=tools`, account.key, 'v2', { 'X-MCPWorks-Env': env })));
+      return async () => {
+        const outcomes = await loops(clients.length, Date.now() + seconds * 1000, async (index) => {
+          const tool = index === 0 ? 'x__deep' : 'x__leak';
+          return `${tool.slice(3)}: ${await callOutcome(clients[index]!, tool, {})}`;
+        });
+        await Promise.all(clients.map((client) => client.close().catch(() => {})));
+        return describeOutcomes(outcomes);
+      };
+    },
+  },
+
+  // Item 4: four 400 MB POSTs with a valid key (two announced by Content-Length, two chunked).
+  bodies: {
+    async prepare(server) {
+      const account = await createAccount(server.url);
+      await makeFunctions(server, account, 'abuse-bodies', 'x', []);
+      const size = 400 * MB;
+      const chunk = Buffer.alloc(MB, 0x20);
+      const post = (announced: boolean) =>
+        new Promise<string>((resolve) => {
+          let sent = 0;
+          const headers: Record<string, string | number> = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+          if (announced) headers['content-length'] = size;
+          const req = request({ host: '127.0.0.1', port: server.port, localAddress: ATTACKER, agent: false, method: 'POST', path: '/mcp/run/abuse-bodies', headers, timeout: 60_000 });
+          let status = 0;
+          const finish = () => resolve(`${status || 'cut'} after ${Math.round(sent / MB)} MB`);
+          req.on('response', (res) => {
+            status = res.statusCode ?? 0;
+            res.resume();
+            res.on('end', () => {
+              req.destroy();
+              finish();
+            });
+          });
+          req.on('timeout', () => req.destroy());
+          req.on('error', finish);
+          req.on('close', finish);
+          const pump = () => {
+            while (sent < size && status === 0 && !req.destroyed) {
+              sent += chunk.length;
+              if (!req.write(chunk)) return void req.once('drain', pump);
+            }
+            if (sent >= size && !req.destroyed) req.end();
+          };
+          pump();
+        });
+      return async () => {
+        const results = await Promise.all([post(true), post(true), post(false), post(false)]);
+        return results.join('; ');
+      };
+    },
+  },
+
+  // Item 5: thousands of idle, half-sent requests without authentication.
+  connections: {
+    async prepare(server) {
+      const target = 15_000;
+      return async () => {
+        const sockets: Socket[] = [];
+        let opened = 0;
+        let refused = 0;
+        let closedByServer = 0;
+        const deadline = Date.now() + seconds * 1000;
+        while (opened + refused < target && Date.now() < deadline) {
+          const batch = Array.from({ length: Math.min(500, target - opened - refused) }, () =>
+            new Promise<void>((resolve) => {
+              const socket = netConnect({ host: '127.0.0.1', port: server.port, localAddress: ATTACKER });
+              socket.on('connect', () => {
+                opened++;
+                sockets.push(socket);
+                socket.write('POST /mcp/run/abuse HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n');
+                resolve();
+              });
+              socket.on('error', () => {
+                refused++;
+                resolve();
+              });
+              socket.on('close', () => closedByServer++);
+            }),
+          );
+          await Promise.all(batch);
+        }
+        while (Date.now() < deadline) await sleep(200);
+        const stillOpen = sockets.filter((socket) => !socket.destroyed && !socket.readableEnded).length;
+        for (const socket of sockets) socket.destroy();
+        return `${opened} opened, ${refused} refused, ${stillOpen} still open at the end (${closedByServer} closed)`;
+      };
+    },
+  },
+
+  // Item 6: 100 unauthenticated /login loops while a real user logs in and uses a new key.
+  login: {
+    async prepare(server) {
+      const victim = await createAccount(server.url);
+      const user = await createAccount(server.url);
+      return async () => {
+        const deadline = Date.now() + seconds * 1000;
+        const realLogins: number[] = [];
+        const realStatuses = new Map<number, number>();
+        const real = (async () => {
+          while (Date.now() < deadline) {
+            const started = performance.now();
+            const login = await postJson(`${server.url}/login`, { email: user.email, password: user.password }).catch(() => ({ status: 0, body: null }));
+            let status = login.status;
+            if (status === 200) {
+              // A key's first use: the check the issue saw answer 429.
+              const key = await createKey(server.url, { ...user, token: login.body.token }, {}).catch(() => '');
+              status = key ? (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${key}` } }).catch(() => ({ status: 0 }))).status : 0;
+            }
+            realLogins.push(performance.now() - started);
+            realStatuses.set(status, (realStatuses.get(status) ?? 0) + 1);
+            await sleep(300);
+          }
+        })();
+        const outcomes = await loops(100, deadline, async (index) => {
+          const email = index % 2 === 0 ? victim.email : `nobody-${index}@example.com`;
+          const body = JSON.stringify({ email, password: `wrong-${Math.random()}` });
+          const status = await attackerRequest(server, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, body });
+          return `login ${status}`;
+        });
+        await real;
+        const statuses = [...realStatuses.entries()].map(([status, count]) => `${count}× ${status}`).join(', ');
+        return `attacker: ${describeOutcomes(outcomes)}; real user (login + new key's first use): ${statuses}, p99 ${ms(p99(realLogins))}`;
+      };
+    },
+  },
+
+  // Item 8: 150 functions with large code and schemas, then tools/list in tool mode in a loop.
+  catalog: {
+    async prepare(server) {
+      const account = await createAccount(server.url);
+      const code = `def main(input_data):\n    return {"n": 1}\n# ${'x'.repeat(200_000)}\n`;
+      const properties = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`field_${i}`, { type: 'string', description: 'd'.repeat(100) }]));
+      const made = await makeFunctions(server, account, 'abuse-catalog', 'big', Array.from({ length: 150 }, (_, i) => ({ name: `f${i}`, code, input_schema: { type: 'object', properties } })));
+      const clients = await Promise.all(Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-catalog?mode=tools`, account.key)));
+      return async () => {
+        const latencies: number[] = [];
+        const outcomes = await loops(clients.length, Date.now() + seconds * 1000, async (index) => {
+          const started = performance.now();
+          const listed = await clients[index]!.listTools();
+          latencies.push(performance.now() - started);
+          return `tools/list ${listed.tools.length} tools`;
+        });
+        await Promise.all(clients.map((client) => client.close().catch(() => {})));
+        return `${made} of 150 functions made; ${describeOutcomes(outcomes)}, median ${ms(median(latencies))}`;
+      };
+    },
+  },
+};
+
+// ---------------------------------------------------------------- the run
+
+console.log(
+  `abuse bench: each attack for up to ${seconds} s against \`mcpworks serve\` in its own process (embedded PGlite, trial tier's execution limits lifted); ` +
+    `/healthz probed from another process (127.0.0.1, new connection each), attack traffic from ${ATTACKER}; ` +
+    `${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); ${new Date().toISOString()}`,
+);
+const rows: string[][] = [['attack', 'idle p99', 'attack p99', 'ratio', 'probe failures', 'idle RSS', 'peak RSS', 'growth', 'targets', 'what the attack got']];
+let server = await startServerProcess();
+let prober = new Prober(server.url);
+try {
+  for (const name of only as AttackName[]) {
+    if (server.exited) {
+      prober.close();
+      await stopServerProcess(server);
+      server = await startServerProcess();
+      prober = new Prober(server.url);
+    }
+    let got = '';
+    let run: () => Promise<string>;
+    try {
+      run = await attacks[name].prepare(server);
+    } catch (error) {
+      rows.push([name, '—', '—', '—', '—', '—', '—', '—', '—', `could not prepare: ${(error as Error).message.slice(0, 120)}`]);
+      continue;
+    }
+    const idle = await measure(server, prober, `${name} idle`, () => sleep(IDLE_SECONDS * 1000));
+    const attack = await measure(server, prober, `${name} attack`, async () => {
+      got = await run().catch((error: Error) => `attack failed: ${error.message.slice(0, 120)}`);
+    });
+    const idleP99 = p99(idle.latencies);
+    const attackP99 = p99(attack.latencies);
+    const idleRss = median(idle.rss);
+    const peakRss = Math.max(...attack.rss);
+    const ratio = attackP99 / idleP99;
+    const growth = peakRss - idleRss;
+    const met = !attack.died && ratio <= 3 && growth < 200;
+    rows.push([
+      name,
+      ms(idleP99),
+      ms(attackP99),
+      `${ratio.toFixed(1)}×`,
+      `${attack.failures} of ${attack.latencies.length}`,
+      `${idleRss.toFixed(0)} MB`,
+      `${peakRss.toFixed(0)} MB`,
+      `${growth.toFixed(0)} MB`,
+      attack.died ? 'SERVER DIED' : met ? 'met' : 'missed',
+      got,
+    ]);
+    // Let the server settle (runs finish, memory returns) before the next attack's idle figures.
+    if (!server.exited) {
+      const settle = Date.now() + 30_000;
+      while (!server.exited && Date.now() < settle && !(await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false))) await sleep(200);
+      await sleep(1000);
+    }
+  }
+} finally {
+  prober.close();
+  await stopServerProcess(server);
+}
+printTable(rows);
