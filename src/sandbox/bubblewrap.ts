@@ -7,7 +7,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -29,11 +29,12 @@ import { WarmPool, type PoolItem, type PoolShape, type PoolStats, type WarmPoolO
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
 import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
-import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
+import { defaultHostPaths, isUnderUsr, procMasks, topLevelSystemDirs, type HostPaths, type ProcMasks } from './host.js';
 import { checkAgainstSchema } from './schema.js';
 import { ZygotePool, type ZygoteCgroups, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec, type ZygoteStats } from './zygote.js';
 import { findPythonPackage } from '../core/python-packages.js';
 import { transpileTypescript } from './transpile.js';
+import { MountViews } from './mount-views.js';
 import { attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 
 const MB = 1024 * 1024;
@@ -165,7 +166,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const log = options.log ?? (() => {});
   const runtimeDir = prepareRuntimeDir(paths, network, runtimeParent(sandboxUser !== null));
   const nodeBinary = realpathSync(paths.node);
-  const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network);
+  const masks = procMasks();
+  const views = new MountViews(join(runtimeDir, 'views'));
+  const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network, masks);
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
   // With the network on, bubblewrap also gets its info and block pipes (fds 5 and 6, which
@@ -299,13 +302,33 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       imports,
       runLimits: shape.cgroupLimits,
       maxLogBytes: shape.maxLogBytes,
-      config: { tmpfsBytes: limits.tmpfsBytes, rlimits },
+      config: { tmpfsBytes: limits.tmpfsBytes, rlimits, procMasks: masks },
       // In the key already: the shape's command line holds every mount.
       mounts: request.mounts ?? [],
     };
   }
 
-  async function run(request: SandboxRequest): Promise<SandboxOutcome> {
+  /** The request with its host directories replaced by their mirrors (see mount-views.ts). */
+  function throughViews(request: SandboxRequest): SandboxRequest {
+    if (!request.mounts?.length && !request.nodeModulesDir) return request;
+    const view = (source: string) => {
+      try {
+        return views.viewOf(source);
+      } catch (error) {
+        // Mounted as it is, the source fails the sandbox's start as before (missing, unreadable).
+        log(`could not mirror a mount source: ${(error as Error).message}`);
+        return source;
+      }
+    };
+    return {
+      ...request,
+      ...(request.mounts ? { mounts: request.mounts.map((mount) => ({ ...mount, source: view(mount.source) })) } : {}),
+      ...(request.nodeModulesDir ? { nodeModulesDir: view(request.nodeModulesDir) } : {}),
+    };
+  }
+
+  async function run(original: SandboxRequest): Promise<SandboxOutcome> {
+    let request = original;
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
     const started = performance.now();
     const env = request.env ?? {};
@@ -313,6 +336,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       if (!ENV_NAME.test(name) || value.includes('\0')) throw invalid(`env variable name '${name.slice(0, 64)}' or its value is not allowed`);
     }
     checkMounts(request);
+    request = throughViews(request);
     let code = request.code;
     if (request.language === 'typescript') {
       const transpiled = await transpileTypescript(request.code, request.entry ?? 'main');
@@ -723,7 +747,7 @@ function sandboxEnvironment(): Record<string, string> {
   };
 }
 
-function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boolean): string[] {
+function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boolean, masks: ProcMasks): string[] {
   const args = [
     '--unshare-user',
     '--unshare-pid',
@@ -767,6 +791,9 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
     '/sandbox',
     '--proc',
     '/proc',
+    // What /proc tells about the host: an empty read-only file or directory in its place.
+    ...masks.files.flatMap((name) => ['--ro-bind', join(runtimeDir, 'bin', 'empty'), `/proc/${name}`]),
+    ...masks.dirs.flatMap((name) => ['--size', '4096', '--perms', '0555', '--tmpfs', `/proc/${name}`, '--remount-ro', `/proc/${name}`]),
     // A hand-made /dev rather than --dev: --dev mounts devpts, which makes bubblewrap nest a second
     // user namespace that slirp4netns could not configure the network from. No ptys are needed.
     '--dir',
@@ -821,13 +848,24 @@ function runtimeParent(dropsPrivileges: boolean): string {
   throw new SandboxUnavailableError(`neither ${tmpdir()} nor /tmp can be reached by the sandbox user (chmod o+x)`);
 }
 
+/** In the runtime dir, outside what any sandbox mounts: the pid of the server that made it. */
+const OWNER_FILE = 'owner';
+
 function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): string {
-  // Directories of servers that ended without close(): named by their pid, gone with it.
+  // Directories of servers that ended without close(): their owner file names the pid, gone with
+  // it. The pid is not in the name, which every run sees in /proc/self/mountinfo.
   for (const entry of readdirSync(parent)) {
-    const owner = /^mcpworks-sandbox-(\d+)-/.exec(entry);
-    if (owner && !existsSync(`/proc/${owner[1]}`)) rmSync(join(parent, entry), { recursive: true, force: true });
+    if (!entry.startsWith('mcpworks-sandbox-')) continue;
+    let owner = /^mcpworks-sandbox-(\d+)-/.exec(entry)?.[1];
+    try {
+      owner ??= readFileSync(join(parent, entry, OWNER_FILE), 'utf8').trim();
+    } catch {
+      continue; // not ours, or still being made
+    }
+    if (/^\d+$/.test(owner) && !existsSync(`/proc/${owner}`)) rmSync(join(parent, entry), { recursive: true, force: true });
   }
-  const dir = mkdtempSync(join(parent, `mcpworks-sandbox-${process.pid}-`));
+  const dir = mkdtempSync(join(parent, 'mcpworks-sandbox-'));
+  writeFileSync(join(dir, OWNER_FILE), `${process.pid}\n`, { mode: 0o600 });
   chmodSync(dir, 0o755);
   const bin = join(dir, 'bin');
   const etc = join(dir, 'etc');
@@ -853,6 +891,9 @@ function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): 
   );
   if (compiled.status !== 0) throw new SandboxUnavailableError(`could not compile the Python runner: ${compiled.stderr.toString().trim()}`);
   chmodSync(join(bin, 'runner.pyc'), 0o644);
+  // Bound over the masked /proc files.
+  writeFileSync(join(bin, 'empty'), '');
+  chmodSync(join(bin, 'empty'), 0o444);
   const files: Record<string, string> = {
     passwd: `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nsandbox:x:${INNER_ID}:${INNER_ID}:sandbox:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
     group: `root:x:0:\nsandbox:x:${INNER_ID}:\nnogroup:x:65534:\n`,

@@ -21,6 +21,7 @@ import type { SandboxBridge, SandboxMount } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
 import { RunChannel, type RunRecord } from './channel.js';
 import type { RunCgroup } from './cgroup.js';
+import type { ProcMasks } from './host.js';
 
 const MB = 1024 * 1024;
 const TOKEN = /^[0-9a-f]{32}$/;
@@ -39,8 +40,8 @@ export interface ZygoteSpec {
   /** Per-run limits of a child's cgroups. */
   readonly runLimits: { memoryBytes: number; maxProcesses: number };
   readonly maxLogBytes: number;
-  /** Passed to zygote.py: tmpfs size and the worker's rlimits. */
-  readonly config: { tmpfsBytes: number; rlimits: Record<string, [number, number]> };
+  /** Passed to zygote.py: tmpfs size, the worker's rlimits and what each child masks in its /proc. */
+  readonly config: { tmpfsBytes: number; rlimits: Record<string, [number, number]>; procMasks: ProcMasks };
   /** Read-only mounts of the zygote's sandbox (its runs' mounts: code mode's package). */
   readonly mounts: readonly SandboxMount[];
 }

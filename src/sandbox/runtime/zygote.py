@@ -32,7 +32,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4, 22, 38, 36
 PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
@@ -100,6 +100,17 @@ def _loopback_up():
         fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
 
 
+def _mask_proc(masks):
+    # As bubblewrap.ts does for a cold run: what /proc tells about the host reads empty.
+    sealed = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for name in masks["files"]:
+        target = f"/proc/{name}".encode()
+        _mount(b"/sandbox/empty", target, None, MS_BIND, None)
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | sealed, None)
+    for name in masks["dirs"]:
+        _mount(b"tmpfs", f"/proc/{name}".encode(), b"tmpfs", sealed, b"size=4k,mode=555")
+
+
 def _connect(token, stream):
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(HOST_SOCKET)
@@ -128,6 +139,7 @@ def _child(token, cgroup, config, seccomp):
         _loopback_up()
         _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
         _mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        _mask_proc(config["procMasks"])
         _mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={config['tmpfsBytes']},mode=1777".encode())
         _mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={64 * 1024 * 1024},mode=1777".encode())
         out, err, chan = _connect(token, "out"), _connect(token, "err"), _connect(token, "chan")
