@@ -3,7 +3,9 @@
 // and what happens when a zygote dies. The escape suite (escape.test.ts) also runs its Python
 // attempts in zygote children.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
@@ -24,11 +26,11 @@ function resultOf(outcome: SandboxOutcome): any {
 }
 
 /** Runs once with these limits (starting their zygote) and waits until it has a child ready. */
-async function warmUp(runLimits: SandboxLimits = limits): Promise<void> {
-  resultOf(await py('result = 1', { limits: runLimits, entry: 'script' }));
+async function warmUp(runLimits: SandboxLimits = limits, warm = WARM): Promise<void> {
+  resultOf(await py('result = 1', { limits: runLimits, entry: 'script', warm }));
   for (let waited = 0; waited < 30_000; waited += 50) {
     const before = sandbox.zygoteStats()!.runs;
-    const outcome = await py('result = 1', { limits: runLimits, entry: 'script' });
+    const outcome = await py('result = 1', { limits: runLimits, entry: 'script', warm });
     resultOf(outcome);
     if (sandbox.zygoteStats()!.runs > before) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -162,6 +164,54 @@ result = {
     assert.equal(seen.sibling_secret_seen, false);
     assert.deepEqual(seen.zygote_mounts, [[], [], []], 'the cgroup and socket directories are unmounted before the run');
     assert.equal(resultOf(await sibling), 'alive');
+  });
+
+  it("a child's memory holds no other child's token", async () => {
+    // Every token the host hands out (zygote.ts draws them with randomBytes(16)), recorded here.
+    const tokens = new Set<string>();
+    const draw = crypto.randomBytes;
+    (crypto as { randomBytes: unknown }).randomBytes = (size: number, ...rest: unknown[]) => {
+      const bytes = (draw as (size: number, ...rest: unknown[]) => Buffer)(size, ...rest);
+      if (size === 16 && Buffer.isBuffer(bytes)) tokens.add(bytes.toString('hex'));
+      return bytes;
+    };
+    syncBuiltinESMExports();
+    try {
+      // A zygote without imports: less memory to scan. Children forked before the scanning one,
+      // and spares forked while requests were queued.
+      const plain = { group: 'token-scan', imports: [] };
+      await warmUp(limits, plain);
+      await Promise.all(Array.from({ length: 6 }, () => py('import time\ntime.sleep(0.2)\nresult = 1', { entry: 'script', warm: plain })));
+      await warmUp(limits, plain);
+      const scan = `import re
+found = set()
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as mem:
+    for line in maps:
+        fields = line.split()
+        if "rw" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+            continue
+        start, end = (int(part, 16) for part in fields[0].split("-"))
+        try:
+            mem.seek(start)
+            chunk = mem.read(end - start)
+        except (OSError, OverflowError, ValueError):
+            continue
+        found.update(match.group().decode() for match in re.finditer(rb"[0-9a-f]{32}", chunk))
+        del chunk
+result = sorted(found)
+`;
+      const before = new Set(tokens);
+      const runs = sandbox.zygoteStats()!.runs;
+      const seen: string[] = resultOf(await py(scan, { entry: 'script', warm: plain }));
+      assert.equal(sandbox.zygoteStats()!.runs, runs + 1, 'the scan ran in a zygote child');
+      assert.ok(before.size >= 8, `children forked before the scan: ${before.size}`);
+      // Its own token (it connected with it) may be there; no other child's.
+      const known = seen.filter((candidate) => tokens.has(candidate));
+      assert.ok(known.length <= 1, `tokens of ${known.length - 1} other children found`);
+    } finally {
+      (crypto as { randomBytes: unknown }).randomBytes = draw;
+      syncBuiltinESMExports();
+    }
   });
 
   it('each child starts from fresh random state', async () => {

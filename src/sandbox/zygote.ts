@@ -182,9 +182,14 @@ class HostSocket {
   }
 }
 
+/** A run's cgroup name (cgroup.ts: run-ID), a fixed-size field of zygote.py's fork records. */
+const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
+
 /** One forked child waiting for its run. */
 class ZygoteChild {
   readonly token = randomBytes(16).toString('hex');
+  /** What the zygote knows the child by (it never keeps a token; see zygote.py). */
+  readonly id: string;
   readonly stdout: CappedCapture;
   readonly stderr: CappedCapture;
   readonly ready: Promise<boolean>;
@@ -197,6 +202,7 @@ class ZygoteChild {
   private timer: NodeJS.Timeout;
 
   constructor(
+    id: number,
     readonly cgroup: RunCgroup,
     maxLogBytes: number,
     sockets: HostSocket,
@@ -204,6 +210,7 @@ class ZygoteChild {
     /** Takes the run's cgroups back once the run is over (to reuse or remove them). */
     private readonly release: (cgroup: RunCgroup) => void,
   ) {
+    this.id = id.toString(16).padStart(16, '0');
     this.stdout = new CappedCapture(maxLogBytes);
     this.stderr = new CappedCapture(maxLogBytes);
     this.ready = new Promise((resolve) => (this.markReady = resolve));
@@ -350,7 +357,9 @@ class Zygote {
   /** Runs in progress in its children: a zygote is never stopped under them, except by close(). */
   active = 0;
   readonly spares: ZygoteChild[] = [];
+  /** By fork-request id. */
   private readonly children = new Map<string, ZygoteChild>();
+  private forks = 0;
   /** Empty run cgroups kept for the next children: making and removing groups costs more than a run. */
   private readonly freeGroups: RunCgroup[] = [];
   private process: ZygoteProcess | null = null;
@@ -469,12 +478,17 @@ class Zygote {
         this.hooks.log(`zygote ${this.spec.label}: could not make a run's cgroups: ${(error as Error).message}`);
         return null;
       }
-      return new ZygoteChild(cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
+      return new ZygoteChild(++this.forks, cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
     })();
     if (!child) return null;
-    this.children.set(child.token, child);
     const name = child.cgroup.procsFiles[0]?.split('/').at(-2) ?? '';
-    this.process.control.write(`${JSON.stringify({ fork: child.token, cgroup: name })}\n`);
+    if (!RECORD_CGROUP.test(name)) {
+      this.hooks.log(`zygote ${this.spec.label}: a run's cgroup name does not fit a fork request`);
+      child.discard();
+      return null;
+    }
+    this.children.set(child.id, child);
+    this.process.control.write(`F ${child.token} ${child.id} ${name}\n`);
     return child;
   }
 
