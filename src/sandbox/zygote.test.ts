@@ -284,6 +284,59 @@ result = sorted(found)
     }
   });
 
+  it('zygote slots are shared fairly between accounts: one holding long runs in 4 namespaces leaves a slot to others', async () => {
+    const options = { network: false, pool: false, zygote: { maxZygotes: 3, maxZygotesPerOwner: 2, minSpares: 1 } };
+    let shared = createBubblewrapSandbox(options);
+    const run = (owner: string, group: string, code: string) =>
+      shared.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [], owner } });
+    const zygotesOf = (owner: string) => shared.zygoteStats()!.zygotes.filter((zygote) => zygote.owner === owner);
+    const settle = async () => {
+      for (let waited = 0; waited < 30_000 && shared.zygoteStats()!.zygotes.some((zygote) => zygote.state === 'starting' || zygote.spares === 0); waited += 50) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    try {
+      // Whom a newcomer's zygote replaces: an idle one of the account holding the most, not the
+      // least recently used one of an account that holds only one.
+      resultOf(await run('account-b', 'b1', 'result = 1'));
+      await settle();
+      for (const group of ['a1', 'a2']) resultOf(await run('account-a', group, 'result = 1'));
+      await settle();
+      assert.deepEqual([zygotesOf('account-a').length, zygotesOf('account-b').length], [2, 1]);
+      resultOf(await run('account-c', 'c1', 'result = 1'));
+      await settle();
+      assert.deepEqual([zygotesOf('account-a').length, zygotesOf('account-b').length, zygotesOf('account-c').length], [1, 1, 1]);
+      // Now each holds its share: A's next namespace takes nobody's slot.
+      resultOf(await run('account-a', 'a3', 'result = 1'));
+      await settle();
+      assert.deepEqual([zygotesOf('account-a').length, zygotesOf('account-b').length, zygotesOf('account-c').length], [1, 1, 1]);
+      // A fresh server. Account A holds long runs in four namespaces: at most two of them get
+      // zygotes, and B's namespace still finds a slot while they run.
+      await shared.close();
+      shared = createBubblewrapSandbox(options);
+      for (const group of ['a1', 'a2', 'a3', 'a4']) {
+        resultOf(await run('account-a', group, 'result = 1'));
+        await settle();
+      }
+      assert.equal(zygotesOf('account-a').length, 2, JSON.stringify(shared.zygoteStats()));
+      const holding = ['a1', 'a2', 'a3', 'a4'].map((group) => run('account-a', group, 'import time\ntime.sleep(6)\nresult = "held"'));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      let served = false;
+      for (let attempt = 0; attempt < 100 && !served; attempt++) {
+        const before = zygotesOf('account-b').reduce((sum, zygote) => sum + zygote.runs, 0);
+        resultOf(await run('account-b', 'b1', 'result = 2'));
+        served = zygotesOf('account-b').reduce((sum, zygote) => sum + zygote.runs, 0) > before;
+        if (!served) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.ok(served, `account B's run never got a zygote: ${JSON.stringify(shared.zygoteStats())}`);
+      assert.equal(zygotesOf('account-a').length, 2);
+      assert.ok(zygotesOf('account-a').every((zygote) => zygote.active > 0), "A's runs were still in progress");
+      for (const outcome of await Promise.all(holding)) assert.equal(resultOf(outcome), 'held');
+    } finally {
+      await shared.close();
+    }
+  });
+
   it('the zygote holds none of the server environment', () => {
     let read = 0;
     for (const pid of zygotePids()) {

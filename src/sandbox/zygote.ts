@@ -27,6 +27,8 @@ const MB = 1024 * 1024;
 const TOKEN = /^[0-9a-f]{32}$/;
 /** A child that has not connected and reported ready in this long is given up. */
 const CHILD_START_MS = 10_000;
+/** An owner at its cap replaces one of its own zygotes only once it has been unused this long. */
+const OWN_REPLACE_MS = 10_000;
 /** A zygote that has not finished its imports in this long is given up. */
 const ZYGOTE_START_MS = 60_000;
 
@@ -35,6 +37,8 @@ export interface ZygoteSpec {
   readonly key: string;
   /** For logs and stats (never request data). */
   readonly label: string;
+  /** Whose runs it serves (an account id): zygote slots are shared fairly between owners. */
+  readonly owner: string;
   /** What the zygote pre-imports (allow-listed import names). */
   readonly imports: readonly string[];
   /** Per-run limits of a child's cgroups. */
@@ -75,8 +79,14 @@ export interface ZygoteHostHooks {
 }
 
 export interface ZygoteOptions {
-  /** Most zygotes alive at once (least recently used idle one goes first). Default 4. */
+  /**
+   * Most zygotes alive at once. Default 4. A new one takes the place of an idle one of its own
+   * owner or of an owner holding more (the one holding the most, least recently used first), never
+   * of one with a run in progress.
+   */
   maxZygotes?: number;
+  /** Most zygotes of one owner (account) at once, so others always find a slot. Default half of maxZygotes (at least 1). */
+  maxZygotesPerOwner?: number;
   /** Spare children kept forked per zygote (its floor). Default 2. */
   minSpares?: number;
   /** Most spare children per zygote. Default 12. */
@@ -103,7 +113,7 @@ export interface ZygoteRunRequest {
 }
 
 export interface ZygoteStats {
-  zygotes: { label: string; state: string; spares: number; runs: number }[];
+  zygotes: { label: string; owner: string; state: string; spares: number; runs: number; active: number }[];
   runs: number;
 }
 
@@ -552,6 +562,7 @@ export class ZygotePool {
   private readonly zygotes = new Map<string, Zygote>();
   private readonly sockets: HostSocket;
   private readonly maxZygotes: number;
+  private readonly maxPerOwner: number;
   private readonly idleMs: number;
   private readonly reserveBytes: number;
   private readonly zygoteMemoryBytes: number;
@@ -570,6 +581,7 @@ export class ZygotePool {
   ) {
     this.sockets = new HostSocket(runtimeDir, owner);
     this.maxZygotes = options.maxZygotes ?? 4;
+    this.maxPerOwner = Math.max(1, Math.min(this.maxZygotes, options.maxZygotesPerOwner ?? Math.floor(this.maxZygotes / 2)));
     this.idleMs = options.idleMs ?? 5 * 60_000;
     this.reserveBytes = options.reserveBytes ?? Math.max(512 * MB, Math.floor(totalmem() * 0.1));
     this.zygoteMemoryBytes = options.zygoteMemoryBytes ?? 160 * MB;
@@ -601,13 +613,29 @@ export class ZygotePool {
 
   private startZygote(spec: ZygoteSpec): void {
     if (freemem() - this.zygoteMemoryBytes < this.reserveBytes) return;
+    // Only an idle zygote (no run in progress) makes room, so no tenant can end another's runs;
+    // without one, this key waits (its runs take the ordinary path).
+    const idle = (owner?: string) => [...this.zygotes].filter(([, zygote]) => zygote.active === 0 && (owner === undefined || zygote.spec.owner === owner));
+    const held = (owner: string) => [...this.zygotes.values()].filter((zygote) => zygote.spec.owner === owner).length;
+    if (held(spec.owner) >= this.maxPerOwner) {
+      // At its own cap, an owner can only replace one of its own (least recently used first), and
+      // not one used in the last moments: its namespaces would take turns ending each other's.
+      const own = idle(spec.owner).find(([, zygote]) => Date.now() - zygote.lastUsed >= OWN_REPLACE_MS);
+      if (!own) return;
+      this.evict(own[0]);
+    }
     while (this.zygotes.size >= this.maxZygotes) {
-      // The least recently used zygote with no run in progress makes room; if every one is busy,
-      // this key waits (its runs take the ordinary path), so no tenant can end another's runs.
-      const idle = [...this.zygotes].find(([, zygote]) => zygote.active === 0);
-      if (!idle) return;
-      this.zygotes.delete(idle[0]);
-      idle[1].stop();
+      // One of its own, or one of an owner holding more than it does: from the owner holding the
+      // most, least recently used first (the map is in that order).
+      const mine = held(spec.owner);
+      let victim: string | undefined;
+      let most = 0;
+      for (const [key, zygote] of idle()) {
+        const count = held(zygote.spec.owner);
+        if ((zygote.spec.owner === spec.owner || count > mine) && count > most) [victim, most] = [key, count];
+      }
+      if (victim === undefined) return;
+      this.evict(victim);
     }
     const zygote = new Zygote(spec, this.hooks, this.sockets, this.spareOptions);
     this.zygotes.set(spec.key, zygote);
@@ -624,10 +652,23 @@ export class ZygotePool {
     );
   }
 
+  private evict(key: string): void {
+    const zygote = this.zygotes.get(key);
+    this.zygotes.delete(key);
+    zygote?.stop();
+  }
+
   stats(): ZygoteStats {
     return {
       runs: this.runs,
-      zygotes: [...this.zygotes.values()].map((zygote) => ({ label: zygote.spec.label, state: zygote.state, spares: zygote.spares.length, runs: zygote.runs })),
+      zygotes: [...this.zygotes.values()].map((zygote) => ({
+        label: zygote.spec.label,
+        owner: zygote.spec.owner,
+        state: zygote.state,
+        spares: zygote.spares.length,
+        runs: zygote.runs,
+        active: zygote.active,
+      })),
     };
   }
 
