@@ -290,7 +290,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // first line (a code-mode callee's limit is what is left of its caller's time, which would
     // otherwise make a new zygote every second).
     const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
-    const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? '', warm.group, imports]);
+    const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? null, warm.group, imports]);
     const rlimits: Record<string, [number, number]> = {
       fsize: [limits.maxFileBytes, limits.maxFileBytes],
       core: [0, 0],
@@ -299,7 +299,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     return {
       key,
       label: `${shape.label} ${imports.join(',') || 'plain'}`,
-      owner: warm.owner ?? '',
+      // Without an account, the group (namespace) is its own owner.
+      owner: warm.owner ?? `group:${warm.group}`,
       imports,
       runLimits: shape.cgroupLimits,
       maxLogBytes: shape.maxLogBytes,
