@@ -54,8 +54,16 @@ export class SandboxUnavailableError extends Error {
 export interface BubblewrapSandboxOptions {
   /** Give functions network egress (default: MCPWORKS_SANDBOX_NETWORK === 'on'). */
   network?: boolean;
-  /** Host user the sandbox runs as when the server itself is root (default nobody, 65534). */
+  /**
+   * One host user every sandbox runs as when the server itself is root. Without it (the default),
+   * each sandbox and each zygote gets a host uid of its own from `sandboxUids`, in group nogroup
+   * (65534), so per-user kernel limits (inotify instances, mqueue bytes, pending signals, user
+   * namespaces) are never shared by two runs in flight (children of one zygote, one namespace's,
+   * share its uid).
+   */
   sandboxUser?: { uid: number; gid: number };
+  /** The host uids handed out (default MCPWORKS_SANDBOX_UIDS, else 2000000000-2000065535). */
+  sandboxUids?: { first: number; count: number };
   /** Override where bubblewrap, the helper, the interpreters and the runner files are. */
   paths?: Partial<HostPaths>;
   /** Operator diagnostics (never contains env values). */
@@ -141,6 +149,51 @@ interface PreparedSandbox extends PoolItem {
  */
 const IDLE_MEMORY_ESTIMATE: Record<SandboxLanguage, number> = { python: 10 * MB, typescript: 14 * MB };
 
+/** The group of every sandbox (nogroup): per-user limits are per uid, so sharing it shares none. */
+const SANDBOX_GID = 65534;
+const DEFAULT_UIDS = { first: 2_000_000_000, count: 65_536 };
+
+/** MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as (unused by anything else on the host). */
+export function sandboxUidsFromEnvironment(value = process.env.MCPWORKS_SANDBOX_UIDS): { first: number; count: number } {
+  if (!value) return DEFAULT_UIDS;
+  const match = /^(\d+)-(\d+)$/.exec(value.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  if (!match || !(first >= 1000) || !(last >= first + 63) || last >= 2 ** 32 - 1) {
+    throw new SandboxUnavailableError(`MCPWORKS_SANDBOX_UIDS must be FIRST-LAST, at least 64 uids from 1000 up, below 4294967295 (got '${value.slice(0, 64)}')`);
+  }
+  return { first, count: last - first + 1 };
+}
+
+/**
+ * Hands out uids in turn, skipping those in use, so a uid comes back only after every other one
+ * (no kernel object a finished run left, if any, meets the next run). With every one in use, the
+ * next in turn is shared.
+ */
+class UidAllocator {
+  private next = 0;
+  private readonly inUse = new Map<number, number>();
+
+  constructor(private readonly range: { first: number; count: number }) {}
+
+  take(): number {
+    let uid = this.range.first + (this.next % this.range.count);
+    for (let tried = 0; tried < this.range.count && this.inUse.has(uid); tried++) {
+      this.next++;
+      uid = this.range.first + (this.next % this.range.count);
+    }
+    this.next++;
+    this.inUse.set(uid, (this.inUse.get(uid) ?? 0) + 1);
+    return uid;
+  }
+
+  release(uid: number): void {
+    const count = (this.inUse.get(uid) ?? 1) - 1;
+    if (count > 0) this.inUse.set(uid, count);
+    else this.inUse.delete(uid);
+  }
+}
+
 export function networkFromEnvironment(value = process.env.MCPWORKS_SANDBOX_NETWORK): boolean {
   return value === 'on';
 }
@@ -161,7 +214,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     throw new SandboxUnavailableError('MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed');
   }
   const isRoot = process.getuid?.() === 0;
-  const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: 65534 }) : null;
+  // A fixed user (the option) or, by default, a uid per sandbox from the range.
+  const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: SANDBOX_GID }) : null;
+  const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment()) : null;
   const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? detectCgroupSupport() : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const runtimeDir = prepareRuntimeDir(paths, network, runtimeParent(sandboxUser !== null));
@@ -198,7 +253,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   let zygotes: ZygotePool | null = null;
   if (zygoteOption !== false && !network) {
     if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
-      zygotes = new ZygotePool(runtimeDir, sandboxUser, { cgroups: zygoteCgroups, launch: launchZygote, log }, zygoteOption === true ? {} : zygoteOption);
+      // The children's socket: the server's, open to the sandboxes' group.
+      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, { cgroups: zygoteCgroups, launch: launchZygote, log }, zygoteOption === true ? {} : zygoteOption);
     } else {
       log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
     }
@@ -214,11 +270,14 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
-    const user = sandboxUser;
+    // The zygote's own uid, shared by its children (one namespace's runs).
+    const user = uids ? { uid: uids.take(), gid: SANDBOX_GID } : sandboxUser;
+    let released = false;
     return {
       memoryDir: memoryBase,
       pidsDir: pidsBase,
       self,
+      user,
       createRun(name, limits) {
         const group = createRunCgroup(support, name, limits)!;
         // The child writes itself into its group before the run begins; nothing else it can reach.
@@ -228,6 +287,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       async remove() {
         await self.remove();
         await releaseCgroupSupport(support);
+        if (uids && !released) uids.release(user.uid);
+        released = true;
       },
     };
   }
@@ -237,7 +298,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
     // No CPU limit: a zygote lives long; each run's worker sets its own.
     args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
-    if (sandboxUser) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
+    args.push('--user', `${groups.user.uid}:${groups.user.gid}`);
     args.push('--keep-fds', '5', '--', paths.bwrap, ...bwrapArgs);
     const seccompFd = openSync(paths.seccompProgram, 'r');
     try {
@@ -451,8 +512,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
    * pooled runner is told so (its last argument), to use its wait for warming up; that changes
    * nothing a run can rely on, so it is not part of the shape's key.
    */
-  function commandFrame(shape: SandboxShape, pooled: boolean): Buffer {
-    const args = pooled ? [...shape.command, 'pooled'] : shape.command;
+  function commandFrame(shape: SandboxShape, pooled: boolean, uid: number | null): Buffer {
+    // The sandbox's own uid is not part of the shape: any pooled sandbox of it serves any run.
+    const args = [...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...shape.command, ...(pooled ? ['pooled'] : [])];
     const body = Buffer.from(args.map((arg) => `${arg}\0`).join(''), 'utf8');
     return Buffer.concat([Buffer.from(body.length.toString(16).padStart(8, '0'), 'ascii'), body]);
   }
@@ -474,7 +536,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
     const channel = new RunChannel(child.stdio[3] as Duplex, log);
-    child.stdin!.write(commandFrame(shape, pooled));
+    const uid = uids?.take() ?? null;
+    if (uid !== null) void exited.then(() => uids!.release(uid));
+    child.stdin!.write(commandFrame(shape, pooled, uid));
     const networkReady = network
       ? attachNetwork(child as ChildProcess).then(
           (attachment) => ({ attachment, failed: false }),
@@ -532,7 +596,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
     // Without a pids group the per-user count is the only fork-bomb brake (shared by concurrent runs).
     if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
-    if (sandboxUser) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
+    if (sandboxUser && !uids) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
     // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
     args.push('--keep-fds', network ? '7' : '5');
     return args;

@@ -400,6 +400,37 @@ result = {"files": {name: attempt(lambda: open("/proc/" + name, "rb").read()) fo
     check(jsMountinfo);
   });
 
+  it("a per-user kernel limit (every inotify instance) held by one run → another run in flight still gets its own", async () => {
+    const limit = Number(readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8'));
+    // Another namespace, with its own zygote ready (where zygotes are on).
+    const otherWarm = { group: 'escape-other', imports: [] };
+    resultOf(await py('result = 1', {}, { warm: otherWarm }));
+    for (let waited = 0; waited < 30_000 && sandbox.zygoteStats() && !(sandbox.zygoteStats()!.zygotes.filter((zygote) => zygote.state === 'ready' && zygote.spares > 0).length >= 2); waited += 50) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const zygoteRuns = sandbox.zygoteStats()?.runs ?? 0;
+    const holder = py(`import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+held = []
+while len(held) < 1000:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        break
+    held.append(fd)
+failure = ctypes.get_errno()
+time.sleep(2)
+result = [len(held), failure]
+`);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    // Another namespace's Python run (in its own zygote's child, unless zygotes are off) and a TypeScript run.
+    const other = await py('import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\nresult = "ok" if fd >= 0 else ctypes.get_errno()\n', {}, { warm: otherWarm });
+    if (sandbox.zygoteStats()) assert.equal(sandbox.zygoteStats()!.runs, zygoteRuns + 2, 'both Python runs ran in zygote children');
+    const js = await ts('import { watch } from "node:fs";\nexport default () => { const watcher = watch("/tmp"); watcher.close(); return "ok"; };\n');
+    assert.deepEqual(resultOf(await holder), [limit, 24], 'the holder reaches the whole per-user limit itself (EMFILE)');
+    assert.equal(resultOf(other), 'ok');
+    assert.equal(resultOf(js), 'ok');
+  });
+
   it('a 32-bit system call (int 0x80), which would dodge the rules → the process is killed', async () => {
     const code = `import ctypes, mmap
 # mov eax, 20 (getpid on i386); int 0x80; ret

@@ -57,6 +57,8 @@ export interface ZygoteCgroups {
   readonly pidsDir: string | null;
   /** The zygote process's own group. */
   readonly self: RunCgroup;
+  /** The host user the zygote and its children run as. */
+  readonly user: { uid: number; gid: number };
   /** A fresh group for one child, writable (cgroup.procs) by the sandbox user. */
   createRun(name: string, limits: { memoryBytes: number; maxProcesses: number }): RunCgroup;
   remove(): Promise<void>;
@@ -137,9 +139,10 @@ class HostSocket {
     this.listening = new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(path, () => {
-        // Only the sandbox user needs it; the token decides which run a connection belongs to.
+        // Only the sandbox users (their group) need it; the token decides which run a connection
+        // belongs to.
         if (owner) chownSync(path, owner.uid, owner.gid);
-        chmodSync(path, 0o600);
+        chmodSync(path, 0o660);
         resolve();
       });
     });
