@@ -594,7 +594,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       const extra = request.language === 'typescript' ? 1024 : 0;
       rlimit('as', (limits.memoryMb + extra) * MB);
     }
-    // Without a pids group the per-user count is the only fork-bomb brake (shared by concurrent runs).
+    // Without a pids group the per-user count is the only fork-bomb brake (per sandbox with a uid
+    // of its own; shared by concurrent runs with one fixed sandbox user).
     if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
     if (sandboxUser && !uids) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
     // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
