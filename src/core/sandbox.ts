@@ -96,8 +96,10 @@ export interface SandboxRequest {
    * Python only: lets the run use a warm fork-server (zygote) shared by runs of the same `group`
    * (a namespace) and shape, which has pre-imported `imports` (allow-listed import names that the
    * group's functions declare). Without it, or with the zygote off, the run starts its own interpreter.
+   * `owner` (the account) is whose share of the zygote slots it counts against (without it, the
+   * group's own).
    */
-  warm?: { group: string; imports: readonly string[] };
+  warm?: { group: string; imports: readonly string[]; owner?: string };
 }
 
 /** Failure types a run can report besides the user's own exception class names. */

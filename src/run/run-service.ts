@@ -196,7 +196,7 @@ export class RunService {
         env: declaredEnv(fn, ctx.env),
         limits: { ...limits, timeoutSeconds: Math.min(limits.timeoutSeconds, remaining), cpuSeconds: Math.min(limits.cpuSeconds, remaining) },
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
-        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace) } : {}),
+        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
       const checked = await this.checkOutput(fn, fromOutcome(outcome));
       return checked.ok ? { ok: true, result: checked.result } : { ok: false, error_type: checked.error_type, error: checked.error };
@@ -214,7 +214,7 @@ export class RunService {
         mounts,
         libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
         bridge,
-        ...(language === 'python' ? { warm: warmFor(namespace) } : {}),
+        ...(language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
     } finally {
       finished = true;
@@ -305,7 +305,7 @@ export class RunService {
         input: args ?? {},
         env: declaredEnv(fn, ctx.env),
         limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
-        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace) } : {}),
+        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
       result = await this.checkOutput(fn, fromOutcome(outcome));
       ranCode = true;

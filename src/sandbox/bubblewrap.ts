@@ -7,7 +7,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -29,11 +29,12 @@ import { WarmPool, type PoolItem, type PoolShape, type PoolStats, type WarmPoolO
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
 import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
-import { defaultHostPaths, isUnderUsr, topLevelSystemDirs, type HostPaths } from './host.js';
+import { defaultHostPaths, isUnderUsr, procMasks, topLevelSystemDirs, type HostPaths, type ProcMasks } from './host.js';
 import { checkAgainstSchema } from './schema.js';
 import { ZygotePool, type ZygoteCgroups, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec, type ZygoteStats } from './zygote.js';
 import { findPythonPackage } from '../core/python-packages.js';
 import { transpileTypescript } from './transpile.js';
+import { MountViews } from './mount-views.js';
 import { attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 
 const MB = 1024 * 1024;
@@ -53,8 +54,16 @@ export class SandboxUnavailableError extends Error {
 export interface BubblewrapSandboxOptions {
   /** Give functions network egress (default: MCPWORKS_SANDBOX_NETWORK === 'on'). */
   network?: boolean;
-  /** Host user the sandbox runs as when the server itself is root (default nobody, 65534). */
+  /**
+   * One host user every sandbox runs as when the server itself is root. Without it (the default),
+   * each sandbox and each zygote gets a host uid of its own from `sandboxUids`, in group nogroup
+   * (65534), so per-user kernel limits (inotify instances, mqueue bytes, pending signals, user
+   * namespaces) are never shared by two runs in flight (children of one zygote, one namespace's,
+   * share its uid).
+   */
   sandboxUser?: { uid: number; gid: number };
+  /** The host uids handed out (default MCPWORKS_SANDBOX_UIDS, else 2000000000-2000065535). */
+  sandboxUids?: { first: number; count: number };
   /** Override where bubblewrap, the helper, the interpreters and the runner files are. */
   paths?: Partial<HostPaths>;
   /** Operator diagnostics (never contains env values). */
@@ -140,6 +149,51 @@ interface PreparedSandbox extends PoolItem {
  */
 const IDLE_MEMORY_ESTIMATE: Record<SandboxLanguage, number> = { python: 10 * MB, typescript: 14 * MB };
 
+/** The group of every sandbox (nogroup): per-user limits are per uid, so sharing it shares none. */
+const SANDBOX_GID = 65534;
+const DEFAULT_UIDS = { first: 2_000_000_000, count: 65_536 };
+
+/** MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as (unused by anything else on the host). */
+export function sandboxUidsFromEnvironment(value = process.env.MCPWORKS_SANDBOX_UIDS): { first: number; count: number } {
+  if (!value) return DEFAULT_UIDS;
+  const match = /^(\d+)-(\d+)$/.exec(value.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  if (!match || !(first >= 1000) || !(last >= first + 63) || last >= 2 ** 32 - 1) {
+    throw new SandboxUnavailableError(`MCPWORKS_SANDBOX_UIDS must be FIRST-LAST, at least 64 uids from 1000 up, below 4294967295 (got '${value.slice(0, 64)}')`);
+  }
+  return { first, count: last - first + 1 };
+}
+
+/**
+ * Hands out uids in turn, skipping those in use, so a uid comes back only after every other one
+ * (no kernel object a finished run left, if any, meets the next run). With every one in use, the
+ * next in turn is shared.
+ */
+class UidAllocator {
+  private next = 0;
+  private readonly inUse = new Map<number, number>();
+
+  constructor(private readonly range: { first: number; count: number }) {}
+
+  take(): number {
+    let uid = this.range.first + (this.next % this.range.count);
+    for (let tried = 0; tried < this.range.count && this.inUse.has(uid); tried++) {
+      this.next++;
+      uid = this.range.first + (this.next % this.range.count);
+    }
+    this.next++;
+    this.inUse.set(uid, (this.inUse.get(uid) ?? 0) + 1);
+    return uid;
+  }
+
+  release(uid: number): void {
+    const count = (this.inUse.get(uid) ?? 1) - 1;
+    if (count > 0) this.inUse.set(uid, count);
+    else this.inUse.delete(uid);
+  }
+}
+
 export function networkFromEnvironment(value = process.env.MCPWORKS_SANDBOX_NETWORK): boolean {
   return value === 'on';
 }
@@ -160,12 +214,16 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     throw new SandboxUnavailableError('MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed');
   }
   const isRoot = process.getuid?.() === 0;
-  const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: 65534 }) : null;
+  // A fixed user (the option) or, by default, a uid per sandbox from the range.
+  const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: SANDBOX_GID }) : null;
+  const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment()) : null;
   const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? detectCgroupSupport() : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const runtimeDir = prepareRuntimeDir(paths, network, runtimeParent(sandboxUser !== null));
   const nodeBinary = realpathSync(paths.node);
-  const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network);
+  const masks = procMasks();
+  const views = new MountViews(join(runtimeDir, 'views'));
+  const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network, masks);
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
   // With the network on, bubblewrap also gets its info and block pipes (fds 5 and 6, which
@@ -195,7 +253,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   let zygotes: ZygotePool | null = null;
   if (zygoteOption !== false && !network) {
     if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
-      zygotes = new ZygotePool(runtimeDir, sandboxUser, { cgroups: zygoteCgroups, launch: launchZygote, log }, zygoteOption === true ? {} : zygoteOption);
+      // The children's socket: the server's, open to the sandboxes' group.
+      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, { cgroups: zygoteCgroups, launch: launchZygote, log }, zygoteOption === true ? {} : zygoteOption);
     } else {
       log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
     }
@@ -211,11 +270,14 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
-    const user = sandboxUser;
+    // The zygote's own uid, shared by its children (one namespace's runs).
+    const user = uids ? { uid: uids.take(), gid: SANDBOX_GID } : sandboxUser;
+    let released = false;
     return {
       memoryDir: memoryBase,
       pidsDir: pidsBase,
       self,
+      user,
       createRun(name, limits) {
         const group = createRunCgroup(support, name, limits)!;
         // The child writes itself into its group before the run begins; nothing else it can reach.
@@ -225,6 +287,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       async remove() {
         await self.remove();
         await releaseCgroupSupport(support);
+        if (uids && !released) uids.release(user.uid);
+        released = true;
       },
     };
   }
@@ -234,7 +298,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
     // No CPU limit: a zygote lives long; each run's worker sets its own.
     args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
-    if (sandboxUser) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
+    args.push('--user', `${groups.user.uid}:${groups.user.gid}`);
     args.push('--keep-fds', '5', '--', paths.bwrap, ...bwrapArgs);
     const seccompFd = openSync(paths.seccompProgram, 'r');
     try {
@@ -287,7 +351,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // first line (a code-mode callee's limit is what is left of its caller's time, which would
     // otherwise make a new zygote every second).
     const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
-    const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.group, imports]);
+    const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? null, warm.group, imports]);
     const rlimits: Record<string, [number, number]> = {
       fsize: [limits.maxFileBytes, limits.maxFileBytes],
       core: [0, 0],
@@ -296,16 +360,38 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     return {
       key,
       label: `${shape.label} ${imports.join(',') || 'plain'}`,
+      // Without an account, the group (namespace) is its own owner.
+      owner: warm.owner ?? `group:${warm.group}`,
       imports,
       runLimits: shape.cgroupLimits,
       maxLogBytes: shape.maxLogBytes,
-      config: { tmpfsBytes: limits.tmpfsBytes, rlimits },
+      config: { tmpfsBytes: limits.tmpfsBytes, rlimits, procMasks: masks },
       // In the key already: the shape's command line holds every mount.
       mounts: request.mounts ?? [],
     };
   }
 
-  async function run(request: SandboxRequest): Promise<SandboxOutcome> {
+  /** The request with its host directories replaced by their mirrors (see mount-views.ts). */
+  function throughViews(request: SandboxRequest): SandboxRequest {
+    if (!request.mounts?.length && !request.nodeModulesDir) return request;
+    const view = (source: string) => {
+      try {
+        return views.viewOf(source);
+      } catch (error) {
+        // Mounted as it is, the source fails the sandbox's start as before (missing, unreadable).
+        log(`could not mirror a mount source: ${(error as Error).message}`);
+        return source;
+      }
+    };
+    return {
+      ...request,
+      ...(request.mounts ? { mounts: request.mounts.map((mount) => ({ ...mount, source: view(mount.source) })) } : {}),
+      ...(request.nodeModulesDir ? { nodeModulesDir: view(request.nodeModulesDir) } : {}),
+    };
+  }
+
+  async function run(original: SandboxRequest): Promise<SandboxOutcome> {
+    let request = original;
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
     const started = performance.now();
     const env = request.env ?? {};
@@ -313,6 +399,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       if (!ENV_NAME.test(name) || value.includes('\0')) throw invalid(`env variable name '${name.slice(0, 64)}' or its value is not allowed`);
     }
     checkMounts(request);
+    request = throughViews(request);
     let code = request.code;
     if (request.language === 'typescript') {
       const transpiled = await transpileTypescript(request.code, request.entry ?? 'main');
@@ -425,8 +512,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
    * pooled runner is told so (its last argument), to use its wait for warming up; that changes
    * nothing a run can rely on, so it is not part of the shape's key.
    */
-  function commandFrame(shape: SandboxShape, pooled: boolean): Buffer {
-    const args = pooled ? [...shape.command, 'pooled'] : shape.command;
+  function commandFrame(shape: SandboxShape, pooled: boolean, uid: number | null): Buffer {
+    // The sandbox's own uid is not part of the shape: any pooled sandbox of it serves any run.
+    const args = [...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...shape.command, ...(pooled ? ['pooled'] : [])];
     const body = Buffer.from(args.map((arg) => `${arg}\0`).join(''), 'utf8');
     return Buffer.concat([Buffer.from(body.length.toString(16).padStart(8, '0'), 'ascii'), body]);
   }
@@ -448,7 +536,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
     const channel = new RunChannel(child.stdio[3] as Duplex, log);
-    child.stdin!.write(commandFrame(shape, pooled));
+    const uid = uids?.take() ?? null;
+    if (uid !== null) void exited.then(() => uids!.release(uid));
+    child.stdin!.write(commandFrame(shape, pooled, uid));
     const networkReady = network
       ? attachNetwork(child as ChildProcess).then(
           (attachment) => ({ attachment, failed: false }),
@@ -504,9 +594,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       const extra = request.language === 'typescript' ? 1024 : 0;
       rlimit('as', (limits.memoryMb + extra) * MB);
     }
-    // Without a pids group the per-user count is the only fork-bomb brake (shared by concurrent runs).
+    // Without a pids group the per-user count is the only fork-bomb brake (per sandbox with a uid
+    // of its own; shared by concurrent runs with one fixed sandbox user).
     if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
-    if (sandboxUser) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
+    if (sandboxUser && !uids) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
     // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
     args.push('--keep-fds', network ? '7' : '5');
     return args;
@@ -723,7 +814,7 @@ function sandboxEnvironment(): Record<string, string> {
   };
 }
 
-function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boolean): string[] {
+function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boolean, masks: ProcMasks): string[] {
   const args = [
     '--unshare-user',
     '--unshare-pid',
@@ -767,6 +858,9 @@ function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boo
     '/sandbox',
     '--proc',
     '/proc',
+    // What /proc tells about the host: an empty read-only file or directory in its place.
+    ...masks.files.flatMap((name) => ['--ro-bind', join(runtimeDir, 'bin', 'empty'), `/proc/${name}`]),
+    ...masks.dirs.flatMap((name) => ['--size', '4096', '--perms', '0555', '--tmpfs', `/proc/${name}`, '--remount-ro', `/proc/${name}`]),
     // A hand-made /dev rather than --dev: --dev mounts devpts, which makes bubblewrap nest a second
     // user namespace that slirp4netns could not configure the network from. No ptys are needed.
     '--dir',
@@ -821,13 +915,24 @@ function runtimeParent(dropsPrivileges: boolean): string {
   throw new SandboxUnavailableError(`neither ${tmpdir()} nor /tmp can be reached by the sandbox user (chmod o+x)`);
 }
 
+/** In the runtime dir, outside what any sandbox mounts: the pid of the server that made it. */
+const OWNER_FILE = 'owner';
+
 function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): string {
-  // Directories of servers that ended without close(): named by their pid, gone with it.
+  // Directories of servers that ended without close(): their owner file names the pid, gone with
+  // it. The pid is not in the name, which every run sees in /proc/self/mountinfo.
   for (const entry of readdirSync(parent)) {
-    const owner = /^mcpworks-sandbox-(\d+)-/.exec(entry);
-    if (owner && !existsSync(`/proc/${owner[1]}`)) rmSync(join(parent, entry), { recursive: true, force: true });
+    if (!entry.startsWith('mcpworks-sandbox-')) continue;
+    let owner = /^mcpworks-sandbox-(\d+)-/.exec(entry)?.[1];
+    try {
+      owner ??= readFileSync(join(parent, entry, OWNER_FILE), 'utf8').trim();
+    } catch {
+      continue; // not ours, or still being made
+    }
+    if (/^\d+$/.test(owner) && !existsSync(`/proc/${owner}`)) rmSync(join(parent, entry), { recursive: true, force: true });
   }
-  const dir = mkdtempSync(join(parent, `mcpworks-sandbox-${process.pid}-`));
+  const dir = mkdtempSync(join(parent, 'mcpworks-sandbox-'));
+  writeFileSync(join(dir, OWNER_FILE), `${process.pid}\n`, { mode: 0o600 });
   chmodSync(dir, 0o755);
   const bin = join(dir, 'bin');
   const etc = join(dir, 'etc');
@@ -853,6 +958,9 @@ function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): 
   );
   if (compiled.status !== 0) throw new SandboxUnavailableError(`could not compile the Python runner: ${compiled.stderr.toString().trim()}`);
   chmodSync(join(bin, 'runner.pyc'), 0o644);
+  // Bound over the masked /proc files.
+  writeFileSync(join(bin, 'empty'), '');
+  chmodSync(join(bin, 'empty'), 0o444);
   const files: Record<string, string> = {
     passwd: `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nsandbox:x:${INNER_ID}:${INNER_ID}:sandbox:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
     group: `root:x:0:\nsandbox:x:${INNER_ID}:\nnogroup:x:65534:\n`,

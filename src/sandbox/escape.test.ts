@@ -4,7 +4,7 @@
 // sandboxes and most Python ones in children of a zygote; escape-cold.test.ts repeats the suite
 // with both off.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
-import { packageRoot } from './host.js';
+import { packageRoot, procMasks } from './host.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 /** Every Python attempt asks for a warm fork-server, as the run endpoint's requests do. */
@@ -187,6 +187,7 @@ def main(input_data):
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     assert.equal(resultOf(await running), secret.length);
+    console.log("SCANS", scans);
     assert.ok(scans > 3);
     assert.deepEqual([...hits], []);
   });
@@ -304,6 +305,132 @@ result = {
 `;
     const results: Record<string, [number, string]> = resultOf(await py(code));
     for (const [name, [rc, error]] of Object.entries(results)) assert.deepEqual([name, rc, error], [name, -1, 'EPERM']);
+  });
+
+  it('sockets of other address families (AF_VSOCK, AF_PACKET, AF_ALG, netlink beyond routing), io_uring → refused by seccomp', async () => {
+    // Python's own calls; the TypeScript sandbox runs the same probe through python3 inside it.
+    const probe = `${tryBlock}${libc}
+import socket
+result = {
+    "vsock": attempt(lambda: socket.socket(40, socket.SOCK_STREAM)),
+    "vsock_high_bits": sys_call(41, 40 | (1 << 32), 1, 0),
+    "vsock_pair": sys_call(53, 40, 1, 0, 0),
+    "packet": attempt(lambda: socket.socket(17, socket.SOCK_DGRAM)),
+    "alg": attempt(lambda: socket.socket(38, socket.SOCK_SEQPACKET)),
+    "netlink_generic": attempt(lambda: socket.socket(16, socket.SOCK_RAW, 16)),
+    "io_uring_setup": sys_call(425, 8, 0),
+    "io_uring_enter": sys_call(426, 0, 0, 0, 0, 0, 0),
+    "io_uring_register": sys_call(427, 0, 0, 0, 0),
+    "allowed": [attempt(lambda: socket.socket(family, kind, proto).close()) for family, kind, proto in ((1, 1, 0), (2, 1, 0), (10, 2, 0), (16, 3, 0))],
+    "pair": attempt(lambda: [s.close() for s in socket.socketpair()]),
+    "interfaces": attempt(lambda: socket.if_nameindex()),
+}
+`;
+    const expected = {
+      vsock: 'OSError EAFNOSUPPORT',
+      vsock_high_bits: [-1, 'EAFNOSUPPORT'],
+      vsock_pair: [-1, 'EAFNOSUPPORT'],
+      packet: 'OSError EAFNOSUPPORT',
+      alg: 'OSError EAFNOSUPPORT',
+      netlink_generic: 'OSError EPROTONOSUPPORT',
+      io_uring_setup: [-1, 'ENOSYS'],
+      io_uring_enter: [-1, 'ENOSYS'],
+      io_uring_register: [-1, 'ENOSYS'],
+      allowed: ['no error: None', 'no error: None', 'no error: None', 'no error: None'],
+      pair: 'no error: [None, None]',
+      interfaces: "no error: [(1, 'lo')]",
+    };
+    assert.deepEqual(resultOf(await py(probe)), expected);
+    const js = `import { execFileSync } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { networkInterfaces } from "node:os";
+export default async function main(input: { probe: string }) {
+  // Node's own I/O still works without io_uring, and so does its interface list (routing netlink).
+  await writeFile("/tmp/x", "written");
+  return { python: JSON.parse(execFileSync("/usr/bin/python3", ["-c", input.probe + "\\nimport json; print(json.dumps(result))"]).toString()),
+    read: await readFile("/tmp/x", "utf8"), interfaces: Object.keys(networkInterfaces()) };
+}
+`;
+    assert.deepEqual(resultOf(await ts(js, { probe })), { python: expected, read: 'written', interfaces: ['lo'] });
+  });
+
+  it('/proc files that tell about the host (config.gz, boot id, keys, timers, interrupts, pressure, ...) → empty', async () => {
+    const masks = procMasks();
+    // This kernel has these; the suite must not pass by checking an empty list.
+    for (const name of ['config.gz', 'keys', 'timer_list', 'interrupts', 'sys/kernel/random/boot_id', 'cmdline']) assert.ok(masks.files.includes(name), name);
+    for (const name of ['pressure', 'acpi']) assert.ok(masks.dirs.includes(name), name);
+    const code = `${tryBlock}
+result = {"files": {name: attempt(lambda: open("/proc/" + name, "rb").read()) for name in input_data["files"]},
+          "dirs": {name: os.listdir("/proc/" + name) for name in input_data["dirs"]},
+          "write": attempt(lambda: open("/proc/keys", "w").write("x")),
+          "cpuinfo": len(open("/proc/cpuinfo").read()) > 0, "meminfo": len(open("/proc/meminfo").read()) > 0}
+`;
+    const expected = {
+      files: Object.fromEntries(masks.files.map((name) => [name, "no error: b''"])),
+      dirs: Object.fromEntries(masks.dirs.map((name) => [name, []])),
+      write: 'OSError EROFS',
+      cpuinfo: true,
+      meminfo: true,
+    };
+    assert.deepEqual(resultOf(await py(code, masks)), expected);
+    const js = 'import { readFileSync, readdirSync } from "node:fs";\nexport default (input: { files: string[]; dirs: string[] }) => ({ files: input.files.map((name) => readFileSync("/proc/" + name, "utf8")), dirs: input.dirs.map((name) => readdirSync("/proc/" + name)) });\n';
+    assert.deepEqual(resultOf(await ts(js, masks)), { files: masks.files.map(() => ''), dirs: masks.dirs.map(() => []) });
+  });
+
+  it("/proc/self/mountinfo → no server pid, data or cache path", async () => {
+    const packageDir = join(dataDir, 'cache', 'packages', 'abc');
+    mkdirSync(packageDir, { recursive: true });
+    writeFileSync(join(packageDir, 'module.py'), 'VALUE = 7\n');
+    // Reachable by the sandbox user, as a server's cache directory is.
+    chmodSync(dataDir, 0o711);
+    const mounts = [{ source: packageDir, target: '/opt/mcpworks' }];
+    const check = (mountinfo: string) => {
+      assert.ok(!mountinfo.includes(dataDir), mountinfo);
+      assert.ok(!mountinfo.includes(`-${process.pid}-`), mountinfo);
+      // Every host path it names is a system directory or the server's runtime directory (a random name).
+      const roots = mountinfo.trim().split('\n').map((line) => line.split(' ')[3]!);
+      for (const root of roots) assert.match(root, /^\/(usr|etc|newroot|dev|null|zero|full|random|urandom|tmp\/mcpworks-sandbox-[A-Za-z0-9]{6}\/[a-z]+)?(\/|$)/, root);
+    };
+    const code = 'def main(input_data):\n    import sys\n    sys.path.insert(0, "/opt/mcpworks")\n    import module\n    return [module.VALUE, open("/proc/self/mountinfo").read()]\n';
+    const [value, mountinfo] = resultOf(await py(code, {}, { mounts }));
+    assert.equal(value, 7);
+    check(mountinfo);
+    const js = 'import { readFileSync } from "node:fs";\nexport default () => [readFileSync("/opt/mcpworks/module.py", "utf8"), readFileSync("/proc/self/mountinfo", "utf8")];\n';
+    const [source, jsMountinfo] = resultOf(await ts(js, {}, { mounts }));
+    assert.equal(source, 'VALUE = 7\n');
+    check(jsMountinfo);
+  });
+
+  it("a per-user kernel limit (every inotify instance) held by one run → another run in flight still gets its own", async () => {
+    const limit = Number(readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8'));
+    // Another namespace, with its own zygote ready (where zygotes are on).
+    const otherWarm = { group: 'escape-other', imports: [] };
+    resultOf(await py('result = 1', {}, { warm: otherWarm }));
+    const otherReady = () => sandbox.zygoteStats()!.zygotes.some((zygote) => zygote.owner === 'group:escape-other' && zygote.state === 'ready' && zygote.spares > 0);
+    for (let waited = 0; waited < 30_000 && sandbox.zygoteStats() && !otherReady(); waited += 50) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const zygoteRuns = sandbox.zygoteStats()?.runs ?? 0;
+    const holder = py(`import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+held = []
+while len(held) < 1000:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        break
+    held.append(fd)
+failure = ctypes.get_errno()
+time.sleep(2)
+result = [len(held), failure]
+`);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    // Another namespace's Python run (in its own zygote's child, unless zygotes are off) and a TypeScript run.
+    const other = await py('import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\nresult = "ok" if fd >= 0 else ctypes.get_errno()\n', {}, { warm: otherWarm });
+    if (sandbox.zygoteStats()) assert.equal(sandbox.zygoteStats()!.runs, zygoteRuns + 2, 'both Python runs ran in zygote children');
+    const js = await ts('import { watch } from "node:fs";\nexport default () => { const watcher = watch("/tmp"); watcher.close(); return "ok"; };\n');
+    assert.deepEqual(resultOf(await holder), [limit, 24], 'the holder reaches the whole per-user limit itself (EMFILE)');
+    assert.equal(resultOf(other), 'ok');
+    assert.equal(resultOf(js), 'ok');
   });
 
   it('a 32-bit system call (int 0x80), which would dodge the rules → the process is killed', async () => {

@@ -62,3 +62,36 @@ export function topLevelSystemDirs(): string[] {
 export function isUnderUsr(path: string): boolean {
   return resolve(path).startsWith('/usr/');
 }
+
+/**
+ * /proc entries that tell about the host rather than the run (as runc's maskedPaths): kernel
+ * configuration, boot id and command line, memory and symbol maps, keys, timers and scheduler
+ * state, interrupts, devices, disks, locks and pressure stall figures. Files are covered by an
+ * empty read-only file, directories by an empty read-only tmpfs. What programs commonly read
+ * (cpuinfo, meminfo, stat, loadavg, uptime, version, /proc/self) stays.
+ */
+const MASKED_PROC_FILES = [
+  'config.gz', 'kcore', 'keys', 'key-users', 'timer_list', 'sched_debug', 'latency_stats', 'interrupts', 'softirqs',
+  'kallsyms', 'kmsg', 'iomem', 'ioports', 'vmallocinfo', 'slabinfo', 'buddyinfo', 'pagetypeinfo', 'zoneinfo',
+  'kpagecount', 'kpageflags', 'kpagecgroup', 'cmdline', 'consoles', 'devices', 'misc', 'modules', 'mtrr', 'dma',
+  'partitions', 'diskstats', 'swaps', 'locks', 'fb', 'sys/kernel/random/boot_id',
+];
+const MASKED_PROC_DIRS = ['acpi', 'asound', 'bus', 'driver', 'fs', 'irq', 'pressure', 'scsi', 'tty'];
+
+export interface ProcMasks {
+  /** Paths relative to /proc. */
+  files: string[];
+  dirs: string[];
+}
+
+/** The masked /proc entries this kernel has (a run's /proc is a new instance of the same kernel's). */
+export function procMasks(): ProcMasks {
+  const has = (name: string, directory: boolean) => {
+    try {
+      return lstatSync(join('/proc', name)).isDirectory() === directory;
+    } catch {
+      return false;
+    }
+  };
+  return { files: MASKED_PROC_FILES.filter((name) => has(name, false)), dirs: MASKED_PROC_DIRS.filter((name) => has(name, true)) };
+}

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
@@ -83,12 +84,23 @@ function cpuTicksOfOurRuns(): number {
   return ticks;
 }
 
+/** This server's runtime directories: their owner file holds its pid (their names do not). */
+function runtimeDirs(): string[] {
+  return readdirSync(tmpdir()).filter((name) => {
+    if (!name.startsWith('mcpworks-sandbox-')) return false;
+    try {
+      return readFileSync(join(tmpdir(), name, 'owner'), 'utf8').trim() === String(process.pid);
+    } catch {
+      return false;
+    }
+  });
+}
+
 describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started launchers and cgroups need root' }, () => {
   it('keeps two launchers ready, uses each for one run, and close() releases everything', async () => {
     const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2, pool: false });
     // Started by the spawner process, so they appear shortly after.
     await helperCount(2);
-    const runtimeDirs = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`mcpworks-sandbox-${process.pid}-`));
     assert.equal(runtimeDirs().length, 1);
     await runMixedBatch(sandbox);
     // The pool is topped up again between runs.
@@ -102,7 +114,6 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
 
   it('keeps pooled sandboxes waiting, refills them after runs, and close() releases everything', async () => {
     const sandbox = createBubblewrapSandbox({ network: false, launcherPool: 2, pool: { minSize: 2 } });
-    const runtimeDirs = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`mcpworks-sandbox-${process.pid}-`));
     const settled = async (helpers: number) => {
       const deadline = Date.now() + 10_000;
       while (ourHelpers().length !== helpers || sandbox.poolStats()!.keys.some((key) => key.ready !== 2)) {

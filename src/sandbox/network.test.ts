@@ -1,4 +1,8 @@
-// MCPWORKS_SANDBOX_NETWORK=on: egress works, while the host, cloud metadata and private ranges stay refused.
+// MCPWORKS_SANDBOX_NETWORK=on: public addresses have a route, while the host's networks, cloud
+// metadata and every special-purpose range stay refused. Nothing here sends a packet beyond
+// loopback: a refused connect() fails on the namespace's own routes, and a UDP connect() only asks
+// them. (On this test machine the npm registry resolves into 203.0.113.0/24, a documentation
+// range, so real egress cannot be shown without traffic to a non-loopback address.)
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -6,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox } from './bubblewrap.js';
-import { networkAvailable } from './network.js';
+import { hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './network.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 let sandbox: Sandbox;
@@ -36,13 +40,12 @@ result = {f"{h}:{p}": attempt(h, p) for h, p in input_data["targets"]}
 `;
 
 describe('network on', { skip: !networkAvailable() && 'needs root, slirp4netns, nsenter and ip' }, () => {
-  it("reaches the outside, but not the host's ports, its loopback, metadata or private ranges", async () => {
+  it("not the host's ports, its loopback, metadata or private ranges; the run's own loopback answers", async () => {
     const hostAddresses = Object.values(networkInterfaces())
       .flat()
       .filter((entry) => entry && entry.family === 'IPv4' && !entry.internal)
       .map((entry) => entry!.address);
     const targets: Array<[string, number]> = [
-      ['registry.npmjs.org', 443],
       ['127.0.0.1', port],
       ['10.0.2.2', port],
       ['169.254.169.254', 80],
@@ -52,18 +55,91 @@ describe('network on', { skip: !networkAvailable() && 'needs root, slirp4netns, 
     const outcome = await sandbox.run({ language: 'python', code: probe, input: { targets }, limits: pro });
     assert.equal(outcome.ok, true, JSON.stringify(outcome));
     const result = (outcome as { result: Record<string, string> }).result;
-    assert.equal(result['registry.npmjs.org:443'], 'connected');
     // The run's own loopback: nothing listens there.
     assert.equal(result[`127.0.0.1:${port}`], 'ECONNREFUSED');
-    for (const [host, target] of targets.slice(2)) assert.equal(result[`${host}:${target}`], 'EACCES', `${host}:${target}`);
+    for (const [host, target] of targets.slice(1)) assert.equal(result[`${host}:${target}`], 'EACCES', `${host}:${target}`);
   });
 
-  it('Node fetch gets out with the host CA store; the rest of the isolation is unchanged', async () => {
-    const code = 'import { readdirSync } from "node:fs";\nexport default async function main() {\n  const response = await fetch("https://registry.npmjs.org/is-odd");\n  return { status: response.status, processes: readdirSync("/proc").filter((p) => /^\\d+$/.test(p)).length };\n}\n';
-    const outcome = await sandbox.run({ language: 'typescript', code, input: {}, limits: pro });
+  it('every network the host is connected to and every special-purpose range → refused at connect(), before any packet', async () => {
+    const routes = refusedRoutes();
+    // This host's own networks are among them (and so is its gateway's), IPv4 and IPv6.
+    const connected = Object.values(networkInterfaces())
+      .flat()
+      .filter((entry) => entry && !entry.internal)
+      .flatMap((entry) => [networkOf(entry!.address, Number(entry!.cidr!.split('/')[1])), networkOf(entry!.address, entry!.family === 'IPv4' ? 32 : 128)]);
+    for (const network of connected) assert.ok(routes.includes(network), network);
+    assert.ok(connected.some((network) => !network.includes(':')) && connected.some((network) => network.includes(':')));
+    // Written out here, not taken from the module: the ranges the README promises.
+    const special = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24', '192.0.2.0/24',
+      '192.88.99.0/24', '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24', '224.0.0.0/4', '240.0.0.0/4', '10.0.2.2/32',
+      '0:0:0:0:0:ffff:0:0/96', '64:ff9b:0:0:0:0:0:0/96', '64:ff9b:1:0:0:0:0:0/48', '100:0:0:0:0:0:0:0/64', '2001:0:0:0:0:0:0:0/23',
+      '2001:db8:0:0:0:0:0:0/32', '2002:0:0:0:0:0:0:0/16', '3fff:0:0:0:0:0:0:0/20', '5f00:0:0:0:0:0:0:0/16', 'fc00:0:0:0:0:0:0:0/7',
+      'fe80:0:0:0:0:0:0:0/10', 'ff00:0:0:0:0:0:0:0/8'];
+    for (const range of special) assert.ok(routes.includes(range), range);
+    assert.equal(REFUSED_RANGES.length, special.length + 3, 'and loopback: 127.0.0.0/8, ::1/128, ::/128');
+    // A UDP connect() sends nothing: it only asks the namespace's routes. One address inside each
+    // refused prefix (its first host), less the run's own loopback (:: and 0.0.0.0 mean it too).
+    const targets = routes.filter((prefix) => !['127.0.0.0/8', '0:0:0:0:0:0:0:1/128', '0:0:0:0:0:0:0:0/128'].includes(prefix));
+    const code = `
+import errno, ipaddress, socket, time
+# Past duplicate address detection: a link-local address, once there, would be a source for IPv6.
+time.sleep(1.5)
+def attempt(address, kind):
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, kind) as probe:
+            probe.settimeout(5)
+            probe.connect((address, 80))
+            return "connected"
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error))
+def first(prefix):
+    network = ipaddress.ip_network(prefix)
+    if network.version == 6 and network.is_multicast:
+        return "ff0e::1"  # global scope: ff00::1 is reserved (EADDRNOTAVAIL before any route)
+    return str(network.network_address + (1 if network.num_addresses > 1 else 0))
+result = {
+    "udp": {prefix: attempt(first(prefix), socket.SOCK_DGRAM) for prefix in input_data["targets"]},
+    "tcp": {prefix: attempt(first(prefix), socket.SOCK_STREAM) for prefix in input_data["targets"] if ":" not in prefix},
+    "outside": [attempt("1.1.1.1", socket.SOCK_DGRAM), attempt("10.0.2.3", socket.SOCK_DGRAM)],
+    "scoped": [attempt("fe80::2%tap0", socket.SOCK_DGRAM), attempt("ff02::1%tap0", socket.SOCK_DGRAM)],
+}
+`;
+    const outcome = await sandbox.run({ language: 'python', code, input: { targets }, limits: pro });
     assert.equal(outcome.ok, true, JSON.stringify(outcome));
-    const result = (outcome as { result: { status: number; processes: number } }).result;
-    assert.equal(result.status, 200);
+    const result = (outcome as { result: { udp: Record<string, string>; tcp: Record<string, string>; outside: string[]; scoped: string[] } }).result;
+    // Link-local IPv6 needs a scope (an interface); IPv6 is off on the run's only link.
+    const expected = (prefix: string) => (prefix.startsWith('fe80:') ? ['EINVAL'] : ['EACCES']);
+    for (const prefix of targets) assert.ok(expected(prefix).includes(result.udp[prefix]!), `udp ${prefix}: ${result.udp[prefix]}`);
+    for (const [prefix, answer] of Object.entries(result.tcp)) assert.equal(answer, 'EACCES', `tcp ${prefix}`);
+    for (const answer of result.scoped) assert.notEqual(answer, 'connected');
+    // Public addresses and slirp's DNS forwarder have a route.
+    assert.deepEqual(result.outside, ['connected', 'connected']);
+  });
+
+  it('from Node: the host refused, a public address routed; the rest of the isolation is unchanged', async () => {
+    const host = hostNetworks().find((network) => network.endsWith('/32'))!.split('/')[0];
+    const code = `import { createSocket } from "node:dgram";
+import { readdirSync } from "node:fs";
+import { connect } from "node:net";
+export default async function main(input: { host: string; port: number }) {
+  const tcp = await new Promise((resolve) => {
+    const socket = connect(input.port, input.host, () => { socket.destroy(); resolve("connected"); });
+    socket.on("error", (error: any) => resolve(error.code));
+  });
+  const udp = await new Promise((resolve) => {
+    const socket = createSocket("udp4");
+    socket.connect(53, "1.1.1.1", () => { socket.close(); resolve("connected"); });
+    socket.on("error", (error: any) => resolve(error.code));
+  });
+  return { tcp, udp, processes: readdirSync("/proc").filter((p) => /^\\d+$/.test(p)).length };
+}
+`;
+    const outcome = await sandbox.run({ language: 'typescript', code, input: { host, port }, limits: pro });
+    assert.equal(outcome.ok, true, JSON.stringify(outcome));
+    const result = (outcome as { result: { tcp: string; udp: string; processes: number } }).result;
+    assert.equal(result.tcp, 'EACCES');
+    assert.equal(result.udp, 'connected');
     assert.ok(result.processes >= 1 && result.processes <= 3, String(result.processes));
   });
 });

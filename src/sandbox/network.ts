@@ -1,12 +1,17 @@
 /**
  * Network egress for MCPWORKS_SANDBOX_NETWORK=on. The run still gets its own network namespace;
  * slirp4netns gives it a user-mode NAT to the outside (host loopback disabled), and "prohibit"
- * routes inside the namespace refuse the host's own addresses (so the server's listening ports),
- * link-local (cloud metadata, 169.254.169.254) and private ranges. bubblewrap waits on --block-fd
- * until this is in place, so the function never runs with a half-configured network.
+ * routes inside the namespace refuse every network the host is directly connected to (each
+ * address and prefix of each interface: the server's ports, its neighbours, its gateway) and every
+ * special-purpose range, IPv4 and IPv6 (loopback, link-local with cloud metadata at
+ * 169.254.169.254, private, CGNAT, multicast, reserved, benchmarking, documentation, NAT64, 6to4).
+ * A refused destination fails at connect() (EACCES) before any packet leaves the namespace.
+ * bubblewrap waits on --block-fd until this is in place, so the function never runs with a
+ * half-configured network.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 
 export interface NetworkAttachment {
@@ -17,21 +22,78 @@ const SLIRP = '/usr/bin/slirp4netns';
 const NSENTER = '/usr/bin/nsenter';
 const IP = ['/usr/sbin/ip', '/usr/bin/ip', '/sbin/ip'].find((candidate) => existsSync(candidate)) ?? '/usr/sbin/ip';
 
-/** Refused destinations besides the host's own addresses. 10.0.2.0/24 is slirp's own net (DNS at .3). */
-const REFUSED_RANGES = ['169.254.0.0/16', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '10.0.2.2/32'];
+/**
+ * Special-purpose ranges (IANA's IPv4 and IPv6 special-purpose registries, less the globally
+ * reachable ones). 10.0.2.0/24 is slirp's own net: its connected route is more specific than
+ * 10.0.0.0/8, so its DNS forwarder (10.0.2.3) stays reachable, and its gateway (10.0.2.2, the host)
+ * is refused by a route of its own.
+ */
+export const REFUSED_RANGES: readonly string[] = [
+  '0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24',
+  '192.0.2.0/24', '192.88.99.0/24', '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24',
+  '224.0.0.0/4', '240.0.0.0/4', '10.0.2.2/32',
+  '::/128', '::1/128', '::ffff:0:0/96', '64:ff9b::/96', '64:ff9b:1::/48', '100::/64', '2001::/23', '2001:db8::/32',
+  '2002::/16', '3fff::/20', '5f00::/16', 'fc00::/7', 'fe80::/10', 'ff00::/8',
+];
+/** slirp4netns's own network inside the namespace: a route for it exists already. */
+const SLIRP_NETWORK = '10.0.2.0/24';
+
+/** Without IPv6 in the kernel there is no IPv6 route to refuse (nor to add). */
+const ipv6 = existsSync('/proc/net/if_inet6');
 
 export function networkAvailable(): boolean {
   return existsSync(SLIRP) && existsSync(NSENTER) && existsSync(IP) && process.getuid?.() === 0;
 }
 
-function hostAddresses(): string[] {
+/** The network of `address/length` (host bits cleared), as ip(8) accepts it. */
+export function networkOf(address: string, length: number): string {
+  if (isIPv4(address)) {
+    const value = address.split('.').reduce((sum, part) => sum * 256 + Number(part), 0);
+    const masked = length === 0 ? 0 : (value & (~0 << (32 - length))) >>> 0;
+    return `${[24, 16, 8, 0].map((shift) => (masked >>> shift) & 255).join('.')}/${length}`;
+  }
+  const value = ipv6Value(address);
+  const mask = length === 0 ? 0n : ((1n << 128n) - 1n) ^ ((1n << BigInt(128 - length)) - 1n);
+  const masked = value & mask;
+  const groups = Array.from({ length: 8 }, (_, index) => ((masked >> BigInt(112 - 16 * index)) & 0xffffn).toString(16));
+  return `${groups.join(':')}/${length}`;
+}
+
+function ipv6Value(address: string): bigint {
+  const plain = address.split('%')[0]!;
+  const [head, tail] = plain.includes('::') ? plain.split('::') : [plain, undefined];
+  const parse = (part: string | undefined) => (part ? part.split(':') : []).flatMap((group) => {
+    if (!group.includes('.')) return [group];
+    const [a, b, c, d] = group.split('.').map(Number) as [number, number, number, number];
+    return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+  });
+  const first = parse(head);
+  const last = tail === undefined ? [] : parse(tail);
+  const groups = tail === undefined ? first : [...first, ...Array(8 - first.length - last.length).fill('0'), ...last];
+  return groups.reduce((sum, group) => (sum << 16n) | BigInt(parseInt(group, 16)), 0n);
+}
+
+/** Every network the host is directly connected to, and each of its own addresses. */
+export function hostNetworks(): string[] {
   const found: string[] = [];
   for (const entries of Object.values(networkInterfaces())) {
     for (const entry of entries ?? []) {
-      if (entry.family === 'IPv4' && !entry.internal) found.push(`${entry.address}/32`);
+      if (entry.internal) continue;
+      const bits = entry.family === 'IPv4' ? 32 : 128;
+      const length = Number(entry.cidr?.split('/')[1] ?? bits);
+      found.push(networkOf(entry.address, length), networkOf(entry.address, bits));
     }
   }
   return found;
+}
+
+/** The prohibit routes a run's namespace gets: each prefix once, never slirp's own network. */
+export function refusedRoutes(): string[] {
+  const normal = (prefix: string) => {
+    const [address, length] = prefix.split('/') as [string, string];
+    return networkOf(address, Number(length));
+  };
+  return [...new Set([...REFUSED_RANGES, ...hostNetworks()].map(normal))].filter((prefix) => prefix !== SLIRP_NETWORK);
 }
 
 function readInfo(stream: NodeJS.ReadableStream): Promise<number> {
@@ -50,9 +112,11 @@ function readInfo(stream: NodeJS.ReadableStream): Promise<number> {
   });
 }
 
-function runQuiet(command: string, args: string[]): Promise<void> {
+function runQuiet(command: string, args: string[], input = ''): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(input);
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
     child.on('error', reject);
@@ -117,10 +181,15 @@ export async function attachNetwork(child: ChildProcess): Promise<NetworkAttachm
         await sleep(10 * attempt);
       }
     }
-    const target = String(pid);
-    for (const range of [...REFUSED_RANGES, ...hostAddresses()]) {
-      await runQuiet(NSENTER, ['-t', target, '-n', IP, 'route', 'add', 'prohibit', range]);
-    }
+    // slirp4netns gives no IPv6 (no --enable-ipv6); with IPv6 off on its link, no IPv6 packet can
+    // leave (IPv6 multicast, say, follows the local table to an interface, past any prohibit route).
+    // Then one ip process adds every route; it stops at the first that fails, and so does the set-up.
+    const routes = refusedRoutes()
+      .filter((prefix) => ipv6 || !prefix.includes(':'))
+      .map((prefix) => `route add prohibit ${prefix}\n`)
+      .join('');
+    const script = `${ipv6 ? 'echo 1 > /proc/sys/net/ipv6/conf/tap0/disable_ipv6 && ' : ''}exec "$0" -batch -`;
+    await runQuiet(NSENTER, ['-t', String(pid), '-n', '/bin/sh', '-c', script, IP], routes);
     streams[6].end('1');
     return attachment;
   } catch (error) {

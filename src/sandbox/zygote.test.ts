@@ -3,7 +3,9 @@
 // and what happens when a zygote dies. The escape suite (escape.test.ts) also runs its Python
 // attempts in zygote children.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
@@ -24,11 +26,11 @@ function resultOf(outcome: SandboxOutcome): any {
 }
 
 /** Runs once with these limits (starting their zygote) and waits until it has a child ready. */
-async function warmUp(runLimits: SandboxLimits = limits): Promise<void> {
-  resultOf(await py('result = 1', { limits: runLimits, entry: 'script' }));
+async function warmUp(runLimits: SandboxLimits = limits, warm = WARM): Promise<void> {
+  resultOf(await py('result = 1', { limits: runLimits, entry: 'script', warm }));
   for (let waited = 0; waited < 30_000; waited += 50) {
     const before = sandbox.zygoteStats()!.runs;
-    const outcome = await py('result = 1', { limits: runLimits, entry: 'script' });
+    const outcome = await py('result = 1', { limits: runLimits, entry: 'script', warm });
     resultOf(outcome);
     if (sandbox.zygoteStats()!.runs > before) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -164,6 +166,54 @@ result = {
     assert.equal(resultOf(await sibling), 'alive');
   });
 
+  it("a child's memory holds no other child's token", async () => {
+    // Every token the host hands out (zygote.ts draws them with randomBytes(16)), recorded here.
+    const tokens = new Set<string>();
+    const draw = crypto.randomBytes;
+    (crypto as { randomBytes: unknown }).randomBytes = (size: number, ...rest: unknown[]) => {
+      const bytes = (draw as (size: number, ...rest: unknown[]) => Buffer)(size, ...rest);
+      if (size === 16 && Buffer.isBuffer(bytes)) tokens.add(bytes.toString('hex'));
+      return bytes;
+    };
+    syncBuiltinESMExports();
+    try {
+      // A zygote without imports: less memory to scan. Children forked before the scanning one,
+      // and spares forked while requests were queued.
+      const plain = { group: 'token-scan', imports: [] };
+      await warmUp(limits, plain);
+      await Promise.all(Array.from({ length: 6 }, () => py('import time\ntime.sleep(0.2)\nresult = 1', { entry: 'script', warm: plain })));
+      await warmUp(limits, plain);
+      const scan = `import re
+found = set()
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as mem:
+    for line in maps:
+        fields = line.split()
+        if "rw" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+            continue
+        start, end = (int(part, 16) for part in fields[0].split("-"))
+        try:
+            mem.seek(start)
+            chunk = mem.read(end - start)
+        except (OSError, OverflowError, ValueError):
+            continue
+        found.update(match.group().decode() for match in re.finditer(rb"[0-9a-f]{32}", chunk))
+        del chunk
+result = sorted(found)
+`;
+      const before = new Set(tokens);
+      const runs = sandbox.zygoteStats()!.runs;
+      const seen: string[] = resultOf(await py(scan, { entry: 'script', warm: plain }));
+      assert.equal(sandbox.zygoteStats()!.runs, runs + 1, 'the scan ran in a zygote child');
+      assert.ok(before.size >= 8, `children forked before the scan: ${before.size}`);
+      // Its own token (it connected with it) may be there; no other child's.
+      const known = seen.filter((candidate) => tokens.has(candidate));
+      assert.ok(known.length <= 1, `tokens of ${known.length - 1} other children found`);
+    } finally {
+      (crypto as { randomBytes: unknown }).randomBytes = draw;
+      syncBuiltinESMExports();
+    }
+  });
+
   it('each child starts from fresh random state', async () => {
     const code = 'import random, numpy\nresult = [random.random(), float(numpy.random.rand())]\n';
     const [a, b] = [resultOf(await py(code, { entry: 'script' })), resultOf(await py(code, { entry: 'script' }))];
@@ -231,6 +281,59 @@ result = {
       assert.deepEqual(small.zygoteStats()!.zygotes.map((zygote) => zygote.state), ['ready']);
     } finally {
       await small.close();
+    }
+  });
+
+  it('zygote slots are shared fairly between accounts: one holding long runs in 4 namespaces leaves a slot to others', async () => {
+    const options = { network: false, pool: false, zygote: { maxZygotes: 3, maxZygotesPerOwner: 2, minSpares: 1 } };
+    let shared = createBubblewrapSandbox(options);
+    const run = (owner: string, group: string, code: string) =>
+      shared.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [], owner } });
+    const zygotesOf = (owner: string) => shared.zygoteStats()!.zygotes.filter((zygote) => zygote.owner === owner);
+    const settle = async () => {
+      for (let waited = 0; waited < 30_000 && shared.zygoteStats()!.zygotes.some((zygote) => zygote.state === 'starting' || zygote.spares === 0); waited += 50) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    try {
+      // Whom a newcomer's zygote replaces: an idle one of the account holding the most, not the
+      // least recently used one of an account that holds only one.
+      resultOf(await run('account-b', 'b1', 'result = 1'));
+      await settle();
+      for (const group of ['a1', 'a2']) resultOf(await run('account-a', group, 'result = 1'));
+      await settle();
+      assert.deepEqual([zygotesOf('account-a').length, zygotesOf('account-b').length], [2, 1]);
+      resultOf(await run('account-c', 'c1', 'result = 1'));
+      await settle();
+      assert.deepEqual([zygotesOf('account-a').length, zygotesOf('account-b').length, zygotesOf('account-c').length], [1, 1, 1]);
+      // Now each holds its share: A's next namespace takes nobody's slot.
+      resultOf(await run('account-a', 'a3', 'result = 1'));
+      await settle();
+      assert.deepEqual([zygotesOf('account-a').length, zygotesOf('account-b').length, zygotesOf('account-c').length], [1, 1, 1]);
+      // A fresh server. Account A holds long runs in four namespaces: at most two of them get
+      // zygotes, and B's namespace still finds a slot while they run.
+      await shared.close();
+      shared = createBubblewrapSandbox(options);
+      for (const group of ['a1', 'a2', 'a3', 'a4']) {
+        resultOf(await run('account-a', group, 'result = 1'));
+        await settle();
+      }
+      assert.equal(zygotesOf('account-a').length, 2, JSON.stringify(shared.zygoteStats()));
+      const holding = ['a1', 'a2', 'a3', 'a4'].map((group) => run('account-a', group, 'import time\ntime.sleep(6)\nresult = "held"'));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      let served = false;
+      for (let attempt = 0; attempt < 100 && !served; attempt++) {
+        const before = zygotesOf('account-b').reduce((sum, zygote) => sum + zygote.runs, 0);
+        resultOf(await run('account-b', 'b1', 'result = 2'));
+        served = zygotesOf('account-b').reduce((sum, zygote) => sum + zygote.runs, 0) > before;
+        if (!served) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.ok(served, `account B's run never got a zygote: ${JSON.stringify(shared.zygoteStats())}`);
+      assert.equal(zygotesOf('account-a').length, 2);
+      assert.ok(zygotesOf('account-a').every((zygote) => zygote.active > 0), "A's runs were still in progress");
+      for (const outcome of await Promise.all(holding)) assert.equal(resultOf(outcome), 'held');
+    } finally {
+      await shared.close();
     }
   });
 

@@ -21,11 +21,14 @@ import type { SandboxBridge, SandboxMount } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
 import { RunChannel, type RunRecord } from './channel.js';
 import type { RunCgroup } from './cgroup.js';
+import type { ProcMasks } from './host.js';
 
 const MB = 1024 * 1024;
 const TOKEN = /^[0-9a-f]{32}$/;
 /** A child that has not connected and reported ready in this long is given up. */
 const CHILD_START_MS = 10_000;
+/** An owner at its cap replaces one of its own zygotes only once it has been unused this long. */
+const OWN_REPLACE_MS = 10_000;
 /** A zygote that has not finished its imports in this long is given up. */
 const ZYGOTE_START_MS = 60_000;
 
@@ -34,13 +37,15 @@ export interface ZygoteSpec {
   readonly key: string;
   /** For logs and stats (never request data). */
   readonly label: string;
+  /** Whose runs it serves (an account id): zygote slots are shared fairly between owners. */
+  readonly owner: string;
   /** What the zygote pre-imports (allow-listed import names). */
   readonly imports: readonly string[];
   /** Per-run limits of a child's cgroups. */
   readonly runLimits: { memoryBytes: number; maxProcesses: number };
   readonly maxLogBytes: number;
-  /** Passed to zygote.py: tmpfs size and the worker's rlimits. */
-  readonly config: { tmpfsBytes: number; rlimits: Record<string, [number, number]> };
+  /** Passed to zygote.py: tmpfs size, the worker's rlimits and what each child masks in its /proc. */
+  readonly config: { tmpfsBytes: number; rlimits: Record<string, [number, number]>; procMasks: ProcMasks };
   /** Read-only mounts of the zygote's sandbox (its runs' mounts: code mode's package). */
   readonly mounts: readonly SandboxMount[];
 }
@@ -52,6 +57,8 @@ export interface ZygoteCgroups {
   readonly pidsDir: string | null;
   /** The zygote process's own group. */
   readonly self: RunCgroup;
+  /** The host user the zygote and its children run as. */
+  readonly user: { uid: number; gid: number };
   /** A fresh group for one child, writable (cgroup.procs) by the sandbox user. */
   createRun(name: string, limits: { memoryBytes: number; maxProcesses: number }): RunCgroup;
   remove(): Promise<void>;
@@ -74,8 +81,14 @@ export interface ZygoteHostHooks {
 }
 
 export interface ZygoteOptions {
-  /** Most zygotes alive at once (least recently used idle one goes first). Default 4. */
+  /**
+   * Most zygotes alive at once. Default 4. A new one takes the place of an idle one of its own
+   * owner or of an owner holding more (the one holding the most, least recently used first), never
+   * of one with a run in progress.
+   */
   maxZygotes?: number;
+  /** Most zygotes of one owner (account) at once, so others always find a slot. Default half of maxZygotes (at least 1). */
+  maxZygotesPerOwner?: number;
   /** Spare children kept forked per zygote (its floor). Default 2. */
   minSpares?: number;
   /** Most spare children per zygote. Default 12. */
@@ -102,7 +115,7 @@ export interface ZygoteRunRequest {
 }
 
 export interface ZygoteStats {
-  zygotes: { label: string; state: string; spares: number; runs: number }[];
+  zygotes: { label: string; owner: string; state: string; spares: number; runs: number; active: number }[];
   runs: number;
 }
 
@@ -126,9 +139,10 @@ class HostSocket {
     this.listening = new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(path, () => {
-        // Only the sandbox user needs it; the token decides which run a connection belongs to.
+        // Only the sandbox users (their group) need it; the token decides which run a connection
+        // belongs to.
         if (owner) chownSync(path, owner.uid, owner.gid);
-        chmodSync(path, 0o600);
+        chmodSync(path, 0o660);
         resolve();
       });
     });
@@ -181,9 +195,14 @@ class HostSocket {
   }
 }
 
+/** A run's cgroup name (cgroup.ts: run-ID), a fixed-size field of zygote.py's fork records. */
+const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
+
 /** One forked child waiting for its run. */
 class ZygoteChild {
   readonly token = randomBytes(16).toString('hex');
+  /** What the zygote knows the child by (it never keeps a token; see zygote.py). */
+  readonly id: string;
   readonly stdout: CappedCapture;
   readonly stderr: CappedCapture;
   readonly ready: Promise<boolean>;
@@ -196,6 +215,7 @@ class ZygoteChild {
   private timer: NodeJS.Timeout;
 
   constructor(
+    id: number,
     readonly cgroup: RunCgroup,
     maxLogBytes: number,
     sockets: HostSocket,
@@ -203,6 +223,7 @@ class ZygoteChild {
     /** Takes the run's cgroups back once the run is over (to reuse or remove them). */
     private readonly release: (cgroup: RunCgroup) => void,
   ) {
+    this.id = id.toString(16).padStart(16, '0');
     this.stdout = new CappedCapture(maxLogBytes);
     this.stderr = new CappedCapture(maxLogBytes);
     this.ready = new Promise((resolve) => (this.markReady = resolve));
@@ -349,7 +370,9 @@ class Zygote {
   /** Runs in progress in its children: a zygote is never stopped under them, except by close(). */
   active = 0;
   readonly spares: ZygoteChild[] = [];
+  /** By fork-request id. */
   private readonly children = new Map<string, ZygoteChild>();
+  private forks = 0;
   /** Empty run cgroups kept for the next children: making and removing groups costs more than a run. */
   private readonly freeGroups: RunCgroup[] = [];
   private process: ZygoteProcess | null = null;
@@ -468,12 +491,17 @@ class Zygote {
         this.hooks.log(`zygote ${this.spec.label}: could not make a run's cgroups: ${(error as Error).message}`);
         return null;
       }
-      return new ZygoteChild(cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
+      return new ZygoteChild(++this.forks, cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
     })();
     if (!child) return null;
-    this.children.set(child.token, child);
     const name = child.cgroup.procsFiles[0]?.split('/').at(-2) ?? '';
-    this.process.control.write(`${JSON.stringify({ fork: child.token, cgroup: name })}\n`);
+    if (!RECORD_CGROUP.test(name)) {
+      this.hooks.log(`zygote ${this.spec.label}: a run's cgroup name does not fit a fork request`);
+      child.discard();
+      return null;
+    }
+    this.children.set(child.id, child);
+    this.process.control.write(`F ${child.token} ${child.id} ${name}\n`);
     return child;
   }
 
@@ -537,6 +565,7 @@ export class ZygotePool {
   private readonly zygotes = new Map<string, Zygote>();
   private readonly sockets: HostSocket;
   private readonly maxZygotes: number;
+  private readonly maxPerOwner: number;
   private readonly idleMs: number;
   private readonly reserveBytes: number;
   private readonly zygoteMemoryBytes: number;
@@ -555,6 +584,7 @@ export class ZygotePool {
   ) {
     this.sockets = new HostSocket(runtimeDir, owner);
     this.maxZygotes = options.maxZygotes ?? 4;
+    this.maxPerOwner = Math.max(1, Math.min(this.maxZygotes, options.maxZygotesPerOwner ?? Math.floor(this.maxZygotes / 2)));
     this.idleMs = options.idleMs ?? 5 * 60_000;
     this.reserveBytes = options.reserveBytes ?? Math.max(512 * MB, Math.floor(totalmem() * 0.1));
     this.zygoteMemoryBytes = options.zygoteMemoryBytes ?? 160 * MB;
@@ -586,13 +616,29 @@ export class ZygotePool {
 
   private startZygote(spec: ZygoteSpec): void {
     if (freemem() - this.zygoteMemoryBytes < this.reserveBytes) return;
+    // Only an idle zygote (no run in progress) makes room, so no tenant can end another's runs;
+    // without one, this key waits (its runs take the ordinary path).
+    const idle = (owner?: string) => [...this.zygotes].filter(([, zygote]) => zygote.active === 0 && (owner === undefined || zygote.spec.owner === owner));
+    const held = (owner: string) => [...this.zygotes.values()].filter((zygote) => zygote.spec.owner === owner).length;
+    if (held(spec.owner) >= this.maxPerOwner) {
+      // At its own cap, an owner can only replace one of its own (least recently used first), and
+      // not one used in the last moments: its namespaces would take turns ending each other's.
+      const own = idle(spec.owner).find(([, zygote]) => Date.now() - zygote.lastUsed >= OWN_REPLACE_MS);
+      if (!own) return;
+      this.evict(own[0]);
+    }
     while (this.zygotes.size >= this.maxZygotes) {
-      // The least recently used zygote with no run in progress makes room; if every one is busy,
-      // this key waits (its runs take the ordinary path), so no tenant can end another's runs.
-      const idle = [...this.zygotes].find(([, zygote]) => zygote.active === 0);
-      if (!idle) return;
-      this.zygotes.delete(idle[0]);
-      idle[1].stop();
+      // One of its own, or one of an owner holding more than it does: from the owner holding the
+      // most, least recently used first (the map is in that order).
+      const mine = held(spec.owner);
+      let victim: string | undefined;
+      let most = 0;
+      for (const [key, zygote] of idle()) {
+        const count = held(zygote.spec.owner);
+        if ((zygote.spec.owner === spec.owner || count > mine) && count > most) [victim, most] = [key, count];
+      }
+      if (victim === undefined) return;
+      this.evict(victim);
     }
     const zygote = new Zygote(spec, this.hooks, this.sockets, this.spareOptions);
     this.zygotes.set(spec.key, zygote);
@@ -609,10 +655,23 @@ export class ZygotePool {
     );
   }
 
+  private evict(key: string): void {
+    const zygote = this.zygotes.get(key);
+    this.zygotes.delete(key);
+    zygote?.stop();
+  }
+
   stats(): ZygoteStats {
     return {
       runs: this.runs,
-      zygotes: [...this.zygotes.values()].map((zygote) => ({ label: zygote.spec.label, state: zygote.state, spares: zygote.spares.length, runs: zygote.runs })),
+      zygotes: [...this.zygotes.values()].map((zygote) => ({
+        label: zygote.spec.label,
+        owner: zygote.spec.owner,
+        state: zygote.state,
+        spares: zygote.spares.length,
+        runs: zygote.runs,
+        active: zygote.active,
+      })),
     };
   }
 

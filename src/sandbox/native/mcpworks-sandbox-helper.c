@@ -2,7 +2,7 @@
  * mcpworks-sandbox-helper: the two privileged-side steps of a sandbox run that Node cannot do.
  *
  *   mcpworks-sandbox-helper seccomp OUTFILE
- *       Writes the seccomp-bpf deny-list program that bubblewrap loads with --seccomp.
+ *       Writes the seccomp-bpf program that bubblewrap loads with --seccomp (and zygote children load).
  *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... [--rlimit NAME=SOFT:HARD]...
  *                                [--user UID:GID] [--keep-fds N] -- PROGRAM [ARG]...
  *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... --wait-command
@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <signal.h>
@@ -60,6 +62,13 @@ static const char *const denied[] = {
   "lookup_dcookie", "uselib", "nfsservctl",
 };
 
+/* Address families a run may open sockets of: local sockets, IPv4, IPv6 and routing netlink.
+ * Everything else (AF_VSOCK, AF_PACKET, AF_ALG, AF_BLUETOOTH, AF_XDP, ...) gets EAFNOSUPPORT. */
+#define FAMILY_LIMIT 64
+static int family_allowed(unsigned int family) {
+  return family == AF_UNIX || family == AF_INET || family == AF_INET6 || family == AF_NETLINK;
+}
+
 static int write_seccomp(const char *path) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (!ctx) return fail("seccomp_init");
@@ -83,6 +92,30 @@ static int write_seccomp(const char *path) {
   /* clone3 passes its flags in memory, which seccomp cannot inspect: ENOSYS makes libc fall back to clone. */
   rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
   if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: clone3 rule: %s\n", strerror(-rc)); return 111; }
+  /* io_uring: a second system-call interface whose operations seccomp cannot see, and a large
+   * kernel attack surface. ENOSYS, as on a kernel without it: libuv and others fall back. */
+  const char *const io_uring[] = { "io_uring_setup", "io_uring_enter", "io_uring_register" };
+  for (size_t i = 0; i < sizeof io_uring / sizeof io_uring[0]; i++) {
+    int nr = seccomp_syscall_resolve_name(io_uring[i]);
+    if (nr == __NR_SCMP_ERROR) continue;
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0);
+    if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: rule %s: %s\n", io_uring[i], strerror(-rc)); return 111; }
+  }
+  /* Sockets: an allow-list of address families. The network namespace covers only some of them
+   * (AF_VSOCK, for one, reaches host-wide ports). The kernel reads the family as an int, so the
+   * rule compares the low 32 bits only (a plain compare would miss 40 | 1 << 32); families at or above FAMILY_LIMIT it refuses itself. */
+  for (unsigned int family = 0; family < FAMILY_LIMIT; family++) {
+    if (family_allowed(family)) continue;
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, family));
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socketpair), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, family));
+    if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: socket rule: %s\n", strerror(-rc)); return 111; }
+  }
+  /* Netlink only for routing (interfaces and addresses of the run's own network namespace, which
+   * getifaddrs and getaddrinfo's AI_ADDRCONFIG read); its other protocols reach kernel subsystems. */
+  rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPROTONOSUPPORT), SCMP_SYS(socket), 2,
+                        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_NETLINK),
+                        SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE) /* 64-bit: stray high bits refuse, never allow */);
+  if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: netlink rule: %s\n", strerror(-rc)); return 111; }
   /* Typing into another terminal's input queue. */
   rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI));
   if (rc < 0) { fprintf(stderr, "mcpworks-sandbox-helper: ioctl rule: %s\n", strerror(-rc)); return 111; }

@@ -5,8 +5,9 @@
 # values included, straight to the forked child over that child's own connection.
 #
 # Started as `python3 -I -S -B zygote.py CONFIG_JSON` with:
-#   fd 3  the control socket to the host: JSON lines. Host -> zygote {"fork": TOKEN, "cgroup": NAME};
-#         zygote -> host {"ready": true} once imported, {"exited": TOKEN, "status": N} per child.
+#   fd 3  the control socket to the host. Host -> zygote: fork requests, fixed-size records
+#         "F TOKEN ID run-CGROUP\n" (32, 16 and 16 hex digits). Zygote -> host: JSON lines,
+#         {"ready": true} once imported, {"exited": ID, "status": N} per child.
 #   fd 4  the seccomp-bpf program every child loads before anything of a run happens.
 #   /sandbox/zygote/cg-memory, /sandbox/zygote/cg-pids  this zygote's cgroup directories (the host
 #         made NAME in each, writable by the sandbox user, before asking for the fork).
@@ -32,7 +33,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4, 22, 38, 36
 PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
@@ -42,6 +43,9 @@ HOST_SOCKET = "/sandbox/zygote/sock/host.sock"
 HOST_MOUNTS = ("/sandbox/zygote/cg-memory", "/sandbox/zygote/cg-pids", "/sandbox/zygote/sock")
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 SETUP_FAILED = 111
+# A fork request: b"F " + token (32) + b" " + id (16) + b" run-" + cgroup id (16) + b"\n".
+RECORD = 73
+TOKEN_AT = 2
 # First uses that libraries initialise lazily (caches, dispatch tables, deferred imports): done
 # once here, they are not repeated, page fault by page fault, in every child. Fixed code, no input.
 WARM_UP = {
@@ -100,6 +104,17 @@ def _loopback_up():
         fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
 
 
+def _mask_proc(masks):
+    # As bubblewrap.ts does for a cold run: what /proc tells about the host reads empty.
+    sealed = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for name in masks["files"]:
+        target = f"/proc/{name}".encode()
+        _mount(b"/sandbox/empty", target, None, MS_BIND, None)
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | sealed, None)
+    for name in masks["dirs"]:
+        _mount(b"tmpfs", f"/proc/{name}".encode(), b"tmpfs", sealed, b"size=4k,mode=555")
+
+
 def _connect(token, stream):
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(HOST_SOCKET)
@@ -128,6 +143,7 @@ def _child(token, cgroup, config, seccomp):
         _loopback_up()
         _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
         _mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        _mask_proc(config["procMasks"])
         _mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={config['tmpfsBytes']},mode=1777".encode())
         _mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={64 * 1024 * 1024},mode=1777".encode())
         out, err, chan = _connect(token, "out"), _connect(token, "err"), _connect(token, "chan")
@@ -205,8 +221,9 @@ def _worker(config):
     os._exit(0)
 
 
-def _fork_child(token, cgroup, config, seccomp, state):
-    """Starts P1 for one run; returns (intermediate pid, read end of the pipe P1's pid arrives on)."""
+def _fork_child(record, cgroup, config, seccomp, state):
+    """Starts P1 for the run whose request is in `record`; returns (intermediate pid, read end of
+    the pipe P1's pid arrives on)."""
     read_end, write_end = os.pipe()
     try:
         intermediate = os.fork()
@@ -220,8 +237,10 @@ def _fork_child(token, cgroup, config, seccomp, state):
         status = SETUP_FAILED
         try:
             signal.set_wakeup_fd(-1)
-            # Tokens of other children (and fork requests not read yet) stay in the zygote: this
-            # process's memory becomes the run's.
+            # Its own token, the only one in the zygote's memory (see main): this process's memory
+            # becomes the run's.
+            token = bytes(memoryview(record)[TOKEN_AT:TOKEN_AT + 32]).decode("ascii")
+            ctypes.memset(record, 0, RECORD)
             for value in state.values():
                 value.clear()
             os.close(read_end)
@@ -272,26 +291,31 @@ def main():
     gc.freeze()
     control = socket.socket(fileno=3)
     control.setblocking(True)
-    # Own line buffering: a buffered reader would hold back lines that select() no longer reports.
-    received = bytearray()
+    # A fork request's token is only ever in this buffer, read straight from the socket, one
+    # request at a time (the rest wait in the kernel), and zeroed once its child is forked: no
+    # child's memory, a copy of the zygote's, holds another child's token. Nothing else is parsed
+    # from the token bytes, so no Python object holds them.
+    record = ctypes.create_string_buffer(RECORD)
+    view = memoryview(record).cast("B")
+    have = 0
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children = {}  # P1 pid -> token
-    pending = {}  # pipe read end -> token, until the intermediate has said P1's pid
+    children = {}  # P1 pid -> request id
+    pending = {}  # pipe read end -> request id, until the intermediate has said P1's pid
     intermediates = set()
     early = {}  # P1s reaped before their pid arrived (set-up failed at once) -> status
     buffers = {}
-    state = {"children": children, "pending": pending, "early": early, "buffers": buffers, "received": received}
+    state = {"children": children, "pending": pending, "early": early, "buffers": buffers}
 
     def send(message):
         control.sendall((json.dumps(message) + "\n").encode())
 
     def settle(pid, status):
-        token = children.pop(pid, None)
-        if token is not None:
-            send({"exited": token, "status": status})
+        request_id = children.pop(pid, None)
+        if request_id is not None:
+            send({"exited": request_id, "status": status})
         elif pid not in intermediates and len(early) < 4096:
             early[pid] = status
 
@@ -318,38 +342,41 @@ def main():
                 buffers[fd] = buffers.get(fd, b"") + chunk
                 continue
             # The intermediate is done: its pipe closed after it wrote P1's pid (or failed to).
-            token = pending.pop(fd)
+            request_id = pending.pop(fd)
             reply = buffers.pop(fd, b"")
             os.close(fd)
             if not reply:
-                send({"exited": token, "status": SETUP_FAILED})
+                send({"exited": request_id, "status": SETUP_FAILED})
                 continue
             pid = int(reply)
-            children[pid] = token
+            children[pid] = request_id
             if pid in early:
                 settle(pid, early.pop(pid))
         if control not in readable:
             continue
-        chunk = control.recv(1 << 16)
-        if not chunk:
+        got = control.recv_into(view[have:], RECORD - have)
+        if not got:
             return  # the host is gone: the sandbox ends, and every child with it
-        received += chunk
-        while b"\n" in received:
-            end = received.index(b"\n")
-            line = bytes(received[:end])
-            del received[: end + 1]
-            request = json.loads(line)
-            token, cgroup = str(request["fork"]), str(request["cgroup"])
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # Not waited for: the intermediate and P1 set up in parallel with the next forks.
-            started = _fork_child(token, cgroup, config, seccomp, state)
-            if started is None:
-                send({"exited": token, "status": SETUP_FAILED})
-                continue
-            intermediate, read_end = started
-            intermediates.add(intermediate)
-            pending[read_end] = token
+        have += got
+        if have < RECORD:
+            continue
+        have = 0
+        tail = bytes(view[TOKEN_AT + 32:])  # everything after the token
+        fields = tail[1:-1].decode("ascii").split(" ")
+        if view[0] != ord("F") or tail[:1] != b" " or tail[-1:] != b"\n" or len(fields) != 2:
+            return  # not the host's framing: stop rather than guess
+        request_id, cgroup = fields
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not waited for: the intermediate and P1 set up in parallel with the next forks.
+        started = _fork_child(record, cgroup, config, seccomp, state)
+        ctypes.memset(record, 0, RECORD)
+        if started is None:
+            send({"exited": request_id, "status": SETUP_FAILED})
+            continue
+        intermediate, read_end = started
+        intermediates.add(intermediate)
+        pending[read_end] = request_id
 
 
 if __name__ == "__main__":
