@@ -168,7 +168,7 @@ export function createApp(deps: AppDependencies): Hono {
   // Account routes (the ones a browser's session cookie reaches): state changes only as
   // same-origin JSON.
   for (const path of ['/register', '/login', '/api/*']) {
-    app.use(path, async (c, next) => csrfRejection(c, getCookie(c, SESSION_COOKIE)) ?? next());
+    app.use(path, async (c, next) => csrfRejection(c) ?? next());
   }
 
   app.post('/register', async (c) => {

@@ -16,12 +16,12 @@ function isJson(contentType: string | undefined): boolean {
 
 /**
  * Cross-site request forgery, same-site included (a page on localhost:<another port> is the same
- * site as the server on localhost): a state-changing account request that a browser could send
- * with the session cookie must come from the server's own origin and be JSON. A JSON content type
- * is not a "simple" request, so a browser on another origin must ask first (preflight), and this
- * server grants no cross-origin request.
+ * site as the server on localhost): a state-changing account request, which a browser would send
+ * with the session cookie, must come from the server's own origin (when the browser names one) and
+ * a POST or a body must be JSON. A JSON POST is not a "simple" request, so a browser on another
+ * origin must ask first (preflight), and this server grants no cross-origin request.
  */
-export function csrfRejection(c: Context, sessionCookie: string | undefined): Response | undefined {
+export function csrfRejection(c: Context): Response | undefined {
   if (SAFE_METHODS.has(c.req.method.toUpperCase())) return undefined;
   const refuse = (message: string) => c.json(new DomainError('forbidden', message).toJSON(), 403);
   const origin = c.req.header('origin');
@@ -33,8 +33,10 @@ export function csrfRejection(c: Context, sessionCookie: string | undefined): Re
   if (site !== undefined && site !== 'same-origin' && site !== 'none') {
     return refuse(`a ${site} request may not change this account`);
   }
-  const hasBody = c.req.header('content-length') !== undefined ? c.req.header('content-length') !== '0' : c.req.header('transfer-encoding') !== undefined;
-  if ((sessionCookie !== undefined || hasBody) && !isJson(c.req.header('content-type'))) {
+  // POST is the one state-changing method a page can send cross-origin without asking first.
+  const length = c.req.header('content-length');
+  const hasBody = length !== undefined ? length.trim() !== '0' : c.req.header('transfer-encoding') !== undefined;
+  if ((c.req.method.toUpperCase() === 'POST' || hasBody) && !isJson(c.req.header('content-type'))) {
     return c.json(new DomainError('validation_error', 'send the request as JSON: Content-Type: application/json').toJSON(), 415);
   }
   return undefined;

@@ -32,6 +32,7 @@ export interface RunningServer {
 
 /** The composition root: database, services, HTTP app, listening socket. */
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
+  const limits = httpLimitsFor(config);
   prepareDataDir(config.dataDir);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   let database;
@@ -64,7 +65,6 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   });
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config) });
 
-  const limits = httpLimitsFor(config);
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve(
       {
