@@ -35,6 +35,20 @@ async function hold(server: TestServer, count: number, localAddress: string, pay
   );
 }
 
+/**
+ * A liveness bound, not a measurement: ten times the configured timeout, far below Node's
+ * defaults (60 s for headers, 300 s for a request), so a server that ignored its timeouts fails.
+ */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const status = (response: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(response)?.[1] ?? 0);
 
 /** Waits until `n` of the connections have been closed by the server; answers what they got. */
@@ -78,7 +92,7 @@ describe('per-address cap, header and request timeouts', () => {
     assert.match(refused[0]!, /too many open connections from your address/);
     // The attacker still holds 16 connections; everyone else is served.
     assert.equal(await healthz(server), 200);
-    const answers = await Promise.all(held.map((h) => h.closed));
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, 'the header timeout closes the kept connections');
     // The 16 kept ones are closed by the header timeout (Node answers 408 to a started request).
     assert.equal(answers.filter((a) => status(a) === 503).length, 24);
     assert.equal(answers.filter((a) => status(a) !== 503).length, 16);
@@ -96,7 +110,7 @@ describe('per-address cap, header and request timeouts', () => {
     const other = await hold(server, 1, '127.0.0.3', () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nconnection: close\r\n\r\n');
     assert.equal(status(await other[0]!.closed), 200);
     assert.equal(await healthz(server), 200);
-    const answers = await Promise.all(held.map((h) => h.closed));
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 30_000, 'the request timeout ends the stuck requests');
     const codes = answers.map(status).sort();
     // 16 requests of 10.0.0.1 in flight (ended by the request timeout), the other 4 refused; no connection refused.
     assert.equal(codes.filter((c) => c === 503).length, 4, codes.join(','));
@@ -127,7 +141,7 @@ describe('per-address cap, header and request timeouts', () => {
     const refused = await firstClosed(held, 16);
     assert.deepEqual(refused.map(status), Array(16).fill(503), refused.join('\n'));
     assert.match(refused[0]!, /the server has too many open connections/);
-    const answers = await Promise.all(held.map((h) => h.closed));
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, 'the header timeout closes the kept connections');
     assert.ok(answers.filter((a) => status(a) !== 503).length <= 64, 'the server held at most 64 connections');
     assert.equal(await healthz(server), 200);
   });
