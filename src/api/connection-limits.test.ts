@@ -36,8 +36,9 @@ async function hold(server: TestServer, count: number, localAddress: string, pay
 }
 
 /**
- * A liveness bound, not a measurement: ten times the configured timeout, far below Node's
- * defaults (60 s for headers, 300 s for a request), so a server that ignored its timeouts fails.
+ * A liveness bound, not a measurement: several times the configured timeout, and below the next
+ * longer one (a header timeout left unset falls back to the request timeout, 8 s here; an unset
+ * request timeout to Node's 300 s), so a server that ignored a timeout fails.
  */
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -78,7 +79,8 @@ describe('per-address cap, header and request timeouts', () => {
   let server: TestServer;
   before(async () => {
     server = await startTestServer({
-      http: { maxConnections: 64, maxConnectionsPerIp: 16, headersTimeoutMs: 2000, requestTimeoutMs: 3000, trustedProxies: ['127.0.0.3'] },
+      // The request timeout is well above the header timeout, so each is seen on its own.
+      http: { maxConnections: 64, maxConnectionsPerIp: 16, headersTimeoutMs: 1000, requestTimeoutMs: 8000, trustedProxies: ['127.0.0.3'] },
     });
   });
   after(async () => {
@@ -92,7 +94,7 @@ describe('per-address cap, header and request timeouts', () => {
     assert.match(refused[0]!, /too many open connections from your address/);
     // The attacker still holds 16 connections; everyone else is served.
     assert.equal(await healthz(server), 200);
-    const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, 'the header timeout closes the kept connections');
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 5000, 'the header timeout closes the kept connections');
     // The 16 kept ones are closed by the header timeout (Node answers 408 to a started request).
     assert.equal(answers.filter((a) => status(a) === 503).length, 24);
     assert.equal(answers.filter((a) => status(a) !== 503).length, 16);
@@ -126,7 +128,7 @@ describe('per-address cap, header and request timeouts', () => {
     const results = await Promise.all(
       (['v1', 'v2'] as const).map(async (era) => {
         const run = await connect(`${server.url}/mcp/run/${ns}`, account.key, era);
-        const result = await run.callTool('execute', { code: 'import time\ntime.sleep(4)\nresult = "done"' });
+        const result = await run.callTool('execute', { code: 'import time\ntime.sleep(9)\nresult = "done"' });
         await run.close();
         return result;
       }),
@@ -141,7 +143,7 @@ describe('per-address cap, header and request timeouts', () => {
     const refused = await firstClosed(held, 16);
     assert.deepEqual(refused.map(status), Array(16).fill(503), refused.join('\n'));
     assert.match(refused[0]!, /the server has too many open connections/);
-    const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, 'the header timeout closes the kept connections');
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 5000, 'the header timeout closes the kept connections');
     assert.ok(answers.filter((a) => status(a) !== 503).length <= 64, 'the server held at most 64 connections');
     assert.equal(await healthz(server), 200);
   });
