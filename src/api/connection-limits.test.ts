@@ -37,7 +37,7 @@ async function hold(server: TestServer, count: number, localAddress: string, pay
 
 /**
  * A liveness bound, not a measurement: several times the configured timeout, and below the next
- * longer one (a header timeout left unset falls back to the request timeout, 8 s here; an unset
+ * longer one (a header timeout left unset falls back to the request timeout, 10 s here; an unset
  * request timeout to Node's 300 s), so a server that ignored a timeout fails.
  */
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -51,20 +51,6 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 }
 
 const status = (response: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(response)?.[1] ?? 0);
-
-/** Waits until `n` of the connections have been closed by the server; answers what they got. */
-async function firstClosed(held: Held[], n: number): Promise<string[]> {
-  const answers: string[] = [];
-  await new Promise<void>((resolve) => {
-    for (const h of held) {
-      void h.closed.then((answer) => {
-        answers.push(answer);
-        if (answers.length === n) resolve();
-      });
-    }
-  });
-  return answers;
-}
 
 async function healthz(server: TestServer): Promise<number> {
   // A generous bound only so that a hung server fails the test instead of stalling it.
@@ -80,7 +66,7 @@ describe('per-address cap, header and request timeouts', () => {
   before(async () => {
     server = await startTestServer({
       // The request timeout is well above the header timeout, so each is seen on its own.
-      http: { maxConnections: 64, maxConnectionsPerIp: 16, headersTimeoutMs: 1000, requestTimeoutMs: 8000, trustedProxies: ['127.0.0.3'] },
+      http: { maxConnections: 64, maxConnectionsPerIp: 16, headersTimeoutMs: 2000, requestTimeoutMs: 10_000, trustedProxies: ['127.0.0.3'] },
     });
   });
   after(async () => {
@@ -89,14 +75,13 @@ describe('per-address cap, header and request timeouts', () => {
 
   test('idle and half-sent connections from one address: beyond the cap refused at once, the rest dropped at the header timeout', async () => {
     const held = await hold(server, 40, '127.0.0.2', HALF_SENT);
-    const refused = await firstClosed(held, 24);
-    assert.deepEqual(refused.map(status), Array(24).fill(503), refused.join('\n'));
+    // While the attacker holds its 16 connections, everyone else is served.
+    const [health, answers] = await Promise.all([healthz(server), within(Promise.all(held.map((h) => h.closed)), 8000, 'the header timeout closes the kept connections')]);
+    assert.equal(health, 200);
+    const refused = answers.filter((a) => status(a) === 503);
+    assert.equal(refused.length, 24, answers.map(status).join(','));
     assert.match(refused[0]!, /too many open connections from your address/);
-    // The attacker still holds 16 connections; everyone else is served.
-    assert.equal(await healthz(server), 200);
-    const answers = await within(Promise.all(held.map((h) => h.closed)), 5000, 'the header timeout closes the kept connections');
     // The 16 kept ones are closed by the header timeout (Node answers 408 to a started request).
-    assert.equal(answers.filter((a) => status(a) === 503).length, 24);
     assert.equal(answers.filter((a) => status(a) !== 503).length, 16);
     for (const answer of answers.filter((a) => status(a) !== 503)) assert.ok(answer === '' || status(answer) === 408, answer);
     // Its connections are released: the same address is served again.
@@ -112,7 +97,7 @@ describe('per-address cap, header and request timeouts', () => {
     const other = await hold(server, 1, '127.0.0.3', () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nconnection: close\r\n\r\n');
     assert.equal(status(await other[0]!.closed), 200);
     assert.equal(await healthz(server), 200);
-    const answers = await within(Promise.all(held.map((h) => h.closed)), 30_000, 'the request timeout ends the stuck requests');
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 40_000, 'the request timeout ends the stuck requests');
     const codes = answers.map(status).sort();
     // 16 requests of 10.0.0.1 in flight (ended by the request timeout), the other 4 refused; no connection refused.
     assert.equal(codes.filter((c) => c === 503).length, 4, codes.join(','));
@@ -128,7 +113,7 @@ describe('per-address cap, header and request timeouts', () => {
     const results = await Promise.all(
       (['v1', 'v2'] as const).map(async (era) => {
         const run = await connect(`${server.url}/mcp/run/${ns}`, account.key, era);
-        const result = await run.callTool('execute', { code: 'import time\ntime.sleep(9)\nresult = "done"' });
+        const result = await run.callTool('execute', { code: 'import time\ntime.sleep(11)\nresult = "done"' });
         await run.close();
         return result;
       }),
@@ -140,11 +125,11 @@ describe('per-address cap, header and request timeouts', () => {
     const held = (await Promise.all(['127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8'].map((address) => hold(server, 16, address, HALF_SENT)))).flat();
     // 80 connections, each address within its cap of 16, against a total of 64 (the test's own
     // keep-alive connections from 127.0.0.1 may hold a few more of them).
-    const refused = await firstClosed(held, 16);
-    assert.deepEqual(refused.map(status), Array(16).fill(503), refused.join('\n'));
-    assert.match(refused[0]!, /the server has too many open connections/);
-    const answers = await within(Promise.all(held.map((h) => h.closed)), 5000, 'the header timeout closes the kept connections');
-    assert.ok(answers.filter((a) => status(a) !== 503).length <= 64, 'the server held at most 64 connections');
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 8000, 'the header timeout closes the kept connections');
+    const refused = answers.filter((a) => status(a) === 503);
+    assert.ok(refused.length >= 16, answers.map(status).join(','));
+    assert.ok(refused.some((a) => /the server has too many open connections/.test(a)), 'refused for the total, not per address');
+    assert.ok(answers.length - refused.length <= 64, 'the server held at most 64 connections');
     assert.equal(await healthz(server), 200);
   });
 });
