@@ -1,6 +1,5 @@
 import { Hono, type Context } from 'hono';
 import { hostHeaderValidationResponse, localhostAllowedHostnames, localhostAllowedOrigins, originValidationResponse } from '@modelcontextprotocol/server';
-import { bodyLimit } from 'hono/body-limit';
 import { getCookie, setCookie } from 'hono/cookie';
 import { DomainError } from '../core/errors.js';
 import { isValidNamespaceName } from '../core/names.js';
@@ -8,10 +7,12 @@ import type { AccountService, KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
+import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
 import { buildCreateServer } from './create-tools.js';
 import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from './logger.js';
-import { createMcpEndpoint, type EndpointKind } from './mcp-endpoint.js';
+import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
+import { csrfRejection } from './same-origin.js';
 import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
 import { ENV_HEADER, parseEnvHeader } from '../core/env-header.js';
 import type { RunService } from '../run/run-service.js';
@@ -140,6 +141,16 @@ export function createApp(deps: AppDependencies): Hono {
   });
   app.notFound((c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
 
+  // Body size before anything else reads the request (authentication included), on every route.
+  app.use(
+    '*',
+    bodyLimit((c) =>
+      c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
+        ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
+        : { limit: ACCOUNT_MAX_BODY_BYTES, tooLarge: (c, limit) => c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413) },
+    ),
+  );
+
   app.use('*', async (c, next) => {
     if (c.req.path === '/healthz') return next();
     return rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost) ?? next();
@@ -154,15 +165,19 @@ export function createApp(deps: AppDependencies): Hono {
 
   app.get('/healthz', (c) => c.json({ status: 'ok', version: deps.version, database: deps.databaseKind }));
 
-  const smallBody = bodyLimit({ maxSize: 64 * 1024, onError: (c) => c.json(new DomainError('validation_error', 'request body too large').toJSON(), 413) });
+  // Account routes (the ones a browser's session cookie reaches): state changes only as
+  // same-origin JSON.
+  for (const path of ['/register', '/login', '/api/*']) {
+    app.use(path, async (c, next) => csrfRejection(c) ?? next());
+  }
 
-  app.post('/register', smallBody, async (c) => {
+  app.post('/register', async (c) => {
     const body = await jsonBody(c);
     const account = await accounts.register(body.email, body.password);
     return c.json({ account_id: account.id, email: account.email, tier: account.tier }, 201);
   });
 
-  app.post('/login', smallBody, async (c) => {
+  app.post('/login', async (c) => {
     const body = await jsonBody(c);
     const session = await accounts.login(body.email, body.password);
     const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
@@ -178,7 +193,7 @@ export function createApp(deps: AppDependencies): Hono {
     return accountId;
   }
 
-  app.post('/api/keys', smallBody, async (c) => {
+  app.post('/api/keys', async (c) => {
     const accountId = await sessionAccount(c);
     const body = await jsonBody(c);
     return c.json(await accounts.createKey(accountId, body), 201);
@@ -194,13 +209,20 @@ export function createApp(deps: AppDependencies): Hono {
   app.all('/mcp/create/:namespace', (c) => serveMcp(c, 'create', c.req.param('namespace')));
   app.all('/mcp/run/:namespace', (c) => serveMcp(c, 'run', c.req.param('namespace')));
 
-  /** Usage for the current month: by login session or by API key. */
+  /**
+   * Usage for the current month: by login session or by API key. The numbers are the account's,
+   * across all its namespaces: a key needs the `read` scope and no namespace limit to see them.
+   */
   app.get('/api/usage', async (c) => {
     const token = getCookie(c, SESSION_COOKIE) ?? bearer(c);
     let accountId: string | undefined;
     let tier: string | undefined;
     if (token?.startsWith('mcpw_')) {
       const principal = await accounts.authenticateKey(token);
+      if (principal && !principal.scopes.includes('read')) throw new DomainError('forbidden', "this API key lacks the 'read' scope");
+      if (principal && principal.namespace !== null) {
+        throw new DomainError('forbidden', `this API key is limited to namespace '${principal.namespace}'; usage is account-wide: use a key without a namespace limit or a login session`);
+      }
       accountId = principal?.accountId;
       tier = principal?.tier;
     } else if (token) {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 
 export interface ServerConfig {
@@ -13,6 +14,36 @@ export interface ServerConfig {
   /** Extra hostnames accepted in Origin (web pages allowed to call the API from a browser). */
   allowedOrigins?: string[];
   tiers: Readonly<Record<string, TierLimits>>;
+  /** Connection and request-time limits of the HTTP listener (defaults: DEFAULT_HTTP_LIMITS). */
+  http?: Partial<HttpLimits>;
+}
+
+/** What one client, or all of them, may hold of the listener. */
+export interface HttpLimits {
+  /** Open connections in all (beyond it, new ones get 503 and are closed). */
+  maxConnections: number;
+  /** Open connections from one peer address; for a trusted proxy, in-flight requests per forwarded client. */
+  maxConnectionsPerIp: number;
+  /** Time to receive a request's headers, from the connection's (or the previous request's) start. */
+  headersTimeoutMs: number;
+  /** Time to receive a whole request, headers and body; the response (a long run, an SSE stream) is not bounded by it. */
+  requestTimeoutMs: number;
+  /** Peer addresses of reverse proxies whose X-Forwarded-For names the client (empty: the header is never read). */
+  trustedProxies: string[];
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  maxConnections: 4096,
+  maxConnectionsPerIp: 128,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  trustedProxies: [],
+};
+
+export function httpLimitsFor(config: ServerConfig): HttpLimits {
+  const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw new Error('the headers timeout must not be longer than the request timeout');
+  return limits;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -27,7 +58,32 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     allowedOrigins: list(env.MCPWORKS_ALLOWED_ORIGINS),
     // Validated here, at start: a malformed plan table stops the server with a clear message.
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
+    http: httpFromEnv(env),
   };
+}
+
+function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
+  const http: Partial<HttpLimits> = {};
+  if (env.MCPWORKS_MAX_CONNECTIONS) http.maxConnections = positiveInteger('MCPWORKS_MAX_CONNECTIONS', env.MCPWORKS_MAX_CONNECTIONS);
+  if (env.MCPWORKS_MAX_CONNECTIONS_PER_IP) http.maxConnectionsPerIp = positiveInteger('MCPWORKS_MAX_CONNECTIONS_PER_IP', env.MCPWORKS_MAX_CONNECTIONS_PER_IP);
+  if (env.MCPWORKS_HEADERS_TIMEOUT_S) http.headersTimeoutMs = seconds('MCPWORKS_HEADERS_TIMEOUT_S', env.MCPWORKS_HEADERS_TIMEOUT_S);
+  if (env.MCPWORKS_REQUEST_TIMEOUT_S) http.requestTimeoutMs = seconds('MCPWORKS_REQUEST_TIMEOUT_S', env.MCPWORKS_REQUEST_TIMEOUT_S);
+  const proxies = list(env.MCPWORKS_TRUSTED_PROXIES);
+  for (const proxy of proxies) if (isIP(proxy) === 0) throw new Error(`MCPWORKS_TRUSTED_PROXIES: ${JSON.stringify(proxy)} is not an IP address`);
+  if (proxies.length) http.trustedProxies = proxies;
+  return http;
+}
+
+function positiveInteger(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(value)}`);
+  return n;
+}
+
+function seconds(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw new Error(`${name} must be a number of seconds between 0 and 3600, not ${JSON.stringify(value)}`);
+  return Math.round(n * 1000);
 }
 
 export function parsePort(value: string): number {

@@ -9,6 +9,7 @@ import {
 } from '@modelcontextprotocol/server';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AccountsStore, McpSessionRef } from '../store/accounts-store.js';
+import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
 import type { Logger } from './logger.js';
 
 export type EndpointKind = 'create' | 'run';
@@ -23,9 +24,7 @@ export interface RequestScope {
   session?: { id: string; owner: McpSessionRef | null };
 }
 
-const MAX_BODY_BYTES = 4 * 1024 * 1024;
-
-function jsonRpcError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
+export function jsonRpcError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }), {
     status,
     headers: { 'content-type': 'application/json', ...headers },
@@ -77,7 +76,13 @@ export function createMcpEndpoint(options: {
     }
     if (method !== 'POST') return legacy(request, { authInfo });
 
-    const text = await request.text();
+    let text: string;
+    try {
+      text = await request.text();
+    } catch {
+      // The body limit cut it off (the app answers 413), or the client went away.
+      return jsonRpcError(400, -32700, 'Parse error: the request body could not be read');
+    }
     if (Buffer.byteLength(text) > MAX_BODY_BYTES) return jsonRpcError(413, -32600, `request body larger than ${MAX_BODY_BYTES} bytes`);
     let parsedBody: unknown;
     try {

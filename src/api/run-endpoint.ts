@@ -152,7 +152,11 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         const ticket = ctx.extra.ticket;
         if (ticket) ticket.started = true;
         try {
-          if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
+          if (!ticket) {
+            // Not admitted because the key may not run here: say why (forbidden, not found).
+            await snapshotOf(scope);
+            throw new DomainError('internal_error', 'the call was not admitted');
+          }
           return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined);
         } catch (error) {
           return toolError(error, logger, EXECUTE_TOOL);

@@ -1,4 +1,5 @@
 import { chmodSync, mkdirSync } from 'node:fs';
+import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
@@ -16,7 +17,8 @@ import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/inde
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
-import { cacheDirFor, hostGuardFor, type ServerConfig } from './config.js';
+import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
+import { guardConnections } from './connection-guard.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -30,6 +32,7 @@ export interface RunningServer {
 
 /** The composition root: database, services, HTTP app, listening socket. */
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
+  const limits = httpLimitsFor(config);
   prepareDataDir(config.dataDir);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   let database;
@@ -63,7 +66,26 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config) });
 
   const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+    const s = serve(
+      {
+        fetch: app.fetch,
+        port: config.port,
+        hostname: config.host,
+        // Node's timeouts bound receiving a request (headers, then the whole request); nothing
+        // bounds the response, so long runs and SSE streams are never cut.
+        serverOptions: {
+          headersTimeout: limits.headersTimeoutMs,
+          requestTimeout: limits.requestTimeoutMs,
+          connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+        },
+        createServer: ((options: ServerOptions, listener: RequestListener) => {
+          const http = createHttpServer(options);
+          http.on('request', guardConnections(http, limits, logger, listener));
+          return http;
+        }) as never,
+      },
+      () => resolve(s),
+    );
     s.once('error', reject);
   });
   const port = (server.address() as AddressInfo).port;

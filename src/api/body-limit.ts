@@ -1,0 +1,78 @@
+import type { Context, MiddlewareHandler } from 'hono';
+
+/**
+ * The largest MCP request body. The largest legitimate one is make_function/update_function: code
+ * up to 1 MB, two schemas up to 256 KB each, config up to 64 KB and a description. JSON escaping
+ * can triple text (`json.dumps`' default `\uXXXX` for non-ASCII; quotes and newlines double), so
+ * about 5 MB; 8 MB leaves room. Environment values travel in a header, not in the body.
+ */
+export const MCP_MAX_BODY_BYTES = 8 * 1024 * 1024;
+/** Every other route (register, login, keys) reads small JSON objects. */
+export const ACCOUNT_MAX_BODY_BYTES = 64 * 1024;
+
+export class BodyTooLargeError extends Error {
+  constructor(readonly limit: number) {
+    super(`request body larger than ${limit} bytes`);
+  }
+}
+
+export interface BodyRule {
+  limit: number;
+  /** The 413 answer for this route (JSON-RPC on MCP endpoints, a JSON error elsewhere). */
+  tooLarge: (c: Context, limit: number) => Response;
+}
+
+/**
+ * Enforces a body limit on every request before any handler (and so any authentication) runs:
+ * a declared Content-Length over the limit is refused without reading a byte; a body without
+ * one (chunked) is counted as it streams and cut off at the limit. A refused request closes its
+ * connection, so the rest of the body is not read either.
+ */
+export function bodyLimit(ruleFor: (c: Context) => BodyRule): MiddlewareHandler {
+  return async (c, next) => {
+    const { limit, tooLarge } = ruleFor(c);
+    const refuse = () => {
+      const response = tooLarge(c, limit);
+      response.headers.set('connection', 'close');
+      return response;
+    };
+    const declared = c.req.header('content-length');
+    if (declared !== undefined) {
+      // Node's parser holds the body to exactly this length, so nothing more needs counting.
+      if (!/^\d+$/.test(declared.trim()) || Number(declared) > limit) return refuse();
+      return next();
+    }
+    const raw = c.req.raw;
+    if (!raw.body) return next();
+    const reader = raw.body.getReader();
+    let seen = 0;
+    let exceeded = false;
+    // Pull-based: bytes are read only as the handler consumes them, never ahead of it.
+    const limited = new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          const { done, value } = await reader.read();
+          if (done) return controller.close();
+          seen += value.byteLength;
+          if (seen > limit) {
+            exceeded = true;
+            controller.error(new BodyTooLargeError(limit));
+            return;
+          }
+          controller.enqueue(value);
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    c.req.raw = new Request(raw, { body: limited, duplex: 'half' } as RequestInit);
+    await next();
+    if (exceeded) {
+      // Whatever the handler made of the failed read, the answer is 413.
+      (c as unknown as { res: Response | undefined }).res = undefined;
+      c.res = refuse();
+    }
+  };
+}

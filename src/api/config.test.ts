@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { configFromEnv, DEFAULT_HTTP_LIMITS, httpLimitsFor } from './config.js';
+
+test('HTTP limits come from the environment, with defaults, and bad values stop the server', () => {
+  const defaults = httpLimitsFor(configFromEnv({}));
+  assert.deepEqual(defaults, DEFAULT_HTTP_LIMITS);
+  const set = httpLimitsFor(
+    configFromEnv({
+      MCPWORKS_MAX_CONNECTIONS: '500',
+      MCPWORKS_MAX_CONNECTIONS_PER_IP: '20',
+      MCPWORKS_HEADERS_TIMEOUT_S: '2.5',
+      MCPWORKS_REQUEST_TIMEOUT_S: '30',
+      MCPWORKS_TRUSTED_PROXIES: '127.0.0.1, ::1',
+    }),
+  );
+  assert.deepEqual(set, { maxConnections: 500, maxConnectionsPerIp: 20, headersTimeoutMs: 2500, requestTimeoutMs: 30_000, trustedProxies: ['127.0.0.1', '::1'] });
+  for (const env of [
+    { MCPWORKS_MAX_CONNECTIONS: '0' },
+    { MCPWORKS_MAX_CONNECTIONS_PER_IP: 'many' },
+    { MCPWORKS_HEADERS_TIMEOUT_S: '-1' },
+    { MCPWORKS_REQUEST_TIMEOUT_S: 'soon' },
+    { MCPWORKS_TRUSTED_PROXIES: 'proxy.example.com' },
+  ]) {
+    assert.throws(() => configFromEnv(env), /MCPWORKS_/, JSON.stringify(env));
+  }
+  assert.throws(() => httpLimitsFor(configFromEnv({ MCPWORKS_HEADERS_TIMEOUT_S: '90' })), /headers timeout/);
+});
