@@ -87,6 +87,8 @@ const PYTHON_FORMS: Record<string, string> = {
   quote: 'p%C3%A4%20ss/w%C3%B6%28rd%29%20%22q%22%20%5C%20it%27s~%21%C3%BF%3F%3F',
   quote_plus: 'p%C3%A4+ss%2Fw%C3%B6%28rd%29+%22q%22+%5C+it%27s~%21%C3%BF%3F%3F',
   urlsafe_b64encode: 'cMOkIHNzL3fDtihyZCkgInEiIFwgaXQnc34hw78_Pw==',
+  'json.dumps of repr': String.raw`p\u00e4 ss/w\u00f6(rd) \"q\" \\\\ it\\'s~!\u00ff??`,
+  'json.dumps of str(bytes)': String.raw`p\\xc3\\xa4 ss/w\\xc3\\xb6(rd) \"q\" \\\\ it\\'s~!\\xc3\\xbf??`,
 };
 const bytes = Buffer.from(VALUE);
 const NODE_FORMS: Record<string, string> = {
@@ -94,6 +96,9 @@ const NODE_FORMS: Record<string, string> = {
   'JSON.stringify': JSON.stringify(VALUE).slice(1, -1),
   'JSON.stringify twice': JSON.stringify(JSON.stringify(VALUE)).slice(3, -3),
   'util.inspect': inspect(VALUE).slice(1, -1),
+  'JSON.stringify of util.inspect': JSON.stringify(inspect(VALUE).slice(1, -1)).slice(1, -1),
+  // json.dumps(..., ensure_ascii=False) escapes as JSON.stringify does.
+  'json.dumps (ensure_ascii=False) of repr': JSON.stringify(PYTHON_FORMS.repr).slice(1, -1),
   base64: bytes.toString('base64'),
   'base64 unpadded': bytes.toString('base64').replace(/=+$/, ''),
   base64url: bytes.toString('base64url'),

@@ -213,7 +213,7 @@ function base64Forms(bytes: Buffer): string[] {
 /**
  * The forms in which a value leaks by accident: raw; as JSON.stringify and Python's json.dumps
  * write it (also once more inside a JSON string); as Python's repr(), str(bytes) and Node's
- * util.inspect show it; base64 at any offset; hex; URL-encoded.
+ * util.inspect show it (also inside a JSON string); base64 at any offset; hex; URL-encoded.
  */
 export function envValueForms(value: string): string[] {
   const bytes = Buffer.from(value, 'utf8');
@@ -226,6 +226,11 @@ export function envValueForms(value: string): string[] {
     pythonReprInner(value),
     pythonBytesInner(bytes),
     nodeInspectInner(value),
+    // A printed form inside JSON (a log line, a JSON field holding a message).
+    jsonInner(pythonReprInner(value)),
+    pythonJsonInner(pythonReprInner(value)),
+    jsonInner(pythonBytesInner(bytes)),
+    jsonInner(nodeInspectInner(value)),
     ...base64Forms(bytes),
     bytes.toString('hex'),
     bytes.toString('hex').toUpperCase(),
