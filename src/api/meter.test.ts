@@ -4,6 +4,7 @@
 // counted and recorded (item 3); code-mode calls that start sandboxes take per-minute rate units
 // (item 17). Each case ends by checking that /healthz still answers promptly and the meter is right.
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { encodeEnvHeader } from '../core/env-header.js';
 import { applyTierOverrides } from '../core/tiers.js';
@@ -96,6 +97,44 @@ describe('item 2: the meter decides platform failures from the host alone', () =
     const records = await callOk(s.create, 'list_executions');
     assert.equal(records.length, 9);
     assert.ok(records.every((r: { error_type: string | null }) => r.error_type !== 'SandboxError'), 'nothing looks like a platform failure');
+  });
+});
+
+/** The server's sandbox spawner processes (runtime/spawner.cjs, children of this test process). */
+function spawners(): number[] {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  return readdirSync('/proc')
+    .filter((pid) => /^\d+$/.test(pid))
+    .filter((pid) => {
+      const stat = read(`/proc/${pid}/stat`);
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid && read(`/proc/${pid}/cmdline`).includes('spawner.cjs');
+    })
+    .map(Number);
+}
+
+describe('item 2: a real platform failure', () => {
+  test('a run whose sandbox the host loses (its spawner killed mid-run) is a SandboxError, recorded, not counted', async () => {
+    const s = await space([{ name: 'lost', language: 'typescript', code: 'export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 1500));\n  process.exit(3);\n}\n' }]);
+    const tools = await s.run('tools');
+    const pending = tools.callTool('m__lost');
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const pids = spawners();
+    assert.ok(pids.length > 0, 'the server starts sandboxes through a spawner');
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    const answer = parseResult(await pending);
+    assert.equal(answer.error_type, 'SandboxError');
+    await healthzPrompt();
+    const usage = await s.usage();
+    assert.equal(usage.executions, 0, 'the platform failed: nothing counted');
+    assert.equal(usage.concurrency.active, 0);
+    const [record] = await callOk(s.create, 'list_executions');
+    assert.equal(record.error_type, 'SandboxError');
   });
 });
 
