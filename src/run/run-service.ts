@@ -305,14 +305,10 @@ export class RunService {
       // Settling and recording are one statement: one round trip and one commit per call.
       await this.deps.executions.finish(settlement, record, findingTypes(findings));
     } catch (error) {
-      // The function was deleted during the run (its id no longer refers to a row): recorded
-      // without it. If even that fails (the namespace is gone), the call is still settled as counted.
-      try {
-        await this.deps.executions.finish(settlement, { ...record, functionId: null }, findingTypes(findings));
-      } catch {
-        await this.settle(ticket, counted);
-        throw error;
-      }
+      // Not recorded (the database failed it): the call is still settled as what it was, never
+      // left to the endpoint's refund.
+      await this.settle(ticket, counted);
+      throw error;
     }
     ticket.settled = true;
     if (findings.length > 0) {
