@@ -127,7 +127,7 @@ function openSandbox(logger: Logger): Sandbox {
     logger.error({ reason }, 'sandbox unavailable: runs will fail until it is installed (make run installs it)');
     return {
       async run() {
-        return { ok: false, error: { type: 'SandboxError', message: `the sandbox is not available on this server: ${reason}`, stderr: '' }, stdout: '', durationMs: 0 };
+        return { ok: false, error: { type: 'SandboxError', message: `the sandbox is not available on this server: ${reason}`, stderr: '', platform: true }, stdout: '', durationMs: 0 };
       },
       async close() {},
     };

@@ -116,7 +116,18 @@ export const SANDBOX_ERROR_TYPES = Object.freeze({
   exited: 'ProcessExitError',
   /** The platform could not start the sandbox; not the function's fault. */
   sandbox: 'SandboxError',
+  /** A function's own exception (or answer line) named `SandboxError`: the name is the platform's. */
+  userSandbox: 'UserSandboxError',
 } as const);
+
+/**
+ * The type a run's own answer is reported with. `SandboxError` means "the platform failed", which
+ * only the host can say (and which is not metered); a function that raises or writes it gets its
+ * error reported, and counted, as `UserSandboxError`.
+ */
+export function answeredErrorType(type: string): string {
+  return type === SANDBOX_ERROR_TYPES.sandbox ? SANDBOX_ERROR_TYPES.userSandbox : type;
+}
 
 export type SandboxErrorType = string;
 
@@ -126,6 +137,12 @@ export interface SandboxFailure {
   message: string;
   /** The function's stderr followed by a trimmed traceback that shows only the user's lines. */
   stderr: string;
+  /**
+   * A platform failure (not metered), decided by the host from what it saw itself: the helper
+   * could not be spawned, the sandbox never reported ready, its network, spawner or zygote failed.
+   * Never taken from anything the run wrote or printed.
+   */
+  platform?: true;
 }
 
 export type SandboxOutcome =

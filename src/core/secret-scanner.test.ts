@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { inspect } from 'node:util';
 import { findingTypes, SecretScanner, type Finding } from './secret-scanner.js';
 
 const scan = (text: string, env: string[] = []) => {
@@ -7,38 +8,48 @@ const scan = (text: string, env: string[] = []) => {
   return { text: new SecretScanner(env).scanString(text, findings), types: findingTypes(findings) };
 };
 
-// One sample per pattern family (assembled at run time so this file holds no literal credential).
+// Every alternative of every pattern family (assembled at run time so this file holds no literal
+// credential): removing any one alternative from a pattern leaves its sample unredacted.
+const BODY = 'a1B2c3D4e5F6g7H8i9J0kLmN';
+const JWT_SAMPLE = 'eyJhbGciOiJIUzI1NiJ9' + '.eyJzdWIiOiIxMjM0NTY3ODkwIn0' + '.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U';
+const pem = (kind: string, block = '') => `-----BEGIN ${kind}PRIVATE KEY${block}-----\nMIIEowIBAAKCAQEA\n-----END ${kind}PRIVATE KEY${block}-----`;
 const SAMPLES: Array<[string, string]> = [
-  ['sk-' + 'proj-' + 'a1B2c3D4e5F6g7H8i9J0kLmN', 'API_KEY'],
-  ['sk-' + 'ant-api03-' + 'Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2', 'API_KEY'],
-  ['sk-' + 'Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9', 'API_KEY'],
-  ['sk_' + 'live_' + '51H8xYzAbCdEfGhIjKlMnOp', 'STRIPE_KEY'],
-  ['rk_' + 'test_' + '4eC39HqLyjWDarjtT1zdp7dc', 'STRIPE_KEY'],
+  ...['sk-', 'sk-' + 'proj-', 'sk-' + 'ant-api03-', 'sk-' + 'svcacct-', 'sk-' + 'admin-'].map((prefix): [string, string] => [prefix + BODY, 'API_KEY']),
+  ...['sk', 'pk', 'rk'].flatMap((kind) => ['live', 'test'].map((mode): [string, string] => [`${kind}_${mode}_` + BODY, 'STRIPE_KEY'])),
   ['whsec_' + 'MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'STRIPE_WEBHOOK'],
-  ['AKIA' + 'IOSFODNN7EXAMPLE', 'AWS_KEY'],
-  ['ghp_' + 'a'.repeat(36), 'GITHUB_TOKEN'],
+  ...['AKIA', 'ASIA', 'AGPA', 'AIDA', 'AROA', 'ANPA', 'ANVA', 'AIPA'].map((prefix): [string, string] => [prefix + 'IOSFODNN7EXAMPLE', 'AWS_KEY']),
+  ...['ghp_', 'gho_', 'ghs_', 'ghu_', 'ghr_'].map((prefix): [string, string] => [prefix + 'aB3'.repeat(12), 'GITHUB_TOKEN']),
   ['github_pat_' + '11ABCDEFG0123456789_abcdefghij', 'GITHUB_TOKEN'],
   ['glpat-' + 'xXyYzZ0123456789abcd', 'GITLAB_TOKEN'],
-  ['xoxb-' + '1234567890-abcdefghij', 'SLACK_TOKEN'],
+  ...['a', 'b', 'p', 'o', 's', 'r'].map((kind): [string, string] => [`xox${kind}-` + '1234567890-abcdefghij', 'SLACK_TOKEN']),
   ['mcpw_' + 'ab'.repeat(32), 'MCPWORKS_KEY'],
-  ['eyJhbGciOiJIUzI1NiJ9' + '.eyJzdWIiOiIxMjM0NTY3ODkwIn0' + '.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U', 'JWT'],
-  ['postgres://admin:' + 's3cr3tpw@db.internal:5432/app', 'CONNECTION_URI'],
-  ['mongodb+srv://user:' + 'hunter22@cluster0.example.net/db', 'CONNECTION_URI'],
-  ['-----BEGIN ' + 'RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----', 'PRIVATE_KEY'],
+  [JWT_SAMPLE, 'JWT'],
+  ...['postgres', 'postgresql', 'mysql', 'mariadb', 'mongodb', 'mongodb+srv', 'redis', 'rediss', 'amqp', 'amqps', 'mssql', 'sqlserver'].map(
+    (scheme): [string, string] => [`${scheme}://admin:` + 's3cr3tpw@db.internal:5432/app', 'CONNECTION_URI'],
+  ),
+  ['POSTGRES://admin:' + 's3cr3tpw@db.internal/app', 'CONNECTION_URI'],
+  [pem(''), 'PRIVATE_KEY'],
+  [pem('RSA '), 'PRIVATE_KEY'],
+  [pem('OPENSSH '), 'PRIVATE_KEY'],
+  [pem('ENCRYPTED '), 'PRIVATE_KEY'],
+  [pem('PGP ', ' BLOCK'), 'PRIVATE_KEY'],
 ];
 
-test('one sample per pattern family is redacted with its marker', () => {
+test('every alternative of every pattern family is redacted with its marker', () => {
   for (const [secret, marker] of SAMPLES) {
     const { text, types } = scan(`before ${secret} after`);
-    assert.equal(text, `before [REDACTED_${marker}] after`, marker);
+    assert.equal(text, `before [REDACTED_${marker}] after`, secret.slice(0, 16));
     assert.deepEqual(types, [marker]);
   }
 });
 
-test('an AWS secret is redacted after its key name, which stays', () => {
-  const { text, types } = scan('aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY');
-  assert.equal(text, 'aws_secret_access_key = [REDACTED_AWS_SECRET]');
-  assert.deepEqual(types, ['AWS_SECRET']);
+test('an AWS secret is redacted after each spelling of its key name, which stays', () => {
+  const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+  for (const name of ['aws_secret_access_key = ', 'AWS_SECRET_KEY=', 'awssecretaccesskey: ', 'aws_secretkey="', "aws_secret_access_key_id:'", 'aws_secret_accesskey=', '"aws_secret_key": "']) {
+    const { text, types } = scan(`${name}${secret}`);
+    assert.equal(text, `${name}[REDACTED_AWS_SECRET]`, name);
+    assert.deepEqual(types, ['AWS_SECRET']);
+  }
 });
 
 test('near-misses are left alone', () => {
@@ -64,15 +75,71 @@ test('near-misses are left alone', () => {
   }
 });
 
-test('env values are redacted raw and in base64, hex and URL-encoded forms', () => {
-  const value = 'my secret/value+1';
-  const forms = [value, Buffer.from(value).toString('base64'), Buffer.from(value).toString('hex'), encodeURIComponent(value)];
-  for (const form of forms) {
-    const { text, types } = scan(`x=${form};`, [value]);
-    assert.equal(text, 'x=[REDACTED_ENV_VALUE];', form);
+// A value with everything that makes the forms differ: non-ASCII, both quotes, a backslash, a
+// space, a slash, parentheses; 31 UTF-8 bytes (so base64 pads, and +/ appear at every alignment).
+const VALUE = 'pä ss/wö(rd) "q" \\ it\'s~!ÿ??';
+// What CPython 3.11 prints for it (json.dumps, repr, str(bytes), urllib.parse.quote and quote_plus).
+const PYTHON_FORMS: Record<string, string> = {
+  'json.dumps': 'p\\u00e4 ss/w\\u00f6(rd) \\"q\\" \\\\ it\'s~!\\u00ff??',
+  'json.dumps twice': 'p\\\\u00e4 ss/w\\\\u00f6(rd) \\\\\\"q\\\\\\" \\\\\\\\ it\'s~!\\\\u00ff??',
+  repr: 'pä ss/wö(rd) "q" \\\\ it\\\'s~!ÿ??',
+  'str(bytes)': 'p\\xc3\\xa4 ss/w\\xc3\\xb6(rd) "q" \\\\ it\\\'s~!\\xc3\\xbf??',
+  quote: 'p%C3%A4%20ss/w%C3%B6%28rd%29%20%22q%22%20%5C%20it%27s~%21%C3%BF%3F%3F',
+  quote_plus: 'p%C3%A4+ss%2Fw%C3%B6%28rd%29+%22q%22+%5C+it%27s~%21%C3%BF%3F%3F',
+  urlsafe_b64encode: 'cMOkIHNzL3fDtihyZCkgInEiIFwgaXQnc34hw78_Pw==',
+  'json.dumps of repr': String.raw`p\u00e4 ss/w\u00f6(rd) \"q\" \\\\ it\\'s~!\u00ff??`,
+  'json.dumps of str(bytes)': String.raw`p\\xc3\\xa4 ss/w\\xc3\\xb6(rd) \"q\" \\\\ it\\'s~!\\xc3\\xbf??`,
+};
+const bytes = Buffer.from(VALUE);
+const NODE_FORMS: Record<string, string> = {
+  raw: VALUE,
+  'JSON.stringify': JSON.stringify(VALUE).slice(1, -1),
+  'JSON.stringify twice': JSON.stringify(JSON.stringify(VALUE)).slice(3, -3),
+  'util.inspect': inspect(VALUE).slice(1, -1),
+  'JSON.stringify of util.inspect': JSON.stringify(inspect(VALUE).slice(1, -1)).slice(1, -1),
+  // json.dumps(..., ensure_ascii=False) escapes as JSON.stringify does.
+  'json.dumps (ensure_ascii=False) of repr': JSON.stringify(PYTHON_FORMS.repr).slice(1, -1),
+  base64: bytes.toString('base64'),
+  'base64 unpadded': bytes.toString('base64').replace(/=+$/, ''),
+  base64url: bytes.toString('base64url'),
+  hex: bytes.toString('hex'),
+  HEX: bytes.toString('hex').toUpperCase(),
+  encodeURIComponent: encodeURIComponent(VALUE),
+  'encodeURIComponent, + for space': encodeURIComponent(VALUE).replace(/%20/g, '+'),
+};
+
+test('env values are redacted in every form everyday code writes them', () => {
+  for (const [name, form] of Object.entries({ ...PYTHON_FORMS, ...NODE_FORMS })) {
+    const { text, types } = scan(`x=${form};`, [VALUE]);
+    assert.equal(text, 'x=[REDACTED_ENV_VALUE];', name);
     assert.deepEqual(types, ['ENV_VALUE']);
   }
+  // Each form differs from the others, so each is tested on its own.
+  const all = Object.values({ ...PYTHON_FORMS, ...NODE_FORMS });
+  assert.equal(new Set(all).size, all.length);
   assert.equal(scan('short', ['short']).text, 'short', 'values under 8 characters are not redacted');
+});
+
+test('base64 of an env value inside other bytes is redacted at each of the three alignments', () => {
+  for (const alphabet of ['base64', 'base64url'] as const) {
+    for (const offset of [0, 1, 2]) {
+      const encoded = Buffer.concat([Buffer.from([0xfe, 0x01]).subarray(0, offset), bytes, Buffer.from([0xf7, 8, 9])]).toString(alphabet);
+      // Only the characters that bits around the value share stay.
+      const head = Math.ceil((offset * 8) / 6);
+      const tail = Math.floor(((offset + bytes.length) * 8) / 6);
+      const { text } = scan(encoded, [VALUE]);
+      assert.equal(text, `${encoded.slice(0, head)}[REDACTED_ENV_VALUE]${encoded.slice(tail)}`, `${alphabet} at offset ${offset}`);
+    }
+  }
+});
+
+test('the forms of a value are redacted wherever they touch or overlap', () => {
+  const other = 'second-secret-value';
+  const { text, types } = scan(`${VALUE}${VALUE}|${other.slice(0, 7)}${other}|${Buffer.from(other).toString('hex')}`, [VALUE, other]);
+  assert.equal(text, '[REDACTED_ENV_VALUE][REDACTED_ENV_VALUE]|second-[REDACTED_ENV_VALUE]|[REDACTED_ENV_VALUE]');
+  assert.deepEqual(types, ['ENV_VALUE']);
+  // Two values where one's end is the other's start: the joined stretch is redacted whole.
+  assert.equal(scan('<abcdefgh12345678>', ['abcdefgh1234', 'gh12345678']).text, '<[REDACTED_ENV_VALUE]>');
 });
 
 test('structured results are scanned deeply, keys included', () => {
@@ -102,4 +169,21 @@ test('a numeric env value returned as a number is redacted too', () => {
   const findings: Finding[] = [];
   assert.deepEqual(new SecretScanner(['12345678901']).scanValue({ n: 12345678901, other: 42 }, findings), { n: '[REDACTED_ENV_VALUE]', other: 42 });
   assert.deepEqual(findingTypes(findings), ['ENV_VALUE']);
+});
+
+test('values of any depth are scanned without recursion; keys named __proto__ stay keys', () => {
+  let deep: unknown = 'tenant-token-123';
+  for (let i = 0; i < 400_000; i++) deep = i % 2 ? [deep] : { k: deep };
+  const findings: Finding[] = [];
+  let out = new SecretScanner(['tenant-token-123']).scanValue(deep, findings);
+  let depth = 0;
+  while (typeof out === 'object' && out !== null) {
+    out = Array.isArray(out) ? out[0] : (out as { k: unknown }).k;
+    depth++;
+  }
+  assert.equal(depth, 400_000);
+  assert.equal(out, '[REDACTED_ENV_VALUE]');
+  const parsed = JSON.parse('{"__proto__": {"x": "tenant-token-123"}, "b": [1, "tenant-token-123"]}');
+  const scanned = new SecretScanner(['tenant-token-123']).scanValue(parsed, []);
+  assert.equal(JSON.stringify(scanned), '{"__proto__":{"x":"[REDACTED_ENV_VALUE]"},"b":[1,"[REDACTED_ENV_VALUE]"]}');
 });

@@ -1,8 +1,12 @@
 /**
  * Output secret scanner: every string a run returns (result, logs, errors) passes through here
  * before it reaches the client. Known credential shapes and the exact values of the caller's env
- * variables (and their base64, hex and URL-encoded forms) become `[REDACTED_<TYPE>]`.
+ * variables (in the forms everyday code writes them: see envValueForms) become `[REDACTED_<TYPE>]`.
+ * Linear in the output: env values through one Aho–Corasick pass, shapes through linear finders
+ * and regexes that cannot backtrack quadratically.
  */
+import { inspect } from 'node:util';
+import { LiteralMatcher } from './literal-matcher.js';
 
 export interface SecretPattern {
   /** Marker suffix: `[REDACTED_<marker>]`. */
@@ -88,7 +92,8 @@ export const SECRET_PATTERNS: readonly SecretPattern[] = Object.freeze([
   { marker: 'CONNECTION_URI', pattern: /\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver):\/\/[^\s:@/'"]+:[^\s@/'"]+@[^\s'"<>]+/gi },
   { marker: 'STRIPE_WEBHOOK', pattern: /\bwhsec_[A-Za-z0-9]{20,}/g },
   { marker: 'STRIPE_KEY', pattern: /\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}/g },
-  { marker: 'API_KEY', pattern: /\bsk-(?:proj-|ant-(?:[a-z]+\d*-)?|svcacct-|admin-)?[A-Za-z0-9_-]{20,}/g },
+  // sk-proj-, sk-ant-api03-, sk-svcacct-, sk-admin-…: their prefixes are in the class already.
+  { marker: 'API_KEY', pattern: /\bsk-[A-Za-z0-9_-]{20,}/g },
   { marker: 'AWS_KEY', pattern: /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b/g },
   {
     marker: 'AWS_SECRET',
@@ -109,48 +114,158 @@ export interface Finding {
   type: string;
 }
 
-function escapeRegExp(value: string): string {
-  return value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const hex2 = (n: number) => n.toString(16).padStart(2, '0');
+const unicodeEscape = (unit: number) => `\\u${unit.toString(16).padStart(4, '0')}`;
+
+/** What JSON.stringify (and json.dumps with ensure_ascii=False) makes of a string, quotes cut. */
+function jsonInner(value: string): string {
+  return JSON.stringify(value).slice(1, -1);
 }
 
-/** The forms in which a value may leak: raw, base64 (both alphabets), hex, URL-encoded. */
-function envForms(value: string): string[] {
+const JSON_SHORT_ESCAPES: Record<number, string> = { 0x22: '\\"', 0x5c: '\\\\', 0x08: '\\b', 0x0c: '\\f', 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t' };
+
+/** What Python's json.dumps (ensure_ascii, its default) makes of a str: all but printable ASCII escaped. */
+function pythonJsonInner(value: string): string {
+  let out = '';
+  for (let i = 0; i < value.length; i++) {
+    const unit = value.charCodeAt(i);
+    const short = JSON_SHORT_ESCAPES[unit];
+    if (short !== undefined) out += short;
+    else if (unit < 0x20 || unit > 0x7e) out += unicodeEscape(unit);
+    else out += value[i];
+  }
+  return out;
+}
+
+/** Python's str.isprintable beyond ASCII: the Other and Separator categories are not printable. */
+const NOT_PRINTABLE = /[\p{C}\p{Z}]/u;
+
+/** Python's repr() of a str, quotes cut (it picks double quotes for text with ' and no "). */
+function pythonReprInner(value: string): string {
+  const quote = value.includes("'") && !value.includes('"') ? '"' : "'";
+  let out = '';
+  for (const char of value) {
+    const point = char.codePointAt(0)!;
+    if (char === quote || char === '\\') out += `\\${char}`;
+    else if (char === '\t') out += '\\t';
+    else if (char === '\n') out += '\\n';
+    else if (char === '\r') out += '\\r';
+    else if (point < 0x20 || point === 0x7f) out += `\\x${hex2(point)}`;
+    else if (point < 0x7f || !NOT_PRINTABLE.test(char)) out += char;
+    else if (point <= 0xff) out += `\\x${hex2(point)}`;
+    else if (point <= 0xffff) out += `\\u${point.toString(16).padStart(4, '0')}`;
+    else out += `\\U${point.toString(16).padStart(8, '0')}`;
+  }
+  return out;
+}
+
+/** Python's str(bytes) (its repr) of the UTF-8 bytes, `b'` and quote cut. */
+function pythonBytesInner(bytes: Buffer): string {
+  const quote = bytes.includes(0x27) && !bytes.includes(0x22) ? 0x22 : 0x27;
+  let out = '';
+  for (const byte of bytes) {
+    if (byte === quote || byte === 0x5c) out += `\\${String.fromCharCode(byte)}`;
+    else if (byte === 0x09) out += '\\t';
+    else if (byte === 0x0a) out += '\\n';
+    else if (byte === 0x0d) out += '\\r';
+    else if (byte < 0x20 || byte >= 0x7f) out += `\\x${hex2(byte)}`;
+    else out += String.fromCharCode(byte);
+  }
+  return out;
+}
+
+/** Node's util.inspect of a string (console.log of an object holding it), quotes cut. */
+function nodeInspectInner(value: string): string {
+  return inspect(value, { maxStringLength: Infinity }).slice(1, -1);
+}
+
+/** encodeURIComponent, and what Python's urllib.parse.quote / quote_plus make of the value. */
+function urlForms(value: string): string[] {
+  let component: string;
+  try {
+    component = encodeURIComponent(value);
+  } catch {
+    return []; // a lone surrogate: no URL encoder takes it
+  }
+  // Python also escapes !'()* and leaves / alone in quote() (its default safe='/').
+  const python = component.replace(/[!'()*]/g, (char) => `%${char.charCodeAt(0).toString(16).toUpperCase()}`);
+  return [component, component.replace(/%20/g, '+'), python.replace(/%2F/g, '/'), python.replace(/%20/g, '+')];
+}
+
+/**
+ * base64 of the value wherever it sits in the encoded bytes: for each of the three alignments,
+ * the characters that only the value's own bits decide (the first one or two and the last depend
+ * on the bytes around it), in both alphabets; and the value encoded alone, padded and unpadded.
+ */
+function base64Forms(bytes: Buffer): string[] {
+  const forms: string[] = [];
+  const both = (text: string) => forms.push(text, text.replace(/\+/g, '-').replace(/\//g, '_'));
+  const alone = bytes.toString('base64');
+  both(alone);
+  both(alone.replace(/=+$/, ''));
+  for (const offset of [0, 1, 2]) {
+    const encoded = Buffer.concat([Buffer.alloc(offset), bytes]).toString('base64');
+    both(encoded.slice(Math.ceil((offset * 8) / 6), Math.floor(((offset + bytes.length) * 8) / 6)));
+  }
+  return forms;
+}
+
+/**
+ * The forms in which a value leaks by accident: raw; as JSON.stringify and Python's json.dumps
+ * write it (also once more inside a JSON string); as Python's repr(), str(bytes) and Node's
+ * util.inspect show it (also inside a JSON string); base64 at any offset; hex; URL-encoded.
+ */
+export function envValueForms(value: string): string[] {
   const bytes = Buffer.from(value, 'utf8');
   const forms = new Set([
     value,
-    bytes.toString('base64'),
-    bytes.toString('base64').replace(/=+$/, ''),
-    bytes.toString('base64url'),
+    jsonInner(value),
+    jsonInner(jsonInner(value)),
+    pythonJsonInner(value),
+    pythonJsonInner(pythonJsonInner(value)),
+    pythonReprInner(value),
+    pythonBytesInner(bytes),
+    nodeInspectInner(value),
+    // A printed form inside JSON (a log line, a JSON field holding a message).
+    jsonInner(pythonReprInner(value)),
+    pythonJsonInner(pythonReprInner(value)),
+    jsonInner(pythonBytesInner(bytes)),
+    jsonInner(nodeInspectInner(value)),
+    ...base64Forms(bytes),
     bytes.toString('hex'),
     bytes.toString('hex').toUpperCase(),
-    encodeURIComponent(value),
-    encodeURIComponent(value).replace(/%20/g, '+'),
-    JSON.stringify(value).slice(1, -1),
+    ...urlForms(value),
   ]);
   return [...forms].filter((form) => form.length >= MIN_ENV_VALUE_LENGTH);
 }
 
+/**
+ * Redacts the output of one call. Guards against accidental leaks (a secret printed, returned or
+ * encoded by everyday code), not against code that wants to leak one: that code can always
+ * transform a value in a way no scanner anticipates.
+ */
 export class SecretScanner {
-  private readonly envPattern: RegExp | undefined;
+  private readonly envMatcher: LiteralMatcher;
 
   constructor(envValues: Iterable<string> = []) {
-    const forms = new Set<string>();
-    for (const value of envValues) {
-      if (value.length >= MIN_ENV_VALUE_LENGTH) for (const form of envForms(value)) forms.add(form);
-    }
-    // Longest first, so a value is replaced whole rather than a shorter value inside it.
-    const sorted = [...forms].sort((a, b) => b.length - a.length).map(escapeRegExp);
-    this.envPattern = sorted.length > 0 ? new RegExp(sorted.join('|'), 'g') : undefined;
+    const forms: string[] = [];
+    for (const value of envValues) if (value.length >= MIN_ENV_VALUE_LENGTH) forms.push(...envValueForms(value));
+    this.envMatcher = new LiteralMatcher(forms);
   }
 
   /** Redacts one string; findings are appended to `findings`. */
   scanString(text: string, findings: Finding[]): string {
     let out = text;
-    if (this.envPattern) {
-      out = out.replace(this.envPattern, () => {
+    const envRanges = this.envMatcher.ranges(out);
+    if (envRanges.length > 0) {
+      let rebuilt = '';
+      let last = 0;
+      for (let i = 0; i < envRanges.length; i += 2) {
         findings.push({ type: 'ENV_VALUE' });
-        return '[REDACTED_ENV_VALUE]';
-      });
+        rebuilt += `${out.slice(last, envRanges[i])}[REDACTED_ENV_VALUE]`;
+        last = envRanges[i + 1]!;
+      }
+      out = rebuilt + out.slice(last);
     }
     for (const { marker, find } of SECRET_FINDERS) {
       const ranges = find(out);
@@ -178,22 +293,42 @@ export class SecretScanner {
     return out;
   }
 
-  /** Redacts every string inside a JSON value (object keys included), returning a new value. */
+  /**
+   * Redacts every string inside a JSON value (object keys included), returning a new value.
+   * Iterative: however deep the value, the server's stack is not.
+   */
   scanValue(value: unknown, findings: Finding[]): unknown {
-    if (typeof value === 'string') return this.scanString(value, findings);
-    // A numeric secret (a PIN, an account number) can come back as a number.
-    if (typeof value === 'number' && this.envPattern) {
-      const text = String(value);
-      const redacted = this.scanString(text, findings);
-      return redacted === text ? value : redacted;
+    const holder: Record<string, unknown> = {};
+    const work: Array<{ source: unknown; into: Record<string, unknown> | unknown[]; key: string | number }> = [{ source: value, into: holder, key: 'value' }];
+    for (let task = work.pop(); task !== undefined; task = work.pop()) {
+      const { source, into, key } = task;
+      let scanned: unknown = source;
+      if (typeof source === 'string') {
+        scanned = this.scanString(source, findings);
+      } else if (typeof source === 'number') {
+        // A numeric secret (a PIN, an account number) can come back as a number.
+        if (!this.envMatcher.empty) {
+          const text = String(source);
+          const redacted = this.scanString(text, findings);
+          if (redacted !== text) scanned = redacted;
+        }
+      } else if (Array.isArray(source)) {
+        const copy: unknown[] = new Array(source.length);
+        for (let i = source.length - 1; i >= 0; i--) work.push({ source: source[i], into: copy, key: i });
+        scanned = copy;
+      } else if (source !== null && typeof source === 'object') {
+        const copy: Record<string, unknown> = {};
+        for (const [name, item] of Object.entries(source as Record<string, unknown>)) {
+          const redactedName = this.scanString(name, findings);
+          // Defined, not assigned: a key named __proto__ stays a key.
+          Object.defineProperty(copy, redactedName, { value: undefined, writable: true, enumerable: true, configurable: true });
+          work.push({ source: item, into: copy, key: redactedName });
+        }
+        scanned = copy;
+      }
+      (into as Record<string | number, unknown>)[key] = scanned;
     }
-    if (Array.isArray(value)) return value.map((item) => this.scanValue(item, findings));
-    if (value !== null && typeof value === 'object') {
-      const out: Record<string, unknown> = {};
-      for (const [key, item] of Object.entries(value as Record<string, unknown>)) out[this.scanString(key, findings)] = this.scanValue(item, findings);
-      return out;
-    }
-    return value;
+    return holder.value;
   }
 }
 

@@ -187,6 +187,16 @@ export class RunService {
         return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
       }
       const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
+      // A sandbox of its own costs the server what a call does: it takes a unit of the account's
+      // per-minute rate (not of the monthly quota, which counts the execute once).
+      const perMinute = this.tierLimits(ctx.principal).executionsPerMinute;
+      if (!(await this.deps.metering.takeRateUnit(ctx.principal.accountId, perMinute, new Date()))) {
+        return {
+          ok: false,
+          error_type: 'EXECUTION_RATE_EXCEEDED',
+          error: `Execution rate limit (${perMinute}/min) exceeded: each call to a function of the other language starts a sandbox and counts against it`,
+        };
+      }
       // The callee may use what is left of the caller's time, no more.
       const remaining = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
       const outcome = await this.deps.sandbox.run({
@@ -202,7 +212,7 @@ export class RunService {
       return checked.ok ? { ok: true, result: checked.result } : { ok: false, error_type: checked.error_type, error: checked.error };
     };
 
-    let outcome;
+    let outcome: SandboxOutcome;
     try {
       outcome = await this.deps.sandbox.run({
         code,
@@ -219,7 +229,7 @@ export class RunService {
     } finally {
       finished = true;
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome), true, {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome), !platformFailed(outcome), {
       mode: 'code',
       serviceName: null,
       functionName: null,
@@ -236,46 +246,70 @@ export class RunService {
    */
   private async checkOutput(fn: ActiveFunction, result: RunResult): Promise<RunResult> {
     if (!result.ok || !fn.definition.outputSchema) return result;
-    const problems = await this.schemaGuard.problems(fn.definition.outputSchema, result.result);
+    let problems: string[];
+    try {
+      problems = await this.schemaGuard.problems(fn.definition.outputSchema, result.result);
+    } catch (error) {
+      // The code ran: a check that could not finish withholds the result (fails closed) but never
+      // keeps the call from being recorded and counted.
+      const why = error instanceof DomainError ? error.message : 'the check could not be completed';
+      return { ok: false, error: `the result could not be checked against output_schema: ${why}`, error_type: SANDBOX_ERROR_TYPES.schema, stderr: result.stderr, stdout: result.stdout };
+    }
     if (problems.length === 0) return result;
     return { ok: false, error: `the result does not match output_schema: ${problems.join('; ')}`, error_type: SANDBOX_ERROR_TYPES.schema, stderr: result.stderr, stdout: result.stdout };
   }
 
-  /** Scans what a run produced, settles its ticket and records it. */
+  /**
+   * Scans what a run produced, settles its ticket and records it. `counted`: the call's code ran
+   * in a sandbox, whatever it returned or raised (errors are not a free channel); false when it was
+   * refused before any sandbox or the host saw the platform fail (SandboxFailure.platform) — never
+   * decided from the run's answer. Once code ran, nothing after it keeps the call from counting.
+   */
   private async finish(
     ctx: RunContext,
     ticket: Ticket,
     namespaceId: string,
     started: number,
     result: RunResult,
-    ranCode: boolean,
+    counted: boolean,
     what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language'>,
   ): Promise<RunResult> {
-    const findings: Finding[] = [];
-    const scanned = new SecretScanner(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
-    // A call counts once its code ran in a sandbox, whatever it returned or raised (errors are
-    // not a free channel); refused before any sandbox, or failed by the platform, it does not.
-    const counted = ranCode && (scanned.ok || scanned.error_type !== SANDBOX_ERROR_TYPES.sandbox);
-    const settle = !ticket.settled;
-    // Settling and recording are one statement: one round trip and one commit per call.
-    await this.deps.executions.finish(
-      settle ? { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted } : null,
-      {
-        id: ticket.id,
-        accountId: ctx.principal.accountId,
-        namespaceId,
-        keyId: ctx.principal.keyId,
-        ...what,
-        status: scanned.ok ? 'success' : 'error',
-        errorType: scanned.ok ? null : scanned.error_type,
-        errorMessage: scanned.ok ? null : scanned.error,
-        durationMs: performance.now() - started,
-        bytesOut: Buffer.byteLength(JSON.stringify(scanned)),
-        stdout: scanned.stdout,
-        stderr: scanned.stderr,
-      },
-      findingTypes(findings),
-    );
+    let findings: Finding[] = [];
+    let scanned: RunResult;
+    let bytesOut: number;
+    try {
+      scanned = new SecretScanner(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
+      bytesOut = Buffer.byteLength(JSON.stringify(scanned));
+    } catch {
+      // An output the server cannot scan is withheld, not passed on unscanned; the call still counts.
+      findings = [];
+      scanned = { ok: false, error: 'the output could not be checked for secrets and was withheld', error_type: 'internal_error', stderr: '', stdout: '' };
+      bytesOut = 0;
+    }
+    const settlement = ticket.settled ? null : { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted };
+    const record: ExecutionRecord = {
+      id: ticket.id,
+      accountId: ctx.principal.accountId,
+      namespaceId,
+      keyId: ctx.principal.keyId,
+      ...what,
+      status: scanned.ok ? 'success' : 'error',
+      errorType: scanned.ok ? null : scanned.error_type,
+      errorMessage: scanned.ok ? null : scanned.error,
+      durationMs: performance.now() - started,
+      bytesOut,
+      stdout: scanned.stdout,
+      stderr: scanned.stderr,
+    };
+    try {
+      // Settling and recording are one statement: one round trip and one commit per call.
+      await this.deps.executions.finish(settlement, record, findingTypes(findings));
+    } catch (error) {
+      // Not recorded (the database failed it): the call is still settled as what it was, never
+      // left to the endpoint's refund.
+      await this.settle(ticket, counted);
+      throw error;
+    }
     ticket.settled = true;
     if (findings.length > 0) {
       this.deps.securityLog?.({ namespaceId, service: what.serviceName, function: what.functionName, detections: findingTypes(findings) });
@@ -289,7 +323,7 @@ export class RunService {
     const fn = namespace.functions.find((f) => f.service === service && f.name === name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
     let result: RunResult;
-    let ranCode = false;
+    let counted = false;
     const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
     const problems = missing.length === 0 && fn.definition.inputSchema ? await this.schemaGuard.problems(fn.definition.inputSchema, args ?? {}) : [];
     if (missing.length > 0) {
@@ -307,10 +341,10 @@ export class RunService {
         limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
         ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
+      counted = !platformFailed(outcome);
       result = await this.checkOutput(fn, fromOutcome(outcome));
-      ranCode = true;
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, result, ranCode, {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, result, counted, {
       mode: 'tools',
       serviceName: service,
       functionName: name,
@@ -327,6 +361,11 @@ export function declaredEnv(fn: ActiveFunction, env: Readonly<Record<string, str
   const out: Record<string, string> = {};
   for (const name of [...fn.definition.requiredEnv, ...fn.definition.optionalEnv]) if (env[name] !== undefined) out[name] = env[name]!;
   return out;
+}
+
+/** Only the host's own observation makes a failure the platform's (see SandboxFailure.platform). */
+function platformFailed(outcome: SandboxOutcome): boolean {
+  return !outcome.ok && outcome.error.platform === true;
 }
 
 function fromOutcome(outcome: SandboxOutcome): RunResult {

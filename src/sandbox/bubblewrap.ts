@@ -13,6 +13,7 @@ import type { Duplex } from 'node:stream';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { invalid } from '../core/errors.js';
 import {
+  answeredErrorType,
   SANDBOX_ERROR_TYPES,
   sandboxLimitsFor,
   type Sandbox,
@@ -429,9 +430,11 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       });
       // A child that died before its run began changes nothing: the run takes the ordinary path.
       if (!record.notStarted) {
-        if (record.exit.spawnFailed && record.answer === null) {
+        // The zygote itself gone (no status came from it), and nothing the host did to the run
+        // (a timeout or an overflow kills it) nor any answer explains the end: the platform's.
+        if (record.exit.spawnFailed && record.answer === null && !record.timedOut && !record.overflowed && !record.flooded) {
           log('a zygote ended while one of its children was running');
-          return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox stopped before the function finished', stderr: '' }, record.stdout.text(), started);
+          return platformFailure('the sandbox stopped before the function finished', started);
         }
         return interpret(request, record, started);
       }
@@ -671,14 +674,17 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
     if (exit.spawnFailed) {
       log('sandbox helper could not be started');
-      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox could not start', stderr: '' }, '', started);
+      return platformFailure('the sandbox could not start', started);
     }
     // Between runs, so the fork never delays a run in progress.
     setImmediate(() => launchers.refill());
     if (networkFailed) {
-      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox network could not be set up', stderr: '' }, '', started);
+      return platformFailure('the sandbox network could not be set up', started);
     }
-    return interpret(request, { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit }, started);
+    // Whether the runner ever said ready: its line precedes any user code, so once the process is
+    // gone it is in the pipe already (or fd 3 closes without it); bounded all the same.
+    const ready = channel.isReady || (await Promise.race([channel.ready, delay(2000).then(() => false)]));
+    return interpret(request, { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }, started);
   }
 
   function interpret(
@@ -692,6 +698,13 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const fail = (type: string, message: string, trace = '') =>
       failed({ type, message, stderr: joinLogs(stderrText, trace) }, stdoutText, started);
 
+    if (!run.ready) {
+      // The runner never said ready, so no user code ran: the sandbox did not start. Decided from
+      // that alone; what the sandbox printed is only logged (its platform lines, never the rest).
+      const platformLines = stderrText.split('\n').filter((line) => /^(bwrap|mcpworks-sandbox-helper): /.test(line));
+      log(`sandbox failed to start (status ${run.exit.code ?? run.exit.signal ?? 'none'})${platformLines.length ? `: ${platformLines.join(' | ').slice(0, 2000)}` : ''}`);
+      return platformFailure('the sandbox could not start', started);
+    }
     if (run.flooded) return fail(SANDBOX_ERROR_TYPES.exited, 'the function sent bridge calls without waiting for their answers and was stopped');
     if (run.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
     const parsed = run.answer;
@@ -704,7 +717,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         return { ok: true, result: parsed.result ?? null, stdout: stdoutText, stderr: stderrText, durationMs: elapsed(started) };
       }
       const trace = trimTraceback(String(parsed.traceback ?? ''));
-      return fail(String(parsed.type ?? 'Error'), String(parsed.message ?? ''), trace);
+      // The run's own word: never a platform failure, whatever type it names.
+      return fail(answeredErrorType(String(parsed.type ?? 'Error')), String(parsed.message ?? ''), trace);
     }
     if (run.timedOut) return fail(SANDBOX_ERROR_TYPES.timeout, `the function ran longer than ${limits.timeoutSeconds} s and was stopped`);
     if (run.oomKilled || /JavaScript heap out of memory|Reached heap limit/.test(stderrText)) {
@@ -712,16 +726,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
     if (run.exit.lost) {
       log('a sandbox ended unobserved: its spawner stopped during the run');
-      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox was lost (its spawner stopped)', stderr: '' }, '', started);
+      return platformFailure('the sandbox was lost (its spawner stopped)', started);
     }
     const status = run.exit.code ?? -1;
-    const hostSide = /^(bwrap|mcpworks-sandbox-helper): /m.exec(stderrText);
-    if (hostSide && status !== 0 && run.stdout.byteLength === 0) {
-      // Only the platform's own lines: the rest of stderr is the function's and may hold its secrets.
-      const platformLines = stderrText.split('\n').filter((line) => /^(bwrap|mcpworks-sandbox-helper): /.test(line));
-      log(`sandbox failed to start: ${platformLines.join(' | ').slice(0, 2000)}`);
-      return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox could not start', stderr: '' }, '', started);
-    }
     // bubblewrap reports a child killed by signal N as status 128+N.
     if (status === 128 + 24) return fail(SANDBOX_ERROR_TYPES.timeout, `the function used more than ${limits.cpuSeconds} s of CPU time and was stopped`);
     if (status === 128 + 31) return fail(SANDBOX_ERROR_TYPES.exited, 'the function made a system call the sandbox forbids (SIGSYS) and was stopped');
@@ -784,6 +791,11 @@ const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {
   return { ok: false, error, stdout, durationMs: elapsed(started) };
+}
+
+/** Only for what the host saw itself (see SandboxFailure.platform); nothing of the run is returned. */
+function platformFailure(message: string, started: number): SandboxOutcome {
+  return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message, stderr: '', platform: true }, '', started);
 }
 
 function elapsed(started: number): number {

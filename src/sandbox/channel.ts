@@ -25,11 +25,44 @@ export interface RunRecord {
   flooded: boolean;
   timedOut: boolean;
   oomKilled: boolean;
+  /**
+   * The runner reported ready (it writes READY_LINE before it reads its request, so before any
+   * user code exists). False: the sandbox never started, a platform failure.
+   */
+  ready: boolean;
   exit: { code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean; lost?: boolean };
 }
 
 /** What the runner writes on fd 3 when it is started and blocked reading its request. */
 export const READY_LINE = '{"ready":true}';
+
+/**
+ * Deepest nesting of arrays and objects in one message (answer or bridge call). Python's encoder
+ * stops near 1,000 levels anyway; Node's does not, and a deeper value would overflow the
+ * recursion of whatever handles it next on the server (serialisers, the MCP layer).
+ */
+export const MAX_MESSAGE_DEPTH = 1000;
+
+/** True when `text` (JSON) nests arrays and objects deeper than `max`: one pass, strings skipped. */
+export function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 0x22) {
+      // Skip the string: to the next quote that no backslash escapes.
+      for (i++; i < text.length; i++) {
+        const inner = text.charCodeAt(i);
+        if (inner === 0x5c) i++;
+        else if (inner === 0x22) break;
+      }
+    } else if (code === 0x5b || code === 0x7b) {
+      if (++depth > max) return true;
+    } else if (code === 0x5d || code === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
+}
 
 /** Bridge calls a run may have sent and not yet had answered (threads may share the bridge). */
 const MAX_OUTSTANDING_CALLS = 16;
@@ -44,6 +77,11 @@ export class RunChannel {
   /** The run sent more bridge calls than it waited for; it is stopped. */
   flooded = false;
   private outstanding = 0;
+  /** The runner's READY_LINE has arrived. */
+  get isReady(): boolean {
+    return this.sawReady;
+  }
+
   /** True once the runner waits for its request; false if fd 3 closed first (the sandbox died). */
   readonly ready: Promise<boolean>;
   /** Settles when the run's answer has arrived (never, if it does not). */
@@ -111,10 +149,15 @@ export class RunChannel {
       return;
     }
     let message: unknown;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      message = { ok: false, type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
+    if (nestedDeeperThan(line, MAX_MESSAGE_DEPTH)) {
+      // Decided here, before anything on the server parses or walks it; it ends the run.
+      message = { ok: false, type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
+    } else {
+      try {
+        message = JSON.parse(line);
+      } catch {
+        message = { ok: false, type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
+      }
     }
     if (message !== null && typeof message === 'object' && Object.prototype.hasOwnProperty.call(message, 'bridge')) {
       // The bridge is call-and-wait; a run that sends calls without reading their answers would

@@ -343,6 +343,8 @@ class ZygoteChild {
       flooded: this.channel?.flooded ?? false,
       timedOut,
       oomKilled: this.cgroup.oomKilled(),
+      // A run's request is sent only once its child said ready.
+      ready: !notStarted && (this.channel?.isReady ?? false),
       // A child whose zygote vanished reads as a sandbox that could not run.
       exit: { code: status, signal: null, spawnFailed: status === null },
       notStarted,

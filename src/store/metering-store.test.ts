@@ -109,6 +109,25 @@ describe('metering store', () => {
     assert.equal((await admit(accountId, { executionsPerMinute: 2 }, new Date(start.getTime() + 60_000))).rejection, undefined);
   });
 
+  test('rate units (sandboxes a running call starts) share the minute window with admissions, exactly, in parallel', async () => {
+    const { accountId } = await newAccount();
+    const start = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 15_000);
+    assert.equal((await admit(accountId, { executionsPerMinute: 10 }, start)).rejection, undefined);
+    // 20 units and 5 admissions at once against the 9 left: exactly 9 pass.
+    const [taken, admitted] = await Promise.all([
+      Promise.all(Array.from({ length: 20 }, () => metering.takeRateUnit(accountId, 10, start))),
+      Promise.all(Array.from({ length: 5 }, () => admit(accountId, { executionsPerMinute: 10 }, start))),
+    ]);
+    const admittedCount = admitted.filter((a) => !a.rejection).length;
+    assert.equal(taken.filter(Boolean).length + admittedCount, 9);
+    const usage = await metering.usage(accountId, start);
+    assert.equal(usage.lastMinute, 10);
+    assert.equal(usage.executions, 1 + admittedCount, 'a unit takes nothing of the monthly quota');
+    assert.equal(await metering.takeRateUnit(accountId, null, start), true, 'no limit: counted all the same');
+    assert.equal((await metering.usage(accountId, start)).lastMinute, 11);
+    assert.equal(await metering.takeRateUnit(accountId, 10, new Date(start.getTime() + 60_000)), true, 'the next window');
+  });
+
   test('settle: a failed call gives its unit back once; a successful one keeps it', async () => {
     const { accountId } = await newAccount();
     const failed = await admit(accountId, {});

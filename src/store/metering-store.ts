@@ -71,6 +71,23 @@ export class MeteringStore {
       .execute();
   }
 
+  /**
+   * One unit of the per-minute rate, without a quota unit or a slot: for a sandbox that a running
+   * code-mode call starts (a cross-language function call). False, and nothing taken, when the
+   * minute's window is full (null: no limit, the unit is still counted). Under the account's row
+   * lock, as admission is, so the two together never pass the limit.
+   */
+  async takeRateUnit(accountId: string, perMinute: number | null, now: Date): Promise<boolean> {
+    if (perMinute !== null && perMinute <= 0) return false;
+    const { rows } = await sql<{ executions: number }>`
+      INSERT INTO rate_windows (account_id, window_start, executions)
+        SELECT id, ${minuteStart(now)}, 1 FROM accounts WHERE id = ${accountId} FOR UPDATE
+      ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1
+        WHERE ${perMinute}::int IS NULL OR rate_windows.executions < ${perMinute}::int
+      RETURNING executions`.execute(this.db);
+    return rows.length > 0;
+  }
+
   async usage(accountId: string, now: Date): Promise<{ month: string; executions: number; lastMinute: number; active: number }> {
     const month = monthKey(now);
     const [usage, rate, active] = await Promise.all([
