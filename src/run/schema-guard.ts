@@ -1,17 +1,17 @@
 import { createHash } from 'node:crypto';
+import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { canonicalJson } from '../core/functions.js';
 import { describeExcess, shapeExcess } from '../core/json-schema.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { packageRoot } from '../sandbox/host.js';
 
 export interface SchemaGuardOptions {
-  /** Worker threads. One account holds at most workers - 1 of them (at least one) at a time. */
+  /** Worker processes. One account holds at most workers - 1 of them (at least one) at a time. */
   workers: number;
   /** Wall-clock time one compile or check may take in its worker before the worker is killed. */
   deadlineMs: number;
-  /** V8 old-generation heap of each worker; going over it kills that worker only. */
+  /** V8 old-generation heap of each worker; going over it ends that worker only. */
   heapMb: number;
   /** Jobs waiting for a worker, in all and per account; beyond that a job fails at once. */
   maxWaiting: number;
@@ -53,7 +53,7 @@ interface Job {
 }
 
 interface Slot {
-  worker: Worker | undefined;
+  worker: ChildProcess | undefined;
   ready: boolean;
   job: Job | undefined;
   timer: NodeJS.Timeout | undefined;
@@ -69,11 +69,15 @@ const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 's
 
 /**
  * Every use of a tenant's JSON Schema (compiling it when a version is created, checking a run's
- * input or result against it) runs here: in a small pool of worker threads, each job with a
+ * input or result against it) runs here: in a small pool of worker processes, each job with a
  * deadline and each worker with a heap limit. A job that overruns kills its worker (a fresh one
  * takes over) and fails closed; the main thread only measures the value (iteratively, with caps)
  * and serialises it. Jobs are served in order, except that one account never holds every worker,
  * so one tenant's slow checks do not queue everyone else's behind them.
+ *
+ * Processes, not worker threads: a worker thread that reaches its resourceLimits can still abort
+ * the whole process (V8 reports some out-of-memory failures as fatal for the process; see
+ * nodejs/node#47224), and `--max-old-space-size` in NODE_OPTIONS overrides resourceLimits.
  */
 export class SchemaGuard {
   private readonly options: SchemaGuardOptions;
@@ -119,17 +123,17 @@ export class SchemaGuard {
     return { ok: true };
   }
 
-  /** For tests and operators: jobs in workers, jobs waiting, workers replaced after an overrun. */
-  stats(): { busy: number; waiting: number; replaced: number } {
-    return { busy: this.slots.filter((s) => s.job).length, waiting: this.waiting.length, replaced: this.replaced };
+  /** For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an overrun. */
+  stats(): { ready: number; busy: number; waiting: number; replaced: number } {
+    return { ready: this.slots.filter((s) => s.ready).length, busy: this.slots.filter((s) => s.job).length, waiting: this.waiting.length, replaced: this.replaced };
   }
 
   async close(): Promise<void> {
     this.closed = true;
     for (const job of this.waiting.splice(0)) job.resolve({ stopped: 'the server is shutting down' });
     this.waitingBy.clear();
-    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down'));
-    await Promise.all(workers.map((w) => w?.terminate()));
+    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is ChildProcess => w !== undefined);
+    await Promise.all(workers.map((w) => stop(w)));
   }
 
   private textOf(schema: Record<string, unknown>): SchemaText | undefined {
@@ -194,6 +198,7 @@ export class SchemaGuard {
   private start(slot: Slot, job: Job): void {
     const worker = slot.worker!;
     slot.job = job;
+    holdOpen(worker, true);
     this.count(this.running, job.accountId, 1);
     const withText = job.withText || !slot.known.has(job.schema.key);
     if (withText) {
@@ -201,23 +206,32 @@ export class SchemaGuard {
       slot.known.add(job.schema.key);
     }
     slot.timer = setTimeout(() => this.kill(slot, `it took longer than ${this.options.deadlineMs} ms`), this.options.deadlineMs);
-    worker.postMessage({ id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.data !== undefined ? { data: job.data } : {}) });
+    worker.send({ id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.data !== undefined ? { data: job.data } : {}) });
   }
 
   private spawn(slot: Slot): void {
-    const worker = new Worker(WORKER_FILE, {
-      // Plain JavaScript: none of the host's loaders (tsx in development) is needed or wanted.
-      execArgv: [],
-      resourceLimits: { maxOldGenerationSizeMb: this.options.heapMb, maxYoungGenerationSizeMb: Math.max(4, Math.ceil(this.options.heapMb / 4)), stackSizeMb: 4 },
+    const worker = fork(WORKER_FILE, [], {
+      // Plain JavaScript: none of the host's loaders (tsx in development) or flags, and none of its
+      // environment (database URL, secrets) is needed or wanted there.
+      execArgv: [`--max-old-space-size=${this.options.heapMb}`, `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`],
+      env: {},
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      serialization: 'advanced',
     });
-    worker.unref();
     slot.worker = worker;
     slot.ready = false;
     slot.known = new Set();
+    // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
+    let stderr = '';
+    worker.stderr?.setEncoding('utf8');
+    worker.stderr?.on('data', (chunk: string) => {
+      stderr = (stderr + chunk).slice(-4096);
+    });
     worker.on('message', (message: WorkerMessage) => {
       if (slot.worker !== worker) return;
       if ('ready' in message) {
         slot.ready = true;
+        holdOpen(worker, false);
         this.pump();
         return;
       }
@@ -235,17 +249,21 @@ export class SchemaGuard {
       }
       this.pump();
     });
-    worker.on('error', (error: Error & { code?: string }) => {
+    worker.on('error', () => {
       if (slot.worker !== worker) return;
-      this.kill(slot, error.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker failed');
+      this.kill(slot, 'the schema checker failed');
     });
-    worker.on('exit', () => {
+    worker.on('close', () => {
       if (slot.worker !== worker) return;
-      this.kill(slot, 'the schema checker stopped');
+      this.kill(slot, /heap out of memory|Reached heap limit/.test(stderr) ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker stopped');
     });
+    // Only a worker with a job (or starting for one) keeps the server's process alive.
+    worker.unref();
+    (worker.stderr as { unref?: () => void } | null)?.unref?.();
   }
 
   private release(slot: Slot, job: Job): void {
+    if (slot.worker) holdOpen(slot.worker, false);
     clearTimeout(slot.timer);
     slot.timer = undefined;
     slot.job = undefined;
@@ -256,13 +274,13 @@ export class SchemaGuard {
   private kill(slot: Slot, reason: string): void {
     const wasReady = slot.ready;
     const worker = this.retire(slot, reason);
-    void worker?.terminate();
+    if (worker) void stop(worker);
     this.replaced++;
     if (!wasReady) slot.failedToStart = true;
     this.pump();
   }
 
-  private retire(slot: Slot, reason: string): Worker | undefined {
+  private retire(slot: Slot, reason: string): ChildProcess | undefined {
     const { worker, job } = slot;
     if (job) {
       this.release(slot, job);
@@ -280,4 +298,19 @@ export class SchemaGuard {
     if (next <= 0) map.delete(key);
     else map.set(key, next);
   }
+}
+
+/** Kills a worker at once (it may be stuck in a loop) and waits until it is gone. */
+function stop(worker: ChildProcess): Promise<void> {
+  if (worker.exitCode !== null || worker.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    worker.once('exit', () => resolve());
+    worker.kill('SIGKILL');
+  });
+}
+
+function holdOpen(worker: ChildProcess, busy: boolean): void {
+  const channel = worker.channel as { ref?: () => void; unref?: () => void } | null | undefined;
+  if (busy) channel?.ref?.();
+  else channel?.unref?.();
 }

@@ -1,12 +1,11 @@
-// Worker thread that compiles and applies users' JSON Schemas: the only place ajv runs. A schema is
+// Worker process that compiles and applies users' JSON Schemas: the only place ajv runs. A schema is
 // untrusted code (a pattern can backtrack, `uniqueItems` is quadratic, a recursive `anyOf` is
-// exponential), so the host gives each job a deadline and this thread a heap limit, and kills it on
-// overrun. Plain JavaScript so that it loads the same way from the source tree and from a build.
+// exponential), so the host gives each job a deadline and this process a heap limit, and kills it
+// on overrun. Plain JavaScript so that it loads the same way from the source tree and from a build.
 //
 // The ajv options live here and nowhere else. No user `$id` is ever registered (addUsedSchema:
 // false), so one tenant's schema can neither shadow another's nor replace ajv's meta-schemas.
 // strict:false accepts the unknown keywords (title, examples, x-*) real-world schemas carry.
-import { parentPort } from 'node:worker_threads';
 import { Ajv } from 'ajv';
 
 /** Compiled validators kept, by count and by schema text; a fresh ajv instance when either is full. */
@@ -40,35 +39,37 @@ function validatorFor(key, text) {
   return validate;
 }
 
-parentPort.on('message', ({ id, op, key, text, data }) => {
+process.on('message', ({ id, op, key, text, data }) => {
   let validate;
   try {
     validate = validatorFor(key, text);
   } catch (error) {
-    parentPort.postMessage({ id, invalid: error instanceof Error ? error.message : String(error) });
+    process.send({ id, invalid: error instanceof Error ? error.message : String(error) });
     return;
   }
   if (!validate) {
-    parentPort.postMessage({ id, unknown: true });
+    process.send({ id, unknown: true });
     return;
   }
   if (op === 'compile') {
-    parentPort.postMessage({ id, ok: true });
+    process.send({ id, ok: true });
     return;
   }
   // The instance comes as JSON text: parsing it here is cheaper for the host than a structured clone.
   if (validate(JSON.parse(data))) {
-    parentPort.postMessage({ id, ok: true });
+    process.send({ id, ok: true });
     return;
   }
   const errors = validate.errors ?? [];
   const problems = errors.slice(0, MAX_PROBLEMS).map((e) => clip(`${e.instancePath || '(root)'} ${e.message ?? 'is invalid'}`));
   if (errors.length > MAX_PROBLEMS) problems.push(`… ${errors.length - MAX_PROBLEMS} more`);
-  parentPort.postMessage({ id, problems });
+  process.send({ id, problems });
 });
 
 function clip(text) {
   return text.length > MAX_PROBLEM_CHARS ? `${text.slice(0, MAX_PROBLEM_CHARS)}…` : text;
 }
 
-parentPort.postMessage({ ready: true });
+// The server is gone (or let go of us): so are we.
+process.on('disconnect', () => process.exit(0));
+process.send({ ready: true });
