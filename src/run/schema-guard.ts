@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
 import { describeExcess, shapeExcess } from '../core/json-schema.js';
@@ -9,8 +10,13 @@ import { packageRoot } from '../sandbox/host.js';
 export interface SchemaGuardOptions {
   /** Worker processes. One account holds at most workers - 1 of them (at least one) at a time. */
   workers: number;
-  /** Wall-clock time one compile or check may take in its worker before the worker is killed. */
+  /**
+   * CPU time one compile or check may use in its worker before the worker is killed. Measured as
+   * CPU rather than wall-clock time, so a server busy with sandboxes does not stop honest checks;
+   * wall-clock time is capped too, at `wallFactor` times this.
+   */
   deadlineMs: number;
+  wallFactor: number;
   /** V8 old-generation heap of each worker; going over it ends that worker only. */
   heapMb: number;
   /** Jobs waiting for a worker, in all and per account; beyond that a job fails at once. */
@@ -21,6 +27,7 @@ export interface SchemaGuardOptions {
 export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
   workers: 2,
   deadlineMs: SCHEMA_CHECK_DEADLINE_MS,
+  wallFactor: 10,
   heapMb: SCHEMA_WORKER_HEAP_MB,
   maxWaiting: 1000,
   maxWaitingPerAccount: 100,
@@ -205,8 +212,24 @@ export class SchemaGuard {
       if (slot.known.size >= 4096) slot.known.clear();
       slot.known.add(job.schema.key);
     }
-    slot.timer = setTimeout(() => this.kill(slot, `it took longer than ${this.options.deadlineMs} ms`), this.options.deadlineMs);
+    this.watch(slot, job, worker.pid === undefined ? undefined : cpuMs(worker.pid), Date.now());
     worker.send({ id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.data !== undefined ? { data: job.data } : {}) });
+  }
+
+  /** Arms the deadline of the job in `slot`: re-armed while the worker has used less CPU than allowed. */
+  private watch(slot: Slot, job: Job, cpuStart: number | undefined, wallStart: number): void {
+    const { deadlineMs, wallFactor } = this.options;
+    const check = (): void => {
+      if (slot.job !== job) return;
+      const pid = slot.worker?.pid;
+      const now = pid === undefined || cpuStart === undefined ? undefined : cpuMs(pid);
+      const used = now === undefined ? deadlineMs : now - cpuStart!;
+      if (used >= deadlineMs) return this.kill(slot, `it needed more than ${deadlineMs} ms of CPU time`);
+      const wallLeft = wallStart + deadlineMs * wallFactor - Date.now();
+      if (wallLeft <= 0) return this.kill(slot, `it took longer than ${deadlineMs * wallFactor} ms`);
+      slot.timer = setTimeout(check, Math.max(20, Math.min(deadlineMs - used, wallLeft)));
+    };
+    slot.timer = setTimeout(check, deadlineMs);
   }
 
   private spawn(slot: Slot): void {
@@ -313,4 +336,16 @@ function holdOpen(worker: ChildProcess, busy: boolean): void {
   const channel = worker.channel as { ref?: () => void; unref?: () => void } | null | undefined;
   if (busy) channel?.ref?.();
   else channel?.unref?.();
+}
+
+/** CPU time (user + system) a process has used, from /proc (Linux's USER_HZ is 100); undefined if unknown. */
+function cpuMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? ticks * 10 : undefined;
+  } catch {
+    return undefined;
+  }
 }
