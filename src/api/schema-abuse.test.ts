@@ -280,6 +280,28 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.equal(invalid.type, 'invalid_schema');
     assert.match(invalid.message, /input_schema is not a valid JSON Schema: schema is invalid/);
 
+    // Deeper than any stack, sent as raw JSON (no client can serialise it): typed errors, not a RangeError.
+    const abyss = `${'{"a":'.repeat(50_000)}{}${'}'.repeat(50_000)}`;
+    const raw = async (args: string) => {
+      const response = await fetch(`${server.url}/mcp/create/${owner.ns}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${owner.key}` },
+        body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"make_function","arguments":${args}}}`,
+      });
+      const text = await response.text();
+      return JSON.parse(JSON.parse(text.split('data:').pop()!.trim()).result.content[0].text).error;
+    };
+    assert.deepEqual(await raw(`{"service":"utils","name":"abyss","code":"result = 1","input_schema":${abyss}}`), {
+      type: 'invalid_schema',
+      message: `input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
+      field: 'input_schema',
+    });
+    assert.deepEqual(await raw(`{"service":"utils","name":"abyss","code":"result = 1","config":${abyss}}`), {
+      type: 'validation_error',
+      message: `config is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
+      field: 'config',
+    });
+
     // Nothing was written: no new function, no new version.
     assert.deepEqual((await callOk(owner.create, 'list_functions', { service: 'utils' })).map((f: { name: string }) => f.name), ['keep']);
     const keep = await callOk(owner.create, 'describe_function', { service: 'utils', name: 'keep' });

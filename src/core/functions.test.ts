@@ -46,6 +46,12 @@ test('schemas must be JSON objects, bounded in depth and size (ajv itself runs o
   assert.deepEqual(ok.inputSchema?.required, ['n']);
 });
 
+test('config is bounded in depth before anything serialises it', () => {
+  let abyss: Record<string, unknown> = {};
+  for (let i = 0; i < 200_000; i++) abyss = { a: abyss };
+  assert.throws(() => buildDefinition({ code: 'x', config: abyss }, null), failsWith('validation_error', new RegExp(`config is nested deeper than ${MAX_SCHEMA_DEPTH} levels`)));
+});
+
 test('the value caps are iterative and exact', () => {
   const nested = (levels: number): unknown => {
     let value: unknown = 1;
