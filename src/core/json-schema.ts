@@ -11,24 +11,40 @@ import { MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH } from './limits.js';
 export type ShapeExcess = { limit: 'depth'; max: number } | { limit: 'values'; max: number };
 
 /**
- * Walks a JSON value without recursion and reports the first cap it exceeds: nesting deeper than
- * `maxDepth` containers, or more than `maxValues` values in all. Stops as soon as one is exceeded.
+ * Walks a JSON value without recursion and reports the first cap it exceeds: containers nested
+ * deeper than `maxDepth`, or more than `maxValues` values in all. Stops as soon as one is exceeded.
+ * Only containers go on the walk's stack, and nothing is allocated per value (this runs on the main
+ * thread for every checked input and result).
  */
 export function shapeExcess(value: unknown, caps: { maxDepth: number; maxValues: number }): ShapeExcess | null {
-  const pending: unknown[] = [value];
-  const depths: number[] = [0];
+  if (value === null || typeof value !== 'object') return null;
+  if (caps.maxDepth < 1) return { limit: 'depth', max: caps.maxDepth };
+  const containers: object[] = [value];
+  const depths: number[] = [1];
   let values = 1;
-  while (pending.length > 0) {
-    const current = pending.pop();
-    const depth = depths.pop()!;
-    if (current === null || typeof current !== 'object') continue;
-    if (depth + 1 > caps.maxDepth) return { limit: 'depth', max: caps.maxDepth };
-    const children = Array.isArray(current) ? current : Object.values(current as Record<string, unknown>);
-    values += children.length;
-    if (values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
-    for (const child of children) {
-      pending.push(child);
-      depths.push(depth + 1);
+  while (containers.length > 0) {
+    const current = containers.pop() as Record<string, unknown> | unknown[];
+    const childDepth = depths.pop()! + 1;
+    if (Array.isArray(current)) {
+      values += current.length;
+      if (values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
+      for (let i = 0; i < current.length; i++) {
+        const child = current[i];
+        if (child === null || typeof child !== 'object') continue;
+        if (childDepth > caps.maxDepth) return { limit: 'depth', max: caps.maxDepth };
+        containers.push(child);
+        depths.push(childDepth);
+      }
+    } else {
+      for (const key in current) {
+        if (!Object.hasOwn(current, key)) continue;
+        if (++values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
+        const child = current[key];
+        if (child === null || typeof child !== 'object') continue;
+        if (childDepth > caps.maxDepth) return { limit: 'depth', max: caps.maxDepth };
+        containers.push(child);
+        depths.push(childDepth);
+      }
     }
   }
   return null;
