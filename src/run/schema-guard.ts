@@ -327,6 +327,8 @@ export class SchemaGuard {
 function stop(worker: ChildProcess): Promise<void> {
   if (worker.exitCode !== null || worker.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
+    // Held until it has exited, so that whoever awaits this is not left with an empty event loop.
+    worker.ref();
     worker.once('exit', () => resolve());
     worker.kill('SIGKILL');
   });
