@@ -13,6 +13,7 @@ import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
 import { createApp } from './app.js';
 import { RunService } from '../run/run-service.js';
+import { SchemaGuard } from '../run/schema-guard.js';
 import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/index.js';
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
@@ -26,7 +27,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService };
+  services: { accounts: AccountService; schemas: SchemaGuard };
   close(): Promise<void>;
 }
 
@@ -47,7 +48,9 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const catalogStore = new CatalogStore(database.db);
   const cacheDir = cacheDirFor(config);
   const dependencies = new TypescriptDependencies(cacheDir);
-  const catalog = new CatalogService(catalogStore, dependencies.prepare);
+  // Every tenant schema is compiled and applied in its worker pool, never on this thread.
+  const schemas = new SchemaGuard();
+  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas);
   const sandbox = openSandbox(logger);
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
@@ -59,6 +62,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     sandbox,
     dependencies,
     packages: new FunctionsPackageBuilder(cacheDir),
+    schemas,
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
@@ -96,7 +100,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts },
+    services: { accounts, schemas },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -104,7 +108,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           // Streams held open by clients must not keep shutdown waiting.
           (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
-        await runs.close();
+        await schemas.close();
         await sandbox.close();
         await database.close();
         releaseLock();

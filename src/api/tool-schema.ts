@@ -8,11 +8,25 @@ import { runTool } from './tool-results.js';
 // validate in the handler so that bad input gets our typed error like every other failure.
 const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
 
-/** PostgreSQL text cannot hold NUL: refused up front rather than failing deep in a query. */
+/**
+ * PostgreSQL text cannot hold NUL: refused up front rather than failing deep in a query. Iterative,
+ * so arguments nested deeper than the stack get their typed error later instead of a RangeError.
+ */
 function containsNul(value: unknown): boolean {
-  if (typeof value === 'string') return value.includes('\u0000');
-  if (Array.isArray(value)) return value.some(containsNul);
-  if (value !== null && typeof value === 'object') return Object.entries(value).some(([k, v]) => k.includes('\u0000') || containsNul(v));
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const current = pending.pop();
+    if (typeof current === 'string') {
+      if (current.includes('\u0000')) return true;
+    } else if (Array.isArray(current)) {
+      for (const item of current) pending.push(item);
+    } else if (current !== null && typeof current === 'object') {
+      for (const [key, item] of Object.entries(current)) {
+        if (key.includes('\u0000')) return true;
+        pending.push(item);
+      }
+    }
+  }
   return false;
 }
 

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { buildDefinition } from './functions.js';
 import { validateJsonSchema } from './json-schema.js';
+import { SchemaGuard } from '../run/schema-guard.js';
 import { nearestPackageNames, packagesByCategory, PYTHON_PACKAGES } from './python-packages.js';
 import { TEMPLATES } from './templates.js';
 import { DEFAULT_TIERS, limitsFor } from './tiers.js';
@@ -38,11 +39,20 @@ test('nearest names help with typos', () => {
   assert.equal(nearestPackageNames('beautifulsoup')[0], 'beautifulsoup4');
 });
 
-test('the five templates are valid definitions with valid schemas', () => {
+test('the five templates are valid definitions with valid schemas', async () => {
   assert.deepEqual(TEMPLATES.map((t) => t.name), ['hello-world', 'csv-analyzer', 'api-connector', 'slack-notifier', 'scheduled-report']);
+  const guard = new SchemaGuard();
+  try {
+    for (const template of TEMPLATES) {
+      for (const schema of [template.inputSchema, template.outputSchema]) {
+        validateJsonSchema(schema, 'schema');
+        assert.deepEqual(await guard.compile(schema, 'templates'), { ok: true }, template.name);
+      }
+    }
+  } finally {
+    await guard.close();
+  }
   for (const template of TEMPLATES) {
-    validateJsonSchema(template.inputSchema, 'input_schema');
-    validateJsonSchema(template.outputSchema, 'output_schema');
     const d = buildDefinition({ code: template.code, requirements: template.requirements, inputSchema: template.inputSchema }, null);
     assert.deepEqual(d.requirements, template.requirements);
   }

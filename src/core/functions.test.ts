@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isDomainError } from './errors.js';
 import { buildDefinition, buildMetadata, canonicalJson, definitionChanged, definitionHash } from './functions.js';
-import { MAX_CODE_BYTES } from './limits.js';
-import { schemaProblems } from './json-schema.js';
+import { MAX_CODE_BYTES, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH } from './limits.js';
+import { shapeExcess } from './json-schema.js';
 
 const base = buildDefinition({ code: 'def main(input_data):\n    return 1\n' }, null);
 
@@ -31,12 +31,39 @@ test('languages and backends are closed lists', () => {
   assert.equal(buildDefinition({ code: 'x', language: 'typescript' }, null).language, 'typescript');
 });
 
-test('schemas must be valid JSON Schema', () => {
-  assert.throws(() => buildDefinition({ code: 'x', inputSchema: { type: 'nonsense' } }, null), failsWith('invalid_schema', /input_schema/));
+test('schemas must be JSON objects, bounded in depth and size (ajv itself runs only in the schema workers)', () => {
   assert.throws(() => buildDefinition({ code: 'x', outputSchema: 'string' }, null), failsWith('invalid_schema', /output_schema/));
-  assert.throws(() => buildDefinition({ code: 'x', inputSchema: { properties: { a: { minimum: 'low' } } } }, null), failsWith('invalid_schema'));
+  assert.throws(() => buildDefinition({ code: 'x', inputSchema: [] }, null), failsWith('invalid_schema', /input_schema must be a JSON Schema object/));
+  let deep: Record<string, unknown> = { type: 'string' };
+  for (let i = 0; i < MAX_SCHEMA_DEPTH; i++) deep = { items: deep };
+  assert.throws(() => buildDefinition({ code: 'x', inputSchema: deep }, null), failsWith('invalid_schema', new RegExp(`input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`)));
+  // Far deeper than the stack: refused by the iterative walk, never a RangeError.
+  let abyss: Record<string, unknown> = {};
+  for (let i = 0; i < 200_000; i++) abyss = { a: abyss };
+  assert.throws(() => buildDefinition({ code: 'x', inputSchema: abyss }, null), failsWith('invalid_schema', /nested deeper/));
+  assert.throws(() => buildDefinition({ code: 'x', inputSchema: { enum: ['x'.repeat(MAX_SCHEMA_BYTES)] } }, null), failsWith('invalid_schema', /larger than/));
   const ok = buildDefinition({ code: 'x', inputSchema: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] } }, null);
   assert.deepEqual(ok.inputSchema?.required, ['n']);
+});
+
+test('config is bounded in depth before anything serialises it', () => {
+  let abyss: Record<string, unknown> = {};
+  for (let i = 0; i < 200_000; i++) abyss = { a: abyss };
+  assert.throws(() => buildDefinition({ code: 'x', config: abyss }, null), failsWith('validation_error', new RegExp(`config is nested deeper than ${MAX_SCHEMA_DEPTH} levels`)));
+});
+
+test('the value caps are iterative and exact', () => {
+  const nested = (levels: number): unknown => {
+    let value: unknown = 1;
+    for (let i = 0; i < levels; i++) value = [value];
+    return value;
+  };
+  assert.equal(shapeExcess(nested(10), { maxDepth: 10, maxValues: 100 }), null);
+  assert.deepEqual(shapeExcess(nested(11), { maxDepth: 10, maxValues: 100 }), { limit: 'depth', max: 10 });
+  assert.deepEqual(shapeExcess(nested(200_000), { maxDepth: 128, maxValues: 10_000_000 }), { limit: 'depth', max: 128 });
+  assert.equal(shapeExcess({ a: [1, 2], b: 'x' }, { maxDepth: 5, maxValues: 5 }), null, 'root, a, 1, 2, b');
+  assert.deepEqual(shapeExcess({ a: [1, 2, 3], b: 'x' }, { maxDepth: 5, maxValues: 5 }), { limit: 'values', max: 5 });
+  assert.equal(shapeExcess('scalar', { maxDepth: 0, maxValues: 1 }), null);
 });
 
 test('python requirements resolve through the allow-list and its aliases', () => {
@@ -82,17 +109,3 @@ test('canonical JSON ignores key order, so equal definitions hash equal', () => 
   assert.equal(definitionHash(a), definitionHash(b));
 });
 
-test("one user's schema can neither replace ajv's meta-schema nor collide with another's $id", () => {
-  const meta = { $id: 'http://json-schema.org/draft-07/schema', type: 'object' };
-  try {
-    buildDefinition({ code: 'x', inputSchema: meta }, null);
-  } catch {
-    // Refused or accepted, it must not break anyone else.
-  }
-  const after = buildDefinition({ code: 'x', inputSchema: { type: 'object', properties: { n: { type: 'integer' } } } }, null);
-  assert.equal(after.inputSchema?.type, 'object');
-  const shared = { $id: 'https://example.com/person.schema.json', type: 'object', required: ['name'] };
-  assert.doesNotThrow(() => buildDefinition({ code: 'x', outputSchema: { ...shared } }, null));
-  assert.doesNotThrow(() => buildDefinition({ code: 'y', outputSchema: { ...shared, required: ['age'] } }, null));
-  assert.deepEqual(schemaProblems({ ...shared, required: ['age'] }, {}), ["(root) must have required property 'age'"]);
-});

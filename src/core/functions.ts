@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { DomainError, invalid } from './errors.js';
 import { validateEnvDeclarations } from './env-names.js';
-import { validateJsonSchema } from './json-schema.js';
-import { MAX_CODE_BYTES, MAX_CONFIG_BYTES, MAX_DESCRIPTION_CHARS, MAX_REQUIREMENTS, MAX_TAG_CHARS, MAX_TAGS } from './limits.js';
+import { describeExcess, shapeExcess, validateJsonSchema } from './json-schema.js';
+import { MAX_CODE_BYTES, MAX_CONFIG_BYTES, MAX_DESCRIPTION_CHARS, MAX_REQUIREMENTS, MAX_SCHEMA_DEPTH, MAX_TAG_CHARS, MAX_TAGS } from './limits.js';
 import { resolvePythonRequirements, validateNpmRequirements } from './python-packages.js';
 
 export const LANGUAGES = ['python', 'typescript'] as const;
@@ -68,6 +68,9 @@ export function validateCode(code: unknown): string {
 function validateConfig(config: unknown): Record<string, unknown> | null {
   if (config === null || config === undefined) return null;
   if (typeof config !== 'object' || Array.isArray(config)) throw invalid('config must be a JSON object', { field: 'config' });
+  // Depth first (iteratively): JSON.stringify below, and the definition hash, recurse.
+  const excess = shapeExcess(config, { maxDepth: MAX_SCHEMA_DEPTH, maxValues: MAX_CONFIG_BYTES });
+  if (excess) throw invalid(describeExcess('config', excess), { field: 'config' });
   if (JSON.stringify(config).length > MAX_CONFIG_BYTES) throw invalid(`config is larger than ${MAX_CONFIG_BYTES} bytes`, { field: 'config' });
   return config as Record<string, unknown>;
 }

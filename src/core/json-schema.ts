@@ -1,67 +1,73 @@
-import { Ajv, type ValidateFunction } from 'ajv';
 import { DomainError } from './errors.js';
-import { MAX_SCHEMA_BYTES } from './limits.js';
+import { MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH } from './limits.js';
 
 /**
- * Validators compiled from users' schemas. The ajv instance never registers a user's `$id`
- * (addUsedSchema: false), so one tenant's schema can neither collide with another's nor replace
- * ajv's own meta-schemas; and schemas are never removed one by one (removal by `$id` is how a
- * meta-schema could be deleted). The cache is bounded by starting a fresh instance when full.
- * strict:false accepts the unknown keywords (title, examples, x-*) real-world schemas carry.
+ * Shape rules for users' JSON Schemas and for the values checked against them. Compiling and
+ * applying a schema is untrusted work and happens only in worker threads (src/run/schema-guard.ts);
+ * what is here is cheap, iterative and bounded, so a deep or huge value cannot overflow the stack or
+ * hold the main thread before a worker ever sees it.
  */
-const CACHE_LIMIT = 256;
-let ajv = newAjv();
-let compiled = new Map<string, ValidateFunction>();
 
-function newAjv(): Ajv {
-  return new Ajv({ strict: false, allErrors: true, validateSchema: true, addUsedSchema: false });
-}
+export type ShapeExcess = { limit: 'depth'; max: number } | { limit: 'values'; max: number };
 
 /**
- * The same schema object (a namespace snapshot's, shared read-only by every call until its catalog
- * version changes) skips serialising the schema to find its validator.
+ * Walks a JSON value without recursion and reports the first cap it exceeds: containers nested
+ * deeper than `maxDepth`, or more than `maxValues` values in all. Stops as soon as one is exceeded.
+ * Only containers go on the walk's stack, and nothing is allocated per value (this runs on the main
+ * thread for every checked input and result).
  */
-let byObject = new WeakMap<object, ValidateFunction>();
-
-/** The compiled validator of a schema (throws ajv's error when the schema is invalid). */
-export function validatorFor(schema: Record<string, unknown> | boolean): ValidateFunction {
-  const seen = typeof schema === 'object' ? byObject.get(schema) : undefined;
-  if (seen) return seen;
-  const key = JSON.stringify(schema);
-  let validate = compiled.get(key);
-  if (!validate) {
-    if (compiled.size >= CACHE_LIMIT) {
-      ajv = newAjv();
-      compiled = new Map();
-      byObject = new WeakMap();
+export function shapeExcess(value: unknown, caps: { maxDepth: number; maxValues: number }): ShapeExcess | null {
+  if (value === null || typeof value !== 'object') return null;
+  if (caps.maxDepth < 1) return { limit: 'depth', max: caps.maxDepth };
+  const containers: object[] = [value];
+  const depths: number[] = [1];
+  let values = 1;
+  while (containers.length > 0) {
+    const current = containers.pop() as Record<string, unknown> | unknown[];
+    const childDepth = depths.pop()! + 1;
+    if (Array.isArray(current)) {
+      values += current.length;
+      if (values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
+      for (let i = 0; i < current.length; i++) {
+        const child = current[i];
+        if (child === null || typeof child !== 'object') continue;
+        if (childDepth > caps.maxDepth) return { limit: 'depth', max: caps.maxDepth };
+        containers.push(child);
+        depths.push(childDepth);
+      }
+    } else {
+      for (const key in current) {
+        if (!Object.hasOwn(current, key)) continue;
+        if (++values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
+        const child = current[key];
+        if (child === null || typeof child !== 'object') continue;
+        if (childDepth > caps.maxDepth) return { limit: 'depth', max: caps.maxDepth };
+        containers.push(child);
+        depths.push(childDepth);
+      }
     }
-    validate = ajv.compile(schema);
-    compiled.set(key, validate);
   }
-  if (typeof schema === 'object') byObject.set(schema, validate);
-  return validate;
+  return null;
 }
 
-/** Checks that a value is a usable JSON Schema (an object that ajv accepts and compiles). */
+/** `what` is a noun phrase: "the input", "the result", "input_schema". */
+export function describeExcess(what: string, excess: ShapeExcess): string {
+  return excess.limit === 'depth' ? `${what} is nested deeper than ${excess.max} levels` : `${what} holds more than ${excess.max} JSON values`;
+}
+
+/**
+ * The cheap checks of a user's schema: a JSON object, at most MAX_SCHEMA_DEPTH levels deep and
+ * MAX_SCHEMA_BYTES long. Whether ajv accepts it is decided by compiling it in a worker.
+ */
 export function validateJsonSchema(schema: unknown, field: string): Record<string, unknown> {
   if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
     throw new DomainError('invalid_schema', `${field} must be a JSON Schema object`, { field });
   }
+  // Depth first: JSON.stringify below recurses.
+  const excess = shapeExcess(schema, { maxDepth: MAX_SCHEMA_DEPTH, maxValues: MAX_SCHEMA_BYTES });
+  if (excess) throw new DomainError('invalid_schema', describeExcess(field, excess), { field });
   if (JSON.stringify(schema).length > MAX_SCHEMA_BYTES) {
     throw new DomainError('invalid_schema', `${field} is larger than ${MAX_SCHEMA_BYTES} bytes`, { field });
   }
-  try {
-    validatorFor(schema as Record<string, unknown>);
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new DomainError('invalid_schema', `${field} is not a valid JSON Schema: ${reason}`, { field });
-  }
   return schema as Record<string, unknown>;
-}
-
-/** Validates data against a schema and returns readable problems (empty when valid). */
-export function schemaProblems(schema: Record<string, unknown> | boolean, data: unknown): string[] {
-  const validate = validatorFor(schema);
-  if (validate(data)) return [];
-  return (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? 'is invalid'}`);
 }

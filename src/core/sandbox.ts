@@ -78,8 +78,6 @@ export interface SandboxRequest {
   /** Values the function sees as environment variables. Never placed in argv or logs. */
   env?: Readonly<Record<string, string>>;
   limits: SandboxLimits;
-  /** JSON Schema the result must satisfy. */
-  outputSchema?: Record<string, unknown> | boolean;
   /**
    * Directory of installed npm packages for a TypeScript function (from
    * prepareTypescriptDependencies); mounted read-only as the function's node_modules.

@@ -10,7 +10,7 @@ import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
 import type { MeteringStore, Rejection } from '../store/metering-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
-import { SchemaGuard } from './schema-guard.js';
+import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
@@ -54,7 +54,6 @@ const MAX_RECORDED_CALLS = 100;
 
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
-  private readonly schemaGuard = new SchemaGuard();
 
   constructor(
     private readonly deps: {
@@ -65,16 +64,14 @@ export class RunService {
       sandbox: Sandbox;
       dependencies: TypescriptDependencies;
       packages: FunctionsPackageBuilder;
+      /** Where every input_schema and output_schema check runs (worker threads, fail closed). */
+      schemas: SchemaGuard;
       tiers: Readonly<Record<string, TierLimits>>;
       accountTier: (accountId: string) => Promise<string>;
       /** Security events are logged as well as stored: kind and place, never the value. */
       securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
     },
   ) {}
-
-  async close(): Promise<void> {
-    await this.schemaGuard.close();
-  }
 
   tierLimits(principal: KeyPrincipal): TierLimits {
     return this.limitsOf(principal.tier);
@@ -180,8 +177,8 @@ export class RunService {
       if (missing.length > 0) {
         return { ok: false, error_type: 'missing_env', error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
       }
-      const problems = fn.definition.inputSchema ? await this.schemaGuard.problems(fn.definition.inputSchema, input) : [];
-      if (problems.length > 0) return { ok: false, error_type: 'SchemaError', error: `input does not match the input_schema of ${fn.service}.${fn.name}: ${problems.join('; ')}` };
+      const refused = await this.checkInput(ctx, fn, input);
+      if (refused) return { ok: false, error_type: refused.error_type, error: refused.error };
       if (fn.definition.language === language) {
         const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
         return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
@@ -208,7 +205,7 @@ export class RunService {
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
         ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
-      const checked = await this.checkOutput(fn, fromOutcome(outcome));
+      const checked = await this.checkOutput(ctx, fn, fromOutcome(outcome));
       return checked.ok ? { ok: true, result: checked.result } : { ok: false, error_type: checked.error_type, error: checked.error };
     };
 
@@ -240,23 +237,27 @@ export class RunService {
     });
   }
 
-  /**
-   * output_schema is checked here, with the same guard as input (patterns in a worker with a
-   * deadline), rather than on the sandbox's answer path on the server's main thread.
-   */
-  private async checkOutput(fn: ActiveFunction, result: RunResult): Promise<RunResult> {
+  /** The input check of a call (tool mode and every bridge call): undefined when it may run. */
+  private async checkInput(ctx: RunContext, fn: ActiveFunction, input: unknown): Promise<{ error_type: string; error: string } | undefined> {
+    if (!fn.definition.inputSchema) return undefined;
+    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, input, ctx.principal.accountId, 'the input');
+    return refusal(verdict, `input does not match the input_schema of ${fn.service}.${fn.name}`, `the input_schema check of ${fn.service}.${fn.name} was stopped`);
+  }
+
+  /** output_schema is checked here, in the schema workers, rather than on the sandbox's answer path. */
+  private async checkOutput(ctx: RunContext, fn: ActiveFunction, result: RunResult): Promise<RunResult> {
     if (!result.ok || !fn.definition.outputSchema) return result;
-    let problems: string[];
+    let verdict: SchemaVerdict;
     try {
-      problems = await this.schemaGuard.problems(fn.definition.outputSchema, result.result);
+      verdict = await this.deps.schemas.check(fn.definition.outputSchema, result.result, ctx.principal.accountId, 'the result');
     } catch (error) {
       // The code ran: a check that could not finish withholds the result (fails closed) but never
       // keeps the call from being recorded and counted.
       const why = error instanceof DomainError ? error.message : 'the check could not be completed';
-      return { ok: false, error: `the result could not be checked against output_schema: ${why}`, error_type: SANDBOX_ERROR_TYPES.schema, stderr: result.stderr, stdout: result.stdout };
+      return { ok: false, error: `the output_schema check was stopped: ${why}`, error_type: SCHEMA_LIMIT_ERROR, stderr: result.stderr, stdout: result.stdout };
     }
-    if (problems.length === 0) return result;
-    return { ok: false, error: `the result does not match output_schema: ${problems.join('; ')}`, error_type: SANDBOX_ERROR_TYPES.schema, stderr: result.stderr, stdout: result.stdout };
+    const refused = refusal(verdict, 'the result does not match output_schema', 'the output_schema check was stopped');
+    return refused ? { ok: false, ...refused, stderr: result.stderr, stdout: result.stdout } : result;
   }
 
   /**
@@ -325,11 +326,11 @@ export class RunService {
     let result: RunResult;
     let counted = false;
     const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
-    const problems = missing.length === 0 && fn.definition.inputSchema ? await this.schemaGuard.problems(fn.definition.inputSchema, args ?? {}) : [];
+    const refused = missing.length === 0 ? await this.checkInput(ctx, fn, args ?? {}) : undefined;
     if (missing.length > 0) {
       result = { ok: false, error: `missing required environment variables: ${missing.join(', ')} (send them in the X-MCPWorks-Env header)`, error_type: 'missing_env', missing, stderr: '', stdout: '' };
-    } else if (problems.length > 0) {
-      result = { ok: false, error: `input does not match the input_schema of ${service}.${name}: ${problems.join('; ')}`, error_type: 'SchemaError', stderr: '', stdout: '' };
+    } else if (refused) {
+      result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {
       const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
       const outcome = await this.deps.sandbox.run({
@@ -342,7 +343,7 @@ export class RunService {
         ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
       counted = !platformFailed(outcome);
-      result = await this.checkOutput(fn, fromOutcome(outcome));
+      result = await this.checkOutput(ctx, fn, fromOutcome(outcome));
     }
     return this.finish(ctx, ticket, namespace.namespaceId, started, result, counted, {
       mode: 'tools',
@@ -367,6 +368,19 @@ export function declaredEnv(fn: ActiveFunction, env: Readonly<Record<string, str
 function platformFailed(outcome: SandboxOutcome): boolean {
   return !outcome.ok && outcome.error.platform === true;
 }
+
+/**
+ * A schema check that failed: `SchemaError` when the value does not match, `SchemaLimitError` when
+ * the check was stopped (too deep, too big, too slow, too much memory, checkers busy): fail closed.
+ */
+function refusal(verdict: SchemaVerdict, mismatch: string, stopped: string): { error_type: string; error: string } | undefined {
+  if (verdict.ok) return undefined;
+  if ('problems' in verdict) return { error_type: SANDBOX_ERROR_TYPES.schema, error: `${mismatch}: ${verdict.problems.join('; ')}` };
+  return { error_type: SCHEMA_LIMIT_ERROR, error: `${stopped}: ${verdict.stopped}` };
+}
+
+/** The error type of a call refused because its schema check was stopped. */
+export const SCHEMA_LIMIT_ERROR = 'SchemaLimitError';
 
 function fromOutcome(outcome: SandboxOutcome): RunResult {
   if (outcome.ok) return { ok: true, result: outcome.result, stdout: outcome.stdout, stderr: outcome.stderr };

@@ -1,78 +1,353 @@
+import { createHash } from 'node:crypto';
+import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { canonicalJson } from '../core/functions.js';
+import { describeExcess, shapeExcess } from '../core/json-schema.js';
+import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { packageRoot } from '../sandbox/host.js';
-import { schemaProblems } from '../core/json-schema.js';
 
-/** How long a pattern-bearing schema check may take before it is abandoned (and fails closed). */
-const PATTERN_CHECK_TIMEOUT_MS = 1000;
-
-/** Per schema object: snapshots share theirs between calls, so each is serialised once. */
-const patternsOf = new WeakMap<object, boolean>();
-
-function hasPatterns(schema: Record<string, unknown>): boolean {
-  let found = patternsOf.get(schema);
-  if (found === undefined) {
-    const text = JSON.stringify(schema);
-    found = text.includes('"pattern"') || text.includes('"patternProperties"');
-    patternsOf.set(schema, found);
-  }
-  return found;
+export interface SchemaGuardOptions {
+  /** Worker processes. One account holds at most workers - 1 of them (at least one) at a time. */
+  workers: number;
+  /**
+   * CPU time one compile or check may use in its worker before the worker is killed. Measured as
+   * CPU rather than wall-clock time, so a server busy with sandboxes does not stop honest checks;
+   * wall-clock time is capped too, at `wallFactor` times this.
+   */
+  deadlineMs: number;
+  wallFactor: number;
+  /** V8 old-generation heap of each worker; going over it ends that worker only. */
+  heapMb: number;
+  /** Jobs waiting for a worker, in all and per account; beyond that a job fails at once. */
+  maxWaiting: number;
+  maxWaitingPerAccount: number;
 }
 
+export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
+  workers: 2,
+  deadlineMs: SCHEMA_CHECK_DEADLINE_MS,
+  wallFactor: 10,
+  heapMb: SCHEMA_WORKER_HEAP_MB,
+  maxWaiting: 1000,
+  maxWaitingPerAccount: 100,
+});
+
 /**
- * Checks a run's input against its function's input_schema. Schemas without regex patterns are
- * checked inline (fast, linear); those with patterns go to a worker thread with a deadline, so one
- * tenant's catastrophic pattern cannot stall the server for everyone.
+ * A check's answer. `stopped`: the check was not allowed to finish (too deep, too big, too slow,
+ * too much memory, too many waiting); the caller fails closed. `busy` marks the server's load
+ * rather than the schema or value.
+ */
+export type SchemaVerdict = { ok: true } | { ok: false; problems: string[] } | { ok: false; stopped: string; busy?: boolean };
+export type CompileVerdict = { ok: true } | { ok: false; invalid: string } | { ok: false; stopped: string; busy?: boolean };
+
+interface SchemaText {
+  key: string;
+  text: string;
+}
+
+type Answer = { ok: true } | { problems: string[] } | { invalid: string } | { stopped: string; busy?: boolean };
+
+interface Job {
+  id: number;
+  accountId: string;
+  op: 'compile' | 'check';
+  schema: SchemaText;
+  data?: string;
+  /** The worker said it lacks this schema: send its text this time. */
+  withText: boolean;
+  resolve: (answer: Answer) => void;
+}
+
+interface Slot {
+  worker: ChildProcess | undefined;
+  ready: boolean;
+  job: Job | undefined;
+  timer: NodeJS.Timeout | undefined;
+  /** Schema keys this worker was sent the text of (it may have dropped some; it then says so). */
+  known: Set<string>;
+  /** The last worker died before it was ready: start another only when new work arrives. */
+  failedToStart: boolean;
+}
+
+type WorkerMessage = { ready: true } | { id: number; ok: true } | { id: number; problems: string[] } | { id: number; invalid: string } | { id: number; unknown: true };
+
+const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 'schema-worker.mjs');
+
+/**
+ * Every use of a tenant's JSON Schema (compiling it when a version is created, checking a run's
+ * input or result against it) runs here: in a small pool of worker processes, each job with a
+ * deadline and each worker with a heap limit. A job that overruns kills its worker (a fresh one
+ * takes over) and fails closed; the main thread only measures the value (iteratively, with caps)
+ * and serialises it. Jobs are served in order, except that one account never holds every worker,
+ * so one tenant's slow checks do not queue everyone else's behind them.
+ *
+ * Processes, not worker threads: a worker thread that reaches its resourceLimits can still abort
+ * the whole process (V8 reports some out-of-memory failures as fatal for the process; see
+ * nodejs/node#47224), and `--max-old-space-size` in NODE_OPTIONS overrides resourceLimits.
  */
 export class SchemaGuard {
-  private worker: Worker | undefined;
+  private readonly options: SchemaGuardOptions;
+  private readonly slots: Slot[];
+  private readonly waiting: Job[] = [];
+  private readonly running = new Map<string, number>();
+  private readonly waitingBy = new Map<string, number>();
+  /** Snapshots share schema objects between calls: each is serialised and hashed once. */
+  private readonly texts = new WeakMap<object, SchemaText>();
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (problems: string[]) => void; timer: NodeJS.Timeout }>();
+  private closed = false;
+  /** Workers start with the first job, then stay (a killed one is replaced at once). */
+  private inUse = false;
+  private replaced = 0;
 
-  async problems(schema: Record<string, unknown>, data: unknown): Promise<string[]> {
-    if (!hasPatterns(schema)) return schemaProblems(schema, data);
-    const worker = this.ensureWorker();
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        // The worker is stuck in a regex: replace it; whatever it was checking fails closed.
-        this.reset([`checking the input against input_schema took longer than ${PATTERN_CHECK_TIMEOUT_MS} ms (a pattern in the schema is too expensive for this input)`]);
-      }, PATTERN_CHECK_TIMEOUT_MS);
-      this.pending.set(id, { resolve, timer });
-      worker.postMessage({ id, schema, data });
-    });
+  constructor(options: Partial<SchemaGuardOptions> = {}) {
+    this.options = { ...SCHEMA_GUARD_DEFAULTS, ...options };
+    this.slots = Array.from({ length: Math.max(1, this.options.workers) }, () => ({ worker: undefined, ready: false, job: undefined, timer: undefined, known: new Set<string>(), failedToStart: false }));
+  }
+
+  /** Checks `value` (what: "the input", "the result") against a stored schema. */
+  async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
+    const excess = shapeExcess(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
+    if (excess) return { ok: false, stopped: describeExcess(what, excess) };
+    const text = this.textOf(schema);
+    if (!text) return { ok: false, stopped: 'the schema could not be read' };
+    // Within the caps, JSON.stringify cannot overflow; JSON text costs the host less than a structured clone.
+    const answer = await this.submit(accountId, 'check', text, JSON.stringify(value ?? null));
+    if ('problems' in answer) return { ok: false, problems: answer.problems };
+    if ('invalid' in answer) return { ok: false, problems: [`the schema could not be applied: ${answer.invalid}`] };
+    if ('stopped' in answer) return { ok: false, stopped: answer.stopped, ...(answer.busy ? { busy: true } : {}) };
+    return { ok: true };
+  }
+
+  /** Compiles a new schema (ajv's own rules and the meta-schema), leaving it cached in a worker. */
+  async compile(schema: Record<string, unknown>, accountId: string): Promise<CompileVerdict> {
+    const text = this.textOf(schema);
+    if (!text) return { ok: false, stopped: 'the schema could not be read' };
+    const answer = await this.submit(accountId, 'compile', text, undefined);
+    if ('invalid' in answer) return { ok: false, invalid: answer.invalid };
+    if ('stopped' in answer) return { ok: false, stopped: answer.stopped, ...(answer.busy ? { busy: true } : {}) };
+    if ('problems' in answer) return { ok: false, invalid: answer.problems.join('; ') };
+    return { ok: true };
+  }
+
+  /** For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an overrun. */
+  stats(): { ready: number; busy: number; waiting: number; replaced: number } {
+    return { ready: this.slots.filter((s) => s.ready).length, busy: this.slots.filter((s) => s.job).length, waiting: this.waiting.length, replaced: this.replaced };
   }
 
   async close(): Promise<void> {
-    const worker = this.worker;
-    this.reset(['the server is shutting down']);
-    await worker?.terminate();
+    this.closed = true;
+    for (const job of this.waiting.splice(0)) job.resolve({ stopped: 'the server is shutting down' });
+    this.waitingBy.clear();
+    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is ChildProcess => w !== undefined);
+    await Promise.all(workers.map((w) => stop(w)));
   }
 
-  private ensureWorker(): Worker {
-    if (this.worker) return this.worker;
-    const worker = new Worker(path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 'schema-worker.mjs'));
-    worker.unref();
-    worker.on('message', (message: { id: number; problems: string[] }) => {
-      const entry = this.pending.get(message.id);
-      if (!entry) return;
-      clearTimeout(entry.timer);
-      this.pending.delete(message.id);
-      entry.resolve(message.problems);
+  private textOf(schema: Record<string, unknown>): SchemaText | undefined {
+    let known = this.texts.get(schema);
+    if (!known) {
+      let text: string;
+      try {
+        text = canonicalJson(schema);
+      } catch {
+        // Deeper than the stack (only a schema stored before the depth cap could be).
+        return undefined;
+      }
+      known = { key: createHash('sha256').update(text).digest('hex'), text };
+      this.texts.set(schema, known);
+    }
+    return known;
+  }
+
+  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: string | undefined): Promise<Answer> {
+    if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
+    if (this.waiting.length >= this.options.maxWaiting || (this.waitingBy.get(accountId) ?? 0) >= this.options.maxWaitingPerAccount) {
+      return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
+    }
+    this.inUse = true;
+    for (const slot of this.slots) slot.failedToStart = false;
+    return new Promise((resolve) => {
+      this.enqueue({ id: this.nextId++, accountId, op, schema, ...(data !== undefined ? { data } : {}), withText: false, resolve }, false);
+      this.pump();
     });
-    worker.on('error', () => this.reset(['the input could not be checked against input_schema']));
-    this.worker = worker;
+  }
+
+  private enqueue(job: Job, first: boolean): void {
+    if (first) this.waiting.unshift(job);
+    else this.waiting.push(job);
+    this.waitingBy.set(job.accountId, (this.waitingBy.get(job.accountId) ?? 0) + 1);
+  }
+
+  /** Hands waiting jobs to idle workers; starts workers while there is work for them. */
+  private pump(): void {
+    if (this.closed) return;
+    const perAccount = Math.max(1, this.slots.length - 1);
+    for (const slot of this.slots) {
+      if (slot.job) continue;
+      if (!slot.worker) {
+        if (this.inUse && !slot.failedToStart) this.spawn(slot);
+        continue;
+      }
+      if (!slot.ready) continue;
+      const index = this.waiting.findIndex((job) => (this.running.get(job.accountId) ?? 0) < perAccount);
+      if (index < 0) return;
+      const job = this.waiting.splice(index, 1)[0]!;
+      this.count(this.waitingBy, job.accountId, -1);
+      this.start(slot, job);
+    }
+    // No worker can start: fail what waits rather than leave it hanging.
+    if (this.waiting.length > 0 && this.slots.every((s) => !s.worker && s.failedToStart)) {
+      for (const job of this.waiting.splice(0)) job.resolve({ stopped: 'the schema checker could not start' });
+      this.waitingBy.clear();
+    }
+  }
+
+  private start(slot: Slot, job: Job): void {
+    const worker = slot.worker!;
+    slot.job = job;
+    holdOpen(worker, true);
+    this.count(this.running, job.accountId, 1);
+    const withText = job.withText || !slot.known.has(job.schema.key);
+    if (withText) {
+      if (slot.known.size >= 4096) slot.known.clear();
+      slot.known.add(job.schema.key);
+    }
+    this.watch(slot, job, worker.pid === undefined ? undefined : cpuMs(worker.pid), Date.now());
+    worker.send({ id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.data !== undefined ? { data: job.data } : {}) });
+  }
+
+  /** Arms the deadline of the job in `slot`: re-armed while the worker has used less CPU than allowed. */
+  private watch(slot: Slot, job: Job, cpuStart: number | undefined, wallStart: number): void {
+    const { deadlineMs, wallFactor } = this.options;
+    const check = (): void => {
+      if (slot.job !== job) return;
+      const pid = slot.worker?.pid;
+      const now = pid === undefined || cpuStart === undefined ? undefined : cpuMs(pid);
+      const used = now === undefined ? deadlineMs : now - cpuStart!;
+      if (used >= deadlineMs) return this.kill(slot, `it needed more than ${deadlineMs} ms of CPU time`);
+      const wallLeft = wallStart + deadlineMs * wallFactor - Date.now();
+      if (wallLeft <= 0) return this.kill(slot, `it took longer than ${deadlineMs * wallFactor} ms`);
+      slot.timer = setTimeout(check, Math.max(20, Math.min(deadlineMs - used, wallLeft)));
+    };
+    slot.timer = setTimeout(check, deadlineMs);
+  }
+
+  private spawn(slot: Slot): void {
+    const worker = fork(WORKER_FILE, [], {
+      // Plain JavaScript: none of the host's loaders (tsx in development) or flags, and none of its
+      // environment (database URL, secrets) is needed or wanted there.
+      execArgv: [`--max-old-space-size=${this.options.heapMb}`, `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`],
+      env: {},
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      serialization: 'advanced',
+    });
+    slot.worker = worker;
+    slot.ready = false;
+    slot.known = new Set();
+    // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
+    let stderr = '';
+    worker.stderr?.setEncoding('utf8');
+    worker.stderr?.on('data', (chunk: string) => {
+      stderr = (stderr + chunk).slice(-4096);
+    });
+    worker.on('message', (message: WorkerMessage) => {
+      if (slot.worker !== worker) return;
+      if ('ready' in message) {
+        slot.ready = true;
+        holdOpen(worker, false);
+        this.pump();
+        return;
+      }
+      const job = slot.job;
+      if (!job || message.id !== job.id) return;
+      this.release(slot, job);
+      if ('unknown' in message) {
+        // The worker dropped this schema from its cache: again, with the text.
+        slot.known.delete(job.schema.key);
+        job.withText = true;
+        this.enqueue(job, true);
+      } else {
+        if ('invalid' in message) slot.known.delete(job.schema.key);
+        job.resolve(message);
+      }
+      this.pump();
+    });
+    worker.on('error', () => {
+      if (slot.worker !== worker) return;
+      this.kill(slot, 'the schema checker failed');
+    });
+    worker.on('close', () => {
+      if (slot.worker !== worker) return;
+      this.kill(slot, /heap out of memory|Reached heap limit/.test(stderr) ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker stopped');
+    });
+    // Only a worker with a job (or starting for one) keeps the server's process alive.
+    worker.unref();
+    (worker.stderr as { unref?: () => void } | null)?.unref?.();
+  }
+
+  private release(slot: Slot, job: Job): void {
+    if (slot.worker) holdOpen(slot.worker, false);
+    clearTimeout(slot.timer);
+    slot.timer = undefined;
+    slot.job = undefined;
+    this.count(this.running, job.accountId, -1);
+  }
+
+  /** An overrun or a crash: the job fails closed, the worker goes, a fresh one is started. */
+  private kill(slot: Slot, reason: string): void {
+    const wasReady = slot.ready;
+    const worker = this.retire(slot, reason);
+    if (worker) void stop(worker);
+    this.replaced++;
+    if (!wasReady) slot.failedToStart = true;
+    this.pump();
+  }
+
+  private retire(slot: Slot, reason: string): ChildProcess | undefined {
+    const { worker, job } = slot;
+    if (job) {
+      this.release(slot, job);
+      job.resolve({ stopped: reason });
+    }
+    clearTimeout(slot.timer);
+    slot.worker = undefined;
+    slot.ready = false;
+    slot.known = new Set();
     return worker;
   }
 
-  private reset(problems: string[]): void {
-    const worker = this.worker;
-    this.worker = undefined;
-    for (const [id, entry] of this.pending) {
-      clearTimeout(entry.timer);
-      this.pending.delete(id);
-      entry.resolve(problems);
-    }
-    void worker?.terminate();
+  private count(map: Map<string, number>, key: string, delta: number): void {
+    const next = (map.get(key) ?? 0) + delta;
+    if (next <= 0) map.delete(key);
+    else map.set(key, next);
+  }
+}
+
+/** Kills a worker at once (it may be stuck in a loop) and waits until it is gone. */
+function stop(worker: ChildProcess): Promise<void> {
+  if (worker.exitCode !== null || worker.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    // Held until it has exited, so that whoever awaits this is not left with an empty event loop.
+    worker.ref();
+    worker.once('exit', () => resolve());
+    worker.kill('SIGKILL');
+  });
+}
+
+function holdOpen(worker: ChildProcess, busy: boolean): void {
+  const channel = worker.channel as { ref?: () => void; unref?: () => void } | null | undefined;
+  if (busy) channel?.ref?.();
+  else channel?.unref?.();
+}
+
+/** CPU time (user + system) a process has used, from /proc (Linux's USER_HZ is 100); undefined if unknown. */
+function cpuMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? ticks * 10 : undefined;
+  } catch {
+    return undefined;
   }
 }

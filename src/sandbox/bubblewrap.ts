@@ -31,7 +31,6 @@ import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type Cgroup
 import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
 import { defaultHostPaths, isUnderUsr, procMasks, topLevelSystemDirs, type HostPaths, type ProcMasks } from './host.js';
-import { checkAgainstSchema } from './schema.js';
 import { ZygotePool, type ZygoteCgroups, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec, type ZygoteStats } from './zygote.js';
 import { findPythonPackage } from '../core/python-packages.js';
 import { transpileTypescript } from './transpile.js';
@@ -710,10 +709,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const parsed = run.answer;
     if (parsed !== null && typeof parsed === 'object') {
       if (parsed.ok === true) {
-        if (request.outputSchema !== undefined) {
-          const check = checkAgainstSchema(request.outputSchema, parsed.result);
-          if (!check.ok) return fail(SANDBOX_ERROR_TYPES.schema, check.message);
-        }
         return { ok: true, result: parsed.result ?? null, stdout: stdoutText, stderr: stderrText, durationMs: elapsed(started) };
       }
       const trace = trimTraceback(String(parsed.traceback ?? ''));

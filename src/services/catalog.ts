@@ -5,10 +5,16 @@ import { toIdentifier, validateEntityName, validateNamespaceName } from '../core
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { CatalogStore, versionToDefinition } from '../store/catalog-store.js';
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
+import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
 
 /** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages). */
 export type VersionPreparer = (definition: FunctionDefinition) => Promise<void>;
+
+/** Compiles a user's JSON Schema where untrusted work may run (the schema workers), never inline. */
+export interface SchemaCompiler {
+  compile(schema: Record<string, unknown>, accountId: string): Promise<CompileVerdict>;
+}
 
 export interface FunctionInput extends FunctionDefinitionInput {
   service?: unknown;
@@ -41,7 +47,8 @@ function versionSummary(v: FunctionVersionRow) {
 export class CatalogService {
   constructor(
     private readonly store: CatalogStore,
-    private readonly prepareVersion: VersionPreparer = async () => undefined,
+    private readonly prepareVersion: VersionPreparer,
+    private readonly schemas: SchemaCompiler,
   ) {}
 
   async makeNamespace(principal: KeyPrincipal, nameInput: unknown, description: unknown) {
@@ -139,6 +146,7 @@ export class CatalogService {
     }
     const definition = buildDefinition(definitionInput, null);
     const metadata = buildMetadata(metadataInput, null);
+    await this.compileSchemas(principal, definition.inputSchema, definition.outputSchema);
     await this.prepareVersion(definition);
     const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
       const clash = await this.store.findFunctionByIdentifier(service.id, name, trx);
@@ -170,6 +178,8 @@ export class CatalogService {
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.activeVersion(service, name);
       const draft = restore === undefined ? buildDefinition(input, versionToDefinition(current.version)) : undefined;
+      // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
+      if (draft) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
       if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft);
       const prepared = draft ? preparationKey(draft) : undefined;
 
@@ -261,6 +271,18 @@ export class CatalogService {
       created_at: iso(fn.created_at),
       updated_at: iso(fn.updated_at),
     };
+  }
+
+  /** Refuses a schema that ajv rejects, or whose compiling overruns its worker's deadline or heap. */
+  private async compileSchemas(principal: KeyPrincipal, inputSchema: Record<string, unknown> | null, outputSchema: Record<string, unknown> | null): Promise<void> {
+    for (const [field, schema] of [['input_schema', inputSchema], ['output_schema', outputSchema]] as const) {
+      if (!schema) continue;
+      const verdict = await this.schemas.compile(schema, principal.accountId);
+      if (verdict.ok) continue;
+      if ('invalid' in verdict) throw new DomainError('invalid_schema', `${field} is not a valid JSON Schema: ${verdict.invalid}`, { field });
+      if (verdict.busy) throw new DomainError('rate_limited', `${field} could not be checked now: ${verdict.stopped}`, { field });
+      throw new DomainError('invalid_schema', `compiling ${field} was stopped: ${verdict.stopped}`, { field });
+    }
   }
 
   private async service(principal: KeyPrincipal, nsName: string, nameInput: unknown): Promise<ServiceRow> {

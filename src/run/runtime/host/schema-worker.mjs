@@ -1,39 +1,77 @@
-// Worker thread for input-schema checks whose schema has regex patterns: a pathological pattern
-// can backtrack for seconds, and here it blocks only this worker, which the host can terminate.
-// Plain JavaScript so that it loads the same way from the source tree and from a build. Same ajv
-// settings as src/core/json-schema.ts: no user $id is ever registered.
-import { parentPort } from 'node:worker_threads';
+// Worker process that compiles and applies users' JSON Schemas: the only place ajv runs. A schema is
+// untrusted code (a pattern can backtrack, `uniqueItems` is quadratic, a recursive `anyOf` is
+// exponential), so the host gives each job a deadline and this process a heap limit, and kills it
+// on overrun. Plain JavaScript so that it loads the same way from the source tree and from a build.
+//
+// The ajv options live here and nowhere else. No user `$id` is ever registered (addUsedSchema:
+// false), so one tenant's schema can neither shadow another's nor replace ajv's meta-schemas.
+// strict:false accepts the unknown keywords (title, examples, x-*) real-world schemas carry.
 import { Ajv } from 'ajv';
 
-const CACHE_LIMIT = 256;
+/** Compiled validators kept, by count and by schema text; a fresh ajv instance when either is full. */
+const CACHE_ENTRIES = 256;
+const CACHE_TEXT_BYTES = 4 * 1024 * 1024;
+/** Problems reported per failed check: enough to fix the input, bounded for a huge one. */
+const MAX_PROBLEMS = 20;
+const MAX_PROBLEM_CHARS = 300;
+
 let ajv = fresh();
 let compiled = new Map();
+let cachedBytes = 0;
 
 function fresh() {
   return new Ajv({ strict: false, allErrors: true, validateSchema: true, addUsedSchema: false });
 }
 
-function validatorFor(schema) {
-  const key = JSON.stringify(schema);
-  let validate = compiled.get(key);
-  if (!validate) {
-    if (compiled.size >= CACHE_LIMIT) {
-      ajv = fresh();
-      compiled = new Map();
-    }
-    validate = ajv.compile(schema);
-    compiled.set(key, validate);
+/** The validator of `key`; `text` (the schema's canonical JSON) is sent only when the host thinks we lack it. */
+function validatorFor(key, text) {
+  const known = compiled.get(key);
+  if (known) return known;
+  if (text === undefined) return undefined;
+  if (compiled.size >= CACHE_ENTRIES || cachedBytes + text.length > CACHE_TEXT_BYTES) {
+    ajv = fresh();
+    compiled = new Map();
+    cachedBytes = 0;
   }
+  const validate = ajv.compile(JSON.parse(text));
+  compiled.set(key, validate);
+  cachedBytes += text.length;
   return validate;
 }
 
-parentPort.on('message', ({ id, schema, data }) => {
-  let problems;
+process.on('message', ({ id, op, key, text, data }) => {
+  let validate;
   try {
-    const validate = validatorFor(schema);
-    problems = validate(data) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? 'is invalid'}`);
+    validate = validatorFor(key, text);
   } catch (error) {
-    problems = [`the schema could not be applied: ${error instanceof Error ? error.message : String(error)}`];
+    process.send({ id, invalid: error instanceof Error ? error.message : String(error) });
+    return;
   }
-  parentPort.postMessage({ id, problems });
+  if (!validate) {
+    process.send({ id, unknown: true });
+    return;
+  }
+  if (op === 'compile') {
+    process.send({ id, ok: true });
+    return;
+  }
+  // The instance comes as JSON text: parsing it here is cheaper for the host than a structured clone.
+  if (validate(JSON.parse(data))) {
+    process.send({ id, ok: true });
+    return;
+  }
+  const errors = validate.errors ?? [];
+  const problems = errors.slice(0, MAX_PROBLEMS).map((e) => clip(`${e.instancePath || '(root)'} ${e.message ?? 'is invalid'}`));
+  if (errors.length > MAX_PROBLEMS) problems.push(`… ${errors.length - MAX_PROBLEMS} more`);
+  process.send({ id, problems });
 });
+
+function clip(text) {
+  return text.length > MAX_PROBLEM_CHARS ? `${text.slice(0, MAX_PROBLEM_CHARS)}…` : text;
+}
+
+// The server is gone (or let go of us): so are we.
+process.on('disconnect', () => process.exit(0));
+// Compiling the first schema compiles ajv's meta-schema too: done before any job's deadline starts.
+ajv.compile({ type: 'object' });
+process.send({ ready: true });

@@ -1,0 +1,101 @@
+/** The schema worker pool on its own: real worker threads, real ajv. */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { SchemaGuard } from './schema-guard.js';
+
+const guards: SchemaGuard[] = [];
+const guard = (options: ConstructorParameters<typeof SchemaGuard>[0] = {}) => {
+  const made = new SchemaGuard(options);
+  guards.push(made);
+  return made;
+};
+after(async () => {
+  await Promise.all(guards.map((g) => g.close()));
+});
+
+const RECURSIVE = {
+  type: 'object',
+  properties: { a: { $ref: '#/$defs/n' } },
+  $defs: { n: { anyOf: [{ type: 'array', items: { $ref: '#/$defs/n' } }, { type: 'array', items: { $ref: '#/$defs/n' } }] } },
+};
+const UNIQUE = { type: 'array', uniqueItems: true };
+const FORTY_THOUSAND = Array.from({ length: 40_000 }, (_, i) => i);
+
+test('compiles and checks with readable problems; bad schemas are refused', async () => {
+  const g = guard();
+  const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
+  assert.deepEqual(await g.compile(schema, 'a'), { ok: true });
+  assert.deepEqual(await g.check(schema, { n: 1 }, 'a', 'the input'), { ok: true });
+  assert.deepEqual(await g.check(schema, { n: 'x' }, 'a', 'the input'), { ok: false, problems: ['/n must be integer'] });
+  const invalid = await g.compile({ type: 'nonsense' }, 'a');
+  assert.equal(invalid.ok, false);
+  assert.match((invalid as { invalid: string }).invalid, /schema is invalid/);
+  assert.equal((await g.compile({ properties: { a: { minimum: 'low' } } }, 'a')).ok, false);
+});
+
+test("one user's schema can neither replace ajv's meta-schema nor collide with another's $id", async () => {
+  const g = guard({ workers: 1 });
+  await g.compile({ $id: 'http://json-schema.org/draft-07/schema', type: 'object' }, 'a');
+  assert.deepEqual(await g.compile({ type: 'object', properties: { n: { type: 'integer' } } }, 'b'), { ok: true });
+  assert.equal((await g.compile({ type: 'nonsense' }, 'b')).ok, false, 'the meta-schema still applies');
+  const shared = { $id: 'https://example.com/person.schema.json', type: 'object', required: ['name'] };
+  assert.deepEqual(await g.compile({ ...shared }, 'a'), { ok: true });
+  assert.deepEqual(await g.compile({ ...shared, required: ['age'] }, 'b'), { ok: true });
+  assert.deepEqual(await g.check({ ...shared, required: ['age'] }, {}, 'b', 'the input'), { ok: false, problems: ["(root) must have required property 'age'"] });
+  assert.deepEqual(await g.check({ ...shared }, { name: 'x' }, 'a', 'the input'), { ok: true });
+});
+
+test('a check that exhausts its heap kills only its worker, however long the deadline', async () => {
+  const g = guard({ deadlineMs: 120_000 });
+  const verdict = await g.check(RECURSIVE, { a: JSON.parse(`${'['.repeat(26)}1${']'.repeat(26)}`) }, 'a', 'the input');
+  assert.deepEqual(verdict, { ok: false, stopped: 'it needed more than 64 MB of memory' });
+  assert.equal(g.stats().replaced, 1);
+  assert.deepEqual(await g.check(RECURSIVE, { a: [[]] }, 'a', 'the input'), { ok: true }, 'a fresh worker takes over');
+});
+
+test("the worker's heap limit is the guard's, not V8's default", async () => {
+  const g = guard({ heapMb: 8, deadlineMs: 120_000 });
+  // About 20 MB once parsed in the worker: harmless under a default heap, too much for 8 MB.
+  const big = Array.from({ length: 150_000 }, (_, i) => ({ s: `${i}`.padStart(120, '.') }));
+  assert.deepEqual(await g.check({ type: 'array' }, big, 'a', 'the input'), { ok: false, stopped: 'it needed more than 8 MB of memory' });
+});
+
+test('a check past its deadline is stopped, whatever memory it would still get', async () => {
+  const g = guard({ heapMb: 256 });
+  assert.deepEqual(await g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the result'), { ok: false, stopped: 'it needed more than 1000 ms of CPU time' });
+  assert.deepEqual(await g.check(UNIQUE, [1, 2], 'a', 'the result'), { ok: true });
+});
+
+test('one account never holds every worker: another account is served meanwhile', async () => {
+  const g = guard();
+  await g.check(UNIQUE, [1], 'warm-up', 'the input');
+  for (let i = 0; i < 2000 && g.stats().ready < 2; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  const order: string[] = [];
+  const slow = [1, 2, 3].map((i) => g.check(UNIQUE, FORTY_THOUSAND, 'attacker', 'the input').then(() => order.push(`attacker ${i}`)));
+  const quick = g.check(UNIQUE, [1, 1], 'bystander', 'the input').then((verdict) => {
+    order.push('bystander');
+    return verdict;
+  });
+  assert.equal((await quick).ok, false);
+  await Promise.all(slow);
+  assert.deepEqual(order, ['bystander', 'attacker 1', 'attacker 2', 'attacker 3']);
+});
+
+test('the queue is bounded per account; beyond it a check fails at once as busy', async () => {
+  const g = guard({ workers: 1, maxWaitingPerAccount: 2 });
+  const running = g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the input');
+  for (let i = 0; i < 2000 && g.stats().busy === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  const waiting = [g.check(UNIQUE, [1], 'a', 'the input'), g.check(UNIQUE, [2], 'a', 'the input')];
+  assert.deepEqual(await g.check(UNIQUE, [3], 'a', 'the input'), { ok: false, stopped: 'too many schema checks are waiting on this server; try again shortly', busy: true });
+  assert.equal((await running).ok, false);
+  assert.deepEqual(await Promise.all(waiting), [{ ok: true }, { ok: true }]);
+});
+
+test('a worker that dropped a schema from its cache gets its text again', async () => {
+  const g = guard({ workers: 1 });
+  const first = { type: 'object', required: ['k'] };
+  assert.deepEqual(await g.compile(first, 'a'), { ok: true });
+  // More schemas than the worker keeps: it starts a fresh cache and forgets `first`.
+  for (let i = 0; i < 300; i++) assert.deepEqual(await g.compile({ const: i }, 'a'), { ok: true });
+  assert.deepEqual(await g.check(first, {}, 'a', 'the input'), { ok: false, problems: ["(root) must have required property 'k'"] });
+});
