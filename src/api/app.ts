@@ -75,6 +75,11 @@ function bearer(c: Context): string | undefined {
   return match?.[1];
 }
 
+/** The peer's address (sign-in throttling keys on it). */
+function remoteAddress(c: Context): string | undefined {
+  return (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress;
+}
+
 const unauthorized = (c: Context, message: string) =>
   c.json(new DomainError('unauthorized', message).toJSON(), 401, { 'WWW-Authenticate': 'Bearer realm="mcpworks"' });
 
@@ -158,13 +163,13 @@ export function createApp(deps: AppDependencies): Hono {
 
   app.post('/register', smallBody, async (c) => {
     const body = await jsonBody(c);
-    const account = await accounts.register(body.email, body.password);
+    const account = await accounts.register(body.email, body.password, undefined, { address: remoteAddress(c) });
     return c.json({ account_id: account.id, email: account.email, tier: account.tier }, 201);
   });
 
   app.post('/login', smallBody, async (c) => {
     const body = await jsonBody(c);
-    const session = await accounts.login(body.email, body.password);
+    const session = await accounts.login(body.email, body.password, { address: remoteAddress(c) });
     const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
     setCookie(c, SESSION_COOKIE, session.token, { httpOnly: true, sameSite: 'Lax', path: '/', secure, expires: session.expiresAt });
     return c.json({ token: session.token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });

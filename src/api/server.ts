@@ -4,6 +4,8 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
+import { ApiKeyHasher } from '../services/secrets.js';
+import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
@@ -33,14 +35,19 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   prepareDataDir(config.dataDir);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   let database;
+  let keys: ApiKeyHasher;
   try {
+    const secret = loadServerSecret(config);
+    if (secret.created) logger.info({ file: 'secret_key' }, 'created the API-key secret in the data dir: back it up with the database (losing it invalidates every API key)');
+    if (secret.warning) logger.warn(secret.warning);
+    keys = new ApiKeyHasher(secret.secret);
     database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   } catch (error) {
     releaseLock();
     throw error;
   }
   const accountsStore = new AccountsStore(database.db);
-  const accounts = new AccountService(accountsStore, config.tiers);
+  const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
   const cacheDir = cacheDirFor(config);
   const dependencies = new TypescriptDependencies(cacheDir);

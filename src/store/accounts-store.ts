@@ -116,6 +116,51 @@ export class AccountsStore {
     };
   }
 
+  /**
+   * Replaces a key's stored hash (a pre-migration-7 scrypt hash by its keyed hash) only if it still
+   * holds `from`, so nodes upgrading the same key at once agree. True when this call changed it.
+   */
+  async replaceKeyHash(keyId: string, from: string, to: string): Promise<boolean> {
+    const result = await this.db.updateTable('api_keys').set({ key_hash: to }).where('id', '=', keyId).where('key_hash', '=', from).executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  /**
+   * Counts one sign-in attempt for `email` before the password is checked, atomically on every
+   * node: refused (with the seconds left) while the email is backing off; otherwise counted, and
+   * the back-off for the next attempt set once the free failures are used up. A success calls
+   * clearSignInFailures. Failures older than the window start again from one.
+   */
+  async claimSignIn(email: string, limits: { freeFailures: number; maxBackoffSeconds: number; windowSeconds: number }): Promise<{ allowed: true } | { allowed: false; retryAfter: number }> {
+    const free = sql`${limits.freeFailures}::int`;
+    const max = sql`${limits.maxBackoffSeconds}::float8`;
+    const failures = sql`CASE WHEN t.updated_at < now() - make_interval(secs => ${limits.windowSeconds}::float8) THEN 1 ELSE t.failures + 1 END`;
+    const lockAfter = (f: typeof failures) => sql`CASE WHEN ${f} >= ${free} THEN now() + make_interval(secs => least(power(2, ${f} - ${free}), ${max})) END`;
+    const result = await sql<{ failures: number | null; wait: number | null }>`
+      WITH claim AS (
+        INSERT INTO login_throttle AS t (email, failures, locked_until, updated_at)
+        VALUES (${email}, 1, ${lockAfter(sql`1`)}, now())
+        ON CONFLICT (email) DO UPDATE SET failures = ${failures}, locked_until = ${lockAfter(failures)}, updated_at = now()
+        WHERE t.locked_until IS NULL OR t.locked_until <= now()
+        RETURNING t.failures
+      )
+      SELECT (SELECT failures FROM claim) AS failures,
+        (SELECT extract(epoch FROM locked_until - now())::float8 FROM login_throttle WHERE email = ${email}) AS wait`.execute(this.db);
+    const row = result.rows[0];
+    if (row && row.failures !== null) return { allowed: true };
+    return { allowed: false, retryAfter: Math.max(1, Math.ceil(Number(row?.wait ?? 1))) };
+  }
+
+  async clearSignInFailures(email: string): Promise<void> {
+    await sql`DELETE FROM login_throttle WHERE email = ${email}`.execute(this.db);
+  }
+
+  /** Forgets emails whose failures are past the window and that are not backing off. */
+  async sweepSignInFailures(windowSeconds: number): Promise<void> {
+    await sql`DELETE FROM login_throttle
+      WHERE updated_at < now() - make_interval(secs => ${windowSeconds}::float8) AND (locked_until IS NULL OR locked_until < now())`.execute(this.db);
+  }
+
   listKeys(accountId: string): Promise<ApiKeyRow[]> {
     return this.db.selectFrom('api_keys').selectAll().where('account_id', '=', accountId).where('revoked_at', 'is', null).orderBy('created_at').execute();
   }
