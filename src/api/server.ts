@@ -26,7 +26,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService };
+  services: { accounts: AccountService; accountsStore: AccountsStore };
   close(): Promise<void>;
 }
 
@@ -81,7 +81,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts },
+    services: { accounts, accountsStore },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {

@@ -62,16 +62,17 @@ export function validateKeyName(name: unknown): string {
 export const SIGN_IN_LIMITS = {
   accountFreeFailures: 5,
   clientFreeFailures: 10,
+  firstBackoffSeconds: 5,
   maxBackoffSeconds: 900,
   failureWindowSeconds: 900,
   clientConcurrent: 2,
   clientQueued: 8,
 } as const;
 
-/** Seconds to wait after `failures` failures with `free` allowed: 0, then 1, 2, 4, … up to the cap. */
-export function backoffSeconds(failures: number, free: number, max: number = SIGN_IN_LIMITS.maxBackoffSeconds): number {
+/** Seconds to wait after `failures` failures with `free` allowed: 0, then 5, 10, 20, … up to 15 minutes. */
+export function backoffSeconds(failures: number, free: number): number {
   if (failures < free) return 0;
-  return Math.min(2 ** (failures - free), max);
+  return Math.min(SIGN_IN_LIMITS.firstBackoffSeconds * 2 ** (failures - free), SIGN_IN_LIMITS.maxBackoffSeconds);
 }
 
 /**

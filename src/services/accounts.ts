@@ -53,6 +53,12 @@ function trialEnd(tier: string, now = Date.now()): Date | null {
 }
 
 const SWEEP_INTERVAL_MS = 60_000;
+const ACCOUNT_LIMITS = {
+  freeFailures: SIGN_IN_LIMITS.accountFreeFailures,
+  firstBackoffSeconds: SIGN_IN_LIMITS.firstBackoffSeconds,
+  maxBackoffSeconds: SIGN_IN_LIMITS.maxBackoffSeconds,
+  windowSeconds: SIGN_IN_LIMITS.failureWindowSeconds,
+};
 
 export class AccountService {
   private dummyHash: Promise<string> | undefined;
@@ -117,17 +123,14 @@ export class AccountService {
     if (email.length > 254 || email.includes('\u0000') || password.length > MAX_PASSWORD_LENGTH) throw wrong();
     return this.throttled(from, async () => {
       this.sweepSometimes();
-      const claim = await this.store.claimSignIn(email, {
-        freeFailures: SIGN_IN_LIMITS.accountFreeFailures,
-        maxBackoffSeconds: SIGN_IN_LIMITS.maxBackoffSeconds,
-        windowSeconds: SIGN_IN_LIMITS.failureWindowSeconds,
-      });
+      const claim = await this.store.claimSignIn(email, ACCOUNT_LIMITS);
       if (!claim.allowed) throw rateLimited(`too many failed sign-ins for this email; retry in ${claim.retryAfter} s`, claim.retryAfter);
       const account = await this.store.findAccountByEmail(email);
       this.dummyHash ??= hashSecret('not-a-password');
       const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash));
       if (!account || !ok) {
         if (from) this.gate.failure(from.address);
+        await this.store.recordSignInFailure(email, ACCOUNT_LIMITS);
         throw wrong();
       }
       if (from) this.gate.success(from.address);

@@ -30,8 +30,7 @@ export class ClientSignInGate {
   async run<T>(address: string | undefined, work: () => Promise<T>): Promise<T> {
     const key = clientKeyOf(address);
     const state = this.state(key);
-    const wait = (state.blockedUntil - this.now()) / 1000;
-    if (wait > 0) throw rateLimited(`too many failed sign-ins from your address; retry in ${Math.ceil(wait)} s`, wait);
+    this.refuseWhileBlocked(state);
     if (state.running >= SIGN_IN_LIMITS.clientConcurrent) {
       if (state.waiting.length >= SIGN_IN_LIMITS.clientQueued) throw rateLimited('too many sign-in requests at once from your address', 1);
       await new Promise<void>((resolve) => state.waiting.push(resolve));
@@ -39,6 +38,8 @@ export class ClientSignInGate {
       state.running++;
     }
     try {
+      // Again after waiting: the requests ahead may have used up the free failures.
+      this.refuseWhileBlocked(state);
       return await work();
     } finally {
       const next = state.waiting.shift();
@@ -46,6 +47,11 @@ export class ClientSignInGate {
       else state.running--;
       this.forgetIfIdle(key, state);
     }
+  }
+
+  private refuseWhileBlocked(state: ClientState): void {
+    const wait = (state.blockedUntil - this.now()) / 1000;
+    if (wait > 0) throw rateLimited(`too many failed sign-ins from your address; retry in ${Math.ceil(wait)} s`, wait);
   }
 
   /** Counts a failed sign-in from this client; past the free ones, it waits before its next. */
