@@ -9,6 +9,7 @@ import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { buildCreateServer } from './create-tools.js';
+import { clientAddress } from './client-address.js';
 import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from './logger.js';
 import { createMcpEndpoint, type EndpointKind } from './mcp-endpoint.js';
@@ -29,6 +30,8 @@ export interface AppDependencies {
   baseHost?: string | undefined;
   /** DNS-rebinding protection: which Host and Origin hostnames requests may carry. */
   hostGuard: HostGuard;
+  /** Reverse proxies trusted to say, in X-Forwarded-For, whom a request is from. */
+  trustedProxies?: readonly string[];
 }
 
 export interface HostGuard {
@@ -75,9 +78,10 @@ function bearer(c: Context): string | undefined {
   return match?.[1];
 }
 
-/** The peer's address (sign-in throttling keys on it). */
-function remoteAddress(c: Context): string | undefined {
-  return (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress;
+/** The peer's address, or the client's behind a trusted proxy (sign-in throttling keys on it). */
+function remoteAddress(c: Context, trustedProxies: readonly string[] = []): string | undefined {
+  const peer = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress;
+  return clientAddress(peer, c.req.header('x-forwarded-for'), trustedProxies);
 }
 
 const unauthorized = (c: Context, message: string) =>
@@ -163,13 +167,13 @@ export function createApp(deps: AppDependencies): Hono {
 
   app.post('/register', smallBody, async (c) => {
     const body = await jsonBody(c);
-    const account = await accounts.register(body.email, body.password, undefined, { address: remoteAddress(c) });
+    const account = await accounts.register(body.email, body.password, undefined, { address: remoteAddress(c, deps.trustedProxies) });
     return c.json({ account_id: account.id, email: account.email, tier: account.tier }, 201);
   });
 
   app.post('/login', smallBody, async (c) => {
     const body = await jsonBody(c);
-    const session = await accounts.login(body.email, body.password, { address: remoteAddress(c) });
+    const session = await accounts.login(body.email, body.password, { address: remoteAddress(c, deps.trustedProxies) });
     const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
     setCookie(c, SESSION_COOKIE, session.token, { httpOnly: true, sameSite: 'Lax', path: '/', secure, expires: session.expiresAt });
     return c.json({ token: session.token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });

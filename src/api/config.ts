@@ -13,6 +13,8 @@ export interface ServerConfig {
   /** Extra hostnames accepted in Origin (web pages allowed to call the API from a browser). */
   allowedOrigins?: string[];
   tiers: Readonly<Record<string, TierLimits>>;
+  /** Reverse proxies whose X-Forwarded-For names the client (sign-in throttling keys on it). */
+  trustedProxies?: string[];
   /** MCPWORKS_SECRET_KEY: API keys are hashed under it; required with databaseUrl, else a file in the data dir. */
   secretKey?: string | undefined;
 }
@@ -30,6 +32,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     // Validated here, at start: a malformed plan table stops the server with a clear message.
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
     secretKey: env.MCPWORKS_SECRET_KEY || undefined,
+    trustedProxies: list(env.MCPWORKS_TRUSTED_PROXIES),
   };
 }
 

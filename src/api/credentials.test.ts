@@ -27,9 +27,9 @@ interface Answer {
 }
 
 /** A POST from a chosen loopback source address (fetch cannot bind one). */
-function postFrom(base: string, from: string, route: string, body: unknown): Promise<Answer> {
+function postFrom(base: string, from: string, route: string, body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = request(`${base}${route}`, { method: 'POST', localAddress: from, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+    const req = request(`${base}${route}`, { method: 'POST', localAddress: from, agent: false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
       let data = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (data += d));
@@ -42,6 +42,8 @@ function postFrom(base: string, from: string, route: string, body: unknown): Pro
 
 const login = (base: string, from: string, email: string, password: string) => postFrom(base, from, '/login', { email, password });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const PROXY = '127.0.0.11';
+const spray = () => `spray-${randomBytes(4).toString('hex')}@example.com`;
 const keyed = (secret: string, key: string) => `hmac-sha256$${createHmac('sha256', Buffer.from(secret, 'utf8')).update(key).digest('base64url')}`;
 
 function assertRateLimited(answer: Answer, what: string): void {
@@ -96,7 +98,7 @@ async function insertLegacyKey(server: TestServer, accountId: string): Promise<s
 let server: TestServer;
 let secret: string;
 before(async () => {
-  server = await startTestServer();
+  server = await startTestServer({ trustedProxies: [PROXY] });
   secret = server.databaseUrl ? TEST_SECRET_KEY : readFileSync(path.join(server.dataDir, SECRET_FILE), 'utf8').trim();
 });
 after(async () => {
@@ -194,9 +196,19 @@ describe('sign-in load', () => {
       assert.equal(wrong.status, 401, `failure ${i + 1} is checked`);
     }
     assertRateLimited(await login(server.url, '127.0.0.6', user.email, user.password), 'sprayer address, right password');
+    assertRateLimited(await postFrom(server.url, '127.0.0.6', '/login', { email: user.email, password: user.password }, { 'x-forwarded-for': '198.51.100.99' }), 'X-Forwarded-For from an untrusted peer is ignored');
     assertRateLimited(await postFrom(server.url, '127.0.0.6', '/register', { email: `new-${randomBytes(3).toString('hex')}@example.com`, password: 'long enough pw' }), 'register');
     assert.equal((await login(server.url, '127.0.0.1', user.email, user.password)).status, 200, 'the same account from another address');
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+  });
+
+  test('behind a trusted proxy, X-Forwarded-For names the client', async () => {
+    const user = await createAccount(server.url);
+    const viaProxy = (forwardedFor: string, email: string, password: string) => postFrom(server.url, PROXY, '/login', { email, password }, { 'x-forwarded-for': forwardedFor });
+    for (let i = 0; i < SIGN_IN_LIMITS.clientFreeFailures; i++) assert.equal((await viaProxy(`203.0.113.9, 198.51.100.7, ${PROXY}`, spray(), 'spray password')).status, 401);
+    assertRateLimited(await viaProxy('198.51.100.7', user.email, user.password), 'the client behind the proxy');
+    assert.equal((await viaProxy('198.51.100.8', user.email, user.password)).status, 200, 'another client behind the same proxy');
+    assert.equal((await login(server.url, PROXY, user.email, user.password)).status, 200, 'the proxy itself');
   });
 });
 
@@ -240,8 +252,9 @@ describe('the server secret', () => {
     const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
     const start = (secretKey?: string) =>
       startServer({ host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, secretKey }, pino({ level: 'info' }, logs));
+    let running: Awaited<ReturnType<typeof start>> | undefined;
     try {
-      let running = await start();
+      running = await start();
       const stat = statSync(file);
       assert.equal(stat.mode & 0o777, 0o600);
       const text = readFileSync(file, 'utf8');
@@ -271,6 +284,7 @@ describe('the server secret', () => {
       assert.match(all, /differs from the secret in/, 'a differing MCPWORKS_SECRET_KEY is reported');
       assert.ok(!all.includes(fileSecret) && !all.includes(configured), 'the secret is never logged');
     } finally {
+      await running?.close();
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -67,7 +67,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
   });
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config) });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: config.trustedProxies ?? [] });
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
