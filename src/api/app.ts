@@ -9,6 +9,7 @@ import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
 import { buildCreateServer } from './create-tools.js';
+import { clientAddress } from './client-address.js';
 import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from './logger.js';
 import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
@@ -30,6 +31,8 @@ export interface AppDependencies {
   baseHost?: string | undefined;
   /** DNS-rebinding protection: which Host and Origin hostnames requests may carry. */
   hostGuard: HostGuard;
+  /** Reverse proxies trusted to say, in X-Forwarded-For, whom a request is from. */
+  trustedProxies?: readonly string[];
 }
 
 export interface HostGuard {
@@ -74,6 +77,12 @@ function bearer(c: Context): string | undefined {
   const header = c.req.header('authorization');
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   return match?.[1];
+}
+
+/** The peer's address, or the client's behind a trusted proxy (sign-in throttling keys on it). */
+function remoteAddress(c: Context, trustedProxies: readonly string[] = []): string | undefined {
+  const peer = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress;
+  return clientAddress(peer, c.req.header('x-forwarded-for'), trustedProxies);
 }
 
 const unauthorized = (c: Context, message: string) =>
@@ -173,13 +182,13 @@ export function createApp(deps: AppDependencies): Hono {
 
   app.post('/register', async (c) => {
     const body = await jsonBody(c);
-    const account = await accounts.register(body.email, body.password);
+    const account = await accounts.register(body.email, body.password, undefined, { address: remoteAddress(c, deps.trustedProxies) });
     return c.json({ account_id: account.id, email: account.email, tier: account.tier }, 201);
   });
 
   app.post('/login', async (c) => {
     const body = await jsonBody(c);
-    const session = await accounts.login(body.email, body.password);
+    const session = await accounts.login(body.email, body.password, { address: remoteAddress(c, deps.trustedProxies) });
     const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
     setCookie(c, SESSION_COOKIE, session.token, { httpOnly: true, sameSite: 'Lax', path: '/', secure, expires: session.expiresAt });
     return c.json({ token: session.token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });

@@ -14,6 +14,8 @@ export interface ServerConfig {
   /** Extra hostnames accepted in Origin (web pages allowed to call the API from a browser). */
   allowedOrigins?: string[];
   tiers: Readonly<Record<string, TierLimits>>;
+  /** MCPWORKS_SECRET_KEY: API keys are hashed under it; required with databaseUrl, else a file in the data dir. */
+  secretKey?: string | undefined;
   /** Connection and request-time limits of the HTTP listener (defaults: DEFAULT_HTTP_LIMITS). */
   http?: Partial<HttpLimits>;
 }
@@ -59,6 +61,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     // Validated here, at start: a malformed plan table stops the server with a clear message.
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
     http: httpFromEnv(env),
+    secretKey: env.MCPWORKS_SECRET_KEY || undefined,
   };
 }
 

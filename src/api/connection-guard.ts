@@ -2,14 +2,11 @@ import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'n
 import type { Socket } from 'node:net';
 import type { HttpLimits } from './config.js';
 import type { Logger } from './logger.js';
+import { clientAddress, plainAddress } from './client-address.js';
 
 const REFUSED = Symbol('mcpworks.refused');
 
-/** `::ffff:127.0.0.2` and `127.0.0.2` are one client. */
-function normalizeAddress(address: string | undefined): string {
-  const value = (address ?? '').toLowerCase();
-  return value.startsWith('::ffff:') && value.includes('.') ? value.slice(7) : value;
-}
+const normalizeAddress = (address: string | undefined) => plainAddress(address ?? '');
 
 function refusalBody(message: string): string {
   return JSON.stringify({ error: { type: 'rate_limited', message } });
@@ -58,11 +55,10 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     if ((req.socket as Socket & { [REFUSED]?: boolean })[REFUSED]) return;
     const peer = normalizeAddress(req.socket.remoteAddress);
     if (!trusted.has(peer)) return listener(req, res);
-    // Only a configured proxy's X-Forwarded-For is believed, and only its last hop (the address the
-    // proxy itself saw); earlier entries are whatever the client wrote.
+    // Only a configured proxy's X-Forwarded-For is believed (the same reading as sign-in throttling).
     const forwarded = req.headers['x-forwarded-for'];
-    const client = normalizeAddress((Array.isArray(forwarded) ? forwarded.join(',') : forwarded ?? '').split(',').pop()?.trim());
-    if (!client) return listener(req, res);
+    const client = clientAddress(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, limits.trustedProxies);
+    if (!client || client === peer) return listener(req, res);
     const inFlight = (perForwarded.get(client) ?? 0) + 1;
     if (inFlight > limits.maxConnectionsPerIp) {
       res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(refusalBody('too many requests in flight from your address; retry shortly'));

@@ -20,7 +20,11 @@ const STATUS: Record<DomainErrorType, ContentfulStatusCode> = {
 };
 
 export function errorResponse(c: Context, error: unknown, logger: Logger): Response {
-  if (isDomainError(error)) return c.json(error.toJSON(), STATUS[error.type]);
+  if (isDomainError(error)) {
+    const retryAfter = error.details?.retry_after;
+    if (typeof retryAfter === 'number') c.header('Retry-After', String(retryAfter));
+    return c.json(error.toJSON(), STATUS[error.type]);
+  }
   logger.error({ err: error, path: c.req.path }, 'request failed unexpectedly');
   return c.json(new DomainError('internal_error', 'internal error; the operator can find details in the server log').toJSON(), 500);
 }

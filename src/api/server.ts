@@ -5,6 +5,8 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
+import { ApiKeyHasher } from '../services/secrets.js';
+import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
@@ -27,7 +29,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; schemas: SchemaGuard };
+  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard };
   close(): Promise<void>;
 }
 
@@ -37,14 +39,19 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   prepareDataDir(config.dataDir);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   let database;
+  let keys: ApiKeyHasher;
   try {
+    const secret = loadServerSecret(config);
+    if (secret.created) logger.info({ file: 'secret_key' }, 'created the API-key secret in the data dir: back it up with the database (losing it invalidates every API key)');
+    if (secret.warning) logger.warn(secret.warning);
+    keys = new ApiKeyHasher(secret.secret);
     database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   } catch (error) {
     releaseLock();
     throw error;
   }
   const accountsStore = new AccountsStore(database.db);
-  const accounts = new AccountService(accountsStore, config.tiers);
+  const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
   const cacheDir = cacheDirFor(config);
   const dependencies = new TypescriptDependencies(cacheDir);
@@ -67,7 +74,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
   });
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config) });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve(
@@ -100,7 +107,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, schemas },
+    services: { accounts, accountsStore, schemas },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { callOk, connect, freshDatabaseUrl, startTestServer } from '../test-support/harness.js';
+import { callOk, connect, freshDatabaseUrl, startTestServer, TEST_SECRET_KEY } from '../test-support/harness.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -38,7 +38,7 @@ let env: Record<string, string | undefined>;
 before(async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-'));
   databaseUrl = await freshDatabaseUrl();
-  env = { MCPWORKS_DATA_DIR: dataDir, DATABASE_URL: databaseUrl ?? '' };
+  env = { MCPWORKS_DATA_DIR: dataDir, DATABASE_URL: databaseUrl ?? '', MCPWORKS_SECRET_KEY: databaseUrl ? TEST_SECRET_KEY : '' };
 });
 after(() => rmSync(dataDir, { recursive: true, force: true }));
 
@@ -115,7 +115,7 @@ describe('mcpworks CLI', () => {
   test('serve listens, answers /healthz, and shuts down cleanly on SIGTERM', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
       cwd: repoRoot,
-      env: { ...process.env, DATABASE_URL: databaseUrl ?? '', LOG_LEVEL: 'info' },
+      env: { ...process.env, DATABASE_URL: databaseUrl ?? '', MCPWORKS_SECRET_KEY: databaseUrl ? TEST_SECRET_KEY : '', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let logs = '';

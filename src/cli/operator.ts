@@ -1,5 +1,7 @@
 import { configFromEnv } from '../api/config.js';
 import { AccountService } from '../services/accounts.js';
+import { ApiKeyHasher } from '../services/secrets.js';
+import { loadServerSecret } from '../services/server-secret.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
@@ -18,10 +20,12 @@ export async function withOperatorServices(dataDirFlag: string | undefined, work
   const dataDir = dataDirFlag ?? config.dataDir;
   const release = config.databaseUrl ? () => undefined : acquireDataDirLock(dataDir, 'mcpworks CLI');
   try {
+    // The same secret the server uses, so the keys this creates verify there.
+    const keys = new ApiKeyHasher(loadServerSecret({ secretKey: config.secretKey, databaseUrl: config.databaseUrl, dataDir }).secret);
     const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir });
     try {
       const accountsStore = new AccountsStore(database.db);
-      return await work({ accounts: new AccountService(accountsStore, config.tiers), accountsStore });
+      return await work({ accounts: new AccountService(accountsStore, config.tiers, { keys }), accountsStore });
     } finally {
       await database.close();
     }

@@ -51,3 +51,42 @@ export function validateKeyName(name: unknown): string {
   }
   return name.trim();
 }
+
+/**
+ * Sign-in throttling, checked before the password KDF runs. Per account (by email, so an unknown
+ * email is throttled exactly like a known one and 429s reveal nothing): a few free failures, then
+ * a doubling wait. Per client address: a few requests in the KDF at once and a few waiting, then
+ * a doubling wait after more failures. Failures older than the window are forgotten; a success
+ * clears them.
+ */
+export const SIGN_IN_LIMITS = {
+  accountFreeFailures: 5,
+  clientFreeFailures: 10,
+  firstBackoffSeconds: 5,
+  maxBackoffSeconds: 900,
+  failureWindowSeconds: 900,
+  clientConcurrent: 2,
+  clientQueued: 8,
+} as const;
+
+/** Seconds to wait after `failures` failures with `free` allowed: 0, then 5, 10, 20, … up to 15 minutes. */
+export function backoffSeconds(failures: number, free: number): number {
+  if (failures < free) return 0;
+  return Math.min(SIGN_IN_LIMITS.firstBackoffSeconds * 2 ** (failures - free), SIGN_IN_LIMITS.maxBackoffSeconds);
+}
+
+/**
+ * Who a sign-in comes from, for per-client throttling: an IPv4 address (also when IPv4-mapped), or
+ * an IPv6 address's /64, since one host usually holds a whole /64.
+ */
+export function clientKeyOf(address: string | undefined): string {
+  if (!address) return 'unknown';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const [head = '', tail = ''] = address.split('%')[0]!.toLowerCase().split('::');
+  const left = head ? head.split(':') : [];
+  const right = address.includes('::') ? (tail ? tail.split(':') : []) : [];
+  const groups = address.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}

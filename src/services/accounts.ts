@@ -1,10 +1,16 @@
-import { apiKeyPrefix, isApiKeyShape, validateEmail, validateKeyName, validatePassword, validateScopes, type Scope } from '../core/accounts.js';
+import { apiKeyPrefix, isApiKeyShape, SIGN_IN_LIMITS, validateEmail, validateKeyName, validatePassword, validateScopes, MAX_PASSWORD_LENGTH, type Scope } from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
 import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
 import type { AccountsStore, McpSessionRef, NamespaceRef } from '../store/accounts-store.js';
 import type { AccountRow, ApiKeyRow } from '../store/schema.js';
-import { hashSecret, randomHex, sha256Hex, verifySecret } from './secrets.js';
+import { ApiKeyHasher, hashSecret, randomHex, sha256Hex, verifyLegacyKey, verifySecret } from './secrets.js';
+import { ClientSignInGate, rateLimited } from './sign-in-throttle.js';
+
+/** Where a sign-in comes from: its source address (HTTP). Operator commands pass none and are not throttled. */
+export interface SignInSource {
+  address: string | undefined;
+}
 
 /** Who is calling, as established by an API key. */
 export interface KeyPrincipal {
@@ -46,23 +52,46 @@ function trialEnd(tier: string, now = Date.now()): Date | null {
   return tier === 'pro_trial' ? new Date(now + TRIAL_DAYS * DAY_MS) : null;
 }
 
+const SWEEP_INTERVAL_MS = 60_000;
+const ACCOUNT_LIMITS = {
+  freeFailures: SIGN_IN_LIMITS.accountFreeFailures,
+  firstBackoffSeconds: SIGN_IN_LIMITS.firstBackoffSeconds,
+  maxBackoffSeconds: SIGN_IN_LIMITS.maxBackoffSeconds,
+  windowSeconds: SIGN_IN_LIMITS.failureWindowSeconds,
+};
+
 export class AccountService {
-  /** sha256(raw key) → stored hash it verified against: skips scrypt on repeat requests (a cache; the row is still read). */
-  private readonly verifiedKeys = new Map<string, string>();
   private dummyHash: Promise<string> | undefined;
+  private readonly keys: ApiKeyHasher;
+  private readonly gate: ClientSignInGate;
+  private lastSweep = 0;
 
   constructor(
     private readonly store: AccountsStore,
     private readonly tiers: Readonly<Record<string, TierLimits>>,
-  ) {}
+    options: { keys: ApiKeyHasher; gate?: ClientSignInGate },
+  ) {
+    this.keys = options.keys;
+    this.gate = options.gate ?? new ClientSignInGate();
+  }
 
-  async register(emailInput: unknown, passwordInput: unknown, tierInput?: unknown): Promise<AccountRow> {
+  async register(emailInput: unknown, passwordInput: unknown, tierInput?: unknown, from?: SignInSource): Promise<AccountRow> {
     const email = validateEmail(emailInput);
     const password = validatePassword(passwordInput);
     const tier = tierInput === undefined ? DEFAULT_TIER : this.validateTier(tierInput);
-    const account = await this.store.createAccount({ email, passwordHash: await hashSecret(password), tier, trialEndsAt: trialEnd(tier) });
-    if (!account) throw new DomainError('conflict', `an account with email ${email} already exists`, { field: 'email' });
-    return account;
+    return this.throttled(from, async () => {
+      const taken = () => new DomainError('conflict', `an account with email ${email} already exists`, { field: 'email' });
+      // A taken email answers before the KDF runs (the 409 says as much anyway).
+      if (await this.store.findAccountByEmail(email)) throw taken();
+      const account = await this.store.createAccount({ email, passwordHash: await hashSecret(password), tier, trialEndsAt: trialEnd(tier) });
+      if (!account) throw taken();
+      return account;
+    });
+  }
+
+  /** The per-client gate (HTTP callers only), in front of anything that runs the password KDF. */
+  private throttled<T>(from: SignInSource | undefined, work: () => Promise<T>): Promise<T> {
+    return from ? this.gate.run(from.address, work) : work();
   }
 
   validateTier(tier: unknown): string {
@@ -80,21 +109,46 @@ export class AccountService {
     return account;
   }
 
-  /** Checks email + password; the same error (and similar time) for an unknown email and a wrong password. */
-  async checkPassword(emailInput: unknown, passwordInput: unknown): Promise<AccountRow> {
+  /**
+   * Checks email + password; the same error (and similar time) for an unknown email and a wrong
+   * password. Before the KDF runs: the client's gate (HTTP), then the email's attempt count, which
+   * every node shares; both answer 429 with the seconds to wait.
+   */
+  async checkPassword(emailInput: unknown, passwordInput: unknown, from?: SignInSource): Promise<AccountRow> {
     const email = typeof emailInput === 'string' ? emailInput.trim().toLowerCase() : '';
     const password = typeof passwordInput === 'string' ? passwordInput : '';
     if (!email || !password) throw invalid('email and password are required', { field: email ? 'password' : 'email' });
-    if (email.includes('\u0000')) throw new DomainError('unauthorized', 'wrong email or password');
-    const account = await this.store.findAccountByEmail(email);
-    this.dummyHash ??= hashSecret('not-a-password');
-    const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash));
-    if (!account || !ok) throw new DomainError('unauthorized', 'wrong email or password');
-    return account;
+    const wrong = () => new DomainError('unauthorized', 'wrong email or password');
+    // No account can have such an email (register validates it): nothing to throttle or hash.
+    if (email.length > 254 || email.includes('\u0000') || password.length > MAX_PASSWORD_LENGTH) throw wrong();
+    return this.throttled(from, async () => {
+      this.sweepSometimes();
+      const claim = await this.store.claimSignIn(email, ACCOUNT_LIMITS);
+      if (!claim.allowed) throw rateLimited(`too many failed sign-ins for this email; retry in ${claim.retryAfter} s`, claim.retryAfter);
+      const account = await this.store.findAccountByEmail(email);
+      this.dummyHash ??= hashSecret('not-a-password');
+      const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash));
+      if (!account || !ok) {
+        if (from) this.gate.failure(from.address);
+        await this.store.recordSignInFailure(email, ACCOUNT_LIMITS);
+        throw wrong();
+      }
+      if (from) this.gate.success(from.address);
+      await this.store.clearSignInFailures(email);
+      return account;
+    });
   }
 
-  async login(email: unknown, password: unknown): Promise<{ token: string; accountId: string; expiresAt: Date }> {
-    const account = await this.checkPassword(email, password);
+  /** Old attempt counts go now and then (per node; any node's sweep serves all). */
+  private sweepSometimes(): void {
+    const now = Date.now();
+    if (now - this.lastSweep < SWEEP_INTERVAL_MS) return;
+    this.lastSweep = now;
+    this.store.sweepSignInFailures(SIGN_IN_LIMITS.failureWindowSeconds).catch(() => undefined);
+  }
+
+  async login(email: unknown, password: unknown, from?: SignInSource): Promise<{ token: string; accountId: string; expiresAt: Date }> {
+    const account = await this.checkPassword(email, password, from);
     const token = randomHex(32);
     const expiresAt = new Date(Date.now() + SESSION_DAYS * DAY_MS);
     await this.store.createWebSession(sha256Hex(token), account.id, expiresAt);
@@ -117,7 +171,7 @@ export class AccountService {
     const scopes = validateScopes(input.scopes);
     const expiresAt = parseExpiry(input.expires_at, input.expires_in_days);
     const key = `mcpw_${randomHex(32)}`;
-    const row = await this.store.createKey({ accountId, name, prefix: apiKeyPrefix(key), keyHash: await hashSecret(key), namespace, scopes, expiresAt });
+    const row = await this.store.createKey({ accountId, name, prefix: apiKeyPrefix(key), keyHash: this.keys.hash(key), namespace, scopes, expiresAt });
     return { id: row.id, name: row.name, prefix: row.prefix, key, namespace, scopes, expires_at: iso(row.expires_at) };
   }
 
@@ -160,11 +214,12 @@ export class AccountService {
     const row = await this.store.findKeyForRequest(apiKeyPrefix(raw), what);
     if (!row || row.revoked_at) return undefined;
     if (row.expires_at && new Date(row.expires_at).getTime() <= Date.now()) return undefined;
-    const fingerprint = sha256Hex(raw);
-    if (this.verifiedKeys.get(fingerprint) !== row.key_hash) {
-      if (!(await verifySecret(raw, row.key_hash))) return undefined;
-      if (this.verifiedKeys.size > 10_000) this.verifiedKeys.clear();
-      this.verifiedKeys.set(fingerprint, row.key_hash);
+    if (ApiKeyHasher.isKeyed(row.key_hash)) {
+      if (!this.keys.verify(raw, row.key_hash)) return undefined;
+    } else {
+      // A key from before migration 7: checked with scrypt this once, then stored keyed.
+      if (!(await verifyLegacyKey(raw, row.key_hash))) return undefined;
+      await this.store.replaceKeyHash(row.id, row.key_hash, this.keys.hash(raw));
     }
     return {
       principal: { accountId: row.account_id, keyId: row.id, tier: row.tier, namespace: row.namespace, scopes: row.scopes as Scope[] },

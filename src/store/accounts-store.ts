@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { Db } from './database.js';
 import type { AccountRow, ApiKeyRow } from './schema.js';
 
@@ -21,6 +21,19 @@ export type KeyForRequest = ApiKeyRow & { tier: string; addressed: NamespaceRef 
 
 /** How long an MCP session id stays valid (2025-era clients re-initialize after a 404). */
 export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
+
+export interface SignInLimits {
+  freeFailures: number;
+  firstBackoffSeconds: number;
+  maxBackoffSeconds: number;
+  windowSeconds: number;
+}
+
+/** When an email with `failures` counted may try again (NULL while failures are free): core's backoffSeconds, in SQL. */
+function lockExpression(failures: RawBuilder<unknown>, limits: SignInLimits): RawBuilder<unknown> {
+  const free = sql`${limits.freeFailures}::int`;
+  return sql`CASE WHEN ${failures} >= ${free} THEN now() + make_interval(secs => least(${limits.firstBackoffSeconds}::float8 * power(2, ${failures} - ${free}), ${limits.maxBackoffSeconds}::float8)) END`;
+}
 
 /** Queries for accounts, API keys and login sessions. */
 export class AccountsStore {
@@ -114,6 +127,58 @@ export class AccountsStore {
             ? null
             : { account_id: session_account_id, endpoint: session_endpoint!, namespace: session_namespace! },
     };
+  }
+
+  /**
+   * Replaces a key's stored hash (a pre-migration-7 scrypt hash by its keyed hash) only if it still
+   * holds `from`, so nodes upgrading the same key at once agree. True when this call changed it.
+   */
+  async replaceKeyHash(keyId: string, from: string, to: string): Promise<boolean> {
+    const result = await this.db.updateTable('api_keys').set({ key_hash: to }).where('id', '=', keyId).where('key_hash', '=', from).executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  /**
+   * Counts one sign-in attempt for `email` before the password is checked, atomically on every
+   * node: refused (with the seconds left) while the email is backing off; otherwise counted, and
+   * the back-off for the next attempt set once the free failures are used up. A success calls
+   * clearSignInFailures. Failures older than the window start again from one.
+   */
+  async claimSignIn(email: string, limits: SignInLimits): Promise<{ allowed: true } | { allowed: false; retryAfter: number }> {
+    const failures = sql`CASE WHEN t.updated_at < now() - make_interval(secs => ${limits.windowSeconds}::float8) THEN 1 ELSE t.failures + 1 END`;
+    const lockAfter = (f: typeof failures) => lockExpression(f, limits);
+    const result = await sql<{ failures: number | null; wait: number | null }>`
+      WITH claim AS (
+        INSERT INTO login_throttle AS t (email, failures, locked_until, updated_at)
+        VALUES (${email}, 1, ${lockAfter(sql`1`)}, now())
+        ON CONFLICT (email) DO UPDATE SET failures = ${failures}, locked_until = ${lockAfter(failures)}, updated_at = now()
+        WHERE t.locked_until IS NULL OR t.locked_until <= now()
+        RETURNING t.failures
+      )
+      SELECT (SELECT failures FROM claim) AS failures,
+        (SELECT extract(epoch FROM locked_until - now())::float8 FROM login_throttle WHERE email = ${email}) AS wait`.execute(this.db);
+    const row = result.rows[0];
+    if (row && row.failures !== null) return { allowed: true };
+    return { allowed: false, retryAfter: Math.max(1, Math.ceil(Number(row?.wait ?? 1))) };
+  }
+
+  /**
+   * A claimed attempt failed: past the free failures, the wait runs from now (the failure), not
+   * from when it was claimed, however long the password check took.
+   */
+  async recordSignInFailure(email: string, limits: SignInLimits): Promise<void> {
+    await sql`UPDATE login_throttle AS t SET locked_until = greatest(t.locked_until, ${lockExpression(sql`t.failures`, limits)})
+      WHERE t.email = ${email} AND t.failures >= ${limits.freeFailures}::int`.execute(this.db);
+  }
+
+  async clearSignInFailures(email: string): Promise<void> {
+    await sql`DELETE FROM login_throttle WHERE email = ${email}`.execute(this.db);
+  }
+
+  /** Forgets emails whose failures are past the window and that are not backing off. */
+  async sweepSignInFailures(windowSeconds: number): Promise<void> {
+    await sql`DELETE FROM login_throttle
+      WHERE updated_at < now() - make_interval(secs => ${windowSeconds}::float8) AND (locked_until IS NULL OR locked_until < now())`.execute(this.db);
   }
 
   listKeys(accountId: string): Promise<ApiKeyRow[]> {

@@ -259,4 +259,22 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 7,
+    name: 'API keys under a keyed hash; sign-in throttle',
+    statements: [
+      // API keys move from scrypt to HMAC-SHA256 under the server secret. The raw key is needed
+      // to compute that, so rows are rewritten by the server on each key's first successful use
+      // (the 'scrypt$' / 'hmac-sha256$' prefix of key_hash says which a row holds).
+      // Failed sign-ins per email (known or not), shared by every node: attempts count here before
+      // the password KDF runs, a success deletes the row, and locked_until is the back-off.
+      `CREATE TABLE login_throttle (
+        email TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        locked_until TIMESTAMPTZ,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX login_throttle_updated ON login_throttle(updated_at)`,
+    ],
+  },
 ];

@@ -41,11 +41,14 @@ export async function freshDatabaseUrl(): Promise<string | undefined> {
   return url.toString();
 }
 
+/** Servers on a shared PostgreSQL must be given the API-key secret (MCPWORKS_SECRET_KEY); tests use this one. */
+export const TEST_SECRET_KEY = 'mcpworks-test-secret-key-0123456789abcdef';
+
 export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? mkdtempSync(path.join(tmpdir(), 'mcpworks-test-'));
   const databaseUrl = 'databaseUrl' in overrides ? overrides.databaseUrl : await freshDatabaseUrl();
   const server = await startServer(
-    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, ...overrides },
+    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides },
     createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
   );
   return {
