@@ -24,6 +24,11 @@ export class LiteralMatcher {
   private readonly longest: Int32Array;
   readonly empty: boolean;
 
+  /** Code units held (one trie node each): what the matcher costs to keep. */
+  get units(): number {
+    return this.labels.length;
+  }
+
   constructor(literals: Iterable<string>) {
     // Sorted by code unit, each literal shares its common prefix with the one before it, so the
     // trie is built without looking any child up, and each node's children come in label order.

@@ -253,6 +253,11 @@ export class SecretScanner {
     this.envMatcher = new LiteralMatcher(forms);
   }
 
+  /** Code units of the env values' forms this scanner holds (its size, for caches). */
+  get envUnits(): number {
+    return this.envMatcher.units;
+  }
+
   /** Redacts one string; findings are appended to `findings`. */
   scanString(text: string, findings: Finding[]): string {
     let out = text;

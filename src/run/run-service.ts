@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxOutcome } from '../core/sandbox.js';
-import { findingTypes, SecretScanner, type Finding } from '../core/secret-scanner.js';
+import { findingTypes, type Finding } from '../core/secret-scanner.js';
+import { SecretScannerCache } from './scanner-cache.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
@@ -54,6 +55,7 @@ const MAX_RECORDED_CALLS = 100;
 
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
+  private readonly scanners = new SecretScannerCache();
 
   constructor(
     private readonly deps: {
@@ -279,7 +281,7 @@ export class RunService {
     let scanned: RunResult;
     let bytesOut: number;
     try {
-      scanned = new SecretScanner(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
+      scanned = this.scanners.for(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
       bytesOut = Buffer.byteLength(JSON.stringify(scanned));
     } catch {
       // An output the server cannot scan is withheld, not passed on unscanned; the call still counts.
