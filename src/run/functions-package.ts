@@ -5,7 +5,7 @@
  * A package is content-addressed by what it contains, built once and reused by every run.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { transform } from 'esbuild';
 import { ambiguousIdentifiers, catalogEntries, renderCatalogDoc, type CatalogEntry } from '../core/functions-catalog.js';
@@ -40,7 +40,16 @@ export function functionKey(service: string, name: string): string {
   return `${service}.${name}`;
 }
 
-function packageKey(namespace: string, functions: readonly ActiveFunction[]): string {
+/** Loads a function's code (only when a package is written). */
+export type CodeLoader = (fn: ActiveFunction) => Promise<string>;
+
+/** What a package key is made of: a namespace's active functions without their code. */
+export type PackageIdentity = Pick<ActiveFunction, 'service' | 'name' | 'version' | 'definitionHash' | 'description'>;
+
+/** Packages remembered in memory (their transpile errors); older ones are looked up again on disk. */
+const KNOWN_PACKAGES = 1000;
+
+export function packageKey(namespace: string, functions: readonly PackageIdentity[]): string {
   const content = functions.map((f) => [f.service, f.name, f.version, f.definitionHash, f.description]);
   return createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, content])).digest('hex').slice(0, 40);
 }
@@ -55,20 +64,21 @@ export class FunctionsPackageBuilder {
 
   constructor(private readonly cacheRoot: string) {}
 
-  async build(namespace: string, functions: readonly ActiveFunction[]): Promise<FunctionsPackage> {
+  /** The namespace's package; `code` loads a function's code when the package must be written. */
+  async build(namespace: string, functions: readonly ActiveFunction[], code: CodeLoader): Promise<FunctionsPackage> {
     const key = packageKey(namespace, functions);
     const dir = path.join(this.cacheRoot, 'packages', key);
     const known = this.transpileErrors.get(key);
-    if (known && existsSync(path.join(dir, COMPLETE))) return { key, dir, transpileErrors: known };
+    if (known && markUsed(dir)) return { key, dir, transpileErrors: known };
     let pending = this.building.get(key);
     if (!pending) {
-      pending = this.write(key, dir, namespace, functions).finally(() => this.building.delete(key));
+      pending = this.write(key, dir, namespace, functions, code).finally(() => this.building.delete(key));
       this.building.set(key, pending);
     }
     return pending;
   }
 
-  private async write(key: string, dir: string, namespace: string, functions: readonly ActiveFunction[]): Promise<FunctionsPackage> {
+  private async write(key: string, dir: string, namespace: string, functions: readonly ActiveFunction[], code: CodeLoader): Promise<FunctionsPackage> {
     const entries = catalogEntries(
       functions.map((f) => ({
         service: f.service,
@@ -99,15 +109,16 @@ export class FunctionsPackageBuilder {
       for (const [index, entry] of entries.entries()) {
         const fn = functions[index]!;
         const base = `${entry.serviceIdentifier}__${entry.identifier}`;
+        const source = await code(fn);
         if (fn.definition.language === 'python') {
-          writeFileSync(path.join(python, '_code', `${base}.py`), fn.definition.code);
+          writeFileSync(path.join(python, '_code', `${base}.py`), source);
           pythonEntries.push({ ...entry, file: `${base}.py`, display: `${fn.service}/${fn.name}.py`, module: `functions.${base}` });
           nodeEntries.push({ ...entry, display: `${fn.service}/${fn.name}.py`, module: base });
         } else {
           const display = `${fn.service}/${fn.name}.ts`;
           pythonEntries.push({ ...entry, display, module: base });
           try {
-            const output = await transform(fn.definition.code, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
+            const output = await transform(source, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
             mkdirSync(path.join(node, '_code', base, 'node_modules'), { recursive: true, mode: 0o755 });
             writeFileSync(path.join(node, '_code', base, 'index.cjs'), output.code);
             nodeEntries.push({ ...entry, file: `${base}/index.cjs`, display, module: base });
@@ -157,7 +168,67 @@ export class FunctionsPackageBuilder {
       rmSync(staging, { recursive: true, force: true });
       throw error;
     }
+    markUsed(dir);
+    this.transpileErrors.delete(key);
     this.transpileErrors.set(key, transpileErrors);
+    if (this.transpileErrors.size > KNOWN_PACKAGES) this.transpileErrors.delete(this.transpileErrors.keys().next().value as string);
     return { key, dir, transpileErrors };
+  }
+
+  /**
+   * Deletes packages that no namespace's current catalog uses (`referenced`: keys computed from the
+   * database) and that no run has used for `graceMs` (a run marks its package used when it starts,
+   * and lasts at most its timeout; the grace also outlasts an idle zygote holding the mount), plus
+   * staging leftovers. The mark is the directory's mtime, so it works across nodes that share the
+   * cache dir; a package is renamed away before it is removed, so two collectors never race on one.
+   * Answers how many packages it removed.
+   */
+  collectGarbage(referenced: ReadonlySet<string>, graceMs: number, now = Date.now()): number {
+    const root = path.join(this.cacheRoot, 'packages');
+    let names: string[];
+    try {
+      names = readdirSync(root);
+    } catch {
+      return 0;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const dir = path.join(root, name);
+      const leftover = name.startsWith('.staging-') || name.startsWith('.trash-');
+      if (!leftover && referenced.has(name)) continue;
+      let mtime: number;
+      try {
+        mtime = statSync(dir).mtimeMs;
+      } catch {
+        continue;
+      }
+      if (now - mtime < graceMs) continue;
+      if (leftover) {
+        rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
+      const trash = path.join(root, `.trash-${name}-${randomBytes(4).toString('hex')}`);
+      try {
+        renameSync(dir, trash);
+      } catch {
+        continue; // another collector took it
+      }
+      rmSync(trash, { recursive: true, force: true });
+      this.transpileErrors.delete(name);
+      removed++;
+    }
+    return removed;
+  }
+}
+
+/** Marks a complete package as used now (its mtime); false when it is not (or no longer) there. */
+function markUsed(dir: string): boolean {
+  if (!existsSync(path.join(dir, COMPLETE))) return false;
+  try {
+    const now = new Date();
+    utimesSync(dir, now, now);
+    return true;
+  } catch {
+    return false;
   }
 }
