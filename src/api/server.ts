@@ -16,6 +16,7 @@ import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/inde
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
+import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { cacheDirFor, hostGuardFor, type ServerConfig } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
@@ -24,7 +25,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService };
+  services: { accounts: AccountService; housekeeping: Housekeeping };
   close(): Promise<void>;
 }
 
@@ -48,6 +49,14 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const sandbox = openSandbox(logger);
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
+  const packages = new FunctionsPackageBuilder(cacheDir);
+  const housekeeping = new Housekeeping({
+    accounts: accountsStore,
+    catalogStore,
+    packages,
+    graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
+    logger,
+  });
   const runs = new RunService({
     catalog,
     catalogStore,
@@ -55,7 +64,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     executions,
     sandbox,
     dependencies,
-    packages: new FunctionsPackageBuilder(cacheDir),
+    packages,
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
@@ -69,12 +78,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
+  housekeeping.start();
 
   let closing: Promise<void> | undefined;
   return {
     url,
     port,
-    services: { accounts },
+    services: { accounts, housekeeping },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -82,6 +92,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           // Streams held open by clients must not keep shutdown waiting.
           (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
+        await housekeeping.stop();
         await runs.close();
         await sandbox.close();
         await database.close();
