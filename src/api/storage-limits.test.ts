@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -158,7 +158,9 @@ describe('storage limits (per account, tier table)', () => {
     assert.equal(refused.type, 'limit_exceeded');
     assert.equal(refused.resource, 'schema_bytes_per_namespace');
     assert.equal(refused.limit, 2_000);
-    // Growing a's schema past the cap is refused; replacing it with a smaller one frees room.
+    // Replacing a's schema counts only the new one (not old + new); growing past the cap is
+    // refused; a smaller one frees room.
+    await callOk(client, 'update_function', { service: 'utils', name: 'a', input_schema: schema(1_500) });
     assert.equal((await callError(client, 'update_function', { service: 'utils', name: 'a', input_schema: schema(1_990) })).resource, 'schema_bytes_per_namespace');
     await callOk(client, 'update_function', { service: 'utils', name: 'a', input_schema: schema(100) });
     await callOk(client, 'make_function', { service: 'utils', name: 'b', ...TS, input_schema: schema(1_100) });
@@ -245,6 +247,9 @@ describe('functions packages: garbage collection', () => {
     const [v1] = packages();
     assert.ok(v1);
 
+    // As if v1 had been built long ago: reusing it must mark it used again.
+    const longAgo = new Date(Date.now() - 24 * 3600_000);
+    utimesSync(path.join(cacheDir, 'packages', v1), longAgo, longAgo);
     // A TypeScript run that is still going when its package stops being current.
     const slow = run.callTool('execute', {
       language: 'typescript',
