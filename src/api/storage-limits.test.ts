@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, utimesSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -240,6 +240,7 @@ describe('functions packages: garbage collection', () => {
     await callOk(create, 'make_namespace', { name: ns });
     await callOk(create, 'make_service', { name: 'utils' });
     await callOk(create, 'make_function', { service: 'utils', name: 'hello', ...PY, code: 'def main(input):\n    return {"v": 1}\n' });
+    await callOk(create, 'make_function', { service: 'utils', name: 'other', ...TS });
     const run = await connect(`${server.url}/mcp/run/${ns}`, account.key);
     const packages = () => readdirSync(path.join(cacheDir, 'packages')).filter((n) => !n.startsWith('.')).sort();
 
@@ -261,6 +262,13 @@ describe('functions packages: garbage collection', () => {
     assert.deepEqual(v2Result, { v: 2 });
     assert.equal(packages().length, 2);
     const current = packages().find((k) => k !== v1)!;
+    // The unchanged function's code is one file linked into both packages, not a second copy.
+    const otherCode = (key: string) => statSync(path.join(cacheDir, 'packages', key, 'node', 'node_modules', 'functions', '_code', 'utils__other', 'index.cjs'));
+    assert.equal(otherCode(v1).ino, otherCode(current).ino);
+    assert.notEqual(
+      statSync(path.join(cacheDir, 'packages', v1, 'python', 'functions', '_code', 'utils__hello.py')).ino,
+      statSync(path.join(cacheDir, 'packages', current, 'python', 'functions', '_code', 'utils__hello.py')).ino,
+    );
 
     // Now: v1 is unreferenced but was used moments ago (the slow run): it stays.
     await server.server.services.housekeeping.sweep();
@@ -274,6 +282,9 @@ describe('functions packages: garbage collection', () => {
     assert.equal(swept.packages, 1);
     assert.deepEqual(packages(), [current]);
     assert.ok(existsSync(path.join(cacheDir, 'packages', current, '.complete')));
+    // Stored code no package links any more went with it; what the current package links stays.
+    const stored = readdirSync(path.join(cacheDir, 'package-code')).map((n) => statSync(path.join(cacheDir, 'package-code', n)).nlink);
+    assert.deepEqual(stored.sort(), [2, 2]);
     // And a run still works after collection.
     assert.deepEqual(parseResult(await run.callTool('execute', { code: 'from functions import hello\nresult = hello()' })), { v: 2 });
     await healthyAndMetered(account, 4);

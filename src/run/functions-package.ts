@@ -5,7 +5,7 @@
  * A package is content-addressed by what it contains, built once and reused by every run.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { transform } from 'esbuild';
 import { ambiguousIdentifiers, catalogEntries, renderCatalogDoc, type CatalogEntry } from '../core/functions-catalog.js';
@@ -62,7 +62,41 @@ export class FunctionsPackageBuilder {
   private readonly building = new Map<string, Promise<FunctionsPackage>>();
   private readonly transpileErrors = new Map<string, Map<string, string>>();
 
-  constructor(private readonly cacheRoot: string) {}
+  /**
+   * Code files, content-addressed per namespace and hard-linked into every package that has them:
+   * a catalog change writes only the code that changed (and the catalog), not the whole namespace
+   * again. Keyed by namespace too, so a file's link count tells a tenant nothing about other tenants.
+   */
+  private readonly codeStore: string;
+
+  constructor(private readonly cacheRoot: string) {
+    this.codeStore = path.join(cacheRoot, 'package-code');
+  }
+
+  /** Links the stored file `key` at `target`, producing and storing it first when it is not there. */
+  private async placeCode(target: string, key: string, produce: () => Promise<string>): Promise<void> {
+    const stored = path.join(this.codeStore, key);
+    let content: string | undefined;
+    // A collector may remove an unlinked stored file between our check and our link: then again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (!existsSync(stored)) {
+        content ??= await produce();
+        mkdirSync(this.codeStore, { recursive: true, mode: 0o755 });
+        const temporary = `${stored}.${randomBytes(4).toString('hex')}.tmp`;
+        writeFileSync(temporary, content, { mode: 0o644 });
+        renameSync(temporary, stored);
+      }
+      try {
+        linkSync(stored, target);
+        const now = new Date();
+        utimesSync(stored, now, now);
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+    }
+    writeFileSync(target, content ?? (await produce()));
+  }
 
   /** The namespace's package; `code` loads a function's code when the package must be written. */
   async build(namespace: string, functions: readonly ActiveFunction[], code: CodeLoader): Promise<FunctionsPackage> {
@@ -111,16 +145,19 @@ export class FunctionsPackageBuilder {
         const base = `${entry.serviceIdentifier}__${entry.identifier}`;
         const source = await code(fn);
         if (fn.definition.language === 'python') {
-          writeFileSync(path.join(python, '_code', `${base}.py`), source);
+          await this.placeCode(path.join(python, '_code', `${base}.py`), storeKey(namespace, 'py', '', source), async () => source);
           pythonEntries.push({ ...entry, file: `${base}.py`, display: `${fn.service}/${fn.name}.py`, module: `functions.${base}` });
           nodeEntries.push({ ...entry, display: `${fn.service}/${fn.name}.py`, module: base });
         } else {
           const display = `${fn.service}/${fn.name}.ts`;
           pythonEntries.push({ ...entry, display, module: base });
           try {
-            const output = await transform(source, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
             mkdirSync(path.join(node, '_code', base, 'node_modules'), { recursive: true, mode: 0o755 });
-            writeFileSync(path.join(node, '_code', base, 'index.cjs'), output.code);
+            // Transpiled once per source and display name (the inline source map carries it).
+            await this.placeCode(path.join(node, '_code', base, 'index.cjs'), storeKey(namespace, 'cjs', display, source), async () => {
+              const output = await transform(source, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
+              return output.code;
+            });
             nodeEntries.push({ ...entry, file: `${base}/index.cjs`, display, module: base });
           } catch (error) {
             const first = (error as { errors?: Array<{ text: string; location?: { line: number } | null }> }).errors?.[0];
@@ -217,8 +254,28 @@ export class FunctionsPackageBuilder {
       this.transpileErrors.delete(name);
       removed++;
     }
+    // Stored code no package links any more (one link: the store's own), unused for the grace.
+    let stored: string[] = [];
+    try {
+      stored = readdirSync(this.codeStore);
+    } catch {
+      // No code stored yet.
+    }
+    for (const name of stored) {
+      const file = path.join(this.codeStore, name);
+      try {
+        const stat = statSync(file);
+        if ((stat.nlink === 1 || name.endsWith('.tmp')) && now - stat.mtimeMs >= graceMs) unlinkSync(file);
+      } catch {
+        // Removed by another collector.
+      }
+    }
     return removed;
   }
+}
+
+function storeKey(namespace: string, kind: 'py' | 'cjs', display: string, source: string): string {
+  return `${createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, kind, display])).update('\0').update(source).digest('hex')}.${kind}`;
 }
 
 /** Marks a complete package as used now (its mtime); false when it is not (or no longer) there. */
