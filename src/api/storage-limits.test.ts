@@ -342,17 +342,21 @@ describe('limits hold under parallel creates (run on PostgreSQL, where races can
     const made = await Promise.all(clients.map((c, i) => c.callTool('make_namespace', { name: names[i] })));
     assert.equal(made.filter((r) => !r.isError).length, 2);
     for (const r of made.filter((r) => r.isError)) assert.equal(parseResult(r).error.type, 'limit_exceeded');
-    const ns = (await callOk(clients[0]!, 'list_namespaces'))[0].name as string;
-    const create = await connect(`${server.url}/mcp/create/${ns}`, account.key, 'v2');
-    await callOk(create, 'make_service', { name: 'utils' });
-    const fnClients = await Promise.all(names.map(() => connect(`${server.url}/mcp/create/${ns}`, account.key, 'v2')));
+    const both = (await callOk(clients[0]!, 'list_namespaces')).map((n: { name: string }) => n.name) as string[];
+    const creates = await Promise.all(both.map((n) => connect(`${server.url}/mcp/create/${n}`, account.key, 'v2')));
+    for (const c of creates) await callOk(c, 'make_service', { name: 'utils' });
+    const ns = both[0]!;
+    // Functions of one account in two namespaces: only the account's lock orders them.
+    const fnClients = await Promise.all(names.map((_, i) => connect(`${server.url}/mcp/create/${both[i % 2]}`, account.key, 'v2')));
     const fns = await Promise.all(fnClients.map((c, i) => c.callTool('make_function', { service: 'utils', name: `f${i}`, ...(i % 2 ? TS : PY) })));
     assert.equal(fns.filter((r) => !r.isError).length, 3);
-    assert.equal((await callOk(create, 'list_functions', { service: 'utils' })).length, 3);
+    let total = 0;
+    for (const c of creates) total += (await callOk(c, 'list_functions', { service: 'utils' })).length;
+    assert.equal(total, 3);
     const sessions = await Promise.allSettled(names.map(() => connect(`${server.url}/mcp/create/${ns}`, account.key, 'v1')));
     assert.equal(sessions.filter((s) => s.status === 'fulfilled').length, 2);
     await healthyAndMetered(account);
     for (const s of sessions) if (s.status === 'fulfilled') await s.value.close();
-    for (const c of [...clients, ...fnClients, create]) await c.close();
+    for (const c of [...clients, ...fnClients, ...creates]) await c.close();
   });
 });
