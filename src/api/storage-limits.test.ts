@@ -46,7 +46,7 @@ function assertLimit(error: { type: string; [k: string]: unknown }, resource: st
   assert.equal(error.tier, 'pro_trial');
 }
 
-const PY = { language: 'python', code: 'def main(input):\n    return {"v": 1}\n' };
+const PY = { language: 'python', code: 'def main(input):\n    return {"v": 1}  # é\n' };
 const TS = { language: 'typescript', code: 'export function main(input: any) { return { v: 1 }; }\n' };
 
 describe('storage limits (per account, tier table)', () => {
@@ -112,6 +112,9 @@ describe('storage limits (per account, tier table)', () => {
       const described = await callOk(client, 'describe_function', { service: 'utils', name });
       assert.equal(described.active_version, 3);
       assert.equal(described.versions.length, 3);
+      // Versions are listed without their code, with its size in UTF-8 bytes.
+      assert.equal(described.versions[0].code_bytes, Buffer.byteLength(base.code, 'utf8'));
+      assert.equal(described.code, base.code);
       // A change of description only makes no version: still allowed.
       await callOk(client, 'update_function', { service: 'utils', name, description: 'still editable' });
     }

@@ -5,7 +5,7 @@ import { toIdentifier, validateEntityName, validateNamespaceName } from '../core
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { assertWithinLimit, schemaBytes, storedBytes } from '../core/storage-limits.js';
 import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
-import { CatalogStore, versionToDefinition, type Trx } from '../store/catalog-store.js';
+import { CatalogStore, versionToDefinition, type Trx, type VersionSummaryRow } from '../store/catalog-store.js';
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
 
@@ -27,12 +27,12 @@ function requireScope(principal: KeyPrincipal, scope: Scope): void {
   if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
 }
 
-function versionSummary(v: FunctionVersionRow) {
+function versionSummary(v: VersionSummaryRow) {
   return {
     version: v.version,
     language: v.language,
     requirements: v.requirements,
-    code_bytes: Buffer.byteLength(v.code, 'utf8'),
+    code_bytes: v.code_bytes,
     definition_hash: v.definition_hash,
     restored_from: v.restored_from,
     created_at: iso(v.created_at),
@@ -276,7 +276,7 @@ export class CatalogService {
     const { fn } = await this.activeVersion(service, String(nameInput ?? ''));
     const versions = await this.store.listVersions(fn.id);
     const wanted = versionInput === undefined ? fn.active_version : versionInput;
-    const shown = versions.find((v) => v.version === wanted);
+    const shown = versions.some((v) => v.version === wanted) ? await this.store.findVersion(fn.id, wanted as number) : undefined;
     if (!shown) throw new DomainError('not_found', `version ${JSON.stringify(wanted)} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
     const d = versionToDefinition(shown);
     return {

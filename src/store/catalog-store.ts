@@ -262,8 +262,15 @@ export class CatalogStore {
     return out;
   }
 
-  listVersions(functionId: string): Promise<FunctionVersionRow[]> {
-    return this.db.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).orderBy('version').execute();
+  /** A function's versions without their code (its size instead): a long history stays cheap to list. */
+  async listVersions(functionId: string): Promise<VersionSummaryRow[]> {
+    const rows = await this.db
+      .selectFrom('function_versions')
+      .select(['version', 'language', 'requirements', 'definition_hash', 'restored_from', 'created_at', sql<number>`octet_length(code)`.as('code_bytes')])
+      .where('function_id', '=', functionId)
+      .orderBy('version')
+      .execute();
+    return rows.map((r) => ({ ...r, code_bytes: Number(r.code_bytes) }));
   }
 
   findVersion(functionId: string, version: number): Promise<FunctionVersionRow | undefined> {
@@ -337,6 +344,8 @@ async function insertVersion(trx: Trx, functionId: string, version: number, d: F
     })
     .execute();
 }
+
+export type VersionSummaryRow = Pick<FunctionVersionRow, 'version' | 'language' | 'requirements' | 'definition_hash' | 'restored_from' | 'created_at'> & { code_bytes: number };
 
 /** A version's definition without its code (loaded by version id when a run needs it). */
 export type RunDefinition = Omit<FunctionDefinition, 'code'>;
