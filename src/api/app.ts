@@ -104,15 +104,17 @@ export function createApp(deps: AppDependencies): Hono {
   const { accounts, catalog, logger } = deps;
   const app = new Hono();
   const run = runEndpointParts(deps.runs, logger, deps.version);
+  const sessionLimit = (principal: KeyPrincipal) => deps.runs.tierLimits(principal).mcpSessions;
 
   const endpoints = {
     create: createMcpEndpoint({
       kind: 'create',
       accounts: deps.accountsStore,
       logger,
+      sessionLimit,
       buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, history: deps.history, logger, version: deps.version }),
     }),
-    run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch, afterDispatch: run.afterDispatch }),
+    run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, sessionLimit, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch, afterDispatch: run.afterDispatch }),
   } satisfies Record<EndpointKind, unknown>;
 
   async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {

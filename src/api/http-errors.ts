@@ -15,6 +15,7 @@ const STATUS: Record<DomainErrorType, ContentfulStatusCode> = {
   conflict: 409,
   locked: 423,
   quota_exceeded: 429,
+  limit_exceeded: 429,
   rate_limited: 429,
   internal_error: 500,
 };

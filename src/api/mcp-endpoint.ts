@@ -8,9 +8,11 @@ import {
   type McpServerFactory,
 } from '@modelcontextprotocol/server';
 import type { KeyPrincipal } from '../services/accounts.js';
-import type { AccountsStore, McpSessionRef } from '../store/accounts-store.js';
+import { MCP_SESSION_IDLE_MS, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
 import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
 import type { Logger } from './logger.js';
+
+const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 
 export type EndpointKind = 'create' | 'run';
 
@@ -52,6 +54,8 @@ export function createMcpEndpoint(options: {
   beforeDispatch?: (body: unknown, scope: RequestScope) => Promise<Response | undefined>;
   /** Runs once the MCP layer has answered (or started streaming) a request that beforeDispatch let through. */
   afterDispatch?: (scope: RequestScope) => Promise<void>;
+  /** The caller's limit of live 2025-era sessions (null = unlimited). */
+  sessionLimit: (principal: KeyPrincipal) => number | null;
 }) {
   const { kind, accounts, logger } = options;
   const factory: McpServerFactory = (ctx) => options.buildServer((ctx.authInfo?.extra as { scope: RequestScope }).scope);
@@ -61,7 +65,10 @@ export function createMcpEndpoint(options: {
 
   async function ownedSession(id: string, scope: RequestScope): Promise<boolean> {
     const session = scope.session?.id === id ? scope.session.owner : await accounts.findMcpSession(id);
-    return !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
+    const owned = !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
+    // Use keeps a session alive (idle expiry); the write happens at most once a minute.
+    if (owned && Date.now() - new Date(session.last_seen_at).getTime() > MCP_SESSION_TOUCH_MS) await accounts.touchMcpSession(id);
+    return owned;
   }
 
   return async function handle(request: Request, scope: RequestScope): Promise<Response> {
@@ -104,11 +111,34 @@ export function createMcpEndpoint(options: {
     if (sessionId && !initializing && !(await ownedSession(sessionId, scope))) return jsonRpcError(404, -32001, 'Session not found');
     const early = await options.beforeDispatch?.(parsedBody, scope);
     if (early) return early;
-    const response = await legacy(replay, { authInfo, parsedBody });
-    await options.afterDispatch?.(scope);
-    if (!initializing || response.status !== 200) return response;
+    // The session row is taken (within the account's live-session limit) before the MCP layer
+    // answers, and given back when it did not answer 200: a refusal changes nothing.
     const id = randomUUID();
-    await accounts.createMcpSession({ id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace });
+    if (initializing) {
+      const limit = options.sessionLimit(scope.principal);
+      const created = await accounts.createMcpSession({ id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace }, limit);
+      if (created) {
+        const body = {
+          code: 'SESSION_LIMIT_EXCEEDED',
+          message: `Live MCP session limit (${limit}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`,
+          limit,
+          usage: created.refused.usage,
+          tier: scope.principal.tier,
+          retry_after: created.refused.retryAfter,
+        };
+        return new Response(JSON.stringify(body), { status: 429, headers: { 'content-type': 'application/json', 'retry-after': String(created.refused.retryAfter) } });
+      }
+    }
+    const response = await legacy(replay, { authInfo, parsedBody }).catch(async (error: unknown) => {
+      if (initializing) await accounts.deleteMcpSession(id);
+      throw error;
+    });
+    await options.afterDispatch?.(scope);
+    if (!initializing) return response;
+    if (response.status !== 200) {
+      await accounts.deleteMcpSession(id);
+      return response;
+    }
     const headers = new Headers(response.headers);
     headers.set('mcp-session-id', id);
     return new Response(response.body, { status: response.status, headers });

@@ -19,7 +19,11 @@ export interface RunScopeExtra {
   /** Loaded once per request; the run is pinned to it. */
   snapshot?: NamespaceSnapshot;
   ticket?: Ticket;
+  /** Tool names this request calls (set before dispatch): only those are registered as handlers. */
+  calledTools?: ReadonlySet<string>;
 }
+
+type ListedTool = Record<string, unknown> & { name: string };
 
 const ENV_STATUS_TOOL = '_env_status';
 const EXECUTE_TOOL = 'execute';
@@ -48,6 +52,39 @@ export function rejectionResponse(rejection: Rejection, tier: string): Response 
     body = { code: rejection.code, message, limit: rejection.limit, tier, retry_after: rejection.retryAfter };
   }
   return new Response(JSON.stringify(body), { status: 429, headers });
+}
+
+const TOOL_ANNOTATIONS = { readOnlyHint: false, destructiveHint: false, openWorldHint: true };
+const ENV_STATUS_DESCRIPTION =
+  'Which environment variables each function declares, and which of them this request configured (via the X-MCPWorks-Env header) or is missing. Values are never shown. Not metered.';
+const ENV_STATUS_INPUT = { type: 'object', properties: {} };
+const ENV_STATUS_ANNOTATIONS = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false };
+
+/** What tool mode lists for one function (name, description with language, version and env, schemas). */
+function functionTool(fn: ActiveFunction): { name: string; description: string; inputSchema: Record<string, unknown>; outputSchema?: Record<string, unknown> } {
+  const env = [...fn.definition.requiredEnv.map((n) => `${n} (required)`), ...fn.definition.optionalEnv.map((n) => `${n} (optional)`)];
+  const outputSchema = isObjectSchema(fn.definition.outputSchema) ? fn.definition.outputSchema : undefined;
+  return {
+    name: toolName(fn),
+    description: `${fn.description || `${fn.service}.${fn.name}`} [${fn.definition.language}, v${fn.version}${env.length ? `; env: ${env.join(', ')}` : ''}]`,
+    inputSchema: isObjectSchema(fn.definition.inputSchema) ? fn.definition.inputSchema : { type: 'object', additionalProperties: true },
+    ...(outputSchema ? { outputSchema } : {}),
+  };
+}
+
+/**
+ * tools/list of tool mode, rendered once per snapshot (a namespace at one catalog version) instead
+ * of registering and converting every function's schemas on every request.
+ */
+const renderedLists = new WeakMap<NamespaceSnapshot, readonly ListedTool[]>();
+
+function renderToolList(snapshot: NamespaceSnapshot | undefined): readonly ListedTool[] {
+  const cached = snapshot && renderedLists.get(snapshot);
+  if (cached) return cached;
+  const tools: ListedTool[] = (snapshot?.functions ?? []).map((fn) => ({ ...functionTool(fn), annotations: TOOL_ANNOTATIONS }));
+  tools.push({ name: ENV_STATUS_TOOL, description: ENV_STATUS_DESCRIPTION, inputSchema: ENV_STATUS_INPUT, annotations: ENV_STATUS_ANNOTATIONS });
+  if (snapshot) renderedLists.set(snapshot, tools);
+  return tools;
 }
 
 function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): CallToolResult {
@@ -84,6 +121,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | undefined> {
     const messages = Array.isArray(body) ? body : [body];
     const calls = messages.filter((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call') as Array<{ params?: { name?: unknown } }>;
+    context(scope).extra.calledTools = new Set(calls.map((c) => c.params?.name).filter((n): n is string => typeof n === 'string'));
     if (calls.length === 0) return undefined;
     if (calls.length > 1 || messages.length > 1) {
       return new Response(JSON.stringify({ error: { type: 'validation_error', message: 'send one tools/call per request' } }), { status: 400, headers: { 'content-type': 'application/json' } });
@@ -174,24 +212,25 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       { name: `mcpworks-run-${scope.namespace}`, version },
       { instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (tool mode): one tool per function, named {service}__{function}.` },
     );
-    let functions: readonly ActiveFunction[] = [];
+    let snapshot: NamespaceSnapshot | undefined;
     try {
-      functions = await functionsOf(scope);
+      snapshot = await snapshotOf(scope);
     } catch (error) {
       if (!isDomainError(error)) throw error;
       // An unknown namespace serves no tools; calls explain why.
     }
-    for (const fn of functions) {
-      const inputSchema = isObjectSchema(fn.definition.inputSchema) ? fn.definition.inputSchema : { type: 'object', additionalProperties: true };
-      const outputSchema = isObjectSchema(fn.definition.outputSchema) ? fn.definition.outputSchema : undefined;
-      const env = [...fn.definition.requiredEnv.map((n) => `${n} (required)`), ...fn.definition.optionalEnv.map((n) => `${n} (optional)`)];
+    // Handlers only for the tools this request calls (all when it was not read before dispatch).
+    const called = ctx.extra.calledTools;
+    for (const fn of snapshot?.functions ?? []) {
+      if (called && !called.has(toolName(fn))) continue;
+      const tool = functionTool(fn);
       server.registerTool(
-        toolName(fn),
+        tool.name,
         {
-          description: `${fn.description || `${fn.service}.${fn.name}`} [${fn.definition.language}, v${fn.version}${env.length ? `; env: ${env.join(', ')}` : ''}]`,
-          inputSchema: fromJsonSchema(inputSchema as never, acceptEverything),
-          ...(outputSchema ? { outputSchema: fromJsonSchema(outputSchema as never, acceptEverything) } : {}),
-          annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: true },
+          description: tool.description,
+          inputSchema: fromJsonSchema(tool.inputSchema as never, acceptEverything),
+          ...(tool.outputSchema ? { outputSchema: fromJsonSchema(tool.outputSchema as never, acceptEverything) } : {}),
+          annotations: TOOL_ANNOTATIONS,
         },
         (async (args: unknown): Promise<CallToolResult> => {
           const ticket = ctx.extra.ticket;
@@ -210,9 +249,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     server.registerTool(
       ENV_STATUS_TOOL,
       {
-        description: 'Which environment variables each function declares, and which of them this request configured (via the X-MCPWorks-Env header) or is missing. Values are never shown. Not metered.',
-        inputSchema: fromJsonSchema({ type: 'object', properties: {} } as never, acceptEverything),
-        annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+        description: ENV_STATUS_DESCRIPTION,
+        inputSchema: fromJsonSchema(ENV_STATUS_INPUT as never, acceptEverything),
+        annotations: ENV_STATUS_ANNOTATIONS,
       },
       (async (): Promise<CallToolResult> => {
         try {
@@ -233,6 +272,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         }
       }) as never,
     );
+    // Shallow copies: the wire codec may decorate what it sends.
+    server.server.setRequestHandler('tools/list', () => ({ tools: renderToolList(snapshot).map((tool) => ({ ...tool })) }) as never);
     return server;
   }
 

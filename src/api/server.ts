@@ -20,6 +20,7 @@ import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/inde
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
+import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
 import { guardConnections } from './connection-guard.js';
 import { createLogger, type Logger } from './logger.js';
@@ -29,7 +30,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard };
+  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping };
   close(): Promise<void>;
 }
 
@@ -57,10 +58,18 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const dependencies = new TypescriptDependencies(cacheDir);
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
   const schemas = new SchemaGuard();
-  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas);
+  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);
   const sandbox = openSandbox(logger);
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
+  const packages = new FunctionsPackageBuilder(cacheDir);
+  const housekeeping = new Housekeeping({
+    accounts: accountsStore,
+    catalogStore,
+    packages,
+    graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
+    logger,
+  });
   const runs = new RunService({
     catalog,
     catalogStore,
@@ -68,7 +77,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     executions,
     sandbox,
     dependencies,
-    packages: new FunctionsPackageBuilder(cacheDir),
+    packages,
     schemas,
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
@@ -102,12 +111,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
+  housekeeping.start();
 
   let closing: Promise<void> | undefined;
   return {
     url,
     port,
-    services: { accounts, accountsStore, schemas },
+    services: { accounts, accountsStore, schemas, housekeeping },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -115,6 +125,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           // Streams held open by clients must not keep shutdown waiting.
           (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
         });
+        await housekeeping.stop();
         await schemas.close();
         await sandbox.close();
         await database.close();

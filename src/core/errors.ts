@@ -14,6 +14,7 @@ export type DomainErrorType =
   | 'code_too_large'
   | 'dependency_error'
   | 'quota_exceeded'
+  | 'limit_exceeded'
   | 'rate_limited'
   | 'internal_error';
 

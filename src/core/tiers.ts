@@ -15,17 +15,37 @@ export interface TierLimits {
   agents: number | null;
   /** Largest serialised result a run may return, in bytes. */
   maxResultBytes: number;
+  /** Storage, per account (null = unlimited): namespaces, services and functions in all its namespaces. */
+  namespaces: number | null;
+  services: number | null;
+  functions: number | null;
+  /** Versions one function may keep (every update or restore adds one). */
+  versionsPerFunction: number | null;
+  /** Bytes of code, config and schemas across every version of every function of the account. */
+  storedBytes: number | null;
+  /** input_schema + output_schema bytes of a namespace's active versions (what tools/list carries). */
+  schemaBytesPerNamespace: number | null;
+  /** Live 2025-era MCP sessions (ids not yet idle for MCP_SESSION_IDLE_MS). */
+  mcpSessions: number | null;
 }
 
 export type TierName = string;
 
 const MB = 1024 * 1024;
 
+const STANDARD_STORAGE = { namespaces: 10, services: 100, functions: 500, versionsPerFunction: 200, storedBytes: 100 * MB, schemaBytesPerNamespace: 2 * MB, mcpSessions: 100 };
+
 export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze({
-  pro_trial: { monthlyExecutions: 125_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB },
-  pro: { monthlyExecutions: 250_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB },
-  enterprise: { monthlyExecutions: 1_000_000, executionsPerMinute: 300, concurrency: 50, timeoutSeconds: 300, memoryMb: 2048, agents: 20, maxResultBytes: 5 * MB },
-  dedicated: { monthlyExecutions: null, executionsPerMinute: 500, concurrency: 100, timeoutSeconds: 300, memoryMb: 2048, agents: null, maxResultBytes: 10 * MB },
+  pro_trial: { monthlyExecutions: 125_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE },
+  pro: { monthlyExecutions: 250_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE },
+  enterprise: {
+    monthlyExecutions: 1_000_000, executionsPerMinute: 300, concurrency: 50, timeoutSeconds: 300, memoryMb: 2048, agents: 20, maxResultBytes: 5 * MB,
+    namespaces: 100, services: 1_000, functions: 5_000, versionsPerFunction: 1_000, storedBytes: 1024 * MB, schemaBytesPerNamespace: 8 * MB, mcpSessions: 1_000,
+  },
+  dedicated: {
+    monthlyExecutions: null, executionsPerMinute: 500, concurrency: 100, timeoutSeconds: 300, memoryMb: 2048, agents: null, maxResultBytes: 10 * MB,
+    namespaces: null, services: null, functions: null, versionsPerFunction: 5_000, storedBytes: 10 * 1024 * MB, schemaBytesPerNamespace: 32 * MB, mcpSessions: 10_000,
+  },
 });
 
 export const DEFAULT_TIER: TierName = 'pro_trial';
@@ -54,17 +74,27 @@ const OVERRIDE_FIELDS = {
   timeout_s: 'timeoutSeconds',
   memory_mb: 'memoryMb',
   agents: 'agents',
+  namespaces: 'namespaces',
+  services: 'services',
+  functions: 'functions',
+  versions_per_function: 'versionsPerFunction',
+  stored_bytes: 'storedBytes',
+  schema_bytes_per_namespace: 'schemaBytesPerNamespace',
+  mcp_sessions: 'mcpSessions',
 } as const satisfies Record<string, keyof TierLimits>;
 
 // Fields where -1 means unlimited; the sandbox limits must stay finite.
-const UNLIMITABLE = new Set(['monthly_executions', 'executions_per_minute', 'concurrency', 'agents']);
+const UNLIMITABLE = new Set([
+  'monthly_executions', 'executions_per_minute', 'concurrency', 'agents',
+  'namespaces', 'services', 'functions', 'versions_per_function', 'stored_bytes', 'schema_bytes_per_namespace', 'mcp_sessions',
+]);
 
 /** Plans an operator adds get `pro`'s limits for every field they do not name. */
 export const NEW_TIER_BASE: TierName = 'pro';
 
 /**
- * Applies `MCPWORKS_TIERS` (JSON: tier name → any of monthly_executions, executions_per_minute,
- * concurrency, timeout_s, memory_mb, agents; -1 = unlimited) over the spec's table.
+ * Applies `MCPWORKS_TIERS` (JSON: tier name → any of the OVERRIDE_FIELDS; -1 = unlimited for the
+ * counts and storage limits) over the spec's table.
  * Throws an Error with a clear message on anything malformed.
  */
 export function applyTierOverrides(json: string | undefined, base: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS): Readonly<Record<string, TierLimits>> {

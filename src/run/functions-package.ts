@@ -5,7 +5,7 @@
  * A package is content-addressed by what it contains, built once and reused by every run.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { transform } from 'esbuild';
 import { ambiguousIdentifiers, catalogEntries, renderCatalogDoc, type CatalogEntry } from '../core/functions-catalog.js';
@@ -40,7 +40,16 @@ export function functionKey(service: string, name: string): string {
   return `${service}.${name}`;
 }
 
-function packageKey(namespace: string, functions: readonly ActiveFunction[]): string {
+/** Loads a function's code (only when a package is written). */
+export type CodeLoader = (fn: ActiveFunction) => Promise<string>;
+
+/** What a package key is made of: a namespace's active functions without their code. */
+export type PackageIdentity = Pick<ActiveFunction, 'service' | 'name' | 'version' | 'definitionHash' | 'description'>;
+
+/** Packages remembered in memory (their transpile errors); older ones are looked up again on disk. */
+const KNOWN_PACKAGES = 1000;
+
+export function packageKey(namespace: string, functions: readonly PackageIdentity[]): string {
   const content = functions.map((f) => [f.service, f.name, f.version, f.definitionHash, f.description]);
   return createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, content])).digest('hex').slice(0, 40);
 }
@@ -53,22 +62,57 @@ export class FunctionsPackageBuilder {
   private readonly building = new Map<string, Promise<FunctionsPackage>>();
   private readonly transpileErrors = new Map<string, Map<string, string>>();
 
-  constructor(private readonly cacheRoot: string) {}
+  /**
+   * Code files, content-addressed per namespace and hard-linked into every package that has them:
+   * a catalog change writes only the code that changed (and the catalog), not the whole namespace
+   * again. Keyed by namespace too, so a file's link count tells a tenant nothing about other tenants.
+   */
+  private readonly codeStore: string;
 
-  async build(namespace: string, functions: readonly ActiveFunction[]): Promise<FunctionsPackage> {
+  constructor(private readonly cacheRoot: string) {
+    this.codeStore = path.join(cacheRoot, 'package-code');
+  }
+
+  /** Links the stored file `key` at `target`, producing and storing it first when it is not there. */
+  private async placeCode(target: string, key: string, produce: () => Promise<string>): Promise<void> {
+    const stored = path.join(this.codeStore, key);
+    let content: string | undefined;
+    // A collector may remove an unlinked stored file between our check and our link: then again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (!existsSync(stored)) {
+        content ??= await produce();
+        mkdirSync(this.codeStore, { recursive: true, mode: 0o755 });
+        const temporary = `${stored}.${randomBytes(4).toString('hex')}.tmp`;
+        writeFileSync(temporary, content, { mode: 0o644 });
+        renameSync(temporary, stored);
+      }
+      try {
+        linkSync(stored, target);
+        const now = new Date();
+        utimesSync(stored, now, now);
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+    }
+    writeFileSync(target, content ?? (await produce()));
+  }
+
+  /** The namespace's package; `code` loads a function's code when the package must be written. */
+  async build(namespace: string, functions: readonly ActiveFunction[], code: CodeLoader): Promise<FunctionsPackage> {
     const key = packageKey(namespace, functions);
     const dir = path.join(this.cacheRoot, 'packages', key);
     const known = this.transpileErrors.get(key);
-    if (known && existsSync(path.join(dir, COMPLETE))) return { key, dir, transpileErrors: known };
+    if (known && markUsed(dir)) return { key, dir, transpileErrors: known };
     let pending = this.building.get(key);
     if (!pending) {
-      pending = this.write(key, dir, namespace, functions).finally(() => this.building.delete(key));
+      pending = this.write(key, dir, namespace, functions, code).finally(() => this.building.delete(key));
       this.building.set(key, pending);
     }
     return pending;
   }
 
-  private async write(key: string, dir: string, namespace: string, functions: readonly ActiveFunction[]): Promise<FunctionsPackage> {
+  private async write(key: string, dir: string, namespace: string, functions: readonly ActiveFunction[], code: CodeLoader): Promise<FunctionsPackage> {
     const entries = catalogEntries(
       functions.map((f) => ({
         service: f.service,
@@ -99,17 +143,21 @@ export class FunctionsPackageBuilder {
       for (const [index, entry] of entries.entries()) {
         const fn = functions[index]!;
         const base = `${entry.serviceIdentifier}__${entry.identifier}`;
+        const source = await code(fn);
         if (fn.definition.language === 'python') {
-          writeFileSync(path.join(python, '_code', `${base}.py`), fn.definition.code);
+          await this.placeCode(path.join(python, '_code', `${base}.py`), storeKey(namespace, 'py', '', source), async () => source);
           pythonEntries.push({ ...entry, file: `${base}.py`, display: `${fn.service}/${fn.name}.py`, module: `functions.${base}` });
           nodeEntries.push({ ...entry, display: `${fn.service}/${fn.name}.py`, module: base });
         } else {
           const display = `${fn.service}/${fn.name}.ts`;
           pythonEntries.push({ ...entry, display, module: base });
           try {
-            const output = await transform(fn.definition.code, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
             mkdirSync(path.join(node, '_code', base, 'node_modules'), { recursive: true, mode: 0o755 });
-            writeFileSync(path.join(node, '_code', base, 'index.cjs'), output.code);
+            // Transpiled once per source and display name (the inline source map carries it).
+            await this.placeCode(path.join(node, '_code', base, 'index.cjs'), storeKey(namespace, 'cjs', display, source), async () => {
+              const output = await transform(source, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
+              return output.code;
+            });
             nodeEntries.push({ ...entry, file: `${base}/index.cjs`, display, module: base });
           } catch (error) {
             const first = (error as { errors?: Array<{ text: string; location?: { line: number } | null }> }).errors?.[0];
@@ -157,7 +205,87 @@ export class FunctionsPackageBuilder {
       rmSync(staging, { recursive: true, force: true });
       throw error;
     }
+    markUsed(dir);
+    this.transpileErrors.delete(key);
     this.transpileErrors.set(key, transpileErrors);
+    if (this.transpileErrors.size > KNOWN_PACKAGES) this.transpileErrors.delete(this.transpileErrors.keys().next().value as string);
     return { key, dir, transpileErrors };
+  }
+
+  /**
+   * Deletes packages that no namespace's current catalog uses (`referenced`: keys computed from the
+   * database) and that no run has used for `graceMs` (a run marks its package used when it starts,
+   * and lasts at most its timeout; the grace also outlasts an idle zygote holding the mount), plus
+   * staging leftovers. The mark is the directory's mtime, so it works across nodes that share the
+   * cache dir; a package is renamed away before it is removed, so two collectors never race on one.
+   * Answers how many packages it removed.
+   */
+  collectGarbage(referenced: ReadonlySet<string>, graceMs: number, now = Date.now()): number {
+    const root = path.join(this.cacheRoot, 'packages');
+    let names: string[];
+    try {
+      names = readdirSync(root);
+    } catch {
+      return 0;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const dir = path.join(root, name);
+      const leftover = name.startsWith('.staging-') || name.startsWith('.trash-');
+      if (!leftover && referenced.has(name)) continue;
+      let mtime: number;
+      try {
+        mtime = statSync(dir).mtimeMs;
+      } catch {
+        continue;
+      }
+      if (now - mtime < graceMs) continue;
+      if (leftover) {
+        rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
+      const trash = path.join(root, `.trash-${name}-${randomBytes(4).toString('hex')}`);
+      try {
+        renameSync(dir, trash);
+      } catch {
+        continue; // another collector took it
+      }
+      rmSync(trash, { recursive: true, force: true });
+      this.transpileErrors.delete(name);
+      removed++;
+    }
+    // Stored code no package links any more (one link: the store's own), unused for the grace.
+    let stored: string[] = [];
+    try {
+      stored = readdirSync(this.codeStore);
+    } catch {
+      // No code stored yet.
+    }
+    for (const name of stored) {
+      const file = path.join(this.codeStore, name);
+      try {
+        const stat = statSync(file);
+        if ((stat.nlink === 1 || name.endsWith('.tmp')) && now - stat.mtimeMs >= graceMs) unlinkSync(file);
+      } catch {
+        // Removed by another collector.
+      }
+    }
+    return removed;
+  }
+}
+
+function storeKey(namespace: string, kind: 'py' | 'cjs', display: string, source: string): string {
+  return `${createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, kind, display])).update('\0').update(source).digest('hex')}.${kind}`;
+}
+
+/** Marks a complete package as used now (its mtime); false when it is not (or no longer) there. */
+function markUsed(dir: string): boolean {
+  if (!existsSync(path.join(dir, COMPLETE))) return false;
+  try {
+    const now = new Date();
+    utimesSync(dir, now, now);
+    return true;
+  } catch {
+    return false;
   }
 }

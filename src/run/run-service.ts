@@ -12,6 +12,7 @@ import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store
 import type { MeteringStore, Rejection } from '../store/metering-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
+import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
@@ -56,6 +57,7 @@ const MAX_RECORDED_CALLS = 100;
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
   private readonly scanners = new SecretScannerCache();
+  private readonly code: CodeCache;
 
   constructor(
     private readonly deps: {
@@ -73,7 +75,9 @@ export class RunService {
       /** Security events are logged as well as stored: kind and place, never the value. */
       securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
     },
-  ) {}
+  ) {
+    this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
+  }
 
   tierLimits(principal: KeyPrincipal): TierLimits {
     return this.limitsOf(principal.tier);
@@ -146,7 +150,7 @@ export class RunService {
     if (language !== 'python' && language !== 'typescript') throw new DomainError('validation_error', 'language must be "python" or "typescript"', { field: 'language' });
     const code = validateCode(codeInput);
     const limits = sandboxLimitsFor(this.tierLimits(ctx.principal));
-    const pkg = await this.deps.packages.build(ctx.namespace, snapshot);
+    const pkg = await this.deps.packages.build(ctx.namespace, snapshot, (fn) => this.code.codeOf(fn, { remember: false }));
     const byKey = new Map(snapshot.map((fn) => [functionKey(fn.service, fn.name), fn]));
 
     const declared = new Set(snapshot.flatMap((fn) => [...fn.definition.requiredEnv, ...fn.definition.optionalEnv]));
@@ -199,7 +203,7 @@ export class RunService {
       // The callee may use what is left of the caller's time, no more.
       const remaining = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
       const outcome = await this.deps.sandbox.run({
-        code: fn.definition.code,
+        code: await this.code.codeOf(fn),
         language: fn.definition.language,
         input,
         env: declaredEnv(fn, ctx.env),
@@ -337,7 +341,7 @@ export class RunService {
       const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
       const outcome = await this.deps.sandbox.run({
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
-        code: fn.definition.code,
+        code: await this.code.codeOf(fn),
         language: fn.definition.language,
         input: args ?? {},
         env: declaredEnv(fn, ctx.env),

@@ -20,7 +20,7 @@ export class TypescriptDependencies {
   };
 
   /** The node_modules dir a run mounts; installs on a cache miss (content-addressed, so idempotent). */
-  async nodeModulesFor(definition: FunctionDefinition): Promise<string | undefined> {
+  async nodeModulesFor(definition: Pick<FunctionDefinition, 'language' | 'requirements'>): Promise<string | undefined> {
     if (definition.language !== 'typescript' || definition.requirements.length === 0) return undefined;
     try {
       return (await prepareTypescriptDependencies(definition.requirements, this.cacheRoot)).dir ?? undefined;

@@ -3,7 +3,9 @@ import { DomainError, invalid, notFound } from '../core/errors.js';
 import { buildDefinition, buildMetadata, definitionChanged, type FunctionDefinition, type FunctionDefinitionInput } from '../core/functions.js';
 import { toIdentifier, validateEntityName, validateNamespaceName } from '../core/names.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
-import { CatalogStore, versionToDefinition } from '../store/catalog-store.js';
+import { assertWithinLimit, schemaBytes, storedBytes } from '../core/storage-limits.js';
+import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
+import { CatalogStore, versionToDefinition, type Trx, type VersionSummaryRow } from '../store/catalog-store.js';
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
 import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
@@ -31,12 +33,12 @@ function requireScope(principal: KeyPrincipal, scope: Scope): void {
   if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
 }
 
-function versionSummary(v: FunctionVersionRow) {
+function versionSummary(v: VersionSummaryRow) {
   return {
     version: v.version,
     language: v.language,
     requirements: v.requirements,
-    code_bytes: Buffer.byteLength(v.code, 'utf8'),
+    code_bytes: v.code_bytes,
     definition_hash: v.definition_hash,
     restored_from: v.restored_from,
     created_at: iso(v.created_at),
@@ -49,7 +51,36 @@ export class CatalogService {
     private readonly store: CatalogStore,
     private readonly prepareVersion: VersionPreparer,
     private readonly schemas: SchemaCompiler,
+    private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
   ) {}
+
+  /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
+  private limits(principal: KeyPrincipal): TierLimits {
+    if (!isKnownTier(principal.tier, this.tiers)) {
+      throw new DomainError('forbidden', `this account's plan '${principal.tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`);
+    }
+    return limitsFor(principal.tier, this.tiers);
+  }
+
+  /**
+   * Storage limits for a new version (of a new function or an existing one), checked inside the
+   * transaction that holds the account and namespace locks, before anything is written.
+   */
+  private async assertVersionFits(
+    trx: Trx,
+    principal: KeyPrincipal,
+    namespaceId: string,
+    next: FunctionDefinition,
+    existing: { functionId: string; activeSchemaBytes: number } | null,
+  ): Promise<void> {
+    const limits = this.limits(principal);
+    const usage = await this.store.accountUsage(principal.accountId, trx);
+    if (!existing) assertWithinLimit('functions', limits, principal.tier, usage.functions);
+    else assertWithinLimit('versionsPerFunction', limits, principal.tier, await this.store.versionCount(existing.functionId, trx));
+    assertWithinLimit('storedBytes', limits, principal.tier, usage.storedBytes, storedBytes(next));
+    const schemas = (await this.store.namespaceSchemaBytes(namespaceId, trx)) - (existing?.activeSchemaBytes ?? 0);
+    assertWithinLimit('schemaBytesPerNamespace', limits, principal.tier, schemas, schemaBytes(next));
+  }
 
   async makeNamespace(principal: KeyPrincipal, nameInput: unknown, description: unknown) {
     requireScope(principal, 'write');
@@ -58,7 +89,11 @@ export class CatalogService {
       throw new DomainError('forbidden', `this API key is limited to namespace '${principal.namespace}'`);
     }
     const text = description === undefined ? '' : this.description(description);
-    const row = await this.store.createNamespace(principal.accountId, name, text);
+    const limits = this.limits(principal);
+    const row = await this.store.withAccountLock(principal.accountId, async (trx) => {
+      assertWithinLimit('namespaces', limits, principal.tier, (await this.store.accountUsage(principal.accountId, trx)).namespaces);
+      return this.store.createNamespace(principal.accountId, name, text, trx);
+    });
     if (!row) throw new DomainError('conflict', `namespace name '${name}' is not available`, { field: 'name' });
     return { name: row.name, description: row.description, created_at: iso(row.created_at) };
   }
@@ -97,6 +132,7 @@ export class CatalogService {
       const holder = await this.store.identifierHolder(ns.id, toIdentifier(name), trx);
       if (holder?.kind === 'service') throw this.nameClash('service', name, holder.name);
       if (holder?.kind === 'function') throw this.codeModeClash('service', name, holder);
+      assertWithinLimit('services', this.limits(principal), principal.tier, (await this.store.accountUsage(principal.accountId, trx)).services);
       return this.store.createService(ns.id, name, text, trx);
     });
     if (!row) throw new DomainError('conflict', `service '${name}' already exists`, { field: 'name' });
@@ -153,6 +189,7 @@ export class CatalogService {
       if (clash) throw this.nameClash('function', name, clash.name);
       const holder = await this.store.identifierHolder(service.namespace_id, toIdentifier(name), trx);
       if (holder?.kind === 'service') throw this.codeModeClash('function', name, holder);
+      await this.assertVersionFits(trx, principal, service.namespace_id, definition, null);
       return this.store.createFunction(trx, service.id, name, metadata, definition);
     });
     if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
@@ -190,6 +227,7 @@ export class CatalogService {
         if (restore !== undefined) {
           const source = await this.store.versionInTrx(trx, fn.id, restore);
           if (!source) throw new DomainError('not_found', `version ${restore} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
+          await this.assertVersionFits(trx, principal, service.namespace_id, versionToDefinition(source), await this.activeSizes(trx, fn));
           const version = await this.store.appendVersion(trx, fn, versionToDefinition(source), metadata, restore);
           return { version, new_version: true, restored_from: restore };
         }
@@ -199,6 +237,7 @@ export class CatalogService {
         const next = buildDefinition(input, active);
         if (definitionChanged(active, next)) {
           if (preparationKey(next) !== prepared) return 'retry' as const;
+          await this.assertVersionFits(trx, principal, service.namespace_id, next, { functionId: fn.id, activeSchemaBytes: Number(activeRow.schema_bytes) });
           const version = await this.store.appendVersion(trx, fn, next, metadata, null);
           return { version, new_version: true };
         }
@@ -247,7 +286,7 @@ export class CatalogService {
     const { fn } = await this.activeVersion(service, String(nameInput ?? ''));
     const versions = await this.store.listVersions(fn.id);
     const wanted = versionInput === undefined ? fn.active_version : versionInput;
-    const shown = versions.find((v) => v.version === wanted);
+    const shown = versions.some((v) => v.version === wanted) ? await this.store.findVersion(fn.id, wanted as number) : undefined;
     if (!shown) throw new DomainError('not_found', `version ${JSON.stringify(wanted)} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
     const d = versionToDefinition(shown);
     return {
@@ -299,6 +338,11 @@ export class CatalogService {
     const version = await this.store.findVersion(fn.id, fn.active_version);
     if (!version) throw notFound('function', `${service.name}.${name}`);
     return { fn, version };
+  }
+
+  private async activeSizes(trx: Trx, fn: FunctionRow): Promise<{ functionId: string; activeSchemaBytes: number }> {
+    const active = await this.store.versionInTrx(trx, fn.id, fn.active_version);
+    return { functionId: fn.id, activeSchemaBytes: active ? Number(active.schema_bytes) : 0 };
   }
 
   private description(value: unknown): string {

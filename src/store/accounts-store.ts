@@ -14,13 +14,21 @@ export interface McpSessionRef {
   account_id: string;
   endpoint: string;
   namespace: string;
+  last_seen_at: Date;
 }
 
 /** findKeyForRequest's answer: undefined where not asked for, null where asked for and absent. */
 export type KeyForRequest = ApiKeyRow & { tier: string; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined };
 
-/** How long an MCP session id stays valid (2025-era clients re-initialize after a 404). */
+/** How long an MCP session id stays valid at most (2025-era clients re-initialize after a 404). */
 export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
+/** A session unused this long has expired (it no longer counts against the live-session limit). */
+export const MCP_SESSION_IDLE_MS = 60 * 60 * 1000;
+/** A session's last use is written at most this often (not on every request). */
+export const MCP_SESSION_TOUCH_MS = 60 * 1000;
+
+/** Where a live session is: young enough and recently used. */
+const liveSince = (now = Date.now()) => ({ created: new Date(now - MCP_SESSION_TTL_MS), seen: new Date(now - MCP_SESSION_IDLE_MS) });
 
 export interface SignInLimits {
   freeFailures: number;
@@ -108,15 +116,15 @@ export class AccountsStore {
             .select(['ns.id as ns_id', 'ns.catalog_version as ns_catalog_version']);
     const withSession =
       sessionId === undefined
-        ? withNamespace.select([sql<null>`NULL`.as('session_account_id'), sql<null>`NULL`.as('session_endpoint'), sql<null>`NULL`.as('session_namespace')])
+        ? withNamespace.select([sql<null>`NULL`.as('session_account_id'), sql<null>`NULL`.as('session_endpoint'), sql<null>`NULL`.as('session_namespace'), sql<null>`NULL`.as('session_last_seen_at')])
         : withNamespace
             .leftJoin('mcp_sessions as session', (join) =>
-              join.on('session.id', '=', sessionId).on('session.created_at', '>=', new Date(Date.now() - MCP_SESSION_TTL_MS)),
+              join.on('session.id', '=', sessionId).on('session.created_at', '>=', liveSince().created).on('session.last_seen_at', '>=', liveSince().seen),
             )
-            .select(['session.account_id as session_account_id', 'session.endpoint as session_endpoint', 'session.namespace as session_namespace']);
+            .select(['session.account_id as session_account_id', 'session.endpoint as session_endpoint', 'session.namespace as session_namespace', 'session.last_seen_at as session_last_seen_at']);
     const row = await withSession.executeTakeFirst();
     if (!row) return undefined;
-    const { ns_id, ns_catalog_version, session_account_id, session_endpoint, session_namespace, ...key } = row;
+    const { ns_id, ns_catalog_version, session_account_id, session_endpoint, session_namespace, session_last_seen_at, ...key } = row;
     return {
       ...key,
       addressed: namespace === undefined ? undefined : ns_id === null ? null : { id: ns_id, catalog_version: Number(ns_catalog_version) },
@@ -125,7 +133,7 @@ export class AccountsStore {
           ? undefined
           : session_account_id === null
             ? null
-            : { account_id: session_account_id, endpoint: session_endpoint!, namespace: session_namespace! },
+            : { account_id: session_account_id, endpoint: session_endpoint!, namespace: session_namespace!, last_seen_at: new Date(session_last_seen_at!) },
     };
   }
 
@@ -205,22 +213,69 @@ export class AccountsStore {
     return this.db.selectFrom('web_sessions').select(['account_id', 'expires_at']).where('token_hash', '=', tokenHash).executeTakeFirst();
   }
 
-  async createMcpSession(input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string }): Promise<void> {
-    // Sessions are cheap to re-create (a client re-initializes on 404): expired ones go here.
-    await this.db.deleteFrom('mcp_sessions').where('account_id', '=', input.accountId).where('created_at', '<', new Date(Date.now() - MCP_SESSION_TTL_MS)).execute();
-    await this.db
-      .insertInto('mcp_sessions')
-      .values({ id: input.id, account_id: input.accountId, key_id: input.keyId, endpoint: input.endpoint, namespace: input.namespace })
-      .execute();
+  /**
+   * Records a new session unless the account already has `limit` live ones (null = unlimited):
+   * the count and the insert run under the account's row lock, so parallel initializes cannot
+   * both pass. Refused: the live count and the seconds until the least recently used one expires.
+   */
+  async createMcpSession(
+    input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string },
+    limit: number | null,
+  ): Promise<{ refused: { usage: number; retryAfter: number } } | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.selectFrom('accounts').select('id').where('id', '=', input.accountId).forUpdate().executeTakeFirst();
+      const now = Date.now();
+      const live = liveSince(now);
+      // Sessions are cheap to re-create (a client re-initializes on 404): expired ones go here.
+      await trx
+        .deleteFrom('mcp_sessions')
+        .where('account_id', '=', input.accountId)
+        .where((eb) => eb.or([eb('created_at', '<', live.created), eb('last_seen_at', '<', live.seen)]))
+        .execute();
+      if (limit !== null) {
+        const row = await trx
+          .selectFrom('mcp_sessions')
+          .select([sql<number>`count(*)::int`.as('n'), sql<Date | null>`min(last_seen_at)`.as('oldest')])
+          .where('account_id', '=', input.accountId)
+          .executeTakeFirstOrThrow();
+        const usage = Number(row.n);
+        if (usage >= limit) {
+          const oldest = row.oldest ? new Date(row.oldest).getTime() : now;
+          return { refused: { usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) } };
+        }
+      }
+      await trx
+        .insertInto('mcp_sessions')
+        .values({ id: input.id, account_id: input.accountId, key_id: input.keyId, endpoint: input.endpoint, namespace: input.namespace })
+        .execute();
+      return undefined;
+    });
   }
 
   findMcpSession(id: string): Promise<(McpSessionRef & { key_id: string }) | undefined> {
+    const live = liveSince();
     return this.db
       .selectFrom('mcp_sessions')
-      .select(['account_id', 'key_id', 'endpoint', 'namespace'])
+      .select(['account_id', 'key_id', 'endpoint', 'namespace', 'last_seen_at'])
       .where('id', '=', id)
-      .where('created_at', '>=', new Date(Date.now() - MCP_SESSION_TTL_MS))
+      .where('created_at', '>=', live.created)
+      .where('last_seen_at', '>=', live.seen)
       .executeTakeFirst();
+  }
+
+  /** Keeps a used session alive; written at most once per MCP_SESSION_TOUCH_MS. */
+  async touchMcpSession(id: string): Promise<void> {
+    await this.db.updateTable('mcp_sessions').set({ last_seen_at: new Date() }).where('id', '=', id).where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS)).execute();
+  }
+
+  /** Deletes every expired session (all accounts) as of `now`; answers how many. */
+  async deleteExpiredMcpSessions(now = Date.now()): Promise<number> {
+    const live = liveSince(now);
+    const result = await this.db
+      .deleteFrom('mcp_sessions')
+      .where((eb) => eb.or([eb('created_at', '<', live.created), eb('last_seen_at', '<', live.seen)]))
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
   }
 
   async deleteMcpSession(id: string): Promise<void> {

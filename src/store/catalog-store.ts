@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { FunctionDefinition, FunctionMetadata } from '../core/functions.js';
 import { definitionHash } from '../core/functions.js';
+import { schemaBytes, storedBytes } from '../core/storage-limits.js';
 import type { Db } from './database.js';
 import type { Database, FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from './schema.js';
 
@@ -31,8 +32,19 @@ export interface FunctionSummary {
 export class CatalogStore {
   constructor(private readonly db: Db) {}
 
-  async createNamespace(accountId: string, name: string, description: string): Promise<NamespaceRow | undefined> {
-    return this.db
+  /**
+   * Runs `work` holding the account row (the lock admission takes too): per-account storage limits
+   * count and insert under it, so two parallel creates cannot both pass a limit.
+   */
+  async withAccountLock<T>(accountId: string, work: (trx: Trx) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute(async (trx) => {
+      await trx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().executeTakeFirst();
+      return work(trx);
+    });
+  }
+
+  async createNamespace(accountId: string, name: string, description: string, exec: Exec = this.db): Promise<NamespaceRow | undefined> {
+    return exec
       .insertInto('namespaces')
       .values({ id: randomUUID(), account_id: accountId, name, description })
       .onConflict((oc) => oc.column('name').doNothing())
@@ -57,9 +69,47 @@ export class CatalogStore {
    */
   async withNamespaceLock<T>(namespaceId: string, work: (trx: Trx) => Promise<T>): Promise<T> {
     return this.db.transaction().execute(async (trx) => {
+      // The account first (storage limits are per account; admission locks it too), then the
+      // namespace: one order everywhere.
+      await trx
+        .selectFrom('accounts')
+        .select('id')
+        .where('id', '=', (eb) => eb.selectFrom('namespaces').select('account_id').where('id', '=', namespaceId))
+        .forUpdate()
+        .executeTakeFirst();
       await trx.selectFrom('namespaces').select('id').where('id', '=', namespaceId).forUpdate().executeTakeFirst();
       return work(trx);
     });
+  }
+
+  /** Usage counted for the storage limits; call holding the account's lock. */
+  async accountUsage(accountId: string, exec: Exec): Promise<{ namespaces: number; services: number; functions: number; storedBytes: number }> {
+    const row = await sql<{ namespaces: number; services: number; functions: number; stored_bytes: string | number }>`
+      SELECT
+        (SELECT count(*)::int FROM namespaces n WHERE n.account_id = ${accountId}) AS namespaces,
+        (SELECT count(*)::int FROM services s JOIN namespaces n ON n.id = s.namespace_id WHERE n.account_id = ${accountId}) AS services,
+        (SELECT count(*)::int FROM functions f JOIN services s ON s.id = f.service_id JOIN namespaces n ON n.id = s.namespace_id WHERE n.account_id = ${accountId}) AS functions,
+        (SELECT coalesce(sum(v.stored_bytes), 0) FROM function_versions v JOIN functions f ON f.id = v.function_id
+           JOIN services s ON s.id = f.service_id JOIN namespaces n ON n.id = s.namespace_id WHERE n.account_id = ${accountId}) AS stored_bytes`.execute(exec);
+    const r = row.rows[0]!;
+    return { namespaces: Number(r.namespaces), services: Number(r.services), functions: Number(r.functions), storedBytes: Number(r.stored_bytes) };
+  }
+
+  /** Schema bytes of a namespace's active versions (what its tool list carries). */
+  async namespaceSchemaBytes(namespaceId: string, exec: Exec): Promise<number> {
+    const row = await exec
+      .selectFrom('function_versions as v')
+      .innerJoin('functions as f', (join) => join.onRef('f.id', '=', 'v.function_id').onRef('f.active_version', '=', 'v.version'))
+      .innerJoin('services as s', 's.id', 'f.service_id')
+      .select(sql<string | number>`coalesce(sum(v.schema_bytes), 0)`.as('bytes'))
+      .where('s.namespace_id', '=', namespaceId)
+      .executeTakeFirstOrThrow();
+    return Number(row.bytes);
+  }
+
+  async versionCount(functionId: string, exec: Exec): Promise<number> {
+    const row = await exec.selectFrom('function_versions').select(sql<number>`count(*)::int`.as('n')).where('function_id', '=', functionId).executeTakeFirstOrThrow();
+    return Number(row.n);
   }
 
   async createService(namespaceId: string, name: string, description: string, exec: Exec = this.db): Promise<ServiceRow | undefined> {
@@ -169,18 +219,58 @@ export class CatalogStore {
     return rows.map(toActiveFunction);
   }
 
+  // Everything but the code: snapshots stay small however large the functions are; a run loads
+  // the code of the version it runs (loadCode).
   private activeFunctionsQuery(namespaceId: string) {
     return this.db
       .selectFrom('functions as f')
       .innerJoin('services as s', 's.id', 'f.service_id')
       .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
-      .selectAll('v')
+      .select(['v.id', 'v.version', 'v.language', 'v.backend', 'v.config', 'v.input_schema', 'v.output_schema', 'v.requirements', 'v.required_env', 'v.optional_env', 'v.definition_hash'])
       .select(['s.name as service_name', 'f.name as function_name', 'f.description', 'f.tags', 'f.id as fid'])
       .where('s.namespace_id', '=', namespaceId);
   }
 
-  listVersions(functionId: string): Promise<FunctionVersionRow[]> {
-    return this.db.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).orderBy('version').execute();
+  /** The code of these (immutable) versions, by version id. */
+  async loadCode(versionIds: readonly string[]): Promise<Map<string, string>> {
+    if (versionIds.length === 0) return new Map();
+    const rows = await this.db.selectFrom('function_versions').select(['id', 'code']).where('id', 'in', [...versionIds]).execute();
+    return new Map(rows.map((r) => [r.id, r.code]));
+  }
+
+  /**
+   * Every namespace's active functions as the functions package key sees them (name, service,
+   * version, hash, description; same order as listActiveFunctions): what package GC keeps.
+   */
+  async packageIdentities(): Promise<Map<string, Array<Pick<ActiveFunction, 'service' | 'name' | 'version' | 'definitionHash' | 'description'>>>> {
+    const rows = await this.db
+      .selectFrom('functions as f')
+      .innerJoin('services as s', 's.id', 'f.service_id')
+      .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
+      .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
+      .select(['n.name as namespace', 's.name as service', 'f.name as name', 'v.version', 'v.definition_hash', 'f.description'])
+      .orderBy('n.name')
+      .orderBy('s.name')
+      .orderBy('f.name')
+      .execute();
+    const out = new Map<string, Array<Pick<ActiveFunction, 'service' | 'name' | 'version' | 'definitionHash' | 'description'>>>();
+    for (const r of rows) {
+      let list = out.get(r.namespace);
+      if (!list) out.set(r.namespace, (list = []));
+      list.push({ service: r.service, name: r.name, version: r.version, definitionHash: r.definition_hash, description: r.description });
+    }
+    return out;
+  }
+
+  /** A function's versions without their code (its size instead): a long history stays cheap to list. */
+  async listVersions(functionId: string): Promise<VersionSummaryRow[]> {
+    const rows = await this.db
+      .selectFrom('function_versions')
+      .select(['version', 'language', 'requirements', 'definition_hash', 'restored_from', 'created_at', sql<number>`octet_length(code)`.as('code_bytes')])
+      .where('function_id', '=', functionId)
+      .orderBy('version')
+      .execute();
+    return rows.map((r) => ({ ...r, code_bytes: Number(r.code_bytes) }));
   }
 
   findVersion(functionId: string, version: number): Promise<FunctionVersionRow | undefined> {
@@ -249,30 +339,57 @@ async function insertVersion(trx: Trx, functionId: string, version: number, d: F
       optional_env: JSON.stringify(d.optionalEnv),
       definition_hash: definitionHash(d),
       restored_from: restoredFrom,
+      schema_bytes: schemaBytes(d),
+      stored_bytes: storedBytes(d),
     })
     .execute();
 }
 
+export type VersionSummaryRow = Pick<FunctionVersionRow, 'version' | 'language' | 'requirements' | 'definition_hash' | 'restored_from' | 'created_at'> & { code_bytes: number };
+
+/** A version's definition without its code (loaded by version id when a run needs it). */
+export type RunDefinition = Omit<FunctionDefinition, 'code'>;
+
 export interface ActiveFunction {
   functionId: string;
+  /** The function_versions row id: the key of its (immutable) code. */
+  versionId: string;
   service: string;
   name: string;
   description: string;
   tags: string[];
   version: number;
-  definition: FunctionDefinition;
+  definition: RunDefinition;
   definitionHash: string;
 }
 
-function toActiveFunction(row: FunctionVersionRow & { service_name: string; function_name: string; description: string; tags: string[]; fid: string }): ActiveFunction {
+type ActiveRow = Omit<FunctionVersionRow, 'code' | 'function_id' | 'restored_from' | 'created_at' | 'schema_bytes' | 'stored_bytes'> & {
+  service_name: string;
+  function_name: string;
+  description: string;
+  tags: string[];
+  fid: string;
+};
+
+function toActiveFunction(row: ActiveRow): ActiveFunction {
   return {
     functionId: row.fid,
+    versionId: row.id,
     service: row.service_name,
     name: row.function_name,
     description: row.description,
     tags: row.tags,
     version: row.version,
-    definition: versionToDefinition(row),
+    definition: {
+      language: row.language as FunctionDefinition['language'],
+      backend: row.backend as FunctionDefinition['backend'],
+      config: row.config,
+      inputSchema: row.input_schema,
+      outputSchema: row.output_schema,
+      requirements: row.requirements,
+      requiredEnv: row.required_env,
+      optionalEnv: row.optional_env,
+    },
     definitionHash: row.definition_hash,
   };
 }

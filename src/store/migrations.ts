@@ -277,4 +277,22 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX login_throttle_updated ON login_throttle(updated_at)`,
     ],
   },
+  {
+    version: 8,
+    name: 'storage accounting and MCP session idle expiry',
+    statements: [
+      // Per-version sizes, so per-account storage limits sum small columns instead of reading code.
+      // Both sums match src/core/storage-limits.ts (json columns keep the JSON text we inserted).
+      `ALTER TABLE function_versions ADD COLUMN schema_bytes BIGINT NOT NULL DEFAULT 0`,
+      `ALTER TABLE function_versions ADD COLUMN stored_bytes BIGINT NOT NULL DEFAULT 0`,
+      `UPDATE function_versions SET
+         schema_bytes = coalesce(octet_length(input_schema::text), 4) + coalesce(octet_length(output_schema::text), 4),
+         stored_bytes = octet_length(code) + coalesce(octet_length(config::text), 4)
+           + coalesce(octet_length(input_schema::text), 4) + coalesce(octet_length(output_schema::text), 4)`,
+      // A session lives while it is used: idle past MCP_SESSION_IDLE_MS it expires and is swept.
+      `ALTER TABLE mcp_sessions ADD COLUMN last_seen_at TIMESTAMPTZ NOT NULL DEFAULT now()`,
+      `CREATE INDEX mcp_sessions_account ON mcp_sessions(account_id, last_seen_at)`,
+      `CREATE INDEX mcp_sessions_last_seen ON mcp_sessions(last_seen_at)`,
+    ],
+  },
 ];

@@ -40,6 +40,7 @@ export interface McpSessionsTable {
   endpoint: string;
   namespace: string;
   created_at: Timestamp;
+  last_seen_at: Timestamp;
 }
 
 export interface NamespacesTable {
@@ -87,6 +88,9 @@ export interface FunctionVersionsTable {
   definition_hash: string;
   restored_from: number | null;
   created_at: Timestamp;
+  /** BIGINT: the driver may answer a string. */
+  schema_bytes: ColumnType<string | number, number | undefined, number>;
+  stored_bytes: ColumnType<string | number, number | undefined, number>;
 }
 
 export interface ExecutionsTable {

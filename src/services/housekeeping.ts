@@ -1,0 +1,61 @@
+/**
+ * Storage that no one will use again: expired MCP sessions (database, all accounts) and functions
+ * packages no namespace's catalog uses any more (cache dir). Runs at start and every few minutes
+ * on every node; each step is safe to run on several nodes at once.
+ */
+import type { Logger } from '../api/logger.js';
+import { packageKey, type FunctionsPackageBuilder } from '../run/functions-package.js';
+import type { AccountsStore } from '../store/accounts-store.js';
+import type { CatalogStore } from '../store/catalog-store.js';
+
+export const HOUSEKEEPING_INTERVAL_MS = 5 * 60 * 1000;
+
+/**
+ * How long an unreferenced package stays after its last use: twice the longest run timeout of any
+ * plan (a run marks its package when it starts) plus 15 minutes (an idle zygote that mounted it is
+ * stopped after 5).
+ */
+export function packageGraceMs(maxTimeoutSeconds: number): number {
+  return 2 * maxTimeoutSeconds * 1000 + 15 * 60 * 1000;
+}
+
+export class Housekeeping {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+
+  constructor(
+    private readonly deps: {
+      accounts: AccountsStore;
+      catalogStore: CatalogStore;
+      packages: FunctionsPackageBuilder;
+      graceMs: number;
+      logger: Logger;
+    },
+  ) {}
+
+  start(intervalMs = HOUSEKEEPING_INTERVAL_MS): void {
+    const tick = () => {
+      this.running ??= this.sweep()
+        .catch((error: unknown) => this.deps.logger.error({ err: error }, 'housekeeping failed'))
+        .finally(() => (this.running = undefined));
+    };
+    tick();
+    this.timer = setInterval(tick, intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One pass; `now` lets an operator task (or a test) collect as of a later time. */
+  async sweep(now = Date.now()): Promise<{ sessions: number; packages: number }> {
+    const sessions = await this.deps.accounts.deleteExpiredMcpSessions(now);
+    const referenced = new Set<string>();
+    for (const [namespace, functions] of await this.deps.catalogStore.packageIdentities()) referenced.add(packageKey(namespace, functions));
+    const packages = this.deps.packages.collectGarbage(referenced, this.deps.graceMs, now);
+    if (sessions > 0 || packages > 0) this.deps.logger.info({ sessions, packages }, 'housekeeping removed expired sessions and unused functions packages');
+    return { sessions, packages };
+  }
+}
