@@ -254,7 +254,10 @@ export class FunctionsPackageBuilder {
       this.transpileErrors.delete(name);
       removed++;
     }
-    // Stored code no package links any more (one link: the store's own), unused for the grace.
+    // Stored code no package links any more, unused for the grace. Links are found in the packages
+    // themselves, not by the file's link count: other hard links to the same file (the sandbox's
+    // mount mirrors) must not keep stored code forever.
+    const linked = linkedInodes(root);
     let stored: string[] = [];
     try {
       stored = readdirSync(this.codeStore);
@@ -265,7 +268,7 @@ export class FunctionsPackageBuilder {
       const file = path.join(this.codeStore, name);
       try {
         const stat = statSync(file);
-        if ((stat.nlink === 1 || name.endsWith('.tmp')) && now - stat.mtimeMs >= graceMs) unlinkSync(file);
+        if ((!linked.has(stat.ino) || name.endsWith('.tmp')) && now - stat.mtimeMs >= graceMs) unlinkSync(file);
       } catch {
         // Removed by another collector.
       }
@@ -276,6 +279,32 @@ export class FunctionsPackageBuilder {
 
 function storeKey(namespace: string, kind: 'py' | 'cjs', display: string, source: string): string {
   return `${createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, kind, display])).update('\0').update(source).digest('hex')}.${kind}`;
+}
+
+/** The inodes of every file under `root` (packages, staging ones included); a vanishing entry is skipped. */
+function linkedInodes(root: string): Set<number> {
+  const inodes = new Set<number>();
+  const walk = (dir: string) => {
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return; // removed meanwhile
+    }
+    for (const entry of entries) {
+      const entryPath = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(entryPath);
+      else if (entry.isFile()) {
+        try {
+          inodes.add(statSync(entryPath).ino);
+        } catch {
+          // removed meanwhile
+        }
+      }
+    }
+  };
+  walk(root);
+  return inodes;
 }
 
 /** Marks a complete package as used now (its mtime); false when it is not (or no longer) there. */
