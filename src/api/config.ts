@@ -1,4 +1,5 @@
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
+import type { NpmSettings } from '../run/typescript-dependencies.js';
 
 export interface ServerConfig {
   host: string;
@@ -13,6 +14,8 @@ export interface ServerConfig {
   /** Extra hostnames accepted in Origin (web pages allowed to call the API from a browser). */
   allowedOrigins?: string[];
   tiers: Readonly<Record<string, TierLimits>>;
+  /** npm installs of TypeScript requirements: queue, caps, limits, user, registry. */
+  npm?: NpmSettings;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -27,7 +30,37 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     allowedOrigins: list(env.MCPWORKS_ALLOWED_ORIGINS),
     // Validated here, at start: a malformed plan table stops the server with a clear message.
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
+    npm: npmFromEnv(env),
   };
+}
+
+function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
+  const count = (name: string): number | undefined => {
+    const value = env[name];
+    if (value === undefined || value === '') return undefined;
+    const number = Number(value);
+    if (!Number.isInteger(number) || number < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(value)}`);
+    return number;
+  };
+  const settings: NpmSettings = {};
+  const numbers = {
+    concurrency: 'MCPWORKS_NPM_CONCURRENCY',
+    accountConcurrency: 'MCPWORKS_NPM_ACCOUNT_CONCURRENCY',
+    queue: 'MCPWORKS_NPM_QUEUE',
+    accountQueue: 'MCPWORKS_NPM_ACCOUNT_QUEUE',
+    timeoutSeconds: 'MCPWORKS_NPM_TIMEOUT_S',
+    memoryMb: 'MCPWORKS_NPM_MEMORY_MB',
+  } as const;
+  for (const [field, name] of Object.entries(numbers) as Array<[keyof typeof numbers, string]>) {
+    const value = count(name);
+    if (value !== undefined) settings[field] = value;
+  }
+  if (env.MCPWORKS_NPM_USER) {
+    const match = /^(\d+)(?::(\d+))?$/.exec(env.MCPWORKS_NPM_USER);
+    if (!match || Number(match[1]) === 0 || Number(match[2] ?? match[1]) === 0) throw new Error(`MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not ${JSON.stringify(env.MCPWORKS_NPM_USER)}`);
+    settings.user = { uid: Number(match[1]), gid: Number(match[2] ?? match[1]) };
+  }
+  return settings;
 }
 
 export function parsePort(value: string): number {

@@ -155,7 +155,7 @@ export class RunService {
     const mounts: SandboxMount[] = [{ source: pkg.dir, target: PACKAGE_MOUNT }];
     if (language === 'typescript') {
       for (const fn of snapshot) {
-        const modules = await this.deps.dependencies.nodeModulesFor(fn.definition);
+        const modules = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
         if (modules) mounts.push({ source: modules, target: `${NODE_LIBRARY}/functions/_code/${toIdentifier(fn.service)}__${toIdentifier(fn.name)}/node_modules` });
       }
     }
@@ -186,7 +186,7 @@ export class RunService {
         const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
         return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
       }
-      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
+      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
       // The callee may use what is left of the caller's time, no more.
       const remaining = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
       const outcome = await this.deps.sandbox.run({
@@ -297,7 +297,7 @@ export class RunService {
     } else if (problems.length > 0) {
       result = { ok: false, error: `input does not match the input_schema of ${service}.${name}: ${problems.join('; ')}`, error_type: 'SchemaError', stderr: '', stdout: '' };
     } else {
-      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
+      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
       const outcome = await this.deps.sandbox.run({
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
         code: fn.definition.code,

@@ -7,8 +7,8 @@ import { CatalogStore, versionToDefinition } from '../store/catalog-store.js';
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
 
-/** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages). */
-export type VersionPreparer = (definition: FunctionDefinition) => Promise<void>;
+/** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages, queued per account). */
+export type VersionPreparer = (definition: FunctionDefinition, accountId: string) => Promise<void>;
 
 export interface FunctionInput extends FunctionDefinitionInput {
   service?: unknown;
@@ -139,7 +139,7 @@ export class CatalogService {
     }
     const definition = buildDefinition(definitionInput, null);
     const metadata = buildMetadata(metadataInput, null);
-    await this.prepareVersion(definition);
+    await this.prepareVersion(definition, principal.accountId);
     const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
       const clash = await this.store.findFunctionByIdentifier(service.id, name, trx);
       if (clash) throw this.nameClash('function', name, clash.name);
@@ -170,7 +170,7 @@ export class CatalogService {
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.activeVersion(service, name);
       const draft = restore === undefined ? buildDefinition(input, versionToDefinition(current.version)) : undefined;
-      if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft);
+      if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft, principal.accountId);
       const prepared = draft ? preparationKey(draft) : undefined;
 
       const outcome = await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
