@@ -371,7 +371,7 @@ function runNpm(run: NpmRun): Promise<void> {
         );
       }
       const reason = npmReason(output, run.cwd, run.root);
-      if (cgroup?.oomKilled() || (!memoryCgroup && code !== 0 && /heap out of memory|Reached heap limit|ENOMEM/i.test(output))) {
+      if (cgroup?.oomKilled() || (!memoryCgroup && code !== 0 && /heap out of memory|Reached heap limit|allocation failed|ENOMEM/i.test(output))) {
         return void finish(
           new DependencyInstallError('limit_exceeded', `npm install of ${run.what} ran out of memory (the install memory limit is ${Math.round(run.memoryBytes / MB)} MB); nothing was installed`, '', 'memory'),
         );
