@@ -32,8 +32,10 @@ before(async () => {
   slowCacheDir = mkdtempSync(join(tmpdir(), 'mcpworks-npm-slow-'));
   chmodSync(cacheDir, 0o755);
   chmodSync(slowCacheDir, 0o755);
-  server = await startTestServer({ cacheDir, npm: { ...CAPS, registry: registry.url } });
-  slowServer = await startTestServer({ cacheDir: slowCacheDir, npm: { timeoutSeconds: 3, registry: slowRegistry.url } });
+  [server, slowServer] = await Promise.all([
+    startTestServer({ cacheDir, npm: { ...CAPS, registry: registry.url } }),
+    startTestServer({ cacheDir: slowCacheDir, npm: { timeoutSeconds: 3, registry: slowRegistry.url } }),
+  ]);
 });
 after(async () => {
   await server.stop();

@@ -371,7 +371,10 @@ function runNpm(run: NpmRun): Promise<void> {
         );
       }
       const reason = npmReason(output, run.cwd, run.root);
-      if (cgroup?.oomKilled() || (!memoryCgroup && code !== 0 && /heap out of memory|Reached heap limit|allocation failed|ENOMEM/i.test(output))) {
+      // Without a memory cgroup, an allocation refused under the address-space limit shows as V8's
+      // out-of-memory report, or as Node aborting or crashing (the helper answers 128 + signal).
+      const rlimitMemory = !memoryCgroup && code !== 0 && (/heap out of memory|Reached heap limit|allocation failed|ENOMEM/i.test(output) || code === 134 || code === 139);
+      if (cgroup?.oomKilled() || rlimitMemory) {
         return void finish(
           new DependencyInstallError('limit_exceeded', `npm install of ${run.what} ran out of memory (the install memory limit is ${Math.round(run.memoryBytes / MB)} MB); nothing was installed`, '', 'memory'),
         );

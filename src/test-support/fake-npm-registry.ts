@@ -37,7 +37,8 @@ function tarEntry(name: string, content: Buffer): Buffer {
   header.write('0000000\0', 108);
   header.write('0000000\0', 116);
   header.write(`${content.length.toString(8).padStart(11, '0')}\0`, 124);
-  header.write(`${Math.floor(Date.now() / 1000).toString(8).padStart(11, '0')}\0`, 136);
+  // A fixed mtime: the tarball must hash the same every time it is built (its integrity is in the metadata).
+  header.write(`${(1_700_000_000).toString(8).padStart(11, '0')}\0`, 136);
   header.write('        ', 148);
   header.write('0', 156);
   header.write('ustar\0', 257);
