@@ -93,7 +93,7 @@ async function space(on = server): Promise<{ create: McpTestClient; key: string;
 }
 
 describe('npm installs of make_function (issue 10, item 9)', () => {
-  test('30 parallel installs against a stalled registry: at most the caps run, a bounded queue waits, the rest are refused at once; npm runs unprivileged without the server env', async () => {
+  test('30 parallel installs against a stalled registry: at most the caps run, a bounded queue waits, the rest are refused at once; npm runs unprivileged without the server env', { timeout: 300_000 }, async () => {
     const spaces = { a: await space(), b: await space() };
     const settled: Array<{ account: string; index: number; error: any; held: number }> = [];
     const calls = (['a', 'b'] as const).flatMap((account) =>
@@ -174,7 +174,7 @@ describe('npm installs of make_function (issue 10, item 9)', () => {
     }
   });
 
-  test('a stalled install ends at the time limit with a typed error naming the package; npm ran in memory- and pids-limited groups; nothing created', async () => {
+  test('a stalled install ends at the time limit with a typed error naming the package; npm ran in memory- and pids-limited groups; nothing created', { timeout: 120_000 }, async () => {
     const s = await space(slowServer);
     const call = s.create.callTool('make_function', { service: 'deps', name: 'limited', language: 'typescript', code: 'export default () => 1;', requirements: ['stall-limits@1.0.0'] });
     let limits: { memory: string; pids: string } | null = null;
@@ -210,7 +210,7 @@ describe('npm installs of make_function (issue 10, item 9)', () => {
     assert.equal(usage.executions, 0);
   });
 
-  test('a package from the registry installs, runs, and is not installed twice for parallel equal lists', async () => {
+  test('a package from the registry installs, runs, and is not installed twice for parallel equal lists', { timeout: 120_000 }, async () => {
     const s = await space();
     const made = await Promise.all(
       Array.from({ length: 4 }, (_, index) =>

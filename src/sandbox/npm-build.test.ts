@@ -179,7 +179,7 @@ describe('TypeScript requirements', () => {
 
     for (const cgroups of [true, false]) {
       const how = cgroups ? 'in its cgroup' : 'with rlimits only';
-      it(`metadata too big for the memory limit → out of memory, typed, nothing installed (${how}); a small package fits`, async () => {
+      it(`metadata too big for the memory limit → out of memory, typed, nothing installed (${how}); a small package fits`, { timeout: 120_000 }, async () => {
         const limits = { registry: registry.url, cgroups, memoryBytes: 96 * 1024 * 1024 };
         const before = installsIn(cacheRoot);
         const error = await expectInstallError(prepareTypescriptDependencies([`huge-${cgroups}@1.0.0`], cacheRoot, limits), 'limit_exceeded');
@@ -189,7 +189,7 @@ describe('TypeScript requirements', () => {
         assert.ok((await prepareTypescriptDependencies([`small-${cgroups}@1.0.0`], cacheRoot, limits)).dir);
       });
 
-      it(`a stalled registry → stopped at the time limit, no npm process left (${how})`, async () => {
+      it(`a stalled registry → stopped at the time limit, no npm process left (${how})`, { timeout: 60_000 }, async () => {
         const before = installsIn(cacheRoot);
         const error = await expectInstallError(prepareTypescriptDependencies([`stall-${cgroups}`], cacheRoot, { registry: registry.url, cgroups, timeoutMs: 2000 }), 'limit_exceeded');
         assert.equal(error.limit, 'timeout');
