@@ -94,10 +94,11 @@ async function space(on = server): Promise<{ create: McpTestClient; key: string;
 
 describe('npm installs of make_function (issue 10, item 9)', () => {
   test('30 parallel installs against a stalled registry: at most the caps run, a bounded queue waits, the rest are refused at once; npm runs unprivileged without the server env', { timeout: 300_000 }, async () => {
-    const spaces = { a: await space(), b: await space() };
-    const settled: Array<{ account: string; index: number; error: any; held: number }> = [];
-    const calls = (['a', 'b'] as const).flatMap((account) =>
-      Array.from({ length: 15 }, async (_, index) => {
+    // Three accounts, so the server-wide cap (2) binds before the per-account cap (1) does.
+    const spaces = { a: await space(), b: await space(), c: await space() };
+    const settled: Array<{ account: string; index: number; error: any }> = [];
+    const fire = (account: 'a' | 'b' | 'c') =>
+      Array.from({ length: 10 }, async (_, index) => {
         const result = await spaces[account].create.callTool('make_function', {
           service: 'deps',
           name: `f${index}`,
@@ -107,23 +108,33 @@ describe('npm installs of make_function (issue 10, item 9)', () => {
         });
         assert.equal(result.isError, true, `${account}${index} was created: ${JSON.stringify(result)}`);
         const text = result.content.find((c) => c.type === 'text')?.text ?? '';
-        settled.push({ account, index, error: JSON.parse(text).error, held: registry.stalled().length });
-      }),
-    );
+        settled.push({ account, index, error: JSON.parse(text).error });
+      });
 
-    // While the registry holds the installs nothing can finish but refusals: wait for all of them,
-    // sampling the npm processes alive and the requests held per account.
-    const mustRefuse = 30 - CAPS.concurrency - CAPS.queue;
+    // Sampled while the calls are in flight: npm processes alive, and requests held per account.
     let maxProcesses = 0;
     let maxPerAccount = 0;
     const seen = new Map<string, NpmProcess>();
-    for (let i = 0; i < 3000 && (settled.length < mustRefuse || registry.stalled().length < CAPS.concurrency || seen.size < CAPS.concurrency); i++) {
-      const live = npmProcesses();
-      maxProcesses = Math.max(maxProcesses, live.length);
-      for (const npm of live) seen.set(npm.pid, npm);
-      for (const account of ['a', 'b']) maxPerAccount = Math.max(maxPerAccount, registry.stalled().filter((name) => name.startsWith(`stall-${account}-`)).length);
-      await sleep(20);
-    }
+    const heldFor = (account: string) => registry.stalled().filter((name) => name.startsWith(`stall-${account}-`)).length;
+    const sampleUntil = async (done: () => boolean) => {
+      for (let i = 0; i < 3000 && !done(); i++) {
+        const live = npmProcesses();
+        maxProcesses = Math.max(maxProcesses, live.length);
+        for (const npm of live) seen.set(npm.pid, npm);
+        for (const account of ['a', 'b', 'c']) maxPerAccount = Math.max(maxPerAccount, heldFor(account));
+        await sleep(20);
+      }
+    };
+    // One account first: 1 install runs, 2 wait, the other 7 are refused (a second install of its own would show here).
+    const calls = fire('a');
+    await sampleUntil(() => (settled.length >= 10 - CAPS.accountConcurrency - CAPS.accountQueue && heldFor('a') >= 1) || heldFor('a') > CAPS.accountConcurrency);
+    assert.equal(heldFor('a'), CAPS.accountConcurrency, 'one account runs at most its cap');
+    // Then two more accounts: one more install fits the server's cap, the queue fills, the rest are refused.
+    calls.push(...fire('b'), ...fire('c'));
+    // While the registry holds the installs nothing can finish but refusals: wait for all of them.
+    const mustRefuse = 30 - CAPS.concurrency - CAPS.queue;
+    const overCap = () => maxProcesses > CAPS.concurrency || registry.stalled().length > CAPS.concurrency;
+    await sampleUntil(() => (settled.length >= mustRefuse && registry.stalled().length >= CAPS.concurrency && seen.size >= CAPS.concurrency) || overCap());
     assert.equal(settled.length, mustRefuse, JSON.stringify(settled));
     for (const s of settled) {
       assert.equal(s.error.type, 'rate_limited', JSON.stringify(s.error));

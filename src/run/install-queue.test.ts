@@ -22,7 +22,7 @@ async function refusal(promise: Promise<unknown>): Promise<DomainError> {
 }
 
 describe('InstallQueue', () => {
-  test('runs at most the caps at once; the queue holds the bound; the rest are refused at once; a freed slot goes to the first waiter that fits', async () => {
+  test('runs at most the caps at once; the queue holds the bound; the rest are refused at once; a freed slot goes to the first waiter that fits', { timeout: 10_000 }, async () => {
     const queue = new InstallQueue({ concurrency: 2, accountConcurrency: 1, queue: 3, accountQueue: 2, maxWaitMs: 60_000 });
     const started: string[] = [];
     const gates = new Map<string, ReturnType<typeof gate>>();
@@ -64,7 +64,7 @@ describe('InstallQueue', () => {
     assert.equal(await a3, 'a3');
   });
 
-  test('a waiter gives up after the wait bound with a typed error; a failed task frees its slot', async () => {
+  test('a waiter gives up after the wait bound with a typed error; a failed task frees its slot', { timeout: 10_000 }, async () => {
     const queue = new InstallQueue({ concurrency: 1, accountConcurrency: 1, queue: 4, accountQueue: 4, maxWaitMs: 50 });
     const hold = gate();
     const first = queue.run('a', () => hold.opened);

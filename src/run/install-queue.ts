@@ -54,7 +54,7 @@ export class InstallQueue {
         'rate_limited',
         mine >= this.limits.accountQueue
           ? `too many npm installs for this account at once (${this.runningBy.get(account) ?? 0} running, ${mine} waiting); try again when they finish`
-          : `the server is busy installing npm packages (${this.running} running, ${this.waiting.length} waiting); try again shortly`,
+          : `the server is busy with npm installs (${this.running} running, ${this.waiting.length} waiting); try again shortly`,
         { field: 'requirements', limit: 'npm_install_queue' },
       );
     }
