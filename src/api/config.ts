@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
+import type { NpmSettings } from '../run/typescript-dependencies.js';
 
 export interface ServerConfig {
   host: string;
@@ -18,6 +19,8 @@ export interface ServerConfig {
   secretKey?: string | undefined;
   /** Connection and request-time limits of the HTTP listener (defaults: DEFAULT_HTTP_LIMITS). */
   http?: Partial<HttpLimits>;
+  /** npm installs of TypeScript requirements: queue, caps, limits, user, registry. */
+  npm?: NpmSettings;
 }
 
 /** What one client, or all of them, may hold of the listener. */
@@ -62,7 +65,31 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
     http: httpFromEnv(env),
     secretKey: env.MCPWORKS_SECRET_KEY || undefined,
+    npm: npmFromEnv(env),
   };
+}
+
+function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
+  const count = (name: string): number | undefined => (env[name] ? positiveInteger(name, env[name]) : undefined);
+  const settings: NpmSettings = {};
+  const numbers = {
+    concurrency: 'MCPWORKS_NPM_CONCURRENCY',
+    accountConcurrency: 'MCPWORKS_NPM_ACCOUNT_CONCURRENCY',
+    queue: 'MCPWORKS_NPM_QUEUE',
+    accountQueue: 'MCPWORKS_NPM_ACCOUNT_QUEUE',
+    timeoutSeconds: 'MCPWORKS_NPM_TIMEOUT_S',
+    memoryMb: 'MCPWORKS_NPM_MEMORY_MB',
+  } as const;
+  for (const [field, name] of Object.entries(numbers) as Array<[keyof typeof numbers, string]>) {
+    const value = count(name);
+    if (value !== undefined) settings[field] = value;
+  }
+  if (env.MCPWORKS_NPM_USER) {
+    const match = /^(\d+)(?::(\d+))?$/.exec(env.MCPWORKS_NPM_USER);
+    if (!match || Number(match[1]) === 0 || Number(match[2] ?? match[1]) === 0) throw new Error(`MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not ${JSON.stringify(env.MCPWORKS_NPM_USER)}`);
+    settings.user = { uid: Number(match[1]), gid: Number(match[2] ?? match[1]) };
+  }
+  return settings;
 }
 
 function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {

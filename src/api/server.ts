@@ -55,7 +55,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
   const cacheDir = cacheDirFor(config);
-  const dependencies = new TypescriptDependencies(cacheDir);
+  const dependencies = new TypescriptDependencies(cacheDir, config.npm);
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
   const schemas = new SchemaGuard();
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);

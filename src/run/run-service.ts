@@ -158,7 +158,7 @@ export class RunService {
     const mounts: SandboxMount[] = [{ source: pkg.dir, target: PACKAGE_MOUNT }];
     if (language === 'typescript') {
       for (const fn of snapshot) {
-        const modules = await this.deps.dependencies.nodeModulesFor(fn.definition);
+        const modules = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
         if (modules) mounts.push({ source: modules, target: `${NODE_LIBRARY}/functions/_code/${toIdentifier(fn.service)}__${toIdentifier(fn.name)}/node_modules` });
       }
     }
@@ -189,7 +189,7 @@ export class RunService {
         const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
         return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
       }
-      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
+      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
       // A sandbox of its own costs the server what a call does: it takes a unit of the account's
       // per-minute rate (not of the monthly quota, which counts the execute once).
       const perMinute = this.tierLimits(ctx.principal).executionsPerMinute;
@@ -338,7 +338,7 @@ export class RunService {
     } else if (refused) {
       result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {
-      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition);
+      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
       const outcome = await this.deps.sandbox.run({
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
         code: await this.code.codeOf(fn),

@@ -15,9 +15,12 @@ export { createBubblewrapSandbox, networkFromEnvironment, SandboxUnavailableErro
 export { networkAvailable } from './network.js';
 export {
   prepareTypescriptDependencies,
+  installedDependencies,
+  NPM_DEFAULTS,
   dependencyKey,
   parseRequirement,
   DependencyInstallError,
   type DependencyInstallErrorReason,
   type PreparedDependencies,
+  type PrepareOptions,
 } from './npm-build.js';

@@ -10,8 +10,8 @@ import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '
 import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
 
-/** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages). */
-export type VersionPreparer = (definition: FunctionDefinition) => Promise<void>;
+/** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages, queued per account). */
+export type VersionPreparer = (definition: FunctionDefinition, accountId: string) => Promise<void>;
 
 /** Compiles a user's JSON Schema where untrusted work may run (the schema workers), never inline. */
 export interface SchemaCompiler {
@@ -183,7 +183,7 @@ export class CatalogService {
     const definition = buildDefinition(definitionInput, null);
     const metadata = buildMetadata(metadataInput, null);
     await this.compileSchemas(principal, definition.inputSchema, definition.outputSchema);
-    await this.prepareVersion(definition);
+    await this.prepareVersion(definition, principal.accountId);
     const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
       const clash = await this.store.findFunctionByIdentifier(service.id, name, trx);
       if (clash) throw this.nameClash('function', name, clash.name);
@@ -217,7 +217,7 @@ export class CatalogService {
       const draft = restore === undefined ? buildDefinition(input, versionToDefinition(current.version)) : undefined;
       // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
       if (draft) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
-      if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft);
+      if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft, principal.accountId);
       const prepared = draft ? preparationKey(draft) : undefined;
 
       const outcome = await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
