@@ -272,7 +272,8 @@ const attacks: Record<AttackName, Attack> = {
     },
   },
 
-  // Item 3: scanning a 1 MB result against two 6 KB env values, and an answer nested 400,000 deep.
+  // Item 3: scanning a 1 MB result against two 5 KB env values (two of 6 KB do not fit the 16 KB
+  // header limit once base64-encoded), and an answer nested 400,000 deep.
   scanner: {
     async prepare(server) {
       const account = await createAccount(server.url);
@@ -287,7 +288,7 @@ const attacks: Record<AttackName, Attack> = {
           code: 'import os\nos.write(3, b\'{"ok":true,"result":\' + b"[" * 400000 + b"]" * 400000 + b"}\\n")\nos._exit(0)\n',
         },
       ]);
-      const value = (seed: string) => Array.from({ length: 6000 }, (_, i) => 'abcdefghijklmnopqrstuvwxyz0123456789'[(i * 7 + seed.charCodeAt(0)) % 36]).join('');
+      const value = (seed: string) => Array.from({ length: 5000 }, (_, i) => 'abcdefghijklmnopqrstuvwxyz0123456789'[(i * 7 + seed.charCodeAt(0)) % 36]).join('');
       const env = Buffer.from(JSON.stringify({ K1: value('a'), K2: value('b') })).toString('base64');
       const clients = await Promise.all(Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-scanner?mode=tools`, account.key, 'v2', { 'X-MCPWorks-Env': env })));
       return async () => {
