@@ -152,6 +152,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         const ticket = ctx.extra.ticket;
         if (ticket) ticket.started = true;
         try {
+          // Not admitted because the namespace is not the key's (or the key lacks execute): say that.
+          if (!ticket) await snapshotOf(scope);
           if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
           return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined);
         } catch (error) {
