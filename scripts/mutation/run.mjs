@@ -2,7 +2,7 @@
 // Mutation measure of the security rules: breaks one enforcing line at a time (mutants.json) in a
 // scratch copy of the tree, runs the test files that should catch it, and scores killed/survived.
 //
-//   node scripts/mutation/run.mjs [--only ID|MODULE[,…]] [--timeout SECONDS] [--list]
+//   node scripts/mutation/run.mjs [--only ID|MODULE[,…]] [--timeout SECONDS] [--list | --check]
 //                                 [--no-baseline] [--min-score PERCENT] [--report FILE] [--keep]
 //
 // Never touches the working tree: the scratch copy lives under /tmp (tracked and untracked files,
@@ -23,9 +23,16 @@ const { mutants } = JSON.parse(readFileSync(path.join(repo, 'scripts/mutation/mu
 const only = args.only ? args.only.split(',').map((s) => s.trim()).filter(Boolean) : [];
 const selected = mutants.filter((m) => only.length === 0 || only.some((o) => m.id === o || m.module === o || m.id.startsWith(o)));
 if (selected.length === 0) fail(`no mutant matches --only ${args.only}`);
-if (args.list) {
-  for (const m of selected) console.log(`${m.id.padEnd(34)} ${m.module.padEnd(12)} ${m.file}  ${m.description}`);
-  process.exit(0);
+if (args.list || args.check) {
+  // --check: only whether each snippet still matches exactly once (read from the working tree, unchanged).
+  let stale = 0;
+  for (const m of selected) {
+    const count = existsSync(path.join(repo, m.file)) ? readFileSync(path.join(repo, m.file), 'utf8').split(m.find).length - 1 : 0;
+    if (count !== 1) stale++;
+    if (args.list || count !== 1) console.log(`${count === 1 ? '' : `STALE(${count}) `}${m.id.padEnd(34)} ${m.module.padEnd(12)} ${m.file}  ${m.description}`);
+  }
+  console.log(`${selected.length} mutants, ${stale} stale`);
+  process.exit(stale > 0 ? 1 : 0);
 }
 const timeoutMs = Number(args.timeout ?? 900) * 1000;
 
@@ -198,7 +205,7 @@ function parseArgs(argv) {
     const arg = argv[i];
     if (!arg.startsWith('--')) fail(`unexpected argument ${arg}`);
     const [name, inline] = arg.slice(2).split('=', 2);
-    if (['list', 'no-baseline', 'keep'].includes(name)) out[name] = true;
+    if (['list', 'check', 'no-baseline', 'keep'].includes(name)) out[name] = true;
     else if (['only', 'timeout', 'min-score', 'report'].includes(name)) out[name] = inline ?? argv[++i];
     else fail(`unknown option --${name}`);
   }
