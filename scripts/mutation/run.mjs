@@ -39,14 +39,19 @@ const timeoutMs = Number(args.timeout ?? 900) * 1000;
 const scratch = mkdtempSync(path.join(tmpdir(), 'mcpworks-mutation-'));
 chmodSync(scratch, 0o755);
 let pg = null;
+/** The test run in progress (its own process group), ended with the script. */
+let current = null;
 const cleanup = () => {
+  if (current) killGroup(current.pid);
   if (pg?.started) spawnSyncQuiet(path.join(repo, 'scripts/postgres-test.sh'), ['stop', pg.dir]);
   if (!args.keep) rmSync(scratch, { recursive: true, force: true });
 };
-process.on('SIGINT', () => {
-  cleanup();
-  process.exit(130);
-});
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]]) {
+  process.on(signal, () => {
+    cleanup();
+    process.exit(code);
+  });
+}
 
 try {
   copyTree();
@@ -116,6 +121,7 @@ function runTests(m) {
   const started = Date.now();
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=dot', ...m.tests], { cwd: scratch, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    current = child;
     let output = '';
     const keep = (chunk) => {
       output = (output + chunk).slice(-20_000);
@@ -125,20 +131,13 @@ function runTests(m) {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      killGroup(child.pid);
     }, timeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);
+      current = null;
       // The group may still hold stragglers (a test's server); end them.
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      killGroup(child.pid);
       const seconds = Math.round((Date.now() - started) / 1000);
       resolve({ passed: !timedOut && code === 0, reason: timedOut ? 'timeout' : `exit ${code}`, seconds, tail: output.slice(-4000) });
     });
@@ -210,6 +209,14 @@ function parseArgs(argv) {
     else fail(`unknown option --${name}`);
   }
   return out;
+}
+
+function killGroup(pid) {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
 function spawnSyncQuiet(command, argv) {
