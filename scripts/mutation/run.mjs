@@ -93,8 +93,11 @@ try {
     } finally {
       writeFileSync(file, original);
     }
-    const status = outcome.passed ? 'SURVIVED' : outcome.reason === 'timeout' ? 'killed (timeout)' : 'killed';
-    results.push({ ...m, status, seconds: outcome.seconds });
+    // A run that could not load its modules (node_modules being reinstalled underneath us) says
+    // nothing about the mutant: not scored, and listed so it can be run again.
+    const broken = !outcome.passed && BROKEN_RUN.test(outcome.tail);
+    const status = broken ? 'error (the tests could not load)' : outcome.passed ? 'SURVIVED' : outcome.reason === 'timeout' ? 'killed (timeout)' : 'killed';
+    results.push({ ...m, status, seconds: outcome.seconds, ...(broken ? { tail: outcome.tail } : {}) });
     log(`${status.padEnd(16)} ${m.id}  (${outcome.seconds} s) ${m.description}`);
   }
 
@@ -104,10 +107,14 @@ try {
   const score = scored.length ? (100 * killed) / scored.length : 0;
   if (args.report) writeFileSync(args.report, JSON.stringify({ score, results, stale }, null, 2));
   const below = args['min-score'] !== undefined && score < Number(args['min-score']);
-  process.exitCode = stale.length > 0 || baselineFailures.size > 0 || below ? 1 : 0;
+  const errors = results.filter((r) => r.status.startsWith('error'));
+  if (errors.length > 0) console.log(`\n=== not scored, run again: ${errors.map((r) => r.id).join(',')}`);
+  process.exitCode = stale.length > 0 || baselineFailures.size > 0 || errors.length > 0 || below ? 1 : 0;
 } finally {
   cleanup();
 }
+
+const BROKEN_RUN = /ERR_MODULE_NOT_FOUND|Cannot find (module|package)|ERR_PACKAGE_PATH_NOT_EXPORTED|Error \[ERR_LOAD_URL\]/;
 
 function testKey(m) {
   return `${m.postgres ? 'postgres' : 'pglite'}: ${[...m.tests].sort().join(' ')}`;
