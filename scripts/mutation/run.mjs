@@ -16,6 +16,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+// Output of a test run that could not load its modules (not a verdict on the mutant).
+const BROKEN_RUN = /ERR_MODULE_NOT_FOUND|Cannot find (module|package)|ERR_PACKAGE_PATH_NOT_EXPORTED|Error \[ERR_LOAD_URL\]/;
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = parseArgs(process.argv.slice(2));
 const { mutants } = JSON.parse(readFileSync(path.join(repo, 'scripts/mutation/mutants.json'), 'utf8'));
@@ -113,8 +115,6 @@ try {
 } finally {
   cleanup();
 }
-
-const BROKEN_RUN = /ERR_MODULE_NOT_FOUND|Cannot find (module|package)|ERR_PACKAGE_PATH_NOT_EXPORTED|Error \[ERR_LOAD_URL\]/;
 
 function testKey(m) {
   return `${m.postgres ? 'postgres' : 'pglite'}: ${[...m.tests].sort().join(' ')}`;
