@@ -30,9 +30,11 @@ const INLINE: Record<LimitAttack, { python: string; typescript: string }> = {
   big: { python: 'result = "x" * 100000', typescript: 'result = "x".repeat(100000);' },
 };
 
+// The caller keeps only whether the callee returned: a callee's oversized result must be refused
+// at the callee, not only later by the caller's own limit.
 const CATCHING = {
-  python: (fn: string) => `from functions import ${fn}\ntry:\n    result = {"value": ${fn}()}\nexcept Exception as error:\n    result = {"caught": error.error_type}`,
-  typescript: (fn: string) => `import { ${fn} } from "functions";\ntry { result = { value: await ${fn}() }; } catch (error: any) { result = { caught: error.errorType }; }`,
+  python: (fn: string) => `from functions import ${fn}\ntry:\n    ${fn}()\n    result = {"value": "returned"}\nexcept Exception as error:\n    result = {"caught": error.error_type}`,
+  typescript: (fn: string) => `import { ${fn} } from "functions";\ntry { await ${fn}(); result = { value: "returned" }; } catch (error: any) { result = { caught: error.errorType }; }`,
 };
 
 /** Runs `attack` on every path for an account on `tier`; each run must fail with `expectedType`. */
