@@ -479,9 +479,32 @@ result = {
     const fds = resultOf(await py('import os\nresult = sorted(os.listdir("/proc/self/fd"), key=int)\n'));
     // 0-2 stdio, 3 the answer pipe, 4 the reopened stdin (/dev/null), 5 the listing itself.
     assert.deepEqual(fds, ['0', '1', '2', '3', '4', '5']);
-    // PID 1 is bubblewrap's init, or in a zygote child the run's undumpable init, whose fds stay closed to it.
-    const targets = resultOf(await py('import os\ntry:\n    result = [os.readlink(f"/proc/1/fd/{fd}") for fd in os.listdir("/proc/1/fd")]\nexcept PermissionError:\n    result = []\n'));
-    for (const target of targets) assert.match(target, /^(\/dev\/null|pipe:|socket:|anon_inode:)/);
+    // Every descriptor of every process the run can see: its own, and PID 1 (bubblewrap's init, or
+    // in a zygote child the run's undumpable init, whose fds stay closed to it). The lists must not
+    // be empty, so the check checks something in every configuration (pool, zygote, cold).
+    const probe = `import os
+seen, closed = [], []
+for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        closed.append(int(pid))
+        continue
+    for fd in fds:
+        try:
+            seen.append([int(pid), os.readlink(f"/proc/{pid}/fd/{fd}")])
+        except FileNotFoundError:
+            pass
+result = {"self": os.getpid(), "seen": seen, "closed": closed}
+`;
+    const { self, seen, closed } = resultOf(await py(probe)) as { self: number; seen: Array<[number, string]>; closed: number[] };
+    assert.ok(seen.filter(([pid]) => pid === self).length >= 5, `the run's own descriptors were read: ${JSON.stringify(seen)}`);
+    assert.ok(seen.some(([pid]) => pid === 1) || closed.includes(1), 'PID 1 was looked at');
+    for (const [pid, target] of seen) assert.match(target, /^(\/dev\/null|pipe:|socket:|anon_inode:)/, `pid ${pid}`);
+    // The same from Node (a pre-started sandbox).
+    const nodeTargets: string[] = resultOf(await ts('import { readdirSync, readlinkSync } from "node:fs";\nexport default () => readdirSync("/proc/self/fd").flatMap((fd) => { try { return [readlinkSync(`/proc/self/fd/${fd}`)]; } catch { return []; } });\n'));
+    assert.ok(nodeTargets.length >= 3, JSON.stringify(nodeTargets));
+    for (const target of nodeTargets) assert.match(target, /^(\/dev\/null|pipe:|socket:|anon_inode:)/, JSON.stringify(nodeTargets));
   });
 
   it("from Node, import('node:child_process') and process.binding reach only the sandbox", async () => {

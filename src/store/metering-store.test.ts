@@ -91,6 +91,30 @@ describe('metering store', () => {
     assert.equal((await metering.usage(accountId, new Date())).executions, 10);
   });
 
+  // The races: many admissions of one account at once. On PostgreSQL (scripts/test.sh re-runs this
+  // file there) they go over up to 10 parallel connections, so without the account's row lock in
+  // mcpworks_admit two of them read the same count and both pass: these tests then fail. PGlite
+  // serialises every checkout, so there they cannot fail; they must run on PostgreSQL.
+  for (const [gate, limits, code] of [
+    ['monthly quota', { monthlyExecutions: 7 }, 'QUOTA_EXCEEDED'],
+    ['per-minute rate', { executionsPerMinute: 7 }, 'EXECUTION_RATE_EXCEEDED'],
+    ['concurrency', { concurrency: 7 }, 'CONCURRENCY_LIMIT_EXCEEDED'],
+  ] as const) {
+    test(`race: 4 accounts x 40 parallel admissions against a ${gate} of 7 admit exactly 7 each`, async () => {
+      // One instant for all (the rate window must not roll over mid-test).
+      const now = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 1_000);
+      const accounts = await Promise.all(Array.from({ length: 4 }, () => newAccount()));
+      const results = await Promise.all(accounts.flatMap(({ accountId }) => Array.from({ length: 40 }, () => admit(accountId, limits, now).then((r) => ({ accountId, ...r })))));
+      for (const { accountId } of accounts) {
+        const mine = results.filter((r) => r.accountId === accountId);
+        assert.equal(mine.filter((r) => r.rejection === undefined).length, 7, `${gate}: admitted`);
+        assert.ok(mine.filter((r) => r.rejection !== undefined).every((r) => r.rejection?.code === code));
+        const usage = await metering.usage(accountId, now);
+        assert.deepEqual([usage.executions, usage.lastMinute, usage.active], [7, 7, 7], `${gate}: counted`);
+      }
+    });
+  }
+
   test('the concurrency limit counts held slots; settling frees one', async () => {
     const { accountId } = await newAccount();
     const first = await admit(accountId, { concurrency: 1 });
