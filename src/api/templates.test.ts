@@ -1,7 +1,10 @@
 // The five templates, executed end to end through the run endpoint. api-connector and
 // slack-notifier need egress, so this server gives its sandboxes network (MCPWORKS_SANDBOX_NETWORK=on);
 // the only outside host reachable from this build's machines is the npm registry, so they call it.
+// Where the registry's address lies in a range runs are refused (on these build machines it is in
+// a documentation range), the operator's allow-list (MCPWORKS_SANDBOX_NETWORK_ALLOW) opens exactly it.
 import assert from 'node:assert/strict';
+import { lookup } from 'node:dns/promises';
 import { after, before, test } from 'node:test';
 import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
@@ -10,6 +13,8 @@ let run: McpTestClient;
 
 before(async () => {
   process.env.MCPWORKS_SANDBOX_NETWORK = 'on';
+  const registry = await lookup('registry.npmjs.org', { all: true, family: 4 });
+  process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW = registry.map((entry) => `${entry.address}/32`).join(',');
   server = await startTestServer();
   const account = await createAccount(server.url);
   const create = await connect(`${server.url}/mcp/create/templates`, account.key);
@@ -23,6 +28,7 @@ before(async () => {
 after(async () => {
   await server?.stop();
   delete process.env.MCPWORKS_SANDBOX_NETWORK;
+  delete process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW;
 });
 
 const call = async (tool: string, args: Record<string, unknown>) => {

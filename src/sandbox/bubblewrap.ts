@@ -35,7 +35,7 @@ import { ZygotePool, type ZygoteCgroups, type ZygoteOptions, type ZygoteProcess,
 import { findPythonPackage } from '../core/python-packages.js';
 import { transpileTypescript } from './transpile.js';
 import { MountViews } from './mount-views.js';
-import { attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
+import { allowedRoutes, attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 
 const MB = 1024 * 1024;
 /** The user and group the function sees inside its namespace. */
@@ -212,6 +212,14 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const network = options.network ?? networkFromEnvironment();
   if (network && !networkAvailable()) {
     throw new SandboxUnavailableError('MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed');
+  }
+  // A bad allow-list stops the server at start, not each run later.
+  if (network) {
+    try {
+      allowedRoutes();
+    } catch (error) {
+      throw new SandboxUnavailableError((error as Error).message);
+    }
   }
   const isRoot = process.getuid?.() === 0;
   // A fixed user (the option) or, by default, a uid per sandbox from the range.

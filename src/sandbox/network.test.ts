@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox } from './bubblewrap.js';
-import { hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './network.js';
+import { allowedRoutes, hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './network.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 let sandbox: Sandbox;
@@ -141,5 +141,44 @@ export default async function main(input: { host: string; port: number }) {
     assert.equal(result.tcp, 'EACCES');
     assert.equal(result.udp, 'connected');
     assert.ok(result.processes >= 1 && result.processes <= 3, String(result.processes));
+  });
+});
+
+describe('network on: the operator allow-list (MCPWORKS_SANDBOX_NETWORK_ALLOW)', { skip: !networkAvailable() && 'needs root, slirp4netns, nsenter and ip' }, () => {
+  it('opens exactly the allowed prefix of a refused range; the host, loopback and link-local can never be allowed', async () => {
+    const host = hostNetworks().find((network) => network.endsWith('/32'))!;
+    for (const bad of ['127.0.0.1', '169.254.169.254/32', '10.0.2.2', host, '10.0.0.0/8', 'not-an-address', '203.0.113.0/4']) {
+      assert.throws(() => allowedRoutes(bad), /MCPWORKS_SANDBOX_NETWORK_ALLOW/, bad);
+    }
+    assert.deepEqual(allowedRoutes(' 203.0.113.80 , 198.51.100.0/24'), ['203.0.113.80/32', '198.51.100.0/24']);
+    process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW = '203.0.113.80/32';
+    const allowing = createBubblewrapSandbox({ network: true, pool: false });
+    try {
+      // UDP connect() only picks a route: refused prefixes answer EACCES at once, nothing is sent.
+      const code = `import errno, socket
+def attempt(address):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((address, 53))
+        return "connected"
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error))
+    finally:
+        s.close()
+result = {a: attempt(a) for a in ["203.0.113.80", "203.0.113.81", "169.254.169.254", "10.0.2.2"]}
+`;
+      const outcome = await allowing.run({ language: 'python', code, input: {}, limits: pro });
+      assert.equal(outcome.ok, true, JSON.stringify(outcome));
+      assert.deepEqual((outcome as { result: unknown }).result, { '203.0.113.80': 'connected', '203.0.113.81': 'EACCES', '169.254.169.254': 'EACCES', '10.0.2.2': 'EACCES' });
+    } finally {
+      delete process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW;
+      await allowing.close();
+    }
+    process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW = host;
+    try {
+      assert.throws(() => createBubblewrapSandbox({ network: true }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
+    } finally {
+      delete process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW;
+    }
   });
 });

@@ -96,6 +96,39 @@ export function refusedRoutes(): string[] {
   return [...new Set([...REFUSED_RANGES, ...hostNetworks()].map(normal))].filter((prefix) => prefix !== SLIRP_NETWORK);
 }
 
+/** Where an IPv4 prefix starts and how many addresses it holds, as numbers. */
+function ipv4Span(prefix: string): [number, number] {
+  const [address, length] = prefix.split('/') as [string, string];
+  const start = networkOf(address, Number(length)).split('/')[0]!.split('.').reduce((sum, part) => sum * 256 + Number(part), 0);
+  return [start, 2 ** (32 - Number(length))];
+}
+
+/** Never open to a run, whatever the operator allows: loopback, link-local, slirp's gateway (the host). */
+const NEVER_ALLOWED = ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '10.0.2.0/24', '224.0.0.0/4', '240.0.0.0/4'];
+
+/**
+ * MCPWORKS_SANDBOX_NETWORK_ALLOW: IPv4 prefixes in refused ranges that the operator opens to runs
+ * (an internal package mirror or API on a private network, say), routed past the prohibit routes by
+ * being more specific. A prefix that overlaps loopback, link-local, slirp's gateway or any network
+ * this host is connected to (the server's own ports) is refused, so the server stays unreachable.
+ */
+export function allowedRoutes(value = process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW): string[] {
+  const entries = (value ?? '').split(',').map((entry) => entry.trim()).filter(Boolean);
+  const forbidden = [...NEVER_ALLOWED, ...hostNetworks().filter((prefix) => !prefix.includes(':'))].map(ipv4Span);
+  return entries.map((entry) => {
+    const [address, length = '32'] = entry.split('/') as [string, string | undefined];
+    if (!isIPv4(address) || !/^\d{1,2}$/.test(length) || Number(length) < 8 || Number(length) > 32) {
+      throw new Error(`MCPWORKS_SANDBOX_NETWORK_ALLOW: ${JSON.stringify(entry)} is not an IPv4 address or prefix of /8 to /32`);
+    }
+    const prefix = networkOf(address, Number(length));
+    const [start, size] = ipv4Span(prefix);
+    if (forbidden.some(([from, count]) => start < from + count && from < start + size)) {
+      throw new Error(`MCPWORKS_SANDBOX_NETWORK_ALLOW: ${prefix} overlaps loopback, link-local, the sandbox gateway or a network of this host, which runs may never reach`);
+    }
+    return prefix;
+  });
+}
+
 function readInfo(stream: NodeJS.ReadableStream): Promise<number> {
   return new Promise((resolve, reject) => {
     let text = '';
@@ -187,7 +220,7 @@ export async function attachNetwork(child: ChildProcess): Promise<NetworkAttachm
     const routes = refusedRoutes()
       .filter((prefix) => ipv6 || !prefix.includes(':'))
       .map((prefix) => `route add prohibit ${prefix}\n`)
-      .join('');
+      .join('') + allowedRoutes().map((prefix) => `route add ${prefix} via 10.0.2.2 dev tap0 onlink\n`).join('');
     const script = `${ipv6 ? 'echo 1 > /proc/sys/net/ipv6/conf/tap0/disable_ipv6 && ' : ''}exec "$0" -batch -`;
     await runQuiet(NSENTER, ['-t', String(pid), '-n', '/bin/sh', '-c', script, IP], routes);
     streams[6].end('1');
