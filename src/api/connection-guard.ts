@@ -3,10 +3,13 @@ import type { Socket } from 'node:net';
 import type { HttpLimits } from './config.js';
 import type { Logger } from './logger.js';
 import { clientAddress, plainAddress } from './client-address.js';
+import { clientKeyOf } from '../core/accounts.js';
 
 const REFUSED = Symbol('mcpworks.refused');
 
 const normalizeAddress = (address: string | undefined) => plainAddress(address ?? '');
+/** One client per IPv4 address or IPv6 /64 (a host is handed a whole /64), as sign-in limits count. */
+const clientOf = (address: string | undefined) => clientKeyOf(normalizeAddress(address));
 
 function refusalBody(message: string): string {
   return JSON.stringify({ error: { type: 'rate_limited', message } });
@@ -33,14 +36,15 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
   // Runs after the HTTP server's own connection listener (registered when it was created).
   server.on('connection', (socket: Socket) => {
     const peer = normalizeAddress(socket.remoteAddress);
+    const client = clientOf(peer);
     open += 1;
-    perPeer.set(peer, (perPeer.get(peer) ?? 0) + 1);
+    perPeer.set(client, (perPeer.get(client) ?? 0) + 1);
     socket.once('close', () => {
       open -= 1;
-      release(perPeer, peer);
+      release(perPeer, client);
     });
     const overTotal = open > limits.maxConnections;
-    const overPeer = !trusted.has(peer) && perPeer.get(peer)! > limits.maxConnectionsPerIp;
+    const overPeer = !trusted.has(peer) && perPeer.get(client)! > limits.maxConnectionsPerIp;
     if (!overTotal && !overPeer) return;
     // Refused before any request is parsed: a short 503, then the socket is gone.
     (socket as Socket & { [REFUSED]?: boolean })[REFUSED] = true;
@@ -59,13 +63,14 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     const forwarded = req.headers['x-forwarded-for'];
     const client = clientAddress(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, limits.trustedProxies);
     if (!client || client === peer) return listener(req, res);
-    const inFlight = (perForwarded.get(client) ?? 0) + 1;
+    const forwardedClient = clientOf(client);
+    const inFlight = (perForwarded.get(forwardedClient) ?? 0) + 1;
     if (inFlight > limits.maxConnectionsPerIp) {
       res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(refusalBody('too many requests in flight from your address; retry shortly'));
       return;
     }
-    perForwarded.set(client, inFlight);
-    res.once('close', () => release(perForwarded, client));
+    perForwarded.set(forwardedClient, inFlight);
+    res.once('close', () => release(perForwarded, forwardedClient));
     return listener(req, res);
   };
 }

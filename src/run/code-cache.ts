@@ -35,6 +35,8 @@ export class CodeCache {
   private remember(id: string, code: string): void {
     const size = code.length * 2;
     if (size > this.maxBytes) return;
+    // Two calls that missed at once load the same version: count it once.
+    if (this.entries.has(id)) return;
     this.entries.set(id, code);
     this.bytes += size;
     for (const [key, value] of this.entries) {

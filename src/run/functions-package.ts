@@ -87,7 +87,8 @@ export class FunctionsPackageBuilder {
         renameSync(temporary, stored);
       }
       try {
-        linkSync(stored, target);
+        // A link made before a collector removed the stored name (then ENOENT from utimes) stands.
+        if (!existsSync(target)) linkSync(stored, target);
         const now = new Date();
         utimesSync(stored, now, now);
         return;

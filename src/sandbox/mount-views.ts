@@ -64,7 +64,9 @@ export class MountViews {
 
 function identity(path: string): string {
   const stat = statSync(path, { bigint: true });
-  return `${stat.dev}:${stat.ino}:${stat.birthtimeNs}:${stat.ctimeNs}`;
+  // Not ctime: marking a package used (utimes) changes it on every run, and a new mirror per run
+  // would also be a new zygote and pool shape per run. What is mirrored is immutable once made.
+  return `${stat.dev}:${stat.ino}:${stat.birthtimeNs}`;
 }
 
 /** Recreates the tree at `source` under `target`: directories made, files linked, symlinks copied. */
