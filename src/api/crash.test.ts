@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import { callOk, connect, createAccount, freshDatabaseUrl, type ClientEra, type McpTestClient } from '../test-support/harness.js';
+import { callOk, connect, createAccount, freshDatabaseUrl, TEST_SECRET_KEY, type ClientEra, type McpTestClient } from '../test-support/harness.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROUNDS = 3;
@@ -51,7 +51,8 @@ async function startChild(dataDir: string, databaseUrl: string | undefined): Pro
     delete env.MCPWORKS_DATA_DIR;
     delete env.PORT;
     delete env.HOST;
-    if (databaseUrl) env.DATABASE_URL = databaseUrl;
+    // Several processes on one PostgreSQL share the API key secret, as the server requires.
+    if (databaseUrl) Object.assign(env, { DATABASE_URL: databaseUrl, MCPWORKS_SECRET_KEY: TEST_SECRET_KEY });
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir], {
       cwd: REPO_ROOT,
       env,
