@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { encodeEnvHeader } from '../core/env-header.js';
-import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
+import { callError, callOk, connect, createAccount, parseResult, startTestServer, type TestServer } from '../test-support/harness.js';
+import { MARKER, HELLO, tenantsOf } from '../test-support/tenants.js';
 
 let server: TestServer;
 before(async () => {
@@ -14,41 +15,7 @@ after(async () => {
   await server?.stop();
 });
 
-const MARKER = 'tenant-private-result-7f3a';
-const HELLO = `def main(input_data):\n    return {"secret": "${MARKER}"}\n`;
-const TS_HELLO = `export default function main() { return { secret: "${MARKER}" }; }`;
-
-interface Tenant {
-  account: TestAccount;
-  ns: string;
-  create: McpTestClient;
-}
-
-async function tenant(ns = `g-${Math.random().toString(36).slice(2, 10)}`, account?: TestAccount): Promise<Tenant> {
-  account ??= await createAccount(server.url);
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  await callOk(create, 'make_service', { name: 'utils' });
-  await callOk(create, 'make_function', { service: 'utils', name: 'hello', code: HELLO });
-  await callOk(create, 'make_function', { service: 'utils', name: 'ts-hello', language: 'typescript', code: TS_HELLO });
-  return { account, ns, create };
-}
-
-const runUrl = (ns: string, mode: 'code' | 'tools') => `${server.url}/mcp/run/${ns}${mode === 'tools' ? '?mode=tools' : ''}`;
-
-/** The month's count and the active slots of an account, read with its login session. */
-async function usage(account: TestAccount): Promise<{ executions: number; active: number }> {
-  const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } });
-  assert.equal(response.status, 200);
-  const body = await response.json();
-  return { executions: body.executions, active: body.concurrency.active };
-}
-
-async function assertHealthy(): Promise<void> {
-  const response = await fetch(`${server.url}/healthz`);
-  assert.equal(response.status, 200);
-  assert.equal((await response.json()).status, 'ok');
-}
+const { tenant, runUrl, usage, assertHealthy } = tenantsOf(() => server);
 
 describe('history is per namespace', () => {
   test('list_executions, describe_execution and list_security_events show only their own namespace', async () => {
