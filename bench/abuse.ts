@@ -368,15 +368,17 @@ const attacks: Record<AttackName, Attack> = {
                 refused++;
                 resolve();
               });
-              socket.on('close', () => closedByServer++);
+              // Read what the server sends (a 503, a 408), so its close is seen.
+              socket.resume();
+              socket.on('end', () => closedByServer++);
             }),
           );
           await Promise.all(batch);
         }
         while (Date.now() < deadline) await sleep(200);
-        const stillOpen = sockets.filter((socket) => !socket.destroyed && !socket.readableEnded).length;
+        const stillOpen = sockets.filter((socket) => !socket.readableEnded).length;
         for (const socket of sockets) socket.destroy();
-        return `${opened} opened, ${refused} refused, ${stillOpen} still open at the end (${closedByServer} closed)`;
+        return `${opened} opened, ${refused} refused at connect, ${closedByServer} closed by the server, ${stillOpen} still open at the end`;
       };
     },
   },
