@@ -657,6 +657,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         // The helper is spared: it reaps what the kill leaves and exits (no orphan, no zombie).
         cgroup!.killAll(child.pid);
         exit = { code: 0, signal: null, spawnFailed: false };
+        // What the run printed before answering is in the pipes, but their reads may come a turn
+        // after the answer's: wait for the pipes' end (the helper exits once the kill is reaped,
+        // within milliseconds), bounded so a stuck helper cannot hold the answer.
+        await Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), delay(100)]);
       } else {
         exit = await exited;
       }
@@ -790,6 +794,14 @@ function checkMounts(request: SandboxRequest): void {
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** Settles when a stream has ended or closed (at once for none, or one that already has). */
+const ended = (stream: NodeJS.ReadableStream | null | undefined) =>
+  new Promise<void>((resolve) => {
+    const readable = stream as (NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean }) | null | undefined;
+    if (!readable || readable.readableEnded || readable.destroyed) return resolve();
+    readable.once('end', () => resolve());
+    readable.once('close', () => resolve());
+  });
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {
