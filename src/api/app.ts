@@ -17,6 +17,7 @@ import { csrfRejection } from './same-origin.js';
 import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
 import { ENV_HEADER, parseEnvHeader } from '../core/env-header.js';
 import type { RunService } from '../run/run-service.js';
+import type { DatabaseHealth } from '../store/db-health.js';
 
 export interface AppDependencies {
   accounts: AccountService;
@@ -27,6 +28,8 @@ export interface AppDependencies {
   logger: Logger;
   version: string;
   databaseKind: string;
+  /** The database's reachability and storage state (/healthz). */
+  health?: DatabaseHealth;
   /** When set, `{ns}.create.{baseHost}` and `{ns}.run.{baseHost}` route to the namespace endpoints. */
   baseHost?: string | undefined;
   /** DNS-rebinding protection: which Host and Origin hostnames requests may carry. */
@@ -174,7 +177,16 @@ export function createApp(deps: AppDependencies): Hono {
     return serveMcp(c, route.kind, route.namespace);
   });
 
-  app.get('/healthz', (c) => c.json({ status: 'ok', version: deps.version, database: deps.databaseKind }));
+  // 200 `ok`, or 503 `degraded` while the database is unreachable, full or failed: a bounded check
+  // that never waits on a dead connection (see DatabaseHealth.check).
+  app.get('/healthz', async (c) => {
+    const db = deps.health ? await deps.health.check() : { state: 'ok' as const, since: null, pending_writes: 0 };
+    const ok = db.state === 'ok';
+    return c.json(
+      { status: ok ? 'ok' : 'degraded', version: deps.version, database: deps.databaseKind, database_state: db.state, database_since: db.since, pending_writes: db.pending_writes },
+      ok ? 200 : 503,
+    );
+  });
 
   // Account routes (the ones a browser's session cookie reaches): state changes only as
   // same-origin JSON.

@@ -21,6 +21,8 @@ export interface ServerConfig {
   http?: Partial<HttpLimits>;
   /** npm installs of TypeScript requirements: queue, caps, limits, user, registry. */
   npm?: NpmSettings;
+  /** MCPWORKS_DISK_RESERVE_MB: free space the embedded database keeps on the data dir's file system (default 64 MiB). */
+  diskReserveBytes?: number | undefined;
 }
 
 /** What one client, or all of them, may hold of the listener. */
@@ -66,6 +68,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     http: httpFromEnv(env),
     secretKey: env.MCPWORKS_SECRET_KEY || undefined,
     npm: npmFromEnv(env),
+    diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
   };
 }
 

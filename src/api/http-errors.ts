@@ -17,6 +17,9 @@ const STATUS: Record<DomainErrorType, ContentfulStatusCode> = {
   quota_exceeded: 429,
   limit_exceeded: 429,
   rate_limited: 429,
+  // The database is unreachable (503) or the disk below its reserve (507): retry after Retry-After.
+  unavailable: 503,
+  storage_full: 507,
   internal_error: 500,
 };
 

@@ -11,6 +11,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import { MCP_SESSION_IDLE_MS, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
 import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
 import type { Logger } from './logger.js';
+import { isRetryableStoreError } from '../store/db-health.js';
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 
@@ -67,7 +68,12 @@ export function createMcpEndpoint(options: {
     const session = scope.session?.id === id ? scope.session.owner : await accounts.findMcpSession(id);
     const owned = !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
     // Use keeps a session alive (idle expiry); the write happens at most once a minute.
-    if (owned && Date.now() - new Date(session.last_seen_at).getTime() > MCP_SESSION_TOUCH_MS) await accounts.touchMcpSession(id);
+    // A touch refused by a full disk or a database gone away must not fail a request that only reads.
+    if (owned && Date.now() - new Date(session.last_seen_at).getTime() > MCP_SESSION_TOUCH_MS) {
+      await accounts.touchMcpSession(id).catch((error: unknown) => {
+        if (!isRetryableStoreError(error)) throw error;
+      });
+    }
     return owned;
   }
 

@@ -13,6 +13,7 @@ import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
+import { PendingWrites } from '../store/pending-writes.js';
 import { createApp } from './app.js';
 import { RunService } from '../run/run-service.js';
 import { SchemaGuard } from '../run/schema-guard.js';
@@ -31,6 +32,8 @@ export interface RunningServer {
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
   services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping };
+  /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
+  failed: Promise<string>;
   close(): Promise<void>;
 }
 
@@ -41,12 +44,28 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   let database;
   let keys: ApiKeyHasher;
+  let fail!: (message: string) => void;
+  const failed = new Promise<string>((resolve) => (fail = resolve));
   try {
     const secret = loadServerSecret(config);
     if (secret.created) logger.info({ file: 'secret_key' }, 'created the API-key secret in the data dir: back it up with the database (losing it invalidates every API key)');
     if (secret.warning) logger.warn(secret.warning);
     keys = new ApiKeyHasher(secret.secret);
-    database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    database = await openDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      diskReserveBytes: config.diskReserveBytes,
+      onFatal: (message) => {
+        logger.fatal(message);
+        fail(message);
+      },
+      onStateChange: (state, previous, detail) => {
+        const fields = { database_state: state, previous, ...(detail ? { detail } : {}) };
+        if (state === 'ok') logger.info(fields, 'database is back: writes resume');
+        else if (state === 'unreachable') logger.error(fields, 'database unreachable: requests that need it get 503 until it is back (reconnecting by itself)');
+        else if (state === 'storage_full') logger.error(fields, 'storage full: the data dir is below its free-space reserve; writes are refused (507) until space is freed, reads go on');
+      },
+    });
   } catch (error) {
     releaseLock();
     throw error;
@@ -70,7 +89,9 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
   });
+  const pending = new PendingWrites(database.health, logger);
   const runs = new RunService({
+    pending,
     catalog,
     catalogStore,
     metering: new MeteringStore(database.db),
@@ -83,7 +104,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
   });
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
 
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve(
@@ -118,6 +139,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     url,
     port,
     services: { accounts, accountsStore, schemas, housekeeping },
+    failed,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -128,6 +150,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
         await housekeeping.stop();
         await schemas.close();
         await sandbox.close();
+        // Writes the database refused get a last try while it is still open.
+        await pending.close();
         await database.close();
         releaseLock();
         logger.info('mcpworks stopped');

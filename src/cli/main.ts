@@ -5,6 +5,7 @@ import { createLogger } from '../api/logger.js';
 import { startServer } from '../api/server.js';
 import { isDomainError } from '../core/errors.js';
 import { DataDirLockedError } from '../store/data-dir-lock.js';
+import { describeError } from '../store/database.js';
 import { withOperatorServices } from './operator.js';
 
 const HELP = `mcpworks — self-hostable code execution for AI assistants over MCP
@@ -38,15 +39,17 @@ async function serveCommand(args: string[]): Promise<number> {
   if (values['data-dir'] !== undefined) config.dataDir = values['data-dir'];
   const logger = createLogger();
   const server = await startServer(config, logger);
-  await new Promise<void>((resolve) => {
+  const failure = await new Promise<string | undefined>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');
-      server.close().then(resolve, resolve);
+      server.close().then(() => resolve(undefined), () => resolve(undefined));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    // The embedded database cannot be kept safe (see PGlitePool): stop cleanly, exit non-zero.
+    void server.failed.then((message) => server.close().then(() => resolve(message), () => resolve(message)));
   });
-  return 0;
+  return failure === undefined ? 0 : fail(failure);
 }
 
 async function accountCommand(args: string[]): Promise<number> {
@@ -139,7 +142,8 @@ export async function main(argv: string[]): Promise<number> {
     if (isDomainError(error)) return fail(`${error.type}: ${error.message}`);
     if (error instanceof DataDirLockedError) return fail(error.message);
     if (error instanceof Error && 'code' in error && String((error as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) return fail(error.message);
-    return fail(error instanceof Error ? error.message : String(error));
+    // Every start-up error prints its message, whatever was thrown.
+    return fail(describeError(error));
   }
 }
 
@@ -148,7 +152,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`mcpworks: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`mcpworks: ${describeError(error)}\n`);
     process.exitCode = 1;
   },
 );

@@ -16,6 +16,8 @@ export type DomainErrorType =
   | 'quota_exceeded'
   | 'limit_exceeded'
   | 'rate_limited'
+  | 'unavailable'
+  | 'storage_full'
   | 'internal_error';
 
 export class DomainError extends Error {

@@ -10,6 +10,8 @@ import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
 import type { MeteringStore, Rejection } from '../store/metering-store.js';
+import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
+import type { PendingWrites } from '../store/pending-writes.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
 import { CodeCache } from './code-cache.js';
@@ -74,6 +76,8 @@ export class RunService {
       accountTier: (accountId: string) => Promise<string>;
       /** Security events are logged as well as stored: kind and place, never the value. */
       securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
+      /** Where a call's last writes wait while the database is unreachable or full (never lost, never billed unrecorded). */
+      pending?: PendingWrites;
     },
   ) {
     this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
@@ -111,14 +115,30 @@ export class RunService {
   async admit(principal: KeyPrincipal): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     const now = new Date();
     const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, started: false, settled: false };
-    const rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now });
+    let rejection: Rejection | undefined;
+    try {
+      rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now });
+    } catch (error) {
+      // The connection broke after the admission was sent: it may have committed, so its slot and
+      // unit are given back once the database answers (a no-op when it never got there).
+      if (error instanceof DatabaseUnavailableError && error.ambiguous) {
+        await this.settle(ticket, false).catch(() => undefined);
+      }
+      throw error;
+    }
     return rejection ? { rejection, tier: principal.tier } : { ticket };
   }
 
   async settle(ticket: Ticket, successful: boolean): Promise<void> {
     if (ticket.settled) return;
     ticket.settled = true;
-    await this.deps.metering.settle(ticket.id, ticket.accountId, ticket.admittedAt, successful);
+    const settle = () => this.deps.metering.settle(ticket.id, ticket.accountId, ticket.admittedAt, successful);
+    try {
+      await settle();
+    } catch (error) {
+      // Unreachable or full database: settled once it is back (settling is idempotent).
+      if (!isRetryableStoreError(error) || !this.deps.pending?.add({ what: `settlement of call ${ticket.id}`, bytes: 256, run: settle })) throw error;
+    }
   }
 
   async usage(accountId: string, knownTier?: string) {
@@ -308,14 +328,28 @@ export class RunService {
       stdout: scanned.stdout,
       stderr: scanned.stderr,
     };
+    const write = () => this.deps.executions.finish(settlement, record, findingTypes(findings));
     try {
       // Settling and recording are one statement: one round trip and one commit per call.
-      await this.deps.executions.finish(settlement, record, findingTypes(findings));
+      await write();
     } catch (error) {
-      // Not recorded (the database failed it): the call is still settled as what it was, never
-      // left to the endpoint's refund.
-      await this.settle(ticket, counted);
-      throw error;
+      // The code ran but the database is unreachable or full: the answer goes out, and the record
+      // and settlement wait in the outbox (a retry that finds the record written is done).
+      const held =
+        isRetryableStoreError(error) &&
+        this.deps.pending?.add({
+          what: `record of call ${ticket.id}`,
+          bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0),
+          run: () => write().catch((retry: unknown) => {
+            if ((retry as { code?: unknown } | null)?.code !== '23505') throw retry;
+          }),
+        });
+      if (!held) {
+        // Not recorded (the database failed it): the call is still settled as what it was, never
+        // left to the endpoint's refund.
+        await this.settle(ticket, counted);
+        throw error;
+      }
     }
     ticket.settled = true;
     if (findings.length > 0) {

@@ -1,7 +1,9 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Kysely, PostgresDialect, sql } from 'kysely';
-import pg from 'pg';
+import { DatabaseHealth, type DatabaseState } from './db-health.js';
+import { guardedPostgresPool } from './pg-pool.js';
+import { DEFAULT_DISK_RESERVE_BYTES, freeBytes, mib, StorageGuard } from './storage-guard.js';
 import { MIGRATIONS } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -11,49 +13,107 @@ export interface DatabaseOptions {
   /** A real PostgreSQL (`postgres://…`); when absent, embedded PGlite in `dataDir`. */
   databaseUrl?: string | undefined;
   dataDir: string;
+  /** Free space the embedded database keeps on the data dir's file system (default 64 MiB). */
+  diskReserveBytes?: number | undefined;
+  /** Told when the database must not be used again (the embedded one failed a write for lack of space). */
+  onFatal?: (message: string) => void;
+  /** Told when the database's state changes (unreachable, storage full, back). */
+  onStateChange?: (state: DatabaseState, previous: DatabaseState, detail: string) => void;
 }
 
 export interface OpenDatabase {
   db: Db;
   kind: 'pglite' | 'postgres';
+  /** Reachability and storage state, for /healthz and for refusing requests early. */
+  health: DatabaseHealth;
   close(): Promise<void>;
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<OpenDatabase> {
   let dialect: PostgresDialect;
   let kind: OpenDatabase['kind'];
+  const health = new DatabaseHealth();
+  let stopGuard: () => void;
   if (options.databaseUrl) {
     kind = 'postgres';
-    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10 });
-    // A dropped idle connection must not crash the process; pg reconnects on next checkout.
-    pool.on('error', () => undefined);
-    dialect = new PostgresDialect({ pool });
+    const guarded = guardedPostgresPool(options.databaseUrl, health);
+    stopGuard = guarded.stop;
+    if (options.onStateChange) health.onChange((state, previous) => options.onStateChange!(state, previous, ''));
+    dialect = new PostgresDialect({ pool: guarded.pool });
   } else {
     kind = 'pglite';
     const dir = path.join(options.dataDir, 'pglite');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
+    const reserve = options.diskReserveBytes ?? DEFAULT_DISK_RESERVE_BYTES;
+    const storage = new StorageGuard(dir, reserve, health);
+    if (options.onStateChange) health.onChange((state, previous) => options.onStateChange!(state, previous, `${mib(storage.free)} free, reserve ${mib(reserve)}`));
+    // Opening (and recovering) writes too: on a file system below the reserve, say so and stop here.
+    const free = freeBytes(dir);
+    if (free < reserve) {
+      throw new Error(
+        `not enough free space for the embedded database: ${mib(free)} free on the file system of ${dir}, below the reserve of ${mib(reserve)}; free space (or lower MCPWORKS_DISK_RESERVE_MB) and start again`,
+      );
+    }
     const [{ PGlite }, { PGlitePool }] = await Promise.all([import('@electric-sql/pglite'), import('./pglite-pool.js')]);
-    const embedded = await PGlite.create(dir);
-    dialect = new PostgresDialect({ pool: new PGlitePool(embedded) });
+    let embedded;
+    try {
+      embedded = await PGlite.create(dir);
+    } catch (error) {
+      throw new Error(`could not open the embedded database in ${dir}: ${describeError(error)}`);
+    }
+    storage.start();
+    stopGuard = () => storage.stop();
+    dialect = new PostgresDialect({ pool: new PGlitePool(embedded, { health, storage, onFatal: options.onFatal ?? (() => undefined) }) });
   }
   const db = new Kysely<Database>({ dialect });
   try {
     await migrate(db);
   } catch (error) {
-    await db.destroy();
+    stopGuard();
+    await db.destroy().catch(() => undefined);
     throw error;
   }
-  if (kind === 'postgres') return { db, kind, close: () => db.destroy() };
-  const stopMaintenance = startMaintenance(db);
+  if (kind === 'postgres') {
+    return {
+      db,
+      kind,
+      health,
+      close: async () => {
+        stopGuard();
+        await db.destroy();
+      },
+    };
+  }
+  const stopMaintenance = startMaintenance(db, health);
   return {
     db,
     kind,
+    health,
     close: async () => {
+      stopGuard();
       await stopMaintenance();
       await db.destroy();
     },
   };
+}
+
+/**
+ * A thrown value's message, whatever was thrown: libraries (PGlite's WASM among them) sometimes
+ * throw plain objects, which String() renders as `[object Object]`.
+ */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  if (error !== null && typeof error === 'object') {
+    const { message, code } = error as { message?: unknown; code?: unknown };
+    if (typeof message === 'string' && message) return typeof code === 'string' ? `${message} (${code})` : message;
+    try {
+      return JSON.stringify(error);
+    } catch {
+      return Object.prototype.toString.call(error);
+    }
+  }
+  return String(error);
 }
 
 /** How often the embedded database is checked for tables that need vacuuming. */
@@ -67,9 +127,11 @@ const MAINTENANCE_INTERVAL_MS = 10_000;
  * 50 + 20% of its live ones, and the whole database before its transaction ids get old enough to
  * wrap around.
  */
-function startMaintenance(db: Db): () => Promise<void> {
+function startMaintenance(db: Db, health: DatabaseHealth): () => Promise<void> {
   let running: Promise<void> | undefined;
   const timer = setInterval(() => {
+    // Vacuuming writes: not on a disk below its reserve.
+    if (health.state !== 'ok') return;
     running ??= maintain(db)
       .then(() => undefined, () => undefined)
       .finally(() => (running = undefined));

@@ -1,20 +1,62 @@
 import { parse, protocol, type PGlite, type Results } from '@electric-sql/pglite';
 import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
+import { DatabaseUnavailableError, isDiskFullError, storageFullError, type DatabaseHealth } from './db-health.js';
+import type { StorageGuard } from './storage-guard.js';
 
 /** Named statements kept prepared in the embedded backend (least recently used ones are closed). */
 const MAX_PREPARED = 256;
+
+export interface PGliteGuards {
+  health: DatabaseHealth;
+  storage: StorageGuard;
+  /** The embedded database failed a write for lack of space and must not be touched again: stop the server. */
+  onFatal: (message: string) => void;
+}
 
 /**
  * Presents one embedded PGlite instance as the `pg`-style pool Kysely's PostgresDialect expects.
  * PGlite is a single connection, so a checkout holds a mutex until release: a transaction
  * therefore owns the database exclusively, exactly as it would own a pooled connection.
+ * With guards, each checkout first looks at free space: below the reserve the session is made
+ * read-only (writes fail with storage_full, reads go on); a disk-full error that gets through
+ * anyway poisons the pool, since PGlite's next statement would spin forever.
  */
 export class PGlitePool implements PostgresPool {
   private queue: Promise<void> = Promise.resolve();
   private readonly statements: PreparedStatements;
+  /** The one client object (Kysely keeps a connection per client object it is given). */
+  private readonly client: PostgresPoolClient;
+  private releaseTurn: (() => void) | undefined;
+  private readOnly = false;
+  private poisoned = false;
 
-  constructor(private readonly db: PGlite) {
+  constructor(
+    private readonly db: PGlite,
+    private readonly guards?: PGliteGuards,
+  ) {
     this.statements = new PreparedStatements(db);
+    const pool = this;
+    this.client = {
+      async query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> {
+        if (pool.poisoned) throw new DatabaseUnavailableError(false);
+        let result: Results;
+        try {
+          // A statement without parameters (BEGIN, COMMIT, a migration's DDL) takes the simple
+          // protocol: one query and a sync. One with parameters runs as a named prepared statement.
+          result = parameters.length === 0 ? lastOf(await pool.db.exec(sql)) : await pool.statements.run(sql, parameters);
+        } catch (error) {
+          throw pool.failed(error);
+        }
+        pool.guards?.health.answered();
+        const command = (sql.trimStart().split(/\s+/, 1)[0] ?? '').toUpperCase() as PostgresQueryResult<R>['command'];
+        return { command, rowCount: result.affectedRows ?? result.rows.length, rows: result.rows as R[] };
+      },
+      release(): void {
+        const release = pool.releaseTurn;
+        pool.releaseTurn = undefined;
+        release?.();
+      },
+    } as unknown as PostgresPoolClient;
   }
 
   async connect(): Promise<PostgresPoolClient> {
@@ -23,28 +65,45 @@ export class PGlitePool implements PostgresPool {
     const previous = this.queue;
     this.queue = previous.then(() => turn);
     await previous;
-    const { db, statements } = this;
-    let released = false;
-    const client = {
-      async query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> {
-        // A statement without parameters (BEGIN, COMMIT, a migration's DDL) takes the simple
-        // protocol: one query and a sync. One with parameters runs as a named prepared statement.
-        const result = parameters.length === 0 ? lastOf(await db.exec(sql)) : await statements.run(sql, parameters);
-        const command = (sql.trimStart().split(/\s+/, 1)[0] ?? '').toUpperCase() as PostgresQueryResult<R>['command'];
-        return { command, rowCount: result.affectedRows ?? result.rows.length, rows: result.rows as R[] };
-      },
-      release(): void {
-        if (!released) {
-          released = true;
-          release();
+    this.releaseTurn = release;
+    if (this.guards) {
+      try {
+        if (this.poisoned) throw new DatabaseUnavailableError(false);
+        const readOnly = this.guards.storage.check();
+        if (readOnly !== this.readOnly) {
+          // Session-wide: every later transaction is read-only, so any write (a function that
+          // inserts included) fails with SQLSTATE 25006 and nothing reaches the disk.
+          await this.db.exec(`SET default_transaction_read_only = ${readOnly ? 'on' : 'off'}`);
+          this.readOnly = readOnly;
         }
-      },
-    };
-    return client as unknown as PostgresPoolClient;
+      } catch (error) {
+        this.client.release();
+        throw error;
+      }
+    }
+    return this.client;
+  }
+
+  /** A statement's error as the caller should see it. */
+  private failed(error: unknown): unknown {
+    if (!this.guards) return error;
+    if (isDiskFullError(error)) {
+      this.poisoned = true;
+      this.guards.health.set('failed');
+      this.guards.onFatal(
+        `the embedded database could not write (${error instanceof Error ? error.message : 'no space left on device'}): the disk filled faster than the free-space reserve (MCPWORKS_DISK_RESERVE_MB) could catch; stopping the server to protect the database. Free space in ${this.guards.storage.dir} (or raise the reserve) and start it again.`,
+      );
+      return storageFullError();
+    }
+    if ((error as { code?: unknown } | null)?.code === '25006' && this.readOnly) return storageFullError();
+    return error;
   }
 
   async end(): Promise<void> {
     await this.queue;
+    // A poisoned PGlite would spin in close() too; the process exits without it (its files stay
+    // as PostgreSQL left them, and the next start recovers from the WAL).
+    if (this.poisoned) return;
     await this.db.close();
   }
 }

@@ -1,0 +1,103 @@
+import pg from 'pg';
+import type { PostgresPool, PostgresPoolClient } from 'kysely';
+import { DatabaseUnavailableError, isConnectionError, type DatabaseHealth } from './db-health.js';
+
+/** Probes while the database is unreachable: how often, and how long one may take. */
+const PROBE_INTERVAL_MS = 1000;
+const PROBE_TIMEOUT_MS = 2000;
+/** A connection attempt that hangs (a black-holed network) fails after this. */
+const CONNECT_TIMEOUT_MS = 5000;
+
+/**
+ * A `pg` pool for Kysely that survives the database going away: every connection has an `error`
+ * listener (an unhandled one on a checked-out client killed the process), connection failures
+ * become DatabaseUnavailableError (503), and while the database is known to be unreachable new
+ * checkouts are refused at once rather than each waiting on a dead server. A probe on a connection
+ * of its own (never a pool slot, which load may hold) finds the database again, every second.
+ */
+export function guardedPostgresPool(connectionString: string, health: DatabaseHealth): { pool: PostgresPool; stop(): void } {
+  const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  // An idle connection dropped by the server: pg-pool removes it; the next checkout reconnects.
+  pool.on('error', () => undefined);
+  // A checked-out connection's error rejects its query (seen below); without a listener it would be thrown.
+  pool.on('connect', (client) => client.on('error', () => undefined));
+
+  let probing: Promise<void> | undefined;
+  const probe = (): Promise<void> =>
+    (probing ??= (async () => {
+      const client = new pg.Client({ connectionString, connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS });
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        await client.query('SELECT 1');
+        health.set('ok');
+      } catch {
+        health.set('unreachable');
+      } finally {
+        client.end().catch(() => undefined);
+      }
+    })().finally(() => (probing = undefined)));
+  health.probe = probe;
+
+  let timer: NodeJS.Timeout | undefined;
+  const unsubscribe = health.onChange((state) => {
+    if (state === 'unreachable' && !timer) {
+      timer = setInterval(() => void probe(), PROBE_INTERVAL_MS);
+      timer.unref();
+    } else if (state !== 'unreachable' && timer) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  });
+
+  /** A connection-level failure: refuse with 503 and let a probe decide whether the database is gone. */
+  const failed = (error: unknown, ambiguous: boolean): unknown => {
+    if (!isConnectionError(error)) return error;
+    void probe();
+    return new DatabaseUnavailableError(ambiguous);
+  };
+
+  // One wrapper per pg client: Kysely keeps a connection object per client it is given.
+  const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
+  const wrap = (client: pg.PoolClient): PostgresPoolClient => {
+    let wrapper = wrappers.get(client);
+    if (!wrapper) {
+      wrapper = {
+        async query(sql: string, parameters: ReadonlyArray<unknown>) {
+          try {
+            const result = await client.query(sql, parameters as unknown[]);
+            health.answered();
+            return result;
+          } catch (error) {
+            throw failed(error, true);
+          }
+        },
+        release(destroy?: boolean) {
+          client.release(destroy);
+        },
+      } as unknown as PostgresPoolClient;
+      wrappers.set(client, wrapper);
+    }
+    return wrapper;
+  };
+
+  const guarded: PostgresPool = {
+    async connect() {
+      if (health.state === 'unreachable') throw new DatabaseUnavailableError(false);
+      try {
+        return wrap(await pool.connect());
+      } catch (error) {
+        throw failed(error, false);
+      }
+    },
+    end: () => pool.end(),
+  };
+  return {
+    pool: guarded,
+    stop() {
+      unsubscribe();
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}
