@@ -1,0 +1,172 @@
+// Issue 11, item 2: the embedded database's data dir on a small tmpfs that is filled. Writes must
+// fail with a clear storage_full error (507, JSON, Retry-After; no stack traces in the log), reads
+// and /healthz (degraded) stay alive, SIGTERM still stops the server, and writes resume once space
+// is back. Starting on a nearly full disk prints a clear message; a disk filled past the reserve
+// before it could act stops the server cleanly instead of wedging PGlite. Needs root (mount).
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { freeBytes } from './storage-guard.js';
+import { callOk, connect, createAccount, parseResult, rawMcpPost } from '../test-support/harness.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const MiB = 1024 * 1024;
+const RESERVE_MB = 40;
+const root = process.getuid?.() === 0;
+
+let mountPoint: string | undefined;
+const children: ChildProcess[] = [];
+
+before(() => {
+  if (!root) return;
+  mountPoint = mkdtempSync(path.join(tmpdir(), 'mcpworks-fullfs-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'tmpfs', mountPoint]);
+});
+
+after(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  if (mountPoint) {
+    execFileSync('umount', ['-l', mountPoint]);
+    rmSync(mountPoint, { recursive: true, force: true });
+  }
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+interface Child {
+  url: string;
+  process: ChildProcess;
+  exited: Promise<number | null>;
+  output(): string;
+}
+
+/** `mcpworks serve` from source on the tmpfs data dir; resolves once healthy, or with its exit. */
+async function serve(dataDir: string, reserveMb: number): Promise<Child | { exitCode: number | null; output: string }> {
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'info', MCPWORKS_DISK_RESERVE_MB: String(reserveMb) };
+  for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'HOST']) delete env[name];
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', String(port), '--data-dir', dataDir], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let output = '';
+  const collect = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-200_000));
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve((exitCode = code))));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600 && exitCode === undefined; i++) {
+    try {
+      if ((await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) })).status === 200) return { url, process: child, exited, output: () => output };
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  if (exitCode === undefined) child.kill('SIGKILL');
+  return { exitCode: await exited, output };
+}
+
+/** Fills the file system with a file until `leave` bytes are free. */
+function fill(file: string, leave: number): void {
+  const size = freeBytes(path.dirname(file)) - leave;
+  if (size > 0) execFileSync('fallocate', ['-l', String(size), file]);
+}
+
+async function health(url: string): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+  return { status: response.status, body: await response.json() };
+}
+
+async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
+  for (let i = 0; i < 300; i++) {
+    const value = await read();
+    if (done(value)) return value;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+const skip = !root && 'needs root (mounts a tmpfs)';
+
+test('a full data dir: storage_full (507) for writes, reads and /healthz alive, recovery when space returns, SIGTERM still stops it', { skip, timeout: 240_000 }, async () => {
+  const dataDir = path.join(mountPoint!, 'data');
+  mkdirSync(dataDir);
+  const started = await serve(dataDir, RESERVE_MB);
+  assert.ok('url' in started, `the server starts: ${'output' in started ? started.output : ''}`);
+  const server = started;
+  const account = await createAccount(server.url);
+  const ns = 'fullfs';
+  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key, 'v2');
+  await callOk(create, 'make_namespace', { name: ns });
+  await callOk(create, 'make_service', { name: 'm' });
+  await callOk(create, 'make_function', { service: 'm', name: 'hello', code: 'def main(input_data):\n    return {"hi": 1}\n' });
+  const tools = `${server.url}/mcp/run/${ns}?mode=tools`;
+  const run = await connect(tools, account.key, 'v1');
+  assert.deepEqual(await callOk(run, 'm__hello'), { hi: 1 });
+
+  const filler = path.join(mountPoint!, 'filler');
+  fill(filler, (RESERVE_MB - 8) * MiB);
+  const degraded = await until('/healthz degraded', () => health(server.url), (h) => h.status === 503);
+  assert.equal(degraded.body.status, 'degraded');
+  assert.equal(degraded.body.database_state, 'storage_full');
+
+  // Writes: a clear storage_full error, HTTP 507 with Retry-After before dispatch, a tool error inside one.
+  const register = await fetch(`${server.url}/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'late@example.com', password: 'correct horse battery' }) });
+  assert.equal(register.status, 507);
+  assert.ok(register.headers.get('retry-after'));
+  const registerBody = (await register.json()) as any;
+  assert.equal(registerBody.error.type, 'storage_full');
+  assert.match(registerBody.error.message, /storage full/);
+  for (let i = 0; i < 20; i++) {
+    const metered = await rawMcpPost(tools, account.key, { jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'm__hello', arguments: {} } });
+    assert.equal(metered.status, 507, 'a metered call cannot be admitted (admission writes)');
+    assert.equal(metered.body.error.type, 'storage_full');
+  }
+  const refusedTool = await create.callTool('make_function', { service: 'm', name: 'other', code: 'def main(input_data):\n    return 1\n' });
+  assert.equal(refusedTool.isError, true);
+  assert.equal(parseResult(refusedTool).error.type, 'storage_full');
+
+  // Reads go on: tool lists, history, usage, a 2025-era session's requests.
+  assert.ok((await run.listTools()).tools.some((tool) => tool.name === 'm__hello'));
+  await callOk(create, 'list_executions', {});
+  const usage = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } });
+  assert.equal(usage.status, 200);
+  assert.doesNotMatch(server.output(), /"stack"/, 'refused writes log no stack traces');
+
+  // Space returns: writes resume by themselves.
+  rmSync(filler);
+  await until('/healthz ok again', () => health(server.url), (h) => h.status === 200);
+  assert.deepEqual(await callOk(run, 'm__hello'), { hi: 1 });
+  await callOk(create, 'make_function', { service: 'm', name: 'other', code: 'def main(input_data):\n    return 1\n' });
+
+  // Full again, then SIGTERM: the server stops (it never spins in the database's commit).
+  fill(filler, (RESERVE_MB - 8) * MiB);
+  await until('/healthz degraded again', () => health(server.url), (h) => h.status === 503);
+  await run.close().catch(() => undefined);
+  await create.close().catch(() => undefined);
+  server.process.kill('SIGTERM');
+  assert.equal(await server.exited, 0);
+  assert.match(server.output(), /mcpworks stopped/);
+
+  // Starting on the nearly full file system: a clear message, a non-zero exit.
+  const refused = await serve(dataDir, RESERVE_MB);
+  assert.ok(!('url' in refused), 'the server refuses to start below the reserve');
+  assert.equal(refused.exitCode, 1);
+  assert.match(refused.output, /mcpworks: not enough free space for the embedded database: \d+ MiB free .* below the reserve of 40 MiB/);
+  assert.doesNotMatch(refused.output, /\[object Object\]/);
+  rmSync(filler);
+});
