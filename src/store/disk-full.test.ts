@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
+import { sql } from 'kysely';
+import { openDatabase } from './database.js';
 import { freeBytes } from './storage-guard.js';
 import { callOk, connect, createAccount, parseResult, rawMcpPost } from '../test-support/harness.js';
 
@@ -169,4 +171,30 @@ test('a full data dir: storage_full (507) for writes, reads and /healthz alive, 
   assert.match(refused.output, /mcpworks: not enough free space for the embedded database: \d+ MiB free .* below the reserve of 40 MiB/);
   assert.doesNotMatch(refused.output, /\[object Object\]/);
   rmSync(filler);
+});
+
+test('a disk filled past the reserve before it could act: the embedded database is not touched again and the server is told to stop', { skip, timeout: 240_000 }, async () => {
+  const dataDir = path.join(mountPoint!, 'fatal');
+  mkdirSync(dataDir);
+  const fatal: string[] = [];
+  // A reserve too small to hold a new WAL segment: the guard cannot catch this fill in time.
+  const database = await openDatabase({ dataDir, diskReserveBytes: 1, onFatal: (message) => fatal.push(message) });
+  const filler = path.join(mountPoint!, 'filler-fatal');
+  try {
+    await sql`CREATE TABLE filler (x text)`.execute(database.db);
+    fill(filler, 3 * MiB);
+    let failure: any;
+    for (let i = 0; i < 200 && !failure; i++) {
+      await sql`INSERT INTO filler SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 30000)`.execute(database.db).catch((error: unknown) => (failure = error));
+    }
+    assert.equal(failure?.type, 'storage_full', 'the failed write answers storage_full');
+    assert.equal(database.health.state, 'failed');
+    assert.equal(fatal.length, 1);
+    assert.match(fatal[0]!, /stopping the server to protect the database/);
+    // PGlite's next statement would spin forever on the main thread: it is never sent.
+    await assert.rejects(sql`SELECT 1`.execute(database.db), (error: any) => error.type === 'unavailable');
+  } finally {
+    await database.close();
+    rmSync(filler, { force: true });
+  }
 });
