@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
-import { DatabaseUnavailableError, isConnectionError, type DatabaseHealth } from './db-health.js';
+import { DatabaseUnavailableError, isConnectionError, isDiskFullError, storageFullError, type DatabaseHealth } from './db-health.js';
 
 /** Probes while the database is unreachable: how often, and how long one may take. */
 const PROBE_INTERVAL_MS = 1000;
@@ -52,6 +52,8 @@ export function guardedPostgresPool(connectionString: string, health: DatabaseHe
 
   /** A connection-level failure: refuse with 503 and let a probe decide whether the database is gone. */
   const failed = (error: unknown, ambiguous: boolean): unknown => {
+    // PostgreSQL out of disk refuses the statement and stays up: the same answer as the embedded database's.
+    if (isDiskFullError(error)) return storageFullError();
     if (!isConnectionError(error)) return error;
     void probe();
     return new DatabaseUnavailableError(ambiguous);
