@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { sql } from 'kysely';
-import { maintain, openDatabase } from './database.js';
+import { describeError, maintain, openDatabase } from './database.js';
 
 test('embedded PGlite: maintenance vacuums the tables each call churns (there is no autovacuum)', async (t) => {
   if (process.env.MCPWORKS_TEST_DATABASE_URL) {
@@ -38,4 +38,13 @@ test('embedded PGlite: maintenance vacuums the tables each call churns (there is
     await database.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
+});
+
+test('describeError: whatever start-up throws prints its message, never [object Object]', () => {
+  assert.equal(describeError(new Error('boom')), 'boom');
+  assert.equal(describeError({ name: 'ErrnoError', errno: 51 }), 'no space left on device (ENOSPC)');
+  assert.equal(describeError({ name: 'ErrnoError', errno: 999 }), 'file system error (errno 999)');
+  assert.equal(describeError({ message: 'relation missing', code: '42P01' }), 'relation missing (42P01)');
+  assert.equal(describeError({ what: 1 }), '{"what":1}');
+  assert.equal(describeError('plain'), 'plain');
 });

@@ -98,14 +98,26 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
   };
 }
 
+/** Emscripten's errno values (not Linux's) for the failures an operator can act on. */
+const EMSCRIPTEN_ERRNO: Record<number, string> = {
+  2: 'permission denied (EACCES)',
+  19: 'disk quota exceeded (EDQUOT)',
+  29: 'input/output error (EIO)',
+  44: 'no such file or directory (ENOENT)',
+  51: 'no space left on device (ENOSPC)',
+  69: 'read-only file system (EROFS)',
+};
+
 /**
  * A thrown value's message, whatever was thrown: libraries (PGlite's WASM among them) sometimes
  * throw plain objects, which String() renders as `[object Object]`.
  */
 export function describeError(error: unknown): string {
-  if (error instanceof Error) return error.message || error.name;
+  if (error instanceof Error && error.message) return error.message;
   if (error !== null && typeof error === 'object') {
-    const { message, code } = error as { message?: unknown; code?: unknown };
+    const { message, code, name, errno } = error as { message?: unknown; code?: unknown; name?: unknown; errno?: unknown };
+    // PGlite's file system layer throws {name: 'ErrnoError', errno} with Emscripten's numbers.
+    if (name === 'ErrnoError' && typeof errno === 'number') return EMSCRIPTEN_ERRNO[errno] ?? `file system error (errno ${errno})`;
     if (typeof message === 'string' && message) return typeof code === 'string' ? `${message} (${code})` : message;
     try {
       return JSON.stringify(error);

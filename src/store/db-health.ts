@@ -54,7 +54,9 @@ export function isConnectionError(error: unknown): boolean {
 /** The database could not write: SQLSTATE 53100 disk_full, or the OS said ENOSPC. */
 export function isDiskFullError(error: unknown): boolean {
   if (error === null || typeof error !== 'object') return false;
-  const { code, message } = error as { code?: unknown; message?: unknown };
+  const { code, message, name, errno } = error as { code?: unknown; message?: unknown; name?: unknown; errno?: unknown };
+  // PGlite's file system layer throws {name: 'ErrnoError', errno: 51}: Emscripten's ENOSPC.
+  if (name === 'ErrnoError' && errno === 51) return true;
   return code === '53100' || code === 'ENOSPC' || (typeof message === 'string' && /No space left on device/i.test(message));
 }
 

@@ -198,3 +198,20 @@ test('a disk filled past the reserve before it could act: the embedded database 
     rmSync(filler, { force: true });
   }
 });
+
+test('a start that runs out of space while creating the embedded database prints what happened', { skip, timeout: 240_000 }, async () => {
+  const dataDir = path.join(mountPoint!, 'cramped');
+  mkdirSync(dataDir);
+  const filler = path.join(mountPoint!, 'filler-start');
+  // Above a 1 MiB reserve, far below what creating the database needs.
+  fill(filler, 10 * MiB);
+  try {
+    const refused = await serve(dataDir, 1);
+    assert.ok(!('url' in refused));
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.output, /mcpworks: could not open the embedded database in .*: no space left on device \(ENOSPC\)/);
+    assert.doesNotMatch(refused.output, /\[object Object\]/);
+  } finally {
+    rmSync(filler, { force: true });
+  }
+});
