@@ -5,6 +5,7 @@ import type { ActiveFunction } from '../store/catalog-store.js';
 import type { Rejection } from '../store/metering-store.js';
 import type { NamespaceSnapshot, RunContext, RunResult, RunService, Ticket } from '../run/run-service.js';
 import type { Logger } from './logger.js';
+import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { toolError } from './tool-results.js';
 
@@ -122,7 +123,13 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     const messages = Array.isArray(body) ? body : [body];
     const calls = messages.filter((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call') as Array<{ params?: { name?: unknown } }>;
     context(scope).extra.calledTools = new Set(calls.map((c) => c.params?.name).filter((n): n is string => typeof n === 'string'));
-    if (calls.length === 0) return undefined;
+    if (calls.length === 0) {
+      // tools/list and the rest read the snapshot too: with the database away, 503 rather than an empty list.
+      await snapshotOf(scope).catch((error: unknown) => {
+        if (isRetryableStoreError(error)) throw error;
+      });
+      return undefined;
+    }
     if (calls.length > 1 || messages.length > 1) {
       return new Response(JSON.stringify({ error: { type: 'validation_error', message: 'send one tools/call per request' } }), { status: 400, headers: { 'content-type': 'application/json' } });
     }
@@ -135,7 +142,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       const functions = await functionsOf(scope);
       metered = context(scope).extra.mode === 'code' ? name === EXECUTE_TOOL : functions.some((fn) => toolName(fn) === name);
     } catch (error) {
-      if (!isDomainError(error)) throw error;
+      // A database that is away answers the request (503 / 507), not a tool error about a missing tool.
+      if (!isDomainError(error) || isRetryableStoreError(error)) throw error;
       // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
     }
     if (!metered) return undefined;
