@@ -71,7 +71,7 @@ async function serve(dataDir: string, reserveMb: number): Promise<Child | { exit
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve((exitCode = code))));
   const url = `http://127.0.0.1:${port}`;
   // Generous: creating the embedded database takes long on a loaded machine.
-  const deadline = Date.now() + 180_000;
+  const deadline = Date.now() + 300_000;
   while (exitCode === undefined && Date.now() < deadline) {
     try {
       if ((await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) })).status === 200) return { url, process: child, exited, output: () => output };
@@ -106,7 +106,7 @@ async function until<T>(what: string, read: () => Promise<T>, done: (value: T) =
 
 const skip = !root && 'needs root (mounts a tmpfs)';
 
-test('a full data dir: storage_full (507) for writes, reads and /healthz alive, recovery when space returns, SIGTERM still stops it', { skip, timeout: 480_000 }, async () => {
+test('a full data dir: storage_full (507) for writes, reads and /healthz alive, recovery when space returns, SIGTERM still stops it', { skip, timeout: 600_000 }, async () => {
   const dataDir = path.join(mountPoint!, 'data');
   mkdirSync(dataDir);
   const started = await serve(dataDir, RESERVE_MB);
