@@ -24,9 +24,6 @@ export interface PGliteGuards {
 export class PGlitePool implements PostgresPool {
   private queue: Promise<void> = Promise.resolve();
   private readonly statements: PreparedStatements;
-  /** The one client object (Kysely keeps a connection per client object it is given). */
-  private readonly client: PostgresPoolClient;
-  private releaseTurn: (() => void) | undefined;
   private readOnly = false;
   private poisoned = false;
 
@@ -35,8 +32,33 @@ export class PGlitePool implements PostgresPool {
     private readonly guards?: PGliteGuards,
   ) {
     this.statements = new PreparedStatements(db);
+  }
+
+  async connect(): Promise<PostgresPoolClient> {
+    let release!: () => void;
+    const turn = new Promise<void>((resolve) => (release = resolve));
+    const previous = this.queue;
+    this.queue = previous.then(() => turn);
+    await previous;
+    if (this.guards) {
+      try {
+        if (this.poisoned) throw new DatabaseUnavailableError(false);
+        const readOnly = this.guards.storage.check();
+        if (readOnly !== this.readOnly) {
+          // Session-wide: every later transaction is read-only, so any write (a function that
+          // inserts included) fails with SQLSTATE 25006 and nothing reaches the disk.
+          await this.db.exec(`SET default_transaction_read_only = ${readOnly ? 'on' : 'off'}`);
+          this.readOnly = readOnly;
+        }
+      } catch (error) {
+        release();
+        throw error;
+      }
+    }
     const pool = this;
-    this.client = {
+    let released = false;
+    // A client object per checkout (Kysely keys its connection state, a discarded flag included, by it).
+    const client = {
       async query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> {
         if (pool.poisoned) throw new DatabaseUnavailableError(false);
         let result: Results;
@@ -52,36 +74,13 @@ export class PGlitePool implements PostgresPool {
         return { command, rowCount: result.affectedRows ?? result.rows.length, rows: result.rows as R[] };
       },
       release(): void {
-        const release = pool.releaseTurn;
-        pool.releaseTurn = undefined;
-        release?.();
-      },
-    } as unknown as PostgresPoolClient;
-  }
-
-  async connect(): Promise<PostgresPoolClient> {
-    let release!: () => void;
-    const turn = new Promise<void>((resolve) => (release = resolve));
-    const previous = this.queue;
-    this.queue = previous.then(() => turn);
-    await previous;
-    this.releaseTurn = release;
-    if (this.guards) {
-      try {
-        if (this.poisoned) throw new DatabaseUnavailableError(false);
-        const readOnly = this.guards.storage.check();
-        if (readOnly !== this.readOnly) {
-          // Session-wide: every later transaction is read-only, so any write (a function that
-          // inserts included) fails with SQLSTATE 25006 and nothing reaches the disk.
-          await this.db.exec(`SET default_transaction_read_only = ${readOnly ? 'on' : 'off'}`);
-          this.readOnly = readOnly;
+        if (!released) {
+          released = true;
+          release();
         }
-      } catch (error) {
-        this.client.release();
-        throw error;
-      }
-    }
-    return this.client;
+      },
+    };
+    return client as unknown as PostgresPoolClient;
   }
 
   /** A statement's error as the caller should see it. */
@@ -102,7 +101,7 @@ export class PGlitePool implements PostgresPool {
   async end(): Promise<void> {
     await this.queue;
     // A poisoned PGlite would spin in close() too; the process exits without it (its files stay
-    // as PostgreSQL left them, and the next start recovers from the WAL).
+    // as PostgreSQL left them; the next start runs its crash recovery, as after a kill -9).
     if (this.poisoned) return;
     await this.db.close();
   }
