@@ -326,6 +326,8 @@ function runNpm(run: NpmRun): Promise<void> {
   if (run.cgroups) cgroup = createRunCgroup(run.cgroups, `npm-${randomUUID()}`, { memoryBytes: run.memoryBytes, maxProcesses: run.maxProcesses });
   // The helper joins the groups before it starts npm, so nothing of npm ever runs outside them.
   const args = ['exec', ...(cgroup?.procsFiles ?? []).flatMap((file) => ['--cgroup', file])];
+  // A build never outlives the server.
+  args.push('--watch-pid', String(process.pid));
   args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=4096:4096');
   const memoryCgroup = run.cgroups?.memory != null && cgroup !== null;
   // Node reserves about 1 GB of address space it never touches.
