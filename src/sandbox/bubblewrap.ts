@@ -620,7 +620,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // Without a pids group the per-user count is the only fork-bomb brake (per sandbox with a uid
     // of its own; shared by concurrent runs with one fixed sandbox user).
     if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
-    args.push('--deadline-ms', String(limits.timeoutSeconds * 1000 + HELPER_DEADLINE_MARGIN_MS));
+    // The helper's backstop: the longer of the run's two time limits (equal for every plan), so the
+    // shape, and with it the pool's keys, depends on nothing the CPU limit did not already decide.
+    args.push('--deadline-ms', String(Math.max(limits.timeoutSeconds, limits.cpuSeconds) * 1000 + HELPER_DEADLINE_MARGIN_MS));
     if (sandboxUser && !uids) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
     // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
     args.push('--keep-fds', network ? '7' : '5');
