@@ -139,7 +139,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
     }
     if (!metered) return undefined;
-    const admission = await runs.admit(scope.principal);
+    // What the call runs, for its record should this server die before the call ends.
+    const { snapshot, mode } = context(scope).extra;
+    const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
+    const admission = await runs.admit(scope.principal, snapshot && { namespace: snapshot, mode, fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined, language });
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
     context(scope).extra.ticket = admission.ticket;
     return undefined;

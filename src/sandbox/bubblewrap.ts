@@ -444,6 +444,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         bridge: request.bridge,
         lineCapBytes: request.limits.maxResultBytes + 2 * TRACEBACK_CAP,
         timeoutMs: request.limits.timeoutSeconds * 1000,
+        signal: request.signal,
       });
       // A child that died before its run began changes nothing: the run takes the ordinary path.
       if (!record.notStarted) {
@@ -655,6 +656,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         timedOut = true;
         kill();
       }, limits.timeoutSeconds * 1000);
+      // The server is stopping and its grace period is over.
+      if (request.signal?.aborted) kill();
+      else request.signal?.addEventListener('abort', kill, { once: true });
       // Room for the result (or a bridge call's input) plus the error envelope and a traceback.
       channel.begin(request.bridge, limits.maxResultBytes + 2 * TRACEBACK_CAP, kill);
       const networkState = await prepared.network;
@@ -736,6 +740,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     started: number,
   ): SandboxOutcome {
     const { limits } = request;
+    // Stopped because the server is: the platform's doing, whatever the run had done (unanswered).
+    if (request.signal?.aborted && run.answer === null) return platformFailure('the run was interrupted: the server is shutting down', started);
     const stdoutText = run.stdout.text();
     const stderrText = run.stderr.text();
     const fail = (type: string, message: string, trace = '') =>
