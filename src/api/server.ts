@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TypescriptDependencies } from '../run/typescript-dependencies.js';
@@ -49,6 +49,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const graceMs = shutdownGraceMs();
   const leaseMs = leaseMsFromEnvironment();
   prepareDataDir(config.dataDir);
+  preferredByOomKiller();
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   // What start-up has opened, undone in reverse order if a later step fails (a busy port, say):
   // nothing is left running or locked by a server that did not start.
@@ -206,6 +207,21 @@ function openSandbox(logger: Logger): Sandbox {
       },
       async close() {},
     };
+  }
+}
+
+/**
+ * In a host-wide out-of-memory, the kernel kills the process with the highest oom_score_adj first:
+ * sandboxes (1000) and their helpers (500) set theirs; the server, when it may (root), goes last.
+ */
+export const SERVER_OOM_SCORE_ADJ = -500;
+
+function preferredByOomKiller(): void {
+  if (process.getuid?.() !== 0) return;
+  try {
+    writeFileSync('/proc/self/oom_score_adj', String(SERVER_OOM_SCORE_ADJ));
+  } catch {
+    // no procfs, or not allowed in this container: the kernel's default then
   }
 }
 

@@ -27,6 +27,7 @@ import {
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
 import { defaultHostPaths } from './host.js';
+import { madeByDeadProcess, ownerTag } from './owner-tag.js';
 
 export type DependencyInstallErrorReason =
   | 'invalid_requirement'
@@ -153,7 +154,7 @@ export async function prepareTypescriptDependencies(
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
   const npmUser = isRoot ? (options.user ?? NPM_DEFAULTS.user) : owner;
   const home = npmHome(root, isRoot ? npmUser : null);
-  const staging = join(installs, `${STAGING_PREFIX}${key}-${randomBytes(4).toString('hex')}`);
+  const staging = join(installs, `${STAGING_PREFIX}${ownerTag}-${key}-${randomBytes(4).toString('hex')}`);
   mkdirSync(staging, { mode: 0o755 });
   try {
     const dependencies: Record<string, string> = {};
@@ -257,7 +258,7 @@ function removeStaleStaging(installs: string): void {
   for (const name of readdirSync(installs)) {
     if (!name.startsWith(STAGING_PREFIX)) continue;
     try {
-      if (Date.now() - lstatSync(join(installs, name)).mtimeMs > STALE_STAGING_MS) rmSync(join(installs, name), { recursive: true, force: true });
+      if (madeByDeadProcess(name) || Date.now() - lstatSync(join(installs, name)).mtimeMs > STALE_STAGING_MS) rmSync(join(installs, name), { recursive: true, force: true });
     } catch {
       // removed by another server meanwhile
     }

@@ -246,6 +246,23 @@ static void kill_cgroups(void) {
   }
 }
 
+/* The kernel's OOM killer picks the highest score: sandboxes first (1000), their helpers next
+ * (500), the server last (see src/api/server.ts). Raising needs no privilege; best effort. */
+static void set_oom_score_adj(const char *value) {
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (write(fd, value, strlen(value)) < 0) { /* kept as it is */ }
+  close(fd);
+}
+
+static int drop_privileges(const struct exec_options *options) {
+  if (!options->drop) return 0;
+  if (setgroups(0, NULL) != 0) return fail("setgroups");
+  if (setresgid(options->gid, options->gid, options->gid) != 0) return fail("setresgid");
+  if (setresuid(options->uid, options->uid, options->uid) != 0) return fail("setresuid");
+  return 0;
+}
+
 static int run_exec(int argc, char **argv) {
   struct exec_options options = { 0, 0, 0, 5, 0, 0, 0, 0 };
   int program = -1;
@@ -265,11 +282,7 @@ static int run_exec(int argc, char **argv) {
   argc = count;
   argv = args;
   if (i < 0 || i >= argc) { fprintf(stderr, "mcpworks-sandbox-helper: no program\n"); return 111; }
-  if (options.drop) {
-    if (setgroups(0, NULL) != 0) return fail("setgroups");
-    if (setresgid(options.gid, options.gid, options.gid) != 0) return fail("setresgid");
-    if (setresuid(options.uid, options.uid, options.uid) != 0) return fail("setresuid");
-  }
+  set_oom_score_adj("500");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("no_new_privs");
   /* Only fds below --keep-fds (stdio, the answer pipe, the seccomp program, bubblewrap's
    * info/block pipes) may reach bubblewrap, which passes on whatever it inherits. */
@@ -299,12 +312,19 @@ static int run_exec(int argc, char **argv) {
   pid_t child = fork();
   if (child < 0) return fail("fork");
   if (child == 0) {
+    /* Before the drop: once another user, this process's /proc files are no longer its own. */
+    set_oom_score_adj("1000");
+    if (drop_privileges(&options) != 0) _exit(111);
     /* If we die (killed, or the server gone), bubblewrap and through --die-with-parent the sandbox follow. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     sigprocmask(SIG_SETMASK, &previous, NULL);
     execv(argv[i], &argv[i]);
     _exit(fail("exec"));
   }
+  /* The helper itself runs no user code, but needs nothing of root's from here on either. */
+  if (drop_privileges(&options) != 0) { kill(child, SIGKILL); return 111; }
+  /* A change of user clears the parent-death signal: set again where it is the fallback. */
+  if (server < 0 && options.watch_pid > 0) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   int status = 0, child_status = 0, child_running = 1, killing = 0;
   for (;;) {
     pid_t done;
