@@ -327,6 +327,9 @@ test('kill -9 with runs in flight: after restart slots are free, lost runs are i
     for (const flight of flights) flight.call.catch(() => undefined);
     await waitFor('four runs in flight', () => flights.every((flight) => processesWith(`/bin/sleep ${flight.marker}`).length > 0), 60_000);
     assert.equal((await usageOf(server.url, account.key)).concurrency.active, 4);
+    // Out of memory, the host's OOM killer takes sandboxes first and the server last.
+    assert.equal(readFileSync(`/proc/${processesWith(`/bin/sleep ${flights[0]!.marker}`)[0]}/oom_score_adj`, 'utf8').trim(), '1000');
+    if (process.getuid?.() === 0) assert.equal(readFileSync(`/proc/${server.process.pid}/oom_score_adj`, 'utf8').trim(), '-500');
     // The tier's concurrency is taken: a fifth call is refused for as long as the runs can last, not 1 s.
     const refused = await rawMcpPost(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'svc__nap_py', arguments: { marker: '0' } } });
     assert.equal(refused.status, 429);

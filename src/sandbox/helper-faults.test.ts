@@ -135,6 +135,21 @@ describe('the helper guards its sandbox itself', () => {
     assert.equal(code, 128 + 9, 'the sandbox ended with the watched server');
   });
 
+  it('scores the sandbox 1000 and itself 500 for the OOM killer (the server, root, is at -500)', async () => {
+    const marker = `20.${process.pid}77`;
+    const { pid, done } = runHelper(['--deadline-ms', '20000', '--', '/bin/sleep', marker]);
+    let sleeper: number | null = null;
+    for (let waited = 0; sleeper === null && waited < 10_000; waited += 20) {
+      await sleep(20);
+      sleeper = findProcess(['/bin/sleep', marker]);
+    }
+    assert.ok(sleeper !== null);
+    assert.equal(readFileSync(`/proc/${sleeper}/oom_score_adj`, 'utf8').trim(), '1000', 'the sandbox goes first');
+    assert.equal(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim(), '500', 'its helper next');
+    process.kill(pid, 'SIGTERM');
+    assert.equal((await done).code, 128 + 9);
+  });
+
   it('a pooled sandbox: the clock waits for SIGUSR2, then runs', async () => {
     // No signal: the program ends by itself, past the deadline that was never started.
     const idle = runHelper(['--wait-command'], ['--clock-on-signal', '--deadline-ms', '100', '--', '/bin/sleep', '1']);
