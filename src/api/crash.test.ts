@@ -329,7 +329,8 @@ test('kill -9 with runs in flight: after restart slots are free, lost runs are i
     assert.equal((await usageOf(server.url, account.key)).concurrency.active, 4);
     // Out of memory, the host's OOM killer takes sandboxes first and the server last.
     assert.equal(readFileSync(`/proc/${processesWith(`/bin/sleep ${flights[0]!.marker}`)[0]}/oom_score_adj`, 'utf8').trim(), '1000');
-    if (process.getuid?.() === 0) assert.equal(readFileSync(`/proc/${server.process.pid}/oom_score_adj`, 'utf8').trim(), '-500');
+    // -500 where it may lower it (root with CAP_SYS_RESOURCE; a container may withhold it): never above 0.
+    assert.ok(Number(readFileSync(`/proc/${server.process.pid}/oom_score_adj`, 'utf8').trim()) <= 0, 'the server goes last');
     // The tier's concurrency is taken: a fifth call is refused for as long as the runs can last, not 1 s.
     const refused = await rawMcpPost(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'svc__nap_py', arguments: { marker: '0' } } });
     assert.equal(refused.status, 429);
