@@ -51,8 +51,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   prepareDataDir(config.dataDir);
   preferredByOomKiller();
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
-  // What start-up has opened, undone in reverse order if a later step fails (a busy port, say):
-  // nothing is left running or locked by a server that did not start.
+  // What start-up has opened, undone in reverse order (database last, then the lock) if a later
+  // step fails, a busy port say: a server that did not start leaves nothing running or locked.
   const opened: Array<() => unknown> = [releaseLock];
   const undo = async () => {
     for (const close of opened.splice(0).reverse()) {
@@ -63,130 +63,132 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       }
     }
   };
-  try {
-    return await startServices();
-  } catch (error) {
+  const failed = async (error: unknown): Promise<never> => {
     await undo();
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw new Error(`${config.host}:${config.port} is already in use (EADDRINUSE): stop what listens there or choose another --port`);
     }
     throw error;
-  }
-
-  async function startServices(): Promise<RunningServer> {
+  };
+  let database;
+  let keys: ApiKeyHasher;
+  try {
     const secret = loadServerSecret(config);
     if (secret.created) logger.info({ file: 'secret_key' }, 'created the API-key secret in the data dir: back it up with the database (losing it invalidates every API key)');
     if (secret.warning) logger.warn(secret.warning);
-    const keys = new ApiKeyHasher(secret.secret);
-    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-    opened.push(() => database.close());
-    const accountsStore = new AccountsStore(database.db);
-    const accounts = new AccountService(accountsStore, config.tiers, { keys });
-    const catalogStore = new CatalogStore(database.db);
-    const cacheDir = cacheDirFor(config);
-    const dependencies = new TypescriptDependencies(cacheDir, config.npm);
-    // This process's instance: its slots are tagged with it; slots of dead instances are released.
-    let metering!: MeteringStore;
-    const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger });
-    metering = new MeteringStore(database.db, instance.id);
-    await instance.start();
-    opened.push(() => instance.stop());
-    // Every tenant schema is compiled and applied in its worker pool, never on this thread.
-    const schemas = new SchemaGuard();
-    opened.push(() => schemas.close());
-    const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);
-    const sandbox = openSandbox(logger);
-    opened.push(() => sandbox.close());
-    const executions = new ExecutionsStore(database.db);
-    const history = new ExecutionHistory(catalog, executions);
-    const packages = new FunctionsPackageBuilder(cacheDir);
-    const housekeeping = new Housekeeping({
-      accounts: accountsStore,
-      catalogStore,
-      packages,
-      graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
-      logger,
-    });
-    const runs = new RunService({
-      catalog,
-      catalogStore,
-      metering,
-      executions,
-      sandbox,
-      dependencies,
-      packages,
-      schemas,
-      tiers: config.tiers,
-      accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
-      securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
-    });
-    const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
-
-    // Set when shutdown begins: new requests are refused (503), those in progress go on.
-    let draining = false;
-    const server: ServerType = await new Promise((resolve, reject) => {
-      const s = serve(
-        {
-          fetch: app.fetch,
-          port: config.port,
-          hostname: config.host,
-          // Node's timeouts bound receiving a request (headers, then the whole request); nothing
-          // bounds the response, so long runs and SSE streams are never cut.
-          serverOptions: {
-            headersTimeout: limits.headersTimeoutMs,
-            requestTimeout: limits.requestTimeoutMs,
-            connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
-          },
-          createServer: ((options: ServerOptions, listener: RequestListener) => {
-            const http = createHttpServer(options);
-            const guarded = guardConnections(http, limits, logger, listener);
-            http.on('request', (request, response) => {
-              if (!draining) return guarded(request, response);
-              response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
-              response.end(JSON.stringify({ error: { type: 'unavailable', message: 'the server is shutting down' } }));
-            });
-            return http;
-          }) as never,
-        },
-        () => resolve(s),
-      );
-      s.once('error', reject);
-      opened.push(() => new Promise<void>((resolve) => s.close(() => resolve())));
-    });
-    const port = (server.address() as AddressInfo).port;
-    const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-    logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
-    housekeeping.start();
-
-    let closing: Promise<void> | undefined;
-    return {
-      url,
-      port,
-      services: { accounts, accountsStore, schemas, housekeeping },
-      close() {
-        closing ??= (async () => {
-          draining = true;
-          const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
-          // No new connections; the open ones serve what is in progress (new requests get 503).
-          const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));
-          http.closeIdleConnections?.();
-          if (!(await runs.drained(graceMs))) logger.warn({ runs: runs.inProgress, graceMs }, 'grace period over: stopping the runs still in progress (recorded as interrupted, not counted)');
-          // Runs still going are stopped, answer an error and are recorded; none begins any more.
-          runs.interrupt();
-          await runs.drained(10_000);
-          // Their answers are written; streams held open by clients must not keep shutdown waiting.
-          await Promise.race([connectionsEnded, delay(1000)]);
-          http.closeAllConnections?.();
-          await connectionsEnded;
-          await housekeeping.stop();
-          opened.pop(); // the listening socket: closed above
-          await undo();
-          logger.info('mcpworks stopped');
-        })();
-        return closing;
-      },
-    };
+    keys = new ApiKeyHasher(secret.secret);
+    database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  } catch (error) {
+    return failed(error);
   }
+  const openDb = database;
+  opened.push(() => openDb.close());
+  const accountsStore = new AccountsStore(database.db);
+  const accounts = new AccountService(accountsStore, config.tiers, { keys });
+  const catalogStore = new CatalogStore(database.db);
+  const cacheDir = cacheDirFor(config);
+  const dependencies = new TypescriptDependencies(cacheDir, config.npm);
+  // This process as an instance: its slots name it; what dead instances left is released now.
+  const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger });
+  const metering = new MeteringStore(database.db, instance.id);
+  await instance.start().catch(failed);
+  opened.push(() => instance.stop());
+  // Every tenant schema is compiled and applied in its worker pool, never on this thread.
+  const schemas = new SchemaGuard();
+  opened.push(() => schemas.close());
+  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);
+  const sandbox = openSandbox(logger);
+  opened.push(() => sandbox.close());
+  const executions = new ExecutionsStore(database.db);
+  const history = new ExecutionHistory(catalog, executions);
+  const packages = new FunctionsPackageBuilder(cacheDir);
+  const housekeeping = new Housekeeping({
+    accounts: accountsStore,
+    catalogStore,
+    packages,
+    graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
+    logger,
+  });
+  const runs = new RunService({
+    catalog,
+    catalogStore,
+    metering,
+    executions,
+    sandbox,
+    dependencies,
+    packages,
+    schemas,
+    tiers: config.tiers,
+    accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
+    securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
+  });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
+
+  // Set when shutdown begins: new requests are refused (503), those in progress go on.
+  let draining = false;
+  const server: ServerType = await new Promise<ServerType>((resolve, reject) => {
+    const s = serve(
+      {
+        fetch: app.fetch,
+        port: config.port,
+        hostname: config.host,
+        // Node's timeouts bound receiving a request (headers, then the whole request); nothing
+        // bounds the response, so long runs and SSE streams are never cut.
+        serverOptions: {
+          headersTimeout: limits.headersTimeoutMs,
+          requestTimeout: limits.requestTimeoutMs,
+          connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+        },
+        createServer: ((options: ServerOptions, listener: RequestListener) => {
+          const http = createHttpServer(options);
+          const guarded = guardConnections(http, limits, logger, listener);
+          http.on('request', (request, response) => {
+            if (!draining) return guarded(request, response);
+            response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
+            response.end(JSON.stringify({ error: { type: 'unavailable', message: 'the server is shutting down' } }));
+          });
+          return http;
+        }) as never,
+      },
+      () => resolve(s),
+    );
+    s.once('error', reject);
+    opened.push(() => new Promise<void>((resolve) => s.close(() => resolve())));
+  }).catch(failed);
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
+  housekeeping.start();
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    services: { accounts, accountsStore, schemas, housekeeping },
+    close() {
+      closing ??= (async () => {
+        draining = true;
+        const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+        // No new connections; open ones serve what is in progress (new requests get 503).
+        const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));
+        http.closeIdleConnections?.();
+        if (!(await runs.drained(graceMs))) logger.warn({ runs: runs.inProgress, graceMs }, 'grace period over: stopping the runs still in progress (recorded as interrupted, not counted)');
+        // Runs still going are stopped, answer an error and are recorded; none begins any more.
+        runs.interrupt();
+        await runs.drained(10_000);
+        // Their answers are written; streams held open by clients must not keep shutdown waiting.
+        await Promise.race([connectionsEnded, delay(1000)]);
+        http.closeAllConnections?.();
+        await connectionsEnded;
+        await housekeeping.stop();
+        opened.pop(); // the listening socket, closed above
+        // Then the sandboxes, the schema workers, the instance, the database last, the lock.
+        await undo();
+        logger.info('mcpworks stopped');
+      })();
+      return closing;
+    },
+  };
 }
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
