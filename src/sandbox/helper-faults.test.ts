@@ -4,8 +4,9 @@
 // server it watches ends, and at its own wall-clock limit (from the command, or for a pooled
 // sandbox from the SIGUSR2 that says its run began).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
@@ -158,5 +159,53 @@ describe('the helper guards its sandbox itself', () => {
     await sleep(200);
     process.kill(started.pid, 'SIGUSR2');
     assert.equal((await started.done).code, 128 + 9, 'killed once its clock ran out');
+  });
+});
+
+/** This process's sandbox-instance cgroup directories (instance-PID-…), in every hierarchy. */
+function ourInstanceGroups(): string[] {
+  const found: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    if (depth > 8) return;
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      if (!entry.isDirectory()) continue;
+      if (entry.name.startsWith(`instance-${process.pid}-`)) found.push(join(dir, entry.name));
+      else walk(join(dir, entry.name), depth + 1);
+    }
+  };
+  for (const hierarchy of ['/sys/fs/cgroup/memory', '/sys/fs/cgroup/pids', '/sys/fs/cgroup/unified']) walk(hierarchy, 0);
+  return found;
+}
+
+describe('a dead server\'s cgroups', { skip: process.getuid?.() !== 0 && 'cgroups need root' }, () => {
+  it('start-up kills what is left in them, then removes them', async () => {
+    const first = createBubblewrapSandbox({ network: false, pool: false, zygote: false, launcherPool: 0 });
+    const parents = ourInstanceGroups().map((dir) => dirname(dir));
+    await first.close();
+    assert.ok(parents.length > 0, 'this host gives sandboxes cgroups (root)');
+    // A group of a server that is gone, with a process still in it.
+    const deadPid = spawnSync('/bin/true').pid!;
+    const groups = parents.map((parent) => join(parent, `instance-${deadPid}-deadbeef`, 'run-left'));
+    const orphan = spawn('/bin/sleep', ['120'], { stdio: 'ignore' });
+    const ended = new Promise<NodeJS.Signals | null>((resolve) => orphan.once('exit', (_code, signal) => resolve(signal)));
+    for (const group of groups) {
+      mkdirSync(group, { recursive: true });
+      writeFileSync(join(group, 'cgroup.procs'), String(orphan.pid));
+    }
+    const second = createBubblewrapSandbox({ network: false, pool: false, zygote: false, launcherPool: 0 });
+    try {
+      const outcome = await Promise.race([ended, sleep(10_000).then(() => 'still running')]);
+      assert.equal(outcome, 'SIGKILL', 'the process left in the dead server\'s group was killed');
+      for (const group of groups) assert.equal(existsSync(dirname(group)), false, `${dirname(group)} removed`);
+    } finally {
+      orphan.kill('SIGKILL');
+      await second.close();
+    }
   });
 });
