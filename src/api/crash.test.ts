@@ -8,19 +8,20 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import { callOk, connect, createAccount, freshDatabaseUrl, TEST_SECRET_KEY, type ClientEra, type McpTestClient } from '../test-support/harness.js';
+import { callOk, connect, createAccount, freshDatabaseUrl, rawMcpPost, TEST_SECRET_KEY, type ClientEra, type McpTestClient } from '../test-support/harness.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROUNDS = 3;
 const FUNCTIONS = ['alpha', 'beta'];
 const CLIENT_ERAS: ClientEra[] = ['v2', 'v1', 'v2-legacy', 'v2'];
-const START_TIMEOUT_MS = 60_000;
+// Generous: an embedded database is created (initdb) on first start, slow on a loaded machine.
+const START_TIMEOUT_MS = 180_000;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -43,7 +44,7 @@ interface Child {
 }
 
 /** Runs `mcpworks serve` from source (tsx), so the test never depends on a stale build. */
-async function startChild(dataDir: string, databaseUrl: string | undefined): Promise<Child> {
+async function startChild(dataDir: string, databaseUrl: string | undefined, extraEnv: NodeJS.ProcessEnv = {}): Promise<Child> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
@@ -53,6 +54,7 @@ async function startChild(dataDir: string, databaseUrl: string | undefined): Pro
     delete env.HOST;
     // Several processes on one PostgreSQL share the API key secret, as the server requires.
     if (databaseUrl) Object.assign(env, { DATABASE_URL: databaseUrl, MCPWORKS_SECRET_KEY: TEST_SECRET_KEY });
+    Object.assign(env, extraEnv);
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir], {
       cwd: REPO_ROOT,
       env,
@@ -234,4 +236,243 @@ test('kill -9 while functions are updated: every acknowledged version survives, 
   }
   const total = FUNCTIONS.map((fn) => `${fn}=${ledgers.get(fn)!.acknowledged.size}`).join(' ');
   console.log(`crash test (${databaseUrl ? 'postgres' : 'pglite'}): ${stats.join('; ')}; versions ${total}`);
+});
+
+// ---- Faults under load with runs in flight (issue 11): kill -9, SIGTERM, a busy port. ----
+
+/** Host processes whose command line contains `text` (this test's sleepers, a server's helpers). */
+function processesWith(text: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ').includes(text)) found.push(Number(entry));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return found;
+}
+
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await sleep(50);
+  }
+}
+
+// Each run sleeps in a child process named by a marker (`/bin/sleep SECONDS.MARKER`), so the test
+// sees exactly its own sandboxes' processes among everything else on the host.
+const NAP_PY = 'import subprocess\n\ndef main(input_data):\n    subprocess.run(["/bin/sleep", input_data["marker"]])\n    return "woke"\n';
+const NAP_TS = 'import { execFileSync } from "node:child_process";\nexport default function main(input: { marker: string }) {\n  execFileSync("/bin/sleep", [input.marker]);\n  return "woke";\n}\n';
+const napCode = (marker: string) => `import subprocess\nsubprocess.run(["/bin/sleep", "${marker}"])\nresult = "woke"\n`;
+
+interface Flight {
+  marker: string;
+  call: Promise<{ isError?: boolean; content: Array<{ type: string; text?: string }> }>;
+}
+
+/** Starts one call that sleeps `seconds` (tool mode in either language, or code mode). */
+function fly(client: McpTestClient, kind: 'python' | 'typescript' | 'code', seconds: number, tag: string): Flight {
+  // sleep reads it as SECONDS.PIDTAG: a fraction of a second more than `seconds` (a whole number).
+  const marker = `${seconds}.${process.pid}${tag}`;
+  const call =
+    kind === 'code'
+      ? client.callTool('execute', { code: napCode(marker) })
+      : client.callTool(kind === 'python' ? 'svc__nap_py' : 'svc__nap_ts', { marker });
+  return { marker, call };
+}
+
+async function setupNaps(url: string, key: string, ns: string): Promise<void> {
+  const setup = await connect(`${url}/mcp/create/${ns}`, key, 'v2');
+  await callOk(setup, 'make_namespace', { name: ns });
+  await callOk(setup, 'make_service', { name: 'svc' });
+  await callOk(setup, 'make_function', { service: 'svc', name: 'nap_py', code: NAP_PY });
+  await callOk(setup, 'make_function', { service: 'svc', name: 'nap_ts', code: NAP_TS, language: 'typescript' });
+  await setup.close();
+}
+
+async function usageOf(url: string, key: string): Promise<{ executions: number; concurrency: { active: number } }> {
+  return (await (await fetch(`${url}/api/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as never;
+}
+
+async function historyOf(url: string, key: string, ns: string): Promise<Array<{ id: string; status: string; error_type: string | null; mode: string; function: string | null; language: string | null }>> {
+  const client = await connect(`${url}/mcp/create/${ns}`, key, 'v2');
+  const listed = await callOk(client, 'list_executions', { limit: 100 });
+  await client.close();
+  return Array.isArray(listed) ? listed : listed.executions;
+}
+
+const LOAD_TIER = (timeout: number) => JSON.stringify({ pro_trial: { concurrency: 4, timeout_s: timeout } });
+
+test('kill -9 with runs in flight: after restart slots are free, lost runs are interrupted and not counted, no sandbox outlives its limit', { timeout: 600_000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-kill9-'));
+  const databaseUrl = await freshDatabaseUrl();
+  const timeout = 8;
+  const env = { MCPWORKS_TIERS: LOAD_TIER(timeout) };
+  let server = await startChild(dir, databaseUrl, env);
+  try {
+    const account = await createAccount(server.url);
+    const ns = 'kill-nine';
+    await setupNaps(server.url, account.key, ns);
+    const tools = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    const code = await connect(`${server.url}/mcp/run/${ns}`, account.key, 'v2');
+    // Two runs that finish, then four that are in flight at the kill: both languages, both modes.
+    for (const kind of ['python', 'typescript'] as const) {
+      const done = await fly(tools, kind, 0, `0${kind.length}`).call;
+      assert.equal(done.isError, undefined, JSON.stringify(done));
+    }
+    const flights = [fly(tools, 'python', 150, '1'), fly(tools, 'python', 150, '2'), fly(tools, 'typescript', 150, '3'), fly(code, 'code', 150, '4')];
+    for (const flight of flights) flight.call.catch(() => undefined);
+    await waitFor('four runs in flight', () => flights.every((flight) => processesWith(`/bin/sleep ${flight.marker}`).length > 0), 60_000);
+    assert.equal((await usageOf(server.url, account.key)).concurrency.active, 4);
+    // Out of memory, the host's OOM killer takes sandboxes first and the server last.
+    assert.equal(readFileSync(`/proc/${processesWith(`/bin/sleep ${flights[0]!.marker}`)[0]}/oom_score_adj`, 'utf8').trim(), '1000');
+    // -500 where it may lower it (root with CAP_SYS_RESOURCE; a container may withhold it): never above 0.
+    assert.ok(Number(readFileSync(`/proc/${server.process.pid}/oom_score_adj`, 'utf8').trim()) <= 0, 'the server goes last');
+    // The tier's concurrency is taken: a fifth call is refused for as long as the runs can last, not 1 s.
+    const refused = await rawMcpPost(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'svc__nap_py', arguments: { marker: '0' } } });
+    assert.equal(refused.status, 429);
+    assert.ok(refused.body.retry_after > 1 && refused.body.retry_after <= timeout + 2, `retry_after ${refused.body.retry_after}`);
+    const killedAt = Date.now();
+    server.process.kill('SIGKILL');
+    await server.exited;
+    // No sandbox outlives its time limit: its helper watched the server and ends it.
+    await waitFor('every sandbox of the killed server gone', () => flights.every((flight) => processesWith(`/bin/sleep ${flight.marker}`).length === 0), timeout * 1000 + 5000);
+    const gone = Date.now() - killedAt;
+    await Promise.all([tools.close().catch(() => undefined), code.close().catch(() => undefined)]);
+    server = await startChild(dir, databaseUrl, env);
+    const usage = await usageOf(server.url, account.key);
+    assert.equal(usage.concurrency.active, 0, 'no slot of the dead server is held');
+    assert.equal(usage.executions, 2, 'exactly the runs that finished are counted');
+    const history = await historyOf(server.url, account.key, ns);
+    const interrupted = history.filter((row) => row.status === 'interrupted');
+    assert.equal(interrupted.length, 4, JSON.stringify(history));
+    assert.ok(interrupted.every((row) => row.error_type === 'interrupted'));
+    assert.deepEqual(interrupted.map((row) => `${row.mode}:${row.function ?? ''}:${row.language}`).sort(), ['code::python', 'tools:nap_py:python', 'tools:nap_py:python', 'tools:nap_ts:typescript']);
+    assert.equal(history.filter((row) => row.status === 'success').length, 2);
+    // The whole concurrency is there at once.
+    const again = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    const quick = await Promise.all([0, 1, 2, 3].map((i) => fly(again, 'python', 0, `5${i}`).call));
+    assert.ok(quick.every((result) => result.isError === undefined), JSON.stringify(quick));
+    await again.close();
+    assert.equal((await usageOf(server.url, account.key)).executions, 6);
+    console.log(`kill -9 (${databaseUrl ? 'postgres' : 'pglite'}): sandboxes gone ${gone} ms after the kill`);
+  } finally {
+    await killChild(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM with runs in flight: every client gets an answer, every run a record, nothing billed unanswered, exit 0', { timeout: 600_000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-sigterm-'));
+  const databaseUrl = await freshDatabaseUrl();
+  const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: '6000' };
+  let server = await startChild(dir, databaseUrl, env);
+  try {
+    const account = await createAccount(server.url);
+    const ns = 'sig-term';
+    await setupNaps(server.url, account.key, ns);
+    const tools = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    const code = await connect(`${server.url}/mcp/run/${ns}`, account.key, 'v2');
+    // Two end within the grace period, two do not.
+    const quick = [fly(tools, 'python', 3, '1'), fly(tools, 'typescript', 3, '2')];
+    const slow = [fly(tools, 'python', 150, '3'), fly(code, 'code', 150, '4')];
+    const all = [...quick, ...slow];
+    for (const flight of all) flight.call.catch(() => undefined);
+    // Every run has begun (a quick one may be over already on a loaded machine); the slow ones still run.
+    const seen = new Set<string>();
+    await waitFor('four runs begun', () => {
+      for (const flight of all) if (processesWith(`/bin/sleep ${flight.marker}`).length > 0) seen.add(flight.marker);
+      return seen.size === all.length;
+    }, 120_000);
+    server.process.kill('SIGTERM');
+    const answers = await Promise.all(all.map((flight) => flight.call)).catch((error: unknown) => {
+      throw new Error(`a client got no answer (${String(error)}):\n${server.output()}`);
+    });
+    for (const answer of answers.slice(0, 2)) assert.equal(answer.isError, undefined, `a run within the grace period answers its result: ${JSON.stringify(answer)}`);
+    for (const answer of answers.slice(2)) {
+      assert.equal(answer.isError, true);
+      assert.equal(JSON.parse(answer.content[0]!.text!).error_type, 'interrupted', JSON.stringify(answer));
+    }
+    assert.equal(await server.exited, 0, `exit status 0:\n${server.output()}`);
+    assert.deepEqual(all.flatMap((flight) => processesWith(`/bin/sleep ${flight.marker}`)), [], 'no sandbox left');
+    await Promise.all([tools.close().catch(() => undefined), code.close().catch(() => undefined)]);
+    server = await startChild(dir, databaseUrl, env);
+    const usage = await usageOf(server.url, account.key);
+    assert.equal(usage.concurrency.active, 0, 'no slot left');
+    assert.equal(usage.executions, 2, 'only the answered runs are counted');
+    const history = await historyOf(server.url, account.key, ns);
+    assert.deepEqual(history.map((row) => row.status).sort(), ['interrupted', 'interrupted', 'success', 'success']);
+  } finally {
+    await killChild(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a busy port: the server exits non-zero with a clear message and leaves nothing behind', { timeout: 300_000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-busy-'));
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  const port = (holder.address() as { port: number }).port;
+  try {
+    const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
+    for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'HOST']) delete env[name];
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dir], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
+    assert.notEqual(code, 0, output);
+    assert.match(output, /already in use \(EADDRINUSE\)/);
+    assert.equal(existsSync(path.join(dir, 'mcpworks.lock')), false, 'the data-dir lock is released');
+    // Its helpers name the server's pid (--watch-pid) and its cgroups (instance-PID-…).
+    await waitFor('no helper of the failed server', () => processesWith(`--watch-pid ${child.pid} `).length === 0 && processesWith(`instance-${child.pid}-`).length === 0, 10_000);
+  } finally {
+    holder.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('several nodes on one PostgreSQL: a live node keeps its slots when another starts; a node that stops renewing its lease loses them', { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, async () => {
+  const dirs = [mkdtempSync(path.join(tmpdir(), 'mcpworks-node-a-')), mkdtempSync(path.join(tmpdir(), 'mcpworks-node-b-'))];
+  const databaseUrl = await freshDatabaseUrl();
+  const leaseMs = 5000;
+  const env = { MCPWORKS_TIERS: LOAD_TIER(170), MCPWORKS_INSTANCE_LEASE_MS: String(leaseMs) };
+  const a = await startChild(dirs[0]!, databaseUrl, env);
+  let b: Child | undefined;
+  try {
+    const account = await createAccount(a.url);
+    const ns = 'two-nodes';
+    await setupNaps(a.url, account.key, ns);
+    const onA = await connect(`${a.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    const held = fly(onA, 'python', 150, '1');
+    held.call.catch(() => undefined);
+    await waitFor('a run in flight on node A', () => processesWith(`/bin/sleep ${held.marker}`).length > 0, 60_000);
+    b = await startChild(dirs[1]!, databaseUrl, env);
+    assert.equal((await usageOf(b.url, account.key)).concurrency.active, 1, "node B's start leaves node A's slot alone");
+    assert.deepEqual(await historyOf(b.url, account.key, ns), [], 'nothing recorded as interrupted');
+    // Node A stops renewing (stopped; its process is still there): once its lease is over, an
+    // admission on node B releases its slot and records its run as interrupted.
+    a.process.kill('SIGSTOP');
+    await sleep(leaseMs + 1000);
+    const onB = await connect(`${b.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    assert.equal((await fly(onB, 'python', 0, '3').call).isError, undefined);
+    await onB.close();
+    const usage = await usageOf(b.url, account.key);
+    assert.equal(usage.concurrency.active, 0, "node A's slot is released");
+    assert.equal(usage.executions, 1, 'the interrupted run on node A is not counted');
+    const history = await historyOf(b.url, account.key, ns);
+    assert.deepEqual(history.map((row) => row.status).sort(), ['interrupted', 'success']);
+    a.process.kill('SIGKILL');
+    a.process.kill('SIGCONT');
+    await a.exited;
+    await waitFor("the stopped node's sandbox gone with it", () => processesWith(`/bin/sleep ${held.marker}`).length === 0, 10_000);
+    await onA.close().catch(() => undefined);
+  } finally {
+    await killChild(a);
+    if (b) await killChild(b);
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
 });

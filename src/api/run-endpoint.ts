@@ -118,6 +118,16 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     return (await snapshotOf(scope)).functions;
   }
 
+  /**
+   * The handler takes its call's ticket over; one already given back (the handler started too late,
+   * see afterDispatch) is not used, so nothing runs without its slot and quota unit.
+   */
+  function takeOver(ticket: Ticket | undefined): Ticket | undefined {
+    if (!ticket || ticket.settled) return undefined;
+    ticket.started = true;
+    return ticket;
+  }
+
   /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */
   async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | undefined> {
     const messages = Array.isArray(body) ? body : [body];
@@ -147,7 +157,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
     }
     if (!metered) return undefined;
-    const admission = await runs.admit(scope.principal);
+    // What the call runs, for its record should this server die before the call ends.
+    const { snapshot, mode } = context(scope).extra;
+    const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
+    const admission = await runs.admit(scope.principal, snapshot && { namespace: snapshot, mode, fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined, language });
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
     context(scope).extra.ticket = admission.ticket;
     return undefined;
@@ -195,8 +208,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: true },
       },
       (async (args: { code?: unknown; language?: unknown }): Promise<CallToolResult> => {
-        const ticket = ctx.extra.ticket;
-        if (ticket) ticket.started = true;
+        const ticket = takeOver(ctx.extra.ticket);
         try {
           if (!ticket) {
             // Not admitted because the key may not run here: say why (forbidden, not found).
@@ -241,8 +253,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           annotations: TOOL_ANNOTATIONS,
         },
         (async (args: unknown): Promise<CallToolResult> => {
-          const ticket = ctx.extra.ticket;
-          if (ticket) ticket.started = true;
+          const ticket = takeOver(ctx.extra.ticket);
           try {
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
             return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn);
@@ -292,8 +303,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   async function afterDispatch(scope: RequestScope): Promise<void> {
     const ticket = context(scope).extra.ticket;
     if (!ticket || ticket.started || ticket.settled) return;
-    // Handlers start on a later tick of the same dispatch; give them that tick.
+    // Handlers start on a later tick of the same dispatch; give them that tick, and on a loaded
+    // server up to a second more (a handler that starts after the settle does not run: see takeOver).
     await new Promise((resolve) => setImmediate(resolve));
+    for (let waited = 0; !ticket.started && waited < 1000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
     if (!ticket.started) await runs.settle(ticket, false);
   }
 

@@ -12,7 +12,7 @@ before(async () => {
       JSON.stringify({
         quota3: { monthly_executions: 3, executions_per_minute: -1, concurrency: -1 },
         rate2: { monthly_executions: -1, executions_per_minute: 2, concurrency: -1 },
-        solo: { monthly_executions: -1, executions_per_minute: -1, concurrency: 1 },
+        solo: { monthly_executions: -1, executions_per_minute: -1, concurrency: 1, timeout_s: 20 },
         exact10: { monthly_executions: 10, executions_per_minute: -1, concurrency: -1 },
       }),
     ),
@@ -327,7 +327,10 @@ describe('metering', () => {
     const second = await rawCall(space.ns, space.key, 'utils__slow', {});
     assert.equal(second.status, 429);
     assert.equal(second.body.code, 'CONCURRENCY_LIMIT_EXCEEDED');
-    assert.equal(second.headers.get('retry-after'), '1');
+    // Truthful: until the run in the slot reaches its 20 s limit (plus 2 s to settle), not 1.
+    const retryAfter = Number(second.headers.get('retry-after'));
+    assert.equal(second.body.retry_after, retryAfter);
+    assert.ok(retryAfter > 10 && retryAfter <= 22, `retry_after ${retryAfter}`);
     assert.equal((await first).status, 200);
     assert.equal((await rawCall(space.ns, space.key, 'utils__slow', {})).status, 200, 'the slot is free again');
   });

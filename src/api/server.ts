@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TypescriptDependencies } from '../run/typescript-dependencies.js';
@@ -22,6 +22,7 @@ import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
+import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
 import { guardConnections } from './connection-guard.js';
 import { createLogger, type Logger } from './logger.js';
@@ -37,11 +38,41 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5 s). */
+export function shutdownGraceMs(value = process.env.MCPWORKS_SHUTDOWN_GRACE_MS): number {
+  if (value === undefined || value === '') return 5000;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000 (got '${value.slice(0, 32)}')`);
+  return ms;
+}
+
 /** The composition root: database, services, HTTP app, listening socket. */
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
   const limits = httpLimitsFor(config);
+  const graceMs = shutdownGraceMs();
+  const leaseMs = leaseMsFromEnvironment();
   prepareDataDir(config.dataDir);
+  preferredByOomKiller();
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
+  // What start-up has opened, undone in reverse order (database last, then the lock) if a later
+  // step fails, a busy port say: a server that did not start leaves nothing running or locked.
+  const opened: Array<() => unknown> = [releaseLock];
+  const undo = async () => {
+    for (const close of opened.splice(0).reverse()) {
+      try {
+        await close();
+      } catch (error) {
+        logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'clean-up after a failed start');
+      }
+    }
+  };
+  const failStart = async (error: unknown): Promise<never> => {
+    await undo();
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new Error(`${config.host}:${config.port} is already in use (EADDRINUSE): stop what listens there or choose another --port`);
+    }
+    throw error;
+  };
   let database;
   let keys: ApiKeyHasher;
   let fail!: (message: string) => void;
@@ -67,18 +98,26 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
       },
     });
   } catch (error) {
-    releaseLock();
-    throw error;
+    return failStart(error);
   }
+  const openDb = database;
+  opened.push(() => openDb.close());
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
   const cacheDir = cacheDirFor(config);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm);
+  // This process as an instance: its slots name it; what dead instances left is released now.
+  const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger });
+  const metering = new MeteringStore(database.db, instance.id);
+  await instance.start().catch(failStart);
+  opened.push(() => instance.stop());
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
   const schemas = new SchemaGuard();
+  opened.push(() => schemas.close());
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);
   const sandbox = openSandbox(logger);
+  opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
   const packages = new FunctionsPackageBuilder(cacheDir);
@@ -90,11 +129,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     logger,
   });
   const pending = new PendingWrites(database.health, logger);
+  // Writes the database refused get a last try while it is still open (undone before it).
+  opened.push(() => pending.close());
   const runs = new RunService({
     pending,
     catalog,
     catalogStore,
-    metering: new MeteringStore(database.db),
+    metering,
     executions,
     sandbox,
     dependencies,
@@ -106,7 +147,9 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   });
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
 
-  const server: ServerType = await new Promise((resolve, reject) => {
+  // Set when shutdown begins: new requests are refused (503), those in progress go on.
+  let draining = false;
+  const server: ServerType = await new Promise<ServerType>((resolve, reject) => {
     const s = serve(
       {
         fetch: app.fetch,
@@ -121,14 +164,20 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
         },
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);
-          http.on('request', guardConnections(http, limits, logger, listener));
+          const guarded = guardConnections(http, limits, logger, listener);
+          http.on('request', (request, response) => {
+            if (!draining) return guarded(request, response);
+            response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
+            response.end(JSON.stringify({ error: { type: 'unavailable', message: 'the server is shutting down' } }));
+          });
           return http;
         }) as never,
       },
       () => resolve(s),
     );
     s.once('error', reject);
-  });
+    opened.push(() => new Promise<void>((resolve) => s.close(() => resolve())));
+  }).catch(failStart);
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
@@ -142,24 +191,31 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     failed,
     close() {
       closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          // Streams held open by clients must not keep shutdown waiting.
-          (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
-        });
+        draining = true;
+        const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
+        // No new connections; open ones serve what is in progress (new requests get 503).
+        const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));
+        http.closeIdleConnections?.();
+        if (!(await runs.drained(graceMs))) logger.warn({ runs: runs.inProgress, graceMs }, 'grace period over: stopping the runs still in progress (recorded as interrupted, not counted)');
+        // Runs still going are stopped, answer an error and are recorded; none begins any more.
+        runs.interrupt();
+        await runs.drained(10_000);
+        // Their answers are written; streams held open by clients must not keep shutdown waiting.
+        await Promise.race([connectionsEnded, delay(1000)]);
+        http.closeAllConnections?.();
+        await connectionsEnded;
         await housekeeping.stop();
-        await schemas.close();
-        await sandbox.close();
-        // Writes the database refused get a last try while it is still open.
-        await pending.close();
-        await database.close();
-        releaseLock();
+        opened.pop(); // the listening socket, closed above
+        // Then the sandboxes, the schema workers, the instance, the database last, the lock.
+        await undo();
         logger.info('mcpworks stopped');
       })();
       return closing;
     },
   };
 }
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /**
  * The code_sandbox backend. When this machine cannot run it (no bubblewrap, no helper), the server
@@ -177,6 +233,21 @@ function openSandbox(logger: Logger): Sandbox {
       },
       async close() {},
     };
+  }
+}
+
+/**
+ * In a host-wide out-of-memory, the kernel kills the process with the highest oom_score_adj first:
+ * sandboxes (1000) and their helpers (500) set theirs; the server, when it may (root), goes last.
+ */
+export const SERVER_OOM_SCORE_ADJ = -500;
+
+function preferredByOomKiller(): void {
+  if (process.getuid?.() !== 0) return;
+  try {
+    writeFileSync('/proc/self/oom_score_adj', String(SERVER_OOM_SCORE_ADJ));
+  } catch {
+    // no procfs, or not allowed in this container: the kernel's default then
   }
 }
 

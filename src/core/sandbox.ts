@@ -98,6 +98,11 @@ export interface SandboxRequest {
    * group's own).
    */
   warm?: { group: string; imports: readonly string[]; owner?: string };
+  /**
+   * Aborted when the server stops before the run ends (its grace period is over): the run is
+   * killed and, unless it had answered, ends as a platform failure (not metered).
+   */
+  signal?: AbortSignal;
 }
 
 /** Failure types a run can report besides the user's own exception class names. */

@@ -11,6 +11,7 @@ import { transform } from 'esbuild';
 import { ambiguousIdentifiers, catalogEntries, renderCatalogDoc, type CatalogEntry } from '../core/functions-catalog.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import { packageRoot } from '../sandbox/host.js';
+import { madeByDeadProcess, ownerTag } from '../sandbox/owner-tag.js';
 
 /** Where a package is mounted inside the sandbox. */
 export const PACKAGE_MOUNT = '/opt/mcpworks';
@@ -132,7 +133,7 @@ export class FunctionsPackageBuilder {
     const doc = { python: renderCatalogDoc(namespace, entries, 'python'), typescript: renderCatalogDoc(namespace, entries, 'typescript') };
     const transpileErrors = new Map<string, string>();
 
-    const staging = path.join(this.cacheRoot, 'packages', `.staging-${key}-${randomBytes(4).toString('hex')}`);
+    const staging = path.join(this.cacheRoot, 'packages', `.staging-${ownerTag}-${key}-${randomBytes(4).toString('hex')}`);
     const python = path.join(staging, 'python', 'functions');
     const node = path.join(staging, 'node', 'node_modules', 'functions');
     mkdirSync(path.join(python, '_code'), { recursive: true, mode: 0o755 });
@@ -240,7 +241,8 @@ export class FunctionsPackageBuilder {
       } catch {
         continue;
       }
-      if (now - mtime < graceMs) continue;
+      // A staging dir of a process of this host that has ended (a crash) goes at once.
+      if (now - mtime < graceMs && !(leftover && madeByDeadProcess(name))) continue;
       if (leftover) {
         rmSync(dir, { recursive: true, force: true });
         continue;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
-import { sandboxLimitsFor, type Sandbox, type SandboxOutcome } from '../core/sandbox.js';
+import { sandboxLimitsFor, type Sandbox, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { SecretScannerCache } from './scanner-cache.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
@@ -9,7 +9,7 @@ import type { CatalogService } from '../services/catalog.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
-import type { MeteringStore, Rejection } from '../store/metering-store.js';
+import type { InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
 import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
 import type { PendingWrites } from '../store/pending-writes.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
@@ -56,8 +56,16 @@ const MAX_BRIDGE_CALLS = 10_000;
 /** Calls kept in an execution's history row. */
 const MAX_RECORDED_CALLS = 100;
 
+/** The error type of a run the server stopped before it ended (shutdown): recorded, never counted. */
+export const INTERRUPTED = 'interrupted';
+
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
+  /** Runs in progress, each with what aborts its sandboxes when the server stops. */
+  private readonly running = new Set<AbortController>();
+  private idle: Array<() => void> = [];
+  /** Set once the grace period of a shutdown is over: runs still going are stopped. */
+  private interrupting = false;
   private readonly scanners = new SecretScannerCache();
   private readonly code: CodeCache;
 
@@ -112,12 +120,31 @@ export class RunService {
     return snapshot;
   }
 
-  async admit(principal: KeyPrincipal): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
+  /** `call`: what the call will run, so that its record can be written if its server dies first. */
+  async admit(
+    principal: KeyPrincipal,
+    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown },
+  ): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     const now = new Date();
     const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, started: false, settled: false };
+    let run: InterruptedRun | undefined;
+    if (call) {
+      const fn = call.fn;
+      run = {
+        namespace_id: call.namespace.namespaceId,
+        key_id: principal.keyId,
+        mode: call.mode,
+        service_name: fn?.service ?? null,
+        function_name: fn?.name ?? null,
+        function_id: fn?.functionId ?? null,
+        version: fn?.version ?? null,
+        functions: fn ? [`${fn.service}.${fn.name}@${fn.version}`] : [],
+        language: fn ? fn.definition.language : call.language === 'typescript' ? 'typescript' : 'python',
+      };
+    }
     let rejection: Rejection | undefined;
     try {
-      rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now });
+      rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now, run });
     } catch (error) {
       // The connection broke after the admission was sent: it may have committed, so its slot and
       // unit are given back once the database answers (a no-op when it never got there).
@@ -127,6 +154,42 @@ export class RunService {
       throw error;
     }
     return rejection ? { rejection, tier: principal.tier } : { ticket };
+  }
+
+  /** Runs in progress (for shutdown). */
+  get inProgress(): number {
+    return this.running.size;
+  }
+
+  /** Settles when no run is in progress, or after `ms`; true when none is. */
+  async drained(ms: number): Promise<boolean> {
+    if (this.running.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((resolve) => this.idle.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
+    return this.running.size === 0;
+  }
+
+  /**
+   * The grace period is over: runs still in progress are stopped, answer an `interrupted` error
+   * and are recorded as such, uncounted; runs not yet begun do not begin.
+   */
+  interrupt(): void {
+    this.interrupting = true;
+    for (const run of this.running) run.abort();
+  }
+
+  /** Wraps a run: tracked for shutdown, with the signal that stops its sandboxes. */
+  private async tracked<T>(body: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    if (this.interrupting) controller.abort();
+    this.running.add(controller);
+    try {
+      return await body(controller.signal);
+    } finally {
+      this.running.delete(controller);
+      if (this.running.size === 0) for (const resolve of this.idle.splice(0)) resolve();
+    }
   }
 
   async settle(ticket: Ticket, successful: boolean): Promise<void> {
@@ -163,7 +226,11 @@ export class RunService {
    * inside this sandbox; the bridge validates every call, pins it to the version the run started
    * with, and runs other-language functions in sandboxes of their own.
    */
-  async execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown): Promise<RunResult> {
+  execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown): Promise<RunResult> {
+    return this.tracked((signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, signal));
+  }
+
+  private async executeTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, signal: AbortSignal): Promise<RunResult> {
     const started = performance.now();
     const snapshot = namespace.functions;
     const language = (languageInput ?? 'python') as SandboxLanguage;
@@ -222,7 +289,7 @@ export class RunService {
       }
       // The callee may use what is left of the caller's time, no more.
       const remaining = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
-      const outcome = await this.deps.sandbox.run({
+      const outcome = await this.runSandbox(signal, {
         code: await this.code.codeOf(fn),
         language: fn.definition.language,
         input,
@@ -237,7 +304,7 @@ export class RunService {
 
     let outcome: SandboxOutcome;
     try {
-      outcome = await this.deps.sandbox.run({
+      outcome = await this.runSandbox(signal, {
         code,
         language,
         input: {},
@@ -252,7 +319,7 @@ export class RunService {
     } finally {
       finished = true;
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome), !platformFailed(outcome), {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome, signal), !platformFailed(outcome), {
       mode: 'code',
       serviceName: null,
       functionName: null,
@@ -320,7 +387,7 @@ export class RunService {
       namespaceId,
       keyId: ctx.principal.keyId,
       ...what,
-      status: scanned.ok ? 'success' : 'error',
+      status: scanned.ok ? 'success' : !counted && scanned.error_type === INTERRUPTED ? 'interrupted' : 'error',
       errorType: scanned.ok ? null : scanned.error_type,
       errorMessage: scanned.ok ? null : scanned.error,
       durationMs: performance.now() - started,
@@ -359,7 +426,19 @@ export class RunService {
   }
 
   /** Tool mode: run one function's active version with `args` as its input. */
-  async runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown): Promise<RunResult> {
+  runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown): Promise<RunResult> {
+    return this.tracked((signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, signal));
+  }
+
+  /** A sandbox run, unless the server is stopping: then an interrupted run, without starting one. */
+  private runSandbox(signal: AbortSignal, request: SandboxRequest): Promise<SandboxOutcome> {
+    if (signal.aborted) {
+      return Promise.resolve({ ok: false, error: { type: SANDBOX_ERROR_TYPES.sandbox, message: 'the run was interrupted: the server is shutting down', stderr: '', platform: true }, stdout: '', durationMs: 0 });
+    }
+    return this.deps.sandbox.run({ ...request, signal });
+  }
+
+  private async runFunctionTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, signal: AbortSignal): Promise<RunResult> {
     const started = performance.now();
     const fn = namespace.functions.find((f) => f.service === service && f.name === name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
@@ -373,7 +452,7 @@ export class RunService {
       result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {
       const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
-      const outcome = await this.deps.sandbox.run({
+      const outcome = await this.runSandbox(signal, {
         ...(nodeModulesDir ? { nodeModulesDir } : {}),
         code: await this.code.codeOf(fn),
         language: fn.definition.language,
@@ -383,7 +462,7 @@ export class RunService {
         ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
       counted = !platformFailed(outcome);
-      result = await this.checkOutput(ctx, fn, fromOutcome(outcome));
+      result = await this.checkOutput(ctx, fn, fromOutcome(outcome, signal));
     }
     return this.finish(ctx, ticket, namespace.namespaceId, started, result, counted, {
       mode: 'tools',
@@ -422,7 +501,9 @@ function refusal(verdict: SchemaVerdict, mismatch: string, stopped: string): { e
 /** The error type of a call refused because its schema check was stopped. */
 export const SCHEMA_LIMIT_ERROR = 'SchemaLimitError';
 
-function fromOutcome(outcome: SandboxOutcome): RunResult {
+function fromOutcome(outcome: SandboxOutcome, signal?: AbortSignal): RunResult {
   if (outcome.ok) return { ok: true, result: outcome.result, stdout: outcome.stdout, stderr: outcome.stderr };
+  // Stopped by the server's shutdown (the host's own observation): an interrupted run.
+  if (signal?.aborted && outcome.error.platform === true) return { ok: false, error: outcome.error.message, error_type: INTERRUPTED, stderr: '', stdout: '' };
   return { ok: false, error: outcome.error.message, error_type: outcome.error.type, stderr: outcome.error.stderr, stdout: outcome.stdout };
 }

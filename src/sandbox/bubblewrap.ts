@@ -140,7 +140,15 @@ interface PreparedSandbox extends PoolItem {
   stdout: CappedCapture;
   stderr: CappedCapture;
   network: Promise<{ attachment: NetworkAttachment | null; failed: boolean }>;
+  /** Started ahead of its run: its helper's wall clock waits for SIGUSR2 (see helperArgs). */
+  pooled: boolean;
 }
+
+/**
+ * The helper's own wall clock runs this much past the run's limit: the server's timer (and its
+ * SIGTERM) comes first; the helper's is for a server that cannot act (gone, or stalled).
+ */
+const HELPER_DEADLINE_MARGIN_MS = 1000;
 
 /**
  * What one idle pooled sandbox holds, for the pool's free-memory cap: measured on Debian 12 (Python
@@ -304,6 +312,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   function launchZygote(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): ZygoteProcess {
     const bwrapArgs = zygoteBubblewrapArgs(spec, groups, socketDir);
     const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
+    // Ends with the server, and every child with it (their PID namespaces are inside its own).
+    args.push('--watch-pid', String(process.pid));
     // No CPU limit: a zygote lives long; each run's worker sets its own.
     args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
     args.push('--user', `${groups.user.uid}:${groups.user.gid}`);
@@ -434,6 +444,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         bridge: request.bridge,
         lineCapBytes: request.limits.maxResultBytes + 2 * TRACEBACK_CAP,
         timeoutMs: request.limits.timeoutSeconds * 1000,
+        signal: request.signal,
       });
       // A child that died before its run began changes nothing: the run takes the ordinary path.
       if (!record.notStarted) {
@@ -494,6 +505,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const cgroup = createRunCgroup(cgroups, randomUUID(), { memoryBytes: DEFAULT_LAUNCHER_MEMORY, maxProcesses: 64 });
     const args = ['exec'];
     for (const file of cgroup?.procsFiles ?? []) args.push('--cgroup', file);
+    // An idle launcher, and the run it starts, end with the server however it ends.
+    args.push('--watch-pid', String(process.pid));
     args.push('--wait-command');
     // The same command, environment and fds through the spawner (it opens the seccomp program).
     const remote = spawner?.launch(paths.helper, args, sandboxEnvironment(), paths.seccompProgram);
@@ -524,7 +537,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
    */
   function commandFrame(shape: SandboxShape, pooled: boolean, uid: number | null): Buffer {
     // The sandbox's own uid is not part of the shape: any pooled sandbox of it serves any run.
-    const args = [...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...shape.command, ...(pooled ? ['pooled'] : [])];
+    const args = [...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...(pooled ? ['--clock-on-signal'] : []), ...shape.command, ...(pooled ? ['pooled'] : [])];
     const body = Buffer.from(args.map((arg) => `${arg}\0`).join(''), 'utf8');
     return Buffer.concat([Buffer.from(body.length.toString(16).padStart(8, '0'), 'ascii'), body]);
   }
@@ -563,6 +576,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const ready = networkReady.then((state) => (state.failed ? false : channel.ready));
     return {
       launcher,
+      pooled,
       channel,
       stdout,
       stderr,
@@ -607,6 +621,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // Without a pids group the per-user count is the only fork-bomb brake (per sandbox with a uid
     // of its own; shared by concurrent runs with one fixed sandbox user).
     if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
+    // The helper's backstop: the longer of the run's two time limits (equal for every plan), so the
+    // shape, and with it the pool's keys, depends on nothing the CPU limit did not already decide.
+    args.push('--deadline-ms', String(Math.max(limits.timeoutSeconds, limits.cpuSeconds) * 1000 + HELPER_DEADLINE_MARGIN_MS));
     if (sandboxUser && !uids) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
     // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
     args.push('--keep-fds', network ? '7' : '5');
@@ -624,6 +641,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     let networkFailed = false;
     let exit: LauncherExit;
     let answeredFirst = false;
+    let runStarted = performance.now();
     try {
       let escalation: NodeJS.Timeout | undefined;
       // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
@@ -638,6 +656,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         timedOut = true;
         kill();
       }, limits.timeoutSeconds * 1000);
+      // The server is stopping and its grace period is over.
+      if (request.signal?.aborted) kill();
+      else request.signal?.addEventListener('abort', kill, { once: true });
       // Room for the result (or a bridge call's input) plus the error envelope and a traceback.
       channel.begin(request.bridge, limits.maxResultBytes + 2 * TRACEBACK_CAP, kill);
       const networkState = await prepared.network;
@@ -647,6 +668,19 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         kill();
       }
       child.stdin!.end(payload);
+      runStarted = performance.now();
+      // A pooled sandbox's helper starts its own wall clock now (its runner is up, so the helper
+      // has long been waiting for this signal rather than dying of it).
+      if (prepared.pooled) {
+        void prepared.ready.then((ready) => {
+          if (!ready || !prepared.launcher.alive() || child.pid === undefined) return;
+          try {
+            process.kill(child.pid, 'SIGUSR2');
+          } catch {
+            // it has just ended
+          }
+        });
+      }
       // With the answer in, the run is over: the runner flushed its output before answering, so it
       // is in the pipes already (read by the end of this turn of the event loop). Ending the run's
       // processes then beats waiting for the interpreter's own teardown by milliseconds.
@@ -663,6 +697,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         await Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), delay(100)]);
       } else {
         exit = await exited;
+        // Ended by the helper's own wall clock (the server's timer was late): a timeout all the same.
+        if (!timedOut && channel.answer === null && performance.now() - runStarted >= limits.timeoutSeconds * 1000) timedOut = true;
       }
       clearTimeout(timer);
       clearTimeout(escalation);
@@ -704,6 +740,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     started: number,
   ): SandboxOutcome {
     const { limits } = request;
+    // Stopped because the server is: the platform's doing, whatever the run had done (unanswered).
+    if (request.signal?.aborted && run.answer === null) return platformFailure('the run was interrupted: the server is shutting down', started);
     const stdoutText = run.stdout.text();
     const stderrText = run.stderr.text();
     const fail = (type: string, message: string, trace = '') =>
@@ -734,6 +772,12 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (run.exit.lost) {
       log('a sandbox ended unobserved: its spawner stopped during the run');
       return platformFailure('the sandbox was lost (its spawner stopped)', started);
+    }
+    // The helper reports its child's signals as 128+N; a signal of its own came from outside the
+    // sandbox (an operator, the host's OOM killer), never from the run (another PID namespace).
+    if (run.exit.signal !== null) {
+      log(`a sandbox helper was killed by ${run.exit.signal} during a run`);
+      return platformFailure(`the sandbox was stopped by the host (${run.exit.signal}) before the function finished`, started);
     }
     const status = run.exit.code ?? -1;
     // bubblewrap reports a child killed by signal N as status 128+N.

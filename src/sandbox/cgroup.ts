@@ -56,6 +56,34 @@ function removeGroupTree(dir: string): void {
   rmdirSync(dir);
 }
 
+/** SIGKILLs every process in a group and the groups below it; the number signalled. */
+function killGroupTree(dir: string): number {
+  let killed = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) killed += killGroupTree(join(dir, entry.name));
+  const pids = procsIn(dir);
+  killPids(pids);
+  return killed + pids.length;
+}
+
+/**
+ * A dead server's groups: whatever still runs in them (a sandbox its helper could not end) is
+ * killed first, then the groups are removed, waiting (bounded, ~2 s) for the kills to land.
+ */
+function removeDeadInstance(dir: string): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let attempt = 0; attempt < 40; attempt++) {
+    try {
+      killGroupTree(dir);
+      removeGroupTree(dir);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      // EBUSY: killed processes are still exiting. Start-up only, so a short blocking pause.
+      Atomics.wait(pause, 0, 0, 50);
+    }
+  }
+}
+
 /**
  * Makes this sandbox instance's own group under the shared parent (so instances in several
  * processes never touch each other's runs) and removes groups left by processes that are gone.
@@ -67,9 +95,9 @@ function prepareBase(parent: string): string | null {
       const owner = /^instance-(\d+)-/.exec(entry.name);
       if (!entry.isDirectory() || !owner || existsSync(`/proc/${owner[1]}`)) continue;
       try {
-        removeGroupTree(join(parent, entry.name));
+        removeDeadInstance(join(parent, entry.name));
       } catch {
-        // still has dying processes; the next start-up retries
+        // unreadable: the next start-up retries
       }
     }
     const base = join(parent, `instance-${process.pid}-${randomBytes(4).toString('hex')}`);

@@ -27,6 +27,7 @@ import {
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
 import { defaultHostPaths } from './host.js';
+import { madeByDeadProcess, ownerTag } from './owner-tag.js';
 
 export type DependencyInstallErrorReason =
   | 'invalid_requirement'
@@ -153,7 +154,7 @@ export async function prepareTypescriptDependencies(
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
   const npmUser = isRoot ? (options.user ?? NPM_DEFAULTS.user) : owner;
   const home = npmHome(root, isRoot ? npmUser : null);
-  const staging = join(installs, `${STAGING_PREFIX}${key}-${randomBytes(4).toString('hex')}`);
+  const staging = join(installs, `${STAGING_PREFIX}${ownerTag}-${key}-${randomBytes(4).toString('hex')}`);
   mkdirSync(staging, { mode: 0o755 });
   try {
     const dependencies: Record<string, string> = {};
@@ -257,7 +258,7 @@ function removeStaleStaging(installs: string): void {
   for (const name of readdirSync(installs)) {
     if (!name.startsWith(STAGING_PREFIX)) continue;
     try {
-      if (Date.now() - lstatSync(join(installs, name)).mtimeMs > STALE_STAGING_MS) rmSync(join(installs, name), { recursive: true, force: true });
+      if (madeByDeadProcess(name) || Date.now() - lstatSync(join(installs, name)).mtimeMs > STALE_STAGING_MS) rmSync(join(installs, name), { recursive: true, force: true });
     } catch {
       // removed by another server meanwhile
     }
@@ -326,6 +327,8 @@ function runNpm(run: NpmRun): Promise<void> {
   if (run.cgroups) cgroup = createRunCgroup(run.cgroups, `npm-${randomUUID()}`, { memoryBytes: run.memoryBytes, maxProcesses: run.maxProcesses });
   // The helper joins the groups before it starts npm, so nothing of npm ever runs outside them.
   const args = ['exec', ...(cgroup?.procsFiles ?? []).flatMap((file) => ['--cgroup', file])];
+  // A build never outlives the server.
+  args.push('--watch-pid', String(process.pid));
   args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=4096:4096');
   const memoryCgroup = run.cgroups?.memory != null && cgroup !== null;
   // Node reserves about 1 GB of address space it never touches.

@@ -112,6 +112,8 @@ export interface ZygoteRunRequest {
   bridge: SandboxBridge | undefined;
   lineCapBytes: number;
   timeoutMs: number;
+  /** Aborted: the run is killed (the server is stopping). */
+  signal?: AbortSignal | undefined;
 }
 
 export interface ZygoteStats {
@@ -304,6 +306,8 @@ class ZygoteChild {
       timedOut = true;
       kill();
     }, request.timeoutMs);
+    if (request.signal?.aborted) kill();
+    else request.signal?.addEventListener('abort', kill, { once: true });
     channel.begin(request.bridge, request.lineCapBytes, kill);
     this.channelSocket.write(`${request.payload}\n`);
     // With the answer in, the run is over: the runner flushed its output before answering, so it

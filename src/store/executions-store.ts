@@ -17,7 +17,8 @@ export interface ExecutionRecord {
   /** Every function the run called (`service.function@version`). */
   functions: string[];
   language: string | null;
-  status: 'success' | 'error';
+  /** interrupted: the server stopped before the run ended (not counted). */
+  status: 'success' | 'error' | 'interrupted';
   errorType: string | null;
   errorMessage: string | null;
   durationMs: number;

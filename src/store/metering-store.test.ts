@@ -119,7 +119,9 @@ describe('metering store', () => {
     const { accountId } = await newAccount();
     const first = await admit(accountId, { concurrency: 1 });
     assert.equal(first.rejection, undefined);
-    assert.deepEqual((await admit(accountId, { concurrency: 1 })).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 1 });
+    // Retry after: when the held call reaches its time limit (30 s, plus 2 s to settle).
+    assert.deepEqual((await admit(accountId, { concurrency: 1 }, first.now)).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 32 });
+    assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 20_500))).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 12 });
     await metering.settle(first.ticketId, accountId, first.now, true);
     assert.equal((await admit(accountId, { concurrency: 1 })).rejection, undefined);
     assert.equal((await metering.usage(accountId, new Date())).executions, 2, 'a refused admission counts nothing');
@@ -203,5 +205,48 @@ describe('metering store', () => {
     await metering.settle(orphan.ticketId, accountId, orphan.now, false);
     assert.equal((await metering.usage(accountId, lastMonth)).executions, 1);
     assert.equal(monthKey(lastMonth) < monthKey(now), true);
+  });
+});
+
+describe('server instances and their slots', () => {
+  const run = (namespaceId: string) => ({ namespace_id: namespaceId, key_id: null, mode: 'tools' as const, service_name: 'utils', function_name: 'hello', function_id: null, version: 1, functions: ['utils.hello@1'], language: 'python' });
+  async function instance(id: string, leaseUntil: Date): Promise<MeteringStore> {
+    await database.db.insertInto('server_instances').values({ id, host: 'test', pid: 1, started_at: new Date(), lease_until: leaseUntil }).execute();
+    return new MeteringStore(database.db, id);
+  }
+
+  test("a dead instance's slots are released at start: quota given back, runs recorded as interrupted; a live one's stay", async () => {
+    const { accountId, namespaceId } = await newAccount();
+    const now = new Date();
+    const dead = await instance(randomUUID(), new Date(now.getTime() + 60_000));
+    const live = await instance(randomUUID(), new Date(now.getTime() + 60_000));
+    const lost = randomUUID();
+    await dead.admit({ ticketId: lost, accountId, limits: UNLIMITED, now, run: run(namespaceId) });
+    await dead.admit({ ticketId: randomUUID(), accountId, limits: UNLIMITED, now });
+    await live.admit({ ticketId: randomUUID(), accountId, limits: UNLIMITED, now, run: run(namespaceId) });
+    assert.equal((await metering.usage(accountId, now)).executions, 3);
+    assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 2);
+    const usage = await metering.usage(accountId, now);
+    assert.equal(usage.active, 1, "the live instance's slot is kept");
+    assert.equal(usage.executions, 1, 'the lost calls are not counted');
+    const rows = await executions.list(namespaceId, { limit: 10 });
+    assert.deepEqual(rows.map((row) => [row.id, row.status, row.error_type, row.function_name, row.mode]), [[lost, 'interrupted', 'interrupted', 'hello', 'tools']]);
+    // Exactly once: a second release finds nothing.
+    assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 0);
+  });
+
+  test("an instance whose lease expired loses its slots at the next admission; with every slot stale (embedded), all go", async () => {
+    const { accountId, namespaceId } = await newAccount();
+    const now = new Date();
+    const stalled = await instance(randomUUID(), new Date(now.getTime() + 5_000));
+    await stalled.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 1 }, now, run: run(namespaceId) });
+    assert.equal((await admit(accountId, { concurrency: 1 }, new Date(now.getTime() + 4_000))).rejection?.code, 'CONCURRENCY_LIMIT_EXCEEDED', 'within the lease');
+    const later = new Date(now.getTime() + 6_000);
+    const after = await admit(accountId, { concurrency: 1 }, later);
+    assert.equal(after.rejection, undefined, 'the lease is over: its slot is released');
+    assert.deepEqual((await executions.list(namespaceId, { limit: 10 })).map((row) => row.status), ['interrupted']);
+    assert.equal((await metering.usage(accountId, later)).executions, 1);
+    await metering.releaseStale(later, null);
+    assert.equal((await metering.usage(accountId, later)).active, 0, 'no other server: every slot is stale');
   });
 });

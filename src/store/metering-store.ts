@@ -13,7 +13,25 @@ export interface AdmissionRequest {
   accountId: string;
   limits: Pick<TierLimits, 'monthlyExecutions' | 'executionsPerMinute' | 'concurrency' | 'timeoutSeconds'>;
   now: Date;
+  /** What the record of the call needs if its server dies before it ends (see recordInterrupted). */
+  run?: InterruptedRun | undefined;
 }
+
+/** The fields of an execution record known when a call is admitted. */
+export interface InterruptedRun {
+  namespace_id: string;
+  key_id: string | null;
+  mode: 'tools' | 'code';
+  service_name: string | null;
+  function_name: string | null;
+  function_id: string | null;
+  version: number | null;
+  functions: string[];
+  language: string | null;
+}
+
+/** The margin past a call's time limit by which its slot is expected free (start-up, settling). */
+const SLOT_DEADLINE_MARGIN_MS = 2000;
 
 /** `2026-11` for any instant in November 2026 (UTC): the quota period. */
 export function monthKey(at: Date): string {
@@ -30,27 +48,34 @@ function minuteStart(at: Date): Date {
  * account are serialised and a quota of N admits exactly N.
  */
 export class MeteringStore {
-  constructor(private readonly db: Db) {}
+  /** `instanceId`: the server instance (see InstanceLease) whose slots these are. */
+  constructor(
+    private readonly db: Db,
+    private readonly instanceId: string | null = null,
+  ) {}
 
   /**
    * One round trip: the steps run in the database function mcpworks_admit (migration 6), under
    * the account's row lock. Nothing is counted when it answers a rejection.
    */
   async admit(request: AdmissionRequest): Promise<Rejection | undefined> {
-    const { accountId, limits, now, ticketId } = request;
+    const { accountId, limits, now, ticketId, run } = request;
     const window = minuteStart(now);
     // A slot outlives the longest possible run by a margin, then frees itself.
     const expiresAt = new Date(now.getTime() + (limits.timeoutSeconds + 120) * 1000);
-    const { rows } = await sql<{ rejected: Rejection['code'] | null; used: number }>`
-      SELECT rejected, used FROM mcpworks_admit(${ticketId}, ${accountId}, ${now}, ${monthKey(now)}, ${window},
-        ${limits.monthlyExecutions}, ${limits.executionsPerMinute}, ${limits.concurrency}, ${expiresAt})`.execute(this.db);
+    const deadline = new Date(now.getTime() + limits.timeoutSeconds * 1000 + SLOT_DEADLINE_MARGIN_MS);
+    const { rows } = await sql<{ rejected: Rejection['code'] | null; used: number; retry_after: number | null }>`
+      SELECT rejected, used, retry_after FROM mcpworks_admit(${ticketId}, ${accountId}, ${now}, ${monthKey(now)}, ${window},
+        ${limits.monthlyExecutions}, ${limits.executionsPerMinute}, ${limits.concurrency}, ${expiresAt},
+        ${this.instanceId}, ${deadline}, ${run ? JSON.stringify(run) : null}::jsonb)`.execute(this.db);
     const answer = rows[0];
     if (!answer) throw new Error('mcpworks_admit returned no row');
     switch (answer.rejected) {
       case null:
         return undefined;
       case 'CONCURRENCY_LIMIT_EXCEEDED':
-        return { code: answer.rejected, limit: limits.concurrency!, retryAfter: 1 };
+        // Until the earliest of the account's calls reaches its time limit: by then its slot is free.
+        return { code: answer.rejected, limit: limits.concurrency!, retryAfter: Math.max(1, Number(answer.retry_after ?? 1)) };
       case 'EXECUTION_RATE_EXCEEDED':
         return { code: answer.rejected, limit: limits.executionsPerMinute!, retryAfter: Math.max(1, Math.ceil((window.getTime() + 60_000 - now.getTime()) / 1000)) };
       case 'QUOTA_EXCEEDED':
@@ -86,6 +111,16 @@ export class MeteringStore {
         WHERE ${perMinute}::int IS NULL OR rate_windows.executions < ${perMinute}::int
       RETURNING executions`.execute(this.db);
     return rows.length > 0;
+  }
+
+  /**
+   * Releases stale slots of every account: expired ones, those of instances whose lease expired,
+   * and those of `dead` instances (null: every slot, when no other server can share the database).
+   * Their unrecorded calls give back their quota unit and, once begun, are recorded as interrupted.
+   */
+  async releaseStale(now: Date, dead: string[] | null): Promise<number> {
+    const { rows } = await sql<{ n: number }>`SELECT mcpworks_release_stale(NULL, ${now}, ${dead}::text[]) AS n`.execute(this.db);
+    return Number(rows[0]?.n ?? 0);
   }
 
   async usage(accountId: string, now: Date): Promise<{ month: string; executions: number; lastMinute: number; active: number }> {

@@ -132,6 +132,17 @@ export interface ActiveExecutionsTable {
   account_id: string;
   started_at: Timestamp;
   expires_at: Timestamp;
+  instance_id: string | null;
+  deadline_at: Timestamp | null;
+  run: unknown;
+}
+
+export interface ServerInstancesTable {
+  id: string;
+  host: string;
+  pid: number;
+  started_at: Timestamp;
+  lease_until: Timestamp;
 }
 
 export interface SecurityEventsTable {
@@ -165,6 +176,7 @@ export interface Database {
   usage_months: UsageMonthsTable;
   rate_windows: RateWindowsTable;
   active_executions: ActiveExecutionsTable;
+  server_instances: ServerInstancesTable;
   security_events: SecurityEventsTable;
   schema_migrations: SchemaMigrationsTable;
 }

@@ -11,6 +11,11 @@
  *       Joins the per-run cgroups, sets resource limits, drops to the sandbox user and runs
  *       PROGRAM (bubblewrap) as a child, exiting with its status once every descendant is gone.
  *       Joining before exec means no user code ever runs outside the cgroup.
+ *       --watch-pid PID: the server; when it ends (however: kill -9 too) the sandbox is killed.
+ *       --deadline-ms N: the wall clock of the run, enforced here whatever the server does; it
+ *       starts when the command is read, or with --clock-on-signal (a pooled sandbox, started
+ *       ahead of its run) when SIGUSR2 says the run began. At either end: SIGKILL to bubblewrap
+ *       and to every process left in the run's cgroups.
  *
  * Built by scripts/setup.d/sandbox.sh with libseccomp.
  */
@@ -31,16 +36,14 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/signalfd.h>
+#include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
-static volatile pid_t sandbox_child = 0;
-
-/* SIGTERM from the server (timeout): kill bubblewrap, whose --die-with-parent takes the sandbox
- * down; we stay to reap it all. */
-static void on_term(int signo) {
-  (void)signo;
-  if (sandbox_child > 0) kill(sandbox_child, SIGKILL);
-}
+#define MAX_CGROUPS 4
+static const char *cgroup_files[MAX_CGROUPS];
+static int cgroup_count = 0;
 
 static int fail(const char *what) {
   fprintf(stderr, "mcpworks-sandbox-helper: %s: %s\n", what, strerror(errno));
@@ -146,6 +149,9 @@ struct exec_options {
   int drop;
   unsigned int keep_fds;
   int wait_command;
+  long watch_pid;
+  long deadline_ms;
+  int clock_on_signal;
 };
 
 /* Applies options from args[0..count) up to "--" (sets *program to the index after it) or up to
@@ -156,6 +162,7 @@ static int apply_options(char **args, int count, int *program, struct exec_optio
   for (; i < count; i++) {
     if (!strcmp(args[i], "--")) { *program = i + 1; return 0; }
     if (!strcmp(args[i], "--wait-command")) { options->wait_command = 1; return 0; }
+    if (!strcmp(args[i], "--clock-on-signal")) { options->clock_on_signal = 1; continue; }
     if (i + 1 >= count) { fprintf(stderr, "mcpworks-sandbox-helper: %s needs a value\n", args[i]); return 111; }
     const char *value = args[++i];
     if (!strcmp(args[i - 1], "--cgroup")) {
@@ -164,6 +171,7 @@ static int apply_options(char **args, int count, int *program, struct exec_optio
       /* "0" means the writing process itself. */
       if (write(fd, "0\n", 2) != 2) return fail("join cgroup");
       close(fd);
+      if (cgroup_count < MAX_CGROUPS) cgroup_files[cgroup_count++] = value;
     } else if (!strcmp(args[i - 1], "--rlimit")) {
       char name[16]; unsigned long long soft, hard;
       if (sscanf(value, "%15[a-z]=%llu:%llu", name, &soft, &hard) != 3 || resource_named(name) < 0) {
@@ -171,6 +179,10 @@ static int apply_options(char **args, int count, int *program, struct exec_optio
       }
       struct rlimit limit = { (rlim_t)soft, (rlim_t)hard };
       if (setrlimit(resource_named(name), &limit) != 0) return fail("setrlimit");
+    } else if (!strcmp(args[i - 1], "--watch-pid")) {
+      options->watch_pid = strtol(value, NULL, 10);
+    } else if (!strcmp(args[i - 1], "--deadline-ms")) {
+      options->deadline_ms = strtol(value, NULL, 10);
     } else if (!strcmp(args[i - 1], "--keep-fds")) {
       options->keep_fds = (unsigned int)strtoul(value, NULL, 10);
     } else if (!strcmp(args[i - 1], "--user")) {
@@ -215,8 +227,44 @@ static char **read_command(int *count) {
   return args;
 }
 
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* SIGKILL to every process of the run's cgroups but this one: what bubblewrap's teardown would
+ * miss (a child it started but had not yet armed with --die-with-parent). */
+static void kill_cgroups(void) {
+  pid_t self = getpid();
+  for (int g = 0; g < cgroup_count; g++) {
+    FILE *procs = fopen(cgroup_files[g], "r");
+    if (!procs) continue;
+    long pid;
+    while (fscanf(procs, "%ld", &pid) == 1) if (pid > 0 && pid != self) kill((pid_t)pid, SIGKILL);
+    fclose(procs);
+  }
+}
+
+/* The kernel's OOM killer picks the highest score: sandboxes first (1000), their helpers next
+ * (500), the server last (see src/api/server.ts). Raising needs no privilege; best effort. */
+static void set_oom_score_adj(const char *value) {
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (write(fd, value, strlen(value)) < 0) { /* kept as it is */ }
+  close(fd);
+}
+
+static int drop_privileges(const struct exec_options *options) {
+  if (!options->drop) return 0;
+  if (setgroups(0, NULL) != 0) return fail("setgroups");
+  if (setresgid(options->gid, options->gid, options->gid) != 0) return fail("setresgid");
+  if (setresuid(options->uid, options->uid, options->uid) != 0) return fail("setresuid");
+  return 0;
+}
+
 static int run_exec(int argc, char **argv) {
-  struct exec_options options = { 0, 0, 0, 5, 0 };
+  struct exec_options options = { 0, 0, 0, 5, 0, 0, 0, 0 };
   int program = -1;
   char **args = argv + 2;
   int count = argc - 2;
@@ -234,46 +282,84 @@ static int run_exec(int argc, char **argv) {
   argc = count;
   argv = args;
   if (i < 0 || i >= argc) { fprintf(stderr, "mcpworks-sandbox-helper: no program\n"); return 111; }
-  if (options.drop) {
-    if (setgroups(0, NULL) != 0) return fail("setgroups");
-    if (setresgid(options.gid, options.gid, options.gid) != 0) return fail("setresgid");
-    if (setresuid(options.uid, options.uid, options.uid) != 0) return fail("setresuid");
-  }
+  set_oom_score_adj("500");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("no_new_privs");
   /* Only fds below --keep-fds (stdio, the answer pipe, the seccomp program, bubblewrap's
    * info/block pipes) may reach bubblewrap, which passes on whatever it inherits. */
   syscall(SYS_close_range, options.keep_fds, ~0U, 0);
+  /* The server, watched through a pidfd (close-on-exec, opened after the close above): its end,
+   * whatever the cause, ends the run. Gone already: nothing is started. */
+  int server = -1;
+  if (options.watch_pid > 0) {
+    server = (int)syscall(SYS_pidfd_open, (pid_t)options.watch_pid, 0);
+    if (server < 0 && errno == ESRCH) { fprintf(stderr, "mcpworks-sandbox-helper: the server has ended\n"); return 111; }
+    /* Kernels without pidfds (before 5.3): the parent's death signal is the fallback. */
+    if (server < 0) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  }
+  long long deadline = options.deadline_ms > 0 && !options.clock_on_signal ? now_ms() + options.deadline_ms : -1;
   /* bubblewrap's monitor returns as soon as the function's process ends, leaving the namespace's
    * init to tear the rest down as an orphan. As subreaper we adopt it and exit only when every
    * descendant is gone, so nothing outlives the answer and no zombie is left to the host's init. */
   if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) return fail("subreaper");
-  sigset_t term, previous;
-  sigemptyset(&term);
-  sigaddset(&term, SIGTERM);
-  sigprocmask(SIG_BLOCK, &term, &previous);
+  sigset_t watched, previous;
+  sigemptyset(&watched);
+  sigaddset(&watched, SIGTERM);
+  sigaddset(&watched, SIGCHLD);
+  sigaddset(&watched, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &watched, &previous);
+  int signals = signalfd(-1, &watched, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signals < 0) return fail("signalfd");
   pid_t child = fork();
   if (child < 0) return fail("fork");
   if (child == 0) {
-    /* If the server kills us (timeout), bubblewrap and through --die-with-parent the sandbox follow. */
+    /* Before the drop: once another user, this process's /proc files are no longer its own. */
+    set_oom_score_adj("1000");
+    if (drop_privileges(&options) != 0) _exit(111);
+    /* If we die (killed, or the server gone), bubblewrap and through --die-with-parent the sandbox follow. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     sigprocmask(SIG_SETMASK, &previous, NULL);
     execv(argv[i], &argv[i]);
     _exit(fail("exec"));
   }
-  sandbox_child = child;
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = on_term;
-  sigaction(SIGTERM, &action, NULL);
-  sigprocmask(SIG_SETMASK, &previous, NULL);
-  int status = 0, child_status = 0;
+  /* The helper itself runs no user code, but needs nothing of root's from here on either. */
+  if (drop_privileges(&options) != 0) { kill(child, SIGKILL); return 111; }
+  /* A change of user clears the parent-death signal: set again where it is the fallback. */
+  if (server < 0 && options.watch_pid > 0) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  int status = 0, child_status = 0, child_running = 1, killing = 0;
   for (;;) {
-    pid_t done = waitpid(-1, &status, 0);
-    if (done < 0) {
-      if (errno == EINTR) continue;
-      break; /* ECHILD: every descendant has been reaped */
+    pid_t done;
+    while ((done = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (done == child) { child_status = status; child_running = 0; }
     }
-    if (done == child) child_status = status;
+    if (done < 0 && errno == ECHILD) break; /* every descendant has been reaped */
+    long long now = now_ms();
+    if (!killing && deadline >= 0 && now >= deadline) {
+      fprintf(stderr, "mcpworks-sandbox-helper: the run's wall-clock limit passed\n");
+      killing = 1;
+    }
+    if (killing) {
+      if (child_running) kill(child, SIGKILL);
+      kill_cgroups();
+    }
+    int timeout = -1;
+    if (killing) timeout = 50;
+    else if (deadline >= 0) timeout = (int)(deadline - now < 0 ? 0 : deadline - now);
+    struct pollfd fds[2] = { { signals, POLLIN, 0 }, { server, POLLIN, 0 } };
+    int ready = poll(fds, server >= 0 ? 2 : 1, timeout);
+    if (ready < 0 && errno != EINTR) break;
+    if (server >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      /* The server ended: the run has no one to answer to. */
+      killing = 1;
+      close(server);
+      server = -1;
+    }
+    struct signalfd_siginfo info;
+    while (read(signals, &info, sizeof info) == (ssize_t)sizeof info) {
+      /* SIGTERM from the server (timeout): kill bubblewrap, whose --die-with-parent takes the
+       * sandbox down; we stay to reap it all. */
+      if (info.ssi_signo == SIGTERM && child_running) kill(child, SIGKILL);
+      if (info.ssi_signo == SIGUSR2 && options.deadline_ms > 0 && deadline < 0) deadline = now_ms() + options.deadline_ms;
+    }
   }
   if (WIFEXITED(child_status)) return WEXITSTATUS(child_status);
   if (WIFSIGNALED(child_status)) return 128 + WTERMSIG(child_status);

@@ -1,0 +1,92 @@
+/**
+ * This server process as an instance in the database, with a lease it renews while it lives. The
+ * concurrency slots of its calls name it, so when it dies without settling them (kill -9, a lost
+ * node) any node releases them once the lease has expired, and records their runs as interrupted.
+ * At start: on the embedded database no other server can hold a slot (the data dir is locked), so
+ * every slot is stale; on PostgreSQL, instances of this host whose process is gone are dead at
+ * once, and the others' slots are kept until their lease expires.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { Logger } from '../api/logger.js';
+import type { Db } from '../store/database.js';
+import type { MeteringStore } from '../store/metering-store.js';
+
+export const DEFAULT_LEASE_MS = 30_000;
+
+/** This host, across restarts of its processes but not of its kernel (pids restart with it). */
+function hostIdentity(): string {
+  let boot = '';
+  try {
+    boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    // no procfs: only the lease frees this host's dead instances
+  }
+  return `${hostname()}/${boot}`;
+}
+
+export class InstanceLease {
+  readonly id = randomUUID();
+  private readonly host = hostIdentity();
+  private timer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
+
+  constructor(
+    private readonly deps: { db: Db; metering: () => MeteringStore; embedded: boolean; leaseMs: number; logger: Logger },
+  ) {}
+
+  /** Registers this instance, releases what dead ones left, and starts renewing the lease. */
+  async start(): Promise<{ released: number }> {
+    const { db, leaseMs } = this.deps;
+    const now = new Date();
+    await db
+      .insertInto('server_instances')
+      .values({ id: this.id, host: this.host, pid: process.pid, started_at: now, lease_until: new Date(now.getTime() + leaseMs) })
+      .execute();
+    const others = await db.selectFrom('server_instances').select(['id', 'host', 'pid', 'lease_until']).where('id', '<>', this.id).execute();
+    const dead = others.filter((other) => this.deps.embedded || (other.host === this.host && !existsSync(`/proc/${other.pid}`)) || new Date(other.lease_until) < now).map((other) => other.id);
+    const released = await this.deps.metering().releaseStale(now, this.deps.embedded ? null : dead);
+    if (dead.length > 0) await db.deleteFrom('server_instances').where('id', 'in', dead).execute();
+    if (released > 0) this.deps.logger.warn({ released, deadInstances: dead.length }, 'released the concurrency slots of stopped servers; their runs are recorded as interrupted and not counted');
+    this.timer = setInterval(() => {
+      this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+    }, Math.max(50, Math.floor(leaseMs / 3)));
+    this.timer.unref();
+    return { released };
+  }
+
+  private async renew(): Promise<void> {
+    const { db, leaseMs } = this.deps;
+    const now = new Date();
+    try {
+      // Re-inserted if another node removed it (this one looked dead: its lease had expired).
+      await db
+        .insertInto('server_instances')
+        .values({ id: this.id, host: this.host, pid: process.pid, started_at: now, lease_until: new Date(now.getTime() + leaseMs) })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ lease_until: new Date(now.getTime() + leaseMs) }))
+        .execute();
+    } catch (error) {
+      this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not renew the server instance lease');
+    }
+  }
+
+  /** Stops renewing and removes the instance (after its calls are settled). */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.renewing;
+    await this.deps.db
+      .deleteFrom('server_instances')
+      .where('id', '=', this.id)
+      .execute()
+      .catch(() => undefined);
+  }
+}
+
+/** MCPWORKS_INSTANCE_LEASE_MS: how long a server's slots outlive its last sign of life (default 30 s). */
+export function leaseMsFromEnvironment(value = process.env.MCPWORKS_INSTANCE_LEASE_MS): number {
+  if (value === undefined || value === '') return DEFAULT_LEASE_MS;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000 (got '${value.slice(0, 32)}')`);
+  return ms;
+}
