@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxOutcome } from '../core/sandbox.js';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
-import { SecretScannerCache } from './scanner-cache.js';
+import { ScanPool } from './scan-pool.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
@@ -49,6 +49,8 @@ export interface NamespaceSnapshot {
 }
 
 const SNAPSHOT_CACHE_SIZE = 1000;
+/** Scan workers are shared by every RunService of the process (their caches hold hashed keys only). */
+const sharedScans = new ScanPool();
 /** Function calls one execute may make through the bridge (same- and other-language). */
 const MAX_BRIDGE_CALLS = 10_000;
 /** Calls kept in an execution's history row. */
@@ -56,7 +58,6 @@ const MAX_RECORDED_CALLS = 100;
 
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
-  private readonly scanners = new SecretScannerCache();
   private readonly code: CodeCache;
 
   constructor(
@@ -72,6 +73,8 @@ export class RunService {
       schemas: SchemaGuard;
       tiers: Readonly<Record<string, TierLimits>>;
       accountTier: (accountId: string) => Promise<string>;
+      /** Where answers are scanned for secrets (large ones off the main thread); one per process by default. */
+      scans?: ScanPool;
       /** Security events are logged as well as stored: kind and place, never the value. */
       securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
     },
@@ -285,8 +288,10 @@ export class RunService {
     let scanned: RunResult;
     let bytesOut: number;
     try {
-      scanned = this.scanners.for(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
-      bytesOut = Buffer.byteLength(JSON.stringify(scanned));
+      const outcome = await (this.deps.scans ?? sharedScans).scan(Object.values(ctx.env), result);
+      scanned = outcome.value as RunResult;
+      findings = outcome.findings;
+      bytesOut = outcome.bytes;
     } catch {
       // An output the server cannot scan is withheld, not passed on unscanned; the call still counts.
       findings = [];
