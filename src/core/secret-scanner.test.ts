@@ -252,3 +252,16 @@ test('what survives of a pattern secret cut short is redacted at the cut, for ev
   const many = `\nsk-${'a'.repeat(100)}'... 1 more character`.repeat(20_000);
   assert.ok(scan(many).text === "\n[REDACTED_API_KEY]'... 1 more character".repeat(20_000), 'each of many cuts');
 });
+
+test('an env value in an array of byte values (a returned Buffer, Python list(bytes)) becomes one marker', () => {
+  const value = 'tenant-token-123';
+  const data = [...Buffer.from(`xx${value}yy`)];
+  const findings: Finding[] = [];
+  const scanned = new SecretScanner([value]).scanValue({ type: 'Buffer', data, other: [...Buffer.from(value)] }, findings);
+  assert.deepEqual(scanned, { type: 'Buffer', data: [120, 120, '[REDACTED_ENV_VALUE]', 121, 121], other: ['[REDACTED_ENV_VALUE]'] });
+  assert.deepEqual(findingTypes(findings), ['ENV_VALUE']);
+  const harmless = [...Buffer.from('no secret in here at all')];
+  assert.deepEqual(new SecretScanner([value]).scanValue(harmless, []), harmless);
+  const mixed = [...data, 'x'];
+  assert.deepEqual(new SecretScanner([value]).scanValue(mixed, []), mixed, 'not all bytes: each element scanned as itself');
+});

@@ -417,6 +417,37 @@ export class SecretScanner {
   }
 
   /**
+   * An array of byte values (a Buffer returned from TypeScript arrives as `{"type":"Buffer","data":
+   * [...]}`, Python's list(bytes) as a list): an env value's bytes in it become one marker string in
+   * their place. Undefined when the array is not all bytes or holds no env value.
+   */
+  private byteArray(source: unknown[], findings: Finding[]): unknown[] | undefined {
+    if (this.envMatcher.empty || source.length < MIN_ENV_VALUE_LENGTH) return undefined;
+    for (const item of source) if (typeof item !== 'number' || !Number.isInteger(item) || item < 0 || item > 255) return undefined;
+    const joined = source.join(',');
+    const ranges = this.envMatcher.ranges(joined);
+    if (ranges.length === 0) return undefined;
+    const out: unknown[] = [];
+    let offset = 0;
+    let range = 0;
+    for (const item of source) {
+      const end = offset + String(item).length;
+      while (range < ranges.length && ranges[range + 1]! <= offset) range += 2;
+      // An element any part of which a range covers goes; each range leaves one marker.
+      if (range < ranges.length && ranges[range]! < end) {
+        if (out[out.length - 1] !== MARKER_OF_RANGE) {
+          findings.push({ type: 'ENV_VALUE' });
+          out.push(MARKER_OF_RANGE);
+        }
+      } else {
+        out.push(item);
+      }
+      offset = end + 1;
+    }
+    return out;
+  }
+
+  /**
    * Redacts every string inside a JSON value (object keys included), returning a new value.
    * Iterative: however deep the value, the server's stack is not.
    */
@@ -436,9 +467,14 @@ export class SecretScanner {
           if (redacted !== text) scanned = redacted;
         }
       } else if (Array.isArray(source)) {
-        const copy: unknown[] = new Array(source.length);
-        for (let i = source.length - 1; i >= 0; i--) work.push({ source: source[i], into: copy, key: i });
-        scanned = copy;
+        const bytes = this.byteArray(source, findings);
+        if (bytes) {
+          scanned = bytes;
+        } else {
+          const copy: unknown[] = new Array(source.length);
+          for (let i = source.length - 1; i >= 0; i--) work.push({ source: source[i], into: copy, key: i });
+          scanned = copy;
+        }
       } else if (source !== null && typeof source === 'object') {
         const copy: Record<string, unknown> = {};
         for (const [name, item] of Object.entries(source as Record<string, unknown>)) {
@@ -454,6 +490,8 @@ export class SecretScanner {
     return holder.value;
   }
 }
+
+const MARKER_OF_RANGE = '[REDACTED_ENV_VALUE]';
 
 /** Distinct finding types, for security events. */
 export function findingTypes(findings: readonly Finding[]): string[] {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxOutcome } from '../core/sandbox.js';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
-import { ScanPool } from './scan-pool.js';
+import { sharedScanPool, type ScanPool } from './scan-pool.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
@@ -49,8 +49,6 @@ export interface NamespaceSnapshot {
 }
 
 const SNAPSHOT_CACHE_SIZE = 1000;
-/** Scan workers are shared by every RunService of the process (their caches hold hashed keys only). */
-const sharedScans = new ScanPool();
 /** Function calls one execute may make through the bridge (same- and other-language). */
 const MAX_BRIDGE_CALLS = 10_000;
 /** Calls kept in an execution's history row. */
@@ -288,7 +286,7 @@ export class RunService {
     let scanned: RunResult;
     let bytesOut: number;
     try {
-      const outcome = await (this.deps.scans ?? sharedScans).scan(Object.values(ctx.env), result);
+      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result);
       scanned = outcome.value as RunResult;
       findings = outcome.findings;
       bytesOut = outcome.bytes;

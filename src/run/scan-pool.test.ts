@@ -41,3 +41,9 @@ test('a scan that overruns its deadline fails (the caller withholds), and the ne
   const outcome = await pool.scan(['q'.repeat(3000), secret], { ok: true, result: `${secret} `.repeat(10_000), stdout: '', stderr: '' });
   assert.doesNotMatch(JSON.stringify(outcome.value), /pool-secret/);
 });
+
+test('a scan the worker cannot complete fails (the caller withholds the answer)', async () => {
+  // Forms beyond what one matcher may hold: the worker's scanner cannot be built.
+  const huge = 'h'.repeat(250_000);
+  await assert.rejects(pool.scan([huge], { ok: true, result: `${huge} `.repeat(2), stdout: '', stderr: '' }), /the scan failed/);
+});

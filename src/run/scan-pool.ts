@@ -62,6 +62,12 @@ export class ScanPool {
   private readonly inline = new SecretScannerCache(16, 256 * 1024);
   private nextId = 1;
   private closed = false;
+  private scanning = 0;
+
+  /** Scans under way in workers now (the main thread is free meanwhile). */
+  get running(): number {
+    return this.scanning;
+  }
 
   constructor(options: Partial<ScanPoolOptions> = {}) {
     this.options = { ...DEFAULTS, ...options };
@@ -76,7 +82,13 @@ export class ScanPool {
       const scanned = this.inline.for(env).scanValue(value, findings);
       return { value: scanned, findings, bytes: Buffer.byteLength(findings.length === 0 ? text : JSON.stringify(scanned)) };
     }
-    const reply = await this.submit(env, text);
+    this.scanning++;
+    let reply: ScanReply;
+    try {
+      reply = await this.submit(env, text);
+    } finally {
+      this.scanning--;
+    }
     if ('failed' in reply) throw new Error('the scan failed');
     if (reply.text === undefined) return { value, findings: [], bytes: Buffer.byteLength(text) };
     return { value: JSON.parse(reply.text), findings: reply.types.map((type) => ({ type })), bytes: Buffer.byteLength(reply.text) };
@@ -144,3 +156,6 @@ export class ScanPool {
     if (!this.closed) this.dispatch();
   }
 }
+
+/** The process's scan workers, shared by every RunService (their caches hold hashed keys only). */
+export const sharedScanPool = new ScanPool();
