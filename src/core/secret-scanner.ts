@@ -293,7 +293,7 @@ const PARTIAL_PATTERNS: readonly PartialPattern[] = Object.freeze([
   { marker: 'API_KEY', start: /\bsk-/g, body: /[A-Za-z0-9_-]/ },
   { marker: 'AWS_KEY', start: /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)/g, body: /[0-9A-Z]/ },
   { marker: 'AWS_SECRET', start: /aws_?secret_?(?:access_?)?key(?:_id)?["']?\s*[:=]\s*["']?/gi, body: /[A-Za-z0-9/+=]/, keep: true },
-  { marker: 'GITHUB_TOKEN', start: /\b(?:ghp|gho|ghs|ghu|ghr)_/g, body: /[A-Za-z0-9]/ },
+  { marker: 'GITHUB_TOKEN', start: /\b(?:ghr|ghu|ghs|gho|ghp)_/g, body: /[A-Za-z0-9]/ },
   { marker: 'GITHUB_TOKEN', start: /\bgithub_pat_/g, body: /[A-Za-z0-9_]/ },
   { marker: 'GITLAB_TOKEN', start: /\bglpat-/g, body: /[A-Za-z0-9_-]/ },
   { marker: 'SLACK_TOKEN', start: /\bxox[abposr]-/g, body: /[A-Za-z0-9-]/ },
