@@ -265,3 +265,18 @@ test('an env value in an array of byte values (a returned Buffer, Python list(by
   const mixed = [...data, 'x'];
   assert.deepEqual(new SecretScanner([value]).scanValue(mixed, []), mixed, 'not all bytes: each element scanned as itself');
 });
+
+test('the end of an env value that starts a traceback the server cut (it keeps the end) is redacted', () => {
+  const value = 'tenant-secret-0123456789-abcdefghijklmnop';
+  const cut = '[traceback cut]\n';
+  for (const kept of [4, 20, value.length - 1]) {
+    const { text, types } = scan(`printed\n${cut}${value.slice(-kept)}\n  File "x.py"`, [value]);
+    assert.equal(text, `printed\n${cut}[REDACTED_ENV_VALUE]\n  File "x.py"`, `${kept} characters kept`);
+    assert.deepEqual(types, ['ENV_VALUE']);
+  }
+  const json = JSON.stringify(value).slice(1, -1);
+  assert.equal(scan(`${cut}${json.slice(-10)} more`, [value]).text, `${cut}[REDACTED_ENV_VALUE] more`, 'any form');
+  // Only the last marker is the server's (the traceback comes last); under 4 characters stays.
+  assert.equal(scan(`${cut}${value.slice(-10)}\n${cut}ok`, [value]).text, `${cut}${value.slice(-10)}\n${cut}ok`);
+  assert.equal(scan(`${cut}${value.slice(-3)} x`, [value]).text, `${cut}${value.slice(-3)} x`);
+});

@@ -339,6 +339,26 @@ function partialsAtCuts(text: string, cuts: readonly number[]): Array<[number, n
   return found;
 }
 
+/** The server's marker before a traceback it cut (it keeps the end): a value's end may start it. */
+const HEAD_CUT = '[traceback cut]\n';
+
+/**
+ * Length of the longest start of `text` (from `from`) that is an end of `form`: the overlap of
+ * form and text, through the prefix function of text's head, then form (linear in both).
+ */
+function overlap(form: string, text: string, from: number): number {
+  const head = text.slice(from, from + form.length);
+  const joined = `${head}\u0000${form}`;
+  const border = new Int32Array(joined.length);
+  for (let i = 1; i < joined.length; i++) {
+    let k = border[i - 1]!;
+    while (k > 0 && joined.charCodeAt(i) !== joined.charCodeAt(k)) k = border[k - 1]!;
+    if (joined.charCodeAt(i) === joined.charCodeAt(k)) k++;
+    border[i] = k;
+  }
+  return Math.min(border[joined.length - 1]!, head.length);
+}
+
 /** Replaces [start, end) ranges (any order, may overlap) by their markers. */
 function redactRanges(text: string, ranges: Array<[number, number, string]>, findings: Finding[]): string {
   if (ranges.length === 0) return text;
@@ -361,11 +381,26 @@ function redactRanges(text: string, ranges: Array<[number, number, string]>, fin
  */
 export class SecretScanner {
   private readonly envMatcher: LiteralMatcher;
+  private readonly forms: readonly string[];
 
   constructor(envValues: Iterable<string> = []) {
     const forms: string[] = [];
     for (const value of envValues) if (value.length >= MIN_ENV_VALUE_LENGTH) forms.push(...envValueForms(value));
     this.envMatcher = new LiteralMatcher(forms);
+    this.forms = forms;
+  }
+
+  /**
+   * After the last traceback cut (the server appends the traceback last, so a marker before it was
+   * printed by the run and hides nothing), the longest start that is an env value form's end.
+   */
+  private cutHead(text: string): [number, number] | undefined {
+    const marker = text.lastIndexOf(HEAD_CUT);
+    if (marker === -1 || this.forms.length === 0) return undefined;
+    const from = marker + HEAD_CUT.length;
+    let longest = 0;
+    for (const form of this.forms) longest = Math.max(longest, overlap(form, text, from));
+    return longest >= MIN_PARTIAL_LENGTH ? [from, from + longest] : undefined;
   }
 
   /** Code units of the env values' forms this scanner holds (its size, for caches). */
@@ -376,6 +411,11 @@ export class SecretScanner {
   /** Redacts one string; findings are appended to `findings`. */
   scanString(text: string, findings: Finding[]): string {
     let out = text;
+    const head = this.cutHead(out);
+    if (head) {
+      findings.push({ type: 'ENV_VALUE' });
+      out = `${out.slice(0, head[0])}[REDACTED_ENV_VALUE]${out.slice(head[1])}`;
+    }
     const envRanges = this.envMatcher.ranges(out, cutPositions(out), MIN_PARTIAL_LENGTH);
     if (envRanges.length > 0) {
       let rebuilt = '';

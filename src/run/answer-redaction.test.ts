@@ -99,4 +99,24 @@ describe('answer redaction', () => {
     await t.assertHealthy();
     assert.deepEqual(await t.usage(s.account), { executions: 2, active: 0 });
   });
+
+  test('the end of a secret that starts a traceback cut to its last 16 KB is redacted (both languages)', async () => {
+    const s = await t.space([
+      { name: 'py-trace', required_env: ['APP_TOKEN'], code: 'import os\ndef main(input_data):\n    raise RuntimeError((os.environ["APP_TOKEN"] + "|") * 400)\n' },
+      { name: 'ts-trace', language: 'typescript', required_env: ['APP_TOKEN'], code: 'export default function main() {\n  throw new Error((process.env.APP_TOKEN! + "|").repeat(400));\n}\n' },
+    ]);
+    const tools = await s.run('tools', { APP_TOKEN: TOKEN });
+    for (const tool of ['utils__py-trace', 'utils__ts-trace']) {
+      const answer = await tools.callTool(tool);
+      assert.equal(answer.isError, true);
+      const body = JSON.parse((answer.content as Array<{ text: string }>)[0]!.text);
+      const after = body.stderr.slice(body.stderr.lastIndexOf('[traceback cut]\n') + '[traceback cut]\n'.length);
+      assert.match(body.stderr, /\[traceback cut\]\n/, tool);
+      for (let kept = 4; kept < TOKEN.length; kept++) assert.ok(!after.startsWith(TOKEN.slice(-kept)), `${tool}: ${kept} characters of the secret's end start the cut traceback`);
+      assert.ok(after.startsWith('[REDACTED_ENV_VALUE]') || after.startsWith('|'), `${tool}: ${after.slice(0, 30)}`);
+      assert.doesNotMatch(JSON.stringify(answer), new RegExp(TOKEN));
+    }
+    await t.assertHealthy();
+    assert.deepEqual(await t.usage(s.account), { executions: 2, active: 0 });
+  });
 });
