@@ -22,6 +22,8 @@ export class LiteralMatcher {
   private readonly fail: Int32Array;
   /** Length of the longest literal that ends at this node (a suffix of its path), 0 if none. */
   private readonly longest: Int32Array;
+  /** Length of each node's path: at a cut, how much of a literal's start the text ends with. */
+  private readonly depth: Int32Array;
   readonly empty: boolean;
 
   /** Code units held (one trie node each): what the matcher costs to keep. */
@@ -40,6 +42,7 @@ export class LiteralMatcher {
     const parentOf = new Int32Array(nodes);
     const labelOf = new Uint16Array(nodes);
     const depthOf = new Int32Array(nodes);
+    this.depth = depthOf;
     const terminal = new Uint8Array(nodes);
     const path = [0];
     let count = 1;
@@ -115,14 +118,28 @@ export class LiteralMatcher {
 
   /**
    * Where literals occur, as [start, end) pairs (flat: s0, e0, s1, e1 …), ascending; occurrences
-   * that overlap are joined into one range (adjacent ones are not).
+   * that overlap are joined into one range (adjacent ones are not). At each of `cuts` (ascending
+   * positions where the text was cut short), the longest stretch ending there that is the start of
+   * a literal, if at least `minPartial` units, is a range too: what survived of a literal cut there.
    */
-  ranges(text: string): number[] {
+  ranges(text: string, cuts: readonly number[] = [], minPartial = 1): number[] {
     const out: number[] = [];
     if (this.empty) return out;
-    const { rootNext, edgeStart, labels, targets, fail, longest } = this;
+    const { rootNext, edgeStart, labels, targets, fail, longest, depth } = this;
     let state = 0;
-    for (let i = 0; i < text.length; i++) {
+    let cut = 0;
+    const add = (start: number, end: number) => {
+      while (out.length > 0 && out[out.length - 1]! > start) {
+        out.pop();
+        start = Math.min(start, out.pop()!);
+      }
+      out.push(start, end);
+    };
+    for (let i = 0; i <= text.length; i++) {
+      // The automaton's state is the longest suffix of text[0, i) that starts some literal.
+      while (cut < cuts.length && cuts[cut]! < i) cut++;
+      if (cut < cuts.length && cuts[cut] === i && depth[state]! >= minPartial) add(i - depth[state]!, i);
+      if (i === text.length) break;
       const unit = text.charCodeAt(i);
       let next = 0;
       while (state !== 0) {
@@ -146,12 +163,7 @@ export class LiteralMatcher {
       const length = longest[state]!;
       if (length === 0) continue;
       // The longest literal ending here contains every shorter one that does.
-      let start = i + 1 - length;
-      while (out.length > 0 && out[out.length - 1]! > start) {
-        out.pop();
-        start = Math.min(start, out.pop()!);
-      }
-      out.push(start, i + 1);
+      add(i + 1 - length, i + 1);
     }
     return out;
   }

@@ -89,6 +89,7 @@ const PYTHON_FORMS: Record<string, string> = {
   urlsafe_b64encode: 'cMOkIHNzL3fDtihyZCkgInEiIFwgaXQnc34hw78_Pw==',
   'json.dumps of repr': String.raw`p\u00e4 ss/w\u00f6(rd) \"q\" \\\\ it\\'s~!\u00ff??`,
   'json.dumps of str(bytes)': String.raw`p\\xc3\\xa4 ss/w\\xc3\\xb6(rd) \"q\" \\\\ it\\'s~!\\xc3\\xbf??`,
+  'list(bytes), json.dumps of it': '112, 195, 164, 32, 115, 115, 47, 119, 195, 182, 40, 114, 100, 41, 32, 34, 113, 34, 32, 92, 32, 105, 116, 39, 115, 126, 33, 195, 191, 63, 63',
 };
 const bytes = Buffer.from(VALUE);
 const NODE_FORMS: Record<string, string> = {
@@ -106,6 +107,9 @@ const NODE_FORMS: Record<string, string> = {
   HEX: bytes.toString('hex').toUpperCase(),
   encodeURIComponent: encodeURIComponent(VALUE),
   'encodeURIComponent, + for space': encodeURIComponent(VALUE).replace(/%20/g, '+'),
+  // Also what Python's bytes.hex(' ') prints.
+  'util.inspect of a Buffer': inspect(bytes).slice('<Buffer '.length, -1),
+  'JSON.stringify of a Buffer': JSON.stringify(bytes).slice('{"type":"Buffer","data":['.length, -2),
 };
 
 test('env values are redacted in every form everyday code writes them', () => {
@@ -186,4 +190,93 @@ test('values of any depth are scanned without recursion; keys named __proto__ st
   const parsed = JSON.parse('{"__proto__": {"x": "tenant-token-123"}, "b": [1, "tenant-token-123"]}');
   const scanned = new SecretScanner(['tenant-token-123']).scanValue(parsed, []);
   assert.equal(JSON.stringify(scanned), '{"__proto__":{"x":"[REDACTED_ENV_VALUE]"},"b":[1,"[REDACTED_ENV_VALUE]"]}');
+});
+
+const CUT = '\n[output cut: 1234 more bytes not shown]\n';
+
+test('what survives of an env value cut short is redacted at the cut: the stdout/stderr cap, util.inspect of a long Buffer or string', () => {
+  const value = 'tenant-secret-0123456789-abcdefghijklmnop';
+  for (const kept of [4, 12, value.length - 1]) {
+    const { text, types } = scan(`log: ${value.slice(0, kept)}${CUT}`, [value]);
+    assert.equal(text, `log: [REDACTED_ENV_VALUE]${CUT}`, `${kept} characters kept`);
+    assert.deepEqual(types, ['ENV_VALUE']);
+  }
+  // Any form: base64 and JSON-escaped values cut short too.
+  const encoded = Buffer.from(value).toString('base64');
+  assert.equal(scan(`b64 ${encoded.slice(0, 20)}${CUT}`, [value]).text, `b64 [REDACTED_ENV_VALUE]${CUT}`);
+  // A UTF-8 sequence cut in two leaves U+FFFD after what survived.
+  const cutBytes = Buffer.from(`x ${VALUE}`).subarray(0, 11);
+  assert.equal(scan(`${cutBytes.toString()}${CUT}`, [VALUE]).text, `x [REDACTED_ENV_VALUE]\uFFFD${CUT}`);
+  // util.inspect shows 50 bytes of a Buffer and 10,000 characters of a string.
+  const long = value.repeat(2);
+  const buffer = inspect(Buffer.from(long));
+  assert.match(buffer, / \.\.\. 32 more bytes>$/);
+  assert.equal(scan(buffer, [long]).text, '<Buffer [REDACTED_ENV_VALUE] ... 32 more bytes>');
+  assert.equal(scan(inspect(Buffer.from(`id=${long}`)), [long]).text, '<Buffer 69 64 3d [REDACTED_ENV_VALUE] ... 35 more bytes>');
+  const string = inspect(`${'x'.repeat(9_990)}${value}`);
+  assert.match(string, /'\.\.\. 31 more characters$/);
+  assert.equal(scan(string, [value]).text, `'${'x'.repeat(9_990)}[REDACTED_ENV_VALUE]'... 31 more characters`);
+  // Only at a cut, and only from 4 characters: elsewhere a value's start is not the value.
+  assert.equal(scan(`log: ${value.slice(0, 12)} and more`, [value]).text, `log: ${value.slice(0, 12)} and more`);
+  assert.equal(scan(`log: ${value.slice(0, 3)}${CUT}`, [value]).text, `log: ${value.slice(0, 3)}${CUT}`);
+  assert.equal(scan(`plain words${CUT}`, [value]).text, `plain words${CUT}`);
+});
+
+test('what survives of a pattern secret cut short is redacted at the cut, for every family', () => {
+  const samples: Array<[string, string, string?]> = [
+    ['postgres://admin:' + 'hunt', 'CONNECTION_URI'],
+    ['whsec_' + 'MfKQ9r', 'STRIPE_WEBHOOK'],
+    ['sk_live_' + 'a1B2', 'STRIPE_KEY'],
+    ['sk-' + 'proj-a1', 'API_KEY'],
+    ['AKIA' + 'IOSF', 'AWS_KEY'],
+    ...['ghp_', 'gho_', 'ghs_', 'ghu_', 'ghr_'].map((prefix): [string, string] => [prefix + 'aB3aB3', 'GITHUB_TOKEN']),
+    ['github_pat_' + '11ABC', 'GITHUB_TOKEN'],
+    ['glpat-' + 'xXyY', 'GITLAB_TOKEN'],
+    ['xoxb-' + '12345', 'SLACK_TOKEN'],
+    ['mcpw_' + 'abab', 'MCPWORKS_KEY'],
+    ['eyJhbGciOiJIUzI1NiJ9' + '.eyJzdWIi', 'JWT'],
+    ['-----BEGIN RSA PRIVATE KEY-----\nMIIEow', 'PRIVATE_KEY'],
+    ['aws_secret_access_key = "' + 'wJalrXUtnF', 'AWS_SECRET', 'aws_secret_access_key = "'],
+  ];
+  for (const [partial, marker, kept = ''] of samples) {
+    for (const cut of [CUT, ' ... 7 more bytes>', "'... 7 more characters"]) {
+      const { text, types } = scan(`before ${partial}${cut}`);
+      assert.equal(text, `before ${kept}[REDACTED_${marker}]${cut}`, `${partial} ${JSON.stringify(cut)}`);
+      assert.deepEqual(types, [marker]);
+    }
+  }
+  for (const harmless of ['sk-', 'ghp_', 'the task-force', 'a finished key: -----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY----- done']) {
+    assert.equal(scan(`${harmless}${CUT}`).text, `${harmless}${CUT}`, harmless);
+  }
+  // Many cuts: each looks back only to the one before, so this stays linear.
+  const many = `\nsk-${'a'.repeat(100)}'... 1 more character`.repeat(20_000);
+  assert.ok(scan(many).text === "\n[REDACTED_API_KEY]'... 1 more character".repeat(20_000), 'each of many cuts');
+});
+
+test('an env value in an array of byte values (a returned Buffer, Python list(bytes)) becomes one marker', () => {
+  const value = 'tenant-token-123';
+  const data = [...Buffer.from(`xx${value}yy`)];
+  const findings: Finding[] = [];
+  const scanned = new SecretScanner([value]).scanValue({ type: 'Buffer', data, other: [...Buffer.from(value)] }, findings);
+  assert.deepEqual(scanned, { type: 'Buffer', data: [120, 120, '[REDACTED_ENV_VALUE]', 121, 121], other: ['[REDACTED_ENV_VALUE]'] });
+  assert.deepEqual(findingTypes(findings), ['ENV_VALUE']);
+  const harmless = [...Buffer.from('no secret in here at all')];
+  assert.deepEqual(new SecretScanner([value]).scanValue(harmless, []), harmless);
+  const mixed = [...data, 'x'];
+  assert.deepEqual(new SecretScanner([value]).scanValue(mixed, []), mixed, 'not all bytes: each element scanned as itself');
+});
+
+test('the end of an env value that starts a traceback the server cut (it keeps the end) is redacted', () => {
+  const value = 'tenant-secret-0123456789-abcdefghijklmnop';
+  const cut = '[traceback cut]\n';
+  for (const kept of [4, 20, value.length - 1]) {
+    const { text, types } = scan(`printed\n${cut}${value.slice(-kept)}\n  File "x.py"`, [value]);
+    assert.equal(text, `printed\n${cut}[REDACTED_ENV_VALUE]\n  File "x.py"`, `${kept} characters kept`);
+    assert.deepEqual(types, ['ENV_VALUE']);
+  }
+  const json = JSON.stringify(value).slice(1, -1);
+  assert.equal(scan(`${cut}${json.slice(-10)} more`, [value]).text, `${cut}[REDACTED_ENV_VALUE] more`, 'any form');
+  // Only the last marker is the server's (the traceback comes last); under 4 characters stays.
+  assert.equal(scan(`${cut}${value.slice(-10)}\n${cut}ok`, [value]).text, `${cut}${value.slice(-10)}\n${cut}ok`);
+  assert.equal(scan(`${cut}${value.slice(-3)} x`, [value]).text, `${cut}${value.slice(-3)} x`);
 });

@@ -211,9 +211,22 @@ function base64Forms(bytes: Buffer): string[] {
 }
 
 /**
+ * The value's bytes as everyday code prints a byte buffer: Node's util.inspect / console.log of a
+ * Buffer (`<Buffer 73 6b ...>`) and Python's bytes.hex(' '); JSON.stringify of a Buffer
+ * (`{"type":"Buffer","data":[115,107,...]}`); Python's list(b"...") and json.dumps of it, Node's
+ * inspect of a short byte array (`[115, 107, ...]`). A bytearray's repr is str(bytes)'s form.
+ */
+function byteListForms(bytes: Buffer): string[] {
+  const hex = [...bytes].map(hex2);
+  const decimal = [...bytes].map(String);
+  return [hex.join(' '), decimal.join(','), decimal.join(', ')];
+}
+
+/**
  * The forms in which a value leaks by accident: raw; as JSON.stringify and Python's json.dumps
  * write it (also once more inside a JSON string); as Python's repr(), str(bytes) and Node's
- * util.inspect show it (also inside a JSON string); base64 at any offset; hex; URL-encoded.
+ * util.inspect show it (also inside a JSON string); base64 at any offset; hex; URL-encoded; as
+ * printed byte lists (byteListForms).
  */
 export function envValueForms(value: string): string[] {
   const bytes = Buffer.from(value, 'utf8');
@@ -234,9 +247,131 @@ export function envValueForms(value: string): string[] {
     ...base64Forms(bytes),
     bytes.toString('hex'),
     bytes.toString('hex').toUpperCase(),
+    ...byteListForms(bytes),
     ...urlForms(value),
   ]);
   return [...forms].filter((form) => form.length >= MIN_ENV_VALUE_LENGTH);
+}
+
+/**
+ * Where a text was cut short: the server's marker after stdout or stderr past their cap, and
+ * util.inspect's after a Buffer past 50 bytes (` ... 12 more bytes>`) or a string past its
+ * maxStringLength (`'...'... 12 more characters`). The position is where the kept text ends
+ * (before a quote inspect closed it with, and before U+FFFD left by a UTF-8 sequence cut in two).
+ */
+const CUT_MARKERS = /\n\[output cut: \d+ more bytes not shown\]\n| \.\.\. \d+ more bytes>|['"`]?\.\.\. \d+ more characters?/g;
+
+export function cutPositions(text: string): number[] {
+  if (!text.includes('... ') && !text.includes('[output cut: ')) return [];
+  const cuts: number[] = [];
+  for (const match of text.matchAll(CUT_MARKERS)) {
+    let at = match.index!;
+    for (let back = 0; back < 3 && text.charCodeAt(at - 1) === 0xfffd; back++) at--;
+    cuts.push(at);
+  }
+  return cuts;
+}
+
+/** What survives of an env value's form at a cut is redacted from this many code units. */
+export const MIN_PARTIAL_LENGTH = 4;
+
+/**
+ * The start of each pattern family, after which everything up to a cut (in `body`'s class) is
+ * what survived of a secret cut there (`keep`: the context that stays, as in AWS_SECRET).
+ */
+interface PartialPattern {
+  marker: string;
+  start: RegExp;
+  body: RegExp;
+  keep?: boolean;
+}
+
+const PARTIAL_PATTERNS: readonly PartialPattern[] = Object.freeze([
+  { marker: 'CONNECTION_URI', start: /\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver):\/\/[^\s:@/'"]+:/gi, body: /[^\s'"<>]/ },
+  { marker: 'STRIPE_WEBHOOK', start: /\bwhsec_/g, body: /[A-Za-z0-9]/ },
+  { marker: 'STRIPE_KEY', start: /\b(?:sk|pk|rk)_(?:live|test)_/g, body: /[A-Za-z0-9]/ },
+  { marker: 'API_KEY', start: /\bsk-/g, body: /[A-Za-z0-9_-]/ },
+  { marker: 'AWS_KEY', start: /\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)/g, body: /[0-9A-Z]/ },
+  { marker: 'AWS_SECRET', start: /aws_?secret_?(?:access_?)?key(?:_id)?["']?\s*[:=]\s*["']?/gi, body: /[A-Za-z0-9/+=]/, keep: true },
+  { marker: 'GITHUB_TOKEN', start: /\b(?:ghr|ghu|ghs|gho|ghp)_/g, body: /[A-Za-z0-9]/ },
+  { marker: 'GITHUB_TOKEN', start: /\bgithub_pat_/g, body: /[A-Za-z0-9_]/ },
+  { marker: 'GITLAB_TOKEN', start: /\bglpat-/g, body: /[A-Za-z0-9_-]/ },
+  { marker: 'SLACK_TOKEN', start: /\bxox[abposr]-/g, body: /[A-Za-z0-9-]/ },
+  { marker: 'MCPWORKS_KEY', start: /\bmcpw_/g, body: /[0-9a-f]/ },
+  { marker: 'JWT', start: /(?<![A-Za-z0-9_])eyJ/g, body: /[A-Za-z0-9_.-]/ },
+]);
+
+/** How far before a cut a pattern's start is looked for (tokens are shorter; a PEM block is not). */
+const PARTIAL_WINDOW = 4096;
+
+/**
+ * [start, end) ranges of what survived of a secret at each cut: a pattern family's start followed
+ * by its body's characters up to the cut, or a private key's BEGIN line with no END before the cut.
+ * Each cut looks back only to the previous one, so the work stays linear in the text.
+ */
+function partialsAtCuts(text: string, cuts: readonly number[]): Array<[number, number, string]> {
+  const found: Array<[number, number, string]> = [];
+  let from = 0;
+  for (const cut of cuts) {
+    const windowStart = Math.max(from, cut - PARTIAL_WINDOW);
+    const window = text.slice(windowStart, cut);
+    for (const { marker, start, body, keep } of PARTIAL_PATTERNS) {
+      // Where the run of body characters that reaches the cut begins.
+      let run = window.length;
+      while (run > 0 && body.test(window[run - 1]!)) run--;
+      if (run === window.length) continue;
+      start.lastIndex = 0;
+      for (const match of window.matchAll(start)) {
+        const end = match.index! + match[0].length;
+        if (end < run || end >= window.length) continue;
+        found.push([windowStart + (keep ? end : match.index!), cut, marker]);
+        break;
+      }
+    }
+    const begin = window.lastIndexOf('-----BEGIN ');
+    if (begin !== -1 && !window.includes('-----END ', begin)) {
+      PEM_BEGIN.lastIndex = 0;
+      const header = PEM_BEGIN.exec(window.slice(begin, begin + 80));
+      if (header?.index === 0) found.push([windowStart + begin, cut, 'PRIVATE_KEY']);
+    }
+    from = cut;
+  }
+  return found;
+}
+
+/** The server's marker before a traceback it cut (it keeps the end): a value's end may start it. */
+const HEAD_CUT = '[traceback cut]\n';
+
+/**
+ * Length of the longest start of `text` (from `from`) that is an end of `form`: the overlap of
+ * form and text, through the prefix function of text's head, then form (linear in both).
+ */
+function overlap(form: string, text: string, from: number): number {
+  const head = text.slice(from, from + form.length);
+  const joined = `${head}\u0000${form}`;
+  const border = new Int32Array(joined.length);
+  for (let i = 1; i < joined.length; i++) {
+    let k = border[i - 1]!;
+    while (k > 0 && joined.charCodeAt(i) !== joined.charCodeAt(k)) k = border[k - 1]!;
+    if (joined.charCodeAt(i) === joined.charCodeAt(k)) k++;
+    border[i] = k;
+  }
+  return Math.min(border[joined.length - 1]!, head.length);
+}
+
+/** Replaces [start, end) ranges (any order, may overlap) by their markers. */
+function redactRanges(text: string, ranges: Array<[number, number, string]>, findings: Finding[]): string {
+  if (ranges.length === 0) return text;
+  ranges.sort((a, b) => a[0] - b[0]);
+  let out = '';
+  let last = 0;
+  for (const [start, end, marker] of ranges) {
+    if (end <= last) continue;
+    findings.push({ type: marker });
+    out += `${text.slice(last, Math.max(start, last))}[REDACTED_${marker}]`;
+    last = end;
+  }
+  return out + text.slice(last);
 }
 
 /**
@@ -246,11 +381,26 @@ export function envValueForms(value: string): string[] {
  */
 export class SecretScanner {
   private readonly envMatcher: LiteralMatcher;
+  private readonly forms: readonly string[];
 
   constructor(envValues: Iterable<string> = []) {
     const forms: string[] = [];
     for (const value of envValues) if (value.length >= MIN_ENV_VALUE_LENGTH) forms.push(...envValueForms(value));
     this.envMatcher = new LiteralMatcher(forms);
+    this.forms = forms;
+  }
+
+  /**
+   * After the last traceback cut (the server appends the traceback last, so a marker before it was
+   * printed by the run and hides nothing), the longest start that is an env value form's end.
+   */
+  private cutHead(text: string): [number, number] | undefined {
+    const marker = text.lastIndexOf(HEAD_CUT);
+    if (marker === -1 || this.forms.length === 0) return undefined;
+    const from = marker + HEAD_CUT.length;
+    let longest = 0;
+    for (const form of this.forms) longest = Math.max(longest, overlap(form, text, from));
+    return longest >= MIN_PARTIAL_LENGTH ? [from, from + longest] : undefined;
   }
 
   /** Code units of the env values' forms this scanner holds (its size, for caches). */
@@ -261,7 +411,12 @@ export class SecretScanner {
   /** Redacts one string; findings are appended to `findings`. */
   scanString(text: string, findings: Finding[]): string {
     let out = text;
-    const envRanges = this.envMatcher.ranges(out);
+    const head = this.cutHead(out);
+    if (head) {
+      findings.push({ type: 'ENV_VALUE' });
+      out = `${out.slice(0, head[0])}[REDACTED_ENV_VALUE]${out.slice(head[1])}`;
+    }
+    const envRanges = this.envMatcher.ranges(out, cutPositions(out), MIN_PARTIAL_LENGTH);
     if (envRanges.length > 0) {
       let rebuilt = '';
       let last = 0;
@@ -295,6 +450,40 @@ export class SecretScanner {
         return match.slice(0, match.length - secret.length) + `[REDACTED_${marker}]`;
       });
     }
+    // What survived of a secret cut short: the text is cut there, so nothing after it completes it.
+    const cuts = cutPositions(out);
+    if (cuts.length > 0) out = redactRanges(out, partialsAtCuts(out, cuts), findings);
+    return out;
+  }
+
+  /**
+   * An array of byte values (a Buffer returned from TypeScript arrives as `{"type":"Buffer","data":
+   * [...]}`, Python's list(bytes) as a list): an env value's bytes in it become one marker string in
+   * their place. Undefined when the array is not all bytes or holds no env value.
+   */
+  private byteArray(source: unknown[], findings: Finding[]): unknown[] | undefined {
+    if (this.envMatcher.empty || source.length < MIN_ENV_VALUE_LENGTH) return undefined;
+    for (const item of source) if (typeof item !== 'number' || !Number.isInteger(item) || item < 0 || item > 255) return undefined;
+    const joined = source.join(',');
+    const ranges = this.envMatcher.ranges(joined);
+    if (ranges.length === 0) return undefined;
+    const out: unknown[] = [];
+    let offset = 0;
+    let range = 0;
+    for (const item of source) {
+      const end = offset + String(item).length;
+      while (range < ranges.length && ranges[range + 1]! <= offset) range += 2;
+      // An element any part of which a range covers goes; each range leaves one marker.
+      if (range < ranges.length && ranges[range]! < end) {
+        if (out[out.length - 1] !== MARKER_OF_RANGE) {
+          findings.push({ type: 'ENV_VALUE' });
+          out.push(MARKER_OF_RANGE);
+        }
+      } else {
+        out.push(item);
+      }
+      offset = end + 1;
+    }
     return out;
   }
 
@@ -318,9 +507,14 @@ export class SecretScanner {
           if (redacted !== text) scanned = redacted;
         }
       } else if (Array.isArray(source)) {
-        const copy: unknown[] = new Array(source.length);
-        for (let i = source.length - 1; i >= 0; i--) work.push({ source: source[i], into: copy, key: i });
-        scanned = copy;
+        const bytes = this.byteArray(source, findings);
+        if (bytes) {
+          scanned = bytes;
+        } else {
+          const copy: unknown[] = new Array(source.length);
+          for (let i = source.length - 1; i >= 0; i--) work.push({ source: source[i], into: copy, key: i });
+          scanned = copy;
+        }
       } else if (source !== null && typeof source === 'object') {
         const copy: Record<string, unknown> = {};
         for (const [name, item] of Object.entries(source as Record<string, unknown>)) {
@@ -336,6 +530,8 @@ export class SecretScanner {
     return holder.value;
   }
 }
+
+const MARKER_OF_RANGE = '[REDACTED_ENV_VALUE]';
 
 /** Distinct finding types, for security events. */
 export function findingTypes(findings: readonly Finding[]): string[] {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
-import { SecretScannerCache } from './scanner-cache.js';
+import { sharedScanPool, type ScanPool } from './scan-pool.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
@@ -66,7 +66,6 @@ export class RunService {
   private idle: Array<() => void> = [];
   /** Set once the grace period of a shutdown is over: runs still going are stopped. */
   private interrupting = false;
-  private readonly scanners = new SecretScannerCache();
   private readonly code: CodeCache;
 
   constructor(
@@ -82,6 +81,8 @@ export class RunService {
       schemas: SchemaGuard;
       tiers: Readonly<Record<string, TierLimits>>;
       accountTier: (accountId: string) => Promise<string>;
+      /** Where answers are scanned for secrets (large ones off the main thread); one per process by default. */
+      scans?: ScanPool;
       /** Security events are logged as well as stored: kind and place, never the value. */
       securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
       /** Where a call's last writes wait while the database is unreachable or full (never lost, never billed unrecorded). */
@@ -372,8 +373,10 @@ export class RunService {
     let scanned: RunResult;
     let bytesOut: number;
     try {
-      scanned = this.scanners.for(Object.values(ctx.env)).scanValue(result, findings) as RunResult;
-      bytesOut = Buffer.byteLength(JSON.stringify(scanned));
+      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result);
+      scanned = outcome.value as RunResult;
+      findings = outcome.findings;
+      bytesOut = outcome.bytes;
     } catch {
       // An output the server cannot scan is withheld, not passed on unscanned; the call still counts.
       findings = [];
