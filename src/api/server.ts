@@ -22,7 +22,7 @@ import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
-import { guardConnections } from './connection-guard.js';
+import { guardConnections, type ConnectionStats } from './connection-guard.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -30,7 +30,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping };
+  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping; connections: () => ConnectionStats };
   close(): Promise<void>;
 }
 
@@ -85,6 +85,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   });
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
 
+  let connections: () => ConnectionStats = () => ({ open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0 });
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve(
       {
@@ -100,7 +101,9 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
         },
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);
-          http.on('request', guardConnections(http, limits, logger, listener));
+          const guard = guardConnections(http, limits, logger, listener);
+          connections = guard.stats;
+          http.on('request', guard.listener);
           return http;
         }) as never,
       },
@@ -117,7 +120,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, schemas, housekeeping },
+    services: { accounts, accountsStore, schemas, housekeeping, connections: () => connections() },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
