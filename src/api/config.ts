@@ -21,6 +21,8 @@ export interface ServerConfig {
   http?: Partial<HttpLimits>;
   /** npm installs of TypeScript requirements: queue, caps, limits, user, registry. */
   npm?: NpmSettings;
+  /** MCPWORKS_KDF_CONCURRENCY: password hashes at a time (default: cores - 1, 1 to 4). */
+  kdfConcurrency?: number | undefined;
 }
 
 /** What one client, or all of them, may hold of the listener. */
@@ -66,6 +68,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     http: httpFromEnv(env),
     secretKey: env.MCPWORKS_SECRET_KEY || undefined,
     npm: npmFromEnv(env),
+    kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY) : undefined,
   };
 }
 

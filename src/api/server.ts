@@ -5,7 +5,7 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
-import { ApiKeyHasher } from '../services/secrets.js';
+import { ApiKeyHasher, configurePasswordKdf } from '../services/secrets.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { ExecutionHistory } from '../services/history.js';
@@ -37,6 +37,7 @@ export interface RunningServer {
 /** The composition root: database, services, HTTP app, listening socket. */
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
   const limits = httpLimitsFor(config);
+  if (config.kdfConcurrency) configurePasswordKdf(config.kdfConcurrency);
   prepareDataDir(config.dataDir);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   let database;
