@@ -74,9 +74,9 @@ export class KdfPool {
     return this.slots.length;
   }
 
-  /** Jobs in workers and waiting (for tests and operators). */
-  stats(): { running: number; waiting: number; workers: number } {
-    return { running: this.slots.filter((s) => s.job).length, waiting: this.waiting.length, workers: this.slots.filter((s) => s.worker).length };
+  /** Jobs in workers and waiting, and the workers' pids (for tests and operators). */
+  stats(): { running: number; waiting: number; workers: number[] } {
+    return { running: this.slots.filter((s) => s.job).length, waiting: this.waiting.length, workers: this.slots.flatMap((s) => (s.worker?.pid ? [s.worker.pid] : [])) };
   }
 
   scrypt(job: ScryptJob, options: { priority?: KdfPriority; what?: string } = {}): Promise<Buffer> {

@@ -23,7 +23,7 @@ export function configurePasswordKdf(concurrency: number): void {
 }
 
 /** The password KDF's queue (for tests and operators). */
-export function passwordKdfStats(): { running: number; waiting: number; workers: number; concurrency: number } {
+export function passwordKdfStats(): { running: number; waiting: number; workers: number[]; concurrency: number } {
   return { ...passwordKdf.stats(), concurrency: passwordKdf.concurrency };
 }
 
