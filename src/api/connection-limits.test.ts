@@ -5,8 +5,15 @@
  * source address), so /healthz from 127.0.0.1 shows whether everyone else is still served.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as connectTcp } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { DEFAULT_TIERS } from '../core/tiers.js';
+import { startServer } from './server.js';
 import { callOk, connect, createAccount, parseResult, startTestServer, type TestServer } from '../test-support/harness.js';
 
 interface Held {
@@ -198,4 +205,46 @@ describe('per-address cap, header and request timeouts', () => {
     assert.ok(answers.some((a) => /the server has too many open connections/.test(a)), 'refused for the total, not per address');
     assert.equal(await healthz(server), 200);
   });
+});
+
+test('refused connections are counted, not logged one by one: one summary line per window', async () => {
+  const lines: string[] = [];
+  const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-conn-log-'));
+  const running = await startServer(
+    { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, http: { maxConnections: 64, maxConnectionsPerIp: 4 } },
+    pino({ level: 'info' }, logs),
+  );
+  try {
+    const refusedLines = () => lines.filter((line) => /connections refused/.test(line));
+    const held = await hold({ url: running.url, server: running } as TestServer, 104, '127.0.0.13', () => '');
+    const seen = () => running.services.connections().refusedAddress;
+    await within(
+      (async () => {
+        while (seen() < 100) await new Promise((resolve) => setTimeout(resolve, 20));
+      })(),
+      8000,
+      'the server refuses the flood',
+    );
+    assert.equal(seen(), 100);
+    // Nothing logged per refusal...
+    assert.equal(refusedLines().length, 0, refusedLines().join(''));
+    // ...then one line for the window, with the counts.
+    await within(
+      (async () => {
+        while (refusedLines().length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      })(),
+      20_000,
+      'the summary line comes',
+    );
+    const [summary, ...more] = refusedLines();
+    assert.equal(more.length, 0);
+    const entry = JSON.parse(summary!);
+    assert.equal(entry.refused_address_cap, 100);
+    assert.deepEqual(entry.top[0], { client: '127.0.0.13', count: 100 });
+    for (const h of held) h.destroy();
+  } finally {
+    await running.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
