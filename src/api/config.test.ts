@@ -26,3 +26,9 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
   }
   assert.throws(() => httpLimitsFor(configFromEnv({ MCPWORKS_HEADERS_TIMEOUT_S: '90' })), /headers timeout/);
 });
+
+test('MCPWORKS_KDF_CONCURRENCY: unset leaves the default (cores - 1), a positive integer sets it, anything else stops the server', () => {
+  assert.equal(configFromEnv({}).kdfConcurrency, undefined);
+  assert.equal(configFromEnv({ MCPWORKS_KDF_CONCURRENCY: '2' }).kdfConcurrency, 2);
+  for (const value of ['0', '-1', 'two', '1.5']) assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
+});

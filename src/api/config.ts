@@ -23,6 +23,8 @@ export interface ServerConfig {
   npm?: NpmSettings;
   /** MCPWORKS_DISK_RESERVE_MB: free space the embedded database keeps on the data dir's file system (default 64 MiB). */
   diskReserveBytes?: number | undefined;
+  /** MCPWORKS_KDF_CONCURRENCY: password hashes at a time (default: cores - 1, 1 to 4). */
+  kdfConcurrency?: number | undefined;
 }
 
 /** What one client, or all of them, may hold of the listener. */
@@ -69,6 +71,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     secretKey: env.MCPWORKS_SECRET_KEY || undefined,
     npm: npmFromEnv(env),
     diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
+    kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY) : undefined,
   };
 }
 

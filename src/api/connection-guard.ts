@@ -5,8 +5,6 @@ import type { Logger } from './logger.js';
 import { clientAddress, plainAddress } from './client-address.js';
 import { clientKeyOf } from '../core/accounts.js';
 
-const REFUSED = Symbol('mcpworks.refused');
-
 const normalizeAddress = (address: string | undefined) => plainAddress(address ?? '');
 /** One client per IPv4 address or IPv6 /64 (a host is handed a whole /64), as sign-in limits count. */
 const clientOf = (address: string | undefined) => clientKeyOf(normalizeAddress(address));
@@ -15,17 +13,71 @@ function refusalBody(message: string): string {
   return JSON.stringify({ error: { type: 'rate_limited', message } });
 }
 
+function refusalResponse(message: string): Buffer {
+  const body = refusalBody(message);
+  return Buffer.from(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n${body}`, 'latin1');
+}
+
+type Reason = 'total' | 'address';
+const REFUSALS: Record<Reason, Buffer> = {
+  total: refusalResponse('the server has too many open connections; retry shortly'),
+  address: refusalResponse('too many open connections from your address; close some and retry'),
+};
+
+/**
+ * Refused connections that still get a written 503 (a client behind a busy NAT learns why): a
+ * bucket of this many, refilled at this rate per second. Past it a refused connection is closed
+ * at accept, before a socket object exists: a flood costs an accept, a getpeername and a close.
+ */
+const POLITE_REFUSALS = 16;
+/** How long a politely refused socket may wait for its peer to take the 503 before it is destroyed. */
+const POLITE_LINGER_MS = 1000;
+/** Refusals are counted and logged as one summary line per this interval, never a line each. */
+const SUMMARY_INTERVAL_MS = 10_000;
+
+/** What the guard has seen, for operators' logs and for tests. */
+export interface ConnectionStats {
+  /** Connections admitted and still open (the ones the caps count). */
+  open: number;
+  /** Sockets the server holds: the admitted ones and politely refused ones not yet gone. */
+  sockets: number;
+  /** Refused: over the total cap, over the per-address cap. */
+  refusedTotal: number;
+  refusedAddress: number;
+  /** Of the refused, how many were written a 503 (the rest were closed at accept). */
+  refusedPolitely: number;
+}
+
+export interface GuardedListener {
+  listener: RequestListener;
+  stats(): ConnectionStats;
+}
+
+/** Node's accept callback on a listening TCP handle (net.Server sets it at listen). */
+type AcceptHandle = { onconnection?: (err: number, client: ClientHandle | undefined) => void; [HOOKED]?: true };
+type ClientHandle = { getpeername?: (out: { address?: string }) => number; close(): void; [VERDICT]?: Verdict };
+type Verdict = { client: string } | { refused: Reason };
+const HOOKED = Symbol('mcpworks.acceptHooked');
+const VERDICT = Symbol('mcpworks.verdict');
+
 /**
  * Caps what clients can hold of the listener, so idle or half-sent connections cannot use up the
  * server's file descriptors: a total cap, and a per-address cap (a trusted reverse proxy is exempt
  * from the latter; its clients are capped by in-flight requests under their forwarded address).
- * Returns the request listener to serve through (it applies the forwarded-client cap).
+ *
+ * The check runs in the listening handle's accept callback, before Node makes a socket, an HTTP
+ * parser or anything per connection, and a refused connection never counts against the caps; a
+ * flood of thousands of connections then costs the event loop microseconds each. Returns the
+ * request listener to serve through (it applies the forwarded-client cap).
  */
-export function guardConnections(server: Server, limits: HttpLimits, logger: Logger, listener: RequestListener): RequestListener {
+export function guardConnections(server: Server, limits: HttpLimits, logger: Logger, listener: RequestListener): GuardedListener {
   const trusted = new Set(limits.trustedProxies.map(normalizeAddress));
   const perPeer = new Map<string, number>();
   const perForwarded = new Map<string, number>();
-  let open = 0;
+  const stats: ConnectionStats = { open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0 };
+  let polite = POLITE_REFUSALS;
+  let politeRefilledAt = Date.now();
+  let summary: { timer: NodeJS.Timeout; total: number; address: number; peers: Map<string, number> } | undefined;
 
   const release = (map: Map<string, number>, key: string) => {
     const n = (map.get(key) ?? 1) - 1;
@@ -33,30 +85,111 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     else map.set(key, n);
   };
 
-  // Runs after the HTTP server's own connection listener (registered when it was created).
-  server.on('connection', (socket: Socket) => {
-    const peer = normalizeAddress(socket.remoteAddress);
+  /** Counts the connection in if it fits both caps. */
+  const admit = (address: string): Verdict => {
+    const peer = normalizeAddress(address);
     const client = clientOf(peer);
-    open += 1;
-    perPeer.set(client, (perPeer.get(client) ?? 0) + 1);
+    if (stats.open >= limits.maxConnections) return { refused: 'total' };
+    const held = perPeer.get(client) ?? 0;
+    if (held >= limits.maxConnectionsPerIp && !trusted.has(peer)) return { refused: 'address' };
+    stats.open += 1;
+    perPeer.set(client, held + 1);
+    return { client };
+  };
+
+  const takePolite = (): boolean => {
+    const now = Date.now();
+    polite = Math.min(POLITE_REFUSALS, polite + ((now - politeRefilledAt) * POLITE_REFUSALS) / 1000);
+    politeRefilledAt = now;
+    if (polite < 1) return false;
+    polite -= 1;
+    return true;
+  };
+
+  const noteRefusal = (reason: Reason, address: string) => {
+    if (reason === 'total') stats.refusedTotal++;
+    else stats.refusedAddress++;
+    if (!summary) {
+      const window = { total: 0, address: 0, peers: new Map<string, number>(), timer: undefined as unknown as NodeJS.Timeout };
+      window.timer = setTimeout(() => {
+        summary = undefined;
+        const top = [...window.peers.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([client, count]) => ({ client, count }));
+        logger.warn({ refused_total_cap: window.total, refused_address_cap: window.address, top, limits: { total: limits.maxConnections, per_address: limits.maxConnectionsPerIp }, window_s: SUMMARY_INTERVAL_MS / 1000 }, 'connections refused');
+      }, SUMMARY_INTERVAL_MS);
+      window.timer.unref();
+      summary = window;
+    }
+    summary[reason]++;
+    // Bounded: a flood from many addresses keeps at most this many keys for the summary.
+    const client = clientOf(address);
+    if (summary.peers.has(client) || summary.peers.size < 1000) summary.peers.set(client, (summary.peers.get(client) ?? 0) + 1);
+  };
+
+  /** The accept-time check: a refused connection past the polite budget is closed here, with no socket made. */
+  const hookAccept = () => {
+    const handle = (server as unknown as { _handle?: AcceptHandle })._handle;
+    const accept = handle?.onconnection;
+    if (!handle || typeof accept !== 'function' || handle[HOOKED]) return;
+    handle[HOOKED] = true;
+    handle.onconnection = function (this: unknown, err: number, client: ClientHandle | undefined) {
+      if (err || !client || typeof client.getpeername !== 'function') return accept.call(this, err, client);
+      const info: { address?: string } = {};
+      if (client.getpeername(info) !== 0 || !info.address) {
+        // Gone already (reset before we got to it): nothing to serve.
+        client.close();
+        return;
+      }
+      const verdict = admit(info.address);
+      if ('refused' in verdict) {
+        noteRefusal(verdict.refused, info.address);
+        if (!takePolite()) {
+          client.close();
+          return;
+        }
+      }
+      client[VERDICT] = verdict;
+      return accept.call(this, err, client);
+    };
+  };
+  server.on('listening', hookAccept);
+
+  // The HTTP server's own connection handling (its parser, its timeouts) runs only for admitted sockets.
+  const httpListeners = server.listeners('connection') as Array<(socket: Socket) => void>;
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    stats.sockets++;
+    socket.once('close', () => stats.sockets--);
+    const handle = (socket as unknown as { _handle?: ClientHandle })._handle;
+    let verdict = handle?.[VERDICT];
+    if (handle) delete handle[VERDICT];
+    if (!verdict) {
+      // Accepted without the hook (it is Node-internal; should it ever be missing): the same check here.
+      const address = socket.remoteAddress;
+      if (!address) return void socket.destroy();
+      verdict = admit(address);
+      if ('refused' in verdict) {
+        noteRefusal(verdict.refused, address);
+        if (!takePolite()) return void socket.destroy();
+      }
+    }
+    if ('refused' in verdict) {
+      // Refused before any request is parsed: a short 503, then the socket is gone (at the latest
+      // after POLITE_LINGER_MS, should the peer never read it). It never counted against the caps.
+      stats.refusedPolitely++;
+      socket.on('error', () => undefined);
+      socket.end(REFUSALS[verdict.refused]);
+      setTimeout(() => socket.destroy(), POLITE_LINGER_MS).unref();
+      return;
+    }
+    const client = verdict.client;
     socket.once('close', () => {
-      open -= 1;
+      stats.open -= 1;
       release(perPeer, client);
     });
-    const overTotal = open > limits.maxConnections;
-    const overPeer = !trusted.has(peer) && perPeer.get(client)! > limits.maxConnectionsPerIp;
-    if (!overTotal && !overPeer) return;
-    // Refused before any request is parsed: a short 503, then the socket is gone.
-    (socket as Socket & { [REFUSED]?: boolean })[REFUSED] = true;
-    const message = overTotal ? 'the server has too many open connections; retry shortly' : 'too many open connections from your address; close some and retry';
-    logger.warn({ peer, open, limit: overTotal ? limits.maxConnections : limits.maxConnectionsPerIp }, overTotal ? 'connection refused: total cap' : 'connection refused: per-address cap');
-    const body = refusalBody(message);
-    socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n${body}`);
-    setTimeout(() => socket.destroy(), 1000).unref();
+    for (const httpListener of httpListeners) httpListener.call(server, socket);
   });
 
-  return (req: IncomingMessage, res: ServerResponse) => {
-    if ((req.socket as Socket & { [REFUSED]?: boolean })[REFUSED]) return;
+  const guarded = (req: IncomingMessage, res: ServerResponse) => {
     const peer = normalizeAddress(req.socket.remoteAddress);
     if (!trusted.has(peer)) return listener(req, res);
     // Only a configured proxy's X-Forwarded-For is believed (the same reading as sign-in throttling).
@@ -73,4 +206,5 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     res.once('close', () => release(perForwarded, forwardedClient));
     return listener(req, res);
   };
+  return { listener: guarded, stats: () => ({ ...stats }) };
 }

@@ -14,7 +14,8 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { apiKeyPrefix, SIGN_IN_LIMITS } from '../core/accounts.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
-import { hashSecret } from '../services/secrets.js';
+import { hashSecret, passwordKdfStats } from '../services/secrets.js';
+import { REGISTRATION_LIMITS } from '../services/sign-in-throttle.js';
 import { SECRET_FILE } from '../services/server-secret.js';
 import { connect, createAccount, createKey, freshDatabaseUrl, postJson, startTestServer, TEST_SECRET_KEY, type TestServer } from '../test-support/harness.js';
 import { configFromEnv } from './config.js';
@@ -149,6 +150,77 @@ describe('sign-in load', () => {
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
     const usage = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${user.token}` } });
     assert.equal((await usage.json()).executions, 0, 'sign-ins and key checks are never metered');
+  });
+
+  test('sign-up floods: from many addresses they queue behind sign-ins and overflow with 429; real sign-in, key use and /healthz go through', async () => {
+    const user = await createAccount(server.url);
+    const before = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${user.key}` } })).json();
+    const created: number[] = [];
+    const signUps = Array.from({ length: 60 }, (_, i) =>
+      postFrom(server.url, `127.0.2.${i + 1}`, '/register', { email: `flood-${i}-${randomBytes(3).toString('hex')}@example.com`, password: 'long enough pw' }).then((answer) => {
+        if (answer.status === 201) created.push(i);
+        return answer;
+      }),
+    );
+    // Wait (bounded) until sign-ups are queued for the KDF, then sign in for real.
+    const deadline = Date.now() + 60_000;
+    while (passwordKdfStats().waiting < 10 && Date.now() < deadline) await sleep(10);
+    const waitingAtLogin = passwordKdfStats().waiting;
+    assert.ok(waitingAtLogin >= 10, `sign-ups queued for the KDF: ${waitingAtLogin}`);
+    const doneBefore = created.length;
+    const realLogin = await login(server.url, '127.0.0.1', user.email, user.password);
+    const doneDuring = created.length - doneBefore;
+    assert.equal(realLogin.status, 200, JSON.stringify(realLogin.body));
+    // The sign-in went ahead of the queued sign-ups: only those already hashing finished meanwhile.
+    assert.ok(doneDuring < waitingAtLogin, `${doneDuring} sign-ups finished while the sign-in waited (${waitingAtLogin} were queued)`);
+    assert.equal(await keyWorks(server.url, user.key), true);
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    // The hashes run in worker processes at a lower CPU priority than the server, not on its threads.
+    const niceness = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+    const workers = passwordKdfStats().workers;
+    assert.ok(workers.length >= 1 && !workers.includes(process.pid), JSON.stringify(workers));
+    for (const pid of workers) assert.ok(niceness(pid) > niceness(process.pid), `KDF worker ${pid} at niceness ${niceness(pid)}`);
+
+    const answers = await Promise.all(signUps);
+    // Beyond the sign-ups' own (global) queue: 429 at once, before the KDF.
+    const refused = answers.filter((a) => a.status !== 201);
+    assert.ok(refused.length >= 1, 'some sign-ups were refused');
+    for (const answer of refused) {
+      assertRateLimited(answer, 'sign-up flood');
+      assert.match(answer.body.error.message, /too many sign-ups at once/);
+    }
+    const usage = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${user.key}` } })).json();
+    assert.equal(usage.executions, before.executions, 'sign-ups and sign-ins are never metered');
+  });
+
+  test('sign-ups from one address are rationed before the KDF; a taken email spends nothing; other addresses unaffected', async () => {
+    const from = '127.0.3.1';
+    const signUp = (email = `ration-${randomBytes(4).toString('hex')}@example.com`) => postFrom(server.url, from, '/register', { email, password: 'long enough pw' });
+    const first = await signUp();
+    assert.equal(first.status, 201);
+    // A taken email answers 409 and spends no sign-up.
+    for (let i = 0; i < 3; i++) assert.equal((await signUp(first.body.email)).status, 409);
+    // Sign up ten at a time (the address's waiting room) until refused: the burst, plus what
+    // refilled (one per refillSeconds) while a slow machine hashed them.
+    const started = performance.now();
+    let made = 1;
+    let over: Answer | undefined;
+    while (!over && made <= REGISTRATION_LIMITS.burst + 20) {
+      const batch = await Promise.all(Array.from({ length: 10 }, () => signUp()));
+      for (const answer of batch) {
+        if (answer.status === 201) made++;
+        else over = answer;
+      }
+    }
+    assert.ok(over, `${made} sign-ups from one address, none refused`);
+    assertRateLimited(over, 'over the sign-up ration');
+    assert.match(over.body.error.message, /too many sign-ups from your address/);
+    const refilled = Math.ceil((performance.now() - started) / 1000 / REGISTRATION_LIMITS.refillSeconds);
+    assert.ok(made >= REGISTRATION_LIMITS.burst && made <= REGISTRATION_LIMITS.burst + refilled, `${made} sign-ups reached the KDF (${refilled} refilled)`);
+    // Its sign-ins are not affected, nor are other addresses' sign-ups.
+    assert.equal((await login(server.url, from, first.body.email, 'long enough pw')).status, 200);
+    assert.equal((await postFrom(server.url, '127.0.3.2', '/register', { email: `other-${randomBytes(4).toString('hex')}@example.com`, password: 'long enough pw' })).status, 201);
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
   });
 
   test('per email: failures back off across addresses, unknown emails alike, other accounts unaffected; a success clears them', async () => {

@@ -5,7 +5,7 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
-import { ApiKeyHasher } from '../services/secrets.js';
+import { ApiKeyHasher, configurePasswordKdf } from '../services/secrets.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { ExecutionHistory } from '../services/history.js';
@@ -24,7 +24,7 @@ import { MeteringStore } from '../store/metering-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
-import { guardConnections } from './connection-guard.js';
+import { guardConnections, type ConnectionStats } from './connection-guard.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -32,7 +32,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping };
+  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping; connections: () => ConnectionStats };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -51,6 +51,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const limits = httpLimitsFor(config);
   const graceMs = shutdownGraceMs();
   const leaseMs = leaseMsFromEnvironment();
+  if (config.kdfConcurrency) configurePasswordKdf(config.kdfConcurrency);
   prepareDataDir(config.dataDir);
   preferredByOomKiller();
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
@@ -149,6 +150,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
 
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
+  let connections: () => ConnectionStats = () => ({ open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0 });
   const server: ServerType = await new Promise<ServerType>((resolve, reject) => {
     const s = serve(
       {
@@ -164,9 +166,10 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
         },
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);
-          const guarded = guardConnections(http, limits, logger, listener);
+          const guard = guardConnections(http, limits, logger, listener);
+          connections = guard.stats;
           http.on('request', (request, response) => {
-            if (!draining) return guarded(request, response);
+            if (!draining) return guard.listener(request, response);
             response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
             response.end(JSON.stringify({ error: { type: 'unavailable', message: 'the server is shutting down' } }));
           });
@@ -187,7 +190,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, schemas, housekeeping },
+    services: { accounts, accountsStore, schemas, housekeeping, connections: () => connections() },
     failed,
     close() {
       closing ??= (async () => {

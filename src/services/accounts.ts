@@ -81,9 +81,13 @@ export class AccountService {
     const tier = tierInput === undefined ? DEFAULT_TIER : this.validateTier(tierInput);
     return this.throttled(from, async () => {
       const taken = () => new DomainError('conflict', `an account with email ${email} already exists`, { field: 'email' });
+      // Per client, sign-ups that reach the KDF are rationed (a bucket); checked before any lookup.
+      if (from) this.gate.checkRegistration(from.address);
       // A taken email answers before the KDF runs (the 409 says as much anyway).
       if (await this.store.findAccountByEmail(email)) throw taken();
-      const account = await this.store.createAccount({ email, passwordHash: await hashSecret(password), tier, trialEndsAt: trialEnd(tier) });
+      if (from) this.gate.spendRegistration(from.address);
+      // In the KDF's queue, sign-ups wait behind sign-ins and have a smaller queue of their own.
+      const account = await this.store.createAccount({ email, passwordHash: await hashSecret(password, { signUp: true }), tier, trialEndsAt: trialEnd(tier) });
       if (!account) throw taken();
       return account;
     });
@@ -127,7 +131,7 @@ export class AccountService {
       if (!claim.allowed) throw rateLimited(`too many failed sign-ins for this email; retry in ${claim.retryAfter} s`, claim.retryAfter);
       const account = await this.store.findAccountByEmail(email);
       this.dummyHash ??= hashSecret('not-a-password');
-      const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash));
+      const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash), { suspect: !!from && this.gate.hasFailures(from.address) });
       if (!account || !ok) {
         if (from) this.gate.failure(from.address);
         await this.store.recordSignInFailure(email, ACCOUNT_LIMITS);

@@ -1,80 +1,54 @@
-import { createHash, createHmac, randomBytes, scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
-import { promisify } from 'node:util';
-import { DomainError } from '../core/errors.js';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { defaultKdfConcurrency, KdfPool, type KdfPriority } from './password-kdf.js';
 
-const scrypt = promisify(scryptCallback) as (password: string, salt: Buffer, keylen: number, options: object) => Promise<Buffer>;
+export { KdfBusyError } from './password-kdf.js';
 
 // scrypt N=2^15, r=8, p=1 (OWASP's minimum for scrypt), 32 MiB per hash.
 const SCRYPT = { N: 32768, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 const KEY_LENGTH = 32;
 
-export class KdfBusyError extends DomainError {
-  constructor() {
-    super('rate_limited', 'too many sign-in attempts at once; retry in a few seconds', { retry_after: 1 });
-  }
-}
-
-/** A few scrypt runs at a time (each takes 32 MiB and a libuv thread), a bounded queue, then "busy". */
-class KdfSlots {
-  private running = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(
-    private readonly concurrency: number,
-    private readonly queueLimit: number,
-  ) {}
-
-  async run<T>(work: () => Promise<T>): Promise<T> {
-    if (this.running >= this.concurrency) {
-      if (this.waiting.length >= this.queueLimit) throw new KdfBusyError();
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-    } else {
-      this.running++;
-    }
-    try {
-      return await work();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.running--;
-    }
-  }
-}
-
-// Passwords only (register, login). Callers are throttled per client and per account before this.
-const passwordSlots = new KdfSlots(4, 64);
+// Passwords only (register, login), in niced worker processes, fewer at a time than the cores.
+// Callers are throttled per client and per account before this; registrations queue behind logins.
+let passwordKdf = new KdfPool(defaultKdfConcurrency(), 64, 16);
 // API keys still holding a scrypt hash from before migration 7, each checked once and rewritten:
-// their own slots, so sign-in load can never delay a key and stale keys never delay a sign-in.
-const legacyKeySlots = new KdfSlots(2, 32);
+// their own worker, so sign-in load can never delay a key and stale keys never delay a sign-in.
+const legacyKeyKdf = new KdfPool(1, 32, 0);
 
-/** `scrypt$N$r$p$salt$hash` (base64url), self-describing so parameters can rise later. */
-export async function hashSecret(secret: string): Promise<string> {
+/** Sets how many password hashes run at a time (MCPWORKS_KDF_CONCURRENCY); at server start. */
+export function configurePasswordKdf(concurrency: number): void {
+  if (concurrency === passwordKdf.concurrency) return;
+  const old = passwordKdf;
+  passwordKdf = new KdfPool(concurrency, 64, 16);
+  void old.close();
+}
+
+/** The password KDF's queue (for tests and operators). */
+export function passwordKdfStats(): { running: number; waiting: number; workers: number[]; concurrency: number } {
+  return { ...passwordKdf.stats(), concurrency: passwordKdf.concurrency };
+}
+
+/** `scrypt$N$r$p$salt$hash` (base64url), self-describing so parameters can rise later. `signUp`: queues behind sign-ins. */
+export async function hashSecret(secret: string, options: { signUp?: boolean } = {}): Promise<string> {
   const salt = randomBytes(16);
-  const hash = await passwordSlots.run(() => scrypt(secret, salt, KEY_LENGTH, SCRYPT));
+  const hash = await passwordKdf.scrypt({ secret, salt, keylen: KEY_LENGTH, ...SCRYPT }, options.signUp ? { priority: 'sign-up', what: 'sign-ups' } : {});
   return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64url'), hash.toString('base64url')].join('$');
 }
 
-export function verifySecret(secret: string, stored: string): Promise<boolean> {
-  return verifyScrypt(secret, stored, passwordSlots);
+/** `suspect`: the client failed lately; its check queues behind other sign-ins. */
+export function verifySecret(secret: string, stored: string, options: { suspect?: boolean } = {}): Promise<boolean> {
+  return verifyScrypt(secret, stored, passwordKdf, options.suspect ? 'suspect' : 'sign-in');
 }
 
-/** An API key hashed the pre-migration-7 way (scrypt): checked in its own slots. */
+/** An API key hashed the pre-migration-7 way (scrypt): checked in its own worker. */
 export function verifyLegacyKey(key: string, stored: string): Promise<boolean> {
-  return verifyScrypt(key, stored, legacyKeySlots);
+  return verifyScrypt(key, stored, legacyKeyKdf);
 }
 
-async function verifyScrypt(secret: string, stored: string, slots: KdfSlots): Promise<boolean> {
+async function verifyScrypt(secret: string, stored: string, kdf: KdfPool, priority: KdfPriority = 'sign-in'): Promise<boolean> {
   const [scheme, n, r, p, salt, hash] = stored.split('$');
   if (scheme !== 'scrypt' || !n || !r || !p || !salt || !hash) return false;
   const expected = Buffer.from(hash, 'base64url');
-  const actual = await slots.run(() =>
-    scrypt(secret, Buffer.from(salt, 'base64url'), expected.length, {
-      N: Number(n),
-      r: Number(r),
-      p: Number(p),
-      maxmem: SCRYPT.maxmem,
-    }),
-  );
+  const actual = await kdf.scrypt({ secret, salt: Buffer.from(salt, 'base64url'), keylen: expected.length, N: Number(n), r: Number(r), p: Number(p), maxmem: SCRYPT.maxmem }, { priority });
   return actual.length === expected.length && timingSafeEqual(actual, expected);
 }
 

@@ -5,8 +5,17 @@ export function rateLimited(message: string, retryAfterSeconds: number): DomainE
   return new DomainError('rate_limited', message, { retry_after: Math.max(1, Math.ceil(retryAfterSeconds)) });
 }
 
+/**
+ * Sign-ups from one client (address): each one that reaches the KDF takes a token from a bucket of
+ * `burst`, refilled one per `refillSeconds`. A taken email or a bad password takes none.
+ */
+export const REGISTRATION_LIMITS = { burst: 30, refillSeconds: 20 } as const;
+
 interface ClientState {
   running: number;
+  /** Registration tokens left at `tokensAt` (NaN: a full bucket). */
+  tokens: number;
+  tokensAt: number;
   waiting: Array<() => void>;
   failures: number;
   lastFailureAt: number;
@@ -49,6 +58,28 @@ export class ClientSignInGate {
     }
   }
 
+  /** 429 when this client has used up its sign-ups for now (checked before the email is looked up). */
+  checkRegistration(address: string | undefined): void {
+    const state = this.clients.get(clientKeyOf(address));
+    if (!state) return;
+    const tokens = this.tokensOf(state);
+    if (tokens < 1) throw rateLimited(`too many sign-ups from your address; retry in ${Math.ceil((1 - tokens) * REGISTRATION_LIMITS.refillSeconds)} s`, (1 - tokens) * REGISTRATION_LIMITS.refillSeconds);
+  }
+
+  /** Takes one sign-up token (right before the KDF); 429 when none is left. */
+  spendRegistration(address: string | undefined): void {
+    const state = this.state(clientKeyOf(address));
+    const tokens = this.tokensOf(state);
+    if (tokens < 1) throw rateLimited(`too many sign-ups from your address; retry in ${Math.ceil((1 - tokens) * REGISTRATION_LIMITS.refillSeconds)} s`, (1 - tokens) * REGISTRATION_LIMITS.refillSeconds);
+    state.tokens = tokens - 1;
+    state.tokensAt = this.now();
+  }
+
+  private tokensOf(state: ClientState): number {
+    if (Number.isNaN(state.tokens)) return REGISTRATION_LIMITS.burst;
+    return Math.min(REGISTRATION_LIMITS.burst, state.tokens + (this.now() - state.tokensAt) / (REGISTRATION_LIMITS.refillSeconds * 1000));
+  }
+
   private refuseWhileBlocked(state: ClientState): void {
     const wait = (state.blockedUntil - this.now()) / 1000;
     if (wait > 0) throw rateLimited(`too many failed sign-ins from your address; retry in ${Math.ceil(wait)} s`, wait);
@@ -66,6 +97,12 @@ export class ClientSignInGate {
     if (seconds > 0) state.blockedUntil = now + seconds * 1000;
   }
 
+  /** Whether this client failed a sign-in within the failure window (its hashes queue behind others'). */
+  hasFailures(address: string | undefined): boolean {
+    const state = this.clients.get(clientKeyOf(address));
+    return !!state && state.failures > 0 && this.now() - state.lastFailureAt <= SIGN_IN_LIMITS.failureWindowSeconds * 1000;
+  }
+
   success(address: string | undefined): void {
     const key = clientKeyOf(address);
     const state = this.clients.get(key);
@@ -79,14 +116,14 @@ export class ClientSignInGate {
     let state = this.clients.get(key);
     if (!state) {
       if (this.clients.size >= MAX_TRACKED) this.evict();
-      state = { running: 0, waiting: [], failures: 0, lastFailureAt: 0, blockedUntil: 0 };
+      state = { running: 0, tokens: Number.NaN, tokensAt: 0, waiting: [], failures: 0, lastFailureAt: 0, blockedUntil: 0 };
       this.clients.set(key, state);
     }
     return state;
   }
 
   private forgetIfIdle(key: string, state: ClientState): void {
-    if (state.running === 0 && state.waiting.length === 0 && state.failures === 0) this.clients.delete(key);
+    if (state.running === 0 && state.waiting.length === 0 && state.failures === 0 && this.tokensOf(state) >= REGISTRATION_LIMITS.burst) this.clients.delete(key);
   }
 
   /** Drops clients with nothing in flight whose failures are stale, or failing that the oldest idle ones. */
@@ -94,7 +131,7 @@ export class ClientSignInGate {
     const now = this.now();
     const stale = SIGN_IN_LIMITS.failureWindowSeconds * 1000;
     for (const [key, state] of this.clients) {
-      if (state.running === 0 && now - state.lastFailureAt > stale && state.blockedUntil <= now) this.clients.delete(key);
+      if (state.running === 0 && now - state.lastFailureAt > stale && state.blockedUntil <= now && this.tokensOf(state) >= REGISTRATION_LIMITS.burst) this.clients.delete(key);
     }
     for (const [key, state] of this.clients) {
       if (this.clients.size < MAX_TRACKED) break;
