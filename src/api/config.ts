@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
+import type { SchemaGuardOptions } from '../run/schema-guard.js';
 
 export interface ServerConfig {
   host: string;
@@ -21,6 +22,8 @@ export interface ServerConfig {
   http?: Partial<HttpLimits>;
   /** npm installs of TypeScript requirements: queue, caps, limits, user, registry. */
   npm?: NpmSettings;
+  /** The schema worker pool (defaults: SCHEMA_GUARD_DEFAULTS); set by tests, not by the environment. */
+  schemas?: Partial<SchemaGuardOptions>;
 }
 
 /** What one client, or all of them, may hold of the listener. */

@@ -57,7 +57,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const cacheDir = cacheDirFor(config);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm);
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
-  const schemas = new SchemaGuard();
+  const schemas = new SchemaGuard(config.schemas);
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);
   const sandbox = openSandbox(logger);
   const executions = new ExecutionsStore(database.db);
