@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
 import { describeExcess, shapeExcess } from '../core/json-schema.js';
@@ -26,8 +26,9 @@ export interface SchemaGuardOptions {
   /** How long a job may wait for a worker; then it fails closed as busy. */
   maxWaitMs: number;
   /**
-   * Scheduling priority (nice) of the workers: below the server's, so two workers busy with
-   * tenants' schemas cannot take both cores from the event loop that answers everyone.
+   * How far below the server's scheduling priority the workers run (added to its nice value, at
+   * most 19), so two workers busy with tenants' schemas cannot take both cores from the event loop
+   * that answers everyone.
    */
   nice: number;
 }
@@ -321,7 +322,7 @@ export class SchemaGuard {
     slot.known = new Set();
     if (worker.pid !== undefined && this.options.nice !== 0) {
       try {
-        setPriority(worker.pid, this.options.nice);
+        setPriority(worker.pid, Math.min(19, getPriority() + this.options.nice));
       } catch {
         // Not allowed here (an unusual container): the worker runs at the server's priority.
       }
