@@ -2,6 +2,8 @@ import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
+import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
+import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 
 export interface ServerConfig {
   host: string;
@@ -24,6 +26,8 @@ export interface ServerConfig {
   npm?: NpmSettings;
   /** The schema worker pool (defaults: SCHEMA_GUARD_DEFAULTS); set by tests, not by the environment. */
   schemas?: Partial<SchemaGuardOptions>;
+  /** MCPWORKS_SANDBOX_UIDS, checked against the host's users (unset: checked at start from the environment). */
+  sandboxUids?: UidRange;
 }
 
 /** What one client, or all of them, may hold of the listener. */
@@ -54,7 +58,8 @@ export function httpLimitsFor(config: ServerConfig): HttpLimits {
   return limits;
 }
 
-export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { passwd: string } = { passwd: hostPasswd() }): ServerConfig {
+  const npm = npmFromEnv(env);
   return {
     host: env.HOST || '127.0.0.1',
     port: env.PORT ? parsePort(env.PORT) : 8787,
@@ -68,7 +73,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
     http: httpFromEnv(env),
     secretKey: env.MCPWORKS_SECRET_KEY || undefined,
-    npm: npmFromEnv(env),
+    npm,
+    // A range that takes in root, nobody, the npm user or a host account stops the server here.
+    sandboxUids: parseSandboxUids(env.MCPWORKS_SANDBOX_UIDS, { passwd: host.passwd, npmUid: npm.user?.uid ?? NPM_DEFAULTS.user.uid }),
   };
 }
 
