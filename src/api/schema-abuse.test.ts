@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
+import { applyTierOverrides } from '../core/tiers.js';
 import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
@@ -84,6 +85,7 @@ class MinuteMeter {
 interface Space {
   create: McpTestClient;
   key: string;
+  email: string;
   accountId: string;
   ns: string;
   run(mode: 'tools' | 'code'): Promise<McpTestClient>;
@@ -100,6 +102,7 @@ async function space(functions: Array<Record<string, unknown>>, on: TestServer =
   return {
     create,
     key: account.key,
+    email: account.email,
     accountId: account.accountId,
     ns,
     run: (mode) => connect(`${on.url}/mcp/run/${ns}?mode=${mode}`, account.key, 'v1'),
@@ -334,7 +337,10 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
     before(async () => {
       // Each flooding check is stopped after 250 ms of CPU time (the order, not the deadline, is the
       // subject); a wait for a worker long enough for a loaded machine.
-      fair = await startTestServer({ schemas: { deadlineMs: 250, maxWaitMs: 120_000 } });
+      fair = await startTestServer({
+        schemas: { deadlineMs: 250, maxWaitMs: 120_000 },
+        tiers: applyTierOverrides(JSON.stringify({ rate3: { monthly_executions: -1, executions_per_minute: 3, concurrency: -1 } })),
+      });
     });
     after(async () => {
       await fair?.stop();
@@ -400,6 +406,37 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       assert.deepEqual(await kinds(first), ['code null', ...Array(4).fill('tools SchemaLimitError')]);
       assert.deepEqual(await kinds(second), Array(4).fill('tools SchemaLimitError'));
       assert.deepEqual(await kinds(bystander), ['tools SchemaError']);
+    });
+
+    test('a same-language bridge call takes a unit of the per-minute rate when its input is checked, none otherwise', async () => {
+      const s = await space(
+        [
+          { name: 'checked', code: 'def main(input_data):\n    return "c"\n', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } },
+          { name: 'plain', code: 'def main(input_data):\n    return "p"\n' },
+        ],
+        fair,
+      );
+      await fair.server.services.accounts.setTier(s.email, 'rate3');
+      // All units in one minute: the window is the subject.
+      const left = 60_000 - (Date.now() % 60_000);
+      if (left < 20_000) await sleep(left + 100);
+      const code = await s.run('code');
+      const program = [
+        'import functions',
+        'out = [functions.plain() for _ in range(5)]',
+        'for i in range(4):',
+        '    try:',
+        '        out.append(functions.checked(n=i))',
+        '    except functions.FunctionError as error:',
+        '        out.append(error.error_type)',
+        'result = out',
+      ].join('\n');
+      // The execute takes one unit, the first two checked calls the other two.
+      assert.deepEqual(parseResult(await code.callTool('execute', { code: program })), ['p', 'p', 'p', 'p', 'p', 'c', 'c', 'EXECUTION_RATE_EXCEEDED', 'EXECUTION_RATE_EXCEEDED']);
+      const usage = await s.usage();
+      assert.equal(usage.executions, 1, 'the monthly quota counts the execute once');
+      assert.equal(usage.executions_per_minute.used, 3);
+      assert.equal((await fetch(`${fair.url}/healthz`)).status, 200);
     });
   });
 
