@@ -1,6 +1,9 @@
 import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
+import type { SchemaGuardOptions } from '../run/schema-guard.js';
+import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
+import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 
 export interface ServerConfig {
   host: string;
@@ -25,6 +28,10 @@ export interface ServerConfig {
   diskReserveBytes?: number | undefined;
   /** MCPWORKS_KDF_CONCURRENCY: password hashes at a time (default: cores - 1, 1 to 4). */
   kdfConcurrency?: number | undefined;
+  /** The schema worker pool (defaults: SCHEMA_GUARD_DEFAULTS); set by tests, not by the environment. */
+  schemas?: Partial<SchemaGuardOptions>;
+  /** MCPWORKS_SANDBOX_UIDS, checked against the host's users (unset: checked at start from the environment). */
+  sandboxUids?: UidRange;
 }
 
 /** What one client, or all of them, may hold of the listener. */
@@ -55,7 +62,8 @@ export function httpLimitsFor(config: ServerConfig): HttpLimits {
   return limits;
 }
 
-export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfig {
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { passwd: string } = { passwd: hostPasswd() }): ServerConfig {
+  const npm = npmFromEnv(env);
   return {
     host: env.HOST || '127.0.0.1',
     port: env.PORT ? parsePort(env.PORT) : 8787,
@@ -69,7 +77,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ServerConfi
     tiers: applyTierOverrides(env.MCPWORKS_TIERS),
     http: httpFromEnv(env),
     secretKey: env.MCPWORKS_SECRET_KEY || undefined,
-    npm: npmFromEnv(env),
+    npm,
+    // A range that takes in root, nobody, the npm user or a host account stops the server here.
+    sandboxUids: parseSandboxUids(env.MCPWORKS_SANDBOX_UIDS, { passwd: host.passwd, npmUid: npm.user?.uid ?? NPM_DEFAULTS.user.uid }),
     diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
     kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY) : undefined,
   };

@@ -6,11 +6,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
+import { applyTierOverrides } from '../core/tiers.js';
 import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
 before(async () => {
-  server = await startTestServer();
+  // A wait for a schema worker long enough for a loaded machine: the wait deadline is the subject
+  // of a server of its own below.
+  server = await startTestServer({ schemas: { maxWaitMs: 120_000 } });
 });
 after(async () => {
   await server?.stop();
@@ -82,24 +85,28 @@ class MinuteMeter {
 interface Space {
   create: McpTestClient;
   key: string;
+  email: string;
+  accountId: string;
   ns: string;
   run(mode: 'tools' | 'code'): Promise<McpTestClient>;
   usage(): Promise<{ executions: number; executions_per_minute: { used: number } }>;
 }
 
-async function space(functions: Array<Record<string, unknown>>): Promise<Space> {
-  const account = await createAccount(server.url);
+async function space(functions: Array<Record<string, unknown>>, on: TestServer = server): Promise<Space> {
+  const account = await createAccount(on.url);
   const ns = `sch-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+  const create = await connect(`${on.url}/mcp/create/${ns}`, account.key);
   await callOk(create, 'make_namespace', { name: ns });
   await callOk(create, 'make_service', { name: 'utils' });
   for (const fn of functions) await callOk(create, 'make_function', { service: 'utils', ...fn });
   return {
     create,
     key: account.key,
+    email: account.email,
+    accountId: account.accountId,
     ns,
-    run: (mode) => connect(`${server.url}/mcp/run/${ns}?mode=${mode}`, account.key, 'v1'),
-    usage: async () => (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } })).json() as never,
+    run: (mode) => connect(`${on.url}/mcp/run/${ns}?mode=${mode}`, account.key, 'v1'),
+    usage: async () => (await fetch(`${on.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } })).json() as never,
   };
 }
 
@@ -219,8 +226,9 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       '    except functions.FunctionError as error:',
       '        result[name] = [error.error_type, str(error)]',
     ].join('\n');
-    // Each execute: one unit, and one for its call to a function of the other language.
-    const fromPython = minute.track(() => run.callTool('execute', { code: python }), 2);
+    // Each execute: one unit, one for its call to a function with an input_schema (checked in the
+    // schema workers) and one for its call to a function of the other language.
+    const fromPython = minute.track(() => run.callTool('execute', { code: python }), 3);
     await healthyWhileChecking(fromPython);
     const py = parseResult(await fromPython);
     assert.equal(py.input[0], 'SchemaLimitError');
@@ -238,7 +246,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       '}',
       'result = outcome;',
     ].join('\n');
-    const fromTypescript = minute.track(() => run.callTool('execute', { code: typescript, language: 'typescript' }), 2);
+    const fromTypescript = minute.track(() => run.callTool('execute', { code: typescript, language: 'typescript' }), 3);
     await healthyWhileChecking(fromTypescript);
     const ts = parseResult(await fromTypescript);
     assert.equal(ts.input[0], 'SchemaLimitError');
@@ -315,5 +323,169 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     const usage = await owner.usage();
     assert.equal(usage.executions, 0);
     assert.equal(usage.executions_per_minute.used, 0, 'the create endpoint is not metered');
+  });
+});
+
+/** Waits (bounded) until `ready` holds. */
+async function until(ready: () => boolean): Promise<void> {
+  for (let i = 0; i < 6000 && !ready(); i++) await sleep(5);
+}
+
+describe('the schema workers are shared fairly (issue 10, item 1)', () => {
+  describe('a flood of checks', () => {
+    let fair: TestServer;
+    before(async () => {
+      // Each flooding check is stopped after 250 ms of CPU time (the order, not the deadline, is the
+      // subject); a wait for a worker long enough for a loaded machine.
+      fair = await startTestServer({
+        schemas: { deadlineMs: 250, maxWaitMs: 120_000 },
+        tiers: applyTierOverrides(JSON.stringify({ rate3: { monthly_executions: -1, executions_per_minute: 3, concurrency: -1 } })),
+      });
+    });
+    after(async () => {
+      await fair?.stop();
+    });
+
+    test("queues behind its own tenant (tool calls and code-mode bridge calls): another tenant is served in turn, the meter is right", async () => {
+      const schemas = fair.server.services.schemas;
+      // The attacker holds two accounts, as in the issue; the first also runs code mode.
+      const functions = [
+        { name: 'uniq', code: 'def main(input_data):\n    return "ran"\n', input_schema: UNIQUE_INPUT_SCHEMA },
+        { name: 'uniq-ts', language: 'typescript', code: 'export default () => "ran";\n', input_schema: UNIQUE_INPUT_SCHEMA },
+      ];
+      const [first, second, bystander] = await Promise.all([
+        space(functions, fair),
+        space(functions, fair),
+        space([{ name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }], fair),
+      ]);
+      const [code, tools1, tools2, other] = await Promise.all([first.run('code'), first.run('tools'), second.run('tools'), bystander.run('tools')]);
+      const meters = { first: new MinuteMeter(), second: new MinuteMeter(), bystander: new MinuteMeter() };
+      const fairHealthz = async () => (await fetch(`${fair.url}/healthz`)).status;
+
+      // Same-language calls one after another, each checked in the workers: one unit for the
+      // execute and one per call (the input_schema check costs the server).
+      const program = [
+        'import { uniq_ts } from "functions";',
+        'const items = Array.from({ length: 40000 }, (_, i) => i);',
+        'const outcome: string[] = [];',
+        'for (let i = 0; i < 3; i++) {',
+        '  try { await uniq_ts({ items }); outcome.push("passed"); } catch (error: any) { outcome.push(error.errorType); }',
+        '}',
+        'result = outcome;',
+      ].join('\n');
+      const execute = meters.first.track(() => code.callTool('execute', { code: program, language: 'typescript' }), 4);
+      await until(() => schemas.waitingOf(first.accountId) + schemas.stats().busy >= 1);
+      const answered = { first: 0, second: 0 };
+      const flood = (client: McpTestClient, who: 'first' | 'second') =>
+        [1, 2, 3, 4].map(() => meters[who].track(() => client.callTool('utils__uniq', UNIQUE_INPUT)).finally(() => answered[who]++));
+      const calls = [...flood(tools1, 'first'), ...flood(tools2, 'second')];
+      await until(() => schemas.waitingOf(first.accountId) >= 3 && schemas.waitingOf(second.accountId) >= 3);
+      assert.ok(schemas.waitingOf(first.accountId) >= 3 && schemas.waitingOf(second.accountId) >= 3, 'both floods wait for the workers');
+
+      const theirs = parseResult(await meters.bystander.track(() => other.callTool('utils__typed', { n: 'x' })));
+      assert.equal(theirs.error_type, 'SchemaError', JSON.stringify(theirs));
+      // Served in its turn: when a worker came free, before either flood's queue drained (served
+      // in arrival order, each account's queue would have drained first).
+      assert.ok(answered.first <= 2 && answered.second <= 2, `tool calls answered before the bystander: ${JSON.stringify(answered)}`);
+      assert.equal(await fairHealthz(), 200);
+
+      for (const refused of await Promise.all(calls)) assert.equal(parseResult(refused).error_type, 'SchemaLimitError');
+      assert.deepEqual(parseResult(await execute), Array(3).fill('SchemaLimitError'));
+      assert.equal(await fairHealthz(), 200);
+
+      // Meter: refused calls cost no monthly quota; the execute ran code and counts once; every
+      // admitted call and every checked bridge call took a unit of the per-minute rate.
+      const [firstUsage, secondUsage, bystanderUsage] = await Promise.all([first.usage(), second.usage(), bystander.usage()]);
+      assert.equal(firstUsage.executions, 1);
+      meters.first.assertUsed(firstUsage.executions_per_minute.used);
+      assert.equal(secondUsage.executions, 0);
+      meters.second.assertUsed(secondUsage.executions_per_minute.used);
+      assert.equal(bystanderUsage.executions, 0);
+      meters.bystander.assertUsed(bystanderUsage.executions_per_minute.used);
+      const kinds = async (s: Space) => (await callOk(s.create, 'list_executions', {})).map((e: { mode: string; error_type: string | null }) => `${e.mode} ${e.error_type}`).sort();
+      assert.deepEqual(await kinds(first), ['code null', ...Array(4).fill('tools SchemaLimitError')]);
+      assert.deepEqual(await kinds(second), Array(4).fill('tools SchemaLimitError'));
+      assert.deepEqual(await kinds(bystander), ['tools SchemaError']);
+    });
+
+    test('a same-language bridge call takes a unit of the per-minute rate when its input is checked, none otherwise', async () => {
+      const s = await space(
+        [
+          { name: 'checked', code: 'def main(input_data):\n    return "c"\n', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } },
+          { name: 'plain', code: 'def main(input_data):\n    return "p"\n' },
+        ],
+        fair,
+      );
+      await fair.server.services.accounts.setTier(s.email, 'rate3');
+      // All units in one minute: the window is the subject.
+      const left = 60_000 - (Date.now() % 60_000);
+      if (left < 20_000) await sleep(left + 100);
+      const code = await s.run('code');
+      const program = [
+        'import functions',
+        'out = [functions.plain() for _ in range(5)]',
+        'for i in range(4):',
+        '    try:',
+        '        out.append(functions.checked(n=i))',
+        '    except functions.FunctionError as error:',
+        '        out.append(error.error_type)',
+        'result = out',
+      ].join('\n');
+      // The execute takes one unit, the first two checked calls the other two.
+      assert.deepEqual(parseResult(await code.callTool('execute', { code: program })), ['p', 'p', 'p', 'p', 'p', 'c', 'c', 'EXECUTION_RATE_EXCEEDED', 'EXECUTION_RATE_EXCEEDED']);
+      const usage = await s.usage();
+      assert.equal(usage.executions, 1, 'the monthly quota counts the execute once');
+      assert.equal(usage.executions_per_minute.used, 3);
+      assert.equal((await fetch(`${fair.url}/healthz`)).status, 200);
+    });
+  });
+
+  describe('a check that waits too long for a worker', () => {
+    let small: TestServer;
+    before(async () => {
+      // One worker, held for at least 4 s of CPU time by a slow check; others may wait 300 ms.
+      small = await startTestServer({ schemas: { workers: 1, maxWaitMs: 300, deadlineMs: 4000 } });
+    });
+    after(async () => {
+      await small?.stop();
+    });
+
+    test('fails closed with SchemaLimitError (busy) in tool mode and through the bridge; uncounted unless code ran', async () => {
+      const schemas = small.server.services.schemas;
+      // Starting a worker counts as waiting for one: start it before anything else waits 300 ms.
+      await schemas.compile({ type: 'object' }, 'warm-up');
+      await until(() => schemas.stats().ready === 1);
+      const attacker = await space([{ name: 'uniq', code: 'def main(input_data):\n    return "ran"\n', input_schema: UNIQUE_INPUT_SCHEMA }], small);
+      const bystander = await space([{ name: 'typed', code: 'def main(input_data):\n    return "ran"\n', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }], small);
+      const [slowRun, tools, code] = await Promise.all([attacker.run('tools'), bystander.run('tools'), bystander.run('code')]);
+      await until(() => schemas.stats().ready === 1);
+      const minute = new MinuteMeter();
+      let slowDone = false;
+      // 40,000 distinct objects: far more than 4 s of pairwise comparisons.
+      const slow = slowRun.callTool('utils__uniq', { items: Array.from({ length: 40_000 }, (_, i) => ({ a: i })) }).finally(() => (slowDone = true));
+      await until(() => schemas.stats().busy === 1);
+
+      const refused = parseResult(await minute.track(() => tools.callTool('utils__typed', { n: 1 })));
+      assert.equal(refused.error_type, 'SchemaLimitError', JSON.stringify(refused));
+      assert.equal(refused.error, 'the input_schema check of utils.typed was stopped: no schema checker was free within 300 ms (the server is busy); try again shortly');
+      const program = 'import functions\ntry:\n    result = functions.typed(n=1)\nexcept functions.FunctionError as error:\n    result = [error.error_type, str(error)]\n';
+      const inRun = parseResult(await minute.track(() => code.callTool('execute', { code: program }), 2));
+      assert.equal(inRun[0], 'SchemaLimitError');
+      assert.match(inRun[1], /no schema checker was free within 300 ms/);
+      assert.equal(slowDone, false, 'both waited behind the slow check');
+      assert.equal((await fetch(`${small.url}/healthz`)).status, 200);
+
+      const slowAnswer = parseResult(await slow);
+      assert.equal(slowAnswer.error_type, 'SchemaLimitError', JSON.stringify(slowAnswer));
+      const usage = await bystander.usage();
+      assert.equal(usage.executions, 1, 'only the execute ran code');
+      minute.assertUsed(usage.executions_per_minute.used);
+      const history = await callOk(bystander.create, 'list_executions', {});
+      assert.deepEqual(history.map((e: { mode: string; status: string; error_type: string | null }) => [e.mode, e.status, e.error_type]).sort(), [
+        ['code', 'success', null],
+        ['tools', 'error', 'SchemaLimitError'],
+      ]);
+      assert.equal((await attacker.usage()).executions, 0);
+    });
   });
 });

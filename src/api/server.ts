@@ -18,6 +18,8 @@ import { createApp } from './app.js';
 import { RunService } from '../run/run-service.js';
 import { SchemaGuard } from '../run/schema-guard.js';
 import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/index.js';
+import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
+import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
@@ -52,6 +54,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const graceMs = shutdownGraceMs();
   const leaseMs = leaseMsFromEnvironment();
   if (config.kdfConcurrency) configurePasswordKdf(config.kdfConcurrency);
+  // Checked before anything starts: a bad range refuses to start rather than run without sandboxes.
+  const sandboxUids = config.sandboxUids ?? parseSandboxUids(process.env.MCPWORKS_SANDBOX_UIDS, { passwd: hostPasswd(), npmUid: config.npm?.user?.uid ?? NPM_DEFAULTS.user.uid });
   prepareDataDir(config.dataDir);
   preferredByOomKiller();
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
@@ -114,10 +118,10 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   await instance.start().catch(failStart);
   opened.push(() => instance.stop());
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
-  const schemas = new SchemaGuard();
+  const schemas = new SchemaGuard(config.schemas);
   opened.push(() => schemas.close());
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);
-  const sandbox = openSandbox(logger);
+  const sandbox = openSandbox(logger, sandboxUids);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
@@ -224,9 +228,9 @@ const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * The code_sandbox backend. When this machine cannot run it (no bubblewrap, no helper), the server
  * still serves management calls, and every run answers a SandboxError saying why.
  */
-function openSandbox(logger: Logger): Sandbox {
+function openSandbox(logger: Logger, sandboxUids: UidRange): Sandbox {
   try {
-    return createBubblewrapSandbox({ network: networkFromEnvironment(), log: (message) => logger.warn({ component: 'sandbox' }, message) });
+    return createBubblewrapSandbox({ network: networkFromEnvironment(), sandboxUids, log: (message) => logger.warn({ component: 'sandbox' }, message) });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     logger.error({ reason }, 'sandbox unavailable: runs will fail until it is installed (make run installs it)');

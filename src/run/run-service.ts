@@ -255,6 +255,8 @@ export class RunService {
     const deadline = Date.now() + limits.timeoutSeconds * 1000;
     let finished = false;
     let bridgeCalls = 0;
+    /** The minute (since the epoch) in which this run was refused a rate unit, if any. */
+    let rateRefusedIn: number | undefined;
     const bridge = async (message: unknown): Promise<unknown> => {
       // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
       if (finished || Date.now() >= deadline) return { ok: false, error_type: 'BridgeError', error: 'the run has ended' };
@@ -271,23 +273,31 @@ export class RunService {
       if (missing.length > 0) {
         return { ok: false, error_type: 'missing_env', error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
       }
+      const sameLanguage = fn.definition.language === language;
+      // A call that costs the server work (a schema check in its workers, or a sandbox of its own)
+      // takes one unit of the account's per-minute rate before that work, as a tool call does (not
+      // of the monthly quota, which counts the execute once). Only a same-language call to a
+      // function without input_schema costs the server nothing and takes nothing.
+      if (fn.definition.inputSchema || !sameLanguage) {
+        const perMinute = this.tierLimits(ctx.principal).executionsPerMinute;
+        const now = new Date();
+        // Within a minute the window only fills up: once refused, later calls are refused without the database.
+        if (rateRefusedIn === Math.floor(now.getTime() / 60_000) || !(await this.deps.metering.takeRateUnit(ctx.principal.accountId, perMinute, now))) {
+          rateRefusedIn = Math.floor(now.getTime() / 60_000);
+          return {
+            ok: false,
+            error_type: 'EXECUTION_RATE_EXCEEDED',
+            error: `Execution rate limit (${perMinute}/min) exceeded: each call to a function with an input_schema or of the other language counts against it`,
+          };
+        }
+      }
       const refused = await this.checkInput(ctx, fn, input);
       if (refused) return { ok: false, error_type: refused.error_type, error: refused.error };
-      if (fn.definition.language === language) {
+      if (sameLanguage) {
         const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
         return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
       }
       const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
-      // A sandbox of its own costs the server what a call does: it takes a unit of the account's
-      // per-minute rate (not of the monthly quota, which counts the execute once).
-      const perMinute = this.tierLimits(ctx.principal).executionsPerMinute;
-      if (!(await this.deps.metering.takeRateUnit(ctx.principal.accountId, perMinute, new Date()))) {
-        return {
-          ok: false,
-          error_type: 'EXECUTION_RATE_EXCEEDED',
-          error: `Execution rate limit (${perMinute}/min) exceeded: each call to a function of the other language starts a sandbox and counts against it`,
-        };
-      }
       // The callee may use what is left of the caller's time, no more.
       const remaining = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
       const outcome = await this.runSandbox(signal, {

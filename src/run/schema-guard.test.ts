@@ -1,7 +1,9 @@
-/** The schema worker pool on its own: real worker threads, real ajv. */
+/** The schema worker pool on its own: real worker processes, real ajv. */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
-import { SchemaGuard } from './schema-guard.js';
+import { SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
 
 const guards: SchemaGuard[] = [];
 const guard = (options: ConstructorParameters<typeof SchemaGuard>[0] = {}) => {
@@ -98,4 +100,58 @@ test('a worker that dropped a schema from its cache gets its text again', async 
   // More schemas than the worker keeps: it starts a fresh cache and forgets `first`.
   for (let i = 0; i < 300; i++) assert.deepEqual(await g.compile({ const: i }, 'a'), { ok: true });
   assert.deepEqual(await g.check(first, {}, 'a', 'the input'), { ok: false, problems: ["(root) must have required property 'k'"] });
+});
+
+/** Waits (bounded) until `ready` holds. */
+async function until(ready: () => boolean): Promise<void> {
+  for (let i = 0; i < 6000 && !ready(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+test("waiting jobs take turns by account: a newcomer goes before the flooders' next jobs", async () => {
+  // A wait long enough for a loaded machine: the order is the subject here, not the deadline.
+  const g = guard({ maxWaitMs: 120_000 });
+  await g.check(UNIQUE, [1], 'warm-up', 'the input');
+  await until(() => g.stats().ready === 2);
+  const order: string[] = [];
+  const flood = (who: string) => [1, 2].map((i) => g.check(UNIQUE, FORTY_THOUSAND, who, 'the input').then(() => order.push(`${who} ${i}`)));
+  const floods = [...flood('a'), ...flood('c')];
+  await until(() => g.waitingOf('a') === 1 && g.waitingOf('c') === 1 && g.stats().busy === 2);
+  const quick = g.check(UNIQUE, [1, 1], 'b', 'the input').then((verdict) => (order.push('b'), verdict));
+  const verdict = await quick;
+  assert.ok(!verdict.ok && 'problems' in verdict, JSON.stringify(verdict));
+  await Promise.all(floods);
+  // Served as soon as the first worker is free (the other one may finish just before its answer).
+  assert.ok(order.indexOf('b') <= 2, order.join(', '));
+});
+
+test('a job that waits past its deadline fails closed as busy, and leaves the queue', async () => {
+  const g = guard({ workers: 1, maxWaitMs: 200 });
+  // Starting a worker counts as waiting (it may take longer than 200 ms here): start it first.
+  await g.check(UNIQUE, [1], 'warm-up', 'the input');
+  await until(() => g.stats().ready === 1);
+  const running = g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the input');
+  await until(() => g.stats().busy === 1);
+  // The worker is held for at least a second of CPU time: longer than the wait allowed.
+  assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), { ok: false, stopped: 'no schema checker was free within 200 ms (the server is busy); try again shortly', busy: true });
+  assert.equal(g.stats().waiting, 0);
+  assert.equal(g.waitingOf('b'), 0);
+  assert.equal((await running).ok, false);
+  await until(() => g.stats().ready === 1);
+  assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), { ok: true }, 'a worker is free again: b is served');
+});
+
+test('workers run below the server in scheduling priority', async () => {
+  const g = guard({ workers: 2 });
+  await g.check(UNIQUE, [1], 'a', 'the input');
+  await until(() => g.stats().ready === 2);
+  const children = readdirSync(`/proc/${process.pid}/task`).flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  const workers = children.filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
+    } catch {
+      return false;
+    }
+  });
+  assert.ok(workers.length >= 2, `schema workers found: ${workers.length}`);
+  for (const pid of workers) assert.equal(getPriority(pid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice);
 });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
 import { describeExcess, shapeExcess } from '../core/json-schema.js';
@@ -22,6 +23,14 @@ export interface SchemaGuardOptions {
   /** Jobs waiting for a worker, in all and per account; beyond that a job fails at once. */
   maxWaiting: number;
   maxWaitingPerAccount: number;
+  /** How long a job may wait for a worker; then it fails closed as busy. */
+  maxWaitMs: number;
+  /**
+   * How far below the server's scheduling priority the workers run (added to its nice value, at
+   * most 19), so two workers busy with tenants' schemas cannot take both cores from the event loop
+   * that answers everyone.
+   */
+  nice: number;
 }
 
 export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
@@ -31,6 +40,8 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   heapMb: SCHEMA_WORKER_HEAP_MB,
   maxWaiting: 1000,
   maxWaitingPerAccount: 100,
+  maxWaitMs: 10_000,
+  nice: 10,
 });
 
 /**
@@ -57,6 +68,8 @@ interface Job {
   /** The worker said it lacks this schema: send its text this time. */
   withText: boolean;
   resolve: (answer: Answer) => void;
+  /** Fails the job if no worker took it in time (cleared when one does). */
+  waitTimer: NodeJS.Timeout | undefined;
 }
 
 interface Slot {
@@ -79,8 +92,10 @@ const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 's
  * input or result against it) runs here: in a small pool of worker processes, each job with a
  * deadline and each worker with a heap limit. A job that overruns kills its worker (a fresh one
  * takes over) and fails closed; the main thread only measures the value (iteratively, with caps)
- * and serialises it. Jobs are served in order, except that one account never holds every worker,
- * so one tenant's slow checks do not queue everyone else's behind them.
+ * and serialises it. Waiting jobs are kept per account and served fairly: a free worker takes the
+ * next job of the account served longest ago (one that waits for its first turn goes first), one
+ * account never holds every worker, and each account may have only so many jobs waiting, each for
+ * a bounded time. So one tenant's flood of slow checks queues behind itself, not before others.
  *
  * Processes, not worker threads: a worker thread that reaches its resourceLimits can still abort
  * the whole process (V8 reports some out-of-memory failures as fatal for the process; see
@@ -89,9 +104,13 @@ const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 's
 export class SchemaGuard {
   private readonly options: SchemaGuardOptions;
   private readonly slots: Slot[];
-  private readonly waiting: Job[] = [];
+  /** Waiting jobs, per account, each queue in order. */
+  private readonly queues = new Map<string, Job[]>();
+  private waitingCount = 0;
   private readonly running = new Map<string, number>();
-  private readonly waitingBy = new Map<string, number>();
+  /** When (in turns) each account with work here was last given a worker; absent: not yet. */
+  private readonly lastServed = new Map<string, number>();
+  private turn = 0;
   /** Snapshots share schema objects between calls: each is serialised and hashed once. */
   private readonly texts = new WeakMap<object, SchemaText>();
   private nextId = 0;
@@ -111,8 +130,14 @@ export class SchemaGuard {
     if (excess) return { ok: false, stopped: describeExcess(what, excess) };
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
+    // Measuring, serialising and sending a large value each hold this thread for milliseconds (a
+    // 40,000-object input: about 6, 3 and 3 ms of CPU; at the caps, tens): the event loop gets a turn
+    // between them, so requests waiting on it (another tenant's, /healthz) wait for one part only.
+    await nextTurn();
     // Within the caps, JSON.stringify cannot overflow; JSON text costs the host less than a structured clone.
-    const answer = await this.submit(accountId, 'check', text, JSON.stringify(value ?? null));
+    const data = JSON.stringify(value ?? null);
+    await nextTurn();
+    const answer = await this.submit(accountId, 'check', text, data);
     if ('problems' in answer) return { ok: false, problems: answer.problems };
     if ('invalid' in answer) return { ok: false, problems: [`the schema could not be applied: ${answer.invalid}`] };
     if ('stopped' in answer) return { ok: false, stopped: answer.stopped, ...(answer.busy ? { busy: true } : {}) };
@@ -132,13 +157,17 @@ export class SchemaGuard {
 
   /** For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an overrun. */
   stats(): { ready: number; busy: number; waiting: number; replaced: number } {
-    return { ready: this.slots.filter((s) => s.ready).length, busy: this.slots.filter((s) => s.job).length, waiting: this.waiting.length, replaced: this.replaced };
+    return { ready: this.slots.filter((s) => s.ready).length, busy: this.slots.filter((s) => s.job).length, waiting: this.waitingCount, replaced: this.replaced };
+  }
+
+  /** For tests: jobs of one account waiting for a worker. */
+  waitingOf(accountId: string): number {
+    return this.queues.get(accountId)?.length ?? 0;
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const job of this.waiting.splice(0)) job.resolve({ stopped: 'the server is shutting down' });
-    this.waitingBy.clear();
+    this.failWaiting('the server is shutting down');
     const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is ChildProcess => w !== undefined);
     await Promise.all(workers.map((w) => stop(w)));
   }
@@ -161,21 +190,79 @@ export class SchemaGuard {
 
   private submit(accountId: string, op: Job['op'], schema: SchemaText, data: string | undefined): Promise<Answer> {
     if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
-    if (this.waiting.length >= this.options.maxWaiting || (this.waitingBy.get(accountId) ?? 0) >= this.options.maxWaitingPerAccount) {
+    if (this.waitingCount >= this.options.maxWaiting || this.waitingOf(accountId) >= this.options.maxWaitingPerAccount) {
       return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
     }
     this.inUse = true;
     for (const slot of this.slots) slot.failedToStart = false;
     return new Promise((resolve) => {
-      this.enqueue({ id: this.nextId++, accountId, op, schema, ...(data !== undefined ? { data } : {}), withText: false, resolve }, false);
+      this.enqueue({ id: this.nextId++, accountId, op, schema, ...(data !== undefined ? { data } : {}), withText: false, resolve, waitTimer: undefined }, false);
       this.pump();
     });
   }
 
   private enqueue(job: Job, first: boolean): void {
-    if (first) this.waiting.unshift(job);
-    else this.waiting.push(job);
-    this.waitingBy.set(job.accountId, (this.waitingBy.get(job.accountId) ?? 0) + 1);
+    let queue = this.queues.get(job.accountId);
+    if (!queue) this.queues.set(job.accountId, (queue = []));
+    if (first) queue.unshift(job);
+    else queue.push(job);
+    this.waitingCount++;
+    const { maxWaitMs } = this.options;
+    job.waitTimer = setTimeout(() => {
+      if (!this.dequeue(job)) return;
+      job.resolve({ stopped: `no schema checker was free within ${maxWaitMs} ms (the server is busy); try again shortly`, busy: true });
+    }, maxWaitMs);
+    job.waitTimer.unref();
+  }
+
+  /** Takes a waiting job out of its queue; false when it no longer waits. */
+  private dequeue(job: Job): boolean {
+    clearTimeout(job.waitTimer);
+    job.waitTimer = undefined;
+    const queue = this.queues.get(job.accountId);
+    const index = queue ? queue.indexOf(job) : -1;
+    if (index < 0) return false;
+    queue!.splice(index, 1);
+    if (queue!.length === 0) this.queues.delete(job.accountId);
+    this.waitingCount--;
+    this.forgetIdle(job.accountId);
+    return true;
+  }
+
+  /**
+   * The next job to start: the first waiting job of the account given a worker longest ago (an
+   * account waiting for its first turn before any), among accounts below their share of workers.
+   */
+  private nextJob(perAccount: number): Job | undefined {
+    let chosen: string | undefined;
+    let chosenTurn = Infinity;
+    for (const accountId of this.queues.keys()) {
+      if ((this.running.get(accountId) ?? 0) >= perAccount) continue;
+      const turn = this.lastServed.get(accountId) ?? -1;
+      if (turn < chosenTurn) {
+        chosen = accountId;
+        chosenTurn = turn;
+      }
+    }
+    if (chosen === undefined) return undefined;
+    const job = this.queues.get(chosen)![0]!;
+    this.dequeue(job);
+    this.lastServed.set(chosen, this.turn++);
+    return job;
+  }
+
+  /** An account with nothing waiting and nothing running starts afresh next time. */
+  private forgetIdle(accountId: string): void {
+    if (!this.queues.has(accountId) && !this.running.has(accountId)) this.lastServed.delete(accountId);
+  }
+
+  private failWaiting(reason: string): void {
+    for (const queue of [...this.queues.values()]) {
+      for (const job of [...queue]) {
+        this.dequeue(job);
+        job.resolve({ stopped: reason });
+      }
+    }
   }
 
   /** Hands waiting jobs to idle workers; starts workers while there is work for them. */
@@ -189,17 +276,12 @@ export class SchemaGuard {
         continue;
       }
       if (!slot.ready) continue;
-      const index = this.waiting.findIndex((job) => (this.running.get(job.accountId) ?? 0) < perAccount);
-      if (index < 0) return;
-      const job = this.waiting.splice(index, 1)[0]!;
-      this.count(this.waitingBy, job.accountId, -1);
+      const job = this.nextJob(perAccount);
+      if (!job) return;
       this.start(slot, job);
     }
     // No worker can start: fail what waits rather than leave it hanging.
-    if (this.waiting.length > 0 && this.slots.every((s) => !s.worker && s.failedToStart)) {
-      for (const job of this.waiting.splice(0)) job.resolve({ stopped: 'the schema checker could not start' });
-      this.waitingBy.clear();
-    }
+    if (this.waitingCount > 0 && this.slots.every((s) => !s.worker && s.failedToStart)) this.failWaiting('the schema checker could not start');
   }
 
   private start(slot: Slot, job: Job): void {
@@ -253,6 +335,9 @@ export class SchemaGuard {
     worker.on('message', (message: WorkerMessage) => {
       if (slot.worker !== worker) return;
       if ('ready' in message) {
+        // Lowered once started: start-up is short and counts against the jobs waiting for it, so
+        // it runs at the server's priority; the tenants' work after it runs below.
+        this.lower(worker);
         slot.ready = true;
         holdOpen(worker, false);
         this.pump();
@@ -285,12 +370,22 @@ export class SchemaGuard {
     (worker.stderr as { unref?: () => void } | null)?.unref?.();
   }
 
+  private lower(worker: ChildProcess): void {
+    if (worker.pid === undefined || this.options.nice === 0) return;
+    try {
+      setPriority(worker.pid, Math.min(19, getPriority() + this.options.nice));
+    } catch {
+      // Not allowed here (an unusual container): the worker runs at the server's priority.
+    }
+  }
+
   private release(slot: Slot, job: Job): void {
     if (slot.worker) holdOpen(slot.worker, false);
     clearTimeout(slot.timer);
     slot.timer = undefined;
     slot.job = undefined;
     this.count(this.running, job.accountId, -1);
+    this.forgetIdle(job.accountId);
   }
 
   /** An overrun or a crash: the job fails closed, the worker goes, a fresh one is started. */
@@ -321,6 +416,10 @@ export class SchemaGuard {
     if (next <= 0) map.delete(key);
     else map.set(key, next);
   }
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Kills a worker at once (it may be stuck in a loop) and waits until it is gone. */

@@ -36,6 +36,8 @@ import { findPythonPackage } from '../core/python-packages.js';
 import { transpileTypescript } from './transpile.js';
 import { MountViews } from './mount-views.js';
 import { allowedRoutes, attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
+import { NPM_DEFAULTS } from './npm-build.js';
+import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
 
 const MB = 1024 * 1024;
 /** The user and group the function sees inside its namespace. */
@@ -159,18 +161,17 @@ const IDLE_MEMORY_ESTIMATE: Record<SandboxLanguage, number> = { python: 10 * MB,
 
 /** The group of every sandbox (nogroup): per-user limits are per uid, so sharing it shares none. */
 const SANDBOX_GID = 65534;
-const DEFAULT_UIDS = { first: 2_000_000_000, count: 65_536 };
 
-/** MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as (unused by anything else on the host). */
-export function sandboxUidsFromEnvironment(value = process.env.MCPWORKS_SANDBOX_UIDS): { first: number; count: number } {
-  if (!value) return DEFAULT_UIDS;
-  const match = /^(\d+)-(\d+)$/.exec(value.trim());
-  const first = Number(match?.[1]);
-  const last = Number(match?.[2]);
-  if (!match || !(first >= 1000) || !(last >= first + 63) || last >= 2 ** 32 - 1) {
-    throw new SandboxUnavailableError(`MCPWORKS_SANDBOX_UIDS must be FIRST-LAST, at least 64 uids from 1000 up, below 4294967295 (got '${value.slice(0, 64)}')`);
+/**
+ * MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as, checked against the host's
+ * users (see uid-range.ts). The server checks it at start (configFromEnv) and passes the range in.
+ */
+export function sandboxUidsFromEnvironment(value = process.env.MCPWORKS_SANDBOX_UIDS, npmUid: number = NPM_DEFAULTS.user.uid): UidRange {
+  try {
+    return parseSandboxUids(value, { passwd: hostPasswd(), npmUid });
+  } catch (error) {
+    throw new SandboxUnavailableError((error as Error).message);
   }
-  return { first, count: last - first + 1 };
 }
 
 /**
