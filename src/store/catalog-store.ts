@@ -380,25 +380,18 @@ function toActiveFunction(row: ActiveRow): ActiveFunction {
     description: row.description,
     tags: row.tags,
     version: row.version,
-    definition: {
-      language: row.language as FunctionDefinition['language'],
-      backend: row.backend as FunctionDefinition['backend'],
-      config: row.config,
-      inputSchema: row.input_schema,
-      outputSchema: row.output_schema,
-      requirements: row.requirements,
-      requiredEnv: row.required_env,
-      optionalEnv: row.optional_env,
-    },
+    definition: runDefinition(row),
     definitionHash: row.definition_hash,
   };
 }
 
-export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition {
+type DefinitionColumns = Pick<FunctionVersionRow, 'language' | 'backend' | 'config' | 'input_schema' | 'output_schema' | 'requirements' | 'required_env' | 'optional_env'>;
+
+/** A version row's definition without its code: the one place the columns map to the domain's names. */
+function runDefinition(row: DefinitionColumns): RunDefinition {
   return {
     language: row.language as FunctionDefinition['language'],
     backend: row.backend as FunctionDefinition['backend'],
-    code: row.code,
     config: row.config,
     inputSchema: row.input_schema,
     outputSchema: row.output_schema,
@@ -406,4 +399,8 @@ export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition
     requiredEnv: row.required_env,
     optionalEnv: row.optional_env,
   };
+}
+
+export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition {
+  return { ...runDefinition(row), code: row.code };
 }
