@@ -1,14 +1,18 @@
 /**
- * A catalog change the account's limits (or a lock) refuse costs the server nothing: make_function,
- * update_function and restore are checked before any schema is compiled or any npm package is
- * installed. The fake registry records every package npm asks for.
+ * npm installs of TypeScript requirements are bounded: a catalog change the account's limits (or a
+ * lock) refuse installs nothing (make_function, update_function and restore are checked before any
+ * schema is compiled or package installed), installs no stored version asks for are collected, and
+ * the store's bytes are capped. The fake registry records every package npm asks for.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { isDomainError } from '../core/errors.js';
 import { applyTierOverrides } from '../core/tiers.js';
+import { TypescriptDependencies } from '../run/typescript-dependencies.js';
+import { dependencyKey } from '../sandbox/index.js';
 import { startFakeRegistry, type FakeRegistry } from '../test-support/fake-npm-registry.js';
 import { callError, callOk, connect, createAccount, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
@@ -79,5 +83,56 @@ describe('limits are checked before packages are installed', () => {
       await create.close();
     }
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+  });
+});
+
+describe('npm installs are collected and capped', () => {
+  const installed = (requirement: string) => existsSync(path.join(cacheDir, 'ts-deps', dependencyKey([requirement]), 'node_modules'));
+
+  test('an install no stored version asks for is removed after the grace; one that a version (history included) asks for stays', { timeout: 300_000 }, async () => {
+    const create = await namespace();
+    try {
+      await callOk(create, 'make_function', { service: 'deps', name: 'keep', ...TS, requirements: ['pkg-gc-keep@1.0.0'] });
+      await callOk(create, 'make_function', { service: 'deps', name: 'gone', ...TS, requirements: ['pkg-gc-old@1.0.0'] });
+      await callOk(create, 'update_function', { service: 'deps', name: 'gone', requirements: ['pkg-gc-new@1.0.0'] });
+      const later = Date.now() + 24 * 3600_000;
+      await server.server.services.housekeeping.sweep(later);
+      for (const requirement of ['pkg-gc-keep@1.0.0', 'pkg-gc-old@1.0.0', 'pkg-gc-new@1.0.0']) assert.ok(installed(requirement), `${requirement} is still asked for (version 1 of gone too)`);
+
+      await callOk(create, 'delete_function', { service: 'deps', name: 'gone' });
+      await server.server.services.housekeeping.sweep();
+      assert.ok(installed('pkg-gc-old@1.0.0') && installed('pkg-gc-new@1.0.0'), 'within the grace (a run may still use them) they stay');
+      const swept = await server.server.services.housekeeping.sweep(later);
+      assert.ok(swept.installs >= 2, JSON.stringify(swept));
+      assert.ok(!installed('pkg-gc-old@1.0.0') && !installed('pkg-gc-new@1.0.0'), 'unreferenced installs were removed');
+      assert.ok(installed('pkg-gc-keep@1.0.0'));
+    } finally {
+      await create.close();
+    }
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+  });
+
+  test('past the store cap new installs are refused with a typed error until collection frees room', { timeout: 300_000 }, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-npm-cap-'));
+    chmodSync(dir, 0o755);
+    try {
+      // A cap of one byte: the first install fits (the store was empty), the next does not.
+      const dependencies = new TypescriptDependencies(dir, { registry: registry.url, cacheMb: 1 / (1024 * 1024) });
+      const ts = (requirement: string) => ({ language: 'typescript' as const, requirements: [requirement] });
+      assert.ok(await dependencies.nodeModulesFor(ts('pkg-cap-a@1.0.0'), 'acct'));
+      await assert.rejects(dependencies.nodeModulesFor(ts('pkg-cap-b@1.0.0'), 'acct'), (error: unknown) => {
+        assert.ok(isDomainError(error));
+        assert.equal(error.type, 'dependency_error');
+        assert.equal((error.details as { limit?: string }).limit, 'cache');
+        return true;
+      });
+      assert.ok(!registry.requested.includes('pkg-cap-b'), 'a refused install never reaches the registry');
+      assert.ok(await dependencies.nodeModulesFor(ts('pkg-cap-a@1.0.0'), 'acct'), 'what is installed still serves');
+      const collected = dependencies.collectGarbage(new Set(), 0);
+      assert.deepEqual(collected, { removed: 1, bytes: 0 });
+      assert.ok(await dependencies.nodeModulesFor(ts('pkg-cap-b@1.0.0'), 'acct'), 'collection made room');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -67,6 +67,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     accounts: accountsStore,
     catalogStore,
     packages,
+    dependencies,
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
   });

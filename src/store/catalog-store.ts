@@ -262,6 +262,18 @@ export class CatalogStore {
     return out;
   }
 
+  /** The distinct requirement lists of every stored TypeScript version (history included): what npm install GC keeps. */
+  async typescriptRequirementLists(): Promise<string[][]> {
+    const rows = await this.db
+      .selectFrom('function_versions')
+      .select('requirements')
+      .distinct()
+      .where('language', '=', 'typescript')
+      .where(sql<boolean>`jsonb_array_length(requirements) > 0`)
+      .execute();
+    return rows.map((r) => r.requirements);
+  }
+
   /** A function's versions without their code (its size instead): a long history stays cheap to list. */
   async listVersions(functionId: string): Promise<VersionSummaryRow[]> {
     const rows = await this.db
