@@ -91,7 +91,7 @@ export const RENDERED_CACHE_BYTES = 64 * 1024 * 1024;
  * A tool-mode tools/list answers a placeholder whose JSON is this per-process random string; once
  * the MCP layer has framed the (now small) answer, for either protocol era and as JSON or SSE, the
  * placeholder is replaced by the cached serialised tools array. Serialising a namespace's schemas
- * (megabytes) on every list blocked the event loop; this costs a lookup and a copy. Our tools never
+ * (megabytes) on every list blocked the event loop; this costs a lookup and a write. Our tools never
  * carry what the SDK's codecs rewrite in a tools/list (an `execution` field, a non-object
  * outputSchema), so the cached bytes are what the SDK would have sent.
  */
