@@ -226,7 +226,7 @@ export class CatalogStore {
       .selectFrom('functions as f')
       .innerJoin('services as s', 's.id', 'f.service_id')
       .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
-      .select(['v.id', 'v.version', 'v.language', 'v.backend', 'v.config', 'v.input_schema', 'v.output_schema', 'v.requirements', 'v.required_env', 'v.optional_env', 'v.definition_hash'])
+      .select(['v.id', 'v.version', 'v.language', 'v.backend', 'v.config', 'v.input_schema', 'v.output_schema', 'v.requirements', 'v.required_env', 'v.optional_env', 'v.definition_hash', 'v.schema_bytes'])
       .select(['s.name as service_name', 'f.name as function_name', 'f.description', 'f.tags', 'f.id as fid'])
       .where('s.namespace_id', '=', namespaceId);
   }
@@ -373,9 +373,11 @@ export interface ActiveFunction {
   version: number;
   definition: RunDefinition;
   definitionHash: string;
+  /** input_schema + output_schema bytes as stored: what a snapshot holding it weighs. */
+  schemaBytes: number;
 }
 
-type ActiveRow = Omit<FunctionVersionRow, 'code' | 'function_id' | 'restored_from' | 'created_at' | 'schema_bytes' | 'stored_bytes'> & {
+type ActiveRow = Omit<FunctionVersionRow, 'code' | 'function_id' | 'restored_from' | 'created_at' | 'stored_bytes'> & {
   service_name: string;
   function_name: string;
   description: string;
@@ -394,6 +396,7 @@ function toActiveFunction(row: ActiveRow): ActiveFunction {
     version: row.version,
     definition: runDefinition(row),
     definitionHash: row.definition_hash,
+    schemaBytes: Number(row.schema_bytes),
   };
 }
 
