@@ -214,6 +214,12 @@ export class CatalogService {
       );
       if (conflicting.length > 0) throw invalid(`restore_version cannot be combined with ${conflicting.join(', ')}`, { field: 'restore_version' });
     }
+    // Exists and is not locked: checked before any work is done for the change, and again where it is written.
+    const writable = (fn: FunctionRow | undefined): FunctionRow => {
+      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (fn.locked) throw this.lockedError(service.name, fn.name);
+      return fn;
+    };
 
     // Validate and prepare (npm installs can be slow) against the current version outside the lock;
     // inside it, rebuild against whatever is current then. Only a concurrent change of what needs
@@ -224,9 +230,8 @@ export class CatalogService {
       const draft = restore === undefined ? buildDefinition(input, active) : versionToDefinition(await this.restoreSource(service, current.fn, restore));
       if (restore !== undefined || definitionChanged(active, draft)) {
         // Lock and limits first: a refused call must not make the server compile or install anything.
-        await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
-          if (!fn) throw notFound('function', `${service.name}.${name}`);
-          if (fn.locked) throw this.lockedError(service.name, fn.name);
+        await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, row) => {
+          const fn = writable(row);
           await this.assertVersionFits(trx, principal, service.namespace_id, draft, await this.activeSizes(trx, fn));
         });
         // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
@@ -236,9 +241,8 @@ export class CatalogService {
       }
       const prepared = preparationKey(draft);
 
-      const outcome = await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
-        if (!fn) throw notFound('function', `${service.name}.${name}`);
-        if (fn.locked) throw this.lockedError(service.name, fn.name);
+      const outcome = await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, row) => {
+        const fn = writable(row);
         const metadata = buildMetadata(input, { description: fn.description, tags: fn.tags });
         if (restore !== undefined) {
           const source = await this.store.versionInTrx(trx, fn.id, restore);
