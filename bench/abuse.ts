@@ -76,14 +76,16 @@ async function startServerProcess(): Promise<ServerProcess> {
     if (server.stderrTail.length > 20) server.stderrTail.shift();
   });
   child.on('exit', () => (server.exited = true));
-  const deadline = Date.now() + 30_000;
+  // A loaded machine can take long to start the server (PGlite, migrations, warm sandboxes).
+  const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
     if (server.exited) throw new Error(`the server exited at start: ${server.stderrTail.join('').slice(-500)}`);
     const up = await fetch(`${server.url}/healthz`).then((r) => r.ok, () => false);
     if (up) return server;
     await sleep(100);
   }
-  throw new Error('the server did not answer /healthz within 30 s');
+  await stopServerProcess(server);
+  throw new Error('the server did not answer /healthz within 120 s');
 }
 
 async function stopServerProcess(server: ServerProcess): Promise<void> {

@@ -95,6 +95,7 @@ function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
     accountQueue: 'MCPWORKS_NPM_ACCOUNT_QUEUE',
     timeoutSeconds: 'MCPWORKS_NPM_TIMEOUT_S',
     memoryMb: 'MCPWORKS_NPM_MEMORY_MB',
+    cacheMb: 'MCPWORKS_NPM_CACHE_MB',
   } as const;
   for (const [field, name] of Object.entries(numbers) as Array<[keyof typeof numbers, string]>) {
     const value = count(name);

@@ -53,8 +53,8 @@ export function createMcpEndpoint(options: {
   logger: Logger;
   /** Runs on every parsed POST before the MCP layer sees it; a Response short-circuits (e.g. 429). */
   beforeDispatch?: (body: unknown, scope: RequestScope) => Promise<Response | undefined>;
-  /** Runs once the MCP layer has answered (or started streaming) a request that beforeDispatch let through. */
-  afterDispatch?: (scope: RequestScope) => Promise<void>;
+  /** Runs once the MCP layer has answered (or started streaming) a request that beforeDispatch let through; answers the response to send. */
+  afterDispatch?: (scope: RequestScope, response: Response) => Promise<Response>;
   /** The caller's limit of live 2025-era sessions (null = unlimited). */
   sessionLimit: (principal: KeyPrincipal) => number | null;
 }) {
@@ -108,8 +108,7 @@ export function createMcpEndpoint(options: {
       const early = await options.beforeDispatch?.(parsedBody, scope);
       if (early) return early;
       const response = await modern.fetch(replay, { authInfo, parsedBody });
-      await options.afterDispatch?.(scope);
-      return response;
+      return options.afterDispatch ? options.afterDispatch(scope, response) : response;
     }
 
     const initializing = isInitialize(parsedBody);
@@ -135,11 +134,11 @@ export function createMcpEndpoint(options: {
         return new Response(JSON.stringify(body), { status: 429, headers: { 'content-type': 'application/json', 'retry-after': String(created.refused.retryAfter) } });
       }
     }
-    const response = await legacy(replay, { authInfo, parsedBody }).catch(async (error: unknown) => {
+    const dispatched = await legacy(replay, { authInfo, parsedBody }).catch(async (error: unknown) => {
       if (initializing) await accounts.deleteMcpSession(id);
       throw error;
     });
-    await options.afterDispatch?.(scope);
+    const response = options.afterDispatch ? await options.afterDispatch(scope, dispatched) : dispatched;
     if (!initializing) return response;
     if (response.status !== 200) {
       await accounts.deleteMcpSession(id);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextprotocol/server';
 import { DomainError, isDomainError } from '../core/errors.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
@@ -7,6 +8,7 @@ import type { NamespaceSnapshot, RunContext, RunResult, RunService, Ticket } fro
 import type { Logger } from './logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
+import { RenderedCache } from './rendered-cache.js';
 import { toolError } from './tool-results.js';
 
 export type RunMode = 'code' | 'tools';
@@ -22,6 +24,10 @@ export interface RunScopeExtra {
   ticket?: Ticket;
   /** Tool names this request calls (set before dispatch): only those are registered as handlers. */
   calledTools?: ReadonlySet<string>;
+  /** The request is a tool-mode tools/list: its answer carries LISTED_MARK, replaced by `listing`. */
+  listsTools?: boolean;
+  /** The serialised tools array the tools/list handler answered with (from the rendered cache). */
+  listing?: Buffer;
 }
 
 type ListedTool = Record<string, unknown> & { name: string };
@@ -73,19 +79,65 @@ function functionTool(fn: ActiveFunction): { name: string; description: string; 
   };
 }
 
-/**
- * tools/list of tool mode, rendered once per snapshot (a namespace at one catalog version) instead
- * of registering and converting every function's schemas on every request.
- */
-const renderedLists = new WeakMap<NamespaceSnapshot, readonly ListedTool[]>();
-
-function renderToolList(snapshot: NamespaceSnapshot | undefined): readonly ListedTool[] {
-  const cached = snapshot && renderedLists.get(snapshot);
-  if (cached) return cached;
+function renderToolList(snapshot: NamespaceSnapshot | undefined): ListedTool[] {
   const tools: ListedTool[] = (snapshot?.functions ?? []).map((fn) => ({ ...functionTool(fn), annotations: TOOL_ANNOTATIONS }));
   tools.push({ name: ENV_STATUS_TOOL, description: ENV_STATUS_DESCRIPTION, inputSchema: ENV_STATUS_INPUT, annotations: ENV_STATUS_ANNOTATIONS });
-  if (snapshot) renderedLists.set(snapshot, tools);
   return tools;
+}
+
+/** Bytes of rendered catalog text one node keeps (the largest tier's tool list is 32 MB of schemas). */
+export const RENDERED_CACHE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * A tool-mode tools/list answers a placeholder whose JSON is this per-process random string; once
+ * the MCP layer has framed the (now small) answer, for either protocol era and as JSON or SSE, the
+ * placeholder is replaced by the cached serialised tools array. Serialising a namespace's schemas
+ * (megabytes) on every list blocked the event loop; this costs a lookup and a write. Our tools never
+ * carry what the SDK's codecs rewrite in a tools/list (an `execution` field, a non-object
+ * outputSchema), so the cached bytes are what the SDK would have sent.
+ */
+const LISTED_MARK = `mcpworks-listed-tools-${randomBytes(16).toString('hex')}`;
+const LISTED_MARK_JSON = JSON.stringify(LISTED_MARK);
+const listedPlaceholder = { toJSON: () => LISTED_MARK };
+
+/**
+ * The answer with every placeholder replaced by `listing` (a batch may hold more than one list).
+ * The MCP layer's part is small; it is read whole (the handler has run once it is complete).
+ */
+async function spliceListing(response: Response, listing: Buffer | undefined): Promise<Response> {
+  const text = await response.text();
+  const parts = listing ? text.split(LISTED_MARK_JSON) : [text];
+  const headers = new Headers(response.headers);
+  headers.delete('content-length');
+  if (parts.length === 1) return new Response(text, { status: response.status, statusText: response.statusText, headers });
+  const chunks: Buffer[] = [];
+  parts.forEach((part, index) => {
+    if (index > 0) chunks.push(listing!);
+    chunks.push(Buffer.from(part, 'utf8'));
+  });
+  // The cached bytes are written as they are: neither encoded again nor copied into one buffer.
+  headers.set('content-length', String(chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (const chunk of chunks) controller.enqueue(chunk);
+      controller.close();
+    },
+  });
+  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+}
+
+/** Code mode's one tool, described with the namespace's function names (the first 40). */
+function executeDescription(names: string[]): string {
+  const listed = names.length > 40 ? `${names.slice(0, 40).join(', ')}, … (${names.length} in all)` : names.join(', ') || '(none yet)';
+  return (
+    `Run Python (default) or TypeScript code in a secure sandbox with this namespace's functions importable as the \`functions\` package. ` +
+    'Python: `import functions; print(functions.__doc__)` lists every function with its signature and description; call one with keyword arguments: ' +
+    '`from functions import hello` (or `from functions.SERVICE import hello`), `result = hello(name="World")`. ' +
+    'TypeScript (language="typescript", an async module body: top-level await works): `import { hello } from "functions"; result = await hello({ name: "World" });`. ' +
+    'Return data by assigning `result` (JSON-serialisable); printed output is returned too. Hyphens in names become underscores. ' +
+    'Intermediate data stays in the sandbox, so filter and aggregate there and return only what is needed. ' +
+    `Functions: ${listed}.`
+  );
 }
 
 function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): CallToolResult {
@@ -102,7 +154,19 @@ function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): Cal
 }
 
 /** The run endpoint's pieces: admission before dispatch, and the per-request MCP server. */
-export function runEndpointParts(runs: RunService, logger: Logger, version: string) {
+export function runEndpointParts(runs: RunService, logger: Logger, version: string, cacheBytes = RENDERED_CACHE_BYTES) {
+  // Keyed by mode and namespace id; the value is the catalog version's rendering.
+  const rendered = new RenderedCache<Buffer | string>(cacheBytes, (value) => (typeof value === 'string' ? value.length * 2 : value.length));
+
+  function cachedToolList(snapshot: NamespaceSnapshot): Buffer {
+    return rendered.get(`tools:${snapshot.namespaceId}`, snapshot.catalogVersion, () => Buffer.from(JSON.stringify(renderToolList(snapshot)), 'utf8')) as Buffer;
+  }
+
+  function cachedExecuteDescription(snapshot: NamespaceSnapshot | undefined): string {
+    const render = () => executeDescription((snapshot?.functions ?? []).map((fn) => `${fn.service}.${fn.name}`));
+    return snapshot ? (rendered.get(`code:${snapshot.namespaceId}`, snapshot.catalogVersion, render) as string) : render();
+  }
+
   function context(scope: RequestScope): RunContext & { extra: RunScopeExtra } {
     const extra = scope.extra as unknown as RunScopeExtra;
     return { principal: scope.principal, namespace: scope.namespace, env: extra.env, extra };
@@ -131,6 +195,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */
   async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | undefined> {
     const messages = Array.isArray(body) ? body : [body];
+    if (context(scope).extra.mode === 'tools') {
+      context(scope).extra.listsTools = messages.some((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/list');
+    }
     const calls = messages.filter((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call') as Array<{ params?: { name?: unknown } }>;
     context(scope).extra.calledTools = new Set(calls.map((c) => c.params?.name).filter((n): n is string => typeof n === 'string'));
     if (calls.length === 0) {
@@ -176,24 +243,16 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       { name: `mcpworks-run-${scope.namespace}`, version },
       { instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (code mode): one execute tool that runs Python or TypeScript with the namespace's functions importable as the \`functions\` package.` },
     );
-    let names: string[] = [];
+    let snapshot: NamespaceSnapshot | undefined;
     try {
-      names = (await functionsOf(scope)).map((fn) => `${fn.service}.${fn.name}`);
+      snapshot = await snapshotOf(scope);
     } catch (error) {
       if (!isDomainError(error)) throw error;
     }
-    const listed = names.length > 40 ? `${names.slice(0, 40).join(', ')}, … (${names.length} in all)` : names.join(', ') || '(none yet)';
     server.registerTool(
       EXECUTE_TOOL,
       {
-        description:
-          `Run Python (default) or TypeScript code in a secure sandbox with this namespace's functions importable as the \`functions\` package. ` +
-          'Python: `import functions; print(functions.__doc__)` lists every function with its signature and description; call one with keyword arguments: ' +
-          '`from functions import hello` (or `from functions.SERVICE import hello`), `result = hello(name="World")`. ' +
-          'TypeScript (language="typescript", an async module body: top-level await works): `import { hello } from "functions"; result = await hello({ name: "World" });`. ' +
-          'Return data by assigning `result` (JSON-serialisable); printed output is returned too. Hyphens in names become underscores. ' +
-          'Intermediate data stays in the sandbox, so filter and aggregate there and return only what is needed. ' +
-          `Functions: ${listed}.`,
+        description: cachedExecuteDescription(snapshot),
         inputSchema: fromJsonSchema(
           {
             type: 'object',
@@ -291,8 +350,12 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         }
       }) as never,
     );
-    // Shallow copies: the wire codec may decorate what it sends.
-    server.server.setRequestHandler('tools/list', () => ({ tools: renderToolList(snapshot).map((tool) => ({ ...tool })) }) as never);
+    server.server.setRequestHandler('tools/list', () => {
+      // No namespace (not found, not allowed): the one static tool, not worth a cache entry.
+      if (!snapshot) return { tools: renderToolList(undefined) } as never;
+      ctx.extra.listing = cachedToolList(snapshot);
+      return { tools: listedPlaceholder } as never;
+    });
     return server;
   }
 
@@ -300,14 +363,17 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
    * The MCP layer may refuse a request before any tool handler runs (a bad Accept header, an
    * unsupported protocol version): then its quota unit and slot are given back at once.
    */
-  async function afterDispatch(scope: RequestScope): Promise<void> {
-    const ticket = context(scope).extra.ticket;
-    if (!ticket || ticket.started || ticket.settled) return;
-    // Handlers start on a later tick of the same dispatch; give them that tick, and on a loaded
-    // server up to a second more (a handler that starts after the settle does not run: see takeOver).
-    await new Promise((resolve) => setImmediate(resolve));
-    for (let waited = 0; !ticket.started && waited < 1000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
-    if (!ticket.started) await runs.settle(ticket, false);
+  async function afterDispatch(scope: RequestScope, response: Response): Promise<Response> {
+    const extra = context(scope).extra;
+    const ticket = extra.ticket;
+    if (ticket && !ticket.started && !ticket.settled) {
+      // Handlers start on a later tick of the same dispatch; give them that tick, and on a loaded
+      // server up to a second more (a handler that starts after the settle does not run: see takeOver).
+      await new Promise((resolve) => setImmediate(resolve));
+      for (let waited = 0; !ticket.started && waited < 1000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
+      if (!ticket.started) await runs.settle(ticket, false);
+    }
+    return extra.listsTools ? spliceListing(response, extra.listing) : response;
   }
 
   return { beforeDispatch, afterDispatch, buildServer };

@@ -130,6 +130,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     accounts: accountsStore,
     catalogStore,
     packages,
+    dependencies,
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
   });

@@ -51,6 +51,9 @@ export interface NamespaceSnapshot {
 }
 
 const SNAPSHOT_CACHE_SIZE = 1000;
+/** Schema bytes the cached snapshots may hold in all (they hold no code); least recently used go first. */
+const SNAPSHOT_CACHE_BYTES = 256 * 1024 * 1024;
+const snapshotBytes = (s: NamespaceSnapshot) => s.functions.reduce((sum, fn) => sum + fn.schemaBytes, 0);
 /** Function calls one execute may make through the bridge (same- and other-language). */
 const MAX_BRIDGE_CALLS = 10_000;
 /** Calls kept in an execution's history row. */
@@ -66,6 +69,7 @@ export class RunService {
   private idle: Array<() => void> = [];
   /** Set once the grace period of a shutdown is over: runs still going are stopped. */
   private interrupting = false;
+  private snapshotsBytes = 0;
   private readonly code: CodeCache;
 
   constructor(
@@ -114,10 +118,22 @@ export class RunService {
     if (!ctx.principal.scopes.includes('execute')) throw new DomainError('forbidden', "this API key lacks the 'execute' scope");
     const ns = addressed === undefined ? await this.deps.catalog.namespace(ctx.principal, ctx.namespace) : this.deps.catalog.visibleNamespace(ctx.principal, ctx.namespace, addressed);
     const cached = this.snapshots.get(ns.id);
-    if (cached && cached.catalogVersion === ns.catalog_version) return cached;
+    if (cached && cached.catalogVersion === ns.catalog_version) {
+      this.snapshots.delete(ns.id);
+      this.snapshots.set(ns.id, cached);
+      return cached;
+    }
     const snapshot: NamespaceSnapshot = { namespaceId: ns.id, catalogVersion: ns.catalog_version, functions: await this.deps.catalogStore.listActiveFunctions(ns.id) };
-    if (this.snapshots.size >= SNAPSHOT_CACHE_SIZE) this.snapshots.delete(this.snapshots.keys().next().value as string);
+    const replaced = this.snapshots.get(ns.id);
+    if (replaced) this.snapshotsBytes -= snapshotBytes(replaced);
+    this.snapshots.delete(ns.id);
     this.snapshots.set(ns.id, snapshot);
+    this.snapshotsBytes += snapshotBytes(snapshot);
+    for (const [id, oldest] of this.snapshots) {
+      if (this.snapshots.size <= SNAPSHOT_CACHE_SIZE && this.snapshotsBytes <= SNAPSHOT_CACHE_BYTES) break;
+      this.snapshots.delete(id);
+      this.snapshotsBytes -= snapshotBytes(oldest);
+    }
     return snapshot;
   }
 

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { lstatSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { DomainError } from '../core/errors.js';
 import type { FunctionDefinition } from '../core/functions.js';
@@ -21,7 +23,14 @@ export interface NpmSettings {
   user?: { uid: number; gid: number };
   /** Registry URL (default: npm's own, or npm_config_registry). */
   registry?: string;
+  /** Bytes all installs may take in the cache dir, in MB (default 4096): past it, new installs are refused. */
+  cacheMb?: number;
 }
+
+const MB = 1024 * 1024;
+export const DEFAULT_NPM_CACHE_MB = 4096;
+/** An install's directory name: dependencyKey's hex. */
+const INSTALL_NAME = /^[0-9a-f]{32}$/;
 
 /**
  * npm packages of TypeScript functions: installed when a version is created (a failed install
@@ -33,6 +42,9 @@ export class TypescriptDependencies {
   private readonly queue: InstallQueue;
   private readonly options: PrepareOptions;
   private readonly inFlight = new Map<string, Promise<string | null>>();
+  private readonly cacheBytes: number;
+  /** Bytes of the installs in the cache dir: measured by each collection, plus this node's installs since. */
+  private installedBytes: number;
 
   constructor(cacheRoot: string, settings: NpmSettings = {}) {
     this.cacheRoot = path.resolve(cacheRoot);
@@ -50,6 +62,60 @@ export class TypescriptDependencies {
       ...(settings.user ? { user: settings.user } : {}),
       ...(settings.registry ? { registry: settings.registry } : {}),
     };
+    this.cacheBytes = (settings.cacheMb ?? DEFAULT_NPM_CACHE_MB) * MB;
+    this.installedBytes = this.measure().bytes;
+  }
+
+  private get installsDir(): string {
+    return path.join(this.cacheRoot, 'ts-deps');
+  }
+
+  /** The installs in the cache dir and their bytes (each file once, however many links it has). */
+  private measure(): { names: string[]; bytes: number } {
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.installsDir).filter((name) => INSTALL_NAME.test(name));
+    } catch {
+      return { names, bytes: 0 };
+    }
+    const seen = new Set<number>();
+    let bytes = 0;
+    for (const name of names) bytes += treeBytes(path.join(this.installsDir, name), seen);
+    return { names, bytes };
+  }
+
+  /**
+   * Deletes installs no stored version asks for (`referenced`: dependencyKey of every TypeScript
+   * version in the database, history included, so a restore finds its packages) and that were not
+   * prepared or run for `graceMs` (the mark is the directory's mtime, shared by nodes that share
+   * the cache dir; a run marks its install when it starts). An install is renamed away before it is
+   * removed, so two collectors never race on one. Answers how many it removed and the bytes left.
+   */
+  collectGarbage(referenced: ReadonlySet<string>, graceMs: number, now = Date.now()): { removed: number; bytes: number } {
+    let entries: string[] = [];
+    try {
+      entries = readdirSync(this.installsDir);
+    } catch {
+      // Nothing installed yet.
+    }
+    let removed = 0;
+    for (const name of entries) {
+      const dir = path.join(this.installsDir, name);
+      if (!INSTALL_NAME.test(name) || referenced.has(name) || this.inFlight.has(name)) continue;
+      try {
+        if (now - statSync(dir).mtimeMs < graceMs) continue;
+        renameSync(dir, path.join(this.installsDir, `.trash-${name}-${randomBytes(4).toString('hex')}`));
+      } catch {
+        continue; // gone, or another collector took it
+      }
+      removed++;
+    }
+    // The renamed-away installs (and any a collector that died left).
+    for (const name of readdirSafe(this.installsDir)) {
+      if (name.startsWith('.trash-')) rmSync(path.join(this.installsDir, name), { recursive: true, force: true });
+    }
+    this.installedBytes = this.measure().bytes;
+    return { removed, bytes: this.installedBytes };
   }
 
   /** The VersionPreparer for the catalog: nothing to do for Python or for no requirements. */
@@ -62,12 +128,27 @@ export class TypescriptDependencies {
     if (definition.language !== 'typescript' || definition.requirements.length === 0) return undefined;
     try {
       const done = installedDependencies(definition.requirements, this.cacheRoot);
-      if (done) return done.dir ?? undefined;
+      if (done) {
+        // Prepared or run now: the collector's grace starts again.
+        if (done.dir) markUsed(path.dirname(done.dir));
+        return done.dir ?? undefined;
+      }
       const key = dependencyKey(definition.requirements);
       let install = this.inFlight.get(key);
       if (!install) {
+        if (this.installedBytes >= this.cacheBytes) {
+          throw new DomainError(
+            'dependency_error',
+            `the server's npm package store is full (${Math.round(this.installedBytes / MB)} MB of ${Math.round(this.cacheBytes / MB)} MB); packages no function version uses are removed within minutes, or the operator can raise MCPWORKS_NPM_CACHE_MB`,
+            { field: 'requirements', limit: 'cache' },
+          );
+        }
         install = this.queue
-          .run(accountId, async () => (await prepareTypescriptDependencies(definition.requirements, this.cacheRoot, this.options)).dir)
+          .run(accountId, async () => {
+            const prepared = await prepareTypescriptDependencies(definition.requirements, this.cacheRoot, this.options);
+            if (prepared.dir) this.installedBytes += treeBytes(path.dirname(prepared.dir), new Set());
+            return prepared.dir;
+          })
           .finally(() => this.inFlight.delete(key));
         this.inFlight.set(key, install);
       }
@@ -87,3 +168,49 @@ export class TypescriptDependencies {
   }
 }
 
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Bytes of the files under `dir` whose inodes are not in `seen` yet (a vanishing entry is skipped). */
+function treeBytes(dir: string, seen: Set<number>): number {
+  let bytes = 0;
+  for (const entry of readdirSafeWithTypes(dir)) {
+    const entryPath = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      bytes += treeBytes(entryPath, seen);
+      continue;
+    }
+    try {
+      const stat = lstatSync(entryPath);
+      if (seen.has(stat.ino)) continue;
+      seen.add(stat.ino);
+      bytes += stat.size;
+    } catch {
+      // removed meanwhile
+    }
+  }
+  return bytes;
+}
+
+function readdirSafeWithTypes(dir: string) {
+  try {
+    return readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+}
+
+function markUsed(dir: string): void {
+  try {
+    const now = new Date();
+    utimesSync(dir, now, now);
+  } catch {
+    // Collected meanwhile: the next preparation installs it again.
+  }
+}

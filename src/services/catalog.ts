@@ -182,14 +182,20 @@ export class CatalogService {
     }
     const definition = buildDefinition(definitionInput, null);
     const metadata = buildMetadata(metadataInput, null);
-    await this.compileSchemas(principal, definition.inputSchema, definition.outputSchema);
-    await this.prepareVersion(definition, principal.accountId);
-    const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
+    const fits = async (trx: Trx) => {
       const clash = await this.store.findFunctionByIdentifier(service.id, name, trx);
       if (clash) throw this.nameClash('function', name, clash.name);
       const holder = await this.store.identifierHolder(service.namespace_id, toIdentifier(name), trx);
       if (holder?.kind === 'service') throw this.codeModeClash('function', name, holder);
       await this.assertVersionFits(trx, principal, service.namespace_id, definition, null);
+    };
+    // Names and limits first: a refused call must not make the server compile schemas or install
+    // packages. Checked again where the function is written (something may have changed meanwhile).
+    await this.store.withNamespaceLock(service.namespace_id, fits);
+    await this.compileSchemas(principal, definition.inputSchema, definition.outputSchema);
+    await this.prepareVersion(definition, principal.accountId);
+    const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
+      await fits(trx);
       return this.store.createFunction(trx, service.id, name, metadata, definition);
     });
     if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
@@ -208,25 +214,39 @@ export class CatalogService {
       );
       if (conflicting.length > 0) throw invalid(`restore_version cannot be combined with ${conflicting.join(', ')}`, { field: 'restore_version' });
     }
+    // Exists and is not locked: checked before any work is done for the change, and again where it is written.
+    const writable = (fn: FunctionRow | undefined): FunctionRow => {
+      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (fn.locked) throw this.lockedError(service.name, fn.name);
+      return fn;
+    };
 
     // Validate and prepare (npm installs can be slow) against the current version outside the lock;
     // inside it, rebuild against whatever is current then. Only a concurrent change of what needs
     // preparing (language or requirements) sends us round again.
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.activeVersion(service, name);
-      const draft = restore === undefined ? buildDefinition(input, versionToDefinition(current.version)) : undefined;
-      // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
-      if (draft) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
-      if (draft && definitionChanged(versionToDefinition(current.version), draft)) await this.prepareVersion(draft, principal.accountId);
-      const prepared = draft ? preparationKey(draft) : undefined;
+      const active = versionToDefinition(current.version);
+      const draft = restore === undefined ? buildDefinition(input, active) : versionToDefinition(await this.restoreSource(service, current.fn, restore));
+      if (restore !== undefined || definitionChanged(active, draft)) {
+        // Lock and limits first: a refused call must not make the server compile or install anything.
+        await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, row) => {
+          const fn = writable(row);
+          await this.assertVersionFits(trx, principal, service.namespace_id, draft, await this.activeSizes(trx, fn));
+        });
+        // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
+        if (restore === undefined) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
+        // A restored version's packages may have been collected since (unreferenced): installed again.
+        await this.prepareVersion(draft, principal.accountId);
+      }
+      const prepared = preparationKey(draft);
 
-      const outcome = await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
-        if (!fn) throw notFound('function', `${service.name}.${name}`);
-        if (fn.locked) throw this.lockedError(service.name, fn.name);
+      const outcome = await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, row) => {
+        const fn = writable(row);
         const metadata = buildMetadata(input, { description: fn.description, tags: fn.tags });
         if (restore !== undefined) {
           const source = await this.store.versionInTrx(trx, fn.id, restore);
-          if (!source) throw new DomainError('not_found', `version ${restore} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
+          if (!source) throw this.versionNotFound(service, fn, restore);
           await this.assertVersionFits(trx, principal, service.namespace_id, versionToDefinition(source), await this.activeSizes(trx, fn));
           const version = await this.store.appendVersion(trx, fn, versionToDefinition(source), metadata, restore);
           return { version, new_version: true, restored_from: restore };
@@ -338,6 +358,17 @@ export class CatalogService {
     const version = await this.store.findVersion(fn.id, fn.active_version);
     if (!version) throw notFound('function', `${service.name}.${name}`);
     return { fn, version };
+  }
+
+  /** The version a restore copies (versions are immutable; the write reads it again under the lock). */
+  private async restoreSource(service: ServiceRow, fn: FunctionRow, restore: number): Promise<FunctionVersionRow> {
+    const source = await this.store.findVersion(fn.id, restore);
+    if (!source) throw this.versionNotFound(service, fn, restore);
+    return source;
+  }
+
+  private versionNotFound(service: ServiceRow, fn: FunctionRow, version: number): DomainError {
+    return new DomainError('not_found', `version ${version} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
   }
 
   private async activeSizes(trx: Trx, fn: FunctionRow): Promise<{ functionId: string; activeSchemaBytes: number }> {

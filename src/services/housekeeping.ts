@@ -1,10 +1,12 @@
 /**
- * Storage that no one will use again: expired MCP sessions (database, all accounts) and functions
- * packages no namespace's catalog uses any more (cache dir). Runs at start and every few minutes
- * on every node; each step is safe to run on several nodes at once.
+ * Storage that no one will use again: expired MCP sessions (database, all accounts), functions
+ * packages no namespace's catalog uses any more and npm installs no stored version asks for (cache
+ * dir). Runs at start and every few minutes on every node; each step is safe on several at once.
  */
 import type { Logger } from '../api/logger.js';
 import { packageKey, type FunctionsPackageBuilder } from '../run/functions-package.js';
+import type { TypescriptDependencies } from '../run/typescript-dependencies.js';
+import { dependencyKey } from '../sandbox/index.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import type { CatalogStore } from '../store/catalog-store.js';
 
@@ -28,6 +30,7 @@ export class Housekeeping {
       accounts: AccountsStore;
       catalogStore: CatalogStore;
       packages: FunctionsPackageBuilder;
+      dependencies: TypescriptDependencies;
       graceMs: number;
       logger: Logger;
     },
@@ -50,12 +53,22 @@ export class Housekeeping {
   }
 
   /** One pass; `now` lets an operator task (or a test) collect as of a later time. */
-  async sweep(now = Date.now()): Promise<{ sessions: number; packages: number }> {
+  async sweep(now = Date.now()): Promise<{ sessions: number; packages: number; installs: number }> {
     const sessions = await this.deps.accounts.deleteExpiredMcpSessions(now);
     const referenced = new Set<string>();
     for (const [namespace, functions] of await this.deps.catalogStore.packageIdentities()) referenced.add(packageKey(namespace, functions));
     const packages = this.deps.packages.collectGarbage(referenced, this.deps.graceMs, now);
-    if (sessions > 0 || packages > 0) this.deps.logger.info({ sessions, packages }, 'housekeeping removed expired sessions and unused functions packages');
-    return { sessions, packages };
+    // npm installs no stored TypeScript version asks for any more (stored lists were valid when made).
+    const requirementKeys = new Set<string>();
+    for (const list of await this.deps.catalogStore.typescriptRequirementLists()) {
+      try {
+        requirementKeys.add(dependencyKey(list));
+      } catch {
+        // Not a list npm would install: nothing of it is kept.
+      }
+    }
+    const installs = this.deps.dependencies.collectGarbage(requirementKeys, this.deps.graceMs, now).removed;
+    if (sessions > 0 || packages > 0 || installs > 0) this.deps.logger.info({ sessions, packages, installs }, 'housekeeping removed expired sessions, unused functions packages and unused npm installs');
+    return { sessions, packages, installs };
   }
 }

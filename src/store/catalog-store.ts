@@ -226,7 +226,7 @@ export class CatalogStore {
       .selectFrom('functions as f')
       .innerJoin('services as s', 's.id', 'f.service_id')
       .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
-      .select(['v.id', 'v.version', 'v.language', 'v.backend', 'v.config', 'v.input_schema', 'v.output_schema', 'v.requirements', 'v.required_env', 'v.optional_env', 'v.definition_hash'])
+      .select(['v.id', 'v.version', 'v.language', 'v.backend', 'v.config', 'v.input_schema', 'v.output_schema', 'v.requirements', 'v.required_env', 'v.optional_env', 'v.definition_hash', 'v.schema_bytes'])
       .select(['s.name as service_name', 'f.name as function_name', 'f.description', 'f.tags', 'f.id as fid'])
       .where('s.namespace_id', '=', namespaceId);
   }
@@ -260,6 +260,18 @@ export class CatalogStore {
       list.push({ service: r.service, name: r.name, version: r.version, definitionHash: r.definition_hash, description: r.description });
     }
     return out;
+  }
+
+  /** The distinct requirement lists of every stored TypeScript version (history included): what npm install GC keeps. */
+  async typescriptRequirementLists(): Promise<string[][]> {
+    const rows = await this.db
+      .selectFrom('function_versions')
+      .select('requirements')
+      .distinct()
+      .where('language', '=', 'typescript')
+      .where(sql<boolean>`jsonb_array_length(requirements) > 0`)
+      .execute();
+    return rows.map((r) => r.requirements);
   }
 
   /** A function's versions without their code (its size instead): a long history stays cheap to list. */
@@ -361,9 +373,11 @@ export interface ActiveFunction {
   version: number;
   definition: RunDefinition;
   definitionHash: string;
+  /** input_schema + output_schema bytes as stored: what a snapshot holding it weighs. */
+  schemaBytes: number;
 }
 
-type ActiveRow = Omit<FunctionVersionRow, 'code' | 'function_id' | 'restored_from' | 'created_at' | 'schema_bytes' | 'stored_bytes'> & {
+type ActiveRow = Omit<FunctionVersionRow, 'code' | 'function_id' | 'restored_from' | 'created_at' | 'stored_bytes'> & {
   service_name: string;
   function_name: string;
   description: string;
@@ -380,25 +394,19 @@ function toActiveFunction(row: ActiveRow): ActiveFunction {
     description: row.description,
     tags: row.tags,
     version: row.version,
-    definition: {
-      language: row.language as FunctionDefinition['language'],
-      backend: row.backend as FunctionDefinition['backend'],
-      config: row.config,
-      inputSchema: row.input_schema,
-      outputSchema: row.output_schema,
-      requirements: row.requirements,
-      requiredEnv: row.required_env,
-      optionalEnv: row.optional_env,
-    },
+    definition: runDefinition(row),
     definitionHash: row.definition_hash,
+    schemaBytes: Number(row.schema_bytes),
   };
 }
 
-export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition {
+type DefinitionColumns = Pick<FunctionVersionRow, 'language' | 'backend' | 'config' | 'input_schema' | 'output_schema' | 'requirements' | 'required_env' | 'optional_env'>;
+
+/** A version row's definition without its code: the one place the columns map to the domain's names. */
+function runDefinition(row: DefinitionColumns): RunDefinition {
   return {
     language: row.language as FunctionDefinition['language'],
     backend: row.backend as FunctionDefinition['backend'],
-    code: row.code,
     config: row.config,
     inputSchema: row.input_schema,
     outputSchema: row.output_schema,
@@ -406,4 +414,8 @@ export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition
     requiredEnv: row.required_env,
     optionalEnv: row.optional_env,
   };
+}
+
+export function versionToDefinition(row: FunctionVersionRow): FunctionDefinition {
+  return { ...runDefinition(row), code: row.code };
 }
