@@ -1,3 +1,4 @@
+// test-database: postgres, kill -9 durability of acknowledged writes on the database the node uses
 /**
  * Crash test: the real server runs as a child process while several MCP clients update functions
  * in a loop; the server is killed with SIGKILL mid-loop and restarted on the same data dir (or

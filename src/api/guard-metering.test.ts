@@ -1,3 +1,4 @@
+// test-database: postgres, quota, rate and concurrency races through the server over parallel connections
 // Metering in code mode and under races: quota, per-minute rate and concurrency through the real
 // server. scripts/test.sh re-runs this file on PostgreSQL, where the parallel clients go over
 // parallel connections and the races can happen (the admission row lock is what stops them);
@@ -17,6 +18,7 @@ const TIERS: Record<string, TierLimits> = {
   solo: { ...pro, ...unlimited, concurrency: 1 },
   quota6: { ...pro, ...unlimited, monthlyExecutions: 6 },
   four: { ...pro, ...unlimited, concurrency: 4 },
+  quota10: { ...pro, ...unlimited, monthlyExecutions: 10 },
 };
 
 let t: RuleServer;
@@ -71,6 +73,17 @@ describe('metering races (many parallel clients)', () => {
     assert.ok(refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'));
     await t.assertHealthy();
     assert.deepEqual(await t.usage(s.account), { executions: 6, active: 0 });
+  });
+
+  test('50 parallel tool-mode calls against a quota of 10 get exactly 10 successes', async () => {
+    const s = await t.space([{ name: 'hello', template: 'hello-world' }], 'quota10');
+    const answers = await Promise.all(Array.from({ length: 50 }, () => t.rawCall(s, 'tools', 'utils__hello', { name: 'x' })));
+    assert.equal(answers.filter((a) => a.status === 200 && !a.body.result?.isError).length, 10);
+    const refused = answers.filter((a) => a.status === 429);
+    assert.equal(refused.length, 40);
+    assert.ok(refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'));
+    await t.assertHealthy();
+    assert.deepEqual(await t.usage(s.account), { executions: 10, active: 0 });
   });
 
   test('30 parallel executes against a concurrency of 4 never run more than 4 at once', async () => {

@@ -1,3 +1,4 @@
+// test-database: embedded, schema workers live in the node
 /**
  * Issue 10, item 1: tenant JSON Schemas are untrusted code. Each attack runs through the real
  * server (tool mode, code mode and its bridge, create time); each proves that /healthz answered
@@ -6,14 +7,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
-import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { DEFAULT_TIERS } from '../core/tiers.js';
+import { callError, callOk, parseResult, type TestServer } from '../test-support/harness.js';
+import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 
+let rules: RuleServer;
 let server: TestServer;
 before(async () => {
-  server = await startTestServer();
+  rules = await startRuleServer(DEFAULT_TIERS);
+  server = rules.server;
 });
 after(async () => {
-  await server?.stop();
+  await rules?.stop();
 });
 
 /** `$defs` recursion through an `anyOf` of two array branches: exponential in the input's depth. */
@@ -79,29 +84,10 @@ class MinuteMeter {
   }
 }
 
-interface Space {
-  create: McpTestClient;
-  key: string;
-  ns: string;
-  run(mode: 'tools' | 'code'): Promise<McpTestClient>;
-  usage(): Promise<{ executions: number; executions_per_minute: { used: number } }>;
-}
-
-async function space(functions: Array<Record<string, unknown>>): Promise<Space> {
-  const account = await createAccount(server.url);
-  const ns = `sch-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  await callOk(create, 'make_service', { name: 'utils' });
-  for (const fn of functions) await callOk(create, 'make_function', { service: 'utils', ...fn });
-  return {
-    create,
-    key: account.key,
-    ns,
-    run: (mode) => connect(`${server.url}/mcp/run/${ns}?mode=${mode}`, account.key, 'v1'),
-    usage: async () => (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } })).json() as never,
-  };
-}
+const space = (functions: Array<Record<string, unknown>>) => rules.space(functions);
+/** Both modes through the 2025-era SDK client (v1). */
+const runAs = (s: Space, mode: 'tools' | 'code') => s.run(mode, undefined, 'v1');
+const meterOf = (s: Space): Promise<{ executions: number; executions_per_minute: { used: number } }> => rules.usageOf(s.account);
 
 describe('tenant schemas run in workers with a deadline and a heap limit', () => {
   test('tool mode input: heap bomb, freeze, uniqueItems and the value caps fail closed, uncounted but recorded', async () => {
@@ -112,8 +98,8 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       { name: 'uniq-ts', language: 'typescript', code: 'export default () => "ran";\n', input_schema: UNIQUE_INPUT_SCHEMA },
     ]);
     const bystander = await space([{ name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }]);
-    const run = await attacker.run('tools');
-    const other = await bystander.run('tools');
+    const run = await runAs(attacker, 'tools');
+    const other = await runAs(bystander, 'tools');
     const minute = new MinuteMeter();
 
     const attacks: Array<[string, Record<string, unknown>]> = [
@@ -157,7 +143,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
 
     // Meter: the monthly quota counts only the call whose code ran; the per-minute rate counts
     // every admitted call (refusals cost the server); every call is in the history.
-    const usage = await attacker.usage();
+    const usage = await meterOf(attacker);
     assert.equal(usage.executions, 1);
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', {});
@@ -176,7 +162,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       { name: 'out-ts', language: 'typescript', code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
       { name: 'small', code: 'def main(input_data):\n    return [1, 2]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
     ]);
-    const run = await attacker.run('tools');
+    const run = await runAs(attacker, 'tools');
     const minute = new MinuteMeter();
     for (const tool of ['utils__out', 'utils__out-ts']) {
       const pending = minute.track(() => run.callTool(tool));
@@ -188,7 +174,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     }
     assert.deepEqual(parseResult(await minute.track(() => run.callTool('utils__small'))), [1, 2]);
 
-    const usage = await attacker.usage();
+    const usage = await meterOf(attacker);
     assert.equal(usage.executions, 3, 'the code ran each time: each call counts');
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', { status: 'error' });
@@ -202,7 +188,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       { name: 'out', code: 'def main(input_data):\n    return [[i] for i in range(20000)]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
       { name: 'out-ts', language: 'typescript', code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
     ]);
-    const run = await attacker.run('code');
+    const run = await runAs(attacker, 'code');
     const minute = new MinuteMeter();
 
     // Python: a same-language callee's input (26 deep), then a TypeScript callee's result.
@@ -247,7 +233,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.match(ts.output[1], new RegExp(`the output_schema check ${STOPPED.source}`));
     assert.equal(await healthz(), 200);
 
-    const usage = await attacker.usage();
+    const usage = await meterOf(attacker);
     assert.equal(usage.executions, 2, 'each execute ran code: one each, whatever its calls met');
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', {});
@@ -288,7 +274,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     const raw = async (args: string) => {
       const response = await fetch(`${server.url}/mcp/create/${owner.ns}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${owner.key}` },
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${owner.account.key}` },
         body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"make_function","arguments":${args}}}`,
       });
       const text = await response.text();
@@ -312,7 +298,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.equal(keep.output_schema, null);
     // A valid schema still compiles (in a fresh worker) and is stored.
     await callOk(owner.create, 'update_function', { service: 'utils', name: 'keep', output_schema: { type: 'integer' } });
-    const usage = await owner.usage();
+    const usage = await meterOf(owner);
     assert.equal(usage.executions, 0);
     assert.equal(usage.executions_per_minute.used, 0, 'the create endpoint is not metered');
   });

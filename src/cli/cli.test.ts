@@ -1,3 +1,4 @@
+// test-database: postgres, the operator commands and serve on DATABASE_URL (a PostgreSQL-only path)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
