@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import { callOk, connect, createAccount, freshDatabaseUrl, TEST_SECRET_KEY, type ClientEra, type McpTestClient } from '../test-support/harness.js';
+import { callOk, type ClientEra, connect, createAccount, freshDatabaseUrl, type McpTestClient, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROUNDS = 3;
@@ -116,6 +116,7 @@ after(async () => {
 test('kill -9 while functions are updated: every acknowledged version survives, versions stay contiguous', { timeout: 240_000 }, async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-crash-'));
   const databaseUrl = await freshDatabaseUrl();
+  if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
   const stats: string[] = [];
   const firstStart = Date.now();
   child = await startChild(dataDir, databaseUrl);

@@ -281,7 +281,8 @@ describe('metering', () => {
   test('concurrent executions: 429 CONCURRENCY_LIMIT_EXCEEDED while a run holds the only slot', async () => {
     const space = await rules.space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(1.5)\n    return "done"\n' }], 'solo');
     const first = rawCall(space, 'utils__slow', {});
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Until the first holds the slot (a fixed wait was too short on a loaded machine).
+    for (let i = 0; i < 200 && (await rules.usageOf(space.account)).concurrency.active === 0; i++) await new Promise((resolve) => setTimeout(resolve, 25));
     const second = await rawCall(space, 'utils__slow', {});
     assert.equal(second.status, 429);
     assert.equal(second.body.code, 'CONCURRENCY_LIMIT_EXCEEDED');

@@ -58,7 +58,7 @@ let template: Promise<string> | undefined;
  * apply); migrating an empty database is tested in src/store/database.test.ts and by every test that
  * brings its own data dir.
  */
-async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
+export async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
   template ??= embeddedTemplate();
   cpSync(await template, path.join(dataDir, 'pglite'), { recursive: true });
 }
