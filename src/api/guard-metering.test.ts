@@ -64,27 +64,22 @@ describe('metering in code mode', () => {
 });
 
 describe('metering races (many parallel clients)', () => {
-  test('30 parallel executes against a quota of 6 get exactly 6 successes', async () => {
-    const s = await t.space([], 'quota6');
-    const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => t.rawCall(s, 'code', 'execute', { code: `result = ${i}` })));
-    assert.equal(answers.filter((a) => a.status === 200 && !a.body.result?.isError).length, 6);
-    const refused = answers.filter((a) => a.status === 429);
-    assert.equal(refused.length, 24);
-    assert.ok(refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'));
-    await t.assertHealthy();
-    assert.deepEqual(await t.usage(s.account), { executions: 6, active: 0 });
-  });
-
-  test('50 parallel tool-mode calls against a quota of 10 get exactly 10 successes', async () => {
-    const s = await t.space([{ name: 'hello', template: 'hello-world' }], 'quota10');
-    const answers = await Promise.all(Array.from({ length: 50 }, () => t.rawCall(s, 'tools', 'utils__hello', { name: 'x' })));
-    assert.equal(answers.filter((a) => a.status === 200 && !a.body.result?.isError).length, 10);
-    const refused = answers.filter((a) => a.status === 429);
-    assert.equal(refused.length, 40);
-    assert.ok(refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'));
-    await t.assertHealthy();
-    assert.deepEqual(await t.usage(s.account), { executions: 10, active: 0 });
-  });
+  const quotaRaces = [
+    { calls: 30, quota: 6, tier: 'quota6', mode: 'code', what: 'executes', functions: [], tool: 'execute', args: (i: number) => ({ code: `result = ${i}` }) },
+    { calls: 50, quota: 10, tier: 'quota10', mode: 'tools', what: 'tool-mode calls', functions: [{ name: 'hello', template: 'hello-world' }], tool: 'utils__hello', args: () => ({ name: 'x' }) },
+  ] as const;
+  for (const race of quotaRaces) {
+    test(`${race.calls} parallel ${race.what} against a quota of ${race.quota} get exactly ${race.quota} successes`, async () => {
+      const s = await t.space([...race.functions], race.tier);
+      const answers = await Promise.all(Array.from({ length: race.calls }, (_, i) => t.rawCall(s, race.mode, race.tool, race.args(i))));
+      assert.equal(answers.filter((a) => a.status === 200 && !a.body.result?.isError).length, race.quota);
+      const refused = answers.filter((a) => a.status === 429);
+      assert.equal(refused.length, race.calls - race.quota);
+      assert.ok(refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'));
+      await t.assertHealthy();
+      assert.deepEqual(await t.usage(s.account), { executions: race.quota, active: 0 });
+    });
+  }
 
   test('30 parallel executes against a concurrency of 4 never run more than 4 at once', async () => {
     const s = await t.space([], 'four');
