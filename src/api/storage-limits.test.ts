@@ -148,6 +148,21 @@ describe('storage limits (per account, tier table)', () => {
     await callOk(client, 'update_function', { service: 'utils', name: 'py', code: PY.code + pad('python', 15_001) });
     await healthyAndMetered(account);
     await client.close();
+
+    // Config and schemas count as well as code: ~30 kB of config and ~1.5 kB of schema leave no
+    // room for ~8.9 kB more code (without either of them it would fit).
+    const other = await createAccount(server.url);
+    const otherNs = uniq('ns');
+    const second = await connect(`${server.url}/mcp/create/${otherNs}`, other.key);
+    await callOk(second, 'make_namespace', { name: otherNs });
+    await callOk(second, 'make_service', { name: 'utils' });
+    await callOk(second, 'make_function', { service: 'utils', name: 'cfg', ...PY, config: { pad: 'x'.repeat(30_000) }, input_schema: { type: 'object', description: 'y'.repeat(1_500) } });
+    const full = await callError(second, 'make_function', { service: 'utils', name: 'more', ...PY, code: PY.code + pad('python', 8_800) });
+    assert.equal(full.type, 'limit_exceeded', JSON.stringify(full));
+    assert.equal(full.resource, 'stored_bytes');
+    assert.ok((full.usage as number) >= 31_500, String(full.usage));
+    await healthyAndMetered(other);
+    await second.close();
   });
 
   test('schema bytes per namespace: the active versions\' schemas count; shrinking one is allowed', async () => {
