@@ -59,6 +59,10 @@ async function startChild(dataDir: string, databaseUrl: string | undefined): Pro
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // A test that timed out goes on running: a server it starts after the file's end would hold it open.
+    live.add(child);
+    child.once('exit', () => live.delete(child));
+    if (ended) child.kill('SIGKILL');
     let output = '';
     const collect = (chunk: Buffer) => {
       output = (output + chunk.toString('utf8')).slice(-32_000);
@@ -108,7 +112,12 @@ interface FunctionLedger {
 
 let child: Child | undefined;
 let dataDir: string | undefined;
+/** Every server process started and not yet exited; `ended` once the file's after() ran. */
+const live = new Set<ChildProcess>();
+let ended = false;
 after(async () => {
+  ended = true;
+  for (const running of live) running.kill('SIGKILL');
   if (child) await killChild(child);
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
