@@ -3,7 +3,7 @@
  * or a fresh database on the PostgreSQL named by MCPWORKS_TEST_DATABASE_URL) and gives tests
  * accounts, keys and official-SDK MCP clients.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,6 +75,10 @@ async function embeddedTemplate(): Promise<string> {
     await database.close();
     // Test files run in parallel processes: the first rename wins, the others find it there.
     renameSync(path.join(staging, 'pglite'), dir);
+    // Templates of earlier migrations are of no further use.
+    for (const name of readdirSync(path.dirname(dir))) {
+      if (name.startsWith('test-pglite-') && name !== path.basename(dir)) rmSync(path.join(path.dirname(dir), name), { recursive: true, force: true });
+    }
   } catch (error) {
     if (!existsSync(dir)) throw error;
   } finally {
