@@ -30,7 +30,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox };
   close(): Promise<void>;
 }
 
@@ -117,7 +117,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, schemas, housekeeping, sandbox },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox },
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {

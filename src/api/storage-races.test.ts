@@ -54,4 +54,16 @@ describe('limits hold under parallel creates (run on PostgreSQL, where races can
     for (const s of sessions) if (s.status === 'fulfilled') await s.value.close();
     for (const c of [...clients, ...fnClients, ...creates]) await c.close();
   });
+
+  test('make_namespace called 20 times at once in the service itself: exactly the limit succeeds', async () => {
+    // Without the transport in between, the transactions overlap for certain (the pool holds 10
+    // connections): only the account's row lock keeps the count and the insert together.
+    const account = await createAccount(server.url);
+    const principal = (await server.server.services.accounts.authenticateKey(account.key))!;
+    const names = Array.from({ length: 20 }, () => uniq('direct'));
+    const made = await Promise.allSettled(names.map((name) => server.server.services.catalog.makeNamespace(principal, name, undefined)));
+    assert.equal(made.filter((r) => r.status === 'fulfilled').length, 2);
+    for (const r of made) if (r.status === 'rejected') assert.equal((r.reason as { type?: string }).type, 'limit_exceeded', String(r.reason));
+    await healthyAndMetered(account);
+  });
 });
