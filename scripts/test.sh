@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole suite: unit and integration tests (node:test through tsx) on embedded PGlite, the
-# database-dependent tests again on a real PostgreSQL (Debian's package, started on a loopback
+# tests marked `// test-database: postgres` again on a real PostgreSQL (Debian's package, started on a loopback
 # port for this run), then the extra suites in scripts/test.d (conformance, …).
 # Every part runs even when an earlier one fails; the exit status is non-zero if any failed.
 set -uo pipefail
@@ -23,10 +23,18 @@ run_node_tests() {
 mapfile -t all_files < <(find src -name '*.test.ts' | sort)
 run_node_tests "all, embedded PGlite" "${all_files[@]}"
 
-# The tests that touch the database, again against a real PostgreSQL.
-mapfile -t db_files < <(find src/api src/store src/cli src/services -name '*.test.ts' 2>/dev/null | sort)
+# The tests whose rules depend on the database's behaviour (races on parallel connections, admission
+# locks, several nodes on one database, migrations), again against a real PostgreSQL. Each test file
+# that reaches the database says which run it needs (`// test-database: postgres|embedded, <why>`);
+# scripts/test-databases.mjs lists the postgres ones and fails when a file is not classified.
+if ! db_list=$(node scripts/test-databases.mjs); then
+  echo "=== tests: test files not classified for the PostgreSQL run FAILED (see above)"
+  status=1
+fi
+mapfile -t db_files < <(printf '%s\n' "$db_list" | sed '/^$/d')
 if [ ${#db_files[@]} -eq 0 ]; then
-  echo "=== tests: no database-dependent test files under src/{api,store,cli,services}"
+  echo "=== tests: no test file is marked for the PostgreSQL run"
+  status=1
 else
   export MCPWORKS_TEST_PG_OWNER=$$
   if pg_env=$(scripts/postgres-test.sh start); then

@@ -10,6 +10,8 @@
 // Mutants marked "postgres" run their tests against a throwaway PostgreSQL (scripts/postgres-test.sh,
 // or MCPWORKS_TEST_DATABASE_URL if set), the others on embedded PGlite. A snippet that no longer
 // matches exactly once is "stale" and fails the run, as does a test set that fails unmutated.
+// Optional per mutant: "pattern" (--test-name-pattern: only the named tests of a large file) and
+// "build" (a command that rebuilds compiled code, e.g. the sandbox helper and its seccomp filter).
 import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -91,14 +93,16 @@ try {
     writeFileSync(file, original.replace(m.find, () => m.replace));
     let outcome;
     try {
-      outcome = await runTests(m);
+      const built = build(m);
+      outcome = built ?? (await runTests(m));
     } finally {
       writeFileSync(file, original);
+      if (m.build && build(m)) fail(`${m.id}: the unmutated tree no longer builds (${m.build})`);
     }
     // A run that could not load its modules (node_modules being reinstalled underneath us) says
     // nothing about the mutant: not scored, and listed so it can be run again.
-    const broken = !outcome.passed && BROKEN_RUN.test(outcome.tail);
-    const status = broken ? 'error (the tests could not load)' : outcome.passed ? 'SURVIVED' : outcome.reason === 'timeout' ? 'killed (timeout)' : 'killed';
+    const broken = !outcome.passed && (outcome.reason === 'build' || BROKEN_RUN.test(outcome.tail));
+    const status = outcome.reason === 'build' ? 'error (the mutant does not build)' : broken ? 'error (the tests could not load)' : outcome.passed ? 'SURVIVED' : outcome.reason === 'timeout' ? 'killed (timeout)' : 'killed';
     results.push({ ...m, status, seconds: outcome.seconds, ...(broken ? { tail: outcome.tail } : {}) });
     log(`${status.padEnd(16)} ${m.id}  (${outcome.seconds} s) ${m.description}`);
   }
@@ -117,7 +121,23 @@ try {
 }
 
 function testKey(m) {
-  return `${m.postgres ? 'postgres' : 'pglite'}: ${[...m.tests].sort().join(' ')}`;
+  return `${m.postgres ? 'postgres' : 'pglite'}: ${[...m.tests].sort().join(' ')}${m.pattern ? ` /${m.pattern}/` : ''}`;
+}
+
+/**
+ * A mutant of compiled code (the sandbox helper's C) names the command that rebuilds it (`build`,
+ * run in the scratch tree after the mutant is applied and again after it is undone). Answers an
+ * outcome when the build fails, else undefined.
+ */
+function build(m) {
+  if (!m.build) return undefined;
+  const started = Date.now();
+  try {
+    execFileSync('bash', ['-c', m.build], { cwd: scratch, stdio: ['ignore', 'pipe', 'pipe'] });
+    return undefined;
+  } catch (error) {
+    return { passed: false, reason: 'build', seconds: Math.round((Date.now() - started) / 1000), tail: String(error.stderr ?? error.message).slice(-4000) };
+  }
 }
 
 /** Runs a mutant's test files in the scratch tree, one at a time, bounded by the timeout. */
@@ -127,7 +147,9 @@ function runTests(m) {
   if (m.postgres) env.MCPWORKS_TEST_DATABASE_URL = pg.url;
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=dot', ...m.tests], { cwd: scratch, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    // `pattern`: only the tests whose names match run (--test-name-pattern), for a large file.
+    const only = m.pattern ? [`--test-name-pattern=${m.pattern}`] : [];
+    const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=dot', ...only, ...m.tests], { cwd: scratch, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     current = child;
     let output = '';
     const keep = (chunk) => {

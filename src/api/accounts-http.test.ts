@@ -1,3 +1,4 @@
+// test-database: embedded, HTTP account routes; nothing here races or depends on the database
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connect, createAccount, createKey, postJson, startTestServer, type TestServer } from '../test-support/harness.js';

@@ -1,3 +1,4 @@
+// test-database: embedded, connection caps and timeouts live in the HTTP layer
 /**
  * Connection exhaustion (issue 10, item 5): idle and half-sent requests from one address cannot
  * hold more than its share of the listener, nor all of it, nor for longer than the header and

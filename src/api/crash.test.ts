@@ -1,3 +1,4 @@
+// test-database: postgres, kill -9 durability of acknowledged writes on the database the node uses
 /**
  * Crash test: the real server runs as a child process while several MCP clients update functions
  * in a loop; the server is killed with SIGKILL mid-loop and restarted on the same data dir (or
@@ -14,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import { callOk, connect, createAccount, freshDatabaseUrl, rawMcpPost, TEST_SECRET_KEY, type ClientEra, type McpTestClient } from '../test-support/harness.js';
+import { callOk, type ClientEra, connect, createAccount, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROUNDS = 3;
@@ -60,6 +61,10 @@ async function startChild(dataDir: string, databaseUrl: string | undefined, extr
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // A test that timed out goes on running: a server it starts after the file's end would hold it open.
+    live.add(child);
+    child.once('exit', () => live.delete(child));
+    if (ended) child.kill('SIGKILL');
     let output = '';
     const collect = (chunk: Buffer) => {
       output = (output + chunk.toString('utf8')).slice(-32_000);
@@ -109,7 +114,12 @@ interface FunctionLedger {
 
 let child: Child | undefined;
 let dataDir: string | undefined;
+/** Every server process started and not yet exited; `ended` once the file's after() ran. */
+const live = new Set<ChildProcess>();
+let ended = false;
 after(async () => {
+  ended = true;
+  for (const running of live) running.kill('SIGKILL');
   if (child) await killChild(child);
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
@@ -117,6 +127,7 @@ after(async () => {
 test('kill -9 while functions are updated: every acknowledged version survives, versions stay contiguous', { timeout: 240_000 }, async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-crash-'));
   const databaseUrl = await freshDatabaseUrl();
+  if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
   const stats: string[] = [];
   const firstStart = Date.now();
   child = await startChild(dataDir, databaseUrl);

@@ -1,3 +1,4 @@
+// test-database: embedded, catalog tools one call at a time; same SQL on both
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CODE_BYTES } from '../core/limits.js';

@@ -1,3 +1,4 @@
+// test-database: postgres, several nodes on one database share keys and sign-in failure counts; concurrent failures
 /**
  * Issue 10 item 6: sign-in load must not starve real sign-ins or API keys. Keys are checked with
  * HMAC under the server secret (never the password KDF); sign-ins are throttled per client address

@@ -1,3 +1,4 @@
+// test-database: embedded, history conditions are the same SQL on both databases
 // History per namespace (list_executions, describe_execution, list_security_events) and locked
 // functions, through the real server with the official SDK clients, then /healthz and the meter.
 // scripts/mutation/mutants.json names the enforcing lines these tests must catch.

@@ -1,3 +1,4 @@
+// test-database: postgres, quota, rate and concurrency races through the server over parallel connections
 // Metering in code mode and under races: quota, per-minute rate and concurrency through the real
 // server. scripts/test.sh re-runs this file on PostgreSQL, where the parallel clients go over
 // parallel connections and the races can happen (the admission row lock is what stops them);
@@ -17,6 +18,7 @@ const TIERS: Record<string, TierLimits> = {
   solo: { ...pro, ...unlimited, concurrency: 1 },
   quota6: { ...pro, ...unlimited, monthlyExecutions: 6 },
   four: { ...pro, ...unlimited, concurrency: 4 },
+  quota10: { ...pro, ...unlimited, monthlyExecutions: 10 },
 };
 
 let t: RuleServer;
@@ -62,16 +64,22 @@ describe('metering in code mode', () => {
 });
 
 describe('metering races (many parallel clients)', () => {
-  test('30 parallel executes against a quota of 6 get exactly 6 successes', async () => {
-    const s = await t.space([], 'quota6');
-    const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => t.rawCall(s, 'code', 'execute', { code: `result = ${i}` })));
-    assert.equal(answers.filter((a) => a.status === 200 && !a.body.result?.isError).length, 6);
-    const refused = answers.filter((a) => a.status === 429);
-    assert.equal(refused.length, 24);
-    assert.ok(refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'));
-    await t.assertHealthy();
-    assert.deepEqual(await t.usage(s.account), { executions: 6, active: 0 });
-  });
+  const quotaRaces = [
+    { calls: 30, quota: 6, tier: 'quota6', mode: 'code', what: 'executes', functions: [], tool: 'execute', args: (i: number) => ({ code: `result = ${i}` }) },
+    { calls: 50, quota: 10, tier: 'quota10', mode: 'tools', what: 'tool-mode calls', functions: [{ name: 'hello', template: 'hello-world' }], tool: 'utils__hello', args: () => ({ name: 'x' }) },
+  ] as const;
+  for (const race of quotaRaces) {
+    test(`${race.calls} parallel ${race.what} against a quota of ${race.quota} get exactly ${race.quota} successes`, async () => {
+      const s = await t.space([...race.functions], race.tier);
+      const answers = await Promise.all(Array.from({ length: race.calls }, (_, i) => t.rawCall(s, race.mode, race.tool, race.args(i))));
+      assert.equal(answers.filter((a) => a.status === 200 && !a.body.result?.isError).length, race.quota);
+      const refused = answers.filter((a) => a.status === 429);
+      assert.equal(refused.length, race.calls - race.quota);
+      assert.ok(refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'));
+      await t.assertHealthy();
+      assert.deepEqual(await t.usage(s.account), { executions: race.quota, active: 0 });
+    });
+  }
 
   test('30 parallel executes against a concurrency of 4 never run more than 4 at once', async () => {
     const s = await t.space([], 'four');

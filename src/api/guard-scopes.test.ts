@@ -1,3 +1,4 @@
+// test-database: embedded, scope checks live in the services
 // Scopes on the create endpoint: every write tool refused without `write`, every read tool without
 // `read`, through the real server with the official SDK clients, then /healthz and the meter checked.
 // scripts/mutation/mutants.json names the enforcing lines these tests must catch.

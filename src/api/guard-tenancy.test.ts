@@ -1,3 +1,4 @@
+// test-database: embedded, account conditions are the same SQL on both databases
 // Tenancy, scopes, namespace limits, history and locks: each rule attacked through the real server
 // with the official SDK clients, then /healthz and the meter checked. scripts/mutation/mutants.json
 // names the enforcing lines these tests must catch when one is broken.

@@ -1,3 +1,4 @@
+// test-database: embedded, body limits live in the HTTP layer
 /**
  * Abuse of the HTTP surface (issue 10, items 4, 14, 15): oversized bodies on every route, same-site
  * request forgery on the account routes, and API keys reading usage beyond their scope. Each case

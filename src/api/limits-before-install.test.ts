@@ -1,3 +1,4 @@
+// test-database: embedded, the order of checks before installs does not depend on the database
 /**
  * npm installs of TypeScript requirements are bounded: a catalog change the account's limits (or a
  * lock) refuse installs nothing (make_function, update_function and restore are checked before any

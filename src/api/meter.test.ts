@@ -1,3 +1,4 @@
+// test-database: embedded, the meter from host facts, one call at a time
 // The meter and the output scanner under attack, through the real server, real sandboxes and the
 // official MCP SDK: a run's own word never makes it free (issue 10, item 2); the scanner is one
 // linear pass over the forms everyday code writes secrets in, and a run whose code ran is always
@@ -6,44 +7,24 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { encodeEnvHeader } from '../core/env-header.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { callOk, parseResult, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 
+let rules: RuleServer;
 let server: TestServer;
 before(async () => {
-  server = await startTestServer({
-    tiers: applyTierOverrides(JSON.stringify({ rate3: { monthly_executions: -1, executions_per_minute: 3, concurrency: -1 } })),
-  });
+  rules = await startRuleServer(applyTierOverrides(JSON.stringify({ rate3: { monthly_executions: -1, executions_per_minute: 3, concurrency: -1 } })));
+  server = rules.server;
 });
 after(async () => {
-  await server?.stop();
+  await rules?.stop();
 });
 
-interface Space {
-  create: McpTestClient;
-  key: string;
-  ns: string;
-  run(mode: 'tools' | 'code', env?: Record<string, string>): Promise<McpTestClient>;
-  usage(): Promise<any>;
-}
-
-async function space(functions: Array<Record<string, unknown>>, tier?: string): Promise<Space> {
-  const account = await createAccount(server.url);
-  if (tier) await server.server.services.accounts.setTier(account.email, tier);
-  const ns = `meter-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  await callOk(create, 'make_service', { name: 'm' });
-  for (const fn of functions) await callOk(create, 'make_function', { service: 'm', ...fn });
-  return {
-    create,
-    key: account.key,
-    ns,
-    run: (mode, env) => connect(`${server.url}/mcp/run/${ns}?mode=${mode}`, account.key, 'v1', env ? { 'x-mcpworks-env': encodeEnvHeader(env) } : {}),
-    usage: async () => (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } })).json(),
-  };
-}
+const space = (functions: Array<Record<string, unknown>>, tier?: string) => rules.space(functions, tier);
+/** Both modes through the 2025-era SDK client (v1). */
+const runAs = (s: Space, mode: 'tools' | 'code', env?: Record<string, string>) => s.run(mode, env, 'v1');
+const meterOf = (s: Space) => rules.usageOf(s.account);
 
 /** /healthz answers, and within a bound far above its usual milliseconds (a blocked event loop misses it). */
 async function healthzPrompt(): Promise<void> {
@@ -77,13 +58,13 @@ describe('item 2: the meter decides platform failures from the host alone', () =
       { name: 'ts-raise', language: 'typescript', code: 'class SandboxError extends Error {}\nexport default function main() {\n  throw new SandboxError("not the platform");\n}\n' },
       { name: 'ts-forge', language: 'typescript', code: 'import { writeSync } from "node:fs";\nexport default function main() {\n  writeSync(3, JSON.stringify({ ok: false, type: "SandboxError", message: "forged" }) + "\\n");\n  return 1;\n}\n' },
     ]);
-    const tools = await s.run('tools');
+    const tools = await runAs(s, 'tools');
     for (const name of ['py-raise', 'py-forge', 'ts-raise', 'ts-forge']) {
-      const answer = parseResult(await tools.callTool(`m__${name}`));
+      const answer = parseResult(await tools.callTool(`utils__${name}`));
       assert.equal(answer.error_type, 'UserSandboxError', name);
     }
-    assert.match(parseResult(await tools.callTool('m__py-raise')).stdout, /output anyway/, 'its output is returned, and paid for');
-    const code = await s.run('code');
+    assert.match(parseResult(await tools.callTool('utils__py-raise')).stdout, /output anyway/, 'its output is returned, and paid for');
+    const code = await runAs(s, 'code');
     assert.equal((await execute(code, 'class SandboxError(Exception):\n    pass\nraise SandboxError("x")')).error_type, 'UserSandboxError');
     assert.equal((await execute(code, 'import os\nos.write(3, b\'{"ok":false,"type":"SandboxError","message":"x"}\\n\')')).error_type, 'UserSandboxError');
     assert.equal((await execute(code, 'class SandboxError extends Error {}\nthrow new SandboxError("x");', 'typescript')).error_type, 'UserSandboxError');
@@ -91,7 +72,7 @@ describe('item 2: the meter decides platform failures from the host alone', () =
     const callee = await execute(code, 'from functions import ts_raise\ntry:\n    ts_raise()\nexcept Exception as e:\n    result = e.error_type');
     assert.equal(callee, 'UserSandboxError');
     await healthzPrompt();
-    const usage = await s.usage();
+    const usage = await meterOf(s);
     assert.equal(usage.executions, 9, 'every call whose code ran counts');
     assert.equal(usage.concurrency.active, 0);
     const records = await callOk(s.create, 'list_executions');
@@ -121,8 +102,8 @@ function spawners(): number[] {
 describe('item 2: a real platform failure', () => {
   test('a run whose sandbox the host loses (its spawner killed mid-run) is a SandboxError, recorded, not counted', async () => {
     const s = await space([{ name: 'lost', language: 'typescript', code: 'export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 1500));\n  process.exit(3);\n}\n' }]);
-    const tools = await s.run('tools');
-    const pending = tools.callTool('m__lost');
+    const tools = await runAs(s, 'tools');
+    const pending = tools.callTool('utils__lost');
     await new Promise((resolve) => setTimeout(resolve, 600));
     const pids = spawners();
     assert.ok(pids.length > 0, 'the server starts sandboxes through a spawner');
@@ -130,7 +111,7 @@ describe('item 2: a real platform failure', () => {
     const answer = parseResult(await pending);
     assert.equal(answer.error_type, 'SandboxError');
     await healthzPrompt();
-    const usage = await s.usage();
+    const usage = await meterOf(s);
     assert.equal(usage.executions, 0, 'the platform failed: nothing counted');
     assert.equal(usage.concurrency.active, 0);
     const [record] = await callOk(s.create, 'list_executions');
@@ -147,10 +128,10 @@ describe('item 3: the output scanner', () => {
   // The header's limit (16 KB of headers in all) allows two values of 5.5 KB.
   test('two 5.5 KB env values and a 1 MB result that keeps almost matching them: /healthz answers throughout; counted and recorded', async () => {
     const s = await space([{ name: 'big', code: 'def main(input_data):\n    return "a" * 1_000_000\n', optional_env: ['ONE', 'TWO'] }]);
-    const tools = await s.run('tools', { ONE: 'a'.repeat(5499) + 'b', TWO: 'a'.repeat(5498) + 'c' });
-    const result = await healthzThroughout(tools.callTool('m__big'));
+    const tools = await runAs(s, 'tools', { ONE: 'a'.repeat(5499) + 'b', TWO: 'a'.repeat(5498) + 'c' });
+    const result = await healthzThroughout(tools.callTool('utils__big'));
     assert.equal(parseResult(result), 'a'.repeat(1_000_000));
-    assert.equal((await s.usage()).executions, 1);
+    assert.equal((await meterOf(s)).executions, 1);
     assert.equal((await callOk(s.create, 'list_executions')).length, 1);
   });
 
@@ -168,8 +149,8 @@ def main(input_data):
     }
 `;
     const s = await space([{ name: 'leaky', code, required_env: ['SECRET'] }]);
-    const tools = await s.run('tools', { SECRET });
-    const answer = await tools.callTool('m__leaky');
+    const tools = await runAs(s, 'tools', { SECRET });
+    const answer = await tools.callTool('utils__leaky');
     const value = parseResult(answer);
     for (const name of ['json', 'json_twice', 'repr', 'bytes', 'quote', 'quote_plus', 'hex']) assert.equal(value[name], MARKER, name);
     for (const encoded of [...value.b64, ...value.b64url]) assert.match(encoded, BASE64_EDGE);
@@ -177,7 +158,7 @@ def main(input_data):
     assert.equal(stdout.split(MARKER).length - 1, 4, stdout);
     assert.ok(!stdout.includes('ss/w'), stdout);
     await healthzPrompt();
-    assert.equal((await s.usage()).executions, 1);
+    assert.equal((await meterOf(s)).executions, 1);
   });
 
   test("env values leak in none of the forms Node's JSON.stringify, util.inspect, Buffer and encodeURIComponent write (code mode too)", async () => {
@@ -194,19 +175,19 @@ export default function main() {
 }
 `;
     const s = await space([{ name: 'leaky', language: 'typescript', code, required_env: ['SECRET'] }]);
-    const tools = await s.run('tools', { SECRET });
-    const answer = await tools.callTool('m__leaky');
+    const tools = await runAs(s, 'tools', { SECRET });
+    const answer = await tools.callTool('utils__leaky');
     const value = parseResult(answer);
     for (const name of ['json', 'inspect', 'uri', 'hex']) assert.equal(value[name], MARKER, name);
     for (const encoded of [...value.b64, ...value.b64url]) assert.match(encoded, BASE64_EDGE);
     const stdout = answer.content[1]?.text ?? '';
     assert.equal(stdout.split(MARKER).length - 1, 2, stdout);
-    const code2 = await s.run('code', { SECRET });
+    const code2 = await runAs(s, 'code', { SECRET });
     // Same-language: the function runs inside the execute's sandbox; its output is the execute's.
     const fromCode = await execute(code2, 'import { leaky } from "functions";\nresult = JSON.stringify(await leaky({}));', 'typescript');
     assert.ok(!fromCode.includes('ss/w') && fromCode.includes(MARKER), fromCode);
     await healthzPrompt();
-    assert.equal((await s.usage()).executions, 2);
+    assert.equal((await meterOf(s)).executions, 2);
   });
 
   test('an answer nested 400,000 deep is a SerializationError, counted and recorded (both languages, both modes)', async () => {
@@ -215,13 +196,13 @@ export default function main() {
       { name: 'ts-deep', language: 'typescript', code: `import { writeSync } from "node:fs";\nexport default function main() {\n  writeSync(3, '{"ok":true,"result":' + "[".repeat(${deep}) + "]".repeat(${deep}) + "}\\n");\n  return 1;\n}\n` },
       { name: 'py-deep', code: `import os\n\ndef main(input_data):\n    os.write(3, b'{"ok": true, "result": ' + b'[' * ${deep} + b']' * ${deep} + b'}\\n')\n    return 1\n` },
     ]);
-    const tools = await s.run('tools');
-    for (const name of ['ts-deep', 'py-deep']) assert.equal(parseResult(await healthzThroughout(tools.callTool(`m__${name}`))).error_type, 'SerializationError', name);
-    const code = await s.run('code');
+    const tools = await runAs(s, 'tools');
+    for (const name of ['ts-deep', 'py-deep']) assert.equal(parseResult(await healthzThroughout(tools.callTool(`utils__${name}`))).error_type, 'SerializationError', name);
+    const code = await runAs(s, 'code');
     assert.equal((await execute(code, `import os\nos.write(3, b'{"ok":true,"result":' + b'[' * ${deep} + b']' * ${deep} + b'}\\n')`)).error_type, 'SerializationError');
     assert.equal((await execute(code, `let v: unknown = 1;\nfor (let i = 0; i < 5000; i++) v = [v];\nresult = v;`, 'typescript')).error_type, 'SerializationError');
     await healthzPrompt();
-    const usage = await s.usage();
+    const usage = await meterOf(s);
     assert.equal(usage.executions, 4);
     const records = await callOk(s.create, 'list_executions');
     assert.deepEqual(records.map((r: { error_type: string }) => r.error_type), Array(4).fill('SerializationError'));
@@ -229,13 +210,13 @@ export default function main() {
 
   test('a run whose code ran is counted and recorded even when its function is deleted while it runs', async () => {
     const s = await space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(2)\n    return "done"\n' }]);
-    const tools = await s.run('tools');
-    const pending = tools.callTool('m__slow');
+    const tools = await runAs(s, 'tools');
+    const pending = tools.callTool('utils__slow');
     await new Promise((resolve) => setTimeout(resolve, 700));
-    await callOk(s.create, 'delete_function', { service: 'm', name: 'slow' });
+    await callOk(s.create, 'delete_function', { service: 'utils', name: 'slow' });
     assert.equal(parseResult(await pending), 'done');
     await healthzPrompt();
-    const usage = await s.usage();
+    const usage = await meterOf(s);
     assert.equal(usage.executions, 1);
     assert.equal(usage.concurrency.active, 0);
     const [record] = await callOk(s.create, 'list_executions');
@@ -260,7 +241,7 @@ describe('item 17: code-mode calls that start a sandbox', () => {
       'rate3',
     );
     await freshMinute();
-    const code = await s.run('code');
+    const code = await runAs(s, 'code');
     const program = `from functions import double, same
 out = [same() for _ in range(5)]
 for i in range(5):
@@ -272,14 +253,14 @@ result = out`;
     const answer = await healthzThroughout(code.callTool('execute', { code: program, language: 'python' }));
     // The execute took one unit; two calls to the TypeScript function took the other two.
     assert.deepEqual(parseResult(answer), [1, 1, 1, 1, 1, 0, 2, 'EXECUTION_RATE_EXCEEDED', 'EXECUTION_RATE_EXCEEDED', 'EXECUTION_RATE_EXCEEDED']);
-    const usage = await s.usage();
+    const usage = await meterOf(s);
     assert.equal(usage.executions, 1, 'the monthly quota counts the execute once');
     assert.equal(usage.executions_per_minute.used, 3);
     const [record] = await callOk(s.create, 'list_executions');
     assert.equal(record.status, 'success');
     const refused = await fetch(`${server.url}/mcp/run/${s.ns}?mode=code`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.key}` },
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.account.key}` },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'execute', arguments: { code: 'result = 1' } } }),
     });
     assert.equal(refused.status, 429, 'the next call waits for the next minute');

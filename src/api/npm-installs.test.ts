@@ -1,3 +1,4 @@
+// test-database: embedded, the install queue lives in the node
 // Issue 10, item 9: TypeScript make_function calls against a slow npm registry. Installs queue under
 // a global and a per-account cap, run as npm's own unprivileged user in a limited cgroup without
 // the server's env, and end at the time limit with a typed error and nothing created.

@@ -1,3 +1,4 @@
+// test-database: embedded, code mode one call at a time
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { encodeEnvHeader } from '../core/env-header.js';

@@ -1,79 +1,37 @@
+// test-database: embedded, tool mode one call at a time (its race runs in guard-metering)
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { encodeEnvHeader } from '../core/env-header.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { callOk, parseResult, type TestServer } from '../test-support/harness.js';
+import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 
+let rules: RuleServer;
 let server: TestServer;
 before(async () => {
   // Tiers: small, distinct limits per plan so each gate can be hit quickly.
-  server = await startTestServer({
-    tiers: applyTierOverrides(
+  rules = await startRuleServer(
+    applyTierOverrides(
       JSON.stringify({
         quota3: { monthly_executions: 3, executions_per_minute: -1, concurrency: -1 },
         rate2: { monthly_executions: -1, executions_per_minute: 2, concurrency: -1 },
         solo: { monthly_executions: -1, executions_per_minute: -1, concurrency: 1, timeout_s: 20 },
-        exact10: { monthly_executions: 10, executions_per_minute: -1, concurrency: -1 },
       }),
     ),
-  });
+  );
+  server = rules.server;
 });
 after(async () => {
-  await server?.stop();
+  await rules?.stop();
 });
 
-async function setTier(email: string, tier: string): Promise<void> {
-  // What `mcpworks account set-tier` does, through the running server's own service.
-  await server.server.services.accounts.setTier(email, tier);
-}
-
-interface Namespace {
-  create: McpTestClient;
-  key: string;
-  email: string;
-  ns: string;
-  run: (mode?: string, env?: Record<string, string>) => Promise<McpTestClient>;
-}
-
-async function namespaceWith(functions: Array<Record<string, unknown>>, tier?: string): Promise<Namespace> {
-  const account = await createAccount(server.url);
-  if (tier) await setTier(account.email, tier);
-  const ns = `run-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  await callOk(create, 'make_service', { name: 'utils' });
-  for (const fn of functions) await callOk(create, 'make_function', { service: 'utils', ...fn });
-  return {
-    create,
-    key: account.key,
-    email: account.email,
-    ns,
-    run: (mode = 'tools', env) =>
-      connect(`${server.url}/mcp/run/${ns}?mode=${mode}`, account.key, 'v1', env ? { 'x-mcpworks-env': encodeEnvHeader(env) } : {}),
-  };
-}
-
-async function rawCall(ns: string, key: string, tool: string, args: Record<string, unknown>, headers: Record<string, string> = {}) {
-  const response = await fetch(`${server.url}/mcp/run/${ns}?mode=tools`, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-      authorization: `Bearer ${key}`,
-      ...headers,
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args } }),
-  });
-  const text = await response.text();
-  const json = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
-  return { status: response.status, headers: response.headers, body: json };
-}
+/** Tool mode through the 2025-era SDK client (v1). */
+const toolClient = (space: Space, env?: Record<string, string>) => space.run('tools', env, 'v1');
+const rawCall = (space: Space, tool: string, args: Record<string, unknown>, headers: Record<string, string> = {}) => rules.rawCall(space, 'tools', tool, args, headers);
 
 describe('tool mode', () => {
   test('one tool per function with its schemas; the list follows creates, updates and deletes', async () => {
-    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }]);
-    const run = await space.run();
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
+    const run = await toolClient(space);
     const { tools } = await run.listTools();
     assert.deepEqual(tools.map((t) => t.name), ['utils__hello', '_env_status']);
     const hello = tools[0]!;
@@ -90,7 +48,7 @@ describe('tool mode', () => {
   });
 
   test('results come back structured, with stdout; failures are typed tool errors', async () => {
-    const space = await namespaceWith([
+    const space = await rules.space([
       { name: 'hello', template: 'hello-world' },
       { name: 'chatty', code: 'def main(input_data):\n    print("working")\n    return [1, 2]\n' },
       { name: 'broken', code: 'def main(input_data):\n    raise ValueError("bad input " + str(input_data.get("n")))\n' },
@@ -102,7 +60,7 @@ describe('tool mode', () => {
       { name: 'ts-double', language: 'typescript', code: 'export default async function main(input: { n: number }) { return { double: input.n * 2 }; }' },
       { name: 'shaped', code: 'result = {"code": "abc"}', output_schema: { type: 'object', properties: { code: { type: 'string', pattern: '^[A-Z]+$' } } } },
     ]);
-    const run = await space.run();
+    const run = await toolClient(space);
     const hello = await run.callTool('utils__hello', { name: 'Ann' });
     assert.equal(hello.isError, undefined);
     assert.deepEqual((hello as { structuredContent?: unknown }).structuredContent, { greeting: 'Hello, Ann!', message: 'MCPWorks is up: this function ran in a sandbox.' });
@@ -129,7 +87,7 @@ describe('tool mode', () => {
   });
 
   test('env: only declared variables reach the function; missing required ones fail before the sandbox', async () => {
-    const space = await namespaceWith([
+    const space = await rules.space([
       {
         name: 'env',
         code: 'import os\n\ndef main(input_data):\n    return sorted(k for k in os.environ if k.startswith("APP_") or k == "UNDECLARED")\n',
@@ -137,7 +95,7 @@ describe('tool mode', () => {
         optional_env: ['APP_REGION'],
       },
     ]);
-    const without = await space.run();
+    const without = await toolClient(space);
     const missing = parseResult(await without.callTool('utils__env'));
     assert.equal(missing.error_type, 'missing_env');
     assert.deepEqual(missing.missing, ['APP_TOKEN']);
@@ -145,7 +103,7 @@ describe('tool mode', () => {
     assert.deepEqual(status.functions[0], { tool: 'utils__env', required: ['APP_TOKEN'], optional: ['APP_REGION'], configured: [], missing: ['APP_TOKEN'] });
     assert.equal(status.ready, false);
 
-    const withEnv = await space.run('tools', { APP_TOKEN: 'token-value-1', UNDECLARED: 'nope-nope-nope' });
+    const withEnv = await toolClient(space, { APP_TOKEN: 'token-value-1', UNDECLARED: 'nope-nope-nope' });
     assert.deepEqual(parseResult(await withEnv.callTool('utils__env')), ['APP_TOKEN']);
     const ready = parseResult(await withEnv.callTool('_env_status'));
     assert.deepEqual(ready.functions[0].configured, ['APP_TOKEN']);
@@ -153,7 +111,7 @@ describe('tool mode', () => {
   });
 
   test('input patterns are checked off the main thread; a catastrophic one fails closed', async () => {
-    const space = await namespaceWith([
+    const space = await rules.space([
       {
         name: 'code',
         code: 'def main(d):\n    return d["code"]\n',
@@ -161,7 +119,7 @@ describe('tool mode', () => {
       },
       { name: 'evil', code: 'result = 1', input_schema: { type: 'object', properties: { s: { type: 'string', pattern: '^(a+)+$' } } } },
     ]);
-    const run = await space.run();
+    const run = await toolClient(space);
     assert.equal(parseResult(await run.callTool('utils__code', { code: 'ABC-12' })), 'ABC-12');
     assert.match(parseResult(await run.callTool('utils__code', { code: 'abc' })).error, /must match pattern/);
     const pending = run.callTool('utils__evil', { s: `${'a'.repeat(40)}!` });
@@ -174,9 +132,9 @@ describe('tool mode', () => {
   });
 
   test('a malformed X-MCPWorks-Env header is a clear 400 that echoes no value', async () => {
-    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }]);
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
     for (const header of ['%%%', Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'), Buffer.from('[1]').toString('base64')]) {
-      const response = await rawCall(space.ns, space.key, 'utils__hello', {}, { 'x-mcpworks-env': header });
+      const response = await rawCall(space, 'utils__hello', {}, { 'x-mcpworks-env': header });
       assert.equal(response.status, 400, header);
       assert.equal(response.body.error.type, 'validation_error');
       assert.match(response.body.error.message, /X-MCPWorks-Env/);
@@ -186,7 +144,7 @@ describe('tool mode', () => {
 
   test('secrets in results, logs and errors are redacted and recorded as security events', async () => {
     const stripe = ['sk', 'live', '51H8xYzAbCdEfGhIjKlMnOp'].join('_');
-    const space = await namespaceWith([
+    const space = await rules.space([
       {
         name: 'leaky',
         code: `import os\n\ndef main(input_data):\n    token = os.environ["APP_TOKEN"]\n    print("stripe", "${stripe}")\n    return {"token": token, "nested": [token.encode().hex()], "APP_TOKEN": "name stays"}\n`,
@@ -194,7 +152,7 @@ describe('tool mode', () => {
       },
       { name: 'leaky-error', code: `def main(input_data):\n    raise RuntimeError("db at postgres://admin:hunter22@db.internal/app")\n` },
     ]);
-    const run = await space.run('tools', { APP_TOKEN: 'super-secret-token-42' });
+    const run = await toolClient(space, { APP_TOKEN: 'super-secret-token-42' });
     const result = await run.callTool('utils__leaky');
     const text = JSON.stringify(result);
     assert.doesNotMatch(text, /super-secret-token-42/);
@@ -219,7 +177,7 @@ describe('tool mode', () => {
 
 describe('TypeScript requirements', () => {
   test('npm packages install when the version is made and are importable when it runs; a failed install changes nothing', async () => {
-    const space = await namespaceWith([
+    const space = await rules.space([
       {
         name: 'check',
         language: 'typescript',
@@ -227,7 +185,7 @@ describe('TypeScript requirements', () => {
         code: "import isNumber from 'is-number';\nexport default function main(input: { value: unknown }) { return { number: isNumber(input.value) }; }",
       },
     ]);
-    const run = await space.run();
+    const run = await toolClient(space);
     assert.deepEqual(parseResult(await run.callTool('utils__check', { value: '42' })), { number: true });
     assert.deepEqual(parseResult(await run.callTool('utils__check', { value: 'forty-two' })), { number: false });
 
@@ -245,14 +203,14 @@ describe('TypeScript requirements', () => {
 
 describe('metering', () => {
   test('each call whose code ran counts (errors too); calls refused before any sandbox and create calls do not', async () => {
-    const space = await namespaceWith([
+    const space = await rules.space([
       { name: 'hello', template: 'hello-world' },
       { name: 'broken', code: 'def main(input_data):\n    raise KeyError("x")\n' },
       { name: 'needs-env', code: 'result = 1', required_env: ['APP_TOKEN'] },
     ]);
-    const usage = async () => (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${space.key}` } })).json();
+    const usage = () => rules.usageOf(space.account);
     assert.equal((await usage()).executions, 0);
-    const run = await space.run();
+    const run = await toolClient(space);
     await run.callTool('utils__hello');
     await run.callTool('utils__hello', { name: 'B' });
     await run.callTool('utils__broken');
@@ -279,41 +237,41 @@ describe('metering', () => {
   });
 
   test('a call the MCP layer refuses, or a notification, keeps no quota unit and no slot', async () => {
-    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }]);
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
     const message = { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'utils__hello', arguments: {} } };
     const refused = await fetch(`${server.url}/mcp/run/${space.ns}?mode=tools`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/plain', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.key}` },
+      headers: { 'content-type': 'application/json', accept: 'text/plain', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.account.key}` },
       body: JSON.stringify(message),
     });
     assert.ok(refused.status >= 400, String(refused.status));
     const { id: _id, ...notification } = message;
-    await rawCall(space.ns, space.key, 'utils__hello', {}).then(() => undefined);
+    await rawCall(space, 'utils__hello', {}).then(() => undefined);
     const note = await fetch(`${server.url}/mcp/run/${space.ns}?mode=tools`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.key}` },
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.account.key}` },
       body: JSON.stringify(notification),
     });
     assert.ok(note.status < 500);
-    const usage = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${space.key}` } })).json();
+    const usage = await rules.usageOf(space.account);
     assert.equal(usage.executions, 1, 'only the one real call');
     assert.equal(usage.concurrency.active, 0);
   });
 
   test('past the monthly quota: HTTP 429 with exactly the spec body', async () => {
-    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }], 'quota3');
-    for (let i = 0; i < 3; i++) assert.equal((await rawCall(space.ns, space.key, 'utils__hello', {})).status, 200);
-    const over = await rawCall(space.ns, space.key, 'utils__hello', {});
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }], 'quota3');
+    for (let i = 0; i < 3; i++) assert.equal((await rawCall(space, 'utils__hello', {})).status, 200);
+    const over = await rawCall(space, 'utils__hello', {});
     assert.equal(over.status, 429);
     assert.deepEqual(over.body, { code: 'QUOTA_EXCEEDED', message: 'Monthly execution limit (3) exceeded', usage: 3, limit: 3, tier: 'quota3' });
-    const env = await rawCall(space.ns, space.key, '_env_status', {});
+    const env = await rawCall(space, '_env_status', {});
     assert.equal(env.status, 200, 'unmetered tools still work');
   });
 
   test('executions per minute: 429 EXECUTION_RATE_EXCEEDED with Retry-After', async () => {
-    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }], 'rate2');
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }], 'rate2');
     let limited;
-    for (let i = 0; i < 3; i++) limited = await rawCall(space.ns, space.key, 'utils__hello', {});
+    for (let i = 0; i < 3; i++) limited = await rawCall(space, 'utils__hello', {});
     assert.equal(limited!.status, 429);
     assert.equal(limited!.body.code, 'EXECUTION_RATE_EXCEEDED');
     assert.ok(limited!.body.retry_after >= 1 && limited!.body.retry_after <= 60);
@@ -321,10 +279,11 @@ describe('metering', () => {
   });
 
   test('concurrent executions: 429 CONCURRENCY_LIMIT_EXCEEDED while a run holds the only slot', async () => {
-    const space = await namespaceWith([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(1.5)\n    return "done"\n' }], 'solo');
-    const first = rawCall(space.ns, space.key, 'utils__slow', {});
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    const second = await rawCall(space.ns, space.key, 'utils__slow', {});
+    const space = await rules.space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(1.5)\n    return "done"\n' }], 'solo');
+    const first = rawCall(space, 'utils__slow', {});
+    // Until the first holds the slot (a fixed wait was too short on a loaded machine).
+    for (let i = 0; i < 200 && (await rules.usageOf(space.account)).concurrency.active === 0; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+    const second = await rawCall(space, 'utils__slow', {});
     assert.equal(second.status, 429);
     assert.equal(second.body.code, 'CONCURRENCY_LIMIT_EXCEEDED');
     // Truthful: until the run in the slot reaches its 20 s limit (plus 2 s to settle), not 1.
@@ -332,19 +291,7 @@ describe('metering', () => {
     assert.equal(second.body.retry_after, retryAfter);
     assert.ok(retryAfter > 10 && retryAfter <= 22, `retry_after ${retryAfter}`);
     assert.equal((await first).status, 200);
-    assert.equal((await rawCall(space.ns, space.key, 'utils__slow', {})).status, 200, 'the slot is free again');
-  });
-
-  test('50 parallel clients against a quota of 10 get exactly 10 successes', async () => {
-    const space = await namespaceWith([{ name: 'hello', template: 'hello-world' }], 'exact10');
-    const results = await Promise.all(Array.from({ length: 50 }, () => rawCall(space.ns, space.key, 'utils__hello', { name: 'x' })));
-    const ok = results.filter((r) => r.status === 200 && !r.body.result?.isError);
-    const limited = results.filter((r) => r.status === 429);
-    assert.equal(ok.length, 10);
-    assert.equal(limited.length, 40);
-    assert.ok(limited.every((r) => r.body.code === 'QUOTA_EXCEEDED'));
-    const usage = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${space.key}` } })).json();
-    assert.equal(usage.executions, 10);
+    assert.equal((await rawCall(space, 'utils__slow', {})).status, 200, 'the slot is free again');
   });
 });
 

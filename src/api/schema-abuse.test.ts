@@ -1,3 +1,4 @@
+// test-database: embedded, schema workers live in the node
 /**
  * Issue 10, item 1: tenant JSON Schemas are untrusted code. Each attack runs through the real
  * server (tool mode, code mode and its bridge, create time); each proves that /healthz answered

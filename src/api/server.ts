@@ -34,7 +34,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; schemas: SchemaGuard; housekeeping: Housekeeping; connections: () => ConnectionStats };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -195,7 +195,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, schemas, housekeeping, connections: () => connections() },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections() },
     failed,
     close() {
       closing ??= (async () => {

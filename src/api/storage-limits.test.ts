@@ -1,3 +1,4 @@
+// test-database: embedded, limits one call at a time (their races: storage-races.test.ts)
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -147,6 +148,21 @@ describe('storage limits (per account, tier table)', () => {
     await callOk(client, 'update_function', { service: 'utils', name: 'py', code: PY.code + pad('python', 15_001) });
     await healthyAndMetered(account);
     await client.close();
+
+    // Config and schemas count as well as code: ~30 kB of config and ~1.5 kB of schema leave no
+    // room for ~8.9 kB more code (without either of them it would fit).
+    const other = await createAccount(server.url);
+    const otherNs = uniq('ns');
+    const second = await connect(`${server.url}/mcp/create/${otherNs}`, other.key);
+    await callOk(second, 'make_namespace', { name: otherNs });
+    await callOk(second, 'make_service', { name: 'utils' });
+    await callOk(second, 'make_function', { service: 'utils', name: 'cfg', ...PY, config: { pad: 'x'.repeat(30_000) }, input_schema: { type: 'object', description: 'y'.repeat(1_500) } });
+    const full = await callError(second, 'make_function', { service: 'utils', name: 'more', ...PY, code: PY.code + pad('python', 8_800) });
+    assert.equal(full.type, 'limit_exceeded', JSON.stringify(full));
+    assert.equal(full.resource, 'stored_bytes');
+    assert.ok((full.usage as number) >= 31_500, String(full.usage));
+    await healthyAndMetered(other);
+    await second.close();
   });
 
   test('schema bytes per namespace: the active versions\' schemas count; shrinking one is allowed', async () => {
@@ -337,32 +353,5 @@ describe('cost does not grow with the snapshot: tool list per catalog version, c
     assert.deepEqual((await list(eras[1]!)).map((t) => t.name), ['utils__py', 'utils__ts', '_env_status']);
     await healthyAndMetered(account, 5);
     for (const c of [...eras, code, create]) await c.close();
-  });
-});
-
-describe('limits hold under parallel creates (run on PostgreSQL, where races can happen)', () => {
-  test('12 parallel make_namespace, make_function and initialize: exactly the limit succeeds', async () => {
-    const account = await createAccount(server.url);
-    const names = Array.from({ length: 12 }, () => uniq('race'));
-    const clients = await Promise.all(names.map((n) => connect(`${server.url}/mcp/create/${n}`, account.key, 'v2')));
-    const made = await Promise.all(clients.map((c, i) => c.callTool('make_namespace', { name: names[i] })));
-    assert.equal(made.filter((r) => !r.isError).length, 2);
-    for (const r of made.filter((r) => r.isError)) assert.equal(parseResult(r).error.type, 'limit_exceeded');
-    const both = (await callOk(clients[0]!, 'list_namespaces')).map((n: { name: string }) => n.name) as string[];
-    const creates = await Promise.all(both.map((n) => connect(`${server.url}/mcp/create/${n}`, account.key, 'v2')));
-    for (const c of creates) await callOk(c, 'make_service', { name: 'utils' });
-    const ns = both[0]!;
-    // Functions of one account in two namespaces: only the account's lock orders them.
-    const fnClients = await Promise.all(names.map((_, i) => connect(`${server.url}/mcp/create/${both[i % 2]}`, account.key, 'v2')));
-    const fns = await Promise.all(fnClients.map((c, i) => c.callTool('make_function', { service: 'utils', name: `f${i}`, ...(i % 2 ? TS : PY) })));
-    assert.equal(fns.filter((r) => !r.isError).length, 3);
-    let total = 0;
-    for (const c of creates) total += (await callOk(c, 'list_functions', { service: 'utils' })).length;
-    assert.equal(total, 3);
-    const sessions = await Promise.allSettled(names.map(() => connect(`${server.url}/mcp/create/${ns}`, account.key, 'v1')));
-    assert.equal(sessions.filter((s) => s.status === 'fulfilled').length, 2);
-    await healthyAndMetered(account);
-    for (const s of sessions) if (s.status === 'fulfilled') await s.value.close();
-    for (const c of [...clients, ...fnClients, ...creates]) await c.close();
   });
 });

@@ -1,3 +1,4 @@
+// test-database: embedded, the templates run end to end
 // The five templates, executed end to end through the run endpoint. api-connector and
 // slack-notifier need egress, so this server gives its sandboxes network (MCPWORKS_SANDBOX_NETWORK=on);
 // the only outside host reachable from this build's machines is the npm registry, so they call it.

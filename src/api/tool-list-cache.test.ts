@@ -1,3 +1,4 @@
+// test-database: postgres, two nodes on one database see each other's catalog changes
 /**
  * The run endpoint's rendered catalog (tool mode's serialised tools/list, code mode's execute
  * description) is cached per namespace and catalog version: every change (make, update, delete,

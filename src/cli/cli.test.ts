@@ -1,3 +1,4 @@
+// test-database: postgres, the operator commands and serve on DATABASE_URL (a PostgreSQL-only path)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -5,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { callOk, connect, freshDatabaseUrl, startTestServer, TEST_SECRET_KEY } from '../test-support/harness.js';
+import { callOk, connect, freshDatabaseUrl, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY } from '../test-support/harness.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -38,6 +39,7 @@ let env: Record<string, string | undefined>;
 before(async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-'));
   databaseUrl = await freshDatabaseUrl();
+  if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
   env = { MCPWORKS_DATA_DIR: dataDir, DATABASE_URL: databaseUrl ?? '', MCPWORKS_SECRET_KEY: databaseUrl ? TEST_SECRET_KEY : '' };
 });
 after(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -97,6 +99,7 @@ describe('mcpworks CLI', () => {
   test('with the embedded database, operator commands refuse while a server holds the data dir', async () => {
     // Always the embedded database (also in the PostgreSQL run): the lock exists only there.
     const embeddedDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-lock-'));
+    await seedEmbeddedDatabase(embeddedDir);
     const embeddedEnv = { MCPWORKS_DATA_DIR: embeddedDir, DATABASE_URL: '' };
     const server = await startTestServer({ dataDir: embeddedDir, databaseUrl: undefined });
     try {

@@ -1,3 +1,4 @@
+// test-database: embedded, redaction is the server's, not the database's
 // Answers are redacted through the real server in both languages: a large answer (scanned in a
 // scan worker while /healthz keeps answering), printed byte lists, and secrets cut short by the
 // stdout/stderr cap or by util.inspect. Then history, /healthz and the meter.

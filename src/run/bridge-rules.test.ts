@@ -1,3 +1,4 @@
+// test-database: embedded, bridge rules live in the run service
 // What the code-mode bridge checks, as tool mode does: a cross-language callee's output_schema
 // (Python calling TypeScript and the reverse), every callee's input_schema and required env, and
 // which env variables each sandbox gets. Through the real server and the official SDK clients;

@@ -1,3 +1,4 @@
+// test-database: embedded, redaction happens before the write
 // Execution history stores error messages, stderr and stdout redacted like the answer: tool mode, code mode, both languages.
 // Through the real server and the official SDK clients; each test then checks /healthz and the
 // meter. scripts/mutation/mutants.json names the enforcing lines this file must catch.

@@ -1,3 +1,4 @@
+// test-database: embedded, a sandbox setting
 // The sandbox network is off by default (MCPWORKS_SANDBOX_NETWORK unset): tool mode, code mode and the bridge, both languages.
 // Through the real server and the official SDK clients; each test then checks /healthz and the
 // meter. scripts/mutation/mutants.json names the enforcing lines this file must catch.

@@ -1,3 +1,4 @@
+// test-database: embedded, env names are checked in the core
 // Reserved environment variable names are refused in declarations (create endpoint) and in the X-MCPWorks-Env header (run endpoint, both modes).
 // Through the real server and the official SDK clients; each test then checks /healthz and the
 // meter. scripts/mutation/mutants.json names the enforcing lines this file must catch.

@@ -1,3 +1,4 @@
+// test-database: embedded, a sandbox limit
 // The tier table's memory limit (out of memory takes the kernel a few seconds on a busy machine, hence
 // the long timeout) holds on every path: tool mode, code mode and a cross-language
 // bridge call, in both languages, through the real server; then /healthz and the meter.

@@ -1,3 +1,4 @@
+// test-database: embedded, a sandbox limit
 // The tier table's wall-clock timeout holds on every path: tool mode, code mode and a cross-language
 // bridge call, in both languages, through the real server; then /healthz and the meter.
 // scripts/mutation/mutants.json names the enforcing lines this file must catch.

@@ -1,3 +1,4 @@
+// test-database: embedded, start-up refuses before the database matters
 /** MCPWORKS_SANDBOX_UIDS: the parser on its own, then `mcpworks serve` refusing a bad range at start. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -1,3 +1,4 @@
+// test-database: postgres, migrations and the SQL dialect must hold on both databases
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';

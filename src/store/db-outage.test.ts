@@ -1,3 +1,4 @@
+// test-database: postgres, a real PostgreSQL stopped and started under load
 // Issue 11, item 1: a real PostgreSQL stopped (-m immediate, then -m fast) and started again under
 // load. The server must survive (an unhandled `error` on a checked-out pg client killed it), answer
 // 503 + Retry-After while the database is away, report /healthz degraded promptly, reconnect by

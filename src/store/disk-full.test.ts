@@ -1,3 +1,4 @@
+// test-database: embedded, the embedded database on a full file system
 // Issue 11, item 2: the embedded database's data dir on a small tmpfs that is filled. Writes must
 // fail with a clear storage_full error (507, JSON, Retry-After; no stack traces in the log), reads
 // and /healthz (degraded) stay alive, SIGTERM still stops the server, and writes resume once space

@@ -1,3 +1,4 @@
+// test-database: postgres, admission races over parallel connections (the account row lock)
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';

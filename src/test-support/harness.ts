@@ -3,10 +3,11 @@
  * or a fresh database on the PostgreSQL named by MCPWORKS_TEST_DATABASE_URL) and gives tests
  * accounts, keys and official-SDK MCP clients.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
@@ -14,6 +15,7 @@ import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextproto
 import { startServer, type RunningServer } from '../api/server.js';
 import { createLogger } from '../api/logger.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
+import { openDatabase } from '../store/database.js';
 import type { ServerConfig } from '../api/config.js';
 
 export interface TestServer {
@@ -44,9 +46,51 @@ export async function freshDatabaseUrl(): Promise<string | undefined> {
 /** Servers on a shared PostgreSQL must be given the API-key secret (MCPWORKS_SECRET_KEY); tests use this one. */
 export const TEST_SECRET_KEY = 'mcpworks-test-secret-key-0123456789abcdef';
 
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** What the content of a new embedded database depends on. */
+const TEMPLATE_SOURCES = ['src/store/migrations.ts', 'src/store/database.ts', 'node_modules/@electric-sql/pglite/package.json'];
+let template: Promise<string> | undefined;
+
+/**
+ * A test server's new embedded database is a copy of one made once per content of the migrations
+ * (.build/test-pglite-<hash>): PGlite's initdb and the migrations take seconds of CPU, and the suite
+ * starts dozens of servers. The server still opens it and runs its migrations (none is left to
+ * apply); migrating an empty database is tested in src/store/database.test.ts and by every test that
+ * brings its own data dir.
+ */
+export async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
+  template ??= embeddedTemplate();
+  cpSync(await template, path.join(dataDir, 'pglite'), { recursive: true });
+}
+
+async function embeddedTemplate(): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of TEMPLATE_SOURCES) hash.update(readFileSync(path.join(repoRoot, file)));
+  const dir = path.join(repoRoot, '.build', `test-pglite-${hash.digest('hex').slice(0, 16)}`);
+  if (existsSync(dir)) return dir;
+  mkdirSync(path.dirname(dir), { recursive: true });
+  const staging = mkdtempSync(path.join(path.dirname(dir), '.test-pglite-'));
+  try {
+    const database = await openDatabase({ dataDir: staging });
+    await database.close();
+    // Test files run in parallel processes: the first rename wins, the others find it there.
+    renameSync(path.join(staging, 'pglite'), dir);
+    // Templates of earlier migrations are of no further use.
+    for (const name of readdirSync(path.dirname(dir))) {
+      if (name.startsWith('test-pglite-') && name !== path.basename(dir)) rmSync(path.join(path.dirname(dir), name), { recursive: true, force: true });
+    }
+  } catch (error) {
+    if (!existsSync(dir)) throw error;
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+  return dir;
+}
+
 export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? mkdtempSync(path.join(tmpdir(), 'mcpworks-test-'));
   const databaseUrl = 'databaseUrl' in overrides ? overrides.databaseUrl : await freshDatabaseUrl();
+  if (!overrides.dataDir && !databaseUrl) await seedEmbeddedDatabase(dataDir);
   const server = await startServer(
     { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides },
     createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),

@@ -21,6 +21,8 @@ export interface RuleServer {
   space(functions: Array<Record<string, unknown>>, tier?: string): Promise<Space>;
   /** The month's count and the held concurrency slots, read with the account's login session. */
   usage(account: TestAccount): Promise<{ executions: number; active: number }>;
+  /** The whole /api/usage body, read with the account's API key. */
+  usageOf(account: TestAccount): Promise<any>;
   assertHealthy(): Promise<void>;
   /** One tools/call over plain HTTP (2025-06-18), so 4xx answers can be read. */
   rawCall(s: Space, mode: 'code' | 'tools', tool: string, args: Record<string, unknown>, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
@@ -52,6 +54,11 @@ export async function startRuleServer(tiers: Readonly<Record<string, TierLimits>
       assert.equal(response.status, 200);
       const body = await response.json();
       return { executions: body.executions, active: body.concurrency.active };
+    },
+    async usageOf(account) {
+      const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
+      assert.equal(response.status, 200);
+      return response.json();
     },
     async assertHealthy() {
       const response = await fetch(`${server.url}/healthz`);

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { parseResult } from './harness.js';
 import { execute, failureType, type RuleServer } from './spaces.js';
+import type { ZygoteStats } from '../sandbox/zygote.js';
 
 export type LimitAttack = 'sleep' | 'hog' | 'big';
 
@@ -53,6 +54,20 @@ export async function limitHoldsOnEveryPath(t: RuleServer, attack: LimitAttack, 
     // The other language's function runs in a sandbox of its own, under the same tier.
     assert.equal(failureType(await execute(code, CATCHING[language](`${other}_${attack}`), language)), expectedType, `bridge ${language} → ${other}-${attack}`);
   }
+  // Python again in a child of the namespace's zygote, once it is ready: the runs above may take the
+  // ordinary path while it starts, and a zygote child has a timer and limits of its own.
+  const zygotes = (t.server.server.services.sandbox as { zygoteStats?(): ZygoteStats | null }).zygoteStats?.bind(t.server.server.services.sandbox);
+  let zygoteRuns = 0;
+  if (zygotes?.()) {
+    const ready = () => zygotes()!.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0);
+    for (let waited = 0; waited < 30_000 && !ready(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(ready(), "the namespace's zygote is ready");
+    const before = zygotes()!.runs;
+    assert.equal(parseResult(await tools.callTool(`utils__py-${attack}`)).error_type, expectedType, `zygote: tool mode py-${attack}`);
+    assert.equal(failureType(await execute(code, INLINE[attack].python, 'python')), expectedType, 'zygote: code mode python');
+    assert.equal(zygotes()!.runs, before + 2, 'both ran in zygote children');
+    zygoteRuns = 2;
+  }
   await t.assertHealthy();
-  assert.deepEqual(await t.usage(s.account), { executions: 6, active: 0 }, 'every run counted, every slot freed');
+  assert.deepEqual(await t.usage(s.account), { executions: 6 + zygoteRuns, active: 0 }, 'every run counted, every slot freed');
 }
