@@ -104,8 +104,10 @@ const listedPlaceholder = { toJSON: () => LISTED_MARK };
  * The answer with every placeholder replaced by `listing` (a batch may hold more than one list).
  * The MCP layer's part is small; it is read whole (the handler has run once it is complete).
  */
-async function spliceListing(response: Response, listing: Buffer | undefined): Promise<Response> {
+async function spliceListing(response: Response, listingOf: () => Buffer | undefined): Promise<Response> {
   const text = await response.text();
+  // Read once the body is complete: on a streamed (SSE) answer the handler that sets it may run late.
+  const listing = listingOf();
   const parts = listing ? text.split(LISTED_MARK_JSON) : [text];
   const headers = new Headers(response.headers);
   headers.delete('content-length');
@@ -373,7 +375,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       for (let waited = 0; !ticket.started && waited < 1000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
       if (!ticket.started) await runs.settle(ticket, false);
     }
-    return extra.listsTools ? spliceListing(response, extra.listing) : response;
+    return extra.listsTools ? spliceListing(response, () => extra.listing) : response;
   }
 
   return { beforeDispatch, afterDispatch, buildServer };

@@ -113,10 +113,14 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const cacheDir = cacheDirFor(config);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm);
   // This process as an instance: its slots name it; what dead instances left is released now.
-  const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger });
+  const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger, health: database.health });
   const metering = new MeteringStore(database.db, instance.id);
   await instance.start().catch(failStart);
   opened.push(() => instance.stop());
+  const pending = new PendingWrites(database.health, logger);
+  // Writes the database refused get a last try while it is still open: closed after the sandboxes
+  // and schema workers (their last runs write through it), before the instance and the database.
+  opened.push(() => pending.close());
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
   const schemas = new SchemaGuard(config.schemas);
   opened.push(() => schemas.close());
@@ -134,9 +138,6 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
   });
-  const pending = new PendingWrites(database.health, logger);
-  // Writes the database refused get a last try while it is still open (undone before it).
-  opened.push(() => pending.close());
   const runs = new RunService({
     pending,
     catalog,

@@ -429,6 +429,12 @@ export class RunService {
       // Settling and recording are one statement: one round trip and one commit per call.
       await write();
     } catch (error) {
+      // Already recorded (another node released this slot as a dead server's and recorded the run
+      // as interrupted): the record stands, the code ran, so the answer still goes out.
+      if (isUniqueViolation(error)) {
+        ticket.settled = true;
+        return scanned;
+      }
       // The code ran but the database is unreachable or full: the answer goes out, and the record
       // and settlement wait in the outbox (a retry that finds the record written is done).
       const held =
@@ -437,7 +443,7 @@ export class RunService {
           what: `record of call ${ticket.id}`,
           bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0),
           run: () => write().catch((retry: unknown) => {
-            if ((retry as { code?: unknown } | null)?.code !== '23505') throw retry;
+            if (!isUniqueViolation(retry)) throw retry;
           }),
         });
       if (!held) {
@@ -535,4 +541,9 @@ function fromOutcome(outcome: SandboxOutcome, signal?: AbortSignal): RunResult {
   // Stopped by the server's shutdown (the host's own observation): an interrupted run.
   if (signal?.aborted && outcome.error.platform === true) return { ok: false, error: outcome.error.message, error_type: INTERRUPTED, stderr: '', stdout: '' };
   return { ok: false, error: outcome.error.message, error_type: outcome.error.type, stderr: outcome.error.stderr, stdout: outcome.stdout };
+}
+
+/** PostgreSQL's unique_violation: the row is there already. */
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23505';
 }

@@ -12,6 +12,7 @@ import { hostname } from 'node:os';
 import type { Logger } from '../api/logger.js';
 import type { Db } from '../store/database.js';
 import type { MeteringStore } from '../store/metering-store.js';
+import type { DatabaseHealth } from '../store/db-health.js';
 
 export const DEFAULT_LEASE_MS = 30_000;
 
@@ -31,9 +32,10 @@ export class InstanceLease {
   private readonly host = hostIdentity();
   private timer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
+  private unsubscribe: (() => void) | undefined;
 
   constructor(
-    private readonly deps: { db: Db; metering: () => MeteringStore; embedded: boolean; leaseMs: number; logger: Logger },
+    private readonly deps: { db: Db; metering: () => MeteringStore; embedded: boolean; leaseMs: number; logger: Logger; health?: DatabaseHealth },
   ) {}
 
   /** Registers this instance, releases what dead ones left, and starts renewing the lease. */
@@ -53,6 +55,11 @@ export class InstanceLease {
       this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
     }, Math.max(50, Math.floor(leaseMs / 3)));
     this.timer.unref();
+    // Renewals fail while the database is away: renew the moment it is back, before other nodes
+    // take the lapsed lease for a dead server's.
+    this.unsubscribe = this.deps.health?.onChange((state) => {
+      if (state === 'ok') this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+    });
     return { released };
   }
 
@@ -74,6 +81,7 @@ export class InstanceLease {
   /** Stops renewing and removes the instance (after its calls are settled). */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.unsubscribe?.();
     await this.renewing;
     await this.deps.db
       .deleteFrom('server_instances')

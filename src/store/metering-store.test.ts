@@ -236,6 +236,19 @@ describe('server instances and their slots', () => {
     assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 0);
   });
 
+  test("a live server whose lease lapsed (the database was away) keeps its own slots: its admissions and start-up sweep never release them", async () => {
+    const { accountId, namespaceId } = await newAccount();
+    const now = new Date();
+    const self = await instance(randomUUID(), new Date(now.getTime() - 60_000));
+    await self.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 2 }, now, run: run(namespaceId) });
+    const second = await self.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 2 }, now: new Date(now.getTime() + 1_000), run: run(namespaceId) });
+    assert.equal(second, undefined);
+    assert.equal((await self.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 2 }, now: new Date(now.getTime() + 2_000) }))?.code, 'CONCURRENCY_LIMIT_EXCEEDED', 'its own two runs still hold their slots');
+    assert.equal(await self.releaseStale(new Date(now.getTime() + 2_000), []), 0);
+    assert.equal((await metering.usage(accountId, now)).active, 2);
+    assert.deepEqual(await executions.list(namespaceId, { limit: 10 }), [], 'nothing recorded as interrupted');
+  });
+
   test("an instance whose lease expired loses its slots at the next admission; with every slot stale (embedded), all go", async () => {
     const { accountId, namespaceId } = await newAccount();
     const now = new Date();

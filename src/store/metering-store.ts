@@ -119,7 +119,7 @@ export class MeteringStore {
    * Their unrecorded calls give back their quota unit and, once begun, are recorded as interrupted.
    */
   async releaseStale(now: Date, dead: string[] | null): Promise<number> {
-    const { rows } = await sql<{ n: number }>`SELECT mcpworks_release_stale(NULL, ${now}, ${dead}::text[]) AS n`.execute(this.db);
+    const { rows } = await sql<{ n: number }>`SELECT mcpworks_release_stale(NULL, ${now}, ${dead}::text[], ${this.instanceId}) AS n`.execute(this.db);
     return Number(rows[0]?.n ?? 0);
   }
 

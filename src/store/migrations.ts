@@ -320,7 +320,9 @@ export const MIGRATIONS: readonly Migration[] = [
       // whatever their lease (p_dead null: every slot, for the embedded database at start). A released slot whose call was not recorded gives back its
       // quota unit, and when its run had begun it is recorded as interrupted. Exactly once: the
       // DELETE ... RETURNING hands each slot to one caller.
-      `CREATE FUNCTION mcpworks_release_stale(p_account TEXT, p_now TIMESTAMPTZ, p_dead TEXT[])
+      // p_self: the calling instance, alive by definition: its own slots are never released for its
+      // lease (it may have lapsed while the database was away), only past their expiry.
+      `CREATE FUNCTION mcpworks_release_stale(p_account TEXT, p_now TIMESTAMPTZ, p_dead TEXT[], p_self TEXT)
         RETURNS INTEGER LANGUAGE plpgsql VOLATILE AS $$
         DECLARE
           slot RECORD;
@@ -330,7 +332,7 @@ export const MIGRATIONS: readonly Migration[] = [
               WHERE (p_account IS NULL OR a.account_id = p_account)
                 AND (p_dead IS NULL OR a.expires_at < p_now
                   OR a.instance_id = ANY (p_dead)
-                  OR (a.instance_id IS NOT NULL AND NOT EXISTS (
+                  OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_self AND NOT EXISTS (
                     SELECT 1 FROM server_instances i WHERE i.id = a.instance_id AND i.lease_until >= p_now)))
               RETURNING a.id, a.account_id, a.started_at, a.run LOOP
             n := n + 1;
@@ -365,7 +367,7 @@ export const MIGRATIONS: readonly Migration[] = [
           frees TIMESTAMPTZ;
         BEGIN
           PERFORM 1 FROM accounts WHERE id = p_account FOR UPDATE;
-          PERFORM mcpworks_release_stale(p_account, p_now, ARRAY[]::text[]);
+          PERFORM mcpworks_release_stale(p_account, p_now, ARRAY[]::text[], p_instance);
           IF p_concurrency IS NOT NULL THEN
             SELECT count(*)::int, min(coalesce(least(deadline_at, expires_at), expires_at)) INTO n, frees
               FROM active_executions WHERE account_id = p_account;

@@ -7,6 +7,8 @@ const PROBE_INTERVAL_MS = 1000;
 const PROBE_TIMEOUT_MS = 2000;
 /** A connection attempt that hangs (a black-holed network) fails after this. */
 const CONNECT_TIMEOUT_MS = 5000;
+/** Closing the pool waits this long for checked-out clients at most. */
+const CLOSE_TIMEOUT_MS = 5000;
 
 /**
  * A `pg` pool for Kysely that survives the database going away: every connection has an `error`
@@ -16,7 +18,9 @@ const CONNECT_TIMEOUT_MS = 5000;
  * of its own (never a pool slot, which load may hold) finds the database again, every second.
  */
 export function guardedPostgresPool(connectionString: string, health: DatabaseHealth): { pool: PostgresPool; stop(): void } {
-  const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  // TCP keepalive: a peer lost without a reset (a black-holed network) fails its connections in
+  // minutes rather than never.
+  const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
   // An idle connection dropped by the server: pg-pool removes it; the next checkout reconnects.
   pool.on('error', () => undefined);
   // A checked-out connection's error rejects its query (seen below); without a listener it would be thrown.
@@ -92,7 +96,8 @@ export function guardedPostgresPool(connectionString: string, health: DatabaseHe
         throw failed(error, false);
       }
     },
-    end: () => pool.end(),
+    // Bounded: clients stuck on an unreachable server must not hold shutdown forever.
+    end: () => Promise.race([pool.end(), new Promise<void>((resolve) => setTimeout(resolve, CLOSE_TIMEOUT_MS).unref())]),
   };
   return {
     pool: guarded,
