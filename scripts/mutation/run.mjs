@@ -31,7 +31,7 @@ if (args.list || args.check) {
   // --check: only whether each snippet still matches exactly once (read from the working tree, unchanged).
   let stale = 0;
   for (const m of selected) {
-    const count = existsSync(path.join(repo, m.file)) ? readFileSync(path.join(repo, m.file), 'utf8').split(m.find).length - 1 : 0;
+    const count = existsSync(path.join(repo, m.file)) ? matches(readFileSync(path.join(repo, m.file), 'utf8'), m) : 0;
     if (count !== 1) stale++;
     if (args.list || count !== 1) console.log(`${count === 1 ? '' : `STALE(${count}) `}${m.id.padEnd(34)} ${m.module.padEnd(12)} ${m.file}  ${m.description}`);
   }
@@ -63,7 +63,7 @@ try {
   const runnable = [];
   for (const m of selected) {
     const text = readFileSync(path.join(scratch, m.file), 'utf8');
-    const count = text.split(m.find).length - 1;
+    const count = matches(text, m);
     if (count === 1) runnable.push(m);
     else stale.push({ ...m, reason: count === 0 ? 'snippet not found' : `snippet found ${count} times` });
   }
@@ -90,7 +90,7 @@ try {
     }
     const file = path.join(scratch, m.file);
     const original = readFileSync(file, 'utf8');
-    writeFileSync(file, original.replace(m.find, () => m.replace));
+    writeFileSync(file, mutate(original, m));
     let outcome;
     try {
       const built = build(m);
@@ -263,4 +263,19 @@ function log(line) {
 function fail(message) {
   console.error(`mutation: ${message}`);
   process.exit(2);
+}
+
+/** `after`: the snippet is looked for only past the first occurrence of this text (e.g. the newest migration of a function). */
+function region(text, m) {
+  if (!m.after) return 0;
+  const at = text.indexOf(m.after);
+  return at < 0 ? -1 : at;
+}
+function matches(text, m) {
+  const at = region(text, m);
+  return at < 0 ? 0 : text.slice(at).split(m.find).length - 1;
+}
+function mutate(text, m) {
+  const at = region(text, m);
+  return text.slice(0, at) + text.slice(at).replace(m.find, () => m.replace);
 }
