@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
 import { callOk, type ClientEra, connect, createAccount, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
+import { freePort } from '../test-support/processes.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROUNDS = 3;
@@ -24,16 +25,6 @@ const CLIENT_ERAS: ClientEra[] = ['v2', 'v1', 'v2-legacy', 'v2'];
 // Generous: an embedded database is created (initdb) on first start, slow on a loaded machine.
 const START_TIMEOUT_MS = 180_000;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -12,6 +12,7 @@ import { sandboxLimitsFor, type SandboxOutcome } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
 import { defaultHostPaths } from './host.js';
+import { cgroupDirsNamed } from '../test-support/processes.js';
 
 const limits = sandboxLimitsFor(limitsFor(DEFAULT_TIER));
 const paths = defaultHostPaths();
@@ -163,25 +164,7 @@ describe('the helper guards its sandbox itself', () => {
 });
 
 /** This process's sandbox-instance cgroup directories (instance-PID-…), in every hierarchy. */
-function ourInstanceGroups(): string[] {
-  const found: string[] = [];
-  const walk = (dir: string, depth: number) => {
-    if (depth > 8) return;
-    let entries;
-    try {
-      entries = readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      if (!entry.isDirectory()) continue;
-      if (entry.name.startsWith(`instance-${process.pid}-`)) found.push(join(dir, entry.name));
-      else walk(join(dir, entry.name), depth + 1);
-    }
-  };
-  for (const hierarchy of ['/sys/fs/cgroup/memory', '/sys/fs/cgroup/pids', '/sys/fs/cgroup/unified']) walk(hierarchy, 0);
-  return found;
-}
+const ourInstanceGroups = () => cgroupDirsNamed(`instance-${process.pid}-`);
 
 describe('a dead server\'s cgroups', { skip: process.getuid?.() !== 0 && 'cgroups need root' }, () => {
   it('start-up kills what is left in them, then removes them', async () => {

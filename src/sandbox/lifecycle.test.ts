@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox } from './bubblewrap.js';
+import { cgroupDirsNamed } from '../test-support/processes.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 const marker = `instance-${process.pid}-`;
@@ -23,25 +24,7 @@ function ourHelpers(): string[] {
   });
 }
 
-function ourCgroups(): string[] {
-  const found: string[] = [];
-  const walk = (dir: string, depth: number) => {
-    if (depth > 8) return;
-    let entries;
-    try {
-      entries = readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const entry of entries) {
-      if (!entry.isDirectory()) continue;
-      if (entry.name.startsWith(marker)) found.push(`${dir}/${entry.name}`);
-      else walk(`${dir}/${entry.name}`, depth + 1);
-    }
-  };
-  for (const hierarchy of ['/sys/fs/cgroup/memory', '/sys/fs/cgroup/pids', '/sys/fs/cgroup/unified']) walk(hierarchy, 0);
-  return found;
-}
+const ourCgroups = () => cgroupDirsNamed(marker);
 
 /** Waits until exactly `count` helpers run (a few seconds at most). */
 async function helperCount(count: number): Promise<void> {

@@ -7,7 +7,7 @@
  * once, and the others' slots are kept until their lease expires.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from '../api/logger.js';
 import type { Db } from '../store/database.js';
@@ -16,7 +16,7 @@ import type { DatabaseHealth } from '../store/db-health.js';
 
 export const DEFAULT_LEASE_MS = 30_000;
 
-/** This host, across restarts of its processes but not of its kernel (pids restart with it). */
+/** This host's pid space, across restarts of its processes but not of its kernel (pids restart with it). */
 function hostIdentity(): string {
   let boot = '';
   try {
@@ -24,7 +24,14 @@ function hostIdentity(): string {
   } catch {
     // no procfs: only the lease frees this host's dead instances
   }
-  return `${hostname()}/${boot}`;
+  // Containers may share a host name and boot id but not pids: the pid namespace is part of it.
+  let pids = '';
+  try {
+    pids = readlinkSync('/proc/self/ns/pid');
+  } catch {
+    // no procfs: as above
+  }
+  return `${hostname()}/${boot}/${pids}`;
 }
 
 export class InstanceLease {

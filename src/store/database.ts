@@ -74,18 +74,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     await db.destroy().catch(() => undefined);
     throw error;
   }
-  if (kind === 'postgres') {
-    return {
-      db,
-      kind,
-      health,
-      close: async () => {
-        stopGuard();
-        await db.destroy();
-      },
-    };
-  }
-  const stopMaintenance = startMaintenance(db, health);
+  // The embedded database's own upkeep (PostgreSQL has its own).
+  const stopMaintenance = kind === 'postgres' ? async () => undefined : startMaintenance(db, health);
   return {
     db,
     kind,

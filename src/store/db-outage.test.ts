@@ -11,6 +11,7 @@ import { after, before, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
 import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../test-support/private-postgres.js';
+import { until } from '../test-support/processes.js';
 
 const enabled = !!process.env.MCPWORKS_TEST_DATABASE_URL;
 const SLOW = 'import time\ndef main(input_data):\n    time.sleep(input_data.get("s", 0))\n    return {"slept": input_data.get("s", 0)}\n';
@@ -48,14 +49,6 @@ async function health(): Promise<{ status: number; body: any }> {
   return { status: response.status, body: await response.json() };
 }
 
-async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const value = await read();
-    if (done(value)) return value;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
 
 const usage = async () => (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } })).json() as Promise<any>;
 

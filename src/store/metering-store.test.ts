@@ -123,6 +123,8 @@ describe('metering store', () => {
     // Retry after: when the held call reaches its time limit (30 s, plus 2 s to settle).
     assert.deepEqual((await admit(accountId, { concurrency: 1 }, first.now)).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 32 });
     assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 20_500))).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 12 });
+    // Held past its deadline (an install or a queue before the sandbox): free by its expiry (30 s + 120 s) at the latest.
+    assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 40_000))).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 110 });
     await metering.settle(first.ticketId, accountId, first.now, true);
     assert.equal((await admit(accountId, { concurrency: 1 })).rejection, undefined);
     assert.equal((await metering.usage(accountId, new Date())).executions, 2, 'a refused admission counts nothing');

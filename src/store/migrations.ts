@@ -369,7 +369,8 @@ export const MIGRATIONS: readonly Migration[] = [
           PERFORM 1 FROM accounts WHERE id = p_account FOR UPDATE;
           PERFORM mcpworks_release_stale(p_account, p_now, ARRAY[]::text[], p_instance);
           IF p_concurrency IS NOT NULL THEN
-            SELECT count(*)::int, min(coalesce(least(deadline_at, expires_at), expires_at)) INTO n, frees
+            -- A slot past its call's deadline (held longer: an install, a queue) frees by its expiry at the latest.
+            SELECT count(*)::int, min(CASE WHEN deadline_at > p_now THEN least(deadline_at, expires_at) ELSE expires_at END) INTO n, frees
               FROM active_executions WHERE account_id = p_account;
             IF n >= p_concurrency THEN
               RETURN QUERY SELECT 'CONCURRENCY_LIMIT_EXCEEDED'::text, n,
