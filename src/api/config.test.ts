@@ -30,5 +30,14 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
 test('MCPWORKS_KDF_CONCURRENCY: unset leaves the default (cores - 1), a positive integer sets it, anything else stops the server', () => {
   assert.equal(configFromEnv({}).kdfConcurrency, undefined);
   assert.equal(configFromEnv({ MCPWORKS_KDF_CONCURRENCY: '2' }).kdfConcurrency, 2);
-  for (const value of ['0', '-1', 'two', '1.5']) assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
+  for (const value of ['0', '-1', 'two', '1.5', '1000']) assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
+});
+
+test('integer settings take decimal digits only, within range: not hex, exponents, signs, spaces or 20 digits', () => {
+  assert.equal(configFromEnv({ MCPWORKS_DISK_RESERVE_MB: '100' }).diskReserveBytes, 100 * 1024 * 1024);
+  for (const name of ['MCPWORKS_DISK_RESERVE_MB', 'MCPWORKS_NPM_CACHE_MB', 'MCPWORKS_MAX_CONNECTIONS']) {
+    for (const value of ['0x40', '1e2', '+5', ' 5', '99999999999999999999', '3000000000']) {
+      assert.throws(() => configFromEnv({ [name]: value }), new RegExp(name), `${name}=${value}`);
+    }
+  }
 });

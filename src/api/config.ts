@@ -81,7 +81,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { pass
     // A range that takes in root, nobody, the npm user or a host account stops the server here.
     sandboxUids: parseSandboxUids(env.MCPWORKS_SANDBOX_UIDS, { passwd: host.passwd, npmUid: npm.user?.uid ?? NPM_DEFAULTS.user.uid }),
     diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
-    kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY) : undefined,
+    kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64) : undefined,
   };
 }
 
@@ -121,9 +121,10 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
   return http;
 }
 
-function positiveInteger(name: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(value)}`);
+/** Decimal digits only (Number() would take "0x40", "1e2" and 20-digit values), 1 to `max`. */
+function positiveInteger(name: string, value: string, max = 2_147_483_647): number {
+  const n = /^[0-9]{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${name} must be a positive integer up to ${max}, not ${JSON.stringify(value)}`);
   return n;
 }
 
