@@ -53,6 +53,11 @@ export interface WarmPoolOptions {
   freeMemory?: () => number;
   /** How often sizes are reconsidered. Default 1 s. */
   tickMs?: number;
+  /**
+   * The clock claim rates and idle times are read from (default Date.now); replaceable for tests.
+   * Start-failure back-off always uses real time: it protects the host, not the sizing.
+   */
+  now?: () => number;
 }
 
 export interface PoolKeyStats {
@@ -106,6 +111,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   private readonly maxStarting: number;
   private readonly reserveBytes: number;
   private readonly freeMemory: () => number;
+  private readonly now: () => number;
   private readonly timer: NodeJS.Timeout;
   private starting = 0;
   private startingBytes = 0;
@@ -129,7 +135,8 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     this.maxStarting = Math.max(1, options.maxStarting ?? availableParallelism());
     this.reserveBytes = options.reserveBytes ?? Math.max(512 * MB, Math.floor(totalmem() * 0.1));
     this.freeMemory = options.freeMemory ?? freemem;
-    const now = Date.now();
+    this.now = options.now ?? Date.now;
+    const now = this.now();
     for (const shape of pinned) this.states.set(shape.key, this.newState(shape, true, now));
     // unref: an idle pool must not keep the process alive, and the tick itself is a few comparisons.
     this.timer = setInterval(() => this.tick(), options.tickMs ?? 1000);
@@ -143,7 +150,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
    */
   claim(shape: S): T | null {
     if (this.closed) return null;
-    const now = Date.now();
+    const now = this.now();
     let state = this.states.get(shape.key);
     if (!state) {
       state = this.newState(shape, false, now);
@@ -179,7 +186,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   }
 
   stats(): PoolStats {
-    const now = Date.now();
+    const now = this.now();
     return {
       claims: this.claims,
       hits: this.hits,
@@ -250,7 +257,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   /** Starts sandboxes where a key is below its target, as far as the caps allow. */
   private refill(): void {
     if (this.closed) return;
-    const now = Date.now();
+    const now = this.now();
     // Busiest keys first, so a shortage of memory or total slots falls on the quiet ones.
     const states = [...this.states.values()].sort((a, b) => this.decayedRate(b, now) - this.decayedRate(a, now));
     let total = this.total();
@@ -260,7 +267,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
       progress = false;
       for (const state of states) {
         if (this.starting >= this.maxStarting || total >= this.maxTotal) return;
-        if (state.entries.length >= this.targetFor(state, now) || now < state.retryAt) continue;
+        if (state.entries.length >= this.targetFor(state, now) || Date.now() < state.retryAt) continue;
         const estimate = state.shape.memoryEstimateBytes;
         if (this.freeMemory() - this.startingBytes - estimate < this.reserveBytes) continue;
         this.startOne(state, estimate);
@@ -308,7 +315,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
 
   private tick(): void {
     if (this.closed) return;
-    const now = Date.now();
+    const now = this.now();
     for (const state of [...this.states.values()]) {
       if (!state.pinned && now - state.lastClaim >= this.idleMs) {
         this.dropKey(state);
