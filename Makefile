@@ -1,8 +1,12 @@
 # The two commands of the quick start: `make run` and `make test`.
-.PHONY: setup run test build clean
+# `make run PORT=18787` (or any setting of the Configuration section) is passed on to the server.
+.PHONY: setup setup-test run test build clean
 
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh run
+
+setup-test:
+	@bash scripts/setup.sh test
 
 build:
 	@npm run --silent build
@@ -10,7 +14,7 @@ build:
 run: setup
 	node dist/cli/main.js serve
 
-test: setup
+test: setup-test
 	@bash scripts/test.sh
 
 clean:

@@ -8,8 +8,11 @@ out=.build/mcpworks-sandbox-helper
 bpf=.build/seccomp.bpf
 mkdir -p .build
 if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
+  echo "setup: sandbox helper: compiling $out"
   gcc -O2 -Wall -Wextra -o "$out.tmp" "$src" -lseccomp
   mv "$out.tmp" "$out"
+else
+  echo "setup: sandbox helper: skipped, $out is newer than its source"
 fi
 if [ ! -s "$bpf" ] || [ "$out" -nt "$bpf" ]; then
   "$out" seccomp "$bpf.tmp"
