@@ -48,7 +48,7 @@ describe('mcpworks CLI', () => {
   test('--help lists every command', async () => {
     const result = await cli(['--help'], env);
     assert.equal(result.code, 0);
-    for (const command of ['serve', 'account create', 'account set-tier', 'key create', 'sandbox run']) assert.match(result.stdout, new RegExp(command));
+    for (const command of ['serve', 'account create', 'account set-tier', 'account list', 'key create', 'key list', 'key revoke', 'sandbox run']) assert.match(result.stdout, new RegExp(command));
   });
 
   test('account create, set-tier and key create work against the data dir the server then uses', async () => {
@@ -74,6 +74,60 @@ describe('mcpworks CLI', () => {
     }
   });
 
+  test('account list, key list and key revoke; a key for another account\'s namespace is refused; last use is recorded, coalesced', async () => {
+    // The account and namespace of the test above.
+    const other = await cli(['account', 'create', '--email', 'other@example.com', '--password', 'operator password'], env);
+    assert.equal(other.code, 0, other.stderr);
+    const taken = await cli(['key', 'create', '--email', 'other@example.com', '--namespace', 'ops'], env);
+    assert.equal(taken.code, 1);
+    assert.match(taken.stderr, /conflict: namespace name 'ops' is not available/);
+    const future = await cli(['key', 'create', '--email', 'other@example.com', '--namespace', 'not-made-yet'], env);
+    assert.equal(future.code, 0, future.stderr);
+
+    const accounts = await cli(['account', 'list'], env);
+    assert.equal(accounts.code, 0, accounts.stderr);
+    const rows = accounts.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    const ops = rows.find((row) => row.email === 'ops@example.com');
+    assert.deepEqual([ops.tier, ops.namespaces, ops.keys], ['enterprise', 1, 1]);
+    assert.deepEqual(rows.find((row) => row.email === 'other@example.com').keys, 1, 'the refused key was not made');
+
+    const key = (await cli(['key', 'create', '--email', 'ops@example.com', '--name', 'short-lived'], env)).stdout.trim();
+    const listed = async () => (await cli(['key', 'list', '--email', 'ops@example.com'], env)).stdout.trim().split('\n').map((line) => JSON.parse(line));
+    const mine = (await listed()).find((row) => row.name === 'short-lived');
+    assert.equal(mine.last_used_at, null);
+    assert.ok(key.startsWith(mine.prefix) && !JSON.stringify(await listed()).includes(key), 'the prefix, never the key');
+
+    const server = await startTestServer({ dataDir, databaseUrl });
+    try {
+      // While the server holds the data dir, the account's own view: GET /api/keys with a login.
+      const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'ops@example.com', password: 'operator password' }) });
+      const token = (await login.json()).token;
+      const lastUsed = async () => ((await (await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${token}` } })).json()).keys as Array<{ name: string; last_used_at: string | null }>).find((row) => row.name === 'short-lived')!.last_used_at;
+      const client = await connect(`${server.url}/mcp/create/ops`, key);
+      const used = await lastUsed();
+      assert.ok(used, 'set by the first use');
+      // More requests within the minute write nothing more (one write per key a minute, not per request).
+      await callOk(client, 'list_services');
+      await callOk(client, 'list_services');
+      assert.equal(await lastUsed(), used);
+      await client.close();
+      // The HTTP route that makes keys refuses another account's namespace the same way.
+      const otherLogin = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'other@example.com', password: 'operator password' }) });
+      const otherToken = (await otherLogin.json()).token;
+      const refused = await fetch(`${server.url}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${otherToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'sneaky', namespace: 'ops' }) });
+      assert.equal(refused.status, 409);
+      assert.equal((await refused.json()).error.type, 'conflict');
+    } finally {
+      await server.stop();
+    }
+
+    const revoked = await cli(['key', 'revoke', '--email', 'ops@example.com', '--id', mine.id], env);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const gone = await cli(['key', 'revoke', '--email', 'ops@example.com', '--id', mine.id], env);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /not_found/);
+  });
+
   test('bad input is a clear message and a non-zero exit', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['account', 'create', '--email', 'not-an-email', '--password', 'long enough'], /email/],
@@ -82,6 +136,9 @@ describe('mcpworks CLI', () => {
       [['account', 'set-tier', '--email', 'nobody@example.com', '--tier', 'pro'], /no account/],
       [['key', 'create', '--email', 'nobody@example.com'], /no account/],
       [['key', 'create'], /--email/],
+      [['key', 'list'], /key list needs --email/],
+      [['key', 'revoke', '--email', 'ops@example.com'], /--id/],
+      [['key', 'revoke', '--email', 'ops@example.com', '--id', 'not-a-key-id'], /not_found/],
       [['account', 'create', '--bogus'], /bogus/],
       [['frobnicate'], /unknown command/],
     ];

@@ -17,8 +17,13 @@ Usage:
       MCPWORKS_BASE_HOST (enables {ns}.create.{host} / {ns}.run.{host} routing), LOG_LEVEL.
   mcpworks account create --email E --password P [--tier T]
   mcpworks account set-tier --email E --tier T
+  mcpworks account list
+      One JSON line per account: id, email, tier, namespaces, live keys.
   mcpworks key create --email E [--name N] [--namespace NS] [--scopes read,write,execute] [--expires-in-days D]
       Prints only the raw API key on stdout.
+  mcpworks key list --email E
+      One JSON line per key of the account (prefix, scopes, last use; never the key).
+  mcpworks key revoke --email E --id KEY_ID
   mcpworks sandbox run FILE [--language python|typescript] [--input JSON] [--env NAME=VALUE ...] [--tier T]
       Run a function file through the same sandbox the server uses; prints the result as JSON.
   mcpworks --help
@@ -76,6 +81,16 @@ async function accountCommand(args: string[]): Promise<number> {
       return 0;
     });
   }
+  if (sub === 'list') {
+    return withOperatorServices(values['data-dir'], async ({ accountsStore }) => {
+      for (const account of await accountsStore.listAccounts()) {
+        const iso = (value: Date | null) => (value === null ? null : new Date(value).toISOString());
+        const line = { account_id: account.id, email: account.email, tier: account.tier, trial_ends_at: iso(account.trial_ends_at), created_at: iso(account.created_at), namespaces: account.namespaces, keys: account.keys };
+        process.stdout.write(`${JSON.stringify(line)}\n`);
+      }
+      return 0;
+    });
+  }
   return fail(`unknown account command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
 }
 
@@ -89,15 +104,26 @@ async function keyCommand(args: string[]): Promise<number> {
       namespace: { type: 'string' },
       scopes: { type: 'string' },
       'expires-in-days': { type: 'string' },
+      id: { type: 'string' },
       'data-dir': { type: 'string' },
     },
     strict: true,
   });
-  if (sub !== 'create') return fail(`unknown key command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
-  if (!values.email) return fail('key create needs --email');
+  if (sub !== 'create' && sub !== 'list' && sub !== 'revoke') return fail(`unknown key command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
+  if (!values.email) return fail(`key ${sub} needs --email`);
+  if (sub === 'revoke' && !values.id) return fail('key revoke needs --id (the id `mcpworks key list` shows)');
   return withOperatorServices(values['data-dir'], async ({ accounts, accountsStore }) => {
     const account = await accountsStore.findAccountByEmail(values.email!.trim().toLowerCase());
     if (!account) return fail(`no account with email ${values.email}`);
+    if (sub === 'list') {
+      for (const key of await accounts.listKeys(account.id)) process.stdout.write(`${JSON.stringify(key)}\n`);
+      return 0;
+    }
+    if (sub === 'revoke') {
+      await accounts.revokeKey(account.id, values.id!);
+      process.stdout.write(`${JSON.stringify({ revoked: values.id })}\n`);
+      return 0;
+    }
     const created = await accounts.createKey(account.id, {
       name: values.name,
       namespace: values.namespace,

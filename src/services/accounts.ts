@@ -2,7 +2,7 @@ import { apiKeyPrefix, isApiKeyShape, SIGN_IN_LIMITS, validateEmail, validateKey
 import { DomainError, invalid } from '../core/errors.js';
 import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
-import type { AccountsStore, McpSessionRef, NamespaceRef } from '../store/accounts-store.js';
+import { KEY_TOUCH_MS, type AccountsStore, type McpSessionRef, type NamespaceRef } from '../store/accounts-store.js';
 import type { AccountRow, ApiKeyRow } from '../store/schema.js';
 import { ApiKeyHasher, hashSecret, randomHex, sha256Hex, verifyLegacyKey, verifySecret } from './secrets.js';
 import { ClientSignInGate, rateLimited } from './sign-in-throttle.js';
@@ -174,6 +174,15 @@ export class AccountService {
     const namespace = input.namespace === undefined || input.namespace === null ? null : validateNamespaceName(input.namespace);
     const scopes = validateScopes(input.scopes);
     const expiresAt = parseExpiry(input.expires_at, input.expires_in_days);
+    // A key for a namespace that does not exist yet is fine (make_namespace may follow); one for a
+    // namespace another account owns could never work. Names are global, so saying so reveals no
+    // more than make_namespace does.
+    if (namespace !== null) {
+      const owner = await this.store.namespaceOwner(namespace);
+      if (owner !== undefined && owner !== accountId) {
+        throw new DomainError('conflict', `namespace name '${namespace}' is not available: it belongs to another account`, { field: 'namespace' });
+      }
+    }
     const key = `mcpw_${randomHex(32)}`;
     const row = await this.store.createKey({ accountId, name, prefix: apiKeyPrefix(key), keyHash: this.keys.hash(key), namespace, scopes, expiresAt });
     return { id: row.id, name: row.name, prefix: row.prefix, key, namespace, scopes, expires_at: iso(row.expires_at) };
@@ -224,6 +233,11 @@ export class AccountService {
       // A key from before migration 7: checked with scrypt this once, then stored keyed.
       if (!(await verifyLegacyKey(raw, row.key_hash))) return undefined;
       await this.store.replaceKeyHash(row.id, row.key_hash, this.keys.hash(raw));
+    }
+    if (row.last_used_at === null || Date.now() - new Date(row.last_used_at).getTime() > KEY_TOUCH_MS) {
+      // Coalesced: at most one write per key a minute. A failed write (database trouble) must not
+      // fail the request it describes.
+      await this.store.touchKey(row.id).catch(() => undefined);
     }
     return {
       principal: { accountId: row.account_id, keyId: row.id, tier: row.tier, namespace: row.namespace, scopes: row.scopes as Scope[] },

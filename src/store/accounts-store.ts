@@ -24,6 +24,8 @@ export type KeyForRequest = ApiKeyRow & { tier: string; addressed: NamespaceRef 
 export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
 /** A session unused this long has expired (it no longer counts against the live-session limit). */
 export const MCP_SESSION_IDLE_MS = 60 * 60 * 1000;
+/** A key's last use (`last_used_at`) is written at most this often (not on every request). */
+export const KEY_TOUCH_MS = 60 * 1000;
 /** A session's last use is written at most this often (not on every request). */
 export const MCP_SESSION_TOUCH_MS = 60 * 1000;
 
@@ -261,6 +263,39 @@ export class AccountsStore {
       .where('created_at', '>=', live.created)
       .where('last_seen_at', '>=', live.seen)
       .executeTakeFirst();
+  }
+
+  /**
+   * Marks a key used now, at most once per KEY_TOUCH_MS whichever node serves it: the condition is
+   * in the UPDATE, so concurrent requests of a burst write the row once.
+   */
+  async touchKey(id: string): Promise<void> {
+    await this.db
+      .updateTable('api_keys')
+      .set({ last_used_at: new Date() })
+      .where('id', '=', id)
+      .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', new Date(Date.now() - KEY_TOUCH_MS))]))
+      .execute();
+  }
+
+  /** The account that owns the namespace called `name`, if any (names are global). */
+  async namespaceOwner(name: string): Promise<string | undefined> {
+    const row = await this.db.selectFrom('namespaces').select('account_id').where('name', '=', name).executeTakeFirst();
+    return row?.account_id;
+  }
+
+  /** Every account, oldest first, with how many namespaces and live keys it has (operator CLI). */
+  async listAccounts(): Promise<Array<{ id: string; email: string; tier: string; trial_ends_at: Date | null; created_at: Date; namespaces: number; keys: number }>> {
+    return this.db
+      .selectFrom('accounts')
+      .select(['accounts.id', 'accounts.email', 'accounts.tier', 'accounts.trial_ends_at', 'accounts.created_at'])
+      .select((eb) => [
+        eb.selectFrom('namespaces').select(sql<number>`count(*)::int`.as('n')).whereRef('namespaces.account_id', '=', 'accounts.id').as('namespaces'),
+        eb.selectFrom('api_keys').select(sql<number>`count(*)::int`.as('n')).whereRef('api_keys.account_id', '=', 'accounts.id').where('api_keys.revoked_at', 'is', null).as('keys'),
+      ])
+      .orderBy('accounts.created_at')
+      .orderBy('accounts.id')
+      .execute() as never;
   }
 
   /** Keeps a used session alive; written at most once per MCP_SESSION_TOUCH_MS. */
