@@ -1,5 +1,6 @@
 // test-database: embedded, catalog tools one call at a time; same SQL on both
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CODE_BYTES } from '../core/limits.js';
 import { callError, callOk, connect, createAccount, createKey, parseResult, rawMcpPost, startTestServer, type ClientEra, type McpTestClient, type TestServer } from '../test-support/harness.js';
@@ -334,6 +335,14 @@ describe('discovery and templates', () => {
     assert.ok(all.length >= 59);
     assert.equal(all.find((p: { name: string }) => p.name === 'pandas').available, true);
     assert.equal(all.find((p: { name: string }) => p.name === 'orjson').available, false);
+    // The versions installed on this host, as the sandbox's own Python reports them.
+    const python = spawnSync('/usr/bin/python3', ['-I', '-c', 'import sys, importlib.metadata as m; print("%d.%d.%d" % sys.version_info[:3]); print(m.version("pandas")); print(m.version("requests"))'], { encoding: 'utf8' }).stdout.trim().split('\n');
+    assert.equal(packages.python_version, python[0]);
+    assert.equal(all.find((p: { name: string }) => p.name === 'pandas').version, python[1]);
+    assert.equal(all.find((p: { name: string }) => p.name === 'requests').version, python[2]);
+    assert.equal(all.find((p: { name: string }) => p.name === 'orjson').version, null);
+    for (const pkg of all.filter((p: { available: boolean }) => p.available)) assert.match(pkg.version, /^\d+(\.\w+)*$/, pkg.name);
+    assert.equal(packages.node_version, process.versions.node);
   });
 
   test('the five templates can be listed, described and cloned', async () => {

@@ -1,6 +1,7 @@
 import { McpServer } from '@modelcontextprotocol/server';
 import { z } from 'zod';
 import { packagesByCategory } from '../core/python-packages.js';
+import { pythonInventory } from '../sandbox/python-inventory.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
 import type { KeyPrincipal } from '../services/accounts.js';
@@ -169,15 +170,20 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   tool(
     'list_packages',
     {
-      description: 'List the Python packages functions may use in `requirements`, grouped by category; `available: false` marks allow-listed packages this server cannot provide.',
+      description: 'List the Python packages functions may use in `requirements`, grouped by category, with the installed version of each and the Python version; `available: false` marks allow-listed packages this server cannot provide.',
       input: z.object({}),
       annotations: READ_ONLY,
     },
-    async () => ({
-      python: packagesByCategory(),
-      aliases: { bs4: 'beautifulsoup4', yaml: 'pyyaml', sklearn: 'scikit-learn', PIL: 'pillow', dateutil: 'python-dateutil', jwt: 'pyjwt', psycopg2: 'psycopg2-binary' },
-      typescript: 'Any npm package: list it in `requirements` ("name" or "name@version"); it is installed when the version is created.',
-    }),
+    async () => {
+      const inventory = await pythonInventory();
+      return {
+        python_version: inventory.python,
+        python: packagesByCategory(inventory.versions),
+        aliases: { bs4: 'beautifulsoup4', yaml: 'pyyaml', sklearn: 'scikit-learn', PIL: 'pillow', dateutil: 'python-dateutil', jwt: 'pyjwt', psycopg2: 'psycopg2-binary' },
+        typescript: 'Any npm package: list it in `requirements` ("name" or "name@version"); it is installed when the version is created.',
+        node_version: process.versions.node,
+      };
+    },
   );
   tool(
     'list_templates',

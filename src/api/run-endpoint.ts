@@ -63,7 +63,7 @@ export function rejectionResponse(rejection: Rejection, tier: string): Response 
 
 const TOOL_ANNOTATIONS = { readOnlyHint: false, destructiveHint: false, openWorldHint: true };
 const ENV_STATUS_DESCRIPTION =
-  'Which environment variables each function declares, and which of them this request configured (via the X-MCPWorks-Env header) or is missing. Values are never shown. Not metered.';
+  'Which environment variables each function declares, and which of them this request configured (via the X-MCPWorks-Env header) or is missing; `dropped` names header variables no function declares. Values are never shown. Not metered.';
 const ENV_STATUS_INPUT = { type: 'object', properties: {} };
 const ENV_STATUS_ANNOTATIONS = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false };
 
@@ -336,7 +336,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       (async (): Promise<CallToolResult> => {
         try {
           const all = await functionsOf(scope);
-          const status = all.map((fn) => {
+          // Only functions that declare env: the others take none, whatever the header holds.
+          const declaring = all.filter((fn) => fn.definition.requiredEnv.length + fn.definition.optionalEnv.length > 0);
+          const status = declaring.map((fn) => {
             const declared = [...fn.definition.requiredEnv, ...fn.definition.optionalEnv];
             return {
               tool: toolName(fn),
@@ -346,7 +348,16 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
               missing: fn.definition.requiredEnv.filter((n) => ctx.env[n] === undefined),
             };
           });
-          return { content: [{ type: 'text', text: JSON.stringify({ functions: status, ready: status.every((s) => s.missing.length === 0) }, null, 2) }] };
+          // Header variables no function declares reach no sandbox: name them (a typo shows here).
+          const declaredAnywhere = new Set(declaring.flatMap((fn) => [...fn.definition.requiredEnv, ...fn.definition.optionalEnv]));
+          const dropped = Object.keys(ctx.env).filter((n) => !declaredAnywhere.has(n)).sort();
+          const answer = {
+            functions: status,
+            ready: status.every((s) => s.missing.length === 0),
+            dropped,
+            ...(dropped.length ? { hint: 'dropped: sent in X-MCPWorks-Env but declared by no function (required_env / optional_env), so no function receives them' } : {}),
+          };
+          return { content: [{ type: 'text', text: JSON.stringify(answer, null, 2) }] };
         } catch (error) {
           return toolError(error, logger, ENV_STATUS_TOOL);
         }

@@ -94,6 +94,7 @@ describe('tool mode', () => {
         required_env: ['APP_TOKEN'],
         optional_env: ['APP_REGION'],
       },
+      { name: 'plain', code: 'result = 1\n' },
     ]);
     const without = await toolClient(space);
     const missing = parseResult(await without.callTool('utils__env'));
@@ -108,6 +109,12 @@ describe('tool mode', () => {
     const ready = parseResult(await withEnv.callTool('_env_status'));
     assert.deepEqual(ready.functions[0].configured, ['APP_TOKEN']);
     assert.equal(ready.ready, true);
+    // Only the function that declares env is listed; the header's undeclared variable is named.
+    assert.deepEqual(ready.functions.map((f: { tool: string }) => f.tool), ['utils__env']);
+    assert.deepEqual(ready.dropped, ['UNDECLARED']);
+    assert.match(ready.hint, /declared by no function/);
+    assert.doesNotMatch(JSON.stringify(ready), /nope-nope-nope|token-value-1/, 'never a value');
+    assert.deepEqual(status.dropped, []);
   });
 
   test('input patterns are checked off the main thread; a catastrophic one fails closed', async () => {

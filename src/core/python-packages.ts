@@ -108,10 +108,11 @@ export function resolvePythonRequirements(requirements: readonly string[]): stri
 
 export interface PackageCategory {
   category: string;
-  packages: { name: string; import_name: string; available: boolean }[];
+  /** version: what is installed (upstream version), null where unknown or unavailable. */
+  packages: { name: string; import_name: string; available: boolean; version: string | null }[];
 }
 
-export function packagesByCategory(): PackageCategory[] {
+export function packagesByCategory(versions: ReadonlyMap<string, string> = new Map()): PackageCategory[] {
   const categories = new Map<string, PackageCategory>();
   for (const pkg of PYTHON_PACKAGES) {
     let entry = categories.get(pkg.category);
@@ -119,7 +120,8 @@ export function packagesByCategory(): PackageCategory[] {
       entry = { category: pkg.category, packages: [] };
       categories.set(pkg.category, entry);
     }
-    entry.packages.push({ name: pkg.name, import_name: pkg.importName, available: pkg.available });
+    const version = pkg.debianPackage ? versions.get(pkg.debianPackage) : undefined;
+    entry.packages.push({ name: pkg.name, import_name: pkg.importName, available: pkg.available, version: pkg.available ? (version ?? null) : null });
   }
   return [...categories.values()];
 }
