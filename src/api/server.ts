@@ -23,6 +23,7 @@ import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-rang
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
+import { CANCEL_CHANNEL, CancelStore } from '../store/cancel-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
@@ -151,8 +152,19 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
+    cancels: new CancelStore(database.db, instance.id),
   });
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
+  // A cancel received by any node reaches the one running the call (the payload: the call's id).
+  // Reconnected after the database was away, marks it missed are looked for.
+  try {
+    const unlisten = await database.listen(CANCEL_CHANNEL, (id) => runs.cancelTicket(id), () => {
+      runs.cancelMarked().catch((error: unknown) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not look for cancelled calls'));
+    });
+    opened.push(unlisten);
+  } catch (error) {
+    return failStart(error);
+  }
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, progressIntervalMs: config.progressIntervalMs });
 
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
