@@ -35,7 +35,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -139,6 +139,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
   });
+  const cancels = new CancelStore(database.db, instance.id);
   const runs = new RunService({
     pending,
     catalog,
@@ -152,7 +153,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
-    cancels: new CancelStore(database.db, instance.id),
+    cancels,
   });
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
   // Reconnected after the database was away, marks it missed are looked for.
@@ -208,7 +209,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections() },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels },
     failed,
     close() {
       closing ??= (async () => {
