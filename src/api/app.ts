@@ -36,6 +36,8 @@ export interface AppDependencies {
   hostGuard: HostGuard;
   /** Reverse proxies trusted to say, in X-Forwarded-For, whom a request is from. */
   trustedProxies?: readonly string[];
+  /** How often a run with a progressToken sends notifications/progress (default 10 s). */
+  progressIntervalMs?: number | undefined;
 }
 
 export interface HostGuard {
@@ -106,7 +108,7 @@ function subdomainRoute(host: string | undefined, baseHost: string | undefined):
 export function createApp(deps: AppDependencies): Hono {
   const { accounts, catalog, logger } = deps;
   const app = new Hono();
-  const run = runEndpointParts(deps.runs, logger, deps.version);
+  const run = runEndpointParts(deps.runs, logger, deps.version, undefined, deps.progressIntervalMs);
   const sessionLimit = (principal: KeyPrincipal) => deps.runs.tierLimits(principal).mcpSessions;
 
   const endpoints = {
@@ -141,7 +143,7 @@ export function createApp(deps: AppDependencies): Hono {
     if (mode !== 'code' && mode !== 'tools') {
       return c.json(new DomainError('validation_error', `unknown mode ${JSON.stringify(mode)}: use ?mode=code (default) or ?mode=tools`).toJSON(), 400);
     }
-    const extra: RunScopeExtra = { mode, env: parseEnvHeader(c.req.header(ENV_HEADER)), ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}) };
+    const extra: RunScopeExtra = { mode, env: parseEnvHeader(c.req.header(ENV_HEADER)), signal: c.req.raw.signal, ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}) };
     return endpoints.run(c.req.raw, { principal, namespace, url, extra: extra as unknown as Record<string, unknown>, ...session });
   }
 

@@ -33,6 +33,13 @@ test('MCPWORKS_KDF_CONCURRENCY: unset leaves the default (cores - 1), a positive
   for (const value of ['0', '-1', 'two', '1.5', '1000']) assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
 });
 
+test('MCPWORKS_PROGRESS_INTERVAL_MS: unset leaves the default (10 s), 100 to 10000 sets it, anything else stops the server', () => {
+  assert.equal(configFromEnv({}).progressIntervalMs, undefined);
+  assert.equal(configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: '250' }).progressIntervalMs, 250);
+  assert.equal(configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: '10000' }).progressIntervalMs, 10_000);
+  for (const value of ['0', '99', '10001', '60000', '1e3', 'fast']) assert.throws(() => configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: value }), /MCPWORKS_PROGRESS_INTERVAL_MS/);
+});
+
 test('integer settings take decimal digits only, within range: not hex, exponents, signs, spaces or 20 digits', () => {
   assert.equal(configFromEnv({ MCPWORKS_DISK_RESERVE_MB: '100' }).diskReserveBytes, 100 * 1024 * 1024);
   for (const name of ['MCPWORKS_DISK_RESERVE_MB', 'MCPWORKS_NPM_CACHE_MB', 'MCPWORKS_MAX_CONNECTIONS']) {

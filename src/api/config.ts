@@ -32,6 +32,8 @@ export interface ServerConfig {
   schemas?: Partial<SchemaGuardOptions>;
   /** MCPWORKS_SANDBOX_UIDS, checked against the host's users (unset: checked at start from the environment). */
   sandboxUids?: UidRange;
+  /** MCPWORKS_PROGRESS_INTERVAL_MS: notifications/progress of a call with a progressToken, 100 to 10000 ms apart (default 10000). */
+  progressIntervalMs?: number | undefined;
 }
 
 /** What one client, or all of them, may hold of the listener. */
@@ -82,6 +84,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { pass
     sandboxUids: parseSandboxUids(env.MCPWORKS_SANDBOX_UIDS, { passwd: host.passwd, npmUid: npm.user?.uid ?? NPM_DEFAULTS.user.uid }),
     diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
     kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64) : undefined,
+    progressIntervalMs: env.MCPWORKS_PROGRESS_INTERVAL_MS ? progressInterval(env.MCPWORKS_PROGRESS_INTERVAL_MS) : undefined,
   };
 }
 
@@ -126,6 +129,13 @@ function positiveInteger(name: string, value: string, max = 2_147_483_647): numb
   const n = /^[0-9]{1,10}$/.test(value) ? Number(value) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${name} must be a positive integer up to ${max}, not ${JSON.stringify(value)}`);
   return n;
+}
+
+/** Clients time out at 60 s by default and reset on progress: never rarer than every 10 s, nor a flood. */
+function progressInterval(value: string): number {
+  const ms = positiveInteger('MCPWORKS_PROGRESS_INTERVAL_MS', value, 10_000);
+  if (ms < 100) throw new Error(`MCPWORKS_PROGRESS_INTERVAL_MS must be from 100 to 10000, not ${JSON.stringify(value)}`);
+  return ms;
 }
 
 function seconds(name: string, value: string): number {

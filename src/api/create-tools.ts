@@ -213,10 +213,10 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   tool(
     'list_executions',
     {
-      description: 'Execution history of this namespace, newest first: id, mode, function(s) and version, status, error type, duration, bytes out. Filter by function ("name" or "service.name"), status ("success"/"error"/"interrupted": the server stopped before the run ended; not counted) and since (ISO date-time).',
+      description: 'Execution history of this namespace, newest first: id, mode, function(s) and version, status, error type, duration, bytes out. Filter by function ("name" or "service.name"), status ("success"/"error"/"interrupted": the server stopped before the run ended; "cancelled": the client cancelled it; neither is counted) and since (ISO date-time).',
       input: z.object({
         function: z.string().optional().describe('e.g. "is-prime" or "math.is-prime"'),
-        status: z.enum(['success', 'error', 'interrupted']).optional(),
+        status: z.enum(['success', 'error', 'interrupted', 'cancelled']).optional(),
         since: z.string().optional().describe('ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z'),
         limit: z.number().int().min(1).max(200).optional().describe('At most this many (default 50)'),
       }),

@@ -4,7 +4,7 @@ import { DomainError, isDomainError } from '../core/errors.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import type { Rejection } from '../store/metering-store.js';
-import type { NamespaceSnapshot, RunContext, RunResult, RunService, Ticket } from '../run/run-service.js';
+import { cancelKeyOf, type NamespaceSnapshot, type RunContext, type RunResult, type RunService, type Ticket } from '../run/run-service.js';
 import type { Logger } from './logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
@@ -28,7 +28,21 @@ export interface RunScopeExtra {
   listsTools?: boolean;
   /** The serialised tools array the tools/list handler answered with (from the rendered cache). */
   listing?: Buffer;
+  /** The HTTP request's signal: aborted when the client closes the connection before the answer. */
+  signal?: AbortSignal;
 }
+
+/** What the MCP layer hands a tool handler: the request's id, _meta, abort signal and notifier. */
+interface HandlerContext {
+  mcpReq?: {
+    signal?: AbortSignal;
+    _meta?: { progressToken?: unknown };
+    notify?: (notification: { method: string; params: Record<string, unknown> }) => Promise<void>;
+  };
+}
+
+/** MCPWORKS_PROGRESS_INTERVAL_MS: how often a call with a progressToken is told it is still running (at most 10 s). */
+export const DEFAULT_PROGRESS_INTERVAL_MS = 10_000;
 
 type ListedTool = Record<string, unknown> & { name: string };
 
@@ -156,7 +170,7 @@ function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): Cal
 }
 
 /** The run endpoint's pieces: admission before dispatch, and the per-request MCP server. */
-export function runEndpointParts(runs: RunService, logger: Logger, version: string, cacheBytes = RENDERED_CACHE_BYTES) {
+export function runEndpointParts(runs: RunService, logger: Logger, version: string, cacheBytes = RENDERED_CACHE_BYTES, progressIntervalMs = DEFAULT_PROGRESS_INTERVAL_MS) {
   // Keyed by mode and namespace id; the value is the catalog version's rendering.
   const rendered = new RenderedCache<Buffer | string>(cacheBytes, (value) => (typeof value === 'string' ? value.length * 2 : value.length));
 
@@ -194,9 +208,71 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     return ticket;
   }
 
+  /** The 2025-era session this request holds (ours, of this endpoint and namespace), if any. */
+  function sessionOf(scope: RequestScope): string | undefined {
+    const owner = scope.session?.owner;
+    const owned = !!owner && owner.account_id === scope.principal.accountId && owner.endpoint === 'run' && owner.namespace === scope.namespace;
+    return owned ? scope.session!.id : undefined;
+  }
+
+  /**
+   * notifications/cancelled of a 2025-era client (the 2026 era cancels by closing the call's
+   * stream): it names the call by its request id within the session. Best effort, as the protocol
+   * says: a cancel that cannot be delivered is logged and the notification still accepted.
+   */
+  async function deliverCancels(messages: unknown[], scope: RequestScope): Promise<void> {
+    const session = sessionOf(scope);
+    if (!session) return;
+    for (const message of messages) {
+      const m = message as { method?: unknown; id?: unknown; params?: { requestId?: unknown } } | null;
+      if (!m || typeof m !== 'object' || m.method !== 'notifications/cancelled' || m.id !== undefined) continue;
+      const requestId = m.params?.requestId;
+      if (typeof requestId !== 'string' && typeof requestId !== 'number') continue;
+      await runs.cancelCall(scope.principal.accountId, cancelKeyOf(session, requestId)).catch((error: unknown) => {
+        logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'a cancel could not be delivered');
+      });
+    }
+  }
+
+  /**
+   * While a call runs: its client's cancel (connection closed, or the MCP layer's own abort) stops
+   * it; a cancelled call gets no answer (closing its MCP exchange drops the handler's result); and
+   * with a progressToken, notifications/progress go out on the call's stream every interval.
+   * Answers what undoes it, for when the handler ends.
+   */
+  function watchCall(scope: RequestScope, server: McpServer, ticket: Ticket, handler: HandlerContext | undefined): () => void {
+    const undo: Array<() => void> = [];
+    const cancel = () => runs.cancelTicket(ticket.id);
+    for (const signal of [context(scope).extra.signal, handler?.mcpReq?.signal]) {
+      if (!signal) continue;
+      if (signal.aborted) cancel();
+      signal.addEventListener('abort', cancel, { once: true });
+      undo.push(() => signal.removeEventListener('abort', cancel));
+    }
+    const silence = () => void server.close().catch(() => undefined);
+    if (ticket.cancel.signal.aborted) silence();
+    ticket.cancel.signal.addEventListener('abort', silence, { once: true });
+    undo.push(() => ticket.cancel.signal.removeEventListener('abort', silence));
+    const token = handler?.mcpReq?._meta?.progressToken;
+    const notify = handler?.mcpReq?.notify;
+    if ((typeof token === 'string' || typeof token === 'number') && notify) {
+      const started = Date.now();
+      let progress = 0;
+      const timer = setInterval(() => {
+        const seconds = Math.round((Date.now() - started) / 1000);
+        notify({ method: 'notifications/progress', params: { progressToken: token, progress: ++progress, message: `running for ${seconds} s` } }).catch(() => undefined);
+      }, progressIntervalMs);
+      undo.push(() => clearInterval(timer));
+    }
+    return () => {
+      for (const step of undo) step();
+    };
+  }
+
   /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */
   async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | undefined> {
     const messages = Array.isArray(body) ? body : [body];
+    await deliverCancels(messages, scope);
     if (context(scope).extra.mode === 'tools') {
       context(scope).extra.listsTools = messages.some((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/list');
     }
@@ -229,7 +305,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     // What the call runs, for its record should this server die before the call ends.
     const { snapshot, mode } = context(scope).extra;
     const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
-    const admission = await runs.admit(scope.principal, snapshot && { namespace: snapshot, mode, fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined, language });
+    const session = sessionOf(scope);
+    const cancelKey = session && (typeof call.id === 'string' || typeof call.id === 'number') ? cancelKeyOf(session, call.id) : undefined;
+    const admission = await runs.admit(scope.principal, snapshot && { namespace: snapshot, mode, fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined, language, cancelKey });
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
     context(scope).extra.ticket = admission.ticket;
     return undefined;
@@ -268,8 +346,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         ),
         annotations: { readOnlyHint: false, destructiveHint: false, openWorldHint: true },
       },
-      (async (args: { code?: unknown; language?: unknown }): Promise<CallToolResult> => {
+      (async (args: { code?: unknown; language?: unknown }, handler?: HandlerContext): Promise<CallToolResult> => {
         const ticket = takeOver(ctx.extra.ticket);
+        const unwatch = ticket ? watchCall(scope, server, ticket, handler) : () => undefined;
         try {
           if (!ticket) {
             // Not admitted because the key may not run here: say why (forbidden, not found).
@@ -280,6 +359,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         } catch (error) {
           return toolError(error, logger, EXECUTE_TOOL);
         } finally {
+          unwatch();
           if (ticket) await runs.settle(ticket, false).catch(() => undefined);
         }
       }) as never,
@@ -313,14 +393,16 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           ...(tool.outputSchema ? { outputSchema: fromJsonSchema(tool.outputSchema as never, acceptEverything) } : {}),
           annotations: TOOL_ANNOTATIONS,
         },
-        (async (args: unknown): Promise<CallToolResult> => {
+        (async (args: unknown, handler?: HandlerContext): Promise<CallToolResult> => {
           const ticket = takeOver(ctx.extra.ticket);
+          const unwatch = ticket ? watchCall(scope, server, ticket, handler) : () => undefined;
           try {
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
             return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn);
           } catch (error) {
             return toolError(error, logger, toolName(fn));
           } finally {
+            unwatch();
             if (ticket) await runs.settle(ticket, false).catch(() => undefined);
           }
         }) as never,

@@ -12,6 +12,7 @@ import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store
 import type { InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
 import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
 import type { PendingWrites } from '../store/pending-writes.js';
+import type { CancelStore } from '../store/cancel-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
 import { CodeCache } from './code-cache.js';
@@ -29,6 +30,10 @@ export interface Ticket {
   /** Set when a tool handler took the call over (it then always settles the ticket). */
   started: boolean;
   settled: boolean;
+  /** Aborted when the client cancels the call (notifications/cancelled, or its connection closed). */
+  cancel: AbortController;
+  /** What a 2025-era client's notifications/cancelled names the call by (session and request id). */
+  cancelKey?: string | undefined;
 }
 
 /** What a run answers, before the MCP layer shapes it. Already scanned for secrets. */
@@ -61,6 +66,15 @@ const MAX_RECORDED_CALLS = 100;
 
 /** The error type of a run the server stopped before it ended (shutdown): recorded, never counted. */
 export const INTERRUPTED = 'interrupted';
+/** The error type (and status) of a run the client cancelled: killed, recorded, never counted. */
+export const CANCELLED = 'cancelled';
+/** The abort reason of a run's signal when its client cancelled it (any other reason: shutdown). */
+const CANCEL_REASON = Symbol('cancelled by the client');
+
+/** A 2025-era call's name in notifications/cancelled: its session and its JSON-RPC id (1 and "1" differ). */
+export function cancelKeyOf(sessionId: string, requestId: unknown): string {
+  return `${sessionId}:${JSON.stringify(requestId)}`;
+}
 
 export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
@@ -71,6 +85,9 @@ export class RunService {
   private interrupting = false;
   private snapshotsBytes = 0;
   private readonly code: CodeCache;
+  /** Admitted calls not yet settled, by ticket id and by account and cancel key: what a cancel reaches on this node. */
+  private readonly calls = new Map<string, Ticket>();
+  private readonly callsByKey = new Map<string, Ticket>();
 
   constructor(
     private readonly deps: {
@@ -91,6 +108,8 @@ export class RunService {
       securityLog?: (event: { namespaceId: string; service: string | null; function: string | null; detections: string[] }) => void;
       /** Where a call's last writes wait while the database is unreachable or full (never lost, never billed unrecorded). */
       pending?: PendingWrites;
+      /** Cancellations through the database, for calls running on other nodes. */
+      cancels?: CancelStore;
     },
   ) {
     this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
@@ -140,10 +159,10 @@ export class RunService {
   /** `call`: what the call will run, so that its record can be written if its server dies first. */
   async admit(
     principal: KeyPrincipal,
-    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown },
+    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown; cancelKey?: string | undefined },
   ): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     const now = new Date();
-    const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, started: false, settled: false };
+    const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, started: false, settled: false, cancel: new AbortController(), cancelKey: call?.cancelKey };
     let run: InterruptedRun | undefined;
     if (call) {
       const fn = call.fn;
@@ -157,8 +176,11 @@ export class RunService {
         version: fn?.version ?? null,
         functions: fn ? [`${fn.service}.${fn.name}@${fn.version}`] : [],
         language: fn ? fn.definition.language : call.language === 'typescript' ? 'typescript' : 'python',
+        ...(call.cancelKey ? { cancel_key: call.cancelKey } : {}),
       };
     }
+    // Known here before the slot exists: a cancel that finds the slot finds the call on this node.
+    this.track(ticket);
     let rejection: Rejection | undefined;
     try {
       rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now, run });
@@ -168,9 +190,54 @@ export class RunService {
       if (error instanceof DatabaseUnavailableError && error.ambiguous) {
         await this.settle(ticket, false).catch(() => undefined);
       }
+      this.untrack(ticket);
       throw error;
     }
+    if (rejection) this.untrack(ticket);
     return rejection ? { rejection, tier: principal.tier } : { ticket };
+  }
+
+  private callKey(accountId: string, cancelKey: string): string {
+    return `${accountId}\n${cancelKey}`;
+  }
+
+  private track(ticket: Ticket): void {
+    this.calls.set(ticket.id, ticket);
+    if (ticket.cancelKey) this.callsByKey.set(this.callKey(ticket.accountId, ticket.cancelKey), ticket);
+  }
+
+  private untrack(ticket: Ticket): void {
+    this.calls.delete(ticket.id);
+    if (ticket.cancelKey && this.callsByKey.get(this.callKey(ticket.accountId, ticket.cancelKey)) === ticket) {
+      this.callsByKey.delete(this.callKey(ticket.accountId, ticket.cancelKey));
+    }
+  }
+
+  /** Cancels a call of this node by its id (a client gone, or a cancel that came through the database). */
+  cancelTicket(ticketId: string): boolean {
+    const ticket = this.calls.get(ticketId);
+    if (!ticket || ticket.cancel.signal.aborted) return false;
+    ticket.cancel.abort(CANCEL_REASON);
+    return true;
+  }
+
+  /**
+   * A client's notifications/cancelled: the call is killed on this node when it runs here (the fast
+   * path), else marked in the database, whose NOTIFY reaches the node that runs it. Unknown or
+   * finished calls are ignored, as the protocol says.
+   */
+  async cancelCall(accountId: string, cancelKey: string): Promise<void> {
+    const local = this.callsByKey.get(this.callKey(accountId, cancelKey));
+    if (local) {
+      this.cancelTicket(local.id);
+      return;
+    }
+    await this.deps.cancels?.request(accountId, cancelKey);
+  }
+
+  /** A node's listener (re)connected: calls of this node marked cancelled meanwhile are killed. */
+  async cancelMarked(): Promise<void> {
+    for (const id of (await this.deps.cancels?.requested()) ?? []) this.cancelTicket(id);
   }
 
   /** Runs in progress (for shutdown). */
@@ -196,20 +263,26 @@ export class RunService {
     for (const run of this.running) run.abort();
   }
 
-  /** Wraps a run: tracked for shutdown, with the signal that stops its sandboxes. */
-  private async tracked<T>(body: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  /** Wraps a run: tracked for shutdown and for its client's cancel, with the signal that stops its sandboxes. */
+  private async tracked<T>(ticket: Ticket, body: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const controller = new AbortController();
+    const cancelled = () => controller.abort(CANCEL_REASON);
     if (this.interrupting) controller.abort();
+    else if (ticket.cancel.signal.aborted) cancelled();
+    else ticket.cancel.signal.addEventListener('abort', cancelled, { once: true });
     this.running.add(controller);
     try {
       return await body(controller.signal);
     } finally {
+      ticket.cancel.signal.removeEventListener('abort', cancelled);
       this.running.delete(controller);
+      this.untrack(ticket);
       if (this.running.size === 0) for (const resolve of this.idle.splice(0)) resolve();
     }
   }
 
   async settle(ticket: Ticket, successful: boolean): Promise<void> {
+    this.untrack(ticket);
     if (ticket.settled) return;
     ticket.settled = true;
     const settle = () => this.deps.metering.settle(ticket.id, ticket.accountId, ticket.admittedAt, successful);
@@ -244,7 +317,7 @@ export class RunService {
    * with, and runs other-language functions in sandboxes of their own.
    */
   execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown): Promise<RunResult> {
-    return this.tracked((signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, signal));
+    return this.tracked(ticket, (signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, signal));
   }
 
   private async executeTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, signal: AbortSignal): Promise<RunResult> {
@@ -416,7 +489,7 @@ export class RunService {
       namespaceId,
       keyId: ctx.principal.keyId,
       ...what,
-      status: scanned.ok ? 'success' : !counted && scanned.error_type === INTERRUPTED ? 'interrupted' : 'error',
+      status: scanned.ok ? 'success' : !counted && scanned.error_type === INTERRUPTED ? 'interrupted' : !counted && scanned.error_type === CANCELLED ? 'cancelled' : 'error',
       errorType: scanned.ok ? null : scanned.error_type,
       errorMessage: scanned.ok ? null : scanned.error,
       durationMs: performance.now() - started,
@@ -462,7 +535,7 @@ export class RunService {
 
   /** Tool mode: run one function's active version with `args` as its input. */
   runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown): Promise<RunResult> {
-    return this.tracked((signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, signal));
+    return this.tracked(ticket, (signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, signal));
   }
 
   /** A sandbox run, unless the server is stopping: then an interrupted run, without starting one. */
@@ -538,7 +611,10 @@ export const SCHEMA_LIMIT_ERROR = 'SchemaLimitError';
 
 function fromOutcome(outcome: SandboxOutcome, signal?: AbortSignal): RunResult {
   if (outcome.ok) return { ok: true, result: outcome.result, stdout: outcome.stdout, stderr: outcome.stderr };
-  // Stopped by the server's shutdown (the host's own observation): an interrupted run.
+  // Stopped by its client's cancel, or by the server's shutdown (the host's own observation).
+  if (signal?.aborted && outcome.error.platform === true && signal.reason === CANCEL_REASON) {
+    return { ok: false, error: 'the client cancelled the call; it was stopped and not counted', error_type: CANCELLED, stderr: '', stdout: '' };
+  }
   if (signal?.aborted && outcome.error.platform === true) return { ok: false, error: outcome.error.message, error_type: INTERRUPTED, stderr: '', stdout: '' };
   return { ok: false, error: outcome.error.message, error_type: outcome.error.type, stderr: outcome.error.stderr, stdout: outcome.stdout };
 }

@@ -56,7 +56,7 @@ export class ExecutionHistory {
         functionName = filter.function;
       }
     }
-    if (filter.status !== undefined && filter.status !== 'success' && filter.status !== 'error' && filter.status !== 'interrupted') throw invalid('status must be "success", "error" or "interrupted"', { field: 'status' });
+    if (filter.status !== undefined && !['success', 'error', 'interrupted', 'cancelled'].includes(filter.status as string)) throw invalid('status must be "success", "error", "interrupted" or "cancelled"', { field: 'status' });
     const limit = filter.limit === undefined ? 50 : Number(filter.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) throw invalid(`limit must be 1-${MAX_LIST}`, { field: 'limit' });
     const rows = await this.store.list(namespaceId, { serviceName, functionName, status: filter.status as string | undefined, since: parseSince(filter.since), limit });

@@ -6,6 +6,7 @@ import { guardedPostgresPool } from './pg-pool.js';
 import { DEFAULT_DISK_RESERVE_BYTES, freeBytes, mib, StorageGuard } from './storage-guard.js';
 import { MIGRATIONS } from './migrations.js';
 import type { Database } from './schema.js';
+import { pgliteListen, postgresListen, type Listen } from './listen.js';
 
 export type Db = Kysely<Database>;
 
@@ -26,6 +27,8 @@ export interface OpenDatabase {
   kind: 'pglite' | 'postgres';
   /** Reachability and storage state, for /healthz and for refusing requests early. */
   health: DatabaseHealth;
+  /** LISTEN/NOTIFY on either kind (signals that must reach every node, e.g. a call's cancellation). */
+  listen: Listen;
   close(): Promise<void>;
 }
 
@@ -34,12 +37,15 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
   let kind: OpenDatabase['kind'];
   const health = new DatabaseHealth();
   let stopGuard: () => void;
+  let listenOn: (db: Db) => Listen;
   if (options.databaseUrl) {
     kind = 'postgres';
     const guarded = guardedPostgresPool(options.databaseUrl, health);
     stopGuard = guarded.stop;
     if (options.onStateChange) health.onChange((state, previous) => options.onStateChange!(state, previous, ''));
     dialect = new PostgresDialect({ pool: guarded.pool });
+    const url = options.databaseUrl;
+    listenOn = () => postgresListen(url);
   } else {
     kind = 'pglite';
     const dir = path.join(options.dataDir, 'pglite');
@@ -65,6 +71,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     storage.start();
     stopGuard = () => storage.stop();
     dialect = new PostgresDialect({ pool: new PGlitePool(embedded, { health, storage, onFatal: options.onFatal ?? (() => undefined) }) });
+    const opened = embedded;
+    listenOn = (db) => pgliteListen(opened, db);
   }
   const db = new Kysely<Database>({ dialect });
   try {
@@ -80,6 +88,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     db,
     kind,
     health,
+    listen: listenOn(db),
     close: async () => {
       stopGuard();
       await stopMaintenance();

@@ -18,7 +18,7 @@ export interface ExecutionRecord {
   functions: string[];
   language: string | null;
   /** interrupted: the server stopped before the run ended (not counted). */
-  status: 'success' | 'error' | 'interrupted';
+  status: 'success' | 'error' | 'interrupted' | 'cancelled';
   errorType: string | null;
   errorMessage: string | null;
   durationMs: number;

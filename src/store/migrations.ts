@@ -401,4 +401,16 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 10,
+    name: 'cancellation of calls in progress',
+    statements: [
+      // A client's notifications/cancelled may reach any node: that node marks the call's slot
+      // (found by the account and the run's cancel_key: session and request id) and NOTIFYs
+      // mcpworks_cancel with its id; the node running it kills it. The mark outlives a missed
+      // notification (a listener reconnecting looks for marks on its own slots).
+      `ALTER TABLE active_executions ADD COLUMN cancel_requested_at TIMESTAMPTZ`,
+      `CREATE INDEX active_executions_cancel_key ON active_executions(account_id, (run->>'cancel_key'))`,
+    ],
+  },
 ];

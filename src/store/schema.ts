@@ -135,6 +135,7 @@ export interface ActiveExecutionsTable {
   instance_id: string | null;
   deadline_at: Timestamp | null;
   run: unknown;
+  cancel_requested_at: Timestamp | null;
 }
 
 export interface ServerInstancesTable {
