@@ -103,6 +103,35 @@ describe('code mode', () => {
     assert.match(ts.stdout, /word_count\(input: \{ text: string; lang\?: string \}\)/);
   });
 
+  test('signatures show schema defaults; inspect.signature and help() show the real parameters', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_service', { name: 'greet' });
+    await callOk(s.create, 'make_function', {
+      service: 'greet',
+      name: 'hello',
+      code: 'def main(input_data):\n    return input_data.get("name", "World")\n',
+      input_schema: {
+        type: 'object',
+        properties: { times: { type: 'integer' }, name: { type: 'string', default: 'dflt' }, loud: { type: 'boolean', default: false }, 'odd-name': { type: 'string' } },
+        required: ['times'],
+      },
+      description: 'Greets',
+    });
+    const run = await s.run();
+    const py = await execute(
+      run,
+      'import contextlib, inspect, io, functions\nshown = io.StringIO()\nwith contextlib.redirect_stdout(shown):\n    help(functions.hello)\nresult = {"signature": str(inspect.signature(functions.hello)), "help": shown.getvalue(), "doc": functions.__doc__, "call": functions.hello(times=1)}',
+    );
+    // A property that cannot be a keyword name (odd-name) is taken through **kwargs.
+    assert.equal(py.value.signature, "(*, times: int, name: str = 'dflt', loud: bool = False, **kwargs) -> 'Any'");
+    assert.match(py.value.help, /hello\(\*, times: int, name: str = 'dflt', loud: bool = False, \*\*kwargs\)/);
+    assert.match(py.value.help, /Greets/);
+    assert.match(py.value.doc, /hello\(\*, times: int, name: str = "dflt", loud: bool = False, odd-name: str = None\) -> Any/);
+    assert.equal(py.value.call, 'World', 'a default is shown, not sent: the function applies its own');
+    const ts = await execute(run, 'import * as functions from "functions";\nresult = functions.__doc__;', 'typescript');
+    assert.match(ts.value, /name\?: string \/\* default "dflt" \*\/; loud\?: boolean \/\* default false \*\//);
+  });
+
   test('seed example 3: analyze_csv + format_report, intermediate data stays in the sandbox', async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'data' });

@@ -22,10 +22,23 @@ export interface CatalogEntry {
   identifier: string;
   language: 'python' | 'typescript';
   version: number;
-  /** Python and TypeScript signatures, e.g. `hello(name: str = None) -> dict`. */
+  /** Python and TypeScript signatures, e.g. `hello(*, name: str = "World") -> {greeting, message}`. */
   pythonSignature: string;
   typescriptSignature: string;
+  /** The Python wrapper's keyword parameters, for its real `inspect.signature` (data, never code). */
+  parameters: CatalogParameter[];
+  /** The return annotation of the Python signature. */
+  returns: string;
   description: string;
+}
+
+export interface CatalogParameter {
+  name: string;
+  /** Python type text: `str`, `int`, `"a" | "b"`, `Any`. */
+  annotation: string;
+  required: boolean;
+  /** Present when the input schema gives a default (the value, as JSON). */
+  default?: unknown;
 }
 
 const PY_TYPES: Record<string, string> = { string: 'str', integer: 'int', number: 'float', boolean: 'bool', array: 'list', object: 'dict', null: 'None' };
@@ -41,6 +54,21 @@ function typeOf(schema: unknown, table: Record<string, string>, fallback: string
   return fallback;
 }
 
+/** A JSON value as Python source text (True/False/None), for signatures shown to users. */
+export function pythonLiteral(value: unknown): string {
+  if (value === null || value === undefined) return 'None';
+  if (value === true) return 'True';
+  if (value === false) return 'False';
+  if (typeof value === 'number' || typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(pythonLiteral).join(', ')}]`;
+  if (typeof value === 'object') return `{${Object.entries(value).map(([key, item]) => `${JSON.stringify(key)}: ${pythonLiteral(item)}`).join(', ')}}`;
+  return 'None';
+}
+
+function defaultOf(schema: unknown): { has: boolean; value?: unknown } {
+  return schema && typeof schema === 'object' && 'default' in schema ? { has: true, value: (schema as { default: unknown }).default } : { has: false };
+}
+
 function properties(schema: Record<string, unknown> | null): Array<[string, unknown, boolean]> {
   const props = schema && typeof schema.properties === 'object' && schema.properties ? (schema.properties as Record<string, unknown>) : {};
   const required = new Set(Array.isArray(schema?.required) ? (schema!.required as string[]) : []);
@@ -53,15 +81,26 @@ function resultShape(schema: Record<string, unknown> | null, table: Record<strin
   return keys.length > 0 && schema.type === 'object' ? `{${keys.join(', ')}}` : typeOf(schema, table, fallback);
 }
 
-export function pythonSignature(fn: CatalogFunction): string {
-  const params = properties(fn.inputSchema)
+/** Required parameters first; an optional one shows its schema default (else None: not sent). */
+export function pythonParameters(fn: CatalogFunction): CatalogParameter[] {
+  return properties(fn.inputSchema)
     .sort((a, b) => Number(b[2]) - Number(a[2]))
-    .map(([name, schema, required]) => `${name}: ${typeOf(schema, PY_TYPES, 'Any')}${required ? '' : ' = None'}`);
+    .map(([name, schema, required]) => {
+      const fallback = defaultOf(schema);
+      return { name, annotation: typeOf(schema, PY_TYPES, 'Any'), required, ...(!required && fallback.has ? { default: fallback.value } : {}) };
+    });
+}
+
+export function pythonSignature(fn: CatalogFunction): string {
+  const params = pythonParameters(fn).map((p) => `${p.name}: ${p.annotation}${p.required ? '' : ` = ${pythonLiteral(p.default)}`}`);
   return `${toIdentifier(fn.name)}(${params.length ? `*, ${params.join(', ')}` : '**kwargs'}) -> ${resultShape(fn.outputSchema, PY_TYPES, 'Any')}`;
 }
 
 export function typescriptSignature(fn: CatalogFunction): string {
-  const params = properties(fn.inputSchema).map(([name, schema, required]) => `${name}${required ? '' : '?'}: ${typeOf(schema, TS_TYPES, 'unknown')}`);
+  const params = properties(fn.inputSchema).map(([name, schema, required]) => {
+    const fallback = defaultOf(schema);
+    return `${name}${required ? '' : '?'}: ${typeOf(schema, TS_TYPES, 'unknown')}${!required && fallback.has ? ` /* default ${JSON.stringify(fallback.value)} */` : ''}`;
+  });
   return `${toIdentifier(fn.name)}(input${params.length ? `: { ${params.join('; ')} }` : '?: Record<string, unknown>'}): Promise<${resultShape(fn.outputSchema, TS_TYPES, 'unknown')}>`;
 }
 
@@ -75,6 +114,8 @@ export function catalogEntries(functions: readonly CatalogFunction[]): CatalogEn
     version: fn.version,
     pythonSignature: pythonSignature(fn),
     typescriptSignature: typescriptSignature(fn),
+    parameters: pythonParameters(fn),
+    returns: resultShape(fn.outputSchema, PY_TYPES, 'Any'),
     description: fn.description,
   }));
 }

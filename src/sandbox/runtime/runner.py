@@ -128,6 +128,11 @@ def serve(read_request, bridge_reader=None):
     request = _loads(read_request().decode("utf-8"))
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
+    # -S skips site.py and with it the help() builtin: give it back. pydoc writes plain text to
+    # stdout (not a terminal), and an interactive help() reads /dev/null and ends.
+    import builtins
+    import _sitebuiltins
+    builtins.help = _sitebuiltins._Helper()
     for name, value in request["env"].items():
         os.environ[name] = value
     sys.path[0:0] = request["libraryPaths"]

@@ -43,6 +43,41 @@ def _run_local(entry, arguments):
     return _mcpworks_bridge.run_function(code, module.__dict__)
 
 
+_ANNOTATIONS = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict, "None": None}
+_KEYWORDS = frozenset(("False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield"))
+
+
+def _signature_template():
+    pass
+
+
+def _signature_stub(entry):
+    # A do-nothing function whose parameters are the input schema's properties, set as the
+    # wrapper's __wrapped__: inspect.signature() and help() show them, and nothing imports
+    # inspect up front (its import costs more than the rest of this package). The names are data
+    # given to a code object, never source text.
+    usable = [p for p in entry["parameters"] if p["name"].isidentifier() and p["name"] not in _KEYWORDS]
+    names = [p["name"] for p in usable]
+    # No properties, or some that cannot be keyword names: the wrapper takes them as **kwargs.
+    rest = not entry["parameters"] or len(usable) < len(entry["parameters"])
+    template = _signature_template.__code__
+    code = template.replace(
+        co_argcount=0,
+        co_posonlyargcount=0,
+        co_kwonlyargcount=len(names),
+        co_nlocals=len(names) + (1 if rest else 0),
+        co_varnames=tuple(names + (["kwargs"] if rest and "kwargs" not in names else ["_kwargs"] if rest else [])),
+        co_flags=template.co_flags | (0x08 if rest else 0),
+        co_name=entry["identifier"],
+    )
+    stub = _types.FunctionType(code, {}, entry["identifier"])
+    stub.__kwdefaults__ = {p["name"]: p["default"] if "default" in p else None for p in usable if not p["required"]} or None
+    annotations = {p["name"]: _ANNOTATIONS.get(p["annotation"], p["annotation"]) for p in usable}
+    annotations["return"] = _ANNOTATIONS.get(entry["returns"], entry["returns"])
+    stub.__annotations__ = annotations
+    return stub
+
+
 def _wrapper(entry):
     def call(*args, **kwargs):
         if args:
@@ -62,6 +97,7 @@ def _wrapper(entry):
     call.__qualname__ = entry["identifier"]
     call.__module__ = "functions." + entry["serviceIdentifier"]
     call.__doc__ = entry["pythonSignature"] + ("\n\n" + entry["description"] if entry["description"] else "")
+    call.__wrapped__ = _signature_stub(entry)
     return call
 
 
