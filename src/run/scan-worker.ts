@@ -1,15 +1,44 @@
 /**
- * A scan worker thread (see scan-pool.ts): parses one run's answer, redacts it and sends back
- * whether anything was found, with the redacted answer's JSON when something was. Runs at a
- * lower priority than the server's main thread, so scanning large answers cannot starve it.
+ * A scan worker thread (see scan-pool.ts). Two jobs, both for answers too large for the main thread:
+ * - decode: a run's answer line (bytes) is checked for depth and parsed; a result comes back as the
+ *   bytes of its JSON, an error as its type, message and traceback.
+ * - render: a run's result (bytes, or small enough to come as JSON text) and its logs are scanned
+ *   for secrets, and the MCP tool result is rendered: what comes back is the redacted record
+ *   fields and the tool result's texts as JSON bytes, never a parsed value.
+ * Buffers travel as transferred ArrayBuffers, not copies. Runs at a lower priority than the
+ * server's main thread, so working on large answers cannot starve it.
  */
 import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
+import { renderToolResult } from '../core/tool-render.js';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../sandbox/channel.js';
 import { SecretScannerCache } from './scanner-cache.js';
 
-export type ScanJob = { id: number; env: readonly string[]; text: string };
-export type ScanReply = { id: number; types: string[]; text?: string } | { id: number; failed: true };
+/** The record fields of a run's answer (RunResult without its result). */
+export interface RunFields {
+  ok: boolean;
+  error?: string;
+  error_type?: string;
+  stdout: string;
+  stderr: string;
+  missing?: string[];
+}
+
+export type ScanJob =
+  | { id: number; op: 'decode'; line: ArrayBuffer }
+  | { id: number; op: 'render'; env: readonly string[]; fields: RunFields; resultText?: string; resultBytes?: ArrayBuffer; objectOutputSchema: boolean };
+
+/** What a decoded answer line holds: as channel.ts and interpret in bubblewrap.ts read a parsed line. */
+export type DecodedAnswer =
+  | { kind: 'result'; result: ArrayBuffer }
+  | { kind: 'failure'; type: string; message: string; traceback: string }
+  | { kind: 'other' };
+
+export type ScanReply =
+  | { id: number; decoded: DecodedAnswer }
+  | { id: number; types: string[]; bytes: number; fields: RunFields; isError: boolean; texts: ArrayBuffer[]; structured?: ArrayBuffer }
+  | { id: number; failed: true };
 
 try {
   // On Linux the nice value is per thread: this lowers this worker only, not the server.
@@ -21,14 +50,67 @@ try {
 // Each worker keeps its own scanners (half of what one cache on the main thread held).
 const scanners = new SecretScannerCache(32, 2 * 1024 * 1024);
 
-parentPort!.on('message', ({ id, env, text }: ScanJob) => {
-  let reply: ScanReply;
-  try {
-    const findings: Finding[] = [];
-    const scanned = scanners.for(env).scanValue(JSON.parse(text), findings);
-    reply = findings.length === 0 ? { id, types: [] } : { id, types: findingTypes(findings), text: JSON.stringify(scanned) };
-  } catch {
-    reply = { id, failed: true };
+/** An ArrayBuffer holding exactly `text`'s UTF-8 bytes (transferred, so not from Buffer's shared pool). */
+function bytesOf(text: string): ArrayBuffer {
+  const out = new Uint8Array(Buffer.byteLength(text));
+  Buffer.from(out.buffer).write(text);
+  return out.buffer;
+}
+
+function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
+  const text = Buffer.from(line).toString('utf8');
+  // The same rules as a line handled on the main thread (RunChannel.handle, interpret).
+  if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH)) {
+    return { reply: { kind: 'failure', type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels`, traceback: '' }, transfer: [] };
   }
-  parentPort!.postMessage(reply);
+  let message: unknown;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    return { reply: { kind: 'failure', type: 'ProcessExitError', message: 'the function wrote an unreadable answer', traceback: '' }, transfer: [] };
+  }
+  if (message === null || typeof message !== 'object') return { reply: { kind: 'other' }, transfer: [] };
+  const answer = message as { ok?: unknown; result?: unknown; type?: unknown; message?: unknown; traceback?: unknown };
+  if (answer.ok === true) {
+    const result = bytesOf(JSON.stringify(answer.result ?? null));
+    return { reply: { kind: 'result', result }, transfer: [result] };
+  }
+  return { reply: { kind: 'failure', type: String(answer.type ?? 'Error'), message: String(answer.message ?? ''), traceback: String(answer.traceback ?? '') }, transfer: [] };
+}
+
+function render(job: Extract<ScanJob, { op: 'render' }>): { reply: Omit<Extract<ScanReply, { texts: ArrayBuffer[] }>, 'id'>; transfer: ArrayBuffer[] } {
+  const { fields } = job;
+  const result = job.resultBytes !== undefined ? JSON.parse(Buffer.from(job.resultBytes).toString('utf8')) : job.resultText !== undefined ? JSON.parse(job.resultText) : undefined;
+  const run: Record<string, unknown> = { ...fields };
+  if (fields.ok) run.result = result;
+  const findings: Finding[] = [];
+  const scanned = scanners.for(job.env).scanValue(run, findings) as RunFields & { result?: unknown };
+  const bytes = Buffer.byteLength(JSON.stringify(scanned));
+  const rendered = renderToolResult(scanned, job.objectOutputSchema);
+  const texts = rendered.texts.map((text) => bytesOf(JSON.stringify(text)));
+  const structured = rendered.structured ? bytesOf(JSON.stringify(rendered.structured)) : undefined;
+  const { result: _result, ...redacted } = scanned;
+  return {
+    reply: { types: findingTypes(findings), bytes, fields: redacted, isError: rendered.isError, texts, ...(structured ? { structured } : {}) },
+    transfer: structured ? [...texts, structured] : texts,
+  };
+}
+
+parentPort!.on('message', (job: ScanJob) => {
+  let reply: ScanReply;
+  let transfer: ArrayBuffer[] = [];
+  try {
+    if (job.op === 'decode') {
+      const decoded = decode(job.line);
+      reply = { id: job.id, decoded: decoded.reply };
+      transfer = decoded.transfer;
+    } else {
+      const rendered = render(job);
+      reply = { id: job.id, ...rendered.reply };
+      transfer = rendered.transfer;
+    }
+  } catch {
+    reply = { id: job.id, failed: true };
+  }
+  parentPort!.postMessage(reply, transfer);
 });

@@ -5,6 +5,7 @@
  * answer (the first one counts).
  */
 import type { Duplex } from 'node:stream';
+import { RawJson } from '../core/raw-json.js';
 import type { SandboxBridge } from '../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
 
@@ -16,11 +17,25 @@ export interface RunAnswer {
   traceback?: string;
 }
 
+/**
+ * An answer line longer than LARGE_LINE_BYTES, kept as bytes: checked for depth, parsed and
+ * decoded in a worker thread (see decodeAnswer in src/run/scan-pool.ts), never on the main thread.
+ */
+export class RawAnswer {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** Answer lines longer than this are handed on as bytes (RawAnswer). */
+export const LARGE_LINE_BYTES = 32 * 1024;
+
+/** How the runners (runner.py, runner.cjs) begin a bridge call's line. */
+const BRIDGE_PREFIX = Buffer.from('{"bridge":');
+
 /** Everything a finished run left for the outcome to be made from (pooled, cold or zygote child). */
 export interface RunRecord {
   stdout: CappedCapture;
   stderr: CappedCapture;
-  answer: RunAnswer | null;
+  answer: RunAnswer | RawAnswer | null;
   overflowed: boolean;
   flooded: boolean;
   timedOut: boolean;
@@ -71,7 +86,7 @@ const MAX_OUTSTANDING_CALLS = 16;
 const UNCLAIMED_LINE_CAP = 4096;
 
 export class RunChannel {
-  answer: RunAnswer | null = null;
+  answer: RunAnswer | RawAnswer | null = null;
   /** A line longer than the cap arrived; the run is stopped. */
   overflowed = false;
   /** The run sent more bridge calls than it waited for; it is stopped. */
@@ -124,10 +139,18 @@ export class RunChannel {
     let start = 0;
     for (let newline = chunk.indexOf(10); newline !== -1; newline = chunk.indexOf(10, start)) {
       this.pending.push(chunk.subarray(start, newline));
-      const line = Buffer.concat(this.pending).toString('utf8');
+      const bytes = Buffer.concat(this.pending);
       this.pending.length = 0;
       this.pendingBytes = 0;
-      this.handle(line);
+      if (this.sawReady && bytes.length > LARGE_LINE_BYTES && !bytes.subarray(0, BRIDGE_PREFIX.length).equals(BRIDGE_PREFIX)) {
+        // A large answer is neither decoded nor parsed here: its bytes go to a worker thread.
+        if (this.answer === null) {
+          this.answer = new RawAnswer(bytes);
+          this.markAnswered();
+        }
+      } else {
+        this.handle(bytes.toString('utf8'));
+      }
       start = newline + 1;
     }
     if (start < chunk.length) {
@@ -191,6 +214,13 @@ export class RunChannel {
         response = { ok: false, error_type: 'BridgeError', error: 'the platform could not answer this call' };
       }
     }
-    if (!this.socket.destroyed) this.socket.write(`${JSON.stringify(response ?? null)}\n`);
+    if (this.socket.destroyed) return;
+    const result = (response as { ok?: unknown; result?: unknown } | null)?.result;
+    if (result instanceof RawJson) {
+      // A large result of another function (another sandbox's answer) goes on as the bytes it came as.
+      this.socket.write(Buffer.concat([Buffer.from('{"ok":true,"result":'), result.bytes, Buffer.from('}\n')]));
+      return;
+    }
+    this.socket.write(`${JSON.stringify(response ?? null)}\n`);
   }
 }
