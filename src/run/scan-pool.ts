@@ -92,6 +92,9 @@ export class ScanPool {
   private closed = false;
   private scanning = 0;
 
+  /** Answer lines decoded and answers rendered in workers so far (for tests: which path an answer took). */
+  readonly counts = { decoded: 0, rendered: 0 };
+
   /** Scans under way in workers now (the main thread is free meanwhile). */
   get running(): number {
     return this.scanning;
@@ -130,6 +133,7 @@ export class ScanPool {
       this.scanning--;
     }
     if (!('texts' in reply)) throw new Error('the scan failed');
+    this.counts.rendered++;
     const rendered: RenderedToolResult = {
       isError: reply.isError,
       texts: reply.texts.map((text) => Buffer.from(text)),
@@ -145,6 +149,7 @@ export class ScanPool {
   async decode(line: Buffer): Promise<{ ok: true; result: RawJson } | { ok: false; type: string; message: string; traceback: string } | true> {
     const reply = await this.submit({ op: 'decode', line: transferable(line) }, [], []);
     if (!('decoded' in reply)) throw new Error('the answer could not be decoded');
+    this.counts.decoded++;
     const decoded: DecodedAnswer = reply.decoded;
     if (decoded.kind === 'other') return true;
     if (decoded.kind === 'result') return { ok: true, result: new RawJson(Buffer.from(decoded.result)) };
