@@ -886,10 +886,19 @@ function joinLogs(stderr: string, trace: string): string {
   return stderr.endsWith('\n') ? stderr + trace : `${stderr}\n${trace}`;
 }
 
+/** How far past a traceback's cut the kept part may start, to start it between tokens. */
+const TOKEN_WINDOW = 4096;
+
 function trimTraceback(trace: string): string {
   if (trace.length <= TRACEBACK_CAP) return trace;
-  // Keep the end: the innermost frames and the exception line matter most.
-  return `[traceback cut]\n${trace.slice(trace.length - TRACEBACK_CAP)}`;
+  // Keep the end: the innermost frames and the exception line matter most. The kept part starts at
+  // a character no secret pattern's body holds (white space, quote, angle bracket), so a token the
+  // cut would split (ghp_…, sk-…, a URI's password) is dropped whole, not kept without the start
+  // that the scanner knows it by. An env value's end is found by the scanner (SecretScanner.cutHead).
+  let at = trace.length - TRACEBACK_CAP;
+  const boundary = trace.slice(at, at + TOKEN_WINDOW).search(/[\s'"<>]/);
+  at += boundary === -1 ? TOKEN_WINDOW : boundary;
+  return `[traceback cut]\n${trace.slice(at)}`;
 }
 
 /** The whole environment bubblewrap and the function start with: nothing from the server. */
