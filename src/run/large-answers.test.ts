@@ -103,4 +103,27 @@ describe('large answers', () => {
     await t.assertHealthy();
     assert.deepEqual(await t.usage(s.account), { executions: 6, active: 0 });
   });
+  test('a large bridge call is parsed in a worker and its input reaches the callee as sent (with and without input_schema)', async () => {
+    const schema = { type: 'object', properties: { blob: { type: 'string' } }, required: ['blob'] };
+    const echo = 'def main(input_data):\n    b = input_data["blob"]\n    return {"n": len(b), "ends": b[-12:], "same": b == "\\u00e9\\"" * 60000 + "end-of-blob"}\n';
+    const s = await t.space([
+      { name: 'py-echo', code: echo },
+      { name: 'py-checked', code: echo, input_schema: schema },
+      { name: 'ts-echo', language: 'typescript', code: 'export default function main(input: any) {\n  return { n: input.blob.length, same: input.blob === "é\\"".repeat(60000) + "end-of-blob" };\n}\n' },
+    ]);
+    const code = await s.run('code');
+    const fromTs = await paths(() =>
+      execute(code, 'import { py_echo, py_checked } from "functions";\nconst blob = "é\\"".repeat(60000) + "end-of-blob";\nresult = [await py_echo({ blob }), await py_checked({ blob })];\n', 'typescript'),
+    );
+    assert.deepEqual(fromTs.value, { isError: false, value: [{ n: 120011, ends: 'é"é"end-of-blob'.slice(-12), same: true }, { n: 120011, ends: 'é"é"end-of-blob'.slice(-12), same: true }] });
+    assert.ok(fromTs.decoded >= 2, `the two calls' lines were parsed in a worker (${fromTs.decoded})`);
+    const fromPy = await paths(() => execute(code, 'from functions import ts_echo\nresult = ts_echo(blob="\\u00e9\\"" * 60000 + "end-of-blob")\n', 'python'));
+    assert.deepEqual(fromPy.value, { isError: false, value: { n: 120011, same: true } });
+    assert.ok(fromPy.decoded >= 1, `the call's line was parsed in a worker (${fromPy.decoded})`);
+    // A large call past the input_schema: refused as a small one is.
+    const refused = await execute(code, 'from functions import py_checked\ntry:\n    py_checked(blob=["x" * 50000])\n    result = "ran"\nexcept Exception as e:\n    result = type(e).__name__\n', 'python');
+    assert.deepEqual(refused, { isError: false, value: 'InputValidationError' });
+    await t.assertHealthy();
+    assert.deepEqual(await t.usage(s.account), { executions: 3, active: 0 });
+  });
 });

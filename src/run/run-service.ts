@@ -365,7 +365,9 @@ export class RunService {
   /** The input check of a call (tool mode and every bridge call): undefined when it may run. */
   private async checkInput(ctx: RunContext, fn: ActiveFunction, input: unknown): Promise<{ error_type: string; error: string } | undefined> {
     if (!fn.definition.inputSchema) return undefined;
-    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, input, ctx.principal.accountId, 'the input');
+    // A large bridge call's input (RawJson) is parsed for the check here.
+    const value = input instanceof RawJson ? input.parse() : input;
+    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, value, ctx.principal.accountId, 'the input');
     return refusal(verdict, `input does not match the input_schema of ${fn.service}.${fn.name}`, `the input_schema check of ${fn.service}.${fn.name} was stopped`);
   }
 

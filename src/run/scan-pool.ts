@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { RawJson, type RenderedToolResult } from '../core/raw-json.js';
 import type { Finding } from '../core/secret-scanner.js';
 import { SecretScannerCache } from './scanner-cache.js';
-import type { DecodedAnswer, RunFields, ScanJob, ScanReply } from './scan-worker.js';
+import type { DecodedAnswer, DecodedBridge, RunFields, ScanJob, ScanReply } from './scan-worker.js';
 
 export interface ScanOutcome {
   /**
@@ -154,6 +154,20 @@ export class ScanPool {
     if (decoded.kind === 'other') return true;
     if (decoded.kind === 'result') return { ok: true, result: new RawJson(Buffer.from(decoded.result)) };
     return { ok: false, type: decoded.type, message: decoded.message, traceback: decoded.traceback };
+  }
+
+  /**
+   * A bridge call's line too large for the main thread, parsed in a worker: the request as the
+   * bridge reads it (its input a RawJson), or the failure the line stands for as the run's answer.
+   */
+  async decodeBridge(line: Buffer): Promise<{ request: { op?: string; service?: string; function?: string; input?: RawJson } } | { answer: { ok: false; type: string; message: string } }> {
+    const reply = await this.submit({ op: 'bridge', line: transferable(line) }, [], []);
+    if (!('bridge' in reply)) throw new Error('the bridge call could not be decoded');
+    this.counts.decoded++;
+    const decoded: DecodedBridge = reply.bridge;
+    if (decoded.kind === 'answer') return { answer: { ok: false, type: decoded.type, message: decoded.message } };
+    const { kind: _kind, input, ...fields } = decoded;
+    return { request: { ...fields, ...(input ? { input: new RawJson(Buffer.from(input)) } : {}) } };
   }
 
   /** Stops the workers; scans still queued or running fail. */

@@ -12,7 +12,7 @@ import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { renderToolResult } from '../core/tool-render.js';
-import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../sandbox/channel.js';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 import { SecretScannerCache } from './scanner-cache.js';
 
 /** The record fields of a run's answer (RunResult without its result). */
@@ -27,6 +27,7 @@ export interface RunFields {
 
 export type ScanJob =
   | { id: number; op: 'decode'; line: ArrayBuffer }
+  | { id: number; op: 'bridge'; line: ArrayBuffer }
   | { id: number; op: 'render'; env: readonly string[]; fields: RunFields; resultText?: string; resultBytes?: ArrayBuffer; objectOutputSchema: boolean };
 
 /** What a decoded answer line holds: as channel.ts and interpret in bubblewrap.ts read a parsed line. */
@@ -35,8 +36,18 @@ export type DecodedAnswer =
   | { kind: 'failure'; type: string; message: string; traceback: string }
   | { kind: 'other' };
 
+/**
+ * A bridge call's line: what the bridge reads of its request (op, service and function when they
+ * are strings; the input as the bytes of its JSON), or, for a line that cannot be a call (too
+ * deep, unreadable), the failure it stands for as the run's answer (as RunChannel.handle has it).
+ */
+export type DecodedBridge =
+  | { kind: 'call'; op?: string; service?: string; function?: string; input?: ArrayBuffer }
+  | { kind: 'answer'; type: string; message: string };
+
 export type ScanReply =
   | { id: number; decoded: DecodedAnswer }
+  | { id: number; bridge: DecodedBridge }
   | { id: number; types: string[]; bytes: number; fields: RunFields; isError: boolean; texts: ArrayBuffer[]; structured?: ArrayBuffer }
   | { id: number; failed: true };
 
@@ -57,18 +68,21 @@ function bytesOf(text: string): ArrayBuffer {
   return out.buffer;
 }
 
-function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
+/** A line checked and parsed by the same rules as one handled on the main thread (RunChannel.handle). */
+function parseLine(line: ArrayBuffer): { message: unknown } | { type: string; message: string } {
   const text = Buffer.from(line).toString('utf8');
-  // The same rules as a line handled on the main thread (RunChannel.handle, interpret).
-  if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH)) {
-    return { reply: { kind: 'failure', type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels`, traceback: '' }, transfer: [] };
-  }
-  let message: unknown;
+  if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH)) return { type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
   try {
-    message = JSON.parse(text);
+    return { message: JSON.parse(text) };
   } catch {
-    return { reply: { kind: 'failure', type: 'ProcessExitError', message: 'the function wrote an unreadable answer', traceback: '' }, transfer: [] };
+    return { type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
   }
+}
+
+function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
+  const parsed = parseLine(line);
+  if ('type' in parsed) return { reply: { kind: 'failure', type: parsed.type, message: parsed.message, traceback: '' }, transfer: [] };
+  const message = parsed.message;
   if (message === null || typeof message !== 'object') return { reply: { kind: 'other' }, transfer: [] };
   const answer = message as { ok?: unknown; result?: unknown; type?: unknown; message?: unknown; traceback?: unknown };
   if (answer.ok === true) {
@@ -76,6 +90,23 @@ function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffe
     return { reply: { kind: 'result', result }, transfer: [result] };
   }
   return { reply: { kind: 'failure', type: String(answer.type ?? 'Error'), message: String(answer.message ?? ''), traceback: String(answer.traceback ?? '') }, transfer: [] };
+}
+
+function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffer[] } {
+  const parsed = parseLine(line);
+  if ('type' in parsed) return { reply: { kind: 'answer', type: parsed.type, message: parsed.message }, transfer: [] };
+  // The line began with {"bridge": (RunChannel sends no other here), so it is an object with that key.
+  const request = (parsed.message as { bridge?: unknown }).bridge;
+  if (request === null || typeof request !== 'object') return { reply: { kind: 'call' }, transfer: [] };
+  const { op, service, function: name, input } = request as Record<string, unknown>;
+  const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
+  const bytes = input === undefined ? undefined : bytesOf(JSON.stringify(input));
+  const call: DecodedBridge = { kind: 'call' };
+  if (text(op) !== undefined) call.op = text(op)!;
+  if (text(service) !== undefined) call.service = text(service)!;
+  if (text(name) !== undefined) call.function = text(name)!;
+  if (bytes) call.input = bytes;
+  return { reply: call, transfer: bytes ? [bytes] : [] };
 }
 
 function render(job: Extract<ScanJob, { op: 'render' }>): { reply: Omit<Extract<ScanReply, { texts: ArrayBuffer[] }>, 'id'>; transfer: ArrayBuffer[] } {
@@ -100,7 +131,11 @@ parentPort!.on('message', (job: ScanJob) => {
   let reply: ScanReply;
   let transfer: ArrayBuffer[] = [];
   try {
-    if (job.op === 'decode') {
+    if (job.op === 'bridge') {
+      const decoded = bridge(job.line);
+      reply = { id: job.id, bridge: decoded.reply };
+      transfer = decoded.transfer;
+    } else if (job.op === 'decode') {
       const decoded = decode(job.line);
       reply = { id: job.id, decoded: decoded.reply };
       transfer = decoded.transfer;

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { invalid } from '../core/errors.js';
+import { RawJson } from '../core/raw-json.js';
 import {
   answeredErrorType,
   SANDBOX_ERROR_TYPES,
@@ -445,15 +446,18 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       }
       code = transpiled.code;
     }
-    const payload = JSON.stringify({
+    // A large input (a bridge call's, still as bytes) goes into the request as those bytes.
+    const rawInput = request.input instanceof RawJson ? request.input : undefined;
+    let payload = JSON.stringify({
       code,
-      input: request.input ?? null,
+      input: rawInput ? RAW_INPUT_MARK : (request.input ?? null),
       env,
       maxResultBytes: request.limits.maxResultBytes,
       entry: request.entry ?? 'main',
       libraryPaths: request.libraryPaths ?? [],
       bridge: request.bridge !== undefined,
     });
+    if (rawInput) payload = payload.replace(JSON.stringify(RAW_INPUT_MARK), () => rawInput.bytes.toString('utf8'));
     const shape = shapeFor(request);
     const spec = zygotes ? zygoteSpecFor(request, shape) : null;
     const child = spec ? zygotes!.claim(spec) : null;
@@ -885,6 +889,9 @@ function joinLogs(stderr: string, trace: string): string {
   if (!stderr) return trace;
   return stderr.endsWith('\n') ? stderr + trace : `${stderr}\n${trace}`;
 }
+
+/** Stands for a RawJson input in a request's JSON until its bytes replace it (random: no code holds it). */
+const RAW_INPUT_MARK = `mcpworks-raw-input-${randomUUID()}`;
 
 /** How far past a traceback's cut the kept part may start, to start it between tokens. */
 const TOKEN_WINDOW = 4096;
