@@ -348,9 +348,9 @@ const HEAD_CUT = '[traceback cut]\n';
  * are not kept at all: the server starts the kept part between tokens (trimTraceback).
  */
 function pemTailAtHead(text: string): [number, number] | undefined {
-  const marker = text.lastIndexOf(HEAD_CUT);
-  if (marker === -1) return undefined;
-  const from = marker + HEAD_CUT.length;
+  const cutAt = text.lastIndexOf(HEAD_CUT);
+  if (cutAt === -1) return undefined;
+  const from = cutAt + HEAD_CUT.length;
   const ends = new RegExp(PEM_END.source, 'g');
   ends.lastIndex = from;
   const end = ends.exec(text);
