@@ -155,7 +155,7 @@ const RENDERED_MARK = `mcpworks-rendered-${randomBytes(16).toString('hex')}`;
 const RENDERED_PREFIX = Buffer.from(`"${RENDERED_MARK}-`);
 let renderedCount = 0;
 
-function renderedToTool(rendered: NonNullable<RunResult['rendered']>, extra: RunScopeExtra): CallToolResult {
+export function renderedToTool(rendered: NonNullable<RunResult['rendered']>, extra: RunScopeExtra): CallToolResult {
   const place = (bytes: Buffer) => {
     const number = ++renderedCount;
     (extra.rendered ??= new Map()).set(number, bytes);
@@ -171,7 +171,7 @@ function renderedToTool(rendered: NonNullable<RunResult['rendered']>, extra: Run
 }
 
 /** The answer's body with each rendered placeholder replaced by its bytes, as it streams (JSON or SSE). */
-function spliceRendered(response: Response, take: (number: number) => Buffer | undefined): Response {
+export function spliceRendered(response: Response, take: (number: number) => Buffer | undefined): Response {
   if (!response.body) return response;
   let carry: Buffer = Buffer.alloc(0);
   const splice = new TransformStream<Uint8Array, Uint8Array>({
