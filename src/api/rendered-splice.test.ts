@@ -28,6 +28,11 @@ test('placeholders are replaced by their bytes at any chunk boundary, once each'
     const message = JSON.parse(out.slice(out.indexOf('data: ') + 6));
     assert.deepEqual(message.result, { content: [{ type: 'text', text }, { type: 'text', text: 'stdout:\nhi' }], structuredContent: structured }, `split at ${split}`);
   }
+  // What cannot start a placeholder (a progress notification on the call's stream) is not held back.
+  const progress = 'event: message\ndata: {"method":"notifications/progress"}\n\n';
+  const reader = spliceRendered(new Response(new ReadableStream<Uint8Array>({ start: (controller) => controller.enqueue(Buffer.from(progress)) })), () => undefined).body!.getReader();
+  assert.equal(Buffer.from((await reader.read()).value!).toString(), progress);
+  await reader.cancel();
   // Another request's placeholder (or one already used) is left as it is.
   const response = spliceRendered(streamOf([JSON.stringify(tool)]), () => undefined);
   assert.deepEqual(JSON.parse(await response.text()), JSON.parse(JSON.stringify(tool)));

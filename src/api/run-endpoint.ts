@@ -170,6 +170,14 @@ export function renderedToTool(rendered: NonNullable<RunResult['rendered']>, ext
   return out;
 }
 
+/** How many of the last bytes (after `from`) are the start of RENDERED_PREFIX, unfinished. */
+function heldTail(bytes: Buffer, from: number): number {
+  for (let keep = Math.min(bytes.length - from, RENDERED_PREFIX.length - 1); keep > 0; keep--) {
+    if (bytes.subarray(bytes.length - keep).equals(RENDERED_PREFIX.subarray(0, keep))) return keep;
+  }
+  return 0;
+}
+
 /** The answer's body with each rendered placeholder replaced by its bytes, as it streams (JSON or SSE). */
 export function spliceRendered(response: Response, take: (number: number) => Buffer | undefined): Response {
   if (!response.body) return response;
@@ -198,8 +206,9 @@ export function spliceRendered(response: Response, take: (number: number) => Buf
           from = end;
         }
       }
-      // What may be the start of a placeholder waits for the next chunk.
-      const keep = Math.min(bytes.length - from, RENDERED_PREFIX.length - 1);
+      // Only an end that is a placeholder's start waits for the next chunk: everything else (a
+      // progress notification on the call's stream) goes out at once.
+      const keep = heldTail(bytes, from);
       controller.enqueue(bytes.subarray(from, bytes.length - keep));
       carry = Buffer.from(bytes.subarray(bytes.length - keep));
     },
