@@ -4,12 +4,13 @@
  * does to every answer anyway), and beside the regex alternation of env-value forms the scanner
  * used before (a literal alternation re-reads up to a value's length at every position).
  *
- * The server scans large answers in a scan worker thread (src/run/scan-pool.ts); the "main thread
- * with the pool" column is what its main thread still spends on one such scan (the event loop's
- * active time while the scan is awaited: one JSON.stringify, the message copy, and one JSON.parse
- * when something was redacted), with the worker's scanner cached as in the server's steady state;
- * "main thread before the pool" is what it spent scanning in place (cached scanner, then the byte
- * count of the redacted JSON).
+ * The server decodes, scans and renders large answers in a scan worker thread (src/run/scan-pool.ts).
+ * "main thread, answer path now" is the main thread's CPU time (its own, from /proc/thread-self, so
+ * a loaded machine does not inflate it) for one answer line of that output: handing its bytes to the
+ * worker and taking the rendered tool result back. "answer path before" is what the main thread did
+ * before (the scan already pooled): decode, depth check, parse, serialise for the worker, serialise
+ * the tool text, the SDK's serialisation. "scanning in place" is the scan with a cached scanner on
+ * the main thread, as before the pool. The worker's scanner is cached as in the steady state.
  *
  * Cases: two 6 KB env values with a 1 MB result that keeps almost matching them (the reported
  * attack), 1 MB of random text, 1 MB of non-ASCII text, 50,000 short strings, and the largest
@@ -20,7 +21,10 @@
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { envValueForms, SecretScanner } from '../src/core/secret-scanner.js';
+import { readFileSync } from 'node:fs';
+import { RawJson } from '../src/core/raw-json.js';
 import { ScanPool } from '../src/run/scan-pool.js';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../src/sandbox/channel.js';
 import { median, ms, printTable } from './lib/measure.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });
@@ -56,30 +60,67 @@ function time(fn: () => void): number {
   return performance.now() - started;
 }
 
-/** Main-thread time of one pooled scan: the event loop's active time while it is awaited. */
-async function mainThread(pool: ScanPool, env: string[], output: unknown): Promise<number> {
-  const before = performance.eventLoopUtilization();
-  await pool.scan(env, { ok: true, result: output, stdout: '', stderr: '' });
-  return performance.eventLoopUtilization(before).active;
+/** CPU time this thread (the main thread) has had, in ms: unlike the clock, not inflated by a loaded machine. */
+function threadCpu(): number {
+  return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
+}
+
+/**
+ * Main-thread CPU of one large answer as the server handles it now: the answer line's bytes go to
+ * a worker that checks and parses them (decode), then scans and renders the tool result (scan);
+ * the main thread moves buffers. The rendered bytes are spliced into the MCP answer as it streams.
+ */
+async function answerNow(pool: ScanPool, env: string[], line: Buffer): Promise<number> {
+  const bytes = Buffer.from(line); // the channel's Buffer.concat of the line (moved to the worker)
+  const started = threadCpu();
+  const decoded = await pool.decode(bytes);
+  if (decoded === true || !decoded.ok) throw new Error('not a result');
+  await pool.scan(env, { ok: true, result: decoded.result, stdout: '', stderr: '' });
+  return threadCpu() - started;
+}
+
+/**
+ * The same answer as the main thread handled it before (the scan itself pooled): decode the line,
+ * check its depth, parse it, serialise it for the scan worker (and parse the reply when something
+ * was redacted), serialise the result for the tool text, and the SDK's serialisation of the message.
+ */
+async function answerBefore(pool: ScanPool, env: string[], line: Buffer): Promise<number> {
+  const started = threadCpu();
+  const text = line.toString('utf8');
+  nestedDeeperThan(text, MAX_MESSAGE_DEPTH);
+  const value = JSON.parse(text) as { result: unknown };
+  const run = { ok: true, result: value.result, stdout: '', stderr: '' };
+  const scanned = JSON.stringify(run);
+  let cpu = threadCpu() - started;
+  await pool.scan(env, { ok: true, result: new RawJson(Buffer.from(JSON.stringify(value.result))), stdout: '', stderr: '' }); // the worker's part (not counted)
+  const resumed = threadCpu();
+  const result = scanned.includes('[REDACTED_') ? (JSON.parse(scanned) as typeof run).result : run.result;
+  const toolText = JSON.stringify(result);
+  Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: toolText }] } }));
+  cpu += threadCpu() - resumed;
+  return cpu;
 }
 
 const pool = new ScanPool({ workers: 1, inlineChars: 0, inlineEnvChars: -1 });
-const rows = [['case', 'baseline (stringify+parse)', 'scanner', 'ratio', 'main thread before the pool', 'ratio', 'main thread with the pool', 'ratio', 'regex alternation (env only)', 'ratio']];
+const rows = [['case', 'baseline (stringify+parse)', 'scanner', 'ratio', 'main thread, scanning in place', 'ratio', 'main thread, answer path before', 'main thread, answer path now', 'ratio now/before', 'regex alternation (env only)', 'ratio']];
 for (const { name, env, output } of cases) {
   const baseline: number[] = [];
   const scanner: number[] = [];
   const cached: number[] = [];
   const built = new SecretScanner(env);
-  const pooled: number[] = [];
+  const before: number[] = [];
+  const now: number[] = [];
   const regex: number[] = [];
-  await mainThread(pool, env, output); // the worker builds and caches this env's scanner
+  const line = Buffer.from(JSON.stringify({ ok: true, result: output }));
+  await answerNow(pool, env, line); // the worker builds and caches this env's scanner
   for (let run = 0; run < runs; run++) {
     baseline.push(time(() => JSON.parse(JSON.stringify(output))));
     scanner.push(time(() => new SecretScanner(env).scanValue(output, [])));
     // What the main thread paid per answer before the pool: the scan with the cached scanner, and
     // the byte count of the redacted answer's JSON.
     cached.push(time(() => Buffer.byteLength(JSON.stringify(built.scanValue(output, [])))));
-    pooled.push(await mainThread(pool, env, output));
+    before.push(await answerBefore(pool, env, line));
+    now.push(await answerNow(pool, env, line));
     // Strings only: the old scanner ran its alternation on each string of the output.
     if (typeof output === 'string' && output.length <= 1_000_000 && run === 0) {
       const pattern = alternation(env);
@@ -92,10 +133,11 @@ for (const { name, env, output } of cases) {
   }
   const base = median(baseline);
   const ours = median(scanner);
-  const main = median(pooled);
   const warm = median(cached);
   const old = regex.length ? median(regex) : Number.NaN;
-  rows.push([name, ms(base), ms(ours), `${(ours / base).toFixed(1)}×`, ms(warm), `${(warm / base).toFixed(1)}×`, ms(main), `${(main / base).toFixed(1)}×`, ms(old), Number.isNaN(old) ? '—' : `${(old / base).toFixed(1)}×`]);
+  const was = median(before);
+  const is = median(now);
+  rows.push([name, ms(base), ms(ours), `${(ours / base).toFixed(1)}×`, ms(warm), `${(warm / base).toFixed(1)}×`, ms(was), ms(is), `${(is / was).toFixed(2)}×`, ms(old), Number.isNaN(old) ? '—' : `${(old / base).toFixed(1)}×`]);
 }
 printTable(rows);
 await pool.close();

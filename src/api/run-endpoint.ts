@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextprotocol/server';
 import { DomainError, isDomainError } from '../core/errors.js';
+import { renderToolResult } from '../core/tool-render.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import type { Rejection } from '../store/metering-store.js';
@@ -30,6 +31,8 @@ export interface RunScopeExtra {
   listing?: Buffer;
   /** The HTTP request's signal: aborted when the client closes the connection before the answer. */
   signal?: AbortSignal;
+  /** Tool results rendered in a scan worker, by the number of the placeholder standing for them. */
+  rendered?: Map<number, Buffer>;
 }
 
 /** What the MCP layer hands a tool handler: the request's id, _meta, abort signal and notifier. */
@@ -156,17 +159,88 @@ function executeDescription(names: string[]): string {
   );
 }
 
-function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): CallToolResult {
-  if (!result.ok) {
-    const body: Record<string, unknown> = { error: result.error, error_type: result.error_type, stderr: result.stderr };
-    if (result.missing) body.missing = result.missing;
-    if (result.stdout) body.stdout = result.stdout;
-    return { isError: true, content: [{ type: 'text', text: JSON.stringify(body) }] };
+/**
+ * A large run answer comes rendered by a scan worker (RunResult.rendered): the tool result holds a
+ * placeholder string per text (and for structuredContent) whose JSON is `"<RENDERED_MARK>-<n>"`,
+ * and the answer's bytes are swapped in as they stream out (spliceRendered). The main thread
+ * neither serialises the large texts nor copies them into one buffer.
+ */
+const RENDERED_MARK = `mcpworks-rendered-${randomBytes(16).toString('hex')}`;
+const RENDERED_PREFIX = Buffer.from(`"${RENDERED_MARK}-`);
+let renderedCount = 0;
+
+export function renderedToTool(rendered: NonNullable<RunResult['rendered']>, extra: RunScopeExtra): CallToolResult {
+  const place = (bytes: Buffer) => {
+    const number = ++renderedCount;
+    (extra.rendered ??= new Map()).set(number, bytes);
+    return `${RENDERED_MARK}-${number}`;
+  };
+  const content = rendered.texts.map((text) => ({ type: 'text' as const, text: place(text) }));
+  const out: CallToolResult = rendered.isError ? { isError: true, content } : { content };
+  if (rendered.structured) {
+    const mark = place(rendered.structured);
+    out.structuredContent = { toJSON: () => mark } as never;
   }
-  const content: CallToolResult['content'] = [{ type: 'text', text: JSON.stringify(result.result) }];
-  if (result.stdout) content.push({ type: 'text', text: `stdout:\n${result.stdout}` });
-  const structured = fn && isObjectSchema(fn.definition.outputSchema) && result.result !== null && typeof result.result === 'object' && !Array.isArray(result.result);
-  return structured ? { content, structuredContent: result.result as Record<string, unknown> } : { content };
+  return out;
+}
+
+/** How many of the last bytes (after `from`) are the start of RENDERED_PREFIX, unfinished. */
+function heldTail(bytes: Buffer, from: number): number {
+  for (let keep = Math.min(bytes.length - from, RENDERED_PREFIX.length - 1); keep > 0; keep--) {
+    if (bytes.subarray(bytes.length - keep).equals(RENDERED_PREFIX.subarray(0, keep))) return keep;
+  }
+  return 0;
+}
+
+/** The answer's body with each rendered placeholder replaced by its bytes, as it streams (JSON or SSE). */
+export function spliceRendered(response: Response, take: (number: number) => Buffer | undefined): Response {
+  if (!response.body) return response;
+  let carry: Buffer = Buffer.alloc(0);
+  const splice = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      const bytes = carry.length > 0 ? Buffer.concat([carry, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      carry = Buffer.alloc(0);
+      let from = 0;
+      for (let at = bytes.indexOf(RENDERED_PREFIX, from); at !== -1; at = bytes.indexOf(RENDERED_PREFIX, from)) {
+        let end = at + RENDERED_PREFIX.length;
+        while (end < bytes.length && bytes[end]! >= 0x30 && bytes[end]! <= 0x39) end++;
+        if (end >= bytes.length) {
+          // The placeholder goes on in the next chunk.
+          controller.enqueue(bytes.subarray(from, at));
+          carry = Buffer.from(bytes.subarray(at));
+          return;
+        }
+        const replacement = bytes[end] === 0x22 ? take(Number(bytes.subarray(at + RENDERED_PREFIX.length, end).toString('latin1'))) : undefined;
+        if (replacement) {
+          controller.enqueue(bytes.subarray(from, at));
+          controller.enqueue(replacement);
+          from = end + 1;
+        } else {
+          controller.enqueue(bytes.subarray(from, end));
+          from = end;
+        }
+      }
+      // Only an end that is a placeholder's start waits for the next chunk: everything else (a
+      // progress notification on the call's stream) goes out at once.
+      const keep = heldTail(bytes, from);
+      controller.enqueue(bytes.subarray(from, bytes.length - keep));
+      carry = Buffer.from(bytes.subarray(bytes.length - keep));
+    },
+    flush(controller) {
+      if (carry.length > 0) controller.enqueue(carry);
+    },
+  });
+  const headers = new Headers(response.headers);
+  headers.delete('content-length');
+  return new Response(response.body.pipeThrough(splice), { status: response.status, statusText: response.statusText, headers });
+}
+
+function runResultToTool(result: RunResult, fn: ActiveFunction | undefined, extra: RunScopeExtra): CallToolResult {
+  if (result.rendered) return renderedToTool(result.rendered, extra);
+  const rendered = renderToolResult(result, !!fn && isObjectSchema(fn.definition.outputSchema));
+  const content: CallToolResult['content'] = rendered.texts.map((text) => ({ type: 'text', text }));
+  if (rendered.isError) return { isError: true, content };
+  return rendered.structured ? { content, structuredContent: rendered.structured } : { content };
 }
 
 /** The run endpoint's pieces: admission before dispatch, and the per-request MCP server. */
@@ -355,7 +429,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
             await snapshotOf(scope);
             throw new DomainError('internal_error', 'the call was not admitted');
           }
-          return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined);
+          return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined, ctx.extra);
         } catch (error) {
           return toolError(error, logger, EXECUTE_TOOL);
         } finally {
@@ -398,7 +472,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           const unwatch = ticket ? watchCall(scope, server, ticket, handler) : () => undefined;
           try {
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
-            return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn);
+            return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn, ctx.extra);
           } catch (error) {
             return toolError(error, logger, toolName(fn));
           } finally {
@@ -468,7 +542,15 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       for (let waited = 0; !ticket.started && waited < 1000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
       if (!ticket.started) await runs.settle(ticket, false);
     }
-    return extra.listsTools ? spliceListing(response, () => extra.listing) : response;
+    if (extra.listsTools) return spliceListing(response, () => extra.listing);
+    if (extra.calledTools && extra.calledTools.size > 0) {
+      return spliceRendered(response, (number) => {
+        const bytes = extra.rendered?.get(number);
+        extra.rendered?.delete(number);
+        return bytes;
+      });
+    }
+    return response;
   }
 
   return { beforeDispatch, afterDispatch, buildServer };

@@ -343,6 +343,23 @@ function partialsAtCuts(text: string, cuts: readonly number[]): Array<[number, n
 const HEAD_CUT = '[traceback cut]\n';
 
 /**
+ * A private key the traceback's head cut split: from the cut to the first END line when no BEGIN
+ * line comes before it (the base64 lines between are the key's). Other tokens the cut would split
+ * are not kept at all: the server starts the kept part between tokens (trimTraceback).
+ */
+function pemTailAtHead(text: string): [number, number] | undefined {
+  const cutAt = text.lastIndexOf(HEAD_CUT);
+  if (cutAt === -1) return undefined;
+  const from = cutAt + HEAD_CUT.length;
+  const ends = new RegExp(PEM_END.source, 'g');
+  ends.lastIndex = from;
+  const end = ends.exec(text);
+  if (!end) return undefined;
+  const begin = text.indexOf('-----BEGIN ', from);
+  return begin !== -1 && begin < end.index ? undefined : [from, end.index + end[0].length];
+}
+
+/**
  * Length of the longest start of `text` (from `from`) that is an end of `form`: the overlap of
  * form and text, through the prefix function of text's head, then form (linear in both).
  */
@@ -375,6 +392,16 @@ function redactRanges(text: string, ranges: Array<[number, number, string]>, fin
 }
 
 /**
+ * A printed list of byte values however it is spaced: util.inspect of a long array or a typed
+ * array aligns numbers in columns over several lines (`[\n   97, 110,  45, …`), and past 100
+ * items ends with `... N more items`. Eight or more numbers of up to three digits, separated by a
+ * comma and any white space.
+ */
+const NUMBER_LIST = /(?<![\w.])\d{1,3}(?![\d.])(?:,\s*\d{1,3}(?![\d.])){7,}/g;
+/** util.inspect's marker after the items it showed of a long array (the list was cut there). */
+const MORE_ITEMS = /^,?\s*\.\.\. \d+ more items?/;
+
+/**
  * Redacts the output of one call. Guards against accidental leaks (a secret printed, returned or
  * encoded by everyday code), not against code that wants to leak one: that code can always
  * transform a value in a way no scanner anticipates.
@@ -382,12 +409,14 @@ function redactRanges(text: string, ranges: Array<[number, number, string]>, fin
 export class SecretScanner {
   private readonly envMatcher: LiteralMatcher;
   private readonly forms: readonly string[];
+  private readonly formUnits: number;
 
   constructor(envValues: Iterable<string> = []) {
     const forms: string[] = [];
     for (const value of envValues) if (value.length >= MIN_ENV_VALUE_LENGTH) forms.push(...envValueForms(value));
     this.envMatcher = new LiteralMatcher(forms);
     this.forms = forms;
+    this.formUnits = forms.reduce((sum, form) => sum + form.length, 0);
   }
 
   /**
@@ -403,9 +432,46 @@ export class SecretScanner {
     return longest >= MIN_PARTIAL_LENGTH ? [from, from + longest] : undefined;
   }
 
-  /** Code units of the env values' forms this scanner holds (its size, for caches). */
+  /**
+   * Code units of the env values' forms this scanner holds, for caches: in its matcher, and once
+   * more in the forms it keeps for the traceback's head cut (cutHead).
+   */
   get envUnits(): number {
-    return this.envMatcher.units;
+    return this.envMatcher.units + this.formUnits;
+  }
+
+  /**
+   * Env values' bytes in printed lists of numbers spaced as util.inspect spaces them (see
+   * NUMBER_LIST): each list is read as `n,n,…` (the byte-list form the matcher holds), a list cut
+   * by `... N more items` as cut there; the numbers a match covers become one marker.
+   */
+  private numberLists(text: string, findings: Finding[]): string {
+    if (this.envMatcher.empty || !/\d,\s\s|\d,\n/.test(text)) return text;
+    const ranges: Array<[number, number, string]> = [];
+    for (const list of text.matchAll(NUMBER_LIST)) {
+      // Each number's place in `n,n,…` and in the text.
+      const starts: number[] = [];
+      const at: Array<[number, number]> = [];
+      let canonical = '';
+      for (const number of list[0].matchAll(/\d+/g)) {
+        if (canonical) canonical += ',';
+        starts.push(canonical.length);
+        canonical += number[0];
+        at.push([list.index! + number.index!, list.index! + number.index! + number[0].length]);
+      }
+      const end = list.index! + list[0].length;
+      const cut = MORE_ITEMS.test(text.slice(end, end + 40)) ? [canonical.length] : [];
+      const found = this.envMatcher.ranges(canonical, cut, MIN_PARTIAL_LENGTH);
+      for (let i = 0; i < found.length; i += 2) {
+        // The numbers the match touches, from the first one's start to the last one's end.
+        let first = 0;
+        while (first + 1 < starts.length && starts[first + 1]! <= found[i]!) first++;
+        let last = first;
+        while (last + 1 < starts.length && starts[last + 1]! < found[i + 1]!) last++;
+        ranges.push([at[first]![0], at[last]![1], 'ENV_VALUE']);
+      }
+    }
+    return redactRanges(text, ranges, findings);
   }
 
   /** Redacts one string; findings are appended to `findings`. */
@@ -415,6 +481,11 @@ export class SecretScanner {
     if (head) {
       findings.push({ type: 'ENV_VALUE' });
       out = `${out.slice(0, head[0])}[REDACTED_ENV_VALUE]${out.slice(head[1])}`;
+    }
+    const pem = pemTailAtHead(out);
+    if (pem) {
+      findings.push({ type: 'PRIVATE_KEY' });
+      out = `${out.slice(0, pem[0])}[REDACTED_PRIVATE_KEY]${out.slice(pem[1])}`;
     }
     const envRanges = this.envMatcher.ranges(out, cutPositions(out), MIN_PARTIAL_LENGTH);
     if (envRanges.length > 0) {
@@ -427,6 +498,7 @@ export class SecretScanner {
       }
       out = rebuilt + out.slice(last);
     }
+    out = this.numberLists(out, findings);
     for (const { marker, find } of SECRET_FINDERS) {
       const ranges = find(out);
       if (ranges.length === 0) continue;

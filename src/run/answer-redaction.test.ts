@@ -120,4 +120,74 @@ describe('answer redaction', () => {
     await t.assertHealthy();
     assert.deepEqual(await t.usage(s.account), { executions: 2, active: 0 });
   });
+  test('a token or private key the 16 KB traceback cut splits is not kept in part (both languages)', async () => {
+    // Tokens 41 characters apart: of two messages shifted by 20, at least one is cut inside a token.
+    const tokens = '" ".join("ghp_%04dAb9Cd8Ef7Gh6Ij5Kl4Mn3Op2Qr1St0Uv" % i for i in range(600))';
+    const key = '"-----BEGIN PRIVATE KEY-----\\n" + "\\n".join("L%02d" % i + "Q" * 61 for i in range(26)) + "\\n-----END PRIVATE KEY-----"';
+    const tsTokens = 'Array.from({ length: 600 }, (_, i) => "ghp_" + String(i).padStart(4, "0") + "Ab9Cd8Ef7Gh6Ij5Kl4Mn3Op2Qr1St0Uv").join(" ")';
+    const tsKey = '"-----BEGIN PRIVATE KEY-----\\n" + Array.from({ length: 26 }, (_, i) => "L" + String(i).padStart(2, "0") + "Q".repeat(61)).join("\\n") + "\\n-----END PRIVATE KEY-----"';
+    const s = await t.space([
+      { name: 'py-tok0', code: `def main(input_data):\n    raise RuntimeError(${tokens})\n` },
+      { name: 'py-tok20', code: `def main(input_data):\n    raise RuntimeError("x" * 20 + ${tokens})\n` },
+      { name: 'py-key', code: `def main(input_data):\n    raise RuntimeError("x" * 20000 + "\\n" + ${key} + "\\n" + "y" * 15400)\n` },
+      { name: 'ts-tok0', language: 'typescript', code: `export default function main() {\n  throw new Error(${tsTokens});\n}\n` },
+      { name: 'ts-tok20', language: 'typescript', code: `export default function main() {\n  throw new Error("x".repeat(20) + ${tsTokens});\n}\n` },
+      { name: 'ts-key', language: 'typescript', code: `export default function main() {\n  throw new Error("x".repeat(20000) + "\\n" + ${tsKey} + "\\n" + "y".repeat(15400));\n}\n` },
+    ]);
+    const tools = await s.run('tools');
+    for (const language of ['py', 'ts']) {
+      for (const name of ['tok0', 'tok20', 'key']) {
+        const tool = `utils__${language}-${name}`;
+        const answer = await tools.callTool(tool);
+        assert.equal(answer.isError, true, tool);
+        const body = JSON.parse((answer.content as Array<{ text: string }>)[0]!.text);
+        assert.match(body.stderr, /\[traceback cut\]\n/, tool);
+        const kept = body.stderr.slice(body.stderr.lastIndexOf('[traceback cut]\n'));
+        if (name === 'key') {
+          assert.doesNotMatch(kept, /L\d\dQ{8}|Q{20}/, `${tool}: ${kept.slice(0, 80)}`);
+          assert.match(kept, /\[REDACTED_PRIVATE_KEY\]/, tool);
+        } else {
+          // The end every token shares: no part of a token is kept without its start.
+          assert.doesNotMatch(kept, /Qr1St0Uv/, `${tool}: ${kept.slice(0, 80)}`);
+          assert.match(kept, /^\[traceback cut\]\n \[REDACTED_GITHUB_TOKEN\]/, tool);
+        }
+      }
+    }
+    await t.assertHealthy();
+    assert.deepEqual(await t.usage(s.account), { executions: 6, active: 0 });
+  });
+
+  test('util.inspect of a long byte array (aligned columns over lines, cut after 100 items) is redacted', async () => {
+    const s = await t.space([
+      {
+        name: 'ts-inspect',
+        language: 'typescript',
+        required_env: ['APP_TOKEN'],
+        code:
+          'import { inspect } from "node:util";\nexport default function main() {\n  const b = Buffer.from(process.env.APP_TOKEN!);\n' +
+          '  console.log([...b]);\n  console.log(new Uint8Array(b));\n  console.log([...Buffer.concat([Buffer.alloc(90, 65), b])]);\n' +
+          '  return { printed: inspect([...b]), cut: inspect([...Buffer.concat([Buffer.alloc(93, 66), b])]), nested: inspect({ a: { b: [...b] } }) };\n}\n',
+      },
+    ]);
+    const tools = await s.run('tools', { APP_TOKEN: TOKEN });
+    const answer = await tools.callTool('utils__ts-inspect');
+    assert.equal(answer.isError, undefined);
+    const texts = (answer.content as Array<{ text: string }>).map((c) => c.text);
+    const result = JSON.parse(texts[0]!);
+    // Read as lists: every spacing gone, so any run of the secret's bytes shows.
+    const listed = (text: string) => text.replace(/\s+/g, '');
+    const start = [...Buffer.from(TOKEN.slice(0, 6))].join(',');
+    const inside = [...Buffer.from(TOKEN.slice(20, 26))].join(',');
+    for (const text of [texts[1]!, result.printed, result.cut, result.nested]) {
+      assert.ok(!listed(text).includes(start) && !listed(text).includes(inside), text.slice(0, 200));
+    }
+    assert.match(texts[1]!, /\[REDACTED_ENV_VALUE\][\s\S]*\[REDACTED_ENV_VALUE\][\s\S]*\[REDACTED_ENV_VALUE\],\n {2}\.\.\. \d+ more items/);
+    assert.match(result.cut, /\[REDACTED_ENV_VALUE\],\n {2}\.\.\. \d+ more items/);
+    for (const { id } of await callOk(s.create, 'list_executions')) {
+      const stored = await callOk(s.create, 'describe_execution', { id });
+      assert.ok(!listed(stored.stdout).includes(start), stored.stdout.slice(0, 200));
+    }
+    await t.assertHealthy();
+    assert.deepEqual(await t.usage(s.account), { executions: 1, active: 0 });
+  });
 });

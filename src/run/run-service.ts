@@ -3,6 +3,7 @@ import { DomainError } from '../core/errors.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { sharedScanPool, type ScanPool } from './scan-pool.js';
+import { RawJson, type RenderedToolResult } from '../core/raw-json.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
@@ -36,10 +37,14 @@ export interface Ticket {
   cancelKey?: string | undefined;
 }
 
-/** What a run answers, before the MCP layer shapes it. Already scanned for secrets. */
-export type RunResult =
+/**
+ * What a run answers, before the MCP layer shapes it. Already scanned for secrets. A large answer
+ * arrives with `rendered` (its MCP tool result as JSON bytes, made in a scan worker) and no `result`.
+ */
+export type RunResult = (
   | { ok: true; result: unknown; stdout: string; stderr: string }
-  | { ok: false; error: string; error_type: string; stderr: string; stdout: string; missing?: string[] };
+  | { ok: false; error: string; error_type: string; stderr: string; stdout: string; missing?: string[] }
+) & { rendered?: RenderedToolResult };
 
 export interface RunContext {
   principal: KeyPrincipal;
@@ -433,7 +438,9 @@ export class RunService {
   /** The input check of a call (tool mode and every bridge call): undefined when it may run. */
   private async checkInput(ctx: RunContext, fn: ActiveFunction, input: unknown): Promise<{ error_type: string; error: string } | undefined> {
     if (!fn.definition.inputSchema) return undefined;
-    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, input, ctx.principal.accountId, 'the input');
+    // A large bridge call's input (RawJson) is parsed for the check here.
+    const value = input instanceof RawJson ? input.parse() : input;
+    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, value, ctx.principal.accountId, 'the input');
     return refusal(verdict, `input does not match the input_schema of ${fn.service}.${fn.name}`, `the input_schema check of ${fn.service}.${fn.name} was stopped`);
   }
 
@@ -442,7 +449,9 @@ export class RunService {
     if (!result.ok || !fn.definition.outputSchema) return result;
     let verdict: SchemaVerdict;
     try {
-      verdict = await this.deps.schemas.check(fn.definition.outputSchema, result.result, ctx.principal.accountId, 'the result');
+      // The schema check needs the value: a large result (RawJson) is parsed for it here.
+      const value = result.result instanceof RawJson ? result.result.parse() : result.result;
+      verdict = await this.deps.schemas.check(fn.definition.outputSchema, value, ctx.principal.accountId, 'the result');
     } catch (error) {
       // The code ran: a check that could not finish withholds the result (fails closed) but never
       // keeps the call from being recorded and counted.
@@ -467,12 +476,14 @@ export class RunService {
     result: RunResult,
     counted: boolean,
     what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language'>,
+    objectOutputSchema = false,
   ): Promise<RunResult> {
     let findings: Finding[] = [];
     let scanned: RunResult;
     let bytesOut: number;
     try {
-      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result);
+      // A large answer comes back rendered (RunResult.rendered), its result never parsed here.
+      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result, { objectOutputSchema });
       scanned = outcome.value as RunResult;
       findings = outcome.findings;
       bytesOut = outcome.bytes;
@@ -580,7 +591,7 @@ export class RunService {
       version: fn.version,
       functions: [`${service}.${name}@${fn.version}`],
       language: fn.definition.language,
-    });
+    }, fn.definition.outputSchema?.type === 'object');
   }
 }
 

@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { RawJson, type RenderedToolResult } from '../core/raw-json.js';
 import { ScanPool } from './scan-pool.js';
+
+/** A rendered answer as the client reads it: its content texts, and its structured content. */
+function read(value: unknown): { fields: Record<string, unknown>; texts: string[]; structured?: unknown } {
+  const { rendered, ...fields } = value as { rendered: RenderedToolResult };
+  assert.ok(rendered, 'a large answer comes back rendered');
+  return { fields, texts: rendered.texts.map((text) => JSON.parse(text.toString('utf8')) as string), ...(rendered.structured ? { structured: JSON.parse(rendered.structured.toString('utf8')) } : {}) };
+}
 
 const secret = 'pool-secret-value-7f3a';
 const pool = new ScanPool();
@@ -9,18 +17,54 @@ after(() => pool.close());
 test('a large answer is scanned in a worker: redacted, findings and byte count of the redacted JSON', async () => {
   const value = { ok: true, result: { text: `${'x'.repeat(200_000)} ${secret} ${Buffer.from(secret).toString('base64')}` }, stdout: `out ${secret}`, stderr: '' };
   const outcome = await pool.scan([secret], value);
-  const text = JSON.stringify(outcome.value);
-  assert.doesNotMatch(text, /pool-secret/);
-  assert.match(text, /x \[REDACTED_ENV_VALUE\] \[REDACTED_ENV_VALUE\]"/);
-  assert.match(text, /"stdout":"out \[REDACTED_ENV_VALUE\]"/);
+  const { fields, texts } = read(outcome.value);
+  assert.doesNotMatch(JSON.stringify([fields, texts]), /pool-secret/);
+  assert.match(texts[0]!, /x \[REDACTED_ENV_VALUE\] \[REDACTED_ENV_VALUE\]"/);
+  assert.equal(texts[1], 'stdout:\nout [REDACTED_ENV_VALUE]');
+  assert.equal(fields.stdout, 'out [REDACTED_ENV_VALUE]');
   assert.deepEqual(outcome.findings, [{ type: 'ENV_VALUE' }]);
-  assert.equal(outcome.bytes, Buffer.byteLength(text));
+  const redacted = { ok: true, result: JSON.parse(texts[0]!), stdout: fields.stdout, stderr: '' };
+  assert.equal(outcome.bytes, Buffer.byteLength(JSON.stringify(redacted)));
+});
+
+test('a large result as bytes (RawJson) is parsed, scanned and rendered in the worker, structured content too', async () => {
+  const result = { text: `${'x'.repeat(100_000)} ${secret}`, n: [1, 2] };
+  const value = { ok: true, result: new RawJson(Buffer.from(JSON.stringify(result))), stdout: '', stderr: '' };
+  const outcome = await pool.scan([secret], value, { objectOutputSchema: true });
+  const { fields, texts, structured } = read(outcome.value);
+  const redacted = { ...result, text: `${'x'.repeat(100_000)} [REDACTED_ENV_VALUE]` };
+  assert.deepEqual(fields, { ok: true, stdout: '', stderr: '' });
+  assert.deepEqual(texts, [JSON.stringify(redacted)]);
+  assert.deepEqual(structured, redacted);
+  const plain = await pool.scan([secret], { ok: true, result: new RawJson(Buffer.from(JSON.stringify(result))), stdout: '', stderr: '' });
+  assert.equal(read(plain.value).structured, undefined, 'no structured content without an object output_schema');
+});
+
+test('a large error is rendered in the worker as the error body the client reads', async () => {
+  const value = { ok: false, error: `boom ${'e'.repeat(50_000)} ${secret}`, error_type: 'ValueError', stdout: 'o', stderr: 's' };
+  const outcome = await pool.scan([secret], value);
+  const { fields, texts } = read(outcome.value);
+  assert.equal(fields.error, `boom ${'e'.repeat(50_000)} [REDACTED_ENV_VALUE]`);
+  assert.deepEqual(JSON.parse(texts[0]!), { error: fields.error, error_type: 'ValueError', stderr: 's', stdout: 'o' });
+  assert.equal((outcome.value as { rendered: RenderedToolResult }).rendered.isError, true);
+});
+
+test('an answer line is decoded in the worker: result as bytes, failures, depth and unreadable lines', async () => {
+  const ok = await pool.decode(Buffer.from(JSON.stringify({ ok: true, result: { a: 'x'.repeat(40_000) } })));
+  assert.ok(ok !== true && ok.ok && ok.result instanceof RawJson);
+  assert.deepEqual(ok.result.parse(), { a: 'x'.repeat(40_000) });
+  assert.deepEqual(await pool.decode(Buffer.from(JSON.stringify({ ok: false, type: 'ValueError', message: 'm', traceback: 't' }))), { ok: false, type: 'ValueError', message: 'm', traceback: 't' });
+  const deep = await pool.decode(Buffer.from(`{"ok":true,"result":${'['.repeat(1001)}${']'.repeat(1001)}}`));
+  assert.ok(deep !== true && !deep.ok && deep.type === 'SerializationError');
+  const unreadable = await pool.decode(Buffer.from('{"ok":tru'));
+  assert.ok(unreadable !== true && !unreadable.ok && unreadable.type === 'ProcessExitError');
+  assert.equal(await pool.decode(Buffer.from('"just a string"')), true);
 });
 
 test('a large answer with nothing to redact comes back as it was', async () => {
   const value = { ok: true, result: 'y'.repeat(100_000), stdout: '', stderr: '' };
   const outcome = await pool.scan(['z'.repeat(5000)], value);
-  assert.equal(outcome.value, value);
+  assert.deepEqual(read(outcome.value).texts, [JSON.stringify(value.result)]);
   assert.deepEqual(outcome.findings, []);
   assert.equal(outcome.bytes, Buffer.byteLength(JSON.stringify(value)));
 });
@@ -39,7 +83,7 @@ test('a scan that overruns its deadline fails (the caller withholds), and the ne
     await slow.close();
   }
   const outcome = await pool.scan(['q'.repeat(3000), secret], { ok: true, result: `${secret} `.repeat(10_000), stdout: '', stderr: '' });
-  assert.doesNotMatch(JSON.stringify(outcome.value), /pool-secret/);
+  assert.doesNotMatch(read(outcome.value).texts[0]!, /pool-secret/);
 });
 
 test('a scan the worker cannot complete fails (the caller withholds the answer)', async () => {

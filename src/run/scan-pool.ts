@@ -1,15 +1,28 @@
 import { Worker } from 'node:worker_threads';
+import { RawJson, type RenderedToolResult } from '../core/raw-json.js';
 import type { Finding } from '../core/secret-scanner.js';
 import { SecretScannerCache } from './scanner-cache.js';
-import type { ScanJob, ScanReply } from './scan-worker.js';
+import type { DecodedAnswer, DecodedBridge, RunFields, ScanJob, ScanReply } from './scan-worker.js';
 
 export interface ScanOutcome {
-  /** The answer with every secret redacted (the same object when nothing was found). */
+  /**
+   * The answer with every secret redacted (the same object when nothing was found). An answer
+   * scanned in a worker comes back rendered: its fields without `result`, and `rendered`, the MCP
+   * tool result as JSON bytes (see RenderedToolResult).
+   */
   value: unknown;
   findings: Finding[];
   /** UTF-8 bytes of the redacted answer's JSON. */
   bytes: number;
 }
+
+export interface ScanOptions {
+  /** The function has an object output_schema: an object result is also sent as structuredContent. */
+  objectOutputSchema?: boolean;
+}
+
+/** A run's answer as RunResult has it (result may be a RawJson: a large answer still as bytes). */
+type RunShape = RunFields & { result?: unknown };
 
 export interface ScanPoolOptions {
   workers: number;
@@ -33,8 +46,23 @@ function workerUrl(): URL {
   return new URL(`data:text/javascript,${encodeURIComponent(boot)}`);
 }
 
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/**
+ * The ArrayBuffer of exactly these bytes, to be transferred (moved, not copied) to a worker. A
+ * Buffer of its own ArrayBuffer (Buffer.concat of a large line makes one) is moved as it is; one
+ * in Node's shared pool is copied first. The Buffer is unusable here afterwards.
+ */
+function transferable(bytes: Buffer): ArrayBuffer {
+  if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy.buffer;
+}
+
 interface Pending {
   job: ScanJob;
+  transfer: ArrayBuffer[];
   /** The worker this env's scanner is most likely cached in. */
   preferred: number;
   resolve: (reply: ScanReply) => void;
@@ -48,11 +76,11 @@ interface Slot {
 }
 
 /**
- * Where run answers are scanned for secrets. A large answer (or one whose env values make a large
- * scanner) is scanned in a worker thread of lower priority, so the main thread is held only for
- * one JSON.stringify of it (which the byte count needs anyway), and for one JSON.parse when
- * something was redacted. Small answers with few env values are scanned in place: a round trip
- * would cost more than the scan. Everything is scanned before the caller gets it; a worker that
+ * Where run answers are decoded, scanned for secrets and rendered. A large answer (or one whose env
+ * values make a large scanner) goes to a worker thread of lower priority as bytes: its line is
+ * parsed there (decode), and scanned and rendered into the MCP tool result's JSON there (scan), so
+ * the main thread only moves buffers. Small answers with few env values are scanned in place: a
+ * round trip would cost more than the scan. Everything is scanned before the caller gets it; a worker that
  * fails, dies or overruns its deadline fails the scan (the caller withholds the answer).
  */
 export class ScanPool {
@@ -64,6 +92,9 @@ export class ScanPool {
   private closed = false;
   private scanning = 0;
 
+  /** Answer lines decoded and answers rendered in workers so far (for tests: which path an answer took). */
+  readonly counts = { decoded: 0, rendered: 0 };
+
   /** Scans under way in workers now (the main thread is free meanwhile). */
   get running(): number {
     return this.scanning;
@@ -74,24 +105,69 @@ export class ScanPool {
     this.slots = new Array(this.options.workers).fill(null);
   }
 
-  async scan(env: readonly string[], value: unknown): Promise<ScanOutcome> {
-    const text = JSON.stringify(value);
+  /**
+   * Scans a run's answer (RunResult). A small one is scanned here and comes back as a value; a
+   * large one (its result a RawJson, or its texts long) is scanned and rendered in a worker: the
+   * main thread neither parses nor serialises its result.
+   */
+  async scan(env: readonly string[], value: unknown, options: ScanOptions = {}): Promise<ScanOutcome> {
+    const run = value as RunShape;
+    const raw = run.ok && run.result instanceof RawJson ? run.result : undefined;
+    const resultText = raw || !run.ok ? undefined : JSON.stringify(run.result);
     const envChars = env.reduce((sum, item) => sum + item.length, 0);
-    if (text.length <= this.options.inlineChars && envChars <= this.options.inlineEnvChars) {
+    const chars = (raw ? raw.bytes.length : (resultText?.length ?? 0)) + (run.stdout?.length ?? 0) + (run.stderr?.length ?? 0) + (run.error?.length ?? 0);
+    if (!raw && chars <= this.options.inlineChars && envChars <= this.options.inlineEnvChars) {
+      const text = JSON.stringify(value);
       const findings: Finding[] = [];
       const scanned = this.inline.for(env).scanValue(value, findings);
       return { value: scanned, findings, bytes: Buffer.byteLength(findings.length === 0 ? text : JSON.stringify(scanned)) };
     }
+    const { result: _result, ...fields } = run;
+    const resultBytes = raw ? transferable(raw.bytes) : undefined;
+    const job = { op: 'render' as const, env, fields, objectOutputSchema: options.objectOutputSchema === true, ...(resultBytes ? { resultBytes } : resultText !== undefined ? { resultText } : {}) };
     this.scanning++;
     let reply: ScanReply;
     try {
-      reply = await this.submit(env, text);
+      reply = await this.submit(job, env, resultBytes ? [resultBytes] : []);
     } finally {
       this.scanning--;
     }
-    if ('failed' in reply) throw new Error('the scan failed');
-    if (reply.text === undefined) return { value, findings: [], bytes: Buffer.byteLength(text) };
-    return { value: JSON.parse(reply.text), findings: reply.types.map((type) => ({ type })), bytes: Buffer.byteLength(reply.text) };
+    if (!('texts' in reply)) throw new Error('the scan failed');
+    this.counts.rendered++;
+    const rendered: RenderedToolResult = {
+      isError: reply.isError,
+      texts: reply.texts.map((text) => Buffer.from(text)),
+      ...(reply.structured ? { structured: Buffer.from(reply.structured) } : {}),
+    };
+    return { value: { ...reply.fields, rendered }, findings: reply.types.map((type) => ({ type })), bytes: reply.bytes };
+  }
+
+  /**
+   * A run's answer line too large for the main thread, checked for depth and parsed in a worker:
+   * as a parsed line, with a result as RawJson (`true` stands for a line that is not an object).
+   */
+  async decode(line: Buffer): Promise<{ ok: true; result: RawJson } | { ok: false; type: string; message: string; traceback: string } | true> {
+    const reply = await this.submit({ op: 'decode', line: transferable(line) }, [], []);
+    if (!('decoded' in reply)) throw new Error('the answer could not be decoded');
+    this.counts.decoded++;
+    const decoded: DecodedAnswer = reply.decoded;
+    if (decoded.kind === 'other') return true;
+    if (decoded.kind === 'result') return { ok: true, result: new RawJson(Buffer.from(decoded.result)) };
+    return { ok: false, type: decoded.type, message: decoded.message, traceback: decoded.traceback };
+  }
+
+  /**
+   * A bridge call's line too large for the main thread, parsed in a worker: the request as the
+   * bridge reads it (its input a RawJson), or the failure the line stands for as the run's answer.
+   */
+  async decodeBridge(line: Buffer): Promise<{ request: { op?: string; service?: string; function?: string; input?: RawJson } } | { answer: { ok: false; type: string; message: string } }> {
+    const reply = await this.submit({ op: 'bridge', line: transferable(line) }, [], []);
+    if (!('bridge' in reply)) throw new Error('the bridge call could not be decoded');
+    this.counts.decoded++;
+    const decoded: DecodedBridge = reply.bridge;
+    if (decoded.kind === 'answer') return { answer: { ok: false, type: decoded.type, message: decoded.message } };
+    const { kind: _kind, input, ...fields } = decoded;
+    return { request: { ...fields, ...(input ? { input: new RawJson(Buffer.from(input)) } : {}) } };
   }
 
   /** Stops the workers; scans still queued or running fail. */
@@ -101,13 +177,13 @@ export class ScanPool {
     await Promise.all(this.slots.map((slot, index) => (slot ? this.drop(index, new Error('the scan pool is closed')) : undefined)));
   }
 
-  private submit(env: readonly string[], text: string): Promise<ScanReply> {
+  private submit(job: DistributiveOmit<ScanJob, 'id'>, env: readonly string[], transfer: ArrayBuffer[]): Promise<ScanReply> {
     if (this.closed) return Promise.reject(new Error('the scan pool is closed'));
     // The same env values go to the same worker, whose scanner cache then holds them.
     let hash = 0;
     for (const value of env) for (let i = 0; i < Math.min(value.length, 64); i++) hash = (hash * 31 + value.charCodeAt(i)) | 0;
     return new Promise((resolve, reject) => {
-      this.queue.push({ job: { id: this.nextId++, env, text }, preferred: Math.abs(hash) % this.slots.length, resolve, reject });
+      this.queue.push({ job: { ...job, id: this.nextId++ } as ScanJob, transfer, preferred: Math.abs(hash) % this.slots.length, resolve, reject });
       this.dispatch();
     });
   }
@@ -121,7 +197,7 @@ export class ScanPool {
       const slot = this.slots[index] ?? this.start(index);
       slot.busy = pending;
       slot.timer = setTimeout(() => void this.drop(index, new Error('the scan ran past its deadline')), this.options.deadlineMs);
-      slot.worker.postMessage(pending.job);
+      slot.worker.postMessage(pending.job, pending.transfer);
     }
   }
 

@@ -1,15 +1,55 @@
 /**
- * A scan worker thread (see scan-pool.ts): parses one run's answer, redacts it and sends back
- * whether anything was found, with the redacted answer's JSON when something was. Runs at a
- * lower priority than the server's main thread, so scanning large answers cannot starve it.
+ * A scan worker thread (see scan-pool.ts). Two jobs, both for answers too large for the main thread:
+ * - decode: a run's answer line (bytes) is checked for depth and parsed; a result comes back as the
+ *   bytes of its JSON, an error as its type, message and traceback.
+ * - render: a run's result (bytes, or small enough to come as JSON text) and its logs are scanned
+ *   for secrets, and the MCP tool result is rendered: what comes back is the redacted record
+ *   fields and the tool result's texts as JSON bytes, never a parsed value.
+ * Buffers travel as transferred ArrayBuffers, not copies. Runs at a lower priority than the
+ * server's main thread, so working on large answers cannot starve it.
  */
 import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
+import { renderToolResult } from '../core/tool-render.js';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 import { SecretScannerCache } from './scanner-cache.js';
 
-export type ScanJob = { id: number; env: readonly string[]; text: string };
-export type ScanReply = { id: number; types: string[]; text?: string } | { id: number; failed: true };
+/** The record fields of a run's answer (RunResult without its result). */
+export interface RunFields {
+  ok: boolean;
+  error?: string;
+  error_type?: string;
+  stdout: string;
+  stderr: string;
+  missing?: string[];
+}
+
+export type ScanJob =
+  | { id: number; op: 'decode'; line: ArrayBuffer }
+  | { id: number; op: 'bridge'; line: ArrayBuffer }
+  | { id: number; op: 'render'; env: readonly string[]; fields: RunFields; resultText?: string; resultBytes?: ArrayBuffer; objectOutputSchema: boolean };
+
+/** What a decoded answer line holds: as channel.ts and interpret in bubblewrap.ts read a parsed line. */
+export type DecodedAnswer =
+  | { kind: 'result'; result: ArrayBuffer }
+  | { kind: 'failure'; type: string; message: string; traceback: string }
+  | { kind: 'other' };
+
+/**
+ * A bridge call's line: what the bridge reads of its request (op, service and function when they
+ * are strings; the input as the bytes of its JSON), or, for a line that cannot be a call (too
+ * deep, unreadable), the failure it stands for as the run's answer (as RunChannel.handle has it).
+ */
+export type DecodedBridge =
+  | { kind: 'call'; op?: string; service?: string; function?: string; input?: ArrayBuffer }
+  | { kind: 'answer'; type: string; message: string };
+
+export type ScanReply =
+  | { id: number; decoded: DecodedAnswer }
+  | { id: number; bridge: DecodedBridge }
+  | { id: number; types: string[]; bytes: number; fields: RunFields; isError: boolean; texts: ArrayBuffer[]; structured?: ArrayBuffer }
+  | { id: number; failed: true };
 
 try {
   // On Linux the nice value is per thread: this lowers this worker only, not the server.
@@ -21,14 +61,91 @@ try {
 // Each worker keeps its own scanners (half of what one cache on the main thread held).
 const scanners = new SecretScannerCache(32, 2 * 1024 * 1024);
 
-parentPort!.on('message', ({ id, env, text }: ScanJob) => {
-  let reply: ScanReply;
+/** An ArrayBuffer holding exactly `text`'s UTF-8 bytes (transferred, so not from Buffer's shared pool). */
+function bytesOf(text: string): ArrayBuffer {
+  const out = new Uint8Array(Buffer.byteLength(text));
+  Buffer.from(out.buffer).write(text);
+  return out.buffer;
+}
+
+/** A line checked and parsed by the same rules as one handled on the main thread (RunChannel.handle). */
+function parseLine(line: ArrayBuffer): { message: unknown } | { type: string; message: string } {
+  const text = Buffer.from(line).toString('utf8');
+  if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH)) return { type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
   try {
-    const findings: Finding[] = [];
-    const scanned = scanners.for(env).scanValue(JSON.parse(text), findings);
-    reply = findings.length === 0 ? { id, types: [] } : { id, types: findingTypes(findings), text: JSON.stringify(scanned) };
+    return { message: JSON.parse(text) };
   } catch {
-    reply = { id, failed: true };
+    return { type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
   }
-  parentPort!.postMessage(reply);
+}
+
+function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
+  const parsed = parseLine(line);
+  if ('type' in parsed) return { reply: { kind: 'failure', type: parsed.type, message: parsed.message, traceback: '' }, transfer: [] };
+  const message = parsed.message;
+  if (message === null || typeof message !== 'object') return { reply: { kind: 'other' }, transfer: [] };
+  const answer = message as { ok?: unknown; result?: unknown; type?: unknown; message?: unknown; traceback?: unknown };
+  if (answer.ok === true) {
+    const result = bytesOf(JSON.stringify(answer.result ?? null));
+    return { reply: { kind: 'result', result }, transfer: [result] };
+  }
+  return { reply: { kind: 'failure', type: String(answer.type ?? 'Error'), message: String(answer.message ?? ''), traceback: String(answer.traceback ?? '') }, transfer: [] };
+}
+
+function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffer[] } {
+  const parsed = parseLine(line);
+  if ('type' in parsed) return { reply: { kind: 'answer', type: parsed.type, message: parsed.message }, transfer: [] };
+  // The line began with {"bridge": (RunChannel sends no other here), so it is an object with that key.
+  const request = (parsed.message as { bridge?: unknown }).bridge;
+  if (request === null || typeof request !== 'object') return { reply: { kind: 'call' }, transfer: [] };
+  const { op, service, function: name, input } = request as Record<string, unknown>;
+  const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
+  const bytes = input === undefined ? undefined : bytesOf(JSON.stringify(input));
+  const call: DecodedBridge = { kind: 'call' };
+  if (text(op) !== undefined) call.op = text(op)!;
+  if (text(service) !== undefined) call.service = text(service)!;
+  if (text(name) !== undefined) call.function = text(name)!;
+  if (bytes) call.input = bytes;
+  return { reply: call, transfer: bytes ? [bytes] : [] };
+}
+
+function render(job: Extract<ScanJob, { op: 'render' }>): { reply: Omit<Extract<ScanReply, { texts: ArrayBuffer[] }>, 'id'>; transfer: ArrayBuffer[] } {
+  const { fields } = job;
+  const result = job.resultBytes !== undefined ? JSON.parse(Buffer.from(job.resultBytes).toString('utf8')) : job.resultText !== undefined ? JSON.parse(job.resultText) : undefined;
+  const run: Record<string, unknown> = { ...fields };
+  if (fields.ok) run.result = result;
+  const findings: Finding[] = [];
+  const scanned = scanners.for(job.env).scanValue(run, findings) as RunFields & { result?: unknown };
+  const bytes = Buffer.byteLength(JSON.stringify(scanned));
+  const rendered = renderToolResult(scanned, job.objectOutputSchema);
+  const texts = rendered.texts.map((text) => bytesOf(JSON.stringify(text)));
+  const structured = rendered.structured ? bytesOf(JSON.stringify(rendered.structured)) : undefined;
+  const { result: _result, ...redacted } = scanned;
+  return {
+    reply: { types: findingTypes(findings), bytes, fields: redacted, isError: rendered.isError, texts, ...(structured ? { structured } : {}) },
+    transfer: structured ? [...texts, structured] : texts,
+  };
+}
+
+parentPort!.on('message', (job: ScanJob) => {
+  let reply: ScanReply;
+  let transfer: ArrayBuffer[] = [];
+  try {
+    if (job.op === 'bridge') {
+      const decoded = bridge(job.line);
+      reply = { id: job.id, bridge: decoded.reply };
+      transfer = decoded.transfer;
+    } else if (job.op === 'decode') {
+      const decoded = decode(job.line);
+      reply = { id: job.id, decoded: decoded.reply };
+      transfer = decoded.transfer;
+    } else {
+      const rendered = render(job);
+      reply = { id: job.id, ...rendered.reply };
+      transfer = rendered.transfer;
+    }
+  } catch {
+    reply = { id: job.id, failed: true };
+  }
+  parentPort!.postMessage(reply, transfer);
 });

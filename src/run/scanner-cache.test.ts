@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { LiteralMatcher } from '../core/literal-matcher.js';
+import { envValueForms, SecretScanner } from '../core/secret-scanner.js';
 import { SecretScannerCache } from './scanner-cache.js';
 
 const redact = (cache: SecretScannerCache, values: string[], text: string) => cache.for(values).scanString(text, []);
@@ -26,4 +28,15 @@ test('bounded by entries and by the code units its matchers hold, oldest use out
   const kept = byUnits.for([`${big}-a`]);
   for (let i = 0; i < 20; i++) byUnits.for([`${big}-${i}`]);
   assert.notEqual(byUnits.for([`${big}-a`]), kept, 'evicted once the units passed the bound');
+});
+
+test("a scanner's size counts every form it holds: in its matcher and the copies kept for the traceback's head cut", () => {
+  const value = 'size-secret-Zx81Qp';
+  const formUnits = envValueForms(value).reduce((sum, form) => sum + form.length, 0);
+  assert.equal(new SecretScanner([value]).envUnits, new LiteralMatcher(envValueForms(value)).units + formUnits);
+  // Room for both matchers, not for their kept forms too: the second scanner pushes the first out.
+  const cache = new SecretScannerCache(64, 3 * formUnits);
+  const first = cache.for([value]);
+  cache.for(['size-secret-other-Zx81Qp'.slice(0, value.length)]);
+  assert.notEqual(cache.for([value]), first);
 });

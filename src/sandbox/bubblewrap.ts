@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { invalid } from '../core/errors.js';
+import { RawJson } from '../core/raw-json.js';
 import {
   answeredErrorType,
   SANDBOX_ERROR_TYPES,
@@ -25,7 +26,8 @@ import {
 } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { CappedCapture } from './capture.js';
-import { RunChannel, type RunRecord } from './channel.js';
+import { RawAnswer, RunChannel, type RunAnswer, type RunRecord } from './channel.js';
+import { sharedScanPool } from '../run/scan-pool.js';
 import { WarmPool, type PoolItem, type PoolShape, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
 import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
@@ -70,6 +72,8 @@ export interface BubblewrapSandboxOptions {
   paths?: Partial<HostPaths>;
   /** Operator diagnostics (never contains env values). */
   log?: (message: string) => void;
+  /** Where large answer lines (RawAnswer) are decoded off the main thread (default: the process's scan workers). */
+  answers?: { decode(line: Buffer): Promise<RunAnswer | true> };
   /** Launchers kept pre-started (cgroups already joined); default 2, 0 turns it off. */
   launcherPool?: number;
   /** false: limit memory and processes with rlimits only, as on hosts without usable cgroups. */
@@ -236,6 +240,21 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment()) : null;
   const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? detectCgroupSupport() : { memory: null, pids: null };
   const log = options.log ?? (() => {});
+  const answers = options.answers ?? sharedScanPool;
+
+  /** A large answer line is read in a worker thread (see RawAnswer); interpret gets what it holds. */
+  async function decoded(record: RunRecord): Promise<RunRecord> {
+    if (!(record.answer instanceof RawAnswer)) return record;
+    let answer: RunAnswer | true;
+    try {
+      answer = await answers.decode(record.answer.bytes);
+    } catch {
+      // The code ran and answered; what the host cannot read is withheld, as an unreadable line is.
+      answer = { ok: false, type: SANDBOX_ERROR_TYPES.exited, message: "the server could not read the function's answer" };
+    }
+    // `true`: a line that is not an object, which interpret reads as no answer of its own.
+    return { ...record, answer: answer as RunAnswer };
+  }
   const runtimeDir = prepareRuntimeDir(paths, network, runtimeParent(sandboxUser !== null));
   const nodeBinary = realpathSync(paths.node);
   const masks = procMasks();
@@ -427,15 +446,18 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       }
       code = transpiled.code;
     }
-    const payload = JSON.stringify({
+    // A large input (a bridge call's, still as bytes) goes into the request as those bytes.
+    const rawInput = request.input instanceof RawJson ? request.input : undefined;
+    let payload = JSON.stringify({
       code,
-      input: request.input ?? null,
+      input: rawInput ? RAW_INPUT_MARK : (request.input ?? null),
       env,
       maxResultBytes: request.limits.maxResultBytes,
       entry: request.entry ?? 'main',
       libraryPaths: request.libraryPaths ?? [],
       bridge: request.bridge !== undefined,
     });
+    if (rawInput) payload = payload.replace(JSON.stringify(RAW_INPUT_MARK), () => rawInput.bytes.toString('utf8'));
     const shape = shapeFor(request);
     const spec = zygotes ? zygoteSpecFor(request, shape) : null;
     const child = spec ? zygotes!.claim(spec) : null;
@@ -455,7 +477,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
           log('a zygote ended while one of its children was running');
           return platformFailure('the sandbox stopped before the function finished', started);
         }
-        return interpret(request, record, started);
+        return interpret(request, await decoded(record), started);
       }
     }
     return execute(request, shape, payload, started);
@@ -732,7 +754,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // Whether the runner ever said ready: its line precedes any user code, so once the process is
     // gone it is in the pipe already (or fd 3 closes without it); bounded all the same.
     const ready = channel.isReady || (await Promise.race([channel.ready, delay(2000).then(() => false)]));
-    return interpret(request, { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }, started);
+    return interpret(request, await decoded({ stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }), started);
   }
 
   function interpret(
@@ -757,7 +779,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
     if (run.flooded) return fail(SANDBOX_ERROR_TYPES.exited, 'the function sent bridge calls without waiting for their answers and was stopped');
     if (run.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
-    const parsed = run.answer;
+    const parsed = run.answer as RunAnswer | null;
     if (parsed !== null && typeof parsed === 'object') {
       if (parsed.ok === true) {
         return { ok: true, result: parsed.result ?? null, stdout: stdoutText, stderr: stderrText, durationMs: elapsed(started) };
@@ -868,10 +890,22 @@ function joinLogs(stderr: string, trace: string): string {
   return stderr.endsWith('\n') ? stderr + trace : `${stderr}\n${trace}`;
 }
 
+/** Stands for a RawJson input in a request's JSON until its bytes replace it (random: no code holds it). */
+const RAW_INPUT_MARK = `mcpworks-raw-input-${randomUUID()}`;
+
+/** How far past a traceback's cut the kept part may start, to start it between tokens. */
+const TOKEN_WINDOW = 4096;
+
 function trimTraceback(trace: string): string {
   if (trace.length <= TRACEBACK_CAP) return trace;
-  // Keep the end: the innermost frames and the exception line matter most.
-  return `[traceback cut]\n${trace.slice(trace.length - TRACEBACK_CAP)}`;
+  // Keep the end: the innermost frames and the exception line matter most. The kept part starts at
+  // a character no secret pattern's body holds (white space, quote, angle bracket), so a token the
+  // cut would split (ghp_…, sk-…, a URI's password) is dropped whole, not kept without the start
+  // that the scanner knows it by. An env value's end is found by the scanner (SecretScanner.cutHead).
+  let at = trace.length - TRACEBACK_CAP;
+  const boundary = trace.slice(at, at + TOKEN_WINDOW).search(/[\s'"<>]/);
+  at += boundary === -1 ? TOKEN_WINDOW : boundary;
+  return `[traceback cut]\n${trace.slice(at)}`;
 }
 
 /** The whole environment bubblewrap and the function start with: nothing from the server. */

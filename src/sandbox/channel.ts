@@ -5,6 +5,9 @@
  * answer (the first one counts).
  */
 import type { Duplex } from 'node:stream';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
+import { RawJson } from '../core/raw-json.js';
+import { sharedScanPool, type ScanPool } from '../run/scan-pool.js';
 import type { SandboxBridge } from '../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
 
@@ -16,11 +19,25 @@ export interface RunAnswer {
   traceback?: string;
 }
 
+/**
+ * An answer line longer than LARGE_LINE_BYTES, kept as bytes: checked for depth, parsed and
+ * decoded in a worker thread (see decodeAnswer in src/run/scan-pool.ts), never on the main thread.
+ */
+export class RawAnswer {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** Answer lines longer than this are handed on as bytes (RawAnswer). */
+export const LARGE_LINE_BYTES = 32 * 1024;
+
+/** How the runners (runner.py, runner.cjs) begin a bridge call's line. */
+const BRIDGE_PREFIX = Buffer.from('{"bridge":');
+
 /** Everything a finished run left for the outcome to be made from (pooled, cold or zygote child). */
 export interface RunRecord {
   stdout: CappedCapture;
   stderr: CappedCapture;
-  answer: RunAnswer | null;
+  answer: RunAnswer | RawAnswer | null;
   overflowed: boolean;
   flooded: boolean;
   timedOut: boolean;
@@ -36,33 +53,7 @@ export interface RunRecord {
 /** What the runner writes on fd 3 when it is started and blocked reading its request. */
 export const READY_LINE = '{"ready":true}';
 
-/**
- * Deepest nesting of arrays and objects in one message (answer or bridge call). Python's encoder
- * stops near 1,000 levels anyway; Node's does not, and a deeper value would overflow the
- * recursion of whatever handles it next on the server (serialisers, the MCP layer).
- */
-export const MAX_MESSAGE_DEPTH = 1000;
-
-/** True when `text` (JSON) nests arrays and objects deeper than `max`: one pass, strings skipped. */
-export function nestedDeeperThan(text: string, max: number): boolean {
-  let depth = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code === 0x22) {
-      // Skip the string: to the next quote that no backslash escapes.
-      for (i++; i < text.length; i++) {
-        const inner = text.charCodeAt(i);
-        if (inner === 0x5c) i++;
-        else if (inner === 0x22) break;
-      }
-    } else if (code === 0x5b || code === 0x7b) {
-      if (++depth > max) return true;
-    } else if (code === 0x5d || code === 0x7d) {
-      depth--;
-    }
-  }
-  return false;
-}
+export { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 
 /** Bridge calls a run may have sent and not yet had answered (threads may share the bridge). */
 const MAX_OUTSTANDING_CALLS = 16;
@@ -71,7 +62,7 @@ const MAX_OUTSTANDING_CALLS = 16;
 const UNCLAIMED_LINE_CAP = 4096;
 
 export class RunChannel {
-  answer: RunAnswer | null = null;
+  answer: RunAnswer | RawAnswer | null = null;
   /** A line longer than the cap arrived; the run is stopped. */
   overflowed = false;
   /** The run sent more bridge calls than it waited for; it is stopped. */
@@ -103,6 +94,8 @@ export class RunChannel {
   constructor(
     private readonly socket: Duplex,
     private readonly log: (message: string) => void,
+    /** Where large lines are parsed (worker threads). */
+    private readonly lines: Pick<ScanPool, 'decodeBridge'> = sharedScanPool,
   ) {
     this.ready = new Promise((resolve) => (this.markReady = resolve));
     this.answered = new Promise((resolve) => (this.markAnswered = resolve));
@@ -124,10 +117,20 @@ export class RunChannel {
     let start = 0;
     for (let newline = chunk.indexOf(10); newline !== -1; newline = chunk.indexOf(10, start)) {
       this.pending.push(chunk.subarray(start, newline));
-      const line = Buffer.concat(this.pending).toString('utf8');
+      const bytes = Buffer.concat(this.pending);
       this.pending.length = 0;
       this.pendingBytes = 0;
-      this.handle(line);
+      if (this.sawReady && bytes.length > LARGE_LINE_BYTES) {
+        // A large line is neither decoded nor parsed here: its bytes go to a worker thread.
+        if (bytes.subarray(0, BRIDGE_PREFIX.length).equals(BRIDGE_PREFIX)) {
+          this.largeCall(bytes);
+        } else if (this.answer === null) {
+          this.answer = new RawAnswer(bytes);
+          this.markAnswered();
+        }
+      } else {
+        this.handle(bytes.toString('utf8'));
+      }
       start = newline + 1;
     }
     if (start < chunk.length) {
@@ -160,15 +163,7 @@ export class RunChannel {
       }
     }
     if (message !== null && typeof message === 'object' && Object.prototype.hasOwnProperty.call(message, 'bridge')) {
-      // The bridge is call-and-wait; a run that sends calls without reading their answers would
-      // only queue work and memory on the server, so past a few outstanding it is stopped.
-      if (++this.outstanding > MAX_OUTSTANDING_CALLS) {
-        if (!this.flooded) {
-          this.flooded = true;
-          this.onOverflow();
-        }
-        return;
-      }
+      if (!this.countCall()) return;
       const request = (message as { bridge: unknown }).bridge;
       this.replies = this.replies.then(() => this.reply(request)).finally(() => this.outstanding--);
       return;
@@ -177,6 +172,45 @@ export class RunChannel {
       this.answer = message as RunAnswer;
       this.markAnswered();
     }
+  }
+
+  /** A large bridge call: parsed in a worker, answered in its turn like any other call. */
+  private largeCall(bytes: Buffer): void {
+    if (!this.countCall()) return;
+    this.replies = this.replies
+      .then(async () => {
+        let decoded: Awaited<ReturnType<ScanPool['decodeBridge']>>;
+        try {
+          decoded = await this.lines.decodeBridge(bytes);
+        } catch {
+          this.write({ ok: false, error_type: 'BridgeError', error: 'the platform could not read this call' });
+          return;
+        }
+        if ('request' in decoded) return this.reply(decoded.request);
+        // Too deep or unreadable: the line is the run's answer, as a small one would be.
+        if (this.answer === null) {
+          this.answer = decoded.answer;
+          this.markAnswered();
+        }
+      })
+      .finally(() => this.outstanding--);
+  }
+
+  /**
+   * The bridge is call-and-wait; a run that sends calls without reading their answers would only
+   * queue work and memory on the server, so past a few outstanding it is stopped.
+   */
+  private countCall(): boolean {
+    if (++this.outstanding <= MAX_OUTSTANDING_CALLS) return true;
+    if (!this.flooded) {
+      this.flooded = true;
+      this.onOverflow();
+    }
+    return false;
+  }
+
+  private write(response: unknown): void {
+    if (!this.socket.destroyed) this.socket.write(`${JSON.stringify(response ?? null)}\n`);
   }
 
   private async reply(request: unknown): Promise<void> {
@@ -191,6 +225,13 @@ export class RunChannel {
         response = { ok: false, error_type: 'BridgeError', error: 'the platform could not answer this call' };
       }
     }
-    if (!this.socket.destroyed) this.socket.write(`${JSON.stringify(response ?? null)}\n`);
+    if (this.socket.destroyed) return;
+    const result = (response as { ok?: unknown; result?: unknown } | null)?.result;
+    if (result instanceof RawJson) {
+      // A large result of another function (another sandbox's answer) goes on as the bytes it came as.
+      this.socket.write(Buffer.concat([Buffer.from('{"ok":true,"result":'), result.bytes, Buffer.from('}\n')]));
+      return;
+    }
+    this.write(response);
   }
 }

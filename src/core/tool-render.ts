@@ -1,0 +1,33 @@
+/**
+ * How a run's answer becomes an MCP tool result: the one rule, used by the main thread for small
+ * answers and by the scan workers for large ones (which render the same text off the main thread).
+ */
+export interface ToolRenderInput {
+  ok: boolean;
+  result?: unknown;
+  error?: string;
+  error_type?: string;
+  stdout: string;
+  stderr: string;
+  missing?: string[];
+}
+
+export interface ToolRender {
+  isError: boolean;
+  texts: string[];
+  /** Present when the call sends structuredContent (the function has an object output_schema and the result is an object). */
+  structured?: Record<string, unknown>;
+}
+
+export function renderToolResult(result: ToolRenderInput, objectOutputSchema: boolean): ToolRender {
+  if (!result.ok) {
+    const body: Record<string, unknown> = { error: result.error, error_type: result.error_type, stderr: result.stderr };
+    if (result.missing) body.missing = result.missing;
+    if (result.stdout) body.stdout = result.stdout;
+    return { isError: true, texts: [JSON.stringify(body)] };
+  }
+  const texts = [JSON.stringify(result.result)];
+  if (result.stdout) texts.push(`stdout:\n${result.stdout}`);
+  const structured = objectOutputSchema && result.result !== null && typeof result.result === 'object' && !Array.isArray(result.result);
+  return structured ? { isError: false, texts, structured: result.result as Record<string, unknown> } : { isError: false, texts };
+}
