@@ -15,6 +15,7 @@ const CACHE_TEXT_BYTES = 4 * 1024 * 1024;
 const MAX_PROBLEMS = 20;
 const MAX_PROBLEM_CHARS = 300;
 
+const decoder = new TextDecoder();
 let ajv = fresh();
 let compiled = new Map();
 let cachedBytes = 0;
@@ -55,8 +56,8 @@ process.on('message', ({ id, op, key, text, data }) => {
     process.send({ id, ok: true });
     return;
   }
-  // The instance comes as JSON text: parsing it here is cheaper for the host than a structured clone.
-  if (validate(JSON.parse(data))) {
+  // The instance comes as JSON text in UTF-8: cheaper for the host than a structured clone.
+  if (validate(JSON.parse(decoder.decode(data)))) {
     process.send({ id, ok: true });
     return;
   }
