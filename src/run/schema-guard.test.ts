@@ -47,6 +47,25 @@ test("one user's schema can neither replace ajv's meta-schema nor collide with a
   assert.deepEqual(await g.check({ ...shared }, { name: 'x' }, 'a', 'the input'), { ok: true });
 });
 
+test('a large value is measured, then serialised, in slices with a turn of the event loop after each', async () => {
+  const g = guard({ sliceValues: 1000 });
+  const value = Array.from({ length: 100_000 }, (_, i) => i);
+  // Counts turns of the event loop taken while the value is prepared (one per slice: each slice,
+  // like this counter, continues from setImmediate).
+  let turns = 0;
+  let done = false;
+  const count = () => {
+    if (g.stats().preparing > 0) turns++;
+    if (!done) setImmediate(count);
+  };
+  const pending = g.check({ type: 'array', items: { type: 'integer' } }, value, 'a', 'the input').finally(() => (done = true));
+  setImmediate(count);
+  assert.deepEqual(await pending, { ok: true });
+  // About 100 slices measuring and 100 serialising: neither may be done in one go.
+  assert.ok(turns >= 190, `${turns} turns while the value was prepared`);
+  assert.equal(g.stats().preparing, 0);
+});
+
 test('a check that exhausts its heap kills only its worker, however long the deadline', async () => {
   const g = guard({ deadlineMs: 120_000 });
   const verdict = await g.check(RECURSIVE, { a: JSON.parse(`${'['.repeat(26)}1${']'.repeat(26)}`) }, 'a', 'the input');
