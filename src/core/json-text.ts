@@ -22,30 +22,33 @@ const leafWeight = (item: unknown): number => (typeof item === 'string' ? 1 + Ma
 /** The weight of `value` (values, long strings weighing more), counted only until it exceeds `limit`. */
 export function weightUpTo(value: unknown, limit: number): number {
   if (value === null || typeof value !== 'object') return leafWeight(value);
-  // A container counts when it is found, so a long array of containers is not all stacked first.
-  const pending: object[] = [value];
+  // A container counts when it is found, so a long array of containers is not all stacked first;
+  // the stack is made only for a container that holds containers (this runs once per element).
+  let pending: object[] | undefined;
+  let current: object | undefined = value;
   let weight = 1;
-  while (pending.length > 0 && weight <= limit) {
-    const current = pending.pop() as Record<string, unknown> | unknown[];
+  while (current !== undefined && weight <= limit) {
     if (Array.isArray(current)) {
       for (let i = 0; i < current.length && weight <= limit; i++) {
-        const child = current[i];
+        const child: unknown = current[i];
         if (child !== null && typeof child === 'object') {
           weight++;
-          pending.push(child);
+          (pending ??= []).push(child);
         } else weight += leafWeight(child);
       }
     } else {
-      for (const key in current) {
+      const members = current as Record<string, unknown>;
+      for (const key in members) {
         if (weight > limit) break;
-        if (!Object.hasOwn(current, key)) continue;
-        const child = current[key];
+        if (!Object.hasOwn(members, key)) continue;
+        const child = members[key];
         if (child !== null && typeof child === 'object') {
           weight++;
-          pending.push(child);
+          (pending ??= []).push(child);
         } else weight += leafWeight(child);
       }
     }
+    current = pending?.pop();
   }
   return weight;
 }

@@ -71,8 +71,8 @@ interface Job {
   accountId: string;
   op: 'compile' | 'check';
   schema: SchemaText;
-  /** The value's JSON text, UTF-8. */
-  data?: Buffer;
+  /** The value's JSON text, in pieces of about a slice each. */
+  data?: string[];
   /** The worker said it lacks this schema: send its text this time. */
   withText: boolean;
   resolve: (answer: Answer) => void;
@@ -140,16 +140,15 @@ export class SchemaGuard {
     // tens of milliseconds: both run in slices of `sliceValues` values with a turn of the event loop
     // between them, so requests waiting on it (other tenants', /healthz) wait for one slice at most.
     let text: SchemaText | undefined;
-    let data: Buffer;
+    let data: string[];
     this.preparing++;
     try {
       const excess = await inSlices(shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, this.options.sliceValues));
       if (excess) return { ok: false, stopped: describeExcess(what, excess) };
       text = this.textOf(schema);
       if (!text) return { ok: false, stopped: 'the schema could not be read' };
-      // JSON text costs the host less than a structured clone, and as bytes it crosses to the worker
-      // at the cost of a copy (V8's serialiser is many times slower on megabytes of string).
-      data = await utf8InSlices(jsonTextPieces(value ?? null, this.options.sliceValues));
+      // JSON text costs the host less than a structured clone; sent a piece at a time (see start).
+      data = await piecesInSlices(jsonTextPieces(value ?? null, this.options.sliceValues));
     } finally {
       this.preparing--;
     }
@@ -213,7 +212,7 @@ export class SchemaGuard {
     return known;
   }
 
-  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: Buffer | undefined): Promise<Answer> {
+  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: string[] | undefined): Promise<Answer> {
     if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
     if (this.waitingCount >= this.options.maxWaiting || this.waitingOf(accountId) >= this.options.maxWaitingPerAccount) {
       return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
@@ -320,7 +319,24 @@ export class SchemaGuard {
       slot.known.add(job.schema.key);
     }
     this.watch(slot, job, worker.pid === undefined ? undefined : cpuMs(worker.pid), Date.now());
-    worker.send({ id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.data !== undefined ? { data: job.data } : {}) });
+    const message = { id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}) };
+    const pieces = job.data;
+    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0] ?? 'null' } : {}) });
+    else void this.sendInPieces(slot, job, worker, pieces, message);
+  }
+
+  /**
+   * A large value goes to the worker one piece per turn of the event loop (each send serialises and
+   * copies its message on this thread: megabytes at once would hold it), then the job itself. Stops
+   * if the job ends meanwhile (its worker killed at the deadline, or gone).
+   */
+  private async sendInPieces(slot: Slot, job: Job, worker: ChildProcess, pieces: string[], message: Record<string, unknown>): Promise<void> {
+    for (const piece of pieces) {
+      if (slot.job !== job || slot.worker !== worker) return;
+      worker.send({ id: job.id, piece });
+      await nextTurn();
+    }
+    if (slot.job === job && slot.worker === worker) worker.send(message);
   }
 
   /** Arms the deadline of the job in `slot`: re-armed while the worker has used less CPU than allowed. */
@@ -443,16 +459,15 @@ export class SchemaGuard {
   }
 }
 
-/** The pieces of JSON text as UTF-8, with a turn of the event loop between pieces; `null` when there are none. */
-async function utf8InSlices(pieces: Generator<string, void, void>): Promise<Buffer> {
-  const buffers: Buffer[] = [];
+/** The pieces of JSON text, with a turn of the event loop between pieces; `null` when there are none. */
+async function piecesInSlices(pieces: Generator<string, void, void>): Promise<string[]> {
+  const collected: string[] = [];
   for (let step = pieces.next(); !step.done; ) {
-    buffers.push(Buffer.from(step.value, 'utf8'));
+    collected.push(step.value);
     step = pieces.next();
     if (!step.done) await nextTurn();
   }
-  if (buffers.length === 0) return Buffer.from('null');
-  return buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers);
+  return collected.length > 0 ? collected : ['null'];
 }
 
 /** Runs sliced work with a turn of the event loop (I/O included) after each slice. */
