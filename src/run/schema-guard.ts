@@ -128,6 +128,8 @@ export class SchemaGuard {
   private replaced = 0;
   /** Checks whose value is being measured and serialised (on the main thread, in slices). */
   private preparing = 0;
+  /** Jobs whose value is being sent to their worker, a piece per turn. */
+  private sending = 0;
 
   constructor(options: Partial<SchemaGuardOptions> = {}) {
     this.options = { ...SCHEMA_GUARD_DEFAULTS, ...options };
@@ -172,15 +174,17 @@ export class SchemaGuard {
 
   /**
    * For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an
-   * overrun, and checks whose value is still being prepared on the main thread.
+   * overrun, checks whose value is still being prepared on the main thread, and jobs whose value
+   * is still being sent to their worker.
    */
-  stats(): { ready: number; busy: number; waiting: number; replaced: number; preparing: number } {
+  stats(): { ready: number; busy: number; waiting: number; replaced: number; preparing: number; sending: number } {
     return {
       ready: this.slots.filter((s) => s.ready).length,
       busy: this.slots.filter((s) => s.job).length,
       waiting: this.waitingCount,
       replaced: this.replaced,
       preparing: this.preparing,
+      sending: this.sending,
     };
   }
 
@@ -331,12 +335,17 @@ export class SchemaGuard {
    * if the job ends meanwhile (its worker killed at the deadline, or gone).
    */
   private async sendInPieces(slot: Slot, job: Job, worker: ChildProcess, pieces: string[], message: Record<string, unknown>): Promise<void> {
-    for (const piece of pieces) {
-      if (slot.job !== job || slot.worker !== worker) return;
-      worker.send({ id: job.id, piece });
-      await nextTurn();
+    this.sending++;
+    try {
+      for (const piece of pieces) {
+        if (slot.job !== job || slot.worker !== worker) return;
+        worker.send({ id: job.id, piece });
+        await nextTurn();
+      }
+      if (slot.job === job && slot.worker === worker) worker.send(message);
+    } finally {
+      this.sending--;
     }
-    if (slot.job === job && slot.worker === worker) worker.send(message);
   }
 
   /** Arms the deadline of the job in `slot`: re-armed while the worker has used less CPU than allowed. */
