@@ -1,7 +1,7 @@
 /**
- * Resource attacks against the real server (issue 10, "Checks"): for each attack, the /healthz p99
- * and the server's RSS under attack beside the idle figures measured just before it, in the same
- * run. Targets: p99 within 3× idle, RSS growth under 200 MB.
+ * Resource attacks against the real server (issue 10, "Checks"): for each attack, the /healthz p99,
+ * the memory and the CPU of the server's whole process tree under attack beside the idle figures
+ * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
  *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog]
  *
@@ -10,12 +10,15 @@
  * server does with them, not by the meter). /healthz is probed from a third process
  * (bench/lib/probe.ts) from 127.0.0.1, a new connection per probe; attack traffic comes from this
  * process, where it can from 127.0.0.2 (a per-IP limit must not shelter the probe by accident of
- * sharing the attacker's address). RSS is the server process's VmRSS, sampled every 100 ms. Each
+ * sharing the attacker's address). Memory and CPU are those of the server process and all its
+ * descendants (KDF and schema workers, spawner, zygotes, helpers, sandboxes; bench/lib/tree.ts):
+ * memory is their summed PSS, sampled every 250 ms (growth: the attack's peak less the idle
+ * median); CPU is their utime + stime, reaped children's included, per second of the phase. Each
  * attack is bounded in count and time. A server that dies is reported and started again for the
  * next attack. Targets are information, never the exit code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
@@ -25,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connect, createAccount, createKey, parseResult, postJson, type McpTestClient, type TestAccount } from '../src/test-support/harness.js';
 import { median, ms, p99, printTable } from './lib/measure.js';
+import { watchTree, type TreeSample } from './lib/tree.js';
 
 const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog'] as const;
 type AttackName = (typeof ATTACKS)[number];
@@ -98,15 +102,6 @@ async function stopServerProcess(server: ServerProcess): Promise<void> {
   rmSync(server.dataDir, { recursive: true, force: true });
 }
 
-function rssMb(pid: number): number | undefined {
-  try {
-    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 // ---------------------------------------------------------------- the prober, in its own process
 
 class Prober {
@@ -145,25 +140,31 @@ class Prober {
 interface Phase {
   latencies: number[];
   failures: number;
-  rss: number[];
+  /** The server's process tree, sampled through the phase (the first at its start, the last at its end). */
+  tree: TreeSample[];
   died: boolean;
 }
 
-/** Probes /healthz and samples RSS while `work` runs (or for `idleSeconds` when there is none). */
+/** Probes /healthz and samples the server's process tree while `work` runs. */
 async function measure(server: ServerProcess, prober: Prober, label: string, work: () => Promise<void>): Promise<Phase> {
-  const rss: number[] = [];
-  const sampler = setInterval(() => {
-    const value = rssMb(server.child.pid!);
-    if (value !== undefined) rss.push(value);
-  }, 100);
+  const watcher = watchTree(server.child.pid!);
   prober.start(label);
+  let tree: TreeSample[];
   try {
     await work();
   } finally {
-    clearInterval(sampler);
+    tree = await watcher.stop();
   }
   const probed = await prober.stop();
-  return { ...probed, rss, died: server.exited };
+  return { ...probed, tree, died: server.exited };
+}
+
+/** CPU seconds the tree used per second of the phase (undefined without two samples). */
+function cpuPerSecond(tree: TreeSample[]): number | undefined {
+  if (tree.length < 2) return undefined;
+  const first = tree[0]!;
+  const last = tree[tree.length - 1]!;
+  return last.at > first.at ? (last.cpuMs - first.cpuMs) / (last.at - first.at) : undefined;
 }
 
 // ---------------------------------------------------------------- attack helpers
@@ -452,7 +453,8 @@ console.log(
     `/healthz probed from another process (127.0.0.1, new connection each), attack traffic from ${ATTACKER}; ` +
     `${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); ${new Date().toISOString()}`,
 );
-const rows: string[][] = [['attack', 'idle p99', 'attack p99', 'ratio', 'probe failures', 'idle RSS', 'peak RSS', 'growth', 'targets', 'what the attack got']];
+const rows: string[][] = [['attack', 'idle p99', 'attack p99', 'ratio', 'probe failures', 'idle mem', 'peak mem', 'growth', 'idle CPU', 'attack CPU', 'procs', 'targets', 'what the attack got']];
+let rssFallbacks = 0;
 let server = await startServerProcess();
 let prober = new Prober(server.url);
 try {
@@ -468,29 +470,37 @@ try {
     try {
       run = await attacks[name].prepare(server);
     } catch (error) {
-      rows.push([name, '—', '—', '—', '—', '—', '—', '—', '—', `could not prepare: ${(error as Error).message.slice(0, 120)}`]);
+      rows.push([name, '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', `could not prepare: ${(error as Error).message.slice(0, 120)}`]);
       continue;
     }
-    const idle = await measure(server, prober, `${name} idle`, () => sleep(IDLE_SECONDS * 1000));
+    const idle = await measure(server, prober, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
     const attack = await measure(server, prober, `${name} attack`, async () => {
       got = await run().catch((error: Error) => `attack failed: ${error.message.slice(0, 120)}`);
     });
     const idleP99 = p99(idle.latencies);
     const attackP99 = p99(attack.latencies);
-    const idleRss = median(idle.rss);
-    const peakRss = Math.max(...attack.rss);
+    const idleMemory = median(idle.tree.map((sample) => sample.memoryMb));
+    const peakMemory = Math.max(...attack.tree.map((sample) => sample.memoryMb));
     const ratio = attackP99 / idleP99;
-    const growth = peakRss - idleRss;
+    const growth = peakMemory - idleMemory;
     const met = !attack.died && ratio <= 3 && growth < 200;
+    const cpu = (phase: Phase) => {
+      const perSecond = cpuPerSecond(phase.tree);
+      return perSecond === undefined ? '—' : `${perSecond.toFixed(2)} s/s`;
+    };
+    rssFallbacks = Math.max(rssFallbacks, ...idle.tree.map((sample) => sample.rssFallbacks), ...attack.tree.map((sample) => sample.rssFallbacks));
     rows.push([
       name,
       ms(idleP99),
       ms(attackP99),
       `${ratio.toFixed(1)}×`,
       `${attack.failures} of ${attack.latencies.length}`,
-      `${idleRss.toFixed(0)} MB`,
-      `${peakRss.toFixed(0)} MB`,
+      `${idleMemory.toFixed(0)} MB`,
+      `${peakMemory.toFixed(0)} MB`,
       `${growth.toFixed(0)} MB`,
+      cpu(idle),
+      cpu(attack),
+      `${Math.max(...idle.tree.map((sample) => sample.processes))}→${Math.max(...attack.tree.map((sample) => sample.processes))}`,
       attack.died ? 'SERVER DIED' : met ? 'met' : 'missed',
       got,
     ]);
@@ -506,3 +516,8 @@ try {
   await stopServerProcess(server);
 }
 printTable(rows);
+console.log(
+  'mem: PSS summed over the server and all its descendants (median idle, peak under attack); CPU: their utime+stime, reaped children included, ' +
+    `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack.` +
+    (rssFallbacks > 0 ? ` Up to ${rssFallbacks} process(es) per sample counted with RSS (smaps_rollup unreadable).` : ''),
+);

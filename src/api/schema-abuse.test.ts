@@ -178,6 +178,46 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.match((await callOk(attacker.create, 'describe_execution', { id: bomb.id })).error_message, /input_schema check of utils\.deep was stopped/);
   });
 
+  test('large inputs against a slow schema: the value is prepared in slices, so /healthz and a clean tenant are answered meanwhile', async () => {
+    const attacker = await space([{ name: 'uniq', code: 'def main(input_data):\n    return "ran"\n', input_schema: UNIQUE_INPUT_SCHEMA }]);
+    const bystander = await space([{ name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }]);
+    const [run, other] = await Promise.all([attacker.run('tools'), bystander.run('tools')]);
+    const schemas = server.server.services.schemas;
+    const minute = new MinuteMeter();
+    // Near the value cap: 249,000 distinct objects, 498,002 JSON values.
+    const big = { items: Array.from({ length: 249_000 }, (_, i) => ({ a: i })) };
+    let attackDone = false;
+    const attack = minute.track(() => run.callTool('utils__uniq', big)).finally(() => (attackDone = true));
+
+    // Measured and serialised in one go, the value would never be seen in preparation by a timer,
+    // and nothing else would be answered until it was in a worker.
+    await until(() => schemas.stats().preparing > 0 || attackDone);
+    assert.ok(schemas.stats().preparing > 0, 'the value is prepared over several turns of the event loop');
+    let answeredWhilePreparing = 0;
+    for (let i = 0; i < 50 && schemas.stats().preparing > 0; i++) {
+      assert.equal(await healthz(), 200);
+      if (schemas.stats().preparing > 0) answeredWhilePreparing++;
+    }
+    assert.ok(answeredWhilePreparing >= 1, '/healthz was answered while a large input was being prepared');
+
+    // The checks themselves run in the workers; a clean tenant's check is answered before they end.
+    await until(() => schemas.stats().busy > 0 || attackDone);
+    const theirs = parseResult(await other.callTool('utils__typed', { n: 'x' }));
+    assert.equal(theirs.error_type, 'SchemaError', JSON.stringify(theirs));
+    assert.equal(attackDone, false, "the clean tenant's call was answered while the attack still ran");
+    const refused = parseResult(await attack);
+    assert.equal(refused.error_type, 'SchemaLimitError', JSON.stringify(refused));
+    assert.match(refused.error, new RegExp(`the input_schema check of utils\\.uniq ${STOPPED.source}`));
+    assert.equal(await healthz(), 200);
+
+    // Meter: refused before any sandbox: no monthly quota, a unit of the rate, recorded.
+    const usage = await attacker.usage();
+    assert.equal(usage.executions, 0);
+    minute.assertUsed(usage.executions_per_minute.used);
+    const history = await callOk(attacker.create, 'list_executions', {});
+    assert.deepEqual(history.map((e: { error_type: string | null }) => e.error_type), ['SchemaLimitError']);
+  });
+
   test('tool mode output: uniqueItems on a 20,000-item result fails closed in both languages; the run counts', async () => {
     const attacker = await space([
       { name: 'out', code: 'def main(input_data):\n    return [[i] for i in range(20000)]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },

@@ -17,11 +17,22 @@ export type ShapeExcess = { limit: 'depth'; max: number } | { limit: 'values'; m
  * thread for every checked input and result).
  */
 export function shapeExcess(value: unknown, caps: { maxDepth: number; maxValues: number }): ShapeExcess | null {
+  return runSlices(shapeExcessSlices(value, caps, Infinity));
+}
+
+/**
+ * shapeExcess as slices: the generator yields after about every `sliceValues` values it has
+ * walked, so a caller can give the event loop a turn between slices (src/run/schema-guard.ts does
+ * for every checked value); it returns what shapeExcess returns.
+ */
+export function* shapeExcessSlices(value: unknown, caps: { maxDepth: number; maxValues: number }, sliceValues: number): Generator<void, ShapeExcess | null, void> {
   if (value === null || typeof value !== 'object') return null;
   if (caps.maxDepth < 1) return { limit: 'depth', max: caps.maxDepth };
   const containers: object[] = [value];
   const depths: number[] = [1];
   let values = 1;
+  // Values looked at in this slice (one long array may hold several slices).
+  let work = 0;
   while (containers.length > 0) {
     const current = containers.pop() as Record<string, unknown> | unknown[];
     const childDepth = depths.pop()! + 1;
@@ -29,6 +40,10 @@ export function shapeExcess(value: unknown, caps: { maxDepth: number; maxValues:
       values += current.length;
       if (values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
       for (let i = 0; i < current.length; i++) {
+        if (++work >= sliceValues) {
+          work = 0;
+          yield;
+        }
         const child = current[i];
         if (child === null || typeof child !== 'object') continue;
         if (childDepth > caps.maxDepth) return { limit: 'depth', max: caps.maxDepth };
@@ -37,6 +52,10 @@ export function shapeExcess(value: unknown, caps: { maxDepth: number; maxValues:
       }
     } else {
       for (const key in current) {
+        if (++work >= sliceValues) {
+          work = 0;
+          yield;
+        }
         if (!Object.hasOwn(current, key)) continue;
         if (++values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
         const child = current[key];
@@ -48,6 +67,14 @@ export function shapeExcess(value: unknown, caps: { maxDepth: number; maxValues:
     }
   }
   return null;
+}
+
+/** Runs sliced work to its end without pausing. */
+export function runSlices<T>(slices: Generator<void, T, void>): T {
+  for (;;) {
+    const step = slices.next();
+    if (step.done) return step.value;
+  }
 }
 
 /** `what` is a noun phrase: "the input", "the result", "input_schema". */

@@ -47,6 +47,29 @@ test("one user's schema can neither replace ajv's meta-schema nor collide with a
   assert.deepEqual(await g.check({ ...shared }, { name: 'x' }, 'a', 'the input'), { ok: true });
 });
 
+test('a large value is measured, serialised and sent in slices with a turn of the event loop after each', async () => {
+  const g = guard({ sliceValues: 1000 });
+  await g.check({ type: 'object' }, {}, 'a', 'the input');
+  const value = Array.from({ length: 100_000 }, (_, i) => i);
+  // Counts turns of the event loop taken while the value is prepared and while it is sent (one per
+  // slice or piece: each, like this counter, continues from setImmediate).
+  const turns = { preparing: 0, sending: 0 };
+  let done = false;
+  const count = () => {
+    const { preparing, sending } = g.stats();
+    if (preparing > 0) turns.preparing++;
+    if (sending > 0) turns.sending++;
+    if (!done) setImmediate(count);
+  };
+  const pending = g.check({ type: 'array', items: { type: 'integer' } }, value, 'a', 'the input').finally(() => (done = true));
+  setImmediate(count);
+  assert.deepEqual(await pending, { ok: true });
+  // About 100 slices measuring, 100 serialising and 100 pieces sent: none of the three in one go.
+  assert.ok(turns.preparing >= 190, `${turns.preparing} turns while the value was prepared`);
+  assert.ok(turns.sending >= 95, `${turns.sending} turns while the value was sent`);
+  assert.deepEqual([g.stats().preparing, g.stats().sending], [0, 0]);
+});
+
 test('a check that exhausts its heap kills only its worker, however long the deadline', async () => {
   const g = guard({ deadlineMs: 120_000 });
   const verdict = await g.check(RECURSIVE, { a: JSON.parse(`${'['.repeat(26)}1${']'.repeat(26)}`) }, 'a', 'the input');

@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
-import { describeExcess, shapeExcess } from '../core/json-schema.js';
+import { describeExcess, shapeExcessSlices } from '../core/json-schema.js';
+import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { packageRoot } from '../sandbox/host.js';
 
@@ -31,6 +32,11 @@ export interface SchemaGuardOptions {
    * that answers everyone.
    */
   nice: number;
+  /**
+   * Values measured or serialised on the main thread between two turns of its event loop: a large
+   * input or result is prepared for the worker in slices, so other requests are served meanwhile.
+   */
+  sliceValues: number;
 }
 
 export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
@@ -42,6 +48,7 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   maxWaitingPerAccount: 100,
   maxWaitMs: 10_000,
   nice: 10,
+  sliceValues: 8192,
 });
 
 /**
@@ -64,7 +71,8 @@ interface Job {
   accountId: string;
   op: 'compile' | 'check';
   schema: SchemaText;
-  data?: string;
+  /** The value's JSON text, in pieces of about a slice each. */
+  data?: string[];
   /** The worker said it lacks this schema: send its text this time. */
   withText: boolean;
   resolve: (answer: Answer) => void;
@@ -92,7 +100,7 @@ const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 's
  * input or result against it) runs here: in a small pool of worker processes, each job with a
  * deadline and each worker with a heap limit. A job that overruns kills its worker (a fresh one
  * takes over) and fails closed; the main thread only measures the value (iteratively, with caps)
- * and serialises it. Waiting jobs are kept per account and served fairly: a free worker takes the
+ * and serialises it, both in slices between which other work is served. Waiting jobs are kept per account and served fairly: a free worker takes the
  * next job of the account served longest ago (one that waits for its first turn goes first), one
  * account never holds every worker, and each account may have only so many jobs waiting, each for
  * a bounded time. So one tenant's flood of slow checks queues behind itself, not before others.
@@ -118,6 +126,10 @@ export class SchemaGuard {
   /** Workers start with the first job, then stay (a killed one is replaced at once). */
   private inUse = false;
   private replaced = 0;
+  /** Checks whose value is being measured and serialised (on the main thread, in slices). */
+  private preparing = 0;
+  /** Jobs whose value is being sent to their worker, a piece per turn. */
+  private sending = 0;
 
   constructor(options: Partial<SchemaGuardOptions> = {}) {
     this.options = { ...SCHEMA_GUARD_DEFAULTS, ...options };
@@ -126,17 +138,22 @@ export class SchemaGuard {
 
   /** Checks `value` (what: "the input", "the result") against a stored schema. */
   async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
-    const excess = shapeExcess(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
-    if (excess) return { ok: false, stopped: describeExcess(what, excess) };
-    const text = this.textOf(schema);
-    if (!text) return { ok: false, stopped: 'the schema could not be read' };
-    // Measuring, serialising and sending a large value each hold this thread for milliseconds (a
-    // 40,000-object input: about 6, 3 and 3 ms of CPU; at the caps, tens): the event loop gets a turn
-    // between them, so requests waiting on it (another tenant's, /healthz) wait for one part only.
-    await nextTurn();
-    // Within the caps, JSON.stringify cannot overflow; JSON text costs the host less than a structured clone.
-    const data = JSON.stringify(value ?? null);
-    await nextTurn();
+    // Measuring and serialising a value of up to MAX_CHECKED_VALUES values takes the main thread
+    // tens of milliseconds: both run in slices of `sliceValues` values with a turn of the event loop
+    // between them, so requests waiting on it (other tenants', /healthz) wait for one slice at most.
+    let text: SchemaText | undefined;
+    let data: string[];
+    this.preparing++;
+    try {
+      const excess = await inSlices(shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, this.options.sliceValues));
+      if (excess) return { ok: false, stopped: describeExcess(what, excess) };
+      text = this.textOf(schema);
+      if (!text) return { ok: false, stopped: 'the schema could not be read' };
+      // JSON text costs the host less than a structured clone; sent a piece at a time (see start).
+      data = await piecesInSlices(jsonTextPieces(value ?? null, this.options.sliceValues));
+    } finally {
+      this.preparing--;
+    }
     const answer = await this.submit(accountId, 'check', text, data);
     if ('problems' in answer) return { ok: false, problems: answer.problems };
     if ('invalid' in answer) return { ok: false, problems: [`the schema could not be applied: ${answer.invalid}`] };
@@ -155,9 +172,20 @@ export class SchemaGuard {
     return { ok: true };
   }
 
-  /** For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an overrun. */
-  stats(): { ready: number; busy: number; waiting: number; replaced: number } {
-    return { ready: this.slots.filter((s) => s.ready).length, busy: this.slots.filter((s) => s.job).length, waiting: this.waitingCount, replaced: this.replaced };
+  /**
+   * For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an
+   * overrun, checks whose value is still being prepared on the main thread, and jobs whose value
+   * is still being sent to their worker.
+   */
+  stats(): { ready: number; busy: number; waiting: number; replaced: number; preparing: number; sending: number } {
+    return {
+      ready: this.slots.filter((s) => s.ready).length,
+      busy: this.slots.filter((s) => s.job).length,
+      waiting: this.waitingCount,
+      replaced: this.replaced,
+      preparing: this.preparing,
+      sending: this.sending,
+    };
   }
 
   /** For tests: jobs of one account waiting for a worker. */
@@ -188,7 +216,7 @@ export class SchemaGuard {
     return known;
   }
 
-  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: string | undefined): Promise<Answer> {
+  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: string[] | undefined): Promise<Answer> {
     if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
     if (this.waitingCount >= this.options.maxWaiting || this.waitingOf(accountId) >= this.options.maxWaitingPerAccount) {
       return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
@@ -295,7 +323,29 @@ export class SchemaGuard {
       slot.known.add(job.schema.key);
     }
     this.watch(slot, job, worker.pid === undefined ? undefined : cpuMs(worker.pid), Date.now());
-    worker.send({ id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.data !== undefined ? { data: job.data } : {}) });
+    const message = { id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}) };
+    const pieces = job.data;
+    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0] ?? 'null' } : {}) });
+    else void this.sendInPieces(slot, job, worker, pieces, message);
+  }
+
+  /**
+   * A large value goes to the worker one piece per turn of the event loop (each send serialises and
+   * copies its message on this thread: megabytes at once would hold it), then the job itself. Stops
+   * if the job ends meanwhile (its worker killed at the deadline, or gone).
+   */
+  private async sendInPieces(slot: Slot, job: Job, worker: ChildProcess, pieces: string[], message: Record<string, unknown>): Promise<void> {
+    this.sending++;
+    try {
+      for (const piece of pieces) {
+        if (slot.job !== job || slot.worker !== worker) return;
+        worker.send({ id: job.id, piece });
+        await nextTurn();
+      }
+      if (slot.job === job && slot.worker === worker) worker.send(message);
+    } finally {
+      this.sending--;
+    }
   }
 
   /** Arms the deadline of the job in `slot`: re-armed while the worker has used less CPU than allowed. */
@@ -415,6 +465,26 @@ export class SchemaGuard {
     const next = (map.get(key) ?? 0) + delta;
     if (next <= 0) map.delete(key);
     else map.set(key, next);
+  }
+}
+
+/** The pieces of JSON text, with a turn of the event loop between pieces; `null` when there are none. */
+async function piecesInSlices(pieces: Generator<string, void, void>): Promise<string[]> {
+  const collected: string[] = [];
+  for (let step = pieces.next(); !step.done; ) {
+    collected.push(step.value);
+    step = pieces.next();
+    if (!step.done) await nextTurn();
+  }
+  return collected.length > 0 ? collected : ['null'];
+}
+
+/** Runs sliced work with a turn of the event loop (I/O included) after each slice. */
+async function inSlices<T>(slices: Generator<void, T, void>): Promise<T> {
+  for (;;) {
+    const step = slices.next();
+    if (step.done) return step.value;
+    await nextTurn();
   }
 }
 

@@ -39,7 +39,23 @@ function validatorFor(key, text) {
   return validate;
 }
 
-process.on('message', ({ id, op, key, text, data }) => {
+/** Pieces of a large value's JSON text, sent before its job (one per message, so the host never holds its loop to send megabytes). */
+let pieces = [];
+let piecesOf = -1;
+
+process.on('message', (message) => {
+  if ('piece' in message) {
+    if (message.id !== piecesOf) {
+      pieces = [];
+      piecesOf = message.id;
+    }
+    pieces.push(message.piece);
+    return;
+  }
+  const { id, op, key, text } = message;
+  const data = message.data ?? (piecesOf === id ? pieces.join('') : 'null');
+  pieces = [];
+  piecesOf = -1;
   let validate;
   try {
     validate = validatorFor(key, text);
@@ -55,7 +71,7 @@ process.on('message', ({ id, op, key, text, data }) => {
     process.send({ id, ok: true });
     return;
   }
-  // The instance comes as JSON text: parsing it here is cheaper for the host than a structured clone.
+  // The instance comes as JSON text: cheaper for the host than a structured clone.
   if (validate(JSON.parse(data))) {
     process.send({ id, ok: true });
     return;

@@ -1,0 +1,138 @@
+/**
+ * What a process and all its descendants use, read from /proc (Linux): the server, its KDF and
+ * schema workers, the sandbox spawner and zygotes, helpers and the sandboxes themselves. Walking
+ * /proc works the same on cgroup v1, hybrid and v2-only hosts and needs no privilege for the
+ * server's own processes; a cgroup would not do, as the sandbox moves runs into cgroups of its own.
+ *
+ * Memory is PSS (/proc/PID/smaps_rollup: each shared page divided among the processes that map
+ * it, so zygote children sharing their parent's pages are not counted twice); where smaps_rollup
+ * cannot be read (a sandbox under another uid when the bench is not root) that process counts with
+ * its RSS (VmRSS) instead, and the sample says how many did.
+ *
+ * CPU is utime + stime + cutime + cstime summed over the tree: a process that exits during a phase
+ * leaves its time in its parent's cutime/cstime once reaped (node, the helper and the zygotes all
+ * reap their children), so the difference of two samples is the CPU the whole tree used between
+ * them, including processes that lived only in between.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+
+/** USER_HZ: clock ticks per second in /proc/PID/stat (100 on every Linux this runs on). */
+const TICK_MS = 10;
+
+export interface TreeSample {
+  /** When taken (performance.now()). */
+  at: number;
+  processes: number;
+  /** PSS (or RSS where PSS could not be read) summed over the tree, MB. */
+  memoryMb: number;
+  /** RSS summed over the tree, MB (counts shared pages once per process). */
+  rssMb: number;
+  /** Processes counted with RSS because their smaps_rollup could not be read. */
+  rssFallbacks: number;
+  /** CPU used by the tree since each process started, with reaped children's, ms. */
+  cpuMs: number;
+}
+
+interface Stat {
+  ppid: number;
+  cpuTicks: number;
+}
+
+function parseStat(text: string): Stat | undefined {
+  // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const ppid = Number(fields[1]);
+  const ticks = Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+  return Number.isFinite(ppid) && Number.isFinite(ticks) ? { ppid, cpuTicks: ticks } : undefined;
+}
+
+async function kbField(file: string, field: string): Promise<number | undefined> {
+  try {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(await readFile(file, 'utf8'));
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pids of `root` and all its descendants, with their stat figures; empty when root is gone. */
+async function descendants(root: number): Promise<Map<number, Stat>> {
+  const stats = new Map<number, Stat>();
+  const children = new Map<number, number[]>();
+  const entries = await readdir('/proc');
+  await Promise.all(
+    entries.map(async (entry) => {
+      const pid = Number(entry);
+      if (!Number.isInteger(pid)) return;
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').then(parseStat, () => undefined);
+      if (!stat) return;
+      stats.set(pid, stat);
+      const siblings = children.get(stat.ppid);
+      if (siblings) siblings.push(pid);
+      else children.set(stat.ppid, [pid]);
+    }),
+  );
+  const tree = new Map<number, Stat>();
+  const pending = stats.has(root) ? [root] : [];
+  while (pending.length > 0) {
+    const pid = pending.pop()!;
+    tree.set(pid, stats.get(pid)!);
+    for (const child of children.get(pid) ?? []) if (!tree.has(child)) pending.push(child);
+  }
+  return tree;
+}
+
+/** One sample of the tree under `root`; undefined when root no longer exists. */
+export async function sampleTree(root: number): Promise<TreeSample | undefined> {
+  const at = performance.now();
+  const tree = await descendants(root);
+  if (tree.size === 0) return undefined;
+  let memoryKb = 0;
+  let rssKb = 0;
+  let rssFallbacks = 0;
+  let cpuTicks = 0;
+  await Promise.all(
+    [...tree].map(async ([pid, stat]) => {
+      cpuTicks += stat.cpuTicks;
+      const [pss, rss] = await Promise.all([kbField(`/proc/${pid}/smaps_rollup`, 'Pss'), kbField(`/proc/${pid}/status`, 'VmRSS')]);
+      rssKb += rss ?? 0;
+      if (pss !== undefined) memoryKb += pss;
+      else if (rss !== undefined) {
+        memoryKb += rss;
+        rssFallbacks++;
+      }
+    }),
+  );
+  return { at, processes: tree.size, memoryMb: memoryKb / 1024, rssMb: rssKb / 1024, rssFallbacks, cpuMs: cpuTicks * TICK_MS };
+}
+
+/**
+ * Samples the tree under `root` every `everyMs` until stopped; `stop()` takes a last sample and
+ * returns them all (a first one is taken at once, so a phase always has its start and end).
+ */
+export function watchTree(root: number, everyMs = 250): { stop(): Promise<TreeSample[]> } {
+  const samples: TreeSample[] = [];
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<void> = Promise.resolve();
+  const take = () =>
+    (current = sampleTree(root).then(
+      (sample) => void (sample && samples.push(sample)),
+      () => {},
+    ));
+  // The next sample is timed from the end of the last, so a slow read (a loaded machine) is not overlapped.
+  const loop = async () => {
+    await take();
+    if (!stopped) timer = setTimeout(loop, everyMs);
+  };
+  void loop();
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await current;
+      await take();
+      return samples;
+    },
+  };
+}
