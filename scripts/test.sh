@@ -11,13 +11,18 @@ run_node_tests() {
   local label=$1
   shift
   echo "=== tests: $label ($# files)"
-  local start=$SECONDS
-  if node --import tsx --test --test-concurrency=2 --test-reporter=spec "$@"; then
+  local start=$SECONDS times
+  times=.build/test-times-${label%%,*}.txt
+  mkdir -p .build
+  if node --import tsx --test --test-concurrency=2 --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=./scripts/test-times.mjs --test-reporter-destination="$times" "$@"; then
     echo "=== tests: $label passed ($((SECONDS - start)) s)"
   else
     echo "=== tests: $label FAILED ($((SECONDS - start)) s)"
     status=1
   fi
+  # The slowest files, to keep the suite within its budget (all of them in $times).
+  head -n 11 "$times" 2>/dev/null | sed 's/^/=== /'
 }
 
 mapfile -t all_files < <(find src -name '*.test.ts' | sort)

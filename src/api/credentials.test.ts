@@ -18,7 +18,7 @@ import { DEFAULT_TIERS } from '../core/tiers.js';
 import { hashSecret, passwordKdfStats } from '../services/secrets.js';
 import { REGISTRATION_LIMITS } from '../services/sign-in-throttle.js';
 import { SECRET_FILE } from '../services/server-secret.js';
-import { connect, createAccount, createKey, freshDatabaseUrl, postJson, startTestServer, TEST_SECRET_KEY, type TestServer } from '../test-support/harness.js';
+import { connect, createAccount, createKey, freshDatabaseUrl, postJson, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY, type TestServer } from '../test-support/harness.js';
 import { configFromEnv } from './config.js';
 import { startServer } from './server.js';
 
@@ -320,6 +320,7 @@ describe('API keys under the server secret', () => {
 describe('the server secret', () => {
   test('created once in the data dir (0600), reused across restarts, never logged; MCPWORKS_SECRET_KEY takes precedence', async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-secret-'));
+    await seedEmbeddedDatabase(dataDir);
     const file = path.join(dataDir, SECRET_FILE);
     const lines: string[] = [];
     const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });

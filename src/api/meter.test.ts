@@ -10,6 +10,8 @@ import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
 import { callOk, parseResult, type McpTestClient, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
+import { until } from '../test-support/processes.js';
+import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
 let rules: RuleServer;
 let server: TestServer;
@@ -212,7 +214,10 @@ export default function main() {
     const s = await space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(2)\n    return "done"\n' }]);
     const tools = await runAs(s, 'tools');
     const pending = tools.callTool('utils__slow');
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    // Until its code runs in a sandbox (a zygote's child), not a fixed wait that a loaded machine outlasts.
+    const sandbox = server.server.services.sandbox as BubblewrapSandbox;
+    const running = async () => sandbox.zygoteStats()?.zygotes.reduce((sum, zygote) => sum + zygote.active, 0) ?? (await meterOf(s)).concurrency.active;
+    await until('the run in its sandbox', running, (active) => active > 0);
     await callOk(s.create, 'delete_function', { service: 'utils', name: 'slow' });
     assert.equal(parseResult(await pending), 'done');
     await healthzPrompt();

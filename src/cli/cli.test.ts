@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { callOk, connect, freshDatabaseUrl, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY } from '../test-support/harness.js';
+import { cliCommand } from '../test-support/cli-command.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -18,7 +19,7 @@ interface CliResult {
 
 function cli(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    const child = spawn(process.execPath, [...cliCommand(), ...args], {
       cwd: repoRoot,
       env: { ...process.env, LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -116,7 +117,7 @@ describe('mcpworks CLI', () => {
   });
 
   test('serve listens, answers /healthz, and shuts down cleanly on SIGTERM', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
+    const child = spawn(process.execPath, [...cliCommand(), 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
       cwd: repoRoot,
       env: { ...process.env, DATABASE_URL: databaseUrl ?? '', MCPWORKS_SECRET_KEY: databaseUrl ? TEST_SECRET_KEY : '', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
