@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import { callOk, type ClientEra, connect, createAccount, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
+import { callOk, type ClientEra, connect, createAccount, EMBEDDED_RUN_ONLY, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
 import { freePort } from '../test-support/processes.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
@@ -416,7 +416,7 @@ test('SIGTERM with runs in flight: every client gets an answer, every run a reco
   }
 });
 
-test('a busy port: the server exits non-zero with a clear message and leaves nothing behind', { timeout: 300_000 }, async () => {
+test('a busy port: the server exits non-zero with a clear message and leaves nothing behind', { timeout: 300_000, skip: EMBEDDED_RUN_ONLY }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-busy-'));
   // A seeded database: the failure under test is the port, not creating the database.
   await seedEmbeddedDatabase(dir);

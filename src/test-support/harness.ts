@@ -43,6 +43,12 @@ export async function freshDatabaseUrl(): Promise<string | undefined> {
   return url.toString();
 }
 
+/**
+ * A `skip` option for tests that never use the test PostgreSQL (always the embedded database, or no
+ * database): scripts/test.sh runs their file again on PostgreSQL, where they would repeat themselves.
+ */
+export const EMBEDDED_RUN_ONLY: string | false = process.env.MCPWORKS_TEST_DATABASE_URL ? 'independent of the database: run in the embedded run' : false;
+
 /** Servers on a shared PostgreSQL must be given the API-key secret (MCPWORKS_SECRET_KEY); tests use this one. */
 export const TEST_SECRET_KEY = 'mcpworks-test-secret-key-0123456789abcdef';
 
