@@ -14,6 +14,7 @@ import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../c
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
 import { packageRoot, procMasks } from './host.js';
+import { zygoteRunsActive } from '../test-support/processes.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 /** Every Python attempt asks for a warm fork-server, as the run endpoint's requests do. */
@@ -128,7 +129,7 @@ result = seen
 
   it("another function's env, held by a parallel run → invisible", async () => {
     const holder = py('import time\ntime.sleep(1.5)\nresult = "held"\n', {}, { env: { OTHER_SECRET: 'other-function-secret-456' } });
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    await zygoteRunsActive(sandbox, 1, 400);
     const code = `${tryBlock}
 import glob
 found = []
@@ -146,7 +147,7 @@ result = {"found": found, "env": "OTHER_SECRET" in os.environ}
 
   it("another execution's tmp files → each run has its own /tmp", async () => {
     const writer = py('import time\nopen("/tmp/private.txt", "w").write("mine")\ntime.sleep(1.2)\nresult = open("/tmp/private.txt").read()\n');
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    await zygoteRunsActive(sandbox, 1, 400);
     const reader = resultOf(await py(`${tryBlock}\nresult = [os.listdir("/tmp"), attempt(lambda: open("/tmp/private.txt").read())]\n`));
     assert.deepEqual(reader, [[], 'FileNotFoundError ENOENT']);
     assert.equal(resultOf(await writer), 'mine');

@@ -65,8 +65,13 @@ let template: Promise<string> | undefined;
  * brings its own data dir.
  */
 export async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
+  cpSync(await prepareEmbeddedTemplate(), path.join(dataDir, 'pglite'), { recursive: true });
+}
+
+/** Makes the template if it is not there yet. scripts/test.sh calls it once before the test files start, so parallel files do not each make it. */
+export function prepareEmbeddedTemplate(): Promise<string> {
   template ??= embeddedTemplate();
-  cpSync(await template, path.join(dataDir, 'pglite'), { recursive: true });
+  return template;
 }
 
 async function embeddedTemplate(): Promise<string> {
