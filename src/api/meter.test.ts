@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
 import { callOk, parseResult, type McpTestClient, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
-import { until } from '../test-support/processes.js';
+import { sandboxRunsStarted, until } from '../test-support/processes.js';
 import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
 let rules: RuleServer;
@@ -103,10 +103,14 @@ function spawners(): number[] {
 
 describe('item 2: a real platform failure', () => {
   test('a run whose sandbox the host loses (its spawner killed mid-run) is a SandboxError, recorded, not counted', async () => {
-    const s = await space([{ name: 'lost', language: 'typescript', code: 'export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 1500));\n  process.exit(3);\n}\n' }]);
+    // The run waits long enough to be killed in the middle even on a loaded machine (the kill ends it at once).
+    const s = await space([{ name: 'lost', language: 'typescript', code: 'export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 20_000));\n  process.exit(3);\n}\n' }]);
     const tools = await runAs(s, 'tools');
+    // Until the run is handed its sandbox, not a fixed wait that a loaded machine outlasts.
+    const sandbox = server.server.services.sandbox as BubblewrapSandbox;
+    const before = sandboxRunsStarted(sandbox);
     const pending = tools.callTool('utils__lost');
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    await until('the run in its sandbox', async () => sandboxRunsStarted(sandbox), (started) => started > before);
     const pids = spawners();
     assert.ok(pids.length > 0, 'the server starts sandboxes through a spawner');
     for (const pid of pids) process.kill(pid, 'SIGKILL');
@@ -213,11 +217,11 @@ export default function main() {
   test('a run whose code ran is counted and recorded even when its function is deleted while it runs', async () => {
     const s = await space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(2)\n    return "done"\n' }]);
     const tools = await runAs(s, 'tools');
-    const pending = tools.callTool('utils__slow');
-    // Until its code runs in a sandbox (a zygote's child), not a fixed wait that a loaded machine outlasts.
+    // Until its code is loaded and handed to a sandbox, not a fixed wait that a loaded machine outlasts.
     const sandbox = server.server.services.sandbox as BubblewrapSandbox;
-    const running = async () => sandbox.zygoteStats()?.zygotes.reduce((sum, zygote) => sum + zygote.active, 0) ?? (await meterOf(s)).concurrency.active;
-    await until('the run in its sandbox', running, (active) => active > 0);
+    const before = sandboxRunsStarted(sandbox);
+    const pending = tools.callTool('utils__slow');
+    await until('the run in its sandbox', async () => sandboxRunsStarted(sandbox), (started) => started > before);
     await callOk(s.create, 'delete_function', { service: 'utils', name: 'slow' });
     assert.equal(parseResult(await pending), 'done');
     await healthzPrompt();

@@ -62,3 +62,12 @@ export async function zygoteRunsActive(sandbox: { zygoteStats(): { zygotes: Arra
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/**
+ * Runs `sandbox` has handed a sandbox so far, counting those in zygote children now: every run not
+ * forked from a zygote claims from the pool (hit or miss), after its code is loaded. A run has
+ * started once this passes the value read before it was sent.
+ */
+export function sandboxRunsStarted(sandbox: { poolStats(): { claims: number } | null; zygoteStats(): { zygotes: Array<{ active: number }> } | null }): number {
+  return (sandbox.poolStats()?.claims ?? 0) + (sandbox.zygoteStats()?.zygotes.reduce((sum, zygote) => sum + zygote.active, 0) ?? 0);
+}
