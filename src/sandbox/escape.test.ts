@@ -425,6 +425,8 @@ failure = ctypes.get_errno()
 time.sleep(2)
 result = [len(held), failure]
 `);
+    // Its zygote child runs, then time for its few lines to take every instance.
+    await zygoteRunsActive(sandbox, 1, 0);
     await new Promise((resolve) => setTimeout(resolve, 700));
     // Another namespace's Python run (in its own zygote's child, unless zygotes are off) and a TypeScript run.
     const other = await py('import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\nresult = "ok" if fd >= 0 else ctypes.get_errno()\n', {}, { warm: otherWarm });

@@ -275,7 +275,7 @@ result = sorted(found)
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       const long = run('first', 'import time\ntime.sleep(1.5)\nresult = "finished"\n');
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await zygoteRunsActive(small, 1, 300);
       // Another namespace wants the only zygote slot while a run is in progress there.
       assert.equal(resultOf(await run('second', 'result = 2')), 2);
       assert.equal(resultOf(await long), 'finished');
