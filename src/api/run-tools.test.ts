@@ -285,7 +285,8 @@ describe('metering', () => {
   });
 
   test('concurrent executions: 429 CONCURRENCY_LIMIT_EXCEEDED while a run holds the only slot', async () => {
-    const space = await rules.space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(1.5)\n    return "done"\n' }], 'solo');
+    // 4 s: the slot must still be held when the second call arrives, after the wait below sees it taken.
+    const space = await rules.space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(4)\n    return "done"\n' }], 'solo');
     const first = rawCall(space, 'utils__slow', {});
     // Until the first holds the slot (a fixed wait, or one of 5 s, was too short on a loaded machine).
     await until('the first run holds the slot', () => rules.usageOf(space.account), (usage) => usage.concurrency.active > 0);
