@@ -27,8 +27,9 @@ const problems = [];
 for (const file of tests) {
   const text = readFileSync(path.join(repo, file), 'utf8');
   const marker = MARKER.exec(text)?.[1];
-  // A test that starts the server's own command line (dist/cli/main.js) reaches it as well.
-  const reaches = imports(file).has(DATABASE) || /\bcli\/main\.[jt]s\b/.test(text);
+  // A test that starts the server's own command line (dist/cli/main.js, or through
+  // src/test-support/cli-command.ts) reaches it as well.
+  const reaches = imports(file).has(DATABASE) || /\bcli\/main\.[jt]s\b|\bcli-command\.js\b/.test(text);
   if (reaches && !marker) problems.push(`${file}: reaches the database but has no "// test-database: postgres|embedded, <why>" line`);
   else if (!reaches && ANY_MARKER.test(text)) problems.push(`${file}: has a test-database line but never reaches ${DATABASE}`);
   else if (marker === 'postgres') postgres.push(file);

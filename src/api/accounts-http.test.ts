@@ -125,10 +125,13 @@ describe('API keys', () => {
 
   test('an expired key is refused', async () => {
     const account = await createAccount(server.url);
-    const key = await createKey(server.url, account, { expires_in_days: 1.5 / 86400 });
+    // 4 s: long enough that the first use comes before the expiry even on a loaded machine.
+    const key = await createKey(server.url, account, { expires_in_days: 4 / 86400 });
+    const created = Date.now();
     const response = () => fetch(`${server.url}/mcp/create/demo`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' });
     assert.notEqual((await response()).status, 401);
-    await new Promise((resolve) => setTimeout(resolve, 1600));
+    // Until past the expiry, which the server set before `created`.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, created + 4100 - Date.now())));
     const expired = await response();
     assert.equal(expired.status, 401);
     assert.equal((await expired.json()).error.type, 'unauthorized');

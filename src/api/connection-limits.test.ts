@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { startServer } from './server.js';
-import { callOk, connect, createAccount, parseResult, startTestServer, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, createAccount, parseResult, seedEmbeddedDatabase, startTestServer, type TestServer } from '../test-support/harness.js';
 
 interface Held {
   /** Everything the server sent on this connection, once it closed it. */
@@ -212,6 +212,7 @@ test('refused connections are counted, not logged one by one: one summary line p
   const lines: string[] = [];
   const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
   const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-conn-log-'));
+  await seedEmbeddedDatabase(dataDir);
   const running = await startServer(
     { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, http: { maxConnections: 64, maxConnectionsPerIp: 4 } },
     pino({ level: 'info' }, logs),

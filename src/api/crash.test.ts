@@ -15,8 +15,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import { callOk, type ClientEra, connect, createAccount, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
+import { callOk, type ClientEra, connect, createAccount, EMBEDDED_RUN_ONLY, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
 import { freePort } from '../test-support/processes.js';
+import { cliCommand } from '../test-support/cli-command.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROUNDS = 3;
@@ -35,7 +36,7 @@ interface Child {
   output(): string;
 }
 
-/** Runs `mcpworks serve` from source (tsx), so the test never depends on a stale build. */
+/** Runs `mcpworks serve` (the build when current, else the source: never stale code). */
 async function startChild(dataDir: string, databaseUrl: string | undefined, extraEnv: NodeJS.ProcessEnv = {}): Promise<Child> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
@@ -47,7 +48,7 @@ async function startChild(dataDir: string, databaseUrl: string | undefined, extr
     // Several processes on one PostgreSQL share the API key secret, as the server requires.
     if (databaseUrl) Object.assign(env, { DATABASE_URL: databaseUrl, MCPWORKS_SECRET_KEY: TEST_SECRET_KEY });
     Object.assign(env, extraEnv);
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir], {
+    const child = spawn(process.execPath, [...cliCommand(), 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir], {
       cwd: REPO_ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -311,7 +312,10 @@ const LOAD_TIER = (timeout: number) => JSON.stringify({ pro_trial: { concurrency
 test('kill -9 with runs in flight: after restart slots are free, lost runs are interrupted and not counted, no sandbox outlives its limit', { timeout: 600_000 }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-kill9-'));
   const databaseUrl = await freshDatabaseUrl();
-  const timeout = 8;
+  if (!databaseUrl) await seedEmbeddedDatabase(dir);
+  // The four runs must all still be in flight after the last of them starts: 8 s was outlasted by the
+  // first on a loaded machine before the fourth began. The kill ends them at once all the same.
+  const timeout = 30;
   const env = { MCPWORKS_TIERS: LOAD_TIER(timeout) };
   let server = await startChild(dir, databaseUrl, env);
   try {
@@ -370,6 +374,7 @@ test('kill -9 with runs in flight: after restart slots are free, lost runs are i
 test('SIGTERM with runs in flight: every client gets an answer, every run a record, nothing billed unanswered, exit 0', { timeout: 600_000 }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-sigterm-'));
   const databaseUrl = await freshDatabaseUrl();
+  if (!databaseUrl) await seedEmbeddedDatabase(dir);
   const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: '6000' };
   let server = await startChild(dir, databaseUrl, env);
   try {
@@ -413,15 +418,17 @@ test('SIGTERM with runs in flight: every client gets an answer, every run a reco
   }
 });
 
-test('a busy port: the server exits non-zero with a clear message and leaves nothing behind', { timeout: 300_000 }, async () => {
+test('a busy port: the server exits non-zero with a clear message and leaves nothing behind', { timeout: 300_000, skip: EMBEDDED_RUN_ONLY }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-busy-'));
+  // A seeded database: the failure under test is the port, not creating the database.
+  await seedEmbeddedDatabase(dir);
   const holder = createServer();
   await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
   const port = (holder.address() as { port: number }).port;
   try {
     const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
     for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'HOST']) delete env[name];
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dir], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...cliCommand(), 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dir], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));

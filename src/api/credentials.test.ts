@@ -18,7 +18,7 @@ import { DEFAULT_TIERS } from '../core/tiers.js';
 import { hashSecret, passwordKdfStats } from '../services/secrets.js';
 import { REGISTRATION_LIMITS } from '../services/sign-in-throttle.js';
 import { SECRET_FILE } from '../services/server-secret.js';
-import { connect, createAccount, createKey, freshDatabaseUrl, postJson, startTestServer, TEST_SECRET_KEY, type TestServer } from '../test-support/harness.js';
+import { connect, createAccount, createKey, EMBEDDED_RUN_ONLY, freshDatabaseUrl, postJson, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY, type TestServer } from '../test-support/harness.js';
 import { configFromEnv } from './config.js';
 import { startServer } from './server.js';
 
@@ -318,8 +318,9 @@ describe('API keys under the server secret', () => {
 });
 
 describe('the server secret', () => {
-  test('created once in the data dir (0600), reused across restarts, never logged; MCPWORKS_SECRET_KEY takes precedence', async () => {
+  test('created once in the data dir (0600), reused across restarts, never logged; MCPWORKS_SECRET_KEY takes precedence', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-secret-'));
+    await seedEmbeddedDatabase(dataDir);
     const file = path.join(dataDir, SECRET_FILE);
     const lines: string[] = [];
     const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
@@ -362,7 +363,7 @@ describe('the server secret', () => {
     }
   });
 
-  test('refused at start: DATABASE_URL without MCPWORKS_SECRET_KEY, a short secret; read from the environment', async () => {
+  test('refused at start: DATABASE_URL without MCPWORKS_SECRET_KEY, a short secret; read from the environment', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-secret-'));
     try {
       await assert.rejects(

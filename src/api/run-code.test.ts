@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { encodeEnvHeader } from '../core/env-header.js';
 import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { until } from '../test-support/processes.js';
 
 let server: TestServer;
 before(async () => {
@@ -261,7 +262,8 @@ result = format_report(
     await callOk(s.create, 'make_function', { service: 'v', name: 'ts-which', language: 'typescript', code: 'export default () => "v1";' });
     const run = await s.run();
     const pending = execute(run, 'import time, functions\ntime.sleep(1.5)\nresult = [functions.py_which(), functions.ts_which()]');
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    // Admitted means its namespace snapshot is taken (a fixed wait could end before that on a loaded machine).
+    await until('the run is admitted', async () => ((await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${s.key}` } })).json()) as any).concurrency.active, (active) => active > 0);
     await callOk(s.create, 'update_function', { service: 'v', name: 'py-which', code: 'result = "v2"' });
     await callOk(s.create, 'update_function', { service: 'v', name: 'ts-which', code: 'export default () => "v2";' });
     assert.deepEqual((await pending).value, ['v1', 'v1']);

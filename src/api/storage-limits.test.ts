@@ -7,6 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
 import { MCP_SESSION_IDLE_MS } from '../store/accounts-store.js';
 import { callError, callOk, connect, createAccount, parseResult, rawMcpPost, startTestServer, type ClientEra, type TestAccount, type TestServer } from '../test-support/harness.js';
+import { sandboxRunsStarted, until } from '../test-support/processes.js';
+import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
 // Small limits so each one is reached in a few calls; `roomy` for the run-side tests.
 const TIERS = applyTierOverrides(
@@ -271,11 +273,14 @@ describe('functions packages: garbage collection', () => {
     const longAgo = new Date(Date.now() - 24 * 3600_000);
     utimesSync(path.join(cacheDir, 'packages', v1), longAgo, longAgo);
     // A TypeScript run that is still going when its package stops being current.
+    const sandbox = server.server.services.sandbox as BubblewrapSandbox;
+    const before = sandboxRunsStarted(sandbox);
     const slow = run.callTool('execute', {
       language: 'typescript',
       code: 'await new Promise((r) => setTimeout(r, 2500));\nconst { hello } = await import("functions");\nresult = await hello({});',
     });
-    await new Promise((resolve) => setTimeout(resolve, 1200));
+    // Until it has its sandbox (its package chosen), not a fixed wait that a loaded machine outlasts.
+    await until('the slow run in its sandbox', async () => sandboxRunsStarted(sandbox), (started) => started > before);
     await callOk(create, 'update_function', { service: 'utils', name: 'hello', code: 'def main(input):\n    return {"v": 2}\n' });
     const v2Result = parseResult(await run.callTool('execute', { code: 'from functions import hello\nresult = hello()' }));
     assert.deepEqual(v2Result, { v: 2 });

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { callOk, connect, freshDatabaseUrl, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY } from '../test-support/harness.js';
+import { callOk, connect, EMBEDDED_RUN_ONLY, freshDatabaseUrl, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY } from '../test-support/harness.js';
+import { cliCommand } from '../test-support/cli-command.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -18,7 +19,7 @@ interface CliResult {
 
 function cli(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    const child = spawn(process.execPath, [...cliCommand(), ...args], {
       cwd: repoRoot,
       env: { ...process.env, LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -45,7 +46,7 @@ before(async () => {
 after(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe('mcpworks CLI', () => {
-  test('--help lists every command', async () => {
+  test('--help lists every command', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const result = await cli(['--help'], env);
     assert.equal(result.code, 0);
     for (const command of ['serve', 'account create', 'account set-tier', 'account list', 'key create', 'key list', 'key revoke', 'sandbox run']) assert.match(result.stdout, new RegExp(command));
@@ -153,8 +154,8 @@ describe('mcpworks CLI', () => {
     assert.match(duplicate.stderr, /already exists/);
   });
 
-  test('with the embedded database, operator commands refuse while a server holds the data dir', async () => {
-    // Always the embedded database (also in the PostgreSQL run): the lock exists only there.
+  test('with the embedded database, operator commands refuse while a server holds the data dir', { skip: EMBEDDED_RUN_ONLY }, async () => {
+    // Always the embedded database: the lock exists only there.
     const embeddedDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-lock-'));
     await seedEmbeddedDatabase(embeddedDir);
     const embeddedEnv = { MCPWORKS_DATA_DIR: embeddedDir, DATABASE_URL: '' };
@@ -173,7 +174,7 @@ describe('mcpworks CLI', () => {
   });
 
   test('serve listens, answers /healthz, and shuts down cleanly on SIGTERM', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
+    const child = spawn(process.execPath, [...cliCommand(), 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
       cwd: repoRoot,
       env: { ...process.env, DATABASE_URL: databaseUrl ?? '', MCPWORKS_SECRET_KEY: databaseUrl ? TEST_SECRET_KEY : '', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],

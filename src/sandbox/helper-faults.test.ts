@@ -106,6 +106,14 @@ describe('a helper killed by a signal before the run answered', { skip: process.
   });
 });
 
+/** Waits until the sandboxed `/bin/sleep <marker>` runs (60 s at most, for a hung test only). */
+async function sandboxStarted(marker: string): Promise<void> {
+  for (let waited = 0; findProcess(['/bin/sleep', marker]) === null; waited += 20) {
+    if (waited > 60_000) assert.fail(`the sandbox (/bin/sleep ${marker}) never started`);
+    await sleep(20);
+  }
+}
+
 /** Runs the helper as the server would, on a program of our choosing; resolves with its status and stderr. */
 function runHelper(args: string[], frame?: string[]): { pid: number; done: Promise<{ code: number | null; stderr: string }> } {
   const seccomp = openSync(paths.seccompProgram, 'r');
@@ -130,8 +138,11 @@ describe('the helper guards its sandbox itself', () => {
 
   it('kills the sandbox when the server it watches ends', async () => {
     const server = spawn('/bin/sleep', ['60'], { stdio: 'ignore' });
-    const { done } = runHelper(['--watch-pid', String(server.pid), '--', '/bin/sleep', '30']);
-    await sleep(200);
+    const marker = `30.${process.pid}66`;
+    const { done } = runHelper(['--watch-pid', String(server.pid), '--', '/bin/sleep', marker]);
+    // Until its sandbox runs (the helper watches before it starts it): a fixed 200 ms could end first
+    // on a loaded machine, and the server's death went unseen.
+    await sandboxStarted(marker);
     server.kill('SIGKILL');
     const { code } = await done;
     assert.equal(code, 128 + 9, 'the sandbox ended with the watched server');
@@ -156,8 +167,10 @@ describe('the helper guards its sandbox itself', () => {
     // No signal: the program ends by itself, past the deadline that was never started.
     const idle = runHelper(['--wait-command'], ['--clock-on-signal', '--deadline-ms', '100', '--', '/bin/sleep', '1']);
     assert.equal((await idle.done).code, 0, 'no clock before the run begins');
-    const started = runHelper(['--wait-command'], ['--clock-on-signal', '--deadline-ms', '100', '--', '/bin/sleep', '30']);
-    await sleep(200);
+    const marker = `30.${process.pid}55`;
+    const started = runHelper(['--wait-command'], ['--clock-on-signal', '--deadline-ms', '100', '--', '/bin/sleep', marker]);
+    // Until the run has begun (not a fixed 200 ms, which a loaded machine outlasts before the helper is ready).
+    await sandboxStarted(marker);
     process.kill(started.pid, 'SIGUSR2');
     assert.equal((await started.done).code, 128 + 9, 'killed once its clock ran out');
   });

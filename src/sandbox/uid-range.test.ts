@@ -8,6 +8,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_SANDBOX_UIDS, hostPasswd, MAX_SANDBOX_UIDS, MIN_SANDBOX_UIDS, parseSandboxUids } from './uid-range.js';
+import { cliCommand } from '../test-support/cli-command.js';
 
 const PASSWD = ['root:x:0:0:root:/root:/bin/bash', 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin', 'alice:x:1000:1000::/home/alice:/bin/bash', 'build:x:2000000100:2000000100::/home/build:/bin/sh', '# comment:x:5000:', ''].join('\n');
 const host = { passwd: PASSWD, npmUid: 65533 };
@@ -59,7 +60,7 @@ test('mcpworks serve refuses to start with a range that takes in a host user, sa
   const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-uids-'));
   try {
     const result = await new Promise<{ code: number | null; out: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
+      const child = spawn(process.execPath, [...cliCommand(), 'serve', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
         cwd: repoRoot,
         env: { ...process.env, MCPWORKS_SANDBOX_UIDS: range, DATABASE_URL: '', LOG_LEVEL: 'info' },
         stdio: ['ignore', 'pipe', 'pipe'],

@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, zygoteFromEnvironment, type BubblewrapSandbox } from './bubblewrap.js';
+import { zygoteRunsActive } from '../test-support/processes.js';
 
 const limits = sandboxLimitsFor(limitsFor(DEFAULT_TIER));
 const WARM = { group: 'zygote-test', imports: ['numpy'] };
@@ -111,7 +112,7 @@ describe('python zygote', () => {
 
   it('a child cannot see, signal or trace a sibling, its own init or the zygote', async () => {
     const sibling = py('import time\ntime.sleep(1.5)\nresult = "alive"\n', { entry: 'script', env: { SIBLING_SECRET: 'sibling-value' } });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await zygoteRunsActive(sandbox, 1, 300);
     const probe = `
 import ctypes, errno, os, signal
 libc = ctypes.CDLL(None, use_errno=True)
@@ -274,7 +275,7 @@ result = sorted(found)
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       const long = run('first', 'import time\ntime.sleep(1.5)\nresult = "finished"\n');
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await zygoteRunsActive(small, 1, 300);
       // Another namespace wants the only zygote slot while a run is in progress there.
       assert.equal(resultOf(await run('second', 'result = 2')), 2);
       assert.equal(resultOf(await long), 'finished');
@@ -320,7 +321,8 @@ result = sorted(found)
       }
       assert.equal(zygotesOf('account-a').length, 2, JSON.stringify(shared.zygoteStats()));
       const holding = ['a1', 'a2', 'a3', 'a4'].map((group) => run('account-a', group, 'import time\ntime.sleep(6)\nresult = "held"'));
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Until A's runs hold both of its zygotes (a fixed wait could end before they start).
+      for (let waited = 0; waited < 60_000 && !zygotesOf('account-a').every((zygote) => zygote.active > 0); waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
       let served = false;
       for (let attempt = 0; attempt < 100 && !served; attempt++) {
         const before = zygotesOf('account-b').reduce((sum, zygote) => sum + zygote.runs, 0);

@@ -16,6 +16,7 @@ import { openDatabase } from './database.js';
 import { freeBytes } from './storage-guard.js';
 import { callOk, connect, createAccount, parseResult, rawMcpPost } from '../test-support/harness.js';
 import { freePort, until } from '../test-support/processes.js';
+import { cliCommand } from '../test-support/cli-command.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MiB = 1024 * 1024;
@@ -47,12 +48,12 @@ interface Child {
   output(): string;
 }
 
-/** `mcpworks serve` from source on the tmpfs data dir; resolves once healthy, or with its exit. */
+/** `mcpworks serve` (the build when current, else the source) on the tmpfs data dir; resolves once healthy, or with its exit. */
 async function serve(dataDir: string, reserveMb: number): Promise<Child | { exitCode: number | null; output: string }> {
   const port = await freePort();
   const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'info', MCPWORKS_DISK_RESERVE_MB: String(reserveMb) };
   for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'HOST']) delete env[name];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', String(port), '--data-dir', dataDir], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...cliCommand(), 'serve', '--port', String(port), '--data-dir', dataDir], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let output = '';
   const collect = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-200_000));

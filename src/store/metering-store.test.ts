@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freshDatabaseUrl } from '../test-support/harness.js';
+import { freshDatabaseUrl, seedEmbeddedDatabase } from '../test-support/harness.js';
 import { AccountsStore } from './accounts-store.js';
 import { CatalogStore } from './catalog-store.js';
 import { openDatabase, type OpenDatabase } from './database.js';
@@ -24,7 +24,9 @@ let executions: ExecutionsStore;
 
 before(async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-metering-'));
-  database = await openDatabase({ databaseUrl: await freshDatabaseUrl(), dataDir });
+  const databaseUrl = await freshDatabaseUrl();
+  if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
+  database = await openDatabase({ databaseUrl, dataDir });
   accounts = new AccountsStore(database.db);
   catalog = new CatalogStore(database.db);
   metering = new MeteringStore(database.db);

@@ -43,6 +43,12 @@ export async function freshDatabaseUrl(): Promise<string | undefined> {
   return url.toString();
 }
 
+/**
+ * A `skip` option for tests that never use the test PostgreSQL (always the embedded database, or no
+ * database): scripts/test.sh runs their file again on PostgreSQL, where they would repeat themselves.
+ */
+export const EMBEDDED_RUN_ONLY: string | false = process.env.MCPWORKS_TEST_DATABASE_URL ? 'independent of the database: run in the embedded run' : false;
+
 /** Servers on a shared PostgreSQL must be given the API-key secret (MCPWORKS_SECRET_KEY); tests use this one. */
 export const TEST_SECRET_KEY = 'mcpworks-test-secret-key-0123456789abcdef';
 
@@ -59,8 +65,13 @@ let template: Promise<string> | undefined;
  * brings its own data dir.
  */
 export async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
+  cpSync(await prepareEmbeddedTemplate(), path.join(dataDir, 'pglite'), { recursive: true });
+}
+
+/** Makes the template if it is not there yet. scripts/test.sh calls it once before the test files start, so parallel files do not each make it. */
+export function prepareEmbeddedTemplate(): Promise<string> {
   template ??= embeddedTemplate();
-  cpSync(await template, path.join(dataDir, 'pglite'), { recursive: true });
+  return template;
 }
 
 async function embeddedTemplate(): Promise<string> {

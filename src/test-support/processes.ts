@@ -45,3 +45,29 @@ export function cgroupDirsNamed(prefix: string): string[] {
   for (const hierarchy of ['/sys/fs/cgroup/memory', '/sys/fs/cgroup/pids', '/sys/fs/cgroup/unified']) walk(hierarchy, 0);
   return found;
 }
+
+/**
+ * Waits until at least `count` runs are in progress in zygote children of `sandbox` (their code is
+ * running), instead of a fixed sleep that a loaded machine outlasts. Where zygotes are off, waits
+ * `fallbackMs`. Bounded at 60 s, for a hung test only.
+ */
+export async function zygoteRunsActive(sandbox: { zygoteStats(): { zygotes: Array<{ active: number }> } | null }, count: number, fallbackMs: number): Promise<void> {
+  if (sandbox.zygoteStats() === null) {
+    await new Promise((resolve) => setTimeout(resolve, fallbackMs));
+    return;
+  }
+  const active = () => sandbox.zygoteStats()?.zygotes.reduce((sum, zygote) => sum + zygote.active, 0) ?? 0;
+  for (let waited = 0; active() < count; waited += 20) {
+    if (waited > 60_000) throw new Error(`gave up waiting for ${count} zygote runs: ${JSON.stringify(sandbox.zygoteStats())}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
+ * Runs `sandbox` has handed a sandbox so far, counting those in zygote children now: every run not
+ * forked from a zygote claims from the pool (hit or miss), after its code is loaded. A run has
+ * started once this passes the value read before it was sent.
+ */
+export function sandboxRunsStarted(sandbox: { poolStats(): { claims: number } | null; zygoteStats(): { zygotes: Array<{ active: number }> } | null }): number {
+  return (sandbox.poolStats()?.claims ?? 0) + (sandbox.zygoteStats()?.zygotes.reduce((sum, zygote) => sum + zygote.active, 0) ?? 0);
+}
