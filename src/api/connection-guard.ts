@@ -4,13 +4,15 @@ import type { HttpLimits } from './config.js';
 import type { Logger } from './logger.js';
 import { clientAddress, plainAddress } from './client-address.js';
 import { clientKeyOf } from '../core/accounts.js';
+import { routeAgnosticRefusal } from './mcp-refusals.js';
 
 const normalizeAddress = (address: string | undefined) => plainAddress(address ?? '');
 /** One client per IPv4 address or IPv6 /64 (a host is handed a whole /64), as sign-in limits count. */
 const clientOf = (address: string | undefined) => clientKeyOf(normalizeAddress(address));
 
+/** Written before the route is known: a JSON-RPC error that also carries the account routes' error.type. */
 function refusalBody(message: string): string {
-  return JSON.stringify({ error: { type: 'rate_limited', message } });
+  return routeAgnosticRefusal('rate_limited', message);
 }
 
 function refusalResponse(message: string): Buffer {

@@ -27,6 +27,8 @@ import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
 import { guardConnections, type ConnectionStats } from './connection-guard.js';
+import { ListChangedHub } from './list-changed.js';
+import { routeAgnosticRefusal } from './mcp-refusals.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -34,7 +36,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; listChanged: ListChangedHub };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -152,7 +154,10 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
   });
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies });
+  // Catalog changes on any node reach this node's run streams (LISTEN on the database).
+  const listChanged = new ListChangedHub(logger);
+  await listChanged.start(database.notifications).catch(failStart);
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, listChanged });
 
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
@@ -177,7 +182,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           http.on('request', (request, response) => {
             if (!draining) return guard.listener(request, response);
             response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
-            response.end(JSON.stringify({ error: { type: 'unavailable', message: 'the server is shutting down' } }));
+            response.end(routeAgnosticRefusal('unavailable', 'the server is shutting down'));
           });
           return http;
         }) as never,
@@ -196,11 +201,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections() },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), listChanged },
     failed,
     close() {
       closing ??= (async () => {
         draining = true;
+        // Change streams say nothing more; ended now, they do not hold the connections open.
+        listChanged.closeAll();
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
         // No new connections; open ones serve what is in progress (new requests get 503).
         const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));

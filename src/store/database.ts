@@ -5,6 +5,7 @@ import { DatabaseHealth, type DatabaseState } from './db-health.js';
 import { guardedPostgresPool } from './pg-pool.js';
 import { DEFAULT_DISK_RESERVE_BYTES, freeBytes, mib, StorageGuard } from './storage-guard.js';
 import { MIGRATIONS } from './migrations.js';
+import { pgliteNotifyListener, postgresNotifyListener, type NotifyListener } from './notify-listener.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
@@ -26,6 +27,8 @@ export interface OpenDatabase {
   kind: 'pglite' | 'postgres';
   /** Reachability and storage state, for /healthz and for refusing requests early. */
   health: DatabaseHealth;
+  /** LISTEN/NOTIFY on a connection of its own (every node hears every node's NOTIFY). */
+  notifications: NotifyListener;
   close(): Promise<void>;
 }
 
@@ -34,12 +37,14 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
   let kind: OpenDatabase['kind'];
   const health = new DatabaseHealth();
   let stopGuard: () => void;
+  let notifications: NotifyListener;
   if (options.databaseUrl) {
     kind = 'postgres';
     const guarded = guardedPostgresPool(options.databaseUrl, health);
     stopGuard = guarded.stop;
     if (options.onStateChange) health.onChange((state, previous) => options.onStateChange!(state, previous, ''));
     dialect = new PostgresDialect({ pool: guarded.pool });
+    notifications = postgresNotifyListener(options.databaseUrl, health);
   } else {
     kind = 'pglite';
     const dir = path.join(options.dataDir, 'pglite');
@@ -64,6 +69,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     }
     storage.start();
     stopGuard = () => storage.stop();
+    notifications = pgliteNotifyListener(embedded);
     dialect = new PostgresDialect({ pool: new PGlitePool(embedded, { health, storage, onFatal: options.onFatal ?? (() => undefined) }) });
   }
   const db = new Kysely<Database>({ dialect });
@@ -71,6 +77,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     await migrate(db);
   } catch (error) {
     stopGuard();
+    await notifications.close();
     await db.destroy().catch(() => undefined);
     throw error;
   }
@@ -80,7 +87,9 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     db,
     kind,
     health,
+    notifications,
     close: async () => {
+      await notifications.close();
       stopGuard();
       await stopMaintenance();
       await db.destroy();
