@@ -11,6 +11,7 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { callOk, connect, createAccount, MODERN_PROTOCOL, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { until } from '../test-support/processes.js';
+import { startPrivatePostgres, type PrivatePostgres } from '../test-support/private-postgres.js';
 
 const HELLO = 'def main(input_data):\n    return {"n": 1}\n';
 type Tool = { name: string; description?: string; outputSchema?: any };
@@ -152,4 +153,34 @@ describe('across nodes (PostgreSQL): a change on node A reaches the stream on no
       for (const c of [onB, direct, create]) await c.close();
     });
   }
+});
+
+describe('the listening connection survives a PostgreSQL restart', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL }, () => {
+  let database: PrivatePostgres;
+  let server: TestServer;
+  before(async () => {
+    database = startPrivatePostgres();
+    server = await startTestServer({ databaseUrl: database.url });
+  });
+  after(async () => {
+    await server?.stop();
+    database?.remove();
+  });
+
+  test('stopped and started: the streams are told to re-list (changes meanwhile were not announced), then hear changes again', async () => {
+    const account = await createAccount(server.url);
+    const { ns, create } = await namespaceWith(server.url, account, 'hello');
+    const watcher = await watch(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2-legacy');
+    await waitForStreams(server, 1);
+    database.stop('fast');
+    database.start();
+    // The reconnected listener tells every stream; the client re-reads its list.
+    await until('the resync after the restart', async () => watcher.lists.length, (n) => n >= 1);
+    await until('a change made after the restart', async () => {
+      const made = await create.callTool('update_function', { service: 'm', name: 'hello', description: 'after restart' });
+      return !made.isError;
+    }, (ok) => ok);
+    await until('the change heard', async () => watcher.lists.at(-1), (list) => !!list?.find((t) => t.name === 'm__hello')?.description?.startsWith('after restart'));
+    for (const c of [watcher, create]) await c.close();
+  });
 });
