@@ -11,6 +11,7 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { callOk, connect, createAccount, MODERN_PROTOCOL, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { until } from '../test-support/processes.js';
+import { MAX_LISTEN_STREAMS_PER_ACCOUNT } from './list-changed.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../test-support/private-postgres.js';
 
 const HELLO = 'def main(input_data):\n    return {"n": 1}\n';
@@ -121,6 +122,45 @@ describe('notifications/tools/list_changed on one node', () => {
     await expectRefusal(foreign, 404);
     await session.close();
     await create.close();
+  });
+});
+
+describe('subscriptions/listen streams are capped per account', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.stop());
+
+  test(`${MAX_LISTEN_STREAMS_PER_ACCOUNT} open per account and node; one more is a JSON-RPC 429; other accounts and a freed place are served`, async () => {
+    const account = await createAccount(server.url);
+    const { ns, create } = await namespaceWith(server.url, account, 'hello');
+    const url = `${server.url}/mcp/run/${ns}?mode=tools`;
+    const modern = async (key: string) => {
+      const client = new ClientV2({ name: 'listener', version: '1.0.0' }, { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } as never);
+      await client.connect(new TransportV2(new URL(url), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+      return client;
+    };
+    const client = await modern(account.key);
+    const subscriptions = [];
+    for (let i = 0; i < MAX_LISTEN_STREAMS_PER_ACCOUNT; i++) subscriptions.push(await client.listen({ toolsListChanged: true }));
+    await assert.rejects(client.listen({ toolsListChanged: true }));
+    const raw = await fetch(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN_PROTOCOL },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 'l', method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true }, _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } } }),
+    });
+    assert.equal(raw.status, 429);
+    const body = (await raw.json()) as any;
+    assert.equal(body.jsonrpc, '2.0');
+    assert.equal(typeof body.error.code, 'number');
+    const other = await createAccount(server.url);
+    const otherClient = await modern(other.key);
+    const otherSubscription = await otherClient.listen({ toolsListChanged: true });
+    await subscriptions.pop()!.close();
+    await until('the closed stream frees its place', async () => client.listen({ toolsListChanged: true }).then((s) => subscriptions.push(s), () => undefined), (ok) => ok !== undefined);
+    for (const s of [...subscriptions, otherSubscription]) await s.close();
+    for (const c of [client, otherClient, create]) await c.close();
   });
 });
 

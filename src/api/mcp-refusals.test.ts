@@ -151,6 +151,7 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
       ["another account's session", toolsUrl(), { method: 'POST', headers: { ...json, authorization: `Bearer ${stranger.key}`, 'mcp-session-id': id }, body: ping }, 404],
       ['a foreign Origin', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, origin: 'https://evil.example' }, body: ping }, 403],
       ['a path under /mcp/ that is no endpoint', `${server.url}/mcp/run/${ns}/extra`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 404],
+      ['headers over 16 KB', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': 'A'.repeat(20_000) }, body: ping }, 431],
       ['no API key on the create endpoint', `${server.url}/mcp/create/${ns}`, { method: 'POST', headers: json, body: ping }, 401],
     ];
     for (const [what, url, init, status] of cases) {
