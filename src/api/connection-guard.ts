@@ -167,8 +167,10 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
           ? [408, 'Request Timeout', 'the request was not received in time']
           : [400, 'Bad Request', 'malformed HTTP request'];
     const body = routeAgnosticRefusal('validation_error', text);
+    // As Node's own handler: written, then the socket is gone (a peer that never reads cannot hold it).
     socket.on('error', () => undefined);
-    socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    socket.destroy();
   });
 
   // The HTTP server's own connection handling (its parser, its timeouts) runs only for admitted sockets.
