@@ -4,6 +4,7 @@ import {
   isJsonContentType,
   isLegacyRequest,
   legacyStatelessFallback,
+  SUPPORTED_PROTOCOL_VERSIONS,
   type AuthInfo,
   type McpServer,
   type McpServerFactory,
@@ -35,6 +36,13 @@ export function jsonRpcError(status: number, code: number, message: string, head
     status,
     headers: { 'content-type': 'application/json', ...headers },
   });
+}
+
+/** What the SDK's 2025-era initialize settles on: the client's version when supported, else the newest. */
+const LEGACY_VERSIONS = SUPPORTED_PROTOCOL_VERSIONS.filter((v) => v < '2026');
+function negotiatedVersion(body: unknown): string | undefined {
+  const requested = (body as { params?: { protocolVersion?: unknown } } | null)?.params?.protocolVersion;
+  return typeof requested === 'string' && LEGACY_VERSIONS.includes(requested) ? requested : LEGACY_VERSIONS[0];
 }
 
 function isInitialize(body: unknown): boolean {
@@ -145,10 +153,12 @@ export function createMcpEndpoint(options: {
       const response = await (streams ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody })) : modern.fetch(replay, { authInfo, parsedBody }));
       return options.afterDispatch ? options.afterDispatch(scope, response) : response;
     }
-    // 2025 era: batches exist in 2025-03-26 only. The version is the one the client sends with every
-    // request after initialize (MCP-Protocol-Version, required since 2025-06-18; absent = 2025-03-26).
+    // 2025 era: batches exist in 2025-03-26 only. The version is the one the session negotiated at
+    // initialize; for a session from before that was recorded, the one the client sends with every
+    // request (MCP-Protocol-Version, required since 2025-06-18; absent = 2025-03-26, as the spec says).
     if (Array.isArray(parsedBody)) {
-      const version = request.headers.get('mcp-protocol-version') ?? '2025-03-26';
+      const owner = sessionId ? (scope.session?.id === sessionId ? scope.session.owner : await accounts.findMcpSession(sessionId)) : null;
+      const version = owner?.protocol_version ?? request.headers.get('mcp-protocol-version') ?? '2025-03-26';
       if (version !== '2025-03-26') return jsonRpcError(400, -32600, `Invalid Request: JSON-RPC batches are not supported under protocol ${version}; send one message per request`);
       // Each part has its own request state (the run endpoint's ticket, snapshot, listing).
       return serveLegacyBatch(parsedBody, request, (part) => handle(part, { ...scope, ...(scope.extra ? { extra: { ...scope.extra } } : {}) }));
@@ -164,7 +174,9 @@ export function createMcpEndpoint(options: {
     const id = randomUUID();
     if (initializing) {
       const limit = options.sessionLimit(scope.principal);
-      const created = await accounts.createMcpSession({ id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace }, limit);
+      const protocolVersion = negotiatedVersion(Array.isArray(parsedBody) ? undefined : parsedBody);
+      const session = { id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace, ...(protocolVersion ? { protocolVersion } : {}) };
+      const created = await accounts.createMcpSession(session, limit);
       if (created) {
         // Not one of the spec's quota bodies: a JSON-RPC error like every other refusal, its figures in data.
         const message = `Live MCP session limit (${limit}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;

@@ -124,6 +124,13 @@ describe('JSON-RPC batches follow the negotiated protocol version', () => {
         assert.equal(body.error.code, -32600);
         assert.match(body.error.message, /batch/i);
       }
+      if (version !== MODERN_PROTOCOL) {
+        // The session negotiated 2025-06-18: a batch without the header is refused as well.
+        const { 'mcp-protocol-version': _omitted, ...withoutHeader } = headers;
+        const response = await fetch(toolsUrl(), { method: 'POST', headers: withoutHeader, body: JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'ping' }, { jsonrpc: '2.0', id: 2, method: 'ping' }]) });
+        assert.equal(response.status, 400);
+        assert.match(((await response.json()) as any).error.message, /2025-06-18/);
+      }
       assert.equal(await executions(), before);
     });
   }

@@ -416,6 +416,8 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
       `CREATE TRIGGER namespaces_notify_catalog AFTER UPDATE OF catalog_version ON namespaces
         FOR EACH ROW WHEN (NEW.catalog_version IS DISTINCT FROM OLD.catalog_version) EXECUTE FUNCTION mcpworks_notify_catalog()`,
+      // What a 2025-era session negotiated at initialize: whether it may send JSON-RPC batches.
+      `ALTER TABLE mcp_sessions ADD COLUMN protocol_version TEXT`,
     ],
   },
 ];
