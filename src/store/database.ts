@@ -69,8 +69,9 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     }
     storage.start();
     stopGuard = () => storage.stop();
-    notifications = pgliteNotifyListener(embedded);
-    dialect = new PostgresDialect({ pool: new PGlitePool(embedded, { health, storage, onFatal: options.onFatal ?? (() => undefined) }) });
+    const pool = new PGlitePool(embedded, { health, storage, onFatal: options.onFatal ?? (() => undefined) });
+    dialect = new PostgresDialect({ pool });
+    notifications = pgliteNotifyListener(embedded, () => pool.connect());
   }
   const db = new Kysely<Database>({ dialect });
   try {

@@ -21,16 +21,26 @@ function checkChannel(channel: string): void {
   if (!CHANNEL.test(channel)) throw new Error(`invalid channel name ${JSON.stringify(channel)}`);
 }
 
-/** The embedded database: one backend, so its own notifications come back to it. */
-export function pgliteNotifyListener(db: PGlite): NotifyListener {
+/**
+ * The embedded database: one backend, so its own notifications come back to it. LISTEN runs while
+ * holding the pool's turn (`exclusive`): inside another checkout's open transaction it would take
+ * effect only if that transaction committed.
+ */
+export function pgliteNotifyListener(db: PGlite, exclusive: () => Promise<{ release(): void }>): NotifyListener {
   const unlisten: Array<() => Promise<void>> = [];
   return {
     async listen(channel, handler) {
       checkChannel(channel);
-      unlisten.push(await db.listen(channel, (payload) => handler.notify(payload)));
+      const turn = await exclusive();
+      try {
+        unlisten.push(await db.listen(channel, (payload) => handler.notify(payload)));
+      } finally {
+        turn.release();
+      }
     },
     async close() {
-      await Promise.all(unlisten.splice(0).map((u) => u().catch(() => undefined)));
+      // No UNLISTEN: the database closes next (and one poisoned by a full disk must not run another statement).
+      unlisten.splice(0);
     },
   };
 }
