@@ -14,6 +14,8 @@ import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from './logger.js';
 import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
+import type { ListChangedHub } from './list-changed.js';
+import { asJsonRpcRefusal } from './mcp-refusals.js';
 import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
 import { ENV_HEADER, parseEnvHeader } from '../core/env-header.js';
 import type { RunService } from '../run/run-service.js';
@@ -38,6 +40,8 @@ export interface AppDependencies {
   trustedProxies?: readonly string[];
   /** How often a run with a progressToken sends notifications/progress (default 10 s). */
   progressIntervalMs?: number | undefined;
+  /** notifications/tools/list_changed to the run endpoint's streams (absent: no GET streams). */
+  listChanged?: ListChangedHub;
 }
 
 export interface HostGuard {
@@ -117,9 +121,19 @@ export function createApp(deps: AppDependencies): Hono {
       accounts: deps.accountsStore,
       logger,
       sessionLimit,
+      ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: false } } : {}),
       buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, history: deps.history, logger, version: deps.version }),
     }),
-    run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, sessionLimit, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch, afterDispatch: run.afterDispatch }),
+    run: createMcpEndpoint({
+      kind: 'run',
+      accounts: deps.accountsStore,
+      logger,
+      sessionLimit,
+      buildServer: run.buildServer,
+      beforeDispatch: run.beforeDispatch,
+      afterDispatch: run.afterDispatch,
+      ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: true } } : {}),
+    }),
   } satisfies Record<EndpointKind, unknown>;
 
   async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {
@@ -154,6 +168,16 @@ export function createApp(deps: AppDependencies): Hono {
     const started = performance.now();
     await next();
     logger.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) }, 'request');
+  });
+  // On an MCP endpoint every refusal, from whichever layer below, is a JSON-RPC error (mcp-refusals.ts).
+  app.use('*', async (c, next) => {
+    await next();
+    if (!c.req.path.startsWith('/mcp/') && !subdomainRoute(c.req.header('host'), deps.baseHost)) return;
+    const converted = await asJsonRpcRefusal(c.res);
+    if (converted === c.res) return;
+    // Replaced, not merged: the old answer's headers (its length among them) must not carry over.
+    (c as unknown as { res: Response | undefined }).res = undefined;
+    c.res = converted;
   });
   app.notFound((c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
 

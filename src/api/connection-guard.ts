@@ -4,13 +4,15 @@ import type { HttpLimits } from './config.js';
 import type { Logger } from './logger.js';
 import { clientAddress, plainAddress } from './client-address.js';
 import { clientKeyOf } from '../core/accounts.js';
+import { routeAgnosticRefusal } from './mcp-refusals.js';
 
 const normalizeAddress = (address: string | undefined) => plainAddress(address ?? '');
 /** One client per IPv4 address or IPv6 /64 (a host is handed a whole /64), as sign-in limits count. */
 const clientOf = (address: string | undefined) => clientKeyOf(normalizeAddress(address));
 
+/** Written before the route is known: a JSON-RPC error that also carries the account routes' error.type. */
 function refusalBody(message: string): string {
-  return JSON.stringify({ error: { type: 'rate_limited', message } });
+  return routeAgnosticRefusal('rate_limited', message);
 }
 
 function refusalResponse(message: string): Buffer {
@@ -152,6 +154,24 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     };
   };
   server.on('listening', hookAccept);
+
+  // Requests Node's parser refuses before any route sees them (headers over 16 KB, a timeout, bad
+  // HTTP) get the same JSON-RPC shaped body as the other refusals written before the route is known.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    const message = (socket as unknown as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (error.code === 'ECONNRESET' || !socket.writable || message?.headersSent) return void socket.destroy();
+    const [status, reason, text] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request Header Fields Too Large', 'request headers too large (16 KB at most, X-MCPWorks-Env included)']
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', 'the request was not received in time']
+          : [400, 'Bad Request', 'malformed HTTP request'];
+    const body = routeAgnosticRefusal('validation_error', text);
+    // As Node's own handler: written, then the socket is gone (a peer that never reads cannot hold it).
+    socket.on('error', () => undefined);
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    socket.destroy();
+  });
 
   // The HTTP server's own connection handling (its parser, its timeouts) runs only for admitted sockets.
   const httpListeners = server.listeners('connection') as Array<(socket: Socket) => void>;

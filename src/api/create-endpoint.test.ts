@@ -88,17 +88,17 @@ describe('namespaces', () => {
     assert.equal((await callError(otherClient, 'make_namespace', { name: ns })).type, 'conflict');
   });
 
-  test('an invalid namespace in the URL is a JSON 404; a missing key is a JSON 401', async () => {
+  test('an invalid namespace in the URL is a JSON-RPC 404; a missing key is a JSON-RPC 401', async () => {
     const account = await createAccount(server.url);
     const body = '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}';
     const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
     const bad = await fetch(`${server.url}/mcp/create/Not_Valid`, { method: 'POST', headers: { ...headers, authorization: `Bearer ${account.key}` }, body });
     assert.equal(bad.status, 404);
-    assert.equal((await bad.json()).error.type, 'not_found');
+    assert.equal((await bad.json()).error.data.type, 'not_found');
     for (const authorization of [undefined, 'Bearer mcpw_' + '0'.repeat(64), 'Bearer nonsense', `Basic ${account.key}`]) {
       const response = await fetch(endpoint('demo'), { method: 'POST', headers: authorization ? { ...headers, authorization } : headers, body });
       assert.equal(response.status, 401, String(authorization));
-      assert.equal((await response.json()).error.type, 'unauthorized');
+      assert.equal((await response.json()).error.data.type, 'unauthorized');
       assert.match(response.headers.get('www-authenticate') ?? '', /^Bearer/);
     }
   });

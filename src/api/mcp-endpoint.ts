@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import {
   createMcpHandler,
+  isJsonContentType,
   isLegacyRequest,
   legacyStatelessFallback,
+  SUPPORTED_PROTOCOL_VERSIONS,
   type AuthInfo,
   type McpServer,
   type McpServerFactory,
@@ -12,6 +14,8 @@ import { MCP_SESSION_IDLE_MS, MCP_SESSION_TOUCH_MS, type AccountsStore, type Mcp
 import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
 import type { Logger } from './logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
+import type { ListChangedHub } from './list-changed.js';
+import { serveLegacyBatch } from './mcp-batch.js';
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 
@@ -27,11 +31,18 @@ export interface RequestScope {
   session?: { id: string; owner: McpSessionRef | null };
 }
 
-export function jsonRpcError(status: number, code: number, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }), {
+export function jsonRpcError(status: number, code: number, message: string, headers: Record<string, string> = {}, data?: Record<string, unknown>): Response {
+  return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message, ...(data ? { data } : {}) }, id: null }), {
     status,
     headers: { 'content-type': 'application/json', ...headers },
   });
+}
+
+/** What the SDK's 2025-era initialize settles on: the client's version when supported, else the newest. */
+const LEGACY_VERSIONS = SUPPORTED_PROTOCOL_VERSIONS.filter((v) => v < '2026');
+function negotiatedVersion(body: unknown): string | undefined {
+  const requested = (body as { params?: { protocolVersion?: unknown } } | null)?.params?.protocolVersion;
+  return typeof requested === 'string' && LEGACY_VERSIONS.includes(requested) ? requested : LEGACY_VERSIONS[0];
 }
 
 function isInitialize(body: unknown): boolean {
@@ -57,11 +68,20 @@ export function createMcpEndpoint(options: {
   afterDispatch?: (scope: RequestScope, response: Response) => Promise<Response>;
   /** The caller's limit of live 2025-era sessions (null = unlimited). */
   sessionLimit: (principal: KeyPrincipal) => number | null;
+  /** Change streams (2025 GET stream, 2026 subscriptions/listen); `notifies`: this endpoint's tool list can change. */
+  listChanged?: { hub: ListChangedHub; notifies: boolean };
 }) {
   const { kind, accounts, logger } = options;
+  const streams = options.listChanged;
   const factory: McpServerFactory = (ctx) => options.buildServer((ctx.authInfo?.extra as { scope: RequestScope }).scope);
   const onerror = (error: Error) => logger.debug({ err: error.message, endpoint: kind }, 'mcp request rejected');
-  const modern = createMcpHandler(factory, { legacy: 'reject', onerror, maxRequestBodySize: MAX_BODY_BYTES });
+  // Listen streams are capped per account by the hub; the SDK's own cap is per handler (all tenants).
+  const modern = createMcpHandler(factory, {
+    legacy: 'reject',
+    onerror,
+    maxRequestBodySize: MAX_BODY_BYTES,
+    ...(streams ? { bus: streams.hub.bus, maxSubscriptions: Number.MAX_SAFE_INTEGER } : {}),
+  });
   const legacy = legacyStatelessFallback(factory, onerror, { maxRequestBodySize: MAX_BODY_BYTES });
 
   async function ownedSession(id: string, scope: RequestScope): Promise<boolean> {
@@ -77,6 +97,18 @@ export function createMcpEndpoint(options: {
     return owned;
   }
 
+  /**
+   * GET: the 2025 era's standalone SSE stream of a session, on which the server sends what is not
+   * an answer (here notifications/tools/list_changed). 2026-07-28 clients use subscriptions/listen.
+   */
+  async function standaloneStream(request: Request, sessionId: string | null, scope: RequestScope, hub: NonNullable<typeof streams>): Promise<Response> {
+    if (!sessionId) return jsonRpcError(400, -32000, 'Bad Request: Mcp-Session-Id header is required (initialize first); 2026-07-28 clients use subscriptions/listen');
+    if (!(await ownedSession(sessionId, scope))) return jsonRpcError(404, -32001, 'Session not found');
+    if (!(request.headers.get('accept') ?? '').includes('text/event-stream')) return jsonRpcError(406, -32000, 'Not Acceptable: Client must accept text/event-stream');
+    const stream = hub.hub.legacyStream(sessionId, scope.namespace, hub.notifies, request.signal);
+    return stream ?? jsonRpcError(409, -32000, 'Conflict: Only one SSE stream is allowed per session');
+  }
+
   return async function handle(request: Request, scope: RequestScope): Promise<Response> {
     const authInfo: AuthInfo = { token: '', clientId: scope.principal.keyId, scopes: scope.principal.scopes, extra: { scope } };
     const sessionId = request.headers.get('mcp-session-id');
@@ -85,9 +117,13 @@ export function createMcpEndpoint(options: {
     if (method === 'DELETE') {
       if (!sessionId || !(await ownedSession(sessionId, scope))) return jsonRpcError(404, -32001, 'Session not found');
       await accounts.deleteMcpSession(sessionId);
+      streams?.hub.endSession(sessionId);
       return new Response(null, { status: 200 });
     }
+    if (method === 'GET' && streams) return standaloneStream(request, sessionId, scope, streams);
     if (method !== 'POST') return legacy(request, { authInfo });
+    // Before the body is read: the SDK checks it too, but a batch is split before the SDK sees it.
+    if (!isJsonContentType(request.headers.get('content-type'))) return jsonRpcError(415, -32000, 'Unsupported Media Type: Content-Type must be application/json');
 
     let text: string;
     try {
@@ -105,10 +141,27 @@ export function createMcpEndpoint(options: {
     }
     const replay = new Request(request.url, { method: 'POST', headers: request.headers, body: text });
     if (!(await isLegacyRequest(replay, parsedBody))) {
+      // The 2026-07-28 revision has no batches.
+      if (Array.isArray(parsedBody)) return jsonRpcError(400, -32600, 'Invalid Request: JSON-RPC batches are not supported under protocol 2026-07-28; send one message per request');
+      const listens = streams && (parsedBody as { method?: unknown } | null)?.method === 'subscriptions/listen';
+      if (listens && !streams.hub.mayListen(scope.principal.accountId)) {
+        return jsonRpcError(429, -32000, 'Too many open subscriptions/listen streams for this account on this server; close some (they end when their request is cancelled)');
+      }
       const early = await options.beforeDispatch?.(parsedBody, scope);
       if (early) return early;
-      const response = await modern.fetch(replay, { authInfo, parsedBody });
+      const owner = { namespace: streams?.notifies ? scope.namespace : '', accountId: scope.principal.accountId };
+      const response = await (streams ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody })) : modern.fetch(replay, { authInfo, parsedBody }));
       return options.afterDispatch ? options.afterDispatch(scope, response) : response;
+    }
+    // 2025 era: batches exist in 2025-03-26 only. The version is the one the session negotiated at
+    // initialize; for a session from before that was recorded, the one the client sends with every
+    // request (MCP-Protocol-Version, required since 2025-06-18; absent = 2025-03-26, as the spec says).
+    if (Array.isArray(parsedBody)) {
+      const owner = sessionId ? (scope.session?.id === sessionId ? scope.session.owner : await accounts.findMcpSession(sessionId)) : null;
+      const version = owner?.protocol_version ?? request.headers.get('mcp-protocol-version') ?? '2025-03-26';
+      if (version !== '2025-03-26') return jsonRpcError(400, -32600, `Invalid Request: JSON-RPC batches are not supported under protocol ${version}; send one message per request`);
+      // Each part has its own request state (the run endpoint's ticket, snapshot, listing).
+      return serveLegacyBatch(parsedBody, request, (part) => handle(part, { ...scope, ...(scope.extra ? { extra: { ...scope.extra } } : {}) }));
     }
 
     const initializing = isInitialize(parsedBody);
@@ -121,17 +174,14 @@ export function createMcpEndpoint(options: {
     const id = randomUUID();
     if (initializing) {
       const limit = options.sessionLimit(scope.principal);
-      const created = await accounts.createMcpSession({ id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace }, limit);
+      const protocolVersion = negotiatedVersion(Array.isArray(parsedBody) ? undefined : parsedBody);
+      const session = { id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace, ...(protocolVersion ? { protocolVersion } : {}) };
+      const created = await accounts.createMcpSession(session, limit);
       if (created) {
-        const body = {
-          code: 'SESSION_LIMIT_EXCEEDED',
-          message: `Live MCP session limit (${limit}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`,
-          limit,
-          usage: created.refused.usage,
-          tier: scope.principal.tier,
-          retry_after: created.refused.retryAfter,
-        };
-        return new Response(JSON.stringify(body), { status: 429, headers: { 'content-type': 'application/json', 'retry-after': String(created.refused.retryAfter) } });
+        // Not one of the spec's quota bodies: a JSON-RPC error like every other refusal, its figures in data.
+        const message = `Live MCP session limit (${limit}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;
+        const data = { code: 'SESSION_LIMIT_EXCEEDED', limit, usage: created.refused.usage, tier: scope.principal.tier, retry_after: created.refused.retryAfter };
+        return jsonRpcError(429, -32000, message, { 'retry-after': String(created.refused.retryAfter) }, data);
       }
     }
     const dispatched = await legacy(replay, { authInfo, parsedBody }).catch(async (error: unknown) => {

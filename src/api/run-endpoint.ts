@@ -360,7 +360,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       return undefined;
     }
     if (calls.length > 1 || messages.length > 1) {
-      return new Response(JSON.stringify({ error: { type: 'validation_error', message: 'send one tools/call per request' } }), { status: 400, headers: { 'content-type': 'application/json' } });
+      // Batches are split before they get here (mcp-endpoint.ts); should one arrive, it is refused as JSON-RPC.
+      return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send one tools/call per request' } }), { status: 400, headers: { 'content-type': 'application/json' } });
     }
     const call = calls[0] as { id?: unknown; params?: { name?: unknown } };
     // A notification (no id) gets no answer and runs nothing: never metered.

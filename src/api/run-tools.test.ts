@@ -144,7 +144,7 @@ describe('tool mode', () => {
     for (const header of ['%%%', Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'), Buffer.from('[1]').toString('base64')]) {
       const response = await rawCall(space, 'utils__hello', {}, { 'x-mcpworks-env': header });
       assert.equal(response.status, 400, header);
-      assert.equal(response.body.error.type, 'validation_error');
+      assert.equal(response.body.error.data.type, 'validation_error');
       assert.match(response.body.error.message, /X-MCPWorks-Env/);
       assert.doesNotMatch(JSON.stringify(response.body), /secret-path-value/);
     }

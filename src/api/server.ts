@@ -28,6 +28,8 @@ import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
 import { guardConnections, type ConnectionStats } from './connection-guard.js';
+import { ListChangedHub } from './list-changed.js';
+import { routeAgnosticRefusal } from './mcp-refusals.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -35,7 +37,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -156,16 +158,21 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
     cancels,
   });
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
-  // Reconnected after the database was away, marks it missed are looked for.
+  // When the listening connection comes back after the database was away, marks it missed are looked for.
   try {
-    const unlisten = await database.listen(CANCEL_CHANNEL, (id) => runs.cancelTicket(id), () => {
-      runs.cancelMarked().catch((error: unknown) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not look for cancelled calls'));
+    await database.notifications.listen(CANCEL_CHANNEL, {
+      notify: (id) => runs.cancelTicket(id),
+      resync: () => {
+        runs.cancelMarked().catch((error: unknown) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not look for cancelled calls'));
+      },
     });
-    opened.push(unlisten);
   } catch (error) {
     return failStart(error);
   }
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, progressIntervalMs: config.progressIntervalMs });
+  // Catalog changes on any node reach this node's run streams (LISTEN on the database).
+  const listChanged = new ListChangedHub(logger);
+  await listChanged.start(database.notifications).catch(failStart);
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, progressIntervalMs: config.progressIntervalMs, listChanged });
 
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
@@ -190,7 +197,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           http.on('request', (request, response) => {
             if (!draining) return guard.listener(request, response);
             response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
-            response.end(JSON.stringify({ error: { type: 'unavailable', message: 'the server is shutting down' } }));
+            response.end(routeAgnosticRefusal('unavailable', 'the server is shutting down'));
           });
           return http;
         }) as never,
@@ -209,11 +216,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged },
     failed,
     close() {
       closing ??= (async () => {
         draining = true;
+        // Change streams say nothing more; ended now, they do not hold the connections open.
+        listChanged.closeAll();
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
         // No new connections; open ones serve what is in progress (new requests get 503).
         const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));

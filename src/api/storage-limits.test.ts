@@ -218,10 +218,11 @@ describe('MCP sessions (2025-era): per-account limit and idle expiry', () => {
       await assert.rejects(connect(url, account.key, era));
       const refused = await initialize(url, account.key);
       assert.equal(refused.status, 429);
-      assert.equal(refused.body.code, 'SESSION_LIMIT_EXCEEDED');
-      assert.equal(refused.body.limit, 2);
-      assert.equal(refused.body.usage, 2);
-      assert.equal(refused.body.tier, 'pro_trial');
+      assert.equal(refused.body.jsonrpc, '2.0', 'a JSON-RPC error: not one of the spec\'s quota bodies');
+      assert.equal(refused.body.error.data.code, 'SESSION_LIMIT_EXCEEDED');
+      assert.equal(refused.body.error.data.limit, 2);
+      assert.equal(refused.body.error.data.usage, 2);
+      assert.equal(refused.body.error.data.tier, 'pro_trial');
       assert.ok(Number(refused.headers.get('retry-after')) > 0);
       assert.equal(refused.session, null);
       // Sessions are per account: the run endpoint counts too, another account does not.

@@ -15,6 +15,8 @@ export interface McpSessionRef {
   endpoint: string;
   namespace: string;
   last_seen_at: Date;
+  /** Negotiated at initialize (null: a session from before migration 11). */
+  protocol_version: string | null;
 }
 
 /** findKeyForRequest's answer: undefined where not asked for, null where asked for and absent. */
@@ -118,15 +120,15 @@ export class AccountsStore {
             .select(['ns.id as ns_id', 'ns.catalog_version as ns_catalog_version']);
     const withSession =
       sessionId === undefined
-        ? withNamespace.select([sql<null>`NULL`.as('session_account_id'), sql<null>`NULL`.as('session_endpoint'), sql<null>`NULL`.as('session_namespace'), sql<null>`NULL`.as('session_last_seen_at')])
+        ? withNamespace.select([sql<null>`NULL`.as('session_account_id'), sql<null>`NULL`.as('session_endpoint'), sql<null>`NULL`.as('session_namespace'), sql<null>`NULL`.as('session_last_seen_at'), sql<null>`NULL`.as('session_protocol_version')])
         : withNamespace
             .leftJoin('mcp_sessions as session', (join) =>
               join.on('session.id', '=', sessionId).on('session.created_at', '>=', liveSince().created).on('session.last_seen_at', '>=', liveSince().seen),
             )
-            .select(['session.account_id as session_account_id', 'session.endpoint as session_endpoint', 'session.namespace as session_namespace', 'session.last_seen_at as session_last_seen_at']);
+            .select(['session.account_id as session_account_id', 'session.endpoint as session_endpoint', 'session.namespace as session_namespace', 'session.last_seen_at as session_last_seen_at', 'session.protocol_version as session_protocol_version']);
     const row = await withSession.executeTakeFirst();
     if (!row) return undefined;
-    const { ns_id, ns_catalog_version, session_account_id, session_endpoint, session_namespace, session_last_seen_at, ...key } = row;
+    const { ns_id, ns_catalog_version, session_account_id, session_endpoint, session_namespace, session_last_seen_at, session_protocol_version, ...key } = row;
     return {
       ...key,
       addressed: namespace === undefined ? undefined : ns_id === null ? null : { id: ns_id, catalog_version: Number(ns_catalog_version) },
@@ -135,7 +137,7 @@ export class AccountsStore {
           ? undefined
           : session_account_id === null
             ? null
-            : { account_id: session_account_id, endpoint: session_endpoint!, namespace: session_namespace!, last_seen_at: new Date(session_last_seen_at!) },
+            : { account_id: session_account_id, endpoint: session_endpoint!, namespace: session_namespace!, last_seen_at: new Date(session_last_seen_at!), protocol_version: session_protocol_version ?? null },
     };
   }
 
@@ -221,7 +223,7 @@ export class AccountsStore {
    * both pass. Refused: the live count and the seconds until the least recently used one expires.
    */
   async createMcpSession(
-    input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string },
+    input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string; protocolVersion?: string },
     limit: number | null,
   ): Promise<{ refused: { usage: number; retryAfter: number } } | undefined> {
     return this.db.transaction().execute(async (trx) => {
@@ -248,7 +250,7 @@ export class AccountsStore {
       }
       await trx
         .insertInto('mcp_sessions')
-        .values({ id: input.id, account_id: input.accountId, key_id: input.keyId, endpoint: input.endpoint, namespace: input.namespace })
+        .values({ id: input.id, account_id: input.accountId, key_id: input.keyId, endpoint: input.endpoint, namespace: input.namespace, protocol_version: input.protocolVersion ?? null })
         .execute();
       return undefined;
     });
@@ -258,7 +260,7 @@ export class AccountsStore {
     const live = liveSince();
     return this.db
       .selectFrom('mcp_sessions')
-      .select(['account_id', 'key_id', 'endpoint', 'namespace', 'last_seen_at'])
+      .select(['account_id', 'key_id', 'endpoint', 'namespace', 'last_seen_at', 'protocol_version'])
       .where('id', '=', id)
       .where('created_at', '>=', live.created)
       .where('last_seen_at', '>=', live.seen)

@@ -5,8 +5,8 @@ import { DatabaseHealth, type DatabaseState } from './db-health.js';
 import { guardedPostgresPool } from './pg-pool.js';
 import { DEFAULT_DISK_RESERVE_BYTES, freeBytes, mib, StorageGuard } from './storage-guard.js';
 import { MIGRATIONS } from './migrations.js';
+import { pgliteNotifyListener, postgresNotifyListener, type NotifyListener } from './notify-listener.js';
 import type { Database } from './schema.js';
-import { pgliteListen, postgresListen, type Listen } from './listen.js';
 
 export type Db = Kysely<Database>;
 
@@ -27,8 +27,8 @@ export interface OpenDatabase {
   kind: 'pglite' | 'postgres';
   /** Reachability and storage state, for /healthz and for refusing requests early. */
   health: DatabaseHealth;
-  /** LISTEN/NOTIFY on either kind (signals that must reach every node, e.g. a call's cancellation). */
-  listen: Listen;
+  /** LISTEN/NOTIFY on a connection of its own (every node hears every node's NOTIFY): catalog changes, cancels. */
+  notifications: NotifyListener;
   close(): Promise<void>;
 }
 
@@ -37,15 +37,14 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
   let kind: OpenDatabase['kind'];
   const health = new DatabaseHealth();
   let stopGuard: () => void;
-  let listenOn: (db: Db) => Listen;
+  let notifications: NotifyListener;
   if (options.databaseUrl) {
     kind = 'postgres';
     const guarded = guardedPostgresPool(options.databaseUrl, health);
     stopGuard = guarded.stop;
     if (options.onStateChange) health.onChange((state, previous) => options.onStateChange!(state, previous, ''));
     dialect = new PostgresDialect({ pool: guarded.pool });
-    const url = options.databaseUrl;
-    listenOn = () => postgresListen(url);
+    notifications = postgresNotifyListener(options.databaseUrl, health);
   } else {
     kind = 'pglite';
     const dir = path.join(options.dataDir, 'pglite');
@@ -70,15 +69,16 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     }
     storage.start();
     stopGuard = () => storage.stop();
-    dialect = new PostgresDialect({ pool: new PGlitePool(embedded, { health, storage, onFatal: options.onFatal ?? (() => undefined) }) });
-    const opened = embedded;
-    listenOn = (db) => pgliteListen(opened, db);
+    const pool = new PGlitePool(embedded, { health, storage, onFatal: options.onFatal ?? (() => undefined) });
+    dialect = new PostgresDialect({ pool });
+    notifications = pgliteNotifyListener(embedded, () => pool.connect());
   }
   const db = new Kysely<Database>({ dialect });
   try {
     await migrate(db);
   } catch (error) {
     stopGuard();
+    await notifications.close();
     await db.destroy().catch(() => undefined);
     throw error;
   }
@@ -88,8 +88,9 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     db,
     kind,
     health,
-    listen: listenOn(db),
+    notifications,
     close: async () => {
+      await notifications.close();
       stopGuard();
       await stopMaintenance();
       await db.destroy();

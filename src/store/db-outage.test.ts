@@ -114,7 +114,7 @@ for (const mode of ['immediate', 'fast'] as const) {
     });
     assert.equal(refused.status, 503);
     assert.equal(refused.headers.get('retry-after'), '5');
-    assert.equal(((await refused.json()) as any).error.type, 'unavailable');
+    assert.equal(((await refused.json()) as any).error.data.type, 'unavailable');
     const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: account.email, password: account.password }) });
     assert.equal(login.status, 503);
     assert.ok(login.headers.get('retry-after'));

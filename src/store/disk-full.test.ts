@@ -122,7 +122,7 @@ test('a full data dir: storage_full (507) for writes, reads and /healthz alive, 
   for (let i = 0; i < 20; i++) {
     const metered = await rawMcpPost(tools, account.key, { jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'm__hello', arguments: {} } });
     assert.equal(metered.status, 507, 'a metered call cannot be admitted (admission writes)');
-    assert.equal(metered.body.error.type, 'storage_full');
+    assert.equal(metered.body.error.data.type, 'storage_full');
   }
   const refusedTool = await create.callTool('make_function', { service: 'm', name: 'other', code: 'def main(input_data):\n    return 1\n' });
   assert.equal(refusedTool.isError, true);

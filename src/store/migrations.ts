@@ -413,4 +413,23 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX active_executions_cancel_key ON active_executions(account_id, (run->>'cancel_key'))`,
     ],
   },
+  {
+    version: 11,
+    name: 'catalog changes notify every node',
+    statements: [
+      // Every bump of a namespace's catalog version (the triggers of migration 4) is announced on
+      // this channel with the namespace's name, delivered at commit to every node that LISTENs
+      // (PostgreSQL folds repeats within one transaction): the run endpoint's streams then send
+      // notifications/tools/list_changed. See src/api/list-changed.ts.
+      `CREATE FUNCTION mcpworks_notify_catalog() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          PERFORM pg_notify('mcpworks_catalog', NEW.name);
+          RETURN NULL;
+        END $$`,
+      `CREATE TRIGGER namespaces_notify_catalog AFTER UPDATE OF catalog_version ON namespaces
+        FOR EACH ROW WHEN (NEW.catalog_version IS DISTINCT FROM OLD.catalog_version) EXECUTE FUNCTION mcpworks_notify_catalog()`,
+      // What a 2025-era session negotiated at initialize: whether it may send JSON-RPC batches.
+      `ALTER TABLE mcp_sessions ADD COLUMN protocol_version TEXT`,
+    ],
+  },
 ];

@@ -41,6 +41,8 @@ export interface McpSessionsTable {
   namespace: string;
   created_at: Timestamp;
   last_seen_at: Timestamp;
+  /** The 2025-era protocol version negotiated at initialize (null: a session from before migration 11). */
+  protocol_version: string | null;
 }
 
 export interface NamespacesTable {

@@ -1,0 +1,174 @@
+// test-database: embedded, protocol shapes of the MCP endpoints (no database behaviour involved)
+// Issue 12, item 4: JSON-RPC batches follow the negotiated protocol version (accepted, each message
+// metered like a request of its own, under 2025-03-26; refused with a JSON-RPC error under
+// 2025-06-18 and 2026-07-28), and every refusal on an MCP endpoint is a JSON-RPC error object
+// (the spec's 429 quota bodies excepted; those are tested in guard-metering.test.ts).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { callOk, connect, createAccount, MODERN_PROTOCOL, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
+import { MCP_MAX_BODY_BYTES } from './body-limit.js';
+
+const HELLO = 'def main(input_data):\n    return {"n": 1}\n';
+const ACCEPT = 'application/json, text/event-stream';
+
+let server: TestServer;
+let account: TestAccount;
+let ns: string;
+
+before(async () => {
+  server = await startTestServer();
+  account = await createAccount(server.url);
+  ns = `rf-${Math.random().toString(36).slice(2, 10)}`;
+  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+  await callOk(create, 'make_namespace', { name: ns });
+  await callOk(create, 'make_service', { name: 'm' });
+  await callOk(create, 'make_function', { service: 'm', name: 'hello', code: HELLO });
+  await create.close();
+});
+after(() => server.stop());
+
+const toolsUrl = () => `${server.url}/mcp/run/${ns}?mode=tools`;
+
+/** The JSON-RPC messages of an answer (JSON or SSE). */
+async function messagesOf(response: Response): Promise<any[]> {
+  const text = await response.text();
+  if (!text) return [];
+  if ((response.headers.get('content-type') ?? '').includes('text/event-stream')) {
+    return text
+      .split(/\n\n/)
+      .map((event) => event.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join(''))
+      .filter(Boolean)
+      .map((data) => JSON.parse(data));
+  }
+  const body = JSON.parse(text);
+  return Array.isArray(body) ? body : [body];
+}
+
+/** A 2025-era session opened by hand at `version`: its id. */
+async function session(url: string, version: string): Promise<string> {
+  const headers = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT };
+  const init = await fetch(url, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: version, capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+  });
+  const [answer] = await messagesOf(init);
+  assert.equal(answer.result.protocolVersion, version);
+  const id = init.headers.get('mcp-session-id')!;
+  const versionHeader = version === '2025-03-26' ? {} : { 'mcp-protocol-version': version };
+  const initialized = await fetch(url, { method: 'POST', headers: { ...headers, ...versionHeader, 'mcp-session-id': id }, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) });
+  assert.equal(initialized.status, 202);
+  return id;
+}
+
+async function executions(): Promise<number> {
+  const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } });
+  return ((await response.json()) as any).executions;
+}
+
+function assertJsonRpcRefusal(body: any, what: string): void {
+  assert.equal(body?.jsonrpc, '2.0', `${what}: ${JSON.stringify(body)}`);
+  assert.equal(body.id, null, what);
+  assert.equal(typeof body.error?.code, 'number', what);
+  assert.equal(typeof body.error?.message, 'string', what);
+  assert.equal(body.result, undefined, what);
+}
+
+describe('JSON-RPC batches follow the negotiated protocol version', () => {
+  test('2025-03-26: a batch of two tools/call and a ping is served, each call metered once', async () => {
+    const id = await session(toolsUrl(), '2025-03-26');
+    const before = await executions();
+    const response = await fetch(toolsUrl(), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'mcp-session-id': id },
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'm__hello', arguments: {} } },
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'm__hello', arguments: {} } },
+        { jsonrpc: '2.0', id: 3, method: 'ping' },
+        { jsonrpc: '2.0', method: 'notifications/roots/list_changed' },
+      ]),
+    });
+    assert.equal(response.status, 200);
+    const answers = (await messagesOf(response)).filter((m) => m.id !== undefined).sort((a, b) => a.id - b.id);
+    assert.deepEqual(answers.map((m) => m.id), [1, 2, 3]);
+    for (const call of answers.slice(0, 2)) assert.deepEqual(JSON.parse(call.result.content[0].text), { n: 1 }, JSON.stringify(call));
+    assert.deepEqual(answers[2].result, {});
+    assert.equal((await executions()) - before, 2);
+  });
+
+  test('2025-03-26: a batch of notifications only is accepted (202); initialize in a batch and an empty batch are refused', async () => {
+    const id = await session(toolsUrl(), '2025-03-26');
+    const post = (body: unknown) =>
+      fetch(toolsUrl(), { method: 'POST', headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'mcp-session-id': id }, body: JSON.stringify(body) });
+    assert.equal((await post([{ jsonrpc: '2.0', method: 'notifications/roots/list_changed' }])).status, 202);
+    for (const body of [[], [{ jsonrpc: '2.0', id: 9, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }]]) {
+      const refused = await post(body);
+      assert.equal(refused.status, 400);
+      assertJsonRpcRefusal(await refused.json(), JSON.stringify(body));
+    }
+  });
+
+  for (const version of ['2025-06-18', MODERN_PROTOCOL]) {
+    test(`${version}: a batch ([ping, ping] and [tools/call, ping]) is refused with a JSON-RPC error, nothing metered`, async () => {
+      const headers: Record<string, string> = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'mcp-protocol-version': version };
+      if (version !== MODERN_PROTOCOL) headers['mcp-session-id'] = await session(toolsUrl(), version);
+      const before = await executions();
+      for (const batch of [
+        [{ jsonrpc: '2.0', id: 1, method: 'ping' }, { jsonrpc: '2.0', id: 2, method: 'ping' }],
+        [{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'm__hello', arguments: {} } }, { jsonrpc: '2.0', id: 2, method: 'ping' }],
+      ]) {
+        const response = await fetch(toolsUrl(), { method: 'POST', headers, body: JSON.stringify(batch) });
+        assert.equal(response.status, 400);
+        const body = (await response.json()) as any;
+        assertJsonRpcRefusal(body, version);
+        assert.equal(body.error.code, -32600);
+        assert.match(body.error.message, /batch/i);
+      }
+      if (version !== MODERN_PROTOCOL) {
+        // The session negotiated 2025-06-18: a batch without the header is refused as well.
+        const { 'mcp-protocol-version': _omitted, ...withoutHeader } = headers;
+        const response = await fetch(toolsUrl(), { method: 'POST', headers: withoutHeader, body: JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'ping' }, { jsonrpc: '2.0', id: 2, method: 'ping' }]) });
+        assert.equal(response.status, 400);
+        assert.match(((await response.json()) as any).error.message, /2025-06-18/);
+      }
+      assert.equal(await executions(), before);
+    });
+  }
+});
+
+describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
+  test('authentication, namespace, mode, env header, body, content type, method, session, origin, path', async () => {
+    const stranger = await createAccount(server.url);
+    const id = await session(toolsUrl(), '2025-06-18');
+    const auth = { authorization: `Bearer ${account.key}` };
+    const json = { 'content-type': 'application/json', accept: ACCEPT, 'mcp-protocol-version': '2025-06-18' };
+    const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
+    const cases: Array<[string, string, RequestInit, number]> = [
+      ['no API key', toolsUrl(), { method: 'POST', headers: json, body: ping }, 401],
+      ['a wrong API key', toolsUrl(), { method: 'POST', headers: { ...json, authorization: `Bearer mcpw_${'0'.repeat(64)}` }, body: ping }, 401],
+      ['an invalid namespace name', `${server.url}/mcp/run/Not_A_Namespace`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 404],
+      ['an unknown mode', `${server.url}/mcp/run/${ns}?mode=nope`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 400],
+      ['a malformed env header', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': '%%%' }, body: ping }, 400],
+      ['bad JSON', toolsUrl(), { method: 'POST', headers: { ...json, ...auth }, body: '{"jsonrpc":' }, 400],
+      ['a body over the limit', toolsUrl(), { method: 'POST', headers: { ...json, ...auth }, body: 'x'.repeat(MCP_MAX_BODY_BYTES + 1) }, 413],
+      ['the wrong content type', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'content-type': 'text/plain' }, body: ping }, 415],
+      ['a method the endpoint does not serve', toolsUrl(), { method: 'PUT', headers: { ...json, ...auth }, body: ping }, 405],
+      ['GET without a session', toolsUrl(), { headers: { ...auth, accept: 'text/event-stream' } }, 400],
+      ['DELETE of an unknown session', toolsUrl(), { method: 'DELETE', headers: { ...auth, 'mcp-session-id': 'nope' } }, 404],
+      ["another account's session", toolsUrl(), { method: 'POST', headers: { ...json, authorization: `Bearer ${stranger.key}`, 'mcp-session-id': id }, body: ping }, 404],
+      ['a foreign Origin', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, origin: 'https://evil.example' }, body: ping }, 403],
+      ['a path under /mcp/ that is no endpoint', `${server.url}/mcp/run/${ns}/extra`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 404],
+      ['headers over 16 KB', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': 'A'.repeat(20_000) }, body: ping }, 431],
+      ['no API key on the create endpoint', `${server.url}/mcp/create/${ns}`, { method: 'POST', headers: json, body: ping }, 401],
+    ];
+    for (const [what, url, init, status] of cases) {
+      const response = await fetch(url, init);
+      assert.equal(response.status, status, what);
+      assert.match(response.headers.get('content-type') ?? '', /application\/json/, what);
+      assertJsonRpcRefusal(await response.json(), what);
+    }
+    // The account routes keep their own shape.
+    const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+    assert.equal(((await login.json()) as any).error.type, 'validation_error');
+  });
+});

@@ -1,0 +1,53 @@
+import type { DomainErrorType } from '../core/errors.js';
+
+/**
+ * Every refusal on an MCP endpoint is a JSON-RPC error object (`{jsonrpc, id: null, error: {code,
+ * message, data: {type, …details}}}`), whichever layer refused (authentication, namespace, mode,
+ * env header, the database away, an unexpected failure); the HTTP status stays. The one exception
+ * is the spec's HTTP 429 quota bodies (QUOTA_EXCEEDED, EXECUTION_RATE_EXCEEDED,
+ * CONCURRENCY_LIMIT_EXCEEDED), sent as they are.
+ */
+export const QUOTA_BODY_CODES: ReadonlySet<string> = new Set(['QUOTA_EXCEEDED', 'EXECUTION_RATE_EXCEEDED', 'CONCURRENCY_LIMIT_EXCEEDED']);
+
+/** JSON-RPC codes: bad requests are -32600, our own failures -32603, every other refusal -32000 (data.type says which). */
+export function jsonRpcCodeFor(type: string): number {
+  const invalid: readonly string[] = ['validation_error', 'invalid_schema', 'code_too_large'] satisfies DomainErrorType[];
+  if (invalid.includes(type)) return -32600;
+  if (type === 'internal_error') return -32603;
+  return -32000;
+}
+
+/**
+ * A refusal written where the route is not known yet (the connection cap at accept, shutdown):
+ * a JSON-RPC error object that also carries the account routes' `error.type`.
+ */
+export function routeAgnosticRefusal(type: DomainErrorType, message: string): string {
+  return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: jsonRpcCodeFor(type), message, type, data: { type } } });
+}
+
+/** The response as a JSON-RPC error when it is a refusal in another shape; otherwise unchanged. */
+export async function asJsonRpcRefusal(response: Response): Promise<Response> {
+  if (response.status < 400) return response;
+  const text = await response.clone().text();
+  let body: unknown;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    body = undefined;
+  }
+  const object = body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
+  if (object?.jsonrpc === '2.0') return response;
+  if (response.status === 429 && typeof object?.code === 'string' && QUOTA_BODY_CODES.has(object.code)) return response;
+  const inner = object?.error !== null && typeof object?.error === 'object' ? (object.error as Record<string, unknown>) : undefined;
+  let rpc: Record<string, unknown>;
+  if (inner && typeof inner.type === 'string') {
+    const { type, message, ...details } = inner;
+    rpc = { code: jsonRpcCodeFor(type), message: typeof message === 'string' ? message : type, data: { type, ...details } };
+  } else {
+    rpc = { code: -32000, message: text && !object ? text.slice(0, 500) : response.statusText || `HTTP ${response.status}` };
+  }
+  const headers = new Headers(response.headers);
+  headers.set('content-type', 'application/json');
+  headers.delete('content-length');
+  return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: rpc }), { status: response.status, statusText: response.statusText, headers });
+}
