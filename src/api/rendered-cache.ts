@@ -15,8 +15,11 @@ export class RenderedCache<T> {
     private readonly sizeOf: (value: T) => number,
   ) {}
 
-  /** The value for `key` at `version`, rendered (and kept, when it fits) on a miss. */
-  get(key: string, version: number, render: () => T): T {
+  /**
+   * The value for `key` at `version`, rendered (and kept, when it fits) on a miss. The render is
+   * given the entry of another version it replaces, if any, to reuse what did not change.
+   */
+  get(key: string, version: number, render: (stale: T | undefined) => T): T {
     const hit = this.entries.get(key);
     if (hit) {
       this.entries.delete(key);
@@ -26,7 +29,7 @@ export class RenderedCache<T> {
       }
       this.total -= hit.bytes;
     }
-    const value = render();
+    const value = render(hit?.value);
     const bytes = this.sizeOf(value);
     if (bytes <= this.maxBytes) {
       this.entries.set(key, { version, value, bytes });

@@ -28,7 +28,7 @@ export interface RunScopeExtra {
   /** The request is a tool-mode tools/list: its answer carries LISTED_MARK, replaced by `listing`. */
   listsTools?: boolean;
   /** The serialised tools array the tools/list handler answered with (from the rendered cache). */
-  listing?: Buffer;
+  listing?: readonly Buffer[];
   /** The HTTP request's signal: aborted when the client closes the connection before the answer. */
   signal?: AbortSignal;
   /** Tool results rendered in a scan worker, by the number of the placeholder standing for them. */
@@ -96,10 +96,45 @@ function functionTool(fn: ActiveFunction): { name: string; description: string; 
   };
 }
 
+const envStatusTool = (): ListedTool => ({ name: ENV_STATUS_TOOL, description: ENV_STATUS_DESCRIPTION, inputSchema: ENV_STATUS_INPUT, annotations: ENV_STATUS_ANNOTATIONS });
+
 function renderToolList(snapshot: NamespaceSnapshot | undefined): ListedTool[] {
   const tools: ListedTool[] = (snapshot?.functions ?? []).map((fn) => ({ ...functionTool(fn), annotations: TOOL_ANNOTATIONS }));
-  tools.push({ name: ENV_STATUS_TOOL, description: ENV_STATUS_DESCRIPTION, inputSchema: ENV_STATUS_INPUT, annotations: ENV_STATUS_ANNOTATIONS });
+  tools.push(envStatusTool());
   return tools;
+}
+
+/**
+ * A namespace's serialised tools array as parts (`[`, one tool, `,`, …, `]`), with each function's
+ * part by what it renders from: a version (immutable) and the function's name and description.
+ */
+interface ToolListing {
+  parts: Buffer[];
+  byKey: Map<string, Buffer>;
+  bytes: number;
+}
+
+const OPEN = Buffer.from('[');
+const COMMA = Buffer.from(',');
+const CLOSE = Buffer.from(']');
+const ENV_STATUS_PART = Buffer.from(JSON.stringify(envStatusTool()), 'utf8');
+const partKey = (fn: ActiveFunction) => `${fn.versionId}\u0000${fn.service}\u0000${fn.name}\u0000${fn.description}`;
+
+/**
+ * Renders a namespace's tool list at a new catalog version, serialising only the functions that
+ * changed since `stale` (one change in a large namespace costs that function, not all of them).
+ */
+function renderToolListing(snapshot: NamespaceSnapshot, stale: ToolListing | undefined): ToolListing {
+  const byKey = new Map<string, Buffer>();
+  const parts: Buffer[] = [OPEN];
+  for (const fn of snapshot.functions) {
+    const key = partKey(fn);
+    const part = byKey.get(key) ?? stale?.byKey.get(key) ?? Buffer.from(JSON.stringify({ ...functionTool(fn), annotations: TOOL_ANNOTATIONS }), 'utf8');
+    byKey.set(key, part);
+    parts.push(part, COMMA);
+  }
+  parts.push(ENV_STATUS_PART, CLOSE);
+  return { parts, byKey, bytes: parts.reduce((sum, part) => sum + part.length, 0) };
 }
 
 /** Bytes of rendered catalog text one node keeps (the largest tier's tool list is 32 MB of schemas). */
@@ -121,7 +156,7 @@ const listedPlaceholder = { toJSON: () => LISTED_MARK };
  * The answer with every placeholder replaced by `listing` (a batch may hold more than one list).
  * The MCP layer's part is small; it is read whole (the handler has run once it is complete).
  */
-async function spliceListing(response: Response, listingOf: () => Buffer | undefined): Promise<Response> {
+async function spliceListing(response: Response, listingOf: () => readonly Buffer[] | undefined): Promise<Response> {
   const text = await response.text();
   // Read once the body is complete: on a streamed (SSE) answer the handler that sets it may run late.
   const listing = listingOf();
@@ -131,7 +166,7 @@ async function spliceListing(response: Response, listingOf: () => Buffer | undef
   if (parts.length === 1) return new Response(text, { status: response.status, statusText: response.statusText, headers });
   const chunks: Buffer[] = [];
   parts.forEach((part, index) => {
-    if (index > 0) chunks.push(listing!);
+    if (index > 0) chunks.push(...listing!);
     chunks.push(Buffer.from(part, 'utf8'));
   });
   // The cached bytes are written as they are: neither encoded again nor copied into one buffer.
@@ -246,10 +281,11 @@ function runResultToTool(result: RunResult, fn: ActiveFunction | undefined, extr
 /** The run endpoint's pieces: admission before dispatch, and the per-request MCP server. */
 export function runEndpointParts(runs: RunService, logger: Logger, version: string, cacheBytes = RENDERED_CACHE_BYTES, progressIntervalMs = DEFAULT_PROGRESS_INTERVAL_MS) {
   // Keyed by mode and namespace id; the value is the catalog version's rendering.
-  const rendered = new RenderedCache<Buffer | string>(cacheBytes, (value) => (typeof value === 'string' ? value.length * 2 : value.length));
+  const rendered = new RenderedCache<ToolListing | string>(cacheBytes, (value) => (typeof value === 'string' ? value.length * 2 : value.bytes));
 
-  function cachedToolList(snapshot: NamespaceSnapshot): Buffer {
-    return rendered.get(`tools:${snapshot.namespaceId}`, snapshot.catalogVersion, () => Buffer.from(JSON.stringify(renderToolList(snapshot)), 'utf8')) as Buffer;
+  function cachedToolList(snapshot: NamespaceSnapshot): readonly Buffer[] {
+    const render = (stale: ToolListing | string | undefined) => renderToolListing(snapshot, typeof stale === 'object' ? stale : undefined);
+    return (rendered.get(`tools:${snapshot.namespaceId}`, snapshot.catalogVersion, render) as ToolListing).parts;
   }
 
   function cachedExecuteDescription(snapshot: NamespaceSnapshot | undefined): string {

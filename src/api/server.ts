@@ -30,6 +30,7 @@ import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './c
 import { guardConnections, type ConnectionStats } from './connection-guard.js';
 import { ListChangedHub } from './list-changed.js';
 import { routeAgnosticRefusal } from './mcp-refusals.js';
+import { signInPrecheck } from './sign-in-precheck.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 
@@ -37,7 +38,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; signInsRefusedEarly: () => number };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -174,6 +175,8 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   await listChanged.start(database.notifications).catch(failStart);
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, progressIntervalMs: config.progressIntervalMs, listChanged });
 
+  // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
+  const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
   let connections: () => ConnectionStats = () => ({ open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0 });
@@ -195,7 +198,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
           const guard = guardConnections(http, limits, logger, listener);
           connections = guard.stats;
           http.on('request', (request, response) => {
-            if (!draining) return guard.listener(request, response);
+            if (!draining) return precheck(request, response) || guard.listener(request, response);
             response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
             response.end(routeAgnosticRefusal('unavailable', 'the server is shutting down'));
           });
@@ -216,7 +219,7 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, signInsRefusedEarly: () => precheck.refused() },
     failed,
     close() {
       closing ??= (async () => {

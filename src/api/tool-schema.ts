@@ -40,6 +40,13 @@ export interface ToolDefinition<S extends z.ZodObject> {
   annotations: ToolAnnotations;
 }
 
+/**
+ * Each tool's published input schema, converted from zod once per process rather than on every
+ * request (the create endpoint builds its server per request). A tool's input is fixed by its
+ * name: it never depends on the caller or the namespace (those go in descriptions and handlers).
+ */
+const publishedInputs = new Map<string, Record<string, unknown>>();
+
 export function defineTool<S extends z.ZodObject>(
   server: McpServer,
   logger: Logger,
@@ -47,8 +54,12 @@ export function defineTool<S extends z.ZodObject>(
   definition: ToolDefinition<S>,
   body: (args: z.infer<S>) => Promise<unknown>,
 ): void {
-  const jsonSchema = z.toJSONSchema(definition.input, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
-  delete jsonSchema.$schema;
+  let jsonSchema = publishedInputs.get(name);
+  if (!jsonSchema) {
+    jsonSchema = z.toJSONSchema(definition.input, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+    delete jsonSchema.$schema;
+    publishedInputs.set(name, jsonSchema);
+  }
   server.registerTool(
     name,
     { description: definition.description, inputSchema: fromJsonSchema(jsonSchema as never, acceptEverything), annotations: definition.annotations },

@@ -98,6 +98,12 @@ test('versioning: a definition change is a new version, metadata is not', () => 
   assert.equal(definitionChanged(base, buildDefinition({ inputSchema: { type: 'object' } }, base)), true);
   assert.equal(definitionChanged(base, buildDefinition({ config: { a: 1 } }, base)), true);
   assert.equal(definitionChanged(base, buildDefinition({ requiredEnv: ['TOKEN'] }, base)), true);
+  // Compared by value, field by field: the same schema given again (keys in another order) is no
+  // change; a change deep inside one is.
+  const withSchema = buildDefinition({ inputSchema: { type: 'object', properties: { a: { type: 'string', minLength: 1 } } } }, base);
+  assert.equal(definitionChanged(withSchema, buildDefinition({ inputSchema: { properties: { a: { minLength: 1, type: 'string' } }, type: 'object' } }, withSchema)), false);
+  assert.equal(definitionChanged(withSchema, buildDefinition({ inputSchema: { type: 'object', properties: { a: { type: 'string', minLength: 2 } } } }, withSchema)), true);
+  assert.equal(definitionChanged(withSchema, { ...withSchema, code: `${withSchema.code} ` }), true);
   const meta = buildMetadata({ description: 'new', tags: ['a', 'a', 'b'] }, { description: 'old', tags: [] });
   assert.deepEqual(meta, { description: 'new', tags: ['a', 'b'] });
 });

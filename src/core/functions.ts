@@ -130,7 +130,15 @@ export function canonicalJson(value: unknown): string {
 
 /** Versioning rule of the guide: a change to code/config/schemas/requirements (or language, env) is a new version. */
 export function definitionChanged(current: FunctionDefinition, next: FunctionDefinition): boolean {
-  return canonicalJson(current) !== canonicalJson(next);
+  // Field by field: what an update does not give is the current value itself (the same string or
+  // object), so a metadata-only update never serialises megabytes of code and schemas.
+  for (const key of new Set([...Object.keys(current), ...Object.keys(next)]) as Set<keyof FunctionDefinition>) {
+    const a = current[key];
+    const b = next[key];
+    if (a === b) continue;
+    if (canonicalJson(a) !== canonicalJson(b)) return true;
+  }
+  return false;
 }
 
 export function definitionHash(definition: FunctionDefinition): string {

@@ -147,7 +147,8 @@ export class RunService {
       this.snapshots.set(ns.id, cached);
       return cached;
     }
-    const snapshot: NamespaceSnapshot = { namespaceId: ns.id, catalogVersion: ns.catalog_version, functions: await this.deps.catalogStore.listActiveFunctions(ns.id) };
+    // Versions the older snapshot holds are not read again (see listActiveFunctions).
+    const snapshot: NamespaceSnapshot = { namespaceId: ns.id, catalogVersion: ns.catalog_version, functions: await this.deps.catalogStore.listActiveFunctions(ns.id, cached?.functions) };
     const replaced = this.snapshots.get(ns.id);
     if (replaced) this.snapshotsBytes -= snapshotBytes(replaced);
     this.snapshots.delete(ns.id);

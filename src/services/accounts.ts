@@ -93,6 +93,15 @@ export class AccountService {
     });
   }
 
+  /**
+   * Whether a sign-in (or sign-up) from this address would be refused by its per-client gate right
+   * now (backing off, waiting room full, sign-ups used up): the HTTP layer answers those before
+   * reading the request's body. Changes nothing.
+   */
+  signInRefusal(address: string | undefined, signUp = false): { message: string; retryAfter: number } | undefined {
+    return this.gate.refusal(address, signUp);
+  }
+
   /** The per-client gate (HTTP callers only), in front of anything that runs the password KDF. */
   private throttled<T>(from: SignInSource | undefined, work: () => Promise<T>): Promise<T> {
     return from ? this.gate.run(from.address, work) : work();

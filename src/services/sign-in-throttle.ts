@@ -58,6 +58,25 @@ export class ClientSignInGate {
     }
   }
 
+  /**
+   * What `run` (and, for a sign-up, `checkRegistration`) would refuse this client right now, read
+   * without counting or queueing anything: so a refused attempt can be answered before its body is
+   * read or the database is asked. Undefined: the attempt must take the full path.
+   */
+  refusal(address: string | undefined, signUp = false): { message: string; retryAfter: number } | undefined {
+    const state = this.clients.get(clientKeyOf(address));
+    if (!state) return undefined;
+    const wait = (state.blockedUntil - this.now()) / 1000;
+    if (wait > 0) return { message: `too many failed sign-ins from your address; retry in ${Math.ceil(wait)} s`, retryAfter: Math.max(1, Math.ceil(wait)) };
+    if (state.running >= SIGN_IN_LIMITS.clientConcurrent && state.waiting.length >= SIGN_IN_LIMITS.clientQueued) return { message: 'too many sign-in requests at once from your address', retryAfter: 1 };
+    if (signUp) {
+      const tokens = this.tokensOf(state);
+      const seconds = (1 - tokens) * REGISTRATION_LIMITS.refillSeconds;
+      if (tokens < 1) return { message: `too many sign-ups from your address; retry in ${Math.ceil(seconds)} s`, retryAfter: Math.max(1, Math.ceil(seconds)) };
+    }
+    return undefined;
+  }
+
   /** 429 when this client has used up its sign-ups for now (checked before the email is looked up). */
   checkRegistration(address: string | undefined): void {
     const state = this.clients.get(clientKeyOf(address));
