@@ -14,6 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { after, test } from 'node:test';
 import { callOk, type ClientEra, connect, createAccount, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
 import { freePort } from '../test-support/processes.js';
@@ -476,5 +477,66 @@ test('several nodes on one PostgreSQL: a live node keeps its slots when another 
     await killChild(a);
     if (b) await killChild(b);
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM while calls are still being admitted: each gets the grace period, answers, and is recorded', { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL): a row lock holds the admissions' }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-admitting-'));
+  const databaseUrl = (await freshDatabaseUrl())!;
+  const graceMs = 4000;
+  const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: String(graceMs) };
+  let server = await startChild(dir, databaseUrl, env);
+  const locks: pg.Client[] = [];
+  try {
+    // Two accounts: one whose admission is held for part of the grace period, one past it.
+    const early = await createAccount(server.url);
+    const late = await createAccount(server.url);
+    await setupNaps(server.url, early.key, 'admitting-early');
+    await setupNaps(server.url, late.key, 'admitting-late');
+    const clients = [
+      await connect(`${server.url}/mcp/run/admitting-early?mode=tools`, early.key, 'v2'),
+      await connect(`${server.url}/mcp/run/admitting-late`, late.key, 'v2'),
+    ];
+    // Admission takes the account's row lock: held here, each call waits inside its admission.
+    for (const account of [early, late]) {
+      const lock = new pg.Client({ connectionString: databaseUrl });
+      await lock.connect();
+      locks.push(lock);
+      await lock.query('BEGIN');
+      // FOR SHARE: the key check (which reads the row for share) passes, admission (FOR UPDATE) waits.
+      await lock.query('SELECT 1 FROM accounts WHERE id = $1 FOR SHARE', [account.accountId]);
+    }
+    const calls = [fly(clients[0]!, 'python', 0, 'a'), fly(clients[1]!, 'code', 0, 'b')];
+    for (const flight of calls) flight.call.catch(() => undefined);
+    // (Backends blocked by the two lock holders; pg_stat_activity's query text may still show their previous statement.)
+    const holders = locks.map((lock) => (lock as unknown as { processID: number }).processID);
+    const waiting = async () => Number((await locks[0]!.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pg_blocking_pids(pid) && $1::int[]`, [holders])).rows[0].n);
+    await waitFor('both admissions waiting on the row locks', async () => (await waiting()) === 2, 60_000);
+    server.process.kill('SIGTERM');
+    // The first admission goes through within the grace period: its call runs and answers.
+    await sleep(1000);
+    await locks[0]!.query('COMMIT');
+    // The second only after it: its call is stopped before it runs, answered and recorded as interrupted.
+    await sleep(graceMs + 1000);
+    await locks[1]!.query('COMMIT');
+    const answers = await Promise.all(calls.map((flight) => flight.call)).catch((error: unknown) => {
+      throw new Error(`a client got no answer (${String(error)}):\n${server.output()}`);
+    });
+    assert.equal(answers[0]!.isError, undefined, `admitted within the grace period, it ran: ${JSON.stringify(answers[0])}`);
+    assert.equal(answers[1]!.isError, true);
+    assert.equal(JSON.parse(answers[1]!.content[0]!.text!).error_type, 'interrupted', JSON.stringify(answers[1]));
+    assert.equal(await server.exited, 0, `exit status 0:\n${server.output()}`);
+    await Promise.all(clients.map((client) => client.close().catch(() => undefined)));
+    server = await startChild(dir, databaseUrl, env);
+    for (const [account, ns, status, executions] of [[early, 'admitting-early', 'success', 1], [late, 'admitting-late', 'interrupted', 0]] as const) {
+      const usage = await usageOf(server.url, account.key);
+      assert.equal(usage.concurrency.active, 0, 'no slot left');
+      assert.equal(usage.executions, executions, 'only the answered run is counted');
+      assert.deepEqual((await historyOf(server.url, account.key, ns)).map((row) => row.status), [status]);
+    }
+  } finally {
+    for (const lock of locks) await lock.end().catch(() => undefined);
+    await killChild(server);
+    rmSync(dir, { recursive: true, force: true });
   }
 });
