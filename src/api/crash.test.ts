@@ -540,3 +540,42 @@ test('SIGTERM while calls are still being admitted: each gets the grace period, 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('nodes with skewed clocks on one PostgreSQL: a node whose clock is an hour ahead never takes a live node\'s slots', { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, async () => {
+  const dirs = [mkdtempSync(path.join(tmpdir(), 'mcpworks-clock-a-')), mkdtempSync(path.join(tmpdir(), 'mcpworks-clock-b-'))];
+  const databaseUrl = await freshDatabaseUrl();
+  const env = { MCPWORKS_TIERS: LOAD_TIER(120), MCPWORKS_INSTANCE_LEASE_MS: '5000' };
+  const a = await startChild(dirs[0]!, databaseUrl, env);
+  let b: Child | undefined;
+  try {
+    const account = await createAccount(a.url);
+    const ns = 'skewed-clocks';
+    await setupNaps(a.url, account.key, ns);
+    const onA = await connect(`${a.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    // Long enough to outlast node B's start on a loaded machine (within the client's 60 s request timeout).
+    const held = fly(onA, 'python', 40, '1');
+    held.call.catch(() => undefined);
+    await waitFor('a run in flight on node A', () => processesWith(`/bin/sleep ${held.marker}`).length > 0, 60_000);
+    // Node B's wall clock is an hour ahead: by it, node A's lease and slot expired long ago.
+    const skewed = { ...env, MCPWORKS_TEST_CLOCK_SKEW_MS: String(3_600_000), NODE_OPTIONS: `--import=${path.join(REPO_ROOT, 'src/test-support/skewed-clock.mjs')}` };
+    b = await startChild(dirs[1]!, databaseUrl, skewed);
+    const onB = await connect(`${b.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    // An admission on node B releases the account's stale slots first: node A's is not stale.
+    assert.equal((await fly(onB, 'python', 0, '2').call).isError, undefined);
+    await onB.close();
+    assert.ok(processesWith(`/bin/sleep ${held.marker}`).length > 0, "node A's run is still in flight");
+    assert.equal((await usageOf(b.url, account.key)).concurrency.active, 1, "node A's slot is kept");
+    assert.deepEqual(await historyOf(b.url, account.key, ns).then((rows) => rows.map((row) => row.status)), ['success'], 'nothing recorded as interrupted');
+    const answer = await held.call;
+    assert.equal(answer.isError, undefined, `node A's run answers: ${JSON.stringify(answer)}`);
+    const usage = await usageOf(a.url, account.key);
+    assert.equal(usage.concurrency.active, 0);
+    assert.equal(usage.executions, 2, 'both runs counted once');
+    assert.deepEqual((await historyOf(a.url, account.key, ns)).map((row) => row.status), ['success', 'success']);
+    await onA.close().catch(() => undefined);
+  } finally {
+    await killChild(a);
+    if (b) await killChild(b);
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+});
