@@ -37,7 +37,7 @@ interface Child {
 }
 
 /** Runs `mcpworks serve` from source (tsx), so the test never depends on a stale build. */
-async function startChild(dataDir: string, databaseUrl: string | undefined, extraEnv: NodeJS.ProcessEnv = {}): Promise<Child> {
+async function startChild(dataDir: string, databaseUrl: string | undefined, extraEnv: NodeJS.ProcessEnv = {}, options: { detached?: boolean } = {}): Promise<Child> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
@@ -52,6 +52,8 @@ async function startChild(dataDir: string, databaseUrl: string | undefined, extr
       cwd: REPO_ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      // A process group of its own, as under a supervisor that signals the whole group.
+      detached: options.detached ?? false,
     });
     // A test that timed out goes on running: a server it starts after the file's end would hold it open.
     live.add(child);
@@ -577,5 +579,36 @@ test('nodes with skewed clocks on one PostgreSQL: a node whose clock is an hour 
     await killChild(a);
     if (b) await killChild(b);
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM to the whole process group (a supervisor\'s stop): exit 0, runs answered and recorded, no spawner warning', { timeout: 300_000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-group-'));
+  const databaseUrl = await freshDatabaseUrl();
+  const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: '1000' };
+  const server = await startChild(dir, databaseUrl, env, { detached: true });
+  try {
+    const account = await createAccount(server.url);
+    await setupNaps(server.url, account.key, 'group-stop');
+    const tools = await connect(`${server.url}/mcp/run/group-stop?mode=tools`, account.key, 'v2');
+    const flight = fly(tools, 'python', 150, 'g');
+    flight.call.catch(() => undefined);
+    let failed = '';
+    flight.call.then((result) => (failed = JSON.stringify(result)), (error: unknown) => (failed = String(error)));
+    await waitFor('a run in flight', () => {
+      if (failed) throw new Error(`the run ended before it was seen: ${failed}`);
+      return processesWith(`/bin/sleep ${flight.marker}`).length > 0;
+    }, 120_000);
+    // The spawner and the sandbox helpers are in the group too, and get the signal first-hand.
+    process.kill(-server.process.pid!, 'SIGTERM');
+    const answer = await flight.call;
+    assert.equal(answer.isError, true, JSON.stringify(answer));
+    assert.equal(await server.exited, 0, server.output());
+    assert.doesNotMatch(server.output(), /sandbox spawner ended/, 'the spawner waits for the server to end it');
+    assert.deepEqual(processesWith(`/bin/sleep ${flight.marker}`), [], 'no sandbox left');
+    await tools.close().catch(() => undefined);
+  } finally {
+    await killChild(server);
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -44,7 +44,7 @@ export interface RunningServer {
 export function shutdownGraceMs(value = process.env.MCPWORKS_SHUTDOWN_GRACE_MS): number {
   if (value === undefined || value === '') return 5000;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000 (got '${value.slice(0, 32)}')`);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }
 

@@ -111,6 +111,6 @@ const leaseFromNow = (leaseMs: number) => sql<Date>`now() + make_interval(secs =
 export function leaseMsFromEnvironment(value = process.env.MCPWORKS_INSTANCE_LEASE_MS): number {
   if (value === undefined || value === '') return DEFAULT_LEASE_MS;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000 (got '${value.slice(0, 32)}')`);
+  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }
