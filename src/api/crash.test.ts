@@ -591,7 +591,7 @@ test('SIGTERM to the whole process group (a supervisor\'s stop): exit 0, runs an
     const account = await createAccount(server.url);
     await setupNaps(server.url, account.key, 'group-stop');
     const tools = await connect(`${server.url}/mcp/run/group-stop?mode=tools`, account.key, 'v2');
-    const flight = fly(tools, 'python', 150, 'g');
+    const flight = fly(tools, 'python', 150, '7');
     flight.call.catch(() => undefined);
     let failed = '';
     flight.call.then((result) => (failed = JSON.stringify(result)), (error: unknown) => (failed = String(error)));

@@ -56,15 +56,22 @@ export class InstanceLease {
       .insertInto('server_instances')
       .values({ id: this.id, host: this.host, pid: process.pid, started_at: sql<Date>`now()`, lease_until: leaseFromNow(leaseMs) })
       .execute();
-    const others = await db
-      .selectFrom('server_instances')
-      .select(['id', 'host', 'pid', sql<boolean>`lease_until < now()`.as('lapsed')])
-      .where('id', '<>', this.id)
-      .execute();
-    const dead = others.filter((other) => this.deps.embedded || (other.host === this.host && !existsSync(`/proc/${other.pid}`)) || other.lapsed).map((other) => other.id);
-    const released = await this.deps.metering().releaseStale(now, this.deps.embedded ? null : dead);
-    if (dead.length > 0) await db.deleteFrom('server_instances').where('id', 'in', dead).execute();
-    if (released > 0) this.deps.logger.warn({ released, deadInstances: dead.length }, 'released the concurrency slots of stopped servers; their runs are recorded as interrupted and not counted');
+    let released: number;
+    try {
+      const others = await db
+        .selectFrom('server_instances')
+        .select(['id', 'host', 'pid', sql<boolean>`lease_until < now()`.as('lapsed')])
+        .where('id', '<>', this.id)
+        .execute();
+      const dead = others.filter((other) => this.deps.embedded || (other.host === this.host && !existsSync(`/proc/${other.pid}`)) || other.lapsed).map((other) => other.id);
+      released = await this.deps.metering().releaseStale(now, this.deps.embedded ? null : dead);
+      if (dead.length > 0) await db.deleteFrom('server_instances').where('id', 'in', dead).execute();
+      if (released > 0) this.deps.logger.warn({ released, deadInstances: dead.length }, 'released the concurrency slots of stopped servers; their runs are recorded as interrupted and not counted');
+    } catch (error) {
+      // A start that fails leaves no instance behind (best effort: the database may be what failed).
+      await db.deleteFrom('server_instances').where('id', '=', this.id).execute().catch(() => undefined);
+      throw error;
+    }
     this.timer = setInterval(() => {
       this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
     }, Math.max(50, Math.floor(leaseMs / 3)));
