@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { configFromEnv, DEFAULT_HTTP_LIMITS, httpLimitsFor } from './config.js';
+import { shutdownGraceMs } from './server.js';
+import { leaseMsFromEnvironment } from '../services/instance-lease.js';
+import { applyTierOverrides } from '../core/tiers.js';
+import { parseSandboxUids } from '../sandbox/uid-range.js';
 
 test('HTTP limits come from the environment, with defaults, and bad values stop the server', () => {
   const defaults = httpLimitsFor(configFromEnv({}));
@@ -47,4 +51,13 @@ test('integer settings take decimal digits only, within range: not hex, exponent
       assert.throws(() => configFromEnv({ [name]: value }), new RegExp(name), `${name}=${value}`);
     }
   }
+});
+
+test('configuration errors quote the value given one way: as JSON, after "not"', () => {
+  assert.throws(() => shutdownGraceMs('soon'), /^Error: MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not "soon"$/);
+  assert.throws(() => leaseMsFromEnvironment('5'), /^Error: MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not "5"$/);
+  assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: 'two' }), /, not "two"$/);
+  assert.throws(() => applyTierOverrides('{"Gold":{}}'), /tier name "Gold" must be/);
+  assert.throws(() => applyTierOverrides('{"gold":{"speed":1}}'), /MCPWORKS_TIERS: "gold.speed" is not a limit/);
+  assert.throws(() => parseSandboxUids('5', { passwd: '', npmUid: 65533 }), /joined by "-", not "5"$/);
 });

@@ -14,6 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { after, test } from 'node:test';
 import { callOk, type ClientEra, connect, createAccount, EMBEDDED_RUN_ONLY, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
 import { freePort } from '../test-support/processes.js';
@@ -37,7 +38,7 @@ interface Child {
 }
 
 /** Runs `mcpworks serve` (the build when current, else the source: never stale code). */
-async function startChild(dataDir: string, databaseUrl: string | undefined, extraEnv: NodeJS.ProcessEnv = {}): Promise<Child> {
+async function startChild(dataDir: string, databaseUrl: string | undefined, extraEnv: NodeJS.ProcessEnv = {}, options: { detached?: boolean } = {}): Promise<Child> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
@@ -52,6 +53,8 @@ async function startChild(dataDir: string, databaseUrl: string | undefined, extr
       cwd: REPO_ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      // A process group of its own, as under a supervisor that signals the whole group.
+      detached: options.detached ?? false,
     });
     // A test that timed out goes on running: a server it starts after the file's end would hold it open.
     live.add(child);
@@ -483,5 +486,136 @@ test('several nodes on one PostgreSQL: a live node keeps its slots when another 
     await killChild(a);
     if (b) await killChild(b);
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM while calls are still being admitted: each gets the grace period, answers, and is recorded', { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL): a row lock holds the admissions' }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-admitting-'));
+  const databaseUrl = (await freshDatabaseUrl())!;
+  const graceMs = 4000;
+  const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: String(graceMs) };
+  let server = await startChild(dir, databaseUrl, env);
+  const locks: pg.Client[] = [];
+  try {
+    // Two accounts: one whose admission is held for part of the grace period, one past it.
+    const early = await createAccount(server.url);
+    const late = await createAccount(server.url);
+    await setupNaps(server.url, early.key, 'admitting-early');
+    await setupNaps(server.url, late.key, 'admitting-late');
+    const clients = [
+      await connect(`${server.url}/mcp/run/admitting-early?mode=tools`, early.key, 'v2'),
+      await connect(`${server.url}/mcp/run/admitting-late`, late.key, 'v2'),
+    ];
+    // Admission takes the account's row lock: held here, each call waits inside its admission.
+    for (const account of [early, late]) {
+      const lock = new pg.Client({ connectionString: databaseUrl });
+      await lock.connect();
+      locks.push(lock);
+      await lock.query('BEGIN');
+      // FOR SHARE: the key check (which reads the row for share) passes, admission (FOR UPDATE) waits.
+      await lock.query('SELECT 1 FROM accounts WHERE id = $1 FOR SHARE', [account.accountId]);
+    }
+    const calls = [fly(clients[0]!, 'python', 0, 'a'), fly(clients[1]!, 'code', 0, 'b')];
+    for (const flight of calls) flight.call.catch(() => undefined);
+    // (Backends blocked by the two lock holders; pg_stat_activity's query text may still show their previous statement.)
+    const holders = locks.map((lock) => (lock as unknown as { processID: number }).processID);
+    const waiting = async () => Number((await locks[0]!.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pg_blocking_pids(pid) && $1::int[]`, [holders])).rows[0].n);
+    await waitFor('both admissions waiting on the row locks', async () => (await waiting()) === 2, 60_000);
+    server.process.kill('SIGTERM');
+    // The first admission goes through within the grace period: its call runs and answers.
+    await sleep(1000);
+    await locks[0]!.query('COMMIT');
+    // The second only after it: its call is stopped before it runs, answered and recorded as interrupted.
+    await sleep(graceMs + 1000);
+    await locks[1]!.query('COMMIT');
+    const answers = await Promise.all(calls.map((flight) => flight.call)).catch((error: unknown) => {
+      throw new Error(`a client got no answer (${String(error)}):\n${server.output()}`);
+    });
+    assert.equal(answers[0]!.isError, undefined, `admitted within the grace period, it ran: ${JSON.stringify(answers[0])}`);
+    assert.equal(answers[1]!.isError, true);
+    assert.equal(JSON.parse(answers[1]!.content[0]!.text!).error_type, 'interrupted', JSON.stringify(answers[1]));
+    assert.equal(await server.exited, 0, `exit status 0:\n${server.output()}`);
+    await Promise.all(clients.map((client) => client.close().catch(() => undefined)));
+    server = await startChild(dir, databaseUrl, env);
+    for (const [account, ns, status, executions] of [[early, 'admitting-early', 'success', 1], [late, 'admitting-late', 'interrupted', 0]] as const) {
+      const usage = await usageOf(server.url, account.key);
+      assert.equal(usage.concurrency.active, 0, 'no slot left');
+      assert.equal(usage.executions, executions, 'only the answered run is counted');
+      assert.deepEqual((await historyOf(server.url, account.key, ns)).map((row) => row.status), [status]);
+    }
+  } finally {
+    for (const lock of locks) await lock.end().catch(() => undefined);
+    await killChild(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('nodes with skewed clocks on one PostgreSQL: a node whose clock is an hour ahead never takes a live node\'s slots', { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, async () => {
+  const dirs = [mkdtempSync(path.join(tmpdir(), 'mcpworks-clock-a-')), mkdtempSync(path.join(tmpdir(), 'mcpworks-clock-b-'))];
+  const databaseUrl = await freshDatabaseUrl();
+  const env = { MCPWORKS_TIERS: LOAD_TIER(120), MCPWORKS_INSTANCE_LEASE_MS: '5000' };
+  const a = await startChild(dirs[0]!, databaseUrl, env);
+  let b: Child | undefined;
+  try {
+    const account = await createAccount(a.url);
+    const ns = 'skewed-clocks';
+    await setupNaps(a.url, account.key, ns);
+    const onA = await connect(`${a.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    // Long enough to outlast node B's start on a loaded machine (within the client's 60 s request timeout).
+    const held = fly(onA, 'python', 40, '1');
+    held.call.catch(() => undefined);
+    await waitFor('a run in flight on node A', () => processesWith(`/bin/sleep ${held.marker}`).length > 0, 60_000);
+    // Node B's wall clock is an hour ahead: by it, node A's lease and slot expired long ago.
+    const skewed = { ...env, MCPWORKS_TEST_CLOCK_SKEW_MS: String(3_600_000), NODE_OPTIONS: `--import=${path.join(REPO_ROOT, 'src/test-support/skewed-clock.mjs')}` };
+    b = await startChild(dirs[1]!, databaseUrl, skewed);
+    const onB = await connect(`${b.url}/mcp/run/${ns}?mode=tools`, account.key, 'v2');
+    // An admission on node B releases the account's stale slots first: node A's is not stale.
+    assert.equal((await fly(onB, 'python', 0, '2').call).isError, undefined);
+    await onB.close();
+    assert.ok(processesWith(`/bin/sleep ${held.marker}`).length > 0, "node A's run is still in flight");
+    assert.equal((await usageOf(b.url, account.key)).concurrency.active, 1, "node A's slot is kept");
+    assert.deepEqual(await historyOf(b.url, account.key, ns).then((rows) => rows.map((row) => row.status)), ['success'], 'nothing recorded as interrupted');
+    const answer = await held.call;
+    assert.equal(answer.isError, undefined, `node A's run answers: ${JSON.stringify(answer)}`);
+    const usage = await usageOf(a.url, account.key);
+    assert.equal(usage.concurrency.active, 0);
+    assert.equal(usage.executions, 2, 'both runs counted once');
+    assert.deepEqual((await historyOf(a.url, account.key, ns)).map((row) => row.status), ['success', 'success']);
+    await onA.close().catch(() => undefined);
+  } finally {
+    await killChild(a);
+    if (b) await killChild(b);
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM to the whole process group (a supervisor\'s stop): exit 0, runs answered and recorded, no spawner warning', { timeout: 300_000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-group-'));
+  const databaseUrl = await freshDatabaseUrl();
+  const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: '1000' };
+  const server = await startChild(dir, databaseUrl, env, { detached: true });
+  try {
+    const account = await createAccount(server.url);
+    await setupNaps(server.url, account.key, 'group-stop');
+    const tools = await connect(`${server.url}/mcp/run/group-stop?mode=tools`, account.key, 'v2');
+    const flight = fly(tools, 'python', 150, '7');
+    flight.call.catch(() => undefined);
+    let failed = '';
+    flight.call.then((result) => (failed = JSON.stringify(result)), (error: unknown) => (failed = String(error)));
+    await waitFor('a run in flight', () => {
+      if (failed) throw new Error(`the run ended before it was seen: ${failed}`);
+      return processesWith(`/bin/sleep ${flight.marker}`).length > 0;
+    }, 120_000);
+    // The spawner and the sandbox helpers are in the group too, and get the signal first-hand.
+    process.kill(-server.process.pid!, 'SIGTERM');
+    const answer = await flight.call;
+    assert.equal(answer.isError, true, JSON.stringify(answer));
+    assert.equal(await server.exited, 0, server.output());
+    assert.doesNotMatch(server.output(), /sandbox spawner ended/, 'the spawner waits for the server to end it');
+    assert.deepEqual(processesWith(`/bin/sleep ${flight.marker}`), [], 'no sandbox left');
+    await tools.close().catch(() => undefined);
+  } finally {
+    await killChild(server);
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -5,7 +5,8 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
-import { ApiKeyHasher, configurePasswordKdf } from '../services/secrets.js';
+import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../services/secrets.js';
+import { sharedScanPool } from '../run/scan-pool.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { ExecutionHistory } from '../services/history.js';
@@ -48,12 +49,33 @@ export interface RunningServer {
 export function shutdownGraceMs(value = process.env.MCPWORKS_SHUTDOWN_GRACE_MS): number {
   if (value === undefined || value === '') return 5000;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000 (got '${value.slice(0, 32)}')`);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }
 
+/** Servers started in this process and not yet closed: the last one stops the process-wide workers. */
+let liveServers = 0;
+
 /** The composition root: database, services, HTTP app, listening socket. */
 export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
+  // What start-up has opened. A step that throws (synchronously too, anywhere before listening)
+  // undoes them all here, in reverse order, as a failed step does through failStart.
+  const opened: Array<() => unknown> = [];
+  try {
+    return await startServerSteps(config, logger, opened);
+  } catch (error) {
+    for (const close of opened.splice(0).reverse()) {
+      try {
+        await close();
+      } catch (cleanup) {
+        logger.warn({ err: cleanup instanceof Error ? cleanup.message : String(cleanup) }, 'clean-up after a failed start');
+      }
+    }
+    throw error;
+  }
+}
+
+async function startServerSteps(config: ServerConfig, logger: Logger, opened: Array<() => unknown>): Promise<RunningServer> {
   const limits = httpLimitsFor(config);
   const graceMs = shutdownGraceMs();
   const leaseMs = leaseMsFromEnvironment();
@@ -65,7 +87,13 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   // What start-up has opened, undone in reverse order (database last, then the lock) if a later
   // step fails, a busy port say: a server that did not start leaves nothing running or locked.
-  const opened: Array<() => unknown> = [releaseLock];
+  // First of all (so undone last): the process-wide KDF worker processes and scan threads, which
+  // the last server of the process stops.
+  liveServers++;
+  opened.push(async () => {
+    if (--liveServers === 0) await Promise.all([stopPasswordKdfWorkers(), sharedScanPool.stopIdleWorkers()]);
+  });
+  opened.push(releaseLock);
   const undo = async () => {
     for (const close of opened.splice(0).reverse()) {
       try {

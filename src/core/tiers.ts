@@ -63,7 +63,7 @@ export function isKnownTier(name: string, tiers: Readonly<Record<string, TierLim
 
 export function limitsFor(name: string, tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS): TierLimits {
   const limits = isKnownTier(name, tiers) ? tiers[name] : undefined;
-  if (!limits) throw new Error(`unknown tier '${name}'`);
+  if (!limits) throw new Error(`unknown tier ${JSON.stringify(name)}`);
   return limits;
 }
 
@@ -108,17 +108,17 @@ export function applyTierOverrides(json: string | undefined, base: Readonly<Reco
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
   const tiers: Record<string, TierLimits> = { ...base };
   for (const [name, fields] of Object.entries(parsed as Record<string, unknown>)) {
-    if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) throw new Error(`MCPWORKS_TIERS: tier name ${JSON.stringify(name)} must be 1-32 lowercase letters, digits or '_'`);
-    if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw new Error(`MCPWORKS_TIERS: "${name}" must map to an object of limits`);
+    if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) throw new Error(`MCPWORKS_TIERS: tier name ${JSON.stringify(name)} must be 1-32 lowercase letters, digits or "_"`);
+    if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(name)} must map to an object of limits`);
     const limits: TierLimits = { ...(base[name] ?? base[NEW_TIER_BASE] ?? DEFAULT_TIERS.pro!) };
     for (const [field, value] of Object.entries(fields as Record<string, unknown>)) {
       const key = (OVERRIDE_FIELDS as Record<string, keyof TierLimits>)[field];
-      if (!key) throw new Error(`MCPWORKS_TIERS: "${name}.${field}" is not a limit; use ${Object.keys(OVERRIDE_FIELDS).join(', ')}`);
-      if (typeof value !== 'number' || !Number.isInteger(value)) throw new Error(`MCPWORKS_TIERS: "${name}.${field}" must be an integer`);
+      if (!key) throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} is not a limit; use ${Object.keys(OVERRIDE_FIELDS).join(', ')}`);
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
       if (value === -1 && UNLIMITABLE.has(field)) {
         (limits as unknown as Record<string, number | null>)[key] = null;
       } else if (value < (field === 'timeout_s' || field === 'memory_mb' ? 1 : 0)) {
-        throw new Error(`MCPWORKS_TIERS: "${name}.${field}" must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`);
+        throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`);
       } else {
         (limits as unknown as Record<string, number>)[key] = value;
       }

@@ -85,6 +85,12 @@ export class RunService {
   private readonly snapshots = new Map<string, NamespaceSnapshot>();
   /** Runs in progress, each with what aborts its sandboxes when the server stops. */
   private readonly running = new Set<AbortController>();
+  /**
+   * Calls admitted (or being admitted) whose ticket is not settled yet: between admission and its
+   * run handler a call is not in `running`, but a shutdown waits for it all the same.
+   */
+  private readonly admitted = new Set<Ticket>();
+  private admitting = 0;
   private idle: Array<() => void> = [];
   /** Set once the grace period of a shutdown is over: runs still going are stopped. */
   private interrupting = false;
@@ -167,6 +173,8 @@ export class RunService {
     principal: KeyPrincipal,
     call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown; cancelKey?: string | undefined },
   ): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
+    // Past the grace period nothing is admitted: the call would only be interrupted.
+    if (this.interrupting) throw new DomainError('unavailable', 'the server is shutting down; retry shortly', { retry_after: 5 });
     const now = new Date();
     const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, started: false, settled: false, cancel: new AbortController(), cancelKey: call?.cancelKey };
     let run: InterruptedRun | undefined;
@@ -188,8 +196,10 @@ export class RunService {
     // Known here before the slot exists: a cancel that finds the slot finds the call on this node.
     this.track(ticket);
     let rejection: Rejection | undefined;
+    this.admitting++;
     try {
       rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now, run });
+      if (!rejection) this.admitted.add(ticket);
     } catch (error) {
       // The connection broke after the admission was sent: it may have committed, so its slot and
       // unit are given back once the database answers (a no-op when it never got there).
@@ -198,6 +208,9 @@ export class RunService {
       }
       this.untrack(ticket);
       throw error;
+    } finally {
+      this.admitting--;
+      this.wakeIfIdle();
     }
     if (rejection) this.untrack(ticket);
     return rejection ? { rejection, tier: principal.tier } : { ticket };
@@ -246,18 +259,33 @@ export class RunService {
     for (const id of (await this.deps.cancels?.requested()) ?? []) this.cancelTicket(id);
   }
 
-  /** Runs in progress (for shutdown). */
-  get inProgress(): number {
-    return this.running.size;
+  /** The ticket's slot and unit are settled (or handed to the outbox): the call no longer holds shutdown. */
+  private released(ticket: Ticket): void {
+    ticket.settled = true;
+    this.admitted.delete(ticket);
+    this.wakeIfIdle();
   }
 
-  /** Settles when no run is in progress, or after `ms`; true when none is. */
+  private get busy(): boolean {
+    return this.running.size > 0 || this.admitted.size > 0 || this.admitting > 0;
+  }
+
+  private wakeIfIdle(): void {
+    if (!this.busy) for (const resolve of this.idle.splice(0)) resolve();
+  }
+
+  /** Calls in progress, admitted or running (for shutdown). */
+  get inProgress(): number {
+    return Math.max(this.running.size, this.admitted.size + this.admitting);
+  }
+
+  /** Settles when no call is admitted, being admitted or running, or after `ms`; true when none is. */
   async drained(ms: number): Promise<boolean> {
-    if (this.running.size === 0) return true;
+    if (!this.busy) return true;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([new Promise<void>((resolve) => this.idle.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
     clearTimeout(timer);
-    return this.running.size === 0;
+    return !this.busy;
   }
 
   /**
@@ -283,7 +311,7 @@ export class RunService {
       ticket.cancel.signal.removeEventListener('abort', cancelled);
       this.running.delete(controller);
       this.untrack(ticket);
-      if (this.running.size === 0) for (const resolve of this.idle.splice(0)) resolve();
+      this.wakeIfIdle();
     }
   }
 
@@ -297,6 +325,8 @@ export class RunService {
     } catch (error) {
       // Unreachable or full database: settled once it is back (settling is idempotent).
       if (!isRetryableStoreError(error) || !this.deps.pending?.add({ what: `settlement of call ${ticket.id}`, bytes: 256, run: settle })) throw error;
+    } finally {
+      this.released(ticket);
     }
   }
 
@@ -517,7 +547,7 @@ export class RunService {
       // Already recorded (another node released this slot as a dead server's and recorded the run
       // as interrupted): the record stands, the code ran, so the answer still goes out.
       if (isUniqueViolation(error)) {
-        ticket.settled = true;
+        this.released(ticket);
         return scanned;
       }
       // The code ran but the database is unreachable or full: the answer goes out, and the record
@@ -538,7 +568,7 @@ export class RunService {
         throw error;
       }
     }
-    ticket.settled = true;
+    this.released(ticket);
     if (findings.length > 0) {
       this.deps.securityLog?.({ namespaceId, service: what.serviceName, function: what.functionName, detections: findingTypes(findings) });
     }

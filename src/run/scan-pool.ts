@@ -170,6 +170,16 @@ export class ScanPool {
     return { request: { ...fields, ...(input ? { input: new RawJson(Buffer.from(input)) } : {}) } };
   }
 
+  /** Worker threads alive now (for tests and operators). */
+  get workers(): number {
+    return this.slots.filter((slot) => slot !== null).length;
+  }
+
+  /** Stops the idle workers (the last server of this process closing); the pool stays usable and starts workers again on demand. */
+  async stopIdleWorkers(): Promise<void> {
+    await Promise.all(this.slots.map((slot, index) => (slot && !slot.busy ? this.drop(index, new Error('the scan pool is stopping')) : undefined)));
+  }
+
   /** Stops the workers; scans still queued or running fail. */
   async close(): Promise<void> {
     this.closed = true;

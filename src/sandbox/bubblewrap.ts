@@ -156,6 +156,11 @@ interface PreparedSandbox extends PoolItem {
  */
 const HELPER_DEADLINE_MARGIN_MS = 1000;
 
+/** The sandbox's own wall clock (the helper's, a zygote child's): the longer of the run's two time limits, plus the margin. */
+function helperDeadlineMs(limits: SandboxLimits): number {
+  return Math.max(limits.timeoutSeconds, limits.cpuSeconds) * 1000 + HELPER_DEADLINE_MARGIN_MS;
+}
+
 /**
  * What one idle pooled sandbox holds, for the pool's free-memory cap: measured on Debian 12 (Python
  * 3.11, Node 20) at about 5 and 7 MB charged to its cgroup (the interpreters' code is shared page
@@ -463,7 +468,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const child = spec ? zygotes!.claim(spec) : null;
     if (child) {
       const record = await child.run({
-        payload: `${JSON.stringify({ cpuSeconds: Math.floor(request.limits.cpuSeconds) })}\n${payload}`,
+        // The child's own wall clock (P1 ends the run at it, whatever the server does), as the helper's.
+        payload: `${JSON.stringify({ cpuSeconds: Math.floor(request.limits.cpuSeconds), wallMs: helperDeadlineMs(request.limits) })}\n${payload}`,
         bridge: request.bridge,
         lineCapBytes: request.limits.maxResultBytes + 2 * TRACEBACK_CAP,
         timeoutMs: request.limits.timeoutSeconds * 1000,
@@ -646,7 +652,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
     // The helper's backstop: the longer of the run's two time limits (equal for every plan), so the
     // shape, and with it the pool's keys, depends on nothing the CPU limit did not already decide.
-    args.push('--deadline-ms', String(Math.max(limits.timeoutSeconds, limits.cpuSeconds) * 1000 + HELPER_DEADLINE_MARGIN_MS));
+    args.push('--deadline-ms', String(helperDeadlineMs(limits)));
     if (sandboxUser && !uids) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
     // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
     args.push('--keep-fds', network ? '7' : '5');
@@ -690,20 +696,18 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         networkFailed = true;
         kill();
       }
+      // A pooled sandbox's helper starts its own wall clock before the request is written, so no
+      // user code runs without it even if this process stalls right after the write. Its runner is
+      // up first (the helper then waits for this signal rather than dying of it).
+      if (prepared.pooled && (channel.isReady || (await prepared.ready)) && prepared.launcher.alive() && child.pid !== undefined) {
+        try {
+          process.kill(child.pid, 'SIGUSR2');
+        } catch {
+          // it has just ended
+        }
+      }
       child.stdin!.end(payload);
       runStarted = performance.now();
-      // A pooled sandbox's helper starts its own wall clock now (its runner is up, so the helper
-      // has long been waiting for this signal rather than dying of it).
-      if (prepared.pooled) {
-        void prepared.ready.then((ready) => {
-          if (!ready || !prepared.launcher.alive() || child.pid === undefined) return;
-          try {
-            process.kill(child.pid, 'SIGUSR2');
-          } catch {
-            // it has just ended
-          }
-        });
-      }
       // With the answer in, the run is over: the runner flushed its output before answering, so it
       // is in the pipes already (read by the end of this turn of the event loop). Ending the run's
       // processes then beats waiting for the interpreter's own teardown by milliseconds.

@@ -131,9 +131,8 @@ function runHelper(args: string[], frame?: string[]): { pid: number; done: Promi
 describe('the helper guards its sandbox itself', () => {
   it('kills the sandbox at its own wall-clock limit', async () => {
     const { done } = runHelper(['--deadline-ms', '300', '--', '/bin/sleep', '30']);
-    const { code, stderr } = await done;
+    const { code } = await done;
     assert.equal(code, 128 + 9, 'sleep 30 was killed (it would exit 0 on its own)');
-    assert.match(stderr, /wall-clock limit/);
   });
 
   it('kills the sandbox when the server it watches ends', async () => {

@@ -19,7 +19,7 @@ test('a valid range is read; unset is the default range, checked the same way', 
   assert.deepEqual(parseSandboxUids(undefined, { passwd: '', npmUid: 65533 }), DEFAULT_SANDBOX_UIDS);
   assert.deepEqual(parseSandboxUids('', { passwd: '', npmUid: 65533 }), DEFAULT_SANDBOX_UIDS);
   // The default range overlaps a host user here: refused too.
-  assert.throws(() => parseSandboxUids(undefined, host), /uid 2000000100 of the host's user 'build'/);
+  assert.throws(() => parseSandboxUids(undefined, host), /uid 2000000100 of the host's user "build"/);
 });
 
 test('ranges that take in root, nobody, the npm user, a host user or reserved uids are refused', () => {
@@ -30,8 +30,8 @@ test('ranges that take in root, nobody, the npm user, a host user or reserved ui
     ['65535-70000', /includes uid 65535/],
     ['65000-65533', /includes uid 65533, which npm installs run as/],
     ['100000-100100', /includes uid 100050, which npm installs run as/, { passwd: PASSWD, npmUid: 100_050 }],
-    ['1000-1100', /includes uid 1000 of the host's user 'alice'/],
-    ['2000000000-2000065535', /includes uid 2000000100 of the host's user 'build'/],
+    ['1000-1100', /includes uid 1000 of the host's user "alice"/],
+    ['2000000000-2000065535', /includes uid 2000000100 of the host's user "build"/],
     ['4294967200-4294967294', /ends above 4294967293/],
     ['4294967232-4294967295', /ends above 4294967293/],
     ['100000-100062', new RegExp(`holds 63 uids; at least ${MIN_SANDBOX_UIDS}`)],

@@ -39,7 +39,7 @@ export function parseSandboxUids(value: string | undefined, host: { passwd: stri
     range = { ...DEFAULT_SANDBOX_UIDS };
   } else {
     const match = /^(\d{1,10})-(\d{1,10})$/.exec(value.trim());
-    if (!match) throw new SandboxUidsError(`must be FIRST-LAST, two uids joined by '-' (got ${JSON.stringify(value.slice(0, 64))})`);
+    if (!match) throw new SandboxUidsError(`must be FIRST-LAST, two uids joined by "-", not ${JSON.stringify(value.slice(0, 64))}`);
     const first = Number(match[1]);
     const last = Number(match[2]);
     if (last < first) throw new SandboxUidsError(`the last uid (${last}) is below the first (${first})`);
@@ -61,7 +61,7 @@ export function parseSandboxUids(value: string | undefined, host: { passwd: stri
     if (fields.length < 3 || line.startsWith('#')) continue;
     const uid = Number(fields[2]);
     if (fields[2] !== '' && Number.isInteger(uid) && includes(uid)) {
-      throw new SandboxUidsError(`${name} includes uid ${uid} of the host's user '${fields[0]}' (/etc/passwd); choose a range no user has`);
+      throw new SandboxUidsError(`${name} includes uid ${uid} of the host's user ${JSON.stringify(fields[0])} (/etc/passwd); choose a range no user has`);
     }
   }
   return range;

@@ -310,6 +310,7 @@ class ZygoteChild {
     else request.signal?.addEventListener('abort', kill, { once: true });
     channel.begin(request.bridge, request.lineCapBytes, kill);
     this.channelSocket.write(`${request.payload}\n`);
+    const runStarted = performance.now();
     // With the answer in, the run is over: the runner flushed its output before answering, so it
     // is on the sockets already (read by the end of this turn of the event loop). Ending the run's
     // processes then, and not waiting for P1's status to travel through the zygote, saves a
@@ -327,6 +328,8 @@ class ZygoteChild {
     } else {
       status = await this.waitExit();
       await Promise.race([streams, bounded]);
+      // Ended by the child's own wall clock (this process was stalled past its timer): a timeout.
+      if (!timedOut && channel.answer === null && performance.now() - runStarted >= request.timeoutMs) timedOut = true;
     }
     clearTimeout(bound);
     clearTimeout(timer);

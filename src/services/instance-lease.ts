@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { sql } from 'kysely';
 import type { Logger } from '../api/logger.js';
 import type { Db } from '../store/database.js';
 import type { MeteringStore } from '../store/metering-store.js';
@@ -49,15 +50,28 @@ export class InstanceLease {
   async start(): Promise<{ released: number }> {
     const { db, leaseMs } = this.deps;
     const now = new Date();
+    // Leases are set and compared on the database's clock, the one every node shares: a node
+    // whose own clock runs ahead never sees a live node's lease as lapsed.
     await db
       .insertInto('server_instances')
-      .values({ id: this.id, host: this.host, pid: process.pid, started_at: now, lease_until: new Date(now.getTime() + leaseMs) })
+      .values({ id: this.id, host: this.host, pid: process.pid, started_at: sql<Date>`now()`, lease_until: leaseFromNow(leaseMs) })
       .execute();
-    const others = await db.selectFrom('server_instances').select(['id', 'host', 'pid', 'lease_until']).where('id', '<>', this.id).execute();
-    const dead = others.filter((other) => this.deps.embedded || (other.host === this.host && !existsSync(`/proc/${other.pid}`)) || new Date(other.lease_until) < now).map((other) => other.id);
-    const released = await this.deps.metering().releaseStale(now, this.deps.embedded ? null : dead);
-    if (dead.length > 0) await db.deleteFrom('server_instances').where('id', 'in', dead).execute();
-    if (released > 0) this.deps.logger.warn({ released, deadInstances: dead.length }, 'released the concurrency slots of stopped servers; their runs are recorded as interrupted and not counted');
+    let released: number;
+    try {
+      const others = await db
+        .selectFrom('server_instances')
+        .select(['id', 'host', 'pid', sql<boolean>`lease_until < now()`.as('lapsed')])
+        .where('id', '<>', this.id)
+        .execute();
+      const dead = others.filter((other) => this.deps.embedded || (other.host === this.host && !existsSync(`/proc/${other.pid}`)) || other.lapsed).map((other) => other.id);
+      released = await this.deps.metering().releaseStale(now, this.deps.embedded ? null : dead);
+      if (dead.length > 0) await db.deleteFrom('server_instances').where('id', 'in', dead).execute();
+      if (released > 0) this.deps.logger.warn({ released, deadInstances: dead.length }, 'released the concurrency slots of stopped servers; their runs are recorded as interrupted and not counted');
+    } catch (error) {
+      // A start that fails leaves no instance behind (best effort: the database may be what failed).
+      await db.deleteFrom('server_instances').where('id', '=', this.id).execute().catch(() => undefined);
+      throw error;
+    }
     this.timer = setInterval(() => {
       this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
     }, Math.max(50, Math.floor(leaseMs / 3)));
@@ -72,13 +86,12 @@ export class InstanceLease {
 
   private async renew(): Promise<void> {
     const { db, leaseMs } = this.deps;
-    const now = new Date();
     try {
       // Re-inserted if another node removed it (this one looked dead: its lease had expired).
       await db
         .insertInto('server_instances')
-        .values({ id: this.id, host: this.host, pid: process.pid, started_at: now, lease_until: new Date(now.getTime() + leaseMs) })
-        .onConflict((oc) => oc.column('id').doUpdateSet({ lease_until: new Date(now.getTime() + leaseMs) }))
+        .values({ id: this.id, host: this.host, pid: process.pid, started_at: sql<Date>`now()`, lease_until: leaseFromNow(leaseMs) })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ lease_until: leaseFromNow(leaseMs) }))
         .execute();
     } catch (error) {
       this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not renew the server instance lease');
@@ -98,10 +111,13 @@ export class InstanceLease {
   }
 }
 
+/** now() + the lease, on the database's clock. */
+const leaseFromNow = (leaseMs: number) => sql<Date>`now() + make_interval(secs => ${leaseMs / 1000}::float8)`;
+
 /** MCPWORKS_INSTANCE_LEASE_MS: how long a server's slots outlive its last sign of life (default 30 s). */
 export function leaseMsFromEnvironment(value = process.env.MCPWORKS_INSTANCE_LEASE_MS): number {
   if (value === undefined || value === '') return DEFAULT_LEASE_MS;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000 (got '${value.slice(0, 32)}')`);
+  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }

@@ -22,6 +22,14 @@ export function configurePasswordKdf(concurrency: number): void {
   void old.close();
 }
 
+/**
+ * Stops the KDF worker processes (the last server of this process closing): none is left behind.
+ * The pools stay usable; a later hash starts workers again.
+ */
+export async function stopPasswordKdfWorkers(): Promise<void> {
+  await Promise.all([passwordKdf.close(), legacyKeyKdf.close()]);
+}
+
 /** The password KDF's queue (for tests and operators). */
 export function passwordKdfStats(): { running: number; waiting: number; workers: number[]; concurrency: number } {
   return { ...passwordKdf.stats(), concurrency: passwordKdf.concurrency };

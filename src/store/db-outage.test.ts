@@ -1,6 +1,6 @@
 // test-database: postgres, a real PostgreSQL stopped and started under load
 // Issue 11, item 1: a real PostgreSQL stopped (-m immediate, then -m fast) and started again under
-// load. The server must survive (an unhandled `error` on a checked-out pg client killed it), answer
+// load, then black-holed (SIGSTOP: its connections stay open and nothing answers) and resumed. The server must survive (an unhandled `error` on a checked-out pg client killed it), answer
 // 503 + Retry-After while the database is away, report /healthz degraded promptly, reconnect by
 // itself, and record and count every run that ran (held in the pending-writes outbox meanwhile),
 // with no slot left taken. Runs on the PostgreSQL leg only (MCPWORKS_TEST_DATABASE_URL set), on a
@@ -39,6 +39,11 @@ before(async () => {
 });
 
 after(async () => {
+  try {
+    database?.resume();
+  } catch {
+    // not running
+  }
   await server?.stop();
   database?.remove();
 });
@@ -63,8 +68,9 @@ async function recordsOf(accountId: string): Promise<number> {
   }
 }
 
-for (const mode of ['immediate', 'fast'] as const) {
-  test(`PostgreSQL stopped with -m ${mode} under load: 503 + Retry-After, /healthz degraded, reconnects, every run recorded and counted once`, { skip: !enabled && 'needs MCPWORKS_TEST_DATABASE_URL (the PostgreSQL leg)' }, async () => {
+for (const mode of ['immediate', 'fast', 'black-holed'] as const) {
+  const fault = mode === 'black-holed' ? 'black-holed (every postgres process stopped with SIGSTOP: connections stay open, nothing answers)' : `stopped with -m ${mode}`;
+  test(`PostgreSQL ${fault} under load: 503 + Retry-After, /healthz degraded, reconnects, every run recorded and counted once`, { skip: !enabled && 'needs MCPWORKS_TEST_DATABASE_URL (the PostgreSQL leg)' }, async (t) => {
     const before = await usage();
     const recordsBefore = await recordsOf(account.accountId);
     const tools = `${server.url}/mcp/run/${ns}?mode=tools`;
@@ -76,10 +82,20 @@ for (const mode of ['immediate', 'fast'] as const) {
     assert.deepEqual(await callOk(clients[0]!, 'm__slow', { s: 0 }), { slept: 0 });
     succeeded++;
 
-    // A steady stream of short calls throughout, counting what each got.
-    let streaming = true;
-    const outcomes = { ok: 0, toolError: 0, refused: 0 };
     const quick = await connect(tools, account.key, 'v2');
+    // Four runs in flight (tool mode in three eras, and code mode) when the database goes.
+    const inFlight = [
+      ...clients.slice(0, 3).map((client) => client.callTool('m__slow', { s: 5 })),
+      code.callTool('execute', { code: 'import time\ntime.sleep(5)\nresult = 5' }),
+    ];
+    await until('four slots taken', usage, (u) => u.concurrency.active >= before.concurrency.active + 4);
+    // A steady stream of short calls throughout the outage, counting what each got (started once
+    // the four runs hold their slots, so that those four are what the count below sees).
+    let streaming = true;
+    t.after(() => {
+      streaming = false;
+    });
+    const outcomes = { ok: 0, toolError: 0, refused: 0 };
     const stream = (async () => {
       while (streaming) {
         try {
@@ -93,13 +109,8 @@ for (const mode of ['immediate', 'fast'] as const) {
       }
     })();
 
-    // Four runs in flight (tool mode in three eras, and code mode) when the database goes.
-    const inFlight = [
-      ...clients.slice(0, 3).map((client) => client.callTool('m__slow', { s: 3 })),
-      code.callTool('execute', { code: 'import time\ntime.sleep(3)\nresult = 3' }),
-    ];
-    await until('four slots taken', usage, (u) => u.concurrency.active >= before.concurrency.active + 4);
-    database.stop(mode);
+    if (mode === 'black-holed') database.pause();
+    else database.stop(mode);
 
     const degraded = await until('/healthz degraded', health, (h) => h.status === 503);
     assert.equal(degraded.body.status, 'degraded');
@@ -121,12 +132,13 @@ for (const mode of ['immediate', 'fast'] as const) {
 
     // The runs in flight ran fully: their answers go out, their records wait in the outbox.
     const answers = await Promise.all(inFlight);
-    for (const answer of answers.slice(0, 3)) assert.deepEqual(parseResult(answer), { slept: 3 });
-    assert.equal(parseResult(answers[3]!), 3);
+    for (const answer of answers.slice(0, 3)) assert.deepEqual(parseResult(answer), { slept: 5 });
+    assert.equal(parseResult(answers[3]!), 5);
     succeeded += 4;
     assert.ok((await health()).body.pending_writes >= 4, 'the four records are pending');
 
-    database.start();
+    if (mode === 'black-holed') database.resume();
+    else database.start();
     const back = await until('/healthz ok again', health, (h) => h.status === 200 && h.body.pending_writes === 0);
     assert.equal(back.body.database_state, 'ok');
     await until('a call succeeds again', async () => outcomes.ok, (n) => n > 0 && streaming);

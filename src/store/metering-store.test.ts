@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import { freshDatabaseUrl, seedEmbeddedDatabase } from '../test-support/harness.js';
 import { AccountsStore } from './accounts-store.js';
 import { CatalogStore } from './catalog-store.js';
@@ -37,6 +38,15 @@ after(async () => {
   await database.close();
   rmSync(dataDir, { recursive: true, force: true });
 });
+
+/**
+ * Time passing for the database's clock, which slot expiries and leases are compared with (never
+ * a caller's `now`): the account's slots expire and deadlines come `ms` earlier.
+ */
+async function ageSlots(accountId: string, ms: number): Promise<void> {
+  await sql`UPDATE active_executions SET expires_at = expires_at - make_interval(secs => ${ms / 1000}::float8),
+    deadline_at = deadline_at - make_interval(secs => ${ms / 1000}::float8) WHERE account_id = ${accountId}`.execute(database.db);
+}
 
 const UNLIMITED = { monthlyExecutions: null, executionsPerMinute: null, concurrency: null, timeoutSeconds: 30 };
 
@@ -124,8 +134,10 @@ describe('metering store', () => {
     assert.equal(first.rejection, undefined);
     // Retry after: when the held call reaches its time limit (30 s, plus 2 s to settle).
     assert.deepEqual((await admit(accountId, { concurrency: 1 }, first.now)).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 32 });
+    await ageSlots(accountId, 20_500);
     assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 20_500))).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 12 });
     // Held past its deadline (an install or a queue before the sandbox): free by its expiry (30 s + 120 s) at the latest.
+    await ageSlots(accountId, 19_500);
     assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 40_000))).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 110 });
     await metering.settle(first.ticketId, accountId, first.now, true);
     assert.equal((await admit(accountId, { concurrency: 1 })).rejection, undefined);
@@ -201,6 +213,7 @@ describe('metering store', () => {
     const recorded = await admit(accountId, limits, lastMonth);
     await executions.record(record(accountId, namespaceId, recorded.ticketId), []);
     assert.equal((await metering.usage(accountId, lastMonth)).active, 2);
+    await ageSlots(accountId, 3_600_000);
     const later = await admit(accountId, limits, now);
     assert.equal(later.rejection, undefined, 'both expired slots were freed');
     assert.equal((await metering.usage(accountId, lastMonth)).executions, 1, 'the unrecorded call was refunded, the recorded one kept');
@@ -260,6 +273,8 @@ describe('server instances and their slots', () => {
     await stalled.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 1 }, now, run: run(namespaceId) });
     assert.equal((await admit(accountId, { concurrency: 1 }, new Date(now.getTime() + 4_000))).rejection?.code, 'CONCURRENCY_LIMIT_EXCEEDED', 'within the lease');
     const later = new Date(now.getTime() + 6_000);
+    // Six seconds on, by the database's clock.
+    await sql`UPDATE server_instances SET lease_until = lease_until - interval '6 seconds' WHERE id = ${(stalled as unknown as { instanceId: string }).instanceId}`.execute(database.db);
     const after = await admit(accountId, { concurrency: 1 }, later);
     assert.equal(after.rejection, undefined, 'the lease is over: its slot is released');
     assert.deepEqual((await executions.list(namespaceId, { limit: 10 })).map((row) => row.status), ['interrupted']);

@@ -132,7 +132,8 @@ export class MeteringStore {
         .selectFrom('active_executions')
         .select(sql<number>`count(*)::int`.as('n'))
         .where('account_id', '=', accountId)
-        .where('expires_at', '>=', now)
+        // The database's clock, as slots' expiries are (see migration 12).
+        .where('expires_at', '>=', sql<Date>`now()`)
         .executeTakeFirstOrThrow(),
     ]);
     return { month, executions: usage?.executions ?? 0, lastMinute: rate?.executions ?? 0, active: Number(active.n) };

@@ -432,4 +432,88 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE mcp_sessions ADD COLUMN protocol_version TEXT`,
     ],
   },
+  {
+    version: 12,
+    name: 'slot expiry and instance leases on the database clock',
+    statements: [
+      // Nodes' clocks may disagree; the database's is the one they share. A slot's expiry and
+      // deadline are the caller's durations from the database's now(), and every comparison of a
+      // lease or an expiry is against now(), so a node whose clock is ahead never takes a live
+      // node's slots for a dead one's (and one that is behind never keeps a dead node's).
+      // (p_now still dates the call: its month, its minute window, its record.)
+      `CREATE OR REPLACE FUNCTION mcpworks_release_stale(p_account TEXT, p_now TIMESTAMPTZ, p_dead TEXT[], p_self TEXT)
+        RETURNS INTEGER LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          slot RECORD;
+          n INTEGER := 0;
+        BEGIN
+          FOR slot IN DELETE FROM active_executions a
+              WHERE (p_account IS NULL OR a.account_id = p_account)
+                AND (p_dead IS NULL OR a.expires_at < now()
+                  OR a.instance_id = ANY (p_dead)
+                  OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_self AND NOT EXISTS (
+                    SELECT 1 FROM server_instances i WHERE i.id = a.instance_id AND i.lease_until >= now())))
+              RETURNING a.id, a.account_id, a.started_at, a.run LOOP
+            n := n + 1;
+            IF NOT EXISTS (SELECT 1 FROM executions WHERE id = slot.id) THEN
+              UPDATE usage_months SET executions = greatest(executions - 1, 0)
+                WHERE account_id = slot.account_id AND month = to_char(slot.started_at AT TIME ZONE 'UTC', 'YYYY-MM');
+              IF slot.run IS NOT NULL AND EXISTS (SELECT 1 FROM namespaces WHERE id = slot.run->>'namespace_id') THEN
+                INSERT INTO executions (id, account_id, namespace_id, key_id, mode, service_name, function_name, function_id,
+                    version, functions, language, status, error_type, error_message, duration_ms, bytes_out, created_at)
+                  VALUES (slot.id, slot.account_id, slot.run->>'namespace_id', slot.run->>'key_id', slot.run->>'mode',
+                    slot.run->>'service_name', slot.run->>'function_name', slot.run->>'function_id',
+                    (slot.run->>'version')::int, coalesce(slot.run->'functions', '[]'::jsonb), slot.run->>'language',
+                    'interrupted', 'interrupted', 'the server stopped before the run finished; it was not counted',
+                    greatest(0, floor(extract(epoch FROM (p_now - slot.started_at)) * 1000))::int, 0, p_now)
+                  ON CONFLICT (id) DO NOTHING;
+              END IF;
+            END IF;
+          END LOOP;
+          RETURN n;
+        END $$`,
+      `CREATE OR REPLACE FUNCTION mcpworks_admit(
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ, p_month TEXT, p_window TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ,
+          p_instance TEXT, p_deadline TIMESTAMPTZ, p_run JSONB)
+        RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER) LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          n INTEGER;
+          frees TIMESTAMPTZ;
+        BEGIN
+          PERFORM 1 FROM accounts WHERE id = p_account FOR UPDATE;
+          PERFORM mcpworks_release_stale(p_account, p_now, ARRAY[]::text[], p_instance);
+          IF p_concurrency IS NOT NULL THEN
+            -- A slot past its call's deadline (held longer: an install, a queue) frees by its expiry at the latest.
+            SELECT count(*)::int, min(CASE WHEN deadline_at > now() THEN least(deadline_at, expires_at) ELSE expires_at END) INTO n, frees
+              FROM active_executions WHERE account_id = p_account;
+            IF n >= p_concurrency THEN
+              RETURN QUERY SELECT 'CONCURRENCY_LIMIT_EXCEEDED'::text, n,
+                greatest(1, ceil(extract(epoch FROM (coalesce(frees, now()) - now()))))::int;
+              RETURN;
+            END IF;
+          END IF;
+          IF p_per_minute IS NOT NULL THEN
+            SELECT coalesce(max(executions), 0) INTO n FROM rate_windows WHERE account_id = p_account AND window_start = p_window;
+            IF n >= p_per_minute THEN
+              RETURN QUERY SELECT 'EXECUTION_RATE_EXCEEDED'::text, n, NULL::int;
+              RETURN;
+            END IF;
+          END IF;
+          SELECT coalesce(max(executions), 0) INTO n FROM usage_months WHERE account_id = p_account AND month = p_month;
+          IF p_monthly IS NOT NULL AND n >= p_monthly THEN
+            RETURN QUERY SELECT 'QUOTA_EXCEEDED'::text, n, NULL::int;
+            RETURN;
+          END IF;
+          INSERT INTO usage_months (account_id, month, executions) VALUES (p_account, p_month, 1)
+            ON CONFLICT (account_id, month) DO UPDATE SET executions = usage_months.executions + 1;
+          DELETE FROM rate_windows WHERE account_id = p_account AND window_start < p_window - interval '1 minute';
+          INSERT INTO rate_windows (account_id, window_start, executions) VALUES (p_account, p_window, 1)
+            ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1;
+          INSERT INTO active_executions (id, account_id, started_at, expires_at, instance_id, deadline_at, run)
+            VALUES (p_ticket, p_account, p_now, now() + (p_expires_at - p_now), p_instance, now() + (p_deadline - p_now), p_run);
+          RETURN QUERY SELECT NULL::text, n + 1, NULL::int;
+        END $$`,
+    ],
+  },
 ];

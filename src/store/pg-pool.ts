@@ -7,6 +7,13 @@ const PROBE_INTERVAL_MS = 1000;
 const PROBE_TIMEOUT_MS = 2000;
 /** A connection attempt that hangs (a black-holed network) fails after this. */
 const CONNECT_TIMEOUT_MS = 5000;
+/**
+ * A statement unanswered this long has the database probed (on a connection of its own): a
+ * database that stopped answering without closing its connections (a black-holed network, a host
+ * frozen, postgres stopped with SIGSTOP) is found in seconds, not when TCP keepalive gives up, and
+ * every statement waiting on it fails at once (503). A slow but answering database is left alone.
+ */
+const QUERY_SUSPECT_MS = 2000;
 /** Closing the pool waits this long for checked-out clients at most. */
 const CLOSE_TIMEOUT_MS = 5000;
 
@@ -43,8 +50,14 @@ export function guardedPostgresPool(connectionString: string, health: DatabaseHe
     })().finally(() => (probing = undefined)));
   health.probe = probe;
 
+  // Connections with a statement in flight: cut when the database is found unreachable, so their
+  // statements fail now (a black hole would hold them until keepalive gives up).
+  const waiting = new Set<pg.PoolClient>();
+  const cut = (client: pg.PoolClient) => (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+
   let timer: NodeJS.Timeout | undefined;
   const unsubscribe = health.onChange((state) => {
+    if (state === 'unreachable') for (const client of waiting) cut(client);
     if (state === 'unreachable' && !timer) {
       timer = setInterval(() => void probe(), PROBE_INTERVAL_MS);
       timer.unref();
@@ -70,12 +83,23 @@ export function guardedPostgresPool(connectionString: string, health: DatabaseHe
     if (!wrapper) {
       wrapper = {
         async query(sql: string, parameters: ReadonlyArray<unknown>) {
+          // Known to be away (found while this connection was checked out): fail now.
+          if (health.state === 'unreachable') {
+            cut(client);
+            throw new DatabaseUnavailableError(false);
+          }
+          waiting.add(client);
+          const suspect = setTimeout(() => void probe(), QUERY_SUSPECT_MS);
+          suspect.unref();
           try {
             const result = await client.query(sql, parameters as unknown[]);
             health.answered();
             return result;
           } catch (error) {
             throw failed(error, true);
+          } finally {
+            clearTimeout(suspect);
+            waiting.delete(client);
           }
         },
         release(destroy?: boolean) {

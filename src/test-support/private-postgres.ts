@@ -3,7 +3,7 @@
  * on the same port: fault tests must not take the suite's shared server down under other files.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,7 +13,27 @@ export interface PrivatePostgres {
   url: string;
   stop(mode: 'immediate' | 'fast'): void;
   start(): void;
+  /** SIGSTOP to the postmaster and every backend: connections stay open and nothing answers (a black hole). */
+  pause(): void;
+  /** SIGCONT to them again. */
+  resume(): void;
   remove(): void;
+}
+
+/** The postmaster (first line of postmaster.pid) and its children. */
+function postgresProcesses(dataDir: string): number[] {
+  const postmaster = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster) children.push(Number(entry));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return [postmaster, ...children];
 }
 
 export function startPrivatePostgres(): PrivatePostgres {
@@ -43,6 +63,12 @@ export function startPrivatePostgres(): PrivatePostgres {
         `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir}/run -c max_connections=200 -c fsync=off -c shared_buffers=32MB`,
         'start',
       ]),
+    pause: () => {
+      for (const pid of postgresProcesses(`${dir}/data`)) process.kill(pid, 'SIGSTOP');
+    },
+    resume: () => {
+      for (const pid of postgresProcesses(`${dir}/data`)) process.kill(pid, 'SIGCONT');
+    },
     remove: () => execFileSync('bash', [SCRIPT, 'stop', dir], { stdio: 'ignore' }),
   };
 }

@@ -325,6 +325,15 @@ static int run_exec(int argc, char **argv) {
   if (drop_privileges(&options) != 0) { kill(child, SIGKILL); return 111; }
   /* A change of user clears the parent-death signal: set again where it is the fallback. */
   if (server < 0 && options.watch_pid > 0) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  /* The pipes to the server (stdin, stdout, stderr, the answer channel) are the sandbox's alone
+   * from here: held here too, they would end only once this helper has reaped everything, and the
+   * server waits for their end before it answers. The helper's own word is its exit status. */
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd >= 0) {
+    /* (Started without some of them, the helper may have put its own signalfd or pidfd there.) */
+    for (int fd = 0; fd <= 3; fd++) if (fd != null_fd && fd != signals && fd != server) dup2(null_fd, fd);
+    if (null_fd > 3) close(null_fd);
+  }
   int status = 0, child_status = 0, child_running = 1, killing = 0;
   for (;;) {
     pid_t done;
@@ -333,10 +342,7 @@ static int run_exec(int argc, char **argv) {
     }
     if (done < 0 && errno == ECHILD) break; /* every descendant has been reaped */
     long long now = now_ms();
-    if (!killing && deadline >= 0 && now >= deadline) {
-      fprintf(stderr, "mcpworks-sandbox-helper: the run's wall-clock limit passed\n");
-      killing = 1;
-    }
+    if (!killing && deadline >= 0 && now >= deadline) killing = 1; /* the run's wall-clock limit passed */
     if (killing) {
       if (child_running) kill(child, SIGKILL);
       kill_cgroups();

@@ -22,9 +22,11 @@ const children = new Map();
 
 // Dies with the server: its end of the channel closes when it exits, however it exits.
 process.on('disconnect', () => process.exit(0));
-// A terminal's Ctrl-C reaches the whole process group; the server decides when this one ends.
+// A terminal's Ctrl-C, or a supervisor's SIGTERM to the whole process group (systemd's
+// KillMode=control-group, timeout), reaches this process too; the server decides when it ends.
 process.on('SIGINT', () => {});
 process.on('SIGHUP', () => {});
+process.on('SIGTERM', () => {});
 process.stdout.on('error', () => process.exit(0));
 
 function event(message) {

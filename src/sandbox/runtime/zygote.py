@@ -18,7 +18,8 @@
 # IPC and network namespaces, inside the run's own cgroups, with fresh /proc, /tmp and /dev/shm and
 # without the host's cgroup or socket mounts. P1 drops every capability, loads seccomp, becomes
 # undumpable and forks the worker ("P2") that runs the function through runner.py's own code;
-# P1 waits and exits with the worker's status (128+N for signal N, as bubblewrap reports it). So a
+# P1 waits and exits with the worker's status (128+N for signal N, as bubblewrap reports it), or
+# with 137 once the run's wall clock (sent with its request) has run out, whatever the host does. So a
 # run cannot see, signal or trace another run (nor P1, nor the zygote), share files or IPC with it,
 # or inherit anything but the zygote's pre-import state, which no run ever wrote to.
 import ctypes
@@ -43,6 +44,8 @@ HOST_SOCKET = "/sandbox/zygote/sock/host.sock"
 HOST_MOUNTS = ("/sandbox/zygote/cg-memory", "/sandbox/zygote/cg-pids", "/sandbox/zygote/sock")
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 SETUP_FAILED = 111
+# P1's status when the run's wall clock ran out: as if killed (SIGKILL), which it then is.
+WALL_CLOCK_STATUS = 128 + 9
 # A fork request: b"F " + token (32) + b" " + id (16) + b" run-" + cgroup id (16) + b"\n".
 RECORD = 73
 TOKEN_AT = 2
@@ -162,31 +165,68 @@ def _child(token, cgroup, config, seccomp):
         # sends it (Python's own SIGINT handler would let the run end it).
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_DFL)
+        # The run's wall clock, kept here whatever the host does (stalled, say): the worker writes
+        # its limit on this pipe when its request arrives, before any of the run's code; at the
+        # deadline P1 exits, and the kernel kills everything left in its PID namespace.
+        clock_read, clock_write = os.pipe()
+        # SIGCHLD wakes the wait below through this pipe (a run can send P1 only this signal,
+        # which at most makes it reap).
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_write)
         worker = os.fork()
         if worker == 0:
-            _worker(config)
+            signal.set_wakeup_fd(-1)
+            for fd in (clock_read, wake_read, wake_write):
+                os.close(fd)
+            _worker(config, clock_write)
+        os.close(clock_write)
         # Only the worker's tree holds the run's streams now: they close when it is done.
         for fd in (1, 2, 3):
             os.dup2(0, fd)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        while True:
-            try:
-                pid, wait_status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            if pid == worker:
-                status = os.waitstatus_to_exitcode(wait_status)
-                status = 128 - status if status < 0 else status
-                break
+        status = _wait_worker(worker, clock_read, wake_read)
     except BaseException:  # noqa: BLE001 - set-up failed: the host sees status 111
         status = SETUP_FAILED
     os._exit(status)
 
 
-def _read_request():
-    """The run's two lines on fd 3: its CPU-time limit (applied here, before any of its code), then
-    the request. Read unbuffered: the host sends nothing else before the run answers or calls the
-    bridge, and the fd table stays a cold run's (the bridge opens its own reader)."""
+def _wait_worker(worker, clock_read, wake_read):
+    """P1's wait: reaps every process of the run until the worker ends (its status, 128+N for
+    signal N) or the run's wall clock runs out (WALL_CLOCK_STATUS)."""
+    import time
+    deadline = None
+    while True:
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return SETUP_FAILED
+            if pid == 0:
+                break
+            if pid == worker:
+                status = os.waitstatus_to_exitcode(wait_status)
+                return 128 - status if status < 0 else status
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return WALL_CLOCK_STATUS
+        watched = [wake_read] if clock_read is None else [wake_read, clock_read]
+        readable, _, _ = select.select(watched, [], [], None if deadline is None else deadline - now)
+        if wake_read in readable:
+            os.read(wake_read, 512)
+        if clock_read is not None and clock_read in readable:
+            said = os.read(clock_read, 32)
+            os.close(clock_read)
+            clock_read = None
+            if said.strip().isdigit():
+                deadline = time.monotonic() + int(said) / 1000
+
+
+def _read_request(clock):
+    """The run's two lines on fd 3: its CPU-time and wall-clock limits (applied here, before any of
+    its code: the wall clock is handed to P1 on `clock`, then closed), then the request. Read
+    unbuffered: the host sends nothing else before the run answers or calls the bridge, and the fd
+    table stays a cold run's (the bridge opens its own reader)."""
     import resource
     data = b""
     while data.count(b"\n") < 2:
@@ -195,12 +235,15 @@ def _read_request():
             break
         data += chunk
     head, _, request = data.partition(b"\n")
-    seconds = int(json.loads(head)["cpuSeconds"])
+    limits = json.loads(head)
+    os.write(clock, str(int(limits["wallMs"])).encode())
+    os.close(clock)
+    seconds = int(limits["cpuSeconds"])
     resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
     return request
 
 
-def _worker(config):
+def _worker(config, clock):
     """P2: the run itself, through runner.py's code. Never returns."""
     import resource
     try:
@@ -213,7 +256,7 @@ def _worker(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
         _reseed()
         import runner
-        runner.serve(_read_request)
+        runner.serve(lambda: _read_request(clock))
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001
