@@ -3,6 +3,7 @@
 // made from code mode): non-finite numbers, exit(0), unsettled awaits, cut logs, output_schema.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { MAX_CHECKED_DEPTH } from '../core/limits.js';
 import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
@@ -18,6 +19,8 @@ interface Space {
   code: McpTestClient;
   tools: McpTestClient;
   key: string;
+  ns: string;
+  usage(): Promise<number>;
 }
 
 async function space(functions: Array<{ name: string; code: string; language?: 'python' | 'typescript'; output_schema?: unknown }> = []): Promise<Space> {
@@ -30,6 +33,8 @@ async function space(functions: Array<{ name: string; code: string; language?: '
   return {
     create,
     key: account.key,
+    ns,
+    usage: async () => (await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } })).json()).executions,
     code: await connect(`${server.url}/mcp/run/${ns}`, account.key),
     tools: await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key),
   };
@@ -123,5 +128,125 @@ describe('one function contract in both languages', () => {
     assert.deepEqual(succeeded(await execute(s, 'import { py_shape, ts_shape } from "functions";\nresult = [await py_shape({ n: 1 }), await ts_shape({ n: 2 })];', 'typescript')), [{ n: 1 }, { n: 2 }]);
     // Other-language calls keep their check.
     assert.deepEqual(succeeded(await execute(s, 'from functions import ts_shape, FunctionError\ntry:\n    ts_shape()\nexcept FunctionError as error:\n    result = error.error_type\n')), 'SchemaError');
+  });
+});
+
+/** An array nested `levels` deep, built without recursion. */
+function nested(levels: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < levels; i++) value = [value];
+  return value;
+}
+
+describe('call inputs are checked before admission', () => {
+  test('deeply nested input is a validation_error, not metered, in both modes and both languages', async () => {
+    const s = await space([
+      { name: 'py-echo', code: 'def main(input_data):\n    return "ran"\n' },
+      { name: 'ts-echo', language: 'typescript', code: 'export default () => "ran";\n' },
+    ]);
+    for (const levels of [MAX_CHECKED_DEPTH, 1_200]) {
+      for (const tool of ['c__py-echo', 'c__ts-echo']) {
+        const refused = await call(s.tools, tool, { a: nested(levels) });
+        assert.equal(refused.isError, true);
+        assert.equal(refused.value.error.type, 'validation_error', JSON.stringify(refused.value).slice(0, 300));
+        assert.match(refused.value.error.message, new RegExp(`nested deeper than ${MAX_CHECKED_DEPTH} levels`));
+      }
+      const execute = await call(s.code, 'execute', { code: 'result = 1', extra: nested(levels) });
+      assert.equal(execute.value.error.type, 'validation_error');
+    }
+    // 20,000 levels: deeper than the SDK client can serialise, so sent as text.
+    const abyss = `${'['.repeat(20_000)}1${']'.repeat(20_000)}`;
+    for (const [mode, tool, extra] of [['?mode=tools', 'c__py-echo', ''], ['?mode=tools', 'c__ts-echo', ''], ['', 'execute', '"code":"result = 1",']]) {
+      const response = await fetch(`${server.url}/mcp/run/${s.ns}${mode}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.key}` },
+        body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${tool}","arguments":{${extra}"a":${abyss}}}}`,
+      });
+      const text = await response.text();
+      const message = JSON.parse(text.includes('data:') ? text.split('data:').pop()!.trim() : text);
+      assert.equal(JSON.parse(message.result.content[0].text).error.type, 'validation_error', text.slice(0, 300));
+    }
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    assert.equal(await s.usage(), 0, 'nothing refused before admission is metered');
+    // Just inside the cap, the functions run (and count).
+    assert.equal(succeeded(await call(s.tools, 'c__py-echo', { a: nested(MAX_CHECKED_DEPTH - 2) })), 'ran');
+    assert.equal(await s.usage(), 1);
+
+    // Through the bridge (same and other language, from both languages): the callee is not run.
+    const py = `import functions\nv = 1\nfor _ in range(${MAX_CHECKED_DEPTH + 10}):\n    v = [v]\nresult = []\nfor f in (functions.py_echo, functions.ts_echo):\n    try:\n        f(a=v)\n        result.append("ran")\n    except functions.FunctionError as error:\n        result.append(error.error_type)\n`;
+    assert.deepEqual(succeeded(await execute(s, py)), ['validation_error', 'validation_error']);
+    const ts = `import { py_echo, ts_echo, FunctionError } from "functions";\nlet v: unknown = 1;\nfor (let i = 0; i < ${MAX_CHECKED_DEPTH + 10}; i++) v = [v];\nresult = [];\nfor (const f of [py_echo, ts_echo]) {\n  try { await f({ a: v }); result.push("ran"); } catch (error: any) { result.push(error.errorType); }\n}\n`;
+    assert.deepEqual(succeeded(await execute(s, ts, 'typescript')), ['validation_error', 'validation_error']);
+  });
+});
+
+describe('logs of a successful run', () => {
+  test('stderr comes back beside stdout, in both modes and both languages', async () => {
+    const s = await space([
+      { name: 'py-logs', code: 'import sys\ndef main(input_data):\n    print("to stdout")\n    print("to stderr", file=sys.stderr)\n    return 1\n' },
+      { name: 'ts-logs', language: 'typescript', code: 'export default () => { console.log("to stdout"); console.error("to stderr"); return 1; };\n' },
+      { name: 'ts-quiet', language: 'typescript', code: 'export default () => { console.error("only stderr"); return 2; };\n' },
+    ]);
+    const answers = [
+      await call(s.tools, 'c__py-logs'),
+      await call(s.tools, 'c__ts-logs'),
+      await execute(s, 'import sys\nprint("to stdout")\nprint("to stderr", file=sys.stderr)\nresult = 1'),
+      await execute(s, 'console.log("to stdout");\nconsole.error("to stderr");\nresult = 1;', 'typescript'),
+    ];
+    for (const answer of answers) {
+      assert.equal(succeeded(answer), 1);
+      assert.deepEqual(answer.texts.slice(1), ['stdout:\nto stdout\n', 'stderr:\nto stderr\n']);
+    }
+    const quiet = await call(s.tools, 'c__ts-quiet');
+    assert.deepEqual(quiet.texts, ['2', 'stderr:\nonly stderr\n']);
+  });
+});
+
+/** One tools/call sent as text, so the numbers in it are exactly as written. */
+async function rawCall(s: Space, mode: string, argumentsJson: string, tool: string): Promise<any> {
+  const response = await fetch(`${server.url}/mcp/run/${s.ns}${mode}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.key}` },
+    body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${tool}","arguments":${argumentsJson}}}`,
+  });
+  const text = await response.text();
+  return JSON.parse(JSON.parse(text.includes('data:') ? text.split('data:').pop()!.trim() : text).result.content[0].text);
+}
+
+describe('integers are exact end to end, or refused', () => {
+  test('inputs beyond 2^53 - 1 are refused before admission; results beyond it are SerializationError; exact ones pass', async () => {
+    const idShape = { type: 'object', properties: { id: { type: 'integer' } } };
+    const s = await space([
+      { name: 'py-id', code: 'def main(input_data):\n    return {"id": input_data.get("n", 2**63 + 1)}\n', output_schema: idShape },
+      { name: 'ts-id', language: 'typescript', code: 'export default (input: { n?: number }) => ({ id: input.n ?? 2 ** 60 });\n', output_schema: idShape },
+      { name: 'py-float', code: 'result = {"avogadro": 6.02e23, "big": 1e300, "max": 2**53 - 1, "min": -(2**53 - 1)}\n' },
+    ]);
+    // Inputs: as text (exactly as a client wrote them) and through the SDK client.
+    for (const tool of ['c__py-id', 'c__ts-id']) {
+      const refused = await rawCall(s, '?mode=tools', '{"n":9007199254740993}', tool);
+      assert.equal(refused.error.type, 'validation_error');
+      assert.match(refused.error.message, /beyond ±9007199254740991.*send it as a string/);
+      assert.equal((await call(s.tools, tool, { n: 2 ** 60 })).value.error.type, 'validation_error');
+    }
+    assert.equal(await s.usage(), 0, 'refused inputs are not metered');
+    // Exact integers pass unchanged, to Python and back.
+    assert.deepEqual(succeeded(await call(s.tools, 'c__py-id', { n: 9007199254740991 })), { id: 9007199254740991 });
+    assert.deepEqual(succeeded(await call(s.tools, 'c__py-id', { n: -9007199254740991 })), { id: -9007199254740991 });
+    // Results: a Python int beyond 2^53 - 1 (and a TypeScript number printed as one) is refused, never rounded.
+    const py = failedWith(await call(s.tools, 'c__py-id'), 'SerializationError');
+    assert.match(py.error, /9223372036854775809/);
+    failedWith(await call(s.tools, 'c__ts-id'), 'SerializationError');
+    failedWith(await execute(s, 'result = {"id": 2**63 + 1}'), 'SerializationError');
+    failedWith(await execute(s, 'result = [2 ** 60];', 'typescript'), 'SerializationError');
+    // Floats stay floats (even large ones), and the largest exact integers pass.
+    assert.deepEqual(succeeded(await call(s.tools, 'c__py-float')), { avogadro: 6.02e23, big: 1e300, max: 9007199254740991, min: -9007199254740991 });
+    // Strings carry any integer.
+    assert.deepEqual(succeeded(await execute(s, 'result = {"id": str(2**63 + 1)}')), { id: '9223372036854775809' });
+
+    // Bridge calls: an inexact input is refused to the caller; an inexact result is the callee's SerializationError.
+    const bridged = 'import functions\nresult = []\nfor call in (lambda: functions.ts_id(n=2**63), lambda: functions.py_id(n=2**63), lambda: functions.ts_id(), lambda: functions.py_id(n=5)):\n    try:\n        result.append(call())\n    except functions.FunctionError as error:\n        result.append(error.error_type)\n';
+    assert.deepEqual(succeeded(await execute(s, bridged)), ['validation_error', 'validation_error', 'SerializationError', { id: 5 }]);
+    const fromTs = 'import { py_id, FunctionError } from "functions";\ntry { await py_id(); result = "changed"; } catch (error: any) { result = error.errorType; }\n';
+    assert.equal(succeeded(await execute(s, fromTs, 'typescript')), 'SerializationError');
   });
 });

@@ -10,6 +10,7 @@ import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { RenderedCache } from './rendered-cache.js';
 import { toolError } from './tool-results.js';
+import { callInputProblem } from '../core/call-input.js';
 
 export type RunMode = 'code' | 'tools';
 
@@ -22,6 +23,8 @@ export interface RunScopeExtra {
   /** Loaded once per request; the run is pinned to it. */
   snapshot?: NamespaceSnapshot;
   ticket?: Ticket;
+  /** The call's input may not be passed to any function (too deep, too large): refused, never admitted. */
+  inputRefused?: DomainError;
   /** Tool names this request calls (set before dispatch): only those are registered as handlers. */
   calledTools?: ReadonlySet<string>;
   /** The request is a tool-mode tools/list: its answer carries LISTED_MARK, replaced by `listing`. */
@@ -165,6 +168,8 @@ function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): Cal
   }
   const content: CallToolResult['content'] = [{ type: 'text', text: JSON.stringify(result.result) }];
   if (result.stdout) content.push({ type: 'text', text: `stdout:\n${result.stdout}` });
+  // stderr is a log too (warnings, progress lines): returned beside stdout, not only kept in history.
+  if (result.stderr) content.push({ type: 'text', text: `stderr:\n${result.stderr}` });
   const structured = fn && isObjectSchema(fn.definition.outputSchema) && result.result !== null && typeof result.result === 'object' && !Array.isArray(result.result);
   return structured ? { content, structuredContent: result.result as Record<string, unknown> } : { content };
 }
@@ -302,6 +307,12 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
     }
     if (!metered) return undefined;
+    // Checked before admission: an input no function could receive is the caller's error, unmetered.
+    const problem = callInputProblem((call.params as { arguments?: unknown } | undefined)?.arguments);
+    if (problem) {
+      context(scope).extra.inputRefused = new DomainError('validation_error', problem, { field: 'arguments' });
+      return undefined;
+    }
     // What the call runs, for its record should this server die before the call ends.
     const { snapshot, mode } = context(scope).extra;
     const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
@@ -350,6 +361,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         const ticket = takeOver(ctx.extra.ticket);
         const unwatch = ticket ? watchCall(scope, server, ticket, handler) : () => undefined;
         try {
+          if (ctx.extra.inputRefused) throw ctx.extra.inputRefused;
           if (!ticket) {
             // Not admitted because the key may not run here: say why (forbidden, not found).
             await snapshotOf(scope);
@@ -397,6 +409,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           const ticket = takeOver(ctx.extra.ticket);
           const unwatch = ticket ? watchCall(scope, server, ticket, handler) : () => undefined;
           try {
+            if (ctx.extra.inputRefused) throw ctx.extra.inputRefused;
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
             return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn);
           } catch (error) {

@@ -19,6 +19,7 @@ import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
+import { callInputProblem } from '../core/call-input.js';
 import { toIdentifier } from '../core/names.js';
 import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
@@ -370,6 +371,9 @@ export class RunService {
       }
       if (calls.length < MAX_RECORDED_CALLS) calls.push(`${fn.service}.${fn.name}@${fn.version}`);
       const input = request.input ?? {};
+      // As at the endpoint: an input no function could receive is the caller's error, before any cost.
+      const problem = callInputProblem(input);
+      if (problem) return { ok: false, error_type: 'validation_error', error: `${fn.service}.${fn.name}: ${problem}` };
       const missing = fn.definition.requiredEnv.filter((name) => ctx.env[name] === undefined);
       if (missing.length > 0) {
         return { ok: false, error_type: 'missing_env', error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };

@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 import type { SandboxBridge } from '../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
+import { refuseInexactResult } from './exact-integers.js';
 
 export interface RunAnswer {
   ok: boolean;
@@ -154,7 +155,7 @@ export class RunChannel {
       message = { ok: false, type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
     } else {
       try {
-        message = JSON.parse(line);
+        message = refuseInexactResult(JSON.parse(line), line);
       } catch {
         message = { ok: false, type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
       }
