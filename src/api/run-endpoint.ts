@@ -11,6 +11,7 @@ import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { RenderedCache } from './rendered-cache.js';
 import { toolError } from './tool-results.js';
+import { callInputProblem } from '../core/call-input.js';
 
 export type RunMode = 'code' | 'tools';
 
@@ -23,6 +24,8 @@ export interface RunScopeExtra {
   /** Loaded once per request; the run is pinned to it. */
   snapshot?: NamespaceSnapshot;
   ticket?: Ticket;
+  /** The call's input may not be passed to any function (too deep, too large): refused, never admitted. */
+  inputRefused?: DomainError;
   /** Tool names this request calls (set before dispatch): only those are registered as handlers. */
   calledTools?: ReadonlySet<string>;
   /** The request is a tool-mode tools/list: its answer carries LISTED_MARK, replaced by `listing`. */
@@ -413,6 +416,12 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
     }
     if (!metered) return undefined;
+    // Checked before admission: an input no function could receive is the caller's error, unmetered.
+    const problem = callInputProblem((call.params as { arguments?: unknown } | undefined)?.arguments);
+    if (problem) {
+      context(scope).extra.inputRefused = new DomainError('validation_error', problem, { field: 'arguments' });
+      return undefined;
+    }
     // What the call runs, for its record should this server die before the call ends.
     const { snapshot, mode } = context(scope).extra;
     const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
@@ -461,6 +470,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         const ticket = takeOver(ctx.extra.ticket);
         const unwatch = ticket ? watchCall(scope, server, ticket, handler) : () => undefined;
         try {
+          if (ctx.extra.inputRefused) throw ctx.extra.inputRefused;
           if (!ticket) {
             // Not admitted because the key may not run here: say why (forbidden, not found).
             await snapshotOf(scope);
@@ -508,6 +518,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           const ticket = takeOver(ctx.extra.ticket);
           const unwatch = ticket ? watchCall(scope, server, ticket, handler) : () => undefined;
           try {
+            if (ctx.extra.inputRefused) throw ctx.extra.inputRefused;
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
             return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn, ctx.extra);
           } catch (error) {

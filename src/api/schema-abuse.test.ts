@@ -151,13 +151,13 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       assert.equal(await healthz(), 200);
     }
 
-    // The caps are checked before any worker: cheap, iterative, typed.
-    const tooDeep = parseResult(await minute.track(() => run.callTool('utils__deep', { a: nested(MAX_CHECKED_DEPTH) })));
-    assert.equal(tooDeep.error_type, 'SchemaLimitError');
-    assert.match(tooDeep.error, new RegExp(`the input is nested deeper than ${MAX_CHECKED_DEPTH} levels`));
-    const tooMany = parseResult(await minute.track(() => run.callTool('utils__uniq-ts', { items: new Array(MAX_CHECKED_VALUES).fill(0) })));
-    assert.equal(tooMany.error_type, 'SchemaLimitError');
-    assert.match(tooMany.error, new RegExp(`the input holds more than ${MAX_CHECKED_VALUES} JSON values`));
+    // The caps are checked before admission: cheap, iterative, typed, not metered (not even per minute).
+    const tooDeep = parseResult(await minute.track(() => run.callTool('utils__deep', { a: nested(MAX_CHECKED_DEPTH) }), 0));
+    assert.equal(tooDeep.error.type, 'validation_error');
+    assert.match(tooDeep.error.message, new RegExp(`the input is nested deeper than ${MAX_CHECKED_DEPTH} levels`));
+    const tooMany = parseResult(await minute.track(() => run.callTool('utils__uniq-ts', { items: new Array(MAX_CHECKED_VALUES).fill(0) }), 0));
+    assert.equal(tooMany.error.type, 'validation_error');
+    assert.match(tooMany.error.message, new RegExp(`the input holds more than ${MAX_CHECKED_VALUES} JSON values`));
 
     // Fresh workers took over: ordinary checks pass and fail as before.
     assert.equal(parseResult(await minute.track(() => run.callTool('utils__deep', { a: [[], [[]]] }))), 'ran');
@@ -169,9 +169,9 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.equal(usage.executions, 1);
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', {});
-    assert.equal(history.length, 8);
+    assert.equal(history.length, 6);
     const types = history.map((e: { error_type: string | null }) => e.error_type);
-    assert.equal(types.filter((t: string | null) => t === 'SchemaLimitError').length, 6);
+    assert.equal(types.filter((t: string | null) => t === 'SchemaLimitError').length, 4);
     assert.equal(types.filter((t: string | null) => t === 'SchemaError').length, 1);
     assert.equal(history.filter((e: { status: string }) => e.status === 'success').length, 1);
     const bomb = history.find((e: { function: string; error_type: string }) => e.function === 'deep' && e.error_type === 'SchemaLimitError');

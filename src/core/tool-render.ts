@@ -28,6 +28,8 @@ export function renderToolResult(result: ToolRenderInput, objectOutputSchema: bo
   }
   const texts = [JSON.stringify(result.result)];
   if (result.stdout) texts.push(`stdout:\n${result.stdout}`);
+  // stderr is a log too (warnings, progress lines): returned beside stdout, not only kept in history.
+  if (result.stderr) texts.push(`stderr:\n${result.stderr}`);
   const structured = objectOutputSchema && result.result !== null && typeof result.result === 'object' && !Array.isArray(result.result);
   return structured ? { isError: false, texts, structured: result.result as Record<string, unknown> } : { isError: false, texts };
 }

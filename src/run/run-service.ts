@@ -20,6 +20,7 @@ import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
+import { callInputProblem } from '../core/call-input.js';
 import { toIdentifier } from '../core/names.js';
 import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
@@ -382,18 +383,33 @@ export class RunService {
     let bridgeCalls = 0;
     /** The minute (since the epoch) in which this run was refused a rate unit, if any. */
     let rateRefusedIn: number | undefined;
+    /** Same-language calls answered whose results the sandbox will send back for their output_schema check. */
+    const resultChecksOwed = new Map<string, number>();
     const bridge = async (message: unknown): Promise<unknown> => {
       // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
       if (finished || Date.now() >= deadline) return { ok: false, error_type: 'BridgeError', error: 'the run has ended' };
       if (++bridgeCalls > MAX_BRIDGE_CALLS) return { ok: false, error_type: 'BridgeError', error: `at most ${MAX_BRIDGE_CALLS} function calls per execute` };
-      const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown };
-      if (request.op !== 'call' || typeof request.service !== 'string' || typeof request.function !== 'string') {
+      const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown; result?: unknown };
+      if ((request.op !== 'call' && request.op !== 'result') || typeof request.service !== 'string' || typeof request.function !== 'string') {
         return { ok: false, error_type: 'BridgeError', error: 'unknown bridge request' };
       }
       const fn = byKey.get(functionKey(request.service, request.function));
       if (!fn) return { ok: false, error_type: 'NotFound', error: `function ${request.service}.${request.function} not found` };
+      if (request.op === 'result') {
+        // The result of a same-language call that ran in the sandbox: its output_schema is checked
+        // here, as in tool mode. Only as many checks as such calls were answered.
+        const key = functionKey(fn.service, fn.name);
+        const owed = resultChecksOwed.get(key) ?? 0;
+        if (owed === 0) return { ok: false, error_type: 'BridgeError', error: 'no call of this function awaits a result check' };
+        resultChecksOwed.set(key, owed - 1);
+        const checked = await this.checkOutput(ctx, fn, { ok: true, result: request.result ?? null, stdout: '', stderr: '' });
+        return checked.ok ? { ok: true } : { ok: false, error_type: checked.error_type, error: checked.error };
+      }
       if (calls.length < MAX_RECORDED_CALLS) calls.push(`${fn.service}.${fn.name}@${fn.version}`);
       const input = request.input ?? {};
+      // As at the endpoint: an input no function could receive is the caller's error, before any cost.
+      const problem = callInputProblem(input);
+      if (problem) return { ok: false, error_type: 'validation_error', error: `${fn.service}.${fn.name}: ${problem}` };
       const missing = fn.definition.requiredEnv.filter((name) => ctx.env[name] === undefined);
       if (missing.length > 0) {
         return { ok: false, error_type: 'missing_env', error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
@@ -402,8 +418,8 @@ export class RunService {
       // A call that costs the server work (a schema check in its workers, or a sandbox of its own)
       // takes one unit of the account's per-minute rate before that work, as a tool call does (not
       // of the monthly quota, which counts the execute once). Only a same-language call to a
-      // function without input_schema costs the server nothing and takes nothing.
-      if (fn.definition.inputSchema || !sameLanguage) {
+      // function without input_schema or output_schema costs the server nothing and takes nothing.
+      if (fn.definition.inputSchema || fn.definition.outputSchema || !sameLanguage) {
         const perMinute = this.tierLimits(ctx.principal).executionsPerMinute;
         const now = new Date();
         // Within a minute the window only fills up: once refused, later calls are refused without the database.
@@ -420,7 +436,11 @@ export class RunService {
       if (refused) return { ok: false, error_type: refused.error_type, error: refused.error };
       if (sameLanguage) {
         const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
-        return transpileError ? { ok: false, error_type: 'TranspileError', error: transpileError } : { ok: true };
+        if (transpileError) return { ok: false, error_type: 'TranspileError', error: transpileError };
+        if (!fn.definition.outputSchema) return { ok: true };
+        const key = functionKey(fn.service, fn.name);
+        resultChecksOwed.set(key, (resultChecksOwed.get(key) ?? 0) + 1);
+        return { ok: true, check: true };
       }
       const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
       // The callee may use what is left of the caller's time, no more.

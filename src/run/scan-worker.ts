@@ -14,6 +14,7 @@ import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { renderToolResult } from '../core/tool-render.js';
 import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 import { SecretScannerCache } from './scanner-cache.js';
+import { refuseInexactResult } from '../core/exact-integers.js';
 
 /** The record fields of a run's answer (RunResult without its result). */
 export interface RunFields {
@@ -69,11 +70,11 @@ function bytesOf(text: string): ArrayBuffer {
 }
 
 /** A line checked and parsed by the same rules as one handled on the main thread (RunChannel.handle). */
-function parseLine(line: ArrayBuffer): { message: unknown } | { type: string; message: string } {
+function parseLine(line: ArrayBuffer): { message: unknown; text: string } | { type: string; message: string } {
   const text = Buffer.from(line).toString('utf8');
   if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH)) return { type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
   try {
-    return { message: JSON.parse(text) };
+    return { message: JSON.parse(text), text };
   } catch {
     return { type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
   }
@@ -82,7 +83,8 @@ function parseLine(line: ArrayBuffer): { message: unknown } | { type: string; me
 function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
   const parsed = parseLine(line);
   if ('type' in parsed) return { reply: { kind: 'failure', type: parsed.type, message: parsed.message, traceback: '' }, transfer: [] };
-  const message = parsed.message;
+  // The same rule as a small answer read on the main thread (channel.ts): no integer changes silently.
+  const message = refuseInexactResult(parsed.message, parsed.text);
   if (message === null || typeof message !== 'object') return { reply: { kind: 'other' }, transfer: [] };
   const answer = message as { ok?: unknown; result?: unknown; type?: unknown; message?: unknown; traceback?: unknown };
   if (answer.ok === true) {

@@ -26,11 +26,25 @@ export class CappedCapture {
 
   /** The kept bytes as text, followed by a marker saying how much was cut. */
   text(): string {
-    const body = Buffer.concat(this.chunks).toString('utf8');
+    let kept = Buffer.concat(this.chunks);
+    // The cap falls where it falls: a character it splits is left out whole, never shown as U+FFFD.
+    if (this.dropped > 0) kept = kept.subarray(0, characterBoundary(kept));
+    const body = kept.toString('utf8');
     return this.dropped > 0 ? `${body}\n[output cut: ${this.dropped} more bytes not shown]\n` : body;
   }
 
   buffer(): Buffer {
     return Buffer.concat(this.chunks);
   }
+}
+
+/** The length of `bytes` without a UTF-8 character cut off at its end (at most 3 bytes shorter). */
+export function characterBoundary(bytes: Buffer): number {
+  let start = bytes.length;
+  // Back over continuation bytes (10xxxxxx) to the last lead byte, if it is near the end.
+  while (start > 0 && bytes.length - start < 4 && (bytes[start - 1]! & 0xc0) === 0x80) start--;
+  if (start === 0) return bytes.length;
+  const lead = bytes[start - 1]!;
+  const needs = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+  return bytes.length - (start - 1) >= needs ? bytes.length : start - 1;
 }

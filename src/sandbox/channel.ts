@@ -10,6 +10,7 @@ import { RawJson } from '../core/raw-json.js';
 import { sharedScanPool, type ScanPool } from '../run/scan-pool.js';
 import type { SandboxBridge } from '../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
+import { refuseInexactResult } from '../core/exact-integers.js';
 
 export interface RunAnswer {
   ok: boolean;
@@ -157,7 +158,7 @@ export class RunChannel {
       message = { ok: false, type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
     } else {
       try {
-        message = JSON.parse(line);
+        message = refuseInexactResult(JSON.parse(line), line);
       } catch {
         message = { ok: false, type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
       }

@@ -14,11 +14,13 @@ const CACHE_LIMIT = 256;
 const cache = new Map<string, TranspileResult>();
 
 /**
- * Appended to scripts: reads `result`/`output` whether declared in the module or assigned as
- * globals (typeof never throws on an undeclared name), after any top-level await has finished.
+ * Put before scripts (on their first line, so the source map's lines stay true): reads
+ * `result`/`output` whether declared in the module or assigned as globals (typeof never throws on
+ * an undeclared name; a declaration not yet reached does, hence the try). Being first, it exists
+ * even when the code ends early with process.exit(0).
  */
 const SCRIPT_CAPTURE =
-  "\n;globalThis.__mcpworksCapture = () => ({ result: typeof result === 'undefined' ? undefined : result, output: typeof output === 'undefined' ? undefined : output });\n";
+  "globalThis.__mcpworksCapture = () => { const read = (f) => { try { return f(); } catch { return undefined; } }; return { result: read(() => typeof result === 'undefined' ? undefined : result), output: read(() => typeof output === 'undefined' ? undefined : output) }; };";
 
 export async function transpileTypescript(source: string, entry: 'main' | 'script' = 'main'): Promise<TranspileResult> {
   const key = createHash('sha256').update(entry).update('\0').update(source).digest('hex');
@@ -41,8 +43,9 @@ export async function transpileTypescript(source: string, entry: 'main' | 'scrip
     });
     let code = output.code;
     if (entry === 'script') {
-      const map = code.lastIndexOf('\n//# sourceMappingURL=');
-      code = map === -1 ? code + SCRIPT_CAPTURE : code.slice(0, map) + SCRIPT_CAPTURE + code.slice(map + 1);
+      // After a hashbang line, which must stay first.
+      const at = code.startsWith('#!') ? code.indexOf('\n') + 1 : 0;
+      code = code.slice(0, at) + SCRIPT_CAPTURE + code.slice(at);
     }
     result = { ok: true, code };
   } catch (error) {

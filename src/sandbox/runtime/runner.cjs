@@ -13,8 +13,26 @@ const USER_FILE = '/function/main.ts';
 // Code-mode scripts are ES modules (top-level await) and need a file; /tmp is the run's own.
 const SCRIPT_FILE = '/tmp/.mcpworks/main.mjs';
 
+// process.exit as Node made it: the runner's own way out (user code gets the contract's, below).
+const exit = process.exit.bind(process);
+let answered = false;
+
 function answer(payload) {
+  answered = true;
   fs.writeSync(3, payload + '\n');
+}
+
+// JSON has no NaN or Infinity, and JSON.stringify would write null for them without a word; like
+// Python's encoder, refuse them. The second pass runs only when the text has a null to explain.
+function strictStringify(value) {
+  const encoded = JSON.stringify(value);
+  if (typeof encoded === 'string' && encoded.includes('null')) {
+    JSON.stringify(value, (key, item) => {
+      if (typeof item === 'number' && !Number.isFinite(item)) throw new TypeError(`${item} is not JSON (JSON has no NaN or Infinity)`);
+      return item;
+    });
+  }
+  return encoded;
 }
 
 function failure(type, message, trace) {
@@ -60,7 +78,7 @@ function installBridge() {
   globalThis.__mcpworksPickEntry = pickEntry;
   const chunk = Buffer.alloc(64 * 1024);
   globalThis.__mcpworksBridge = (message) => {
-    fs.writeSync(3, JSON.stringify({ bridge: message }) + '\n');
+    fs.writeSync(3, strictStringify({ bridge: message }) + '\n');
     const parts = [];
     for (;;) {
       const read = fs.readSync(3, chunk, 0, chunk.length, null);
@@ -95,35 +113,22 @@ async function runScript(request) {
   // `require("functions")` works in scripts too (ES modules have no require of their own).
   globalThis.require = Module.createRequire(SCRIPT_FILE);
   await import(pathToFileURL(SCRIPT_FILE).href);
-  const captured = globalThis.__mcpworksCapture ? globalThis.__mcpworksCapture() : {};
+  return assigned();
+}
+
+/** What the code assigned to `result`, else `output` (scripts: their own variables or globals). */
+function assigned() {
+  const captured = globalThis.__mcpworksCapture ? globalThis.__mcpworksCapture() : { result: globalThis.result, output: globalThis.output };
   return captured.result !== undefined && captured.result !== null ? captured.result : captured.output;
 }
 
-// "pooled": started ahead of its run, so the wait for the request is free time.
-const pooled = process.argv[2] === 'pooled';
-process.argv.splice(2);
+let maxResult = 0;
 
-async function main() {
-  process.setSourceMapsEnabled(true);
-  // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
-  if (pooled) await import('node:fs');
-  answer('{"ready":true}');
-  const request = JSON.parse(fs.readFileSync(0, 'utf8'));
-  for (const [name, value] of Object.entries(request.env)) process.env[name] = value;
-  const maxResult = request.maxResultBytes;
-  if (request.bridge) installBridge();
-
-  let produced;
-  try {
-    produced = await (request.entry === 'script' ? runScript(request) : runMain(request));
-  } catch (error) {
-    reportError(error);
-    return;
-  }
-
+/** The run's answer for the value it produced: encoded, size-checked, sent. */
+function deliver(produced) {
   let encoded;
   try {
-    encoded = JSON.stringify(produced === undefined ? null : produced);
+    encoded = strictStringify(produced === undefined ? null : produced);
     if (encoded === undefined) throw new TypeError(`a ${typeof produced} is not JSON`);
   } catch (error) {
     answer(failure('SerializationError', `the result is not JSON-serialisable: ${error.message}`));
@@ -136,19 +141,57 @@ async function main() {
   answer('{"ok":true,"result":' + encoded + '}');
 }
 
+// "pooled": started ahead of its run, so the wait for the request is free time.
+const pooled = process.argv[2] === 'pooled';
+process.argv.splice(2);
+
+async function main() {
+  process.setSourceMapsEnabled(true);
+  // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
+  if (pooled) await import('node:fs');
+  fs.writeSync(3, '{"ready":true}\n');
+  const request = JSON.parse(fs.readFileSync(0, 'utf8'));
+  for (const [name, value] of Object.entries(request.env)) process.env[name] = value;
+  maxResult = request.maxResultBytes;
+  if (request.bridge) installBridge();
+  // process.exit(0) ends the code early but successfully, as Python's sys.exit(0) does: the answer
+  // is what it had assigned to `result` (else `output`). Any other status is the function's failure.
+  process.exit = (code) => {
+    const status = code === undefined || code === null ? (process.exitCode ?? 0) : code;
+    if (!answered && Number(status) === 0) deliver(assigned());
+    exit(answered ? 0 : status);
+  };
+
+  let produced;
+  try {
+    produced = await (request.entry === 'script' ? runScript(request) : runMain(request));
+  } catch (error) {
+    reportError(error);
+    return;
+  }
+  deliver(produced);
+}
+
 // An exception thrown from a callback or a promise nobody awaited still belongs to the function.
 function reportUncaught(error) {
-  reportError(error);
-  process.exit(0);
+  if (!answered) reportError(error);
+  exit(0);
 }
 process.on('uncaughtException', reportUncaught);
 process.on('unhandledRejection', reportUncaught);
+// The event loop emptied while the code still awaited: a promise nothing is left to settle (no
+// timer, I/O or callback). Say so, rather than "exited with status 0".
+process.on('beforeExit', () => {
+  if (answered) return;
+  answer(failure('UnsettledAwaitError', 'the code awaited a promise that never settled: nothing (no timer, I/O or callback) was left to settle it, so the function ended without a result'));
+  exit(0);
+});
 
 // Leave as soon as the answer is sent: timers or sockets the function left open must not hold the run.
 main().then(
-  () => process.exit(0),
+  () => exit(0),
   (error) => {
-    answer(failure('Error', String(error && error.message ? error.message : error)));
-    process.exit(0);
+    if (!answered) answer(failure('Error', String(error && error.message ? error.message : error)));
+    exit(0);
   },
 );

@@ -36,7 +36,23 @@ function wrapper(entry) {
     const answer = bridge({ op: 'call', service: entry.service, function: entry.name, input });
     if (!answer.ok) throw new FunctionError(answer.error_type || 'Error', answer.error || 'the function failed');
     if (Object.prototype.hasOwnProperty.call(answer, 'result')) return answer.result;
-    return runLocal(entry, input);
+    const produced = await runLocal(entry, input);
+    if (answer.check) {
+      // The function has an output_schema: the host checks the result, as it does in tool mode.
+      let verdict;
+      try {
+        verdict = bridge({ op: 'result', service: entry.service, function: entry.name, result: produced === undefined ? null : produced });
+      } catch (error) {
+        if (!(error instanceof TypeError)) throw error;
+        throw new FunctionError('SerializationError', `the result of ${entry.service}.${entry.name} is not JSON-serialisable: ${error.message}`);
+      }
+      if (!verdict.ok) {
+        const refused = new FunctionError(verdict.error_type || 'Error', verdict.error || 'the result was refused');
+        refused.name = 'FunctionError'; // a result that fails output_schema is no input's fault
+        throw refused;
+      }
+    }
+    return produced;
   };
   Object.defineProperty(call, 'name', { value: entry.identifier });
   call.__doc__ = entry.typescriptSignature + (entry.description ? `\n\n${entry.description}` : '');

@@ -91,7 +91,16 @@ def _wrapper(entry):
             raise error_class(answer.get("error_type", "Error"), answer.get("error", "the function failed"))
         if "result" in answer:
             return answer["result"]
-        return _run_local(entry, kwargs)
+        produced = _run_local(entry, kwargs)
+        if answer.get("check"):
+            # The function has an output_schema: the host checks the result, as it does in tool mode.
+            try:
+                verdict = _bridge({"op": "result", "service": entry["service"], "function": entry["name"], "result": produced})
+            except (TypeError, ValueError, RecursionError) as error:
+                raise FunctionError("SerializationError", f"the result of {entry['service']}.{entry['name']} is not JSON-serialisable: {error}") from None
+            if not verdict.get("ok"):
+                raise FunctionError(verdict.get("error_type", "Error"), verdict.get("error", "the result was refused"))
+        return produced
 
     call.__name__ = entry["identifier"]
     call.__qualname__ = entry["identifier"]
