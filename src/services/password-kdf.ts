@@ -108,6 +108,9 @@ export class KdfPool {
         if (worker && worker.exitCode === null && worker.signalCode === null) {
           await new Promise<void>((resolve) => {
             worker.once('exit', () => resolve());
+            // Idle workers are unref'd: without this, a process with nothing else to do would end
+            // before the exit is seen, with close() never settling.
+            worker.ref();
             worker.kill('SIGKILL');
           });
         }
