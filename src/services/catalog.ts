@@ -9,6 +9,7 @@ import { CatalogStore, versionToDefinition, type Trx, type VersionSummaryRow } f
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
 import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
+import { checkSyntax } from '../run/syntax-check.js';
 
 /** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages, queued per account). */
 export type VersionPreparer = (definition: FunctionDefinition, accountId: string) => Promise<void>;
@@ -52,6 +53,8 @@ export class CatalogService {
     private readonly prepareVersion: VersionPreparer,
     private readonly schemas: SchemaCompiler,
     private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
+    /** Refuses code that does not parse in its language (validation_error with the line). */
+    private readonly syntax: (definition: FunctionDefinition) => Promise<void> = checkSyntax,
   ) {}
 
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
@@ -192,6 +195,7 @@ export class CatalogService {
     // Names and limits first: a refused call must not make the server compile schemas or install
     // packages. Checked again where the function is written (something may have changed meanwhile).
     await this.store.withNamespaceLock(service.namespace_id, fits);
+    await this.syntax(definition);
     await this.compileSchemas(principal, definition.inputSchema, definition.outputSchema);
     await this.prepareVersion(definition, principal.accountId);
     const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
@@ -234,6 +238,8 @@ export class CatalogService {
           const fn = writable(row);
           await this.assertVersionFits(trx, principal, service.namespace_id, draft, await this.activeSizes(trx, fn));
         });
+        // New code (or a new language) must parse; a restored version is copied as it was.
+        if (restore === undefined && (draft.code !== active.code || draft.language !== active.language)) await this.syntax(draft);
         // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
         if (restore === undefined) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
         // A restored version's packages may have been collected since (unreferenced): installed again.

@@ -1,0 +1,77 @@
+// test-database: embedded, create and run tools one call at a time
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+
+let server: TestServer;
+before(async () => {
+  server = await startTestServer();
+});
+after(async () => {
+  await server?.stop();
+});
+
+interface Space {
+  create: McpTestClient;
+  key: string;
+  ns: string;
+  run(mode?: 'code' | 'tools'): Promise<McpTestClient>;
+}
+
+async function space(): Promise<Space> {
+  const account = await createAccount(server.url);
+  const ns = `ux-${Math.random().toString(36).slice(2, 10)}`;
+  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+  await callOk(create, 'make_namespace', { name: ns });
+  await callOk(create, 'make_service', { name: 'math' });
+  return {
+    create,
+    key: account.key,
+    ns,
+    run: (mode = 'code') => connect(`${server.url}/mcp/run/${ns}${mode === 'tools' ? '?mode=tools' : ''}`, account.key, 'v2'),
+  };
+}
+
+const TS_MAIN = 'export default function main(input: { n: number }): number {\n  const twice: number = input.n * 2;\n  return twice;\n}\n';
+
+describe('code that does not parse is refused when it is stored', () => {
+  test('Python that does not compile: make_function and update_function refuse it with the line; nothing is stored', async () => {
+    const s = await space();
+    const bad = await callError(s.create, 'make_function', { service: 'math', name: 'half', code: 'def main(input_data):\n    x = (1,\n    return x\n' });
+    assert.equal(bad.type, 'validation_error');
+    assert.equal(bad.field, 'code');
+    assert.equal(typeof bad.line, 'number');
+    assert.match(bad.message, /not valid Python .* line \d+/);
+    assert.deepEqual(await callOk(s.create, 'list_functions', { service: 'math' }), [], 'nothing was stored');
+
+    await callOk(s.create, 'make_function', { service: 'math', name: 'half', code: 'def main(input_data):\n    return 1\n' });
+    const update = await callError(s.create, 'update_function', { service: 'math', name: 'half', code: 'def main(input_data):\n    return 1\n  oops\n' });
+    assert.equal(update.type, 'validation_error');
+    assert.equal(update.line, 3);
+    assert.equal((await callOk(s.create, 'describe_function', { service: 'math', name: 'half' })).active_version, 1, 'no new version');
+    // Compiled, never run: code whose import would fail at run time is stored (it parses).
+    await callOk(s.create, 'update_function', { service: 'math', name: 'half', code: 'import no_such_module_here\ndef main(input_data):\n    return 2\n' });
+  });
+
+  test('TypeScript sent without language is refused as Python, saying it looks like TypeScript; with language it is stored', async () => {
+    const s = await space();
+    const error = await callError(s.create, 'make_function', { service: 'math', name: 'twice', code: TS_MAIN });
+    assert.equal(error.type, 'validation_error');
+    assert.equal(error.looks_like, 'typescript');
+    assert.match(error.message, /looks like TypeScript: pass language: "typescript"/);
+    await callOk(s.create, 'make_function', { service: 'math', name: 'twice', language: 'typescript', code: TS_MAIN });
+    // Switching the language alone re-checks the stored code against the new language.
+    const switched = await callError(s.create, 'update_function', { service: 'math', name: 'twice', language: 'python' });
+    assert.equal(switched.looks_like, 'typescript');
+  });
+
+  test('TypeScript that does not parse is refused with its line; Python sent as TypeScript is named', async () => {
+    const s = await space();
+    const error = await callError(s.create, 'make_function', { service: 'math', name: 'bad', language: 'typescript', code: 'export default function main() {\n  const x: number = ;\n}\n' });
+    assert.equal(error.type, 'validation_error');
+    assert.equal(error.line, 2);
+    assert.match(error.message, /not valid TypeScript: main\.ts:2:/);
+    const python = await callError(s.create, 'make_function', { service: 'math', name: 'py', language: 'typescript', code: 'def main(input_data):\n    return {"ok": True}\n' });
+    assert.equal(python.looks_like, 'python');
+  });
+});
