@@ -4,6 +4,7 @@ import { packagesByCategory } from '../core/python-packages.js';
 import { pythonInventory } from '../sandbox/python-inventory.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
+import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
@@ -195,7 +196,10 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     { description: 'Full details of a template: code, input/output schemas, tags, requirements.', input: z.object({ name: z.string().describe('Template name, e.g. "hello-world"') }), annotations: READ_ONLY },
     async (a) => {
       const template = typeof a.name === 'string' ? findTemplate(a.name) : undefined;
-      if (!template) throw new DomainError('not_found', `template ${JSON.stringify(a.name)} not found; templates: ${TEMPLATES.map((t) => t.name).join(', ')}`);
+      if (!template) {
+        const hint = suggestion(String(a.name), TEMPLATES.map((t) => t.name), 'templates');
+        throw new DomainError('not_found', `template ${JSON.stringify(a.name)} not found.${hint.text}`, hint.details);
+      }
       const { inputSchema, outputSchema, ...rest } = template;
       return { ...rest, input_schema: inputSchema, output_schema: outputSchema };
     },

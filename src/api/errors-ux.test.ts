@@ -75,3 +75,59 @@ describe('code that does not parse is refused when it is stored', () => {
     assert.equal(python.looks_like, 'python');
   });
 });
+
+describe('unknown names list the available ones and the nearest', () => {
+  test('create endpoint: function, service, namespace and template not found', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_function', { service: 'math', name: 'is-prime', code: 'def main(input_data):\n    return True\n' });
+    await callOk(s.create, 'make_function', { service: 'math', name: 'fib', code: 'def main(input_data):\n    return 1\n' });
+    for (const [tool, args] of [
+      ['update_function', { service: 'math', name: 'is-primes', code: 'result = 1' }],
+      ['delete_function', { service: 'math', name: 'is-primes' }],
+      ['describe_function', { service: 'math', name: 'is-primes' }],
+      ['lock_function', { service: 'math', name: 'is-primes' }],
+    ] as const) {
+      const error = await callError(s.create, tool, args);
+      assert.equal(error.type, 'not_found', tool);
+      assert.deepEqual(error.did_you_mean, ['is-prime'], tool);
+      assert.deepEqual(error.available, ['fib', 'is-prime'], tool);
+      assert.match(error.message, /Did you mean 'is-prime'\? Available functions in service 'math': fib, is-prime\./, tool);
+    }
+    const service = await callError(s.create, 'list_functions', { service: 'maths' });
+    assert.equal(service.type, 'not_found');
+    assert.deepEqual(service.did_you_mean, ['math']);
+    const template = await callError(s.create, 'describe_template', { name: 'hello_world' });
+    assert.deepEqual(template.did_you_mean, ['hello-world']);
+    // Only the caller's own namespaces are named.
+    const other = await space();
+    const wrong = await connect(`${server.url}/mcp/create/${s.ns}x`, s.key, 'v2');
+    const namespace = await callError(wrong, 'list_services');
+    assert.equal(namespace.type, 'not_found');
+    assert.deepEqual(namespace.available, [s.ns]);
+    assert.deepEqual(namespace.did_you_mean, [s.ns]);
+    assert.ok(!namespace.message.includes(other.ns));
+  });
+
+  test('code mode: importing an unknown function names the available ones, in Python and TypeScript', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_function', { service: 'math', name: 'csv-analyzer', template: 'csv-analyzer' });
+    await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
+    const run = await s.run();
+    for (const code of ['from functions import analyze_csv', 'import functions\nfunctions.analyze_csv()', 'from functions.math import analyze_csv']) {
+      const answer = await run.callTool("execute", { code });
+      assert.equal(answer.isError, true);
+      const body = parseResult(answer);
+      assert.equal(body.error_type, 'FunctionNotFoundError', code);
+      assert.match(body.error, /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in functions(\.math)?: .*csv_analyzer, hello/, code);
+    }
+    // hasattr() probes of private names still answer False.
+    assert.equal(parseResult(await run.callTool('execute', { code: 'import functions\nresult = hasattr(functions, "__wrapped__")' })), false);
+    for (const code of ['import { analyze_csv } from "functions";\nresult = await analyze_csv({});', 'import { analyze_csv } from "functions/math";\nresult = await analyze_csv({});']) {
+      const answer = await run.callTool('execute', { code, language: 'typescript' });
+      assert.equal(answer.isError, true);
+      const body = parseResult(answer);
+      assert.equal(body.error_type, 'FunctionNotFoundError', code);
+      assert.match(body.error, /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in 'functions(\/math)?': .*csv_analyzer, hello/, code);
+    }
+  });
+});

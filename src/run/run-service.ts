@@ -19,6 +19,7 @@ import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
+import { explainMissingImport } from './import-hints.js';
 import { toIdentifier } from '../core/names.js';
 import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
@@ -419,7 +420,7 @@ export class RunService {
     } finally {
       finished = true;
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome, signal), !platformFailed(outcome), {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, explainMissingImport(fromOutcome(outcome, signal), snapshot), !platformFailed(outcome), {
       mode: 'code',
       serviceName: null,
       functionName: null,

@@ -10,6 +10,7 @@ import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '
 import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
 import { checkSyntax } from '../run/syntax-check.js';
+import { suggestion } from '../core/suggest.js';
 
 /** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages, queued per account). */
 export type VersionPreparer = (definition: FunctionDefinition, accountId: string) => Promise<void>;
@@ -29,6 +30,12 @@ export interface FunctionInput extends FunctionDefinitionInput {
 }
 
 const iso = (d: Date): string => new Date(d).toISOString();
+
+/**
+ * Function not-found errors thrown where a transaction is open (where listing the service's other
+ * functions could wait on that transaction); explained() adds the suggestions once it is over.
+ */
+const missingFunctions = new WeakMap<DomainError, { service: ServiceRow; name: string }>();
 
 function requireScope(principal: KeyPrincipal, scope: Scope): void {
   if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
@@ -111,7 +118,12 @@ export class CatalogService {
 
   /** The caller's namespace; anything else (another account's, another key's limit) is not found. */
   async namespace(principal: KeyPrincipal, name: string): Promise<NamespaceRow> {
-    return this.visibleNamespace(principal, name, this.keyReaches(principal, name) ? await this.store.findNamespace(principal.accountId, name) : undefined);
+    const row = this.keyReaches(principal, name) ? await this.store.findNamespace(principal.accountId, name) : undefined;
+    if (row) return row;
+    // Only the caller's own namespaces (that its key reaches) are named: another account's look absent.
+    const own = (await this.store.listNamespaces(principal.accountId)).map((r) => r.name).filter((n) => this.keyReaches(principal, n));
+    const hint = suggestion(name, own, 'namespaces');
+    throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace.${hint.text}`, hint.details);
   }
 
   /** namespace() for a row the caller already read: the principal's account's namespace called `name`, or none. */
@@ -206,7 +218,13 @@ export class CatalogService {
     return { service: service.name, name: row.name, version: 1, language: definition.language, created: true };
   }
 
-  async updateFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
+  updateFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
+    return this.updateFunctionInner(principal, nsName, input).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async updateFunctionInner(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, input.service);
     const name = typeof input.name === 'string' ? input.name : validateEntityName('function', input.name);
@@ -220,7 +238,7 @@ export class CatalogService {
     }
     // Exists and is not locked: checked before any work is done for the change, and again where it is written.
     const writable = (fn: FunctionRow | undefined): FunctionRow => {
-      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (!fn) throw this.functionNotFound(service, name);
       if (fn.locked) throw this.lockedError(service.name, fn.name);
       return fn;
     };
@@ -258,7 +276,7 @@ export class CatalogService {
           return { version, new_version: true, restored_from: restore };
         }
         const activeRow = await this.store.versionInTrx(trx, fn.id, fn.active_version);
-        if (!activeRow) throw notFound('function', `${service.name}.${name}`);
+        if (!activeRow) throw this.functionNotFound(service, name);
         const active = versionToDefinition(activeRow);
         const next = buildDefinition(input, active);
         if (definitionChanged(active, next)) {
@@ -275,24 +293,36 @@ export class CatalogService {
     throw new DomainError('conflict', `function '${service.name}.${name}' is being updated concurrently; try again`);
   }
 
-  async deleteFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown) {
+  deleteFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown) {
+    return this.deleteFunctionInner(principal, nsName, serviceInput, nameInput).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async deleteFunctionInner(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown) {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, serviceInput);
     const name = String(nameInput ?? '');
     return this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
-      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (!fn) throw this.functionNotFound(service, name);
       if (fn.locked) throw this.lockedError(service.name, fn.name);
       await this.store.deleteFunction(trx, fn.id);
       return { deleted: `${service.name}.${fn.name}` };
     });
   }
 
-  async setLocked(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, locked: boolean) {
+  setLocked(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, locked: boolean) {
+    return this.setLockedInner(principal, nsName, serviceInput, nameInput, locked).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async setLockedInner(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, locked: boolean) {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, serviceInput);
     const name = String(nameInput ?? '');
     return this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
-      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (!fn) throw this.functionNotFound(service, name);
       await this.store.setLocked(trx, fn.id, locked);
       return { service: service.name, name: fn.name, locked };
     });
@@ -306,7 +336,13 @@ export class CatalogService {
     return rows.map((r) => ({ ...r, updated_at: iso(r.updated_at) }));
   }
 
-  async describeFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
+  describeFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
+    return this.describeFunctionInner(principal, nsName, serviceInput, nameInput, versionInput).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async describeFunctionInner(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
     requireScope(principal, 'read');
     const service = await this.service(principal, nsName, serviceInput);
     const { fn } = await this.activeVersion(service, String(nameInput ?? ''));
@@ -354,15 +390,18 @@ export class CatalogService {
     const ns = await this.namespace(principal, nsName);
     if (typeof nameInput !== 'string' || nameInput === '') throw invalid('service is required', { field: 'service' });
     const service = await this.store.findService(ns.id, nameInput);
-    if (!service) throw new DomainError('not_found', `service '${nameInput}' not found in namespace '${ns.name}'; create it with make_service`);
+    if (!service) {
+      const hint = suggestion(nameInput, (await this.store.listServices(ns.id)).map((r) => r.name), `services in namespace '${ns.name}'`);
+      throw new DomainError('not_found', `service '${nameInput}' not found in namespace '${ns.name}'; create it with make_service.${hint.text}`, hint.details);
+    }
     return service;
   }
 
   private async activeVersion(service: ServiceRow, name: string): Promise<{ fn: FunctionRow; version: FunctionVersionRow }> {
     const fn = await this.store.findFunction(service.id, name);
-    if (!fn) throw notFound('function', `${service.name}.${name}`);
+    if (!fn) throw this.functionNotFound(service, name);
     const version = await this.store.findVersion(fn.id, fn.active_version);
-    if (!version) throw notFound('function', `${service.name}.${name}`);
+    if (!version) throw this.functionNotFound(service, name);
     return { fn, version };
   }
 
@@ -371,6 +410,21 @@ export class CatalogService {
     const source = await this.store.findVersion(fn.id, restore);
     if (!source) throw this.versionNotFound(service, fn, restore);
     return source;
+  }
+
+  private functionNotFound(service: ServiceRow, name: string): DomainError {
+    const error = notFound('function', `${service.name}.${name}`);
+    missingFunctions.set(error, { service, name });
+    return error;
+  }
+
+  /** A function not-found, with the service's function names and the nearest ones (outside any transaction). */
+  private async explained(error: unknown): Promise<unknown> {
+    const missing = error instanceof DomainError ? missingFunctions.get(error) : undefined;
+    if (!missing) return error;
+    const names = (await this.store.listFunctions(missing.service.id)).map((r) => r.name);
+    const hint = suggestion(missing.name, names, `functions in service '${missing.service.name}'`);
+    return new DomainError('not_found', `function '${missing.service.name}.${missing.name}' not found.${hint.text}`, hint.details);
   }
 
   private versionNotFound(service: ServiceRow, fn: FunctionRow, version: number): DomainError {
