@@ -131,3 +131,28 @@ describe('unknown names list the available ones and the nearest', () => {
     }
   });
 });
+
+describe('one error shape on the run endpoint', () => {
+  test('refusals before a run have the shape of a failed run: {error, error_type, stderr}', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_function', { service: 'math', name: 'boom', code: 'def main(input_data):\n    raise ValueError("no")\n' });
+    const run = await s.run();
+    const failed = parseResult(await run.callTool('execute', { code: 'raise ValueError("no")' }));
+    const refused = parseResult(await run.callTool('execute', { code: 'result = 1', language: 'ruby' }));
+    for (const body of [failed, refused]) {
+      assert.equal(typeof body.error, 'string', JSON.stringify(body));
+      assert.equal(typeof body.error_type, 'string');
+      assert.equal(typeof body.stderr, 'string');
+    }
+    assert.equal(refused.error_type, 'validation_error');
+    assert.equal(refused.field, 'language');
+    // A namespace the key does not have: not_found in the same shape, in both modes.
+    const elsewhere = await connect(`${server.url}/mcp/run/${s.ns}-nope?mode=tools`, s.key, 'v2');
+    const missing = parseResult(await elsewhere.callTool('_env_status'));
+    assert.equal(missing.error_type, 'not_found');
+    assert.equal(typeof missing.error, 'string');
+    const tools = await s.run('tools');
+    const raised = parseResult(await tools.callTool('math__boom'));
+    assert.deepEqual([typeof raised.error, raised.error_type], ['string', 'ValueError']);
+  });
+});

@@ -9,7 +9,7 @@ import type { Logger } from './logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { RenderedCache } from './rendered-cache.js';
-import { toolError } from './tool-results.js';
+import { runToolError } from './tool-results.js';
 
 export type RunMode = 'code' | 'tools';
 
@@ -357,7 +357,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           }
           return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined);
         } catch (error) {
-          return toolError(error, logger, EXECUTE_TOOL);
+          return runToolError(error, logger, EXECUTE_TOOL);
         } finally {
           unwatch();
           if (ticket) await runs.settle(ticket, false).catch(() => undefined);
@@ -400,7 +400,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
             return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn);
           } catch (error) {
-            return toolError(error, logger, toolName(fn));
+            return runToolError(error, logger, toolName(fn));
           } finally {
             unwatch();
             if (ticket) await runs.settle(ticket, false).catch(() => undefined);
@@ -441,7 +441,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           };
           return { content: [{ type: 'text', text: JSON.stringify(answer, null, 2) }] };
         } catch (error) {
-          return toolError(error, logger, ENV_STATUS_TOOL);
+          return runToolError(error, logger, ENV_STATUS_TOOL);
         }
       }) as never,
     );
