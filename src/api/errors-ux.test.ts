@@ -156,3 +156,20 @@ describe('one error shape on the run endpoint', () => {
     assert.deepEqual([typeof raised.error, raised.error_type], ['string', 'ValueError']);
   });
 });
+
+describe('execute without a result', () => {
+  test('a null result comes with a hint to assign `result`, in both languages; a real result has none', async () => {
+    const s = await space();
+    const run = await s.run();
+    for (const [code, language] of [['x = 1 + 1\nprint(x)', 'python'], ['const x = 1 + 1;\nconsole.log(x);', 'typescript']] as const) {
+      const answer = await run.callTool('execute', { code, language });
+      assert.equal(answer.isError, undefined);
+      assert.equal(parseResult(answer), null);
+      const texts = (answer.content as Array<{ text: string }>).map((c) => c.text);
+      assert.equal(texts[1], 'stdout:\n2\n', language);
+      assert.match(texts[2] ?? '', /^hint: the result is null because nothing was assigned to `result`/, language);
+    }
+    const answered = await run.callTool('execute', { code: 'result = 2' });
+    assert.deepEqual((answered.content as Array<{ text: string }>).map((c) => c.text), ['2']);
+  });
+});

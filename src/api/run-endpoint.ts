@@ -156,6 +156,11 @@ function executeDescription(names: string[]): string {
   );
 }
 
+/** The note beside an execute whose result is null. */
+export const NULL_RESULT_HINT =
+  'hint: the result is null because nothing was assigned to `result` (or it was set to None/null). To return a value, assign it: ' +
+  'Python `result = hello(name="World")`, TypeScript `result = await hello({ name: "World" });` (printed output comes back as stdout, not as the result).';
+
 function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): CallToolResult {
   if (!result.ok) {
     const body: Record<string, unknown> = { error: result.error, error_type: result.error_type, stderr: result.stderr };
@@ -165,6 +170,8 @@ function runResultToTool(result: RunResult, fn: ActiveFunction | undefined): Cal
   }
   const content: CallToolResult['content'] = [{ type: 'text', text: JSON.stringify(result.result) }];
   if (result.stdout) content.push({ type: 'text', text: `stdout:\n${result.stdout}` });
+  // Code mode: a null result is most often a program that never assigned `result`.
+  if (!fn && result.result === null) content.push({ type: 'text', text: NULL_RESULT_HINT });
   const structured = fn && isObjectSchema(fn.definition.outputSchema) && result.result !== null && typeof result.result === 'object' && !Array.isArray(result.result);
   return structured ? { content, structuredContent: result.result as Record<string, unknown> } : { content };
 }
