@@ -117,7 +117,7 @@ export function createApp(deps: AppDependencies): Hono {
       accounts: deps.accountsStore,
       logger,
       sessionLimit,
-      buildServer: ({ principal, namespace }) => buildCreateServer({ principal, namespace, catalog, history: deps.history, logger, version: deps.version }),
+      buildServer: ({ principal, namespace, url }) => buildCreateServer({ principal, namespace, url, catalog, history: deps.history, logger, version: deps.version }),
     }),
     run: createMcpEndpoint({ kind: 'run', accounts: deps.accountsStore, logger, sessionLimit, buildServer: run.buildServer, beforeDispatch: run.beforeDispatch, afterDispatch: run.afterDispatch }),
   } satisfies Record<EndpointKind, unknown>;

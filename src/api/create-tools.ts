@@ -18,6 +18,19 @@ export interface CreateToolsContext {
   history: ExecutionHistory;
   logger: Logger;
   version: string;
+  /** The request's URL: make_namespace answers the new namespace's URLs in the same form. */
+  url?: URL;
+}
+
+/** A namespace's endpoints as the caller reaches this one: by path, or by subdomain (`{ns}.create.{base}`). */
+function namespaceUrls(url: URL | undefined, current: string, name: string): { create_url: string; run_url: string } {
+  if (!url) return { create_url: `/mcp/create/${name}`, run_url: `/mcp/run/${name}` };
+  const prefix = `${current}.create.`;
+  if (!url.pathname.startsWith('/mcp/') && url.host.startsWith(prefix)) {
+    const base = url.host.slice(prefix.length);
+    return { create_url: `${url.protocol}//${name}.create.${base}/`, run_url: `${url.protocol}//${name}.run.${base}/` };
+  }
+  return { create_url: `${url.origin}/mcp/create/${name}`, run_url: `${url.origin}/mcp/run/${name}` };
 }
 
 const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
@@ -86,7 +99,14 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       input: z.object({ name: z.string().describe('Namespace name, e.g. "demo"'), description: z.string().optional() }),
       annotations: WRITE,
     },
-    (a) => catalog.makeNamespace(principal, a.name, a.description),
+    async (a) => {
+      const made = await catalog.makeNamespace(principal, a.name, a.description);
+      const answer: Record<string, unknown> = { ...made, ...namespaceUrls(ctx.url, ns, made.name) };
+      if (made.name !== ns) {
+        answer.note = `This connection still acts on namespace '${ns}' (the one in its URL). To manage '${made.name}', connect an MCP client to create_url; its functions run at run_url.`;
+      }
+      return answer;
+    },
   );
   tool(
     'list_namespaces',

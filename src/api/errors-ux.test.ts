@@ -173,3 +173,22 @@ describe('execute without a result', () => {
     assert.deepEqual((answered.content as Array<{ text: string }>).map((c) => c.text), ['2']);
   });
 });
+
+describe('make_namespace from another namespace\'s URL', () => {
+  test('answers the new namespace\'s create and run URLs, and says this connection still acts on its own', async () => {
+    const s = await space();
+    const other = `${s.ns}-two`;
+    const made = await callOk(s.create, 'make_namespace', { name: other });
+    assert.equal(made.create_url, `${server.url}/mcp/create/${other}`);
+    assert.equal(made.run_url, `${server.url}/mcp/run/${other}`);
+    assert.match(made.note, new RegExp(`still acts on namespace '${s.ns}'`));
+    // The URLs work, and the old connection still acts on its own namespace.
+    const next = await connect(made.create_url, s.key, 'v1');
+    assert.deepEqual(await callOk(next, 'list_services'), []);
+    assert.deepEqual((await callOk(s.create, 'list_services')).map((x: { name: string }) => x.name), ['math']);
+    const fresh = await connect(`${server.url}/mcp/create/${s.ns}-three`, s.key, 'v2');
+    const own = await callOk(fresh, 'make_namespace', { name: `${s.ns}-three` });
+    assert.equal(own.note, undefined, 'no note when the URL names the new namespace');
+    assert.equal(own.run_url, `${server.url}/mcp/run/${s.ns}-three`);
+  });
+});
