@@ -192,3 +192,32 @@ describe('make_namespace from another namespace\'s URL', () => {
     assert.equal(own.run_url, `${server.url}/mcp/run/${s.ns}-three`);
   });
 });
+
+describe('sandbox network off', () => {
+  test('create warns when a function will need the network; a network failure names the cause and MCPWORKS_SANDBOX_NETWORK=on', async () => {
+    const s = await space();
+    const api = await callOk(s.create, 'make_function', { service: 'math', name: 'api', template: 'api-connector' });
+    assert.equal(api.warnings.length, 1);
+    assert.match(api.warnings[0], /sandbox network is off.*template 'api-connector'.*MCPWORKS_SANDBOX_NETWORK=on/);
+    const requests = await callOk(s.create, 'make_function', { service: 'math', name: 'fetcher', requirements: ['requests'], code: 'def main(input_data):\n    return 1\n' });
+    assert.match(requests.warnings[0], /requirement requests is for reaching other hosts/);
+    const plain = await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
+    assert.equal(plain.warnings, undefined);
+    const updated = await callOk(s.create, 'update_function', { service: 'math', name: 'hello', requirements: ['httpx'] });
+    assert.match(updated.warnings[0], /requirement httpx/);
+
+    const tools = await s.run('tools');
+    const failed = parseResult(await tools.callTool('math__api', { url: 'http://nowhere.invalid/', method: 'GET' }));
+    assert.match(failed.error, /sandbox network is off on this server.*MCPWORKS_SANDBOX_NETWORK=on/s, JSON.stringify(failed));
+    const run = await s.run();
+    for (const [code, language] of [
+      ['import socket\nresult = socket.getaddrinfo("nowhere.invalid", 80)', 'python'],
+      ['result = await fetch("http://nowhere.invalid/");', 'typescript'],
+    ] as const) {
+      const body = parseResult(await run.callTool('execute', { code, language }));
+      assert.match(body.error, /sandbox network is off on this server.*MCPWORKS_SANDBOX_NETWORK=on/s, `${language}: ${JSON.stringify(body)}`);
+    }
+    // Other failures are left as they are.
+    assert.doesNotMatch(parseResult(await run.callTool('execute', { code: 'raise ValueError("no")' })).error, /network/);
+  });
+});

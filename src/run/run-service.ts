@@ -19,7 +19,8 @@ import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
-import { explainMissingImport } from './import-hints.js';
+import { explainMissingImport, explainNetworkOff } from './import-hints.js';
+import { networkFromEnvironment } from '../sandbox/bubblewrap.js';
 import { toIdentifier } from '../core/names.js';
 import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
@@ -111,6 +112,8 @@ export class RunService {
       pending?: PendingWrites;
       /** Cancellations through the database, for calls running on other nodes. */
       cancels?: CancelStore;
+      /** Whether runs get network egress (default: MCPWORKS_SANDBOX_NETWORK); when off, network failures say so. */
+      sandboxNetwork?: boolean;
     },
   ) {
     this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
@@ -469,6 +472,7 @@ export class RunService {
     counted: boolean,
     what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language'>,
   ): Promise<RunResult> {
+    result = explainNetworkOff(result, this.deps.sandboxNetwork ?? networkFromEnvironment());
     let findings: Finding[] = [];
     let scanned: RunResult;
     let bytesOut: number;

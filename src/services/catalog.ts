@@ -11,6 +11,8 @@ import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
 import { checkSyntax } from '../run/syntax-check.js';
 import { suggestion } from '../core/suggest.js';
+import { networkNeed, NETWORK_OFF_WARNING } from '../core/network-needs.js';
+import { networkFromEnvironment } from '../sandbox/bubblewrap.js';
 
 /** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages, queued per account). */
 export type VersionPreparer = (definition: FunctionDefinition, accountId: string) => Promise<void>;
@@ -60,9 +62,24 @@ export class CatalogService {
     private readonly prepareVersion: VersionPreparer,
     private readonly schemas: SchemaCompiler,
     private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
-    /** Refuses code that does not parse in its language (validation_error with the line). */
-    private readonly syntax: (definition: FunctionDefinition) => Promise<void> = checkSyntax,
+    private readonly options: {
+      /** Refuses code that does not parse in its language (validation_error with the line). */
+      syntax?: (definition: FunctionDefinition) => Promise<void>;
+      /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK): functions that need it are warned about when it is off. */
+      sandboxNetwork?: boolean;
+    } = {},
   ) {}
+
+  private syntax(definition: FunctionDefinition): Promise<void> {
+    return (this.options.syntax ?? checkSyntax)(definition);
+  }
+
+  /** Warnings for a stored definition: it needs the network and the sandbox network is off. */
+  private warnings(definition: FunctionDefinition, template?: unknown): { warnings?: string[] } {
+    if (this.options.sandboxNetwork ?? networkFromEnvironment()) return {};
+    const reason = networkNeed(definition, typeof template === 'string' ? template : undefined);
+    return reason ? { warnings: [NETWORK_OFF_WARNING(reason)] } : {};
+  }
 
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
   private limits(principal: KeyPrincipal): TierLimits {
@@ -215,7 +232,7 @@ export class CatalogService {
       return this.store.createFunction(trx, service.id, name, metadata, definition);
     });
     if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
-    return { service: service.name, name: row.name, version: 1, language: definition.language, created: true };
+    return { service: service.name, name: row.name, version: 1, language: definition.language, created: true, ...this.warnings(definition, input.template) };
   }
 
   updateFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
@@ -283,7 +300,7 @@ export class CatalogService {
           if (preparationKey(next) !== prepared) return 'retry' as const;
           await this.assertVersionFits(trx, principal, service.namespace_id, next, { functionId: fn.id, activeSchemaBytes: Number(activeRow.schema_bytes) });
           const version = await this.store.appendVersion(trx, fn, next, metadata, null);
-          return { version, new_version: true };
+          return { version, new_version: true, ...this.warnings(next) };
         }
         await this.store.updateMetadata(trx, fn.id, metadata);
         return { version: fn.active_version, new_version: false };
