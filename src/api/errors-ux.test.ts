@@ -221,3 +221,35 @@ describe('sandbox network off', () => {
     assert.doesNotMatch(parseResult(await run.callTool('execute', { code: 'raise ValueError("no")' })).error, /network/);
   });
 });
+
+describe('history', () => {
+  test('list_executions(function=X) includes code-mode runs that called X; describe_execution keeps an execute\'s code, bounded', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_function', { service: 'math', name: 'is-prime', code: 'def main(input_data):\n    return True\n' });
+    await callOk(s.create, 'make_function', { service: 'math', name: 'other', code: 'def main(input_data):\n    return 1\n' });
+    const tools = await s.run('tools');
+    await tools.callTool('math__is-prime');
+    const run = await s.run();
+    const code = '# find primes\nfrom functions import is_prime\nresult = is_prime(n=7)';
+    await run.callTool('execute', { code });
+    await run.callTool('execute', { code: 'from functions import other\nresult = other()' });
+    for (const filter of ['is-prime', 'math.is-prime']) {
+      const listed = await callOk(s.create, 'list_executions', { function: filter });
+      assert.deepEqual(listed.map((e: { mode: string }) => e.mode), ['code', 'tools'], filter);
+    }
+    assert.equal((await callOk(s.create, 'list_executions', { function: 'other.is-prime' })).length, 0);
+    const [latest] = await callOk(s.create, 'list_executions', { function: 'is-prime', limit: 1 });
+    const described = await callOk(s.create, 'describe_execution', { id: latest.id });
+    assert.equal(described.code, code);
+    const [toolRun] = (await callOk(s.create, 'list_executions', { function: 'is-prime' })).slice(-1);
+    assert.equal((await callOk(s.create, 'describe_execution', { id: toolRun.id })).code, undefined, 'tool-mode runs have no code of their own');
+    // Bounded: longer code is cut at 64 KB with a marker; secrets in it are redacted like output.
+    const long = `# sk-proj-${'a'.repeat(48)}\nresult = 1\n${'#'.repeat(70 * 1024)}`;
+    await run.callTool('execute', { code: long });
+    const [big] = await callOk(s.create, 'list_executions', { limit: 1 });
+    const kept = (await callOk(s.create, 'describe_execution', { id: big.id })).code as string;
+    assert.match(kept, /\[… code cut at 65536 characters of \d+\]$/);
+    assert.ok(kept.length < 65536 + 100);
+    assert.ok(kept.includes('[REDACTED_API_KEY]') && !kept.includes('aaaaaaaa'), kept.slice(0, 80));
+  });
+});

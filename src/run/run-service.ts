@@ -8,7 +8,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
-import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
+import { recordedCode, type ExecutionRecord, type ExecutionsStore } from '../store/executions-store.js';
 import type { InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
 import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
 import type { PendingWrites } from '../store/pending-writes.js';
@@ -431,6 +431,7 @@ export class RunService {
       version: null,
       functions: calls,
       language,
+      code,
     });
   }
 
@@ -470,7 +471,7 @@ export class RunService {
     started: number,
     result: RunResult,
     counted: boolean,
-    what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language'>,
+    what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
   ): Promise<RunResult> {
     result = explainNetworkOff(result, this.deps.sandboxNetwork ?? networkFromEnvironment());
     let findings: Finding[] = [];
@@ -486,6 +487,10 @@ export class RunService {
       findings = [];
       scanned = { ok: false, error: 'the output could not be checked for secrets and was withheld', error_type: 'internal_error', stderr: '', stdout: '' };
       bytesOut = 0;
+    }
+    // An execute's code is kept bounded and redacted like its output (secrets in it are no findings: it is the caller's own input).
+    if (what.code != null) {
+      what = { ...what, code: await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), recordedCode(what.code)).then((o) => o.value as string, () => null) };
     }
     const settlement = ticket.settled ? null : { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted };
     const record: ExecutionRecord = {
@@ -519,7 +524,7 @@ export class RunService {
         isRetryableStoreError(error) &&
         this.deps.pending?.add({
           what: `record of call ${ticket.id}`,
-          bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0),
+          bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0) + (record.code?.length ?? 0),
           run: () => write().catch((retry: unknown) => {
             if (!isUniqueViolation(retry)) throw retry;
           }),

@@ -413,4 +413,12 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX active_executions_cancel_key ON active_executions(account_id, (run->>'cancel_key'))`,
     ],
   },
+  {
+    version: 14,
+    name: 'the submitted code of an execute is kept in its history',
+    statements: [
+      // The first MAX_RECORDED_CODE characters of an execute's code, redacted like its output; null for tool-mode runs.
+      `ALTER TABLE executions ADD COLUMN code TEXT`,
+    ],
+  },
 ];
