@@ -4,6 +4,7 @@ import { packagesByCategory } from '../core/python-packages.js';
 import { pythonInventory } from '../sandbox/python-inventory.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
+import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
@@ -17,6 +18,19 @@ export interface CreateToolsContext {
   history: ExecutionHistory;
   logger: Logger;
   version: string;
+  /** The request's URL: make_namespace answers the new namespace's URLs in the same form. */
+  url?: URL;
+}
+
+/** A namespace's endpoints as the caller reaches this one: by path, or by subdomain (`{ns}.create.{base}`). */
+function namespaceUrls(url: URL | undefined, current: string, name: string): { create_url: string; run_url: string } {
+  if (!url) return { create_url: `/mcp/create/${name}`, run_url: `/mcp/run/${name}` };
+  const prefix = `${current}.create.`;
+  if (!url.pathname.startsWith('/mcp/') && url.host.startsWith(prefix)) {
+    const base = url.host.slice(prefix.length);
+    return { create_url: `${url.protocol}//${name}.create.${base}/`, run_url: `${url.protocol}//${name}.run.${base}/` };
+  }
+  return { create_url: `${url.origin}/mcp/create/${name}`, run_url: `${url.origin}/mcp/run/${name}` };
 }
 
 const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
@@ -85,7 +99,14 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       input: z.object({ name: z.string().describe('Namespace name, e.g. "demo"'), description: z.string().optional() }),
       annotations: WRITE,
     },
-    (a) => catalog.makeNamespace(principal, a.name, a.description),
+    async (a) => {
+      const made = await catalog.makeNamespace(principal, a.name, a.description);
+      const answer: Record<string, unknown> = { ...made, ...namespaceUrls(ctx.url, ns, made.name) };
+      if (made.name !== ns) {
+        answer.note = `This connection still acts on namespace '${ns}' (the one in its URL). To manage '${made.name}', connect an MCP client to create_url; its functions run at run_url.`;
+      }
+      return answer;
+    },
   );
   tool(
     'list_namespaces',
@@ -195,7 +216,10 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     { description: 'Full details of a template: code, input/output schemas, tags, requirements.', input: z.object({ name: z.string().describe('Template name, e.g. "hello-world"') }), annotations: READ_ONLY },
     async (a) => {
       const template = typeof a.name === 'string' ? findTemplate(a.name) : undefined;
-      if (!template) throw new DomainError('not_found', `template ${JSON.stringify(a.name)} not found; templates: ${TEMPLATES.map((t) => t.name).join(', ')}`);
+      if (!template) {
+        const hint = suggestion(String(a.name), TEMPLATES.map((t) => t.name), 'templates');
+        throw new DomainError('not_found', `template ${JSON.stringify(a.name)} not found.${hint.text}`, hint.details);
+      }
       const { inputSchema, outputSchema, ...rest } = template;
       return { ...rest, input_schema: inputSchema, output_schema: outputSchema };
     },

@@ -42,7 +42,7 @@ async function attackRunEndpoint(ns: string, key: string, era: ClientEra, expect
   assert.deepEqual((await tools.listTools()).tools.map((t) => t.name), ['_env_status'], `${era}: no function tool is listed`);
   await refused(tools, 'utils__hello');
   await refused(tools, 'utils__ts-hello');
-  assert.equal(parseResult(await tools.callTool('_env_status')).error.type, expectedType, `${era}: _env_status`);
+  assert.equal(parseResult(await tools.callTool('_env_status')).error_type, expectedType, `${era}: _env_status`);
   await tools.close();
 
   const code = await connect(runUrl(ns, 'code'), key, era);

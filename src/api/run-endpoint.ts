@@ -10,7 +10,7 @@ import type { Logger } from './logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { RenderedCache } from './rendered-cache.js';
-import { toolError } from './tool-results.js';
+import { runToolError } from './tool-results.js';
 import { callInputProblem } from '../core/call-input.js';
 
 export type RunMode = 'code' | 'tools';
@@ -197,6 +197,11 @@ function executeDescription(names: string[]): string {
   );
 }
 
+/** The note beside an execute whose result is null. */
+export const NULL_RESULT_HINT =
+  'hint: the result is null because nothing was assigned to `result` (or it was set to None/null). To return a value, assign it: ' +
+  'Python `result = hello(name="World")`, TypeScript `result = await hello({ name: "World" });` (printed output comes back as stdout, not as the result).';
+
 /**
  * A large run answer comes rendered by a scan worker (RunResult.rendered): the tool result holds a
  * placeholder string per text (and for structuredContent) whose JSON is `"<RENDERED_MARK>-<n>"`,
@@ -278,6 +283,8 @@ function runResultToTool(result: RunResult, fn: ActiveFunction | undefined, extr
   const rendered = renderToolResult(result, !!fn && isObjectSchema(fn.definition.outputSchema));
   const content: CallToolResult['content'] = rendered.texts.map((text) => ({ type: 'text', text }));
   if (rendered.isError) return { isError: true, content };
+  // Code mode: a null result is most often a program that never assigned `result`.
+  if (!fn && result.ok && result.result === null) content.push({ type: "text", text: NULL_RESULT_HINT });
   return rendered.structured ? { content, structuredContent: rendered.structured } : { content };
 }
 
@@ -478,7 +485,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           }
           return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined, ctx.extra);
         } catch (error) {
-          return toolError(error, logger, EXECUTE_TOOL);
+          return runToolError(error, logger, EXECUTE_TOOL);
         } finally {
           unwatch();
           if (ticket) await runs.settle(ticket, false).catch(() => undefined);
@@ -522,7 +529,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
             return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn, ctx.extra);
           } catch (error) {
-            return toolError(error, logger, toolName(fn));
+            return runToolError(error, logger, toolName(fn));
           } finally {
             unwatch();
             if (ticket) await runs.settle(ticket, false).catch(() => undefined);
@@ -563,7 +570,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           };
           return { content: [{ type: 'text', text: JSON.stringify(answer, null, 2) }] };
         } catch (error) {
-          return toolError(error, logger, ENV_STATUS_TOOL);
+          return runToolError(error, logger, ENV_STATUS_TOOL);
         }
       }) as never,
     );

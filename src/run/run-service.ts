@@ -9,7 +9,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
-import type { ExecutionRecord, ExecutionsStore } from '../store/executions-store.js';
+import { recordedCode, type ExecutionRecord, type ExecutionsStore } from '../store/executions-store.js';
 import type { InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
 import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
 import type { PendingWrites } from '../store/pending-writes.js';
@@ -21,6 +21,8 @@ import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
 import { callInputProblem } from '../core/call-input.js';
+import { explainMissingImport, explainNetworkOff } from './import-hints.js';
+import { networkFromEnvironment } from '../sandbox/bubblewrap.js';
 import { toIdentifier } from '../core/names.js';
 import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
@@ -122,6 +124,8 @@ export class RunService {
       pending?: PendingWrites;
       /** Cancellations through the database, for calls running on other nodes. */
       cancels?: CancelStore;
+      /** Whether runs get network egress (default: MCPWORKS_SANDBOX_NETWORK); when off, network failures say so. */
+      sandboxNetwork?: boolean;
     },
   ) {
     this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
@@ -475,7 +479,7 @@ export class RunService {
     } finally {
       finished = true;
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, fromOutcome(outcome, signal), !platformFailed(outcome), {
+    return this.finish(ctx, ticket, namespace.namespaceId, started, explainMissingImport(fromOutcome(outcome, signal), snapshot), !platformFailed(outcome), {
       mode: 'code',
       serviceName: null,
       functionName: null,
@@ -483,6 +487,7 @@ export class RunService {
       version: null,
       functions: calls,
       language,
+      code,
     });
   }
 
@@ -526,9 +531,10 @@ export class RunService {
     started: number,
     result: RunResult,
     counted: boolean,
-    what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language'>,
+    what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
     objectOutputSchema = false,
   ): Promise<RunResult> {
+    result = explainNetworkOff(result, this.deps.sandboxNetwork ?? networkFromEnvironment());
     let findings: Finding[] = [];
     let scanned: RunResult;
     let bytesOut: number;
@@ -543,6 +549,10 @@ export class RunService {
       findings = [];
       scanned = { ok: false, error: 'the output could not be checked for secrets and was withheld', error_type: 'internal_error', stderr: '', stdout: '' };
       bytesOut = 0;
+    }
+    // An execute's code is kept bounded and redacted like its output (secrets in it are no findings: it is the caller's own input).
+    if (what.code != null) {
+      what = { ...what, code: await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), recordedCode(what.code)).then((o) => o.value as string, () => null) };
     }
     const settlement = ticket.settled ? null : { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted };
     const record: ExecutionRecord = {
@@ -576,7 +586,7 @@ export class RunService {
         isRetryableStoreError(error) &&
         this.deps.pending?.add({
           what: `record of call ${ticket.id}`,
-          bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0),
+          bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0) + (record.code?.length ?? 0),
           run: () => write().catch((retry: unknown) => {
             if (!isUniqueViolation(retry)) throw retry;
           }),

@@ -9,6 +9,10 @@ import { CatalogStore, versionToDefinition, type Trx, type VersionSummaryRow } f
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
 import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
+import { checkSyntax } from '../run/syntax-check.js';
+import { suggestion } from '../core/suggest.js';
+import { networkNeed, NETWORK_OFF_WARNING } from '../core/network-needs.js';
+import { networkFromEnvironment } from '../sandbox/bubblewrap.js';
 
 /** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages, queued per account). */
 export type VersionPreparer = (definition: FunctionDefinition, accountId: string) => Promise<void>;
@@ -28,6 +32,12 @@ export interface FunctionInput extends FunctionDefinitionInput {
 }
 
 const iso = (d: Date): string => new Date(d).toISOString();
+
+/**
+ * Function not-found errors thrown where a transaction is open (where listing the service's other
+ * functions could wait on that transaction); explained() adds the suggestions once it is over.
+ */
+const missingFunctions = new WeakMap<DomainError, { service: ServiceRow; name: string }>();
 
 function requireScope(principal: KeyPrincipal, scope: Scope): void {
   if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
@@ -52,7 +62,24 @@ export class CatalogService {
     private readonly prepareVersion: VersionPreparer,
     private readonly schemas: SchemaCompiler,
     private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
+    private readonly options: {
+      /** Refuses code that does not parse in its language (validation_error with the line). */
+      syntax?: (definition: FunctionDefinition) => Promise<void>;
+      /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK): functions that need it are warned about when it is off. */
+      sandboxNetwork?: boolean;
+    } = {},
   ) {}
+
+  private syntax(definition: FunctionDefinition): Promise<void> {
+    return (this.options.syntax ?? checkSyntax)(definition);
+  }
+
+  /** Warnings for a stored definition: it needs the network and the sandbox network is off. */
+  private warnings(definition: FunctionDefinition, template?: unknown): { warnings?: string[] } {
+    if (this.options.sandboxNetwork ?? networkFromEnvironment()) return {};
+    const reason = networkNeed(definition, typeof template === 'string' ? template : undefined);
+    return reason ? { warnings: [NETWORK_OFF_WARNING(reason)] } : {};
+  }
 
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
   private limits(principal: KeyPrincipal): TierLimits {
@@ -108,7 +135,12 @@ export class CatalogService {
 
   /** The caller's namespace; anything else (another account's, another key's limit) is not found. */
   async namespace(principal: KeyPrincipal, name: string): Promise<NamespaceRow> {
-    return this.visibleNamespace(principal, name, this.keyReaches(principal, name) ? await this.store.findNamespace(principal.accountId, name) : undefined);
+    const row = this.keyReaches(principal, name) ? await this.store.findNamespace(principal.accountId, name) : undefined;
+    if (row) return row;
+    // Only the caller's own namespaces (that its key reaches) are named: another account's look absent.
+    const own = (await this.store.listNamespaces(principal.accountId)).map((r) => r.name).filter((n) => this.keyReaches(principal, n));
+    const hint = suggestion(name, own, 'namespaces');
+    throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace.${hint.text}`, hint.details);
   }
 
   /** namespace() for a row the caller already read: the principal's account's namespace called `name`, or none. */
@@ -192,6 +224,7 @@ export class CatalogService {
     // Names and limits first: a refused call must not make the server compile schemas or install
     // packages. Checked again where the function is written (something may have changed meanwhile).
     await this.store.withNamespaceLock(service.namespace_id, fits);
+    await this.syntax(definition);
     await this.compileSchemas(principal, definition.inputSchema, definition.outputSchema);
     await this.prepareVersion(definition, principal.accountId);
     const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
@@ -199,10 +232,16 @@ export class CatalogService {
       return this.store.createFunction(trx, service.id, name, metadata, definition);
     });
     if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
-    return { service: service.name, name: row.name, version: 1, language: definition.language, created: true };
+    return { service: service.name, name: row.name, version: 1, language: definition.language, created: true, ...this.warnings(definition, input.template) };
   }
 
-  async updateFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
+  updateFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
+    return this.updateFunctionInner(principal, nsName, input).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async updateFunctionInner(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, input.service);
     const name = typeof input.name === 'string' ? input.name : validateEntityName('function', input.name);
@@ -216,7 +255,7 @@ export class CatalogService {
     }
     // Exists and is not locked: checked before any work is done for the change, and again where it is written.
     const writable = (fn: FunctionRow | undefined): FunctionRow => {
-      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (!fn) throw this.functionNotFound(service, name);
       if (fn.locked) throw this.lockedError(service.name, fn.name);
       return fn;
     };
@@ -234,6 +273,8 @@ export class CatalogService {
           const fn = writable(row);
           await this.assertVersionFits(trx, principal, service.namespace_id, draft, await this.activeSizes(trx, fn));
         });
+        // New code (or a new language) must parse; a restored version is copied as it was.
+        if (restore === undefined && (draft.code !== active.code || draft.language !== active.language)) await this.syntax(draft);
         // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
         if (restore === undefined) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
         // A restored version's packages may have been collected since (unreferenced): installed again.
@@ -252,14 +293,14 @@ export class CatalogService {
           return { version, new_version: true, restored_from: restore };
         }
         const activeRow = await this.store.versionInTrx(trx, fn.id, fn.active_version);
-        if (!activeRow) throw notFound('function', `${service.name}.${name}`);
+        if (!activeRow) throw this.functionNotFound(service, name);
         const active = versionToDefinition(activeRow);
         const next = buildDefinition(input, active);
         if (definitionChanged(active, next)) {
           if (preparationKey(next) !== prepared) return 'retry' as const;
           await this.assertVersionFits(trx, principal, service.namespace_id, next, { functionId: fn.id, activeSchemaBytes: Number(activeRow.schema_bytes) });
           const version = await this.store.appendVersion(trx, fn, next, metadata, null);
-          return { version, new_version: true };
+          return { version, new_version: true, ...this.warnings(next) };
         }
         await this.store.updateMetadata(trx, fn.id, metadata);
         return { version: fn.active_version, new_version: false };
@@ -269,24 +310,36 @@ export class CatalogService {
     throw new DomainError('conflict', `function '${service.name}.${name}' is being updated concurrently; try again`);
   }
 
-  async deleteFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown) {
+  deleteFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown) {
+    return this.deleteFunctionInner(principal, nsName, serviceInput, nameInput).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async deleteFunctionInner(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown) {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, serviceInput);
     const name = String(nameInput ?? '');
     return this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
-      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (!fn) throw this.functionNotFound(service, name);
       if (fn.locked) throw this.lockedError(service.name, fn.name);
       await this.store.deleteFunction(trx, fn.id);
       return { deleted: `${service.name}.${fn.name}` };
     });
   }
 
-  async setLocked(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, locked: boolean) {
+  setLocked(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, locked: boolean) {
+    return this.setLockedInner(principal, nsName, serviceInput, nameInput, locked).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async setLockedInner(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, locked: boolean) {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, serviceInput);
     const name = String(nameInput ?? '');
     return this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, fn) => {
-      if (!fn) throw notFound('function', `${service.name}.${name}`);
+      if (!fn) throw this.functionNotFound(service, name);
       await this.store.setLocked(trx, fn.id, locked);
       return { service: service.name, name: fn.name, locked };
     });
@@ -300,7 +353,13 @@ export class CatalogService {
     return rows.map((r) => ({ ...r, updated_at: iso(r.updated_at) }));
   }
 
-  async describeFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
+  describeFunction(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
+    return this.describeFunctionInner(principal, nsName, serviceInput, nameInput, versionInput).catch(async (error: unknown) => {
+      throw await this.explained(error);
+    });
+  }
+
+  private async describeFunctionInner(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
     requireScope(principal, 'read');
     const service = await this.service(principal, nsName, serviceInput);
     const { fn } = await this.activeVersion(service, String(nameInput ?? ''));
@@ -348,15 +407,18 @@ export class CatalogService {
     const ns = await this.namespace(principal, nsName);
     if (typeof nameInput !== 'string' || nameInput === '') throw invalid('service is required', { field: 'service' });
     const service = await this.store.findService(ns.id, nameInput);
-    if (!service) throw new DomainError('not_found', `service '${nameInput}' not found in namespace '${ns.name}'; create it with make_service`);
+    if (!service) {
+      const hint = suggestion(nameInput, (await this.store.listServices(ns.id)).map((r) => r.name), `services in namespace '${ns.name}'`);
+      throw new DomainError('not_found', `service '${nameInput}' not found in namespace '${ns.name}'; create it with make_service.${hint.text}`, hint.details);
+    }
     return service;
   }
 
   private async activeVersion(service: ServiceRow, name: string): Promise<{ fn: FunctionRow; version: FunctionVersionRow }> {
     const fn = await this.store.findFunction(service.id, name);
-    if (!fn) throw notFound('function', `${service.name}.${name}`);
+    if (!fn) throw this.functionNotFound(service, name);
     const version = await this.store.findVersion(fn.id, fn.active_version);
-    if (!version) throw notFound('function', `${service.name}.${name}`);
+    if (!version) throw this.functionNotFound(service, name);
     return { fn, version };
   }
 
@@ -365,6 +427,21 @@ export class CatalogService {
     const source = await this.store.findVersion(fn.id, restore);
     if (!source) throw this.versionNotFound(service, fn, restore);
     return source;
+  }
+
+  private functionNotFound(service: ServiceRow, name: string): DomainError {
+    const error = notFound('function', `${service.name}.${name}`);
+    missingFunctions.set(error, { service, name });
+    return error;
+  }
+
+  /** A function not-found, with the service's function names and the nearest ones (outside any transaction). */
+  private async explained(error: unknown): Promise<unknown> {
+    const missing = error instanceof DomainError ? missingFunctions.get(error) : undefined;
+    if (!missing) return error;
+    const names = (await this.store.listFunctions(missing.service.id)).map((r) => r.name);
+    const hint = suggestion(missing.name, names, `functions in service '${missing.service.name}'`);
+    return new DomainError('not_found', `function '${missing.service.name}.${missing.name}' not found.${hint.text}`, hint.details);
   }
 
   private versionNotFound(service: ServiceRow, fn: FunctionRow, version: number): DomainError {

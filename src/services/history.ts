@@ -67,7 +67,7 @@ export class ExecutionHistory {
     const namespaceId = await this.namespaceId(principal, ns);
     const row = typeof id === 'string' ? await this.store.find(namespaceId, id) : undefined;
     if (!row) throw new DomainError('not_found', `execution ${JSON.stringify(id)} not found`);
-    return { ...summary(row), error_message: row.error_message, stdout: row.stdout, stderr: row.stderr };
+    return { ...summary(row), error_message: row.error_message, stdout: row.stdout, stderr: row.stderr, ...(row.mode === 'code' ? { code: row.code } : {}) };
   }
 
   async securityEvents(principal: KeyPrincipal, ns: string, since: unknown, limit: unknown) {

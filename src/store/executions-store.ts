@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { QueryCreator } from 'kysely';
+import { sql, type QueryCreator } from 'kysely';
 import { withSettlement, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
 import type { Database, ExecutionRow, SecurityEventRow } from './schema.js';
@@ -25,6 +25,19 @@ export interface ExecutionRecord {
   bytesOut: number;
   stdout: string;
   stderr: string;
+  /** An execute's submitted code, already bounded and redacted (tool mode: absent). */
+  code?: string | null;
+}
+
+/** Characters of an execute's code kept in its history; longer code is cut with a marker. */
+export const MAX_RECORDED_CODE = 64 * 1024;
+
+/** The code as history keeps it: at most MAX_RECORDED_CODE characters (not splitting a surrogate pair), then a marker. */
+export function recordedCode(code: string): string {
+  if (code.length <= MAX_RECORDED_CODE) return code;
+  let end = MAX_RECORDED_CODE;
+  if (/[\uD800-\uDBFF]/.test(code[end - 1]!)) end--;
+  return `${code.slice(0, end)}\n[… code cut at ${MAX_RECORDED_CODE} characters of ${code.length}]`;
 }
 
 export interface ExecutionFilter {
@@ -55,8 +68,17 @@ export class ExecutionsStore {
 
   list(namespaceId: string, filter: ExecutionFilter): Promise<ExecutionRow[]> {
     let query = this.db.selectFrom('executions').selectAll().where('namespace_id', '=', namespaceId);
-    if (filter.functionName !== undefined) query = query.where('function_name', '=', filter.functionName);
-    if (filter.serviceName !== undefined) query = query.where('service_name', '=', filter.serviceName);
+    const { functionName, serviceName } = filter;
+    if (functionName !== undefined) {
+      // The function's own runs, and code-mode runs that called it (recorded as `service.name@version`).
+      const called =
+        serviceName === undefined
+          ? sql<boolean>`EXISTS (SELECT 1 FROM jsonb_array_elements_text(executions.functions) AS called(entry) WHERE split_part(split_part(called.entry, '@', 1), '.', 2) = ${functionName})`
+          : sql<boolean>`EXISTS (SELECT 1 FROM jsonb_array_elements_text(executions.functions) AS called(entry) WHERE split_part(called.entry, '@', 1) = ${`${serviceName}.${functionName}`})`;
+      query = query.where((eb) =>
+        eb.or([serviceName === undefined ? eb('function_name', '=', functionName) : eb.and([eb('function_name', '=', functionName), eb('service_name', '=', serviceName)]), called]),
+      );
+    } else if (serviceName !== undefined) query = query.where('service_name', '=', serviceName);
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
     if (filter.since !== undefined) query = query.where('created_at', '>=', filter.since);
     return query.orderBy('created_at', 'desc').orderBy('id').limit(filter.limit).execute();
@@ -105,6 +127,7 @@ function recordingStatement(db: QueryCreator<Database>, execution: ExecutionReco
     bytes_out: execution.bytesOut,
     stdout: storable(execution.stdout),
     stderr: storable(execution.stderr),
+    code: execution.code == null ? null : storable(execution.code),
   });
 }
 

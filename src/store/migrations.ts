@@ -516,4 +516,12 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 13,
+    name: 'the submitted code of an execute is kept in its history',
+    statements: [
+      // The first MAX_RECORDED_CODE characters of an execute's code, redacted like its output; null for tool-mode runs.
+      `ALTER TABLE executions ADD COLUMN code TEXT`,
+    ],
+  },
 ];

@@ -113,6 +113,8 @@ export interface ExecutionsTable {
   error_message: string | null;
   stdout: string;
   stderr: string;
+  /** An execute's submitted code (bounded, redacted); null for tool-mode runs. */
+  code: string | null;
   language: string | null;
   created_at: Timestamp;
 }

@@ -208,6 +208,8 @@ export async function callError(client: McpTestClient, name: string, args: Recor
   const result = await client.callTool(name, args);
   if (!result.isError) throw new Error(`${name} unexpectedly succeeded: ${JSON.stringify(parseResult(result))}`);
   const parsed = parseResult(result);
+  // The run endpoint's shape ({"error": message, "error_type": T}) read like the create endpoint's.
+  if (typeof parsed?.error === 'string') return { ...parsed, type: parsed.error_type, message: parsed.error };
   return parsed?.error ?? { type: 'unstructured', message: String(parsed) };
 }
 

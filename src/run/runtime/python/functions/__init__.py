@@ -132,8 +132,41 @@ for _entry in _CATALOG["functions"]:
 __all__ = sorted(list(_services) + list(_by_identifier))
 
 
+class FunctionNotFoundError(ImportError):
+    """No function or service of that name in this namespace; the message lists the available ones."""
+
+
+def _not_found(name, where, names):
+    # An ImportError, not an AttributeError: `from functions import x` would replace an
+    # AttributeError's message by a bare "cannot import name". Private names stay AttributeErrors
+    # so that hasattr() probes (__path__, _repr_html_, ...) behave as usual.
+    if name.startswith("_"):
+        return AttributeError(f"module '{where}' has no attribute '{name}'")
+    import difflib
+    nearest = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    nearest += [n for n in names if n not in nearest and len(name) >= 4 and (name in n or n in name)][: 3 - len(nearest)]
+    listed = sorted(names)
+    shown = ", ".join(listed[:50]) + (f", ... ({len(listed)} in all)" if len(listed) > 50 else "")
+    mean = f" Did you mean {' or '.join(repr(n) for n in nearest)}?" if nearest else ""
+    available = f" Available in {where}: {shown}." if listed else " This namespace has no functions yet."
+    error = FunctionNotFoundError(f"{where} has no function or service '{name}'.{mean}{available} print(functions.__doc__) lists them with their signatures.")
+    error.name = where
+    return error
+
+
 def __getattr__(name):
     if name in _ambiguous:
         where = ", ".join(f"functions.{e['serviceIdentifier']}.{name}" for e in _CATALOG["functions"] if e["identifier"] == name)
         raise ImportError(f"'{name}' exists in several services; import it from one of: {where}")
-    raise AttributeError(f"module 'functions' has no function or service '{name}'; print(functions.__doc__) lists them")
+    raise _not_found(name, "functions", list(_services) + list(_by_identifier) + sorted(_ambiguous))
+
+
+def _service_getattr(service):
+    def __getattr__(name):
+        raise _not_found(name, service.__name__, list(service.__all__))
+
+    return __getattr__
+
+
+for _service in _services.values():
+    _service.__getattr__ = _service_getattr(_service)

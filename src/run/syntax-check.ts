@@ -1,0 +1,138 @@
+/**
+ * Create-time syntax check of a function's code, so that code that cannot parse is refused when it
+ * is stored rather than when it first runs. Python is compiled (never executed) by a host
+ * `python3 -I -S` child that only calls compile() under CPU, memory and time limits; TypeScript is
+ * transformed by esbuild, as it is before every run.
+ */
+import { spawn } from 'node:child_process';
+import { DomainError } from '../core/errors.js';
+import type { FunctionDefinition } from '../core/functions.js';
+import { transpileTypescript } from '../sandbox/transpile.js';
+
+const PYTHON = '/usr/bin/python3';
+/** Compiling 1 MB of Python takes well under a second; a child past this is stopped. */
+const COMPILE_TIMEOUT_MS = 10_000;
+/** Checks running at once on this node (each is a short-lived python3 process); others wait. */
+const MAX_CONCURRENT = 2;
+
+// Reads the source from stdin and only compiles it: compile() runs none of the user's code. The
+// limits come first so that pathological input (deep nesting, huge literals) is stopped cheaply.
+const COMPILE_ONLY = [
+  'import resource, sys, json',
+  'resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))',
+  'resource.setrlimit(resource.RLIMIT_CPU, (5, 5))',
+  'source = sys.stdin.buffer.read().decode("utf-8", "replace")',
+  'try:',
+  '    compile(source, "main.py", "exec", dont_inherit=True)',
+  '    print(json.dumps({"ok": True}))',
+  'except (SyntaxError, ValueError) as e:',
+  '    print(json.dumps({"ok": False, "type": type(e).__name__, "msg": getattr(e, "msg", None) or str(e), "line": getattr(e, "lineno", None), "offset": getattr(e, "offset", None), "text": getattr(e, "text", None)}))',
+  'except (MemoryError, RecursionError) as e:',
+  '    print(json.dumps({"ok": False, "type": type(e).__name__, "msg": "the code is too deeply nested or too large to compile", "line": None}))',
+].join('\n');
+
+interface PythonVerdict {
+  ok: boolean;
+  type?: string;
+  msg?: string;
+  line?: number | null;
+  offset?: number | null;
+  text?: string | null;
+}
+
+let running = 0;
+const waiting: Array<() => void> = [];
+
+async function slot<T>(body: () => Promise<T>): Promise<T> {
+  if (running >= MAX_CONCURRENT) await new Promise<void>((resolve) => waiting.push(resolve));
+  running++;
+  try {
+    return await body();
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
+}
+
+function compilePython(code: string): Promise<PythonVerdict> {
+  return slot(
+    () =>
+      new Promise<PythonVerdict>((resolve) => {
+        // An empty environment: nothing of the server's reaches the child.
+        const child = spawn(PYTHON, ['-I', '-S', '-B', '-c', COMPILE_ONLY], { env: {}, stdio: ['pipe', 'pipe', 'ignore'] });
+        let out = '';
+        const timer = setTimeout(() => child.kill('SIGKILL'), COMPILE_TIMEOUT_MS);
+        child.stdout.setEncoding('utf8');
+        child.stdout.on('data', (chunk: string) => {
+          if (out.length < 64 * 1024) out += chunk;
+        });
+        child.stdin.on('error', () => undefined);
+        child.on('error', () => resolve({ ok: true })); // no python3 on the host: the run reports it instead
+        child.on('close', () => {
+          clearTimeout(timer);
+          try {
+            resolve(JSON.parse(out) as PythonVerdict);
+          } catch {
+            resolve({ ok: false, type: 'SyntaxError', msg: 'the code could not be compiled within the limits (too large or too deeply nested)', line: null });
+          }
+        });
+        child.stdin.end(code);
+      }),
+  );
+}
+
+/** Unmistakable TypeScript/JavaScript in code sent as Python (the default language). */
+const TYPESCRIPT_SIGNS = [
+  /^\s*export\s+(default\s+)?(async\s+)?(function|const|let|class|interface|type)\b/m,
+  /^\s*(async\s+)?function\s+\w+\s*\(/m,
+  /^\s*(const|let|var)\s+\w+(\s*:\s*[\w<>[\]| ]+)?\s*=/m,
+  /^\s*import\s+(\{[^}]*\}|\*\s+as\s+\w+|\w+)\s+from\s+['"]/m,
+  /^\s*(interface|type)\s+\w+\s*(=|\{)/m,
+  /=>\s*[{(]/,
+];
+const PYTHON_SIGNS = [/^\s*def\s+\w+\s*\(.*\)\s*(->\s*[^:]+)?:\s*$/m, /^\s*(from\s+\w+(\.\w+)*\s+)?import\s+\w+(\s+as\s+\w+)?\s*$/m, /^\s*(elif|except)\b.*:\s*$/m];
+
+export function looksLikeTypescript(code: string): boolean {
+  return TYPESCRIPT_SIGNS.some((sign) => sign.test(code));
+}
+
+export function looksLikePython(code: string): boolean {
+  return PYTHON_SIGNS.some((sign) => sign.test(code));
+}
+
+function pythonMessage(verdict: PythonVerdict): string {
+  const where = typeof verdict.line === 'number' ? `line ${verdict.line}${typeof verdict.offset === 'number' && verdict.offset > 0 ? `, column ${verdict.offset}` : ''}: ` : '';
+  const text = typeof verdict.text === 'string' && verdict.text.trim() !== '' ? `\n    ${verdict.text.replace(/\n$/, '').slice(0, 200)}` : '';
+  return `${where}${verdict.msg ?? 'invalid syntax'}${text}`;
+}
+
+/**
+ * Refuses (validation_error, with the line) code that does not parse in its language; the hint
+ * names the other language when the code looks like it.
+ */
+export async function checkSyntax(definition: Pick<FunctionDefinition, 'language' | 'code'>): Promise<void> {
+  const { language, code } = definition;
+  if (language === 'python') {
+    const verdict = await compilePython(code);
+    if (verdict.ok) return;
+    const typescript = looksLikeTypescript(code) && (await transpileTypescript(code)).ok;
+    const hint = typescript ? ' This looks like TypeScript: pass language: "typescript" (the default language is python).' : '';
+    throw new DomainError('validation_error', `code is not valid Python (${verdict.type ?? 'SyntaxError'}) at ${pythonMessage(verdict)}${hint}`, {
+      field: 'code',
+      language: 'python',
+      ...(typeof verdict.line === 'number' ? { line: verdict.line } : {}),
+      ...(typescript ? { looks_like: 'typescript' } : {}),
+    });
+  }
+  const transpiled = await transpileTypescript(code);
+  if (transpiled.ok) return;
+  const python = looksLikePython(code) && (await compilePython(code)).ok;
+  const hint = python ? ' This looks like Python: pass language: "python" (or leave language out).' : '';
+  const line = /\(line (\d+)\)$/.exec(transpiled.message)?.[1];
+  throw new DomainError('validation_error', `code is not valid TypeScript: ${transpiled.detail}${hint}`, {
+    field: 'code',
+    language: 'typescript',
+    ...(line ? { line: Number(line) } : {}),
+    ...(python ? { looks_like: 'python' } : {}),
+  });
+}
