@@ -19,7 +19,7 @@ export const PYTHON_LIBRARY = `${PACKAGE_MOUNT}/python`;
 export const NODE_LIBRARY = `${PACKAGE_MOUNT}/node/node_modules`;
 
 // Bump when the layout or the loaders change, so old cached packages are not reused.
-const GENERATOR_VERSION = 4;
+const GENERATOR_VERSION = 5;
 const COMPLETE = '.complete';
 const IDENTIFIER = /^[a-z][a-z0-9_]*$/;
 
