@@ -1,6 +1,7 @@
 // test-database: embedded, create and run tools one call at a time
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { encodeEnvHeader } from '../core/env-header.js';
 import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
@@ -171,6 +172,15 @@ describe('execute without a result', () => {
     }
     const answered = await run.callTool('execute', { code: 'result = 2' });
     assert.deepEqual((answered.content as Array<{ text: string }>).map((c) => c.text), ['2']);
+    // A large answer is rendered in a scan worker: the hint is there too.
+    const large = await run.callTool('execute', { code: 'print("y" * 40000)' });
+    const largeTexts = (large.content as Array<{ text: string }>).map((c) => c.text);
+    assert.equal(largeTexts[0], 'null');
+    assert.match(largeTexts[2] ?? '', /^hint: the result is null because nothing was assigned to `result`/);
+    // A function's own tool never gets it.
+    await callOk(s.create, 'make_function', { service: 'math', name: 'nothing', code: 'def main(input_data):\n    return None\n' });
+    const tools = await s.run('tools');
+    assert.deepEqual(((await tools.callTool('math__nothing')).content as Array<{ text: string }>).map((c) => c.text), ['null']);
   });
 });
 
@@ -251,5 +261,16 @@ describe('history', () => {
     assert.match(kept, /\[… code cut at 65536 characters of \d+\]$/);
     assert.ok(kept.length < 65536 + 100);
     assert.ok(kept.includes('[REDACTED_API_KEY]') && !kept.includes('aaaaaaaa'), kept.slice(0, 80));
+
+    // Over 1 KB of env values sends the scan to a worker: the code is redacted there the same way,
+    // and the run still answers and is recorded.
+    await callOk(s.create, 'make_function', { service: 'math', name: 'needs-token', code: 'def main(input_data):\n    return 1\n', required_env: ['BIG_TOKEN'] });
+    const token = `tok${'x9Y'.repeat(700)}`;
+    const withEnv = await connect(`${server.url}/mcp/run/${s.ns}`, s.key, 'v2', { 'x-mcpworks-env': encodeEnvHeader({ BIG_TOKEN: token }) });
+    const answered = await withEnv.callTool('execute', { code: `# ${token}\nresult = 2` });
+    assert.equal(parseResult(answered), 2);
+    const [withToken] = await callOk(s.create, 'list_executions', { limit: 1 });
+    const keptCode = (await callOk(s.create, 'describe_execution', { id: withToken.id })).code as string;
+    assert.ok(keptCode.includes('[REDACTED_ENV_VALUE]') && !keptCode.includes('x9Yx9Y'), keptCode.slice(0, 80));
   });
 });

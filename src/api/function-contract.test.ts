@@ -128,6 +128,20 @@ describe('one function contract in both languages', () => {
     assert.deepEqual(succeeded(await execute(s, 'import { py_shape, ts_shape } from "functions";\nresult = [await py_shape({ n: 1 }), await ts_shape({ n: 2 })];', 'typescript')), [{ n: 1 }, { n: 2 }]);
     // Other-language calls keep their check.
     assert.deepEqual(succeeded(await execute(s, 'from functions import ts_shape, FunctionError\ntry:\n    ts_shape()\nexcept FunctionError as error:\n    result = error.error_type\n')), 'SchemaError');
+    // A result over 32 KB goes back for its check as a large bridge line, read in a scan worker:
+    // checked as the value it is (a valid one passes, an invalid one is refused), in both languages.
+    const echo = await space([
+      { name: 'py-echo', code: 'def main(input_data):\n    return input_data\n', output_schema: shape },
+      { name: 'ts-echo', language: 'typescript', code: 'export default (input: unknown) => input;\n', output_schema: shape },
+    ]);
+    const bigPy = 'from functions import py_echo, FunctionError\nok = py_echo(n=1, pad="x" * 40000)\ntry:\n    py_echo(n="x" * 40000)\n    bad = "unchecked"\nexcept FunctionError as error:\n    bad = error.error_type\nresult = [ok["n"], len(ok["pad"]), bad]\n';
+    assert.deepEqual(succeeded(await execute(echo, bigPy)), [1, 40000, 'SchemaError']);
+    const bigTs = 'import { ts_echo } from "functions";\nconst ok: any = await ts_echo({ n: 1, pad: "x".repeat(40000) });\nlet bad = "unchecked";\ntry {\n  await ts_echo({ n: "x".repeat(40000) });\n} catch (error: any) {\n  bad = error.errorType;\n}\nresult = [ok.n, ok.pad.length, bad];\n';
+    assert.deepEqual(succeeded(await execute(echo, bigTs, 'typescript')), [1, 40000, 'SchemaError']);
+    // A large call's input is checked as a value too: a 600 KB string is one value (not 600,000),
+    // and an inexact integer in a large input is refused, as in a small one.
+    const bigInput = 'from functions import ts_echo, FunctionError\nok = ts_echo(n=2, pad="y" * 600000)\ntry:\n    ts_echo(n=2**63 + 1, pad="y" * 40000)\n    bad = "unchecked"\nexcept FunctionError as error:\n    bad = error.error_type\nresult = [ok["n"], len(ok["pad"]), bad]\n';
+    assert.deepEqual(succeeded(await execute(echo, bigInput)), [2, 600000, 'validation_error']);
   });
 });
 
@@ -148,11 +162,11 @@ describe('call inputs are checked before admission', () => {
       for (const tool of ['c__py-echo', 'c__ts-echo']) {
         const refused = await call(s.tools, tool, { a: nested(levels) });
         assert.equal(refused.isError, true);
-        assert.equal(refused.value.error.type, 'validation_error', JSON.stringify(refused.value).slice(0, 300));
-        assert.match(refused.value.error.message, new RegExp(`nested deeper than ${MAX_CHECKED_DEPTH} levels`));
+        assert.equal(refused.value.error_type, 'validation_error', JSON.stringify(refused.value).slice(0, 300));
+        assert.match(refused.value.error, new RegExp(`nested deeper than ${MAX_CHECKED_DEPTH} levels`));
       }
       const execute = await call(s.code, 'execute', { code: 'result = 1', extra: nested(levels) });
-      assert.equal(execute.value.error.type, 'validation_error');
+      assert.equal(execute.value.error_type, 'validation_error');
     }
     // 20,000 levels: deeper than the SDK client can serialise, so sent as text.
     const abyss = `${'['.repeat(20_000)}1${']'.repeat(20_000)}`;
@@ -164,7 +178,7 @@ describe('call inputs are checked before admission', () => {
       });
       const text = await response.text();
       const message = JSON.parse(text.includes('data:') ? text.split('data:').pop()!.trim() : text);
-      assert.equal(JSON.parse(message.result.content[0].text).error.type, 'validation_error', text.slice(0, 300));
+      assert.equal(JSON.parse(message.result.content[0].text).error_type, 'validation_error', text.slice(0, 300));
     }
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
     assert.equal(await s.usage(), 0, 'nothing refused before admission is metered');
@@ -224,9 +238,9 @@ describe('integers are exact end to end, or refused', () => {
     // Inputs: as text (exactly as a client wrote them) and through the SDK client.
     for (const tool of ['c__py-id', 'c__ts-id']) {
       const refused = await rawCall(s, '?mode=tools', '{"n":9007199254740993}', tool);
-      assert.equal(refused.error.type, 'validation_error');
-      assert.match(refused.error.message, /beyond ±9007199254740991.*send it as a string/);
-      assert.equal((await call(s.tools, tool, { n: 2 ** 60 })).value.error.type, 'validation_error');
+      assert.equal(refused.error_type, 'validation_error');
+      assert.match(refused.error, /beyond ±9007199254740991.*send it as a string/);
+      assert.equal((await call(s.tools, tool, { n: 2 ** 60 })).value.error_type, 'validation_error');
     }
     assert.equal(await s.usage(), 0, 'refused inputs are not metered');
     // Exact integers pass unchanged, to Python and back.

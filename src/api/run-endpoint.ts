@@ -197,11 +197,6 @@ function executeDescription(names: string[]): string {
   );
 }
 
-/** The note beside an execute whose result is null. */
-export const NULL_RESULT_HINT =
-  'hint: the result is null because nothing was assigned to `result` (or it was set to None/null). To return a value, assign it: ' +
-  'Python `result = hello(name="World")`, TypeScript `result = await hello({ name: "World" });` (printed output comes back as stdout, not as the result).';
-
 /**
  * A large run answer comes rendered by a scan worker (RunResult.rendered): the tool result holds a
  * placeholder string per text (and for structuredContent) whose JSON is `"<RENDERED_MARK>-<n>"`,
@@ -280,11 +275,9 @@ export function spliceRendered(response: Response, take: (number: number) => Buf
 
 function runResultToTool(result: RunResult, fn: ActiveFunction | undefined, extra: RunScopeExtra): CallToolResult {
   if (result.rendered) return renderedToTool(result.rendered, extra);
-  const rendered = renderToolResult(result, !!fn && isObjectSchema(fn.definition.outputSchema));
+  const rendered = renderToolResult(result, !!fn && isObjectSchema(fn.definition.outputSchema), !fn);
   const content: CallToolResult['content'] = rendered.texts.map((text) => ({ type: 'text', text }));
   if (rendered.isError) return { isError: true, content };
-  // Code mode: a null result is most often a program that never assigned `result`.
-  if (!fn && result.ok && result.result === null) content.push({ type: "text", text: NULL_RESULT_HINT });
   return rendered.structured ? { content, structuredContent: rendered.structured } : { content };
 }
 

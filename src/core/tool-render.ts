@@ -19,7 +19,13 @@ export interface ToolRender {
   structured?: Record<string, unknown>;
 }
 
-export function renderToolResult(result: ToolRenderInput, objectOutputSchema: boolean): ToolRender {
+/** The note beside an execute whose result is null. */
+export const NULL_RESULT_HINT =
+  'hint: the result is null because nothing was assigned to `result` (or it was set to None/null). To return a value, assign it: ' +
+  'Python `result = hello(name="World")`, TypeScript `result = await hello({ name: "World" });` (printed output comes back as stdout, not as the result).';
+
+/** `codeMode`: the answer of an execute (not of one function's tool), which gets the null-result hint. */
+export function renderToolResult(result: ToolRenderInput, objectOutputSchema: boolean, codeMode = false): ToolRender {
   if (!result.ok) {
     const body: Record<string, unknown> = { error: result.error, error_type: result.error_type, stderr: result.stderr };
     if (result.missing) body.missing = result.missing;
@@ -30,6 +36,8 @@ export function renderToolResult(result: ToolRenderInput, objectOutputSchema: bo
   if (result.stdout) texts.push(`stdout:\n${result.stdout}`);
   // stderr is a log too (warnings, progress lines): returned beside stdout, not only kept in history.
   if (result.stderr) texts.push(`stderr:\n${result.stderr}`);
+  // Code mode: a null result is most often a program that never assigned `result`.
+  if (codeMode && (result.result ?? null) === null) texts.push(NULL_RESULT_HINT);
   const structured = objectOutputSchema && result.result !== null && typeof result.result === 'object' && !Array.isArray(result.result);
   return structured ? { isError: false, texts, structured: result.result as Record<string, unknown> } : { isError: false, texts };
 }

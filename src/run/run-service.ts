@@ -393,7 +393,7 @@ export class RunService {
       // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
       if (finished || Date.now() >= deadline) return { ok: false, error_type: 'BridgeError', error: 'the run has ended' };
       if (++bridgeCalls > MAX_BRIDGE_CALLS) return { ok: false, error_type: 'BridgeError', error: `at most ${MAX_BRIDGE_CALLS} function calls per execute` };
-      const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown; result?: unknown };
+      const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown; result?: unknown; inputProblem?: unknown };
       if ((request.op !== 'call' && request.op !== 'result') || typeof request.service !== 'string' || typeof request.function !== 'string') {
         return { ok: false, error_type: 'BridgeError', error: 'unknown bridge request' };
       }
@@ -412,7 +412,8 @@ export class RunService {
       if (calls.length < MAX_RECORDED_CALLS) calls.push(`${fn.service}.${fn.name}@${fn.version}`);
       const input = request.input ?? {};
       // As at the endpoint: an input no function could receive is the caller's error, before any cost.
-      const problem = callInputProblem(input);
+      // A large call's input arrives as bytes (RawJson), checked in the scan worker that read it.
+      const problem = input instanceof RawJson ? (typeof request.inputProblem === 'string' ? request.inputProblem : undefined) : callInputProblem(input);
       if (problem) return { ok: false, error_type: 'validation_error', error: `${fn.service}.${fn.name}: ${problem}` };
       const missing = fn.definition.requiredEnv.filter((name) => ctx.env[name] === undefined);
       if (missing.length > 0) {
@@ -540,7 +541,7 @@ export class RunService {
     let bytesOut: number;
     try {
       // A large answer comes back rendered (RunResult.rendered), its result never parsed here.
-      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result, { objectOutputSchema });
+      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result, { objectOutputSchema, codeMode: what.mode === 'code' });
       scanned = outcome.value as RunResult;
       findings = outcome.findings;
       bytesOut = outcome.bytes;
@@ -552,7 +553,9 @@ export class RunService {
     }
     // An execute's code is kept bounded and redacted like its output (secrets in it are no findings: it is the caller's own input).
     if (what.code != null) {
-      what = { ...what, code: await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), recordedCode(what.code)).then((o) => o.value as string, () => null) };
+      // Scanned as a run's log (scan() takes a run's answer, inline or in a worker), so both paths redact it the same way.
+      const asLog = { ok: true, result: null, stdout: recordedCode(what.code), stderr: '' };
+      what = { ...what, code: await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), asLog).then((o) => (o.value as { stdout: string }).stdout, () => null) };
     }
     const settlement = ticket.settled ? null : { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted };
     const record: ExecutionRecord = {

@@ -19,6 +19,8 @@ export interface ScanOutcome {
 export interface ScanOptions {
   /** The function has an object output_schema: an object result is also sent as structuredContent. */
   objectOutputSchema?: boolean;
+  /** The answer of an execute: rendered with the null-result hint. */
+  codeMode?: boolean;
 }
 
 /** A run's answer as RunResult has it (result may be a RawJson: a large answer still as bytes). */
@@ -124,7 +126,7 @@ export class ScanPool {
     }
     const { result: _result, ...fields } = run;
     const resultBytes = raw ? transferable(raw.bytes) : undefined;
-    const job = { op: 'render' as const, env, fields, objectOutputSchema: options.objectOutputSchema === true, ...(resultBytes ? { resultBytes } : resultText !== undefined ? { resultText } : {}) };
+    const job = { op: 'render' as const, env, fields, objectOutputSchema: options.objectOutputSchema === true, codeMode: options.codeMode === true, ...(resultBytes ? { resultBytes } : resultText !== undefined ? { resultText } : {}) };
     this.scanning++;
     let reply: ScanReply;
     try {
@@ -160,14 +162,14 @@ export class ScanPool {
    * A bridge call's line too large for the main thread, parsed in a worker: the request as the
    * bridge reads it (its input a RawJson), or the failure the line stands for as the run's answer.
    */
-  async decodeBridge(line: Buffer): Promise<{ request: { op?: string; service?: string; function?: string; input?: RawJson } } | { answer: { ok: false; type: string; message: string } }> {
+  async decodeBridge(line: Buffer): Promise<{ request: { op?: string; service?: string; function?: string; input?: RawJson; result?: RawJson; inputProblem?: string } } | { answer: { ok: false; type: string; message: string } }> {
     const reply = await this.submit({ op: 'bridge', line: transferable(line) }, [], []);
     if (!('bridge' in reply)) throw new Error('the bridge call could not be decoded');
     this.counts.decoded++;
     const decoded: DecodedBridge = reply.bridge;
     if (decoded.kind === 'answer') return { answer: { ok: false, type: decoded.type, message: decoded.message } };
-    const { kind: _kind, input, ...fields } = decoded;
-    return { request: { ...fields, ...(input ? { input: new RawJson(Buffer.from(input)) } : {}) } };
+    const { kind: _kind, input, result, ...fields } = decoded;
+    return { request: { ...fields, ...(input ? { input: new RawJson(Buffer.from(input)) } : {}), ...(result ? { result: new RawJson(Buffer.from(result)) } : {}) } };
   }
 
   /** Worker threads alive now (for tests and operators). */

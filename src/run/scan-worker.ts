@@ -15,6 +15,7 @@ import { renderToolResult } from '../core/tool-render.js';
 import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 import { SecretScannerCache } from './scanner-cache.js';
 import { refuseInexactResult } from '../core/exact-integers.js';
+import { callInputProblem } from '../core/call-input.js';
 
 /** The record fields of a run's answer (RunResult without its result). */
 export interface RunFields {
@@ -29,7 +30,7 @@ export interface RunFields {
 export type ScanJob =
   | { id: number; op: 'decode'; line: ArrayBuffer }
   | { id: number; op: 'bridge'; line: ArrayBuffer }
-  | { id: number; op: 'render'; env: readonly string[]; fields: RunFields; resultText?: string; resultBytes?: ArrayBuffer; objectOutputSchema: boolean };
+  | { id: number; op: 'render'; env: readonly string[]; fields: RunFields; resultText?: string; resultBytes?: ArrayBuffer; objectOutputSchema: boolean; codeMode: boolean };
 
 /** What a decoded answer line holds: as channel.ts and interpret in bubblewrap.ts read a parsed line. */
 export type DecodedAnswer =
@@ -43,7 +44,7 @@ export type DecodedAnswer =
  * deep, unreadable), the failure it stands for as the run's answer (as RunChannel.handle has it).
  */
 export type DecodedBridge =
-  | { kind: 'call'; op?: string; service?: string; function?: string; input?: ArrayBuffer }
+  | { kind: 'call'; op?: string; service?: string; function?: string; input?: ArrayBuffer; result?: ArrayBuffer; inputProblem?: string }
   | { kind: 'answer'; type: string; message: string };
 
 export type ScanReply =
@@ -100,15 +101,23 @@ function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffe
   // The line began with {"bridge": (RunChannel sends no other here), so it is an object with that key.
   const request = (parsed.message as { bridge?: unknown }).bridge;
   if (request === null || typeof request !== 'object') return { reply: { kind: 'call' }, transfer: [] };
-  const { op, service, function: name, input } = request as Record<string, unknown>;
+  const { op, service, function: name, input, result } = request as Record<string, unknown>;
   const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
   const bytes = input === undefined ? undefined : bytesOf(JSON.stringify(input));
+  // A same-language call's result, sent back for its output_schema check (op "result").
+  const resultBytes = result === undefined ? undefined : bytesOf(JSON.stringify(result));
   const call: DecodedBridge = { kind: 'call' };
   if (text(op) !== undefined) call.op = text(op)!;
   if (text(service) !== undefined) call.service = text(service)!;
   if (text(name) !== undefined) call.function = text(name)!;
   if (bytes) call.input = bytes;
-  return { reply: call, transfer: bytes ? [bytes] : [] };
+  if (resultBytes) call.result = resultBytes;
+  // The endpoint's input rules (depth, size, inexact integers), decided here on the parsed value:
+  // the main thread only sees the input's bytes.
+  const problem = input === undefined ? undefined : callInputProblem(input);
+  if (problem) call.inputProblem = problem;
+  const transfer = [bytes, resultBytes].filter((b): b is ArrayBuffer => b !== undefined);
+  return { reply: call, transfer };
 }
 
 function render(job: Extract<ScanJob, { op: 'render' }>): { reply: Omit<Extract<ScanReply, { texts: ArrayBuffer[] }>, 'id'>; transfer: ArrayBuffer[] } {
@@ -119,7 +128,7 @@ function render(job: Extract<ScanJob, { op: 'render' }>): { reply: Omit<Extract<
   const findings: Finding[] = [];
   const scanned = scanners.for(job.env).scanValue(run, findings) as RunFields & { result?: unknown };
   const bytes = Buffer.byteLength(JSON.stringify(scanned));
-  const rendered = renderToolResult(scanned, job.objectOutputSchema);
+  const rendered = renderToolResult(scanned, job.objectOutputSchema, job.codeMode);
   const texts = rendered.texts.map((text) => bytesOf(JSON.stringify(text)));
   const structured = rendered.structured ? bytesOf(JSON.stringify(rendered.structured)) : undefined;
   const { result: _result, ...redacted } = scanned;
