@@ -134,7 +134,8 @@ describe('API keys', () => {
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, created + 4100 - Date.now())));
     const expired = await response();
     assert.equal(expired.status, 401);
-    assert.equal((await expired.json()).error.type, 'unauthorized');
+    // A refusal on an MCP endpoint is a JSON-RPC error, its type in error.data.
+    assert.equal((await expired.json()).error.data.type, 'unauthorized');
   });
 
   test('another account cannot revoke my key (not found, not forbidden)', async () => {

@@ -280,8 +280,8 @@ describe('API keys honour their scopes and namespace limit on every route', () =
           const client = await connect(`${server.url}/mcp/run/${ns}${mode}`, key, era);
           const result = await client.callTool(mode ? '_env_status' : 'execute', mode ? {} : { code: 'result = 1' });
           assert.equal(result.isError, true, `${era} ${mode} ${key === readKey ? 'read key' : 'other-namespace key'}`);
-          const error = JSON.parse(result.content[0]!.text!).error;
-          assert.equal(error.type, key === readKey ? 'forbidden' : 'not_found');
+          // The run endpoint's one error shape: error (a message) with error_type beside it.
+          assert.equal(JSON.parse(result.content[0]!.text!).error_type, key === readKey ? 'forbidden' : 'not_found');
           if (mode) assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ['_env_status'], 'no function tools listed');
           await client.close();
         }

@@ -153,11 +153,11 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
 
     // The caps are checked before admission: cheap, iterative, typed, not metered (not even per minute).
     const tooDeep = parseResult(await minute.track(() => run.callTool('utils__deep', { a: nested(MAX_CHECKED_DEPTH) }), 0));
-    assert.equal(tooDeep.error.type, 'validation_error');
-    assert.match(tooDeep.error.message, new RegExp(`the input is nested deeper than ${MAX_CHECKED_DEPTH} levels`));
+    assert.equal(tooDeep.error_type, 'validation_error');
+    assert.match(tooDeep.error, new RegExp(`the input is nested deeper than ${MAX_CHECKED_DEPTH} levels`));
     const tooMany = parseResult(await minute.track(() => run.callTool('utils__uniq-ts', { items: new Array(MAX_CHECKED_VALUES).fill(0) }), 0));
-    assert.equal(tooMany.error.type, 'validation_error');
-    assert.match(tooMany.error.message, new RegExp(`the input holds more than ${MAX_CHECKED_VALUES} JSON values`));
+    assert.equal(tooMany.error_type, 'validation_error');
+    assert.match(tooMany.error, new RegExp(`the input holds more than ${MAX_CHECKED_VALUES} JSON values`));
 
     // Fresh workers took over: ordinary checks pass and fail as before.
     assert.equal(parseResult(await minute.track(() => run.callTool('utils__deep', { a: [[], [[]]] }))), 'ran');
