@@ -16,7 +16,9 @@ run_node_tests() {
   mkdir -p .build
   # Three files at once on two cores: most files spend much of their time waiting (on sandboxes,
   # timeouts, child servers), so two left the cores idle about a third of the run.
-  if node --import tsx --test --test-concurrency=3 --test-reporter=spec --test-reporter-destination=stdout \
+  # A hung test fails after 10 minutes (tests that need longer say so), and a file whose tests are
+  # done ends even if something it started still holds the event loop: a hang never stalls the run.
+  if node --import tsx --test --test-concurrency=3 --test-timeout=600000 --test-force-exit --test-reporter=spec --test-reporter-destination=stdout \
     --test-reporter=./scripts/test-times.mjs --test-reporter-destination="$times" "$@"; then
     echo "=== tests: $label passed ($((SECONDS - start)) s)"
   else

@@ -19,13 +19,19 @@ const alive = (pid: number) => {
 test('close() stops the KDF worker processes and the scan threads the server started', async () => {
   for (let round = 0; round < 2; round++) {
     const server = await startTestServer();
-    // Registering and signing in hash passwords in KDF workers; a large answer is scanned in a thread.
-    await createAccount(server.url);
-    await sharedScanPool.scan(['a-secret-value-that-is-long-enough-to-scan'], { text: 'x'.repeat(2_000_000) });
-    const workers = passwordKdfStats().workers;
-    assert.ok(workers.length > 0, 'a KDF worker ran');
-    assert.ok(sharedScanPool.workers > 0, 'a scan thread ran');
-    await server.stop();
+    let workers: number[];
+    try {
+      // Registering and signing in hash passwords in KDF workers; a large answer (a run's answer with
+      // 2 MB of output) is scanned in a thread.
+      await createAccount(server.url);
+      await sharedScanPool.scan(['a-secret-value-that-is-long-enough-to-scan'], { ok: true, result: null, stdout: 'x'.repeat(2_000_000), stderr: '' });
+      workers = passwordKdfStats().workers;
+      assert.ok(workers.length > 0, 'a KDF worker ran');
+      assert.ok(sharedScanPool.workers > 0, 'a scan thread ran');
+    } finally {
+      // Also when an assertion failed: a server left running would keep this file from ending.
+      await server.stop();
+    }
     assert.deepEqual(workers.filter(alive), [], `round ${round}: no KDF worker process left`);
     assert.deepEqual(passwordKdfStats().workers, []);
     assert.equal(sharedScanPool.workers, 0, `round ${round}: no scan thread left`);
