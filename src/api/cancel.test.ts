@@ -1,4 +1,4 @@
-// test-database: either; on PostgreSQL (MCPWORKS_TEST_DATABASE_URL) a second node takes the cancel
+// test-database: postgres, a cancel must reach the run through the database from a second node (skipped on PGlite)
 /**
  * Cancellation and progress through the official SDK clients, in every protocol era:
  * - 2025 era (v1 SDK, v2 SDK's 2025 handshake): an aborted callTool sends notifications/cancelled

@@ -1,3 +1,4 @@
+// test-database: embedded, configuration parsing only (it names DATABASE_URL but opens no database)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { configFromEnv, DEFAULT_HTTP_LIMITS, httpLimitsFor } from './config.js';

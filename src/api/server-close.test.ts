@@ -1,3 +1,4 @@
+// test-database: embedded, process-wide worker pools; the database kind does not matter
 // A server created and closed in-process leaves no worker behind (issue 11): the password KDF's
 // worker processes and the output scanner's threads are the process's, and the last server to
 // close stops them; the pools start workers again for a later server.
