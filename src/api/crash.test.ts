@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { after, test } from 'node:test';
 import { callOk, type ClientEra, connect, createAccount, EMBEDDED_RUN_ONLY, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
-import { freePort } from '../test-support/processes.js';
+import { freePort, processesWith } from '../test-support/processes.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -245,20 +245,6 @@ test('kill -9 while functions are updated: every acknowledged version survives, 
 });
 
 // ---- Faults under load with runs in flight (issue 11): kill -9, SIGTERM, a busy port. ----
-
-/** Host processes whose command line contains `text` (this test's sleepers, a server's helpers). */
-function processesWith(text: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ').includes(text)) found.push(Number(entry));
-    } catch {
-      // ended meanwhile
-    }
-  }
-  return found;
-}
 
 async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms: number): Promise<void> {
   const deadline = Date.now() + ms;

@@ -1,5 +1,5 @@
 /** Small helpers for tests that start servers and sandboxes as real processes. */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -70,4 +70,18 @@ export async function zygoteRunsActive(sandbox: { zygoteStats(): { zygotes: Arra
  */
 export function sandboxRunsStarted(sandbox: { poolStats(): { claims: number } | null; zygoteStats(): { zygotes: Array<{ active: number }> } | null }): number {
   return (sandbox.poolStats()?.claims ?? 0) + (sandbox.zygoteStats()?.zygotes.reduce((sum, zygote) => sum + zygote.active, 0) ?? 0);
+}
+
+/** Pids of this machine's processes (other than this one) whose command line contains `text`. */
+export function processesWith(text: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ').includes(text)) found.push(Number(entry));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return found;
 }
