@@ -8,6 +8,7 @@ import { describeExcess, shapeExcessSlices } from '../core/json-schema.js';
 import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { packageRoot } from '../sandbox/host.js';
+import { MAIN_THREAD_SLICE_VALUES, sharedFairShare, type FairShare } from './fair-share.js';
 
 export interface SchemaGuardOptions {
   /** Worker processes. One account holds at most workers - 1 of them (at least one) at a time. */
@@ -37,6 +38,8 @@ export interface SchemaGuardOptions {
    * input or result is prepared for the worker in slices, so other requests are served meanwhile.
    */
   sliceValues: number;
+  /** Where those slices take their turns, shared fairly with other tenants' main-thread work. */
+  share: FairShare;
 }
 
 export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
@@ -48,7 +51,8 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   maxWaitingPerAccount: 100,
   maxWaitMs: 10_000,
   nice: 10,
-  sliceValues: 8192,
+  sliceValues: MAIN_THREAD_SLICE_VALUES,
+  share: sharedFairShare,
 });
 
 /**
@@ -139,18 +143,20 @@ export class SchemaGuard {
   /** Checks `value` (what: "the input", "the result") against a stored schema. */
   async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
     // Measuring and serialising a value of up to MAX_CHECKED_VALUES values takes the main thread
-    // tens of milliseconds: both run in slices of `sliceValues` values with a turn of the event loop
-    // between them, so requests waiting on it (other tenants', /healthz) wait for one slice at most.
+    // tens of milliseconds: both run in slices of `sliceValues` values, one slice per turn of the
+    // event loop shared round-robin across tenants (fair-share.ts), so requests waiting on it
+    // (other tenants', /healthz) wait for one slice at most.
     let text: SchemaText | undefined;
     let data: string[];
     this.preparing++;
     try {
-      const excess = await inSlices(shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, this.options.sliceValues));
+      const { share, sliceValues } = this.options;
+      const excess = await share.run(accountId, shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, sliceValues));
       if (excess) return { ok: false, stopped: describeExcess(what, excess) };
       text = this.textOf(schema);
       if (!text) return { ok: false, stopped: 'the schema could not be read' };
       // JSON text costs the host less than a structured clone; sent a piece at a time (see start).
-      data = await piecesInSlices(jsonTextPieces(value ?? null, this.options.sliceValues));
+      data = await share.run(accountId, collected(jsonTextPieces(value ?? null, sliceValues)));
     } finally {
       this.preparing--;
     }
@@ -338,9 +344,10 @@ export class SchemaGuard {
     this.sending++;
     try {
       for (const piece of pieces) {
+        // Each piece in its own turn of the job's tenant (the send serialises it on this thread).
+        await this.options.share.turn(job.accountId);
         if (slot.job !== job || slot.worker !== worker) return;
         worker.send({ id: job.id, piece });
-        await nextTurn();
       }
       if (slot.job === job && slot.worker === worker) worker.send(message);
     } finally {
@@ -468,28 +475,15 @@ export class SchemaGuard {
   }
 }
 
-/** The pieces of JSON text, with a turn of the event loop between pieces; `null` when there are none. */
-async function piecesInSlices(pieces: Generator<string, void, void>): Promise<string[]> {
-  const collected: string[] = [];
+/** The pieces of JSON text as slices (one piece made per slice); `null` when there are none. */
+function* collected(pieces: Generator<string, void, void>): Generator<void, string[], void> {
+  const all: string[] = [];
   for (let step = pieces.next(); !step.done; ) {
-    collected.push(step.value);
+    all.push(step.value);
     step = pieces.next();
-    if (!step.done) await nextTurn();
+    if (!step.done) yield;
   }
-  return collected.length > 0 ? collected : ['null'];
-}
-
-/** Runs sliced work with a turn of the event loop (I/O included) after each slice. */
-async function inSlices<T>(slices: Generator<void, T, void>): Promise<T> {
-  for (;;) {
-    const step = slices.next();
-    if (step.done) return step.value;
-    await nextTurn();
-  }
-}
-
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  return all.length > 0 ? all : ['null'];
 }
 
 /** Kills a worker at once (it may be stuck in a loop) and waits until it is gone. */
