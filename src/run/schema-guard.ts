@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
@@ -9,6 +8,7 @@ import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { packageRoot } from '../sandbox/host.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare, type FairShare } from './fair-share.js';
+import { SchemaLauncher, type RemoteWorker } from './schema-launcher.js';
 
 export interface SchemaGuardOptions {
   /** Worker processes. One account holds at most workers - 1 of them (at least one) at a time. */
@@ -85,7 +85,7 @@ interface Job {
 }
 
 interface Slot {
-  worker: ChildProcess | undefined;
+  worker: RemoteWorker | undefined;
   ready: boolean;
   job: Job | undefined;
   timer: NodeJS.Timeout | undefined;
@@ -134,6 +134,8 @@ export class SchemaGuard {
   private preparing = 0;
   /** Jobs whose value is being sent to their worker, a piece per turn. */
   private sending = 0;
+  /** Starts the worker processes off the main thread, and relays their messages. */
+  private readonly launcher = new SchemaLauncher();
 
   constructor(options: Partial<SchemaGuardOptions> = {}) {
     this.options = { ...SCHEMA_GUARD_DEFAULTS, ...options };
@@ -202,8 +204,9 @@ export class SchemaGuard {
   async close(): Promise<void> {
     this.closed = true;
     this.failWaiting('the server is shutting down');
-    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is ChildProcess => w !== undefined);
-    await Promise.all(workers.map((w) => stop(w)));
+    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is RemoteWorker => w !== undefined);
+    await Promise.all(workers.map((w) => w.stop()));
+    await this.launcher.close();
   }
 
   private textOf(schema: Record<string, unknown>): SchemaText | undefined {
@@ -321,7 +324,7 @@ export class SchemaGuard {
   private start(slot: Slot, job: Job): void {
     const worker = slot.worker!;
     slot.job = job;
-    holdOpen(worker, true);
+    this.launcher.hold(true);
     this.count(this.running, job.accountId, 1);
     const withText = job.withText || !slot.known.has(job.schema.key);
     if (withText) {
@@ -340,7 +343,7 @@ export class SchemaGuard {
    * copies its message on this thread: megabytes at once would hold it), then the job itself. Stops
    * if the job ends meanwhile (its worker killed at the deadline, or gone).
    */
-  private async sendInPieces(slot: Slot, job: Job, worker: ChildProcess, pieces: string[], message: Record<string, unknown>): Promise<void> {
+  private async sendInPieces(slot: Slot, job: Job, worker: RemoteWorker, pieces: string[], message: Record<string, unknown>): Promise<void> {
     this.sending++;
     try {
       for (const piece of pieces) {
@@ -372,62 +375,58 @@ export class SchemaGuard {
   }
 
   private spawn(slot: Slot): void {
-    const worker = fork(WORKER_FILE, [], {
-      // Plain JavaScript: none of the host's loaders (tsx in development) or flags, and none of its
-      // environment (database URL, secrets) is needed or wanted there.
-      execArgv: [`--max-old-space-size=${this.options.heapMb}`, `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`],
-      env: {},
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'advanced',
+    const execArgv = [`--max-old-space-size=${this.options.heapMb}`, `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`];
+    // Started from the launcher thread: a fork of the server holds the thread that forks. A worker
+    // starting (for work that is waiting) keeps the server's process alive until it is ready.
+    let starting = true;
+    const started = () => {
+      if (starting) this.launcher.hold(false);
+      starting = false;
+    };
+    this.launcher.hold(true);
+    const worker = this.launcher.spawn(WORKER_FILE, execArgv, {
+      message: (message) => {
+        if ('ready' in (message as WorkerMessage)) started();
+        this.received(slot, worker, message as WorkerMessage);
+      },
+      // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
+      closed: (stderr) => {
+        started();
+        if (slot.worker !== worker) return;
+        this.kill(slot, /heap out of memory|Reached heap limit/.test(stderr) ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker stopped');
+      },
     });
     slot.worker = worker;
     slot.ready = false;
     slot.known = new Set();
-    // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
-    let stderr = '';
-    worker.stderr?.setEncoding('utf8');
-    worker.stderr?.on('data', (chunk: string) => {
-      stderr = (stderr + chunk).slice(-4096);
-    });
-    worker.on('message', (message: WorkerMessage) => {
-      if (slot.worker !== worker) return;
-      if ('ready' in message) {
-        // Lowered once started: start-up is short and counts against the jobs waiting for it, so
-        // it runs at the server's priority; the tenants' work after it runs below.
-        this.lower(worker);
-        slot.ready = true;
-        holdOpen(worker, false);
-        this.pump();
-        return;
-      }
-      const job = slot.job;
-      if (!job || message.id !== job.id) return;
-      this.release(slot, job);
-      if ('unknown' in message) {
-        // The worker dropped this schema from its cache: again, with the text.
-        slot.known.delete(job.schema.key);
-        job.withText = true;
-        this.enqueue(job, true);
-      } else {
-        if ('invalid' in message) slot.known.delete(job.schema.key);
-        job.resolve(message);
-      }
-      this.pump();
-    });
-    worker.on('error', () => {
-      if (slot.worker !== worker) return;
-      this.kill(slot, 'the schema checker failed');
-    });
-    worker.on('close', () => {
-      if (slot.worker !== worker) return;
-      this.kill(slot, /heap out of memory|Reached heap limit/.test(stderr) ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker stopped');
-    });
-    // Only a worker with a job (or starting for one) keeps the server's process alive.
-    worker.unref();
-    (worker.stderr as { unref?: () => void } | null)?.unref?.();
   }
 
-  private lower(worker: ChildProcess): void {
+  private received(slot: Slot, worker: RemoteWorker, message: WorkerMessage): void {
+    if (slot.worker !== worker) return;
+    if ('ready' in message) {
+      // Lowered once started: start-up is short and counts against the jobs waiting for it, so
+      // it runs at the server's priority; the tenants' work after it runs below.
+      this.lower(worker);
+      slot.ready = true;
+      this.pump();
+      return;
+    }
+    const job = slot.job;
+    if (!job || message.id !== job.id) return;
+    this.release(slot, job);
+    if ('unknown' in message) {
+      // The worker dropped this schema from its cache: again, with the text.
+      slot.known.delete(job.schema.key);
+      job.withText = true;
+      this.enqueue(job, true);
+    } else {
+      if ('invalid' in message) slot.known.delete(job.schema.key);
+      job.resolve(message);
+    }
+    this.pump();
+  }
+
+  private lower(worker: RemoteWorker): void {
     if (worker.pid === undefined || this.options.nice === 0) return;
     try {
       setPriority(worker.pid, Math.min(19, getPriority() + this.options.nice));
@@ -437,7 +436,7 @@ export class SchemaGuard {
   }
 
   private release(slot: Slot, job: Job): void {
-    if (slot.worker) holdOpen(slot.worker, false);
+    this.launcher.hold(false);
     clearTimeout(slot.timer);
     slot.timer = undefined;
     slot.job = undefined;
@@ -449,13 +448,13 @@ export class SchemaGuard {
   private kill(slot: Slot, reason: string): void {
     const wasReady = slot.ready;
     const worker = this.retire(slot, reason);
-    if (worker) void stop(worker);
+    if (worker) void worker.stop();
     this.replaced++;
     if (!wasReady) slot.failedToStart = true;
     this.pump();
   }
 
-  private retire(slot: Slot, reason: string): ChildProcess | undefined {
+  private retire(slot: Slot, reason: string): RemoteWorker | undefined {
     const { worker, job } = slot;
     if (job) {
       this.release(slot, job);
@@ -484,23 +483,6 @@ function* collected(pieces: Generator<string, void, void>): Generator<void, stri
     if (!step.done) yield;
   }
   return all.length > 0 ? all : ['null'];
-}
-
-/** Kills a worker at once (it may be stuck in a loop) and waits until it is gone. */
-function stop(worker: ChildProcess): Promise<void> {
-  if (worker.exitCode !== null || worker.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    // Held until it has exited, so that whoever awaits this is not left with an empty event loop.
-    worker.ref();
-    worker.once('exit', () => resolve());
-    worker.kill('SIGKILL');
-  });
-}
-
-function holdOpen(worker: ChildProcess, busy: boolean): void {
-  const channel = worker.channel as { ref?: () => void; unref?: () => void } | null | undefined;
-  if (busy) channel?.ref?.();
-  else channel?.unref?.();
 }
 
 /** CPU time (user + system) a process has used, from /proc (Linux's USER_HZ is 100); undefined if unknown. */
