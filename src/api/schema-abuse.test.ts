@@ -231,7 +231,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     };
     try {
       // Each call's input is parsed, walked, measured and serialised on the main thread: dozens of slices.
-      const flood = Array.from({ length: 4 }, (_, n) => run.callTool('utils__flood', { items: Array.from({ length: 80_000 }, (_, i) => ({ a: i + n })) }));
+      const flood = Array.from({ length: 3 }, (_, n) => run.callTool('utils__flood', { items: Array.from({ length: 60_000 }, (_, i) => ({ a: i + n })) }));
       await until(() => sharedFairShare.stats().pending >= 2);
       const theirs = parseResult(await other.callTool('utils__large', { items: Array.from({ length: 30_000 }, (_, i) => ({ a: i })) }));
       assert.equal(theirs.error_type, 'SchemaError', JSON.stringify(theirs));
