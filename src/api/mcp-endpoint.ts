@@ -16,6 +16,10 @@ import type { Logger } from './logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { ListChangedHub } from './list-changed.js';
 import { serveLegacyBatch } from './mcp-batch.js';
+import { sharedFairShare } from '../run/fair-share.js';
+
+/** Bodies longer than this (characters) are parsed in their tenant's fair turn (fair-share.ts). */
+const LARGE_BODY_CHARS = 64 * 1024;
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 
@@ -133,6 +137,9 @@ export function createMcpEndpoint(options: {
       return jsonRpcError(400, -32700, 'Parse error: the request body could not be read');
     }
     if (Buffer.byteLength(text) > MAX_BODY_BYTES) return jsonRpcError(413, -32600, `request body larger than ${MAX_BODY_BYTES} bytes`);
+    // Parsing a large body holds the main thread for milliseconds: in the account's fair turn, so
+    // one tenant's large requests arriving together parse one per turn, between others' requests.
+    if (text.length > LARGE_BODY_CHARS) await sharedFairShare.turn(scope.principal.accountId);
     let parsedBody: unknown;
     try {
       parsedBody = JSON.parse(text);

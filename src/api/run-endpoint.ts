@@ -11,7 +11,8 @@ import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { RenderedCache } from './rendered-cache.js';
 import { runToolError } from './tool-results.js';
-import { callInputProblem } from '../core/call-input.js';
+import { callInputProblemSlices } from '../core/call-input.js';
+import { MAIN_THREAD_SLICE_VALUES, sharedFairShare } from '../run/fair-share.js';
 
 export type RunMode = 'code' | 'tools';
 
@@ -417,7 +418,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     }
     if (!metered) return undefined;
     // Checked before admission: an input no function could receive is the caller's error, unmetered.
-    const problem = callInputProblem((call.params as { arguments?: unknown } | undefined)?.arguments);
+    // Walking a large input takes the main thread tens of milliseconds: in fair turns (fair-share.ts).
+    const input = (call.params as { arguments?: unknown } | undefined)?.arguments;
+    const problem = await sharedFairShare.run(scope.principal.accountId, callInputProblemSlices(input, MAIN_THREAD_SLICE_VALUES));
     if (problem) {
       context(scope).extra.inputRefused = new DomainError('validation_error', problem, { field: 'arguments' });
       return undefined;

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { sharedFairShare } from '../run/fair-share.js';
 
 let server: TestServer;
 before(async () => {
@@ -216,6 +217,33 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', {});
     assert.deepEqual(history.map((e: { error_type: string | null }) => e.error_type), ['SchemaLimitError']);
+  });
+
+  test("a flood of large calls shares the main thread fairly: another tenant's large call waits for at most one slice of it per step", async () => {
+    // maxItems: the checks themselves are quick refusals; what is measured is the main thread's share.
+    const schema = { type: 'object', properties: { items: { type: 'array', maxItems: 1 } } };
+    const attacker = await space([{ name: 'flood', code: 'def main(input_data):\n    return "ran"\n', input_schema: schema }]);
+    const bystander = await space([{ name: 'large', code: 'def main(input_data):\n    return "ran"\n', input_schema: schema }]);
+    const [run, other] = await Promise.all([attacker.run('tools'), bystander.run('tools')]);
+    const turns: Array<{ waited: number; othersPending: number }> = [];
+    sharedFairShare.onFirstTurn = ({ tenant, waited, othersPending }) => {
+      if (tenant === bystander.accountId) turns.push({ waited, othersPending });
+    };
+    try {
+      // Each call's input is parsed, walked, measured and serialised on the main thread: dozens of slices.
+      const flood = Array.from({ length: 3 }, (_, n) => run.callTool('utils__flood', { items: Array.from({ length: 60_000 }, (_, i) => ({ a: i + n })) }));
+      await until(() => sharedFairShare.stats().pending >= 2);
+      const theirs = parseResult(await other.callTool('utils__large', { items: Array.from({ length: 30_000 }, (_, i) => ({ a: i })) }));
+      assert.equal(theirs.error_type, 'SchemaError', JSON.stringify(theirs));
+      for (const answer of await Promise.all(flood)) assert.equal(parseResult(answer).error_type, 'SchemaError');
+    } finally {
+      sharedFairShare.onFirstTurn = undefined;
+    }
+    // The bystander's call took several turns (its body, its input's walk, its value for the check),
+    // some while the flood's work was pending; none of them waited for more than one of its slices.
+    assert.ok(turns.length >= 3, JSON.stringify(turns));
+    assert.ok(turns.some((turn) => turn.othersPending > 0), `the flood was pending when the bystander's work came: ${JSON.stringify(turns)}`);
+    assert.ok(turns.every((turn) => turn.waited <= 1), `waited at most one slice per step: ${JSON.stringify(turns)}`);
   });
 
   test('tool mode output: uniqueItems on a 20,000-item result fails closed in both languages; the run counts', async () => {

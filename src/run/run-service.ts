@@ -16,6 +16,7 @@ import type { PendingWrites } from '../store/pending-writes.js';
 import type { CancelStore } from '../store/cancel-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
+import { sharedFairShare } from './fair-share.js';
 import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
@@ -495,8 +496,8 @@ export class RunService {
   /** The input check of a call (tool mode and every bridge call): undefined when it may run. */
   private async checkInput(ctx: RunContext, fn: ActiveFunction, input: unknown): Promise<{ error_type: string; error: string } | undefined> {
     if (!fn.definition.inputSchema) return undefined;
-    // A large bridge call's input (RawJson) is parsed for the check here.
-    const value = input instanceof RawJson ? input.parse() : input;
+    // A large bridge call's input (RawJson) is parsed for the check here, in the account's fair turn.
+    const value = input instanceof RawJson ? await parsedInTurn(input, ctx.principal.accountId) : input;
     const verdict = await this.deps.schemas.check(fn.definition.inputSchema, value, ctx.principal.accountId, 'the input');
     return refusal(verdict, `input does not match the input_schema of ${fn.service}.${fn.name}`, `the input_schema check of ${fn.service}.${fn.name} was stopped`);
   }
@@ -506,8 +507,8 @@ export class RunService {
     if (!result.ok || !fn.definition.outputSchema) return result;
     let verdict: SchemaVerdict;
     try {
-      // The schema check needs the value: a large result (RawJson) is parsed for it here.
-      const value = result.result instanceof RawJson ? result.result.parse() : result.result;
+      // The schema check needs the value: a large result (RawJson) is parsed for it here, in the account's fair turn.
+      const value = result.result instanceof RawJson ? await parsedInTurn(result.result, ctx.principal.accountId) : result.result;
       verdict = await this.deps.schemas.check(fn.definition.outputSchema, value, ctx.principal.accountId, 'the result');
     } catch (error) {
       // The code ran: a check that could not finish withholds the result (fails closed) but never
@@ -657,6 +658,12 @@ export class RunService {
       language: fn.definition.language,
     }, fn.definition.outputSchema?.type === 'object');
   }
+}
+
+/** A large value parsed on the main thread in its account's turn (fair-share.ts), between other requests. */
+async function parsedInTurn(raw: RawJson, accountId: string): Promise<unknown> {
+  await sharedFairShare.turn(accountId);
+  return raw.parse();
 }
 
 /** Only the variables a function declared reach its sandbox. */

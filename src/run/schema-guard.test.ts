@@ -166,11 +166,22 @@ test('a job that waits past its deadline fails closed as busy, and leaves the qu
   assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), { ok: true }, 'a worker is free again: b is served');
 });
 
-test('workers run below the server in scheduling priority', async () => {
+test('workers run below the server in scheduling priority, and are forked off the main thread', async () => {
   const g = guard({ workers: 2 });
   await g.check(UNIQUE, [1], 'a', 'the input');
   await until(() => g.stats().ready === 2);
-  const children = readdirSync(`/proc/${process.pid}/task`).flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  // /proc lists a child under the thread that forked it: a fork on the main thread (whose task id
+  // is the process id) would hold its event loop until the child had exec'd.
+  const childrenOf = (task: string) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  const isWorker = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
+    } catch {
+      return false;
+    }
+  };
+  assert.deepEqual(childrenOf(String(process.pid)).filter(isWorker), [], 'no schema worker was forked by the main thread');
+  const children = readdirSync(`/proc/${process.pid}/task`).flatMap(childrenOf);
   const workers = children.filter((pid) => {
     try {
       return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
@@ -8,6 +7,8 @@ import { describeExcess, shapeExcessSlices } from '../core/json-schema.js';
 import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { packageRoot } from '../sandbox/host.js';
+import { MAIN_THREAD_SLICE_VALUES, sharedFairShare, type FairShare } from './fair-share.js';
+import { SchemaLauncher, type RemoteWorker } from './schema-launcher.js';
 
 export interface SchemaGuardOptions {
   /** Worker processes. One account holds at most workers - 1 of them (at least one) at a time. */
@@ -37,6 +38,8 @@ export interface SchemaGuardOptions {
    * input or result is prepared for the worker in slices, so other requests are served meanwhile.
    */
   sliceValues: number;
+  /** Where those slices take their turns, shared fairly with other tenants' main-thread work. */
+  share: FairShare;
 }
 
 export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
@@ -48,7 +51,8 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   maxWaitingPerAccount: 100,
   maxWaitMs: 10_000,
   nice: 10,
-  sliceValues: 8192,
+  sliceValues: MAIN_THREAD_SLICE_VALUES,
+  share: sharedFairShare,
 });
 
 /**
@@ -81,7 +85,7 @@ interface Job {
 }
 
 interface Slot {
-  worker: ChildProcess | undefined;
+  worker: RemoteWorker | undefined;
   ready: boolean;
   job: Job | undefined;
   timer: NodeJS.Timeout | undefined;
@@ -130,6 +134,8 @@ export class SchemaGuard {
   private preparing = 0;
   /** Jobs whose value is being sent to their worker, a piece per turn. */
   private sending = 0;
+  /** Starts the worker processes off the main thread, and relays their messages. */
+  private readonly launcher = new SchemaLauncher();
 
   constructor(options: Partial<SchemaGuardOptions> = {}) {
     this.options = { ...SCHEMA_GUARD_DEFAULTS, ...options };
@@ -139,18 +145,20 @@ export class SchemaGuard {
   /** Checks `value` (what: "the input", "the result") against a stored schema. */
   async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
     // Measuring and serialising a value of up to MAX_CHECKED_VALUES values takes the main thread
-    // tens of milliseconds: both run in slices of `sliceValues` values with a turn of the event loop
-    // between them, so requests waiting on it (other tenants', /healthz) wait for one slice at most.
+    // tens of milliseconds: both run in slices of `sliceValues` values, one slice per turn of the
+    // event loop shared round-robin across tenants (fair-share.ts), so requests waiting on it
+    // (other tenants', /healthz) wait for one slice at most.
     let text: SchemaText | undefined;
     let data: string[];
     this.preparing++;
     try {
-      const excess = await inSlices(shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, this.options.sliceValues));
+      const { share, sliceValues } = this.options;
+      const excess = await share.run(accountId, shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, sliceValues));
       if (excess) return { ok: false, stopped: describeExcess(what, excess) };
       text = this.textOf(schema);
       if (!text) return { ok: false, stopped: 'the schema could not be read' };
       // JSON text costs the host less than a structured clone; sent a piece at a time (see start).
-      data = await piecesInSlices(jsonTextPieces(value ?? null, this.options.sliceValues));
+      data = await share.run(accountId, collected(jsonTextPieces(value ?? null, sliceValues)));
     } finally {
       this.preparing--;
     }
@@ -196,8 +204,9 @@ export class SchemaGuard {
   async close(): Promise<void> {
     this.closed = true;
     this.failWaiting('the server is shutting down');
-    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is ChildProcess => w !== undefined);
-    await Promise.all(workers.map((w) => stop(w)));
+    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is RemoteWorker => w !== undefined);
+    await Promise.all(workers.map((w) => w.stop()));
+    await this.launcher.close();
   }
 
   private textOf(schema: Record<string, unknown>): SchemaText | undefined {
@@ -315,7 +324,7 @@ export class SchemaGuard {
   private start(slot: Slot, job: Job): void {
     const worker = slot.worker!;
     slot.job = job;
-    holdOpen(worker, true);
+    this.launcher.hold(true);
     this.count(this.running, job.accountId, 1);
     const withText = job.withText || !slot.known.has(job.schema.key);
     if (withText) {
@@ -334,13 +343,14 @@ export class SchemaGuard {
    * copies its message on this thread: megabytes at once would hold it), then the job itself. Stops
    * if the job ends meanwhile (its worker killed at the deadline, or gone).
    */
-  private async sendInPieces(slot: Slot, job: Job, worker: ChildProcess, pieces: string[], message: Record<string, unknown>): Promise<void> {
+  private async sendInPieces(slot: Slot, job: Job, worker: RemoteWorker, pieces: string[], message: Record<string, unknown>): Promise<void> {
     this.sending++;
     try {
       for (const piece of pieces) {
+        // Each piece in its own turn of the job's tenant (the send serialises it on this thread).
+        await this.options.share.turn(job.accountId);
         if (slot.job !== job || slot.worker !== worker) return;
         worker.send({ id: job.id, piece });
-        await nextTurn();
       }
       if (slot.job === job && slot.worker === worker) worker.send(message);
     } finally {
@@ -365,62 +375,58 @@ export class SchemaGuard {
   }
 
   private spawn(slot: Slot): void {
-    const worker = fork(WORKER_FILE, [], {
-      // Plain JavaScript: none of the host's loaders (tsx in development) or flags, and none of its
-      // environment (database URL, secrets) is needed or wanted there.
-      execArgv: [`--max-old-space-size=${this.options.heapMb}`, `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`],
-      env: {},
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'advanced',
+    const execArgv = [`--max-old-space-size=${this.options.heapMb}`, `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`];
+    // Started from the launcher thread: a fork of the server holds the thread that forks. A worker
+    // starting (for work that is waiting) keeps the server's process alive until it is ready.
+    let starting = true;
+    const started = () => {
+      if (starting) this.launcher.hold(false);
+      starting = false;
+    };
+    this.launcher.hold(true);
+    const worker = this.launcher.spawn(WORKER_FILE, execArgv, {
+      message: (message) => {
+        if ('ready' in (message as WorkerMessage)) started();
+        this.received(slot, worker, message as WorkerMessage);
+      },
+      // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
+      closed: (stderr) => {
+        started();
+        if (slot.worker !== worker) return;
+        this.kill(slot, /heap out of memory|Reached heap limit/.test(stderr) ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker stopped');
+      },
     });
     slot.worker = worker;
     slot.ready = false;
     slot.known = new Set();
-    // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
-    let stderr = '';
-    worker.stderr?.setEncoding('utf8');
-    worker.stderr?.on('data', (chunk: string) => {
-      stderr = (stderr + chunk).slice(-4096);
-    });
-    worker.on('message', (message: WorkerMessage) => {
-      if (slot.worker !== worker) return;
-      if ('ready' in message) {
-        // Lowered once started: start-up is short and counts against the jobs waiting for it, so
-        // it runs at the server's priority; the tenants' work after it runs below.
-        this.lower(worker);
-        slot.ready = true;
-        holdOpen(worker, false);
-        this.pump();
-        return;
-      }
-      const job = slot.job;
-      if (!job || message.id !== job.id) return;
-      this.release(slot, job);
-      if ('unknown' in message) {
-        // The worker dropped this schema from its cache: again, with the text.
-        slot.known.delete(job.schema.key);
-        job.withText = true;
-        this.enqueue(job, true);
-      } else {
-        if ('invalid' in message) slot.known.delete(job.schema.key);
-        job.resolve(message);
-      }
-      this.pump();
-    });
-    worker.on('error', () => {
-      if (slot.worker !== worker) return;
-      this.kill(slot, 'the schema checker failed');
-    });
-    worker.on('close', () => {
-      if (slot.worker !== worker) return;
-      this.kill(slot, /heap out of memory|Reached heap limit/.test(stderr) ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker stopped');
-    });
-    // Only a worker with a job (or starting for one) keeps the server's process alive.
-    worker.unref();
-    (worker.stderr as { unref?: () => void } | null)?.unref?.();
   }
 
-  private lower(worker: ChildProcess): void {
+  private received(slot: Slot, worker: RemoteWorker, message: WorkerMessage): void {
+    if (slot.worker !== worker) return;
+    if ('ready' in message) {
+      // Lowered once started: start-up is short and counts against the jobs waiting for it, so
+      // it runs at the server's priority; the tenants' work after it runs below.
+      this.lower(worker);
+      slot.ready = true;
+      this.pump();
+      return;
+    }
+    const job = slot.job;
+    if (!job || message.id !== job.id) return;
+    this.release(slot, job);
+    if ('unknown' in message) {
+      // The worker dropped this schema from its cache: again, with the text.
+      slot.known.delete(job.schema.key);
+      job.withText = true;
+      this.enqueue(job, true);
+    } else {
+      if ('invalid' in message) slot.known.delete(job.schema.key);
+      job.resolve(message);
+    }
+    this.pump();
+  }
+
+  private lower(worker: RemoteWorker): void {
     if (worker.pid === undefined || this.options.nice === 0) return;
     try {
       setPriority(worker.pid, Math.min(19, getPriority() + this.options.nice));
@@ -430,7 +436,7 @@ export class SchemaGuard {
   }
 
   private release(slot: Slot, job: Job): void {
-    if (slot.worker) holdOpen(slot.worker, false);
+    this.launcher.hold(false);
     clearTimeout(slot.timer);
     slot.timer = undefined;
     slot.job = undefined;
@@ -442,13 +448,13 @@ export class SchemaGuard {
   private kill(slot: Slot, reason: string): void {
     const wasReady = slot.ready;
     const worker = this.retire(slot, reason);
-    if (worker) void stop(worker);
+    if (worker) void worker.stop();
     this.replaced++;
     if (!wasReady) slot.failedToStart = true;
     this.pump();
   }
 
-  private retire(slot: Slot, reason: string): ChildProcess | undefined {
+  private retire(slot: Slot, reason: string): RemoteWorker | undefined {
     const { worker, job } = slot;
     if (job) {
       this.release(slot, job);
@@ -468,45 +474,15 @@ export class SchemaGuard {
   }
 }
 
-/** The pieces of JSON text, with a turn of the event loop between pieces; `null` when there are none. */
-async function piecesInSlices(pieces: Generator<string, void, void>): Promise<string[]> {
-  const collected: string[] = [];
+/** The pieces of JSON text as slices (one piece made per slice); `null` when there are none. */
+function* collected(pieces: Generator<string, void, void>): Generator<void, string[], void> {
+  const all: string[] = [];
   for (let step = pieces.next(); !step.done; ) {
-    collected.push(step.value);
+    all.push(step.value);
     step = pieces.next();
-    if (!step.done) await nextTurn();
+    if (!step.done) yield;
   }
-  return collected.length > 0 ? collected : ['null'];
-}
-
-/** Runs sliced work with a turn of the event loop (I/O included) after each slice. */
-async function inSlices<T>(slices: Generator<void, T, void>): Promise<T> {
-  for (;;) {
-    const step = slices.next();
-    if (step.done) return step.value;
-    await nextTurn();
-  }
-}
-
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** Kills a worker at once (it may be stuck in a loop) and waits until it is gone. */
-function stop(worker: ChildProcess): Promise<void> {
-  if (worker.exitCode !== null || worker.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    // Held until it has exited, so that whoever awaits this is not left with an empty event loop.
-    worker.ref();
-    worker.once('exit', () => resolve());
-    worker.kill('SIGKILL');
-  });
-}
-
-function holdOpen(worker: ChildProcess, busy: boolean): void {
-  const channel = worker.channel as { ref?: () => void; unref?: () => void } | null | undefined;
-  if (busy) channel?.ref?.();
-  else channel?.unref?.();
+  return all.length > 0 ? all : ['null'];
 }
 
 /** CPU time (user + system) a process has used, from /proc (Linux's USER_HZ is 100); undefined if unknown. */
