@@ -37,6 +37,9 @@ run_node_tests() {
 }
 
 mapfile -t all_files < <(find src -name '*.test.ts' | sort)
+# Sandbox suites must be named *.host.test.ts (they need root and bubblewrap), so the unit tier
+# (`make test-unit`) never starts one: scripts/test-tiers.mjs checks the names.
+node scripts/test-tiers.mjs || { echo "=== tests: test files misnamed for their tier FAILED (see above)"; status=1; }
 # The test template of the embedded database (see seedEmbeddedDatabase), made once here: otherwise
 # the first files to start, in parallel, would each make it.
 node --import tsx --input-type=module -e 'await (await import("./src/test-support/harness.ts")).prepareEmbeddedTemplate()' ||
