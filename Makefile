@@ -1,6 +1,7 @@
-# The two commands of the quick start: `make run` and `make test`.
+# The two commands of the quick start: `make run` and `make test`. `make test-unit`: the fast unit
+# tier alone (no root, server, database or sandbox; see scripts/test-tiers.mjs).
 # `make run PORT=18787` (or any setting of the Configuration section) is passed on to the server.
-.PHONY: setup setup-test run test build clean
+.PHONY: setup setup-test run test test-unit build clean
 
 setup:
 	@bash scripts/setup.sh run
@@ -16,6 +17,9 @@ run: setup
 
 test: setup-test
 	@bash scripts/test.sh
+
+test-unit:
+	@npm run --silent test:unit
 
 clean:
 	rm -rf dist .build

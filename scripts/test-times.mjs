@@ -1,17 +1,46 @@
 // node:test reporter for scripts/test.sh: each test file's wall time (its process, from start to
-// exit), slowest first, so the suite's budget (15 minutes on 2 cores) can be watched file by file.
+// exit), slowest first, and the slowest single tests, so the suite's budget (15 minutes on 2 cores)
+// can be watched file by file.
+//
+// The report goes to the file named by MCPWORKS_TEST_TIMES and is rewritten synchronously each time
+// a file finishes: under --test-force-exit the runner exits as soon as the last file is done, before
+// a reporter's stream reaches its end, so anything yielded at the end (or written asynchronously)
+// was lost and the report came out empty. Without MCPWORKS_TEST_TIMES it is yielded at the end.
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
+const SLOWEST_TESTS = 15;
+
 export default async function* fileTimes(source) {
-  const times = new Map();
+  const out = process.env.MCPWORKS_TEST_TIMES;
+  const files = new Map();
+  const tests = [];
   for await (const event of source) {
+    if (event.type !== 'test:complete' || event.data.nesting !== 0) continue;
+    const file = event.data.file ? path.relative(process.cwd(), event.data.file) : '?';
+    const ms = event.data.details?.duration_ms ?? 0;
     // A file's own entry is the test named by its path; its duration is its process's wall time.
-    if (event.type === 'test:complete' && event.data.nesting === 0 && event.data.name === event.data.file) {
-      times.set(path.relative(process.cwd(), event.data.file), event.data.details?.duration_ms ?? 0);
+    if (event.data.name === event.data.file) {
+      files.set(file, ms);
+      if (out) writeFileSync(out, report(files, tests));
+    } else {
+      tests.push([`${file}: ${event.data.name}`, ms]);
     }
   }
-  const sorted = [...times].sort((a, b) => b[1] - a[1]);
+  if (out) writeFileSync(out, report(files, tests));
+  else yield report(files, tests);
+}
+
+function report(files, tests) {
+  const sorted = [...files].sort((a, b) => b[1] - a[1]);
   const total = sorted.reduce((sum, [, ms]) => sum + ms, 0);
-  yield `per-file wall time (${sorted.length} files, sum ${(total / 1000).toFixed(1)} s):\n`;
-  for (const [file, ms] of sorted) yield `${(ms / 1000).toFixed(1).padStart(7)} s  ${file}\n`;
+  const lines = [`per-file wall time (${sorted.length} files, sum ${(total / 1000).toFixed(1)} s):`];
+  for (const [file, ms] of sorted) lines.push(`${seconds(ms)}  ${file}`);
+  lines.push(`slowest top-level tests:`);
+  for (const [name, ms] of [...tests].sort((a, b) => b[1] - a[1]).slice(0, SLOWEST_TESTS)) lines.push(`${seconds(ms)}  ${name}`);
+  return `${lines.join('\n')}\n`;
+}
+
+function seconds(ms) {
+  return `${(ms / 1000).toFixed(1).padStart(7)} s`;
 }

@@ -18,18 +18,28 @@ run_node_tests() {
   # timeouts, child servers), so two left the cores idle about a third of the run.
   # A hung test fails after 10 minutes (tests that need longer say so), and a file whose tests are
   # done ends even if something it started still holds the event loop: a hang never stalls the run.
-  if node --import tsx --test --test-concurrency=3 --test-timeout=600000 --test-force-exit --test-reporter=spec --test-reporter-destination=stdout \
-    --test-reporter=./scripts/test-times.mjs --test-reporter-destination="$times" "$@"; then
+  rm -f "$times"
+  # The times reporter writes $times itself (see scripts/test-times.mjs: --test-force-exit would cut
+  # a reporter's own destination short).
+  if MCPWORKS_TEST_TIMES=$times node --import tsx --test --test-concurrency=3 --test-timeout=600000 --test-force-exit --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=./scripts/test-times.mjs --test-reporter-destination=/dev/null "$@"; then
     echo "=== tests: $label passed ($((SECONDS - start)) s)"
   else
     echo "=== tests: $label FAILED ($((SECONDS - start)) s)"
     status=1
   fi
-  # The slowest files, to keep the suite within its budget (all of them in $times).
-  head -n 11 "$times" 2>/dev/null | sed 's/^/=== /'
+  # The slowest files and tests, to keep the suite within its budget (all files in $times).
+  if [ -s "$times" ]; then
+    { sed '/^slowest top-level tests:/,$d' "$times" | head -n 11; sed -n '/^slowest top-level tests:/,+5p' "$times"; } | sed 's/^/=== /'
+  else
+    echo "=== tests: $label: no per-file times in $times"
+  fi
 }
 
 mapfile -t all_files < <(find src -name '*.test.ts' | sort)
+# Sandbox suites must be named *.host.test.ts (they need root and bubblewrap), so the unit tier
+# (`make test-unit`) never starts one: scripts/test-tiers.mjs checks the names.
+node scripts/test-tiers.mjs || { echo "=== tests: test files misnamed for their tier FAILED (see above)"; status=1; }
 # The test template of the embedded database (see seedEmbeddedDatabase), made once here: otherwise
 # the first files to start, in parallel, would each make it.
 node --import tsx --input-type=module -e 'await (await import("./src/test-support/harness.ts")).prepareEmbeddedTemplate()' ||

@@ -153,7 +153,7 @@ describe('sign-in load', () => {
     assert.equal((await usage.json()).executions, 0, 'sign-ins and key checks are never metered');
   });
 
-  test('sign-up floods: from many addresses they queue behind sign-ins and overflow with 429; real sign-in, key use and /healthz go through', async () => {
+  test('sign-up floods: from many addresses they queue behind sign-ins and overflow with 429; real sign-in, key use and /healthz go through', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const user = await createAccount(server.url);
     const before = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${user.key}` } })).json();
     const created: number[] = [];
@@ -194,7 +194,7 @@ describe('sign-in load', () => {
     assert.equal(usage.executions, before.executions, 'sign-ups and sign-ins are never metered');
   });
 
-  test('sign-ups from one address are rationed before the KDF; a taken email spends nothing; other addresses unaffected', async () => {
+  test('sign-ups from one address are rationed before the KDF; a taken email spends nothing; other addresses unaffected', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const from = '127.0.3.1';
     const signUp = (email = `ration-${randomBytes(4).toString('hex')}@example.com`) => postFrom(server.url, from, '/register', { email, password: 'long enough pw' });
     const first = await signUp();
@@ -262,7 +262,7 @@ describe('sign-in load', () => {
     assert.ok(checked <= SIGN_IN_LIMITS.accountFreeFailures + periods, `${checked} concurrent guesses reached the KDF in ${seconds.toFixed(1)} s`);
   });
 
-  test('per address: failures back off (sign-in and register), other addresses unaffected', async () => {
+  test('per address: failures back off (sign-in and register), other addresses unaffected', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const user = await createAccount(server.url);
     for (let i = 0; i < SIGN_IN_LIMITS.clientFreeFailures; i++) {
       const wrong = await login(server.url, '127.0.0.6', `spray-${i}-${randomBytes(3).toString('hex')}@example.com`, 'spray password');
@@ -275,7 +275,7 @@ describe('sign-in load', () => {
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
   });
 
-  test('behind a trusted proxy, X-Forwarded-For names the client', async () => {
+  test('behind a trusted proxy, X-Forwarded-For names the client', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const user = await createAccount(server.url);
     const viaProxy = (forwardedFor: string, email: string, password: string) => postFrom(server.url, PROXY, '/login', { email, password }, { 'x-forwarded-for': forwardedFor });
     for (let i = 0; i < SIGN_IN_LIMITS.clientFreeFailures; i++) assert.equal((await viaProxy(`203.0.113.9, 198.51.100.7, ${PROXY}`, spray(), 'spray password')).status, 401);

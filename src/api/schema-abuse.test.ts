@@ -14,8 +14,11 @@ import { sharedFairShare } from '../run/fair-share.js';
 let server: TestServer;
 before(async () => {
   // A wait for a schema worker long enough for a loaded machine: the wait deadline is the subject
-  // of a server of its own below.
-  server = await startTestServer({ schemas: { maxWaitMs: 120_000 } });
+  // of a server of its own below. The workers at the server's own priority (nice: 0, on every
+  // server of this file): their lower priority is checked in src/run/schema-guard.test.ts, and here,
+  // beside the other test files, it only starved them until the wall-clock cap (10 times the CPU
+  // deadline) stopped each attack instead of the CPU deadline.
+  server = await startTestServer({ schemas: { maxWaitMs: 120_000, nice: 0 } });
 });
 after(async () => {
   await server?.stop();
@@ -407,7 +410,7 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       // Each flooding check is stopped after 250 ms of CPU time (the order, not the deadline, is the
       // subject); a wait for a worker long enough for a loaded machine.
       fair = await startTestServer({
-        schemas: { deadlineMs: 250, maxWaitMs: 120_000 },
+        schemas: { deadlineMs: 250, maxWaitMs: 120_000, nice: 0 },
         tiers: applyTierOverrides(JSON.stringify({ rate3: { monthly_executions: -1, executions_per_minute: 3, concurrency: -1 } })),
       });
     });
@@ -513,7 +516,7 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
     let small: TestServer;
     before(async () => {
       // One worker, held for at least 4 s of CPU time by a slow check; others may wait 300 ms.
-      small = await startTestServer({ schemas: { workers: 1, maxWaitMs: 300, deadlineMs: 4000 } });
+      small = await startTestServer({ schemas: { workers: 1, maxWaitMs: 300, deadlineMs: 4000, nice: 0 } });
     });
     after(async () => {
       await small?.stop();

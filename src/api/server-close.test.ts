@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { passwordKdfStats } from '../services/secrets.js';
-import { createAccount, startTestServer } from '../test-support/harness.js';
+import { createAccountOverHttp, startTestServer } from '../test-support/harness.js';
 
 const alive = (pid: number) => {
   try {
@@ -24,7 +24,7 @@ test('close() stops the KDF worker processes and the scan threads the server sta
     try {
       // Registering and signing in hash passwords in KDF workers; a large answer (a run's answer with
       // 2 MB of output) is scanned in a thread.
-      await createAccount(server.url);
+      await createAccountOverHttp(server.url);
       await sharedScanPool.scan(['a-secret-value-that-is-long-enough-to-scan'], { ok: true, result: null, stdout: 'x'.repeat(2_000_000), stderr: '' });
       workers = passwordKdfStats().workers;
       assert.ok(workers.length > 0, 'a KDF worker ran');

@@ -14,7 +14,8 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startServer, type RunningServer } from '../api/server.js';
 import { createLogger } from '../api/logger.js';
-import { DEFAULT_TIERS } from '../core/tiers.js';
+import { DEFAULT_TIER, DEFAULT_TIERS, TRIAL_DAYS } from '../core/tiers.js';
+import { hashSecret, randomHex, sha256Hex } from '../services/secrets.js';
 import { openDatabase } from '../store/database.js';
 import type { ServerConfig } from '../api/config.js';
 
@@ -106,12 +107,14 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
     { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides },
     createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
   );
+  inProcess.set(server.url, server);
   return {
     url: server.url,
     server,
     dataDir,
     databaseUrl,
     async stop() {
+      inProcess.delete(server.url);
       await server.close();
       if (!overrides.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
@@ -132,10 +135,41 @@ export async function postJson(url: string, body: unknown, headers: Record<strin
   return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
 }
 
-/** Registers, logs in and creates one all-scope API key. */
+/** Servers started in this process by startTestServer, by URL: createAccount seeds their accounts. */
+const inProcess = new Map<string, RunningServer>();
+const TEST_PASSWORD = 'correct horse battery';
+/** TEST_PASSWORD's stored hash, made once per process by the real KDF and shared by seeded accounts. */
+let seededPasswordHash: Promise<string> | undefined;
+
+/**
+ * An account with one all-scope API key and a web session (`token`), as registering and signing in
+ * make them. On a server this process started, the account and its session are written through the
+ * server's own store, with a password hash made once per process: the password KDF (scrypt, in
+ * worker processes at a lower priority) took seconds per account beside the other test files, and
+ * registering is not what the callers test (accounts-http and credentials test it, over HTTP). The
+ * key is still made over HTTP with the session. Elsewhere (a server in a child process), and from
+ * createAccountOverHttp, it goes through /register and /login.
+ */
 export async function createAccount(base: string, keyOptions: Record<string, unknown> = {}): Promise<TestAccount> {
+  const server = inProcess.get(base);
+  if (!server) return createAccountOverHttp(base, keyOptions);
   const email = `user-${randomBytes(4).toString('hex')}@example.com`;
-  const password = 'correct horse battery';
+  seededPasswordHash ??= hashSecret(TEST_PASSWORD);
+  // As AccountService.register and login write them: a pro_trial account ends its trial in TRIAL_DAYS, a session lasts 30 days.
+  const trialEndsAt = DEFAULT_TIER === 'pro_trial' ? new Date(Date.now() + TRIAL_DAYS * 86_400_000) : null;
+  const account = await server.services.accountsStore.createAccount({ email, passwordHash: await seededPasswordHash, tier: DEFAULT_TIER, trialEndsAt });
+  if (!account) throw new Error(`seeding account ${email} failed`);
+  const token = randomHex(32);
+  await server.services.accountsStore.createWebSession(sha256Hex(token), account.id, new Date(Date.now() + 30 * 86_400_000));
+  const key = await postJson(`${base}/api/keys`, { name: 'test', ...keyOptions }, { authorization: `Bearer ${token}` });
+  if (key.status !== 201) throw new Error(`key failed: ${JSON.stringify(key.body)}`);
+  return { email, password: TEST_PASSWORD, accountId: account.id, token, key: key.body.key };
+}
+
+/** Registers over HTTP, logs in and creates one all-scope API key (the password KDF runs twice). */
+export async function createAccountOverHttp(base: string, keyOptions: Record<string, unknown> = {}): Promise<TestAccount> {
+  const email = `user-${randomBytes(4).toString('hex')}@example.com`;
+  const password = TEST_PASSWORD;
   const registered = await postJson(`${base}/register`, { email, password });
   if (registered.status !== 201) throw new Error(`register failed: ${JSON.stringify(registered.body)}`);
   const login = await postJson(`${base}/login`, { email, password });

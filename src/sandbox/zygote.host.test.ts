@@ -1,6 +1,6 @@
 // The Python zygote: runs forked from a warm fork-server, in real bubblewrap sandboxes. What one run
 // may see of another (files, globals, env, processes), what a child can do to a sibling, its limits,
-// and what happens when a zygote dies. The escape suite (escape.test.ts) also runs its Python
+// and what happens when a zygote dies. The escape suite (escape.host.test.ts) also runs its Python
 // attempts in zygote children.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';

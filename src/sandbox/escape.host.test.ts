@@ -1,7 +1,7 @@
 // The escape suite: each attempt runs in the real bubblewrap sandbox and must be contained. The
 // README's security section lists every attempt with what it gets; keep the two in step. The pool
 // and the Python zygote are on, as by default, so most TypeScript attempts run in pre-started
-// sandboxes and most Python ones in children of a zygote; escape-cold.test.ts repeats the suite
+// sandboxes and most Python ones in children of a zygote; escape-cold.host.test.ts repeats the suite
 // with both off.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';

@@ -4,4 +4,4 @@
 process.env.MCPWORKS_SANDBOX_POOL = 'off';
 process.env.MCPWORKS_ZYGOTE = 'off';
 // The suite creates its sandbox in before(), which runs after this module has set the switch.
-await import('./escape.test.js');
+await import('./escape.host.test.js');
