@@ -87,7 +87,8 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
   const stats: ConnectionStats = { open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0, deferred: 0, waiting: 0 };
   // Each client's share of new requests: a connection is paced at accept (it waits unread, as a
   // handle, until its turn), a further request on a kept-alive connection when it arrives.
-  const pacer = new ClientPacer(limits.requestsPerSecondPerIp, limits.maxConnectionsPerIp);
+  // At most two seconds' worth of a client's share waits (and never more than its connection cap).
+  const pacer = new ClientPacer(limits.requestsPerSecondPerIp, Math.min(limits.maxConnectionsPerIp, 2 * limits.requestsPerSecondPerIp));
   let polite = POLITE_REFUSALS;
   let politeRefilledAt = Date.now();
   let summary: { timer: NodeJS.Timeout; total: number; address: number; peers: Map<string, number> } | undefined;
