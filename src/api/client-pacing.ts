@@ -181,3 +181,42 @@ export class ClientPacer {
     }
   }
 }
+
+/**
+ * Per-client budget of request-body bytes read a second (burst: one second's worth). Reading goes
+ * into debt by a chunk at most; the reader then waits the debt off before it reads on, so the
+ * client's socket is not read meanwhile (backpressure holds the rest in its own buffers).
+ */
+export class ByteBudget {
+  private readonly clients = new Map<string, { tokens: number; at: number }>();
+  private readonly perMs: number;
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly bytesPerSecond: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.perMs = bytesPerSecond / 1000;
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS).unref();
+  }
+
+  /** Takes `bytes` from `client`'s budget; the milliseconds to wait before reading more (0: within its share). */
+  take(client: string, bytes: number): number {
+    const now = this.now();
+    const state = this.clients.get(client) ?? { tokens: this.bytesPerSecond, at: now };
+    state.tokens = Math.min(this.bytesPerSecond, state.tokens + (now - state.at) * this.perMs) - bytes;
+    state.at = now;
+    this.clients.set(client, state);
+    return state.tokens >= 0 ? 0 : Math.ceil(-state.tokens / this.perMs);
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.clients.clear();
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const [client, state] of this.clients) if (state.tokens + (now - state.at) * this.perMs >= this.bytesPerSecond) this.clients.delete(client);
+  }
+}

@@ -47,6 +47,8 @@ export interface HttpLimits {
    * burst of as many; more wait their turn (a new connection unread, before Node parses it).
    */
   requestsPerSecondPerIp: number;
+  /** Request-body bytes read a second for one client (burst: as many); beyond it, reading its body waits. */
+  bodyBytesPerSecondPerIp: number;
   /** Time to receive a request's headers, from the connection's (or the previous request's) start. */
   headersTimeoutMs: number;
   /** Time to receive a whole request, headers and body; the response (a long run, an SSE stream) is not bounded by it. */
@@ -59,6 +61,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   maxConnections: 4096,
   maxConnectionsPerIp: 128,
   requestsPerSecondPerIp: 100,
+  bodyBytesPerSecondPerIp: 8 * 1024 * 1024,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
   trustedProxies: [],
@@ -123,6 +126,7 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
   if (env.MCPWORKS_MAX_CONNECTIONS) http.maxConnections = positiveInteger('MCPWORKS_MAX_CONNECTIONS', env.MCPWORKS_MAX_CONNECTIONS);
   if (env.MCPWORKS_MAX_CONNECTIONS_PER_IP) http.maxConnectionsPerIp = positiveInteger('MCPWORKS_MAX_CONNECTIONS_PER_IP', env.MCPWORKS_MAX_CONNECTIONS_PER_IP);
   if (env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP) http.requestsPerSecondPerIp = positiveInteger('MCPWORKS_REQUESTS_PER_SECOND_PER_IP', env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP, 1_000_000);
+  if (env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP) http.bodyBytesPerSecondPerIp = positiveInteger('MCPWORKS_BODY_MB_PER_SECOND_PER_IP', env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP, 1_000_000) * 1024 * 1024;
   if (env.MCPWORKS_HEADERS_TIMEOUT_S) http.headersTimeoutMs = seconds('MCPWORKS_HEADERS_TIMEOUT_S', env.MCPWORKS_HEADERS_TIMEOUT_S);
   if (env.MCPWORKS_REQUEST_TIMEOUT_S) http.requestTimeoutMs = seconds('MCPWORKS_REQUEST_TIMEOUT_S', env.MCPWORKS_REQUEST_TIMEOUT_S);
   const proxies = list(env.MCPWORKS_TRUSTED_PROXIES);

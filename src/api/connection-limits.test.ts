@@ -213,7 +213,7 @@ describe('per-address cap, header and request timeouts', () => {
   });
 });
 
-describe('refusals logged as a summary; each client paced to its share of new requests', () => {
+describe('refusals logged as a summary; each client paced to its share of new requests and body bytes', () => {
   const lines: string[] = [];
   let dataDir: string;
   let running: Awaited<ReturnType<typeof startServer>>;
@@ -223,7 +223,7 @@ describe('refusals logged as a summary; each client paced to its share of new re
     dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-conn-log-'));
     await seedEmbeddedDatabase(dataDir);
     running = await startServer(
-      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, http: { maxConnections: 128, maxConnectionsPerIp: 16, requestsPerSecondPerIp: 2 } },
+      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, http: { maxConnections: 128, maxConnectionsPerIp: 16, requestsPerSecondPerIp: 2, bodyBytesPerSecondPerIp: 1024 } },
       pino({ level: 'info' }, logs),
     );
     server = { url: running.url, server: running } as TestServer;
@@ -310,5 +310,19 @@ describe('refusals logged as a summary; each client paced to its share of new re
     assert.deepEqual(codes.slice(0, -1), Array(codes.length - 1).fill(200));
     assert.match(answer, /too many requests waiting from your address/);
     assert.equal(await healthz(server), 200);
+  });
+
+  test("a client's body is read at its share of bytes a second; others are served meanwhile", async () => {
+    // 48 KB of a sign-up's JSON body, all sent at once, against 1 KB a second for its address.
+    const body = JSON.stringify({ email: 'paced@example.com', password: 'x'.repeat(48 * 1024) });
+    const [held] = await hold(server, 1, '127.0.0.16', () => `POST /register HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    let answered = false;
+    void held!.closed.then(() => (answered = true));
+    // Another client's request (a body too) is answered while the paced one is still being read.
+    const other = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'nobody@example.com' }) });
+    assert.equal(other.status, 400);
+    assert.equal(await healthz(server), 200);
+    assert.equal(answered, false, 'the paced body was read ahead of its share');
+    held!.destroy();
   });
 });

@@ -201,7 +201,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
   // Catalog changes on any node reach this node's run streams (LISTEN on the database).
   const listChanged = new ListChangedHub(logger);
   await listChanged.start(database.notifications).catch(failStart);
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, progressIntervalMs: config.progressIntervalMs, listChanged });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBytesPerSecondPerIp: limits.bodyBytesPerSecondPerIp, progressIntervalMs: config.progressIntervalMs, listChanged });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
   const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
