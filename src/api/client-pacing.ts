@@ -43,7 +43,7 @@ export class ClientPacer {
   private readonly ratePerMs: number;
   private turn = 0;
   private turnTick = false;
-  private drainScheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  private drainScheduled: { cancel(): void } | undefined;
   private readonly sweeper: NodeJS.Timeout;
   private waitingNow = 0;
   private readonly counts = { immediate: 0, deferred: 0 };
@@ -92,11 +92,8 @@ export class ClientPacer {
   close(): void {
     this.closed = true;
     clearInterval(this.sweeper);
-    if (this.drainScheduled) {
-      clearTimeout(this.drainScheduled as NodeJS.Timeout);
-      clearImmediate(this.drainScheduled as NodeJS.Immediate);
-      this.drainScheduled = undefined;
-    }
+    this.drainScheduled?.cancel();
+    this.drainScheduled = undefined;
     for (const state of this.clients.values()) {
       for (const waiting of state.queue.splice(0)) {
         this.waitingNow--;
@@ -154,9 +151,11 @@ export class ClientPacer {
     if (soonest === Infinity) return;
     if (soonest === 0) {
       // After this turn's I/O: what other clients sent meanwhile is read first.
-      this.drainScheduled = setImmediate(() => this.drain());
+      const immediate = setImmediate(() => this.drain());
+      this.drainScheduled = { cancel: () => clearImmediate(immediate) };
     } else {
-      this.drainScheduled = setTimeout(() => this.drain(), Math.max(1, Math.ceil(soonest)));
+      const timer = setTimeout(() => this.drain(), Math.max(1, Math.ceil(soonest)));
+      this.drainScheduled = { cancel: () => clearTimeout(timer) };
     }
   }
 
