@@ -8,6 +8,8 @@ import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
+import { ByteBudget } from './client-pacing.js';
+import { clientKeyOf } from '../core/accounts.js';
 import { buildCreateServer } from './create-tools.js';
 import { clientAddress } from './client-address.js';
 import { errorResponse, jsonBody } from './http-errors.js';
@@ -38,6 +40,8 @@ export interface AppDependencies {
   hostGuard: HostGuard;
   /** Reverse proxies trusted to say, in X-Forwarded-For, whom a request is from. */
   trustedProxies?: readonly string[];
+  /** Request-body bytes one client (address, IPv6 /64, forwarded client) is read a second (absent: unpaced). */
+  bodyBytesPerSecondPerIp?: number | undefined;
   /** How often a run with a progressToken sends notifications/progress (default 10 s). */
   progressIntervalMs?: number | undefined;
   /** notifications/tools/list_changed to the run endpoint's streams (absent: no GET streams). */
@@ -188,6 +192,8 @@ export function createApp(deps: AppDependencies): Hono {
       c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
         ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
         : { limit: ACCOUNT_MAX_BODY_BYTES, tooLarge: (c, limit) => c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413) },
+      // Bodies are read at most at their client's share of bytes a second, whoever else is reading.
+      deps.bodyBytesPerSecondPerIp ? { budget: new ByteBudget(deps.bodyBytesPerSecondPerIp), client: (c) => clientKeyOf(remoteAddress(c, deps.trustedProxies)) } : undefined,
     ),
   );
 

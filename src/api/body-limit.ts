@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
+import type { ByteBudget } from './client-pacing.js';
 
 /**
  * The largest MCP request body. The largest legitimate one is make_function/update_function: code
@@ -28,7 +29,7 @@ export interface BodyRule {
  * one (chunked) is counted as it streams and cut off at the limit. A refused request closes its
  * connection, so the rest of the body is not read either.
  */
-export function bodyLimit(ruleFor: (c: Context) => BodyRule): MiddlewareHandler {
+export function bodyLimit(ruleFor: (c: Context) => BodyRule, pacing?: { budget: ByteBudget; client: (c: Context) => string }): MiddlewareHandler {
   return async (c, next) => {
     const { limit, tooLarge } = ruleFor(c);
     const refuse = () => {
@@ -40,19 +41,25 @@ export function bodyLimit(ruleFor: (c: Context) => BodyRule): MiddlewareHandler 
     if (declared !== undefined) {
       // Node's parser holds the body to exactly this length, so nothing more needs counting.
       if (!/^\d+$/.test(declared.trim()) || Number(declared) > limit) return refuse();
-      return next();
+      if (!pacing || Number(declared) === 0) return next();
     }
     const raw = c.req.raw;
     if (!raw.body) return next();
     const reader = raw.body.getReader();
+    const client = pacing?.client(c);
     let seen = 0;
     let exceeded = false;
+    let readOnAt = 0;
     // Pull-based: bytes are read only as the handler consumes them, never ahead of it.
     const limited = new ReadableStream<Uint8Array>(
       {
         async pull(controller) {
+          // Over its client's share of body bytes: nothing more is read until the debt is paid.
+          const wait = readOnAt - performance.now();
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
           const { done, value } = await reader.read();
           if (done) return controller.close();
+          if (pacing && client !== undefined) readOnAt = performance.now() + pacing.budget.take(client, value.byteLength);
           seen += value.byteLength;
           if (seen > limit) {
             exceeded = true;

@@ -14,15 +14,20 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
     configFromEnv({
       MCPWORKS_MAX_CONNECTIONS: '500',
       MCPWORKS_MAX_CONNECTIONS_PER_IP: '20',
+      MCPWORKS_REQUESTS_PER_SECOND_PER_IP: '50',
+      MCPWORKS_BODY_MB_PER_SECOND_PER_IP: '4',
       MCPWORKS_HEADERS_TIMEOUT_S: '2.5',
       MCPWORKS_REQUEST_TIMEOUT_S: '30',
       MCPWORKS_TRUSTED_PROXIES: '127.0.0.1, ::1',
     }),
   );
-  assert.deepEqual(set, { maxConnections: 500, maxConnectionsPerIp: 20, headersTimeoutMs: 2500, requestTimeoutMs: 30_000, trustedProxies: ['127.0.0.1', '::1'] });
+  assert.deepEqual(set, { maxConnections: 500, maxConnectionsPerIp: 20, requestsPerSecondPerIp: 50, bodyBytesPerSecondPerIp: 4 * 1024 * 1024, headersTimeoutMs: 2500, requestTimeoutMs: 30_000, trustedProxies: ['127.0.0.1', '::1'] });
   for (const env of [
     { MCPWORKS_MAX_CONNECTIONS: '0' },
     { MCPWORKS_MAX_CONNECTIONS_PER_IP: 'many' },
+    { MCPWORKS_REQUESTS_PER_SECOND_PER_IP: '0' },
+    { MCPWORKS_REQUESTS_PER_SECOND_PER_IP: '1e3' },
+    { MCPWORKS_BODY_MB_PER_SECOND_PER_IP: '0.5' },
     { MCPWORKS_HEADERS_TIMEOUT_S: '-1' },
     { MCPWORKS_REQUEST_TIMEOUT_S: 'soon' },
     { MCPWORKS_TRUSTED_PROXIES: 'proxy.example.com' },

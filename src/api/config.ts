@@ -42,6 +42,13 @@ export interface HttpLimits {
   maxConnections: number;
   /** Open connections from one peer address; for a trusted proxy, in-flight requests per forwarded client. */
   maxConnectionsPerIp: number;
+  /**
+   * New requests one client (address, IPv6 /64, or forwarded client) may start a second, after a
+   * burst of as many; more wait their turn (a new connection unread, before Node parses it).
+   */
+  requestsPerSecondPerIp: number;
+  /** Request-body bytes read a second for one client (burst: as many); beyond it, reading its body waits. */
+  bodyBytesPerSecondPerIp: number;
   /** Time to receive a request's headers, from the connection's (or the previous request's) start. */
   headersTimeoutMs: number;
   /** Time to receive a whole request, headers and body; the response (a long run, an SSE stream) is not bounded by it. */
@@ -53,6 +60,8 @@ export interface HttpLimits {
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   maxConnections: 4096,
   maxConnectionsPerIp: 128,
+  requestsPerSecondPerIp: 100,
+  bodyBytesPerSecondPerIp: 8 * 1024 * 1024,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
   trustedProxies: [],
@@ -116,6 +125,8 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
   const http: Partial<HttpLimits> = {};
   if (env.MCPWORKS_MAX_CONNECTIONS) http.maxConnections = positiveInteger('MCPWORKS_MAX_CONNECTIONS', env.MCPWORKS_MAX_CONNECTIONS);
   if (env.MCPWORKS_MAX_CONNECTIONS_PER_IP) http.maxConnectionsPerIp = positiveInteger('MCPWORKS_MAX_CONNECTIONS_PER_IP', env.MCPWORKS_MAX_CONNECTIONS_PER_IP);
+  if (env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP) http.requestsPerSecondPerIp = positiveInteger('MCPWORKS_REQUESTS_PER_SECOND_PER_IP', env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP, 1_000_000);
+  if (env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP) http.bodyBytesPerSecondPerIp = positiveInteger('MCPWORKS_BODY_MB_PER_SECOND_PER_IP', env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP, 1_000_000) * 1024 * 1024;
   if (env.MCPWORKS_HEADERS_TIMEOUT_S) http.headersTimeoutMs = seconds('MCPWORKS_HEADERS_TIMEOUT_S', env.MCPWORKS_HEADERS_TIMEOUT_S);
   if (env.MCPWORKS_REQUEST_TIMEOUT_S) http.requestTimeoutMs = seconds('MCPWORKS_REQUEST_TIMEOUT_S', env.MCPWORKS_REQUEST_TIMEOUT_S);
   const proxies = list(env.MCPWORKS_TRUSTED_PROXIES);

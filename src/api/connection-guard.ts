@@ -5,6 +5,7 @@ import type { Logger } from './logger.js';
 import { clientAddress, plainAddress } from './client-address.js';
 import { clientKeyOf } from '../core/accounts.js';
 import { routeAgnosticRefusal } from './mcp-refusals.js';
+import { ClientPacer } from './client-pacing.js';
 
 const normalizeAddress = (address: string | undefined) => plainAddress(address ?? '');
 /** One client per IPv4 address or IPv6 /64 (a host is handed a whole /64), as sign-in limits count. */
@@ -48,19 +49,26 @@ export interface ConnectionStats {
   refusedAddress: number;
   /** Of the refused, how many were written a 503 (the rest were closed at accept). */
   refusedPolitely: number;
+  /** Connections and requests that waited for their client's share of the request rate, and those waiting now. */
+  deferred: number;
+  waiting: number;
 }
 
 export interface GuardedListener {
   listener: RequestListener;
   stats(): ConnectionStats;
+  /** Closes what waits for its share (the server is stopping). */
+  stop(): void;
 }
 
 /** Node's accept callback on a listening TCP handle (net.Server sets it at listen). */
 type AcceptHandle = { onconnection?: (err: number, client: ClientHandle | undefined) => void; [HOOKED]?: true };
 type ClientHandle = { getpeername?: (out: { address?: string }) => number; close(): void; [VERDICT]?: Verdict };
-type Verdict = { client: string } | { refused: Reason };
+type Verdict = { client: string; paid?: true } | { refused: Reason };
 const HOOKED = Symbol('mcpworks.acceptHooked');
 const VERDICT = Symbol('mcpworks.verdict');
+/** On a socket whose accept already took its client's token: its first request goes without another. */
+const PAID = Symbol('mcpworks.firstRequestPaid');
 
 /**
  * Caps what clients can hold of the listener, so idle or half-sent connections cannot use up the
@@ -76,7 +84,11 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
   const trusted = new Set(limits.trustedProxies.map(normalizeAddress));
   const perPeer = new Map<string, number>();
   const perForwarded = new Map<string, number>();
-  const stats: ConnectionStats = { open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0 };
+  const stats: ConnectionStats = { open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0, deferred: 0, waiting: 0 };
+  // Each client's share of new requests: a connection is paced at accept (it waits unread, as a
+  // handle, until its turn), a further request on a kept-alive connection when it arrives.
+  // At most two seconds' worth of a client's share waits (and never more than its connection cap).
+  const pacer = new ClientPacer(limits.requestsPerSecondPerIp, Math.min(limits.maxConnectionsPerIp, 2 * limits.requestsPerSecondPerIp));
   let polite = POLITE_REFUSALS;
   let politeRefilledAt = Date.now();
   let summary: { timer: NodeJS.Timeout; total: number; address: number; peers: Map<string, number> } | undefined;
@@ -149,8 +161,26 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
           return;
         }
       }
-      client[VERDICT] = verdict;
-      return accept.call(this, err, client);
+      if ('refused' in verdict || trusted.has(normalizeAddress(info.address))) {
+        client[VERDICT] = verdict;
+        return accept.call(this, err, client);
+      }
+      // Admitted (it counts against the caps while it waits): made a socket when its client's turn comes.
+      const paid: Verdict = { client: verdict.client, paid: true };
+      const go = () => {
+        client[VERDICT] = paid;
+        accept.call(this, 0, client);
+      };
+      const drop = () => {
+        stats.open -= 1;
+        release(perPeer, verdict.client);
+        client.close();
+      };
+      // Its client has as much waiting as may wait: refused, as over its cap.
+      if (pacer.enter(verdict.client, go, drop) === 'full') {
+        noteRefusal('address', info.address);
+        drop();
+      }
     };
   };
   server.on('listening', hookAccept);
@@ -202,6 +232,7 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
       return;
     }
     const client = verdict.client;
+    if (verdict.paid) (socket as Socket & { [PAID]?: boolean })[PAID] = true;
     socket.once('close', () => {
       stats.open -= 1;
       release(perPeer, client);
@@ -209,22 +240,46 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     for (const httpListener of httpListeners) httpListener.call(server, socket);
   });
 
+  /** Starts `start` within `client`'s share of new requests (now, or when its turn comes). */
+  const paced = (client: string, req: IncomingMessage, res: ServerResponse, start: () => void) => {
+    const socket = req.socket as Socket & { [PAID]?: boolean };
+    if (socket[PAID]) {
+      socket[PAID] = false;
+      return start();
+    }
+    const refuse = (message: string) => {
+      if (!res.headersSent && !res.writableEnded) res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1', connection: 'close' }).end(refusalBody(message));
+    };
+    // A request whose client went away while it waited is not started.
+    const go = () => (res.destroyed || req.destroyed ? undefined : start());
+    if (pacer.enter(client, go, () => refuse('the server is shutting down')) === 'full') refuse('too many requests waiting from your address; retry shortly');
+  };
+
   const guarded = (req: IncomingMessage, res: ServerResponse) => {
     const peer = normalizeAddress(req.socket.remoteAddress);
-    if (!trusted.has(peer)) return listener(req, res);
+    if (!trusted.has(peer)) return paced(clientOf(peer), req, res, () => listener(req, res));
     // Only a configured proxy's X-Forwarded-For is believed (the same reading as sign-in throttling).
     const forwarded = req.headers['x-forwarded-for'];
     const client = clientAddress(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, limits.trustedProxies);
-    if (!client || client === peer) return listener(req, res);
+    if (!client || client === peer) return paced(clientOf(peer), req, res, () => listener(req, res));
     const forwardedClient = clientOf(client);
-    const inFlight = (perForwarded.get(forwardedClient) ?? 0) + 1;
-    if (inFlight > limits.maxConnectionsPerIp) {
-      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(refusalBody('too many requests in flight from your address; retry shortly'));
-      return;
-    }
-    perForwarded.set(forwardedClient, inFlight);
-    res.once('close', () => release(perForwarded, forwardedClient));
-    return listener(req, res);
+    return paced(forwardedClient, req, res, () => {
+      const inFlight = (perForwarded.get(forwardedClient) ?? 0) + 1;
+      if (inFlight > limits.maxConnectionsPerIp) {
+        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(refusalBody('too many requests in flight from your address; retry shortly'));
+        return;
+      }
+      perForwarded.set(forwardedClient, inFlight);
+      res.once('close', () => release(perForwarded, forwardedClient));
+      listener(req, res);
+    });
   };
-  return { listener: guarded, stats: () => ({ ...stats }) };
+  return {
+    listener: guarded,
+    stats: () => {
+      const pacing = pacer.stats();
+      return { ...stats, deferred: pacing.deferred, waiting: pacing.waiting };
+    },
+    stop: () => pacer.close(),
+  };
 }

@@ -201,13 +201,14 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
   // Catalog changes on any node reach this node's run streams (LISTEN on the database).
   const listChanged = new ListChangedHub(logger);
   await listChanged.start(database.notifications).catch(failStart);
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, progressIntervalMs: config.progressIntervalMs, listChanged });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBytesPerSecondPerIp: limits.bodyBytesPerSecondPerIp, progressIntervalMs: config.progressIntervalMs, listChanged });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
   const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
-  let connections: () => ConnectionStats = () => ({ open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0 });
+  let connections: () => ConnectionStats = () => ({ open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0, deferred: 0, waiting: 0 });
+  let stopPacing = () => undefined as void;
   const server: ServerType = await new Promise<ServerType>((resolve, reject) => {
     const s = serve(
       {
@@ -223,10 +224,12 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
         },
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);
-          const guard = guardConnections(http, limits, logger, listener);
+          // Sign-in prechecks run within the client's share of requests, as everything else does.
+          const guard = guardConnections(http, limits, logger, (request, response) => void (precheck(request, response) || listener(request, response)));
           connections = guard.stats;
+          stopPacing = guard.stop;
           http.on('request', (request, response) => {
-            if (!draining) return precheck(request, response) || guard.listener(request, response);
+            if (!draining) return guard.listener(request, response);
             response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
             response.end(routeAgnosticRefusal('unavailable', 'the server is shutting down'));
           });
@@ -252,6 +255,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
     close() {
       closing ??= (async () => {
         draining = true;
+        stopPacing();
         // Change streams say nothing more; ended now, they do not hold the connections open.
         listChanged.closeAll();
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
