@@ -109,6 +109,24 @@ export function createMcpEndpoint(options: {
     return stream ?? jsonRpcError(409, -32000, 'Conflict: Only one SSE stream is allowed per session');
   }
 
+  /**
+   * The MCP layer's answer to a request beforeDispatch let through, passed through afterDispatch.
+   * Should the layer throw (the SDK answers its own refusals, but a fault is a fault), afterDispatch
+   * still runs on a JSON-RPC internal error: whatever beforeDispatch took (a call's slot and quota
+   * unit) is given back now, not at its expiry.
+   */
+  async function dispatched(scope: RequestScope, dispatch: () => Promise<Response>): Promise<Response> {
+    let response: Response;
+    try {
+      response = await dispatch();
+    } catch (error) {
+      if (!options.afterDispatch) throw error;
+      logger.warn({ err: error instanceof Error ? error.message : String(error), endpoint: kind }, 'the MCP layer failed on a request');
+      return options.afterDispatch(scope, jsonRpcError(500, -32603, 'Internal error'));
+    }
+    return options.afterDispatch ? options.afterDispatch(scope, response) : response;
+  }
+
   return async function handle(request: Request, scope: RequestScope): Promise<Response> {
     const authInfo: AuthInfo = { token: '', clientId: scope.principal.keyId, scopes: scope.principal.scopes, extra: { scope } };
     const sessionId = request.headers.get('mcp-session-id');
@@ -150,8 +168,7 @@ export function createMcpEndpoint(options: {
       const early = await options.beforeDispatch?.(parsedBody, scope);
       if (early) return early;
       const owner = { namespace: streams?.notifies ? scope.namespace : '', accountId: scope.principal.accountId };
-      const response = await (streams ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody })) : modern.fetch(replay, { authInfo, parsedBody }));
-      return options.afterDispatch ? options.afterDispatch(scope, response) : response;
+      return dispatched(scope, () => (streams ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody })) : modern.fetch(replay, { authInfo, parsedBody })));
     }
     // 2025 era: batches exist in 2025-03-26 only. The version is the one the session negotiated at
     // initialize; for a session from before that was recorded, the one the client sends with every
@@ -184,11 +201,10 @@ export function createMcpEndpoint(options: {
         return jsonRpcError(429, -32000, message, { 'retry-after': String(created.refused.retryAfter) }, data);
       }
     }
-    const dispatched = await legacy(replay, { authInfo, parsedBody }).catch(async (error: unknown) => {
+    const response = await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })).catch(async (error: unknown) => {
       if (initializing) await accounts.deleteMcpSession(id);
       throw error;
     });
-    const response = options.afterDispatch ? await options.afterDispatch(scope, dispatched) : dispatched;
     if (!initializing) return response;
     if (response.status !== 200) {
       await accounts.deleteMcpSession(id);

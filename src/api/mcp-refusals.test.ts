@@ -172,3 +172,30 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
     assert.equal(((await login.json()) as any).error.type, 'validation_error');
   });
 });
+
+describe('a call the MCP layer refuses after its admission', () => {
+  async function active(): Promise<number> {
+    const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } });
+    return ((await response.json()) as any).concurrency.active;
+  }
+
+  test('frees its slot and its quota unit before the refusal is answered (2025 and 2026 eras)', async () => {
+    const id = await session(toolsUrl(), '2025-06-18');
+    const auth = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json' };
+    const call = (extra: Record<string, unknown> = {}) => JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'm__hello', arguments: {}, ...extra } });
+    const modernMeta = { _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } };
+    const cases: Array<[string, RequestInit]> = [
+      ['2025-06-18: no text/event-stream in Accept', { method: 'POST', headers: { ...auth, accept: 'application/json', 'mcp-protocol-version': '2025-06-18', 'mcp-session-id': id }, body: call() }],
+      ['2026-07-28: an Mcp-Method header that does not match the body', { method: 'POST', headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/list', 'mcp-name': 'm__hello' }, body: call(modernMeta) }],
+      ['2026-07-28: an Mcp-Name header that does not match the body', { method: 'POST', headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/call', 'mcp-name': 'm__other' }, body: call(modernMeta) }],
+    ];
+    for (const [what, init] of cases) {
+      const before = await executions();
+      const response = await fetch(toolsUrl(), init);
+      const text = await response.text();
+      process.stdout.write(`# ${what}: ${response.status} ${text.slice(0, 200)}\n`);
+      assert.equal(await active(), 0, `${what}: the slot is free when the refusal arrives`);
+      assert.equal(await executions(), before, `${what}: nothing counted`);
+    }
+  });
+});

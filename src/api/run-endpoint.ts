@@ -583,7 +583,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   async function afterDispatch(scope: RequestScope, response: Response): Promise<Response> {
     const extra = context(scope).extra;
     const ticket = extra.ticket;
-    if (ticket && !ticket.started && !ticket.settled) {
+    if (ticket && !ticket.started && !ticket.settled && response.status !== 200) {
+      // The MCP layer refused the request (406, 400, 500): no handler will start.
+      await runs.settle(ticket, false);
+    } else if (ticket && !ticket.started && !ticket.settled) {
       // Handlers start on a later tick of the same dispatch; give them that tick, and on a loaded
       // server up to a second more (a handler that starts after the settle does not run: see takeOver).
       await new Promise((resolve) => setImmediate(resolve));
