@@ -183,8 +183,11 @@ def serve(read_request, bridge_reader=None):
     # code early but successfully with what it assigned to `result` (else `output`); any other
     # status is a ProcessExitError that names it.
     real_exit = os._exit
+    runner_pid = os.getpid()
 
     def user_exit(status):
+        if os.getpid() != runner_pid:  # a child the code forked: its exit is its own
+            real_exit(status)
         if not answered:
             sys.stdout.flush()
             if status == 0:
