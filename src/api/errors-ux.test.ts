@@ -142,6 +142,31 @@ describe('unknown names list the available ones and the nearest', () => {
   });
 });
 
+describe('unknown tool names on the run endpoint', () => {
+  test('tool mode and code mode, both eras: the protocol error lists the tools and the nearest names', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_function', { service: 'math', name: 'csv-analyzer', template: 'csv-analyzer' });
+    await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
+    for (const era of ['v1', 'v2-legacy', 'v2'] as const) {
+      const tools = await connect(`${server.url}/mcp/run/${s.ns}?mode=tools`, s.key, era);
+      const code = await connect(`${server.url}/mcp/run/${s.ns}`, s.key, era);
+      try {
+        await assert.rejects(tools.callTool('math__csv_analyser', {}), (error: any) => {
+          assert.match(error.message, /Tool math__csv_analyser not found in namespace '[^']+'\. Did you mean 'math__csv-analyzer'[^?]*\? Available tools: _env_status, math__csv-analyzer, math__hello\./, era);
+          if (error.data !== undefined) assert.equal(error.data.did_you_mean[0], 'math__csv-analyzer', era);
+          return true;
+        });
+        await assert.rejects(code.callTool('exec', { code: 'result = 1' }), /Tool exec not found .*Did you mean 'execute'\? Available tools: execute\./);
+        // A known tool is unaffected.
+        assert.equal(parseResult(await code.callTool('execute', { code: 'result = 2' })), 2);
+      } finally {
+        await tools.close();
+        await code.close();
+      }
+    }
+  });
+});
+
 describe('one error shape on the run endpoint', () => {
   test('refusals before a run have the shape of a failed run: {error, error_type, stderr}', async () => {
     const s = await space();
