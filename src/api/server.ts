@@ -199,7 +199,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
     return failStart(error);
   }
   // Catalog changes on any node reach this node's run streams (LISTEN on the database).
-  const listChanged = new ListChangedHub(logger);
+  const listChanged = new ListChangedHub(logger, (ids) => accountsStore.touchMcpSessions(ids));
   await listChanged.start(database.notifications).catch(failStart);
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, progressIntervalMs: config.progressIntervalMs, listChanged });
 
