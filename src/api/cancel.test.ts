@@ -232,6 +232,28 @@ describe('cancellation', () => {
     }
   });
 
+  test('2026 era: a POSTed notifications/cancelled names no call (no session scopes its id): accepted, ignored; the call with that id runs on', async () => {
+    // The 2026-07-28 revision cancels over HTTP by closing the call's stream; request ids are the
+    // client's own, so honouring this would cancel whichever call of the account has that id.
+    const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v2');
+    try {
+      const marker = `2.${process.pid}${++tag}`;
+      const answer = client.callTool('svc__nap_py', { marker });
+      await waitFor('the run', () => processesWith(`/bin/sleep ${marker}`).length > 0);
+      const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} };
+      const cancel = await fetch(runUrl(server.url, 'tools'), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'notifications/cancelled' },
+        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: client.callIds.at(-1), reason: 'stop', _meta: meta } }),
+      });
+      assert.equal(cancel.status, 202, await cancel.text());
+      const result = await answer;
+      assert.equal(result.isError, undefined, JSON.stringify(result));
+    } finally {
+      await client.close();
+    }
+  });
+
   test('a cancel names a call of its own account and session only', async () => {
     const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v1');
     const other = await createAccount(server.url);
