@@ -75,6 +75,16 @@ describe('one function contract in both languages', () => {
     failedWith(await execute(s, 'result = Infinity;', 'typescript'), 'SerializationError');
     // A null the code meant is still null.
     assert.deepEqual(succeeded(await execute(s, 'result = { x: null, y: [null] };', 'typescript')), { x: null, y: [null] });
+    // NaN as the input of a function called from code mode: the same SerializationError in both
+    // languages, to either language (the callee does not run).
+    for (const callee of ['py_nan', 'ts_nan']) {
+      const py = succeeded(await execute(s, `import functions\ntry:\n    functions.${callee}(x=float("nan"))\nexcept functions.FunctionError as e:\n    result = [e.error_type, str(e)]`));
+      const ts = succeeded(await execute(s, `import { ${callee}, FunctionError } from "functions";\ntry { await ${callee}({ x: NaN }); } catch (e: any) { result = [e instanceof FunctionError ? e.errorType : e.name, e.message]; }`, 'typescript'));
+      for (const [type, message] of [py, ts]) {
+        assert.equal(type, 'SerializationError', `${callee}: ${message}`);
+        assert.match(message, new RegExp(`the input of c\\.${callee.replace('_', '-')} is not JSON-serialisable`));
+      }
+    }
   });
 
   test('exit with status 0 after setting result succeeds in both languages; another status fails', async () => {

@@ -85,7 +85,11 @@ def _wrapper(entry):
                 kwargs = dict(args[0])
             else:
                 raise TypeError(f"{entry['identifier']}() takes keyword arguments (or one dict)")
-        answer = _bridge({"op": "call", "service": entry["service"], "function": entry["name"], "input": kwargs})
+        try:
+            answer = _bridge({"op": "call", "service": entry["service"], "function": entry["name"], "input": kwargs})
+        except (TypeError, ValueError, RecursionError) as error:
+            # One rule in both languages: an input that is not JSON (NaN, a set...) is a SerializationError.
+            raise FunctionError("SerializationError", f"the input of {entry['service']}.{entry['name']} is not JSON-serialisable: {error}") from None
         if not answer.get("ok"):
             error_class = InputValidationError if answer.get("error_type") == "SchemaError" else FunctionError
             raise error_class(answer.get("error_type", "Error"), answer.get("error", "the function failed"))
