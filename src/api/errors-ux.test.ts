@@ -142,8 +142,8 @@ describe('unknown names list the available ones and the nearest', () => {
   });
 });
 
-describe('unknown tool names on the run endpoint', () => {
-  test('tool mode and code mode, both eras: the protocol error lists the tools and the nearest names', async () => {
+describe('unknown tool names on the MCP endpoints', () => {
+  test('tool mode, code mode and the create endpoint, every era: the protocol error lists the tools and the nearest names', async () => {
     const s = await space();
     await callOk(s.create, 'make_function', { service: 'math', name: 'csv-analyzer', template: 'csv-analyzer' });
     await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
@@ -157,6 +157,14 @@ describe('unknown tool names on the run endpoint', () => {
           return true;
         });
         await assert.rejects(code.callTool('exec', { code: 'result = 1' }), /Tool exec not found .*Did you mean 'execute'\? Available tools: execute\./);
+        // The create endpoint answers an unknown tool the same way.
+        const create = await connect(`${server.url}/mcp/create/${s.ns}`, s.key, era);
+        try {
+          await assert.rejects(create.callTool('make_functoin', {}), /Tool make_functoin not found in namespace '[^']+'\. Did you mean 'make_function'[^?]*\? Available tools: .*list_functions.*make_function/);
+          assert.ok(Array.isArray(await callOk(create, 'list_services')));
+        } finally {
+          await create.close();
+        }
         // A known tool is unaffected.
         assert.equal(parseResult(await code.callTool('execute', { code: 'result = 2' })), 2);
       } finally {

@@ -16,6 +16,7 @@ import type { Logger } from './logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { ListChangedHub } from './list-changed.js';
 import { serveLegacyBatch } from './mcp-batch.js';
+import { calledToolNames } from './unknown-tools.js';
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 
@@ -29,6 +30,8 @@ export interface RequestScope {
   extra?: Record<string, unknown>;
   /** The Mcp-Session-Id this request sent, as read with its key (owner null: unknown or expired). */
   session?: { id: string; owner: McpSessionRef | null };
+  /** The tool names the request's tools/call names (set before the MCP layer builds its server). */
+  calls?: readonly string[];
 }
 
 export function jsonRpcError(status: number, code: number, message: string, headers: Record<string, string> = {}, data?: Record<string, unknown>): Response {
@@ -158,6 +161,7 @@ export function createMcpEndpoint(options: {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }
     const replay = new Request(request.url, { method: 'POST', headers: request.headers, body: text });
+    if (!Array.isArray(parsedBody)) scope.calls = calledToolNames(parsedBody);
     if (!(await isLegacyRequest(replay, parsedBody))) {
       // The 2026-07-28 revision has no batches.
       if (Array.isArray(parsedBody)) return jsonRpcError(400, -32600, 'Invalid Request: JSON-RPC batches are not supported under protocol 2026-07-28; send one message per request');

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { fromJsonSchema, McpServer, ProtocolError, ProtocolErrorCode, type CallToolResult } from '@modelcontextprotocol/server';
-import { suggestion } from '../core/suggest.js';
+import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextprotocol/server';
+import { refuseUnknownTools } from './unknown-tools.js';
 import { DomainError, isDomainError } from '../core/errors.js';
 import { renderToolResult } from '../core/tool-render.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
@@ -434,21 +434,6 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     return undefined;
   }
 
-  /**
-   * A tools/call of a tool this endpoint does not have: the protocol's error (-32602, as the SDK
-   * answers it), with the available tools and the nearest names, as the create endpoint answers an
-   * unknown function. Only for a request that calls nothing else (one message per request).
-   */
-  function refuseUnknownTools(scope: RequestScope, server: McpServer, names: readonly string[]): void {
-    const unknown = [...(context(scope).extra.calledTools ?? [])].filter((name) => !names.includes(name));
-    if (unknown.length === 0) return;
-    server.server.setRequestHandler('tools/call', (request) => {
-      const wanted = request.params.name;
-      const hint = suggestion(wanted, names, 'tools');
-      throw new ProtocolError(ProtocolErrorCode.InvalidParams, `Tool ${wanted} not found in namespace '${scope.namespace}'.${hint.text}`, { type: 'not_found', ...hint.details });
-    });
-  }
-
   async function buildServer(scope: RequestScope): Promise<McpServer> {
     return context(scope).extra.mode === 'code' ? buildCodeServer(scope) : buildToolsServer(scope);
   }
@@ -501,7 +486,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         }
       }) as never,
     );
-    refuseUnknownTools(scope, server, [EXECUTE_TOOL]);
+    refuseUnknownTools(server, scope.namespace, ctx.extra.calledTools ?? [], [EXECUTE_TOOL]);
     return server;
   }
 
@@ -591,7 +576,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       return { tools: listedPlaceholder } as never;
     });
     // A namespace this key cannot see has no tools to suggest (its tools/list is the one static tool).
-    if (snapshot) refuseUnknownTools(scope, server, [...snapshot.functions.map(toolName), ENV_STATUS_TOOL]);
+    if (snapshot) refuseUnknownTools(server, scope.namespace, called ?? [], [...snapshot.functions.map(toolName), ENV_STATUS_TOOL]);
     return server;
   }
 
