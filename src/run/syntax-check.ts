@@ -18,8 +18,8 @@ export interface SyntaxQueueLimits {
   waiting: number;
   perAccount: number;
 }
-/** Two short-lived python3 processes at once; 64 waiting in all; 4 running or waiting per account. */
-export const SYNTAX_QUEUE_LIMITS: SyntaxQueueLimits = { concurrent: 2, waiting: 64, perAccount: 4 };
+/** Two short-lived python3 processes at once; 64 waiting in all; 32 running or waiting per account (half the room). */
+export const SYNTAX_QUEUE_LIMITS: SyntaxQueueLimits = { concurrent: 2, waiting: 64, perAccount: 32 };
 
 // Reads the source from stdin and only compiles it: compile() runs none of the user's code. The
 // limits come first so that pathological input (deep nesting, huge literals) is stopped cheaply.
