@@ -126,7 +126,7 @@ export function createApp(deps: AppDependencies): Hono {
       logger,
       sessionLimit,
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: false } } : {}),
-      buildServer: ({ principal, namespace, url }) => buildCreateServer({ principal, namespace, url, catalog, history: deps.history, logger, version: deps.version }),
+      buildServer: ({ principal, namespace, url, calls }) => buildCreateServer({ principal, namespace, url, calls, catalog, history: deps.history, logger, version: deps.version }),
     }),
     run: createMcpEndpoint({
       kind: 'run',

@@ -65,13 +65,21 @@ interface RawClient {
  * An official SDK client whose fetch records each tools/call's response stream; `route` may send
  * a POST elsewhere (another node) by its body.
  */
-async function rawClient(url: string, key: string, era: ClientEra, route?: (body: string) => string | undefined): Promise<RawClient> {
+async function rawClient(
+  url: string,
+  key: string,
+  era: ClientEra,
+  route?: (body: string) => string | undefined,
+  hooks: { hold?: (body: string) => Promise<void> | undefined; answered?: (body: string) => void } = {},
+): Promise<RawClient> {
   const callIds: Array<string | number> = [];
   const streams: Array<Promise<string>> = [];
   const recording = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const body = typeof init?.body === 'string' ? init.body : '';
     const target = (body && route?.(body)) || input;
+    await (body && hooks.hold?.(body));
     const response = await fetch(target, init);
+    if (body) hooks.answered?.(body);
     if (!body.includes('"tools/call"') || !response.body) return response;
     callIds.push(JSON.parse(body).id);
     const [mine, theirs] = response.body.tee();
@@ -224,6 +232,28 @@ describe('cancellation', () => {
     }
   });
 
+  test('2026 era: a POSTed notifications/cancelled names no call (no session scopes its id): accepted, ignored; the call with that id runs on', async () => {
+    // The 2026-07-28 revision cancels over HTTP by closing the call's stream; request ids are the
+    // client's own, so honouring this would cancel whichever call of the account has that id.
+    const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v2');
+    try {
+      const marker = `2.${process.pid}${++tag}`;
+      const answer = client.callTool('svc__nap_py', { marker });
+      await waitFor('the run', () => processesWith(`/bin/sleep ${marker}`).length > 0);
+      const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} };
+      const cancel = await fetch(runUrl(server.url, 'tools'), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'notifications/cancelled' },
+        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: client.callIds.at(-1), reason: 'stop', _meta: meta } }),
+      });
+      assert.equal(cancel.status, 202, await cancel.text());
+      const result = await answer;
+      assert.equal(result.isError, undefined, JSON.stringify(result));
+    } finally {
+      await client.close();
+    }
+  });
+
   test('a cancel names a call of its own account and session only', async () => {
     const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v1');
     const other = await createAccount(server.url);
@@ -242,7 +272,7 @@ describe('cancellation', () => {
   });
 
   test('two nodes on one PostgreSQL: the cancel reaches node B, the run on node A is killed', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, async () => {
-    second = await startTestServer({ databaseUrl: server.databaseUrl, tiers: TIERS, progressIntervalMs: PROGRESS_MS });
+    second ??= await startTestServer({ databaseUrl: server.databaseUrl, tiers: TIERS, progressIntervalMs: PROGRESS_MS });
     const nodeB = second.url;
     // The session lives in the database: node B serves it. Only the cancel goes there.
     const toB = (body: string) => (body.includes('"notifications/cancelled"') ? runUrl(nodeB, 'tools') : undefined);
@@ -257,6 +287,44 @@ describe('cancellation', () => {
         const stream = await cancelledRun(client, era === 'v1' ? 'tools-python' : 'tools-typescript', (abort) => abort.abort('stop'));
         assert.equal(cancelsSentToB, 1, 'the cancel went to node B');
         assertNoAnswer(stream, client.callIds.at(-1)!);
+      } finally {
+        await client.close();
+      }
+    }
+  });
+  test('two nodes on one PostgreSQL: a cancel that reaches node B before node A admits the call still cancels it', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, async () => {
+    second ??= await startTestServer({ databaseUrl: server.databaseUrl, tiers: TIERS, progressIntervalMs: PROGRESS_MS });
+    const nodeB = second.url;
+    for (const era of ['v1', 'v2-legacy'] as ClientEra[]) {
+      // The tools/call POST is held until node B has answered the cancel: B finds no slot to mark.
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let held!: () => void;
+      const callHeld = new Promise<void>((resolve) => (held = resolve));
+      const client = await rawClient(runUrl(server.url, 'tools'), account.key, era, (body) => (body.includes('"notifications/cancelled"') ? runUrl(nodeB, 'tools') : undefined), {
+        hold: (body) => (body.includes('"tools/call"') ? (held(), released) : undefined),
+        answered: (body) => (body.includes('"notifications/cancelled"') ? release() : undefined),
+      });
+      try {
+        const marker = `100.${process.pid}${++tag}`;
+        const before = await usage();
+        const recorded = (await history()).length;
+        const abort = new AbortController();
+        const answer = client.callTool(era === 'v1' ? 'svc__nap_py' : 'svc__nap_ts', { marker }, { signal: abort.signal, timeout: 300_000 });
+        answer.catch(() => undefined);
+        await callHeld;
+        abort.abort('the user pressed stop before the call arrived');
+        await assert.rejects(answer);
+        await released;
+        // Node A admits the call after the cancel: the kept cancel is taken and the call never runs.
+        await waitFor('the call recorded', async () => (await history()).length === recorded + 1);
+        const [row] = await history();
+        assert.equal(row!.status, 'cancelled', `${era}: ${JSON.stringify(row)}`);
+        assert.equal(processesWith(`/bin/sleep ${marker}`).length, 0);
+        const now = await usage();
+        assert.equal(now.active, 0, 'the slot is free');
+        assert.equal(now.executions, before.executions, 'a cancelled call does not count');
+        assertNoAnswer(await client.streams.at(-1)!, client.callIds.at(-1)!);
       } finally {
         await client.close();
       }

@@ -7,6 +7,13 @@ import { clientKeyOf } from '../core/accounts.js';
 import { routeAgnosticRefusal } from './mcp-refusals.js';
 import { ClientPacer } from './client-pacing.js';
 
+/**
+ * The HTTP server's limit on a request's headers (Node's maxHeaderSize; its default is 16 KB): room
+ * for the largest X-MCPWorks-Env the header's rules allow (32 KB decoded, 43,692 bytes in base64)
+ * beside the other headers.
+ */
+export const MAX_HEADER_BYTES = 48 * 1024;
+
 const normalizeAddress = (address: string | undefined) => plainAddress(address ?? '');
 /** One client per IPv4 address or IPv6 /64 (a host is handed a whole /64), as sign-in limits count. */
 const clientOf = (address: string | undefined) => clientKeyOf(normalizeAddress(address));
@@ -185,14 +192,14 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
   };
   server.on('listening', hookAccept);
 
-  // Requests Node's parser refuses before any route sees them (headers over 16 KB, a timeout, bad
+  // Requests Node's parser refuses before any route sees them (headers over 48 KB, a timeout, bad
   // HTTP) get the same JSON-RPC shaped body as the other refusals written before the route is known.
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     const message = (socket as unknown as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
     if (error.code === 'ECONNRESET' || !socket.writable || message?.headersSent) return void socket.destroy();
     const [status, reason, text] =
       error.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'Request Header Fields Too Large', 'request headers too large (16 KB at most, X-MCPWorks-Env included)']
+        ? [431, 'Request Header Fields Too Large', `request headers too large (${MAX_HEADER_BYTES / 1024} KB at most in all, X-MCPWorks-Env included: its 32 KB of JSON are about 43 KB in base64)`]
         : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? [408, 'Request Timeout', 'the request was not received in time']
           : [400, 'Bad Request', 'malformed HTTP request'];

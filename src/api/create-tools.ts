@@ -9,6 +9,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from './logger.js';
+import { refuseUnknownTools } from './unknown-tools.js';
 import { defineTool, type ToolDefinition } from './tool-schema.js';
 
 export interface CreateToolsContext {
@@ -20,6 +21,8 @@ export interface CreateToolsContext {
   version: string;
   /** The request's URL: make_namespace answers the new namespace's URLs in the same form. */
   url?: URL;
+  /** The tool names the request calls: an unknown one is answered with the available tools. */
+  calls?: readonly string[] | undefined;
 }
 
 /** A namespace's endpoints as the caller reaches this one: by path, or by subdomain (`{ns}.create.{base}`). */
@@ -89,8 +92,11 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
         `that AI assistants run through the run endpoint (/mcp/run/${ns}). Start with list_services; make_namespace if "${ns}" does not exist yet.`,
     },
   );
-  const tool = <S extends z.ZodObject>(name: string, definition: ToolDefinition<S>, body: (args: Record<string, unknown>) => Promise<unknown>) =>
-    defineTool(server, logger, name, definition, (args) => body(args as Record<string, unknown>));
+  const names: string[] = [];
+  const tool = <S extends z.ZodObject>(name: string, definition: ToolDefinition<S>, body: (args: Record<string, unknown>) => Promise<unknown>) => {
+    names.push(name);
+    return defineTool(server, logger, name, definition, (args) => body(args as Record<string, unknown>));
+  };
 
   tool(
     'make_namespace',
@@ -262,5 +268,6 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
+  refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

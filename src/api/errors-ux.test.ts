@@ -114,21 +114,63 @@ describe('unknown names list the available ones and the nearest', () => {
     await callOk(s.create, 'make_function', { service: 'math', name: 'csv-analyzer', template: 'csv-analyzer' });
     await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
     const run = await s.run();
-    for (const code of ['from functions import analyze_csv', 'import functions\nfunctions.analyze_csv()', 'from functions.math import analyze_csv']) {
+    for (const code of ['from functions import analyze_csv', 'import functions\nfunctions.analyze_csv()', 'from functions.math import analyze_csv', 'def f():\n    from functions import (hello, analyze_csv)\nf()', 'import functions\ngetattr(functions.math, "analyze_csv")']) {
       const answer = await run.callTool("execute", { code });
       assert.equal(answer.isError, true);
       const body = parseResult(answer);
       assert.equal(body.error_type, 'FunctionNotFoundError', code);
       assert.match(body.error, /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in functions(\.math)?: .*csv_analyzer, hello/, code);
     }
-    // hasattr() probes of private names still answer False.
-    assert.equal(parseResult(await run.callTool('execute', { code: 'import functions\nresult = hasattr(functions, "__wrapped__")' })), false);
+    // hasattr() and getattr() with a default answer as for any module: attribute access raises an
+    // AttributeError (named FunctionNotFoundError), `from … import` an ImportError, both with the names.
+    const probes = [
+      'hasattr(functions, "__wrapped__")',
+      'hasattr(functions, "analyze_csv")',
+      'hasattr(functions.math, "analyze_csv")',
+      'getattr(functions, "analyze_csv", "none") == "none"',
+      'hasattr(functions, "csv_analyzer") and hasattr(functions.math, "hello")',
+    ];
+    const code = `import functions\nresult = [${probes.join(', ')}]\ntry:\n    functions.nope\nexcept AttributeError as e:\n    result.append(type(e).__name__)\ntry:\n    from functions import nope\nexcept ImportError as e:\n    result.append(isinstance(e, functions.FunctionNotFoundError))`;
+    assert.deepEqual(parseResult(await run.callTool('execute', { code })), [false, false, false, true, true, 'FunctionNotFoundError', true]);
     for (const code of ['import { analyze_csv } from "functions";\nresult = await analyze_csv({});', 'import { analyze_csv } from "functions/math";\nresult = await analyze_csv({});']) {
       const answer = await run.callTool('execute', { code, language: 'typescript' });
       assert.equal(answer.isError, true);
       const body = parseResult(answer);
       assert.equal(body.error_type, 'FunctionNotFoundError', code);
       assert.match(body.error, /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in 'functions(\/math)?': .*csv_analyzer, hello/, code);
+    }
+  });
+});
+
+describe('unknown tool names on the MCP endpoints', () => {
+  test('tool mode, code mode and the create endpoint, every era: the protocol error lists the tools and the nearest names', async () => {
+    const s = await space();
+    await callOk(s.create, 'make_function', { service: 'math', name: 'csv-analyzer', template: 'csv-analyzer' });
+    await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
+    for (const era of ['v1', 'v2-legacy', 'v2'] as const) {
+      const tools = await connect(`${server.url}/mcp/run/${s.ns}?mode=tools`, s.key, era);
+      const code = await connect(`${server.url}/mcp/run/${s.ns}`, s.key, era);
+      try {
+        await assert.rejects(tools.callTool('math__csv_analyser', {}), (error: any) => {
+          assert.match(error.message, /Tool math__csv_analyser not found in namespace '[^']+'\. Did you mean 'math__csv-analyzer'[^?]*\? Available tools: _env_status, math__csv-analyzer, math__hello\./, era);
+          if (error.data !== undefined) assert.equal(error.data.did_you_mean[0], 'math__csv-analyzer', era);
+          return true;
+        });
+        await assert.rejects(code.callTool('exec', { code: 'result = 1' }), /Tool exec not found .*Did you mean 'execute'\? Available tools: execute\./);
+        // The create endpoint answers an unknown tool the same way.
+        const create = await connect(`${server.url}/mcp/create/${s.ns}`, s.key, era);
+        try {
+          await assert.rejects(create.callTool('make_functoin', {}), /Tool make_functoin not found in namespace '[^']+'\. Did you mean 'make_function'[^?]*\? Available tools: .*list_functions.*make_function/);
+          assert.ok(Array.isArray(await callOk(create, 'list_services')));
+        } finally {
+          await create.close();
+        }
+        // A known tool is unaffected.
+        assert.equal(parseResult(await code.callTool('execute', { code: 'result = 2' })), 2);
+      } finally {
+        await tools.close();
+        await code.close();
+      }
     }
   });
 });

@@ -75,16 +75,37 @@ describe('one function contract in both languages', () => {
     failedWith(await execute(s, 'result = Infinity;', 'typescript'), 'SerializationError');
     // A null the code meant is still null.
     assert.deepEqual(succeeded(await execute(s, 'result = { x: null, y: [null] };', 'typescript')), { x: null, y: [null] });
+    // NaN as the input of a function called from code mode: the same SerializationError in both
+    // languages, to either language (the callee does not run).
+    for (const callee of ['py_nan', 'ts_nan']) {
+      const py = succeeded(await execute(s, `import functions\ntry:\n    functions.${callee}(x=float("nan"))\nexcept functions.FunctionError as e:\n    result = [e.error_type, str(e)]`));
+      const ts = succeeded(await execute(s, `import { ${callee}, FunctionError } from "functions";\ntry { await ${callee}({ x: NaN }); } catch (e: any) { result = [e instanceof FunctionError ? e.errorType : e.name, e.message]; }`, 'typescript'));
+      for (const [type, message] of [py, ts]) {
+        assert.equal(type, 'SerializationError', `${callee}: ${message}`);
+        assert.match(message, new RegExp(`the input of c\\.${callee.replace('_', '-')} is not JSON-serialisable`));
+      }
+    }
   });
 
   test('exit with status 0 after setting result succeeds in both languages; another status fails', async () => {
-    const s = await space([{ name: 'ts-exit', language: 'typescript', code: 'export default () => { (globalThis as any).result = "set before exit"; process.exit(0); };\n' }]);
+    const s = await space([
+      { name: 'ts-exit', language: 'typescript', code: 'export default () => { (globalThis as any).result = "set before exit"; process.exit(0); };\n' },
+      { name: 'py-exit', code: 'import os\n\ndef main(input_data):\n    global result\n    result = "set before exit"\n    os._exit(0)\n' },
+      { name: 'py-exit3', code: 'import sys\n\ndef main(input_data):\n    sys.exit(3)\n' },
+      { name: 'ts-exit3', language: 'typescript', code: 'export default () => { process.exit(3); };\n' },
+    ]);
     assert.equal(succeeded(await execute(s, 'import sys\nresult = "py"\nsys.exit(0)\nresult = "never"')), 'py');
+    assert.equal(succeeded(await execute(s, 'import os\nresult = "py"\nos._exit(0)\nresult = "never"')), 'py');
+    assert.equal(succeeded(await call(s.tools, 'c__py-exit')), 'set before exit');
+    // Any other status: ProcessExitError naming it, in both languages and both modes.
+    for (const [code, language] of [['import sys\nresult = 1\nsys.exit(3)', 'python'], ['import os\nresult = 1\nos._exit(3)', 'python'], ['result = 1;\nprocess.exit(3);', 'typescript']] as const) {
+      assert.match(failedWith(await execute(s, code, language), 'ProcessExitError').error, /exited with status 3/, code);
+    }
+    assert.match(failedWith(await execute(s, 'import sys\nsys.exit("no input file")'), 'ProcessExitError').error, /status 1 .*no input file/);
+    for (const tool of ['c__py-exit3', 'c__ts-exit3']) assert.match(failedWith(await call(s.tools, tool), 'ProcessExitError').error, /exited with status 3/, tool);
     assert.equal(succeeded(await execute(s, 'result = "ts";\nprocess.exit(0);\nresult = "never";', 'typescript')), 'ts');
     assert.equal(succeeded(await execute(s, 'let result = "declared";\nprocess.exit();\nresult = "never";', 'typescript')), 'declared');
     assert.equal(succeeded(await call(s.tools, 'c__ts-exit')), 'set before exit');
-    assert.match(failedWith(await execute(s, 'result = 1;\nprocess.exit(3);', 'typescript'), 'ProcessExitError').error, /status 3/);
-    assert.equal(failedWith(await execute(s, 'import sys\nresult = 1\nsys.exit(3)'), 'SystemExit').error, '3');
   });
 
   test('an await that can never settle is reported as such, not as "exited with status 0"', async () => {

@@ -9,9 +9,11 @@ import { after, before, describe, test } from 'node:test';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { callOk, connect, createAccount, EMBEDDED_RUN_ONLY, MODERN_PROTOCOL, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, createAccount, EMBEDDED_RUN_ONLY, MODERN_PROTOCOL, parseResult, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { until } from '../test-support/processes.js';
 import { MAX_LISTEN_STREAMS_PER_ACCOUNT } from './list-changed.js';
+import { MCP_SESSION_IDLE_MS } from '../store/accounts-store.js';
+import type { Db } from '../store/database.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../test-support/private-postgres.js';
 
 const HELLO = 'def main(input_data):\n    return {"n": 1}\n';
@@ -123,6 +125,34 @@ describe('notifications/tools/list_changed on one node', () => {
     await session.close();
     await create.close();
   });
+
+  for (const era of ['v1', 'v2-legacy'] as const) {
+    test(`${era}: an open GET stream keeps its session alive past the idle hour; a closed one does not`, async () => {
+      const { ns, create } = await namespaceWith(server.url, account, 'hello');
+      const store = server.server.services.accountsStore;
+      const db = (store as unknown as { db: Db }).db;
+      const client = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era);
+      const id = client.sessionId()!;
+      const idle = new Date(Date.now() - MCP_SESSION_IDLE_MS + 60_000);
+      await until('the GET stream of the session', async () => openStreams(server), (open) => open >= 1);
+      // The client has been quiet 59 minutes but listens: the stream's touch starts its hour again.
+      await db.updateTable('mcp_sessions').set({ last_seen_at: idle }).where('id', '=', id).execute();
+      await server.server.services.listChanged.touchOpenSessions();
+      const seen = (await store.findMcpSession(id))!.last_seen_at;
+      assert.ok(new Date(seen).getTime() > Date.now() - 60_000, `${era}: the session was marked used (${new Date(seen).toISOString()})`);
+      assert.equal(parseResult(await client.callTool('m__hello', {})).n, 1);
+      // Closed: its session is no longer touched by the streams.
+      const other = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era);
+      await until('the second GET stream', async () => openStreams(server), (open) => open >= 2);
+      await db.updateTable('mcp_sessions').set({ last_seen_at: idle }).where('id', '=', other.sessionId()!).execute();
+      await other.close();
+      await until('the second stream closed', async () => openStreams(server), (open) => open <= 1);
+      await server.server.services.listChanged.touchOpenSessions();
+      assert.equal(new Date((await db.selectFrom('mcp_sessions').select('last_seen_at').where('id', '=', other.sessionId()!).executeTakeFirst())?.last_seen_at ?? idle).getTime(), idle.getTime());
+      await client.close();
+      await create.close();
+    });
+  }
 });
 
 // Counted in the node's memory: skipped, with its server, in the PostgreSQL run (it ran, the same, in the embedded run).

@@ -9,6 +9,11 @@ export const CATALOG_CHANNEL = 'mcpworks_catalog';
 export const MAX_LISTEN_STREAMS_PER_ACCOUNT = 32;
 /** SSE comment frames on an idle stream, so proxies keep it and a vanished client is noticed. */
 const KEEP_ALIVE_MS = 15_000;
+/**
+ * How often the sessions of open 2025-era GET streams are marked used, in one write for all: an
+ * open stream is activity, so its session outlives the idle hour while the client listens.
+ */
+export const STREAM_SESSION_TOUCH_MS = 5 * 60_000;
 
 const LIST_CHANGED_FRAME = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' })}\n\n`;
 
@@ -34,7 +39,22 @@ export class ListChangedHub {
   private readonly perAccount = new Map<string, number>();
   private readonly scope = new AsyncLocalStorage<StreamOwner>();
 
-  constructor(private readonly logger: Logger) {}
+  private touchTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly logger: Logger,
+    /** Marks sessions used (their idle expiry starts again); see STREAM_SESSION_TOUCH_MS. */
+    private readonly touchSessions?: (ids: readonly string[]) => Promise<void>,
+  ) {}
+
+  /** Marks the sessions of this node's open GET streams used (the timer's work; tests call it directly). */
+  async touchOpenSessions(): Promise<void> {
+    const ids = [...this.sessions.keys()];
+    if (ids.length === 0 || !this.touchSessions) return;
+    await this.touchSessions(ids).catch((error: unknown) => {
+      this.logger.warn({ err: error instanceof Error ? error.message : String(error), sessions: ids.length }, 'could not mark the sessions of open streams used');
+    });
+  }
 
   async start(notifications: NotifyListener): Promise<void> {
     await notifications.listen(CATALOG_CHANNEL, {
@@ -151,6 +171,10 @@ export class ListChangedHub {
     });
     this.closers.add(close);
     this.sessions.set(sessionId, close);
+    if (!this.touchTimer && this.touchSessions) {
+      this.touchTimer = setInterval(() => void this.touchOpenSessions(), STREAM_SESSION_TOUCH_MS);
+      this.touchTimer.unref();
+    }
     if (signal?.aborted) close();
     else signal?.addEventListener('abort', close, { once: true });
     return new Response(body, {
@@ -166,6 +190,8 @@ export class ListChangedHub {
 
   /** Shutdown: every stream ends, so none holds the server open. */
   closeAll(): void {
+    if (this.touchTimer) clearInterval(this.touchTimer);
+    this.touchTimer = undefined;
     for (const close of [...this.closers]) close();
   }
 }

@@ -17,6 +17,7 @@ import { isRetryableStoreError } from '../store/db-health.js';
 import type { ListChangedHub } from './list-changed.js';
 import { serveLegacyBatch } from './mcp-batch.js';
 import { sharedFairShare } from '../run/fair-share.js';
+import { calledToolNames } from './unknown-tools.js';
 
 /** Bodies longer than this (characters) are parsed in their tenant's fair turn (fair-share.ts). */
 const LARGE_BODY_CHARS = 64 * 1024;
@@ -33,6 +34,8 @@ export interface RequestScope {
   extra?: Record<string, unknown>;
   /** The Mcp-Session-Id this request sent, as read with its key (owner null: unknown or expired). */
   session?: { id: string; owner: McpSessionRef | null };
+  /** The tool names the request's tools/call names (set before the MCP layer builds its server). */
+  calls?: readonly string[];
 }
 
 export function jsonRpcError(status: number, code: number, message: string, headers: Record<string, string> = {}, data?: Record<string, unknown>): Response {
@@ -113,6 +116,24 @@ export function createMcpEndpoint(options: {
     return stream ?? jsonRpcError(409, -32000, 'Conflict: Only one SSE stream is allowed per session');
   }
 
+  /**
+   * The MCP layer's answer to a request beforeDispatch let through, passed through afterDispatch.
+   * Should the layer throw (the SDK answers its own refusals, but a fault is a fault), afterDispatch
+   * still runs on a JSON-RPC internal error: whatever beforeDispatch took (a call's slot and quota
+   * unit) is given back now, not at its expiry.
+   */
+  async function dispatched(scope: RequestScope, dispatch: () => Promise<Response>): Promise<Response> {
+    let response: Response;
+    try {
+      response = await dispatch();
+    } catch (error) {
+      if (!options.afterDispatch) throw error;
+      logger.warn({ err: error instanceof Error ? error.message : String(error), endpoint: kind }, 'the MCP layer failed on a request');
+      return options.afterDispatch(scope, jsonRpcError(500, -32603, 'Internal error'));
+    }
+    return options.afterDispatch ? options.afterDispatch(scope, response) : response;
+  }
+
   return async function handle(request: Request, scope: RequestScope): Promise<Response> {
     const authInfo: AuthInfo = { token: '', clientId: scope.principal.keyId, scopes: scope.principal.scopes, extra: { scope } };
     const sessionId = request.headers.get('mcp-session-id');
@@ -147,6 +168,7 @@ export function createMcpEndpoint(options: {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }
     const replay = new Request(request.url, { method: 'POST', headers: request.headers, body: text });
+    if (!Array.isArray(parsedBody)) scope.calls = calledToolNames(parsedBody);
     if (!(await isLegacyRequest(replay, parsedBody))) {
       // The 2026-07-28 revision has no batches.
       if (Array.isArray(parsedBody)) return jsonRpcError(400, -32600, 'Invalid Request: JSON-RPC batches are not supported under protocol 2026-07-28; send one message per request');
@@ -157,8 +179,7 @@ export function createMcpEndpoint(options: {
       const early = await options.beforeDispatch?.(parsedBody, scope);
       if (early) return early;
       const owner = { namespace: streams?.notifies ? scope.namespace : '', accountId: scope.principal.accountId };
-      const response = await (streams ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody })) : modern.fetch(replay, { authInfo, parsedBody }));
-      return options.afterDispatch ? options.afterDispatch(scope, response) : response;
+      return dispatched(scope, () => (streams ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody })) : modern.fetch(replay, { authInfo, parsedBody })));
     }
     // 2025 era: batches exist in 2025-03-26 only. The version is the one the session negotiated at
     // initialize; for a session from before that was recorded, the one the client sends with every
@@ -191,11 +212,10 @@ export function createMcpEndpoint(options: {
         return jsonRpcError(429, -32000, message, { 'retry-after': String(created.refused.retryAfter) }, data);
       }
     }
-    const dispatched = await legacy(replay, { authInfo, parsedBody }).catch(async (error: unknown) => {
+    const response = await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })).catch(async (error: unknown) => {
       if (initializing) await accounts.deleteMcpSession(id);
       throw error;
     });
-    const response = options.afterDispatch ? await options.afterDispatch(scope, dispatched) : dispatched;
     if (!initializing) return response;
     if (response.status !== 200) {
       await accounts.deleteMcpSession(id);

@@ -5,8 +5,10 @@
 // (the spec's 429 quota bodies excepted; those are tested in guard-metering.test.ts).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { callOk, connect, createAccount, MODERN_PROTOCOL, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, createAccount, MODERN_PROTOCOL, parseResult, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { MCP_MAX_BODY_BYTES } from './body-limit.js';
+import { MAX_HEADER_BYTES } from './connection-guard.js';
+import { MAX_ENV_HEADER_DECODED_BYTES } from '../core/env-header.js';
 
 const HELLO = 'def main(input_data):\n    return {"n": 1}\n';
 const ACCEPT = 'application/json, text/event-stream';
@@ -158,7 +160,7 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
       ["another account's session", toolsUrl(), { method: 'POST', headers: { ...json, authorization: `Bearer ${stranger.key}`, 'mcp-session-id': id }, body: ping }, 404],
       ['a foreign Origin', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, origin: 'https://evil.example' }, body: ping }, 403],
       ['a path under /mcp/ that is no endpoint', `${server.url}/mcp/run/${ns}/extra`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 404],
-      ['headers over 16 KB', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': 'A'.repeat(20_000) }, body: ping }, 431],
+      ['headers over 48 KB', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': 'A'.repeat(MAX_HEADER_BYTES) }, body: ping }, 431],
       ['no API key on the create endpoint', `${server.url}/mcp/create/${ns}`, { method: 'POST', headers: json, body: ping }, 401],
     ];
     for (const [what, url, init, status] of cases) {
@@ -170,5 +172,69 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
     // The account routes keep their own shape.
     const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
     assert.equal(((await login.json()) as any).error.type, 'validation_error');
+  });
+});
+
+describe('a call the MCP layer refuses after its admission', () => {
+  async function active(): Promise<number> {
+    const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } });
+    return ((await response.json()) as any).concurrency.active;
+  }
+
+  test('frees its slot and its quota unit before the refusal is answered (2025 and 2026 eras)', async () => {
+    const id = await session(toolsUrl(), '2025-06-18');
+    const auth = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json' };
+    const call = (extra: Record<string, unknown> = {}) => JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'm__hello', arguments: {}, ...extra } });
+    const modernMeta = { _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } };
+    const cases: Array<[string, RequestInit]> = [
+      ['2025-06-18: no text/event-stream in Accept', { method: 'POST', headers: { ...auth, accept: 'application/json', 'mcp-protocol-version': '2025-06-18', 'mcp-session-id': id }, body: call() }],
+      ['2026-07-28: an Mcp-Method header that does not match the body', { method: 'POST', headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/list', 'mcp-name': 'm__hello' }, body: call(modernMeta) }],
+      ['2026-07-28: an Mcp-Name header that does not match the body', { method: 'POST', headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/call', 'mcp-name': 'm__other' }, body: call(modernMeta) }],
+    ];
+    for (const [what, init] of cases) {
+      const before = await executions();
+      const response = await fetch(toolsUrl(), init);
+      const text = await response.text();
+      process.stdout.write(`# ${what}: ${response.status} ${text.slice(0, 200)}\n`);
+      assert.equal(await active(), 0, `${what}: the slot is free when the refusal arrives`);
+      assert.equal(await executions(), before, `${what}: nothing counted`);
+    }
+  });
+});
+
+describe('X-MCPWorks-Env at its documented size', () => {
+  test('32 KB decoded (43,692 bytes of base64) reaches the function in every era; headers over 48 KB are a 431 JSON-RPC error', async () => {
+    const names = ['E0', 'E1', 'E2', 'E3', 'E4'];
+    const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+    await callOk(create, 'make_function', { service: 'm', name: 'envy', optional_env: names, code: `import os\n\ndef main(input_data):\n    return sum(len(os.environ.get(n, "")) for n in ${JSON.stringify(names)})\n` });
+    await create.close();
+    // Four 8,000-byte values and a fifth that brings the JSON to exactly the documented 32 KB.
+    const env: Record<string, string> = Object.fromEntries(names.map((n, i) => [n, i < 4 ? String.fromCharCode(97 + i).repeat(8000) : '']));
+    env.E4 = 'e'.repeat(MAX_ENV_HEADER_DECODED_BYTES - JSON.stringify(env).length);
+    const json = JSON.stringify(env);
+    assert.equal(Buffer.byteLength(json), MAX_ENV_HEADER_DECODED_BYTES);
+    const header = Buffer.from(json).toString('base64');
+    assert.equal(header.length, 43_692);
+    const total = Object.values(env).reduce((n, v) => n + v.length, 0);
+    for (const era of ['v1', 'v2-legacy', 'v2'] as const) {
+      const client = await connect(toolsUrl(), account.key, era, { 'x-mcpworks-env': header });
+      try {
+        const result = await client.callTool('m__envy', {});
+        assert.equal(result.isError, undefined, `${era}: ${JSON.stringify(result)}`);
+        assert.equal(parseResult(result), total, era);
+      } finally {
+        await client.close();
+      }
+    }
+    // Just over the header limit: Node's parser refuses it before any route, with a JSON-RPC body.
+    const response = await fetch(toolsUrl(), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'x-mcpworks-env': 'A'.repeat(MAX_HEADER_BYTES - 200) },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
+    });
+    assert.equal(response.status, 431);
+    const body = (await response.json()) as any;
+    assertJsonRpcRefusal(body, 'headers over the limit');
+    assert.match(body.error.message, /48 KB at most/);
   });
 });

@@ -131,7 +131,7 @@ const MARKER = '[REDACTED_ENV_VALUE]';
 const BASE64_EDGE = /^[A-Za-z0-9+/_=-]{0,4}\[REDACTED_ENV_VALUE\][A-Za-z0-9+/_=-]{0,4}$/;
 
 describe('item 3: the output scanner', () => {
-  // The header's limit (16 KB of headers in all) allows two values of 5.5 KB.
+  // Two values of 5.5 KB: well within the header's limits (32 KB decoded, 48 KB of headers in all).
   test('two 5.5 KB env values and a 1 MB result that keeps almost matching them: /healthz answers throughout; counted and recorded', async () => {
     const s = await space([{ name: 'big', code: 'def main(input_data):\n    return "a" * 1_000_000\n', optional_env: ['ONE', 'TWO'] }]);
     const tools = await runAs(s, 'tools', { ONE: 'a'.repeat(5499) + 'b', TWO: 'a'.repeat(5498) + 'c' });

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextprotocol/server';
+import { refuseUnknownTools } from './unknown-tools.js';
 import { DomainError, isDomainError } from '../core/errors.js';
 import { renderToolResult } from '../core/tool-render.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
@@ -488,6 +489,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
         }
       }) as never,
     );
+    refuseUnknownTools(server, scope.namespace, ctx.extra.calledTools ?? [], [EXECUTE_TOOL]);
     return server;
   }
 
@@ -576,6 +578,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       ctx.extra.listing = cachedToolList(snapshot);
       return { tools: listedPlaceholder } as never;
     });
+    // A namespace this key cannot see has no tools to suggest (its tools/list is the one static tool).
+    if (snapshot) refuseUnknownTools(server, scope.namespace, called ?? [], [...snapshot.functions.map(toolName), ENV_STATUS_TOOL]);
     return server;
   }
 
@@ -586,7 +590,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   async function afterDispatch(scope: RequestScope, response: Response): Promise<Response> {
     const extra = context(scope).extra;
     const ticket = extra.ticket;
-    if (ticket && !ticket.started && !ticket.settled) {
+    if (ticket && !ticket.started && !ticket.settled && response.status !== 200) {
+      // The MCP layer refused the request (406, 400, 500): no handler will start.
+      await runs.settle(ticket, false);
+    } else if (ticket && !ticket.started && !ticket.settled) {
       // Handlers start on a later tick of the same dispatch; give them that tick, and on a loaded
       // server up to a second more (a handler that starts after the settle does not run: see takeOver).
       await new Promise((resolve) => setImmediate(resolve));

@@ -28,7 +28,7 @@ import { CANCEL_CHANNEL, CancelStore } from '../store/cancel-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
-import { guardConnections, type ConnectionStats } from './connection-guard.js';
+import { guardConnections, MAX_HEADER_BYTES, type ConnectionStats } from './connection-guard.js';
 import { ListChangedHub } from './list-changed.js';
 import { routeAgnosticRefusal } from './mcp-refusals.js';
 import { signInPrecheck } from './sign-in-precheck.js';
@@ -199,7 +199,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
     return failStart(error);
   }
   // Catalog changes on any node reach this node's run streams (LISTEN on the database).
-  const listChanged = new ListChangedHub(logger);
+  const listChanged = new ListChangedHub(logger, (ids) => accountsStore.touchMcpSessions(ids));
   await listChanged.start(database.notifications).catch(failStart);
   const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBytesPerSecondPerIp: limits.bodyBytesPerSecondPerIp, progressIntervalMs: config.progressIntervalMs, listChanged });
 
@@ -221,6 +221,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
           headersTimeout: limits.headersTimeoutMs,
           requestTimeout: limits.requestTimeoutMs,
           connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+          maxHeaderSize: MAX_HEADER_BYTES,
         },
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);

@@ -204,7 +204,9 @@ export class RunService {
     let rejection: Rejection | undefined;
     this.admitting++;
     try {
-      rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now, run });
+      // A cancel that reached another node before this admission committed was kept for it.
+      const onCancelled = () => ticket.cancel.abort(CANCEL_REASON);
+      rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now, run, onCancelled });
       if (!rejection) this.admitted.add(ticket);
     } catch (error) {
       // The connection broke after the admission was sent: it may have committed, so its slot and

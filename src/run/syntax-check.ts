@@ -12,8 +12,14 @@ import { transpileTypescript } from '../sandbox/transpile.js';
 const PYTHON = '/usr/bin/python3';
 /** Compiling 1 MB of Python takes well under a second; a child past this is stopped. */
 const COMPILE_TIMEOUT_MS = 10_000;
-/** Checks running at once on this node (each is a short-lived python3 process); others wait. */
-const MAX_CONCURRENT = 2;
+/** How many checks run at once on a node, wait for a place in all, and run or wait per account. */
+export interface SyntaxQueueLimits {
+  concurrent: number;
+  waiting: number;
+  perAccount: number;
+}
+/** Two short-lived python3 processes at once; 64 waiting in all; 32 running or waiting per account (half the room). */
+export const SYNTAX_QUEUE_LIMITS: SyntaxQueueLimits = { concurrent: 2, waiting: 64, perAccount: 32 };
 
 // Reads the source from stdin and only compiles it: compile() runs none of the user's code. The
 // limits come first so that pathological input (deep nesting, huge literals) is stopped cheaply.
@@ -40,45 +46,63 @@ interface PythonVerdict {
   text?: string | null;
 }
 
-let running = 0;
-const waiting: Array<() => void> = [];
-
-async function slot<T>(body: () => Promise<T>): Promise<T> {
-  if (running >= MAX_CONCURRENT) await new Promise<void>((resolve) => waiting.push(resolve));
-  running++;
-  try {
-    return await body();
-  } finally {
-    running--;
-    waiting.shift()?.();
-  }
+/**
+ * The places among a node's checks. The queue is bounded, in all and per account: a flood of
+ * make_function calls is refused (rate_limited, retry shortly) rather than held in memory.
+ * A place is counted before the first await, so checks asked for together are counted together.
+ */
+function syntaxQueue(limits: SyntaxQueueLimits) {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  const perAccount = new Map<string, number>();
+  return async function slot<T>(account: string, body: () => Promise<T>): Promise<T> {
+    const mine = perAccount.get(account) ?? 0;
+    if (mine >= limits.perAccount) {
+      throw new DomainError('rate_limited', `this account already has ${mine} code checks in progress on this server (at most ${limits.perAccount}); wait for them to finish and try again`, { retry_after: 1 });
+    }
+    if (running >= limits.concurrent && waiting.length >= limits.waiting) {
+      throw new DomainError('rate_limited', `the server's code checks are busy (${waiting.length} waiting); try again shortly`, { retry_after: 1 });
+    }
+    perAccount.set(account, mine + 1);
+    try {
+      if (running >= limits.concurrent) await new Promise<void>((resolve) => waiting.push(resolve));
+      running++;
+      try {
+        return await body();
+      } finally {
+        running--;
+        waiting.shift()?.();
+      }
+    } finally {
+      const left = (perAccount.get(account) ?? 1) - 1;
+      if (left <= 0) perAccount.delete(account);
+      else perAccount.set(account, left);
+    }
+  };
 }
 
 function compilePython(code: string): Promise<PythonVerdict> {
-  return slot(
-    () =>
-      new Promise<PythonVerdict>((resolve) => {
-        // An empty environment: nothing of the server's reaches the child.
-        const child = spawn(PYTHON, ['-I', '-S', '-B', '-c', COMPILE_ONLY], { env: {}, stdio: ['pipe', 'pipe', 'ignore'] });
-        let out = '';
-        const timer = setTimeout(() => child.kill('SIGKILL'), COMPILE_TIMEOUT_MS);
-        child.stdout.setEncoding('utf8');
-        child.stdout.on('data', (chunk: string) => {
-          if (out.length < 64 * 1024) out += chunk;
-        });
-        child.stdin.on('error', () => undefined);
-        child.on('error', () => resolve({ ok: true })); // no python3 on the host: the run reports it instead
-        child.on('close', () => {
-          clearTimeout(timer);
-          try {
-            resolve(JSON.parse(out) as PythonVerdict);
-          } catch {
-            resolve({ ok: false, type: 'SyntaxError', msg: 'the code could not be compiled within the limits (too large or too deeply nested)', line: null });
-          }
-        });
-        child.stdin.end(code);
-      }),
-  );
+  return new Promise<PythonVerdict>((resolve) => {
+    // An empty environment: nothing of the server's reaches the child.
+    const child = spawn(PYTHON, ['-I', '-S', '-B', '-c', COMPILE_ONLY], { env: {}, stdio: ['pipe', 'pipe', 'ignore'] });
+    let out = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), COMPILE_TIMEOUT_MS);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      if (out.length < 64 * 1024) out += chunk;
+    });
+    child.stdin.on('error', () => undefined);
+    child.on('error', () => resolve({ ok: true })); // no python3 on the host: the run reports it instead
+    child.on('close', () => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(out) as PythonVerdict);
+      } catch {
+        resolve({ ok: false, type: 'SyntaxError', msg: 'the code could not be compiled within the limits (too large or too deeply nested)', line: null });
+      }
+    });
+    child.stdin.end(code);
+  });
 }
 
 /** Unmistakable TypeScript/JavaScript in code sent as Python (the default language). */
@@ -107,32 +131,40 @@ function pythonMessage(verdict: PythonVerdict): string {
 }
 
 /**
- * Refuses (validation_error, with the line) code that does not parse in its language; the hint
- * names the other language when the code looks like it.
+ * A syntax checker with its own bounded queue: refuses (validation_error, with the line) code that
+ * does not parse in its language; the hint names the other language when the code looks like it.
+ * `account`: whose place in the queue a check takes.
  */
-export async function checkSyntax(definition: Pick<FunctionDefinition, 'language' | 'code'>): Promise<void> {
-  const { language, code } = definition;
-  if (language === 'python') {
-    const verdict = await compilePython(code);
-    if (verdict.ok) return;
-    const typescript = looksLikeTypescript(code) && (await transpileTypescript(code)).ok;
-    const hint = typescript ? ' This looks like TypeScript: pass language: "typescript" (the default language is python).' : '';
-    throw new DomainError('validation_error', `code is not valid Python (${verdict.type ?? 'SyntaxError'}) at ${pythonMessage(verdict)}${hint}`, {
+export function syntaxChecker(limits: SyntaxQueueLimits = SYNTAX_QUEUE_LIMITS) {
+  const slot = syntaxQueue(limits);
+  const python = (code: string, account: string) => slot(account, () => compilePython(code));
+  return async function checkSyntax(definition: Pick<FunctionDefinition, 'language' | 'code'>, account = ''): Promise<void> {
+    const { language, code } = definition;
+    if (language === 'python') {
+      const verdict = await python(code, account);
+      if (verdict.ok) return;
+      const typescript = looksLikeTypescript(code) && (await transpileTypescript(code)).ok;
+      const hint = typescript ? ' This looks like TypeScript: pass language: "typescript" (the default language is python).' : '';
+      throw new DomainError('validation_error', `code is not valid Python (${verdict.type ?? 'SyntaxError'}) at ${pythonMessage(verdict)}${hint}`, {
+        field: 'code',
+        language: 'python',
+        ...(typeof verdict.line === 'number' ? { line: verdict.line } : {}),
+        ...(typescript ? { looks_like: 'typescript' } : {}),
+      });
+    }
+    const transpiled = await transpileTypescript(code);
+    if (transpiled.ok) return;
+    const looksPython = looksLikePython(code) && (await python(code, account)).ok;
+    const hint = looksPython ? ' This looks like Python: pass language: "python" (or leave language out).' : '';
+    const line = /\(line (\d+)\)$/.exec(transpiled.message)?.[1];
+    throw new DomainError('validation_error', `code is not valid TypeScript: ${transpiled.detail}${hint}`, {
       field: 'code',
-      language: 'python',
-      ...(typeof verdict.line === 'number' ? { line: verdict.line } : {}),
-      ...(typescript ? { looks_like: 'typescript' } : {}),
+      language: 'typescript',
+      ...(line ? { line: Number(line) } : {}),
+      ...(looksPython ? { looks_like: 'python' } : {}),
     });
-  }
-  const transpiled = await transpileTypescript(code);
-  if (transpiled.ok) return;
-  const python = looksLikePython(code) && (await compilePython(code)).ok;
-  const hint = python ? ' This looks like Python: pass language: "python" (or leave language out).' : '';
-  const line = /\(line (\d+)\)$/.exec(transpiled.message)?.[1];
-  throw new DomainError('validation_error', `code is not valid TypeScript: ${transpiled.detail}${hint}`, {
-    field: 'code',
-    language: 'typescript',
-    ...(line ? { line: Number(line) } : {}),
-    ...(python ? { looks_like: 'python' } : {}),
-  });
+  };
 }
+
+/** The node's checker (one queue per process). */
+export const checkSyntax = syntaxChecker();

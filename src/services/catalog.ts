@@ -64,14 +64,14 @@ export class CatalogService {
     private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
     private readonly options: {
       /** Refuses code that does not parse in its language (validation_error with the line). */
-      syntax?: (definition: FunctionDefinition) => Promise<void>;
+      syntax?: (definition: FunctionDefinition, accountId: string) => Promise<void>;
       /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK): functions that need it are warned about when it is off. */
       sandboxNetwork?: boolean;
     } = {},
   ) {}
 
-  private syntax(definition: FunctionDefinition): Promise<void> {
-    return (this.options.syntax ?? checkSyntax)(definition);
+  private syntax(definition: FunctionDefinition, accountId: string): Promise<void> {
+    return (this.options.syntax ?? checkSyntax)(definition, accountId);
   }
 
   /** Warnings for a stored definition: it needs the network and the sandbox network is off. */
@@ -224,7 +224,7 @@ export class CatalogService {
     // Names and limits first: a refused call must not make the server compile schemas or install
     // packages. Checked again where the function is written (something may have changed meanwhile).
     await this.store.withNamespaceLock(service.namespace_id, fits);
-    await this.syntax(definition);
+    await this.syntax(definition, principal.accountId);
     await this.compileSchemas(principal, definition.inputSchema, definition.outputSchema);
     await this.prepareVersion(definition, principal.accountId);
     const row = await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
@@ -274,7 +274,7 @@ export class CatalogService {
           await this.assertVersionFits(trx, principal, service.namespace_id, draft, await this.activeSizes(trx, fn));
         });
         // New code (or a new language) must parse; a restored version is copied as it was.
-        if (restore === undefined && (draft.code !== active.code || draft.language !== active.language)) await this.syntax(draft);
+        if (restore === undefined && (draft.code !== active.code || draft.language !== active.language)) await this.syntax(draft, principal.accountId);
         // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
         if (restore === undefined) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
         // A restored version's packages may have been collected since (unreferenced): installed again.

@@ -305,6 +305,12 @@ export class AccountsStore {
     await this.db.updateTable('mcp_sessions').set({ last_seen_at: new Date() }).where('id', '=', id).where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS)).execute();
   }
 
+  /** Keeps sessions alive whose GET stream is open (one statement for all; each written at most once per MCP_SESSION_TOUCH_MS). */
+  async touchMcpSessions(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.db.updateTable('mcp_sessions').set({ last_seen_at: new Date() }).where('id', 'in', [...ids]).where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS)).execute();
+  }
+
   /** Deletes every expired session (all accounts) as of `now`; answers how many. */
   async deleteExpiredMcpSessions(now = Date.now()): Promise<number> {
     const live = liveSince(now);

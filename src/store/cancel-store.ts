@@ -16,16 +16,13 @@ export class CancelStore {
 
   /**
    * Marks the account's call in progress under `cancelKey` (session and request id) and notifies
-   * its node, in one statement (NOTIFY is sent at commit). Answers the ids of the calls marked.
+   * its node (NOTIFY is sent at commit); when no call is marked (its admission on another node has
+   * not committed yet), the cancel is kept a minute for that admission to take (migration 14).
+   * Answers the ids of the calls marked.
    */
   async request(accountId: string, cancelKey: string, now = new Date()): Promise<string[]> {
-    const { rows } = await sql<{ id: string }>`
-      WITH marked AS (
-        UPDATE active_executions SET cancel_requested_at = ${now}
-          WHERE account_id = ${accountId} AND run->>'cancel_key' = ${cancelKey} AND cancel_requested_at IS NULL
-          RETURNING id)
-      SELECT id, pg_notify(${CANCEL_CHANNEL}, id) FROM marked`.execute(this.db);
-    return rows.map((row) => row.id);
+    const { rows } = await sql<{ marked_id: string }>`SELECT marked_id FROM mcpworks_cancel(${accountId}, ${cancelKey}, ${now})`.execute(this.db);
+    return rows.map((row) => row.marked_id);
   }
 
   /** This node's calls whose cancellation was asked for (a listener that was away may have missed it). */

@@ -15,6 +15,8 @@ export interface AdmissionRequest {
   now: Date;
   /** What the record of the call needs if its server dies before it ends (see recordInterrupted). */
   run?: InterruptedRun | undefined;
+  /** Called when the call was admitted but its client's cancel had come first (kept by another node). */
+  onCancelled?: () => void;
 }
 
 /** The fields of an execution record known when a call is admitted. */
@@ -28,6 +30,8 @@ export interface InterruptedRun {
   version: number | null;
   functions: string[];
   language: string | null;
+  /** What a 2025-era client's notifications/cancelled names the call by (session and request id). */
+  cancel_key?: string;
 }
 
 /** The margin past a call's time limit by which its slot is expected free (start-up, settling). */
@@ -64,14 +68,16 @@ export class MeteringStore {
     // A slot outlives the longest possible run by a margin, then frees itself.
     const expiresAt = new Date(now.getTime() + (limits.timeoutSeconds + 120) * 1000);
     const deadline = new Date(now.getTime() + limits.timeoutSeconds * 1000 + SLOT_DEADLINE_MARGIN_MS);
-    const { rows } = await sql<{ rejected: Rejection['code'] | null; used: number; retry_after: number | null }>`
-      SELECT rejected, used, retry_after FROM mcpworks_admit(${ticketId}, ${accountId}, ${now}, ${monthKey(now)}, ${window},
+    const { rows } = await sql<{ rejected: Rejection['code'] | null; used: number; retry_after: number | null; cancelled: boolean }>`
+      SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_call(${ticketId}, ${accountId}, ${now}, ${monthKey(now)}, ${window},
         ${limits.monthlyExecutions}, ${limits.executionsPerMinute}, ${limits.concurrency}, ${expiresAt},
         ${this.instanceId}, ${deadline}, ${run ? JSON.stringify(run) : null}::jsonb)`.execute(this.db);
     const answer = rows[0];
     if (!answer) throw new Error('mcpworks_admit returned no row');
     switch (answer.rejected) {
       case null:
+        // Its client cancelled the call before the admission committed (on another node, say).
+        if (answer.cancelled) request.onCancelled?.();
         return undefined;
       case 'CONCURRENCY_LIMIT_EXCEEDED':
         // Until the earliest of the account's calls reaches its time limit: by then its slot is free.

@@ -524,4 +524,64 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE executions ADD COLUMN code TEXT`,
     ],
   },
+  {
+    version: 14,
+    name: 'a cancel that arrives before its call is admitted is kept for the admission',
+    statements: [
+      // A notifications/cancelled may reach node B before node A's admission of the call commits:
+      // it then marks no slot. Both sides take the account's row lock (as mcpworks_admit does), so
+      // either the cancel sees the slot, or the admission sees this row. Rows live a minute.
+      `CREATE TABLE call_cancels (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        cancel_key TEXT NOT NULL,
+        requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (account_id, cancel_key))`,
+      `CREATE FUNCTION mcpworks_cancel(p_account TEXT, p_key TEXT, p_now TIMESTAMPTZ)
+        RETURNS TABLE (marked_id TEXT) LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          v_id TEXT;
+          marked BOOLEAN := false;
+        BEGIN
+          PERFORM 1 FROM accounts WHERE accounts.id = p_account FOR UPDATE;
+          FOR v_id IN UPDATE active_executions a SET cancel_requested_at = p_now
+              WHERE a.account_id = p_account AND a.run->>'cancel_key' = p_key AND a.cancel_requested_at IS NULL
+              RETURNING a.id LOOP
+            PERFORM pg_notify('mcpworks_cancel', v_id);
+            marked := true;
+            marked_id := v_id;
+            RETURN NEXT;
+          END LOOP;
+          IF NOT marked THEN
+            DELETE FROM call_cancels c WHERE c.account_id = p_account AND c.requested_at < now() - interval '1 minute';
+            -- Bounded per account: a flood of cancels for calls that never come keeps no more.
+            IF (SELECT count(*) FROM call_cancels c WHERE c.account_id = p_account) < 1000 THEN
+              INSERT INTO call_cancels (account_id, cancel_key) VALUES (p_account, p_key)
+                ON CONFLICT (account_id, cancel_key) DO UPDATE SET requested_at = now();
+            END IF;
+          END IF;
+        END $$`,
+      // mcpworks_admit, then (still under the account's lock) a cancel kept for this call is taken.
+      `CREATE FUNCTION mcpworks_admit_call(
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ, p_month TEXT, p_window TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ,
+          p_instance TEXT, p_deadline TIMESTAMPTZ, p_run JSONB)
+        RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER, cancelled BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          r RECORD;
+          taken INTEGER := 0;
+        BEGIN
+          SELECT * INTO r FROM mcpworks_admit(p_ticket, p_account, p_now, p_month, p_window, p_monthly, p_per_minute,
+            p_concurrency, p_expires_at, p_instance, p_deadline, p_run);
+          IF r.rejected IS NULL AND p_run->>'cancel_key' IS NOT NULL THEN
+            DELETE FROM call_cancels c WHERE c.account_id = p_account AND c.cancel_key = p_run->>'cancel_key'
+              AND c.requested_at >= now() - interval '1 minute';
+            GET DIAGNOSTICS taken = ROW_COUNT;
+            IF taken > 0 THEN
+              UPDATE active_executions SET cancel_requested_at = p_now WHERE active_executions.id = p_ticket;
+            END IF;
+          END IF;
+          RETURN QUERY SELECT r.rejected, r.used, r.retry_after, taken > 0;
+        END $$`,
+    ],
+  },
 ];

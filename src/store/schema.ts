@@ -142,6 +142,13 @@ export interface ActiveExecutionsTable {
   cancel_requested_at: Timestamp | null;
 }
 
+/** A cancel that found no slot yet (its call's admission had not committed): taken by that admission. */
+export interface CallCancelsTable {
+  account_id: string;
+  cancel_key: string;
+  requested_at: Timestamp;
+}
+
 export interface ServerInstancesTable {
   id: string;
   host: string;
@@ -181,6 +188,7 @@ export interface Database {
   usage_months: UsageMonthsTable;
   rate_windows: RateWindowsTable;
   active_executions: ActiveExecutionsTable;
+  call_cancels: CallCancelsTable;
   server_instances: ServerInstancesTable;
   security_events: SecurityEventsTable;
   schema_migrations: SchemaMigrationsTable;

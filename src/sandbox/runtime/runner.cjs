@@ -155,11 +155,12 @@ async function main() {
   maxResult = request.maxResultBytes;
   if (request.bridge) installBridge();
   // process.exit(0) ends the code early but successfully, as Python's sys.exit(0) does: the answer
-  // is what it had assigned to `result` (else `output`). Any other status is the function's failure.
+  // is what it had assigned to `result` (else `output`). Any other status is a ProcessExitError.
   process.exit = (code) => {
     const status = code === undefined || code === null ? (process.exitCode ?? 0) : code;
     if (!answered && Number(status) === 0) deliver(assigned());
-    exit(answered ? 0 : status);
+    if (!answered) answer(failure('ProcessExitError', `the code exited with status ${status} (process.exit(${status}))`));
+    exit(0);
   };
 
   let produced;

@@ -143,7 +143,11 @@ def serve(read_request, bridge_reader=None):
     script = request["entry"] == "script"
     _source = request["code"]
 
+    answered = False
+
     def answer(payload):
+        nonlocal answered
+        answered = True
         writer.write(payload + "\n")
         writer.flush()
 
@@ -162,24 +166,55 @@ def serve(read_request, bridge_reader=None):
     sys.modules["__main__"] = module
     namespace = module.__dict__
     del request
+
+    def deliver(produced):
+        try:
+            encoded = _dumps(produced)
+        except (TypeError, ValueError, RecursionError) as error:
+            answer(_failure("SerializationError", f"the result is not JSON-serialisable: {error}"))
+            return
+        if len(encoded.encode("utf-8", "backslashreplace")) > max_result:
+            answer(_failure("OutputSizeError", f"the result is larger than {max_result} bytes"))
+            return
+        sys.stdout.flush()
+        answer('{"ok":true,"result":' + encoded + "}")
+
+    # One exit rule in both languages: status 0 (sys.exit(), os._exit(0), process.exit(0)) ends the
+    # code early but successfully with what it assigned to `result` (else `output`); any other
+    # status is a ProcessExitError that names it.
+    real_exit = os._exit
+    runner_pid = os.getpid()
+
+    def user_exit(status):
+        if os.getpid() != runner_pid:  # a child the code forked: its exit is its own
+            real_exit(status)
+        if not answered:
+            sys.stdout.flush()
+            if status == 0:
+                deliver(namespace.get("result") if namespace.get("result") is not None else namespace.get("output"))
+            else:
+                answer(_failure("ProcessExitError", f"the code exited with status {status} (os._exit({status}))"))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        real_exit(0)
+
+    os._exit = user_exit
     try:
         produced = _run_contract(code, namespace, script)
-    except BaseException as error:  # the user's own exception, including SystemExit(n) and KeyboardInterrupt
+    except SystemExit as stop:  # a status other than 0 (see _run_contract)
+        sys.stdout.flush()
+        status = stop.code if isinstance(stop.code, int) else 1
+        said = f": {stop.code}" if not isinstance(stop.code, int) else ""
+        answer(_failure("ProcessExitError", f"the code exited with status {status} (sys.exit){said}", _trimmed_traceback(stop)))
+        return
+    except BaseException as error:  # the user's own exception, including KeyboardInterrupt
         sys.stdout.flush()
         # Some exceptions carry no text (MemoryError(), StopIteration()); the class name still says what happened.
         answer(_failure(type(error).__name__, str(error) or type(error).__name__, _trimmed_traceback(error)))
         return
-
-    try:
-        encoded = _dumps(produced)
-    except (TypeError, ValueError, RecursionError) as error:
-        answer(_failure("SerializationError", f"the result is not JSON-serialisable: {error}"))
-        return
-    if len(encoded.encode("utf-8", "backslashreplace")) > max_result:
-        answer(_failure("OutputSizeError", f"the result is larger than {max_result} bytes"))
-        return
-    sys.stdout.flush()
-    answer('{"ok":true,"result":' + encoded + "}")
+    finally:
+        os._exit = real_exit
+    deliver(produced)
 
 
 if __name__ == "__main__":

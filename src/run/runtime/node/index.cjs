@@ -33,7 +33,14 @@ function wrapper(entry) {
     if (input === null || typeof input !== 'object' || Array.isArray(input)) {
       throw new TypeError(`${entry.identifier}() takes one input object`);
     }
-    const answer = bridge({ op: 'call', service: entry.service, function: entry.name, input });
+    let answer;
+    try {
+      answer = bridge({ op: 'call', service: entry.service, function: entry.name, input });
+    } catch (error) {
+      // One rule in both languages: an input that is not JSON (NaN, a BigInt, a cycle) is a SerializationError.
+      if (!(error instanceof TypeError)) throw error;
+      throw new FunctionError('SerializationError', `the input of ${entry.service}.${entry.name} is not JSON-serialisable: ${error.message}`);
+    }
     if (!answer.ok) throw new FunctionError(answer.error_type || 'Error', answer.error || 'the function failed');
     if (Object.prototype.hasOwnProperty.call(answer, 'result')) return answer.result;
     const produced = await runLocal(entry, input);

@@ -85,7 +85,11 @@ def _wrapper(entry):
                 kwargs = dict(args[0])
             else:
                 raise TypeError(f"{entry['identifier']}() takes keyword arguments (or one dict)")
-        answer = _bridge({"op": "call", "service": entry["service"], "function": entry["name"], "input": kwargs})
+        try:
+            answer = _bridge({"op": "call", "service": entry["service"], "function": entry["name"], "input": kwargs})
+        except (TypeError, ValueError, RecursionError) as error:
+            # One rule in both languages: an input that is not JSON (NaN, a set...) is a SerializationError.
+            raise FunctionError("SerializationError", f"the input of {entry['service']}.{entry['name']} is not JSON-serialisable: {error}") from None
         if not answer.get("ok"):
             error_class = InputValidationError if answer.get("error_type") == "SchemaError" else FunctionError
             raise error_class(answer.get("error_type", "Error"), answer.get("error", "the function failed"))
@@ -136,10 +140,26 @@ class FunctionNotFoundError(ImportError):
     """No function or service of that name in this namespace; the message lists the available ones."""
 
 
+class _FunctionNotFoundAttribute(AttributeError):
+    """The same error for attribute access (functions.x, getattr, hasattr): an AttributeError, so hasattr() answers False."""
+
+
+# Reported (and printed) under one name, whichever way the name was looked up.
+_FunctionNotFoundAttribute.__name__ = _FunctionNotFoundAttribute.__qualname__ = "FunctionNotFoundError"
+
+
+def _importing():
+    # `from functions import x` calls the module's __getattr__ from the importing frame's
+    # IMPORT_FROM: Python would replace an AttributeError there by a bare "cannot import name".
+    import opcode
+    frame = _sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return frame is not None and frame.f_lasti >= 0 and frame.f_code.co_code[frame.f_lasti] == opcode.opmap["IMPORT_FROM"]
+
+
 def _not_found(name, where, names):
-    # An ImportError, not an AttributeError: `from functions import x` would replace an
-    # AttributeError's message by a bare "cannot import name". Private names stay AttributeErrors
-    # so that hasattr() probes (__path__, _repr_html_, ...) behave as usual.
+    # Private names stay plain AttributeErrors, so that probes (__path__, _repr_html_, ...) behave as usual.
     if name.startswith("_"):
         return AttributeError(f"module '{where}' has no attribute '{name}'")
     import difflib
@@ -149,7 +169,10 @@ def _not_found(name, where, names):
     shown = ", ".join(listed[:50]) + (f", ... ({len(listed)} in all)" if len(listed) > 50 else "")
     mean = f" Did you mean {' or '.join(repr(n) for n in nearest)}?" if nearest else ""
     available = f" Available in {where}: {shown}." if listed else " This namespace has no functions yet."
-    error = FunctionNotFoundError(f"{where} has no function or service '{name}'.{mean}{available} print(functions.__doc__) lists them with their signatures.")
+    message = f"{where} has no function or service '{name}'.{mean}{available} print(functions.__doc__) lists them with their signatures."
+    if not _importing():
+        return _FunctionNotFoundAttribute(message, name=name)
+    error = FunctionNotFoundError(message)
     error.name = where
     return error
 
@@ -157,7 +180,8 @@ def _not_found(name, where, names):
 def __getattr__(name):
     if name in _ambiguous:
         where = ", ".join(f"functions.{e['serviceIdentifier']}.{name}" for e in _CATALOG["functions"] if e["identifier"] == name)
-        raise ImportError(f"'{name}' exists in several services; import it from one of: {where}")
+        message = f"'{name}' exists in several services; import it from one of: {where}"
+        raise ImportError(message) if _importing() else AttributeError(message, name=name)
     raise _not_found(name, "functions", list(_services) + list(_by_identifier) + sorted(_ambiguous))
 
 
