@@ -270,7 +270,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   // With the network on, bubblewrap also gets its info and block pipes (fds 5 and 6, which
   // network.ts reads and writes); the spawner passes only fds 0-4, so those sandboxes are spawned
   // by the server directly.
-  const spawner = !network && options.spawner !== false ? new Spawner(join(paths.runtimeSource, 'spawner.cjs'), sandboxEnvironment(), log) : null;
+  const spawner = !network && options.spawner !== false ? new Spawner(paths.spawnerScript, sandboxEnvironment(), log) : null;
   // Pre-joining only pays where there are cgroups to join.
   const launchers = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
   launchers.refill();

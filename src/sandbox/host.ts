@@ -23,8 +23,10 @@ export interface HostPaths {
   seccompProgram: string;
   python: string;
   node: string;
-  /** Directory holding runner.py and runner.cjs (the source tree's, since tsc copies no .py). */
+  /** Directory of the programs that run inside the sandbox: runner.py, runner.cjs, zygote.py (the source tree's, since tsc copies no .py). */
   runtimeSource: string;
+  /** The spawner process's program (host-bin/spawner.cjs): it runs on the host, never in a sandbox. */
+  spawnerScript: string;
 }
 
 export function defaultHostPaths(): HostPaths {
@@ -36,6 +38,7 @@ export function defaultHostPaths(): HostPaths {
     python: '/usr/bin/python3',
     node: process.execPath,
     runtimeSource: join(root, 'src', 'sandbox', 'runtime'),
+    spawnerScript: join(root, 'src', 'sandbox', 'host-bin', 'spawner.cjs'),
   };
 }
 

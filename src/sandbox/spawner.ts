@@ -1,5 +1,5 @@
 /**
- * Sandbox helpers started from a small spawner process (runtime/spawner.cjs) instead of the server.
+ * Sandbox helpers started from a small spawner process (host-bin/spawner.cjs) instead of the server.
  * `child_process.spawn` is fork()+exec: from the server, whose address space is large (the embedded
  * database), each launch held its event loop for 9–20 ms, which every pool refill put in front of
  * the run in progress. The spawner is a plain Node process with a small heap; it forks the helper
@@ -347,7 +347,7 @@ export class Spawner {
   private exitedProcess: Promise<void> = Promise.resolve();
 
   constructor(
-    /** runtime/spawner.cjs */
+    /** host-bin/spawner.cjs */
     private readonly script: string,
     /** The spawner's whole environment: the sandbox's, never the server's. */
     private readonly env: Record<string, string>,
