@@ -40,6 +40,7 @@ import { MountViews } from './mount-views.js';
 import { allowedRoutes, attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 import { NPM_DEFAULTS } from './npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
+import { encodeCommandFrame } from './wire/command-frame.js';
 
 const MB = 1024 * 1024;
 /** The user and group the function sees inside its namespace. */
@@ -566,9 +567,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
    */
   function commandFrame(shape: SandboxShape, pooled: boolean, uid: number | null): Buffer {
     // The sandbox's own uid is not part of the shape: any pooled sandbox of it serves any run.
-    const args = [...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...(pooled ? ['--clock-on-signal'] : []), ...shape.command, ...(pooled ? ['pooled'] : [])];
-    const body = Buffer.from(args.map((arg) => `${arg}\0`).join(''), 'utf8');
-    return Buffer.concat([Buffer.from(body.length.toString(16).padStart(8, '0'), 'ascii'), body]);
+    return encodeCommandFrame([...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...(pooled ? ['--clock-on-signal'] : []), ...shape.command, ...(pooled ? ['pooled'] : [])]);
   }
 
   /**

@@ -24,10 +24,14 @@ import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { LauncherChild, LauncherExit } from './launcher-pool.js';
+import { JsonLineReader } from './wire/json-lines.js';
+import type { SpawnerEvent, SpawnerRequest } from './wire/messages.js';
 
 /** A spawner that lived less than this before dying counts towards its back-off. */
 const QUICK_DEATH_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
+/** The spawner's event lines are a few dozen bytes; one this long without its end is not one. */
+const EVENT_LINE_CAP = 64 * 1024;
 
 /**
  * One of a helper's pipes, handed out at once (prepare() wires it synchronously) and joined to the
@@ -330,12 +334,6 @@ export class SpawnedHelper implements LauncherChild {
   }
 }
 
-/** Events, as JSON lines on the spawner's stdout; pipes come on its IPC channel ({op: 'stdio'}). */
-type SpawnerEvent =
-  | { op: 'spawned'; id: number; pid: number }
-  | { op: 'failed'; id: number; message: string }
-  | { op: 'exit'; id: number; code: number | null; signal: NodeJS.Signals | null };
-
 export class Spawner {
   private process: ChildProcess | null = null;
   private readonly live = new Map<number, SpawnedHelper>();
@@ -430,14 +428,15 @@ export class Spawner {
       if (message.op === 'stdio') this.receivePipe(Number(message.id), Number(message.index), handle as Socket | undefined);
       else (handle as Socket | undefined)?.destroy();
     });
-    let pending = '';
-    spawner.stdout!.setEncoding('utf8');
-    spawner.stdout!.on('data', (chunk: string) => {
-      const lines = (pending + chunk).split('\n');
-      pending = lines.pop()!;
-      for (const line of lines) {
+    const events = new JsonLineReader<SpawnerEvent>({
+      maxLineBytes: EVENT_LINE_CAP,
+      onOverflow: () => this.log('the sandbox spawner wrote an unreadable line'),
+    });
+    spawner.stdout!.on('data', (chunk: Buffer) => {
+      for (const line of events.push(chunk)) {
         try {
-          this.receive(JSON.parse(line) as SpawnerEvent);
+          if (!line.ok) throw new Error(line.line);
+          this.receive(line.value);
         } catch {
           this.log('the sandbox spawner wrote an unreadable line');
         }
@@ -467,7 +466,7 @@ export class Spawner {
     return spawner !== null && this.send(spawner, { op: 'kill', id: helper.id, signal });
   }
 
-  private send(spawner: ChildProcess, message: object): boolean {
+  private send(spawner: ChildProcess, message: SpawnerRequest): boolean {
     if (spawner !== this.process || !spawner.connected) return false;
     spawner.send(message, undefined, undefined, (error) => {
       // Its channel is broken (most often: it has just died). Not counted as dead yet: pipes and

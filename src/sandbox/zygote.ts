@@ -22,15 +22,18 @@ import { CappedCapture } from './capture.js';
 import { RunChannel, type RunRecord } from './channel.js';
 import type { RunCgroup } from './cgroup.js';
 import type { ProcMasks } from './host.js';
+import { JsonLineReader, LineReader } from './wire/json-lines.js';
+import { forkRequest, HELLO_MAX_BYTES, isZygoteControl, parseHello } from './wire/messages.js';
 
 const MB = 1024 * 1024;
-const TOKEN = /^[0-9a-f]{32}$/;
 /** A child that has not connected and reported ready in this long is given up. */
 const CHILD_START_MS = 10_000;
 /** An owner at its cap replaces one of its own zygotes only once it has been unused this long. */
 const OWN_REPLACE_MS = 10_000;
 /** A zygote that has not finished its imports in this long is given up. */
 const ZYGOTE_START_MS = 60_000;
+/** The longest control line a zygote may write (its lines are a few dozen bytes). */
+const CONTROL_LINE_CAP = 1 << 20;
 
 /** What one zygote is: everything fixed when it starts. */
 export interface ZygoteSpec {
@@ -161,29 +164,26 @@ class HostSocket {
 
   private accept(socket: Socket): void {
     socket.on('error', () => {});
-    let head = Buffer.alloc(0);
+    // The greeting, "TOKEN STREAM\n"; whatever follows it is the stream's.
+    const greeting = new LineReader({ maxLineBytes: HELLO_MAX_BYTES, onOverflow: () => socket.destroy() });
     const timer = setTimeout(() => socket.destroy(), CHILD_START_MS);
     const onData = (chunk: Buffer) => {
-      head = Buffer.concat([head, chunk]);
-      const newline = head.indexOf(10);
-      if (newline === -1) {
-        if (head.length > 64) socket.destroy();
-        return;
-      }
+      const [line] = greeting.push(chunk, 1);
+      if (line === undefined) return;
       socket.off('data', onData);
       clearTimeout(timer);
-      const [token, stream] = head.subarray(0, newline).toString('latin1').split(' ');
-      const registration = this.waiting.get(token ?? '');
-      const take = stream === 'out' || stream === 'err' || stream === 'chan' ? registration?.streams[stream] : undefined;
-      if (!TOKEN.test(token ?? '') || !registration || !take) {
+      const hello = parseHello(line);
+      const registration = hello && this.waiting.get(hello.token);
+      const take = hello && registration?.streams[hello.stream];
+      if (!hello || !registration || !take) {
         socket.destroy();
         return;
       }
       // Each stream of a token is taken once: a second connection with the same token is refused.
-      delete registration.streams[stream as 'out' | 'err' | 'chan'];
-      if (Object.keys(registration.streams).length === 0) this.waiting.delete(token!);
+      delete registration.streams[hello.stream];
+      if (Object.keys(registration.streams).length === 0) this.waiting.delete(hello.token);
       socket.pause();
-      const rest = head.subarray(newline + 1);
+      const rest = greeting.rest();
       if (rest.length > 0) socket.unshift(rest);
       take(socket);
       socket.resume();
@@ -386,7 +386,11 @@ class Zygote {
   private readonly freeGroups: RunCgroup[] = [];
   private process: ZygoteProcess | null = null;
   private cgroups: ZygoteCgroups | null = null;
-  private buffer = '';
+  /** Its control lines; a zygote that writes a line this long without ending it is stopped. */
+  private readonly control = new JsonLineReader({
+    maxLineBytes: CONTROL_LINE_CAP,
+    onOverflow: () => this.stop('wrote too much on its control channel'),
+  });
   private finished: Promise<void> | null = null;
   private rate = 0;
   private rateAt = Date.now();
@@ -432,21 +436,13 @@ class Zygote {
   }
 
   private receive(chunk: Buffer): void {
-    this.buffer += chunk.toString('utf8');
-    if (this.buffer.length > 1 << 20) {
-      this.stop('wrote too much on its control channel');
-      return;
-    }
-    for (let newline = this.buffer.indexOf('\n'); newline !== -1; newline = this.buffer.indexOf('\n')) {
-      const line = this.buffer.slice(0, newline);
-      this.buffer = this.buffer.slice(newline + 1);
-      let message: { ready?: boolean; exited?: string; status?: number };
-      try {
-        message = JSON.parse(line) as typeof message;
-      } catch {
+    for (const line of this.control.push(chunk)) {
+      if (!line.ok) {
         this.stop('wrote an unreadable control line');
         return;
       }
+      if (!isZygoteControl(line.value)) continue;
+      const message = line.value;
       if (message.ready === true && this.state === 'starting') {
         this.state = 'ready';
         this.everReady = true;
@@ -510,7 +506,7 @@ class Zygote {
       return null;
     }
     this.children.set(child.id, child);
-    this.process.control.write(`F ${child.token} ${child.id} ${name}\n`);
+    this.process.control.write(forkRequest(child.token, child.id, name));
     return child;
   }
 
