@@ -5,9 +5,9 @@
  * With the pool on (the default), sandboxes are started ahead of their runs and wait, blocked on
  * stdin, for the request (see warm-pool.ts); each still serves exactly one run.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -41,6 +41,7 @@ import { allowedRoutes, attachNetwork, networkAvailable, type NetworkAttachment 
 import { NPM_DEFAULTS } from './npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
 import { encodeCommandFrame } from './wire/command-frame.js';
+import { spawnHelper, stopHelper } from './host/spawn-helper.js';
 
 const MB = 1024 * 1024;
 /** The user and group the function sees inside its namespace. */
@@ -344,26 +345,16 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
     args.push('--user', `${groups.user.uid}:${groups.user.gid}`);
     args.push('--keep-fds', '5', '--', paths.bwrap, ...bwrapArgs);
-    const seccompFd = openSync(paths.seccompProgram, 'r');
-    try {
-      const child = spawn(paths.helper, args, { stdio: ['pipe', 'ignore', 'pipe', 'pipe', seccompFd], env: sandboxEnvironment() });
-      const exited = new Promise<void>((resolve) => {
-        child.once('error', () => resolve());
-        child.once('close', () => resolve());
-      });
-      child.stdin!.on('error', () => {});
-      return {
-        control: child.stdio[3] as Duplex,
-        stderr: child.stderr!,
-        kill: () => {
-          child.kill('SIGTERM');
-          groups.self.killAll(child.pid);
-        },
-        exited,
-      };
-    } finally {
-      closeSync(seccompFd);
-    }
+    const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), stdout: 'ignore' });
+    return {
+      control: child.stdio[3] as Duplex,
+      stderr: child.stderr!,
+      kill: () => {
+        child.kill('SIGTERM');
+        groups.self.killAll(child.pid);
+      },
+      exited: exited.then(() => {}),
+    };
   }
 
   /** bubblewrap for a zygote: a run's layout, plus CAP_SYS_ADMIN inside its user namespace (to make each child's namespaces), its cgroup and socket directories, and no seccomp of its own (each child loads it). */
@@ -541,23 +532,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // The same command, environment and fds through the spawner (it opens the seccomp program).
     const remote = spawner?.launch(paths.helper, args, sandboxEnvironment(), paths.seccompProgram);
     if (remote) return { child: remote, cgroup, exited: remote.exited, alive: () => remote.alive() };
-    const seccompFd = openSync(paths.seccompProgram, 'r');
-    try {
-      const child = spawn(paths.helper, args, {
-        stdio: network ? ['pipe', 'pipe', 'pipe', 'pipe', seccompFd, 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', 'pipe', seccompFd],
-        env: sandboxEnvironment(),
-      });
-      // Listening from the start: a launcher may end (or fail to spawn) before its run begins.
-      const exited = new Promise<LauncherExit>((resolve) => {
-        child.once('error', () => resolve({ code: null, signal: null, spawnFailed: true }));
-        child.once('close', (code, signal) => resolve({ code, signal, spawnFailed: false }));
-      });
-      // The function may exit without reading its input; a broken pipe here is not an error.
-      child.stdin!.on('error', () => {});
-      return { child, cgroup, exited, alive: () => child.exitCode === null && child.signalCode === null };
-    } finally {
-      closeSync(seccompFd);
-    }
+    const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), networkPipes: network });
+    return { child, cgroup, exited, alive: () => child.exitCode === null && child.signalCode === null };
   }
 
   /**
@@ -622,9 +598,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         await Promise.race([ready, new Promise((resolve) => (bound = setTimeout(resolve, 2000)))]);
         clearTimeout(bound);
         // As for a timeout: the helper kills bubblewrap and reaps every process before it exits.
-        child.kill('SIGTERM');
-        cgroup?.killAll(child.pid);
-        const escalation = setTimeout(() => child.kill('SIGKILL'), 2000);
+        const escalation = stopHelper(child, cgroup);
         await exited;
         clearTimeout(escalation);
         (await networkReady).attachment?.close();
@@ -676,9 +650,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       // zombie is left behind; SIGKILL follows only if it does not finish.
       const kill = () => {
         if (escalation) return;
-        child.kill('SIGTERM');
-        cgroup?.killAll(child.pid);
-        escalation = setTimeout(() => child.kill('SIGKILL'), 2000);
+        escalation = stopHelper(child, cgroup);
       };
       const timer = setTimeout(() => {
         timedOut = true;

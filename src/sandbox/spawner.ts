@@ -20,10 +20,10 @@
  * event it sent before dying has been taken in.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { LauncherChild, LauncherExit } from './launcher-pool.js';
+import { spawnHelper } from './host/spawn-helper.js';
 import { JsonLineReader } from './wire/json-lines.js';
 import type { SpawnerEvent, SpawnerRequest } from './wire/messages.js';
 
@@ -391,15 +391,11 @@ export class Spawner {
 
   private spawnDirectly(helper: SpawnedHelper): void {
     const { file, args, env, seccomp } = helper.request;
-    let fd: number | undefined;
     try {
-      fd = openSync(seccomp, 'r');
-      helper.adopt(spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', fd], env }));
+      helper.adopt(spawnHelper(file, args, { seccompProgram: seccomp, env }).child);
     } catch (error) {
       this.log(`sandbox helper could not be started: ${(error as Error).message}`);
       helper.fail();
-    } finally {
-      if (fd !== undefined) closeSync(fd);
     }
   }
 
