@@ -10,16 +10,11 @@ import { randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Duplex } from 'node:stream';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { invalid } from '../core/errors.js';
-import { RawJson } from '../core/raw-json.js';
+import { dirname, join, resolve } from 'node:path';
 import {
-  answeredErrorType,
   SANDBOX_ERROR_TYPES,
   sandboxLimitsFor,
   type Sandbox,
-  type SandboxFailure,
-  type SandboxLanguage,
   type SandboxLimits,
   type SandboxOutcome,
   type SandboxRequest,
@@ -28,27 +23,26 @@ import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { CappedCapture } from './capture.js';
 import { RawAnswer, RunChannel, type RunAnswer, type RunRecord } from './channel.js';
 import { sharedScanPool } from '../run/scan-pool.js';
-import { WarmPool, type PoolItem, type PoolShape, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
+import { WarmPool, type PoolItem, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
 import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
-import { defaultHostPaths, isUnderUsr, procMasks, topLevelSystemDirs, type HostPaths, type ProcMasks } from './host.js';
+import { defaultHostPaths, procMasks, topLevelSystemDirs, type HostPaths } from './host.js';
 import { ZygotePool, type ZygoteCgroups, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec, type ZygoteStats } from './zygote.js';
-import { findPythonPackage } from '../core/python-packages.js';
 import { transpileTypescript } from './transpile.js';
 import { MountViews } from './mount-views.js';
 import { allowedRoutes, attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 import { NPM_DEFAULTS } from './npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
-import { encodeCommandFrame } from './wire/command-frame.js';
+import { baseBubblewrapArgs, zygoteBubblewrapArgs } from './plan/bwrap-args.js';
+import { INNER_ID, SANDBOX_GID, sandboxEnvironment } from './plan/environment.js';
+import { checkRequest, requestPayload, zygoteRunLine } from './plan/request.js';
+import { commandFrame, shapeFor, type SandboxShape, type ShapeContext } from './plan/shape.js';
+import { zygoteSpecFor } from './plan/zygote-spec.js';
+import { elapsed, failed, interpret, lineCapBytes, platformFailure, type OutcomeContext } from './outcome.js';
 import { spawnHelper, stopHelper } from './host/spawn-helper.js';
 
 const MB = 1024 * 1024;
-/** The user and group the function sees inside its namespace. */
-const INNER_ID = 1000;
-/** Kept from a failure's traceback/stack; the head of a traceback says little. */
-const TRACEBACK_CAP = 16 * 1024;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export class SandboxUnavailableError extends Error {
   constructor(message: string) {
@@ -116,30 +110,12 @@ export function zygoteFromEnvironment(value = process.env.MCPWORKS_ZYGOTE): bool
   return value !== 'off';
 }
 
-const IMPORT_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 export function poolFromEnvironment(value = process.env.MCPWORKS_SANDBOX_POOL): boolean {
   return value !== 'off';
 }
 
 /** Memory limit of a pre-started launcher until its run sets the tier's (it only waits on stdin). */
 const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
-
-/**
- * Everything fixed when a sandbox starts, before its request exists: the helper's options (rlimits,
- * user) and bubblewrap's command line (tmpfs size, mounts, node_modules, the interpreter and its
- * heap) plus the cgroup limits and the log cap. Two requests with the same key can use the same
- * kind of pre-started sandbox; what differs per request (code, input, env, result cap, bridge,
- * timeout) reaches the sandbox only when its run begins.
- */
-interface SandboxShape extends PoolShape {
-  language: SandboxLanguage;
-  command: string[];
-  /** Host directories the sandbox mounts from the request (mounts, node_modules). */
-  viewSources: string[];
-  cgroupLimits: { memoryBytes: number; maxProcesses: number };
-  maxLogBytes: number;
-}
 
 /** A started sandbox (pooled or cold) that has not yet been sent its request. */
 interface PreparedSandbox extends PoolItem {
@@ -151,27 +127,6 @@ interface PreparedSandbox extends PoolItem {
   /** Started ahead of its run: its helper's wall clock waits for SIGUSR2 (see helperArgs). */
   pooled: boolean;
 }
-
-/**
- * The helper's own wall clock runs this much past the run's limit: the server's timer (and its
- * SIGTERM) comes first; the helper's is for a server that cannot act (gone, or stalled).
- */
-const HELPER_DEADLINE_MARGIN_MS = 1000;
-
-/** The sandbox's own wall clock (the helper's, a zygote child's): the longer of the run's two time limits, plus the margin. */
-function helperDeadlineMs(limits: SandboxLimits): number {
-  return Math.max(limits.timeoutSeconds, limits.cpuSeconds) * 1000 + HELPER_DEADLINE_MARGIN_MS;
-}
-
-/**
- * What one idle pooled sandbox holds, for the pool's free-memory cap: measured on Debian 12 (Python
- * 3.11, Node 20) at about 5 and 7 MB charged to its cgroup (the interpreters' code is shared page
- * cache), doubled for bubblewrap, the helper and kernel objects.
- */
-const IDLE_MEMORY_ESTIMATE: Record<SandboxLanguage, number> = { python: 10 * MB, typescript: 14 * MB };
-
-/** The group of every sandbox (nogroup): per-user limits are per uid, so sharing it shares none. */
-const SANDBOX_GID = 65534;
 
 /**
  * MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as, checked against the host's
@@ -266,7 +221,16 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const nodeBinary = realpathSync(paths.node);
   const masks = procMasks();
   const views = new MountViews(join(runtimeDir, 'views'));
-  const baseArgs = baseBubblewrapArgs(runtimeDir, nodeBinary, network, masks);
+  const baseArgs = baseBubblewrapArgs({ runtimeDir, nodeBinary, network, masks, systemDirs: topLevelSystemDirs() });
+  const shapeContext: ShapeContext = {
+    baseArgs,
+    nodeBinary,
+    bwrap: paths.bwrap,
+    network,
+    cgroups: { memory: cgroups.memory !== null, pids: cgroups.pids !== null },
+    fixedUser: sandboxUser && !uids ? sandboxUser : null,
+  };
+  const outcomeContext: OutcomeContext = { memoryCgroup: cgroups.memory !== null, log };
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
   // With the network on, bubblewrap also gets its info and block pipes (fds 5 and 6, which
@@ -282,7 +246,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const poolOptions: SandboxPoolOptions = poolOption === true ? {} : poolOption;
     const warmLimits = poolOptions.warmLimits ?? [sandboxLimitsFor(limitsFor(DEFAULT_TIER))];
     const pinned = warmLimits.flatMap((limits) =>
-      (['python', 'typescript'] as const).map((language) => shapeFor({ language, code: '', input: null, limits })),
+      (['python', 'typescript'] as const).map((language) => shapeFor({ language, code: '', input: null, limits }, shapeContext)),
     );
     const startPooled = (shape: SandboxShape) => {
       const prepared = prepare(shape, true);
@@ -337,7 +301,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   }
 
   function launchZygote(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): ZygoteProcess {
-    const bwrapArgs = zygoteBubblewrapArgs(spec, groups, socketDir);
+    const bwrapArgs = zygoteBubblewrapArgs(baseArgs, spec, { memoryDir: groups.memoryDir!, pidsDir: groups.pidsDir!, socketDir });
     const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
     // Ends with the server, and every child with it (their PID namespaces are inside its own).
     args.push('--watch-pid', String(process.pid));
@@ -354,55 +318,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         groups.self.killAll(child.pid);
       },
       exited: exited.then(() => {}),
-    };
-  }
-
-  /** bubblewrap for a zygote: a run's layout, plus CAP_SYS_ADMIN inside its user namespace (to make each child's namespaces), its cgroup and socket directories, and no seccomp of its own (each child loads it). */
-  function zygoteBubblewrapArgs(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): string[] {
-    // --disable-userns would put the zygote in a nested user namespace without rights over the
-    // PID namespace its children must leave; seccomp keeps user namespaces from every run instead.
-    const args = baseArgs.filter((arg) => arg !== '--disable-userns');
-    args.push('--size', String(spec.config.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp');
-    for (const mount of [...spec.mounts].sort((a, b) => a.target.length - b.target.length)) {
-      args.push('--ro-bind', mount.source, mount.target);
-    }
-    // SYS_ADMIN for the child's namespaces and mounts, NET_ADMIN for its loopback, SETPCAP to
-    // empty its bounding set; every child drops all three before anything of its run happens.
-    args.push('--cap-add', 'CAP_SYS_ADMIN', '--cap-add', 'CAP_NET_ADMIN', '--cap-add', 'CAP_SETPCAP');
-    args.push('--bind', groups.memoryDir!, '/sandbox/zygote/cg-memory', '--bind', groups.pidsDir!, '/sandbox/zygote/cg-pids');
-    args.push('--ro-bind', socketDir, '/sandbox/zygote/sock');
-    args.push('--remount-ro', '/', '--chdir', '/tmp', '--');
-    args.push('/usr/bin/python3', '-I', '-S', '-B', '/sandbox/zygote.py', JSON.stringify({ imports: spec.imports, ...spec.config }));
-    return args;
-  }
-
-  function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape): ZygoteSpec | null {
-    const warm = request.warm;
-    if (!warm || request.language !== 'python') return null;
-    // Only allow-listed packages, by their import names: the zygote imports them before any run.
-    const imports = [...new Set(warm.imports)].filter((name) => IMPORT_NAME.test(name) && findPythonPackage(name)?.importName === name).sort();
-    const { limits } = request;
-    // The CPU-time limit is not part of the zygote: each run's worker sets its own from the run's
-    // first line (a code-mode callee's limit is what is left of its caller's time, which would
-    // otherwise make a new zygote every second).
-    const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
-    const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? null, warm.group, imports]);
-    const rlimits: Record<string, [number, number]> = {
-      fsize: [limits.maxFileBytes, limits.maxFileBytes],
-      core: [0, 0],
-      nofile: [1024, 1024],
-    };
-    return {
-      key,
-      label: `${shape.label} ${imports.join(',') || 'plain'}`,
-      // Without an account, the group (namespace) is its own owner.
-      owner: warm.owner ?? `group:${warm.group}`,
-      imports,
-      runLimits: shape.cgroupLimits,
-      maxLogBytes: shape.maxLogBytes,
-      config: { tmpfsBytes: limits.tmpfsBytes, rlimits, procMasks: masks },
-      // In the key already: the shape's command line holds every mount.
-      mounts: request.mounts ?? [],
     };
   }
 
@@ -429,41 +344,26 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     let request = original;
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
     const started = performance.now();
-    const env = request.env ?? {};
-    for (const [name, value] of Object.entries(env)) {
-      if (!ENV_NAME.test(name) || value.includes('\0')) throw invalid(`env variable name '${name.slice(0, 64)}' or its value is not allowed`);
-    }
-    checkMounts(request);
+    checkRequest(request);
     request = throughViews(request);
     let code = request.code;
     if (request.language === 'typescript') {
       const transpiled = await transpileTypescript(request.code, request.entry ?? 'main');
       if (!transpiled.ok) {
-        return failed({ type: SANDBOX_ERROR_TYPES.transpile, message: transpiled.message, stderr: transpiled.detail }, '', started);
+        return failed({ type: SANDBOX_ERROR_TYPES.transpile, message: transpiled.message, stderr: transpiled.detail }, '', elapsed(started));
       }
       code = transpiled.code;
     }
-    // A large input (a bridge call's, still as bytes) goes into the request as those bytes.
-    const rawInput = request.input instanceof RawJson ? request.input : undefined;
-    let payload = JSON.stringify({
-      code,
-      input: rawInput ? RAW_INPUT_MARK : (request.input ?? null),
-      env,
-      maxResultBytes: request.limits.maxResultBytes,
-      entry: request.entry ?? 'main',
-      libraryPaths: request.libraryPaths ?? [],
-      bridge: request.bridge !== undefined,
-    });
-    if (rawInput) payload = payload.replace(JSON.stringify(RAW_INPUT_MARK), () => rawInput.bytes.toString('utf8'));
-    const shape = shapeFor(request);
-    const spec = zygotes ? zygoteSpecFor(request, shape) : null;
+    const payload = requestPayload(request, code);
+    const shape = shapeFor(request, shapeContext);
+    const spec = zygotes ? zygoteSpecFor(request, shape, masks) : null;
     const child = spec ? zygotes!.claim(spec) : null;
     if (child) {
       const record = await child.run({
         // The child's own wall clock (P1 ends the run at it, whatever the server does), as the helper's.
-        payload: `${JSON.stringify({ cpuSeconds: Math.floor(request.limits.cpuSeconds), wallMs: helperDeadlineMs(request.limits) })}\n${payload}`,
+        payload: `${zygoteRunLine(request.limits)}\n${payload}`,
         bridge: request.bridge,
-        lineCapBytes: request.limits.maxResultBytes + 2 * TRACEBACK_CAP,
+        lineCapBytes: lineCapBytes(request.limits),
         timeoutMs: request.limits.timeoutSeconds * 1000,
         signal: request.signal,
       });
@@ -473,52 +373,12 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         // (a timeout or an overflow kills it) nor any answer explains the end: the platform's.
         if (record.exit.spawnFailed && record.answer === null && !record.timedOut && !record.overflowed && !record.flooded) {
           log('a zygote ended while one of its children was running');
-          return platformFailure('the sandbox stopped before the function finished', started);
+          return platformFailure('the sandbox stopped before the function finished', elapsed(started));
         }
-        return interpret(request, await decoded(record), started);
+        return interpret(request, await decoded(record), started, outcomeContext);
       }
     }
     return execute(request, shape, payload, started);
-  }
-
-  function shapeFor(request: SandboxRequest): SandboxShape {
-    const { limits } = request;
-    const args = [...baseArgs, '--size', String(limits.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp'];
-    let command: string[];
-    if (request.language === 'python') {
-      // -I: ignore PYTHON* env and user site; -S: no site.py (runner adds dist-packages itself); -B: read-only disk.
-      command = ['/usr/bin/python3', '-I', '-S', '-B', '/sandbox/runner.pyc'];
-    } else {
-      // V8 stops at a heap limit below the cgroup's, so most JS exhaustion is a clean, reportable error.
-      const heapMb = Math.max(64, Math.floor(limits.memoryMb * 0.75));
-      // --use-openssl-ca: trust the host's CA store (/etc/ssl), as Python's ssl does.
-      command = [nodeBinary, `--max-old-space-size=${heapMb}`, '--use-openssl-ca', '/sandbox/runner.cjs'];
-    }
-    // Parents before children, so a mount inside another mount lands on top of it.
-    for (const mount of [...(request.mounts ?? [])].sort((a, b) => a.target.length - b.target.length)) {
-      args.push('--ro-bind', mount.source, mount.target);
-    }
-    if (request.language === 'typescript') {
-      if (request.nodeModulesDir) args.push('--ro-bind', request.nodeModulesDir, '/function/node_modules');
-      // ES modules resolve bare imports only through node_modules directories above them; a
-      // root-level link makes the first library path visible to code-mode scripts.
-      const library = request.libraryPaths?.[0];
-      if (library) args.push('--symlink', library, '/node_modules');
-    }
-    args.push('--remount-ro', '/', '--chdir', '/tmp', '--seccomp', '4', '--', ...command);
-    const fullCommand = [...helperArgs(request), '--', paths.bwrap, ...(network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...args];
-    const cgroupLimits = { memoryBytes: limits.memoryMb * MB, maxProcesses: limits.maxProcesses };
-    const views = [request.mounts?.length ? 'mounts' : '', request.nodeModulesDir ? 'node_modules' : '', request.language === 'typescript' && request.libraryPaths?.length ? 'library' : ''];
-    return {
-      key: JSON.stringify([fullCommand, cgroupLimits, limits.maxLogBytes]),
-      label: [request.language, `${limits.memoryMb} MB`, ...views.filter(Boolean)].join(' '),
-      memoryEstimateBytes: IDLE_MEMORY_ESTIMATE[request.language],
-      language: request.language,
-      command: fullCommand,
-      viewSources: [...(request.mounts ?? []).map((mount) => mount.source), ...(request.language === 'typescript' && request.nodeModulesDir ? [request.nodeModulesDir] : [])],
-      cgroupLimits,
-      maxLogBytes: limits.maxLogBytes,
-    };
   }
 
   /** A helper that has joined a fresh run's cgroups and waits for its command (see LauncherPool). */
@@ -534,16 +394,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (remote) return { child: remote, cgroup, exited: remote.exited, alive: () => remote.alive() };
     const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), networkPipes: network });
     return { child, cgroup, exited, alive: () => child.exitCode === null && child.signalCode === null };
-  }
-
-  /**
-   * The rest of the helper's command line, sent on a launcher's stdin to start the sandbox. A
-   * pooled runner is told so (its last argument), to use its wait for warming up; that changes
-   * nothing a run can rely on, so it is not part of the shape's key.
-   */
-  function commandFrame(shape: SandboxShape, pooled: boolean, uid: number | null): Buffer {
-    // The sandbox's own uid is not part of the shape: any pooled sandbox of it serves any run.
-    return encodeCommandFrame([...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...(pooled ? ['--clock-on-signal'] : []), ...shape.command, ...(pooled ? ['pooled'] : [])]);
   }
 
   /**
@@ -607,31 +457,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     };
   }
 
-  function helperArgs(request: SandboxRequest): string[] {
-    const { limits } = request;
-    const args: string[] = [];
-    const rlimit = (name: string, soft: number, hard = soft) => args.push('--rlimit', `${name}=${Math.floor(soft)}:${Math.floor(hard)}`);
-    rlimit('cpu', limits.cpuSeconds, limits.cpuSeconds + 1);
-    rlimit('fsize', limits.maxFileBytes);
-    rlimit('core', 0);
-    rlimit('nofile', 1024);
-    if (!cgroups.memory) {
-      // No memory cgroup: cap address space instead. Node reserves ~1 GB of virtual space it never touches.
-      const extra = request.language === 'typescript' ? 1024 : 0;
-      rlimit('as', (limits.memoryMb + extra) * MB);
-    }
-    // Without a pids group the per-user count is the only fork-bomb brake (per sandbox with a uid
-    // of its own; shared by concurrent runs with one fixed sandbox user).
-    if (!cgroups.pids) rlimit('nproc', limits.maxProcesses * 4);
-    // The helper's backstop: the longer of the run's two time limits (equal for every plan), so the
-    // shape, and with it the pool's keys, depends on nothing the CPU limit did not already decide.
-    args.push('--deadline-ms', String(helperDeadlineMs(limits)));
-    if (sandboxUser && !uids) args.push('--user', `${sandboxUser.uid}:${sandboxUser.gid}`);
-    // fds 5 and 6 are bubblewrap's --info-fd/--block-fd pipes when the network is set up.
-    args.push('--keep-fds', network ? '7' : '5');
-    return args;
-  }
-
   async function execute(request: SandboxRequest, shape: SandboxShape, payload: string, started: number): Promise<SandboxOutcome> {
     const { limits } = request;
     // A pooled sandbox was started for exactly this shape and is handed to this run alone.
@@ -660,7 +485,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       if (request.signal?.aborted) kill();
       else request.signal?.addEventListener('abort', kill, { once: true });
       // Room for the result (or a bridge call's input) plus the error envelope and a traceback.
-      channel.begin(request.bridge, limits.maxResultBytes + 2 * TRACEBACK_CAP, kill);
+      channel.begin(request.bridge, lineCapBytes(limits), kill);
       const networkState = await prepared.network;
       attachment = networkState.attachment;
       if (networkState.failed) {
@@ -719,74 +544,17 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     }
     if (exit.spawnFailed) {
       log('sandbox helper could not be started');
-      return platformFailure('the sandbox could not start', started);
+      return platformFailure('the sandbox could not start', elapsed(started));
     }
     // Between runs, so the fork never delays a run in progress.
     setImmediate(() => launchers.refill());
     if (networkFailed) {
-      return platformFailure('the sandbox network could not be set up', started);
+      return platformFailure('the sandbox network could not be set up', elapsed(started));
     }
     // Whether the runner ever said ready: its line precedes any user code, so once the process is
     // gone it is in the pipe already (or fd 3 closes without it); bounded all the same.
     const ready = channel.isReady || (await Promise.race([channel.ready, delay(2000).then(() => false)]));
-    return interpret(request, await decoded({ stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }), started);
-  }
-
-  function interpret(
-    request: SandboxRequest,
-    run: RunRecord,
-    started: number,
-  ): SandboxOutcome {
-    const { limits } = request;
-    // Stopped because the server is: the platform's doing, whatever the run had done (unanswered).
-    if (request.signal?.aborted && run.answer === null) return platformFailure('the run was interrupted: the server is shutting down', started);
-    const stdoutText = run.stdout.text();
-    const stderrText = run.stderr.text();
-    const fail = (type: string, message: string, trace = '') =>
-      failed({ type, message, stderr: joinLogs(stderrText, trace) }, stdoutText, started);
-
-    if (!run.ready) {
-      // The runner never said ready, so no user code ran: the sandbox did not start. Decided from
-      // that alone; what the sandbox printed is only logged (its platform lines, never the rest).
-      const platformLines = stderrText.split('\n').filter((line) => /^(bwrap|mcpworks-sandbox-helper): /.test(line));
-      log(`sandbox failed to start (status ${run.exit.code ?? run.exit.signal ?? 'none'})${platformLines.length ? `: ${platformLines.join(' | ').slice(0, 2000)}` : ''}`);
-      return platformFailure('the sandbox could not start', started);
-    }
-    if (run.flooded) return fail(SANDBOX_ERROR_TYPES.exited, 'the function sent bridge calls without waiting for their answers and was stopped');
-    if (run.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
-    const parsed = run.answer as RunAnswer | null;
-    if (parsed !== null && typeof parsed === 'object') {
-      if (parsed.ok === true) {
-        return { ok: true, result: parsed.result ?? null, stdout: stdoutText, stderr: stderrText, durationMs: elapsed(started) };
-      }
-      const trace = trimTraceback(String(parsed.traceback ?? ''));
-      // The run's own word: never a platform failure, whatever type it names.
-      return fail(answeredErrorType(String(parsed.type ?? 'Error')), String(parsed.message ?? ''), trace);
-    }
-    if (run.timedOut) return fail(SANDBOX_ERROR_TYPES.timeout, `the function ran longer than ${limits.timeoutSeconds} s and was stopped`);
-    if (run.oomKilled || /JavaScript heap out of memory|Reached heap limit/.test(stderrText)) {
-      return fail(SANDBOX_ERROR_TYPES.memory, `the function used more than ${limits.memoryMb} MB of memory and was stopped`);
-    }
-    if (run.exit.lost) {
-      log('a sandbox ended unobserved: its spawner stopped during the run');
-      return platformFailure('the sandbox was lost (its spawner stopped)', started);
-    }
-    // The helper reports its child's signals as 128+N; a signal of its own came from outside the
-    // sandbox (an operator, the host's OOM killer), never from the run (another PID namespace).
-    if (run.exit.signal !== null) {
-      log(`a sandbox helper was killed by ${run.exit.signal} during a run`);
-      return platformFailure(`the sandbox was stopped by the host (${run.exit.signal}) before the function finished`, started);
-    }
-    const status = run.exit.code ?? -1;
-    // bubblewrap reports a child killed by signal N as status 128+N.
-    if (status === 128 + 24) return fail(SANDBOX_ERROR_TYPES.timeout, `the function used more than ${limits.cpuSeconds} s of CPU time and was stopped`);
-    if (status === 128 + 31) return fail(SANDBOX_ERROR_TYPES.exited, 'the function made a system call the sandbox forbids (SIGSYS) and was stopped');
-    if (status === 128 + 25) return fail(SANDBOX_ERROR_TYPES.exited, `the function wrote a file larger than ${limits.maxFileBytes} bytes and was stopped`);
-    if (status === 128 + 9 && !cgroups.memory) {
-      return fail(SANDBOX_ERROR_TYPES.exited, 'the function was killed (SIGKILL), possibly for exceeding its memory');
-    }
-    const how = status > 128 ? `was killed by signal ${status - 128}` : `exited with status ${status}`;
-    return fail(SANDBOX_ERROR_TYPES.exited, `the function ${how} before returning a result`);
+    return interpret(request, await decoded({ stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }), started, outcomeContext);
   }
 
   return {
@@ -820,21 +588,6 @@ function identity(path: string): string | null {
   }
 }
 
-const MOUNT_TARGET = /^\/opt(\/[A-Za-z0-9._@+-]+)+$/;
-
-/** Mounts go under /opt only, from absolute host paths: nothing may shadow the sandbox's own layout. */
-function checkMounts(request: SandboxRequest): void {
-  for (const mount of request.mounts ?? []) {
-    const target = mount.target;
-    if (!isAbsolute(mount.source) || !MOUNT_TARGET.test(target) || target.split('/').some((part) => part === '..' || part === '.')) {
-      throw invalid(`sandbox mount target '${target.slice(0, 200)}' must be a plain path under /opt, from an absolute host path`);
-    }
-  }
-  for (const path of request.libraryPaths ?? []) {
-    if (!isAbsolute(path) || path.split('/').includes('..')) throw invalid(`library path '${path.slice(0, 200)}' must be an absolute sandbox path`);
-  }
-}
-
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** Settles when a stream has ended or closed (at once for none, or one that already has). */
 const ended = (stream: NodeJS.ReadableStream | null | undefined) =>
@@ -845,133 +598,6 @@ const ended = (stream: NodeJS.ReadableStream | null | undefined) =>
     readable.once('close', () => resolve());
   });
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-
-function failed(error: SandboxFailure, stdout: string, started: number): SandboxOutcome {
-  return { ok: false, error, stdout, durationMs: elapsed(started) };
-}
-
-/** Only for what the host saw itself (see SandboxFailure.platform); nothing of the run is returned. */
-function platformFailure(message: string, started: number): SandboxOutcome {
-  return failed({ type: SANDBOX_ERROR_TYPES.sandbox, message, stderr: '', platform: true }, '', started);
-}
-
-function elapsed(started: number): number {
-  return Math.round((performance.now() - started) * 10) / 10;
-}
-
-function joinLogs(stderr: string, trace: string): string {
-  if (!trace) return stderr;
-  if (!stderr) return trace;
-  return stderr.endsWith('\n') ? stderr + trace : `${stderr}\n${trace}`;
-}
-
-/** Stands for a RawJson input in a request's JSON until its bytes replace it (random: no code holds it). */
-const RAW_INPUT_MARK = `mcpworks-raw-input-${randomUUID()}`;
-
-/** How far past a traceback's cut the kept part may start, to start it between tokens. */
-const TOKEN_WINDOW = 4096;
-
-function trimTraceback(trace: string): string {
-  if (trace.length <= TRACEBACK_CAP) return trace;
-  // Keep the end: the innermost frames and the exception line matter most. The kept part starts at
-  // a character no secret pattern's body holds (white space, quote, angle bracket), so a token the
-  // cut would split (ghp_…, sk-…, a URI's password) is dropped whole, not kept without the start
-  // that the scanner knows it by. An env value's end is found by the scanner (SecretScanner.cutHead).
-  let at = trace.length - TRACEBACK_CAP;
-  const boundary = trace.slice(at, at + TOKEN_WINDOW).search(/[\s'"<>]/);
-  at += boundary === -1 ? TOKEN_WINDOW : boundary;
-  return `[traceback cut]\n${trace.slice(at)}`;
-}
-
-/** The whole environment bubblewrap and the function start with: nothing from the server. */
-function sandboxEnvironment(): Record<string, string> {
-  return {
-    PATH: '/usr/local/bin:/usr/bin:/bin',
-    HOME: '/tmp',
-    TMPDIR: '/tmp',
-    LANG: 'C.UTF-8',
-    MPLCONFIGDIR: '/tmp',
-    MPLBACKEND: 'Agg',
-  };
-}
-
-function baseBubblewrapArgs(runtimeDir: string, nodeBinary: string, network: boolean, masks: ProcMasks): string[] {
-  const args = [
-    '--unshare-user',
-    '--unshare-pid',
-    '--unshare-ipc',
-    '--unshare-uts',
-    '--unshare-cgroup-try',
-    // --disable-userns nests a second user namespace, which slirp4netns would join and then lack
-    // rights over the network namespace; with network on, seccomp alone (unshare, setns and
-    // clone's namespace flags denied, clone3 unavailable) keeps user namespaces out of reach.
-    '--unshare-net',
-    ...(network ? [] : ['--disable-userns']),
-    '--die-with-parent',
-    '--new-session',
-    '--cap-drop',
-    'ALL',
-    '--uid',
-    String(INNER_ID),
-    '--gid',
-    String(INNER_ID),
-    '--hostname',
-    'sandbox',
-    '--ro-bind',
-    '/usr',
-    '/usr',
-    ...topLevelSystemDirs(),
-    '--ro-bind',
-    join(runtimeDir, 'etc'),
-    '/etc',
-    '--ro-bind-try',
-    '/etc/ssl',
-    '/etc/ssl',
-    // Debian's update-alternatives links (libblas for numpy, among others) resolve through here.
-    '--ro-bind-try',
-    '/etc/alternatives',
-    '/etc/alternatives',
-    '--ro-bind-try',
-    '/etc/matplotlibrc',
-    '/etc/matplotlibrc',
-    '--ro-bind',
-    join(runtimeDir, 'bin'),
-    '/sandbox',
-    '--proc',
-    '/proc',
-    // What /proc tells about the host: an empty read-only file or directory in its place.
-    ...masks.files.flatMap((name) => ['--ro-bind', join(runtimeDir, 'bin', 'empty'), `/proc/${name}`]),
-    ...masks.dirs.flatMap((name) => ['--size', '4096', '--perms', '0555', '--tmpfs', `/proc/${name}`, '--remount-ro', `/proc/${name}`]),
-    // A hand-made /dev rather than --dev: --dev mounts devpts, which makes bubblewrap nest a second
-    // user namespace that slirp4netns could not configure the network from. No ptys are needed.
-    '--dir',
-    '/dev',
-    ...['null', 'zero', 'full', 'random', 'urandom'].flatMap((name) => ['--dev-bind', `/dev/${name}`, `/dev/${name}`]),
-    // Sized: without a memory cgroup, tmpfs pages escape RLIMIT_AS.
-    '--size',
-    String(64 * MB),
-    '--perms',
-    '1777',
-    '--tmpfs',
-    '/dev/shm',
-    '--symlink',
-    '/proc/self/fd',
-    '/dev/fd',
-    '--symlink',
-    '/proc/self/fd/0',
-    '/dev/stdin',
-    '--symlink',
-    '/proc/self/fd/1',
-    '/dev/stdout',
-    '--symlink',
-    '/proc/self/fd/2',
-    '/dev/stderr',
-    '--dir',
-    '/function',
-  ];
-  if (!isUnderUsr(nodeBinary)) args.push('--ro-bind', nodeBinary, nodeBinary);
-  return args;
-}
 
 /**
  * A private copy of the runner files and a minimal /etc, readable by the sandbox user (the source

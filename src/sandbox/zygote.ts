@@ -21,7 +21,7 @@ import type { SandboxBridge, SandboxMount } from '../core/sandbox.js';
 import { CappedCapture } from './capture.js';
 import { RunChannel, type RunRecord } from './channel.js';
 import type { RunCgroup } from './cgroup.js';
-import type { ProcMasks } from './host.js';
+import type { ProcMasks } from './plan/bwrap-args.js';
 import { JsonLineReader, LineReader } from './wire/json-lines.js';
 import { forkRequest, HELLO_MAX_BYTES, isZygoteControl, parseHello } from './wire/messages.js';
 
