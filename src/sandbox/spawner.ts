@@ -24,6 +24,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { LauncherChild, LauncherExit } from './launcher-pool.js';
 import { spawnHelper } from './host/spawn-helper.js';
+import { backoffMs, KILL_GRACE_MS } from './policy/capacity.js';
 import { JsonLineReader } from './wire/json-lines.js';
 import type { SpawnerEvent, SpawnerRequest } from './wire/messages.js';
 
@@ -369,7 +370,7 @@ export class Spawner {
     if (!spawner) return;
     // It exits when its channel closes.
     if (spawner.connected) spawner.disconnect();
-    const kill = setTimeout(() => spawner.kill('SIGKILL'), 2000);
+    const kill = setTimeout(() => spawner.kill('SIGKILL'), KILL_GRACE_MS);
     await this.exitedProcess;
     clearTimeout(kill);
   }
@@ -518,7 +519,7 @@ export class Spawner {
       const now = Date.now();
       this.quickDeaths = spawner && now - this.startedAt >= QUICK_DEATH_MS ? 1 : this.quickDeaths + 1;
       // The first death restarts at once; one that keeps dying waits longer each time.
-      this.retryAt = this.quickDeaths <= 1 ? 0 : now + Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.quickDeaths - 2));
+      this.retryAt = this.quickDeaths <= 1 ? 0 : now + backoffMs(this.quickDeaths - 2, { baseMs: 100, maxMs: MAX_BACKOFF_MS });
       this.log(`sandbox spawner ended (${helpers.length} helpers in flight)${this.retryAt ? `; restarting in ${this.retryAt - now} ms, spawning directly meanwhile` : ''}`);
     }
     for (const helper of helpers) {

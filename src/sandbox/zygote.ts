@@ -23,6 +23,7 @@ import { RunChannel, type RunRecord } from './channel.js';
 import type { RunCgroup } from './cgroup.js';
 import type { ProcMasks } from './plan/bwrap-args.js';
 import { JsonLineReader, LineReader } from './wire/json-lines.js';
+import { backoffMs, DecayingRate, KILL_GRACE_MS, memoryReserve, targetSize } from './policy/capacity.js';
 import { forkRequest, HELLO_MAX_BYTES, isZygoteControl, parseHello } from './wire/messages.js';
 
 const MB = 1024 * 1024;
@@ -32,6 +33,10 @@ const CHILD_START_MS = 10_000;
 const OWN_REPLACE_MS = 10_000;
 /** A zygote that has not finished its imports in this long is given up. */
 const ZYGOTE_START_MS = 60_000;
+/** A zygote that crashed after serving is retried after 1 s, doubling with each crash of its key, up to a minute. */
+const CRASH_BACKOFF = { baseMs: 1000, maxMs: 60_000 };
+/** A zygote that never got ready says the host cannot run one: its key waits this long. */
+const NEVER_READY_BACKOFF_MS = 60_000;
 /** The longest control line a zygote may write (its lines are a few dozen bytes). */
 const CONTROL_LINE_CAP = 1 << 20;
 
@@ -102,6 +107,10 @@ export interface ZygoteOptions {
   reserveBytes?: number;
   /** Memory one zygote is assumed to hold (pandas and numpy loaded), for that check. Default 160 MB. */
   zygoteMemoryBytes?: number;
+  /** Free memory now (default os.freemem); replaceable for tests. */
+  freeMemory?: () => number;
+  /** The clock of claim rates, idle times and back-off (default Date.now); replaceable for tests. */
+  now?: () => number;
 }
 
 /** What a run through a zygote child produced, in the form bubblewrap.ts interprets. */
@@ -320,7 +329,7 @@ class ZygoteChild {
     const first = await Promise.race([answered, this.waitExit().then(() => 'exit' as const)]);
     let status: number | null;
     let bound: NodeJS.Timeout | undefined;
-    const bounded = new Promise((resolve) => (bound = setTimeout(resolve, 2000)));
+    const bounded = new Promise((resolve) => (bound = setTimeout(resolve, KILL_GRACE_MS)));
     if (first === 'answered') {
       // The SIGKILL below is not waited for: no user code runs once it is delivered, and a large
       // process's memory teardown (pandas: milliseconds) need not delay the answer.
@@ -335,7 +344,7 @@ class ZygoteChild {
     clearTimeout(timer);
     clearTimeout(lost);
     this.cgroup.killAll();
-    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(2000);
+    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(KILL_GRACE_MS);
     const record = this.record(status, timedOut, false);
     this.release(this.cgroup);
     return record;
@@ -374,7 +383,7 @@ class Zygote {
   state: ZygoteState = 'starting';
   /** It served: a later death is a crash to recover from at once, not a host that cannot start one. */
   everReady = false;
-  lastUsed = Date.now();
+  lastUsed: number;
   runs = 0;
   /** Runs in progress in its children: a zygote is never stopped under them, except by close(). */
   active = 0;
@@ -392,15 +401,18 @@ class Zygote {
     onOverflow: () => this.stop('wrote too much on its control channel'),
   });
   private finished: Promise<void> | null = null;
-  private rate = 0;
-  private rateAt = Date.now();
+  private readonly rate: DecayingRate;
 
   constructor(
     readonly spec: ZygoteSpec,
     private readonly hooks: ZygoteHostHooks,
     private readonly sockets: HostSocket,
     private readonly options: Required<Pick<ZygoteOptions, 'minSpares' | 'maxSpares'>>,
-  ) {}
+    private readonly now: () => number,
+  ) {
+    this.lastUsed = now();
+    this.rate = new DecayingRate(this.lastUsed);
+  }
 
   start(): void {
     const id = randomBytes(6).toString('hex');
@@ -466,10 +478,9 @@ class Zygote {
   /** A child for one run: a spare (ready or still starting), else one forked now. */
   claim(): ZygoteChild | null {
     if (this.state !== 'ready') return null;
-    const now = Date.now();
+    const now = this.now();
     this.lastUsed = now;
-    this.rate = this.rate * Math.exp(-(now - this.rateAt) / 5000) + 0.2;
-    this.rateAt = now;
+    this.rate.claim(now);
     this.runs++;
     const spare = this.spares.find((candidate) => candidate.channel !== null) ?? this.spares[0] ?? null;
     if (spare) this.spares.splice(this.spares.indexOf(spare), 1);
@@ -478,7 +489,7 @@ class Zygote {
       this.active++;
       child.onDone = () => {
         this.active--;
-        this.lastUsed = Date.now();
+        this.lastUsed = this.now();
       };
     }
     // After the claiming run has sent its request.
@@ -516,7 +527,7 @@ class Zygote {
    * page cache, which the kernel reclaims before it would stop the next run.
    */
   private async recycle(cgroup: RunCgroup): Promise<void> {
-    const empty = await cgroup.killUntilEmpty(2000);
+    const empty = await cgroup.killUntilEmpty(KILL_GRACE_MS);
     if (empty && !cgroup.oomKilled() && this.state === 'ready' && this.freeGroups.length < this.options.maxSpares * 2) {
       this.freeGroups.push(cgroup);
     } else {
@@ -526,9 +537,7 @@ class Zygote {
 
   refill(): void {
     if (this.state !== 'ready') return;
-    const now = Date.now();
-    const rate = this.rate * Math.exp(-(now - this.rateAt) / 5000);
-    const target = Math.min(this.options.maxSpares, Math.max(this.options.minSpares, Math.ceil(rate * 0.5)));
+    const target = targetSize({ rate: this.rate.read(this.now()), min: this.options.minSpares, max: this.options.maxSpares });
     while (this.spares.length < target) {
       const child = this.fork();
       if (!child) return;
@@ -578,6 +587,8 @@ export class ZygotePool {
   private readonly timer: NodeJS.Timeout;
   private readonly failedUntil = new Map<string, number>();
   private readonly crashes = new Map<string, number>();
+  private readonly now: () => number;
+  private readonly freeMemory: () => number;
   private closed = false;
   private runs = 0;
 
@@ -591,7 +602,9 @@ export class ZygotePool {
     this.maxZygotes = options.maxZygotes ?? 4;
     this.maxPerOwner = Math.max(1, Math.min(this.maxZygotes, options.maxZygotesPerOwner ?? Math.floor(this.maxZygotes / 2)));
     this.idleMs = options.idleMs ?? 5 * 60_000;
-    this.reserveBytes = options.reserveBytes ?? Math.max(512 * MB, Math.floor(totalmem() * 0.1));
+    this.reserveBytes = options.reserveBytes ?? memoryReserve(totalmem());
+    this.now = options.now ?? Date.now;
+    this.freeMemory = options.freeMemory ?? freemem;
     this.zygoteMemoryBytes = options.zygoteMemoryBytes ?? 160 * MB;
     this.spareOptions = { minSpares: options.minSpares ?? 2, maxSpares: Math.max(options.minSpares ?? 2, options.maxSpares ?? 12) };
     this.timer = setInterval(() => this.tick(), 1000);
@@ -614,13 +627,13 @@ export class ZygotePool {
       return child;
     }
     if (existing) this.zygotes.delete(spec.key);
-    if ((this.failedUntil.get(spec.key) ?? 0) > Date.now()) return null;
+    if ((this.failedUntil.get(spec.key) ?? 0) > this.now()) return null;
     this.startZygote(spec);
     return null;
   }
 
   private startZygote(spec: ZygoteSpec): void {
-    if (freemem() - this.zygoteMemoryBytes < this.reserveBytes) return;
+    if (this.freeMemory() - this.zygoteMemoryBytes < this.reserveBytes) return;
     // Only an idle zygote (no run in progress) makes room, so no tenant can end another's runs;
     // without one, this key waits (its runs take the ordinary path).
     const idle = (owner?: string) => [...this.zygotes].filter(([, zygote]) => zygote.active === 0 && (owner === undefined || zygote.spec.owner === owner));
@@ -628,7 +641,7 @@ export class ZygotePool {
     if (held(spec.owner) >= this.maxPerOwner) {
       // At its own cap, an owner can only replace one of its own (least recently used first), and
       // not one used in the last moments: its namespaces would take turns ending each other's.
-      const own = idle(spec.owner).find(([, zygote]) => Date.now() - zygote.lastUsed >= OWN_REPLACE_MS);
+      const own = idle(spec.owner).find(([, zygote]) => this.now() - zygote.lastUsed >= OWN_REPLACE_MS);
       if (!own) return;
       this.evict(own[0]);
     }
@@ -645,14 +658,14 @@ export class ZygotePool {
       if (victim === undefined) return;
       this.evict(victim);
     }
-    const zygote = new Zygote(spec, this.hooks, this.sockets, this.spareOptions);
+    const zygote = new Zygote(spec, this.hooks, this.sockets, this.spareOptions, this.now);
     this.zygotes.set(spec.key, zygote);
     // Its children connect to the host socket, so that listens first.
     void this.sockets.listening.then(
       () => {
         if (this.closed || zygote.state !== 'starting') return;
         zygote.start();
-        if ((zygote.state as string) === 'failed') this.failedUntil.set(spec.key, Date.now() + 60_000);
+        if ((zygote.state as string) === 'failed') this.failedUntil.set(spec.key, this.now() + NEVER_READY_BACKOFF_MS);
       },
       (error: Error) => {
         zygote.stop(`the host socket could not listen: ${error.message}`);
@@ -681,7 +694,7 @@ export class ZygotePool {
   }
 
   private tick(): void {
-    const now = Date.now();
+    const now = this.now();
     for (const [key, zygote] of [...this.zygotes]) {
       if (zygote.state === 'failed') {
         this.zygotes.delete(key);
@@ -689,7 +702,7 @@ export class ZygotePool {
         // minute); a zygote that never got ready says the host cannot run one: a minute.
         const crashes = (this.crashes.get(key) ?? 0) + (zygote.everReady ? 1 : 0);
         this.crashes.set(key, crashes);
-        this.failedUntil.set(key, now + (zygote.everReady ? Math.min(60_000, 1000 * 2 ** (crashes - 1)) : 60_000));
+        this.failedUntil.set(key, now + (zygote.everReady ? backoffMs(crashes - 1, CRASH_BACKOFF) : NEVER_READY_BACKOFF_MS));
         // Bounded: the oldest keys' back-off records go first.
         for (const map of [this.failedUntil, this.crashes]) {
           while (map.size > 256) map.delete(map.keys().next().value as string);
