@@ -5,12 +5,11 @@
  * With the pool on (the default), sandboxes are started ahead of their runs and wait, blocked on
  * stdin, for the request (see warm-pool.ts); each still serves exactly one run.
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, realpathSync, rmSync, statSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import {
   SANDBOX_ERROR_TYPES,
   sandboxLimitsFor,
@@ -28,28 +27,27 @@ import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type Cgroup
 import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
 import { defaultHostPaths, procMasks, topLevelSystemDirs, type HostPaths } from './host.js';
-import { ZygotePool, type ZygoteCgroups, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec, type ZygoteStats } from './zygote.js';
+import { ZygotePool, type ZygoteOptions, type ZygoteStats } from './zygote/pool.js';
 import { transpileTypescript } from './transpile.js';
 import { MountViews } from './mount-views.js';
 import { allowedRoutes, attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
 import { NPM_DEFAULTS } from './npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
-import { baseBubblewrapArgs, zygoteBubblewrapArgs } from './plan/bwrap-args.js';
-import { INNER_ID, SANDBOX_GID, sandboxEnvironment } from './plan/environment.js';
+import { baseBubblewrapArgs } from './plan/bwrap-args.js';
+import { SANDBOX_GID, sandboxEnvironment } from './plan/environment.js';
 import { checkRequest, requestPayload, zygoteRunLine } from './plan/request.js';
 import { commandFrame, shapeFor, type SandboxShape, type ShapeContext } from './plan/shape.js';
 import { zygoteSpecFor } from './plan/zygote-spec.js';
 import { elapsed, failed, interpret, lineCapBytes, platformFailure, type OutcomeContext } from './outcome.js';
 import { spawnHelper, stopHelper } from './host/spawn-helper.js';
+import { prepareRuntimeDir, runtimeParent } from './host/runtime-dir.js';
+import { UidAllocator } from './host/uid-allocator.js';
+import { SandboxUnavailableError } from './errors.js';
+import { zygoteHostHooks } from './zygote/launch.js';
+
+export { SandboxUnavailableError } from './errors.js';
 
 const MB = 1024 * 1024;
-
-export class SandboxUnavailableError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'SandboxUnavailableError';
-  }
-}
 
 export interface BubblewrapSandboxOptions {
   /** Give functions network egress (default: MCPWORKS_SANDBOX_NETWORK === 'on'). */
@@ -137,35 +135,6 @@ export function sandboxUidsFromEnvironment(value = process.env.MCPWORKS_SANDBOX_
     return parseSandboxUids(value, { passwd: hostPasswd(), npmUid });
   } catch (error) {
     throw new SandboxUnavailableError((error as Error).message);
-  }
-}
-
-/**
- * Hands out uids in turn, skipping those in use, so a uid comes back only after every other one
- * (no kernel object a finished run left, if any, meets the next run). With every one in use, the
- * next in turn is shared.
- */
-class UidAllocator {
-  private next = 0;
-  private readonly inUse = new Map<number, number>();
-
-  constructor(private readonly range: { first: number; count: number }) {}
-
-  take(): number {
-    let uid = this.range.first + (this.next % this.range.count);
-    for (let tried = 0; tried < this.range.count && this.inUse.has(uid); tried++) {
-      this.next++;
-      uid = this.range.first + (this.next % this.range.count);
-    }
-    this.next++;
-    this.inUse.set(uid, (this.inUse.get(uid) ?? 0) + 1);
-    return uid;
-  }
-
-  release(uid: number): void {
-    const count = (this.inUse.get(uid) ?? 1) - 1;
-    if (count > 0) this.inUse.set(uid, count);
-    else this.inUse.delete(uid);
   }
 }
 
@@ -261,64 +230,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   if (zygoteOption !== false && !network) {
     if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
       // The children's socket: the server's, open to the sandboxes' group.
-      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, { cgroups: zygoteCgroups, launch: launchZygote, log }, zygoteOption === true ? {} : zygoteOption);
+      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, zygoteHostHooks({ cgroups, sandboxUser, uids, baseArgs, paths, log }), zygoteOption === true ? {} : zygoteOption);
     } else {
       log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
     }
-  }
-
-  /** A zygote's own cgroup directories: its process's group, and one group per child made on demand. */
-  function zygoteCgroups(id: string): ZygoteCgroups | null {
-    const memoryBase = cgroups.memory && join(cgroups.memory.base, `zygote-${id}`);
-    const pidsBase = cgroups.pids && join(cgroups.pids.base, `zygote-${id}`);
-    if (!memoryBase || !pidsBase || !sandboxUser) return null;
-    mkdirSync(memoryBase);
-    mkdirSync(pidsBase);
-    const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
-    // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
-    const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
-    // The zygote's own uid, shared by its children (one namespace's runs).
-    const user = uids ? { uid: uids.take(), gid: SANDBOX_GID } : sandboxUser;
-    let released = false;
-    return {
-      memoryDir: memoryBase,
-      pidsDir: pidsBase,
-      self,
-      user,
-      createRun(name, limits) {
-        const group = createRunCgroup(support, name, limits)!;
-        // The child writes itself into its group before the run begins; nothing else it can reach.
-        for (const file of group.procsFiles) chownSync(file, user.uid, user.gid);
-        return group;
-      },
-      async remove() {
-        await self.remove();
-        await releaseCgroupSupport(support);
-        if (uids && !released) uids.release(user.uid);
-        released = true;
-      },
-    };
-  }
-
-  function launchZygote(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): ZygoteProcess {
-    const bwrapArgs = zygoteBubblewrapArgs(baseArgs, spec, { memoryDir: groups.memoryDir!, pidsDir: groups.pidsDir!, socketDir });
-    const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
-    // Ends with the server, and every child with it (their PID namespaces are inside its own).
-    args.push('--watch-pid', String(process.pid));
-    // No CPU limit: a zygote lives long; each run's worker sets its own.
-    args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
-    args.push('--user', `${groups.user.uid}:${groups.user.gid}`);
-    args.push('--keep-fds', '5', '--', paths.bwrap, ...bwrapArgs);
-    const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), stdout: 'ignore' });
-    return {
-      control: child.stdio[3] as Duplex,
-      stderr: child.stderr!,
-      kill: () => {
-        child.kill('SIGTERM');
-        groups.self.killAll(child.pid);
-      },
-      exited: exited.then(() => {}),
-    };
   }
 
   /** The request with its host directories replaced by their mirrors (see mount-views.ts). */
@@ -599,94 +514,3 @@ const ended = (stream: NodeJS.ReadableStream | null | undefined) =>
   });
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
-/**
- * A private copy of the runner files and a minimal /etc, readable by the sandbox user (the source
- * tree or the data directory may not be).
- */
-/** True when every directory from / down to `dir` lets other users pass (o+x). */
-function searchableByOthers(dir: string): boolean {
-  for (let current = resolve(dir); ; current = dirname(current)) {
-    try {
-      if ((statSync(current).mode & 0o001) === 0) return false;
-    } catch {
-      return false;
-    }
-    if (dirname(current) === current) return true;
-  }
-}
-
-/** Where the runtime files go: the temp dir, unless the sandbox user could not reach it there. */
-function runtimeParent(dropsPrivileges: boolean): string {
-  if (!dropsPrivileges || searchableByOthers(tmpdir())) return tmpdir();
-  if (searchableByOthers('/tmp')) return '/tmp';
-  throw new SandboxUnavailableError(`neither ${tmpdir()} nor /tmp can be reached by the sandbox user (chmod o+x)`);
-}
-
-/** In the runtime dir, outside what any sandbox mounts: the pid of the server that made it. */
-const OWNER_FILE = 'owner';
-
-function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: string): string {
-  // Directories of servers that ended without close(): their owner file names the pid, gone with
-  // it. The pid is not in the name, which every run sees in /proc/self/mountinfo.
-  for (const entry of readdirSync(parent)) {
-    if (!entry.startsWith('mcpworks-sandbox-')) continue;
-    let owner = /^mcpworks-sandbox-(\d+)-/.exec(entry)?.[1];
-    try {
-      owner ??= readFileSync(join(parent, entry, OWNER_FILE), 'utf8').trim();
-    } catch {
-      continue; // not ours, or still being made
-    }
-    if (/^\d+$/.test(owner) && !existsSync(`/proc/${owner}`)) rmSync(join(parent, entry), { recursive: true, force: true });
-  }
-  const dir = mkdtempSync(join(parent, 'mcpworks-sandbox-'));
-  writeFileSync(join(dir, OWNER_FILE), `${process.pid}\n`, { mode: 0o600 });
-  chmodSync(dir, 0o755);
-  const bin = join(dir, 'bin');
-  const etc = join(dir, 'etc');
-  // Modes are set with chmod throughout: the server's umask must not hide these from the sandbox user.
-  mkdirSync(bin);
-  mkdirSync(etc);
-  chmodSync(bin, 0o755);
-  chmodSync(etc, 0o755);
-  for (const file of ['runner.py', 'runner.cjs', 'zygote.py']) {
-    copyFileSync(join(paths.runtimeSource, file), join(bin, file));
-    chmodSync(join(bin, file), 0o644);
-  }
-  // Mount points of a zygote's cgroup and socket directories (empty in every other sandbox).
-  for (const dir of ['zygote', 'zygote/cg-memory', 'zygote/cg-pids', 'zygote/sock']) {
-    mkdirSync(join(bin, dir));
-    chmodSync(join(bin, dir), 0o755);
-  }
-  // Compiling the runner costs each Python run ~3 ms; the same interpreter compiles it once here.
-  const compiled = spawnSync(
-    paths.python,
-    ['-I', '-c', 'import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile="/sandbox/runner.py", doraise=True)', join(bin, 'runner.py'), join(bin, 'runner.pyc')],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  if (compiled.status !== 0) throw new SandboxUnavailableError(`could not compile the Python runner: ${compiled.stderr.toString().trim()}`);
-  chmodSync(join(bin, 'runner.pyc'), 0o644);
-  // Bound over the masked /proc files.
-  writeFileSync(join(bin, 'empty'), '');
-  chmodSync(join(bin, 'empty'), 0o444);
-  const files: Record<string, string> = {
-    passwd: `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nsandbox:x:${INNER_ID}:${INNER_ID}:sandbox:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-    group: `root:x:0:\nsandbox:x:${INNER_ID}:\nnogroup:x:65534:\n`,
-    hosts: '127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n',
-    'nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files dns\n',
-    // slirp4netns's built-in DNS forwarder; unused without network.
-    'resolv.conf': network ? 'nameserver 10.0.2.3\n' : '',
-  };
-  for (const [name, content] of Object.entries(files)) {
-    writeFileSync(join(etc, name), content);
-    chmodSync(join(etc, name), 0o644);
-  }
-  // Mount points for the host files bound over the read-only copy.
-  for (const mountPoint of ['ssl', 'alternatives']) {
-    mkdirSync(join(etc, mountPoint));
-    chmodSync(join(etc, mountPoint), 0o755);
-  }
-  writeFileSync(join(etc, 'matplotlibrc'), '');
-  chmodSync(join(etc, 'matplotlibrc'), 0o644);
-  if (existsSync('/usr/share/zoneinfo/Etc/UTC')) symlinkSync('/usr/share/zoneinfo/Etc/UTC', join(etc, 'localtime'));
-  return dir;
-}

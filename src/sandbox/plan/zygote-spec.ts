@@ -1,7 +1,7 @@
 /** What zygote a request can run in (its spec and key), or none. Pure. */
 import { findPythonPackage } from '../../core/python-packages.js';
 import type { SandboxRequest } from '../../core/sandbox.js';
-import type { ZygoteSpec } from '../zygote.js';
+import type { ZygoteSpec } from '../zygote/types.js';
 import type { ProcMasks } from './bwrap-args.js';
 import type { SandboxShape } from './shape.js';
 

@@ -1,5 +1,5 @@
 /**
- * The capacity rules both pools (warm-pool.ts, zygote.ts) and the spawner share: a claim rate that
+ * The capacity rules both pools (warm-pool.ts, zygote/pool.ts) and the spawner share: a claim rate that
  * decays, how many to keep ready for it, the free memory left for everything else, and exponential
  * back-off. Pure: the clock and the machine's memory are passed in.
  */
