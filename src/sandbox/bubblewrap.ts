@@ -5,10 +5,8 @@
  * With the pool on (the default), sandboxes are started ahead of their runs and wait, blocked on
  * stdin, for the request (see warm-pool.ts); each still serves exactly one run.
  */
-import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, realpathSync, rmSync, statSync } from 'node:fs';
-import type { Duplex } from 'node:stream';
+import { existsSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   SANDBOX_ERROR_TYPES,
@@ -19,31 +17,32 @@ import {
   type SandboxRequest,
 } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
-import { CappedCapture } from './capture.js';
-import { RawAnswer, RunChannel, type RunAnswer, type RunRecord } from './channel.js';
+import { RawAnswer, type RunAnswer, type RunRecord } from './channel.js';
 import { sharedScanPool } from '../run/scan-pool.js';
-import { WarmPool, type PoolItem, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
+import { WarmPool, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
-import { LauncherPool, type Launcher, type LauncherExit } from './launcher-pool.js';
+import { LauncherPool, type Launcher } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
 import { defaultHostPaths, procMasks, topLevelSystemDirs, type HostPaths } from './host.js';
 import { ZygotePool, type ZygoteOptions, type ZygoteStats } from './zygote/pool.js';
 import { transpileTypescript } from './transpile.js';
 import { MountViews } from './mount-views.js';
-import { allowedRoutes, attachNetwork, networkAvailable, type NetworkAttachment } from './network.js';
+import { allowedRoutes, networkAvailable } from './network.js';
 import { NPM_DEFAULTS } from './npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
 import { baseBubblewrapArgs } from './plan/bwrap-args.js';
 import { SANDBOX_GID, sandboxEnvironment } from './plan/environment.js';
 import { checkRequest, requestPayload, zygoteRunLine } from './plan/request.js';
-import { commandFrame, shapeFor, type SandboxShape, type ShapeContext } from './plan/shape.js';
+import { shapeFor, type SandboxShape, type ShapeContext } from './plan/shape.js';
 import { zygoteSpecFor } from './plan/zygote-spec.js';
 import { elapsed, failed, interpret, lineCapBytes, platformFailure, type OutcomeContext } from './outcome.js';
-import { spawnHelper, stopHelper } from './host/spawn-helper.js';
+import { spawnHelper } from './host/spawn-helper.js';
 import { prepareRuntimeDir, runtimeParent } from './host/runtime-dir.js';
 import { UidAllocator } from './host/uid-allocator.js';
 import { SandboxUnavailableError } from './errors.js';
 import { zygoteHostHooks } from './zygote/launch.js';
+import { prepareSandbox, type PrepareDeps, type PreparedSandbox } from './launch/prepared.js';
+import { execute, type ExecuteDeps } from './execute.js';
 
 export { SandboxUnavailableError } from './errors.js';
 
@@ -114,17 +113,6 @@ export function poolFromEnvironment(value = process.env.MCPWORKS_SANDBOX_POOL): 
 
 /** Memory limit of a pre-started launcher until its run sets the tier's (it only waits on stdin). */
 const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
-
-/** A started sandbox (pooled or cold) that has not yet been sent its request. */
-interface PreparedSandbox extends PoolItem {
-  launcher: Launcher;
-  channel: RunChannel;
-  stdout: CappedCapture;
-  stderr: CappedCapture;
-  network: Promise<{ attachment: NetworkAttachment | null; failed: boolean }>;
-  /** Started ahead of its run: its helper's wall clock waits for SIGUSR2 (see helperArgs). */
-  pooled: boolean;
-}
 
 /**
  * MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as, checked against the host's
@@ -209,6 +197,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   // Pre-joining only pays where there are cgroups to join.
   const launchers = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
   launchers.refill();
+  const prepareDeps: PrepareDeps = { launchers, uids, network, log };
+  const executeDeps: ExecuteDeps = { pendingRemovals, refillLaunchers: () => launchers.refill(), log };
   const poolOption = options.pool ?? poolFromEnvironment();
   let pool: WarmPool<SandboxShape, PreparedSandbox> | null = null;
   if (poolOption !== false) {
@@ -218,7 +208,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       (['python', 'typescript'] as const).map((language) => shapeFor({ language, code: '', input: null, limits }, shapeContext)),
     );
     const startPooled = (shape: SandboxShape) => {
-      const prepared = prepare(shape, true);
+      const prepared = prepareSandbox(shape, true, prepareDeps);
       // Off the request path already: put back the launcher the pooled sandbox used.
       setImmediate(() => launchers.refill());
       return prepared;
@@ -293,7 +283,11 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         return interpret(request, await decoded(record), started, outcomeContext);
       }
     }
-    return execute(request, shape, payload, started);
+    // A pooled sandbox was started for exactly this shape and is handed to this run alone.
+    const prepared = pool?.claim(shape) ?? prepareSandbox(shape, false, prepareDeps);
+    const result = await execute(prepared, request, payload, executeDeps);
+    if ('platform' in result) return platformFailure(result.platform, elapsed(started));
+    return interpret(request, await decoded(result.record), started, outcomeContext);
   }
 
   /** A helper that has joined a fresh run's cgroups and waits for its command (see LauncherPool). */
@@ -309,167 +303,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (remote) return { child: remote, cgroup, exited: remote.exited, alive: () => remote.alive() };
     const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), networkPipes: network });
     return { child, cgroup, exited, alive: () => child.exitCode === null && child.signalCode === null };
-  }
-
-  /**
-   * Starts a sandbox of this shape up to the point where its runner waits for the request: used by
-   * the pool ahead of time, and on the request path when no pooled sandbox is there.
-   */
-  function prepare(shape: SandboxShape, pooled: boolean): PreparedSandbox {
-    // Taken before bubblewrap mounts them: a directory replaced in between then reads as changed
-    // (the safe direction), never the other way round.
-    const views = shape.viewSources.map(identity);
-    const launcher = launchers.take();
-    const { child, cgroup, exited } = launcher;
-    // The run's own limits from the start: the interpreter's start-up is charged to them too.
-    cgroup?.configure(shape.cgroupLimits);
-    const stdout = new CappedCapture(shape.maxLogBytes);
-    const stderr = new CappedCapture(shape.maxLogBytes);
-    child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
-    const channel = new RunChannel(child.stdio[3] as Duplex, log);
-    const uid = uids?.take() ?? null;
-    if (uid !== null) void exited.then(() => uids!.release(uid));
-    child.stdin!.write(commandFrame(shape, pooled, uid));
-    const networkReady = network
-      ? attachNetwork(child as ChildProcess).then(
-          (attachment) => ({ attachment, failed: false }),
-          (error: Error) => {
-            log(`sandbox network set-up failed: ${error.message}`);
-            return { attachment: null, failed: true };
-          },
-        )
-      : Promise.resolve({ attachment: null, failed: false });
-    let discarded = false;
-    // Without its network bubblewrap stays blocked, so the runner would never report ready.
-    const ready = networkReady.then((state) => (state.failed ? false : channel.ready));
-    return {
-      launcher,
-      pooled,
-      channel,
-      stdout,
-      stderr,
-      network: networkReady,
-      ready,
-      // A pooled sandbox keeps the directories it mounted at start; if one has since been replaced
-      // or removed (a cache rebuilt at the same path), it would show the old one, so it is not used.
-      alive: () => !discarded && launcher.alive() && shape.viewSources.every((source, index) => identity(source) === views[index]),
-      async discard() {
-        discarded = true;
-        // bubblewrap arms --die-with-parent in its child only once set-up is done: killed earlier,
-        // it leaves that child blocked for good (and, without cgroups, nothing else would find it).
-        // So a sandbox still starting is stopped once its runner is up (or after a bound).
-        let bound: NodeJS.Timeout | undefined;
-        await Promise.race([ready, new Promise((resolve) => (bound = setTimeout(resolve, 2000)))]);
-        clearTimeout(bound);
-        // As for a timeout: the helper kills bubblewrap and reaps every process before it exits.
-        const escalation = stopHelper(child, cgroup);
-        await exited;
-        clearTimeout(escalation);
-        (await networkReady).attachment?.close();
-        await cgroup?.remove();
-      },
-    };
-  }
-
-  async function execute(request: SandboxRequest, shape: SandboxShape, payload: string, started: number): Promise<SandboxOutcome> {
-    const { limits } = request;
-    // A pooled sandbox was started for exactly this shape and is handed to this run alone.
-    const prepared = pool?.claim(shape) ?? prepare(shape, false);
-    const { child, cgroup, exited } = prepared.launcher;
-    const { stdout, stderr, channel } = prepared;
-    let attachment: NetworkAttachment | null = null;
-    let timedOut = false;
-    let networkFailed = false;
-    let exit: LauncherExit;
-    let answeredFirst = false;
-    let runStarted = performance.now();
-    try {
-      let escalation: NodeJS.Timeout | undefined;
-      // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
-      // zombie is left behind; SIGKILL follows only if it does not finish.
-      const kill = () => {
-        if (escalation) return;
-        escalation = stopHelper(child, cgroup);
-      };
-      const timer = setTimeout(() => {
-        timedOut = true;
-        kill();
-      }, limits.timeoutSeconds * 1000);
-      // The server is stopping and its grace period is over.
-      if (request.signal?.aborted) kill();
-      else request.signal?.addEventListener('abort', kill, { once: true });
-      // Room for the result (or a bridge call's input) plus the error envelope and a traceback.
-      channel.begin(request.bridge, lineCapBytes(limits), kill);
-      const networkState = await prepared.network;
-      attachment = networkState.attachment;
-      if (networkState.failed) {
-        networkFailed = true;
-        kill();
-      }
-      // A pooled sandbox's helper starts its own wall clock before the request is written, so no
-      // user code runs without it even if this process stalls right after the write. Its runner is
-      // up first (the helper then waits for this signal rather than dying of it).
-      if (prepared.pooled && (channel.isReady || (await prepared.ready)) && prepared.launcher.alive() && child.pid !== undefined) {
-        try {
-          process.kill(child.pid, 'SIGUSR2');
-        } catch {
-          // it has just ended
-        }
-      }
-      child.stdin!.end(payload);
-      runStarted = performance.now();
-      // With the answer in, the run is over: the runner flushed its output before answering, so it
-      // is in the pipes already (read by the end of this turn of the event loop). Ending the run's
-      // processes then beats waiting for the interpreter's own teardown by milliseconds.
-      answeredFirst = cgroup ? await Promise.race([exited.then(() => false), channel.answered.then(nextTurn).then(() => true)]) : false;
-      if (answeredFirst) {
-        // SIGKILL, not waited for: no user code runs once it is delivered, and the interpreter's
-        // memory teardown need not delay the answer.
-        // The helper is spared: it reaps what the kill leaves and exits (no orphan, no zombie).
-        cgroup!.killAll(child.pid);
-        exit = { code: 0, signal: null, spawnFailed: false };
-        // What the run printed before answering is in the pipes, but their reads may come a turn
-        // after the answer's: wait for the pipes' end (the helper exits once the kill is reaped,
-        // within milliseconds), bounded so a stuck helper cannot hold the answer.
-        await Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), delay(100)]);
-      } else {
-        exit = await exited;
-        // Ended by the helper's own wall clock (the server's timer was late): a timeout all the same.
-        if (!timedOut && channel.answer === null && performance.now() - runStarted >= limits.timeoutSeconds * 1000) timedOut = true;
-      }
-      clearTimeout(timer);
-      clearTimeout(escalation);
-    } finally {
-      (attachment as NetworkAttachment | null)?.close();
-      cgroup?.killAll(answeredFirst ? child.pid : undefined);
-    }
-    // After a kill the namespace may still be dying; a stopped run must not outlive its answer.
-    const answer = channel.answer;
-    const overflowed = channel.overflowed;
-    const flooded = channel.flooded;
-    if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(2000);
-    const oomKilled = cgroup?.oomKilled() ?? false;
-    // Removing the group need not delay the answer; close() waits for it.
-    if (cgroup) {
-      // After an answered run, once the helper has reaped what the kill left (bounded).
-      const helperDone = answeredFirst ? Promise.race([exited, delay(2000)]) : Promise.resolve();
-      const removal = helperDone.then(() => cgroup.remove()).finally(() => pendingRemovals.delete(removal));
-      pendingRemovals.add(removal);
-    }
-    if (exit.spawnFailed) {
-      log('sandbox helper could not be started');
-      return platformFailure('the sandbox could not start', elapsed(started));
-    }
-    // Between runs, so the fork never delays a run in progress.
-    setImmediate(() => launchers.refill());
-    if (networkFailed) {
-      return platformFailure('the sandbox network could not be set up', elapsed(started));
-    }
-    // Whether the runner ever said ready: its line precedes any user code, so once the process is
-    // gone it is in the pipe already (or fd 3 closes without it); bounded all the same.
-    const ready = channel.isReady || (await Promise.race([channel.ready, delay(2000).then(() => false)]));
-    return interpret(request, await decoded({ stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }), started, outcomeContext);
   }
 
   return {
@@ -489,28 +322,4 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   };
 }
 
-/**
- * Which directory a path is now, or null when it is gone. An inode number alone can be reused by a
- * directory made right after the old one was removed; with its birth and change times it cannot.
- * (An entry added in place also changes it: that only costs a cold start.)
- */
-function identity(path: string): string | null {
-  try {
-    const stat = statSync(path, { bigint: true });
-    return `${stat.dev}:${stat.ino}:${stat.birthtimeNs}:${stat.ctimeNs}`;
-  } catch {
-    return null;
-  }
-}
-
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-/** Settles when a stream has ended or closed (at once for none, or one that already has). */
-const ended = (stream: NodeJS.ReadableStream | null | undefined) =>
-  new Promise<void>((resolve) => {
-    const readable = stream as (NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean }) | null | undefined;
-    if (!readable || readable.readableEnded || readable.destroyed) return resolve();
-    readable.once('end', () => resolve());
-    readable.once('close', () => resolve());
-  });
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
