@@ -136,7 +136,7 @@ test('a zygote\'s bubblewrap: no nested user namespace, its capabilities, cgroup
 
 test('request checks: env names, NUL bytes, mount targets under /opt, absolute library paths', () => {
   assert.doesNotThrow(() => checkRequest({ ...python, env: { API_KEY: 'x' }, mounts: [{ source: '/h', target: '/opt/a.b/c' }], libraryPaths: ['/opt/x'] }));
-  for (const bad of [
+  const bads: Partial<SandboxRequest>[] = [
     { env: { '1X': 'v' } },
     { env: { X: 'a\0b' } },
     { mounts: [{ source: '/h', target: '/etc' }] },
@@ -144,7 +144,8 @@ test('request checks: env names, NUL bytes, mount targets under /opt, absolute l
     { mounts: [{ source: 'relative', target: '/opt/a' }] },
     { libraryPaths: ['/opt/../etc'] },
     { libraryPaths: ['lib'] },
-  ]) {
+  ];
+  for (const bad of bads) {
     assert.throws(() => checkRequest({ ...python, ...bad }), (error: Error & { type?: string }) => error.type === 'validation_error', JSON.stringify(bad));
   }
 });
