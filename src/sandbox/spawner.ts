@@ -427,7 +427,11 @@ export class Spawner {
     });
     const events = new JsonLineReader<SpawnerEvent>({
       maxLineBytes: EVENT_LINE_CAP,
-      onOverflow: () => this.log('the sandbox spawner wrote an unreadable line'),
+      // Nothing it says after that can be read: it is ended, and treated as any spawner that died.
+      onOverflow: () => {
+        this.log('the sandbox spawner wrote an unreadable line');
+        spawner.kill('SIGKILL');
+      },
     });
     spawner.stdout!.on('data', (chunk: Buffer) => {
       for (const line of events.push(chunk)) {
