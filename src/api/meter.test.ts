@@ -83,7 +83,7 @@ describe('item 2: the meter decides platform failures from the host alone', () =
   });
 });
 
-/** The server's sandbox spawner processes (runtime/spawner.cjs, children of this test process). */
+/** The server's sandbox spawner processes (host-bin/spawner.cjs, children of this test process). */
 function spawners(): number[] {
   const read = (path: string) => {
     try {

@@ -97,7 +97,7 @@ interface Slot {
 
 type WorkerMessage = { ready: true } | { id: number; ok: true } | { id: number; problems: string[] } | { id: number; invalid: string } | { id: number; unknown: true };
 
-const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 'schema-worker.mjs');
+const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'host-bin', 'schema-worker.mjs');
 
 /**
  * Every use of a tenant's JSON Schema (compiling it when a version is created, checking a run's

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { packageRoot } from '../sandbox/host.js';
 
-const LAUNCHER_FILE = path.join(packageRoot(), 'src', 'run', 'runtime', 'host', 'schema-launcher.mjs');
+const LAUNCHER_FILE = path.join(packageRoot(), 'src', 'run', 'host-bin', 'schema-launcher.mjs');
 
 export interface RemoteWorkerEvents {
   message(message: unknown): void;
@@ -55,7 +55,7 @@ export class RemoteWorker {
 }
 
 /**
- * Starts schema worker processes from a worker thread (runtime/host/schema-launcher.mjs) rather
+ * Starts schema worker processes from a worker thread (host-bin/schema-launcher.mjs) rather
  * than from the main thread, whose event loop a fork of the server's large address space would
  * hold until the child has exec'd. The thread only relays messages; it keeps the process alive
  * only while something holds it (a job in a worker, a worker being stopped).

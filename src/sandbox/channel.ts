@@ -11,14 +11,10 @@ import { sharedScanPool, type ScanPool } from '../run/scan-pool.js';
 import type { SandboxBridge } from '../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
 import { refuseInexactResult } from '../core/exact-integers.js';
+import { jsonLine, LineReader } from './wire/json-lines.js';
+import { BRIDGE_PREFIX, READY_LINE, type RunAnswer } from './wire/messages.js';
 
-export interface RunAnswer {
-  ok: boolean;
-  result?: unknown;
-  type?: string;
-  message?: string;
-  traceback?: string;
-}
+export { READY_LINE, type RunAnswer } from './wire/messages.js';
 
 /**
  * An answer line longer than LARGE_LINE_BYTES, kept as bytes: checked for depth, parsed and
@@ -30,9 +26,6 @@ export class RawAnswer {
 
 /** Answer lines longer than this are handed on as bytes (RawAnswer). */
 export const LARGE_LINE_BYTES = 32 * 1024;
-
-/** How the runners (runner.py, runner.cjs) begin a bridge call's line. */
-const BRIDGE_PREFIX = Buffer.from('{"bridge":');
 
 /** Everything a finished run left for the outcome to be made from (pooled, cold or zygote child). */
 export interface RunRecord {
@@ -50,9 +43,6 @@ export interface RunRecord {
   ready: boolean;
   exit: { code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean; lost?: boolean };
 }
-
-/** What the runner writes on fd 3 when it is started and blocked reading its request. */
-export const READY_LINE = '{"ready":true}';
 
 export { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 
@@ -81,10 +71,14 @@ export class RunChannel {
   private markAnswered: () => void = () => {};
   private sawReady = false;
   private markReady: (ready: boolean) => void = () => {};
-  private readonly pending: Buffer[] = [];
-  private pendingBytes = 0;
   private replies: Promise<void> = Promise.resolve();
-  private lineCapBytes = UNCLAIMED_LINE_CAP;
+  private readonly lines = new LineReader({
+    maxLineBytes: UNCLAIMED_LINE_CAP,
+    onOverflow: () => {
+      this.overflowed = true;
+      this.onOverflow();
+    },
+  });
   private bridge: SandboxBridge | undefined;
   private onOverflow: () => void = () => {};
 
@@ -96,7 +90,7 @@ export class RunChannel {
     private readonly socket: Duplex,
     private readonly log: (message: string) => void,
     /** Where large lines are parsed (worker threads). */
-    private readonly lines: Pick<ScanPool, 'decodeBridge'> = sharedScanPool,
+    private readonly decoder: Pick<ScanPool, 'decodeBridge'> = sharedScanPool,
   ) {
     this.ready = new Promise((resolve) => (this.markReady = resolve));
     this.answered = new Promise((resolve) => (this.markAnswered = resolve));
@@ -109,18 +103,12 @@ export class RunChannel {
   /** The run's own settings: its bridge, the line cap (result size) and how to stop it on overflow. */
   begin(bridge: SandboxBridge | undefined, lineCapBytes: number, onOverflow: () => void): void {
     this.bridge = bridge;
-    this.lineCapBytes = lineCapBytes;
+    this.lines.maxLineBytes = lineCapBytes;
     this.onOverflow = onOverflow;
   }
 
   private push(chunk: Buffer): void {
-    if (this.overflowed) return;
-    let start = 0;
-    for (let newline = chunk.indexOf(10); newline !== -1; newline = chunk.indexOf(10, start)) {
-      this.pending.push(chunk.subarray(start, newline));
-      const bytes = Buffer.concat(this.pending);
-      this.pending.length = 0;
-      this.pendingBytes = 0;
+    for (const bytes of this.lines.push(chunk)) {
       if (this.sawReady && bytes.length > LARGE_LINE_BYTES) {
         // A large line is neither decoded nor parsed here: its bytes go to a worker thread.
         if (bytes.subarray(0, BRIDGE_PREFIX.length).equals(BRIDGE_PREFIX)) {
@@ -131,16 +119,6 @@ export class RunChannel {
         }
       } else {
         this.handle(bytes.toString('utf8'));
-      }
-      start = newline + 1;
-    }
-    if (start < chunk.length) {
-      this.pending.push(chunk.subarray(start));
-      this.pendingBytes += chunk.length - start;
-      if (this.pendingBytes > this.lineCapBytes) {
-        this.overflowed = true;
-        this.pending.length = 0;
-        this.onOverflow();
       }
     }
   }
@@ -182,7 +160,7 @@ export class RunChannel {
       .then(async () => {
         let decoded: Awaited<ReturnType<ScanPool['decodeBridge']>>;
         try {
-          decoded = await this.lines.decodeBridge(bytes);
+          decoded = await this.decoder.decodeBridge(bytes);
         } catch {
           this.write({ ok: false, error_type: 'BridgeError', error: 'the platform could not read this call' });
           return;
@@ -211,7 +189,7 @@ export class RunChannel {
   }
 
   private write(response: unknown): void {
-    if (!this.socket.destroyed) this.socket.write(`${JSON.stringify(response ?? null)}\n`);
+    if (!this.socket.destroyed) this.socket.write(jsonLine(response));
   }
 
   private async reply(request: unknown): Promise<void> {

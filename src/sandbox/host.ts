@@ -3,8 +3,11 @@
  * scripts/setup.d/sandbox.sh, the interpreters, and the in-sandbox runner files.
  */
 import { existsSync, lstatSync, readlinkSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ProcMasks } from './plan/bwrap-args.js';
+
+export type { ProcMasks };
 
 /** The repository (or installed package) root: the nearest directory above us with package.json. */
 export function packageRoot(): string {
@@ -23,8 +26,10 @@ export interface HostPaths {
   seccompProgram: string;
   python: string;
   node: string;
-  /** Directory holding runner.py and runner.cjs (the source tree's, since tsc copies no .py). */
+  /** Directory of the programs that run inside the sandbox: runner.py, runner.cjs, zygote.py (the source tree's, since tsc copies no .py). */
   runtimeSource: string;
+  /** The spawner process's program (host-bin/spawner.cjs): it runs on the host, never in a sandbox. */
+  spawnerScript: string;
 }
 
 export function defaultHostPaths(): HostPaths {
@@ -36,6 +41,7 @@ export function defaultHostPaths(): HostPaths {
     python: '/usr/bin/python3',
     node: process.execPath,
     runtimeSource: join(root, 'src', 'sandbox', 'runtime'),
+    spawnerScript: join(root, 'src', 'sandbox', 'host-bin', 'spawner.cjs'),
   };
 }
 
@@ -58,10 +64,6 @@ export function topLevelSystemDirs(): string[] {
   return args;
 }
 
-/** True when `path` lies inside `/usr` (already mounted read-only for every run). */
-export function isUnderUsr(path: string): boolean {
-  return resolve(path).startsWith('/usr/');
-}
 
 /**
  * /proc entries that tell about the host rather than the run (as runc's maskedPaths): kernel
@@ -78,11 +80,6 @@ const MASKED_PROC_FILES = [
 ];
 const MASKED_PROC_DIRS = ['acpi', 'asound', 'bus', 'driver', 'fs', 'irq', 'pressure', 'scsi', 'tty'];
 
-export interface ProcMasks {
-  /** Paths relative to /proc. */
-  files: string[];
-  dirs: string[];
-}
 
 /** The masked /proc entries this kernel has (a run's /proc is a new instance of the same kernel's). */
 export function procMasks(): ProcMasks {

@@ -1,4 +1,4 @@
-// Sandboxes started from the spawner process (spawner.ts, runtime/spawner.cjs), through real
+// Sandboxes started from the spawner process (spawner.ts, host-bin/spawner.cjs), through real
 // bubblewrap sandboxes: runs go through it, it holds none of the server's environment, and its
 // death (idle or mid-run) never loses the next run nor hangs one in flight. One case uses a
 // stand-in spawner, to die at a chosen point of a launch.
@@ -177,7 +177,7 @@ describe('sandbox spawner', () => {
 const { existsSync, openSync, writeFileSync } = require('node:fs');
 const { spawn } = require('node:child_process');
 if (existsSync(process.env.MARKER)) {
-  require(${JSON.stringify(fileURLToPath(new URL('./runtime/spawner.cjs', import.meta.url)))});
+  require(${JSON.stringify(fileURLToPath(new URL('./host-bin/spawner.cjs', import.meta.url)))});
 } else {
   writeFileSync(process.env.MARKER, '');
   process.on('message', (message) => {

@@ -1,5 +1,5 @@
 /**
- * Sandbox helpers started from a small spawner process (runtime/spawner.cjs) instead of the server.
+ * Sandbox helpers started from a small spawner process (host-bin/spawner.cjs) instead of the server.
  * `child_process.spawn` is fork()+exec: from the server, whose address space is large (the embedded
  * database), each launch held its event loop for 9–20 ms, which every pool refill put in front of
  * the run in progress. The spawner is a plain Node process with a small heap; it forks the helper
@@ -20,14 +20,19 @@
  * event it sent before dying has been taken in.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { LauncherChild, LauncherExit } from './launcher-pool.js';
+import { spawnHelper } from './host/spawn-helper.js';
+import { backoffMs, KILL_GRACE_MS } from './policy/capacity.js';
+import { JsonLineReader } from './wire/json-lines.js';
+import type { SpawnerEvent, SpawnerRequest } from './wire/messages.js';
 
 /** A spawner that lived less than this before dying counts towards its back-off. */
 const QUICK_DEATH_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
+/** The spawner's event lines are a few dozen bytes; one this long without its end is not one. */
+const EVENT_LINE_CAP = 64 * 1024;
 
 /**
  * One of a helper's pipes, handed out at once (prepare() wires it synchronously) and joined to the
@@ -330,12 +335,6 @@ export class SpawnedHelper implements LauncherChild {
   }
 }
 
-/** Events, as JSON lines on the spawner's stdout; pipes come on its IPC channel ({op: 'stdio'}). */
-type SpawnerEvent =
-  | { op: 'spawned'; id: number; pid: number }
-  | { op: 'failed'; id: number; message: string }
-  | { op: 'exit'; id: number; code: number | null; signal: NodeJS.Signals | null };
-
 export class Spawner {
   private process: ChildProcess | null = null;
   private readonly live = new Map<number, SpawnedHelper>();
@@ -347,7 +346,7 @@ export class Spawner {
   private exitedProcess: Promise<void> = Promise.resolve();
 
   constructor(
-    /** runtime/spawner.cjs */
+    /** host-bin/spawner.cjs */
     private readonly script: string,
     /** The spawner's whole environment: the sandbox's, never the server's. */
     private readonly env: Record<string, string>,
@@ -371,7 +370,7 @@ export class Spawner {
     if (!spawner) return;
     // It exits when its channel closes.
     if (spawner.connected) spawner.disconnect();
-    const kill = setTimeout(() => spawner.kill('SIGKILL'), 2000);
+    const kill = setTimeout(() => spawner.kill('SIGKILL'), KILL_GRACE_MS);
     await this.exitedProcess;
     clearTimeout(kill);
   }
@@ -393,15 +392,11 @@ export class Spawner {
 
   private spawnDirectly(helper: SpawnedHelper): void {
     const { file, args, env, seccomp } = helper.request;
-    let fd: number | undefined;
     try {
-      fd = openSync(seccomp, 'r');
-      helper.adopt(spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', fd], env }));
+      helper.adopt(spawnHelper(file, args, { seccompProgram: seccomp, env }).child);
     } catch (error) {
       this.log(`sandbox helper could not be started: ${(error as Error).message}`);
       helper.fail();
-    } finally {
-      if (fd !== undefined) closeSync(fd);
     }
   }
 
@@ -430,14 +425,19 @@ export class Spawner {
       if (message.op === 'stdio') this.receivePipe(Number(message.id), Number(message.index), handle as Socket | undefined);
       else (handle as Socket | undefined)?.destroy();
     });
-    let pending = '';
-    spawner.stdout!.setEncoding('utf8');
-    spawner.stdout!.on('data', (chunk: string) => {
-      const lines = (pending + chunk).split('\n');
-      pending = lines.pop()!;
-      for (const line of lines) {
+    const events = new JsonLineReader<SpawnerEvent>({
+      maxLineBytes: EVENT_LINE_CAP,
+      // Nothing it says after that can be read: it is ended, and treated as any spawner that died.
+      onOverflow: () => {
+        this.log('the sandbox spawner wrote an unreadable line');
+        spawner.kill('SIGKILL');
+      },
+    });
+    spawner.stdout!.on('data', (chunk: Buffer) => {
+      for (const line of events.push(chunk)) {
         try {
-          this.receive(JSON.parse(line) as SpawnerEvent);
+          if (!line.ok) throw new Error(line.line);
+          this.receive(line.value);
         } catch {
           this.log('the sandbox spawner wrote an unreadable line');
         }
@@ -467,7 +467,7 @@ export class Spawner {
     return spawner !== null && this.send(spawner, { op: 'kill', id: helper.id, signal });
   }
 
-  private send(spawner: ChildProcess, message: object): boolean {
+  private send(spawner: ChildProcess, message: SpawnerRequest): boolean {
     if (spawner !== this.process || !spawner.connected) return false;
     spawner.send(message, undefined, undefined, (error) => {
       // Its channel is broken (most often: it has just died). Not counted as dead yet: pipes and
@@ -523,7 +523,7 @@ export class Spawner {
       const now = Date.now();
       this.quickDeaths = spawner && now - this.startedAt >= QUICK_DEATH_MS ? 1 : this.quickDeaths + 1;
       // The first death restarts at once; one that keeps dying waits longer each time.
-      this.retryAt = this.quickDeaths <= 1 ? 0 : now + Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.quickDeaths - 2));
+      this.retryAt = this.quickDeaths <= 1 ? 0 : now + backoffMs(this.quickDeaths - 2, { baseMs: 100, maxMs: MAX_BACKOFF_MS });
       this.log(`sandbox spawner ended (${helpers.length} helpers in flight)${this.retryAt ? `; restarting in ${this.retryAt - now} ms, spawning directly meanwhile` : ''}`);
     }
     for (const helper of helpers) {

@@ -14,6 +14,7 @@
  * blocked in read(2), so they cost memory, never CPU.
  */
 import { availableParallelism, freemem, totalmem } from 'node:os';
+import { backoffMs, DecayingRate, memoryReserve, targetSize } from './policy/capacity.js';
 
 export interface PoolShape {
   /** Everything fixed when the sandbox starts; equal keys are interchangeable sandboxes. */
@@ -76,12 +77,6 @@ export interface PoolStats {
   keys: PoolKeyStats[];
 }
 
-/** Claims per second are averaged over about this long. */
-const RATE_WINDOW_MS = 5000;
-/** Keep enough sandboxes ready for this much of the recent claim rate while refills catch up. */
-const DEMAND_HORIZON_S = 0.5;
-const MB = 1024 * 1024;
-
 interface Entry<T> {
   item: T;
   ready: boolean;
@@ -91,8 +86,7 @@ interface KeyState<S, T> {
   shape: S;
   pinned: boolean;
   entries: Entry<T>[];
-  rate: number;
-  rateAt: number;
+  rate: DecayingRate;
   lastClaim: number;
   claims: number;
   hits: number;
@@ -133,7 +127,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     this.maxKeys = Math.max(pinned.length + 1, options.maxKeys ?? 8);
     this.idleMs = options.idleMs ?? 60_000;
     this.maxStarting = Math.max(1, options.maxStarting ?? availableParallelism());
-    this.reserveBytes = options.reserveBytes ?? Math.max(512 * MB, Math.floor(totalmem() * 0.1));
+    this.reserveBytes = options.reserveBytes ?? memoryReserve(totalmem());
     this.freeMemory = options.freeMemory ?? freemem;
     this.now = options.now ?? Date.now;
     const now = this.now();
@@ -157,8 +151,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
       this.states.set(shape.key, state);
       this.evictKeys();
     }
-    state.rate = this.decayedRate(state, now) + 1000 / RATE_WINDOW_MS;
-    state.rateAt = now;
+    state.rate.claim(now);
     state.lastClaim = now;
     state.claims++;
     this.claims++;
@@ -210,17 +203,17 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   }
 
   private newState(shape: S, pinned: boolean, now: number): KeyState<S, T> {
-    return { shape, pinned, entries: [], rate: 0, rateAt: now, lastClaim: now, claims: 0, hits: 0, failures: 0, retryAt: 0 };
+    return { shape, pinned, entries: [], rate: new DecayingRate(now), lastClaim: now, claims: 0, hits: 0, failures: 0, retryAt: 0 };
   }
 
   private decayedRate(state: KeyState<S, T>, now: number): number {
-    return state.rate * Math.exp(-(now - state.rateAt) / RATE_WINDOW_MS);
+    return state.rate.read(now);
   }
 
   private targetFor(state: KeyState<S, T>, now: number): number {
     const active = now - state.lastClaim < this.idleMs;
     const floor = state.pinned ? this.minSize : active ? this.learnedSize : 0;
-    return Math.min(this.maxSize, Math.max(floor, Math.ceil(this.decayedRate(state, now) * DEMAND_HORIZON_S)));
+    return targetSize({ rate: this.decayedRate(state, now), min: floor, max: this.maxSize });
   }
 
   /** Learned keys beyond maxKeys go, least recently claimed first, with their idle sandboxes. */
@@ -309,7 +302,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   /** Backs off a key whose sandboxes fail to start, so a broken host is not hammered with forks. */
   private failed(state: KeyState<S, T>, message: string): void {
     state.failures++;
-    state.retryAt = Date.now() + Math.min(30_000, 100 * 2 ** Math.min(state.failures, 9));
+    state.retryAt = Date.now() + backoffMs(Math.min(state.failures, 9), { baseMs: 100, maxMs: 30_000 });
     if (state.failures <= 3) this.log(message);
   }
 

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { parseResult } from './harness.js';
 import { execute, failureType, type RuleServer } from './spaces.js';
-import type { ZygoteStats } from '../sandbox/zygote.js';
+import type { ZygoteStats } from '../sandbox/zygote/pool.js';
 
 export type LimitAttack = 'sleep' | 'hog' | 'big';
 

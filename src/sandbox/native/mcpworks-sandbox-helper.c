@@ -208,7 +208,8 @@ static int read_exactly(int fd, char *buffer, size_t size) {
 }
 
 /* The rest of the command line arrives on stdin as 8 hex digits of length, then NUL-terminated
- * arguments. Reading exactly that much leaves the rest of stdin (the request) for the sandbox. */
+ * arguments. Reading exactly that much leaves the rest of stdin (the request) for the sandbox.
+ * Encoded by src/sandbox/wire/command-frame.ts (whose MAX_FRAME_BYTES is the limit below). */
 static char **read_command(int *count) {
   char header[9] = { 0 };
   if (read_exactly(0, header, 8) != 0) return NULL;

@@ -1,0 +1,111 @@
+/**
+ * A sandbox started up to the point where its runner waits for the request: a launcher sent its
+ * command line, its output captured, its fd 3 channel listening, its network attached. Used by the
+ * warm pool ahead of time, and on the request path when no pooled sandbox is there.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { CappedCapture } from '../capture.js';
+import { RunChannel } from '../channel.js';
+import { stopHelper } from '../host/spawn-helper.js';
+import type { UidAllocator } from '../host/uid-allocator.js';
+import type { Launcher, LauncherPool } from '../launcher-pool.js';
+import { attachNetwork, type NetworkAttachment } from '../network.js';
+import { commandFrame, type SandboxShape } from '../plan/shape.js';
+import { KILL_GRACE_MS } from '../policy/capacity.js';
+import type { PoolItem } from '../warm-pool.js';
+
+export /** A started sandbox (pooled or cold) that has not yet been sent its request. */
+interface PreparedSandbox extends PoolItem {
+  launcher: Launcher;
+  channel: RunChannel;
+  stdout: CappedCapture;
+  stderr: CappedCapture;
+  network: Promise<{ attachment: NetworkAttachment | null; failed: boolean }>;
+  /** Started ahead of its run: its helper's wall clock waits for SIGUSR2 (see helperArgs). */
+  pooled: boolean;
+}
+
+export interface PrepareDeps {
+  launchers: LauncherPool;
+  uids: UidAllocator | null;
+  network: boolean;
+  log: (message: string) => void;
+}
+
+/**
+ * Starts a sandbox of this shape up to the point where its runner waits for the request: used by
+ * the pool ahead of time, and on the request path when no pooled sandbox is there.
+ */
+export function prepareSandbox(shape: SandboxShape, pooled: boolean, deps: PrepareDeps): PreparedSandbox {
+  const { launchers, uids, network, log } = deps;
+  // Taken before bubblewrap mounts them: a directory replaced in between then reads as changed
+  // (the safe direction), never the other way round.
+  const views = shape.viewSources.map(identity);
+  const launcher = launchers.take();
+  const { child, cgroup, exited } = launcher;
+  // The run's own limits from the start: the interpreter's start-up is charged to them too.
+  cgroup?.configure(shape.cgroupLimits);
+  const stdout = new CappedCapture(shape.maxLogBytes);
+  const stderr = new CappedCapture(shape.maxLogBytes);
+  child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+  const channel = new RunChannel(child.stdio[3] as Duplex, log);
+  const uid = uids?.take() ?? null;
+  if (uid !== null) void exited.then(() => uids!.release(uid));
+  child.stdin!.write(commandFrame(shape, pooled, uid));
+  const networkReady = network
+    ? attachNetwork(child as ChildProcess).then(
+        (attachment) => ({ attachment, failed: false }),
+        (error: Error) => {
+          log(`sandbox network set-up failed: ${error.message}`);
+          return { attachment: null, failed: true };
+        },
+      )
+    : Promise.resolve({ attachment: null, failed: false });
+  let discarded = false;
+  // Without its network bubblewrap stays blocked, so the runner would never report ready.
+  const ready = networkReady.then((state) => (state.failed ? false : channel.ready));
+  return {
+    launcher,
+    pooled,
+    channel,
+    stdout,
+    stderr,
+    network: networkReady,
+    ready,
+    // A pooled sandbox keeps the directories it mounted at start; if one has since been replaced
+    // or removed (a cache rebuilt at the same path), it would show the old one, so it is not used.
+    alive: () => !discarded && launcher.alive() && shape.viewSources.every((source, index) => identity(source) === views[index]),
+    async discard() {
+      discarded = true;
+      // bubblewrap arms --die-with-parent in its child only once set-up is done: killed earlier,
+      // it leaves that child blocked for good (and, without cgroups, nothing else would find it).
+      // So a sandbox still starting is stopped once its runner is up (or after a bound).
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([ready, new Promise((resolve) => (bound = setTimeout(resolve, KILL_GRACE_MS)))]);
+      clearTimeout(bound);
+      // As for a timeout: the helper kills bubblewrap and reaps every process before it exits.
+      const escalation = stopHelper(child, cgroup);
+      await exited;
+      clearTimeout(escalation);
+      (await networkReady).attachment?.close();
+      await cgroup?.remove();
+    },
+  };
+}
+
+/**
+ * Which directory a path is now, or null when it is gone. An inode number alone can be reused by a
+ * directory made right after the old one was removed; with its birth and change times it cannot.
+ * (An entry added in place also changes it: that only costs a cold start.)
+ */
+function identity(path: string): string | null {
+  try {
+    const stat = statSync(path, { bigint: true });
+    return `${stat.dev}:${stat.ino}:${stat.birthtimeNs}:${stat.ctimeNs}`;
+  } catch {
+    return null;
+  }
+}

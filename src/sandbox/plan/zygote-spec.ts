@@ -1,0 +1,39 @@
+/** What zygote a request can run in (its spec and key), or none. Pure. */
+import { findPythonPackage } from '../../core/python-packages.js';
+import type { SandboxRequest } from '../../core/sandbox.js';
+import type { ZygoteSpec } from '../zygote/types.js';
+import type { ProcMasks } from './bwrap-args.js';
+import type { SandboxShape } from './shape.js';
+
+/** A Python import name (the first part of a dotted one). */
+const IMPORT_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape, masks: ProcMasks): ZygoteSpec | null {
+  const warm = request.warm;
+  if (!warm || request.language !== 'python') return null;
+  // Only allow-listed packages, by their import names: the zygote imports them before any run.
+  const imports = [...new Set(warm.imports)].filter((name) => IMPORT_NAME.test(name) && findPythonPackage(name)?.importName === name).sort();
+  const { limits } = request;
+  // The CPU-time limit is not part of the zygote: each run's worker sets its own from the run's
+  // first line (a code-mode callee's limit is what is left of its caller's time, which would
+  // otherwise make a new zygote every second).
+  const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
+  const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? null, warm.group, imports]);
+  const rlimits: Record<string, [number, number]> = {
+    fsize: [limits.maxFileBytes, limits.maxFileBytes],
+    core: [0, 0],
+    nofile: [1024, 1024],
+  };
+  return {
+    key,
+    label: `${shape.label} ${imports.join(',') || 'plain'}`,
+    // Without an account, the group (namespace) is its own owner.
+    owner: warm.owner ?? `group:${warm.group}`,
+    imports,
+    runLimits: shape.cgroupLimits,
+    maxLogBytes: shape.maxLogBytes,
+    config: { tmpfsBytes: limits.tmpfsBytes, rlimits, procMasks: masks },
+    // In the key already: the shape's command line holds every mount.
+    mounts: request.mounts ?? [],
+  };
+}

@@ -1,0 +1,51 @@
+/**
+ * The capacity rules both pools (warm-pool.ts, zygote/pool.ts) and the spawner share: a claim rate that
+ * decays, how many to keep ready for it, the free memory left for everything else, and exponential
+ * back-off. Pure: the clock and the machine's memory are passed in.
+ */
+
+/** Claims per second are averaged over about this long. */
+export const RATE_WINDOW_MS = 5000;
+/** Keep enough ready for this much of the recent claim rate while refills catch up. */
+export const DEMAND_HORIZON_S = 0.5;
+
+const MB = 1024 * 1024;
+
+/** The grace a stopped process gets between SIGTERM and SIGKILL, and the bound on waiting for a kill to be reaped. */
+export const KILL_GRACE_MS = 2000;
+
+/** Claims per second, decaying exponentially over `windowMs` (each claim adds 1000/windowMs). */
+export class DecayingRate {
+  private value = 0;
+
+  constructor(
+    private at: number,
+    private readonly windowMs = RATE_WINDOW_MS,
+  ) {}
+
+  /** The rate now. */
+  read(now: number): number {
+    return this.value * Math.exp(-(now - this.at) / this.windowMs);
+  }
+
+  /** Counts one claim at `now`. */
+  claim(now: number): void {
+    this.value = this.read(now) + 1000 / this.windowMs;
+    this.at = now;
+  }
+}
+
+/** How many to keep ready: enough for `horizonS` of the rate, between `min` and `max`. */
+export function targetSize(options: { rate: number; horizonS?: number; min: number; max: number }): number {
+  return Math.min(options.max, Math.max(options.min, Math.ceil(options.rate * (options.horizonS ?? DEMAND_HORIZON_S))));
+}
+
+/** Free memory what is kept ready must leave to everything else: max(512 MB, 10 % of RAM). */
+export function memoryReserve(totalBytes: number): number {
+  return Math.max(512 * MB, Math.floor(totalBytes * 0.1));
+}
+
+/** The wait before attempt `step` (0, 1, 2, …) of something that keeps failing: base · 2^step, at most max. */
+export function backoffMs(step: number, options: { baseMs: number; maxMs: number }): number {
+  return Math.min(options.maxMs, options.baseMs * 2 ** Math.max(0, step));
+}

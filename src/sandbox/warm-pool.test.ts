@@ -1,0 +1,136 @@
+// The warm pool's sizing rules with a fake clock, fake free memory and fake sandboxes: no root, no
+// bubblewrap. (pool.test.ts runs the real pool with real sandboxes.)
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { WarmPool, type PoolItem, type PoolShape, type WarmPoolOptions } from './warm-pool.js';
+
+const MB = 1024 * 1024;
+
+class FakeSandbox implements PoolItem {
+  readonly ready: Promise<boolean>;
+  discarded = false;
+  settle: (ready: boolean) => void = () => {};
+  constructor(readonly shape: PoolShape) {
+    this.ready = new Promise((resolve) => (this.settle = resolve));
+  }
+  alive(): boolean {
+    return !this.discarded;
+  }
+  async discard(): Promise<void> {
+    this.discarded = true;
+  }
+}
+
+const shape = (key: string): PoolShape => ({ key, label: key, memoryEstimateBytes: 10 * MB });
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const pools: WarmPool<PoolShape, FakeSandbox>[] = [];
+after(() => Promise.all(pools.map((pool) => pool.close())));
+
+function harness(pinned: PoolShape[], options: WarmPoolOptions = {}) {
+  let clock = 1_000_000;
+  let free = 8192 * MB;
+  const started: FakeSandbox[] = [];
+  const logs: string[] = [];
+  const pool = new WarmPool<PoolShape, FakeSandbox>(
+    (s) => {
+      const item = new FakeSandbox(s);
+      started.push(item);
+      // Ready at once, as a sandbox whose runner is up.
+      item.settle(true);
+      return item;
+    },
+    pinned,
+    { reserveBytes: 512 * MB, maxStarting: 100, tickMs: 1e9, ...options, now: () => clock, freeMemory: () => free },
+    (line) => logs.push(line),
+  );
+  pools.push(pool);
+  const tick = () => (pool as unknown as { tick(): void }).tick();
+  return {
+    pool,
+    started,
+    logs,
+    tick,
+    advance: (ms: number) => (clock += ms),
+    setFree: (bytes: number) => (free = bytes),
+    live: (key: string) => started.filter((item) => item.shape.key === key && !item.discarded),
+  };
+}
+
+test('named shapes are filled to their floor at start; a claim takes a ready one and a refill replaces it', async () => {
+  const h = harness([shape('py'), shape('ts')], { minSize: 2 });
+  await turn();
+  assert.equal(h.live('py').length, 2);
+  assert.equal(h.live('ts').length, 2);
+  const claimed = h.pool.claim(shape('py'));
+  assert.ok(claimed);
+  await turn();
+  await turn();
+  assert.equal(h.started.filter((item) => item.shape.key === 'py').length, 3, 'one started in its place');
+  assert.deepEqual(h.pool.stats().keys.find((key) => key.label === 'py')?.hits, 1);
+});
+
+test('a learned shape starts cold, then keeps what its claim rate needs, up to the cap', async () => {
+  const h = harness([], { learnedSize: 1, maxSize: 4, minSize: 2 });
+  assert.equal(h.pool.claim(shape('pkg')), null, 'the first run of a key takes the cold path');
+  await turn();
+  assert.equal(h.live('pkg').length, 1);
+  // 40 claims in the same instant: 8 per second decaying over 5 s, half a second of it is 4.
+  for (let index = 0; index < 40; index++) h.pool.claim(shape('pkg'));
+  await turn();
+  await turn();
+  const [key] = h.pool.stats().keys;
+  assert.equal(key!.target, 4);
+  assert.equal(key!.ready + key!.starting, 4);
+  // Unclaimed for the idle time, a learned key is dropped with its sandboxes.
+  h.advance(60_000);
+  h.tick();
+  assert.equal(h.pool.stats().keys.length, 0);
+  assert.equal(h.started.filter((item) => item.discarded).length, 4, 'its 4 idle sandboxes discarded');
+});
+
+test('short of free memory, idle sandboxes of the quietest key go first', async () => {
+  const h = harness([shape('busy'), shape('quiet')], { minSize: 2 });
+  await turn();
+  for (let index = 0; index < 5; index++) h.pool.claim(shape('busy'));
+  await turn();
+  await turn();
+  const busyBefore = h.live('busy').length;
+  // 15 MB short of the reserve: two sandboxes' worth (10 MB each).
+  h.setFree(512 * MB - 15 * MB);
+  h.tick();
+  assert.equal(h.live('quiet').length, 0);
+  assert.equal(h.live('busy').length, busyBefore);
+});
+
+test('no sandbox starts while it would eat into the memory reserve', async () => {
+  const h = harness([shape('py')], { minSize: 2 });
+  h.setFree(512 * MB + 5 * MB);
+  await turn();
+  h.pool.claim(shape('py'));
+  await turn();
+  await turn();
+  assert.equal(h.started.length, 2, 'only those started before memory ran short');
+});
+
+test('a shape whose sandboxes cannot start is backed off, and logged only a few times', async () => {
+  const logs: string[] = [];
+  let attempts = 0;
+  const pool = new WarmPool<PoolShape, FakeSandbox>(
+    () => {
+      attempts++;
+      throw new Error('no helper');
+    },
+    [shape('broken')],
+    { minSize: 2, tickMs: 1e9, freeMemory: () => 8192 * MB, reserveBytes: 512 * MB },
+    (line) => logs.push(line),
+  );
+  pools.push(pool);
+  for (let index = 0; index < 10; index++) {
+    pool.claim(shape('broken'));
+    await turn();
+  }
+  // Each failure backs the key off (200 ms of real time, doubling), so ten claims' refills do not each try again.
+  assert.ok(attempts >= 1 && attempts < 10, `${attempts} attempts`);
+  assert.ok(logs.length <= 3);
+  assert.equal(logs[0], 'could not start a pooled sandbox (broken): no helper');
+});

@@ -1,0 +1,73 @@
+// The line reader every line-based stream of the sandbox host goes through (pure: no root, no sandbox).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { JsonLineReader, LineReader, jsonLine } from './json-lines.js';
+
+const text = (lines: Buffer[]) => lines.map((line) => line.toString('utf8'));
+
+test('lines split across chunks come out whole, in order, without their newlines', () => {
+  const reader = new LineReader({ maxLineBytes: 1024 });
+  assert.deepEqual(text(reader.push(Buffer.from('{"a":'))), []);
+  assert.deepEqual(text(reader.push(Buffer.from('1}\n{"b"'))), ['{"a":1}']);
+  assert.deepEqual(text(reader.push(Buffer.from(':2}\n\n{"c":3}\n'))), ['{"b":2}', '', '{"c":3}']);
+  assert.equal(reader.rest().length, 0);
+});
+
+test('a multi-byte UTF-8 character split between chunks is decoded whole', () => {
+  const line = Buffer.from('{"s":"é€😀"}\n', 'utf8');
+  // Every split point, including inside each character.
+  for (let cut = 1; cut < line.length; cut++) {
+    const reader = new JsonLineReader<{ s: string }>({ maxLineBytes: 1024 });
+    const got = [...reader.push(line.subarray(0, cut)), ...reader.push(line.subarray(cut))];
+    assert.deepEqual(got, [{ ok: true, value: { s: 'é€😀' } }], `cut at byte ${cut}`);
+  }
+});
+
+test('a line waiting for its newline past the cap is an overflow, reported once, and nothing more is read', () => {
+  let overflows = 0;
+  const reader = new LineReader({ maxLineBytes: 8, onOverflow: () => overflows++ });
+  assert.deepEqual(text(reader.push(Buffer.from('12345678'))), []);
+  assert.equal(reader.overflowed, false);
+  assert.deepEqual(text(reader.push(Buffer.from('9'))), []);
+  assert.equal(reader.overflowed, true);
+  assert.equal(overflows, 1);
+  assert.deepEqual(text(reader.push(Buffer.from('\nok\n'))), []);
+  assert.equal(overflows, 1);
+});
+
+test('the cap bounds what is held, not whole lines already read (a long line in one chunk passes)', () => {
+  const reader = new LineReader({ maxLineBytes: 4 });
+  const long = 'x'.repeat(100_000);
+  assert.deepEqual(text(reader.push(Buffer.from(`${long}\nab`))), [long]);
+  assert.equal(reader.overflowed, false);
+});
+
+test('a long line over many chunks is kept whole below the cap, and the cap can be raised for a run', () => {
+  const reader = new LineReader({ maxLineBytes: 16 });
+  reader.maxLineBytes = 1 << 20;
+  const chunks = Array.from({ length: 64 }, (_, index) => Buffer.alloc(4096, 97 + (index % 26)));
+  for (const chunk of chunks) assert.deepEqual(reader.push(chunk), []);
+  const [line] = reader.push(Buffer.from('\n'));
+  assert.deepEqual(line, Buffer.concat(chunks));
+});
+
+test('maxLines stops after that many lines and leaves the rest of the chunk unsplit', () => {
+  const reader = new LineReader({ maxLineBytes: 4 });
+  assert.deepEqual(text(reader.push(Buffer.from('abc'), 1)), []);
+  assert.deepEqual(text(reader.push(Buffer.from('d\nfirst bytes of a stream\nmore'), 1)), ['abcd']);
+  // The rest is not held against the cap: it is the caller's (a socket's first bytes after a greeting).
+  assert.equal(reader.overflowed, false);
+  assert.equal(reader.rest().toString(), 'first bytes of a stream\nmore');
+  assert.equal(reader.rest().length, 0);
+});
+
+test('JSON lines: values parsed, a line that is not JSON handed back as text', () => {
+  const reader = new JsonLineReader({ maxLineBytes: 1024 });
+  assert.deepEqual(reader.push('{"op":"spawned","id":1,"pid":2}\nnot json\nnull\n'), [
+    { ok: true, value: { op: 'spawned', id: 1, pid: 2 } },
+    { ok: false, line: 'not json' },
+    { ok: true, value: null },
+  ]);
+  assert.equal(jsonLine({ a: 'é' }), '{"a":"é"}\n');
+  assert.equal(jsonLine(undefined), 'null\n');
+});

@@ -1,0 +1,179 @@
+/** One child a zygote forked: it waits for its run, runs it once, and reports what happened. */
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { CappedCapture } from '../capture.js';
+import { RunChannel } from '../channel.js';
+import type { RunCgroup } from '../cgroup.js';
+import { KILL_GRACE_MS } from '../policy/capacity.js';
+import { CHILD_START_MS, type HostSocket } from './host-socket.js';
+import type { ZygoteRunRecord, ZygoteRunRequest } from './types.js';
+
+/** A run's cgroup name (cgroup.ts: run-ID), a fixed-size field of zygote.py's fork records. */
+export const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
+
+/** One forked child waiting for its run. */
+export class ZygoteChild {
+  readonly token = randomBytes(16).toString('hex');
+  /** What the zygote knows the child by (it never keeps a token; see zygote.py). */
+  readonly id: string;
+  readonly stdout: CappedCapture;
+  readonly stderr: CappedCapture;
+  readonly ready: Promise<boolean>;
+  channel: RunChannel | null = null;
+  private channelSocket: Socket | null = null;
+  private readonly streamsClosed: Promise<void>[] = [];
+  private exitStatus: number | null | undefined = undefined;
+  private readonly exitWaiters: Array<(status: number | null) => void> = [];
+  private markReady: (ready: boolean) => void = () => {};
+  private timer: NodeJS.Timeout;
+
+  constructor(
+    id: number,
+    readonly cgroup: RunCgroup,
+    maxLogBytes: number,
+    sockets: HostSocket,
+    log: (message: string) => void,
+    /** Takes the run's cgroups back once the run is over (to reuse or remove them). */
+    private readonly release: (cgroup: RunCgroup) => void,
+  ) {
+    this.id = id.toString(16).padStart(16, '0');
+    this.stdout = new CappedCapture(maxLogBytes);
+    this.stderr = new CappedCapture(maxLogBytes);
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
+    const capture = (into: CappedCapture) => (socket: Socket) => {
+      socket.on('data', (chunk: Buffer) => into.push(chunk));
+      this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
+    };
+    sockets.expect(this.token, {
+      out: capture(this.stdout),
+      err: capture(this.stderr),
+      chan: (socket) => {
+        this.channelSocket = socket;
+        this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
+        this.channel = new RunChannel(socket, log);
+        void this.channel.ready.then((ready) => this.markReady(ready));
+      },
+    });
+    this.timer = setTimeout(() => {
+      sockets.forget(this.token);
+      this.markReady(false);
+    }, CHILD_START_MS);
+    this.timer.unref();
+    void this.ready.then(() => {
+      clearTimeout(this.timer);
+      sockets.forget(this.token);
+    });
+  }
+
+  get exited(): boolean {
+    return this.exitStatus !== undefined;
+  }
+
+  /** The zygote reported the child's status (null: the zygote itself is gone). */
+  settle(status: number | null): void {
+    if (this.exitStatus !== undefined) return;
+    this.exitStatus = status;
+    this.markReady(false);
+    for (const waiter of this.exitWaiters.splice(0)) waiter(status);
+  }
+
+  waitExit(): Promise<number | null> {
+    if (this.exitStatus !== undefined) return Promise.resolve(this.exitStatus);
+    return new Promise((resolve) => this.exitWaiters.push(resolve));
+  }
+
+  /** Called once when a claimed child's run is over (its zygote counts the runs in progress). */
+  onDone: () => void = () => {};
+
+  async run(request: ZygoteRunRequest): Promise<ZygoteRunRecord> {
+    try {
+      return await this.runOnce(request);
+    } finally {
+      this.onDone();
+    }
+  }
+
+  private async runOnce(request: ZygoteRunRequest): Promise<ZygoteRunRecord> {
+    const started = await this.ready;
+    const channel = this.channel;
+    // Gone before the request was sent (its zygote died, say): nothing of the run happened.
+    if (!started || !channel || !this.channelSocket || this.channelSocket.destroyed || this.exited) {
+      this.discard();
+      await this.cgroup.remove();
+      return this.record(null, false, true);
+    }
+    let timedOut = false;
+    let escalated = false;
+    let lost: NodeJS.Timeout | undefined;
+    const kill = () => {
+      if (escalated) return;
+      escalated = true;
+      this.cgroup.killAll();
+      // Killed processes are reported within milliseconds; if nothing comes, the run is over anyway.
+      lost = setTimeout(() => this.settle(null), 5000);
+      lost.unref();
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, request.timeoutMs);
+    if (request.signal?.aborted) kill();
+    else request.signal?.addEventListener('abort', kill, { once: true });
+    channel.begin(request.bridge, request.lineCapBytes, kill);
+    this.channelSocket.write(`${request.payload}\n`);
+    const runStarted = performance.now();
+    // With the answer in, the run is over: the runner flushed its output before answering, so it
+    // is on the sockets already (read by the end of this turn of the event loop). Ending the run's
+    // processes then, and not waiting for P1's status to travel through the zygote, saves a
+    // millisecond or two; a run that ends without an answer is waited for.
+    const streams = Promise.all(this.streamsClosed).then(() => 'streams' as const);
+    const answered = channel.answered.then(() => new Promise<'answered'>((resolve) => setImmediate(() => resolve('answered'))));
+    const first = await Promise.race([answered, this.waitExit().then(() => 'exit' as const)]);
+    let status: number | null;
+    let bound: NodeJS.Timeout | undefined;
+    const bounded = new Promise((resolve) => (bound = setTimeout(resolve, KILL_GRACE_MS)));
+    if (first === 'answered') {
+      // The SIGKILL below is not waited for: no user code runs once it is delivered, and a large
+      // process's memory teardown (pandas: milliseconds) need not delay the answer.
+      status = 0;
+    } else {
+      status = await this.waitExit();
+      await Promise.race([streams, bounded]);
+      // Ended by the child's own wall clock (this process was stalled past its timer): a timeout.
+      if (!timedOut && channel.answer === null && performance.now() - runStarted >= request.timeoutMs) timedOut = true;
+    }
+    clearTimeout(bound);
+    clearTimeout(timer);
+    clearTimeout(lost);
+    this.cgroup.killAll();
+    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(KILL_GRACE_MS);
+    const record = this.record(status, timedOut, false);
+    this.release(this.cgroup);
+    return record;
+  }
+
+  private record(status: number | null, timedOut: boolean, notStarted: boolean): ZygoteRunRecord {
+    return {
+      stdout: this.stdout,
+      stderr: this.stderr,
+      answer: this.channel?.answer ?? null,
+      overflowed: this.channel?.overflowed ?? false,
+      flooded: this.channel?.flooded ?? false,
+      timedOut,
+      oomKilled: this.cgroup.oomKilled(),
+      // A run's request is sent only once its child said ready.
+      ready: !notStarted && (this.channel?.isReady ?? false),
+      // A child whose zygote vanished reads as a sandbox that could not run.
+      exit: { code: status, signal: null, spawnFailed: status === null },
+      notStarted,
+    };
+  }
+
+  /** Ends an unclaimed child. */
+  discard(): void {
+    clearTimeout(this.timer);
+    this.cgroup.killAll();
+    this.channelSocket?.destroy();
+    void this.cgroup.remove();
+  }
+}

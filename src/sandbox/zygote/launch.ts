@@ -1,0 +1,88 @@
+/**
+ * The host side of starting a zygote (ZygoteHostHooks): its cgroup directories (its own group and
+ * one per child, made on demand and writable by its user) and its sandbox, bubblewrap through the
+ * helper, with the control socket at fd 3 and the seccomp program at fd 4 for its children.
+ */
+import { chownSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../cgroup.js';
+import type { HostPaths } from '../host.js';
+import { spawnHelper } from '../host/spawn-helper.js';
+import type { UidAllocator } from '../host/uid-allocator.js';
+import { zygoteBubblewrapArgs } from '../plan/bwrap-args.js';
+import { SANDBOX_GID, sandboxEnvironment } from '../plan/environment.js';
+import type { ZygoteCgroups, ZygoteHostHooks, ZygoteProcess, ZygoteSpec } from './types.js';
+
+const MB = 1024 * 1024;
+
+export interface ZygoteHostDeps {
+  cgroups: CgroupSupport;
+  /** The fixed sandbox user, when there is one (with a uid range, each zygote takes a uid of its own). */
+  sandboxUser: { uid: number; gid: number };
+  uids: UidAllocator | null;
+  /** The sandbox's base bubblewrap arguments (plan/bwrap-args.ts). */
+  baseArgs: readonly string[];
+  paths: HostPaths;
+  log: (message: string) => void;
+}
+
+export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
+  const { cgroups, sandboxUser, uids, baseArgs, paths } = deps;
+
+  /** A zygote's own cgroup directories: its process's group, and one group per child made on demand. */
+  function zygoteCgroups(id: string): ZygoteCgroups | null {
+    const memoryBase = cgroups.memory && join(cgroups.memory.base, `zygote-${id}`);
+    const pidsBase = cgroups.pids && join(cgroups.pids.base, `zygote-${id}`);
+    if (!memoryBase || !pidsBase) return null;
+    mkdirSync(memoryBase);
+    mkdirSync(pidsBase);
+    const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
+    // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
+    const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
+    // The zygote's own uid, shared by its children (one namespace's runs).
+    const user = uids ? { uid: uids.take(), gid: SANDBOX_GID } : sandboxUser;
+    let released = false;
+    return {
+      memoryDir: memoryBase,
+      pidsDir: pidsBase,
+      self,
+      user,
+      createRun(name, limits) {
+        const group = createRunCgroup(support, name, limits)!;
+        // The child writes itself into its group before the run begins; nothing else it can reach.
+        for (const file of group.procsFiles) chownSync(file, user.uid, user.gid);
+        return group;
+      },
+      async remove() {
+        await self.remove();
+        await releaseCgroupSupport(support);
+        if (uids && !released) uids.release(user.uid);
+        released = true;
+      },
+    };
+  }
+
+  function launchZygote(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): ZygoteProcess {
+    const bwrapArgs = zygoteBubblewrapArgs(baseArgs, spec, { memoryDir: groups.memoryDir!, pidsDir: groups.pidsDir!, socketDir });
+    const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
+    // Ends with the server, and every child with it (their PID namespaces are inside its own).
+    args.push('--watch-pid', String(process.pid));
+    // No CPU limit: a zygote lives long; each run's worker sets its own.
+    args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
+    args.push('--user', `${groups.user.uid}:${groups.user.gid}`);
+    args.push('--keep-fds', '5', '--', paths.bwrap, ...bwrapArgs);
+    const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), stdout: 'ignore' });
+    return {
+      control: child.stdio[3] as Duplex,
+      stderr: child.stderr!,
+      kill: () => {
+        child.kill('SIGTERM');
+        groups.self.killAll(child.pid);
+      },
+      exited: exited.then(() => {}),
+    };
+  }
+
+  return { cgroups: zygoteCgroups, launch: launchZygote, log: deps.log };
+}

@@ -1,0 +1,212 @@
+/** One zygote: its fork-server process (runtime/zygote.py), its control lines and its spare children. */
+import { randomBytes } from 'node:crypto';
+import type { RunCgroup } from '../cgroup.js';
+import { DecayingRate, KILL_GRACE_MS, targetSize } from '../policy/capacity.js';
+import { JsonLineReader } from '../wire/json-lines.js';
+import { forkRequest, isZygoteControl } from '../wire/messages.js';
+import { RECORD_CGROUP, ZygoteChild } from './child.js';
+import type { HostSocket } from './host-socket.js';
+import type { ZygoteCgroups, ZygoteHostHooks, ZygoteOptions, ZygoteProcess, ZygoteSpec } from './types.js';
+
+/** A zygote that has not finished its imports in this long is given up. */
+const ZYGOTE_START_MS = 60_000;
+/** The longest control line a zygote may write (its lines are a few dozen bytes). */
+const CONTROL_LINE_CAP = 1 << 20;
+
+type ZygoteState = 'starting' | 'ready' | 'failed' | 'stopped';
+
+/** One zygote process and its spare children. */
+export class Zygote {
+  state: ZygoteState = 'starting';
+  /** It served: a later death is a crash to recover from at once, not a host that cannot start one. */
+  everReady = false;
+  lastUsed: number;
+  runs = 0;
+  /** Runs in progress in its children: a zygote is never stopped under them, except by close(). */
+  active = 0;
+  readonly spares: ZygoteChild[] = [];
+  /** By fork-request id. */
+  private readonly children = new Map<string, ZygoteChild>();
+  private forks = 0;
+  /** Empty run cgroups kept for the next children: making and removing groups costs more than a run. */
+  private readonly freeGroups: RunCgroup[] = [];
+  private process: ZygoteProcess | null = null;
+  private cgroups: ZygoteCgroups | null = null;
+  /** Its control lines; a zygote that writes a line this long without ending it is stopped. */
+  private readonly control = new JsonLineReader({
+    maxLineBytes: CONTROL_LINE_CAP,
+    onOverflow: () => this.stop('wrote too much on its control channel'),
+  });
+  private finished: Promise<void> | null = null;
+  private readonly rate: DecayingRate;
+
+  constructor(
+    readonly spec: ZygoteSpec,
+    private readonly hooks: ZygoteHostHooks,
+    private readonly sockets: HostSocket,
+    private readonly options: Required<Pick<ZygoteOptions, 'minSpares' | 'maxSpares'>>,
+    private readonly now: () => number,
+  ) {
+    this.lastUsed = now();
+    this.rate = new DecayingRate(this.lastUsed);
+  }
+
+  start(): void {
+    const id = randomBytes(6).toString('hex');
+    const cgroups = this.hooks.cgroups(id);
+    if (!cgroups) {
+      this.fail('its runs cannot get cgroups of their own here');
+      return;
+    }
+    this.cgroups = cgroups;
+    let started: ZygoteProcess;
+    try {
+      started = this.hooks.launch(this.spec, cgroups, this.sockets.dir);
+    } catch (error) {
+      this.fail(`could not start: ${(error as Error).message}`);
+      return;
+    }
+    this.process = started;
+    const startTimer = setTimeout(() => {
+      if (this.state === 'starting') this.stop(`did not finish its imports within ${ZYGOTE_START_MS / 1000} s`);
+    }, ZYGOTE_START_MS);
+    startTimer.unref();
+    let diagnostics = '';
+    started.stderr.on('data', (chunk: Buffer) => {
+      if (diagnostics.length < 4096) diagnostics += chunk.toString('utf8');
+    });
+    started.control.on('error', () => {});
+    started.control.on('data', (chunk: Buffer) => this.receive(chunk));
+    void started.exited.then(() => {
+      clearTimeout(startTimer);
+      // Only the platform's own lines: nothing of a run passes through the zygote's stderr.
+      if (this.state !== 'stopped') this.stop(`ended unexpectedly${diagnostics ? `: ${diagnostics.trim().slice(-500)}` : ''}`);
+    });
+  }
+
+  private receive(chunk: Buffer): void {
+    for (const line of this.control.push(chunk)) {
+      if (!line.ok) {
+        this.stop('wrote an unreadable control line');
+        return;
+      }
+      if (!isZygoteControl(line.value)) continue;
+      const message = line.value;
+      if (message.ready === true && this.state === 'starting') {
+        this.state = 'ready';
+        this.everReady = true;
+        this.refill();
+      } else if (typeof message.exited === 'string') {
+        const child = this.children.get(message.exited);
+        if (!child) continue;
+        this.children.delete(message.exited);
+        const index = this.spares.indexOf(child);
+        if (index !== -1) {
+          // A spare that died unclaimed (it failed its set-up): not worth retrying at once.
+          this.spares.splice(index, 1);
+          void child.cgroup.remove();
+          this.hooks.log(`zygote ${this.spec.label}: a forked child failed its set-up (status ${message.status})`);
+        }
+        child.settle(typeof message.status === 'number' ? message.status : null);
+      }
+    }
+  }
+
+  /** A child for one run: a spare (ready or still starting), else one forked now. */
+  claim(): ZygoteChild | null {
+    if (this.state !== 'ready') return null;
+    const now = this.now();
+    this.lastUsed = now;
+    this.rate.claim(now);
+    this.runs++;
+    const spare = this.spares.find((candidate) => candidate.channel !== null) ?? this.spares[0] ?? null;
+    if (spare) this.spares.splice(this.spares.indexOf(spare), 1);
+    const child = spare ?? this.fork();
+    if (child) {
+      this.active++;
+      child.onDone = () => {
+        this.active--;
+        this.lastUsed = this.now();
+      };
+    }
+    // After the claiming run has sent its request.
+    setImmediate(() => this.refill());
+    return child;
+  }
+
+  private fork(): ZygoteChild | null {
+    if (!this.process || !this.cgroups || this.state !== 'ready') return null;
+    let cgroup: RunCgroup;
+    const child = (() => {
+      try {
+        cgroup = this.freeGroups.pop() ?? this.cgroups!.createRun(randomBytes(8).toString('hex'), this.spec.runLimits);
+      } catch (error) {
+        this.hooks.log(`zygote ${this.spec.label}: could not make a run's cgroups: ${(error as Error).message}`);
+        return null;
+      }
+      return new ZygoteChild(++this.forks, cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
+    })();
+    if (!child) return null;
+    const name = child.cgroup.procsFiles[0]?.split('/').at(-2) ?? '';
+    if (!RECORD_CGROUP.test(name)) {
+      this.hooks.log(`zygote ${this.spec.label}: a run's cgroup name does not fit a fork request`);
+      child.discard();
+      return null;
+    }
+    this.children.set(child.id, child);
+    this.process.control.write(forkRequest(child.token, child.id, name));
+    return child;
+  }
+
+  /**
+   * A finished run's groups serve a later child once no process is left in them, unless the run
+   * was OOM-killed (the counter would tell the next run it was). Anything charged that is left is
+   * page cache, which the kernel reclaims before it would stop the next run.
+   */
+  private async recycle(cgroup: RunCgroup): Promise<void> {
+    const empty = await cgroup.killUntilEmpty(KILL_GRACE_MS);
+    if (empty && !cgroup.oomKilled() && this.state === 'ready' && this.freeGroups.length < this.options.maxSpares * 2) {
+      this.freeGroups.push(cgroup);
+    } else {
+      await cgroup.remove();
+    }
+  }
+
+  refill(): void {
+    if (this.state !== 'ready') return;
+    const target = targetSize({ rate: this.rate.read(this.now()), min: this.options.minSpares, max: this.options.maxSpares });
+    while (this.spares.length < target) {
+      const child = this.fork();
+      if (!child) return;
+      this.spares.push(child);
+    }
+  }
+
+  private fail(reason: string): void {
+    this.state = 'failed';
+    this.hooks.log(`zygote ${this.spec.label} not used: ${reason}`);
+  }
+
+  /** Ends the zygote, its spares and (through its PID namespace) every child still running. */
+  stop(reason?: string): void {
+    if (this.state === 'stopped' || this.state === 'failed') return;
+    this.state = reason ? 'failed' : 'stopped';
+    if (reason) this.hooks.log(`zygote ${this.spec.label} stopped: ${reason}`);
+    for (const spare of this.spares.splice(0)) spare.discard();
+    this.process?.kill();
+    const process = this.process;
+    const cgroups = this.cgroups;
+    this.finished = (async () => {
+      await process?.exited;
+      for (const child of this.children.values()) child.settle(null);
+      this.children.clear();
+      await Promise.all(this.freeGroups.splice(0).map((group) => group.remove()));
+      await cgroups?.remove();
+    })();
+  }
+
+  /** Settles once a stopped zygote's process and groups are gone. */
+  closed(): Promise<void> {
+    return this.finished ?? Promise.resolve();
+  }
+}
