@@ -26,6 +26,12 @@ export type KeyForRequest = ApiKeyRow & { tier: string; addressed: NamespaceRef 
 export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
 /** A session unused this long has expired (it no longer counts against the live-session limit). */
 export const MCP_SESSION_IDLE_MS = 60 * 60 * 1000;
+/**
+ * Live sessions one API key keeps: past it, a new one ends the key's least recently used (to the
+ * minute, see MCP_SESSION_TOUCH_MS). Clients that never send DELETE (Claude Code, mcp-remote's
+ * throw-away session at each connect) then cannot fill the account's limit by themselves.
+ */
+export const MCP_SESSIONS_PER_KEY = 32;
 /** A key's last use (`last_used_at`) is written at most this often (not on every request). */
 export const KEY_TOUCH_MS = 60 * 1000;
 /** A session's last use is written at most this often (not on every request). */
@@ -236,6 +242,16 @@ export class AccountsStore {
         .where('account_id', '=', input.accountId)
         .where((eb) => eb.or([eb('created_at', '<', live.created), eb('last_seen_at', '<', live.seen)]))
         .execute();
+      const beyondKeyCap = await trx
+        .selectFrom('mcp_sessions')
+        .select('id')
+        .where('account_id', '=', input.accountId)
+        .where('key_id', '=', input.keyId)
+        .orderBy('last_seen_at', 'desc')
+        .orderBy('created_at', 'desc')
+        .offset(MCP_SESSIONS_PER_KEY - 1)
+        .execute();
+      if (beyondKeyCap.length > 0) await trx.deleteFrom('mcp_sessions').where('id', 'in', beyondKeyCap.map((row) => row.id)).execute();
       if (limit !== null) {
         const row = await trx
           .selectFrom('mcp_sessions')
