@@ -8,7 +8,8 @@
 // snippet it shows for a client with `<!-- client-check: NAME -->` on the line before its fence;
 // this script reads them from the README itself, so what it runs is what the README says, with
 // `http://127.0.0.1:8787` replaced by the server's URL and `mcpw_…` by the key.
-// Every check prints one line; the last line is `clients: N passed, N failed`.
+// Every check prints one line; the last line is `clients: N passed, N failed`. CLIENTS_ONLY=REGEX
+// runs only the checks whose name matches.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,7 +39,9 @@ function snippet(name) {
 
 let passed = 0;
 let failed = 0;
+const ONLY = process.env.CLIENTS_ONLY ? new RegExp(process.env.CLIENTS_ONLY) : undefined;
 async function check(name, body) {
+  if (ONLY && !ONLY.test(name)) return;
   const started = Date.now();
   try {
     await body();
