@@ -56,6 +56,9 @@ function expect(condition, message) {
   if (!condition) throw new Error(message);
 }
 
+// Loopback only: Claude Code is told to leave out auto-updates, telemetry and error reports.
+const QUIET = { CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', DISABLE_AUTOUPDATER: '1', DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1' };
+
 /** Runs a command to its end (bounded), answering its status and output. */
 function run(command, args, { env = {}, cwd = WORK, input, timeoutMs = 60_000 } = {}) {
   return new Promise((resolve, reject) => {
@@ -97,7 +100,7 @@ function shellPrelude() {
     'set -e',
   ].join('\n');
 }
-const shell = (script, env, options = {}) => run('bash', ['-c', `${shellPrelude()}\n${script}`], { env, ...options });
+const shell = (script, env, options = {}) => run('bash', ['-c', `${shellPrelude()}\n${script}`], { env: { ...QUIET, ...env }, ...options });
 
 // --- MCP Inspector CLI (first: its snippet makes the namespace the others use) ---
 await check('Inspector CLI (--transport http): tools/call on the create endpoint, tools/list and tools/call in code and tool mode; a bad key shows the key error', async () => {
@@ -115,7 +118,7 @@ await check('Inspector CLI (--transport http): tools/call on the create endpoint
 
 // --- Claude Code ---
 const claudeList = async (home, cwd, key, extraEnv = {}) => {
-  const result = await run(CLAUDE, ['mcp', 'list'], { cwd, env: { HOME: home, MCPWORKS_API_KEY: key, ...extraEnv } });
+  const result = await run(CLAUDE, ['mcp', 'list'], { cwd, env: { ...QUIET, HOME: home, MCPWORKS_API_KEY: key, ...extraEnv } });
   return result.output;
 };
 function connectedServers(output) {
