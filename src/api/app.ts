@@ -14,7 +14,7 @@ import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from './logger.js';
 import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
-import { bearerChallenge, clientRegistrationRefusal, isClientRegistration, protectedResourceMetadata } from './oauth-answers.js';
+import { bearerChallenge, clientRegistrationRefusal, isClientRegistration, METADATA_PATH, protectedResourceMetadata } from './oauth-answers.js';
 import type { ListChangedHub } from './list-changed.js';
 import { asJsonRpcRefusal } from './mcp-refusals.js';
 import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
@@ -210,6 +210,10 @@ export function createApp(deps: AppDependencies): Hono {
   app.use('*', async (c, next) => {
     const route = subdomainRoute(c.req.header('host'), deps.baseHost);
     if (!route) return next();
+    // The metadata its 401 names (resource_metadata) is the one other thing such a host serves.
+    if (c.req.method === 'GET' && (c.req.path === METADATA_PATH || c.req.path.startsWith(`${METADATA_PATH}/`))) {
+      return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${c.req.path.slice(METADATA_PATH.length) || '/'}`));
+    }
     return serveMcp(c, route.kind, route.namespace);
   });
 
@@ -225,8 +229,8 @@ export function createApp(deps: AppDependencies): Hono {
   });
 
   // RFC 9728 metadata of an MCP endpoint (the 401's challenge names it): bearer API keys, no OAuth.
-  app.get('/.well-known/oauth-protected-resource/*', (c) => {
-    const path = c.req.path.slice('/.well-known/oauth-protected-resource'.length);
+  app.get(`${METADATA_PATH}/*`, (c) => {
+    const path = c.req.path.slice(METADATA_PATH.length);
     const match = /^\/mcp\/(create|run)\/([^/]+)$/.exec(path);
     if (!match || !isValidNamespaceName(match[2]!)) return c.json(new DomainError('not_found', `no MCP endpoint at ${path}`).toJSON(), 404);
     return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${path}`));

@@ -42,9 +42,11 @@ export function clientRegistrationRefusal(): Response {
   return new Response(JSON.stringify(body), { status: 400, headers: { 'content-type': 'application/json', 'cache-control': 'no-store' } });
 }
 
+export const METADATA_PATH = '/.well-known/oauth-protected-resource';
+
 /** The metadata document's URL for an MCP endpoint URL (RFC 9728 section 3.1: inserted after the host). */
 export function resourceMetadataUrl(resource: URL): string {
-  return `${resource.origin}/.well-known/oauth-protected-resource${resource.pathname === '/' ? '' : resource.pathname}`;
+  return `${resource.origin}${METADATA_PATH}${resource.pathname === '/' ? '' : resource.pathname}`;
 }
 
 /**
