@@ -136,7 +136,7 @@ function claudeProject(home, mcpJson) {
   return project;
 }
 
-await check('Claude Code: .mcp.json (create, run, run in tool mode with ${MCPWORKS_ENV_B64:-} unset), claude mcp list shows all connected', async () => {
+await check('Claude Code: .mcp.json (create, run, run in tool mode with ${MCPWORKS_ENV_B64:-} unset), claude mcp list shows all connected, also with the header unexpanded', async () => {
   const servers = { ...JSON.parse(snippet('claude-mcp-json')).mcpServers, ...JSON.parse(`{${snippet('claude-env-header')}}`) };
   expect(Object.keys(servers).length === 3, `three servers expected in the README snippets, got ${Object.keys(servers)}`);
   const home = freshHome();
@@ -149,6 +149,11 @@ await check('Claude Code: .mcp.json (create, run, run in tool mode with ${MCPWOR
   expect(connectedServers(withEnv).length === 3, `not all connected with MCPWORKS_ENV_B64 set:\n${withEnv}`);
   const bad = await claudeList(home, project, BAD_KEY);
   expect(connectedServers(bad).length === 0 && KEY_ERROR.test(bad), `a bad key should show the key error:\n${bad}`);
+  // Without the :- default, an unset variable is sent as the text ${MCPWORKS_ENV_B64}: the server
+  // still connects (calls then say what is wrong with the header).
+  fs.writeFileSync(path.join(project, '.mcp.json'), fs.readFileSync(path.join(project, '.mcp.json'), 'utf8').replace('${MCPWORKS_ENV_B64:-}', '${MCPWORKS_ENV_B64}'));
+  const literal = await claudeList(home, project, KEY);
+  expect(connectedServers(literal).length === 3, `not all connected with an unexpanded env header:\n${literal}`);
 });
 
 await check('Claude Code: claude mcp add --scope user for both servers, claude mcp list shows them connected', async () => {
