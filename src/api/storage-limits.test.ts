@@ -15,6 +15,8 @@ const TIERS = applyTierOverrides(
   JSON.stringify({
     pro_trial: { namespaces: 2, services: 2, functions: 3, versions_per_function: 3, stored_bytes: 40_000, schema_bytes_per_namespace: 2_000, mcp_sessions: 2 },
     roomy: { namespaces: 5, services: 5, functions: 20, versions_per_function: 20, stored_bytes: 10_000_000, schema_bytes_per_namespace: 1_000_000, mcp_sessions: 40 },
+    // One key's cap (32) plus one session of another key: the account is then full.
+    sessions33: { mcp_sessions: 33 },
   }),
 );
 
@@ -278,6 +280,17 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     assert.equal((await ping(account.key, ids[0]!)).status, 404, 'the least recently used one ended');
     for (const id of [ids[1]!, ids.at(-1)!, newest]) assert.equal((await ping(account.key, id)).status, 200);
     assert.equal((await ping(other, otherKeys)).status, 200, "another key's session stays");
+    // The account full (33 = 32 of this key + 1 of the other): the key's own LRU still makes room,
+    // while the other key is refused and ends nobody's session.
+    await server.server.services.accounts.setTier(account.email, 'sessions33');
+    const next = await sessionOf(account.key);
+    assert.equal((await ping(account.key, ids[1]!)).status, 404);
+    const refused = await rawMcpPost(url, other, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } });
+    assert.equal(refused.status, 429);
+    // Over a lowered limit even with its LRU gone, the key itself is refused, and loses nothing.
+    await server.server.services.accounts.setTier(account.email, 'pro_trial');
+    assert.equal((await rawMcpPost(url, account.key, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } })).status, 429);
+    for (const id of [ids[2]!, next]) assert.equal((await ping(account.key, id)).status, 200, 'a refusal ends no session');
   });
 });
 
