@@ -16,6 +16,7 @@ import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from './logger.js';
 import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
+import { bearerChallenge, clientRegistrationRefusal, isClientRegistration, METADATA_PATH, protectedResourceMetadata } from './oauth-answers.js';
 import type { ListChangedHub } from './list-changed.js';
 import { asJsonRpcRefusal } from './mcp-refusals.js';
 import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
@@ -98,8 +99,8 @@ function remoteAddress(c: Context, trustedProxies: readonly string[] = []): stri
   return clientAddress(peer, c.req.header('x-forwarded-for'), trustedProxies);
 }
 
-const unauthorized = (c: Context, message: string) =>
-  c.json(new DomainError('unauthorized', message).toJSON(), 401, { 'WWW-Authenticate': 'Bearer realm="mcpworks"' });
+const unauthorized = (c: Context, message: string, challenge = 'Bearer realm="mcpworks"') =>
+  c.json(new DomainError('unauthorized', message).toJSON(), 401, { 'WWW-Authenticate': challenge });
 
 /** `foo.create.example.com` → { kind: 'create', namespace: 'foo' } when baseHost is example.com. */
 function subdomainRoute(host: string | undefined, baseHost: string | undefined): { kind: EndpointKind; namespace: string } | undefined {
@@ -142,7 +143,7 @@ export function createApp(deps: AppDependencies): Hono {
 
   async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {
     const token = bearer(c);
-    if (!token) return unauthorized(c, 'missing API key: send Authorization: Bearer <key>');
+    if (!token) return unauthorized(c, 'missing API key: send Authorization: Bearer <key>', bearerChallenge(new URL(c.req.url), 'missing'));
     const validNamespace = isValidNamespaceName(namespace);
     const sessionId = c.req.header('mcp-session-id');
     // One round trip: the key, and what the request addresses (the run endpoint's namespace, for
@@ -151,7 +152,7 @@ export function createApp(deps: AppDependencies): Hono {
       ...(kind === 'run' && validNamespace ? { namespace } : {}),
       ...(sessionId ? { sessionId } : {}),
     });
-    if (!auth) return unauthorized(c, 'invalid, revoked or expired API key');
+    if (!auth) return unauthorized(c, 'invalid, revoked or expired API key', bearerChallenge(new URL(c.req.url), 'invalid'));
     const principal: KeyPrincipal = auth.principal;
     if (!validNamespace) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
     const url = new URL(c.req.url);
@@ -161,7 +162,16 @@ export function createApp(deps: AppDependencies): Hono {
     if (mode !== 'code' && mode !== 'tools') {
       return c.json(new DomainError('validation_error', `unknown mode ${JSON.stringify(mode)}: use ?mode=code (default) or ?mode=tools`).toJSON(), 400);
     }
-    const extra: RunScopeExtra = { mode, env: parseEnvHeader(c.req.header(ENV_HEADER)), signal: c.req.raw.signal, ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}) };
+    // A bad env header fails the calls that would use it (a tool error), not the connection.
+    let env: Record<string, string> = {};
+    let envRefused: DomainError | undefined;
+    try {
+      env = parseEnvHeader(c.req.header(ENV_HEADER));
+    } catch (error) {
+      if (!(error instanceof DomainError)) throw error;
+      envRefused = error;
+    }
+    const extra: RunScopeExtra = { mode, env, ...(envRefused ? { envRefused } : {}), signal: c.req.raw.signal, ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}) };
     return endpoints.run(c.req.raw, { principal, namespace, url, extra: extra as unknown as Record<string, unknown>, ...session });
   }
 
@@ -206,6 +216,10 @@ export function createApp(deps: AppDependencies): Hono {
   app.use('*', async (c, next) => {
     const route = subdomainRoute(c.req.header('host'), deps.baseHost);
     if (!route) return next();
+    // The metadata its 401 names (resource_metadata) is the one other thing such a host serves.
+    if (c.req.method === 'GET' && (c.req.path === METADATA_PATH || c.req.path.startsWith(`${METADATA_PATH}/`))) {
+      return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${c.req.path.slice(METADATA_PATH.length) || '/'}`));
+    }
     return serveMcp(c, route.kind, route.namespace);
   });
 
@@ -220,31 +234,46 @@ export function createApp(deps: AppDependencies): Hono {
     );
   });
 
+  // RFC 9728 metadata of an MCP endpoint (the 401's challenge names it): bearer API keys, no OAuth.
+  app.get(`${METADATA_PATH}/*`, (c) => {
+    const path = c.req.path.slice(METADATA_PATH.length);
+    const match = /^\/mcp\/(create|run)\/([^/]+)$/.exec(path);
+    if (!match || !isValidNamespaceName(match[2]!)) return c.json(new DomainError('not_found', `no MCP endpoint at ${path}`).toJSON(), 404);
+    return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${path}`));
+  });
+
   // Account routes (the ones a browser's session cookie reaches): state changes only as
-  // same-origin JSON.
+  // same-origin JSON. They live under /api/; `/register` and `/login` stay as aliases.
   for (const path of ['/register', '/login', '/api/*']) {
     app.use(path, async (c, next) => csrfRejection(c) ?? next());
   }
 
-  app.post('/register', async (c) => {
+  // `/register` is also OAuth's default client-registration path: such a request (RFC 7591 client
+  // metadata) gets an OAuth error, never an account.
+  const register = async (c: Context) => {
     const body = await jsonBody(c);
+    if (isClientRegistration(body)) return clientRegistrationRefusal();
     const account = await accounts.register(body.email, body.password, undefined, { address: remoteAddress(c, deps.trustedProxies) });
     return c.json({ account_id: account.id, email: account.email, tier: account.tier }, 201);
-  });
+  };
+  app.post('/api/register', register);
+  app.post('/register', register);
 
-  app.post('/login', async (c) => {
+  const login = async (c: Context) => {
     const body = await jsonBody(c);
     const session = await accounts.login(body.email, body.password, { address: remoteAddress(c, deps.trustedProxies) });
     const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
     setCookie(c, SESSION_COOKIE, session.token, { httpOnly: true, sameSite: 'Lax', path: '/', secure, expires: session.expiresAt });
     return c.json({ token: session.token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });
-  });
+  };
+  app.post('/api/login', login);
+  app.post('/login', login);
 
   /** The account behind a login session: the session cookie or `Authorization: Bearer <login token>`. */
   async function sessionAccount(c: Context): Promise<string> {
     const token = getCookie(c, SESSION_COOKIE) ?? bearer(c);
     const accountId = token ? await accounts.authenticateSession(token) : undefined;
-    if (!accountId) throw new DomainError('unauthorized', 'log in first: POST /login, then send the session cookie or Authorization: Bearer <token>');
+    if (!accountId) throw new DomainError('unauthorized', 'log in first: POST /api/login, then send the session cookie or Authorization: Bearer <token>');
     return accountId;
   }
 

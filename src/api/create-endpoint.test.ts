@@ -433,6 +433,24 @@ describe('subdomain routing', () => {
       // The run endpoint answers on {ns}.run.{base}, mode in the query string as on the path form.
       const tools = (await rawMcpPost(`${routed.url}/?mode=code`, account.key, { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} }, { host: 'sub.run.mcpworks.test' })).body;
       assert.deepEqual(tools.result.tools.map((t: { name: string }) => t.name), ['execute']);
+      // A 401 there names the metadata on the same host, which answers it (issue 14, item 3).
+      const { request } = await import('node:http');
+      const get = (path: string) =>
+        new Promise<{ status: number; challenge: string; body: string }>((resolve, reject) => {
+          const req = request(`${routed.url}${path}`, { headers: { host: 'sub.run.mcpworks.test' } }, (res) => {
+            let body = '';
+            res.on('data', (chunk) => (body += chunk));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, challenge: String(res.headers['www-authenticate'] ?? ''), body }));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      const refused = await get('/');
+      assert.equal(refused.status, 401);
+      assert.match(refused.challenge, /resource_metadata="http:\/\/sub\.run\.mcpworks\.test\/\.well-known\/oauth-protected-resource"$/);
+      const metadata = await get('/.well-known/oauth-protected-resource');
+      assert.equal(metadata.status, 200);
+      assert.equal(JSON.parse(metadata.body).resource, 'http://sub.run.mcpworks.test/');
     } finally {
       await routed.stop();
     }

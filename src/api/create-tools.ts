@@ -4,6 +4,7 @@ import { packagesByCategory } from '../core/python-packages.js';
 import { pythonInventory } from '../sandbox/python-inventory.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
+import { TOOL_NAME_BUDGET } from '../core/names.js';
 import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
@@ -122,7 +123,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   tool(
     'make_service',
     {
-      description: `Create a service (a folder of functions) in namespace "${ns}". Names: start with a letter; lowercase letters, digits, '-' and '_'; at most 31 characters.`,
+      description: `Create a service (a folder of functions) in namespace "${ns}". Names: start with a letter; lowercase letters, digits, '-' and '_'; at most 31 characters. Keep it short: tool mode names each function \`{service}__{function}\`, at most ${TOOL_NAME_BUDGET} characters (clients add a prefix, and models refuse tool names over 64); the answer's max_function_name says how long this service's function names may be.`,
       input: z.object({ name: z.string().describe('Service name, e.g. "utils"'), description: z.string().optional() }),
       annotations: WRITE,
     },
@@ -144,7 +145,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       description:
         'Create a function (version 1) in a service. Give `code`, or `template` (see list_templates) to clone a template\'s code, schemas, tags and requirements; explicit fields override the template. ' +
         'Python contract: the global dict `input_data` holds the arguments; the output is main(input_data)\'s return value, else a global `result`, else `output`. ' +
-        'TypeScript contract: export default (or named) function main(input), may be async.',
+        'TypeScript contract: export default (or named) function main(input), may be async. ' +
+        `Its tool-mode name \`{service}__{function}\` may have at most ${TOOL_NAME_BUDGET} characters.`,
       input: z.object({
         service: serviceArg,
         name: functionArg,

@@ -205,7 +205,10 @@ export function createMcpEndpoint(options: {
       const protocolVersion = negotiatedVersion(Array.isArray(parsedBody) ? undefined : parsedBody);
       const session = { id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace, ...(protocolVersion ? { protocolVersion } : {}) };
       const created = await accounts.createMcpSession(session, limit);
-      if (created) {
+      // A session ended for the key's cap loses its change stream here at once (elsewhere, its
+      // next request answers 404).
+      for (const evicted of created.evicted) streams?.hub.endSession(evicted);
+      if (created.refused) {
         // Not one of the spec's quota bodies: a JSON-RPC error like every other refusal, its figures in data.
         const message = `Live MCP session limit (${limit}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;
         const data = { code: 'SESSION_LIMIT_EXCEEDED', limit, usage: created.refused.usage, tier: scope.principal.tier, retry_after: created.refused.retryAfter };

@@ -139,7 +139,7 @@ describe('JSON-RPC batches follow the negotiated protocol version', () => {
 });
 
 describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
-  test('authentication, namespace, mode, env header, body, content type, method, session, origin, path', async () => {
+  test('authentication, namespace, mode, body, content type, method, session, origin, path', async () => {
     const stranger = await createAccount(server.url);
     const id = await session(toolsUrl(), '2025-06-18');
     const auth = { authorization: `Bearer ${account.key}` };
@@ -150,7 +150,6 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
       ['a wrong API key', toolsUrl(), { method: 'POST', headers: { ...json, authorization: `Bearer mcpw_${'0'.repeat(64)}` }, body: ping }, 401],
       ['an invalid namespace name', `${server.url}/mcp/run/Not_A_Namespace`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 404],
       ['an unknown mode', `${server.url}/mcp/run/${ns}?mode=nope`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 400],
-      ['a malformed env header', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': '%%%' }, body: ping }, 400],
       ['bad JSON', toolsUrl(), { method: 'POST', headers: { ...json, ...auth }, body: '{"jsonrpc":' }, 400],
       ['a body over the limit', toolsUrl(), { method: 'POST', headers: { ...json, ...auth }, body: 'x'.repeat(MCP_MAX_BODY_BYTES + 1) }, 413],
       ['the wrong content type', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'content-type': 'text/plain' }, body: ping }, 415],
@@ -172,6 +171,47 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
     // The account routes keep their own shape.
     const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
     assert.equal(((await login.json()) as any).error.type, 'validation_error');
+  });
+
+  test('a missing or refused key gets a Bearer challenge naming API keys and the resource metadata; OAuth client registration is refused as OAuth, never an account', async () => {
+    const json = { 'content-type': 'application/json', accept: ACCEPT, 'mcp-protocol-version': '2025-06-18' };
+    const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
+    const metadataUrl = `${server.url}/.well-known/oauth-protected-resource/mcp/run/${ns}`;
+    for (const [what, headers, error] of [
+      ['no key', json, ''],
+      ['a wrong key', { ...json, authorization: `Bearer mcpw_${'0'.repeat(64)}` }, ' error="invalid_token",'],
+    ] as const) {
+      const response = await fetch(toolsUrl(), { method: 'POST', headers, body: ping });
+      assert.equal(response.status, 401, what);
+      const challenge = response.headers.get('www-authenticate') ?? '';
+      assert.ok(challenge.startsWith(`Bearer realm="mcpworks",${error} error_description="`), `${what}: ${challenge}`);
+      assert.match(challenge, /API key, not OAuth: send Authorization: Bearer mcpw_/, what);
+      assert.ok(challenge.endsWith(`resource_metadata="${metadataUrl}"`), `${what}: ${challenge}`);
+      assert.match((await response.json()).error.message, /API key/, what);
+    }
+    const metadata = await fetch(metadataUrl);
+    assert.equal(metadata.status, 200);
+    const document = (await metadata.json()) as Record<string, unknown>;
+    assert.equal(document.resource, `${server.url}/mcp/run/${ns}`);
+    assert.deepEqual(document.bearer_methods_supported, ['header']);
+    assert.equal(document.authorization_servers, undefined, 'no authorization server is claimed');
+    assert.equal((await fetch(`${server.url}/.well-known/oauth-protected-resource/mcp/run/Not_A_Namespace`)).status, 404);
+
+    // What mcp-remote sends to /register once discovery found no authorization server.
+    const email = `dcr-${Math.random().toString(36).slice(2, 10)}@example.com`;
+    const registration = { redirect_uris: ['http://localhost:8855/oauth/callback'], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], client_name: 'MCP CLI Proxy' };
+    for (const path of ['/register', '/api/register']) {
+      for (const body of [registration, { ...registration, email, password: 'correct horse battery' }]) {
+        const response = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        assert.equal(response.status, 400, path);
+        assert.equal(response.headers.get('cache-control'), 'no-store');
+        const answer = (await response.json()) as { error: string; error_description: string };
+        assert.equal(answer.error, 'invalid_client_metadata', path);
+        assert.match(answer.error_description, /does not register OAuth clients.*API key/, path);
+      }
+    }
+    const signIn = await fetch(`${server.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password: 'correct horse battery' }) });
+    assert.equal(signIn.status, 401, 'no account was made by a registration request');
   });
 });
 

@@ -3,6 +3,7 @@ import { fromJsonSchema, McpServer, type CallToolResult } from '@modelcontextpro
 import { refuseUnknownTools } from './unknown-tools.js';
 import { DomainError, isDomainError } from '../core/errors.js';
 import { renderToolResult } from '../core/tool-render.js';
+import { toolName as budgetedToolName } from '../core/names.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import type { Rejection } from '../store/metering-store.js';
@@ -28,6 +29,8 @@ export interface RunScopeExtra {
   ticket?: Ticket;
   /** The call's input may not be passed to any function (too deep, too large): refused, never admitted. */
   inputRefused?: DomainError;
+  /** The X-MCPWorks-Env header is malformed: every call that would run (or report env) gets this as its tool error. */
+  envRefused?: DomainError;
   /** Tool names this request calls (set before dispatch): only those are registered as handlers. */
   calledTools?: ReadonlySet<string>;
   /** The request is a tool-mode tools/list: its answer carries LISTED_MARK, replaced by `listing`. */
@@ -58,10 +61,8 @@ const ENV_STATUS_TOOL = '_env_status';
 const EXECUTE_TOOL = 'execute';
 const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
 
-/** `{service}__{function}`: valid for the strictest client's tool names (`^[a-zA-Z0-9_-]{1,64}$`). */
-export function toolName(fn: Pick<ActiveFunction, 'service' | 'name'>): string {
-  return `${fn.service}__${fn.name}`;
-}
+/** `{service}__{function}`, within the tool-name budget (core/names.ts). */
+export const toolName = (fn: Pick<ActiveFunction, 'service' | 'name'>): string => budgetedToolName(fn);
 
 function isObjectSchema(schema: Record<string, unknown> | null): schema is Record<string, unknown> {
   return !!schema && schema.type === 'object';
@@ -418,6 +419,12 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       // Not found / forbidden: the MCP layer reports it as a tool error, nothing is metered.
     }
     if (!metered) return undefined;
+    // A malformed env header: the call says what is wrong with it, unmetered; listing still works.
+    const { envRefused } = context(scope).extra;
+    if (envRefused) {
+      context(scope).extra.inputRefused = envRefused;
+      return undefined;
+    }
     // Checked before admission: an input no function could receive is the caller's error, unmetered.
     // Walking a large input takes the main thread tens of milliseconds: in fair turns (fair-share.ts).
     const input = (call.params as { arguments?: unknown } | undefined)?.arguments;
@@ -544,6 +551,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       },
       (async (): Promise<CallToolResult> => {
         try {
+          if (ctx.extra.envRefused) throw ctx.extra.envRefused;
           const all = await functionsOf(scope);
           // Only functions that declare env: the others take none, whatever the header holds.
           const declaring = all.filter((fn) => fn.definition.requiredEnv.length + fn.definition.optionalEnv.length > 0);

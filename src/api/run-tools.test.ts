@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callOk, parseResult, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, parseResult, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 import { until } from '../test-support/processes.js';
 
@@ -46,6 +46,30 @@ describe('tool mode', () => {
     assert.equal(parseResult(await run.callTool('utils__two')), 22, 'the new version runs without a restart');
     await callOk(space.create, 'delete_function', { service: 'utils', name: 'two' });
     assert.deepEqual((await run.listTools()).tools.map((t) => t.name), ['utils__hello', '_env_status']);
+  });
+
+  test('tool names keep within the 40-character budget: make_function refuses a longer one and says what fits; older ones are listed cut', async () => {
+    const space = await rules.space([]);
+    const long = 's'.repeat(31);
+    const made = await callOk(space.create, 'make_service', { name: long });
+    assert.equal(made.max_function_name, 7, 'make_service says how long its functions\' names may be');
+    const refused = await space.create.callTool('make_function', { service: long, name: 'f'.repeat(8), code: 'def main(input_data):\n    return 1\n' });
+    assert.equal(refused.isError, true);
+    const error = parseResult(refused).error;
+    assert.equal(error.type, 'validation_error');
+    assert.match(error.message, /would be 41 characters.*limited to 40.*mcp__\{server\}__.*at most 7 characters/);
+    await callOk(space.create, 'make_function', { service: long, name: 'f'.repeat(7), code: 'def main(input_data):\n    return 7\n' });
+    // A function made before the budget existed (its name written as it was then).
+    await callOk(space.create, 'make_function', { service: long, name: 'old', code: 'def main(input_data):\n    return "old"\n' });
+    const db = (server.server.services.accountsStore as unknown as { db: { updateTable(t: string): any } }).db;
+    await db.updateTable('functions').set({ name: `old-${'x'.repeat(27)}` }).where('name', '=', 'old').execute();
+    const run = await toolClient(space);
+    const names = (await run.listTools()).tools.map((t) => t.name);
+    assert.ok(names.every((n) => n.length <= 40 && /^[a-zA-Z0-9_-]+$/.test(n)), names.join(' '));
+    const cut = names.find((n) => n.includes('old'))!;
+    assert.match(cut ?? '', new RegExp(`^s{14}__old-x{11}_[0-9a-f]{8}$`), names.join(' '));
+    assert.equal(parseResult(await run.callTool(cut)), 'old', 'the cut name calls the function');
+    assert.equal(parseResult(await run.callTool(`${long}__${'f'.repeat(7)}`)), 7);
   });
 
   test('results come back structured, with stdout; failures are typed tool errors', async () => {
@@ -139,15 +163,31 @@ describe('tool mode', () => {
     assert.equal(parseResult(await run.callTool('utils__code', { code: 'XYZ-99' })), 'XYZ-99', 'a fresh worker takes over');
   });
 
-  test('a malformed X-MCPWorks-Env header is a clear 400 that echoes no value', async () => {
+  test('a malformed X-MCPWorks-Env header: connecting and listing work, a call is a tool error saying what is wrong (an unexpanded ${…} too), unmetered, echoing no value', async () => {
     const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
-    for (const header of ['%%%', Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'), Buffer.from('[1]').toString('base64')]) {
-      const response = await rawCall(space, 'utils__hello', {}, { 'x-mcpworks-env': header });
-      assert.equal(response.status, 400, header);
-      assert.equal(response.body.error.data.type, 'validation_error');
-      assert.match(response.body.error.message, /X-MCPWorks-Env/);
-      assert.doesNotMatch(JSON.stringify(response.body), /secret-path-value/);
+    const bad = ['%%%', Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'), Buffer.from('[1]').toString('base64'), '${MCPWORKS_ENV_B64}'];
+    for (const [i, header] of bad.entries()) {
+      const mode = i % 2 === 0 ? 'tools' : 'code';
+      const run = await connect(`${server.url}/mcp/run/${space.ns}?mode=${mode}`, space.account.key, i < 2 ? 'v1' : 'v2', { 'x-mcpworks-env': header });
+      try {
+        const names = (await run.listTools()).tools.map((t) => t.name);
+        assert.deepEqual(names, mode === 'tools' ? ['utils__hello', '_env_status'] : ['execute'], header);
+        const calls = mode === 'tools' ? [run.callTool('utils__hello', { name: 'A' }), run.callTool('_env_status')] : [run.callTool('execute', { code: 'result = 1' })];
+        for (const result of await Promise.all(calls)) {
+          assert.equal(result.isError, true, header);
+          const error = parseResult(result);
+          assert.equal(error.error_type, 'validation_error');
+          assert.match(error.error, /invalid X-MCPWorks-Env header/);
+          assert.doesNotMatch(JSON.stringify(result), /secret-path-value/);
+        }
+      } finally {
+        await run.close();
+      }
     }
+    const unexpanded = parseResult(await rawCall(space, 'utils__hello', {}, { 'x-mcpworks-env': '${MCPWORKS_ENV_B64}' }).then((r) => r.body.result)).error;
+    assert.match(unexpanded, /unexpanded placeholder \$\{MCPWORKS_ENV_B64\}/);
+    assert.match(unexpanded, /\$\{MCPWORKS_ENV_B64:-\}/, 'it says how to send an empty header instead');
+    assert.equal((await rules.usageOf(space.account)).executions, 0, 'no refused call is metered');
   });
 
   test('secrets in results, logs and errors are redacted and recorded as security events', async () => {

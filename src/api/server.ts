@@ -183,7 +183,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
     schemas,
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
-    securityLog: (event) => logger.warn({ security_event: 'secret_redacted', ...event }, 'secret redacted from function output'),
+    securityLog: ({ service, ...event }) => logger.warn({ security_event: 'secret_redacted', service_name: service, ...event }, 'secret redacted from function output'),
     cancels,
   });
   // A cancel received by any node reaches the one running the call (the payload: the call's id).

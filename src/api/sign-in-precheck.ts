@@ -7,6 +7,9 @@ import type { Logger } from './logger.js';
 
 /** Early refusals are counted and logged as one summary line per this interval, never a line each. */
 const SUMMARY_INTERVAL_MS = 10_000;
+/** Every path the account routes answer (app.ts: the /api/ paths and the older root ones). */
+const SIGN_IN_PATHS = new Set(['/login', '/api/login']);
+const SIGN_UP_PATHS = new Set(['/register', '/api/register']);
 /** A flood from many addresses keeps at most this many keys for the summary. */
 const SUMMARY_CLIENTS = 1000;
 
@@ -52,7 +55,8 @@ export function signInPrecheck(options: { accounts: AccountService; trustedProxi
     const url = req.url ?? '';
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
-    if (path !== '/login' && path !== '/register') return false;
+    const signUp = SIGN_UP_PATHS.has(path);
+    if (!signUp && !SIGN_IN_PATHS.has(path)) return false;
     // On `{ns}.create.{base}` and `{ns}.run.{base}` every path is that namespace's MCP endpoint.
     if (base) {
       const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
@@ -60,7 +64,7 @@ export function signInPrecheck(options: { accounts: AccountService; trustedProxi
     }
     const forwarded = req.headers['x-forwarded-for'];
     const address = clientAddress(req.socket.remoteAddress, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, trustedProxies);
-    const refusal = accounts.signInRefusal(address, path === '/register');
+    const refusal = accounts.signInRefusal(address, signUp);
     if (!refusal) return false;
     note(address);
     const body = JSON.stringify({ error: { type: 'rate_limited', message: refusal.message, retry_after: refusal.retryAfter } });

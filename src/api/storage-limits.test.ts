@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
-import { MCP_SESSION_IDLE_MS } from '../store/accounts-store.js';
-import { callError, callOk, connect, createAccount, parseResult, rawMcpPost, startTestServer, type ClientEra, type TestAccount, type TestServer } from '../test-support/harness.js';
+import { MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY } from '../store/accounts-store.js';
+import { callError, callOk, connect, createAccount, createKey, parseResult, rawMcpPost, startTestServer, type ClientEra, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { sandboxRunsStarted, until } from '../test-support/processes.js';
 import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
@@ -14,7 +14,9 @@ import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 const TIERS = applyTierOverrides(
   JSON.stringify({
     pro_trial: { namespaces: 2, services: 2, functions: 3, versions_per_function: 3, stored_bytes: 40_000, schema_bytes_per_namespace: 2_000, mcp_sessions: 2 },
-    roomy: { namespaces: 5, services: 5, functions: 20, versions_per_function: 20, stored_bytes: 10_000_000, schema_bytes_per_namespace: 1_000_000, mcp_sessions: 20 },
+    roomy: { namespaces: 5, services: 5, functions: 20, versions_per_function: 20, stored_bytes: 10_000_000, schema_bytes_per_namespace: 1_000_000, mcp_sessions: 40 },
+    // One key's cap (32) plus one session of another key: the account is then full.
+    sessions33: { mcp_sessions: 33 },
   }),
 );
 
@@ -251,6 +253,45 @@ describe('MCP sessions (2025-era): per-account limit and idle expiry', () => {
       for (const c of [...again, first, third]) await c.close().catch(() => undefined);
     });
   }
+});
+
+describe('MCP sessions (2025-era): per-key cap', () => {
+  test(`a key keeps ${MCP_SESSIONS_PER_KEY} live sessions: one more ends its least recently used, never another key's, and is not refused`, async () => {
+    const account = await createAccount(server.url);
+    await server.server.services.accounts.setTier(account.email, 'roomy');
+    const other = await createKey(server.url, account, {});
+    const url = `${server.url}/mcp/create/${uniq('cap')}`;
+    const sessionOf = async (key: string) => {
+      const response = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'throw-away', version: '1' } } }),
+      });
+      assert.equal(response.status, 200);
+      await response.text();
+      return response.headers.get('mcp-session-id')!;
+    };
+    const otherKeys = await sessionOf(other);
+    const ids: string[] = [];
+    for (let i = 0; i < MCP_SESSIONS_PER_KEY; i++) ids.push(await sessionOf(account.key));
+    const ping = (key: string, id: string) => rawMcpPost(url, key, { jsonrpc: '2.0', id: 2, method: 'ping' }, { 'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18' });
+    assert.equal((await ping(account.key, ids[0]!)).status, 200, 'all within the cap live');
+    const newest = await sessionOf(account.key);
+    assert.equal((await ping(account.key, ids[0]!)).status, 404, 'the least recently used one ended');
+    for (const id of [ids[1]!, ids.at(-1)!, newest]) assert.equal((await ping(account.key, id)).status, 200);
+    assert.equal((await ping(other, otherKeys)).status, 200, "another key's session stays");
+    // The account full (33 = 32 of this key + 1 of the other): the key's own LRU still makes room,
+    // while the other key is refused and ends nobody's session.
+    await server.server.services.accounts.setTier(account.email, 'sessions33');
+    const next = await sessionOf(account.key);
+    assert.equal((await ping(account.key, ids[1]!)).status, 404);
+    const refused = await rawMcpPost(url, other, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } });
+    assert.equal(refused.status, 429);
+    // Over a lowered limit even with its LRU gone, the key itself is refused, and loses nothing.
+    await server.server.services.accounts.setTier(account.email, 'pro_trial');
+    assert.equal((await rawMcpPost(url, account.key, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } })).status, 429);
+    for (const id of [ids[2]!, next]) assert.equal((await ping(account.key, id)).status, 200, 'a refusal ends no session');
+  });
 });
 
 describe('functions packages: garbage collection', () => {

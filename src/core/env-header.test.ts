@@ -38,6 +38,20 @@ test('X-MCPWorks-Env: every malformed header is a clear validation error that ne
   );
 });
 
+test('X-MCPWorks-Env: an unexpanded ${VAR} placeholder is named as such, with the :- default as the fix', () => {
+  for (const header of ['${MCPWORKS_ENV_B64}', ' ${MCPWORKS_ENV_B64} ', 'base64:${MCPWORKS_ENV_B64}', '${env:MCPWORKS_ENV_B64}']) {
+    assert.throws(
+      () => parseEnvHeader(header),
+      (e: unknown) =>
+        invalidHeader(e) &&
+        /unexpanded placeholder \$\{(env:)?MCPWORKS_ENV_B64\}/.test((e as Error).message) &&
+        /\$\{(env:)?MCPWORKS_ENV_B64:-\}/.test((e as Error).message),
+      header,
+    );
+  }
+  assert.deepEqual(parseEnvHeader(''), {}, 'what ${MCPWORKS_ENV_B64:-} expands to when unset: no variables');
+});
+
 test('MCPWORKS_TIERS overrides fields, adds plans, and rejects nonsense', () => {
   const tiers = applyTierOverrides('{"pro_trial":{"monthly_executions":20},"team":{"concurrency":-1,"timeout_s":30}}');
   assert.equal(tiers.pro_trial!.monthlyExecutions, 20);

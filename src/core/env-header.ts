@@ -19,6 +19,15 @@ export function parseEnvHeader(header: string | null | undefined): Record<string
   let encoded = header.trim();
   if (encoded.startsWith('base64:')) encoded = encoded.slice('base64:'.length).trim();
   if (encoded === '') return {};
+  // A client that expands `${VAR}` in its headers sends the text as it is when VAR is unset.
+  const placeholder = /\$\{([A-Za-z_][A-Za-z0-9_:.-]{0,63})/.exec(encoded);
+  if (placeholder) {
+    const name = placeholder[1]!.replace(/:-.*$/, '');
+    throw bad(
+      `it holds the unexpanded placeholder \${${name}}: the client sent it as text because ${name} is not set where the client runs. ` +
+        `Set it (export ${name}=$(printf '{"NAME":"value"}' | base64 -w0)) and restart the client, or write \${${name}:-} in the client's configuration so an unset variable sends an empty header`,
+    );
+  }
   if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(encoded)) throw bad('it must be base64 of a JSON object');
   const decoded = Buffer.from(encoded, encoded.includes('-') || encoded.includes('_') ? 'base64url' : 'base64');
   if (decoded.length > MAX_ENV_HEADER_DECODED_BYTES) throw bad(`decoded it is larger than ${MAX_ENV_HEADER_DECODED_BYTES} bytes`);

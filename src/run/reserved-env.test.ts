@@ -35,8 +35,10 @@ describe('reserved environment variable names', () => {
       }
       for (const mode of ['tools', 'code'] as const) {
         const response = await t.rawCall(s, mode, mode === 'tools' ? 'utils__plain' : 'execute', { code: 'result = 1' }, { 'x-mcpworks-env': encodeEnvHeader({ [name]: 'reserved-value-123' }) });
-        assert.equal(response.status, 400, `header ${name} (${mode})`);
-        assert.match(response.body.error.message, new RegExp(`variable ${name} is not allowed`));
+        // A tool error of the call (the connection stays usable), unmetered.
+        assert.equal(response.status, 200, `header ${name} (${mode})`);
+        assert.equal(response.body.result.isError, true, `header ${name} (${mode})`);
+        assert.match(response.body.result.content[0].text, new RegExp(`variable ${name} is not allowed`));
         assert.doesNotMatch(JSON.stringify(response.body), /reserved-value-123/);
       }
     }));

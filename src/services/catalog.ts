@@ -1,7 +1,7 @@
 import type { Scope } from '../core/accounts.js';
 import { DomainError, invalid, notFound } from '../core/errors.js';
 import { buildDefinition, buildMetadata, definitionChanged, type FunctionDefinition, type FunctionDefinitionInput } from '../core/functions.js';
-import { toIdentifier, validateEntityName, validateNamespaceName } from '../core/names.js';
+import { functionNameRoom, toIdentifier, validateEntityName, validateNamespaceName, validateToolNameBudget } from '../core/names.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { assertWithinLimit, schemaBytes, storedBytes } from '../core/storage-limits.js';
 import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
@@ -168,7 +168,8 @@ export class CatalogService {
       return this.store.createService(ns.id, name, text, trx);
     });
     if (!row) throw new DomainError('conflict', `service '${name}' already exists`, { field: 'name' });
-    return { name: row.name, description: row.description, created_at: iso(row.created_at) };
+    // Said at make time: how long its functions' names may be for their tool names to fit the budget.
+    return { name: row.name, description: row.description, created_at: iso(row.created_at), max_function_name: functionNameRoom(row.name) };
   }
 
   async listServices(principal: KeyPrincipal, nsName: string) {
@@ -195,6 +196,7 @@ export class CatalogService {
     requireScope(principal, 'write');
     const service = await this.service(principal, nsName, input.service);
     const name = validateEntityName('function', input.name);
+    validateToolNameBudget(service.name, name);
     let definitionInput: FunctionDefinitionInput = input;
     let metadataInput: { description?: unknown; tags?: unknown } = input;
     if (input.template !== undefined) {

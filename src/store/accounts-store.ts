@@ -26,6 +26,12 @@ export type KeyForRequest = ApiKeyRow & { tier: string; addressed: NamespaceRef 
 export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
 /** A session unused this long has expired (it no longer counts against the live-session limit). */
 export const MCP_SESSION_IDLE_MS = 60 * 60 * 1000;
+/**
+ * Live sessions one API key keeps: past it, a new one ends the key's least recently used (to the
+ * minute, see MCP_SESSION_TOUCH_MS). Clients that never send DELETE (Claude Code, mcp-remote's
+ * throw-away session at each connect) then cannot fill the account's limit by themselves.
+ */
+export const MCP_SESSIONS_PER_KEY = 32;
 /** A key's last use (`last_used_at`) is written at most this often (not on every request). */
 export const KEY_TOUCH_MS = 60 * 1000;
 /** A session's last use is written at most this often (not on every request). */
@@ -221,11 +227,12 @@ export class AccountsStore {
    * Records a new session unless the account already has `limit` live ones (null = unlimited):
    * the count and the insert run under the account's row lock, so parallel initializes cannot
    * both pass. Refused: the live count and the seconds until the least recently used one expires.
+   * `evicted`: the key's sessions ended to keep it within MCP_SESSIONS_PER_KEY.
    */
   async createMcpSession(
     input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string; protocolVersion?: string },
     limit: number | null,
-  ): Promise<{ refused: { usage: number; retryAfter: number } } | undefined> {
+  ): Promise<{ refused?: { usage: number; retryAfter: number }; evicted: string[] }> {
     return this.db.transaction().execute(async (trx) => {
       await trx.selectFrom('accounts').select('id').where('id', '=', input.accountId).forUpdate().executeTakeFirst();
       const now = Date.now();
@@ -236,6 +243,16 @@ export class AccountsStore {
         .where('account_id', '=', input.accountId)
         .where((eb) => eb.or([eb('created_at', '<', live.created), eb('last_seen_at', '<', live.seen)]))
         .execute();
+      const beyondKeyCap = await trx
+        .selectFrom('mcp_sessions')
+        .select('id')
+        .where('account_id', '=', input.accountId)
+        .where('key_id', '=', input.keyId)
+        .orderBy('last_seen_at', 'desc')
+        .orderBy('created_at', 'desc')
+        .offset(MCP_SESSIONS_PER_KEY - 1)
+        .execute();
+      const evicted = beyondKeyCap.map((row) => row.id);
       if (limit !== null) {
         const row = await trx
           .selectFrom('mcp_sessions')
@@ -243,16 +260,18 @@ export class AccountsStore {
           .where('account_id', '=', input.accountId)
           .executeTakeFirstOrThrow();
         const usage = Number(row.n);
-        if (usage >= limit) {
+        // The key's own sessions past its cap make room; a refusal ends none of them.
+        if (usage - evicted.length >= limit) {
           const oldest = row.oldest ? new Date(row.oldest).getTime() : now;
-          return { refused: { usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) } };
+          return { refused: { usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) }, evicted: [] };
         }
       }
+      if (evicted.length > 0) await trx.deleteFrom('mcp_sessions').where('id', 'in', evicted).execute();
       await trx
         .insertInto('mcp_sessions')
         .values({ id: input.id, account_id: input.accountId, key_id: input.keyId, endpoint: input.endpoint, namespace: input.namespace, protocol_version: input.protocolVersion ?? null })
         .execute();
-      return undefined;
+      return { evicted };
     });
   }
 

@@ -170,9 +170,9 @@ export async function createAccount(base: string, keyOptions: Record<string, unk
 export async function createAccountOverHttp(base: string, keyOptions: Record<string, unknown> = {}): Promise<TestAccount> {
   const email = `user-${randomBytes(4).toString('hex')}@example.com`;
   const password = TEST_PASSWORD;
-  const registered = await postJson(`${base}/register`, { email, password });
+  const registered = await postJson(`${base}/api/register`, { email, password });
   if (registered.status !== 201) throw new Error(`register failed: ${JSON.stringify(registered.body)}`);
-  const login = await postJson(`${base}/login`, { email, password });
+  const login = await postJson(`${base}/api/login`, { email, password });
   const key = await postJson(`${base}/api/keys`, { name: 'test', ...keyOptions }, { authorization: `Bearer ${login.body.token}` });
   if (key.status !== 201) throw new Error(`key failed: ${JSON.stringify(key.body)}`);
   return { email, password, accountId: registered.body.account_id, token: login.body.token, key: key.body.key };
