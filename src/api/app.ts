@@ -11,7 +11,7 @@ import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-li
 import { buildCreateServer } from './create-tools.js';
 import { clientAddress } from './client-address.js';
 import { errorResponse, jsonBody } from './http-errors.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
 import type { ListChangedHub } from './list-changed.js';

@@ -8,7 +8,7 @@ import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import { defineTool, type ToolDefinition } from './tool-schema.js';
 
 export interface CreateToolsContext {

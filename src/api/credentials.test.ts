@@ -19,8 +19,8 @@ import { hashSecret, passwordKdfStats } from '../services/secrets.js';
 import { REGISTRATION_LIMITS } from '../services/sign-in-throttle.js';
 import { SECRET_FILE } from '../services/server-secret.js';
 import { connect, createAccount, createKey, EMBEDDED_RUN_ONLY, freshDatabaseUrl, postJson, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY, type TestServer } from '../test-support/harness.js';
-import { configFromEnv } from './config.js';
-import { startServer } from './server.js';
+import { configFromEnv } from '../app/config.js';
+import { startServer } from '../app/start-server.js';
 
 interface Answer {
   status: number;

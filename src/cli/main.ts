@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { configFromEnv, parsePort } from '../api/config.js';
-import { createLogger } from '../api/logger.js';
-import { startServer } from '../api/server.js';
+import { configFromEnv, parsePort } from '../app/config.js';
+import { createLogger } from '../app/logger.js';
+import { startServer } from '../app/start-server.js';
 import { isDomainError } from '../core/errors.js';
 import { DataDirLockedError } from '../store/data-dir-lock.js';
 import { describeError } from '../store/database.js';

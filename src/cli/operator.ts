@@ -1,4 +1,4 @@
-import { configFromEnv } from '../api/config.js';
+import { configFromEnv } from '../app/config.js';
 import { AccountService } from '../services/accounts.js';
 import { ApiKeyHasher } from '../services/secrets.js';
 import { loadServerSecret } from '../services/server-secret.js';

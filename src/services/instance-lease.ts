@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
-import type { Logger } from '../api/logger.js';
+import type { Logger } from '../core/logger.js';
 import type { Db } from '../store/database.js';
 import type { MeteringStore } from '../store/metering-store.js';
 import type { DatabaseHealth } from '../store/db-health.js';

@@ -12,11 +12,11 @@ import pg from 'pg';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { startServer, type RunningServer } from '../api/server.js';
-import { createLogger } from '../api/logger.js';
+import { startServer, type RunningServer } from '../app/start-server.js';
+import { createLogger } from '../app/logger.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { openDatabase } from '../store/database.js';
-import type { ServerConfig } from '../api/config.js';
+import type { ServerConfig } from '../app/config.js';
 
 export interface TestServer {
   url: string;

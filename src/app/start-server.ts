@@ -15,7 +15,7 @@ import { CatalogStore } from '../store/catalog-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
 import { PendingWrites } from '../store/pending-writes.js';
-import { createApp } from './app.js';
+import { createApp } from '../api/app.js';
 import { RunService } from '../run/run-service.js';
 import { SchemaGuard } from '../run/schema-guard.js';
 import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/index.js';
@@ -28,12 +28,12 @@ import { CANCEL_CHANNEL, CancelStore } from '../store/cancel-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
-import { guardConnections, type ConnectionStats } from './connection-guard.js';
-import { ListChangedHub } from './list-changed.js';
-import { routeAgnosticRefusal } from './mcp-refusals.js';
-import { signInPrecheck } from './sign-in-precheck.js';
+import { guardConnections, type ConnectionStats } from '../api/connection-guard.js';
+import { ListChangedHub } from '../api/list-changed.js';
+import { routeAgnosticRefusal } from '../api/mcp-refusals.js';
+import { signInPrecheck } from '../api/sign-in-precheck.js';
 import { createLogger, type Logger } from './logger.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../api/version.js';
 
 export interface RunningServer {
   url: string;
