@@ -1,6 +1,6 @@
 import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { HttpLimits } from '../app/config.js';
+import type { HttpLimits } from './http-limits.js';
 import type { Logger } from '../core/logger.js';
 import { clientAddress, plainAddress } from './client-address.js';
 import { clientKeyOf } from '../core/accounts.js';

@@ -4,6 +4,9 @@ import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
 import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
+
+export { DEFAULT_HTTP_LIMITS, type HttpLimits };
 
 export interface ServerConfig {
   host: string;
@@ -35,28 +38,6 @@ export interface ServerConfig {
   /** MCPWORKS_PROGRESS_INTERVAL_MS: notifications/progress of a call with a progressToken, 100 to 10000 ms apart (default 10000). */
   progressIntervalMs?: number | undefined;
 }
-
-/** What one client, or all of them, may hold of the listener. */
-export interface HttpLimits {
-  /** Open connections in all (beyond it, new ones get 503 and are closed). */
-  maxConnections: number;
-  /** Open connections from one peer address; for a trusted proxy, in-flight requests per forwarded client. */
-  maxConnectionsPerIp: number;
-  /** Time to receive a request's headers, from the connection's (or the previous request's) start. */
-  headersTimeoutMs: number;
-  /** Time to receive a whole request, headers and body; the response (a long run, an SSE stream) is not bounded by it. */
-  requestTimeoutMs: number;
-  /** Peer addresses of reverse proxies whose X-Forwarded-For names the client (empty: the header is never read). */
-  trustedProxies: string[];
-}
-
-export const DEFAULT_HTTP_LIMITS: HttpLimits = {
-  maxConnections: 4096,
-  maxConnectionsPerIp: 128,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 60_000,
-  trustedProxies: [],
-};
 
 export function httpLimitsFor(config: ServerConfig): HttpLimits {
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
