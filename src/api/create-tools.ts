@@ -1,7 +1,7 @@
 import { McpServer } from '@modelcontextprotocol/server';
 import { z } from 'zod';
 import { packagesByCategory } from '../core/python-packages.js';
-import { pythonInventory } from '../sandbox/python-inventory.js';
+import { pythonInventory } from '../sandbox/index.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
 import { suggestion } from '../core/suggest.js';

@@ -2,8 +2,11 @@ import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
-import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
+import { NPM_DEFAULTS, npmPassThrough } from '../sandbox/npm-build.js';
+import { allowedRoutes } from '../sandbox/network.js';
+import { networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits };
@@ -37,6 +40,47 @@ export interface ServerConfig {
   sandboxUids?: UidRange;
   /** MCPWORKS_PROGRESS_INTERVAL_MS: notifications/progress of a call with a progressToken, 100 to 10000 ms apart (default 10000). */
   progressIntervalMs?: number | undefined;
+  /** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5000). */
+  shutdownGraceMs?: number | undefined;
+  /** MCPWORKS_INSTANCE_LEASE_MS: how long this server's slots outlive its last sign of life (default 30000). */
+  leaseMs?: number | undefined;
+  /** LOG_LEVEL: the pino level (default info). */
+  logLevel?: string | undefined;
+  /** The sandbox's switches (defaults: SANDBOX_DEFAULTS, what an unset environment gives). */
+  sandbox?: SandboxSettings;
+}
+
+/** The sandbox's own switches, read from the environment once, at start. */
+export interface SandboxSettings {
+  /** MCPWORKS_SANDBOX_NETWORK=on: functions get network egress. */
+  network: boolean;
+  /** MCPWORKS_SANDBOX_NETWORK_ALLOW, checked (read only with the network on): prefixes in refused ranges runs may reach. */
+  networkAllow: string[];
+  /** MCPWORKS_SANDBOX_POOL (not off): pre-started sandboxes wait for their runs. */
+  pool: boolean;
+  /** MCPWORKS_ZYGOTE (not off): Python fork-servers where the host allows them. */
+  zygote: boolean;
+}
+
+export const SANDBOX_DEFAULTS: Readonly<SandboxSettings> = { network: false, networkAllow: [], pool: true, zygote: true };
+
+/** The sandbox's switches from `env`; a bad allow-list stops the server here, at start. */
+export function sandboxFromEnv(env: NodeJS.ProcessEnv): SandboxSettings {
+  const network = networkFromEnvironment(env.MCPWORKS_SANDBOX_NETWORK);
+  return {
+    network,
+    networkAllow: network ? allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW) : [],
+    pool: poolFromEnvironment(env.MCPWORKS_SANDBOX_POOL),
+    zygote: zygoteFromEnvironment(env.MCPWORKS_ZYGOTE),
+  };
+}
+
+/** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5 s). */
+export function shutdownGraceMs(value: string | undefined): number {
+  if (value === undefined || value === '') return 5000;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
+  return ms;
 }
 
 export function httpLimitsFor(config: ServerConfig): HttpLimits {
@@ -45,6 +89,10 @@ export function httpLimitsFor(config: ServerConfig): HttpLimits {
   return limits;
 }
 
+/**
+ * The one reader of the server's environment: every variable is read and checked here, at start,
+ * and the typed result is passed down (no module below the composition root reads process.env).
+ */
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { passwd: string } = { passwd: hostPasswd() }): ServerConfig {
   const npm = npmFromEnv(env);
   return {
@@ -66,12 +114,17 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { pass
     diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
     kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64) : undefined,
     progressIntervalMs: env.MCPWORKS_PROGRESS_INTERVAL_MS ? progressInterval(env.MCPWORKS_PROGRESS_INTERVAL_MS) : undefined,
+    shutdownGraceMs: shutdownGraceMs(env.MCPWORKS_SHUTDOWN_GRACE_MS),
+    leaseMs: leaseMsFromEnvironment(env.MCPWORKS_INSTANCE_LEASE_MS),
+    logLevel: env.LOG_LEVEL ?? 'info',
+    sandbox: sandboxFromEnv(env),
   };
 }
 
 function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
   const count = (name: string): number | undefined => (env[name] ? positiveInteger(name, env[name]) : undefined);
-  const settings: NpmSettings = {};
+  // What npm may see of the server's environment (proxies, its registry settings) and where npm is.
+  const settings: NpmSettings = { environment: npmPassThrough(env), ...(env.PATH ? { searchPath: env.PATH } : {}) };
   const numbers = {
     concurrency: 'MCPWORKS_NPM_CONCURRENCY',
     accountConcurrency: 'MCPWORKS_NPM_ACCOUNT_CONCURRENCY',

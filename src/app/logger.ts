@@ -3,7 +3,7 @@ import { pino, type Logger as PinoLogger } from 'pino';
 export type Logger = PinoLogger;
 
 /** Structured JSON logs on stdout; never given secrets (keys, passwords, env values). */
-export function createLogger(level = process.env.LOG_LEVEL ?? 'info'): Logger {
+export function createLogger(level = 'info'): Logger {
   return pino({
     level,
     base: { service: 'mcpworks' },

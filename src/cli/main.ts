@@ -42,7 +42,7 @@ async function serveCommand(args: string[]): Promise<number> {
   if (values.port !== undefined) config.port = parsePort(values.port);
   if (values.host !== undefined) config.host = values.host;
   if (values['data-dir'] !== undefined) config.dataDir = values['data-dir'];
-  const logger = createLogger();
+  const logger = createLogger(config.logLevel);
   const server = await startServer(config, logger);
   const failure = await new Promise<string | undefined>((resolve) => {
     const stop = (signal: string) => {

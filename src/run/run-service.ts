@@ -22,7 +22,6 @@ import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type Function
 import { validateCode } from '../core/functions.js';
 import { callInputProblem } from '../core/call-input.js';
 import { explainMissingImport, explainNetworkOff } from './import-hints.js';
-import { networkFromEnvironment } from '../sandbox/bubblewrap.js';
 import { toIdentifier } from '../core/names.js';
 import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
@@ -124,7 +123,7 @@ export class RunService {
       pending?: PendingWrites;
       /** Cancellations through the database, for calls running on other nodes. */
       cancels?: CancelStore;
-      /** Whether runs get network egress (default: MCPWORKS_SANDBOX_NETWORK); when off, network failures say so. */
+      /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK; default off); when off, network failures say so. */
       sandboxNetwork?: boolean;
     },
   ) {
@@ -535,7 +534,7 @@ export class RunService {
     what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
     objectOutputSchema = false,
   ): Promise<RunResult> {
-    result = explainNetworkOff(result, this.deps.sandboxNetwork ?? networkFromEnvironment());
+    result = explainNetworkOff(result, this.deps.sandboxNetwork ?? false);
     let findings: Finding[] = [];
     let scanned: RunResult;
     let bytesOut: number;

@@ -23,6 +23,10 @@ export interface NpmSettings {
   user?: { uid: number; gid: number };
   /** Registry URL (default: npm's own, or npm_config_registry). */
   registry?: string;
+  /** What npm may see of the server's environment (proxies, registry settings), picked at start. */
+  environment?: Readonly<Record<string, string>>;
+  /** The server's PATH, where npm is looked for. */
+  searchPath?: string;
   /** Bytes all installs may take in the cache dir, in MB (default 4096): past it, new installs are refused. */
   cacheMb?: number;
 }
@@ -61,6 +65,8 @@ export class TypescriptDependencies {
       memoryBytes: (settings.memoryMb ?? NPM_DEFAULTS.memoryBytes / (1024 * 1024)) * 1024 * 1024,
       ...(settings.user ? { user: settings.user } : {}),
       ...(settings.registry ? { registry: settings.registry } : {}),
+      ...(settings.environment ? { environment: settings.environment } : {}),
+      ...(settings.searchPath ? { searchPath: settings.searchPath } : {}),
     };
     this.cacheBytes = (settings.cacheMb ?? DEFAULT_NPM_CACHE_MB) * MB;
     this.installedBytes = this.measure().bytes;

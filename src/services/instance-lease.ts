@@ -115,7 +115,7 @@ export class InstanceLease {
 const leaseFromNow = (leaseMs: number) => sql<Date>`now() + make_interval(secs => ${leaseMs / 1000}::float8)`;
 
 /** MCPWORKS_INSTANCE_LEASE_MS: how long a server's slots outlive its last sign of life (default 30 s). */
-export function leaseMsFromEnvironment(value = process.env.MCPWORKS_INSTANCE_LEASE_MS): number {
+export function leaseMsFromEnvironment(value: string | undefined): number {
   if (value === undefined || value === '') return DEFAULT_LEASE_MS;
   const ms = Number(value);
   if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);

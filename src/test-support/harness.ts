@@ -16,7 +16,8 @@ import { startServer, type RunningServer } from '../app/start-server.js';
 import { createLogger } from '../app/logger.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { openDatabase } from '../store/database.js';
-import type { ServerConfig } from '../app/config.js';
+import { sandboxFromEnv, type ServerConfig } from '../app/config.js';
+import { npmPassThrough } from '../sandbox/npm-build.js';
 
 export interface TestServer {
   url: string;
@@ -102,8 +103,10 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   const dataDir = overrides.dataDir ?? mkdtempSync(path.join(tmpdir(), 'mcpworks-test-'));
   const databaseUrl = 'databaseUrl' in overrides ? overrides.databaseUrl : await freshDatabaseUrl();
   if (!overrides.dataDir && !databaseUrl) await seedEmbeddedDatabase(dataDir);
+  // The sandbox's switches and npm's share of the environment, as `serve` reads them (tests set some).
+  const npm = { environment: npmPassThrough(process.env), ...(process.env.PATH ? { searchPath: process.env.PATH } : {}), ...overrides.npm };
   const server = await startServer(
-    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides },
+    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, sandbox: sandboxFromEnv(process.env), ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides, npm },
     createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
   );
   return {
