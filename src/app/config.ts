@@ -5,7 +5,8 @@ import type { SchemaGuardOptions } from '../run/schema-guard.js';
 import { NPM_DEFAULTS, npmPassThrough } from '../sandbox/npm-build.js';
 import { allowedRoutes } from '../sandbox/network.js';
 import { networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
-import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { detectHost, type HostFacts } from './host-facts.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
 
@@ -93,7 +94,7 @@ export function httpLimitsFor(config: ServerConfig): HttpLimits {
  * The one reader of the server's environment: every variable is read and checked here, at start,
  * and the typed result is passed down (no module below the composition root reads process.env).
  */
-export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { passwd: string } = { passwd: hostPasswd() }): ServerConfig {
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: Pick<HostFacts, 'passwd'> = detectHost()): ServerConfig {
   const npm = npmFromEnv(env);
   return {
     host: env.HOST || '127.0.0.1',
@@ -204,7 +205,7 @@ export function hostGuardFor(config: ServerConfig) {
  * Where npm packages of TypeScript functions are installed. As root the default is a system cache
  * dir, since a data dir under a private home (/root is 0700) is unreachable for the sandbox user.
  */
-export function cacheDirFor(config: ServerConfig): string {
+export function cacheDirFor(config: ServerConfig, host: Pick<HostFacts, 'isRoot'>): string {
   if (config.cacheDir) return config.cacheDir;
-  return process.getuid?.() === 0 ? '/var/cache/mcpworks' : `${config.dataDir}/cache`;
+  return host.isRoot ? '/var/cache/mcpworks' : `${config.dataDir}/cache`;
 }

@@ -20,7 +20,8 @@ import { RunService } from '../run/run-service.js';
 import { SchemaGuard } from '../run/schema-guard.js';
 import { createBubblewrapSandbox } from '../sandbox/index.js';
 import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
-import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { detectHost, type HostFacts } from './host-facts.js';
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
@@ -52,12 +53,12 @@ export { shutdownGraceMs };
 let liveServers = 0;
 
 /** The composition root: database, services, HTTP app, listening socket. */
-export async function startServer(config: ServerConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, logger: Logger = createLogger(config.logLevel), host: HostFacts = detectHost()): Promise<RunningServer> {
   // What start-up has opened. A step that throws (synchronously too, anywhere before listening)
   // undoes them all here, in reverse order, as a failed step does through failStart.
   const opened: Array<() => unknown> = [];
   try {
-    return await startServerSteps(config, logger, opened);
+    return await startServerSteps(config, logger, host, opened);
   } catch (error) {
     for (const close of opened.splice(0).reverse()) {
       try {
@@ -70,16 +71,16 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   }
 }
 
-async function startServerSteps(config: ServerConfig, logger: Logger, opened: Array<() => unknown>): Promise<RunningServer> {
+async function startServerSteps(config: ServerConfig, logger: Logger, host: HostFacts, opened: Array<() => unknown>): Promise<RunningServer> {
   const limits = httpLimitsFor(config);
   const graceMs = config.shutdownGraceMs ?? shutdownGraceMs(undefined);
   const leaseMs = config.leaseMs ?? DEFAULT_LEASE_MS;
   const sandboxSettings = config.sandbox ?? SANDBOX_DEFAULTS;
   if (config.kdfConcurrency) configurePasswordKdf(config.kdfConcurrency);
   // Checked before anything starts: a bad range refuses to start rather than run without sandboxes.
-  const sandboxUids = config.sandboxUids ?? parseSandboxUids(undefined, { passwd: hostPasswd(), npmUid: config.npm?.user?.uid ?? NPM_DEFAULTS.user.uid });
+  const sandboxUids = config.sandboxUids ?? parseSandboxUids(undefined, { passwd: host.passwd, npmUid: config.npm?.user?.uid ?? NPM_DEFAULTS.user.uid });
   prepareDataDir(config.dataDir);
-  preferredByOomKiller();
+  preferredByOomKiller(host.isRoot);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   // What start-up has opened, undone in reverse order (database last, then the lock) if a later
   // step fails, a busy port say: a server that did not start leaves nothing running or locked.
@@ -138,7 +139,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
-  const cacheDir = cacheDirFor(config);
+  const cacheDir = cacheDirFor(config, host);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm);
   // This process as an instance: its slots name it; what dead instances left is released now.
   const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger, health: database.health });
@@ -301,8 +302,8 @@ function openSandbox(logger: Logger, sandboxUids: UidRange, settings: SandboxSet
  */
 export const SERVER_OOM_SCORE_ADJ = -500;
 
-function preferredByOomKiller(): void {
-  if (process.getuid?.() !== 0) return;
+function preferredByOomKiller(isRoot: boolean): void {
+  if (!isRoot) return;
   try {
     writeFileSync('/proc/self/oom_score_adj', String(SERVER_OOM_SCORE_ADJ));
   } catch {
