@@ -5,7 +5,7 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
-import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../services/secrets.js';
+import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../services/credential-hashing.js';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
