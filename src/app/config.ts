@@ -9,6 +9,7 @@ import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 import { detectHost, type HostFacts } from './host-facts.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
+import { MB } from '../core/units.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits };
 
@@ -112,7 +113,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: Pick<H
     npm,
     // A range that takes in root, nobody, the npm user or a host account stops the server here.
     sandboxUids: parseSandboxUids(env.MCPWORKS_SANDBOX_UIDS, { passwd: host.passwd, npmUid: npm.user?.uid ?? NPM_DEFAULTS.user.uid }),
-    diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
+    diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * MB : undefined,
     kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64) : undefined,
     progressIntervalMs: env.MCPWORKS_PROGRESS_INTERVAL_MS ? progressInterval(env.MCPWORKS_PROGRESS_INTERVAL_MS) : undefined,
     shutdownGraceMs: shutdownGraceMs(env.MCPWORKS_SHUTDOWN_GRACE_MS),

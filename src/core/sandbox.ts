@@ -3,6 +3,7 @@
  * the implementations live in src/sandbox and may change (fresh sandbox, warm pool) behind this.
  */
 import type { TierLimits } from './tiers.js';
+import { MB } from './units.js';
 
 export type SandboxLanguage = 'python' | 'typescript';
 
@@ -12,7 +13,6 @@ export function isSandboxLanguage(value: unknown): value is SandboxLanguage {
   return value === 'python' || value === 'typescript';
 }
 
-const MB = 1024 * 1024;
 
 /** Each of stdout and stderr is kept up to this many bytes, then cut with a marker (compat notes: 64 KB). */
 export const LOG_CAP_BYTES = 64 * 1024;

@@ -5,6 +5,7 @@ import { DomainError } from '../core/errors.js';
 import type { FunctionDefinition } from '../core/functions.js';
 import { DependencyInstallError, dependencyKey, installedDependencies, NPM_DEFAULTS, prepareTypescriptDependencies, type PrepareOptions } from '../sandbox/index.js';
 import { InstallQueue } from './install-queue.js';
+import { MB } from '../core/units.js';
 
 /** How this server runs npm (see README, Configuration). */
 export interface NpmSettings {
@@ -31,7 +32,6 @@ export interface NpmSettings {
   cacheMb?: number;
 }
 
-const MB = 1024 * 1024;
 export const DEFAULT_NPM_CACHE_MB = 4096;
 /** An install's directory name: dependencyKey's hex. */
 const INSTALL_NAME = /^[0-9a-f]{32}$/;
@@ -62,7 +62,7 @@ export class TypescriptDependencies {
     });
     this.options = {
       timeoutMs,
-      memoryBytes: (settings.memoryMb ?? NPM_DEFAULTS.memoryBytes / (1024 * 1024)) * 1024 * 1024,
+      memoryBytes: (settings.memoryMb ?? NPM_DEFAULTS.memoryBytes / MB) * MB,
       ...(settings.user ? { user: settings.user } : {}),
       ...(settings.registry ? { registry: settings.registry } : {}),
       ...(settings.environment ? { environment: settings.environment } : {}),
