@@ -124,6 +124,18 @@ export const SANDBOX_ERROR_TYPES = Object.freeze({
 } as const);
 
 /**
+ * Error types of bridge answers (a `functions.x()` call from code mode) besides the run's own
+ * (SANDBOX_ERROR_TYPES: schema, transpile) and the domain's. Users' code sees them, so the values
+ * stay as they are, casing mix included (`missing_env` beside `NotFound`) until a breaking version.
+ */
+export const BRIDGE_ERROR_TYPES = Object.freeze({
+  /** The request is not one the bridge takes, or comes too late or too often. */
+  bridge: 'BridgeError',
+  notFound: 'NotFound',
+  missingEnv: 'missing_env',
+} as const);
+
+/**
  * The type a run's own answer is reported with. `SandboxError` means "the platform failed", which
  * only the host can say (and which is not metered); a function that raises or writes it gets its
  * error reported, and counted, as `UserSandboxError`.
