@@ -13,7 +13,7 @@ import { clientKeyOf } from '../core/accounts.js';
 import { buildCreateServer } from './create-tools.js';
 import { clientAddress } from './client-address.js';
 import { errorResponse, jsonBody } from './http-errors.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
 import { bearerChallenge, clientRegistrationRefusal, isClientRegistration, METADATA_PATH, protectedResourceMetadata } from './oauth-answers.js';

@@ -1,7 +1,7 @@
 import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { HttpLimits } from './config.js';
-import type { Logger } from './logger.js';
+import type { HttpLimits } from './http-limits.js';
+import type { Logger } from '../core/logger.js';
 import { clientAddress, plainAddress } from './client-address.js';
 import { clientKeyOf } from '../core/accounts.js';
 import { routeAgnosticRefusal } from './mcp-refusals.js';

@@ -14,7 +14,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { DEFAULT_TIERS } from '../core/tiers.js';
-import { startServer } from './server.js';
+import { startServer } from '../app/start-server.js';
 import { callOk, connect, createAccount, parseResult, seedEmbeddedDatabase, startTestServer, type TestServer } from '../test-support/harness.js';
 
 interface Held {

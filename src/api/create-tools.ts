@@ -1,7 +1,7 @@
 import { McpServer } from '@modelcontextprotocol/server';
 import { z } from 'zod';
 import { packagesByCategory } from '../core/python-packages.js';
-import { pythonInventory } from '../sandbox/python-inventory.js';
+import { pythonInventory } from '../sandbox/index.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
 import { TOOL_NAME_BUDGET } from '../core/names.js';
@@ -9,7 +9,7 @@ import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import { refuseUnknownTools } from './unknown-tools.js';
 import { defineTool, type ToolDefinition } from './tool-schema.js';
 

@@ -15,12 +15,12 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { apiKeyPrefix, SIGN_IN_LIMITS } from '../core/accounts.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
-import { hashSecret, passwordKdfStats } from '../services/secrets.js';
+import { hashSecret, passwordKdfStats } from '../services/credential-hashing.js';
 import { REGISTRATION_LIMITS } from '../services/sign-in-throttle.js';
 import { SECRET_FILE } from '../services/server-secret.js';
 import { connect, createAccount, createKey, EMBEDDED_RUN_ONLY, freshDatabaseUrl, postJson, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY, type TestServer } from '../test-support/harness.js';
-import { configFromEnv } from './config.js';
-import { startServer } from './server.js';
+import { configFromEnv } from '../app/config.js';
+import { startServer } from '../app/start-server.js';
 
 interface Answer {
   status: number;

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { DomainError, isDomainError, type DomainErrorType } from '../core/errors.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 
 const STATUS: Record<DomainErrorType, ContentfulStatusCode> = {
   validation_error: 400,

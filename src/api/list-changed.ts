@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ServerEvent, ServerEventBus } from '@modelcontextprotocol/server';
 import type { NotifyListener } from '../store/notify-listener.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 
 /** The channel the catalog triggers NOTIFY on (migration 11), with the namespace's name. */
 export const CATALOG_CHANNEL = 'mcpworks_catalog';

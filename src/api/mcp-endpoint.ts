@@ -12,7 +12,7 @@ import {
 import type { KeyPrincipal } from '../services/accounts.js';
 import { MCP_SESSION_IDLE_MS, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
 import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { ListChangedHub } from './list-changed.js';
 import { serveLegacyBatch } from './mcp-batch.js';

@@ -8,7 +8,7 @@ import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import type { Rejection } from '../store/metering-store.js';
 import { cancelKeyOf, type NamespaceSnapshot, type RunContext, type RunResult, type RunService, type Ticket } from '../run/run-service.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope } from './mcp-endpoint.js';
 import { RenderedCache } from './rendered-cache.js';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { sharedScanPool } from '../run/scan-pool.js';
-import { passwordKdfStats } from '../services/secrets.js';
+import { passwordKdfStats } from '../services/credential-hashing.js';
 import { createAccountOverHttp, startTestServer } from '../test-support/harness.js';
 
 const alive = (pid: number) => {

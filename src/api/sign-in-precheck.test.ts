@@ -16,7 +16,7 @@ import { pino } from 'pino';
 import { SIGN_IN_LIMITS } from '../core/accounts.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { createAccount, seedEmbeddedDatabase } from '../test-support/harness.js';
-import { startServer } from './server.js';
+import { startServer } from '../app/start-server.js';
 
 interface Answer {
   status: number;

@@ -3,7 +3,7 @@ import { clientKeyOf } from '../core/accounts.js';
 import type { AccountService } from '../services/accounts.js';
 import { ACCOUNT_MAX_BODY_BYTES } from './body-limit.js';
 import { clientAddress } from './client-address.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 
 /** Early refusals are counted and logged as one summary line per this interval, never a line each. */
 const SUMMARY_INTERVAL_MS = 10_000;

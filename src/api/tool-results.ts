@@ -1,6 +1,6 @@
 import type { CallToolResult } from '@modelcontextprotocol/server';
 import { isDomainError } from '../core/errors.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 
 /** A successful tool call: the value as pretty JSON text (what models read best). */
 export function toolResult(value: unknown): CallToolResult {

@@ -1,7 +1,7 @@
 import { fromJsonSchema, type CallToolResult, type McpServer, type ToolAnnotations } from '@modelcontextprotocol/server';
 import { z } from 'zod';
 import { DomainError } from '../core/errors.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import { runTool } from './tool-results.js';
 
 // The SDK would answer bad arguments with unstructured text; we publish the schema as-is but

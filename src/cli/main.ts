@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { configFromEnv, parsePort } from '../api/config.js';
-import { createLogger } from '../api/logger.js';
-import { startServer } from '../api/server.js';
+import { configFromEnv, parsePort } from '../app/config.js';
+import { createLogger } from '../app/logger.js';
+import { detectHost } from '../app/host-facts.js';
+import { startServer } from '../app/start-server.js';
 import { isDomainError } from '../core/errors.js';
 import { DataDirLockedError } from '../store/data-dir-lock.js';
 import { describeError } from '../store/database.js';
@@ -38,12 +39,14 @@ function fail(message: string): number {
 
 async function serveCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' } }, strict: true });
-  const config = configFromEnv();
+  // The host and the environment, each read once; everything below is given them.
+  const host = detectHost();
+  const config = configFromEnv(process.env, host);
   if (values.port !== undefined) config.port = parsePort(values.port);
   if (values.host !== undefined) config.host = values.host;
   if (values['data-dir'] !== undefined) config.dataDir = values['data-dir'];
-  const logger = createLogger();
-  const server = await startServer(config, logger);
+  const logger = createLogger(config.logLevel);
+  const server = await startServer(config, logger, host);
   const failure = await new Promise<string | undefined>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');

@@ -1,6 +1,6 @@
-import { configFromEnv } from '../api/config.js';
+import { configFromEnv } from '../app/config.js';
 import { AccountService } from '../services/accounts.js';
-import { ApiKeyHasher } from '../services/secrets.js';
+import { ApiKeyHasher } from '../services/credential-hashing.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';

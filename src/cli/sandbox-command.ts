@@ -11,13 +11,13 @@ import { isDomainError } from '../core/errors.js';
 import { validateEnvName } from '../core/env-names.js';
 import { isSandboxLanguage, sandboxLimitsFor, type SandboxLanguage } from '../core/sandbox.js';
 import { DEFAULT_TIER, isKnownTier, limitsFor, tierNames } from '../core/tiers.js';
-import { createBubblewrapSandbox, SandboxUnavailableError } from '../sandbox/bubblewrap.js';
-import { DependencyInstallError, prepareTypescriptDependencies } from '../sandbox/npm-build.js';
+import { sandboxFromEnv } from '../app/config.js';
+import { createBubblewrapSandbox, DependencyInstallError, npmPassThrough, prepareTypescriptDependencies, SandboxUnavailableError, sandboxUidsFromEnvironment } from '../sandbox/index.js';
 
 export interface SandboxCommandIo {
   stdout: { write(text: string): unknown };
   stderr: { write(text: string): unknown };
-  /** Where `--env NAME` (without a value) reads NAME from. */
+  /** Where `--env NAME` (without a value) reads NAME from, and the sandbox's and npm's settings, as `serve` reads them. */
   env: NodeJS.ProcessEnv;
 }
 
@@ -110,7 +110,7 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
   let nodeModulesDir: string | undefined;
   if (requirements.length > 0) {
     try {
-      nodeModulesDir = (await prepareTypescriptDependencies(requirements, join(tmpdir(), 'mcpworks-cli-dependencies'))).dir ?? undefined;
+      nodeModulesDir = (await prepareTypescriptDependencies(requirements, join(tmpdir(), 'mcpworks-cli-dependencies'), { environment: npmPassThrough(io.env), ...(io.env.PATH ? { searchPath: io.env.PATH } : {}) })).dir ?? undefined;
     } catch (error) {
       if (!(error instanceof DependencyInstallError)) throw error;
       io.stdout.write(`${JSON.stringify({ error: { type: 'DependencyInstallError', message: error.message } })}\n`);
@@ -123,7 +123,7 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
   try {
     // One run: pre-starting launchers, or a spawner process (it spares a large server's event
     // loop, not this small process), would only cost time.
-    sandbox = createBubblewrapSandbox({ launcherPool: 0, pool: false, spawner: false });
+    sandbox = createBubblewrapSandbox({ ...sandboxSettings(io.env), launcherPool: 0, pool: false, spawner: false });
   } catch (error) {
     if (!(error instanceof SandboxUnavailableError)) throw error;
     io.stderr.write(`mcpworks sandbox: ${error.message}\n`);
@@ -143,5 +143,14 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
     return 1;
   } finally {
     await sandbox.close();
+  }
+}
+
+/** The sandbox's switches from the caller's environment, as `serve` reads them; a bad one makes the sandbox unavailable. */
+function sandboxSettings(env: NodeJS.ProcessEnv) {
+  try {
+    return { ...sandboxFromEnv(env), ...(process.getuid?.() === 0 ? { sandboxUids: sandboxUidsFromEnvironment(env.MCPWORKS_SANDBOX_UIDS) } : {}) };
+  } catch (error) {
+    throw error instanceof SandboxUnavailableError ? error : new SandboxUnavailableError((error as Error).message);
   }
 }

@@ -3,6 +3,7 @@
  * the implementations live in src/sandbox and may change (fresh sandbox, warm pool) behind this.
  */
 import type { TierLimits } from './tiers.js';
+import { MB } from './units.js';
 
 export type SandboxLanguage = 'python' | 'typescript';
 
@@ -12,7 +13,6 @@ export function isSandboxLanguage(value: unknown): value is SandboxLanguage {
   return value === 'python' || value === 'typescript';
 }
 
-const MB = 1024 * 1024;
 
 /** Each of stdout and stderr is kept up to this many bytes, then cut with a marker (compat notes: 64 KB). */
 export const LOG_CAP_BYTES = 64 * 1024;
@@ -121,6 +121,18 @@ export const SANDBOX_ERROR_TYPES = Object.freeze({
   sandbox: 'SandboxError',
   /** A function's own exception (or answer line) named `SandboxError`: the name is the platform's. */
   userSandbox: 'UserSandboxError',
+} as const);
+
+/**
+ * Error types of bridge answers (a `functions.x()` call from code mode) besides the run's own
+ * (SANDBOX_ERROR_TYPES: schema, transpile) and the domain's. Users' code sees them, so the values
+ * stay as they are, casing mix included (`missing_env` beside `NotFound`) until a breaking version.
+ */
+export const BRIDGE_ERROR_TYPES = Object.freeze({
+  /** The request is not one the bridge takes, or comes too late or too often. */
+  bridge: 'BridgeError',
+  notFound: 'NotFound',
+  missingEnv: 'missing_env',
 } as const);
 
 /**

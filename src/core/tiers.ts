@@ -2,6 +2,8 @@
  * Subscription tiers: the spec's tables, kept in exactly one place.
  * `null` means unlimited (a real no-limit, never a negative number compared with >=).
  */
+import { MB } from './units.js';
+
 export interface TierLimits {
   /** Executions per calendar month (UTC); null = unlimited. */
   monthlyExecutions: number | null;
@@ -31,7 +33,6 @@ export interface TierLimits {
 
 export type TierName = string;
 
-const MB = 1024 * 1024;
 
 const STANDARD_STORAGE = { namespaces: 10, services: 100, functions: 500, versionsPerFunction: 200, storedBytes: 100 * MB, schemaBytesPerNamespace: 2 * MB, mcpSessions: 100 };
 

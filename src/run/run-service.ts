@@ -23,9 +23,8 @@ import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type Function
 import { validateCode } from '../core/functions.js';
 import { callInputProblem } from '../core/call-input.js';
 import { explainMissingImport, explainNetworkOff } from './import-hints.js';
-import { networkFromEnvironment } from '../sandbox/bubblewrap.js';
 import { toIdentifier } from '../core/names.js';
-import { SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
+import { BRIDGE_ERROR_TYPES, SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
 
 /** A unit of quota and a concurrency slot, held from admission until the call settles. */
 export interface Ticket {
@@ -125,7 +124,7 @@ export class RunService {
       pending?: PendingWrites;
       /** Cancellations through the database, for calls running on other nodes. */
       cancels?: CancelStore;
-      /** Whether runs get network egress (default: MCPWORKS_SANDBOX_NETWORK); when off, network failures say so. */
+      /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK; default off); when off, network failures say so. */
       sandboxNetwork?: boolean;
     },
   ) {
@@ -394,20 +393,20 @@ export class RunService {
     const resultChecksOwed = new Map<string, number>();
     const bridge = async (message: unknown): Promise<unknown> => {
       // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
-      if (finished || Date.now() >= deadline) return { ok: false, error_type: 'BridgeError', error: 'the run has ended' };
-      if (++bridgeCalls > MAX_BRIDGE_CALLS) return { ok: false, error_type: 'BridgeError', error: `at most ${MAX_BRIDGE_CALLS} function calls per execute` };
+      if (finished || Date.now() >= deadline) return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'the run has ended' };
+      if (++bridgeCalls > MAX_BRIDGE_CALLS) return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: `at most ${MAX_BRIDGE_CALLS} function calls per execute` };
       const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown; result?: unknown; inputProblem?: unknown };
       if ((request.op !== 'call' && request.op !== 'result') || typeof request.service !== 'string' || typeof request.function !== 'string') {
-        return { ok: false, error_type: 'BridgeError', error: 'unknown bridge request' };
+        return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'unknown bridge request' };
       }
       const fn = byKey.get(functionKey(request.service, request.function));
-      if (!fn) return { ok: false, error_type: 'NotFound', error: `function ${request.service}.${request.function} not found` };
+      if (!fn) return { ok: false, error_type: BRIDGE_ERROR_TYPES.notFound, error: `function ${request.service}.${request.function} not found` };
       if (request.op === 'result') {
         // The result of a same-language call that ran in the sandbox: its output_schema is checked
         // here, as in tool mode. Only as many checks as such calls were answered.
         const key = functionKey(fn.service, fn.name);
         const owed = resultChecksOwed.get(key) ?? 0;
-        if (owed === 0) return { ok: false, error_type: 'BridgeError', error: 'no call of this function awaits a result check' };
+        if (owed === 0) return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'no call of this function awaits a result check' };
         resultChecksOwed.set(key, owed - 1);
         const checked = await this.checkOutput(ctx, fn, { ok: true, result: request.result ?? null, stdout: '', stderr: '' });
         return checked.ok ? { ok: true } : { ok: false, error_type: checked.error_type, error: checked.error };
@@ -420,7 +419,7 @@ export class RunService {
       if (problem) return { ok: false, error_type: 'validation_error', error: `${fn.service}.${fn.name}: ${problem}` };
       const missing = fn.definition.requiredEnv.filter((name) => ctx.env[name] === undefined);
       if (missing.length > 0) {
-        return { ok: false, error_type: 'missing_env', error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
+        return { ok: false, error_type: BRIDGE_ERROR_TYPES.missingEnv, error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
       }
       const sameLanguage = fn.definition.language === language;
       // A call that costs the server work (a schema check in its workers, or a sandbox of its own)
@@ -444,7 +443,7 @@ export class RunService {
       if (refused) return { ok: false, error_type: refused.error_type, error: refused.error };
       if (sameLanguage) {
         const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
-        if (transpileError) return { ok: false, error_type: 'TranspileError', error: transpileError };
+        if (transpileError) return { ok: false, error_type: SANDBOX_ERROR_TYPES.transpile, error: transpileError };
         if (!fn.definition.outputSchema) return { ok: true };
         const key = functionKey(fn.service, fn.name);
         resultChecksOwed.set(key, (resultChecksOwed.get(key) ?? 0) + 1);
@@ -538,7 +537,7 @@ export class RunService {
     what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
     objectOutputSchema = false,
   ): Promise<RunResult> {
-    result = explainNetworkOff(result, this.deps.sandboxNetwork ?? networkFromEnvironment());
+    result = explainNetworkOff(result, this.deps.sandboxNetwork ?? false);
     let findings: Finding[] = [];
     let scanned: RunResult;
     let bytesOut: number;
@@ -633,7 +632,7 @@ export class RunService {
     const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
     const refused = missing.length === 0 ? await this.checkInput(ctx, fn, args ?? {}) : undefined;
     if (missing.length > 0) {
-      result = { ok: false, error: `missing required environment variables: ${missing.join(', ')} (send them in the X-MCPWorks-Env header)`, error_type: 'missing_env', missing, stderr: '', stdout: '' };
+      result = { ok: false, error: `missing required environment variables: ${missing.join(', ')} (send them in the X-MCPWorks-Env header)`, error_type: BRIDGE_ERROR_TYPES.missingEnv, missing, stderr: '', stdout: '' };
     } else if (refused) {
       result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {

@@ -5,6 +5,7 @@ import { DomainError } from '../core/errors.js';
 import type { FunctionDefinition } from '../core/functions.js';
 import { DependencyInstallError, dependencyKey, installedDependencies, NPM_DEFAULTS, prepareTypescriptDependencies, type PrepareOptions } from '../sandbox/index.js';
 import { InstallQueue } from './install-queue.js';
+import { MB } from '../core/units.js';
 
 /** How this server runs npm (see README, Configuration). */
 export interface NpmSettings {
@@ -23,11 +24,14 @@ export interface NpmSettings {
   user?: { uid: number; gid: number };
   /** Registry URL (default: npm's own, or npm_config_registry). */
   registry?: string;
+  /** What npm may see of the server's environment (proxies, registry settings), picked at start. */
+  environment?: Readonly<Record<string, string>>;
+  /** The server's PATH, where npm is looked for. */
+  searchPath?: string;
   /** Bytes all installs may take in the cache dir, in MB (default 4096): past it, new installs are refused. */
   cacheMb?: number;
 }
 
-const MB = 1024 * 1024;
 export const DEFAULT_NPM_CACHE_MB = 4096;
 /** An install's directory name: dependencyKey's hex. */
 const INSTALL_NAME = /^[0-9a-f]{32}$/;
@@ -58,9 +62,11 @@ export class TypescriptDependencies {
     });
     this.options = {
       timeoutMs,
-      memoryBytes: (settings.memoryMb ?? NPM_DEFAULTS.memoryBytes / (1024 * 1024)) * 1024 * 1024,
+      memoryBytes: (settings.memoryMb ?? NPM_DEFAULTS.memoryBytes / MB) * MB,
       ...(settings.user ? { user: settings.user } : {}),
       ...(settings.registry ? { registry: settings.registry } : {}),
+      ...(settings.environment ? { environment: settings.environment } : {}),
+      ...(settings.searchPath ? { searchPath: settings.searchPath } : {}),
     };
     this.cacheBytes = (settings.cacheMb ?? DEFAULT_NPM_CACHE_MB) * MB;
     this.installedBytes = this.measure().bytes;

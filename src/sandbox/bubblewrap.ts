@@ -49,8 +49,10 @@ export { SandboxUnavailableError } from './errors.js';
 const MB = 1024 * 1024;
 
 export interface BubblewrapSandboxOptions {
-  /** Give functions network egress (default: MCPWORKS_SANDBOX_NETWORK === 'on'). */
+  /** Give functions network egress (default off; the server passes MCPWORKS_SANDBOX_NETWORK). */
   network?: boolean;
+  /** With the network on: prefixes in refused ranges runs may reach (MCPWORKS_SANDBOX_NETWORK_ALLOW, see allowedRoutes). */
+  networkAllow?: readonly string[];
   /**
    * One host user every sandbox runs as when the server itself is root. Without it (the default),
    * each sandbox and each zygote gets a host uid of its own from `sandboxUids`, in group nogroup
@@ -59,7 +61,7 @@ export interface BubblewrapSandboxOptions {
    * share its uid).
    */
   sandboxUser?: { uid: number; gid: number };
-  /** The host uids handed out (default MCPWORKS_SANDBOX_UIDS, else 2000000000-2000065535). */
+  /** The host uids handed out (default 2000000000-2000065535; the server passes MCPWORKS_SANDBOX_UIDS). */
   sandboxUids?: { first: number; count: number };
   /** Override where bubblewrap, the helper, the interpreters and the runner files are. */
   paths?: Partial<HostPaths>;
@@ -78,13 +80,13 @@ export interface BubblewrapSandboxOptions {
    */
   spawner?: boolean;
   /**
-   * Pre-started sandboxes waiting for their request (default: on unless MCPWORKS_SANDBOX_POOL=off).
+   * Pre-started sandboxes waiting for their request (default on; the server passes MCPWORKS_SANDBOX_POOL).
    * false: every run starts its sandbox on the request path, as before the pool.
    */
   pool?: boolean | SandboxPoolOptions;
   /**
-   * Python fork-servers for requests that ask for one (`warm`): default on unless
-   * MCPWORKS_ZYGOTE=off. Used where runs can get cgroups of their own (root, cgroup v1 memory and
+   * Python fork-servers for requests that ask for one (`warm`): default on (the server passes
+   * MCPWORKS_ZYGOTE). Used where runs can get cgroups of their own (root, cgroup v1 memory and
    * pids) and the network is off; elsewhere every run takes the pool or cold path.
    */
   zygote?: boolean | ZygoteOptions;
@@ -103,11 +105,11 @@ export interface BubblewrapSandbox extends Sandbox {
   zygoteStats(): ZygoteStats | null;
 }
 
-export function zygoteFromEnvironment(value = process.env.MCPWORKS_ZYGOTE): boolean {
+export function zygoteFromEnvironment(value: string | undefined): boolean {
   return value !== 'off';
 }
 
-export function poolFromEnvironment(value = process.env.MCPWORKS_SANDBOX_POOL): boolean {
+export function poolFromEnvironment(value: string | undefined): boolean {
   return value !== 'off';
 }
 
@@ -118,7 +120,7 @@ const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
  * MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as, checked against the host's
  * users (see uid-range.ts). The server checks it at start (configFromEnv) and passes the range in.
  */
-export function sandboxUidsFromEnvironment(value = process.env.MCPWORKS_SANDBOX_UIDS, npmUid: number = NPM_DEFAULTS.user.uid): UidRange {
+export function sandboxUidsFromEnvironment(value: string | undefined, npmUid: number = NPM_DEFAULTS.user.uid): UidRange {
   try {
     return parseSandboxUids(value, { passwd: hostPasswd(), npmUid });
   } catch (error) {
@@ -126,7 +128,7 @@ export function sandboxUidsFromEnvironment(value = process.env.MCPWORKS_SANDBOX_
   }
 }
 
-export function networkFromEnvironment(value = process.env.MCPWORKS_SANDBOX_NETWORK): boolean {
+export function networkFromEnvironment(value: string | undefined): boolean {
   return value === 'on';
 }
 
@@ -141,14 +143,15 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   ] as const) {
     if (!existsSync(path)) throw new SandboxUnavailableError(`${what} not found at ${path}: run \`make setup\``);
   }
-  const network = options.network ?? networkFromEnvironment();
+  const network = options.network ?? false;
   if (network && !networkAvailable()) {
     throw new SandboxUnavailableError('MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed');
   }
   // A bad allow-list stops the server at start, not each run later.
+  let allowed: string[] = [];
   if (network) {
     try {
-      allowedRoutes();
+      allowed = allowedRoutes(options.networkAllow?.join(','));
     } catch (error) {
       throw new SandboxUnavailableError((error as Error).message);
     }
@@ -156,7 +159,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const isRoot = process.getuid?.() === 0;
   // A fixed user (the option) or, by default, a uid per sandbox from the range.
   const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: SANDBOX_GID }) : null;
-  const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment()) : null;
+  const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment(undefined)) : null;
   const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? detectCgroupSupport() : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const answers = options.answers ?? sharedScanPool;
@@ -197,9 +200,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   // Pre-joining only pays where there are cgroups to join.
   const launchers = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
   launchers.refill();
-  const prepareDeps: PrepareDeps = { launchers, uids, network, log };
+  const prepareDeps: PrepareDeps = { launchers, uids, network, allowed, log };
   const executeDeps: ExecuteDeps = { pendingRemovals, refillLaunchers: () => launchers.refill(), log };
-  const poolOption = options.pool ?? poolFromEnvironment();
+  const poolOption = options.pool ?? true;
   let pool: WarmPool<SandboxShape, PreparedSandbox> | null = null;
   if (poolOption !== false) {
     const poolOptions: SandboxPoolOptions = poolOption === true ? {} : poolOption;
@@ -215,7 +218,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     };
     pool = new WarmPool(startPooled, pinned, poolOptions, log);
   }
-  const zygoteOption = options.zygote ?? zygoteFromEnvironment();
+  const zygoteOption = options.zygote ?? true;
   let zygotes: ZygotePool | null = null;
   if (zygoteOption !== false && !network) {
     if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {

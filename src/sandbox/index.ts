@@ -11,10 +11,12 @@ export type {
   SandboxBridge,
 } from '../core/sandbox.js';
 export { SANDBOX_ERROR_TYPES, sandboxLimitsFor, LOG_CAP_BYTES, isSandboxLanguage } from '../core/sandbox.js';
-export { createBubblewrapSandbox, networkFromEnvironment, SandboxUnavailableError, type BubblewrapSandboxOptions } from './bubblewrap.js';
+export { createBubblewrapSandbox, networkFromEnvironment, sandboxUidsFromEnvironment, SandboxUnavailableError, type BubblewrapSandboxOptions } from './bubblewrap.js';
 export { networkAvailable } from './network.js';
+export { pythonInventory, type PythonInventory } from './python-inventory.js';
 export {
   prepareTypescriptDependencies,
+  npmPassThrough,
   installedDependencies,
   NPM_DEFAULTS,
   dependencyKey,

@@ -9,6 +9,7 @@ import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
+import { sandboxFromEnv } from '../app/config.js';
 import { createBubblewrapSandbox } from './bubblewrap.js';
 import { allowedRoutes, hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './network.js';
 
@@ -151,8 +152,8 @@ describe('network on: the operator allow-list (MCPWORKS_SANDBOX_NETWORK_ALLOW)',
       assert.throws(() => allowedRoutes(bad), /MCPWORKS_SANDBOX_NETWORK_ALLOW/, bad);
     }
     assert.deepEqual(allowedRoutes(' 203.0.113.80 , 198.51.100.0/24'), ['203.0.113.80/32', '198.51.100.0/24']);
-    process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW = '203.0.113.80/32';
-    const allowing = createBubblewrapSandbox({ network: true, pool: false });
+    // The allow-list is read once, at start, by the composition root (src/app/config.ts), which passes it in.
+    const allowing = createBubblewrapSandbox({ ...sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.80/32' }), pool: false });
     try {
       // UDP connect() only picks a route: refused prefixes answer EACCES at once, nothing is sent.
       const code = `import errno, socket
@@ -171,14 +172,10 @@ result = {a: attempt(a) for a in ["203.0.113.80", "203.0.113.81", "169.254.169.2
       assert.equal(outcome.ok, true, JSON.stringify(outcome));
       assert.deepEqual((outcome as { result: unknown }).result, { '203.0.113.80': 'connected', '203.0.113.81': 'EACCES', '169.254.169.254': 'EACCES', '10.0.2.2': 'EACCES' });
     } finally {
-      delete process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW;
       await allowing.close();
     }
-    process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW = host;
-    try {
-      assert.throws(() => createBubblewrapSandbox({ network: true }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
-    } finally {
-      delete process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW;
-    }
+    // Refused when the server reads it, and by the sandbox itself when given one.
+    assert.throws(() => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: host }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
+    assert.throws(() => createBubblewrapSandbox({ network: true, networkAllow: [host] }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
   });
 });

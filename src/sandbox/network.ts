@@ -112,7 +112,7 @@ const NEVER_ALLOWED = ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '10.0.2.0/2
  * being more specific. A prefix that overlaps loopback, link-local, slirp's gateway or any network
  * this host is connected to (the server's own ports) is refused, so the server stays unreachable.
  */
-export function allowedRoutes(value = process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW): string[] {
+export function allowedRoutes(value: string | undefined): string[] {
   const entries = (value ?? '').split(',').map((entry) => entry.trim()).filter(Boolean);
   const forbidden = [...NEVER_ALLOWED, ...hostNetworks().filter((prefix) => !prefix.includes(':'))].map(ipv4Span);
   return entries.map((entry) => {
@@ -192,7 +192,7 @@ function startSlirp(pid: number): Promise<ChildProcess> {
   });
 }
 
-export async function attachNetwork(child: ChildProcess): Promise<NetworkAttachment> {
+export async function attachNetwork(child: ChildProcess, allowed: readonly string[]): Promise<NetworkAttachment> {
   if (!networkAvailable()) throw new Error('network=on needs root, slirp4netns, nsenter and ip');
   const streams = child.stdio as unknown as Array<NodeJS.ReadableStream & NodeJS.WritableStream>;
   const pid = await readInfo(streams[5]);
@@ -220,7 +220,7 @@ export async function attachNetwork(child: ChildProcess): Promise<NetworkAttachm
     const routes = refusedRoutes()
       .filter((prefix) => ipv6 || !prefix.includes(':'))
       .map((prefix) => `route add prohibit ${prefix}\n`)
-      .join('') + allowedRoutes().map((prefix) => `route add ${prefix} via 10.0.2.2 dev tap0 onlink\n`).join('');
+      .join('') + allowed.map((prefix) => `route add ${prefix} via 10.0.2.2 dev tap0 onlink\n`).join('');
     const script = `${ipv6 ? 'echo 1 > /proc/sys/net/ipv6/conf/tap0/disable_ipv6 && ' : ''}exec "$0" -batch -`;
     await runQuiet(NSENTER, ['-t', String(pid), '-n', '/bin/sh', '-c', script, IP], routes);
     streams[6].end('1');

@@ -70,8 +70,12 @@ export interface PrepareOptions {
   maxProcesses?: number;
   /** Who runs npm when the server is root (default 65533:65533); ignored otherwise. */
   user?: { uid: number; gid: number };
-  /** The npm registry URL (default: npm's own, or npm_config_registry from the server's environment). */
+  /** The npm registry URL (default: npm's own, or npm_config_registry in `environment`). */
   registry?: string;
+  /** What npm may see of the server's environment, picked once at start by npmPassThrough (default: none). */
+  environment?: Readonly<Record<string, string>>;
+  /** Where `npm` is looked for: the server's PATH, read at start (default: beside this Node, then /usr/local/bin, /usr/bin, /bin). */
+  searchPath?: string;
   /** false: rlimits only, as on hosts without usable cgroups. */
   cgroups?: boolean;
   /** The sandbox helper that joins the cgroups, sets rlimits and drops to `user` (default: the built one). */
@@ -166,7 +170,7 @@ export async function prepareTypescriptDependencies(
     }
     const what = parsed.map((r) => `${r.name}@${r.spec}`).join(', ').slice(0, 300);
     await runNpm({
-      npm: resolveExecutable(options.npm ?? 'npm'),
+      npm: resolveExecutable(options.npm ?? 'npm', options.searchPath ?? SYSTEM_PATH),
       helper: options.helper ?? defaultHostPaths().helper,
       cwd: staging,
       root,
@@ -178,6 +182,7 @@ export async function prepareTypescriptDependencies(
       memoryBytes: options.memoryBytes ?? NPM_DEFAULTS.memoryBytes,
       maxProcesses: options.maxProcesses ?? NPM_DEFAULTS.maxProcesses,
       registry: options.registry,
+      environment: options.environment ?? {},
     });
     if (!existsSync(join(staging, 'node_modules'))) mkdirSync(join(staging, 'node_modules'), { mode: 0o755 });
     // From here on npm's user can change nothing of it, and the sandbox user can read it all.
@@ -272,30 +277,40 @@ function npmCgroupSupport(): CgroupSupport {
   return cgroupSupport;
 }
 
-function resolveExecutable(command: string): string {
+function resolveExecutable(command: string, searchPath: string): string {
   if (isAbsolute(command) || command.includes('/')) return resolve(command);
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+  for (const dir of searchPath.split(delimiter)) {
     if (dir && existsSync(join(dir, command))) return join(dir, command);
   }
   throw new DependencyInstallError('install_failed', `npm could not start: ${command} not found`);
+}
+
+/** The system and the Node that runs the server: npm's PATH, and where npm is looked for by default. */
+const SYSTEM_PATH = [dirname(process.execPath), '/usr/local/bin', '/usr/bin', '/bin'].join(':');
+
+/** What npm may see of the server's environment (`env`, read once at start): its locale, proxies and registry settings. */
+export function npmPassThrough(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const passed: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined) continue;
+    if (['LANG', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'].includes(name)) passed[name] = value;
+    else if (/^npm_config_(registry|strict_ssl|cafile|proxy|https_proxy|noproxy)$/i.test(name)) passed[name] = value;
+  }
+  return passed;
 }
 
 /**
  * The environment npm needs and nothing else of the server's: no secrets, no DATABASE_URL. HOME and
  * the cache are npm's own; PATH only reaches the system and the Node that runs the server.
  */
-function npmEnvironment(home: string, registry: string | undefined, heapMb: number | null): Record<string, string> {
+function npmEnvironment(home: string, registry: string | undefined, heapMb: number | null, passed: Readonly<Record<string, string>>): Record<string, string> {
   const env: Record<string, string> = {
-    PATH: [dirname(process.execPath), '/usr/local/bin', '/usr/bin', '/bin'].join(':'),
+    PATH: SYSTEM_PATH,
     HOME: home,
     npm_config_cache: join(home, 'cache'),
     npm_config_update_notifier: 'false',
   };
-  for (const [name, value] of Object.entries(process.env)) {
-    if (value === undefined) continue;
-    if (['LANG', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'].includes(name)) env[name] = value;
-    else if (/^npm_config_(registry|strict_ssl|cafile|proxy|https_proxy|noproxy)$/i.test(name)) env[name] = value;
-  }
+  Object.assign(env, npmPassThrough(passed));
   if (registry) env.npm_config_registry = registry;
   // Without a memory cgroup, V8's own heap limit is what stops npm in time.
   if (heapMb !== null) env.NODE_OPTIONS = `--max-old-space-size=${heapMb}`;
@@ -316,6 +331,7 @@ interface NpmRun {
   memoryBytes: number;
   maxProcesses: number;
   registry: string | undefined;
+  environment: Readonly<Record<string, string>>;
 }
 
 function runNpm(run: NpmRun): Promise<void> {
@@ -341,7 +357,7 @@ function runNpm(run: NpmRun): Promise<void> {
 
   return new Promise<void>((resolvePromise, reject) => {
     // Its own process group, so a timeout kills everything npm started even without a cgroup.
-    const child = spawn(run.helper, args, { cwd: run.cwd, env: npmEnvironment(run.home, run.registry, heapMb), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(run.helper, args, { cwd: run.cwd, env: npmEnvironment(run.home, run.registry, heapMb, run.environment), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let output = '';
     const collect = (chunk: Buffer) => {
       if (output.length < 64 * 1024) output += chunk.toString('utf8');

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
+import { sandboxFromEnv } from '../app/config.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
@@ -209,13 +210,8 @@ export default () => {
   });
 
   it('MCPWORKS_SANDBOX_POOL=off (or pool: false) starts every sandbox on the request path', async () => {
-    process.env.MCPWORKS_SANDBOX_POOL = 'off';
-    let sandbox: BubblewrapSandbox;
-    try {
-      sandbox = createBubblewrapSandbox({ network: false });
-    } finally {
-      delete process.env.MCPWORKS_SANDBOX_POOL;
-    }
+    // The switch is read once, at start, by the composition root (src/app/config.ts), which passes it in.
+    const sandbox: BubblewrapSandbox = createBubblewrapSandbox({ ...sandboxFromEnv({ MCPWORKS_SANDBOX_POOL: 'off' }), network: false });
     try {
       assert.equal(sandbox.poolStats(), null);
       assert.equal(resultOf(await run(sandbox, 'python', 'result = "fresh"\n')), 'fresh');

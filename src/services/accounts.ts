@@ -4,7 +4,7 @@ import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
 import { KEY_TOUCH_MS, type AccountsStore, type McpSessionRef, type NamespaceRef } from '../store/accounts-store.js';
 import type { AccountRow, ApiKeyRow } from '../store/schema.js';
-import { ApiKeyHasher, hashSecret, randomHex, sha256Hex, verifyLegacyKey, verifySecret } from './secrets.js';
+import { ApiKeyHasher, hashSecret, randomHex, sha256Hex, verifyLegacyKey, verifySecret } from './credential-hashing.js';
 import { ClientSignInGate, rateLimited } from './sign-in-throttle.js';
 
 /** Where a sign-in comes from: its source address (HTTP). Operator commands pass none and are not throttled. */

@@ -12,7 +12,6 @@ import type { KeyPrincipal } from './accounts.js';
 import { checkSyntax } from '../run/syntax-check.js';
 import { suggestion } from '../core/suggest.js';
 import { networkNeed, NETWORK_OFF_WARNING } from '../core/network-needs.js';
-import { networkFromEnvironment } from '../sandbox/bubblewrap.js';
 
 /** Work that must succeed before a version may be stored (e.g. installing a TypeScript function's npm packages, queued per account). */
 export type VersionPreparer = (definition: FunctionDefinition, accountId: string) => Promise<void>;
@@ -65,7 +64,7 @@ export class CatalogService {
     private readonly options: {
       /** Refuses code that does not parse in its language (validation_error with the line). */
       syntax?: (definition: FunctionDefinition, accountId: string) => Promise<void>;
-      /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK): functions that need it are warned about when it is off. */
+      /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK; default off): functions that need it are warned about when it is off. */
       sandboxNetwork?: boolean;
     } = {},
   ) {}
@@ -76,7 +75,7 @@ export class CatalogService {
 
   /** Warnings for a stored definition: it needs the network and the sandbox network is off. */
   private warnings(definition: FunctionDefinition, template?: unknown): { warnings?: string[] } {
-    if (this.options.sandboxNetwork ?? networkFromEnvironment()) return {};
+    if (this.options.sandboxNetwork ?? false) return {};
     const reason = networkNeed(definition, typeof template === 'string' ? template : undefined);
     return reason ? { warnings: [NETWORK_OFF_WARNING(reason)] } : {};
   }

@@ -3,7 +3,7 @@
  * packages no namespace's catalog uses any more and npm installs no stored version asks for (cache
  * dir). Runs at start and every few minutes on every node; each step is safe on several at once.
  */
-import type { Logger } from '../api/logger.js';
+import type { Logger } from '../core/logger.js';
 import { packageKey, type FunctionsPackageBuilder } from '../run/functions-package.js';
 import type { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { dependencyKey } from '../sandbox/index.js';

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
-import type { Logger } from '../api/logger.js';
+import type { Logger } from '../core/logger.js';
 import type { Db } from '../store/database.js';
 import type { MeteringStore } from '../store/metering-store.js';
 import type { DatabaseHealth } from '../store/db-health.js';
@@ -115,7 +115,7 @@ export class InstanceLease {
 const leaseFromNow = (leaseMs: number) => sql<Date>`now() + make_interval(secs => ${leaseMs / 1000}::float8)`;
 
 /** MCPWORKS_INSTANCE_LEASE_MS: how long a server's slots outlive its last sign of life (default 30 s). */
-export function leaseMsFromEnvironment(value = process.env.MCPWORKS_INSTANCE_LEASE_MS): number {
+export function leaseMsFromEnvironment(value: string | undefined): number {
   if (value === undefined || value === '') return DEFAULT_LEASE_MS;
   const ms = Number(value);
   if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);

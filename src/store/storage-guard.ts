@@ -1,8 +1,9 @@
 import { statfsSync } from 'node:fs';
 import type { DatabaseHealth } from './db-health.js';
+import { MB } from '../core/units.js';
 
 /** Default free-space reserve of the data dir's file system (MCPWORKS_DISK_RESERVE_MB). */
-export const DEFAULT_DISK_RESERVE_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_DISK_RESERVE_BYTES = 64 * MB;
 /** Statements between two looks at free space at most this far apart (statfs is a cheap system call). */
 const CHECK_EVERY_MS = 100;
 /** Without traffic, free space is still watched (recovery, /healthz). */
@@ -14,7 +15,7 @@ export function freeBytes(dir: string): number {
 }
 
 export function mib(bytes: number): string {
-  return `${Math.floor(bytes / (1024 * 1024))} MiB`;
+  return `${Math.floor(bytes / MB)} MiB`;
 }
 
 /**

@@ -31,6 +31,8 @@ export interface PrepareDeps {
   launchers: LauncherPool;
   uids: UidAllocator | null;
   network: boolean;
+  /** With the network on: the refused prefixes runs may still reach (MCPWORKS_SANDBOX_NETWORK_ALLOW). */
+  allowed: readonly string[];
   log: (message: string) => void;
 }
 
@@ -39,7 +41,7 @@ export interface PrepareDeps {
  * the pool ahead of time, and on the request path when no pooled sandbox is there.
  */
 export function prepareSandbox(shape: SandboxShape, pooled: boolean, deps: PrepareDeps): PreparedSandbox {
-  const { launchers, uids, network, log } = deps;
+  const { launchers, uids, network, allowed, log } = deps;
   // Taken before bubblewrap mounts them: a directory replaced in between then reads as changed
   // (the safe direction), never the other way round.
   const views = shape.viewSources.map(identity);
@@ -56,7 +58,7 @@ export function prepareSandbox(shape: SandboxShape, pooled: boolean, deps: Prepa
   if (uid !== null) void exited.then(() => uids!.release(uid));
   child.stdin!.write(commandFrame(shape, pooled, uid));
   const networkReady = network
-    ? attachNetwork(child as ChildProcess).then(
+    ? attachNetwork(child as ChildProcess, allowed).then(
         (attachment) => ({ attachment, failed: false }),
         (error: Error) => {
           log(`sandbox network set-up failed: ${error.message}`);

@@ -248,7 +248,7 @@ static void kill_cgroups(void) {
 }
 
 /* The kernel's OOM killer picks the highest score: sandboxes first (1000), their helpers next
- * (500), the server last (see src/api/server.ts). Raising needs no privilege; best effort. */
+ * (500), the server last (see src/app/start-server.ts). Raising needs no privilege; best effort. */
 static void set_oom_score_adj(const char *value) {
   int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
   if (fd < 0) return;

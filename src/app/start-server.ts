@@ -5,7 +5,7 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
-import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../services/secrets.js';
+import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../services/credential-hashing.js';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
@@ -15,25 +15,26 @@ import { CatalogStore } from '../store/catalog-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
 import { PendingWrites } from '../store/pending-writes.js';
-import { createApp } from './app.js';
+import { createApp } from '../api/app.js';
 import { RunService } from '../run/run-service.js';
 import { SchemaGuard } from '../run/schema-guard.js';
-import { createBubblewrapSandbox, networkFromEnvironment } from '../sandbox/index.js';
+import { createBubblewrapSandbox } from '../sandbox/index.js';
 import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
-import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { detectHost, type HostFacts } from './host-facts.js';
 import type { Sandbox } from '../core/sandbox.js';
 import { ExecutionsStore } from '../store/executions-store.js';
 import { MeteringStore } from '../store/metering-store.js';
 import { CANCEL_CHANNEL, CancelStore } from '../store/cancel-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
-import { InstanceLease, leaseMsFromEnvironment } from '../services/instance-lease.js';
-import { cacheDirFor, hostGuardFor, httpLimitsFor, type ServerConfig } from './config.js';
-import { guardConnections, MAX_HEADER_BYTES, type ConnectionStats } from './connection-guard.js';
-import { ListChangedHub } from './list-changed.js';
-import { routeAgnosticRefusal } from './mcp-refusals.js';
-import { signInPrecheck } from './sign-in-precheck.js';
+import { DEFAULT_LEASE_MS, InstanceLease } from '../services/instance-lease.js';
+import { cacheDirFor, hostGuardFor, httpLimitsFor, SANDBOX_DEFAULTS, shutdownGraceMs, type SandboxSettings, type ServerConfig } from './config.js';
+import { guardConnections, MAX_HEADER_BYTES, type ConnectionStats } from '../api/connection-guard.js';
+import { ListChangedHub } from '../api/list-changed.js';
+import { routeAgnosticRefusal } from '../api/mcp-refusals.js';
+import { signInPrecheck } from '../api/sign-in-precheck.js';
 import { createLogger, type Logger } from './logger.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../api/version.js';
 
 export interface RunningServer {
   url: string;
@@ -45,24 +46,19 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5 s). */
-export function shutdownGraceMs(value = process.env.MCPWORKS_SHUTDOWN_GRACE_MS): number {
-  if (value === undefined || value === '') return 5000;
-  const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
-  return ms;
-}
+/** Read with the rest of the environment in config.ts; exported here too, where it is used. */
+export { shutdownGraceMs };
 
 /** Servers started in this process and not yet closed: the last one stops the process-wide workers. */
 let liveServers = 0;
 
 /** The composition root: database, services, HTTP app, listening socket. */
-export async function startServer(config: ServerConfig, logger: Logger = createLogger()): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, logger: Logger = createLogger(config.logLevel), host: HostFacts = detectHost()): Promise<RunningServer> {
   // What start-up has opened. A step that throws (synchronously too, anywhere before listening)
   // undoes them all here, in reverse order, as a failed step does through failStart.
   const opened: Array<() => unknown> = [];
   try {
-    return await startServerSteps(config, logger, opened);
+    return await startServerSteps(config, logger, host, opened);
   } catch (error) {
     for (const close of opened.splice(0).reverse()) {
       try {
@@ -75,15 +71,16 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   }
 }
 
-async function startServerSteps(config: ServerConfig, logger: Logger, opened: Array<() => unknown>): Promise<RunningServer> {
+async function startServerSteps(config: ServerConfig, logger: Logger, host: HostFacts, opened: Array<() => unknown>): Promise<RunningServer> {
   const limits = httpLimitsFor(config);
-  const graceMs = shutdownGraceMs();
-  const leaseMs = leaseMsFromEnvironment();
+  const graceMs = config.shutdownGraceMs ?? shutdownGraceMs(undefined);
+  const leaseMs = config.leaseMs ?? DEFAULT_LEASE_MS;
+  const sandboxSettings = config.sandbox ?? SANDBOX_DEFAULTS;
   if (config.kdfConcurrency) configurePasswordKdf(config.kdfConcurrency);
   // Checked before anything starts: a bad range refuses to start rather than run without sandboxes.
-  const sandboxUids = config.sandboxUids ?? parseSandboxUids(process.env.MCPWORKS_SANDBOX_UIDS, { passwd: hostPasswd(), npmUid: config.npm?.user?.uid ?? NPM_DEFAULTS.user.uid });
+  const sandboxUids = config.sandboxUids ?? parseSandboxUids(undefined, { passwd: host.passwd, npmUid: config.npm?.user?.uid ?? NPM_DEFAULTS.user.uid });
   prepareDataDir(config.dataDir);
-  preferredByOomKiller();
+  preferredByOomKiller(host.isRoot);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
   // What start-up has opened, undone in reverse order (database last, then the lock) if a later
   // step fails, a busy port say: a server that did not start leaves nothing running or locked.
@@ -142,7 +139,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
-  const cacheDir = cacheDirFor(config);
+  const cacheDir = cacheDirFor(config, host);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm);
   // This process as an instance: its slots name it; what dead instances left is released now.
   const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger, health: database.health });
@@ -156,8 +153,8 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
   const schemas = new SchemaGuard(config.schemas);
   opened.push(() => schemas.close());
-  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers);
-  const sandbox = openSandbox(logger, sandboxUids);
+  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, { sandboxNetwork: sandboxSettings.network });
+  const sandbox = openSandbox(logger, sandboxUids, sandboxSettings);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
@@ -185,6 +182,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, opened: Ar
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
     securityLog: ({ service, ...event }) => logger.warn({ security_event: 'secret_redacted', service_name: service, ...event }, 'secret redacted from function output'),
     cancels,
+    sandboxNetwork: sandboxSettings.network,
   });
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
   // When the listening connection comes back after the database was away, marks it missed are looked for.
@@ -288,9 +286,9 @@ const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * The code_sandbox backend. When this machine cannot run it (no bubblewrap, no helper), the server
  * still serves management calls, and every run answers a SandboxError saying why.
  */
-function openSandbox(logger: Logger, sandboxUids: UidRange): Sandbox {
+function openSandbox(logger: Logger, sandboxUids: UidRange, settings: SandboxSettings): Sandbox {
   try {
-    return createBubblewrapSandbox({ network: networkFromEnvironment(), sandboxUids, log: (message) => logger.warn({ component: 'sandbox' }, message) });
+    return createBubblewrapSandbox({ ...settings, sandboxUids, log: (message) => logger.warn({ component: 'sandbox' }, message) });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     logger.error({ reason }, 'sandbox unavailable: runs will fail until it is installed (make run installs it)');
@@ -309,8 +307,8 @@ function openSandbox(logger: Logger, sandboxUids: UidRange): Sandbox {
  */
 export const SERVER_OOM_SCORE_ADJ = -500;
 
-function preferredByOomKiller(): void {
-  if (process.getuid?.() !== 0) return;
+function preferredByOomKiller(isRoot: boolean): void {
+  if (!isRoot) return;
   try {
     writeFileSync('/proc/self/oom_score_adj', String(SERVER_OOM_SCORE_ADJ));
   } catch {

@@ -2,8 +2,16 @@ import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
-import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
-import { hostPasswd, parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { NPM_DEFAULTS, npmPassThrough } from '../sandbox/npm-build.js';
+import { allowedRoutes } from '../sandbox/network.js';
+import { networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
+import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
+import { detectHost, type HostFacts } from './host-facts.js';
+import { leaseMsFromEnvironment } from '../services/instance-lease.js';
+import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
+import { MB } from '../core/units.js';
+
+export { DEFAULT_HTTP_LIMITS, type HttpLimits };
 
 export interface ServerConfig {
   host: string;
@@ -34,38 +42,48 @@ export interface ServerConfig {
   sandboxUids?: UidRange;
   /** MCPWORKS_PROGRESS_INTERVAL_MS: notifications/progress of a call with a progressToken, 100 to 10000 ms apart (default 10000). */
   progressIntervalMs?: number | undefined;
+  /** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5000). */
+  shutdownGraceMs?: number | undefined;
+  /** MCPWORKS_INSTANCE_LEASE_MS: how long this server's slots outlive its last sign of life (default 30000). */
+  leaseMs?: number | undefined;
+  /** LOG_LEVEL: the pino level (default info). */
+  logLevel?: string | undefined;
+  /** The sandbox's switches (defaults: SANDBOX_DEFAULTS, what an unset environment gives). */
+  sandbox?: SandboxSettings;
 }
 
-/** What one client, or all of them, may hold of the listener. */
-export interface HttpLimits {
-  /** Open connections in all (beyond it, new ones get 503 and are closed). */
-  maxConnections: number;
-  /** Open connections from one peer address; for a trusted proxy, in-flight requests per forwarded client. */
-  maxConnectionsPerIp: number;
-  /**
-   * New requests one client (address, IPv6 /64, or forwarded client) may start a second, after a
-   * burst of as many; more wait their turn (a new connection unread, before Node parses it).
-   */
-  requestsPerSecondPerIp: number;
-  /** Request-body bytes read a second for one client (burst: as many); beyond it, reading its body waits. */
-  bodyBytesPerSecondPerIp: number;
-  /** Time to receive a request's headers, from the connection's (or the previous request's) start. */
-  headersTimeoutMs: number;
-  /** Time to receive a whole request, headers and body; the response (a long run, an SSE stream) is not bounded by it. */
-  requestTimeoutMs: number;
-  /** Peer addresses of reverse proxies whose X-Forwarded-For names the client (empty: the header is never read). */
-  trustedProxies: string[];
+/** The sandbox's own switches, read from the environment once, at start. */
+export interface SandboxSettings {
+  /** MCPWORKS_SANDBOX_NETWORK=on: functions get network egress. */
+  network: boolean;
+  /** MCPWORKS_SANDBOX_NETWORK_ALLOW, checked (read only with the network on): prefixes in refused ranges runs may reach. */
+  networkAllow: string[];
+  /** MCPWORKS_SANDBOX_POOL (not off): pre-started sandboxes wait for their runs. */
+  pool: boolean;
+  /** MCPWORKS_ZYGOTE (not off): Python fork-servers where the host allows them. */
+  zygote: boolean;
 }
 
-export const DEFAULT_HTTP_LIMITS: HttpLimits = {
-  maxConnections: 4096,
-  maxConnectionsPerIp: 128,
-  requestsPerSecondPerIp: 100,
-  bodyBytesPerSecondPerIp: 8 * 1024 * 1024,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 60_000,
-  trustedProxies: [],
-};
+export const SANDBOX_DEFAULTS: Readonly<SandboxSettings> = { network: false, networkAllow: [], pool: true, zygote: true };
+
+/** The sandbox's switches from `env`; a bad allow-list stops the server here, at start. */
+export function sandboxFromEnv(env: NodeJS.ProcessEnv): SandboxSettings {
+  const network = networkFromEnvironment(env.MCPWORKS_SANDBOX_NETWORK);
+  return {
+    network,
+    networkAllow: network ? allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW) : [],
+    pool: poolFromEnvironment(env.MCPWORKS_SANDBOX_POOL),
+    zygote: zygoteFromEnvironment(env.MCPWORKS_ZYGOTE),
+  };
+}
+
+/** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5 s). */
+export function shutdownGraceMs(value: string | undefined): number {
+  if (value === undefined || value === '') return 5000;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
+  return ms;
+}
 
 export function httpLimitsFor(config: ServerConfig): HttpLimits {
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
@@ -73,7 +91,11 @@ export function httpLimitsFor(config: ServerConfig): HttpLimits {
   return limits;
 }
 
-export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { passwd: string } = { passwd: hostPasswd() }): ServerConfig {
+/**
+ * The one reader of the server's environment: every variable is read and checked here, at start,
+ * and the typed result is passed down (no module below the composition root reads process.env).
+ */
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: Pick<HostFacts, 'passwd'> = detectHost()): ServerConfig {
   const npm = npmFromEnv(env);
   return {
     host: env.HOST || '127.0.0.1',
@@ -91,15 +113,20 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: { pass
     npm,
     // A range that takes in root, nobody, the npm user or a host account stops the server here.
     sandboxUids: parseSandboxUids(env.MCPWORKS_SANDBOX_UIDS, { passwd: host.passwd, npmUid: npm.user?.uid ?? NPM_DEFAULTS.user.uid }),
-    diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * 1024 * 1024 : undefined,
+    diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * MB : undefined,
     kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64) : undefined,
     progressIntervalMs: env.MCPWORKS_PROGRESS_INTERVAL_MS ? progressInterval(env.MCPWORKS_PROGRESS_INTERVAL_MS) : undefined,
+    shutdownGraceMs: shutdownGraceMs(env.MCPWORKS_SHUTDOWN_GRACE_MS),
+    leaseMs: leaseMsFromEnvironment(env.MCPWORKS_INSTANCE_LEASE_MS),
+    logLevel: env.LOG_LEVEL ?? 'info',
+    sandbox: sandboxFromEnv(env),
   };
 }
 
 function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
   const count = (name: string): number | undefined => (env[name] ? positiveInteger(name, env[name]) : undefined);
-  const settings: NpmSettings = {};
+  // What npm may see of the server's environment (proxies, its registry settings) and where npm is.
+  const settings: NpmSettings = { environment: npmPassThrough(env), ...(env.PATH ? { searchPath: env.PATH } : {}) };
   const numbers = {
     concurrency: 'MCPWORKS_NPM_CONCURRENCY',
     accountConcurrency: 'MCPWORKS_NPM_ACCOUNT_CONCURRENCY',
@@ -181,7 +208,7 @@ export function hostGuardFor(config: ServerConfig) {
  * Where npm packages of TypeScript functions are installed. As root the default is a system cache
  * dir, since a data dir under a private home (/root is 0700) is unreachable for the sandbox user.
  */
-export function cacheDirFor(config: ServerConfig): string {
+export function cacheDirFor(config: ServerConfig, host: Pick<HostFacts, 'isRoot'>): string {
   if (config.cacheDir) return config.cacheDir;
-  return process.getuid?.() === 0 ? '/var/cache/mcpworks' : `${config.dataDir}/cache`;
+  return host.isRoot ? '/var/cache/mcpworks' : `${config.dataDir}/cache`;
 }

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { configFromEnv, DEFAULT_HTTP_LIMITS, httpLimitsFor } from './config.js';
-import { shutdownGraceMs } from './server.js';
+import { shutdownGraceMs } from './start-server.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { parseSandboxUids } from '../sandbox/uid-range.js';

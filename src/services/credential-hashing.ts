@@ -1,3 +1,4 @@
+/** How credentials are hashed and checked: passwords with scrypt (in worker processes), API keys with HMAC-SHA256 under the server secret. */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { defaultKdfConcurrency, KdfPool, type KdfPriority } from './password-kdf.js';
 

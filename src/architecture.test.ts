@@ -1,0 +1,171 @@
+// The README's dependency rules (Architecture), checked on the import graph of src: a wrong arrow,
+// a reach past the sandbox's public surface or a process.env read below the composition root fails
+// here. Pure source reading; no server, no database.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const SRC = dirname(fileURLToPath(import.meta.url));
+
+/** What each folder may import of ours (besides itself). `app`, the composition root, may import everything. */
+const MAY_IMPORT: Record<string, readonly string[]> = {
+  core: [],
+  store: ['core'],
+  services: ['core', 'store'],
+  sandbox: ['core'],
+  run: ['core', 'store', 'services', 'sandbox'],
+  api: ['core', 'store', 'services', 'run', 'sandbox'],
+  cli: ['core', 'store', 'services', 'sandbox', 'app'],
+  app: ['core', 'store', 'services', 'run', 'sandbox', 'api'],
+};
+
+/** Node modules that do I/O: core (domain rules) imports none of them. */
+const IO_MODULES = /^(node:)?(fs|fs\/promises|child_process|net|http|https|http2|dgram|dns|dns\/promises|os|tls|cluster|worker_threads|readline)$/;
+
+/** The only files that read the server's environment: the composition root's config, and the command line. */
+const READS_ENV = (file: string) => file === 'app/config.ts' || file.startsWith('cli/');
+
+/**
+ * Arrows that break the rules today, each with its reason (`*`: any file of that folder). They are
+ * listed so that no new one can join them unnoticed; an entry no arrow matches fails too, so the
+ * list only shrinks.
+ */
+const KNOWN_EXCEPTIONS: Record<string, string> = {
+  'services/catalog.ts -> run/schema-guard.ts': 'the catalog compiles schemas in the run layer\'s worker pool (a type only)',
+  'services/catalog.ts -> run/syntax-check.ts': 'the catalog refuses code that does not parse; the check runs interpreters',
+  'services/housekeeping.ts -> run/functions-package.ts': 'housekeeping removes the run layer\'s unused packages',
+  'services/housekeeping.ts -> run/typescript-dependencies.ts': 'housekeeping removes unused npm installs',
+  'services/housekeeping.ts -> sandbox/index.ts': 'dependencyKey names npm installs',
+  'services/* -> sandbox/host.ts': 'packageRoot (where the worker programs are), a platform helper that lives in sandbox',
+  'run/* -> sandbox/host.ts': 'packageRoot (where the worker programs are), a platform helper that lives in sandbox',
+  'run/functions-package.ts -> sandbox/owner-tag.ts': 'owner tags of staging dirs, a platform helper that lives in sandbox',
+  'run/syntax-check.ts -> sandbox/transpile.ts': 'TypeScript is checked with the sandbox\'s own transpiler',
+  'sandbox/bubblewrap.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
+  'sandbox/channel.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
+};
+
+interface Arrow {
+  from: string;
+  to: string;
+}
+
+/** Server modules: not tests, test support, or the programs in runtime/ that run on their own (in the sandbox or as workers). */
+function sourceFiles(dir = SRC): string[] {
+  const files: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (!['runtime', 'native', 'test-support'].includes(entry.name)) files.push(...sourceFiles(path));
+    } else if (/\.(ts|mjs|cjs)$/.test(entry.name) && !entry.name.endsWith('.test.ts') && path !== join(SRC, 'architecture.test.ts')) {
+      files.push(path);
+    }
+  }
+  return files;
+}
+
+const layerOf = (file: string) => (file.includes('/') ? file.slice(0, file.indexOf('/')) : '');
+
+/** The KNOWN_EXCEPTIONS entry that lets `from -> to` through, if any. */
+function exceptionFor(from: string, to: string): string | undefined {
+  return [`${from} -> ${to}`, `${layerOf(from)}/* -> ${to}`].find((name) => name in KNOWN_EXCEPTIONS);
+}
+
+/**
+ * Every import of every module (type-only ones too: an arrow in the design is one whether or not it
+ * survives compilation), and the modules that read process.env. Static imports are read from the
+ * source (they open a line); esbuild, which parses it, adds the dynamic ones and finds process.env
+ * in code, not in strings or comments.
+ */
+async function readGraph(): Promise<{ arrows: Arrow[]; builtins: Arrow[]; envReaders: string[] }> {
+  const files = sourceFiles();
+  const arrows: Arrow[] = [];
+  const builtins: Arrow[] = [];
+  const add = (importer: string, specifier: string) => {
+    const from = relative(SRC, importer).split(sep).join('/');
+    if (specifier.startsWith('.')) {
+      const to = relative(SRC, resolve(dirname(importer), specifier)).split(sep).join('/').replace(/\.js$/, '.ts');
+      arrows.push({ from, to });
+    } else {
+      builtins.push({ from, to: specifier });
+    }
+  };
+  for (const file of files) {
+    const text = readFileSync(file, 'utf8');
+    for (const match of text.matchAll(/^(?:import|export)\b[^;'"]*?\bfrom\s*['"]([^'"]+)['"]|^import\s*['"]([^'"]+)['"]/gm)) add(file, match[1] ?? match[2]!);
+  }
+  const result = await esbuild.build({
+    entryPoints: files,
+    bundle: true,
+    write: false,
+    metafile: true,
+    format: 'esm',
+    platform: 'node',
+    outbase: SRC,
+    outdir: join(SRC, '.architecture-out'),
+    logLevel: 'silent',
+    define: { 'process.env': '__READS_PROCESS_ENV__' },
+    plugins: [
+      {
+        name: 'record-imports',
+        setup(build) {
+          build.onResolve({ filter: /.*/ }, (args) => {
+            if (args.kind === 'entry-point') return undefined;
+            if (args.kind === 'dynamic-import' || args.kind === 'require-call') add(args.importer, args.path);
+            return { path: args.path, external: true };
+          });
+        },
+      },
+    ],
+  });
+  const envReaders: string[] = [];
+  for (const output of result.outputFiles) {
+    if (!output.text.includes('__READS_PROCESS_ENV__')) continue;
+    const entry = result.metafile.outputs[relative(process.cwd(), output.path)]?.entryPoint;
+    envReaders.push(entry ? relative(SRC, resolve(process.cwd(), entry)).split(sep).join('/') : output.path);
+  }
+  return { arrows, builtins, envReaders };
+}
+
+const graph = readGraph();
+
+test('each folder imports only the folders the README allows (core nothing, store core, services core and store, ...)', async () => {
+  const { arrows } = await graph;
+  const wrong: string[] = [];
+  const used = new Set<string>();
+  for (const { from, to } of arrows) {
+    const [source, target] = [layerOf(from), layerOf(to)];
+    if (source === target || !(source in MAY_IMPORT)) continue;
+    const exception = exceptionFor(from, to);
+    if (exception) {
+      used.add(exception);
+      continue;
+    }
+    if (!(target in MAY_IMPORT) || !MAY_IMPORT[source]!.includes(target)) wrong.push(`${from} -> ${to}`);
+  }
+  assert.deepEqual(wrong, [], 'imports against the README\'s dependency rules (Architecture)');
+  assert.deepEqual(Object.keys(KNOWN_EXCEPTIONS).filter((name) => !used.has(name)), [], 'listed exceptions that no longer exist: remove them from KNOWN_EXCEPTIONS');
+});
+
+test('outside the sandbox, only its public surface (sandbox/index.ts) is imported; the composition root may wire its parts', async () => {
+  const { arrows } = await graph;
+  const deep = arrows
+    .filter(({ from, to }) => layerOf(to) === 'sandbox' && to !== 'sandbox/index.ts' && !['sandbox', 'app'].includes(layerOf(from)))
+    .filter(({ from, to }) => !exceptionFor(from, to))
+    .map(({ from, to }) => `${from} -> ${to}`);
+  assert.deepEqual(deep, []);
+});
+
+test('core does no I/O: it imports no file, process, network or OS module', async () => {
+  const { builtins } = await graph;
+  const io = builtins.filter(({ from, to }) => layerOf(from) === 'core' && IO_MODULES.test(to)).map(({ from, to }) => `${from} -> ${to}`);
+  assert.deepEqual(io, []);
+});
+
+test('only the composition root\'s config (src/app/config.ts) and the command line read process.env', async () => {
+  const { envReaders } = await graph;
+  assert.ok(envReaders.includes('app/config.ts'), `the check finds no process.env at all: ${JSON.stringify(envReaders)}`);
+  assert.deepEqual(envReaders.filter((file) => !READS_ENV(file)).sort(), []);
+});
