@@ -13,6 +13,10 @@ process.env.TEST_LOG_LEVEL ??= 'silent';
 export async function startBenchServer(): Promise<TestServer> {
   return startTestServer({
     tiers: applyTierOverrides('{"pro_trial":{"monthly_executions":-1,"executions_per_minute":-1,"concurrency":-1}}'),
+    // Every load client shares one loopback address, where users each have their own: the
+    // per-client request pacing (a per-address policy, tested in connection-limits) would cap the
+    // whole bench at one client's share.
+    http: { requestsPerSecondPerIp: 1_000_000 },
   });
 }
 
