@@ -241,10 +241,16 @@ export async function callOk(client: McpTestClient, name: string, args: Record<s
 export async function callError(client: McpTestClient, name: string, args: Record<string, unknown> = {}): Promise<{ type: string; message: string; [k: string]: unknown }> {
   const result = await client.callTool(name, args);
   if (!result.isError) throw new Error(`${name} unexpectedly succeeded: ${JSON.stringify(parseResult(result))}`);
-  const parsed = parseResult(result);
-  // The run endpoint's shape ({"error": message, "error_type": T}) read like the create endpoint's.
-  if (typeof parsed?.error === 'string') return { ...parsed, type: parsed.error_type, message: parsed.error };
-  return parsed?.error ?? { type: 'unstructured', message: String(parsed) };
+  return errorOf(parseResult(result));
+}
+
+/**
+ * The one error shape of every answer (`{"error": message, "error_type": T, …details}`), checked
+ * and read as `{type, message, …details}`; anything else throws.
+ */
+export function errorOf(body: any): { type: string; message: string; [k: string]: unknown } {
+  if (typeof body?.error !== 'string' || typeof body?.error_type !== 'string') throw new Error(`not the one error shape: ${JSON.stringify(body)}`);
+  return { ...body, type: body.error_type, message: body.error };
 }
 
 /**
