@@ -222,7 +222,7 @@ export async function connect(url: string, key: string | undefined, era: ClientE
   return wrap(client as never, transport);
 }
 
-/** Parses a tool result's JSON text; for errors returns the `{error:{type,message}}` object. */
+/** Parses a tool result's JSON text (for errors, the one shape `{error, error_type, …}`; see errorOf). */
 export function parseResult(result: { isError?: boolean; content: Array<{ type: string; text?: string }> }): any {
   const text = result.content.find((c) => c.type === 'text')?.text ?? '';
   try {
