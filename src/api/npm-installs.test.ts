@@ -207,7 +207,7 @@ describe('npm installs of make_function (issue 10, item 9)', () => {
     assert.equal((await fetch(`${slowServer.url}/healthz`)).status, 200);
     const result = await call;
     assert.equal(result.isError, true);
-    const error = JSON.parse(result.content.find((c) => c.type === 'text')?.text ?? '').error;
+    const error = errorOf(JSON.parse(result.content.find((c) => c.type === 'text')?.text ?? ''));
     assert.equal(error.type, 'dependency_error');
     assert.equal(error.limit, 'timeout');
     assert.equal(error.message, 'npm install of stall-limits@1.0.0 did not finish within 3 s (the install time limit); nothing was installed');
