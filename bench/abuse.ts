@@ -199,7 +199,7 @@ async function callOutcome(client: McpTestClient, tool: string, args: Record<str
   const response = await client.callTool(tool, args);
   if (!response.isError) return 'ok';
   const value = parseResult(response);
-  return String(value?.error?.type ?? value?.error_type ?? value?.error ?? 'error').slice(0, 40);
+  return String(value?.error_type ?? value?.error ?? 'error').slice(0, 40);
 }
 
 async function makeFunctions(server: ServerProcess, account: TestAccount, ns: string, service: string, functions: Array<Record<string, unknown>>): Promise<number> {

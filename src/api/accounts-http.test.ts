@@ -25,7 +25,7 @@ describe('health', () => {
   test('unknown routes are JSON 404s', async () => {
     const missing = await get('/nope');
     assert.equal(missing.status, 404);
-    assert.equal(missing.body.error.type, 'not_found');
+    assert.equal(missing.body.error_type, 'not_found');
   });
 });
 
@@ -38,7 +38,7 @@ describe('register and login', () => {
 
     const duplicate = await postJson(`${server.url}/register`, { email: 'alice@example.com', password: 'long enough pw' });
     assert.equal(duplicate.status, 409);
-    assert.equal(duplicate.body.error.type, 'conflict');
+    assert.equal(duplicate.body.error_type, 'conflict');
 
     for (const [body, field] of [
       [{ email: 'not-an-email', password: 'long enough pw' }, 'email'],
@@ -48,12 +48,12 @@ describe('register and login', () => {
     ] as const) {
       const bad = await postJson(`${server.url}/register`, body);
       assert.equal(bad.status, 400, JSON.stringify(body));
-      assert.equal(bad.body.error.type, 'validation_error');
-      assert.equal(bad.body.error.field, field);
+      assert.equal(bad.body.error_type, 'validation_error');
+      assert.equal(bad.body.field, field);
     }
     const notJson = await postJson(`${server.url}/register`, '{oops');
     assert.equal(notJson.status, 400);
-    assert.equal(notJson.body.error.type, 'validation_error');
+    assert.equal(notJson.body.error_type, 'validation_error');
     assert.doesNotMatch(JSON.stringify(notJson.body), /at .*\.(js|ts)/, 'no stack trace');
   });
 
@@ -68,10 +68,10 @@ describe('register and login', () => {
 
     const wrong = await postJson(`${server.url}/login`, { email: 'bob@example.com', password: 'not bobs password' });
     assert.equal(wrong.status, 401);
-    assert.equal(wrong.body.error.type, 'unauthorized');
+    assert.equal(wrong.body.error_type, 'unauthorized');
     const unknown = await postJson(`${server.url}/login`, { email: 'nobody@example.com', password: 'whatever pw' });
     assert.equal(unknown.status, 401);
-    assert.equal(unknown.body.error.message, wrong.body.error.message, 'same answer for unknown email and wrong password');
+    assert.equal(unknown.body.error, wrong.body.error, 'same answer for unknown email and wrong password');
   });
 });
 
@@ -119,7 +119,7 @@ describe('API keys', () => {
     for (const body of [{ scopes: ['admin'] }, { scopes: [] }, { namespace: 'Bad NS' }, { expires_at: 'tomorrow' }, { expires_at: '2001-01-01T00:00:00Z' }, { expires_in_days: -1 }, { name: '' }]) {
       const bad = await postJson(`${server.url}/api/keys`, body, auth);
       assert.equal(bad.status, 400, JSON.stringify(body));
-      assert.equal(bad.body.error.type, 'validation_error');
+      assert.equal(bad.body.error_type, 'validation_error');
     }
   });
 

@@ -18,7 +18,7 @@ const normalizeAddress = (address: string | undefined) => plainAddress(address ?
 /** One client per IPv4 address or IPv6 /64 (a host is handed a whole /64), as sign-in limits count. */
 const clientOf = (address: string | undefined) => clientKeyOf(normalizeAddress(address));
 
-/** Written before the route is known: a JSON-RPC error that also carries the account routes' error.type. */
+/** Written before the route is known: a JSON-RPC error that also carries error_type at the top. */
 function refusalBody(message: string): string {
   return routeAgnosticRefusal('rate_limited', message);
 }

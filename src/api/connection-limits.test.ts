@@ -94,11 +94,12 @@ describe('per-address cap, header and request timeouts', () => {
     assert.equal(refused.length, after.refusedPolitely - before.refusedPolitely);
     assert.ok(refused.length >= 1, answers.map(status).join(','));
     assert.match(refused[0]!, /too many open connections from your address/);
-    // Written before the route is known: a JSON-RPC error object (MCP endpoints) that also carries error.type (account routes).
+    // Written before the route is known: a JSON-RPC error object (MCP endpoints) that also carries error_type at the top (account routes).
     const refusal = JSON.parse(refused[0]!.slice(refused[0]!.indexOf('\r\n\r\n') + 4));
     assert.equal(refusal.jsonrpc, '2.0');
     assert.equal(typeof refusal.error.code, 'number');
-    assert.equal(refusal.error.type, 'rate_limited');
+    assert.equal(refusal.error.data.type, 'rate_limited');
+    assert.equal(refusal.error_type, 'rate_limited');
     // The 16 kept ones are closed by the header timeout (Node answers 408 to a started request).
     for (const answer of answers.filter((a) => status(a) !== 503)) assert.ok(answer === '' || status(answer) === 408, answer);
     assert.ok(answers.filter((a) => status(a) === 408).length >= 1, answers.map(status).join(','));

@@ -50,10 +50,10 @@ const keyed = (secret: string, key: string) => `hmac-sha256$${createHmac('sha256
 
 function assertRateLimited(answer: Answer, what: string): void {
   assert.equal(answer.status, 429, `${what}: ${JSON.stringify(answer.body)}`);
-  assert.equal(answer.body.error.type, 'rate_limited', what);
-  assert.equal(typeof answer.body.error.retry_after, 'number', what);
-  assert.ok(answer.body.error.retry_after >= 1, what);
-  assert.equal(answer.retryAfter, String(answer.body.error.retry_after), `${what}: Retry-After header`);
+  assert.equal(answer.body.error_type, 'rate_limited', what);
+  assert.equal(typeof answer.body.retry_after, 'number', what);
+  assert.ok(answer.body.retry_after >= 1, what);
+  assert.equal(answer.retryAfter, String(answer.body.retry_after), `${what}: Retry-After header`);
 }
 
 /** A key works on the real hot path: an MCP session on the create endpoint lists its tools. */
@@ -136,7 +136,7 @@ describe('sign-in load', () => {
     for (const [i, answer] of answers.entries()) {
       if (answer.status === 401) {
         checked++;
-        assert.equal(answer.body.error.type, 'unauthorized');
+        assert.equal(answer.body.error_type, 'unauthorized');
       } else {
         assertRateLimited(answer, `attempt ${i}`);
       }
@@ -144,7 +144,7 @@ describe('sign-in load', () => {
     // The password KDF ran only for the address's free failures (and what was in it beside the last).
     assert.ok(checked >= 1, 'some attempts were checked');
     assert.ok(checked <= SIGN_IN_LIMITS.clientFreeFailures + SIGN_IN_LIMITS.clientConcurrent - 1, `${checked} attempts reached the KDF`);
-    assert.ok(answers.some((a) => /at once from your address/.test(a.body.error.message)), 'beyond its waiting room, an address is refused at once');
+    assert.ok(answers.some((a) => /at once from your address/.test(a.body.error)), 'beyond its waiting room, an address is refused at once');
     const onVictim = answers.filter((a, i) => i % 2 === 1 && a.status === 401).length;
     assert.ok(onVictim <= SIGN_IN_LIMITS.accountFreeFailures, `${onVictim} attempts on one email reached the KDF`);
 
@@ -188,7 +188,7 @@ describe('sign-in load', () => {
     assert.ok(refused.length >= 1, 'some sign-ups were refused');
     for (const answer of refused) {
       assertRateLimited(answer, 'sign-up flood');
-      assert.match(answer.body.error.message, /too many sign-ups at once/);
+      assert.match(answer.body.error, /too many sign-ups at once/);
     }
     const usage = await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${user.key}` } })).json();
     assert.equal(usage.executions, before.executions, 'sign-ups and sign-ins are never metered');
@@ -215,7 +215,7 @@ describe('sign-in load', () => {
     }
     assert.ok(over, `${made} sign-ups from one address, none refused`);
     assertRateLimited(over, 'over the sign-up ration');
-    assert.match(over.body.error.message, /too many sign-ups from your address/);
+    assert.match(over.body.error, /too many sign-ups from your address/);
     const refilled = Math.ceil((performance.now() - started) / 1000 / REGISTRATION_LIMITS.refillSeconds);
     assert.ok(made >= REGISTRATION_LIMITS.burst && made <= REGISTRATION_LIMITS.burst + refilled, `${made} sign-ups reached the KDF (${refilled} refilled)`);
     // Its sign-ins are not affected, nor are other addresses' sign-ups.
@@ -241,7 +241,7 @@ describe('sign-in load', () => {
     for (let i = 0; i < SIGN_IN_LIMITS.accountFreeFailures; i++) assert.equal((await login(server.url, '127.0.0.7', ghost, 'whatever pw')).status, 401);
     const ghostLocked = await login(server.url, '127.0.0.8', ghost, 'whatever pw');
     assertRateLimited(ghostLocked, 'unknown email');
-    assert.equal(ghostLocked.body.error.message.replace(/\d+/g, 'N'), locked.body.error.message.replace(/\d+/g, 'N'));
+    assert.equal(ghostLocked.body.error.replace(/\d+/g, 'N'), locked.body.error.replace(/\d+/g, 'N'));
 
     await sleep(Number(locked.retryAfter) * 1000 + 200);
     assert.equal((await login(server.url, '127.0.0.5', target.email, target.password)).status, 200, 'signs in once the wait is over');

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { encodeEnvHeader } from '../core/env-header.js';
-import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { DomainError } from '../core/errors.js';
+import { callError, callOk, connect, createAccount, parseResult, postJson, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
 before(async () => {
@@ -197,6 +198,39 @@ describe('one error shape on the run endpoint', () => {
     const tools = await s.run('tools');
     const raised = parseResult(await tools.callTool('math__boom'));
     assert.deepEqual([typeof raised.error, raised.error_type], ['string', 'ValueError']);
+  });
+});
+
+describe('one error shape everywhere', () => {
+  const assertShape = (body: any, type: string, what: string) => {
+    assert.equal(typeof body?.error, 'string', `${what}: ${JSON.stringify(body)}`);
+    assert.equal(body.error_type, type, `${what}: ${JSON.stringify(body)}`);
+  };
+
+  test('create tools, the run endpoint, the HTTP API and HTTP refusals all answer {"error": message, "error_type": T, …}', async () => {
+    const s = await space();
+    const created = await s.create.callTool('make_function', { service: 'math', name: 'rb', code: 'result = 1', language: 'ruby' });
+    assert.equal(created.isError, true);
+    assertShape(parseResult(created), 'validation_error', 'create tool error');
+    assert.match(parseResult(created).error, /language/);
+    const ran = await (await s.run()).callTool('execute', { code: 'result = 1', language: 'ruby' });
+    assertShape(parseResult(ran), 'validation_error', 'run tool error');
+
+    const account = await createAccount(server.url);
+    const duplicate = await postJson(`${server.url}/register`, { email: account.email, password: account.password });
+    assert.equal(duplicate.status, 409);
+    assertShape(duplicate.body, 'conflict', 'duplicate registration');
+    const badLogin = await postJson(`${server.url}/login`, { email: account.email, password: 'not the password at all' });
+    assert.equal(badLogin.status, 401);
+    assertShape(badLogin.body, 'unauthorized', 'bad login');
+    const unknown = await fetch(`${server.url}/no-such-route`);
+    assert.equal(unknown.status, 404);
+    assertShape(await unknown.json(), 'not_found', 'unknown route');
+  });
+
+  test('a detail never overwrites error or error_type', () => {
+    const body = new DomainError('conflict', 'the message', { error: 'forged', error_type: 'forged', field: 'name' }).toJSON();
+    assert.deepEqual(body, { error: 'the message', error_type: 'conflict', field: 'name' });
   });
 });
 

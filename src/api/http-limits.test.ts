@@ -253,13 +253,13 @@ describe('API keys honour their scopes and namespace limit on every route', () =
     };
     const executeOnly = await ask(await createKey(server.url, account, { scopes: ['execute'] }));
     assert.equal(executeOnly.status, 403);
-    assert.equal(executeOnly.body.error.type, 'forbidden');
-    assert.match(executeOnly.body.error.message, /'read' scope/);
+    assert.equal(executeOnly.body.error_type, 'forbidden');
+    assert.match(executeOnly.body.error, /'read' scope/);
     const writeOnly = await ask(await createKey(server.url, account, { scopes: ['write', 'execute'] }));
     assert.equal(writeOnly.status, 403);
     const limited = await ask(await createKey(server.url, account, { namespace: 'one-ns' }));
     assert.equal(limited.status, 403);
-    assert.match(limited.body.error.message, /limited to namespace/);
+    assert.match(limited.body.error, /limited to namespace/);
     assert.equal(limited.body.executions, undefined, 'no numbers leak');
     const reader = await ask(await createKey(server.url, account, { scopes: ['read'] }));
     assert.equal(reader.status, 200);

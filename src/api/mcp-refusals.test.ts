@@ -170,7 +170,7 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
     }
     // The account routes keep their own shape.
     const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
-    assert.equal(((await login.json()) as any).error.type, 'validation_error');
+    assert.equal(((await login.json()) as any).error_type, 'validation_error');
   });
 
   test('a missing or refused key gets a Bearer challenge naming API keys and the resource metadata; OAuth client registration is refused as OAuth, never an account', async () => {

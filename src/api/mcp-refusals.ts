@@ -19,10 +19,10 @@ export function jsonRpcCodeFor(type: string): number {
 
 /**
  * A refusal written where the route is not known yet (the connection cap at accept, shutdown):
- * a JSON-RPC error object that also carries the account routes' `error.type`.
+ * a JSON-RPC error object (its `error` is an object) that also carries `error_type` at the top.
  */
 export function routeAgnosticRefusal(type: DomainErrorType, message: string): string {
-  return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: jsonRpcCodeFor(type), message, type, data: { type } } });
+  return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: jsonRpcCodeFor(type), message, data: { type } }, error_type: type });
 }
 
 /** The response as a JSON-RPC error when it is a refusal in another shape; otherwise unchanged. */
@@ -38,11 +38,11 @@ export async function asJsonRpcRefusal(response: Response): Promise<Response> {
   const object = body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
   if (object?.jsonrpc === '2.0') return response;
   if (response.status === 429 && typeof object?.code === 'string' && QUOTA_BODY_CODES.has(object.code)) return response;
-  const inner = object?.error !== null && typeof object?.error === 'object' ? (object.error as Record<string, unknown>) : undefined;
   let rpc: Record<string, unknown>;
-  if (inner && typeof inner.type === 'string') {
-    const { type, message, ...details } = inner;
-    rpc = { code: jsonRpcCodeFor(type), message: typeof message === 'string' ? message : type, data: { type, ...details } };
+  // The one error shape (DomainError.toJSON): {"error": message, "error_type": T, …details}.
+  if (object && typeof object.error === 'string' && typeof object.error_type === 'string') {
+    const { error: message, error_type: type, ...details } = object;
+    rpc = { code: jsonRpcCodeFor(type), message, data: { type, ...details } };
   } else {
     rpc = { code: -32000, message: text && !object ? text.slice(0, 500) : response.statusText || `HTTP ${response.status}` };
   }

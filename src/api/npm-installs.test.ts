@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { NPM_DEFAULTS } from '../sandbox/npm-build.js';
 import { startFakeRegistry, type FakeRegistry } from '../test-support/fake-npm-registry.js';
-import { callOk, connect, createAccount, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, createAccount, errorOf, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 const CANARY = `canary-${Math.random().toString(36).slice(2)}`;
 // Installs are held by the registry until the test releases them, so nothing here depends on timing.
@@ -109,7 +109,7 @@ describe('npm installs of make_function (issue 10, item 9)', () => {
         });
         assert.equal(result.isError, true, `${account}${index} was created: ${JSON.stringify(result)}`);
         const text = result.content.find((c) => c.type === 'text')?.text ?? '';
-        settled.push({ account, index, error: JSON.parse(text).error });
+        settled.push({ account, index, error: errorOf(JSON.parse(text)) });
       });
 
     // Sampled while the calls are in flight: npm processes alive, and requests held per account.
@@ -207,7 +207,7 @@ describe('npm installs of make_function (issue 10, item 9)', () => {
     assert.equal((await fetch(`${slowServer.url}/healthz`)).status, 200);
     const result = await call;
     assert.equal(result.isError, true);
-    const error = JSON.parse(result.content.find((c) => c.type === 'text')?.text ?? '').error;
+    const error = errorOf(JSON.parse(result.content.find((c) => c.type === 'text')?.text ?? ''));
     assert.equal(error.type, 'dependency_error');
     assert.equal(error.limit, 'timeout');
     assert.equal(error.message, 'npm install of stall-limits@1.0.0 did not finish within 3 s (the install time limit); nothing was installed');

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callOk, connect, parseResult, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, errorOf, parseResult, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 import { until } from '../test-support/processes.js';
 
@@ -239,7 +239,7 @@ describe('TypeScript requirements', () => {
 
     const failed = await space.create.callTool('update_function', { service: 'utils', name: 'check', requirements: ['mcpworks-no-such-package-xyz@1.0.0'] });
     assert.equal(failed.isError, true);
-    const error = parseResult(failed).error;
+    const error = errorOf(parseResult(failed));
     assert.equal(error.type, 'dependency_error');
     assert.match(error.message, /npm install failed/);
     assert.match(error.message + JSON.stringify(error.npm ?? ''), /404|not found|E404/i);
@@ -352,5 +352,5 @@ describe('metering', () => {
 async function parseError(client: McpTestClient, tool: string, args: Record<string, unknown>) {
   const result = await client.callTool(tool, args);
   assert.equal(result.isError, true);
-  return parseResult(result).error;
+  return errorOf(parseResult(result));
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import { callError, callOk, connect, createAccount, errorOf, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 import { sharedFairShare } from '../run/fair-share.js';
 
 let server: TestServer;
@@ -345,14 +345,14 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     const slow = { enum: Array.from({ length: 20_000 }, (_, i) => [i]) };
     const pending = owner.create.callTool('make_function', { service: 'utils', name: 'slow', code: 'result = 1', input_schema: slow });
     await healthyWhileChecking(pending);
-    const refused = parseResult(await pending).error;
+    const refused = errorOf(parseResult(await pending));
     assert.equal(refused.type, 'invalid_schema');
     assert.equal(refused.message, `compiling input_schema was stopped: it needed more than ${SCHEMA_CHECK_DEADLINE_MS} ms of CPU time`);
     assert.equal(await healthz(), 200);
 
     const update = owner.create.callTool('update_function', { service: 'utils', name: 'keep', output_schema: slow });
     await healthyWhileChecking(update);
-    assert.match(parseResult(await update).error.message, /compiling output_schema was stopped/);
+    assert.match(parseResult(await update).error, /compiling output_schema was stopped/);
 
     let deep: Record<string, unknown> = { type: 'string' };
     for (let i = 0; i < MAX_SCHEMA_DEPTH; i++) deep = { items: deep };
@@ -372,16 +372,16 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
         body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"make_function","arguments":${args}}}`,
       });
       const text = await response.text();
-      return JSON.parse(JSON.parse(text.split('data:').pop()!.trim()).result.content[0].text).error;
+      return JSON.parse(JSON.parse(text.split('data:').pop()!.trim()).result.content[0].text);
     };
     assert.deepEqual(await raw(`{"service":"utils","name":"abyss","code":"result = 1","input_schema":${abyss}}`), {
-      type: 'invalid_schema',
-      message: `input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
+      error: `input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
+      error_type: 'invalid_schema',
       field: 'input_schema',
     });
     assert.deepEqual(await raw(`{"service":"utils","name":"abyss","code":"result = 1","config":${abyss}}`), {
-      type: 'validation_error',
-      message: `config is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
+      error: `config is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
+      error_type: 'validation_error',
       field: 'config',
     });
 

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { clientKeyOf } from '../core/accounts.js';
+import { DomainError } from '../core/errors.js';
 import type { AccountService } from '../services/accounts.js';
 import { ACCOUNT_MAX_BODY_BYTES } from './body-limit.js';
 import { clientAddress } from './client-address.js';
@@ -67,7 +68,7 @@ export function signInPrecheck(options: { accounts: AccountService; trustedProxi
     const refusal = accounts.signInRefusal(address, signUp);
     if (!refusal) return false;
     note(address);
-    const body = JSON.stringify({ error: { type: 'rate_limited', message: refusal.message, retry_after: refusal.retryAfter } });
+    const body = JSON.stringify(new DomainError('rate_limited', refusal.message, { retry_after: refusal.retryAfter }).toJSON());
     const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': String(refusal.retryAfter) };
     // The body is never read: Node discards a small one to keep the connection; a large or
     // unannounced one closes it instead of being read through.

@@ -36,7 +36,7 @@ describe('limits hold under parallel creates (run on PostgreSQL, where races can
     const clients = await Promise.all(names.map((n) => connect(`${server.url}/mcp/create/${n}`, account.key, 'v2')));
     const made = await Promise.all(clients.map((c, i) => c.callTool('make_namespace', { name: names[i] })));
     assert.equal(made.filter((r) => !r.isError).length, 2);
-    for (const r of made.filter((r) => r.isError)) assert.equal(parseResult(r).error.type, 'limit_exceeded');
+    for (const r of made.filter((r) => r.isError)) assert.equal(parseResult(r).error_type, 'limit_exceeded');
     const both = (await callOk(clients[0]!, 'list_namespaces')).map((n: { name: string }) => n.name) as string[];
     const creates = await Promise.all(both.map((n) => connect(`${server.url}/mcp/create/${n}`, account.key, 'v2')));
     for (const c of creates) await callOk(c, 'make_service', { name: 'utils' });

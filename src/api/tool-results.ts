@@ -1,6 +1,8 @@
 import type { CallToolResult } from '@modelcontextprotocol/server';
-import { isDomainError } from '../core/errors.js';
+import { DomainError, isDomainError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+
+const INTERNAL_ERROR = new DomainError('internal_error', 'internal error; the operator can find details in the server log');
 
 /** A successful tool call: the value as pretty JSON text (what models read best). */
 export function toolResult(value: unknown): CallToolResult {
@@ -15,22 +17,21 @@ export function toolError(error: unknown, logger: Logger, tool: string): CallToo
   logger.error({ err: error, tool }, 'tool failed unexpectedly');
   return {
     isError: true,
-    content: [{ type: 'text', text: JSON.stringify({ error: { type: 'internal_error', message: 'internal error; the operator can find details in the server log' } }) }],
+    content: [{ type: 'text', text: JSON.stringify(INTERNAL_ERROR.toJSON()) }],
   };
 }
 
 /**
- * The run endpoint's one error shape, that of a failed run (`{"error": message, "error_type": T,
- * "stderr": …}`): refusals before a run (bad language, not found, forbidden) use it too, their
- * details beside it. The create endpoint keeps the management shape `{"error": {"type", "message"}}`.
+ * The run endpoint's tool errors: the one shape (DomainError.toJSON) plus the `stderr` of a failed
+ * run, so refusals before a run (bad language, not found, forbidden) read like a failed run.
  */
 export function runToolError(error: unknown, logger: Logger, tool: string): CallToolResult {
   let body: Record<string, unknown>;
   if (isDomainError(error)) {
-    body = { ...(error.details ?? {}), error: error.message, error_type: error.type, stderr: '' };
+    body = { ...error.toJSON(), stderr: '' };
   } else {
     logger.error({ err: error, tool }, 'tool failed unexpectedly');
-    body = { error: 'internal error; the operator can find details in the server log', error_type: 'internal_error', stderr: '' };
+    body = { ...INTERNAL_ERROR.toJSON(), stderr: '' };
   }
   return { isError: true, content: [{ type: 'text', text: JSON.stringify(body) }] };
 }

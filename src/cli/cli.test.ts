@@ -117,7 +117,7 @@ describe('mcpworks CLI', () => {
       const otherToken = (await otherLogin.json()).token;
       const refused = await fetch(`${server.url}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${otherToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'sneaky', namespace: 'ops' }) });
       assert.equal(refused.status, 409);
-      assert.equal((await refused.json()).error.type, 'conflict');
+      assert.equal((await refused.json()).error_type, 'conflict');
     } finally {
       await server.stop();
     }

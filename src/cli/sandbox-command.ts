@@ -1,7 +1,7 @@
 /**
  * `mcpworks sandbox run FILE`: runs a function file through exactly the sandbox the server uses,
  * so users can test locally before uploading. The result goes to stdout as JSON, the function's
- * logs to stderr; a typed failure prints {"error": {type, message}} and exits 1.
+ * logs to stderr; a typed failure prints {"error": message, "error_type": T} and exits 1.
  */
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -113,7 +113,7 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
       nodeModulesDir = (await prepareTypescriptDependencies(requirements, join(tmpdir(), 'mcpworks-cli-dependencies'), { environment: npmPassThrough(io.env), ...(io.env.PATH ? { searchPath: io.env.PATH } : {}) })).dir ?? undefined;
     } catch (error) {
       if (!(error instanceof DependencyInstallError)) throw error;
-      io.stdout.write(`${JSON.stringify({ error: { type: 'DependencyInstallError', message: error.message } })}\n`);
+      io.stdout.write(`${JSON.stringify({ error: error.message, error_type: 'DependencyInstallError' })}\n`);
       if (error.detail) io.stderr.write(`${error.detail}\n`);
       return 1;
     }
@@ -139,7 +139,7 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
       return 0;
     }
     if (outcome.error.stderr) io.stderr.write(outcome.error.stderr.endsWith('\n') ? outcome.error.stderr : `${outcome.error.stderr}\n`);
-    io.stdout.write(`${JSON.stringify({ error: { type: outcome.error.type, message: outcome.error.message } })}\n`);
+    io.stdout.write(`${JSON.stringify({ error: outcome.error.message, error_type: outcome.error.type })}\n`);
     return 1;
   } finally {
     await sandbox.close();

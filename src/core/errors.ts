@@ -1,6 +1,6 @@
 /**
  * The one domain error. Its `type` is stable and rendered by both the MCP layer (tool error)
- * and the HTTP layer (status + JSON); `details` carries machine-readable extras.
+ * and the HTTP layer (status + JSON) in one shape (toJSON); `details` carries machine-readable extras.
  */
 export type DomainErrorType =
   | 'validation_error'
@@ -31,8 +31,10 @@ export class DomainError extends Error {
     this.details = details;
   }
 
+  /** The one error shape of every answer: `{"error": message, "error_type": T, …details}`; a detail never overwrites the two. */
   toJSON(): Record<string, unknown> {
-    return { error: { type: this.type, message: this.message, ...(this.details ?? {}) } };
+    const { error: _message, error_type: _type, ...details } = this.details ?? {};
+    return { error: this.message, error_type: this.type, ...details };
   }
 }
 

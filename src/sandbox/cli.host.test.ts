@@ -46,11 +46,11 @@ describe('mcpworks sandbox run', () => {
     assert.equal(JSON.parse(stdout), 'from-environment');
   });
 
-  it('a typed failure prints {"error": {type, message}} and exits non-zero, traceback on stderr', async () => {
+  it('a typed failure prints {"error": message, "error_type": T} and exits non-zero, traceback on stderr', async () => {
     const path = file('fails.py', 'def main(input_data):\n    raise KeyError("missing")\n');
     const { code, stdout, stderr } = await cli([path]);
     assert.equal(code, 1);
-    assert.deepEqual(JSON.parse(stdout), { error: { type: 'KeyError', message: "'missing'" } });
+    assert.deepEqual(JSON.parse(stdout), { error: "'missing'", error_type: 'KeyError' });
     assert.match(stderr, /main\.py", line 2, in main/);
   });
 

@@ -117,8 +117,8 @@ test('a full data dir: storage_full (507) for writes, reads and /healthz alive, 
   assert.equal(register.status, 507);
   assert.ok(register.headers.get('retry-after'));
   const registerBody = (await register.json()) as any;
-  assert.equal(registerBody.error.type, 'storage_full');
-  assert.match(registerBody.error.message, /storage full/);
+  assert.equal(registerBody.error_type, 'storage_full');
+  assert.match(registerBody.error, /storage full/);
   for (let i = 0; i < 20; i++) {
     const metered = await rawMcpPost(tools, account.key, { jsonrpc: '2.0', id: i, method: 'tools/call', params: { name: 'm__hello', arguments: {} } });
     assert.equal(metered.status, 507, 'a metered call cannot be admitted (admission writes)');
@@ -126,7 +126,7 @@ test('a full data dir: storage_full (507) for writes, reads and /healthz alive, 
   }
   const refusedTool = await create.callTool('make_function', { service: 'm', name: 'other', code: 'def main(input_data):\n    return 1\n' });
   assert.equal(refusedTool.isError, true);
-  assert.equal(parseResult(refusedTool).error.type, 'storage_full');
+  assert.equal(parseResult(refusedTool).error_type, 'storage_full');
 
   // Reads go on: tool lists, history, usage, a 2025-era session's requests.
   assert.ok((await run.listTools()).tools.some((tool) => tool.name === 'm__hello'));

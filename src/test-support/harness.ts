@@ -225,7 +225,7 @@ export async function connect(url: string, key: string | undefined, era: ClientE
   return wrap(client as never, transport);
 }
 
-/** Parses a tool result's JSON text; for errors returns the `{error:{type,message}}` object. */
+/** Parses a tool result's JSON text (for errors, the one shape `{error, error_type, …}`; see errorOf). */
 export function parseResult(result: { isError?: boolean; content: Array<{ type: string; text?: string }> }): any {
   const text = result.content.find((c) => c.type === 'text')?.text ?? '';
   try {
@@ -244,10 +244,16 @@ export async function callOk(client: McpTestClient, name: string, args: Record<s
 export async function callError(client: McpTestClient, name: string, args: Record<string, unknown> = {}): Promise<{ type: string; message: string; [k: string]: unknown }> {
   const result = await client.callTool(name, args);
   if (!result.isError) throw new Error(`${name} unexpectedly succeeded: ${JSON.stringify(parseResult(result))}`);
-  const parsed = parseResult(result);
-  // The run endpoint's shape ({"error": message, "error_type": T}) read like the create endpoint's.
-  if (typeof parsed?.error === 'string') return { ...parsed, type: parsed.error_type, message: parsed.error };
-  return parsed?.error ?? { type: 'unstructured', message: String(parsed) };
+  return errorOf(parseResult(result));
+}
+
+/**
+ * The one error shape of every answer (`{"error": message, "error_type": T, …details}`), checked
+ * and read as `{type, message, …details}`; anything else throws.
+ */
+export function errorOf(body: any): { type: string; message: string; [k: string]: unknown } {
+  if (typeof body?.error !== 'string' || typeof body?.error_type !== 'string') throw new Error(`not the one error shape: ${JSON.stringify(body)}`);
+  return { ...body, type: body.error_type, message: body.error };
 }
 
 /**
