@@ -55,7 +55,7 @@ describe('tool mode', () => {
     assert.equal(made.max_function_name, 7, 'make_service says how long its functions\' names may be');
     const refused = await space.create.callTool('make_function', { service: long, name: 'f'.repeat(8), code: 'def main(input_data):\n    return 1\n' });
     assert.equal(refused.isError, true);
-    const error = parseResult(refused).error;
+    const error = errorOf(parseResult(refused));
     assert.equal(error.type, 'validation_error');
     assert.match(error.message, /would be 41 characters.*limited to 40.*mcp__\{server\}__.*at most 7 characters/);
     await callOk(space.create, 'make_function', { service: long, name: 'f'.repeat(7), code: 'def main(input_data):\n    return 7\n' });
