@@ -103,8 +103,10 @@ function spawners(): number[] {
 
 describe('item 2: a real platform failure', () => {
   test('a run whose sandbox the host loses (its spawner killed mid-run) is a SandboxError, recorded, not counted', async () => {
-    // The run waits long enough to be killed in the middle even on a loaded machine (the kill ends it at once).
-    const s = await space([{ name: 'lost', language: 'typescript', code: 'export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 20_000));\n  process.exit(3);\n}\n' }]);
+    // The run outlives its spawner (killed while it waits), then ends without a word (SIGKILL: no
+    // answer from its runner), so only the lost exit status can decide: the platform's failure.
+    // Its own SIGKILL with the spawner alive is the user's (ProcessExitError, counted).
+    const s = await space([{ name: 'lost', language: 'typescript', code: "export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 8_000));\n  process.kill(process.pid, 'SIGKILL');\n}\n" }]);
     const tools = await runAs(s, 'tools');
     // Until the run is handed its sandbox, not a fixed wait that a loaded machine outlasts.
     const sandbox = server.server.services.sandbox as BubblewrapSandbox;
