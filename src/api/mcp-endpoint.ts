@@ -214,7 +214,7 @@ export function createMcpEndpoint(options: {
         const perKey = created.refused.scope === 'key';
         const cap = perKey ? MCP_SESSIONS_PER_KEY : limit;
         const message = perKey
-          ? `Live MCP session limit per API key (${cap}) reached and none of this key's sessions has been idle ${MCP_SESSION_EVICT_IDLE_MINUTES} minutes; close sessions you no longer use (DELETE with Mcp-Session-Id) or use another key`
+          ? `Live MCP session limit per API key (${cap}) reached and none of this key's sessions has been idle ${MCP_SESSION_EVICT_IDLE_MINUTES} minutes; close sessions you no longer use (DELETE with Mcp-Session-Id) or retry once one has been idle that long`
           : `Live MCP session limit (${cap}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;
         const data = { code: 'SESSION_LIMIT_EXCEEDED', limit: cap, usage: created.refused.usage, tier: scope.principal.tier, retry_after: created.refused.retryAfter };
         return jsonRpcError(429, -32000, message, { 'retry-after': String(created.refused.retryAfter) }, data);
