@@ -10,7 +10,7 @@ import {
   type McpServerFactory,
 } from '@modelcontextprotocol/server';
 import type { KeyPrincipal } from '../services/accounts.js';
-import { MCP_SESSION_IDLE_MS, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
+import { MCP_SESSION_EVICT_IDLE_MS, MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
 import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
 import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
@@ -23,6 +23,7 @@ import { calledToolNames } from './unknown-tools.js';
 const LARGE_BODY_CHARS = 64 * 1024;
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
+const MCP_SESSION_EVICT_IDLE_MINUTES = MCP_SESSION_EVICT_IDLE_MS / 60_000;
 
 export type EndpointKind = 'create' | 'run';
 
@@ -210,8 +211,12 @@ export function createMcpEndpoint(options: {
       for (const evicted of created.evicted) streams?.hub.endSession(evicted);
       if (created.refused) {
         // Not one of the spec's quota bodies: a JSON-RPC error like every other refusal, its figures in data.
-        const message = `Live MCP session limit (${limit}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;
-        const data = { code: 'SESSION_LIMIT_EXCEEDED', limit, usage: created.refused.usage, tier: scope.principal.tier, retry_after: created.refused.retryAfter };
+        const perKey = created.refused.scope === 'key';
+        const cap = perKey ? MCP_SESSIONS_PER_KEY : limit;
+        const message = perKey
+          ? `Live MCP session limit per API key (${cap}) reached and none of this key's sessions has been idle ${MCP_SESSION_EVICT_IDLE_MINUTES} minutes; close sessions you no longer use (DELETE with Mcp-Session-Id) or retry once one has been idle that long`
+          : `Live MCP session limit (${cap}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;
+        const data = { code: 'SESSION_LIMIT_EXCEEDED', limit: cap, usage: created.refused.usage, tier: scope.principal.tier, retry_after: created.refused.retryAfter };
         return jsonRpcError(429, -32000, message, { 'retry-after': String(created.refused.retryAfter) }, data);
       }
     }

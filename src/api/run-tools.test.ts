@@ -67,9 +67,21 @@ describe('tool mode', () => {
     const names = (await run.listTools()).tools.map((t) => t.name);
     assert.ok(names.every((n) => n.length <= 40 && /^[a-zA-Z0-9_-]+$/.test(n)), names.join(' '));
     const cut = names.find((n) => n.includes('old'))!;
-    assert.match(cut ?? '', new RegExp(`^s{14}__old-x{11}_[0-9a-f]{8}$`), names.join(' '));
+    assert.match(cut ?? '', new RegExp(`^s{14}__old-x+_+[0-9a-f]{8}$`), names.join(' '));
     assert.equal(parseResult(await run.callTool(cut)), 'old', 'the cut name calls the function');
     assert.equal(parseResult(await run.callTool(`${long}__${'f'.repeat(7)}`)), 7);
+    // A new legal name cannot take a cut name: not the one listed, nor one cut with a single `_`
+    // before the hash (legal: 14 + 2 + 24 = 40 characters), which would shadow the old function.
+    const hash = cut.slice(-8);
+    await callOk(space.create, 'make_service', { name: 's'.repeat(14) });
+    const lookalike = `old-${'x'.repeat(11)}_${hash}`;
+    await callOk(space.create, 'make_function', { service: 's'.repeat(14), name: lookalike, code: 'def main(input_data):\n    return "new"\n' });
+    const after = (await run.listTools()).tools.map((t) => t.name);
+    assert.equal(new Set(after).size, after.length, `no two tools share a name: ${after.join(' ')}`);
+    assert.equal(parseResult(await run.callTool(`${'s'.repeat(14)}__${lookalike}`)), 'new');
+    assert.equal(parseResult(await run.callTool(cut)), 'old', 'the old function keeps its name');
+    const taken = await space.create.callTool('make_function', { service: 's'.repeat(14), name: cut.slice(16), code: 'def main(input_data):\n    return "new"\n' });
+    assert.equal(errorOf(parseResult(taken)).type, 'validation_error', 'the cut name is not a legal name');
   });
 
   test('results come back structured, with stdout; failures are typed tool errors', async () => {

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
-import { MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY } from '../store/accounts-store.js';
+import { MCP_SESSION_EVICT_IDLE_MS, MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY } from '../store/accounts-store.js';
+import type { Db } from '../store/database.js';
 import { callError, callOk, connect, createAccount, createKey, parseResult, rawMcpPost, startTestServer, type ClientEra, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { sandboxRunsStarted, until } from '../test-support/processes.js';
 import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
@@ -256,41 +257,70 @@ describe('MCP sessions (2025-era): per-account limit and idle expiry', () => {
 });
 
 describe('MCP sessions (2025-era): per-key cap', () => {
-  test(`a key keeps ${MCP_SESSIONS_PER_KEY} live sessions: one more ends its least recently used, never another key's, and is not refused`, async () => {
+  test(`a key keeps ${MCP_SESSIONS_PER_KEY} live sessions: one more ends its least recently used only if idle ${MCP_SESSION_EVICT_IDLE_MS / 60_000} minutes, else is refused; never another key's`, async () => {
     const account = await createAccount(server.url);
     await server.server.services.accounts.setTier(account.email, 'roomy');
     const other = await createKey(server.url, account, {});
     const url = `${server.url}/mcp/create/${uniq('cap')}`;
-    const sessionOf = async (key: string) => {
-      const response = await fetch(url, {
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const idleFor = (id: string, ms: number) => db.updateTable('mcp_sessions').set({ last_seen_at: new Date(Date.now() - ms) }).where('id', '=', id).execute();
+    const initialize = (key: string) =>
+      fetch(url, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'throw-away', version: '1' } } }),
       });
+    const sessionOf = async (key: string) => {
+      const response = await initialize(key);
       assert.equal(response.status, 200);
       await response.text();
       return response.headers.get('mcp-session-id')!;
     };
+    const refusedAt = async (key: string, limit: number, usage: number) => {
+      const response = await initialize(key);
+      assert.equal(response.status, 429);
+      const body = await response.json();
+      assert.equal(body.error.code, -32000);
+      const { code, limit: l, usage: u, retry_after } = body.error.data;
+      assert.deepEqual({ code, l, u }, { code: 'SESSION_LIMIT_EXCEEDED', l: limit, u: usage }, JSON.stringify(body));
+      assert.ok(retry_after >= 1 && String(retry_after) === response.headers.get('retry-after'));
+      return retry_after as number;
+    };
+    const ping = (key: string, id: string) => rawMcpPost(url, key, { jsonrpc: '2.0', id: 2, method: 'ping' }, { 'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18' });
+    const alive = async (key: string, ids: string[], message: string) => {
+      for (const id of ids) assert.equal((await ping(key, id)).status, 200, message);
+    };
     const otherKeys = await sessionOf(other);
     const ids: string[] = [];
     for (let i = 0; i < MCP_SESSIONS_PER_KEY; i++) ids.push(await sessionOf(account.key));
-    const ping = (key: string, id: string) => rawMcpPost(url, key, { jsonrpc: '2.0', id: 2, method: 'ping' }, { 'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18' });
-    assert.equal((await ping(account.key, ids[0]!)).status, 200, 'all within the cap live');
+    // All in use (17 agents x create + run): one more is refused like the account cap, and ends none.
+    await refusedAt(account.key, MCP_SESSIONS_PER_KEY, MCP_SESSIONS_PER_KEY);
+    await alive(account.key, ids, 'a refusal ends no session');
+    // The least recently used has been idle 9 minutes: still in use, still refused.
+    await idleFor(ids[0]!, MCP_SESSION_EVICT_IDLE_MS - 60_000);
+    assert.ok((await refusedAt(account.key, MCP_SESSIONS_PER_KEY, MCP_SESSIONS_PER_KEY)) <= 60);
+    await alive(account.key, ids, 'a refusal ends no session');
+    // Idle past 10 minutes (the oldest first): each new session ends exactly the least recently used.
+    await idleFor(ids[0]!, MCP_SESSION_EVICT_IDLE_MS + 120_000);
+    await idleFor(ids[1]!, MCP_SESSION_EVICT_IDLE_MS + 60_000);
     const newest = await sessionOf(account.key);
     assert.equal((await ping(account.key, ids[0]!)).status, 404, 'the least recently used one ended');
-    for (const id of [ids[1]!, ids.at(-1)!, newest]) assert.equal((await ping(account.key, id)).status, 200);
+    await alive(account.key, [ids[2]!, ids.at(-1)!, newest], 'the others live');
+    assert.equal((await db.selectFrom('mcp_sessions').select('id').where('id', '=', ids[1]!).execute()).length, 1, 'the next idle one stays');
     assert.equal((await ping(other, otherKeys)).status, 200, "another key's session stays");
-    // The account full (33 = 32 of this key + 1 of the other): the key's own LRU still makes room,
-    // while the other key is refused and ends nobody's session.
+    // The account full (33 = 32 of this key + 1 of the other): the key's own idle LRU still makes
+    // room, while the other key is refused and ends nobody's session.
     await server.server.services.accounts.setTier(account.email, 'sessions33');
     const next = await sessionOf(account.key);
     assert.equal((await ping(account.key, ids[1]!)).status, 404);
-    const refused = await rawMcpPost(url, other, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } });
-    assert.equal(refused.status, 429);
-    // Over a lowered limit even with its LRU gone, the key itself is refused, and loses nothing.
+    await refusedAt(other, 33, 33);
+    // No idle one left: the key is refused again.
+    await refusedAt(account.key, MCP_SESSIONS_PER_KEY, MCP_SESSIONS_PER_KEY);
+    // Over a lowered limit even with an idle LRU, the key itself is refused, and loses nothing.
+    await idleFor(ids[2]!, MCP_SESSION_EVICT_IDLE_MS + 60_000);
     await server.server.services.accounts.setTier(account.email, 'pro_trial');
-    assert.equal((await rawMcpPost(url, account.key, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } })).status, 429);
-    for (const id of [ids[2]!, next]) assert.equal((await ping(account.key, id)).status, 200, 'a refusal ends no session');
+    await refusedAt(account.key, 2, 33);
+    await alive(account.key, [ids[2]!, next], 'a refusal ends no session');
   });
 });
 

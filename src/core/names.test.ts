@@ -49,7 +49,10 @@ test('tool names stay within the documented budget, so Claude Code\'s mcp__{serv
   const long = toolName({ service: 's'.repeat(31), name: 'f'.repeat(31) });
   const sibling = toolName({ service: 's'.repeat(31), name: `${'f'.repeat(30)}g` });
   assert.equal(long.length, 40);
-  assert.match(long, /^s{14}__f{15}_[0-9a-f]{8}$/, 'both names stay readable');
+  assert.match(long, /^s{14}__f{14}__[0-9a-f]{8}$/, 'both names stay readable');
+  // Two `__`: no legal {service}__{function} (entity names hold none) can take a cut name.
+  assert.equal(long.split('__').length, 3);
+  assert.throws(() => validateEntityName('function', long.slice(16)));
   assert.match(long, /^[a-zA-Z0-9_-]{1,40}$/);
   assert.notEqual(long, sibling);
   assert.equal(toolName({ service: 's'.repeat(31), name: 'f'.repeat(31) }), long, 'stable');

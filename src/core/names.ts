@@ -36,14 +36,16 @@ export const CLIENT_SERVER_NAME_MAX = MODEL_TOOL_NAME_MAX - TOOL_NAME_BUDGET - '
 
 /**
  * A function's tool-mode name. Functions made before the budget may exceed it: their names are
- * cut and end in a hash of the full name, so the name stays within the budget and stays unique.
+ * cut and end in `__` and a hash of the full name, so the name stays within the budget and stays
+ * unique. Entity names hold no `__`, so a legal `{service}__{function}` has exactly one and can
+ * never equal a cut name (which has two): a new function cannot take an old one's tool name.
  */
 export function toolName(fn: { service: string; name: string }): string {
   const full = `${fn.service}__${fn.name}`;
   if (full.length <= TOOL_NAME_BUDGET) return full;
   const hash = createHash('sha256').update(full).digest('hex').slice(0, 8);
   // Both names stay readable: the service keeps at most 14 characters, the function the rest.
-  return `${`${fn.service.slice(0, 14)}__${fn.name}`.slice(0, TOOL_NAME_BUDGET - hash.length - 1)}_${hash}`;
+  return `${`${fn.service.slice(0, 14)}__${fn.name}`.slice(0, TOOL_NAME_BUDGET - hash.length - 2)}__${hash}`;
 }
 
 /** How long a function name may be in `service` for its tool name to stay within the budget. */

@@ -14,7 +14,7 @@ async function outcomes(calls: Array<Promise<void>>): Promise<string[]> {
 }
 
 test('one account: the checks past its share are refused (rate_limited), the others pass; a freed share serves again', async () => {
-  const check = syntaxChecker({ concurrent: 1, waiting: 10, perAccount: 2 });
+  const check = syntaxChecker({ concurrent: 1, waiting: 10, perAccount: 2, reserved: 0 });
   assert.deepEqual(await outcomes([check(OK, 'a'), check(OK, 'a'), check(OK, 'a'), check(OK, 'b')]), [
     'ok',
     'ok',
@@ -29,7 +29,25 @@ test('one account: the checks past its share are refused (rate_limited), the oth
 });
 
 test('all accounts: past the running checks and the waiting room, one more is refused', async () => {
-  const check = syntaxChecker({ concurrent: 1, waiting: 2, perAccount: 4 });
+  const check = syntaxChecker({ concurrent: 1, waiting: 2, perAccount: 4, reserved: 0 });
   const results = await outcomes(['a', 'b', 'c', 'd', 'e'].map((account) => check(OK, account)));
   assert.deepEqual(results, ['ok', 'ok', 'ok', "rate_limited: the server's code checks are busy (2 waiting); try again shortly", "rate_limited: the server's code checks are busy (2 waiting); try again shortly"]);
+});
+
+test('waiting checks take turns by account: one account\'s queue waits behind the others\' first checks', async () => {
+  const check = syntaxChecker({ concurrent: 1, waiting: 10, perAccount: 10, reserved: 0 });
+  const started: string[] = [];
+  // One place: the order checks finish in is the order they got it.
+  const calls = ['a1', 'a2', 'a3', 'a4', 'b1', 'c1'].map((label) => check(OK, label[0]!).then(() => void started.push(label)));
+  await Promise.all(calls);
+  assert.deepEqual(started, ['a1', 'b1', 'c1', 'a2', 'a3', 'a4']);
+});
+
+test('the last places of the waiting room are kept for accounts with none waiting', async () => {
+  const check = syntaxChecker({ concurrent: 1, waiting: 4, perAccount: 10, reserved: 2 });
+  const results = await outcomes(['a', 'a', 'a', 'a', 'a', 'b', 'c', 'd'].map((account) => check(OK, account)));
+  const mineBusy = "rate_limited: the server's code checks are busy (2 waiting, this account 2 of them); try again shortly";
+  assert.deepEqual(results, ['ok', 'ok', 'ok', mineBusy, mineBusy, 'ok', 'ok', "rate_limited: the server's code checks are busy (4 waiting); try again shortly"]);
+  // Served and freed: the room is whole again, for the flooding account too.
+  assert.deepEqual(await outcomes([check(OK, 'a'), check(OK, 'a'), check(OK, 'a')]), ['ok', 'ok', 'ok']);
 });

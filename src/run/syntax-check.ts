@@ -12,14 +12,21 @@ import { transpileTypescript } from '../sandbox/transpile.js';
 const PYTHON = '/usr/bin/python3';
 /** Compiling 1 MB of Python takes well under a second; a child past this is stopped. */
 const COMPILE_TIMEOUT_MS = 10_000;
-/** How many checks run at once on a node, wait for a place in all, and run or wait per account. */
+/**
+ * How many checks run at once on a node, wait for a place in all, run or wait per account, and how
+ * many of the waiting places only an account with none waiting may take.
+ */
 export interface SyntaxQueueLimits {
   concurrent: number;
   waiting: number;
   perAccount: number;
+  reserved: number;
 }
-/** Two short-lived python3 processes at once; 64 waiting in all; 32 running or waiting per account (half the room). */
-export const SYNTAX_QUEUE_LIMITS: SyntaxQueueLimits = { concurrent: 2, waiting: 64, perAccount: 32 };
+/**
+ * Two short-lived python3 processes at once; 64 waiting in all; 8 running or waiting per account; the
+ * last 16 waiting places kept for accounts with none waiting, so a few accounts cannot fill the room.
+ */
+export const SYNTAX_QUEUE_LIMITS: SyntaxQueueLimits = { concurrent: 2, waiting: 64, perAccount: 8, reserved: 16 };
 
 // Reads the source from stdin and only compiles it: compile() runs none of the user's code. The
 // limits come first so that pathological input (deep nesting, huge literals) is stopped cheaply.
@@ -50,33 +57,73 @@ interface PythonVerdict {
  * The places among a node's checks. The queue is bounded, in all and per account: a flood of
  * make_function calls is refused (rate_limited, retry shortly) rather than held in memory.
  * A place is counted before the first await, so checks asked for together are counted together.
+ * A freed place goes to the waiting account whose turn came longest ago (round-robin by account),
+ * so one account's many checks wait behind each other, not before other accounts'.
  */
 function syntaxQueue(limits: SyntaxQueueLimits) {
   let running = 0;
-  const waiting: Array<() => void> = [];
+  let waitingCount = 0;
+  let turns = 0;
+  /** Waiting checks by account (each resolves when it is handed a running place). */
+  const waiting = new Map<string, Array<() => void>>();
+  /** Running or waiting checks by account. */
   const perAccount = new Map<string, number>();
+  /** When each account with checks in progress last had one start. */
+  const lastTurn = new Map<string, number>();
+  const busy = (detail: string) => new DomainError('rate_limited', `the server's code checks are busy (${waitingCount} waiting${detail}); try again shortly`, { retry_after: 1 });
+
+  /** Hands a finished check's place to the next waiting account's first check, or frees it. */
+  function release(): void {
+    let next: string | undefined;
+    for (const account of waiting.keys()) {
+      if (next === undefined || (lastTurn.get(account) ?? -1) < (lastTurn.get(next) ?? -1)) next = account;
+    }
+    if (next === undefined) {
+      running--;
+      return;
+    }
+    const queue = waiting.get(next)!;
+    const resolve = queue.shift()!;
+    if (queue.length === 0) waiting.delete(next);
+    waitingCount--;
+    lastTurn.set(next, ++turns);
+    resolve();
+  }
+
   return async function slot<T>(account: string, body: () => Promise<T>): Promise<T> {
     const mine = perAccount.get(account) ?? 0;
     if (mine >= limits.perAccount) {
       throw new DomainError('rate_limited', `this account already has ${mine} code checks in progress on this server (at most ${limits.perAccount}); wait for them to finish and try again`, { retry_after: 1 });
     }
-    if (running >= limits.concurrent && waiting.length >= limits.waiting) {
-      throw new DomainError('rate_limited', `the server's code checks are busy (${waiting.length} waiting); try again shortly`, { retry_after: 1 });
-    }
+    const mustWait = running >= limits.concurrent;
+    if (mustWait && waitingCount >= limits.waiting) throw busy('');
+    const queued = waiting.get(account)?.length ?? 0;
+    if (mustWait && queued > 0 && waitingCount >= limits.waiting - limits.reserved) throw busy(`, this account ${queued} of them`);
     perAccount.set(account, mine + 1);
     try {
-      if (running >= limits.concurrent) await new Promise<void>((resolve) => waiting.push(resolve));
-      running++;
+      if (mustWait) {
+        // The place is handed over by release(): `running` already counts it.
+        await new Promise<void>((resolve) => {
+          const queue = waiting.get(account);
+          if (queue) queue.push(resolve);
+          else waiting.set(account, [resolve]);
+          waitingCount++;
+        });
+      } else {
+        running++;
+        lastTurn.set(account, ++turns);
+      }
       try {
         return await body();
       } finally {
-        running--;
-        waiting.shift()?.();
+        release();
       }
     } finally {
       const left = (perAccount.get(account) ?? 1) - 1;
-      if (left <= 0) perAccount.delete(account);
-      else perAccount.set(account, left);
+      if (left <= 0) {
+        perAccount.delete(account);
+        lastTurn.delete(account);
+      } else perAccount.set(account, left);
     }
   };
 }

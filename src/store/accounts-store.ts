@@ -27,11 +27,17 @@ export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
 /** A session unused this long has expired (it no longer counts against the live-session limit). */
 export const MCP_SESSION_IDLE_MS = 60 * 60 * 1000;
 /**
- * Live sessions one API key keeps: past it, a new one ends the key's least recently used (to the
- * minute, see MCP_SESSION_TOUCH_MS). Clients that never send DELETE (Claude Code, mcp-remote's
- * throw-away session at each connect) then cannot fill the account's limit by themselves.
+ * Live sessions one API key keeps: past it, a new one ends the key's least recently used if that
+ * one has been idle MCP_SESSION_EVICT_IDLE_MS, else it is refused. Clients that never send DELETE
+ * (Claude Code, mcp-remote's throw-away session at each connect) then cannot fill the account's
+ * limit by themselves, and busy agents sharing a key do not end each other's sessions.
  */
 export const MCP_SESSIONS_PER_KEY = 32;
+/**
+ * Idle this long, a key's session may be ended for its cap: well past the 1-minute touch interval
+ * and the 5-minute touch of an open GET stream, so a session in use is never ended.
+ */
+export const MCP_SESSION_EVICT_IDLE_MS = 10 * 60 * 1000;
 /** A key's last use (`last_used_at`) is written at most this often (not on every request). */
 export const KEY_TOUCH_MS = 60 * 1000;
 /** A session's last use is written at most this often (not on every request). */
@@ -224,15 +230,16 @@ export class AccountsStore {
   }
 
   /**
-   * Records a new session unless the account already has `limit` live ones (null = unlimited):
-   * the count and the insert run under the account's row lock, so parallel initializes cannot
-   * both pass. Refused: the live count and the seconds until the least recently used one expires.
-   * `evicted`: the key's sessions ended to keep it within MCP_SESSIONS_PER_KEY.
+   * Records a new session unless the account already has `limit` live ones (null = unlimited) or
+   * the key has MCP_SESSIONS_PER_KEY of which the least recently used is not idle enough to end:
+   * the counts and the insert run under the account's row lock, so parallel initializes cannot
+   * both pass. Refused: which limit, the live count and the seconds until a place frees.
+   * `evicted`: the key's idle sessions ended to keep it within MCP_SESSIONS_PER_KEY.
    */
   async createMcpSession(
     input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string; protocolVersion?: string },
     limit: number | null,
-  ): Promise<{ refused?: { usage: number; retryAfter: number }; evicted: string[] }> {
+  ): Promise<{ refused?: { scope: 'account' | 'key'; usage: number; retryAfter: number }; evicted: string[] }> {
     return this.db.transaction().execute(async (trx) => {
       await trx.selectFrom('accounts').select('id').where('id', '=', input.accountId).forUpdate().executeTakeFirst();
       const now = Date.now();
@@ -243,15 +250,20 @@ export class AccountsStore {
         .where('account_id', '=', input.accountId)
         .where((eb) => eb.or([eb('created_at', '<', live.created), eb('last_seen_at', '<', live.seen)]))
         .execute();
-      const beyondKeyCap = await trx
+      const keySessions = await trx
         .selectFrom('mcp_sessions')
-        .select('id')
+        .select(['id', 'last_seen_at'])
         .where('account_id', '=', input.accountId)
         .where('key_id', '=', input.keyId)
         .orderBy('last_seen_at', 'desc')
         .orderBy('created_at', 'desc')
-        .offset(MCP_SESSIONS_PER_KEY - 1)
         .execute();
+      const beyondKeyCap = keySessions.slice(MCP_SESSIONS_PER_KEY - 1);
+      // Only sessions idle long enough are ended: the most recently used of those that must go decides.
+      const youngest = beyondKeyCap.length > 0 ? new Date(beyondKeyCap[0]!.last_seen_at).getTime() : 0;
+      if (beyondKeyCap.length > 0 && youngest > now - MCP_SESSION_EVICT_IDLE_MS) {
+        return { refused: { scope: 'key', usage: keySessions.length, retryAfter: Math.max(1, Math.ceil((youngest + MCP_SESSION_EVICT_IDLE_MS - now) / 1000)) }, evicted: [] };
+      }
       const evicted = beyondKeyCap.map((row) => row.id);
       if (limit !== null) {
         const row = await trx
@@ -260,10 +272,10 @@ export class AccountsStore {
           .where('account_id', '=', input.accountId)
           .executeTakeFirstOrThrow();
         const usage = Number(row.n);
-        // The key's own sessions past its cap make room; a refusal ends none of them.
+        // The key's own idle sessions past its cap make room; a refusal ends none of them.
         if (usage - evicted.length >= limit) {
           const oldest = row.oldest ? new Date(row.oldest).getTime() : now;
-          return { refused: { usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) }, evicted: [] };
+          return { refused: { scope: 'account', usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) }, evicted: [] };
         }
       }
       if (evicted.length > 0) await trx.deleteFrom('mcp_sessions').where('id', 'in', evicted).execute();
