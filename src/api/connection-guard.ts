@@ -269,14 +269,14 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
       socket[PAID] = false;
       return start();
     }
-    const refuse = (message: string) => {
+    const refuse = (type: 'rate_limited' | 'unavailable', message: string) => {
       if (res.headersSent || res.writableEnded) return;
-      const body = refusalFor(req, options.baseHost, 'rate_limited', message, { retry_after: 1 });
+      const body = refusalFor(req, options.baseHost, type, message, { retry_after: 1 });
       res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1', connection: 'close' }).end(body);
     };
     // A request whose client went away while it waited is not started.
     const go = () => (res.destroyed || req.destroyed ? undefined : start());
-    if (pacer.enter(client, go, () => refuse('the server is shutting down')) === 'full') refuse('too many requests waiting from your address; retry shortly');
+    if (pacer.enter(client, go, () => refuse('unavailable', 'the server is shutting down')) === 'full') refuse('rate_limited', 'too many requests waiting from your address; retry shortly');
   };
 
   const guarded = (req: IncomingMessage, res: ServerResponse) => {
