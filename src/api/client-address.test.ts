@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { clientAddress, forwardedAddress, forwardedClient, parseTrustedProxy, trustedProxiesOf } from './client-address.js';
+import { isMcpRequest, refusalFor } from './mcp-refusals.js';
 
 test('X-Forwarded-For entries with ports name the client (a.b.c.d:port, [v6]:port), as bare ones do', () => {
   assert.equal(forwardedAddress('203.0.113.5:4711'), '203.0.113.5');
@@ -39,4 +40,16 @@ test("a trusted proxy's request naming no usable client stays under the proxy's 
   assert.deepEqual(forwardedClient('10.0.0.1', '203.0.113.5, unknown', proxies), { address: '10.0.0.1', problem: { kind: 'unusable', entry: 'unknown' } });
   assert.deepEqual(forwardedClient('10.0.0.9', undefined, proxies), { address: '10.0.0.9' });
   assert.deepEqual(forwardedClient('10.0.0.1', '203.0.113.5', proxies), { address: '203.0.113.5' });
+});
+
+test("refusals written from Node's request event take the route's shape: JSON-RPC on /mcp/ and namespace subdomains, the one error shape elsewhere", () => {
+  const base = 'mcp.example.com';
+  const rpc = (url: string, host: string) => JSON.parse(refusalFor({ url, headers: { host } }, base, 'rate_limited', 'wait', { retry_after: 1 }));
+  for (const [url, host] of [['/mcp/run/ns', '127.0.0.1'], ['/', 'ns.run.mcp.example.com'], ['/anything', 'ns.create.mcp.example.com:443']] as const) {
+    assert.deepEqual(rpc(url, host), { jsonrpc: '2.0', id: null, error: { code: -32000, message: 'wait', data: { type: 'rate_limited', retry_after: 1 } } }, `${host}${url}`);
+  }
+  for (const [url, host] of [['/api/login', '127.0.0.1'], ['/healthz', 'mcp.example.com'], ['/register', 'ns.other.mcp.example.com'], ['/login', 'evil-run.mcp.example.com']] as const) {
+    assert.deepEqual(rpc(url, host), { error: 'wait', error_type: 'rate_limited', retry_after: 1 }, `${host}${url}`);
+  }
+  assert.equal(isMcpRequest('/api/login', 'ns.run.mcp.example.com', undefined), false);
 });
