@@ -21,7 +21,6 @@ export function parseTrustedProxy(entry: string): { address: string; family: 'ip
 
 /** The configured proxies as one matcher: any written form of an address, and ranges, match. */
 export interface TrustedProxies {
-  readonly any: boolean;
   has(address: string | undefined): boolean;
 }
 
@@ -39,7 +38,6 @@ export function trustedProxiesOf(entries: readonly string[]): TrustedProxies {
     else list.addSubnet(parsed.address, parsed.prefix, parsed.family);
   }
   const matcher: TrustedProxies = {
-    any: entries.length > 0,
     has(address) {
       if (!address) return false;
       const plain = plainAddress(address);
