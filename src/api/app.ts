@@ -8,7 +8,7 @@ import type { CatalogService } from '../services/catalog.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
-import { ByteBudget } from './client-pacing.js';
+import type { ByteBudget } from './client-pacing.js';
 import { clientKeyOf } from '../core/accounts.js';
 import { buildCreateServer } from './create-tools.js';
 import { clientAddress } from './client-address.js';
@@ -41,8 +41,8 @@ export interface AppDependencies {
   hostGuard: HostGuard;
   /** Reverse proxies trusted to say, in X-Forwarded-For, whom a request is from. */
   trustedProxies?: readonly string[];
-  /** Request-body bytes one client (address, IPv6 /64, forwarded client) is read a second (absent: unpaced). */
-  bodyBytesPerSecondPerIp?: number | undefined;
+  /** Request-body bytes one client (address, IPv6 /64, forwarded client) is read a second (absent: unpaced); the server closes it. */
+  bodyBudget?: ByteBudget | undefined;
   /** How often a run with a progressToken sends notifications/progress (default 10 s). */
   progressIntervalMs?: number | undefined;
   /** notifications/tools/list_changed to the run endpoint's streams (absent: no GET streams). */
@@ -203,7 +203,7 @@ export function createApp(deps: AppDependencies): Hono {
         ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
         : { limit: ACCOUNT_MAX_BODY_BYTES, tooLarge: (c, limit) => c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413) },
       // Bodies are read at most at their client's share of bytes a second, whoever else is reading.
-      deps.bodyBytesPerSecondPerIp ? { budget: new ByteBudget(deps.bodyBytesPerSecondPerIp), client: (c) => clientKeyOf(remoteAddress(c, deps.trustedProxies)) } : undefined,
+      deps.bodyBudget ? { budget: deps.bodyBudget, client: (c) => clientKeyOf(remoteAddress(c, deps.trustedProxies)) } : undefined,
     ),
   );
 

@@ -209,7 +209,15 @@ export class ByteBudget {
     return state.tokens >= 0 ? 0 : Math.ceil(-state.tokens / this.perMs);
   }
 
+  private stopped = false;
+
+  /** Closed: its sweep timer is gone (the server that made it has stopped). */
+  get closed(): boolean {
+    return this.stopped;
+  }
+
   close(): void {
+    this.stopped = true;
     clearInterval(this.sweeper);
     this.clients.clear();
   }

@@ -2,9 +2,9 @@ import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'n
 import type { Socket } from 'node:net';
 import type { HttpLimits } from './http-limits.js';
 import type { Logger } from '../core/logger.js';
-import { clientAddress, plainAddress } from './client-address.js';
+import { forwardedClient, plainAddress, trustedProxiesOf, type ForwardedProblem } from './client-address.js';
 import { clientKeyOf } from '../core/accounts.js';
-import { routeAgnosticRefusal } from './mcp-refusals.js';
+import { refusalFor, routeAgnosticRefusal } from './mcp-refusals.js';
 import { ClientPacer } from './client-pacing.js';
 
 /**
@@ -44,6 +44,8 @@ const POLITE_REFUSALS = 16;
 const POLITE_LINGER_MS = 1000;
 /** Refusals are counted and logged as one summary line per this interval, never a line each. */
 const SUMMARY_INTERVAL_MS = 10_000;
+/** A trusted proxy that names no usable client: one warning per kind of problem per this interval. */
+const PROXY_WARNING_INTERVAL_MS = 60_000;
 
 /** What the guard has seen, for operators' logs and for tests. */
 export interface ConnectionStats {
@@ -87,8 +89,21 @@ const PAID = Symbol('mcpworks.firstRequestPaid');
  * flood of thousands of connections then costs the event loop microseconds each. Returns the
  * request listener to serve through (it applies the forwarded-client cap).
  */
-export function guardConnections(server: Server, limits: HttpLimits, logger: Logger, listener: RequestListener): GuardedListener {
-  const trusted = new Set(limits.trustedProxies.map(normalizeAddress));
+export function guardConnections(server: Server, limits: HttpLimits, logger: Logger, listener: RequestListener, options: { baseHost?: string | undefined } = {}): GuardedListener {
+  const trusted = trustedProxiesOf(limits.trustedProxies);
+  const proxyWarnedAt = new Map<ForwardedProblem['kind'], number>();
+  // Every user behind a proxy whose header names nobody shares the proxy's share: the operator must hear of it.
+  const warnProxy = (proxy: string, problem: ForwardedProblem) => {
+    const now = Date.now();
+    const last = proxyWarnedAt.get(problem.kind);
+    if (last !== undefined && now - last < PROXY_WARNING_INTERVAL_MS) return;
+    proxyWarnedAt.set(problem.kind, now);
+    const why = problem.kind === 'missing' ? 'sent no X-Forwarded-For header' : `sent a right-most X-Forwarded-For entry that is not an IP address (${JSON.stringify(problem.entry)})`;
+    logger.warn(
+      { proxy, problem: problem.kind, setting: 'MCPWORKS_TRUSTED_PROXIES', window_s: PROXY_WARNING_INTERVAL_MS / 1000 },
+      `a trusted proxy (MCPWORKS_TRUSTED_PROXIES) ${why}: its requests are limited as one client, under the proxy's address; have the proxy set X-Forwarded-For to the client's address`,
+    );
+  };
   const perPeer = new Map<string, number>();
   const perForwarded = new Map<string, number>();
   const stats: ConnectionStats = { open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0, deferred: 0, waiting: 0 };
@@ -254,12 +269,14 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
       socket[PAID] = false;
       return start();
     }
-    const refuse = (message: string) => {
-      if (!res.headersSent && !res.writableEnded) res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1', connection: 'close' }).end(refusalBody(message));
+    const refuse = (type: 'rate_limited' | 'unavailable', message: string) => {
+      if (res.headersSent || res.writableEnded) return;
+      const body = refusalFor(req, options.baseHost, type, message, { retry_after: 1 });
+      res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1', connection: 'close' }).end(body);
     };
     // A request whose client went away while it waited is not started.
     const go = () => (res.destroyed || req.destroyed ? undefined : start());
-    if (pacer.enter(client, go, () => refuse('the server is shutting down')) === 'full') refuse('too many requests waiting from your address; retry shortly');
+    if (pacer.enter(client, go, () => refuse('unavailable', 'the server is shutting down')) === 'full') refuse('rate_limited', 'too many requests waiting from your address; retry shortly');
   };
 
   const guarded = (req: IncomingMessage, res: ServerResponse) => {
@@ -267,17 +284,19 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     if (!trusted.has(peer)) return paced(clientOf(peer), req, res, () => listener(req, res));
     // Only a configured proxy's X-Forwarded-For is believed (the same reading as sign-in throttling).
     const forwarded = req.headers['x-forwarded-for'];
-    const client = clientAddress(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, limits.trustedProxies);
+    const { address: client, problem } = forwardedClient(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, limits.trustedProxies);
+    if (problem) warnProxy(peer, problem);
     if (!client || client === peer) return paced(clientOf(peer), req, res, () => listener(req, res));
-    const forwardedClient = clientOf(client);
-    return paced(forwardedClient, req, res, () => {
-      const inFlight = (perForwarded.get(forwardedClient) ?? 0) + 1;
+    const forwardedKey = clientOf(client);
+    return paced(forwardedKey, req, res, () => {
+      const inFlight = (perForwarded.get(forwardedKey) ?? 0) + 1;
       if (inFlight > limits.maxConnectionsPerIp) {
-        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(refusalBody('too many requests in flight from your address; retry shortly'));
+        const body = refusalFor(req, options.baseHost, 'rate_limited', 'too many requests in flight from your address; retry shortly', { retry_after: 1 });
+        res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1' }).end(body);
         return;
       }
-      perForwarded.set(forwardedClient, inFlight);
-      res.once('close', () => release(perForwarded, forwardedClient));
+      perForwarded.set(forwardedKey, inFlight);
+      res.once('close', () => release(perForwarded, forwardedKey));
       listener(req, res);
     });
   };

@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { startServer } from '../app/start-server.js';
-import { callOk, connect, createAccount, parseResult, seedEmbeddedDatabase, startTestServer, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, createAccount, errorOf, parseResult, seedEmbeddedDatabase, startTestServer, type TestServer } from '../test-support/harness.js';
 
 interface Held {
   /** Everything the server sent on this connection, once it closed it. */
@@ -59,6 +59,19 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 }
 
 const status = (response: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(response)?.[1] ?? 0);
+/** The body of the last response on a connection (every response here carries content-length or closes). */
+const lastBody = (answer: string) => JSON.parse(answer.slice(answer.lastIndexOf('\r\n\r\n') + 4));
+
+/** Polls `done` (a state, never a duration) until it holds; the bound only keeps a hung server from stalling the suite. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (!done()) await new Promise((resolve) => setTimeout(resolve, 20));
+    })(),
+    20_000,
+    what,
+  );
+}
 
 async function healthz(server: TestServer): Promise<number> {
   // A generous bound only so that a hung server fails the test instead of stalling it.
@@ -224,7 +237,7 @@ describe('refusals logged as a summary; each client paced to its share of new re
     dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-conn-log-'));
     await seedEmbeddedDatabase(dataDir);
     running = await startServer(
-      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, http: { maxConnections: 128, maxConnectionsPerIp: 16, requestsPerSecondPerIp: 2, bodyBytesPerSecondPerIp: 1024 } },
+      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, http: { maxConnections: 128, maxConnectionsPerIp: 16, requestsPerSecondPerIp: 2, bodyBytesPerSecondPerIp: 1024, trustedProxies: ['127.0.0.20/30'] } },
       pino({ level: 'info' }, logs),
     );
     server = { url: running.url, server: running } as TestServer;
@@ -325,5 +338,69 @@ describe('refusals logged as a summary; each client paced to its share of new re
     assert.equal(await healthz(server), 200);
     assert.equal(answered, false, 'the paced body was read ahead of its share');
     held!.destroy();
+  });
+
+  test('behind a trusted proxy (a CIDR range), forwarded clients with ports are each paced under their own address', async () => {
+    const before = running.services.connections();
+    // Nine users behind proxies in 127.0.0.20/30, as Azure Application Gateway and others write them:
+    // with ports. Were they one client (the proxy's), 2 a second would make most of them wait or 503.
+    const forwarded = [...[1, 2, 3, 4].map((i) => `198.51.100.${i}:4711`), ...[1, 2, 3, 4].map((i) => `[2001:db8:${i}::5]:4711`), '198.51.100.9:80'];
+    const held = (
+      await Promise.all(forwarded.map((client, i) => hold(server, 1, i === 8 ? '127.0.0.22' : '127.0.0.20', () => `GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 192.0.2.1, ${client}\r\nconnection: close\r\n\r\n`)))
+    ).flat();
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, 'the forwarded clients are answered');
+    assert.deepEqual(answers.map(status), Array(forwarded.length).fill(200));
+    assert.equal(running.services.connections().deferred, before.deferred, 'no forwarded client waited: each had its own share');
+  });
+
+  test("a trusted proxy naming no usable client: limited under the proxy's address, and one warning per problem names the setting", async () => {
+    const warnings = () => lines.filter((line) => /MCPWORKS_TRUSTED_PROXIES/.test(line)).map((line) => JSON.parse(line));
+    const before = running.services.connections();
+    const headers = ['', '', '', 'x-forwarded-for: unknown\r\n', 'x-forwarded-for: 198.51.100.7, _hidden\r\n', 'x-forwarded-for: unknown\r\n'];
+    const held = (await Promise.all(headers.map((header) => hold(server, 1, '127.0.0.21', () => `GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n${header}connection: close\r\n\r\n`)))).flat();
+    const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, "the proxy's requests are answered");
+    assert.ok(answers.every((a) => status(a) === 200 || status(a) === 503), answers.map(status).join(','));
+    // Six requests under one key whose share is 2 a second: some waited (or were refused).
+    const after = running.services.connections();
+    assert.ok(after.deferred > before.deferred || answers.some((a) => status(a) === 503), JSON.stringify(after));
+    const seen = warnings();
+    assert.deepEqual(seen.map((w) => w.problem).sort(), ['missing', 'unusable'], JSON.stringify(seen));
+    for (const warning of seen) {
+      assert.equal(warning.proxy, '127.0.0.21');
+      assert.equal(warning.setting, 'MCPWORKS_TRUSTED_PROXIES');
+      assert.match(warning.msg, /X-Forwarded-For/);
+    }
+  });
+
+  test('pacing 503s take the route\'s shape: the one error shape on /api/login, JSON-RPC on /mcp/', async () => {
+    const login = 'POST /api/login HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
+    const mcp = 'POST /mcp/run/x HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
+    const [onLogin, onMcp] = (await Promise.all([hold(server, 1, '127.0.0.17', () => login.repeat(12)), hold(server, 1, '127.0.0.18', () => mcp.repeat(12))])).flat();
+    const loginAnswer = await within(onLogin!.closed, 30_000, 'the pipelined sign-ins are answered');
+    assert.equal(status(loginAnswer.slice(loginAnswer.lastIndexOf('HTTP/1.1 '))), 503);
+    const refused = errorOf(lastBody(loginAnswer));
+    assert.equal(refused.type, 'rate_limited');
+    assert.match(refused.message, /too many requests waiting from your address/);
+    assert.equal(refused.retry_after, 1);
+    const mcpAnswer = await within(onMcp!.closed, 30_000, 'the pipelined MCP posts are answered');
+    assert.equal(status(mcpAnswer.slice(mcpAnswer.lastIndexOf('HTTP/1.1 '))), 503);
+    const rpc = lastBody(mcpAnswer);
+    assert.equal(rpc.jsonrpc, '2.0');
+    assert.equal(rpc.error.data.type, 'rate_limited');
+    assert.match(rpc.error.message, /too many requests waiting from your address/);
+  });
+
+  test('shutdown: requests waiting their turn get 503 in their route\'s shape; the body budget is closed with the server', async () => {
+    const before = running.services.connections();
+    const [held] = await hold(server, 1, '127.0.0.19', () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n'.repeat(5));
+    await until(() => running.services.connections().waiting > 0 && running.services.connections().deferred > before.deferred, 'requests wait their turn');
+    assert.equal(running.services.bodyBudget?.closed, false);
+    await running.close();
+    const answer = await held!.closed;
+    assert.equal(status(answer.slice(answer.lastIndexOf('HTTP/1.1 '))), 503);
+    const refused = errorOf(lastBody(answer));
+    assert.equal(refused.type, 'unavailable');
+    assert.match(refused.message, /shutting down/);
+    assert.equal(running.services.bodyBudget?.closed, true, 'its sweep timer is cleared');
   });
 });

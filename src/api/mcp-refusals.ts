@@ -1,4 +1,4 @@
-import type { DomainErrorType } from '../core/errors.js';
+import { DomainError, type DomainErrorType } from '../core/errors.js';
 
 /**
  * Every refusal on an MCP endpoint is a JSON-RPC error object (`{jsonrpc, id: null, error: {code,
@@ -23,6 +23,24 @@ export function jsonRpcCodeFor(type: string): number {
  */
 export function routeAgnosticRefusal(type: DomainErrorType, message: string): string {
   return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: jsonRpcCodeFor(type), message, data: { type } }, error_type: type });
+}
+
+/** An MCP endpoint's request: a `/mcp/` path, or any path on `{ns}.create.{base}` / `{ns}.run.{base}`. */
+export function isMcpRequest(url: string | undefined, host: string | undefined, baseHost: string | undefined): boolean {
+  if ((url ?? '').startsWith('/mcp/')) return true;
+  if (!baseHost || !host) return false;
+  const hostname = host.replace(/:\d+$/, '').toLowerCase();
+  const base = baseHost.replace(/:\d+$/, '').toLowerCase();
+  return hostname.endsWith(`.create.${base}`) || hostname.endsWith(`.run.${base}`);
+}
+
+/**
+ * A refusal written from Node's request event (pacing, shutdown), where the request line is known:
+ * a JSON-RPC error on MCP endpoints, the one error shape (DomainError.toJSON) everywhere else.
+ */
+export function refusalFor(req: { url?: string | undefined; headers: { host?: string | undefined } }, baseHost: string | undefined, type: DomainErrorType, message: string, details: Record<string, unknown> = {}): string {
+  if (isMcpRequest(req.url, req.headers.host, baseHost)) return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: jsonRpcCodeFor(type), message, data: { type, ...details } } });
+  return JSON.stringify(new DomainError(type, message, details).toJSON());
 }
 
 /** The response as a JSON-RPC error when it is a refusal in another shape; otherwise unchanged. */

@@ -1,7 +1,7 @@
 // test-database: embedded, configuration parsing only (it names DATABASE_URL but opens no database)
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { configFromEnv, DEFAULT_HTTP_LIMITS, httpLimitsFor } from './config.js';
+import { configFromEnv, DEFAULT_HTTP_LIMITS, httpLimitsFor, SANDBOX_DEFAULTS, sandboxFromEnv } from './config.js';
 import { shutdownGraceMs } from './start-server.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { applyTierOverrides } from '../core/tiers.js';
@@ -31,10 +31,31 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
     { MCPWORKS_HEADERS_TIMEOUT_S: '-1' },
     { MCPWORKS_REQUEST_TIMEOUT_S: 'soon' },
     { MCPWORKS_TRUSTED_PROXIES: 'proxy.example.com' },
+    { MCPWORKS_TRUSTED_PROXIES: '10.0.0.0/33' },
+    { MCPWORKS_TRUSTED_PROXIES: '10.0.0.1:8080' },
   ]) {
     assert.throws(() => configFromEnv(env), /MCPWORKS_/, JSON.stringify(env));
   }
   assert.throws(() => httpLimitsFor(configFromEnv({ MCPWORKS_HEADERS_TIMEOUT_S: '90' })), /headers timeout/);
+  // Any written form of an address, and CIDR ranges, are accepted as given (matched by net.BlockList).
+  const forms = ['2001:db8:0:0:0:0:0:1', '10.0.0.0/8', 'fd00::/8', '::ffff:192.0.2.7'];
+  assert.deepEqual(httpLimitsFor(configFromEnv({ MCPWORKS_TRUSTED_PROXIES: forms.join(',') })).trustedProxies, forms);
+});
+
+test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL, MCPWORKS_SANDBOX_NETWORK(_ALLOW)', () => {
+  assert.deepEqual(sandboxFromEnv({}), SANDBOX_DEFAULTS);
+  assert.equal(sandboxFromEnv({ MCPWORKS_ZYGOTE: 'off' }).zygote, false);
+  assert.equal(sandboxFromEnv({ MCPWORKS_ZYGOTE: 'on' }).zygote, true);
+  assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_POOL: 'off' }).pool, false);
+  assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_POOL: 'on' }).pool, true);
+  assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on' }).network, true);
+  assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'off' }).network, false);
+  // The allow-list applies only with the network on; a bad one stops the server at start.
+  assert.deepEqual(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.7, 198.51.100.0/24' }).networkAllow, ['203.0.113.7/32', '198.51.100.0/24']);
+  assert.deepEqual(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.7' }).networkAllow, []);
+  assert.throws(() => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '127.0.0.1' }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
+  // The whole config carries them: what start-server hands the sandbox.
+  assert.deepEqual(configFromEnv({ MCPWORKS_ZYGOTE: 'off', MCPWORKS_SANDBOX_POOL: 'off' }).sandbox, { ...SANDBOX_DEFAULTS, zygote: false, pool: false });
 });
 
 test('MCPWORKS_KDF_CONCURRENCY: unset leaves the default (cores - 1), a positive integer sets it, anything else stops the server', () => {

@@ -1,4 +1,3 @@
-import { isIP } from 'node:net';
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
@@ -9,6 +8,7 @@ import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 import { detectHost, type HostFacts } from './host-facts.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
+import { parseTrustedProxy } from '../api/client-address.js';
 import { MB } from '../core/units.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits };
@@ -157,7 +157,7 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
   if (env.MCPWORKS_HEADERS_TIMEOUT_S) http.headersTimeoutMs = seconds('MCPWORKS_HEADERS_TIMEOUT_S', env.MCPWORKS_HEADERS_TIMEOUT_S);
   if (env.MCPWORKS_REQUEST_TIMEOUT_S) http.requestTimeoutMs = seconds('MCPWORKS_REQUEST_TIMEOUT_S', env.MCPWORKS_REQUEST_TIMEOUT_S);
   const proxies = list(env.MCPWORKS_TRUSTED_PROXIES);
-  for (const proxy of proxies) if (isIP(proxy) === 0) throw new Error(`MCPWORKS_TRUSTED_PROXIES: ${JSON.stringify(proxy)} is not an IP address`);
+  for (const proxy of proxies) if (!parseTrustedProxy(proxy)) throw new Error(`MCPWORKS_TRUSTED_PROXIES: ${JSON.stringify(proxy)} is not an IP address or CIDR range`);
   if (proxies.length) http.trustedProxies = proxies;
   return http;
 }

@@ -31,7 +31,8 @@ import { DEFAULT_LEASE_MS, InstanceLease } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, SANDBOX_DEFAULTS, shutdownGraceMs, type SandboxSettings, type ServerConfig } from './config.js';
 import { guardConnections, MAX_HEADER_BYTES, type ConnectionStats } from '../api/connection-guard.js';
 import { ListChangedHub } from '../api/list-changed.js';
-import { routeAgnosticRefusal } from '../api/mcp-refusals.js';
+import { refusalFor } from '../api/mcp-refusals.js';
+import { ByteBudget } from '../api/client-pacing.js';
 import { signInPrecheck } from '../api/sign-in-precheck.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from '../api/version.js';
@@ -40,7 +41,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; signInsRefusedEarly: () => number };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -199,7 +200,10 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   // Catalog changes on any node reach this node's run streams (LISTEN on the database).
   const listChanged = new ListChangedHub(logger, (ids) => accountsStore.touchMcpSessions(ids));
   await listChanged.start(database.notifications).catch(failStart);
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBytesPerSecondPerIp: limits.bodyBytesPerSecondPerIp, progressIntervalMs: config.progressIntervalMs, listChanged });
+  // Its sweep timer lives as long as the server: closed with it (and if start-up fails).
+  const bodyBudget = limits.bodyBytesPerSecondPerIp ? new ByteBudget(limits.bodyBytesPerSecondPerIp) : undefined;
+  if (bodyBudget) opened.push(() => bodyBudget.close());
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBudget, progressIntervalMs: config.progressIntervalMs, listChanged });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
   const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
@@ -224,13 +228,14 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);
           // Sign-in prechecks run within the client's share of requests, as everything else does.
-          const guard = guardConnections(http, limits, logger, (request, response) => void (precheck(request, response) || listener(request, response)));
+          const guard = guardConnections(http, limits, logger, (request, response) => void (precheck(request, response) || listener(request, response)), { baseHost: config.baseHost });
           connections = guard.stats;
           stopPacing = guard.stop;
           http.on('request', (request, response) => {
             if (!draining) return guard.listener(request, response);
-            response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5', connection: 'close' });
-            response.end(routeAgnosticRefusal('unavailable', 'the server is shutting down'));
+            const body = refusalFor(request, config.baseHost, 'unavailable', 'the server is shutting down', { retry_after: 5 });
+            response.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '5', connection: 'close' });
+            response.end(body);
           });
           return http;
         }) as never,
@@ -249,7 +254,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, signInsRefusedEarly: () => precheck.refused() },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
     failed,
     close() {
       closing ??= (async () => {
