@@ -29,8 +29,8 @@ const LARGE_BODY_CHARS = 64 * 1024;
  */
 export const BODY_MAX_VALUES = MAX_CHECKED_VALUES + 1000;
 export const BODY_MAX_DEPTH = MAX_CHECKED_DEPTH + 8;
-/** About 1 ms of scanning per fair slice. */
-const SCAN_SLICE_CHARS = 256 * 1024;
+/** A fraction of a millisecond of scanning per fair slice (a few ms while the scan is still cold). */
+const SCAN_SLICE_CHARS = 64 * 1024;
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 

@@ -1,0 +1,75 @@
+/**
+ * What one large MCP request body costs the main thread (review s10, item 3): the longest single
+ * block for an 8 MB body, before (one JSON.parse) and now (the value/depth pre-scan in fair slices,
+ * src/core/json-scan.ts, then a parse only of a body within the caps). Beside them, what handing the
+ * parsed body back from a worker thread would cost the main thread (a structured-clone decode,
+ * v8.deserialize, the step a worker parse cannot avoid). Cases: 8 MB of small values
+ * ([0,0,...], 4M values: now refused by the scan), 8 MB of 500,000 short strings (the most values a
+ * body within the caps parses) and 8 MB of one long string (make_function with large code). Medians over N runs; a loaded machine makes them indicative.
+ *
+ *   bench/body-scan [--runs N]
+ */
+import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { deserialize, serialize } from 'node:v8';
+import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES } from '../src/core/limits.js';
+import { textShapeExcessSlices } from '../src/core/json-scan.js';
+import { median } from './lib/measure.js';
+
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });
+const runs = Number(values.runs);
+const SLICE = 64 * 1024;
+const caps = { maxDepth: MAX_CHECKED_DEPTH + 8, maxValues: MAX_CHECKED_VALUES + 1000 };
+const envelope = (args: string) => `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute","arguments":${args}}}`;
+const size = 8 * 1024 * 1024 - 200;
+const bodies: Record<string, string> = {
+  '8 MB of small values': envelope(`{"code":"","input":[${'0,'.repeat(size / 2 - 1)}0]}`),
+  // The most that is still parsed: just within the value cap, each value a 14-character string.
+  '8 MB, 500,000 strings (within the caps)': envelope(`{"code":"","input":[${'"abcdefghijklm",'.repeat(MAX_CHECKED_VALUES - 1)}"z"]}`),
+  '8 MB, one long string': envelope(JSON.stringify({ code: 'x = "[{,\\"}]"  # é\n'.repeat(size / 24) })),
+};
+// Flat strings, as request.text() gives (a repeated string is a rope V8 flattens on first read).
+for (const name of Object.keys(bodies)) bodies[name] = Buffer.from(bodies[name]!).toString('utf8');
+
+const time = (work: () => void): number => {
+  const start = performance.now();
+  work();
+  return performance.now() - start;
+};
+
+/** The longest and the median slice of the scan, and whether it refused the body. */
+function scanSlices(text: string): { longest: number; typical: number; refused: boolean } {
+  const slices = textShapeExcessSlices(text, caps, SLICE);
+  const times: number[] = [];
+  for (;;) {
+    const start = performance.now();
+    const step = slices.next();
+    times.push(performance.now() - start);
+    if (step.done) return { longest: Math.max(...times), typical: median(times), refused: step.value !== null };
+  }
+}
+
+for (const [name, text] of Object.entries(bodies)) {
+  const parse: number[] = [];
+  const scan: number[] = [];
+  const clone: number[] = [];
+  const typical: number[] = [];
+  let refused = false;
+  for (let run = 0; run < runs; run++) {
+    let parsed: unknown;
+    parse.push(time(() => (parsed = JSON.parse(text))));
+    const scanned = scanSlices(text);
+    refused = scanned.refused;
+    scan.push(scanned.longest);
+    typical.push(scanned.typical);
+    const wire = serialize(parsed);
+    clone.push(time(() => deserialize(wire)));
+  }
+  const before = median(parse);
+  const now = refused ? median(scan) : Math.max(median(scan), before);
+  console.log(`${name} (${(text.length / 1024 / 1024).toFixed(1)} M chars): ${refused ? 'refused by the scan' : 'within the caps, parsed'}`);
+  console.log(`  before, one JSON.parse:               ${before.toFixed(1)} ms`);
+  console.log(`  now, scan slice (64K chars):          median ${median(typical).toFixed(2)} ms, longest ${median(scan).toFixed(2)} ms (wall clock: a loaded machine preempts)`);
+  console.log(`  now, longest main-thread block:       ${now.toFixed(1)} ms  (ratio ${(now / before).toFixed(3)})`);
+  console.log(`  worker parse, decode on main thread:  ${median(clone).toFixed(1)} ms  (ratio ${(median(clone) / before).toFixed(3)})`);
+}
