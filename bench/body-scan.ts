@@ -1,7 +1,7 @@
 /**
  * What one large MCP request body costs the main thread (review s10, item 3): the longest single
  * block for an 8 MB body, before (one JSON.parse) and now (the value/depth pre-scan in fair slices,
- * src/core/json-scan.ts, then a parse only of a body within the caps). Beside them, what handing the
+ * src/core/json-scan.ts, then, for a body within the caps, the sliced parse of json-sliced-parse.ts). Beside them, what handing the
  * parsed body back from a worker thread would cost the main thread (a structured-clone decode,
  * v8.deserialize, the step a worker parse cannot avoid). Cases: 8 MB of small values
  * ([0,0,...], 4M values: now refused by the scan), 8 MB of 500,000 short strings (the most values a
@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { deserialize, serialize } from 'node:v8';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES } from '../src/core/limits.js';
 import { textShapeExcessSlices } from '../src/core/json-scan.js';
+import { parseJsonSlices } from '../src/core/json-sliced-parse.js';
 import { median } from './lib/measure.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });
@@ -37,9 +38,9 @@ const time = (work: () => void): number => {
   return performance.now() - start;
 };
 
-/** The longest and the median slice of the scan, and whether it refused the body. */
-function scanSlices(text: string): { longest: number; typical: number; refused: boolean } {
-  const slices = textShapeExcessSlices(text, caps, SLICE);
+/** The longest and the median slice of the scan (or sliced parse), and whether the scan refused the body. */
+function scanSlices(text: string, parse = false): { longest: number; typical: number; refused: boolean } {
+  const slices: Generator<void, unknown, void> = parse ? parseJsonSlices(text, SLICE) : textShapeExcessSlices(text, caps, SLICE);
   const times: number[] = [];
   for (;;) {
     const start = performance.now();
@@ -54,6 +55,8 @@ for (const [name, text] of Object.entries(bodies)) {
   const scan: number[] = [];
   const clone: number[] = [];
   const typical: number[] = [];
+  const sliced: number[] = [];
+  const slicedTypical: number[] = [];
   let refused = false;
   for (let run = 0; run < runs; run++) {
     let parsed: unknown;
@@ -62,14 +65,20 @@ for (const [name, text] of Object.entries(bodies)) {
     refused = scanned.refused;
     scan.push(scanned.longest);
     typical.push(scanned.typical);
+    if (!refused) {
+      const parsedSliced = scanSlices(text, true);
+      sliced.push(parsedSliced.longest);
+      slicedTypical.push(parsedSliced.typical);
+    }
     const wire = serialize(parsed);
     clone.push(time(() => deserialize(wire)));
   }
   const before = median(parse);
-  const now = refused ? median(scan) : Math.max(median(scan), before);
+  const now = refused ? median(scan) : Math.max(median(scan), median(sliced));
   console.log(`${name} (${(text.length / 1024 / 1024).toFixed(1)} M chars): ${refused ? 'refused by the scan' : 'within the caps, parsed'}`);
   console.log(`  before, one JSON.parse:               ${before.toFixed(1)} ms`);
   console.log(`  now, scan slice (64K chars):          median ${median(typical).toFixed(2)} ms, longest ${median(scan).toFixed(2)} ms (wall clock: a loaded machine preempts)`);
+  if (!refused) console.log(`  now, sliced parse (64K chars):        median ${median(slicedTypical).toFixed(2)} ms, longest ${median(sliced).toFixed(2)} ms`);
   console.log(`  now, longest main-thread block:       ${now.toFixed(1)} ms  (ratio ${(now / before).toFixed(3)})`);
   console.log(`  worker parse, decode on main thread:  ${median(clone).toFixed(1)} ms  (ratio ${(median(clone) / before).toFixed(3)})`);
 }

@@ -20,8 +20,9 @@ import { sharedFairShare } from '../run/fair-share.js';
 import { calledToolNames } from './unknown-tools.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES } from '../core/limits.js';
 import { textShapeExcessSlices } from '../core/json-scan.js';
+import { parseJsonSlices } from '../core/json-sliced-parse.js';
 
-/** Bodies longer than this (characters) are parsed in their tenant's fair turn (fair-share.ts). */
+/** Bodies longer than this (characters) are scanned and parsed in their tenant's fair turns (fair-share.ts). */
 const LARGE_BODY_CHARS = 64 * 1024;
 /**
  * What a large body may hold, checked before it is parsed: a call's input caps (core/limits.ts)
@@ -170,8 +171,7 @@ export function createMcpEndpoint(options: {
     if (Buffer.byteLength(text) > MAX_BODY_BYTES) return jsonRpcError(413, -32600, `request body larger than ${MAX_BODY_BYTES} bytes`);
     if (text.length > LARGE_BODY_CHARS) {
       // One JSON.parse of 8 MB of small values holds the main thread for hundreds of milliseconds:
-      // a body over the caps is refused by a scan in fair slices before any parse, so what is
-      // parsed (in the account's fair turn, one per turn) is bounded by the caps.
+      // a body over the caps is refused by a scan in fair slices before any parse.
       const excess = await sharedFairShare.run(scope.principal.accountId, textShapeExcessSlices(text, { maxDepth: BODY_MAX_DEPTH, maxValues: BODY_MAX_VALUES }, SCAN_SLICE_CHARS));
       if (excess?.limit === 'values') {
         const message = `request body holds more than ${BODY_MAX_VALUES} JSON values (a call's input may hold at most ${MAX_CHECKED_VALUES}); refused before parsing`;
@@ -181,11 +181,11 @@ export function createMcpEndpoint(options: {
         const message = `request body is nested deeper than ${BODY_MAX_DEPTH} levels (a call's input may nest at most ${MAX_CHECKED_DEPTH}); refused before parsing`;
         return jsonRpcError(400, -32600, message, {}, { type: 'validation_error', limit: 'depth', max: BODY_MAX_DEPTH });
       }
-      await sharedFairShare.turn(scope.principal.accountId);
     }
     let parsedBody: unknown;
     try {
-      parsedBody = JSON.parse(text);
+      // Within the caps, a large body is still parsed in fair slices (json-sliced-parse.ts).
+      parsedBody = text.length > LARGE_BODY_CHARS ? await sharedFairShare.run(scope.principal.accountId, parseJsonSlices(text, SCAN_SLICE_CHARS)) : JSON.parse(text);
     } catch {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }

@@ -75,8 +75,10 @@ function* build(text: string, start: number, end: number, big: Map<number, Big>,
   if (!container) return JSON.parse(text.slice(start, end));
   if (container.close !== end - 1) throw syntax(`unexpected text after position ${container.close}`);
   const isArray = text.charCodeAt(start) === 0x5b;
-  const starts = [start + 1, ...container.commas.map((comma) => comma + 1)];
-  const ends = [...container.commas, container.close];
+  const { commas, close } = container;
+  const count = commas.length + 1;
+  const startOf = (k: number) => (k === 0 ? start + 1 : commas[k - 1]! + 1);
+  const endOf = (k: number) => (k < commas.length ? commas[k]! : close);
   if (container.commas.length === 0 && text.slice(start + 1, container.close).trim() === '') return isArray ? [] : {};
   const result: unknown[] | Record<string, unknown> = isArray ? [] : {};
   const put = (key: string, value: unknown) => {
@@ -88,22 +90,22 @@ function* build(text: string, start: number, end: number, big: Map<number, Big>,
   let kid = 0;
   const flush = function* (last: number): Generator<void, void, void> {
     if (groupFirst < 0) return;
-    const inner = text.slice(starts[groupFirst], ends[last]);
+    const inner = text.slice(startOf(groupFirst), endOf(last));
     groupFirst = -1;
     yield;
     const parsed: unknown = JSON.parse(isArray ? `[${inner}]` : `{${inner}}`);
     if (isArray) for (const item of parsed as unknown[]) (result as unknown[]).push(item);
     else for (const key of Object.keys(parsed as object)) put(key, (parsed as Record<string, unknown>)[key]);
   };
-  for (let k = 0; k < starts.length; k++) {
-    const elementStart = starts[k]!;
-    const elementEnd = ends[k]!;
+  for (let k = 0; k < count; k++) {
+    const elementStart = startOf(k);
+    const elementEnd = endOf(k);
     if (text.slice(elementStart, elementEnd).trim() === '') throw syntax(`a value is missing at position ${elementStart}`);
     const child = container.kids[kid];
     if (child === undefined || child >= elementEnd) {
       // A small element: parsed with its neighbours.
       if (groupFirst < 0) groupFirst = k;
-      if (elementEnd - starts[groupFirst]! >= pieceChars) yield* flush(k);
+      if (elementEnd - startOf(groupFirst) >= pieceChars) yield* flush(k);
       continue;
     }
     kid++;
@@ -119,6 +121,6 @@ function* build(text: string, start: number, end: number, big: Map<number, Big>,
       put(key, yield* build(text, child, elementEnd, big, pieceChars));
     }
   }
-  yield* flush(starts.length - 1);
+  yield* flush(count - 1);
   return result;
 }
