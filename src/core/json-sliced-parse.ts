@@ -61,6 +61,26 @@ export function* parseJsonSlices(text: string, pieceChars: number): Generator<vo
   return yield* build(text, 0, text.length, big, pieceChars);
 }
 
+function blank(text: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (!isSpace(text.charCodeAt(i))) return false;
+  return true;
+}
+
+/** Where the ':' after the object key that starts at `from` is (the key's own text is JSON.parse's). */
+function colonAfterKey(text: string, from: number, to: number): number {
+  let i = from;
+  while (i < to && isSpace(text.charCodeAt(i))) i++;
+  if (text.charCodeAt(i) !== 0x22) throw syntax(`an object key is missing at position ${i}`);
+  for (i++; i < to; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 0x5c) i++;
+    else if (code === 0x22) break;
+  }
+  for (i++; i < to && isSpace(text.charCodeAt(i)); i++);
+  if (i >= to || text.charCodeAt(i) !== 0x3a) throw syntax(`a ':' is missing at position ${i}`);
+  return i;
+}
+
 function isSpace(code: number): boolean {
   return code === 0x20 || code === 0x0a || code === 0x0d || code === 0x09;
 }
@@ -79,7 +99,7 @@ function* build(text: string, start: number, end: number, big: Map<number, Big>,
   const count = commas.length + 1;
   const startOf = (k: number) => (k === 0 ? start + 1 : commas[k - 1]! + 1);
   const endOf = (k: number) => (k < commas.length ? commas[k]! : close);
-  if (container.commas.length === 0 && text.slice(start + 1, container.close).trim() === '') return isArray ? [] : {};
+  if (container.commas.length === 0 && blank(text, start + 1, container.close)) return isArray ? [] : {};
   const result: unknown[] | Record<string, unknown> = isArray ? [] : {};
   const put = (key: string, value: unknown) => {
     // A "__proto__" key is an own property, as JSON.parse makes it, never the prototype.
@@ -90,9 +110,21 @@ function* build(text: string, start: number, end: number, big: Map<number, Big>,
   let kid = 0;
   const flush = function* (last: number): Generator<void, void, void> {
     if (groupFirst < 0) return;
-    const inner = text.slice(startOf(groupFirst), endOf(last));
+    const first = groupFirst;
+    const inner = text.slice(startOf(first), endOf(last));
     groupFirst = -1;
     yield;
+    if (first === last && inner.length >= pieceChars) {
+      // One long scalar (a large string): parsed where it lies, not copied into a new text.
+      if (isArray) (result as unknown[]).push(JSON.parse(inner));
+      else {
+        const colon = colonAfterKey(text, startOf(first), endOf(last));
+        const key: unknown = JSON.parse(text.slice(startOf(first), colon));
+        if (typeof key !== 'string') throw syntax(`an object key is not a string at position ${startOf(first)}`);
+        put(key, JSON.parse(text.slice(colon + 1, endOf(last))));
+      }
+      return;
+    }
     const parsed: unknown = JSON.parse(isArray ? `[${inner}]` : `{${inner}}`);
     if (isArray) for (const item of parsed as unknown[]) (result as unknown[]).push(item);
     else for (const key of Object.keys(parsed as object)) put(key, (parsed as Record<string, unknown>)[key]);
@@ -100,7 +132,7 @@ function* build(text: string, start: number, end: number, big: Map<number, Big>,
   for (let k = 0; k < count; k++) {
     const elementStart = startOf(k);
     const elementEnd = endOf(k);
-    if (text.slice(elementStart, elementEnd).trim() === '') throw syntax(`a value is missing at position ${elementStart}`);
+    if (blank(text, elementStart, elementEnd)) throw syntax(`a value is missing at position ${elementStart}`);
     const child = container.kids[kid];
     if (child === undefined || child >= elementEnd) {
       // A small element: parsed with its neighbours.
