@@ -11,6 +11,8 @@ import { connect as connectTcp, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { callOk, connect, createAccount, createKey, postJson, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { ACCOUNT_MAX_BODY_BYTES, MCP_MAX_BODY_BYTES } from './body-limit.js';
+import { BODY_MAX_DEPTH, BODY_MAX_VALUES } from './mcp-endpoint.js';
+import { MAX_CHECKED_VALUES, MAX_CODE_BYTES } from '../core/limits.js';
 
 let server: TestServer;
 let port: number;
@@ -167,6 +169,44 @@ describe('request bodies are limited before they are read', () => {
     const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
     assert.deepEqual(await callOk(create, 'list_functions', { service: 'svc' }), []);
     await create.close();
+    assert.equal((await usage(account)).executions, 0);
+  });
+
+  test('a large MCP body over the value or depth caps is refused by a scan before it is parsed; large code still fits', async () => {
+    const account = await createAccount(server.url);
+    const ns = await namespaceWith(account);
+    const headers = { authorization: `Bearer ${account.key}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+    const post = async (path: string, era: string, body: string) => {
+      const response = await fetch(`${server.url}${path}`, { method: 'POST', headers: { ...headers, 'mcp-protocol-version': era }, body });
+      return { status: response.status, body: (await response.json()) as { error?: { message: string; data?: { type?: string } } } };
+    };
+    const call = (name: string, args: string) => `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${name}","arguments":${args}}}`;
+    // Many small values, then text that is not JSON at all: a parse would answer "Parse error";
+    // the cap error shows the scan refused the body before any parse was tried.
+    const values = (count: number) => `{"code":"print(1)","input":[${'0,'.repeat(count - 1)}0, not json`;
+    for (const [path, era] of [[`/mcp/run/${ns}`, '2025-06-18'], [`/mcp/run/${ns}`, '2026-07-28'], [`/mcp/run/${ns}?mode=tools`, '2025-06-18'], [`/mcp/create/${ns}`, '2026-07-28']] as const) {
+      const over = await post(path, era, call('execute', values(BODY_MAX_VALUES + 1)));
+      assert.equal(over.status, 413, JSON.stringify(over.body).slice(0, 300));
+      assert.match(over.body.error!.message, new RegExp(`request body holds more than ${BODY_MAX_VALUES} JSON values`));
+      assert.equal(over.body.error!.data?.type, 'validation_error');
+      // Padded past 64 KB with a string full of brackets, commas and escaped quotes (one value),
+      // then nested past the depth allowance, then not JSON.
+      const pad = JSON.stringify('[{,"\\'.repeat(20_000));
+      const deep = await post(path, era, call('execute', `{"code":${pad},"input":${'['.repeat(BODY_MAX_DEPTH)} not json`));
+      assert.equal(deep.status, 400, JSON.stringify(deep.body).slice(0, 300));
+      assert.match(deep.body.error!.message, new RegExp(`request body is nested deeper than ${BODY_MAX_DEPTH} levels`));
+    }
+    // Under the caps, the same malformed text is parsed, and the parse refuses it.
+    const under = await post(`/mcp/run/${ns}`, '2026-07-28', call('execute', values(MAX_CHECKED_VALUES / 2)));
+    assert.equal(under.status, 400);
+    assert.match(under.body.error!.message, /Parse error/);
+    // A function with 1 MB of code (strings with brackets, commas and quotes) is created as before.
+    const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+    const line = 'x = "[{,\\"}]" + \'[,]\'  # é😀\n';
+    const code = line.repeat(Math.floor((MAX_CODE_BYTES - 200) / Buffer.byteLength(line))) + 'def main(input):\n    return {"ok": True}\n';
+    await callOk(create, 'make_function', { service: 'svc', name: 'bigcode', language: 'python', code });
+    await create.close();
+    await healthy();
     assert.equal((await usage(account)).executions, 0);
   });
 

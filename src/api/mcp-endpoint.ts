@@ -18,9 +18,20 @@ import type { ListChangedHub } from './list-changed.js';
 import { serveLegacyBatch } from './mcp-batch.js';
 import { sharedFairShare } from '../run/fair-share.js';
 import { calledToolNames } from './unknown-tools.js';
+import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES } from '../core/limits.js';
+import { textShapeExcessSlices } from '../core/json-scan.js';
+import { parseJsonSlices } from '../core/json-sliced-parse.js';
 
-/** Bodies longer than this (characters) are parsed in their tenant's fair turn (fair-share.ts). */
+/** Bodies longer than this (characters) are scanned and parsed in their tenant's fair turns (fair-share.ts). */
 const LARGE_BODY_CHARS = 64 * 1024;
+/**
+ * What a large body may hold, checked before it is parsed: a call's input caps (core/limits.ts)
+ * plus room for the JSON-RPC envelope (a batch's messages share it).
+ */
+export const BODY_MAX_VALUES = MAX_CHECKED_VALUES + 1000;
+export const BODY_MAX_DEPTH = MAX_CHECKED_DEPTH + 8;
+/** A fraction of a millisecond of scanning per fair slice (a few ms while the scan is still cold). */
+const SCAN_SLICE_CHARS = 64 * 1024;
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 const MCP_SESSION_EVICT_IDLE_MINUTES = MCP_SESSION_EVICT_IDLE_MS / 60_000;
@@ -159,12 +170,23 @@ export function createMcpEndpoint(options: {
       return jsonRpcError(400, -32700, 'Parse error: the request body could not be read');
     }
     if (Buffer.byteLength(text) > MAX_BODY_BYTES) return jsonRpcError(413, -32600, `request body larger than ${MAX_BODY_BYTES} bytes`);
-    // Parsing a large body holds the main thread for milliseconds: in the account's fair turn, so
-    // one tenant's large requests arriving together parse one per turn, between others' requests.
-    if (text.length > LARGE_BODY_CHARS) await sharedFairShare.turn(scope.principal.accountId);
+    if (text.length > LARGE_BODY_CHARS) {
+      // One JSON.parse of 8 MB of small values holds the main thread for hundreds of milliseconds:
+      // a body over the caps is refused by a scan in fair slices before any parse.
+      const excess = await sharedFairShare.run(scope.principal.accountId, textShapeExcessSlices(text, { maxDepth: BODY_MAX_DEPTH, maxValues: BODY_MAX_VALUES }, SCAN_SLICE_CHARS));
+      if (excess?.limit === 'values') {
+        const message = `request body holds more than ${BODY_MAX_VALUES} JSON values (a call's input may hold at most ${MAX_CHECKED_VALUES}); refused before parsing`;
+        return jsonRpcError(413, -32600, message, {}, { type: 'validation_error', limit: 'values', max: BODY_MAX_VALUES });
+      }
+      if (excess) {
+        const message = `request body is nested deeper than ${BODY_MAX_DEPTH} levels (a call's input may nest at most ${MAX_CHECKED_DEPTH}); refused before parsing`;
+        return jsonRpcError(400, -32600, message, {}, { type: 'validation_error', limit: 'depth', max: BODY_MAX_DEPTH });
+      }
+    }
     let parsedBody: unknown;
     try {
-      parsedBody = JSON.parse(text);
+      // Within the caps, a large body is still parsed in fair slices (json-sliced-parse.ts).
+      parsedBody = text.length > LARGE_BODY_CHARS ? await sharedFairShare.run(scope.principal.accountId, parseJsonSlices(text, SCAN_SLICE_CHARS)) : JSON.parse(text);
     } catch {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
+import { BODY_MAX_DEPTH } from './mcp-endpoint.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { callError, callOk, connect, createAccount, errorOf, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 import { sharedFairShare } from '../run/fair-share.js';
@@ -363,17 +364,24 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.equal(invalid.type, 'invalid_schema');
     assert.match(invalid.message, /input_schema is not a valid JSON Schema: schema is invalid/);
 
-    // Deeper than any stack, sent as raw JSON (no client can serialise it): typed errors, not a RangeError.
-    const abyss = `${'{"a":'.repeat(50_000)}{}${'}'.repeat(50_000)}`;
-    const raw = async (args: string) => {
-      const response = await fetch(`${server.url}/mcp/create/${owner.ns}`, {
+    // Deeper than any stack, sent as raw JSON (no client can serialise it): typed errors, not a
+    // RangeError. 10,000 levels fit a body of 64 KB, which is parsed and checked field by field.
+    const abyss = `${'{"a":'.repeat(10_000)}{}${'}'.repeat(10_000)}`;
+    const post = (args: string) =>
+      fetch(`${server.url}/mcp/create/${owner.ns}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${owner.key}` },
         body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"make_function","arguments":${args}}}`,
       });
-      const text = await response.text();
+    const raw = async (args: string) => {
+      const text = await (await post(args)).text();
       return JSON.parse(JSON.parse(text.split('data:').pop()!.trim()).result.content[0].text);
     };
+    // A larger body that deep is refused before it is parsed (one JSON.parse of 8 MB of nesting
+    // takes seconds): the depth allowance of a body over 64 KB.
+    const chasm = await post(`{"service":"utils","name":"abyss","code":"result = 1","input_schema":${'{"a":'.repeat(50_000)}{}${'}'.repeat(50_000)}}`);
+    assert.equal(chasm.status, 400);
+    assert.match(((await chasm.json()) as { error: { message: string } }).error.message, new RegExp(`request body is nested deeper than ${BODY_MAX_DEPTH} levels`));
     assert.deepEqual(await raw(`{"service":"utils","name":"abyss","code":"result = 1","input_schema":${abyss}}`), {
       error: `input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
       error_type: 'invalid_schema',
