@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { processesWith } from '../test-support/processes.js';
+import { processesWith, RUN_MARK } from '../test-support/processes.js';
 import { after, before, describe, test } from 'node:test';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
@@ -139,7 +139,7 @@ async function history(status?: string): Promise<Array<{ id: string; status: str
  * client's fetch saw it end) for the caller's own checks.
  */
 async function cancelledRun(client: RawClient, kind: Kind, cancel: (abort: AbortController) => Promise<void> | void): Promise<string> {
-  const marker = `100.${process.pid}${++tag}`;
+  const marker = `100.${RUN_MARK}${++tag}`;
   const call = callOf(kind, marker);
   const before = await usage();
   const cancelledBefore = (await history('cancelled')).length;
@@ -217,7 +217,7 @@ describe('cancellation', () => {
   test("a cancel that comes through the database (another node's notifications/cancelled) kills the run", async () => {
     const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v1');
     try {
-      const marker = `${100}.${process.pid}${tag + 1}`;
+      const marker = `${100}.${RUN_MARK}${tag + 1}`;
       const stream = await cancelledRun(client, 'tools-python', async (abort) => {
         // What a node that does not run the call does: mark its slot and NOTIFY; never this node's map.
         const marked = await server.server.services.cancels.request(account.accountId, cancelKeyOf(client.sessionId()!, client.callIds.at(-1)!));
@@ -237,7 +237,7 @@ describe('cancellation', () => {
     // client's own, so honouring this would cancel whichever call of the account has that id.
     const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v2');
     try {
-      const marker = `2.${process.pid}${++tag}`;
+      const marker = `2.${RUN_MARK}${++tag}`;
       const answer = client.callTool('svc__nap_py', { marker });
       await waitFor('the run', () => processesWith(`/bin/sleep ${marker}`).length > 0);
       const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} };
@@ -258,7 +258,7 @@ describe('cancellation', () => {
     const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v1');
     const other = await createAccount(server.url);
     try {
-      const marker = `3.${process.pid}${++tag}`;
+      const marker = `3.${RUN_MARK}${++tag}`;
       const answer = client.callTool('svc__nap_py', { marker });
       await waitFor('the run', () => processesWith(`/bin/sleep ${marker}`).length > 0);
       const key = cancelKeyOf(client.sessionId()!, client.callIds.at(-1)!);
@@ -306,7 +306,7 @@ describe('cancellation', () => {
         answered: (body) => (body.includes('"notifications/cancelled"') ? release() : undefined),
       });
       try {
-        const marker = `100.${process.pid}${++tag}`;
+        const marker = `100.${RUN_MARK}${++tag}`;
         const before = await usage();
         const recorded = (await history()).length;
         const abort = new AbortController();
@@ -337,7 +337,7 @@ describe('progress', () => {
     // Progress is a timer of the node serving the call: skipped in the PostgreSQL run (it ran, the same, in the embedded run).
     test(`${era}: with a progressToken, notifications/progress keep a call alive past the client's request timeout`, { skip: EMBEDDED_RUN_ONLY }, async () => {
       for (const kind of (era === 'v1' ? ['tools-python', 'code-typescript'] : ['tools-typescript']) as Kind[]) {
-        const marker = `3.${process.pid}${++tag}`;
+        const marker = `3.${RUN_MARK}${++tag}`;
         const call = callOf(kind, marker);
         const client = await rawClient(runUrl(server.url, call.mode), account.key, era);
         try {
@@ -355,7 +355,7 @@ describe('progress', () => {
   }
 
   test('without progress the same call times out at the client', async () => {
-    const marker = `3.${process.pid}${++tag}`;
+    const marker = `3.${RUN_MARK}${++tag}`;
     const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v1');
     try {
       await assert.rejects(client.callTool('svc__nap_py', { marker }, { timeout: 1500 }), /timed out/i);

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { after, test } from 'node:test';
 import { callOk, type ClientEra, connect, createAccount, EMBEDDED_RUN_ONLY, freshDatabaseUrl, type McpTestClient, rawMcpPost, seedEmbeddedDatabase, TEST_SECRET_KEY } from '../test-support/harness.js';
-import { freePort, processesWith } from '../test-support/processes.js';
+import { freePort, processesWith, RUN_MARK } from '../test-support/processes.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -268,7 +268,7 @@ interface Flight {
 /** Starts one call that sleeps `seconds` (tool mode in either language, or code mode). */
 function fly(client: McpTestClient, kind: 'python' | 'typescript' | 'code', seconds: number, tag: string): Flight {
   // sleep reads it as SECONDS.PIDTAG: a fraction of a second more than `seconds` (a whole number).
-  const marker = `${seconds}.${process.pid}${tag}`;
+  const marker = `${seconds}.${RUN_MARK}${tag}`;
   const call =
     kind === 'code'
       ? client.callTool('execute', { code: napCode(marker) })

@@ -85,3 +85,10 @@ export function processesWith(text: string): number[] {
   }
   return found;
 }
+
+/**
+ * Nine random digits for this test process, for sleep markers found with processesWith: a pid
+ * followed by a counter is ambiguous between test files running at once (pid 4242 + 13 and pid
+ * 42421 + 3 are both "424213"), and a match found in another file's run makes a test act too early.
+ */
+export const RUN_MARK = String(100_000_000 + Math.floor(Math.random() * 900_000_000));
