@@ -50,7 +50,7 @@ async function stallDuringRun(route: 'cold' | 'pooled' | 'zygote', language: 'py
     // The owner's event loop stops: no timer of its own can end the run now.
     owner.kill('SIGSTOP');
     let gone = false;
-    // The run's limit is 2 s and the sandbox's own clock 1 s more; well past both, it must be gone.
+    // The run's limit is 5 s and the sandbox's own clock 1 s more; well past both, it must be gone.
     for (let waited = 0; !gone && waited < 15_000; waited += 100) {
       await sleep(100);
       gone = processesRunning(['/bin/sleep', marker]).length === 0;

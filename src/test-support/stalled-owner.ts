@@ -2,14 +2,14 @@
  * A process that owns a sandbox and starts one run in it, for tests that stall it (SIGSTOP) while
  * the run sleeps: `tsx stalled-owner.ts cold|pooled|zygote python|typescript MARKER`. It prints
  * `{"running":true}` once the run is handed over (its code then starts `/bin/sleep MARKER`), and
- * the run's outcome as one JSON line when it ends. The run's limits: 2 s of wall and CPU time.
+ * the run's outcome as one JSON line when it ends. The run's limits: 5 s of wall and CPU time (a cold start on a loaded machine can take 2 s before its code runs).
  */
 import { sandboxLimitsFor, type SandboxLimits, type SandboxRequest } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
 const [path, language, marker] = process.argv.slice(2) as ['cold' | 'pooled' | 'zygote', 'python' | 'typescript', string];
-const limits: SandboxLimits = { ...sandboxLimitsFor(limitsFor(DEFAULT_TIER)), timeoutSeconds: 2, cpuSeconds: 2 };
+const limits: SandboxLimits = { ...sandboxLimitsFor(limitsFor(DEFAULT_TIER)), timeoutSeconds: 5, cpuSeconds: 5 };
 const warm = path === 'zygote' ? { group: 'stalled-owner', imports: [] } : undefined;
 const sandbox = createBubblewrapSandbox({
   network: false,
