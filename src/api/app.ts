@@ -18,6 +18,7 @@ import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoi
 import { csrfRejection } from './same-origin.js';
 import { bearerChallenge, clientRegistrationRefusal, isClientRegistration, METADATA_PATH, protectedResourceMetadata } from './oauth-answers.js';
 import type { ListChangedHub } from './list-changed.js';
+import type { SessionActivity } from './session-activity.js';
 import { asJsonRpcRefusal } from './mcp-refusals.js';
 import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
 import { ENV_HEADER, parseEnvHeader } from '../core/env-header.js';
@@ -47,6 +48,7 @@ export interface AppDependencies {
   progressIntervalMs?: number | undefined;
   /** notifications/tools/list_changed to the run endpoint's streams (absent: no GET streams). */
   listChanged?: ListChangedHub;
+  sessionActivity?: SessionActivity;
 }
 
 export interface HostGuard {
@@ -126,6 +128,7 @@ export function createApp(deps: AppDependencies): Hono {
       accounts: deps.accountsStore,
       logger,
       sessionLimit,
+      ...(deps.sessionActivity ? { sessionActivity: deps.sessionActivity } : {}),
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: false } } : {}),
       buildServer: ({ principal, namespace, url, calls }) => buildCreateServer({ principal, namespace, url, calls, catalog, history: deps.history, logger, version: deps.version }),
     }),
@@ -137,6 +140,7 @@ export function createApp(deps: AppDependencies): Hono {
       buildServer: run.buildServer,
       beforeDispatch: run.beforeDispatch,
       afterDispatch: run.afterDispatch,
+      ...(deps.sessionActivity ? { sessionActivity: deps.sessionActivity } : {}),
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: true } } : {}),
     }),
   } satisfies Record<EndpointKind, unknown>;

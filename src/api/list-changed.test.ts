@@ -137,17 +137,17 @@ describe('notifications/tools/list_changed on one node', () => {
       await until('the GET stream of the session', async () => openStreams(server), (open) => open >= 1);
       // The client has been quiet 59 minutes but listens: the stream's touch starts its hour again.
       await db.updateTable('mcp_sessions').set({ last_seen_at: idle }).where('id', '=', id).execute();
-      await server.server.services.listChanged.touchOpenSessions();
+      await server.server.services.sessionActivity.refresh();
       const seen = (await store.findMcpSession(id))!.last_seen_at;
       assert.ok(new Date(seen).getTime() > Date.now() - 60_000, `${era}: the session was marked used (${new Date(seen).toISOString()})`);
       assert.equal(parseResult(await client.callTool('m__hello', {})).n, 1);
-      // Closed: its session is no longer touched by the streams.
+      // Closed: its session is no longer marked by the streams.
       const other = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era);
       await until('the second GET stream', async () => openStreams(server), (open) => open >= 2);
       await db.updateTable('mcp_sessions').set({ last_seen_at: idle }).where('id', '=', other.sessionId()!).execute();
       await other.close();
       await until('the second stream closed', async () => openStreams(server), (open) => open <= 1);
-      await server.server.services.listChanged.touchOpenSessions();
+      await server.server.services.sessionActivity.refresh();
       assert.equal(new Date((await db.selectFrom('mcp_sessions').select('last_seen_at').where('id', '=', other.sessionId()!).executeTakeFirst())?.last_seen_at ?? idle).getTime(), idle.getTime());
       await client.close();
       await create.close();

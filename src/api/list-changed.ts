@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ServerEvent, ServerEventBus } from '@modelcontextprotocol/server';
 import type { NotifyListener } from '../store/notify-listener.js';
 import type { Logger } from '../core/logger.js';
+import type { SessionActivity } from './session-activity.js';
 
 /** The channel the catalog triggers NOTIFY on (migration 11), with the namespace's name. */
 export const CATALOG_CHANNEL = 'mcpworks_catalog';
@@ -9,12 +10,6 @@ export const CATALOG_CHANNEL = 'mcpworks_catalog';
 export const MAX_LISTEN_STREAMS_PER_ACCOUNT = 32;
 /** SSE comment frames on an idle stream, so proxies keep it and a vanished client is noticed. */
 const KEEP_ALIVE_MS = 15_000;
-/**
- * How often the sessions of open 2025-era GET streams are marked used, in one write for all: an
- * open stream is activity, so its session outlives the idle hour while the client listens.
- */
-export const STREAM_SESSION_TOUCH_MS = 5 * 60_000;
-
 const LIST_CHANGED_FRAME = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' })}\n\n`;
 
 interface StreamOwner {
@@ -39,22 +34,11 @@ export class ListChangedHub {
   private readonly perAccount = new Map<string, number>();
   private readonly scope = new AsyncLocalStorage<StreamOwner>();
 
-  private touchTimer: NodeJS.Timeout | undefined;
-
   constructor(
     private readonly logger: Logger,
-    /** Marks sessions used (their idle expiry starts again); see STREAM_SESSION_TOUCH_MS. */
-    private readonly touchSessions?: (ids: readonly string[]) => Promise<void>,
+    /** An open GET stream holds its session in use (kept alive, never ended for its key's cap). */
+    private readonly activity?: SessionActivity,
   ) {}
-
-  /** Marks the sessions of this node's open GET streams used (the timer's work; tests call it directly). */
-  async touchOpenSessions(): Promise<void> {
-    const ids = [...this.sessions.keys()];
-    if (ids.length === 0 || !this.touchSessions) return;
-    await this.touchSessions(ids).catch((error: unknown) => {
-      this.logger.warn({ err: error instanceof Error ? error.message : String(error), sessions: ids.length }, 'could not mark the sessions of open streams used');
-    });
-  }
 
   async start(notifications: NotifyListener): Promise<void> {
     await notifications.listen(CATALOG_CHANNEL, {
@@ -136,6 +120,7 @@ export class ListChangedHub {
     let closed = false;
     let unsubscribe = () => undefined as void;
     let keepAlive: NodeJS.Timeout | undefined;
+    let release: (() => void) | undefined;
     const write = (frame: string) => {
       if (closed) return;
       try {
@@ -150,6 +135,7 @@ export class ListChangedHub {
       unsubscribe();
       if (keepAlive) clearInterval(keepAlive);
       signal?.removeEventListener('abort', close);
+      release?.();
       this.closers.delete(close);
       if (this.sessions.get(sessionId) === close) this.sessions.delete(sessionId);
       try {
@@ -171,10 +157,7 @@ export class ListChangedHub {
     });
     this.closers.add(close);
     this.sessions.set(sessionId, close);
-    if (!this.touchTimer && this.touchSessions) {
-      this.touchTimer = setInterval(() => void this.touchOpenSessions(), STREAM_SESSION_TOUCH_MS);
-      this.touchTimer.unref();
-    }
+    release = this.activity?.hold(sessionId, { markNow: true });
     if (signal?.aborted) close();
     else signal?.addEventListener('abort', close, { once: true });
     return new Response(body, {
@@ -190,8 +173,6 @@ export class ListChangedHub {
 
   /** Shutdown: every stream ends, so none holds the server open. */
   closeAll(): void {
-    if (this.touchTimer) clearInterval(this.touchTimer);
-    this.touchTimer = undefined;
     for (const close of [...this.closers]) close();
   }
 }

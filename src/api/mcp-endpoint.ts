@@ -10,11 +10,12 @@ import {
   type McpServerFactory,
 } from '@modelcontextprotocol/server';
 import type { KeyPrincipal } from '../services/accounts.js';
-import { MCP_SESSION_EVICT_IDLE_MS, MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
+import { MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
 import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
 import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { ListChangedHub } from './list-changed.js';
+import type { SessionActivity } from './session-activity.js';
 import { serveLegacyBatch } from './mcp-batch.js';
 import { sharedFairShare } from '../run/fair-share.js';
 import { calledToolNames } from './unknown-tools.js';
@@ -34,7 +35,6 @@ export const BODY_MAX_DEPTH = MAX_CHECKED_DEPTH + 8;
 const SCAN_SLICE_CHARS = 64 * 1024;
 
 const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
-const MCP_SESSION_EVICT_IDLE_MINUTES = MCP_SESSION_EVICT_IDLE_MS / 60_000;
 
 export type EndpointKind = 'create' | 'run';
 
@@ -64,6 +64,34 @@ function negotiatedVersion(body: unknown): string | undefined {
   return typeof requested === 'string' && LEGACY_VERSIONS.includes(requested) ? requested : LEGACY_VERSIONS[0];
 }
 
+/** The response, calling `release` once its body has been sent or abandoned (a streamed answer lasts as long as its call). */
+function releasedWhenDone(response: Response, release: () => void): Response {
+  if (!response.body) {
+    release();
+    return response;
+  }
+  const reader = response.body.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          release();
+          controller.close();
+        } else controller.enqueue(value);
+      } catch (error) {
+        release();
+        controller.error(error);
+      }
+    },
+    cancel(reason) {
+      release();
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+}
+
 function isInitialize(body: unknown): boolean {
   const messages = Array.isArray(body) ? body : [body];
   return messages.some((m) => m !== null && typeof m === 'object' && (m as { method?: unknown }).method === 'initialize');
@@ -89,6 +117,8 @@ export function createMcpEndpoint(options: {
   sessionLimit: (principal: KeyPrincipal) => number | null;
   /** Change streams (2025 GET stream, 2026 subscriptions/listen); `notifies`: this endpoint's tool list can change. */
   listChanged?: { hub: ListChangedHub; notifies: boolean };
+  /** Holds a 2025-era session in use while one of its requests is being answered. */
+  sessionActivity?: SessionActivity;
 }) {
   const { kind, accounts, logger } = options;
   const streams = options.listChanged;
@@ -236,10 +266,19 @@ export function createMcpEndpoint(options: {
         const perKey = created.refused.scope === 'key';
         const cap = perKey ? MCP_SESSIONS_PER_KEY : limit;
         const message = perKey
-          ? `Live MCP session limit per API key (${cap}) reached and none of this key's sessions has been idle ${MCP_SESSION_EVICT_IDLE_MINUTES} minutes; close sessions you no longer use (DELETE with Mcp-Session-Id) or retry once one has been idle that long`
+          ? `Live MCP session limit per API key (${cap}) reached and every one of this key's sessions is in use (an open stream or a request being answered); close sessions you no longer use (DELETE with Mcp-Session-Id), use another API key, or retry later`
           : `Live MCP session limit (${cap}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;
         const data = { code: 'SESSION_LIMIT_EXCEEDED', limit: cap, usage: created.refused.usage, tier: scope.principal.tier, retry_after: created.refused.retryAfter };
         return jsonRpcError(429, -32000, message, { 'retry-after': String(created.refused.retryAfter) }, data);
+      }
+    }
+    if (!initializing && sessionId && options.sessionActivity) {
+      const release = options.sessionActivity.hold(sessionId);
+      try {
+        return releasedWhenDone(await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })), release);
+      } catch (error) {
+        release();
+        throw error;
       }
     }
     const response = await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })).catch(async (error: unknown) => {

@@ -31,6 +31,7 @@ import { DEFAULT_LEASE_MS, InstanceLease } from '../services/instance-lease.js';
 import { cacheDirFor, hostGuardFor, httpLimitsFor, SANDBOX_DEFAULTS, shutdownGraceMs, type SandboxSettings, type ServerConfig } from './config.js';
 import { guardConnections, MAX_HEADER_BYTES, type ConnectionStats } from '../api/connection-guard.js';
 import { ListChangedHub } from '../api/list-changed.js';
+import { SessionActivity } from '../api/session-activity.js';
 import { refusalFor } from '../api/mcp-refusals.js';
 import { ByteBudget } from '../api/client-pacing.js';
 import { signInPrecheck } from '../api/sign-in-precheck.js';
@@ -41,7 +42,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; sessionActivity: SessionActivity; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -198,12 +199,14 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
     return failStart(error);
   }
   // Catalog changes on any node reach this node's run streams (LISTEN on the database).
-  const listChanged = new ListChangedHub(logger, (ids) => accountsStore.touchMcpSessions(ids));
+  // Open streams and requests being answered hold their sessions in use (src/api/session-activity.ts).
+  const sessionActivity = new SessionActivity(accountsStore, logger);
+  const listChanged = new ListChangedHub(logger, sessionActivity);
   await listChanged.start(database.notifications).catch(failStart);
   // Its sweep timer lives as long as the server: closed with it (and if start-up fails).
   const bodyBudget = limits.bodyBytesPerSecondPerIp ? new ByteBudget(limits.bodyBytesPerSecondPerIp) : undefined;
   if (bodyBudget) opened.push(() => bodyBudget.close());
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBudget, progressIntervalMs: config.progressIntervalMs, listChanged });
+  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBudget, progressIntervalMs: config.progressIntervalMs, listChanged, sessionActivity });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
   const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
@@ -254,7 +257,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
+    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, sessionActivity, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
     failed,
     close() {
       closing ??= (async () => {
@@ -262,6 +265,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
         stopPacing();
         // Change streams say nothing more; ended now, they do not hold the connections open.
         listChanged.closeAll();
+        sessionActivity.close();
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
         // No new connections; open ones serve what is in progress (new requests get 503).
         const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -27,17 +27,15 @@ export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
 /** A session unused this long has expired (it no longer counts against the live-session limit). */
 export const MCP_SESSION_IDLE_MS = 60 * 60 * 1000;
 /**
- * Live sessions one API key keeps: past it, a new one ends the key's least recently used if that
- * one has been idle MCP_SESSION_EVICT_IDLE_MS, else it is refused. Clients that never send DELETE
- * (Claude Code, mcp-remote's throw-away session at each connect) then cannot fill the account's
- * limit by themselves, and busy agents sharing a key do not end each other's sessions.
+ * Live sessions one API key keeps: past it, a new one ends the key's least recently used session
+ * that is not in use (no open GET stream, no request being answered, on any node), else it is
+ * refused. Clients that never send DELETE (mcp-remote's throw-away session at each connect, test
+ * suites) then cannot fill the account's limit by themselves, and a client that is listening or
+ * waiting for an answer never loses its session to another's initialize.
  */
 export const MCP_SESSIONS_PER_KEY = 32;
-/**
- * Idle this long, a key's session may be ended for its cap: well past the 1-minute touch interval
- * and the 5-minute touch of an open GET stream, so a session in use is never ended.
- */
-export const MCP_SESSION_EVICT_IDLE_MS = 10 * 60 * 1000;
+/** How long a node's "in use" mark lasts unless renewed (src/api/session-activity.ts renews it every 20 s). */
+export const MCP_SESSION_IN_USE_MS = 60 * 1000;
 /** A key's last use (`last_used_at`) is written at most this often (not on every request). */
 export const KEY_TOUCH_MS = 60 * 1000;
 /** A session's last use is written at most this often (not on every request). */
@@ -231,10 +229,10 @@ export class AccountsStore {
 
   /**
    * Records a new session unless the account already has `limit` live ones (null = unlimited) or
-   * the key has MCP_SESSIONS_PER_KEY of which the least recently used is not idle enough to end:
-   * the counts and the insert run under the account's row lock, so parallel initializes cannot
-   * both pass. Refused: which limit, the live count and the seconds until a place frees.
-   * `evicted`: the key's idle sessions ended to keep it within MCP_SESSIONS_PER_KEY.
+   * the key has MCP_SESSIONS_PER_KEY that are all in use: the counts and the insert run under the
+   * account's row lock, so parallel initializes cannot both pass. Refused: which limit, the live
+   * count and the seconds until a place may free. `evicted`: the key's sessions ended (least
+   * recently used first, none in use) to keep it within MCP_SESSIONS_PER_KEY.
    */
   async createMcpSession(
     input: { id: string; accountId: string; keyId: string; endpoint: string; namespace: string; protocolVersion?: string },
@@ -250,21 +248,21 @@ export class AccountsStore {
         .where('account_id', '=', input.accountId)
         .where((eb) => eb.or([eb('created_at', '<', live.created), eb('last_seen_at', '<', live.seen)]))
         .execute();
+      // "In use" is read on the database's clock, the one its marks were written with.
       const keySessions = await trx
         .selectFrom('mcp_sessions')
-        .select(['id', 'last_seen_at'])
+        .select(['id', sql<boolean>`coalesce(in_use_until > now(), false)`.as('in_use')])
         .where('account_id', '=', input.accountId)
         .where('key_id', '=', input.keyId)
-        .orderBy('last_seen_at', 'desc')
-        .orderBy('created_at', 'desc')
+        .orderBy('last_seen_at', 'asc')
+        .orderBy('created_at', 'asc')
         .execute();
-      const beyondKeyCap = keySessions.slice(MCP_SESSIONS_PER_KEY - 1);
-      // Only sessions idle long enough are ended: the most recently used of those that must go decides.
-      const youngest = beyondKeyCap.length > 0 ? new Date(beyondKeyCap[0]!.last_seen_at).getTime() : 0;
-      if (beyondKeyCap.length > 0 && youngest > now - MCP_SESSION_EVICT_IDLE_MS) {
-        return { refused: { scope: 'key', usage: keySessions.length, retryAfter: Math.max(1, Math.ceil((youngest + MCP_SESSION_EVICT_IDLE_MS - now) / 1000)) }, evicted: [] };
+      const excess = keySessions.length - (MCP_SESSIONS_PER_KEY - 1);
+      const idle = keySessions.filter((row) => !row.in_use);
+      if (excess > 0 && idle.length < excess) {
+        return { refused: { scope: 'key', usage: keySessions.length, retryAfter: Math.ceil(MCP_SESSION_IN_USE_MS / 1000) }, evicted: [] };
       }
-      const evicted = beyondKeyCap.map((row) => row.id);
+      const evicted = excess > 0 ? idle.slice(0, excess).map((row) => row.id) : [];
       if (limit !== null) {
         const row = await trx
           .selectFrom('mcp_sessions')
@@ -272,7 +270,7 @@ export class AccountsStore {
           .where('account_id', '=', input.accountId)
           .executeTakeFirstOrThrow();
         const usage = Number(row.n);
-        // The key's own idle sessions past its cap make room; a refusal ends none of them.
+        // The key's own sessions past its cap make room; a refusal ends none of them.
         if (usage - evicted.length >= limit) {
           const oldest = row.oldest ? new Date(row.oldest).getTime() : now;
           return { refused: { scope: 'account', usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) }, evicted: [] };
@@ -336,10 +334,19 @@ export class AccountsStore {
     await this.db.updateTable('mcp_sessions').set({ last_seen_at: new Date() }).where('id', '=', id).where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS)).execute();
   }
 
-  /** Keeps sessions alive whose GET stream is open (one statement for all; each written at most once per MCP_SESSION_TOUCH_MS). */
-  async touchMcpSessions(ids: readonly string[]): Promise<void> {
+  /** Marks sessions in use (and used) on the database's clock; see src/api/session-activity.ts. */
+  async markMcpSessionsInUse(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.db.updateTable('mcp_sessions').set({ last_seen_at: new Date() }).where('id', 'in', [...ids]).where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS)).execute();
+    await this.db
+      .updateTable('mcp_sessions')
+      .set({ in_use_until: sql`now() + make_interval(secs => ${MCP_SESSION_IN_USE_MS / 1000})`, last_seen_at: sql`now()` })
+      .where('id', 'in', [...ids])
+      .execute();
+  }
+
+  /** The session is no longer held in use by the node that marked it. */
+  async clearMcpSessionInUse(id: string): Promise<void> {
+    await this.db.updateTable('mcp_sessions').set({ in_use_until: null }).where('id', '=', id).execute();
   }
 
   /** Deletes every expired session (all accounts) as of `now`; answers how many. */

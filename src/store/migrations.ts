@@ -584,4 +584,14 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 15,
+    name: 'MCP sessions in use',
+    statements: [
+      // Set (on the database's clock) while a node holds the session in use: an open GET stream or
+      // a request still being answered, renewed while it lasts. A key at its session cap ends its
+      // least recently used session only among those not in use (src/api/session-activity.ts).
+      `ALTER TABLE mcp_sessions ADD COLUMN in_use_until TIMESTAMPTZ`,
+    ],
+  },
 ];

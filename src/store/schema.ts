@@ -43,6 +43,8 @@ export interface McpSessionsTable {
   last_seen_at: Timestamp;
   /** The 2025-era protocol version negotiated at initialize (null: a session from before migration 11). */
   protocol_version: string | null;
+  /** Held in use by a node until then (migration 15); null or past: not in use. */
+  in_use_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface NamespacesTable {
