@@ -26,6 +26,8 @@ interface Held {
 export class SessionActivity {
   private readonly held = new Map<string, Held>();
   private timer: NodeJS.Timeout | undefined;
+  // Writes go one after another, so a stream's clear never lands after the next stream's mark.
+  private writes: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly store: SessionActivityStore,
@@ -59,7 +61,8 @@ export class SessionActivity {
   /** Renews the marks of every session held here (the timer's work; tests call it directly). */
   async refresh(): Promise<void> {
     const ids = [...this.held.keys()];
-    if (ids.length === 0) return;
+    // Nothing held: the writes already queued (clears) are still waited for.
+    if (ids.length === 0) return this.writes;
     for (const id of ids) this.held.get(id)!.marked = true;
     await this.write(() => this.store.markMcpSessionsInUse(ids), ids.length);
   }
@@ -89,10 +92,11 @@ export class SessionActivity {
     }
   }
 
-  private async write(statement: () => Promise<void>, sessions: number): Promise<void> {
+  private write(statement: () => Promise<void>, sessions: number): Promise<void> {
     // A mark lost to a database away only makes a session evictable sooner: never fails a request.
-    await statement().catch((error: unknown) => {
+    this.writes = this.writes.then(statement).catch((error: unknown) => {
       this.logger.warn({ err: error instanceof Error ? error.message : String(error), sessions }, 'could not mark MCP sessions in use');
     });
+    return this.writes;
   }
 }
