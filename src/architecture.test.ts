@@ -44,7 +44,7 @@ const KNOWN_EXCEPTIONS: Record<string, string> = {
   'run/functions-package.ts -> sandbox/owner-tag.ts': 'owner tags of staging dirs, a platform helper that lives in sandbox',
   'run/syntax-check.ts -> sandbox/transpile.ts': 'TypeScript is checked with the sandbox\'s own transpiler',
   'sandbox/bubblewrap.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
-  'sandbox/channel.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
+  'sandbox/wire/channel.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
 };
 
 interface Arrow {

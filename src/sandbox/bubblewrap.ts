@@ -17,7 +17,7 @@ import {
   type SandboxRequest,
 } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
-import { RawAnswer, type RunAnswer, type RunRecord } from './channel.js';
+import { RawAnswer, type RunAnswer, type RunRecord } from './wire/channel.js';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { WarmPool, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
 import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';

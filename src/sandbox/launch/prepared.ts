@@ -6,8 +6,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { CappedCapture } from '../capture.js';
-import { RunChannel } from '../channel.js';
+import { CappedCapture } from '../wire/capture.js';
+import { RunChannel } from '../wire/channel.js';
 import { stopHelper } from '../host/spawn-helper.js';
 import type { UidAllocator } from '../host/uid-allocator.js';
 import type { Launcher, LauncherPool } from '../launcher-pool.js';

@@ -1,8 +1,8 @@
 /** One child a zygote forked: it waits for its run, runs it once, and reports what happened. */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { CappedCapture } from '../capture.js';
-import { RunChannel } from '../channel.js';
+import { CappedCapture } from '../wire/capture.js';
+import { RunChannel } from '../wire/channel.js';
 import type { RunCgroup } from '../cgroup.js';
 import { KILL_GRACE_MS } from '../policy/capacity.js';
 import { CHILD_START_MS, type HostSocket } from './host-socket.js';
