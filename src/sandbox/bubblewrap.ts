@@ -20,14 +20,14 @@ import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { RawAnswer, type RunAnswer, type RunRecord } from './wire/channel.js';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { WarmPool, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
-import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
+import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './host/cgroup.js';
 import { LauncherPool, type Launcher } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
 import { defaultHostPaths, procMasks, topLevelSystemDirs, type HostPaths } from './host.js';
 import { ZygotePool, type ZygoteOptions, type ZygoteStats } from './zygote/pool.js';
 import { transpileTypescript } from './transpile.js';
 import { MountViews } from './mount-views.js';
-import { allowedRoutes, networkAvailable } from './network.js';
+import { allowedRoutes, networkAvailable } from './host/network.js';
 import { NPM_DEFAULTS } from './npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
 import { baseBubblewrapArgs } from './plan/bwrap-args.js';
@@ -194,7 +194,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
   // With the network on, bubblewrap also gets its info and block pipes (fds 5 and 6, which
-  // network.ts reads and writes); the spawner passes only fds 0-4, so those sandboxes are spawned
+  // host/network.ts reads and writes); the spawner passes only fds 0-4, so those sandboxes are spawned
   // by the server directly.
   const spawner = !network && options.spawner !== false ? new Spawner(paths.spawnerScript, sandboxEnvironment(), log) : null;
   // Pre-joining only pays where there are cgroups to join.

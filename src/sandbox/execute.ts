@@ -8,7 +8,7 @@ import type { RunRecord } from './wire/channel.js';
 import { stopHelper } from './host/spawn-helper.js';
 import type { PreparedSandbox } from './launch/prepared.js';
 import type { LauncherExit } from './launcher-pool.js';
-import type { NetworkAttachment } from './network.js';
+import type { NetworkAttachment } from './host/network.js';
 import { lineCapBytes } from './outcome.js';
 import { KILL_GRACE_MS } from './policy/capacity.js';
 

@@ -11,7 +11,7 @@ import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { sandboxFromEnv } from '../app/config.js';
 import { createBubblewrapSandbox } from './bubblewrap.js';
-import { allowedRoutes, hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './network.js';
+import { allowedRoutes, hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './host/network.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 let sandbox: Sandbox;

@@ -25,7 +25,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
-import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
+import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './host/cgroup.js';
 import { defaultHostPaths } from './host.js';
 import { madeByDeadProcess, ownerTag } from './owner-tag.js';
 

@@ -11,7 +11,7 @@ import { RunChannel } from '../wire/channel.js';
 import { stopHelper } from '../host/spawn-helper.js';
 import type { UidAllocator } from '../host/uid-allocator.js';
 import type { Launcher, LauncherPool } from '../launcher-pool.js';
-import { attachNetwork, type NetworkAttachment } from '../network.js';
+import { attachNetwork, type NetworkAttachment } from '../host/network.js';
 import { commandFrame, type SandboxShape } from '../plan/shape.js';
 import { KILL_GRACE_MS } from '../policy/capacity.js';
 import type { PoolItem } from '../warm-pool.js';

@@ -6,7 +6,7 @@
 import { chownSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../cgroup.js';
+import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../host/cgroup.js';
 import type { HostPaths } from '../host.js';
 import { spawnHelper } from '../host/spawn-helper.js';
 import type { UidAllocator } from '../host/uid-allocator.js';

@@ -2,7 +2,7 @@
 import type { Duplex } from 'node:stream';
 import type { SandboxBridge, SandboxMount } from '../../core/sandbox.js';
 import type { RunRecord } from '../wire/channel.js';
-import type { RunCgroup } from '../cgroup.js';
+import type { RunCgroup } from '../host/cgroup.js';
 import type { ProcMasks } from '../plan/bwrap-args.js';
 
 /** What one zygote is: everything fixed when it starts. */
