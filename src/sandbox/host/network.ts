@@ -20,7 +20,24 @@ export interface NetworkAttachment {
 
 const SLIRP = '/usr/bin/slirp4netns';
 const NSENTER = '/usr/bin/nsenter';
-const IP = ['/usr/sbin/ip', '/usr/bin/ip', '/sbin/ip'].find((candidate) => existsSync(candidate)) ?? '/usr/sbin/ip';
+const IP_CANDIDATES = ['/usr/sbin/ip', '/usr/bin/ip', '/sbin/ip'];
+
+/** The network set-up's tools on this host, found once at start (detectNetworkTools, a host fact passed down). */
+export interface NetworkTools {
+  /** slirp4netns, nsenter and ip; null when one of them is missing. */
+  paths: { slirp: string; nsenter: string; ip: string } | null;
+  /** The kernel has IPv6: only then are IPv6 routes refused and IPv6 turned off on the run's link. */
+  ipv6: boolean;
+}
+
+export function detectNetworkTools(): NetworkTools {
+  const ip = IP_CANDIDATES.find((candidate) => existsSync(candidate));
+  return {
+    paths: existsSync(SLIRP) && existsSync(NSENTER) && ip !== undefined ? { slirp: SLIRP, nsenter: NSENTER, ip } : null,
+    // Without IPv6 in the kernel there is no IPv6 route to refuse (nor to add).
+    ipv6: existsSync('/proc/net/if_inet6'),
+  };
+}
 
 /**
  * Special-purpose ranges (IANA's IPv4 and IPv6 special-purpose registries, less the globally
@@ -38,11 +55,9 @@ export const REFUSED_RANGES: readonly string[] = [
 /** slirp4netns's own network inside the namespace: a route for it exists already. */
 const SLIRP_NETWORK = '10.0.2.0/24';
 
-/** Without IPv6 in the kernel there is no IPv6 route to refuse (nor to add). */
-const ipv6 = existsSync('/proc/net/if_inet6');
-
-export function networkAvailable(): boolean {
-  return existsSync(SLIRP) && existsSync(NSENTER) && existsSync(IP) && process.getuid?.() === 0;
+/** Whether runs can get a network on this host (the facts detected at start): root and the three tools. */
+export function networkAvailable(host: { isRoot: boolean; networkTools: NetworkTools }): boolean {
+  return host.isRoot && host.networkTools.paths !== null;
 }
 
 /** The network of `address/length` (host bits cleared), as ip(8) accepts it. */
@@ -177,8 +192,8 @@ async function waitFor(condition: () => boolean, ms: number): Promise<void> {
 }
 
 /** slirp4netns attached to the namespace of `pid`, resolved once it reports the tap device ready. */
-function startSlirp(pid: number): Promise<ChildProcess> {
-  const slirp = spawn(SLIRP, ['--configure', '--mtu=65520', '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
+function startSlirp(slirpPath: string, pid: number): Promise<ChildProcess> {
+  const slirp = spawn(slirpPath, ['--configure', '--mtu=65520', '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
     stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
   });
   let errors = '';
@@ -192,8 +207,10 @@ function startSlirp(pid: number): Promise<ChildProcess> {
   });
 }
 
-export async function attachNetwork(child: ChildProcess, allowed: readonly string[]): Promise<NetworkAttachment> {
-  if (!networkAvailable()) throw new Error('network=on needs root, slirp4netns, nsenter and ip');
+export async function attachNetwork(child: ChildProcess, allowed: readonly string[], tools: NetworkTools): Promise<NetworkAttachment> {
+  // Checked once at start (createBubblewrapSandbox refuses network=on without them).
+  const { paths, ipv6 } = tools;
+  if (paths === null) throw new Error('network=on needs root, slirp4netns, nsenter and ip');
   const streams = child.stdio as unknown as Array<NodeJS.ReadableStream & NodeJS.WritableStream>;
   const pid = await readInfo(streams[5]);
   // bubblewrap reports the pid before it has written the namespace's uid map; joining earlier fails.
@@ -207,7 +224,7 @@ export async function attachNetwork(child: ChildProcess, allowed: readonly strin
   try {
     for (let attempt = 1; ; attempt++) {
       try {
-        slirp = await startSlirp(pid);
+        slirp = await startSlirp(paths.slirp, pid);
         break;
       } catch (error) {
         if (attempt >= 3) throw error;
@@ -222,7 +239,7 @@ export async function attachNetwork(child: ChildProcess, allowed: readonly strin
       .map((prefix) => `route add prohibit ${prefix}\n`)
       .join('') + allowed.map((prefix) => `route add ${prefix} via 10.0.2.2 dev tap0 onlink\n`).join('');
     const script = `${ipv6 ? 'echo 1 > /proc/sys/net/ipv6/conf/tap0/disable_ipv6 && ' : ''}exec "$0" -batch -`;
-    await runQuiet(NSENTER, ['-t', String(pid), '-n', '/bin/sh', '-c', script, IP], routes);
+    await runQuiet(paths.nsenter, ['-t', String(pid), '-n', '/bin/sh', '-c', script, paths.ip], routes);
     streams[6].end('1');
     return attachment;
   } catch (error) {

@@ -37,7 +37,7 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
     if (!memoryBase || !pidsBase) return null;
     mkdirSync(memoryBase);
     mkdirSync(pidsBase);
-    const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
+    const support: CgroupSupport = { memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap }, pids: { version: 1, base: pidsBase } };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
     // The zygote's own uid, shared by its children (one namespace's runs).
