@@ -10,6 +10,14 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const GROUP_NAME = 'mcpworks-sandbox';
+/** A dead server's groups: tries to kill and remove them, this long apart (~2 s in all, at start-up only). */
+const DEAD_GROUP_ATTEMPTS = 40;
+const DEAD_GROUP_PAUSE_MS = 50;
+/** A busy group's removal is retried with pauses doubling from the first to the last (~4 s in all). */
+const REMOVE_FIRST_PAUSE_MS = 2;
+const REMOVE_LAST_PAUSE_MS = 2048;
+/** How often killUntilEmpty looks again at what is left in a run's group. */
+const KILL_POLL_MS = 5;
 
 /**
  * Where this process's own groups are, read once at start (detectCgroupLayout, a host fact passed
@@ -97,7 +105,7 @@ function killGroupTree(dir: string): number {
  */
 function removeDeadInstance(dir: string): void {
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let attempt = 0; attempt < 40; attempt++) {
+  for (let attempt = 0; attempt < DEAD_GROUP_ATTEMPTS; attempt++) {
     try {
       killGroupTree(dir);
       removeGroupTree(dir);
@@ -105,7 +113,7 @@ function removeDeadInstance(dir: string): void {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       // EBUSY: killed processes are still exiting. Start-up only, so a short blocking pause.
-      Atomics.wait(pause, 0, 0, 50);
+      Atomics.wait(pause, 0, 0, DEAD_GROUP_PAUSE_MS);
     }
   }
 }
@@ -238,7 +246,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function removeDir(dir: string): Promise<void> {
   // EBUSY while the namespace's processes are still being reaped: retry with growing pauses (~4 s in all).
-  for (let pause = 2; pause <= 2048; pause *= 2) {
+  for (let pause = REMOVE_FIRST_PAUSE_MS; pause <= REMOVE_LAST_PAUSE_MS; pause *= 2) {
     try {
       // Off the event loop: removing a v1 memory group blocks in the kernel for ~10 ms, which as
       // rmdirSync delayed the very answer the removal was meant not to delay.
@@ -281,7 +289,7 @@ export function createRunCgroup(
         if (left.length === 0) return true;
         killPids(left);
         if (Date.now() > deadline) return false;
-        await sleep(5);
+        await sleep(KILL_POLL_MS);
       }
     },
     remove: async () => {

@@ -54,6 +54,17 @@ export const REFUSED_RANGES: readonly string[] = [
 ];
 /** slirp4netns's own network inside the namespace: a route for it exists already. */
 const SLIRP_NETWORK = '10.0.2.0/24';
+/** The tap device's MTU: the largest slirp4netns takes, which its manual recommends for throughput. */
+const SLIRP_MTU = 65520;
+/** Starts of slirp4netns tried before the run's set-up fails, 10 ms, then 20 ms apart. */
+const SLIRP_ATTEMPTS = 3;
+const SLIRP_RETRY_STEP_MS = 10;
+/** Characters of slirp4netns's stderr kept for the set-up failure's message. */
+const SLIRP_ERRORS_CAP = 4000;
+/** How long bubblewrap may take, after reporting its pid, to write the namespace's uid map. */
+const UID_MAP_WAIT_MS = 2000;
+/** How often the uid map is looked at meanwhile. */
+const UID_MAP_POLL_MS = 1;
 
 /** Whether runs can get a network on this host (the facts detected at start): root and the three tools. */
 export function networkAvailable(host: { isRoot: boolean; networkTools: NetworkTools }): boolean {
@@ -187,18 +198,18 @@ async function waitFor(condition: () => boolean, ms: number): Promise<void> {
       // not there yet
     }
     if (Date.now() > deadline) throw new Error('the sandbox did not become ready');
-    await sleep(1);
+    await sleep(UID_MAP_POLL_MS);
   }
 }
 
 /** slirp4netns attached to the namespace of `pid`, resolved once it reports the tap device ready. */
 function startSlirp(slirpPath: string, pid: number): Promise<ChildProcess> {
-  const slirp = spawn(slirpPath, ['--configure', '--mtu=65520', '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
+  const slirp = spawn(slirpPath, ['--configure', `--mtu=${SLIRP_MTU}`, '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
     stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
   });
   let errors = '';
   slirp.stderr!.on('data', (chunk: Buffer) => {
-    if (errors.length < 4000) errors += chunk.toString('utf8');
+    if (errors.length < SLIRP_ERRORS_CAP) errors += chunk.toString('utf8');
   });
   return new Promise((resolve, reject) => {
     (slirp.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve(slirp));
@@ -214,7 +225,7 @@ export async function attachNetwork(child: ChildProcess, allowed: readonly strin
   const streams = child.stdio as unknown as Array<NodeJS.ReadableStream & NodeJS.WritableStream>;
   const pid = await readInfo(streams[5]);
   // bubblewrap reports the pid before it has written the namespace's uid map; joining earlier fails.
-  await waitFor(() => readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().length > 0, 2000);
+  await waitFor(() => readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().length > 0, UID_MAP_WAIT_MS);
   let slirp: ChildProcess | null = null;
   const attachment = {
     close: () => {
@@ -227,8 +238,8 @@ export async function attachNetwork(child: ChildProcess, allowed: readonly strin
         slirp = await startSlirp(paths.slirp, pid);
         break;
       } catch (error) {
-        if (attempt >= 3) throw error;
-        await sleep(10 * attempt);
+        if (attempt >= SLIRP_ATTEMPTS) throw error;
+        await sleep(SLIRP_RETRY_STEP_MS * attempt);
       }
     }
     // slirp4netns gives no IPv6 (no --enable-ipv6); with IPv6 off on its link, no IPv6 packet can
