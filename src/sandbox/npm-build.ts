@@ -162,7 +162,7 @@ export async function prepareTypescriptDependencies(
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
   const npmUser = isRoot ? (options.user ?? NPM_DEFAULTS.user) : owner;
   const home = npmHome(root, isRoot ? npmUser : null);
-  const staging = join(installs, `${STAGING_PREFIX}${ownerTag}-${key}-${randomBytes(4).toString('hex')}`);
+  const staging = join(installs, `${STAGING_PREFIX}${ownerTag()}-${key}-${randomBytes(4).toString('hex')}`);
   mkdirSync(staging, { mode: 0o755 });
   try {
     const dependencies: Record<string, string> = {};
