@@ -52,8 +52,8 @@ const MB = 1024 * 1024;
 
 export interface BubblewrapSandboxOptions {
   /**
-   * The host's facts (root, cgroup layout, network tools, /proc masks, system dir links), detected
-   * once at start by the composition root (default: detected now, for tests and the benches).
+   * The host's facts (root, cgroup layout, network tools, /proc masks, system dir links, RAM, CPUs),
+   * detected once at start by the composition root (default: detected now, for tests and the benches).
    */
   host?: SandboxHostFacts;
   /** Give functions network egress (default off; the server passes MCPWORKS_SANDBOX_NETWORK). */

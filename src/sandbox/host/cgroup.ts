@@ -50,8 +50,6 @@ export interface CgroupSupport {
   pids: CgroupBase | null;
 }
 
-export const NO_CGROUP_SUPPORT: CgroupSupport = { memory: null, pids: null };
-
 export interface RunCgroup {
   /** cgroup.procs files the launcher writes itself into before exec. */
   readonly procsFiles: string[];
