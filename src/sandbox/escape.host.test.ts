@@ -559,9 +559,9 @@ result = {"self": os.getpid(), "seen": seen, "closed": closed}
   it('the attempts above ran in pre-started sandboxes and zygote children, unless switched off', () => {
     const stats = sandbox.poolStats();
     const zygotes = sandbox.zygoteStats();
-    if (process.env.MCPWORKS_SANDBOX_POOL === 'off') assert.equal(stats, null);
+    if (!escapeSuiteSettings.pool) assert.equal(stats, null);
     else assert.ok(stats !== null && stats.hits >= 3, JSON.stringify(stats));
-    if (process.env.MCPWORKS_ZYGOTE === 'off') assert.equal(zygotes, null);
+    if (!escapeSuiteSettings.zygote) assert.equal(zygotes, null);
     else assert.ok(zygotes !== null && zygotes.runs >= 20, `Python attempts should run in zygote children: ${JSON.stringify(zygotes)}`);
   });
 });
