@@ -24,7 +24,7 @@ import { envValueForms, SecretScanner } from '../src/core/secret-scanner.js';
 import { readFileSync } from 'node:fs';
 import { RawJson } from '../src/core/raw-json.js';
 import { ScanPool } from '../src/run/scan-pool.js';
-import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../src/sandbox/channel.js';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../src/sandbox/wire/channel.js';
 import { median, ms, printTable } from './lib/measure.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' } } });

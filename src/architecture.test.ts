@@ -1,8 +1,11 @@
 // The README's dependency rules (Architecture), checked on the import graph of src: a wrong arrow,
-// a reach past the sandbox's public surface or a process.env read below the composition root fails
-// here. Pure source reading; no server, no database.
+// a reach past the sandbox's public surface, a process.env read below the composition root or a
+// sandbox module that probes the host when imported fails here. Source reading (and importing the
+// sandbox's modules); no server, no database.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -44,7 +47,7 @@ const KNOWN_EXCEPTIONS: Record<string, string> = {
   'run/functions-package.ts -> sandbox/owner-tag.ts': 'owner tags of staging dirs, a platform helper that lives in sandbox',
   'run/syntax-check.ts -> sandbox/transpile.ts': 'TypeScript is checked with the sandbox\'s own transpiler',
   'sandbox/bubblewrap.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
-  'sandbox/channel.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
+  'sandbox/wire/channel.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
 };
 
 interface Arrow {
@@ -168,4 +171,38 @@ test('only the composition root\'s config (src/app/config.ts) and the command li
   const { envReaders } = await graph;
   assert.ok(envReaders.includes('app/config.ts'), `the check finds no process.env at all: ${JSON.stringify(envReaders)}`);
   assert.deepEqual(envReaders.filter((file) => !READS_ENV(file)).sort(), []);
+});
+
+/** Node functions that read facts of the host: files, users, memory, CPUs, interfaces. */
+const HOST_PROBES: Record<string, readonly string[]> = {
+  'node:fs': ['existsSync', 'statSync', 'lstatSync', 'readFileSync', 'readdirSync', 'readlinkSync', 'realpathSync', 'accessSync'],
+  'node:os': ['totalmem', 'freemem', 'cpus', 'availableParallelism', 'networkInterfaces', 'userInfo'],
+};
+
+test('no sandbox module probes the host when it is imported: host facts are detected once at start (sandbox/host/facts.ts) and passed down', async () => {
+  const require = createRequire(import.meta.url);
+  const probes = new Set<string>();
+  const restore: Array<() => void> = [];
+  /** Counts a call made from a sandbox module (a frame in src/sandbox, not a test). */
+  const watch = (target: Record<string, unknown>, name: string, label: string) => {
+    const original = target[name] as (...args: unknown[]) => unknown;
+    target[name] = function (this: unknown, ...args: unknown[]) {
+      const frame = new Error().stack?.split('\n').slice(2).find((line) => line.includes(`${sep}src${sep}sandbox${sep}`) && !line.includes('.test.ts'));
+      if (frame) probes.add(`${label}(${typeof args[0] === 'string' ? args[0] : ''}) ${frame.trim()}`);
+      return original.apply(this, args);
+    };
+    restore.push(() => (target[name] = original));
+  };
+  for (const [module, names] of Object.entries(HOST_PROBES)) for (const name of names) watch(require(module), name, `${module}.${name}`);
+  watch(process as unknown as Record<string, unknown>, 'getuid', 'process.getuid');
+  syncBuiltinESMExports();
+  try {
+    const modules = sourceFiles(join(SRC, 'sandbox')).filter((file) => file.endsWith('.ts'));
+    assert.ok(modules.length > 20, `found ${modules.length} sandbox modules`);
+    for (const file of modules) await import(pathToFileURL(file).href);
+  } finally {
+    for (const undo of restore) undo();
+    syncBuiltinESMExports();
+  }
+  assert.deepEqual([...probes], []);
 });

@@ -7,16 +7,17 @@
 import assert from 'node:assert/strict';
 import { lookup } from 'node:dns/promises';
 import { after, before, test } from 'node:test';
+import { sandboxFromEnv } from '../app/config.js';
 import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
 let run: McpTestClient;
 
 before(async () => {
-  process.env.MCPWORKS_SANDBOX_NETWORK = 'on';
   const registry = await lookup('registry.npmjs.org', { all: true, family: 4 });
-  process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW = registry.map((entry) => `${entry.address}/32`).join(',');
-  server = await startTestServer();
+  // The switches as `serve` reads them from these variables (passed as config, not through process.env).
+  const sandbox = sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: registry.map((entry) => `${entry.address}/32`).join(',') });
+  server = await startTestServer({ sandbox });
   const account = await createAccount(server.url);
   const create = await connect(`${server.url}/mcp/create/templates`, account.key);
   await callOk(create, 'make_namespace', { name: 'templates' });
@@ -28,8 +29,6 @@ before(async () => {
 });
 after(async () => {
   await server?.stop();
-  delete process.env.MCPWORKS_SANDBOX_NETWORK;
-  delete process.env.MCPWORKS_SANDBOX_NETWORK_ALLOW;
 });
 
 const call = async (tool: string, args: Record<string, unknown>) => {

@@ -2,7 +2,7 @@ import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
 import { NPM_DEFAULTS, npmPassThrough } from '../sandbox/npm-build.js';
-import { allowedRoutes } from '../sandbox/network.js';
+import { allowedRoutes } from '../sandbox/host/network.js';
 import { networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
 import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 import { detectHost, type HostFacts } from './host-facts.js';

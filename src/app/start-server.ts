@@ -142,7 +142,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
   const cacheDir = cacheDirFor(config, host);
-  const dependencies = new TypescriptDependencies(cacheDir, config.npm);
+  const dependencies = new TypescriptDependencies(cacheDir, config.npm, host.sandbox);
   // This process as an instance: its slots name it; what dead instances left is released now.
   const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger, health: database.health });
   const metering = new MeteringStore(database.db, instance.id);
@@ -156,7 +156,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   const schemas = new SchemaGuard(config.schemas);
   opened.push(() => schemas.close());
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, { sandboxNetwork: sandboxSettings.network });
-  const sandbox = openSandbox(logger, sandboxUids, sandboxSettings);
+  const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
   const history = new ExecutionHistory(catalog, executions);
@@ -295,9 +295,9 @@ const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * The code_sandbox backend. When this machine cannot run it (no bubblewrap, no helper), the server
  * still serves management calls, and every run answers a SandboxError saying why.
  */
-function openSandbox(logger: Logger, sandboxUids: UidRange, settings: SandboxSettings): Sandbox {
+function openSandbox(logger: Logger, sandboxUids: UidRange, settings: SandboxSettings, host: HostFacts): Sandbox {
   try {
-    return createBubblewrapSandbox({ ...settings, sandboxUids, log: (message) => logger.warn({ component: 'sandbox' }, message) });
+    return createBubblewrapSandbox({ ...settings, sandboxUids, host: host.sandbox, log: (message) => logger.warn({ component: 'sandbox' }, message) });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     logger.error({ reason }, 'sandbox unavailable: runs will fail until it is installed (make run installs it)');

@@ -133,7 +133,7 @@ export class FunctionsPackageBuilder {
     const doc = { python: renderCatalogDoc(namespace, entries, 'python'), typescript: renderCatalogDoc(namespace, entries, 'typescript') };
     const transpileErrors = new Map<string, string>();
 
-    const staging = path.join(this.cacheRoot, 'packages', `.staging-${ownerTag}-${key}-${randomBytes(4).toString('hex')}`);
+    const staging = path.join(this.cacheRoot, 'packages', `.staging-${ownerTag()}-${key}-${randomBytes(4).toString('hex')}`);
     const python = path.join(staging, 'python', 'functions');
     const node = path.join(staging, 'node', 'node_modules', 'functions');
     mkdirSync(path.join(python, '_code'), { recursive: true, mode: 0o755 });

@@ -10,8 +10,7 @@ import { startRuleServer, type RuleServer, execute } from '../test-support/space
 
 let t: RuleServer;
 before(async () => {
-  // The default must hold whatever the developer's shell says.
-  delete process.env.MCPWORKS_SANDBOX_NETWORK;
+  // The test server takes the defaults (SANDBOX_DEFAULTS), whatever the developer's shell says.
   t = await startRuleServer(DEFAULT_TIERS);
 });
 after(async () => {

@@ -32,7 +32,7 @@ export type ScanJob =
   | { id: number; op: 'bridge'; line: ArrayBuffer }
   | { id: number; op: 'render'; env: readonly string[]; fields: RunFields; resultText?: string; resultBytes?: ArrayBuffer; objectOutputSchema: boolean; codeMode: boolean };
 
-/** What a decoded answer line holds: as channel.ts and interpret in bubblewrap.ts read a parsed line. */
+/** What a decoded answer line holds: as sandbox/wire/channel.ts and interpret in sandbox/outcome.ts read a parsed line. */
 export type DecodedAnswer =
   | { kind: 'result'; result: ArrayBuffer }
   | { kind: 'failure'; type: string; message: string; traceback: string }
@@ -84,7 +84,7 @@ function parseLine(line: ArrayBuffer): { message: unknown; text: string } | { ty
 function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
   const parsed = parseLine(line);
   if ('type' in parsed) return { reply: { kind: 'failure', type: parsed.type, message: parsed.message, traceback: '' }, transfer: [] };
-  // The same rule as a small answer read on the main thread (channel.ts): no integer changes silently.
+  // The same rule as a small answer read on the main thread (sandbox/wire/channel.ts): no integer changes silently.
   const message = refuseInexactResult(parsed.message, parsed.text);
   if (message === null || typeof message !== 'object') return { reply: { kind: 'other' }, transfer: [] };
   const answer = message as { ok?: unknown; result?: unknown; type?: unknown; message?: unknown; traceback?: unknown };

@@ -14,10 +14,11 @@ test("a staging dir of a process that ended is removed at once; a live process's
   const root = mkdtempSync(path.join(tmpdir(), 'mcpworks-staging-'));
   try {
     const deadPid = spawnSync('/bin/true').pid!;
-    const hostPart = ownerTag.slice(0, ownerTag.indexOf('p'));
+    const tag = ownerTag();
+    const hostPart = tag.slice(0, tag.indexOf('p'));
     const names = {
       dead: `.staging-${hostPart}p${deadPid}-abc-1234`,
-      alive: `.staging-${ownerTag}-abc-5678`,
+      alive: `.staging-${tag}-abc-5678`,
       elsewhere: `.staging-h00000000p${deadPid}-abc-9abc`,
       untagged: '.staging-abc-def0',
     };

@@ -50,7 +50,8 @@ export class TypescriptDependencies {
   /** Bytes of the installs in the cache dir: measured by each collection, plus this node's installs since. */
   private installedBytes: number;
 
-  constructor(cacheRoot: string, settings: NpmSettings = {}) {
+  /** `host`: the sandbox's host facts (root, cgroup layout), detected once at start by the composition root. */
+  constructor(cacheRoot: string, settings: NpmSettings = {}, host?: PrepareOptions['host']) {
     this.cacheRoot = path.resolve(cacheRoot);
     const timeoutMs = (settings.timeoutSeconds ?? NPM_DEFAULTS.timeoutMs / 1000) * 1000;
     this.queue = new InstallQueue({
@@ -67,6 +68,7 @@ export class TypescriptDependencies {
       ...(settings.registry ? { registry: settings.registry } : {}),
       ...(settings.environment ? { environment: settings.environment } : {}),
       ...(settings.searchPath ? { searchPath: settings.searchPath } : {}),
+      ...(host ? { host } : {}),
     };
     this.cacheBytes = (settings.cacheMb ?? DEFAULT_NPM_CACHE_MB) * MB;
     this.installedBytes = this.measure().bytes;

@@ -17,17 +17,18 @@ import {
   type SandboxRequest,
 } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
-import { RawAnswer, type RunAnswer, type RunRecord } from './channel.js';
+import { RawAnswer, type RunAnswer, type RunRecord } from './wire/channel.js';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { WarmPool, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
-import { createRunCgroup, detectCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './cgroup.js';
+import { createRunCgroup, openCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './host/cgroup.js';
 import { LauncherPool, type Launcher } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
-import { defaultHostPaths, procMasks, topLevelSystemDirs, type HostPaths } from './host.js';
+import { defaultHostPaths, type HostPaths } from './host.js';
+import { detectSandboxHost, type SandboxHostFacts } from './host/facts.js';
 import { ZygotePool, type ZygoteOptions, type ZygoteStats } from './zygote/pool.js';
 import { transpileTypescript } from './transpile.js';
 import { MountViews } from './mount-views.js';
-import { allowedRoutes, networkAvailable } from './network.js';
+import { allowedRoutes, networkAvailable } from './host/network.js';
 import { NPM_DEFAULTS } from './npm-build.js';
 import { hostPasswd, parseSandboxUids, type UidRange } from './uid-range.js';
 import { baseBubblewrapArgs } from './plan/bwrap-args.js';
@@ -43,12 +44,18 @@ import { SandboxUnavailableError } from './errors.js';
 import { zygoteHostHooks } from './zygote/launch.js';
 import { prepareSandbox, type PrepareDeps, type PreparedSandbox } from './launch/prepared.js';
 import { execute, type ExecuteDeps } from './execute.js';
+import { memoryReserve } from './policy/capacity.js';
 
 export { SandboxUnavailableError } from './errors.js';
 
 const MB = 1024 * 1024;
 
 export interface BubblewrapSandboxOptions {
+  /**
+   * The host's facts (root, cgroup layout, network tools, /proc masks, system dir links, RAM, CPUs),
+   * detected once at start by the composition root (default: detected now, for tests and the benches).
+   */
+  host?: SandboxHostFacts;
   /** Give functions network egress (default off; the server passes MCPWORKS_SANDBOX_NETWORK). */
   network?: boolean;
   /** With the network on: prefixes in refused ranges runs may reach (MCPWORKS_SANDBOX_NETWORK_ALLOW, see allowedRoutes). */
@@ -143,8 +150,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   ] as const) {
     if (!existsSync(path)) throw new SandboxUnavailableError(`${what} not found at ${path}: run \`make setup\``);
   }
+  const host = options.host ?? detectSandboxHost();
   const network = options.network ?? false;
-  if (network && !networkAvailable()) {
+  if (network && !networkAvailable(host)) {
     throw new SandboxUnavailableError('MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed');
   }
   // A bad allow-list stops the server at start, not each run later.
@@ -156,11 +164,11 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       throw new SandboxUnavailableError((error as Error).message);
     }
   }
-  const isRoot = process.getuid?.() === 0;
+  const isRoot = host.isRoot;
   // A fixed user (the option) or, by default, a uid per sandbox from the range.
   const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: SANDBOX_GID }) : null;
   const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment(undefined)) : null;
-  const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? detectCgroupSupport() : { memory: null, pids: null };
+  const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? openCgroupSupport(host.cgroups) : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const answers = options.answers ?? sharedScanPool;
 
@@ -179,9 +187,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   }
   const runtimeDir = prepareRuntimeDir(paths, network, runtimeParent(sandboxUser !== null));
   const nodeBinary = realpathSync(paths.node);
-  const masks = procMasks();
+  const masks = host.procMasks;
   const views = new MountViews(join(runtimeDir, 'views'));
-  const baseArgs = baseBubblewrapArgs({ runtimeDir, nodeBinary, network, masks, systemDirs: topLevelSystemDirs() });
+  const baseArgs = baseBubblewrapArgs({ runtimeDir, nodeBinary, network, masks, systemDirs: host.systemDirs });
   const shapeContext: ShapeContext = {
     baseArgs,
     nodeBinary,
@@ -194,14 +202,16 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   let closed = false;
   const pendingRemovals = new Set<Promise<void>>();
   // With the network on, bubblewrap also gets its info and block pipes (fds 5 and 6, which
-  // network.ts reads and writes); the spawner passes only fds 0-4, so those sandboxes are spawned
+  // host/network.ts reads and writes); the spawner passes only fds 0-4, so those sandboxes are spawned
   // by the server directly.
   const spawner = !network && options.spawner !== false ? new Spawner(paths.spawnerScript, sandboxEnvironment(), log) : null;
   // Pre-joining only pays where there are cgroups to join.
   const launchers = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
   launchers.refill();
-  const prepareDeps: PrepareDeps = { launchers, uids, network, allowed, log };
+  const prepareDeps: PrepareDeps = { launchers, uids, network, networkTools: host.networkTools, allowed, log };
   const executeDeps: ExecuteDeps = { pendingRemovals, refillLaunchers: () => launchers.refill(), log };
+  // The free memory both pools leave to everything else, from the host's RAM (detected once).
+  const reserveBytes = memoryReserve(host.totalMemoryBytes);
   const poolOption = options.pool ?? true;
   let pool: WarmPool<SandboxShape, PreparedSandbox> | null = null;
   if (poolOption !== false) {
@@ -216,14 +226,14 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       setImmediate(() => launchers.refill());
       return prepared;
     };
-    pool = new WarmPool(startPooled, pinned, poolOptions, log);
+    pool = new WarmPool(startPooled, pinned, { reserveBytes, maxStarting: host.cpus, ...poolOptions }, log);
   }
   const zygoteOption = options.zygote ?? true;
   let zygotes: ZygotePool | null = null;
   if (zygoteOption !== false && !network) {
     if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
       // The children's socket: the server's, open to the sandboxes' group.
-      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, zygoteHostHooks({ cgroups, sandboxUser, uids, baseArgs, paths, log }), zygoteOption === true ? {} : zygoteOption);
+      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, zygoteHostHooks({ cgroups, sandboxUser, uids, baseArgs, paths, log }), { reserveBytes, ...(zygoteOption === true ? {} : zygoteOption) });
     } else {
       log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
     }

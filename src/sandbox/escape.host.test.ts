@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
-import { sandboxFromEnv } from '../app/config.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
 import { packageRoot, procMasks } from './host.js';
 import { zygoteRunsActive } from '../test-support/processes.js';
+import { escapeSuiteSettings } from '../test-support/escape-settings.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 /** Every Python attempt asks for a warm fork-server, as the run endpoint's requests do. */
@@ -31,8 +31,8 @@ before(async () => {
   process.env.MCPWORKS_ESCAPE_TEST_SECRET = PLATFORM_SECRET;
   dataDir = mkdtempSync(join(tmpdir(), 'mcpworks-escape-data-'));
   writeFileSync(join(dataDir, 'platform.db'), PLATFORM_SECRET);
-  // Its switches as a server reads them from the environment (escape-cold.test.ts turns the pool and the zygote off).
-  sandbox = createBubblewrapSandbox({ ...sandboxFromEnv(process.env), network: false });
+  // A server's switches (escape-cold.host.test.ts turns the pool and the zygote off).
+  sandbox = createBubblewrapSandbox({ ...escapeSuiteSettings, network: false });
   // The first warm run starts the zygote; the attempts then run in its children.
   await sandbox.run({ language: 'python', code: 'result = 1', input: {}, limits: pro, entry: 'script', warm: WARM });
   for (let waited = 0; waited < 30_000 && !sandbox.zygoteStats()?.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0); waited += 50) {
@@ -559,9 +559,9 @@ result = {"self": os.getpid(), "seen": seen, "closed": closed}
   it('the attempts above ran in pre-started sandboxes and zygote children, unless switched off', () => {
     const stats = sandbox.poolStats();
     const zygotes = sandbox.zygoteStats();
-    if (process.env.MCPWORKS_SANDBOX_POOL === 'off') assert.equal(stats, null);
+    if (!escapeSuiteSettings.pool) assert.equal(stats, null);
     else assert.ok(stats !== null && stats.hits >= 3, JSON.stringify(stats));
-    if (process.env.MCPWORKS_ZYGOTE === 'off') assert.equal(zygotes, null);
+    if (!escapeSuiteSettings.zygote) assert.equal(zygotes, null);
     else assert.ok(zygotes !== null && zygotes.runs >= 20, `Python attempts should run in zygote children: ${JSON.stringify(zygotes)}`);
   });
 });

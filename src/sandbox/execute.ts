@@ -4,11 +4,11 @@
  * what the platform saw go wrong) handed back for outcome.ts to interpret.
  */
 import type { SandboxRequest } from '../core/sandbox.js';
-import type { RunRecord } from './channel.js';
+import type { RunRecord } from './wire/channel.js';
 import { stopHelper } from './host/spawn-helper.js';
 import type { PreparedSandbox } from './launch/prepared.js';
 import type { LauncherExit } from './launcher-pool.js';
-import type { NetworkAttachment } from './network.js';
+import type { NetworkAttachment } from './host/network.js';
 import { lineCapBytes } from './outcome.js';
 import { KILL_GRACE_MS } from './policy/capacity.js';
 

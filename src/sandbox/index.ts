@@ -12,7 +12,8 @@ export type {
 } from '../core/sandbox.js';
 export { SANDBOX_ERROR_TYPES, sandboxLimitsFor, LOG_CAP_BYTES, isSandboxLanguage } from '../core/sandbox.js';
 export { createBubblewrapSandbox, networkFromEnvironment, sandboxUidsFromEnvironment, SandboxUnavailableError, type BubblewrapSandboxOptions } from './bubblewrap.js';
-export { networkAvailable } from './network.js';
+export { networkAvailable } from './host/network.js';
+export { detectSandboxHost, type SandboxHostFacts } from './host/facts.js';
 export { pythonInventory, type PythonInventory } from './python-inventory.js';
 export {
   prepareTypescriptDependencies,

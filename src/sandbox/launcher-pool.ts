@@ -5,7 +5,7 @@
  * interpreter) is still created fresh for each run; a launcher is used once.
  */
 import type { Readable, Writable } from 'node:stream';
-import type { RunCgroup } from './cgroup.js';
+import type { RunCgroup } from './host/cgroup.js';
 
 /**
  * A started helper: a ChildProcess spawned by the server itself, or a SpawnedHelper started by the

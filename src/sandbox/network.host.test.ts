@@ -11,7 +11,8 @@ import { sandboxLimitsFor, type Sandbox } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { sandboxFromEnv } from '../app/config.js';
 import { createBubblewrapSandbox } from './bubblewrap.js';
-import { allowedRoutes, hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './network.js';
+import { allowedRoutes, hostNetworks, networkAvailable, networkOf, REFUSED_RANGES, refusedRoutes } from './host/network.js';
+import { detectSandboxHost } from './host/facts.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
 let sandbox: Sandbox;
@@ -40,7 +41,7 @@ def attempt(host, port):
 result = {f"{h}:{p}": attempt(h, p) for h, p in input_data["targets"]}
 `;
 
-describe('network on', { skip: !networkAvailable() && 'needs root, slirp4netns, nsenter and ip' }, () => {
+describe('network on', { skip: !networkAvailable(detectSandboxHost()) && 'needs root, slirp4netns, nsenter and ip' }, () => {
   it("not the host's ports, its loopback, metadata or private ranges; the run's own loopback answers", async () => {
     const hostAddresses = Object.values(networkInterfaces())
       .flat()
@@ -145,7 +146,7 @@ export default async function main(input: { host: string; port: number }) {
   });
 });
 
-describe('network on: the operator allow-list (MCPWORKS_SANDBOX_NETWORK_ALLOW)', { skip: !networkAvailable() && 'needs root, slirp4netns, nsenter and ip' }, () => {
+describe('network on: the operator allow-list (MCPWORKS_SANDBOX_NETWORK_ALLOW)', { skip: !networkAvailable(detectSandboxHost()) && 'needs root, slirp4netns, nsenter and ip' }, () => {
   it('opens exactly the allowed prefix of a refused range; the host, loopback and link-local can never be allowed', async () => {
     const host = hostNetworks().find((network) => network.endsWith('/32'))!;
     for (const bad of ['127.0.0.1', '169.254.169.254/32', '10.0.2.2', host, '10.0.0.0/8', 'not-an-address', '203.0.113.0/4']) {

@@ -25,7 +25,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
-import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
+import { createRunCgroup, detectCgroupLayout, NO_CGROUPS, openCgroupSupport, type CgroupSupport, type RunCgroup } from './host/cgroup.js';
+import type { SandboxHostFacts } from './host/facts.js';
 import { defaultHostPaths } from './host.js';
 import { madeByDeadProcess, ownerTag } from './owner-tag.js';
 
@@ -78,6 +79,8 @@ export interface PrepareOptions {
   searchPath?: string;
   /** false: rlimits only, as on hosts without usable cgroups. */
   cgroups?: boolean;
+  /** The host's facts, detected once at start by the composition root (default: detected at the first build). */
+  host?: Pick<SandboxHostFacts, 'isRoot' | 'cgroups'>;
   /** The sandbox helper that joins the cgroups, sets rlimits and drops to `user` (default: the built one). */
   helper?: string;
 }
@@ -154,11 +157,12 @@ export async function prepareTypescriptDependencies(
   mkdirSync(installs, { recursive: true, mode: 0o755 });
   chmodSync(installs, 0o755);
   removeStaleStaging(installs);
-  const isRoot = process.getuid?.() === 0;
+  const host = options.host ?? npmHost();
+  const isRoot = host.isRoot;
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
   const npmUser = isRoot ? (options.user ?? NPM_DEFAULTS.user) : owner;
   const home = npmHome(root, isRoot ? npmUser : null);
-  const staging = join(installs, `${STAGING_PREFIX}${ownerTag}-${key}-${randomBytes(4).toString('hex')}`);
+  const staging = join(installs, `${STAGING_PREFIX}${ownerTag()}-${key}-${randomBytes(4).toString('hex')}`);
   mkdirSync(staging, { mode: 0o755 });
   try {
     const dependencies: Record<string, string> = {};
@@ -177,7 +181,7 @@ export async function prepareTypescriptDependencies(
       home,
       what,
       user: isRoot ? npmUser : null,
-      cgroups: isRoot && options.cgroups !== false ? npmCgroupSupport() : null,
+      cgroups: isRoot && options.cgroups !== false ? npmCgroupSupport(host.cgroups) : null,
       timeoutMs: options.timeoutMs ?? NPM_DEFAULTS.timeoutMs,
       memoryBytes: options.memoryBytes ?? NPM_DEFAULTS.memoryBytes,
       maxProcesses: options.maxProcesses ?? NPM_DEFAULTS.maxProcesses,
@@ -270,10 +274,20 @@ function removeStaleStaging(installs: string): void {
   }
 }
 
+let detectedHost: Pick<SandboxHostFacts, 'isRoot' | 'cgroups'> | undefined;
+/** Without facts passed in (tests, the CLI): detected once per process, at the first build. */
+function npmHost(): Pick<SandboxHostFacts, 'isRoot' | 'cgroups'> {
+  if (!detectedHost) {
+    const isRoot = process.getuid?.() === 0;
+    detectedHost = { isRoot, cgroups: isRoot ? detectCgroupLayout() : NO_CGROUPS };
+  }
+  return detectedHost;
+}
+
 let cgroupSupport: CgroupSupport | undefined;
-/** Detected once per process: npm's groups sit beside the sandbox's (a dead process's are removed at the next start). */
-function npmCgroupSupport(): CgroupSupport {
-  cgroupSupport ??= detectCgroupSupport();
+/** Made once per process: npm's groups sit beside the sandbox's (a dead process's are removed at the next start). */
+function npmCgroupSupport(layout: SandboxHostFacts['cgroups']): CgroupSupport {
+  cgroupSupport ??= openCgroupSupport(layout);
   return cgroupSupport;
 }
 

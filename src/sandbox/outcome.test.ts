@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SANDBOX_ERROR_TYPES, sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
-import { CappedCapture } from './capture.js';
-import type { RunRecord } from './channel.js';
+import { CappedCapture } from './wire/capture.js';
+import type { RunRecord } from './wire/channel.js';
 import { interpret, TRACEBACK_CAP, trimTraceback } from './outcome.js';
 
 const limits = sandboxLimitsFor({ timeoutSeconds: 10, memoryMb: 256, maxResultBytes: 1024 });

@@ -6,7 +6,7 @@
  */
 import { answeredErrorType, SANDBOX_ERROR_TYPES, type SandboxFailure, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import type { RunAnswer } from './wire/messages.js';
-import type { RunRecord } from './channel.js';
+import type { RunRecord } from './wire/channel.js';
 
 /** Kept from a failure's traceback/stack; the head of a traceback says little. */
 export const TRACEBACK_CAP = 16 * 1024;

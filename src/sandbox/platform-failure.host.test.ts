@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
-import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from './channel.js';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from './wire/channel.js';
 
 const limits = sandboxLimitsFor(limitsFor(DEFAULT_TIER));
 const WARM = { group: 'platform-failure-test', imports: [] };

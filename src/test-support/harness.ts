@@ -17,7 +17,7 @@ import { createLogger } from '../app/logger.js';
 import { DEFAULT_TIER, DEFAULT_TIERS, TRIAL_DAYS } from '../core/tiers.js';
 import { hashSecret, randomHex, sha256Hex } from '../services/credential-hashing.js';
 import { openDatabase } from '../store/database.js';
-import { sandboxFromEnv, type ServerConfig } from '../app/config.js';
+import { SANDBOX_DEFAULTS, type ServerConfig } from '../app/config.js';
 import { npmPassThrough } from '../sandbox/npm-build.js';
 
 export interface TestServer {
@@ -104,10 +104,10 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   const dataDir = overrides.dataDir ?? mkdtempSync(path.join(tmpdir(), 'mcpworks-test-'));
   const databaseUrl = 'databaseUrl' in overrides ? overrides.databaseUrl : await freshDatabaseUrl();
   if (!overrides.dataDir && !databaseUrl) await seedEmbeddedDatabase(dataDir);
-  // The sandbox's switches and npm's share of the environment, as `serve` reads them (tests set some).
+  // The sandbox's default switches (a test passes its own as `sandbox`) and npm's share of the environment, as `serve` reads it.
   const npm = { environment: npmPassThrough(process.env), ...(process.env.PATH ? { searchPath: process.env.PATH } : {}), ...overrides.npm };
   const server = await startServer(
-    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, sandbox: sandboxFromEnv(process.env), ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides, npm },
+    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, sandbox: SANDBOX_DEFAULTS, ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides, npm },
     createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
   );
   inProcess.set(server.url, server);

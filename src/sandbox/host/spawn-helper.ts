@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import type { LauncherExit } from '../launcher-pool.js';
-import type { RunCgroup } from '../cgroup.js';
+import type { RunCgroup } from './cgroup.js';
 import { KILL_GRACE_MS } from '../policy/capacity.js';
 
 export interface HelperSpawnOptions {

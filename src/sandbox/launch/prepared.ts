@@ -6,12 +6,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { CappedCapture } from '../capture.js';
-import { RunChannel } from '../channel.js';
+import { CappedCapture } from '../wire/capture.js';
+import { RunChannel } from '../wire/channel.js';
 import { stopHelper } from '../host/spawn-helper.js';
 import type { UidAllocator } from '../host/uid-allocator.js';
 import type { Launcher, LauncherPool } from '../launcher-pool.js';
-import { attachNetwork, type NetworkAttachment } from '../network.js';
+import { attachNetwork, type NetworkAttachment, type NetworkTools } from '../host/network.js';
 import { commandFrame, type SandboxShape } from '../plan/shape.js';
 import { KILL_GRACE_MS } from '../policy/capacity.js';
 import type { PoolItem } from '../warm-pool.js';
@@ -31,6 +31,8 @@ export interface PrepareDeps {
   launchers: LauncherPool;
   uids: UidAllocator | null;
   network: boolean;
+  /** The host's network tools (a host fact detected at start), used with the network on. */
+  networkTools: NetworkTools;
   /** With the network on: the refused prefixes runs may still reach (MCPWORKS_SANDBOX_NETWORK_ALLOW). */
   allowed: readonly string[];
   log: (message: string) => void;
@@ -41,7 +43,7 @@ export interface PrepareDeps {
  * the pool ahead of time, and on the request path when no pooled sandbox is there.
  */
 export function prepareSandbox(shape: SandboxShape, pooled: boolean, deps: PrepareDeps): PreparedSandbox {
-  const { launchers, uids, network, allowed, log } = deps;
+  const { launchers, uids, network, networkTools, allowed, log } = deps;
   // Taken before bubblewrap mounts them: a directory replaced in between then reads as changed
   // (the safe direction), never the other way round.
   const views = shape.viewSources.map(identity);
@@ -58,7 +60,7 @@ export function prepareSandbox(shape: SandboxShape, pooled: boolean, deps: Prepa
   if (uid !== null) void exited.then(() => uids!.release(uid));
   child.stdin!.write(commandFrame(shape, pooled, uid));
   const networkReady = network
-    ? attachNetwork(child as ChildProcess, allowed).then(
+    ? attachNetwork(child as ChildProcess, allowed, networkTools).then(
         (attachment) => ({ attachment, failed: false }),
         (error: Error) => {
           log(`sandbox network set-up failed: ${error.message}`);

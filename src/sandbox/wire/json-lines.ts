@@ -1,6 +1,6 @@
 /**
  * The one line reader of every line-based stream the sandbox host reads: fd 3 of a run (see
- * channel.ts), a zygote's control pipe, the spawner's events and the greeting on the zygotes' host
+ * wire/channel.ts), a zygote's control pipe, the spawner's events and the greeting on the zygotes' host
  * socket. Lines are split on bytes (0x0a) and handed on whole, so a UTF-8 character split across
  * two chunks is never decoded in halves. What waits for its newline is capped: a peer that never
  * ends its line cannot grow the server's memory.

@@ -3,7 +3,7 @@
  * stream, each naming the program at its other end. Read with the readers of json-lines.ts.
  */
 
-// ---- fd 3 of a run (RunChannel, channel.ts). Other end: runtime/runner.py and runtime/runner.cjs.
+// ---- fd 3 of a run (RunChannel, wire/channel.ts). Other end: runtime/runner.py and runtime/runner.cjs.
 
 /** What the runner writes on fd 3 when it is started and blocked reading its request. */
 export const READY_LINE = '{"ready":true}';

@@ -1,14 +1,14 @@
 /** One child a zygote forked: it waits for its run, runs it once, and reports what happened. */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { CappedCapture } from '../capture.js';
-import { RunChannel } from '../channel.js';
-import type { RunCgroup } from '../cgroup.js';
+import { CappedCapture } from '../wire/capture.js';
+import { RunChannel } from '../wire/channel.js';
+import type { RunCgroup } from '../host/cgroup.js';
 import { KILL_GRACE_MS } from '../policy/capacity.js';
 import { CHILD_START_MS, type HostSocket } from './host-socket.js';
 import type { ZygoteRunRecord, ZygoteRunRequest } from './types.js';
 
-/** A run's cgroup name (cgroup.ts: run-ID), a fixed-size field of zygote.py's fork records. */
+/** A run's cgroup name (host/cgroup.ts: run-ID), a fixed-size field of zygote.py's fork records. */
 export const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
 
 /** One forked child waiting for its run. */

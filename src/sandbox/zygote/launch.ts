@@ -6,7 +6,7 @@
 import { chownSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../cgroup.js';
+import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../host/cgroup.js';
 import type { HostPaths } from '../host.js';
 import { spawnHelper } from '../host/spawn-helper.js';
 import type { UidAllocator } from '../host/uid-allocator.js';
@@ -37,7 +37,7 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
     if (!memoryBase || !pidsBase) return null;
     mkdirSync(memoryBase);
     mkdirSync(pidsBase);
-    const support: CgroupSupport = { memory: { version: 1, base: memoryBase }, pids: { version: 1, base: pidsBase } };
+    const support: CgroupSupport = { memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap }, pids: { version: 1, base: pidsBase } };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
     // The zygote's own uid, shared by its children (one namespace's runs).

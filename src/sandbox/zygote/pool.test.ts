@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import { after, test } from 'node:test';
-import type { RunCgroup } from '../cgroup.js';
+import type { RunCgroup } from '../host/cgroup.js';
 import { ZygotePool, type ZygoteCgroups, type ZygoteHostHooks, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec } from './pool.js';
 
 const MB = 1024 * 1024;

@@ -1,8 +1,8 @@
 /** The types the zygote pieces share (pool.ts says what zygotes are). */
 import type { Duplex } from 'node:stream';
 import type { SandboxBridge, SandboxMount } from '../../core/sandbox.js';
-import type { RunRecord } from '../channel.js';
-import type { RunCgroup } from '../cgroup.js';
+import type { RunRecord } from '../wire/channel.js';
+import type { RunCgroup } from '../host/cgroup.js';
 import type { ProcMasks } from '../plan/bwrap-args.js';
 
 /** What one zygote is: everything fixed when it starts. */

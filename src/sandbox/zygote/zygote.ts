@@ -1,6 +1,6 @@
 /** One zygote: its fork-server process (runtime/zygote.py), its control lines and its spare children. */
 import { randomBytes } from 'node:crypto';
-import type { RunCgroup } from '../cgroup.js';
+import type { RunCgroup } from '../host/cgroup.js';
 import { DecayingRate, KILL_GRACE_MS, targetSize } from '../policy/capacity.js';
 import { JsonLineReader } from '../wire/json-lines.js';
 import { forkRequest, isZygoteControl } from '../wire/messages.js';

@@ -10,12 +10,44 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const GROUP_NAME = 'mcpworks-sandbox';
+/** A dead server's groups: tries to kill and remove them, this long apart (~2 s in all, at start-up only). */
+const DEAD_GROUP_ATTEMPTS = 40;
+const DEAD_GROUP_PAUSE_MS = 50;
+/** A busy group's removal is retried with pauses doubling from the first to the last (~4 s in all). */
+const REMOVE_FIRST_PAUSE_MS = 2;
+const REMOVE_LAST_PAUSE_MS = 2048;
+/** How often killUntilEmpty looks again at what is left in a run's group. */
+const KILL_POLL_MS = 5;
 
+/**
+ * Where this process's own groups are, read once at start (detectCgroupLayout, a host fact passed
+ * down): reading it makes and writes nothing.
+ */
+export interface CgroupLayout {
+  /** The unified hierarchy's directory of this process's group, when memory and pids are delegated to it. */
+  v2: string | null;
+  /** The v1 memory and pids hierarchies' directories of this process's groups, where they are mounted. */
+  v1: { memory: string | null; pids: string | null };
+}
+
+/** No usable cgroups: memory and processes are limited with rlimits only. */
+export const NO_CGROUPS: CgroupLayout = { v2: null, v1: { memory: null, pids: null } };
+
+interface CgroupBase {
+  version: 1 | 2;
+  /** This instance's own group, under which per-run groups are made. */
+  base: string;
+}
+
+/** One sandbox instance's (or npm's) groups, made by openCgroupSupport from the host's layout. */
 export interface CgroupSupport {
-  /** Where per-run memory groups are made; null when memory cannot be limited this way. */
-  memory: { version: 1 | 2; base: string } | null;
+  /**
+   * Where per-run memory groups are made; null when memory cannot be limited this way. `swap`: the
+   * groups have a swap limit (memory.swap.max in v2, memory.memsw.limit_in_bytes in v1), seen once.
+   */
+  memory: (CgroupBase & { swap: boolean }) | null;
   /** Where per-run pids groups are made (the same directory as memory for v2). */
-  pids: { version: 1 | 2; base: string } | null;
+  pids: CgroupBase | null;
 }
 
 export interface RunCgroup {
@@ -71,7 +103,7 @@ function killGroupTree(dir: string): number {
  */
 function removeDeadInstance(dir: string): void {
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let attempt = 0; attempt < 40; attempt++) {
+  for (let attempt = 0; attempt < DEAD_GROUP_ATTEMPTS; attempt++) {
     try {
       killGroupTree(dir);
       removeGroupTree(dir);
@@ -79,7 +111,7 @@ function removeDeadInstance(dir: string): void {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       // EBUSY: killed processes are still exiting. Start-up only, so a short blocking pause.
-      Atomics.wait(pause, 0, 0, 50);
+      Atomics.wait(pause, 0, 0, DEAD_GROUP_PAUSE_MS);
     }
   }
 }
@@ -108,7 +140,8 @@ function prepareBase(parent: string): string | null {
   }
 }
 
-function detectV2(): CgroupSupport['memory'] {
+/** The unified hierarchy's directory of our group, if it delegates memory and pids to us. */
+function detectV2(): string | null {
   const mount = existsSync('/sys/fs/cgroup/cgroup.controllers')
     ? '/sys/fs/cgroup'
     : existsSync('/sys/fs/cgroup/unified/cgroup.controllers')
@@ -119,7 +152,26 @@ function detectV2(): CgroupSupport['memory'] {
   const parent = join(mount, own);
   try {
     const delegated = readFileSync(join(parent, 'cgroup.subtree_control'), 'utf8').split(/\s+/);
-    if (!delegated.includes('memory') || !delegated.includes('pids')) return null;
+    return delegated.includes('memory') && delegated.includes('pids') ? parent : null;
+  } catch {
+    return null;
+  }
+}
+
+function detectV1(controller: 'memory' | 'pids'): string | null {
+  const mount = `/sys/fs/cgroup/${controller}`;
+  if (!existsSync(join(mount, 'cgroup.procs'))) return null;
+  const own = ownCgroupPath(controller);
+  return own === null ? null : join(mount, own);
+}
+
+/** The host's cgroup layout as this process sees it: read once at start, by the composition root. */
+export function detectCgroupLayout(): CgroupLayout {
+  return { v2: detectV2(), v1: { memory: detectV1('memory'), pids: detectV1('pids') } };
+}
+
+function openV2(parent: string): CgroupSupport['memory'] {
+  try {
     const shared = join(parent, GROUP_NAME);
     mkdirSync(shared, { recursive: true });
     // These groups hold no processes, so they may hand memory and pids down to the per-run groups.
@@ -127,25 +179,30 @@ function detectV2(): CgroupSupport['memory'] {
     const base = prepareBase(shared);
     if (base === null) return null;
     writeFileSync(join(base, 'cgroup.subtree_control'), '+memory +pids');
-    return { version: 2, base };
+    return { version: 2, base, swap: existsSync(join(base, 'memory.swap.max')) };
   } catch {
     return null;
   }
 }
 
-function detectV1(controller: 'memory' | 'pids'): { version: 1; base: string } | null {
-  const mount = `/sys/fs/cgroup/${controller}`;
-  if (!existsSync(join(mount, 'cgroup.procs'))) return null;
-  const own = ownCgroupPath(controller);
-  if (own === null) return null;
-  const base = prepareBase(join(mount, own, GROUP_NAME));
+function openV1(parent: string | null): CgroupBase | null {
+  if (parent === null) return null;
+  const base = prepareBase(join(parent, GROUP_NAME));
   return base === null ? null : { version: 1, base };
 }
 
-export function detectCgroupSupport(): CgroupSupport {
-  const v2 = detectV2();
+/**
+ * This instance's own groups under the host's layout: made now (v2 where it is delegated, else the
+ * v1 hierarchies), and removed by releaseCgroupSupport. Groups of dead processes are swept first.
+ */
+export function openCgroupSupport(layout: CgroupLayout): CgroupSupport {
+  const v2 = layout.v2 === null ? null : openV2(layout.v2);
   if (v2) return { memory: v2, pids: v2 };
-  return { memory: detectV1('memory'), pids: detectV1('pids') };
+  const memory = openV1(layout.v1.memory);
+  return {
+    memory: memory && { ...memory, swap: existsSync(join(memory.base, 'memory.memsw.limit_in_bytes')) },
+    pids: openV1(layout.v1.pids),
+  };
 }
 
 function readCounter(file: string, key: string): number {
@@ -187,7 +244,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function removeDir(dir: string): Promise<void> {
   // EBUSY while the namespace's processes are still being reaped: retry with growing pauses (~4 s in all).
-  for (let pause = 2; pause <= 2048; pause *= 2) {
+  for (let pause = REMOVE_FIRST_PAUSE_MS; pause <= REMOVE_LAST_PAUSE_MS; pause *= 2) {
     try {
       // Off the event loop: removing a v1 memory group blocks in the kernel for ~10 ms, which as
       // rmdirSync delayed the very answer the removal was meant not to delay.
@@ -230,7 +287,7 @@ export function createRunCgroup(
         if (left.length === 0) return true;
         killPids(left);
         if (Date.now() > deadline) return false;
-        await sleep(5);
+        await sleep(KILL_POLL_MS);
       }
     },
     remove: async () => {
@@ -242,7 +299,7 @@ export function createRunCgroup(
       const dir = join(support.memory.base, `run-${runId}`);
       mkdirSync(dir);
       dirs.push(dir);
-      if (existsSync(join(dir, 'memory.swap.max'))) writeFileSync(join(dir, 'memory.swap.max'), '0');
+      if (support.memory.swap) writeFileSync(join(dir, 'memory.swap.max'), '0');
       configurers.push((next) => {
         writeFileSync(join(dir, 'memory.max'), String(next.memoryBytes));
         writeFileSync(join(dir, 'pids.max'), String(next.maxProcesses));
@@ -264,7 +321,7 @@ export function createRunCgroup(
       const dir = join(support.memory.base, `run-${runId}`);
       mkdirSync(dir);
       dirs.push(dir);
-      const swapAccounted = existsSync(join(dir, 'memory.memsw.limit_in_bytes'));
+      const swapAccounted = support.memory.swap;
       configurers.push((next) => {
         const value = String(next.memoryBytes);
         // With swap accounting, memory+swap gets the same cap so the run cannot spill into swap.

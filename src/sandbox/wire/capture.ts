@@ -38,11 +38,14 @@ export class CappedCapture {
   }
 }
 
+/** The most bytes one UTF-8 character takes. */
+const UTF8_MAX_BYTES = 4;
+
 /** The length of `bytes` without a UTF-8 character cut off at its end (at most 3 bytes shorter). */
 export function characterBoundary(bytes: Buffer): number {
   let start = bytes.length;
   // Back over continuation bytes (10xxxxxx) to the last lead byte, if it is near the end.
-  while (start > 0 && bytes.length - start < 4 && (bytes[start - 1]! & 0xc0) === 0x80) start--;
+  while (start > 0 && bytes.length - start < UTF8_MAX_BYTES && (bytes[start - 1]! & 0xc0) === 0x80) start--;
   if (start === 0) return bytes.length;
   const lead = bytes[start - 1]!;
   const needs = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;

@@ -5,16 +5,16 @@
  * answer (the first one counts).
  */
 import type { Duplex } from 'node:stream';
-import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
-import { RawJson } from '../core/raw-json.js';
-import { sharedScanPool, type ScanPool } from '../run/scan-pool.js';
-import type { SandboxBridge } from '../core/sandbox.js';
+import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../../core/json-depth.js';
+import { RawJson } from '../../core/raw-json.js';
+import { sharedScanPool, type ScanPool } from '../../run/scan-pool.js';
+import type { SandboxBridge } from '../../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
-import { refuseInexactResult } from '../core/exact-integers.js';
-import { jsonLine, LineReader } from './wire/json-lines.js';
-import { BRIDGE_PREFIX, READY_LINE, type RunAnswer } from './wire/messages.js';
+import { refuseInexactResult } from '../../core/exact-integers.js';
+import { jsonLine, LineReader } from './json-lines.js';
+import { BRIDGE_PREFIX, READY_LINE, type RunAnswer } from './messages.js';
 
-export { READY_LINE, type RunAnswer } from './wire/messages.js';
+export { READY_LINE, type RunAnswer } from './messages.js';
 
 /**
  * An answer line longer than LARGE_LINE_BYTES, kept as bytes: checked for depth, parsed and
@@ -44,7 +44,7 @@ export interface RunRecord {
   exit: { code: number | null; signal: NodeJS.Signals | null; spawnFailed: boolean; lost?: boolean };
 }
 
-export { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
+export { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../../core/json-depth.js';
 
 /** Bridge calls a run may have sent and not yet had answered (threads may share the bridge). */
 const MAX_OUTSTANDING_CALLS = 16;

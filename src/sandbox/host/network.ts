@@ -20,7 +20,24 @@ export interface NetworkAttachment {
 
 const SLIRP = '/usr/bin/slirp4netns';
 const NSENTER = '/usr/bin/nsenter';
-const IP = ['/usr/sbin/ip', '/usr/bin/ip', '/sbin/ip'].find((candidate) => existsSync(candidate)) ?? '/usr/sbin/ip';
+const IP_CANDIDATES = ['/usr/sbin/ip', '/usr/bin/ip', '/sbin/ip'];
+
+/** The network set-up's tools on this host, found once at start (detectNetworkTools, a host fact passed down). */
+export interface NetworkTools {
+  /** slirp4netns, nsenter and ip; null when one of them is missing. */
+  paths: { slirp: string; nsenter: string; ip: string } | null;
+  /** The kernel has IPv6: only then are IPv6 routes refused and IPv6 turned off on the run's link. */
+  ipv6: boolean;
+}
+
+export function detectNetworkTools(): NetworkTools {
+  const ip = IP_CANDIDATES.find((candidate) => existsSync(candidate));
+  return {
+    paths: existsSync(SLIRP) && existsSync(NSENTER) && ip !== undefined ? { slirp: SLIRP, nsenter: NSENTER, ip } : null,
+    // Without IPv6 in the kernel there is no IPv6 route to refuse (nor to add).
+    ipv6: existsSync('/proc/net/if_inet6'),
+  };
+}
 
 /**
  * Special-purpose ranges (IANA's IPv4 and IPv6 special-purpose registries, less the globally
@@ -37,12 +54,21 @@ export const REFUSED_RANGES: readonly string[] = [
 ];
 /** slirp4netns's own network inside the namespace: a route for it exists already. */
 const SLIRP_NETWORK = '10.0.2.0/24';
+/** The tap device's MTU: the largest slirp4netns takes, which its manual recommends for throughput. */
+const SLIRP_MTU = 65520;
+/** Starts of slirp4netns tried before the run's set-up fails, 10 ms, then 20 ms apart. */
+const SLIRP_ATTEMPTS = 3;
+const SLIRP_RETRY_STEP_MS = 10;
+/** Characters of slirp4netns's stderr kept for the set-up failure's message. */
+const SLIRP_ERRORS_CAP = 4000;
+/** How long bubblewrap may take, after reporting its pid, to write the namespace's uid map. */
+const UID_MAP_WAIT_MS = 2000;
+/** How often the uid map is looked at meanwhile. */
+const UID_MAP_POLL_MS = 1;
 
-/** Without IPv6 in the kernel there is no IPv6 route to refuse (nor to add). */
-const ipv6 = existsSync('/proc/net/if_inet6');
-
-export function networkAvailable(): boolean {
-  return existsSync(SLIRP) && existsSync(NSENTER) && existsSync(IP) && process.getuid?.() === 0;
+/** Whether runs can get a network on this host (the facts detected at start): root and the three tools. */
+export function networkAvailable(host: { isRoot: boolean; networkTools: NetworkTools }): boolean {
+  return host.isRoot && host.networkTools.paths !== null;
 }
 
 /** The network of `address/length` (host bits cleared), as ip(8) accepts it. */
@@ -172,18 +198,18 @@ async function waitFor(condition: () => boolean, ms: number): Promise<void> {
       // not there yet
     }
     if (Date.now() > deadline) throw new Error('the sandbox did not become ready');
-    await sleep(1);
+    await sleep(UID_MAP_POLL_MS);
   }
 }
 
 /** slirp4netns attached to the namespace of `pid`, resolved once it reports the tap device ready. */
-function startSlirp(pid: number): Promise<ChildProcess> {
-  const slirp = spawn(SLIRP, ['--configure', '--mtu=65520', '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
+function startSlirp(slirpPath: string, pid: number): Promise<ChildProcess> {
+  const slirp = spawn(slirpPath, ['--configure', `--mtu=${SLIRP_MTU}`, '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
     stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
   });
   let errors = '';
   slirp.stderr!.on('data', (chunk: Buffer) => {
-    if (errors.length < 4000) errors += chunk.toString('utf8');
+    if (errors.length < SLIRP_ERRORS_CAP) errors += chunk.toString('utf8');
   });
   return new Promise((resolve, reject) => {
     (slirp.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve(slirp));
@@ -192,12 +218,14 @@ function startSlirp(pid: number): Promise<ChildProcess> {
   });
 }
 
-export async function attachNetwork(child: ChildProcess, allowed: readonly string[]): Promise<NetworkAttachment> {
-  if (!networkAvailable()) throw new Error('network=on needs root, slirp4netns, nsenter and ip');
+export async function attachNetwork(child: ChildProcess, allowed: readonly string[], tools: NetworkTools): Promise<NetworkAttachment> {
+  // Checked once at start (createBubblewrapSandbox refuses network=on without them).
+  const { paths, ipv6 } = tools;
+  if (paths === null) throw new Error('network=on needs root, slirp4netns, nsenter and ip');
   const streams = child.stdio as unknown as Array<NodeJS.ReadableStream & NodeJS.WritableStream>;
   const pid = await readInfo(streams[5]);
   // bubblewrap reports the pid before it has written the namespace's uid map; joining earlier fails.
-  await waitFor(() => readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().length > 0, 2000);
+  await waitFor(() => readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().length > 0, UID_MAP_WAIT_MS);
   let slirp: ChildProcess | null = null;
   const attachment = {
     close: () => {
@@ -207,11 +235,11 @@ export async function attachNetwork(child: ChildProcess, allowed: readonly strin
   try {
     for (let attempt = 1; ; attempt++) {
       try {
-        slirp = await startSlirp(pid);
+        slirp = await startSlirp(paths.slirp, pid);
         break;
       } catch (error) {
-        if (attempt >= 3) throw error;
-        await sleep(10 * attempt);
+        if (attempt >= SLIRP_ATTEMPTS) throw error;
+        await sleep(SLIRP_RETRY_STEP_MS * attempt);
       }
     }
     // slirp4netns gives no IPv6 (no --enable-ipv6); with IPv6 off on its link, no IPv6 packet can
@@ -222,7 +250,7 @@ export async function attachNetwork(child: ChildProcess, allowed: readonly strin
       .map((prefix) => `route add prohibit ${prefix}\n`)
       .join('') + allowed.map((prefix) => `route add ${prefix} via 10.0.2.2 dev tap0 onlink\n`).join('');
     const script = `${ipv6 ? 'echo 1 > /proc/sys/net/ipv6/conf/tap0/disable_ipv6 && ' : ''}exec "$0" -batch -`;
-    await runQuiet(NSENTER, ['-t', String(pid), '-n', '/bin/sh', '-c', script, IP], routes);
+    await runQuiet(paths.nsenter, ['-t', String(pid), '-n', '/bin/sh', '-c', script, paths.ip], routes);
     streams[6].end('1');
     return attachment;
   } catch (error) {
