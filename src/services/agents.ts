@@ -97,7 +97,7 @@ export class AgentService {
     const desiredReplicas = 1;
     const made = await this.store.withAccountLock(principal.accountId, async (trx) => {
       const used = await this.store.slotsInUse(principal.accountId, trx);
-      if (await this.store.findAgent(ns.id, name)) throw new DomainError('conflict', `agent '${name}' already exists in namespace '${ns.name}'`, { field: 'name' });
+      if (await this.store.findAgent(ns.id, name, trx)) throw new DomainError('conflict', `agent '${name}' already exists in namespace '${ns.name}'`, { field: 'name' });
       assertAgentSlots(limits, principal.tier, used, agentSlots(desiredReplicas));
       const row = await this.store.createAgent({ namespaceId: ns.id, name, description, desiredReplicas, config: {} }, trx);
       return row ? { row, used: used + agentSlots(desiredReplicas) } : undefined;
@@ -153,7 +153,7 @@ export class AgentService {
     const limits = this.limits(principal);
     const made = await this.store.withAccountLock(principal.accountId, async (trx) => {
       const used = await this.store.slotsInUse(principal.accountId, trx);
-      if (await this.store.findAgent(ns.id, newName)) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
+      if (await this.store.findAgent(ns.id, newName, trx)) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
       const adding = agentSlots(source.desired_replicas);
       assertAgentSlots(limits, principal.tier, used, adding);
       const row = await this.store.createAgent({ namespaceId: ns.id, name: newName, description: source.description, desiredReplicas: source.desired_replicas, config: source.config }, trx);

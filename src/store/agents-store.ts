@@ -84,8 +84,8 @@ export class AgentsStore {
       .executeTakeFirst();
   }
 
-  findAgent(namespaceId: string, name: string): Promise<AgentRow | undefined> {
-    return this.db.selectFrom('agents').selectAll().where('namespace_id', '=', namespaceId).where('name', '=', name).executeTakeFirst();
+  findAgent(namespaceId: string, name: string, exec: Exec = this.db): Promise<AgentRow | undefined> {
+    return exec.selectFrom('agents').selectAll().where('namespace_id', '=', namespaceId).where('name', '=', name).executeTakeFirst();
   }
 
   async agentNames(namespaceId: string): Promise<string[]> {
