@@ -51,6 +51,11 @@ function ifVersionArg(args: AgentArgs): number | undefined {
   return value;
 }
 
+/** Compare-and-swap: with if_version, the key must be at that version now (0: absent). */
+function checkVersion(key: string, expected: number | undefined, current: number | undefined): void {
+  if (expected !== undefined && expected !== (current ?? 0)) throw casConflict(key, expected, current);
+}
+
 function casConflict(key: string, expected: number, current: number | undefined): DomainError {
   return new DomainError(
     'conflict',
@@ -203,7 +208,7 @@ export class AgentService {
     const written = await this.store.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
       const current = await this.store.getState(agent.id, key, trx);
-      if (ifVersion !== undefined && ifVersion !== (current?.version ?? 0)) throw casConflict(key, ifVersion, current?.version);
+      checkVersion(key, ifVersion, current?.version);
       assertStateFits(limits, principal.tier, Number(locked.state_bytes), current?.size_bytes ?? 0, size);
       const version = (current?.version ?? 0) + 1;
       const total = await this.store.putState(trx, agent.id, { key, value: sealed, version, size }, current?.size_bytes ?? 0);
@@ -222,7 +227,7 @@ export class AgentService {
     const total = await this.store.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
       const current = await this.store.getState(agent.id, key, trx);
-      if (ifVersion !== undefined && ifVersion !== (current?.version ?? 0)) throw casConflict(key, ifVersion, current?.version);
+      checkVersion(key, ifVersion, current?.version);
       if (!current) throw new DomainError('not_found', `state key '${key}' not found for agent '${name}'`, { key });
       return this.store.removeState(trx, agent.id, key, current.size_bytes);
     });
