@@ -208,6 +208,14 @@ describe('agents on the create endpoint', () => {
     assert.equal(results.filter((r) => !r.isError).length, 2, 'exactly the plan\'s 2 slots were taken');
     assert.equal((await names(o.create)).length, 2);
     await Promise.all(clients.map((c) => c.close()));
+    // In the service itself the transactions overlap for certain (the pool holds 10 connections):
+    // only the account's row lock keeps the count and the insert together.
+    const other = await owner('tiny');
+    const principal = (await server.server.services.accounts.authenticateKey(other.account.key))!;
+    const made = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => server.server.services.agents.makeAgent(principal, other.ns, { name: `direct-${i}` })));
+    assert.equal(made.filter((r) => r.status === 'fulfilled').length, 2);
+    for (const r of made) if (r.status === 'rejected') assert.equal((r.reason as { type?: string }).type, 'limit_exceeded', String(r.reason));
+    assert.equal((await names(other.create)).length, 2);
   });
 
   test('state: compare-and-swap, conflicts change nothing, parallel swaps have one winner', async () => {
