@@ -243,6 +243,11 @@ describe('agents on the create endpoint', () => {
     await callOk(o.create, 'delete_agent_state', { name: 'counter', key: 'n', if_version: 3 });
     assert.equal((await callError(o.create, 'get_agent_state', { name: 'counter', key: 'n' })).type, 'not_found');
     assert.equal((await callOk(o.create, 'describe_agent', { name: 'counter' })).state.bytes, 0);
+    // Prefixes are literal (no LIKE wildcards) and count characters, not UTF-16 units.
+    for (const key of ['😀/a', '😀/b', '%/c', 'x']) await callOk(o.create, 'set_agent_state', { name: 'counter', key, value: 0 });
+    const listed = async (prefix: string) => (await callOk(o.create, 'list_agent_state_keys', { name: 'counter', prefix })).keys.map((k: { key: string }) => k.key);
+    assert.deepEqual(await listed('😀/'), ['😀/a', '😀/b']);
+    assert.deepEqual(await listed('%'), ['%/c']);
   });
 
   test('state caps: per value on every plan, per agent by plan (a replaced value counts once)', async () => {

@@ -127,8 +127,8 @@ export class AgentsStore {
   listStateKeys(agentId: string, options: { after?: string; prefix?: string; limit: number }): Promise<Array<Omit<StateRow, 'value'>>> {
     let query = this.db.selectFrom('agent_state').select(['key', 'version', 'size_bytes', 'updated_at']).where('agent_id', '=', agentId);
     if (options.after !== undefined) query = query.where('key', '>', options.after);
-    // A prefix is matched as a prefix, never as a LIKE pattern.
-    if (options.prefix) query = query.where(sql<boolean>`left(key, ${options.prefix.length}) = ${options.prefix}`);
+    // A prefix is matched as a prefix, never as a LIKE pattern; left() counts characters (code points).
+    if (options.prefix) query = query.where(sql<boolean>`left(key, ${[...options.prefix].length}) = ${options.prefix}`);
     return query.orderBy('key').limit(options.limit).execute();
   }
 
