@@ -60,7 +60,7 @@ function casConflict(key: string, expected: number, current: number | undefined)
   return new DomainError(
     'conflict',
     current === undefined
-      ? `state key '${key}' does not exist (if_version ${expected} expected version ${expected}); nothing was changed`
+      ? `state key '${key}' does not exist, so it is not at version ${expected}; nothing was changed`
       : `state key '${key}' is at version ${current}, not ${expected}; nothing was changed (read it again and retry)`,
     { field: 'if_version', key, expected_version: expected, current_version: current ?? 0 },
   );
