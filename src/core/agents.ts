@@ -275,7 +275,6 @@ export const STATE_KEY_MAX_CHARS = 256;
 
 /** State keys: 1-256 characters, no control characters. */
 export function validateStateKey(key: unknown, field = 'key'): string {
-  // eslint-disable-next-line no-control-regex
   if (typeof key !== 'string' || key.length === 0 || key.length > STATE_KEY_MAX_CHARS || /[\u0000-\u001f\u007f]/.test(key)) {
     throw invalid(`${field} must be 1-${STATE_KEY_MAX_CHARS} characters without control characters`, { field });
   }
