@@ -5,6 +5,7 @@ import { DomainError } from '../core/errors.js';
 import { isValidNamespaceName } from '../core/names.js';
 import type { AccountService, KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
+import type { AgentService } from '../services/agents.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
@@ -29,6 +30,7 @@ export interface AppDependencies {
   accounts: AccountService;
   accountsStore: AccountsStore;
   catalog: CatalogService;
+  agents: AgentService;
   history: ExecutionHistory;
   runs: RunService;
   logger: Logger;
@@ -130,7 +132,7 @@ export function createApp(deps: AppDependencies): Hono {
       sessionLimit,
       ...(deps.sessionActivity ? { sessionActivity: deps.sessionActivity } : {}),
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: false } } : {}),
-      buildServer: ({ principal, namespace, url, calls }) => buildCreateServer({ principal, namespace, url, calls, catalog, history: deps.history, logger, version: deps.version }),
+      buildServer: ({ principal, namespace, url, calls }) => buildCreateServer({ principal, namespace, url, calls, catalog, agents: deps.agents, history: deps.history, logger, version: deps.version }),
     }),
     run: createMcpEndpoint({
       kind: 'run',

@@ -28,6 +28,7 @@ const EXPECTED_TOOLS = [
   'make_namespace', 'list_namespaces', 'make_service', 'list_services', 'delete_service', 'make_function', 'update_function',
   'delete_function', 'list_functions', 'describe_function', 'list_packages', 'list_templates', 'describe_template', 'lock_function', 'unlock_function',
   'list_executions', 'describe_execution', 'list_security_events',
+  'make_agent', 'list_agents', 'describe_agent', 'destroy_agent', 'clone_agent', 'get_agent_state', 'set_agent_state', 'delete_agent_state', 'list_agent_state_keys',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

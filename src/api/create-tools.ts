@@ -8,6 +8,8 @@ import { TOOL_NAME_BUDGET } from '../core/names.js';
 import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
+import type { AgentService } from '../services/agents.js';
+import { registerAgentTools } from './agent-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
 import { refuseUnknownTools } from './unknown-tools.js';
@@ -17,6 +19,7 @@ export interface CreateToolsContext {
   principal: KeyPrincipal;
   namespace: string;
   catalog: CatalogService;
+  agents: AgentService;
   history: ExecutionHistory;
   logger: Logger;
   version: string;
@@ -270,6 +273,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
+  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

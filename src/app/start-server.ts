@@ -9,6 +9,9 @@ import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../s
 import { sharedScanPool } from '../run/scan-pool.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
+import { AgentService } from '../services/agents.js';
+import { StateCipher } from '../services/state-cipher.js';
+import { AgentsStore } from '../store/agents-store.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
@@ -42,7 +45,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; sessionActivity: SessionActivity; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; agents: AgentService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; sessionActivity: SessionActivity; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -111,6 +114,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   };
   let database;
   let keys: ApiKeyHasher;
+  let stateCipher: StateCipher;
   let fail!: (message: string) => void;
   const failed = new Promise<string>((resolve) => (fail = resolve));
   try {
@@ -118,6 +122,8 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
     if (secret.created) logger.info({ file: 'secret_key' }, 'created the API-key secret in the data dir: back it up with the database (losing it invalidates every API key)');
     if (secret.warning) logger.warn(secret.warning);
     keys = new ApiKeyHasher(secret.secret);
+    // Agent state is encrypted under a key derived from the same secret (its own HKDF label).
+    stateCipher = new StateCipher(secret.secret);
     database = await openDatabase({
       databaseUrl: config.databaseUrl,
       dataDir: config.dataDir,
@@ -156,6 +162,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   const schemas = new SchemaGuard(config.schemas);
   opened.push(() => schemas.close());
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, { sandboxNetwork: sandboxSettings.network });
+  const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers);
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
@@ -206,7 +213,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   // Its sweep timer lives as long as the server: closed with it (and if start-up fails).
   const bodyBudget = limits.bodyBytesPerSecondPerIp ? new ByteBudget(limits.bodyBytesPerSecondPerIp) : undefined;
   if (bodyBudget) opened.push(() => bodyBudget.close());
-  const app = createApp({ accounts, accountsStore, catalog, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBudget, progressIntervalMs: config.progressIntervalMs, listChanged, sessionActivity });
+  const app = createApp({ accounts, accountsStore, catalog, agents, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBudget, progressIntervalMs: config.progressIntervalMs, listChanged, sessionActivity });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
   const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
@@ -257,7 +264,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, sessionActivity, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
+    services: { accounts, accountsStore, catalog, agents, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, sessionActivity, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
     failed,
     close() {
       closing ??= (async () => {

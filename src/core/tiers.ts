@@ -13,8 +13,12 @@ export interface TierLimits {
   timeoutSeconds: number;
   /** Sandbox memory in MB. */
   memoryMb: number;
-  /** Agent slots; null = unlimited. */
+  /** Agent slots (one per replica); null = unlimited. */
   agents: number | null;
+  /** Bytes of state (JSON text of its values) one agent may keep; null = unlimited. */
+  agentStateBytes: number | null;
+  /** Shortest gap allowed between two consecutive fires of an agent's schedule, in seconds. */
+  scheduleMinIntervalSeconds: number;
   /** Largest serialised result a run may return, in bytes. */
   maxResultBytes: number;
   /** Storage, per account (null = unlimited): namespaces, services and functions in all its namespaces. */
@@ -34,17 +38,18 @@ export interface TierLimits {
 export type TierName = string;
 
 
+const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30 };
 const STANDARD_STORAGE = { namespaces: 10, services: 100, functions: 500, versionsPerFunction: 200, storedBytes: 100 * MB, schemaBytesPerNamespace: 2 * MB, mcpSessions: 100 };
 
 export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze({
-  pro_trial: { monthlyExecutions: 125_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE },
-  pro: { monthlyExecutions: 250_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE },
+  pro_trial: { monthlyExecutions: 125_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE, ...STANDARD_AGENTS },
+  pro: { monthlyExecutions: 250_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE, ...STANDARD_AGENTS },
   enterprise: {
-    monthlyExecutions: 1_000_000, executionsPerMinute: 300, concurrency: 50, timeoutSeconds: 300, memoryMb: 2048, agents: 20, maxResultBytes: 5 * MB,
+    monthlyExecutions: 1_000_000, executionsPerMinute: 300, concurrency: 50, timeoutSeconds: 300, memoryMb: 2048, agents: 20, maxResultBytes: 5 * MB, agentStateBytes: 1024 * MB, scheduleMinIntervalSeconds: 15,
     namespaces: 100, services: 1_000, functions: 5_000, versionsPerFunction: 1_000, storedBytes: 1024 * MB, schemaBytesPerNamespace: 8 * MB, mcpSessions: 1_000,
   },
   dedicated: {
-    monthlyExecutions: null, executionsPerMinute: 500, concurrency: 100, timeoutSeconds: 300, memoryMb: 2048, agents: null, maxResultBytes: 10 * MB,
+    monthlyExecutions: null, executionsPerMinute: 500, concurrency: 100, timeoutSeconds: 300, memoryMb: 2048, agents: null, maxResultBytes: 10 * MB, agentStateBytes: null, scheduleMinIntervalSeconds: 15,
     namespaces: null, services: null, functions: null, versionsPerFunction: 5_000, storedBytes: 10 * 1024 * MB, schemaBytesPerNamespace: 32 * MB, mcpSessions: 10_000,
   },
 });
@@ -75,6 +80,8 @@ const OVERRIDE_FIELDS = {
   timeout_s: 'timeoutSeconds',
   memory_mb: 'memoryMb',
   agents: 'agents',
+  agent_state_bytes: 'agentStateBytes',
+  schedule_min_interval_s: 'scheduleMinIntervalSeconds',
   namespaces: 'namespaces',
   services: 'services',
   functions: 'functions',
@@ -86,7 +93,7 @@ const OVERRIDE_FIELDS = {
 
 // Fields where -1 means unlimited; the sandbox limits must stay finite.
 const UNLIMITABLE = new Set([
-  'monthly_executions', 'executions_per_minute', 'concurrency', 'agents',
+  'monthly_executions', 'executions_per_minute', 'concurrency', 'agents', 'agent_state_bytes',
   'namespaces', 'services', 'functions', 'versions_per_function', 'stored_bytes', 'schema_bytes_per_namespace', 'mcp_sessions',
 ]);
 

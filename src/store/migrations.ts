@@ -594,4 +594,36 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE mcp_sessions ADD COLUMN in_use_until TIMESTAMPTZ`,
     ],
   },
+  {
+    version: 17,
+    name: 'agents and their encrypted state',
+    statements: [
+      // An agent lives in the namespace of the create endpoint it was made on; its name is unique there.
+      // desired_replicas: what scale_agent sets (each takes a tier slot); state_bytes: the sum of its
+      // state's sizes, kept beside the rows under the agent's row lock (the per-agent cap reads it).
+      `CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        namespace_id TEXT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'stopped',
+        desired_replicas INTEGER NOT NULL DEFAULT 1 CHECK (desired_replicas >= 0),
+        config JSONB NOT NULL DEFAULT '{}',
+        state_bytes BIGINT NOT NULL DEFAULT 0,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE UNIQUE INDEX agents_name ON agents(namespace_id, name)`,
+      // value: AES-256-GCM ciphertext of the value's JSON text (never the text itself); size_bytes: that text's length.
+      `CREATE TABLE agent_state (
+        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (agent_id, key)
+      )`,
+    ],
+  },
 ];

@@ -177,6 +177,29 @@ export interface SchemaMigrationsTable {
   applied_at: Timestamp;
 }
 
+export interface AgentsTable {
+  id: string;
+  namespace_id: string;
+  name: string;
+  description: string;
+  status: ColumnType<string, string | undefined, string>;
+  desired_replicas: ColumnType<number, number | undefined, number>;
+  config: Json<Record<string, unknown>>;
+  state_bytes: ColumnType<string | number, number | undefined, number>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface AgentStateTable {
+  agent_id: string;
+  key: string;
+  /** AES-256-GCM ciphertext (services/state-cipher.ts), never the value's text. */
+  value: string;
+  version: number;
+  size_bytes: number;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
@@ -194,6 +217,8 @@ export interface Database {
   server_instances: ServerInstancesTable;
   security_events: SecurityEventsTable;
   schema_migrations: SchemaMigrationsTable;
+  agents: AgentsTable;
+  agent_state: AgentStateTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -204,3 +229,4 @@ export type FunctionRow = Selectable<FunctionsTable>;
 export type FunctionVersionRow = Selectable<FunctionVersionsTable>;
 export type ExecutionRow = Selectable<ExecutionsTable>;
 export type SecurityEventRow = Selectable<SecurityEventsTable>;
+export type AgentRow = Selectable<AgentsTable>;

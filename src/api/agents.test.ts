@@ -1,0 +1,349 @@
+// test-database: postgres, compare-and-swap and agent slots under parallel calls (the agent and account row locks)
+// Agents on the create endpoint through the official SDK client: lifecycle, aliases, tenancy,
+// scopes, tier slots (unlimited too), state round trip across a restart, compare-and-swap,
+// caps, encryption at rest, and bad input that changes nothing. One server for the file,
+// restarted once on the same data (dir or database).
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { applyTierOverrides } from '../core/tiers.js';
+import { callError, callOk, connect, createAccount, createKey, errorOf, freshDatabaseUrl, parseResult, seedEmbeddedDatabase, startTestServer, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
+
+// tiny: 2 slots and 3,000 bytes of state per agent; open: -1 (unlimited) for both, as MCPWORKS_TIERS says it.
+const TIERS = applyTierOverrides('{"tiny":{"agents":2,"agent_state_bytes":3000},"open":{"agents":-1,"agent_state_bytes":-1}}');
+const AGENT_TOOLS = ['make_agent', 'list_agents', 'describe_agent', 'destroy_agent', 'clone_agent', 'get_agent_state', 'set_agent_state', 'delete_agent_state', 'list_agent_state_keys'];
+
+let server: TestServer;
+let dataDir: string;
+let databaseUrl: string | undefined;
+
+async function start(): Promise<void> {
+  server = await startTestServer({ dataDir, databaseUrl, tiers: TIERS });
+}
+
+before(async () => {
+  dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-agents-'));
+  databaseUrl = await freshDatabaseUrl();
+  if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
+  await start();
+});
+after(async () => {
+  await server?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+interface Owner {
+  account: TestAccount;
+  ns: string;
+  create: McpTestClient;
+}
+
+async function owner(tier?: string): Promise<Owner> {
+  const account = await createAccount(server.url);
+  if (tier) await server.server.services.accounts.setTier(account.email, tier);
+  const ns = `a-${Math.random().toString(36).slice(2, 10)}`;
+  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+  await callOk(create, 'make_namespace', { name: ns });
+  return { account, ns, create };
+}
+
+const names = async (client: McpTestClient): Promise<string[]> => (await callOk(client, 'list_agents')).map((a: { name: string }) => a.name);
+
+async function healthy(): Promise<void> {
+  const response = await fetch(`${server.url}/healthz`);
+  assert.equal(response.status, 200);
+}
+
+describe('agents on the create endpoint', () => {
+  test('tools are listed with descriptions, schemas and annotations', async () => {
+    const o = await owner();
+    const { tools } = await o.create.listTools();
+    for (const name of AGENT_TOOLS) {
+      const tool = tools.find((t) => t.name === name);
+      assert.ok(tool, `${name} is listed`);
+      assert.ok((tool.description ?? '').length > 40, `${name} has a description`);
+      assert.equal(tool.inputSchema.type, 'object');
+      assert.equal(typeof tool.annotations?.readOnlyHint, 'boolean', `${name} annotations`);
+    }
+    assert.ok(tools.find((t) => t.name === 'make_agent')!.inputSchema.properties.agent_name, 'the alias is published');
+    assert.equal(tools.find((t) => t.name === 'destroy_agent')!.annotations!.destructiveHint, true);
+    assert.equal(tools.find((t) => t.name === 'get_agent_state')!.annotations!.readOnlyHint, true);
+    // Tools that need the runtime are not there yet (no stubs).
+    for (const later of ['start_agent', 'stop_agent', 'scale_agent', 'add_schedule', 'add_webhook']) assert.ok(!tools.some((t) => t.name === later), later);
+  });
+
+  test('make, list, describe, clone (with and without state), destroy; aliases agent_name and display_name', async () => {
+    const o = await owner();
+    const made = await callOk(o.create, 'make_agent', { name: 'social-scraper', description: 'reads feeds' });
+    assert.equal(made.name, 'social-scraper');
+    assert.equal(made.status, 'stopped');
+    assert.equal(made.desired_replicas, 1);
+    assert.deepEqual(made.agent_slots, { used: 1, limit: 5 });
+    const aliased = await callOk(o.create, 'make_agent', { agent_name: 'poster', display_name: 'posts summaries' });
+    assert.equal(aliased.name, 'poster');
+    assert.equal(aliased.description, 'posts summaries');
+    assert.deepEqual(await names(o.create), ['poster', 'social-scraper']);
+    assert.equal((await callError(o.create, 'make_agent', { name: 'poster' })).type, 'conflict');
+    assert.equal((await callError(o.create, 'make_agent', { name: 'a', agent_name: 'b' })).type, 'validation_error');
+
+    await callOk(o.create, 'set_agent_state', { agent_name: 'social-scraper', key: 'feeds', value: ['hn', 'lobsters'] });
+    const described = await callOk(o.create, 'describe_agent', { agent_name: 'social-scraper' });
+    assert.equal(described.description, 'reads feeds');
+    assert.deepEqual(described.config, {});
+    assert.equal(described.state.keys, 1);
+    assert.equal(described.state.bytes, Buffer.byteLength('["hn","lobsters"]'));
+    assert.deepEqual(described.limits.agent_slots, { used: 2, limit: 5, this_agent: 1 });
+    assert.equal(described.limits.state_bytes_per_agent, 100 * 1024 * 1024);
+    assert.equal(described.limits.schedule_min_interval_s, 30);
+
+    const bare = await callOk(o.create, 'clone_agent', { name: 'social-scraper', new_name: 'scraper-two' });
+    assert.equal(bare.description, 'reads feeds');
+    assert.equal(bare.state_keys_copied, 0);
+    assert.equal((await callError(o.create, 'get_agent_state', { name: 'scraper-two', key: 'feeds' })).type, 'not_found');
+    const full = await callOk(o.create, 'clone_agent', { name: 'social-scraper', new_name: 'scraper-three', include_state: true });
+    assert.equal(full.state_keys_copied, 1);
+    assert.deepEqual((await callOk(o.create, 'get_agent_state', { name: 'scraper-three', key: 'feeds' })).value, ['hn', 'lobsters']);
+    // The copy is its own: writing it leaves the original alone.
+    await callOk(o.create, 'set_agent_state', { name: 'scraper-three', key: 'feeds', value: [] });
+    assert.deepEqual((await callOk(o.create, 'get_agent_state', { name: 'social-scraper', key: 'feeds' })).value, ['hn', 'lobsters']);
+    assert.equal((await callError(o.create, 'clone_agent', { name: 'social-scraper', new_name: 'poster' })).type, 'conflict');
+    assert.equal((await callError(o.create, 'clone_agent', { name: 'nobody', new_name: 'x' })).type, 'not_found');
+
+    const destroyed = await callOk(o.create, 'destroy_agent', { name: 'scraper-three' });
+    assert.deepEqual(destroyed, { destroyed: 'scraper-three', state_keys_deleted: 1 });
+    assert.equal((await callError(o.create, 'describe_agent', { name: 'scraper-three' })).type, 'not_found');
+    assert.deepEqual(await names(o.create), ['poster', 'scraper-two', 'social-scraper']);
+    const missing = await callError(o.create, 'describe_agent', { name: 'social-scrapr' });
+    assert.equal(missing.type, 'not_found');
+    assert.match(missing.message, /social-scraper/, 'suggests the close name');
+  });
+
+  test('tenancy: another account, and a key limited to another namespace, find no agent', async () => {
+    const a = await owner();
+    await callOk(a.create, 'make_agent', { name: 'private-bot' });
+    await callOk(a.create, 'set_agent_state', { name: 'private-bot', key: 'k', value: 'tenant-a-value' });
+    const b = await owner();
+    // b on a's namespace URL: the namespace is not b's, so nothing in it exists.
+    const intruder = await connect(`${server.url}/mcp/create/${a.ns}`, b.account.key);
+    const probes: Array<[string, Record<string, unknown>]> = [
+      ['list_agents', {}],
+      ['describe_agent', { name: 'private-bot' }],
+      ['get_agent_state', { name: 'private-bot', key: 'k' }],
+      ['list_agent_state_keys', { name: 'private-bot' }],
+      ['set_agent_state', { name: 'private-bot', key: 'k', value: 'overwritten' }],
+      ['delete_agent_state', { name: 'private-bot', key: 'k' }],
+      ['clone_agent', { name: 'private-bot', new_name: 'stolen', include_state: true }],
+      ['destroy_agent', { name: 'private-bot' }],
+      ['make_agent', { name: 'squatter' }],
+    ];
+    for (const [tool, args] of probes) assert.equal((await callError(intruder, tool, args)).type, 'not_found', tool);
+    // In b's own namespace the same name is simply absent.
+    assert.equal((await callError(b.create, 'describe_agent', { name: 'private-bot' })).type, 'not_found');
+    // a's own key limited to another namespace of a reaches nothing in the first.
+    await callOk(a.create, 'make_namespace', { name: `${a.ns}-2` });
+    const limited = await connect(`${server.url}/mcp/create/${a.ns}`, await createKey(server.url, a.account, { namespace: `${a.ns}-2` }));
+    assert.equal((await callError(limited, 'get_agent_state', { name: 'private-bot', key: 'k' })).type, 'not_found');
+    assert.equal((await callOk(a.create, 'get_agent_state', { name: 'private-bot', key: 'k' })).value, 'tenant-a-value');
+    assert.deepEqual(await names(a.create), ['private-bot']);
+    await healthy();
+  });
+
+  test('scopes: a read-only key writes nothing, a write-only key reads nothing', async () => {
+    const o = await owner();
+    await callOk(o.create, 'make_agent', { name: 'bot' });
+    await callOk(o.create, 'set_agent_state', { name: 'bot', key: 'k', value: 1 });
+    const reader = await connect(`${server.url}/mcp/create/${o.ns}`, await createKey(server.url, o.account, { scopes: ['read'] }));
+    for (const [tool, args] of [
+      ['make_agent', { name: 'other' }],
+      ['clone_agent', { name: 'bot', new_name: 'other' }],
+      ['destroy_agent', { name: 'bot' }],
+      ['set_agent_state', { name: 'bot', key: 'k', value: 2 }],
+      ['delete_agent_state', { name: 'bot', key: 'k' }],
+    ] as const) {
+      const error = await callError(reader, tool, args);
+      assert.equal(error.type, 'forbidden', tool);
+      assert.match(error.message, /'write' scope/);
+    }
+    assert.equal((await callOk(reader, 'get_agent_state', { name: 'bot', key: 'k' })).value, 1, 'the key can read');
+    const writer = await connect(`${server.url}/mcp/create/${o.ns}`, await createKey(server.url, o.account, { scopes: ['write'] }));
+    for (const [tool, args] of [['list_agents', {}], ['describe_agent', { name: 'bot' }], ['get_agent_state', { name: 'bot', key: 'k' }], ['list_agent_state_keys', { name: 'bot' }]] as const) {
+      assert.equal((await callError(writer, tool, args)).type, 'forbidden', tool);
+    }
+    assert.deepEqual(await names(o.create), ['bot']);
+    assert.equal((await callOk(o.create, 'get_agent_state', { name: 'bot', key: 'k' })).version, 1);
+  });
+
+  test('tier slots: Pro 5, each clone takes slots too, a full plan changes nothing; unlimited (-1 and Dedicated) is unlimited', async () => {
+    const pro = await owner('pro');
+    for (let i = 1; i <= 5; i++) await callOk(pro.create, 'make_agent', { name: `bot-${i}` });
+    const refused = await callError(pro.create, 'make_agent', { name: 'bot-6' });
+    assert.equal(refused.type, 'limit_exceeded');
+    assert.deepEqual([refused.resource, refused.limit, refused.usage], ['agents', 5, 5]);
+    assert.equal((await callError(pro.create, 'clone_agent', { name: 'bot-1', new_name: 'bot-7' })).type, 'limit_exceeded');
+    assert.equal((await names(pro.create)).length, 5, 'nothing was made');
+    // Slots are per account, across its namespaces.
+    await callOk(pro.create, 'make_namespace', { name: `${pro.ns}-b` });
+    const second = await connect(`${server.url}/mcp/create/${pro.ns}-b`, pro.account.key);
+    assert.equal((await callError(second, 'make_agent', { name: 'elsewhere' })).type, 'limit_exceeded');
+    // Destroying one frees its slot.
+    await callOk(pro.create, 'destroy_agent', { name: 'bot-5' });
+    await callOk(second, 'make_agent', { name: 'elsewhere' });
+
+    for (const tier of ['open', 'dedicated']) {
+      const big = await owner(tier);
+      for (let i = 1; i <= 8; i++) await callOk(big.create, 'make_agent', { name: `bot-${i}` });
+      const cloned = await callOk(big.create, 'clone_agent', { name: 'bot-1', new_name: 'bot-9' });
+      assert.deepEqual(cloned.agent_slots, { used: 9, limit: null }, tier);
+      assert.equal((await names(big.create)).length, 9, tier);
+    }
+  });
+
+  test('parallel makes cannot pass the slot limit together', async () => {
+    const o = await owner('tiny');
+    const clients = await Promise.all(Array.from({ length: 6 }, () => connect(`${server.url}/mcp/create/${o.ns}`, o.account.key)));
+    const results = await Promise.all(clients.map((c, i) => c.callTool('make_agent', { name: `racer-${i}` })));
+    assert.equal(results.filter((r) => !r.isError).length, 2, 'exactly the plan\'s 2 slots were taken');
+    assert.equal((await names(o.create)).length, 2);
+    await Promise.all(clients.map((c) => c.close()));
+    // In the service itself the transactions overlap for certain (the pool holds 10 connections):
+    // only the account's row lock keeps the count and the insert together.
+    const other = await owner('tiny');
+    const principal = (await server.server.services.accounts.authenticateKey(other.account.key))!;
+    const made = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => server.server.services.agents.makeAgent(principal, other.ns, { name: `direct-${i}` })));
+    assert.equal(made.filter((r) => r.status === 'fulfilled').length, 2);
+    for (const r of made) if (r.status === 'rejected') assert.equal((r.reason as { type?: string }).type, 'limit_exceeded', String(r.reason));
+    assert.equal((await names(other.create)).length, 2);
+  });
+
+  test('state: compare-and-swap, conflicts change nothing, parallel swaps have one winner', async () => {
+    const o = await owner();
+    await callOk(o.create, 'make_agent', { name: 'counter' });
+    const first = await callOk(o.create, 'set_agent_state', { name: 'counter', key: 'n', value: 1, if_version: 0 });
+    assert.equal(first.version, 1);
+    const stale = await callError(o.create, 'set_agent_state', { name: 'counter', key: 'n', value: 99, if_version: 0 });
+    assert.equal(stale.type, 'conflict');
+    assert.equal(stale.current_version, 1);
+    assert.equal((await callOk(o.create, 'set_agent_state', { name: 'counter', key: 'n', value: 2, if_version: 1 })).version, 2);
+    assert.equal((await callError(o.create, 'delete_agent_state', { name: 'counter', key: 'n', if_version: 1 })).type, 'conflict');
+    const now = await callOk(o.create, 'get_agent_state', { name: 'counter', key: 'n' });
+    assert.deepEqual([now.value, now.version], [2, 2]);
+
+    const clients = await Promise.all(Array.from({ length: 8 }, () => connect(`${server.url}/mcp/create/${o.ns}`, o.account.key)));
+    const results = await Promise.all(clients.map((c, i) => c.callTool('set_agent_state', { name: 'counter', key: 'n', value: 100 + i, if_version: 2 })));
+    assert.equal(results.filter((r) => !r.isError).length, 1, 'one swap won');
+    for (const loser of results.filter((r) => r.isError)) assert.equal(errorOf(parseResult(loser)).type, 'conflict');
+    const after = await callOk(o.create, 'get_agent_state', { name: 'counter', key: 'n' });
+    assert.equal(after.version, 3);
+    assert.equal(after.value, 100 + results.findIndex((r) => !r.isError), "the winner's value");
+    await Promise.all(clients.map((c) => c.close()));
+
+    await callOk(o.create, 'delete_agent_state', { name: 'counter', key: 'n', if_version: 3 });
+    assert.equal((await callError(o.create, 'get_agent_state', { name: 'counter', key: 'n' })).type, 'not_found');
+    assert.equal((await callOk(o.create, 'describe_agent', { name: 'counter' })).state.bytes, 0);
+    // Prefixes are literal (no LIKE wildcards) and count characters, not UTF-16 units.
+    for (const key of ['😀/a', '😀/b', '%/c', 'x']) await callOk(o.create, 'set_agent_state', { name: 'counter', key, value: 0 });
+    const listed = async (prefix: string) => (await callOk(o.create, 'list_agent_state_keys', { name: 'counter', prefix })).keys.map((k: { key: string }) => k.key);
+    assert.deepEqual(await listed('😀/'), ['😀/a', '😀/b']);
+    assert.deepEqual(await listed('%'), ['%/c']);
+  });
+
+  test('state caps: per value on every plan, per agent by plan (a replaced value counts once)', async () => {
+    const o = await owner('tiny');
+    await callOk(o.create, 'make_agent', { name: 'hoarder' });
+    const huge = await callError(o.create, 'set_agent_state', { name: 'hoarder', key: 'big', value: 'x'.repeat(1024 * 1024) });
+    assert.equal(huge.type, 'limit_exceeded');
+    assert.equal(huge.resource, 'state_value_bytes');
+    await callOk(o.create, 'set_agent_state', { name: 'hoarder', key: 'a', value: 'x'.repeat(1400) });
+    await callOk(o.create, 'set_agent_state', { name: 'hoarder', key: 'b', value: 'x'.repeat(1400) });
+    const full = await callError(o.create, 'set_agent_state', { name: 'hoarder', key: 'c', value: 'x'.repeat(400) });
+    assert.equal(full.type, 'limit_exceeded');
+    assert.deepEqual([full.resource, full.limit], ['agent_state_bytes', 3000]);
+    // Replacing a value needs room only for the difference.
+    await callOk(o.create, 'set_agent_state', { name: 'hoarder', key: 'a', value: 'y'.repeat(1500) });
+    const keys = await callOk(o.create, 'list_agent_state_keys', { name: 'hoarder' });
+    assert.deepEqual(keys.keys.map((k: { key: string }) => k.key), ['a', 'b']);
+    assert.equal(keys.state_bytes, 1502 + 1402);
+    const paged = await callOk(o.create, 'list_agent_state_keys', { name: 'hoarder', limit: 1 });
+    assert.equal(paged.next_after, 'a');
+    assert.deepEqual((await callOk(o.create, 'list_agent_state_keys', { name: 'hoarder', after: 'a' })).keys.map((k: { key: string }) => k.key), ['b']);
+    // Cloning with state counts the copy against the plan's cap per agent too (the copy fits: 2,904 ≤ 3,000).
+    assert.equal((await callOk(o.create, 'clone_agent', { name: 'hoarder', new_name: 'hoarder-2', include_state: true })).state_keys_copied, 2);
+  });
+
+  test('bad input gets a structured error and changes nothing', async () => {
+    const o = await owner();
+    await callOk(o.create, 'make_agent', { name: 'steady' });
+    await callOk(o.create, 'set_agent_state', { name: 'steady', key: 'k', value: { a: 1 } });
+    const bad: Array<[string, Record<string, unknown>]> = [
+      ['make_agent', {}],
+      ['make_agent', { name: 'Bad_Name' }],
+      ['make_agent', { name: 'x'.repeat(40) }],
+      ['make_agent', { name: 'ok-name', description: 'x'.repeat(5000) }],
+      ['make_agent', { name: 42 }],
+      ['clone_agent', { name: 'steady', new_name: 'No Good' }],
+      ['clone_agent', { name: 'steady', new_name: 'fine', include_state: 'yes' }],
+      ['set_agent_state', { name: 'steady', key: '', value: 1 }],
+      ['set_agent_state', { name: 'steady', key: 'k' }],
+      ['set_agent_state', { name: 'steady', key: 'k', value: 1, if_version: -1 }],
+      ['set_agent_state', { name: 'steady', key: 'line\nbreak', value: 1 }],
+      ['get_agent_state', { name: 'steady' }],
+      ['list_agent_state_keys', { name: 'steady', limit: 0 }],
+      ['delete_agent_state', { name: 'steady', key: 'k', if_version: 1.5 }],
+    ];
+    for (const [tool, args] of bad) {
+      const error = await callError(o.create, tool, args);
+      assert.equal(error.type, 'validation_error', `${tool} ${JSON.stringify(args).slice(0, 80)}: ${error.message}`);
+      assert.doesNotMatch(error.message, /\n\s+at /, 'no stack trace');
+    }
+    assert.deepEqual(await names(o.create), ['steady']);
+    const state = await callOk(o.create, 'get_agent_state', { name: 'steady', key: 'k' });
+    assert.deepEqual([state.value, state.version], [{ a: 1 }, 1]);
+    await healthy();
+  });
+
+  test('state survives a restart and is never stored in plain text', async () => {
+    const o = await owner();
+    const marker = `plain-state-marker-${Math.random().toString(36).slice(2, 12)}`;
+    await callOk(o.create, 'make_agent', { name: 'keeper' });
+    await callOk(o.create, 'set_agent_state', { name: 'keeper', key: 'secret-note', value: { note: marker, n: [1, 2, 3] } });
+    await callOk(o.create, 'set_agent_state', { name: 'keeper', key: 'secret-note', value: { note: marker, n: [1, 2, 3, 4] } });
+    await o.create.close();
+    await server.stop();
+    if (databaseUrl) {
+      const client = new pg.Client({ connectionString: databaseUrl });
+      await client.connect();
+      try {
+        const rows = (await client.query('SELECT value FROM agent_state')).rows as Array<{ value: string }>;
+        assert.ok(rows.length > 0);
+        for (const row of rows) assert.ok(!row.value.includes(marker) && row.value.startsWith('v1:'), 'sealed');
+      } finally {
+        await client.end();
+      }
+    } else {
+      // Every file of the data dir (PGlite's tables, WAL and all): the marker must be in none.
+      const needle = Buffer.from(marker);
+      let files = 0;
+      const walk = (dir: string) => {
+        for (const name of readdirSync(dir)) {
+          const file = path.join(dir, name);
+          if (statSync(file).isDirectory()) walk(file);
+          else {
+            files++;
+            assert.equal(readFileSync(file).indexOf(needle), -1, `plain state value in ${file}`);
+          }
+        }
+      };
+      walk(dataDir);
+      assert.ok(files > 10, 'the data dir was read');
+    }
+    await start();
+    const again = await connect(`${server.url}/mcp/create/${o.ns}`, o.account.key);
+    const value = await callOk(again, 'get_agent_state', { name: 'keeper', key: 'secret-note' });
+    assert.deepEqual(value.value, { note: marker, n: [1, 2, 3, 4] });
+    assert.equal(value.version, 2);
+    assert.deepEqual((await callOk(again, 'list_agents')).map((a: { name: string }) => a.name), ['keeper']);
+  });
+});

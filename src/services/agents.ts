@@ -1,0 +1,273 @@
+import type { Scope } from '../core/accounts.js';
+import { agentSlots, assertAgentSlots, assertStateFits, STATE_VALUE_MAX_BYTES, stateValueText, validateAgentName, validateStateKey } from '../core/agents.js';
+import { DomainError, invalid } from '../core/errors.js';
+import { buildMetadata } from '../core/functions.js';
+import { suggestion } from '../core/suggest.js';
+import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
+import type { AgentsStore } from '../store/agents-store.js';
+import type { AgentRow, NamespaceRow } from '../store/schema.js';
+import type { KeyPrincipal } from './accounts.js';
+import type { CatalogService } from './catalog.js';
+import { StateCipher, StateCipherError } from './state-cipher.js';
+
+/** Tool arguments as they arrive (already of the right JSON types; the rules are checked here). */
+export type AgentArgs = Record<string, unknown>;
+
+const iso = (d: Date): string => new Date(d).toISOString();
+const CLONE_PAGE = 200;
+const DEFAULT_KEY_PAGE = 100;
+const MAX_KEY_PAGE = 1000;
+
+function requireScope(principal: KeyPrincipal, scope: Scope): void {
+  if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
+}
+
+/**
+ * `name`, or the hosted original's `agent_name` (the same value when both are given). Only the
+ * spelling is aliased: the rules are the agent name's.
+ */
+function agentNameArg(args: AgentArgs, name = 'name', alias = 'agent_name'): string {
+  const value = args[name];
+  const aliased = args[alias];
+  if (value !== undefined && aliased !== undefined && value !== aliased) throw invalid(`give the agent as '${name}' or '${alias}', not two different names`, { field: name });
+  const chosen = value ?? aliased;
+  if (chosen === undefined) throw invalid(`'${name}' is required: the agent's name`, { field: name });
+  return validateAgentName(chosen, value !== undefined ? name : alias);
+}
+
+/** `description`, or the hosted original's `display_name`. */
+function descriptionArg(args: AgentArgs): string | undefined {
+  const value = args.description;
+  const aliased = args.display_name;
+  if (value !== undefined && aliased !== undefined && value !== aliased) throw invalid("give either 'description' or 'display_name', not two different texts", { field: 'description' });
+  const chosen = value ?? aliased;
+  return chosen === undefined ? undefined : buildMetadata({ description: chosen }, null).description;
+}
+
+function ifVersionArg(args: AgentArgs): number | undefined {
+  const value = args.if_version;
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw invalid('if_version must be an integer ≥ 0 (0: only if the key does not exist yet)', { field: 'if_version' });
+  return value;
+}
+
+/** Compare-and-swap: with if_version, the key must be at that version now (0: absent). */
+function checkVersion(key: string, expected: number | undefined, current: number | undefined): void {
+  if (expected !== undefined && expected !== (current ?? 0)) throw casConflict(key, expected, current);
+}
+
+function casConflict(key: string, expected: number, current: number | undefined): DomainError {
+  return new DomainError(
+    'conflict',
+    current === undefined
+      ? `state key '${key}' does not exist, so it is not at version ${expected}; nothing was changed`
+      : `state key '${key}' is at version ${current}, not ${expected}; nothing was changed (read it again and retry)`,
+    { field: 'if_version', key, expected_version: expected, current_version: current ?? 0 },
+  );
+}
+
+/**
+ * Agents of a namespace and their state, for the create endpoint. Scopes and namespace visibility
+ * as CatalogService: a namespace the key does not reach, and so another account's agent, is not found.
+ */
+export class AgentService {
+  constructor(
+    private readonly store: AgentsStore,
+    private readonly catalog: CatalogService,
+    private readonly cipher: StateCipher,
+    private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
+  ) {}
+
+  /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
+  private limits(principal: KeyPrincipal): TierLimits {
+    if (!isKnownTier(principal.tier, this.tiers)) {
+      throw new DomainError('forbidden', `this account's plan '${principal.tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`);
+    }
+    return limitsFor(principal.tier, this.tiers);
+  }
+
+  private async agent(ns: NamespaceRow, name: string): Promise<AgentRow> {
+    const row = await this.store.findAgent(ns.id, name);
+    if (row) return row;
+    const hint = suggestion(name, await this.store.agentNames(ns.id), `agents in namespace '${ns.name}'`);
+    throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'; create it with make_agent.${hint.text}`, hint.details);
+  }
+
+  async makeAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'write');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const name = agentNameArg(args);
+    const description = descriptionArg(args) ?? '';
+    const limits = this.limits(principal);
+    const desiredReplicas = 1;
+    const made = await this.store.withAccountLock(principal.accountId, async (trx) => {
+      const used = await this.store.slotsInUse(principal.accountId, trx);
+      if (await this.store.findAgent(ns.id, name, trx)) throw new DomainError('conflict', `agent '${name}' already exists in namespace '${ns.name}'`, { field: 'name' });
+      assertAgentSlots(limits, principal.tier, used, agentSlots(desiredReplicas));
+      const row = await this.store.createAgent({ namespaceId: ns.id, name, description, desiredReplicas, config: {} }, trx);
+      return row ? { row, used: used + agentSlots(desiredReplicas) } : undefined;
+    });
+    if (!made) throw new DomainError('conflict', `agent '${name}' already exists in namespace '${ns.name}'`, { field: 'name' });
+    return { ...this.summary(made.row), agent_slots: { used: made.used, limit: limits.agents } };
+  }
+
+  async listAgents(principal: KeyPrincipal, nsName: string) {
+    requireScope(principal, 'read');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const rows = await this.store.listAgents(ns.id);
+    return rows.map((r) => ({ ...r, created_at: iso(r.created_at) }));
+  }
+
+  async describeAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'read');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const agent = await this.agent(ns, agentNameArg(args));
+    const limits = this.limits(principal);
+    const [keys, slots] = await Promise.all([this.store.stateKeyCount(agent.id), this.store.slotsInUse(principal.accountId)]);
+    return {
+      ...this.summary(agent),
+      config: agent.config,
+      state: { keys, bytes: Number(agent.state_bytes) },
+      limits: {
+        agent_slots: { used: slots, limit: limits.agents, this_agent: agentSlots(agent.desired_replicas) },
+        state_bytes_per_agent: limits.agentStateBytes,
+        state_value_max_bytes: STATE_VALUE_MAX_BYTES,
+        schedule_min_interval_s: limits.scheduleMinIntervalSeconds,
+      },
+      updated_at: iso(agent.updated_at),
+    };
+  }
+
+  async destroyAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'write');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const agent = await this.agent(ns, agentNameArg(args));
+    const keys = await this.store.deleteAgent(agent.id);
+    if (keys === undefined) throw new DomainError('not_found', `agent '${agent.name}' not found in namespace '${ns.name}'`);
+    return { destroyed: agent.name, state_keys_deleted: keys };
+  }
+
+  async cloneAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'write');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const sourceName = agentNameArg(args);
+    const newName = validateAgentName(args.new_name, 'new_name');
+    const includeState = args.include_state ?? false;
+    if (typeof includeState !== 'boolean') throw invalid('include_state must be true or false', { field: 'include_state' });
+    const source = await this.agent(ns, sourceName);
+    const limits = this.limits(principal);
+    const made = await this.store.withAccountLock(principal.accountId, async (trx) => {
+      const used = await this.store.slotsInUse(principal.accountId, trx);
+      if (await this.store.findAgent(ns.id, newName, trx)) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
+      const adding = agentSlots(source.desired_replicas);
+      assertAgentSlots(limits, principal.tier, used, adding);
+      const row = await this.store.createAgent({ namespaceId: ns.id, name: newName, description: source.description, desiredReplicas: source.desired_replicas, config: source.config }, trx);
+      if (!row) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
+      let keys = 0;
+      let bytes = 0;
+      if (includeState) {
+        // Each value is bound to its agent (GCM associated data): opened and sealed again for the clone.
+        for (let after: string | undefined; ; ) {
+          const page = await this.store.statePage(source.id, after, CLONE_PAGE, trx);
+          if (page.length === 0) break;
+          const rows = page.map((r) => ({ key: r.key, value: this.cipher.seal(row.id, r.key, this.open(source.id, r.key, r.value)), version: 1, size: r.size_bytes }));
+          bytes += rows.reduce((sum, r) => sum + r.size, 0);
+          keys += rows.length;
+          assertStateFits(limits, principal.tier, 0, 0, bytes);
+          await this.store.insertStateRows(trx, row.id, rows);
+          after = page[page.length - 1]!.key;
+        }
+        await this.store.setStateBytes(trx, row.id, bytes);
+      }
+      return { row: { ...row, state_bytes: bytes }, used: used + adding, keys };
+    });
+    return { ...this.summary(made.row), cloned_from: source.name, state_keys_copied: made.keys, agent_slots: { used: made.used, limit: limits.agents } };
+  }
+
+  async getState(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'read');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const agent = await this.agent(ns, agentNameArg(args));
+    const key = validateStateKey(args.key);
+    const row = await this.store.getState(agent.id, key);
+    if (!row) throw new DomainError('not_found', `state key '${key}' not found for agent '${agent.name}'`, { key });
+    return { key, value: JSON.parse(this.open(agent.id, key, row.value)) as unknown, version: row.version, size_bytes: row.size_bytes, updated_at: iso(row.updated_at) };
+  }
+
+  async setState(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'write');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const name = agentNameArg(args);
+    const key = validateStateKey(args.key);
+    const text = stateValueText(args.value);
+    const ifVersion = ifVersionArg(args);
+    const size = Buffer.byteLength(text, 'utf8');
+    const limits = this.limits(principal);
+    const agent = await this.agent(ns, name);
+    const sealed = this.cipher.seal(agent.id, key, text);
+    const written = await this.store.withAgentLock(agent.id, async (trx, locked) => {
+      if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
+      const current = await this.store.getState(agent.id, key, trx);
+      checkVersion(key, ifVersion, current?.version);
+      assertStateFits(limits, principal.tier, Number(locked.state_bytes), current?.size_bytes ?? 0, size);
+      const version = (current?.version ?? 0) + 1;
+      const total = await this.store.putState(trx, agent.id, { key, value: sealed, version, size }, current?.size_bytes ?? 0);
+      return { version, total };
+    });
+    return { key, version: written.version, size_bytes: size, state_bytes: written.total, state_bytes_limit: limits.agentStateBytes };
+  }
+
+  async deleteState(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'write');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const name = agentNameArg(args);
+    const key = validateStateKey(args.key);
+    const ifVersion = ifVersionArg(args);
+    const agent = await this.agent(ns, name);
+    const total = await this.store.withAgentLock(agent.id, async (trx, locked) => {
+      if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
+      const current = await this.store.getState(agent.id, key, trx);
+      checkVersion(key, ifVersion, current?.version);
+      if (!current) throw new DomainError('not_found', `state key '${key}' not found for agent '${name}'`, { key });
+      return this.store.removeState(trx, agent.id, key, current.size_bytes);
+    });
+    return { deleted: key, state_bytes: total };
+  }
+
+  async listStateKeys(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
+    requireScope(principal, 'read');
+    const ns = await this.catalog.namespace(principal, nsName);
+    const agent = await this.agent(ns, agentNameArg(args));
+    const after = args.after === undefined ? undefined : validateStateKey(args.after, 'after');
+    const prefix = args.prefix === undefined || args.prefix === '' ? undefined : validateStateKey(args.prefix, 'prefix');
+    const limit = args.limit ?? DEFAULT_KEY_PAGE;
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_KEY_PAGE) throw invalid(`limit must be an integer from 1 to ${MAX_KEY_PAGE}`, { field: 'limit' });
+    const rows = await this.store.listStateKeys(agent.id, { limit: limit + 1, ...(after !== undefined ? { after } : {}), ...(prefix !== undefined ? { prefix } : {}) });
+    const page = rows.slice(0, limit);
+    return {
+      agent: agent.name,
+      keys: page.map((r) => ({ key: r.key, version: r.version, size_bytes: r.size_bytes, updated_at: iso(r.updated_at) })),
+      ...(rows.length > limit ? { next_after: page[page.length - 1]!.key } : {}),
+      state_bytes: Number(agent.state_bytes),
+    };
+  }
+
+  private open(agentId: string, key: string, sealed: string): string {
+    try {
+      return this.cipher.open(agentId, key, sealed);
+    } catch (error) {
+      if (error instanceof StateCipherError) throw new DomainError('internal_error', `${error.message}: was MCPWORKS_SECRET_KEY (or the data dir's secret_key) changed?`);
+      throw error;
+    }
+  }
+
+  private summary(row: AgentRow) {
+    return {
+      name: row.name,
+      description: row.description,
+      status: row.status,
+      desired_replicas: row.desired_replicas,
+      created_at: iso(row.created_at),
+    };
+  }
+}
