@@ -25,6 +25,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
+import { PlatformError } from '../core/errors.js';
 import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
 import { defaultHostPaths } from './host.js';
 import { madeByDeadProcess, ownerTag } from './owner-tag.js';
@@ -36,19 +37,20 @@ export type DependencyInstallErrorReason =
   /** npm was stopped by a limit: `limit` says which. */
   | 'limit_exceeded';
 
-export class DependencyInstallError extends Error {
-  readonly reason: DependencyInstallErrorReason;
+export type DependencyInstallData = {
+  reason: DependencyInstallErrorReason;
   /** npm's own explanation (its error lines), for the make/update response. */
-  readonly detail: string;
+  detail: string;
   /** For limit_exceeded: 'timeout' or 'memory'. */
-  readonly limit: 'timeout' | 'memory' | undefined;
+  limit?: 'timeout' | 'memory';
+};
+
+export class DependencyInstallError extends PlatformError {
+  declare readonly data: Readonly<DependencyInstallData>;
 
   constructor(reason: DependencyInstallErrorReason, message: string, detail = '', limit?: 'timeout' | 'memory') {
-    super(message);
+    super('dependency_install', message, { reason, detail, ...(limit ? { limit } : {}) });
     this.name = 'DependencyInstallError';
-    this.reason = reason;
-    this.detail = detail;
-    this.limit = limit;
   }
 }
 
