@@ -30,7 +30,6 @@ const USAGE = `usage: mcpworks sandbox run FILE [--language python|typescript] [
 class UsageError extends PlatformError {
   constructor(message: string) {
     super('cli_usage', message);
-    this.name = 'UsageError';
   }
 }
 

@@ -68,7 +68,8 @@ export type PlatformErrorCode =
 /**
  * The one local-failure error: a stable `code`, the operator's message, and machine-readable `data`.
  * Families with extra fields (DependencyInstallError, DataDirLockedError, …) are thin subclasses that
- * type `data` and keep their own `name`.
+ * type `data` and keep their own `name`. Its own name stays `Error`, as the plain errors it replaces
+ * had: `code` tells the families apart, and what operators read (`Error: MCPWORKS_TIERS …`) is unchanged.
  */
 export class PlatformError extends Error {
   readonly code: PlatformErrorCode;
@@ -76,7 +77,6 @@ export class PlatformError extends Error {
 
   constructor(code: PlatformErrorCode, message: string, data?: Readonly<Record<string, unknown>>) {
     super(message);
-    this.name = 'PlatformError';
     this.code = code;
     this.data = data;
   }

@@ -11,7 +11,6 @@ export const MIN_SECRET_LENGTH = 32;
 export class ServerSecretError extends PlatformError {
   constructor(message: string) {
     super('config_invalid', message);
-    this.name = 'ServerSecretError';
   }
 }
 
