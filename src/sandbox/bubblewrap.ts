@@ -43,10 +43,9 @@ import { SandboxUnavailableError } from './errors.js';
 import { zygoteHostHooks } from './zygote/launch.js';
 import { prepareSandbox, type PrepareDeps, type PreparedSandbox } from './launch/prepared.js';
 import { execute, type ExecuteDeps } from './execute.js';
+import { MB } from '../core/units.js';
 
 export { SandboxUnavailableError } from './errors.js';
-
-const MB = 1024 * 1024;
 
 export interface BubblewrapSandboxOptions {
   /** Give functions network egress (default off; the server passes MCPWORKS_SANDBOX_NETWORK). */
@@ -114,7 +113,7 @@ export function poolFromEnvironment(value: string | undefined): boolean {
 }
 
 /** Memory limit of a pre-started launcher until its run sets the tier's (it only waits on stdin). */
-const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
+const DEFAULT_LAUNCHER_MEMORY = 64 * MB;
 
 /**
  * MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as, checked against the host's

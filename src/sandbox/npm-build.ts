@@ -29,6 +29,7 @@ import { PlatformError } from '../core/errors.js';
 import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
 import { defaultHostPaths } from './host.js';
 import { madeByDeadProcess, ownerTag } from './owner-tag.js';
+import { MB } from '../core/units.js';
 
 export type DependencyInstallErrorReason =
   | 'invalid_requirement'
@@ -84,7 +85,7 @@ export interface PrepareOptions {
   helper?: string;
 }
 
-export const NPM_DEFAULTS = { timeoutMs: 120_000, memoryBytes: 512 * 1024 * 1024, maxProcesses: 64, user: { uid: 65533, gid: 65533 } } as const;
+export const NPM_DEFAULTS = { timeoutMs: 120_000, memoryBytes: 512 * MB, maxProcesses: 64, user: { uid: 65533, gid: 65533 } } as const;
 
 const NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 /** Registry versions, ranges and dist-tags only: no git, file, URL or alias specs. */
@@ -94,7 +95,6 @@ const STAGING_PREFIX = '.staging-';
 /** A staging dir this old belongs to a server that died mid-install (no install lives an hour). */
 const STALE_STAGING_MS = 60 * 60_000;
 const DETAIL_CAP = 4000;
-const MB = 1024 * 1024;
 
 interface Requirement {
   name: string;

@@ -4,12 +4,12 @@
  * back-off. Pure: the clock and the machine's memory are passed in.
  */
 
+import { MB } from '../../core/units.js';
+
 /** Claims per second are averaged over about this long. */
 export const RATE_WINDOW_MS = 5000;
 /** Keep enough ready for this much of the recent claim rate while refills catch up. */
 export const DEMAND_HORIZON_S = 0.5;
-
-const MB = 1024 * 1024;
 
 /** The grace a stopped process gets between SIGTERM and SIGKILL, and the bound on waiting for a kill to be reaped. */
 export const KILL_GRACE_MS = 2000;

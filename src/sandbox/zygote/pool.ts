@@ -17,11 +17,11 @@ import type { ZygoteChild } from './child.js';
 import { HostSocket } from './host-socket.js';
 import { Zygote } from './zygote.js';
 import type { ZygoteHostHooks, ZygoteOptions, ZygoteSpec, ZygoteStats } from './types.js';
+import { MB } from '../../core/units.js';
 
 export type * from './types.js';
 export type { ZygoteChild };
 
-const MB = 1024 * 1024;
 /** An owner at its cap replaces one of its own zygotes only once it has been unused this long. */
 const OWN_REPLACE_MS = 10_000;
 /** A zygote that crashed after serving is retried after 1 s, doubling with each crash of its key, up to a minute. */
