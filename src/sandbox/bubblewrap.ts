@@ -80,7 +80,7 @@ export interface BubblewrapSandboxOptions {
   spawner?: boolean;
   /**
    * Pre-started sandboxes waiting for their request (default on; the server passes MCPWORKS_SANDBOX_POOL).
-   * false: every run starts its sandbox on the request path, as before the pool.
+   * false: every run starts its sandbox on the request path (a cold start).
    */
   pool?: boolean | SandboxPoolOptions;
   /**
@@ -235,7 +235,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       try {
         return views.viewOf(source);
       } catch (error) {
-        // Mounted as it is, the source fails the sandbox's start as before (missing, unreadable).
+        // Mounted as it is, a missing or unreadable source fails the sandbox's start.
         log(`could not mirror a mount source: ${(error as Error).message}`);
         return source;
       }

@@ -37,7 +37,7 @@ const EVENT_LINE_CAP = 64 * 1024;
 /**
  * One of a helper's pipes, handed out at once (prepare() wires it synchronously) and joined to the
  * real socket when that arrives from the spawner. Writes wait for it; errors of the pipe (the
- * sandbox gone) are never raised, as with the helper's own pipes today: its end is seen as 'close'.
+ * sandbox gone) are never raised, as with a helper's own pipes: its end is seen as 'close'.
  */
 class LatePipe extends Duplex {
   socket: Socket | null = null;
