@@ -11,8 +11,15 @@ export const RATE_WINDOW_MS = 5000;
 /** Keep enough ready for this much of the recent claim rate while refills catch up. */
 export const DEMAND_HORIZON_S = 0.5;
 
-/** The grace a stopped process gets between SIGTERM and SIGKILL, and the bound on waiting for a kill to be reaped. */
+/** The grace a process being stopped gets (SIGTERM, a closed channel, a start to finish) before SIGKILL. */
 export const KILL_GRACE_MS = 2000;
+/**
+ * The bound on waiting for what an ended run leaves: killed processes reaped, its pipes' ends, the
+ * runner's ready line. Each is a matter of milliseconds; the bound keeps a stuck one from holding the answer.
+ */
+export const REAP_BOUND_MS = 2000;
+/** Both pools look at demand, idle members and memory once per tick. */
+export const POOL_TICK_MS = 1000;
 
 /** Claims per second, decaying exponentially over `windowMs` (each claim adds 1000/windowMs). */
 export class DecayingRate {
@@ -44,6 +51,9 @@ export function targetSize(options: { rate: number; horizonS?: number; min: numb
 export function memoryReserve(totalBytes: number): number {
   return Math.max(512 * MB, Math.floor(totalBytes * 0.1));
 }
+
+/** The back-off of something that fails to start (a pre-started sandbox, the spawner): 100 ms, doubling, at most 30 s. */
+export const START_BACKOFF = Object.freeze({ baseMs: 100, maxMs: 30_000 });
 
 /** The wait before attempt `step` (0, 1, 2, …) of something that keeps failing: base · 2^step, at most max. */
 export function backoffMs(step: number, options: { baseMs: number; maxMs: number }): number {

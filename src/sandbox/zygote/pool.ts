@@ -12,7 +12,7 @@
  * stopped when idle.
  */
 import { freemem, totalmem } from 'node:os';
-import { backoffMs, memoryReserve } from '../policy/capacity.js';
+import { backoffMs, memoryReserve, POOL_TICK_MS } from '../policy/capacity.js';
 import type { ZygoteChild } from './child.js';
 import { HostSocket } from './host-socket.js';
 import { Zygote } from './zygote.js';
@@ -62,7 +62,7 @@ export class ZygotePool {
     this.freeMemory = options.freeMemory ?? freemem;
     this.zygoteMemoryBytes = options.zygoteMemoryBytes ?? 160 * MB;
     this.spareOptions = { minSpares: options.minSpares ?? 2, maxSpares: Math.max(options.minSpares ?? 2, options.maxSpares ?? 12) };
-    this.timer = setInterval(() => this.tick(), 1000);
+    this.timer = setInterval(() => this.tick(), POOL_TICK_MS);
     this.timer.unref();
   }
 
