@@ -7,6 +7,7 @@ import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { parseSandboxUids } from '../sandbox/uid-range.js';
 import { isPlatformError, PlatformError } from '../core/errors.js';
+import { loadServerSecret } from '../services/server-secret.js';
 
 test('HTTP limits come from the environment, with defaults, and bad values stop the server', () => {
   const defaults = httpLimitsFor(configFromEnv({}));
@@ -107,6 +108,7 @@ test('a bad setting is a config_invalid PlatformError, with the message and erro
   configInvalid(() => configFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: 'example.com' }), 'MCPWORKS_SANDBOX_NETWORK_ALLOW: "example.com" is not an IPv4 address or prefix of /8 to /32');
   configInvalid(() => configFromEnv({ MCPWORKS_SANDBOX_UIDS: '0-65535' }), 'MCPWORKS_SANDBOX_UIDS: 0-65535 includes uid 0 (root)', 'SandboxUidsError');
   configInvalid(() => httpLimitsFor({ ...configFromEnv({}), http: { headersTimeoutMs: 2000, requestTimeoutMs: 1000 } }), 'the headers timeout must not be longer than the request timeout');
+  configInvalid(() => loadServerSecret({ secretKey: 'short', dataDir: '/nonexistent' }), 'the secret in MCPWORKS_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)');
   // The shape every local failure shares: a code, the message, data only where a family has some.
   const error = new PlatformError('data_dir_locked', 'in use', { pid: 1 });
   assert.deepEqual([error instanceof Error, error.code, error.message, error.data], [true, 'data_dir_locked', 'in use', { pid: 1 }]);
