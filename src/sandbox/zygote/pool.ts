@@ -28,6 +28,8 @@ const OWN_REPLACE_MS = 10_000;
 const CRASH_BACKOFF = { baseMs: 1000, maxMs: 60_000 };
 /** A zygote that never got ready says the host cannot run one: its key waits this long. */
 const NEVER_READY_BACKOFF_MS = 60_000;
+/** Keys whose back-off is remembered; beyond it, the oldest keys' records go first. */
+const BACKOFF_KEYS_CAP = 256;
 
 /** The zygotes of one sandbox instance, by key. */
 export class ZygotePool {
@@ -160,7 +162,7 @@ export class ZygotePool {
         this.failedUntil.set(key, now + (zygote.everReady ? backoffMs(crashes - 1, CRASH_BACKOFF) : NEVER_READY_BACKOFF_MS));
         // Bounded: the oldest keys' back-off records go first.
         for (const map of [this.failedUntil, this.crashes]) {
-          while (map.size > 256) map.delete(map.keys().next().value as string);
+          while (map.size > BACKOFF_KEYS_CAP) map.delete(map.keys().next().value as string);
         }
       } else if (now - zygote.lastUsed > this.idleMs && zygote.active === 0) {
         this.zygotes.delete(key);
