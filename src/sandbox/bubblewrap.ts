@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { MB } from '../core/units.js';
 import {
   SANDBOX_ERROR_TYPES,
   sandboxLimitsFor,
@@ -43,7 +44,6 @@ import { SandboxUnavailableError } from './errors.js';
 import { zygoteHostHooks } from './zygote/launch.js';
 import { prepareSandbox, type PrepareDeps, type PreparedSandbox } from './launch/prepared.js';
 import { execute, type ExecuteDeps } from './execute.js';
-import { MB } from '../core/units.js';
 
 export { SandboxUnavailableError } from './errors.js';
 

@@ -158,11 +158,10 @@ function runQuiet(command: string, args: string[], input = ''): Promise<void> {
   });
 }
 
-/** The bound on waiting for bubblewrap to write the namespace's uid map (see attachNetwork). */
-const UID_MAP_WAIT_MS = 2000;
-/** slirp4netns's own words on a failed set-up, kept for the error message. */
-const SLIRP_STDERR_CHARS = 4000;
-
+/**
+ * Gives the sandbox started as `child` (spawned with bubblewrap's --info-fd 5 --block-fd 6) its
+ * network, then releases it.
+ */
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitFor(condition: () => boolean, ms: number): Promise<void> {
@@ -185,7 +184,7 @@ function startSlirp(pid: number): Promise<ChildProcess> {
   });
   let errors = '';
   slirp.stderr!.on('data', (chunk: Buffer) => {
-    if (errors.length < SLIRP_STDERR_CHARS) errors += chunk.toString('utf8');
+    if (errors.length < 4000) errors += chunk.toString('utf8');
   });
   return new Promise((resolve, reject) => {
     (slirp.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve(slirp));
@@ -194,16 +193,12 @@ function startSlirp(pid: number): Promise<ChildProcess> {
   });
 }
 
-/**
- * Gives the sandbox started as `child` (spawned with bubblewrap's --info-fd 5 --block-fd 6) its
- * network, then releases it.
- */
 export async function attachNetwork(child: ChildProcess, allowed: readonly string[]): Promise<NetworkAttachment> {
   if (!networkAvailable()) throw new Error('network=on needs root, slirp4netns, nsenter and ip');
   const streams = child.stdio as unknown as Array<NodeJS.ReadableStream & NodeJS.WritableStream>;
   const pid = await readInfo(streams[5]);
   // bubblewrap reports the pid before it has written the namespace's uid map; joining earlier fails.
-  await waitFor(() => readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().length > 0, UID_MAP_WAIT_MS);
+  await waitFor(() => readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().length > 0, 2000);
   let slirp: ChildProcess | null = null;
   const attachment = {
     close: () => {

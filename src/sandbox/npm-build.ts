@@ -25,10 +25,10 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
-import { PlatformError } from '../core/errors.js';
 import { createRunCgroup, detectCgroupSupport, type CgroupSupport, type RunCgroup } from './cgroup.js';
 import { defaultHostPaths } from './host.js';
 import { madeByDeadProcess, ownerTag } from './owner-tag.js';
+import { PlatformError } from '../core/errors.js';
 import { MB } from '../core/units.js';
 
 export type DependencyInstallErrorReason =
