@@ -72,10 +72,19 @@ export function sandboxFromEnv(env: NodeJS.ProcessEnv): SandboxSettings {
   const network = networkFromEnvironment(env.MCPWORKS_SANDBOX_NETWORK);
   return {
     network,
-    networkAllow: network ? allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW) : [],
+    networkAllow: network ? asConfigError(() => allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW)) : [],
     pool: poolFromEnvironment(env.MCPWORKS_SANDBOX_POOL),
     zygote: zygoteFromEnvironment(env.MCPWORKS_ZYGOTE),
   };
+}
+
+/** A setting refused by the module that owns its rules (the sandbox's allow-list): config_invalid, same message. */
+function asConfigError<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    throw configInvalid((error as Error).message);
+  }
 }
 
 /** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5 s). */

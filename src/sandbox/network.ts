@@ -13,7 +13,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { configInvalid } from '../core/errors.js';
 
 export interface NetworkAttachment {
   close(): void;
@@ -119,12 +118,12 @@ export function allowedRoutes(value: string | undefined): string[] {
   return entries.map((entry) => {
     const [address, length = '32'] = entry.split('/') as [string, string | undefined];
     if (!isIPv4(address) || !/^\d{1,2}$/.test(length) || Number(length) < 8 || Number(length) > 32) {
-      throw configInvalid(`MCPWORKS_SANDBOX_NETWORK_ALLOW: ${JSON.stringify(entry)} is not an IPv4 address or prefix of /8 to /32`);
+      throw new Error(`MCPWORKS_SANDBOX_NETWORK_ALLOW: ${JSON.stringify(entry)} is not an IPv4 address or prefix of /8 to /32`);
     }
     const prefix = networkOf(address, Number(length));
     const [start, size] = ipv4Span(prefix);
     if (forbidden.some(([from, count]) => start < from + count && from < start + size)) {
-      throw configInvalid(`MCPWORKS_SANDBOX_NETWORK_ALLOW: ${prefix} overlaps loopback, link-local, the sandbox gateway or a network of this host, which runs may never reach`);
+      throw new Error(`MCPWORKS_SANDBOX_NETWORK_ALLOW: ${prefix} overlaps loopback, link-local, the sandbox gateway or a network of this host, which runs may never reach`);
     }
     return prefix;
   });
