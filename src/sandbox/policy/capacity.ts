@@ -1,7 +1,8 @@
 /**
  * The capacity rules both pools (warm-pool.ts, zygote/pool.ts) and the spawner share: a claim rate that
- * decays, how many to keep ready for it, the free memory left for everything else, and exponential
- * back-off. Pure: the clock and the machine's memory are passed in.
+ * decays, how many to keep ready for it, the free memory left for everything else, exponential
+ * back-off, and the waits they share (kill grace, reap bound, tick). Pure: the clock and the
+ * machine's memory are passed in.
  */
 
 import { MB } from '../../core/units.js';
