@@ -1,6 +1,5 @@
-import { MB } from '../core/units.js';
-
 /** The listener's limits: a setting of the HTTP layer, filled in by the composition root (src/app/config.ts). */
+import { MB } from '../core/units.js';
 
 /** What one client, or all of them, may hold of the listener. */
 export interface HttpLimits {

@@ -6,6 +6,8 @@ import { shutdownGraceMs } from './start-server.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { parseSandboxUids } from '../sandbox/uid-range.js';
+import { isPlatformError, PlatformError } from '../core/errors.js';
+import { loadServerSecret } from '../services/server-secret.js';
 
 test('HTTP limits come from the environment, with defaults, and bad values stop the server', () => {
   const defaults = httpLimitsFor(configFromEnv({}));
@@ -87,4 +89,27 @@ test('configuration errors quote the value given one way: as JSON, after "not"',
   assert.throws(() => applyTierOverrides('{"Gold":{}}'), /tier name "Gold" must be/);
   assert.throws(() => applyTierOverrides('{"gold":{"speed":1}}'), /MCPWORKS_TIERS: "gold.speed" is not a limit/);
   assert.throws(() => parseSandboxUids('5', { passwd: '', npmUid: 65533 }), /joined by "-", not "5"$/);
+});
+
+test('a bad setting is a config_invalid PlatformError, with the message and error name operators read', () => {
+  const configInvalid = (fn: () => unknown, message: string, name = 'Error') =>
+    assert.throws(fn, (error: unknown) => {
+      assert.ok(isPlatformError(error, 'config_invalid'), String(error));
+      assert.equal(error.message, message);
+      assert.equal(error.name, name);
+      return true;
+    });
+  configInvalid(() => configFromEnv({ MCPWORKS_TIERS: '[1]' }), 'MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
+  configInvalid(() => configFromEnv({ MCPWORKS_TIERS: '{"gold":{"timeout_s":0}}' }), 'MCPWORKS_TIERS: "gold.timeout_s" must be at least 1');
+  configInvalid(() => configFromEnv({ MCPWORKS_NPM_USER: 'root' }), 'MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not "root"');
+  configInvalid(() => configFromEnv({ PORT: '70000' }), 'invalid port "70000"');
+  configInvalid(() => configFromEnv({ MCPWORKS_TRUSTED_PROXIES: 'proxy.local' }), 'MCPWORKS_TRUSTED_PROXIES: "proxy.local" is not an IP address or CIDR range');
+  configInvalid(() => configFromEnv({ MCPWORKS_INSTANCE_LEASE_MS: '5' }), 'MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not "5"');
+  configInvalid(() => configFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: 'example.com' }), 'MCPWORKS_SANDBOX_NETWORK_ALLOW: "example.com" is not an IPv4 address or prefix of /8 to /32');
+  configInvalid(() => configFromEnv({ MCPWORKS_SANDBOX_UIDS: '0-65535' }), 'MCPWORKS_SANDBOX_UIDS: 0-65535 includes uid 0 (root)', 'SandboxUidsError');
+  configInvalid(() => httpLimitsFor({ ...configFromEnv({}), http: { headersTimeoutMs: 2000, requestTimeoutMs: 1000 } }), 'the headers timeout must not be longer than the request timeout');
+  configInvalid(() => loadServerSecret({ secretKey: 'short', dataDir: '/nonexistent' }), 'the secret in MCPWORKS_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)');
+  // The shape every local failure shares: a code, the message, data only where a family has some.
+  const error = new PlatformError('data_dir_locked', 'in use', { pid: 1 });
+  assert.deepEqual([error instanceof Error, error.code, error.message, error.data], [true, 'data_dir_locked', 'in use', { pid: 1 }]);
 });

@@ -1,4 +1,5 @@
 import { applyTierOverrides, type TierLimits } from '../core/tiers.js';
+import { configInvalid } from '../core/errors.js';
 import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
 import { NPM_DEFAULTS, npmPassThrough } from '../sandbox/npm-build.js';
@@ -71,23 +72,32 @@ export function sandboxFromEnv(env: NodeJS.ProcessEnv): SandboxSettings {
   const network = networkFromEnvironment(env.MCPWORKS_SANDBOX_NETWORK);
   return {
     network,
-    networkAllow: network ? allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW) : [],
+    networkAllow: network ? asConfigError(() => allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW)) : [],
     pool: poolFromEnvironment(env.MCPWORKS_SANDBOX_POOL),
     zygote: zygoteFromEnvironment(env.MCPWORKS_ZYGOTE),
   };
+}
+
+/** A setting refused by the module that owns its rules (the sandbox's allow-list): config_invalid, same message. */
+function asConfigError<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    throw configInvalid((error as Error).message);
+  }
 }
 
 /** MCPWORKS_SHUTDOWN_GRACE_MS: how long a stopping server lets runs in progress finish (default 5 s). */
 export function shutdownGraceMs(value: string | undefined): number {
   if (value === undefined || value === '') return 5000;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new Error(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw configInvalid(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }
 
 export function httpLimitsFor(config: ServerConfig): HttpLimits {
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
-  if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw new Error('the headers timeout must not be longer than the request timeout');
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw configInvalid('the headers timeout must not be longer than the request timeout');
   return limits;
 }
 
@@ -142,7 +152,7 @@ function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
   }
   if (env.MCPWORKS_NPM_USER) {
     const match = /^(\d+)(?::(\d+))?$/.exec(env.MCPWORKS_NPM_USER);
-    if (!match || Number(match[1]) === 0 || Number(match[2] ?? match[1]) === 0) throw new Error(`MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not ${JSON.stringify(env.MCPWORKS_NPM_USER)}`);
+    if (!match || Number(match[1]) === 0 || Number(match[2] ?? match[1]) === 0) throw configInvalid(`MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not ${JSON.stringify(env.MCPWORKS_NPM_USER)}`);
     settings.user = { uid: Number(match[1]), gid: Number(match[2] ?? match[1]) };
   }
   return settings;
@@ -153,11 +163,11 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
   if (env.MCPWORKS_MAX_CONNECTIONS) http.maxConnections = positiveInteger('MCPWORKS_MAX_CONNECTIONS', env.MCPWORKS_MAX_CONNECTIONS);
   if (env.MCPWORKS_MAX_CONNECTIONS_PER_IP) http.maxConnectionsPerIp = positiveInteger('MCPWORKS_MAX_CONNECTIONS_PER_IP', env.MCPWORKS_MAX_CONNECTIONS_PER_IP);
   if (env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP) http.requestsPerSecondPerIp = positiveInteger('MCPWORKS_REQUESTS_PER_SECOND_PER_IP', env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP, 1_000_000);
-  if (env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP) http.bodyBytesPerSecondPerIp = positiveInteger('MCPWORKS_BODY_MB_PER_SECOND_PER_IP', env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP, 1_000_000) * 1024 * 1024;
+  if (env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP) http.bodyBytesPerSecondPerIp = positiveInteger('MCPWORKS_BODY_MB_PER_SECOND_PER_IP', env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP, 1_000_000) * MB;
   if (env.MCPWORKS_HEADERS_TIMEOUT_S) http.headersTimeoutMs = seconds('MCPWORKS_HEADERS_TIMEOUT_S', env.MCPWORKS_HEADERS_TIMEOUT_S);
   if (env.MCPWORKS_REQUEST_TIMEOUT_S) http.requestTimeoutMs = seconds('MCPWORKS_REQUEST_TIMEOUT_S', env.MCPWORKS_REQUEST_TIMEOUT_S);
   const proxies = list(env.MCPWORKS_TRUSTED_PROXIES);
-  for (const proxy of proxies) if (!parseTrustedProxy(proxy)) throw new Error(`MCPWORKS_TRUSTED_PROXIES: ${JSON.stringify(proxy)} is not an IP address or CIDR range`);
+  for (const proxy of proxies) if (!parseTrustedProxy(proxy)) throw configInvalid(`MCPWORKS_TRUSTED_PROXIES: ${JSON.stringify(proxy)} is not an IP address or CIDR range`);
   if (proxies.length) http.trustedProxies = proxies;
   return http;
 }
@@ -165,26 +175,26 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
 /** Decimal digits only (Number() would take "0x40", "1e2" and 20-digit values), 1 to `max`. */
 function positiveInteger(name: string, value: string, max = 2_147_483_647): number {
   const n = /^[0-9]{1,10}$/.test(value) ? Number(value) : NaN;
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${name} must be a positive integer up to ${max}, not ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw configInvalid(`${name} must be a positive integer up to ${max}, not ${JSON.stringify(value)}`);
   return n;
 }
 
 /** Clients time out at 60 s by default and reset on progress: never rarer than every 10 s, nor a flood. */
 function progressInterval(value: string): number {
   const ms = positiveInteger('MCPWORKS_PROGRESS_INTERVAL_MS', value, 10_000);
-  if (ms < 100) throw new Error(`MCPWORKS_PROGRESS_INTERVAL_MS must be from 100 to 10000, not ${JSON.stringify(value)}`);
+  if (ms < 100) throw configInvalid(`MCPWORKS_PROGRESS_INTERVAL_MS must be from 100 to 10000, not ${JSON.stringify(value)}`);
   return ms;
 }
 
 function seconds(name: string, value: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw new Error(`${name} must be a number of seconds between 0 and 3600, not ${JSON.stringify(value)}`);
+  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw configInvalid(`${name} must be a number of seconds between 0 and 3600, not ${JSON.stringify(value)}`);
   return Math.round(n * 1000);
 }
 
 export function parsePort(value: string): number {
   const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${JSON.stringify(value)}`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw configInvalid(`invalid port ${JSON.stringify(value)}`);
   return port;
 }
 

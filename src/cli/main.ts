@@ -4,8 +4,7 @@ import { configFromEnv, parsePort } from '../app/config.js';
 import { createLogger } from '../app/logger.js';
 import { detectHost } from '../app/host-facts.js';
 import { startServer } from '../app/start-server.js';
-import { isDomainError } from '../core/errors.js';
-import { DataDirLockedError } from '../store/data-dir-lock.js';
+import { isDomainError, isPlatformError } from '../core/errors.js';
 import { describeError } from '../store/database.js';
 import { withOperatorServices } from './operator.js';
 
@@ -169,7 +168,8 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (error) {
     if (isDomainError(error)) return fail(`${error.type}: ${error.message}`);
-    if (error instanceof DataDirLockedError) return fail(error.message);
+    // A local failure (a held data dir, a bad setting, no sandbox): its message is for the operator.
+    if (isPlatformError(error)) return fail(error.message);
     if (error instanceof Error && 'code' in error && String((error as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) return fail(error.message);
     // Every start-up error prints its message, whatever was thrown.
     return fail(describeError(error));

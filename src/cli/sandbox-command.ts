@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { extname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isDomainError } from '../core/errors.js';
+import { isDomainError, isPlatformError, PlatformError } from '../core/errors.js';
 import { validateEnvName } from '../core/env-names.js';
 import { isSandboxLanguage, sandboxLimitsFor, type SandboxLanguage } from '../core/sandbox.js';
 import { DEFAULT_TIER, isKnownTier, limitsFor, tierNames } from '../core/tiers.js';
@@ -26,7 +26,12 @@ const USAGE = `usage: mcpworks sandbox run FILE [--language python|typescript] [
   --env NAME without a value takes NAME's value from your environment (keeps secrets out of argv).
   --requirement installs npm packages for a TypeScript function, as the server does at build time.`;
 
-class UsageError extends Error {}
+/** Bad arguments: the command prints the message and its usage, and exits 2. */
+class UsageError extends PlatformError {
+  constructor(message: string) {
+    super('cli_usage', message);
+  }
+}
 
 function languageOf(file: string, given: string | undefined): SandboxLanguage {
   if (given !== undefined) {
@@ -100,7 +105,7 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
     }
     request = { code, language, input: parseInput(values.input), env: parseEnv(values.env ?? [], io.env), limits: sandboxLimitsFor(limitsFor(tier)) };
   } catch (error) {
-    if (error instanceof UsageError || isDomainError(error) || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (isPlatformError(error, 'cli_usage') || isDomainError(error) || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       io.stderr.write(`mcpworks sandbox: ${(error as Error).message}\n${USAGE}\n`);
       return 2;
     }
@@ -114,7 +119,7 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
     } catch (error) {
       if (!(error instanceof DependencyInstallError)) throw error;
       io.stdout.write(`${JSON.stringify({ error: error.message, error_type: 'DependencyInstallError' })}\n`);
-      if (error.detail) io.stderr.write(`${error.detail}\n`);
+      if (error.data.detail) io.stderr.write(`${error.data.detail}\n`);
       return 1;
     }
   }

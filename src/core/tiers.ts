@@ -3,6 +3,7 @@
  * `null` means unlimited (a real no-limit, never a negative number compared with >=).
  */
 import { MB } from './units.js';
+import { configInvalid } from './errors.js';
 
 export interface TierLimits {
   /** Executions per calendar month (UTC); null = unlimited. */
@@ -103,7 +104,7 @@ export const NEW_TIER_BASE: TierName = 'pro';
 /**
  * Applies `MCPWORKS_TIERS` (JSON: tier name → any of the OVERRIDE_FIELDS; -1 = unlimited for the
  * counts and storage limits) over the spec's table.
- * Throws an Error with a clear message on anything malformed.
+ * Throws a config_invalid PlatformError with a clear message on anything malformed.
  */
 export function applyTierOverrides(json: string | undefined, base: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS): Readonly<Record<string, TierLimits>> {
   if (json === undefined || json.trim() === '') return base;
@@ -111,22 +112,22 @@ export function applyTierOverrides(json: string | undefined, base: Readonly<Reco
   try {
     parsed = JSON.parse(json);
   } catch {
-    throw new Error('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
+    throw configInvalid('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw configInvalid('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
   const tiers: Record<string, TierLimits> = { ...base };
   for (const [name, fields] of Object.entries(parsed as Record<string, unknown>)) {
-    if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) throw new Error(`MCPWORKS_TIERS: tier name ${JSON.stringify(name)} must be 1-32 lowercase letters, digits or "_"`);
-    if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(name)} must map to an object of limits`);
+    if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) throw configInvalid(`MCPWORKS_TIERS: tier name ${JSON.stringify(name)} must be 1-32 lowercase letters, digits or "_"`);
+    if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(name)} must map to an object of limits`);
     const limits: TierLimits = { ...(base[name] ?? base[NEW_TIER_BASE] ?? DEFAULT_TIERS.pro!) };
     for (const [field, value] of Object.entries(fields as Record<string, unknown>)) {
       const key = (OVERRIDE_FIELDS as Record<string, keyof TierLimits>)[field];
-      if (!key) throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} is not a limit; use ${Object.keys(OVERRIDE_FIELDS).join(', ')}`);
-      if (typeof value !== 'number' || !Number.isInteger(value)) throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
+      if (!key) throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} is not a limit; use ${Object.keys(OVERRIDE_FIELDS).join(', ')}`);
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
       if (value === -1 && UNLIMITABLE.has(field)) {
         (limits as unknown as Record<string, number | null>)[key] = null;
       } else if (value < (field === 'timeout_s' || field === 'memory_mb' ? 1 : 0)) {
-        throw new Error(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`);
+        throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`);
       } else {
         (limits as unknown as Record<string, number>)[key] = value;
       }

@@ -163,13 +163,14 @@ export class TypescriptDependencies {
       return (await install) ?? undefined;
     } catch (error) {
       if (!(error instanceof DependencyInstallError)) throw error;
+      const { reason, detail, limit } = error.data;
       throw new DomainError(
-        error.reason === 'invalid_requirement' ? 'validation_error' : 'dependency_error',
-        error.reason === 'cache_unreadable' ? 'the server cannot prepare npm packages right now; the operator can find details in the server log' : error.message,
+        reason === 'invalid_requirement' ? 'validation_error' : 'dependency_error',
+        reason === 'cache_unreadable' ? 'the server cannot prepare npm packages right now; the operator can find details in the server log' : error.message,
         {
           field: 'requirements',
-          ...(error.limit ? { limit: error.limit } : {}),
-          ...(error.reason === 'install_failed' && error.detail ? { npm: error.detail } : {}),
+          ...(limit ? { limit } : {}),
+          ...(reason === 'install_failed' && detail ? { npm: detail } : {}),
         },
       );
     }

@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { MB } from '../core/units.js';
 import {
   SANDBOX_ERROR_TYPES,
   sandboxLimitsFor,
@@ -48,8 +49,6 @@ import { memoryReserve } from './policy/capacity.js';
 
 export { SandboxUnavailableError } from './errors.js';
 
-const MB = 1024 * 1024;
-
 export interface BubblewrapSandboxOptions {
   /**
    * The host's facts (root, cgroup layout, network tools, /proc masks, system dir links, RAM, CPUs),
@@ -88,7 +87,7 @@ export interface BubblewrapSandboxOptions {
   spawner?: boolean;
   /**
    * Pre-started sandboxes waiting for their request (default on; the server passes MCPWORKS_SANDBOX_POOL).
-   * false: every run starts its sandbox on the request path, as before the pool.
+   * false: every run starts its sandbox on the request path (a cold start).
    */
   pool?: boolean | SandboxPoolOptions;
   /**
@@ -121,7 +120,7 @@ export function poolFromEnvironment(value: string | undefined): boolean {
 }
 
 /** Memory limit of a pre-started launcher until its run sets the tier's (it only waits on stdin). */
-const DEFAULT_LAUNCHER_MEMORY = 64 * 1024 * 1024;
+const DEFAULT_LAUNCHER_MEMORY = 64 * MB;
 
 /**
  * MCPWORKS_SANDBOX_UIDS=FIRST-LAST: the host uids sandboxes run as, checked against the host's
@@ -246,7 +245,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
       try {
         return views.viewOf(source);
       } catch (error) {
-        // Mounted as it is, the source fails the sandbox's start as before (missing, unreadable).
+        // Mounted as it is, a missing or unreadable source fails the sandbox's start.
         log(`could not mirror a mount source: ${(error as Error).message}`);
         return source;
       }

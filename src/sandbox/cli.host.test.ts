@@ -70,4 +70,12 @@ describe('mcpworks sandbox run', () => {
       assert.match(stderr, /usage: mcpworks sandbox run/);
     }
   });
+
+  it('a setting that leaves no usable sandbox exits 2 with its message, without running anything', async () => {
+    const path = file('never.py', 'result = 1\n');
+    const { code, stdout, stderr } = await cli([path], { MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: 'example.com' });
+    assert.equal(code, 2, stderr);
+    assert.equal(stdout, '');
+    assert.equal(stderr, 'mcpworks sandbox: MCPWORKS_SANDBOX_NETWORK_ALLOW: "example.com" is not an IPv4 address or prefix of /8 to /32\n');
+  });
 });

@@ -10,7 +10,10 @@ import type { PreparedSandbox } from './launch/prepared.js';
 import type { LauncherExit } from './launcher-pool.js';
 import type { NetworkAttachment } from './host/network.js';
 import { lineCapBytes } from './outcome.js';
-import { KILL_GRACE_MS } from './policy/capacity.js';
+import { REAP_BOUND_MS } from './policy/capacity.js';
+
+/** After an answer, how long the run's pipes get to deliver what it printed before it (reads may come a turn later). */
+const PIPES_AFTER_ANSWER_MS = 100;
 
 export interface ExecuteDeps {
   /** Cgroup removals still running; close() waits for them. */
@@ -82,7 +85,7 @@ export async function execute(prepared: PreparedSandbox, request: SandboxRequest
       // What the run printed before answering is in the pipes, but their reads may come a turn
       // after the answer's: wait for the pipes' end (the helper exits once the kill is reaped,
       // within milliseconds), bounded so a stuck helper cannot hold the answer.
-      await Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), delay(100)]);
+      await Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), delay(PIPES_AFTER_ANSWER_MS)]);
     } else {
       exit = await exited;
       // Ended by the helper's own wall clock (the server's timer was late): a timeout all the same.
@@ -98,12 +101,12 @@ export async function execute(prepared: PreparedSandbox, request: SandboxRequest
   const answer = channel.answer;
   const overflowed = channel.overflowed;
   const flooded = channel.flooded;
-  if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(KILL_GRACE_MS);
+  if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(REAP_BOUND_MS);
   const oomKilled = cgroup?.oomKilled() ?? false;
   // Removing the group need not delay the answer; close() waits for it.
   if (cgroup) {
     // After an answered run, once the helper has reaped what the kill left (bounded).
-    const helperDone = answeredFirst ? Promise.race([exited, delay(KILL_GRACE_MS)]) : Promise.resolve();
+    const helperDone = answeredFirst ? Promise.race([exited, delay(REAP_BOUND_MS)]) : Promise.resolve();
     const removal = helperDone.then(() => cgroup.remove()).finally(() => deps.pendingRemovals.delete(removal));
     deps.pendingRemovals.add(removal);
   }
@@ -118,7 +121,7 @@ export async function execute(prepared: PreparedSandbox, request: SandboxRequest
   }
   // Whether the runner ever said ready: its line precedes any user code, so once the process is
   // gone it is in the pipe already (or fd 3 closes without it); bounded all the same.
-  const ready = channel.isReady || (await Promise.race([channel.ready, delay(KILL_GRACE_MS).then(() => false)]));
+  const ready = channel.isReady || (await Promise.race([channel.ready, delay(REAP_BOUND_MS).then(() => false)]));
   return { record: { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready } };
 }
 

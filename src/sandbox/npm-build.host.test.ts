@@ -46,7 +46,7 @@ async function expectInstallError(promise: Promise<unknown>, reason: string): Pr
     await promise;
   } catch (error) {
     assert.ok(error instanceof DependencyInstallError, String(error));
-    assert.equal(error.reason, reason, `${error.message}\n${error.detail}`);
+    assert.equal(error.data.reason, reason, `${error.message}\n${error.data.detail}`);
     return error;
   }
   assert.fail("expected a DependencyInstallError");
@@ -95,8 +95,8 @@ describe('TypeScript requirements', () => {
     const before = readdirSync(join(cacheRoot, 'ts-deps')).sort();
     const error = await expectInstallError(prepareTypescriptDependencies(['mcpworks-no-such-package-7f3a9c'], cacheRoot), 'install_failed');
     assert.match(error.message, /E404/);
-    assert.match(error.detail, /404 Not Found/);
-    assert.ok(!error.detail.includes(cacheRoot), 'npm output must not name host paths');
+    assert.match(error.data.detail, /404 Not Found/);
+    assert.ok(!error.data.detail.includes(cacheRoot), 'npm output must not name host paths');
     assert.deepEqual(readdirSync(join(cacheRoot, 'ts-deps')).sort(), before);
   });
 
@@ -183,7 +183,7 @@ describe('TypeScript requirements', () => {
         const limits = { registry: registry.url, cgroups, memoryBytes: 96 * 1024 * 1024 };
         const before = installsIn(cacheRoot);
         const error = await expectInstallError(prepareTypescriptDependencies([`huge-${cgroups}@1.0.0`], cacheRoot, limits), 'limit_exceeded');
-        assert.equal(error.limit, 'memory');
+        assert.equal(error.data.limit, 'memory');
         assert.equal(error.message, `npm install of huge-${cgroups}@1.0.0 ran out of memory (the install memory limit is 96 MB); nothing was installed`);
         assert.deepEqual(installsIn(cacheRoot), before);
         assert.ok((await prepareTypescriptDependencies([`small-${cgroups}@1.0.0`], cacheRoot, limits)).dir);
@@ -192,7 +192,7 @@ describe('TypeScript requirements', () => {
       it(`a stalled registry → stopped at the time limit, no npm process left (${how})`, { timeout: 60_000 }, async () => {
         const before = installsIn(cacheRoot);
         const error = await expectInstallError(prepareTypescriptDependencies([`stall-${cgroups}`], cacheRoot, { registry: registry.url, cgroups, timeoutMs: 2000 }), 'limit_exceeded');
-        assert.equal(error.limit, 'timeout');
+        assert.equal(error.data.limit, 'timeout');
         assert.equal(error.message, `npm install of stall-${cgroups}@latest did not finish within 2 s (the install time limit); nothing was installed`);
         assert.deepEqual(npmProcesses(cacheRoot), []);
         assert.deepEqual(installsIn(cacheRoot), before);

@@ -29,6 +29,8 @@ import { createRunCgroup, detectCgroupLayout, NO_CGROUPS, openCgroupSupport, typ
 import type { SandboxHostFacts } from './host/facts.js';
 import { defaultHostPaths } from './host.js';
 import { madeByDeadProcess, ownerTag } from './owner-tag.js';
+import { PlatformError } from '../core/errors.js';
+import { MB } from '../core/units.js';
 
 export type DependencyInstallErrorReason =
   | 'invalid_requirement'
@@ -37,19 +39,20 @@ export type DependencyInstallErrorReason =
   /** npm was stopped by a limit: `limit` says which. */
   | 'limit_exceeded';
 
-export class DependencyInstallError extends Error {
-  readonly reason: DependencyInstallErrorReason;
+export type DependencyInstallData = {
+  reason: DependencyInstallErrorReason;
   /** npm's own explanation (its error lines), for the make/update response. */
-  readonly detail: string;
+  detail: string;
   /** For limit_exceeded: 'timeout' or 'memory'. */
-  readonly limit: 'timeout' | 'memory' | undefined;
+  limit?: 'timeout' | 'memory';
+};
+
+export class DependencyInstallError extends PlatformError {
+  declare readonly data: Readonly<DependencyInstallData>;
 
   constructor(reason: DependencyInstallErrorReason, message: string, detail = '', limit?: 'timeout' | 'memory') {
-    super(message);
+    super('dependency_install', message, { reason, detail, ...(limit ? { limit } : {}) });
     this.name = 'DependencyInstallError';
-    this.reason = reason;
-    this.detail = detail;
-    this.limit = limit;
   }
 }
 
@@ -85,7 +88,7 @@ export interface PrepareOptions {
   helper?: string;
 }
 
-export const NPM_DEFAULTS = { timeoutMs: 120_000, memoryBytes: 512 * 1024 * 1024, maxProcesses: 64, user: { uid: 65533, gid: 65533 } } as const;
+export const NPM_DEFAULTS = { timeoutMs: 120_000, memoryBytes: 512 * MB, maxProcesses: 64, user: { uid: 65533, gid: 65533 } } as const;
 
 const NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 /** Registry versions, ranges and dist-tags only: no git, file, URL or alias specs. */
@@ -95,7 +98,6 @@ const STAGING_PREFIX = '.staging-';
 /** A staging dir this old belongs to a server that died mid-install (no install lives an hour). */
 const STALE_STAGING_MS = 60 * 60_000;
 const DETAIL_CAP = 4000;
-const MB = 1024 * 1024;
 
 interface Requirement {
   name: string;

@@ -24,20 +24,21 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { LauncherChild, LauncherExit } from './launcher-pool.js';
 import { spawnHelper } from './host/spawn-helper.js';
-import { backoffMs, KILL_GRACE_MS } from './policy/capacity.js';
+import { backoffMs, KILL_GRACE_MS, START_BACKOFF } from './policy/capacity.js';
 import { JsonLineReader } from './wire/json-lines.js';
 import type { SpawnerEvent, SpawnerRequest } from './wire/messages.js';
 
 /** A spawner that lived less than this before dying counts towards its back-off. */
 const QUICK_DEATH_MS = 10_000;
-const MAX_BACKOFF_MS = 30_000;
+/** After the spawner's exit, how long its channels get to end (what it sent before dying is read) before it counts as dead. */
+const CHANNELS_AFTER_EXIT_MS = 1000;
 /** The spawner's event lines are a few dozen bytes; one this long without its end is not one. */
 const EVENT_LINE_CAP = 64 * 1024;
 
 /**
  * One of a helper's pipes, handed out at once (prepare() wires it synchronously) and joined to the
  * real socket when that arrives from the spawner. Writes wait for it; errors of the pipe (the
- * sandbox gone) are never raised, as with the helper's own pipes today: its end is seen as 'close'.
+ * sandbox gone) are never raised, as with a helper's own pipes: its end is seen as 'close'.
  */
 class LatePipe extends Duplex {
   socket: Socket | null = null;
@@ -454,7 +455,7 @@ export class Spawner {
     };
     spawner.once('disconnect', ended);
     spawner.stdout!.once('close', ended);
-    spawner.once('exit', () => setTimeout(() => this.died(spawner), 1000).unref());
+    spawner.once('exit', () => setTimeout(() => this.died(spawner), CHANNELS_AFTER_EXIT_MS).unref());
     // Never what keeps the server running: only launches waiting on it hold the channel.
     spawner.unref();
     (spawner.stdout as Socket).unref();
@@ -523,7 +524,7 @@ export class Spawner {
       const now = Date.now();
       this.quickDeaths = spawner && now - this.startedAt >= QUICK_DEATH_MS ? 1 : this.quickDeaths + 1;
       // The first death restarts at once; one that keeps dying waits longer each time.
-      this.retryAt = this.quickDeaths <= 1 ? 0 : now + backoffMs(this.quickDeaths - 2, { baseMs: 100, maxMs: MAX_BACKOFF_MS });
+      this.retryAt = this.quickDeaths <= 1 ? 0 : now + backoffMs(this.quickDeaths - 2, START_BACKOFF);
       this.log(`sandbox spawner ended (${helpers.length} helpers in flight)${this.retryAt ? `; restarting in ${this.retryAt - now} ms, spawning directly meanwhile` : ''}`);
     }
     for (const helper of helpers) {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { PlatformError } from '../core/errors.js';
 
 /** Host uids handed to sandboxes (MCPWORKS_SANDBOX_UIDS): `first` and the `count` after it. */
 export interface UidRange {
@@ -19,9 +20,10 @@ const NOBODY = 65534;
 /** (uint16_t)-1: the "no change" value of the old 16-bit uid calls; never handed out. */
 const SIXTEEN_BIT_MINUS_ONE = 65535;
 
-export class SandboxUidsError extends Error {
+/** A bad MCPWORKS_SANDBOX_UIDS: config_invalid, with the variable's name leading the message. */
+export class SandboxUidsError extends PlatformError {
   constructor(message: string) {
-    super(`MCPWORKS_SANDBOX_UIDS: ${message}`);
+    super('config_invalid', `MCPWORKS_SANDBOX_UIDS: ${message}`);
     this.name = 'SandboxUidsError';
   }
 }

@@ -14,7 +14,7 @@
  * blocked in read(2), so they cost memory, never CPU.
  */
 import { availableParallelism, freemem, totalmem } from 'node:os';
-import { backoffMs, DecayingRate, memoryReserve, targetSize } from './policy/capacity.js';
+import { backoffMs, DecayingRate, memoryReserve, POOL_TICK_MS, START_BACKOFF, targetSize } from './policy/capacity.js';
 
 export interface PoolShape {
   /** Everything fixed when the sandbox starts; equal keys are interchangeable sandboxes. */
@@ -133,7 +133,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     const now = this.now();
     for (const shape of pinned) this.states.set(shape.key, this.newState(shape, true, now));
     // unref: an idle pool must not keep the process alive, and the tick itself is a few comparisons.
-    this.timer = setInterval(() => this.tick(), options.tickMs ?? 1000);
+    this.timer = setInterval(() => this.tick(), options.tickMs ?? POOL_TICK_MS);
     this.timer.unref();
     this.refill();
   }
@@ -302,7 +302,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   /** Backs off a key whose sandboxes fail to start, so a broken host is not hammered with forks. */
   private failed(state: KeyState<S, T>, message: string): void {
     state.failures++;
-    state.retryAt = Date.now() + backoffMs(Math.min(state.failures, 9), { baseMs: 100, maxMs: 30_000 });
+    state.retryAt = Date.now() + backoffMs(Math.min(state.failures, 9), START_BACKOFF);
     if (state.failures <= 3) this.log(message);
   }
 

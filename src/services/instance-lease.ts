@@ -11,6 +11,7 @@ import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import type { Logger } from '../core/logger.js';
+import { configInvalid } from '../core/errors.js';
 import type { Db } from '../store/database.js';
 import type { MeteringStore } from '../store/metering-store.js';
 import type { DatabaseHealth } from '../store/db-health.js';
@@ -118,6 +119,6 @@ const leaseFromNow = (leaseMs: number) => sql<Date>`now() + make_interval(secs =
 export function leaseMsFromEnvironment(value: string | undefined): number {
   if (value === undefined || value === '') return DEFAULT_LEASE_MS;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw new Error(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);
+  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw configInvalid(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }

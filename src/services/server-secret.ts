@@ -1,12 +1,18 @@
 import { closeSync, fsyncSync, linkSync, lstatSync, chmodSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { PlatformError } from '../core/errors.js';
 
 /** The file in the data dir that holds the API-key secret when MCPWORKS_SECRET_KEY is unset. */
 export const SECRET_FILE = 'secret_key';
 export const MIN_SECRET_LENGTH = 32;
 
-export class ServerSecretError extends Error {}
+/** The server secret is missing where it must be configured, too short, or its file is not a file: config_invalid. */
+export class ServerSecretError extends PlatformError {
+  constructor(message: string) {
+    super('config_invalid', message);
+  }
+}
 
 export interface ServerSecret {
   /** The HMAC key for API keys: the UTF-8 bytes of the configured value (or of the file's text). */

@@ -1,14 +1,17 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { PlatformError } from '../core/errors.js';
 
 /**
  * Embedded PostgreSQL allows one process per data dir. This lock file makes a second process
  * (a CLI command while the server runs, or a second server) refuse with a clear message
  * instead of corrupting the database.
  */
-export class DataDirLockedError extends Error {
-  constructor(readonly pid: number, readonly holder: string, dataDir: string) {
-    super(`the data dir ${dataDir} is in use by ${holder} (pid ${pid}); stop it first, or use its HTTP API`);
+export class DataDirLockedError extends PlatformError {
+  declare readonly data: Readonly<{ pid: number; holder: string; dataDir: string }>;
+
+  constructor(pid: number, holder: string, dataDir: string) {
+    super('data_dir_locked', `the data dir ${dataDir} is in use by ${holder} (pid ${pid}); stop it first, or use its HTTP API`, { pid, holder, dataDir });
     this.name = 'DataDirLockedError';
   }
 }

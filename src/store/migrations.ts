@@ -208,9 +208,9 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 6,
     name: 'admission in one round trip',
     statements: [
-      // MeteringStore.admit: the same steps it took as a transaction of separate statements, now
-      // one call. The account row is locked first; in a VOLATILE function each later statement
-      // takes a fresh snapshot, so it sees everything the previous holder of the lock committed.
+      // MeteringStore.admit's checks in one call (one round trip). The account row is locked
+      // first; in a VOLATILE function each later statement takes a fresh snapshot, so it sees
+      // everything the previous holder of the lock committed.
       // The answer: rejected = null and used = the month's count with this call, or the code of
       // the limit that refused it and the count it found.
       `CREATE FUNCTION mcpworks_admit(

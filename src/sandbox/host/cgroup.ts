@@ -246,8 +246,8 @@ async function removeDir(dir: string): Promise<void> {
   // EBUSY while the namespace's processes are still being reaped: retry with growing pauses (~4 s in all).
   for (let pause = REMOVE_FIRST_PAUSE_MS; pause <= REMOVE_LAST_PAUSE_MS; pause *= 2) {
     try {
-      // Off the event loop: removing a v1 memory group blocks in the kernel for ~10 ms, which as
-      // rmdirSync delayed the very answer the removal was meant not to delay.
+      // Off the event loop: removing a v1 memory group blocks in the kernel for ~10 ms, which a
+      // synchronous rmdir would add to the very answer the removal must not delay.
       await rmdir(dir);
       return;
     } catch (error) {

@@ -183,10 +183,6 @@ function runQuiet(command: string, args: string[], input = ''): Promise<void> {
   });
 }
 
-/**
- * Gives the sandbox started as `child` (spawned with bubblewrap's --info-fd 5 --block-fd 6) its
- * network, then releases it.
- */
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitFor(condition: () => boolean, ms: number): Promise<void> {
@@ -218,6 +214,10 @@ function startSlirp(slirpPath: string, pid: number): Promise<ChildProcess> {
   });
 }
 
+/**
+ * Gives the sandbox started as `child` (spawned with bubblewrap's --info-fd 5 --block-fd 6) its
+ * network, then releases it.
+ */
 export async function attachNetwork(child: ChildProcess, allowed: readonly string[], tools: NetworkTools): Promise<NetworkAttachment> {
   // Checked once at start (createBubblewrapSandbox refuses network=on without them).
   const { paths, ipv6 } = tools;

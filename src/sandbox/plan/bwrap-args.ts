@@ -6,8 +6,7 @@
 import { posix } from 'node:path';
 import type { SandboxMount } from '../../core/sandbox.js';
 import { INNER_ID } from './environment.js';
-
-const MB = 1024 * 1024;
+import { MB } from '../../core/units.js';
 
 /** /proc entries masked in every run (see host.ts, procMasks). */
 export interface ProcMasks {

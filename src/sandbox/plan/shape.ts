@@ -8,8 +8,7 @@ import type { PoolShape } from '../warm-pool.js';
 import { encodeCommandFrame } from '../wire/command-frame.js';
 import { mountArgs } from './bwrap-args.js';
 import { SANDBOX_GID } from './environment.js';
-
-const MB = 1024 * 1024;
+import { MB } from '../../core/units.js';
 
 /**
  * Everything fixed when a sandbox starts, before its request exists: the helper's options (rlimits,

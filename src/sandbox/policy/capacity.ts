@@ -1,18 +1,26 @@
 /**
  * The capacity rules both pools (warm-pool.ts, zygote/pool.ts) and the spawner share: a claim rate that
- * decays, how many to keep ready for it, the free memory left for everything else, and exponential
- * back-off. Pure: the clock and the machine's memory are passed in.
+ * decays, how many to keep ready for it, the free memory left for everything else, exponential
+ * back-off, and the waits they share (kill grace, reap bound, tick). Pure: the clock and the
+ * machine's memory are passed in.
  */
+
+import { MB } from '../../core/units.js';
 
 /** Claims per second are averaged over about this long. */
 export const RATE_WINDOW_MS = 5000;
 /** Keep enough ready for this much of the recent claim rate while refills catch up. */
 export const DEMAND_HORIZON_S = 0.5;
 
-const MB = 1024 * 1024;
-
-/** The grace a stopped process gets between SIGTERM and SIGKILL, and the bound on waiting for a kill to be reaped. */
+/** The grace a process being stopped gets (SIGTERM, a closed channel, a start to finish) before SIGKILL. */
 export const KILL_GRACE_MS = 2000;
+/**
+ * The bound on waiting for what an ended run leaves: killed processes reaped, its pipes' ends, the
+ * runner's ready line. Each is a matter of milliseconds; the bound keeps a stuck one from holding the answer.
+ */
+export const REAP_BOUND_MS = 2000;
+/** Both pools look at demand, idle members and memory once per tick. */
+export const POOL_TICK_MS = 1000;
 
 /** Claims per second, decaying exponentially over `windowMs` (each claim adds 1000/windowMs). */
 export class DecayingRate {
@@ -44,6 +52,9 @@ export function targetSize(options: { rate: number; horizonS?: number; min: numb
 export function memoryReserve(totalBytes: number): number {
   return Math.max(512 * MB, Math.floor(totalBytes * 0.1));
 }
+
+/** The back-off of something that fails to start (a pre-started sandbox, the spawner): 100 ms, doubling, at most 30 s. */
+export const START_BACKOFF = Object.freeze({ baseMs: 100, maxMs: 30_000 });
 
 /** The wait before attempt `step` (0, 1, 2, …) of something that keeps failing: base · 2^step, at most max. */
 export function backoffMs(step: number, options: { baseMs: number; maxMs: number }): number {

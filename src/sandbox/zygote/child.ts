@@ -4,12 +4,14 @@ import type { Socket } from 'node:net';
 import { CappedCapture } from '../wire/capture.js';
 import { RunChannel } from '../wire/channel.js';
 import type { RunCgroup } from '../host/cgroup.js';
-import { KILL_GRACE_MS } from '../policy/capacity.js';
+import { REAP_BOUND_MS } from '../policy/capacity.js';
 import { CHILD_START_MS, type HostSocket } from './host-socket.js';
 import type { ZygoteRunRecord, ZygoteRunRequest } from './types.js';
 
 /** A run's cgroup name (host/cgroup.ts: run-ID), a fixed-size field of zygote.py's fork records. */
 export const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
+/** After a kill, how long the zygote's report of the child's status is waited for before the run ends without it. */
+const KILLED_REPORT_MS = 5000;
 
 /** One forked child waiting for its run. */
 export class ZygoteChild {
@@ -110,7 +112,7 @@ export class ZygoteChild {
       escalated = true;
       this.cgroup.killAll();
       // Killed processes are reported within milliseconds; if nothing comes, the run is over anyway.
-      lost = setTimeout(() => this.settle(null), 5000);
+      lost = setTimeout(() => this.settle(null), KILLED_REPORT_MS);
       lost.unref();
     };
     const timer = setTimeout(() => {
@@ -131,7 +133,7 @@ export class ZygoteChild {
     const first = await Promise.race([answered, this.waitExit().then(() => 'exit' as const)]);
     let status: number | null;
     let bound: NodeJS.Timeout | undefined;
-    const bounded = new Promise((resolve) => (bound = setTimeout(resolve, KILL_GRACE_MS)));
+    const bounded = new Promise((resolve) => (bound = setTimeout(resolve, REAP_BOUND_MS)));
     if (first === 'answered') {
       // The SIGKILL below is not waited for: no user code runs once it is delivered, and a large
       // process's memory teardown (pandas: milliseconds) need not delay the answer.
@@ -146,7 +148,7 @@ export class ZygoteChild {
     clearTimeout(timer);
     clearTimeout(lost);
     this.cgroup.killAll();
-    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(KILL_GRACE_MS);
+    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS);
     const record = this.record(status, timedOut, false);
     this.release(this.cgroup);
     return record;

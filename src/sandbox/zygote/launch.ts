@@ -13,8 +13,7 @@ import type { UidAllocator } from '../host/uid-allocator.js';
 import { zygoteBubblewrapArgs } from '../plan/bwrap-args.js';
 import { SANDBOX_GID, sandboxEnvironment } from '../plan/environment.js';
 import type { ZygoteCgroups, ZygoteHostHooks, ZygoteProcess, ZygoteSpec } from './types.js';
-
-const MB = 1024 * 1024;
+import { MB } from '../../core/units.js';
 
 export interface ZygoteHostDeps {
   cgroups: CgroupSupport;

@@ -12,22 +12,24 @@
  * stopped when idle.
  */
 import { freemem, totalmem } from 'node:os';
-import { backoffMs, memoryReserve } from '../policy/capacity.js';
+import { backoffMs, memoryReserve, POOL_TICK_MS } from '../policy/capacity.js';
 import type { ZygoteChild } from './child.js';
 import { HostSocket } from './host-socket.js';
 import { Zygote } from './zygote.js';
 import type { ZygoteHostHooks, ZygoteOptions, ZygoteSpec, ZygoteStats } from './types.js';
+import { MB } from '../../core/units.js';
 
 export type * from './types.js';
 export type { ZygoteChild };
 
-const MB = 1024 * 1024;
 /** An owner at its cap replaces one of its own zygotes only once it has been unused this long. */
 const OWN_REPLACE_MS = 10_000;
 /** A zygote that crashed after serving is retried after 1 s, doubling with each crash of its key, up to a minute. */
 const CRASH_BACKOFF = { baseMs: 1000, maxMs: 60_000 };
 /** A zygote that never got ready says the host cannot run one: its key waits this long. */
 const NEVER_READY_BACKOFF_MS = 60_000;
+/** Keys whose back-off is remembered; beyond it, the oldest keys' records go first. */
+const BACKOFF_KEYS_CAP = 256;
 
 /** The zygotes of one sandbox instance, by key. */
 export class ZygotePool {
@@ -62,7 +64,7 @@ export class ZygotePool {
     this.freeMemory = options.freeMemory ?? freemem;
     this.zygoteMemoryBytes = options.zygoteMemoryBytes ?? 160 * MB;
     this.spareOptions = { minSpares: options.minSpares ?? 2, maxSpares: Math.max(options.minSpares ?? 2, options.maxSpares ?? 12) };
-    this.timer = setInterval(() => this.tick(), 1000);
+    this.timer = setInterval(() => this.tick(), POOL_TICK_MS);
     this.timer.unref();
   }
 
@@ -160,7 +162,7 @@ export class ZygotePool {
         this.failedUntil.set(key, now + (zygote.everReady ? backoffMs(crashes - 1, CRASH_BACKOFF) : NEVER_READY_BACKOFF_MS));
         // Bounded: the oldest keys' back-off records go first.
         for (const map of [this.failedUntil, this.crashes]) {
-          while (map.size > 256) map.delete(map.keys().next().value as string);
+          while (map.size > BACKOFF_KEYS_CAP) map.delete(map.keys().next().value as string);
         }
       } else if (now - zygote.lastUsed > this.idleMs && zygote.active === 0) {
         this.zygotes.delete(key);

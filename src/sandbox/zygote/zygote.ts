@@ -1,7 +1,7 @@
 /** One zygote: its fork-server process (runtime/zygote.py), its control lines and its spare children. */
 import { randomBytes } from 'node:crypto';
 import type { RunCgroup } from '../host/cgroup.js';
-import { DecayingRate, KILL_GRACE_MS, targetSize } from '../policy/capacity.js';
+import { DecayingRate, REAP_BOUND_MS, targetSize } from '../policy/capacity.js';
 import { JsonLineReader } from '../wire/json-lines.js';
 import { forkRequest, isZygoteControl } from '../wire/messages.js';
 import { RECORD_CGROUP, ZygoteChild } from './child.js';
@@ -12,6 +12,9 @@ import type { ZygoteCgroups, ZygoteHostHooks, ZygoteOptions, ZygoteProcess, Zygo
 const ZYGOTE_START_MS = 60_000;
 /** The longest control line a zygote may write (its lines are a few dozen bytes). */
 const CONTROL_LINE_CAP = 1 << 20;
+/** Of a zygote's stderr (the platform's own lines), this much is kept, and its tail logged when it ends. */
+const DIAGNOSTIC_CHARS = 4096;
+const DIAGNOSTIC_TAIL_CHARS = 500;
 
 type ZygoteState = 'starting' | 'ready' | 'failed' | 'stopped';
 
@@ -73,14 +76,14 @@ export class Zygote {
     startTimer.unref();
     let diagnostics = '';
     started.stderr.on('data', (chunk: Buffer) => {
-      if (diagnostics.length < 4096) diagnostics += chunk.toString('utf8');
+      if (diagnostics.length < DIAGNOSTIC_CHARS) diagnostics += chunk.toString('utf8');
     });
     started.control.on('error', () => {});
     started.control.on('data', (chunk: Buffer) => this.receive(chunk));
     void started.exited.then(() => {
       clearTimeout(startTimer);
       // Only the platform's own lines: nothing of a run passes through the zygote's stderr.
-      if (this.state !== 'stopped') this.stop(`ended unexpectedly${diagnostics ? `: ${diagnostics.trim().slice(-500)}` : ''}`);
+      if (this.state !== 'stopped') this.stop(`ended unexpectedly${diagnostics ? `: ${diagnostics.trim().slice(-DIAGNOSTIC_TAIL_CHARS)}` : ''}`);
     });
   }
 
@@ -164,7 +167,7 @@ export class Zygote {
    * page cache, which the kernel reclaims before it would stop the next run.
    */
   private async recycle(cgroup: RunCgroup): Promise<void> {
-    const empty = await cgroup.killUntilEmpty(KILL_GRACE_MS);
+    const empty = await cgroup.killUntilEmpty(REAP_BOUND_MS);
     if (empty && !cgroup.oomKilled() && this.state === 'ready' && this.freeGroups.length < this.options.maxSpares * 2) {
       this.freeGroups.push(cgroup);
     } else {
