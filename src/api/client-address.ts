@@ -37,9 +37,12 @@ export function trustedProxiesOf(entries: readonly string[]): TrustedProxies {
     if (parsed.prefix === undefined) list.addAddress(parsed.address, parsed.family);
     else list.addSubnet(parsed.address, parsed.prefix, parsed.family);
   }
+  // Asked for every connection and request: with no proxy configured (the default) there is
+  // nothing to parse the address for.
+  const none = entries.length === 0;
   const matcher: TrustedProxies = {
     has(address) {
-      if (!address) return false;
+      if (!address || none) return false;
       const plain = plainAddress(address);
       const version = isIP(plain);
       return version !== 0 && list.check(plain, version === 4 ? 'ipv4' : 'ipv6');

@@ -258,9 +258,13 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     ]);
     const run = await attacker.run('tools');
     const minute = new MinuteMeter();
+    const schemas = server.server.services.schemas;
     for (const tool of ['utils__out', 'utils__out-ts']) {
+      const raw = schemas.stats().raw;
       const pending = minute.track(() => run.callTool(tool));
       await healthyWhileChecking(pending);
+      // The result (150 KB of JSON) reached the worker as its bytes: never parsed on the main thread.
+      assert.equal(schemas.stats().raw, raw + 1, `${tool}: the large result went to the worker unparsed`);
       const refused = parseResult(await pending);
       assert.equal(refused.error_type, 'SchemaLimitError', tool);
       assert.match(refused.error, new RegExp(`the output_schema check ${STOPPED.source}`));
@@ -273,6 +277,44 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', { status: 'error' });
     assert.deepEqual(history.map((e: { error_type: string }) => e.error_type), ['SchemaLimitError', 'SchemaLimitError']);
+  });
+
+  test('tool mode output: a large result is measured and checked in the worker (depth cap, mismatch, match), never parsed on the main thread', async () => {
+    const pad = '"x" * 40000';
+    const attacker = await space([
+      // 200 levels: within the answer channel's depth limit, past the schema check's cap.
+      { name: 'deep', code: `import json
+def main(input_data):
+    v = 1
+    for _ in range(200):
+        v = [v]
+    return {"pad": ${pad}, "v": v}
+`, output_schema: { type: 'object' } },
+      { name: 'wrong', code: `def main(input_data):
+    return {"pad": ${pad}, "n": "é" * 20000}
+`, output_schema: { type: 'object', properties: { n: { type: 'integer' } } } },
+      { name: 'right', code: `def main(input_data):
+    return {"pad": ${pad}, "n": 7}
+`, output_schema: { type: 'object', properties: { n: { type: 'integer' }, pad: { type: 'string', minLength: 40000 } } } },
+    ]);
+    const run = await attacker.run('tools');
+    const schemas = server.server.services.schemas;
+    const raw = schemas.stats().raw;
+    const deep = parseResult(await run.callTool('utils__deep'));
+    assert.equal(deep.error_type, 'SchemaLimitError');
+    assert.match(deep.error, new RegExp(`the result is nested deeper than ${MAX_CHECKED_DEPTH} levels`));
+    const wrong = parseResult(await run.callTool('utils__wrong'));
+    assert.equal(wrong.error_type, 'SchemaError');
+    assert.match(wrong.error, /\/n must be integer/);
+    const right = await run.callTool('utils__right');
+    assert.equal(right.isError, undefined);
+    assert.equal(parseResult(right).n, 7);
+    assert.equal(schemas.stats().raw, raw + 3, 'each result went to the worker as bytes');
+    assert.equal(await healthz(), 200);
+    const usage = await attacker.usage();
+    assert.equal(usage.executions, 3, 'the code ran each time: each call counts');
+    const history = await callOk(attacker.create, 'list_executions', { status: 'error' });
+    assert.deepEqual(history.map((e: { error_type: string }) => e.error_type).sort(), ['SchemaError', 'SchemaLimitError']);
   });
 
   test('code mode: bridge input checks and cross-language output checks fail closed, in both languages', async () => {

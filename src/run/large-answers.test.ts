@@ -112,6 +112,8 @@ describe('large answers', () => {
       { name: 'ts-echo', language: 'typescript', code: 'export default function main(input: any) {\n  return { n: input.blob.length, same: input.blob === "é\\"".repeat(60000) + "end-of-blob" };\n}\n' },
     ]);
     const code = await s.run('code');
+    const schemas = t.server.server.services.schemas;
+    const raw = schemas.stats().raw;
     const fromTs = await paths(() =>
       execute(code, 'import { py_echo, py_checked } from "functions";\nconst blob = "é\\"".repeat(60000) + "end-of-blob";\nresult = [await py_echo({ blob }), await py_checked({ blob })];\n', 'typescript'),
     );
@@ -123,6 +125,8 @@ describe('large answers', () => {
     // A large call past the input_schema: refused as a small one is.
     const refused = await execute(code, 'from functions import py_checked\ntry:\n    py_checked(blob=["x" * 50000])\n    result = "ran"\nexcept Exception as e:\n    result = type(e).__name__\n', 'python');
     assert.deepEqual(refused, { isError: false, value: 'InputValidationError' });
+    // Both large inputs to py-checked reached the schema worker as their bytes, never parsed on the main thread.
+    assert.equal(schemas.stats().raw, raw + 2, 'the large bridge inputs went to the schema worker unparsed');
     await t.assertHealthy();
     assert.deepEqual(await t.usage(s.account), { executions: 3, active: 0 });
   });

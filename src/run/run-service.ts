@@ -16,7 +16,6 @@ import type { PendingWrites } from '../store/pending-writes.js';
 import type { CancelStore } from '../store/cancel-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
 import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
-import { sharedFairShare } from './fair-share.js';
 import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
 import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
@@ -497,9 +496,8 @@ export class RunService {
   /** The input check of a call (tool mode and every bridge call): undefined when it may run. */
   private async checkInput(ctx: RunContext, fn: ActiveFunction, input: unknown): Promise<{ error_type: string; error: string } | undefined> {
     if (!fn.definition.inputSchema) return undefined;
-    // A large bridge call's input (RawJson) is parsed for the check here, in the account's fair turn.
-    const value = input instanceof RawJson ? await parsedInTurn(input, ctx.principal.accountId) : input;
-    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, value, ctx.principal.accountId, 'the input');
+    // A large bridge call's input (RawJson) goes to the schema worker as bytes, never parsed here.
+    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, input, ctx.principal.accountId, 'the input');
     return refusal(verdict, `input does not match the input_schema of ${fn.service}.${fn.name}`, `the input_schema check of ${fn.service}.${fn.name} was stopped`);
   }
 
@@ -508,9 +506,8 @@ export class RunService {
     if (!result.ok || !fn.definition.outputSchema) return result;
     let verdict: SchemaVerdict;
     try {
-      // The schema check needs the value: a large result (RawJson) is parsed for it here, in the account's fair turn.
-      const value = result.result instanceof RawJson ? await parsedInTurn(result.result, ctx.principal.accountId) : result.result;
-      verdict = await this.deps.schemas.check(fn.definition.outputSchema, value, ctx.principal.accountId, 'the result');
+      // A large result (RawJson) goes to the schema worker as bytes, never parsed here.
+      verdict = await this.deps.schemas.check(fn.definition.outputSchema, result.result, ctx.principal.accountId, 'the result');
     } catch (error) {
       // The code ran: a check that could not finish withholds the result (fails closed) but never
       // keeps the call from being recorded and counted.
@@ -659,12 +656,6 @@ export class RunService {
       language: fn.definition.language,
     }, fn.definition.outputSchema?.type === 'object');
   }
-}
-
-/** A large value parsed on the main thread in its account's turn (fair-share.ts), between other requests. */
-async function parsedInTurn(raw: RawJson, accountId: string): Promise<unknown> {
-  await sharedFairShare.turn(accountId);
-  return raw.parse();
 }
 
 /** Only the variables a function declared reach its sandbox. */

@@ -3,9 +3,10 @@ import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
-import { describeExcess, shapeExcessSlices } from '../core/json-schema.js';
+import { describeExcess, shapeExcessSlices, type ShapeExcess } from '../core/json-schema.js';
 import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
+import { RawJson } from '../core/raw-json.js';
 import { packageRoot } from '../sandbox/host.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare, type FairShare } from './fair-share.js';
 import { SchemaLauncher, type RemoteWorker } from './schema-launcher.js';
@@ -68,15 +69,17 @@ interface SchemaText {
   text: string;
 }
 
-type Answer = { ok: true } | { problems: string[] } | { invalid: string } | { stopped: string; busy?: boolean };
+type Answer = { ok: true } | { problems: string[] } | { invalid: string } | { stopped: string; busy?: boolean } | { excess: ShapeExcess } | { unreadable: true };
 
 interface Job {
   id: number;
   accountId: string;
   op: 'compile' | 'check';
   schema: SchemaText;
-  /** The value's JSON text, in pieces of about a slice each. */
-  data?: string[];
+  /** The value's JSON text, in pieces of about a slice each (UTF-8 bytes: decoded as each is sent). */
+  data?: Array<string | Buffer>;
+  /** The value came as bytes, unmeasured: the worker applies these caps after parsing it. */
+  caps?: { maxDepth: number; maxValues: number };
   /** The worker said it lacks this schema: send its text this time. */
   withText: boolean;
   resolve: (answer: Answer) => void;
@@ -95,7 +98,14 @@ interface Slot {
   failedToStart: boolean;
 }
 
-type WorkerMessage = { ready: true } | { id: number; ok: true } | { id: number; problems: string[] } | { id: number; invalid: string } | { id: number; unknown: true };
+type WorkerMessage =
+  | { ready: true }
+  | { id: number; ok: true }
+  | { id: number; problems: string[] }
+  | { id: number; invalid: string }
+  | { id: number; unknown: true }
+  | { id: number; excess: ShapeExcess }
+  | { id: number; unreadable: true };
 
 const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'host-bin', 'schema-worker.mjs');
 
@@ -134,6 +144,8 @@ export class SchemaGuard {
   private preparing = 0;
   /** Jobs whose value is being sent to their worker, a piece per turn. */
   private sending = 0;
+  /** Checks whose value came as bytes (RawJson) and went to a worker unparsed. */
+  private rawChecks = 0;
   /** Starts the worker processes off the main thread, and relays their messages. */
   private readonly launcher = new SchemaLauncher();
 
@@ -142,8 +154,13 @@ export class SchemaGuard {
     this.slots = Array.from({ length: Math.max(1, this.options.workers) }, () => ({ worker: undefined, ready: false, job: undefined, timer: undefined, known: new Set<string>(), failedToStart: false }));
   }
 
-  /** Checks `value` (what: "the input", "the result") against a stored schema. */
+  /**
+   * Checks `value` (what: "the input", "the result") against a stored schema. A RawJson (a large
+   * answer or bridge input, still as bytes) is never parsed on this thread: its text goes to the
+   * worker as it is, which parses and measures it under the job's deadline and heap limit.
+   */
   async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
+    if (value instanceof RawJson) return this.checkRaw(schema, value, accountId, what);
     // Measuring and serialising a value of up to MAX_CHECKED_VALUES values takes the main thread
     // tens of milliseconds: both run in slices of `sliceValues` values, one slice per turn of the
     // event loop shared round-robin across tenants (fair-share.ts), so requests waiting on it
@@ -162,7 +179,21 @@ export class SchemaGuard {
     } finally {
       this.preparing--;
     }
-    const answer = await this.submit(accountId, 'check', text, data);
+    return this.verdictOf(await this.submit(accountId, 'check', text, data), what);
+  }
+
+  /** A value as its JSON bytes: cut into pieces (each a slice of text, decoded in its own turn), measured and parsed in the worker. */
+  private async checkRaw(schema: Record<string, unknown>, raw: RawJson, accountId: string, what: string): Promise<SchemaVerdict> {
+    const text = this.textOf(schema);
+    if (!text) return { ok: false, stopped: 'the schema could not be read' };
+    this.rawChecks++;
+    const answer = await this.submit(accountId, 'check', text, utf8Pieces(raw.bytes, RAW_PIECE_BYTES), { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
+    return this.verdictOf(answer, what);
+  }
+
+  private verdictOf(answer: Answer, what: string): SchemaVerdict {
+    if ('excess' in answer) return { ok: false, stopped: describeExcess(what, answer.excess) };
+    if ('unreadable' in answer) return { ok: false, stopped: `${what} could not be read as JSON` };
     if ('problems' in answer) return { ok: false, problems: answer.problems };
     if ('invalid' in answer) return { ok: false, problems: [`the schema could not be applied: ${answer.invalid}`] };
     if ('stopped' in answer) return { ok: false, stopped: answer.stopped, ...(answer.busy ? { busy: true } : {}) };
@@ -174,6 +205,7 @@ export class SchemaGuard {
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     const answer = await this.submit(accountId, 'compile', text, undefined);
+    if ('excess' in answer || 'unreadable' in answer) return { ok: false, stopped: 'the schema checker answered out of turn' };
     if ('invalid' in answer) return { ok: false, invalid: answer.invalid };
     if ('stopped' in answer) return { ok: false, stopped: answer.stopped, ...(answer.busy ? { busy: true } : {}) };
     if ('problems' in answer) return { ok: false, invalid: answer.problems.join('; ') };
@@ -182,10 +214,10 @@ export class SchemaGuard {
 
   /**
    * For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an
-   * overrun, checks whose value is still being prepared on the main thread, and jobs whose value
-   * is still being sent to their worker.
+   * overrun, checks whose value is still being prepared on the main thread, jobs whose value is
+   * still being sent to their worker, and checks so far whose value was never parsed here (raw).
    */
-  stats(): { ready: number; busy: number; waiting: number; replaced: number; preparing: number; sending: number } {
+  stats(): { ready: number; busy: number; waiting: number; replaced: number; preparing: number; sending: number; raw: number } {
     return {
       ready: this.slots.filter((s) => s.ready).length,
       busy: this.slots.filter((s) => s.job).length,
@@ -193,6 +225,7 @@ export class SchemaGuard {
       replaced: this.replaced,
       preparing: this.preparing,
       sending: this.sending,
+      raw: this.rawChecks,
     };
   }
 
@@ -225,7 +258,7 @@ export class SchemaGuard {
     return known;
   }
 
-  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: string[] | undefined): Promise<Answer> {
+  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: Array<string | Buffer> | undefined, caps?: Job['caps']): Promise<Answer> {
     if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
     if (this.waitingCount >= this.options.maxWaiting || this.waitingOf(accountId) >= this.options.maxWaitingPerAccount) {
       return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
@@ -233,7 +266,7 @@ export class SchemaGuard {
     this.inUse = true;
     for (const slot of this.slots) slot.failedToStart = false;
     return new Promise((resolve) => {
-      this.enqueue({ id: this.nextId++, accountId, op, schema, ...(data !== undefined ? { data } : {}), withText: false, resolve, waitTimer: undefined }, false);
+      this.enqueue({ id: this.nextId++, accountId, op, schema, ...(data !== undefined ? { data } : {}), ...(caps ? { caps } : {}), withText: false, resolve, waitTimer: undefined }, false);
       this.pump();
     });
   }
@@ -332,9 +365,9 @@ export class SchemaGuard {
       slot.known.add(job.schema.key);
     }
     this.watch(slot, job, worker.pid === undefined ? undefined : cpuMs(worker.pid), Date.now());
-    const message = { id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}) };
+    const message = { id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.caps ? { caps: job.caps } : {}) };
     const pieces = job.data;
-    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0] ?? 'null' } : {}) });
+    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0]?.toString() ?? 'null' } : {}) });
     else void this.sendInPieces(slot, job, worker, pieces, message);
   }
 
@@ -343,14 +376,14 @@ export class SchemaGuard {
    * copies its message on this thread: megabytes at once would hold it), then the job itself. Stops
    * if the job ends meanwhile (its worker killed at the deadline, or gone).
    */
-  private async sendInPieces(slot: Slot, job: Job, worker: RemoteWorker, pieces: string[], message: Record<string, unknown>): Promise<void> {
+  private async sendInPieces(slot: Slot, job: Job, worker: RemoteWorker, pieces: Array<string | Buffer>, message: Record<string, unknown>): Promise<void> {
     this.sending++;
     try {
       for (const piece of pieces) {
         // Each piece in its own turn of the job's tenant (the send serialises it on this thread).
         await this.options.share.turn(job.accountId);
         if (slot.job !== job || slot.worker !== worker) return;
-        worker.send({ id: job.id, piece });
+        worker.send({ id: job.id, piece: piece.toString() });
       }
       if (slot.job === job && slot.worker === worker) worker.send(message);
     } finally {
@@ -472,6 +505,24 @@ export class SchemaGuard {
     if (next <= 0) map.delete(key);
     else map.set(key, next);
   }
+}
+
+/** Bytes of a raw value's text sent to a worker per turn (decoded on the way: about a millisecond). */
+const RAW_PIECE_BYTES = 256 * 1024;
+
+/** `bytes` cut into pieces of about `size`, never inside a UTF-8 character (views, not copies). */
+export function utf8Pieces(bytes: Buffer, size: number): Buffer[] {
+  const pieces: Buffer[] = [];
+  let start = 0;
+  while (start < bytes.length) {
+    let end = Math.min(bytes.length, start + size);
+    // Back off continuation bytes (10xxxxxx): a piece ends before the character they belong to.
+    while (end < bytes.length && end > start && (bytes[end]! & 0xc0) === 0x80) end--;
+    if (end === start) end = Math.min(bytes.length, start + size);
+    pieces.push(bytes.subarray(start, end));
+    start = end;
+  }
+  return pieces.length > 0 ? pieces : [Buffer.from('null')];
 }
 
 /** The pieces of JSON text as slices (one piece made per slice); `null` when there are none. */

@@ -232,7 +232,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   if (zygoteOption !== false && !network) {
     if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
       // The children's socket: the server's, open to the sandboxes' group.
-      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, zygoteHostHooks({ cgroups, sandboxUser, uids, baseArgs, paths, log }), { reserveBytes, ...(zygoteOption === true ? {} : zygoteOption) });
+      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, zygoteHostHooks({ cgroups, sandboxUser, uids, baseArgs, paths, log, spawner }), { reserveBytes, ...(zygoteOption === true ? {} : zygoteOption) });
     } else {
       log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
     }

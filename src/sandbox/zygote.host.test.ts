@@ -80,6 +80,21 @@ after(async () => {
 });
 
 describe('python zygote', () => {
+  it("is started from the spawner process, not forked from the server's main thread", () => {
+    const parentOf = (pid: number) => {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    };
+    const zygotes = zygotePids();
+    assert.ok(zygotes.length > 0, 'a zygote runs');
+    for (const zygote of zygotes) {
+      // Its ancestors up to this process: the helper and bubblewrap, then the spawner.
+      const chain: string[] = [];
+      for (let pid = parentOf(zygote); pid !== process.pid && pid > 1; pid = parentOf(pid)) chain.push(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' '));
+      assert.ok(chain.some((command) => command.includes('host-bin/spawner.cjs')), `zygote ${zygote} is below the spawner: ${JSON.stringify(chain)}`);
+    }
+  });
+
   it('runs are forked children of a warm zygote, each with only its own env', async () => {
     const before = sandbox.zygoteStats()!.runs;
     const code = 'import os, sys\ndef main(input_data):\n    return {"env": os.environ.get("TOKEN"), "numpy": "numpy" in sys.modules, "pid": os.getpid()}\n';

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../host/cgroup.js';
 import type { HostPaths } from '../host.js';
 import { spawnHelper } from '../host/spawn-helper.js';
+import type { Spawner } from '../spawner.js';
 import type { UidAllocator } from '../host/uid-allocator.js';
 import { zygoteBubblewrapArgs } from '../plan/bwrap-args.js';
 import { SANDBOX_GID, sandboxEnvironment } from '../plan/environment.js';
@@ -24,6 +25,11 @@ export interface ZygoteHostDeps {
   baseArgs: readonly string[];
   paths: HostPaths;
   log: (message: string) => void;
+  /**
+   * Where the zygote's helper is started (spawner.ts), so that no fork of the server's large address
+   * space holds its event loop (tens of ms, at each namespace's first run); absent or null: directly.
+   */
+  spawner?: Pick<Spawner, 'launch'> | null;
 }
 
 export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
@@ -71,6 +77,20 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
     args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=1024:1024');
     args.push('--user', `${groups.user.uid}:${groups.user.gid}`);
     args.push('--keep-fds', '5', '--', paths.bwrap, ...bwrapArgs);
+    const remote = deps.spawner?.launch(paths.helper, args, sandboxEnvironment(), paths.seccompProgram);
+    if (remote) {
+      // The spawner gives every helper a stdout pipe; a zygote's is not read (direct, it is /dev/null).
+      remote.stdout.resume();
+      return {
+        control: remote.stdio[3],
+        stderr: remote.stderr,
+        kill: () => {
+          remote.kill('SIGTERM');
+          groups.self.killAll(remote.pid);
+        },
+        exited: remote.exited.then(() => {}),
+      };
+    }
     const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), stdout: 'ignore' });
     return {
       control: child.stdio[3] as Duplex,
