@@ -1,6 +1,6 @@
 // The suite's scheduler (scripts/test.sh): every test file of both runs (embedded PGlite, and the
 // PostgreSQL run) and every extra suite (scripts/test.d/*.sh) as jobs in one pool of slots, the
-// longest first (by the last run's times, else scripts/test-durations.txt), so the cores are never
+// longest first (by scripts/test-durations.txt, else the last run's times), so the cores are never
 // left idle between the parts and the run does not end on one long file started late.
 //
 // Each test file still runs as `node --test FILE` (its own process, as before: the same isolation,
@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path';
 
 const DATABASE_ENV = ['MCPWORKS_TEST_DATABASE_URL', 'MCPWORKS_TEST_PG_DIR'];
-/** Assumed for a file neither the last run nor scripts/test-durations.txt knows: most files are short. */
+/** Assumed for a file neither scripts/test-durations.txt nor the last run knows: most files are short. */
 const UNKNOWN_SECONDS = 20;
 const SLOWEST_FILES = 10;
 const SLOWEST_TESTS = 5;
@@ -68,6 +68,7 @@ await new Promise((resolve) => {
 });
 
 for (const run of runs.filter((run) => run !== 'extra')) writeTimes(run);
+writeFileSync(path.join('.build', 'test-durations.txt'), jobs.filter((job) => job.seconds !== undefined).map((job) => `${job.run}\t${job.file}\t${job.seconds.toFixed(1)}\n`).join(''));
 const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 console.log(`=== tests: all jobs done in ${minutes} min: ${jobs.length - failed} passed, ${failed} FAILED`);
 process.exit(failed ? 1 : 0);
@@ -139,8 +140,11 @@ function writeTimes(run) {
 }
 
 /**
- * Seconds per `run<TAB>file`: the last run's times in .build (this machine, this tree) over the
- * committed scripts/test-durations.txt (a clean clone's first run). Only the order depends on them.
+ * Seconds per `run<TAB>file`: the committed scripts/test-durations.txt (one full run on the CI
+ * machine), and for files it does not know, the last run's times in .build. The last run alone
+ * would mix scales (a partial run, or one on a loaded machine, beside older figures). Only the
+ * order depends on them. Each run writes .build/test-durations.txt in the committed form, to
+ * refresh the committed one after a full run on an idle machine.
  */
 function knownDurations() {
   const known = new Map();
@@ -150,8 +154,8 @@ function knownDurations() {
       if (line.startsWith('slowest top-level tests:')) break;
       const match = run ? /^\s*([\d.]+) s {2}(\S+)$/.exec(line) : /^(\S+)\t(\S+)\t([\d.]+)$/.exec(line);
       if (!match) continue;
-      if (run) known.set(`${run}\t${match[2]}`, Number(match[1]));
-      else known.set(`${match[1]}\t${match[2]}`, Number(match[3]));
+      if (!run) known.set(`${match[1]}\t${match[2]}`, Number(match[3]));
+      else if (!known.has(`${run}\t${match[2]}`)) known.set(`${run}\t${match[2]}`, Number(match[1]));
     }
   };
   read(path.join('scripts', 'test-durations.txt'));
