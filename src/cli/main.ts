@@ -3,10 +3,11 @@ import { parseArgs } from 'node:util';
 import { configFromEnv, parsePort } from '../app/config.js';
 import { createLogger } from '../app/logger.js';
 import { detectHost } from '../app/host-facts.js';
-import { startServer } from '../app/start-server.js';
 import { isDomainError, isPlatformError } from '../core/errors.js';
 import { describeError } from '../store/database.js';
-import { withOperatorServices } from './operator.js';
+
+/** The operator commands' services, loaded only by the commands that open the data dir. */
+const operator = () => import('./operator.js');
 
 const HELP = `mcpworks — self-hostable code execution for AI assistants over MCP
 
@@ -45,6 +46,8 @@ async function serveCommand(args: string[]): Promise<number> {
   if (values.host !== undefined) config.host = values.host;
   if (values['data-dir'] !== undefined) config.dataDir = values['data-dir'];
   const logger = createLogger(config.logLevel);
+  // Loaded here: the server's modules cost a second of CPU that the operator commands do not need.
+  const { startServer } = await import('../app/start-server.js');
   const server = await startServer(config, logger, host);
   const failure = await new Promise<string | undefined>((resolve) => {
     const stop = (signal: string) => {
@@ -69,7 +72,7 @@ async function accountCommand(args: string[]): Promise<number> {
   if (sub === 'create') {
     const password = values.password ?? process.env.MCPWORKS_PASSWORD;
     if (!values.email || !password) return fail('account create needs --email and --password (or MCPWORKS_PASSWORD)');
-    return withOperatorServices(values['data-dir'], async ({ accounts }) => {
+    return (await operator()).withOperatorServices(values['data-dir'], async ({ accounts }) => {
       const account = await accounts.register(values.email, password, values.tier);
       process.stdout.write(`${JSON.stringify({ account_id: account.id, email: account.email, tier: account.tier })}\n`);
       return 0;
@@ -77,14 +80,14 @@ async function accountCommand(args: string[]): Promise<number> {
   }
   if (sub === 'set-tier') {
     if (!values.email || !values.tier) return fail('account set-tier needs --email and --tier');
-    return withOperatorServices(values['data-dir'], async ({ accounts }) => {
+    return (await operator()).withOperatorServices(values['data-dir'], async ({ accounts }) => {
       const account = await accounts.setTier(values.email, values.tier);
       process.stdout.write(`${JSON.stringify({ account_id: account.id, email: account.email, tier: account.tier })}\n`);
       return 0;
     });
   }
   if (sub === 'list') {
-    return withOperatorServices(values['data-dir'], async ({ accountsStore }) => {
+    return (await operator()).withOperatorServices(values['data-dir'], async ({ accountsStore }) => {
       for (const account of await accountsStore.listAccounts()) {
         const iso = (value: Date | null) => (value === null ? null : new Date(value).toISOString());
         const line = { account_id: account.id, email: account.email, tier: account.tier, trial_ends_at: iso(account.trial_ends_at), created_at: iso(account.created_at), namespaces: account.namespaces, keys: account.keys };
@@ -114,7 +117,7 @@ async function keyCommand(args: string[]): Promise<number> {
   if (sub !== 'create' && sub !== 'list' && sub !== 'revoke') return fail(`unknown key command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
   if (!values.email) return fail(`key ${sub} needs --email`);
   if (sub === 'revoke' && !values.id) return fail('key revoke needs --id (the id `mcpworks key list` shows)');
-  return withOperatorServices(values['data-dir'], async ({ accounts, accountsStore }) => {
+  return (await operator()).withOperatorServices(values['data-dir'], async ({ accounts, accountsStore }) => {
     const account = await accountsStore.findAccountByEmail(values.email!.trim().toLowerCase());
     if (!account) return fail(`no account with email ${values.email}`);
     if (sub === 'list') {
