@@ -4,7 +4,8 @@ import { sandboxLimitsFor, type Sandbox, type SandboxLanguage, type SandboxMount
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { sharedScanPool, type ScanPool } from './scan-pool.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
-import type { KeyPrincipal } from '../services/accounts.js';
+import { actorIds, type Principal, type Trigger } from '../core/principal.js';
+import { callInputProblem } from '../core/call-input.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
@@ -26,6 +27,18 @@ import { checkCallable, checkOutput, functionRequest, namespaceEnv } from './fun
 import { CANCEL_REASON, CANCELLED, fromOutcome, INTERNAL_ERROR, INTERRUPTED, platformFailed, runInSandbox, type RunResult } from './run-result.js';
 
 export { CANCELLED, INTERRUPTED, type RunResult } from './run-result.js';
+export type { Rejection } from '../store/metering-store.js';
+export type { Principal, Trigger } from '../core/principal.js';
+
+/**
+ * What invoke runs: one function's active version (with the call's input), or a code-mode script
+ * with the namespace's `functions` package. `code` and `language` are checked when the run starts
+ * (a caller's raw values are refused there as a validation_error).
+ */
+export type InvokeTarget = { kind: 'function'; service: string; name: string } | { kind: 'code'; code: unknown; language?: unknown };
+
+/** The trigger of an MCP call by its endpoint's mode. */
+export const mcpTrigger = (mode: 'tools' | 'code'): Trigger => (mode === 'code' ? 'mcp-code' : 'mcp-tools');
 export { declaredEnv, SCHEMA_LIMIT_ERROR } from './function-request.js';
 
 /** A unit of quota and a concurrency slot, held from admission until the call settles. */
@@ -43,7 +56,8 @@ export interface Ticket {
 }
 
 export interface RunContext {
-  principal: KeyPrincipal;
+  /** Who runs: an API key's principal (keyPrincipal) or an agent's. */
+  principal: Principal;
   namespace: string;
   /** Values from X-MCPWorks-Env for this request; never stored or logged. */
   env: Readonly<Record<string, string>>;
@@ -113,7 +127,7 @@ export class RunService {
     this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
   }
 
-  tierLimits(principal: KeyPrincipal): TierLimits {
+  tierLimits(principal: Pick<Principal, 'tier'>): TierLimits {
     return this.limitsOf(principal.tier);
   }
 
@@ -157,8 +171,8 @@ export class RunService {
 
   /** `call`: what the call will run, so that its record can be written if its server dies first. */
   async admit(
-    principal: KeyPrincipal,
-    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown; cancelKey?: string | undefined },
+    principal: Principal,
+    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown; cancelKey?: string | undefined; trigger?: Trigger },
   ): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     // Past the grace period nothing is admitted: the call would only be interrupted.
     if (this.interrupting) throw new DomainError('unavailable', 'the server is shutting down; retry shortly', { retry_after: 5 });
@@ -169,8 +183,10 @@ export class RunService {
       const fn = call.fn;
       run = {
         namespace_id: call.namespace.namespaceId,
-        key_id: principal.keyId,
+        key_id: actorIds(principal.actor).keyId,
+        ...(principal.actor.kind === 'agent' ? { agent_id: principal.actor.agentId } : {}),
         mode: call.mode,
+        trigger: call.trigger ?? mcpTrigger(call.mode),
         service_name: fn?.service ?? null,
         function_name: fn?.name ?? null,
         function_id: fn?.functionId ?? null,
@@ -337,15 +353,62 @@ export class RunService {
   }
 
   /**
+   * The one entry for running code: admission (quota, rate, concurrency), the namespace snapshot the
+   * run is pinned to, the sandbox run, output check, secret scan, settlement and record. Answers the
+   * admission's refusal, or what the run answered. `signal` cancels the run: it is stopped, answers
+   * and is recorded as `cancelled`, and is not counted (as an MCP client's cancel).
+   */
+  async invoke(
+    ctx: RunContext,
+    target: InvokeTarget,
+    input: unknown,
+    trigger: Trigger,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ rejected: Rejection; tier: string } | RunResult> {
+    const namespace = await this.snapshot(ctx);
+    const fn = target.kind === 'function' ? namespace.functions.find((f) => f.service === target.service && f.name === target.name) : undefined;
+    // As at the MCP endpoint: an unknown function or an input no function could receive is refused unmetered.
+    if (target.kind === 'function' && !fn) throw new DomainError('not_found', `function '${target.service}.${target.name}' not found`);
+    const problem = target.kind === 'function' ? callInputProblem(input) : undefined;
+    if (problem) throw new DomainError('validation_error', problem, { field: 'input' });
+    const mode = target.kind === 'function' ? 'tools' : 'code';
+    const admission = await this.admit(ctx.principal, { namespace, mode, fn, language: target.kind === 'code' ? target.language : undefined, trigger });
+    if ('rejection' in admission) return { rejected: admission.rejection, tier: admission.tier };
+    const { ticket } = admission;
+    ticket.started = true;
+    const cancel = () => ticket.cancel.abort(CANCEL_REASON);
+    if (options.signal?.aborted) cancel();
+    else options.signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      return await this.runAdmitted(ctx, ticket, namespace, target, input, trigger);
+    } finally {
+      options.signal?.removeEventListener('abort', cancel);
+      // A run that threw before it settled gives its slot and unit back (a no-op once settled).
+      await this.settle(ticket, false).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Runs a call admitted by admit() (the MCP endpoint admits before dispatch, to answer 429 as
+   * HTTP): `target` against the snapshot the call was admitted with. The ticket is settled and the
+   * run recorded as what it was; a call refused before any sandbox is not counted.
+   */
+  runAdmitted(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, target: InvokeTarget, input: unknown, trigger: Trigger): Promise<RunResult> {
+    return target.kind === 'function'
+      ? this.runFunction(ctx, ticket, namespace, target.service, target.name, input, trigger)
+      : this.execute(ctx, ticket, namespace, target.code, target.language, trigger);
+  }
+
+  /**
    * Code mode: run `code` with the namespace's `functions` package. Same-language functions run
    * inside this sandbox; the bridge validates every call, pins it to the version the run started
    * with, and runs other-language functions in sandboxes of their own.
    */
-  execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown): Promise<RunResult> {
-    return this.tracked(ticket, (signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, signal));
+  execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, trigger: Trigger): Promise<RunResult> {
+    return this.tracked(ticket, (signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, trigger, signal));
   }
 
-  private async executeTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, signal: AbortSignal): Promise<RunResult> {
+  private async executeTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, trigger: Trigger, signal: AbortSignal): Promise<RunResult> {
     const started = performance.now();
     const snapshot = namespace.functions;
     const language = (languageInput ?? 'python') as SandboxLanguage;
@@ -392,6 +455,7 @@ export class RunService {
     }
     return this.finish(ctx, ticket, namespace.namespaceId, started, explainMissingImport(fromOutcome(outcome, signal), snapshot), !platformFailed(outcome), {
       mode: 'code',
+      trigger,
       serviceName: null,
       functionName: null,
       functionId: null,
@@ -415,7 +479,7 @@ export class RunService {
     started: number,
     result: RunResult,
     counted: boolean,
-    what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
+    what: Pick<ExecutionRecord, 'mode' | 'trigger' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
     objectOutputSchema = false,
   ): Promise<RunResult> {
     result = explainNetworkOff(result, this.deps.sandboxNetwork ?? false);
@@ -445,7 +509,7 @@ export class RunService {
       id: ticket.id,
       accountId: ctx.principal.accountId,
       namespaceId,
-      keyId: ctx.principal.keyId,
+      ...actorIds(ctx.principal.actor),
       ...what,
       status: scanned.ok ? 'success' : !counted && scanned.error_type === INTERRUPTED ? 'interrupted' : !counted && scanned.error_type === CANCELLED ? 'cancelled' : 'error',
       errorType: scanned.ok ? null : scanned.error_type,
@@ -492,11 +556,11 @@ export class RunService {
   }
 
   /** Tool mode: run one function's active version with `args` as its input. */
-  runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown): Promise<RunResult> {
-    return this.tracked(ticket, (signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, signal));
+  runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, trigger: Trigger): Promise<RunResult> {
+    return this.tracked(ticket, (signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, trigger, signal));
   }
 
-  private async runFunctionTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, signal: AbortSignal): Promise<RunResult> {
+  private async runFunctionTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, trigger: Trigger, signal: AbortSignal): Promise<RunResult> {
     const started = performance.now();
     const fn = namespace.functions.find((f) => f.service === service && f.name === name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
@@ -520,6 +584,7 @@ export class RunService {
     }
     return this.finish(ctx, ticket, namespace.namespaceId, started, result, counted, {
       mode: 'tools',
+      trigger,
       serviceName: service,
       functionName: name,
       functionId: fn.functionId,
