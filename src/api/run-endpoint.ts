@@ -12,14 +12,15 @@ import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope as McpRequestScope } from './mcp-endpoint.js';
 import { keyPrincipal } from '../core/principal.js';
 
-/** A run endpoint request's scope: its extra is the run endpoint's own (set by app.ts). */
-type RequestScope = McpRequestScope<RunScopeExtra>;
 import { RenderedCache } from './rendered-cache.js';
 import { runToolError } from './tool-results.js';
 import { callInputProblemSlices } from '../core/call-input.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare } from '../run/fair-share.js';
 
 export type RunMode = 'code' | 'tools';
+
+/** A run endpoint request's scope: its extra is the run endpoint's own (set by app.ts). */
+type RequestScope = McpRequestScope<RunScopeExtra>;
 
 /** What the run endpoint attaches to a request scope. */
 export interface RunScopeExtra {
