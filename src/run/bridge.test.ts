@@ -32,6 +32,7 @@ const namespace: NamespaceSnapshot = {
     fn('needs', { requiredEnv: ['TOKEN'], optionalEnv: ['EXTRA'] }),
     fn('node', { language: 'typescript', requiredEnv: [], optionalEnv: ['EXTRA'] }),
     fn('broken-ts', { language: 'typescript' }),
+    fn('node-typed', { language: 'typescript', outputSchema: { type: 'object', required: ['n'] } }),
   ],
 };
 
@@ -123,7 +124,17 @@ describe('the code-mode bridge (CodeModeBridge, fake sandbox)', () => {
     assert.equal(runs[0]!.code, 'code of node');
     assert.deepEqual(runs[0]!.env, { EXTRA: 'e' });
     assert.equal(runs[0]!.limits.timeoutSeconds, 18);
+    assert.equal(runs[0]!.limits.maxResultBytes, 1024, "the caller's tier limits, not another's");
     assert.ok(runs[0]!.signal, 'the run carries the execute\'s signal');
+  });
+
+  test("an other-language callee's result is checked against its output_schema", async () => {
+    const { bridge, runs } = setup();
+    const answer = (await bridge.handle(call('utils', 'node-typed', { x: 1 }))) as { ok: boolean; error_type: string; error: string };
+    assert.equal(runs.length, 1);
+    assert.equal(answer.ok, false);
+    assert.equal(answer.error_type, 'SchemaError');
+    assert.match(answer.error, /does not match output_schema: n is required/);
   });
 
   test('a call that costs the server work takes a rate unit; once refused, the minute refuses without asking again', async () => {
