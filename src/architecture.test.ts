@@ -161,6 +161,20 @@ test('outside the sandbox, only its public surface (sandbox/index.ts) is importe
   assert.deepEqual(deep, []);
 });
 
+/**
+ * Code that starts runs (the MCP run endpoint, agents' triggers) goes through run's invoke, or
+ * admit + runAdmitted: it never meters, records or starts a sandbox by itself.
+ */
+const STARTS_RUNS = (file: string) => file === 'api/run-endpoint.ts' || file.startsWith('agents/');
+const RUN_INTERNALS = (file: string) => file === 'store/metering-store.ts' || file === 'store/executions-store.ts' || layerOf(file) === 'sandbox';
+
+test('code that starts runs does it through src/run alone: no metering store, executions store or sandbox module', async () => {
+  const { arrows } = await graph;
+  const around = arrows.filter(({ from, to }) => STARTS_RUNS(from) && RUN_INTERNALS(to)).map(({ from, to }) => `${from} -> ${to}`);
+  assert.ok(arrows.some(({ from }) => from === 'api/run-endpoint.ts'), 'the check finds the run endpoint');
+  assert.deepEqual(around, []);
+});
+
 test('core does no I/O: it imports no file, process, network or OS module', async () => {
   const { builtins } = await graph;
   const io = builtins.filter(({ from, to }) => layerOf(from) === 'core' && IO_MODULES.test(to)).map(({ from, to }) => `${from} -> ${to}`);

@@ -178,7 +178,7 @@ export function createApp(deps: AppDependencies): Hono {
       envRefused = error;
     }
     const extra: RunScopeExtra = { mode, env, ...(envRefused ? { envRefused } : {}), signal: c.req.raw.signal, ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}) };
-    return endpoints.run(c.req.raw, { principal, namespace, url, extra: extra as unknown as Record<string, unknown>, ...session });
+    return endpoints.run(c.req.raw, { principal, namespace, url, extra, ...session });
   }
 
   app.onError((error, c) => errorResponse(c, error, logger));

@@ -16,7 +16,7 @@ import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { cancelKeyOf } from '../run/run-service.js';
+import { cancelKeyOf, type RunContext } from '../run/run-service.js';
 import { callOk, connect, createAccount, EMBEDDED_RUN_ONLY, MODERN_PROTOCOL, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
 
 const NAP_PY = 'import subprocess\n\ndef main(input_data):\n    subprocess.run(["/bin/sleep", input_data["marker"]])\n    return "woke"\n';
@@ -128,7 +128,7 @@ async function usage(): Promise<{ executions: number; active: number }> {
   return { executions: body.executions, active: body.concurrency.active };
 }
 
-async function history(status?: string): Promise<Array<{ id: string; status: string; error_type: string | null; mode: string; function: string | null; language: string | null }>> {
+async function history(status?: string): Promise<Array<{ id: string; status: string; error_type: string | null; mode: string; trigger: string; function: string | null; language: string | null }>> {
   const listed = await callOk(create, 'list_executions', { limit: 200, ...(status ? { status } : {}) });
   return Array.isArray(listed) ? listed : listed.executions;
 }
@@ -367,3 +367,43 @@ describe('progress', () => {
     }
   });
 });
+
+describe("invoke: the one entry for every trigger (called directly, as an agent's schedule would)", () => {
+  test('a function and a script run with trigger schedule are recorded with it and counted; a run cancelled by its AbortSignal is recorded cancelled and not counted', async () => {
+    const runs = server.server.services.runs;
+    // An agent's principal: the account's tier and scopes, no API key.
+    const ctx: RunContext = {
+      principal: { accountId: account.accountId, tier: 'pro_trial', namespace: null, scopes: ['read', 'write', 'execute'], actor: { kind: 'agent', agentId: 'agent-schedule-test' } },
+      namespace: ns,
+      env: {},
+    };
+    const before = await usage();
+    const fn = await runs.invoke(ctx, { kind: 'function', service: 'svc', name: 'nap_py' }, { marker: '0' }, 'schedule');
+    assert.ok(!('rejected' in fn) && fn.ok, JSON.stringify(fn));
+    assert.equal(fn.result, 'woke');
+    const script = await runs.invoke(ctx, { kind: 'code', code: 'result = 6 * 7\n' }, undefined, 'schedule');
+    assert.ok(!('rejected' in script) && script.ok, JSON.stringify(script));
+    assert.equal(script.result, 42);
+    assert.equal((await usage()).executions, before.executions + 2, 'both runs count');
+    const [last, first] = await history();
+    assert.deepEqual([first!.mode, first!.trigger, first!.status], ['tools', 'schedule', 'success']);
+    assert.deepEqual([last!.mode, last!.trigger, last!.status], ['code', 'schedule', 'success']);
+
+    const marker = `100.${RUN_MARK}${++tag}`;
+    const abort = new AbortController();
+    const cancelledBefore = (await history('cancelled')).length;
+    const running = runs.invoke(ctx, { kind: 'function', service: 'svc', name: 'nap_ts' }, { marker }, 'schedule', { signal: abort.signal });
+    await waitFor('the scheduled run\'s process', () => processesWith(`/bin/sleep ${marker}`).length > 0);
+    abort.abort();
+    const answer = await running;
+    assert.ok(!('rejected' in answer) && !answer.ok && answer.error_type === 'cancelled', JSON.stringify(answer));
+    await waitFor('the run\'s processes killed', () => processesWith(`/bin/sleep ${marker}`).length === 0);
+    const cancelled = await history('cancelled');
+    assert.equal(cancelled.length, cancelledBefore + 1);
+    assert.deepEqual([cancelled[0]!.trigger, cancelled[0]!.error_type], ['schedule', 'cancelled']);
+    const now = await usage();
+    assert.equal(now.executions, before.executions + 2, 'the cancelled run does not count');
+    assert.equal(now.active, 0, 'its slot is free');
+  });
+});
+

@@ -38,12 +38,12 @@ const MCP_SESSION_IDLE_MINUTES = MCP_SESSION_IDLE_MS / 60_000;
 
 export type EndpointKind = 'create' | 'run';
 
-export interface RequestScope {
+export interface RequestScope<Extra extends object = Record<string, unknown>> {
   principal: KeyPrincipal;
   namespace: string;
   url: URL;
   /** Per-request state an endpoint attaches in `beforeDispatch` (e.g. the run endpoint's admission ticket). */
-  extra?: Record<string, unknown>;
+  extra?: Extra;
   /** The Mcp-Session-Id this request sent, as read with its key (owner null: unknown or expired). */
   session?: { id: string; owner: McpSessionRef | null };
   /** The tool names the request's tools/call names (set before the MCP layer builds its server). */
@@ -104,15 +104,15 @@ function isInitialize(body: unknown): boolean {
  *   stateless legacy leg, with session ids recorded in the database rather than in memory,
  *   so any node of a cluster can serve any session.
  */
-export function createMcpEndpoint(options: {
+export function createMcpEndpoint<Extra extends object = Record<string, unknown>>(options: {
   kind: EndpointKind;
-  buildServer: (scope: RequestScope) => McpServer | Promise<McpServer>;
+  buildServer: (scope: RequestScope<Extra>) => McpServer | Promise<McpServer>;
   accounts: AccountsStore;
   logger: Logger;
   /** Runs on every parsed POST before the MCP layer sees it; a Response short-circuits (e.g. 429). */
-  beforeDispatch?: (body: unknown, scope: RequestScope) => Promise<Response | undefined>;
+  beforeDispatch?: (body: unknown, scope: RequestScope<Extra>) => Promise<Response | undefined>;
   /** Runs once the MCP layer has answered (or started streaming) a request that beforeDispatch let through; answers the response to send. */
-  afterDispatch?: (scope: RequestScope, response: Response) => Promise<Response>;
+  afterDispatch?: (scope: RequestScope<Extra>, response: Response) => Promise<Response>;
   /** The caller's limit of live 2025-era sessions (null = unlimited). */
   sessionLimit: (principal: KeyPrincipal) => number | null;
   /** Change streams (2025 GET stream, 2026 subscriptions/listen); `notifies`: this endpoint's tool list can change. */
@@ -122,7 +122,7 @@ export function createMcpEndpoint(options: {
 }) {
   const { kind, accounts, logger } = options;
   const streams = options.listChanged;
-  const factory: McpServerFactory = (ctx) => options.buildServer((ctx.authInfo?.extra as { scope: RequestScope }).scope);
+  const factory: McpServerFactory = (ctx) => options.buildServer((ctx.authInfo?.extra as { scope: RequestScope<Extra> }).scope);
   const onerror = (error: Error) => logger.debug({ err: error.message, endpoint: kind }, 'mcp request rejected');
   // Listen streams are capped per account by the hub; the SDK's own cap is per handler (all tenants).
   const modern = createMcpHandler(factory, {
@@ -133,7 +133,7 @@ export function createMcpEndpoint(options: {
   });
   const legacy = legacyStatelessFallback(factory, onerror, { maxRequestBodySize: MAX_BODY_BYTES });
 
-  async function ownedSession(id: string, scope: RequestScope): Promise<boolean> {
+  async function ownedSession(id: string, scope: RequestScope<Extra>): Promise<boolean> {
     const session = scope.session?.id === id ? scope.session.owner : await accounts.findMcpSession(id);
     const owned = !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
     // Use keeps a session alive (idle expiry); the write happens at most once a minute.
@@ -150,7 +150,7 @@ export function createMcpEndpoint(options: {
    * GET: the 2025 era's standalone SSE stream of a session, on which the server sends what is not
    * an answer (here notifications/tools/list_changed). 2026-07-28 clients use subscriptions/listen.
    */
-  async function standaloneStream(request: Request, sessionId: string | null, scope: RequestScope, hub: NonNullable<typeof streams>): Promise<Response> {
+  async function standaloneStream(request: Request, sessionId: string | null, scope: RequestScope<Extra>, hub: NonNullable<typeof streams>): Promise<Response> {
     if (!sessionId) return jsonRpcError(400, -32000, 'Bad Request: Mcp-Session-Id header is required (initialize first); 2026-07-28 clients use subscriptions/listen');
     if (!(await ownedSession(sessionId, scope))) return jsonRpcError(404, -32001, 'Session not found');
     if (!(request.headers.get('accept') ?? '').includes('text/event-stream')) return jsonRpcError(406, -32000, 'Not Acceptable: Client must accept text/event-stream');
@@ -164,7 +164,7 @@ export function createMcpEndpoint(options: {
    * still runs on a JSON-RPC internal error: whatever beforeDispatch took (a call's slot and quota
    * unit) is given back now, not at its expiry.
    */
-  async function dispatched(scope: RequestScope, dispatch: () => Promise<Response>): Promise<Response> {
+  async function dispatched(scope: RequestScope<Extra>, dispatch: () => Promise<Response>): Promise<Response> {
     let response: Response;
     try {
       response = await dispatch();
@@ -176,7 +176,7 @@ export function createMcpEndpoint(options: {
     return options.afterDispatch ? options.afterDispatch(scope, response) : response;
   }
 
-  return async function handle(request: Request, scope: RequestScope): Promise<Response> {
+  return async function handle(request: Request, scope: RequestScope<Extra>): Promise<Response> {
     const authInfo: AuthInfo = { token: '', clientId: scope.principal.keyId, scopes: scope.principal.scopes, extra: { scope } };
     const sessionId = request.headers.get('mcp-session-id');
     const method = request.method.toUpperCase();

@@ -6,17 +6,21 @@ import { renderToolResult } from '../core/tool-render.js';
 import { toolName as budgetedToolName } from '../core/names.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
-import type { Rejection } from '../store/metering-store.js';
-import { cancelKeyOf, type NamespaceSnapshot, type RunContext, type RunResult, type RunService, type Ticket } from '../run/run-service.js';
+import { cancelKeyOf, mcpTrigger, type NamespaceSnapshot, type Rejection, type RunContext, type RunResult, type RunService, type Ticket } from '../run/run-service.js';
 import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
-import type { RequestScope } from './mcp-endpoint.js';
+import type { RequestScope as McpRequestScope } from './mcp-endpoint.js';
+import { keyPrincipal } from '../core/principal.js';
+
 import { RenderedCache } from './rendered-cache.js';
 import { runToolError } from './tool-results.js';
 import { callInputProblemSlices } from '../core/call-input.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare } from '../run/fair-share.js';
 
 export type RunMode = 'code' | 'tools';
+
+/** A run endpoint request's scope: its extra is the run endpoint's own (set by app.ts). */
+type RequestScope = McpRequestScope<RunScopeExtra>;
 
 /** What the run endpoint attaches to a request scope. */
 export interface RunScopeExtra {
@@ -300,8 +304,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   }
 
   function context(scope: RequestScope): RunContext & { extra: RunScopeExtra } {
-    const extra = scope.extra as unknown as RunScopeExtra;
-    return { principal: scope.principal, namespace: scope.namespace, env: extra.env, extra };
+    const extra = scope.extra!;
+    return { principal: keyPrincipal(scope.principal), namespace: scope.namespace, env: extra.env, extra };
   }
 
   async function snapshotOf(scope: RequestScope): Promise<NamespaceSnapshot> {
@@ -438,7 +442,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
     const session = sessionOf(scope);
     const cancelKey = session && (typeof call.id === 'string' || typeof call.id === 'number') ? cancelKeyOf(session, call.id) : undefined;
-    const admission = await runs.admit(scope.principal, snapshot && { namespace: snapshot, mode, fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined, language, cancelKey });
+    const admission = await runs.admit(keyPrincipal(scope.principal), snapshot && { namespace: snapshot, mode, trigger: mcpTrigger(mode), fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined, language, cancelKey });
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
     context(scope).extra.ticket = admission.ticket;
     return undefined;
@@ -487,7 +491,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
             await snapshotOf(scope);
             throw new DomainError('internal_error', 'the call was not admitted');
           }
-          return runResultToTool(await runs.execute(ctx, ticket, await snapshotOf(scope), args?.code, args?.language), undefined, ctx.extra);
+          return runResultToTool(await runs.runAdmitted(ctx, ticket, await snapshotOf(scope), { kind: 'code', code: args?.code, language: args?.language }, undefined, 'mcp-code'), undefined, ctx.extra);
         } catch (error) {
           return runToolError(error, logger, EXECUTE_TOOL);
         } finally {
@@ -532,7 +536,7 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           try {
             if (ctx.extra.inputRefused) throw ctx.extra.inputRefused;
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
-            return runResultToTool(await runs.runFunction(ctx, ticket, await snapshotOf(scope), fn.service, fn.name, args), fn, ctx.extra);
+            return runResultToTool(await runs.runAdmitted(ctx, ticket, await snapshotOf(scope), { kind: 'function', service: fn.service, name: fn.name }, args, 'mcp-tools'), fn, ctx.extra);
           } catch (error) {
             return runToolError(error, logger, toolName(fn));
           } finally {

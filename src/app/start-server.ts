@@ -45,7 +45,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; agents: AgentService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; sessionActivity: SessionActivity; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
+  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; agents: AgentService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; runs: RunService; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; sessionActivity: SessionActivity; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -264,7 +264,7 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, agents, schemas, housekeeping, sandbox, connections: () => connections(), cancels, listChanged, sessionActivity, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
+    services: { accounts, accountsStore, catalog, agents, schemas, housekeeping, sandbox, runs, connections: () => connections(), cancels, listChanged, sessionActivity, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
     failed,
     close() {
       closing ??= (async () => {

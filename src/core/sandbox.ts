@@ -133,6 +133,12 @@ export const BRIDGE_ERROR_TYPES = Object.freeze({
   bridge: 'BridgeError',
   notFound: 'NotFound',
   missingEnv: 'missing_env',
+  /** The call's input could not be passed to any function (too deep, too large): as at the endpoint. */
+  validation: 'validation_error',
+  /** A call that costs the server work found the account's per-minute rate used up. */
+  rateExceeded: 'EXECUTION_RATE_EXCEEDED',
+  /** `from functions import x` / `functions.x` named no function or service of the namespace. */
+  functionNotFound: 'FunctionNotFoundError',
 } as const);
 
 /**

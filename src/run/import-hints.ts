@@ -6,7 +6,8 @@
 import { toIdentifier } from '../core/names.js';
 import { suggestion } from '../core/suggest.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
-import type { RunResult } from './run-service.js';
+import type { RunResult } from './run-result.js';
+import { BRIDGE_ERROR_TYPES } from '../core/sandbox.js';
 import { looksLikeNetworkFailure, NETWORK_OFF_CAUSE } from '../core/network-needs.js';
 
 const MISSING_EXPORT = /The requested module '(functions(?:\/([a-z][a-z0-9_]*))?)' does not provide an export named '([^']+)'/;
@@ -20,7 +21,7 @@ export function explainMissingImport(result: RunResult, functions: readonly Acti
     ? functions.filter((fn) => toIdentifier(fn.service) === service).map((fn) => toIdentifier(fn.name))
     : [...new Set([...functions.map((fn) => toIdentifier(fn.service)), ...functions.map((fn) => toIdentifier(fn.name))])];
   const hint = suggestion(name, names, `in '${module}'`);
-  return { ...result, error_type: 'FunctionNotFoundError', error: `'${module}' has no function or service '${name}'.${hint.text} Print functions.__doc__ (import functions from "functions") to see them with their signatures.` };
+  return { ...result, error_type: BRIDGE_ERROR_TYPES.functionNotFound, error: `'${module}' has no function or service '${name}'.${hint.text} Print functions.__doc__ (import functions from "functions") to see them with their signatures.` };
 }
 
 /**

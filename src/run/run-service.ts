@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
-import { sandboxLimitsFor, type Sandbox, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
+import { sandboxLimitsFor, type Sandbox, type SandboxLanguage, type SandboxMount, type SandboxOutcome } from '../core/sandbox.js';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { sharedScanPool, type ScanPool } from './scan-pool.js';
-import { RawJson, type RenderedToolResult } from '../core/raw-json.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
-import type { KeyPrincipal } from '../services/accounts.js';
+import { actorIds, type Principal, type Trigger } from '../core/principal.js';
+import { callInputProblem } from '../core/call-input.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
@@ -15,15 +15,31 @@ import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-hea
 import type { PendingWrites } from '../store/pending-writes.js';
 import type { CancelStore } from '../store/cancel-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
-import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
+import type { SchemaGuard } from './schema-guard.js';
 import { CodeCache } from './code-cache.js';
 import { warmFor } from './warm.js';
-import { functionKey, NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
+import { NODE_LIBRARY, PACKAGE_MOUNT, PYTHON_LIBRARY, type FunctionsPackageBuilder } from './functions-package.js';
 import { validateCode } from '../core/functions.js';
-import { callInputProblem } from '../core/call-input.js';
 import { explainMissingImport, explainNetworkOff } from './import-hints.js';
 import { toIdentifier } from '../core/names.js';
-import { BRIDGE_ERROR_TYPES, SANDBOX_ERROR_TYPES, type SandboxLanguage, type SandboxMount } from '../core/sandbox.js';
+import { CodeModeBridge } from './bridge.js';
+import { checkCallable, checkOutput, functionRequest, namespaceEnv } from './function-request.js';
+import { CANCEL_REASON, CANCELLED, fromOutcome, INTERNAL_ERROR, INTERRUPTED, platformFailed, runInSandbox, type RunResult } from './run-result.js';
+
+export { CANCELLED, INTERRUPTED, type RunResult } from './run-result.js';
+export type { Rejection } from '../store/metering-store.js';
+export type { Principal, Trigger } from '../core/principal.js';
+
+/**
+ * What invoke runs: one function's active version (with the call's input), or a code-mode script
+ * with the namespace's `functions` package. `code` and `language` are checked when the run starts
+ * (a caller's raw values are refused there as a validation_error).
+ */
+export type InvokeTarget = { kind: 'function'; service: string; name: string } | { kind: 'code'; code: unknown; language?: unknown };
+
+/** The trigger of an MCP call by its endpoint's mode. */
+export const mcpTrigger = (mode: 'tools' | 'code'): Trigger => (mode === 'code' ? 'mcp-code' : 'mcp-tools');
+export { declaredEnv, SCHEMA_LIMIT_ERROR } from './function-request.js';
 
 /** A unit of quota and a concurrency slot, held from admission until the call settles. */
 export interface Ticket {
@@ -39,17 +55,9 @@ export interface Ticket {
   cancelKey?: string | undefined;
 }
 
-/**
- * What a run answers, before the MCP layer shapes it. Already scanned for secrets. A large answer
- * arrives with `rendered` (its MCP tool result as JSON bytes, made in a scan worker) and no `result`.
- */
-export type RunResult = (
-  | { ok: true; result: unknown; stdout: string; stderr: string }
-  | { ok: false; error: string; error_type: string; stderr: string; stdout: string; missing?: string[] }
-) & { rendered?: RenderedToolResult };
-
 export interface RunContext {
-  principal: KeyPrincipal;
+  /** Who runs: an API key's principal (keyPrincipal) or an agent's. */
+  principal: Principal;
   namespace: string;
   /** Values from X-MCPWorks-Env for this request; never stored or logged. */
   env: Readonly<Record<string, string>>;
@@ -66,17 +74,6 @@ const SNAPSHOT_CACHE_SIZE = 1000;
 /** Schema bytes the cached snapshots may hold in all (they hold no code); least recently used go first. */
 const SNAPSHOT_CACHE_BYTES = 256 * 1024 * 1024;
 const snapshotBytes = (s: NamespaceSnapshot) => s.functions.reduce((sum, fn) => sum + fn.schemaBytes, 0);
-/** Function calls one execute may make through the bridge (same- and other-language). */
-const MAX_BRIDGE_CALLS = 10_000;
-/** Calls kept in an execution's history row. */
-const MAX_RECORDED_CALLS = 100;
-
-/** The error type of a run the server stopped before it ended (shutdown): recorded, never counted. */
-export const INTERRUPTED = 'interrupted';
-/** The error type (and status) of a run the client cancelled: killed, recorded, never counted. */
-export const CANCELLED = 'cancelled';
-/** The abort reason of a run's signal when its client cancelled it (any other reason: shutdown). */
-const CANCEL_REASON = Symbol('cancelled by the client');
 
 /** A 2025-era call's name in notifications/cancelled: its session and its JSON-RPC id (1 and "1" differ). */
 export function cancelKeyOf(sessionId: string, requestId: unknown): string {
@@ -130,7 +127,7 @@ export class RunService {
     this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
   }
 
-  tierLimits(principal: KeyPrincipal): TierLimits {
+  tierLimits(principal: Pick<Principal, 'tier'>): TierLimits {
     return this.limitsOf(principal.tier);
   }
 
@@ -174,8 +171,8 @@ export class RunService {
 
   /** `call`: what the call will run, so that its record can be written if its server dies first. */
   async admit(
-    principal: KeyPrincipal,
-    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown; cancelKey?: string | undefined },
+    principal: Principal,
+    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown; cancelKey?: string | undefined; trigger?: Trigger },
   ): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     // Past the grace period nothing is admitted: the call would only be interrupted.
     if (this.interrupting) throw new DomainError('unavailable', 'the server is shutting down; retry shortly', { retry_after: 5 });
@@ -186,8 +183,10 @@ export class RunService {
       const fn = call.fn;
       run = {
         namespace_id: call.namespace.namespaceId,
-        key_id: principal.keyId,
+        key_id: actorIds(principal.actor).keyId,
+        ...(principal.actor.kind === 'agent' ? { agent_id: principal.actor.agentId } : {}),
         mode: call.mode,
+        trigger: call.trigger ?? mcpTrigger(call.mode),
         service_name: fn?.service ?? null,
         function_name: fn?.name ?? null,
         function_id: fn?.functionId ?? null,
@@ -354,15 +353,62 @@ export class RunService {
   }
 
   /**
+   * The one entry for running code: admission (quota, rate, concurrency), the namespace snapshot the
+   * run is pinned to, the sandbox run, output check, secret scan, settlement and record. Answers the
+   * admission's refusal, or what the run answered. `signal` cancels the run: it is stopped, answers
+   * and is recorded as `cancelled`, and is not counted (as an MCP client's cancel).
+   */
+  async invoke(
+    ctx: RunContext,
+    target: InvokeTarget,
+    input: unknown,
+    trigger: Trigger,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ rejected: Rejection; tier: string } | RunResult> {
+    const namespace = await this.snapshot(ctx);
+    const fn = target.kind === 'function' ? namespace.functions.find((f) => f.service === target.service && f.name === target.name) : undefined;
+    // As at the MCP endpoint: an unknown function or an input no function could receive is refused unmetered.
+    if (target.kind === 'function' && !fn) throw new DomainError('not_found', `function '${target.service}.${target.name}' not found`);
+    const problem = target.kind === 'function' ? callInputProblem(input) : undefined;
+    if (problem) throw new DomainError('validation_error', problem, { field: 'input' });
+    const mode = target.kind === 'function' ? 'tools' : 'code';
+    const admission = await this.admit(ctx.principal, { namespace, mode, fn, language: target.kind === 'code' ? target.language : undefined, trigger });
+    if ('rejection' in admission) return { rejected: admission.rejection, tier: admission.tier };
+    const { ticket } = admission;
+    ticket.started = true;
+    const cancel = () => ticket.cancel.abort(CANCEL_REASON);
+    if (options.signal?.aborted) cancel();
+    else options.signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      return await this.runAdmitted(ctx, ticket, namespace, target, input, trigger);
+    } finally {
+      options.signal?.removeEventListener('abort', cancel);
+      // A run that threw before it settled gives its slot and unit back (a no-op once settled).
+      await this.settle(ticket, false).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Runs a call admitted by admit() (the MCP endpoint admits before dispatch, to answer 429 as
+   * HTTP): `target` against the snapshot the call was admitted with. The ticket is settled and the
+   * run recorded as what it was; a call refused before any sandbox is not counted.
+   */
+  runAdmitted(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, target: InvokeTarget, input: unknown, trigger: Trigger): Promise<RunResult> {
+    return target.kind === 'function'
+      ? this.runFunction(ctx, ticket, namespace, target.service, target.name, input, trigger)
+      : this.execute(ctx, ticket, namespace, target.code, target.language, trigger);
+  }
+
+  /**
    * Code mode: run `code` with the namespace's `functions` package. Same-language functions run
    * inside this sandbox; the bridge validates every call, pins it to the version the run started
    * with, and runs other-language functions in sandboxes of their own.
    */
-  execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown): Promise<RunResult> {
-    return this.tracked(ticket, (signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, signal));
+  execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, trigger: Trigger): Promise<RunResult> {
+    return this.tracked(ticket, (signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, trigger, signal));
   }
 
-  private async executeTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, signal: AbortSignal): Promise<RunResult> {
+  private async executeTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, trigger: Trigger, signal: AbortSignal): Promise<RunResult> {
     const started = performance.now();
     const snapshot = namespace.functions;
     const language = (languageInput ?? 'python') as SandboxLanguage;
@@ -370,10 +416,7 @@ export class RunService {
     const code = validateCode(codeInput);
     const limits = sandboxLimitsFor(this.tierLimits(ctx.principal));
     const pkg = await this.deps.packages.build(ctx.namespace, snapshot, (fn) => this.code.codeOf(fn, { remember: false }));
-    const byKey = new Map(snapshot.map((fn) => [functionKey(fn.service, fn.name), fn]));
-
-    const declared = new Set(snapshot.flatMap((fn) => [...fn.definition.requiredEnv, ...fn.definition.optionalEnv]));
-    const env = Object.fromEntries(Object.entries(ctx.env).filter(([name]) => declared.has(name)));
+    const env = namespaceEnv(snapshot, ctx.env);
     const mounts: SandboxMount[] = [{ source: pkg.dir, target: PACKAGE_MOUNT }];
     if (language === 'typescript') {
       for (const fn of snapshot) {
@@ -382,91 +425,20 @@ export class RunService {
       }
     }
 
-    const calls: string[] = [];
-    const deadline = Date.now() + limits.timeoutSeconds * 1000;
-    let finished = false;
-    let bridgeCalls = 0;
-    /** The minute (since the epoch) in which this run was refused a rate unit, if any. */
-    let rateRefusedIn: number | undefined;
-    /** Same-language calls answered whose results the sandbox will send back for their output_schema check. */
-    const resultChecksOwed = new Map<string, number>();
-    const bridge = async (message: unknown): Promise<unknown> => {
-      // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
-      if (finished || Date.now() >= deadline) return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'the run has ended' };
-      if (++bridgeCalls > MAX_BRIDGE_CALLS) return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: `at most ${MAX_BRIDGE_CALLS} function calls per execute` };
-      const request = (message ?? {}) as { op?: unknown; service?: unknown; function?: unknown; input?: unknown; result?: unknown; inputProblem?: unknown };
-      if ((request.op !== 'call' && request.op !== 'result') || typeof request.service !== 'string' || typeof request.function !== 'string') {
-        return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'unknown bridge request' };
-      }
-      const fn = byKey.get(functionKey(request.service, request.function));
-      if (!fn) return { ok: false, error_type: BRIDGE_ERROR_TYPES.notFound, error: `function ${request.service}.${request.function} not found` };
-      if (request.op === 'result') {
-        // The result of a same-language call that ran in the sandbox: its output_schema is checked
-        // here, as in tool mode. Only as many checks as such calls were answered.
-        const key = functionKey(fn.service, fn.name);
-        const owed = resultChecksOwed.get(key) ?? 0;
-        if (owed === 0) return { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'no call of this function awaits a result check' };
-        resultChecksOwed.set(key, owed - 1);
-        const checked = await this.checkOutput(ctx, fn, { ok: true, result: request.result ?? null, stdout: '', stderr: '' });
-        return checked.ok ? { ok: true } : { ok: false, error_type: checked.error_type, error: checked.error };
-      }
-      if (calls.length < MAX_RECORDED_CALLS) calls.push(`${fn.service}.${fn.name}@${fn.version}`);
-      const input = request.input ?? {};
-      // As at the endpoint: an input no function could receive is the caller's error, before any cost.
-      // A large call's input arrives as bytes (RawJson), checked in the scan worker that read it.
-      const problem = input instanceof RawJson ? (typeof request.inputProblem === 'string' ? request.inputProblem : undefined) : callInputProblem(input);
-      if (problem) return { ok: false, error_type: 'validation_error', error: `${fn.service}.${fn.name}: ${problem}` };
-      const missing = fn.definition.requiredEnv.filter((name) => ctx.env[name] === undefined);
-      if (missing.length > 0) {
-        return { ok: false, error_type: BRIDGE_ERROR_TYPES.missingEnv, error: `${fn.service}.${fn.name} needs environment variables ${missing.join(', ')} (send them in the X-MCPWorks-Env header)` };
-      }
-      const sameLanguage = fn.definition.language === language;
-      // A call that costs the server work (a schema check in its workers, or a sandbox of its own)
-      // takes one unit of the account's per-minute rate before that work, as a tool call does (not
-      // of the monthly quota, which counts the execute once). Only a same-language call to a
-      // function without input_schema or output_schema costs the server nothing and takes nothing.
-      if (fn.definition.inputSchema || fn.definition.outputSchema || !sameLanguage) {
-        const perMinute = this.tierLimits(ctx.principal).executionsPerMinute;
-        const now = new Date();
-        // Within a minute the window only fills up: once refused, later calls are refused without the database.
-        if (rateRefusedIn === Math.floor(now.getTime() / 60_000) || !(await this.deps.metering.takeRateUnit(ctx.principal.accountId, perMinute, now))) {
-          rateRefusedIn = Math.floor(now.getTime() / 60_000);
-          return {
-            ok: false,
-            error_type: 'EXECUTION_RATE_EXCEEDED',
-            error: `Execution rate limit (${perMinute}/min) exceeded: each call to a function with an input_schema or of the other language counts against it`,
-          };
-        }
-      }
-      const refused = await this.checkInput(ctx, fn, input);
-      if (refused) return { ok: false, error_type: refused.error_type, error: refused.error };
-      if (sameLanguage) {
-        const transpileError = pkg.transpileErrors.get(functionKey(fn.service, fn.name));
-        if (transpileError) return { ok: false, error_type: SANDBOX_ERROR_TYPES.transpile, error: transpileError };
-        if (!fn.definition.outputSchema) return { ok: true };
-        const key = functionKey(fn.service, fn.name);
-        resultChecksOwed.set(key, (resultChecksOwed.get(key) ?? 0) + 1);
-        return { ok: true, check: true };
-      }
-      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
-      // The callee may use what is left of the caller's time, no more.
-      const remaining = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
-      const outcome = await this.runSandbox(signal, {
-        code: await this.code.codeOf(fn),
-        language: fn.definition.language,
-        input,
-        env: declaredEnv(fn, ctx.env),
-        limits: { ...limits, timeoutSeconds: Math.min(limits.timeoutSeconds, remaining), cpuSeconds: Math.min(limits.cpuSeconds, remaining) },
-        ...(nodeModulesDir ? { nodeModulesDir } : {}),
-        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
-      });
-      const checked = await this.checkOutput(ctx, fn, fromOutcome(outcome));
-      return checked.ok ? { ok: true, result: checked.result } : { ok: false, error_type: checked.error_type, error: checked.error };
-    };
+    const bridge = new CodeModeBridge(
+      { namespace, language, accountId: ctx.principal.accountId, env: ctx.env, limits, perMinute: this.tierLimits(ctx.principal).executionsPerMinute, transpileErrors: pkg.transpileErrors, signal },
+      {
+        sandbox: this.deps.sandbox,
+        schemas: this.deps.schemas,
+        metering: this.deps.metering,
+        codeOf: (fn) => this.code.codeOf(fn),
+        nodeModulesFor: (fn) => this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId),
+      },
+    );
 
     let outcome: SandboxOutcome;
     try {
-      outcome = await this.runSandbox(signal, {
+      outcome = await runInSandbox(this.deps.sandbox, signal, {
         code,
         language,
         input: {},
@@ -475,47 +447,23 @@ export class RunService {
         entry: 'script',
         mounts,
         libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
-        bridge,
+        bridge: bridge.handle,
         ...(language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
       });
     } finally {
-      finished = true;
+      bridge.finish();
     }
     return this.finish(ctx, ticket, namespace.namespaceId, started, explainMissingImport(fromOutcome(outcome, signal), snapshot), !platformFailed(outcome), {
       mode: 'code',
+      trigger,
       serviceName: null,
       functionName: null,
       functionId: null,
       version: null,
-      functions: calls,
+      functions: bridge.calls,
       language,
       code,
     });
-  }
-
-  /** The input check of a call (tool mode and every bridge call): undefined when it may run. */
-  private async checkInput(ctx: RunContext, fn: ActiveFunction, input: unknown): Promise<{ error_type: string; error: string } | undefined> {
-    if (!fn.definition.inputSchema) return undefined;
-    // A large bridge call's input (RawJson) goes to the schema worker as bytes, never parsed here.
-    const verdict = await this.deps.schemas.check(fn.definition.inputSchema, input, ctx.principal.accountId, 'the input');
-    return refusal(verdict, `input does not match the input_schema of ${fn.service}.${fn.name}`, `the input_schema check of ${fn.service}.${fn.name} was stopped`);
-  }
-
-  /** output_schema is checked here, in the schema workers, rather than on the sandbox's answer path. */
-  private async checkOutput(ctx: RunContext, fn: ActiveFunction, result: RunResult): Promise<RunResult> {
-    if (!result.ok || !fn.definition.outputSchema) return result;
-    let verdict: SchemaVerdict;
-    try {
-      // A large result (RawJson) goes to the schema worker as bytes, never parsed here.
-      verdict = await this.deps.schemas.check(fn.definition.outputSchema, result.result, ctx.principal.accountId, 'the result');
-    } catch (error) {
-      // The code ran: a check that could not finish withholds the result (fails closed) but never
-      // keeps the call from being recorded and counted.
-      const why = error instanceof DomainError ? error.message : 'the check could not be completed';
-      return { ok: false, error: `the output_schema check was stopped: ${why}`, error_type: SCHEMA_LIMIT_ERROR, stderr: result.stderr, stdout: result.stdout };
-    }
-    const refused = refusal(verdict, 'the result does not match output_schema', 'the output_schema check was stopped');
-    return refused ? { ok: false, ...refused, stderr: result.stderr, stdout: result.stdout } : result;
   }
 
   /**
@@ -531,7 +479,7 @@ export class RunService {
     started: number,
     result: RunResult,
     counted: boolean,
-    what: Pick<ExecutionRecord, 'mode' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
+    what: Pick<ExecutionRecord, 'mode' | 'trigger' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
     objectOutputSchema = false,
   ): Promise<RunResult> {
     result = explainNetworkOff(result, this.deps.sandboxNetwork ?? false);
@@ -547,7 +495,7 @@ export class RunService {
     } catch {
       // An output the server cannot scan is withheld, not passed on unscanned; the call still counts.
       findings = [];
-      scanned = { ok: false, error: 'the output could not be checked for secrets and was withheld', error_type: 'internal_error', stderr: '', stdout: '' };
+      scanned = { ok: false, error: 'the output could not be checked for secrets and was withheld', error_type: INTERNAL_ERROR, stderr: '', stdout: '' };
       bytesOut = 0;
     }
     // An execute's code is kept bounded and redacted like its output (secrets in it are no findings: it is the caller's own input).
@@ -561,7 +509,7 @@ export class RunService {
       id: ticket.id,
       accountId: ctx.principal.accountId,
       namespaceId,
-      keyId: ctx.principal.keyId,
+      ...actorIds(ctx.principal.actor),
       ...what,
       status: scanned.ok ? 'success' : !counted && scanned.error_type === INTERRUPTED ? 'interrupted' : !counted && scanned.error_type === CANCELLED ? 'cancelled' : 'error',
       errorType: scanned.ok ? null : scanned.error_type,
@@ -608,46 +556,35 @@ export class RunService {
   }
 
   /** Tool mode: run one function's active version with `args` as its input. */
-  runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown): Promise<RunResult> {
-    return this.tracked(ticket, (signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, signal));
+  runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, trigger: Trigger): Promise<RunResult> {
+    return this.tracked(ticket, (signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, trigger, signal));
   }
 
-  /** A sandbox run, unless the server is stopping: then an interrupted run, without starting one. */
-  private runSandbox(signal: AbortSignal, request: SandboxRequest): Promise<SandboxOutcome> {
-    if (signal.aborted) {
-      return Promise.resolve({ ok: false, error: { type: SANDBOX_ERROR_TYPES.sandbox, message: 'the run was interrupted: the server is shutting down', stderr: '', platform: true }, stdout: '', durationMs: 0 });
-    }
-    return this.deps.sandbox.run({ ...request, signal });
-  }
-
-  private async runFunctionTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, signal: AbortSignal): Promise<RunResult> {
+  private async runFunctionTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, trigger: Trigger, signal: AbortSignal): Promise<RunResult> {
     const started = performance.now();
     const fn = namespace.functions.find((f) => f.service === service && f.name === name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
     let result: RunResult;
     let counted = false;
-    const missing = fn.definition.requiredEnv.filter((variable) => ctx.env[variable] === undefined);
-    const refused = missing.length === 0 ? await this.checkInput(ctx, fn, args ?? {}) : undefined;
-    if (missing.length > 0) {
-      result = { ok: false, error: `missing required environment variables: ${missing.join(', ')} (send them in the X-MCPWorks-Env header)`, error_type: BRIDGE_ERROR_TYPES.missingEnv, missing, stderr: '', stdout: '' };
-    } else if (refused) {
+    const checks = { schemas: this.deps.schemas, accountId: ctx.principal.accountId };
+    const refused = await checkCallable(fn, args ?? {}, ctx.env, checks);
+    if (refused) {
       result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {
-      const nodeModulesDir = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
-      const outcome = await this.runSandbox(signal, {
-        ...(nodeModulesDir ? { nodeModulesDir } : {}),
+      const outcome = await runInSandbox(this.deps.sandbox, signal, functionRequest(fn, args ?? {}, {
         code: await this.code.codeOf(fn),
-        language: fn.definition.language,
-        input: args ?? {},
-        env: declaredEnv(fn, ctx.env),
+        nodeModulesDir: await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId),
         limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
-        ...(fn.definition.language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
-      });
+        env: ctx.env,
+        namespace,
+        accountId: ctx.principal.accountId,
+      }));
       counted = !platformFailed(outcome);
-      result = await this.checkOutput(ctx, fn, fromOutcome(outcome, signal));
+      result = await checkOutput(fn, fromOutcome(outcome, signal), checks);
     }
     return this.finish(ctx, ticket, namespace.namespaceId, started, result, counted, {
       mode: 'tools',
+      trigger,
       serviceName: service,
       functionName: name,
       functionId: fn.functionId,
@@ -656,41 +593,6 @@ export class RunService {
       language: fn.definition.language,
     }, fn.definition.outputSchema?.type === 'object');
   }
-}
-
-/** Only the variables a function declared reach its sandbox. */
-export function declaredEnv(fn: ActiveFunction, env: Readonly<Record<string, string>>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of [...fn.definition.requiredEnv, ...fn.definition.optionalEnv]) if (env[name] !== undefined) out[name] = env[name]!;
-  return out;
-}
-
-/** Only the host's own observation makes a failure the platform's (see SandboxFailure.platform). */
-function platformFailed(outcome: SandboxOutcome): boolean {
-  return !outcome.ok && outcome.error.platform === true;
-}
-
-/**
- * A schema check that failed: `SchemaError` when the value does not match, `SchemaLimitError` when
- * the check was stopped (too deep, too big, too slow, too much memory, checkers busy): fail closed.
- */
-function refusal(verdict: SchemaVerdict, mismatch: string, stopped: string): { error_type: string; error: string } | undefined {
-  if (verdict.ok) return undefined;
-  if ('problems' in verdict) return { error_type: SANDBOX_ERROR_TYPES.schema, error: `${mismatch}: ${verdict.problems.join('; ')}` };
-  return { error_type: SCHEMA_LIMIT_ERROR, error: `${stopped}: ${verdict.stopped}` };
-}
-
-/** The error type of a call refused because its schema check was stopped. */
-export const SCHEMA_LIMIT_ERROR = 'SchemaLimitError';
-
-function fromOutcome(outcome: SandboxOutcome, signal?: AbortSignal): RunResult {
-  if (outcome.ok) return { ok: true, result: outcome.result, stdout: outcome.stdout, stderr: outcome.stderr };
-  // Stopped by its client's cancel, or by the server's shutdown (the host's own observation).
-  if (signal?.aborted && outcome.error.platform === true && signal.reason === CANCEL_REASON) {
-    return { ok: false, error: 'the client cancelled the call; it was stopped and not counted', error_type: CANCELLED, stderr: '', stdout: '' };
-  }
-  if (signal?.aborted && outcome.error.platform === true) return { ok: false, error: outcome.error.message, error_type: INTERRUPTED, stderr: '', stdout: '' };
-  return { ok: false, error: outcome.error.message, error_type: outcome.error.type, stderr: outcome.error.stderr, stdout: outcome.stdout };
 }
 
 /** PostgreSQL's unique_violation: the row is there already. */

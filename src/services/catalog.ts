@@ -9,6 +9,9 @@ import { CatalogStore, versionToDefinition, type Trx, type VersionSummaryRow } f
 import type { FunctionRow, FunctionVersionRow, NamespaceRow, ServiceRow } from '../store/schema.js';
 import type { CompileVerdict } from '../run/schema-guard.js';
 import type { KeyPrincipal } from './accounts.js';
+
+/** What namespace lookups need of a caller: its account and the namespace it is limited to (a key's or an agent's principal). */
+type NamespaceReach = Pick<KeyPrincipal, 'accountId' | 'namespace'>;
 import { checkSyntax } from '../run/syntax-check.js';
 import { suggestion } from '../core/suggest.js';
 import { networkNeed, NETWORK_OFF_WARNING } from '../core/network-needs.js';
@@ -133,7 +136,7 @@ export class CatalogService {
   }
 
   /** The caller's namespace; anything else (another account's, another key's limit) is not found. */
-  async namespace(principal: KeyPrincipal, name: string): Promise<NamespaceRow> {
+  async namespace(principal: NamespaceReach, name: string): Promise<NamespaceRow> {
     const row = this.keyReaches(principal, name) ? await this.store.findNamespace(principal.accountId, name) : undefined;
     if (row) return row;
     // Only the caller's own namespaces (that its key reaches) are named: another account's look absent.
@@ -143,13 +146,13 @@ export class CatalogService {
   }
 
   /** namespace() for a row the caller already read: the principal's account's namespace called `name`, or none. */
-  visibleNamespace<T>(principal: KeyPrincipal, name: string, row: T | null | undefined): T {
+  visibleNamespace<T>(principal: NamespaceReach, name: string, row: T | null | undefined): T {
     if (!row || !this.keyReaches(principal, name)) throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace`);
     return row;
   }
 
   /** A key limited to one namespace reaches no other. */
-  private keyReaches(principal: KeyPrincipal, name: string): boolean {
+  private keyReaches(principal: NamespaceReach, name: string): boolean {
     return principal.namespace === null || principal.namespace === name;
   }
 

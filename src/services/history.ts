@@ -17,6 +17,7 @@ function summary(row: ExecutionRow) {
   return {
     id: row.id,
     mode: row.mode,
+    trigger: row.trigger,
     service: row.service_name,
     function: row.function_name,
     version: row.version,

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type QueryCreator } from 'kysely';
 import { withSettlement, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
+import type { Trigger } from '../core/principal.js';
 import type { Database, ExecutionRow, SecurityEventRow } from './schema.js';
 
 export interface ExecutionRecord {
@@ -9,7 +10,11 @@ export interface ExecutionRecord {
   accountId: string;
   namespaceId: string;
   keyId: string | null;
+  /** The agent that ran it (an agent's trigger), when no API key did. */
+  agentId?: string | null;
   mode: 'tools' | 'code';
+  /** What started the run (core/principal.ts TRIGGERS); without one, the MCP call of its mode. */
+  trigger?: Trigger;
   serviceName: string | null;
   functionName: string | null;
   functionId: string | null;
@@ -113,7 +118,9 @@ function recordingStatement(db: QueryCreator<Database>, execution: ExecutionReco
     account_id: execution.accountId,
     namespace_id: execution.namespaceId,
     key_id: execution.keyId,
+    agent_id: execution.agentId ?? null,
     mode: execution.mode,
+    trigger: execution.trigger ?? (execution.mode === 'code' ? 'mcp-code' : 'mcp-tools'),
     service_name: execution.serviceName,
     function_name: execution.functionName,
     function_id: execution.functionId,

@@ -253,6 +253,20 @@ describe('server instances and their slots', () => {
     assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 0);
   });
 
+  test("a dead instance's interrupted runs keep the trigger and agent their admission named; a slot without one (an older node's) is told by its mode", async () => {
+    const { accountId, namespaceId } = await newAccount();
+    const now = new Date();
+    const dead = await instance(randomUUID(), new Date(now.getTime() + 60_000));
+    const [scheduled, older] = [randomUUID(), randomUUID()];
+    await dead.admit({ ticketId: scheduled, accountId, limits: UNLIMITED, now, run: { ...run(namespaceId), trigger: 'schedule', agent_id: 'agent-1' } });
+    await dead.admit({ ticketId: older, accountId, limits: UNLIMITED, now, run: { ...run(namespaceId), mode: 'code' as never, service_name: null, function_name: null } });
+    assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 2);
+    const rows = await database.db.selectFrom('executions').select(['id', 'trigger', 'agent_id', 'key_id', 'status']).where('namespace_id', '=', namespaceId).execute();
+    const byId = new Map(rows.map((row) => [row.id, [row.trigger, row.agent_id, row.key_id, row.status]]));
+    assert.deepEqual(byId.get(scheduled), ['schedule', 'agent-1', null, 'interrupted']);
+    assert.deepEqual(byId.get(older), ['mcp-code', null, null, 'interrupted']);
+  });
+
   test("a live server whose lease lapsed (the database was away) keeps its own slots: its admissions and start-up sweep never release them", async () => {
     const { accountId, namespaceId } = await newAccount();
     const now = new Date();

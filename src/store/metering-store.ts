@@ -23,7 +23,10 @@ export interface AdmissionRequest {
 export interface InterruptedRun {
   namespace_id: string;
   key_id: string | null;
+  agent_id?: string;
   mode: 'tools' | 'code';
+  /** core/principal.ts TRIGGERS; the interrupted record names it (migration 16; absent: the MCP call of its mode). */
+  trigger?: string;
   service_name: string | null;
   function_name: string | null;
   function_id: string | null;

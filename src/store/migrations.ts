@@ -595,6 +595,53 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 16,
+    name: 'what started each execution (trigger), and runs by an agent',
+    statements: [
+      // mcp-tools, mcp-code, schedule, webhook or chat (core/principal.ts TRIGGERS); rows before
+      // this migration were all MCP calls, told apart by their mode.
+      `ALTER TABLE executions ADD COLUMN trigger TEXT`,
+      `UPDATE executions SET trigger = CASE WHEN mode = 'code' THEN 'mcp-code' ELSE 'mcp-tools' END`,
+      `ALTER TABLE executions ALTER COLUMN trigger SET NOT NULL`,
+      // An agent's run has no API key (key_id is nullable already): the agent is recorded instead.
+      `ALTER TABLE executions ADD COLUMN agent_id TEXT`,
+      // As in migration 12, and the interrupted record also names the trigger and agent its
+      // admission kept in the slot's run (a slot admitted by an older node: told by its mode).
+      `CREATE OR REPLACE FUNCTION mcpworks_release_stale(p_account TEXT, p_now TIMESTAMPTZ, p_dead TEXT[], p_self TEXT)
+        RETURNS INTEGER LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          slot RECORD;
+          n INTEGER := 0;
+        BEGIN
+          FOR slot IN DELETE FROM active_executions a
+              WHERE (p_account IS NULL OR a.account_id = p_account)
+                AND (p_dead IS NULL OR a.expires_at < now()
+                  OR a.instance_id = ANY (p_dead)
+                  OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_self AND NOT EXISTS (
+                    SELECT 1 FROM server_instances i WHERE i.id = a.instance_id AND i.lease_until >= now())))
+              RETURNING a.id, a.account_id, a.started_at, a.run LOOP
+            n := n + 1;
+            IF NOT EXISTS (SELECT 1 FROM executions WHERE id = slot.id) THEN
+              UPDATE usage_months SET executions = greatest(executions - 1, 0)
+                WHERE account_id = slot.account_id AND month = to_char(slot.started_at AT TIME ZONE 'UTC', 'YYYY-MM');
+              IF slot.run IS NOT NULL AND EXISTS (SELECT 1 FROM namespaces WHERE id = slot.run->>'namespace_id') THEN
+                INSERT INTO executions (id, account_id, namespace_id, key_id, agent_id, mode, trigger, service_name, function_name, function_id,
+                    version, functions, language, status, error_type, error_message, duration_ms, bytes_out, created_at)
+                  VALUES (slot.id, slot.account_id, slot.run->>'namespace_id', slot.run->>'key_id', slot.run->>'agent_id', slot.run->>'mode',
+                    coalesce(slot.run->>'trigger', CASE WHEN slot.run->>'mode' = 'code' THEN 'mcp-code' ELSE 'mcp-tools' END),
+                    slot.run->>'service_name', slot.run->>'function_name', slot.run->>'function_id',
+                    (slot.run->>'version')::int, coalesce(slot.run->'functions', '[]'::jsonb), slot.run->>'language',
+                    'interrupted', 'interrupted', 'the server stopped before the run finished; it was not counted',
+                    greatest(0, floor(extract(epoch FROM (p_now - slot.started_at)) * 1000))::int, 0, p_now)
+                  ON CONFLICT (id) DO NOTHING;
+              END IF;
+            END IF;
+          END LOOP;
+          RETURN n;
+        END $$`,
+    ],
+  },
+  {
     version: 17,
     name: 'agents and their encrypted state',
     statements: [

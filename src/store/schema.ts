@@ -111,6 +111,10 @@ export interface ExecutionsTable {
   duration_ms: number;
   bytes_out: number;
   key_id: string | null;
+  /** The agent that ran it, when no API key did (migration 16). */
+  agent_id: string | null;
+  /** What started it: core/principal.ts TRIGGERS (migration 16). */
+  trigger: string;
   functions: Json<string[]>;
   error_message: string | null;
   stdout: string;

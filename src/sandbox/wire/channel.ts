@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../../core/json-depth.js';
 import { RawJson } from '../../core/raw-json.js';
 import { sharedScanPool, type ScanPool } from '../../run/scan-pool.js';
-import type { SandboxBridge } from '../../core/sandbox.js';
+import { BRIDGE_ERROR_TYPES, type SandboxBridge } from '../../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
 import { refuseInexactResult } from '../../core/exact-integers.js';
 import { jsonLine, LineReader } from './json-lines.js';
@@ -162,7 +162,7 @@ export class RunChannel {
         try {
           decoded = await this.decoder.decodeBridge(bytes);
         } catch {
-          this.write({ ok: false, error_type: 'BridgeError', error: 'the platform could not read this call' });
+          this.write({ ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'the platform could not read this call' });
           return;
         }
         if ('request' in decoded) return this.reply(decoded.request);
@@ -195,13 +195,13 @@ export class RunChannel {
   private async reply(request: unknown): Promise<void> {
     let response: unknown;
     if (!this.bridge) {
-      response = { ok: false, error_type: 'BridgeError', error: 'this run has no bridge' };
+      response = { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'this run has no bridge' };
     } else {
       try {
         response = await this.bridge(request);
       } catch (error) {
         this.log(`sandbox bridge failed: ${(error as Error).message}`);
-        response = { ok: false, error_type: 'BridgeError', error: 'the platform could not answer this call' };
+        response = { ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'the platform could not answer this call' };
       }
     }
     if (this.socket.destroyed) return;
