@@ -26,7 +26,15 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connect, createAccount, createKey, parseResult, postJson, type McpTestClient, type TestAccount } from '../src/test-support/harness.js';
+import {
+  connect,
+  createAccount,
+  createKey,
+  parseResult,
+  postJson,
+  type McpTestClient,
+  type TestAccount,
+} from '../src/test-support/harness.js';
 import { median, ms, p99, printTable } from './lib/measure.js';
 import { watchTree, type TreeSample } from './lib/tree.js';
 
@@ -37,7 +45,8 @@ const { values } = parseArgs({ options: { seconds: { type: 'string', default: '8
 const seconds = Number(values.seconds);
 if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must be a positive number');
 const only = values.only ? values.only.split(',').map((name) => name.trim()) : [...ATTACKS];
-for (const name of only) if (!(ATTACKS as readonly string[]).includes(name)) throw new Error(`unknown attack '${name}' (known: ${ATTACKS.join(', ')})`);
+for (const name of only)
+  if (!(ATTACKS as readonly string[]).includes(name)) throw new Error(`unknown attack '${name}' (known: ${ATTACKS.join(', ')})`);
 
 const IDLE_SECONDS = 3;
 const ATTACKER = '127.0.0.2';
@@ -66,14 +75,18 @@ async function freePort(): Promise<number> {
 async function startServerProcess(): Promise<ServerProcess> {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-abuse-'));
-  const child = spawn(process.execPath, [path.join(root, 'dist', 'cli', 'main.js'), 'serve', '--port', String(port), '--data-dir', dataDir], {
-    env: {
-      ...process.env,
-      LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
-      MCPWORKS_TIERS: '{"pro_trial":{"monthly_executions":-1,"executions_per_minute":-1,"concurrency":-1}}',
+  const child = spawn(
+    process.execPath,
+    [path.join(root, 'dist', 'cli', 'main.js'), 'serve', '--port', String(port), '--data-dir', dataDir],
+    {
+      env: {
+        ...process.env,
+        LOG_LEVEL: process.env.LOG_LEVEL ?? 'error',
+        MCPWORKS_TIERS: '{"pro_trial":{"monthly_executions":-1,"executions_per_minute":-1,"concurrency":-1}}',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  );
   const server: ServerProcess = { url: `http://127.0.0.1:${port}`, port, child, dataDir, exited: false, stderrTail: [] };
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
     server.stderrTail.push(chunk);
@@ -84,7 +97,10 @@ async function startServerProcess(): Promise<ServerProcess> {
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
     if (server.exited) throw new Error(`the server exited at start: ${server.stderrTail.join('').slice(-500)}`);
-    const up = await fetch(`${server.url}/healthz`).then((r) => r.ok, () => false);
+    const up = await fetch(`${server.url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (up) return server;
     await sleep(100);
   }
@@ -191,7 +207,11 @@ async function loops(parallel: number, deadline: number, body: (index: number) =
 }
 
 function describeOutcomes(outcomes: Map<string, number>): string {
-  return [...outcomes.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([outcome, count]) => `${count}× ${outcome}`).join('; ');
+  return [...outcomes.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3)
+    .map(([outcome, count]) => `${count}× ${outcome}`)
+    .join('; ');
 }
 
 /** A tool call's outcome as a short label: `ok`, or the error type. */
@@ -202,11 +222,20 @@ async function callOutcome(client: McpTestClient, tool: string, args: Record<str
   return String(value?.error_type ?? value?.error ?? 'error').slice(0, 40);
 }
 
-async function makeFunctions(server: ServerProcess, account: TestAccount, ns: string, service: string, functions: Array<Record<string, unknown>>): Promise<number> {
+async function makeFunctions(
+  server: ServerProcess,
+  account: TestAccount,
+  ns: string,
+  service: string,
+  functions: Array<Record<string, unknown>>,
+): Promise<number> {
   const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
   let made = 0;
   try {
-    for (const [tool, args] of [['make_namespace', { name: ns }], ['make_service', { name: service }]] as const) {
+    for (const [tool, args] of [
+      ['make_namespace', { name: ns }],
+      ['make_service', { name: service }],
+    ] as const) {
       const response = await create.callTool(tool, args);
       if (response.isError) throw new Error(`${tool} failed: ${JSON.stringify(parseResult(response)).slice(0, 200)}`);
     }
@@ -221,13 +250,28 @@ async function makeFunctions(server: ServerProcess, account: TestAccount, ns: st
 }
 
 /** An HTTP request from the attacker's address; resolves with the status (0 when cut off). */
-function attackerRequest(server: ServerProcess, options: { method: string; path: string; headers: Record<string, string | number>; body?: string }): Promise<number> {
+function attackerRequest(
+  server: ServerProcess,
+  options: { method: string; path: string; headers: Record<string, string | number>; body?: string },
+): Promise<number> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port: server.port, localAddress: ATTACKER, agent: false, method: options.method, path: options.path, headers: options.headers, timeout: 30_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', () => resolve(res.statusCode ?? 0));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port: server.port,
+        localAddress: ATTACKER,
+        agent: false,
+        method: options.method,
+        path: options.path,
+        headers: options.headers,
+        timeout: 30_000,
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', () => resolve(res.statusCode ?? 0));
+      },
+    );
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(0));
     req.end(options.body);
@@ -248,8 +292,16 @@ const attacks: Record<AttackName, Attack> = {
       const account = await createAccount(server.url);
       const branch = { type: 'array', items: { $ref: '#/$defs/n' } };
       await makeFunctions(server, account, 'abuse-schemas', 's', [
-        { name: 'deep', code: 'def main(input_data):\n    return {"ok": True}\n', input_schema: { type: 'object', properties: { x: { $ref: '#/$defs/n' } }, $defs: { n: { anyOf: [branch, { ...branch }] } } } },
-        { name: 'uniq', code: 'def main(input_data):\n    return {"ok": True}\n', input_schema: { type: 'object', properties: { items: { type: 'array', uniqueItems: true } } } },
+        {
+          name: 'deep',
+          code: 'def main(input_data):\n    return {"ok": True}\n',
+          input_schema: { type: 'object', properties: { x: { $ref: '#/$defs/n' } }, $defs: { n: { anyOf: [branch, { ...branch }] } } },
+        },
+        {
+          name: 'uniq',
+          code: 'def main(input_data):\n    return {"ok": True}\n',
+          input_schema: { type: 'object', properties: { items: { type: 'array', uniqueItems: true } } },
+        },
         {
           name: 'uniqout',
           code: 'def main(input_data):\n    return {"items": [{"a": i} for i in range(20000)]}\n',
@@ -263,7 +315,9 @@ const attacks: Record<AttackName, Attack> = {
         ['s__uniqout', {}],
         ['s__deep', { x: nested(26) }],
       ];
-      const clients = await Promise.all(Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-schemas?mode=tools`, account.key)));
+      const clients = await Promise.all(
+        Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-schemas?mode=tools`, account.key)),
+      );
       return async () => {
         const outcomes = await loops(clients.length, Date.now() + seconds * 1000, async (index) => {
           const [tool, args] = calls[(index + Math.floor(Math.random() * calls.length)) % calls.length]!;
@@ -291,9 +345,14 @@ const attacks: Record<AttackName, Attack> = {
           code: 'import os\nos.write(3, b\'{"ok":true,"result":\' + b"[" * 400000 + b"]" * 400000 + b"}\\n")\nos._exit(0)\n',
         },
       ]);
-      const value = (seed: string) => Array.from({ length: 5000 }, (_, i) => 'abcdefghijklmnopqrstuvwxyz0123456789'[(i * 7 + seed.charCodeAt(0)) % 36]).join('');
+      const value = (seed: string) =>
+        Array.from({ length: 5000 }, (_, i) => 'abcdefghijklmnopqrstuvwxyz0123456789'[(i * 7 + seed.charCodeAt(0)) % 36]).join('');
       const env = Buffer.from(JSON.stringify({ K1: value('a'), K2: value('b') })).toString('base64');
-      const clients = await Promise.all(Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-scanner?mode=tools`, account.key, 'v2', { 'X-MCPWorks-Env': env })));
+      const clients = await Promise.all(
+        Array.from({ length: 4 }, () =>
+          connect(`${server.url}/mcp/run/abuse-scanner?mode=tools`, account.key, 'v2', { 'X-MCPWorks-Env': env }),
+        ),
+      );
       return async () => {
         const outcomes = await loops(clients.length, Date.now() + seconds * 1000, async (index) => {
           const tool = index === 0 ? 'x__deep' : 'x__leak';
@@ -315,9 +374,22 @@ const attacks: Record<AttackName, Attack> = {
       const post = (announced: boolean) =>
         new Promise<string>((resolve) => {
           let sent = 0;
-          const headers: Record<string, string | number> = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+          const headers: Record<string, string | number> = {
+            authorization: `Bearer ${account.key}`,
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+          };
           if (announced) headers['content-length'] = size;
-          const req = request({ host: '127.0.0.1', port: server.port, localAddress: ATTACKER, agent: false, method: 'POST', path: '/mcp/run/abuse-bodies', headers, timeout: 60_000 });
+          const req = request({
+            host: '127.0.0.1',
+            port: server.port,
+            localAddress: ATTACKER,
+            agent: false,
+            method: 'POST',
+            path: '/mcp/run/abuse-bodies',
+            headers,
+            timeout: 60_000,
+          });
           let status = 0;
           const finish = () => resolve(`${status || 'cut'} after ${Math.round(sent / MB)} MB`);
           req.on('response', (res) => {
@@ -358,23 +430,25 @@ const attacks: Record<AttackName, Attack> = {
         let closedByServer = 0;
         const deadline = Date.now() + seconds * 1000;
         while (opened + refused < target && Date.now() < deadline) {
-          const batch = Array.from({ length: Math.min(500, target - opened - refused) }, () =>
-            new Promise<void>((resolve) => {
-              const socket = netConnect({ host: '127.0.0.1', port: server.port, localAddress: ATTACKER });
-              socket.on('connect', () => {
-                opened++;
-                sockets.push(socket);
-                socket.write('POST /mcp/run/abuse HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n');
-                resolve();
-              });
-              socket.on('error', () => {
-                refused++;
-                resolve();
-              });
-              // Read what the server sends (a 503, a 408), so its close is seen.
-              socket.resume();
-              socket.on('end', () => closedByServer++);
-            }),
+          const batch = Array.from(
+            { length: Math.min(500, target - opened - refused) },
+            () =>
+              new Promise<void>((resolve) => {
+                const socket = netConnect({ host: '127.0.0.1', port: server.port, localAddress: ATTACKER });
+                socket.on('connect', () => {
+                  opened++;
+                  sockets.push(socket);
+                  socket.write('POST /mcp/run/abuse HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n');
+                  resolve();
+                });
+                socket.on('error', () => {
+                  refused++;
+                  resolve();
+                });
+                // Read what the server sends (a 503, a 408), so its close is seen.
+                socket.resume();
+                socket.on('end', () => closedByServer++);
+              }),
           );
           await Promise.all(batch);
         }
@@ -398,12 +472,18 @@ const attacks: Record<AttackName, Attack> = {
         const real = (async () => {
           while (Date.now() < deadline) {
             const started = performance.now();
-            const login = await postJson(`${server.url}/login`, { email: user.email, password: user.password }).catch(() => ({ status: 0, body: null }));
+            const login = await postJson(`${server.url}/login`, { email: user.email, password: user.password }).catch(() => ({
+              status: 0,
+              body: null,
+            }));
             let status = login.status;
             if (status === 200) {
               // A key's first use: the check the issue saw answer 429.
               const key = await createKey(server.url, { ...user, token: login.body.token }, {}).catch(() => '');
-              status = key ? (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${key}` } }).catch(() => ({ status: 0 }))).status : 0;
+              status = key
+                ? (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${key}` } }).catch(() => ({ status: 0 })))
+                    .status
+                : 0;
             }
             realLogins.push(performance.now() - started);
             realStatuses.set(status, (realStatuses.get(status) ?? 0) + 1);
@@ -413,7 +493,12 @@ const attacks: Record<AttackName, Attack> = {
         const outcomes = await loops(100, deadline, async (index) => {
           const email = index % 2 === 0 ? victim.email : `nobody-${index}@example.com`;
           const body = JSON.stringify({ email, password: `wrong-${Math.random()}` });
-          const status = await attackerRequest(server, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, body });
+          const status = await attackerRequest(server, {
+            method: 'POST',
+            path: '/login',
+            headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+            body,
+          });
           return `login ${status}`;
         });
         await real;
@@ -428,9 +513,19 @@ const attacks: Record<AttackName, Attack> = {
     async prepare(server) {
       const account = await createAccount(server.url);
       const code = `def main(input_data):\n    return {"n": 1}\n# ${'x'.repeat(200_000)}\n`;
-      const properties = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`field_${i}`, { type: 'string', description: 'd'.repeat(100) }]));
-      const made = await makeFunctions(server, account, 'abuse-catalog', 'big', Array.from({ length: 150 }, (_, i) => ({ name: `f${i}`, code, input_schema: { type: 'object', properties } })));
-      const clients = await Promise.all(Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-catalog?mode=tools`, account.key)));
+      const properties = Object.fromEntries(
+        Array.from({ length: 300 }, (_, i) => [`field_${i}`, { type: 'string', description: 'd'.repeat(100) }]),
+      );
+      const made = await makeFunctions(
+        server,
+        account,
+        'abuse-catalog',
+        'big',
+        Array.from({ length: 150 }, (_, i) => ({ name: `f${i}`, code, input_schema: { type: 'object', properties } })),
+      );
+      const clients = await Promise.all(
+        Array.from({ length: 4 }, () => connect(`${server.url}/mcp/run/abuse-catalog?mode=tools`, account.key)),
+      );
       return async () => {
         const latencies: number[] = [];
         const outcomes = await loops(clients.length, Date.now() + seconds * 1000, async (index) => {
@@ -453,7 +548,23 @@ console.log(
     `/healthz probed from another process (127.0.0.1, new connection each), attack traffic from ${ATTACKER}; ` +
     `${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); ${new Date().toISOString()}`,
 );
-const rows: string[][] = [['attack', 'idle p99', 'attack p99', 'ratio', 'probe failures', 'idle mem', 'peak mem', 'growth', 'idle CPU', 'attack CPU', 'procs', 'targets', 'what the attack got']];
+const rows: string[][] = [
+  [
+    'attack',
+    'idle p99',
+    'attack p99',
+    'ratio',
+    'probe failures',
+    'idle mem',
+    'peak mem',
+    'growth',
+    'idle CPU',
+    'attack CPU',
+    'procs',
+    'targets',
+    'what the attack got',
+  ],
+];
 let rssFallbacks = 0;
 let server = await startServerProcess();
 let prober = new Prober(server.url);
@@ -470,7 +581,21 @@ try {
     try {
       run = await attacks[name].prepare(server);
     } catch (error) {
-      rows.push([name, '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', `could not prepare: ${(error as Error).message.slice(0, 120)}`]);
+      rows.push([
+        name,
+        '—',
+        '—',
+        '—',
+        '—',
+        '—',
+        '—',
+        '—',
+        '—',
+        '—',
+        '—',
+        '—',
+        `could not prepare: ${(error as Error).message.slice(0, 120)}`,
+      ]);
       continue;
     }
     const idle = await measure(server, prober, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
@@ -488,7 +613,11 @@ try {
       const perSecond = cpuPerSecond(phase.tree);
       return perSecond === undefined ? '—' : `${perSecond.toFixed(2)} s/s`;
     };
-    rssFallbacks = Math.max(rssFallbacks, ...idle.tree.map((sample) => sample.rssFallbacks), ...attack.tree.map((sample) => sample.rssFallbacks));
+    rssFallbacks = Math.max(
+      rssFallbacks,
+      ...idle.tree.map((sample) => sample.rssFallbacks),
+      ...attack.tree.map((sample) => sample.rssFallbacks),
+    );
     rows.push([
       name,
       ms(idleP99),
@@ -507,7 +636,15 @@ try {
     // Let the server settle (runs finish, memory returns) before the next attack's idle figures.
     if (!server.exited) {
       const settle = Date.now() + 30_000;
-      while (!server.exited && Date.now() < settle && !(await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false))) await sleep(200);
+      while (
+        !server.exited &&
+        Date.now() < settle &&
+        !(await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(2000) }).then(
+          (r) => r.ok,
+          () => false,
+        ))
+      )
+        await sleep(200);
       await sleep(1000);
     }
   }

@@ -79,7 +79,9 @@ for (const [name, text] of Object.entries(bodies)) {
   }
   const before = median(parse);
   const longest = refused ? median(scan) : Math.max(median(scan), median(sliced));
-  console.log(`${name} (${(text.length / 1024 / 1024).toFixed(1)} M chars): ${refused ? 'refused by the scan' : 'within the caps, parsed'}`);
+  console.log(
+    `${name} (${(text.length / 1024 / 1024).toFixed(1)} M chars): ${refused ? 'refused by the scan' : 'within the caps, parsed'}`,
+  );
   console.log(`  before, one JSON.parse:               ${before.toFixed(1)} ms`);
   console.log(`  now, scan slice (64K chars):          longest ${median(scan).toFixed(1)} ms`);
   if (!refused) console.log(`  now, sliced parse (64K chars):        longest ${median(sliced).toFixed(1)} ms`);

@@ -44,7 +44,9 @@ for (const route of ['pooled', 'cold'] as const) {
         await new Promise((resolve) => setTimeout(resolve, 150));
       }
       const [b, a] = [median(samples.before), median(samples.after)];
-      console.log(`${route} ${language}: median ${b.toFixed(1)} ms with the baseline helper, ${a.toFixed(1)} ms now (ratio ${(a / b).toFixed(2)})`);
+      console.log(
+        `${route} ${language}: median ${b.toFixed(1)} ms with the baseline helper, ${a.toFixed(1)} ms now (ratio ${(a / b).toFixed(2)})`,
+      );
     }
   } finally {
     await Promise.all([before.close(), after.close()]);

@@ -70,18 +70,48 @@ try {
   const codeClient = await connect(`${server.url}/mcp/run/${ns}`, account.key);
 
   const series: Series[] = [
-    { label: 'Python hello, tool mode (utils__hello)', client: () => toolClient, spec: { tool: 'utils__hello', args: { name: 'bench' }, expect: GREETING }, baseline: 'python', target: 0.5, samples: [] },
+    {
+      label: 'Python hello, tool mode (utils__hello)',
+      client: () => toolClient,
+      spec: { tool: 'utils__hello', args: { name: 'bench' }, expect: GREETING },
+      baseline: 'python',
+      target: 0.5,
+      samples: [],
+    },
     {
       label: 'execute: Python calling one function',
       client: () => codeClient,
-      spec: { tool: 'execute', args: { language: 'python', code: 'from functions import hello\nresult = hello(name="bench")' }, expect: GREETING },
+      spec: {
+        tool: 'execute',
+        args: { language: 'python', code: 'from functions import hello\nresult = hello(name="bench")' },
+        expect: GREETING,
+      },
       baseline: 'python',
       target: 0.7,
       samples: [],
     },
-    { label: 'TS hello, tool mode (utils__hello_ts)', client: () => toolClient, spec: { tool: 'utils__hello_ts', args: { name: 'bench' }, expect: GREETING }, baseline: 'node', target: 0.5, samples: [] },
-    { label: 'pandas sum, tool mode (utils__pandas_sum)', client: () => toolClient, spec: { tool: 'utils__pandas_sum', args: { n: 100 }, expect: { sum: 14850 } }, baseline: 'python', target: 0.6, samples: [] },
-    { label: '_env_status (no sandbox: HTTP + MCP floor)', client: () => toolClient, spec: { tool: '_env_status', args: {}, expect: { ready: true } }, samples: [] },
+    {
+      label: 'TS hello, tool mode (utils__hello_ts)',
+      client: () => toolClient,
+      spec: { tool: 'utils__hello_ts', args: { name: 'bench' }, expect: GREETING },
+      baseline: 'node',
+      target: 0.5,
+      samples: [],
+    },
+    {
+      label: 'pandas sum, tool mode (utils__pandas_sum)',
+      client: () => toolClient,
+      spec: { tool: 'utils__pandas_sum', args: { n: 100 }, expect: { sum: 14850 } },
+      baseline: 'python',
+      target: 0.6,
+      samples: [],
+    },
+    {
+      label: '_env_status (no sandbox: HTTP + MCP floor)',
+      client: () => toolClient,
+      spec: { tool: '_env_status', args: {}, expect: { ready: true } },
+      samples: [],
+    },
   ];
   const baselines: Record<Baseline | 'pandas', number[]> = { python: [], node: [], pandas: [] };
   const bareImportPandas = () => bare('/usr/bin/python3', ['-c', 'import pandas']);
@@ -116,8 +146,26 @@ try {
   const baseMedian = { python: median(baselines.python), node: median(baselines.node) };
   const baseName = { python: 'python3 -c pass', node: 'node -e 0' };
   const rows: string[][] = [['series', 'n', 'median', 'p99', 'ratio', 'of', 'target', 'met']];
-  rows.push(['bare /usr/bin/python3 -c pass', String(baselines.python.length), ms(baseMedian.python), ms(p99(baselines.python)), '1.00×', baseName.python, '', '']);
-  rows.push(['bare node -e 0', String(baselines.node.length), ms(baseMedian.node), ms(p99(baselines.node)), '1.00×', baseName.node, '', '']);
+  rows.push([
+    'bare /usr/bin/python3 -c pass',
+    String(baselines.python.length),
+    ms(baseMedian.python),
+    ms(p99(baselines.python)),
+    '1.00×',
+    baseName.python,
+    '',
+    '',
+  ]);
+  rows.push([
+    'bare node -e 0',
+    String(baselines.node.length),
+    ms(baseMedian.node),
+    ms(p99(baselines.node)),
+    '1.00×',
+    baseName.node,
+    '',
+    '',
+  ]);
   for (const s of series) {
     const m = median(s.samples);
     const ratio = s.baseline ? m / baseMedian[s.baseline] : Number.NaN;
@@ -133,7 +181,16 @@ try {
     ]);
   }
   const pandasImport = median(baselines.pandas);
-  rows.push(['bare python3 -c "import pandas" (cold)', String(baselines.pandas.length), ms(pandasImport), ms(p99(baselines.pandas)), `${(pandasImport / baseMedian.python).toFixed(2)}×`, baseName.python, '', '']);
+  rows.push([
+    'bare python3 -c "import pandas" (cold)',
+    String(baselines.pandas.length),
+    ms(pandasImport),
+    ms(p99(baselines.pandas)),
+    `${(pandasImport / baseMedian.python).toFixed(2)}×`,
+    baseName.python,
+    '',
+    '',
+  ]);
 
   const sandboxEnv = Object.entries(process.env)
     .filter(([name]) => /^MCPWORKS_(SANDBOX|ZYGOTE)/.test(name))
@@ -144,16 +201,21 @@ try {
       `sandbox env: ${sandboxEnv.length > 0 ? sandboxEnv.join(' ') : 'defaults'}; ${new Date().toISOString()}`,
   );
   printTable(rows, new Set([0, 5]));
-  console.log('ratio = median / the baseline\'s median in this run; targets (issue 6) are information, not the exit code.');
+  console.log("ratio = median / the baseline's median in this run; targets (issue 6) are information, not the exit code.");
   console.log('p99 is nearest-rank: with fewer than 100 samples it is the slowest one.');
   const pool = sandboxStats.pool();
   const zygotes = sandboxStats.zygotes();
   if (zygotes === null) console.log('python zygotes: off');
-  else if (zygotes) console.log(`python zygotes: ${zygotes.runs} runs in zygote children (warm-up included); ${zygotes.zygotes.map((z) => `${z.label} ${z.state} ${z.runs} runs`).join('; ') || 'none'}`);
+  else if (zygotes)
+    console.log(
+      `python zygotes: ${zygotes.runs} runs in zygote children (warm-up included); ${zygotes.zygotes.map((z) => `${z.label} ${z.state} ${z.runs} runs`).join('; ') || 'none'}`,
+    );
   if (pool === null) console.log('sandbox pool: off');
   else if (pool) {
     const shapes = pool.keys.filter((k) => k.claims > 0).map((k) => `${k.label} ${k.hits}/${k.claims}`);
-    console.log(`sandbox pool: ${pool.hits} of ${pool.claims} sandboxes pre-started (warm-up included); by shape, hits/claims: ${shapes.join('; ') || 'none'}`);
+    console.log(
+      `sandbox pool: ${pool.hits} of ${pool.claims} sandboxes pre-started (warm-up included); by shape, hits/claims: ${shapes.join('; ') || 'none'}`,
+    );
   }
   if (failures.length > 0) {
     console.log(`errors: ${failures.length}; first: ${failures[0]}`);

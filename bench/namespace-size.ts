@@ -72,8 +72,12 @@ try {
   await run.close();
 
   console.log(`namespace: ${FUNCTIONS} functions, ${CODE_KB} KB code and ~${SCHEMA_KB} KB input_schema each`);
-  console.log(`tools/list: first ${times[0]!.toFixed(0)} ms, median of ${LISTS} ${median(times).toFixed(0)} ms, ${(bytes / 1048576).toFixed(1)} MB`);
-  console.log(`RSS (MB): idle ${idle}, after creates ${made}, after ${LISTS} tools/list ${afterLists} (+${afterLists - idle} over idle), after one call ${afterCall}`);
+  console.log(
+    `tools/list: first ${times[0]!.toFixed(0)} ms, median of ${LISTS} ${median(times).toFixed(0)} ms, ${(bytes / 1048576).toFixed(1)} MB`,
+  );
+  console.log(
+    `RSS (MB): idle ${idle}, after creates ${made}, after ${LISTS} tools/list ${afterLists} (+${afterLists - idle} over idle), after one call ${afterCall}`,
+  );
 } finally {
   await server.stop();
 }

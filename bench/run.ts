@@ -52,7 +52,11 @@ for (const [name, value] of Object.entries({ runs, clients, seconds })) {
 }
 
 const GREETING = { greeting: 'Hello, bench!' };
-const EXECUTE: CallSpec = { tool: 'execute', args: { code: 'from functions import hello\nresult = hello(name="bench")', language: 'python' }, expect: GREETING };
+const EXECUTE: CallSpec = {
+  tool: 'execute',
+  args: { code: 'from functions import hello\nresult = hello(name="bench")', language: 'python' },
+  expect: GREETING,
+};
 const TOOL_CALL: CallSpec = { tool: 'utils__hello', args: { name: 'bench' }, expect: GREETING };
 const ENV_STATUS: CallSpec = { tool: '_env_status', args: {}, expect: { ready: true } };
 
@@ -270,15 +274,30 @@ try {
     ['bare /usr/bin/python3 -c pass', String(baselines.python.length), ms(pythonBare), ms(p99(baselines.python)), ratio(pythonBare)],
     ['bare node -e 0', String(baselines.node.length), ms(median(baselines.node)), ms(p99(baselines.node)), ratio(median(baselines.node))],
   ];
-  for (const s of series) if (s.samples.length > 0) rows.push([s.label, String(s.samples.length), ms(median(s.samples)), ms(p99(s.samples)), ratio(median(s.samples))]);
-  if (loadLatencies.length > 0) rows.push([`execute under ${clients} concurrent clients`, String(loadLatencies.length), ms(median(loadLatencies)), ms(p99(loadLatencies)), ratio(median(loadLatencies))]);
+  for (const s of series)
+    if (s.samples.length > 0)
+      rows.push([s.label, String(s.samples.length), ms(median(s.samples)), ms(p99(s.samples)), ratio(median(s.samples))]);
+  if (loadLatencies.length > 0)
+    rows.push([
+      `execute under ${clients} concurrent clients`,
+      String(loadLatencies.length),
+      ms(median(loadLatencies)),
+      ms(p99(loadLatencies)),
+      ratio(median(loadLatencies)),
+    ]);
 
-  console.log(`run bench: MCP Streamable HTTP, one server in-process (${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}), ${runs} calls per series, round-robin, after warm-up (${new Date().toISOString()})`);
+  console.log(
+    `run bench: MCP Streamable HTTP, one server in-process (${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}), ${runs} calls per series, round-robin, after warm-up (${new Date().toISOString()})`,
+  );
   printTable(rows);
   console.log('p99 is nearest-rank: with fewer than 100 samples it is the slowest one.');
   console.log('');
-  console.log(`throughput: ${clients} concurrent clients (separate process), ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`);
-  console.log(`quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usage.status}`}, successful calls until then = ${countedCalls})`);
+  console.log(
+    `throughput: ${clients} concurrent clients (separate process), ${(loadElapsed / 1000).toFixed(1)} s: ${loadLatencies.length} executions = ${((loadLatencies.length * 1000) / loadElapsed).toFixed(1)} executions/s, errors: ${loadErrors}`,
+  );
+  console.log(
+    `quota count exact: ${quotaExact ? 'yes' : 'no'} (GET /api/usage executions = ${usage.executions ?? `HTTP ${usage.status}`}, successful calls until then = ${countedCalls})`,
+  );
   const errorCount = failures.length + loadErrors;
   if (errorCount > 0) {
     console.log(`errors: ${errorCount}; first: ${failures[0] ?? loadResult.firstError}`);
@@ -294,7 +313,9 @@ try {
   );
   console.log('');
   const wallMean = profileWall.reduce((a, b) => a + b, 0) / Math.max(1, profileWall.length);
-  console.log(`where time goes: ${profileWall.length} sequential executes, mean per call (client wall ${ms(wallMean)}, median ${ms(median(profileWall))})`);
+  console.log(
+    `where time goes: ${profileWall.length} sequential executes, mean per call (client wall ${ms(wallMean)}, median ${ms(median(profileWall))})`,
+  );
   const per = (label: string) => (spans.get(label)?.ms ?? 0) / Math.max(1, profileWall.length);
   const times = (label: string) => `${((spans.get(label)?.count ?? 0) / Math.max(1, profileWall.length)).toFixed(0)}×`;
   const inside = ['package', 'sandbox', 'finish'].reduce((sum, label) => sum + per(label), 0);
@@ -312,10 +333,20 @@ try {
     ['client: SDK, fetch; shared loop busy after reply', wallMean - per('http'), ''],
     ['(server-side HTTP requests per execute, in all)', per('http'), times('http')],
     ['namespace lookups (in catalog and execute above)', per('namespace'), times('namespace')],
-    [server.databaseUrl ? 'database statements (PostgreSQL round trips)' : 'database statements (PGlite: on the event loop)', per('db'), times('db')],
-    ...(server.databaseUrl ? [] : [['waiting for the PGlite connection mutex', per('db wait'), times('db wait')] as [string, number, string]]),
+    [
+      server.databaseUrl ? 'database statements (PostgreSQL round trips)' : 'database statements (PGlite: on the event loop)',
+      per('db'),
+      times('db'),
+    ],
+    ...(server.databaseUrl
+      ? []
+      : [['waiting for the PGlite connection mutex', per('db wait'), times('db wait')] as [string, number, string]]),
     ['CPU: this process (server and the one client)', (profileCpuAfter.self - profileCpuBefore.self) / Math.max(1, profileWall.length), ''],
-    ['CPU: sandbox processes (helper, bwrap, python3)', (profileCpuAfter.children - profileCpuBefore.children) / Math.max(1, profileWall.length), ''],
+    [
+      'CPU: sandbox processes (helper, bwrap, python3)',
+      (profileCpuAfter.children - profileCpuBefore.children) / Math.max(1, profileWall.length),
+      '',
+    ],
     [`spawn(), synchronous part (server RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`, per('spawn'), times('spawn')],
   ];
   for (const [label, value, count] of profileRows) console.log(`  ${label.padEnd(50)} ${ms(value).padStart(9)}  ${count}`);

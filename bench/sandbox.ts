@@ -15,15 +15,20 @@ import { bare } from './lib/measure.js';
 
 const COLD_TARGET_RATIO = 1.8;
 const { values } = parseArgs({
-  options: { runs: { type: 'string', default: '41' }, 'launcher-pool': { type: 'string', default: '2' }, spawner: { type: 'string', default: 'on' } },
+  options: {
+    runs: { type: 'string', default: '41' },
+    'launcher-pool': { type: 'string', default: '2' },
+    spawner: { type: 'string', default: 'on' },
+  },
 });
 const runs = Number(values.runs);
 const launcherPool = Number(values['launcher-pool']);
 const spawner = values.spawner !== 'off';
 
-const pythonHello = 'def main(input_data):\n    name = input_data.get("name", "World")\n    return {"greeting": f"Hello, {name}!", "message": "MCPWorks is working"}\n';
-const typescriptHello = 'export default function main(input: { name?: string }) {\n  const name = input.name ?? "World";\n  return { greeting: `Hello, ${name}!`, message: "MCPWorks is working" };\n}\n';
-
+const pythonHello =
+  'def main(input_data):\n    name = input_data.get("name", "World")\n    return {"greeting": f"Hello, {name}!", "message": "MCPWorks is working"}\n';
+const typescriptHello =
+  'export default function main(input: { name?: string }) {\n  const name = input.name ?? "World";\n  return { greeting: `Hello, ${name}!`, message: "MCPWorks is working" };\n}\n';
 
 const median = (samples: number[]) => {
   const sorted = [...samples].sort((a, b) => a - b);
@@ -103,7 +108,9 @@ const rows = [
   ['TypeScript hello-world, pooled', samples.typescriptPooled, nodeBare, 'node -e 0', null],
   ['TypeScript hello-world, cold', samples.typescriptCold, nodeBare, 'node -e 0', COLD_TARGET_RATIO],
 ] as const;
-console.log(`sandbox bench: ${runs} runs each, medians, ${launcherPool} pre-started launchers, spawner ${spawner ? 'on' : 'off'} (${new Date().toISOString()})`);
+console.log(
+  `sandbox bench: ${runs} runs each, medians, ${launcherPool} pre-started launchers, spawner ${spawner ? 'on' : 'off'} (${new Date().toISOString()})`,
+);
 console.log(`bare /usr/bin/python3 -c pass     ${pythonBare.toFixed(1)} ms`);
 console.log(`bare node -e 0                    ${nodeBare.toFixed(1)} ms`);
 console.log(`(reference: python3 -I -S -B -c pass, the runner's flags, ${median(samples.pythonFlags).toFixed(1)} ms)`);

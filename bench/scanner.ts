@@ -44,7 +44,11 @@ const cases: Array<{ name: string; env: string[]; output: unknown }> = [
   { name: '2 × 6 KB values, 1 MB near-miss result', env: ['a'.repeat(5999) + 'b', 'a'.repeat(5998) + 'c'], output: 'a'.repeat(1_000_000) },
   { name: '2 × 6 KB values, 1 MB random result', env: [text(6000), text(6000)], output: text(1_000_000) },
   { name: '2 × 6 KB values, 1 MB non-ASCII result', env: [text(3000, 'äöü€😀xy'), text(6000)], output: text(500_000, 'äöü€😀xy') },
-  { name: '2 × 6 KB values, 50,000 short strings', env: [text(6000), text(6000)], output: Array.from({ length: 50_000 }, () => ({ k: text(12) })) },
+  {
+    name: '2 × 6 KB values, 50,000 short strings',
+    env: [text(6000), text(6000)],
+    output: Array.from({ length: 50_000 }, () => ({ k: text(12) })),
+  },
   { name: '32 KB of values (header limit), 100 KB result', env: Array.from({ length: 4 }, () => text(8000)), output: text(100_000) },
 ];
 
@@ -102,7 +106,21 @@ async function answerBefore(pool: ScanPool, env: string[], line: Buffer): Promis
 }
 
 const pool = new ScanPool({ workers: 1, inlineChars: 0, inlineEnvChars: -1 });
-const rows = [['case', 'baseline (stringify+parse)', 'scanner', 'ratio', 'main thread, scanning in place', 'ratio', 'main thread, answer path before', 'main thread, answer path now', 'ratio now/before', 'regex alternation (env only)', 'ratio']];
+const rows = [
+  [
+    'case',
+    'baseline (stringify+parse)',
+    'scanner',
+    'ratio',
+    'main thread, scanning in place',
+    'ratio',
+    'main thread, answer path before',
+    'main thread, answer path now',
+    'ratio now/before',
+    'regex alternation (env only)',
+    'ratio',
+  ],
+];
 for (const { name, env, output } of cases) {
   const baseline: number[] = [];
   const scanner: number[] = [];
@@ -137,7 +155,19 @@ for (const { name, env, output } of cases) {
   const old = regex.length ? median(regex) : Number.NaN;
   const was = median(before);
   const is = median(now);
-  rows.push([name, ms(base), ms(ours), `${(ours / base).toFixed(1)}×`, ms(warm), `${(warm / base).toFixed(1)}×`, ms(was), ms(is), `${(is / was).toFixed(2)}×`, ms(old), Number.isNaN(old) ? '—' : `${(old / base).toFixed(1)}×`]);
+  rows.push([
+    name,
+    ms(base),
+    ms(ours),
+    `${(ours / base).toFixed(1)}×`,
+    ms(warm),
+    `${(warm / base).toFixed(1)}×`,
+    ms(was),
+    ms(is),
+    `${(is / was).toFixed(2)}×`,
+    ms(old),
+    Number.isNaN(old) ? '—' : `${(old / base).toFixed(1)}×`,
+  ]);
 }
 printTable(rows);
 await pool.close();

@@ -22,7 +22,13 @@ import { startLoadClients } from './lib/load.js';
 import { cpuNow, median, ms, p99, printTable } from './lib/measure.js';
 import { call, makeNamespace, startBenchServer, usageExecutions, watchSandboxPool, type CallSpec } from './lib/server.js';
 
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '15' }, seconds: { type: 'string', default: '20' }, warmup: { type: 'string', default: '30' } } });
+const { values } = parseArgs({
+  options: {
+    clients: { type: 'string', default: '15' },
+    seconds: { type: 'string', default: '20' },
+    warmup: { type: 'string', default: '30' },
+  },
+});
 const clients = Number(values.clients);
 const seconds = Number(values.seconds);
 const warmup = Number(values.warmup);
@@ -78,30 +84,33 @@ try {
       `${clients} concurrent clients in a separate process for ${(result.elapsedMs / 1000).toFixed(1)} s after ${warmup} warm-up calls; ` +
       `${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); sandbox env: ${sandboxEnv.length > 0 ? sandboxEnv.join(' ') : 'defaults'}; ${new Date().toISOString()}`,
   );
-  printTable([
-    ['measure', 'value', 'target', 'met'],
-    ['executions/s', perSecond.toFixed(1), `≥ ${TARGET_PER_SECOND}/s on 2 cores`, perSecond >= TARGET_PER_SECOND ? 'met' : 'not met'],
-    ['executions under load', String(executions), '', ''],
-    ['errors', String(result.errors), '0', result.errors === 0 ? 'met' : 'not met'],
-    ['successful calls (warm-up + load)', String(successfulCalls), '', ''],
-    ['GET /api/usage executions', String(usage.executions ?? `HTTP ${usage.status}`), '= successful calls', ''],
-    ['quota count exact', quotaExact ? 'yes' : 'no', 'yes', quotaExact ? 'met' : 'not met'],
-    ...(poolAfter === null
-      ? [['sandboxes pre-started (pool)', 'pool off', '', '']]
-      : poolAfter && poolBefore
-        ? [['sandboxes pre-started (pool)', `${poolAfter.hits - poolBefore.hits} of ${poolAfter.claims - poolBefore.claims}`, '', '']]
-        : []),
-    ...(zygotesAfter === null
-      ? [['runs in zygote children', 'zygote off', '', '']]
-      : zygotesAfter && zygotesBefore
-        ? [['runs in zygote children', `${zygotesAfter.runs - zygotesBefore.runs} of ${executions}`, '', '']]
-        : []),
-    ['latency under load, median', ms(median(result.latencies)), '', ''],
-    ['latency under load, p99', ms(p99(result.latencies)), '', ''],
-    ['CPU per execution: server process', `${ms(perExecution(serverCpu))} (${busy(serverCpu)})`, '', ''],
-    ['CPU per execution: sandboxes', `${ms(perExecution(sandboxCpu))} (${busy(sandboxCpu)})`, '', ''],
-    ['CPU per execution: client process', `${ms(perExecution(result.cpuMs))} (${busy(result.cpuMs)})`, '', ''],
-  ], new Set([0, 2, 3]));
+  printTable(
+    [
+      ['measure', 'value', 'target', 'met'],
+      ['executions/s', perSecond.toFixed(1), `≥ ${TARGET_PER_SECOND}/s on 2 cores`, perSecond >= TARGET_PER_SECOND ? 'met' : 'not met'],
+      ['executions under load', String(executions), '', ''],
+      ['errors', String(result.errors), '0', result.errors === 0 ? 'met' : 'not met'],
+      ['successful calls (warm-up + load)', String(successfulCalls), '', ''],
+      ['GET /api/usage executions', String(usage.executions ?? `HTTP ${usage.status}`), '= successful calls', ''],
+      ['quota count exact', quotaExact ? 'yes' : 'no', 'yes', quotaExact ? 'met' : 'not met'],
+      ...(poolAfter === null
+        ? [['sandboxes pre-started (pool)', 'pool off', '', '']]
+        : poolAfter && poolBefore
+          ? [['sandboxes pre-started (pool)', `${poolAfter.hits - poolBefore.hits} of ${poolAfter.claims - poolBefore.claims}`, '', '']]
+          : []),
+      ...(zygotesAfter === null
+        ? [['runs in zygote children', 'zygote off', '', '']]
+        : zygotesAfter && zygotesBefore
+          ? [['runs in zygote children', `${zygotesAfter.runs - zygotesBefore.runs} of ${executions}`, '', '']]
+          : []),
+      ['latency under load, median', ms(median(result.latencies)), '', ''],
+      ['latency under load, p99', ms(p99(result.latencies)), '', ''],
+      ['CPU per execution: server process', `${ms(perExecution(serverCpu))} (${busy(serverCpu)})`, '', ''],
+      ['CPU per execution: sandboxes', `${ms(perExecution(sandboxCpu))} (${busy(sandboxCpu)})`, '', ''],
+      ['CPU per execution: client process', `${ms(perExecution(result.cpuMs))} (${busy(result.cpuMs)})`, '', ''],
+    ],
+    new Set([0, 2, 3]),
+  );
   console.log('targets (issue 6) are information, not the exit code.');
   if (result.errors > 0) console.log(`first error: ${result.firstError}`);
 } catch (error) {

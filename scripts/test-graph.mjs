@@ -8,7 +8,9 @@ export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 
 /** Every `*.test.ts` under src, sorted, as repository paths. */
 export function testFiles() {
-  return walk('src').filter((f) => f.endsWith('.test.ts')).sort();
+  return walk('src')
+    .filter((f) => f.endsWith('.test.ts'))
+    .sort();
 }
 
 export function read(file) {
@@ -33,9 +35,13 @@ export function imports(file) {
 export function directImports(file) {
   const text = read(file);
   // Static imports and re-exports (not `import type`: erased), and dynamic import('…').
-  const statics = [...text.matchAll(/\b(?:import|export)\s+(type\s+)?(?:[^'";]*?\bfrom\s*)?['"](\.{1,2}\/[^'"]+)['"]/g)].filter((m) => !m[1]).map((m) => m[2]);
+  const statics = [...text.matchAll(/\b(?:import|export)\s+(type\s+)?(?:[^'";]*?\bfrom\s*)?['"](\.{1,2}\/[^'"]+)['"]/g)]
+    .filter((m) => !m[1])
+    .map((m) => m[2]);
   const dynamics = [...text.matchAll(/\bimport\s*\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g)].map((m) => m[1]);
-  return [...statics, ...dynamics].map((spec) => resolve(path.posix.join(path.posix.dirname(file), spec))).filter((target) => target !== undefined);
+  return [...statics, ...dynamics]
+    .map((spec) => resolve(path.posix.join(path.posix.dirname(file), spec)))
+    .filter((target) => target !== undefined);
 }
 
 /** A relative import as TypeScript resolves it here (`./x.js` names `./x.ts`). */

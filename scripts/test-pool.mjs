@@ -29,8 +29,8 @@ let slots = 3;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === '--slots') slots = Math.max(1, Number(args[++i]) || 1);
-    else if (arg === '--run') (run = args[++i]), (database = false);
-    else if (arg === '--script') (run = 'extra'), (database = false);
+    else if (arg === '--run') ((run = args[++i]), (database = false));
+    else if (arg === '--script') ((run = 'extra'), (database = false));
     else if (arg === '--database') database = true;
     else if (run === 'extra') jobs.push({ run, file: arg, database: false });
     else if (run) jobs.push({ run, file: arg, database });
@@ -41,7 +41,10 @@ let slots = 3;
 const durations = knownDurations();
 for (const job of jobs) job.weight = durations.get(`${job.run}\t${job.file}`) ?? UNKNOWN_SECONDS;
 // Longest first; equal weights in the given order.
-const queue = jobs.map((job, i) => ({ job, i })).sort((a, b) => b.job.weight - a.job.weight || a.i - b.i).map(({ job }) => job);
+const queue = jobs
+  .map((job, i) => ({ job, i }))
+  .sort((a, b) => b.job.weight - a.job.weight || a.i - b.i)
+  .map(({ job }) => job);
 const timesDir = path.join('.build', 'test-times.d');
 rmSync(timesDir, { recursive: true, force: true });
 mkdirSync(timesDir, { recursive: true });
@@ -50,7 +53,9 @@ const running = new Set();
 let failed = 0;
 const started = Date.now();
 const runs = [...new Set(jobs.map((job) => job.run))];
-console.log(`=== tests: ${jobs.length} jobs (${runs.map((run) => `${run}: ${jobs.filter((job) => job.run === run).length}`).join(', ')}), ${slots} at once, longest first`);
+console.log(
+  `=== tests: ${jobs.length} jobs (${runs.map((run) => `${run}: ${jobs.filter((job) => job.run === run).length}`).join(', ')}), ${slots} at once, longest first`,
+);
 
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
@@ -68,7 +73,13 @@ await new Promise((resolve) => {
 });
 
 for (const run of runs.filter((run) => run !== 'extra')) writeTimes(run);
-writeFileSync(path.join('.build', 'test-durations.txt'), jobs.filter((job) => job.seconds !== undefined).map((job) => `${job.run}\t${job.file}\t${job.seconds.toFixed(1)}\n`).join(''));
+writeFileSync(
+  path.join('.build', 'test-durations.txt'),
+  jobs
+    .filter((job) => job.seconds !== undefined)
+    .map((job) => `${job.run}\t${job.file}\t${job.seconds.toFixed(1)}\n`)
+    .join(''),
+);
 const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 console.log(`=== tests: all jobs done in ${minutes} min: ${jobs.length - failed} passed, ${failed} FAILED`);
 process.exit(failed ? 1 : 0);
@@ -87,8 +98,18 @@ function start(job, done) {
     command = process.execPath;
     // As scripts/test.sh ran them before: a hung test fails after 10 minutes, and a file whose tests
     // are done ends even if something it started still holds the event loop.
-    args = ['--import', 'tsx', '--test', '--test-timeout=600000', '--test-force-exit', '--test-reporter=spec', '--test-reporter-destination=stdout',
-      '--test-reporter=./scripts/test-times.mjs', '--test-reporter-destination=/dev/null', job.file];
+    args = [
+      '--import',
+      'tsx',
+      '--test',
+      '--test-timeout=600000',
+      '--test-force-exit',
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      '--test-reporter=./scripts/test-times.mjs',
+      '--test-reporter-destination=/dev/null',
+      job.file,
+    ];
   }
   const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
@@ -105,7 +126,9 @@ function start(job, done) {
     job.ok = code === 0;
     if (!job.ok) failed++;
     const verdict = job.ok ? 'passed' : `FAILED (${signal ?? `exit ${code}`})`;
-    process.stdout.write(`=== ${job.run === 'extra' ? 'extra' : `tests [${job.run}]`}: ${job.file} ${verdict} (${job.seconds.toFixed(1)} s, at ${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+    process.stdout.write(
+      `=== ${job.run === 'extra' ? 'extra' : `tests [${job.run}]`}: ${job.file} ${verdict} (${job.seconds.toFixed(1)} s, at ${((Date.now() - started) / 1000).toFixed(0)} s)\n`,
+    );
     process.stdout.write(Buffer.concat(output));
     done();
   };
@@ -131,12 +154,16 @@ function writeTimes(run) {
   }
   tests.sort((a, b) => b[1] - a[1]);
   const sum = files.reduce((total, [, seconds]) => total + seconds, 0);
-  const lines = [`per-file wall time (${files.length} files, sum ${sum.toFixed(1)} s):`, ...files.map(([file, seconds]) => `${seconds.toFixed(1).padStart(7)} s  ${file}`)];
+  const lines = [
+    `per-file wall time (${files.length} files, sum ${sum.toFixed(1)} s):`,
+    ...files.map(([file, seconds]) => `${seconds.toFixed(1).padStart(7)} s  ${file}`),
+  ];
   lines.push('slowest top-level tests:', ...tests.slice(0, 15).map(([name, seconds]) => `${seconds.toFixed(1).padStart(7)} s  ${name}`));
   writeFileSync(path.join('.build', `test-times-${run}.txt`), `${lines.join('\n')}\n`);
   console.log(`=== tests [${run}]: ${mine.filter((job) => job.ok).length} of ${mine.length} files passed; slowest:`);
   const header = lines.indexOf('slowest top-level tests:');
-  for (const line of [...lines.slice(0, Math.min(header, SLOWEST_FILES + 1)), ...lines.slice(header, header + SLOWEST_TESTS + 1)]) console.log(`=== ${line}`);
+  for (const line of [...lines.slice(0, Math.min(header, SLOWEST_FILES + 1)), ...lines.slice(header, header + SLOWEST_TESTS + 1)])
+    console.log(`=== ${line}`);
 }
 
 /**

@@ -19,7 +19,8 @@ const DATABASE = 'src/store/database.ts';
 const HOST_NAME = /\.host\.test\.ts$/;
 const SERVER_MARKER = /^\/\/ test-database:/m;
 /** Sandbox modules that start processes on the host: bubblewrap, the helper, npm, network set-up. */
-const isLauncher = (file) => file.startsWith('src/sandbox/') && !file.endsWith('.test.ts') && /\bfrom\s+['"]node:child_process['"]/.test(read(file));
+const isLauncher = (file) =>
+  file.startsWith('src/sandbox/') && !file.endsWith('.test.ts') && /\bfrom\s+['"]node:child_process['"]/.test(read(file));
 
 /**
  * Whether `file` starts sandboxes: it reaches a launcher through the sandbox's own modules, the test

@@ -26,7 +26,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
 };
 
 /** Node modules that do I/O: core (domain rules) imports none of them. */
-const IO_MODULES = /^(node:)?(fs|fs\/promises|child_process|net|http|https|http2|dgram|dns|dns\/promises|os|tls|cluster|worker_threads|readline)$/;
+const IO_MODULES =
+  /^(node:)?(fs|fs\/promises|child_process|net|http|https|http2|dgram|dns|dns\/promises|os|tls|cluster|worker_threads|readline)$/;
 
 /** The only files that read the server's environment: the composition root's config, and the command line. */
 const READS_ENV = (file: string) => file === 'app/config.ts' || file.startsWith('cli/');
@@ -37,17 +38,17 @@ const READS_ENV = (file: string) => file === 'app/config.ts' || file.startsWith(
  * list only shrinks.
  */
 const KNOWN_EXCEPTIONS: Record<string, string> = {
-  'services/catalog.ts -> run/schema-guard.ts': 'the catalog compiles schemas in the run layer\'s worker pool (a type only)',
+  'services/catalog.ts -> run/schema-guard.ts': "the catalog compiles schemas in the run layer's worker pool (a type only)",
   'services/catalog.ts -> run/syntax-check.ts': 'the catalog refuses code that does not parse; the check runs interpreters',
-  'services/housekeeping.ts -> run/functions-package.ts': 'housekeeping removes the run layer\'s unused packages',
+  'services/housekeeping.ts -> run/functions-package.ts': "housekeeping removes the run layer's unused packages",
   'services/housekeeping.ts -> run/typescript-dependencies.ts': 'housekeeping removes unused npm installs',
   'services/housekeeping.ts -> sandbox/index.ts': 'dependencyKey names npm installs',
   'services/* -> sandbox/host.ts': 'packageRoot (where the worker programs are), a platform helper that lives in sandbox',
   'run/* -> sandbox/host.ts': 'packageRoot (where the worker programs are), a platform helper that lives in sandbox',
   'run/functions-package.ts -> sandbox/owner-tag.ts': 'owner tags of staging dirs, a platform helper that lives in sandbox',
-  'run/syntax-check.ts -> sandbox/transpile.ts': 'TypeScript is checked with the sandbox\'s own transpiler',
-  'sandbox/bubblewrap.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
-  'sandbox/wire/channel.ts -> run/scan-pool.ts': 'large answer lines are decoded in the run layer\'s worker threads',
+  'run/syntax-check.ts -> sandbox/transpile.ts': "TypeScript is checked with the sandbox's own transpiler",
+  'sandbox/bubblewrap.ts -> run/scan-pool.ts': "large answer lines are decoded in the run layer's worker threads",
+  'sandbox/wire/channel.ts -> run/scan-pool.ts': "large answer lines are decoded in the run layer's worker threads",
 };
 
 interface Arrow {
@@ -89,7 +90,10 @@ async function readGraph(): Promise<{ arrows: Arrow[]; builtins: Arrow[]; envRea
   const add = (importer: string, specifier: string) => {
     const from = relative(SRC, importer).split(sep).join('/');
     if (specifier.startsWith('.')) {
-      const to = relative(SRC, resolve(dirname(importer), specifier)).split(sep).join('/').replace(/\.js$/, '.ts');
+      const to = relative(SRC, resolve(dirname(importer), specifier))
+        .split(sep)
+        .join('/')
+        .replace(/\.js$/, '.ts');
       arrows.push({ from, to });
     } else {
       builtins.push({ from, to: specifier });
@@ -97,7 +101,8 @@ async function readGraph(): Promise<{ arrows: Arrow[]; builtins: Arrow[]; envRea
   };
   for (const file of files) {
     const text = readFileSync(file, 'utf8');
-    for (const match of text.matchAll(/^(?:import|export)\b[^;'"]*?\bfrom\s*['"]([^'"]+)['"]|^import\s*['"]([^'"]+)['"]/gm)) add(file, match[1] ?? match[2]!);
+    for (const match of text.matchAll(/^(?:import|export)\b[^;'"]*?\bfrom\s*['"]([^'"]+)['"]|^import\s*['"]([^'"]+)['"]/gm))
+      add(file, match[1] ?? match[2]!);
   }
   const result = await esbuild.build({
     entryPoints: files,
@@ -148,8 +153,12 @@ test('each folder imports only the folders the README allows (core nothing, stor
     }
     if (!(target in MAY_IMPORT) || !MAY_IMPORT[source]!.includes(target)) wrong.push(`${from} -> ${to}`);
   }
-  assert.deepEqual(wrong, [], 'imports against the README\'s dependency rules (Architecture)');
-  assert.deepEqual(Object.keys(KNOWN_EXCEPTIONS).filter((name) => !used.has(name)), [], 'listed exceptions that no longer exist: remove them from KNOWN_EXCEPTIONS');
+  assert.deepEqual(wrong, [], "imports against the README's dependency rules (Architecture)");
+  assert.deepEqual(
+    Object.keys(KNOWN_EXCEPTIONS).filter((name) => !used.has(name)),
+    [],
+    'listed exceptions that no longer exist: remove them from KNOWN_EXCEPTIONS',
+  );
 });
 
 test('outside the sandbox, only its public surface (sandbox/index.ts) is imported; the composition root may wire its parts', async () => {
@@ -166,12 +175,16 @@ test('outside the sandbox, only its public surface (sandbox/index.ts) is importe
  * admit + runAdmitted: it never meters, records or starts a sandbox by itself.
  */
 const STARTS_RUNS = (file: string) => file === 'api/run-endpoint.ts' || file.startsWith('agents/');
-const RUN_INTERNALS = (file: string) => file === 'store/metering-store.ts' || file === 'store/executions-store.ts' || layerOf(file) === 'sandbox';
+const RUN_INTERNALS = (file: string) =>
+  file === 'store/metering-store.ts' || file === 'store/executions-store.ts' || layerOf(file) === 'sandbox';
 
 test('code that starts runs does it through src/run alone: no metering store, executions store or sandbox module', async () => {
   const { arrows } = await graph;
   const around = arrows.filter(({ from, to }) => STARTS_RUNS(from) && RUN_INTERNALS(to)).map(({ from, to }) => `${from} -> ${to}`);
-  assert.ok(arrows.some(({ from }) => from === 'api/run-endpoint.ts'), 'the check finds the run endpoint');
+  assert.ok(
+    arrows.some(({ from }) => from === 'api/run-endpoint.ts'),
+    'the check finds the run endpoint',
+  );
   assert.deepEqual(around, []);
 });
 
@@ -181,7 +194,7 @@ test('core does no I/O: it imports no file, process, network or OS module', asyn
   assert.deepEqual(io, []);
 });
 
-test('only the composition root\'s config (src/app/config.ts) and the command line read process.env', async () => {
+test("only the composition root's config (src/app/config.ts) and the command line read process.env", async () => {
   const { envReaders } = await graph;
   assert.ok(envReaders.includes('app/config.ts'), `the check finds no process.env at all: ${JSON.stringify(envReaders)}`);
   assert.deepEqual(envReaders.filter((file) => !READS_ENV(file)).sort(), []);
@@ -201,7 +214,10 @@ test('no sandbox module probes the host when it is imported: host facts are dete
   const watch = (target: Record<string, unknown>, name: string, label: string) => {
     const original = target[name] as (...args: unknown[]) => unknown;
     target[name] = function (this: unknown, ...args: unknown[]) {
-      const frame = new Error().stack?.split('\n').slice(2).find((line) => line.includes(`${sep}src${sep}sandbox${sep}`) && !line.includes('.test.ts'));
+      const frame = new Error().stack
+        ?.split('\n')
+        .slice(2)
+        .find((line) => line.includes(`${sep}src${sep}sandbox${sep}`) && !line.includes('.test.ts'));
       if (frame) probes.add(`${label}(${typeof args[0] === 'string' ? args[0] : ''}) ${frame.trim()}`);
       return original.apply(this, args);
     };

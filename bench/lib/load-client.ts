@@ -6,7 +6,12 @@ import { connect } from '../../src/test-support/harness.js';
 import type { LoadResult } from './load.js';
 import { call, type CallSpec } from './server.js';
 
-const { url, clients, seconds, call: spec } = JSON.parse(process.env.MCPWORKS_BENCH_LOAD ?? '{}') as { url: string; clients: number; seconds: number; call: CallSpec };
+const {
+  url,
+  clients,
+  seconds,
+  call: spec,
+} = JSON.parse(process.env.MCPWORKS_BENCH_LOAD ?? '{}') as { url: string; clients: number; seconds: number; call: CallSpec };
 const key = process.env.MCPWORKS_BENCH_KEY ?? '';
 const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(url, key)));
 process.stdout.write('ready\n');

@@ -6,7 +6,15 @@
  */
 import { applyTierOverrides } from '../../src/core/tiers.js';
 import { RunService } from '../../src/run/run-service.js';
-import { connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestAccount, type TestServer } from '../../src/test-support/harness.js';
+import {
+  connect,
+  createAccount,
+  parseResult,
+  startTestServer,
+  type McpTestClient,
+  type TestAccount,
+  type TestServer,
+} from '../../src/test-support/harness.js';
 
 process.env.TEST_LOG_LEVEL ??= 'silent';
 
@@ -41,7 +49,8 @@ export async function makeNamespace(server: TestServer, ns: string, service: str
     ];
     for (const [tool, args] of steps) {
       const response = await create.callTool(tool, args);
-      if (response.isError) throw new Error(`${tool} ${JSON.stringify(args).slice(0, 80)} failed: ${JSON.stringify(parseResult(response))}`);
+      if (response.isError)
+        throw new Error(`${tool} ${JSON.stringify(args).slice(0, 80)} failed: ${JSON.stringify(parseResult(response))}`);
     }
   } finally {
     await create.close();
@@ -62,7 +71,8 @@ export async function call(client: McpTestClient, spec: CallSpec): Promise<void>
   const value = parseResult(response);
   if (response.isError) throw new Error(`${spec.tool} failed: ${JSON.stringify(value).slice(0, 300)}`);
   for (const [key, expected] of Object.entries(spec.expect)) {
-    if (JSON.stringify(value?.[key]) !== JSON.stringify(expected)) throw new Error(`${spec.tool} returned ${JSON.stringify(value).slice(0, 300)}`);
+    if (JSON.stringify(value?.[key]) !== JSON.stringify(expected))
+      throw new Error(`${spec.tool} returned ${JSON.stringify(value).slice(0, 300)}`);
   }
 }
 

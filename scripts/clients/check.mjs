@@ -57,7 +57,12 @@ function expect(condition, message) {
 }
 
 // Loopback only: Claude Code is told to leave out auto-updates, telemetry and error reports.
-const QUIET = { CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', DISABLE_AUTOUPDATER: '1', DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1' };
+const QUIET = {
+  CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+  DISABLE_AUTOUPDATER: '1',
+  DISABLE_TELEMETRY: '1',
+  DISABLE_ERROR_REPORTING: '1',
+};
 
 /** Runs a command to its end (bounded), answering its status and output. */
 function run(command, args, { env = {}, cwd = WORK, input, timeoutMs = 60_000 } = {}) {
@@ -103,18 +108,21 @@ function shellPrelude() {
 const shell = (script, env, options = {}) => run('bash', ['-c', `${shellPrelude()}\n${script}`], { env: { ...QUIET, ...env }, ...options });
 
 // --- MCP Inspector CLI (first: its snippet makes the namespace the others use) ---
-await check('Inspector CLI (--transport http): tools/call on the create endpoint, tools/list and tools/call in code and tool mode; a bad key shows the key error', async () => {
-  const home = freshHome();
-  const result = await shell(snippet('inspector'), { HOME: home, MCPWORKS_API_KEY: KEY }, { timeoutMs: 120_000 });
-  expect(result.status === 0, `the Inspector commands failed:\n${result.output.slice(-3000)}`);
-  const out = result.stdout;
-  expect(/"name": "execute"/.test(out), 'code mode lists execute');
-  expect(/"name": "utils__hello"/.test(out), 'tool mode lists utils__hello');
-  expect(/42/.test(out), 'execute answered 42');
-  expect(/Hello, Ada!/.test(out), 'utils__hello answered');
-  const bad = await shell(snippet('inspector'), { HOME: freshHome(), MCPWORKS_API_KEY: BAD_KEY }, { timeoutMs: 60_000 });
-  expect(bad.status !== 0 && KEY_ERROR.test(bad.output), `a bad key should show the key error:\n${bad.output.slice(-2000)}`);
-});
+await check(
+  'Inspector CLI (--transport http): tools/call on the create endpoint, tools/list and tools/call in code and tool mode; a bad key shows the key error',
+  async () => {
+    const home = freshHome();
+    const result = await shell(snippet('inspector'), { HOME: home, MCPWORKS_API_KEY: KEY }, { timeoutMs: 120_000 });
+    expect(result.status === 0, `the Inspector commands failed:\n${result.output.slice(-3000)}`);
+    const out = result.stdout;
+    expect(/"name": "execute"/.test(out), 'code mode lists execute');
+    expect(/"name": "utils__hello"/.test(out), 'tool mode lists utils__hello');
+    expect(/42/.test(out), 'execute answered 42');
+    expect(/Hello, Ada!/.test(out), 'utils__hello answered');
+    const bad = await shell(snippet('inspector'), { HOME: freshHome(), MCPWORKS_API_KEY: BAD_KEY }, { timeoutMs: 60_000 });
+    expect(bad.status !== 0 && KEY_ERROR.test(bad.output), `a bad key should show the key error:\n${bad.output.slice(-2000)}`);
+  },
+);
 
 // --- Claude Code ---
 const claudeList = async (home, cwd, key, extraEnv = {}) => {
@@ -136,25 +144,31 @@ function claudeProject(home, mcpJson) {
   return project;
 }
 
-await check('Claude Code: .mcp.json (create, run, run in tool mode with ${MCPWORKS_ENV_B64:-} unset), claude mcp list shows all connected, also with the header unexpanded', async () => {
-  const servers = { ...JSON.parse(snippet('claude-mcp-json')).mcpServers, ...JSON.parse(`{${snippet('claude-env-header')}}`) };
-  expect(Object.keys(servers).length === 3, `three servers expected in the README snippets, got ${Object.keys(servers)}`);
-  const home = freshHome();
-  const project = claudeProject(home, JSON.stringify({ mcpServers: servers }, null, 2));
-  const output = await claudeList(home, project, KEY);
-  expect(connectedServers(output).join(',') === Object.keys(servers).sort().join(','), `not all connected:\n${output}`);
-  // The same with the env variable set, as the README says to export it.
-  const env = Buffer.from(JSON.stringify({ APP_TOKEN: 'check-token-value' })).toString('base64');
-  const withEnv = await claudeList(home, project, KEY, { MCPWORKS_ENV_B64: env });
-  expect(connectedServers(withEnv).length === 3, `not all connected with MCPWORKS_ENV_B64 set:\n${withEnv}`);
-  const bad = await claudeList(home, project, BAD_KEY);
-  expect(connectedServers(bad).length === 0 && KEY_ERROR.test(bad), `a bad key should show the key error:\n${bad}`);
-  // Without the :- default, an unset variable is sent as the text ${MCPWORKS_ENV_B64}: the server
-  // still connects (calls then say what is wrong with the header).
-  fs.writeFileSync(path.join(project, '.mcp.json'), fs.readFileSync(path.join(project, '.mcp.json'), 'utf8').replace('${MCPWORKS_ENV_B64:-}', '${MCPWORKS_ENV_B64}'));
-  const literal = await claudeList(home, project, KEY);
-  expect(connectedServers(literal).length === 3, `not all connected with an unexpanded env header:\n${literal}`);
-});
+await check(
+  'Claude Code: .mcp.json (create, run, run in tool mode with ${MCPWORKS_ENV_B64:-} unset), claude mcp list shows all connected, also with the header unexpanded',
+  async () => {
+    const servers = { ...JSON.parse(snippet('claude-mcp-json')).mcpServers, ...JSON.parse(`{${snippet('claude-env-header')}}`) };
+    expect(Object.keys(servers).length === 3, `three servers expected in the README snippets, got ${Object.keys(servers)}`);
+    const home = freshHome();
+    const project = claudeProject(home, JSON.stringify({ mcpServers: servers }, null, 2));
+    const output = await claudeList(home, project, KEY);
+    expect(connectedServers(output).join(',') === Object.keys(servers).sort().join(','), `not all connected:\n${output}`);
+    // The same with the env variable set, as the README says to export it.
+    const env = Buffer.from(JSON.stringify({ APP_TOKEN: 'check-token-value' })).toString('base64');
+    const withEnv = await claudeList(home, project, KEY, { MCPWORKS_ENV_B64: env });
+    expect(connectedServers(withEnv).length === 3, `not all connected with MCPWORKS_ENV_B64 set:\n${withEnv}`);
+    const bad = await claudeList(home, project, BAD_KEY);
+    expect(connectedServers(bad).length === 0 && KEY_ERROR.test(bad), `a bad key should show the key error:\n${bad}`);
+    // Without the :- default, an unset variable is sent as the text ${MCPWORKS_ENV_B64}: the server
+    // still connects (calls then say what is wrong with the header).
+    fs.writeFileSync(
+      path.join(project, '.mcp.json'),
+      fs.readFileSync(path.join(project, '.mcp.json'), 'utf8').replace('${MCPWORKS_ENV_B64:-}', '${MCPWORKS_ENV_B64}'),
+    );
+    const literal = await claudeList(home, project, KEY);
+    expect(connectedServers(literal).length === 3, `not all connected with an unexpanded env header:\n${literal}`);
+  },
+);
 
 await check('Claude Code: claude mcp add --scope user for both servers, claude mcp list shows them connected', async () => {
   const home = freshHome();
@@ -203,7 +217,10 @@ function mcpRemote(entry, key, home) {
       const id = nextId++;
       child.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', id, method, params })}\n`);
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no answer to ${method} in ${timeoutMs} ms; mcp-remote said:\n${stderr.slice(-2000)}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`no answer to ${method} in ${timeoutMs} ms; mcp-remote said:\n${stderr.slice(-2000)}`)),
+          timeoutMs,
+        );
         waiting.set(id, (message) => (clearTimeout(timer), resolve(message)));
         exited.then(() => (clearTimeout(timer), reject(new Error(`mcp-remote ended before answering ${method}:\n${stderr.slice(-3000)}`))));
       });
@@ -218,31 +235,40 @@ function mcpRemote(entry, key, home) {
 }
 const INIT = { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'claude-desktop-like', version: '1' } };
 
-await check('mcp-remote (Claude Desktop / Cursor entry) over stdio: initialize, tools/list, execute; a bad key shows the key error', async () => {
-  const entry = Object.values(JSON.parse(snippet('mcp-remote-json')).mcpServers)[0];
-  const remote = mcpRemote(entry, KEY, freshHome());
-  try {
-    const init = await remote.request('initialize', INIT);
-    expect(init.result?.serverInfo?.name?.startsWith('mcpworks-run'), `initialize: ${JSON.stringify(init)}`);
-    remote.notify('notifications/initialized');
-    const list = await remote.request('tools/list', {});
-    expect(list.result?.tools?.some((t) => t.name === 'execute'), `tools/list: ${JSON.stringify(list).slice(0, 300)}`);
-    const call = await remote.request('tools/call', { name: 'execute', arguments: { code: 'result = 6 * 7' } });
-    expect(!call.result?.isError && /42/.test(JSON.stringify(call.result?.content)), `execute: ${JSON.stringify(call).slice(0, 500)}`);
-  } finally {
-    remote.stop();
-  }
-  const bad = mcpRemote(entry, BAD_KEY, freshHome());
-  try {
-    bad.request('initialize', INIT, 30_000).catch(() => undefined);
-    await Promise.race([bad.exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
-    const said = bad.stderr();
-    expect(/does not register OAuth clients/.test(said) && /API key/.test(said), `mcp-remote should say the key was refused:\n${said.slice(-3000)}`);
-    expect(!/email must be a valid address/.test(said), 'an account-registration error reached the user');
-  } finally {
-    bad.stop();
-  }
-});
+await check(
+  'mcp-remote (Claude Desktop / Cursor entry) over stdio: initialize, tools/list, execute; a bad key shows the key error',
+  async () => {
+    const entry = Object.values(JSON.parse(snippet('mcp-remote-json')).mcpServers)[0];
+    const remote = mcpRemote(entry, KEY, freshHome());
+    try {
+      const init = await remote.request('initialize', INIT);
+      expect(init.result?.serverInfo?.name?.startsWith('mcpworks-run'), `initialize: ${JSON.stringify(init)}`);
+      remote.notify('notifications/initialized');
+      const list = await remote.request('tools/list', {});
+      expect(
+        list.result?.tools?.some((t) => t.name === 'execute'),
+        `tools/list: ${JSON.stringify(list).slice(0, 300)}`,
+      );
+      const call = await remote.request('tools/call', { name: 'execute', arguments: { code: 'result = 6 * 7' } });
+      expect(!call.result?.isError && /42/.test(JSON.stringify(call.result?.content)), `execute: ${JSON.stringify(call).slice(0, 500)}`);
+    } finally {
+      remote.stop();
+    }
+    const bad = mcpRemote(entry, BAD_KEY, freshHome());
+    try {
+      bad.request('initialize', INIT, 30_000).catch(() => undefined);
+      await Promise.race([bad.exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
+      const said = bad.stderr();
+      expect(
+        /does not register OAuth clients/.test(said) && /API key/.test(said),
+        `mcp-remote should say the key was refused:\n${said.slice(-3000)}`,
+      );
+      expect(!/email must be a valid address/.test(said), 'an account-registration error reached the user');
+    } finally {
+      bad.stop();
+    }
+  },
+);
 
 // --- VS Code and Codex: their request shapes replayed (neither client is installed here) ---
 /** What those clients send: initialize, initialized, tools/list, with the headers their config yields. */
@@ -250,7 +276,13 @@ async function replay(url, headers) {
   const post = (message, session) =>
     fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers, ...(session ? { 'mcp-session-id': session } : {}) },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2025-06-18',
+        ...headers,
+        ...(session ? { 'mcp-session-id': session } : {}),
+      },
       body: JSON.stringify(message),
     });
   const parse = async (response) => {
@@ -270,7 +302,8 @@ async function replay(url, headers) {
 await check('VS Code .vscode/mcp.json (servers, type http, ${input:…} and ${env:…}) replayed', async () => {
   const config = JSON.parse(snippet('vscode-json'));
   expect(config.servers && !config.mcpServers, 'VS Code reads "servers"');
-  const expand = (value) => value.replace(/\$\{input:[^}]+\}/g, KEY).replace(/\$\{env:([A-Z0-9_]+)\}/g, (_, name) => (name === 'MCPWORKS_API_KEY' ? KEY : ''));
+  const expand = (value) =>
+    value.replace(/\$\{input:[^}]+\}/g, KEY).replace(/\$\{env:([A-Z0-9_]+)\}/g, (_, name) => (name === 'MCPWORKS_API_KEY' ? KEY : ''));
   for (const [name, server] of Object.entries(config.servers)) {
     expect(server.type === 'http', `${name}: type http`);
     const headers = Object.fromEntries(Object.entries(server.headers).map(([k, v]) => [k, expand(v)]));
@@ -290,7 +323,10 @@ await check('Codex CLI (codex mcp add --bearer-token-env-var, env_http_headers) 
   const headerVar = /env_http_headers = \{ "X-MCPWorks-Env" = "([A-Z0-9_]+)" \}/.exec(toml)?.[1];
   expect(tomlUrl && headerVar === 'MCPWORKS_ENV_B64' && /bearer_token_env_var = "MCPWORKS_API_KEY"/.test(toml), `config.toml: ${toml}`);
   const env = Buffer.from(JSON.stringify({ APP_TOKEN: 'x' })).toString('base64');
-  expect((await replay(tomlUrl, { authorization: `Bearer ${KEY}`, 'x-mcpworks-env': env })).includes('utils__hello'), 'tool mode lists utils__hello');
+  expect(
+    (await replay(tomlUrl, { authorization: `Bearer ${KEY}`, 'x-mcpworks-env': env })).includes('utils__hello'),
+    'tool mode lists utils__hello',
+  );
 });
 
 console.log(`clients: ${passed} passed, ${failed} failed`);

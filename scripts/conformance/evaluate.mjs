@@ -75,7 +75,15 @@ function readRun(label, dir) {
   if (scenarios.length === 0) die(`run ${label}: no scenario ran (see ${stdoutPath})`);
   return scenarios.map((scenario) => {
     const list = checks.get(scenario);
-    if (!list) return { label, scenario, checks: [], failing: [{ id: '(no result)', status: 'FAILURE', errorMessage: 'the runner saved no checks.json for this scenario (crash or timeout?)' }] };
+    if (!list)
+      return {
+        label,
+        scenario,
+        checks: [],
+        failing: [
+          { id: '(no result)', status: 'FAILURE', errorMessage: 'the runner saved no checks.json for this scenario (crash or timeout?)' },
+        ],
+      };
     return { label, scenario, checks: list, failing: list.filter((c) => !NON_FAILING.has(String(c.status))) };
   });
 }
@@ -122,7 +130,8 @@ for (const run of runs) {
     } else {
       unexpected.push(`${run.label} ${r.scenario}`);
       console.log(`  FAILED   ${r.scenario} (${r.failing.length}/${total} checks fail, ${unknown.length} not on the known-failures list)`);
-      for (const c of unknown) console.log(`             ${c.id} [${c.status}]: ${(c.errorMessage ?? '').replace(/\s+/g, ' ').slice(0, 400)}`);
+      for (const c of unknown)
+        console.log(`             ${c.id} [${c.status}]: ${(c.errorMessage ?? '').replace(/\s+/g, ' ').slice(0, 400)}`);
     }
   }
 }
@@ -134,7 +143,9 @@ if (unexpected.length > 0) {
   for (const u of unexpected) console.log(`  - ${u}`);
 }
 if (stale.length > 0) {
-  console.log(`conformance: ${stale.length} stale known-failures entr${stale.length === 1 ? 'y' : 'ies'} (no longer failing in any pass: remove from ${knownFile}):`);
+  console.log(
+    `conformance: ${stale.length} stale known-failures entr${stale.length === 1 ? 'y' : 'ies'} (no longer failing in any pass: remove from ${knownFile}):`,
+  );
   for (const e of stale) console.log(`  - ${e.key} (line ${e.line})`);
 }
 const scenarioRuns = runs.reduce((n, r) => n + r.results.length, 0);

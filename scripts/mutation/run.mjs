@@ -13,7 +13,18 @@
 // Optional per mutant: "pattern" (--test-name-pattern: only the named tests of a large file) and
 // "build" (a command that rebuilds compiled code, e.g. the sandbox helper and its seccomp filter).
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  chmodSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,7 +35,12 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const args = parseArgs(process.argv.slice(2));
 const { mutants } = JSON.parse(readFileSync(path.join(repo, 'scripts/mutation/mutants.json'), 'utf8'));
 
-const only = args.only ? args.only.split(',').map((s) => s.trim()).filter(Boolean) : [];
+const only = args.only
+  ? args.only
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+  : [];
 const selected = mutants.filter((m) => only.length === 0 || only.some((o) => m.id === o || m.module === o || m.id.startsWith(o)));
 if (selected.length === 0) fail(`no mutant matches --only ${args.only}`);
 if (args.list || args.check) {
@@ -33,7 +49,8 @@ if (args.list || args.check) {
   for (const m of selected) {
     const count = existsSync(path.join(repo, m.file)) ? matches(readFileSync(path.join(repo, m.file), 'utf8'), m) : 0;
     if (count !== 1) stale++;
-    if (args.list || count !== 1) console.log(`${count === 1 ? '' : `STALE(${count}) `}${m.id.padEnd(34)} ${m.module.padEnd(12)} ${m.file}  ${m.description}`);
+    if (args.list || count !== 1)
+      console.log(`${count === 1 ? '' : `STALE(${count}) `}${m.id.padEnd(34)} ${m.module.padEnd(12)} ${m.file}  ${m.description}`);
   }
   console.log(`${selected.length} mutants, ${stale} stale`);
   process.exit(stale > 0 ? 1 : 0);
@@ -50,7 +67,10 @@ const cleanup = () => {
   if (pg?.started) spawnSyncQuiet(path.join(repo, 'scripts/postgres-test.sh'), ['stop', pg.dir]);
   if (!args.keep) rmSync(scratch, { recursive: true, force: true });
 };
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]]) {
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+]) {
   process.on(signal, () => {
     cleanup();
     process.exit(code);
@@ -102,7 +122,16 @@ try {
     // A run that could not load its modules (node_modules being reinstalled underneath us) says
     // nothing about the mutant: not scored, and listed so it can be run again.
     const broken = !outcome.passed && (outcome.reason === 'build' || BROKEN_RUN.test(outcome.tail));
-    const status = outcome.reason === 'build' ? 'error (the mutant does not build)' : broken ? 'error (the tests could not load)' : outcome.passed ? 'SURVIVED' : outcome.reason === 'timeout' ? 'killed (timeout)' : 'killed';
+    const status =
+      outcome.reason === 'build'
+        ? 'error (the mutant does not build)'
+        : broken
+          ? 'error (the tests could not load)'
+          : outcome.passed
+            ? 'SURVIVED'
+            : outcome.reason === 'timeout'
+              ? 'killed (timeout)'
+              : 'killed';
     results.push({ ...m, status, seconds: outcome.seconds, ...(broken ? { tail: outcome.tail } : {}) });
     log(`${status.padEnd(16)} ${m.id}  (${outcome.seconds} s) ${m.description}`);
   }
@@ -136,7 +165,12 @@ function build(m) {
     execFileSync('bash', ['-c', m.build], { cwd: scratch, stdio: ['ignore', 'pipe', 'pipe'] });
     return undefined;
   } catch (error) {
-    return { passed: false, reason: 'build', seconds: Math.round((Date.now() - started) / 1000), tail: String(error.stderr ?? error.message).slice(-4000) };
+    return {
+      passed: false,
+      reason: 'build',
+      seconds: Math.round((Date.now() - started) / 1000),
+      tail: String(error.stderr ?? error.message).slice(-4000),
+    };
   }
 }
 
@@ -149,7 +183,11 @@ function runTests(m) {
   return new Promise((resolve) => {
     // `pattern`: only the tests whose names match run (--test-name-pattern), for a large file.
     const only = m.pattern ? [`--test-name-pattern=${m.pattern}`] : [];
-    const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=dot', ...only, ...m.tests], { cwd: scratch, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=dot', ...only, ...m.tests],
+      { cwd: scratch, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     current = child;
     let output = '';
     const keep = (chunk) => {
@@ -174,7 +212,10 @@ function runTests(m) {
 }
 
 function copyTree() {
-  const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo }).toString().split('\0').filter(Boolean);
+  const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo })
+    .toString()
+    .split('\0')
+    .filter(Boolean);
   for (const file of files) {
     if (file === 'node_modules' || file.startsWith('node_modules/')) continue;
     const source = path.join(repo, file);
@@ -190,7 +231,10 @@ function copyTree() {
 
 function startPostgres() {
   if (process.env.MCPWORKS_TEST_DATABASE_URL) return { url: process.env.MCPWORKS_TEST_DATABASE_URL, started: false };
-  const out = execFileSync(path.join(repo, 'scripts/postgres-test.sh'), ['start'], { env: { ...process.env, MCPWORKS_TEST_PG_OWNER: String(process.pid) }, stdio: ['ignore', 'pipe', 'inherit'] }).toString();
+  const out = execFileSync(path.join(repo, 'scripts/postgres-test.sh'), ['start'], {
+    env: { ...process.env, MCPWORKS_TEST_PG_OWNER: String(process.pid) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }).toString();
   const value = (name) => new RegExp(`${name}=['"]?([^'"\\n]+)`).exec(out)?.[1];
   const url = value('MCPWORKS_TEST_DATABASE_URL');
   const dir = value('MCPWORKS_TEST_PG_DIR');
@@ -214,7 +258,9 @@ function report(results, stale) {
     const n = e.killed + e.survived.length;
     killed += e.killed;
     total += n;
-    console.log(`${module.padEnd(14)} ${String(e.killed).padStart(3)}/${String(n).padEnd(3)} ${pct(e.killed, n)}${e.survived.length ? `  survived: ${e.survived.join(', ')}` : ''}${e.unscored ? `  not scored: ${e.unscored}` : ''}`);
+    console.log(
+      `${module.padEnd(14)} ${String(e.killed).padStart(3)}/${String(n).padEnd(3)} ${pct(e.killed, n)}${e.survived.length ? `  survived: ${e.survived.join(', ')}` : ''}${e.unscored ? `  not scored: ${e.unscored}` : ''}`,
+    );
   }
   console.log(`${'TOTAL'.padEnd(14)} ${String(killed).padStart(3)}/${String(total).padEnd(3)} ${pct(killed, total)}`);
   if (stale.length > 0) {

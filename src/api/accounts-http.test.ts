@@ -116,7 +116,15 @@ describe('API keys', () => {
   test('bad key options are 400s', async () => {
     const account = await createAccount(server.url);
     const auth = { authorization: `Bearer ${account.token}` };
-    for (const body of [{ scopes: ['admin'] }, { scopes: [] }, { namespace: 'Bad NS' }, { expires_at: 'tomorrow' }, { expires_at: '2001-01-01T00:00:00Z' }, { expires_in_days: -1 }, { name: '' }]) {
+    for (const body of [
+      { scopes: ['admin'] },
+      { scopes: [] },
+      { namespace: 'Bad NS' },
+      { expires_at: 'tomorrow' },
+      { expires_at: '2001-01-01T00:00:00Z' },
+      { expires_in_days: -1 },
+      { name: '' },
+    ]) {
       const bad = await postJson(`${server.url}/api/keys`, body, auth);
       assert.equal(bad.status, 400, JSON.stringify(body));
       assert.equal(bad.body.error_type, 'validation_error');
@@ -128,7 +136,12 @@ describe('API keys', () => {
     // 4 s: long enough that the first use comes before the expiry even on a loaded machine.
     const key = await createKey(server.url, account, { expires_in_days: 4 / 86400 });
     const created = Date.now();
-    const response = () => fetch(`${server.url}/mcp/create/demo`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' });
+    const response = () =>
+      fetch(`${server.url}/mcp/create/demo`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+      });
     assert.notEqual((await response()).status, 401);
     // Until past the expiry, which the server set before `created`.
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, created + 4100 - Date.now())));
@@ -142,7 +155,10 @@ describe('API keys', () => {
     const mine = await createAccount(server.url);
     const theirs = await createAccount(server.url);
     const listed = await get('/api/keys', { authorization: `Bearer ${mine.token}` });
-    const response = await fetch(`${server.url}/api/keys/${listed.body.keys[0].id}`, { method: 'DELETE', headers: { authorization: `Bearer ${theirs.token}` } });
+    const response = await fetch(`${server.url}/api/keys/${listed.body.keys[0].id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${theirs.token}` },
+    });
     assert.equal(response.status, 404);
   });
 });

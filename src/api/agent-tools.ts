@@ -5,7 +5,11 @@ import type { AgentService } from '../services/agents.js';
 import type { ToolDefinition } from './tool-schema.js';
 
 /** buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). */
-export type ToolRegistrar = <S extends z.ZodObject>(name: string, definition: ToolDefinition<S>, body: (args: Record<string, unknown>) => Promise<unknown>) => void;
+export type ToolRegistrar = <S extends z.ZodObject>(
+  name: string,
+  definition: ToolDefinition<S>,
+  body: (args: Record<string, unknown>) => Promise<unknown>,
+) => void;
 
 const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
 const WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false } as const;
@@ -14,10 +18,17 @@ const DESTRUCTIVE = { readOnlyHint: false, destructiveHint: true, idempotentHint
 // The guide's `name`, and the hosted original's `agent_name` for the same thing.
 const agentFields = {
   name: z.string().optional().describe('Agent name (required; or give it as agent_name), e.g. "social-scraper"'),
-  agent_name: z.string().optional().describe('Same as name (the hosted original\'s spelling)'),
+  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
 };
 const keyArg = z.string().describe('State key: 1-256 characters, no control characters, e.g. "last_run" or "feeds/hn"');
-const ifVersion = z.number().int().min(0).optional().describe('Compare-and-swap: act only if the key is at this version now (0: only if it does not exist yet); otherwise a conflict error and nothing changes');
+const ifVersion = z
+  .number()
+  .int()
+  .min(0)
+  .optional()
+  .describe(
+    'Compare-and-swap: act only if the key is at this version now (0: only if it does not exist yet); otherwise a conflict error and nothing changes',
+  );
 
 /** The agent tools of the create endpoint (lifecycle and state; running them arrives with the runtime). */
 export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService }): void {
@@ -31,7 +42,7 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
       input: z.object({
         ...agentFields,
         description: z.string().optional().describe('What the agent is for'),
-        display_name: z.string().optional().describe('Same as description (the hosted original\'s spelling)'),
+        display_name: z.string().optional().describe("Same as description (the hosted original's spelling)"),
       }),
       annotations: WRITE,
     },
@@ -39,13 +50,18 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
   );
   tool(
     'list_agents',
-    { description: `List the agents of namespace "${ns}": name, description, status, desired replicas, state keys and bytes.`, input: z.object({}), annotations: READ_ONLY },
+    {
+      description: `List the agents of namespace "${ns}": name, description, status, desired replicas, state keys and bytes.`,
+      input: z.object({}),
+      annotations: READ_ONLY,
+    },
     () => agents.listAgents(principal, ns),
   );
   tool(
     'describe_agent',
     {
-      description: 'Details of an agent: description, status, desired replicas, config, its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+      description:
+        'Details of an agent: description, status, desired replicas, config, its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
@@ -53,13 +69,18 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
   );
   tool(
     'destroy_agent',
-    { description: 'Permanently delete an agent and all its state, freeing its agent slots.', input: z.object(agentFields), annotations: DESTRUCTIVE },
+    {
+      description: 'Permanently delete an agent and all its state, freeing its agent slots.',
+      input: z.object(agentFields),
+      annotations: DESTRUCTIVE,
+    },
     (a) => agents.destroyAgent(principal, ns, a),
   );
   tool(
     'clone_agent',
     {
-      description: 'Copy an agent under a new name in this namespace: description, config and replica count (stopped). Its state is copied only with include_state: true. Takes agent slots like make_agent.',
+      description:
+        'Copy an agent under a new name in this namespace: description, config and replica count (stopped). Its state is copied only with include_state: true. Takes agent slots like make_agent.',
       input: z.object({
         ...agentFields,
         new_name: z.string().describe('Name of the copy (same rules as make_agent)'),
@@ -71,7 +92,11 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
   );
   tool(
     'get_agent_state',
-    { description: "Read one key of an agent's persistent state: its JSON value, version (for if_version) and size.", input: z.object({ ...agentFields, key: keyArg }), annotations: READ_ONLY },
+    {
+      description: "Read one key of an agent's persistent state: its JSON value, version (for if_version) and size.",
+      input: z.object({ ...agentFields, key: keyArg }),
+      annotations: READ_ONLY,
+    },
     (a) => agents.getState(principal, ns, a),
   );
   tool(
@@ -79,21 +104,31 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
     {
       description:
         `Write one key of an agent's persistent state (any JSON value, at most ${STATE_VALUE_MAX_BYTES / (1024 * 1024)} MB as JSON text; the agent's state total is capped by your plan: Pro 100 MB, Enterprise 1 GB, Dedicated unlimited). ` +
-        'Values are encrypted at rest and survive restarts. Each write bumps the key\'s version; give if_version to write only if nobody changed it meanwhile.',
-      input: z.object({ ...agentFields, key: keyArg, value: z.unknown().describe('Any JSON value (objects, arrays, strings, numbers, booleans, null)'), if_version: ifVersion }),
+        "Values are encrypted at rest and survive restarts. Each write bumps the key's version; give if_version to write only if nobody changed it meanwhile.",
+      input: z.object({
+        ...agentFields,
+        key: keyArg,
+        value: z.unknown().describe('Any JSON value (objects, arrays, strings, numbers, booleans, null)'),
+        if_version: ifVersion,
+      }),
       annotations: WRITE,
     },
     (a) => agents.setState(principal, ns, a),
   );
   tool(
     'delete_agent_state',
-    { description: "Delete one key of an agent's persistent state (with if_version: only if it is at that version).", input: z.object({ ...agentFields, key: keyArg, if_version: ifVersion }), annotations: DESTRUCTIVE },
+    {
+      description: "Delete one key of an agent's persistent state (with if_version: only if it is at that version).",
+      input: z.object({ ...agentFields, key: keyArg, if_version: ifVersion }),
+      annotations: DESTRUCTIVE,
+    },
     (a) => agents.deleteState(principal, ns, a),
   );
   tool(
     'list_agent_state_keys',
     {
-      description: "List the keys of an agent's state in order (version, size, updated), never the values. Pages of `limit` (default 100); pass the answer's next_after as `after` for the next page.",
+      description:
+        "List the keys of an agent's state in order (version, size, updated), never the values. Pages of `limit` (default 100); pass the answer's next_after as `after` for the next page.",
       input: z.object({
         ...agentFields,
         prefix: z.string().optional().describe('Only keys starting with this'),

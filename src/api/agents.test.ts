@@ -10,11 +10,35 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callError, callOk, connect, createAccount, createKey, errorOf, freshDatabaseUrl, parseResult, seedEmbeddedDatabase, startTestServer, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  createKey,
+  errorOf,
+  freshDatabaseUrl,
+  parseResult,
+  seedEmbeddedDatabase,
+  startTestServer,
+  type McpTestClient,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 
 // tiny: 2 slots and 3,000 bytes of state per agent; open: -1 (unlimited) for both, as MCPWORKS_TIERS says it.
 const TIERS = applyTierOverrides('{"tiny":{"agents":2,"agent_state_bytes":3000},"open":{"agents":-1,"agent_state_bytes":-1}}');
-const AGENT_TOOLS = ['make_agent', 'list_agents', 'describe_agent', 'destroy_agent', 'clone_agent', 'get_agent_state', 'set_agent_state', 'delete_agent_state', 'list_agent_state_keys'];
+const AGENT_TOOLS = [
+  'make_agent',
+  'list_agents',
+  'describe_agent',
+  'destroy_agent',
+  'clone_agent',
+  'get_agent_state',
+  'set_agent_state',
+  'delete_agent_state',
+  'list_agent_state_keys',
+];
 
 let server: TestServer;
 let dataDir: string;
@@ -50,7 +74,8 @@ async function owner(tier?: string): Promise<Owner> {
   return { account, ns, create };
 }
 
-const names = async (client: McpTestClient): Promise<string[]> => (await callOk(client, 'list_agents')).map((a: { name: string }) => a.name);
+const names = async (client: McpTestClient): Promise<string[]> =>
+  (await callOk(client, 'list_agents')).map((a: { name: string }) => a.name);
 
 async function healthy(): Promise<void> {
   const response = await fetch(`${server.url}/healthz`);
@@ -72,7 +97,8 @@ describe('agents on the create endpoint', () => {
     assert.equal(tools.find((t) => t.name === 'destroy_agent')!.annotations!.destructiveHint, true);
     assert.equal(tools.find((t) => t.name === 'get_agent_state')!.annotations!.readOnlyHint, true);
     // Tools that need the runtime are not there yet (no stubs).
-    for (const later of ['start_agent', 'stop_agent', 'scale_agent', 'add_schedule', 'add_webhook']) assert.ok(!tools.some((t) => t.name === later), later);
+    for (const later of ['start_agent', 'stop_agent', 'scale_agent', 'add_schedule', 'add_webhook'])
+      assert.ok(!tools.some((t) => t.name === later), later);
   });
 
   test('make, list, describe, clone (with and without state), destroy; aliases agent_name and display_name', async () => {
@@ -169,7 +195,12 @@ describe('agents on the create endpoint', () => {
     }
     assert.equal((await callOk(reader, 'get_agent_state', { name: 'bot', key: 'k' })).value, 1, 'the key can read');
     const writer = await connect(`${server.url}/mcp/create/${o.ns}`, await createKey(server.url, o.account, { scopes: ['write'] }));
-    for (const [tool, args] of [['list_agents', {}], ['describe_agent', { name: 'bot' }], ['get_agent_state', { name: 'bot', key: 'k' }], ['list_agent_state_keys', { name: 'bot' }]] as const) {
+    for (const [tool, args] of [
+      ['list_agents', {}],
+      ['describe_agent', { name: 'bot' }],
+      ['get_agent_state', { name: 'bot', key: 'k' }],
+      ['list_agent_state_keys', { name: 'bot' }],
+    ] as const) {
       assert.equal((await callError(writer, tool, args)).type, 'forbidden', tool);
     }
     assert.deepEqual(await names(o.create), ['bot']);
@@ -205,16 +236,19 @@ describe('agents on the create endpoint', () => {
     const o = await owner('tiny');
     const clients = await Promise.all(Array.from({ length: 6 }, () => connect(`${server.url}/mcp/create/${o.ns}`, o.account.key)));
     const results = await Promise.all(clients.map((c, i) => c.callTool('make_agent', { name: `racer-${i}` })));
-    assert.equal(results.filter((r) => !r.isError).length, 2, 'exactly the plan\'s 2 slots were taken');
+    assert.equal(results.filter((r) => !r.isError).length, 2, "exactly the plan's 2 slots were taken");
     assert.equal((await names(o.create)).length, 2);
     await Promise.all(clients.map((c) => c.close()));
     // In the service itself the transactions overlap for certain (the pool holds 10 connections):
     // only the account's row lock keeps the count and the insert together.
     const other = await owner('tiny');
     const principal = (await server.server.services.accounts.authenticateKey(other.account.key))!;
-    const made = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => server.server.services.agents.makeAgent(principal, other.ns, { name: `direct-${i}` })));
+    const made = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) => server.server.services.agents.makeAgent(principal, other.ns, { name: `direct-${i}` })),
+    );
     assert.equal(made.filter((r) => r.status === 'fulfilled').length, 2);
-    for (const r of made) if (r.status === 'rejected') assert.equal((r.reason as { type?: string }).type, 'limit_exceeded', String(r.reason));
+    for (const r of made)
+      if (r.status === 'rejected') assert.equal((r.reason as { type?: string }).type, 'limit_exceeded', String(r.reason));
     assert.equal((await names(other.create)).length, 2);
   });
 
@@ -232,7 +266,9 @@ describe('agents on the create endpoint', () => {
     assert.deepEqual([now.value, now.version], [2, 2]);
 
     const clients = await Promise.all(Array.from({ length: 8 }, () => connect(`${server.url}/mcp/create/${o.ns}`, o.account.key)));
-    const results = await Promise.all(clients.map((c, i) => c.callTool('set_agent_state', { name: 'counter', key: 'n', value: 100 + i, if_version: 2 })));
+    const results = await Promise.all(
+      clients.map((c, i) => c.callTool('set_agent_state', { name: 'counter', key: 'n', value: 100 + i, if_version: 2 })),
+    );
     assert.equal(results.filter((r) => !r.isError).length, 1, 'one swap won');
     for (const loser of results.filter((r) => r.isError)) assert.equal(errorOf(parseResult(loser)).type, 'conflict');
     const after = await callOk(o.create, 'get_agent_state', { name: 'counter', key: 'n' });
@@ -245,7 +281,8 @@ describe('agents on the create endpoint', () => {
     assert.equal((await callOk(o.create, 'describe_agent', { name: 'counter' })).state.bytes, 0);
     // Prefixes are literal (no LIKE wildcards) and count characters, not UTF-16 units.
     for (const key of ['😀/a', '😀/b', '%/c', 'x']) await callOk(o.create, 'set_agent_state', { name: 'counter', key, value: 0 });
-    const listed = async (prefix: string) => (await callOk(o.create, 'list_agent_state_keys', { name: 'counter', prefix })).keys.map((k: { key: string }) => k.key);
+    const listed = async (prefix: string) =>
+      (await callOk(o.create, 'list_agent_state_keys', { name: 'counter', prefix })).keys.map((k: { key: string }) => k.key);
     assert.deepEqual(await listed('😀/'), ['😀/a', '😀/b']);
     assert.deepEqual(await listed('%'), ['%/c']);
   });
@@ -264,13 +301,22 @@ describe('agents on the create endpoint', () => {
     // Replacing a value needs room only for the difference.
     await callOk(o.create, 'set_agent_state', { name: 'hoarder', key: 'a', value: 'y'.repeat(1500) });
     const keys = await callOk(o.create, 'list_agent_state_keys', { name: 'hoarder' });
-    assert.deepEqual(keys.keys.map((k: { key: string }) => k.key), ['a', 'b']);
+    assert.deepEqual(
+      keys.keys.map((k: { key: string }) => k.key),
+      ['a', 'b'],
+    );
     assert.equal(keys.state_bytes, 1502 + 1402);
     const paged = await callOk(o.create, 'list_agent_state_keys', { name: 'hoarder', limit: 1 });
     assert.equal(paged.next_after, 'a');
-    assert.deepEqual((await callOk(o.create, 'list_agent_state_keys', { name: 'hoarder', after: 'a' })).keys.map((k: { key: string }) => k.key), ['b']);
+    assert.deepEqual(
+      (await callOk(o.create, 'list_agent_state_keys', { name: 'hoarder', after: 'a' })).keys.map((k: { key: string }) => k.key),
+      ['b'],
+    );
     // Cloning with state counts the copy against the plan's cap per agent too (the copy fits: 2,904 ≤ 3,000).
-    assert.equal((await callOk(o.create, 'clone_agent', { name: 'hoarder', new_name: 'hoarder-2', include_state: true })).state_keys_copied, 2);
+    assert.equal(
+      (await callOk(o.create, 'clone_agent', { name: 'hoarder', new_name: 'hoarder-2', include_state: true })).state_keys_copied,
+      2,
+    );
   });
 
   test('bad input gets a structured error and changes nothing', async () => {
@@ -344,6 +390,9 @@ describe('agents on the create endpoint', () => {
     const value = await callOk(again, 'get_agent_state', { name: 'keeper', key: 'secret-note' });
     assert.deepEqual(value.value, { note: marker, n: [1, 2, 3, 4] });
     assert.equal(value.version, 2);
-    assert.deepEqual((await callOk(again, 'list_agents')).map((a: { name: string }) => a.name), ['keeper']);
+    assert.deepEqual(
+      (await callOk(again, 'list_agents')).map((a: { name: string }) => a.name),
+      ['keeper'],
+    );
   });
 });

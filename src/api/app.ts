@@ -1,5 +1,10 @@
 import { Hono, type Context } from 'hono';
-import { hostHeaderValidationResponse, localhostAllowedHostnames, localhostAllowedOrigins, originValidationResponse } from '@modelcontextprotocol/server';
+import {
+  hostHeaderValidationResponse,
+  localhostAllowedHostnames,
+  localhostAllowedOrigins,
+  originValidationResponse,
+} from '@modelcontextprotocol/server';
 import { getCookie, setCookie } from 'hono/cookie';
 import { DomainError } from '../core/errors.js';
 import { isValidNamespaceName } from '../core/names.js';
@@ -17,7 +22,13 @@ import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from '../core/logger.js';
 import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
-import { bearerChallenge, clientRegistrationRefusal, isClientRegistration, METADATA_PATH, protectedResourceMetadata } from './oauth-answers.js';
+import {
+  bearerChallenge,
+  clientRegistrationRefusal,
+  isClientRegistration,
+  METADATA_PATH,
+  protectedResourceMetadata,
+} from './oauth-answers.js';
 import type { ListChangedHub } from './list-changed.js';
 import type { SessionActivity } from './session-activity.js';
 import { asJsonRpcRefusal } from './mcp-refusals.js';
@@ -132,7 +143,18 @@ export function createApp(deps: AppDependencies): Hono {
       sessionLimit,
       ...(deps.sessionActivity ? { sessionActivity: deps.sessionActivity } : {}),
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: false } } : {}),
-      buildServer: ({ principal, namespace, url, calls }) => buildCreateServer({ principal, namespace, url, calls, catalog, agents: deps.agents, history: deps.history, logger, version: deps.version }),
+      buildServer: ({ principal, namespace, url, calls }) =>
+        buildCreateServer({
+          principal,
+          namespace,
+          url,
+          calls,
+          catalog,
+          agents: deps.agents,
+          history: deps.history,
+          logger,
+          version: deps.version,
+        }),
     }),
     run: createMcpEndpoint({
       kind: 'run',
@@ -166,7 +188,10 @@ export function createApp(deps: AppDependencies): Hono {
     if (kind === 'create') return endpoints.create(c.req.raw, { principal, namespace, url, ...session });
     const mode = url.searchParams.get('mode') ?? 'code';
     if (mode !== 'code' && mode !== 'tools') {
-      return c.json(new DomainError('validation_error', `unknown mode ${JSON.stringify(mode)}: use ?mode=code (default) or ?mode=tools`).toJSON(), 400);
+      return c.json(
+        new DomainError('validation_error', `unknown mode ${JSON.stringify(mode)}: use ?mode=code (default) or ?mode=tools`).toJSON(),
+        400,
+      );
     }
     // A bad env header fails the calls that would use it (a tool error), not the connection.
     let env: Record<string, string> = {};
@@ -177,7 +202,13 @@ export function createApp(deps: AppDependencies): Hono {
       if (!(error instanceof DomainError)) throw error;
       envRefused = error;
     }
-    const extra: RunScopeExtra = { mode, env, ...(envRefused ? { envRefused } : {}), signal: c.req.raw.signal, ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}) };
+    const extra: RunScopeExtra = {
+      mode,
+      env,
+      ...(envRefused ? { envRefused } : {}),
+      signal: c.req.raw.signal,
+      ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}),
+    };
     return endpoints.run(c.req.raw, { principal, namespace, url, extra, ...session });
   }
 
@@ -204,10 +235,14 @@ export function createApp(deps: AppDependencies): Hono {
   // Body size before anything else reads the request (authentication included), on every route.
   app.use(
     '*',
-    bodyLimit((c) =>
-      c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
-        ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
-        : { limit: ACCOUNT_MAX_BODY_BYTES, tooLarge: (c, limit) => c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413) },
+    bodyLimit(
+      (c) =>
+        c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
+          ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
+          : {
+              limit: ACCOUNT_MAX_BODY_BYTES,
+              tooLarge: (c, limit) => c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
+            },
       // Bodies are read at most at their client's share of bytes a second, whoever else is reading.
       deps.bodyBudget ? { budget: deps.bodyBudget, client: (c) => clientKeyOf(remoteAddress(c, deps.trustedProxies)) } : undefined,
     ),
@@ -235,7 +270,14 @@ export function createApp(deps: AppDependencies): Hono {
     const db = deps.health ? await deps.health.check() : { state: 'ok' as const, since: null, pending_writes: 0 };
     const ok = db.state === 'ok';
     return c.json(
-      { status: ok ? 'ok' : 'degraded', version: deps.version, database: deps.databaseKind, database_state: db.state, database_since: db.since, pending_writes: db.pending_writes },
+      {
+        status: ok ? 'ok' : 'degraded',
+        version: deps.version,
+        database: deps.databaseKind,
+        database_state: db.state,
+        database_since: db.since,
+        pending_writes: db.pending_writes,
+      },
       ok ? 200 : 503,
     );
   });
@@ -279,7 +321,8 @@ export function createApp(deps: AppDependencies): Hono {
   async function sessionAccount(c: Context): Promise<string> {
     const token = getCookie(c, SESSION_COOKIE) ?? bearer(c);
     const accountId = token ? await accounts.authenticateSession(token) : undefined;
-    if (!accountId) throw new DomainError('unauthorized', 'log in first: POST /api/login, then send the session cookie or Authorization: Bearer <token>');
+    if (!accountId)
+      throw new DomainError('unauthorized', 'log in first: POST /api/login, then send the session cookie or Authorization: Bearer <token>');
     return accountId;
   }
 
@@ -311,7 +354,10 @@ export function createApp(deps: AppDependencies): Hono {
       const principal = await accounts.authenticateKey(token);
       if (principal && !principal.scopes.includes('read')) throw new DomainError('forbidden', "this API key lacks the 'read' scope");
       if (principal && principal.namespace !== null) {
-        throw new DomainError('forbidden', `this API key is limited to namespace '${principal.namespace}'; usage is account-wide: use a key without a namespace limit or a login session`);
+        throw new DomainError(
+          'forbidden',
+          `this API key is limited to namespace '${principal.namespace}'; usage is account-wide: use a key without a namespace limit or a login session`,
+        );
       }
       accountId = principal?.accountId;
       tier = principal?.tier;

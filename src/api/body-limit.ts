@@ -29,7 +29,10 @@ export interface BodyRule {
  * one (chunked) is counted as it streams and cut off at the limit. A refused request closes its
  * connection, so the rest of the body is not read either.
  */
-export function bodyLimit(ruleFor: (c: Context) => BodyRule, pacing?: { budget: ByteBudget; client: (c: Context) => string }): MiddlewareHandler {
+export function bodyLimit(
+  ruleFor: (c: Context) => BodyRule,
+  pacing?: { budget: ByteBudget; client: (c: Context) => string },
+): MiddlewareHandler {
   return async (c, next) => {
     const { limit, tooLarge } = ruleFor(c);
     const refuse = () => {

@@ -17,10 +17,22 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { cancelKeyOf, type RunContext } from '../run/run-service.js';
-import { callOk, connect, createAccount, EMBEDDED_RUN_ONLY, MODERN_PROTOCOL, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  EMBEDDED_RUN_ONLY,
+  MODERN_PROTOCOL,
+  startTestServer,
+  type ClientEra,
+  type McpTestClient,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 
 const NAP_PY = 'import subprocess\n\ndef main(input_data):\n    subprocess.run(["/bin/sleep", input_data["marker"]])\n    return "woke"\n';
-const NAP_TS = 'import { execFileSync } from "node:child_process";\nexport default function main(input: { marker: string }) {\n  execFileSync("/bin/sleep", [input.marker]);\n  return "woke";\n}\n';
+const NAP_TS =
+  'import { execFileSync } from "node:child_process";\nexport default function main(input: { marker: string }) {\n  execFileSync("/bin/sleep", [input.marker]);\n  return "woke";\n}\n';
 const TIERS = applyTierOverrides(JSON.stringify({ pro_trial: { timeout_s: 120, concurrency: 4, executions_per_minute: -1 } }));
 /** Progress every 200 ms here (10 s by default), so a test need not wait 10 s. */
 const PROGRESS_MS = 200;
@@ -35,9 +47,20 @@ function callOf(kind: Kind, marker: string): { mode: 'code' | 'tools'; name: str
     case 'tools-typescript':
       return { mode: 'tools', name: 'svc__nap_ts', args: { marker } };
     case 'code-python':
-      return { mode: 'code', name: 'execute', args: { code: `import subprocess\nsubprocess.run(["/bin/sleep", "${marker}"])\nresult = "woke"\n` } };
+      return {
+        mode: 'code',
+        name: 'execute',
+        args: { code: `import subprocess\nsubprocess.run(["/bin/sleep", "${marker}"])\nresult = "woke"\n` },
+      };
     case 'code-typescript':
-      return { mode: 'code', name: 'execute', args: { language: 'typescript', code: `import { execFileSync } from "node:child_process";\nexecFileSync("/bin/sleep", ["${marker}"]);\nresult = "woke";\n` } };
+      return {
+        mode: 'code',
+        name: 'execute',
+        args: {
+          language: 'typescript',
+          code: `import { execFileSync } from "node:child_process";\nexecFileSync("/bin/sleep", ["${marker}"]);\nresult = "woke";\n`,
+        },
+      };
     case 'bridge':
       return { mode: 'code', name: 'execute', args: { code: `from functions import nap_ts\nresult = nap_ts(marker="${marker}")\n` } };
   }
@@ -91,12 +114,27 @@ async function rawClient(
     const transport = new TransportV1(new URL(url), { requestInit: { headers }, fetch: recording as never });
     const client = new ClientV1({ name: 'cancel-test-v1', version: '1.0.0' });
     await client.connect(transport);
-    return { callTool: (name, args, options) => client.callTool({ name, arguments: args }, undefined, options as never), close: () => client.close(), sessionId: () => transport.sessionId, callIds, streams };
+    return {
+      callTool: (name, args, options) => client.callTool({ name, arguments: args }, undefined, options as never),
+      close: () => client.close(),
+      sessionId: () => transport.sessionId,
+      callIds,
+      streams,
+    };
   }
   const transport = new TransportV2(new URL(url), { requestInit: { headers }, fetch: recording as never });
-  const client = new ClientV2({ name: 'cancel-test-v2', version: '1.0.0' }, era === 'v2' ? { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } : {});
+  const client = new ClientV2(
+    { name: 'cancel-test-v2', version: '1.0.0' },
+    era === 'v2' ? { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } : {},
+  );
   await client.connect(transport);
-  return { callTool: (name, args, options) => client.callTool({ name, arguments: args }, options as never), close: () => client.close(), sessionId: () => transport.sessionId, callIds, streams };
+  return {
+    callTool: (name, args, options) => client.callTool({ name, arguments: args }, options as never),
+    close: () => client.close(),
+    sessionId: () => transport.sessionId,
+    callIds,
+    streams,
+  };
 }
 
 let server: TestServer;
@@ -128,7 +166,17 @@ async function usage(): Promise<{ executions: number; active: number }> {
   return { executions: body.executions, active: body.concurrency.active };
 }
 
-async function history(status?: string): Promise<Array<{ id: string; status: string; error_type: string | null; mode: string; trigger: string; function: string | null; language: string | null }>> {
+async function history(status?: string): Promise<
+  Array<{
+    id: string;
+    status: string;
+    error_type: string | null;
+    mode: string;
+    trigger: string;
+    function: string | null;
+    language: string | null;
+  }>
+> {
   const listed = await callOk(create, 'list_executions', { limit: 200, ...(status ? { status } : {}) });
   return Array.isArray(listed) ? listed : listed.executions;
 }
@@ -220,7 +268,10 @@ describe('cancellation', () => {
       const marker = `${100}.${RUN_MARK}${tag + 1}`;
       const stream = await cancelledRun(client, 'tools-python', async (abort) => {
         // What a node that does not run the call does: mark its slot and NOTIFY; never this node's map.
-        const marked = await server.server.services.cancels.request(account.accountId, cancelKeyOf(client.sessionId()!, client.callIds.at(-1)!));
+        const marked = await server.server.services.cancels.request(
+          account.accountId,
+          cancelKeyOf(client.sessionId()!, client.callIds.at(-1)!),
+        );
         assert.equal(marked.length, 1);
         await waitFor('the run killed by the NOTIFY alone', () => processesWith(`/bin/sleep ${marker}`).length === 0);
         // The server ended the call's stream without an answer; this client gives up on it now.
@@ -240,11 +291,25 @@ describe('cancellation', () => {
       const marker = `2.${RUN_MARK}${++tag}`;
       const answer = client.callTool('svc__nap_py', { marker });
       await waitFor('the run', () => processesWith(`/bin/sleep ${marker}`).length > 0);
-      const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} };
+      const meta = {
+        'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL,
+        'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+        'io.modelcontextprotocol/clientCapabilities': {},
+      };
       const cancel = await fetch(runUrl(server.url, 'tools'), {
         method: 'POST',
-        headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'notifications/cancelled' },
-        body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: client.callIds.at(-1), reason: 'stop', _meta: meta } }),
+        headers: {
+          authorization: `Bearer ${account.key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': MODERN_PROTOCOL,
+          'mcp-method': 'notifications/cancelled',
+        },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          method: 'notifications/cancelled',
+          params: { requestId: client.callIds.at(-1), reason: 'stop', _meta: meta },
+        }),
       });
       assert.equal(cancel.status, 202, await cancel.text());
       const result = await answer;
@@ -263,7 +328,10 @@ describe('cancellation', () => {
       await waitFor('the run', () => processesWith(`/bin/sleep ${marker}`).length > 0);
       const key = cancelKeyOf(client.sessionId()!, client.callIds.at(-1)!);
       assert.deepEqual(await server.server.services.cancels.request(other.accountId, key), [], "another account's cancel marks nothing");
-      assert.deepEqual(await server.server.services.cancels.request(account.accountId, cancelKeyOf('another-session', client.callIds.at(-1)!)), []);
+      assert.deepEqual(
+        await server.server.services.cancels.request(account.accountId, cancelKeyOf('another-session', client.callIds.at(-1)!)),
+        [],
+      );
       const result = await answer;
       assert.equal(result.isError, undefined, JSON.stringify(result));
     } finally {
@@ -271,87 +339,116 @@ describe('cancellation', () => {
     }
   });
 
-  test('two nodes on one PostgreSQL: the cancel reaches node B, the run on node A is killed', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, async () => {
-    second ??= await startTestServer({ databaseUrl: server.databaseUrl, tiers: TIERS, progressIntervalMs: PROGRESS_MS });
-    const nodeB = second.url;
-    // The session lives in the database: node B serves it. Only the cancel goes there.
-    const toB = (body: string) => (body.includes('"notifications/cancelled"') ? runUrl(nodeB, 'tools') : undefined);
-    for (const era of ['v1', 'v2-legacy'] as ClientEra[]) {
-      let cancelsSentToB = 0;
-      const client = await rawClient(runUrl(server.url, 'tools'), account.key, era, (body) => {
-        const target = toB(body);
-        if (target) cancelsSentToB++;
-        return target;
-      });
-      try {
-        const stream = await cancelledRun(client, era === 'v1' ? 'tools-python' : 'tools-typescript', (abort) => abort.abort('stop'));
-        assert.equal(cancelsSentToB, 1, 'the cancel went to node B');
-        assertNoAnswer(stream, client.callIds.at(-1)!);
-      } finally {
-        await client.close();
+  test(
+    'two nodes on one PostgreSQL: the cancel reaches node B, the run on node A is killed',
+    { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' },
+    async () => {
+      second ??= await startTestServer({ databaseUrl: server.databaseUrl, tiers: TIERS, progressIntervalMs: PROGRESS_MS });
+      const nodeB = second.url;
+      // The session lives in the database: node B serves it. Only the cancel goes there.
+      const toB = (body: string) => (body.includes('"notifications/cancelled"') ? runUrl(nodeB, 'tools') : undefined);
+      for (const era of ['v1', 'v2-legacy'] as ClientEra[]) {
+        let cancelsSentToB = 0;
+        const client = await rawClient(runUrl(server.url, 'tools'), account.key, era, (body) => {
+          const target = toB(body);
+          if (target) cancelsSentToB++;
+          return target;
+        });
+        try {
+          const stream = await cancelledRun(client, era === 'v1' ? 'tools-python' : 'tools-typescript', (abort) => abort.abort('stop'));
+          assert.equal(cancelsSentToB, 1, 'the cancel went to node B');
+          assertNoAnswer(stream, client.callIds.at(-1)!);
+        } finally {
+          await client.close();
+        }
       }
-    }
-  });
-  test('two nodes on one PostgreSQL: a cancel that reaches node B before node A admits the call still cancels it', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, async () => {
-    second ??= await startTestServer({ databaseUrl: server.databaseUrl, tiers: TIERS, progressIntervalMs: PROGRESS_MS });
-    const nodeB = second.url;
-    for (const era of ['v1', 'v2-legacy'] as ClientEra[]) {
-      // The tools/call POST is held until node B has answered the cancel: B finds no slot to mark.
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
-      let held!: () => void;
-      const callHeld = new Promise<void>((resolve) => (held = resolve));
-      const client = await rawClient(runUrl(server.url, 'tools'), account.key, era, (body) => (body.includes('"notifications/cancelled"') ? runUrl(nodeB, 'tools') : undefined), {
-        hold: (body) => (body.includes('"tools/call"') ? (held(), released) : undefined),
-        answered: (body) => (body.includes('"notifications/cancelled"') ? release() : undefined),
-      });
-      try {
-        const marker = `100.${RUN_MARK}${++tag}`;
-        const before = await usage();
-        const recorded = (await history()).length;
-        const abort = new AbortController();
-        const answer = client.callTool(era === 'v1' ? 'svc__nap_py' : 'svc__nap_ts', { marker }, { signal: abort.signal, timeout: 300_000 });
-        answer.catch(() => undefined);
-        await callHeld;
-        abort.abort('the user pressed stop before the call arrived');
-        await assert.rejects(answer);
-        await released;
-        // Node A admits the call after the cancel: the kept cancel is taken and the call never runs.
-        await waitFor('the call recorded', async () => (await history()).length === recorded + 1);
-        const [row] = await history();
-        assert.equal(row!.status, 'cancelled', `${era}: ${JSON.stringify(row)}`);
-        assert.equal(processesWith(`/bin/sleep ${marker}`).length, 0);
-        const now = await usage();
-        assert.equal(now.active, 0, 'the slot is free');
-        assert.equal(now.executions, before.executions, 'a cancelled call does not count');
-        assertNoAnswer(await client.streams.at(-1)!, client.callIds.at(-1)!);
-      } finally {
-        await client.close();
+    },
+  );
+  test(
+    'two nodes on one PostgreSQL: a cancel that reaches node B before node A admits the call still cancels it',
+    { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' },
+    async () => {
+      second ??= await startTestServer({ databaseUrl: server.databaseUrl, tiers: TIERS, progressIntervalMs: PROGRESS_MS });
+      const nodeB = second.url;
+      for (const era of ['v1', 'v2-legacy'] as ClientEra[]) {
+        // The tools/call POST is held until node B has answered the cancel: B finds no slot to mark.
+        let release!: () => void;
+        const released = new Promise<void>((resolve) => (release = resolve));
+        let held!: () => void;
+        const callHeld = new Promise<void>((resolve) => (held = resolve));
+        const client = await rawClient(
+          runUrl(server.url, 'tools'),
+          account.key,
+          era,
+          (body) => (body.includes('"notifications/cancelled"') ? runUrl(nodeB, 'tools') : undefined),
+          {
+            hold: (body) => (body.includes('"tools/call"') ? (held(), released) : undefined),
+            answered: (body) => (body.includes('"notifications/cancelled"') ? release() : undefined),
+          },
+        );
+        try {
+          const marker = `100.${RUN_MARK}${++tag}`;
+          const before = await usage();
+          const recorded = (await history()).length;
+          const abort = new AbortController();
+          const answer = client.callTool(
+            era === 'v1' ? 'svc__nap_py' : 'svc__nap_ts',
+            { marker },
+            { signal: abort.signal, timeout: 300_000 },
+          );
+          answer.catch(() => undefined);
+          await callHeld;
+          abort.abort('the user pressed stop before the call arrived');
+          await assert.rejects(answer);
+          await released;
+          // Node A admits the call after the cancel: the kept cancel is taken and the call never runs.
+          await waitFor('the call recorded', async () => (await history()).length === recorded + 1);
+          const [row] = await history();
+          assert.equal(row!.status, 'cancelled', `${era}: ${JSON.stringify(row)}`);
+          assert.equal(processesWith(`/bin/sleep ${marker}`).length, 0);
+          const now = await usage();
+          assert.equal(now.active, 0, 'the slot is free');
+          assert.equal(now.executions, before.executions, 'a cancelled call does not count');
+          assertNoAnswer(await client.streams.at(-1)!, client.callIds.at(-1)!);
+        } finally {
+          await client.close();
+        }
       }
-    }
-  });
+    },
+  );
 });
 
 describe('progress', () => {
   for (const era of ['v1', 'v2-legacy', 'v2'] as ClientEra[]) {
     // Progress is a timer of the node serving the call: skipped in the PostgreSQL run (it ran, the same, in the embedded run).
-    test(`${era}: with a progressToken, notifications/progress keep a call alive past the client's request timeout`, { skip: EMBEDDED_RUN_ONLY }, async () => {
-      for (const kind of (era === 'v1' ? ['tools-python', 'code-typescript'] : ['tools-typescript']) as Kind[]) {
-        const marker = `3.${RUN_MARK}${++tag}`;
-        const call = callOf(kind, marker);
-        const client = await rawClient(runUrl(server.url, call.mode), account.key, era);
-        try {
-          const progress: Array<{ progress: number }> = [];
-          // A 3 s run under a 1.5 s timeout: only progress resets it.
-          const result = await client.callTool(call.name, call.args, { timeout: 1500, resetTimeoutOnProgress: true, onprogress: (p: { progress: number }) => progress.push(p) });
-          assert.equal(result.isError, undefined, JSON.stringify(result));
-          assert.ok(progress.length >= 2, `progress notifications arrived (${progress.length})`);
-          assert.ok(progress.every((p, i) => i === 0 || p.progress > progress[i - 1]!.progress), 'progress increases');
-        } finally {
-          await client.close();
+    test(
+      `${era}: with a progressToken, notifications/progress keep a call alive past the client's request timeout`,
+      { skip: EMBEDDED_RUN_ONLY },
+      async () => {
+        for (const kind of (era === 'v1' ? ['tools-python', 'code-typescript'] : ['tools-typescript']) as Kind[]) {
+          const marker = `3.${RUN_MARK}${++tag}`;
+          const call = callOf(kind, marker);
+          const client = await rawClient(runUrl(server.url, call.mode), account.key, era);
+          try {
+            const progress: Array<{ progress: number }> = [];
+            // A 3 s run under a 1.5 s timeout: only progress resets it.
+            const result = await client.callTool(call.name, call.args, {
+              timeout: 1500,
+              resetTimeoutOnProgress: true,
+              onprogress: (p: { progress: number }) => progress.push(p),
+            });
+            assert.equal(result.isError, undefined, JSON.stringify(result));
+            assert.ok(progress.length >= 2, `progress notifications arrived (${progress.length})`);
+            assert.ok(
+              progress.every((p, i) => i === 0 || p.progress > progress[i - 1]!.progress),
+              'progress increases',
+            );
+          } finally {
+            await client.close();
+          }
         }
-      }
-    });
+      },
+    );
   }
 
   test('without progress the same call times out at the client', async () => {
@@ -373,7 +470,13 @@ describe("invoke: the one entry for every trigger (called directly, as an agent'
     const runs = server.server.services.runs;
     // An agent's principal: the account's tier and scopes, no API key.
     const ctx: RunContext = {
-      principal: { accountId: account.accountId, tier: 'pro_trial', namespace: null, scopes: ['read', 'write', 'execute'], actor: { kind: 'agent', agentId: 'agent-schedule-test' } },
+      principal: {
+        accountId: account.accountId,
+        tier: 'pro_trial',
+        namespace: null,
+        scopes: ['read', 'write', 'execute'],
+        actor: { kind: 'agent', agentId: 'agent-schedule-test' },
+      },
       namespace: ns,
       env: {},
     };
@@ -392,12 +495,14 @@ describe("invoke: the one entry for every trigger (called directly, as an agent'
     const marker = `100.${RUN_MARK}${++tag}`;
     const abort = new AbortController();
     const cancelledBefore = (await history('cancelled')).length;
-    const running = runs.invoke(ctx, { kind: 'function', service: 'svc', name: 'nap_ts' }, { marker }, 'schedule', { signal: abort.signal });
-    await waitFor('the scheduled run\'s process', () => processesWith(`/bin/sleep ${marker}`).length > 0);
+    const running = runs.invoke(ctx, { kind: 'function', service: 'svc', name: 'nap_ts' }, { marker }, 'schedule', {
+      signal: abort.signal,
+    });
+    await waitFor("the scheduled run's process", () => processesWith(`/bin/sleep ${marker}`).length > 0);
     abort.abort();
     const answer = await running;
     assert.ok(!('rejected' in answer) && !answer.ok && answer.error_type === 'cancelled', JSON.stringify(answer));
-    await waitFor('the run\'s processes killed', () => processesWith(`/bin/sleep ${marker}`).length === 0);
+    await waitFor("the run's processes killed", () => processesWith(`/bin/sleep ${marker}`).length === 0);
     const cancelled = await history('cancelled');
     assert.equal(cancelled.length, cancelledBefore + 1);
     assert.deepEqual([cancelled[0]!.trigger, cancelled[0]!.error_type], ['schedule', 'cancelled']);
@@ -406,4 +511,3 @@ describe("invoke: the one entry for every trigger (called directly, as an agent'
     assert.equal(now.active, 0, 'its slot is free');
   });
 });
-

@@ -1,7 +1,11 @@
 import { BlockList, isIP } from 'node:net';
 
 /** `::ffff:127.0.0.2` and `127.0.0.2` are one client. */
-export const plainAddress = (address: string) => address.trim().replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '').toLowerCase();
+export const plainAddress = (address: string) =>
+  address
+    .trim()
+    .replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '')
+    .toLowerCase();
 
 /**
  * One entry of MCPWORKS_TRUSTED_PROXIES: an IPv4 or IPv6 address in any written form, or a CIDR
@@ -98,6 +102,10 @@ export function forwardedClient(
   return { address: peer };
 }
 
-export function clientAddress(peer: string | undefined, forwardedFor: string | undefined, trustedProxies: readonly string[]): string | undefined {
+export function clientAddress(
+  peer: string | undefined,
+  forwardedFor: string | undefined,
+  trustedProxies: readonly string[],
+): string | undefined {
   return forwardedClient(peer, forwardedFor, trustedProxies).address;
 }

@@ -224,6 +224,7 @@ export class ByteBudget {
 
   private sweep(): void {
     const now = this.now();
-    for (const [client, state] of this.clients) if (state.tokens + (now - state.at) * this.perMs >= this.bytesPerSecond) this.clients.delete(client);
+    for (const [client, state] of this.clients)
+      if (state.tokens + (now - state.at) * this.perMs >= this.bytesPerSecond) this.clients.delete(client);
   }
 }

@@ -25,7 +25,10 @@ function refusalBody(message: string): string {
 
 function refusalResponse(message: string): Buffer {
   const body = refusalBody(message);
-  return Buffer.from(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n${body}`, 'latin1');
+  return Buffer.from(
+    `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n${body}`,
+    'latin1',
+  );
 }
 
 type Reason = 'total' | 'address';
@@ -89,7 +92,13 @@ const PAID = Symbol('mcpworks.firstRequestPaid');
  * flood of thousands of connections then costs the event loop microseconds each. Returns the
  * request listener to serve through (it applies the forwarded-client cap).
  */
-export function guardConnections(server: Server, limits: HttpLimits, logger: Logger, listener: RequestListener, options: { baseHost?: string | undefined } = {}): GuardedListener {
+export function guardConnections(
+  server: Server,
+  limits: HttpLimits,
+  logger: Logger,
+  listener: RequestListener,
+  options: { baseHost?: string | undefined } = {},
+): GuardedListener {
   const trusted = trustedProxiesOf(limits.trustedProxies);
   const proxyWarnedAt = new Map<ForwardedProblem['kind'], number>();
   // Every user behind a proxy whose header names nobody shares the proxy's share: the operator must hear of it.
@@ -98,7 +107,10 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     const last = proxyWarnedAt.get(problem.kind);
     if (last !== undefined && now - last < PROXY_WARNING_INTERVAL_MS) return;
     proxyWarnedAt.set(problem.kind, now);
-    const why = problem.kind === 'missing' ? 'sent no X-Forwarded-For header' : `sent a right-most X-Forwarded-For entry that is not an IP address (${JSON.stringify(problem.entry)})`;
+    const why =
+      problem.kind === 'missing'
+        ? 'sent no X-Forwarded-For header'
+        : `sent a right-most X-Forwarded-For entry that is not an IP address (${JSON.stringify(problem.entry)})`;
     logger.warn(
       { proxy, problem: problem.kind, setting: 'MCPWORKS_TRUSTED_PROXIES', window_s: PROXY_WARNING_INTERVAL_MS / 1000 },
       `a trusted proxy (MCPWORKS_TRUSTED_PROXIES) ${why}: its requests are limited as one client, under the proxy's address; have the proxy set X-Forwarded-For to the client's address`,
@@ -149,8 +161,20 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
       const window = { total: 0, address: 0, peers: new Map<string, number>(), timer: undefined as unknown as NodeJS.Timeout };
       window.timer = setTimeout(() => {
         summary = undefined;
-        const top = [...window.peers.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([client, count]) => ({ client, count }));
-        logger.warn({ refused_total_cap: window.total, refused_address_cap: window.address, top, limits: { total: limits.maxConnections, per_address: limits.maxConnectionsPerIp }, window_s: SUMMARY_INTERVAL_MS / 1000 }, 'connections refused');
+        const top = [...window.peers.entries()]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 3)
+          .map(([client, count]) => ({ client, count }));
+        logger.warn(
+          {
+            refused_total_cap: window.total,
+            refused_address_cap: window.address,
+            top,
+            limits: { total: limits.maxConnections, per_address: limits.maxConnectionsPerIp },
+            window_s: SUMMARY_INTERVAL_MS / 1000,
+          },
+          'connections refused',
+        );
       }, SUMMARY_INTERVAL_MS);
       window.timer.unref();
       summary = window;
@@ -214,14 +238,20 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     if (error.code === 'ECONNRESET' || !socket.writable || message?.headersSent) return void socket.destroy();
     const [status, reason, text] =
       error.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'Request Header Fields Too Large', `request headers too large (${MAX_HEADER_BYTES / 1024} KB at most in all, X-MCPWorks-Env included: its 32 KB of JSON are about 43 KB in base64)`]
+        ? [
+            431,
+            'Request Header Fields Too Large',
+            `request headers too large (${MAX_HEADER_BYTES / 1024} KB at most in all, X-MCPWorks-Env included: its 32 KB of JSON are about 43 KB in base64)`,
+          ]
         : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? [408, 'Request Timeout', 'the request was not received in time']
           : [400, 'Bad Request', 'malformed HTTP request'];
     const body = routeAgnosticRefusal('validation_error', text);
     // As Node's own handler: written, then the socket is gone (a peer that never reads cannot hold it).
     socket.on('error', () => undefined);
-    socket.write(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
     socket.destroy();
   });
 
@@ -272,11 +302,19 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     const refuse = (type: 'rate_limited' | 'unavailable', message: string) => {
       if (res.headersSent || res.writableEnded) return;
       const body = refusalFor(req, options.baseHost, type, message, { retry_after: 1 });
-      res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1', connection: 'close' }).end(body);
+      res
+        .writeHead(503, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          'retry-after': '1',
+          connection: 'close',
+        })
+        .end(body);
     };
     // A request whose client went away while it waited is not started.
     const go = () => (res.destroyed || req.destroyed ? undefined : start());
-    if (pacer.enter(client, go, () => refuse('unavailable', 'the server is shutting down')) === 'full') refuse('rate_limited', 'too many requests waiting from your address; retry shortly');
+    if (pacer.enter(client, go, () => refuse('unavailable', 'the server is shutting down')) === 'full')
+      refuse('rate_limited', 'too many requests waiting from your address; retry shortly');
   };
 
   const guarded = (req: IncomingMessage, res: ServerResponse) => {
@@ -284,14 +322,20 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Log
     if (!trusted.has(peer)) return paced(clientOf(peer), req, res, () => listener(req, res));
     // Only a configured proxy's X-Forwarded-For is believed (the same reading as sign-in throttling).
     const forwarded = req.headers['x-forwarded-for'];
-    const { address: client, problem } = forwardedClient(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, limits.trustedProxies);
+    const { address: client, problem } = forwardedClient(
+      peer,
+      Array.isArray(forwarded) ? forwarded.join(',') : forwarded,
+      limits.trustedProxies,
+    );
     if (problem) warnProxy(peer, problem);
     if (!client || client === peer) return paced(clientOf(peer), req, res, () => listener(req, res));
     const forwardedKey = clientOf(client);
     return paced(forwardedKey, req, res, () => {
       const inFlight = (perForwarded.get(forwardedKey) ?? 0) + 1;
       if (inFlight > limits.maxConnectionsPerIp) {
-        const body = refusalFor(req, options.baseHost, 'rate_limited', 'too many requests in flight from your address; retry shortly', { retry_after: 1 });
+        const body = refusalFor(req, options.baseHost, 'rate_limited', 'too many requests in flight from your address; retry shortly', {
+          retry_after: 1,
+        });
         res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '1' }).end(body);
         return;
       }

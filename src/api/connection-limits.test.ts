@@ -15,7 +15,16 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { startServer } from '../app/start-server.js';
-import { callOk, connect, createAccount, errorOf, parseResult, seedEmbeddedDatabase, startTestServer, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  errorOf,
+  parseResult,
+  seedEmbeddedDatabase,
+  startTestServer,
+  type TestServer,
+} from '../test-support/harness.js';
 
 interface Held {
   /** Everything the server sent on this connection, once it closed it. */
@@ -80,14 +89,21 @@ async function healthz(server: TestServer): Promise<number> {
   return response.status;
 }
 
-const HALF_SENT = (i: number) => (i % 2 ? `POST /mcp/run/x HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nx-forwarded-for: 10.9.9.${i}\r\n` : '');
+const HALF_SENT = (i: number) =>
+  i % 2 ? `POST /mcp/run/x HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nx-forwarded-for: 10.9.9.${i}\r\n` : '';
 
 describe('per-address cap, header and request timeouts', () => {
   let server: TestServer;
   before(async () => {
     server = await startTestServer({
       // The request timeout is well above the header timeout, so each is seen on its own.
-      http: { maxConnections: 64, maxConnectionsPerIp: 16, headersTimeoutMs: 2000, requestTimeoutMs: 10_000, trustedProxies: ['127.0.0.3'] },
+      http: {
+        maxConnections: 64,
+        maxConnectionsPerIp: 16,
+        headersTimeoutMs: 2000,
+        requestTimeoutMs: 10_000,
+        trustedProxies: ['127.0.0.3'],
+      },
     });
   });
   after(async () => {
@@ -98,7 +114,10 @@ describe('per-address cap, header and request timeouts', () => {
     const before = server.server.services.connections();
     const held = await hold(server, 40, '127.0.0.2', HALF_SENT);
     // While the attacker holds its 16 connections, everyone else is served.
-    const [health, answers] = await Promise.all([healthz(server), within(Promise.all(held.map((h) => h.closed)), 8000, 'the header timeout closes the kept connections')]);
+    const [health, answers] = await Promise.all([
+      healthz(server),
+      within(Promise.all(held.map((h) => h.closed)), 8000, 'the header timeout closes the kept connections'),
+    ]);
     assert.equal(health, 200);
     const after = server.server.services.connections();
     assert.equal(after.refusedAddress - before.refusedAddress, 24);
@@ -159,14 +178,19 @@ describe('per-address cap, header and request timeouts', () => {
       // header timeout, 2 s, then closes those too; a refused socket kept would stay until the end).
       await within(
         (async () => {
-          while (server.server.services.connections().sockets > server.server.services.connections().open) await new Promise((resolve) => setTimeout(resolve, 50));
+          while (server.server.services.connections().sockets > server.server.services.connections().open)
+            await new Promise((resolve) => setTimeout(resolve, 50));
         })(),
         8000,
         'the refused sockets are let go',
       );
       // Meanwhile everyone else is served: health, a real user's login, a new key's first use.
       assert.equal(await healthz(server), 200);
-      const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: account.email, password: account.password }) });
+      const login = await fetch(`${server.url}/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: account.email, password: account.password }),
+      });
       assert.equal(login.status, 200);
       const create = await connect(`${server.url}/mcp/create/flood-${Math.random().toString(36).slice(2, 8)}`, account.key);
       assert.ok((await create.listTools()).tools.length > 0);
@@ -181,10 +205,16 @@ describe('per-address cap, header and request timeouts', () => {
 
   test('a trusted proxy is not capped per connection; its clients are capped per forwarded address', async () => {
     // Complete headers and a body that never comes: each is a request in flight until the request timeout.
-    const stuck = (client: string) => () => `POST /register HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\nx-forwarded-for: 198.51.100.7, ${client}\r\n\r\n{"email":`;
+    const stuck = (client: string) => () =>
+      `POST /register HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\nx-forwarded-for: 198.51.100.7, ${client}\r\n\r\n{"email":`;
     const held = await hold(server, 20, '127.0.0.3', stuck('10.0.0.1'));
     // Another client behind the same proxy, and the health check, are served meanwhile.
-    const other = await hold(server, 1, '127.0.0.3', () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nconnection: close\r\n\r\n');
+    const other = await hold(
+      server,
+      1,
+      '127.0.0.3',
+      () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 10.0.0.2\r\nconnection: close\r\n\r\n',
+    );
     assert.equal(status(await other[0]!.closed), 200);
     assert.equal(await healthz(server), 200);
     const answers = await within(Promise.all(held.map((h) => h.closed)), 40_000, 'the request timeout ends the stuck requests');
@@ -213,7 +243,11 @@ describe('per-address cap, header and request timeouts', () => {
 
   test('many addresses together hold at most the total cap, and only until the header timeout', async () => {
     const before = server.server.services.connections();
-    const held = (await Promise.all(['127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8'].map((address) => hold(server, 16, address, HALF_SENT)))).flat();
+    const held = (
+      await Promise.all(
+        ['127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8'].map((address) => hold(server, 16, address, HALF_SENT)),
+      )
+    ).flat();
     // 80 connections, each address within its cap of 16, against a total of 64 (the test's own
     // keep-alive connections from 127.0.0.1 may hold a few more of them).
     const holding = server.server.services.connections();
@@ -222,7 +256,10 @@ describe('per-address cap, header and request timeouts', () => {
     const after = server.server.services.connections();
     assert.ok(after.refusedTotal - before.refusedTotal >= 16, JSON.stringify(after));
     assert.equal(after.refusedAddress, before.refusedAddress, 'no address was over its own cap');
-    assert.ok(answers.some((a) => /the server has too many open connections/.test(a)), 'refused for the total, not per address');
+    assert.ok(
+      answers.some((a) => /the server has too many open connections/.test(a)),
+      'refused for the total, not per address',
+    );
     assert.equal(await healthz(server), 200);
   });
 });
@@ -237,7 +274,20 @@ describe('refusals logged as a summary; each client paced to its share of new re
     dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-conn-log-'));
     await seedEmbeddedDatabase(dataDir);
     running = await startServer(
-      { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS, http: { maxConnections: 128, maxConnectionsPerIp: 16, requestsPerSecondPerIp: 2, bodyBytesPerSecondPerIp: 1024, trustedProxies: ['127.0.0.20/30'] } },
+      {
+        host: '127.0.0.1',
+        port: 0,
+        dataDir,
+        databaseUrl: undefined,
+        tiers: DEFAULT_TIERS,
+        http: {
+          maxConnections: 128,
+          maxConnectionsPerIp: 16,
+          requestsPerSecondPerIp: 2,
+          bodyBytesPerSecondPerIp: 1024,
+          trustedProxies: ['127.0.0.20/30'],
+        },
+      },
       pino({ level: 'info' }, logs),
     );
     server = { url: running.url, server: running } as TestServer;
@@ -306,12 +356,15 @@ describe('refusals logged as a summary; each client paced to its share of new re
     assert.ok(after.refusedAddress - before.refusedAddress >= 1, JSON.stringify(after));
     assert.ok(answers.filter((a) => status(a) === 200).length >= 5, answers.map(status).join(','));
     assert.ok(answers.filter((a) => status(a) !== 200).length >= 1, answers.map(status).join(','));
-    for (const answer of answers.filter((a) => status(a) !== 200)) assert.ok(answer === '' || /too many open connections from your address/.test(answer), answer);
+    for (const answer of answers.filter((a) => status(a) !== 200))
+      assert.ok(answer === '' || /too many open connections from your address/.test(answer), answer);
   });
 
   test('requests on a kept-alive connection are paced too; past what may wait, 503', async () => {
     const before = running.services.connections();
-    const requests = Array.from({ length: 12 }, () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n').join('') + 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n';
+    const requests =
+      Array.from({ length: 12 }, () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n').join('') +
+      'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n';
     const [held] = await hold(server, 1, '127.0.0.15', () => requests);
     const answer = await within(held!.closed, 30_000, 'the pipelined requests are answered');
     const codes = [...answer.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
@@ -329,11 +382,21 @@ describe('refusals logged as a summary; each client paced to its share of new re
   test("a client's body is read at its share of bytes a second; others are served meanwhile", async () => {
     // 48 KB of a sign-up's JSON body, all sent at once, against 1 KB a second for its address.
     const body = JSON.stringify({ email: 'paced@example.com', password: 'x'.repeat(48 * 1024) });
-    const [held] = await hold(server, 1, '127.0.0.16', () => `POST /register HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    const [held] = await hold(
+      server,
+      1,
+      '127.0.0.16',
+      () =>
+        `POST /register HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+    );
     let answered = false;
     void held!.closed.then(() => (answered = true));
     // Another client's request (a body too) is answered while the paced one is still being read.
-    const other = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'nobody@example.com' }) });
+    const other = await fetch(`${server.url}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'nobody@example.com' }),
+    });
     assert.equal(other.status, 400);
     assert.equal(await healthz(server), 200);
     assert.equal(answered, false, 'the paced body was read ahead of its share');
@@ -344,9 +407,22 @@ describe('refusals logged as a summary; each client paced to its share of new re
     const before = running.services.connections();
     // Nine users behind proxies in 127.0.0.20/30, as Azure Application Gateway and others write them:
     // with ports. Were they one client (the proxy's), 2 a second would make most of them wait or 503.
-    const forwarded = [...[1, 2, 3, 4].map((i) => `198.51.100.${i}:4711`), ...[1, 2, 3, 4].map((i) => `[2001:db8:${i}::5]:4711`), '198.51.100.9:80'];
+    const forwarded = [
+      ...[1, 2, 3, 4].map((i) => `198.51.100.${i}:4711`),
+      ...[1, 2, 3, 4].map((i) => `[2001:db8:${i}::5]:4711`),
+      '198.51.100.9:80',
+    ];
     const held = (
-      await Promise.all(forwarded.map((client, i) => hold(server, 1, i === 8 ? '127.0.0.22' : '127.0.0.20', () => `GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 192.0.2.1, ${client}\r\nconnection: close\r\n\r\n`)))
+      await Promise.all(
+        forwarded.map((client, i) =>
+          hold(
+            server,
+            1,
+            i === 8 ? '127.0.0.22' : '127.0.0.20',
+            () => `GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-forwarded-for: 192.0.2.1, ${client}\r\nconnection: close\r\n\r\n`,
+          ),
+        ),
+      )
     ).flat();
     const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, 'the forwarded clients are answered');
     assert.deepEqual(answers.map(status), Array(forwarded.length).fill(200));
@@ -356,10 +432,26 @@ describe('refusals logged as a summary; each client paced to its share of new re
   test("a trusted proxy naming no usable client: limited under the proxy's address, and one warning per problem names the setting", async () => {
     const warnings = () => lines.filter((line) => /MCPWORKS_TRUSTED_PROXIES/.test(line)).map((line) => JSON.parse(line));
     const before = running.services.connections();
-    const headers = ['', '', '', 'x-forwarded-for: unknown\r\n', 'x-forwarded-for: 198.51.100.7, _hidden\r\n', 'x-forwarded-for: unknown\r\n'];
-    const held = (await Promise.all(headers.map((header) => hold(server, 1, '127.0.0.21', () => `GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n${header}connection: close\r\n\r\n`)))).flat();
+    const headers = [
+      '',
+      '',
+      '',
+      'x-forwarded-for: unknown\r\n',
+      'x-forwarded-for: 198.51.100.7, _hidden\r\n',
+      'x-forwarded-for: unknown\r\n',
+    ];
+    const held = (
+      await Promise.all(
+        headers.map((header) =>
+          hold(server, 1, '127.0.0.21', () => `GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n${header}connection: close\r\n\r\n`),
+        ),
+      )
+    ).flat();
     const answers = await within(Promise.all(held.map((h) => h.closed)), 20_000, "the proxy's requests are answered");
-    assert.ok(answers.every((a) => status(a) === 200 || status(a) === 503), answers.map(status).join(','));
+    assert.ok(
+      answers.every((a) => status(a) === 200 || status(a) === 503),
+      answers.map(status).join(','),
+    );
     // Six requests under one key whose share is 2 a second: some waited (or were refused).
     const after = running.services.connections();
     assert.ok(after.deferred > before.deferred || answers.some((a) => status(a) === 503), JSON.stringify(after));
@@ -372,10 +464,12 @@ describe('refusals logged as a summary; each client paced to its share of new re
     }
   });
 
-  test('pacing 503s take the route\'s shape: the one error shape on /api/login, JSON-RPC on /mcp/', async () => {
+  test("pacing 503s take the route's shape: the one error shape on /api/login, JSON-RPC on /mcp/", async () => {
     const login = 'POST /api/login HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
     const mcp = 'POST /mcp/run/x HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
-    const [onLogin, onMcp] = (await Promise.all([hold(server, 1, '127.0.0.17', () => login.repeat(12)), hold(server, 1, '127.0.0.18', () => mcp.repeat(12))])).flat();
+    const [onLogin, onMcp] = (
+      await Promise.all([hold(server, 1, '127.0.0.17', () => login.repeat(12)), hold(server, 1, '127.0.0.18', () => mcp.repeat(12))])
+    ).flat();
     const loginAnswer = await within(onLogin!.closed, 30_000, 'the pipelined sign-ins are answered');
     assert.equal(status(loginAnswer.slice(loginAnswer.lastIndexOf('HTTP/1.1 '))), 503);
     const refused = errorOf(lastBody(loginAnswer));
@@ -390,10 +484,13 @@ describe('refusals logged as a summary; each client paced to its share of new re
     assert.match(rpc.error.message, /too many requests waiting from your address/);
   });
 
-  test('shutdown: requests waiting their turn get 503 in their route\'s shape; the body budget is closed with the server', async () => {
+  test("shutdown: requests waiting their turn get 503 in their route's shape; the body budget is closed with the server", async () => {
     const before = running.services.connections();
     const [held] = await hold(server, 1, '127.0.0.19', () => 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n'.repeat(5));
-    await until(() => running.services.connections().waiting > 0 && running.services.connections().deferred > before.deferred, 'requests wait their turn');
+    await until(
+      () => running.services.connections().waiting > 0 && running.services.connections().deferred > before.deferred,
+      'requests wait their turn',
+    );
     assert.equal(running.services.bodyBudget?.closed, false);
     await running.close();
     const answer = await held!.closed;

@@ -3,7 +3,19 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CODE_BYTES } from '../core/limits.js';
-import { callError, callOk, connect, createAccount, createKey, parseResult, rawMcpPost, startTestServer, type ClientEra, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  createKey,
+  parseResult,
+  rawMcpPost,
+  startTestServer,
+  type ClientEra,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 
 let server: TestServer;
 before(async () => {
@@ -25,10 +37,33 @@ async function freshNamespace(era: ClientEra = 'v2'): Promise<{ client: McpTestC
 }
 
 const EXPECTED_TOOLS = [
-  'make_namespace', 'list_namespaces', 'make_service', 'list_services', 'delete_service', 'make_function', 'update_function',
-  'delete_function', 'list_functions', 'describe_function', 'list_packages', 'list_templates', 'describe_template', 'lock_function', 'unlock_function',
-  'list_executions', 'describe_execution', 'list_security_events',
-  'make_agent', 'list_agents', 'describe_agent', 'destroy_agent', 'clone_agent', 'get_agent_state', 'set_agent_state', 'delete_agent_state', 'list_agent_state_keys',
+  'make_namespace',
+  'list_namespaces',
+  'make_service',
+  'list_services',
+  'delete_service',
+  'make_function',
+  'update_function',
+  'delete_function',
+  'list_functions',
+  'describe_function',
+  'list_packages',
+  'list_templates',
+  'describe_template',
+  'lock_function',
+  'unlock_function',
+  'list_executions',
+  'describe_execution',
+  'list_security_events',
+  'make_agent',
+  'list_agents',
+  'describe_agent',
+  'destroy_agent',
+  'clone_agent',
+  'get_agent_state',
+  'set_agent_state',
+  'delete_agent_state',
+  'list_agent_state_keys',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {
@@ -55,10 +90,19 @@ for (const era of ['v1', 'v2', 'v2-legacy'] as const) {
       assert.equal(updated.version, 2);
       const described = await callOk(client, 'describe_function', { service: 'math', name: 'is-prime' });
       assert.equal(described.active_version, 2);
-      assert.deepEqual(described.versions.map((v: { version: number }) => v.version), [1, 2]);
-      assert.deepEqual((await callOk(client, 'list_services')).map((s: { name: string }) => s.name), ['math']);
+      assert.deepEqual(
+        described.versions.map((v: { version: number }) => v.version),
+        [1, 2],
+      );
+      assert.deepEqual(
+        (await callOk(client, 'list_services')).map((s: { name: string }) => s.name),
+        ['math'],
+      );
       const namespaces = await callOk(client, 'list_namespaces');
-      assert.deepEqual(namespaces.map((n: { name: string }) => n.name), [ns]);
+      assert.deepEqual(
+        namespaces.map((n: { name: string }) => n.name),
+        [ns],
+      );
       await client.close();
     });
   });
@@ -91,13 +135,22 @@ describe('namespaces', () => {
 
   test('an invalid namespace in the URL is a JSON-RPC 404; a missing key is a JSON-RPC 401', async () => {
     const account = await createAccount(server.url);
-    const body = '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}';
+    const body =
+      '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}';
     const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
-    const bad = await fetch(`${server.url}/mcp/create/Not_Valid`, { method: 'POST', headers: { ...headers, authorization: `Bearer ${account.key}` }, body });
+    const bad = await fetch(`${server.url}/mcp/create/Not_Valid`, {
+      method: 'POST',
+      headers: { ...headers, authorization: `Bearer ${account.key}` },
+      body,
+    });
     assert.equal(bad.status, 404);
     assert.equal((await bad.json()).error.data.type, 'not_found');
     for (const authorization of [undefined, 'Bearer mcpw_' + '0'.repeat(64), 'Bearer nonsense', `Basic ${account.key}`]) {
-      const response = await fetch(endpoint('demo'), { method: 'POST', headers: authorization ? { ...headers, authorization } : headers, body });
+      const response = await fetch(endpoint('demo'), {
+        method: 'POST',
+        headers: authorization ? { ...headers, authorization } : headers,
+        body,
+      });
       assert.equal(response.status, 401, String(authorization));
       assert.equal((await response.json()).error.data.type, 'unauthorized');
       assert.match(response.headers.get('www-authenticate') ?? '', /^Bearer/);
@@ -141,7 +194,10 @@ describe('tenancy', () => {
     await callOk(full, 'make_namespace', { name: 'scope-b' });
     const limitedKey = await createKey(server.url, account, { namespace: 'scope-a' });
     const limitedA = await connect(endpoint('scope-a'), limitedKey);
-    assert.deepEqual((await callOk(limitedA, 'list_namespaces')).map((n: { name: string }) => n.name), ['scope-a']);
+    assert.deepEqual(
+      (await callOk(limitedA, 'list_namespaces')).map((n: { name: string }) => n.name),
+      ['scope-a'],
+    );
     await callOk(limitedA, 'make_service', { name: 'ok' });
     const limitedB = await connect(endpoint('scope-b'), limitedKey);
     assert.equal((await callError(limitedB, 'list_services')).type, 'not_found');
@@ -149,7 +205,10 @@ describe('tenancy', () => {
 
     const readOnlyKey = await createKey(server.url, account, { scopes: ['read'] });
     const reader = await connect(endpoint('scope-a'), readOnlyKey);
-    assert.deepEqual((await callOk(reader, 'list_services')).map((s: { name: string }) => s.name), ['ok']);
+    assert.deepEqual(
+      (await callOk(reader, 'list_services')).map((s: { name: string }) => s.name),
+      ['ok'],
+    );
     const denied = await callError(reader, 'make_service', { name: 'nope' });
     assert.equal(denied.type, 'forbidden');
     assert.match(denied.message, /'write' scope/);
@@ -166,7 +225,10 @@ describe('services', () => {
     const services = await callOk(client, 'list_services');
     assert.deepEqual(
       services.map((s: Record<string, unknown>) => [s.name, s.description, s.function_count, s.call_count]),
-      [['empty', '', 0, 0], ['utils', 'helpers', 2, 0]],
+      [
+        ['empty', '', 0, 0],
+        ['utils', 'helpers', 2, 0],
+      ],
     );
     assert.equal((await callError(client, 'make_service', { name: 'utils' })).type, 'conflict');
     await callOk(client, 'make_service', { name: 'my-svc' });
@@ -240,25 +302,41 @@ describe('functions', () => {
     assert.equal(ts.description, 'doubles');
     const py = await callOk(client, 'describe_function', { service: 's', name: 'py' });
     assert.deepEqual(py.requirements, ['beautifulsoup4', 'pyyaml']);
-    assert.deepEqual((await callOk(client, 'list_functions', { service: 's', tag: 'math' })).map((f: { name: string }) => f.name), ['ts']);
-    assert.deepEqual((await callOk(client, 'list_functions', { service: 's' })).map((f: { name: string }) => f.name), ['py', 'ts']);
+    assert.deepEqual(
+      (await callOk(client, 'list_functions', { service: 's', tag: 'math' })).map((f: { name: string }) => f.name),
+      ['ts'],
+    );
+    assert.deepEqual(
+      (await callOk(client, 'list_functions', { service: 's' })).map((f: { name: string }) => f.name),
+      ['py', 'ts'],
+    );
   });
 
   test('versioning follows the guide: code changes version, metadata does not, restore copies', async () => {
     const { client } = await freshNamespace();
     await callOk(client, 'make_service', { name: 'math' });
     await callOk(client, 'make_function', { service: 'math', name: 'is-prime', code: HELLO, description: 'v1' });
-    assert.deepEqual(await callOk(client, 'update_function', { service: 'math', name: 'is-prime', description: 'better words', tags: ['x'] }), {
-      service: 'math',
-      name: 'is-prime',
-      version: 1,
-      new_version: false,
-    });
-    assert.equal((await callOk(client, 'update_function', { service: 'math', name: 'is-prime', code: HELLO })).new_version, false, 'same code is no new version');
+    assert.deepEqual(
+      await callOk(client, 'update_function', { service: 'math', name: 'is-prime', description: 'better words', tags: ['x'] }),
+      {
+        service: 'math',
+        name: 'is-prime',
+        version: 1,
+        new_version: false,
+      },
+    );
+    assert.equal(
+      (await callOk(client, 'update_function', { service: 'math', name: 'is-prime', code: HELLO })).new_version,
+      false,
+      'same code is no new version',
+    );
     const v2 = 'def main(input_data):\n    return {"factors": []}\n';
     assert.equal((await callOk(client, 'update_function', { service: 'math', name: 'is-prime', code: v2 })).version, 2);
     assert.equal((await callOk(client, 'update_function', { service: 'math', name: 'is-prime', requirements: ['numpy'] })).version, 3);
-    assert.equal((await callOk(client, 'update_function', { service: 'math', name: 'is-prime', input_schema: { type: 'object' } })).version, 4);
+    assert.equal(
+      (await callOk(client, 'update_function', { service: 'math', name: 'is-prime', input_schema: { type: 'object' } })).version,
+      4,
+    );
     const restored = await callOk(client, 'update_function', { service: 'math', name: 'is-prime', restore_version: 1 });
     assert.deepEqual(restored, { service: 'math', name: 'is-prime', version: 5, new_version: true, restored_from: 1 });
     const described = await callOk(client, 'describe_function', { service: 'math', name: 'is-prime' });
@@ -266,17 +344,31 @@ describe('functions', () => {
     assert.deepEqual(described.requirements, []);
     assert.equal(described.input_schema, null);
     assert.equal(described.description, 'better words');
-    assert.deepEqual(described.versions.map((v: { version: number; restored_from: number | null }) => [v.version, v.restored_from]), [
-      [1, null], [2, null], [3, null], [4, null], [5, 1],
-    ]);
+    assert.deepEqual(
+      described.versions.map((v: { version: number; restored_from: number | null }) => [v.version, v.restored_from]),
+      [
+        [1, null],
+        [2, null],
+        [3, null],
+        [4, null],
+        [5, 1],
+      ],
+    );
     const old = await callOk(client, 'describe_function', { service: 'math', name: 'is-prime', version: 2 });
     assert.equal(old.code, v2, 'versions are immutable and readable');
     const missing = await callError(client, 'update_function', { service: 'math', name: 'is-prime', restore_version: 99 });
     assert.equal(missing.type, 'not_found');
     assert.match(missing.message, /version 99/);
-    assert.equal((await callError(client, 'update_function', { service: 'math', name: 'is-prime', restore_version: 1, code: 'x=1' })).type, 'validation_error');
+    assert.equal(
+      (await callError(client, 'update_function', { service: 'math', name: 'is-prime', restore_version: 1, code: 'x=1' })).type,
+      'validation_error',
+    );
     assert.equal((await callError(client, 'describe_function', { service: 'math', name: 'is-prime', version: 42 })).type, 'not_found');
-    assert.equal((await callOk(client, 'describe_function', { service: 'math', name: 'is-prime' })).active_version, 5, 'failed calls changed nothing');
+    assert.equal(
+      (await callOk(client, 'describe_function', { service: 'math', name: 'is-prime' })).active_version,
+      5,
+      'failed calls changed nothing',
+    );
     assert.equal((await callError(client, 'update_function', { service: 'math', name: 'nope', code: 'x=1' })).type, 'not_found');
     const badUpdate = await callError(client, 'update_function', { service: 'math', name: 'is-prime', requirements: ['not-a-package'] });
     assert.equal(badUpdate.type, 'unknown_package');
@@ -288,13 +380,21 @@ describe('functions', () => {
     await callOk(client, 'make_function', { service: 'c', name: 'f', code: 'x = 0' });
     const clients = await Promise.all(Array.from({ length: 4 }, () => connect(endpoint(ns), key)));
     const results = await Promise.all(
-      Array.from({ length: 24 }, (_, i) => callOk(clients[i % clients.length]!, 'update_function', { service: 'c', name: 'f', code: `x = ${i + 1}` })),
+      Array.from({ length: 24 }, (_, i) =>
+        callOk(clients[i % clients.length]!, 'update_function', { service: 'c', name: 'f', code: `x = ${i + 1}` }),
+      ),
     );
     const versions = results.map((r) => r.version as number).sort((a, b) => a - b);
-    assert.deepEqual(versions, Array.from({ length: 24 }, (_, i) => i + 2));
+    assert.deepEqual(
+      versions,
+      Array.from({ length: 24 }, (_, i) => i + 2),
+    );
     const described = await callOk(client, 'describe_function', { service: 'c', name: 'f' });
     assert.equal(described.active_version, 25);
-    assert.deepEqual(described.versions.map((v: { version: number }) => v.version), Array.from({ length: 25 }, (_, i) => i + 1));
+    assert.deepEqual(
+      described.versions.map((v: { version: number }) => v.version),
+      Array.from({ length: 25 }, (_, i) => i + 1),
+    );
     // Each acknowledged version holds exactly the code that was sent for it.
     for (const result of results.slice(0, 5)) {
       const version = await callOk(client, 'describe_function', { service: 'c', name: 'f', version: result.version });
@@ -337,7 +437,17 @@ describe('discovery and templates', () => {
     assert.equal(all.find((p: { name: string }) => p.name === 'pandas').available, true);
     assert.equal(all.find((p: { name: string }) => p.name === 'orjson').available, false);
     // The versions installed on this host, as the sandbox's own Python reports them.
-    const python = spawnSync('/usr/bin/python3', ['-I', '-c', 'import sys, importlib.metadata as m; print("%d.%d.%d" % sys.version_info[:3]); print(m.version("pandas")); print(m.version("requests"))'], { encoding: 'utf8' }).stdout.trim().split('\n');
+    const python = spawnSync(
+      '/usr/bin/python3',
+      [
+        '-I',
+        '-c',
+        'import sys, importlib.metadata as m; print("%d.%d.%d" % sys.version_info[:3]); print(m.version("pandas")); print(m.version("requests"))',
+      ],
+      { encoding: 'utf8' },
+    )
+      .stdout.trim()
+      .split('\n');
     assert.equal(packages.python_version, python[0]);
     assert.equal(all.find((p: { name: string }) => p.name === 'pandas').version, python[1]);
     assert.equal(all.find((p: { name: string }) => p.name === 'requests').version, python[2]);
@@ -349,7 +459,10 @@ describe('discovery and templates', () => {
   test('the five templates can be listed, described and cloned', async () => {
     const { client } = await freshNamespace();
     const templates = await callOk(client, 'list_templates');
-    assert.deepEqual(templates.map((t: { name: string }) => t.name), ['hello-world', 'csv-analyzer', 'api-connector', 'slack-notifier', 'scheduled-report']);
+    assert.deepEqual(
+      templates.map((t: { name: string }) => t.name),
+      ['hello-world', 'csv-analyzer', 'api-connector', 'slack-notifier', 'scheduled-report'],
+    );
     const connector = await callOk(client, 'describe_template', { name: 'api-connector' });
     assert.match(connector.code, /import httpx/);
     assert.deepEqual(connector.requirements, ['httpx']);
@@ -368,7 +481,13 @@ describe('discovery and templates', () => {
       assert.deepEqual(described.requirements, full.requirements);
     }
     // Explicit fields override the template.
-    await callOk(client, 'make_function', { service: 'utils', name: 'custom-hello', template: 'hello-world', description: 'mine', tags: ['custom'] });
+    await callOk(client, 'make_function', {
+      service: 'utils',
+      name: 'custom-hello',
+      template: 'hello-world',
+      description: 'mine',
+      tags: ['custom'],
+    });
     const custom = await callOk(client, 'describe_function', { service: 'utils', name: 'custom-hello' });
     assert.equal(custom.description, 'mine');
     assert.deepEqual(custom.tags, ['custom']);
@@ -381,18 +500,41 @@ describe('sessions (2025-era clients)', () => {
     const client = await connect(endpoint('sess'), account.key, 'v1');
     const id = client.sessionId();
     assert.match(id ?? '', /^[0-9a-f-]{36}$/);
-    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' };
+    const headers = {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+    };
     const ping = '{"jsonrpc":"2.0","id":7,"method":"ping"}';
-    const unknown = await fetch(endpoint('sess'), { method: 'POST', headers: { ...headers, authorization: `Bearer ${account.key}`, 'mcp-session-id': 'not-a-session' }, body: ping });
+    const unknown = await fetch(endpoint('sess'), {
+      method: 'POST',
+      headers: { ...headers, authorization: `Bearer ${account.key}`, 'mcp-session-id': 'not-a-session' },
+      body: ping,
+    });
     assert.equal(unknown.status, 404);
     const other = await createAccount(server.url);
-    const foreign = await fetch(endpoint('sess'), { method: 'POST', headers: { ...headers, authorization: `Bearer ${other.key}`, 'mcp-session-id': id! }, body: ping });
+    const foreign = await fetch(endpoint('sess'), {
+      method: 'POST',
+      headers: { ...headers, authorization: `Bearer ${other.key}`, 'mcp-session-id': id! },
+      body: ping,
+    });
     assert.equal(foreign.status, 404);
-    const own = await fetch(endpoint('sess'), { method: 'POST', headers: { ...headers, authorization: `Bearer ${account.key}`, 'mcp-session-id': id! }, body: ping });
+    const own = await fetch(endpoint('sess'), {
+      method: 'POST',
+      headers: { ...headers, authorization: `Bearer ${account.key}`, 'mcp-session-id': id! },
+      body: ping,
+    });
     assert.equal(own.status, 200);
-    const ended = await fetch(endpoint('sess'), { method: 'DELETE', headers: { authorization: `Bearer ${account.key}`, 'mcp-session-id': id! } });
+    const ended = await fetch(endpoint('sess'), {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${account.key}`, 'mcp-session-id': id! },
+    });
     assert.equal(ended.status, 200);
-    const after = await fetch(endpoint('sess'), { method: 'POST', headers: { ...headers, authorization: `Bearer ${account.key}`, 'mcp-session-id': id! }, body: ping });
+    const after = await fetch(endpoint('sess'), {
+      method: 'POST',
+      headers: { ...headers, authorization: `Bearer ${account.key}`, 'mcp-session-id': id! },
+      body: ping,
+    });
     assert.equal(after.status, 404);
   });
 
@@ -400,7 +542,11 @@ describe('sessions (2025-era clients)', () => {
     const account = await createAccount(server.url);
     const response = await fetch(endpoint('sess'), {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${account.key}` },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        authorization: `Bearer ${account.key}`,
+      },
       body: '{"jsonrpc":',
     });
     assert.equal(response.status, 400);
@@ -412,7 +558,8 @@ describe('sessions (2025-era clients)', () => {
 describe('DNS-rebinding protection', () => {
   test('a foreign Origin or Host is refused with 403; localhost ones pass', async () => {
     const account = await createAccount(server.url);
-    const send = async (headers: Record<string, string>) => (await rawMcpPost(endpoint('guard'), account.key, { jsonrpc: '2.0', id: 1, method: 'ping' }, headers)).status;
+    const send = async (headers: Record<string, string>) =>
+      (await rawMcpPost(endpoint('guard'), account.key, { jsonrpc: '2.0', id: 1, method: 'ping' }, headers)).status;
     assert.equal(await send({ origin: 'http://evil.example.com' }), 403);
     assert.equal(await send({ origin: 'null' }), 403);
     assert.equal(await send({ host: 'evil.example.com' }), 403);
@@ -429,11 +576,31 @@ describe('subdomain routing', () => {
       const viaPath = await connect(`${routed.url}/mcp/create/sub`, account.key);
       await callOk(viaPath, 'make_namespace', { name: 'sub' });
       await callOk(viaPath, 'make_service', { name: 'from-path' });
-      const services = await rawMcpPost(`${routed.url}/`, account.key, { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'list_services', arguments: {} } }, { host: 'sub.create.mcpworks.test' });
-      assert.match(parseResult(services.body.result).map((s: { name: string }) => s.name).join(','), /from-path/);
+      const services = await rawMcpPost(
+        `${routed.url}/`,
+        account.key,
+        { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'list_services', arguments: {} } },
+        { host: 'sub.create.mcpworks.test' },
+      );
+      assert.match(
+        parseResult(services.body.result)
+          .map((s: { name: string }) => s.name)
+          .join(','),
+        /from-path/,
+      );
       // The run endpoint answers on {ns}.run.{base}, mode in the query string as on the path form.
-      const tools = (await rawMcpPost(`${routed.url}/?mode=code`, account.key, { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} }, { host: 'sub.run.mcpworks.test' })).body;
-      assert.deepEqual(tools.result.tools.map((t: { name: string }) => t.name), ['execute']);
+      const tools = (
+        await rawMcpPost(
+          `${routed.url}/?mode=code`,
+          account.key,
+          { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} },
+          { host: 'sub.run.mcpworks.test' },
+        )
+      ).body;
+      assert.deepEqual(
+        tools.result.tools.map((t: { name: string }) => t.name),
+        ['execute'],
+      );
       // A 401 there names the metadata on the same host, which answers it (issue 14, item 3).
       const { request } = await import('node:http');
       const get = (path: string) =>

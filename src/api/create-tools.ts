@@ -52,14 +52,30 @@ const functionArg = z.string().describe('Function name, e.g. "hello-world"; hyph
 
 // The versioned fields shared by make_function and update_function.
 const definitionFields = {
-  code: z.string().optional().describe('Source code (max 1 MB). Python: define main(input_data) returning a JSON value (or set `result`/`output`). TypeScript: `export default function main(input)` (may be async).'),
+  code: z
+    .string()
+    .optional()
+    .describe(
+      'Source code (max 1 MB). Python: define main(input_data) returning a JSON value (or set `result`/`output`). TypeScript: `export default function main(input)` (may be async).',
+    ),
   language: z.enum(['python', 'typescript']).optional().describe('Language of `code` (default python)'),
   backend: z.enum(['code_sandbox']).optional().describe('Execution engine; only "code_sandbox" exists (default)'),
   config: jsonSchemaObject.nullable().optional().describe('Free-form JSON configuration stored with the version'),
-  input_schema: jsonSchemaObject.nullable().optional().describe('JSON Schema of the input object, e.g. {"type":"object","properties":{"name":{"type":"string"}}}'),
+  input_schema: jsonSchemaObject
+    .nullable()
+    .optional()
+    .describe('JSON Schema of the input object, e.g. {"type":"object","properties":{"name":{"type":"string"}}}'),
   output_schema: jsonSchemaObject.nullable().optional().describe('JSON Schema of the returned value; checked on every run'),
-  requirements: z.array(z.string()).optional().describe('Python: names from list_packages (aliases like bs4, yaml, sklearn, PIL work). TypeScript: npm packages ("name" or "name@version"), installed when the version is created'),
-  required_env: z.array(z.string()).optional().describe('Environment variable names the function needs (values arrive per request in the X-MCPWorks-Env header), e.g. ["API_TOKEN"]'),
+  requirements: z
+    .array(z.string())
+    .optional()
+    .describe(
+      'Python: names from list_packages (aliases like bs4, yaml, sklearn, PIL work). TypeScript: npm packages ("name" or "name@version"), installed when the version is created',
+    ),
+  required_env: z
+    .array(z.string())
+    .optional()
+    .describe('Environment variable names the function needs (values arrive per request in the X-MCPWorks-Env header), e.g. ["API_TOKEN"]'),
   optional_env: z.array(z.string()).optional().describe('Environment variable names the function can use when present'),
   description: z.string().optional().describe('What the function does; shown to AI assistants that call it'),
   tags: z.array(z.string()).optional().describe('Labels for filtering with list_functions'),
@@ -97,7 +113,11 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
   );
   const names: string[] = [];
-  const tool = <S extends z.ZodObject>(name: string, definition: ToolDefinition<S>, body: (args: Record<string, unknown>) => Promise<unknown>) => {
+  const tool = <S extends z.ZodObject>(
+    name: string,
+    definition: ToolDefinition<S>,
+    body: (args: Record<string, unknown>) => Promise<unknown>,
+  ) => {
     names.push(name);
     return defineTool(server, logger, name, definition, (args) => body(args as Record<string, unknown>));
   };
@@ -105,7 +125,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   tool(
     'make_namespace',
     {
-      description: 'Create a new namespace (your top-level unit; each gets /mcp/create/{name} and /mcp/run/{name}). Names: 1-63 lowercase letters, digits, hyphens; start and end with a letter or digit. Works even when the current URL names a namespace that does not exist yet.',
+      description:
+        'Create a new namespace (your top-level unit; each gets /mcp/create/{name} and /mcp/run/{name}). Names: 1-63 lowercase letters, digits, hyphens; start and end with a letter or digit. Works even when the current URL names a namespace that does not exist yet.',
       input: z.object({ name: z.string().describe('Namespace name, e.g. "demo"'), description: z.string().optional() }),
       annotations: WRITE,
     },
@@ -118,10 +139,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       return answer;
     },
   );
-  tool(
-    'list_namespaces',
-    { description: 'List all namespaces of your account.', input: z.object({}), annotations: READ_ONLY },
-    () => catalog.listNamespaces(principal),
+  tool('list_namespaces', { description: 'List all namespaces of your account.', input: z.object({}), annotations: READ_ONLY }, () =>
+    catalog.listNamespaces(principal),
   );
   tool(
     'make_service',
@@ -134,26 +153,37 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   );
   tool(
     'list_services',
-    { description: `List the services of namespace "${ns}" with name, description, function_count and call_count.`, input: z.object({}), annotations: READ_ONLY },
+    {
+      description: `List the services of namespace "${ns}" with name, description, function_count and call_count.`,
+      input: z.object({}),
+      annotations: READ_ONLY,
+    },
     () => catalog.listServices(principal, ns),
   );
   tool(
     'delete_service',
-    { description: 'Delete a service and all its functions and versions permanently. Refused while any of its functions is locked.', input: z.object({ name: serviceArg }), annotations: DESTRUCTIVE },
+    {
+      description: 'Delete a service and all its functions and versions permanently. Refused while any of its functions is locked.',
+      input: z.object({ name: serviceArg }),
+      annotations: DESTRUCTIVE,
+    },
     (a) => catalog.deleteService(principal, ns, a.name),
   );
   tool(
     'make_function',
     {
       description:
-        'Create a function (version 1) in a service. Give `code`, or `template` (see list_templates) to clone a template\'s code, schemas, tags and requirements; explicit fields override the template. ' +
-        'Python contract: the global dict `input_data` holds the arguments; the output is main(input_data)\'s return value, else a global `result`, else `output`. ' +
+        "Create a function (version 1) in a service. Give `code`, or `template` (see list_templates) to clone a template's code, schemas, tags and requirements; explicit fields override the template. " +
+        "Python contract: the global dict `input_data` holds the arguments; the output is main(input_data)'s return value, else a global `result`, else `output`. " +
         'TypeScript contract: export default (or named) function main(input), may be async. ' +
         `Its tool-mode name \`{service}__{function}\` may have at most ${TOOL_NAME_BUDGET} characters.`,
       input: z.object({
         service: serviceArg,
         name: functionArg,
-        template: z.enum(TEMPLATES.map((t) => t.name) as [string, ...string[]]).optional().describe('Start from a template'),
+        template: z
+          .enum(TEMPLATES.map((t) => t.name) as [string, ...string[]])
+          .optional()
+          .describe('Start from a template'),
         ...definitionFields,
       }),
       annotations: WRITE,
@@ -178,13 +208,18 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   );
   tool(
     'delete_function',
-    { description: 'Delete a function and all its versions permanently. Refused while the function is locked.', input: z.object({ service: serviceArg, name: functionArg }), annotations: DESTRUCTIVE },
+    {
+      description: 'Delete a function and all its versions permanently. Refused while the function is locked.',
+      input: z.object({ service: serviceArg, name: functionArg }),
+      annotations: DESTRUCTIVE,
+    },
     (a) => catalog.deleteFunction(principal, ns, a.service, a.name),
   );
   tool(
     'list_functions',
     {
-      description: 'List the functions of a service (name, description, tags, language, active version, locked), optionally only those with a tag.',
+      description:
+        'List the functions of a service (name, description, tags, language, active version, locked), optionally only those with a tag.',
       input: z.object({ service: serviceArg, tag: z.string().optional().describe('Only functions carrying this tag') }),
       annotations: READ_ONLY,
     },
@@ -193,8 +228,13 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   tool(
     'describe_function',
     {
-      description: 'Full details of a function: code, input/output schemas, requirements, env declarations, lock state and every version (number, date, hash). Shows the active version\'s code unless `version` is given.',
-      input: z.object({ service: serviceArg, name: functionArg, version: z.number().int().positive().optional().describe('Show this version\'s code and schemas') }),
+      description:
+        "Full details of a function: code, input/output schemas, requirements, env declarations, lock state and every version (number, date, hash). Shows the active version's code unless `version` is given.",
+      input: z.object({
+        service: serviceArg,
+        name: functionArg,
+        version: z.number().int().positive().optional().describe("Show this version's code and schemas"),
+      }),
       annotations: READ_ONLY,
     },
     (a) => catalog.describeFunction(principal, ns, a.service, a.name, a.version),
@@ -202,7 +242,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   tool(
     'list_packages',
     {
-      description: 'List the Python packages functions may use in `requirements`, grouped by category, with the installed version of each and the Python version; `available: false` marks allow-listed packages this server cannot provide.',
+      description:
+        'List the Python packages functions may use in `requirements`, grouped by category, with the installed version of each and the Python version; `available: false` marks allow-listed packages this server cannot provide.',
       input: z.object({}),
       annotations: READ_ONLY,
     },
@@ -211,7 +252,15 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       return {
         python_version: inventory.python,
         python: packagesByCategory(inventory.versions),
-        aliases: { bs4: 'beautifulsoup4', yaml: 'pyyaml', sklearn: 'scikit-learn', PIL: 'pillow', dateutil: 'python-dateutil', jwt: 'pyjwt', psycopg2: 'psycopg2-binary' },
+        aliases: {
+          bs4: 'beautifulsoup4',
+          yaml: 'pyyaml',
+          sklearn: 'scikit-learn',
+          PIL: 'pillow',
+          dateutil: 'python-dateutil',
+          jwt: 'pyjwt',
+          psycopg2: 'psycopg2-binary',
+        },
         typescript: 'Any npm package: list it in `requirements` ("name" or "name@version"); it is installed when the version is created.',
         node_version: process.versions.node,
       };
@@ -220,15 +269,30 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   tool(
     'list_templates',
     { description: 'List the function templates (name, description, requirements).', input: z.object({}), annotations: READ_ONLY },
-    async () => TEMPLATES.map((t) => ({ name: t.name, description: t.description, language: t.language, requirements: t.requirements, tags: t.tags })),
+    async () =>
+      TEMPLATES.map((t) => ({
+        name: t.name,
+        description: t.description,
+        language: t.language,
+        requirements: t.requirements,
+        tags: t.tags,
+      })),
   );
   tool(
     'describe_template',
-    { description: 'Full details of a template: code, input/output schemas, tags, requirements.', input: z.object({ name: z.string().describe('Template name, e.g. "hello-world"') }), annotations: READ_ONLY },
+    {
+      description: 'Full details of a template: code, input/output schemas, tags, requirements.',
+      input: z.object({ name: z.string().describe('Template name, e.g. "hello-world"') }),
+      annotations: READ_ONLY,
+    },
     async (a) => {
       const template = typeof a.name === 'string' ? findTemplate(a.name) : undefined;
       if (!template) {
-        const hint = suggestion(String(a.name), TEMPLATES.map((t) => t.name), 'templates');
+        const hint = suggestion(
+          String(a.name),
+          TEMPLATES.map((t) => t.name),
+          'templates',
+        );
         throw new DomainError('not_found', `template ${JSON.stringify(a.name)} not found.${hint.text}`, hint.details);
       }
       const { inputSchema, outputSchema, ...rest } = template;
@@ -237,18 +301,27 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   );
   tool(
     'lock_function',
-    { description: 'Lock a function: update_function and delete_function (and deleting its service) are refused until unlock_function.', input: z.object({ service: serviceArg, name: functionArg }), annotations: IDEMPOTENT_WRITE },
+    {
+      description: 'Lock a function: update_function and delete_function (and deleting its service) are refused until unlock_function.',
+      input: z.object({ service: serviceArg, name: functionArg }),
+      annotations: IDEMPOTENT_WRITE,
+    },
     (a) => catalog.setLocked(principal, ns, a.service, a.name, true),
   );
   tool(
     'unlock_function',
-    { description: 'Unlock a locked function so it can be updated or deleted again.', input: z.object({ service: serviceArg, name: functionArg }), annotations: IDEMPOTENT_WRITE },
+    {
+      description: 'Unlock a locked function so it can be updated or deleted again.',
+      input: z.object({ service: serviceArg, name: functionArg }),
+      annotations: IDEMPOTENT_WRITE,
+    },
     (a) => catalog.setLocked(principal, ns, a.service, a.name, false),
   );
   tool(
     'list_executions',
     {
-      description: 'Execution history of this namespace, newest first: id, mode, function(s) and version, status, error type, duration, bytes out. Filter by function ("name" or "service.name"), status ("success"/"error"/"interrupted": the server stopped before the run ended; "cancelled": the client cancelled it; neither is counted) and since (ISO date-time).',
+      description:
+        'Execution history of this namespace, newest first: id, mode, function(s) and version, status, error type, duration, bytes out. Filter by function ("name" or "service.name"), status ("success"/"error"/"interrupted": the server stopped before the run ended; "cancelled": the client cancelled it; neither is counted) and since (ISO date-time).',
       input: z.object({
         function: z.string().optional().describe('e.g. "is-prime" or "math.is-prime"'),
         status: z.enum(['success', 'error', 'interrupted', 'cancelled']).optional(),
@@ -261,13 +334,19 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   );
   tool(
     'describe_execution',
-    { description: 'One execution in full, with its logs (stdout, stderr) and error message; secrets were redacted before they were stored.', input: z.object({ id: z.string().describe('Execution id from list_executions') }), annotations: READ_ONLY },
+    {
+      description:
+        'One execution in full, with its logs (stdout, stderr) and error message; secrets were redacted before they were stored.',
+      input: z.object({ id: z.string().describe('Execution id from list_executions') }),
+      annotations: READ_ONLY,
+    },
     (a) => ctx.history.describe(principal, ns, a.id),
   );
   tool(
     'list_security_events',
     {
-      description: 'Security events of this namespace, newest first: e.g. a secret found in a function\'s output and redacted (which function, which kind of secret; never the value).',
+      description:
+        "Security events of this namespace, newest first: e.g. a secret found in a function's output and redacted (which function, which kind of secret; never the value).",
       input: z.object({ since: z.string().optional(), limit: z.number().int().min(1).max(200).optional() }),
       annotations: READ_ONLY,
     },

@@ -3,7 +3,17 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { encodeEnvHeader } from '../core/env-header.js';
 import { DomainError } from '../core/errors.js';
-import { callError, callOk, connect, createAccount, parseResult, postJson, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  parseResult,
+  postJson,
+  startTestServer,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 
 let server: TestServer;
 before(async () => {
@@ -39,7 +49,11 @@ const TS_MAIN = 'export default function main(input: { n: number }): number {\n 
 describe('code that does not parse is refused when it is stored', () => {
   test('Python that does not compile: make_function and update_function refuse it with the line; nothing is stored', async () => {
     const s = await space();
-    const bad = await callError(s.create, 'make_function', { service: 'math', name: 'half', code: 'def main(input_data):\n    x = (1,\n    return x\n' });
+    const bad = await callError(s.create, 'make_function', {
+      service: 'math',
+      name: 'half',
+      code: 'def main(input_data):\n    x = (1,\n    return x\n',
+    });
     assert.equal(bad.type, 'validation_error');
     assert.equal(bad.field, 'code');
     assert.equal(typeof bad.line, 'number');
@@ -47,12 +61,20 @@ describe('code that does not parse is refused when it is stored', () => {
     assert.deepEqual(await callOk(s.create, 'list_functions', { service: 'math' }), [], 'nothing was stored');
 
     await callOk(s.create, 'make_function', { service: 'math', name: 'half', code: 'def main(input_data):\n    return 1\n' });
-    const update = await callError(s.create, 'update_function', { service: 'math', name: 'half', code: 'def main(input_data):\n    return 1\n  oops\n' });
+    const update = await callError(s.create, 'update_function', {
+      service: 'math',
+      name: 'half',
+      code: 'def main(input_data):\n    return 1\n  oops\n',
+    });
     assert.equal(update.type, 'validation_error');
     assert.equal(update.line, 3);
     assert.equal((await callOk(s.create, 'describe_function', { service: 'math', name: 'half' })).active_version, 1, 'no new version');
     // Compiled, never run: code whose import would fail at run time is stored (it parses).
-    await callOk(s.create, 'update_function', { service: 'math', name: 'half', code: 'import no_such_module_here\ndef main(input_data):\n    return 2\n' });
+    await callOk(s.create, 'update_function', {
+      service: 'math',
+      name: 'half',
+      code: 'import no_such_module_here\ndef main(input_data):\n    return 2\n',
+    });
   });
 
   test('TypeScript sent without language is refused as Python, saying it looks like TypeScript; with language it is stored', async () => {
@@ -69,11 +91,21 @@ describe('code that does not parse is refused when it is stored', () => {
 
   test('TypeScript that does not parse is refused with its line; Python sent as TypeScript is named', async () => {
     const s = await space();
-    const error = await callError(s.create, 'make_function', { service: 'math', name: 'bad', language: 'typescript', code: 'export default function main() {\n  const x: number = ;\n}\n' });
+    const error = await callError(s.create, 'make_function', {
+      service: 'math',
+      name: 'bad',
+      language: 'typescript',
+      code: 'export default function main() {\n  const x: number = ;\n}\n',
+    });
     assert.equal(error.type, 'validation_error');
     assert.equal(error.line, 2);
     assert.match(error.message, /not valid TypeScript: main\.ts:2:/);
-    const python = await callError(s.create, 'make_function', { service: 'math', name: 'py', language: 'typescript', code: 'def main(input_data):\n    return {"ok": True}\n' });
+    const python = await callError(s.create, 'make_function', {
+      service: 'math',
+      name: 'py',
+      language: 'typescript',
+      code: 'def main(input_data):\n    return {"ok": True}\n',
+    });
     assert.equal(python.looks_like, 'python');
   });
 });
@@ -115,12 +147,22 @@ describe('unknown names list the available ones and the nearest', () => {
     await callOk(s.create, 'make_function', { service: 'math', name: 'csv-analyzer', template: 'csv-analyzer' });
     await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
     const run = await s.run();
-    for (const code of ['from functions import analyze_csv', 'import functions\nfunctions.analyze_csv()', 'from functions.math import analyze_csv', 'def f():\n    from functions import (hello, analyze_csv)\nf()', 'import functions\ngetattr(functions.math, "analyze_csv")']) {
-      const answer = await run.callTool("execute", { code });
+    for (const code of [
+      'from functions import analyze_csv',
+      'import functions\nfunctions.analyze_csv()',
+      'from functions.math import analyze_csv',
+      'def f():\n    from functions import (hello, analyze_csv)\nf()',
+      'import functions\ngetattr(functions.math, "analyze_csv")',
+    ]) {
+      const answer = await run.callTool('execute', { code });
       assert.equal(answer.isError, true);
       const body = parseResult(answer);
       assert.equal(body.error_type, 'FunctionNotFoundError', code);
-      assert.match(body.error, /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in functions(\.math)?: .*csv_analyzer, hello/, code);
+      assert.match(
+        body.error,
+        /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in functions(\.math)?: .*csv_analyzer, hello/,
+        code,
+      );
     }
     // hasattr() and getattr() with a default answer as for any module: attribute access raises an
     // AttributeError (named FunctionNotFoundError), `from … import` an ImportError, both with the names.
@@ -132,13 +174,28 @@ describe('unknown names list the available ones and the nearest', () => {
       'hasattr(functions, "csv_analyzer") and hasattr(functions.math, "hello")',
     ];
     const code = `import functions\nresult = [${probes.join(', ')}]\ntry:\n    functions.nope\nexcept AttributeError as e:\n    result.append(type(e).__name__)\ntry:\n    from functions import nope\nexcept ImportError as e:\n    result.append(isinstance(e, functions.FunctionNotFoundError))`;
-    assert.deepEqual(parseResult(await run.callTool('execute', { code })), [false, false, false, true, true, 'FunctionNotFoundError', true]);
-    for (const code of ['import { analyze_csv } from "functions";\nresult = await analyze_csv({});', 'import { analyze_csv } from "functions/math";\nresult = await analyze_csv({});']) {
+    assert.deepEqual(parseResult(await run.callTool('execute', { code })), [
+      false,
+      false,
+      false,
+      true,
+      true,
+      'FunctionNotFoundError',
+      true,
+    ]);
+    for (const code of [
+      'import { analyze_csv } from "functions";\nresult = await analyze_csv({});',
+      'import { analyze_csv } from "functions/math";\nresult = await analyze_csv({});',
+    ]) {
       const answer = await run.callTool('execute', { code, language: 'typescript' });
       assert.equal(answer.isError, true);
       const body = parseResult(answer);
       assert.equal(body.error_type, 'FunctionNotFoundError', code);
-      assert.match(body.error, /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in 'functions(\/math)?': .*csv_analyzer, hello/, code);
+      assert.match(
+        body.error,
+        /has no function or service 'analyze_csv'\. Did you mean 'csv_analyzer'\? Available in 'functions(\/math)?': .*csv_analyzer, hello/,
+        code,
+      );
     }
   });
 });
@@ -153,15 +210,25 @@ describe('unknown tool names on the MCP endpoints', () => {
       const code = await connect(`${server.url}/mcp/run/${s.ns}`, s.key, era);
       try {
         await assert.rejects(tools.callTool('math__csv_analyser', {}), (error: any) => {
-          assert.match(error.message, /Tool math__csv_analyser not found in namespace '[^']+'\. Did you mean 'math__csv-analyzer'[^?]*\? Available tools: _env_status, math__csv-analyzer, math__hello\./, era);
+          assert.match(
+            error.message,
+            /Tool math__csv_analyser not found in namespace '[^']+'\. Did you mean 'math__csv-analyzer'[^?]*\? Available tools: _env_status, math__csv-analyzer, math__hello\./,
+            era,
+          );
           if (error.data !== undefined) assert.equal(error.data.did_you_mean[0], 'math__csv-analyzer', era);
           return true;
         });
-        await assert.rejects(code.callTool('exec', { code: 'result = 1' }), /Tool exec not found .*Did you mean 'execute'\? Available tools: execute\./);
+        await assert.rejects(
+          code.callTool('exec', { code: 'result = 1' }),
+          /Tool exec not found .*Did you mean 'execute'\? Available tools: execute\./,
+        );
         // The create endpoint answers an unknown tool the same way.
         const create = await connect(`${server.url}/mcp/create/${s.ns}`, s.key, era);
         try {
-          await assert.rejects(create.callTool('make_functoin', {}), /Tool make_functoin not found in namespace '[^']+'\. Did you mean 'make_function'[^?]*\? Available tools: .*list_functions.*make_function/);
+          await assert.rejects(
+            create.callTool('make_functoin', {}),
+            /Tool make_functoin not found in namespace '[^']+'\. Did you mean 'make_function'[^?]*\? Available tools: .*list_functions.*make_function/,
+          );
           assert.ok(Array.isArray(await callOk(create, 'list_services')));
         } finally {
           await create.close();
@@ -238,7 +305,10 @@ describe('execute without a result', () => {
   test('a null result comes with a hint to assign `result`, in both languages; a real result has none', async () => {
     const s = await space();
     const run = await s.run();
-    for (const [code, language] of [['x = 1 + 1\nprint(x)', 'python'], ['const x = 1 + 1;\nconsole.log(x);', 'typescript']] as const) {
+    for (const [code, language] of [
+      ['x = 1 + 1\nprint(x)', 'python'],
+      ['const x = 1 + 1;\nconsole.log(x);', 'typescript'],
+    ] as const) {
       const answer = await run.callTool('execute', { code, language });
       assert.equal(answer.isError, undefined);
       assert.equal(parseResult(answer), null);
@@ -247,7 +317,10 @@ describe('execute without a result', () => {
       assert.match(texts[2] ?? '', /^hint: the result is null because nothing was assigned to `result`/, language);
     }
     const answered = await run.callTool('execute', { code: 'result = 2' });
-    assert.deepEqual((answered.content as Array<{ text: string }>).map((c) => c.text), ['2']);
+    assert.deepEqual(
+      (answered.content as Array<{ text: string }>).map((c) => c.text),
+      ['2'],
+    );
     // A large answer is rendered in a scan worker: the hint is there too.
     const large = await run.callTool('execute', { code: 'print("y" * 40000)' });
     const largeTexts = (large.content as Array<{ text: string }>).map((c) => c.text);
@@ -256,12 +329,15 @@ describe('execute without a result', () => {
     // A function's own tool never gets it.
     await callOk(s.create, 'make_function', { service: 'math', name: 'nothing', code: 'def main(input_data):\n    return None\n' });
     const tools = await s.run('tools');
-    assert.deepEqual(((await tools.callTool('math__nothing')).content as Array<{ text: string }>).map((c) => c.text), ['null']);
+    assert.deepEqual(
+      ((await tools.callTool('math__nothing')).content as Array<{ text: string }>).map((c) => c.text),
+      ['null'],
+    );
   });
 });
 
-describe('make_namespace from another namespace\'s URL', () => {
-  test('answers the new namespace\'s create and run URLs, and says this connection still acts on its own', async () => {
+describe("make_namespace from another namespace's URL", () => {
+  test("answers the new namespace's create and run URLs, and says this connection still acts on its own", async () => {
     const s = await space();
     const other = `${s.ns}-two`;
     const made = await callOk(s.create, 'make_namespace', { name: other });
@@ -271,7 +347,10 @@ describe('make_namespace from another namespace\'s URL', () => {
     // The URLs work, and the old connection still acts on its own namespace.
     const next = await connect(made.create_url, s.key, 'v1');
     assert.deepEqual(await callOk(next, 'list_services'), []);
-    assert.deepEqual((await callOk(s.create, 'list_services')).map((x: { name: string }) => x.name), ['math']);
+    assert.deepEqual(
+      (await callOk(s.create, 'list_services')).map((x: { name: string }) => x.name),
+      ['math'],
+    );
     const fresh = await connect(`${server.url}/mcp/create/${s.ns}-three`, s.key, 'v2');
     const own = await callOk(fresh, 'make_namespace', { name: `${s.ns}-three` });
     assert.equal(own.note, undefined, 'no note when the URL names the new namespace');
@@ -285,7 +364,12 @@ describe('sandbox network off', () => {
     const api = await callOk(s.create, 'make_function', { service: 'math', name: 'api', template: 'api-connector' });
     assert.equal(api.warnings.length, 1);
     assert.match(api.warnings[0], /sandbox network is off.*template 'api-connector'.*MCPWORKS_SANDBOX_NETWORK=on/);
-    const requests = await callOk(s.create, 'make_function', { service: 'math', name: 'fetcher', requirements: ['requests'], code: 'def main(input_data):\n    return 1\n' });
+    const requests = await callOk(s.create, 'make_function', {
+      service: 'math',
+      name: 'fetcher',
+      requirements: ['requests'],
+      code: 'def main(input_data):\n    return 1\n',
+    });
     assert.match(requests.warnings[0], /requirement requests is for reaching other hosts/);
     const plain = await callOk(s.create, 'make_function', { service: 'math', name: 'hello', template: 'hello-world' });
     assert.equal(plain.warnings, undefined);
@@ -301,7 +385,11 @@ describe('sandbox network off', () => {
       ['result = await fetch("http://nowhere.invalid/");', 'typescript'],
     ] as const) {
       const body = parseResult(await run.callTool('execute', { code, language }));
-      assert.match(body.error, /sandbox network is off on this server.*MCPWORKS_SANDBOX_NETWORK=on/s, `${language}: ${JSON.stringify(body)}`);
+      assert.match(
+        body.error,
+        /sandbox network is off on this server.*MCPWORKS_SANDBOX_NETWORK=on/s,
+        `${language}: ${JSON.stringify(body)}`,
+      );
     }
     // Other failures are left as they are.
     assert.doesNotMatch(parseResult(await run.callTool('execute', { code: 'raise ValueError("no")' })).error, /network/);
@@ -309,7 +397,7 @@ describe('sandbox network off', () => {
 });
 
 describe('history', () => {
-  test('list_executions(function=X) includes code-mode runs that called X; describe_execution keeps an execute\'s code, bounded', async () => {
+  test("list_executions(function=X) includes code-mode runs that called X; describe_execution keeps an execute's code, bounded", async () => {
     const s = await space();
     await callOk(s.create, 'make_function', { service: 'math', name: 'is-prime', code: 'def main(input_data):\n    return True\n' });
     await callOk(s.create, 'make_function', { service: 'math', name: 'other', code: 'def main(input_data):\n    return 1\n' });
@@ -321,14 +409,22 @@ describe('history', () => {
     await run.callTool('execute', { code: 'from functions import other\nresult = other()' });
     for (const filter of ['is-prime', 'math.is-prime']) {
       const listed = await callOk(s.create, 'list_executions', { function: filter });
-      assert.deepEqual(listed.map((e: { mode: string }) => e.mode), ['code', 'tools'], filter);
+      assert.deepEqual(
+        listed.map((e: { mode: string }) => e.mode),
+        ['code', 'tools'],
+        filter,
+      );
     }
     assert.equal((await callOk(s.create, 'list_executions', { function: 'other.is-prime' })).length, 0);
     const [latest] = await callOk(s.create, 'list_executions', { function: 'is-prime', limit: 1 });
     const described = await callOk(s.create, 'describe_execution', { id: latest.id });
     assert.equal(described.code, code);
     const [toolRun] = (await callOk(s.create, 'list_executions', { function: 'is-prime' })).slice(-1);
-    assert.equal((await callOk(s.create, 'describe_execution', { id: toolRun.id })).code, undefined, 'tool-mode runs have no code of their own');
+    assert.equal(
+      (await callOk(s.create, 'describe_execution', { id: toolRun.id })).code,
+      undefined,
+      'tool-mode runs have no code of their own',
+    );
     // Bounded: longer code is cut at 64 KB with a marker; secrets in it are redacted like output.
     const long = `# sk-proj-${'a'.repeat(48)}\nresult = 1\n${'#'.repeat(70 * 1024)}`;
     await run.callTool('execute', { code: long });
@@ -340,9 +436,16 @@ describe('history', () => {
 
     // Over 1 KB of env values sends the scan to a worker: the code is redacted there the same way,
     // and the run still answers and is recorded.
-    await callOk(s.create, 'make_function', { service: 'math', name: 'needs-token', code: 'def main(input_data):\n    return 1\n', required_env: ['BIG_TOKEN'] });
+    await callOk(s.create, 'make_function', {
+      service: 'math',
+      name: 'needs-token',
+      code: 'def main(input_data):\n    return 1\n',
+      required_env: ['BIG_TOKEN'],
+    });
     const token = `tok${'x9Y'.repeat(700)}`;
-    const withEnv = await connect(`${server.url}/mcp/run/${s.ns}`, s.key, 'v2', { 'x-mcpworks-env': encodeEnvHeader({ BIG_TOKEN: token }) });
+    const withEnv = await connect(`${server.url}/mcp/run/${s.ns}`, s.key, 'v2', {
+      'x-mcpworks-env': encodeEnvHeader({ BIG_TOKEN: token }),
+    });
     const answered = await withEnv.callTool('execute', { code: `# ${token}\nresult = 2` });
     assert.equal(parseResult(answered), 2);
     const [withToken] = await callOk(s.create, 'list_executions', { limit: 1 });

@@ -4,7 +4,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH } from '../core/limits.js';
-import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  parseResult,
+  startTestServer,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 
 let server: TestServer;
 before(async () => {
@@ -23,7 +31,9 @@ interface Space {
   usage(): Promise<number>;
 }
 
-async function space(functions: Array<{ name: string; code: string; language?: 'python' | 'typescript'; output_schema?: unknown }> = []): Promise<Space> {
+async function space(
+  functions: Array<{ name: string; code: string; language?: 'python' | 'typescript'; output_schema?: unknown }> = [],
+): Promise<Space> {
   const account = await createAccount(server.url);
   const ns = `fc-${Math.random().toString(36).slice(2, 10)}`;
   const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
@@ -34,7 +44,8 @@ async function space(functions: Array<{ name: string; code: string; language?: '
     create,
     key: account.key,
     ns,
-    usage: async () => (await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } })).json()).executions,
+    usage: async () =>
+      (await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } })).json()).executions,
     code: await connect(`${server.url}/mcp/run/${ns}`, account.key),
     tools: await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key),
   };
@@ -78,8 +89,19 @@ describe('one function contract in both languages', () => {
     // NaN as the input of a function called from code mode: the same SerializationError in both
     // languages, to either language (the callee does not run).
     for (const callee of ['py_nan', 'ts_nan']) {
-      const py = succeeded(await execute(s, `import functions\ntry:\n    functions.${callee}(x=float("nan"))\nexcept functions.FunctionError as e:\n    result = [e.error_type, str(e)]`));
-      const ts = succeeded(await execute(s, `import { ${callee}, FunctionError } from "functions";\ntry { await ${callee}({ x: NaN }); } catch (e: any) { result = [e instanceof FunctionError ? e.errorType : e.name, e.message]; }`, 'typescript'));
+      const py = succeeded(
+        await execute(
+          s,
+          `import functions\ntry:\n    functions.${callee}(x=float("nan"))\nexcept functions.FunctionError as e:\n    result = [e.error_type, str(e)]`,
+        ),
+      );
+      const ts = succeeded(
+        await execute(
+          s,
+          `import { ${callee}, FunctionError } from "functions";\ntry { await ${callee}({ x: NaN }); } catch (e: any) { result = [e instanceof FunctionError ? e.errorType : e.name, e.message]; }`,
+          'typescript',
+        ),
+      );
       for (const [type, message] of [py, ts]) {
         assert.equal(type, 'SerializationError', `${callee}: ${message}`);
         assert.match(message, new RegExp(`the input of c\\.${callee.replace('_', '-')} is not JSON-serialisable`));
@@ -89,7 +111,11 @@ describe('one function contract in both languages', () => {
 
   test('exit with status 0 after setting result succeeds in both languages; another status fails', async () => {
     const s = await space([
-      { name: 'ts-exit', language: 'typescript', code: 'export default () => { (globalThis as any).result = "set before exit"; process.exit(0); };\n' },
+      {
+        name: 'ts-exit',
+        language: 'typescript',
+        code: 'export default () => { (globalThis as any).result = "set before exit"; process.exit(0); };\n',
+      },
       { name: 'py-exit', code: 'import os\n\ndef main(input_data):\n    global result\n    result = "set before exit"\n    os._exit(0)\n' },
       { name: 'py-exit3', code: 'import sys\n\ndef main(input_data):\n    sys.exit(3)\n' },
       { name: 'ts-exit3', language: 'typescript', code: 'export default () => { process.exit(3); };\n' },
@@ -98,18 +124,32 @@ describe('one function contract in both languages', () => {
     assert.equal(succeeded(await execute(s, 'import os\nresult = "py"\nos._exit(0)\nresult = "never"')), 'py');
     assert.equal(succeeded(await call(s.tools, 'c__py-exit')), 'set before exit');
     // Any other status: ProcessExitError naming it, in both languages and both modes.
-    for (const [code, language] of [['import sys\nresult = 1\nsys.exit(3)', 'python'], ['import os\nresult = 1\nos._exit(3)', 'python'], ['result = 1;\nprocess.exit(3);', 'typescript']] as const) {
+    for (const [code, language] of [
+      ['import sys\nresult = 1\nsys.exit(3)', 'python'],
+      ['import os\nresult = 1\nos._exit(3)', 'python'],
+      ['result = 1;\nprocess.exit(3);', 'typescript'],
+    ] as const) {
       assert.match(failedWith(await execute(s, code, language), 'ProcessExitError').error, /exited with status 3/, code);
     }
-    assert.match(failedWith(await execute(s, 'import sys\nsys.exit("no input file")'), 'ProcessExitError').error, /status 1 .*no input file/);
-    for (const tool of ['c__py-exit3', 'c__ts-exit3']) assert.match(failedWith(await call(s.tools, tool), 'ProcessExitError').error, /exited with status 3/, tool);
+    assert.match(
+      failedWith(await execute(s, 'import sys\nsys.exit("no input file")'), 'ProcessExitError').error,
+      /status 1 .*no input file/,
+    );
+    for (const tool of ['c__py-exit3', 'c__ts-exit3'])
+      assert.match(failedWith(await call(s.tools, tool), 'ProcessExitError').error, /exited with status 3/, tool);
     assert.equal(succeeded(await execute(s, 'result = "ts";\nprocess.exit(0);\nresult = "never";', 'typescript')), 'ts');
     assert.equal(succeeded(await execute(s, 'let result = "declared";\nprocess.exit();\nresult = "never";', 'typescript')), 'declared');
     assert.equal(succeeded(await call(s.tools, 'c__ts-exit')), 'set before exit');
   });
 
   test('an await that can never settle is reported as such, not as "exited with status 0"', async () => {
-    const s = await space([{ name: 'ts-hang', language: 'typescript', code: 'export default async function main() {\n  await new Promise(() => {});\n  return 1;\n}\n' }]);
+    const s = await space([
+      {
+        name: 'ts-hang',
+        language: 'typescript',
+        code: 'export default async function main() {\n  await new Promise(() => {});\n  return 1;\n}\n',
+      },
+    ]);
     const scripted = failedWith(await execute(s, 'await new Promise(() => {});\nresult = 1;', 'typescript'), 'UnsettledAwaitError');
     assert.match(scripted.error, /never settled/);
     assert.doesNotMatch(scripted.error, /status 0/);
@@ -120,8 +160,21 @@ describe('one function contract in both languages', () => {
     // One ASCII byte, then two-byte characters: the 65,536th byte is the first half of one.
     const s = await space();
     const outputs = [
-      failedWith(await execute(s, 'import sys\ntext = "x" + "é" * 40000\nprint(text, end="")\nprint(text, end="", file=sys.stderr)\nraise ValueError("after the logs")'), 'ValueError'),
-      failedWith(await execute(s, 'const text = "x" + "é".repeat(40000);\nprocess.stdout.write(text);\nprocess.stderr.write(text);\nthrow new RangeError("after the logs");', 'typescript'), 'RangeError'),
+      failedWith(
+        await execute(
+          s,
+          'import sys\ntext = "x" + "é" * 40000\nprint(text, end="")\nprint(text, end="", file=sys.stderr)\nraise ValueError("after the logs")',
+        ),
+        'ValueError',
+      ),
+      failedWith(
+        await execute(
+          s,
+          'const text = "x" + "é".repeat(40000);\nprocess.stdout.write(text);\nprocess.stderr.write(text);\nthrow new RangeError("after the logs");',
+          'typescript',
+        ),
+        'RangeError',
+      ),
     ];
     for (const failure of outputs) {
       for (const log of [failure.stdout ?? '', failure.stderr]) {
@@ -136,32 +189,62 @@ describe('one function contract in both languages', () => {
     const shape = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
     const s = await space([
       { name: 'py-shape', code: 'def main(input_data):\n    return {"n": input_data.get("n", "oops")}\n', output_schema: shape },
-      { name: 'ts-shape', language: 'typescript', code: 'export default (input: { n?: unknown }) => ({ n: input.n ?? "oops" });\n', output_schema: shape },
+      {
+        name: 'ts-shape',
+        language: 'typescript',
+        code: 'export default (input: { n?: unknown }) => ({ n: input.n ?? "oops" });\n',
+        output_schema: shape,
+      },
     ]);
     failedWith(await call(s.tools, 'c__py-shape'), 'SchemaError');
     failedWith(await call(s.tools, 'c__ts-shape'), 'SchemaError');
-    const py = 'from functions import py_shape, FunctionError\ntry:\n    py_shape()\n    result = "unchecked"\nexcept FunctionError as error:\n    result = [type(error).__name__, error.error_type]\n';
+    const py =
+      'from functions import py_shape, FunctionError\ntry:\n    py_shape()\n    result = "unchecked"\nexcept FunctionError as error:\n    result = [type(error).__name__, error.error_type]\n';
     assert.deepEqual(succeeded(await execute(s, py)), ['FunctionError', 'SchemaError']);
-    const ts = 'import { ts_shape } from "functions";\ntry {\n  await ts_shape({});\n  result = "unchecked";\n} catch (error: any) {\n  result = [error.name, error.errorType];\n}\n';
+    const ts =
+      'import { ts_shape } from "functions";\ntry {\n  await ts_shape({});\n  result = "unchecked";\n} catch (error: any) {\n  result = [error.name, error.errorType];\n}\n';
     assert.deepEqual(succeeded(await execute(s, ts, 'typescript')), ['FunctionError', 'SchemaError']);
     // Results that match pass unchanged (other-language calls were checked already).
-    assert.deepEqual(succeeded(await execute(s, 'from functions import py_shape, ts_shape\nresult = [py_shape(n=1), ts_shape(n=2)]')), [{ n: 1 }, { n: 2 }]);
-    assert.deepEqual(succeeded(await execute(s, 'import { py_shape, ts_shape } from "functions";\nresult = [await py_shape({ n: 1 }), await ts_shape({ n: 2 })];', 'typescript')), [{ n: 1 }, { n: 2 }]);
+    assert.deepEqual(succeeded(await execute(s, 'from functions import py_shape, ts_shape\nresult = [py_shape(n=1), ts_shape(n=2)]')), [
+      { n: 1 },
+      { n: 2 },
+    ]);
+    assert.deepEqual(
+      succeeded(
+        await execute(
+          s,
+          'import { py_shape, ts_shape } from "functions";\nresult = [await py_shape({ n: 1 }), await ts_shape({ n: 2 })];',
+          'typescript',
+        ),
+      ),
+      [{ n: 1 }, { n: 2 }],
+    );
     // Other-language calls keep their check.
-    assert.deepEqual(succeeded(await execute(s, 'from functions import ts_shape, FunctionError\ntry:\n    ts_shape()\nexcept FunctionError as error:\n    result = error.error_type\n')), 'SchemaError');
+    assert.deepEqual(
+      succeeded(
+        await execute(
+          s,
+          'from functions import ts_shape, FunctionError\ntry:\n    ts_shape()\nexcept FunctionError as error:\n    result = error.error_type\n',
+        ),
+      ),
+      'SchemaError',
+    );
     // A result over 32 KB goes back for its check as a large bridge line, read in a scan worker:
     // checked as the value it is (a valid one passes, an invalid one is refused), in both languages.
     const echo = await space([
       { name: 'py-echo', code: 'def main(input_data):\n    return input_data\n', output_schema: shape },
       { name: 'ts-echo', language: 'typescript', code: 'export default (input: unknown) => input;\n', output_schema: shape },
     ]);
-    const bigPy = 'from functions import py_echo, FunctionError\nok = py_echo(n=1, pad="x" * 40000)\ntry:\n    py_echo(n="x" * 40000)\n    bad = "unchecked"\nexcept FunctionError as error:\n    bad = error.error_type\nresult = [ok["n"], len(ok["pad"]), bad]\n';
+    const bigPy =
+      'from functions import py_echo, FunctionError\nok = py_echo(n=1, pad="x" * 40000)\ntry:\n    py_echo(n="x" * 40000)\n    bad = "unchecked"\nexcept FunctionError as error:\n    bad = error.error_type\nresult = [ok["n"], len(ok["pad"]), bad]\n';
     assert.deepEqual(succeeded(await execute(echo, bigPy)), [1, 40000, 'SchemaError']);
-    const bigTs = 'import { ts_echo } from "functions";\nconst ok: any = await ts_echo({ n: 1, pad: "x".repeat(40000) });\nlet bad = "unchecked";\ntry {\n  await ts_echo({ n: "x".repeat(40000) });\n} catch (error: any) {\n  bad = error.errorType;\n}\nresult = [ok.n, ok.pad.length, bad];\n';
+    const bigTs =
+      'import { ts_echo } from "functions";\nconst ok: any = await ts_echo({ n: 1, pad: "x".repeat(40000) });\nlet bad = "unchecked";\ntry {\n  await ts_echo({ n: "x".repeat(40000) });\n} catch (error: any) {\n  bad = error.errorType;\n}\nresult = [ok.n, ok.pad.length, bad];\n';
     assert.deepEqual(succeeded(await execute(echo, bigTs, 'typescript')), [1, 40000, 'SchemaError']);
     // A large call's input is checked as a value too: a 600 KB string is one value (not 600,000),
     // and an inexact integer in a large input is refused, as in a small one.
-    const bigInput = 'from functions import ts_echo, FunctionError\nok = ts_echo(n=2, pad="y" * 600000)\ntry:\n    ts_echo(n=2**63 + 1, pad="y" * 40000)\n    bad = "unchecked"\nexcept FunctionError as error:\n    bad = error.error_type\nresult = [ok["n"], len(ok["pad"]), bad]\n';
+    const bigInput =
+      'from functions import ts_echo, FunctionError\nok = ts_echo(n=2, pad="y" * 600000)\ntry:\n    ts_echo(n=2**63 + 1, pad="y" * 40000)\n    bad = "unchecked"\nexcept FunctionError as error:\n    bad = error.error_type\nresult = [ok["n"], len(ok["pad"]), bad]\n';
     assert.deepEqual(succeeded(await execute(echo, bigInput)), [2, 600000, 'validation_error']);
   });
 });
@@ -191,10 +274,19 @@ describe('call inputs are checked before admission', () => {
     }
     // 20,000 levels: deeper than the SDK client can serialise, so sent as text.
     const abyss = `${'['.repeat(20_000)}1${']'.repeat(20_000)}`;
-    for (const [mode, tool, extra] of [['?mode=tools', 'c__py-echo', ''], ['?mode=tools', 'c__ts-echo', ''], ['', 'execute', '"code":"result = 1",']]) {
+    for (const [mode, tool, extra] of [
+      ['?mode=tools', 'c__py-echo', ''],
+      ['?mode=tools', 'c__ts-echo', ''],
+      ['', 'execute', '"code":"result = 1",'],
+    ]) {
       const response = await fetch(`${server.url}/mcp/run/${s.ns}${mode}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.key}` },
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2025-06-18',
+          authorization: `Bearer ${s.key}`,
+        },
         body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${tool}","arguments":{${extra}"a":${abyss}}}}`,
       });
       const text = await response.text();
@@ -218,8 +310,15 @@ describe('call inputs are checked before admission', () => {
 describe('logs of a successful run', () => {
   test('stderr comes back beside stdout, in both modes and both languages', async () => {
     const s = await space([
-      { name: 'py-logs', code: 'import sys\ndef main(input_data):\n    print("to stdout")\n    print("to stderr", file=sys.stderr)\n    return 1\n' },
-      { name: 'ts-logs', language: 'typescript', code: 'export default () => { console.log("to stdout"); console.error("to stderr"); return 1; };\n' },
+      {
+        name: 'py-logs',
+        code: 'import sys\ndef main(input_data):\n    print("to stdout")\n    print("to stderr", file=sys.stderr)\n    return 1\n',
+      },
+      {
+        name: 'ts-logs',
+        language: 'typescript',
+        code: 'export default () => { console.log("to stdout"); console.error("to stderr"); return 1; };\n',
+      },
       { name: 'ts-quiet', language: 'typescript', code: 'export default () => { console.error("only stderr"); return 2; };\n' },
     ]);
     const answers = [
@@ -241,7 +340,12 @@ describe('logs of a successful run', () => {
 async function rawCall(s: Space, mode: string, argumentsJson: string, tool: string): Promise<any> {
   const response = await fetch(`${server.url}/mcp/run/${s.ns}${mode}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.key}` },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      authorization: `Bearer ${s.key}`,
+    },
     body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${tool}","arguments":${argumentsJson}}}`,
   });
   const text = await response.text();
@@ -253,7 +357,12 @@ describe('integers are exact end to end, or refused', () => {
     const idShape = { type: 'object', properties: { id: { type: 'integer' } } };
     const s = await space([
       { name: 'py-id', code: 'def main(input_data):\n    return {"id": input_data.get("n", 2**63 + 1)}\n', output_schema: idShape },
-      { name: 'ts-id', language: 'typescript', code: 'export default (input: { n?: number }) => ({ id: input.n ?? 2 ** 60 });\n', output_schema: idShape },
+      {
+        name: 'ts-id',
+        language: 'typescript',
+        code: 'export default (input: { n?: number }) => ({ id: input.n ?? 2 ** 60 });\n',
+        output_schema: idShape,
+      },
       { name: 'py-float', code: 'result = {"avogadro": 6.02e23, "big": 1e300, "max": 2**53 - 1, "min": -(2**53 - 1)}\n' },
     ]);
     // Inputs: as text (exactly as a client wrote them) and through the SDK client.
@@ -274,17 +383,27 @@ describe('integers are exact end to end, or refused', () => {
     failedWith(await execute(s, 'result = {"id": 2**63 + 1}'), 'SerializationError');
     failedWith(await execute(s, 'result = [2 ** 60];', 'typescript'), 'SerializationError');
     // An answer over 32 KB is read in a scan worker, not on the main thread: the same rule holds there.
-    assert.match(failedWith(await execute(s, 'result = {"pad": "x" * 40000, "id": 2**63 + 1}'), 'SerializationError').error, /9223372036854775809/);
+    assert.match(
+      failedWith(await execute(s, 'result = {"pad": "x" * 40000, "id": 2**63 + 1}'), 'SerializationError').error,
+      /9223372036854775809/,
+    );
     failedWith(await execute(s, 'result = { pad: "x".repeat(40000), id: 2 ** 60 };', 'typescript'), 'SerializationError');
     // Floats stay floats (even large ones), and the largest exact integers pass.
-    assert.deepEqual(succeeded(await call(s.tools, 'c__py-float')), { avogadro: 6.02e23, big: 1e300, max: 9007199254740991, min: -9007199254740991 });
+    assert.deepEqual(succeeded(await call(s.tools, 'c__py-float')), {
+      avogadro: 6.02e23,
+      big: 1e300,
+      max: 9007199254740991,
+      min: -9007199254740991,
+    });
     // Strings carry any integer.
     assert.deepEqual(succeeded(await execute(s, 'result = {"id": str(2**63 + 1)}')), { id: '9223372036854775809' });
 
     // Bridge calls: an inexact input is refused to the caller; an inexact result is the callee's SerializationError.
-    const bridged = 'import functions\nresult = []\nfor call in (lambda: functions.ts_id(n=2**63), lambda: functions.py_id(n=2**63), lambda: functions.ts_id(), lambda: functions.py_id(n=5)):\n    try:\n        result.append(call())\n    except functions.FunctionError as error:\n        result.append(error.error_type)\n';
+    const bridged =
+      'import functions\nresult = []\nfor call in (lambda: functions.ts_id(n=2**63), lambda: functions.py_id(n=2**63), lambda: functions.ts_id(), lambda: functions.py_id(n=5)):\n    try:\n        result.append(call())\n    except functions.FunctionError as error:\n        result.append(error.error_type)\n';
     assert.deepEqual(succeeded(await execute(s, bridged)), ['validation_error', 'validation_error', 'SerializationError', { id: 5 }]);
-    const fromTs = 'import { py_id, FunctionError } from "functions";\ntry { await py_id(); result = "changed"; } catch (error: any) { result = error.errorType; }\n';
+    const fromTs =
+      'import { py_id, FunctionError } from "functions";\ntry { await py_id(); result = "changed"; } catch (error: any) { result = error.errorType; }\n';
     assert.equal(succeeded(await execute(s, fromTs, 'typescript')), 'SerializationError');
   });
 });

@@ -22,13 +22,20 @@ describe('history is per namespace', () => {
   test('list_executions, describe_execution and list_security_events show only their own namespace', async () => {
     const account = await createAccount(server.url);
     const secret = 'history-secret-value-0042';
-    const leak = { service: 'utils', name: 'leak', code: 'import os\ndef main(input_data):\n    return os.environ["APP_TOKEN"]\n', required_env: ['APP_TOKEN'] };
+    const leak = {
+      service: 'utils',
+      name: 'leak',
+      code: 'import os\ndef main(input_data):\n    return os.environ["APP_TOKEN"]\n',
+      required_env: ['APP_TOKEN'],
+    };
     const a = await tenant(undefined, account);
     const b = await tenant(undefined, account);
     const intruder = await tenant();
     for (const space of [a, b, intruder]) {
       await callOk(space.create, 'make_function', leak);
-      const run = await connect(runUrl(space.ns, 'tools'), space.account.key, 'v2', { 'x-mcpworks-env': encodeEnvHeader({ APP_TOKEN: secret }) });
+      const run = await connect(runUrl(space.ns, 'tools'), space.account.key, 'v2', {
+        'x-mcpworks-env': encodeEnvHeader({ APP_TOKEN: secret }),
+      });
       assert.equal(parseResult(await run.callTool('utils__leak')), '[REDACTED_ENV_VALUE]');
       await run.callTool('utils__hello');
     }
@@ -37,9 +44,15 @@ describe('history is per namespace', () => {
     assert.equal(listA.length, 2);
     assert.equal(listB.length, 2);
     const idsA = new Set(listA.map((e: { id: string }) => e.id));
-    assert.ok(listB.every((e: { id: string }) => !idsA.has(e.id)), 'no execution of A is listed in B');
+    assert.ok(
+      listB.every((e: { id: string }) => !idsA.has(e.id)),
+      'no execution of A is listed in B',
+    );
     for (const filter of [{ function: 'utils.hello' }, { function: 'hello' }, { status: 'success' }]) {
-      assert.ok((await callOk(a.create, 'list_executions', filter)).every((e: { id: string }) => idsA.has(e.id)), JSON.stringify(filter));
+      assert.ok(
+        (await callOk(a.create, 'list_executions', filter)).every((e: { id: string }) => idsA.has(e.id)),
+        JSON.stringify(filter),
+      );
     }
     // Each id is found in its own namespace only: the other namespace and the other account answer not found.
     const idB = listB[0].id;
@@ -82,7 +95,13 @@ describe('locked functions', () => {
     const run = await connect(runUrl(owner.ns, 'tools'), owner.account.key);
     assert.deepEqual(parseResult(await run.callTool('utils__hello')), { second: MARKER });
     await callOk(owner.create, 'unlock_function', { service: 'utils', name: 'hello' });
-    assert.deepEqual(await callOk(owner.create, 'update_function', { service: 'utils', name: 'hello', restore_version: 1 }), { service: 'utils', name: 'hello', version: 3, new_version: true, restored_from: 1 });
+    assert.deepEqual(await callOk(owner.create, 'update_function', { service: 'utils', name: 'hello', restore_version: 1 }), {
+      service: 'utils',
+      name: 'hello',
+      version: 3,
+      new_version: true,
+      restored_from: 1,
+    });
     await assertHealthy();
     assert.deepEqual(await usage(owner.account), { executions: 1, active: 0 });
   });

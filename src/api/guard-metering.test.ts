@@ -38,7 +38,11 @@ describe('metering in code mode', () => {
       await t.rawCall(quota, 'tools', 'utils__one', {}),
       await t.rawCall(quota, 'code', 'execute', { code: 'result = 1' }),
     ];
-    assert.deepEqual(answers.map((a) => a.status), [200, 200, 429], JSON.stringify(answers.map((a) => a.body)));
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [200, 200, 429],
+      JSON.stringify(answers.map((a) => a.body)),
+    );
     assert.equal(answers[2]!.body.code, 'QUOTA_EXCEEDED');
     assert.deepEqual(await t.usage(quota.account), { executions: 2, active: 0 });
 
@@ -54,14 +58,21 @@ describe('metering in code mode', () => {
       for (let i = 0; i < 3; i++) rated.push(await t.rawCall(rate, 'code', 'execute', { code: 'result = 1' }));
       if (Math.floor(Date.now() / 60_000) === minute) break;
     }
-    assert.deepEqual(rated.map((r) => r.status), [200, 200, 429]);
+    assert.deepEqual(
+      rated.map((r) => r.status),
+      [200, 200, 429],
+    );
     assert.equal(rated[2]!.body.code, 'EXECUTION_RATE_EXCEEDED');
     assert.ok(Number(rated[2]!.headers.get('retry-after')) >= 1);
     assert.deepEqual(await t.usage(rate.account), { executions: 2, active: 0 });
 
     const solo = await t.space([], 'solo');
     const holding = t.rawCall(solo, 'code', 'execute', { code: 'import time\ntime.sleep(3)\nresult = "held"' });
-    await until('the first run holds the slot', () => t.usage(solo.account), (usage) => usage.active > 0);
+    await until(
+      'the first run holds the slot',
+      () => t.usage(solo.account),
+      (usage) => usage.active > 0,
+    );
     const second = await t.rawCall(solo, 'code', 'execute', { code: 'result = 2' });
     assert.equal(second.status, 429);
     assert.equal(second.body.code, 'CONCURRENCY_LIMIT_EXCEEDED');
@@ -73,8 +84,26 @@ describe('metering in code mode', () => {
 
 describe('metering races (many parallel clients)', () => {
   const quotaRaces = [
-    { calls: 30, quota: 6, tier: 'quota6', mode: 'code', what: 'executes', functions: [], tool: 'execute', args: (i: number) => ({ code: `result = ${i}` }) },
-    { calls: 50, quota: 10, tier: 'quota10', mode: 'tools', what: 'tool-mode calls', functions: [{ name: 'hello', template: 'hello-world' }], tool: 'utils__hello', args: () => ({ name: 'x' }) },
+    {
+      calls: 30,
+      quota: 6,
+      tier: 'quota6',
+      mode: 'code',
+      what: 'executes',
+      functions: [],
+      tool: 'execute',
+      args: (i: number) => ({ code: `result = ${i}` }),
+    },
+    {
+      calls: 50,
+      quota: 10,
+      tier: 'quota10',
+      mode: 'tools',
+      what: 'tool-mode calls',
+      functions: [{ name: 'hello', template: 'hello-world' }],
+      tool: 'utils__hello',
+      args: () => ({ name: 'x' }),
+    },
   ] as const;
   for (const race of quotaRaces) {
     test(`${race.calls} parallel ${race.what} against a quota of ${race.quota} get exactly ${race.quota} successes`, async () => {

@@ -63,8 +63,14 @@ describe('scopes on the create endpoint', () => {
     }
     const after = await callOk(owner.create, 'describe_function', { service: 'utils', name: 'hello' });
     assert.deepEqual(after, before, 'nothing changed');
-    assert.deepEqual((await callOk(owner.create, 'list_namespaces')).map((n: { name: string }) => n.name), [owner.ns]);
-    assert.deepEqual((await callOk(owner.create, 'list_functions', { service: 'utils' })).map((f: { name: string }) => f.name), ['hello', 'ts-hello']);
+    assert.deepEqual(
+      (await callOk(owner.create, 'list_namespaces')).map((n: { name: string }) => n.name),
+      [owner.ns],
+    );
+    assert.deepEqual(
+      (await callOk(owner.create, 'list_functions', { service: 'utils' })).map((f: { name: string }) => f.name),
+      ['hello', 'ts-hello'],
+    );
     await assertHealthy();
     assert.deepEqual(await usage(owner.account), { executions: 0, active: 0 });
   });

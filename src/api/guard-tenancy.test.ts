@@ -4,7 +4,18 @@
 // names the enforcing lines these tests must catch when one is broken.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { callError, callOk, connect, createAccount, createKey, parseResult, startTestServer, type ClientEra, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  createKey,
+  parseResult,
+  startTestServer,
+  type ClientEra,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 import { MARKER, tenantsOf } from '../test-support/tenants.js';
 
 let server: TestServer;
@@ -39,7 +50,11 @@ const IMPORT_TS = 'import { hello, ts_hello } from "functions";\nresult = [await
 /** Everything a key that must not reach `ns`'s functions tries on the run endpoint, in one era. */
 async function attackRunEndpoint(ns: string, key: string, era: ClientEra, expectedType: string): Promise<void> {
   const tools = await connect(runUrl(ns, 'tools'), key, era);
-  assert.deepEqual((await tools.listTools()).tools.map((t) => t.name), ['_env_status'], `${era}: no function tool is listed`);
+  assert.deepEqual(
+    (await tools.listTools()).tools.map((t) => t.name),
+    ['_env_status'],
+    `${era}: no function tool is listed`,
+  );
   await refused(tools, 'utils__hello');
   await refused(tools, 'utils__ts-hello');
   assert.equal(parseResult(await tools.callTool('_env_status')).error_type, expectedType, `${era}: _env_status`);
@@ -48,14 +63,17 @@ async function attackRunEndpoint(ns: string, key: string, era: ClientEra, expect
   const code = await connect(runUrl(ns, 'code'), key, era);
   const [execute] = (await code.listTools()).tools;
   assert.doesNotMatch(execute!.description!, /utils\.hello/, `${era}: the execute description lists no function`);
-  for (const [source, language] of [[IMPORT_PY, 'python'], [IMPORT_TS, 'typescript']] as const) {
+  for (const [source, language] of [
+    [IMPORT_PY, 'python'],
+    [IMPORT_TS, 'typescript'],
+  ] as const) {
     const text = await refused(code, 'execute', { code: source, language });
     assert.match(text, new RegExp(expectedType), `${era} ${language}: ${text}`);
   }
   await code.close();
 }
 
-describe('the run endpoint serves only the key\'s own account and namespaces', () => {
+describe("the run endpoint serves only the key's own account and namespaces", () => {
   test("another account's key cannot list or run a tenant's functions (tool mode, code mode and its bridge), in every era", async () => {
     const owner = await tenant();
     const intruder = await createAccount(server.url);
@@ -78,7 +96,7 @@ describe('the run endpoint serves only the key\'s own account and namespaces', (
     await assertHealthy();
     assert.deepEqual(await usage(intruder), { executions: 0, active: 0 });
     assert.deepEqual(await usage(owner.account), { executions: 0, active: 0 });
-    assert.deepEqual(await callOk(owner.create, 'list_executions'), [], 'nothing ran in the tenant\'s namespace');
+    assert.deepEqual(await callOk(owner.create, 'list_executions'), [], "nothing ran in the tenant's namespace");
 
     // The owner's own key does run them (the attack above failed for the right reason).
     const own = await connect(runUrl(owner.ns, 'code'), owner.account.key);
@@ -120,7 +138,10 @@ describe('the run endpoint serves only the key\'s own account and namespaces', (
       assert.equal((await callError(create, tool, args)).type, 'not_found', tool);
     }
     assert.equal((await callError(create, 'make_namespace', { name: 'limited-key-new-ns' })).type, 'forbidden');
-    assert.deepEqual((await callOk(create, 'list_namespaces')).map((n: { name: string }) => n.name), [home.ns]);
+    assert.deepEqual(
+      (await callOk(create, 'list_namespaces')).map((n: { name: string }) => n.name),
+      [home.ns],
+    );
 
     // In its own namespace the key works.
     const own = await connect(runUrl(home.ns, 'tools'), limited);

@@ -41,6 +41,7 @@ export async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   } catch {
     throw new DomainError('validation_error', 'the request body must be a JSON object');
   }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new DomainError('validation_error', 'the request body must be a JSON object');
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    throw new DomainError('validation_error', 'the request body must be a JSON object');
   return body as Record<string, unknown>;
 }

@@ -9,7 +9,16 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { callOk, connect, createAccount, createKey, postJson, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  createKey,
+  postJson,
+  startTestServer,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 import { ACCOUNT_MAX_BODY_BYTES, MCP_MAX_BODY_BYTES } from './body-limit.js';
 import { BODY_MAX_DEPTH, BODY_MAX_VALUES } from './mcp-endpoint.js';
 import { MAX_CHECKED_VALUES, MAX_CODE_BYTES } from '../core/limits.js';
@@ -45,7 +54,11 @@ interface Upload {
  * One request over a raw socket: the head, then up to `budget` body bytes in 1 MB pieces (chunked
  * when `chunked`), stopping as soon as the server answers or closes.
  */
-async function upload(path: string, headers: Record<string, string>, options: { budget: number; chunked?: boolean; prefix?: string; method?: string }): Promise<Upload> {
+async function upload(
+  path: string,
+  headers: Record<string, string>,
+  options: { budget: number; chunked?: boolean; prefix?: string; method?: string },
+): Promise<Upload> {
   const socket: Socket = connectTcp({ host: '127.0.0.1', port });
   await once(socket, 'connect');
   let response = '';
@@ -59,7 +72,8 @@ async function upload(path: string, headers: Record<string, string>, options: { 
     .join('');
   socket.write(`${options.method ?? 'POST'} ${path} HTTP/1.1\r\n${head}\r\n`);
   const piece = Buffer.alloc(MB, 'a');
-  const frame = (data: Buffer) => (options.chunked ? Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from('\r\n')]) : data);
+  const frame = (data: Buffer) =>
+    options.chunked ? Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from('\r\n')]) : data;
   let written = 0;
   if (options.prefix) {
     socket.write(frame(Buffer.from(options.prefix)));
@@ -136,9 +150,17 @@ describe('request bodies are limited before they are read', () => {
       }
     }
     // Just within the limit is not refused for its size.
-    const fits = await upload(`/mcp/run/${ns}`, { ...mcp, 'content-type': 'application/json', 'content-length': String(MCP_MAX_BODY_BYTES) }, { budget: MCP_MAX_BODY_BYTES });
+    const fits = await upload(
+      `/mcp/run/${ns}`,
+      { ...mcp, 'content-type': 'application/json', 'content-length': String(MCP_MAX_BODY_BYTES) },
+      { budget: MCP_MAX_BODY_BYTES },
+    );
     assert.notEqual(fits.status, 413, fits.response.slice(0, 200));
-    const fitsAccount = await upload('/register', { 'content-type': 'application/json', 'content-length': String(ACCOUNT_MAX_BODY_BYTES) }, { budget: 0, prefix: `{"x":"${'a'.repeat(ACCOUNT_MAX_BODY_BYTES - 8)}"}` });
+    const fitsAccount = await upload(
+      '/register',
+      { 'content-type': 'application/json', 'content-length': String(ACCOUNT_MAX_BODY_BYTES) },
+      { budget: 0, prefix: `{"x":"${'a'.repeat(ACCOUNT_MAX_BODY_BYTES - 8)}"}` },
+    );
     assert.equal(fitsAccount.status, 400, fitsAccount.response.slice(0, 200));
     await healthy();
     assert.equal((await usage(account)).executions, 0);
@@ -147,16 +169,39 @@ describe('request bodies are limited before they are read', () => {
   test('a 400 MB upload with a valid key is cut off at once: server memory stays flat, nothing is written', async () => {
     const account = await createAccount(server.url);
     const ns = await namespaceWith(account);
-    const headers = { authorization: `Bearer ${account.key}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
-    const prefix = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'make_function', arguments: { service: 'svc', name: 'big', code: '' } } }).replace(/""\}\}\}$/, '"');
+    const headers = {
+      authorization: `Bearer ${account.key}`,
+      accept: 'application/json, text/event-stream',
+      'content-type': 'application/json',
+    };
+    const prefix = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'make_function', arguments: { service: 'svc', name: 'big', code: '' } },
+    }).replace(/""\}\}\}$/, '"');
     const rssBefore = process.memoryUsage().rss;
     const results: Upload[] = [];
     for (const era of ['2025-06-18', '2026-07-28']) {
       // Declared length: the answer comes before the body, which is not read.
-      results.push(await upload(`/mcp/create/${ns}`, { ...headers, 'mcp-protocol-version': era, 'content-length': String(400 * MB) }, { budget: 96 * MB, prefix }));
+      results.push(
+        await upload(
+          `/mcp/create/${ns}`,
+          { ...headers, 'mcp-protocol-version': era, 'content-length': String(400 * MB) },
+          { budget: 96 * MB, prefix },
+        ),
+      );
       // No declared length: counted while streaming and cut off at the limit.
-      results.push(await upload(`/mcp/create/${ns}`, { ...headers, 'mcp-protocol-version': era }, { budget: 96 * MB, prefix, chunked: true }));
-      results.push(await upload(`/mcp/run/${ns}`, { ...headers, 'mcp-protocol-version': era }, { budget: 96 * MB, prefix: prefix.replace('make_function', 'execute'), chunked: true }));
+      results.push(
+        await upload(`/mcp/create/${ns}`, { ...headers, 'mcp-protocol-version': era }, { budget: 96 * MB, prefix, chunked: true }),
+      );
+      results.push(
+        await upload(
+          `/mcp/run/${ns}`,
+          { ...headers, 'mcp-protocol-version': era },
+          { budget: 96 * MB, prefix: prefix.replace('make_function', 'execute'), chunked: true },
+        ),
+      );
     }
     const growth = process.memoryUsage().rss - rssBefore;
     for (const result of results) {
@@ -175,16 +220,26 @@ describe('request bodies are limited before they are read', () => {
   test('a large MCP body over the value or depth caps is refused by a scan before it is parsed; large code still fits', async () => {
     const account = await createAccount(server.url);
     const ns = await namespaceWith(account);
-    const headers = { authorization: `Bearer ${account.key}`, accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
+    const headers = {
+      authorization: `Bearer ${account.key}`,
+      accept: 'application/json, text/event-stream',
+      'content-type': 'application/json',
+    };
     const post = async (path: string, era: string, body: string) => {
       const response = await fetch(`${server.url}${path}`, { method: 'POST', headers: { ...headers, 'mcp-protocol-version': era }, body });
       return { status: response.status, body: (await response.json()) as { error?: { message: string; data?: { type?: string } } } };
     };
-    const call = (name: string, args: string) => `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${name}","arguments":${args}}}`;
+    const call = (name: string, args: string) =>
+      `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${name}","arguments":${args}}}`;
     // Many small values, then text that is not JSON at all: a parse would answer "Parse error";
     // the cap error shows the scan refused the body before any parse was tried.
     const values = (count: number) => `{"code":"print(1)","input":[${'0,'.repeat(count - 1)}0, not json`;
-    for (const [path, era] of [[`/mcp/run/${ns}`, '2025-06-18'], [`/mcp/run/${ns}`, '2026-07-28'], [`/mcp/run/${ns}?mode=tools`, '2025-06-18'], [`/mcp/create/${ns}`, '2026-07-28']] as const) {
+    for (const [path, era] of [
+      [`/mcp/run/${ns}`, '2025-06-18'],
+      [`/mcp/run/${ns}`, '2026-07-28'],
+      [`/mcp/run/${ns}?mode=tools`, '2025-06-18'],
+      [`/mcp/create/${ns}`, '2026-07-28'],
+    ] as const) {
       const over = await post(path, era, call('execute', values(BODY_MAX_VALUES + 1)));
       assert.equal(over.status, 413, JSON.stringify(over.body).slice(0, 300));
       assert.match(over.body.error!.message, new RegExp(`request body holds more than ${BODY_MAX_VALUES} JSON values`));
@@ -255,7 +310,11 @@ describe('same-site request forgery on the account routes', () => {
       ['DELETE', `/api/keys/${keys[0]!.id}`, { 'content-type': 'text/plain' }, 415],
     ];
     for (const [method, path, headers, status] of attempts) {
-      const response = await fetch(`${server.url}${path}`, { method, headers: { cookie, ...headers }, ...(method === 'POST' || headers['content-type'] ? { body: method === 'POST' ? body : 'x' } : {}) });
+      const response = await fetch(`${server.url}${path}`, {
+        method,
+        headers: { cookie, ...headers },
+        ...(method === 'POST' || headers['content-type'] ? { body: method === 'POST' ? body : 'x' } : {}),
+      });
       assert.equal(response.status, status, `${method} ${path} ${JSON.stringify(headers)}`);
       assert.ok((await response.json()).error, 'a JSON error');
     }
@@ -263,14 +322,25 @@ describe('same-site request forgery on the account routes', () => {
 
     // Login forgery (a page logging the browser into the attacker's account) is refused the same way.
     const login = JSON.stringify({ email: account.email, password: account.password });
-    for (const headers of [{ 'content-type': 'text/plain' }, { 'content-type': 'application/json', origin: `http://localhost:${otherPort}` }]) {
+    for (const headers of [
+      { 'content-type': 'text/plain' },
+      { 'content-type': 'application/json', origin: `http://localhost:${otherPort}` },
+    ]) {
       const response = await fetch(`${server.url}/login`, { method: 'POST', headers, body: login });
       assert.ok(response.status === 403 || response.status === 415, `login ${JSON.stringify(headers)}: ${response.status}`);
       assert.equal(response.headers.get('set-cookie'), null);
     }
-    const register = await fetch(`${server.url}/register`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: JSON.stringify({ email: 'csrf@example.com', password: 'long enough pw' }) });
+    const register = await fetch(`${server.url}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: JSON.stringify({ email: 'csrf@example.com', password: 'long enough pw' }),
+    });
     assert.equal(register.status, 415);
-    assert.equal((await postJson(`${server.url}/login`, { email: 'csrf@example.com', password: 'long enough pw' })).status, 401, 'no account was registered');
+    assert.equal(
+      (await postJson(`${server.url}/login`, { email: 'csrf@example.com', password: 'long enough pw' })).status,
+      401,
+      'no account was registered',
+    );
 
     // The server's own origin, as JSON: works (with and without Origin, and as a same-origin fetch).
     for (const headers of [{ origin: own }, {}, { origin: own, 'sec-fetch-site': 'same-origin' }]) {
@@ -322,7 +392,12 @@ describe('API keys honour their scopes and namespace limit on every route', () =
           assert.equal(result.isError, true, `${era} ${mode} ${key === readKey ? 'read key' : 'other-namespace key'}`);
           // The run endpoint's one error shape: error (a message) with error_type beside it.
           assert.equal(JSON.parse(result.content[0]!.text!).error_type, key === readKey ? 'forbidden' : 'not_found');
-          if (mode) assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ['_env_status'], 'no function tools listed');
+          if (mode)
+            assert.deepEqual(
+              (await client.listTools()).tools.map((t) => t.name),
+              ['_env_status'],
+              'no function tools listed',
+            );
           await client.close();
         }
       }

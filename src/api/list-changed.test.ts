@@ -9,7 +9,19 @@ import { after, before, describe, test } from 'node:test';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { callOk, connect, createAccount, EMBEDDED_RUN_ONLY, MODERN_PROTOCOL, parseResult, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  EMBEDDED_RUN_ONLY,
+  MODERN_PROTOCOL,
+  parseResult,
+  startTestServer,
+  type ClientEra,
+  type McpTestClient,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 import { until } from '../test-support/processes.js';
 import { MAX_LISTEN_STREAMS_PER_ACCOUNT } from './list-changed.js';
 import { MCP_SESSION_IDLE_MS } from '../store/accounts-store.js';
@@ -28,14 +40,19 @@ interface Watcher {
 /** An official SDK client of `era` on `url` whose listChanged handler records each refreshed list. */
 async function watch(url: string, key: string, era: ClientEra): Promise<Watcher> {
   const lists: Tool[][] = [];
-  const listChanged = { tools: { debounceMs: 0, onChanged: (error: unknown, tools: Tool[] | null) => void (!error && tools && lists.push(tools)) } };
+  const listChanged = {
+    tools: { debounceMs: 0, onChanged: (error: unknown, tools: Tool[] | null) => void (!error && tools && lists.push(tools)) },
+  };
   const headers = { authorization: `Bearer ${key}` };
   if (era === 'v1') {
     const client = new ClientV1({ name: 'watcher-v1', version: '1.0.0' }, { listChanged } as never);
     await client.connect(new TransportV1(new URL(url), { requestInit: { headers } }));
     return { lists, close: () => client.close() };
   }
-  const client = new ClientV2({ name: 'watcher-v2', version: '1.0.0' }, { listChanged, ...(era === 'v2' ? { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } : {}) } as never);
+  const client = new ClientV2({ name: 'watcher-v2', version: '1.0.0' }, {
+    listChanged,
+    ...(era === 'v2' ? { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } : {}),
+  } as never);
   await client.connect(new TransportV2(new URL(url), { requestInit: { headers } }));
   return { lists, close: () => client.close() };
 }
@@ -43,7 +60,11 @@ async function watch(url: string, key: string, era: ClientEra): Promise<Watcher>
 const openStreams = (server: TestServer) => server.server.services.listChanged.openStreams;
 
 async function waitForStreams(server: TestServer, n: number): Promise<void> {
-  await until(`${n} open change streams`, async () => openStreams(server), (open) => open >= n);
+  await until(
+    `${n} open change streams`,
+    async () => openStreams(server),
+    (open) => open >= n,
+  );
 }
 
 async function namespaceWith(base: string, account: TestAccount, fn: string): Promise<{ ns: string; create: McpTestClient }> {
@@ -75,22 +96,45 @@ describe('notifications/tools/list_changed on one node', () => {
       await waitForStreams(server, before + 3);
 
       // update_function changes the output_schema: the re-read list carries the new one.
-      await callOk(create, 'update_function', { service: 'm', name: 'hello', output_schema: { type: 'object', properties: { n: { type: 'integer' } } } });
-      const updated = await until('the tool-mode list after update_function', async () => tools.lists.at(-1), (list) => !!list?.find((t) => t.name === 'm__hello')?.outputSchema);
-      assert.deepEqual(updated!.find((t) => t.name === 'm__hello')!.outputSchema, { type: 'object', properties: { n: { type: 'integer' } } });
+      await callOk(create, 'update_function', {
+        service: 'm',
+        name: 'hello',
+        output_schema: { type: 'object', properties: { n: { type: 'integer' } } },
+      });
+      const updated = await until(
+        'the tool-mode list after update_function',
+        async () => tools.lists.at(-1),
+        (list) => !!list?.find((t) => t.name === 'm__hello')?.outputSchema,
+      );
+      assert.deepEqual(updated!.find((t) => t.name === 'm__hello')!.outputSchema, {
+        type: 'object',
+        properties: { n: { type: 'integer' } },
+      });
 
       // make_function: code mode's execute description now names it.
       await callOk(create, 'make_function', { service: 'm', name: 'added', code: HELLO });
-      const described = await until('the execute description after make_function', async () => code.lists.at(-1), (list) => !!list?.[0]?.description?.includes('m.added'));
+      const described = await until(
+        'the execute description after make_function',
+        async () => code.lists.at(-1),
+        (list) => !!list?.[0]?.description?.includes('m.added'),
+      );
       assert.equal(described!.length, 1);
 
       // delete_function: the tool is gone from tool mode's list.
       await callOk(create, 'delete_function', { service: 'm', name: 'added' });
-      await until('the tool-mode list after delete_function', async () => tools.lists.at(-1), (list) => !!list && !list.some((t) => t.name === 'm__added') && list.some((t) => t.name === 'm__hello'));
+      await until(
+        'the tool-mode list after delete_function',
+        async () => tools.lists.at(-1),
+        (list) => !!list && !list.some((t) => t.name === 'm__added') && list.some((t) => t.name === 'm__hello'),
+      );
 
       // The other namespace's stream heard none of that: its first notification is its own change.
       await callOk(other.create, 'update_function', { service: 'm', name: 'other', description: 'changed' });
-      await until('the bystander notified of its own change', async () => bystander.lists.length, (n) => n >= 1);
+      await until(
+        'the bystander notified of its own change',
+        async () => bystander.lists.length,
+        (n) => n >= 1,
+      );
       assert.equal(bystander.lists.length, 1, 'one notification: its own change only');
       assert.match(bystander.lists[0]!.find((t) => t.name === 'm__other')!.description!, /^changed/);
 
@@ -101,7 +145,8 @@ describe('notifications/tools/list_changed on one node', () => {
   test('the GET stream: a session is required, owned, accepting SSE, one stream per session; refusals are JSON-RPC errors', async () => {
     const { ns, create } = await namespaceWith(server.url, account, 'hello');
     const url = `${server.url}/mcp/run/${ns}`;
-    const get = (headers: Record<string, string>) => fetch(url, { headers: { authorization: `Bearer ${account.key}`, accept: 'text/event-stream', ...headers } });
+    const get = (headers: Record<string, string>) =>
+      fetch(url, { headers: { authorization: `Bearer ${account.key}`, accept: 'text/event-stream', ...headers } });
     const expectRefusal = async (response: Response, status: number) => {
       assert.equal(response.status, status);
       const body = (await response.json()) as any;
@@ -120,7 +165,9 @@ describe('notifications/tools/list_changed on one node', () => {
     await expectRefusal(await get({ 'mcp-session-id': id, accept: 'application/json' }), 406);
     // Another account's key cannot attach to this session: not found.
     const stranger = await createAccount(server.url);
-    const foreign = await fetch(url, { headers: { authorization: `Bearer ${stranger.key}`, accept: 'text/event-stream', 'mcp-session-id': id } });
+    const foreign = await fetch(url, {
+      headers: { authorization: `Bearer ${stranger.key}`, accept: 'text/event-stream', 'mcp-session-id': id },
+    });
     await expectRefusal(foreign, 404);
     await session.close();
     await create.close();
@@ -134,7 +181,11 @@ describe('notifications/tools/list_changed on one node', () => {
       const client = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era);
       const id = client.sessionId()!;
       const idle = new Date(Date.now() - MCP_SESSION_IDLE_MS + 60_000);
-      await until('the GET stream of the session', async () => openStreams(server), (open) => open >= 1);
+      await until(
+        'the GET stream of the session',
+        async () => openStreams(server),
+        (open) => open >= 1,
+      );
       // The client has been quiet 59 minutes but listens: the stream's touch starts its hour again.
       await db.updateTable('mcp_sessions').set({ last_seen_at: idle }).where('id', '=', id).execute();
       await server.server.services.sessionActivity.refresh();
@@ -143,12 +194,26 @@ describe('notifications/tools/list_changed on one node', () => {
       assert.equal(parseResult(await client.callTool('m__hello', {})).n, 1);
       // Closed: its session is no longer marked by the streams.
       const other = await connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era);
-      await until('the second GET stream', async () => openStreams(server), (open) => open >= 2);
+      await until(
+        'the second GET stream',
+        async () => openStreams(server),
+        (open) => open >= 2,
+      );
       await db.updateTable('mcp_sessions').set({ last_seen_at: idle }).where('id', '=', other.sessionId()!).execute();
       await other.close();
-      await until('the second stream closed', async () => openStreams(server), (open) => open <= 1);
+      await until(
+        'the second stream closed',
+        async () => openStreams(server),
+        (open) => open <= 1,
+      );
       await server.server.services.sessionActivity.refresh();
-      assert.equal(new Date((await db.selectFrom('mcp_sessions').select('last_seen_at').where('id', '=', other.sessionId()!).executeTakeFirst())?.last_seen_at ?? idle).getTime(), idle.getTime());
+      assert.equal(
+        new Date(
+          (await db.selectFrom('mcp_sessions').select('last_seen_at').where('id', '=', other.sessionId()!).executeTakeFirst())
+            ?.last_seen_at ?? idle,
+        ).getTime(),
+        idle.getTime(),
+      );
       await client.close();
       await create.close();
     });
@@ -168,7 +233,9 @@ describe('subscriptions/listen streams are capped per account', { skip: EMBEDDED
     const { ns, create } = await namespaceWith(server.url, account, 'hello');
     const url = `${server.url}/mcp/run/${ns}?mode=tools`;
     const modern = async (key: string) => {
-      const client = new ClientV2({ name: 'listener', version: '1.0.0' }, { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } as never);
+      const client = new ClientV2({ name: 'listener', version: '1.0.0' }, {
+        versionNegotiation: { mode: { pin: MODERN_PROTOCOL } },
+      } as never);
       await client.connect(new TransportV2(new URL(url), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
       return client;
     };
@@ -178,8 +245,25 @@ describe('subscriptions/listen streams are capped per account', { skip: EMBEDDED
     await assert.rejects(client.listen({ toolsListChanged: true }));
     const raw = await fetch(url, {
       method: 'POST',
-      headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN_PROTOCOL },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 'l', method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true }, _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } } }),
+      headers: {
+        authorization: `Bearer ${account.key}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': MODERN_PROTOCOL,
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 'l',
+        method: 'subscriptions/listen',
+        params: {
+          notifications: { toolsListChanged: true },
+          _meta: {
+            'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL,
+            'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+            'io.modelcontextprotocol/clientCapabilities': {},
+          },
+        },
+      }),
     });
     assert.equal(raw.status, 429);
     const body = (await raw.json()) as any;
@@ -189,42 +273,63 @@ describe('subscriptions/listen streams are capped per account', { skip: EMBEDDED
     const otherClient = await modern(other.key);
     const otherSubscription = await otherClient.listen({ toolsListChanged: true });
     await subscriptions.pop()!.close();
-    await until('the closed stream frees its place', async () => client.listen({ toolsListChanged: true }).then((s) => subscriptions.push(s), () => undefined), (ok) => ok !== undefined);
+    await until(
+      'the closed stream frees its place',
+      async () =>
+        client.listen({ toolsListChanged: true }).then(
+          (s) => subscriptions.push(s),
+          () => undefined,
+        ),
+      (ok) => ok !== undefined,
+    );
     for (const s of [...subscriptions, otherSubscription]) await s.close();
     for (const c of [client, otherClient, create]) await c.close();
   });
 });
 
-describe('across nodes (PostgreSQL): a change on node A reaches the stream on node B', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL }, () => {
-  let nodeA: TestServer;
-  let nodeB: TestServer;
-  let account: TestAccount;
-  before(async () => {
-    nodeA = await startTestServer();
-    nodeB = await startTestServer({ databaseUrl: nodeA.databaseUrl });
-    account = await createAccount(nodeA.url);
-  });
-  after(async () => {
-    await nodeB?.stop();
-    await nodeA?.stop();
-  });
-
-  for (const era of ['v1', 'v2'] as const) {
-    test(`${era}: update_function on A; B's stream is told and B's tools/list (its rendered cache) is current`, async () => {
-      const { ns, create } = await namespaceWith(nodeA.url, account, 'hello');
-      const onB = await watch(`${nodeB.url}/mcp/run/${ns}?mode=tools`, account.key, era);
-      // B renders and caches the list before the change.
-      const direct = await connect(`${nodeB.url}/mcp/run/${ns}?mode=tools`, account.key, era);
-      assert.equal((await direct.listTools()).tools.find((t) => t.name === 'm__hello')!.description?.startsWith('v2 text'), false);
-      await waitForStreams(nodeB, 1);
-      await callOk(create, 'update_function', { service: 'm', name: 'hello', description: 'v2 text', output_schema: { type: 'object', properties: { n: { type: 'integer' } } } });
-      const seen = await until("B's list after A's update", async () => onB.lists.at(-1), (list) => !!list?.find((t) => t.name === 'm__hello')?.outputSchema);
-      assert.match(seen!.find((t) => t.name === 'm__hello')!.description!, /^v2 text/);
-      assert.ok((await direct.listTools()).tools.find((t) => t.name === 'm__hello')!.description!.startsWith('v2 text'));
-      for (const c of [onB, direct, create]) await c.close();
+describe(
+  'across nodes (PostgreSQL): a change on node A reaches the stream on node B',
+  { skip: !process.env.MCPWORKS_TEST_DATABASE_URL },
+  () => {
+    let nodeA: TestServer;
+    let nodeB: TestServer;
+    let account: TestAccount;
+    before(async () => {
+      nodeA = await startTestServer();
+      nodeB = await startTestServer({ databaseUrl: nodeA.databaseUrl });
+      account = await createAccount(nodeA.url);
     });
-  }
-});
+    after(async () => {
+      await nodeB?.stop();
+      await nodeA?.stop();
+    });
+
+    for (const era of ['v1', 'v2'] as const) {
+      test(`${era}: update_function on A; B's stream is told and B's tools/list (its rendered cache) is current`, async () => {
+        const { ns, create } = await namespaceWith(nodeA.url, account, 'hello');
+        const onB = await watch(`${nodeB.url}/mcp/run/${ns}?mode=tools`, account.key, era);
+        // B renders and caches the list before the change.
+        const direct = await connect(`${nodeB.url}/mcp/run/${ns}?mode=tools`, account.key, era);
+        assert.equal((await direct.listTools()).tools.find((t) => t.name === 'm__hello')!.description?.startsWith('v2 text'), false);
+        await waitForStreams(nodeB, 1);
+        await callOk(create, 'update_function', {
+          service: 'm',
+          name: 'hello',
+          description: 'v2 text',
+          output_schema: { type: 'object', properties: { n: { type: 'integer' } } },
+        });
+        const seen = await until(
+          "B's list after A's update",
+          async () => onB.lists.at(-1),
+          (list) => !!list?.find((t) => t.name === 'm__hello')?.outputSchema,
+        );
+        assert.match(seen!.find((t) => t.name === 'm__hello')!.description!, /^v2 text/);
+        assert.ok((await direct.listTools()).tools.find((t) => t.name === 'm__hello')!.description!.startsWith('v2 text'));
+        for (const c of [onB, direct, create]) await c.close();
+      });
+    }
+  },
+);
 
 describe('the listening connection survives a PostgreSQL restart', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL }, () => {
   let database: PrivatePostgres;
@@ -246,12 +351,24 @@ describe('the listening connection survives a PostgreSQL restart', { skip: !proc
     database.stop('fast');
     database.start();
     // The reconnected listener tells every stream; the client re-reads its list.
-    await until('the resync after the restart', async () => watcher.lists.length, (n) => n >= 1);
-    await until('a change made after the restart', async () => {
-      const made = await create.callTool('update_function', { service: 'm', name: 'hello', description: 'after restart' });
-      return !made.isError;
-    }, (ok) => ok);
-    await until('the change heard', async () => watcher.lists.at(-1), (list) => !!list?.find((t) => t.name === 'm__hello')?.description?.startsWith('after restart'));
+    await until(
+      'the resync after the restart',
+      async () => watcher.lists.length,
+      (n) => n >= 1,
+    );
+    await until(
+      'a change made after the restart',
+      async () => {
+        const made = await create.callTool('update_function', { service: 'm', name: 'hello', description: 'after restart' });
+        return !made.isError;
+      },
+      (ok) => ok,
+    );
+    await until(
+      'the change heard',
+      async () => watcher.lists.at(-1),
+      (list) => !!list?.find((t) => t.name === 'm__hello')?.description?.startsWith('after restart'),
+    );
     for (const c of [watcher, create]) await c.close();
   });
 });

@@ -44,7 +44,10 @@ export class ListChangedHub {
     await notifications.listen(CATALOG_CHANNEL, {
       notify: (namespace) => this.changed(namespace),
       resync: () => {
-        this.logger.info({ streams: this.closers.size }, 'catalog notifications reconnected: every open stream is told its tool list may have changed');
+        this.logger.info(
+          { streams: this.closers.size },
+          'catalog notifications reconnected: every open stream is told its tool list may have changed',
+        );
         for (const namespace of [...this.listeners.keys()]) this.changed(namespace);
       },
     });
@@ -162,7 +165,12 @@ export class ListChangedHub {
     else signal?.addEventListener('abort', close, { once: true });
     return new Response(body, {
       status: 200,
-      headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' },
+      headers: {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      },
     });
   }
 

@@ -68,14 +68,22 @@ async function* messagesOf(response: Response, part: unknown): AsyncGenerator<Me
     } else if (id !== null) {
       // A quota refusal (HTTP 429 with the spec's body) cannot be a batch's answer: its body travels as data.
       const data = message as { message?: unknown };
-      yield error(id, -32000, typeof data?.message === 'string' ? data.message : `request refused with HTTP ${response.status}`, { http_status: response.status, ...(message as object) });
+      yield error(id, -32000, typeof data?.message === 'string' ? data.message : `request refused with HTTP ${response.status}`, {
+        http_status: response.status,
+        ...(message as object),
+      });
     }
   }
 }
 
-export async function serveLegacyBatch(batch: unknown[], request: Request, dispatch: (part: Request) => Promise<Response>): Promise<Response> {
+export async function serveLegacyBatch(
+  batch: unknown[],
+  request: Request,
+  dispatch: (part: Request) => Promise<Response>,
+): Promise<Response> {
   if (batch.length === 0) return refusal(400, -32600, 'Invalid Request: an empty batch');
-  if (batch.length > MAX_BATCH_MESSAGES) return refusal(400, -32600, `Invalid Request: Batch must not exceed ${MAX_BATCH_MESSAGES} messages`);
+  if (batch.length > MAX_BATCH_MESSAGES)
+    return refusal(400, -32600, `Invalid Request: Batch must not exceed ${MAX_BATCH_MESSAGES} messages`);
   if (batch.some((m) => m !== null && typeof m === 'object' && (m as Message).method === 'initialize')) {
     return refusal(400, -32600, 'Invalid Request: initialize must not be part of a JSON-RPC batch');
   }
@@ -83,7 +91,8 @@ export async function serveLegacyBatch(batch: unknown[], request: Request, dispa
   if (!accept.includes('application/json') || !accept.includes('text/event-stream')) {
     return refusal(406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream');
   }
-  const part = (message: unknown) => new Request(request.url, { method: 'POST', headers: request.headers, body: JSON.stringify(message), signal: request.signal });
+  const part = (message: unknown) =>
+    new Request(request.url, { method: 'POST', headers: request.headers, body: JSON.stringify(message), signal: request.signal });
   const answers = batch.map((message) => dispatch(part(message)).then((response) => ({ message, response })));
   if (!batch.some(isRequest)) {
     // Notifications and responses only: accepted, nothing to answer.

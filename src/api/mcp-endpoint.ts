@@ -10,7 +10,13 @@ import {
   type McpServerFactory,
 } from '@modelcontextprotocol/server';
 import type { KeyPrincipal } from '../services/accounts.js';
-import { MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY, MCP_SESSION_TOUCH_MS, type AccountsStore, type McpSessionRef } from '../store/accounts-store.js';
+import {
+  MCP_SESSION_IDLE_MS,
+  MCP_SESSIONS_PER_KEY,
+  MCP_SESSION_TOUCH_MS,
+  type AccountsStore,
+  type McpSessionRef,
+} from '../store/accounts-store.js';
 import { MCP_MAX_BODY_BYTES as MAX_BODY_BYTES } from './body-limit.js';
 import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
@@ -50,7 +56,13 @@ export interface RequestScope<Extra extends object = Record<string, unknown>> {
   calls?: readonly string[];
 }
 
-export function jsonRpcError(status: number, code: number, message: string, headers: Record<string, string> = {}, data?: Record<string, unknown>): Response {
+export function jsonRpcError(
+  status: number,
+  code: number,
+  message: string,
+  headers: Record<string, string> = {},
+  data?: Record<string, unknown>,
+): Response {
   return new Response(JSON.stringify({ jsonrpc: '2.0', error: { code, message, ...(data ? { data } : {}) }, id: null }), {
     status,
     headers: { 'content-type': 'application/json', ...headers },
@@ -135,7 +147,8 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
 
   async function ownedSession(id: string, scope: RequestScope<Extra>): Promise<boolean> {
     const session = scope.session?.id === id ? scope.session.owner : await accounts.findMcpSession(id);
-    const owned = !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
+    const owned =
+      !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
     // Use keeps a session alive (idle expiry); the write happens at most once a minute.
     // A touch refused by a full disk or a database gone away must not fail a request that only reads.
     if (owned && Date.now() - new Date(session.last_seen_at).getTime() > MCP_SESSION_TOUCH_MS) {
@@ -150,10 +163,21 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
    * GET: the 2025 era's standalone SSE stream of a session, on which the server sends what is not
    * an answer (here notifications/tools/list_changed). 2026-07-28 clients use subscriptions/listen.
    */
-  async function standaloneStream(request: Request, sessionId: string | null, scope: RequestScope<Extra>, hub: NonNullable<typeof streams>): Promise<Response> {
-    if (!sessionId) return jsonRpcError(400, -32000, 'Bad Request: Mcp-Session-Id header is required (initialize first); 2026-07-28 clients use subscriptions/listen');
+  async function standaloneStream(
+    request: Request,
+    sessionId: string | null,
+    scope: RequestScope<Extra>,
+    hub: NonNullable<typeof streams>,
+  ): Promise<Response> {
+    if (!sessionId)
+      return jsonRpcError(
+        400,
+        -32000,
+        'Bad Request: Mcp-Session-Id header is required (initialize first); 2026-07-28 clients use subscriptions/listen',
+      );
     if (!(await ownedSession(sessionId, scope))) return jsonRpcError(404, -32001, 'Session not found');
-    if (!(request.headers.get('accept') ?? '').includes('text/event-stream')) return jsonRpcError(406, -32000, 'Not Acceptable: Client must accept text/event-stream');
+    if (!(request.headers.get('accept') ?? '').includes('text/event-stream'))
+      return jsonRpcError(406, -32000, 'Not Acceptable: Client must accept text/event-stream');
     const stream = hub.hub.legacyStream(sessionId, scope.namespace, hub.notifies, request.signal);
     return stream ?? jsonRpcError(409, -32000, 'Conflict: Only one SSE stream is allowed per session');
   }
@@ -190,7 +214,8 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     if (method === 'GET' && streams) return standaloneStream(request, sessionId, scope, streams);
     if (method !== 'POST') return legacy(request, { authInfo });
     // Before the body is read: the SDK checks it too, but a batch is split before the SDK sees it.
-    if (!isJsonContentType(request.headers.get('content-type'))) return jsonRpcError(415, -32000, 'Unsupported Media Type: Content-Type must be application/json');
+    if (!isJsonContentType(request.headers.get('content-type')))
+      return jsonRpcError(415, -32000, 'Unsupported Media Type: Content-Type must be application/json');
 
     let text: string;
     try {
@@ -203,7 +228,10 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     if (text.length > LARGE_BODY_CHARS) {
       // One JSON.parse of 8 MB of small values holds the main thread for hundreds of milliseconds:
       // a body over the caps is refused by a scan in fair slices before any parse.
-      const excess = await sharedFairShare.run(scope.principal.accountId, textShapeExcessSlices(text, { maxDepth: BODY_MAX_DEPTH, maxValues: BODY_MAX_VALUES }, SCAN_SLICE_CHARS));
+      const excess = await sharedFairShare.run(
+        scope.principal.accountId,
+        textShapeExcessSlices(text, { maxDepth: BODY_MAX_DEPTH, maxValues: BODY_MAX_VALUES }, SCAN_SLICE_CHARS),
+      );
       if (excess?.limit === 'values') {
         const message = `request body holds more than ${BODY_MAX_VALUES} JSON values (a call's input may hold at most ${MAX_CHECKED_VALUES}); refused before parsing`;
         return jsonRpcError(413, -32600, message, {}, { type: 'validation_error', limit: 'values', max: BODY_MAX_VALUES });
@@ -216,7 +244,10 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     let parsedBody: unknown;
     try {
       // Within the caps, a large body is still parsed in fair slices (json-sliced-parse.ts).
-      parsedBody = text.length > LARGE_BODY_CHARS ? await sharedFairShare.run(scope.principal.accountId, parseJsonSlices(text, SCAN_SLICE_CHARS)) : JSON.parse(text);
+      parsedBody =
+        text.length > LARGE_BODY_CHARS
+          ? await sharedFairShare.run(scope.principal.accountId, parseJsonSlices(text, SCAN_SLICE_CHARS))
+          : JSON.parse(text);
     } catch {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }
@@ -224,15 +255,28 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     if (!Array.isArray(parsedBody)) scope.calls = calledToolNames(parsedBody);
     if (!(await isLegacyRequest(replay, parsedBody))) {
       // The 2026-07-28 revision has no batches.
-      if (Array.isArray(parsedBody)) return jsonRpcError(400, -32600, 'Invalid Request: JSON-RPC batches are not supported under protocol 2026-07-28; send one message per request');
+      if (Array.isArray(parsedBody))
+        return jsonRpcError(
+          400,
+          -32600,
+          'Invalid Request: JSON-RPC batches are not supported under protocol 2026-07-28; send one message per request',
+        );
       const listens = streams && (parsedBody as { method?: unknown } | null)?.method === 'subscriptions/listen';
       if (listens && !streams.hub.mayListen(scope.principal.accountId)) {
-        return jsonRpcError(429, -32000, 'Too many open subscriptions/listen streams for this account on this server; close some (they end when their request is cancelled)');
+        return jsonRpcError(
+          429,
+          -32000,
+          'Too many open subscriptions/listen streams for this account on this server; close some (they end when their request is cancelled)',
+        );
       }
       const early = await options.beforeDispatch?.(parsedBody, scope);
       if (early) return early;
       const owner = { namespace: streams?.notifies ? scope.namespace : '', accountId: scope.principal.accountId };
-      return dispatched(scope, () => (streams ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody })) : modern.fetch(replay, { authInfo, parsedBody })));
+      return dispatched(scope, () =>
+        streams
+          ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody }))
+          : modern.fetch(replay, { authInfo, parsedBody }),
+      );
     }
     // 2025 era: batches exist in 2025-03-26 only. The version is the one the session negotiated at
     // initialize; for a session from before that was recorded, the one the client sends with every
@@ -240,9 +284,16 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     if (Array.isArray(parsedBody)) {
       const owner = sessionId ? (scope.session?.id === sessionId ? scope.session.owner : await accounts.findMcpSession(sessionId)) : null;
       const version = owner?.protocol_version ?? request.headers.get('mcp-protocol-version') ?? '2025-03-26';
-      if (version !== '2025-03-26') return jsonRpcError(400, -32600, `Invalid Request: JSON-RPC batches are not supported under protocol ${version}; send one message per request`);
+      if (version !== '2025-03-26')
+        return jsonRpcError(
+          400,
+          -32600,
+          `Invalid Request: JSON-RPC batches are not supported under protocol ${version}; send one message per request`,
+        );
       // Each part has its own request state (the run endpoint's ticket, snapshot, listing).
-      return serveLegacyBatch(parsedBody, request, (part) => handle(part, { ...scope, ...(scope.extra ? { extra: { ...scope.extra } } : {}) }));
+      return serveLegacyBatch(parsedBody, request, (part) =>
+        handle(part, { ...scope, ...(scope.extra ? { extra: { ...scope.extra } } : {}) }),
+      );
     }
 
     const initializing = isInitialize(parsedBody);
@@ -256,7 +307,14 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     if (initializing) {
       const limit = options.sessionLimit(scope.principal);
       const protocolVersion = negotiatedVersion(Array.isArray(parsedBody) ? undefined : parsedBody);
-      const session = { id, accountId: scope.principal.accountId, keyId: scope.principal.keyId, endpoint: kind, namespace: scope.namespace, ...(protocolVersion ? { protocolVersion } : {}) };
+      const session = {
+        id,
+        accountId: scope.principal.accountId,
+        keyId: scope.principal.keyId,
+        endpoint: kind,
+        namespace: scope.namespace,
+        ...(protocolVersion ? { protocolVersion } : {}),
+      };
       const created = await accounts.createMcpSession(session, limit);
       // A session ended for the key's cap loses its change stream here at once (elsewhere, its
       // next request answers 404).
@@ -268,7 +326,13 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
         const message = perKey
           ? `Live MCP session limit per API key (${cap}) reached and every one of this key's sessions is in use (an open stream or a request being answered); close sessions you no longer use (DELETE with Mcp-Session-Id), use another API key, or retry later`
           : `Live MCP session limit (${cap}) reached; close sessions you no longer use (DELETE with Mcp-Session-Id) or wait until one has been idle ${MCP_SESSION_IDLE_MINUTES} minutes`;
-        const data = { code: 'SESSION_LIMIT_EXCEEDED', limit: cap, usage: created.refused.usage, tier: scope.principal.tier, retry_after: created.refused.retryAfter };
+        const data = {
+          code: 'SESSION_LIMIT_EXCEEDED',
+          limit: cap,
+          usage: created.refused.usage,
+          tier: scope.principal.tier,
+          retry_after: created.refused.retryAfter,
+        };
         return jsonRpcError(429, -32000, message, { 'retry-after': String(created.refused.retryAfter) }, data);
       }
     }

@@ -5,7 +5,16 @@
 // (the spec's 429 quota bodies excepted; those are tested in guard-metering.test.ts).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { callOk, connect, createAccount, MODERN_PROTOCOL, parseResult, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  MODERN_PROTOCOL,
+  parseResult,
+  startTestServer,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 import { MCP_MAX_BODY_BYTES } from './body-limit.js';
 import { MAX_HEADER_BYTES } from './connection-guard.js';
 import { MAX_ENV_HEADER_DECODED_BYTES } from '../core/env-header.js';
@@ -38,7 +47,13 @@ async function messagesOf(response: Response): Promise<any[]> {
   if ((response.headers.get('content-type') ?? '').includes('text/event-stream')) {
     return text
       .split(/\n\n/)
-      .map((event) => event.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join(''))
+      .map((event) =>
+        event
+          .split('\n')
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).trim())
+          .join(''),
+      )
       .filter(Boolean)
       .map((data) => JSON.parse(data));
   }
@@ -52,13 +67,22 @@ async function session(url: string, version: string): Promise<string> {
   const init = await fetch(url, {
     method: 'POST',
     headers,
-    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: version, capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }),
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 0,
+      method: 'initialize',
+      params: { protocolVersion: version, capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+    }),
   });
   const [answer] = await messagesOf(init);
   assert.equal(answer.result.protocolVersion, version);
   const id = init.headers.get('mcp-session-id')!;
   const versionHeader = version === '2025-03-26' ? {} : { 'mcp-protocol-version': version };
-  const initialized = await fetch(url, { method: 'POST', headers: { ...headers, ...versionHeader, 'mcp-session-id': id }, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) });
+  const initialized = await fetch(url, {
+    method: 'POST',
+    headers: { ...headers, ...versionHeader, 'mcp-session-id': id },
+    body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+  });
   assert.equal(initialized.status, 202);
   return id;
 }
@@ -92,7 +116,10 @@ describe('JSON-RPC batches follow the negotiated protocol version', () => {
     });
     assert.equal(response.status, 200);
     const answers = (await messagesOf(response)).filter((m) => m.id !== undefined).sort((a, b) => a.id - b.id);
-    assert.deepEqual(answers.map((m) => m.id), [1, 2, 3]);
+    assert.deepEqual(
+      answers.map((m) => m.id),
+      [1, 2, 3],
+    );
     for (const call of answers.slice(0, 2)) assert.deepEqual(JSON.parse(call.result.content[0].text), { n: 1 }, JSON.stringify(call));
     assert.deepEqual(answers[2].result, {});
     assert.equal((await executions()) - before, 2);
@@ -101,9 +128,23 @@ describe('JSON-RPC batches follow the negotiated protocol version', () => {
   test('2025-03-26: a batch of notifications only is accepted (202); initialize in a batch and an empty batch are refused', async () => {
     const id = await session(toolsUrl(), '2025-03-26');
     const post = (body: unknown) =>
-      fetch(toolsUrl(), { method: 'POST', headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'mcp-session-id': id }, body: JSON.stringify(body) });
+      fetch(toolsUrl(), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'mcp-session-id': id },
+        body: JSON.stringify(body),
+      });
     assert.equal((await post([{ jsonrpc: '2.0', method: 'notifications/roots/list_changed' }])).status, 202);
-    for (const body of [[], [{ jsonrpc: '2.0', id: 9, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }]]) {
+    for (const body of [
+      [],
+      [
+        {
+          jsonrpc: '2.0',
+          id: 9,
+          method: 'initialize',
+          params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'x', version: '1' } },
+        },
+      ],
+    ]) {
       const refused = await post(body);
       assert.equal(refused.status, 400);
       assertJsonRpcRefusal(await refused.json(), JSON.stringify(body));
@@ -112,12 +153,23 @@ describe('JSON-RPC batches follow the negotiated protocol version', () => {
 
   for (const version of ['2025-06-18', MODERN_PROTOCOL]) {
     test(`${version}: a batch ([ping, ping] and [tools/call, ping]) is refused with a JSON-RPC error, nothing metered`, async () => {
-      const headers: Record<string, string> = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'mcp-protocol-version': version };
+      const headers: Record<string, string> = {
+        authorization: `Bearer ${account.key}`,
+        'content-type': 'application/json',
+        accept: ACCEPT,
+        'mcp-protocol-version': version,
+      };
       if (version !== MODERN_PROTOCOL) headers['mcp-session-id'] = await session(toolsUrl(), version);
       const before = await executions();
       for (const batch of [
-        [{ jsonrpc: '2.0', id: 1, method: 'ping' }, { jsonrpc: '2.0', id: 2, method: 'ping' }],
-        [{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'm__hello', arguments: {} } }, { jsonrpc: '2.0', id: 2, method: 'ping' }],
+        [
+          { jsonrpc: '2.0', id: 1, method: 'ping' },
+          { jsonrpc: '2.0', id: 2, method: 'ping' },
+        ],
+        [
+          { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'm__hello', arguments: {} } },
+          { jsonrpc: '2.0', id: 2, method: 'ping' },
+        ],
       ]) {
         const response = await fetch(toolsUrl(), { method: 'POST', headers, body: JSON.stringify(batch) });
         assert.equal(response.status, 400);
@@ -129,7 +181,14 @@ describe('JSON-RPC batches follow the negotiated protocol version', () => {
       if (version !== MODERN_PROTOCOL) {
         // The session negotiated 2025-06-18: a batch without the header is refused as well.
         const { 'mcp-protocol-version': _omitted, ...withoutHeader } = headers;
-        const response = await fetch(toolsUrl(), { method: 'POST', headers: withoutHeader, body: JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'ping' }, { jsonrpc: '2.0', id: 2, method: 'ping' }]) });
+        const response = await fetch(toolsUrl(), {
+          method: 'POST',
+          headers: withoutHeader,
+          body: JSON.stringify([
+            { jsonrpc: '2.0', id: 1, method: 'ping' },
+            { jsonrpc: '2.0', id: 2, method: 'ping' },
+          ]),
+        });
         assert.equal(response.status, 400);
         assert.match(((await response.json()) as any).error.message, /2025-06-18/);
       }
@@ -147,19 +206,54 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
     const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
     const cases: Array<[string, string, RequestInit, number]> = [
       ['no API key', toolsUrl(), { method: 'POST', headers: json, body: ping }, 401],
-      ['a wrong API key', toolsUrl(), { method: 'POST', headers: { ...json, authorization: `Bearer mcpw_${'0'.repeat(64)}` }, body: ping }, 401],
-      ['an invalid namespace name', `${server.url}/mcp/run/Not_A_Namespace`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 404],
+      [
+        'a wrong API key',
+        toolsUrl(),
+        { method: 'POST', headers: { ...json, authorization: `Bearer mcpw_${'0'.repeat(64)}` }, body: ping },
+        401,
+      ],
+      [
+        'an invalid namespace name',
+        `${server.url}/mcp/run/Not_A_Namespace`,
+        { method: 'POST', headers: { ...json, ...auth }, body: ping },
+        404,
+      ],
       ['an unknown mode', `${server.url}/mcp/run/${ns}?mode=nope`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 400],
       ['bad JSON', toolsUrl(), { method: 'POST', headers: { ...json, ...auth }, body: '{"jsonrpc":' }, 400],
-      ['a body over the limit', toolsUrl(), { method: 'POST', headers: { ...json, ...auth }, body: 'x'.repeat(MCP_MAX_BODY_BYTES + 1) }, 413],
-      ['the wrong content type', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'content-type': 'text/plain' }, body: ping }, 415],
+      [
+        'a body over the limit',
+        toolsUrl(),
+        { method: 'POST', headers: { ...json, ...auth }, body: 'x'.repeat(MCP_MAX_BODY_BYTES + 1) },
+        413,
+      ],
+      [
+        'the wrong content type',
+        toolsUrl(),
+        { method: 'POST', headers: { ...json, ...auth, 'content-type': 'text/plain' }, body: ping },
+        415,
+      ],
       ['a method the endpoint does not serve', toolsUrl(), { method: 'PUT', headers: { ...json, ...auth }, body: ping }, 405],
       ['GET without a session', toolsUrl(), { headers: { ...auth, accept: 'text/event-stream' } }, 400],
       ['DELETE of an unknown session', toolsUrl(), { method: 'DELETE', headers: { ...auth, 'mcp-session-id': 'nope' } }, 404],
-      ["another account's session", toolsUrl(), { method: 'POST', headers: { ...json, authorization: `Bearer ${stranger.key}`, 'mcp-session-id': id }, body: ping }, 404],
+      [
+        "another account's session",
+        toolsUrl(),
+        { method: 'POST', headers: { ...json, authorization: `Bearer ${stranger.key}`, 'mcp-session-id': id }, body: ping },
+        404,
+      ],
       ['a foreign Origin', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, origin: 'https://evil.example' }, body: ping }, 403],
-      ['a path under /mcp/ that is no endpoint', `${server.url}/mcp/run/${ns}/extra`, { method: 'POST', headers: { ...json, ...auth }, body: ping }, 404],
-      ['headers over 48 KB', toolsUrl(), { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': 'A'.repeat(MAX_HEADER_BYTES) }, body: ping }, 431],
+      [
+        'a path under /mcp/ that is no endpoint',
+        `${server.url}/mcp/run/${ns}/extra`,
+        { method: 'POST', headers: { ...json, ...auth }, body: ping },
+        404,
+      ],
+      [
+        'headers over 48 KB',
+        toolsUrl(),
+        { method: 'POST', headers: { ...json, ...auth, 'x-mcpworks-env': 'A'.repeat(MAX_HEADER_BYTES) }, body: ping },
+        431,
+      ],
       ['no API key on the create endpoint', `${server.url}/mcp/create/${ns}`, { method: 'POST', headers: json, body: ping }, 401],
     ];
     for (const [what, url, init, status] of cases) {
@@ -199,10 +293,19 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
 
     // What mcp-remote sends to /register once discovery found no authorization server.
     const email = `dcr-${Math.random().toString(36).slice(2, 10)}@example.com`;
-    const registration = { redirect_uris: ['http://localhost:8855/oauth/callback'], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], client_name: 'MCP CLI Proxy' };
+    const registration = {
+      redirect_uris: ['http://localhost:8855/oauth/callback'],
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code'],
+      client_name: 'MCP CLI Proxy',
+    };
     for (const path of ['/register', '/api/register']) {
       for (const body of [registration, { ...registration, email, password: 'correct horse battery' }]) {
-        const response = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const response = await fetch(`${server.url}${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
         assert.equal(response.status, 400, path);
         assert.equal(response.headers.get('cache-control'), 'no-store');
         const answer = (await response.json()) as { error: string; error_description: string };
@@ -210,7 +313,11 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
         assert.match(answer.error_description, /does not register OAuth clients.*API key/, path);
       }
     }
-    const signIn = await fetch(`${server.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password: 'correct horse battery' }) });
+    const signIn = await fetch(`${server.url}/api/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password: 'correct horse battery' }),
+    });
     assert.equal(signIn.status, 401, 'no account was made by a registration request');
   });
 });
@@ -224,12 +331,40 @@ describe('a call the MCP layer refuses after its admission', () => {
   test('frees its slot and its quota unit before the refusal is answered (2025 and 2026 eras)', async () => {
     const id = await session(toolsUrl(), '2025-06-18');
     const auth = { authorization: `Bearer ${account.key}`, 'content-type': 'application/json' };
-    const call = (extra: Record<string, unknown> = {}) => JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'm__hello', arguments: {}, ...extra } });
-    const modernMeta = { _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } };
+    const call = (extra: Record<string, unknown> = {}) =>
+      JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'm__hello', arguments: {}, ...extra } });
+    const modernMeta = {
+      _meta: {
+        'io.modelcontextprotocol/protocolVersion': MODERN_PROTOCOL,
+        'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+        'io.modelcontextprotocol/clientCapabilities': {},
+      },
+    };
     const cases: Array<[string, RequestInit]> = [
-      ['2025-06-18: no text/event-stream in Accept', { method: 'POST', headers: { ...auth, accept: 'application/json', 'mcp-protocol-version': '2025-06-18', 'mcp-session-id': id }, body: call() }],
-      ['2026-07-28: an Mcp-Method header that does not match the body', { method: 'POST', headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/list', 'mcp-name': 'm__hello' }, body: call(modernMeta) }],
-      ['2026-07-28: an Mcp-Name header that does not match the body', { method: 'POST', headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/call', 'mcp-name': 'm__other' }, body: call(modernMeta) }],
+      [
+        '2025-06-18: no text/event-stream in Accept',
+        {
+          method: 'POST',
+          headers: { ...auth, accept: 'application/json', 'mcp-protocol-version': '2025-06-18', 'mcp-session-id': id },
+          body: call(),
+        },
+      ],
+      [
+        '2026-07-28: an Mcp-Method header that does not match the body',
+        {
+          method: 'POST',
+          headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/list', 'mcp-name': 'm__hello' },
+          body: call(modernMeta),
+        },
+      ],
+      [
+        '2026-07-28: an Mcp-Name header that does not match the body',
+        {
+          method: 'POST',
+          headers: { ...auth, accept: ACCEPT, 'mcp-protocol-version': MODERN_PROTOCOL, 'mcp-method': 'tools/call', 'mcp-name': 'm__other' },
+          body: call(modernMeta),
+        },
+      ],
     ];
     for (const [what, init] of cases) {
       const before = await executions();
@@ -246,7 +381,12 @@ describe('X-MCPWorks-Env at its documented size', () => {
   test('32 KB decoded (43,692 bytes of base64) reaches the function in every era; headers over 48 KB are a 431 JSON-RPC error', async () => {
     const names = ['E0', 'E1', 'E2', 'E3', 'E4'];
     const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-    await callOk(create, 'make_function', { service: 'm', name: 'envy', optional_env: names, code: `import os\n\ndef main(input_data):\n    return sum(len(os.environ.get(n, "")) for n in ${JSON.stringify(names)})\n` });
+    await callOk(create, 'make_function', {
+      service: 'm',
+      name: 'envy',
+      optional_env: names,
+      code: `import os\n\ndef main(input_data):\n    return sum(len(os.environ.get(n, "")) for n in ${JSON.stringify(names)})\n`,
+    });
     await create.close();
     // Four 8,000-byte values and a fifth that brings the JSON to exactly the documented 32 KB.
     const env: Record<string, string> = Object.fromEntries(names.map((n, i) => [n, i < 4 ? String.fromCharCode(97 + i).repeat(8000) : '']));
@@ -269,7 +409,12 @@ describe('X-MCPWorks-Env at its documented size', () => {
     // Just over the header limit: Node's parser refuses it before any route, with a JSON-RPC body.
     const response = await fetch(toolsUrl(), {
       method: 'POST',
-      headers: { authorization: `Bearer ${account.key}`, 'content-type': 'application/json', accept: ACCEPT, 'x-mcpworks-env': 'A'.repeat(MAX_HEADER_BYTES - 200) },
+      headers: {
+        authorization: `Bearer ${account.key}`,
+        'content-type': 'application/json',
+        accept: ACCEPT,
+        'x-mcpworks-env': 'A'.repeat(MAX_HEADER_BYTES - 200),
+      },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }),
     });
     assert.equal(response.status, 431);

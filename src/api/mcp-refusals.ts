@@ -38,8 +38,15 @@ export function isMcpRequest(url: string | undefined, host: string | undefined, 
  * A refusal written from Node's request event (pacing, shutdown), where the request line is known:
  * a JSON-RPC error on MCP endpoints, the one error shape (DomainError.toJSON) everywhere else.
  */
-export function refusalFor(req: { url?: string | undefined; headers: { host?: string | undefined } }, baseHost: string | undefined, type: DomainErrorType, message: string, details: Record<string, unknown> = {}): string {
-  if (isMcpRequest(req.url, req.headers.host, baseHost)) return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: jsonRpcCodeFor(type), message, data: { type, ...details } } });
+export function refusalFor(
+  req: { url?: string | undefined; headers: { host?: string | undefined } },
+  baseHost: string | undefined,
+  type: DomainErrorType,
+  message: string,
+  details: Record<string, unknown> = {},
+): string {
+  if (isMcpRequest(req.url, req.headers.host, baseHost))
+    return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: jsonRpcCodeFor(type), message, data: { type, ...details } } });
   return JSON.stringify(new DomainError(type, message, details).toJSON());
 }
 
@@ -67,5 +74,9 @@ export async function asJsonRpcRefusal(response: Response): Promise<Response> {
   const headers = new Headers(response.headers);
   headers.set('content-type', 'application/json');
   headers.delete('content-length');
-  return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: rpc }), { status: response.status, statusText: response.statusText, headers });
+  return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: rpc }), {
+    status: response.status,
+    statusText: response.statusText,
+    headers,
+  });
 }

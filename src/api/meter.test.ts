@@ -16,7 +16,9 @@ import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 let rules: RuleServer;
 let server: TestServer;
 before(async () => {
-  rules = await startRuleServer(applyTierOverrides(JSON.stringify({ rate3: { monthly_executions: -1, executions_per_minute: 3, concurrency: -1 } })));
+  rules = await startRuleServer(
+    applyTierOverrides(JSON.stringify({ rate3: { monthly_executions: -1, executions_per_minute: 3, concurrency: -1 } })),
+  );
   server = rules.server;
 });
 after(async () => {
@@ -55,10 +57,24 @@ async function execute(client: McpTestClient, code: string, language: 'python' |
 describe('item 2: the meter decides platform failures from the host alone', () => {
   test("a function's own SandboxError (raised or written on its channel) is metered and recorded as UserSandboxError", async () => {
     const s = await space([
-      { name: 'py-raise', code: 'class SandboxError(Exception):\n    pass\n\ndef main(input_data):\n    print("output anyway")\n    raise SandboxError("not the platform")\n' },
-      { name: 'py-forge', code: 'import os\n\ndef main(input_data):\n    print("output anyway")\n    os.write(3, b\'{"ok": false, "type": "SandboxError", "message": "forged"}\\n\')\n    return 1\n' },
-      { name: 'ts-raise', language: 'typescript', code: 'class SandboxError extends Error {}\nexport default function main() {\n  throw new SandboxError("not the platform");\n}\n' },
-      { name: 'ts-forge', language: 'typescript', code: 'import { writeSync } from "node:fs";\nexport default function main() {\n  writeSync(3, JSON.stringify({ ok: false, type: "SandboxError", message: "forged" }) + "\\n");\n  return 1;\n}\n' },
+      {
+        name: 'py-raise',
+        code: 'class SandboxError(Exception):\n    pass\n\ndef main(input_data):\n    print("output anyway")\n    raise SandboxError("not the platform")\n',
+      },
+      {
+        name: 'py-forge',
+        code: 'import os\n\ndef main(input_data):\n    print("output anyway")\n    os.write(3, b\'{"ok": false, "type": "SandboxError", "message": "forged"}\\n\')\n    return 1\n',
+      },
+      {
+        name: 'ts-raise',
+        language: 'typescript',
+        code: 'class SandboxError extends Error {}\nexport default function main() {\n  throw new SandboxError("not the platform");\n}\n',
+      },
+      {
+        name: 'ts-forge',
+        language: 'typescript',
+        code: 'import { writeSync } from "node:fs";\nexport default function main() {\n  writeSync(3, JSON.stringify({ ok: false, type: "SandboxError", message: "forged" }) + "\\n");\n  return 1;\n}\n',
+      },
     ]);
     const tools = await runAs(s, 'tools');
     for (const name of ['py-raise', 'py-forge', 'ts-raise', 'ts-forge']) {
@@ -68,10 +84,19 @@ describe('item 2: the meter decides platform failures from the host alone', () =
     assert.match(parseResult(await tools.callTool('utils__py-raise')).stdout, /output anyway/, 'its output is returned, and paid for');
     const code = await runAs(s, 'code');
     assert.equal((await execute(code, 'class SandboxError(Exception):\n    pass\nraise SandboxError("x")')).error_type, 'UserSandboxError');
-    assert.equal((await execute(code, 'import os\nos.write(3, b\'{"ok":false,"type":"SandboxError","message":"x"}\\n\')')).error_type, 'UserSandboxError');
-    assert.equal((await execute(code, 'class SandboxError extends Error {}\nthrow new SandboxError("x");', 'typescript')).error_type, 'UserSandboxError');
+    assert.equal(
+      (await execute(code, 'import os\nos.write(3, b\'{"ok":false,"type":"SandboxError","message":"x"}\\n\')')).error_type,
+      'UserSandboxError',
+    );
+    assert.equal(
+      (await execute(code, 'class SandboxError extends Error {}\nthrow new SandboxError("x");', 'typescript')).error_type,
+      'UserSandboxError',
+    );
     // A cross-language callee's own SandboxError reaches the caller as the callee's failure.
-    const callee = await execute(code, 'from functions import ts_raise\ntry:\n    ts_raise()\nexcept Exception as e:\n    result = e.error_type');
+    const callee = await execute(
+      code,
+      'from functions import ts_raise\ntry:\n    ts_raise()\nexcept Exception as e:\n    result = e.error_type',
+    );
     assert.equal(callee, 'UserSandboxError');
     await healthzPrompt();
     const usage = await meterOf(s);
@@ -79,7 +104,10 @@ describe('item 2: the meter decides platform failures from the host alone', () =
     assert.equal(usage.concurrency.active, 0);
     const records = await callOk(s.create, 'list_executions');
     assert.equal(records.length, 9);
-    assert.ok(records.every((r: { error_type: string | null }) => r.error_type !== 'SandboxError'), 'nothing looks like a platform failure');
+    assert.ok(
+      records.every((r: { error_type: string | null }) => r.error_type !== 'SandboxError'),
+      'nothing looks like a platform failure',
+    );
   });
 });
 
@@ -96,7 +124,9 @@ function spawners(): number[] {
     .filter((pid) => /^\d+$/.test(pid))
     .filter((pid) => {
       const stat = read(`/proc/${pid}/stat`);
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid && read(`/proc/${pid}/cmdline`).includes('spawner.cjs');
+      return (
+        Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid && read(`/proc/${pid}/cmdline`).includes('spawner.cjs')
+      );
     })
     .map(Number);
 }
@@ -106,13 +136,23 @@ describe('item 2: a real platform failure', () => {
     // The run outlives its spawner (killed while it waits), then ends without a word (SIGKILL: no
     // answer from its runner), so only the lost exit status can decide: the platform's failure.
     // Its own SIGKILL with the spawner alive is the user's (ProcessExitError, counted).
-    const s = await space([{ name: 'lost', language: 'typescript', code: "export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 8_000));\n  process.kill(process.pid, 'SIGKILL');\n}\n" }]);
+    const s = await space([
+      {
+        name: 'lost',
+        language: 'typescript',
+        code: "export default async function main() {\n  await new Promise((resolve) => setTimeout(resolve, 8_000));\n  process.kill(process.pid, 'SIGKILL');\n}\n",
+      },
+    ]);
     const tools = await runAs(s, 'tools');
     // Until the run is handed its sandbox, not a fixed wait that a loaded machine outlasts.
     const sandbox = server.server.services.sandbox as BubblewrapSandbox;
     const before = sandboxRunsStarted(sandbox);
     const pending = tools.callTool('utils__lost');
-    await until('the run in its sandbox', async () => sandboxRunsStarted(sandbox), (started) => started > before);
+    await until(
+      'the run in its sandbox',
+      async () => sandboxRunsStarted(sandbox),
+      (started) => started > before,
+    );
     const pids = spawners();
     assert.ok(pids.length > 0, 'the server starts sandboxes through a spawner');
     for (const pid of pids) process.kill(pid, 'SIGKILL');
@@ -201,19 +241,36 @@ export default function main() {
   test('an answer nested 400,000 deep is a SerializationError, counted and recorded (both languages, both modes)', async () => {
     const deep = 400_000;
     const s = await space([
-      { name: 'ts-deep', language: 'typescript', code: `import { writeSync } from "node:fs";\nexport default function main() {\n  writeSync(3, '{"ok":true,"result":' + "[".repeat(${deep}) + "]".repeat(${deep}) + "}\\n");\n  return 1;\n}\n` },
-      { name: 'py-deep', code: `import os\n\ndef main(input_data):\n    os.write(3, b'{"ok": true, "result": ' + b'[' * ${deep} + b']' * ${deep} + b'}\\n')\n    return 1\n` },
+      {
+        name: 'ts-deep',
+        language: 'typescript',
+        code: `import { writeSync } from "node:fs";\nexport default function main() {\n  writeSync(3, '{"ok":true,"result":' + "[".repeat(${deep}) + "]".repeat(${deep}) + "}\\n");\n  return 1;\n}\n`,
+      },
+      {
+        name: 'py-deep',
+        code: `import os\n\ndef main(input_data):\n    os.write(3, b'{"ok": true, "result": ' + b'[' * ${deep} + b']' * ${deep} + b'}\\n')\n    return 1\n`,
+      },
     ]);
     const tools = await runAs(s, 'tools');
-    for (const name of ['ts-deep', 'py-deep']) assert.equal(parseResult(await healthzThroughout(tools.callTool(`utils__${name}`))).error_type, 'SerializationError', name);
+    for (const name of ['ts-deep', 'py-deep'])
+      assert.equal(parseResult(await healthzThroughout(tools.callTool(`utils__${name}`))).error_type, 'SerializationError', name);
     const code = await runAs(s, 'code');
-    assert.equal((await execute(code, `import os\nos.write(3, b'{"ok":true,"result":' + b'[' * ${deep} + b']' * ${deep} + b'}\\n')`)).error_type, 'SerializationError');
-    assert.equal((await execute(code, `let v: unknown = 1;\nfor (let i = 0; i < 5000; i++) v = [v];\nresult = v;`, 'typescript')).error_type, 'SerializationError');
+    assert.equal(
+      (await execute(code, `import os\nos.write(3, b'{"ok":true,"result":' + b'[' * ${deep} + b']' * ${deep} + b'}\\n')`)).error_type,
+      'SerializationError',
+    );
+    assert.equal(
+      (await execute(code, `let v: unknown = 1;\nfor (let i = 0; i < 5000; i++) v = [v];\nresult = v;`, 'typescript')).error_type,
+      'SerializationError',
+    );
     await healthzPrompt();
     const usage = await meterOf(s);
     assert.equal(usage.executions, 4);
     const records = await callOk(s.create, 'list_executions');
-    assert.deepEqual(records.map((r: { error_type: string }) => r.error_type), Array(4).fill('SerializationError'));
+    assert.deepEqual(
+      records.map((r: { error_type: string }) => r.error_type),
+      Array(4).fill('SerializationError'),
+    );
   });
 
   test('a run whose code ran is counted and recorded even when its function is deleted while it runs', async () => {
@@ -223,7 +280,11 @@ export default function main() {
     const sandbox = server.server.services.sandbox as BubblewrapSandbox;
     const before = sandboxRunsStarted(sandbox);
     const pending = tools.callTool('utils__slow');
-    await until('the run in its sandbox', async () => sandboxRunsStarted(sandbox), (started) => started > before);
+    await until(
+      'the run in its sandbox',
+      async () => sandboxRunsStarted(sandbox),
+      (started) => started > before,
+    );
     await callOk(s.create, 'delete_function', { service: 'utils', name: 'slow' });
     assert.equal(parseResult(await pending), 'done');
     await healthzPrompt();
@@ -253,7 +314,11 @@ result = out`;
     for (let attempt = 1; attempt <= 3; attempt++) {
       const s = await space(
         [
-          { name: 'double', language: 'typescript', code: 'export default function main(input: { n: number }) {\n  return input.n * 2;\n}\n' },
+          {
+            name: 'double',
+            language: 'typescript',
+            code: 'export default function main(input: { n: number }) {\n  return input.n * 2;\n}\n',
+          },
           { name: 'same', code: 'def main(input_data):\n    return 1\n' },
         ],
         'rate3',
@@ -265,8 +330,18 @@ result = out`;
       const [record] = await callOk(s.create, 'list_executions');
       const refused = await fetch(`${server.url}/mcp/run/${s.ns}?mode=code`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.account.key}` },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'execute', arguments: { code: 'result = 1' } } }),
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2025-06-18',
+          authorization: `Bearer ${s.account.key}`,
+        },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'tools/call',
+          params: { name: 'execute', arguments: { code: 'result = 1' } },
+        }),
       });
       seen = { answer, usage, record, refused: refused.status };
       if (Math.floor(Date.now() / 60_000) === minute) break;

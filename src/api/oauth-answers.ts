@@ -31,7 +31,8 @@ export function isClientRegistration(body: Record<string, unknown>): boolean {
   return CLIENT_METADATA_FIELDS.some((field) => Object.hasOwn(body, field));
 }
 
-const KEY_HINT = 'MCPWorks MCP endpoints take an API key, not OAuth: send Authorization: Bearer mcpw_... (create one with POST /api/keys or mcpworks key create)';
+const KEY_HINT =
+  'MCPWorks MCP endpoints take an API key, not OAuth: send Authorization: Bearer mcpw_... (create one with POST /api/keys or mcpworks key create)';
 
 /** RFC 7591 section 3.2.2: an error the client shows, and nothing registered. */
 export function clientRegistrationRefusal(): Response {
@@ -54,8 +55,7 @@ export function resourceMetadataUrl(resource: URL): string {
  * backslashes may stand in a quoted parameter (RFC 6750 section 3).
  */
 export function bearerChallenge(resource: URL, reason: 'missing' | 'invalid'): string {
-  const description =
-    reason === 'missing' ? `an API key is required. ${KEY_HINT}` : `invalid, revoked or expired API key. ${KEY_HINT}`;
+  const description = reason === 'missing' ? `an API key is required. ${KEY_HINT}` : `invalid, revoked or expired API key. ${KEY_HINT}`;
   const error = reason === 'invalid' ? ', error="invalid_token"' : '';
   return `Bearer realm="mcpworks"${error}, error_description="${description}", resource_metadata="${resourceMetadataUrl(resource)}"`;
 }

@@ -18,7 +18,14 @@ test('placeholders are replaced by their bytes at any chunk boundary, once each'
   const extra = {} as RunScopeExtra;
   const text = 'a "quoted" line\nand é';
   const structured = { a: [1, { b: 'c' }] };
-  const tool = renderedToTool({ isError: false, texts: [Buffer.from(JSON.stringify(text)), Buffer.from(JSON.stringify('stdout:\nhi'))], structured: Buffer.from(JSON.stringify(structured)) }, extra);
+  const tool = renderedToTool(
+    {
+      isError: false,
+      texts: [Buffer.from(JSON.stringify(text)), Buffer.from(JSON.stringify('stdout:\nhi'))],
+      structured: Buffer.from(JSON.stringify(structured)),
+    },
+    extra,
+  );
   const framed = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: tool })}\n\n`;
   for (let split = 0; split <= framed.length; split++) {
     const take = (number: number) => extra.rendered?.get(number);
@@ -26,11 +33,24 @@ test('placeholders are replaced by their bytes at any chunk boundary, once each'
     assert.equal(response.headers.get('content-length'), null);
     const out = await response.text();
     const message = JSON.parse(out.slice(out.indexOf('data: ') + 6));
-    assert.deepEqual(message.result, { content: [{ type: 'text', text }, { type: 'text', text: 'stdout:\nhi' }], structuredContent: structured }, `split at ${split}`);
+    assert.deepEqual(
+      message.result,
+      {
+        content: [
+          { type: 'text', text },
+          { type: 'text', text: 'stdout:\nhi' },
+        ],
+        structuredContent: structured,
+      },
+      `split at ${split}`,
+    );
   }
   // What cannot start a placeholder (a progress notification on the call's stream) is not held back.
   const progress = 'event: message\ndata: {"method":"notifications/progress"}\n\n';
-  const reader = spliceRendered(new Response(new ReadableStream<Uint8Array>({ start: (controller) => controller.enqueue(Buffer.from(progress)) })), () => undefined).body!.getReader();
+  const reader = spliceRendered(
+    new Response(new ReadableStream<Uint8Array>({ start: (controller) => controller.enqueue(Buffer.from(progress)) })),
+    () => undefined,
+  ).body!.getReader();
   assert.equal(Buffer.from((await reader.read()).value!).toString(), progress);
   await reader.cancel();
   // Another request's placeholder (or one already used) is left as it is.

@@ -2,7 +2,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { encodeEnvHeader } from '../core/env-header.js';
-import { callError, callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  parseResult,
+  startTestServer,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 import { until } from '../test-support/processes.js';
 
 let server: TestServer;
@@ -29,7 +38,8 @@ async function space(): Promise<Space> {
     create,
     key: account.key,
     ns,
-    run: (env, era = 'v1') => connect(`${server.url}/mcp/run/${ns}`, account.key, era, env ? { 'x-mcpworks-env': encodeEnvHeader(env) } : {}),
+    run: (env, era = 'v1') =>
+      connect(`${server.url}/mcp/run/${ns}`, account.key, era, env ? { 'x-mcpworks-env': encodeEnvHeader(env) } : {}),
   };
 }
 
@@ -54,12 +64,19 @@ describe('code mode', () => {
     for (const url of [`${server.url}/mcp/run/${s.ns}`, `${server.url}/mcp/run/${s.ns}?mode=code`]) {
       const client = await connect(url, s.key, 'v2');
       const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((t) => t.name), ['execute']);
+      assert.deepEqual(
+        tools.map((t) => t.name),
+        ['execute'],
+      );
       assert.match(tools[0]!.description!, /functions\.__doc__/);
       assert.match(tools[0]!.description!, /math\.is-prime/);
       assert.deepEqual(tools[0]!.inputSchema.required, ['code']);
     }
-    const bad = await fetch(`${server.url}/mcp/run/${s.ns}?mode=bogus`, { method: 'POST', headers: { authorization: `Bearer ${s.key}`, 'content-type': 'application/json' }, body: '{}' });
+    const bad = await fetch(`${server.url}/mcp/run/${s.ns}?mode=bogus`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.key}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
     assert.equal(bad.status, 400);
   });
 
@@ -74,12 +91,22 @@ describe('code mode', () => {
       description: 'Checks if a number is prime',
     });
     const run = await s.run();
-    assert.deepEqual((await execute(run, 'from functions import is_prime\nresult = is_prime(number=17)')).value, { number: 17, prime: true });
+    assert.deepEqual((await execute(run, 'from functions import is_prime\nresult = is_prime(number=17)')).value, {
+      number: 17,
+      prime: true,
+    });
     assert.deepEqual((await execute(run, 'from functions.math import is_prime\nresult = is_prime(number=12)["prime"]')).value, false);
-    assert.deepEqual((await execute(run, 'import functions\nresult = functions.math.is_prime(number=2)')).value, { number: 2, prime: true });
+    assert.deepEqual((await execute(run, 'import functions\nresult = functions.math.is_prime(number=2)')).value, {
+      number: 2,
+      prime: true,
+    });
     const ts = await execute(run, 'import { is_prime } from "functions";\nresult = await is_prime({ number: 17 });', 'typescript');
     assert.deepEqual(ts.value, { number: 17, prime: true });
-    const sub = await execute(run, 'import { is_prime } from "functions/math";\nconst f = require("functions");\nresult = [await is_prime({ number: 4 }), typeof f.is_prime];', 'typescript');
+    const sub = await execute(
+      run,
+      'import { is_prime } from "functions/math";\nconst f = require("functions");\nresult = [await is_prime({ number: 4 }), typeof f.is_prime];',
+      'typescript',
+    );
     assert.deepEqual(sub.value, [{ number: 4, prime: false }, 'function']);
   });
 
@@ -99,7 +126,11 @@ describe('code mode', () => {
     assert.match(py.stdout, /service text_tools \("text-tools"\):/);
     assert.match(py.stdout, /word_count\(\*, text: str, lang: str = None\) -> Any/);
     assert.match(py.stdout, /Counts words/);
-    const ts = await execute(run, 'import * as functions from "functions";\nconsole.log(functions.__doc__);\nresult = await functions.word_count({ text: "x y" });', 'typescript');
+    const ts = await execute(
+      run,
+      'import * as functions from "functions";\nconsole.log(functions.__doc__);\nresult = await functions.word_count({ text: "x y" });',
+      'typescript',
+    );
     assert.equal(ts.value, 2);
     assert.match(ts.stdout, /word_count\(input: \{ text: string; lang\?: string \}\)/);
   });
@@ -113,7 +144,12 @@ describe('code mode', () => {
       code: 'def main(input_data):\n    return input_data.get("name", "World")\n',
       input_schema: {
         type: 'object',
-        properties: { times: { type: 'integer' }, name: { type: 'string', default: 'dflt' }, loud: { type: 'boolean', default: false }, 'odd-name': { type: 'string' } },
+        properties: {
+          times: { type: 'integer' },
+          name: { type: 'string', default: 'dflt' },
+          loud: { type: 'boolean', default: false },
+          'odd-name': { type: 'string' },
+        },
         required: ['times'],
       },
       description: 'Greets',
@@ -160,17 +196,31 @@ result = format_report(
     await callOk(s.create, 'make_service', { name: 'math' });
     await callOk(s.create, 'make_function', { service: 'math', name: 'is-prime', code: IS_PRIME });
     const run = await s.run();
-    const v2 = IS_PRIME.replace('return {"number": n, "prime": not factors}', 'return {"number": n, "prime": not factors, "factors": factors}');
+    const v2 = IS_PRIME.replace(
+      'return {"number": n, "prime": not factors}',
+      'return {"number": n, "prime": not factors, "factors": factors}',
+    );
     assert.equal((await callOk(s.create, 'update_function', { service: 'math', name: 'is-prime', code: v2 })).version, 2);
-    assert.deepEqual((await execute(run, 'from functions import is_prime\nresult = is_prime(number=6)')).value, { number: 6, prime: false, factors: [2, 3] });
+    assert.deepEqual((await execute(run, 'from functions import is_prime\nresult = is_prime(number=6)')).value, {
+      number: 6,
+      prime: false,
+      factors: [2, 3],
+    });
     assert.equal((await callOk(s.create, 'update_function', { service: 'math', name: 'is-prime', restore_version: 1 })).version, 3);
-    assert.deepEqual((await execute(run, 'from functions import is_prime\nresult = is_prime(number=6)')).value, { number: 6, prime: false });
+    assert.deepEqual((await execute(run, 'from functions import is_prime\nresult = is_prime(number=6)')).value, {
+      number: 6,
+      prime: false,
+    });
   });
 
-  test('cross-language calls go through the bridge both ways, with the callee\'s npm packages', async () => {
+  test("cross-language calls go through the bridge both ways, with the callee's npm packages", async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'mix' });
-    await callOk(s.create, 'make_function', { service: 'mix', name: 'py-upper', code: 'def main(input_data):\n    return input_data["s"].upper()\n' });
+    await callOk(s.create, 'make_function', {
+      service: 'mix',
+      name: 'py-upper',
+      code: 'def main(input_data):\n    return input_data["s"].upper()\n',
+    });
     await callOk(s.create, 'make_function', {
       service: 'mix',
       name: 'ts-check',
@@ -179,19 +229,39 @@ result = format_report(
       code: "import isNumber from 'is-number';\nexport default async function main(input: { v: unknown }) { return { number: isNumber(input.v) }; }",
     });
     const run = await s.run();
-    assert.deepEqual((await execute(run, 'from functions import ts_check, py_upper\nresult = [ts_check(v="5"), py_upper(s="abc")]')).value, [{ number: true }, 'ABC']);
     assert.deepEqual(
-      (await execute(run, 'import { ts_check, py_upper } from "functions";\nresult = [await ts_check({ v: "x" }), await py_upper({ s: "def" })];', 'typescript')).value,
+      (await execute(run, 'from functions import ts_check, py_upper\nresult = [ts_check(v="5"), py_upper(s="abc")]')).value,
+      [{ number: true }, 'ABC'],
+    );
+    assert.deepEqual(
+      (
+        await execute(
+          run,
+          'import { ts_check, py_upper } from "functions";\nresult = [await ts_check({ v: "x" }), await py_upper({ s: "def" })];',
+          'typescript',
+        )
+      ).value,
       [{ number: false }, 'DEF'],
     );
   });
 
-  test('arguments are checked against input_schema and fail in the caller\'s language', async () => {
+  test("arguments are checked against input_schema and fail in the caller's language", async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'm' });
     const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
-    await callOk(s.create, 'make_function', { service: 'm', name: 'py-n', code: 'def main(d):\n    return d["n"]\n', input_schema: schema });
-    await callOk(s.create, 'make_function', { service: 'm', name: 'ts-n', language: 'typescript', code: 'export default (i: { n: number }) => i.n;', input_schema: schema });
+    await callOk(s.create, 'make_function', {
+      service: 'm',
+      name: 'py-n',
+      code: 'def main(d):\n    return d["n"]\n',
+      input_schema: schema,
+    });
+    await callOk(s.create, 'make_function', {
+      service: 'm',
+      name: 'ts-n',
+      language: 'typescript',
+      code: 'export default (i: { n: number }) => i.n;',
+      input_schema: schema,
+    });
     const run = await s.run();
     const caught = await execute(
       run,
@@ -200,7 +270,11 @@ result = format_report(
     assert.equal(caught.value[0], 'InputValidationError');
     assert.equal(caught.value[1], 'SchemaError');
     assert.match(caught.value[2], /\/n must be integer/);
-    const ts = await execute(run, 'import { ts_n } from "functions";\ntry { await ts_n({}); } catch (e) { result = [e.name, e.message]; }', 'typescript');
+    const ts = await execute(
+      run,
+      'import { ts_n } from "functions";\ntry { await ts_n({}); } catch (e) { result = [e.name, e.message]; }',
+      'typescript',
+    );
     assert.equal(ts.value[0], 'InputValidationError');
     assert.match(ts.value[1], /must have required property 'n'/);
     const uncaught = await execute(run, 'from functions import ts_n\nresult = ts_n(n=1.5)');
@@ -219,12 +293,22 @@ result = format_report(
       code: 'def main(input_data):\n    return "\\"\\"\\" still fine ${x}"\n',
       input_schema: { type: 'object', properties: { 'we"ird': { type: 'string', description: '${1+1}' } } },
     });
-    await callOk(s.create, 'make_function', { service: 'evil', name: 'ts-tpl', language: 'typescript', description: '`${globalThis.x = 1}`', code: 'export default () => "`${1}`";' });
+    await callOk(s.create, 'make_function', {
+      service: 'evil',
+      name: 'ts-tpl',
+      language: 'typescript',
+      description: '`${globalThis.x = 1}`',
+      code: 'export default () => "`${1}`";',
+    });
     const run = await s.run();
     const py = await execute(run, 'import functions\nprint(functions.__doc__)\nresult = [functions.quote_me(), functions.ts_tpl()]');
     assert.deepEqual(py.value, ['""" still fine ${x}', '`${1}`']);
     assert.ok(py.stdout.includes('He said """hi""" and \'bye\''));
-    const ts = await execute(run, 'import { quote_me, ts_tpl, __doc__ } from "functions";\nresult = [await quote_me(), await ts_tpl(), __doc__.includes("${process.exit(1)}")];', 'typescript');
+    const ts = await execute(
+      run,
+      'import { quote_me, ts_tpl, __doc__ } from "functions";\nresult = [await quote_me(), await ts_tpl(), __doc__.includes("${process.exit(1)}")];',
+      'typescript',
+    );
     assert.deepEqual(ts.value, ['""" still fine ${x}', '`${1}`', true]);
   });
 
@@ -232,14 +316,23 @@ result = format_report(
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'utils' });
     await callOk(s.create, 'make_function', { service: 'utils', name: 'my-func', code: 'result = 1' });
-    assert.match((await callError(s.create, 'make_function', { service: 'utils', name: 'my_func', code: 'result = 2' })).message, /same identifier/);
-    assert.match((await callError(s.create, 'make_function', { service: 'utils', name: 'utils', code: 'result = 2' })).message, /code mode/);
+    assert.match(
+      (await callError(s.create, 'make_function', { service: 'utils', name: 'my_func', code: 'result = 2' })).message,
+      /same identifier/,
+    );
+    assert.match(
+      (await callError(s.create, 'make_function', { service: 'utils', name: 'utils', code: 'result = 2' })).message,
+      /code mode/,
+    );
     assert.match((await callError(s.create, 'make_service', { name: 'my-func' })).message, /code mode/);
     // The same function name in two services is fine: reachable through its service.
     await callOk(s.create, 'make_service', { name: 'other' });
     await callOk(s.create, 'make_function', { service: 'other', name: 'my-func', code: 'result = 3' });
     const run = await s.run();
-    assert.deepEqual((await execute(run, 'import functions\nresult = [functions.utils.my_func(), functions.other.my_func()]')).value, [1, 3]);
+    assert.deepEqual(
+      (await execute(run, 'import functions\nresult = [functions.utils.my_func(), functions.other.my_func()]')).value,
+      [1, 3],
+    );
     const ambiguous = await execute(run, 'from functions import my_func');
     assert.equal(ambiguous.value.error_type, 'ImportError');
     assert.match(ambiguous.value.error, /several services/);
@@ -248,11 +341,23 @@ result = format_report(
   test('functions run inside execute follow the same contract as a run of their own', async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'c' });
-    await callOk(s.create, 'make_function', { service: 'c', name: 'early-exit', code: 'import sys\nresult = "set before exit"\nsys.exit(0)\nresult = "never"' });
-    await callOk(s.create, 'make_function', { service: 'c', name: 'named-main', language: 'typescript', code: 'export function main(input: { n: number }) { return input.n + 1; }' });
+    await callOk(s.create, 'make_function', {
+      service: 'c',
+      name: 'early-exit',
+      code: 'import sys\nresult = "set before exit"\nsys.exit(0)\nresult = "never"',
+    });
+    await callOk(s.create, 'make_function', {
+      service: 'c',
+      name: 'named-main',
+      language: 'typescript',
+      code: 'export function main(input: { n: number }) { return input.n + 1; }',
+    });
     const run = await s.run();
     assert.deepEqual((await execute(run, 'from functions import early_exit\nresult = early_exit()')).value, 'set before exit');
-    assert.equal((await execute(run, 'import { named_main } from "functions";\nresult = await named_main({ n: 1 });', 'typescript')).value, 2);
+    assert.equal(
+      (await execute(run, 'import { named_main } from "functions";\nresult = await named_main({ n: 1 });', 'typescript')).value,
+      2,
+    );
   });
 
   test('a run that started on version N finishes on version N', async () => {
@@ -263,7 +368,13 @@ result = format_report(
     const run = await s.run();
     const pending = execute(run, 'import time, functions\ntime.sleep(1.5)\nresult = [functions.py_which(), functions.ts_which()]');
     // Admitted means its namespace snapshot is taken (a fixed wait could end before that on a loaded machine).
-    await until('the run is admitted', async () => ((await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${s.key}` } })).json()) as any).concurrency.active, (active) => active > 0);
+    await until(
+      'the run is admitted',
+      async () =>
+        ((await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${s.key}` } })).json()) as any).concurrency
+          .active,
+      (active) => active > 0,
+    );
     await callOk(s.create, 'update_function', { service: 'v', name: 'py-which', code: 'result = "v2"' });
     await callOk(s.create, 'update_function', { service: 'v', name: 'ts-which', code: 'export default () => "v2";' });
     assert.deepEqual((await pending).value, ['v1', 'v1']);
@@ -284,7 +395,10 @@ result = format_report(
     assert.equal(missing.value.error_type, 'FunctionError');
     assert.match(missing.value.error, /APP_TOKEN/);
     const withEnv = await s.run({ APP_TOKEN: 'abcdefghij', OTHER_SECRET: 'zzzzzzzzzz' });
-    const seen = await execute(withEnv, 'import os\nfrom functions import needs_token\nresult = [needs_token(), "APP_TOKEN" in os.environ, "OTHER_SECRET" in os.environ]');
+    const seen = await execute(
+      withEnv,
+      'import os\nfrom functions import needs_token\nresult = [needs_token(), "APP_TOKEN" in os.environ, "OTHER_SECRET" in os.environ]',
+    );
     assert.deepEqual(seen.value, [10, true, false]);
     const leaked = await execute(withEnv, 'import os\nprint(os.environ["APP_TOKEN"])\nresult = os.environ["APP_TOKEN"]');
     assert.equal(leaked.value, '[REDACTED_ENV_VALUE]');

@@ -6,7 +6,16 @@ import { renderToolResult } from '../core/tool-render.js';
 import { toolName as budgetedToolName } from '../core/names.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
-import { cancelKeyOf, mcpTrigger, type NamespaceSnapshot, type Rejection, type RunContext, type RunResult, type RunService, type Ticket } from '../run/run-service.js';
+import {
+  cancelKeyOf,
+  mcpTrigger,
+  type NamespaceSnapshot,
+  type Rejection,
+  type RunContext,
+  type RunResult,
+  type RunService,
+  type Ticket,
+} from '../run/run-service.js';
 import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
 import type { RequestScope as McpRequestScope } from './mcp-endpoint.js';
@@ -63,7 +72,9 @@ type ListedTool = Record<string, unknown> & { name: string };
 
 const ENV_STATUS_TOOL = '_env_status';
 const EXECUTE_TOOL = 'execute';
-const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
+const acceptEverything = {
+  getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }),
+};
 
 /** `{service}__{function}`, within the tool-name budget (core/names.ts). */
 export const toolName = (fn: Pick<ActiveFunction, 'service' | 'name'>): string => budgetedToolName(fn);
@@ -76,7 +87,13 @@ export function rejectionResponse(rejection: Rejection, tier: string): Response 
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   let body: Record<string, unknown>;
   if (rejection.code === 'QUOTA_EXCEEDED') {
-    body = { code: rejection.code, message: `Monthly execution limit (${rejection.limit}) exceeded`, usage: rejection.usage, limit: rejection.limit, tier };
+    body = {
+      code: rejection.code,
+      message: `Monthly execution limit (${rejection.limit}) exceeded`,
+      usage: rejection.usage,
+      limit: rejection.limit,
+      tier,
+    };
   } else {
     headers['retry-after'] = String(rejection.retryAfter);
     const message =
@@ -95,7 +112,12 @@ const ENV_STATUS_INPUT = { type: 'object', properties: {} };
 const ENV_STATUS_ANNOTATIONS = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false };
 
 /** What tool mode lists for one function (name, description with language, version and env, schemas). */
-function functionTool(fn: ActiveFunction): { name: string; description: string; inputSchema: Record<string, unknown>; outputSchema?: Record<string, unknown> } {
+function functionTool(fn: ActiveFunction): {
+  name: string;
+  description: string;
+  inputSchema: Record<string, unknown>;
+  outputSchema?: Record<string, unknown>;
+} {
   const env = [...fn.definition.requiredEnv.map((n) => `${n} (required)`), ...fn.definition.optionalEnv.map((n) => `${n} (optional)`)];
   const outputSchema = isObjectSchema(fn.definition.outputSchema) ? fn.definition.outputSchema : undefined;
   return {
@@ -106,7 +128,12 @@ function functionTool(fn: ActiveFunction): { name: string; description: string; 
   };
 }
 
-const envStatusTool = (): ListedTool => ({ name: ENV_STATUS_TOOL, description: ENV_STATUS_DESCRIPTION, inputSchema: ENV_STATUS_INPUT, annotations: ENV_STATUS_ANNOTATIONS });
+const envStatusTool = (): ListedTool => ({
+  name: ENV_STATUS_TOOL,
+  description: ENV_STATUS_DESCRIPTION,
+  inputSchema: ENV_STATUS_INPUT,
+  annotations: ENV_STATUS_ANNOTATIONS,
+});
 
 function renderToolList(snapshot: NamespaceSnapshot | undefined): ListedTool[] {
   const tools: ListedTool[] = (snapshot?.functions ?? []).map((fn) => ({ ...functionTool(fn), annotations: TOOL_ANNOTATIONS }));
@@ -139,7 +166,10 @@ function renderToolListing(snapshot: NamespaceSnapshot, stale: ToolListing | und
   const parts: Buffer[] = [OPEN];
   for (const fn of snapshot.functions) {
     const key = partKey(fn);
-    const part = byKey.get(key) ?? stale?.byKey.get(key) ?? Buffer.from(JSON.stringify({ ...functionTool(fn), annotations: TOOL_ANNOTATIONS }), 'utf8');
+    const part =
+      byKey.get(key) ??
+      stale?.byKey.get(key) ??
+      Buffer.from(JSON.stringify({ ...functionTool(fn), annotations: TOOL_ANNOTATIONS }), 'utf8');
     byKey.set(key, part);
     parts.push(part, COMMA);
   }
@@ -255,7 +285,8 @@ export function spliceRendered(response: Response, take: (number: number) => Buf
           carry = Buffer.from(bytes.subarray(at));
           return;
         }
-        const replacement = bytes[end] === 0x22 ? take(Number(bytes.subarray(at + RENDERED_PREFIX.length, end).toString('latin1'))) : undefined;
+        const replacement =
+          bytes[end] === 0x22 ? take(Number(bytes.subarray(at + RENDERED_PREFIX.length, end).toString('latin1'))) : undefined;
         if (replacement) {
           controller.enqueue(bytes.subarray(from, at));
           controller.enqueue(replacement);
@@ -289,9 +320,17 @@ function runResultToTool(result: RunResult, fn: ActiveFunction | undefined, extr
 }
 
 /** The run endpoint's pieces: admission before dispatch, and the per-request MCP server. */
-export function runEndpointParts(runs: RunService, logger: Logger, version: string, cacheBytes = RENDERED_CACHE_BYTES, progressIntervalMs = DEFAULT_PROGRESS_INTERVAL_MS) {
+export function runEndpointParts(
+  runs: RunService,
+  logger: Logger,
+  version: string,
+  cacheBytes = RENDERED_CACHE_BYTES,
+  progressIntervalMs = DEFAULT_PROGRESS_INTERVAL_MS,
+) {
   // Keyed by mode and namespace id; the value is the catalog version's rendering.
-  const rendered = new RenderedCache<ToolListing | string>(cacheBytes, (value) => (typeof value === 'string' ? value.length * 2 : value.bytes));
+  const rendered = new RenderedCache<ToolListing | string>(cacheBytes, (value) =>
+    typeof value === 'string' ? value.length * 2 : value.bytes,
+  );
 
   function cachedToolList(snapshot: NamespaceSnapshot): readonly Buffer[] {
     const render = (stale: ToolListing | string | undefined) => renderToolListing(snapshot, typeof stale === 'object' ? stale : undefined);
@@ -331,7 +370,8 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
   /** The 2025-era session this request holds (ours, of this endpoint and namespace), if any. */
   function sessionOf(scope: RequestScope): string | undefined {
     const owner = scope.session?.owner;
-    const owned = !!owner && owner.account_id === scope.principal.accountId && owner.endpoint === 'run' && owner.namespace === scope.namespace;
+    const owned =
+      !!owner && owner.account_id === scope.principal.accountId && owner.endpoint === 'run' && owner.namespace === scope.namespace;
     return owned ? scope.session!.id : undefined;
   }
 
@@ -380,7 +420,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
       let progress = 0;
       const timer = setInterval(() => {
         const seconds = Math.round((Date.now() - started) / 1000);
-        notify({ method: 'notifications/progress', params: { progressToken: token, progress: ++progress, message: `running for ${seconds} s` } }).catch(() => undefined);
+        notify({
+          method: 'notifications/progress',
+          params: { progressToken: token, progress: ++progress, message: `running for ${seconds} s` },
+        }).catch(() => undefined);
       }, progressIntervalMs);
       undo.push(() => clearInterval(timer));
     }
@@ -394,9 +437,13 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     const messages = Array.isArray(body) ? body : [body];
     await deliverCancels(messages, scope);
     if (context(scope).extra.mode === 'tools') {
-      context(scope).extra.listsTools = messages.some((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/list');
+      context(scope).extra.listsTools = messages.some(
+        (m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/list',
+      );
     }
-    const calls = messages.filter((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call') as Array<{ params?: { name?: unknown } }>;
+    const calls = messages.filter((m) => m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call') as Array<{
+      params?: { name?: unknown };
+    }>;
     context(scope).extra.calledTools = new Set(calls.map((c) => c.params?.name).filter((n): n is string => typeof n === 'string'));
     if (calls.length === 0) {
       // tools/list and the rest read the snapshot too: with the database away, 503 rather than an empty list.
@@ -407,7 +454,10 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     }
     if (calls.length > 1 || messages.length > 1) {
       // Batches are split before they get here (mcp-endpoint.ts); should one arrive, it is refused as JSON-RPC.
-      return new Response(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send one tools/call per request' } }), { status: 400, headers: { 'content-type': 'application/json' } });
+      return new Response(
+        JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: send one tools/call per request' } }),
+        { status: 400, headers: { 'content-type': 'application/json' } },
+      );
     }
     const call = calls[0] as { id?: unknown; params?: { name?: unknown } };
     // A notification (no id) gets no answer and runs nothing: never metered.
@@ -442,7 +492,17 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
     const session = sessionOf(scope);
     const cancelKey = session && (typeof call.id === 'string' || typeof call.id === 'number') ? cancelKeyOf(session, call.id) : undefined;
-    const admission = await runs.admit(keyPrincipal(scope.principal), snapshot && { namespace: snapshot, mode, trigger: mcpTrigger(mode), fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined, language, cancelKey });
+    const admission = await runs.admit(
+      keyPrincipal(scope.principal),
+      snapshot && {
+        namespace: snapshot,
+        mode,
+        trigger: mcpTrigger(mode),
+        fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined,
+        language,
+        cancelKey,
+      },
+    );
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
     context(scope).extra.ticket = admission.ticket;
     return undefined;
@@ -456,7 +516,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     const ctx = context(scope);
     const server = new McpServer(
       { name: `mcpworks-run-${scope.namespace}`, version },
-      { instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (code mode): one execute tool that runs Python or TypeScript with the namespace's functions importable as the \`functions\` package.` },
+      {
+        instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (code mode): one execute tool that runs Python or TypeScript with the namespace's functions importable as the \`functions\` package.`,
+      },
     );
     let snapshot: NamespaceSnapshot | undefined;
     try {
@@ -491,7 +553,18 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
             await snapshotOf(scope);
             throw new DomainError('internal_error', 'the call was not admitted');
           }
-          return runResultToTool(await runs.runAdmitted(ctx, ticket, await snapshotOf(scope), { kind: 'code', code: args?.code, language: args?.language }, undefined, 'mcp-code'), undefined, ctx.extra);
+          return runResultToTool(
+            await runs.runAdmitted(
+              ctx,
+              ticket,
+              await snapshotOf(scope),
+              { kind: 'code', code: args?.code, language: args?.language },
+              undefined,
+              'mcp-code',
+            ),
+            undefined,
+            ctx.extra,
+          );
         } catch (error) {
           return runToolError(error, logger, EXECUTE_TOOL);
         } finally {
@@ -508,7 +581,9 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
     const ctx = context(scope);
     const server = new McpServer(
       { name: `mcpworks-run-${scope.namespace}`, version },
-      { instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (tool mode): one tool per function, named {service}__{function}.` },
+      {
+        instructions: `Run endpoint of MCPWorks namespace "${scope.namespace}" (tool mode): one tool per function, named {service}__{function}.`,
+      },
     );
     let snapshot: NamespaceSnapshot | undefined;
     try {
@@ -536,7 +611,18 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           try {
             if (ctx.extra.inputRefused) throw ctx.extra.inputRefused;
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
-            return runResultToTool(await runs.runAdmitted(ctx, ticket, await snapshotOf(scope), { kind: 'function', service: fn.service, name: fn.name }, args, 'mcp-tools'), fn, ctx.extra);
+            return runResultToTool(
+              await runs.runAdmitted(
+                ctx,
+                ticket,
+                await snapshotOf(scope),
+                { kind: 'function', service: fn.service, name: fn.name },
+                args,
+                'mcp-tools',
+              ),
+              fn,
+              ctx.extra,
+            );
           } catch (error) {
             return runToolError(error, logger, toolName(fn));
           } finally {
@@ -571,12 +657,18 @@ export function runEndpointParts(runs: RunService, logger: Logger, version: stri
           });
           // Header variables no function declares reach no sandbox: name them (a typo shows here).
           const declaredAnywhere = new Set(declaring.flatMap((fn) => [...fn.definition.requiredEnv, ...fn.definition.optionalEnv]));
-          const dropped = Object.keys(ctx.env).filter((n) => !declaredAnywhere.has(n)).sort();
+          const dropped = Object.keys(ctx.env)
+            .filter((n) => !declaredAnywhere.has(n))
+            .sort();
           const answer = {
             functions: status,
             ready: status.every((s) => s.missing.length === 0),
             dropped,
-            ...(dropped.length ? { hint: 'dropped: sent in X-MCPWorks-Env but declared by no function (required_env / optional_env), so no function receives them' } : {}),
+            ...(dropped.length
+              ? {
+                  hint: 'dropped: sent in X-MCPWorks-Env but declared by no function (required_env / optional_env), so no function receives them',
+                }
+              : {}),
           };
           return { content: [{ type: 'text', text: JSON.stringify(answer, null, 2) }] };
         } catch (error) {

@@ -27,33 +27,52 @@ after(async () => {
 
 /** Tool mode through the 2025-era SDK client (v1). */
 const toolClient = (space: Space, env?: Record<string, string>) => space.run('tools', env, 'v1');
-const rawCall = (space: Space, tool: string, args: Record<string, unknown>, headers: Record<string, string> = {}) => rules.rawCall(space, 'tools', tool, args, headers);
+const rawCall = (space: Space, tool: string, args: Record<string, unknown>, headers: Record<string, string> = {}) =>
+  rules.rawCall(space, 'tools', tool, args, headers);
 
 describe('tool mode', () => {
   test('one tool per function with its schemas; the list follows creates, updates and deletes', async () => {
     const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
     const run = await toolClient(space);
     const { tools } = await run.listTools();
-    assert.deepEqual(tools.map((t) => t.name), ['utils__hello', '_env_status']);
+    assert.deepEqual(
+      tools.map((t) => t.name),
+      ['utils__hello', '_env_status'],
+    );
     const hello = tools[0]!;
     assert.match(hello.name, /^[a-zA-Z0-9_-]{1,64}$/);
     assert.deepEqual(hello.inputSchema.properties.name.type, 'string');
     assert.ok((hello as { outputSchema?: { properties: object } }).outputSchema?.properties);
 
-    await callOk(space.create, 'make_function', { service: 'utils', name: 'two', code: 'def main(input_data):\n    return 2\n', description: 'returns two' });
-    assert.deepEqual((await run.listTools()).tools.map((t) => t.name), ['utils__hello', 'utils__two', '_env_status']);
+    await callOk(space.create, 'make_function', {
+      service: 'utils',
+      name: 'two',
+      code: 'def main(input_data):\n    return 2\n',
+      description: 'returns two',
+    });
+    assert.deepEqual(
+      (await run.listTools()).tools.map((t) => t.name),
+      ['utils__hello', 'utils__two', '_env_status'],
+    );
     await callOk(space.create, 'update_function', { service: 'utils', name: 'two', code: 'def main(input_data):\n    return 22\n' });
     assert.equal(parseResult(await run.callTool('utils__two')), 22, 'the new version runs without a restart');
     await callOk(space.create, 'delete_function', { service: 'utils', name: 'two' });
-    assert.deepEqual((await run.listTools()).tools.map((t) => t.name), ['utils__hello', '_env_status']);
+    assert.deepEqual(
+      (await run.listTools()).tools.map((t) => t.name),
+      ['utils__hello', '_env_status'],
+    );
   });
 
   test('tool names keep within the 40-character budget: make_function refuses a longer one and says what fits; older ones are listed cut', async () => {
     const space = await rules.space([]);
     const long = 's'.repeat(31);
     const made = await callOk(space.create, 'make_service', { name: long });
-    assert.equal(made.max_function_name, 7, 'make_service says how long its functions\' names may be');
-    const refused = await space.create.callTool('make_function', { service: long, name: 'f'.repeat(8), code: 'def main(input_data):\n    return 1\n' });
+    assert.equal(made.max_function_name, 7, "make_service says how long its functions' names may be");
+    const refused = await space.create.callTool('make_function', {
+      service: long,
+      name: 'f'.repeat(8),
+      code: 'def main(input_data):\n    return 1\n',
+    });
     assert.equal(refused.isError, true);
     const error = errorOf(parseResult(refused));
     assert.equal(error.type, 'validation_error');
@@ -62,10 +81,17 @@ describe('tool mode', () => {
     // A function made before the budget existed (its name written as it was then).
     await callOk(space.create, 'make_function', { service: long, name: 'old', code: 'def main(input_data):\n    return "old"\n' });
     const db = (server.server.services.accountsStore as unknown as { db: { updateTable(t: string): any } }).db;
-    await db.updateTable('functions').set({ name: `old-${'x'.repeat(27)}` }).where('name', '=', 'old').execute();
+    await db
+      .updateTable('functions')
+      .set({ name: `old-${'x'.repeat(27)}` })
+      .where('name', '=', 'old')
+      .execute();
     const run = await toolClient(space);
     const names = (await run.listTools()).tools.map((t) => t.name);
-    assert.ok(names.every((n) => n.length <= 40 && /^[a-zA-Z0-9_-]+$/.test(n)), names.join(' '));
+    assert.ok(
+      names.every((n) => n.length <= 40 && /^[a-zA-Z0-9_-]+$/.test(n)),
+      names.join(' '),
+    );
     const cut = names.find((n) => n.includes('old'))!;
     assert.match(cut ?? '', new RegExp(`^s{14}__old-x+_+[0-9a-f]{8}$`), names.join(' '));
     assert.equal(parseResult(await run.callTool(cut)), 'old', 'the cut name calls the function');
@@ -75,12 +101,20 @@ describe('tool mode', () => {
     const hash = cut.slice(-8);
     await callOk(space.create, 'make_service', { name: 's'.repeat(14) });
     const lookalike = `old-${'x'.repeat(11)}_${hash}`;
-    await callOk(space.create, 'make_function', { service: 's'.repeat(14), name: lookalike, code: 'def main(input_data):\n    return "new"\n' });
+    await callOk(space.create, 'make_function', {
+      service: 's'.repeat(14),
+      name: lookalike,
+      code: 'def main(input_data):\n    return "new"\n',
+    });
     const after = (await run.listTools()).tools.map((t) => t.name);
     assert.equal(new Set(after).size, after.length, `no two tools share a name: ${after.join(' ')}`);
     assert.equal(parseResult(await run.callTool(`${'s'.repeat(14)}__${lookalike}`)), 'new');
     assert.equal(parseResult(await run.callTool(cut)), 'old', 'the old function keeps its name');
-    const taken = await space.create.callTool('make_function', { service: 's'.repeat(14), name: cut.slice(16), code: 'def main(input_data):\n    return "new"\n' });
+    const taken = await space.create.callTool('make_function', {
+      service: 's'.repeat(14),
+      name: cut.slice(16),
+      code: 'def main(input_data):\n    return "new"\n',
+    });
     assert.equal(errorOf(parseResult(taken)).type, 'validation_error', 'the cut name is not a legal name');
   });
 
@@ -94,13 +128,24 @@ describe('tool mode', () => {
         code: 'def main(input_data):\n    return {"n": input_data["n"]}\n',
         input_schema: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] },
       },
-      { name: 'ts-double', language: 'typescript', code: 'export default async function main(input: { n: number }) { return { double: input.n * 2 }; }' },
-      { name: 'shaped', code: 'result = {"code": "abc"}', output_schema: { type: 'object', properties: { code: { type: 'string', pattern: '^[A-Z]+$' } } } },
+      {
+        name: 'ts-double',
+        language: 'typescript',
+        code: 'export default async function main(input: { n: number }) { return { double: input.n * 2 }; }',
+      },
+      {
+        name: 'shaped',
+        code: 'result = {"code": "abc"}',
+        output_schema: { type: 'object', properties: { code: { type: 'string', pattern: '^[A-Z]+$' } } },
+      },
     ]);
     const run = await toolClient(space);
     const hello = await run.callTool('utils__hello', { name: 'Ann' });
     assert.equal(hello.isError, undefined);
-    assert.deepEqual((hello as { structuredContent?: unknown }).structuredContent, { greeting: 'Hello, Ann!', message: 'MCPWorks is up: this function ran in a sandbox.' });
+    assert.deepEqual((hello as { structuredContent?: unknown }).structuredContent, {
+      greeting: 'Hello, Ann!',
+      message: 'MCPWorks is up: this function ran in a sandbox.',
+    });
 
     const chatty = await run.callTool('utils__chatty');
     assert.deepEqual(parseResult(chatty), [1, 2]);
@@ -138,7 +183,13 @@ describe('tool mode', () => {
     assert.equal(missing.error_type, 'missing_env');
     assert.deepEqual(missing.missing, ['APP_TOKEN']);
     const status = parseResult(await without.callTool('_env_status'));
-    assert.deepEqual(status.functions[0], { tool: 'utils__env', required: ['APP_TOKEN'], optional: ['APP_REGION'], configured: [], missing: ['APP_TOKEN'] });
+    assert.deepEqual(status.functions[0], {
+      tool: 'utils__env',
+      required: ['APP_TOKEN'],
+      optional: ['APP_REGION'],
+      configured: [],
+      missing: ['APP_TOKEN'],
+    });
     assert.equal(status.ready, false);
 
     const withEnv = await toolClient(space, { APP_TOKEN: 'token-value-1', UNDECLARED: 'nope-nope-nope' });
@@ -147,7 +198,10 @@ describe('tool mode', () => {
     assert.deepEqual(ready.functions[0].configured, ['APP_TOKEN']);
     assert.equal(ready.ready, true);
     // Only the function that declares env is listed; the header's undeclared variable is named.
-    assert.deepEqual(ready.functions.map((f: { tool: string }) => f.tool), ['utils__env']);
+    assert.deepEqual(
+      ready.functions.map((f: { tool: string }) => f.tool),
+      ['utils__env'],
+    );
     assert.deepEqual(ready.dropped, ['UNDECLARED']);
     assert.match(ready.hint, /declared by no function/);
     assert.doesNotMatch(JSON.stringify(ready), /nope-nope-nope|token-value-1/, 'never a value');
@@ -177,14 +231,24 @@ describe('tool mode', () => {
 
   test('a malformed X-MCPWorks-Env header: connecting and listing work, a call is a tool error saying what is wrong (an unexpanded ${…} too), unmetered, echoing no value', async () => {
     const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
-    const bad = ['%%%', Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'), Buffer.from('[1]').toString('base64'), '${MCPWORKS_ENV_B64}'];
+    const bad = [
+      '%%%',
+      Buffer.from('{"PATH":"/secret-path-value"}').toString('base64'),
+      Buffer.from('[1]').toString('base64'),
+      '${MCPWORKS_ENV_B64}',
+    ];
     for (const [i, header] of bad.entries()) {
       const mode = i % 2 === 0 ? 'tools' : 'code';
-      const run = await connect(`${server.url}/mcp/run/${space.ns}?mode=${mode}`, space.account.key, i < 2 ? 'v1' : 'v2', { 'x-mcpworks-env': header });
+      const run = await connect(`${server.url}/mcp/run/${space.ns}?mode=${mode}`, space.account.key, i < 2 ? 'v1' : 'v2', {
+        'x-mcpworks-env': header,
+      });
       try {
         const names = (await run.listTools()).tools.map((t) => t.name);
         assert.deepEqual(names, mode === 'tools' ? ['utils__hello', '_env_status'] : ['execute'], header);
-        const calls = mode === 'tools' ? [run.callTool('utils__hello', { name: 'A' }), run.callTool('_env_status')] : [run.callTool('execute', { code: 'result = 1' })];
+        const calls =
+          mode === 'tools'
+            ? [run.callTool('utils__hello', { name: 'A' }), run.callTool('_env_status')]
+            : [run.callTool('execute', { code: 'result = 1' })];
         for (const result of await Promise.all(calls)) {
           assert.equal(result.isError, true, header);
           const error = parseResult(result);
@@ -196,7 +260,9 @@ describe('tool mode', () => {
         await run.close();
       }
     }
-    const unexpanded = parseResult(await rawCall(space, 'utils__hello', {}, { 'x-mcpworks-env': '${MCPWORKS_ENV_B64}' }).then((r) => r.body.result)).error;
+    const unexpanded = parseResult(
+      await rawCall(space, 'utils__hello', {}, { 'x-mcpworks-env': '${MCPWORKS_ENV_B64}' }).then((r) => r.body.result),
+    ).error;
     assert.match(unexpanded, /unexpanded placeholder \$\{MCPWORKS_ENV_B64\}/);
     assert.match(unexpanded, /\$\{MCPWORKS_ENV_B64:-\}/, 'it says how to send an empty header instead');
     assert.equal((await rules.usageOf(space.account)).executions, 0, 'no refused call is metered');
@@ -249,7 +315,11 @@ describe('TypeScript requirements', () => {
     assert.deepEqual(parseResult(await run.callTool('utils__check', { value: '42' })), { number: true });
     assert.deepEqual(parseResult(await run.callTool('utils__check', { value: 'forty-two' })), { number: false });
 
-    const failed = await space.create.callTool('update_function', { service: 'utils', name: 'check', requirements: ['mcpworks-no-such-package-xyz@1.0.0'] });
+    const failed = await space.create.callTool('update_function', {
+      service: 'utils',
+      name: 'check',
+      requirements: ['mcpworks-no-such-package-xyz@1.0.0'],
+    });
     assert.equal(failed.isError, true);
     const error = errorOf(parseResult(failed));
     assert.equal(error.type, 'dependency_error');
@@ -301,7 +371,12 @@ describe('metering', () => {
     const message = { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'utils__hello', arguments: {} } };
     const refused = await fetch(`${server.url}/mcp/run/${space.ns}?mode=tools`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/plain', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.account.key}` },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'text/plain',
+        'mcp-protocol-version': '2025-06-18',
+        authorization: `Bearer ${space.account.key}`,
+      },
       body: JSON.stringify(message),
     });
     assert.ok(refused.status >= 400, String(refused.status));
@@ -309,7 +384,12 @@ describe('metering', () => {
     await rawCall(space, 'utils__hello', {}).then(() => undefined);
     const note = await fetch(`${server.url}/mcp/run/${space.ns}?mode=tools`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${space.account.key}` },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2025-06-18',
+        authorization: `Bearer ${space.account.key}`,
+      },
       body: JSON.stringify(notification),
     });
     assert.ok(note.status < 500);
@@ -323,7 +403,13 @@ describe('metering', () => {
     for (let i = 0; i < 3; i++) assert.equal((await rawCall(space, 'utils__hello', {})).status, 200);
     const over = await rawCall(space, 'utils__hello', {});
     assert.equal(over.status, 429);
-    assert.deepEqual(over.body, { code: 'QUOTA_EXCEEDED', message: 'Monthly execution limit (3) exceeded', usage: 3, limit: 3, tier: 'quota3' });
+    assert.deepEqual(over.body, {
+      code: 'QUOTA_EXCEEDED',
+      message: 'Monthly execution limit (3) exceeded',
+      usage: 3,
+      limit: 3,
+      tier: 'quota3',
+    });
     const env = await rawCall(space, '_env_status', {});
     assert.equal(env.status, 200, 'unmetered tools still work');
   });
@@ -345,10 +431,17 @@ describe('metering', () => {
 
   test('concurrent executions: 429 CONCURRENCY_LIMIT_EXCEEDED while a run holds the only slot', async () => {
     // 4 s: the slot must still be held when the second call arrives, after the wait below sees it taken.
-    const space = await rules.space([{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(4)\n    return "done"\n' }], 'solo');
+    const space = await rules.space(
+      [{ name: 'slow', code: 'import time\n\ndef main(input_data):\n    time.sleep(4)\n    return "done"\n' }],
+      'solo',
+    );
     const first = rawCall(space, 'utils__slow', {});
     // Until the first holds the slot (a fixed wait, or one of 5 s, was too short on a loaded machine).
-    await until('the first run holds the slot', () => rules.usageOf(space.account), (usage) => usage.concurrency.active > 0);
+    await until(
+      'the first run holds the slot',
+      () => rules.usageOf(space.account),
+      (usage) => usage.concurrency.active > 0,
+    );
     const second = await rawCall(space, 'utils__slow', {});
     assert.equal(second.status, 429);
     assert.equal(second.body.code, 'CONCURRENCY_LIMIT_EXCEEDED');

@@ -9,7 +9,17 @@ import { after, before, describe, test } from 'node:test';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
 import { BODY_MAX_DEPTH } from './mcp-endpoint.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callError, callOk, connect, createAccount, errorOf, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  errorOf,
+  parseResult,
+  startTestServer,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 import { sharedFairShare } from '../run/fair-share.js';
 
 let server: TestServer;
@@ -29,7 +39,14 @@ after(async () => {
 const RECURSIVE = {
   type: 'object',
   properties: { a: { $ref: '#/$defs/n' } },
-  $defs: { n: { anyOf: [{ type: 'array', items: { $ref: '#/$defs/n' } }, { type: 'array', items: { $ref: '#/$defs/n' } }] } },
+  $defs: {
+    n: {
+      anyOf: [
+        { type: 'array', items: { $ref: '#/$defs/n' } },
+        { type: 'array', items: { $ref: '#/$defs/n' } },
+      ],
+    },
+  },
 };
 const nested = (levels: number): unknown => JSON.parse(`${'['.repeat(levels)}1${']'.repeat(levels)}`);
 /** 60 bytes of JSON: inline, this exhausted the server's heap and killed it. */
@@ -124,7 +141,9 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       { name: 'uniq', code: 'def main(input_data):\n    return "ran"\n', input_schema: UNIQUE_INPUT_SCHEMA },
       { name: 'uniq-ts', language: 'typescript', code: 'export default () => "ran";\n', input_schema: UNIQUE_INPUT_SCHEMA },
     ]);
-    const bystander = await space([{ name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }]);
+    const bystander = await space([
+      { name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } },
+    ]);
     const run = await attacker.run('tools');
     const other = await bystander.run('tools');
     const minute = new MinuteMeter();
@@ -160,7 +179,9 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     const tooDeep = parseResult(await minute.track(() => run.callTool('utils__deep', { a: nested(MAX_CHECKED_DEPTH) }), 0));
     assert.equal(tooDeep.error_type, 'validation_error');
     assert.match(tooDeep.error, new RegExp(`the input is nested deeper than ${MAX_CHECKED_DEPTH} levels`));
-    const tooMany = parseResult(await minute.track(() => run.callTool('utils__uniq-ts', { items: new Array(MAX_CHECKED_VALUES).fill(0) }), 0));
+    const tooMany = parseResult(
+      await minute.track(() => run.callTool('utils__uniq-ts', { items: new Array(MAX_CHECKED_VALUES).fill(0) }), 0),
+    );
     assert.equal(tooMany.error_type, 'validation_error');
     assert.match(tooMany.error, new RegExp(`the input holds more than ${MAX_CHECKED_VALUES} JSON values`));
 
@@ -179,13 +200,20 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.equal(types.filter((t: string | null) => t === 'SchemaLimitError').length, 4);
     assert.equal(types.filter((t: string | null) => t === 'SchemaError').length, 1);
     assert.equal(history.filter((e: { status: string }) => e.status === 'success').length, 1);
-    const bomb = history.find((e: { function: string; error_type: string }) => e.function === 'deep' && e.error_type === 'SchemaLimitError');
-    assert.match((await callOk(attacker.create, 'describe_execution', { id: bomb.id })).error_message, /input_schema check of utils\.deep was stopped/);
+    const bomb = history.find(
+      (e: { function: string; error_type: string }) => e.function === 'deep' && e.error_type === 'SchemaLimitError',
+    );
+    assert.match(
+      (await callOk(attacker.create, 'describe_execution', { id: bomb.id })).error_message,
+      /input_schema check of utils\.deep was stopped/,
+    );
   });
 
   test('large inputs against a slow schema: the value is prepared in slices, so /healthz and a clean tenant are answered meanwhile', async () => {
     const attacker = await space([{ name: 'uniq', code: 'def main(input_data):\n    return "ran"\n', input_schema: UNIQUE_INPUT_SCHEMA }]);
-    const bystander = await space([{ name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }]);
+    const bystander = await space([
+      { name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } },
+    ]);
     const [run, other] = await Promise.all([attacker.run('tools'), bystander.run('tools')]);
     const schemas = server.server.services.schemas;
     const minute = new MinuteMeter();
@@ -220,7 +248,10 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.equal(usage.executions, 0);
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', {});
-    assert.deepEqual(history.map((e: { error_type: string | null }) => e.error_type), ['SchemaLimitError']);
+    assert.deepEqual(
+      history.map((e: { error_type: string | null }) => e.error_type),
+      ['SchemaLimitError'],
+    );
   });
 
   test("a flood of large calls shares the main thread fairly: another tenant's large call waits for at most one slice of it per step", async () => {
@@ -235,7 +266,9 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     };
     try {
       // Each call's input is parsed, walked, measured and serialised on the main thread: dozens of slices.
-      const flood = Array.from({ length: 3 }, (_, n) => run.callTool('utils__flood', { items: Array.from({ length: 60_000 }, (_, i) => ({ a: i + n })) }));
+      const flood = Array.from({ length: 3 }, (_, n) =>
+        run.callTool('utils__flood', { items: Array.from({ length: 60_000 }, (_, i) => ({ a: i + n })) }),
+      );
       await until(() => sharedFairShare.stats().pending >= 2);
       const theirs = parseResult(await other.callTool('utils__large', { items: Array.from({ length: 30_000 }, (_, i) => ({ a: i })) }));
       assert.equal(theirs.error_type, 'SchemaError', JSON.stringify(theirs));
@@ -246,14 +279,25 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     // The bystander's call took several turns (its body, its input's walk, its value for the check),
     // some while the flood's work was pending; none of them waited for more than one of its slices.
     assert.ok(turns.length >= 3, JSON.stringify(turns));
-    assert.ok(turns.some((turn) => turn.othersPending > 0), `the flood was pending when the bystander's work came: ${JSON.stringify(turns)}`);
-    assert.ok(turns.every((turn) => turn.waited <= 1), `waited at most one slice per step: ${JSON.stringify(turns)}`);
+    assert.ok(
+      turns.some((turn) => turn.othersPending > 0),
+      `the flood was pending when the bystander's work came: ${JSON.stringify(turns)}`,
+    );
+    assert.ok(
+      turns.every((turn) => turn.waited <= 1),
+      `waited at most one slice per step: ${JSON.stringify(turns)}`,
+    );
   });
 
   test('tool mode output: uniqueItems on a 20,000-item result fails closed in both languages; the run counts', async () => {
     const attacker = await space([
       { name: 'out', code: 'def main(input_data):\n    return [[i] for i in range(20000)]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
-      { name: 'out-ts', language: 'typescript', code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
+      {
+        name: 'out-ts',
+        language: 'typescript',
+        code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n',
+        output_schema: UNIQUE_OUTPUT_SCHEMA,
+      },
       { name: 'small', code: 'def main(input_data):\n    return [1, 2]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
     ]);
     const run = await attacker.run('tools');
@@ -276,26 +320,41 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     assert.equal(usage.executions, 3, 'the code ran each time: each call counts');
     minute.assertUsed(usage.executions_per_minute.used);
     const history = await callOk(attacker.create, 'list_executions', { status: 'error' });
-    assert.deepEqual(history.map((e: { error_type: string }) => e.error_type), ['SchemaLimitError', 'SchemaLimitError']);
+    assert.deepEqual(
+      history.map((e: { error_type: string }) => e.error_type),
+      ['SchemaLimitError', 'SchemaLimitError'],
+    );
   });
 
   test('tool mode output: a large result is measured and checked in the worker (depth cap, mismatch, match), never parsed on the main thread', async () => {
     const pad = '"x" * 40000';
     const attacker = await space([
       // 200 levels: within the answer channel's depth limit, past the schema check's cap.
-      { name: 'deep', code: `import json
+      {
+        name: 'deep',
+        code: `import json
 def main(input_data):
     v = 1
     for _ in range(200):
         v = [v]
     return {"pad": ${pad}, "v": v}
-`, output_schema: { type: 'object' } },
-      { name: 'wrong', code: `def main(input_data):
+`,
+        output_schema: { type: 'object' },
+      },
+      {
+        name: 'wrong',
+        code: `def main(input_data):
     return {"pad": ${pad}, "n": "é" * 20000}
-`, output_schema: { type: 'object', properties: { n: { type: 'integer' } } } },
-      { name: 'right', code: `def main(input_data):
+`,
+        output_schema: { type: 'object', properties: { n: { type: 'integer' } } },
+      },
+      {
+        name: 'right',
+        code: `def main(input_data):
     return {"pad": ${pad}, "n": 7}
-`, output_schema: { type: 'object', properties: { n: { type: 'integer' }, pad: { type: 'string', minLength: 40000 } } } },
+`,
+        output_schema: { type: 'object', properties: { n: { type: 'integer' }, pad: { type: 'string', minLength: 40000 } } },
+      },
     ]);
     const run = await attacker.run('tools');
     const schemas = server.server.services.schemas;
@@ -322,7 +381,12 @@ def main(input_data):
       { name: 'deep', code: 'def main(input_data):\n    return "ran"\n', input_schema: RECURSIVE },
       { name: 'uniq-ts', language: 'typescript', code: 'export default () => "ran";\n', input_schema: UNIQUE_INPUT_SCHEMA },
       { name: 'out', code: 'def main(input_data):\n    return [[i] for i in range(20000)]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
-      { name: 'out-ts', language: 'typescript', code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
+      {
+        name: 'out-ts',
+        language: 'typescript',
+        code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n',
+        output_schema: UNIQUE_OUTPUT_SCHEMA,
+      },
     ]);
     const run = await attacker.run('code');
     const minute = new MinuteMeter();
@@ -399,10 +463,20 @@ def main(input_data):
 
     let deep: Record<string, unknown> = { type: 'string' };
     for (let i = 0; i < MAX_SCHEMA_DEPTH; i++) deep = { items: deep };
-    const tooDeep = await callError(owner.create, 'make_function', { service: 'utils', name: 'deep', code: 'result = 1', input_schema: deep });
+    const tooDeep = await callError(owner.create, 'make_function', {
+      service: 'utils',
+      name: 'deep',
+      code: 'result = 1',
+      input_schema: deep,
+    });
     assert.equal(tooDeep.type, 'invalid_schema');
     assert.match(tooDeep.message, new RegExp(`input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`));
-    const invalid = await callError(owner.create, 'make_function', { service: 'utils', name: 'bad', code: 'result = 1', input_schema: { type: 'nonsense' } });
+    const invalid = await callError(owner.create, 'make_function', {
+      service: 'utils',
+      name: 'bad',
+      code: 'result = 1',
+      input_schema: { type: 'nonsense' },
+    });
     assert.equal(invalid.type, 'invalid_schema');
     assert.match(invalid.message, /input_schema is not a valid JSON Schema: schema is invalid/);
 
@@ -412,7 +486,12 @@ def main(input_data):
     const post = (args: string) =>
       fetch(`${server.url}/mcp/create/${owner.ns}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${owner.key}` },
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2025-06-18',
+          authorization: `Bearer ${owner.key}`,
+        },
         body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"make_function","arguments":${args}}}`,
       });
     const raw = async (args: string) => {
@@ -421,9 +500,14 @@ def main(input_data):
     };
     // A larger body that deep is refused before it is parsed (one JSON.parse of 8 MB of nesting
     // takes seconds): the depth allowance of a body over 64 KB.
-    const chasm = await post(`{"service":"utils","name":"abyss","code":"result = 1","input_schema":${'{"a":'.repeat(50_000)}{}${'}'.repeat(50_000)}}`);
+    const chasm = await post(
+      `{"service":"utils","name":"abyss","code":"result = 1","input_schema":${'{"a":'.repeat(50_000)}{}${'}'.repeat(50_000)}}`,
+    );
     assert.equal(chasm.status, 400);
-    assert.match(((await chasm.json()) as { error: { message: string } }).error.message, new RegExp(`request body is nested deeper than ${BODY_MAX_DEPTH} levels`));
+    assert.match(
+      ((await chasm.json()) as { error: { message: string } }).error.message,
+      new RegExp(`request body is nested deeper than ${BODY_MAX_DEPTH} levels`),
+    );
     assert.deepEqual(await raw(`{"service":"utils","name":"abyss","code":"result = 1","input_schema":${abyss}}`), {
       error: `input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`,
       error_type: 'invalid_schema',
@@ -436,7 +520,10 @@ def main(input_data):
     });
 
     // Nothing was written: no new function, no new version.
-    assert.deepEqual((await callOk(owner.create, 'list_functions', { service: 'utils' })).map((f: { name: string }) => f.name), ['keep']);
+    assert.deepEqual(
+      (await callOk(owner.create, 'list_functions', { service: 'utils' })).map((f: { name: string }) => f.name),
+      ['keep'],
+    );
     const keep = await callOk(owner.create, 'describe_function', { service: 'utils', name: 'keep' });
     assert.equal(keep.active_version, 1);
     assert.equal(keep.output_schema, null);
@@ -468,7 +555,7 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       await fair?.stop();
     });
 
-    test("queues behind its own tenant (tool calls and code-mode bridge calls): another tenant is served in turn, the meter is right", async () => {
+    test('queues behind its own tenant (tool calls and code-mode bridge calls): another tenant is served in turn, the meter is right', async () => {
       const schemas = fair.server.services.schemas;
       // The attacker holds two accounts, as in the issue; the first also runs code mode.
       const functions = [
@@ -480,7 +567,12 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
         space(functions, fair),
         space([{ name: 'typed', code: 'result = 1', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }], fair),
       ]);
-      const [code, tools1, tools2, other] = await Promise.all([first.run('code'), first.run('tools'), second.run('tools'), bystander.run('tools')]);
+      const [code, tools1, tools2, other] = await Promise.all([
+        first.run('code'),
+        first.run('tools'),
+        second.run('tools'),
+        bystander.run('tools'),
+      ]);
       const meters = { first: new MinuteMeter(), second: new MinuteMeter(), bystander: new MinuteMeter() };
       const fairHealthz = async () => (await fetch(`${fair.url}/healthz`)).status;
 
@@ -524,7 +616,10 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       meters.second.assertUsed(secondUsage.executions_per_minute.used);
       assert.equal(bystanderUsage.executions, 0);
       meters.bystander.assertUsed(bystanderUsage.executions_per_minute.used);
-      const kinds = async (s: Space) => (await callOk(s.create, 'list_executions', {})).map((e: { mode: string; error_type: string | null }) => `${e.mode} ${e.error_type}`).sort();
+      const kinds = async (s: Space) =>
+        (await callOk(s.create, 'list_executions', {}))
+          .map((e: { mode: string; error_type: string | null }) => `${e.mode} ${e.error_type}`)
+          .sort();
       assert.deepEqual(await kinds(first), ['code null', ...Array(4).fill('tools SchemaLimitError')]);
       assert.deepEqual(await kinds(second), Array(4).fill('tools SchemaLimitError'));
       assert.deepEqual(await kinds(bystander), ['tools SchemaError']);
@@ -533,7 +628,11 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
     test('a same-language bridge call takes a unit of the per-minute rate when its input is checked, none otherwise', async () => {
       const s = await space(
         [
-          { name: 'checked', code: 'def main(input_data):\n    return "c"\n', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } },
+          {
+            name: 'checked',
+            code: 'def main(input_data):\n    return "c"\n',
+            input_schema: { type: 'object', properties: { n: { type: 'integer' } } },
+          },
           { name: 'plain', code: 'def main(input_data):\n    return "p"\n' },
         ],
         fair,
@@ -554,7 +653,17 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
         'result = out',
       ].join('\n');
       // The execute takes one unit, the first two checked calls the other two.
-      assert.deepEqual(parseResult(await code.callTool('execute', { code: program })), ['p', 'p', 'p', 'p', 'p', 'c', 'c', 'EXECUTION_RATE_EXCEEDED', 'EXECUTION_RATE_EXCEEDED']);
+      assert.deepEqual(parseResult(await code.callTool('execute', { code: program })), [
+        'p',
+        'p',
+        'p',
+        'p',
+        'p',
+        'c',
+        'c',
+        'EXECUTION_RATE_EXCEEDED',
+        'EXECUTION_RATE_EXCEEDED',
+      ]);
       const usage = await s.usage();
       assert.equal(usage.executions, 1, 'the monthly quota counts the execute once');
       assert.equal(usage.executions_per_minute.used, 3);
@@ -577,20 +686,38 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       // Starting a worker counts as waiting for one: start it before anything else waits 300 ms.
       await schemas.compile({ type: 'object' }, 'warm-up');
       await until(() => schemas.stats().ready === 1);
-      const attacker = await space([{ name: 'uniq', code: 'def main(input_data):\n    return "ran"\n', input_schema: UNIQUE_INPUT_SCHEMA }], small);
-      const bystander = await space([{ name: 'typed', code: 'def main(input_data):\n    return "ran"\n', input_schema: { type: 'object', properties: { n: { type: 'integer' } } } }], small);
+      const attacker = await space(
+        [{ name: 'uniq', code: 'def main(input_data):\n    return "ran"\n', input_schema: UNIQUE_INPUT_SCHEMA }],
+        small,
+      );
+      const bystander = await space(
+        [
+          {
+            name: 'typed',
+            code: 'def main(input_data):\n    return "ran"\n',
+            input_schema: { type: 'object', properties: { n: { type: 'integer' } } },
+          },
+        ],
+        small,
+      );
       const [slowRun, tools, code] = await Promise.all([attacker.run('tools'), bystander.run('tools'), bystander.run('code')]);
       await until(() => schemas.stats().ready === 1);
       const minute = new MinuteMeter();
       let slowDone = false;
       // 40,000 distinct objects: far more than 4 s of pairwise comparisons.
-      const slow = slowRun.callTool('utils__uniq', { items: Array.from({ length: 40_000 }, (_, i) => ({ a: i })) }).finally(() => (slowDone = true));
+      const slow = slowRun
+        .callTool('utils__uniq', { items: Array.from({ length: 40_000 }, (_, i) => ({ a: i })) })
+        .finally(() => (slowDone = true));
       await until(() => schemas.stats().busy === 1);
 
       const refused = parseResult(await minute.track(() => tools.callTool('utils__typed', { n: 1 })));
       assert.equal(refused.error_type, 'SchemaLimitError', JSON.stringify(refused));
-      assert.equal(refused.error, 'the input_schema check of utils.typed was stopped: no schema checker was free within 300 ms (the server is busy); try again shortly');
-      const program = 'import functions\ntry:\n    result = functions.typed(n=1)\nexcept functions.FunctionError as error:\n    result = [error.error_type, str(error)]\n';
+      assert.equal(
+        refused.error,
+        'the input_schema check of utils.typed was stopped: no schema checker was free within 300 ms (the server is busy); try again shortly',
+      );
+      const program =
+        'import functions\ntry:\n    result = functions.typed(n=1)\nexcept functions.FunctionError as error:\n    result = [error.error_type, str(error)]\n';
       const inRun = parseResult(await minute.track(() => code.callTool('execute', { code: program }), 2));
       assert.equal(inRun[0], 'SchemaLimitError');
       assert.match(inRun[1], /no schema checker was free within 300 ms/);
@@ -603,10 +730,13 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       assert.equal(usage.executions, 1, 'only the execute ran code');
       minute.assertUsed(usage.executions_per_minute.used);
       const history = await callOk(bystander.create, 'list_executions', {});
-      assert.deepEqual(history.map((e: { mode: string; status: string; error_type: string | null }) => [e.mode, e.status, e.error_type]).sort(), [
-        ['code', 'success', null],
-        ['tools', 'error', 'SchemaLimitError'],
-      ]);
+      assert.deepEqual(
+        history.map((e: { mode: string; status: string; error_type: string | null }) => [e.mode, e.status, e.error_type]).sort(),
+        [
+          ['code', 'success', null],
+          ['tools', 'error', 'SchemaLimitError'],
+        ],
+      );
       assert.equal((await attacker.usage()).executions, 0);
     });
   });

@@ -25,7 +25,12 @@ test('close() stops the KDF worker processes and the scan threads the server sta
       // Registering and signing in hash passwords in KDF workers; a large answer (a run's answer with
       // 2 MB of output) is scanned in a thread.
       await createAccountOverHttp(server.url);
-      await sharedScanPool.scan(['a-secret-value-that-is-long-enough-to-scan'], { ok: true, result: null, stdout: 'x'.repeat(2_000_000), stderr: '' });
+      await sharedScanPool.scan(['a-secret-value-that-is-long-enough-to-scan'], {
+        ok: true,
+        result: null,
+        stdout: 'x'.repeat(2_000_000),
+        stderr: '',
+      });
       workers = passwordKdfStats().workers;
       assert.ok(workers.length > 0, 'a KDF worker ran');
       assert.ok(sharedScanPool.workers > 0, 'a scan thread ran');

@@ -50,16 +50,31 @@ test('an address that is backing off gets 429 before its body is read, and no lo
   const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
   const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-precheck-'));
   await seedEmbeddedDatabase(dataDir);
-  const running = await startServer({ host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS }, pino({ level: 'info' }, logs));
+  const running = await startServer(
+    { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS },
+    pino({ level: 'info' }, logs),
+  );
   const base = running.url;
   try {
     const user = await createAccount(base);
     const attacker = '127.0.0.21';
     for (let i = 0; i < SIGN_IN_LIMITS.clientFreeFailures; i++) {
-      assert.equal((await postFrom(base, attacker, '/login', ...json({ email: `spray-${i}-${randomBytes(3).toString('hex')}@example.com`, password: 'spray password' }))).status, 401, `failure ${i + 1} is checked`);
+      assert.equal(
+        (
+          await postFrom(
+            base,
+            attacker,
+            '/login',
+            ...json({ email: `spray-${i}-${randomBytes(3).toString('hex')}@example.com`, password: 'spray password' }),
+          )
+        ).status,
+        401,
+        `failure ${i + 1} is checked`,
+      );
     }
     const refusedBefore = running.services.signInsRefusedEarly();
-    const requestLines = () => lines.filter((line) => /"msg":"request"/.test(line) && /"path":"\/(api\/)?(login|register)"/.test(line)).length;
+    const requestLines = () =>
+      lines.filter((line) => /"msg":"request"/.test(line) && /"path":"\/(api\/)?(login|register)"/.test(line)).length;
     const linesBefore = requestLines();
 
     // The full path would answer these 415 (not JSON), 400 (not a JSON object) and 413 (over the
@@ -82,7 +97,9 @@ test('an address that is backing off gets 429 before its body is read, and no lo
       assert.ok(answer.body.retry_after >= 1);
       assert.equal(answer.headers['retry-after'], String(answer.body.retry_after));
     }
-    const flood = await Promise.all(Array.from({ length: 40 }, () => postFrom(base, attacker, '/login', ...json({ email: user.email, password: 'x' }))));
+    const flood = await Promise.all(
+      Array.from({ length: 40 }, () => postFrom(base, attacker, '/login', ...json({ email: user.email, password: 'x' }))),
+    );
     assert.ok(flood.every((a) => a.status === 429));
     assert.equal(running.services.signInsRefusedEarly() - refusedBefore, attempts.length + flood.length, 'all answered before the app');
     assert.equal(requestLines(), linesBefore, 'no log line per refused attempt');

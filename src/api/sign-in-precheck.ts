@@ -29,7 +29,12 @@ export interface SignInPrecheck {
  * no log line each (a summary per window). Anything this does not recognise takes the full path,
  * whose gate gives the same answer.
  */
-export function signInPrecheck(options: { accounts: AccountService; trustedProxies: readonly string[]; baseHost?: string | undefined; logger: Logger }): SignInPrecheck {
+export function signInPrecheck(options: {
+  accounts: AccountService;
+  trustedProxies: readonly string[];
+  baseHost?: string | undefined;
+  logger: Logger;
+}): SignInPrecheck {
   const { accounts, trustedProxies, logger } = options;
   const base = options.baseHost?.replace(/:\d+$/, '').toLowerCase();
   let total = 0;
@@ -41,14 +46,18 @@ export function signInPrecheck(options: { accounts: AccountService; trustedProxi
       const window = { count: 0, clients: new Map<string, number>() };
       setTimeout(() => {
         summary = undefined;
-        const top = [...window.clients.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([client, count]) => ({ client, count }));
+        const top = [...window.clients.entries()]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 3)
+          .map(([client, count]) => ({ client, count }));
         logger.warn({ refused_sign_ins: window.count, top, window_s: SUMMARY_INTERVAL_MS / 1000 }, 'sign-ins refused (rate limited)');
       }, SUMMARY_INTERVAL_MS).unref();
       summary = window;
     }
     summary.count++;
     const client = clientKeyOf(address);
-    if (summary.clients.has(client) || summary.clients.size < SUMMARY_CLIENTS) summary.clients.set(client, (summary.clients.get(client) ?? 0) + 1);
+    if (summary.clients.has(client) || summary.clients.size < SUMMARY_CLIENTS)
+      summary.clients.set(client, (summary.clients.get(client) ?? 0) + 1);
   };
 
   const precheck = (req: IncomingMessage, res: ServerResponse): boolean => {
@@ -70,8 +79,16 @@ export function signInPrecheck(options: { accounts: AccountService; trustedProxi
     note(address);
     // DomainError's answer shape, built without an Error: a flood is refused here at its pacing
     // rate, and capturing a stack for each refusal was a tenth of this path's main-thread time.
-    const body = JSON.stringify({ error: refusal.message, error_type: 'rate_limited' satisfies DomainErrorType, retry_after: refusal.retryAfter });
-    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': String(refusal.retryAfter) };
+    const body = JSON.stringify({
+      error: refusal.message,
+      error_type: 'rate_limited' satisfies DomainErrorType,
+      retry_after: refusal.retryAfter,
+    });
+    const headers: Record<string, string | number> = {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'retry-after': String(refusal.retryAfter),
+    };
     // The body is never read: Node discards a small one to keep the connection; a large or
     // unannounced one closes it instead of being read through.
     const declared = req.headers['content-length'];

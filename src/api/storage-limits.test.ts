@@ -8,15 +8,43 @@ import { applyTierOverrides } from '../core/tiers.js';
 import { sql } from 'kysely';
 import { MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY } from '../store/accounts-store.js';
 import type { Db } from '../store/database.js';
-import { callError, callOk, connect, createAccount, createKey, parseResult, rawMcpPost, startTestServer, type ClientEra, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  createKey,
+  parseResult,
+  rawMcpPost,
+  startTestServer,
+  type ClientEra,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 import { sandboxRunsStarted, until } from '../test-support/processes.js';
 import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
 // Small limits so each one is reached in a few calls; `roomy` for the run-side tests.
 const TIERS = applyTierOverrides(
   JSON.stringify({
-    pro_trial: { namespaces: 2, services: 2, functions: 3, versions_per_function: 3, stored_bytes: 40_000, schema_bytes_per_namespace: 2_000, mcp_sessions: 2 },
-    roomy: { namespaces: 5, services: 5, functions: 20, versions_per_function: 20, stored_bytes: 10_000_000, schema_bytes_per_namespace: 1_000_000, mcp_sessions: 40 },
+    pro_trial: {
+      namespaces: 2,
+      services: 2,
+      functions: 3,
+      versions_per_function: 3,
+      stored_bytes: 40_000,
+      schema_bytes_per_namespace: 2_000,
+      mcp_sessions: 2,
+    },
+    roomy: {
+      namespaces: 5,
+      services: 5,
+      functions: 20,
+      versions_per_function: 20,
+      stored_bytes: 10_000_000,
+      schema_bytes_per_namespace: 1_000_000,
+      mcp_sessions: 40,
+    },
     // One key's cap (32) plus one session of another key: the account is then full.
     sessions33: { mcp_sessions: 33 },
   }),
@@ -69,7 +97,7 @@ describe('storage limits (per account, tier table)', () => {
     await client.close();
   });
 
-  test('services: counted across all the account\'s namespaces', async () => {
+  test("services: counted across all the account's namespaces", async () => {
     const account = await createAccount(server.url);
     const [a, b] = [uniq('ns'), uniq('ns')];
     const ca = await connect(`${server.url}/mcp/create/${a}`, account.key);
@@ -96,7 +124,10 @@ describe('storage limits (per account, tier table)', () => {
     await callOk(client, 'make_function', { service: 'utils', name: 'p2', ...PY });
     assertLimit(await callError(client, 'make_function', { service: 'utils', name: 't2', ...TS }), 'functions', 3, 3);
     assertLimit(await callError(client, 'make_function', { service: 'utils', name: 'p3', ...PY }), 'functions', 3, 3);
-    assert.deepEqual((await callOk(client, 'list_functions', { service: 'utils' })).map((f: { name: string }) => f.name), ['p1', 'p2', 't1']);
+    assert.deepEqual(
+      (await callOk(client, 'list_functions', { service: 'utils' })).map((f: { name: string }) => f.name),
+      ['p1', 'p2', 't1'],
+    );
     // Deleting one frees its place.
     await callOk(client, 'delete_function', { service: 'utils', name: 'p2' });
     await callOk(client, 'make_function', { service: 'utils', name: 't2', ...TS });
@@ -110,12 +141,29 @@ describe('storage limits (per account, tier table)', () => {
     const client = await connect(`${server.url}/mcp/create/${ns}`, account.key);
     await callOk(client, 'make_namespace', { name: ns });
     await callOk(client, 'make_service', { name: 'utils' });
-    for (const [name, base] of [['py', PY], ['ts', TS]] as const) {
+    for (const [name, base] of [
+      ['py', PY],
+      ['ts', TS],
+    ] as const) {
       await callOk(client, 'make_function', { service: 'utils', name, ...base });
-      await callOk(client, 'update_function', { service: 'utils', name, code: `${base.code}// 2\n`.replace('// 2', base.language === 'python' ? '# 2' : '// 2') });
+      await callOk(client, 'update_function', {
+        service: 'utils',
+        name,
+        code: `${base.code}// 2\n`.replace('// 2', base.language === 'python' ? '# 2' : '// 2'),
+      });
       await callOk(client, 'update_function', { service: 'utils', name, restore_version: 1 });
-      assertLimit(await callError(client, 'update_function', { service: 'utils', name, code: `${base.code}\n\n` }), 'versions_per_function', 3, 3);
-      assertLimit(await callError(client, 'update_function', { service: 'utils', name, restore_version: 2 }), 'versions_per_function', 3, 3);
+      assertLimit(
+        await callError(client, 'update_function', { service: 'utils', name, code: `${base.code}\n\n` }),
+        'versions_per_function',
+        3,
+        3,
+      );
+      assertLimit(
+        await callError(client, 'update_function', { service: 'utils', name, restore_version: 2 }),
+        'versions_per_function',
+        3,
+        3,
+      );
       const described = await callOk(client, 'describe_function', { service: 'utils', name });
       assert.equal(described.active_version, 3);
       assert.equal(described.versions.length, 3);
@@ -137,7 +185,12 @@ describe('storage limits (per account, tier table)', () => {
     await callOk(client, 'make_service', { name: 'utils' });
     const pad = (language: string, n: number) => (language === 'python' ? `# ${'x'.repeat(n)}\n` : `// ${'x'.repeat(n)}\n`);
     await callOk(client, 'make_function', { service: 'utils', name: 'py', language: 'python', code: PY.code + pad('python', 15_000) });
-    await callOk(client, 'make_function', { service: 'utils', name: 'ts', language: 'typescript', code: TS.code + pad('typescript', 15_000) });
+    await callOk(client, 'make_function', {
+      service: 'utils',
+      name: 'ts',
+      language: 'typescript',
+      code: TS.code + pad('typescript', 15_000),
+    });
     // Two versions of ~15 kB each are stored; a third of ~15 kB goes past 40,000 bytes.
     for (const name of ['py', 'ts']) {
       const language = name === 'py' ? 'python' : 'typescript';
@@ -162,7 +215,13 @@ describe('storage limits (per account, tier table)', () => {
     const second = await connect(`${server.url}/mcp/create/${otherNs}`, other.key);
     await callOk(second, 'make_namespace', { name: otherNs });
     await callOk(second, 'make_service', { name: 'utils' });
-    await callOk(second, 'make_function', { service: 'utils', name: 'cfg', ...PY, config: { pad: 'x'.repeat(30_000) }, input_schema: { type: 'object', description: 'y'.repeat(1_500) } });
+    await callOk(second, 'make_function', {
+      service: 'utils',
+      name: 'cfg',
+      ...PY,
+      config: { pad: 'x'.repeat(30_000) },
+      input_schema: { type: 'object', description: 'y'.repeat(1_500) },
+    });
     const full = await callError(second, 'make_function', { service: 'utils', name: 'more', ...PY, code: PY.code + pad('python', 8_800) });
     assert.equal(full.type, 'limit_exceeded', JSON.stringify(full));
     assert.equal(full.resource, 'stored_bytes');
@@ -171,7 +230,7 @@ describe('storage limits (per account, tier table)', () => {
     await second.close();
   });
 
-  test('schema bytes per namespace: the active versions\' schemas count; shrinking one is allowed', async () => {
+  test("schema bytes per namespace: the active versions' schemas count; shrinking one is allowed", async () => {
     const account = await createAccount(server.url);
     const ns = uniq('ns');
     const client = await connect(`${server.url}/mcp/create/${ns}`, account.key);
@@ -186,7 +245,10 @@ describe('storage limits (per account, tier table)', () => {
     // Replacing a's schema counts only the new one (not old + new); growing past the cap is
     // refused; a smaller one frees room.
     await callOk(client, 'update_function', { service: 'utils', name: 'a', input_schema: schema(1_500) });
-    assert.equal((await callError(client, 'update_function', { service: 'utils', name: 'a', input_schema: schema(1_990) })).resource, 'schema_bytes_per_namespace');
+    assert.equal(
+      (await callError(client, 'update_function', { service: 'utils', name: 'a', input_schema: schema(1_990) })).resource,
+      'schema_bytes_per_namespace',
+    );
     await callOk(client, 'update_function', { service: 'utils', name: 'a', input_schema: schema(100) });
     await callOk(client, 'make_function', { service: 'utils', name: 'b', ...TS, input_schema: schema(1_100) });
     await healthyAndMetered(account);
@@ -199,7 +261,12 @@ describe('MCP sessions (2025-era): per-account limit and idle expiry', () => {
     const response = await fetch(url, {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+      }),
     });
     const text = await response.text();
     let body: unknown = text;
@@ -222,7 +289,7 @@ describe('MCP sessions (2025-era): per-account limit and idle expiry', () => {
       await assert.rejects(connect(url, account.key, era));
       const refused = await initialize(url, account.key);
       assert.equal(refused.status, 429);
-      assert.equal(refused.body.jsonrpc, '2.0', 'a JSON-RPC error: not one of the spec\'s quota bodies');
+      assert.equal(refused.body.jsonrpc, '2.0', "a JSON-RPC error: not one of the spec's quota bodies");
       assert.equal(refused.body.error.data.code, 'SESSION_LIMIT_EXCEEDED');
       assert.equal(refused.body.error.data.limit, 2);
       assert.equal(refused.body.error.data.usage, 2);
@@ -240,7 +307,10 @@ describe('MCP sessions (2025-era): per-account limit and idle expiry', () => {
       // The live sessions still work.
       assert.equal((await callOk(first, 'list_namespaces')).length, 1);
       // Closing one (DELETE) frees its place.
-      const closed = await fetch(url, { method: 'DELETE', headers: { authorization: `Bearer ${account.key}`, 'mcp-session-id': second.sessionId()! } });
+      const closed = await fetch(url, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${account.key}`, 'mcp-session-id': second.sessionId()! },
+      });
       assert.equal(closed.status, 200);
       await second.close();
       const third = await connect(url, account.key, era);
@@ -248,7 +318,12 @@ describe('MCP sessions (2025-era): per-account limit and idle expiry', () => {
       // new sessions fit again.
       const swept = await server.server.services.housekeeping.sweep(Date.now() + MCP_SESSION_IDLE_MS + 1_000);
       assert.ok(swept.sessions >= 2);
-      const stale = await rawMcpPost(url, account.key, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, { 'mcp-session-id': third.sessionId()! });
+      const stale = await rawMcpPost(
+        url,
+        account.key,
+        { jsonrpc: '2.0', id: 2, method: 'tools/list' },
+        { 'mcp-session-id': third.sessionId()! },
+      );
       assert.equal(stale.status, 404);
       const again = [await connect(url, account.key, era), await connect(url, account.key, era)];
       await healthyAndMetered(account);
@@ -271,14 +346,30 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     const modern = await connect(url, account.key, 'v2');
     await callOk(modern, 'make_namespace', { name: ns });
     await modern.close();
-    const idleFor = (id: string, ms: number) => db.updateTable('mcp_sessions').set({ last_seen_at: new Date(Date.now() - ms) }).where('id', '=', id).execute();
+    const idleFor = (id: string, ms: number) =>
+      db
+        .updateTable('mcp_sessions')
+        .set({ last_seen_at: new Date(Date.now() - ms) })
+        .where('id', '=', id)
+        .execute();
     const inUse = async (id: string) =>
-      (await db.selectFrom('mcp_sessions').select(sql<boolean>`coalesce(in_use_until > now(), false)`.as('in_use')).where('id', '=', id).executeTakeFirst())?.in_use;
+      (
+        await db
+          .selectFrom('mcp_sessions')
+          .select(sql<boolean>`coalesce(in_use_until > now(), false)`.as('in_use'))
+          .where('id', '=', id)
+          .executeTakeFirst()
+      )?.in_use;
     const initialize = (key: string, at = url) =>
       fetch(at, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'throw-away', version: '1' } } }),
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'initialize',
+          params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'throw-away', version: '1' } },
+        }),
       });
     const sessionOf = async (key: string, at = url) => {
       const response = await initialize(key, at);
@@ -296,7 +387,8 @@ describe('MCP sessions (2025-era): per-key cap', () => {
       assert.ok(retry_after >= 1 && String(retry_after) === response.headers.get('retry-after'));
       return retry_after as number;
     };
-    const ping = (key: string, id: string, at = url) => rawMcpPost(at, key, { jsonrpc: '2.0', id: 2, method: 'ping' }, { 'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18' });
+    const ping = (key: string, id: string, at = url) =>
+      rawMcpPost(at, key, { jsonrpc: '2.0', id: 2, method: 'ping' }, { 'mcp-session-id': id, 'mcp-protocol-version': '2025-06-18' });
     const alive = async (key: string, ids: string[], message: string) => {
       for (const id of ids) assert.equal((await ping(key, id)).status, 200, message);
     };
@@ -315,9 +407,16 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     // An open GET stream holds its session in use: the least recently used by far, it stays, and
     // the next one goes.
     const listening = new AbortController();
-    const stream = await fetch(url, { headers: { authorization: `Bearer ${account.key}`, accept: 'text/event-stream', 'mcp-session-id': ids[1]! }, signal: listening.signal });
+    const stream = await fetch(url, {
+      headers: { authorization: `Bearer ${account.key}`, accept: 'text/event-stream', 'mcp-session-id': ids[1]! },
+      signal: listening.signal,
+    });
     assert.equal(stream.status, 200);
-    await until('the stream marks its session in use', () => inUse(ids[1]!), (used) => used === true);
+    await until(
+      'the stream marks its session in use',
+      () => inUse(ids[1]!),
+      (used) => used === true,
+    );
     await idleFor(ids[1]!, 30 * 60_000);
     await sessionOf(account.key);
     await ended(ids[2]!, 'the next least recently used one ended');
@@ -325,7 +424,11 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     // Closed, it is no longer in use: it goes first.
     listening.abort();
     await stream.body?.cancel().catch(() => undefined);
-    await until('the closed stream ends its mark', () => inUse(ids[1]!), (used) => used === false);
+    await until(
+      'the closed stream ends its mark',
+      () => inUse(ids[1]!),
+      (used) => used === false,
+    );
     await idleFor(ids[1]!, 30 * 60_000);
     await sessionOf(account.key);
     await ended(ids[1]!, 'a session whose stream closed is not in use');
@@ -337,10 +440,19 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     const call = rawMcpPost(
       runUrl,
       account.key,
-      { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'execute', arguments: { code: 'import time\ntime.sleep(4)\nresult = 7', language: 'python' } } },
+      {
+        jsonrpc: '2.0',
+        id: 3,
+        method: 'tools/call',
+        params: { name: 'execute', arguments: { code: 'import time\ntime.sleep(4)\nresult = 7', language: 'python' } },
+      },
       { 'mcp-session-id': runSession },
     );
-    await until('the call holds its session', async () => activity.size(), (held) => held >= 1);
+    await until(
+      'the call holds its session',
+      async () => activity.size(),
+      (held) => held >= 1,
+    );
     await activity.refresh();
     assert.equal(await inUse(runSession), true, 'marked in use while the call runs');
     await idleFor(runSession, 30 * 60_000);
@@ -349,7 +461,11 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     const answer = await call;
     assert.equal(answer.status, 200);
     assert.equal(parseResult(answer.body.result), 7, JSON.stringify(answer.body));
-    await until('the answered call ends its mark', () => inUse(runSession), (used) => used === false);
+    await until(
+      'the answered call ends its mark',
+      () => inUse(runSession),
+      (used) => used === false,
+    );
     assert.equal((await ping(account.key, runSession, runUrl)).status, 200, 'the run session lived through its call');
 
     // The account full (33 = 32 of this key + 1 of the other): the key's own sessions not in use
@@ -360,16 +476,28 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     await refusedAt(other, 33, 33);
     // Every session of the key in use: refused, and none ends.
     const keyId = (await db.selectFrom('mcp_sessions').select('key_id').where('id', '=', first).executeTakeFirstOrThrow()).key_id;
-    await db.updateTable('mcp_sessions').set({ in_use_until: sql`now() + interval '1 minute'` }).where('key_id', '=', keyId).execute();
+    await db
+      .updateTable('mcp_sessions')
+      .set({ in_use_until: sql`now() + interval '1 minute'` })
+      .where('key_id', '=', keyId)
+      .execute();
     const keyIds = (await db.selectFrom('mcp_sessions').select('id').where('key_id', '=', keyId).execute()).map((row) => row.id);
     assert.equal(keyIds.length, MCP_SESSIONS_PER_KEY);
     assert.equal(await refusedAt(account.key, MCP_SESSIONS_PER_KEY, MCP_SESSIONS_PER_KEY), 60);
-    await alive(account.key, keyIds.filter((id) => id !== runSession), 'a refusal ends no session');
+    await alive(
+      account.key,
+      keyIds.filter((id) => id !== runSession),
+      'a refusal ends no session',
+    );
     // Over a lowered limit, the key itself is refused even with sessions not in use, and loses nothing.
     await db.updateTable('mcp_sessions').set({ in_use_until: null }).where('key_id', '=', keyId).execute();
     await server.server.services.accounts.setTier(account.email, 'pro_trial');
     await refusedAt(account.key, 2, 33);
-    await alive(account.key, keyIds.filter((id) => id !== runSession), 'a refusal ends no session');
+    await alive(
+      account.key,
+      keyIds.filter((id) => id !== runSession),
+      'a refusal ends no session',
+    );
     assert.equal((await ping(other, otherKeys)).status, 200, "another key's session stays");
   });
 });
@@ -386,9 +514,13 @@ describe('functions packages: garbage collection', () => {
     await callOk(create, 'make_function', { service: 'utils', name: 'other', ...TS });
     const run = await connect(`${server.url}/mcp/run/${ns}`, account.key);
     // Other tests' namespaces have packages of their own in this cache: only this test's are counted.
-    const listed = () => (existsSync(path.join(cacheDir, 'packages')) ? readdirSync(path.join(cacheDir, 'packages')).filter((n) => !n.startsWith('.')) : []);
+    const listed = () =>
+      existsSync(path.join(cacheDir, 'packages')) ? readdirSync(path.join(cacheDir, 'packages')).filter((n) => !n.startsWith('.')) : [];
     const others = new Set(listed());
-    const packages = () => listed().filter((n) => !others.has(n)).sort();
+    const packages = () =>
+      listed()
+        .filter((n) => !others.has(n))
+        .sort();
 
     assert.deepEqual(parseResult(await run.callTool('execute', { code: 'from functions import hello\nresult = hello()' })), { v: 1 });
     const [v1] = packages();
@@ -405,14 +537,19 @@ describe('functions packages: garbage collection', () => {
       code: 'await new Promise((r) => setTimeout(r, 2500));\nconst { hello } = await import("functions");\nresult = await hello({});',
     });
     // Until it has its sandbox (its package chosen), not a fixed wait that a loaded machine outlasts.
-    await until('the slow run in its sandbox', async () => sandboxRunsStarted(sandbox), (started) => started > before);
+    await until(
+      'the slow run in its sandbox',
+      async () => sandboxRunsStarted(sandbox),
+      (started) => started > before,
+    );
     await callOk(create, 'update_function', { service: 'utils', name: 'hello', code: 'def main(input):\n    return {"v": 2}\n' });
     const v2Result = parseResult(await run.callTool('execute', { code: 'from functions import hello\nresult = hello()' }));
     assert.deepEqual(v2Result, { v: 2 });
     assert.equal(packages().length, 2);
     const current = packages().find((k) => k !== v1)!;
     // The unchanged function's code is one file linked into both packages, not a second copy.
-    const otherCode = (key: string) => statSync(path.join(cacheDir, 'packages', key, 'node', 'node_modules', 'functions', '_code', 'utils__other', 'index.cjs'));
+    const otherCode = (key: string) =>
+      statSync(path.join(cacheDir, 'packages', key, 'node', 'node_modules', 'functions', '_code', 'utils__other', 'index.cjs'));
     assert.equal(otherCode(v1).ino, otherCode(current).ino);
     assert.notEqual(
       statSync(path.join(cacheDir, 'packages', v1, 'python', 'functions', '_code', 'utils__hello.py')).ino,
@@ -434,7 +571,11 @@ describe('functions packages: garbage collection', () => {
     assert.ok(existsSync(path.join(cacheDir, 'packages', current, '.complete')));
     // Stored code no package links any more went with it; what the current package links stays.
     // (Link counts may be higher: the sandbox's mount mirrors link the same files.)
-    const currentInodes = new Set(['python/functions/_code/utils__hello.py', 'node/node_modules/functions/_code/utils__other/index.cjs'].map((file) => statSync(path.join(cacheDir, 'packages', current, file)).ino));
+    const currentInodes = new Set(
+      ['python/functions/_code/utils__hello.py', 'node/node_modules/functions/_code/utils__other/index.cjs'].map(
+        (file) => statSync(path.join(cacheDir, 'packages', current, file)).ino,
+      ),
+    );
     const stored = readdirSync(path.join(cacheDir, 'package-code')).map((n) => statSync(path.join(cacheDir, 'package-code', n)).ino);
     assert.deepEqual(new Set(stored), currentInodes);
     assert.equal(stored.length, 2);
@@ -454,24 +595,53 @@ describe('cost does not grow with the snapshot: tool list per catalog version, c
     const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
     await callOk(create, 'make_namespace', { name: ns });
     await callOk(create, 'make_service', { name: 'utils' });
-    await callOk(create, 'make_function', { service: 'utils', name: 'py', language: 'python', code: 'def main(input):\n    return {"py": 1}\n', input_schema: { type: 'object', properties: { a: { type: 'string' } } } });
-    await callOk(create, 'make_function', { service: 'utils', name: 'ts', language: 'typescript', code: 'export function main() { return { ts: 1 }; }\n' });
-    const eras = await Promise.all((['v1', 'v2', 'v2-legacy'] as const).map((era) => connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era)));
-    const list = async (client: (typeof eras)[number]) => (await client.listTools()).tools.map((t) => ({ name: t.name, description: t.description, props: Object.keys(t.inputSchema.properties ?? {}) }));
+    await callOk(create, 'make_function', {
+      service: 'utils',
+      name: 'py',
+      language: 'python',
+      code: 'def main(input):\n    return {"py": 1}\n',
+      input_schema: { type: 'object', properties: { a: { type: 'string' } } },
+    });
+    await callOk(create, 'make_function', {
+      service: 'utils',
+      name: 'ts',
+      language: 'typescript',
+      code: 'export function main() { return { ts: 1 }; }\n',
+    });
+    const eras = await Promise.all(
+      (['v1', 'v2', 'v2-legacy'] as const).map((era) => connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era)),
+    );
+    const list = async (client: (typeof eras)[number]) =>
+      (await client.listTools()).tools.map((t) => ({
+        name: t.name,
+        description: t.description,
+        props: Object.keys(t.inputSchema.properties ?? {}),
+      }));
 
     const before = await list(eras[0]!);
-    assert.deepEqual(before.map((t) => t.name), ['utils__py', 'utils__ts', '_env_status']);
+    assert.deepEqual(
+      before.map((t) => t.name),
+      ['utils__py', 'utils__ts', '_env_status'],
+    );
     assert.match(before[0]!.description!, /v1\]$/);
     assert.deepEqual(before[0]!.props, ['a']);
     for (const client of eras) assert.deepEqual(await list(client), before);
     assert.deepEqual(parseResult(await eras[1]!.callTool('utils__py', { a: 'x' })), { py: 1 });
     assert.deepEqual(parseResult(await eras[0]!.callTool('utils__ts', {})), { ts: 1 });
 
-    await callOk(create, 'update_function', { service: 'utils', name: 'py', code: 'def main(input):\n    return {"py": 2}\n', input_schema: { type: 'object', properties: { b: { type: 'number' } } } });
+    await callOk(create, 'update_function', {
+      service: 'utils',
+      name: 'py',
+      code: 'def main(input):\n    return {"py": 2}\n',
+      input_schema: { type: 'object', properties: { b: { type: 'number' } } },
+    });
     await callOk(create, 'update_function', { service: 'utils', name: 'ts', code: 'export function main() { return { ts: 2 }; }\n' });
     await callOk(create, 'make_function', { service: 'utils', name: 'added', ...PY });
     const after = await list(eras[2]!);
-    assert.deepEqual(after.map((t) => t.name), ['utils__added', 'utils__py', 'utils__ts', '_env_status']);
+    assert.deepEqual(
+      after.map((t) => t.name),
+      ['utils__added', 'utils__py', 'utils__ts', '_env_status'],
+    );
     assert.match(after[1]!.description!, /v2\]$/);
     assert.deepEqual(after[1]!.props, ['b']);
     for (const client of eras) assert.deepEqual(await list(client), after);
@@ -479,9 +649,15 @@ describe('cost does not grow with the snapshot: tool list per catalog version, c
     assert.deepEqual(parseResult(await eras[1]!.callTool('utils__ts', {})), { ts: 2 });
     // Code mode: the bridge's cross-language callee runs its active version too.
     const code = await connect(`${server.url}/mcp/run/${ns}`, account.key);
-    assert.deepEqual(parseResult(await code.callTool('execute', { code: 'from functions import ts, py\nresult = [ts(), py(b=1)]' })), [{ ts: 2 }, { py: 2 }]);
+    assert.deepEqual(parseResult(await code.callTool('execute', { code: 'from functions import ts, py\nresult = [ts(), py(b=1)]' })), [
+      { ts: 2 },
+      { py: 2 },
+    ]);
     await callOk(create, 'delete_function', { service: 'utils', name: 'added' });
-    assert.deepEqual((await list(eras[1]!)).map((t) => t.name), ['utils__py', 'utils__ts', '_env_status']);
+    assert.deepEqual(
+      (await list(eras[1]!)).map((t) => t.name),
+      ['utils__py', 'utils__ts', '_env_status'],
+    );
     await healthyAndMetered(account, 5);
     for (const c of [...eras, code, create]) await c.close();
   });

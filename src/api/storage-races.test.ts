@@ -5,9 +5,29 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callOk, connect, createAccount, parseResult, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  parseResult,
+  startTestServer,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 
-const TIERS = applyTierOverrides(JSON.stringify({ pro_trial: { namespaces: 2, services: 2, functions: 3, versions_per_function: 3, stored_bytes: 40_000, schema_bytes_per_namespace: 2_000, mcp_sessions: 2 } }));
+const TIERS = applyTierOverrides(
+  JSON.stringify({
+    pro_trial: {
+      namespaces: 2,
+      services: 2,
+      functions: 3,
+      versions_per_function: 3,
+      stored_bytes: 40_000,
+      schema_bytes_per_namespace: 2_000,
+      mcp_sessions: 2,
+    },
+  }),
+);
 
 let server: TestServer;
 before(async () => {
@@ -43,7 +63,9 @@ describe('limits hold under parallel creates (run on PostgreSQL, where races can
     const ns = both[0]!;
     // Functions of one account in two namespaces: only the account's lock orders them.
     const fnClients = await Promise.all(names.map((_, i) => connect(`${server.url}/mcp/create/${both[i % 2]}`, account.key, 'v2')));
-    const fns = await Promise.all(fnClients.map((c, i) => c.callTool('make_function', { service: 'utils', name: `f${i}`, ...(i % 2 ? TS : PY) })));
+    const fns = await Promise.all(
+      fnClients.map((c, i) => c.callTool('make_function', { service: 'utils', name: `f${i}`, ...(i % 2 ? TS : PY) })),
+    );
     assert.equal(fns.filter((r) => !r.isError).length, 3);
     let total = 0;
     for (const c of creates) total += (await callOk(c, 'list_functions', { service: 'utils' })).length;
@@ -63,7 +85,8 @@ describe('limits hold under parallel creates (run on PostgreSQL, where races can
     const names = Array.from({ length: 20 }, () => uniq('direct'));
     const made = await Promise.allSettled(names.map((name) => server.server.services.catalog.makeNamespace(principal, name, undefined)));
     assert.equal(made.filter((r) => r.status === 'fulfilled').length, 2);
-    for (const r of made) if (r.status === 'rejected') assert.equal((r.reason as { type?: string }).type, 'limit_exceeded', String(r.reason));
+    for (const r of made)
+      if (r.status === 'rejected') assert.equal((r.reason as { type?: string }).type, 'limit_exceeded', String(r.reason));
     await healthyAndMetered(account);
   });
 });

@@ -8,7 +8,15 @@ import assert from 'node:assert/strict';
 import { lookup } from 'node:dns/promises';
 import { after, before, test } from 'node:test';
 import { sandboxFromEnv } from '../app/config.js';
-import { callOk, connect, createAccount, parseResult, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  parseResult,
+  startTestServer,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 
 let server: TestServer;
 let run: McpTestClient;
@@ -16,7 +24,10 @@ let run: McpTestClient;
 before(async () => {
   const registry = await lookup('registry.npmjs.org', { all: true, family: 4 });
   // The switches as `serve` reads them from these variables (passed as config, not through process.env).
-  const sandbox = sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: registry.map((entry) => `${entry.address}/32`).join(',') });
+  const sandbox = sandboxFromEnv({
+    MCPWORKS_SANDBOX_NETWORK: 'on',
+    MCPWORKS_SANDBOX_NETWORK_ALLOW: registry.map((entry) => `${entry.address}/32`).join(','),
+  });
   server = await startTestServer({ sandbox });
   const account = await createAccount(server.url);
   const create = await connect(`${server.url}/mcp/create/templates`, account.key);
@@ -38,7 +49,10 @@ const call = async (tool: string, args: Record<string, unknown>) => {
 };
 
 test('hello-world greets', async () => {
-  assert.deepEqual(await call('hello-world', { name: 'MCPWorks' }), { greeting: 'Hello, MCPWorks!', message: 'MCPWorks is up: this function ran in a sandbox.' });
+  assert.deepEqual(await call('hello-world', { name: 'MCPWorks' }), {
+    greeting: 'Hello, MCPWorks!',
+    message: 'MCPWorks is up: this function ran in a sandbox.',
+  });
   assert.equal((await call('hello-world', {})).greeting, 'Hello, World!');
 });
 
@@ -61,7 +75,11 @@ test('api-connector calls an external API and returns status, headers and body',
 });
 
 test('slack-notifier posts JSON to a webhook URL and reports what came back', async () => {
-  const response = await call('slack-notifier', { webhook_url: 'https://registry.npmjs.org/-/mcpworks-webhook-test', text: 'hello', channel: '#general' });
+  const response = await call('slack-notifier', {
+    webhook_url: 'https://registry.npmjs.org/-/mcpworks-webhook-test',
+    text: 'hello',
+    channel: '#general',
+  });
   assert.equal(typeof response.status_code, 'number');
   assert.equal(response.sent, response.status_code >= 200 && response.status_code < 300);
   assert.ok(response.response.length <= 500);

@@ -7,7 +7,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { RenderedCache } from './rendered-cache.js';
-import { callOk, connect, createAccount, startTestServer, type ClientEra, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  startTestServer,
+  type ClientEra,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 
 const code = 'def main(input_data):\n    return {"ok": True}\n';
 const schema = (field: string) => ({ type: 'object', properties: { [field]: { type: 'string' } } });
@@ -22,7 +30,10 @@ async function toolsView(client: McpTestClient): Promise<Map<string, string>> {
 
 async function executeDescription(client: McpTestClient): Promise<string> {
   const { tools } = (await client.listTools()) as { tools: Listed };
-  assert.deepEqual(tools.map((t) => t.name), ['execute']);
+  assert.deepEqual(
+    tools.map((t) => t.name),
+    ['execute'],
+  );
   return tools[0]!.description ?? '';
 }
 
@@ -41,7 +52,14 @@ describe('rendered catalog cache', () => {
     const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
     await callOk(create, 'make_namespace', { name: ns });
     await callOk(create, 'make_service', { name: 'utils' });
-    await callOk(create, 'make_function', { service: 'utils', name: 'alpha', language: 'python', code, description: 'first alpha', input_schema: schema('a1') });
+    await callOk(create, 'make_function', {
+      service: 'utils',
+      name: 'alpha',
+      language: 'python',
+      code,
+      description: 'first alpha',
+      input_schema: schema('a1'),
+    });
 
     const eras: ClientEra[] = ['v2', 'v1', 'v2-legacy'];
     const toolClients = await Promise.all(eras.map((era) => connect(`${server.url}/mcp/run/${ns}?mode=tools`, account.key, era)));
@@ -51,30 +69,57 @@ describe('rendered catalog cache', () => {
         // Twice: the second list is served from the cache.
         for (let round = 0; round < 2; round++) {
           const view = await toolsView(client);
-          assert.deepEqual(Object.fromEntries([...view].filter(([name]) => name !== '_env_status')), tools, `${step}: tool mode (${client.era}, list ${round + 1})`);
+          assert.deepEqual(
+            Object.fromEntries([...view].filter(([name]) => name !== '_env_status')),
+            tools,
+            `${step}: tool mode (${client.era}, list ${round + 1})`,
+          );
           assert.ok(view.has('_env_status'), `${step}: _env_status listed`);
         }
       }
       for (const client of codeClients) {
         const description = await executeDescription(client);
-        assert.match(description, new RegExp(`Functions: ${codeNames.length ? codeNames.join(', ') : '\\(none yet\\)'}\\.$`), `${step}: code mode (${client.era})`);
+        assert.match(
+          description,
+          new RegExp(`Functions: ${codeNames.length ? codeNames.join(', ') : '\\(none yet\\)'}\\.$`),
+          `${step}: code mode (${client.era})`,
+        );
       }
     };
     try {
       await expectEverywhere('made', { utils__alpha: 'first alpha [python, v1] a1' }, ['utils.alpha']);
 
-      await callOk(create, 'make_function', { service: 'utils', name: 'beta', language: 'python', code, description: 'the beta', input_schema: schema('b1') });
-      await expectEverywhere('second made', { utils__alpha: 'first alpha [python, v1] a1', utils__beta: 'the beta [python, v1] b1' }, ['utils.alpha', 'utils.beta']);
+      await callOk(create, 'make_function', {
+        service: 'utils',
+        name: 'beta',
+        language: 'python',
+        code,
+        description: 'the beta',
+        input_schema: schema('b1'),
+      });
+      await expectEverywhere('second made', { utils__alpha: 'first alpha [python, v1] a1', utils__beta: 'the beta [python, v1] b1' }, [
+        'utils.alpha',
+        'utils.beta',
+      ]);
 
       await callOk(create, 'update_function', { service: 'utils', name: 'alpha', input_schema: schema('a2'), description: 'second alpha' });
-      await expectEverywhere('updated', { utils__alpha: 'second alpha [python, v2] a2', utils__beta: 'the beta [python, v1] b1' }, ['utils.alpha', 'utils.beta']);
+      await expectEverywhere('updated', { utils__alpha: 'second alpha [python, v2] a2', utils__beta: 'the beta [python, v1] b1' }, [
+        'utils.alpha',
+        'utils.beta',
+      ]);
 
       // Metadata only: no new version, but the listed description changes.
       await callOk(create, 'update_function', { service: 'utils', name: 'beta', description: 'beta renamed' });
-      await expectEverywhere('described', { utils__alpha: 'second alpha [python, v2] a2', utils__beta: 'beta renamed [python, v1] b1' }, ['utils.alpha', 'utils.beta']);
+      await expectEverywhere('described', { utils__alpha: 'second alpha [python, v2] a2', utils__beta: 'beta renamed [python, v1] b1' }, [
+        'utils.alpha',
+        'utils.beta',
+      ]);
 
       await callOk(create, 'update_function', { service: 'utils', name: 'alpha', restore_version: 1 });
-      await expectEverywhere('restored', { utils__alpha: 'second alpha [python, v3] a1', utils__beta: 'beta renamed [python, v1] b1' }, ['utils.alpha', 'utils.beta']);
+      await expectEverywhere('restored', { utils__alpha: 'second alpha [python, v3] a1', utils__beta: 'beta renamed [python, v1] b1' }, [
+        'utils.alpha',
+        'utils.beta',
+      ]);
 
       await callOk(create, 'delete_function', { service: 'utils', name: 'beta' });
       await expectEverywhere('deleted', { utils__alpha: 'second alpha [python, v3] a1' }, ['utils.alpha']);
@@ -116,43 +161,53 @@ describe('rendered catalog cache', () => {
   });
 });
 
-describe('rendered catalog cache on two nodes', { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' }, () => {
-  let first: TestServer;
-  let second: TestServer;
-  before(async () => {
-    first = await startTestServer();
-    second = await startTestServer({ databaseUrl: first.databaseUrl });
-  });
-  after(async () => {
-    await second?.stop();
-    await first?.stop();
-  });
+describe(
+  'rendered catalog cache on two nodes',
+  { skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' },
+  () => {
+    let first: TestServer;
+    let second: TestServer;
+    before(async () => {
+      first = await startTestServer();
+      second = await startTestServer({ databaseUrl: first.databaseUrl });
+    });
+    after(async () => {
+      await second?.stop();
+      await first?.stop();
+    });
 
-  test('a change made through one node shows in the lists of the other', async () => {
-    const account = await createAccount(first.url);
-    const ns = `nodes-${Math.random().toString(36).slice(2, 8)}`;
-    const createOnSecond = await connect(`${second.url}/mcp/create/${ns}`, account.key);
-    await callOk(createOnSecond, 'make_namespace', { name: ns });
-    await callOk(createOnSecond, 'make_service', { name: 'utils' });
-    await callOk(createOnSecond, 'make_function', { service: 'utils', name: 'alpha', language: 'python', code, input_schema: schema('a1') });
-    const onFirst = await connect(`${first.url}/mcp/run/${ns}?mode=tools`, account.key);
-    const codeOnFirst = await connect(`${first.url}/mcp/run/${ns}`, account.key, 'v1');
-    try {
-      assert.equal((await toolsView(onFirst)).get('utils__alpha'), 'utils.alpha [python, v1] a1');
-      assert.match(await executeDescription(codeOnFirst), /Functions: utils\.alpha\.$/);
-      await callOk(createOnSecond, 'update_function', { service: 'utils', name: 'alpha', input_schema: schema('a2') });
-      await callOk(createOnSecond, 'make_function', { service: 'utils', name: 'beta', language: 'python', code });
-      const view = await toolsView(onFirst);
-      assert.equal(view.get('utils__alpha'), 'utils.alpha [python, v2] a2', 'the first node lists the version the second node made');
-      assert.ok(view.has('utils__beta'));
-      assert.match(await executeDescription(codeOnFirst), /Functions: utils\.alpha, utils\.beta\.$/);
-      await callOk(createOnSecond, 'delete_function', { service: 'utils', name: 'beta' });
-      assert.ok(!(await toolsView(onFirst)).has('utils__beta'));
-    } finally {
-      await Promise.all([onFirst, codeOnFirst, createOnSecond].map((c) => c.close().catch(() => {})));
-    }
-  });
-});
+    test('a change made through one node shows in the lists of the other', async () => {
+      const account = await createAccount(first.url);
+      const ns = `nodes-${Math.random().toString(36).slice(2, 8)}`;
+      const createOnSecond = await connect(`${second.url}/mcp/create/${ns}`, account.key);
+      await callOk(createOnSecond, 'make_namespace', { name: ns });
+      await callOk(createOnSecond, 'make_service', { name: 'utils' });
+      await callOk(createOnSecond, 'make_function', {
+        service: 'utils',
+        name: 'alpha',
+        language: 'python',
+        code,
+        input_schema: schema('a1'),
+      });
+      const onFirst = await connect(`${first.url}/mcp/run/${ns}?mode=tools`, account.key);
+      const codeOnFirst = await connect(`${first.url}/mcp/run/${ns}`, account.key, 'v1');
+      try {
+        assert.equal((await toolsView(onFirst)).get('utils__alpha'), 'utils.alpha [python, v1] a1');
+        assert.match(await executeDescription(codeOnFirst), /Functions: utils\.alpha\.$/);
+        await callOk(createOnSecond, 'update_function', { service: 'utils', name: 'alpha', input_schema: schema('a2') });
+        await callOk(createOnSecond, 'make_function', { service: 'utils', name: 'beta', language: 'python', code });
+        const view = await toolsView(onFirst);
+        assert.equal(view.get('utils__alpha'), 'utils.alpha [python, v2] a2', 'the first node lists the version the second node made');
+        assert.ok(view.has('utils__beta'));
+        assert.match(await executeDescription(codeOnFirst), /Functions: utils\.alpha, utils\.beta\.$/);
+        await callOk(createOnSecond, 'delete_function', { service: 'utils', name: 'beta' });
+        assert.ok(!(await toolsView(onFirst)).has('utils__beta'));
+      } finally {
+        await Promise.all([onFirst, codeOnFirst, createOnSecond].map((c) => c.close().catch(() => {})));
+      }
+    });
+  },
+);
 
 describe('RenderedCache', () => {
   test('serves a key only at its version, replaces older versions and stays within its bytes', () => {

@@ -6,7 +6,9 @@ import { runTool } from './tool-results.js';
 
 // The SDK would answer bad arguments with unstructured text; we publish the schema as-is but
 // validate in the handler so that bad input gets our typed error like every other failure.
-const acceptEverything = { getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }) };
+const acceptEverything = {
+  getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }),
+};
 
 /**
  * PostgreSQL text cannot hold NUL: refused up front rather than failing deep in a query. Iterative,
@@ -62,10 +64,15 @@ export function defineTool<S extends z.ZodObject>(
   }
   server.registerTool(
     name,
-    { description: definition.description, inputSchema: fromJsonSchema(jsonSchema as never, acceptEverything), annotations: definition.annotations },
+    {
+      description: definition.description,
+      inputSchema: fromJsonSchema(jsonSchema as never, acceptEverything),
+      annotations: definition.annotations,
+    },
     ((args: unknown): Promise<CallToolResult> =>
       runTool(logger, name, async () => {
-        if (containsNul(args)) throw new DomainError('validation_error', `invalid arguments for ${name}: strings must not contain NUL characters`);
+        if (containsNul(args))
+          throw new DomainError('validation_error', `invalid arguments for ${name}: strings must not contain NUL characters`);
         const parsed = definition.input.safeParse(args ?? {});
         if (!parsed.success) {
           throw new DomainError('validation_error', `invalid arguments for ${name}: ${describeIssues(parsed.error)}`);

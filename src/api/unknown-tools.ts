@@ -21,6 +21,9 @@ export function refuseUnknownTools(server: McpServer, namespace: string, called:
   server.server.setRequestHandler('tools/call', (request) => {
     const wanted = request.params.name;
     const hint = suggestion(wanted, names, 'tools');
-    throw new ProtocolError(ProtocolErrorCode.InvalidParams, `Tool ${wanted} not found in namespace '${namespace}'.${hint.text}`, { type: 'not_found', ...hint.details });
+    throw new ProtocolError(ProtocolErrorCode.InvalidParams, `Tool ${wanted} not found in namespace '${namespace}'.${hint.text}`, {
+      type: 'not_found',
+      ...hint.details,
+    });
   });
 }

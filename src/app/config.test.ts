@@ -23,7 +23,15 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
       MCPWORKS_TRUSTED_PROXIES: '127.0.0.1, ::1',
     }),
   );
-  assert.deepEqual(set, { maxConnections: 500, maxConnectionsPerIp: 20, requestsPerSecondPerIp: 50, bodyBytesPerSecondPerIp: 4 * 1024 * 1024, headersTimeoutMs: 2500, requestTimeoutMs: 30_000, trustedProxies: ['127.0.0.1', '::1'] });
+  assert.deepEqual(set, {
+    maxConnections: 500,
+    maxConnectionsPerIp: 20,
+    requestsPerSecondPerIp: 50,
+    bodyBytesPerSecondPerIp: 4 * 1024 * 1024,
+    headersTimeoutMs: 2500,
+    requestTimeoutMs: 30_000,
+    trustedProxies: ['127.0.0.1', '::1'],
+  });
   for (const env of [
     { MCPWORKS_MAX_CONNECTIONS: '0' },
     { MCPWORKS_MAX_CONNECTIONS_PER_IP: 'many' },
@@ -53,24 +61,36 @@ test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL,
   assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on' }).network, true);
   assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'off' }).network, false);
   // The allow-list applies only with the network on; a bad one stops the server at start.
-  assert.deepEqual(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.7, 198.51.100.0/24' }).networkAllow, ['203.0.113.7/32', '198.51.100.0/24']);
+  assert.deepEqual(
+    sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.7, 198.51.100.0/24' }).networkAllow,
+    ['203.0.113.7/32', '198.51.100.0/24'],
+  );
   assert.deepEqual(sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.7' }).networkAllow, []);
-  assert.throws(() => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '127.0.0.1' }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
+  assert.throws(
+    () => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '127.0.0.1' }),
+    /MCPWORKS_SANDBOX_NETWORK_ALLOW/,
+  );
   // The whole config carries them: what start-server hands the sandbox.
-  assert.deepEqual(configFromEnv({ MCPWORKS_ZYGOTE: 'off', MCPWORKS_SANDBOX_POOL: 'off' }).sandbox, { ...SANDBOX_DEFAULTS, zygote: false, pool: false });
+  assert.deepEqual(configFromEnv({ MCPWORKS_ZYGOTE: 'off', MCPWORKS_SANDBOX_POOL: 'off' }).sandbox, {
+    ...SANDBOX_DEFAULTS,
+    zygote: false,
+    pool: false,
+  });
 });
 
 test('MCPWORKS_KDF_CONCURRENCY: unset leaves the default (cores - 1), a positive integer sets it, anything else stops the server', () => {
   assert.equal(configFromEnv({}).kdfConcurrency, undefined);
   assert.equal(configFromEnv({ MCPWORKS_KDF_CONCURRENCY: '2' }).kdfConcurrency, 2);
-  for (const value of ['0', '-1', 'two', '1.5', '1000']) assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
+  for (const value of ['0', '-1', 'two', '1.5', '1000'])
+    assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
 });
 
 test('MCPWORKS_PROGRESS_INTERVAL_MS: unset leaves the default (10 s), 100 to 10000 sets it, anything else stops the server', () => {
   assert.equal(configFromEnv({}).progressIntervalMs, undefined);
   assert.equal(configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: '250' }).progressIntervalMs, 250);
   assert.equal(configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: '10000' }).progressIntervalMs, 10_000);
-  for (const value of ['0', '99', '10001', '60000', '1e3', 'fast']) assert.throws(() => configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: value }), /MCPWORKS_PROGRESS_INTERVAL_MS/);
+  for (const value of ['0', '99', '10001', '60000', '1e3', 'fast'])
+    assert.throws(() => configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: value }), /MCPWORKS_PROGRESS_INTERVAL_MS/);
 });
 
 test('integer settings take decimal digits only, within range: not hex, exponents, signs, spaces or 20 digits', () => {
@@ -101,14 +121,36 @@ test('a bad setting is a config_invalid PlatformError, with the message and erro
     });
   configInvalid(() => configFromEnv({ MCPWORKS_TIERS: '[1]' }), 'MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
   configInvalid(() => configFromEnv({ MCPWORKS_TIERS: '{"gold":{"timeout_s":0}}' }), 'MCPWORKS_TIERS: "gold.timeout_s" must be at least 1');
-  configInvalid(() => configFromEnv({ MCPWORKS_NPM_USER: 'root' }), 'MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not "root"');
+  configInvalid(
+    () => configFromEnv({ MCPWORKS_NPM_USER: 'root' }),
+    'MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not "root"',
+  );
   configInvalid(() => configFromEnv({ PORT: '70000' }), 'invalid port "70000"');
-  configInvalid(() => configFromEnv({ MCPWORKS_TRUSTED_PROXIES: 'proxy.local' }), 'MCPWORKS_TRUSTED_PROXIES: "proxy.local" is not an IP address or CIDR range');
-  configInvalid(() => configFromEnv({ MCPWORKS_INSTANCE_LEASE_MS: '5' }), 'MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not "5"');
-  configInvalid(() => configFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: 'example.com' }), 'MCPWORKS_SANDBOX_NETWORK_ALLOW: "example.com" is not an IPv4 address or prefix of /8 to /32');
-  configInvalid(() => configFromEnv({ MCPWORKS_SANDBOX_UIDS: '0-65535' }), 'MCPWORKS_SANDBOX_UIDS: 0-65535 includes uid 0 (root)', 'SandboxUidsError');
-  configInvalid(() => httpLimitsFor({ ...configFromEnv({}), http: { headersTimeoutMs: 2000, requestTimeoutMs: 1000 } }), 'the headers timeout must not be longer than the request timeout');
-  configInvalid(() => loadServerSecret({ secretKey: 'short', dataDir: '/nonexistent' }), 'the secret in MCPWORKS_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)');
+  configInvalid(
+    () => configFromEnv({ MCPWORKS_TRUSTED_PROXIES: 'proxy.local' }),
+    'MCPWORKS_TRUSTED_PROXIES: "proxy.local" is not an IP address or CIDR range',
+  );
+  configInvalid(
+    () => configFromEnv({ MCPWORKS_INSTANCE_LEASE_MS: '5' }),
+    'MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not "5"',
+  );
+  configInvalid(
+    () => configFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: 'example.com' }),
+    'MCPWORKS_SANDBOX_NETWORK_ALLOW: "example.com" is not an IPv4 address or prefix of /8 to /32',
+  );
+  configInvalid(
+    () => configFromEnv({ MCPWORKS_SANDBOX_UIDS: '0-65535' }),
+    'MCPWORKS_SANDBOX_UIDS: 0-65535 includes uid 0 (root)',
+    'SandboxUidsError',
+  );
+  configInvalid(
+    () => httpLimitsFor({ ...configFromEnv({}), http: { headersTimeoutMs: 2000, requestTimeoutMs: 1000 } }),
+    'the headers timeout must not be longer than the request timeout',
+  );
+  configInvalid(
+    () => loadServerSecret({ secretKey: 'short', dataDir: '/nonexistent' }),
+    'the secret in MCPWORKS_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)',
+  );
   // The shape every local failure shares: a code, the message, data only where a family has some.
   const error = new PlatformError('data_dir_locked', 'in use', { pid: 1 });
   assert.deepEqual([error instanceof Error, error.code, error.message, error.data], [true, 'data_dir_locked', 'in use', { pid: 1 }]);

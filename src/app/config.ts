@@ -91,13 +91,15 @@ function asConfigError<T>(read: () => T): T {
 export function shutdownGraceMs(value: string | undefined): number {
   if (value === undefined || value === '') return 5000;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw configInvalid(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000)
+    throw configInvalid(`MCPWORKS_SHUTDOWN_GRACE_MS must be an integer from 0 to 600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }
 
 export function httpLimitsFor(config: ServerConfig): HttpLimits {
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
-  if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw configInvalid('the headers timeout must not be longer than the request timeout');
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs)
+    throw configInvalid('the headers timeout must not be longer than the request timeout');
   return limits;
 }
 
@@ -123,8 +125,12 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: Pick<H
     npm,
     // A range that takes in root, nobody, the npm user or a host account stops the server here.
     sandboxUids: parseSandboxUids(env.MCPWORKS_SANDBOX_UIDS, { passwd: host.passwd, npmUid: npm.user?.uid ?? NPM_DEFAULTS.user.uid }),
-    diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * MB : undefined,
-    kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64) : undefined,
+    diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB
+      ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * MB
+      : undefined,
+    kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY
+      ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64)
+      : undefined,
     progressIntervalMs: env.MCPWORKS_PROGRESS_INTERVAL_MS ? progressInterval(env.MCPWORKS_PROGRESS_INTERVAL_MS) : undefined,
     shutdownGraceMs: shutdownGraceMs(env.MCPWORKS_SHUTDOWN_GRACE_MS),
     leaseMs: leaseMsFromEnvironment(env.MCPWORKS_INSTANCE_LEASE_MS),
@@ -152,7 +158,8 @@ function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
   }
   if (env.MCPWORKS_NPM_USER) {
     const match = /^(\d+)(?::(\d+))?$/.exec(env.MCPWORKS_NPM_USER);
-    if (!match || Number(match[1]) === 0 || Number(match[2] ?? match[1]) === 0) throw configInvalid(`MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not ${JSON.stringify(env.MCPWORKS_NPM_USER)}`);
+    if (!match || Number(match[1]) === 0 || Number(match[2] ?? match[1]) === 0)
+      throw configInvalid(`MCPWORKS_NPM_USER must be UID or UID:GID of an unprivileged user, not ${JSON.stringify(env.MCPWORKS_NPM_USER)}`);
     settings.user = { uid: Number(match[1]), gid: Number(match[2] ?? match[1]) };
   }
   return settings;
@@ -161,13 +168,23 @@ function npmFromEnv(env: NodeJS.ProcessEnv): NpmSettings {
 function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
   const http: Partial<HttpLimits> = {};
   if (env.MCPWORKS_MAX_CONNECTIONS) http.maxConnections = positiveInteger('MCPWORKS_MAX_CONNECTIONS', env.MCPWORKS_MAX_CONNECTIONS);
-  if (env.MCPWORKS_MAX_CONNECTIONS_PER_IP) http.maxConnectionsPerIp = positiveInteger('MCPWORKS_MAX_CONNECTIONS_PER_IP', env.MCPWORKS_MAX_CONNECTIONS_PER_IP);
-  if (env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP) http.requestsPerSecondPerIp = positiveInteger('MCPWORKS_REQUESTS_PER_SECOND_PER_IP', env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP, 1_000_000);
-  if (env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP) http.bodyBytesPerSecondPerIp = positiveInteger('MCPWORKS_BODY_MB_PER_SECOND_PER_IP', env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP, 1_000_000) * MB;
+  if (env.MCPWORKS_MAX_CONNECTIONS_PER_IP)
+    http.maxConnectionsPerIp = positiveInteger('MCPWORKS_MAX_CONNECTIONS_PER_IP', env.MCPWORKS_MAX_CONNECTIONS_PER_IP);
+  if (env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP)
+    http.requestsPerSecondPerIp = positiveInteger(
+      'MCPWORKS_REQUESTS_PER_SECOND_PER_IP',
+      env.MCPWORKS_REQUESTS_PER_SECOND_PER_IP,
+      1_000_000,
+    );
+  if (env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP)
+    http.bodyBytesPerSecondPerIp =
+      positiveInteger('MCPWORKS_BODY_MB_PER_SECOND_PER_IP', env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP, 1_000_000) * MB;
   if (env.MCPWORKS_HEADERS_TIMEOUT_S) http.headersTimeoutMs = seconds('MCPWORKS_HEADERS_TIMEOUT_S', env.MCPWORKS_HEADERS_TIMEOUT_S);
   if (env.MCPWORKS_REQUEST_TIMEOUT_S) http.requestTimeoutMs = seconds('MCPWORKS_REQUEST_TIMEOUT_S', env.MCPWORKS_REQUEST_TIMEOUT_S);
   const proxies = list(env.MCPWORKS_TRUSTED_PROXIES);
-  for (const proxy of proxies) if (!parseTrustedProxy(proxy)) throw configInvalid(`MCPWORKS_TRUSTED_PROXIES: ${JSON.stringify(proxy)} is not an IP address or CIDR range`);
+  for (const proxy of proxies)
+    if (!parseTrustedProxy(proxy))
+      throw configInvalid(`MCPWORKS_TRUSTED_PROXIES: ${JSON.stringify(proxy)} is not an IP address or CIDR range`);
   if (proxies.length) http.trustedProxies = proxies;
   return http;
 }
@@ -175,7 +192,8 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
 /** Decimal digits only (Number() would take "0x40", "1e2" and 20-digit values), 1 to `max`. */
 function positiveInteger(name: string, value: string, max = 2_147_483_647): number {
   const n = /^[0-9]{1,10}$/.test(value) ? Number(value) : NaN;
-  if (!Number.isInteger(n) || n < 1 || n > max) throw configInvalid(`${name} must be a positive integer up to ${max}, not ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    throw configInvalid(`${name} must be a positive integer up to ${max}, not ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -188,7 +206,8 @@ function progressInterval(value: string): number {
 
 function seconds(name: string, value: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw configInvalid(`${name} must be a number of seconds between 0 and 3600, not ${JSON.stringify(value)}`);
+  if (!Number.isFinite(n) || n <= 0 || n > 3600)
+    throw configInvalid(`${name} must be a number of seconds between 0 and 3600, not ${JSON.stringify(value)}`);
   return Math.round(n * 1000);
 }
 
@@ -199,7 +218,10 @@ export function parsePort(value: string): number {
 }
 
 function list(value: string | undefined): string[] {
-  return (value ?? '').split(',').map((v) => v.trim().toLowerCase()).filter(Boolean);
+  return (value ?? '')
+    .split(',')
+    .map((v) => v.trim().toLowerCase())
+    .filter(Boolean);
 }
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);

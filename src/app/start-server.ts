@@ -31,7 +31,15 @@ import { MeteringStore } from '../store/metering-store.js';
 import { CANCEL_CHANNEL, CancelStore } from '../store/cancel-store.js';
 import { Housekeeping, packageGraceMs } from '../services/housekeeping.js';
 import { DEFAULT_LEASE_MS, InstanceLease } from '../services/instance-lease.js';
-import { cacheDirFor, hostGuardFor, httpLimitsFor, SANDBOX_DEFAULTS, shutdownGraceMs, type SandboxSettings, type ServerConfig } from './config.js';
+import {
+  cacheDirFor,
+  hostGuardFor,
+  httpLimitsFor,
+  SANDBOX_DEFAULTS,
+  shutdownGraceMs,
+  type SandboxSettings,
+  type ServerConfig,
+} from './config.js';
 import { guardConnections, MAX_HEADER_BYTES, type ConnectionStats } from '../api/connection-guard.js';
 import { ListChangedHub } from '../api/list-changed.js';
 import { SessionActivity } from '../api/session-activity.js';
@@ -45,7 +53,22 @@ export interface RunningServer {
   url: string;
   port: number;
   /** The running services, for in-process operator tasks (and tests) that must not open the data dir twice. */
-  services: { accounts: AccountService; accountsStore: AccountsStore; catalog: CatalogService; agents: AgentService; schemas: SchemaGuard; housekeeping: Housekeeping; sandbox: Sandbox; runs: RunService; connections: () => ConnectionStats; cancels: CancelStore; listChanged: ListChangedHub; sessionActivity: SessionActivity; signInsRefusedEarly: () => number; bodyBudget: ByteBudget | undefined };
+  services: {
+    accounts: AccountService;
+    accountsStore: AccountsStore;
+    catalog: CatalogService;
+    agents: AgentService;
+    schemas: SchemaGuard;
+    housekeeping: Housekeeping;
+    sandbox: Sandbox;
+    runs: RunService;
+    connections: () => ConnectionStats;
+    cancels: CancelStore;
+    listChanged: ListChangedHub;
+    sessionActivity: SessionActivity;
+    signInsRefusedEarly: () => number;
+    bodyBudget: ByteBudget | undefined;
+  };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
   close(): Promise<void>;
@@ -58,7 +81,11 @@ export { shutdownGraceMs };
 let liveServers = 0;
 
 /** The composition root: database, services, HTTP app, listening socket. */
-export async function startServer(config: ServerConfig, logger: Logger = createLogger(config.logLevel), host: HostFacts = detectHost()): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  logger: Logger = createLogger(config.logLevel),
+  host: HostFacts = detectHost(),
+): Promise<RunningServer> {
   // What start-up has opened. A step that throws (synchronously too, anywhere before listening)
   // undoes them all here, in reverse order, as a failed step does through failStart.
   const opened: Array<() => unknown> = [];
@@ -76,14 +103,20 @@ export async function startServer(config: ServerConfig, logger: Logger = createL
   }
 }
 
-async function startServerSteps(config: ServerConfig, logger: Logger, host: HostFacts, opened: Array<() => unknown>): Promise<RunningServer> {
+async function startServerSteps(
+  config: ServerConfig,
+  logger: Logger,
+  host: HostFacts,
+  opened: Array<() => unknown>,
+): Promise<RunningServer> {
   const limits = httpLimitsFor(config);
   const graceMs = config.shutdownGraceMs ?? shutdownGraceMs(undefined);
   const leaseMs = config.leaseMs ?? DEFAULT_LEASE_MS;
   const sandboxSettings = config.sandbox ?? SANDBOX_DEFAULTS;
   if (config.kdfConcurrency) configurePasswordKdf(config.kdfConcurrency);
   // Checked before anything starts: a bad range refuses to start rather than run without sandboxes.
-  const sandboxUids = config.sandboxUids ?? parseSandboxUids(undefined, { passwd: host.passwd, npmUid: config.npm?.user?.uid ?? NPM_DEFAULTS.user.uid });
+  const sandboxUids =
+    config.sandboxUids ?? parseSandboxUids(undefined, { passwd: host.passwd, npmUid: config.npm?.user?.uid ?? NPM_DEFAULTS.user.uid });
   prepareDataDir(config.dataDir);
   preferredByOomKiller(host.isRoot);
   const releaseLock = config.databaseUrl ? () => undefined : acquireDataDirLock(config.dataDir, 'mcpworks serve');
@@ -119,7 +152,11 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   const failed = new Promise<string>((resolve) => (fail = resolve));
   try {
     const secret = loadServerSecret(config);
-    if (secret.created) logger.info({ file: 'secret_key' }, 'created the API-key secret in the data dir: back it up with the database (losing it invalidates every API key)');
+    if (secret.created)
+      logger.info(
+        { file: 'secret_key' },
+        'created the API-key secret in the data dir: back it up with the database (losing it invalidates every API key)',
+      );
     if (secret.warning) logger.warn(secret.warning);
     keys = new ApiKeyHasher(secret.secret);
     // Agent state is encrypted under a key derived from the same secret (its own HKDF label).
@@ -135,8 +172,13 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
       onStateChange: (state, previous, detail) => {
         const fields = { database_state: state, previous, ...(detail ? { detail } : {}) };
         if (state === 'ok') logger.info(fields, 'database is back: writes resume');
-        else if (state === 'unreachable') logger.error(fields, 'database unreachable: requests that need it get 503 until it is back (reconnecting by itself)');
-        else if (state === 'storage_full') logger.error(fields, 'storage full: the data dir is below its free-space reserve; writes are refused (507) until space is freed, reads go on');
+        else if (state === 'unreachable')
+          logger.error(fields, 'database unreachable: requests that need it get 503 until it is back (reconnecting by itself)');
+        else if (state === 'storage_full')
+          logger.error(
+            fields,
+            'storage full: the data dir is below its free-space reserve; writes are refused (507) until space is freed, reads go on',
+          );
       },
     });
   } catch (error) {
@@ -150,7 +192,14 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   const cacheDir = cacheDirFor(config, host);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm, host.sandbox);
   // This process as an instance: its slots name it; what dead instances left is released now.
-  const instance = new InstanceLease({ db: database.db, metering: () => metering, embedded: database.kind === 'pglite', leaseMs, logger, health: database.health });
+  const instance = new InstanceLease({
+    db: database.db,
+    metering: () => metering,
+    embedded: database.kind === 'pglite',
+    leaseMs,
+    logger,
+    health: database.health,
+  });
   const metering = new MeteringStore(database.db, instance.id);
   await instance.start().catch(failStart);
   opened.push(() => instance.stop());
@@ -161,7 +210,9 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
   const schemas = new SchemaGuard(config.schemas);
   opened.push(() => schemas.close());
-  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, { sandboxNetwork: sandboxSettings.network });
+  const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, {
+    sandboxNetwork: sandboxSettings.network,
+  });
   const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers);
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
@@ -189,7 +240,8 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
     schemas,
     tiers: config.tiers,
     accountTier: async (id) => (await accountsStore.findAccountById(id))?.tier ?? 'pro_trial',
-    securityLog: ({ service, ...event }) => logger.warn({ security_event: 'secret_redacted', service_name: service, ...event }, 'secret redacted from function output'),
+    securityLog: ({ service, ...event }) =>
+      logger.warn({ security_event: 'secret_redacted', service_name: service, ...event }, 'secret redacted from function output'),
     cancels,
     sandboxNetwork: sandboxSettings.network,
   });
@@ -199,7 +251,11 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
     await database.notifications.listen(CANCEL_CHANNEL, {
       notify: (id) => runs.cancelTicket(id),
       resync: () => {
-        runs.cancelMarked().catch((error: unknown) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not look for cancelled calls'));
+        runs
+          .cancelMarked()
+          .catch((error: unknown) =>
+            logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not look for cancelled calls'),
+          );
       },
     });
   } catch (error) {
@@ -213,13 +269,39 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   // Its sweep timer lives as long as the server: closed with it (and if start-up fails).
   const bodyBudget = limits.bodyBytesPerSecondPerIp ? new ByteBudget(limits.bodyBytesPerSecondPerIp) : undefined;
   if (bodyBudget) opened.push(() => bodyBudget.close());
-  const app = createApp({ accounts, accountsStore, catalog, agents, history, runs, logger, version: VERSION, databaseKind: database.kind, health: database.health, baseHost: config.baseHost, hostGuard: hostGuardFor(config), trustedProxies: limits.trustedProxies, bodyBudget, progressIntervalMs: config.progressIntervalMs, listChanged, sessionActivity });
+  const app = createApp({
+    accounts,
+    accountsStore,
+    catalog,
+    agents,
+    history,
+    runs,
+    logger,
+    version: VERSION,
+    databaseKind: database.kind,
+    health: database.health,
+    baseHost: config.baseHost,
+    hostGuard: hostGuardFor(config),
+    trustedProxies: limits.trustedProxies,
+    bodyBudget,
+    progressIntervalMs: config.progressIntervalMs,
+    listChanged,
+    sessionActivity,
+  });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
   const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
-  let connections: () => ConnectionStats = () => ({ open: 0, sockets: 0, refusedTotal: 0, refusedAddress: 0, refusedPolitely: 0, deferred: 0, waiting: 0 });
+  let connections: () => ConnectionStats = () => ({
+    open: 0,
+    sockets: 0,
+    refusedTotal: 0,
+    refusedAddress: 0,
+    refusedPolitely: 0,
+    deferred: 0,
+    waiting: 0,
+  });
   let stopPacing = () => undefined as void;
   const server: ServerType = await new Promise<ServerType>((resolve, reject) => {
     const s = serve(
@@ -238,13 +320,24 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);
           // Sign-in prechecks run within the client's share of requests, as everything else does.
-          const guard = guardConnections(http, limits, logger, (request, response) => void (precheck(request, response) || listener(request, response)), { baseHost: config.baseHost });
+          const guard = guardConnections(
+            http,
+            limits,
+            logger,
+            (request, response) => void (precheck(request, response) || listener(request, response)),
+            { baseHost: config.baseHost },
+          );
           connections = guard.stats;
           stopPacing = guard.stop;
           http.on('request', (request, response) => {
             if (!draining) return guard.listener(request, response);
             const body = refusalFor(request, config.baseHost, 'unavailable', 'the server is shutting down', { retry_after: 5 });
-            response.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '5', connection: 'close' });
+            response.writeHead(503, {
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(body),
+              'retry-after': '5',
+              connection: 'close',
+            });
             response.end(body);
           });
           return http;
@@ -264,7 +357,22 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
   return {
     url,
     port,
-    services: { accounts, accountsStore, catalog, agents, schemas, housekeeping, sandbox, runs, connections: () => connections(), cancels, listChanged, sessionActivity, signInsRefusedEarly: () => precheck.refused(), bodyBudget },
+    services: {
+      accounts,
+      accountsStore,
+      catalog,
+      agents,
+      schemas,
+      housekeeping,
+      sandbox,
+      runs,
+      connections: () => connections(),
+      cancels,
+      listChanged,
+      sessionActivity,
+      signInsRefusedEarly: () => precheck.refused(),
+      bodyBudget,
+    },
     failed,
     close() {
       closing ??= (async () => {
@@ -277,7 +385,11 @@ async function startServerSteps(config: ServerConfig, logger: Logger, host: Host
         // No new connections; open ones serve what is in progress (new requests get 503).
         const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));
         http.closeIdleConnections?.();
-        if (!(await runs.drained(graceMs))) logger.warn({ runs: runs.inProgress, graceMs }, 'grace period over: stopping the runs still in progress (recorded as interrupted, not counted)');
+        if (!(await runs.drained(graceMs)))
+          logger.warn(
+            { runs: runs.inProgress, graceMs },
+            'grace period over: stopping the runs still in progress (recorded as interrupted, not counted)',
+          );
         // Runs still going are stopped, answer an error and are recorded; none begins any more.
         runs.interrupt();
         await runs.drained(10_000);
@@ -304,13 +416,23 @@ const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  */
 function openSandbox(logger: Logger, sandboxUids: UidRange, settings: SandboxSettings, host: HostFacts): Sandbox {
   try {
-    return createBubblewrapSandbox({ ...settings, sandboxUids, host: host.sandbox, log: (message) => logger.warn({ component: 'sandbox' }, message) });
+    return createBubblewrapSandbox({
+      ...settings,
+      sandboxUids,
+      host: host.sandbox,
+      log: (message) => logger.warn({ component: 'sandbox' }, message),
+    });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     logger.error({ reason }, 'sandbox unavailable: runs will fail until it is installed (make run installs it)');
     return {
       async run() {
-        return { ok: false, error: { type: 'SandboxError', message: `the sandbox is not available on this server: ${reason}`, stderr: '', platform: true }, stdout: '', durationMs: 0 };
+        return {
+          ok: false,
+          error: { type: 'SandboxError', message: `the sandbox is not available on this server: ${reason}`, stderr: '', platform: true },
+          stdout: '',
+          durationMs: 0,
+        };
       },
       async close() {},
     };

@@ -6,7 +6,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { callOk, connect, EMBEDDED_RUN_ONLY, freshDatabaseUrl, seedEmbeddedDatabase, startTestServer, TEST_SECRET_KEY } from '../test-support/harness.js';
+import {
+  callOk,
+  connect,
+  EMBEDDED_RUN_ONLY,
+  freshDatabaseUrl,
+  seedEmbeddedDatabase,
+  startTestServer,
+  TEST_SECRET_KEY,
+} from '../test-support/harness.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -49,7 +57,17 @@ describe('mcpworks CLI', () => {
   test('--help lists every command', { skip: EMBEDDED_RUN_ONLY }, async () => {
     const result = await cli(['--help'], env);
     assert.equal(result.code, 0);
-    for (const command of ['serve', 'account create', 'account set-tier', 'account list', 'key create', 'key list', 'key revoke', 'sandbox run']) assert.match(result.stdout, new RegExp(command));
+    for (const command of [
+      'serve',
+      'account create',
+      'account set-tier',
+      'account list',
+      'key create',
+      'key list',
+      'key revoke',
+      'sandbox run',
+    ])
+      assert.match(result.stdout, new RegExp(command));
   });
 
   test('account create, set-tier and key create work against the data dir the server then uses', async () => {
@@ -75,7 +93,7 @@ describe('mcpworks CLI', () => {
     }
   });
 
-  test('account list, key list and key revoke; a key for another account\'s namespace is refused; last use is recorded, coalesced', async () => {
+  test("account list, key list and key revoke; a key for another account's namespace is refused; last use is recorded, coalesced", async () => {
     // The account and namespace of the test above.
     const other = await cli(['account', 'create', '--email', 'other@example.com', '--password', 'operator password'], env);
     assert.equal(other.code, 0, other.stderr);
@@ -87,13 +105,20 @@ describe('mcpworks CLI', () => {
 
     const accounts = await cli(['account', 'list'], env);
     assert.equal(accounts.code, 0, accounts.stderr);
-    const rows = accounts.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    const rows = accounts.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     const ops = rows.find((row) => row.email === 'ops@example.com');
     assert.deepEqual([ops.tier, ops.namespaces, ops.keys], ['enterprise', 1, 1]);
     assert.deepEqual(rows.find((row) => row.email === 'other@example.com').keys, 1, 'the refused key was not made');
 
     const key = (await cli(['key', 'create', '--email', 'ops@example.com', '--name', 'short-lived'], env)).stdout.trim();
-    const listed = async () => (await cli(['key', 'list', '--email', 'ops@example.com'], env)).stdout.trim().split('\n').map((line) => JSON.parse(line));
+    const listed = async () =>
+      (await cli(['key', 'list', '--email', 'ops@example.com'], env)).stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line));
     const mine = (await listed()).find((row) => row.name === 'short-lived');
     assert.equal(mine.last_used_at, null);
     assert.ok(key.startsWith(mine.prefix) && !JSON.stringify(await listed()).includes(key), 'the prefix, never the key');
@@ -101,9 +126,19 @@ describe('mcpworks CLI', () => {
     const server = await startTestServer({ dataDir, databaseUrl });
     try {
       // While the server holds the data dir, the account's own view: GET /api/keys with a login.
-      const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'ops@example.com', password: 'operator password' }) });
+      const login = await fetch(`${server.url}/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: 'ops@example.com', password: 'operator password' }),
+      });
       const token = (await login.json()).token;
-      const lastUsed = async () => ((await (await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${token}` } })).json()).keys as Array<{ name: string; last_used_at: string | null }>).find((row) => row.name === 'short-lived')!.last_used_at;
+      const lastUsed = async () =>
+        (
+          (await (await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${token}` } })).json()).keys as Array<{
+            name: string;
+            last_used_at: string | null;
+          }>
+        ).find((row) => row.name === 'short-lived')!.last_used_at;
       const client = await connect(`${server.url}/mcp/create/ops`, key);
       const used = await lastUsed();
       assert.ok(used, 'set by the first use');
@@ -113,9 +148,17 @@ describe('mcpworks CLI', () => {
       assert.equal(await lastUsed(), used);
       await client.close();
       // The HTTP route that makes keys refuses another account's namespace the same way.
-      const otherLogin = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'other@example.com', password: 'operator password' }) });
+      const otherLogin = await fetch(`${server.url}/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: 'other@example.com', password: 'operator password' }),
+      });
       const otherToken = (await otherLogin.json()).token;
-      const refused = await fetch(`${server.url}/api/keys`, { method: 'POST', headers: { authorization: `Bearer ${otherToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'sneaky', namespace: 'ops' }) });
+      const refused = await fetch(`${server.url}/api/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${otherToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'sneaky', namespace: 'ops' }),
+      });
       assert.equal(refused.status, 409);
       assert.equal((await refused.json()).error_type, 'conflict');
     } finally {

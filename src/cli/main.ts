@@ -38,7 +38,11 @@ function fail(message: string): number {
 }
 
 async function serveCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' } }, strict: true });
+  const { values } = parseArgs({
+    args,
+    options: { port: { type: 'string' }, host: { type: 'string' }, 'data-dir': { type: 'string' } },
+    strict: true,
+  });
   // The host and the environment, each read once; everything below is given them.
   const host = detectHost();
   const config = configFromEnv(process.env, host);
@@ -52,12 +56,20 @@ async function serveCommand(args: string[]): Promise<number> {
   const failure = await new Promise<string | undefined>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');
-      server.close().then(() => resolve(undefined), () => resolve(undefined));
+      server.close().then(
+        () => resolve(undefined),
+        () => resolve(undefined),
+      );
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
     // The embedded database cannot be kept safe (see PGlitePool): stop cleanly, exit non-zero.
-    void server.failed.then((message) => server.close().then(() => resolve(message), () => resolve(message)));
+    void server.failed.then((message) =>
+      server.close().then(
+        () => resolve(message),
+        () => resolve(message),
+      ),
+    );
   });
   return failure === undefined ? 0 : fail(failure);
 }
@@ -90,7 +102,15 @@ async function accountCommand(args: string[]): Promise<number> {
     return (await operator()).withOperatorServices(values['data-dir'], async ({ accountsStore }) => {
       for (const account of await accountsStore.listAccounts()) {
         const iso = (value: Date | null) => (value === null ? null : new Date(value).toISOString());
-        const line = { account_id: account.id, email: account.email, tier: account.tier, trial_ends_at: iso(account.trial_ends_at), created_at: iso(account.created_at), namespaces: account.namespaces, keys: account.keys };
+        const line = {
+          account_id: account.id,
+          email: account.email,
+          tier: account.tier,
+          trial_ends_at: iso(account.trial_ends_at),
+          created_at: iso(account.created_at),
+          namespaces: account.namespaces,
+          keys: account.keys,
+        };
         process.stdout.write(`${JSON.stringify(line)}\n`);
       }
       return 0;
@@ -114,7 +134,8 @@ async function keyCommand(args: string[]): Promise<number> {
     },
     strict: true,
   });
-  if (sub !== 'create' && sub !== 'list' && sub !== 'revoke') return fail(`unknown key command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
+  if (sub !== 'create' && sub !== 'list' && sub !== 'revoke')
+    return fail(`unknown key command ${JSON.stringify(sub ?? '')}; see mcpworks --help`);
   if (!values.email) return fail(`key ${sub} needs --email`);
   if (sub === 'revoke' && !values.id) return fail('key revoke needs --id (the id `mcpworks key list` shows)');
   return (await operator()).withOperatorServices(values['data-dir'], async ({ accounts, accountsStore }) => {
@@ -173,7 +194,8 @@ export async function main(argv: string[]): Promise<number> {
     if (isDomainError(error)) return fail(`${error.type}: ${error.message}`);
     // A local failure (a held data dir, a bad setting, no sandbox): its message is for the operator.
     if (isPlatformError(error)) return fail(error.message);
-    if (error instanceof Error && 'code' in error && String((error as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) return fail(error.message);
+    if (error instanceof Error && 'code' in error && String((error as { code: unknown }).code).startsWith('ERR_PARSE_ARGS'))
+      return fail(error.message);
     // Every start-up error prints its message, whatever was thrown.
     return fail(describeError(error));
   }

@@ -15,7 +15,10 @@ export interface OperatorServices {
  * Opens the same database the server uses for one operator command. With the embedded database
  * it takes the data-dir lock first, so it refuses (rather than corrupts) while a server runs.
  */
-export async function withOperatorServices(dataDirFlag: string | undefined, work: (services: OperatorServices) => Promise<number>): Promise<number> {
+export async function withOperatorServices(
+  dataDirFlag: string | undefined,
+  work: (services: OperatorServices) => Promise<number>,
+): Promise<number> {
   const config = configFromEnv();
   const dataDir = dataDirFlag ?? config.dataDir;
   const release = config.databaseUrl ? () => undefined : acquireDataDirLock(dataDir, 'mcpworks CLI');

@@ -12,7 +12,14 @@ import { validateEnvName } from '../core/env-names.js';
 import { isSandboxLanguage, sandboxLimitsFor, type SandboxLanguage } from '../core/sandbox.js';
 import { DEFAULT_TIER, isKnownTier, limitsFor, tierNames } from '../core/tiers.js';
 import { sandboxFromEnv } from '../app/config.js';
-import { createBubblewrapSandbox, DependencyInstallError, npmPassThrough, prepareTypescriptDependencies, SandboxUnavailableError, sandboxUidsFromEnvironment } from '../sandbox/index.js';
+import {
+  createBubblewrapSandbox,
+  DependencyInstallError,
+  npmPassThrough,
+  prepareTypescriptDependencies,
+  SandboxUnavailableError,
+  sandboxUidsFromEnvironment,
+} from '../sandbox/index.js';
 
 export interface SandboxCommandIo {
   stdout: { write(text: string): unknown };
@@ -67,7 +74,10 @@ function parseEnv(entries: string[], callerEnv: NodeJS.ProcessEnv): Record<strin
   return env;
 }
 
-export async function runSandboxCommand(args: string[], io: SandboxCommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+export async function runSandboxCommand(
+  args: string[],
+  io: SandboxCommandIo = { stdout: process.stdout, stderr: process.stderr, env: process.env },
+): Promise<number> {
   let request;
   let requirements: string[];
   try {
@@ -103,7 +113,13 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
     } catch (error) {
       throw new UsageError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
-    request = { code, language, input: parseInput(values.input), env: parseEnv(values.env ?? [], io.env), limits: sandboxLimitsFor(limitsFor(tier)) };
+    request = {
+      code,
+      language,
+      input: parseInput(values.input),
+      env: parseEnv(values.env ?? [], io.env),
+      limits: sandboxLimitsFor(limitsFor(tier)),
+    };
   } catch (error) {
     if (isPlatformError(error, 'cli_usage') || isDomainError(error) || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       io.stderr.write(`mcpworks sandbox: ${(error as Error).message}\n${USAGE}\n`);
@@ -115,7 +131,13 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
   let nodeModulesDir: string | undefined;
   if (requirements.length > 0) {
     try {
-      nodeModulesDir = (await prepareTypescriptDependencies(requirements, join(tmpdir(), 'mcpworks-cli-dependencies'), { environment: npmPassThrough(io.env), ...(io.env.PATH ? { searchPath: io.env.PATH } : {}) })).dir ?? undefined;
+      nodeModulesDir =
+        (
+          await prepareTypescriptDependencies(requirements, join(tmpdir(), 'mcpworks-cli-dependencies'), {
+            environment: npmPassThrough(io.env),
+            ...(io.env.PATH ? { searchPath: io.env.PATH } : {}),
+          })
+        ).dir ?? undefined;
     } catch (error) {
       if (!(error instanceof DependencyInstallError)) throw error;
       io.stdout.write(`${JSON.stringify({ error: error.message, error_type: 'DependencyInstallError' })}\n`);
@@ -154,7 +176,10 @@ export async function runSandboxCommand(args: string[], io: SandboxCommandIo = {
 /** The sandbox's switches from the caller's environment, as `serve` reads them; a bad one makes the sandbox unavailable. */
 function sandboxSettings(env: NodeJS.ProcessEnv) {
   try {
-    return { ...sandboxFromEnv(env), ...(process.getuid?.() === 0 ? { sandboxUids: sandboxUidsFromEnvironment(env.MCPWORKS_SANDBOX_UIDS) } : {}) };
+    return {
+      ...sandboxFromEnv(env),
+      ...(process.getuid?.() === 0 ? { sandboxUids: sandboxUidsFromEnvironment(env.MCPWORKS_SANDBOX_UIDS) } : {}),
+    };
   } catch (error) {
     throw error instanceof SandboxUnavailableError ? error : new SandboxUnavailableError((error as Error).message);
   }

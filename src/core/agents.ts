@@ -28,16 +28,104 @@ export function validateAgentName(name: unknown, field = 'name'): string {
 
 // Replica names are `verb-animal` (the guide's "daring-duck", "swift-falcon"): 48 × 48 = 2,304 names.
 const VERBS = [
-  'daring', 'swift', 'brave', 'calm', 'clever', 'eager', 'gentle', 'happy', 'jolly', 'keen', 'lively', 'lucky',
-  'merry', 'nimble', 'proud', 'quick', 'quiet', 'rapid', 'sharp', 'steady', 'sunny', 'witty', 'bold', 'bright',
-  'busy', 'chirpy', 'cosy', 'dapper', 'fancy', 'fearless', 'fierce', 'frisky', 'glad', 'grand', 'hardy', 'humble',
-  'jumpy', 'kind', 'loyal', 'mighty', 'plucky', 'polite', 'rustic', 'snappy', 'spry', 'tidy', 'vivid', 'zesty',
+  'daring',
+  'swift',
+  'brave',
+  'calm',
+  'clever',
+  'eager',
+  'gentle',
+  'happy',
+  'jolly',
+  'keen',
+  'lively',
+  'lucky',
+  'merry',
+  'nimble',
+  'proud',
+  'quick',
+  'quiet',
+  'rapid',
+  'sharp',
+  'steady',
+  'sunny',
+  'witty',
+  'bold',
+  'bright',
+  'busy',
+  'chirpy',
+  'cosy',
+  'dapper',
+  'fancy',
+  'fearless',
+  'fierce',
+  'frisky',
+  'glad',
+  'grand',
+  'hardy',
+  'humble',
+  'jumpy',
+  'kind',
+  'loyal',
+  'mighty',
+  'plucky',
+  'polite',
+  'rustic',
+  'snappy',
+  'spry',
+  'tidy',
+  'vivid',
+  'zesty',
 ] as const;
 const ANIMALS = [
-  'duck', 'falcon', 'otter', 'badger', 'beaver', 'bison', 'camel', 'cobra', 'crane', 'crow', 'dingo', 'dolphin',
-  'eagle', 'ferret', 'finch', 'fox', 'gecko', 'goose', 'hare', 'hawk', 'heron', 'ibis', 'jackal', 'koala',
-  'lemur', 'lion', 'llama', 'lynx', 'magpie', 'marten', 'moose', 'newt', 'owl', 'panda', 'parrot', 'pelican',
-  'puffin', 'quail', 'raven', 'robin', 'seal', 'shrew', 'sloth', 'swan', 'tiger', 'toad', 'walrus', 'wombat',
+  'duck',
+  'falcon',
+  'otter',
+  'badger',
+  'beaver',
+  'bison',
+  'camel',
+  'cobra',
+  'crane',
+  'crow',
+  'dingo',
+  'dolphin',
+  'eagle',
+  'ferret',
+  'finch',
+  'fox',
+  'gecko',
+  'goose',
+  'hare',
+  'hawk',
+  'heron',
+  'ibis',
+  'jackal',
+  'koala',
+  'lemur',
+  'lion',
+  'llama',
+  'lynx',
+  'magpie',
+  'marten',
+  'moose',
+  'newt',
+  'owl',
+  'panda',
+  'parrot',
+  'pelican',
+  'puffin',
+  'quail',
+  'raven',
+  'robin',
+  'seal',
+  'shrew',
+  'sloth',
+  'swan',
+  'tiger',
+  'toad',
+  'walrus',
+  'wombat',
 ] as const;
 
 /** All the plain verb-animal names, in a fixed order. */
@@ -78,11 +166,14 @@ const MAX_CRON_CHARS = 200;
  */
 export function validateTimezone(value: unknown, field = 'timezone'): string {
   if (value === undefined || value === null) return DEFAULT_TIMEZONE;
-  if (typeof value !== 'string' || value.length === 0 || value.length > 64) throw invalid('timezone must be an IANA time zone name such as "UTC" or "Europe/Berlin"', { field });
+  if (typeof value !== 'string' || value.length === 0 || value.length > 64)
+    throw invalid('timezone must be an IANA time zone name such as "UTC" or "Europe/Berlin"', { field });
   try {
     return new Intl.DateTimeFormat('en-US', { timeZone: value }).resolvedOptions().timeZone;
   } catch {
-    throw invalid(`unknown time zone ${JSON.stringify(value)}: use an IANA name such as "UTC", "America/New_York" or "Europe/Berlin"`, { field });
+    throw invalid(`unknown time zone ${JSON.stringify(value)}: use an IANA name such as "UTC", "America/New_York" or "Europe/Berlin"`, {
+      field,
+    });
   }
 }
 
@@ -94,11 +185,23 @@ function cronOf(expression: string, timezone: string): Cron {
  * A cron expression of 5 fields (minute hour day month weekday) or 6 (with seconds first),
  * normalised to single spaces; refused when croner cannot parse it or it never fires.
  */
-export function validateCron(value: unknown, timezone: string = DEFAULT_TIMEZONE, now: Date = new Date(), field = 'cron_expression'): string {
-  if (typeof value !== 'string' || value.length > MAX_CRON_CHARS) throw invalid(`${field} must be a cron expression of 5 or 6 fields, e.g. "*/15 * * * *"`, { field });
-  const fields = value.trim().split(/\s+/).filter((part) => part !== '');
+export function validateCron(
+  value: unknown,
+  timezone: string = DEFAULT_TIMEZONE,
+  now: Date = new Date(),
+  field = 'cron_expression',
+): string {
+  if (typeof value !== 'string' || value.length > MAX_CRON_CHARS)
+    throw invalid(`${field} must be a cron expression of 5 or 6 fields, e.g. "*/15 * * * *"`, { field });
+  const fields = value
+    .trim()
+    .split(/\s+/)
+    .filter((part) => part !== '');
   if (fields.length !== 5 && fields.length !== 6) {
-    throw invalid(`${field} ${JSON.stringify(value)} has ${fields.length} field(s): use 5 (minute hour day month weekday) or 6 (second first), e.g. "*/15 * * * *"`, { field });
+    throw invalid(
+      `${field} ${JSON.stringify(value)} has ${fields.length} field(s): use 5 (minute hour day month weekday) or 6 (second first), e.g. "*/15 * * * *"`,
+      { field },
+    );
   }
   const expression = fields.join(' ');
   let next: Date | null;
@@ -126,11 +229,21 @@ export interface ScheduleGap {
   between: string;
 }
 
-const clock = (s: number): string => [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60].map((n) => String(n).padStart(2, '0')).join(':');
+const clock = (s: number): string =>
+  [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60].map((n) => String(n).padStart(2, '0')).join(':');
 
 /** The zone's UTC offset at an instant, in minutes (one formatter per zone and call site). */
 function offsetReader(timezone: string): (at: Date) => number {
-  const format = new Intl.DateTimeFormat('en-US', { timeZone: timezone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' });
+  const format = new Intl.DateTimeFormat('en-US', {
+    timeZone: timezone,
+    hourCycle: 'h23',
+    year: 'numeric',
+    month: 'numeric',
+    day: 'numeric',
+    hour: 'numeric',
+    minute: 'numeric',
+    second: 'numeric',
+  });
   return (at) => {
     const parts = format.formatToParts(at);
     const get = (type: string) => Number(parts.find((p) => p.type === type)?.value);
@@ -188,7 +301,8 @@ export function shortestGap(expression: string, timezone: string, from: Date, st
   for (let i = 1; i < times.length; i++) consider(times[i]! - times[i - 1]!, `${clock(times[i - 1]!)} → ${clock(times[i]!)}`);
   const overnight = DAY_S - times[times.length - 1]! + times[0]!;
   // Looking for two consecutive days costs up to a few hundred ms: only when it could matter.
-  if (overnight < stopBelow && (!best || overnight < (best as ScheduleGap).seconds) && firesOnConsecutiveDays(expression, pattern, from)) consider(overnight, `${clock(times[times.length - 1]!)} → ${clock(times[0]!)} the next day`);
+  if (overnight < stopBelow && (!best || overnight < (best as ScheduleGap).seconds) && firesOnConsecutiveDays(expression, pattern, from))
+    consider(overnight, `${clock(times[times.length - 1]!)} → ${clock(times[0]!)} the next day`);
   const below = () => Number.isFinite(stopBelow) && best !== null && (best as ScheduleGap).seconds < stopBelow;
   if (below()) return best;
   const cron = cronOf(expression, timezone);
@@ -233,7 +347,13 @@ function firesOnConsecutiveDays(expression: string, pattern: CronPattern, from: 
 }
 
 /** Refuses a schedule whose fires can come closer than the tier's minimum interval. */
-export function assertScheduleInterval(expression: string, timezone: string, limits: Pick<TierLimits, 'scheduleMinIntervalSeconds'>, tier: string, now: Date = new Date()): void {
+export function assertScheduleInterval(
+  expression: string,
+  timezone: string,
+  limits: Pick<TierLimits, 'scheduleMinIntervalSeconds'>,
+  tier: string,
+  now: Date = new Date(),
+): void {
   const minimum = limits.scheduleMinIntervalSeconds;
   const gap = shortestGap(expression, timezone, now, minimum);
   if (gap && gap.seconds < minimum) {
@@ -261,12 +381,16 @@ export function agentSlots(desiredReplicas: number): number {
 export function assertAgentSlots(limits: Pick<TierLimits, 'agents'>, tier: string, used: number, adding: number): void {
   const limit = limits.agents;
   if (limit === null || used + adding <= limit) return;
-  throw new DomainError('limit_exceeded', `agent slots used up on plan '${tier}': ${used} in use + ${adding} > ${limit} (each replica takes a slot; destroy an agent or change plans)`, {
-    resource: 'agents',
-    limit,
-    usage: used,
-    tier,
-  });
+  throw new DomainError(
+    'limit_exceeded',
+    `agent slots used up on plan '${tier}': ${used} in use + ${adding} > ${limit} (each replica takes a slot; destroy an agent or change plans)`,
+    {
+      resource: 'agents',
+      limit,
+      usage: used,
+      tier,
+    },
+  );
 }
 
 /** One state value (its JSON text) may be at most this large, on every plan. */
@@ -287,13 +411,24 @@ export function stateValueText(value: unknown, field = 'value'): string {
   const text = JSON.stringify(value);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > STATE_VALUE_MAX_BYTES) {
-    throw new DomainError('limit_exceeded', `state value is ${bytes} bytes; one value may be at most ${STATE_VALUE_MAX_BYTES} bytes`, { resource: 'state_value_bytes', limit: STATE_VALUE_MAX_BYTES, size: bytes, field });
+    throw new DomainError('limit_exceeded', `state value is ${bytes} bytes; one value may be at most ${STATE_VALUE_MAX_BYTES} bytes`, {
+      resource: 'state_value_bytes',
+      limit: STATE_VALUE_MAX_BYTES,
+      size: bytes,
+      field,
+    });
   }
   return text;
 }
 
 /** Refuses a write that would take the agent's state past the tier's cap (null = unlimited): `total` now, `replacing` the old value's size. */
-export function assertStateFits(limits: Pick<TierLimits, 'agentStateBytes'>, tier: string, total: number, replacing: number, adding: number): void {
+export function assertStateFits(
+  limits: Pick<TierLimits, 'agentStateBytes'>,
+  tier: string,
+  total: number,
+  replacing: number,
+  adding: number,
+): void {
   const limit = limits.agentStateBytes;
   const after = total - replacing + adding;
   if (limit === null || after <= limit) return;

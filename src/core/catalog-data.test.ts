@@ -16,7 +16,11 @@ test('the allow-list matches shared/python-packages.tsv when it is present', (t)
     t.skip('shared/ is not beside this checkout');
     return;
   }
-  const rows = tsv.trim().split('\n').slice(1).map((line) => line.split('\t'));
+  const rows = tsv
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((line) => line.split('\t'));
   assert.equal(PYTHON_PACKAGES.length, rows.length);
   for (const [category, name, importName, debian, , available] of rows) {
     const pkg = PYTHON_PACKAGES.find((p) => p.name === name);
@@ -28,7 +32,7 @@ test('the allow-list matches shared/python-packages.tsv when it is present', (t)
   }
 });
 
-test('packages are grouped into the guide\'s 13 categories', () => {
+test("packages are grouped into the guide's 13 categories", () => {
   const categories = packagesByCategory();
   assert.equal(categories.length, 13);
   assert.ok(categories.find((c) => c.category === 'Data science')?.packages.some((p) => p.name === 'pandas'));
@@ -40,7 +44,10 @@ test('nearest names help with typos', () => {
 });
 
 test('the five templates are valid definitions with valid schemas', async () => {
-  assert.deepEqual(TEMPLATES.map((t) => t.name), ['hello-world', 'csv-analyzer', 'api-connector', 'slack-notifier', 'scheduled-report']);
+  assert.deepEqual(
+    TEMPLATES.map((t) => t.name),
+    ['hello-world', 'csv-analyzer', 'api-connector', 'slack-notifier', 'scheduled-report'],
+  );
   const guard = new SchemaGuard();
   try {
     for (const template of TEMPLATES) {
@@ -58,7 +65,7 @@ test('the five templates are valid definitions with valid schemas', async () => 
   }
 });
 
-test('tiers carry the spec\'s limits, with unlimited as null', () => {
+test("tiers carry the spec's limits, with unlimited as null", () => {
   assert.equal(limitsFor('pro_trial').monthlyExecutions, 125_000);
   assert.equal(limitsFor('pro').monthlyExecutions, 250_000);
   assert.equal(limitsFor('enterprise').executionsPerMinute, 300);

@@ -60,7 +60,16 @@ test('MCPWORKS_TIERS overrides fields, adds plans, and rejects nonsense', () => 
   assert.equal(tiers.team!.timeoutSeconds, 30);
   assert.equal(tiers.team!.monthlyExecutions, DEFAULT_TIERS.pro!.monthlyExecutions);
   assert.equal(applyTierOverrides(undefined), DEFAULT_TIERS);
-  for (const bad of ['nope', '[]', '{"pro":{"bogus":1}}', '{"pro":{"timeout_s":-1}}', '{"pro":{"memory_mb":0}}', '{"pro":{"concurrency":1.5}}', '{"Bad Name":{}}', '{"pro":3}']) {
+  for (const bad of [
+    'nope',
+    '[]',
+    '{"pro":{"bogus":1}}',
+    '{"pro":{"timeout_s":-1}}',
+    '{"pro":{"memory_mb":0}}',
+    '{"pro":{"concurrency":1.5}}',
+    '{"Bad Name":{}}',
+    '{"pro":3}',
+  ]) {
     assert.throws(() => applyTierOverrides(bad), /MCPWORKS_TIERS/, bad);
   }
 });

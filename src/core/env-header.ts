@@ -46,7 +46,8 @@ export function parseEnvHeader(header: string | null | undefined): Record<string
     const reserved = reservedEnvReason(name);
     if (reserved) throw bad(`variable ${name} is not allowed: ${reserved}`);
     if (typeof value !== 'string') throw bad(`the value of ${name} must be a string`);
-    if (Buffer.byteLength(value, 'utf8') > MAX_ENV_VALUE_BYTES) throw bad(`the value of ${name} is longer than ${MAX_ENV_VALUE_BYTES} bytes`);
+    if (Buffer.byteLength(value, 'utf8') > MAX_ENV_VALUE_BYTES)
+      throw bad(`the value of ${name} is longer than ${MAX_ENV_VALUE_BYTES} bytes`);
     if (value.includes('\u0000')) throw bad(`the value of ${name} contains a NUL character`);
     env[name] = value;
   }

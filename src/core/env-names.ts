@@ -15,7 +15,9 @@ export function reservedEnvReason(name: string): string | undefined {
 
 export function validateEnvName(name: unknown, field: string): string {
   if (typeof name !== 'string' || !ENV_NAME_PATTERN.test(name)) {
-    throw invalid(`invalid environment variable name ${JSON.stringify(name)} in ${field}: use A-Z, 0-9 and '_', starting with a letter`, { field });
+    throw invalid(`invalid environment variable name ${JSON.stringify(name)} in ${field}: use A-Z, 0-9 and '_', starting with a letter`, {
+      field,
+    });
   }
   const reason = reservedEnvReason(name);
   if (reason) throw invalid(`environment variable name '${name}' is not allowed in ${field}: ${reason}`, { field });
@@ -23,13 +25,17 @@ export function validateEnvName(name: unknown, field: string): string {
 }
 
 /** Validates the two declaration lists together: valid names, no duplicates, no name in both. */
-export function validateEnvDeclarations(required: readonly unknown[], optional: readonly unknown[]): { required: string[]; optional: string[] } {
+export function validateEnvDeclarations(
+  required: readonly unknown[],
+  optional: readonly unknown[],
+): { required: string[]; optional: string[] } {
   if (required.length + optional.length > MAX_ENV_DECLARATIONS) {
     throw invalid(`a function may declare at most ${MAX_ENV_DECLARATIONS} environment variables`, { field: 'required_env' });
   }
   const requiredNames = [...new Set(required.map((n) => validateEnvName(n, 'required_env')))].sort();
   const optionalNames = [...new Set(optional.map((n) => validateEnvName(n, 'optional_env')))].sort();
   const both = requiredNames.filter((n) => optionalNames.includes(n));
-  if (both.length > 0) throw invalid(`environment variables declared both required and optional: ${both.join(', ')}`, { field: 'optional_env' });
+  if (both.length > 0)
+    throw invalid(`environment variables declared both required and optional: ${both.join(', ')}`, { field: 'optional_env' });
   return { required: requiredNames, optional: optionalNames };
 }

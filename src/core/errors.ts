@@ -38,8 +38,7 @@ export class DomainError extends Error {
   }
 }
 
-export const notFound = (what: string, name: string): DomainError =>
-  new DomainError('not_found', `${what} '${name}' not found`);
+export const notFound = (what: string, name: string): DomainError => new DomainError('not_found', `${what} '${name}' not found`);
 
 export const invalid = (message: string, details?: Record<string, unknown>): DomainError =>
   new DomainError('validation_error', message, details);

@@ -27,7 +27,8 @@ export function inexactIntegerIn(json: string): string | undefined {
       const next = json.charCodeAt(i);
       const isFloat = next === 0x2e || next === 0x65 || next === 0x45;
       const digits = json.slice(digitsFrom, i);
-      if (!isFloat && (digits.length > LARGEST_EXACT.length || (digits.length === LARGEST_EXACT.length && digits > LARGEST_EXACT))) return json.slice(start, i);
+      if (!isFloat && (digits.length > LARGEST_EXACT.length || (digits.length === LARGEST_EXACT.length && digits > LARGEST_EXACT)))
+        return json.slice(start, i);
       // Skip the rest of a float (fraction and exponent hold no integer of their own).
       while (i < json.length && /[0-9.eE+-]/.test(json[i]!)) i++;
       i--;

@@ -41,14 +41,31 @@ export interface CatalogParameter {
   default?: unknown;
 }
 
-const PY_TYPES: Record<string, string> = { string: 'str', integer: 'int', number: 'float', boolean: 'bool', array: 'list', object: 'dict', null: 'None' };
-const TS_TYPES: Record<string, string> = { string: 'string', integer: 'number', number: 'number', boolean: 'boolean', array: 'unknown[]', object: 'Record<string, unknown>', null: 'null' };
+const PY_TYPES: Record<string, string> = {
+  string: 'str',
+  integer: 'int',
+  number: 'float',
+  boolean: 'bool',
+  array: 'list',
+  object: 'dict',
+  null: 'None',
+};
+const TS_TYPES: Record<string, string> = {
+  string: 'string',
+  integer: 'number',
+  number: 'number',
+  boolean: 'boolean',
+  array: 'unknown[]',
+  object: 'Record<string, unknown>',
+  null: 'null',
+};
 
 function typeOf(schema: unknown, table: Record<string, string>, fallback: string): string {
   if (!schema || typeof schema !== 'object') return fallback;
   const type = (schema as { type?: unknown }).type;
   const enumValues = (schema as { enum?: unknown }).enum;
-  if (Array.isArray(enumValues) && enumValues.length > 0 && enumValues.length <= 8) return enumValues.map((v) => JSON.stringify(v)).join(' | ');
+  if (Array.isArray(enumValues) && enumValues.length > 0 && enumValues.length <= 8)
+    return enumValues.map((v) => JSON.stringify(v)).join(' | ');
   if (typeof type === 'string') return table[type] ?? fallback;
   if (Array.isArray(type)) return type.map((t) => (typeof t === 'string' ? (table[t] ?? fallback) : fallback)).join(' | ');
   return fallback;
@@ -61,12 +78,17 @@ export function pythonLiteral(value: unknown): string {
   if (value === false) return 'False';
   if (typeof value === 'number' || typeof value === 'string') return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(pythonLiteral).join(', ')}]`;
-  if (typeof value === 'object') return `{${Object.entries(value).map(([key, item]) => `${JSON.stringify(key)}: ${pythonLiteral(item)}`).join(', ')}}`;
+  if (typeof value === 'object')
+    return `{${Object.entries(value)
+      .map(([key, item]) => `${JSON.stringify(key)}: ${pythonLiteral(item)}`)
+      .join(', ')}}`;
   return 'None';
 }
 
 function defaultOf(schema: unknown): { has: boolean; value?: unknown } {
-  return schema && typeof schema === 'object' && 'default' in schema ? { has: true, value: (schema as { default: unknown }).default } : { has: false };
+  return schema && typeof schema === 'object' && 'default' in schema
+    ? { has: true, value: (schema as { default: unknown }).default }
+    : { has: false };
 }
 
 function properties(schema: Record<string, unknown> | null): Array<[string, unknown, boolean]> {
@@ -87,7 +109,12 @@ export function pythonParameters(fn: CatalogFunction): CatalogParameter[] {
     .sort((a, b) => Number(b[2]) - Number(a[2]))
     .map(([name, schema, required]) => {
       const fallback = defaultOf(schema);
-      return { name, annotation: typeOf(schema, PY_TYPES, 'Any'), required, ...(!required && fallback.has ? { default: fallback.value } : {}) };
+      return {
+        name,
+        annotation: typeOf(schema, PY_TYPES, 'Any'),
+        required,
+        ...(!required && fallback.has ? { default: fallback.value } : {}),
+      };
     });
 }
 
@@ -148,7 +175,9 @@ export function renderCatalogDoc(namespace: string, entries: readonly CatalogEnt
       lines.push('', `service ${entry.serviceIdentifier}${entry.service !== entry.serviceIdentifier ? ` ("${entry.service}")` : ''}:`);
     }
     const signature = language === 'python' ? entry.pythonSignature : entry.typescriptSignature;
-    lines.push(`  ${signature}    [${entry.language} v${entry.version}${ambiguous.has(entry.identifier) ? `; also in another service: use functions.${entry.serviceIdentifier}.${entry.identifier}` : ''}]`);
+    lines.push(
+      `  ${signature}    [${entry.language} v${entry.version}${ambiguous.has(entry.identifier) ? `; also in another service: use functions.${entry.serviceIdentifier}.${entry.identifier}` : ''}]`,
+    );
     if (entry.description) for (const line of entry.description.split('\n').slice(0, 6)) lines.push(`      ${line}`);
   }
   return `${lines.join('\n')}\n`;

@@ -7,7 +7,8 @@ import { shapeExcess } from './json-schema.js';
 
 const base = buildDefinition({ code: 'def main(input_data):\n    return 1\n' }, null);
 
-const failsWith = (type: string, pattern?: RegExp) => (e: unknown) => isDomainError(e) && e.type === type && (!pattern || pattern.test(e.message));
+const failsWith = (type: string, pattern?: RegExp) => (e: unknown) =>
+  isDomainError(e) && e.type === type && (!pattern || pattern.test(e.message));
 
 test('defaults: python on code_sandbox, no schemas, no requirements', () => {
   assert.equal(base.language, 'python');
@@ -33,15 +34,24 @@ test('languages and backends are closed lists', () => {
 
 test('schemas must be JSON objects, bounded in depth and size (ajv itself runs only in the schema workers)', () => {
   assert.throws(() => buildDefinition({ code: 'x', outputSchema: 'string' }, null), failsWith('invalid_schema', /output_schema/));
-  assert.throws(() => buildDefinition({ code: 'x', inputSchema: [] }, null), failsWith('invalid_schema', /input_schema must be a JSON Schema object/));
+  assert.throws(
+    () => buildDefinition({ code: 'x', inputSchema: [] }, null),
+    failsWith('invalid_schema', /input_schema must be a JSON Schema object/),
+  );
   let deep: Record<string, unknown> = { type: 'string' };
   for (let i = 0; i < MAX_SCHEMA_DEPTH; i++) deep = { items: deep };
-  assert.throws(() => buildDefinition({ code: 'x', inputSchema: deep }, null), failsWith('invalid_schema', new RegExp(`input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`)));
+  assert.throws(
+    () => buildDefinition({ code: 'x', inputSchema: deep }, null),
+    failsWith('invalid_schema', new RegExp(`input_schema is nested deeper than ${MAX_SCHEMA_DEPTH} levels`)),
+  );
   // Far deeper than the stack: refused by the iterative walk, never a RangeError.
   let abyss: Record<string, unknown> = {};
   for (let i = 0; i < 200_000; i++) abyss = { a: abyss };
   assert.throws(() => buildDefinition({ code: 'x', inputSchema: abyss }, null), failsWith('invalid_schema', /nested deeper/));
-  assert.throws(() => buildDefinition({ code: 'x', inputSchema: { enum: ['x'.repeat(MAX_SCHEMA_BYTES)] } }, null), failsWith('invalid_schema', /larger than/));
+  assert.throws(
+    () => buildDefinition({ code: 'x', inputSchema: { enum: ['x'.repeat(MAX_SCHEMA_BYTES)] } }, null),
+    failsWith('invalid_schema', /larger than/),
+  );
   const ok = buildDefinition({ code: 'x', inputSchema: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] } }, null);
   assert.deepEqual(ok.inputSchema?.required, ['n']);
 });
@@ -49,7 +59,10 @@ test('schemas must be JSON objects, bounded in depth and size (ajv itself runs o
 test('config is bounded in depth before anything serialises it', () => {
   let abyss: Record<string, unknown> = {};
   for (let i = 0; i < 200_000; i++) abyss = { a: abyss };
-  assert.throws(() => buildDefinition({ code: 'x', config: abyss }, null), failsWith('validation_error', new RegExp(`config is nested deeper than ${MAX_SCHEMA_DEPTH} levels`)));
+  assert.throws(
+    () => buildDefinition({ code: 'x', config: abyss }, null),
+    failsWith('validation_error', new RegExp(`config is nested deeper than ${MAX_SCHEMA_DEPTH} levels`)),
+  );
 });
 
 test('the value caps are iterative and exact', () => {
@@ -69,15 +82,27 @@ test('the value caps are iterative and exact', () => {
 test('python requirements resolve through the allow-list and its aliases', () => {
   const d = buildDefinition({ code: 'x', requirements: ['bs4', 'yaml', 'sklearn', 'PIL', 'httpx>=0.23', 'numpy'] }, null);
   assert.deepEqual(d.requirements, ['beautifulsoup4', 'httpx', 'numpy', 'pillow', 'pyyaml', 'scikit-learn']);
-  assert.throws(() => buildDefinition({ code: 'x', requirements: ['pandaz'] }, null), failsWith('unknown_package', /pandaz.*nearest allowed: pandas/));
-  assert.throws(() => buildDefinition({ code: 'x', requirements: ['orjson'] }, null), failsWith('unknown_package', /not installed on this server/));
+  assert.throws(
+    () => buildDefinition({ code: 'x', requirements: ['pandaz'] }, null),
+    failsWith('unknown_package', /pandaz.*nearest allowed: pandas/),
+  );
+  assert.throws(
+    () => buildDefinition({ code: 'x', requirements: ['orjson'] }, null),
+    failsWith('unknown_package', /not installed on this server/),
+  );
 });
 
 test('typescript requirements are npm specs', () => {
   const d = buildDefinition({ code: 'x', language: 'typescript', requirements: ['lodash', '@scope/pkg@^1.2.0', 'zod@4'] }, null);
   assert.deepEqual(d.requirements, ['@scope/pkg@^1.2.0', 'lodash', 'zod@4']);
-  assert.throws(() => buildDefinition({ code: 'x', language: 'typescript', requirements: ['../evil'] }, null), failsWith('validation_error'));
-  assert.throws(() => buildDefinition({ code: 'x', language: 'typescript', requirements: ['a; rm -rf /'] }, null), failsWith('validation_error'));
+  assert.throws(
+    () => buildDefinition({ code: 'x', language: 'typescript', requirements: ['../evil'] }, null),
+    failsWith('validation_error'),
+  );
+  assert.throws(
+    () => buildDefinition({ code: 'x', language: 'typescript', requirements: ['a; rm -rf /'] }, null),
+    failsWith('validation_error'),
+  );
 });
 
 test('env declarations: valid names, none reserved, none both required and optional', () => {
@@ -85,7 +110,11 @@ test('env declarations: valid names, none reserved, none both required and optio
   assert.deepEqual(d.requiredEnv, ['API_KEY']);
   assert.throws(() => buildDefinition({ code: 'x', requiredEnv: ['lower'] }, null), failsWith('validation_error'));
   for (const reserved of ['PATH', 'LD_PRELOAD', 'PYTHONPATH', 'NODE_OPTIONS', 'MCPWORKS_SECRET', 'HOME']) {
-    assert.throws(() => buildDefinition({ code: 'x', requiredEnv: [reserved] }, null), failsWith('validation_error', /not allowed/), reserved);
+    assert.throws(
+      () => buildDefinition({ code: 'x', requiredEnv: [reserved] }, null),
+      failsWith('validation_error', /not allowed/),
+      reserved,
+    );
   }
   assert.throws(() => buildDefinition({ code: 'x', requiredEnv: ['A'], optionalEnv: ['A'] }, null), failsWith('validation_error', /both/));
 });
@@ -101,8 +130,20 @@ test('versioning: a definition change is a new version, metadata is not', () => 
   // Compared by value, field by field: the same schema given again (keys in another order) is no
   // change; a change deep inside one is.
   const withSchema = buildDefinition({ inputSchema: { type: 'object', properties: { a: { type: 'string', minLength: 1 } } } }, base);
-  assert.equal(definitionChanged(withSchema, buildDefinition({ inputSchema: { properties: { a: { minLength: 1, type: 'string' } }, type: 'object' } }, withSchema)), false);
-  assert.equal(definitionChanged(withSchema, buildDefinition({ inputSchema: { type: 'object', properties: { a: { type: 'string', minLength: 2 } } } }, withSchema)), true);
+  assert.equal(
+    definitionChanged(
+      withSchema,
+      buildDefinition({ inputSchema: { properties: { a: { minLength: 1, type: 'string' } }, type: 'object' } }, withSchema),
+    ),
+    false,
+  );
+  assert.equal(
+    definitionChanged(
+      withSchema,
+      buildDefinition({ inputSchema: { type: 'object', properties: { a: { type: 'string', minLength: 2 } } } }, withSchema),
+    ),
+    true,
+  );
   assert.equal(definitionChanged(withSchema, { ...withSchema, code: `${withSchema.code} ` }), true);
   const meta = buildMetadata({ description: 'new', tags: ['a', 'a', 'b'] }, { description: 'old', tags: [] });
   assert.deepEqual(meta, { description: 'new', tags: ['a', 'b'] });
@@ -114,4 +155,3 @@ test('canonical JSON ignores key order, so equal definitions hash equal', () => 
   const b = buildDefinition({ code: 'x', config: { q: 2, p: 1 } }, null);
   assert.equal(definitionHash(a), definitionHash(b));
 });
-

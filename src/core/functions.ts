@@ -2,7 +2,15 @@ import { createHash } from 'node:crypto';
 import { DomainError, invalid } from './errors.js';
 import { validateEnvDeclarations } from './env-names.js';
 import { describeExcess, shapeExcess, validateJsonSchema } from './json-schema.js';
-import { MAX_CODE_BYTES, MAX_CONFIG_BYTES, MAX_DESCRIPTION_CHARS, MAX_REQUIREMENTS, MAX_SCHEMA_DEPTH, MAX_TAG_CHARS, MAX_TAGS } from './limits.js';
+import {
+  MAX_CODE_BYTES,
+  MAX_CONFIG_BYTES,
+  MAX_DESCRIPTION_CHARS,
+  MAX_REQUIREMENTS,
+  MAX_SCHEMA_DEPTH,
+  MAX_TAG_CHARS,
+  MAX_TAGS,
+} from './limits.js';
 import { resolvePythonRequirements, validateNpmRequirements } from './python-packages.js';
 
 export const LANGUAGES = ['python', 'typescript'] as const;
@@ -59,7 +67,10 @@ export function validateCode(code: unknown): string {
   if (typeof code !== 'string' || code.trim() === '') throw invalid('code must be a non-empty string', { field: 'code' });
   const bytes = Buffer.byteLength(code, 'utf8');
   if (bytes > MAX_CODE_BYTES) {
-    throw new DomainError('code_too_large', `code is ${bytes} bytes; the limit is ${MAX_CODE_BYTES} bytes (1 MB)`, { field: 'code', limit: MAX_CODE_BYTES });
+    throw new DomainError('code_too_large', `code is ${bytes} bytes; the limit is ${MAX_CODE_BYTES} bytes (1 MB)`, {
+      field: 'code',
+      limit: MAX_CODE_BYTES,
+    });
   }
   if (code.includes('\u0000')) throw invalid('code must not contain NUL characters', { field: 'code' });
   return code;
@@ -71,7 +82,8 @@ function validateConfig(config: unknown): Record<string, unknown> | null {
   // Depth first (iteratively): JSON.stringify below, and the definition hash, recurse.
   const excess = shapeExcess(config, { maxDepth: MAX_SCHEMA_DEPTH, maxValues: MAX_CONFIG_BYTES });
   if (excess) throw invalid(describeExcess('config', excess), { field: 'config' });
-  if (JSON.stringify(config).length > MAX_CONFIG_BYTES) throw invalid(`config is larger than ${MAX_CONFIG_BYTES} bytes`, { field: 'config' });
+  if (JSON.stringify(config).length > MAX_CONFIG_BYTES)
+    throw invalid(`config is larger than ${MAX_CONFIG_BYTES} bytes`, { field: 'config' });
   return config as Record<string, unknown>;
 }
 
@@ -85,11 +97,22 @@ export function buildDefinition(input: FunctionDefinitionInput, base: FunctionDe
   if (input.code === undefined && !base) throw invalid('code is required (or give a template)', { field: 'code' });
   const code = input.code === undefined ? base!.code : validateCode(input.code);
   const config = input.config === undefined ? (base?.config ?? null) : validateConfig(input.config);
-  const inputSchema = input.inputSchema === undefined ? (base?.inputSchema ?? null) : input.inputSchema === null ? null : validateJsonSchema(input.inputSchema, 'input_schema');
-  const outputSchema = input.outputSchema === undefined ? (base?.outputSchema ?? null) : input.outputSchema === null ? null : validateJsonSchema(input.outputSchema, 'output_schema');
+  const inputSchema =
+    input.inputSchema === undefined
+      ? (base?.inputSchema ?? null)
+      : input.inputSchema === null
+        ? null
+        : validateJsonSchema(input.inputSchema, 'input_schema');
+  const outputSchema =
+    input.outputSchema === undefined
+      ? (base?.outputSchema ?? null)
+      : input.outputSchema === null
+        ? null
+        : validateJsonSchema(input.outputSchema, 'output_schema');
 
   // Requirements are re-checked against the (possibly new) language even when not given again.
-  const rawRequirements = input.requirements === undefined ? (base?.requirements ?? []) : stringList(input.requirements, 'requirements', MAX_REQUIREMENTS);
+  const rawRequirements =
+    input.requirements === undefined ? (base?.requirements ?? []) : stringList(input.requirements, 'requirements', MAX_REQUIREMENTS);
   const requirements = language === 'python' ? resolvePythonRequirements(rawRequirements) : validateNpmRequirements(rawRequirements);
 
   const env = validateEnvDeclarations(
@@ -103,7 +126,8 @@ export function buildMetadata(input: { description?: unknown; tags?: unknown }, 
   let description = base?.description ?? '';
   if (input.description !== undefined) {
     if (typeof input.description !== 'string') throw invalid('description must be a string', { field: 'description' });
-    if (input.description.length > MAX_DESCRIPTION_CHARS) throw invalid(`description may have at most ${MAX_DESCRIPTION_CHARS} characters`, { field: 'description' });
+    if (input.description.length > MAX_DESCRIPTION_CHARS)
+      throw invalid(`description may have at most ${MAX_DESCRIPTION_CHARS} characters`, { field: 'description' });
     if (input.description.includes('\u0000')) throw invalid('description must not contain NUL characters', { field: 'description' });
     description = input.description;
   }
@@ -111,7 +135,8 @@ export function buildMetadata(input: { description?: unknown; tags?: unknown }, 
   if (input.tags !== undefined) {
     const list = stringList(input.tags, 'tags', MAX_TAGS).map((t) => t.trim());
     for (const tag of list) {
-      if (tag === '' || tag.length > MAX_TAG_CHARS || tag.includes('\u0000')) throw invalid(`each tag must have 1-${MAX_TAG_CHARS} characters, without NUL`, { field: 'tags' });
+      if (tag === '' || tag.length > MAX_TAG_CHARS || tag.includes('\u0000'))
+        throw invalid(`each tag must have 1-${MAX_TAG_CHARS} characters, without NUL`, { field: 'tags' });
     }
     tags = [...new Set(list)];
   }

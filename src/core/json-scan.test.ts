@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import { runSlices, shapeExcess } from './json-schema.js';
 import { textShapeExcessSlices } from './json-scan.js';
 
-const scan = (text: string, maxDepth: number, maxValues: number, slice = Infinity) => runSlices(textShapeExcessSlices(text, { maxDepth, maxValues }, slice));
+const scan = (text: string, maxDepth: number, maxValues: number, slice = Infinity) =>
+  runSlices(textShapeExcessSlices(text, { maxDepth, maxValues }, slice));
 
 /** The smallest caps the parsed value passes, found by the walk of the parsed value. */
 function exactCaps(value: unknown): { depth: number; values: number } {
@@ -57,7 +58,10 @@ test('the pre-scan yields about every sliceChars characters, inside strings too'
   let yields = 0;
   const slices = textShapeExcessSlices(text, { maxDepth: 10, maxValues: 10_000 }, 1000);
   for (let step = slices.next(); !step.done; step = slices.next()) yields++;
-  assert.ok(yields >= Math.floor(text.length / 1000) - 1 && yields <= Math.ceil(text.length / 1000), `${yields} yields for ${text.length} characters`);
+  assert.ok(
+    yields >= Math.floor(text.length / 1000) - 1 && yields <= Math.ceil(text.length / 1000),
+    `${yields} yields for ${text.length} characters`,
+  );
 });
 
 test('a deep or many-valued text is refused at the cap, whatever follows it', () => {

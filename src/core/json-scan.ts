@@ -12,7 +12,11 @@ import type { ShapeExcess } from './json-schema.js';
  * escapes included. Values = 1 + commas + non-empty containers, outside strings. The text is not
  * validated: malformed JSON is counted as written (the parse that follows refuses it).
  */
-export function* textShapeExcessSlices(text: string, caps: { maxDepth: number; maxValues: number }, sliceChars: number): Generator<void, ShapeExcess | null, void> {
+export function* textShapeExcessSlices(
+  text: string,
+  caps: { maxDepth: number; maxValues: number },
+  sliceChars: number,
+): Generator<void, ShapeExcess | null, void> {
   const state: ScanState = { depth: 0, values: 1, opened: false, inString: false, escaped: false };
   for (let from = 0; from < text.length; from += sliceChars) {
     if (from > 0) yield;
@@ -34,7 +38,13 @@ interface ScanState {
 
 // A plain function per slice, not the generator's own loop: V8 optimises it within the first
 // slice of the first large body (a generator's loop stayed interpreted for ~50 ms of 8 MB).
-function scanRange(text: string, from: number, to: number, state: ScanState, caps: { maxDepth: number; maxValues: number }): ShapeExcess | null {
+function scanRange(
+  text: string,
+  from: number,
+  to: number,
+  state: ScanState,
+  caps: { maxDepth: number; maxValues: number },
+): ShapeExcess | null {
   let { depth, values, opened, inString, escaped } = state;
   let excess: ShapeExcess | null = null;
   for (let i = from; i < to; i++) {

@@ -25,7 +25,11 @@ export function shapeExcess(value: unknown, caps: { maxDepth: number; maxValues:
  * walked, so a caller can give the event loop a turn between slices (src/run/schema-guard.ts does
  * for every checked value); it returns what shapeExcess returns.
  */
-export function* shapeExcessSlices(value: unknown, caps: { maxDepth: number; maxValues: number }, sliceValues: number): Generator<void, ShapeExcess | null, void> {
+export function* shapeExcessSlices(
+  value: unknown,
+  caps: { maxDepth: number; maxValues: number },
+  sliceValues: number,
+): Generator<void, ShapeExcess | null, void> {
   if (value === null || typeof value !== 'object') return null;
   if (caps.maxDepth < 1) return { limit: 'depth', max: caps.maxDepth };
   const containers: object[] = [value];
@@ -79,7 +83,9 @@ export function runSlices<T>(slices: Generator<void, T, void>): T {
 
 /** `what` is a noun phrase: "the input", "the result", "input_schema". */
 export function describeExcess(what: string, excess: ShapeExcess): string {
-  return excess.limit === 'depth' ? `${what} is nested deeper than ${excess.max} levels` : `${what} holds more than ${excess.max} JSON values`;
+  return excess.limit === 'depth'
+    ? `${what} is nested deeper than ${excess.max} levels`
+    : `${what} holds more than ${excess.max} JSON values`;
 }
 
 /**

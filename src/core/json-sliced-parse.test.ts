@@ -15,7 +15,26 @@ const random = (n: number) => {
 };
 const pick = <T>(items: readonly T[]): T => items[random(items.length)]!;
 const space = () => pick(['', '', '', ' ', '\n', ' \t ', '\r\n']);
-const strings = ['', 'a', '[', ']', '{', '}', ',', ':', '\\"', '\\\\', '\\\\\\"', '\\u0022', '\\n', 'é', '😀', '\\ud83d\\ude00', '[{,\\"}]', '__proto__'];
+const strings = [
+  '',
+  'a',
+  '[',
+  ']',
+  '{',
+  '}',
+  ',',
+  ':',
+  '\\"',
+  '\\\\',
+  '\\\\\\"',
+  '\\u0022',
+  '\\n',
+  'é',
+  '😀',
+  '\\ud83d\\ude00',
+  '[{,\\"}]',
+  '__proto__',
+];
 const numbers = ['0', '-0', '1', '-12', '3.25', '1e3', '-2.5E-3', '9007199254740993', '1e400', '0.1'];
 const keys = ['"a"', '"b"', '"a"', '"__proto__"', '"1"', '"10"', '"k,]"', '"\\"x"', '"é"'];
 
@@ -25,7 +44,8 @@ function value(depth: number): string {
   if (kind === 1) return pick(numbers);
   if (kind === 2) return pick(['true', 'false', 'null']);
   const count = random(kind === 5 ? 12 : 5);
-  if (kind === 3 || kind === 5) return `[${space()}${Array.from({ length: count }, () => `${space()}${value(depth + 1)}${space()}`).join(',')}]`;
+  if (kind === 3 || kind === 5)
+    return `[${space()}${Array.from({ length: count }, () => `${space()}${value(depth + 1)}${space()}`).join(',')}]`;
   return `{${space()}${Array.from({ length: count }, () => `${space()}${pick(keys)}${space()}:${space()}${value(depth + 1)}`).join(',')}${space()}}`;
 }
 
@@ -50,9 +70,18 @@ test('the sliced parse gives what JSON.parse gives, and refuses what it refuses'
     for (let mutation = 0; mutation < 6; mutation++) {
       const at = random(text.length + 1);
       const how = random(3);
-      const broken = how === 0 ? text.slice(0, at) + text.slice(at + 1) : how === 1 ? text.slice(0, at) + pick(alphabet) + text.slice(at) : text.slice(0, at) + pick(alphabet) + text.slice(at + 1);
+      const broken =
+        how === 0
+          ? text.slice(0, at) + text.slice(at + 1)
+          : how === 1
+            ? text.slice(0, at) + pick(alphabet) + text.slice(at)
+            : text.slice(0, at) + pick(alphabet) + text.slice(at + 1);
       const want = outcome(() => JSON.parse(broken));
-      assert.deepStrictEqual(outcome(() => runSlices(parseJsonSlices(broken, piece))), want, `piece ${piece}: ${broken}`);
+      assert.deepStrictEqual(
+        outcome(() => runSlices(parseJsonSlices(broken, piece))),
+        want,
+        `piece ${piece}: ${broken}`,
+      );
     }
   }
 });

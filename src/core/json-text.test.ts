@@ -24,7 +24,11 @@ const VALUES: Record<string, unknown> = {
   nullPrototype: { bare },
   withToJson: { when: new Date(0), custom: { toJSON: () => ({ replaced: true }) }, gone: { toJSON: () => undefined } },
   deep: JSON.parse(`${'[{"a":'.repeat(60)}1${'}]'.repeat(60)}`),
-  wide: { items: Array.from({ length: 5000 }, (_, i) => (i % 3 === 0 ? { a: i, b: [i, `s${i}`] } : i % 3 === 1 ? `v${i}` : [i, null, { c: true }])) },
+  wide: {
+    items: Array.from({ length: 5000 }, (_, i) =>
+      i % 3 === 0 ? { a: i, b: [i, `s${i}`] } : i % 3 === 1 ? `v${i}` : [i, null, { c: true }],
+    ),
+  },
   wideObject: Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`k${i}`, i % 2 ? { n: i } : [i, i]])),
   bigStrings: Array.from({ length: 50 }, (_, i) => 'ab"c'.repeat(100 * i)),
 };
@@ -45,7 +49,10 @@ test('a large value is made in slices of bounded size; a small one in one go', (
   assert.equal(pieces.join(''), JSON.stringify({ numbers }));
   assert.ok(pieces.length >= 50, `${pieces.length} pieces`);
   // A piece holds at most two slices' worth of values (at most 6 digits and a comma each).
-  assert.ok(pieces.every((piece) => piece.length <= 2 * 1000 * 7 + 20), `longest piece: ${Math.max(...pieces.map((p) => p.length))}`);
+  assert.ok(
+    pieces.every((piece) => piece.length <= 2 * 1000 * 7 + 20),
+    `longest piece: ${Math.max(...pieces.map((p) => p.length))}`,
+  );
   assert.equal(slices({ numbers: numbers.slice(0, 500) }, 1000).pieces, 1);
 });
 
@@ -53,12 +60,23 @@ test('weightUpTo counts values (long strings weigh more) and stops past its limi
   assert.equal(weightUpTo(1, 10), 1);
   assert.equal(weightUpTo('x'.repeat(600), 10), 3);
   assert.equal(weightUpTo({ a: [1, 2], b: 'x' }, 10), 5);
-  assert.equal(weightUpTo(Array.from({ length: 1000 }, () => [1]), 10), 11);
+  assert.equal(
+    weightUpTo(
+      Array.from({ length: 1000 }, () => [1]),
+      10,
+    ),
+    11,
+  );
 });
 
 test('shapeExcessSlices gives what shapeExcess gives, yielding along a long array or object', () => {
   const caps = { maxDepth: 3, maxValues: 50_000 };
-  for (const value of [Array.from({ length: 20_000 }, (_, i) => i), Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, i])), [[[[1]]]], { a: [[{}]] }]) {
+  for (const value of [
+    Array.from({ length: 20_000 }, (_, i) => i),
+    Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, i])),
+    [[[[1]]]],
+    { a: [[{}]] },
+  ]) {
     const generator = shapeExcessSlices(value, caps, 1000);
     let yields = 0;
     let step = generator.next();

@@ -1,11 +1,22 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isDomainError } from './errors.js';
-import { CLIENT_SERVER_NAME_MAX, functionNameRoom, isValidNamespaceName, toIdentifier, TOOL_NAME_BUDGET, toolName, validateEntityName, validateNamespaceName, validateToolNameBudget } from './names.js';
+import {
+  CLIENT_SERVER_NAME_MAX,
+  functionNameRoom,
+  isValidNamespaceName,
+  toIdentifier,
+  TOOL_NAME_BUDGET,
+  toolName,
+  validateEntityName,
+  validateNamespaceName,
+  validateToolNameBudget,
+} from './names.js';
 
 test('namespace names follow the guide: lowercase alphanumeric and hyphens, 1-63, alphanumeric ends', () => {
   for (const good of ['a', 'demo', 'my-ns', 'a1', '0', 'x'.repeat(63), 'a-b-c']) assert.equal(isValidNamespaceName(good), true, good);
-  for (const bad of ['', '-a', 'a-', 'A', 'my_ns', 'my ns', 'x'.repeat(64), 'a.b', 'ünï']) assert.equal(isValidNamespaceName(bad), false, bad);
+  for (const bad of ['', '-a', 'a-', 'A', 'my_ns', 'my ns', 'x'.repeat(64), 'a.b', 'ünï'])
+    assert.equal(isValidNamespaceName(bad), false, bad);
 });
 
 test('a bad namespace name is a validation error naming the rule', () => {
@@ -13,18 +24,41 @@ test('a bad namespace name is a validation error naming the rule', () => {
     () => validateNamespaceName('Bad'),
     (e: unknown) => isDomainError(e) && e.type === 'validation_error' && /1-63 lowercase/.test(e.message),
   );
-  assert.throws(() => validateNamespaceName(42), (e: unknown) => isDomainError(e) && e.type === 'validation_error');
+  assert.throws(
+    () => validateNamespaceName(42),
+    (e: unknown) => isDomainError(e) && e.type === 'validation_error',
+  );
 });
 
 test('service and function names become identifiers and tool names', () => {
-  for (const good of ['utils', 'is-prime', 'hello_world', 'a', 'f2', 'x'.repeat(31)]) assert.equal(validateEntityName('function', good), good);
-  for (const bad of ['', '2fast', '-a', 'a-', 'a__b', 'A', 'x'.repeat(32), 'a b', 'a--b', 'class', 'import', 'return', 'constructor', 'prototype']) {
-    assert.throws(() => validateEntityName('function', bad), (e: unknown) => isDomainError(e) && e.type === 'validation_error', bad);
+  for (const good of ['utils', 'is-prime', 'hello_world', 'a', 'f2', 'x'.repeat(31)])
+    assert.equal(validateEntityName('function', good), good);
+  for (const bad of [
+    '',
+    '2fast',
+    '-a',
+    'a-',
+    'a__b',
+    'A',
+    'x'.repeat(32),
+    'a b',
+    'a--b',
+    'class',
+    'import',
+    'return',
+    'constructor',
+    'prototype',
+  ]) {
+    assert.throws(
+      () => validateEntityName('function', bad),
+      (e: unknown) => isDomainError(e) && e.type === 'validation_error',
+      bad,
+    );
   }
   assert.equal(toIdentifier('my-func-name'), 'my_func_name');
 });
 
-test('tool names stay within the documented budget, so Claude Code\'s mcp__{server}__ prefix still fits in 64', () => {
+test("tool names stay within the documented budget, so Claude Code's mcp__{server}__ prefix still fits in 64", () => {
   assert.equal(TOOL_NAME_BUDGET, 40);
   assert.equal(CLIENT_SERVER_NAME_MAX, 17);
   assert.ok(`mcp__${'s'.repeat(CLIENT_SERVER_NAME_MAX)}__`.length + TOOL_NAME_BUDGET <= 64);
@@ -42,7 +76,10 @@ test('tool names stay within the documented budget, so Claude Code\'s mcp__{serv
       /at most 18 characters/.test(e.message) &&
       e.details?.max_function_name === 18,
   );
-  assert.throws(() => validateToolNameBudget('s'.repeat(31), 'f'.repeat(31)), (e: unknown) => isDomainError(e) && /would be 64 characters/.test(e.message));
+  assert.throws(
+    () => validateToolNameBudget('s'.repeat(31), 'f'.repeat(31)),
+    (e: unknown) => isDomainError(e) && /would be 64 characters/.test(e.message),
+  );
   assert.equal(functionNameRoom('utils'), 31);
   assert.equal(functionNameRoom('s'.repeat(31)), 7);
   // Functions made before the budget: cut, with a hash of the full name, so still unique.

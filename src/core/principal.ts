@@ -15,8 +15,20 @@ export interface Principal {
 }
 
 /** An API key's principal (services/accounts.ts KeyPrincipal) as the run path takes it. */
-export function keyPrincipal(key: { accountId: string; keyId: string; tier: string; namespace: string | null; scopes: readonly Scope[] }): Principal {
-  return { accountId: key.accountId, tier: key.tier, namespace: key.namespace, scopes: key.scopes, actor: { kind: 'key', keyId: key.keyId } };
+export function keyPrincipal(key: {
+  accountId: string;
+  keyId: string;
+  tier: string;
+  namespace: string | null;
+  scopes: readonly Scope[];
+}): Principal {
+  return {
+    accountId: key.accountId,
+    tier: key.tier,
+    namespace: key.namespace,
+    scopes: key.scopes,
+    actor: { kind: 'key', keyId: key.keyId },
+  };
 }
 
 /** The execution record's columns naming the actor (exactly one is set). */

@@ -13,14 +13,14 @@ const EXTRA_ALIASES: Record<string, string> = {
   dateutil: 'python-dateutil',
   slugify: 'python-slugify',
   docx: 'python-docx',
-  'scikit_learn': 'scikit-learn',
+  scikit_learn: 'scikit-learn',
   sklearn: 'scikit-learn',
   pil: 'pillow',
   yaml: 'pyyaml',
   bs4: 'beautifulsoup4',
   attr: 'attrs',
   tz: 'pytz',
-  'typing_extensions': 'typing-extensions',
+  typing_extensions: 'typing-extensions',
 };
 
 function normalise(name: string): string {
@@ -121,7 +121,12 @@ export function packagesByCategory(versions: ReadonlyMap<string, string> = new M
       categories.set(pkg.category, entry);
     }
     const version = pkg.debianPackage ? versions.get(pkg.debianPackage) : undefined;
-    entry.packages.push({ name: pkg.name, import_name: pkg.importName, available: pkg.available, version: pkg.available ? (version ?? null) : null });
+    entry.packages.push({
+      name: pkg.name,
+      import_name: pkg.importName,
+      available: pkg.available,
+      version: pkg.available ? (version ?? null) : null,
+    });
   }
   return [...categories.values()];
 }

@@ -13,7 +13,6 @@ export function isSandboxLanguage(value: unknown): value is SandboxLanguage {
   return value === 'python' || value === 'typescript';
 }
 
-
 /** Each of stdout and stderr is kept up to this many bytes, then cut with a marker (compat notes: 64 KB). */
 export const LOG_CAP_BYTES = 64 * 1024;
 

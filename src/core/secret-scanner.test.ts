@@ -12,12 +12,19 @@ const scan = (text: string, env: string[] = []) => {
 // credential): removing any one alternative from a pattern leaves its sample unredacted.
 const BODY = 'a1B2c3D4e5F6g7H8i9J0kLmN';
 const JWT_SAMPLE = 'eyJhbGciOiJIUzI1NiJ9' + '.eyJzdWIiOiIxMjM0NTY3ODkwIn0' + '.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U';
-const pem = (kind: string, block = '') => `-----BEGIN ${kind}PRIVATE KEY${block}-----\nMIIEowIBAAKCAQEA\n-----END ${kind}PRIVATE KEY${block}-----`;
+const pem = (kind: string, block = '') =>
+  `-----BEGIN ${kind}PRIVATE KEY${block}-----\nMIIEowIBAAKCAQEA\n-----END ${kind}PRIVATE KEY${block}-----`;
 const SAMPLES: Array<[string, string]> = [
-  ...['sk-', 'sk-' + 'proj-', 'sk-' + 'ant-api03-', 'sk-' + 'svcacct-', 'sk-' + 'admin-'].map((prefix): [string, string] => [prefix + BODY, 'API_KEY']),
+  ...['sk-', 'sk-' + 'proj-', 'sk-' + 'ant-api03-', 'sk-' + 'svcacct-', 'sk-' + 'admin-'].map((prefix): [string, string] => [
+    prefix + BODY,
+    'API_KEY',
+  ]),
   ...['sk', 'pk', 'rk'].flatMap((kind) => ['live', 'test'].map((mode): [string, string] => [`${kind}_${mode}_` + BODY, 'STRIPE_KEY'])),
   ['whsec_' + 'MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'STRIPE_WEBHOOK'],
-  ...['AKIA', 'ASIA', 'AGPA', 'AIDA', 'AROA', 'ANPA', 'ANVA', 'AIPA'].map((prefix): [string, string] => [prefix + 'IOSFODNN7EXAMPLE', 'AWS_KEY']),
+  ...['AKIA', 'ASIA', 'AGPA', 'AIDA', 'AROA', 'ANPA', 'ANVA', 'AIPA'].map((prefix): [string, string] => [
+    prefix + 'IOSFODNN7EXAMPLE',
+    'AWS_KEY',
+  ]),
   ...['ghp_', 'gho_', 'ghs_', 'ghu_', 'ghr_'].map((prefix): [string, string] => [prefix + 'aB3'.repeat(12), 'GITHUB_TOKEN']),
   ['github_pat_' + '11ABCDEFG0123456789_abcdefghij', 'GITHUB_TOKEN'],
   ['glpat-' + 'xXyYzZ0123456789abcd', 'GITLAB_TOKEN'],
@@ -45,7 +52,15 @@ test('every alternative of every pattern family is redacted with its marker', ()
 
 test('an AWS secret is redacted after each spelling of its key name, which stays', () => {
   const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
-  for (const name of ['aws_secret_access_key = ', 'AWS_SECRET_KEY=', 'awssecretaccesskey: ', 'aws_secretkey="', "aws_secret_access_key_id:'", 'aws_secret_accesskey=', '"aws_secret_key": "']) {
+  for (const name of [
+    'aws_secret_access_key = ',
+    'AWS_SECRET_KEY=',
+    'awssecretaccesskey: ',
+    'aws_secretkey="',
+    "aws_secret_access_key_id:'",
+    'aws_secret_accesskey=',
+    '"aws_secret_key": "',
+  ]) {
     const { text, types } = scan(`${name}${secret}`);
     assert.equal(text, `${name}[REDACTED_AWS_SECRET]`, name);
     assert.deepEqual(types, ['AWS_SECRET']);
@@ -89,7 +104,8 @@ const PYTHON_FORMS: Record<string, string> = {
   urlsafe_b64encode: 'cMOkIHNzL3fDtihyZCkgInEiIFwgaXQnc34hw78_Pw==',
   'json.dumps of repr': String.raw`p\u00e4 ss/w\u00f6(rd) \"q\" \\\\ it\\'s~!\u00ff??`,
   'json.dumps of str(bytes)': String.raw`p\\xc3\\xa4 ss/w\\xc3\\xb6(rd) \"q\" \\\\ it\\'s~!\\xc3\\xbf??`,
-  'list(bytes), json.dumps of it': '112, 195, 164, 32, 115, 115, 47, 119, 195, 182, 40, 114, 100, 41, 32, 34, 113, 34, 32, 92, 32, 105, 116, 39, 115, 126, 33, 195, 191, 63, 63',
+  'list(bytes), json.dumps of it':
+    '112, 195, 164, 32, 115, 115, 47, 119, 195, 182, 40, 114, 100, 41, 32, 34, 113, 34, 32, 92, 32, 105, 116, 39, 115, 126, 33, 195, 191, 63, 63',
 };
 const bytes = Buffer.from(VALUE);
 const NODE_FORMS: Record<string, string> = {
@@ -149,10 +165,24 @@ test('the forms of a value are redacted wherever they touch or overlap', () => {
 test('structured results are scanned deeply, keys included', () => {
   const findings: Finding[] = [];
   const value = new SecretScanner(['tenant-token-123']).scanValue(
-    { api_key: 'tenant-token-123', nested: [{ note: 'AKIA' + 'IOSFODNN7EXAMPLE' }], count: 3, ok: true, none: null, ['ghp_' + 'b'.repeat(36)]: 1 },
+    {
+      api_key: 'tenant-token-123',
+      nested: [{ note: 'AKIA' + 'IOSFODNN7EXAMPLE' }],
+      count: 3,
+      ok: true,
+      none: null,
+      ['ghp_' + 'b'.repeat(36)]: 1,
+    },
     findings,
   );
-  assert.deepEqual(value, { api_key: '[REDACTED_ENV_VALUE]', nested: [{ note: '[REDACTED_AWS_KEY]' }], count: 3, ok: true, none: null, '[REDACTED_GITHUB_TOKEN]': 1 });
+  assert.deepEqual(value, {
+    api_key: '[REDACTED_ENV_VALUE]',
+    nested: [{ note: '[REDACTED_AWS_KEY]' }],
+    count: 3,
+    ok: true,
+    none: null,
+    '[REDACTED_GITHUB_TOKEN]': 1,
+  });
   assert.deepEqual(findingTypes(findings), ['AWS_KEY', 'ENV_VALUE', 'GITHUB_TOKEN']);
 });
 
@@ -171,7 +201,10 @@ test('JWTs and private keys are found in one linear pass, also among many near-m
 
 test('a numeric env value returned as a number is redacted too', () => {
   const findings: Finding[] = [];
-  assert.deepEqual(new SecretScanner(['12345678901']).scanValue({ n: 12345678901, other: 42 }, findings), { n: '[REDACTED_ENV_VALUE]', other: 42 });
+  assert.deepEqual(new SecretScanner(['12345678901']).scanValue({ n: 12345678901, other: 42 }, findings), {
+    n: '[REDACTED_ENV_VALUE]',
+    other: 42,
+  });
   assert.deepEqual(findingTypes(findings), ['ENV_VALUE']);
 });
 
@@ -245,7 +278,12 @@ test('what survives of a pattern secret cut short is redacted at the cut, for ev
       assert.deepEqual(types, [marker]);
     }
   }
-  for (const harmless of ['sk-', 'ghp_', 'the task-force', 'a finished key: -----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY----- done']) {
+  for (const harmless of [
+    'sk-',
+    'ghp_',
+    'the task-force',
+    'a finished key: -----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY----- done',
+  ]) {
     assert.equal(scan(`${harmless}${CUT}`).text, `${harmless}${CUT}`, harmless);
   }
   // Many cuts: each looks back only to the one before, so this stays linear.

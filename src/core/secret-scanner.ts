@@ -89,7 +89,10 @@ const SECRET_FINDERS: readonly SecretFinder[] = Object.freeze([
 ]);
 
 export const SECRET_PATTERNS: readonly SecretPattern[] = Object.freeze([
-  { marker: 'CONNECTION_URI', pattern: /\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver):\/\/[^\s:@/'"]+:[^\s@/'"]+@[^\s'"<>]+/gi },
+  {
+    marker: 'CONNECTION_URI',
+    pattern: /\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver):\/\/[^\s:@/'"]+:[^\s@/'"]+@[^\s'"<>]+/gi,
+  },
   { marker: 'STRIPE_WEBHOOK', pattern: /\bwhsec_[A-Za-z0-9]{20,}/g },
   { marker: 'STRIPE_KEY', pattern: /\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}/g },
   // sk-proj-, sk-ant-api03-, sk-svcacct-, sk-admin-…: their prefixes are in the class already.
@@ -122,7 +125,15 @@ function jsonInner(value: string): string {
   return JSON.stringify(value).slice(1, -1);
 }
 
-const JSON_SHORT_ESCAPES: Record<number, string> = { 0x22: '\\"', 0x5c: '\\\\', 0x08: '\\b', 0x0c: '\\f', 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t' };
+const JSON_SHORT_ESCAPES: Record<number, string> = {
+  0x22: '\\"',
+  0x5c: '\\\\',
+  0x08: '\\b',
+  0x0c: '\\f',
+  0x0a: '\\n',
+  0x0d: '\\r',
+  0x09: '\\t',
+};
 
 /** What Python's json.dumps (ensure_ascii, its default) makes of a str: all but printable ASCII escaped. */
 function pythonJsonInner(value: string): string {
@@ -287,7 +298,11 @@ interface PartialPattern {
 }
 
 const PARTIAL_PATTERNS: readonly PartialPattern[] = Object.freeze([
-  { marker: 'CONNECTION_URI', start: /\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver):\/\/[^\s:@/'"]+:/gi, body: /[^\s'"<>]/ },
+  {
+    marker: 'CONNECTION_URI',
+    start: /\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver):\/\/[^\s:@/'"]+:/gi,
+    body: /[^\s'"<>]/,
+  },
   { marker: 'STRIPE_WEBHOOK', start: /\bwhsec_/g, body: /[A-Za-z0-9]/ },
   { marker: 'STRIPE_KEY', start: /\b(?:sk|pk|rk)_(?:live|test)_/g, body: /[A-Za-z0-9]/ },
   { marker: 'API_KEY', start: /\bsk-/g, body: /[A-Za-z0-9_-]/ },
@@ -565,7 +580,9 @@ export class SecretScanner {
    */
   scanValue(value: unknown, findings: Finding[]): unknown {
     const holder: Record<string, unknown> = {};
-    const work: Array<{ source: unknown; into: Record<string, unknown> | unknown[]; key: string | number }> = [{ source: value, into: holder, key: 'value' }];
+    const work: Array<{ source: unknown; into: Record<string, unknown> | unknown[]; key: string | number }> = [
+      { source: value, into: holder, key: 'value' },
+    ];
     for (let task = work.pop(); task !== undefined; task = work.pop()) {
       const { source, into, key } = task;
       let scanned: unknown = source;

@@ -6,7 +6,8 @@ import { DomainError } from './errors.js';
 import type { FunctionDefinition } from './functions.js';
 import type { TierLimits } from './tiers.js';
 
-export type StorageResource = 'namespaces' | 'services' | 'functions' | 'versionsPerFunction' | 'storedBytes' | 'schemaBytesPerNamespace' | 'mcpSessions';
+export type StorageResource =
+  'namespaces' | 'services' | 'functions' | 'versionsPerFunction' | 'storedBytes' | 'schemaBytesPerNamespace' | 'mcpSessions';
 
 /** The names MCPWORKS_TIERS and error details use. */
 const FIELD: Record<StorageResource, string> = {
@@ -38,7 +39,13 @@ export interface LimitRefusal {
 }
 
 /** The refusal when `usage + adding` would pass the tier's limit; undefined when it fits (null = unlimited). */
-export function storageRefusal(resource: StorageResource, limits: TierLimits, tier: string, usage: number, adding = 1): LimitRefusal | undefined {
+export function storageRefusal(
+  resource: StorageResource,
+  limits: TierLimits,
+  tier: string,
+  usage: number,
+  adding = 1,
+): LimitRefusal | undefined {
   const limit = limits[resource];
   if (limit === null || usage + adding <= limit) return undefined;
   const hint = resource === 'versionsPerFunction' ? '; delete and re-create the function to start its history again' : '';

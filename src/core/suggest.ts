@@ -33,16 +33,24 @@ export function nearestNames(wanted: string, names: readonly string[], limit = 3
     const edits = distance(target, candidate, max);
     const shared = candidate.split('_').some((w) => words.has(w));
     if (edits <= max) scored.push({ name, score: edits });
-    else if (shared || (target.length >= 4 && (candidate.includes(target) || target.includes(candidate)))) scored.push({ name, score: max + 1 });
+    else if (shared || (target.length >= 4 && (candidate.includes(target) || target.includes(candidate))))
+      scored.push({ name, score: max + 1 });
   }
-  return scored.sort((x, y) => x.score - y.score || x.name.localeCompare(y.name)).slice(0, limit).map((s) => s.name);
+  return scored
+    .sort((x, y) => x.score - y.score || x.name.localeCompare(y.name))
+    .slice(0, limit)
+    .map((s) => s.name);
 }
 
 /** How many available names an error lists at most. */
 export const LISTED_NAMES = 50;
 
 /** The tail of a not-found message: "did you mean …? Available …: …", and the same as details. */
-export function suggestion(wanted: string, names: readonly string[], what: string): { text: string; details: { available: string[]; did_you_mean: string[] } } {
+export function suggestion(
+  wanted: string,
+  names: readonly string[],
+  what: string,
+): { text: string; details: { available: string[]; did_you_mean: string[] } } {
   const nearest = nearestNames(wanted, names);
   const listed = [...names].sort().slice(0, LISTED_NAMES);
   const more = names.length > listed.length ? `, … (${names.length} in all)` : '';

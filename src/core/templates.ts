@@ -123,7 +123,11 @@ export const TEMPLATES: readonly FunctionTemplate[] = Object.freeze([
     language: 'python',
     code: HELLO_WORLD,
     inputSchema: { type: 'object', properties: { name: { type: 'string', description: 'Who to greet (default "World")' } } },
-    outputSchema: { type: 'object', properties: { greeting: { type: 'string' }, message: { type: 'string' } }, required: ['greeting', 'message'] },
+    outputSchema: {
+      type: 'object',
+      properties: { greeting: { type: 'string' }, message: { type: 'string' } },
+      required: ['greeting', 'message'],
+    },
     tags: ['starter', 'example'],
     requirements: [],
   },
@@ -132,7 +136,11 @@ export const TEMPLATES: readonly FunctionTemplate[] = Object.freeze([
     description: 'Parse CSV text and return summary statistics per column (numeric: min/max/mean/median; text: unique count and samples).',
     language: 'python',
     code: CSV_ANALYZER,
-    inputSchema: { type: 'object', properties: { csv_data: { type: 'string', description: 'CSV text with a header row' } }, required: ['csv_data'] },
+    inputSchema: {
+      type: 'object',
+      properties: { csv_data: { type: 'string', description: 'CSV text with a header row' } },
+      required: ['csv_data'],
+    },
     outputSchema: {
       type: 'object',
       properties: {
@@ -147,7 +155,8 @@ export const TEMPLATES: readonly FunctionTemplate[] = Object.freeze([
   },
   {
     name: 'api-connector',
-    description: 'Call an external HTTP API and return the response (status, headers, body up to 10,000 characters). Needs sandbox network egress.',
+    description:
+      'Call an external HTTP API and return the response (status, headers, body up to 10,000 characters). Needs sandbox network egress.',
     language: 'python',
     code: API_CONNECTOR,
     inputSchema: {
@@ -201,7 +210,11 @@ export const TEMPLATES: readonly FunctionTemplate[] = Object.freeze([
         title: { type: 'string' },
         sections: {
           type: 'array',
-          items: { type: 'object', properties: { heading: { type: 'string' }, content: { type: 'string' } }, required: ['heading', 'content'] },
+          items: {
+            type: 'object',
+            properties: { heading: { type: 'string' }, content: { type: 'string' } },
+            required: ['heading', 'content'],
+          },
         },
         format: { type: 'string', enum: ['markdown', 'json'], default: 'markdown' },
       },

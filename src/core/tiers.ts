@@ -38,20 +38,75 @@ export interface TierLimits {
 
 export type TierName = string;
 
-
 const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30 };
-const STANDARD_STORAGE = { namespaces: 10, services: 100, functions: 500, versionsPerFunction: 200, storedBytes: 100 * MB, schemaBytesPerNamespace: 2 * MB, mcpSessions: 100 };
+const STANDARD_STORAGE = {
+  namespaces: 10,
+  services: 100,
+  functions: 500,
+  versionsPerFunction: 200,
+  storedBytes: 100 * MB,
+  schemaBytesPerNamespace: 2 * MB,
+  mcpSessions: 100,
+};
 
 export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze({
-  pro_trial: { monthlyExecutions: 125_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE, ...STANDARD_AGENTS },
-  pro: { monthlyExecutions: 250_000, executionsPerMinute: 100, concurrency: 15, timeoutSeconds: 90, memoryMb: 512, agents: 5, maxResultBytes: 1 * MB, ...STANDARD_STORAGE, ...STANDARD_AGENTS },
+  pro_trial: {
+    monthlyExecutions: 125_000,
+    executionsPerMinute: 100,
+    concurrency: 15,
+    timeoutSeconds: 90,
+    memoryMb: 512,
+    agents: 5,
+    maxResultBytes: 1 * MB,
+    ...STANDARD_STORAGE,
+    ...STANDARD_AGENTS,
+  },
+  pro: {
+    monthlyExecutions: 250_000,
+    executionsPerMinute: 100,
+    concurrency: 15,
+    timeoutSeconds: 90,
+    memoryMb: 512,
+    agents: 5,
+    maxResultBytes: 1 * MB,
+    ...STANDARD_STORAGE,
+    ...STANDARD_AGENTS,
+  },
   enterprise: {
-    monthlyExecutions: 1_000_000, executionsPerMinute: 300, concurrency: 50, timeoutSeconds: 300, memoryMb: 2048, agents: 20, maxResultBytes: 5 * MB, agentStateBytes: 1024 * MB, scheduleMinIntervalSeconds: 15,
-    namespaces: 100, services: 1_000, functions: 5_000, versionsPerFunction: 1_000, storedBytes: 1024 * MB, schemaBytesPerNamespace: 8 * MB, mcpSessions: 1_000,
+    monthlyExecutions: 1_000_000,
+    executionsPerMinute: 300,
+    concurrency: 50,
+    timeoutSeconds: 300,
+    memoryMb: 2048,
+    agents: 20,
+    maxResultBytes: 5 * MB,
+    agentStateBytes: 1024 * MB,
+    scheduleMinIntervalSeconds: 15,
+    namespaces: 100,
+    services: 1_000,
+    functions: 5_000,
+    versionsPerFunction: 1_000,
+    storedBytes: 1024 * MB,
+    schemaBytesPerNamespace: 8 * MB,
+    mcpSessions: 1_000,
   },
   dedicated: {
-    monthlyExecutions: null, executionsPerMinute: 500, concurrency: 100, timeoutSeconds: 300, memoryMb: 2048, agents: null, maxResultBytes: 10 * MB, agentStateBytes: null, scheduleMinIntervalSeconds: 15,
-    namespaces: null, services: null, functions: null, versionsPerFunction: 5_000, storedBytes: 10 * 1024 * MB, schemaBytesPerNamespace: 32 * MB, mcpSessions: 10_000,
+    monthlyExecutions: null,
+    executionsPerMinute: 500,
+    concurrency: 100,
+    timeoutSeconds: 300,
+    memoryMb: 2048,
+    agents: null,
+    maxResultBytes: 10 * MB,
+    agentStateBytes: null,
+    scheduleMinIntervalSeconds: 15,
+    namespaces: null,
+    services: null,
+    functions: null,
+    versionsPerFunction: 5_000,
+    storedBytes: 10 * 1024 * MB,
+    schemaBytesPerNamespace: 32 * MB,
+    mcpSessions: 10_000,
   },
 });
 
@@ -94,8 +149,18 @@ const OVERRIDE_FIELDS = {
 
 // Fields where -1 means unlimited; the sandbox limits must stay finite.
 const UNLIMITABLE = new Set([
-  'monthly_executions', 'executions_per_minute', 'concurrency', 'agents', 'agent_state_bytes',
-  'namespaces', 'services', 'functions', 'versions_per_function', 'stored_bytes', 'schema_bytes_per_namespace', 'mcp_sessions',
+  'monthly_executions',
+  'executions_per_minute',
+  'concurrency',
+  'agents',
+  'agent_state_bytes',
+  'namespaces',
+  'services',
+  'functions',
+  'versions_per_function',
+  'stored_bytes',
+  'schema_bytes_per_namespace',
+  'mcp_sessions',
 ]);
 
 /** Plans an operator adds get `pro`'s limits for every field they do not name. */
@@ -106,7 +171,10 @@ export const NEW_TIER_BASE: TierName = 'pro';
  * counts and storage limits) over the spec's table.
  * Throws a config_invalid PlatformError with a clear message on anything malformed.
  */
-export function applyTierOverrides(json: string | undefined, base: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS): Readonly<Record<string, TierLimits>> {
+export function applyTierOverrides(
+  json: string | undefined,
+  base: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
+): Readonly<Record<string, TierLimits>> {
   if (json === undefined || json.trim() === '') return base;
   let parsed: unknown;
   try {
@@ -114,20 +182,29 @@ export function applyTierOverrides(json: string | undefined, base: Readonly<Reco
   } catch {
     throw configInvalid('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw configInvalid('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw configInvalid('MCPWORKS_TIERS must be a JSON object mapping tier names to limits');
   const tiers: Record<string, TierLimits> = { ...base };
   for (const [name, fields] of Object.entries(parsed as Record<string, unknown>)) {
-    if (!/^[a-z][a-z0-9_]{0,31}$/.test(name)) throw configInvalid(`MCPWORKS_TIERS: tier name ${JSON.stringify(name)} must be 1-32 lowercase letters, digits or "_"`);
-    if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(name)} must map to an object of limits`);
+    if (!/^[a-z][a-z0-9_]{0,31}$/.test(name))
+      throw configInvalid(`MCPWORKS_TIERS: tier name ${JSON.stringify(name)} must be 1-32 lowercase letters, digits or "_"`);
+    if (fields === null || typeof fields !== 'object' || Array.isArray(fields))
+      throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(name)} must map to an object of limits`);
     const limits: TierLimits = { ...(base[name] ?? base[NEW_TIER_BASE] ?? DEFAULT_TIERS.pro!) };
     for (const [field, value] of Object.entries(fields as Record<string, unknown>)) {
       const key = (OVERRIDE_FIELDS as Record<string, keyof TierLimits>)[field];
-      if (!key) throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} is not a limit; use ${Object.keys(OVERRIDE_FIELDS).join(', ')}`);
-      if (typeof value !== 'number' || !Number.isInteger(value)) throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
+      if (!key)
+        throw configInvalid(
+          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} is not a limit; use ${Object.keys(OVERRIDE_FIELDS).join(', ')}`,
+        );
+      if (typeof value !== 'number' || !Number.isInteger(value))
+        throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
       if (value === -1 && UNLIMITABLE.has(field)) {
         (limits as unknown as Record<string, number | null>)[key] = null;
       } else if (value < (field === 'timeout_s' || field === 'memory_mb' ? 1 : 0)) {
-        throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`);
+        throw configInvalid(
+          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`,
+        );
       } else {
         (limits as unknown as Record<string, number>)[key] = value;
       }

@@ -21,7 +21,15 @@ after(async () => {
 // 61 bytes: util.inspect shows 50 bytes of a Buffer, so a printed Buffer of it is cut short.
 const TOKEN = 'answer-secret-' + 'k3Jx9QpL2vWm7RtY4nBc8HdF6sZa1GeU5oTi0yXq'.repeat(2).slice(0, 47);
 const leaks = (text: string) =>
-  [TOKEN.slice(0, 12), Buffer.from(TOKEN.slice(0, 12)).toString('base64').slice(0, 12), [...Buffer.from(TOKEN.slice(0, 6))].join(','), [...Buffer.from(TOKEN.slice(0, 6))].join(', '), Buffer.from(TOKEN.slice(0, 6)).toString('hex').replace(/(..)(?!$)/g, '$1 ')].filter((form) => text.includes(form));
+  [
+    TOKEN.slice(0, 12),
+    Buffer.from(TOKEN.slice(0, 12)).toString('base64').slice(0, 12),
+    [...Buffer.from(TOKEN.slice(0, 6))].join(','),
+    [...Buffer.from(TOKEN.slice(0, 6))].join(', '),
+    Buffer.from(TOKEN.slice(0, 6))
+      .toString('hex')
+      .replace(/(..)(?!$)/g, '$1 '),
+  ].filter((form) => text.includes(form));
 
 describe('answer redaction', () => {
   test('a large answer is redacted in both languages, and /healthz answers while a worker scans it', async () => {
@@ -103,8 +111,17 @@ describe('answer redaction', () => {
 
   test('the end of a secret that starts a traceback cut to its last 16 KB is redacted (both languages)', async () => {
     const s = await t.space([
-      { name: 'py-trace', required_env: ['APP_TOKEN'], code: 'import os\ndef main(input_data):\n    raise RuntimeError((os.environ["APP_TOKEN"] + "|") * 400)\n' },
-      { name: 'ts-trace', language: 'typescript', required_env: ['APP_TOKEN'], code: 'export default function main() {\n  throw new Error((process.env.APP_TOKEN! + "|").repeat(400));\n}\n' },
+      {
+        name: 'py-trace',
+        required_env: ['APP_TOKEN'],
+        code: 'import os\ndef main(input_data):\n    raise RuntimeError((os.environ["APP_TOKEN"] + "|") * 400)\n',
+      },
+      {
+        name: 'ts-trace',
+        language: 'typescript',
+        required_env: ['APP_TOKEN'],
+        code: 'export default function main() {\n  throw new Error((process.env.APP_TOKEN! + "|").repeat(400));\n}\n',
+      },
     ]);
     const tools = await s.run('tools', { APP_TOKEN: TOKEN });
     for (const tool of ['utils__py-trace', 'utils__ts-trace']) {
@@ -113,7 +130,8 @@ describe('answer redaction', () => {
       const body = JSON.parse((answer.content as Array<{ text: string }>)[0]!.text);
       const after = body.stderr.slice(body.stderr.lastIndexOf('[traceback cut]\n') + '[traceback cut]\n'.length);
       assert.match(body.stderr, /\[traceback cut\]\n/, tool);
-      for (let kept = 4; kept < TOKEN.length; kept++) assert.ok(!after.startsWith(TOKEN.slice(-kept)), `${tool}: ${kept} characters of the secret's end start the cut traceback`);
+      for (let kept = 4; kept < TOKEN.length; kept++)
+        assert.ok(!after.startsWith(TOKEN.slice(-kept)), `${tool}: ${kept} characters of the secret's end start the cut traceback`);
       assert.ok(after.startsWith('[REDACTED_ENV_VALUE]') || after.startsWith('|'), `${tool}: ${after.slice(0, 30)}`);
       assert.doesNotMatch(JSON.stringify(answer), new RegExp(TOKEN));
     }
@@ -124,15 +142,25 @@ describe('answer redaction', () => {
     // Tokens 41 characters apart: of two messages shifted by 20, at least one is cut inside a token.
     const tokens = '" ".join("ghp_%04dAb9Cd8Ef7Gh6Ij5Kl4Mn3Op2Qr1St0Uv" % i for i in range(600))';
     const key = '"-----BEGIN PRIVATE KEY-----\\n" + "\\n".join("L%02d" % i + "Q" * 61 for i in range(26)) + "\\n-----END PRIVATE KEY-----"';
-    const tsTokens = 'Array.from({ length: 600 }, (_, i) => "ghp_" + String(i).padStart(4, "0") + "Ab9Cd8Ef7Gh6Ij5Kl4Mn3Op2Qr1St0Uv").join(" ")';
-    const tsKey = '"-----BEGIN PRIVATE KEY-----\\n" + Array.from({ length: 26 }, (_, i) => "L" + String(i).padStart(2, "0") + "Q".repeat(61)).join("\\n") + "\\n-----END PRIVATE KEY-----"';
+    const tsTokens =
+      'Array.from({ length: 600 }, (_, i) => "ghp_" + String(i).padStart(4, "0") + "Ab9Cd8Ef7Gh6Ij5Kl4Mn3Op2Qr1St0Uv").join(" ")';
+    const tsKey =
+      '"-----BEGIN PRIVATE KEY-----\\n" + Array.from({ length: 26 }, (_, i) => "L" + String(i).padStart(2, "0") + "Q".repeat(61)).join("\\n") + "\\n-----END PRIVATE KEY-----"';
     const s = await t.space([
       { name: 'py-tok0', code: `def main(input_data):\n    raise RuntimeError(${tokens})\n` },
       { name: 'py-tok20', code: `def main(input_data):\n    raise RuntimeError("x" * 20 + ${tokens})\n` },
       { name: 'py-key', code: `def main(input_data):\n    raise RuntimeError("x" * 20000 + "\\n" + ${key} + "\\n" + "y" * 15400)\n` },
       { name: 'ts-tok0', language: 'typescript', code: `export default function main() {\n  throw new Error(${tsTokens});\n}\n` },
-      { name: 'ts-tok20', language: 'typescript', code: `export default function main() {\n  throw new Error("x".repeat(20) + ${tsTokens});\n}\n` },
-      { name: 'ts-key', language: 'typescript', code: `export default function main() {\n  throw new Error("x".repeat(20000) + "\\n" + ${tsKey} + "\\n" + "y".repeat(15400));\n}\n` },
+      {
+        name: 'ts-tok20',
+        language: 'typescript',
+        code: `export default function main() {\n  throw new Error("x".repeat(20) + ${tsTokens});\n}\n`,
+      },
+      {
+        name: 'ts-key',
+        language: 'typescript',
+        code: `export default function main() {\n  throw new Error("x".repeat(20000) + "\\n" + ${tsKey} + "\\n" + "y".repeat(15400));\n}\n`,
+      },
     ]);
     const tools = await s.run('tools');
     for (const language of ['py', 'ts']) {

@@ -21,7 +21,12 @@ describe('code mode bridge', () => {
   const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
   const functions = [
     { name: 'py-shape', code: 'def main(input_data):\n    return {"n": input_data["n"]}\n', output_schema: schema },
-    { name: 'ts-shape', language: 'typescript', code: 'export default function main(input: { n: unknown }) { return { n: input.n }; }', output_schema: schema },
+    {
+      name: 'ts-shape',
+      language: 'typescript',
+      code: 'export default function main(input: { n: unknown }) { return { n: input.n }; }',
+      output_schema: schema,
+    },
   ];
 
   test("checks a cross-language callee's output_schema (Python calling TypeScript and the reverse)", async () => {
@@ -53,34 +58,51 @@ describe('code mode bridge', () => {
     assert.deepEqual(await t.usage(s.account), { executions: 4, active: 0 });
   });
 
-  test('checks every callee\'s input_schema and required env, in both directions and in tool mode', async () => {
+  test("checks every callee's input_schema and required env, in both directions and in tool mode", async () => {
     const typed = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
     const s = await t.space([
       { name: 'py-typed', code: 'def main(input_data):\n    return input_data["n"]\n', input_schema: typed },
-      { name: 'ts-typed', language: 'typescript', code: 'export default function main(input: { n: number }) { return input.n; }', input_schema: typed },
+      {
+        name: 'ts-typed',
+        language: 'typescript',
+        code: 'export default function main(input: { n: number }) { return input.n; }',
+        input_schema: typed,
+      },
       { name: 'py-needs', code: 'result = 1', required_env: ['APP_TOKEN'] },
       { name: 'ts-needs', language: 'typescript', code: 'export default function main() { return 1; }', required_env: ['APP_TOKEN'] },
     ]);
     const code = await s.run('code');
     const probe = {
-      python: (fn: string, args: string) => `from functions import ${fn}\ntry:\n    result = {"value": ${fn}(${args})}\nexcept Exception as error:\n    result = {"caught": [type(error).__name__, error.error_type]}`,
-      typescript: (fn: string, args: string) => `import { ${fn} } from "functions";\ntry { result = { value: await ${fn}(${args}) }; } catch (error: any) { result = { caught: [error.name, error.errorType] }; }`,
+      python: (fn: string, args: string) =>
+        `from functions import ${fn}\ntry:\n    result = {"value": ${fn}(${args})}\nexcept Exception as error:\n    result = {"caught": [type(error).__name__, error.error_type]}`,
+      typescript: (fn: string, args: string) =>
+        `import { ${fn} } from "functions";\ntry { result = { value: await ${fn}(${args}) }; } catch (error: any) { result = { caught: [error.name, error.errorType] }; }`,
     };
     for (const language of ['python', 'typescript'] as const) {
       // Same language (checked by the bridge before the call runs in the caller's sandbox) and the other one.
       for (const fn of ['py_typed', 'ts_typed']) {
         const args = language === 'python' ? 'n="x"' : '{ n: "x" }';
-        assert.deepEqual((await execute(code, probe[language](fn, args), language)).value, { caught: ['InputValidationError', 'SchemaError'] }, `${language} → ${fn}`);
+        assert.deepEqual(
+          (await execute(code, probe[language](fn, args), language)).value,
+          { caught: ['InputValidationError', 'SchemaError'] },
+          `${language} → ${fn}`,
+        );
         const good = language === 'python' ? 'n=5' : '{ n: 5 }';
         assert.deepEqual((await execute(code, probe[language](fn, good), language)).value, { value: 5 }, `${language} → ${fn}`);
       }
       for (const fn of ['py_needs', 'ts_needs']) {
-        assert.deepEqual((await execute(code, probe[language](fn, ''), language)).value, { caught: ['FunctionError', 'missing_env'] }, `${language} → ${fn}`);
+        assert.deepEqual(
+          (await execute(code, probe[language](fn, ''), language)).value,
+          { caught: ['FunctionError', 'missing_env'] },
+          `${language} → ${fn}`,
+        );
       }
     }
     const tools = await s.run('tools');
-    for (const tool of ['utils__py-typed', 'utils__ts-typed']) assert.equal(parseResult(await tools.callTool(tool, { n: 'x' })).error_type, 'SchemaError', tool);
-    for (const tool of ['utils__py-needs', 'utils__ts-needs']) assert.equal(parseResult(await tools.callTool(tool)).error_type, 'missing_env', tool);
+    for (const tool of ['utils__py-typed', 'utils__ts-typed'])
+      assert.equal(parseResult(await tools.callTool(tool, { n: 'x' })).error_type, 'SchemaError', tool);
+    for (const tool of ['utils__py-needs', 'utils__ts-needs'])
+      assert.equal(parseResult(await tools.callTool(tool)).error_type, 'missing_env', tool);
     await t.assertHealthy();
     // Refused before any sandbox: the tool-mode calls count nothing; each execute counts one.
     assert.deepEqual(await t.usage(s.account), { executions: 12, active: 0 });
@@ -99,8 +121,14 @@ describe('code mode bridge', () => {
     assert.deepEqual(parseResult(await tools.callTool('utils__ts-b')), ['APP_B']);
     const code = await s.run('code', env);
     // The execute sandbox: what some function declared, never an undeclared variable.
-    assert.deepEqual((await execute(code, 'import os\nresult = sorted(k for k in os.environ if k.startswith("APP_"))', 'python')).value, ['APP_A', 'APP_B']);
-    assert.deepEqual((await execute(code, 'result = Object.keys(process.env).filter((k) => k.startsWith("APP_")).sort();', 'typescript')).value, ['APP_A', 'APP_B']);
+    assert.deepEqual((await execute(code, 'import os\nresult = sorted(k for k in os.environ if k.startswith("APP_"))', 'python')).value, [
+      'APP_A',
+      'APP_B',
+    ]);
+    assert.deepEqual(
+      (await execute(code, 'result = Object.keys(process.env).filter((k) => k.startsWith("APP_")).sort();', 'typescript')).value,
+      ['APP_A', 'APP_B'],
+    );
     // A cross-language callee's own sandbox: only what it declared.
     assert.deepEqual((await execute(code, 'from functions import ts_b\nresult = ts_b()', 'python')).value, ['APP_B']);
     assert.deepEqual((await execute(code, 'import { py_a } from "functions";\nresult = await py_a();', 'typescript')).value, ['APP_A']);

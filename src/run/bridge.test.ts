@@ -17,7 +17,17 @@ function fn(name: string, definition: Partial<RunDefinition> = {}): ActiveFuncti
     description: '',
     tags: [],
     version: 3,
-    definition: { language: 'python', backend: 'code_sandbox', config: null, inputSchema: null, outputSchema: null, requirements: [], requiredEnv: [], optionalEnv: [], ...definition } as RunDefinition,
+    definition: {
+      language: 'python',
+      backend: 'code_sandbox',
+      config: null,
+      inputSchema: null,
+      outputSchema: null,
+      requirements: [],
+      requiredEnv: [],
+      optionalEnv: [],
+      ...definition,
+    } as RunDefinition,
     definitionHash: name,
     schemaBytes: 0,
   };
@@ -85,7 +95,11 @@ describe('the code-mode bridge (CodeModeBridge, fake sandbox)', () => {
     const { bridge, runs } = setup();
     assert.deepEqual(await bridge.handle(call('utils', 'plain')), { ok: true });
     assert.deepEqual(await bridge.handle({ op: 'nope' }), { ok: false, error_type: 'BridgeError', error: 'unknown bridge request' });
-    assert.deepEqual(await bridge.handle(call('utils', 'ghost')), { ok: false, error_type: 'NotFound', error: 'function utils.ghost not found' });
+    assert.deepEqual(await bridge.handle(call('utils', 'ghost')), {
+      ok: false,
+      error_type: 'NotFound',
+      error: 'function utils.ghost not found',
+    });
     assert.deepEqual(bridge.calls, ['utils.plain@3']);
     assert.equal(runs.length, 0);
   });
@@ -111,7 +125,11 @@ describe('the code-mode bridge (CodeModeBridge, fake sandbox)', () => {
 
   test('a same-language function whose TypeScript did not transpile answers its transpile error', async () => {
     const { bridge, runs } = setup({ language: 'typescript' });
-    assert.deepEqual(await bridge.handle(call('utils', 'broken-ts')), { ok: false, error_type: 'TranspileError', error: 'does not transpile' });
+    assert.deepEqual(await bridge.handle(call('utils', 'broken-ts')), {
+      ok: false,
+      error_type: 'TranspileError',
+      error: 'does not transpile',
+    });
     assert.equal(runs.length, 0);
   });
 
@@ -125,7 +143,7 @@ describe('the code-mode bridge (CodeModeBridge, fake sandbox)', () => {
     assert.deepEqual(runs[0]!.env, { EXTRA: 'e' });
     assert.equal(runs[0]!.limits.timeoutSeconds, 18);
     assert.equal(runs[0]!.limits.maxResultBytes, 1024, "the caller's tier limits, not another's");
-    assert.ok(runs[0]!.signal, 'the run carries the execute\'s signal');
+    assert.ok(runs[0]!.signal, "the run carries the execute's signal");
   });
 
   test("an other-language callee's result is checked against its output_schema", async () => {
@@ -148,13 +166,25 @@ describe('the code-mode bridge (CodeModeBridge, fake sandbox)', () => {
   test('past the deadline or after finish() nothing starts; the call budget and the recorded calls are bounded', async () => {
     const late = setup();
     late.tick(30_000);
-    assert.deepEqual(await late.bridge.handle(call('utils', 'plain')), { ok: false, error_type: 'BridgeError', error: 'the run has ended' });
+    assert.deepEqual(await late.bridge.handle(call('utils', 'plain')), {
+      ok: false,
+      error_type: 'BridgeError',
+      error: 'the run has ended',
+    });
     const ended = setup();
     ended.bridge.finish();
-    assert.deepEqual(await ended.bridge.handle(call('utils', 'plain')), { ok: false, error_type: 'BridgeError', error: 'the run has ended' });
+    assert.deepEqual(await ended.bridge.handle(call('utils', 'plain')), {
+      ok: false,
+      error_type: 'BridgeError',
+      error: 'the run has ended',
+    });
     const busy = setup();
     for (let i = 0; i < MAX_BRIDGE_CALLS; i++) await busy.bridge.handle(call('utils', 'plain'));
-    assert.deepEqual(await busy.bridge.handle(call('utils', 'plain')), { ok: false, error_type: 'BridgeError', error: `at most ${MAX_BRIDGE_CALLS} function calls per execute` });
+    assert.deepEqual(await busy.bridge.handle(call('utils', 'plain')), {
+      ok: false,
+      error_type: 'BridgeError',
+      error: `at most ${MAX_BRIDGE_CALLS} function calls per execute`,
+    });
     assert.equal(busy.bridge.calls.length, MAX_RECORDED_CALLS);
   });
 

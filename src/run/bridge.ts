@@ -84,7 +84,8 @@ export class CodeModeBridge {
   readonly handle = async (message: unknown): Promise<unknown> => {
     // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
     if (this.finished || this.now() >= this.deadline) return refused(BRIDGE_ERROR_TYPES.bridge, 'the run has ended');
-    if (++this.count > MAX_BRIDGE_CALLS) return refused(BRIDGE_ERROR_TYPES.bridge, `at most ${MAX_BRIDGE_CALLS} function calls per execute`);
+    if (++this.count > MAX_BRIDGE_CALLS)
+      return refused(BRIDGE_ERROR_TYPES.bridge, `at most ${MAX_BRIDGE_CALLS} function calls per execute`);
     const request = (message ?? {}) as BridgeRequest;
     if ((request.op !== 'call' && request.op !== 'result') || typeof request.service !== 'string' || typeof request.function !== 'string') {
       return refused(BRIDGE_ERROR_TYPES.bridge, 'unknown bridge request');
@@ -112,7 +113,8 @@ export class CodeModeBridge {
     const input = request.input ?? {};
     // As at the endpoint: an input no function could receive is the caller's error, before any cost.
     // A large call's input arrives as bytes (RawJson), checked in the scan worker that read it.
-    const problem = input instanceof RawJson ? (typeof request.inputProblem === 'string' ? request.inputProblem : undefined) : callInputProblem(input);
+    const problem =
+      input instanceof RawJson ? (typeof request.inputProblem === 'string' ? request.inputProblem : undefined) : callInputProblem(input);
     if (problem) return refused(BRIDGE_ERROR_TYPES.validation, `${fn.service}.${fn.name}: ${problem}`);
     // checkCallable in two halves: missing env is refused before the rate unit (it costs nothing), the input check after it.
     const missing = checkEnv(fn, this.run.env);
@@ -163,7 +165,11 @@ export class CodeModeBridge {
       functionRequest(fn, input, {
         code: await this.deps.codeOf(fn),
         nodeModulesDir,
-        limits: { ...limits, timeoutSeconds: Math.min(limits.timeoutSeconds, remaining), cpuSeconds: Math.min(limits.cpuSeconds, remaining) },
+        limits: {
+          ...limits,
+          timeoutSeconds: Math.min(limits.timeoutSeconds, remaining),
+          cpuSeconds: Math.min(limits.cpuSeconds, remaining),
+        },
         env: this.run.env,
         namespace: this.run.namespace,
         accountId: this.run.accountId,

@@ -27,7 +27,8 @@ export class CodeCache {
     }
     const code = (await this.load([fn.versionId])).get(fn.versionId);
     // The version was deleted with its function after the snapshot was taken.
-    if (code === undefined) throw new DomainError('not_found', `function '${fn.service}.${fn.name}' was deleted while this call was on its way`);
+    if (code === undefined)
+      throw new DomainError('not_found', `function '${fn.service}.${fn.name}' was deleted while this call was on its way`);
     if (options.remember !== false) this.remember(fn.versionId, code);
     return code;
   }

@@ -22,7 +22,10 @@ test("one tenant's flood waits behind itself: another tenant's task runs after a
   // Round-robin by tenant, in order within a tenant.
   assert.deepEqual(log.slice(0, 4), ['a1', 'b', 'a1', 'b']);
   assert.deepEqual(log.slice(4), ['a1', 'a1', 'a1', 'a2', 'a2', 'a2', 'a2', 'a2', 'a3', 'a3', 'a3', 'a3', 'a3']);
-  assert.deepEqual(turns.find((turn) => turn.tenant === 'b'), { tenant: 'b', waited: 1 });
+  assert.deepEqual(
+    turns.find((turn) => turn.tenant === 'b'),
+    { tenant: 'b', waited: 1 },
+  );
   assert.deepEqual(share.stats(), { pending: 0, tenants: 0, slices: 17 });
 });
 

@@ -43,7 +43,12 @@ export function namespaceEnv(functions: readonly ActiveFunction[], env: Readonly
  * Whether `fn` may run with `input` and `env`: undefined when it may, else the refusal (missing
  * required env first, then the input_schema check in the schema workers). No sandbox is started.
  */
-export async function checkCallable(fn: ActiveFunction, input: unknown, env: Readonly<Record<string, string>>, checks: SchemaChecks): Promise<CallRefusal | undefined> {
+export async function checkCallable(
+  fn: ActiveFunction,
+  input: unknown,
+  env: Readonly<Record<string, string>>,
+  checks: SchemaChecks,
+): Promise<CallRefusal | undefined> {
   return checkEnv(fn, env) ?? (await checkInput(fn, input, checks));
 }
 
@@ -51,7 +56,11 @@ export async function checkCallable(fn: ActiveFunction, input: unknown, env: Rea
 export function checkEnv(fn: ActiveFunction, env: Readonly<Record<string, string>>): CallRefusal | undefined {
   const missing = fn.definition.requiredEnv.filter((variable) => env[variable] === undefined);
   if (missing.length === 0) return undefined;
-  return { error_type: BRIDGE_ERROR_TYPES.missingEnv, error: `missing required environment variables: ${missing.join(', ')} (send them in the X-MCPWorks-Env header)`, missing };
+  return {
+    error_type: BRIDGE_ERROR_TYPES.missingEnv,
+    error: `missing required environment variables: ${missing.join(', ')} (send them in the X-MCPWorks-Env header)`,
+    missing,
+  };
 }
 
 /** The input check of a call (tool mode and every bridge call): undefined when it may run. */
@@ -59,7 +68,11 @@ export async function checkInput(fn: ActiveFunction, input: unknown, checks: Sch
   if (!fn.definition.inputSchema) return undefined;
   // A large bridge call's input (RawJson) goes to the schema worker as bytes, never parsed here.
   const verdict = await checks.schemas.check(fn.definition.inputSchema, input, checks.accountId, 'the input');
-  return refusal(verdict, `input does not match the input_schema of ${fn.service}.${fn.name}`, `the input_schema check of ${fn.service}.${fn.name} was stopped`);
+  return refusal(
+    verdict,
+    `input does not match the input_schema of ${fn.service}.${fn.name}`,
+    `the input_schema check of ${fn.service}.${fn.name} was stopped`,
+  );
 }
 
 /** output_schema is checked here, in the schema workers, rather than on the sandbox's answer path. */
@@ -73,7 +86,13 @@ export async function checkOutput(fn: ActiveFunction, result: RunResult, checks:
     // The code ran: a check that could not finish withholds the result (fails closed) but never
     // keeps the call from being recorded and counted.
     const why = error instanceof DomainError ? error.message : 'the check could not be completed';
-    return { ok: false, error: `the output_schema check was stopped: ${why}`, error_type: SCHEMA_LIMIT_ERROR, stderr: result.stderr, stdout: result.stdout };
+    return {
+      ok: false,
+      error: `the output_schema check was stopped: ${why}`,
+      error_type: SCHEMA_LIMIT_ERROR,
+      stderr: result.stderr,
+      stdout: result.stdout,
+    };
   }
   const refused = refusal(verdict, 'the result does not match output_schema', 'the output_schema check was stopped');
   return refused ? { ok: false, ...refused, stderr: result.stderr, stdout: result.stdout } : result;
@@ -83,7 +102,14 @@ export async function checkOutput(fn: ActiveFunction, result: RunResult, checks:
 export function functionRequest(
   fn: ActiveFunction,
   input: unknown,
-  run: { code: string; nodeModulesDir: string | undefined; limits: SandboxLimits; env: Readonly<Record<string, string>>; namespace: NamespaceSnapshot; accountId: string },
+  run: {
+    code: string;
+    nodeModulesDir: string | undefined;
+    limits: SandboxLimits;
+    env: Readonly<Record<string, string>>;
+    namespace: NamespaceSnapshot;
+    accountId: string;
+  },
 ): SandboxRequest {
   return {
     ...(run.nodeModulesDir ? { nodeModulesDir: run.nodeModulesDir } : {}),

@@ -5,7 +5,19 @@
  * A package is content-addressed by what it contains, built once and reused by every run.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { transform } from 'esbuild';
 import { ambiguousIdentifiers, catalogEntries, renderCatalogDoc, type CatalogEntry } from '../core/functions-catalog.js';
@@ -52,7 +64,10 @@ const KNOWN_PACKAGES = 1000;
 
 export function packageKey(namespace: string, functions: readonly PackageIdentity[]): string {
   const content = functions.map((f) => [f.service, f.name, f.version, f.definitionHash, f.description]);
-  return createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, content])).digest('hex').slice(0, 40);
+  return createHash('sha256')
+    .update(JSON.stringify([GENERATOR_VERSION, namespace, content]))
+    .digest('hex')
+    .slice(0, 40);
 }
 
 function runtimeFile(...parts: string[]): string {
@@ -114,7 +129,13 @@ export class FunctionsPackageBuilder {
     return pending;
   }
 
-  private async write(key: string, dir: string, namespace: string, functions: readonly ActiveFunction[], code: CodeLoader): Promise<FunctionsPackage> {
+  private async write(
+    key: string,
+    dir: string,
+    namespace: string,
+    functions: readonly ActiveFunction[],
+    code: CodeLoader,
+  ): Promise<FunctionsPackage> {
     const entries = catalogEntries(
       functions.map((f) => ({
         service: f.service,
@@ -127,7 +148,8 @@ export class FunctionsPackageBuilder {
       })),
     );
     for (const entry of entries) {
-      if (!IDENTIFIER.test(entry.identifier) || !IDENTIFIER.test(entry.serviceIdentifier)) throw new Error(`unexpected identifier in ${entry.service}.${entry.name}`);
+      if (!IDENTIFIER.test(entry.identifier) || !IDENTIFIER.test(entry.serviceIdentifier))
+        throw new Error(`unexpected identifier in ${entry.service}.${entry.name}`);
     }
     const ambiguous = [...ambiguousIdentifiers(entries)];
     const doc = { python: renderCatalogDoc(namespace, entries, 'python'), typescript: renderCatalogDoc(namespace, entries, 'typescript') };
@@ -157,13 +179,25 @@ export class FunctionsPackageBuilder {
             mkdirSync(path.join(node, '_code', base, 'node_modules'), { recursive: true, mode: 0o755 });
             // Transpiled once per source and display name (the inline source map carries it).
             await this.placeCode(path.join(node, '_code', base, 'index.cjs'), storeKey(namespace, 'cjs', display, source), async () => {
-              const output = await transform(source, { loader: 'ts', format: 'cjs', target: 'node20', sourcemap: 'inline', sourcefile: display, logLevel: 'silent' });
+              const output = await transform(source, {
+                loader: 'ts',
+                format: 'cjs',
+                target: 'node20',
+                sourcemap: 'inline',
+                sourcefile: display,
+                logLevel: 'silent',
+              });
               return output.code;
             });
             nodeEntries.push({ ...entry, file: `${base}/index.cjs`, display, module: base });
           } catch (error) {
             const first = (error as { errors?: Array<{ text: string; location?: { line: number } | null }> }).errors?.[0];
-            transpileErrors.set(functionKey(fn.service, fn.name), first ? `${display}: ${first.text}${first.location ? ` (line ${first.location.line})` : ''}` : `${display} does not transpile`);
+            transpileErrors.set(
+              functionKey(fn.service, fn.name),
+              first
+                ? `${display}: ${first.text}${first.location ? ` (line ${first.location.line})` : ''}`
+                : `${display} does not transpile`,
+            );
             nodeEntries.push({ ...entry, display, module: base });
           }
         }
@@ -179,19 +213,31 @@ export class FunctionsPackageBuilder {
         JSON.stringify({
           name: 'functions',
           private: true,
-          exports: { '.': { import: './index.mjs', require: './index.cjs' }, './*': { import: './services/*.mjs', require: './services/*.cjs' } },
+          exports: {
+            '.': { import: './index.mjs', require: './index.cjs' },
+            './*': { import: './services/*.mjs', require: './services/*.cjs' },
+          },
         }),
       );
       // ES modules need their export names written out; identifiers were checked against IDENTIFIER above.
       const services = [...new Set(entries.map((e) => e.serviceIdentifier))];
       const topLevel = [...new Set(entries.map((e) => e.identifier).filter((id) => !ambiguous.includes(id) && !services.includes(id)))];
-      const esm = ["import functions from './index.cjs';", 'export default functions;', 'export const __doc__ = functions.__doc__;', 'export const FunctionError = functions.FunctionError;'];
+      const esm = [
+        "import functions from './index.cjs';",
+        'export default functions;',
+        'export const __doc__ = functions.__doc__;',
+        'export const FunctionError = functions.FunctionError;',
+      ];
       for (const name of [...topLevel, ...services]) esm.push(`export const ${name} = functions.${name};`);
       writeFileSync(path.join(node, 'index.mjs'), `${esm.join('\n')}\n`);
       for (const service of services) {
         const members = entries.filter((e) => e.serviceIdentifier === service).map((e) => e.identifier);
         writeFileSync(path.join(node, 'services', `${service}.cjs`), `module.exports = require('../index.cjs').__services.${service};\n`);
-        const lines = ["import functions from '../index.cjs';", `const service = functions.__services.${service};`, 'export default service;'];
+        const lines = [
+          "import functions from '../index.cjs';",
+          `const service = functions.__services.${service};`,
+          'export default service;',
+        ];
         for (const member of members) lines.push(`export const ${member} = service.${member};`);
         writeFileSync(path.join(node, 'services', `${service}.mjs`), `${lines.join('\n')}\n`);
       }
@@ -281,7 +327,11 @@ export class FunctionsPackageBuilder {
 }
 
 function storeKey(namespace: string, kind: 'py' | 'cjs', display: string, source: string): string {
-  return `${createHash('sha256').update(JSON.stringify([GENERATOR_VERSION, namespace, kind, display])).update('\0').update(source).digest('hex')}.${kind}`;
+  return `${createHash('sha256')
+    .update(JSON.stringify([GENERATOR_VERSION, namespace, kind, display]))
+    .update('\0')
+    .update(source)
+    .digest('hex')}.${kind}`;
 }
 
 /** The inodes of every file under `root` (packages, staging ones included); a vanishing entry is skipped. */

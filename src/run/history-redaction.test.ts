@@ -39,8 +39,14 @@ describe('execution history', () => {
     const answers = [
       await tools.callTool('utils__py-leak'),
       await tools.callTool('utils__ts-leak'),
-      await code.callTool('execute', { code: `import os, sys\nprint("out " + os.environ["APP_TOKEN"])\nprint("err " + os.environ["APP_TOKEN"], file=sys.stderr)\nraise ValueError("boom " + os.environ["APP_TOKEN"] + " ${uri}")`, language: 'python' }),
-      await code.callTool('execute', { code: `console.log("out " + process.env.APP_TOKEN);\nconsole.error("err " + process.env.APP_TOKEN);\nthrow new TypeError("boom " + process.env.APP_TOKEN + " ${uri}");`, language: 'typescript' }),
+      await code.callTool('execute', {
+        code: `import os, sys\nprint("out " + os.environ["APP_TOKEN"])\nprint("err " + os.environ["APP_TOKEN"], file=sys.stderr)\nraise ValueError("boom " + os.environ["APP_TOKEN"] + " ${uri}")`,
+        language: 'python',
+      }),
+      await code.callTool('execute', {
+        code: `console.log("out " + process.env.APP_TOKEN);\nconsole.error("err " + process.env.APP_TOKEN);\nthrow new TypeError("boom " + process.env.APP_TOKEN + " ${uri}");`,
+        language: 'typescript',
+      }),
     ];
     for (const answer of answers) {
       assert.equal(answer.isError, true);

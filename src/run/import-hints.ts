@@ -21,7 +21,11 @@ export function explainMissingImport(result: RunResult, functions: readonly Acti
     ? functions.filter((fn) => toIdentifier(fn.service) === service).map((fn) => toIdentifier(fn.name))
     : [...new Set([...functions.map((fn) => toIdentifier(fn.service)), ...functions.map((fn) => toIdentifier(fn.name))])];
   const hint = suggestion(name, names, `in '${module}'`);
-  return { ...result, error_type: BRIDGE_ERROR_TYPES.functionNotFound, error: `'${module}' has no function or service '${name}'.${hint.text} Print functions.__doc__ (import functions from "functions") to see them with their signatures.` };
+  return {
+    ...result,
+    error_type: BRIDGE_ERROR_TYPES.functionNotFound,
+    error: `'${module}' has no function or service '${name}'.${hint.text} Print functions.__doc__ (import functions from "functions") to see them with their signatures.`,
+  };
 }
 
 /**

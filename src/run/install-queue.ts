@@ -69,10 +69,14 @@ export class InstallQueue {
         timer: setTimeout(() => {
           this.waiting.splice(this.waiting.indexOf(waiter), 1);
           reject(
-            new DomainError('rate_limited', `waited ${Math.round(this.limits.maxWaitMs / 1000)} s for an npm install slot; try again shortly`, {
-              field: 'requirements',
-              limit: 'npm_install_wait',
-            }),
+            new DomainError(
+              'rate_limited',
+              `waited ${Math.round(this.limits.maxWaitMs / 1000)} s for an npm install slot; try again shortly`,
+              {
+                field: 'requirements',
+                limit: 'npm_install_wait',
+              },
+            ),
           );
         }, this.limits.maxWaitMs),
       };
@@ -86,7 +90,7 @@ export class InstallQueue {
     const left = (this.runningBy.get(account) ?? 1) - 1;
     if (left === 0) this.runningBy.delete(account);
     else this.runningBy.set(account, left);
-    for (let i = 0; i < this.waiting.length && this.running < this.limits.concurrency; ) {
+    for (let i = 0; i < this.waiting.length && this.running < this.limits.concurrency;) {
       const waiter = this.waiting[i];
       if (!this.canStart(waiter.account)) {
         i++;

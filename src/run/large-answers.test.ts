@@ -42,7 +42,10 @@ describe('large answers', () => {
     ]);
     for (const era of ['v2', 'v1'] as const) {
       const tools = await s.run('tools', { APP_TOKEN: TOKEN }, era);
-      for (const [tool, structured] of [['utils__py-big', true], ['utils__ts-big', false]] as const) {
+      for (const [tool, structured] of [
+        ['utils__py-big', true],
+        ['utils__ts-big', false],
+      ] as const) {
         const { value: answer, decoded, rendered } = await paths(() => tools.callTool(tool));
         assert.equal(answer.isError, undefined, `${era} ${tool}`);
         assert.deepEqual(answer.content, [{ type: 'text', text: JSON.stringify(expected) }], `${era} ${tool}`);
@@ -64,24 +67,47 @@ describe('large answers', () => {
 
   test('code mode, both languages, with a large result from another language over the bridge; large errors and deep answers', async () => {
     const s = await t.space([
-      { name: 'py-part', required_env: ['APP_TOKEN'], code: `import os\ndef main(input_data):\n    return {"part": "p" * ${BIG} + os.environ["APP_TOKEN"]}\n` },
-      { name: 'ts-part', language: 'typescript', required_env: ['APP_TOKEN'], code: `export default function main() {\n  return { part: "q".repeat(${BIG}) + process.env.APP_TOKEN };\n}\n` },
+      {
+        name: 'py-part',
+        required_env: ['APP_TOKEN'],
+        code: `import os\ndef main(input_data):\n    return {"part": "p" * ${BIG} + os.environ["APP_TOKEN"]}\n`,
+      },
+      {
+        name: 'ts-part',
+        language: 'typescript',
+        required_env: ['APP_TOKEN'],
+        code: `export default function main() {\n  return { part: "q".repeat(${BIG}) + process.env.APP_TOKEN };\n}\n`,
+      },
     ]);
     const code = await s.run('code', { APP_TOKEN: TOKEN });
     // TypeScript calls the Python function (a sandbox of its own, its answer decoded in a worker and
     // passed back as bytes), and returns more than it got.
-    const fromTs = await paths(() => execute(code, 'import { py_part } from "functions";\nconst r: any = await py_part({});\nconsole.log("got " + r.part.length);\nresult = { got: r.part, more: "m".repeat(50000) };\n', 'typescript'));
+    const fromTs = await paths(() =>
+      execute(
+        code,
+        'import { py_part } from "functions";\nconst r: any = await py_part({});\nconsole.log("got " + r.part.length);\nresult = { got: r.part, more: "m".repeat(50000) };\n',
+        'typescript',
+      ),
+    );
     assert.equal(fromTs.value.isError, false);
     assert.deepEqual(fromTs.value.value, { got: `${'p'.repeat(BIG)}[REDACTED_ENV_VALUE]`, more: 'm'.repeat(50000) });
     assert.deepEqual([fromTs.decoded, fromTs.rendered], [2, 1], 'the callee and the caller decoded in a worker, the answer rendered there');
-    const fromPy = await paths(() => execute(code, 'from functions import ts_part\nr = ts_part()\nprint("got", len(r["part"]))\nresult = r\n', 'python'));
+    const fromPy = await paths(() =>
+      execute(code, 'from functions import ts_part\nr = ts_part()\nprint("got", len(r["part"]))\nresult = r\n', 'python'),
+    );
     assert.deepEqual(fromPy.value, { isError: false, value: { part: `${'q'.repeat(BIG)}[REDACTED_ENV_VALUE]` } });
     assert.deepEqual([fromPy.decoded, fromPy.rendered], [2, 1]);
     const answer = await code.callTool('execute', { code: 'print("hello")\nresult = "r" * 100000', language: 'python' });
-    assert.deepEqual(answer.content, [{ type: 'text', text: JSON.stringify('r'.repeat(100000)) }, { type: 'text', text: 'stdout:\nhello\n' }]);
+    assert.deepEqual(answer.content, [
+      { type: 'text', text: JSON.stringify('r'.repeat(100000)) },
+      { type: 'text', text: 'stdout:\nhello\n' },
+    ]);
 
     // A large error: its message is read in a worker, redacted and rendered as the error body.
-    for (const [language, raise] of [['python', 'import os\nraise ValueError("e" * 100000 + os.environ["APP_TOKEN"])'], ['typescript', 'throw new RangeError("e".repeat(100000) + process.env.APP_TOKEN);']] as const) {
+    for (const [language, raise] of [
+      ['python', 'import os\nraise ValueError("e" * 100000 + os.environ["APP_TOKEN"])'],
+      ['typescript', 'throw new RangeError("e".repeat(100000) + process.env.APP_TOKEN);'],
+    ] as const) {
       const failed = await paths(() => code.callTool('execute', { code: raise, language }));
       assert.equal(failed.value.isError, true, language);
       const body = parseResult(failed.value);
@@ -91,7 +117,9 @@ describe('large answers', () => {
       assert.deepEqual([failed.decoded, failed.rendered], [1, 1], language);
     }
     // Nested past the depth limit in a large line: SerializationError, decided in the worker.
-    const deep = await paths(() => execute(code, 'import os\nos.write(3, b\'{"ok":true,"result":\' + b"[" * 40000 + b"]" * 40000 + b"}\\n")\nos._exit(0)\n', 'python'));
+    const deep = await paths(() =>
+      execute(code, 'import os\nos.write(3, b\'{"ok":true,"result":\' + b"[" * 40000 + b"]" * 40000 + b"}\\n")\nos._exit(0)\n', 'python'),
+    );
     assert.equal(deep.value.isError, true);
     assert.equal(deep.value.value.error_type, 'SerializationError');
     assert.equal(deep.decoded, 1);
@@ -105,25 +133,46 @@ describe('large answers', () => {
   });
   test('a large bridge call is parsed in a worker and its input reaches the callee as sent (with and without input_schema)', async () => {
     const schema = { type: 'object', properties: { blob: { type: 'string' } }, required: ['blob'] };
-    const echo = 'def main(input_data):\n    b = input_data["blob"]\n    return {"n": len(b), "ends": b[-12:], "same": b == "\\u00e9\\"" * 60000 + "end-of-blob"}\n';
+    const echo =
+      'def main(input_data):\n    b = input_data["blob"]\n    return {"n": len(b), "ends": b[-12:], "same": b == "\\u00e9\\"" * 60000 + "end-of-blob"}\n';
     const s = await t.space([
       { name: 'py-echo', code: echo },
       { name: 'py-checked', code: echo, input_schema: schema },
-      { name: 'ts-echo', language: 'typescript', code: 'export default function main(input: any) {\n  return { n: input.blob.length, same: input.blob === "é\\"".repeat(60000) + "end-of-blob" };\n}\n' },
+      {
+        name: 'ts-echo',
+        language: 'typescript',
+        code: 'export default function main(input: any) {\n  return { n: input.blob.length, same: input.blob === "é\\"".repeat(60000) + "end-of-blob" };\n}\n',
+      },
     ]);
     const code = await s.run('code');
     const schemas = t.server.server.services.schemas;
     const raw = schemas.stats().raw;
     const fromTs = await paths(() =>
-      execute(code, 'import { py_echo, py_checked } from "functions";\nconst blob = "é\\"".repeat(60000) + "end-of-blob";\nresult = [await py_echo({ blob }), await py_checked({ blob })];\n', 'typescript'),
+      execute(
+        code,
+        'import { py_echo, py_checked } from "functions";\nconst blob = "é\\"".repeat(60000) + "end-of-blob";\nresult = [await py_echo({ blob }), await py_checked({ blob })];\n',
+        'typescript',
+      ),
     );
-    assert.deepEqual(fromTs.value, { isError: false, value: [{ n: 120011, ends: 'é"é"end-of-blob'.slice(-12), same: true }, { n: 120011, ends: 'é"é"end-of-blob'.slice(-12), same: true }] });
+    assert.deepEqual(fromTs.value, {
+      isError: false,
+      value: [
+        { n: 120011, ends: 'é"é"end-of-blob'.slice(-12), same: true },
+        { n: 120011, ends: 'é"é"end-of-blob'.slice(-12), same: true },
+      ],
+    });
     assert.ok(fromTs.decoded >= 2, `the two calls' lines were parsed in a worker (${fromTs.decoded})`);
-    const fromPy = await paths(() => execute(code, 'from functions import ts_echo\nresult = ts_echo(blob="\\u00e9\\"" * 60000 + "end-of-blob")\n', 'python'));
+    const fromPy = await paths(() =>
+      execute(code, 'from functions import ts_echo\nresult = ts_echo(blob="\\u00e9\\"" * 60000 + "end-of-blob")\n', 'python'),
+    );
     assert.deepEqual(fromPy.value, { isError: false, value: { n: 120011, same: true } });
     assert.ok(fromPy.decoded >= 1, `the call's line was parsed in a worker (${fromPy.decoded})`);
     // A large call past the input_schema: refused as a small one is.
-    const refused = await execute(code, 'from functions import py_checked\ntry:\n    py_checked(blob=["x" * 50000])\n    result = "ran"\nexcept Exception as e:\n    result = type(e).__name__\n', 'python');
+    const refused = await execute(
+      code,
+      'from functions import py_checked\ntry:\n    py_checked(blob=["x" * 50000])\n    result = "ran"\nexcept Exception as e:\n    result = type(e).__name__\n',
+      'python',
+    );
     assert.deepEqual(refused, { isError: false, value: 'InputValidationError' });
     // Both large inputs to py-checked reached the schema worker as their bytes, never parsed on the main thread.
     assert.equal(schemas.stats().raw, raw + 2, 'the large bridge inputs went to the schema worker unparsed');

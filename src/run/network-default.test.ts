@@ -20,7 +20,10 @@ after(async () => {
 describe('the sandbox network', () => {
   test('is off by default: a run has only its own loopback (tool mode, code mode, both languages)', async () => {
     const s = await t.space([
-      { name: 'py-net', code: 'def main(input_data):\n    return sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:])\n' },
+      {
+        name: 'py-net',
+        code: 'def main(input_data):\n    return sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:])\n',
+      },
       {
         name: 'ts-net',
         language: 'typescript',
@@ -31,7 +34,11 @@ describe('the sandbox network', () => {
     assert.deepEqual(parseResult(await tools.callTool('utils__py-net')), ['lo']);
     assert.deepEqual(parseResult(await tools.callTool('utils__ts-net')), ['lo']);
     const code = await s.run('code');
-    assert.deepEqual((await execute(code, 'result = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])', 'python')).value, ['lo']);
+    assert.deepEqual(
+      (await execute(code, 'result = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])', 'python'))
+        .value,
+      ['lo'],
+    );
     assert.deepEqual((await execute(code, 'import { ts_net } from "functions";\nresult = await ts_net();', 'typescript')).value, ['lo']);
     // Through the bridge: a Python execute runs the TypeScript function in a sandbox of its own.
     assert.deepEqual((await execute(code, 'from functions import ts_net\nresult = ts_net()', 'python')).value, ['lo']);

@@ -30,16 +30,33 @@ export function fromOutcome(outcome: SandboxOutcome, signal?: AbortSignal): RunR
   if (outcome.ok) return { ok: true, result: outcome.result, stdout: outcome.stdout, stderr: outcome.stderr };
   // Stopped by its client's cancel, or by the server's shutdown (the host's own observation).
   if (signal?.aborted && outcome.error.platform === true && signal.reason === CANCEL_REASON) {
-    return { ok: false, error: 'the client cancelled the call; it was stopped and not counted', error_type: CANCELLED, stderr: '', stdout: '' };
+    return {
+      ok: false,
+      error: 'the client cancelled the call; it was stopped and not counted',
+      error_type: CANCELLED,
+      stderr: '',
+      stdout: '',
+    };
   }
-  if (signal?.aborted && outcome.error.platform === true) return { ok: false, error: outcome.error.message, error_type: INTERRUPTED, stderr: '', stdout: '' };
+  if (signal?.aborted && outcome.error.platform === true)
+    return { ok: false, error: outcome.error.message, error_type: INTERRUPTED, stderr: '', stdout: '' };
   return { ok: false, error: outcome.error.message, error_type: outcome.error.type, stderr: outcome.error.stderr, stdout: outcome.stdout };
 }
 
 /** A sandbox run, unless the run was already stopped: then an interrupted run, without starting one. */
 export function runInSandbox(sandbox: Sandbox, signal: AbortSignal, request: SandboxRequest): Promise<SandboxOutcome> {
   if (signal.aborted) {
-    return Promise.resolve({ ok: false, error: { type: SANDBOX_ERROR_TYPES.sandbox, message: 'the run was interrupted: the server is shutting down', stderr: '', platform: true }, stdout: '', durationMs: 0 });
+    return Promise.resolve({
+      ok: false,
+      error: {
+        type: SANDBOX_ERROR_TYPES.sandbox,
+        message: 'the run was interrupted: the server is shutting down',
+        stderr: '',
+        platform: true,
+      },
+      stdout: '',
+      durationMs: 0,
+    });
   }
   return sandbox.run({ ...request, signal });
 }

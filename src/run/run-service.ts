@@ -24,7 +24,16 @@ import { explainMissingImport, explainNetworkOff } from './import-hints.js';
 import { toIdentifier } from '../core/names.js';
 import { CodeModeBridge } from './bridge.js';
 import { checkCallable, checkOutput, functionRequest, namespaceEnv } from './function-request.js';
-import { CANCEL_REASON, CANCELLED, fromOutcome, INTERNAL_ERROR, INTERRUPTED, platformFailed, runInSandbox, type RunResult } from './run-result.js';
+import {
+  CANCEL_REASON,
+  CANCELLED,
+  fromOutcome,
+  INTERNAL_ERROR,
+  INTERRUPTED,
+  platformFailed,
+  runInSandbox,
+  type RunResult,
+} from './run-result.js';
 
 export { CANCELLED, INTERRUPTED, type RunResult } from './run-result.js';
 export type { Rejection } from '../store/metering-store.js';
@@ -134,7 +143,10 @@ export class RunService {
   /** An account whose plan the operator removed from MCPWORKS_TIERS gets a clear refusal, not a 500. */
   private limitsOf(tier: string): TierLimits {
     if (!isKnownTier(tier, this.deps.tiers)) {
-      throw new DomainError('forbidden', `this account's plan '${tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`);
+      throw new DomainError(
+        'forbidden',
+        `this account's plan '${tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`,
+      );
     }
     return limitsFor(tier, this.deps.tiers);
   }
@@ -147,7 +159,10 @@ export class RunService {
    */
   async snapshot(ctx: RunContext, addressed?: NamespaceRef | null): Promise<NamespaceSnapshot> {
     if (!ctx.principal.scopes.includes('execute')) throw new DomainError('forbidden', "this API key lacks the 'execute' scope");
-    const ns = addressed === undefined ? await this.deps.catalog.namespace(ctx.principal, ctx.namespace) : this.deps.catalog.visibleNamespace(ctx.principal, ctx.namespace, addressed);
+    const ns =
+      addressed === undefined
+        ? await this.deps.catalog.namespace(ctx.principal, ctx.namespace)
+        : this.deps.catalog.visibleNamespace(ctx.principal, ctx.namespace, addressed);
     const cached = this.snapshots.get(ns.id);
     if (cached && cached.catalogVersion === ns.catalog_version) {
       this.snapshots.delete(ns.id);
@@ -155,7 +170,11 @@ export class RunService {
       return cached;
     }
     // Versions the older snapshot holds are not read again (see listActiveFunctions).
-    const snapshot: NamespaceSnapshot = { namespaceId: ns.id, catalogVersion: ns.catalog_version, functions: await this.deps.catalogStore.listActiveFunctions(ns.id, cached?.functions) };
+    const snapshot: NamespaceSnapshot = {
+      namespaceId: ns.id,
+      catalogVersion: ns.catalog_version,
+      functions: await this.deps.catalogStore.listActiveFunctions(ns.id, cached?.functions),
+    };
     const replaced = this.snapshots.get(ns.id);
     if (replaced) this.snapshotsBytes -= snapshotBytes(replaced);
     this.snapshots.delete(ns.id);
@@ -172,12 +191,27 @@ export class RunService {
   /** `call`: what the call will run, so that its record can be written if its server dies first. */
   async admit(
     principal: Principal,
-    call?: { namespace: NamespaceSnapshot; mode: 'code' | 'tools'; fn?: ActiveFunction | undefined; language?: unknown; cancelKey?: string | undefined; trigger?: Trigger },
+    call?: {
+      namespace: NamespaceSnapshot;
+      mode: 'code' | 'tools';
+      fn?: ActiveFunction | undefined;
+      language?: unknown;
+      cancelKey?: string | undefined;
+      trigger?: Trigger;
+    },
   ): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     // Past the grace period nothing is admitted: the call would only be interrupted.
     if (this.interrupting) throw new DomainError('unavailable', 'the server is shutting down; retry shortly', { retry_after: 5 });
     const now = new Date();
-    const ticket: Ticket = { id: randomUUID(), accountId: principal.accountId, admittedAt: now, started: false, settled: false, cancel: new AbortController(), cancelKey: call?.cancelKey };
+    const ticket: Ticket = {
+      id: randomUUID(),
+      accountId: principal.accountId,
+      admittedAt: now,
+      started: false,
+      settled: false,
+      cancel: new AbortController(),
+      cancelKey: call?.cancelKey,
+    };
     let run: InterruptedRun | undefined;
     if (call) {
       const fn = call.fn;
@@ -203,7 +237,14 @@ export class RunService {
     try {
       // A cancel that reached another node before this admission committed was kept for it.
       const onCancelled = () => ticket.cancel.abort(CANCEL_REASON);
-      rejection = await this.deps.metering.admit({ ticketId: ticket.id, accountId: principal.accountId, limits: this.tierLimits(principal), now, run, onCancelled });
+      rejection = await this.deps.metering.admit({
+        ticketId: ticket.id,
+        accountId: principal.accountId,
+        limits: this.tierLimits(principal),
+        now,
+        run,
+        onCancelled,
+      });
       if (!rejection) this.admitted.add(ticket);
     } catch (error) {
       // The connection broke after the admission was sent: it may have committed, so its slot and
@@ -288,7 +329,10 @@ export class RunService {
   async drained(ms: number): Promise<boolean> {
     if (!this.busy) return true;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([new Promise<void>((resolve) => this.idle.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    await Promise.race([
+      new Promise<void>((resolve) => this.idle.push(resolve)),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+    ]);
     clearTimeout(timer);
     return !this.busy;
   }
@@ -329,7 +373,8 @@ export class RunService {
       await settle();
     } catch (error) {
       // Unreachable or full database: settled once it is back (settling is idempotent).
-      if (!isRetryableStoreError(error) || !this.deps.pending?.add({ what: `settlement of call ${ticket.id}`, bytes: 256, run: settle })) throw error;
+      if (!isRetryableStoreError(error) || !this.deps.pending?.add({ what: `settlement of call ${ticket.id}`, bytes: 256, run: settle }))
+        throw error;
     } finally {
       this.released(ticket);
     }
@@ -366,13 +411,20 @@ export class RunService {
     options: { signal?: AbortSignal } = {},
   ): Promise<{ rejected: Rejection; tier: string } | RunResult> {
     const namespace = await this.snapshot(ctx);
-    const fn = target.kind === 'function' ? namespace.functions.find((f) => f.service === target.service && f.name === target.name) : undefined;
+    const fn =
+      target.kind === 'function' ? namespace.functions.find((f) => f.service === target.service && f.name === target.name) : undefined;
     // As at the MCP endpoint: an unknown function or an input no function could receive is refused unmetered.
     if (target.kind === 'function' && !fn) throw new DomainError('not_found', `function '${target.service}.${target.name}' not found`);
     const problem = target.kind === 'function' ? callInputProblem(input) : undefined;
     if (problem) throw new DomainError('validation_error', problem, { field: 'input' });
     const mode = target.kind === 'function' ? 'tools' : 'code';
-    const admission = await this.admit(ctx.principal, { namespace, mode, fn, language: target.kind === 'code' ? target.language : undefined, trigger });
+    const admission = await this.admit(ctx.principal, {
+      namespace,
+      mode,
+      fn,
+      language: target.kind === 'code' ? target.language : undefined,
+      trigger,
+    });
     if ('rejection' in admission) return { rejected: admission.rejection, tier: admission.tier };
     const { ticket } = admission;
     ticket.started = true;
@@ -393,7 +445,14 @@ export class RunService {
    * HTTP): `target` against the snapshot the call was admitted with. The ticket is settled and the
    * run recorded as what it was; a call refused before any sandbox is not counted.
    */
-  runAdmitted(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, target: InvokeTarget, input: unknown, trigger: Trigger): Promise<RunResult> {
+  runAdmitted(
+    ctx: RunContext,
+    ticket: Ticket,
+    namespace: NamespaceSnapshot,
+    target: InvokeTarget,
+    input: unknown,
+    trigger: Trigger,
+  ): Promise<RunResult> {
     return target.kind === 'function'
       ? this.runFunction(ctx, ticket, namespace, target.service, target.name, input, trigger)
       : this.execute(ctx, ticket, namespace, target.code, target.language, trigger);
@@ -404,15 +463,31 @@ export class RunService {
    * inside this sandbox; the bridge validates every call, pins it to the version the run started
    * with, and runs other-language functions in sandboxes of their own.
    */
-  execute(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, trigger: Trigger): Promise<RunResult> {
+  execute(
+    ctx: RunContext,
+    ticket: Ticket,
+    namespace: NamespaceSnapshot,
+    codeInput: unknown,
+    languageInput: unknown,
+    trigger: Trigger,
+  ): Promise<RunResult> {
     return this.tracked(ticket, (signal) => this.executeTracked(ctx, ticket, namespace, codeInput, languageInput, trigger, signal));
   }
 
-  private async executeTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, codeInput: unknown, languageInput: unknown, trigger: Trigger, signal: AbortSignal): Promise<RunResult> {
+  private async executeTracked(
+    ctx: RunContext,
+    ticket: Ticket,
+    namespace: NamespaceSnapshot,
+    codeInput: unknown,
+    languageInput: unknown,
+    trigger: Trigger,
+    signal: AbortSignal,
+  ): Promise<RunResult> {
     const started = performance.now();
     const snapshot = namespace.functions;
     const language = (languageInput ?? 'python') as SandboxLanguage;
-    if (language !== 'python' && language !== 'typescript') throw new DomainError('validation_error', 'language must be "python" or "typescript"', { field: 'language' });
+    if (language !== 'python' && language !== 'typescript')
+      throw new DomainError('validation_error', 'language must be "python" or "typescript"', { field: 'language' });
     const code = validateCode(codeInput);
     const limits = sandboxLimitsFor(this.tierLimits(ctx.principal));
     const pkg = await this.deps.packages.build(ctx.namespace, snapshot, (fn) => this.code.codeOf(fn, { remember: false }));
@@ -421,12 +496,25 @@ export class RunService {
     if (language === 'typescript') {
       for (const fn of snapshot) {
         const modules = await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId);
-        if (modules) mounts.push({ source: modules, target: `${NODE_LIBRARY}/functions/_code/${toIdentifier(fn.service)}__${toIdentifier(fn.name)}/node_modules` });
+        if (modules)
+          mounts.push({
+            source: modules,
+            target: `${NODE_LIBRARY}/functions/_code/${toIdentifier(fn.service)}__${toIdentifier(fn.name)}/node_modules`,
+          });
       }
     }
 
     const bridge = new CodeModeBridge(
-      { namespace, language, accountId: ctx.principal.accountId, env: ctx.env, limits, perMinute: this.tierLimits(ctx.principal).executionsPerMinute, transpileErrors: pkg.transpileErrors, signal },
+      {
+        namespace,
+        language,
+        accountId: ctx.principal.accountId,
+        env: ctx.env,
+        limits,
+        perMinute: this.tierLimits(ctx.principal).executionsPerMinute,
+        transpileErrors: pkg.transpileErrors,
+        signal,
+      },
       {
         sandbox: this.deps.sandbox,
         schemas: this.deps.schemas,
@@ -453,17 +541,25 @@ export class RunService {
     } finally {
       bridge.finish();
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, explainMissingImport(fromOutcome(outcome, signal), snapshot), !platformFailed(outcome), {
-      mode: 'code',
-      trigger,
-      serviceName: null,
-      functionName: null,
-      functionId: null,
-      version: null,
-      functions: bridge.calls,
-      language,
-      code,
-    });
+    return this.finish(
+      ctx,
+      ticket,
+      namespace.namespaceId,
+      started,
+      explainMissingImport(fromOutcome(outcome, signal), snapshot),
+      !platformFailed(outcome),
+      {
+        mode: 'code',
+        trigger,
+        serviceName: null,
+        functionName: null,
+        functionId: null,
+        version: null,
+        functions: bridge.calls,
+        language,
+        code,
+      },
+    );
   }
 
   /**
@@ -479,7 +575,10 @@ export class RunService {
     started: number,
     result: RunResult,
     counted: boolean,
-    what: Pick<ExecutionRecord, 'mode' | 'trigger' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'>,
+    what: Pick<
+      ExecutionRecord,
+      'mode' | 'trigger' | 'serviceName' | 'functionName' | 'functionId' | 'version' | 'functions' | 'language' | 'code'
+    >,
     objectOutputSchema = false,
   ): Promise<RunResult> {
     result = explainNetworkOff(result, this.deps.sandboxNetwork ?? false);
@@ -488,21 +587,36 @@ export class RunService {
     let bytesOut: number;
     try {
       // A large answer comes back rendered (RunResult.rendered), its result never parsed here.
-      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result, { objectOutputSchema, codeMode: what.mode === 'code' });
+      const outcome = await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), result, {
+        objectOutputSchema,
+        codeMode: what.mode === 'code',
+      });
       scanned = outcome.value as RunResult;
       findings = outcome.findings;
       bytesOut = outcome.bytes;
     } catch {
       // An output the server cannot scan is withheld, not passed on unscanned; the call still counts.
       findings = [];
-      scanned = { ok: false, error: 'the output could not be checked for secrets and was withheld', error_type: INTERNAL_ERROR, stderr: '', stdout: '' };
+      scanned = {
+        ok: false,
+        error: 'the output could not be checked for secrets and was withheld',
+        error_type: INTERNAL_ERROR,
+        stderr: '',
+        stdout: '',
+      };
       bytesOut = 0;
     }
     // An execute's code is kept bounded and redacted like its output (secrets in it are no findings: it is the caller's own input).
     if (what.code != null) {
       // Scanned as a run's log (scan() takes a run's answer, inline or in a worker), so both paths redact it the same way.
       const asLog = { ok: true, result: null, stdout: recordedCode(what.code), stderr: '' };
-      what = { ...what, code: await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), asLog).then((o) => (o.value as { stdout: string }).stdout, () => null) };
+      what = {
+        ...what,
+        code: await (this.deps.scans ?? sharedScanPool).scan(Object.values(ctx.env), asLog).then(
+          (o) => (o.value as { stdout: string }).stdout,
+          () => null,
+        ),
+      };
     }
     const settlement = ticket.settled ? null : { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted };
     const record: ExecutionRecord = {
@@ -511,7 +625,13 @@ export class RunService {
       namespaceId,
       ...actorIds(ctx.principal.actor),
       ...what,
-      status: scanned.ok ? 'success' : !counted && scanned.error_type === INTERRUPTED ? 'interrupted' : !counted && scanned.error_type === CANCELLED ? 'cancelled' : 'error',
+      status: scanned.ok
+        ? 'success'
+        : !counted && scanned.error_type === INTERRUPTED
+          ? 'interrupted'
+          : !counted && scanned.error_type === CANCELLED
+            ? 'cancelled'
+            : 'error',
       errorType: scanned.ok ? null : scanned.error_type,
       errorMessage: scanned.ok ? null : scanned.error,
       durationMs: performance.now() - started,
@@ -537,9 +657,10 @@ export class RunService {
         this.deps.pending?.add({
           what: `record of call ${ticket.id}`,
           bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0) + (record.code?.length ?? 0),
-          run: () => write().catch((retry: unknown) => {
-            if (!isUniqueViolation(retry)) throw retry;
-          }),
+          run: () =>
+            write().catch((retry: unknown) => {
+              if (!isUniqueViolation(retry)) throw retry;
+            }),
         });
       if (!held) {
         // Not recorded (the database failed it): the call is still settled as what it was, never
@@ -556,11 +677,28 @@ export class RunService {
   }
 
   /** Tool mode: run one function's active version with `args` as its input. */
-  runFunction(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, trigger: Trigger): Promise<RunResult> {
+  runFunction(
+    ctx: RunContext,
+    ticket: Ticket,
+    namespace: NamespaceSnapshot,
+    service: string,
+    name: string,
+    args: unknown,
+    trigger: Trigger,
+  ): Promise<RunResult> {
     return this.tracked(ticket, (signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, trigger, signal));
   }
 
-  private async runFunctionTracked(ctx: RunContext, ticket: Ticket, namespace: NamespaceSnapshot, service: string, name: string, args: unknown, trigger: Trigger, signal: AbortSignal): Promise<RunResult> {
+  private async runFunctionTracked(
+    ctx: RunContext,
+    ticket: Ticket,
+    namespace: NamespaceSnapshot,
+    service: string,
+    name: string,
+    args: unknown,
+    trigger: Trigger,
+    signal: AbortSignal,
+  ): Promise<RunResult> {
     const started = performance.now();
     const fn = namespace.functions.find((f) => f.service === service && f.name === name);
     if (!fn) throw new DomainError('not_found', `function '${service}.${name}' not found`);
@@ -571,27 +709,40 @@ export class RunService {
     if (refused) {
       result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {
-      const outcome = await runInSandbox(this.deps.sandbox, signal, functionRequest(fn, args ?? {}, {
-        code: await this.code.codeOf(fn),
-        nodeModulesDir: await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId),
-        limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
-        env: ctx.env,
-        namespace,
-        accountId: ctx.principal.accountId,
-      }));
+      const outcome = await runInSandbox(
+        this.deps.sandbox,
+        signal,
+        functionRequest(fn, args ?? {}, {
+          code: await this.code.codeOf(fn),
+          nodeModulesDir: await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId),
+          limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
+          env: ctx.env,
+          namespace,
+          accountId: ctx.principal.accountId,
+        }),
+      );
       counted = !platformFailed(outcome);
       result = await checkOutput(fn, fromOutcome(outcome, signal), checks);
     }
-    return this.finish(ctx, ticket, namespace.namespaceId, started, result, counted, {
-      mode: 'tools',
-      trigger,
-      serviceName: service,
-      functionName: name,
-      functionId: fn.functionId,
-      version: fn.version,
-      functions: [`${service}.${name}@${fn.version}`],
-      language: fn.definition.language,
-    }, fn.definition.outputSchema?.type === 'object');
+    return this.finish(
+      ctx,
+      ticket,
+      namespace.namespaceId,
+      started,
+      result,
+      counted,
+      {
+        mode: 'tools',
+        trigger,
+        serviceName: service,
+        functionName: name,
+        functionId: fn.functionId,
+        version: fn.version,
+        functions: [`${service}.${name}@${fn.version}`],
+        language: fn.definition.language,
+      },
+      fn.definition.outputSchema?.type === 'object',
+    );
   }
 }
 

@@ -7,7 +7,11 @@ import { ScanPool } from './scan-pool.js';
 function read(value: unknown): { fields: Record<string, unknown>; texts: string[]; structured?: unknown } {
   const { rendered, ...fields } = value as { rendered: RenderedToolResult };
   assert.ok(rendered, 'a large answer comes back rendered');
-  return { fields, texts: rendered.texts.map((text) => JSON.parse(text.toString('utf8')) as string), ...(rendered.structured ? { structured: JSON.parse(rendered.structured.toString('utf8')) } : {}) };
+  return {
+    fields,
+    texts: rendered.texts.map((text) => JSON.parse(text.toString('utf8')) as string),
+    ...(rendered.structured ? { structured: JSON.parse(rendered.structured.toString('utf8')) } : {}),
+  };
 }
 
 const secret = 'pool-secret-value-7f3a';
@@ -15,7 +19,12 @@ const pool = new ScanPool();
 after(() => pool.close());
 
 test('a large answer is scanned in a worker: redacted, findings and byte count of the redacted JSON', async () => {
-  const value = { ok: true, result: { text: `${'x'.repeat(200_000)} ${secret} ${Buffer.from(secret).toString('base64')}` }, stdout: `out ${secret}`, stderr: '' };
+  const value = {
+    ok: true,
+    result: { text: `${'x'.repeat(200_000)} ${secret} ${Buffer.from(secret).toString('base64')}` },
+    stdout: `out ${secret}`,
+    stderr: '',
+  };
   const outcome = await pool.scan([secret], value);
   const { fields, texts } = read(outcome.value);
   assert.doesNotMatch(JSON.stringify([fields, texts]), /pool-secret/);
@@ -53,7 +62,12 @@ test('an answer line is decoded in the worker: result as bytes, failures, depth 
   const ok = await pool.decode(Buffer.from(JSON.stringify({ ok: true, result: { a: 'x'.repeat(40_000) } })));
   assert.ok(ok !== true && ok.ok && ok.result instanceof RawJson);
   assert.deepEqual(ok.result.parse(), { a: 'x'.repeat(40_000) });
-  assert.deepEqual(await pool.decode(Buffer.from(JSON.stringify({ ok: false, type: 'ValueError', message: 'm', traceback: 't' }))), { ok: false, type: 'ValueError', message: 'm', traceback: 't' });
+  assert.deepEqual(await pool.decode(Buffer.from(JSON.stringify({ ok: false, type: 'ValueError', message: 'm', traceback: 't' }))), {
+    ok: false,
+    type: 'ValueError',
+    message: 'm',
+    traceback: 't',
+  });
   const deep = await pool.decode(Buffer.from(`{"ok":true,"result":${'['.repeat(1001)}${']'.repeat(1001)}}`));
   assert.ok(deep !== true && !deep.ok && deep.type === 'SerializationError');
   const unreadable = await pool.decode(Buffer.from('{"ok":tru'));
@@ -70,8 +84,20 @@ test('a large answer with nothing to redact comes back as it was', async () => {
 });
 
 test('small answers are scanned in place, patterns too', async () => {
-  const outcome = await pool.scan([secret], { ok: false, error: `bad ${secret} ghp_${'a'.repeat(36)}`, error_type: 'E', stdout: '', stderr: '' });
-  assert.deepEqual(outcome.value, { ok: false, error: 'bad [REDACTED_ENV_VALUE] [REDACTED_GITHUB_TOKEN]', error_type: 'E', stdout: '', stderr: '' });
+  const outcome = await pool.scan([secret], {
+    ok: false,
+    error: `bad ${secret} ghp_${'a'.repeat(36)}`,
+    error_type: 'E',
+    stdout: '',
+    stderr: '',
+  });
+  assert.deepEqual(outcome.value, {
+    ok: false,
+    error: 'bad [REDACTED_ENV_VALUE] [REDACTED_GITHUB_TOKEN]',
+    error_type: 'E',
+    stdout: '',
+    stderr: '',
+  });
 });
 
 test('a scan that overruns its deadline fails (the caller withholds), and the next one works', async () => {

@@ -117,7 +117,11 @@ export class ScanPool {
     const raw = run.ok && run.result instanceof RawJson ? run.result : undefined;
     const resultText = raw || !run.ok ? undefined : JSON.stringify(run.result);
     const envChars = env.reduce((sum, item) => sum + item.length, 0);
-    const chars = (raw ? raw.bytes.length : (resultText?.length ?? 0)) + (run.stdout?.length ?? 0) + (run.stderr?.length ?? 0) + (run.error?.length ?? 0);
+    const chars =
+      (raw ? raw.bytes.length : (resultText?.length ?? 0)) +
+      (run.stdout?.length ?? 0) +
+      (run.stderr?.length ?? 0) +
+      (run.error?.length ?? 0);
     if (!raw && chars <= this.options.inlineChars && envChars <= this.options.inlineEnvChars) {
       const text = JSON.stringify(value);
       const findings: Finding[] = [];
@@ -126,7 +130,14 @@ export class ScanPool {
     }
     const { result: _result, ...fields } = run;
     const resultBytes = raw ? transferable(raw.bytes) : undefined;
-    const job = { op: 'render' as const, env, fields, objectOutputSchema: options.objectOutputSchema === true, codeMode: options.codeMode === true, ...(resultBytes ? { resultBytes } : resultText !== undefined ? { resultText } : {}) };
+    const job = {
+      op: 'render' as const,
+      env,
+      fields,
+      objectOutputSchema: options.objectOutputSchema === true,
+      codeMode: options.codeMode === true,
+      ...(resultBytes ? { resultBytes } : resultText !== undefined ? { resultText } : {}),
+    };
     this.scanning++;
     let reply: ScanReply;
     try {
@@ -148,7 +159,9 @@ export class ScanPool {
    * A run's answer line too large for the main thread, checked for depth and parsed in a worker:
    * as a parsed line, with a result as RawJson (`true` stands for a line that is not an object).
    */
-  async decode(line: Buffer): Promise<{ ok: true; result: RawJson } | { ok: false; type: string; message: string; traceback: string } | true> {
+  async decode(
+    line: Buffer,
+  ): Promise<{ ok: true; result: RawJson } | { ok: false; type: string; message: string; traceback: string } | true> {
     const reply = await this.submit({ op: 'decode', line: transferable(line) }, [], []);
     if (!('decoded' in reply)) throw new Error('the answer could not be decoded');
     this.counts.decoded++;
@@ -162,14 +175,25 @@ export class ScanPool {
    * A bridge call's line too large for the main thread, parsed in a worker: the request as the
    * bridge reads it (its input a RawJson), or the failure the line stands for as the run's answer.
    */
-  async decodeBridge(line: Buffer): Promise<{ request: { op?: string; service?: string; function?: string; input?: RawJson; result?: RawJson; inputProblem?: string } } | { answer: { ok: false; type: string; message: string } }> {
+  async decodeBridge(
+    line: Buffer,
+  ): Promise<
+    | { request: { op?: string; service?: string; function?: string; input?: RawJson; result?: RawJson; inputProblem?: string } }
+    | { answer: { ok: false; type: string; message: string } }
+  > {
     const reply = await this.submit({ op: 'bridge', line: transferable(line) }, [], []);
     if (!('bridge' in reply)) throw new Error('the bridge call could not be decoded');
     this.counts.decoded++;
     const decoded: DecodedBridge = reply.bridge;
     if (decoded.kind === 'answer') return { answer: { ok: false, type: decoded.type, message: decoded.message } };
     const { kind: _kind, input, result, ...fields } = decoded;
-    return { request: { ...fields, ...(input ? { input: new RawJson(Buffer.from(input)) } : {}), ...(result ? { result: new RawJson(Buffer.from(result)) } : {}) } };
+    return {
+      request: {
+        ...fields,
+        ...(input ? { input: new RawJson(Buffer.from(input)) } : {}),
+        ...(result ? { result: new RawJson(Buffer.from(result)) } : {}),
+      },
+    };
   }
 
   /** Worker threads alive now (for tests and operators). */
@@ -179,7 +203,9 @@ export class ScanPool {
 
   /** Stops the idle workers (the last server of this process closing); the pool stays usable and starts workers again on demand. */
   async stopIdleWorkers(): Promise<void> {
-    await Promise.all(this.slots.map((slot, index) => (slot && !slot.busy ? this.drop(index, new Error('the scan pool is stopping')) : undefined)));
+    await Promise.all(
+      this.slots.map((slot, index) => (slot && !slot.busy ? this.drop(index, new Error('the scan pool is stopping')) : undefined)),
+    );
   }
 
   /** Stops the workers; scans still queued or running fail. */
@@ -195,7 +221,13 @@ export class ScanPool {
     let hash = 0;
     for (const value of env) for (let i = 0; i < Math.min(value.length, 64); i++) hash = (hash * 31 + value.charCodeAt(i)) | 0;
     return new Promise((resolve, reject) => {
-      this.queue.push({ job: { ...job, id: this.nextId++ } as ScanJob, transfer, preferred: Math.abs(hash) % this.slots.length, resolve, reject });
+      this.queue.push({
+        job: { ...job, id: this.nextId++ } as ScanJob,
+        transfer,
+        preferred: Math.abs(hash) % this.slots.length,
+        resolve,
+        reject,
+      });
       this.dispatch();
     });
   }

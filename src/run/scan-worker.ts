@@ -30,13 +30,20 @@ export interface RunFields {
 export type ScanJob =
   | { id: number; op: 'decode'; line: ArrayBuffer }
   | { id: number; op: 'bridge'; line: ArrayBuffer }
-  | { id: number; op: 'render'; env: readonly string[]; fields: RunFields; resultText?: string; resultBytes?: ArrayBuffer; objectOutputSchema: boolean; codeMode: boolean };
+  | {
+      id: number;
+      op: 'render';
+      env: readonly string[];
+      fields: RunFields;
+      resultText?: string;
+      resultBytes?: ArrayBuffer;
+      objectOutputSchema: boolean;
+      codeMode: boolean;
+    };
 
 /** What a decoded answer line holds: as sandbox/wire/channel.ts and interpret in sandbox/outcome.ts read a parsed line. */
 export type DecodedAnswer =
-  | { kind: 'result'; result: ArrayBuffer }
-  | { kind: 'failure'; type: string; message: string; traceback: string }
-  | { kind: 'other' };
+  { kind: 'result'; result: ArrayBuffer } | { kind: 'failure'; type: string; message: string; traceback: string } | { kind: 'other' };
 
 /**
  * A bridge call's line: what the bridge reads of its request (op, service and function when they
@@ -73,7 +80,8 @@ function bytesOf(text: string): ArrayBuffer {
 /** A line checked and parsed by the same rules as one handled on the main thread (RunChannel.handle). */
 function parseLine(line: ArrayBuffer): { message: unknown; text: string } | { type: string; message: string } {
   const text = Buffer.from(line).toString('utf8');
-  if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH)) return { type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
+  if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH))
+    return { type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
   try {
     return { message: JSON.parse(text), text };
   } catch {
@@ -92,7 +100,15 @@ function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffe
     const result = bytesOf(JSON.stringify(answer.result ?? null));
     return { reply: { kind: 'result', result }, transfer: [result] };
   }
-  return { reply: { kind: 'failure', type: String(answer.type ?? 'Error'), message: String(answer.message ?? ''), traceback: String(answer.traceback ?? '') }, transfer: [] };
+  return {
+    reply: {
+      kind: 'failure',
+      type: String(answer.type ?? 'Error'),
+      message: String(answer.message ?? ''),
+      traceback: String(answer.traceback ?? ''),
+    },
+    transfer: [],
+  };
 }
 
 function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffer[] } {
@@ -120,9 +136,17 @@ function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffe
   return { reply: call, transfer };
 }
 
-function render(job: Extract<ScanJob, { op: 'render' }>): { reply: Omit<Extract<ScanReply, { texts: ArrayBuffer[] }>, 'id'>; transfer: ArrayBuffer[] } {
+function render(job: Extract<ScanJob, { op: 'render' }>): {
+  reply: Omit<Extract<ScanReply, { texts: ArrayBuffer[] }>, 'id'>;
+  transfer: ArrayBuffer[];
+} {
   const { fields } = job;
-  const result = job.resultBytes !== undefined ? JSON.parse(Buffer.from(job.resultBytes).toString('utf8')) : job.resultText !== undefined ? JSON.parse(job.resultText) : undefined;
+  const result =
+    job.resultBytes !== undefined
+      ? JSON.parse(Buffer.from(job.resultBytes).toString('utf8'))
+      : job.resultText !== undefined
+        ? JSON.parse(job.resultText)
+        : undefined;
   const run: Record<string, unknown> = { ...fields };
   if (fields.ok) run.result = result;
   const findings: Finding[] = [];
@@ -133,7 +157,14 @@ function render(job: Extract<ScanJob, { op: 'render' }>): { reply: Omit<Extract<
   const structured = rendered.structured ? bytesOf(JSON.stringify(rendered.structured)) : undefined;
   const { result: _result, ...redacted } = scanned;
   return {
-    reply: { types: findingTypes(findings), bytes, fields: redacted, isError: rendered.isError, texts, ...(structured ? { structured } : {}) },
+    reply: {
+      types: findingTypes(findings),
+      bytes,
+      fields: redacted,
+      isError: rendered.isError,
+      texts,
+      ...(structured ? { structured } : {}),
+    },
     transfer: structured ? [...texts, structured] : texts,
   };
 }

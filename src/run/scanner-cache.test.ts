@@ -12,7 +12,10 @@ test('one scanner per set of env values, whatever their order; it redacts exactl
   assert.equal(cache.for(['beta-secret-22', 'alpha-secret-1']), a);
   assert.notEqual(cache.for(['alpha-secret-1']), a);
   assert.equal(redact(cache, ['alpha-secret-1'], 'x alpha-secret-1 beta-secret-22'), 'x [REDACTED_ENV_VALUE] beta-secret-22');
-  assert.equal(redact(cache, ['beta-secret-22', 'alpha-secret-1'], 'x alpha-secret-1 beta-secret-22'), 'x [REDACTED_ENV_VALUE] [REDACTED_ENV_VALUE]');
+  assert.equal(
+    redact(cache, ['beta-secret-22', 'alpha-secret-1'], 'x alpha-secret-1 beta-secret-22'),
+    'x [REDACTED_ENV_VALUE] [REDACTED_ENV_VALUE]',
+  );
 });
 
 test('bounded by entries and by the code units its matchers hold, oldest use out first', () => {
@@ -22,7 +25,7 @@ test('bounded by entries and by the code units its matchers hold, oldest use out
   assert.equal(byEntries.for(['first-value-1']), first, 'a hit is a use');
   byEntries.for(['third-value-33']);
   assert.equal(byEntries.for(['first-value-1']), first, 'the least recently used went, not the first made');
-  assert.notEqual(byEntries.for(['second-value-2']), byEntries.for(['fourth-value-4']) , 'distinct sets');
+  assert.notEqual(byEntries.for(['second-value-2']), byEntries.for(['fourth-value-4']), 'distinct sets');
   const big = 'v'.repeat(4000);
   const byUnits = new SecretScannerCache(64, 50_000);
   const kept = byUnits.for([`${big}-a`]);

@@ -18,7 +18,9 @@ export class SecretScannerCache {
 
   for(values: readonly string[]): SecretScanner {
     if (values.length === 0) return EMPTY;
-    const key = createHash('sha256').update(JSON.stringify([...values].sort())).digest('base64');
+    const key = createHash('sha256')
+      .update(JSON.stringify([...values].sort()))
+      .digest('base64');
     const cached = this.entries.get(key);
     if (cached) {
       this.entries.delete(key);

@@ -18,7 +18,14 @@ after(async () => {
 const RECURSIVE = {
   type: 'object',
   properties: { a: { $ref: '#/$defs/n' } },
-  $defs: { n: { anyOf: [{ type: 'array', items: { $ref: '#/$defs/n' } }, { type: 'array', items: { $ref: '#/$defs/n' } }] } },
+  $defs: {
+    n: {
+      anyOf: [
+        { type: 'array', items: { $ref: '#/$defs/n' } },
+        { type: 'array', items: { $ref: '#/$defs/n' } },
+      ],
+    },
+  },
 };
 const UNIQUE = { type: 'array', uniqueItems: true };
 const FORTY_THOUSAND = Array.from({ length: 40_000 }, (_, i) => i);
@@ -43,7 +50,10 @@ test("one user's schema can neither replace ajv's meta-schema nor collide with a
   const shared = { $id: 'https://example.com/person.schema.json', type: 'object', required: ['name'] };
   assert.deepEqual(await g.compile({ ...shared }, 'a'), { ok: true });
   assert.deepEqual(await g.compile({ ...shared, required: ['age'] }, 'b'), { ok: true });
-  assert.deepEqual(await g.check({ ...shared, required: ['age'] }, {}, 'b', 'the input'), { ok: false, problems: ["(root) must have required property 'age'"] });
+  assert.deepEqual(await g.check({ ...shared, required: ['age'] }, {}, 'b', 'the input'), {
+    ok: false,
+    problems: ["(root) must have required property 'age'"],
+  });
   assert.deepEqual(await g.check({ ...shared }, { name: 'x' }, 'a', 'the input'), { ok: true });
 });
 
@@ -87,7 +97,10 @@ test("the worker's heap limit is the guard's, not V8's default", async () => {
 
 test('a check past its deadline is stopped, whatever memory it would still get', async () => {
   const g = guard({ heapMb: 256 });
-  assert.deepEqual(await g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the result'), { ok: false, stopped: 'it needed more than 1000 ms of CPU time' });
+  assert.deepEqual(await g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the result'), {
+    ok: false,
+    stopped: 'it needed more than 1000 ms of CPU time',
+  });
   assert.deepEqual(await g.check(UNIQUE, [1, 2], 'a', 'the result'), { ok: true });
 });
 
@@ -115,7 +128,11 @@ test('the queue is bounded per account; beyond it a check fails at once as busy'
   const running = g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the input');
   for (let i = 0; i < 2000 && g.stats().busy === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
   const waiting = [g.check(UNIQUE, [1], 'a', 'the input'), g.check(UNIQUE, [2], 'a', 'the input')];
-  assert.deepEqual(await g.check(UNIQUE, [3], 'a', 'the input'), { ok: false, stopped: 'too many schema checks are waiting on this server; try again shortly', busy: true });
+  assert.deepEqual(await g.check(UNIQUE, [3], 'a', 'the input'), {
+    ok: false,
+    stopped: 'too many schema checks are waiting on this server; try again shortly',
+    busy: true,
+  });
   assert.equal((await running).ok, false);
   assert.deepEqual(await Promise.all(waiting), [{ ok: true }, { ok: true }]);
 });
@@ -159,7 +176,11 @@ test('a job that waits past its deadline fails closed as busy, and leaves the qu
   const running = g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the input');
   await until(() => g.stats().busy === 1);
   // The worker is held for at least a second of CPU time: longer than the wait allowed.
-  assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), { ok: false, stopped: 'no schema checker was free within 200 ms (the server is busy); try again shortly', busy: true });
+  assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), {
+    ok: false,
+    stopped: 'no schema checker was free within 200 ms (the server is busy); try again shortly',
+    busy: true,
+  });
   assert.equal(g.stats().waiting, 0);
   assert.equal(g.waitingOf('b'), 0);
   assert.equal((await running).ok, false);
@@ -173,7 +194,8 @@ test('workers run below the server in scheduling priority, and are forked off th
   await until(() => g.stats().ready === 2);
   // /proc lists a child under the thread that forked it: a fork on the main thread (whose task id
   // is the process id) would hold its event loop until the child had exec'd.
-  const childrenOf = (task: string) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  const childrenOf = (task: string) =>
+    readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   const isWorker = (pid: number) => {
     try {
       return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');

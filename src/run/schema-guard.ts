@@ -69,7 +69,13 @@ interface SchemaText {
   text: string;
 }
 
-type Answer = { ok: true } | { problems: string[] } | { invalid: string } | { stopped: string; busy?: boolean } | { excess: ShapeExcess } | { unreadable: true };
+type Answer =
+  | { ok: true }
+  | { problems: string[] }
+  | { invalid: string }
+  | { stopped: string; busy?: boolean }
+  | { excess: ShapeExcess }
+  | { unreadable: true };
 
 interface Job {
   id: number;
@@ -151,7 +157,14 @@ export class SchemaGuard {
 
   constructor(options: Partial<SchemaGuardOptions> = {}) {
     this.options = { ...SCHEMA_GUARD_DEFAULTS, ...options };
-    this.slots = Array.from({ length: Math.max(1, this.options.workers) }, () => ({ worker: undefined, ready: false, job: undefined, timer: undefined, known: new Set<string>(), failedToStart: false }));
+    this.slots = Array.from({ length: Math.max(1, this.options.workers) }, () => ({
+      worker: undefined,
+      ready: false,
+      job: undefined,
+      timer: undefined,
+      known: new Set<string>(),
+      failedToStart: false,
+    }));
   }
 
   /**
@@ -170,7 +183,10 @@ export class SchemaGuard {
     this.preparing++;
     try {
       const { share, sliceValues } = this.options;
-      const excess = await share.run(accountId, shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, sliceValues));
+      const excess = await share.run(
+        accountId,
+        shapeExcessSlices(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES }, sliceValues),
+      );
       if (excess) return { ok: false, stopped: describeExcess(what, excess) };
       text = this.textOf(schema);
       if (!text) return { ok: false, stopped: 'the schema could not be read' };
@@ -187,7 +203,10 @@ export class SchemaGuard {
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     this.rawChecks++;
-    const answer = await this.submit(accountId, 'check', text, utf8Pieces(raw.bytes, RAW_PIECE_BYTES), { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
+    const answer = await this.submit(accountId, 'check', text, utf8Pieces(raw.bytes, RAW_PIECE_BYTES), {
+      maxDepth: MAX_CHECKED_DEPTH,
+      maxValues: MAX_CHECKED_VALUES,
+    });
     return this.verdictOf(answer, what);
   }
 
@@ -237,7 +256,9 @@ export class SchemaGuard {
   async close(): Promise<void> {
     this.closed = true;
     this.failWaiting('the server is shutting down');
-    const workers = this.slots.map((slot) => this.retire(slot, 'the server is shutting down')).filter((w): w is RemoteWorker => w !== undefined);
+    const workers = this.slots
+      .map((slot) => this.retire(slot, 'the server is shutting down'))
+      .filter((w): w is RemoteWorker => w !== undefined);
     await Promise.all(workers.map((w) => w.stop()));
     await this.launcher.close();
   }
@@ -258,7 +279,13 @@ export class SchemaGuard {
     return known;
   }
 
-  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: Array<string | Buffer> | undefined, caps?: Job['caps']): Promise<Answer> {
+  private submit(
+    accountId: string,
+    op: Job['op'],
+    schema: SchemaText,
+    data: Array<string | Buffer> | undefined,
+    caps?: Job['caps'],
+  ): Promise<Answer> {
     if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
     if (this.waitingCount >= this.options.maxWaiting || this.waitingOf(accountId) >= this.options.maxWaitingPerAccount) {
       return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
@@ -266,7 +293,20 @@ export class SchemaGuard {
     this.inUse = true;
     for (const slot of this.slots) slot.failedToStart = false;
     return new Promise((resolve) => {
-      this.enqueue({ id: this.nextId++, accountId, op, schema, ...(data !== undefined ? { data } : {}), ...(caps ? { caps } : {}), withText: false, resolve, waitTimer: undefined }, false);
+      this.enqueue(
+        {
+          id: this.nextId++,
+          accountId,
+          op,
+          schema,
+          ...(data !== undefined ? { data } : {}),
+          ...(caps ? { caps } : {}),
+          withText: false,
+          resolve,
+          waitTimer: undefined,
+        },
+        false,
+      );
       this.pump();
     });
   }
@@ -351,7 +391,8 @@ export class SchemaGuard {
       this.start(slot, job);
     }
     // No worker can start: fail what waits rather than leave it hanging.
-    if (this.waitingCount > 0 && this.slots.every((s) => !s.worker && s.failedToStart)) this.failWaiting('the schema checker could not start');
+    if (this.waitingCount > 0 && this.slots.every((s) => !s.worker && s.failedToStart))
+      this.failWaiting('the schema checker could not start');
   }
 
   private start(slot: Slot, job: Job): void {
@@ -365,7 +406,13 @@ export class SchemaGuard {
       slot.known.add(job.schema.key);
     }
     this.watch(slot, job, worker.pid === undefined ? undefined : cpuMs(worker.pid), Date.now());
-    const message = { id: job.id, op: job.op, key: job.schema.key, ...(withText ? { text: job.schema.text } : {}), ...(job.caps ? { caps: job.caps } : {}) };
+    const message = {
+      id: job.id,
+      op: job.op,
+      key: job.schema.key,
+      ...(withText ? { text: job.schema.text } : {}),
+      ...(job.caps ? { caps: job.caps } : {}),
+    };
     const pieces = job.data;
     if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0]?.toString() ?? 'null' } : {}) });
     else void this.sendInPieces(slot, job, worker, pieces, message);
@@ -376,7 +423,13 @@ export class SchemaGuard {
    * copies its message on this thread: megabytes at once would hold it), then the job itself. Stops
    * if the job ends meanwhile (its worker killed at the deadline, or gone).
    */
-  private async sendInPieces(slot: Slot, job: Job, worker: RemoteWorker, pieces: Array<string | Buffer>, message: Record<string, unknown>): Promise<void> {
+  private async sendInPieces(
+    slot: Slot,
+    job: Job,
+    worker: RemoteWorker,
+    pieces: Array<string | Buffer>,
+    message: Record<string, unknown>,
+  ): Promise<void> {
     this.sending++;
     try {
       for (const piece of pieces) {
@@ -408,7 +461,10 @@ export class SchemaGuard {
   }
 
   private spawn(slot: Slot): void {
-    const execArgv = [`--max-old-space-size=${this.options.heapMb}`, `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`];
+    const execArgv = [
+      `--max-old-space-size=${this.options.heapMb}`,
+      `--max-semi-space-size=${Math.max(1, Math.ceil(this.options.heapMb / 16))}`,
+    ];
     // Started from the launcher thread: a fork of the server holds the thread that forks. A worker
     // starting (for work that is waiting) keeps the server's process alive until it is ready.
     let starting = true;
@@ -426,7 +482,12 @@ export class SchemaGuard {
       closed: (stderr) => {
         started();
         if (slot.worker !== worker) return;
-        this.kill(slot, /heap out of memory|Reached heap limit/.test(stderr) ? `it needed more than ${this.options.heapMb} MB of memory` : 'the schema checker stopped');
+        this.kill(
+          slot,
+          /heap out of memory|Reached heap limit/.test(stderr)
+            ? `it needed more than ${this.options.heapMb} MB of memory`
+            : 'the schema checker stopped',
+        );
       },
     });
     slot.worker = worker;
@@ -528,7 +589,7 @@ export function utf8Pieces(bytes: Buffer, size: number): Buffer[] {
 /** The pieces of JSON text as slices (one piece made per slice); `null` when there are none. */
 function* collected(pieces: Generator<string, void, void>): Generator<void, string[], void> {
   const all: string[] = [];
-  for (let step = pieces.next(); !step.done; ) {
+  for (let step = pieces.next(); !step.done;) {
     all.push(step.value);
     step = pieces.next();
     if (!step.done) yield;

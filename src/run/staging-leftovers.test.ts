@@ -26,8 +26,9 @@ test("a staging dir of a process that ended is removed at once; a live process's
     assert.equal(madeByDeadProcess(names.dead), true);
     assert.equal(madeByDeadProcess(names.alive), false);
     new FunctionsPackageBuilder(root).collectGarbage(new Set(), 3_600_000);
-    assert.equal(existsSync(path.join(root, 'packages', names.dead)), false, 'the dead process\'s staging dir is gone');
-    for (const kept of [names.alive, names.elsewhere, names.untagged]) assert.equal(existsSync(path.join(root, 'packages', kept)), true, `${kept} keeps its grace`);
+    assert.equal(existsSync(path.join(root, 'packages', names.dead)), false, "the dead process's staging dir is gone");
+    for (const kept of [names.alive, names.elsewhere, names.untagged])
+      assert.equal(existsSync(path.join(root, 'packages', kept)), true, `${kept} keeps its grace`);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -10,7 +10,14 @@ import { syntaxChecker } from './syntax-check.js';
 const OK = { language: 'python' as const, code: 'def main(input_data):\n    return 1\n' };
 
 async function outcomes(calls: Array<Promise<void>>): Promise<string[]> {
-  return Promise.all(calls.map((call) => call.then(() => 'ok', (error: unknown) => (isDomainError(error) ? `${error.type}: ${error.message}` : String(error)))));
+  return Promise.all(
+    calls.map((call) =>
+      call.then(
+        () => 'ok',
+        (error: unknown) => (isDomainError(error) ? `${error.type}: ${error.message}` : String(error)),
+      ),
+    ),
+  );
 }
 
 test('one account: the checks past its share are refused (rate_limited), the others pass; a freed share serves again', async () => {
@@ -31,10 +38,16 @@ test('one account: the checks past its share are refused (rate_limited), the oth
 test('all accounts: past the running checks and the waiting room, one more is refused', async () => {
   const check = syntaxChecker({ concurrent: 1, waiting: 2, perAccount: 4, reserved: 0 });
   const results = await outcomes(['a', 'b', 'c', 'd', 'e'].map((account) => check(OK, account)));
-  assert.deepEqual(results, ['ok', 'ok', 'ok', "rate_limited: the server's code checks are busy (2 waiting); try again shortly", "rate_limited: the server's code checks are busy (2 waiting); try again shortly"]);
+  assert.deepEqual(results, [
+    'ok',
+    'ok',
+    'ok',
+    "rate_limited: the server's code checks are busy (2 waiting); try again shortly",
+    "rate_limited: the server's code checks are busy (2 waiting); try again shortly",
+  ]);
 });
 
-test('waiting checks take turns by account: one account\'s queue waits behind the others\' first checks', async () => {
+test("waiting checks take turns by account: one account's queue waits behind the others' first checks", async () => {
   const check = syntaxChecker({ concurrent: 1, waiting: 10, perAccount: 10, reserved: 0 });
   const started: string[] = [];
   // One place: the order checks finish in is the order they got it.
@@ -47,7 +60,16 @@ test('the last places of the waiting room are kept for accounts with none waitin
   const check = syntaxChecker({ concurrent: 1, waiting: 4, perAccount: 10, reserved: 2 });
   const results = await outcomes(['a', 'a', 'a', 'a', 'a', 'b', 'c', 'd'].map((account) => check(OK, account)));
   const mineBusy = "rate_limited: the server's code checks are busy (2 waiting, this account 2 of them); try again shortly";
-  assert.deepEqual(results, ['ok', 'ok', 'ok', mineBusy, mineBusy, 'ok', 'ok', "rate_limited: the server's code checks are busy (4 waiting); try again shortly"]);
+  assert.deepEqual(results, [
+    'ok',
+    'ok',
+    'ok',
+    mineBusy,
+    mineBusy,
+    'ok',
+    'ok',
+    "rate_limited: the server's code checks are busy (4 waiting); try again shortly",
+  ]);
   // Served and freed: the room is whole again, for the flooding account too.
   assert.deepEqual(await outcomes([check(OK, 'a'), check(OK, 'a'), check(OK, 'a')]), ['ok', 'ok', 'ok']);
 });

@@ -70,7 +70,10 @@ function syntaxQueue(limits: SyntaxQueueLimits) {
   const perAccount = new Map<string, number>();
   /** When each account with checks in progress last had one start. */
   const lastTurn = new Map<string, number>();
-  const busy = (detail: string) => new DomainError('rate_limited', `the server's code checks are busy (${waitingCount} waiting${detail}); try again shortly`, { retry_after: 1 });
+  const busy = (detail: string) =>
+    new DomainError('rate_limited', `the server's code checks are busy (${waitingCount} waiting${detail}); try again shortly`, {
+      retry_after: 1,
+    });
 
   /** Hands a finished check's place to the next waiting account's first check, or frees it. */
   function release(): void {
@@ -93,7 +96,11 @@ function syntaxQueue(limits: SyntaxQueueLimits) {
   return async function slot<T>(account: string, body: () => Promise<T>): Promise<T> {
     const mine = perAccount.get(account) ?? 0;
     if (mine >= limits.perAccount) {
-      throw new DomainError('rate_limited', `this account already has ${mine} code checks in progress on this server (at most ${limits.perAccount}); wait for them to finish and try again`, { retry_after: 1 });
+      throw new DomainError(
+        'rate_limited',
+        `this account already has ${mine} code checks in progress on this server (at most ${limits.perAccount}); wait for them to finish and try again`,
+        { retry_after: 1 },
+      );
     }
     const mustWait = running >= limits.concurrent;
     if (mustWait && waitingCount >= limits.waiting) throw busy('');
@@ -145,7 +152,12 @@ function compilePython(code: string): Promise<PythonVerdict> {
       try {
         resolve(JSON.parse(out) as PythonVerdict);
       } catch {
-        resolve({ ok: false, type: 'SyntaxError', msg: 'the code could not be compiled within the limits (too large or too deeply nested)', line: null });
+        resolve({
+          ok: false,
+          type: 'SyntaxError',
+          msg: 'the code could not be compiled within the limits (too large or too deeply nested)',
+          line: null,
+        });
       }
     });
     child.stdin.end(code);
@@ -161,7 +173,11 @@ const TYPESCRIPT_SIGNS = [
   /^\s*(interface|type)\s+\w+\s*(=|\{)/m,
   /=>\s*[{(]/,
 ];
-const PYTHON_SIGNS = [/^\s*def\s+\w+\s*\(.*\)\s*(->\s*[^:]+)?:\s*$/m, /^\s*(from\s+\w+(\.\w+)*\s+)?import\s+\w+(\s+as\s+\w+)?\s*$/m, /^\s*(elif|except)\b.*:\s*$/m];
+const PYTHON_SIGNS = [
+  /^\s*def\s+\w+\s*\(.*\)\s*(->\s*[^:]+)?:\s*$/m,
+  /^\s*(from\s+\w+(\.\w+)*\s+)?import\s+\w+(\s+as\s+\w+)?\s*$/m,
+  /^\s*(elif|except)\b.*:\s*$/m,
+];
 
 export function looksLikeTypescript(code: string): boolean {
   return TYPESCRIPT_SIGNS.some((sign) => sign.test(code));
@@ -172,8 +188,12 @@ export function looksLikePython(code: string): boolean {
 }
 
 function pythonMessage(verdict: PythonVerdict): string {
-  const where = typeof verdict.line === 'number' ? `line ${verdict.line}${typeof verdict.offset === 'number' && verdict.offset > 0 ? `, column ${verdict.offset}` : ''}: ` : '';
-  const text = typeof verdict.text === 'string' && verdict.text.trim() !== '' ? `\n    ${verdict.text.replace(/\n$/, '').slice(0, 200)}` : '';
+  const where =
+    typeof verdict.line === 'number'
+      ? `line ${verdict.line}${typeof verdict.offset === 'number' && verdict.offset > 0 ? `, column ${verdict.offset}` : ''}: `
+      : '';
+  const text =
+    typeof verdict.text === 'string' && verdict.text.trim() !== '' ? `\n    ${verdict.text.replace(/\n$/, '').slice(0, 200)}` : '';
   return `${where}${verdict.msg ?? 'invalid syntax'}${text}`;
 }
 
@@ -192,12 +212,16 @@ export function syntaxChecker(limits: SyntaxQueueLimits = SYNTAX_QUEUE_LIMITS) {
       if (verdict.ok) return;
       const typescript = looksLikeTypescript(code) && (await transpileTypescript(code)).ok;
       const hint = typescript ? ' This looks like TypeScript: pass language: "typescript" (the default language is python).' : '';
-      throw new DomainError('validation_error', `code is not valid Python (${verdict.type ?? 'SyntaxError'}) at ${pythonMessage(verdict)}${hint}`, {
-        field: 'code',
-        language: 'python',
-        ...(typeof verdict.line === 'number' ? { line: verdict.line } : {}),
-        ...(typescript ? { looks_like: 'typescript' } : {}),
-      });
+      throw new DomainError(
+        'validation_error',
+        `code is not valid Python (${verdict.type ?? 'SyntaxError'}) at ${pythonMessage(verdict)}${hint}`,
+        {
+          field: 'code',
+          language: 'python',
+          ...(typeof verdict.line === 'number' ? { line: verdict.line } : {}),
+          ...(typescript ? { looks_like: 'typescript' } : {}),
+        },
+      );
     }
     const transpiled = await transpileTypescript(code);
     if (transpiled.ok) return;

@@ -10,7 +10,14 @@ import { limitHoldsOnEveryPath } from '../test-support/tier-limits.js';
 
 let t: RuleServer;
 before(async () => {
-  const limits = { ...DEFAULT_TIERS.pro!, monthlyExecutions: null, executionsPerMinute: null, concurrency: null, timeoutSeconds: 60, memoryMb: 128 };
+  const limits = {
+    ...DEFAULT_TIERS.pro!,
+    monthlyExecutions: null,
+    executionsPerMinute: null,
+    concurrency: null,
+    timeoutSeconds: 60,
+    memoryMb: 128,
+  };
   t = await startRuleServer({ ...DEFAULT_TIERS, limited: limits });
 });
 after(async () => {

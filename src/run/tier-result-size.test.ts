@@ -9,7 +9,13 @@ import { limitHoldsOnEveryPath } from '../test-support/tier-limits.js';
 
 let t: RuleServer;
 before(async () => {
-  const limits = { ...DEFAULT_TIERS.pro!, monthlyExecutions: null, executionsPerMinute: null, concurrency: null, maxResultBytes: 64 * 1024 };
+  const limits = {
+    ...DEFAULT_TIERS.pro!,
+    monthlyExecutions: null,
+    executionsPerMinute: null,
+    concurrency: null,
+    maxResultBytes: 64 * 1024,
+  };
   t = await startRuleServer({ ...DEFAULT_TIERS, limited: limits });
 });
 after(async () => {

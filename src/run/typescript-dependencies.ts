@@ -3,7 +3,14 @@ import { lstatSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from
 import path from 'node:path';
 import { DomainError } from '../core/errors.js';
 import type { FunctionDefinition } from '../core/functions.js';
-import { DependencyInstallError, dependencyKey, installedDependencies, NPM_DEFAULTS, prepareTypescriptDependencies, type PrepareOptions } from '../sandbox/index.js';
+import {
+  DependencyInstallError,
+  dependencyKey,
+  installedDependencies,
+  NPM_DEFAULTS,
+  prepareTypescriptDependencies,
+  type PrepareOptions,
+} from '../sandbox/index.js';
 import { InstallQueue } from './install-queue.js';
 import { MB } from '../core/units.js';
 
@@ -166,7 +173,9 @@ export class TypescriptDependencies {
       const { reason, detail, limit } = error.data;
       throw new DomainError(
         reason === 'invalid_requirement' ? 'validation_error' : 'dependency_error',
-        reason === 'cache_unreadable' ? 'the server cannot prepare npm packages right now; the operator can find details in the server log' : error.message,
+        reason === 'cache_unreadable'
+          ? 'the server cannot prepare npm packages right now; the operator can find details in the server log'
+          : error.message,
         {
           field: 'requirements',
           ...(limit ? { limit } : {}),
@@ -176,7 +185,6 @@ export class TypescriptDependencies {
     }
   }
 }
-
 
 function readdirSafe(dir: string): string[] {
   try {

@@ -152,7 +152,9 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const host = options.host ?? detectSandboxHost();
   const network = options.network ?? false;
   if (network && !networkAvailable(host)) {
-    throw new SandboxUnavailableError('MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed');
+    throw new SandboxUnavailableError(
+      'MCPWORKS_SANDBOX_NETWORK=on needs the server to run as root with slirp4netns, nsenter and ip installed',
+    );
   }
   // A bad allow-list stops the server at start, not each run later.
   let allowed: string[] = [];
@@ -232,7 +234,12 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   if (zygoteOption !== false && !network) {
     if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
       // The children's socket: the server's, open to the sandboxes' group.
-      zygotes = new ZygotePool(runtimeDir, uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser, zygoteHostHooks({ cgroups, sandboxUser, uids, baseArgs, paths, log, spawner }), { reserveBytes, ...(zygoteOption === true ? {} : zygoteOption) });
+      zygotes = new ZygotePool(
+        runtimeDir,
+        uids ? { uid: 0, gid: SANDBOX_GID } : sandboxUser,
+        zygoteHostHooks({ cgroups, sandboxUser, uids, baseArgs, paths, log, spawner }),
+        { reserveBytes, ...(zygoteOption === true ? {} : zygoteOption) },
+      );
     } else {
       log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
     }
@@ -267,7 +274,11 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (request.language === 'typescript') {
       const transpiled = await transpileTypescript(request.code, request.entry ?? 'main');
       if (!transpiled.ok) {
-        return failed({ type: SANDBOX_ERROR_TYPES.transpile, message: transpiled.message, stderr: transpiled.detail }, '', elapsed(started));
+        return failed(
+          { type: SANDBOX_ERROR_TYPES.transpile, message: transpiled.message, stderr: transpiled.detail },
+          '',
+          elapsed(started),
+        );
       }
       code = transpiled.code;
     }
@@ -313,7 +324,11 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // The same command, environment and fds through the spawner (it opens the seccomp program).
     const remote = spawner?.launch(paths.helper, args, sandboxEnvironment(), paths.seccompProgram);
     if (remote) return { child: remote, cgroup, exited: remote.exited, alive: () => remote.alive() };
-    const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), networkPipes: network });
+    const { child, exited } = spawnHelper(paths.helper, args, {
+      seccompProgram: paths.seccompProgram,
+      env: sandboxEnvironment(),
+      networkPipes: network,
+    });
     return { child, cgroup, exited, alive: () => child.exitCode === null && child.signalCode === null };
   }
 
@@ -333,5 +348,3 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     },
   };
 }
-
-

@@ -32,7 +32,10 @@ function file(name: string, content: string): string {
 
 describe('mcpworks sandbox run', () => {
   it('prints the result as JSON on stdout and the logs on stderr', async () => {
-    const path = file('hello.py', 'import os\ndef main(input_data):\n    print("working")\n    return {"greeting": "Hello, " + input_data["name"], "key": os.environ["API_KEY"]}\n');
+    const path = file(
+      'hello.py',
+      'import os\ndef main(input_data):\n    print("working")\n    return {"greeting": "Hello, " + input_data["name"], "key": os.environ["API_KEY"]}\n',
+    );
     const { code, stdout, stderr } = await cli([path, '--input', '{"name":"Ada"}', '--env', 'API_KEY=k-123']);
     assert.equal(code, 0, stderr);
     assert.deepEqual(JSON.parse(stdout), { greeting: 'Hello, Ada', key: 'k-123' });
@@ -63,7 +66,15 @@ describe('mcpworks sandbox run', () => {
 
   it('usage errors exit 2 without running anything', async () => {
     const path = file('ok.py', 'result = 1\n');
-    for (const args of [[], [path, '--tier', 'platinum'], [path, '--input', '{not json'], [path, '--env', 'PATH=/evil'], [path, '--env', 'UNSET_NAME'], [join(dir, 'missing.py')], [file('x.rb', '')]]) {
+    for (const args of [
+      [],
+      [path, '--tier', 'platinum'],
+      [path, '--input', '{not json'],
+      [path, '--env', 'PATH=/evil'],
+      [path, '--env', 'UNSET_NAME'],
+      [join(dir, 'missing.py')],
+      [file('x.rb', '')],
+    ]) {
       const { code, stdout, stderr } = await cli(args);
       assert.equal(code, 2, `${args.join(' ')} → ${stderr}`);
       assert.equal(stdout, '');

@@ -14,8 +14,10 @@ let sandbox: Sandbox;
 let library: string;
 
 // A stand-in for the generated `functions` package: every call goes through the bridge.
-const PYTHON_PACKAGE = 'import _mcpworks_bridge\n\ndef hello(**kwargs):\n    answer = _mcpworks_bridge.call({"op": "call", "function": "hello", "input": kwargs})\n    if not answer["ok"]:\n        raise RuntimeError(answer["error"])\n    return answer["result"]\n';
-const NODE_PACKAGE = "'use strict';\nexports.hello = async (input) => {\n  const answer = globalThis.__mcpworksBridge({ op: 'call', function: 'hello', input });\n  if (!answer.ok) throw new Error(answer.error);\n  return answer.result;\n};\n";
+const PYTHON_PACKAGE =
+  'import _mcpworks_bridge\n\ndef hello(**kwargs):\n    answer = _mcpworks_bridge.call({"op": "call", "function": "hello", "input": kwargs})\n    if not answer["ok"]:\n        raise RuntimeError(answer["error"])\n    return answer["result"]\n';
+const NODE_PACKAGE =
+  "'use strict';\nexports.hello = async (input) => {\n  const answer = globalThis.__mcpworksBridge({ op: 'call', function: 'hello', input });\n  if (!answer.ok) throw new Error(answer.error);\n  return answer.result;\n};\n";
 
 before(() => {
   library = mkdtempSync(join(tmpdir(), 'mcpworks-code-mode-'));
@@ -23,7 +25,14 @@ before(() => {
   mkdirSync(join(library, 'node', 'node_modules', 'functions'), { recursive: true });
   writeFileSync(join(library, 'python', 'functions', '__init__.py'), PYTHON_PACKAGE);
   writeFileSync(join(library, 'node', 'node_modules', 'functions', 'index.js'), NODE_PACKAGE);
-  for (const dir of [library, join(library, 'python'), join(library, 'python', 'functions'), join(library, 'node'), join(library, 'node', 'node_modules'), join(library, 'node', 'node_modules', 'functions')]) {
+  for (const dir of [
+    library,
+    join(library, 'python'),
+    join(library, 'python', 'functions'),
+    join(library, 'node'),
+    join(library, 'node', 'node_modules'),
+    join(library, 'node', 'node_modules', 'functions'),
+  ]) {
     chmodSync(dir, 0o755);
   }
   sandbox = createBubblewrapSandbox({ network: false });
@@ -74,7 +83,8 @@ describe('code mode', () => {
 
   it('TypeScript script: an ES module with top-level await and an undeclared `result`', async () => {
     const seen: unknown[] = [];
-    const code = 'import { hello } from "functions";\nconst names: string[] = ["Ada", "Bob"];\nresult = [];\nfor (const name of names) result.push(await hello({ name }));\n';
+    const code =
+      'import { hello } from "functions";\nconst names: string[] = ["Ada", "Bob"];\nresult = [];\nfor (const name of names) result.push(await hello({ name }));\n';
     assert.deepEqual(resultOf(await script('typescript', code, greeter(seen))), [{ greeting: 'Hello, Ada!' }, { greeting: 'Hello, Bob!' }]);
     assert.equal(seen.length, 2);
   });
@@ -109,7 +119,10 @@ describe('code mode', () => {
   });
 
   it('mounts are read-only and only under /opt', async () => {
-    const write = await script('python', 'import errno\ntry:\n    open("/opt/mcpworks/python/functions/evil.py", "w")\n    result = "written"\nexcept OSError as error:\n    result = errno.errorcode[error.errno]\n');
+    const write = await script(
+      'python',
+      'import errno\ntry:\n    open("/opt/mcpworks/python/functions/evil.py", "w")\n    result = "written"\nexcept OSError as error:\n    result = errno.errorcode[error.errno]\n',
+    );
     assert.equal(resultOf(write), 'EROFS');
     for (const target of ['/usr/lib/python3', '/etc', '/opt/../etc', '/opt', '/tmp/x', 'opt/x']) {
       await assert.rejects(

@@ -16,7 +16,12 @@ after(async () => {
   await sandbox.close();
 });
 
-function run(language: SandboxRequest['language'], code: string, input: unknown = {}, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
+function run(
+  language: SandboxRequest['language'],
+  code: string,
+  input: unknown = {},
+  extra: Partial<SandboxRequest> = {},
+): Promise<SandboxOutcome> {
   return sandbox.run({ language, code, input, limits: pro, ...extra });
 }
 
@@ -41,7 +46,11 @@ function assertNoHostPaths(text: string): void {
 describe('Python contract', () => {
   it('returns main(input_data) and captures stdout and stderr as logs', async () => {
     const outcome = expectOk(
-      await run('python', 'import sys\ndef main(input_data):\n    print("working")\n    print("careful", file=sys.stderr)\n    return {"greeting": "Hello, " + input_data.get("name", "World") + "!"}\n', { name: 'Ada' }),
+      await run(
+        'python',
+        'import sys\ndef main(input_data):\n    print("working")\n    print("careful", file=sys.stderr)\n    return {"greeting": "Hello, " + input_data.get("name", "World") + "!"}\n',
+        { name: 'Ada' },
+      ),
     );
     assert.deepEqual(outcome.result, { greeting: 'Hello, Ada!' });
     assert.equal(outcome.stdout, 'working\n');
@@ -68,7 +77,8 @@ describe('Python contract', () => {
 
   it('imports every allow-listed package marked available', async () => {
     const names = PYTHON_PACKAGES.filter((pkg) => pkg.available).map((pkg) => pkg.importName);
-    const code = 'import importlib\nfailed = []\nfor name in input_data["names"]:\n    try:\n        importlib.import_module(name)\n    except Exception as error:\n        failed.append(f"{name}: {error}")\nresult = failed\n';
+    const code =
+      'import importlib\nfailed = []\nfor name in input_data["names"]:\n    try:\n        importlib.import_module(name)\n    except Exception as error:\n        failed.append(f"{name}: {error}")\nresult = failed\n';
     const outcome = await run('python', code, { names }, { limits: sandboxLimitsFor(limitsFor('enterprise')) });
     assert.deepEqual(expectOk(outcome).result, []);
   });
@@ -81,7 +91,8 @@ describe('Python contract', () => {
 
 describe('TypeScript contract', () => {
   it('runs export default function main with typed input and captures logs', async () => {
-    const code = 'export default function main(input: { name?: string }) {\n  console.log("working");\n  console.error("careful");\n  return { greeting: `Hello, ${input.name ?? "World"}!` };\n}\n';
+    const code =
+      'export default function main(input: { name?: string }) {\n  console.log("working");\n  console.error("careful");\n  return { greeting: `Hello, ${input.name ?? "World"}!` };\n}\n';
     const outcome = expectOk(await run('typescript', code, { name: 'Ada' }));
     assert.deepEqual(outcome.result, { greeting: 'Hello, Ada!' });
     assert.equal(outcome.stdout, 'working\n');
@@ -94,7 +105,8 @@ describe('TypeScript contract', () => {
   });
 
   it('runs module.exports.main and awaits async main', async () => {
-    const code = 'module.exports.main = async function (input) {\n  await new Promise((r) => setTimeout(r, 5));\n  return { echoed: input };\n};\n';
+    const code =
+      'module.exports.main = async function (input) {\n  await new Promise((r) => setTimeout(r, 5));\n  return { echoed: input };\n};\n';
     assert.deepEqual(expectOk(await run('typescript', code, [1, 'two'])).result, { echoed: [1, 'two'] });
   });
 
@@ -124,7 +136,8 @@ describe('typed failures', () => {
   });
 
   it('Python exception → its class name and a traceback of user lines only', async () => {
-    const code = 'import json\n\ndef helper(d):\n    return json.loads(d["text"])\n\ndef main(input_data):\n    return helper(input_data)\n';
+    const code =
+      'import json\n\ndef helper(d):\n    return json.loads(d["text"])\n\ndef main(input_data):\n    return helper(input_data)\n';
     const error = expectError(await run('python', code, { text: 'not json' }), 'JSONDecodeError');
     assert.match(error.message, /Expecting value/);
     assert.match(error.stderr, /main\.py", line 7, in main/);
@@ -139,7 +152,8 @@ describe('typed failures', () => {
   });
 
   it('TypeScript exception → its class name and a stack with the original .ts lines', async () => {
-    const code = 'type T = { n: number };\n\nfunction check(t: T): number {\n  if (t.n < 0) throw new RangeError("negative");\n  return t.n;\n}\n\nexport default function main(input: T) {\n  return check(input);\n}\n';
+    const code =
+      'type T = { n: number };\n\nfunction check(t: T): number {\n  if (t.n < 0) throw new RangeError("negative");\n  return t.n;\n}\n\nexport default function main(input: T) {\n  return check(input);\n}\n';
     const error = expectError(await run('typescript', code, { n: -1 }), 'RangeError');
     assert.equal(error.message, 'negative');
     assert.match(error.stderr, /main\.ts:4:/);
@@ -188,14 +202,19 @@ describe('typed failures', () => {
   it('allocating 4 GB → MemoryError in both languages', async () => {
     const error = expectError(await run('python', 'blob = bytearray(4 * 1024 ** 3)\nresult = len(blob)\n'), 'MemoryError');
     assert.match(error.message, /512 MB/);
-    const js = 'export default function main() {\n  const keep: string[] = [];\n  for (;;) keep.push("x".repeat(1 << 20) + keep.length);\n}\n';
+    const js =
+      'export default function main() {\n  const keep: string[] = [];\n  for (;;) keep.push("x".repeat(1 << 20) + keep.length);\n}\n';
     expectError(await run('typescript', js), 'MemoryError');
-    const buffers = 'export default function main() {\n  const keep: Buffer[] = [];\n  for (let i = 0; i < 4096; i++) keep.push(Buffer.alloc(1 << 20, 1));\n  return keep.length;\n}\n';
+    const buffers =
+      'export default function main() {\n  const keep: Buffer[] = [];\n  for (let i = 0; i < 4096; i++) keep.push(Buffer.alloc(1 << 20, 1));\n  return keep.length;\n}\n';
     expectError(await run('typescript', buffers), 'MemoryError');
   });
 
   it('sys.exit() ends a Python function early but successfully; sys.exit(3) is a ProcessExitError', async () => {
-    assert.equal(expectOk(await run('python', 'import sys\nresult = "set before exit"\nsys.exit()\nresult = "never"\n')).result, 'set before exit');
+    assert.equal(
+      expectOk(await run('python', 'import sys\nresult = "set before exit"\nsys.exit()\nresult = "never"\n')).result,
+      'set before exit',
+    );
     assert.match(expectError(await run('python', 'import sys\nsys.exit(3)\n'), 'ProcessExitError').message, /exited with status 3/);
     // A child the code forks exits on its own terms: its os._exit(0) answers nothing for the run.
     const forked = 'import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\nresult = "parent"\n';
@@ -209,17 +228,27 @@ describe('typed failures', () => {
   });
 
   it('10 MB to stdout is cut at the log cap with a marker, and the result still arrives', async () => {
-    const outcome = expectOk(await run('python', 'import sys\nfor _ in range(10 * 1024):\n    sys.stdout.write("y" * 1024)\nresult = "finished"\n'));
+    const outcome = expectOk(
+      await run('python', 'import sys\nfor _ in range(10 * 1024):\n    sys.stdout.write("y" * 1024)\nresult = "finished"\n'),
+    );
     assert.equal(outcome.result, 'finished');
     assert.ok(outcome.stdout.length < pro.maxLogBytes + 200);
     assert.match(outcome.stdout, /\[output cut: \d+ more bytes not shown\]/);
-    const js = expectOk(await run('typescript', 'export default () => { const line = "z".repeat(1023) + "\\n"; for (let i = 0; i < 10240; i++) process.stdout.write(line); return "finished"; };\n'));
+    const js = expectOk(
+      await run(
+        'typescript',
+        'export default () => { const line = "z".repeat(1023) + "\\n"; for (let i = 0; i < 10240; i++) process.stdout.write(line); return "finished"; };\n',
+      ),
+    );
     assert.equal(js.result, 'finished');
     assert.match(js.stdout, /\[output cut: \d+ more bytes not shown\]/);
   });
 
   it('deep recursion → RecursionError / RangeError, contained', async () => {
     expectError(await run('python', 'def f(n):\n    return f(n + 1)\n\ndef main(input_data):\n    return f(0)\n'), 'RecursionError');
-    expectError(await run('typescript', 'function f(n: number): number { return f(n + 1) + 1; }\nexport default () => f(0);\n'), 'RangeError');
+    expectError(
+      await run('typescript', 'function f(n: number): number { return f(n + 1) + 1; }\nexport default () => f(0);\n'),
+      'RangeError',
+    );
   });
 });

@@ -35,7 +35,11 @@ before(async () => {
   sandbox = createBubblewrapSandbox({ ...escapeSuiteSettings, network: false });
   // The first warm run starts the zygote; the attempts then run in its children.
   await sandbox.run({ language: 'python', code: 'result = 1', input: {}, limits: pro, entry: 'script', warm: WARM });
-  for (let waited = 0; waited < 30_000 && !sandbox.zygoteStats()?.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0); waited += 50) {
+  for (
+    let waited = 0;
+    waited < 30_000 && !sandbox.zygoteStats()?.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0);
+    waited += 50
+  ) {
     if (sandbox.zygoteStats() === null) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -100,7 +104,9 @@ describe('escape suite', () => {
 
   it("read the server's data dir and source tree → not mounted", async () => {
     const code = `${tryBlock}\nresult = [attempt(lambda: open(input_data["db"]).read()), os.path.exists(input_data["dir"]), os.path.exists(input_data["root"]), sorted(os.listdir("/"))]\n`;
-    const [read, dirSeen, rootSeen, top] = resultOf(await py(code, { db: join(dataDir, 'platform.db'), dir: dataDir, root: packageRoot() }));
+    const [read, dirSeen, rootSeen, top] = resultOf(
+      await py(code, { db: join(dataDir, 'platform.db'), dir: dataDir, root: packageRoot() }),
+    );
     assert.equal(read, 'FileNotFoundError ENOENT');
     assert.equal(dirSeen, false);
     assert.equal(rootSeen, false);
@@ -125,7 +131,11 @@ result = seen
     assert.equal(seen.environ.OWN_TOKEN, 'own-token-value-123');
     // The function's own secret is set by the runner, not in any process's initial environment.
     assert.ok(!seen['/proc/self/environ'].includes('own-token-value-123'));
-    const js = resultOf(await ts('import { readFileSync } from "node:fs";\nexport default () => JSON.stringify(process.env) + readFileSync("/proc/1/environ", "utf8");\n'));
+    const js = resultOf(
+      await ts(
+        'import { readFileSync } from "node:fs";\nexport default () => JSON.stringify(process.env) + readFileSync("/proc/1/environ", "utf8");\n',
+      ),
+    );
     assert.ok(!js.includes(PLATFORM_SECRET));
   });
 
@@ -148,7 +158,9 @@ result = {"found": found, "env": "OTHER_SECRET" in os.environ}
   });
 
   it("another execution's tmp files → each run has its own /tmp", async () => {
-    const writer = py('import time\nopen("/tmp/private.txt", "w").write("mine")\ntime.sleep(1.2)\nresult = open("/tmp/private.txt").read()\n');
+    const writer = py(
+      'import time\nopen("/tmp/private.txt", "w").write("mine")\ntime.sleep(1.2)\nresult = open("/tmp/private.txt").read()\n',
+    );
     await zygoteRunsActive(sandbox, 1, 400);
     const reader = resultOf(await py(`${tryBlock}\nresult = [os.listdir("/tmp"), attempt(lambda: open("/tmp/private.txt").read())]\n`));
     assert.deepEqual(reader, [[], 'FileNotFoundError ENOENT']);
@@ -165,7 +177,8 @@ def main(input_data):
 `;
     assert.deepEqual(resultOf(await py(code)), { file: false, global: false });
     assert.deepEqual(resultOf(await py(code)), { file: false, global: false });
-    const js = 'import { existsSync, writeFileSync } from "node:fs";\nexport default () => {\n  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis };\n  writeFileSync("/tmp/left.txt", "x");\n  (globalThis as any).leftBehind = true;\n  return seen;\n};\n';
+    const js =
+      'import { existsSync, writeFileSync } from "node:fs";\nexport default () => {\n  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis };\n  writeFileSync("/tmp/left.txt", "x");\n  (globalThis as any).leftBehind = true;\n  return seen;\n};\n';
     assert.deepEqual(resultOf(await ts(js)), { file: false, global: false });
     assert.deepEqual(resultOf(await ts(js)), { file: false, global: false });
   });
@@ -208,7 +221,8 @@ def main(input_data):
   it('write outside /tmp → read-only everywhere else', async () => {
     const code = `${tryBlock}\nresult = [attempt(lambda: open(p, "w").write("x")) for p in ["/usr/evil", "/etc/passwd", "/evil", "/function/evil", "/sandbox/runner.py", "/proc/sys/kernel/hostname"]]\n`;
     const results: string[] = resultOf(await py(code));
-    for (const result of results) assert.match(result, /^(OSError EROFS|PermissionError EACCES|PermissionError EPERM)$/, results.join(', '));
+    for (const result of results)
+      assert.match(result, /^(OSError EROFS|PermissionError EACCES|PermissionError EPERM)$/, results.join(', '));
   });
 
   it('fork bomb → stopped at the process limit, nothing survives the run', async () => {
@@ -232,7 +246,11 @@ result = {"children": children, "error": error}
     const counted = resultOf(await py(counting, { marker }));
     assert.ok(counted.children < pro.maxProcesses, JSON.stringify(counted));
     assert.equal(counted.error, 'BlockingIOError');
-    const bomb = await py('import os\nopen("/proc/self/comm", "w").write(input_data["marker"])\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n', { marker }, { limits: { ...pro, timeoutSeconds: 2 } });
+    const bomb = await py(
+      'import os\nopen("/proc/self/comm", "w").write(input_data["marker"])\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n',
+      { marker },
+      { limits: { ...pro, timeoutSeconds: 2 } },
+    );
     assert.equal(bomb.ok, false);
     assert.equal((bomb as { error: { type: string } }).error.type, 'TimeoutError');
     // Every process of both runs is gone (not even a zombie) once the run has answered.
@@ -267,7 +285,10 @@ result = [big, attempt(fill), attempt(lambda: fill("/dev/shm"))]
 
   it('ptrace → denied by seccomp', async () => {
     const code = `${tryBlock}${libc}\nPTRACE_ATTACH = 16\nresult = [sys_call(101, 0, 0, 0, 0), sys_call(101, PTRACE_ATTACH, 1, 0, 0)]\n`;
-    assert.deepEqual(resultOf(await py(code)), [[-1, 'EPERM'], [-1, 'EPERM']]);
+    assert.deepEqual(resultOf(await py(code)), [
+      [-1, 'EPERM'],
+      [-1, 'EPERM'],
+    ]);
   });
 
   it("socket to the server's port and to 169.254.169.254 → no network at all", async () => {
@@ -287,7 +308,8 @@ result = [attempt(lambda: connect(h, p)) for h, p in input_data["targets"]]
     const results: string[] = resultOf(await py(code, { targets }));
     assert.equal(results[0], 'ConnectionRefusedError ECONNREFUSED');
     for (const result of results.slice(1)) assert.equal(result, 'OSError ENETUNREACH');
-    const js = 'export default async function main(input: { port: number }) {\n  try { await fetch(`http://127.0.0.1:${input.port}/`); return "reached"; } catch (e: any) { return String(e.cause?.code); }\n}\n';
+    const js =
+      'export default async function main(input: { port: number }) {\n  try { await fetch(`http://127.0.0.1:${input.port}/`); return "reached"; } catch (e: any) { return String(e.cause?.code); }\n}\n';
     assert.equal(resultOf(await ts(js, { port: serverPort })), 'ECONNREFUSED');
   });
 
@@ -370,7 +392,8 @@ export default async function main(input: { probe: string }) {
   it('/proc files that tell about the host (config.gz, boot id, keys, timers, interrupts, pressure, ...) → empty', async () => {
     const masks = procMasks();
     // This kernel has these; the suite must not pass by checking an empty list.
-    for (const name of ['config.gz', 'keys', 'timer_list', 'interrupts', 'sys/kernel/random/boot_id', 'cmdline']) assert.ok(masks.files.includes(name), name);
+    for (const name of ['config.gz', 'keys', 'timer_list', 'interrupts', 'sys/kernel/random/boot_id', 'cmdline'])
+      assert.ok(masks.files.includes(name), name);
     for (const name of ['pressure', 'acpi']) assert.ok(masks.dirs.includes(name), name);
     const code = `${tryBlock}
 result = {"files": {name: attempt(lambda: open("/proc/" + name, "rb").read()) for name in input_data["files"]},
@@ -386,11 +409,12 @@ result = {"files": {name: attempt(lambda: open("/proc/" + name, "rb").read()) fo
       meminfo: true,
     };
     assert.deepEqual(resultOf(await py(code, masks)), expected);
-    const js = 'import { readFileSync, readdirSync } from "node:fs";\nexport default (input: { files: string[]; dirs: string[] }) => ({ files: input.files.map((name) => readFileSync("/proc/" + name, "utf8")), dirs: input.dirs.map((name) => readdirSync("/proc/" + name)) });\n';
+    const js =
+      'import { readFileSync, readdirSync } from "node:fs";\nexport default (input: { files: string[]; dirs: string[] }) => ({ files: input.files.map((name) => readFileSync("/proc/" + name, "utf8")), dirs: input.dirs.map((name) => readdirSync("/proc/" + name)) });\n';
     assert.deepEqual(resultOf(await ts(js, masks)), { files: masks.files.map(() => ''), dirs: masks.dirs.map(() => []) });
   });
 
-  it("/proc/self/mountinfo → no server pid, data or cache path", async () => {
+  it('/proc/self/mountinfo → no server pid, data or cache path', async () => {
     const packageDir = join(dataDir, 'cache', 'packages', 'abc');
     mkdirSync(packageDir, { recursive: true });
     writeFileSync(join(packageDir, 'module.py'), 'VALUE = 7\n');
@@ -401,25 +425,38 @@ result = {"files": {name: attempt(lambda: open("/proc/" + name, "rb").read()) fo
       assert.ok(!mountinfo.includes(dataDir), mountinfo);
       assert.ok(!mountinfo.includes(`-${process.pid}-`), mountinfo);
       // Every host path it names is a system directory or the server's runtime directory (a random name).
-      const roots = mountinfo.trim().split('\n').map((line) => line.split(' ')[3]!);
-      for (const root of roots) assert.match(root, /^\/(usr|etc|newroot|dev|null|zero|full|random|urandom|tmp\/mcpworks-sandbox-[A-Za-z0-9]{6}\/[a-z]+)?(\/|$)/, root);
+      const roots = mountinfo
+        .trim()
+        .split('\n')
+        .map((line) => line.split(' ')[3]!);
+      for (const root of roots)
+        assert.match(
+          root,
+          /^\/(usr|etc|newroot|dev|null|zero|full|random|urandom|tmp\/mcpworks-sandbox-[A-Za-z0-9]{6}\/[a-z]+)?(\/|$)/,
+          root,
+        );
     };
-    const code = 'def main(input_data):\n    import sys\n    sys.path.insert(0, "/opt/mcpworks")\n    import module\n    return [module.VALUE, open("/proc/self/mountinfo").read()]\n';
+    const code =
+      'def main(input_data):\n    import sys\n    sys.path.insert(0, "/opt/mcpworks")\n    import module\n    return [module.VALUE, open("/proc/self/mountinfo").read()]\n';
     const [value, mountinfo] = resultOf(await py(code, {}, { mounts }));
     assert.equal(value, 7);
     check(mountinfo);
-    const js = 'import { readFileSync } from "node:fs";\nexport default () => [readFileSync("/opt/mcpworks/module.py", "utf8"), readFileSync("/proc/self/mountinfo", "utf8")];\n';
+    const js =
+      'import { readFileSync } from "node:fs";\nexport default () => [readFileSync("/opt/mcpworks/module.py", "utf8"), readFileSync("/proc/self/mountinfo", "utf8")];\n';
     const [source, jsMountinfo] = resultOf(await ts(js, {}, { mounts }));
     assert.equal(source, 'VALUE = 7\n');
     check(jsMountinfo);
   });
 
-  it("a per-user kernel limit (every inotify instance) held by one run → another run in flight still gets its own", async () => {
+  it('a per-user kernel limit (every inotify instance) held by one run → another run in flight still gets its own', async () => {
     const limit = Number(readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8'));
     // Another namespace, with its own zygote ready (where zygotes are on).
     const otherWarm = { group: 'escape-other', imports: [] };
     resultOf(await py('result = 1', {}, { warm: otherWarm }));
-    const otherReady = () => sandbox.zygoteStats()!.zygotes.some((zygote) => zygote.owner === 'group:escape-other' && zygote.state === 'ready' && zygote.spares > 0);
+    const otherReady = () =>
+      sandbox
+        .zygoteStats()!
+        .zygotes.some((zygote) => zygote.owner === 'group:escape-other' && zygote.state === 'ready' && zygote.spares > 0);
     for (let waited = 0; waited < 30_000 && sandbox.zygoteStats() && !otherReady(); waited += 50) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -440,9 +477,15 @@ result = [len(held), failure]
     await zygoteRunsActive(sandbox, 1, 0);
     await new Promise((resolve) => setTimeout(resolve, 700));
     // Another namespace's Python run (in its own zygote's child, unless zygotes are off) and a TypeScript run.
-    const other = await py('import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\nresult = "ok" if fd >= 0 else ctypes.get_errno()\n', {}, { warm: otherWarm });
+    const other = await py(
+      'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\nresult = "ok" if fd >= 0 else ctypes.get_errno()\n',
+      {},
+      { warm: otherWarm },
+    );
     if (sandbox.zygoteStats()) assert.equal(sandbox.zygoteStats()!.runs, zygoteRuns + 2, 'both Python runs ran in zygote children');
-    const js = await ts('import { watch } from "node:fs";\nexport default () => { const watcher = watch("/tmp"); watcher.close(); return "ok"; };\n');
+    const js = await ts(
+      'import { watch } from "node:fs";\nexport default () => { const watcher = watch("/tmp"); watcher.close(); return "ok"; };\n',
+    );
     assert.deepEqual(resultOf(await holder), [limit, 24], 'the holder reaches the whole per-user limit itself (EMFILE)');
     assert.equal(resultOf(other), 'ok');
     assert.equal(resultOf(js), 'ok');
@@ -520,7 +563,11 @@ result = {"self": os.getpid(), "seen": seen, "closed": closed}
     assert.ok(seen.some(([pid]) => pid === 1) || closed.includes(1), 'PID 1 was looked at');
     for (const [pid, target] of seen) assert.match(target, /^(\/dev\/null|pipe:|socket:|anon_inode:)/, `pid ${pid}`);
     // The same from Node (a pre-started sandbox).
-    const nodeTargets: string[] = resultOf(await ts('import { readdirSync, readlinkSync } from "node:fs";\nexport default () => readdirSync("/proc/self/fd").flatMap((fd) => { try { return [readlinkSync(`/proc/self/fd/${fd}`)]; } catch { return []; } });\n'));
+    const nodeTargets: string[] = resultOf(
+      await ts(
+        'import { readdirSync, readlinkSync } from "node:fs";\nexport default () => readdirSync("/proc/self/fd").flatMap((fd) => { try { return [readlinkSync(`/proc/self/fd/${fd}`)]; } catch { return []; } });\n',
+      ),
+    );
     assert.ok(nodeTargets.length >= 3, JSON.stringify(nodeTargets));
     for (const target of nodeTargets) assert.match(target, /^(\/dev\/null|pipe:|socket:|anon_inode:)/, JSON.stringify(nodeTargets));
   });
@@ -551,7 +598,8 @@ result = {"self": os.getpid(), "seen": seen, "closed": closed}
   });
 
   it('two executions in parallel do not interfere', async () => {
-    const code = 'import os, time\ndef main(input_data):\n    path = "/tmp/value"\n    open(path, "w").write(str(input_data["n"]))\n    time.sleep(0.3)\n    return {"n": int(open(path).read()), "env": os.environ["RUN"]}\n';
+    const code =
+      'import os, time\ndef main(input_data):\n    path = "/tmp/value"\n    open(path, "w").write(str(input_data["n"]))\n    time.sleep(0.3)\n    return {"n": int(open(path).read()), "env": os.environ["RUN"]}\n';
     const runs = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => py(code, { n }, { env: { RUN: `run-${n}` } })));
     runs.forEach((outcome, index) => assert.deepEqual(resultOf(outcome), { n: index + 1, env: `run-${index + 1}` }));
   });

@@ -26,7 +26,12 @@ export interface ExecuteDeps {
 /** What the run left, or a failure only the platform saw (the sandbox could not start or get its network). */
 export type ExecuteResult = { record: RunRecord } | { platform: string };
 
-export async function execute(prepared: PreparedSandbox, request: SandboxRequest, payload: string, deps: ExecuteDeps): Promise<ExecuteResult> {
+export async function execute(
+  prepared: PreparedSandbox,
+  request: SandboxRequest,
+  payload: string,
+  deps: ExecuteDeps,
+): Promise<ExecuteResult> {
   const { limits } = request;
   const { log } = deps;
   const { child, cgroup, exited } = prepared.launcher;

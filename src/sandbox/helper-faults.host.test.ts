@@ -54,8 +54,10 @@ function helperAbove(pid: number): number {
 }
 
 const CODE = {
-  python: (marker: string) => `import subprocess\n\ndef main(input_data):\n    print("started")\n    subprocess.run(["/bin/sleep", "${marker}"])\n    return 1\n`,
-  typescript: (marker: string) => `import { execFileSync } from "node:child_process";\nexport default function main() {\n  console.log("started");\n  execFileSync("/bin/sleep", ["${marker}"]);\n  return 1;\n}\n`,
+  python: (marker: string) =>
+    `import subprocess\n\ndef main(input_data):\n    print("started")\n    subprocess.run(["/bin/sleep", "${marker}"])\n    return 1\n`,
+  typescript: (marker: string) =>
+    `import { execFileSync } from "node:child_process";\nexport default function main() {\n  console.log("started");\n  execFileSync("/bin/sleep", ["${marker}"]);\n  return 1;\n}\n`,
 };
 
 /** Starts a run that sleeps in a child process, kills its helper with SIGKILL, and returns the outcome. */
@@ -78,33 +80,37 @@ function assertPlatformFailure(outcome: SandboxOutcome, what: string): void {
   assert.equal(error.platform, true, what);
 }
 
-describe('a helper killed by a signal before the run answered', { skip: process.getuid?.() !== 0 && 'the sandbox helper needs root here' }, () => {
-  it('cold path, Python and TypeScript: SandboxError, a platform failure', async () => {
-    const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
-    try {
-      for (const [i, language] of (['python', 'typescript'] as const).entries()) {
-        assertPlatformFailure(await killHelperDuringRun(sandbox, language, `3${i}1.${process.pid}`), `cold ${language}`);
+describe(
+  'a helper killed by a signal before the run answered',
+  { skip: process.getuid?.() !== 0 && 'the sandbox helper needs root here' },
+  () => {
+    it('cold path, Python and TypeScript: SandboxError, a platform failure', async () => {
+      const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
+      try {
+        for (const [i, language] of (['python', 'typescript'] as const).entries()) {
+          assertPlatformFailure(await killHelperDuringRun(sandbox, language, `3${i}1.${process.pid}`), `cold ${language}`);
+        }
+      } finally {
+        await sandbox.close();
       }
-    } finally {
-      await sandbox.close();
-    }
-  });
+    });
 
-  it('pooled path, Python and TypeScript: the same', async () => {
-    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 1 }, zygote: false });
-    try {
-      const ready = () => (sandbox.poolStats()?.keys ?? []).filter((key) => key.ready > 0).length >= 2;
-      for (let waited = 0; !ready() && waited < 20_000; waited += 50) await sleep(50);
-      const hits = sandbox.poolStats()!.hits;
-      for (const [i, language] of (['python', 'typescript'] as const).entries()) {
-        assertPlatformFailure(await killHelperDuringRun(sandbox, language, `3${i}2.${process.pid}`), `pooled ${language}`);
+    it('pooled path, Python and TypeScript: the same', async () => {
+      const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 1 }, zygote: false });
+      try {
+        const ready = () => (sandbox.poolStats()?.keys ?? []).filter((key) => key.ready > 0).length >= 2;
+        for (let waited = 0; !ready() && waited < 20_000; waited += 50) await sleep(50);
+        const hits = sandbox.poolStats()!.hits;
+        for (const [i, language] of (['python', 'typescript'] as const).entries()) {
+          assertPlatformFailure(await killHelperDuringRun(sandbox, language, `3${i}2.${process.pid}`), `pooled ${language}`);
+        }
+        assert.ok(sandbox.poolStats()!.hits >= hits + 2, 'the runs were served by pooled sandboxes');
+      } finally {
+        await sandbox.close();
       }
-      assert.ok(sandbox.poolStats()!.hits >= hits + 2, 'the runs were served by pooled sandboxes');
-    } finally {
-      await sandbox.close();
-    }
-  });
-});
+    });
+  },
+);
 
 /** Waits until the sandboxed `/bin/sleep <marker>` runs (60 s at most, for a hung test only). */
 async function sandboxStarted(marker: string): Promise<void> {
@@ -178,7 +184,7 @@ describe('the helper guards its sandbox itself', () => {
 /** This process's sandbox-instance cgroup directories (instance-PID-…), in every hierarchy. */
 const ourInstanceGroups = () => cgroupDirsNamed(`instance-${process.pid}-`);
 
-describe('a dead server\'s cgroups', { skip: process.getuid?.() !== 0 && 'cgroups need root' }, () => {
+describe("a dead server's cgroups", { skip: process.getuid?.() !== 0 && 'cgroups need root' }, () => {
   it('start-up kills what is left in them, then removes them', async () => {
     const first = createBubblewrapSandbox({ network: false, pool: false, zygote: false, launcherPool: 0 });
     const parents = ourInstanceGroups().map((dir) => dirname(dir));
@@ -196,7 +202,7 @@ describe('a dead server\'s cgroups', { skip: process.getuid?.() !== 0 && 'cgroup
     const second = createBubblewrapSandbox({ network: false, pool: false, zygote: false, launcherPool: 0 });
     try {
       const outcome = await Promise.race([ended, sleep(10_000).then(() => 'still running')]);
-      assert.equal(outcome, 'SIGKILL', 'the process left in the dead server\'s group was killed');
+      assert.equal(outcome, 'SIGKILL', "the process left in the dead server's group was killed");
       for (const group of groups) assert.equal(existsSync(dirname(group)), false, `${dirname(group)} removed`);
     } finally {
       orphan.kill('SIGKILL');

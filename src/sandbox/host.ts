@@ -64,7 +64,6 @@ export function topLevelSystemDirs(): string[] {
   return args;
 }
 
-
 /**
  * /proc entries that tell about the host rather than the run (as runc's maskedPaths): kernel
  * configuration, boot id and command line, memory and symbol maps, keys, timers and scheduler
@@ -73,13 +72,42 @@ export function topLevelSystemDirs(): string[] {
  * (cpuinfo, meminfo, stat, loadavg, uptime, version, /proc/self) stays.
  */
 const MASKED_PROC_FILES = [
-  'config.gz', 'kcore', 'keys', 'key-users', 'timer_list', 'sched_debug', 'latency_stats', 'interrupts', 'softirqs',
-  'kallsyms', 'kmsg', 'iomem', 'ioports', 'vmallocinfo', 'slabinfo', 'buddyinfo', 'pagetypeinfo', 'zoneinfo',
-  'kpagecount', 'kpageflags', 'kpagecgroup', 'cmdline', 'consoles', 'devices', 'misc', 'modules', 'mtrr', 'dma',
-  'partitions', 'diskstats', 'swaps', 'locks', 'fb', 'sys/kernel/random/boot_id',
+  'config.gz',
+  'kcore',
+  'keys',
+  'key-users',
+  'timer_list',
+  'sched_debug',
+  'latency_stats',
+  'interrupts',
+  'softirqs',
+  'kallsyms',
+  'kmsg',
+  'iomem',
+  'ioports',
+  'vmallocinfo',
+  'slabinfo',
+  'buddyinfo',
+  'pagetypeinfo',
+  'zoneinfo',
+  'kpagecount',
+  'kpageflags',
+  'kpagecgroup',
+  'cmdline',
+  'consoles',
+  'devices',
+  'misc',
+  'modules',
+  'mtrr',
+  'dma',
+  'partitions',
+  'diskstats',
+  'swaps',
+  'locks',
+  'fb',
+  'sys/kernel/random/boot_id',
 ];
 const MASKED_PROC_DIRS = ['acpi', 'asound', 'bus', 'driver', 'fs', 'irq', 'pressure', 'scsi', 'tty'];
-
 
 /** The masked /proc entries this kernel has (a run's /proc is a new instance of the same kernel's). */
 export function procMasks(): ProcMasks {

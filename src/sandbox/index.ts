@@ -11,7 +11,13 @@ export type {
   SandboxBridge,
 } from '../core/sandbox.js';
 export { SANDBOX_ERROR_TYPES, sandboxLimitsFor, LOG_CAP_BYTES, isSandboxLanguage } from '../core/sandbox.js';
-export { createBubblewrapSandbox, networkFromEnvironment, sandboxUidsFromEnvironment, SandboxUnavailableError, type BubblewrapSandboxOptions } from './bubblewrap.js';
+export {
+  createBubblewrapSandbox,
+  networkFromEnvironment,
+  sandboxUidsFromEnvironment,
+  SandboxUnavailableError,
+  type BubblewrapSandboxOptions,
+} from './bubblewrap.js';
 export { networkAvailable } from './host/network.js';
 export { detectSandboxHost, type SandboxHostFacts } from './host/facts.js';
 export { pythonInventory, type PythonInventory } from './python-inventory.js';

@@ -100,7 +100,8 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
     const settled = async (helpers: number) => {
       const deadline = Date.now() + 60_000;
       while (ourHelpers().length !== helpers || sandbox.poolStats()!.keys.some((key) => key.ready !== 2)) {
-        if (Date.now() > deadline) throw new Error(`expected ${helpers} helpers, saw ${ourHelpers().length}: ${JSON.stringify(sandbox.poolStats())}`);
+        if (Date.now() > deadline)
+          throw new Error(`expected ${helpers} helpers, saw ${ourHelpers().length}: ${JSON.stringify(sandbox.poolStats())}`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     };

@@ -68,15 +68,42 @@ describe('network on', { skip: !networkAvailable(detectSandboxHost()) && 'needs 
     const connected = Object.values(networkInterfaces())
       .flat()
       .filter((entry) => entry && !entry.internal)
-      .flatMap((entry) => [networkOf(entry!.address, Number(entry!.cidr!.split('/')[1])), networkOf(entry!.address, entry!.family === 'IPv4' ? 32 : 128)]);
+      .flatMap((entry) => [
+        networkOf(entry!.address, Number(entry!.cidr!.split('/')[1])),
+        networkOf(entry!.address, entry!.family === 'IPv4' ? 32 : 128),
+      ]);
     for (const network of connected) assert.ok(routes.includes(network), network);
     assert.ok(connected.some((network) => !network.includes(':')) && connected.some((network) => network.includes(':')));
     // Written out here, not taken from the module: the ranges the README promises.
-    const special = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24', '192.0.2.0/24',
-      '192.88.99.0/24', '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24', '224.0.0.0/4', '240.0.0.0/4', '10.0.2.2/32',
-      '0:0:0:0:0:ffff:0:0/96', '64:ff9b:0:0:0:0:0:0/96', '64:ff9b:1:0:0:0:0:0/48', '100:0:0:0:0:0:0:0/64', '2001:0:0:0:0:0:0:0/23',
-      '2001:db8:0:0:0:0:0:0/32', '2002:0:0:0:0:0:0:0/16', '3fff:0:0:0:0:0:0:0/20', '5f00:0:0:0:0:0:0:0/16', 'fc00:0:0:0:0:0:0:0/7',
-      'fe80:0:0:0:0:0:0:0/10', 'ff00:0:0:0:0:0:0:0/8'];
+    const special = [
+      '0.0.0.0/8',
+      '10.0.0.0/8',
+      '100.64.0.0/10',
+      '169.254.0.0/16',
+      '172.16.0.0/12',
+      '192.0.0.0/24',
+      '192.0.2.0/24',
+      '192.88.99.0/24',
+      '192.168.0.0/16',
+      '198.18.0.0/15',
+      '198.51.100.0/24',
+      '203.0.113.0/24',
+      '224.0.0.0/4',
+      '240.0.0.0/4',
+      '10.0.2.2/32',
+      '0:0:0:0:0:ffff:0:0/96',
+      '64:ff9b:0:0:0:0:0:0/96',
+      '64:ff9b:1:0:0:0:0:0/48',
+      '100:0:0:0:0:0:0:0/64',
+      '2001:0:0:0:0:0:0:0/23',
+      '2001:db8:0:0:0:0:0:0/32',
+      '2002:0:0:0:0:0:0:0/16',
+      '3fff:0:0:0:0:0:0:0/20',
+      '5f00:0:0:0:0:0:0:0/16',
+      'fc00:0:0:0:0:0:0:0/7',
+      'fe80:0:0:0:0:0:0:0/10',
+      'ff00:0:0:0:0:0:0:0/8',
+    ];
     for (const range of special) assert.ok(routes.includes(range), range);
     assert.equal(REFUSED_RANGES.length, special.length + 3, 'and loopback: 127.0.0.0/8, ::1/128, ::/128');
     // A UDP connect() sends nothing: it only asks the namespace's routes. One address inside each
@@ -109,7 +136,9 @@ result = {
 `;
     const outcome = await sandbox.run({ language: 'python', code, input: { targets }, limits: pro });
     assert.equal(outcome.ok, true, JSON.stringify(outcome));
-    const result = (outcome as { result: { udp: Record<string, string>; tcp: Record<string, string>; outside: string[]; scoped: string[] } }).result;
+    const result = (
+      outcome as { result: { udp: Record<string, string>; tcp: Record<string, string>; outside: string[]; scoped: string[] } }
+    ).result;
     // Link-local IPv6 needs a scope (an interface); IPv6 is off on the run's only link.
     const expected = (prefix: string) => (prefix.startsWith('fe80:') ? ['EINVAL'] : ['EACCES']);
     for (const prefix of targets) assert.ok(expected(prefix).includes(result.udp[prefix]!), `udp ${prefix}: ${result.udp[prefix]}`);
@@ -120,7 +149,9 @@ result = {
   });
 
   it('from Node: the host refused, a public address routed; the rest of the isolation is unchanged', async () => {
-    const host = hostNetworks().find((network) => network.endsWith('/32'))!.split('/')[0];
+    const host = hostNetworks()
+      .find((network) => network.endsWith('/32'))!
+      .split('/')[0];
     const code = `import { createSocket } from "node:dgram";
 import { readdirSync } from "node:fs";
 import { connect } from "node:net";
@@ -146,18 +177,24 @@ export default async function main(input: { host: string; port: number }) {
   });
 });
 
-describe('network on: the operator allow-list (MCPWORKS_SANDBOX_NETWORK_ALLOW)', { skip: !networkAvailable(detectSandboxHost()) && 'needs root, slirp4netns, nsenter and ip' }, () => {
-  it('opens exactly the allowed prefix of a refused range; the host, loopback and link-local can never be allowed', async () => {
-    const host = hostNetworks().find((network) => network.endsWith('/32'))!;
-    for (const bad of ['127.0.0.1', '169.254.169.254/32', '10.0.2.2', host, '10.0.0.0/8', 'not-an-address', '203.0.113.0/4']) {
-      assert.throws(() => allowedRoutes(bad), /MCPWORKS_SANDBOX_NETWORK_ALLOW/, bad);
-    }
-    assert.deepEqual(allowedRoutes(' 203.0.113.80 , 198.51.100.0/24'), ['203.0.113.80/32', '198.51.100.0/24']);
-    // The allow-list is read once, at start, by the composition root (src/app/config.ts), which passes it in.
-    const allowing = createBubblewrapSandbox({ ...sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.80/32' }), pool: false });
-    try {
-      // UDP connect() only picks a route: refused prefixes answer EACCES at once, nothing is sent.
-      const code = `import errno, socket
+describe(
+  'network on: the operator allow-list (MCPWORKS_SANDBOX_NETWORK_ALLOW)',
+  { skip: !networkAvailable(detectSandboxHost()) && 'needs root, slirp4netns, nsenter and ip' },
+  () => {
+    it('opens exactly the allowed prefix of a refused range; the host, loopback and link-local can never be allowed', async () => {
+      const host = hostNetworks().find((network) => network.endsWith('/32'))!;
+      for (const bad of ['127.0.0.1', '169.254.169.254/32', '10.0.2.2', host, '10.0.0.0/8', 'not-an-address', '203.0.113.0/4']) {
+        assert.throws(() => allowedRoutes(bad), /MCPWORKS_SANDBOX_NETWORK_ALLOW/, bad);
+      }
+      assert.deepEqual(allowedRoutes(' 203.0.113.80 , 198.51.100.0/24'), ['203.0.113.80/32', '198.51.100.0/24']);
+      // The allow-list is read once, at start, by the composition root (src/app/config.ts), which passes it in.
+      const allowing = createBubblewrapSandbox({
+        ...sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '203.0.113.80/32' }),
+        pool: false,
+      });
+      try {
+        // UDP connect() only picks a route: refused prefixes answer EACCES at once, nothing is sent.
+        const code = `import errno, socket
 def attempt(address):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -169,14 +206,23 @@ def attempt(address):
         s.close()
 result = {a: attempt(a) for a in ["203.0.113.80", "203.0.113.81", "169.254.169.254", "10.0.2.2"]}
 `;
-      const outcome = await allowing.run({ language: 'python', code, input: {}, limits: pro });
-      assert.equal(outcome.ok, true, JSON.stringify(outcome));
-      assert.deepEqual((outcome as { result: unknown }).result, { '203.0.113.80': 'connected', '203.0.113.81': 'EACCES', '169.254.169.254': 'EACCES', '10.0.2.2': 'EACCES' });
-    } finally {
-      await allowing.close();
-    }
-    // Refused when the server reads it, and by the sandbox itself when given one.
-    assert.throws(() => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: host }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
-    assert.throws(() => createBubblewrapSandbox({ network: true, networkAllow: [host] }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
-  });
-});
+        const outcome = await allowing.run({ language: 'python', code, input: {}, limits: pro });
+        assert.equal(outcome.ok, true, JSON.stringify(outcome));
+        assert.deepEqual((outcome as { result: unknown }).result, {
+          '203.0.113.80': 'connected',
+          '203.0.113.81': 'EACCES',
+          '169.254.169.254': 'EACCES',
+          '10.0.2.2': 'EACCES',
+        });
+      } finally {
+        await allowing.close();
+      }
+      // Refused when the server reads it, and by the sandbox itself when given one.
+      assert.throws(
+        () => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: host }),
+        /MCPWORKS_SANDBOX_NETWORK_ALLOW/,
+      );
+      assert.throws(() => createBubblewrapSandbox({ network: true, networkAllow: [host] }), /MCPWORKS_SANDBOX_NETWORK_ALLOW/);
+    });
+  },
+);

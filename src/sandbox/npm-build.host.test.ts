@@ -1,6 +1,18 @@
 // TypeScript requirements: a real npm install at build time, then a real sandbox run that imports it.
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  utimesSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +30,11 @@ before(async () => {
   cacheRoot = mkdtempSync(join(tmpdir(), 'mcpworks-npm-test-'));
   chmodSync(cacheRoot, 0o755);
   sandbox = createBubblewrapSandbox({ network: false });
-  registry = await startFakeRegistry({ stall: (name) => name.startsWith('stall-'), huge: (name) => name.startsWith('huge-'), hugeBytes: 24 * 1024 * 1024 });
+  registry = await startFakeRegistry({
+    stall: (name) => name.startsWith('stall-'),
+    huge: (name) => name.startsWith('huge-'),
+    hugeBytes: 24 * 1024 * 1024,
+  });
 });
 after(async () => {
   rmSync(cacheRoot, { recursive: true, force: true });
@@ -49,7 +65,7 @@ async function expectInstallError(promise: Promise<unknown>, reason: string): Pr
     assert.equal(error.data.reason, reason, `${error.message}\n${error.data.detail}`);
     return error;
   }
-  assert.fail("expected a DependencyInstallError");
+  assert.fail('expected a DependencyInstallError');
 }
 
 describe('TypeScript requirements', () => {
@@ -58,8 +74,15 @@ describe('TypeScript requirements', () => {
     assert.ok(prepared.dir && existsSync(join(prepared.dir, 'is-odd', 'package.json')));
     // is-odd's own dependency came along.
     assert.ok(existsSync(join(prepared.dir, 'is-number')));
-    const code = 'import isOdd from "is-odd";\nimport { writeFileSync } from "node:fs";\nexport default function main(input: { n: number }) {\n  let write = "allowed";\n  try { writeFileSync("/function/node_modules/is-odd/index.js", ""); } catch (e: any) { write = e.code; }\n  return { odd: isOdd(input.n), write };\n}\n';
-    const outcome = await sandbox.run({ language: 'typescript', code, input: { n: 7 }, limits: sandboxLimitsFor(limitsFor('pro')), nodeModulesDir: prepared.dir });
+    const code =
+      'import isOdd from "is-odd";\nimport { writeFileSync } from "node:fs";\nexport default function main(input: { n: number }) {\n  let write = "allowed";\n  try { writeFileSync("/function/node_modules/is-odd/index.js", ""); } catch (e: any) { write = e.code; }\n  return { odd: isOdd(input.n), write };\n}\n';
+    const outcome = await sandbox.run({
+      language: 'typescript',
+      code,
+      input: { n: 7 },
+      limits: sandboxLimitsFor(limitsFor('pro')),
+      nodeModulesDir: prepared.dir,
+    });
     assert.equal(outcome.ok, true, JSON.stringify(outcome));
     assert.deepEqual((outcome as { result: unknown }).result, { odd: true, write: 'EROFS' });
   });
@@ -74,7 +97,7 @@ describe('TypeScript requirements', () => {
     assert.notEqual(first.key, dependencyKey(['is-odd@3.0.0']));
   });
 
-  it("a server with umask 077 still installs packages the sandbox user can read", async () => {
+  it('a server with umask 077 still installs packages the sandbox user can read', async () => {
     const previous = process.umask(0o077);
     let prepared;
     try {
@@ -83,7 +106,13 @@ describe('TypeScript requirements', () => {
       process.umask(previous);
     }
     const code = 'import isNumber from "is-number";\nexport default () => isNumber(5);\n';
-    const outcome = await sandbox.run({ language: 'typescript', code, input: {}, limits: sandboxLimitsFor(limitsFor('pro')), nodeModulesDir: prepared.dir! });
+    const outcome = await sandbox.run({
+      language: 'typescript',
+      code,
+      input: {},
+      limits: sandboxLimitsFor(limitsFor('pro')),
+      nodeModulesDir: prepared.dir!,
+    });
     assert.deepEqual(outcome.ok && outcome.result, true, JSON.stringify(outcome));
   });
 
@@ -106,7 +135,15 @@ describe('TypeScript requirements', () => {
   });
 
   it('refuses git, file, URL and alias specs before running npm', async () => {
-    for (const spec of ['git+https://github.com/a/b.git', 'file:../evil', 'x@file:../evil', 'x@https://evil.example/x.tgz', 'x@npm:lodash', '../escape', 'UPPER']) {
+    for (const spec of [
+      'git+https://github.com/a/b.git',
+      'file:../evil',
+      'x@file:../evil',
+      'x@https://evil.example/x.tgz',
+      'x@npm:lodash',
+      '../escape',
+      'UPPER',
+    ]) {
       await expectInstallError(prepareTypescriptDependencies([spec], cacheRoot), 'invalid_requirement');
     }
   });
@@ -128,10 +165,11 @@ describe('TypeScript requirements', () => {
       chmodSync(root, 0o755);
       try {
         const prepared = await prepareTypescriptDependencies(['owned-pkg@1.0.0'], root, { registry: registry.url });
-        const walk = (dir: string): string[] => readdirSync(dir).flatMap((name) => {
-          const path = join(dir, name);
-          return lstatSync(path).isDirectory() ? [path, ...walk(path)] : [path];
-        });
+        const walk = (dir: string): string[] =>
+          readdirSync(dir).flatMap((name) => {
+            const path = join(dir, name);
+            return lstatSync(path).isDirectory() ? [path, ...walk(path)] : [path];
+          });
         const final = join(prepared.dir!, '..');
         for (const path of [final, ...walk(final)]) {
           const stat = lstatSync(path);
@@ -158,7 +196,13 @@ describe('TypeScript requirements', () => {
         assert.equal(one.dir, two.dir);
         assert.deepEqual(readdirSync(join(root, 'ts-deps')), [one.key]);
         assert.equal(readFileSync(join(one.dir!, 'shared-pkg', 'index.js'), 'utf8'), 'module.exports = "shared-pkg";\n');
-        const outcome = await sandbox.run({ language: 'typescript', code: 'import v from "shared-pkg";\nexport default () => v;\n', input: {}, limits: sandboxLimitsFor(limitsFor('pro')), nodeModulesDir: one.dir! });
+        const outcome = await sandbox.run({
+          language: 'typescript',
+          code: 'import v from "shared-pkg";\nexport default () => v;\n',
+          input: {},
+          limits: sandboxLimitsFor(limitsFor('pro')),
+          nodeModulesDir: one.dir!,
+        });
         assert.deepEqual(outcome.ok && outcome.result, 'shared-pkg', JSON.stringify(outcome));
       } finally {
         rmSync(root, { recursive: true, force: true });
@@ -179,21 +223,37 @@ describe('TypeScript requirements', () => {
 
     for (const cgroups of [true, false]) {
       const how = cgroups ? 'in its cgroup' : 'with rlimits only';
-      it(`metadata too big for the memory limit → out of memory, typed, nothing installed (${how}); a small package fits`, { timeout: 120_000 }, async () => {
-        const limits = { registry: registry.url, cgroups, memoryBytes: 96 * 1024 * 1024 };
-        const before = installsIn(cacheRoot);
-        const error = await expectInstallError(prepareTypescriptDependencies([`huge-${cgroups}@1.0.0`], cacheRoot, limits), 'limit_exceeded');
-        assert.equal(error.data.limit, 'memory');
-        assert.equal(error.message, `npm install of huge-${cgroups}@1.0.0 ran out of memory (the install memory limit is 96 MB); nothing was installed`);
-        assert.deepEqual(installsIn(cacheRoot), before);
-        assert.ok((await prepareTypescriptDependencies([`small-${cgroups}@1.0.0`], cacheRoot, limits)).dir);
-      });
+      it(
+        `metadata too big for the memory limit → out of memory, typed, nothing installed (${how}); a small package fits`,
+        { timeout: 120_000 },
+        async () => {
+          const limits = { registry: registry.url, cgroups, memoryBytes: 96 * 1024 * 1024 };
+          const before = installsIn(cacheRoot);
+          const error = await expectInstallError(
+            prepareTypescriptDependencies([`huge-${cgroups}@1.0.0`], cacheRoot, limits),
+            'limit_exceeded',
+          );
+          assert.equal(error.data.limit, 'memory');
+          assert.equal(
+            error.message,
+            `npm install of huge-${cgroups}@1.0.0 ran out of memory (the install memory limit is 96 MB); nothing was installed`,
+          );
+          assert.deepEqual(installsIn(cacheRoot), before);
+          assert.ok((await prepareTypescriptDependencies([`small-${cgroups}@1.0.0`], cacheRoot, limits)).dir);
+        },
+      );
 
       it(`a stalled registry → stopped at the time limit, no npm process left (${how})`, { timeout: 60_000 }, async () => {
         const before = installsIn(cacheRoot);
-        const error = await expectInstallError(prepareTypescriptDependencies([`stall-${cgroups}`], cacheRoot, { registry: registry.url, cgroups, timeoutMs: 2000 }), 'limit_exceeded');
+        const error = await expectInstallError(
+          prepareTypescriptDependencies([`stall-${cgroups}`], cacheRoot, { registry: registry.url, cgroups, timeoutMs: 2000 }),
+          'limit_exceeded',
+        );
         assert.equal(error.data.limit, 'timeout');
-        assert.equal(error.message, `npm install of stall-${cgroups}@latest did not finish within 2 s (the install time limit); nothing was installed`);
+        assert.equal(
+          error.message,
+          `npm install of stall-${cgroups}@latest did not finish within 2 s (the install time limit); nothing was installed`,
+        );
         assert.deepEqual(npmProcesses(cacheRoot), []);
         assert.deepEqual(installsIn(cacheRoot), before);
       });

@@ -113,7 +113,10 @@ export function parseRequirement(text: string): Requirement {
     throw new DependencyInstallError('invalid_requirement', `'${trimmed.slice(0, 100)}' is not an npm package name`);
   }
   if (spec.length === 0 || spec.length > 100 || !SPEC.test(spec) || spec.includes('..')) {
-    throw new DependencyInstallError('invalid_requirement', `'${trimmed.slice(0, 100)}': only registry versions, ranges and tags are allowed`);
+    throw new DependencyInstallError(
+      'invalid_requirement',
+      `'${trimmed.slice(0, 100)}': only registry versions, ranges and tags are allowed`,
+    );
   }
   return { name, spec };
 }
@@ -123,7 +126,10 @@ export function dependencyKey(requirements: readonly string[]): string {
   const normalised = requirements.map(parseRequirement).map((r) => `${r.name}@${r.spec}`);
   const unique = [...new Set(normalised)].sort();
   const nodeMajor = process.versions.node.split('.')[0];
-  return createHash('sha256').update(JSON.stringify({ requirements: unique, node: nodeMajor })).digest('hex').slice(0, 32);
+  return createHash('sha256')
+    .update(JSON.stringify({ requirements: unique, node: nodeMajor }))
+    .digest('hex')
+    .slice(0, 32);
 }
 
 /** An earlier complete install of `requirements` under `cacheRoot`, without installing anything. */
@@ -169,12 +175,18 @@ export async function prepareTypescriptDependencies(
   try {
     const dependencies: Record<string, string> = {};
     for (const requirement of parsed) dependencies[requirement.name] = requirement.spec;
-    writeFileSync(join(staging, 'package.json'), JSON.stringify({ name: 'mcpworks-function-dependencies', private: true, dependencies }, null, 2));
+    writeFileSync(
+      join(staging, 'package.json'),
+      JSON.stringify({ name: 'mcpworks-function-dependencies', private: true, dependencies }, null, 2),
+    );
     if (isRoot) {
       chownSync(staging, npmUser.uid, npmUser.gid);
       chownSync(join(staging, 'package.json'), npmUser.uid, npmUser.gid);
     }
-    const what = parsed.map((r) => `${r.name}@${r.spec}`).join(', ').slice(0, 300);
+    const what = parsed
+      .map((r) => `${r.name}@${r.spec}`)
+      .join(', ')
+      .slice(0, 300);
     await runNpm({
       npm: resolveExecutable(options.npm ?? 'npm', options.searchPath ?? SYSTEM_PATH),
       helper: options.helper ?? defaultHostPaths().helper,
@@ -269,7 +281,8 @@ function removeStaleStaging(installs: string): void {
   for (const name of readdirSync(installs)) {
     if (!name.startsWith(STAGING_PREFIX)) continue;
     try {
-      if (madeByDeadProcess(name) || Date.now() - lstatSync(join(installs, name)).mtimeMs > STALE_STAGING_MS) rmSync(join(installs, name), { recursive: true, force: true });
+      if (madeByDeadProcess(name) || Date.now() - lstatSync(join(installs, name)).mtimeMs > STALE_STAGING_MS)
+        rmSync(join(installs, name), { recursive: true, force: true });
     } catch {
       // removed by another server meanwhile
     }
@@ -319,7 +332,12 @@ export function npmPassThrough(env: Readonly<Record<string, string | undefined>>
  * The environment npm needs and nothing else of the server's: no secrets, no DATABASE_URL. HOME and
  * the cache are npm's own; PATH only reaches the system and the Node that runs the server.
  */
-function npmEnvironment(home: string, registry: string | undefined, heapMb: number | null, passed: Readonly<Record<string, string>>): Record<string, string> {
+function npmEnvironment(
+  home: string,
+  registry: string | undefined,
+  heapMb: number | null,
+  passed: Readonly<Record<string, string>>,
+): Record<string, string> {
   const env: Record<string, string> = {
     PATH: SYSTEM_PATH,
     HOME: home,
@@ -351,12 +369,24 @@ interface NpmRun {
 }
 
 function runNpm(run: NpmRun): Promise<void> {
-  const npmArgs = ['install', '--ignore-scripts', '--omit=dev', '--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=error', '--prefer-offline'];
+  const npmArgs = [
+    'install',
+    '--ignore-scripts',
+    '--omit=dev',
+    '--no-audit',
+    '--no-fund',
+    '--no-update-notifier',
+    '--loglevel=error',
+    '--prefer-offline',
+  ];
   if (!existsSync(run.helper)) {
-    return Promise.reject(new DependencyInstallError('cache_unreadable', `the sandbox helper is missing at ${run.helper}: run \`make setup\``));
+    return Promise.reject(
+      new DependencyInstallError('cache_unreadable', `the sandbox helper is missing at ${run.helper}: run \`make setup\``),
+    );
   }
   let cgroup: RunCgroup | null = null;
-  if (run.cgroups) cgroup = createRunCgroup(run.cgroups, `npm-${randomUUID()}`, { memoryBytes: run.memoryBytes, maxProcesses: run.maxProcesses });
+  if (run.cgroups)
+    cgroup = createRunCgroup(run.cgroups, `npm-${randomUUID()}`, { memoryBytes: run.memoryBytes, maxProcesses: run.maxProcesses });
   // The helper joins the groups before it starts npm, so nothing of npm ever runs outside them.
   const args = ['exec', ...(cgroup?.procsFiles ?? []).flatMap((file) => ['--cgroup', file])];
   // A build never outlives the server.
@@ -373,7 +403,12 @@ function runNpm(run: NpmRun): Promise<void> {
 
   return new Promise<void>((resolvePromise, reject) => {
     // Its own process group, so a timeout kills everything npm started even without a cgroup.
-    const child = spawn(run.helper, args, { cwd: run.cwd, env: npmEnvironment(run.home, run.registry, heapMb, run.environment), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(run.helper, args, {
+      cwd: run.cwd,
+      env: npmEnvironment(run.home, run.registry, heapMb, run.environment),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     let output = '';
     const collect = (chunk: Buffer) => {
       if (output.length < 64 * 1024) output += chunk.toString('utf8');
@@ -402,25 +437,41 @@ function runNpm(run: NpmRun): Promise<void> {
     child.on('close', (code) => {
       if (timedOut) {
         return void finish(
-          new DependencyInstallError('limit_exceeded', `npm install of ${run.what} did not finish within ${Math.round(run.timeoutMs / 1000)} s (the install time limit); nothing was installed`, '', 'timeout'),
+          new DependencyInstallError(
+            'limit_exceeded',
+            `npm install of ${run.what} did not finish within ${Math.round(run.timeoutMs / 1000)} s (the install time limit); nothing was installed`,
+            '',
+            'timeout',
+          ),
         );
       }
       const reason = npmReason(output, run.cwd, run.root);
       // Without a memory cgroup, an allocation refused under the address-space limit shows as V8's
       // out-of-memory report, or as Node aborting or crashing (the helper answers 128 + signal).
-      const rlimitMemory = !memoryCgroup && code !== 0 && (/heap out of memory|Reached heap limit|allocation failed|ENOMEM/i.test(output) || code === 134 || code === 139);
+      const rlimitMemory =
+        !memoryCgroup &&
+        code !== 0 &&
+        (/heap out of memory|Reached heap limit|allocation failed|ENOMEM/i.test(output) || code === 134 || code === 139);
       if (cgroup?.oomKilled() || rlimitMemory) {
         return void finish(
-          new DependencyInstallError('limit_exceeded', `npm install of ${run.what} ran out of memory (the install memory limit is ${Math.round(run.memoryBytes / MB)} MB); nothing was installed`, '', 'memory'),
+          new DependencyInstallError(
+            'limit_exceeded',
+            `npm install of ${run.what} ran out of memory (the install memory limit is ${Math.round(run.memoryBytes / MB)} MB); nothing was installed`,
+            '',
+            'memory',
+          ),
         );
       }
       if (code === 0) return void finish(null);
-      const fallback = code === 111 && /mcpworks-sandbox-helper/.test(output) ? 'npm could not be started' : `npm exited with status ${code}`;
+      const fallback =
+        code === 111 && /mcpworks-sandbox-helper/.test(output) ? 'npm could not be started' : `npm exited with status ${code}`;
       const text = reason || fallback;
       const lines = text.split('\n');
       const errorCode = /^code (\S+)/.exec(lines[0] ?? '')?.[1];
       const summary = lines.find((line) => !/^code \S+$/.test(line) && !/^\S+$/.test(line)) ?? lines[0];
-      void finish(new DependencyInstallError('install_failed', `npm install failed${errorCode ? ` (${errorCode})` : ''}: ${summary}`, text));
+      void finish(
+        new DependencyInstallError('install_failed', `npm install failed${errorCode ? ` (${errorCode})` : ''}: ${summary}`, text),
+      );
     });
   });
 }

@@ -16,12 +16,27 @@ function record(overrides: Partial<RunRecord> = {}): RunRecord {
   const stderr = new CappedCapture(1024);
   stdout.push(Buffer.from('printed\n'));
   stderr.push(Buffer.from(USER_STDERR));
-  return { stdout, stderr, answer: null, overflowed: false, flooded: false, timedOut: false, oomKilled: false, ready: true, exit: { code: 0, signal: null, spawnFailed: false }, ...overrides };
+  return {
+    stdout,
+    stderr,
+    answer: null,
+    overflowed: false,
+    flooded: false,
+    timedOut: false,
+    oomKilled: false,
+    ready: true,
+    exit: { code: 0, signal: null, spawnFailed: false },
+    ...overrides,
+  };
 }
 
 function outcome(run: RunRecord, options: { memoryCgroup?: boolean; request?: SandboxRequest } = {}) {
   const logs: string[] = [];
-  const result = interpret(options.request ?? request, run, 0, { memoryCgroup: options.memoryCgroup ?? true, log: (line) => logs.push(line), now: () => 12.34 });
+  const result = interpret(options.request ?? request, run, 0, {
+    memoryCgroup: options.memoryCgroup ?? true,
+    log: (line) => logs.push(line),
+    now: () => 12.34,
+  });
   return { result, logs };
 }
 
@@ -48,13 +63,20 @@ test("the run's own error answer keeps its type, message and traceback; it may n
 test('a sandbox that never said ready is a platform failure: nothing of the run is returned, only its platform lines are logged', () => {
   const stderr = new CappedCapture(1024);
   stderr.push(Buffer.from('bwrap: Creating new namespace failed\nsecret=hunter2\n'));
-  const { result, logs } = outcome(record({ ready: false, stderr, answer: { ok: true, result: 1 }, exit: { code: 1, signal: null, spawnFailed: false } }));
-  assert.deepEqual(failure(result), { type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox could not start', stderr: '', platform: true });
+  const { result, logs } = outcome(
+    record({ ready: false, stderr, answer: { ok: true, result: 1 }, exit: { code: 1, signal: null, spawnFailed: false } }),
+  );
+  assert.deepEqual(failure(result), {
+    type: SANDBOX_ERROR_TYPES.sandbox,
+    message: 'the sandbox could not start',
+    stderr: '',
+    platform: true,
+  });
   assert.equal((result as { stdout: string }).stdout, '');
   assert.deepEqual(logs, ['sandbox failed to start (status 1): bwrap: Creating new namespace failed']);
 });
 
-test('an interrupted run without an answer is the platform\'s; with one, the answer stands', () => {
+test("an interrupted run without an answer is the platform's; with one, the answer stands", () => {
   const controller = new AbortController();
   controller.abort();
   const stopped = { ...request, signal: controller.signal };
@@ -78,24 +100,39 @@ test('flooding the bridge, overflowing the result, timing out and running out of
   }
   const heap = new CappedCapture(1024);
   heap.push(Buffer.from('FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory\n'));
-  assert.equal(failure(outcome(record({ stderr: heap, exit: { code: 134, signal: null, spawnFailed: false } })).result).type, SANDBOX_ERROR_TYPES.memory);
+  assert.equal(
+    failure(outcome(record({ stderr: heap, exit: { code: 134, signal: null, spawnFailed: false } })).result).type,
+    SANDBOX_ERROR_TYPES.memory,
+  );
 });
 
 test('the 128+N statuses: CPU time, forbidden system call, file size; SIGKILL only hints at memory without a memory cgroup', () => {
-  const status = (code: number, memoryCgroup = true) => failure(outcome(record({ exit: { code, signal: null, spawnFailed: false } }), { memoryCgroup }).result);
-  assert.deepEqual([status(128 + 24).type, status(128 + 24).message], [SANDBOX_ERROR_TYPES.timeout, 'the function used more than 10 s of CPU time and was stopped']);
+  const status = (code: number, memoryCgroup = true) =>
+    failure(outcome(record({ exit: { code, signal: null, spawnFailed: false } }), { memoryCgroup }).result);
+  assert.deepEqual(
+    [status(128 + 24).type, status(128 + 24).message],
+    [SANDBOX_ERROR_TYPES.timeout, 'the function used more than 10 s of CPU time and was stopped'],
+  );
   assert.match(status(128 + 31).message, /SIGSYS/);
   assert.match(status(128 + 25).message, new RegExp(`larger than ${limits.maxFileBytes} bytes`));
   assert.match(status(128 + 9, false).message, /possibly for exceeding its memory/);
   assert.equal(status(128 + 9, true).message, 'the function was killed by signal 9 before returning a result');
   assert.equal(status(3).message, 'the function exited with status 3 before returning a result');
   assert.equal(status(3).type, SANDBOX_ERROR_TYPES.exited);
-  assert.equal(failure(outcome(record({ exit: { code: null, signal: null, spawnFailed: false } })).result).message, 'the function exited with status -1 before returning a result');
+  assert.equal(
+    failure(outcome(record({ exit: { code: null, signal: null, spawnFailed: false } })).result).message,
+    'the function exited with status -1 before returning a result',
+  );
 });
 
-test('a helper killed from outside, or lost with its spawner, is the platform\'s, and logged', () => {
+test("a helper killed from outside, or lost with its spawner, is the platform's, and logged", () => {
   const killed = outcome(record({ exit: { code: null, signal: 'SIGKILL', spawnFailed: false } }));
-  assert.deepEqual(failure(killed.result), { type: SANDBOX_ERROR_TYPES.sandbox, message: 'the sandbox was stopped by the host (SIGKILL) before the function finished', stderr: '', platform: true });
+  assert.deepEqual(failure(killed.result), {
+    type: SANDBOX_ERROR_TYPES.sandbox,
+    message: 'the sandbox was stopped by the host (SIGKILL) before the function finished',
+    stderr: '',
+    platform: true,
+  });
   assert.deepEqual(killed.logs, ['a sandbox helper was killed by SIGKILL during a run']);
   const lost = outcome(record({ exit: { code: null, signal: null, spawnFailed: false, lost: true } }));
   assert.equal(failure(lost.result).message, 'the sandbox was lost (its spawner stopped)');

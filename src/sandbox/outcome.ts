@@ -4,7 +4,14 @@
  * SandboxOutcome. Pure: the clock and the log are passed in. A platform failure never carries
  * anything of the run; the run's own stderr is returned only with failures of the run itself.
  */
-import { answeredErrorType, SANDBOX_ERROR_TYPES, type SandboxFailure, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
+import {
+  answeredErrorType,
+  SANDBOX_ERROR_TYPES,
+  type SandboxFailure,
+  type SandboxLimits,
+  type SandboxOutcome,
+  type SandboxRequest,
+} from '../core/sandbox.js';
 import type { RunAnswer } from './wire/messages.js';
 import type { RunRecord } from './wire/channel.js';
 
@@ -30,9 +37,18 @@ export interface OutcomeContext {
 
 /** The helper's statuses for its child's signals (128+N) that a run's own limits explain. */
 const SIGNAL_EXITS: Record<number, (limits: SandboxLimits) => { type: string; message: string }> = {
-  [128 + 24]: (limits) => ({ type: SANDBOX_ERROR_TYPES.timeout, message: `the function used more than ${limits.cpuSeconds} s of CPU time and was stopped` }),
-  [128 + 31]: () => ({ type: SANDBOX_ERROR_TYPES.exited, message: 'the function made a system call the sandbox forbids (SIGSYS) and was stopped' }),
-  [128 + 25]: (limits) => ({ type: SANDBOX_ERROR_TYPES.exited, message: `the function wrote a file larger than ${limits.maxFileBytes} bytes and was stopped` }),
+  [128 + 24]: (limits) => ({
+    type: SANDBOX_ERROR_TYPES.timeout,
+    message: `the function used more than ${limits.cpuSeconds} s of CPU time and was stopped`,
+  }),
+  [128 + 31]: () => ({
+    type: SANDBOX_ERROR_TYPES.exited,
+    message: 'the function made a system call the sandbox forbids (SIGSYS) and was stopped',
+  }),
+  [128 + 25]: (limits) => ({
+    type: SANDBOX_ERROR_TYPES.exited,
+    message: `the function wrote a file larger than ${limits.maxFileBytes} bytes and was stopped`,
+  }),
 };
 
 export function interpret(request: SandboxRequest, run: RunRecord, started: number, context: OutcomeContext): SandboxOutcome {
@@ -41,19 +57,24 @@ export function interpret(request: SandboxRequest, run: RunRecord, started: numb
   const now = context.now ?? (() => performance.now());
   const durationMs = () => elapsed(started, now());
   // Stopped because the server is: the platform's doing, whatever the run had done (unanswered).
-  if (request.signal?.aborted && run.answer === null) return platformFailure('the run was interrupted: the server is shutting down', durationMs());
+  if (request.signal?.aborted && run.answer === null)
+    return platformFailure('the run was interrupted: the server is shutting down', durationMs());
   const stdoutText = run.stdout.text();
   const stderrText = run.stderr.text();
-  const fail = (type: string, message: string, trace = '') => failed({ type, message, stderr: joinLogs(stderrText, trace) }, stdoutText, durationMs());
+  const fail = (type: string, message: string, trace = '') =>
+    failed({ type, message, stderr: joinLogs(stderrText, trace) }, stdoutText, durationMs());
 
   if (!run.ready) {
     // The runner never said ready, so no user code ran: the sandbox did not start. Decided from
     // that alone; what the sandbox printed is only logged (its platform lines, never the rest).
     const platformLines = stderrText.split('\n').filter((line) => /^(bwrap|mcpworks-sandbox-helper): /.test(line));
-    log(`sandbox failed to start (status ${run.exit.code ?? run.exit.signal ?? 'none'})${platformLines.length ? `: ${platformLines.join(' | ').slice(0, LOG_EXCERPT_CHARS)}` : ''}`);
+    log(
+      `sandbox failed to start (status ${run.exit.code ?? run.exit.signal ?? 'none'})${platformLines.length ? `: ${platformLines.join(' | ').slice(0, LOG_EXCERPT_CHARS)}` : ''}`,
+    );
     return platformFailure('the sandbox could not start', durationMs());
   }
-  if (run.flooded) return fail(SANDBOX_ERROR_TYPES.exited, 'the function sent bridge calls without waiting for their answers and was stopped');
+  if (run.flooded)
+    return fail(SANDBOX_ERROR_TYPES.exited, 'the function sent bridge calls without waiting for their answers and was stopped');
   if (run.overflowed) return fail(SANDBOX_ERROR_TYPES.outputSize, `the result is larger than ${limits.maxResultBytes} bytes`);
   const parsed = run.answer as RunAnswer | null;
   if (parsed !== null && typeof parsed === 'object') {

@@ -16,7 +16,12 @@ const WARM = { group: 'platform-failure-test', imports: [] };
 type Case = { name: string; language: SandboxRequest['language']; code: string; type: string };
 const DEEP = 400_000;
 const CASES: Case[] = [
-  { name: 'Python raises its own SandboxError', language: 'python', type: 'UserSandboxError', code: 'class SandboxError(Exception):\n    pass\n\ndef main(input_data):\n    print("work done")\n    raise SandboxError("not the platform")\n' },
+  {
+    name: 'Python raises its own SandboxError',
+    language: 'python',
+    type: 'UserSandboxError',
+    code: 'class SandboxError(Exception):\n    pass\n\ndef main(input_data):\n    print("work done")\n    raise SandboxError("not the platform")\n',
+  },
   {
     name: 'Python writes a SandboxError answer on fd 3',
     language: 'python',
@@ -24,7 +29,7 @@ const CASES: Case[] = [
     code: 'import os\n\ndef main(input_data):\n    os.write(3, b\'{"ok": false, "type": "SandboxError", "message": "forged"}\\n\')\n    return 1\n',
   },
   {
-    name: 'Python prints the platform\'s stderr lines and exits',
+    name: "Python prints the platform's stderr lines and exits",
     language: 'python',
     type: 'ProcessExitError',
     code: 'import os, sys\n\ndef main(input_data):\n    sys.stderr.write("bwrap: Creating new namespace failed\\nmcpworks-sandbox-helper: exec failed\\n")\n    sys.stderr.flush()\n    os._exit(1)\n',
@@ -35,7 +40,12 @@ const CASES: Case[] = [
     type: 'SerializationError',
     code: `import os\n\ndef main(input_data):\n    os.write(3, b'{"ok": true, "result": ' + b'[' * ${DEEP} + b']' * ${DEEP} + b'}\\n')\n    return 1\n`,
   },
-  { name: 'TypeScript throws its own SandboxError', language: 'typescript', type: 'UserSandboxError', code: 'class SandboxError extends Error {}\nexport default function main() {\n  console.log("work done");\n  throw new SandboxError("not the platform");\n}\n' },
+  {
+    name: 'TypeScript throws its own SandboxError',
+    language: 'typescript',
+    type: 'UserSandboxError',
+    code: 'class SandboxError extends Error {}\nexport default function main() {\n  console.log("work done");\n  throw new SandboxError("not the platform");\n}\n',
+  },
   {
     name: 'TypeScript writes a SandboxError answer on fd 3',
     language: 'typescript',
@@ -43,7 +53,7 @@ const CASES: Case[] = [
     code: 'import { writeSync } from "node:fs";\nexport default function main() {\n  writeSync(3, JSON.stringify({ ok: false, type: "SandboxError", message: "forged" }) + "\\n");\n  return 1;\n}\n',
   },
   {
-    name: 'TypeScript prints the platform\'s stderr lines and exits',
+    name: "TypeScript prints the platform's stderr lines and exits",
     language: 'typescript',
     type: 'ProcessExitError',
     code: 'export default function main() {\n  process.stderr.write("bwrap: Creating new namespace failed\\n");\n  process.exit(1);\n}\n',
@@ -76,7 +86,7 @@ async function expectUserFailures(sandbox: BubblewrapSandbox, extra: Partial<San
 }
 
 describe('platform failures are decided on the host', () => {
-  it('cold path: a run\'s own SandboxError, answer line or stderr is the function\'s failure', async () => {
+  it("cold path: a run's own SandboxError, answer line or stderr is the function's failure", async () => {
     const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
     try {
       await expectUserFailures(sandbox, {}, ['python', 'typescript']);
@@ -114,7 +124,11 @@ describe('platform failures are decided on the host', () => {
       }
       const runs = sandbox.zygoteStats()!.runs;
       await expectUserFailures(sandbox, { warm: WARM }, ['python']);
-      assert.equal(sandbox.zygoteStats()!.runs, runs + CASES.filter((c) => c.language === 'python').length, 'every run went through a zygote child');
+      assert.equal(
+        sandbox.zygoteStats()!.runs,
+        runs + CASES.filter((c) => c.language === 'python').length,
+        'every run went through a zygote child',
+      );
     } finally {
       await sandbox.close();
     }
@@ -125,7 +139,12 @@ describe('platform failures are decided on the host', () => {
     const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: false, paths: { bwrap: '/bin/false' } });
     try {
       for (const language of ['python', 'typescript'] as const) {
-        const outcome = await sandbox.run({ language, code: language === 'python' ? 'result = 1' : 'export default () => 1;', input: {}, limits });
+        const outcome = await sandbox.run({
+          language,
+          code: language === 'python' ? 'result = 1' : 'export default () => 1;',
+          input: {},
+          limits,
+        });
         const error = failureOf(outcome);
         assert.equal(error.type, 'SandboxError');
         assert.equal(error.platform, true);

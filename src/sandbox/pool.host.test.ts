@@ -40,7 +40,12 @@ async function waitFor(what: string, condition: () => boolean, ms = 30_000): Pro
 
 const readyCount = (sandbox: BubblewrapSandbox, label: string) => keyStats(sandbox, label)?.ready ?? 0;
 
-function run(sandbox: BubblewrapSandbox, language: SandboxRequest['language'], code: string, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
+function run(
+  sandbox: BubblewrapSandbox,
+  language: SandboxRequest['language'],
+  code: string,
+  extra: Partial<SandboxRequest> = {},
+): Promise<SandboxOutcome> {
   return sandbox.run({ language, code, input: {}, limits: pro, ...extra });
 }
 
@@ -105,21 +110,31 @@ export default () => {
       // These sandboxes have waited longer than the 1 s timeout: only time after the claim counts.
       await new Promise((resolve) => setTimeout(resolve, 1200));
       const brief = { ...pro, timeoutSeconds: 1 };
-      assert.equal(resultOf(await run(sandbox, 'python', 'import time\ntime.sleep(0.3)\nresult = "in time"\n', { limits: brief })), 'in time');
+      assert.equal(
+        resultOf(await run(sandbox, 'python', 'import time\ntime.sleep(0.3)\nresult = "in time"\n', { limits: brief })),
+        'in time',
+      );
       await waitFor('the refill', () => readyCount(sandbox, 'python 512 MB') === 2);
       const spin = errorOf(await run(sandbox, 'python', 'while True:\n    pass\n', { limits: brief }));
       assert.equal(spin.type, 'TimeoutError');
-      assert.equal(errorOf(await run(sandbox, 'typescript', 'export default () => { for (;;) {} };\n', { limits: brief })).type, 'TimeoutError');
+      assert.equal(
+        errorOf(await run(sandbox, 'typescript', 'export default () => { for (;;) {} };\n', { limits: brief })).type,
+        'TimeoutError',
+      );
       assert.equal(errorOf(await run(sandbox, 'python', 'blob = bytearray(4 * 1024 ** 3)\n')).type, 'MemoryError');
       assert.equal(keyStats(sandbox, 'python 512 MB')?.hits, 3);
       assert.equal(keyStats(sandbox, 'typescript 512 MB')?.hits, 1);
 
       // Another memory limit is another shape: its first run is cold, then one is kept ready too.
-      const allocate = 'def main(input_data):\n    blob = bytearray(input_data["mb"] * 1024 * 1024)\n    return len(blob) // (1024 * 1024)\n';
+      const allocate =
+        'def main(input_data):\n    blob = bytearray(input_data["mb"] * 1024 * 1024)\n    return len(blob) // (1024 * 1024)\n';
       assert.equal(resultOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 64 }, limits: small })), 64);
       assert.equal(keyStats(sandbox, 'python 256 MB')?.hits, 0);
       await waitFor('the 256 MB shape', () => readyCount(sandbox, 'python 256 MB') === 1);
-      assert.equal(errorOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 320 }, limits: small })).type, 'MemoryError');
+      assert.equal(
+        errorOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 320 }, limits: small })).type,
+        'MemoryError',
+      );
       assert.equal(resultOf(await sandbox.run({ language: 'python', code: allocate, input: { mb: 160 }, limits: small })), 160);
       assert.equal(keyStats(sandbox, 'python 256 MB')?.hits, 2);
     } finally {
@@ -131,7 +146,10 @@ export default () => {
     // The pool reads rates and idle times from this clock, so sizing does not depend on how fast
     // this machine runs the claims: time moves only where the test says so.
     let clock = Date.now();
-    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2, maxSize: 5, idleMs: 1000, tickMs: 100, now: () => clock } });
+    const sandbox = createBubblewrapSandbox({
+      network: false,
+      pool: { minSize: 2, maxSize: 5, idleMs: 1000, tickMs: 100, now: () => clock },
+    });
     try {
       await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2);
       const quick = (n: number) => run(sandbox, 'python', 'def main(input_data):\n    return input_data["n"] * 2\n', { input: { n } });
@@ -173,7 +191,8 @@ export default () => {
     };
     try {
       fill('v1');
-      const read = () => run(sandbox, 'python', 'result = open("/opt/view/version.txt").read()\n', { mounts: [{ source, target: '/opt/view' }] });
+      const read = () =>
+        run(sandbox, 'python', 'result = open("/opt/view/version.txt").read()\n', { mounts: [{ source, target: '/opt/view' }] });
       assert.equal(resultOf(await read()), 'v1');
       await waitFor('the mount shape', () => readyCount(sandbox, 'python 512 MB mounts') === 1);
       assert.equal(resultOf(await read()), 'v1');
@@ -193,7 +212,10 @@ export default () => {
 
   it('free memory caps the pool: below the reserve nothing waits, and runs take the cold path', async () => {
     let free = 64 * 1024 ** 3;
-    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2, tickMs: 100, reserveBytes: 1024 ** 3, freeMemory: () => free } });
+    const sandbox = createBubblewrapSandbox({
+      network: false,
+      pool: { minSize: 2, tickMs: 100, reserveBytes: 1024 ** 3, freeMemory: () => free },
+    });
     try {
       await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2);
       free = 512 * 1024 ** 2;

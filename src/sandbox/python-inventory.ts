@@ -26,7 +26,10 @@ export function upstreamVersion(debian: string): string {
 
 async function pythonVersion(python: string): Promise<string | null> {
   try {
-    const { stdout } = await run(python, ['-I', '-S', '-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])'], { timeout: 10_000, env: {} });
+    const { stdout } = await run(python, ['-I', '-S', '-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])'], {
+      timeout: 10_000,
+      env: {},
+    });
     return /^\d+\.\d+\.\d+$/.test(stdout.trim()) ? stdout.trim() : null;
   } catch {
     return null;
@@ -38,7 +41,10 @@ async function debianVersions(): Promise<Map<string, string>> {
   const versions = new Map<string, string>();
   let stdout = '';
   try {
-    ({ stdout } = await run('dpkg-query', ['-W', '-f=${Package}\t${Status}\t${Version}\n', ...names], { timeout: 10_000, env: { PATH: '/usr/bin:/bin' } }));
+    ({ stdout } = await run('dpkg-query', ['-W', '-f=${Package}\t${Status}\t${Version}\n', ...names], {
+      timeout: 10_000,
+      env: { PATH: '/usr/bin:/bin' },
+    }));
   } catch (error) {
     // dpkg-query exits 1 when some name is unknown, with the others still on stdout; elsewhere
     // (no dpkg: not Debian) every version stays unknown.

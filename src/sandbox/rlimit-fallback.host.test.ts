@@ -22,21 +22,38 @@ function errorType(outcome: SandboxOutcome): string {
 
 describe('without cgroups (rlimits only)', () => {
   it('pandas and Node still start within the pro memory', async () => {
-    const python = await sandbox.run({ language: 'python', code: 'import pandas\nresult = int(pandas.Series([1, 2, 3]).sum())\n', input: {}, limits: pro });
+    const python = await sandbox.run({
+      language: 'python',
+      code: 'import pandas\nresult = int(pandas.Series([1, 2, 3]).sum())\n',
+      input: {},
+      limits: pro,
+    });
     assert.deepEqual(python.ok && python.result, 6);
-    const node = await sandbox.run({ language: 'typescript', code: 'export default () => [1, 2, 3].reduce((a, b) => a + b);\n', input: {}, limits: pro });
+    const node = await sandbox.run({
+      language: 'typescript',
+      code: 'export default () => [1, 2, 3].reduce((a, b) => a + b);\n',
+      input: {},
+      limits: pro,
+    });
     assert.deepEqual(node.ok && node.result, 6);
   });
 
   it('allocating 4 GB → MemoryError in both languages', async () => {
-    assert.equal(errorType(await sandbox.run({ language: 'python', code: 'blob = bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro })), 'MemoryError');
-    const js = 'export default function main() {\n  const keep: string[] = [];\n  for (;;) keep.push("x".repeat(1 << 20) + keep.length);\n}\n';
+    assert.equal(
+      errorType(await sandbox.run({ language: 'python', code: 'blob = bytearray(4 * 1024 ** 3)\n', input: {}, limits: pro })),
+      'MemoryError',
+    );
+    const js =
+      'export default function main() {\n  const keep: string[] = [];\n  for (;;) keep.push("x".repeat(1 << 20) + keep.length);\n}\n';
     assert.equal(errorType(await sandbox.run({ language: 'typescript', code: js, input: {}, limits: pro })), 'MemoryError');
   });
 
   it('a fork bomb is stopped by the process rlimit and the timeout', async () => {
     const bomb = 'import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n';
-    assert.equal(errorType(await sandbox.run({ language: 'python', code: bomb, input: {}, limits: { ...pro, timeoutSeconds: 2 } })), 'TimeoutError');
+    assert.equal(
+      errorType(await sandbox.run({ language: 'python', code: bomb, input: {}, limits: { ...pro, timeoutSeconds: 2 } })),
+      'TimeoutError',
+    );
     const after = await sandbox.run({ language: 'python', code: 'result = "still serving"\n', input: {}, limits: pro });
     assert.equal(after.ok && after.result, 'still serving');
   });

@@ -61,8 +61,18 @@ function resultOf(outcome: SandboxOutcome): unknown {
 
 const hello = (sandbox: BubblewrapSandbox) =>
   Promise.all([
-    sandbox.run({ language: 'python', code: 'def main(input_data):\n    return {"n": input_data["n"] + 1}\n', input: { n: 1 }, limits: pro }),
-    sandbox.run({ language: 'typescript', code: 'export default (input: { n: number }) => ({ n: input.n * 2 });\n', input: { n: 21 }, limits: pro }),
+    sandbox.run({
+      language: 'python',
+      code: 'def main(input_data):\n    return {"n": input_data["n"] + 1}\n',
+      input: { n: 1 },
+      limits: pro,
+    }),
+    sandbox.run({
+      language: 'typescript',
+      code: 'export default (input: { n: number }) => ({ n: input.n * 2 });\n',
+      input: { n: 21 },
+      limits: pro,
+    }),
   ]);
 
 /** Settles with the outcome, or rejects if it takes longer than `ms` (a hung run). */
@@ -89,8 +99,12 @@ describe('sandbox spawner', () => {
       assert.deepEqual(helpersOf(process.pid), []);
       const environ = readFileSync(`/proc/${spawner}/environ`, 'utf8');
       assert.ok(!environ.includes(CANARY), 'the server environment reached the spawner');
-      const names = environ.split('\0').filter(Boolean).map((entry) => entry.slice(0, entry.indexOf('=')));
-      for (const name of names) assert.match(name, /^(PATH|HOME|TMPDIR|LANG|MPLCONFIGDIR|MPLBACKEND|NODE_CHANNEL_FD|NODE_CHANNEL_SERIALIZATION_MODE)$/);
+      const names = environ
+        .split('\0')
+        .filter(Boolean)
+        .map((entry) => entry.slice(0, entry.indexOf('=')));
+      for (const name of names)
+        assert.match(name, /^(PATH|HOME|TMPDIR|LANG|MPLCONFIGDIR|MPLBACKEND|NODE_CHANNEL_FD|NODE_CHANNEL_SERIALIZATION_MODE)$/);
       for (const helper of helpersOf(spawner)) assert.ok(!readFileSync(`/proc/${helper}/environ`, 'utf8').includes(CANARY));
     } finally {
       delete process.env.MCPWORKS_SPAWNER_CANARY;
@@ -117,7 +131,10 @@ describe('sandbox spawner', () => {
       process.kill(second, 'SIGKILL');
       await waitFor('the spawner to end', () => !spawners().includes(second) && ends() === 2);
       assert.deepEqual((await hello(sandbox)).map(resultOf), [{ n: 2 }, { n: 42 }]);
-      assert.ok(logs.some((line) => /spawning directly meanwhile/.test(line)), logs.join('\n'));
+      assert.ok(
+        logs.some((line) => /spawning directly meanwhile/.test(line)),
+        logs.join('\n'),
+      );
       // The pool refills from what is left, and runs keep working.
       await waitFor('the pool', () => sandbox.poolStats()!.keys.every((key) => key.ready === 2));
       assert.deepEqual((await hello(sandbox)).map(resultOf), [{ n: 2 }, { n: 42 }]);
@@ -131,8 +148,18 @@ describe('sandbox spawner', () => {
     const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 1 } });
     try {
       await waitFor('the pool', () => sandbox.poolStats()!.keys.every((key) => key.ready === 1));
-      const sleeper = sandbox.run({ language: 'python', code: 'import time\ntime.sleep(1.5)\nprint("slept")\nresult = "done"\n', input: {}, limits: pro });
-      const spinner = sandbox.run({ language: 'python', code: 'while True:\n    pass\n', input: {}, limits: { ...pro, timeoutSeconds: 2 } });
+      const sleeper = sandbox.run({
+        language: 'python',
+        code: 'import time\ntime.sleep(1.5)\nprint("slept")\nresult = "done"\n',
+        input: {},
+        limits: pro,
+      });
+      const spinner = sandbox.run({
+        language: 'python',
+        code: 'while True:\n    pass\n',
+        input: {},
+        limits: { ...pro, timeoutSeconds: 2 },
+      });
       const failing = sandbox.run({ language: 'python', code: 'import os, time\ntime.sleep(1)\nos._exit(3)\n', input: {}, limits: pro });
       // Long enough for all three to be running, well before any ends.
       await new Promise((resolve) => setTimeout(resolve, 400));
@@ -142,10 +169,16 @@ describe('sandbox spawner', () => {
       assert.equal(resultOf(slept), 'done');
       assert.equal(slept.stdout, 'slept\n');
       assert.equal(spun.ok, false);
-      assert.ok(!spun.ok && ([SANDBOX_ERROR_TYPES.timeout, SANDBOX_ERROR_TYPES.sandbox] as string[]).includes(spun.error.type), JSON.stringify(spun));
+      assert.ok(
+        !spun.ok && ([SANDBOX_ERROR_TYPES.timeout, SANDBOX_ERROR_TYPES.sandbox] as string[]).includes(spun.error.type),
+        JSON.stringify(spun),
+      );
       // os._exit(3) is answered by the runner itself (one exit rule in both languages) on the
       // server's pipe, so it arrives like the sleeper's result: the function's failure.
-      assert.ok(!exited.ok && exited.error.type === SANDBOX_ERROR_TYPES.exited && /status 3/.test(exited.error.message), JSON.stringify(exited));
+      assert.ok(
+        !exited.ok && exited.error.type === SANDBOX_ERROR_TYPES.exited && /status 3/.test(exited.error.message),
+        JSON.stringify(exited),
+      );
       assert.deepEqual((await hello(sandbox)).map(resultOf), [{ n: 2 }, { n: 42 }]);
     } finally {
       await sandbox.close();
@@ -198,7 +231,12 @@ if (existsSync(process.env.MARKER)) {
       // would leave a second (the first one only sees its stdin end).
       const seen = join(dir, 'seen');
       writeFileSync(seen, '');
-      const helper = spawner.launch('/bin/sh', ['-c', 'read line && echo "$line" >> "$0" && echo "got $line"', seen], { PATH: '/usr/bin:/bin' }, '/dev/null');
+      const helper = spawner.launch(
+        '/bin/sh',
+        ['-c', 'read line && echo "$line" >> "$0" && echo "got $line"', seen],
+        { PATH: '/usr/bin:/bin' },
+        '/dev/null',
+      );
       helper.stdin.end('hello\n');
       let stdout = '';
       helper.stdout.on('data', (chunk: Buffer) => (stdout += chunk));
@@ -209,7 +247,10 @@ if (existsSync(process.env.MARKER)) {
       assert.equal(stdout, 'got hello\n');
       assert.equal(readFileSync(seen, 'utf8'), 'hello\n');
       assert.equal(helper.restarts, 1);
-      assert.ok(logs.some((line) => /sandbox spawner ended \(1 helpers in flight\)/.test(line)), logs.join('\n'));
+      assert.ok(
+        logs.some((line) => /sandbox spawner ended \(1 helpers in flight\)/.test(line)),
+        logs.join('\n'),
+      );
     } finally {
       await spawner.close();
       rmSync(dir, { recursive: true, force: true });

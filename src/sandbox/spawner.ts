@@ -525,7 +525,9 @@ export class Spawner {
       this.quickDeaths = spawner && now - this.startedAt >= QUICK_DEATH_MS ? 1 : this.quickDeaths + 1;
       // The first death restarts at once; one that keeps dying waits longer each time.
       this.retryAt = this.quickDeaths <= 1 ? 0 : now + backoffMs(this.quickDeaths - 2, START_BACKOFF);
-      this.log(`sandbox spawner ended (${helpers.length} helpers in flight)${this.retryAt ? `; restarting in ${this.retryAt - now} ms, spawning directly meanwhile` : ''}`);
+      this.log(
+        `sandbox spawner ended (${helpers.length} helpers in flight)${this.retryAt ? `; restarting in ${this.retryAt - now} ms, spawning directly meanwhile` : ''}`,
+      );
     }
     for (const helper of helpers) {
       // Not all its pipes reached the server, so nothing has been written to it: ask again (the one

@@ -73,18 +73,22 @@ async function stallDuringRun(route: 'cold' | 'pooled' | 'zygote', language: 'py
   }
 }
 
-describe('a stalled server (SIGSTOP) cannot keep a run past its time limit', { skip: process.getuid?.() !== 0 && 'the sandbox helper needs root here' }, () => {
-  it('cold path, Python and TypeScript', async () => {
-    await stallDuringRun('cold', 'python', `301.${process.pid}`);
-    await stallDuringRun('cold', 'typescript', `302.${process.pid}`);
-  });
+describe(
+  'a stalled server (SIGSTOP) cannot keep a run past its time limit',
+  { skip: process.getuid?.() !== 0 && 'the sandbox helper needs root here' },
+  () => {
+    it('cold path, Python and TypeScript', async () => {
+      await stallDuringRun('cold', 'python', `301.${process.pid}`);
+      await stallDuringRun('cold', 'typescript', `302.${process.pid}`);
+    });
 
-  it('pooled path, Python and TypeScript', async () => {
-    await stallDuringRun('pooled', 'python', `303.${process.pid}`);
-    await stallDuringRun('pooled', 'typescript', `304.${process.pid}`);
-  });
+    it('pooled path, Python and TypeScript', async () => {
+      await stallDuringRun('pooled', 'python', `303.${process.pid}`);
+      await stallDuringRun('pooled', 'typescript', `304.${process.pid}`);
+    });
 
-  it('zygote path (Python)', async () => {
-    await stallDuringRun('zygote', 'python', `305.${process.pid}`);
-  });
-});
+    it('zygote path (Python)', async () => {
+      await stallDuringRun('zygote', 'python', `305.${process.pid}`);
+    });
+  },
+);

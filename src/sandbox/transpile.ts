@@ -49,14 +49,17 @@ export async function transpileTypescript(source: string, entry: 'main' | 'scrip
     }
     result = { ok: true, code };
   } catch (error) {
-    const errors = (error as { errors?: Array<{ text: string; location?: { line: number; column: number; lineText: string } | null }> }).errors;
+    const errors = (error as { errors?: Array<{ text: string; location?: { line: number; column: number; lineText: string } | null }> })
+      .errors;
     if (!Array.isArray(errors) || errors.length === 0) throw error;
     const lines = errors.map((entry) =>
       entry.location ? `main.ts:${entry.location.line}:${entry.location.column + 1}: ${entry.text}` : `main.ts: ${entry.text}`,
     );
     const first = errors[0];
     const detail = errors
-      .map((entry, index) => (entry.location ? `${lines[index]}\n    ${entry.location.lineText}\n    ${' '.repeat(entry.location.column)}^` : lines[index]))
+      .map((entry, index) =>
+        entry.location ? `${lines[index]}\n    ${entry.location.lineText}\n    ${' '.repeat(entry.location.column)}^` : lines[index],
+      )
       .join('\n');
     result = { ok: false, message: first.location ? `${first.text} (line ${first.location.line})` : first.text, detail };
   }

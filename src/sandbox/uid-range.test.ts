@@ -10,7 +10,14 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_SANDBOX_UIDS, hostPasswd, MAX_SANDBOX_UIDS, MIN_SANDBOX_UIDS, parseSandboxUids } from './uid-range.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
-const PASSWD = ['root:x:0:0:root:/root:/bin/bash', 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin', 'alice:x:1000:1000::/home/alice:/bin/bash', 'build:x:2000000100:2000000100::/home/build:/bin/sh', '# comment:x:5000:', ''].join('\n');
+const PASSWD = [
+  'root:x:0:0:root:/root:/bin/bash',
+  'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
+  'alice:x:1000:1000::/home/alice:/bin/bash',
+  'build:x:2000000100:2000000100::/home/build:/bin/sh',
+  '# comment:x:5000:',
+  '',
+].join('\n');
 const host = { passwd: PASSWD, npmUid: 65533 };
 
 test('a valid range is read; unset is the default range, checked the same way', () => {
@@ -45,17 +52,22 @@ test('ranges that take in root, nobody, the npm user, a host user or reserved ui
     ['100000-200000,300000-400000', /must be FIRST-LAST/],
   ];
   for (const [value, message, on] of refused) {
-    assert.throws(() => parseSandboxUids(value, on ?? host), (error: Error) => error.name === 'SandboxUidsError' && /^MCPWORKS_SANDBOX_UIDS: /.test(error.message) && message.test(error.message), value);
+    assert.throws(
+      () => parseSandboxUids(value, on ?? host),
+      (error: Error) => error.name === 'SandboxUidsError' && /^MCPWORKS_SANDBOX_UIDS: /.test(error.message) && message.test(error.message),
+      value,
+    );
   }
 });
 
 test('mcpworks serve refuses to start with a range that takes in a host user, saying why', async () => {
   const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
   // A user this host really has (nobody, at least); the range around it is otherwise sane.
-  const uid = hostPasswd()
-    .split('\n')
-    .map((line) => Number(line.split(':')[2]))
-    .find((n) => Number.isInteger(n) && n >= 1064 && n <= 4_294_960_000) ?? 65534;
+  const uid =
+    hostPasswd()
+      .split('\n')
+      .map((line) => Number(line.split(':')[2]))
+      .find((n) => Number.isInteger(n) && n >= 1064 && n <= 4_294_960_000) ?? 65534;
   const range = `${uid - 32}-${uid + 31}`;
   const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-uids-'));
   try {

@@ -53,17 +53,22 @@ export function parseSandboxUids(value: string | undefined, host: { passwd: stri
   if (includes(0)) throw new SandboxUidsError(`${name} includes uid 0 (root)`);
   if (range.first < FIRST_ALLOWED) throw new SandboxUidsError(`${name} starts below ${FIRST_ALLOWED}, among the system's uids`);
   if (last > LAST_ALLOWED) throw new SandboxUidsError(`${name} ends above ${LAST_ALLOWED} (4294967294 and 4294967295 are reserved)`);
-  if (range.count < MIN_SANDBOX_UIDS) throw new SandboxUidsError(`${name} holds ${range.count} uids; at least ${MIN_SANDBOX_UIDS} are needed`);
-  if (range.count > MAX_SANDBOX_UIDS) throw new SandboxUidsError(`${name} holds ${range.count} uids; at most ${MAX_SANDBOX_UIDS} are allowed`);
+  if (range.count < MIN_SANDBOX_UIDS)
+    throw new SandboxUidsError(`${name} holds ${range.count} uids; at least ${MIN_SANDBOX_UIDS} are needed`);
+  if (range.count > MAX_SANDBOX_UIDS)
+    throw new SandboxUidsError(`${name} holds ${range.count} uids; at most ${MAX_SANDBOX_UIDS} are allowed`);
   if (includes(NOBODY)) throw new SandboxUidsError(`${name} includes uid ${NOBODY} (nobody)`);
   if (includes(SIXTEEN_BIT_MINUS_ONE)) throw new SandboxUidsError(`${name} includes uid ${SIXTEEN_BIT_MINUS_ONE}, which is (uint16_t)-1`);
-  if (includes(host.npmUid)) throw new SandboxUidsError(`${name} includes uid ${host.npmUid}, which npm installs run as (MCPWORKS_NPM_USER)`);
+  if (includes(host.npmUid))
+    throw new SandboxUidsError(`${name} includes uid ${host.npmUid}, which npm installs run as (MCPWORKS_NPM_USER)`);
   for (const line of host.passwd.split('\n')) {
     const fields = line.split(':');
     if (fields.length < 3 || line.startsWith('#')) continue;
     const uid = Number(fields[2]);
     if (fields[2] !== '' && Number.isInteger(uid) && includes(uid)) {
-      throw new SandboxUidsError(`${name} includes uid ${uid} of the host's user ${JSON.stringify(fields[0])} (/etc/passwd); choose a range no user has`);
+      throw new SandboxUidsError(
+        `${name} includes uid ${uid} of the host's user ${JSON.stringify(fields[0])} (/etc/passwd); choose a range no user has`,
+      );
     }
   }
   return range;

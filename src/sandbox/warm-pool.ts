@@ -316,7 +316,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
       }
       // Shrink to the target, oldest ready ones first (those still starting may be claimed soon).
       const target = this.targetFor(state, now);
-      for (let index = 0; state.entries.length > target && index < state.entries.length; ) {
+      for (let index = 0; state.entries.length > target && index < state.entries.length;) {
         const entry = state.entries[index];
         if (entry.ready || !entry.item.alive()) {
           state.entries.splice(index, 1);

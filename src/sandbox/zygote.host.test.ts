@@ -90,14 +90,19 @@ describe('python zygote', () => {
     for (const zygote of zygotes) {
       // Its ancestors up to this process: the helper and bubblewrap, then the spawner.
       const chain: string[] = [];
-      for (let pid = parentOf(zygote); pid !== process.pid && pid > 1; pid = parentOf(pid)) chain.push(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' '));
-      assert.ok(chain.some((command) => command.includes('host-bin/spawner.cjs')), `zygote ${zygote} is below the spawner: ${JSON.stringify(chain)}`);
+      for (let pid = parentOf(zygote); pid !== process.pid && pid > 1; pid = parentOf(pid))
+        chain.push(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' '));
+      assert.ok(
+        chain.some((command) => command.includes('host-bin/spawner.cjs')),
+        `zygote ${zygote} is below the spawner: ${JSON.stringify(chain)}`,
+      );
     }
   });
 
   it('runs are forked children of a warm zygote, each with only its own env', async () => {
     const before = sandbox.zygoteStats()!.runs;
-    const code = 'import os, sys\ndef main(input_data):\n    return {"env": os.environ.get("TOKEN"), "numpy": "numpy" in sys.modules, "pid": os.getpid()}\n';
+    const code =
+      'import os, sys\ndef main(input_data):\n    return {"env": os.environ.get("TOKEN"), "numpy": "numpy" in sys.modules, "pid": os.getpid()}\n';
     const first = resultOf(await py(code, { env: { TOKEN: 'first' } }));
     const second = resultOf(await py(code, { env: {} }));
     assert.deepEqual(first, { env: 'first', numpy: true, pid: 2 });
@@ -122,7 +127,14 @@ describe('python zygote', () => {
       'result = {"tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "env": sorted(k for k in os.environ if k in ("LEFT", "SECRET_TOKEN")),',
       '  "numpy": hasattr(numpy, "LEFT"), "builtins": hasattr(builtins, "LEFT"), "module": "left_behind" in sys.modules}',
     ].join('\n');
-    assert.deepEqual(resultOf(await py(look, { entry: 'script' })), { tmp: [], shm: [], env: [], numpy: false, builtins: false, module: false });
+    assert.deepEqual(resultOf(await py(look, { entry: 'script' })), {
+      tmp: [],
+      shm: [],
+      env: [],
+      numpy: false,
+      builtins: false,
+      module: false,
+    });
   });
 
   it('a child cannot see, signal or trace a sibling, its own init or the zygote', async () => {
@@ -264,17 +276,29 @@ result = sorted(found)
     const spin = await py('while True:\n    pass\n', { limits: { ...limits, cpuSeconds: 1 }, entry: 'script' });
     assert.equal(!spin.ok && spin.error.type, 'TimeoutError');
     assert.match(!spin.ok ? spin.error.message : '', /CPU time/);
-    const signalled = await py('import os, signal, time\nos.kill(1, signal.SIGINT)\nos.kill(1, signal.SIGTERM)\ntime.sleep(0.2)\nresult = "still here"\n', { entry: 'script' });
+    const signalled = await py(
+      'import os, signal, time\nos.kill(1, signal.SIGINT)\nos.kill(1, signal.SIGTERM)\ntime.sleep(0.2)\nresult = "still here"\n',
+      { entry: 'script' },
+    );
     assert.equal(resultOf(signalled), 'still here');
     assert.equal(sandbox.zygoteStats()!.runs, before + 2);
     assert.equal(sandbox.zygoteStats()!.zygotes.length, zygotes, 'no zygote of its own for another CPU limit');
   });
 
   it('a run that sends bridge calls without reading the answers is stopped', async () => {
-    const flood = 'import os, time\nfor _ in range(100000):\n    os.write(3, b\'{"bridge": {"op": "call"}}\\n\')\ntime.sleep(5)\nresult = 1\n';
+    const flood =
+      'import os, time\nfor _ in range(100000):\n    os.write(3, b\'{"bridge": {"op": "call"}}\\n\')\ntime.sleep(5)\nresult = 1\n';
     for (const warm of [WARM, undefined]) {
       const started = Date.now();
-      const outcome = await sandbox.run({ language: 'python', code: flood, input: {}, limits, entry: 'script', bridge: async () => ({ ok: true }), ...(warm ? { warm } : {}) });
+      const outcome = await sandbox.run({
+        language: 'python',
+        code: flood,
+        input: {},
+        limits,
+        entry: 'script',
+        bridge: async () => ({ ok: true }),
+        ...(warm ? { warm } : {}),
+      });
       assert.equal(!outcome.ok && outcome.error.type, 'ProcessExitError', JSON.stringify(outcome));
       assert.match(!outcome.ok ? outcome.error.message : '', /bridge calls without waiting/);
       assert.ok(Date.now() - started < 4000, 'stopped at once, not at the end of its sleep');
@@ -284,9 +308,14 @@ result = sorted(found)
   it('a new zygote never ends the runs of a busy one', async () => {
     const small = createBubblewrapSandbox({ network: false, pool: false, zygote: { maxZygotes: 1 } });
     try {
-      const run = (group: string, code: string) => small.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [] } });
+      const run = (group: string, code: string) =>
+        small.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [] } });
       await run('first', 'result = 0');
-      for (let waited = 0; waited < 30_000 && !small.zygoteStats()!.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0); waited += 50) {
+      for (
+        let waited = 0;
+        waited < 30_000 && !small.zygoteStats()!.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0);
+        waited += 50
+      ) {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       const long = run('first', 'import time\ntime.sleep(1.5)\nresult = "finished"\n');
@@ -294,7 +323,10 @@ result = sorted(found)
       // Another namespace wants the only zygote slot while a run is in progress there.
       assert.equal(resultOf(await run('second', 'result = 2')), 2);
       assert.equal(resultOf(await long), 'finished');
-      assert.deepEqual(small.zygoteStats()!.zygotes.map((zygote) => zygote.state), ['ready']);
+      assert.deepEqual(
+        small.zygoteStats()!.zygotes.map((zygote) => zygote.state),
+        ['ready'],
+      );
     } finally {
       await small.close();
     }
@@ -307,7 +339,11 @@ result = sorted(found)
       shared.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [], owner } });
     const zygotesOf = (owner: string) => shared.zygoteStats()!.zygotes.filter((zygote) => zygote.owner === owner);
     const settle = async () => {
-      for (let waited = 0; waited < 30_000 && shared.zygoteStats()!.zygotes.some((zygote) => zygote.state === 'starting' || zygote.spares === 0); waited += 50) {
+      for (
+        let waited = 0;
+        waited < 30_000 && shared.zygoteStats()!.zygotes.some((zygote) => zygote.state === 'starting' || zygote.spares === 0);
+        waited += 50
+      ) {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     };
@@ -337,7 +373,8 @@ result = sorted(found)
       assert.equal(zygotesOf('account-a').length, 2, JSON.stringify(shared.zygoteStats()));
       const holding = ['a1', 'a2', 'a3', 'a4'].map((group) => run('account-a', group, 'import time\ntime.sleep(6)\nresult = "held"'));
       // Until A's runs hold both of its zygotes (a fixed wait could end before they start).
-      for (let waited = 0; waited < 60_000 && !zygotesOf('account-a').every((zygote) => zygote.active > 0); waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+      for (let waited = 0; waited < 60_000 && !zygotesOf('account-a').every((zygote) => zygote.active > 0); waited += 20)
+        await new Promise((resolve) => setTimeout(resolve, 20));
       let served = false;
       for (let attempt = 0; attempt < 100 && !served; attempt++) {
         const before = zygotesOf('account-b').reduce((sum, zygote) => sum + zygote.runs, 0);
@@ -347,7 +384,10 @@ result = sorted(found)
       }
       assert.ok(served, `account B's run never got a zygote: ${JSON.stringify(shared.zygoteStats())}`);
       assert.equal(zygotesOf('account-a').length, 2);
-      assert.ok(zygotesOf('account-a').every((zygote) => zygote.active > 0), "A's runs were still in progress");
+      assert.ok(
+        zygotesOf('account-a').every((zygote) => zygote.active > 0),
+        "A's runs were still in progress",
+      );
       for (const outcome of await Promise.all(holding)) assert.equal(resultOf(outcome), 'held');
     } finally {
       await shared.close();

@@ -1,4 +1,14 @@
-import { apiKeyPrefix, isApiKeyShape, SIGN_IN_LIMITS, validateEmail, validateKeyName, validatePassword, validateScopes, MAX_PASSWORD_LENGTH, type Scope } from '../core/accounts.js';
+import {
+  apiKeyPrefix,
+  isApiKeyShape,
+  SIGN_IN_LIMITS,
+  validateEmail,
+  validateKeyName,
+  validatePassword,
+  validateScopes,
+  MAX_PASSWORD_LENGTH,
+  type Scope,
+} from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
 import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
@@ -87,7 +97,12 @@ export class AccountService {
       if (await this.store.findAccountByEmail(email)) throw taken();
       if (from) this.gate.spendRegistration(from.address);
       // In the KDF's queue, sign-ups wait behind sign-ins and have a smaller queue of their own.
-      const account = await this.store.createAccount({ email, passwordHash: await hashSecret(password, { signUp: true }), tier, trialEndsAt: trialEnd(tier) });
+      const account = await this.store.createAccount({
+        email,
+        passwordHash: await hashSecret(password, { signUp: true }),
+        tier,
+        trialEndsAt: trialEnd(tier),
+      });
       if (!account) throw taken();
       return account;
     });
@@ -140,7 +155,9 @@ export class AccountService {
       if (!claim.allowed) throw rateLimited(`too many failed sign-ins for this email; retry in ${claim.retryAfter} s`, claim.retryAfter);
       const account = await this.store.findAccountByEmail(email);
       this.dummyHash ??= hashSecret('not-a-password');
-      const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash), { suspect: !!from && this.gate.hasFailures(from.address) });
+      const ok = await verifySecret(password, account?.password_hash ?? (await this.dummyHash), {
+        suspect: !!from && this.gate.hasFailures(from.address),
+      });
       if (!account || !ok) {
         if (from) this.gate.failure(from.address);
         await this.store.recordSignInFailure(email, ACCOUNT_LIMITS);
@@ -189,11 +206,21 @@ export class AccountService {
     if (namespace !== null) {
       const owner = await this.store.namespaceOwner(namespace);
       if (owner !== undefined && owner !== accountId) {
-        throw new DomainError('conflict', `namespace name '${namespace}' is not available: it belongs to another account`, { field: 'namespace' });
+        throw new DomainError('conflict', `namespace name '${namespace}' is not available: it belongs to another account`, {
+          field: 'namespace',
+        });
       }
     }
     const key = `mcpw_${randomHex(32)}`;
-    const row = await this.store.createKey({ accountId, name, prefix: apiKeyPrefix(key), keyHash: this.keys.hash(key), namespace, scopes, expiresAt });
+    const row = await this.store.createKey({
+      accountId,
+      name,
+      prefix: apiKeyPrefix(key),
+      keyHash: this.keys.hash(key),
+      namespace,
+      scopes,
+      expiresAt,
+    });
     return { id: row.id, name: row.name, prefix: row.prefix, key, namespace, scopes, expires_at: iso(row.expires_at) };
   }
 
@@ -231,7 +258,9 @@ export class AccountService {
   async authenticateRequest(
     raw: string,
     what: { namespace?: string; sessionId?: string },
-  ): Promise<{ principal: KeyPrincipal; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined } | undefined> {
+  ): Promise<
+    { principal: KeyPrincipal; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined } | undefined
+  > {
     if (!isApiKeyShape(raw)) return undefined;
     const row = await this.store.findKeyForRequest(apiKeyPrefix(raw), what);
     if (!row || row.revoked_at) return undefined;

@@ -1,5 +1,13 @@
 import type { Scope } from '../core/accounts.js';
-import { agentSlots, assertAgentSlots, assertStateFits, STATE_VALUE_MAX_BYTES, stateValueText, validateAgentName, validateStateKey } from '../core/agents.js';
+import {
+  agentSlots,
+  assertAgentSlots,
+  assertStateFits,
+  STATE_VALUE_MAX_BYTES,
+  stateValueText,
+  validateAgentName,
+  validateStateKey,
+} from '../core/agents.js';
 import { DomainError, invalid } from '../core/errors.js';
 import { buildMetadata } from '../core/functions.js';
 import { suggestion } from '../core/suggest.js';
@@ -29,7 +37,8 @@ function requireScope(principal: KeyPrincipal, scope: Scope): void {
 function agentNameArg(args: AgentArgs, name = 'name', alias = 'agent_name'): string {
   const value = args[name];
   const aliased = args[alias];
-  if (value !== undefined && aliased !== undefined && value !== aliased) throw invalid(`give the agent as '${name}' or '${alias}', not two different names`, { field: name });
+  if (value !== undefined && aliased !== undefined && value !== aliased)
+    throw invalid(`give the agent as '${name}' or '${alias}', not two different names`, { field: name });
   const chosen = value ?? aliased;
   if (chosen === undefined) throw invalid(`'${name}' is required: the agent's name`, { field: name });
   return validateAgentName(chosen, value !== undefined ? name : alias);
@@ -39,7 +48,8 @@ function agentNameArg(args: AgentArgs, name = 'name', alias = 'agent_name'): str
 function descriptionArg(args: AgentArgs): string | undefined {
   const value = args.description;
   const aliased = args.display_name;
-  if (value !== undefined && aliased !== undefined && value !== aliased) throw invalid("give either 'description' or 'display_name', not two different texts", { field: 'description' });
+  if (value !== undefined && aliased !== undefined && value !== aliased)
+    throw invalid("give either 'description' or 'display_name', not two different texts", { field: 'description' });
   const chosen = value ?? aliased;
   return chosen === undefined ? undefined : buildMetadata({ description: chosen }, null).description;
 }
@@ -47,7 +57,8 @@ function descriptionArg(args: AgentArgs): string | undefined {
 function ifVersionArg(args: AgentArgs): number | undefined {
   const value = args.if_version;
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw invalid('if_version must be an integer ≥ 0 (0: only if the key does not exist yet)', { field: 'if_version' });
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
+    throw invalid('if_version must be an integer ≥ 0 (0: only if the key does not exist yet)', { field: 'if_version' });
   return value;
 }
 
@@ -81,7 +92,10 @@ export class AgentService {
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
   private limits(principal: KeyPrincipal): TierLimits {
     if (!isKnownTier(principal.tier, this.tiers)) {
-      throw new DomainError('forbidden', `this account's plan '${principal.tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`);
+      throw new DomainError(
+        'forbidden',
+        `this account's plan '${principal.tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`,
+      );
     }
     return limitsFor(principal.tier, this.tiers);
   }
@@ -90,7 +104,11 @@ export class AgentService {
     const row = await this.store.findAgent(ns.id, name);
     if (row) return row;
     const hint = suggestion(name, await this.store.agentNames(ns.id), `agents in namespace '${ns.name}'`);
-    throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'; create it with make_agent.${hint.text}`, hint.details);
+    throw new DomainError(
+      'not_found',
+      `agent '${name}' not found in namespace '${ns.name}'; create it with make_agent.${hint.text}`,
+      hint.details,
+    );
   }
 
   async makeAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
@@ -102,7 +120,8 @@ export class AgentService {
     const desiredReplicas = 1;
     const made = await this.store.withAccountLock(principal.accountId, async (trx) => {
       const used = await this.store.slotsInUse(principal.accountId, trx);
-      if (await this.store.findAgent(ns.id, name, trx)) throw new DomainError('conflict', `agent '${name}' already exists in namespace '${ns.name}'`, { field: 'name' });
+      if (await this.store.findAgent(ns.id, name, trx))
+        throw new DomainError('conflict', `agent '${name}' already exists in namespace '${ns.name}'`, { field: 'name' });
       assertAgentSlots(limits, principal.tier, used, agentSlots(desiredReplicas));
       const row = await this.store.createAgent({ namespaceId: ns.id, name, description, desiredReplicas, config: {} }, trx);
       return row ? { row, used: used + agentSlots(desiredReplicas) } : undefined;
@@ -158,19 +177,34 @@ export class AgentService {
     const limits = this.limits(principal);
     const made = await this.store.withAccountLock(principal.accountId, async (trx) => {
       const used = await this.store.slotsInUse(principal.accountId, trx);
-      if (await this.store.findAgent(ns.id, newName, trx)) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
+      if (await this.store.findAgent(ns.id, newName, trx))
+        throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
       const adding = agentSlots(source.desired_replicas);
       assertAgentSlots(limits, principal.tier, used, adding);
-      const row = await this.store.createAgent({ namespaceId: ns.id, name: newName, description: source.description, desiredReplicas: source.desired_replicas, config: source.config }, trx);
+      const row = await this.store.createAgent(
+        {
+          namespaceId: ns.id,
+          name: newName,
+          description: source.description,
+          desiredReplicas: source.desired_replicas,
+          config: source.config,
+        },
+        trx,
+      );
       if (!row) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
       let keys = 0;
       let bytes = 0;
       if (includeState) {
         // Each value is bound to its agent (GCM associated data): opened and sealed again for the clone.
-        for (let after: string | undefined; ; ) {
+        for (let after: string | undefined; ;) {
           const page = await this.store.statePage(source.id, after, CLONE_PAGE, trx);
           if (page.length === 0) break;
-          const rows = page.map((r) => ({ key: r.key, value: this.cipher.seal(row.id, r.key, this.open(source.id, r.key, r.value)), version: 1, size: r.size_bytes }));
+          const rows = page.map((r) => ({
+            key: r.key,
+            value: this.cipher.seal(row.id, r.key, this.open(source.id, r.key, r.value)),
+            version: 1,
+            size: r.size_bytes,
+          }));
           bytes += rows.reduce((sum, r) => sum + r.size, 0);
           keys += rows.length;
           assertStateFits(limits, principal.tier, 0, 0, bytes);
@@ -181,7 +215,12 @@ export class AgentService {
       }
       return { row: { ...row, state_bytes: bytes }, used: used + adding, keys };
     });
-    return { ...this.summary(made.row), cloned_from: source.name, state_keys_copied: made.keys, agent_slots: { used: made.used, limit: limits.agents } };
+    return {
+      ...this.summary(made.row),
+      cloned_from: source.name,
+      state_keys_copied: made.keys,
+      agent_slots: { used: made.used, limit: limits.agents },
+    };
   }
 
   async getState(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
@@ -191,7 +230,13 @@ export class AgentService {
     const key = validateStateKey(args.key);
     const row = await this.store.getState(agent.id, key);
     if (!row) throw new DomainError('not_found', `state key '${key}' not found for agent '${agent.name}'`, { key });
-    return { key, value: JSON.parse(this.open(agent.id, key, row.value)) as unknown, version: row.version, size_bytes: row.size_bytes, updated_at: iso(row.updated_at) };
+    return {
+      key,
+      value: JSON.parse(this.open(agent.id, key, row.value)) as unknown,
+      version: row.version,
+      size_bytes: row.size_bytes,
+      updated_at: iso(row.updated_at),
+    };
   }
 
   async setState(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
@@ -241,8 +286,13 @@ export class AgentService {
     const after = args.after === undefined ? undefined : validateStateKey(args.after, 'after');
     const prefix = args.prefix === undefined || args.prefix === '' ? undefined : validateStateKey(args.prefix, 'prefix');
     const limit = args.limit ?? DEFAULT_KEY_PAGE;
-    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_KEY_PAGE) throw invalid(`limit must be an integer from 1 to ${MAX_KEY_PAGE}`, { field: 'limit' });
-    const rows = await this.store.listStateKeys(agent.id, { limit: limit + 1, ...(after !== undefined ? { after } : {}), ...(prefix !== undefined ? { prefix } : {}) });
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_KEY_PAGE)
+      throw invalid(`limit must be an integer from 1 to ${MAX_KEY_PAGE}`, { field: 'limit' });
+    const rows = await this.store.listStateKeys(agent.id, {
+      limit: limit + 1,
+      ...(after !== undefined ? { after } : {}),
+      ...(prefix !== undefined ? { prefix } : {}),
+    });
     const page = rows.slice(0, limit);
     return {
       agent: agent.name,
@@ -256,7 +306,8 @@ export class AgentService {
     try {
       return this.cipher.open(agentId, key, sealed);
     } catch (error) {
-      if (error instanceof StateCipherError) throw new DomainError('internal_error', `${error.message}: was MCPWORKS_SECRET_KEY (or the data dir's secret_key) changed?`);
+      if (error instanceof StateCipherError)
+        throw new DomainError('internal_error', `${error.message}: was MCPWORKS_SECRET_KEY (or the data dir's secret_key) changed?`);
       throw error;
     }
   }

@@ -1,6 +1,12 @@
 import type { Scope } from '../core/accounts.js';
 import { DomainError, invalid, notFound } from '../core/errors.js';
-import { buildDefinition, buildMetadata, definitionChanged, type FunctionDefinition, type FunctionDefinitionInput } from '../core/functions.js';
+import {
+  buildDefinition,
+  buildMetadata,
+  definitionChanged,
+  type FunctionDefinition,
+  type FunctionDefinitionInput,
+} from '../core/functions.js';
 import { functionNameRoom, toIdentifier, validateEntityName, validateNamespaceName, validateToolNameBudget } from '../core/names.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { assertWithinLimit, schemaBytes, storedBytes } from '../core/storage-limits.js';
@@ -86,7 +92,10 @@ export class CatalogService {
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
   private limits(principal: KeyPrincipal): TierLimits {
     if (!isKnownTier(principal.tier, this.tiers)) {
-      throw new DomainError('forbidden', `this account's plan '${principal.tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`);
+      throw new DomainError(
+        'forbidden',
+        `this account's plan '${principal.tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS or change the account's tier`,
+      );
     }
     return limitsFor(principal.tier, this.tiers);
   }
@@ -147,7 +156,8 @@ export class CatalogService {
 
   /** namespace() for a row the caller already read: the principal's account's namespace called `name`, or none. */
   visibleNamespace<T>(principal: NamespaceReach, name: string, row: T | null | undefined): T {
-    if (!row || !this.keyReaches(principal, name)) throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace`);
+    if (!row || !this.keyReaches(principal, name))
+      throw new DomainError('not_found', `namespace '${name}' not found; create it with make_namespace`);
     return row;
   }
 
@@ -166,7 +176,12 @@ export class CatalogService {
       const holder = await this.store.identifierHolder(ns.id, toIdentifier(name), trx);
       if (holder?.kind === 'service') throw this.nameClash('service', name, holder.name);
       if (holder?.kind === 'function') throw this.codeModeClash('service', name, holder);
-      assertWithinLimit('services', this.limits(principal), principal.tier, (await this.store.accountUsage(principal.accountId, trx)).services);
+      assertWithinLimit(
+        'services',
+        this.limits(principal),
+        principal.tier,
+        (await this.store.accountUsage(principal.accountId, trx)).services,
+      );
       return this.store.createService(ns.id, name, text, trx);
     });
     if (!row) throw new DomainError('conflict', `service '${name}' already exists`, { field: 'name' });
@@ -187,7 +202,9 @@ export class CatalogService {
     await this.store.withNamespaceLock(service.namespace_id, async (trx) => {
       const locked = await this.store.lockedFunctionNames(service.id, trx);
       if (locked.length > 0) {
-        throw new DomainError('locked', `service '${service.name}' has locked functions (${locked.join(', ')}); unlock them first`, { functions: locked });
+        throw new DomainError('locked', `service '${service.name}' has locked functions (${locked.join(', ')}); unlock them first`, {
+          functions: locked,
+        });
       }
       await this.store.deleteService(service.id, trx);
     });
@@ -204,7 +221,9 @@ export class CatalogService {
     if (input.template !== undefined) {
       const template = typeof input.template === 'string' ? findTemplate(input.template) : undefined;
       if (!template) {
-        throw invalid(`unknown template ${JSON.stringify(input.template)}; templates: ${TEMPLATES.map((t) => t.name).join(', ')}`, { field: 'template' });
+        throw invalid(`unknown template ${JSON.stringify(input.template)}; templates: ${TEMPLATES.map((t) => t.name).join(', ')}`, {
+          field: 'template',
+        });
       }
       definitionInput = {
         language: template.language,
@@ -212,7 +231,17 @@ export class CatalogService {
         inputSchema: template.inputSchema,
         outputSchema: template.outputSchema,
         requirements: template.requirements,
-        ...definedOnly(input as Record<string, unknown>, ['language', 'backend', 'code', 'config', 'inputSchema', 'outputSchema', 'requirements', 'requiredEnv', 'optionalEnv']),
+        ...definedOnly(input as Record<string, unknown>, [
+          'language',
+          'backend',
+          'code',
+          'config',
+          'inputSchema',
+          'outputSchema',
+          'requirements',
+          'requiredEnv',
+          'optionalEnv',
+        ]),
       };
       metadataInput = { description: input.description ?? template.description, tags: input.tags ?? template.tags };
     }
@@ -236,7 +265,14 @@ export class CatalogService {
       return this.store.createFunction(trx, service.id, name, metadata, definition);
     });
     if (!row) throw new DomainError('conflict', `function '${name}' already exists in service '${service.name}'`, { field: 'name' });
-    return { service: service.name, name: row.name, version: 1, language: definition.language, created: true, ...this.warnings(definition, input.template) };
+    return {
+      service: service.name,
+      name: row.name,
+      version: 1,
+      language: definition.language,
+      created: true,
+      ...this.warnings(definition, input.template),
+    };
   }
 
   updateFunction(principal: KeyPrincipal, nsName: string, input: FunctionInput) {
@@ -251,11 +287,21 @@ export class CatalogService {
     const name = typeof input.name === 'string' ? input.name : validateEntityName('function', input.name);
     const restore = input.restoreVersion;
     if (restore !== undefined) {
-      if (typeof restore !== 'number' || !Number.isInteger(restore) || restore < 1) throw invalid('restore_version must be a positive integer', { field: 'restore_version' });
-      const conflicting = ['code', 'config', 'inputSchema', 'outputSchema', 'requirements', 'language', 'backend', 'requiredEnv', 'optionalEnv'].filter(
-        (k) => (input as Record<string, unknown>)[k] !== undefined,
-      );
-      if (conflicting.length > 0) throw invalid(`restore_version cannot be combined with ${conflicting.join(', ')}`, { field: 'restore_version' });
+      if (typeof restore !== 'number' || !Number.isInteger(restore) || restore < 1)
+        throw invalid('restore_version must be a positive integer', { field: 'restore_version' });
+      const conflicting = [
+        'code',
+        'config',
+        'inputSchema',
+        'outputSchema',
+        'requirements',
+        'language',
+        'backend',
+        'requiredEnv',
+        'optionalEnv',
+      ].filter((k) => (input as Record<string, unknown>)[k] !== undefined);
+      if (conflicting.length > 0)
+        throw invalid(`restore_version cannot be combined with ${conflicting.join(', ')}`, { field: 'restore_version' });
     }
     // Exists and is not locked: checked before any work is done for the change, and again where it is written.
     const writable = (fn: FunctionRow | undefined): FunctionRow => {
@@ -270,7 +316,10 @@ export class CatalogService {
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.activeVersion(service, name);
       const active = versionToDefinition(current.version);
-      const draft = restore === undefined ? buildDefinition(input, active) : versionToDefinition(await this.restoreSource(service, current.fn, restore));
+      const draft =
+        restore === undefined
+          ? buildDefinition(input, active)
+          : versionToDefinition(await this.restoreSource(service, current.fn, restore));
       if (restore !== undefined || definitionChanged(active, draft)) {
         // Lock and limits first: a refused call must not make the server compile or install anything.
         await this.store.withFunctionLocked(service.namespace_id, service.id, name, async (trx, row) => {
@@ -278,9 +327,15 @@ export class CatalogService {
           await this.assertVersionFits(trx, principal, service.namespace_id, draft, await this.activeSizes(trx, fn));
         });
         // New code (or a new language) must parse; a restored version is copied as it was.
-        if (restore === undefined && (draft.code !== active.code || draft.language !== active.language)) await this.syntax(draft, principal.accountId);
+        if (restore === undefined && (draft.code !== active.code || draft.language !== active.language))
+          await this.syntax(draft, principal.accountId);
         // Only schemas given now are new; stored ones (kept, or restored) were compiled when created.
-        if (restore === undefined) await this.compileSchemas(principal, input.inputSchema == null ? null : draft.inputSchema, input.outputSchema == null ? null : draft.outputSchema);
+        if (restore === undefined)
+          await this.compileSchemas(
+            principal,
+            input.inputSchema == null ? null : draft.inputSchema,
+            input.outputSchema == null ? null : draft.outputSchema,
+          );
         // A restored version's packages may have been collected since (unreferenced): installed again.
         await this.prepareVersion(draft, principal.accountId);
       }
@@ -302,7 +357,10 @@ export class CatalogService {
         const next = buildDefinition(input, active);
         if (definitionChanged(active, next)) {
           if (preparationKey(next) !== prepared) return 'retry' as const;
-          await this.assertVersionFits(trx, principal, service.namespace_id, next, { functionId: fn.id, activeSchemaBytes: Number(activeRow.schema_bytes) });
+          await this.assertVersionFits(trx, principal, service.namespace_id, next, {
+            functionId: fn.id,
+            activeSchemaBytes: Number(activeRow.schema_bytes),
+          });
           const version = await this.store.appendVersion(trx, fn, next, metadata, null);
           return { version, new_version: true, ...this.warnings(next) };
         }
@@ -363,14 +421,24 @@ export class CatalogService {
     });
   }
 
-  private async describeFunctionInner(principal: KeyPrincipal, nsName: string, serviceInput: unknown, nameInput: unknown, versionInput: unknown) {
+  private async describeFunctionInner(
+    principal: KeyPrincipal,
+    nsName: string,
+    serviceInput: unknown,
+    nameInput: unknown,
+    versionInput: unknown,
+  ) {
     requireScope(principal, 'read');
     const service = await this.service(principal, nsName, serviceInput);
     const { fn } = await this.activeVersion(service, String(nameInput ?? ''));
     const versions = await this.store.listVersions(fn.id);
     const wanted = versionInput === undefined ? fn.active_version : versionInput;
     const shown = versions.some((v) => v.version === wanted) ? await this.store.findVersion(fn.id, wanted as number) : undefined;
-    if (!shown) throw new DomainError('not_found', `version ${JSON.stringify(wanted)} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
+    if (!shown)
+      throw new DomainError(
+        'not_found',
+        `version ${JSON.stringify(wanted)} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`,
+      );
     const d = versionToDefinition(shown);
     return {
       service: service.name,
@@ -396,12 +464,20 @@ export class CatalogService {
   }
 
   /** Refuses a schema that ajv rejects, or whose compiling overruns its worker's deadline or heap. */
-  private async compileSchemas(principal: KeyPrincipal, inputSchema: Record<string, unknown> | null, outputSchema: Record<string, unknown> | null): Promise<void> {
-    for (const [field, schema] of [['input_schema', inputSchema], ['output_schema', outputSchema]] as const) {
+  private async compileSchemas(
+    principal: KeyPrincipal,
+    inputSchema: Record<string, unknown> | null,
+    outputSchema: Record<string, unknown> | null,
+  ): Promise<void> {
+    for (const [field, schema] of [
+      ['input_schema', inputSchema],
+      ['output_schema', outputSchema],
+    ] as const) {
       if (!schema) continue;
       const verdict = await this.schemas.compile(schema, principal.accountId);
       if (verdict.ok) continue;
-      if ('invalid' in verdict) throw new DomainError('invalid_schema', `${field} is not a valid JSON Schema: ${verdict.invalid}`, { field });
+      if ('invalid' in verdict)
+        throw new DomainError('invalid_schema', `${field} is not a valid JSON Schema: ${verdict.invalid}`, { field });
       if (verdict.busy) throw new DomainError('rate_limited', `${field} could not be checked now: ${verdict.stopped}`, { field });
       throw new DomainError('invalid_schema', `compiling ${field} was stopped: ${verdict.stopped}`, { field });
     }
@@ -412,8 +488,16 @@ export class CatalogService {
     if (typeof nameInput !== 'string' || nameInput === '') throw invalid('service is required', { field: 'service' });
     const service = await this.store.findService(ns.id, nameInput);
     if (!service) {
-      const hint = suggestion(nameInput, (await this.store.listServices(ns.id)).map((r) => r.name), `services in namespace '${ns.name}'`);
-      throw new DomainError('not_found', `service '${nameInput}' not found in namespace '${ns.name}'; create it with make_service.${hint.text}`, hint.details);
+      const hint = suggestion(
+        nameInput,
+        (await this.store.listServices(ns.id)).map((r) => r.name),
+        `services in namespace '${ns.name}'`,
+      );
+      throw new DomainError(
+        'not_found',
+        `service '${nameInput}' not found in namespace '${ns.name}'; create it with make_service.${hint.text}`,
+        hint.details,
+      );
     }
     return service;
   }
@@ -449,7 +533,10 @@ export class CatalogService {
   }
 
   private versionNotFound(service: ServiceRow, fn: FunctionRow, version: number): DomainError {
-    return new DomainError('not_found', `version ${version} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`);
+    return new DomainError(
+      'not_found',
+      `version ${version} of '${service.name}.${fn.name}' not found; versions are 1-${fn.active_version}`,
+    );
   }
 
   private async activeSizes(trx: Trx, fn: FunctionRow): Promise<{ functionId: string; activeSchemaBytes: number }> {
@@ -464,7 +551,9 @@ export class CatalogService {
   private nameClash(kind: string, name: string, existing: string): DomainError {
     return new DomainError(
       'conflict',
-      existing === name ? `${kind} '${name}' already exists` : `${kind} '${name}' would have the same identifier as existing ${kind} '${existing}' ('-' becomes '_')`,
+      existing === name
+        ? `${kind} '${name}' already exists`
+        : `${kind} '${name}' would have the same identifier as existing ${kind} '${existing}' ('-' becomes '_')`,
       { field: 'name' },
     );
   }

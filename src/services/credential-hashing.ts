@@ -39,7 +39,10 @@ export function passwordKdfStats(): { running: number; waiting: number; workers:
 /** `scrypt$N$r$p$salt$hash` (base64url), self-describing so parameters can rise later. `signUp`: queues behind sign-ins. */
 export async function hashSecret(secret: string, options: { signUp?: boolean } = {}): Promise<string> {
   const salt = randomBytes(16);
-  const hash = await passwordKdf.scrypt({ secret, salt, keylen: KEY_LENGTH, ...SCRYPT }, options.signUp ? { priority: 'sign-up', what: 'sign-ups' } : {});
+  const hash = await passwordKdf.scrypt(
+    { secret, salt, keylen: KEY_LENGTH, ...SCRYPT },
+    options.signUp ? { priority: 'sign-up', what: 'sign-ups' } : {},
+  );
   return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64url'), hash.toString('base64url')].join('$');
 }
 
@@ -57,7 +60,18 @@ async function verifyScrypt(secret: string, stored: string, kdf: KdfPool, priori
   const [scheme, n, r, p, salt, hash] = stored.split('$');
   if (scheme !== 'scrypt' || !n || !r || !p || !salt || !hash) return false;
   const expected = Buffer.from(hash, 'base64url');
-  const actual = await kdf.scrypt({ secret, salt: Buffer.from(salt, 'base64url'), keylen: expected.length, N: Number(n), r: Number(r), p: Number(p), maxmem: SCRYPT.maxmem }, { priority });
+  const actual = await kdf.scrypt(
+    {
+      secret,
+      salt: Buffer.from(salt, 'base64url'),
+      keylen: expected.length,
+      N: Number(n),
+      r: Number(r),
+      p: Number(p),
+      maxmem: SCRYPT.maxmem,
+    },
+    { priority },
+  );
   return actual.length === expected.length && timingSafeEqual(actual, expected);
 }
 

@@ -48,7 +48,8 @@ export class ExecutionHistory {
     let serviceName: string | undefined;
     let functionName: string | undefined;
     if (filter.function !== undefined) {
-      if (typeof filter.function !== 'string' || filter.function === '') throw invalid('function must be "name" or "service.name"', { field: 'function' });
+      if (typeof filter.function !== 'string' || filter.function === '')
+        throw invalid('function must be "name" or "service.name"', { field: 'function' });
       const dot = filter.function.indexOf('.');
       if (dot >= 0) {
         serviceName = filter.function.slice(0, dot);
@@ -57,10 +58,17 @@ export class ExecutionHistory {
         functionName = filter.function;
       }
     }
-    if (filter.status !== undefined && !['success', 'error', 'interrupted', 'cancelled'].includes(filter.status as string)) throw invalid('status must be "success", "error", "interrupted" or "cancelled"', { field: 'status' });
+    if (filter.status !== undefined && !['success', 'error', 'interrupted', 'cancelled'].includes(filter.status as string))
+      throw invalid('status must be "success", "error", "interrupted" or "cancelled"', { field: 'status' });
     const limit = filter.limit === undefined ? 50 : Number(filter.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) throw invalid(`limit must be 1-${MAX_LIST}`, { field: 'limit' });
-    const rows = await this.store.list(namespaceId, { serviceName, functionName, status: filter.status as string | undefined, since: parseSince(filter.since), limit });
+    const rows = await this.store.list(namespaceId, {
+      serviceName,
+      functionName,
+      status: filter.status as string | undefined,
+      since: parseSince(filter.since),
+      limit,
+    });
     return rows.map(summary);
   }
 
@@ -68,7 +76,13 @@ export class ExecutionHistory {
     const namespaceId = await this.namespaceId(principal, ns);
     const row = typeof id === 'string' ? await this.store.find(namespaceId, id) : undefined;
     if (!row) throw new DomainError('not_found', `execution ${JSON.stringify(id)} not found`);
-    return { ...summary(row), error_message: row.error_message, stdout: row.stdout, stderr: row.stderr, ...(row.mode === 'code' ? { code: row.code } : {}) };
+    return {
+      ...summary(row),
+      error_message: row.error_message,
+      stdout: row.stdout,
+      stderr: row.stderr,
+      ...(row.mode === 'code' ? { code: row.code } : {}),
+    };
   }
 
   async securityEvents(principal: KeyPrincipal, ns: string, since: unknown, limit: unknown) {

@@ -68,7 +68,11 @@ export class Housekeeping {
       }
     }
     const installs = this.deps.dependencies.collectGarbage(requirementKeys, this.deps.graceMs, now).removed;
-    if (sessions > 0 || packages > 0 || installs > 0) this.deps.logger.info({ sessions, packages, installs }, 'housekeeping removed expired sessions, unused functions packages and unused npm installs');
+    if (sessions > 0 || packages > 0 || installs > 0)
+      this.deps.logger.info(
+        { sessions, packages, installs },
+        'housekeeping removed expired sessions, unused functions packages and unused npm installs',
+      );
     return { sessions, packages, installs };
   }
 }

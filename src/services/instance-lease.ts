@@ -44,7 +44,14 @@ export class InstanceLease {
   private unsubscribe: (() => void) | undefined;
 
   constructor(
-    private readonly deps: { db: Db; metering: () => MeteringStore; embedded: boolean; leaseMs: number; logger: Logger; health?: DatabaseHealth },
+    private readonly deps: {
+      db: Db;
+      metering: () => MeteringStore;
+      embedded: boolean;
+      leaseMs: number;
+      logger: Logger;
+      health?: DatabaseHealth;
+    },
   ) {}
 
   /** Registers this instance, releases what dead ones left, and starts renewing the lease. */
@@ -64,18 +71,31 @@ export class InstanceLease {
         .select(['id', 'host', 'pid', sql<boolean>`lease_until < now()`.as('lapsed')])
         .where('id', '<>', this.id)
         .execute();
-      const dead = others.filter((other) => this.deps.embedded || (other.host === this.host && !existsSync(`/proc/${other.pid}`)) || other.lapsed).map((other) => other.id);
+      const dead = others
+        .filter((other) => this.deps.embedded || (other.host === this.host && !existsSync(`/proc/${other.pid}`)) || other.lapsed)
+        .map((other) => other.id);
       released = await this.deps.metering().releaseStale(now, this.deps.embedded ? null : dead);
       if (dead.length > 0) await db.deleteFrom('server_instances').where('id', 'in', dead).execute();
-      if (released > 0) this.deps.logger.warn({ released, deadInstances: dead.length }, 'released the concurrency slots of stopped servers; their runs are recorded as interrupted and not counted');
+      if (released > 0)
+        this.deps.logger.warn(
+          { released, deadInstances: dead.length },
+          'released the concurrency slots of stopped servers; their runs are recorded as interrupted and not counted',
+        );
     } catch (error) {
       // A start that fails leaves no instance behind (best effort: the database may be what failed).
-      await db.deleteFrom('server_instances').where('id', '=', this.id).execute().catch(() => undefined);
+      await db
+        .deleteFrom('server_instances')
+        .where('id', '=', this.id)
+        .execute()
+        .catch(() => undefined);
       throw error;
     }
-    this.timer = setInterval(() => {
-      this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
-    }, Math.max(50, Math.floor(leaseMs / 3)));
+    this.timer = setInterval(
+      () => {
+        this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+      },
+      Math.max(50, Math.floor(leaseMs / 3)),
+    );
     this.timer.unref();
     // Renewals fail while the database is away: renew the moment it is back, before other nodes
     // take the lapsed lease for a dead server's.
@@ -119,6 +139,7 @@ const leaseFromNow = (leaseMs: number) => sql<Date>`now() + make_interval(secs =
 export function leaseMsFromEnvironment(value: string | undefined): number {
   if (value === undefined || value === '') return DEFAULT_LEASE_MS;
   const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000) throw configInvalid(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);
+  if (!Number.isInteger(ms) || ms < 1000 || ms > 3_600_000)
+    throw configInvalid(`MCPWORKS_INSTANCE_LEASE_MS must be an integer from 1000 to 3600000, not ${JSON.stringify(value.slice(0, 32))}`);
   return ms;
 }

@@ -76,7 +76,11 @@ export class KdfPool {
 
   /** Jobs in workers and waiting, and the workers' pids (for tests and operators). */
   stats(): { running: number; waiting: number; workers: number[] } {
-    return { running: this.slots.filter((s) => s.job).length, waiting: this.waiting.length, workers: this.slots.flatMap((s) => (s.worker?.pid ? [s.worker.pid] : [])) };
+    return {
+      running: this.slots.filter((s) => s.job).length,
+      waiting: this.waiting.length,
+      workers: this.slots.flatMap((s) => (s.worker?.pid ? [s.worker.pid] : [])),
+    };
   }
 
   scrypt(job: ScryptJob, options: { priority?: KdfPriority; what?: string } = {}): Promise<Buffer> {

@@ -30,7 +30,11 @@ export interface ServerSecret {
  * configured: several nodes share the key rows, so they must share the secret too, and a file per
  * node would silently split them.
  */
-export function loadServerSecret(options: { secretKey?: string | undefined; databaseUrl?: string | undefined; dataDir: string }): ServerSecret {
+export function loadServerSecret(options: {
+  secretKey?: string | undefined;
+  databaseUrl?: string | undefined;
+  dataDir: string;
+}): ServerSecret {
   const file = path.join(options.dataDir, SECRET_FILE);
   if (options.secretKey !== undefined) {
     const value = validSecret(options.secretKey, 'MCPWORKS_SECRET_KEY');

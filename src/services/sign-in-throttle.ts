@@ -67,12 +67,21 @@ export class ClientSignInGate {
     const state = this.clients.get(clientKeyOf(address));
     if (!state) return undefined;
     const wait = (state.blockedUntil - this.now()) / 1000;
-    if (wait > 0) return { message: `too many failed sign-ins from your address; retry in ${Math.ceil(wait)} s`, retryAfter: Math.max(1, Math.ceil(wait)) };
-    if (state.running >= SIGN_IN_LIMITS.clientConcurrent && state.waiting.length >= SIGN_IN_LIMITS.clientQueued) return { message: 'too many sign-in requests at once from your address', retryAfter: 1 };
+    if (wait > 0)
+      return {
+        message: `too many failed sign-ins from your address; retry in ${Math.ceil(wait)} s`,
+        retryAfter: Math.max(1, Math.ceil(wait)),
+      };
+    if (state.running >= SIGN_IN_LIMITS.clientConcurrent && state.waiting.length >= SIGN_IN_LIMITS.clientQueued)
+      return { message: 'too many sign-in requests at once from your address', retryAfter: 1 };
     if (signUp) {
       const tokens = this.tokensOf(state);
       const seconds = (1 - tokens) * REGISTRATION_LIMITS.refillSeconds;
-      if (tokens < 1) return { message: `too many sign-ups from your address; retry in ${Math.ceil(seconds)} s`, retryAfter: Math.max(1, Math.ceil(seconds)) };
+      if (tokens < 1)
+        return {
+          message: `too many sign-ups from your address; retry in ${Math.ceil(seconds)} s`,
+          retryAfter: Math.max(1, Math.ceil(seconds)),
+        };
     }
     return undefined;
   }
@@ -82,14 +91,22 @@ export class ClientSignInGate {
     const state = this.clients.get(clientKeyOf(address));
     if (!state) return;
     const tokens = this.tokensOf(state);
-    if (tokens < 1) throw rateLimited(`too many sign-ups from your address; retry in ${Math.ceil((1 - tokens) * REGISTRATION_LIMITS.refillSeconds)} s`, (1 - tokens) * REGISTRATION_LIMITS.refillSeconds);
+    if (tokens < 1)
+      throw rateLimited(
+        `too many sign-ups from your address; retry in ${Math.ceil((1 - tokens) * REGISTRATION_LIMITS.refillSeconds)} s`,
+        (1 - tokens) * REGISTRATION_LIMITS.refillSeconds,
+      );
   }
 
   /** Takes one sign-up token (right before the KDF); 429 when none is left. */
   spendRegistration(address: string | undefined): void {
     const state = this.state(clientKeyOf(address));
     const tokens = this.tokensOf(state);
-    if (tokens < 1) throw rateLimited(`too many sign-ups from your address; retry in ${Math.ceil((1 - tokens) * REGISTRATION_LIMITS.refillSeconds)} s`, (1 - tokens) * REGISTRATION_LIMITS.refillSeconds);
+    if (tokens < 1)
+      throw rateLimited(
+        `too many sign-ups from your address; retry in ${Math.ceil((1 - tokens) * REGISTRATION_LIMITS.refillSeconds)} s`,
+        (1 - tokens) * REGISTRATION_LIMITS.refillSeconds,
+      );
     state.tokens = tokens - 1;
     state.tokensAt = this.now();
   }
@@ -142,7 +159,8 @@ export class ClientSignInGate {
   }
 
   private forgetIfIdle(key: string, state: ClientState): void {
-    if (state.running === 0 && state.waiting.length === 0 && state.failures === 0 && this.tokensOf(state) >= REGISTRATION_LIMITS.burst) this.clients.delete(key);
+    if (state.running === 0 && state.waiting.length === 0 && state.failures === 0 && this.tokensOf(state) >= REGISTRATION_LIMITS.burst)
+      this.clients.delete(key);
   }
 
   /** Drops clients with nothing in flight whose failures are stale, or failing that the oldest idle ones. */
@@ -150,7 +168,13 @@ export class ClientSignInGate {
     const now = this.now();
     const stale = SIGN_IN_LIMITS.failureWindowSeconds * 1000;
     for (const [key, state] of this.clients) {
-      if (state.running === 0 && now - state.lastFailureAt > stale && state.blockedUntil <= now && this.tokensOf(state) >= REGISTRATION_LIMITS.burst) this.clients.delete(key);
+      if (
+        state.running === 0 &&
+        now - state.lastFailureAt > stale &&
+        state.blockedUntil <= now &&
+        this.tokensOf(state) >= REGISTRATION_LIMITS.burst
+      )
+        this.clients.delete(key);
     }
     for (const [key, state] of this.clients) {
       if (this.clients.size < MAX_TRACKED) break;

@@ -20,7 +20,11 @@ export interface McpSessionRef {
 }
 
 /** findKeyForRequest's answer: undefined where not asked for, null where asked for and absent. */
-export type KeyForRequest = ApiKeyRow & { tier: string; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined };
+export type KeyForRequest = ApiKeyRow & {
+  tier: string;
+  addressed: NamespaceRef | null | undefined;
+  session: McpSessionRef | null | undefined;
+};
 
 /** How long an MCP session id stays valid at most (2025-era clients re-initialize after a 404). */
 export const MCP_SESSION_TTL_MS = 7 * 24 * 3600 * 1000;
@@ -62,10 +66,21 @@ export class AccountsStore {
   constructor(private readonly db: Db) {}
 
   /** Returns the new account, or undefined when the email is taken. */
-  async createAccount(input: { email: string; passwordHash: string; tier: string; trialEndsAt: Date | null }): Promise<AccountRow | undefined> {
+  async createAccount(input: {
+    email: string;
+    passwordHash: string;
+    tier: string;
+    trialEndsAt: Date | null;
+  }): Promise<AccountRow | undefined> {
     return this.db
       .insertInto('accounts')
-      .values({ id: randomUUID(), email: input.email, password_hash: input.passwordHash, tier: input.tier, trial_ends_at: input.trialEndsAt })
+      .values({
+        id: randomUUID(),
+        email: input.email,
+        password_hash: input.passwordHash,
+        tier: input.tier,
+        trial_ends_at: input.trialEndsAt,
+      })
       .onConflict((oc) => oc.column('email').doNothing())
       .returningAll()
       .executeTakeFirst();
@@ -80,7 +95,12 @@ export class AccountsStore {
   }
 
   async setTier(email: string, tier: string, trialEndsAt: Date | null): Promise<AccountRow | undefined> {
-    return this.db.updateTable('accounts').set({ tier, trial_ends_at: trialEndsAt }).where('email', '=', email).returningAll().executeTakeFirst();
+    return this.db
+      .updateTable('accounts')
+      .set({ tier, trial_ends_at: trialEndsAt })
+      .where('email', '=', email)
+      .returningAll()
+      .executeTakeFirst();
   }
 
   async createKey(input: {
@@ -130,15 +150,39 @@ export class AccountsStore {
             .select(['ns.id as ns_id', 'ns.catalog_version as ns_catalog_version']);
     const withSession =
       sessionId === undefined
-        ? withNamespace.select([sql<null>`NULL`.as('session_account_id'), sql<null>`NULL`.as('session_endpoint'), sql<null>`NULL`.as('session_namespace'), sql<null>`NULL`.as('session_last_seen_at'), sql<null>`NULL`.as('session_protocol_version')])
+        ? withNamespace.select([
+            sql<null>`NULL`.as('session_account_id'),
+            sql<null>`NULL`.as('session_endpoint'),
+            sql<null>`NULL`.as('session_namespace'),
+            sql<null>`NULL`.as('session_last_seen_at'),
+            sql<null>`NULL`.as('session_protocol_version'),
+          ])
         : withNamespace
             .leftJoin('mcp_sessions as session', (join) =>
-              join.on('session.id', '=', sessionId).on('session.created_at', '>=', liveSince().created).on('session.last_seen_at', '>=', liveSince().seen),
+              join
+                .on('session.id', '=', sessionId)
+                .on('session.created_at', '>=', liveSince().created)
+                .on('session.last_seen_at', '>=', liveSince().seen),
             )
-            .select(['session.account_id as session_account_id', 'session.endpoint as session_endpoint', 'session.namespace as session_namespace', 'session.last_seen_at as session_last_seen_at', 'session.protocol_version as session_protocol_version']);
+            .select([
+              'session.account_id as session_account_id',
+              'session.endpoint as session_endpoint',
+              'session.namespace as session_namespace',
+              'session.last_seen_at as session_last_seen_at',
+              'session.protocol_version as session_protocol_version',
+            ]);
     const row = await withSession.executeTakeFirst();
     if (!row) return undefined;
-    const { ns_id, ns_catalog_version, session_account_id, session_endpoint, session_namespace, session_last_seen_at, session_protocol_version, ...key } = row;
+    const {
+      ns_id,
+      ns_catalog_version,
+      session_account_id,
+      session_endpoint,
+      session_namespace,
+      session_last_seen_at,
+      session_protocol_version,
+      ...key
+    } = row;
     return {
       ...key,
       addressed: namespace === undefined ? undefined : ns_id === null ? null : { id: ns_id, catalog_version: Number(ns_catalog_version) },
@@ -147,7 +191,13 @@ export class AccountsStore {
           ? undefined
           : session_account_id === null
             ? null
-            : { account_id: session_account_id, endpoint: session_endpoint!, namespace: session_namespace!, last_seen_at: new Date(session_last_seen_at!), protocol_version: session_protocol_version ?? null },
+            : {
+                account_id: session_account_id,
+                endpoint: session_endpoint!,
+                namespace: session_namespace!,
+                last_seen_at: new Date(session_last_seen_at!),
+                protocol_version: session_protocol_version ?? null,
+              },
     };
   }
 
@@ -156,7 +206,12 @@ export class AccountsStore {
    * holds `from`, so nodes upgrading the same key at once agree. True when this call changed it.
    */
   async replaceKeyHash(keyId: string, from: string, to: string): Promise<boolean> {
-    const result = await this.db.updateTable('api_keys').set({ key_hash: to }).where('id', '=', keyId).where('key_hash', '=', from).executeTakeFirst();
+    const result = await this.db
+      .updateTable('api_keys')
+      .set({ key_hash: to })
+      .where('id', '=', keyId)
+      .where('key_hash', '=', from)
+      .executeTakeFirst();
     return Number(result.numUpdatedRows) > 0;
   }
 
@@ -200,11 +255,19 @@ export class AccountsStore {
   /** Forgets emails whose failures are past the window and that are not backing off. */
   async sweepSignInFailures(windowSeconds: number): Promise<void> {
     await sql`DELETE FROM login_throttle
-      WHERE updated_at < now() - make_interval(secs => ${windowSeconds}::float8) AND (locked_until IS NULL OR locked_until < now())`.execute(this.db);
+      WHERE updated_at < now() - make_interval(secs => ${windowSeconds}::float8) AND (locked_until IS NULL OR locked_until < now())`.execute(
+      this.db,
+    );
   }
 
   listKeys(accountId: string): Promise<ApiKeyRow[]> {
-    return this.db.selectFrom('api_keys').selectAll().where('account_id', '=', accountId).where('revoked_at', 'is', null).orderBy('created_at').execute();
+    return this.db
+      .selectFrom('api_keys')
+      .selectAll()
+      .where('account_id', '=', accountId)
+      .where('revoked_at', 'is', null)
+      .orderBy('created_at')
+      .execute();
   }
 
   /** True when a live key of this account was revoked now. */
@@ -273,13 +336,23 @@ export class AccountsStore {
         // The key's own sessions past its cap make room; a refusal ends none of them.
         if (usage - evicted.length >= limit) {
           const oldest = row.oldest ? new Date(row.oldest).getTime() : now;
-          return { refused: { scope: 'account', usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) }, evicted: [] };
+          return {
+            refused: { scope: 'account', usage, retryAfter: Math.max(1, Math.ceil((oldest + MCP_SESSION_IDLE_MS - now) / 1000)) },
+            evicted: [],
+          };
         }
       }
       if (evicted.length > 0) await trx.deleteFrom('mcp_sessions').where('id', 'in', evicted).execute();
       await trx
         .insertInto('mcp_sessions')
-        .values({ id: input.id, account_id: input.accountId, key_id: input.keyId, endpoint: input.endpoint, namespace: input.namespace, protocol_version: input.protocolVersion ?? null })
+        .values({
+          id: input.id,
+          account_id: input.accountId,
+          key_id: input.keyId,
+          endpoint: input.endpoint,
+          namespace: input.namespace,
+          protocol_version: input.protocolVersion ?? null,
+        })
         .execute();
       return { evicted };
     });
@@ -316,13 +389,24 @@ export class AccountsStore {
   }
 
   /** Every account, oldest first, with how many namespaces and live keys it has (operator CLI). */
-  async listAccounts(): Promise<Array<{ id: string; email: string; tier: string; trial_ends_at: Date | null; created_at: Date; namespaces: number; keys: number }>> {
+  async listAccounts(): Promise<
+    Array<{ id: string; email: string; tier: string; trial_ends_at: Date | null; created_at: Date; namespaces: number; keys: number }>
+  > {
     return this.db
       .selectFrom('accounts')
       .select(['accounts.id', 'accounts.email', 'accounts.tier', 'accounts.trial_ends_at', 'accounts.created_at'])
       .select((eb) => [
-        eb.selectFrom('namespaces').select(sql<number>`count(*)::int`.as('n')).whereRef('namespaces.account_id', '=', 'accounts.id').as('namespaces'),
-        eb.selectFrom('api_keys').select(sql<number>`count(*)::int`.as('n')).whereRef('api_keys.account_id', '=', 'accounts.id').where('api_keys.revoked_at', 'is', null).as('keys'),
+        eb
+          .selectFrom('namespaces')
+          .select(sql<number>`count(*)::int`.as('n'))
+          .whereRef('namespaces.account_id', '=', 'accounts.id')
+          .as('namespaces'),
+        eb
+          .selectFrom('api_keys')
+          .select(sql<number>`count(*)::int`.as('n'))
+          .whereRef('api_keys.account_id', '=', 'accounts.id')
+          .where('api_keys.revoked_at', 'is', null)
+          .as('keys'),
       ])
       .orderBy('accounts.created_at')
       .orderBy('accounts.id')
@@ -331,7 +415,12 @@ export class AccountsStore {
 
   /** Keeps a used session alive; written at most once per MCP_SESSION_TOUCH_MS. */
   async touchMcpSession(id: string): Promise<void> {
-    await this.db.updateTable('mcp_sessions').set({ last_seen_at: new Date() }).where('id', '=', id).where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS)).execute();
+    await this.db
+      .updateTable('mcp_sessions')
+      .set({ last_seen_at: new Date() })
+      .where('id', '=', id)
+      .where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS))
+      .execute();
   }
 
   /** Marks sessions in use (and used) on the database's clock; see src/api/session-activity.ts. */

@@ -89,14 +89,22 @@ export class AgentsStore {
   }
 
   async agentNames(namespaceId: string): Promise<string[]> {
-    return (await this.db.selectFrom('agents').select('name').where('namespace_id', '=', namespaceId).orderBy('name').execute()).map((r) => r.name);
+    return (await this.db.selectFrom('agents').select('name').where('namespace_id', '=', namespaceId).orderBy('name').execute()).map(
+      (r) => r.name,
+    );
   }
 
   async listAgents(namespaceId: string): Promise<AgentSummary[]> {
     const rows = await this.db
       .selectFrom('agents as a')
       .select(['a.name', 'a.description', 'a.status', 'a.desired_replicas', 'a.state_bytes', 'a.created_at'])
-      .select((eb) => eb.selectFrom('agent_state as s').select(sql<number>`count(*)::int`.as('n')).whereRef('s.agent_id', '=', 'a.id').as('state_keys'))
+      .select((eb) =>
+        eb
+          .selectFrom('agent_state as s')
+          .select(sql<number>`count(*)::int`.as('n'))
+          .whereRef('s.agent_id', '=', 'a.id')
+          .as('state_keys'),
+      )
       .where('a.namespace_id', '=', namespaceId)
       .orderBy('a.name')
       .execute();
@@ -104,7 +112,11 @@ export class AgentsStore {
   }
 
   async stateKeyCount(agentId: string): Promise<number> {
-    const row = await this.db.selectFrom('agent_state').select(sql<number>`count(*)::int`.as('n')).where('agent_id', '=', agentId).executeTakeFirstOrThrow();
+    const row = await this.db
+      .selectFrom('agent_state')
+      .select(sql<number>`count(*)::int`.as('n'))
+      .where('agent_id', '=', agentId)
+      .executeTakeFirstOrThrow();
     return Number(row.n);
   }
 
@@ -113,14 +125,23 @@ export class AgentsStore {
     return this.db.transaction().execute(async (trx) => {
       const agent = await trx.selectFrom('agents').select('id').where('id', '=', agentId).forUpdate().executeTakeFirst();
       if (!agent) return undefined;
-      const keys = await trx.selectFrom('agent_state').select(sql<number>`count(*)::int`.as('n')).where('agent_id', '=', agentId).executeTakeFirstOrThrow();
+      const keys = await trx
+        .selectFrom('agent_state')
+        .select(sql<number>`count(*)::int`.as('n'))
+        .where('agent_id', '=', agentId)
+        .executeTakeFirstOrThrow();
       await trx.deleteFrom('agents').where('id', '=', agentId).execute();
       return Number(keys.n);
     });
   }
 
   getState(agentId: string, key: string, exec: Exec = this.db): Promise<StateRow | undefined> {
-    return exec.selectFrom('agent_state').select(['key', 'value', 'version', 'size_bytes', 'updated_at']).where('agent_id', '=', agentId).where('key', '=', key).executeTakeFirst();
+    return exec
+      .selectFrom('agent_state')
+      .select(['key', 'value', 'version', 'size_bytes', 'updated_at'])
+      .where('agent_id', '=', agentId)
+      .where('key', '=', key)
+      .executeTakeFirst();
   }
 
   /** Keys in order, after `after`, at most `limit` (values stay sealed and unread). */
@@ -133,11 +154,20 @@ export class AgentsStore {
   }
 
   /** Writes one key (call holding the agent's lock) and moves the agent's state total by the difference. */
-  async putState(trx: Trx, agentId: string, row: { key: string; value: string; version: number; size: number }, previousSize: number): Promise<number> {
+  async putState(
+    trx: Trx,
+    agentId: string,
+    row: { key: string; value: string; version: number; size: number },
+    previousSize: number,
+  ): Promise<number> {
     await trx
       .insertInto('agent_state')
       .values({ agent_id: agentId, key: row.key, value: row.value, version: row.version, size_bytes: row.size })
-      .onConflict((oc) => oc.columns(['agent_id', 'key']).doUpdateSet({ value: row.value, version: row.version, size_bytes: row.size, updated_at: sql`now()` }))
+      .onConflict((oc) =>
+        oc
+          .columns(['agent_id', 'key'])
+          .doUpdateSet({ value: row.value, version: row.version, size_bytes: row.size, updated_at: sql`now()` }),
+      )
       .execute();
     return this.addStateBytes(trx, agentId, row.size - previousSize);
   }
@@ -160,12 +190,19 @@ export class AgentsStore {
 
   /** A page of an agent's state rows in key order, after `after` (for clone_agent's copy). */
   statePage(agentId: string, after: string | undefined, limit: number, exec: Exec): Promise<StateRow[]> {
-    let query = exec.selectFrom('agent_state').select(['key', 'value', 'version', 'size_bytes', 'updated_at']).where('agent_id', '=', agentId);
+    let query = exec
+      .selectFrom('agent_state')
+      .select(['key', 'value', 'version', 'size_bytes', 'updated_at'])
+      .where('agent_id', '=', agentId);
     if (after !== undefined) query = query.where('key', '>', after);
     return query.orderBy('key').limit(limit).execute();
   }
 
-  async insertStateRows(trx: Trx, agentId: string, rows: Array<{ key: string; value: string; version: number; size: number }>): Promise<void> {
+  async insertStateRows(
+    trx: Trx,
+    agentId: string,
+    rows: Array<{ key: string; value: string; version: number; size: number }>,
+  ): Promise<void> {
     if (rows.length === 0) return;
     await trx
       .insertInto('agent_state')

@@ -21,7 +21,9 @@ export class CancelStore {
    * Answers the ids of the calls marked.
    */
   async request(accountId: string, cancelKey: string, now = new Date()): Promise<string[]> {
-    const { rows } = await sql<{ marked_id: string }>`SELECT marked_id FROM mcpworks_cancel(${accountId}, ${cancelKey}, ${now})`.execute(this.db);
+    const { rows } = await sql<{ marked_id: string }>`SELECT marked_id FROM mcpworks_cancel(${accountId}, ${cancelKey}, ${now})`.execute(
+      this.db,
+    );
     return rows.map((row) => row.marked_id);
   }
 

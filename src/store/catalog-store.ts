@@ -83,16 +83,26 @@ export class CatalogStore {
   }
 
   /** Usage counted for the storage limits; call holding the account's lock. */
-  async accountUsage(accountId: string, exec: Exec): Promise<{ namespaces: number; services: number; functions: number; storedBytes: number }> {
+  async accountUsage(
+    accountId: string,
+    exec: Exec,
+  ): Promise<{ namespaces: number; services: number; functions: number; storedBytes: number }> {
     const row = await sql<{ namespaces: number; services: number; functions: number; stored_bytes: string | number }>`
       SELECT
         (SELECT count(*)::int FROM namespaces n WHERE n.account_id = ${accountId}) AS namespaces,
         (SELECT count(*)::int FROM services s JOIN namespaces n ON n.id = s.namespace_id WHERE n.account_id = ${accountId}) AS services,
         (SELECT count(*)::int FROM functions f JOIN services s ON s.id = f.service_id JOIN namespaces n ON n.id = s.namespace_id WHERE n.account_id = ${accountId}) AS functions,
         (SELECT coalesce(sum(v.stored_bytes), 0) FROM function_versions v JOIN functions f ON f.id = v.function_id
-           JOIN services s ON s.id = f.service_id JOIN namespaces n ON n.id = s.namespace_id WHERE n.account_id = ${accountId}) AS stored_bytes`.execute(exec);
+           JOIN services s ON s.id = f.service_id JOIN namespaces n ON n.id = s.namespace_id WHERE n.account_id = ${accountId}) AS stored_bytes`.execute(
+      exec,
+    );
     const r = row.rows[0]!;
-    return { namespaces: Number(r.namespaces), services: Number(r.services), functions: Number(r.functions), storedBytes: Number(r.stored_bytes) };
+    return {
+      namespaces: Number(r.namespaces),
+      services: Number(r.services),
+      functions: Number(r.functions),
+      storedBytes: Number(r.stored_bytes),
+    };
   }
 
   /** Schema bytes of a namespace's active versions (what its tool list carries). */
@@ -108,7 +118,11 @@ export class CatalogStore {
   }
 
   async versionCount(functionId: string, exec: Exec): Promise<number> {
-    const row = await exec.selectFrom('function_versions').select(sql<number>`count(*)::int`.as('n')).where('function_id', '=', functionId).executeTakeFirstOrThrow();
+    const row = await exec
+      .selectFrom('function_versions')
+      .select(sql<number>`count(*)::int`.as('n'))
+      .where('function_id', '=', functionId)
+      .executeTakeFirstOrThrow();
     return Number(row.n);
   }
 
@@ -129,7 +143,11 @@ export class CatalogStore {
    * Code mode puts services and functions side by side in one package (`functions.utils`,
    * `functions.hello`): the name of whichever already holds this identifier in the namespace.
    */
-  async identifierHolder(namespaceId: string, identifier: string, exec: Exec = this.db): Promise<{ kind: 'service' | 'function'; name: string } | undefined> {
+  async identifierHolder(
+    namespaceId: string,
+    identifier: string,
+    exec: Exec = this.db,
+  ): Promise<{ kind: 'service' | 'function'; name: string } | undefined> {
     const service = await exec
       .selectFrom('services')
       .select('name')
@@ -157,7 +175,9 @@ export class CatalogStore {
         sql<number>`(SELECT count(*)::int FROM functions f WHERE f.service_id = s.id)`.as('function_count'),
         // Tool-mode runs name their service; code-mode runs list the functions they called.
         sql<number>`(SELECT count(*)::int FROM executions e WHERE e.namespace_id = s.namespace_id AND (e.service_name = s.name
-          OR (e.mode = 'code' AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(e.functions) called WHERE split_part(called, '.', 1) = s.name))))`.as('call_count'),
+          OR (e.mode = 'code' AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(e.functions) called WHERE split_part(called, '.', 1) = s.name))))`.as(
+          'call_count',
+        ),
       ])
       .where('s.namespace_id', '=', namespaceId)
       .orderBy('s.name')
@@ -185,11 +205,24 @@ export class CatalogStore {
   }
 
   /** Inserts a function and its version 1; call inside withNamespaceLock. */
-  async createFunction(trx: Trx, serviceId: string, name: string, metadata: FunctionMetadata, definition: FunctionDefinition): Promise<FunctionRow | undefined> {
+  async createFunction(
+    trx: Trx,
+    serviceId: string,
+    name: string,
+    metadata: FunctionMetadata,
+    definition: FunctionDefinition,
+  ): Promise<FunctionRow | undefined> {
     {
       const created = await trx
         .insertInto('functions')
-        .values({ id: randomUUID(), service_id: serviceId, name, description: metadata.description, tags: JSON.stringify(metadata.tags), active_version: 1 })
+        .values({
+          id: randomUUID(),
+          service_id: serviceId,
+          name,
+          description: metadata.description,
+          tags: JSON.stringify(metadata.tags),
+          active_version: 1,
+        })
         .onConflict((oc) => oc.doNothing())
         .returningAll()
         .executeTakeFirst();
@@ -229,7 +262,17 @@ export class CatalogStore {
       .selectFrom('functions as f')
       .innerJoin('services as s', 's.id', 'f.service_id')
       .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
-      .select(['v.id', 'v.version', 'v.definition_hash', 'v.schema_bytes', 's.name as service_name', 'f.name as function_name', 'f.description', 'f.tags', 'f.id as fid'])
+      .select([
+        'v.id',
+        'v.version',
+        'v.definition_hash',
+        'v.schema_bytes',
+        's.name as service_name',
+        'f.name as function_name',
+        'f.description',
+        'f.tags',
+        'f.id as fid',
+      ])
       .where('s.namespace_id', '=', namespaceId)
       .orderBy('s.name')
       .orderBy('f.name')
@@ -267,7 +310,20 @@ export class CatalogStore {
       .selectFrom('functions as f')
       .innerJoin('services as s', 's.id', 'f.service_id')
       .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
-      .select(['v.id', 'v.version', 'v.language', 'v.backend', 'v.config', 'v.input_schema', 'v.output_schema', 'v.requirements', 'v.required_env', 'v.optional_env', 'v.definition_hash', 'v.schema_bytes'])
+      .select([
+        'v.id',
+        'v.version',
+        'v.language',
+        'v.backend',
+        'v.config',
+        'v.input_schema',
+        'v.output_schema',
+        'v.requirements',
+        'v.required_env',
+        'v.optional_env',
+        'v.definition_hash',
+        'v.schema_bytes',
+      ])
       .select(['s.name as service_name', 'f.name as function_name', 'f.description', 'f.tags', 'f.id as fid'])
       .where('s.namespace_id', '=', namespaceId);
   }
@@ -275,7 +331,11 @@ export class CatalogStore {
   /** The code of these (immutable) versions, by version id. */
   async loadCode(versionIds: readonly string[]): Promise<Map<string, string>> {
     if (versionIds.length === 0) return new Map();
-    const rows = await this.db.selectFrom('function_versions').select(['id', 'code']).where('id', 'in', [...versionIds]).execute();
+    const rows = await this.db
+      .selectFrom('function_versions')
+      .select(['id', 'code'])
+      .where('id', 'in', [...versionIds])
+      .execute();
     return new Map(rows.map((r) => [r.id, r.code]));
   }
 
@@ -283,7 +343,9 @@ export class CatalogStore {
    * Every namespace's active functions as the functions package key sees them (name, service,
    * version, hash, description; same order as listActiveFunctions): what package GC keeps.
    */
-  async packageIdentities(): Promise<Map<string, Array<Pick<ActiveFunction, 'service' | 'name' | 'version' | 'definitionHash' | 'description'>>>> {
+  async packageIdentities(): Promise<
+    Map<string, Array<Pick<ActiveFunction, 'service' | 'name' | 'version' | 'definitionHash' | 'description'>>>
+  > {
     const rows = await this.db
       .selectFrom('functions as f')
       .innerJoin('services as s', 's.id', 'f.service_id')
@@ -319,7 +381,15 @@ export class CatalogStore {
   async listVersions(functionId: string): Promise<VersionSummaryRow[]> {
     const rows = await this.db
       .selectFrom('function_versions')
-      .select(['version', 'language', 'requirements', 'definition_hash', 'restored_from', 'created_at', sql<number>`octet_length(code)`.as('code_bytes')])
+      .select([
+        'version',
+        'language',
+        'requirements',
+        'definition_hash',
+        'restored_from',
+        'created_at',
+        sql<number>`octet_length(code)`.as('code_bytes'),
+      ])
       .where('function_id', '=', functionId)
       .orderBy('version')
       .execute();
@@ -327,22 +397,44 @@ export class CatalogStore {
   }
 
   findVersion(functionId: string, version: number): Promise<FunctionVersionRow | undefined> {
-    return this.db.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).where('version', '=', version).executeTakeFirst();
+    return this.db
+      .selectFrom('function_versions')
+      .selectAll()
+      .where('function_id', '=', functionId)
+      .where('version', '=', version)
+      .executeTakeFirst();
   }
 
   /**
    * Runs `work` with the function row locked (SELECT … FOR UPDATE), so concurrent updates of one
    * function queue up and each sees the version the previous one wrote.
    */
-  async withFunctionLocked<T>(namespaceId: string, serviceId: string, name: string, work: (trx: Trx, fn: FunctionRow | undefined) => Promise<T>): Promise<T> {
+  async withFunctionLocked<T>(
+    namespaceId: string,
+    serviceId: string,
+    name: string,
+    work: (trx: Trx, fn: FunctionRow | undefined) => Promise<T>,
+  ): Promise<T> {
     return this.withNamespaceLock(namespaceId, async (trx) => {
-      const fn = await trx.selectFrom('functions').selectAll().where('service_id', '=', serviceId).where('name', '=', name).forUpdate().executeTakeFirst();
+      const fn = await trx
+        .selectFrom('functions')
+        .selectAll()
+        .where('service_id', '=', serviceId)
+        .where('name', '=', name)
+        .forUpdate()
+        .executeTakeFirst();
       return work(trx, fn);
     });
   }
 
   /** Appends the next version (active + 1) and makes it active. Call inside withFunctionLocked. */
-  async appendVersion(trx: Trx, fn: FunctionRow, definition: FunctionDefinition, metadata: FunctionMetadata, restoredFrom: number | null): Promise<number> {
+  async appendVersion(
+    trx: Trx,
+    fn: FunctionRow,
+    definition: FunctionDefinition,
+    metadata: FunctionMetadata,
+    restoredFrom: number | null,
+  ): Promise<number> {
     const version = fn.active_version + 1;
     await insertVersion(trx, fn.id, version, definition, restoredFrom);
     await trx
@@ -362,7 +454,12 @@ export class CatalogStore {
   }
 
   async versionInTrx(trx: Trx, functionId: string, version: number): Promise<FunctionVersionRow | undefined> {
-    return trx.selectFrom('function_versions').selectAll().where('function_id', '=', functionId).where('version', '=', version).executeTakeFirst();
+    return trx
+      .selectFrom('function_versions')
+      .selectAll()
+      .where('function_id', '=', functionId)
+      .where('version', '=', version)
+      .executeTakeFirst();
   }
 
   async setLocked(trx: Trx, functionId: string, locked: boolean): Promise<void> {
@@ -374,7 +471,13 @@ export class CatalogStore {
   }
 }
 
-async function insertVersion(trx: Trx, functionId: string, version: number, d: FunctionDefinition, restoredFrom: number | null): Promise<void> {
+async function insertVersion(
+  trx: Trx,
+  functionId: string,
+  version: number,
+  d: FunctionDefinition,
+  restoredFrom: number | null,
+): Promise<void> {
   await trx
     .insertInto('function_versions')
     .values({
@@ -398,7 +501,10 @@ async function insertVersion(trx: Trx, functionId: string, version: number, d: F
     .execute();
 }
 
-export type VersionSummaryRow = Pick<FunctionVersionRow, 'version' | 'language' | 'requirements' | 'definition_hash' | 'restored_from' | 'created_at'> & { code_bytes: number };
+export type VersionSummaryRow = Pick<
+  FunctionVersionRow,
+  'version' | 'language' | 'requirements' | 'definition_hash' | 'restored_from' | 'created_at'
+> & { code_bytes: number };
 
 /** A version's definition without its code (loaded by version id when a run needs it). */
 export type RunDefinition = Omit<FunctionDefinition, 'code'>;
@@ -441,7 +547,10 @@ function toActiveFunction(row: ActiveRow): ActiveFunction {
   };
 }
 
-type DefinitionColumns = Pick<FunctionVersionRow, 'language' | 'backend' | 'config' | 'input_schema' | 'output_schema' | 'requirements' | 'required_env' | 'optional_env'>;
+type DefinitionColumns = Pick<
+  FunctionVersionRow,
+  'language' | 'backend' | 'config' | 'input_schema' | 'output_schema' | 'requirements' | 'required_env' | 'optional_env'
+>;
 
 /** A version row's definition without its code: the one place the columns map to the domain's names. */
 function runDefinition(row: DefinitionColumns): RunDefinition {

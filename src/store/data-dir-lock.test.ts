@@ -15,7 +15,10 @@ test('a data dir held by a live process is a data_dir_locked PlatformError namin
       () => acquireDataDirLock(dataDir, 'mcpworks account'),
       (error: unknown) => {
         assert.ok(error instanceof DataDirLockedError && isPlatformError(error, 'data_dir_locked'), String(error));
-        assert.equal(error.message, `the data dir ${dataDir} is in use by mcpworks serve (pid ${process.ppid}); stop it first, or use its HTTP API`);
+        assert.equal(
+          error.message,
+          `the data dir ${dataDir} is in use by mcpworks serve (pid ${process.ppid}); stop it first, or use its HTTP API`,
+        );
         assert.equal(error.name, 'DataDirLockedError');
         assert.deepEqual(error.data, { pid: process.ppid, holder: 'mcpworks serve', dataDir });
         return true;

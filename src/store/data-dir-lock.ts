@@ -11,7 +11,11 @@ export class DataDirLockedError extends PlatformError {
   declare readonly data: Readonly<{ pid: number; holder: string; dataDir: string }>;
 
   constructor(pid: number, holder: string, dataDir: string) {
-    super('data_dir_locked', `the data dir ${dataDir} is in use by ${holder} (pid ${pid}); stop it first, or use its HTTP API`, { pid, holder, dataDir });
+    super('data_dir_locked', `the data dir ${dataDir} is in use by ${holder} (pid ${pid}); stop it first, or use its HTTP API`, {
+      pid,
+      holder,
+      dataDir,
+    });
     this.name = 'DataDirLockedError';
   }
 }

@@ -18,17 +18,29 @@ test('embedded PGlite: maintenance vacuums the tables each call churns (there is
   try {
     const { db } = database;
     const accountId = randomUUID();
-    await db.insertInto('accounts').values({ id: accountId, email: `${accountId}@example.com`, password_hash: 'x', tier: 'pro' }).execute();
+    await db
+      .insertInto('accounts')
+      .values({ id: accountId, email: `${accountId}@example.com`, password_hash: 'x', tier: 'pro' })
+      .execute();
     // What admission and settling leave behind: a slot row inserted and deleted per call.
     for (let i = 0; i < 300; i++) {
       const id = randomUUID();
-      await db.insertInto('active_executions').values({ id, account_id: accountId, expires_at: new Date(Date.now() + 60_000) }).execute();
+      await db
+        .insertInto('active_executions')
+        .values({ id, account_id: accountId, expires_at: new Date(Date.now() + 60_000) })
+        .execute();
       await db.deleteFrom('active_executions').where('id', '=', id).execute();
     }
     const dead = async () => {
       // Statistics reach pg_stat_* at most once a second unless a flush is asked for.
       await sql`SELECT pg_stat_force_next_flush()`.execute(db);
-      return Number((await sql<{ dead: number }>`SELECT n_dead_tup::float8 AS dead FROM pg_stat_user_tables WHERE relname = 'active_executions'`.execute(db)).rows[0]?.dead);
+      return Number(
+        (
+          await sql<{
+            dead: number;
+          }>`SELECT n_dead_tup::float8 AS dead FROM pg_stat_user_tables WHERE relname = 'active_executions'`.execute(db)
+        ).rows[0]?.dead,
+      );
     };
     assert.ok((await dead()) >= 300, 'the deleted rows are dead tuples');
     const vacuumed = await maintain(db);

@@ -52,7 +52,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
     chmodSync(dir, 0o700);
     const reserve = options.diskReserveBytes ?? DEFAULT_DISK_RESERVE_BYTES;
     const storage = new StorageGuard(dir, reserve, health);
-    if (options.onStateChange) health.onChange((state, previous) => options.onStateChange!(state, previous, `${mib(storage.free)} free, reserve ${mib(reserve)}`));
+    if (options.onStateChange)
+      health.onChange((state, previous) => options.onStateChange!(state, previous, `${mib(storage.free)} free, reserve ${mib(reserve)}`));
     // Opening (and recovering) writes too: on a file system below the reserve, say so and stop here.
     const free = freeBytes(dir);
     if (free < reserve) {
@@ -145,7 +146,10 @@ function startMaintenance(db: Db, health: DatabaseHealth): () => Promise<void> {
     // Vacuuming writes: not on a disk below its reserve.
     if (health.state !== 'ok') return;
     running ??= maintain(db)
-      .then(() => undefined, () => undefined)
+      .then(
+        () => undefined,
+        () => undefined,
+      )
       .finally(() => (running = undefined));
   }, MAINTENANCE_INTERVAL_MS);
   timer.unref();
@@ -163,13 +167,17 @@ const FREEZE_AGE = 150_000_000;
 /** One maintenance pass (exported for tests): the tables it vacuumed, `*` for the whole database. */
 export async function maintain(db: Db): Promise<string[]> {
   const done: string[] = [];
-  const age = await sql<{ age: number }>`SELECT age(datfrozenxid)::int AS age FROM pg_database WHERE datname = current_database()`.execute(db);
+  const age = await sql<{ age: number }>`SELECT age(datfrozenxid)::int AS age FROM pg_database WHERE datname = current_database()`.execute(
+    db,
+  );
   if (Number(age.rows[0]?.age ?? 0) > FREEZE_AGE) {
     await sql`VACUUM`.execute(db);
     return ['*'];
   }
   const tables = await sql<{ relname: string; live: number; dead: number }>`
-    SELECT relname, n_live_tup::float8 AS live, n_dead_tup::float8 AS dead FROM pg_stat_user_tables WHERE schemaname = 'public'`.execute(db);
+    SELECT relname, n_live_tup::float8 AS live, n_dead_tup::float8 AS dead FROM pg_stat_user_tables WHERE schemaname = 'public'`.execute(
+    db,
+  );
   for (const table of tables.rows) {
     if (Number(table.dead) <= VACUUM_THRESHOLD + VACUUM_SCALE * Number(table.live)) continue;
     await sql`VACUUM (ANALYZE) ${sql.id(table.relname)}`.execute(db);

@@ -30,9 +30,13 @@ export class DatabaseUnavailableError extends DomainError {
 }
 
 export function storageFullError(): DomainError {
-  return new DomainError('storage_full', "storage full: the server's disk is below its free-space reserve, so writes are refused until space is freed; reads still work", {
-    retry_after: STORAGE_FULL_RETRY_AFTER_S,
-  });
+  return new DomainError(
+    'storage_full',
+    "storage full: the server's disk is below its free-space reserve, so writes are refused until space is freed; reads still work",
+    {
+      retry_after: STORAGE_FULL_RETRY_AFTER_S,
+    },
+  );
 }
 
 /** Refusals that a later attempt may get past (the database came back, space was freed). */
@@ -40,8 +44,21 @@ export function isRetryableStoreError(error: unknown): error is DomainError {
   return error instanceof DomainError && (error.type === 'unavailable' || error.type === 'storage_full');
 }
 
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57P01', '57P02', '57P03']);
-const CONNECTION_MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed|not queryable|terminating connection/i;
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  '57P01',
+  '57P02',
+  '57P03',
+]);
+const CONNECTION_MESSAGES =
+  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed|not queryable|terminating connection/i;
 
 /** An error that says the connection, not the statement, failed (SQLSTATE class 08, shutdown 57P0x, socket errors). */
 export function isConnectionError(error: unknown): boolean {
@@ -110,7 +127,13 @@ export class DatabaseHealth {
     if (this.probe && (this.current !== 'ok' || Date.now() - this.lastOkAt > freshMs)) {
       let timer: NodeJS.Timeout | undefined;
       const bound = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), boundMs)));
-      const outcome = await Promise.race([this.probe().then(() => 'done' as const, () => 'done' as const), bound]);
+      const outcome = await Promise.race([
+        this.probe().then(
+          () => 'done' as const,
+          () => 'done' as const,
+        ),
+        bound,
+      ]);
       clearTimeout(timer);
       if (outcome === 'late' && this.current === 'ok') return this.snapshot('unreachable');
     }
@@ -118,6 +141,10 @@ export class DatabaseHealth {
   }
 
   private snapshot(state: DatabaseState): HealthSnapshot {
-    return { state, since: this.changedAt?.toISOString() ?? (state === 'ok' ? null : new Date().toISOString()), pending_writes: this.pendingWrites() };
+    return {
+      state,
+      since: this.changedAt?.toISOString() ?? (state === 'ok' ? null : new Date().toISOString()),
+      pending_writes: this.pendingWrites(),
+    };
   }
 }

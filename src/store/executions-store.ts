@@ -81,7 +81,12 @@ export class ExecutionsStore {
           ? sql<boolean>`EXISTS (SELECT 1 FROM jsonb_array_elements_text(executions.functions) AS called(entry) WHERE split_part(split_part(called.entry, '@', 1), '.', 2) = ${functionName})`
           : sql<boolean>`EXISTS (SELECT 1 FROM jsonb_array_elements_text(executions.functions) AS called(entry) WHERE split_part(called.entry, '@', 1) = ${`${serviceName}.${functionName}`})`;
       query = query.where((eb) =>
-        eb.or([serviceName === undefined ? eb('function_name', '=', functionName) : eb.and([eb('function_name', '=', functionName), eb('service_name', '=', serviceName)]), called]),
+        eb.or([
+          serviceName === undefined
+            ? eb('function_name', '=', functionName)
+            : eb.and([eb('function_name', '=', functionName), eb('service_name', '=', serviceName)]),
+          called,
+        ]),
       );
     } else if (serviceName !== undefined) query = query.where('service_name', '=', serviceName);
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);

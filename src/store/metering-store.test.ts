@@ -51,7 +51,12 @@ async function ageSlots(accountId: string, ms: number): Promise<void> {
 const UNLIMITED = { monthlyExecutions: null, executionsPerMinute: null, concurrency: null, timeoutSeconds: 30 };
 
 async function newAccount(): Promise<{ accountId: string; namespaceId: string }> {
-  const account = await accounts.createAccount({ email: `m-${randomUUID()}@example.com`, passwordHash: 'x', tier: 'pro', trialEndsAt: null });
+  const account = await accounts.createAccount({
+    email: `m-${randomUUID()}@example.com`,
+    passwordHash: 'x',
+    tier: 'pro',
+    trialEndsAt: null,
+  });
   assert.ok(account);
   const ns = await catalog.createNamespace(account.id, `ns-${randomUUID().slice(0, 8)}`, '');
   assert.ok(ns);
@@ -59,7 +64,9 @@ async function newAccount(): Promise<{ accountId: string; namespaceId: string }>
 }
 
 function admit(accountId: string, limits: Partial<AdmissionRequest['limits']>, now = new Date(), ticketId = randomUUID()) {
-  return metering.admit({ ticketId, accountId, limits: { ...UNLIMITED, ...limits }, now }).then((rejection) => ({ ticketId, rejection, now }));
+  return metering
+    .admit({ ticketId, accountId, limits: { ...UNLIMITED, ...limits }, now })
+    .then((rejection) => ({ ticketId, rejection, now }));
 }
 
 function record(accountId: string, namespaceId: string, id: string): ExecutionRecord {
@@ -117,7 +124,11 @@ describe('metering store', () => {
       // One instant for all (the rate window must not roll over mid-test).
       const now = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 1_000);
       const accounts = await Promise.all(Array.from({ length: 4 }, () => newAccount()));
-      const results = await Promise.all(accounts.flatMap(({ accountId }) => Array.from({ length: 40 }, () => admit(accountId, limits, now).then((r) => ({ accountId, ...r })))));
+      const results = await Promise.all(
+        accounts.flatMap(({ accountId }) =>
+          Array.from({ length: 40 }, () => admit(accountId, limits, now).then((r) => ({ accountId, ...r }))),
+        ),
+      );
       for (const { accountId } of accounts) {
         const mine = results.filter((r) => r.accountId === accountId);
         assert.equal(mine.filter((r) => r.rejection === undefined).length, 7, `${gate}: admitted`);
@@ -133,12 +144,24 @@ describe('metering store', () => {
     const first = await admit(accountId, { concurrency: 1 });
     assert.equal(first.rejection, undefined);
     // Retry after: when the held call reaches its time limit (30 s, plus 2 s to settle).
-    assert.deepEqual((await admit(accountId, { concurrency: 1 }, first.now)).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 32 });
+    assert.deepEqual((await admit(accountId, { concurrency: 1 }, first.now)).rejection, {
+      code: 'CONCURRENCY_LIMIT_EXCEEDED',
+      limit: 1,
+      retryAfter: 32,
+    });
     await ageSlots(accountId, 20_500);
-    assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 20_500))).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 12 });
+    assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 20_500))).rejection, {
+      code: 'CONCURRENCY_LIMIT_EXCEEDED',
+      limit: 1,
+      retryAfter: 12,
+    });
     // Held past its deadline (an install or a queue before the sandbox): free by its expiry (30 s + 120 s) at the latest.
     await ageSlots(accountId, 19_500);
-    assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 40_000))).rejection, { code: 'CONCURRENCY_LIMIT_EXCEEDED', limit: 1, retryAfter: 110 });
+    assert.deepEqual((await admit(accountId, { concurrency: 1 }, new Date(first.now.getTime() + 40_000))).rejection, {
+      code: 'CONCURRENCY_LIMIT_EXCEEDED',
+      limit: 1,
+      retryAfter: 110,
+    });
     await metering.settle(first.ticketId, accountId, first.now, true);
     assert.equal((await admit(accountId, { concurrency: 1 })).rejection, undefined);
     assert.equal((await metering.usage(accountId, new Date())).executions, 2, 'a refused admission counts nothing');
@@ -148,7 +171,11 @@ describe('metering store', () => {
     const { accountId } = await newAccount();
     const start = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 15_000);
     for (let i = 0; i < 2; i++) assert.equal((await admit(accountId, { executionsPerMinute: 2 }, start)).rejection, undefined);
-    assert.deepEqual((await admit(accountId, { executionsPerMinute: 2 }, start)).rejection, { code: 'EXECUTION_RATE_EXCEEDED', limit: 2, retryAfter: 45 });
+    assert.deepEqual((await admit(accountId, { executionsPerMinute: 2 }, start)).rejection, {
+      code: 'EXECUTION_RATE_EXCEEDED',
+      limit: 2,
+      retryAfter: 45,
+    });
     assert.equal((await admit(accountId, { executionsPerMinute: 2 }, new Date(start.getTime() + 60_000))).rejection, undefined);
   });
 
@@ -187,10 +214,22 @@ describe('metering store', () => {
     const { accountId, namespaceId } = await newAccount();
     const counted = await admit(accountId, {});
     const uncounted = await admit(accountId, {});
-    await executions.finish({ ticketId: counted.ticketId, accountId, admittedAt: counted.now, counted: true }, record(accountId, namespaceId, counted.ticketId), ['api_key', 'jwt']);
-    await executions.finish({ ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false }, { ...record(accountId, namespaceId, uncounted.ticketId), status: 'error', errorType: 'SandboxError', errorMessage: 'x\u0000y' }, []);
+    await executions.finish(
+      { ticketId: counted.ticketId, accountId, admittedAt: counted.now, counted: true },
+      record(accountId, namespaceId, counted.ticketId),
+      ['api_key', 'jwt'],
+    );
+    await executions.finish(
+      { ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false },
+      { ...record(accountId, namespaceId, uncounted.ticketId), status: 'error', errorType: 'SandboxError', errorMessage: 'x\u0000y' },
+      [],
+    );
     // Already settled (e.g. by the endpoint): only the record; a refund is never taken twice.
-    await executions.finish({ ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false }, record(accountId, namespaceId, randomUUID()), []);
+    await executions.finish(
+      { ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false },
+      record(accountId, namespaceId, randomUUID()),
+      [],
+    );
     await executions.finish(null, record(accountId, namespaceId, randomUUID()), []);
     const usage = await metering.usage(accountId, new Date());
     assert.equal(usage.executions, 1);
@@ -227,9 +266,22 @@ describe('metering store', () => {
 });
 
 describe('server instances and their slots', () => {
-  const run = (namespaceId: string) => ({ namespace_id: namespaceId, key_id: null, mode: 'tools' as const, service_name: 'utils', function_name: 'hello', function_id: null, version: 1, functions: ['utils.hello@1'], language: 'python' });
+  const run = (namespaceId: string) => ({
+    namespace_id: namespaceId,
+    key_id: null,
+    mode: 'tools' as const,
+    service_name: 'utils',
+    function_name: 'hello',
+    function_id: null,
+    version: 1,
+    functions: ['utils.hello@1'],
+    language: 'python',
+  });
   async function instance(id: string, leaseUntil: Date): Promise<MeteringStore> {
-    await database.db.insertInto('server_instances').values({ id, host: 'test', pid: 1, started_at: new Date(), lease_until: leaseUntil }).execute();
+    await database.db
+      .insertInto('server_instances')
+      .values({ id, host: 'test', pid: 1, started_at: new Date(), lease_until: leaseUntil })
+      .execute();
     return new MeteringStore(database.db, id);
   }
 
@@ -248,7 +300,10 @@ describe('server instances and their slots', () => {
     assert.equal(usage.active, 1, "the live instance's slot is kept");
     assert.equal(usage.executions, 1, 'the lost calls are not counted');
     const rows = await executions.list(namespaceId, { limit: 10 });
-    assert.deepEqual(rows.map((row) => [row.id, row.status, row.error_type, row.function_name, row.mode]), [[lost, 'interrupted', 'interrupted', 'hello', 'tools']]);
+    assert.deepEqual(
+      rows.map((row) => [row.id, row.status, row.error_type, row.function_name, row.mode]),
+      [[lost, 'interrupted', 'interrupted', 'hello', 'tools']],
+    );
     // Exactly once: a second release finds nothing.
     assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 0);
   });
@@ -258,40 +313,82 @@ describe('server instances and their slots', () => {
     const now = new Date();
     const dead = await instance(randomUUID(), new Date(now.getTime() + 60_000));
     const [scheduled, older] = [randomUUID(), randomUUID()];
-    await dead.admit({ ticketId: scheduled, accountId, limits: UNLIMITED, now, run: { ...run(namespaceId), trigger: 'schedule', agent_id: 'agent-1' } });
-    await dead.admit({ ticketId: older, accountId, limits: UNLIMITED, now, run: { ...run(namespaceId), mode: 'code' as never, service_name: null, function_name: null } });
+    await dead.admit({
+      ticketId: scheduled,
+      accountId,
+      limits: UNLIMITED,
+      now,
+      run: { ...run(namespaceId), trigger: 'schedule', agent_id: 'agent-1' },
+    });
+    await dead.admit({
+      ticketId: older,
+      accountId,
+      limits: UNLIMITED,
+      now,
+      run: { ...run(namespaceId), mode: 'code' as never, service_name: null, function_name: null },
+    });
     assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 2);
-    const rows = await database.db.selectFrom('executions').select(['id', 'trigger', 'agent_id', 'key_id', 'status']).where('namespace_id', '=', namespaceId).execute();
+    const rows = await database.db
+      .selectFrom('executions')
+      .select(['id', 'trigger', 'agent_id', 'key_id', 'status'])
+      .where('namespace_id', '=', namespaceId)
+      .execute();
     const byId = new Map(rows.map((row) => [row.id, [row.trigger, row.agent_id, row.key_id, row.status]]));
     assert.deepEqual(byId.get(scheduled), ['schedule', 'agent-1', null, 'interrupted']);
     assert.deepEqual(byId.get(older), ['mcp-code', null, null, 'interrupted']);
   });
 
-  test("a live server whose lease lapsed (the database was away) keeps its own slots: its admissions and start-up sweep never release them", async () => {
+  test('a live server whose lease lapsed (the database was away) keeps its own slots: its admissions and start-up sweep never release them', async () => {
     const { accountId, namespaceId } = await newAccount();
     const now = new Date();
     const self = await instance(randomUUID(), new Date(now.getTime() - 60_000));
     await self.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 2 }, now, run: run(namespaceId) });
-    const second = await self.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 2 }, now: new Date(now.getTime() + 1_000), run: run(namespaceId) });
+    const second = await self.admit({
+      ticketId: randomUUID(),
+      accountId,
+      limits: { ...UNLIMITED, concurrency: 2 },
+      now: new Date(now.getTime() + 1_000),
+      run: run(namespaceId),
+    });
     assert.equal(second, undefined);
-    assert.equal((await self.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 2 }, now: new Date(now.getTime() + 2_000) }))?.code, 'CONCURRENCY_LIMIT_EXCEEDED', 'its own two runs still hold their slots');
+    assert.equal(
+      (
+        await self.admit({
+          ticketId: randomUUID(),
+          accountId,
+          limits: { ...UNLIMITED, concurrency: 2 },
+          now: new Date(now.getTime() + 2_000),
+        })
+      )?.code,
+      'CONCURRENCY_LIMIT_EXCEEDED',
+      'its own two runs still hold their slots',
+    );
     assert.equal(await self.releaseStale(new Date(now.getTime() + 2_000), []), 0);
     assert.equal((await metering.usage(accountId, now)).active, 2);
     assert.deepEqual(await executions.list(namespaceId, { limit: 10 }), [], 'nothing recorded as interrupted');
   });
 
-  test("an instance whose lease expired loses its slots at the next admission; with every slot stale (embedded), all go", async () => {
+  test('an instance whose lease expired loses its slots at the next admission; with every slot stale (embedded), all go', async () => {
     const { accountId, namespaceId } = await newAccount();
     const now = new Date();
     const stalled = await instance(randomUUID(), new Date(now.getTime() + 5_000));
     await stalled.admit({ ticketId: randomUUID(), accountId, limits: { ...UNLIMITED, concurrency: 1 }, now, run: run(namespaceId) });
-    assert.equal((await admit(accountId, { concurrency: 1 }, new Date(now.getTime() + 4_000))).rejection?.code, 'CONCURRENCY_LIMIT_EXCEEDED', 'within the lease');
+    assert.equal(
+      (await admit(accountId, { concurrency: 1 }, new Date(now.getTime() + 4_000))).rejection?.code,
+      'CONCURRENCY_LIMIT_EXCEEDED',
+      'within the lease',
+    );
     const later = new Date(now.getTime() + 6_000);
     // Six seconds on, by the database's clock.
-    await sql`UPDATE server_instances SET lease_until = lease_until - interval '6 seconds' WHERE id = ${(stalled as unknown as { instanceId: string }).instanceId}`.execute(database.db);
+    await sql`UPDATE server_instances SET lease_until = lease_until - interval '6 seconds' WHERE id = ${(stalled as unknown as { instanceId: string }).instanceId}`.execute(
+      database.db,
+    );
     const after = await admit(accountId, { concurrency: 1 }, later);
     assert.equal(after.rejection, undefined, 'the lease is over: its slot is released');
-    assert.deepEqual((await executions.list(namespaceId, { limit: 10 })).map((row) => row.status), ['interrupted']);
+    assert.deepEqual(
+      (await executions.list(namespaceId, { limit: 10 })).map((row) => row.status),
+      ['interrupted'],
+    );
     assert.equal((await metering.usage(accountId, later)).executions, 1);
     await metering.releaseStale(later, null);
     assert.equal((await metering.usage(accountId, later)).active, 0, 'no other server: every slot is stale');

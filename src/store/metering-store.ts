@@ -86,7 +86,11 @@ export class MeteringStore {
         // Until the earliest of the account's calls reaches its time limit: by then its slot is free.
         return { code: answer.rejected, limit: limits.concurrency!, retryAfter: Math.max(1, Number(answer.retry_after ?? 1)) };
       case 'EXECUTION_RATE_EXCEEDED':
-        return { code: answer.rejected, limit: limits.executionsPerMinute!, retryAfter: Math.max(1, Math.ceil((window.getTime() + 60_000 - now.getTime()) / 1000)) };
+        return {
+          code: answer.rejected,
+          limit: limits.executionsPerMinute!,
+          retryAfter: Math.max(1, Math.ceil((window.getTime() + 60_000 - now.getTime()) / 1000)),
+        };
       case 'QUOTA_EXCEEDED':
         return { code: answer.rejected, usage: Number(answer.used), limit: limits.monthlyExecutions! };
       default:
@@ -128,15 +132,27 @@ export class MeteringStore {
    * Their unrecorded calls give back their quota unit and, once begun, are recorded as interrupted.
    */
   async releaseStale(now: Date, dead: string[] | null): Promise<number> {
-    const { rows } = await sql<{ n: number }>`SELECT mcpworks_release_stale(NULL, ${now}, ${dead}::text[], ${this.instanceId}) AS n`.execute(this.db);
+    const { rows } = await sql<{
+      n: number;
+    }>`SELECT mcpworks_release_stale(NULL, ${now}, ${dead}::text[], ${this.instanceId}) AS n`.execute(this.db);
     return Number(rows[0]?.n ?? 0);
   }
 
   async usage(accountId: string, now: Date): Promise<{ month: string; executions: number; lastMinute: number; active: number }> {
     const month = monthKey(now);
     const [usage, rate, active] = await Promise.all([
-      this.db.selectFrom('usage_months').select('executions').where('account_id', '=', accountId).where('month', '=', month).executeTakeFirst(),
-      this.db.selectFrom('rate_windows').select('executions').where('account_id', '=', accountId).where('window_start', '=', minuteStart(now)).executeTakeFirst(),
+      this.db
+        .selectFrom('usage_months')
+        .select('executions')
+        .where('account_id', '=', accountId)
+        .where('month', '=', month)
+        .executeTakeFirst(),
+      this.db
+        .selectFrom('rate_windows')
+        .select('executions')
+        .where('account_id', '=', accountId)
+        .where('window_start', '=', minuteStart(now))
+        .executeTakeFirst(),
       this.db
         .selectFrom('active_executions')
         .select(sql<number>`count(*)::int`.as('n'))
@@ -147,7 +163,6 @@ export class MeteringStore {
     ]);
     return { month, executions: usage?.executions ?? 0, lastMinute: rate?.executions ?? 0, active: Number(active.n) };
   }
-
 }
 
 /** What settling a ticket needs: its slot, and whether its quota unit stays counted. */

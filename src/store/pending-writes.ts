@@ -31,7 +31,10 @@ export class PendingWrites {
 
   constructor(
     private readonly health: DatabaseHealth,
-    private readonly log: { warn: (fields: Record<string, unknown>, message: string) => void; error: (fields: Record<string, unknown>, message: string) => void },
+    private readonly log: {
+      warn: (fields: Record<string, unknown>, message: string) => void;
+      error: (fields: Record<string, unknown>, message: string) => void;
+    },
   ) {
     health.pendingWrites = () => this.items.length;
     this.unsubscribe = health.onChange((state) => {
@@ -46,12 +49,16 @@ export class PendingWrites {
   /** Holds a write for later; false (and logged with what it was) when the outbox is full. */
   add(write: PendingWrite): boolean {
     if (this.items.length >= PENDING_WRITES_MAX || this.bytes + write.bytes > PENDING_WRITES_MAX_BYTES) {
-      this.log.error({ write: write.what, pending: this.items.length }, 'pending-writes outbox full: a write the database refused is dropped');
+      this.log.error(
+        { write: write.what, pending: this.items.length },
+        'pending-writes outbox full: a write the database refused is dropped',
+      );
       return false;
     }
     this.items.push(write);
     this.bytes += write.bytes;
-    if (this.items.length === 1) this.log.warn({ write: write.what }, 'database refused a write; held in the pending-writes outbox until it is back');
+    if (this.items.length === 1)
+      this.log.warn({ write: write.what }, 'database refused a write; held in the pending-writes outbox until it is back');
     this.timer ??= setInterval(() => void this.flush(), RETRY_INTERVAL_MS);
     this.timer.unref();
     return true;
@@ -84,7 +91,10 @@ export class PendingWrites {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     if (this.items.length > 0) {
-      this.log.error({ pending: this.items.length, writes: this.items.slice(0, 20).map((w) => w.what) }, 'stopping with writes the database refused still pending; their slots are freed and quota units given back at the next start');
+      this.log.error(
+        { pending: this.items.length, writes: this.items.slice(0, 20).map((w) => w.what) },
+        'stopping with writes the database refused still pending; their slots are freed and quota units given back at the next start',
+      );
     }
   }
 }

@@ -27,7 +27,13 @@ const CLOSE_TIMEOUT_MS = 5000;
 export function guardedPostgresPool(connectionString: string, health: DatabaseHealth): { pool: PostgresPool; stop(): void } {
   // TCP keepalive: a peer lost without a reset (a black-holed network) fails its connections in
   // minutes rather than never.
-  const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
+  const pool = new pg.Pool({
+    connectionString,
+    max: 10,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+  });
   // An idle connection dropped by the server: pg-pool removes it; the next checkout reconnects.
   pool.on('error', () => undefined);
   // A checked-out connection's error rejects its query (seen below); without a listener it would be thrown.
@@ -53,7 +59,8 @@ export function guardedPostgresPool(connectionString: string, health: DatabaseHe
   // Connections with a statement in flight: cut when the database is found unreachable, so their
   // statements fail now (a black hole would hold them until keepalive gives up).
   const waiting = new Set<pg.PoolClient>();
-  const cut = (client: pg.PoolClient) => (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+  const cut = (client: pg.PoolClient) =>
+    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 
   let timer: NodeJS.Timeout | undefined;
   const unsubscribe = health.onChange((state) => {

@@ -142,7 +142,12 @@ class PreparedStatements {
       let messages;
       try {
         messages = await this.db.execProtocolStream(
-          concat([protocol.serialize.bind({ statement: statement.name, values }), protocol.serialize.describe({ type: 'P' }), protocol.serialize.execute({}), protocol.serialize.sync()]),
+          concat([
+            protocol.serialize.bind({ statement: statement.name, values }),
+            protocol.serialize.describe({ type: 'P' }),
+            protocol.serialize.execute({}),
+            protocol.serialize.sync(),
+          ]),
           { syncToFs: false },
         );
       } catch (error) {
@@ -175,7 +180,11 @@ class PreparedStatements {
     if (!statement) return;
     this.prepared.delete(text);
     // Best effort: a statement left behind only costs its memory.
-    void this.db.execProtocolStream(concat([protocol.serialize.close({ type: 'S', name: statement.name }), protocol.serialize.sync()]), { syncToFs: false }).catch(() => undefined);
+    void this.db
+      .execProtocolStream(concat([protocol.serialize.close({ type: 'S', name: statement.name }), protocol.serialize.sync()]), {
+        syncToFs: false,
+      })
+      .catch(() => undefined);
   }
 }
 

@@ -13,7 +13,9 @@ let cached: string[] | undefined;
 
 /** `[...cliCommand(), 'serve', '--port', '0']` as the arguments of `spawn(process.execPath, …)`. */
 export function cliCommand(): string[] {
-  cached ??= buildIsCurrent() ? [path.join(repoRoot, 'dist', 'cli', 'main.js')] : ['--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts')];
+  cached ??= buildIsCurrent()
+    ? [path.join(repoRoot, 'dist', 'cli', 'main.js')]
+    : ['--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts')];
   return cached;
 }
 

@@ -77,7 +77,8 @@ export async function startFakeRegistry(options: FakeRegistryOptions = {}): Prom
     if (options.huge?.(name)) {
       // Thousands of versions with long descriptions: npm must hold and parse it all.
       const filler = 'x'.repeat(4000);
-      for (let i = 0; i * 4100 < (options.hugeBytes ?? 64 * 1024 * 1024); i++) versions[`0.0.${i}`] = { ...version(`0.0.${i}`), description: filler };
+      for (let i = 0; i * 4100 < (options.hugeBytes ?? 64 * 1024 * 1024); i++)
+        versions[`0.0.${i}`] = { ...version(`0.0.${i}`), description: filler };
     }
     return JSON.stringify({ name, 'dist-tags': { latest: '1.0.0' }, versions });
   };

@@ -49,7 +49,9 @@ export async function freshDatabaseUrl(): Promise<string | undefined> {
  * A `skip` option for tests that never use the test PostgreSQL (always the embedded database, or no
  * database): scripts/test.sh runs their file again on PostgreSQL, where they would repeat themselves.
  */
-export const EMBEDDED_RUN_ONLY: string | false = process.env.MCPWORKS_TEST_DATABASE_URL ? 'independent of the database: run in the embedded run' : false;
+export const EMBEDDED_RUN_ONLY: string | false = process.env.MCPWORKS_TEST_DATABASE_URL
+  ? 'independent of the database: run in the embedded run'
+  : false;
 
 /** Servers on a shared PostgreSQL must be given the API-key secret (MCPWORKS_SECRET_KEY); tests use this one. */
 export const TEST_SECRET_KEY = 'mcpworks-test-secret-key-0123456789abcdef';
@@ -90,7 +92,8 @@ async function embeddedTemplate(): Promise<string> {
     renameSync(path.join(staging, 'pglite'), dir);
     // Templates of earlier migrations are of no further use.
     for (const name of readdirSync(path.dirname(dir))) {
-      if (name.startsWith('test-pglite-') && name !== path.basename(dir)) rmSync(path.join(path.dirname(dir), name), { recursive: true, force: true });
+      if (name.startsWith('test-pglite-') && name !== path.basename(dir))
+        rmSync(path.join(path.dirname(dir), name), { recursive: true, force: true });
     }
   } catch (error) {
     if (!existsSync(dir)) throw error;
@@ -107,7 +110,17 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   // The sandbox's default switches (a test passes its own as `sandbox`) and npm's share of the environment, as `serve` reads it.
   const npm = { environment: npmPassThrough(process.env), ...(process.env.PATH ? { searchPath: process.env.PATH } : {}), ...overrides.npm };
   const server = await startServer(
-    { host: '127.0.0.1', port: 0, dataDir, databaseUrl, tiers: DEFAULT_TIERS, sandbox: SANDBOX_DEFAULTS, ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}), ...overrides, npm },
+    {
+      host: '127.0.0.1',
+      port: 0,
+      dataDir,
+      databaseUrl,
+      tiers: DEFAULT_TIERS,
+      sandbox: SANDBOX_DEFAULTS,
+      ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}),
+      ...overrides,
+      npm,
+    },
     createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
   );
   inProcess.set(server.url, server);
@@ -132,8 +145,16 @@ export interface TestAccount {
   key: string;
 }
 
-export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
-  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+export async function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   const text = await response.text();
   return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
 }
@@ -160,7 +181,12 @@ export async function createAccount(base: string, keyOptions: Record<string, unk
   seededPasswordHash ??= hashSecret(TEST_PASSWORD);
   // As AccountService.register and login write them: a pro_trial account ends its trial in TRIAL_DAYS, a session lasts 30 days.
   const trialEndsAt = DEFAULT_TIER === 'pro_trial' ? new Date(Date.now() + TRIAL_DAYS * 86_400_000) : null;
-  const account = await server.services.accountsStore.createAccount({ email, passwordHash: await seededPasswordHash, tier: DEFAULT_TIER, trialEndsAt });
+  const account = await server.services.accountsStore.createAccount({
+    email,
+    passwordHash: await seededPasswordHash,
+    tier: DEFAULT_TIER,
+    trialEndsAt,
+  });
   if (!account) throw new Error(`seeding account ${email} failed`);
   const token = randomHex(32);
   await server.services.accountsStore.createWebSession(sha256Hex(token), account.id, new Date(Date.now() + 30 * 86_400_000));
@@ -200,10 +226,22 @@ export interface McpTestClient {
   sessionId(): string | undefined;
 }
 
-export async function connect(url: string, key: string | undefined, era: ClientEra = 'v2', extraHeaders: Record<string, string> = {}): Promise<McpTestClient> {
+export async function connect(
+  url: string,
+  key: string | undefined,
+  era: ClientEra = 'v2',
+  extraHeaders: Record<string, string> = {},
+): Promise<McpTestClient> {
   const headers: Record<string, string> = { ...(key ? { authorization: `Bearer ${key}` } : {}), ...extraHeaders };
   // The v1 and v2 SDK clients have the same call surface for what the tests use.
-  const wrap = (client: { listTools(): Promise<unknown>; callTool(params: { name: string; arguments: Record<string, unknown> }): Promise<unknown>; close(): Promise<void> }, transport: { sessionId?: string | undefined }): McpTestClient => ({
+  const wrap = (
+    client: {
+      listTools(): Promise<unknown>;
+      callTool(params: { name: string; arguments: Record<string, unknown> }): Promise<unknown>;
+      close(): Promise<void>;
+    },
+    transport: { sessionId?: string | undefined },
+  ): McpTestClient => ({
     era,
     listTools: () => client.listTools() as never,
     callTool: (name, args = {}) => client.callTool({ name, arguments: args }) as never,
@@ -241,7 +279,11 @@ export async function callOk(client: McpTestClient, name: string, args: Record<s
   return parseResult(result);
 }
 
-export async function callError(client: McpTestClient, name: string, args: Record<string, unknown> = {}): Promise<{ type: string; message: string; [k: string]: unknown }> {
+export async function callError(
+  client: McpTestClient,
+  name: string,
+  args: Record<string, unknown> = {},
+): Promise<{ type: string; message: string; [k: string]: unknown }> {
   const result = await client.callTool(name, args);
   if (!result.isError) throw new Error(`${name} unexpectedly succeeded: ${JSON.stringify(parseResult(result))}`);
   return errorOf(parseResult(result));
@@ -252,7 +294,8 @@ export async function callError(client: McpTestClient, name: string, args: Recor
  * and read as `{type, message, …details}`; anything else throws.
  */
 export function errorOf(body: any): { type: string; message: string; [k: string]: unknown } {
-  if (typeof body?.error !== 'string' || typeof body?.error_type !== 'string') throw new Error(`not the one error shape: ${JSON.stringify(body)}`);
+  if (typeof body?.error !== 'string' || typeof body?.error_type !== 'string')
+    throw new Error(`not the one error shape: ${JSON.stringify(body)}`);
   return { ...body, type: body.error_type, message: body.error };
 }
 
@@ -260,14 +303,25 @@ export function errorOf(body: any): { type: string; message: string; [k: string]
  * One raw MCP POST through node:http (fetch cannot set Host), answering the status and the
  * JSON-RPC message (taken from the last SSE `data:` line when the server streamed).
  */
-export async function rawMcpPost(url: string, key: string, message: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+export async function rawMcpPost(
+  url: string,
+  key: string,
+  message: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any }> {
   const { request } = await import('node:http');
   const text = await new Promise<{ status: number; data: string }>((resolve, reject) => {
     const req = request(
       url,
       {
         method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...headers },
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2025-06-18',
+          ...headers,
+        },
       },
       (res) => {
         let data = '';

@@ -37,7 +37,11 @@ function postgresProcesses(dataDir: string): number[] {
 }
 
 export function startPrivatePostgres(): PrivatePostgres {
-  const exports = execFileSync('bash', [SCRIPT, 'start'], { env: { ...process.env, MCPWORKS_TEST_PG_OWNER: String(process.pid) }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const exports = execFileSync('bash', [SCRIPT, 'start'], {
+    env: { ...process.env, MCPWORKS_TEST_PG_OWNER: String(process.pid) },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   const value = (name: string) => new RegExp(`${name}='([^']*)'`).exec(exports)?.[1] ?? '';
   const url = value('MCPWORKS_TEST_DATABASE_URL');
   const dir = value('MCPWORKS_TEST_PG_DIR');
@@ -45,7 +49,9 @@ export function startPrivatePostgres(): PrivatePostgres {
   const bin = readFileSync(path.join(dir, 'bindir'), 'utf8').trim();
   const port = readFileSync(path.join(dir, 'port'), 'utf8').trim();
   const asOwner = (args: string[]) =>
-    process.getuid?.() === 0 ? execFileSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'ignore' }) : execFileSync(args[0]!, args.slice(1), { stdio: 'ignore' });
+    process.getuid?.() === 0
+      ? execFileSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'ignore' })
+      : execFileSync(args[0]!, args.slice(1), { stdio: 'ignore' });
   return {
     url,
     stop: (mode) => asOwner([`${bin}/pg_ctl`, '-D', `${dir}/data`, '-m', mode, '-w', '-t', '60', 'stop']),

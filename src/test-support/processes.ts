@@ -51,7 +51,11 @@ export function cgroupDirsNamed(prefix: string): string[] {
  * running), instead of a fixed sleep that a loaded machine outlasts. Where zygotes are off, waits
  * `fallbackMs`. Bounded at 60 s, for a hung test only.
  */
-export async function zygoteRunsActive(sandbox: { zygoteStats(): { zygotes: Array<{ active: number }> } | null }, count: number, fallbackMs: number): Promise<void> {
+export async function zygoteRunsActive(
+  sandbox: { zygoteStats(): { zygotes: Array<{ active: number }> } | null },
+  count: number,
+  fallbackMs: number,
+): Promise<void> {
   if (sandbox.zygoteStats() === null) {
     await new Promise((resolve) => setTimeout(resolve, fallbackMs));
     return;
@@ -68,7 +72,10 @@ export async function zygoteRunsActive(sandbox: { zygoteStats(): { zygotes: Arra
  * forked from a zygote claims from the pool (hit or miss), after its code is loaded. A run has
  * started once this passes the value read before it was sent.
  */
-export function sandboxRunsStarted(sandbox: { poolStats(): { claims: number } | null; zygoteStats(): { zygotes: Array<{ active: number }> } | null }): number {
+export function sandboxRunsStarted(sandbox: {
+  poolStats(): { claims: number } | null;
+  zygoteStats(): { zygotes: Array<{ active: number }> } | null;
+}): number {
   return (sandbox.poolStats()?.claims ?? 0) + (sandbox.zygoteStats()?.zygotes.reduce((sum, zygote) => sum + zygote.active, 0) ?? 0);
 }
 

@@ -6,7 +6,17 @@
 import assert from 'node:assert/strict';
 import { encodeEnvHeader } from '../core/env-header.js';
 import type { TierLimits } from '../core/tiers.js';
-import { callOk, connect, createAccount, parseResult, startTestServer, type ClientEra, type McpTestClient, type TestAccount, type TestServer } from './harness.js';
+import {
+  callOk,
+  connect,
+  createAccount,
+  parseResult,
+  startTestServer,
+  type ClientEra,
+  type McpTestClient,
+  type TestAccount,
+  type TestServer,
+} from './harness.js';
 
 export interface Space {
   account: TestAccount;
@@ -25,7 +35,13 @@ export interface RuleServer {
   usageOf(account: TestAccount): Promise<any>;
   assertHealthy(): Promise<void>;
   /** One tools/call over plain HTTP (2025-06-18), so 4xx answers can be read. */
-  rawCall(s: Space, mode: 'code' | 'tools', tool: string, args: Record<string, unknown>, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  rawCall(
+    s: Space,
+    mode: 'code' | 'tools',
+    tool: string,
+    args: Record<string, unknown>,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any; headers: Headers }>;
   stop(): Promise<void>;
 }
 
@@ -68,7 +84,13 @@ export async function startRuleServer(tiers: Readonly<Record<string, TierLimits>
     async rawCall(s, mode, tool, args, headers = {}) {
       const response = await fetch(runUrl(s.ns, mode), {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', authorization: `Bearer ${s.account.key}`, ...headers },
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2025-06-18',
+          authorization: `Bearer ${s.account.key}`,
+          ...headers,
+        },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args } }),
       });
       const text = await response.text();
@@ -79,7 +101,11 @@ export async function startRuleServer(tiers: Readonly<Record<string, TierLimits>
   };
 }
 
-export async function execute(client: McpTestClient, code: string, language: 'python' | 'typescript'): Promise<{ isError: boolean; value: any }> {
+export async function execute(
+  client: McpTestClient,
+  code: string,
+  language: 'python' | 'typescript',
+): Promise<{ isError: boolean; value: any }> {
   const response = await client.callTool('execute', { code, language });
   return { isError: response.isError === true, value: parseResult(response) };
 }

@@ -17,7 +17,14 @@ const sandbox = createBubblewrapSandbox({
   zygote: path === 'zygote',
 });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const request = (code: string, entry: SandboxRequest['entry'] = 'main'): SandboxRequest => ({ language, code, input: {}, limits, warm, entry });
+const request = (code: string, entry: SandboxRequest['entry'] = 'main'): SandboxRequest => ({
+  language,
+  code,
+  input: {},
+  limits,
+  warm,
+  entry,
+});
 
 if (path === 'pooled') {
   const ready = () => (sandbox.poolStats()?.keys ?? []).some((key) => key.ready > 0 && key.label.startsWith(language));
@@ -41,6 +48,7 @@ const hits = { pool: sandbox.poolStats()?.hits ?? 0, zygote: sandbox.zygoteStats
 const running = sandbox.run(request(code));
 process.stdout.write(`${JSON.stringify({ running: true })}\n`);
 const outcome = await running;
-const served = path === 'pooled' ? sandbox.poolStats()!.hits > hits.pool : path === 'zygote' ? sandbox.zygoteStats()!.runs > hits.zygote : true;
+const served =
+  path === 'pooled' ? sandbox.poolStats()!.hits > hits.pool : path === 'zygote' ? sandbox.zygoteStats()!.runs > hits.zygote : true;
 process.stdout.write(`${JSON.stringify({ outcome, served })}\n`);
 await sandbox.close();

@@ -26,24 +26,35 @@ const FUNCTIONS: Record<LimitAttack, { python: string; typescript: string }> = {
 };
 
 const INLINE: Record<LimitAttack, { python: string; typescript: string }> = {
-  sleep: { python: 'import time\ntime.sleep(6)\nresult = "slept"', typescript: 'await new Promise((r) => setTimeout(r, 6000));\nresult = "slept";' },
-  hog: { python: 'block = b"x" * (300 * 1024 * 1024)\nresult = len(block)', typescript: 'result = Buffer.alloc(300 * 1024 * 1024, 1).length;' },
+  sleep: {
+    python: 'import time\ntime.sleep(6)\nresult = "slept"',
+    typescript: 'await new Promise((r) => setTimeout(r, 6000));\nresult = "slept";',
+  },
+  hog: {
+    python: 'block = b"x" * (300 * 1024 * 1024)\nresult = len(block)',
+    typescript: 'result = Buffer.alloc(300 * 1024 * 1024, 1).length;',
+  },
   big: { python: 'result = "x" * 100000', typescript: 'result = "x".repeat(100000);' },
 };
 
 // The caller keeps only whether the callee returned: a callee's oversized result must be refused
 // at the callee, not only later by the caller's own limit.
 const CATCHING = {
-  python: (fn: string) => `from functions import ${fn}\ntry:\n    ${fn}()\n    result = {"value": "returned"}\nexcept Exception as error:\n    result = {"caught": error.error_type}`,
-  typescript: (fn: string) => `import { ${fn} } from "functions";\ntry { await ${fn}(); result = { value: "returned" }; } catch (error: any) { result = { caught: error.errorType }; }`,
+  python: (fn: string) =>
+    `from functions import ${fn}\ntry:\n    ${fn}()\n    result = {"value": "returned"}\nexcept Exception as error:\n    result = {"caught": error.error_type}`,
+  typescript: (fn: string) =>
+    `import { ${fn} } from "functions";\ntry { await ${fn}(); result = { value: "returned" }; } catch (error: any) { result = { caught: error.errorType }; }`,
 };
 
 /** Runs `attack` on every path for an account on `tier`; each run must fail with `expectedType`. */
 export async function limitHoldsOnEveryPath(t: RuleServer, attack: LimitAttack, tier: string, expectedType: string): Promise<void> {
-  const s = await t.space([
-    { name: `py-${attack}`, code: FUNCTIONS[attack].python },
-    { name: `ts-${attack}`, language: 'typescript', code: FUNCTIONS[attack].typescript },
-  ], tier);
+  const s = await t.space(
+    [
+      { name: `py-${attack}`, code: FUNCTIONS[attack].python },
+      { name: `ts-${attack}`, language: 'typescript', code: FUNCTIONS[attack].typescript },
+    ],
+    tier,
+  );
   const tools = await s.run('tools');
   const code = await s.run('code');
   for (const language of ['python', 'typescript'] as const) {
@@ -52,11 +63,17 @@ export async function limitHoldsOnEveryPath(t: RuleServer, attack: LimitAttack, 
     assert.equal(parseResult(await tools.callTool(`utils__${short}-${attack}`)).error_type, expectedType, `tool mode ${short}-${attack}`);
     assert.equal(failureType(await execute(code, INLINE[attack][language], language)), expectedType, `code mode ${language}`);
     // The other language's function runs in a sandbox of its own, under the same tier.
-    assert.equal(failureType(await execute(code, CATCHING[language](`${other}_${attack}`), language)), expectedType, `bridge ${language} → ${other}-${attack}`);
+    assert.equal(
+      failureType(await execute(code, CATCHING[language](`${other}_${attack}`), language)),
+      expectedType,
+      `bridge ${language} → ${other}-${attack}`,
+    );
   }
   // Python again in a child of the namespace's zygote, once it is ready: the runs above may take the
   // ordinary path while it starts, and a zygote child has a timer and limits of its own.
-  const zygotes = (t.server.server.services.sandbox as { zygoteStats?(): ZygoteStats | null }).zygoteStats?.bind(t.server.server.services.sandbox);
+  const zygotes = (t.server.server.services.sandbox as { zygoteStats?(): ZygoteStats | null }).zygoteStats?.bind(
+    t.server.server.services.sandbox,
+  );
   let zygoteRuns = 0;
   if (zygotes?.()) {
     const ready = () => zygotes()!.zygotes.some((zygote) => zygote.state === 'ready' && zygote.spares > 0);

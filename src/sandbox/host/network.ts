@@ -46,11 +46,36 @@ export function detectNetworkTools(): NetworkTools {
  * is refused by a route of its own.
  */
 export const REFUSED_RANGES: readonly string[] = [
-  '0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24',
-  '192.0.2.0/24', '192.88.99.0/24', '192.168.0.0/16', '198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24',
-  '224.0.0.0/4', '240.0.0.0/4', '10.0.2.2/32',
-  '::/128', '::1/128', '::ffff:0:0/96', '64:ff9b::/96', '64:ff9b:1::/48', '100::/64', '2001::/23', '2001:db8::/32',
-  '2002::/16', '3fff::/20', '5f00::/16', 'fc00::/7', 'fe80::/10', 'ff00::/8',
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.0.2.0/24',
+  '192.88.99.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '198.51.100.0/24',
+  '203.0.113.0/24',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
+  '10.0.2.2/32',
+  '::/128',
+  '::1/128',
+  '::ffff:0:0/96',
+  '64:ff9b::/96',
+  '64:ff9b:1::/48',
+  '100::/64',
+  '2001::/23',
+  '2001:db8::/32',
+  '2002::/16',
+  '3fff::/20',
+  '5f00::/16',
+  'fc00::/7',
+  'fe80::/10',
+  'ff00::/8',
 ];
 /** slirp4netns's own network inside the namespace: a route for it exists already. */
 const SLIRP_NETWORK = '10.0.2.0/24';
@@ -88,11 +113,12 @@ export function networkOf(address: string, length: number): string {
 function ipv6Value(address: string): bigint {
   const plain = address.split('%')[0]!;
   const [head, tail] = plain.includes('::') ? plain.split('::') : [plain, undefined];
-  const parse = (part: string | undefined) => (part ? part.split(':') : []).flatMap((group) => {
-    if (!group.includes('.')) return [group];
-    const [a, b, c, d] = group.split('.').map(Number) as [number, number, number, number];
-    return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
-  });
+  const parse = (part: string | undefined) =>
+    (part ? part.split(':') : []).flatMap((group) => {
+      if (!group.includes('.')) return [group];
+      const [a, b, c, d] = group.split('.').map(Number) as [number, number, number, number];
+      return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+    });
   const first = parse(head);
   const last = tail === undefined ? [] : parse(tail);
   const groups = tail === undefined ? first : [...first, ...Array(8 - first.length - last.length).fill('0'), ...last];
@@ -125,7 +151,10 @@ export function refusedRoutes(): string[] {
 /** Where an IPv4 prefix starts and how many addresses it holds, as numbers. */
 function ipv4Span(prefix: string): [number, number] {
   const [address, length] = prefix.split('/') as [string, string];
-  const start = networkOf(address, Number(length)).split('/')[0]!.split('.').reduce((sum, part) => sum * 256 + Number(part), 0);
+  const start = networkOf(address, Number(length))
+    .split('/')[0]!
+    .split('.')
+    .reduce((sum, part) => sum * 256 + Number(part), 0);
   return [start, 2 ** (32 - Number(length))];
 }
 
@@ -139,7 +168,10 @@ const NEVER_ALLOWED = ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '10.0.2.0/2
  * this host is connected to (the server's own ports) is refused, so the server stays unreachable.
  */
 export function allowedRoutes(value: string | undefined): string[] {
-  const entries = (value ?? '').split(',').map((entry) => entry.trim()).filter(Boolean);
+  const entries = (value ?? '')
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter(Boolean);
   const forbidden = [...NEVER_ALLOWED, ...hostNetworks().filter((prefix) => !prefix.includes(':'))].map(ipv4Span);
   return entries.map((entry) => {
     const [address, length = '32'] = entry.split('/') as [string, string | undefined];
@@ -149,7 +181,9 @@ export function allowedRoutes(value: string | undefined): string[] {
     const prefix = networkOf(address, Number(length));
     const [start, size] = ipv4Span(prefix);
     if (forbidden.some(([from, count]) => start < from + count && from < start + size)) {
-      throw new Error(`MCPWORKS_SANDBOX_NETWORK_ALLOW: ${prefix} overlaps loopback, link-local, the sandbox gateway or a network of this host, which runs may never reach`);
+      throw new Error(
+        `MCPWORKS_SANDBOX_NETWORK_ALLOW: ${prefix} overlaps loopback, link-local, the sandbox gateway or a network of this host, which runs may never reach`,
+      );
     }
     return prefix;
   });
@@ -200,9 +234,21 @@ async function waitFor(condition: () => boolean, ms: number): Promise<void> {
 
 /** slirp4netns attached to the namespace of `pid`, resolved once it reports the tap device ready. */
 function startSlirp(slirpPath: string, pid: number): Promise<ChildProcess> {
-  const slirp = spawn(slirpPath, ['--configure', `--mtu=${SLIRP_MTU}`, '--disable-host-loopback', `--userns-path=/proc/${pid}/ns/user`, '--ready-fd=3', String(pid), 'tap0'], {
-    stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-  });
+  const slirp = spawn(
+    slirpPath,
+    [
+      '--configure',
+      `--mtu=${SLIRP_MTU}`,
+      '--disable-host-loopback',
+      `--userns-path=/proc/${pid}/ns/user`,
+      '--ready-fd=3',
+      String(pid),
+      'tap0',
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+    },
+  );
   let errors = '';
   slirp.stderr!.on('data', (chunk: Buffer) => {
     if (errors.length < SLIRP_ERRORS_CAP) errors += chunk.toString('utf8');
@@ -245,10 +291,11 @@ export async function attachNetwork(child: ChildProcess, allowed: readonly strin
     // slirp4netns gives no IPv6 (no --enable-ipv6); with IPv6 off on its link, no IPv6 packet can
     // leave (IPv6 multicast, say, follows the local table to an interface, past any prohibit route).
     // Then one ip process adds every route; it stops at the first that fails, and so does the set-up.
-    const routes = refusedRoutes()
-      .filter((prefix) => ipv6 || !prefix.includes(':'))
-      .map((prefix) => `route add prohibit ${prefix}\n`)
-      .join('') + allowed.map((prefix) => `route add ${prefix} via 10.0.2.2 dev tap0 onlink\n`).join('');
+    const routes =
+      refusedRoutes()
+        .filter((prefix) => ipv6 || !prefix.includes(':'))
+        .map((prefix) => `route add prohibit ${prefix}\n`)
+        .join('') + allowed.map((prefix) => `route add ${prefix} via 10.0.2.2 dev tap0 onlink\n`).join('');
     const script = `${ipv6 ? 'echo 1 > /proc/sys/net/ipv6/conf/tap0/disable_ipv6 && ' : ''}exec "$0" -batch -`;
     await runQuiet(paths.nsenter, ['-t', String(pid), '-n', '/bin/sh', '-c', script, paths.ip], routes);
     streams[6].end('1');

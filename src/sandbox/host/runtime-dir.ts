@@ -4,7 +4,19 @@
  * removes those of servers that ended without close().
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { SandboxUnavailableError } from '../errors.js';
@@ -72,7 +84,13 @@ export function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: st
   // Compiling the runner costs each Python run ~3 ms; the same interpreter compiles it once here.
   const compiled = spawnSync(
     paths.python,
-    ['-I', '-c', 'import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile="/sandbox/runner.py", doraise=True)', join(bin, 'runner.py'), join(bin, 'runner.pyc')],
+    [
+      '-I',
+      '-c',
+      'import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile="/sandbox/runner.py", doraise=True)',
+      join(bin, 'runner.py'),
+      join(bin, 'runner.pyc'),
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   if (compiled.status !== 0) throw new SandboxUnavailableError(`could not compile the Python runner: ${compiled.stderr.toString().trim()}`);

@@ -36,7 +36,16 @@ function at(args: readonly string[], ...needle: string[]): number {
 
 test('the base layout: every namespace, no capabilities, read-only /usr, masked /proc, user namespaces off without network', () => {
   const args = baseBubblewrapArgs(layout);
-  for (const flag of ['--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--die-with-parent', '--new-session', '--disable-userns']) {
+  for (const flag of [
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-net',
+    '--die-with-parent',
+    '--new-session',
+    '--disable-userns',
+  ]) {
     assert.ok(args.includes(flag), flag);
   }
   assert.ok(at(args, '--cap-drop', 'ALL') !== -1);
@@ -60,7 +69,11 @@ test('a Python shape: seccomp from fd 4, the compiled runner, the helper options
   assert.ok(at(shape.command, '--size', String(limits.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp') !== -1);
   assert.deepEqual(shape.cgroupLimits, { memoryBytes: 512 * 1024 * 1024, maxProcesses: 64 });
   assert.equal(shape.label, 'python 512 MB');
-  assert.equal(shape.key, shapeFor({ ...python, code: 'other', input: 2, env: { A: 'b' } }, context()).key, 'code, input and env are not part of the shape');
+  assert.equal(
+    shape.key,
+    shapeFor({ ...python, code: 'other', input: 2, env: { A: 'b' } }, context()).key,
+    'code, input and env are not part of the shape',
+  );
 });
 
 test('a TypeScript shape: node with a heap below the memory limit, node_modules and the library link', () => {
@@ -92,7 +105,10 @@ test('helper options: rlimits stand in for missing cgroups; a fixed user; fds ke
   assert.equal(helperDeadlineMs(limits), 11_000);
   assert.ok(at(full, '--keep-fds', '5') !== -1);
   assert.ok(!full.includes('--user'));
-  const bare = helperArgs(typescript, context({ cgroups: { memory: false, pids: false }, fixedUser: { uid: 65534, gid: 65534 }, network: true }));
+  const bare = helperArgs(
+    typescript,
+    context({ cgroups: { memory: false, pids: false }, fixedUser: { uid: 65534, gid: 65534 }, network: true }),
+  );
   assert.ok(at(bare, '--rlimit', `as=${(512 + 1024) * 1024 * 1024}:${(512 + 1024) * 1024 * 1024}`) !== -1);
   assert.ok(at(bare, '--rlimit', 'nproc=256:256') !== -1);
   assert.ok(at(bare, '--user', '65534:65534') !== -1);
@@ -101,10 +117,16 @@ test('helper options: rlimits stand in for missing cgroups; a fixed user; fds ke
   assert.ok(at(networked.command, '/usr/bin/bwrap', '--info-fd', '5', '--block-fd', '6') !== -1);
 });
 
-test('the command frame adds the run\'s uid and, for a pooled sandbox, the clock signal and its mark', () => {
+test("the command frame adds the run's uid and, for a pooled sandbox, the clock signal and its mark", () => {
   const shape = shapeFor(python, context());
   assert.deepEqual(decodeCommandFrame(commandFrame(shape, false, null)), shape.command);
-  assert.deepEqual(decodeCommandFrame(commandFrame(shape, true, 2_000_000_001)), ['--user', '2000000001:65534', '--clock-on-signal', ...shape.command, 'pooled']);
+  assert.deepEqual(decodeCommandFrame(commandFrame(shape, true, 2_000_000_001)), [
+    '--user',
+    '2000000001:65534',
+    '--clock-on-signal',
+    ...shape.command,
+    'pooled',
+  ]);
 });
 
 test('a zygote spec: allow-listed imports only, sorted; its key has no CPU limit; none for TypeScript or without warm', () => {
@@ -123,9 +145,13 @@ test('a zygote spec: allow-listed imports only, sorted; its key has no CPU limit
   assert.equal(zygoteSpecFor({ ...typescript, warm }, shape, layout.masks), null);
 });
 
-test('a zygote\'s bubblewrap: no nested user namespace, its capabilities, cgroup and socket directories, zygote.py', () => {
+test("a zygote's bubblewrap: no nested user namespace, its capabilities, cgroup and socket directories, zygote.py", () => {
   const base = baseBubblewrapArgs(layout);
-  const args = zygoteBubblewrapArgs(base, { imports: ['numpy'], config: { tmpfsBytes: 1024 }, mounts: [] }, { memoryDir: '/cg/m', pidsDir: '/cg/p', socketDir: '/run/sock' });
+  const args = zygoteBubblewrapArgs(
+    base,
+    { imports: ['numpy'], config: { tmpfsBytes: 1024 }, mounts: [] },
+    { memoryDir: '/cg/m', pidsDir: '/cg/p', socketDir: '/run/sock' },
+  );
   assert.ok(!args.includes('--disable-userns'));
   assert.ok(at(args, '--cap-add', 'CAP_SYS_ADMIN', '--cap-add', 'CAP_NET_ADMIN', '--cap-add', 'CAP_SETPCAP') !== -1);
   assert.ok(at(args, '--bind', '/cg/m', '/sandbox/zygote/cg-memory', '--bind', '/cg/p', '/sandbox/zygote/cg-pids') !== -1);
@@ -135,7 +161,9 @@ test('a zygote\'s bubblewrap: no nested user namespace, its capabilities, cgroup
 });
 
 test('request checks: env names, NUL bytes, mount targets under /opt, absolute library paths', () => {
-  assert.doesNotThrow(() => checkRequest({ ...python, env: { API_KEY: 'x' }, mounts: [{ source: '/h', target: '/opt/a.b/c' }], libraryPaths: ['/opt/x'] }));
+  assert.doesNotThrow(() =>
+    checkRequest({ ...python, env: { API_KEY: 'x' }, mounts: [{ source: '/h', target: '/opt/a.b/c' }], libraryPaths: ['/opt/x'] }),
+  );
   const bads: Partial<SandboxRequest>[] = [
     { env: { '1X': 'v' } },
     { env: { X: 'a\0b' } },
@@ -146,13 +174,23 @@ test('request checks: env names, NUL bytes, mount targets under /opt, absolute l
     { libraryPaths: ['lib'] },
   ];
   for (const bad of bads) {
-    assert.throws(() => checkRequest({ ...python, ...bad }), (error: Error & { type?: string }) => error.type === 'validation_error', JSON.stringify(bad));
+    assert.throws(
+      () => checkRequest({ ...python, ...bad }),
+      (error: Error & { type?: string }) => error.type === 'validation_error',
+      JSON.stringify(bad),
+    );
   }
 });
 
-test('the payload carries code, input and env; a raw input goes in as its bytes; the zygote line sets the run\'s clocks', () => {
+test("the payload carries code, input and env; a raw input goes in as its bytes; the zygote line sets the run's clocks", () => {
   assert.deepEqual(JSON.parse(requestPayload({ ...python, env: { A: 'b' } }, 'code')), {
-    code: 'code', input: { a: 1 }, env: { A: 'b' }, maxResultBytes: 1024, entry: 'main', libraryPaths: [], bridge: false,
+    code: 'code',
+    input: { a: 1 },
+    env: { A: 'b' },
+    maxResultBytes: 1024,
+    entry: 'main',
+    libraryPaths: [],
+    bridge: false,
   });
   const raw = JSON.parse(requestPayload({ ...python, input: new RawJson(Buffer.from('{"big":[1,2,"$&"]}')) }, 'c'));
   assert.deepEqual(raw.input, { big: [1, 2, '$&'] });

@@ -23,7 +23,8 @@ export function checkRequest(request: SandboxRequest): void {
     }
   }
   for (const path of request.libraryPaths ?? []) {
-    if (!path.startsWith('/') || path.split('/').includes('..')) throw invalid(`library path '${path.slice(0, 200)}' must be an absolute sandbox path`);
+    if (!path.startsWith('/') || path.split('/').includes('..'))
+      throw invalid(`library path '${path.slice(0, 200)}' must be an absolute sandbox path`);
   }
 }
 

@@ -107,16 +107,29 @@ export function shapeFor(request: SandboxRequest, context: ShapeContext): Sandbo
     if (library) args.push('--symlink', library, '/node_modules');
   }
   args.push('--remount-ro', '/', '--chdir', '/tmp', '--seccomp', '4', '--', ...command);
-  const fullCommand = [...helperArgs(request, context), '--', context.bwrap, ...(context.network ? ['--info-fd', '5', '--block-fd', '6'] : []), ...args];
+  const fullCommand = [
+    ...helperArgs(request, context),
+    '--',
+    context.bwrap,
+    ...(context.network ? ['--info-fd', '5', '--block-fd', '6'] : []),
+    ...args,
+  ];
   const cgroupLimits = { memoryBytes: limits.memoryMb * MB, maxProcesses: limits.maxProcesses };
-  const views = [request.mounts?.length ? 'mounts' : '', request.nodeModulesDir ? 'node_modules' : '', request.language === 'typescript' && request.libraryPaths?.length ? 'library' : ''];
+  const views = [
+    request.mounts?.length ? 'mounts' : '',
+    request.nodeModulesDir ? 'node_modules' : '',
+    request.language === 'typescript' && request.libraryPaths?.length ? 'library' : '',
+  ];
   return {
     key: JSON.stringify([fullCommand, cgroupLimits, limits.maxLogBytes]),
     label: [request.language, `${limits.memoryMb} MB`, ...views.filter(Boolean)].join(' '),
     memoryEstimateBytes: IDLE_MEMORY_ESTIMATE[request.language],
     language: request.language,
     command: fullCommand,
-    viewSources: [...(request.mounts ?? []).map((mount) => mount.source), ...(request.language === 'typescript' && request.nodeModulesDir ? [request.nodeModulesDir] : [])],
+    viewSources: [
+      ...(request.mounts ?? []).map((mount) => mount.source),
+      ...(request.language === 'typescript' && request.nodeModulesDir ? [request.nodeModulesDir] : []),
+    ],
     cgroupLimits,
     maxLogBytes: limits.maxLogBytes,
   };
@@ -129,5 +142,10 @@ export function shapeFor(request: SandboxRequest, context: ShapeContext): Sandbo
  */
 export function commandFrame(shape: SandboxShape, pooled: boolean, uid: number | null): Buffer {
   // The sandbox's own uid is not part of the shape: any pooled sandbox of it serves any run.
-  return encodeCommandFrame([...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]), ...(pooled ? ['--clock-on-signal'] : []), ...shape.command, ...(pooled ? ['pooled'] : [])]);
+  return encodeCommandFrame([
+    ...(uid === null ? [] : ['--user', `${uid}:${SANDBOX_GID}`]),
+    ...(pooled ? ['--clock-on-signal'] : []),
+    ...shape.command,
+    ...(pooled ? ['pooled'] : []),
+  ]);
 }

@@ -12,7 +12,9 @@ export function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape, mask
   const warm = request.warm;
   if (!warm || request.language !== 'python') return null;
   // Only allow-listed packages, by their import names: the zygote imports them before any run.
-  const imports = [...new Set(warm.imports)].filter((name) => IMPORT_NAME.test(name) && findPythonPackage(name)?.importName === name).sort();
+  const imports = [...new Set(warm.imports)]
+    .filter((name) => IMPORT_NAME.test(name) && findPythonPackage(name)?.importName === name)
+    .sort();
   const { limits } = request;
   // The CPU-time limit is not part of the zygote: each run's worker sets its own from the run's
   // first line (a code-mode callee's limit is what is left of its caller's time, which would

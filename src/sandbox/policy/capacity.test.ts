@@ -30,7 +30,10 @@ test('the memory reserve is 512 MB, or a tenth of RAM on larger machines', () =>
 
 test('back-off doubles from its base up to its cap', () => {
   const zygote = { baseMs: 1000, maxMs: 60_000 };
-  assert.deepEqual([0, 1, 2, 5, 6, 7, 50].map((step) => backoffMs(step, zygote)), [1000, 2000, 4000, 32_000, 60_000, 60_000, 60_000]);
+  assert.deepEqual(
+    [0, 1, 2, 5, 6, 7, 50].map((step) => backoffMs(step, zygote)),
+    [1000, 2000, 4000, 32_000, 60_000, 60_000, 60_000],
+  );
   assert.equal(backoffMs(-1, { baseMs: 100, maxMs: 30_000 }), 100);
   assert.equal(backoffMs(2000, { baseMs: 100, maxMs: 30_000 }), 30_000);
 });

@@ -99,7 +99,11 @@ async function runMain(request) {
   userModule.paths = [...Module._nodeModulePaths('/function'), ...request.libraryPaths];
   userModule._compile(request.code, USER_FILE);
   const entry = pickEntry(userModule.exports);
-  if (!entry) throw Object.assign(new TypeError('no main function: export default function main(input), export function main, or module.exports.main'), { stack: '' });
+  if (!entry)
+    throw Object.assign(
+      new TypeError('no main function: export default function main(input), export function main, or module.exports.main'),
+      { stack: '' },
+    );
   return entry(request.input);
 }
 
@@ -184,7 +188,12 @@ process.on('unhandledRejection', reportUncaught);
 // timer, I/O or callback). Say so, rather than "exited with status 0".
 process.on('beforeExit', () => {
   if (answered) return;
-  answer(failure('UnsettledAwaitError', 'the code awaited a promise that never settled: nothing (no timer, I/O or callback) was left to settle it, so the function ended without a result'));
+  answer(
+    failure(
+      'UnsettledAwaitError',
+      'the code awaited a promise that never settled: nothing (no timer, I/O or callback) was left to settle it, so the function ended without a result',
+    ),
+  );
   exit(0);
 });
 

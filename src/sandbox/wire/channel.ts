@@ -133,7 +133,11 @@ export class RunChannel {
     let message: unknown;
     if (nestedDeeperThan(line, MAX_MESSAGE_DEPTH)) {
       // Decided here, before anything on the server parses or walks it; it ends the run.
-      message = { ok: false, type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
+      message = {
+        ok: false,
+        type: 'SerializationError',
+        message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels`,
+      };
     } else {
       try {
         message = refuseInexactResult(JSON.parse(line), line);

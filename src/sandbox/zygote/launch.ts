@@ -42,7 +42,10 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
     if (!memoryBase || !pidsBase) return null;
     mkdirSync(memoryBase);
     mkdirSync(pidsBase);
-    const support: CgroupSupport = { memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap }, pids: { version: 1, base: pidsBase } };
+    const support: CgroupSupport = {
+      memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap },
+      pids: { version: 1, base: pidsBase },
+    };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
     // The zygote's own uid, shared by its children (one namespace's runs).
@@ -91,7 +94,11 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
         exited: remote.exited.then(() => {}),
       };
     }
-    const { child, exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment(), stdout: 'ignore' });
+    const { child, exited } = spawnHelper(paths.helper, args, {
+      seccompProgram: paths.seccompProgram,
+      env: sandboxEnvironment(),
+      stdout: 'ignore',
+    });
     return {
       control: child.stdio[3] as Duplex,
       stderr: child.stderr!,

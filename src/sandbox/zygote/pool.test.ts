@@ -45,15 +45,28 @@ class FakeZygote {
   readonly stderr = new PassThrough();
   private end: () => void = () => {};
   readonly exited = new Promise<void>((resolve) => (this.end = resolve));
-  constructor(readonly key: string, ready: boolean) {
-    this.control = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback(); } });
+  constructor(
+    readonly key: string,
+    ready: boolean,
+  ) {
+    this.control = new Duplex({
+      read() {},
+      write(_chunk, _encoding, callback) {
+        callback();
+      },
+    });
     if (ready) setImmediate(() => this.control.push('{"ready": true}\n'));
   }
   process(): ZygoteProcess {
-    return { control: this.control, stderr: this.stderr, exited: this.exited, kill: () => {
-      this.killed = true;
-      this.end();
-    } };
+    return {
+      control: this.control,
+      stderr: this.stderr,
+      exited: this.exited,
+      kill: () => {
+        this.killed = true;
+        this.end();
+      },
+    };
   }
 }
 
@@ -66,7 +79,14 @@ function harness(options: ZygoteOptions & { cgroups?: boolean; ready?: boolean }
     cgroups: (id) => {
       cgroupCalls++;
       if (options.cgroups === false) return null;
-      return { memoryDir: '/fake', pidsDir: '/fake', self: fakeCgroup(`self-${id}`), user: { uid: 0, gid: 0 }, createRun: (name) => fakeCgroup(`run-${name}`), remove: async () => {} } as ZygoteCgroups;
+      return {
+        memoryDir: '/fake',
+        pidsDir: '/fake',
+        self: fakeCgroup(`self-${id}`),
+        user: { uid: 0, gid: 0 },
+        createRun: (name) => fakeCgroup(`run-${name}`),
+        remove: async () => {},
+      } as ZygoteCgroups;
     },
     launch: (zygoteSpec) => {
       const zygote = new FakeZygote(zygoteSpec.key, options.ready !== false);
@@ -77,7 +97,15 @@ function harness(options: ZygoteOptions & { cgroups?: boolean; ready?: boolean }
   };
   const dir = mkdtempSync(join(tmpdir(), 'zygote-pool-test-'));
   dirs.push(dir);
-  const pool = new ZygotePool(dir, null, hooks, { reserveBytes: 512 * MB, zygoteMemoryBytes: 160 * MB, minSpares: 0, maxSpares: 0, ...options, now: () => clock, freeMemory: () => free });
+  const pool = new ZygotePool(dir, null, hooks, {
+    reserveBytes: 512 * MB,
+    zygoteMemoryBytes: 160 * MB,
+    minSpares: 0,
+    maxSpares: 0,
+    ...options,
+    now: () => clock,
+    freeMemory: () => free,
+  });
   pools.push(pool);
   const tick = () => (pool as unknown as { tick(): void }).tick();
   /** Until the pool's zygote of `key` is ready (bounded). */
@@ -86,7 +114,15 @@ function harness(options: ZygoteOptions & { cgroups?: boolean; ready?: boolean }
       await new Promise((resolve) => setImmediate(resolve));
     }
   };
-  return { pool, launched, tick, ready, advance: (ms: number) => (clock += ms), setFree: (bytes: number) => (free = bytes), cgroupCalls: () => cgroupCalls };
+  return {
+    pool,
+    launched,
+    tick,
+    ready,
+    advance: (ms: number) => (clock += ms),
+    setFree: (bytes: number) => (free = bytes),
+    cgroupCalls: () => cgroupCalls,
+  };
 }
 
 test('a key learns its zygote: the first claim starts it and takes the ordinary path; once ready, claims get children', async () => {
@@ -137,7 +173,7 @@ test('eviction makes room from an idle zygote, never from one with a run in prog
   second.discard();
 });
 
-test('a zygote that never gets ready is not tried again for a minute of the pool\'s clock', async () => {
+test("a zygote that never gets ready is not tried again for a minute of the pool's clock", async () => {
   const h = harness({ cgroups: false });
   h.pool.claim(spec('a'));
   await new Promise((resolve) => setTimeout(resolve, 10));

@@ -93,7 +93,8 @@ export class ZygotePool {
     if (this.freeMemory() - this.zygoteMemoryBytes < this.reserveBytes) return;
     // Only an idle zygote (no run in progress) makes room, so no tenant can end another's runs;
     // without one, this key waits (its runs take the ordinary path).
-    const idle = (owner?: string) => [...this.zygotes].filter(([, zygote]) => zygote.active === 0 && (owner === undefined || zygote.spec.owner === owner));
+    const idle = (owner?: string) =>
+      [...this.zygotes].filter(([, zygote]) => zygote.active === 0 && (owner === undefined || zygote.spec.owner === owner));
     const held = (owner: string) => [...this.zygotes.values()].filter((zygote) => zygote.spec.owner === owner).length;
     if (held(spec.owner) >= this.maxPerOwner) {
       // At its own cap, an owner can only replace one of its own (least recently used first), and

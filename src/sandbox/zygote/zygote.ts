@@ -83,7 +83,8 @@ export class Zygote {
     void started.exited.then(() => {
       clearTimeout(startTimer);
       // Only the platform's own lines: nothing of a run passes through the zygote's stderr.
-      if (this.state !== 'stopped') this.stop(`ended unexpectedly${diagnostics ? `: ${diagnostics.trim().slice(-DIAGNOSTIC_TAIL_CHARS)}` : ''}`);
+      if (this.state !== 'stopped')
+        this.stop(`ended unexpectedly${diagnostics ? `: ${diagnostics.trim().slice(-DIAGNOSTIC_TAIL_CHARS)}` : ''}`);
     });
   }
 

@@ -39,7 +39,10 @@ function wrapper(entry) {
     } catch (error) {
       // One rule in both languages: an input that is not JSON (NaN, a BigInt, a cycle) is a SerializationError.
       if (!(error instanceof TypeError)) throw error;
-      throw new FunctionError('SerializationError', `the input of ${entry.service}.${entry.name} is not JSON-serialisable: ${error.message}`);
+      throw new FunctionError(
+        'SerializationError',
+        `the input of ${entry.service}.${entry.name} is not JSON-serialisable: ${error.message}`,
+      );
     }
     if (!answer.ok) throw new FunctionError(answer.error_type || 'Error', answer.error || 'the function failed');
     if (Object.prototype.hasOwnProperty.call(answer, 'result')) return answer.result;
@@ -51,7 +54,10 @@ function wrapper(entry) {
         verdict = bridge({ op: 'result', service: entry.service, function: entry.name, result: produced === undefined ? null : produced });
       } catch (error) {
         if (!(error instanceof TypeError)) throw error;
-        throw new FunctionError('SerializationError', `the result of ${entry.service}.${entry.name} is not JSON-serialisable: ${error.message}`);
+        throw new FunctionError(
+          'SerializationError',
+          `the result of ${entry.service}.${entry.name} is not JSON-serialisable: ${error.message}`,
+        );
       }
       if (!verdict.ok) {
         const refused = new FunctionError(verdict.error_type || 'Error', verdict.error || 'the result was refused');
