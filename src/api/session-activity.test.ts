@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import { createLogger } from '../app/logger.js';
 import { SessionActivity, type SessionActivityStore } from './session-activity.js';
 
@@ -12,6 +12,9 @@ function recordingStore(): SessionActivityStore & { log: string[] } {
     },
     async clearMcpSessionInUse(id) {
       log.push(`clear ${id}`);
+    },
+    async clearMcpSessionHolds() {
+      log.push('clear all');
     },
   };
 }
@@ -39,7 +42,7 @@ test('a short request writes nothing; what is held at a refresh is marked, and i
   await activity.refresh();
   assert.deepEqual(store.log, ['mark a,b', 'mark a,b', 'clear a', 'clear b']);
   assert.equal(activity.size(), 0);
-  activity.close();
+  await activity.close();
 });
 
 test('a stream is marked at once; writes keep their order (a clear never lands after the next mark)', async () => {
@@ -54,6 +57,7 @@ test('a stream is marked at once; writes keep their order (a clear never lands a
       await store.markMcpSessionsInUse(ids);
     },
     clearMcpSessionInUse: (id) => store.clearMcpSessionInUse(id),
+    clearMcpSessionHolds: () => store.clearMcpSessionHolds(),
   };
   const activity = new SessionActivity(slow, quiet);
   const stream = activity.hold('s', { markNow: true });
@@ -62,7 +66,7 @@ test('a stream is marked at once; writes keep their order (a clear never lands a
   await activity.refresh();
   assert.deepEqual(store.log, ['mark s', 'clear s', 'mark s', 'mark s']);
   again();
-  activity.close();
+  await activity.close();
 });
 
 test('a failed write is logged, never thrown', async () => {
@@ -70,6 +74,7 @@ test('a failed write is logged, never thrown', async () => {
     {
       markMcpSessionsInUse: () => Promise.reject(new Error('database away')),
       clearMcpSessionInUse: () => Promise.reject(new Error('database away')),
+      clearMcpSessionHolds: () => Promise.reject(new Error('database away')),
     },
     quiet,
   );
@@ -77,5 +82,45 @@ test('a failed write is logged, never thrown', async () => {
   await activity.refresh();
   release();
   await activity.refresh();
-  activity.close();
+  await activity.close();
+});
+
+test('a request still being answered after REQUEST_HOLD_AFTER_MS is written then, once; a shorter one never', async () => {
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  try {
+    const store = recordingStore();
+    const activity = new SessionActivity(store, quiet, { requestHoldAfterMs: 1_000 });
+    const short = activity.hold('s');
+    mock.timers.tick(999);
+    short();
+    mock.timers.tick(5_000);
+    const long = activity.hold('l');
+    const alongside = activity.hold('l');
+    mock.timers.tick(1_000);
+    await activity.refresh();
+    assert.deepEqual(
+      store.log,
+      ['mark l', 'mark l'],
+      'the long request written once by its timer (then by the refresh), the short one never',
+    );
+    long();
+    alongside();
+    await activity.refresh();
+    assert.deepEqual(store.log, ['mark l', 'mark l', 'clear l']);
+    await activity.close();
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("close ends all of this node's holds, and nothing is held or written after it", async () => {
+  const store = recordingStore();
+  const activity = new SessionActivity(store, quiet);
+  const stream = activity.hold('s', { markNow: true });
+  await activity.close();
+  stream();
+  activity.hold('t', { markNow: true })();
+  await activity.refresh();
+  assert.deepEqual(store.log, ['mark s', 'clear all']);
+  assert.equal(activity.size(), 0);
 });

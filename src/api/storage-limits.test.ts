@@ -8,6 +8,8 @@ import { applyTierOverrides } from '../core/tiers.js';
 import { sql } from 'kysely';
 import { MCP_SESSION_IDLE_MS, MCP_SESSIONS_PER_KEY } from '../store/accounts-store.js';
 import type { Db } from '../store/database.js';
+import { createLogger } from '../app/logger.js';
+import { SessionActivity } from './session-activity.js';
 import {
   callError,
   callOk,
@@ -355,11 +357,12 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     const inUse = async (id: string) =>
       (
         await db
-          .selectFrom('mcp_sessions')
-          .select(sql<boolean>`coalesce(in_use_until > now(), false)`.as('in_use'))
-          .where('id', '=', id)
-          .executeTakeFirst()
-      )?.in_use;
+          .selectFrom('mcp_session_holds')
+          .select(sql<number>`count(*)::int`.as('holds'))
+          .where('session_id', '=', id)
+          .where('until', '>', sql<Date>`now()`)
+          .executeTakeFirstOrThrow()
+      ).holds > 0;
     const initialize = (key: string, at = url) =>
       fetch(at, {
         method: 'POST',
@@ -392,7 +395,7 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     const alive = async (key: string, ids: string[], message: string) => {
       for (const id of ids) assert.equal((await ping(key, id)).status, 200, message);
     };
-    const ended = async (id: string, message: string) => assert.equal((await ping(account.key, id)).status, 404, message);
+    const ended = async (id: string, message: string, at = url) => assert.equal((await ping(account.key, id, at)).status, 404, message);
 
     const otherKeys = await sessionOf(other);
     // Throw-away sessions (an initialize and nothing more, as mcp-remote's and test suites' are):
@@ -448,13 +451,13 @@ describe('MCP sessions (2025-era): per-key cap', () => {
       },
       { 'mcp-session-id': runSession },
     );
+    // Written by the request's own timer once it has lasted a second (no refresh needed).
     await until(
       'the call holds its session',
-      async () => activity.size(),
-      (held) => held >= 1,
+      () => inUse(runSession),
+      (used) => used === true,
     );
-    await activity.refresh();
-    assert.equal(await inUse(runSession), true, 'marked in use while the call runs');
+    assert.ok(activity.size() >= 1);
     await idleFor(runSession, 30 * 60_000);
     await sessionOf(account.key);
     await ended(ids[4]!, 'the least recently used one not in use ended');
@@ -468,19 +471,36 @@ describe('MCP sessions (2025-era): per-key cap', () => {
     );
     assert.equal((await ping(account.key, runSession, runUrl)).status, 200, 'the run session lived through its call');
 
+    // Holds are per node: another node's hold on the session stays when this node's ends.
+    const otherNode = new SessionActivity(
+      {
+        markMcpSessionsInUse: (list) => server.server.services.accountsStore.markMcpSessionsInUse('other-node', list),
+        clearMcpSessionInUse: (id) => server.server.services.accountsStore.clearMcpSessionInUse('other-node', id),
+        clearMcpSessionHolds: () => server.server.services.accountsStore.clearMcpSessionHolds('other-node'),
+      },
+      createLogger('silent'),
+    );
+    otherNode.hold(runSession, { markNow: true });
+    activity.hold(runSession, { markNow: true })();
+    await activity.refresh();
+    await otherNode.refresh();
+    assert.equal(await inUse(runSession), true, "this node's release leaves the other node's hold");
+    await idleFor(runSession, 30 * 60_000);
+    await sessionOf(account.key);
+    await ended(ids[5]!, 'the least recently used one no node holds ended');
+    await otherNode.close();
+    assert.equal(await inUse(runSession), false, "the other node's close ends its holds");
+
     // The account full (33 = 32 of this key + 1 of the other): the key's own sessions not in use
     // still make room, while the other key is refused and ends nobody's session.
     await server.server.services.accounts.setTier(account.email, 'sessions33');
     await sessionOf(account.key);
-    await ended(ids[5]!, 'the least recently used one not in use ended');
+    await ended(runSession, 'the least recently used one not in use ended', runUrl);
     await refusedAt(other, 33, 33);
     // Every session of the key in use: refused, and none ends.
     const keyId = (await db.selectFrom('mcp_sessions').select('key_id').where('id', '=', first).executeTakeFirstOrThrow()).key_id;
-    await db
-      .updateTable('mcp_sessions')
-      .set({ in_use_until: sql`now() + interval '1 minute'` })
-      .where('key_id', '=', keyId)
-      .execute();
+    await sql`INSERT INTO mcp_session_holds (session_id, node_id, until)
+      SELECT id, 'test-node', now() + interval '1 minute' FROM mcp_sessions WHERE key_id = ${keyId}`.execute(db);
     const keyIds = (await db.selectFrom('mcp_sessions').select('id').where('key_id', '=', keyId).execute()).map((row) => row.id);
     assert.equal(keyIds.length, MCP_SESSIONS_PER_KEY);
     assert.equal(await refusedAt(account.key, MCP_SESSIONS_PER_KEY, MCP_SESSIONS_PER_KEY), 60);
@@ -490,7 +510,7 @@ describe('MCP sessions (2025-era): per-key cap', () => {
       'a refusal ends no session',
     );
     // Over a lowered limit, the key itself is refused even with sessions not in use, and loses nothing.
-    await db.updateTable('mcp_sessions').set({ in_use_until: null }).where('key_id', '=', keyId).execute();
+    await db.deleteFrom('mcp_session_holds').where('node_id', '=', 'test-node').execute();
     await server.server.services.accounts.setTier(account.email, 'pro_trial');
     await refusedAt(account.key, 2, 33);
     await alive(

@@ -261,9 +261,16 @@ async function startServerSteps(
   } catch (error) {
     return failStart(error);
   }
-  // Catalog changes on any node reach this node's run streams (LISTEN on the database).
   // Open streams and requests being answered hold their sessions in use (src/api/session-activity.ts).
-  const sessionActivity = new SessionActivity(accountsStore, logger);
+  const sessionActivity = new SessionActivity(
+    {
+      markMcpSessionsInUse: (ids) => accountsStore.markMcpSessionsInUse(instance.id, ids),
+      clearMcpSessionInUse: (id) => accountsStore.clearMcpSessionInUse(instance.id, id),
+      clearMcpSessionHolds: () => accountsStore.clearMcpSessionHolds(instance.id),
+    },
+    logger,
+  );
+  // Catalog changes on any node reach this node's run streams (LISTEN on the database).
   const listChanged = new ListChangedHub(logger, sessionActivity);
   await listChanged.start(database.notifications).catch(failStart);
   // Its sweep timer lives as long as the server: closed with it (and if start-up fails).
@@ -380,7 +387,8 @@ async function startServerSteps(
         stopPacing();
         // Change streams say nothing more; ended now, they do not hold the connections open.
         listChanged.closeAll();
-        sessionActivity.close();
+        // This node's holds end now: its sessions may be ended for their key's cap at once.
+        await sessionActivity.close();
         const http = server as unknown as { closeIdleConnections?: () => void; closeAllConnections?: () => void };
         // No new connections; open ones serve what is in progress (new requests get 503).
         const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -314,7 +314,10 @@ export class AccountsStore {
       // "In use" is read on the database's clock, the one its marks were written with.
       const keySessions = await trx
         .selectFrom('mcp_sessions')
-        .select(['id', sql<boolean>`coalesce(in_use_until > now(), false)`.as('in_use')])
+        .select([
+          'id',
+          sql<boolean>`EXISTS (SELECT 1 FROM mcp_session_holds h WHERE h.session_id = mcp_sessions.id AND h.until > now())`.as('in_use'),
+        ])
         .where('account_id', '=', input.accountId)
         .where('key_id', '=', input.keyId)
         .orderBy('last_seen_at', 'asc')
@@ -423,24 +426,55 @@ export class AccountsStore {
       .execute();
   }
 
-  /** Marks sessions in use (and used) on the database's clock; see src/api/session-activity.ts. */
-  async markMcpSessionsInUse(ids: readonly string[]): Promise<void> {
+  /**
+   * Node `nodeId` holds these sessions in use for MCP_SESSION_IN_USE_MS more (on the database's
+   * clock), and they were used now; see src/api/session-activity.ts. A deleted session is skipped.
+   */
+  async markMcpSessionsInUse(nodeId: string, ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.db
-      .updateTable('mcp_sessions')
-      .set({ in_use_until: sql`now() + make_interval(secs => ${MCP_SESSION_IN_USE_MS / 1000})`, last_seen_at: sql`now()` })
-      .where('id', 'in', [...ids])
-      .execute();
+    const list = [...ids];
+    await this.db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable('mcp_sessions')
+        .set({ last_seen_at: sql`now()` })
+        .where('id', 'in', list)
+        .execute();
+      await trx
+        .insertInto('mcp_session_holds')
+        .columns(['session_id', 'node_id', 'until'])
+        .expression((eb) =>
+          eb
+            .selectFrom('mcp_sessions')
+            .select([
+              'id',
+              sql<string>`${nodeId}`.as('node_id'),
+              sql<Date>`now() + make_interval(secs => ${MCP_SESSION_IN_USE_MS / 1000})`.as('until'),
+            ])
+            .where('id', 'in', list),
+        )
+        .onConflict((oc) => oc.columns(['session_id', 'node_id']).doUpdateSet({ until: (eb) => eb.ref('excluded.until') }))
+        .execute();
+    });
   }
 
-  /** The session is no longer held in use by the node that marked it. */
-  async clearMcpSessionInUse(id: string): Promise<void> {
-    await this.db.updateTable('mcp_sessions').set({ in_use_until: null }).where('id', '=', id).execute();
+  /** Node `nodeId` no longer holds the session (another node's hold stays). */
+  async clearMcpSessionInUse(nodeId: string, id: string): Promise<void> {
+    await this.db.deleteFrom('mcp_session_holds').where('session_id', '=', id).where('node_id', '=', nodeId).execute();
+  }
+
+  /** Node `nodeId` holds no session any more (it is shutting down). */
+  async clearMcpSessionHolds(nodeId: string): Promise<void> {
+    await this.db.deleteFrom('mcp_session_holds').where('node_id', '=', nodeId).execute();
   }
 
   /** Deletes every expired session (all accounts) as of `now`; answers how many. */
   async deleteExpiredMcpSessions(now = Date.now()): Promise<number> {
     const live = liveSince(now);
+    // Holds a node left behind (it stopped without ending them) have lapsed: they go too.
+    await this.db
+      .deleteFrom('mcp_session_holds')
+      .where('until', '<', new Date(now - MCP_SESSION_IN_USE_MS))
+      .execute();
     const result = await this.db
       .deleteFrom('mcp_sessions')
       .where((eb) => eb.or([eb('created_at', '<', live.created), eb('last_seen_at', '<', live.seen)]))

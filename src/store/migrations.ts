@@ -588,10 +588,17 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 15,
     name: 'MCP sessions in use',
     statements: [
-      // Set (on the database's clock) while a node holds the session in use: an open GET stream or
-      // a request still being answered, renewed while it lasts. A key at its session cap ends its
-      // least recently used session only among those not in use (src/api/session-activity.ts).
-      `ALTER TABLE mcp_sessions ADD COLUMN in_use_until TIMESTAMPTZ`,
+      // One row per node that holds the session in use (an open GET stream, a request still being
+      // answered), its `until` on the database's clock, renewed while the hold lasts; a node ends
+      // only its own row. A key at its session cap ends its least recently used session only among
+      // those no node holds (src/api/session-activity.ts).
+      `CREATE TABLE mcp_session_holds (
+        session_id TEXT NOT NULL REFERENCES mcp_sessions(id) ON DELETE CASCADE,
+        node_id TEXT NOT NULL,
+        until TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (session_id, node_id)
+      )`,
+      `CREATE INDEX mcp_session_holds_node ON mcp_session_holds(node_id)`,
     ],
   },
   {

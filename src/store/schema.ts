@@ -43,8 +43,13 @@ export interface McpSessionsTable {
   last_seen_at: Timestamp;
   /** The 2025-era protocol version negotiated at initialize (null: a session from before migration 11). */
   protocol_version: string | null;
-  /** Held in use by a node until then (migration 15); null or past: not in use. */
-  in_use_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+/** A node's hold on a session in use (migration 15): `until` past, the hold has lapsed. */
+export interface McpSessionHoldsTable {
+  session_id: string;
+  node_id: string;
+  until: Timestamp;
 }
 
 export interface NamespacesTable {
@@ -209,6 +214,7 @@ export interface Database {
   api_keys: ApiKeysTable;
   web_sessions: WebSessionsTable;
   mcp_sessions: McpSessionsTable;
+  mcp_session_holds: McpSessionHoldsTable;
   namespaces: NamespacesTable;
   services: ServicesTable;
   functions: FunctionsTable;
