@@ -399,12 +399,25 @@ describe('agents on the create endpoint', () => {
     await healthy();
   });
 
-  test('a clone that fails (source destroyed mid-copy, or past the state cap) leaves no agent and frees its slot', async () => {
+  test('a clone that fails (copy or source destroyed mid-copy, or past the state cap) leaves no agent and frees its slot', async () => {
     const agents = server.server.services.agents;
     const o = await owner('open');
     await callOk(o.create, 'make_agent', { name: 'src' });
     // Two pages (one 700 KB value each): the source destroyed after the first, so half its state is in.
     for (const key of ['a', 'b']) await callOk(o.create, 'set_agent_state', { name: 'src', key, value: 'x'.repeat(700_000) });
+    // destroy_agent on the copy while it is 'cloning' cancels the clone.
+    agents.onClonePage = async () => {
+      agents.onClonePage = undefined;
+      await callOk(o.create, 'destroy_agent', { name: 'cancelled' });
+    };
+    try {
+      const cancelled = await callError(o.create, 'clone_agent', { name: 'src', new_name: 'cancelled', include_state: true });
+      assert.equal(cancelled.type, 'conflict');
+      assert.match(cancelled.message, /destroyed/);
+    } finally {
+      agents.onClonePage = undefined;
+    }
+    assert.deepEqual(await names(o.create), ['src']);
     let destroyed = false;
     agents.onClonePage = async () => {
       if (destroyed) return;
