@@ -80,7 +80,7 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
     'clone_agent',
     {
       description:
-        'Copy an agent under a new name in this namespace: description, config and replica count (stopped). Its state is copied only with include_state: true. Takes agent slots like make_agent.',
+        'Copy an agent under a new name in this namespace: description, config and replica count (stopped). Its state is copied only with include_state: true, in pages: until the answer the copy has status "cloning" (state tools refuse it), each key is copied as it is when its page is, so writes to the source meanwhile may or may not be in the copy; if the copy fails it is removed. Takes agent slots like make_agent.',
       input: z.object({
         ...agentFields,
         new_name: z.string().describe('Name of the copy (same rules as make_agent)'),

@@ -10,6 +10,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { applyTierOverrides } from '../core/tiers.js';
+import { CLONE_PAGE_BYTES } from '../services/agents.js';
+import type { Db } from '../store/database.js';
 import {
   callError,
   callOk,
@@ -348,6 +350,140 @@ describe('agents on the create endpoint', () => {
     const state = await callOk(o.create, 'get_agent_state', { name: 'steady', key: 'k' });
     assert.deepEqual([state.value, state.version], [{ a: 1 }, 1]);
     await healthy();
+  });
+
+  test('clone_agent with state copies in pages of at most 1 MB, each its own transaction: the server, the account and the source stay usable meanwhile', async () => {
+    const o = await owner();
+    const agents = server.server.services.agents;
+    await callOk(o.create, 'make_agent', { name: 'big' });
+    const value = (i: number) => `${i}`.repeat(700_000);
+    for (let i = 0; i < 6; i++) await callOk(o.create, 'set_agent_state', { name: 'big', key: `k${i}`, value: value(i) });
+    const pages: Array<{ keys: number; bytes: number }> = [];
+    let healthzDuringClone = 0;
+    agents.onClonePage = async (page) => {
+      pages.push(page);
+      if (pages.length !== 2) return;
+      // Between two pages, while clone_agent has not answered yet: /healthz answers, the clone is
+      // visible as 'cloning' and refuses the state tools, and neither the account's lock (make_agent)
+      // nor the source's (set_agent_state) is held.
+      const response = await fetch(`${server.url}/healthz`);
+      if (response.status === 200) healthzDuringClone++;
+      const described = await callOk(o.create, 'describe_agent', { name: 'big-copy' });
+      assert.equal(described.status, 'cloning');
+      assert.equal((await callOk(o.create, 'list_agents')).find((a: { name: string }) => a.name === 'big-copy').status, 'cloning');
+      const refused = await callError(o.create, 'get_agent_state', { name: 'big-copy', key: 'k0' });
+      assert.equal(refused.type, 'conflict');
+      assert.match(refused.message, /being cloned/);
+      assert.equal((await callError(o.create, 'set_agent_state', { name: 'big-copy', key: 'x', value: 1 })).type, 'conflict');
+      assert.equal((await callError(o.create, 'clone_agent', { name: 'big-copy', new_name: 'copy-of-copy' })).type, 'conflict');
+      await callOk(o.create, 'make_agent', { name: 'made-meanwhile' });
+      // k0 was copied in the first page: the clone keeps the value it had then.
+      await callOk(o.create, 'set_agent_state', { name: 'big', key: 'k0', value: 'changed' });
+    };
+    let cloned;
+    try {
+      cloned = await callOk(o.create, 'clone_agent', { name: 'big', new_name: 'big-copy', include_state: true });
+    } finally {
+      agents.onClonePage = undefined;
+    }
+    assert.equal(cloned.state_keys_copied, 6);
+    assert.equal(cloned.status, 'stopped');
+    assert.equal(healthzDuringClone, 1, '/healthz answered between two pages');
+    assert.equal(pages.length, 6, 'one 700 KB value per page');
+    for (const page of pages) assert.ok(page.bytes <= CLONE_PAGE_BYTES && page.keys === 1, JSON.stringify(page));
+    assert.equal((await callOk(o.create, 'get_agent_state', { name: 'big-copy', key: 'k0' })).value, value(0));
+    assert.equal((await callOk(o.create, 'get_agent_state', { name: 'big-copy', key: 'k5' })).value, value(5));
+    const described = await callOk(o.create, 'describe_agent', { name: 'big-copy' });
+    assert.deepEqual([described.status, described.state.keys, described.state.bytes], ['stopped', 6, 6 * 700_002]);
+    assert.deepEqual(await names(o.create), ['big', 'big-copy', 'made-meanwhile']);
+    await healthy();
+  });
+
+  test('a clone that fails (copy or source destroyed mid-copy, or past the state cap) leaves no agent and frees its slot', async () => {
+    const agents = server.server.services.agents;
+    const o = await owner('open');
+    await callOk(o.create, 'make_agent', { name: 'src' });
+    // Two pages (one 700 KB value each): the source destroyed after the first, so half its state is in.
+    for (const key of ['a', 'b']) await callOk(o.create, 'set_agent_state', { name: 'src', key, value: 'x'.repeat(700_000) });
+    // destroy_agent on the copy while it is 'cloning' cancels the clone.
+    agents.onClonePage = async () => {
+      agents.onClonePage = undefined;
+      await callOk(o.create, 'destroy_agent', { name: 'cancelled' });
+    };
+    try {
+      const cancelled = await callError(o.create, 'clone_agent', { name: 'src', new_name: 'cancelled', include_state: true });
+      assert.equal(cancelled.type, 'conflict');
+      assert.match(cancelled.message, /destroyed/);
+    } finally {
+      agents.onClonePage = undefined;
+    }
+    assert.deepEqual(await names(o.create), ['src']);
+    let destroyed = false;
+    agents.onClonePage = async () => {
+      if (destroyed) return;
+      destroyed = true;
+      await callOk(o.create, 'destroy_agent', { name: 'src' });
+    };
+    let failed;
+    try {
+      failed = await callError(o.create, 'clone_agent', { name: 'src', new_name: 'half', include_state: true });
+    } finally {
+      agents.onClonePage = undefined;
+    }
+    assert.ok(destroyed, 'the source was destroyed between pages');
+    assert.equal(failed.type, 'not_found');
+    assert.deepEqual(await names(o.create), []);
+
+    // Past the per-agent cap: filled on an unlimited plan, then cloned on tiny (3,000 bytes per agent).
+    await callOk(o.create, 'make_agent', { name: 'fat' });
+    for (const key of ['a', 'b', 'c']) await callOk(o.create, 'set_agent_state', { name: 'fat', key, value: 'x'.repeat(1400) });
+    await server.server.services.accounts.setTier(o.account.email, 'tiny');
+    const capped = await callError(o.create, 'clone_agent', { name: 'fat', new_name: 'fat-copy', include_state: true });
+    assert.equal(capped.type, 'limit_exceeded');
+    assert.equal(capped.resource, 'agent_state_bytes');
+    assert.deepEqual(await names(o.create), ['fat']);
+    // Its slot is free again: tiny's second slot is there to take.
+    assert.deepEqual((await callOk(o.create, 'make_agent', { name: 'second' })).agent_slots, { used: 2, limit: 2 });
+  });
+
+  test('a state value rolled back to an older ciphertext in the database does not decrypt, and leaks nothing', async () => {
+    const o = await owner();
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const marker = `old-value-${Math.random().toString(36).slice(2, 10)}`;
+    await callOk(o.create, 'make_agent', { name: 'ledger' });
+    await callOk(o.create, 'set_agent_state', { name: 'ledger', key: 'balance', value: marker });
+    const row = () =>
+      db
+        .selectFrom('agent_state as s')
+        .innerJoin('agents as a', 'a.id', 's.agent_id')
+        .innerJoin('namespaces as n', 'n.id', 'a.namespace_id')
+        .select(['s.agent_id', 's.value', 's.version'])
+        .where('n.name', '=', o.ns)
+        .where('a.name', '=', 'ledger')
+        .where('s.key', '=', 'balance')
+        .executeTakeFirstOrThrow();
+    const old = await row();
+    await callOk(o.create, 'set_agent_state', { name: 'ledger', key: 'balance', value: 'spent' });
+    const current = await row();
+    assert.equal(current.version, 2);
+    await db
+      .updateTable('agent_state')
+      .set({ value: old.value })
+      .where('agent_id', '=', old.agent_id)
+      .where('key', '=', 'balance')
+      .execute();
+    const error = await callError(o.create, 'get_agent_state', { name: 'ledger', key: 'balance' });
+    assert.equal(error.type, 'internal_error');
+    assert.match(error.message, /does not decrypt/);
+    assert.doesNotMatch(JSON.stringify(error), new RegExp(marker));
+    // Put back, the current ciphertext opens again.
+    await db
+      .updateTable('agent_state')
+      .set({ value: current.value })
+      .where('agent_id', '=', old.agent_id)
+      .where('key', '=', 'balance')
+      .execute();
+    assert.equal((await callOk(o.create, 'get_agent_state', { name: 'ledger', key: 'balance' })).value, 'spent');
   });
 
   test('state survives a restart and is never stored in plain text', async () => {

@@ -7,6 +7,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
 import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../services/credential-hashing.js';
 import { sharedScanPool } from '../run/scan-pool.js';
+import { sharedFairShare } from '../run/fair-share.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
@@ -213,7 +214,9 @@ async function startServerSteps(
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, {
     sandboxNetwork: sandboxSettings.network,
   });
-  const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers);
+  const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers, (accountId) =>
+    sharedFairShare.turn(accountId),
+  );
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);

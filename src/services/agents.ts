@@ -22,9 +22,22 @@ import { StateCipher, StateCipherError } from './state-cipher.js';
 export type AgentArgs = Record<string, unknown>;
 
 const iso = (d: Date): string => new Date(d).toISOString();
-const CLONE_PAGE = 200;
+/** clone_agent copies state in pages of at most this much value text (at least one key, so up to one 1 MB value). */
+export const CLONE_PAGE_BYTES = 1024 * 1024;
+const CLONE_SIZE_SCAN = 1000;
+/** The status of an agent whose state clone_agent is still copying in. */
+const CLONING = 'cloning';
 const DEFAULT_KEY_PAGE = 100;
 const MAX_KEY_PAGE = 1000;
+
+/** The state tools and clone_agent refuse an agent still being cloned into (destroy_agent cancels the clone). */
+function ready(agent: AgentRow): void {
+  if (agent.status === CLONING)
+    throw new DomainError(
+      'conflict',
+      `agent '${agent.name}' is still being cloned (status '${CLONING}'); try again when clone_agent has answered, or destroy it`,
+    );
+}
 
 function requireScope(principal: KeyPrincipal, scope: Scope): void {
   if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
@@ -87,6 +100,8 @@ export class AgentService {
     private readonly catalog: CatalogService,
     private readonly cipher: StateCipher,
     private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
+    /** Resolves on the account's next fair turn of the event loop (run/fair-share.ts): clone pages wait for it. */
+    private readonly turn: (accountId: string) => Promise<void> = () => new Promise((resolve) => setImmediate(resolve)),
   ) {}
 
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
@@ -173,9 +188,15 @@ export class AgentService {
     const newName = validateAgentName(args.new_name, 'new_name');
     const includeState = args.include_state ?? false;
     if (typeof includeState !== 'boolean') throw invalid('include_state must be true or false', { field: 'include_state' });
-    const source = await this.agent(ns, sourceName);
+    const found = await this.agent(ns, sourceName);
     const limits = this.limits(principal);
+    const gone = () => new DomainError('not_found', `agent '${sourceName}' not found in namespace '${ns.name}'`);
+    // A short transaction: the slot and the new row under the account's lock, the source's row and
+    // config read under its share lock (order: account, then agent), so the config copied is one version.
     const made = await this.store.withAccountLock(principal.accountId, async (trx) => {
+      const source = await this.store.agentForShare(found.id, trx);
+      if (!source) throw gone();
+      ready(source);
       const used = await this.store.slotsInUse(principal.accountId, trx);
       if (await this.store.findAgent(ns.id, newName, trx))
         throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
@@ -188,39 +209,83 @@ export class AgentService {
           description: source.description,
           desiredReplicas: source.desired_replicas,
           config: source.config,
+          status: includeState ? CLONING : 'stopped',
         },
         trx,
       );
       if (!row) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
-      let keys = 0;
-      let bytes = 0;
-      if (includeState) {
-        // Each value is bound to its agent (GCM associated data): opened and sealed again for the clone.
-        for (let after: string | undefined; ;) {
-          const page = await this.store.statePage(source.id, after, CLONE_PAGE, trx);
-          if (page.length === 0) break;
-          const rows = page.map((r) => ({
-            key: r.key,
-            value: this.cipher.seal(row.id, r.key, this.open(source.id, r.key, r.value)),
-            version: 1,
-            size: r.size_bytes,
-          }));
-          bytes += rows.reduce((sum, r) => sum + r.size, 0);
-          keys += rows.length;
-          assertStateFits(limits, principal.tier, 0, 0, bytes);
-          await this.store.insertStateRows(trx, row.id, rows);
-          after = page[page.length - 1]!.key;
-        }
-        await this.store.setStateBytes(trx, row.id, bytes);
-      }
-      return { row: { ...row, state_bytes: bytes }, used: used + adding, keys };
+      return { row, used: used + adding };
     });
+    let keys = 0;
+    let row = made.row;
+    if (includeState) {
+      try {
+        keys = await this.copyState(principal, limits, found.id, made.row.id, gone);
+        row = await this.store.withAgentLock(made.row.id, async (trx, locked) => {
+          if (!locked) throw new DomainError('conflict', `agent '${newName}' was destroyed while its state was being copied`);
+          await this.store.setStatus(trx, locked.id, 'stopped');
+          return { ...locked, status: 'stopped' };
+        });
+      } catch (error) {
+        // No half-made clone: the copy and its slot go (destroying an absent agent is a no-op).
+        await this.store.deleteAgent(made.row.id);
+        throw error;
+      }
+    }
     return {
-      ...this.summary(made.row),
-      cloned_from: source.name,
-      state_keys_copied: made.keys,
+      ...this.summary(row),
+      cloned_from: found.name,
+      state_keys_copied: keys,
       agent_slots: { used: made.used, limit: limits.agents },
     };
+  }
+
+  /** For tests: awaited between clone pages (outside any transaction) with each page's size. */
+  onClonePage: ((page: { clone: string; index: number; keys: number; bytes: number }) => Promise<void> | void) | undefined;
+
+  /**
+   * Copies the source's state into the new agent in pages of at most CLONE_PAGE_BYTES of value text
+   * (at least one key), each its own short transaction holding the new agent's row lock and the
+   * source's share lock (writes to the source wait for the page, not for the whole copy), with a
+   * fair-share turn of the event loop between pages. Each key is copied at its version as of its page.
+   */
+  private async copyState(
+    principal: KeyPrincipal,
+    limits: TierLimits,
+    sourceId: string,
+    cloneId: string,
+    gone: () => DomainError,
+  ): Promise<number> {
+    let keys = 0;
+    for (let after: string | undefined, index = 0; ; index++) {
+      await this.turn(principal.accountId);
+      const page = await this.store.withAgentLock(cloneId, async (trx, clone) => {
+        if (!clone) throw new DomainError('conflict', 'the clone was destroyed while its state was being copied');
+        if (!(await this.store.agentForShare(sourceId, trx))) throw gone();
+        const sizes = await this.store.stateSizes(sourceId, after, CLONE_SIZE_SCAN, trx);
+        if (sizes.length === 0) return undefined;
+        let take = 1;
+        let bytes = sizes[0]!.size_bytes;
+        while (take < sizes.length && bytes + sizes[take]!.size_bytes <= CLONE_PAGE_BYTES) bytes += sizes[take++]!.size_bytes;
+        const last = sizes[take - 1]!.key;
+        const source = await this.store.stateRange(sourceId, after, last, trx);
+        const rows = source.map((r) => ({
+          key: r.key,
+          // Opened under the source's (agent, key, version), sealed again for the clone's version 1.
+          value: this.cipher.seal(cloneId, r.key, 1, this.open(sourceId, r.key, r.version, r.value)),
+          version: 1,
+          size: r.size_bytes,
+        }));
+        const pageBytes = rows.reduce((sum, r) => sum + r.size, 0);
+        assertStateFits(limits, principal.tier, Number(clone.state_bytes), 0, pageBytes);
+        await this.store.insertStateRows(trx, cloneId, rows);
+        return { last, keys: rows.length, bytes: pageBytes };
+      });
+      if (!page) return keys;
+      keys += page.keys;
+      after = page.last;
+      await this.onClonePage?.({ clone: cloneId, index, keys: page.keys, bytes: page.bytes });
+    }
   }
 
   async getState(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
@@ -228,11 +293,12 @@ export class AgentService {
     const ns = await this.catalog.namespace(principal, nsName);
     const agent = await this.agent(ns, agentNameArg(args));
     const key = validateStateKey(args.key);
+    ready(agent);
     const row = await this.store.getState(agent.id, key);
     if (!row) throw new DomainError('not_found', `state key '${key}' not found for agent '${agent.name}'`, { key });
     return {
       key,
-      value: JSON.parse(this.open(agent.id, key, row.value)) as unknown,
+      value: JSON.parse(this.open(agent.id, key, row.version, row.value)) as unknown,
       version: row.version,
       size_bytes: row.size_bytes,
       updated_at: iso(row.updated_at),
@@ -249,13 +315,15 @@ export class AgentService {
     const size = Buffer.byteLength(text, 'utf8');
     const limits = this.limits(principal);
     const agent = await this.agent(ns, name);
-    const sealed = this.cipher.seal(agent.id, key, text);
     const written = await this.store.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
+      ready(locked);
       const current = await this.store.getState(agent.id, key, trx);
       checkVersion(key, ifVersion, current?.version);
       assertStateFits(limits, principal.tier, Number(locked.state_bytes), current?.size_bytes ?? 0, size);
       const version = (current?.version ?? 0) + 1;
+      // Sealed under its version too, so an older ciphertext put back in its place does not open.
+      const sealed = this.cipher.seal(agent.id, key, version, text);
       const total = await this.store.putState(trx, agent.id, { key, value: sealed, version, size }, current?.size_bytes ?? 0);
       return { version, total };
     });
@@ -271,6 +339,7 @@ export class AgentService {
     const agent = await this.agent(ns, name);
     const total = await this.store.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
+      ready(locked);
       const current = await this.store.getState(agent.id, key, trx);
       checkVersion(key, ifVersion, current?.version);
       if (!current) throw new DomainError('not_found', `state key '${key}' not found for agent '${name}'`, { key });
@@ -283,6 +352,7 @@ export class AgentService {
     requireScope(principal, 'read');
     const ns = await this.catalog.namespace(principal, nsName);
     const agent = await this.agent(ns, agentNameArg(args));
+    ready(agent);
     const after = args.after === undefined ? undefined : validateStateKey(args.after, 'after');
     const prefix = args.prefix === undefined || args.prefix === '' ? undefined : validateStateKey(args.prefix, 'prefix');
     const limit = args.limit ?? DEFAULT_KEY_PAGE;
@@ -302,12 +372,15 @@ export class AgentService {
     };
   }
 
-  private open(agentId: string, key: string, sealed: string): string {
+  private open(agentId: string, key: string, version: number, sealed: string): string {
     try {
-      return this.cipher.open(agentId, key, sealed);
+      return this.cipher.open(agentId, key, version, sealed);
     } catch (error) {
       if (error instanceof StateCipherError)
-        throw new DomainError('internal_error', `${error.message}: was MCPWORKS_SECRET_KEY (or the data dir's secret_key) changed?`);
+        throw new DomainError(
+          'internal_error',
+          `${error.message}: was MCPWORKS_SECRET_KEY (or the data dir's secret_key) changed, or the row altered in the database?`,
+        );
       throw error;
     }
   }

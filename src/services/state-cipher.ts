@@ -10,8 +10,9 @@ export class StateCipherError extends Error {}
 /**
  * AES-256-GCM for agent state at rest. The key is derived with HKDF-SHA256 from the server secret
  * (MCPWORKS_SECRET_KEY or the data dir's secret_key, see server-secret.ts) under its own label, so
- * it is never the key API keys are hashed under. Each value is bound to its agent and key (the
- * GCM associated data): a row copied onto another agent or key does not decrypt.
+ * it is never the key API keys are hashed under. Each value is bound to its agent, key and version
+ * (the GCM associated data): a row copied onto another agent or key, or a key rolled back to an
+ * older ciphertext by someone who can write the database, does not decrypt.
  */
 export class StateCipher {
   private readonly key: Buffer;
@@ -20,28 +21,28 @@ export class StateCipher {
     this.key = Buffer.from(hkdfSync('sha256', serverSecret, Buffer.from('mcpworks'), Buffer.from('agent-state/aes-256-gcm/v1'), 32));
   }
 
-  seal(agentId: string, key: string, plaintext: string): string {
+  seal(agentId: string, key: string, version: number, plaintext: string): string {
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    cipher.setAAD(associated(agentId, key));
+    cipher.setAAD(associated(agentId, key, version));
     const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
     return PREFIX + Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64');
   }
 
-  open(agentId: string, key: string, stored: string): string {
+  open(agentId: string, key: string, version: number, stored: string): string {
     if (!stored.startsWith(PREFIX)) throw new StateCipherError('agent state value in an unknown format');
     const raw = Buffer.from(stored.slice(PREFIX.length), 'base64');
     if (raw.length < IV_BYTES + TAG_BYTES) throw new StateCipherError('agent state value is truncated');
     const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, IV_BYTES));
-    decipher.setAAD(associated(agentId, key));
+    decipher.setAAD(associated(agentId, key, version));
     decipher.setAuthTag(raw.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
     try {
       return Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]).toString('utf8');
     } catch {
-      // Another server secret, or a tampered row: never the value, never the key.
+      // Another server secret, or a tampered or rolled-back row: never the value, never the key.
       throw new StateCipherError('agent state value does not decrypt under this server secret');
     }
   }
 }
 
-const associated = (agentId: string, key: string): Buffer => Buffer.from(JSON.stringify([agentId, key]), 'utf8');
+const associated = (agentId: string, key: string, version: number): Buffer => Buffer.from(JSON.stringify([agentId, key, version]), 'utf8');

@@ -30,6 +30,8 @@ export interface NewAgent {
   description: string;
   desiredReplicas: number;
   config: Record<string, unknown>;
+  /** 'stopped', or 'cloning' while clone_agent copies its state in. */
+  status?: string;
 }
 
 /** Queries for agents and their state. State values arrive and leave sealed (services/state-cipher.ts). */
@@ -76,6 +78,7 @@ export class AgentsStore {
         name: agent.name,
         description: agent.description,
         desired_replicas: agent.desiredReplicas,
+        status: agent.status ?? 'stopped',
         config: JSON.stringify(agent.config),
         state_bytes: stateBytes,
       })
@@ -188,29 +191,51 @@ export class AgentsStore {
     return Number(row.state_bytes);
   }
 
-  /** A page of an agent's state rows in key order, after `after` (for clone_agent's copy). */
-  statePage(agentId: string, after: string | undefined, limit: number, exec: Exec): Promise<StateRow[]> {
-    let query = exec
-      .selectFrom('agent_state')
-      .select(['key', 'value', 'version', 'size_bytes', 'updated_at'])
-      .where('agent_id', '=', agentId);
+  /** The agent's row under a share lock (writes to its state wait; readers and other sharers do not). */
+  agentForShare(agentId: string, trx: Trx): Promise<AgentRow | undefined> {
+    return trx.selectFrom('agents').selectAll().where('id', '=', agentId).forShare().executeTakeFirst();
+  }
+
+  /** Keys and sizes (no values) in key order after `after`, at most `limit`: clone_agent sizes its pages with them. */
+  stateSizes(agentId: string, after: string | undefined, limit: number, exec: Exec): Promise<Array<{ key: string; size_bytes: number }>> {
+    let query = exec.selectFrom('agent_state').select(['key', 'size_bytes']).where('agent_id', '=', agentId);
     if (after !== undefined) query = query.where('key', '>', after);
     return query.orderBy('key').limit(limit).execute();
   }
 
+  /** The rows with `after` < key ≤ `last`, in key order, values sealed. */
+  stateRange(agentId: string, after: string | undefined, last: string, exec: Exec): Promise<StateRow[]> {
+    let query = exec
+      .selectFrom('agent_state')
+      .select(['key', 'value', 'version', 'size_bytes', 'updated_at'])
+      .where('agent_id', '=', agentId)
+      .where('key', '<=', last);
+    if (after !== undefined) query = query.where('key', '>', after);
+    return query.orderBy('key').execute();
+  }
+
+  /** Adds new keys (call holding the agent's lock); the agent's new state total. */
   async insertStateRows(
     trx: Trx,
     agentId: string,
     rows: Array<{ key: string; value: string; version: number; size: number }>,
-  ): Promise<void> {
-    if (rows.length === 0) return;
+  ): Promise<number> {
     await trx
       .insertInto('agent_state')
       .values(rows.map((r) => ({ agent_id: agentId, key: r.key, value: r.value, version: r.version, size_bytes: r.size })))
       .execute();
+    return this.addStateBytes(
+      trx,
+      agentId,
+      rows.reduce((sum, r) => sum + r.size, 0),
+    );
   }
 
-  async setStateBytes(trx: Trx, agentId: string, bytes: number): Promise<void> {
-    await trx.updateTable('agents').set({ state_bytes: bytes }).where('id', '=', agentId).execute();
+  async setStatus(trx: Trx, agentId: string, status: string): Promise<void> {
+    await trx
+      .updateTable('agents')
+      .set({ status, updated_at: sql`now()` })
+      .where('id', '=', agentId)
+      .execute();
   }
 }
