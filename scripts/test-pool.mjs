@@ -77,14 +77,17 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
     queue.length = 0;
     console.log(`=== tests: ${signal}: stopping the ${running.size} running jobs`);
     const ends = [...running].map((job) => {
-      job.stopped = signal;
+      if (!job.exited) job.stopped = signal;
       void terminate(job, STOP_WAIT_MS);
       return job.ended;
     });
-    void Promise.all(ends).then(() => {
-      console.log(`=== tests: stopped by ${signal} after ${((Date.now() - started) / 1000).toFixed(0)} s: FAILED`);
+    const exit = (how) => {
+      console.log(`=== tests: stopped by ${signal} after ${((Date.now() - started) / 1000).toFixed(0)} s${how}: FAILED`);
       process.exit(signal === 'SIGINT' ? 130 : 143);
-    });
+    };
+    void Promise.all(ends).then(() => exit(''));
+    // terminate() is bounded; this only guards against a process that even SIGKILL does not end.
+    setTimeout(() => exit(`, ${running.size} jobs still not ended (their output lost)`), STOP_WAIT_MS + 15_000).unref();
   });
 }
 
@@ -177,6 +180,7 @@ function start(job, done) {
   });
   child.on('exit', (code, signal) => {
     job.exited = true;
+    clearTimeout(wall);
     // Output still in the pipes arrives within the grace; a pipe open past it is held by something
     // the job left running, which is killed below.
     const open = [child.stdout, child.stderr].filter((stream) => !stream.closed);
@@ -218,12 +222,16 @@ function sessionMembers(sid) {
 }
 
 function signalSession(sid, signal) {
+  const members = sessionMembers(sid);
   let any = false;
-  try {
-    process.kill(-sid, signal);
-    any = true;
-  } catch {}
-  for (const pid of sessionMembers(sid) ?? []) {
+  // Without /proc, the process group only (the session's other groups are out of reach).
+  if (!members) {
+    try {
+      process.kill(-sid, signal);
+      any = true;
+    } catch {}
+  }
+  for (const pid of members ?? []) {
     try {
       process.kill(pid, signal);
       any = true;
@@ -233,14 +241,13 @@ function signalSession(sid, signal) {
 }
 
 /**
- * SIGTERM to everything in the job's session, SIGKILL to what remains after `patience` ms; resolves
- * with the number of processes other than the job itself that were found (bounded: a few seconds past `patience`).
+ * SIGTERM to everything in the job's session, SIGKILL to what remains after `patience` ms (then up
+ * to 3 s more); resolves with the number of processes found in it besides the job's own.
  */
 async function terminate(job, patience) {
   const sid = job.pid;
   if (sid === undefined) return 0;
-  const others = () => (sessionMembers(sid) ?? []).filter((pid) => pid !== sid || !job.exited).length;
-  const left = others();
+  const left = (sessionMembers(sid) ?? []).filter((pid) => pid !== sid).length;
   if (!signalSession(sid, 'SIGTERM')) return 0;
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   for (const [signal, wait] of [
