@@ -10,8 +10,16 @@
 //   node scripts/test-pool.mjs --slots N [--run LABEL [--database] FILE... | --script FILE...]...
 // --database: the run's files get MCPWORKS_TEST_DATABASE_URL (and MCPWORKS_TEST_PG_DIR) from this
 // process's environment; every other job runs without them. Exit status 1 if any job failed.
+//
+// Each job runs in a session (and process group) of its own. When it exits, its output gets
+// GRACE_MS more to arrive, then its pipes are closed and whatever it left running in its session is
+// killed: a leaked grandchild holding the pipe can neither hold up the run nor outlive it. A job
+// past its wall limit (MCPWORKS_TEST_FILE_TIMEOUT seconds for a file, default 15 min; an extra
+// suite's `# test-pool-timeout: SECONDS` line, else 20 min) is killed and FAILED with its output so
+// far. On SIGINT or SIGTERM the running jobs are killed (SIGTERM, then SIGKILL after
+// STOP_WAIT_MS), their output printed, and the pool exits 130 or 143.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 const DATABASE_ENV = ['MCPWORKS_TEST_DATABASE_URL', 'MCPWORKS_TEST_PG_DIR'];
@@ -19,6 +27,10 @@ const DATABASE_ENV = ['MCPWORKS_TEST_DATABASE_URL', 'MCPWORKS_TEST_PG_DIR'];
 const UNKNOWN_SECONDS = 20;
 const SLOWEST_FILES = 10;
 const SLOWEST_TESTS = 5;
+const GRACE_MS = 2000;
+const STOP_WAIT_MS = 15_000;
+const FILE_TIMEOUT_SECONDS = Number(process.env.MCPWORKS_TEST_FILE_TIMEOUT) || 15 * 60;
+const EXTRA_TIMEOUT_SECONDS = 20 * 60;
 
 const jobs = [];
 let slots = 3;
@@ -57,17 +69,32 @@ console.log(
   `=== tests: ${jobs.length} jobs (${runs.map((run) => `${run}: ${jobs.filter((job) => job.run === run).length}`).join(', ')}), ${slots} at once, longest first`,
 );
 
+let stopping = null;
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
-    for (const child of running) child.kill('SIGTERM');
-    process.exit(signal === 'SIGINT' ? 130 : 143);
+    if (stopping) return;
+    stopping = signal;
+    queue.length = 0;
+    console.log(`=== tests: ${signal}: stopping the ${running.size} running jobs`);
+    const ends = [...running].map((job) => {
+      if (!job.exited) job.stopped = signal;
+      void terminate(job, STOP_WAIT_MS);
+      return job.ended;
+    });
+    const exit = (how) => {
+      console.log(`=== tests: stopped by ${signal} after ${((Date.now() - started) / 1000).toFixed(0)} s${how}: FAILED`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    };
+    void Promise.all(ends).then(() => exit(''));
+    // terminate() is bounded; this only guards against a process that even SIGKILL does not end.
+    setTimeout(() => exit(`, ${running.size} jobs still not ended (their output lost)`), STOP_WAIT_MS + 15_000).unref();
   });
 }
 
 await new Promise((resolve) => {
   const next = () => {
-    while (running.size < slots && queue.length > 0) start(queue.shift(), next);
-    if (running.size === 0 && queue.length === 0) resolve();
+    while (!stopping && running.size < slots && queue.length > 0) start(queue.shift(), next);
+    if (!stopping && running.size === 0 && queue.length === 0) resolve();
   };
   next();
 });
@@ -111,32 +138,146 @@ function start(job, done) {
       job.file,
     ];
   }
-  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
+  const limit = job.run === 'extra' ? extraTimeout(job.file) : FILE_TIMEOUT_SECONDS;
+  // A session of its own (setsid): its leftovers can be found and killed (see terminate), and a
+  // Ctrl-C at the terminal reaches this process only, which stops the jobs itself.
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  job.pid = child.pid;
+  job.exited = false;
+  running.add(job);
   const output = [];
   child.stdout.on('data', (chunk) => output.push(chunk));
   child.stderr.on('data', (chunk) => output.push(chunk));
   const begun = Date.now();
+  let finish;
+  job.ended = new Promise((resolve) => (finish = resolve));
   let ended = false;
-  const end = (code, signal) => {
+  const end = (code, signal, note = '') => {
     if (ended) return;
     ended = true;
-    running.delete(child);
+    clearTimeout(wall);
+    running.delete(job);
     job.seconds = (Date.now() - begun) / 1000;
-    job.ok = code === 0;
+    job.ok = code === 0 && !job.timedOut && !job.stopped;
     if (!job.ok) failed++;
-    const verdict = job.ok ? 'passed' : `FAILED (${signal ?? `exit ${code}`})`;
+    const why = job.stopped ? `stopped by ${job.stopped}` : job.timedOut ? `killed at its limit of ${limit} s` : (signal ?? `exit ${code}`);
+    const verdict = job.ok ? 'passed' : `FAILED (${why})`;
     process.stdout.write(
-      `=== ${job.run === 'extra' ? 'extra' : `tests [${job.run}]`}: ${job.file} ${verdict} (${job.seconds.toFixed(1)} s, at ${((Date.now() - started) / 1000).toFixed(0)} s)\n`,
+      `=== ${job.run === 'extra' ? 'extra' : `tests [${job.run}]`}: ${job.file} ${verdict} (${job.seconds.toFixed(1)} s, at ${((Date.now() - started) / 1000).toFixed(0)} s)${note}\n`,
     );
     process.stdout.write(Buffer.concat(output));
+    finish();
     done();
   };
+  const wall = setTimeout(() => {
+    job.timedOut = true;
+    output.push(Buffer.from(`\n=== test-pool: ${job.file} still running after ${limit} s: killing it\n`));
+    void terminate(job, 10_000);
+  }, limit * 1000);
   child.on('error', (error) => {
     output.push(Buffer.from(`${error.message}\n`));
     end(null, null);
   });
-  child.on('close', end);
+  child.on('exit', (code, signal) => {
+    job.exited = true;
+    clearTimeout(wall);
+    // Output still in the pipes arrives within the grace; a pipe open past it is held by something
+    // the job left running, which is killed below.
+    const open = [child.stdout, child.stderr].filter((stream) => !stream.closed);
+    const grace = new Promise((resolve) => setTimeout(resolve, GRACE_MS).unref());
+    void Promise.race([grace, Promise.all(open.map((stream) => new Promise((resolve) => stream.once('close', resolve))))])
+      .then(() => {
+        for (const stream of [child.stdout, child.stderr]) stream.destroy();
+        return terminate(job, 5000);
+      })
+      .then((left) => end(code, signal, left ? ` (${left} leftover processes killed)` : ''));
+  });
+}
+
+/**
+ * The processes of the job's session (its process group, and groups made inside it such as
+ * `timeout`'s), from /proc; null where /proc cannot be read.
+ */
+function sessionMembers(sid) {
+  let names;
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return null;
+  }
+  const pids = [];
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // After the command's closing parenthesis: state, ppid, pgrp, session, …
+    const [state, , , session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(session) === sid && state !== 'Z') pids.push(Number(name));
+  }
+  return pids;
+}
+
+function signalSession(sid, signal) {
+  const members = sessionMembers(sid);
+  let any = false;
+  // Without /proc, the process group only (the session's other groups are out of reach).
+  if (!members) {
+    try {
+      process.kill(-sid, signal);
+      any = true;
+    } catch {}
+  }
+  for (const pid of members ?? []) {
+    try {
+      process.kill(pid, signal);
+      any = true;
+    } catch {}
+  }
+  return any;
+}
+
+/**
+ * SIGTERM to everything in the job's session, SIGKILL to what remains after `patience` ms (then up
+ * to 3 s more); resolves with the number of processes found in it besides the job's own.
+ */
+async function terminate(job, patience) {
+  const sid = job.pid;
+  if (sid === undefined) return 0;
+  const left = (sessionMembers(sid) ?? []).filter((pid) => pid !== sid).length;
+  if (!signalSession(sid, 'SIGTERM')) return 0;
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  for (const [signal, wait] of [
+    ['SIGKILL', patience],
+    [null, 3000],
+  ]) {
+    for (let waited = 0; waited < wait; waited += 100) {
+      if (!alive(sid)) return left;
+      await sleep(100);
+    }
+    if (signal) signalSession(sid, signal);
+  }
+  return left;
+}
+
+function alive(sid) {
+  const members = sessionMembers(sid);
+  if (members) return members.length > 0;
+  try {
+    process.kill(-sid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** An extra suite's own limit: a `# test-pool-timeout: SECONDS` line near its top. */
+function extraTimeout(file) {
+  const match = /^# test-pool-timeout: (\d+)/m.exec(readFileSync(file, 'utf8').slice(0, 4000));
+  return match ? Number(match[1]) : EXTRA_TIMEOUT_SECONDS;
 }
 
 /** .build/test-times-<run>.txt as scripts/test-times.mjs writes it, for the whole run; its head printed. */

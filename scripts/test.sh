@@ -30,6 +30,9 @@ if ! db_list=$(node scripts/test-databases.mjs); then
 fi
 mapfile -t db_files < <(printf '%s\n' "$db_list" | sed '/^$/d' | only)
 extras=()
+# MCPWORKS_TEST_EXTRA_JOBS="SCRIPT..." adds scripts to the pool as extra suites: for trying the pool
+# itself (a fake job that hangs, fails or leaks a process) beside MCPWORKS_TEST_ONLY.
+read -r -a extras <<<"${MCPWORKS_TEST_EXTRA_JOBS:-}"
 if [ -z "${MCPWORKS_TEST_ONLY:-}" ]; then
   for extra in scripts/test.d/*.sh; do [ -e "$extra" ] && extras+=("$extra"); done
   if [ ${#db_files[@]} -eq 0 ]; then
@@ -60,7 +63,26 @@ all_run=()
 [ ${#all_files[@]} -gt 0 ] && all_run=(--run all "${all_files[@]}")
 extra_run=()
 [ ${#extras[@]} -gt 0 ] && extra_run=(--script "${extras[@]}")
-node scripts/test-pool.mjs --slots "${MCPWORKS_TEST_SLOTS:-4}" "${all_run[@]}" "${database_run[@]}" "${extra_run[@]}" || status=1
+# In the background, so a SIGINT or SIGTERM sent to this script alone reaches the pool at once (bash
+# runs a trap only after its foreground command ends): the pool kills its jobs, prints their output
+# and exits; then this script exits (and its EXIT trap stops PostgreSQL).
+stopped=
+node scripts/test-pool.mjs --slots "${MCPWORKS_TEST_SLOTS:-4}" "${all_run[@]}" "${database_run[@]}" "${extra_run[@]}" &
+pool=$!
+trap 'stopped=130; kill -INT $pool 2>/dev/null' INT
+trap 'stopped=143; kill -TERM $pool 2>/dev/null' TERM
+while :; do
+  wait $pool
+  pool_status=$?
+  kill -0 $pool 2>/dev/null || break # `wait` also returns when a trapped signal arrives
+done
+[ $pool_status -eq 0 ] || status=1
+if [ -n "$stopped" ]; then
+  echo "=== tests: whole suite stopped by a signal: FAILED ($SECONDS s)"
+  exit $stopped
+fi
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [ ${#database_run[@]} -gt 0 ]; then
   scripts/postgres-test.sh stop "$MCPWORKS_TEST_PG_DIR"

@@ -11,6 +11,9 @@
 #      free loopback port;
 #   3. runs check.mjs with Node 22 (the clients need it); its last line is `clients: N passed, N failed`.
 # Environment: CLIENTS_KEEP=1 keeps the work dir (server log, the clients' homes) for inspection.
+# test-pool-timeout: 1500
+# (scripts/test-pool.mjs kills it past 25 min: a first install of ~700 MB, up to 90 s of server start,
+# the checks' own 10 min.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TD_NAME=clients

@@ -15,6 +15,9 @@
 #      non-zero on any unlisted failure or stale list entry.
 # Environment: CONFORMANCE_KEEP=1 keeps the work dir (logs, per-scenario checks.json) for inspection;
 # CONFORMANCE_VERBOSE=1 prints the runner's own output.
+# test-pool-timeout: 1200
+# (scripts/test-pool.mjs kills it past 20 min: a first install, up to 110 s of server and proxy
+# start, three passes of at most 60 s.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TD_NAME=conformance

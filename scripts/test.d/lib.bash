@@ -13,7 +13,9 @@ td_fail_setup() {
 # td_install_tools SRC_DIR KIND: npm ci of SRC_DIR's package.json and package-lock.json, once per
 # content of the lock, into $TD_CACHE/KIND-<hash> ($MCPWORKS_CLIENTS_CACHE, default
 # ~/.cache/mcpworks): a fresh clone on the same machine (CI) finds it there. Sets TD_TOOLS (the
-# install) and TD_NODE22. Older installs of the same KIND are removed.
+# install) and TD_NODE22. Each use touches the install's .used stamp; other installs of the same
+# KIND (another lock, e.g. another checkout's) are removed only when stale: neither used nor
+# changed for a day, so one that a run on this machine is still using is never removed under it.
 td_install_tools() {
   local src=$1 kind=$2 stamp
   stamp=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -c1-16)
@@ -37,8 +39,16 @@ td_install_tools() {
       td_fail_setup "npm ci of $src/package-lock.json failed"
     fi
     touch "$TD_TOOLS/.done"
-    find "$TD_CACHE" -maxdepth 1 -name "$kind-*" ! -name "$kind-$stamp" -exec rm -rf {} +
   fi
+  touch "$TD_TOOLS/.used"
+  local other
+  for other in "$TD_CACHE/$kind"-*; do
+    [ -d "$other" ] && [ "$other" != "$TD_TOOLS" ] || continue
+    # Kept if its stamp or the directory itself (an install under way) changed within a day.
+    [ -n "$(find "$other/.used" "$other" -maxdepth 0 -mmin -1440 2>/dev/null)" ] && continue
+    td_log "removing $other (unused for a day)"
+    rm -rf "$other"
+  done
   exec 9>&-
   TD_NODE22_VERSION=$("$TD_NODE22" --version) || td_fail_setup "$TD_NODE22 does not run"
   if [ ! -f dist/cli/main.js ]; then
