@@ -199,6 +199,13 @@ describe('notifications/tools/list_changed on one node', () => {
         async () => openStreams(server),
         (open) => open >= 2,
       );
+      // The stream's hold is written (it marks the session used) before the test makes it look idle.
+      await until(
+        "the second stream's hold",
+        async () =>
+          (await db.selectFrom('mcp_session_holds').select('node_id').where('session_id', '=', other.sessionId()!).execute()).length,
+        (holds) => holds >= 1,
+      );
       await db.updateTable('mcp_sessions').set({ last_seen_at: idle }).where('id', '=', other.sessionId()!).execute();
       await other.close();
       await until(

@@ -117,6 +117,9 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
       databaseUrl,
       tiers: DEFAULT_TIERS,
       sandbox: SANDBOX_DEFAULTS,
+      // Test files share two cores: a schema check waiting for a worker behind other files' load
+      // is not what they test (schema-guard and schema-abuse test the wait bound with their own).
+      schemas: { maxWaitMs: 120_000, nice: 0 },
       ...(databaseUrl ? { secretKey: TEST_SECRET_KEY } : {}),
       ...overrides,
       npm,
