@@ -17,13 +17,37 @@ export function* textShapeExcessSlices(
   caps: { maxDepth: number; maxValues: number },
   sliceChars: number,
 ): Generator<void, ShapeExcess | null, void> {
-  const state: ScanState = { depth: 0, values: 1, opened: false, inString: false, escaped: false };
+  const state = startState();
   for (let from = 0; from < text.length; from += sliceChars) {
     if (from > 0) yield;
     const excess = scanRange(text, from, Math.min(text.length, from + sliceChars), state, caps);
     if (excess) return excess;
   }
   return null;
+}
+
+/**
+ * As textShapeExcessSlices, for a text that comes in pieces (a large value's UTF-8 bytes decoded a
+ * piece at a time): one slice per piece, each piece taken from `pieces` within its own slice. A
+ * string or escape may run across pieces.
+ */
+export function* piecesShapeExcessSlices(
+  pieces: Iterable<string>,
+  caps: { maxDepth: number; maxValues: number },
+): Generator<void, ShapeExcess | null, void> {
+  const state = startState();
+  const each = pieces[Symbol.iterator]();
+  for (let step = each.next(); !step.done;) {
+    const excess = scanRange(step.value, 0, step.value.length, state, caps);
+    if (excess) return excess;
+    yield;
+    step = each.next();
+  }
+  return null;
+}
+
+function startState(): ScanState {
+  return { depth: 0, values: 1, opened: false, inString: false, escaped: false };
 }
 
 interface ScanState {

@@ -4,6 +4,7 @@ import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
 import { describeExcess, shapeExcessSlices, type ShapeExcess } from '../core/json-schema.js';
+import { piecesShapeExcessSlices } from '../core/json-scan.js';
 import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { RawJson } from '../core/raw-json.js';
@@ -82,9 +83,9 @@ interface Job {
   accountId: string;
   op: 'compile' | 'check';
   schema: SchemaText;
-  /** The value's JSON text, in pieces of about a slice each (UTF-8 bytes: decoded as each is sent). */
+  /** The value's JSON text, in pieces of about a slice each. */
   data?: Array<string | Buffer>;
-  /** The value came as bytes, unmeasured: the worker applies these caps after parsing it. */
+  /** The value came as bytes, scanned but never parsed here: the worker applies these caps again after parsing it. */
   caps?: { maxDepth: number; maxValues: number };
   /** The worker said it lacks this schema: send its text this time. */
   withText: boolean;
@@ -198,16 +199,27 @@ export class SchemaGuard {
     return this.verdictOf(await this.submit(accountId, 'check', text, data), what);
   }
 
-  /** A value as its JSON bytes: cut into pieces (each a slice of text, decoded in its own turn), measured and parsed in the worker. */
+  /**
+   * A value as its JSON bytes: decoded a piece per turn and scanned for the caps as it is (never
+   * parsed here), then parsed and checked in the worker. The scan comes first so that a value past
+   * the caps gets the cap's message without a worker parsing megabytes past its deadline (which
+   * would kill a worker every tenant shares).
+   */
   private async checkRaw(schema: Record<string, unknown>, raw: RawJson, accountId: string, what: string): Promise<SchemaVerdict> {
+    if (raw.bytes.length === 0) return { ok: false, stopped: `${what} could not be read as JSON: it is empty` };
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     this.rawChecks++;
-    const answer = await this.submit(accountId, 'check', text, utf8Pieces(raw.bytes, RAW_PIECE_BYTES), {
-      maxDepth: MAX_CHECKED_DEPTH,
-      maxValues: MAX_CHECKED_VALUES,
-    });
-    return this.verdictOf(answer, what);
+    const caps = { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES };
+    const data: string[] = [];
+    this.preparing++;
+    try {
+      const excess = await this.options.share.run(accountId, piecesShapeExcessSlices(decoded(raw.bytes, data), caps));
+      if (excess) return { ok: false, stopped: describeExcess(what, excess) };
+    } finally {
+      this.preparing--;
+    }
+    return this.verdictOf(await this.submit(accountId, 'check', text, data, caps), what);
   }
 
   private verdictOf(answer: Answer, what: string): SchemaVerdict {
@@ -414,7 +426,8 @@ export class SchemaGuard {
       ...(job.caps ? { caps: job.caps } : {}),
     };
     const pieces = job.data;
-    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0]?.toString() ?? 'null' } : {}) });
+    // No pieces at all is no JSON text: the worker refuses it as unreadable (never reads it as null).
+    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0]?.toString() ?? '' } : {}) });
     else void this.sendInPieces(slot, job, worker, pieces, message);
   }
 
@@ -571,7 +584,7 @@ export class SchemaGuard {
 /** Bytes of a raw value's text sent to a worker per turn (decoded on the way: about a millisecond). */
 const RAW_PIECE_BYTES = 256 * 1024;
 
-/** `bytes` cut into pieces of about `size`, never inside a UTF-8 character (views, not copies). */
+/** `bytes` cut into pieces of about `size`, never inside a UTF-8 character (views, not copies); none for no bytes. */
 export function utf8Pieces(bytes: Buffer, size: number): Buffer[] {
   const pieces: Buffer[] = [];
   let start = 0;
@@ -583,7 +596,16 @@ export function utf8Pieces(bytes: Buffer, size: number): Buffer[] {
     pieces.push(bytes.subarray(start, end));
     start = end;
   }
-  return pieces.length > 0 ? pieces : [Buffer.from('null')];
+  return pieces;
+}
+
+/** A raw value's text, a piece of RAW_PIECE_BYTES at a time, each decoded when taken and kept in `into` (to be sent). */
+function* decoded(bytes: Buffer, into: string[]): Generator<string, void, void> {
+  for (const piece of utf8Pieces(bytes, RAW_PIECE_BYTES)) {
+    const text = piece.toString('utf8');
+    into.push(text);
+    yield text;
+  }
 }
 
 /** The pieces of JSON text as slices (one piece made per slice); `null` when there are none. */

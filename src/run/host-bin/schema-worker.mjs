@@ -53,7 +53,8 @@ process.on('message', (message) => {
     return;
   }
   const { id, op, key, text } = message;
-  const data = message.data ?? (piecesOf === id ? pieces.join('') : 'null');
+  // No text is no JSON value (it fails to parse below), never null.
+  const data = message.data ?? (piecesOf === id ? pieces.join('') : '');
   pieces = [];
   piecesOf = -1;
   let validate;
@@ -79,8 +80,8 @@ process.on('message', (message) => {
     process.send({ id, unreadable: true });
     return;
   }
-  // A value the host sent as it came (a large answer's bytes, never parsed there) is measured
-  // here, under this job's deadline and this process's heap limit, by the host's caps.
+  // A value the host sent as it came (a large answer's bytes, scanned but never parsed there) is
+  // measured again here, parsed, under this job's deadline and this process's heap limit.
   const excess = message.caps ? shapeExcess(instance, message.caps) : null;
   if (excess) {
     process.send({ id, excess });
