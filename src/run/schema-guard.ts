@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
-import { describeExcess, shapeExcessSlices, type ShapeExcess } from '../core/json-schema.js';
+import { describeExcess, shapeExcessSlices } from '../core/json-schema.js';
 import { piecesShapeExcessSlices } from '../core/json-scan.js';
 import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
@@ -70,13 +70,7 @@ interface SchemaText {
   text: string;
 }
 
-type Answer =
-  | { ok: true }
-  | { problems: string[] }
-  | { invalid: string }
-  | { stopped: string; busy?: boolean }
-  | { excess: ShapeExcess }
-  | { unreadable: true };
+type Answer = { ok: true } | { problems: string[] } | { invalid: string } | { stopped: string; busy?: boolean } | { unreadable: true };
 
 interface Job {
   id: number;
@@ -85,8 +79,6 @@ interface Job {
   schema: SchemaText;
   /** The value's JSON text, in pieces of about a slice each. */
   data?: Array<string | Buffer>;
-  /** The value came as bytes, scanned but never parsed here: the worker applies these caps again after parsing it. */
-  caps?: { maxDepth: number; maxValues: number };
   /** The worker said it lacks this schema: send its text this time. */
   withText: boolean;
   resolve: (answer: Answer) => void;
@@ -111,7 +103,6 @@ type WorkerMessage =
   | { id: number; problems: string[] }
   | { id: number; invalid: string }
   | { id: number; unknown: true }
-  | { id: number; excess: ShapeExcess }
   | { id: number; unreadable: true };
 
 const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'host-bin', 'schema-worker.mjs');
@@ -170,8 +161,8 @@ export class SchemaGuard {
 
   /**
    * Checks `value` (what: "the input", "the result") against a stored schema. A RawJson (a large
-   * answer or bridge input, still as bytes) is never parsed on this thread: its text goes to the
-   * worker as it is, which parses and measures it under the job's deadline and heap limit.
+   * answer or bridge input, still as bytes) is never parsed on this thread: its text is scanned for
+   * the caps in slices, then goes to the worker as it is, which parses it under the job's deadline.
    */
   async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
     if (value instanceof RawJson) return this.checkRaw(schema, value, accountId, what);
@@ -210,20 +201,19 @@ export class SchemaGuard {
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     this.rawChecks++;
-    const caps = { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES };
     const data: string[] = [];
     this.preparing++;
     try {
-      const excess = await this.options.share.run(accountId, piecesShapeExcessSlices(decoded(raw.bytes, data), caps));
-      if (excess) return { ok: false, stopped: describeExcess(what, excess) };
+      const caps = { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES };
+      const over = await this.options.share.run(accountId, piecesShapeExcessSlices(decoded(raw.bytes, data), caps));
+      if (over) return { ok: false, stopped: describeExcess(what, over) };
     } finally {
       this.preparing--;
     }
-    return this.verdictOf(await this.submit(accountId, 'check', text, data, caps), what);
+    return this.verdictOf(await this.submit(accountId, 'check', text, data), what);
   }
 
   private verdictOf(answer: Answer, what: string): SchemaVerdict {
-    if ('excess' in answer) return { ok: false, stopped: describeExcess(what, answer.excess) };
     if ('unreadable' in answer) return { ok: false, stopped: `${what} could not be read as JSON` };
     if ('problems' in answer) return { ok: false, problems: answer.problems };
     if ('invalid' in answer) return { ok: false, problems: [`the schema could not be applied: ${answer.invalid}`] };
@@ -236,7 +226,7 @@ export class SchemaGuard {
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     const answer = await this.submit(accountId, 'compile', text, undefined);
-    if ('excess' in answer || 'unreadable' in answer) return { ok: false, stopped: 'the schema checker answered out of turn' };
+    if ('unreadable' in answer) return { ok: false, stopped: 'the schema checker answered out of turn' };
     if ('invalid' in answer) return { ok: false, invalid: answer.invalid };
     if ('stopped' in answer) return { ok: false, stopped: answer.stopped, ...(answer.busy ? { busy: true } : {}) };
     if ('problems' in answer) return { ok: false, invalid: answer.problems.join('; ') };
@@ -291,13 +281,7 @@ export class SchemaGuard {
     return known;
   }
 
-  private submit(
-    accountId: string,
-    op: Job['op'],
-    schema: SchemaText,
-    data: Array<string | Buffer> | undefined,
-    caps?: Job['caps'],
-  ): Promise<Answer> {
+  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: Array<string | Buffer> | undefined): Promise<Answer> {
     if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
     if (this.waitingCount >= this.options.maxWaiting || this.waitingOf(accountId) >= this.options.maxWaitingPerAccount) {
       return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
@@ -312,7 +296,6 @@ export class SchemaGuard {
           op,
           schema,
           ...(data !== undefined ? { data } : {}),
-          ...(caps ? { caps } : {}),
           withText: false,
           resolve,
           waitTimer: undefined,
@@ -423,7 +406,6 @@ export class SchemaGuard {
       op: job.op,
       key: job.schema.key,
       ...(withText ? { text: job.schema.text } : {}),
-      ...(job.caps ? { caps: job.caps } : {}),
     };
     const pieces = job.data;
     // No pieces at all is no JSON text: the worker refuses it as unreadable (never reads it as null).
