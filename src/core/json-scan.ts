@@ -28,20 +28,21 @@ export function* textShapeExcessSlices(
 
 /**
  * As textShapeExcessSlices, for a text that comes in pieces (a large value's UTF-8 bytes decoded a
- * piece at a time): one slice per piece, each piece taken from `pieces` within its own slice. A
- * string or escape may run across pieces.
+ * piece at a time): each piece is taken from `pieces` within a slice of its own, and scanned in
+ * slices of about `sliceChars`. A string or escape may run across pieces.
  */
 export function* piecesShapeExcessSlices(
   pieces: Iterable<string>,
   caps: { maxDepth: number; maxValues: number },
+  sliceChars: number,
 ): Generator<void, ShapeExcess | null, void> {
   const state = startState();
-  const each = pieces[Symbol.iterator]();
-  for (let step = each.next(); !step.done;) {
-    const excess = scanRange(step.value, 0, step.value.length, state, caps);
-    if (excess) return excess;
-    yield;
-    step = each.next();
+  for (const piece of pieces) {
+    for (let from = 0; from < piece.length; from += sliceChars) {
+      const excess = scanRange(piece, from, Math.min(piece.length, from + sliceChars), state, caps);
+      if (excess) return excess;
+      yield;
+    }
   }
   return null;
 }

@@ -205,7 +205,7 @@ export class SchemaGuard {
     this.preparing++;
     try {
       const caps = { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES };
-      const over = await this.options.share.run(accountId, piecesShapeExcessSlices(decoded(raw.bytes, data), caps));
+      const over = await this.options.share.run(accountId, piecesShapeExcessSlices(decoded(raw.bytes, data), caps, RAW_SCAN_CHARS));
       if (over) return { ok: false, stopped: describeExcess(what, over) };
     } finally {
       this.preparing--;
@@ -565,6 +565,8 @@ export class SchemaGuard {
 
 /** Bytes of a raw value's text sent to a worker per turn (decoded on the way: about a millisecond). */
 const RAW_PIECE_BYTES = 256 * 1024;
+/** Characters of a raw value's text scanned for the caps per turn (as for a request body). */
+const RAW_SCAN_CHARS = 64 * 1024;
 
 /** `bytes` cut into pieces of about `size`, never inside a UTF-8 character (views, not copies); none for no bytes. */
 export function utf8Pieces(bytes: Buffer, size: number): Buffer[] {
