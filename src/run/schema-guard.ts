@@ -563,7 +563,7 @@ export class SchemaGuard {
   }
 }
 
-/** Bytes of a raw value's text sent to a worker per turn (decoded on the way: about a millisecond). */
+/** Bytes of a raw value's text decoded (while scanned) and sent to a worker per turn. */
 const RAW_PIECE_BYTES = 256 * 1024;
 /** Characters of a raw value's text scanned for the caps per turn (as for a request body). */
 const RAW_SCAN_CHARS = 64 * 1024;
