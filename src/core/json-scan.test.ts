@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runSlices, shapeExcess } from './json-schema.js';
-import { textShapeExcessSlices } from './json-scan.js';
+import { piecesShapeExcessSlices, textShapeExcessSlices } from './json-scan.js';
 
 const scan = (text: string, maxDepth: number, maxValues: number, slice = Infinity) =>
   runSlices(textShapeExcessSlices(text, { maxDepth, maxValues }, slice));
@@ -67,4 +67,17 @@ test('the pre-scan yields about every sliceChars characters, inside strings too'
 test('a deep or many-valued text is refused at the cap, whatever follows it', () => {
   assert.deepEqual(scan(`${'['.repeat(200)} not json at all`, 128, 1000), { limit: 'depth', max: 128 });
   assert.deepEqual(scan(`[${'0,'.repeat(600)} not json`, 128, 500), { limit: 'values', max: 500 });
+});
+
+test('a text in pieces (a raw value decoded a piece at a time) counts as the whole text, wherever the cuts fall', () => {
+  for (const text of texts) {
+    const { depth, values } = exactCaps(JSON.parse(text));
+    for (let cut = 0; cut <= text.length; cut++) {
+      const pieces = [text.slice(0, cut), text.slice(cut)];
+      const inPieces = (maxDepth: number, maxValues: number) => runSlices(piecesShapeExcessSlices(pieces, { maxDepth, maxValues }, 3));
+      assert.equal(inPieces(depth, values), null, `cut at ${cut}: ${text}`);
+      if (values > 1) assert.deepEqual(inPieces(depth, values - 1), { limit: 'values', max: values - 1 }, `cut at ${cut}: ${text}`);
+      assert.deepEqual(inPieces(depth - 1, values), { limit: 'depth', max: depth - 1 }, `cut at ${cut}: ${text}`);
+    }
+  }
 });

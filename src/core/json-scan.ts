@@ -17,13 +17,38 @@ export function* textShapeExcessSlices(
   caps: { maxDepth: number; maxValues: number },
   sliceChars: number,
 ): Generator<void, ShapeExcess | null, void> {
-  const state: ScanState = { depth: 0, values: 1, opened: false, inString: false, escaped: false };
+  const state = startState();
   for (let from = 0; from < text.length; from += sliceChars) {
     if (from > 0) yield;
     const excess = scanRange(text, from, Math.min(text.length, from + sliceChars), state, caps);
     if (excess) return excess;
   }
   return null;
+}
+
+/**
+ * As textShapeExcessSlices, for a text that comes in pieces (a large value's UTF-8 bytes decoded a
+ * piece at a time): each piece is taken from `pieces` within a slice of its own, and scanned in
+ * slices of about `sliceChars`. A string or escape may run across pieces.
+ */
+export function* piecesShapeExcessSlices(
+  pieces: Iterable<string>,
+  caps: { maxDepth: number; maxValues: number },
+  sliceChars: number,
+): Generator<void, ShapeExcess | null, void> {
+  const state = startState();
+  for (const piece of pieces) {
+    for (let from = 0; from < piece.length; from += sliceChars) {
+      const excess = scanRange(piece, from, Math.min(piece.length, from + sliceChars), state, caps);
+      if (excess) return excess;
+      yield;
+    }
+  }
+  return null;
+}
+
+function startState(): ScanState {
+  return { depth: 0, values: 1, opened: false, inString: false, escaped: false };
 }
 
 interface ScanState {

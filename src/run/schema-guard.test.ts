@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
+import { RawJson } from '../core/raw-json.js';
 import { SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
 
 const guards: SchemaGuard[] = [];
@@ -78,6 +79,35 @@ test('a large value is measured, serialised and sent in slices with a turn of th
   assert.ok(turns.preparing >= 190, `${turns.preparing} turns while the value was prepared`);
   assert.ok(turns.sending >= 95, `${turns.sending} turns while the value was sent`);
   assert.deepEqual([g.stats().preparing, g.stats().sending], [0, 0]);
+});
+
+test('a raw value (bytes) past the caps gets the cap message from a scan before any parse; no worker is replaced', async () => {
+  const g = guard();
+  const schema = { type: 'array' };
+  await g.check(schema, [], 'a', 'the result');
+  const replaced = g.stats().replaced;
+  const raw = (text: string) => new RawJson(Buffer.from(text));
+  // 1.4 M values (4.2 MB, under the largest tiers' result caps): a full parse in the worker would
+  // overrun its CPU deadline and cost a worker; the scan answers with the cap instead.
+  const wide = `[${'[],'.repeat(1_400_000)}[]]`;
+  const deep = `${'['.repeat(129)}${']'.repeat(129)}`;
+  const valuesCap = { ok: false, stopped: 'the result holds more than 500000 JSON values' };
+  const depthCap = { ok: false, stopped: 'the result is nested deeper than 128 levels' };
+  assert.deepEqual(await g.check(schema, raw(wide), 'a', 'the result'), valuesCap);
+  assert.deepEqual(await g.check(schema, raw(deep), 'a', 'the result'), depthCap);
+  assert.deepEqual(await g.check(schema, JSON.parse(deep), 'a', 'the result'), depthCap, 'the parsed path says the same');
+  assert.equal(g.stats().replaced, replaced, 'no worker was killed');
+  // Just within the caps, and a string full of brackets that runs across the scan's pieces: checked as usual.
+  assert.deepEqual(await g.check(schema, raw(`[${'0,'.repeat(499_998)}0]`), 'a', 'the result'), { ok: true });
+  assert.deepEqual(await g.check(schema, raw(`["${'[{,'.repeat(200_000)}"]`), 'a', 'the result'), { ok: true });
+  assert.deepEqual(await g.check(schema, raw(`${'['.repeat(128)}${']'.repeat(128)}`), 'a', 'the result'), { ok: true });
+  // No bytes at all is no JSON value (not null); neither is malformed text.
+  assert.deepEqual(await g.check({}, raw(''), 'a', 'the result'), {
+    ok: false,
+    stopped: 'the result could not be read as JSON: it is empty',
+  });
+  assert.deepEqual(await g.check({}, raw('  '), 'a', 'the result'), { ok: false, stopped: 'the result could not be read as JSON' });
+  assert.equal(g.stats().replaced, replaced);
 });
 
 test('a check that exhausts its heap kills only its worker, however long the deadline', async () => {

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
-import { describeExcess, shapeExcessSlices, type ShapeExcess } from '../core/json-schema.js';
+import { describeExcess, shapeExcessSlices } from '../core/json-schema.js';
+import { piecesShapeExcessSlices } from '../core/json-scan.js';
 import { jsonTextPieces } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { RawJson } from '../core/raw-json.js';
@@ -69,23 +70,15 @@ interface SchemaText {
   text: string;
 }
 
-type Answer =
-  | { ok: true }
-  | { problems: string[] }
-  | { invalid: string }
-  | { stopped: string; busy?: boolean }
-  | { excess: ShapeExcess }
-  | { unreadable: true };
+type Answer = { ok: true } | { problems: string[] } | { invalid: string } | { stopped: string; busy?: boolean } | { unreadable: true };
 
 interface Job {
   id: number;
   accountId: string;
   op: 'compile' | 'check';
   schema: SchemaText;
-  /** The value's JSON text, in pieces of about a slice each (UTF-8 bytes: decoded as each is sent). */
+  /** The value's JSON text, in pieces of about a slice each. */
   data?: Array<string | Buffer>;
-  /** The value came as bytes, unmeasured: the worker applies these caps after parsing it. */
-  caps?: { maxDepth: number; maxValues: number };
   /** The worker said it lacks this schema: send its text this time. */
   withText: boolean;
   resolve: (answer: Answer) => void;
@@ -110,7 +103,6 @@ type WorkerMessage =
   | { id: number; problems: string[] }
   | { id: number; invalid: string }
   | { id: number; unknown: true }
-  | { id: number; excess: ShapeExcess }
   | { id: number; unreadable: true };
 
 const WORKER_FILE = path.join(packageRoot(), 'src', 'run', 'host-bin', 'schema-worker.mjs');
@@ -169,8 +161,8 @@ export class SchemaGuard {
 
   /**
    * Checks `value` (what: "the input", "the result") against a stored schema. A RawJson (a large
-   * answer or bridge input, still as bytes) is never parsed on this thread: its text goes to the
-   * worker as it is, which parses and measures it under the job's deadline and heap limit.
+   * answer or bridge input, still as bytes) is never parsed on this thread: its text is scanned for
+   * the caps in slices, then goes to the worker as it is, which parses it under the job's deadline.
    */
   async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
     if (value instanceof RawJson) return this.checkRaw(schema, value, accountId, what);
@@ -198,20 +190,30 @@ export class SchemaGuard {
     return this.verdictOf(await this.submit(accountId, 'check', text, data), what);
   }
 
-  /** A value as its JSON bytes: cut into pieces (each a slice of text, decoded in its own turn), measured and parsed in the worker. */
+  /**
+   * A value as its JSON bytes: decoded a piece per turn and scanned for the caps as it is (never
+   * parsed here), then parsed and checked in the worker. The scan comes first so that a value past
+   * the caps gets the cap's message without a worker parsing megabytes past its deadline (which
+   * would kill a worker every tenant shares).
+   */
   private async checkRaw(schema: Record<string, unknown>, raw: RawJson, accountId: string, what: string): Promise<SchemaVerdict> {
+    if (raw.bytes.length === 0) return { ok: false, stopped: `${what} could not be read as JSON: it is empty` };
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     this.rawChecks++;
-    const answer = await this.submit(accountId, 'check', text, utf8Pieces(raw.bytes, RAW_PIECE_BYTES), {
-      maxDepth: MAX_CHECKED_DEPTH,
-      maxValues: MAX_CHECKED_VALUES,
-    });
-    return this.verdictOf(answer, what);
+    const data: string[] = [];
+    this.preparing++;
+    try {
+      const caps = { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES };
+      const over = await this.options.share.run(accountId, piecesShapeExcessSlices(decoded(raw.bytes, data), caps, RAW_SCAN_CHARS));
+      if (over) return { ok: false, stopped: describeExcess(what, over) };
+    } finally {
+      this.preparing--;
+    }
+    return this.verdictOf(await this.submit(accountId, 'check', text, data), what);
   }
 
   private verdictOf(answer: Answer, what: string): SchemaVerdict {
-    if ('excess' in answer) return { ok: false, stopped: describeExcess(what, answer.excess) };
     if ('unreadable' in answer) return { ok: false, stopped: `${what} could not be read as JSON` };
     if ('problems' in answer) return { ok: false, problems: answer.problems };
     if ('invalid' in answer) return { ok: false, problems: [`the schema could not be applied: ${answer.invalid}`] };
@@ -224,7 +226,7 @@ export class SchemaGuard {
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     const answer = await this.submit(accountId, 'compile', text, undefined);
-    if ('excess' in answer || 'unreadable' in answer) return { ok: false, stopped: 'the schema checker answered out of turn' };
+    if ('unreadable' in answer) return { ok: false, stopped: 'the schema checker answered out of turn' };
     if ('invalid' in answer) return { ok: false, invalid: answer.invalid };
     if ('stopped' in answer) return { ok: false, stopped: answer.stopped, ...(answer.busy ? { busy: true } : {}) };
     if ('problems' in answer) return { ok: false, invalid: answer.problems.join('; ') };
@@ -279,13 +281,7 @@ export class SchemaGuard {
     return known;
   }
 
-  private submit(
-    accountId: string,
-    op: Job['op'],
-    schema: SchemaText,
-    data: Array<string | Buffer> | undefined,
-    caps?: Job['caps'],
-  ): Promise<Answer> {
+  private submit(accountId: string, op: Job['op'], schema: SchemaText, data: Array<string | Buffer> | undefined): Promise<Answer> {
     if (this.closed) return Promise.resolve({ stopped: 'the server is shutting down' });
     if (this.waitingCount >= this.options.maxWaiting || this.waitingOf(accountId) >= this.options.maxWaitingPerAccount) {
       return Promise.resolve({ stopped: `too many schema checks are waiting on this server; try again shortly`, busy: true });
@@ -300,7 +296,6 @@ export class SchemaGuard {
           op,
           schema,
           ...(data !== undefined ? { data } : {}),
-          ...(caps ? { caps } : {}),
           withText: false,
           resolve,
           waitTimer: undefined,
@@ -411,10 +406,10 @@ export class SchemaGuard {
       op: job.op,
       key: job.schema.key,
       ...(withText ? { text: job.schema.text } : {}),
-      ...(job.caps ? { caps: job.caps } : {}),
     };
     const pieces = job.data;
-    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0]?.toString() ?? 'null' } : {}) });
+    // No pieces at all is no JSON text: the worker refuses it as unreadable (never reads it as null).
+    if (!pieces || pieces.length <= 1) worker.send({ ...message, ...(pieces ? { data: pieces[0]?.toString() ?? '' } : {}) });
     else void this.sendInPieces(slot, job, worker, pieces, message);
   }
 
@@ -568,10 +563,12 @@ export class SchemaGuard {
   }
 }
 
-/** Bytes of a raw value's text sent to a worker per turn (decoded on the way: about a millisecond). */
+/** Bytes of a raw value's text decoded (while scanned) and sent to a worker per turn. */
 const RAW_PIECE_BYTES = 256 * 1024;
+/** Characters of a raw value's text scanned for the caps per turn (as for a request body). */
+const RAW_SCAN_CHARS = 64 * 1024;
 
-/** `bytes` cut into pieces of about `size`, never inside a UTF-8 character (views, not copies). */
+/** `bytes` cut into pieces of about `size`, never inside a UTF-8 character (views, not copies); none for no bytes. */
 export function utf8Pieces(bytes: Buffer, size: number): Buffer[] {
   const pieces: Buffer[] = [];
   let start = 0;
@@ -583,7 +580,16 @@ export function utf8Pieces(bytes: Buffer, size: number): Buffer[] {
     pieces.push(bytes.subarray(start, end));
     start = end;
   }
-  return pieces.length > 0 ? pieces : [Buffer.from('null')];
+  return pieces;
+}
+
+/** A raw value's text, a piece of RAW_PIECE_BYTES at a time, each decoded when taken and kept in `into` (to be sent). */
+function* decoded(bytes: Buffer, into: string[]): Generator<string, void, void> {
+  for (const piece of utf8Pieces(bytes, RAW_PIECE_BYTES)) {
+    const text = piece.toString('utf8');
+    into.push(text);
+    yield text;
+  }
 }
 
 /** The pieces of JSON text as slices (one piece made per slice); `null` when there are none. */

@@ -53,7 +53,8 @@ process.on('message', (message) => {
     return;
   }
   const { id, op, key, text } = message;
-  const data = message.data ?? (piecesOf === id ? pieces.join('') : 'null');
+  // No text is no JSON value (it fails to parse below), never null.
+  const data = message.data ?? (piecesOf === id ? pieces.join('') : '');
   pieces = [];
   piecesOf = -1;
   let validate;
@@ -79,13 +80,6 @@ process.on('message', (message) => {
     process.send({ id, unreadable: true });
     return;
   }
-  // A value the host sent as it came (a large answer's bytes, never parsed there) is measured
-  // here, under this job's deadline and this process's heap limit, by the host's caps.
-  const excess = message.caps ? shapeExcess(instance, message.caps) : null;
-  if (excess) {
-    process.send({ id, excess });
-    return;
-  }
   if (validate(instance)) {
     process.send({ id, ok: true });
     return;
@@ -95,29 +89,6 @@ process.on('message', (message) => {
   if (errors.length > MAX_PROBLEMS) problems.push(`… ${errors.length - MAX_PROBLEMS} more`);
   process.send({ id, problems });
 });
-
-/** As shapeExcess in src/core/json-schema.ts (that file is TypeScript): the first cap a value passes, or null. */
-function shapeExcess(value, caps) {
-  if (value === null || typeof value !== 'object') return null;
-  if (caps.maxDepth < 1) return { limit: 'depth', max: caps.maxDepth };
-  const containers = [value];
-  const depths = [1];
-  let values = 1;
-  while (containers.length > 0) {
-    const current = containers.pop();
-    const childDepth = depths.pop() + 1;
-    const children = Array.isArray(current) ? current : Object.values(current);
-    values += children.length;
-    if (values > caps.maxValues) return { limit: 'values', max: caps.maxValues };
-    for (const child of children) {
-      if (child === null || typeof child !== 'object') continue;
-      if (childDepth > caps.maxDepth) return { limit: 'depth', max: caps.maxDepth };
-      containers.push(child);
-      depths.push(childDepth);
-    }
-  }
-  return null;
-}
 
 function clip(text) {
   return text.length > MAX_PROBLEM_CHARS ? `${text.slice(0, MAX_PROBLEM_CHARS)}…` : text;
