@@ -127,11 +127,11 @@ export class AgentService {
   }
 
   /**
-   * The agent a tool names, for the runtime's tools (start, stop, runs, ...): the key's scope and
+   * The agent a tool names, for the runtime's tools (start, stop, runs, ...): the key's scopes and
    * namespace checked as every agent tool does (another account's agent is not found).
    */
-  async resolve(principal: KeyPrincipal, nsName: string, args: AgentArgs, scope: Scope): Promise<AgentRow> {
-    requireScope(principal, scope);
+  async resolve(principal: KeyPrincipal, nsName: string, args: AgentArgs, ...scopes: Scope[]): Promise<AgentRow> {
+    for (const scope of scopes) requireScope(principal, scope);
     const ns = await this.catalog.namespace(principal, nsName);
     return this.agent(ns, agentNameArg(args));
   }
