@@ -29,6 +29,9 @@ export interface AgentStateAccess {
 export const STATE_KEYS_PAGE = 100;
 export const STATE_KEYS_MAX_PAGE = 1000;
 
+/** A state request's arguments besides the value (key, if_version, prefix, cursor, limit) may take this many bytes of JSON. */
+export const STATE_ARGS_MAX_BYTES = 4096;
+
 /** State operations one run may make through the bridge (each is a database transaction). */
 export const MAX_STATE_CALLS = 1000;
 

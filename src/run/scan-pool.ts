@@ -178,7 +178,17 @@ export class ScanPool {
   async decodeBridge(
     line: Buffer,
   ): Promise<
-    | { request: { op?: string; service?: string; function?: string; input?: RawJson; result?: RawJson; inputProblem?: string } }
+    | {
+        request: {
+          op?: string;
+          service?: string;
+          function?: string;
+          input?: RawJson;
+          result?: RawJson;
+          inputProblem?: string;
+          args?: Record<string, unknown>;
+        };
+      }
     | { answer: { ok: false; type: string; message: string } }
   > {
     const reply = await this.submit({ op: 'bridge', line: transferable(line) }, [], []);
