@@ -3,12 +3,7 @@
 // like the bridge's function calls: argument shapes and sizes, a count per run, nothing after the
 // run ended, and a cancelled run stops waiting. The rules on keys, values, caps and versions are
 // the agent's (AgentStateAccess, made by AgentService with the state tools' rules and locks).
-import {
-  MAX_STATE_CALLS,
-  NOT_AGENT_RUN_MESSAGE,
-  STATE_ERROR_TYPES,
-  type AgentStateAccess,
-} from '../core/agent-state-access.js';
+import { MAX_STATE_CALLS, NOT_AGENT_RUN_MESSAGE, STATE_ERROR_TYPES, type AgentStateAccess } from '../core/agent-state-access.js';
 import { callInputProblem } from '../core/call-input.js';
 import { isDomainError } from '../core/errors.js';
 import { RawJson } from '../core/raw-json.js';

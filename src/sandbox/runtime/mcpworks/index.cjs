@@ -91,7 +91,7 @@ const state = Object.freeze({
   async keys(options) {
     const prefix = typeof options === 'string' ? options : options && options.prefix !== undefined ? options.prefix : null;
     const keys = [];
-    for (let cursor = null; ; ) {
+    for (let cursor = null; ;) {
       const page = request('keys', { prefix, cursor, limit: 1000 });
       keys.push(...page.keys);
       cursor = page.next_cursor;
