@@ -11,6 +11,7 @@ import { sharedFairShare } from '../run/fair-share.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
+import { AgentRuntime } from '../agents/index.js';
 import { StateCipher } from '../services/state-cipher.js';
 import { AgentsStore } from '../store/agents-store.js';
 import { ExecutionHistory } from '../services/history.js';
@@ -59,6 +60,7 @@ export interface RunningServer {
     accountsStore: AccountsStore;
     catalog: CatalogService;
     agents: AgentService;
+    agentRuntime: AgentRuntime;
     schemas: SchemaGuard;
     housekeeping: Housekeeping;
     sandbox: Sandbox;
@@ -248,6 +250,10 @@ async function startServerSteps(
     cancels,
     sandboxNetwork: sandboxSettings.network,
   });
+  // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
+  const agentRuntime = new AgentRuntime({ db: database.db, run: runs, nodeId: instance.id, tiers: config.tiers, logger });
+  await agentRuntime.start().catch(failStart);
+  opened.push(() => agentRuntime.stop());
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
   // When the listening connection comes back after the database was away, marks it missed are looked for.
   try {
@@ -284,6 +290,7 @@ async function startServerSteps(
     accountsStore,
     catalog,
     agents,
+    agentRuntime,
     history,
     runs,
     logger,
@@ -372,6 +379,7 @@ async function startServerSteps(
       accountsStore,
       catalog,
       agents,
+      agentRuntime,
       schemas,
       housekeeping,
       sandbox,

@@ -7,6 +7,7 @@ import { Cron, CronPattern } from 'croner';
 import { DomainError, invalid } from './errors.js';
 import { RawJson } from './raw-json.js';
 import { MB } from './units.js';
+import { validateEntityName } from './names.js';
 import type { TierLimits } from './tiers.js';
 
 /**
@@ -440,4 +441,17 @@ export function assertStateFits(
     usage: total,
     tier,
   });
+}
+
+/**
+ * A trigger's function as `service.function` (the guide's form for schedules and webhooks): the two
+ * entity names, each checked by the catalog's rules. `field` names the argument in the error.
+ */
+export function parseFunctionName(value: unknown, field = 'function_name'): { service: string; name: string } {
+  if (typeof value !== 'string' || !value.includes('.'))
+    throw invalid(`${field} must be "service.function", e.g. "scrape.sources"`, { field });
+  const dot = value.indexOf('.');
+  const service = validateEntityName('service', value.slice(0, dot), field);
+  const name = validateEntityName('function', value.slice(dot + 1), field);
+  return { service, name };
 }
