@@ -1,5 +1,6 @@
 // The agent runtime as app/ and api/ see it: replicas, the dispatcher every trigger ends in, and the
 // runs record. Built once per server (app/start-server.ts) on the server's database and RunService.
+import type { AgentStateAccess } from '../core/agent-state-access.js';
 import type { Logger } from '../core/logger.js';
 import type { TierLimits } from '../core/tiers.js';
 import type { RunService } from '../run/run-service.js';
@@ -33,13 +34,22 @@ export class AgentRuntime {
       nodeId: string;
       tiers: Readonly<Record<string, TierLimits>>;
       logger: Logger;
+      /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
+      state?: (agentId: string, tier: string) => AgentStateAccess;
     },
   ) {
     const agents = new AgentsStore(deps.db);
     this.runsStore = new AgentRunsStore(deps.db);
     this.replicas = new ReplicaDirectory({ agents, replicas: new ReplicasStore(deps.db), nodeId: deps.nodeId });
     this.runs = new AgentRuns(this.runsStore);
-    this.dispatcher = new AgentDispatcher({ agents, runs: this.runsStore, run: deps.run, nodeId: deps.nodeId, logger: deps.logger });
+    this.dispatcher = new AgentDispatcher({
+      agents,
+      runs: this.runsStore,
+      run: deps.run,
+      nodeId: deps.nodeId,
+      logger: deps.logger,
+      ...(deps.state ? { state: deps.state } : {}),
+    });
   }
 
   /** Ends runs a dead node left running, and starts the hourly retention sweep. */

@@ -17,6 +17,7 @@ import {
   type TestAccount,
   type TestServer,
 } from '../test-support/harness.js';
+import type { Db } from '../store/database.js';
 import type { RunContext, RunResult } from './run-service.js';
 
 // statey: 1,000 bytes of state per agent, so a cap is reached with a small value.
@@ -147,8 +148,16 @@ before(async () => {
   await callOk(create, 'make_function', { service: 'svc', name: 'state-py', code: PYTHON });
   await callOk(create, 'make_function', { service: 'svc', name: 'state-ts', language: 'typescript', code: TYPESCRIPT });
   await callOk(create, 'make_agent', { name: AGENT });
-  const principal = await server.server.services.accounts.authenticateKey(account.key);
-  agentId = await server.server.services.agents.agentId(principal!, ns, AGENT);
+  // Triggers name agents by id: read from the database, as src/agents/runtime.host.test.ts does.
+  const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+  const row = await db
+    .selectFrom('agents')
+    .innerJoin('namespaces', 'namespaces.id', 'agents.namespace_id')
+    .select('agents.id')
+    .where('namespaces.name', '=', ns)
+    .where('agents.name', '=', AGENT)
+    .executeTakeFirstOrThrow();
+  agentId = row.id;
 });
 after(async () => {
   await create?.close();
@@ -248,6 +257,24 @@ describe('mcpworks.state from inside the sandbox', () => {
     await healthy();
   });
 
+  test("a trigger's run through the dispatcher reaches its agent's state (the dispatcher passes the access)", async () => {
+    for (const language of ['py', 'ts'] as const) {
+      await callOk(create, 'delete_agent_state', { name: AGENT, key: `${language}:ping` }).catch(() => undefined);
+      const outcome = await server.server.services.agentRuntime.dispatcher.dispatch({
+        agentId,
+        replica: 'test-replica',
+        trigger: 'schedule',
+        triggerName: 'state-test',
+        functionName: `svc.state-${language}`,
+        input: { op: 'ping' },
+        orchestrationMode: 'direct',
+      });
+      assert.equal(outcome.status, 'succeeded', JSON.stringify(outcome));
+      assert.equal(outcome.result, 'pong');
+      assert.deepEqual(await stored(`${language}:ping`), { value: 'pong', version: 1 });
+    }
+  });
+
   test('code mode: scripts in both languages, a same-language callee and an other-language callee reach the same state', async () => {
     const python = await run(
       agentContext(),
@@ -294,7 +321,8 @@ describe('mcpworks.state from inside the sandbox', () => {
     assert.equal(await run(ctx, fn('py'), { op: 'ping' }), 'pong');
     assert.equal(stats()?.runs ?? 0, before, 'the first run was cold');
     if (stats() === null) return; // zygotes are off on this host (they need root and cgroup v1 memory and pids)
-    await waitFor(() => stats()!.zygotes.some((z) => z.state === 'ready' && z.spares > 0));
+    // Its zygote (and any other of the account's) ready with a spare child.
+    await waitFor(() => stats()!.zygotes.length > 0 && stats()!.zygotes.every((z) => z.state === 'ready' && z.spares > 0));
     await callOk(create, 'delete_agent_state', { name: AGENT, key: 'py:ping' });
     assert.equal(await run(ctx, fn('py'), { op: 'ping' }), 'pong');
     assert.equal(stats()!.runs, before + 1, 'the second ran in a zygote child');

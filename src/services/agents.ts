@@ -405,12 +405,6 @@ export class AgentService {
     };
   }
 
-  /** The id a namespace's agent is known by to its triggers and runs (not found for other accounts' agents). */
-  async agentId(principal: KeyPrincipal, nsName: string, name: unknown): Promise<string> {
-    const ns = await this.catalog.namespace(principal, nsName);
-    return (await this.agent(ns, validateAgentName(name, 'name'))).id;
-  }
-
   /**
    * One agent's state as the runs it starts see it (the `mcpworks` module, through the run's
    * bridge): the state tools' rules and locks (key and value caps, the tier's per-agent cap,
