@@ -20,9 +20,9 @@ import {
 import type { Db } from '../store/database.js';
 import type { RunContext, RunResult } from './run-service.js';
 
-// statey: 1,000 bytes of state per agent, so a cap is reached with a small value.
+// statey: 300,000 bytes of state per agent, so the cap is reached by a value below the 1 MB one.
 const TIER = 'statey';
-const TIERS = applyTierOverrides(`{"${TIER}":{"agents":5,"agent_state_bytes":1000}}`);
+const TIERS = applyTierOverrides(`{"${TIER}":{"agents":5,"agent_state_bytes":300000}}`);
 
 const PYTHON = `
 from mcpworks import state, StateError
@@ -61,11 +61,17 @@ def main(input_data):
         }
     if op == "big":
         return {
-            "agent_cap": caught(lambda: state.set("py:big", "x" * 1500)),
+            "agent_cap": caught(lambda: state.set("py:big", "x" * 400000)),
             "value_cap": caught(lambda: state.set("py:huge", "x" * (1024 * 1024 + 1))),
             "bad_key": caught(lambda: state.get("")),
             "absent": state.get("py:big"),
         }
+    if op == "large":
+        # Past the bridge's 32 KB line: sent and answered as bytes (decoded in a worker thread).
+        value = {"text": "y" * 150000, "n": 7}
+        version = state.set("py:large", value)
+        back = state.get("py:large")
+        return {"version": version, "same": back == value, "deleted": state.delete("py:large")}
     if op == "flood":
         answers = [caught(lambda: state.get("py:nope")) for _ in range(input_data["n"])]
         return {"ok": sum(1 for a in answers if "ok" in a), "refused": [a for a in answers if "ok" not in a][:1]}
@@ -116,11 +122,18 @@ export default async function main(input: { op: string }) {
   }
   if (input.op === 'big') {
     return {
-      agent_cap: await caught(() => state.set('ts:big', 'x'.repeat(1500))),
+      agent_cap: await caught(() => state.set('ts:big', 'x'.repeat(400000))),
       value_cap: await caught(() => state.set('ts:huge', 'x'.repeat(1024 * 1024 + 1))),
       bad_key: await caught(() => state.get('')),
       absent: await state.get('ts:big'),
     };
+  }
+  if (input.op === 'large') {
+    // Past the bridge's 32 KB line: sent and answered as bytes (decoded in a worker thread).
+    const value = { text: 'y'.repeat(150000), n: 7 };
+    const version = await state.set('ts:large', value);
+    const back = (await state.get('ts:large')) as typeof value;
+    return { version, same: back.text === value.text && back.n === 7, deleted: await state.delete('ts:large') };
   }
   if (input.op === 'ping') {
     await state.set('ts:ping', 'pong');
@@ -259,17 +272,19 @@ describe('mcpworks.state from inside the sandbox', () => {
     }
   });
 
-  test("caps: past the agent's state cap (host) and over one value's cap (module) is a StateTooLargeError; a bad key a StateError", async () => {
+  test("caps: past the agent's state cap (host) and over one value's cap (module) is a StateTooLargeError; a bad key a StateError; a large value round-trips", async () => {
     for (const language of ['py', 'ts'] as const) {
       const big = await run(agentContext(), fn(language), { op: 'big' });
       assert.equal(big.agent_cap.class, 'StateTooLargeError', `${language}: ${JSON.stringify(big)}`);
       assert.equal(big.agent_cap.type, 'limit_exceeded');
-      assert.match(big.agent_cap.message, /allows 1000 bytes of state per agent/);
+      assert.match(big.agent_cap.message, /allows 300000 bytes of state per agent/);
       assert.equal(big.value_cap.class, 'StateTooLargeError');
       assert.equal(big.value_cap.details.resource, 'state_value_bytes');
       assert.equal(big.bad_key.class, 'StateError');
       assert.equal(big.bad_key.type, 'validation_error');
       assert.equal(big.absent, null, 'nothing was written');
+      const large = await run(agentContext(), fn(language), { op: 'large' });
+      assert.deepEqual(large, { version: 1, same: true, deleted: true }, language);
     }
     const keys = await callOk(create, 'list_agent_state_keys', { name: AGENT });
     assert.ok(!keys.keys.some((k: { key: string }) => /big|huge/.test(k.key)), JSON.stringify(keys));
