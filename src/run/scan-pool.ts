@@ -175,9 +175,7 @@ export class ScanPool {
    * A bridge call's line too large for the main thread, parsed in a worker: the request as the
    * bridge reads it (its input a RawJson), or the failure the line stands for as the run's answer.
    */
-  async decodeBridge(
-    line: Buffer,
-  ): Promise<
+  async decodeBridge(line: Buffer): Promise<
     | {
         request: {
           op?: string;

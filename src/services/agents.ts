@@ -328,7 +328,13 @@ export class AgentService {
     const agent = await this.agent(ns, name);
     const gone = () => new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
     const written = await this.writeState(agent.id, key, text, ifVersion, limits, principal.tier, gone);
-    return { key, version: written.version, size_bytes: written.size, state_bytes: written.total, state_bytes_limit: limits.agentStateBytes };
+    return {
+      key,
+      version: written.version,
+      size_bytes: written.size,
+      state_bytes: written.total,
+      state_bytes_limit: limits.agentStateBytes,
+    };
   }
 
   /** One key written under the agent's row lock: compare-and-swap, the per-agent cap, sealed under its version. */
@@ -370,7 +376,12 @@ export class AgentService {
   }
 
   /** One key removed under the agent's row lock (compare-and-swap first): the new total, undefined when the key was not set. */
-  private removeStateKey(agentId: string, key: string, ifVersion: number | undefined, gone: () => DomainError): Promise<number | undefined> {
+  private removeStateKey(
+    agentId: string,
+    key: string,
+    ifVersion: number | undefined,
+    gone: () => DomainError,
+  ): Promise<number | undefined> {
     return this.store.withAgentLock(agentId, async (trx, locked) => {
       if (!locked) throw gone();
       ready(locked);
