@@ -12,6 +12,7 @@ import type { AgentsStore } from '../store/agents-store.js';
 import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
+import type { AgentStateAccess } from '../core/agent-state-access.js';
 
 export const ORCHESTRATION_MODES = ['direct', 'run_then_reason', 'reason_first'] as const;
 export type OrchestrationMode = (typeof ORCHESTRATION_MODES)[number];
@@ -73,6 +74,8 @@ export class AgentDispatcher {
       pending?: Pick<PendingWrites, 'add'>;
       /** Where `direct` jobs execute (replaced by the replica supervisor's worker hop). */
       runner?: JobRunner;
+      /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
+      state?: (agentId: string, tier: string) => AgentStateAccess;
     },
   ) {}
 
@@ -118,7 +121,12 @@ export class AgentDispatcher {
         // A bad name is recorded as this run's failure (the run row exists already).
         const { service, name } = parseFunctionName(job.functionName);
         const answer = await this.deps.run.invoke(
-          { principal, namespace: found.namespace, env: {} },
+          {
+            principal,
+            namespace: found.namespace,
+            env: {},
+            ...(this.deps.state ? { agentState: this.deps.state(job.agentId, found.tier) } : {}),
+          },
           { kind: 'function', service, name },
           input,
           job.trigger,

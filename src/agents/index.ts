@@ -1,5 +1,6 @@
 // The agent runtime as app/ and api/ see it: replicas, the dispatcher every trigger ends in, and the
 // runs record. Built once per server (app/start-server.ts) on the server's database and RunService.
+import type { AgentStateAccess } from '../core/agent-state-access.js';
 import type { Logger } from '../core/logger.js';
 import { DEFAULT_TIER, DEFAULT_TIERS, type TierLimits } from '../core/tiers.js';
 import type { PendingWrites } from '../store/pending-writes.js';
@@ -39,6 +40,8 @@ export class AgentRuntime {
       /** The server instance lease: runs of a node whose lease lapsed are ended this often. */
       leaseMs: number;
       pending?: Pick<PendingWrites, 'add'>;
+      /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
+      state?: (agentId: string, tier: string) => AgentStateAccess;
     },
   ) {
     const agents = new AgentsStore(deps.db);
@@ -52,6 +55,7 @@ export class AgentRuntime {
       nodeId: deps.nodeId,
       logger: deps.logger,
       ...(deps.pending ? { pending: deps.pending } : {}),
+      ...(deps.state ? { state: deps.state } : {}),
     });
   }
 

@@ -251,7 +251,16 @@ async function startServerSteps(
     sandboxNetwork: sandboxSettings.network,
   });
   // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
-  const agentRuntime = new AgentRuntime({ db: database.db, run: runs, nodeId: instance.id, tiers: config.tiers, logger, leaseMs, pending });
+  const agentRuntime = new AgentRuntime({
+    db: database.db,
+    run: runs,
+    nodeId: instance.id,
+    tiers: config.tiers,
+    logger,
+    leaseMs,
+    pending,
+    state: (agentId, tier) => agents.stateAccess(agentId, tier),
+  });
   await agentRuntime.start().catch(failStart);
   opened.push(() => agentRuntime.stop());
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
