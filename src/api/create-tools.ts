@@ -10,6 +10,8 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
 import { registerAgentTools } from './agent-tools.js';
+import type { WebhookService } from '../services/webhooks.js';
+import { registerWebhookTools } from './webhook-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
 import { refuseUnknownTools } from './unknown-tools.js';
@@ -20,6 +22,8 @@ export interface CreateToolsContext {
   namespace: string;
   catalog: CatalogService;
   agents: AgentService;
+  /** add_webhook, list_webhooks, remove_webhook (absent: not offered). */
+  webhooks?: WebhookService | undefined;
   history: ExecutionHistory;
   logger: Logger;
   version: string;
@@ -353,6 +357,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
   registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents });
+  if (ctx.webhooks)
+    registerWebhookTools(tool, { principal, namespace: ns, webhooks: ctx.webhooks, url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`) });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

@@ -11,7 +11,9 @@ import { sharedFairShare } from '../run/fair-share.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
-import { StateCipher } from '../services/state-cipher.js';
+import { BoundCipher, StateCipher } from '../services/state-cipher.js';
+import { WebhookService } from '../services/webhooks.js';
+import { WebhooksStore } from '../store/webhooks-store.js';
 import { AgentsStore } from '../store/agents-store.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
@@ -217,6 +219,10 @@ async function startServerSteps(
   const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers, (accountId) =>
     sharedFairShare.turn(accountId),
   );
+  // Webhook secrets (and outcomes kept for Idempotency-Keys) sealed under the state cipher, bound to their own label.
+  const boundCipher = new BoundCipher(stateCipher);
+  const webhooksStore = new WebhooksStore(database.db);
+  const webhookService = new WebhookService(webhooksStore, new AgentsStore(database.db), catalog, boundCipher, config.baseHost);
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
@@ -297,6 +303,11 @@ async function startServerSteps(
     progressIntervalMs: config.progressIntervalMs,
     listChanged,
     sessionActivity,
+    webhooks: {
+      service: webhookService,
+      // The largest plan's cap bounds any webhook body; each delivery is then held to its own plan's.
+      maxBodyBytes: Math.max(...Object.values(config.tiers).map((t) => t.webhookPayloadBytes)),
+    },
   });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.

@@ -162,6 +162,20 @@ export class WebhooksStore {
     );
   }
 
+  /**
+   * A refused delivery (bad, stale or replayed signature, too large, over the rate) as a security event
+   * of the webhook's namespace (list_security_events shows it): why, never the body or signature.
+   */
+  async recordRefusal(target: WebhookTarget, reason: string): Promise<void> {
+    const [service, fn] = target.handler_function.split('.');
+    const detail = JSON.stringify({ detection: reason, agent: target.agent_name, path: target.path });
+    await sql`
+      INSERT INTO security_events (id, account_id, namespace_id, service_name, function_name, event_type, detail)
+      VALUES (${randomUUID()}, ${target.account_id}, ${target.namespace_id}, ${service ?? null}, ${fn ?? null}, 'webhook_refused', ${detail}::jsonb)`.execute(
+      this.db,
+    );
+  }
+
   /** Expired signatures and keys of every webhook (housekeeping). */
   async purgeExpired(): Promise<number> {
     const a = await sql`DELETE FROM agent_webhook_signatures WHERE expires_at < now() RETURNING 1`.execute(this.db);
