@@ -33,7 +33,10 @@ export function webhookRoute(pathname: string, host: string | undefined, baseHos
 export function isAgentRequest(pathname: string, host: string | undefined, baseHost: string | undefined): boolean {
   if (pathname.startsWith('/mcp/agent/')) return true;
   if (!host || !baseHost) return false;
-  return host.replace(/:\d+$/, '').toLowerCase().endsWith(`.agent.${baseHost.replace(/:\d+$/, '').toLowerCase()}`);
+  return host
+    .replace(/:\d+$/, '')
+    .toLowerCase()
+    .endsWith(`.agent.${baseHost.replace(/:\d+$/, '').toLowerCase()}`);
 }
 
 /**

@@ -36,7 +36,9 @@ export function registerWebhookTools(
         secret: z
           .string()
           .optional()
-          .describe('HMAC-SHA256 key senders sign with (16-256 characters, e.g. from `openssl rand -hex 32`); stored encrypted, never shown again'),
+          .describe(
+            'HMAC-SHA256 key senders sign with (16-256 characters, e.g. from `openssl rand -hex 32`); stored encrypted, never shown again',
+          ),
         orchestration_mode: z
           .string()
           .optional()

@@ -12,7 +12,8 @@ export const TIMESTAMP_HEADER = 'x-mcpworks-timestamp';
 export const SIGNATURE_WINDOW_SECONDS = 300;
 
 /** Why a delivery's signature is refused; each is a 401 with its own message. */
-export type SignatureRefusal = 'missing_signature' | 'missing_timestamp' | 'malformed_signature' | 'malformed_timestamp' | 'stale' | 'mismatch';
+export type SignatureRefusal =
+  'missing_signature' | 'missing_timestamp' | 'malformed_signature' | 'malformed_timestamp' | 'stale' | 'mismatch';
 
 export type SignatureCheck = { ok: true; timestamp: number; signature: string } | { ok: false; reason: SignatureRefusal; message: string };
 
@@ -43,9 +44,15 @@ export function verifySignature(input: {
 }): SignatureCheck {
   const window = input.windowSeconds ?? SIGNATURE_WINDOW_SECONDS;
   if (input.signature === undefined || input.signature.trim() === '')
-    return refuse('missing_signature', 'this webhook has a secret: send X-MCPWorks-Signature: sha256=<hex HMAC-SHA256 of "timestamp.body">');
+    return refuse(
+      'missing_signature',
+      'this webhook has a secret: send X-MCPWorks-Signature: sha256=<hex HMAC-SHA256 of "timestamp.body">',
+    );
   if (input.timestamp === undefined || input.timestamp.trim() === '')
-    return refuse('missing_timestamp', 'this webhook has a secret: send X-MCPWorks-Timestamp: <unix seconds> (it is part of the signed text)');
+    return refuse(
+      'missing_timestamp',
+      'this webhook has a secret: send X-MCPWorks-Timestamp: <unix seconds> (it is part of the signed text)',
+    );
   const stamp = input.timestamp.trim();
   // Decimal seconds only: "1e9", "0x10" or milliseconds would sign one text and mean another time.
   if (!/^[0-9]{1,12}$/.test(stamp)) return refuse('malformed_timestamp', 'X-MCPWorks-Timestamp must be unix time in whole seconds');
@@ -53,7 +60,10 @@ export function verifySignature(input: {
   if (!match) return refuse('malformed_signature', 'X-MCPWorks-Signature must be sha256= followed by 64 hex digits');
   const timestamp = Number(stamp);
   if (Math.abs(input.nowSeconds - timestamp) > window)
-    return refuse('stale', `X-MCPWorks-Timestamp is more than ${window} seconds from the server's time; sign the delivery again with the current time`);
+    return refuse(
+      'stale',
+      `X-MCPWorks-Timestamp is more than ${window} seconds from the server's time; sign the delivery again with the current time`,
+    );
   const given = Buffer.from(match[1]!.toLowerCase(), 'hex');
   const expected = Buffer.from(signatureHex(input.secret, stamp, input.body), 'hex');
   // Both are 32 bytes (the pattern above), so timingSafeEqual compares without throwing.

@@ -43,7 +43,7 @@ function handlerArg(args: Args) {
       field: 'handler_function_name',
     });
   if (value === undefined)
-    throw invalid("'handler_function_name' is required: the function (\"service.function\") each delivery runs", {
+    throw invalid('\'handler_function_name\' is required: the function ("service.function") each delivery runs', {
       field: 'handler_function_name',
     });
   return validateHandlerName(value, args.handler_function_name !== undefined ? 'handler_function_name' : 'function_name');
@@ -85,7 +85,11 @@ export class WebhookService {
     const row = await this.agents.findAgent(ns.id, name);
     if (row) return row;
     const hint = suggestion(name, await this.agents.agentNames(ns.id), `agents in namespace '${ns.name}'`);
-    throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'; create it with make_agent.${hint.text}`, hint.details);
+    throw new DomainError(
+      'not_found',
+      `agent '${name}' not found in namespace '${ns.name}'; create it with make_agent.${hint.text}`,
+      hint.details,
+    );
   }
 
   private shown(ns: NamespaceRow, agent: AgentRow, row: WebhookRow, url: URL) {

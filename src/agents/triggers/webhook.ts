@@ -112,7 +112,14 @@ export class WebhookTrigger {
   /** A refused delivery: a security event of the namespace and a log line (never the body or signature). */
   private refused(target: WebhookTarget, reason: string, answer: WebhookAnswer): WebhookAnswer {
     this.deps.logger.warn(
-      { security_event: 'webhook_refused', reason, namespace: target.namespace_name, agent: target.agent_name, path: target.path, status: answer.status },
+      {
+        security_event: 'webhook_refused',
+        reason,
+        namespace: target.namespace_name,
+        agent: target.agent_name,
+        path: target.path,
+        status: answer.status,
+      },
       'webhook delivery refused',
     );
     // Recorded after the answer is decided; a failing insert does not change the answer.
@@ -123,7 +130,8 @@ export class WebhookTrigger {
   }
 
   async deliver(req: WebhookRequest): Promise<WebhookAnswer> {
-    if (!isValidNamespaceName(req.namespace) || !AGENT_NAME_PATTERN.test(req.agent) || !WEBHOOK_PATH_PATTERN.test(req.path)) return notFound(req);
+    if (!isValidNamespaceName(req.namespace) || !AGENT_NAME_PATTERN.test(req.agent) || !WEBHOOK_PATH_PATTERN.test(req.path))
+      return notFound(req);
     const target = await this.deps.store.target(req.namespace, req.agent, req.path);
     if (!target) return notFound(req);
     if (!isKnownTier(target.tier, this.deps.tiers))
@@ -186,7 +194,13 @@ export class WebhookTrigger {
 
     let input;
     try {
-      input = webhookInput({ raw, contentType: req.headers.get('content-type') ?? undefined, headers: req.headers, query: req.query, path: target.path });
+      input = webhookInput({
+        raw,
+        contentType: req.headers.get('content-type') ?? undefined,
+        headers: req.headers,
+        query: req.query,
+        path: target.path,
+      });
     } catch (e) {
       if (!isDomainError(e)) throw e;
       return { status: 400, body: e.toJSON() };
@@ -196,7 +210,11 @@ export class WebhookTrigger {
     const replicas = target.agent_status === 'running' ? await this.deps.replicas.localReplicas(target.agent_id) : [];
     if (replicas.length === 0)
       return {
-        ...error(503, 'unavailable', `agent '${target.agent_name}' is ${target.agent_status === 'running' ? 'not running here' : target.agent_status}: start it with start_agent; retry the delivery later`),
+        ...error(
+          503,
+          'unavailable',
+          `agent '${target.agent_name}' is ${target.agent_status === 'running' ? 'not running here' : target.agent_status}: start it with start_agent; retry the delivery later`,
+        ),
         headers: { 'retry-after': '30' },
       };
 
@@ -207,12 +225,18 @@ export class WebhookTrigger {
     }
     if (signature) {
       // Inserted before the run: of two deliveries with one signature (on any node), one runs.
-      const fresh = await this.deps.store.rememberSignature(target.id, signature.signature, signature.timestamp + SIGNATURE_WINDOW_SECONDS + 1);
+      const fresh = await this.deps.store.rememberSignature(
+        target.id,
+        signature.signature,
+        signature.timestamp + SIGNATURE_WINDOW_SECONDS + 1,
+      );
       if (!fresh)
         return this.refused(
           target,
           'replayed',
-          error(409, 'conflict', 'this signature was already delivered: a replay is refused; sign a new delivery (new timestamp)', { reason: 'replayed' }),
+          error(409, 'conflict', 'this signature was already delivered: a replay is refused; sign a new delivery (new timestamp)', {
+            reason: 'replayed',
+          }),
         );
     }
     const runId = randomUUID();
@@ -251,7 +275,10 @@ export class WebhookTrigger {
         if (key !== undefined) {
           const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(outcomeBody(runId, outcome)));
           await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch((err: unknown) => {
-            this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err), run_id: runId }, 'keeping a webhook outcome failed');
+            this.deps.logger.warn(
+              { err: err instanceof Error ? err.message : String(err), run_id: runId },
+              'keeping a webhook outcome failed',
+            );
           });
         }
         return outcome;
@@ -288,7 +315,13 @@ export class WebhookTrigger {
   }
 
   /** A delivery whose Idempotency-Key an earlier one holds: that delivery's run, never a new one. */
-  private async answerEarlier(target: WebhookTarget, key: string, earlier: DeliveryRow, wait: boolean, limits: TierLimits): Promise<WebhookAnswer> {
+  private async answerEarlier(
+    target: WebhookTarget,
+    key: string,
+    earlier: DeliveryRow,
+    wait: boolean,
+    limits: TierLimits,
+  ): Promise<WebhookAnswer> {
     const headers = { 'idempotent-replayed': 'true' };
     if (!wait) return { status: 202, body: { run_id: earlier.run_id, duplicate: true }, headers };
     const local = this.running.get(earlier.run_id);
