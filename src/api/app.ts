@@ -252,11 +252,12 @@ export function createApp(deps: AppDependencies): Hono {
               tooLarge: (c, limit) => c.json(new DomainError('limit_exceeded', `webhook body larger than ${limit} bytes`).toJSON(), 413),
             }
           : c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
-          ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
-          : {
-              limit: ACCOUNT_MAX_BODY_BYTES,
-              tooLarge: (c, limit) => c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
-            },
+            ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
+            : {
+                limit: ACCOUNT_MAX_BODY_BYTES,
+                tooLarge: (c, limit) =>
+                  c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
+              },
       // Bodies are read at most at their client's share of bytes a second, whoever else is reading.
       deps.bodyBudget ? { budget: deps.bodyBudget, client: (c) => clientKeyOf(remoteAddress(c, deps.trustedProxies)) } : undefined,
     ),

@@ -358,7 +358,12 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   );
   registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents });
   if (ctx.webhooks)
-    registerWebhookTools(tool, { principal, namespace: ns, webhooks: ctx.webhooks, url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`) });
+    registerWebhookTools(tool, {
+      principal,
+      namespace: ns,
+      webhooks: ctx.webhooks,
+      url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`),
+    });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

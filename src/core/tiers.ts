@@ -42,7 +42,12 @@ export interface TierLimits {
 
 export type TierName = string;
 
-const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30, webhookPayloadBytes: 1 * MB, webhookRequestsPerMinute: 60 };
+const STANDARD_AGENTS = {
+  agentStateBytes: 100 * MB,
+  scheduleMinIntervalSeconds: 30,
+  webhookPayloadBytes: 1 * MB,
+  webhookRequestsPerMinute: 60,
+};
 const STANDARD_STORAGE = {
   namespaces: 10,
   services: 100,
