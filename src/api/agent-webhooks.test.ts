@@ -11,7 +11,15 @@ import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { applyTierOverrides } from '../core/tiers.js';
 import type { Db } from '../store/database.js';
-import { callError, callOk, connect, createAccount, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  startTestServer,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 
 const BASE_HOST = 'hooks.test';
 // small: a 2 KB body cap and 5 deliveries a minute per webhook (the defaults are 1 MB and 60).
@@ -90,8 +98,7 @@ before(async () => {
   await callOk(create, 'make_namespace', { name: ns });
   await callOk(create, 'make_service', { name: 'hooks' });
   await callOk(create, 'make_function', { service: 'hooks', name: 'echo', code: ECHO });
-  for (const agent of ['open', 'signed'])
-    await callOk(create, 'make_agent', { name: agent, description: 'webhook tests' });
+  for (const agent of ['open', 'signed']) await callOk(create, 'make_agent', { name: agent, description: 'webhook tests' });
 });
 after(async () => {
   await create?.close();
@@ -143,7 +150,10 @@ describe('agent webhooks', () => {
     await refusal({ path: 'x', handler_function_name: 'echo' }, 'validation_error', /service\.function/);
     await refusal({ path: 'x', secret: 'short' }, 'validation_error', /16-256/);
     await refusal({ path: 'x', orchestration_mode: 'reason_first' }, 'validation_error', /configure_agent_ai/);
-    assert.equal((await callError(create, 'add_webhook', { name: 'nobody', path: 'x', handler_function_name: 'hooks.echo' })).type, 'not_found');
+    assert.equal(
+      (await callError(create, 'add_webhook', { name: 'nobody', path: 'x', handler_function_name: 'hooks.echo' })).type,
+      'not_found',
+    );
     assert.equal((await callOk(create, 'list_webhooks', { name: 'open' })).webhooks.length, 1, 'refused adds changed nothing');
 
     await callOk(create, 'add_webhook', { name: 'open', path: 'temporary', handler_function_name: 'hooks.echo' });
@@ -245,6 +255,20 @@ describe('agent webhooks', () => {
     await healthy();
   });
 
+  test('clone_agent copies the webhooks, the secret still usable (sealed again for the copy)', async () => {
+    await callOk(create, 'clone_agent', { name: 'signed', new_name: 'signed-copy' });
+    const listed = await callOk(create, 'list_webhooks', { name: 'signed-copy' });
+    assert.deepEqual(
+      listed.webhooks.map((w: any) => [w.path, w.handler_function_name, w.signed]),
+      [['github', 'hooks.echo', true]],
+    );
+    await callOk(create, 'start_agent', { name: 'signed-copy' });
+    const body = '{"copy":true}';
+    const answer = await post(hookPath('signed-copy', 'github', '?wait=true'), body, signed(body));
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal((await post(hookPath('signed-copy', 'github'), body, signed(body, now(), 'not-the-secret-0123456789'))).status, 401);
+  });
+
   test('Idempotency-Key: a second delivery answers the first run (and its result), never runs again', async () => {
     const key = `delivery-${Math.random().toString(36).slice(2)}`;
     const first = await post(hookPath('open', 'inbox', '?wait=true'), '{"once":true}', { 'idempotency-key': key });
@@ -288,7 +312,12 @@ describe('agent webhooks', () => {
     const declared = await post(url('cap'), JSON.stringify({ pad: 'x'.repeat(2100) }));
     assert.equal(declared.status, 413);
     assert.equal(declared.body.limit, 2048);
-    const chunked = await post(url('cap'), Array.from({ length: 8 }, () => Buffer.alloc(1024, 0x20)), {}, { chunked: true });
+    const chunked = await post(
+      url('cap'),
+      Array.from({ length: 8 }, () => Buffer.alloc(1024, 0x20)),
+      {},
+      { chunked: true },
+    );
     assert.equal(chunked.status, 413);
     await healthy();
 

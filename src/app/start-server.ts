@@ -12,7 +12,7 @@ import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
 import { BoundCipher, StateCipher } from '../services/state-cipher.js';
-import { WebhookService } from '../services/webhooks.js';
+import { secretContext, WebhookService } from '../services/webhooks.js';
 import { WebhooksStore } from '../store/webhooks-store.js';
 import { AgentsStore } from '../store/agents-store.js';
 import { ExecutionHistory } from '../services/history.js';
@@ -223,6 +223,12 @@ async function startServerSteps(
   const boundCipher = new BoundCipher(stateCipher);
   const webhooksStore = new WebhooksStore(database.db);
   const webhookService = new WebhookService(webhooksStore, new AgentsStore(database.db), catalog, boundCipher, config.baseHost);
+  // clone_agent copies the webhooks too, each secret sealed again for the copy's id.
+  agents.cloneHooks.push((trx, from, to) =>
+    webhooksStore
+      .copyAll(trx, from, to, (sealed, fromId, toId) => boundCipher.seal(secretContext(toId), boundCipher.open(secretContext(fromId), sealed)))
+      .then(() => undefined),
+  );
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);

@@ -69,6 +69,27 @@ export class WebhooksStore {
     });
   }
 
+  /**
+   * Copies an agent's webhooks onto its clone (clone_agent, in its transaction): same paths and
+   * handlers, each secret opened and sealed again for the copy's new id by `reseal`.
+   */
+  async copyAll(
+    exec: Exec,
+    fromAgentId: string,
+    toAgentId: string,
+    reseal: (sealed: string, fromId: string, toId: string) => string,
+  ): Promise<number> {
+    const rows = await this.list(fromAgentId, exec);
+    for (const row of rows) {
+      const id = randomUUID();
+      await sql`
+        INSERT INTO agent_webhooks (id, agent_id, path, handler_function, secret_sealed, orchestration_mode)
+        VALUES (${id}, ${toAgentId}, ${row.path}, ${row.handler_function},
+                ${row.secret_sealed === null ? null : reseal(row.secret_sealed, row.id, id)}, ${row.orchestration_mode})`.execute(exec);
+    }
+    return rows.length;
+  }
+
   /** Deletes the agent's webhook at `path`; false when there is none. Its seen signatures, keys and rate go with it. */
   async remove(agentId: string, path: string): Promise<boolean> {
     const result = await sql`DELETE FROM agent_webhooks WHERE agent_id = ${agentId} AND path = ${path} RETURNING id`.execute(this.db);
