@@ -241,6 +241,7 @@ async function startServerSteps(
     dependencies,
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
+    webhooks: webhooksStore,
   });
   const cancels = new CancelStore(database.db, instance.id);
   const runs = new RunService({
