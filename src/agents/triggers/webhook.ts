@@ -267,6 +267,8 @@ export class WebhookTrigger {
     this.busy.set(busyKey, (this.busy.get(busyKey) ?? 0) + 1);
     const done = started.done
       .catch((e: unknown): AgentRunOutcome => {
+        // A typed refusal (the agent destroyed meanwhile) as it is; anything else only in the log.
+        if (isDomainError(e)) return { runId, replica, status: 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
         this.deps.logger.error({ err: e instanceof Error ? e.message : String(e), run_id: runId }, 'webhook run failed unexpectedly');
         const message = 'the run could not be completed; the operator can find details in the server log';
         return { runId, replica, status: 'failed', error: { type: 'internal_error', message }, durationMs: 0 };
