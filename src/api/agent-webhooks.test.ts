@@ -81,7 +81,7 @@ function signed(body: string, ts = now(), secret = SECRET): Record<string, strin
 }
 
 async function runsOf(agent: string): Promise<any[]> {
-  const answer = await callOk(create, 'list_agent_runs', { name: agent });
+  const answer = await callOk(create, 'list_agent_runs', { name: agent, limit: 200 });
   return Array.isArray(answer) ? answer : answer.runs;
 }
 
