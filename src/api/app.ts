@@ -11,6 +11,7 @@ import { isValidNamespaceName } from '../core/names.js';
 import type { AccountService, KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
@@ -45,6 +46,7 @@ export interface AppDependencies {
   accountsStore: AccountsStore;
   catalog: CatalogService;
   agents: AgentService;
+  agentRuntime: AgentRuntime;
   history: ExecutionHistory;
   runs: RunService;
   logger: Logger;
@@ -66,7 +68,7 @@ export interface AppDependencies {
   listChanged?: ListChangedHub;
   sessionActivity?: SessionActivity;
   /** add_webhook / list_webhooks / remove_webhook, and the deliveries to agents' webhook URLs. */
-  webhooks?: { service: WebhookService; trigger?: WebhookTrigger; maxBodyBytes: number };
+  webhooks?: { service: WebhookService; trigger: WebhookTrigger; maxBodyBytes: number };
 }
 
 export interface HostGuard {
@@ -157,6 +159,7 @@ export function createApp(deps: AppDependencies): Hono {
           catalog,
           agents: deps.agents,
           webhooks: deps.webhooks?.service,
+          runtime: deps.agentRuntime,
           history: deps.history,
           logger,
           version: deps.version,

@@ -9,6 +9,8 @@ import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
+import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import { registerAgentTools } from './agent-tools.js';
 import type { WebhookService } from '../services/webhooks.js';
 import { registerWebhookTools } from './webhook-tools.js';
@@ -24,6 +26,7 @@ export interface CreateToolsContext {
   agents: AgentService;
   /** add_webhook, list_webhooks, remove_webhook (absent: not offered). */
   webhooks?: WebhookService | undefined;
+  runtime: AgentRuntime;
   history: ExecutionHistory;
   logger: Logger;
   version: string;
@@ -356,7 +359,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
-  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents });
+  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
+  registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   if (ctx.webhooks)
     registerWebhookTools(tool, {
       principal,

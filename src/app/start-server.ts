@@ -11,6 +11,8 @@ import { sharedFairShare } from '../run/fair-share.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
+import { AgentRuntime } from '../agents/index.js';
+import { WebhookTrigger } from '../agents/triggers/webhook.js';
 import { BoundCipher, StateCipher } from '../services/state-cipher.js';
 import { secretContext, WebhookService } from '../services/webhooks.js';
 import { WebhooksStore } from '../store/webhooks-store.js';
@@ -61,6 +63,7 @@ export interface RunningServer {
     accountsStore: AccountsStore;
     catalog: CatalogService;
     agents: AgentService;
+    agentRuntime: AgentRuntime;
     schemas: SchemaGuard;
     housekeeping: Housekeeping;
     sandbox: Sandbox;
@@ -261,6 +264,19 @@ async function startServerSteps(
     cancels,
     sandboxNetwork: sandboxSettings.network,
   });
+  // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
+  const agentRuntime = new AgentRuntime({ db: database.db, run: runs, nodeId: instance.id, tiers: config.tiers, logger });
+  await agentRuntime.start().catch(failStart);
+  opened.push(() => agentRuntime.stop());
+  // Deliveries to agents' webhooks end in the same dispatcher, on a replica this node holds.
+  const webhookTrigger = new WebhookTrigger({
+    store: webhooksStore,
+    cipher: boundCipher,
+    tiers: config.tiers,
+    dispatcher: agentRuntime.dispatcher,
+    replicas: agentRuntime.replicas,
+    logger,
+  });
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
   // When the listening connection comes back after the database was away, marks it missed are looked for.
   try {
@@ -297,6 +313,7 @@ async function startServerSteps(
     accountsStore,
     catalog,
     agents,
+    agentRuntime,
     history,
     runs,
     logger,
@@ -312,6 +329,7 @@ async function startServerSteps(
     sessionActivity,
     webhooks: {
       service: webhookService,
+      trigger: webhookTrigger,
       // The largest plan's cap bounds any webhook body; each delivery is then held to its own plan's.
       maxBodyBytes: Math.max(...Object.values(config.tiers).map((t) => t.webhookPayloadBytes)),
     },
@@ -390,6 +408,7 @@ async function startServerSteps(
       accountsStore,
       catalog,
       agents,
+      agentRuntime,
       schemas,
       housekeeping,
       sandbox,

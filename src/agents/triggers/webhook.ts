@@ -16,32 +16,8 @@ import type { BoundCipher } from '../../services/state-cipher.js';
 import { secretContext } from '../../services/webhooks.js';
 import type { DeliveryRow, WebhookTarget, WebhooksStore } from '../../store/webhooks-store.js';
 
-/** The dispatcher's surface a webhook uses (src/agents/dispatcher.ts, DESIGN-agents.md). */
-export interface AgentRunOutcome {
-  runId: string;
-  replica: string;
-  status: 'succeeded' | 'failed' | 'cancelled' | 'rejected';
-  result?: unknown;
-  error?: { type: string; message: string };
-  durationMs: number;
-}
-export interface WebhookJob {
-  agentId: string;
-  replica: string;
-  trigger: 'webhook';
-  triggerName: string;
-  triggerRef?: string;
-  functionName: string;
-  input: unknown;
-  orchestrationMode: 'direct';
-  runId?: string;
-}
-export interface WebhookDispatcher {
-  start(job: WebhookJob): { runId: string; done: Promise<AgentRunOutcome> };
-}
-export interface ReplicaLookup {
-  localReplicas(agentId: string): Promise<string[]>;
-}
+import type { AgentDispatcher, AgentRunOutcome } from '../dispatcher.js';
+import type { ReplicaDirectory } from '../replicas.js';
 
 /** A delivery as the HTTP route hands it over: the URL's parts, the headers, and a body reader with a cap. */
 export interface WebhookRequest {
@@ -88,8 +64,8 @@ export interface WebhookTriggerDeps {
   store: WebhooksStore;
   cipher: BoundCipher;
   tiers: Readonly<Record<string, TierLimits>>;
-  dispatcher: WebhookDispatcher;
-  replicas: ReplicaLookup;
+  dispatcher: Pick<AgentDispatcher, 'start'>;
+  replicas: Pick<ReplicaDirectory, 'localReplicas'>;
   logger: Logger;
   /** Unix seconds now (tests of the window pass their own). */
   nowSeconds?: () => number;
