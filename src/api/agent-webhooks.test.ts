@@ -312,6 +312,9 @@ describe('agent webhooks', () => {
     const declared = await post(url('cap'), JSON.stringify({ pad: 'x'.repeat(2100) }));
     assert.equal(declared.status, 413);
     assert.equal(declared.body.limit, 2048);
+    // Declared too large and never sent: refused on the header alone (nothing waits for the body).
+    const unsent = await post(url('cap'), [], { 'content-length': '1000000' });
+    assert.equal(unsent.status, 413);
     const chunked = await post(
       url('cap'),
       Array.from({ length: 8 }, () => Buffer.alloc(1024, 0x20)),
