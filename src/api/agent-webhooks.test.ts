@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { applyTierOverrides } from '../core/tiers.js';
 import type { Db } from '../store/database.js';
+import { WebhooksStore } from '../store/webhooks-store.js';
 import {
   callError,
   callOk,
@@ -286,6 +287,18 @@ describe('agent webhooks', () => {
     const fresh = `parallel-${Math.random().toString(36).slice(2)}`;
     const answers = await Promise.all(Array.from({ length: 4 }, () => post(hookPath('open', 'inbox'), '{}', { 'idempotency-key': fresh })));
     assert.equal(new Set(answers.map((a) => a.body.run_id)).size, 1, JSON.stringify(answers.map((a) => a.body)));
+    // The claim itself (what holds when two deliveries pass the look-up at once, on two nodes say):
+    // a second claim of a held key gets the holder's run, never its own.
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const hooks = new WebhooksStore(db);
+    const inbox = (
+      await sql<{
+        id: string;
+      }>`SELECT w.id FROM agent_webhooks w JOIN agents a ON a.id = w.agent_id WHERE a.name = 'open' AND w.path = 'inbox'`.execute(db)
+    ).rows[0]!.id;
+    assert.deepEqual(await hooks.claimKey(inbox, 'claimed-once', 'run-a', 24), { claimed: true });
+    const second = await hooks.claimKey(inbox, 'claimed-once', 'run-b', 24);
+    assert.equal('existing' in second && second.existing.run_id, 'run-a');
     // The same signed delivery sent twice in parallel: one runs, the other is a replay.
     const body = '{"twice":true}';
     const headers = signed(body);
