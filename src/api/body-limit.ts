@@ -104,7 +104,7 @@ export async function readCappedBody(request: Request, limit: number): Promise<U
     const { done, value } = await reader.read();
     if (done) break;
     seen += value.byteLength;
-    if (seen > limit) {
+    if (limit < seen) {
       await reader.cancel().catch(() => undefined);
       throw new BodyTooLargeError(limit);
     }
