@@ -219,18 +219,21 @@ describe('agent webhooks', () => {
     assert.equal(ok.body.result.got.headers['x-mcpworks-signature'], undefined, 'the signature is not handed on');
 
     // As the README shows it: openssl computes the HMAC of "timestamp.body".
+    // (Another body: the same body in the same second would be the same signature, a replay.)
+    const viaBody = '{"ref":"openssl"}';
     const ts = String(now());
-    const hex = execFileSync('openssl', ['dgst', '-sha256', '-hmac', SECRET], { input: `${ts}.${body}` })
+    const hex = execFileSync('openssl', ['dgst', '-sha256', '-hmac', SECRET], { input: `${ts}.${viaBody}` })
       .toString()
       .trim()
       .split(' ')
       .pop()!;
-    const viaOpenssl = await post(hookPath('signed', 'github', '?wait=true'), body, {
+    const viaOpenssl = await post(hookPath('signed', 'github', '?wait=true'), viaBody, {
       'x-mcpworks-timestamp': ts,
       'x-mcpworks-signature': `sha256=${hex}`,
       'x-delivery': 'openssl',
     });
     assert.equal(viaOpenssl.status, 200, JSON.stringify(viaOpenssl.body));
+    assert.deepEqual(viaOpenssl.body.result.got.body, { ref: 'openssl' });
 
     const replay = await post(hookPath('signed', 'github'), body, good);
     assert.equal(replay.status, 409);
