@@ -134,7 +134,9 @@ describe('agent webhooks', () => {
       listed.webhooks.map((w: any) => [w.path, w.handler_function_name, w.signed]),
       [['github', 'hooks.echo', true]],
     );
-    assert.ok(!JSON.stringify([open, signedHook, listed]).includes(SECRET), 'the secret is never answered');
+    const described = await callOk(create, 'describe_agent', { name: 'signed' });
+    assert.deepEqual(described.webhooks, listed.webhooks, 'describe_agent lists them with their URLs');
+    assert.ok(!JSON.stringify([open, signedHook, listed, described]).includes(SECRET), 'the secret is never answered');
     // Stored sealed: the secret's text is nowhere in the table.
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const stored = await sql<{ secret_sealed: string }>`SELECT secret_sealed FROM agent_webhooks WHERE path = 'github'`.execute(db);

@@ -359,7 +359,13 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
-  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
+  registerAgentTools(tool, {
+    principal,
+    namespace: ns,
+    agents: ctx.agents,
+    runtime: ctx.runtime,
+    webhooks: ctx.webhooks ? { service: ctx.webhooks, url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`) } : undefined,
+  });
   registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   if (ctx.webhooks)
     registerWebhookTools(tool, {
