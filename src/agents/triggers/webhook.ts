@@ -241,16 +241,22 @@ export class WebhookTrigger {
       throw e;
     }
     this.busy.set(busyKey, (this.busy.get(busyKey) ?? 0) + 1);
+    // Refused before it ran (the server stopping): the key is let go, so the sender's retry runs.
+    let notRun = false;
     const done = started.done
       .catch((e: unknown): AgentRunOutcome => {
-        // A typed refusal (the agent destroyed meanwhile) as it is; anything else only in the log.
-        if (isDomainError(e)) return { runId, replica, status: 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
+        // A typed refusal (the agent destroyed meanwhile, the server stopping) as it is; anything else only in the log.
+        if (isDomainError(e)) {
+          notRun = e.type === 'unavailable';
+          return { runId, replica, status: 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
+        }
         this.deps.logger.error({ err: e instanceof Error ? e.message : String(e), run_id: runId }, 'webhook run failed unexpectedly');
         const message = 'the run could not be completed; the operator can find details in the server log';
         return { runId, replica, status: 'failed', error: { type: 'internal_error', message }, durationMs: 0 };
       })
       .then(async (outcome) => {
-        if (key !== undefined) {
+        if (key !== undefined && notRun) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
+        else if (key !== undefined) {
           const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(outcomeBody(runId, outcome)));
           await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch((err: unknown) => {
             this.deps.logger.warn(
