@@ -22,6 +22,11 @@ export interface TierLimits {
   scheduleMinIntervalSeconds: number;
   /** Days an agent's ended trigger runs are kept (list_agent_runs); null = for ever. */
   agentRunRetentionDays: number | null;
+  /** Orchestration limits of one AI run (issue 16): model turns, tokens, seconds, function calls (null = unlimited). */
+  agentMaxIterations: number;
+  agentMaxAiTokens: number;
+  agentMaxExecutionSeconds: number;
+  agentMaxFunctionsCalled: number | null;
   /** Largest serialised result a run may return, in bytes. */
   maxResultBytes: number;
   /** Storage, per account (null = unlimited): namespaces, services and functions in all its namespaces. */
@@ -40,7 +45,15 @@ export interface TierLimits {
 
 export type TierName = string;
 
-const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30, agentRunRetentionDays: 30 };
+const STANDARD_AGENTS = {
+  agentStateBytes: 100 * MB,
+  scheduleMinIntervalSeconds: 30,
+  agentRunRetentionDays: 30,
+  agentMaxIterations: 10,
+  agentMaxAiTokens: 200_000,
+  agentMaxExecutionSeconds: 120,
+  agentMaxFunctionsCalled: 10,
+};
 const STANDARD_STORAGE = {
   namespaces: 10,
   services: 100,
@@ -85,6 +98,10 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     agentStateBytes: 1024 * MB,
     scheduleMinIntervalSeconds: 15,
     agentRunRetentionDays: 90,
+    agentMaxIterations: 25,
+    agentMaxAiTokens: 1_000_000,
+    agentMaxExecutionSeconds: 300,
+    agentMaxFunctionsCalled: 25,
     namespaces: 100,
     services: 1_000,
     functions: 5_000,
@@ -104,6 +121,10 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     agentStateBytes: null,
     scheduleMinIntervalSeconds: 15,
     agentRunRetentionDays: 365,
+    agentMaxIterations: 50,
+    agentMaxAiTokens: 2_000_000,
+    agentMaxExecutionSeconds: 300,
+    agentMaxFunctionsCalled: null,
     namespaces: null,
     services: null,
     functions: null,
@@ -143,6 +164,10 @@ const OVERRIDE_FIELDS = {
   agent_state_bytes: 'agentStateBytes',
   schedule_min_interval_s: 'scheduleMinIntervalSeconds',
   agent_run_retention_days: 'agentRunRetentionDays',
+  agent_max_iterations: 'agentMaxIterations',
+  agent_max_ai_tokens: 'agentMaxAiTokens',
+  agent_max_execution_s: 'agentMaxExecutionSeconds',
+  agent_max_functions_called: 'agentMaxFunctionsCalled',
   namespaces: 'namespaces',
   services: 'services',
   functions: 'functions',
@@ -160,6 +185,7 @@ const UNLIMITABLE = new Set([
   'agents',
   'agent_state_bytes',
   'agent_run_retention_days',
+  'agent_max_functions_called',
   'namespaces',
   'services',
   'functions',
@@ -168,6 +194,9 @@ const UNLIMITABLE = new Set([
   'schema_bytes_per_namespace',
   'mcp_sessions',
 ]);
+
+// Fields where 0 would make every run (or sandbox) fail at once.
+const AT_LEAST_ONE = new Set(['timeout_s', 'memory_mb', 'agent_max_iterations', 'agent_max_ai_tokens', 'agent_max_execution_s']);
 
 /** Plans an operator adds get `pro`'s limits for every field they do not name. */
 export const NEW_TIER_BASE: TierName = 'pro';
@@ -207,9 +236,9 @@ export function applyTierOverrides(
         throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
       if (value === -1 && UNLIMITABLE.has(field)) {
         (limits as unknown as Record<string, number | null>)[key] = null;
-      } else if (value < (field === 'timeout_s' || field === 'memory_mb' ? 1 : 0)) {
+      } else if (value < (AT_LEAST_ONE.has(field) ? 1 : 0)) {
         throw configInvalid(
-          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`,
+          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${AT_LEAST_ONE.has(field) ? 1 : 0}`,
         );
       } else {
         (limits as unknown as Record<string, number>)[key] = value;
