@@ -47,8 +47,9 @@ export class AnthropicProvider implements ModelProvider {
 
   constructor(settings: ProviderSettings) {
     this.model = settings.model;
-    // No retries: the run's deadline rules, and the loop decides what a refusal means.
-    this.client = new Anthropic({ apiKey: settings.apiKey, baseURL: settings.baseUrl ?? null, maxRetries: 0 });
+    // No retries: the run's deadline rules, and the loop decides what a refusal means. No SDK
+    // logging (it would be the server's console), and no address from the server's environment.
+    this.client = new Anthropic({ apiKey: settings.apiKey, baseURL: settings.baseUrl ?? null, maxRetries: 0, logLevel: 'off' });
   }
 
   async turn(request: TurnRequest): Promise<TurnResult> {

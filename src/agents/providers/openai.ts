@@ -49,8 +49,16 @@ export class OpenAIProvider implements ModelProvider {
   constructor(settings: ProviderSettings) {
     this.provider = settings.provider;
     this.model = settings.model;
-    // No retries: the run's deadline rules, and the loop decides what a refusal means.
-    this.client = new OpenAI({ apiKey: settings.apiKey, baseURL: settings.baseUrl ?? null, maxRetries: 0 });
+    // No retries: the run's deadline rules, and the loop decides what a refusal means. No SDK
+    // logging, and nothing from the server's environment (OPENAI_ORG_ID, ...) sent to the agent's service.
+    this.client = new OpenAI({
+      apiKey: settings.apiKey,
+      baseURL: settings.baseUrl ?? null,
+      organization: null,
+      project: null,
+      maxRetries: 0,
+      logLevel: 'off',
+    });
   }
 
   async turn(request: TurnRequest): Promise<TurnResult> {
