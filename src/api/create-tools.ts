@@ -10,6 +10,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
+import { registerAgentAiTools } from './agent-ai-tools.js';
 import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import { registerAgentTools } from './agent-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
@@ -357,6 +358,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   );
   registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
+  registerAgentAiTools(tool, { principal, namespace: ns, agents: ctx.agents });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }
