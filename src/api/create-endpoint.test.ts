@@ -68,6 +68,9 @@ const EXPECTED_TOOLS = [
   'stop_agent',
   'list_agent_runs',
   'describe_agent_run',
+  'configure_agent_ai',
+  'remove_agent_ai',
+  'configure_orchestration_limits',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

@@ -61,7 +61,13 @@ export function validateAiInput(args: Record<string, unknown>): AiInput {
     });
   const apiKey = args.api_key;
   // Never echo the key in the message, not even a part of it.
-  if (typeof apiKey !== 'string' || apiKey.length === 0 || apiKey.length > API_KEY_MAX_CHARS || CONTROL.test(apiKey) || apiKey.trim() !== apiKey)
+  if (
+    typeof apiKey !== 'string' ||
+    apiKey.length === 0 ||
+    apiKey.length > API_KEY_MAX_CHARS ||
+    CONTROL.test(apiKey) ||
+    apiKey.trim() !== apiKey
+  )
     throw invalid(`api_key must be the provider's key: 1-${API_KEY_MAX_CHARS} characters, no spaces around it or control characters`, {
       field: 'api_key',
     });
@@ -184,6 +190,8 @@ export function validateLimitsInput(args: Record<string, unknown>, limits: TierL
     out[key] = value;
   }
   if (Object.keys(out).length === 0)
-    throw invalid('give at least one of max_iterations, max_ai_tokens, max_execution_time, max_functions_called', { field: 'max_iterations' });
+    throw invalid('give at least one of max_iterations, max_ai_tokens, max_execution_time, max_functions_called', {
+      field: 'max_iterations',
+    });
   return out;
 }

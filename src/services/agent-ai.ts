@@ -36,7 +36,10 @@ export class AgentAiSettings {
 
   private limits(tier: string): TierLimits {
     if (!isKnownTier(tier, this.tiers))
-      throw new DomainError('forbidden', `this account's plan '${tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS`);
+      throw new DomainError(
+        'forbidden',
+        `this account's plan '${tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS`,
+      );
     return limitsFor(tier, this.tiers);
   }
 

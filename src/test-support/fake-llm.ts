@@ -74,7 +74,9 @@ function sentKey(req: IncomingMessage): string {
 function anthropicAnswer(turn: FakeTurn, model: unknown, n: number) {
   const content: Array<Record<string, unknown>> = [];
   if (turn.text) content.push({ type: 'text', text: turn.text });
-  (turn.toolCalls ?? []).forEach((c, i) => content.push({ type: 'tool_use', id: c.id ?? `toolu_${n}_${i}`, name: c.name, input: c.arguments }));
+  (turn.toolCalls ?? []).forEach((c, i) =>
+    content.push({ type: 'tool_use', id: c.id ?? `toolu_${n}_${i}`, name: c.name, input: c.arguments }),
+  );
   return {
     id: `msg_fake_${n}`,
     type: 'message',
@@ -143,8 +145,9 @@ export async function startFakeLlm(): Promise<FakeLlm> {
     }
     const record: RecordedRequest = { api, path, headers: { ...req.headers }, body, aborted: false, answered: false };
     requests.push(record);
-    for (const w of waiters.splice(0)) if (requests.length >= w.n) w.resolve();
-    else waiters.push(w);
+    for (const w of waiters.splice(0))
+      if (requests.length >= w.n) w.resolve();
+      else waiters.push(w);
     const n = next++;
     const turn: FakeTurn = turns[n] ?? { status: 500 };
     res.on('close', () => {

@@ -34,7 +34,12 @@ export function anthropicMessages(messages: ChatMessage[]): WireMessage[] {
     } else
       push(
         'user',
-        m.results.map((r) => ({ type: 'tool_result', tool_use_id: r.callId, content: r.content, ...(r.isError ? { is_error: true } : {}) })),
+        m.results.map((r) => ({
+          type: 'tool_result',
+          tool_use_id: r.callId,
+          content: r.content,
+          ...(r.isError ? { is_error: true } : {}),
+        })),
       );
   }
   return out;

@@ -12,7 +12,11 @@ import { ProviderError, type ChatMessage, type ModelProvider, type ToolSpec } fr
 
 const KEY = 'sk-test-secret-key-do-not-leak-7f3a9c';
 const TOOLS: ToolSpec[] = [
-  { name: 'math__add', description: 'Adds two numbers', inputSchema: { type: 'object', properties: { a: { type: 'number' }, b: { type: 'number' } } } },
+  {
+    name: 'math__add',
+    description: 'Adds two numbers',
+    inputSchema: { type: 'object', properties: { a: { type: 'number' }, b: { type: 'number' } } },
+  },
   { name: 'state_get', description: 'Reads a state key', inputSchema: { type: 'object', properties: { key: { type: 'string' } } } },
 ];
 const far = () => Date.now() + 60_000;
@@ -127,7 +131,13 @@ for (const [label, make] of adapters) {
       const provider = make();
       llm.script([{ text: 'too late', delayMs: 120_000 }]);
       const controller = new AbortController();
-      const call = provider.turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, signal: controller.signal, deadline: far() });
+      const call = provider.turn({
+        messages: [{ role: 'user', content: 'hi' }],
+        tools: [],
+        maxOutputTokens: 64,
+        signal: controller.signal,
+        deadline: far(),
+      });
       await llm.waitForRequests(1);
       controller.abort();
       await assert.rejects(call, (e: unknown) => e instanceof ProviderError && e.kind === 'aborted');
@@ -139,7 +149,12 @@ for (const [label, make] of adapters) {
     test('the deadline stops the call in flight', async () => {
       const provider = make();
       llm.script([{ text: 'too late', delayMs: 120_000 }]);
-      const call = provider.turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: Date.now() + 300 });
+      const call = provider.turn({
+        messages: [{ role: 'user', content: 'hi' }],
+        tools: [],
+        maxOutputTokens: 64,
+        deadline: Date.now() + 300,
+      });
       await assert.rejects(call, (e: unknown) => e instanceof ProviderError && e.kind === 'timeout');
       while (!llm.requests[0]!.aborted) await new Promise((r) => setImmediate(r));
       // A deadline already past: refused before any request.
@@ -159,10 +174,12 @@ for (const [label, make] of adapters) {
         [500, 'unavailable'],
       ] as const) {
         llm.script([{ status }]);
-        const error = await provider.turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() }).then(
-          () => assert.fail('should have failed'),
-          (e: unknown) => e,
-        );
+        const error = await provider
+          .turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() })
+          .then(
+            () => assert.fail('should have failed'),
+            (e: unknown) => e,
+          );
         assert.ok(error instanceof ProviderError, String(error));
         assert.equal(error.kind, kind);
         assert.equal(error.status, status);
