@@ -71,6 +71,9 @@ const EXPECTED_TOOLS = [
   'add_webhook',
   'list_webhooks',
   'remove_webhook',
+  'configure_agent_ai',
+  'remove_agent_ai',
+  'configure_orchestration_limits',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

@@ -10,6 +10,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
+import { registerAgentAiTools } from './agent-ai-tools.js';
 import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import { registerAgentTools } from './agent-tools.js';
 import type { WebhookService } from '../services/webhooks.js';
@@ -374,6 +375,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       webhooks: ctx.webhooks,
       url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`),
     });
+  registerAgentAiTools(tool, { principal, namespace: ns, agents: ctx.agents });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

@@ -22,6 +22,11 @@ export interface TierLimits {
   scheduleMinIntervalSeconds: number;
   /** Days an agent's ended trigger runs are kept (list_agent_runs); null = for ever. */
   agentRunRetentionDays: number | null;
+  /** Orchestration limits of one AI run (issue 16): model turns, tokens, seconds, function calls (null = unlimited). */
+  agentMaxIterations: number;
+  agentMaxAiTokens: number;
+  agentMaxExecutionSeconds: number;
+  agentMaxFunctionsCalled: number | null;
   /** Largest serialised result a run may return, in bytes. */
   maxResultBytes: number;
   /** Storage, per account (null = unlimited): namespaces, services and functions in all its namespaces. */
@@ -50,6 +55,10 @@ const STANDARD_AGENTS = {
   agentRunRetentionDays: 30,
   webhookPayloadBytes: 1 * MB,
   webhookRequestsPerMinute: 60,
+  agentMaxIterations: 10,
+  agentMaxAiTokens: 200_000,
+  agentMaxExecutionSeconds: 120,
+  agentMaxFunctionsCalled: 10,
 };
 const STANDARD_STORAGE = {
   namespaces: 10,
@@ -95,6 +104,10 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     agentStateBytes: 1024 * MB,
     scheduleMinIntervalSeconds: 15,
     agentRunRetentionDays: 90,
+    agentMaxIterations: 25,
+    agentMaxAiTokens: 1_000_000,
+    agentMaxExecutionSeconds: 300,
+    agentMaxFunctionsCalled: 25,
     namespaces: 100,
     services: 1_000,
     functions: 5_000,
@@ -116,6 +129,10 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     agentStateBytes: null,
     scheduleMinIntervalSeconds: 15,
     agentRunRetentionDays: 365,
+    agentMaxIterations: 50,
+    agentMaxAiTokens: 2_000_000,
+    agentMaxExecutionSeconds: 300,
+    agentMaxFunctionsCalled: null,
     namespaces: null,
     services: null,
     functions: null,
@@ -157,6 +174,10 @@ const OVERRIDE_FIELDS = {
   agent_state_bytes: 'agentStateBytes',
   schedule_min_interval_s: 'scheduleMinIntervalSeconds',
   agent_run_retention_days: 'agentRunRetentionDays',
+  agent_max_iterations: 'agentMaxIterations',
+  agent_max_ai_tokens: 'agentMaxAiTokens',
+  agent_max_execution_s: 'agentMaxExecutionSeconds',
+  agent_max_functions_called: 'agentMaxFunctionsCalled',
   namespaces: 'namespaces',
   services: 'services',
   functions: 'functions',
@@ -176,6 +197,7 @@ const UNLIMITABLE = new Set([
   'agents',
   'agent_state_bytes',
   'agent_run_retention_days',
+  'agent_max_functions_called',
   'namespaces',
   'services',
   'functions',
@@ -186,8 +208,16 @@ const UNLIMITABLE = new Set([
   'webhook_requests_per_minute',
 ]);
 
-// Fields that must stay at least 1 (a sandbox needs time and memory; a webhook a body byte budget).
-const AT_LEAST_ONE = new Set(['timeout_s', 'memory_mb', 'webhook_payload_bytes']);
+// Fields that must stay at least 1 (a sandbox needs time and memory; a webhook a body byte budget; 0
+// iterations, tokens or seconds would make every agent run fail at once).
+const AT_LEAST_ONE = new Set([
+  'timeout_s',
+  'memory_mb',
+  'webhook_payload_bytes',
+  'agent_max_iterations',
+  'agent_max_ai_tokens',
+  'agent_max_execution_s',
+]);
 
 /** Plans an operator adds get `pro`'s limits for every field they do not name. */
 export const NEW_TIER_BASE: TierName = 'pro';

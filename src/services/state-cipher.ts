@@ -71,4 +71,17 @@ export class BoundCipher {
   }
 }
 
+/**
+ * A secret of an agent's configuration (its AI API key, later attached servers' headers): the same
+ * cipher, associated data `[agentId, purpose]` (two elements: never a state value's three), so a
+ * sealed key copied onto another agent or into a state row does not decrypt.
+ */
+export function sealSecret(cipher: StateCipher, agentId: string, purpose: string, plaintext: string): string {
+  return cipher.sealAad(Buffer.from(JSON.stringify([agentId, purpose]), 'utf8'), plaintext);
+}
+
+export function openSecret(cipher: StateCipher, agentId: string, purpose: string, stored: string): string {
+  return cipher.openAad(Buffer.from(JSON.stringify([agentId, purpose]), 'utf8'), stored);
+}
+
 const associated = (agentId: string, key: string, version: number): Buffer => Buffer.from(JSON.stringify([agentId, key, version]), 'utf8');
