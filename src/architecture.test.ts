@@ -20,9 +20,10 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   services: ['core', 'store'],
   sandbox: ['core'],
   run: ['core', 'store', 'services', 'sandbox'],
-  api: ['core', 'store', 'services', 'run', 'sandbox'],
+  agents: ['core', 'store', 'services', 'run'],
+  api: ['core', 'store', 'services', 'run', 'sandbox', 'agents'],
   cli: ['core', 'store', 'services', 'sandbox', 'app'],
-  app: ['core', 'store', 'services', 'run', 'sandbox', 'api'],
+  app: ['core', 'store', 'services', 'run', 'sandbox', 'api', 'agents'],
 };
 
 /** Node modules that do I/O: core (domain rules) imports none of them. */

@@ -20,6 +20,7 @@ const agentFields = {
   name: z.string().optional().describe('Agent name (required; or give it as agent_name), e.g. "social-scraper"'),
   agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
 };
+const replicaArg = z.string().describe("A replica's verb-animal name, as describe_agent lists them");
 const keyArg = z.string().describe('State key: 1-256 characters, no control characters, e.g. "last_run" or "feeds/hn"');
 const ifVersion = z
   .number()
@@ -61,17 +62,55 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
     'describe_agent',
     {
       description:
-        'Details of an agent: description, status, desired replicas, config, its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+        'Details of an agent: description, status, desired replicas, its replicas (name, status, node, started, restarts, last exit), config, its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
     (a) => agents.describeAgent(principal, ns, a),
   );
   tool(
+    'start_agent',
+    {
+      description:
+        'Start an agent: each of its replicas runs as its own worker process (placed on a server node), and its schedules and webhooks run on them. ' +
+        'With replica: start only that replica (by its verb-animal name from describe_agent). A crashed replica is restarted with the same name, backing off if it keeps crashing.',
+      input: z.object({ ...agentFields, replica: replicaArg.optional().describe('Start only this replica, e.g. "daring-duck"') }),
+      annotations: { ...WRITE, idempotentHint: true },
+    },
+    (a) => agents.startAgent(principal, ns, a),
+  );
+  tool(
+    'stop_agent',
+    {
+      description:
+        'Stop an agent (or, with replica, one replica). A replica running a job finishes it first (up to the plan\'s run timeout), then its process ends. ' +
+        'Stopped replicas keep their names and slots; start_agent runs them again; webhooks answer 503 while the agent is stopped.',
+      input: z.object({ ...agentFields, replica: replicaArg.optional().describe('Stop only this replica, e.g. "daring-duck"') }),
+      annotations: { ...WRITE, idempotentHint: true },
+    },
+    (a) => agents.stopAgent(principal, ns, a),
+  );
+  tool(
+    'scale_agent',
+    {
+      description:
+        'Set how many replicas an agent has (0 or more; each takes one agent slot of your plan: Pro 5, Enterprise 20, Dedicated unlimited; 0 frees them all). ' +
+        'New replicas get new verb-animal names; scaling down removes the newest first (LIFO), keeping the oldest, and each removed replica finishes its current run first.',
+      input: z.object({
+        ...agentFields,
+        replicas: z.number().int().min(0).optional().describe('The replica count (required; or give it as count), e.g. 3'),
+        count: z.number().int().min(0).optional().describe('Same as replicas'),
+      }),
+      annotations: { ...WRITE, idempotentHint: true },
+    },
+    (a) => agents.scaleAgent(principal, ns, a),
+  );
+  tool(
     'destroy_agent',
     {
-      description: 'Permanently delete an agent and all its state, freeing its agent slots.',
-      input: z.object(agentFields),
+      description:
+        'Permanently delete an agent and all its state, freeing its agent slots. With replica: remove only that replica (after its current run) and lower the count by one.',
+      input: z.object({ ...agentFields, replica: replicaArg.optional().describe('Remove only this replica, e.g. "daring-duck"') }),
       annotations: DESTRUCTIVE,
     },
     (a) => agents.destroyAgent(principal, ns, a),

@@ -13,6 +13,8 @@ import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
 import { StateCipher } from '../services/state-cipher.js';
 import { AgentsStore } from '../store/agents-store.js';
+import { ReplicasStore } from '../store/replicas-store.js';
+import { ReplicaSupervisor } from '../agents/replicas.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
@@ -59,6 +61,8 @@ export interface RunningServer {
     accountsStore: AccountsStore;
     catalog: CatalogService;
     agents: AgentService;
+    /** This node's agent replicas (their worker processes and leases). */
+    replicas: ReplicaSupervisor;
     schemas: SchemaGuard;
     housekeeping: Housekeeping;
     sandbox: Sandbox;
@@ -214,9 +218,17 @@ async function startServerSteps(
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, {
     sandboxNetwork: sandboxSettings.network,
   });
-  const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers, (accountId) =>
-    sharedFairShare.turn(accountId),
+  const replicasStore = new ReplicasStore(database.db);
+  const agents = new AgentService(
+    new AgentsStore(database.db),
+    catalog,
+    stateCipher,
+    config.tiers,
+    (accountId) => sharedFairShare.turn(accountId),
+    replicasStore,
   );
+  // This node's agent replicas: claimed by lease (instance.id names the node), each its own process.
+  const replicas = new ReplicaSupervisor({ store: replicasStore, nodeId: instance.id, leaseMs, logger, tiers: config.tiers });
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
@@ -362,6 +374,7 @@ async function startServerSteps(
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
   housekeeping.start();
+  replicas.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -372,6 +385,7 @@ async function startServerSteps(
       accountsStore,
       catalog,
       agents,
+      replicas,
       schemas,
       housekeeping,
       sandbox,
@@ -396,6 +410,8 @@ async function startServerSteps(
         // No new connections; open ones serve what is in progress (new requests get 503).
         const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));
         http.closeIdleConnections?.();
+        // Replicas finish their current runs (within the grace), end their processes and free their leases for other nodes.
+        await replicas.stop(graceMs);
         if (!(await runs.drained(graceMs)))
           logger.warn(
             { runs: runs.inProgress, graceMs },

