@@ -274,6 +274,11 @@ export class ReplicaSupervisor {
     return new Map([...this.held.values()].filter((h) => h.agentId === agentId && h.phase === 'up').map((h) => [h.name, h.waiting]));
   }
 
+  /** This node's replicas and their processes (diagnostics and tests). */
+  processes(): Array<{ agentId: string; agent: string; replica: string; phase: string; pid: number | undefined }> {
+    return [...this.held.values()].map((h) => ({ agentId: h.agentId, agent: h.agentName, replica: h.name, phase: h.phase, pid: h.process?.pid }));
+  }
+
   /** The pid of a local replica's process (diagnostics and tests). */
   pidOf(agentId: string, replica: string): number | undefined {
     return this.find(agentId, replica)?.process?.pid;

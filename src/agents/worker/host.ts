@@ -5,6 +5,9 @@
  * not fit kills it.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WorkerMessage, type CallOp, type JobMessage } from './protocol.js';
 
@@ -34,10 +37,34 @@ export class ReplicaCrashedError extends Error {
   }
 }
 
-/** In dist/ the compiled entry.js. Under tsx (tests) the .ts source, with tsx's loader and nothing else of the host's. */
-function entry(): { file: string; execArgv: string[] } {
-  if (!import.meta.url.endsWith('.ts')) return { file: fileURLToPath(new URL('./entry.js', import.meta.url)), execArgv: [] };
-  return { file: fileURLToPath(new URL('./entry.ts', import.meta.url)), execArgv: ['--import', import.meta.resolve('tsx')] };
+let devEntry: string | undefined;
+
+/**
+ * In dist/ the compiled entry.js. Under tsx (tests, benches) the .ts source compiled once per host
+ * process by esbuild into .build/ (dependencies stay imports of node_modules, as in dist/): a worker
+ * with tsx's loader would take seconds to start on a loaded machine.
+ */
+function entry(): string {
+  if (!import.meta.url.endsWith('.ts')) return fileURLToPath(new URL('./entry.js', import.meta.url));
+  if (devEntry) return devEntry;
+  const root = fileURLToPath(new URL('../../../', import.meta.url));
+  const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
+  const dir = join(root, '.build');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `replica-worker-${process.pid}.mjs`);
+  esbuild.buildSync({
+    entryPoints: [fileURLToPath(new URL('./entry.ts', import.meta.url))],
+    bundle: true,
+    packages: 'external',
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    outfile: file,
+    logLevel: 'error',
+  });
+  process.once('exit', () => rmSync(file, { force: true }));
+  devEntry = file;
+  return file;
 }
 
 const STDERR_TAIL = 4096;
@@ -79,11 +106,11 @@ export class ReplicaProcess {
 
   /** Forks the worker and waits for it to say it is ready (rejects if it ends or stays silent first). */
   start(): Promise<void> {
-    const { file, execArgv } = entry();
+    const file = entry();
     this.startedAt = Date.now();
     const child = fork(file, [], {
       // Nothing of the server's environment (database URL, secret key), flags or loaders: only the heap limit.
-      execArgv: [...execArgv, `--max-old-space-size=${this.heapMb}`],
+      execArgv: [`--max-old-space-size=${this.heapMb}`],
       env: {},
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'json',
