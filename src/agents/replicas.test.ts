@@ -246,10 +246,19 @@ describe('two server processes on one PostgreSQL database', { skip: process.env.
         async () => [mine(a), mine(b)],
         ([x, y]) => x!.length + y!.length === 4,
       );
+      // Rounds of both nodes at once (renew, settle, claim): neither takes what the other holds, so
+      // no process is started again anywhere and each replica stays on one node.
+      for (let round = 0; round < 3; round++) await Promise.all([a.tick(), b.tick(), a.tick(), b.tick()]);
       const onA = new Set(mine(a));
       const onB = new Set(mine(b));
       assert.equal([...onA].filter((n) => onB.has(n)).length, 0, 'no replica on both nodes');
-      for (const row of rows) assert.equal(row.node, onA.has(row.name) ? a.nodeId : b.nodeId, row.name);
+      assert.equal(onA.size + onB.size, 4);
+      const later = await replicasOf(o, 'pair');
+      for (const row of later) {
+        assert.equal(row.node, onA.has(row.name) ? a.nodeId : b.nodeId, row.name);
+        assert.equal(row.started_at, rows.find((r) => r.name === row.name)!.started_at, `${row.name} was not started again`);
+        assert.equal(row.restarts, 0);
+      }
       await first.stop();
       // The first let go of its leases as it stopped: the second takes them without waiting for them to lapse.
       const viaSecond = { ...o, create: await connect(`${second.url}/mcp/create/${o.ns}`, o.account.key) };
