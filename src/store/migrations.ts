@@ -680,24 +680,4 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
-  {
-    version: 18,
-    name: 'TEMP agent replicas (the spine brings the real one)',
-    statements: [
-      `CREATE TABLE agent_replicas (
-        id TEXT PRIMARY KEY,
-        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
-        name TEXT NOT NULL,
-        seq BIGINT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        node_id TEXT,
-        lease_expires_at TIMESTAMPTZ,
-        started_at TIMESTAMPTZ,
-        restarts INTEGER NOT NULL DEFAULT 0,
-        last_exit TEXT,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        UNIQUE (agent_id, name)
-      )`,
-    ],
-  },
 ];
