@@ -15,7 +15,7 @@ import {
   type TestAccount,
   type TestServer,
 } from '../test-support/harness.js';
-import type { ReplicaSupervisor } from './replicas.js';
+import type { ReplicaSupervisor } from './supervisor.js';
 
 let server: TestServer;
 

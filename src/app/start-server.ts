@@ -14,7 +14,7 @@ import { AgentService } from '../services/agents.js';
 import { StateCipher } from '../services/state-cipher.js';
 import { AgentsStore } from '../store/agents-store.js';
 import { ReplicasStore } from '../store/replicas-store.js';
-import { ReplicaSupervisor } from '../agents/replicas.js';
+import { ReplicaSupervisor } from '../agents/supervisor.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
