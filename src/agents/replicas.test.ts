@@ -102,16 +102,28 @@ describe('agent replicas', () => {
 
     const down = await callOk(o.create, 'scale_agent', { name: 'lifo', replicas: 1 });
     assert.deepEqual(down.removed, [oldest[2], oldest[1]], 'the newest go first');
-    const left = await until('one replica left', () => replicasOf(o, 'lifo'), (rows) => rows.length === 1);
+    const left = await until(
+      'one replica left',
+      () => replicasOf(o, 'lifo'),
+      (rows) => rows.length === 1,
+    );
     assert.equal(left[0]!.name, oldest[0], 'the oldest stays');
-    await until('the removed processes ended', async () => [pids.get(oldest[1]!)!, pids.get(oldest[2]!)!].map(alive), (a) => !a.some(Boolean));
+    await until(
+      'the removed processes ended',
+      async () => [pids.get(oldest[1]!)!, pids.get(oldest[2]!)!].map(alive),
+      (a) => !a.some(Boolean),
+    );
     assert.ok(alive(pids.get(oldest[0]!)!), 'the kept replica runs on in its process');
     // Scaling up again gives new names, never the removed ones back as if nothing happened.
     const up = await callOk(o.create, 'scale_agent', { name: 'lifo', replicas: 2 });
     assert.equal(up.replicas[0].name, oldest[0]);
     await until('two running', () => replicasOf(o, 'lifo'), allRunning(2));
     await callOk(o.create, 'stop_agent', { name: 'lifo' });
-    await until('stopped', () => replicasOf(o, 'lifo'), (rows) => rows.every((r) => r.status === 'stopped' && r.node === null));
+    await until(
+      'stopped',
+      () => replicasOf(o, 'lifo'),
+      (rows) => rows.every((r) => r.status === 'stopped' && r.node === null),
+    );
     assert.equal(processesOf(server.server.services.replicas, 'lifo').length, 0);
   });
 
@@ -211,63 +223,84 @@ describe('agent replicas', () => {
     );
     await invoked;
     await callOk(o.create, 'stop_agent', { name: 'drainer' });
-    await until('stopping', () => replicasOf(o, 'drainer'), (rows) => rows[0]?.status === 'stopping');
+    await until(
+      'stopping',
+      () => replicasOf(o, 'drainer'),
+      (rows) => rows[0]?.status === 'stopping',
+    );
     // Once its node has seen the stop, it takes no new job while it drains.
-    await until('no longer offered', async () => supervisor.localReplicas(agentId), (names) => names.length === 0);
+    await until(
+      'no longer offered',
+      async () => supervisor.localReplicas(agentId),
+      (names) => names.length === 0,
+    );
     await assert.rejects(
-      supervisor.run(agentId, replica!.name, { runId: 'late', trigger: 'webhook', triggerName: 'hook', functionName: 'svc.slow', input: 1 }, {
-        invoke: async () => assert.fail('a draining replica takes no new job'),
-      }),
+      supervisor.run(
+        agentId,
+        replica!.name,
+        { runId: 'late', trigger: 'webhook', triggerName: 'hook', functionName: 'svc.slow', input: 1 },
+        {
+          invoke: async () => assert.fail('a draining replica takes no new job'),
+        },
+      ),
       (error: { type?: string }) => error.type === 'unavailable',
     );
     release(undefined);
     assert.deepEqual(await outcome, { ok: true, result: { fn: 'svc.slow', input: { x: 1 } } });
-    const [stopped] = await until('stopped', () => replicasOf(o, 'drainer'), (rows) => rows[0]?.status === 'stopped');
+    const [stopped] = await until(
+      'stopped',
+      () => replicasOf(o, 'drainer'),
+      (rows) => rows[0]?.status === 'stopped',
+    );
     assert.equal(stopped!.name, replica!.name);
     assert.equal(stopped!.restarts, 0, 'a stop is not a crash');
   });
 });
 
-describe('two server processes on one PostgreSQL database', { skip: process.env.MCPWORKS_TEST_DATABASE_URL ? false : 'PostgreSQL only' }, () => {
-  test('never hold the same replica; when one stops, the other takes its replicas', async () => {
-    const first = await startTestServer();
-    const second = await startTestServer({ databaseUrl: first.databaseUrl });
-    try {
-      const o = await owner(first);
-      await callOk(o.create, 'make_agent', { name: 'pair' });
-      await callOk(o.create, 'scale_agent', { name: 'pair', replicas: 4 });
-      await callOk(o.create, 'start_agent', { name: 'pair' });
-      const rows = await until('four running', () => replicasOf(o, 'pair'), allRunning(4));
-      const a = first.server.services.replicas;
-      const b = second.server.services.replicas;
-      const mine = (s: ReplicaSupervisor) => processesOf(s, 'pair').map((p) => p.replica);
-      await until(
-        'both nodes run what the rows say',
-        async () => [mine(a), mine(b)],
-        ([x, y]) => x!.length + y!.length === 4,
-      );
-      // Rounds of both nodes at once (renew, settle, claim): neither takes what the other holds, so
-      // no process is started again anywhere and each replica stays on one node.
-      for (let round = 0; round < 3; round++) await Promise.all([a.tick(), b.tick(), a.tick(), b.tick()]);
-      const onA = new Set(mine(a));
-      const onB = new Set(mine(b));
-      assert.equal([...onA].filter((n) => onB.has(n)).length, 0, 'no replica on both nodes');
-      assert.equal(onA.size + onB.size, 4);
-      const later = await replicasOf(o, 'pair');
-      for (const row of later) {
-        assert.equal(row.node, onA.has(row.name) ? a.nodeId : b.nodeId, row.name);
-        assert.equal(row.started_at, rows.find((r) => r.name === row.name)!.started_at, `${row.name} was not started again`);
-        assert.equal(row.restarts, 0);
+describe(
+  'two server processes on one PostgreSQL database',
+  { skip: process.env.MCPWORKS_TEST_DATABASE_URL ? false : 'PostgreSQL only' },
+  () => {
+    test('never hold the same replica; when one stops, the other takes its replicas', async () => {
+      const first = await startTestServer();
+      const second = await startTestServer({ databaseUrl: first.databaseUrl });
+      try {
+        const o = await owner(first);
+        await callOk(o.create, 'make_agent', { name: 'pair' });
+        await callOk(o.create, 'scale_agent', { name: 'pair', replicas: 4 });
+        await callOk(o.create, 'start_agent', { name: 'pair' });
+        const rows = await until('four running', () => replicasOf(o, 'pair'), allRunning(4));
+        const a = first.server.services.replicas;
+        const b = second.server.services.replicas;
+        const mine = (s: ReplicaSupervisor) => processesOf(s, 'pair').map((p) => p.replica);
+        await until(
+          'both nodes run what the rows say',
+          async () => [mine(a), mine(b)],
+          ([x, y]) => x!.length + y!.length === 4,
+        );
+        // Rounds of both nodes at once (renew, settle, claim): neither takes what the other holds, so
+        // no process is started again anywhere and each replica stays on one node.
+        for (let round = 0; round < 3; round++) await Promise.all([a.tick(), b.tick(), a.tick(), b.tick()]);
+        const onA = new Set(mine(a));
+        const onB = new Set(mine(b));
+        assert.equal([...onA].filter((n) => onB.has(n)).length, 0, 'no replica on both nodes');
+        assert.equal(onA.size + onB.size, 4);
+        const later = await replicasOf(o, 'pair');
+        for (const row of later) {
+          assert.equal(row.node, onA.has(row.name) ? a.nodeId : b.nodeId, row.name);
+          assert.equal(row.started_at, rows.find((r) => r.name === row.name)!.started_at, `${row.name} was not started again`);
+          assert.equal(row.restarts, 0);
+        }
+        await first.stop();
+        // The first let go of its leases as it stopped: the second takes them without waiting for them to lapse.
+        const viaSecond = { ...o, create: await connect(`${second.url}/mcp/create/${o.ns}`, o.account.key) };
+        const moved = await until('all four on the second node', () => replicasOf(viaSecond, 'pair'), allRunning(4));
+        assert.ok(moved.every((r) => r.node === b.nodeId));
+        assert.deepEqual(mine(b).sort(), rows.map((r) => r.name).sort(), 'the same names, now on the second node');
+      } finally {
+        await second.stop();
+        await first.stop().catch(() => undefined);
       }
-      await first.stop();
-      // The first let go of its leases as it stopped: the second takes them without waiting for them to lapse.
-      const viaSecond = { ...o, create: await connect(`${second.url}/mcp/create/${o.ns}`, o.account.key) };
-      const moved = await until('all four on the second node', () => replicasOf(viaSecond, 'pair'), allRunning(4));
-      assert.ok(moved.every((r) => r.node === b.nodeId));
-      assert.deepEqual(mine(b).sort(), rows.map((r) => r.name).sort(), 'the same names, now on the second node');
-    } finally {
-      await second.stop();
-      await first.stop().catch(() => undefined);
-    }
-  });
-});
+    });
+  },
+);

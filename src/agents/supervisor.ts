@@ -15,6 +15,7 @@ import type { Logger } from '../core/logger.js';
 import { exitReason, nextStreak, replicaHeapMb, restartDelayMs } from '../core/replicas.js';
 import { DEFAULT_TIER, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { HeldReplica, ReplicasStore } from '../store/replicas-store.js';
+import type { FunctionOutcome, TriggerJob } from './dispatcher.js';
 import { ReplicaCrashedError, ReplicaProcess, type ExitInfo, type JobError } from './worker/host.js';
 import type { CallOp } from './worker/protocol.js';
 
@@ -44,6 +45,7 @@ interface Held {
   agentId: string;
   agentName: string;
   name: string;
+  seq: number;
   tier: string;
   process: ReplicaProcess | undefined;
   /** starting: its process is being started; up: it runs; backoff: waiting to restart after a crash; ending: being stopped or removed. */
@@ -103,7 +105,10 @@ export class ReplicaSupervisor {
     if (this.stopped) return Promise.resolve();
     this.ticking ??= this.round()
       .catch((error: unknown) =>
-        this.options.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'agent replicas: a supervisor round failed'),
+        this.options.logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'agent replicas: a supervisor round failed',
+        ),
       )
       .finally(() => (this.ticking = undefined));
     return this.ticking;
@@ -158,6 +163,7 @@ export class ReplicaSupervisor {
       agentId: row.agent_id,
       agentName: row.agent_name,
       name: row.name,
+      seq: row.seq,
       tier: row.tier ?? DEFAULT_TIER,
       process: undefined,
       phase: 'starting',
@@ -243,7 +249,8 @@ export class ReplicaSupervisor {
     });
     const done = await Promise.race([held.queue.then(() => 'done' as const), late]);
     clearTimeout(timer);
-    if (done === 'late') held.current?.abort(new DomainError('unavailable', `replica '${held.name}' was stopped: its drain deadline passed`));
+    if (done === 'late')
+      held.current?.abort(new DomainError('unavailable', `replica '${held.name}' was stopped: its drain deadline passed`));
   }
 
   /** Ends a replica's process at once (lost lease, destroyed agent); no row is written: it is not ours. */
@@ -260,8 +267,26 @@ export class ReplicaSupervisor {
   localReplicas(agentId: string): string[] {
     return [...this.held.values()]
       .filter((h) => h.agentId === agentId && h.phase === 'up')
-      .map((h) => h.name)
-      .sort();
+      .sort((a, b) => a.seq - b.seq)
+      .map((h) => h.name);
+  }
+
+  /**
+   * After a start, stop or scale: one round now (claims what no node holds, sees what ends), then
+   * waits, up to `ms`, until the agent's replicas here have their process up and its idle ending
+   * ones have ended (a replica finishing a run is not waited for). Tools answer with settled rows.
+   */
+  async settle(agentId: string, ms = 15_000): Promise<void> {
+    if (this.stopped) return;
+    await this.tick();
+    const until = Date.now() + ms;
+    const unsettled = () =>
+      [...this.held.values()].some(
+        (h) => h.agentId === agentId && (h.phase === 'starting' || (h.phase === 'ending' && h.current === undefined && h.waiting === 0)),
+      );
+    while (unsettled() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    // An ending replica's row is written just after its process is gone.
+    await Promise.all([...this.endings]);
   }
 
   /** Whether this node runs any replica of the agent. */
@@ -276,7 +301,13 @@ export class ReplicaSupervisor {
 
   /** This node's replicas and their processes (diagnostics and tests). */
   processes(): Array<{ agentId: string; agent: string; replica: string; phase: string; pid: number | undefined }> {
-    return [...this.held.values()].map((h) => ({ agentId: h.agentId, agent: h.agentName, replica: h.name, phase: h.phase, pid: h.process?.pid }));
+    return [...this.held.values()].map((h) => ({
+      agentId: h.agentId,
+      agent: h.agentName,
+      replica: h.name,
+      phase: h.phase,
+      pid: h.process?.pid,
+    }));
   }
 
   /** The pid of a local replica's process (diagnostics and tests). */
@@ -359,10 +390,65 @@ export class ReplicaSupervisor {
     );
     await Promise.all([...this.endings]);
     this.held.clear();
-    await this.options.store.releaseAll(this.options.nodeId).catch((error: unknown) =>
-      this.options.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'agent replicas: could not release the leases'),
-    );
+    await this.options.store
+      .releaseAll(this.options.nodeId)
+      .catch((error: unknown) =>
+        this.options.logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'agent replicas: could not release the leases',
+        ),
+      );
   }
+}
+
+/**
+ * The dispatcher's JobRunner: a `direct` trigger job on its replica's worker process. The worker
+ * asks for the job's function; `run` runs it through src/run (the dispatcher's invoke) and its
+ * outcome is what the run records. A process that dies during the job ends it `failed` with
+ * ReplicaCrashed; a replica this node does not run is an `unavailable` refusal.
+ */
+export function replicaRunner(supervisor: () => ReplicaSupervisor) {
+  return async (job: TriggerJob, run: (input: unknown) => Promise<FunctionOutcome>): Promise<FunctionOutcome> => {
+    let outcome: FunctionOutcome | undefined;
+    const crashed = (message: string): FunctionOutcome => ({
+      status: 'failed',
+      error: { type: 'ReplicaCrashed', message },
+      call: outcome?.call ?? {
+        function: job.functionName,
+        execution_id: null,
+        status: 'failed',
+        duration_ms: 0,
+        error_type: 'ReplicaCrashed',
+      },
+    });
+    try {
+      const done = await supervisor().run(
+        job.agentId,
+        job.replica,
+        {
+          runId: job.runId ?? 'run',
+          trigger: job.trigger,
+          triggerName: job.triggerName,
+          functionName: job.functionName,
+          input: job.input,
+          ...(job.signal ? { signal: job.signal } : {}),
+        },
+        {
+          invoke: async (_fn, input) => {
+            outcome = await run(input);
+            if (outcome.status === 'succeeded') return outcome.result ?? null;
+            throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
+          },
+        },
+      );
+      if (outcome) return outcome;
+      // The worker ended the job without running its function.
+      return crashed(done.ok ? 'the replica ended the job without running its function' : `${done.error.type}: ${done.error.message}`);
+    } catch (error) {
+      if (error instanceof ReplicaCrashedError) return crashed(error.message);
+      throw error;
+    }
+  };
 }
 
 /** The invoke's answer, or the abort's reason as soon as the signal fires (the run itself is cancelled by its own signal). */

@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { STATE_VALUE_MAX_BYTES } from '../core/agents.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
+import { replicaNameArg } from './agent-runtime-tools.js';
 import type { ToolDefinition } from './tool-schema.js';
 
 /** buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). */
@@ -32,8 +34,11 @@ const ifVersion = z
   );
 
 /** The agent tools of the create endpoint (lifecycle and state; running them arrives with the runtime). */
-export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService }): void {
-  const { principal, namespace: ns, agents } = ctx;
+export function registerAgentTools(
+  tool: ToolRegistrar,
+  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; runtime: AgentRuntime },
+): void {
+  const { principal, namespace: ns, agents, runtime } = ctx;
   tool(
     'make_agent',
     {
@@ -62,48 +67,16 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
     'describe_agent',
     {
       description:
-        'Details of an agent: description, status, desired replicas, its replicas (name, status, node, started, restarts, last exit), config, its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), config, its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
-    (a) => agents.describeAgent(principal, ns, a),
-  );
-  tool(
-    'start_agent',
-    {
-      description:
-        'Start an agent: each of its replicas runs as its own worker process (placed on a server node), and its schedules and webhooks run on them. ' +
-        'With replica: start only that replica (by its verb-animal name from describe_agent). A crashed replica is restarted with the same name, backing off if it keeps crashing.',
-      input: z.object({ ...agentFields, replica: replicaArg.optional().describe('Start only this replica, e.g. "daring-duck"') }),
-      annotations: { ...WRITE, idempotentHint: true },
+    async (a) => {
+      const described = await agents.describeAgent(principal, ns, a);
+      const agent = await agents.resolve(principal, ns, a, 'read');
+      const [replicas, recent] = await Promise.all([runtime.replicas.list(agent.id), runtime.runs.recent(agent)]);
+      return { ...described, replicas, recent_runs: recent };
     },
-    (a) => agents.startAgent(principal, ns, a),
-  );
-  tool(
-    'stop_agent',
-    {
-      description:
-        'Stop an agent (or, with replica, one replica). A replica running a job finishes it first (up to the plan\'s run timeout), then its process ends. ' +
-        'Stopped replicas keep their names and slots; start_agent runs them again; webhooks answer 503 while the agent is stopped.',
-      input: z.object({ ...agentFields, replica: replicaArg.optional().describe('Stop only this replica, e.g. "daring-duck"') }),
-      annotations: { ...WRITE, idempotentHint: true },
-    },
-    (a) => agents.stopAgent(principal, ns, a),
-  );
-  tool(
-    'scale_agent',
-    {
-      description:
-        'Set how many replicas an agent has (0 or more; each takes one agent slot of your plan: Pro 5, Enterprise 20, Dedicated unlimited; 0 frees them all). ' +
-        'New replicas get new verb-animal names; scaling down removes the newest first (LIFO), keeping the oldest, and each removed replica finishes its current run first.',
-      input: z.object({
-        ...agentFields,
-        replicas: z.number().int().min(0).optional().describe('The replica count (required; or give it as count), e.g. 3'),
-        count: z.number().int().min(0).optional().describe('Same as replicas'),
-      }),
-      annotations: { ...WRITE, idempotentHint: true },
-    },
-    (a) => agents.scaleAgent(principal, ns, a),
   );
   tool(
     'destroy_agent',
@@ -113,7 +86,14 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
       input: z.object({ ...agentFields, replica: replicaArg.optional().describe('Remove only this replica, e.g. "daring-duck"') }),
       annotations: DESTRUCTIVE,
     },
-    (a) => agents.destroyAgent(principal, ns, a),
+    async (a) => {
+      if (a.replica === undefined) return agents.destroyAgent(principal, ns, a);
+      const agent = await agents.resolve(principal, ns, a, 'write');
+      return runtime.replicas.remove(agent, replicaNameArg(a.replica)!, {
+        accountId: principal.accountId,
+        limits: agents.planLimits(principal),
+      });
+    },
   );
   tool(
     'clone_agent',

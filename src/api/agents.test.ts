@@ -40,6 +40,10 @@ const AGENT_TOOLS = [
   'set_agent_state',
   'delete_agent_state',
   'list_agent_state_keys',
+  'start_agent',
+  'stop_agent',
+  'list_agent_runs',
+  'describe_agent_run',
 ];
 
 let server: TestServer;

@@ -9,6 +9,8 @@ import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
+import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import { registerAgentTools } from './agent-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
@@ -20,6 +22,7 @@ export interface CreateToolsContext {
   namespace: string;
   catalog: CatalogService;
   agents: AgentService;
+  runtime: AgentRuntime;
   history: ExecutionHistory;
   logger: Logger;
   version: string;
@@ -352,7 +355,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
-  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents });
+  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
+  registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

@@ -11,10 +11,10 @@ import { sharedFairShare } from '../run/fair-share.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
+import { AgentRuntime } from '../agents/index.js';
 import { StateCipher } from '../services/state-cipher.js';
 import { AgentsStore } from '../store/agents-store.js';
-import { ReplicasStore } from '../store/replicas-store.js';
-import { ReplicaSupervisor } from '../agents/supervisor.js';
+import type { ReplicaSupervisor } from '../agents/supervisor.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
@@ -63,6 +63,7 @@ export interface RunningServer {
     agents: AgentService;
     /** This node's agent replicas (their worker processes and leases). */
     replicas: ReplicaSupervisor;
+    agentRuntime: AgentRuntime;
     schemas: SchemaGuard;
     housekeeping: Housekeeping;
     sandbox: Sandbox;
@@ -218,17 +219,9 @@ async function startServerSteps(
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, {
     sandboxNetwork: sandboxSettings.network,
   });
-  const replicasStore = new ReplicasStore(database.db);
-  const agents = new AgentService(
-    new AgentsStore(database.db),
-    catalog,
-    stateCipher,
-    config.tiers,
-    (accountId) => sharedFairShare.turn(accountId),
-    replicasStore,
+  const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers, (accountId) =>
+    sharedFairShare.turn(accountId),
   );
-  // This node's agent replicas: claimed by lease (instance.id names the node), each its own process.
-  const replicas = new ReplicaSupervisor({ store: replicasStore, nodeId: instance.id, leaseMs, logger, tiers: config.tiers });
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
@@ -260,6 +253,12 @@ async function startServerSteps(
     cancels,
     sandboxNetwork: sandboxSettings.network,
   });
+  // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
+  // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
+  const agentRuntime = new AgentRuntime({ db: database.db, run: runs, nodeId: instance.id, tiers: config.tiers, logger, leaseMs });
+  const replicas = agentRuntime.supervisor;
+  await agentRuntime.start().catch(failStart);
+  opened.push(() => agentRuntime.stop());
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
   // When the listening connection comes back after the database was away, marks it missed are looked for.
   try {
@@ -296,6 +295,7 @@ async function startServerSteps(
     accountsStore,
     catalog,
     agents,
+    agentRuntime,
     history,
     runs,
     logger,
@@ -386,6 +386,7 @@ async function startServerSteps(
       catalog,
       agents,
       replicas,
+      agentRuntime,
       schemas,
       housekeeping,
       sandbox,

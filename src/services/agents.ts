@@ -12,10 +12,7 @@ import { DomainError, invalid } from '../core/errors.js';
 import { buildMetadata } from '../core/functions.js';
 import { suggestion } from '../core/suggest.js';
 import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
-import { replicaName, REPLICA_NAME_PATTERN } from '../core/agents.js';
-import { scalePlan, validateReplicaCount } from '../core/replicas.js';
-import type { AgentsStore, Trx } from '../store/agents-store.js';
-import type { ReplicaRow, ReplicasStore } from '../store/replicas-store.js';
+import type { AgentsStore } from '../store/agents-store.js';
 import type { AgentRow, NamespaceRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
 import type { CatalogService } from './catalog.js';
@@ -93,36 +90,6 @@ function casConflict(key: string, expected: number, current: number | undefined)
   );
 }
 
-/** `replica`: a replica's verb-animal name. */
-function replicaArg(args: AgentArgs): string {
-  const value = args.replica;
-  if (typeof value !== 'string' || value.length > 64 || !REPLICA_NAME_PATTERN.test(value))
-    throw invalid(`replica must be a replica's name such as "daring-duck" (describe_agent lists them), not ${JSON.stringify(value)}`, {
-      field: 'replica',
-    });
-  return value;
-}
-
-/** `replicas` (the guide), or `count`; the same value when both are given. */
-function countArg(args: AgentArgs): unknown {
-  if (args.replicas !== undefined && args.count !== undefined && args.replicas !== args.count)
-    throw invalid("give the count as 'replicas' or 'count', not two different numbers", { field: 'replicas' });
-  const value = args.replicas ?? args.count;
-  if (value === undefined) throw invalid("'replicas' is required: how many replicas the agent should have (0 or more)", { field: 'replicas' });
-  return value;
-}
-
-function replicaView(row: ReplicaRow) {
-  return {
-    name: row.name,
-    status: row.status,
-    node: row.node_id,
-    started_at: row.started_at ? iso(row.started_at) : null,
-    restarts: row.restarts,
-    last_exit: row.last_exit,
-  };
-}
-
 /**
  * Agents of a namespace and their state, for the create endpoint. Scopes and namespace visibility
  * as CatalogService: a namespace the key does not reach, and so another account's agent, is not found.
@@ -135,12 +102,11 @@ export class AgentService {
     private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
     /** Resolves on the account's next fair turn of the event loop (run/fair-share.ts): clone pages wait for it. */
     private readonly turn: (accountId: string) => Promise<void> = () => new Promise((resolve) => setImmediate(resolve)),
-    private readonly replicas?: ReplicasStore,
   ) {}
 
-  private replicaStore(): ReplicasStore {
-    if (!this.replicas) throw new DomainError('unavailable', 'agent replicas are not available on this server');
-    return this.replicas;
+  /** The caller's plan limits (agent slots for scale_agent); an unconfigured plan is refused as everywhere here. */
+  planLimits(principal: KeyPrincipal): TierLimits {
+    return this.limits(principal);
   }
 
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
@@ -163,6 +129,16 @@ export class AgentService {
       `agent '${name}' not found in namespace '${ns.name}'; create it with make_agent.${hint.text}`,
       hint.details,
     );
+  }
+
+  /**
+   * The agent a tool names, for the runtime's tools (start, stop, runs, ...): the key's scope and
+   * namespace checked as every agent tool does (another account's agent is not found).
+   */
+  async resolve(principal: KeyPrincipal, nsName: string, args: AgentArgs, scope: Scope): Promise<AgentRow> {
+    requireScope(principal, scope);
+    const ns = await this.catalog.namespace(principal, nsName);
+    return this.agent(ns, agentNameArg(args));
   }
 
   async makeAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
@@ -196,15 +172,10 @@ export class AgentService {
     const ns = await this.catalog.namespace(principal, nsName);
     const agent = await this.agent(ns, agentNameArg(args));
     const limits = this.limits(principal);
-    const [keys, slots, replicas] = await Promise.all([
-      this.store.stateKeyCount(agent.id),
-      this.store.slotsInUse(principal.accountId),
-      this.replicaViews(agent.id),
-    ]);
+    const [keys, slots] = await Promise.all([this.store.stateKeyCount(agent.id), this.store.slotsInUse(principal.accountId)]);
     return {
       ...this.summary(agent),
       config: agent.config,
-      replicas,
       state: { keys, bytes: Number(agent.state_bytes) },
       limits: {
         agent_slots: { used: slots, limit: limits.agents, this_agent: agentSlots(agent.desired_replicas) },
@@ -220,168 +191,9 @@ export class AgentService {
     requireScope(principal, 'write');
     const ns = await this.catalog.namespace(principal, nsName);
     const agent = await this.agent(ns, agentNameArg(args));
-    if (args.replica !== undefined) return this.removeReplica(principal, ns, agent, replicaArg(args));
     const keys = await this.store.deleteAgent(agent.id);
     if (keys === undefined) throw new DomainError('not_found', `agent '${agent.name}' not found in namespace '${ns.name}'`);
     return { destroyed: agent.name, state_keys_deleted: keys };
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Replicas: rows here; the node that holds each running one runs its process (src/agents/replicas.ts).
-
-  /**
-   * Runs `work` holding the account's lock (slots) and then the agent's row (account first, as
-   * everywhere). The agent must still exist and not be being cloned.
-   */
-  private withReplicaLocks<T>(
-    principal: KeyPrincipal,
-    ns: NamespaceRow,
-    agent: AgentRow,
-    work: (trx: Trx, locked: { id: string; name: string; status: string; desired_replicas: number }) => Promise<T>,
-  ): Promise<T> {
-    const replicas = this.replicaStore();
-    return this.store.withAccountLock(principal.accountId, async (trx) => {
-      const locked = await replicas.lockAgent(agent.id, trx);
-      if (!locked) throw new DomainError('not_found', `agent '${agent.name}' not found in namespace '${ns.name}'`);
-      if (locked.status === CLONING) ready({ ...agent, status: CLONING });
-      return work(trx, locked);
-    });
-  }
-
-  /** New rows up to `desired` (kept replicas: all but those being removed), named verb-animal, unique in the agent for life. */
-  private async fillReplicas(trx: Trx, agentId: string, desired: number, status: string): Promise<ReplicaRow[]> {
-    const replicas = this.replicaStore();
-    const rows = await replicas.list(agentId, trx);
-    const { add } = scalePlan(rows, desired);
-    if (add > 0) {
-      const taken = new Set(rows.map((r) => r.name));
-      const names: string[] = [];
-      for (let i = 0; i < add; i++) {
-        const name = replicaName(taken);
-        taken.add(name);
-        names.push(name);
-      }
-      await replicas.add(agentId, names, status, trx);
-    }
-    return replicas.list(agentId, trx);
-  }
-
-  private replicaNotFound(agentName: string, replica: string, rows: readonly ReplicaRow[]): DomainError {
-    const hint = suggestion(
-      replica,
-      rows.map((r) => r.name),
-      `replicas of agent '${agentName}'`,
-    );
-    return new DomainError('not_found', `replica '${replica}' of agent '${agentName}' not found.${hint.text}`, {
-      replica,
-      ...hint.details,
-    });
-  }
-
-  /** start_agent: the agent runs (all its replicas, or the one named); nodes place and start their processes. */
-  async startAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
-    requireScope(principal, 'write');
-    const ns = await this.catalog.namespace(principal, nsName);
-    const agent = await this.agent(ns, agentNameArg(args));
-    const replica = args.replica === undefined ? undefined : replicaArg(args);
-    const rows = await this.withReplicaLocks(principal, ns, agent, async (trx, locked) => {
-      const replicas = this.replicaStore();
-      // Replicas missing from the count are made now: all to run, or (one named) stopped beside it.
-      const all = await this.fillReplicas(trx, agent.id, locked.desired_replicas, replica === undefined ? 'pending' : 'stopped');
-      if (replica !== undefined && !all.some((r) => r.name === replica && r.status !== 'draining'))
-        throw this.replicaNotFound(agent.name, replica, all);
-      if (replica === undefined || locked.status !== 'running') {
-        // Starting one replica of a stopped agent starts only that one.
-        if (replica !== undefined) await replicas.end(agent.id, undefined, 'stopped', trx);
-        await replicas.setAgent(agent.id, { status: 'running' }, trx);
-      }
-      await replicas.wake(agent.id, replica === undefined ? undefined : [replica], trx);
-      return replicas.list(agent.id, trx);
-    });
-    return { name: agent.name, status: 'running', desired_replicas: agent.desired_replicas, replicas: rows.map(replicaView) };
-  }
-
-  /**
-   * stop_agent: the agent (or the one replica named) stops. A replica running a job finishes it
-   * first (up to the tier's run timeout), then its process ends; its name and slot are kept.
-   */
-  async stopAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
-    requireScope(principal, 'write');
-    const ns = await this.catalog.namespace(principal, nsName);
-    const agent = await this.agent(ns, agentNameArg(args));
-    const replica = args.replica === undefined ? undefined : replicaArg(args);
-    const { rows, status } = await this.withReplicaLocks(principal, ns, agent, async (trx, locked) => {
-      const replicas = this.replicaStore();
-      const all = await replicas.list(agent.id, trx);
-      if (replica !== undefined && !all.some((r) => r.name === replica && r.status !== 'draining'))
-        throw this.replicaNotFound(agent.name, replica, all);
-      if (replica === undefined) await replicas.setAgent(agent.id, { status: 'stopped' }, trx);
-      await replicas.end(agent.id, replica === undefined ? undefined : [replica], 'stopped', trx);
-      return { rows: await replicas.list(agent.id, trx), status: replica === undefined ? 'stopped' : locked.status };
-    });
-    return {
-      name: agent.name,
-      status,
-      replicas: rows.map(replicaView),
-      note: 'replicas shown as "stopping" finish their current run first, then stop',
-    };
-  }
-
-  /**
-   * scale_agent: the agent's replica count (≥ 0; each takes a slot of the plan). Scaling down
-   * removes the newest replicas first (LIFO); each finishes its current run first, then ends.
-   */
-  async scaleAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
-    requireScope(principal, 'write');
-    const ns = await this.catalog.namespace(principal, nsName);
-    const agent = await this.agent(ns, agentNameArg(args));
-    const desired = validateReplicaCount(countArg(args));
-    const limits = this.limits(principal);
-    const made = await this.withReplicaLocks(principal, ns, agent, async (trx, locked) => {
-      const replicas = this.replicaStore();
-      const used = await this.store.slotsInUse(principal.accountId, trx);
-      const adding = agentSlots(desired) - agentSlots(locked.desired_replicas);
-      if (adding > 0) assertAgentSlots(limits, principal.tier, used, adding);
-      const { remove } = scalePlan(await replicas.list(agent.id, trx), desired);
-      await replicas.end(agent.id, remove, 'removed', trx);
-      await this.fillReplicas(trx, agent.id, desired, locked.status === 'running' ? 'pending' : 'stopped');
-      await replicas.setAgent(agent.id, { desired }, trx);
-      return { rows: await replicas.list(agent.id, trx), removed: remove, used: used + adding, status: locked.status };
-    });
-    return {
-      name: agent.name,
-      status: made.status,
-      desired_replicas: desired,
-      removed: made.removed,
-      replicas: made.rows.map(replicaView),
-      agent_slots: { used: made.used, limit: limits.agents },
-    };
-  }
-
-  /** destroy_agent with `replica`: that replica goes (after its current run) and the agent's count drops by one. */
-  private async removeReplica(principal: KeyPrincipal, ns: NamespaceRow, agent: AgentRow, replica: string) {
-    const limits = this.limits(principal);
-    const made = await this.withReplicaLocks(principal, ns, agent, async (trx, locked) => {
-      const replicas = this.replicaStore();
-      const all = await replicas.list(agent.id, trx);
-      if (!all.some((r) => r.name === replica && r.status !== 'draining')) throw this.replicaNotFound(agent.name, replica, all);
-      await replicas.end(agent.id, [replica], 'removed', trx);
-      const desired = Math.max(0, locked.desired_replicas - 1);
-      await replicas.setAgent(agent.id, { desired }, trx);
-      return { rows: await replicas.list(agent.id, trx), desired, used: await this.store.slotsInUse(principal.accountId, trx) };
-    });
-    return {
-      destroyed_replica: replica,
-      name: agent.name,
-      desired_replicas: made.desired,
-      replicas: made.rows.map(replicaView),
-      agent_slots: { used: made.used, limit: limits.agents },
-    };
-  }
-
-  /** The agent's replicas as describe_agent shows them. */
-  async replicaViews(agentId: string) {
-    return this.replicas ? (await this.replicas.list(agentId)).map(replicaView) : [];
   }
 
   async cloneAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {

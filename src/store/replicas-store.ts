@@ -31,6 +31,7 @@ export interface HeldReplica {
   agent_id: string;
   agent_name: string;
   name: string;
+  seq: number;
   status: string;
   agent_status: string;
   restarts: number;
@@ -56,7 +57,10 @@ export class ReplicasStore {
   }
 
   /** The agent's row, locked for update in `trx` (undefined when it is gone). */
-  async lockAgent(agentId: string, exec: Exec): Promise<{ id: string; name: string; status: string; desired_replicas: number } | undefined> {
+  async lockAgent(
+    agentId: string,
+    exec: Exec,
+  ): Promise<{ id: string; name: string; status: string; desired_replicas: number } | undefined> {
     const rows = await sql<{ id: string; name: string; status: string; desired_replicas: number }>`
       SELECT id, name, status, desired_replicas FROM agents WHERE id = ${agentId} FOR UPDATE`.execute(exec);
     return rows.rows[0];
@@ -131,9 +135,9 @@ export class ReplicasStore {
       UPDATE agent_replicas r SET node_id = ${nodeId}, lease_expires_at = ${leaseFromNow(leaseMs)}, status = 'pending'
       FROM free, agents a
       WHERE r.id = free.id AND a.id = r.agent_id
-      RETURNING r.id, r.agent_id, a.name AS agent_name, r.name, r.status, a.status AS agent_status, r.restarts,
+      RETURNING r.id, r.agent_id, a.name AS agent_name, r.name, r.seq, r.status, a.status AS agent_status, r.restarts,
         (SELECT ac.tier FROM namespaces n JOIN accounts ac ON ac.id = n.account_id WHERE n.id = a.namespace_id) AS tier`.execute(this.db);
-    return result.rows.map((r) => ({ ...(r as unknown as HeldReplica), restarts: Number(r.restarts) }));
+    return result.rows.map((r) => ({ ...(r as unknown as HeldReplica), seq: Number(r.seq), restarts: Number(r.restarts) }));
   }
 
   /**
@@ -145,8 +149,8 @@ export class ReplicasStore {
       UPDATE agent_replicas r SET lease_expires_at = ${leaseFromNow(leaseMs)}
       FROM agents a
       WHERE a.id = r.agent_id AND r.node_id = ${nodeId}
-      RETURNING r.id, r.agent_id, a.name AS agent_name, r.name, r.status, a.status AS agent_status, r.restarts`.execute(this.db);
-    return result.rows.map((r) => ({ ...(r as unknown as HeldReplica), restarts: Number(r.restarts) }));
+      RETURNING r.id, r.agent_id, a.name AS agent_name, r.name, r.seq, r.status, a.status AS agent_status, r.restarts`.execute(this.db);
+    return result.rows.map((r) => ({ ...(r as unknown as HeldReplica), seq: Number(r.seq), restarts: Number(r.restarts) }));
   }
 
   /** The process of a replica this node holds is up. False when the node no longer holds it. */

@@ -5,7 +5,14 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { ReplicaCrashedError, ReplicaProcess } from './host.js';
 
-const job = (id: string) => ({ job: id, mode: 'direct' as const, trigger: 'schedule' as const, triggerName: 'tick', function: 'svc.fn', input: { n: 1 } });
+const job = (id: string) => ({
+  job: id,
+  mode: 'direct' as const,
+  trigger: 'schedule' as const,
+  triggerName: 'tick',
+  function: 'svc.fn',
+  input: { n: 1 },
+});
 
 test('direct job: the worker asks the host to invoke the function once and reports its result; failures come back typed', async () => {
   const worker = new ReplicaProcess('agent', 'daring-duck', 64);

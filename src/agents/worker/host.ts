@@ -202,8 +202,7 @@ export class ReplicaProcess {
    */
   run(job: Omit<JobMessage, 't'>, onCall: CallHandler): Promise<{ ok: true; result: unknown } | { ok: false; error: JobError }> {
     if (this.job) return Promise.reject(new Error(`replica ${this.replica} is already running a job`));
-    if (!this.child?.connected || this.ending)
-      return Promise.reject(new ReplicaCrashedError(`replica '${this.replica}' is not running`));
+    if (!this.child?.connected || this.ending) return Promise.reject(new ReplicaCrashedError(`replica '${this.replica}' is not running`));
     return new Promise((resolve, reject) => {
       this.job = { id: job.job, onCall, resolve, reject };
       this.send({ t: 'job', ...job });
