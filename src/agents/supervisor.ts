@@ -57,6 +57,8 @@ interface Held {
   /** The job running now (aborted when a drain's deadline passes). */
   current: AbortController | undefined;
   waiting: number;
+  /** Set when it is being stopped or removed: resolves once its process has ended and its row says so. */
+  ended?: Promise<void>;
 }
 
 export interface ReplicaSupervisorOptions {
@@ -236,6 +238,7 @@ export class ReplicaSupervisor {
         .catch(() => undefined);
       this.options.logger.info({ agent: held.agentName, replica: held.name }, `agent replica ${why}`);
     })();
+    held.ended = ending;
     this.endings.add(ending);
     void ending.finally(() => this.endings.delete(ending));
   }
@@ -276,17 +279,25 @@ export class ReplicaSupervisor {
    * waits, up to `ms`, until the agent's replicas here have their process up and its idle ending
    * ones have ended (a replica finishing a run is not waited for). Tools answer with settled rows.
    */
-  async settle(agentId: string, ms = 15_000): Promise<void> {
+  async settle(agentId: string, ms = 30_000): Promise<void> {
     if (this.stopped) return;
     await this.tick();
     const until = Date.now() + ms;
-    const unsettled = () =>
-      [...this.held.values()].some(
-        (h) => h.agentId === agentId && (h.phase === 'starting' || (h.phase === 'ending' && h.current === undefined && h.waiting === 0)),
-      );
-    while (unsettled() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
-    // An ending replica's row is written just after its process is gone.
-    await Promise.all([...this.endings]);
+    const mine = () => [...this.held.values()].filter((h) => h.agentId === agentId);
+    // Idle ones being stopped or removed end at once; one finishing a run is not waited for.
+    const idleEndings = mine()
+      .filter((h) => h.phase === 'ending' && h.current === undefined && h.waiting === 0 && h.ended)
+      .map((h) => h.ended!);
+    while (mine().some((h) => h.phase === 'starting') && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(idleEndings),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, until - Date.now()));
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Whether this node runs any replica of the agent. */
