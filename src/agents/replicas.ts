@@ -38,7 +38,7 @@ export class ReplicaDirectory {
    * This node claims what no node holds at once and answers when their processes are up (bounded);
    * replicas another node took show as it has them.
    */
-  async start(agent: AgentRow, replica?: string): Promise<ReplicaView[]> {
+  async start(agent: AgentRow, replica?: string): Promise<{ status: string; replicas: ReplicaView[] }> {
     const { agents, replicas } = this.deps;
     await agents.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${agent.name}' not found`);
@@ -55,23 +55,25 @@ export class ReplicaDirectory {
       await replicas.wake(agent.id, replica === undefined ? undefined : [replica], trx);
     });
     await this.deps.supervisor.settle(agent.id);
-    return this.list(agent.id);
+    return { status: 'running', replicas: await this.list(agent.id) };
   }
 
   /**
    * Stops the agent (every replica) or one named replica (the agent keeps running on the others).
    * A replica running a job finishes it first ('stopping'), then its process ends ('stopped').
    */
-  async stop(agent: AgentRow, replica?: string): Promise<ReplicaView[]> {
+  async stop(agent: AgentRow, replica?: string): Promise<{ status: string; replicas: ReplicaView[] }> {
     const { agents, replicas } = this.deps;
-    await agents.withAgentLock(agent.id, async (trx, locked) => {
+    const status = await agents.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${agent.name}' not found`);
       if (replica !== undefined) named(await replicas.list(agent.id, trx), agent, replica);
-      else await replicas.setAgent(agent.id, { status: 'stopped' }, trx);
+      else if (locked.status === 'running') await replicas.setAgent(agent.id, { status: 'stopped' }, trx);
       await replicas.end(agent.id, replica === undefined ? undefined : [replica], 'stopped', trx);
+      // The agent's status as this stop leaves it (a clone in progress stays 'cloning').
+      return replica === undefined && locked.status === 'running' ? 'stopped' : locked.status;
     });
     await this.deps.supervisor.settle(agent.id);
-    return this.list(agent.id);
+    return { status, replicas: await this.list(agent.id) };
   }
 
   /**

@@ -254,8 +254,17 @@ async function startServerSteps(
     sandboxNetwork: sandboxSettings.network,
   });
   // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
+  const agentRuntime = new AgentRuntime({
+    db: database.db,
+    run: runs,
+    nodeId: instance.id,
+    tiers: config.tiers,
+    logger,
+    leaseMs,
+    pending,
+    state: (agentId, tier) => agents.stateAccess(agentId, tier),
+  });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
-  const agentRuntime = new AgentRuntime({ db: database.db, run: runs, nodeId: instance.id, tiers: config.tiers, logger, leaseMs });
   const replicas = agentRuntime.supervisor;
   await agentRuntime.start().catch(failStart);
   opened.push(() => agentRuntime.stop());
