@@ -4,6 +4,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
 import { replicaNameArg } from './agent-runtime-tools.js';
+import type { WebhookService } from '../services/webhooks.js';
 import type { ToolDefinition } from './tool-schema.js';
 
 /** buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). */
@@ -36,7 +37,14 @@ const ifVersion = z
 /** The agent tools of the create endpoint (lifecycle and state; running them arrives with the runtime). */
 export function registerAgentTools(
   tool: ToolRegistrar,
-  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; runtime: AgentRuntime },
+  ctx: {
+    principal: KeyPrincipal;
+    namespace: string;
+    agents: AgentService;
+    runtime: AgentRuntime;
+    /** describe_agent lists the agent's webhooks (with full URLs, as list_webhooks does) when given. */
+    webhooks?: { service: WebhookService; url: URL } | undefined;
+  },
 ): void {
   const { principal, namespace: ns, agents, runtime } = ctx;
   tool(
@@ -67,7 +75,7 @@ export function registerAgentTools(
     'describe_agent',
     {
       description:
-        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), config, its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), its webhooks (path, handler, signed, full URLs), config, its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
@@ -75,7 +83,8 @@ export function registerAgentTools(
       const described = await agents.describeAgent(principal, ns, a);
       const agent = await agents.resolve(principal, ns, a, 'read');
       const [replicas, recent] = await Promise.all([runtime.replicas.list(agent.id), runtime.runs.recent(agent)]);
-      return { ...described, replicas, recent_runs: recent };
+      const hooks = ctx.webhooks ? (await ctx.webhooks.service.listWebhooks(principal, ns, a, ctx.webhooks.url)).webhooks : undefined;
+      return { ...described, replicas, ...(hooks ? { webhooks: hooks } : {}), recent_runs: recent };
     },
   );
   tool(

@@ -68,6 +68,9 @@ const EXPECTED_TOOLS = [
   'stop_agent',
   'list_agent_runs',
   'describe_agent_run',
+  'add_webhook',
+  'list_webhooks',
+  'remove_webhook',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

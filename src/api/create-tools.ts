@@ -12,6 +12,8 @@ import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
 import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import { registerAgentTools } from './agent-tools.js';
+import type { WebhookService } from '../services/webhooks.js';
+import { registerWebhookTools } from './webhook-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
 import { refuseUnknownTools } from './unknown-tools.js';
@@ -22,6 +24,8 @@ export interface CreateToolsContext {
   namespace: string;
   catalog: CatalogService;
   agents: AgentService;
+  /** add_webhook, list_webhooks, remove_webhook (absent: not offered). */
+  webhooks?: WebhookService | undefined;
   runtime: AgentRuntime;
   history: ExecutionHistory;
   logger: Logger;
@@ -355,8 +359,21 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
-  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
+  registerAgentTools(tool, {
+    principal,
+    namespace: ns,
+    agents: ctx.agents,
+    runtime: ctx.runtime,
+    webhooks: ctx.webhooks ? { service: ctx.webhooks, url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`) } : undefined,
+  });
   registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
+  if (ctx.webhooks)
+    registerWebhookTools(tool, {
+      principal,
+      namespace: ns,
+      webhooks: ctx.webhooks,
+      url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`),
+    });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

@@ -36,11 +36,21 @@ export interface TierLimits {
   schemaBytesPerNamespace: number | null;
   /** Live 2025-era MCP sessions (ids not yet idle for MCP_SESSION_IDLE_MS). */
   mcpSessions: number | null;
+  /** Largest body an agent's webhook accepts, in bytes. */
+  webhookPayloadBytes: number;
+  /** Deliveries one webhook accepts per minute (refused ones count too); null = unlimited. */
+  webhookRequestsPerMinute: number | null;
 }
 
 export type TierName = string;
 
-const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30, agentRunRetentionDays: 30 };
+const STANDARD_AGENTS = {
+  agentStateBytes: 100 * MB,
+  scheduleMinIntervalSeconds: 30,
+  agentRunRetentionDays: 30,
+  webhookPayloadBytes: 1 * MB,
+  webhookRequestsPerMinute: 60,
+};
 const STANDARD_STORAGE = {
   namespaces: 10,
   services: 100,
@@ -92,6 +102,8 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     storedBytes: 1024 * MB,
     schemaBytesPerNamespace: 8 * MB,
     mcpSessions: 1_000,
+    webhookPayloadBytes: 5 * MB,
+    webhookRequestsPerMinute: 300,
   },
   dedicated: {
     monthlyExecutions: null,
@@ -111,6 +123,8 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     storedBytes: 10 * 1024 * MB,
     schemaBytesPerNamespace: 32 * MB,
     mcpSessions: 10_000,
+    webhookPayloadBytes: 10 * MB,
+    webhookRequestsPerMinute: 1_000,
   },
 });
 
@@ -150,6 +164,8 @@ const OVERRIDE_FIELDS = {
   stored_bytes: 'storedBytes',
   schema_bytes_per_namespace: 'schemaBytesPerNamespace',
   mcp_sessions: 'mcpSessions',
+  webhook_payload_bytes: 'webhookPayloadBytes',
+  webhook_requests_per_minute: 'webhookRequestsPerMinute',
 } as const satisfies Record<string, keyof TierLimits>;
 
 // Fields where -1 means unlimited; the sandbox limits must stay finite.
@@ -167,7 +183,11 @@ const UNLIMITABLE = new Set([
   'stored_bytes',
   'schema_bytes_per_namespace',
   'mcp_sessions',
+  'webhook_requests_per_minute',
 ]);
+
+// Fields that must stay at least 1 (a sandbox needs time and memory; a webhook a body byte budget).
+const AT_LEAST_ONE = new Set(['timeout_s', 'memory_mb', 'webhook_payload_bytes']);
 
 /** Plans an operator adds get `pro`'s limits for every field they do not name. */
 export const NEW_TIER_BASE: TierName = 'pro';
@@ -207,9 +227,9 @@ export function applyTierOverrides(
         throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
       if (value === -1 && UNLIMITABLE.has(field)) {
         (limits as unknown as Record<string, number | null>)[key] = null;
-      } else if (value < (field === 'timeout_s' || field === 'memory_mb' ? 1 : 0)) {
+      } else if (value < (AT_LEAST_ONE.has(field) ? 1 : 0)) {
         throw configInvalid(
-          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`,
+          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${AT_LEAST_ONE.has(field) ? 1 : 0}`,
         );
       } else {
         (limits as unknown as Record<string, number>)[key] = value;

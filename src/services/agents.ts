@@ -14,7 +14,7 @@ import { RawJson } from '../core/raw-json.js';
 import { buildMetadata } from '../core/functions.js';
 import { suggestion } from '../core/suggest.js';
 import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
-import type { AgentsStore } from '../store/agents-store.js';
+import type { AgentsStore, Trx } from '../store/agents-store.js';
 import type { AgentRow, NamespaceRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
 import type { CatalogService } from './catalog.js';
@@ -231,6 +231,7 @@ export class AgentService {
         trx,
       );
       if (!row) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
+      for (const copy of this.cloneHooks) await copy(trx, source.id, row.id);
       return { row, used: used + adding };
     });
     let keys = 0;
@@ -256,6 +257,12 @@ export class AgentService {
       agent_slots: { used: made.used, limit: limits.agents },
     };
   }
+
+  /**
+   * Run inside clone_agent's transaction once the copy's row exists: other parts of the agent that a
+   * clone copies (its webhooks) copy themselves from the source's id to the copy's.
+   */
+  readonly cloneHooks: Array<(trx: Trx, sourceId: string, cloneId: string) => Promise<void>> = [];
 
   /** For tests: awaited between clone pages (outside any transaction) with each page's size. */
   onClonePage: ((page: { clone: string; index: number; keys: number; bytes: number }) => Promise<void> | void) | undefined;
