@@ -11,11 +11,13 @@ import type { Db } from '../store/database.js';
 import { ReplicasStore } from '../store/replicas-store.js';
 import { AgentDispatcher } from './dispatcher.js';
 import { ReplicaDirectory } from './replicas.js';
+import { replicaRunner, ReplicaSupervisor } from './supervisor.js';
 import { AgentRuns } from './runs.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
 export { ReplicaDirectory, type ReplicaView } from './replicas.js';
 export { AgentRuns } from './runs.js';
+export { ReplicaSupervisor } from './supervisor.js';
 
 /** How often ended runs past their plan's retention are deleted, and the first time after start. */
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
@@ -23,6 +25,8 @@ const FIRST_PRUNE_MS = 60 * 1000;
 
 export class AgentRuntime {
   readonly replicas: ReplicaDirectory;
+  /** This node's replica processes and leases (started after the server listens, stopped first at shutdown). */
+  readonly supervisor: ReplicaSupervisor;
   readonly runs: AgentRuns;
   readonly dispatcher: AgentDispatcher;
   private readonly runsStore: AgentRunsStore;
@@ -46,14 +50,24 @@ export class AgentRuntime {
   ) {
     const agents = new AgentsStore(deps.db);
     this.runsStore = new AgentRunsStore(deps.db);
-    this.replicas = new ReplicaDirectory({ agents, replicas: new ReplicasStore(deps.db), nodeId: deps.nodeId });
+    const replicas = new ReplicasStore(deps.db);
+    this.supervisor = new ReplicaSupervisor({
+      store: replicas,
+      nodeId: deps.nodeId,
+      leaseMs: deps.leaseMs,
+      logger: deps.logger,
+      tiers: deps.tiers,
+    });
+    this.replicas = new ReplicaDirectory({ agents, replicas, nodeId: deps.nodeId, supervisor: this.supervisor });
     this.runs = new AgentRuns(this.runsStore);
+    // `direct` jobs run on their replica's worker process, which asks this process to run the function.
     this.dispatcher = new AgentDispatcher({
       agents,
       runs: this.runsStore,
       run: deps.run,
       nodeId: deps.nodeId,
       logger: deps.logger,
+      runner: replicaRunner(() => this.supervisor),
       ...(deps.pending ? { pending: deps.pending } : {}),
       ...(deps.state ? { state: deps.state } : {}),
     });

@@ -24,6 +24,7 @@ after(async () => {
 const FUNCTIONS = [
   { name: 'double', code: 'def main(input_data):\n    return {"twice": input_data["n"] * 2}\n' },
   { name: 'boom', code: 'class Kaboom(Exception):\n    pass\n\ndef main(input_data):\n    raise Kaboom("it went off")\n' },
+  { name: 'nap', code: 'import time\n\ndef main(input_data):\n    time.sleep(input_data["s"])\n    return {"slept": input_data["s"]}\n' },
   { name: 'nul', code: 'def main(input_data):\n    raise ValueError("before\\x00after")\n' },
   {
     name: 'ts-hello',
@@ -236,6 +237,45 @@ describe('the dispatcher: every trigger run goes through src/run as the agent', 
       listed.runs.map((r: { status: string }) => r.status),
       ['rejected', 'succeeded'],
     );
+  });
+
+  test('a replica process killed during a run: the run ends failed with ReplicaCrashed; the replica comes back with its name', async () => {
+    const s = await rules.space(FUNCTIONS);
+    await callOk(s.create, 'make_agent', { name: 'fragile' });
+    const replica = (await callOk(s.create, 'start_agent', { name: 'fragile' })).replicas[0].name as string;
+    const id = await agentId(s, 'fragile');
+    const supervisor = server.server.services.replicas;
+    const pid = supervisor.pidOf(id, replica)!;
+    assert.ok(pid > 0, 'the replica runs as its own process');
+    const { runId, done } = runtime().dispatcher.start({
+      agentId: id,
+      replica,
+      trigger: 'schedule',
+      triggerName: 'tick',
+      functionName: 'utils.nap',
+      input: { s: 3 },
+      orchestrationMode: 'direct',
+    });
+    // Once the run is recorded running, its replica's process dies.
+    for (let i = 0; i < 600; i++) {
+      const runs = (await callOk(s.create, 'list_agent_runs', { name: 'fragile' })).runs;
+      if (runs.some((r: { run_id: string; status: string }) => r.run_id === runId && r.status === 'running')) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    process.kill(pid, 'SIGKILL');
+    const outcome = await done;
+    assert.equal(outcome.status, 'failed');
+    assert.equal(outcome.error?.type, 'ReplicaCrashed');
+    const described = await callOk(s.create, 'describe_agent_run', { name: 'fragile', run_id: runId });
+    assert.equal(described.error_type, 'ReplicaCrashed');
+    assert.equal(described.replica, replica);
+    let back: { name: string; status: string; restarts: number } | undefined;
+    for (let i = 0; i < 600 && !(back?.restarts === 1 && back.status === 'running'); i++) {
+      back = (await callOk(s.create, 'describe_agent', { name: 'fragile' })).replicas[0];
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.deepEqual([back?.name, back?.status, back?.restarts], [replica, 'running', 1]);
+    assert.notEqual(supervisor.pidOf(id, replica), pid);
   });
 
   test('start answers the run id before the run ends; a run left running by a dead server is ended at start', async () => {

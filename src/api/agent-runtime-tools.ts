@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { AgentRuntime } from '../agents/index.js';
 import { REPLICA_NAME_PATTERN } from '../core/agents.js';
 import { invalid } from '../core/errors.js';
+import { validateReplicaCount } from '../core/replicas.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
 import type { ToolRegistrar } from './agent-tools.js';
@@ -16,10 +17,21 @@ const agentFields = {
 };
 const replicaField = z.string().optional().describe('Only this replica (its verb-animal name, e.g. "daring-duck"); default: every replica');
 
-function replicaArg(value: unknown): string | undefined {
+/** `replica`: a replica's verb-animal name (undefined: none given). */
+export function replicaNameArg(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || !REPLICA_NAME_PATTERN.test(value))
     throw invalid('replica must be a replica name as describe_agent lists them, e.g. "daring-duck"', { field: 'replica' });
+  return value;
+}
+
+/** `replicas` (the guide), or `count`; the same value when both are given. */
+function countArg(args: Record<string, unknown>): unknown {
+  if (args.replicas !== undefined && args.count !== undefined && args.replicas !== args.count)
+    throw invalid("give the count as 'replicas' or 'count', not two different numbers", { field: 'replicas' });
+  const value = args.replicas ?? args.count;
+  if (value === undefined)
+    throw invalid("'replicas' is required: how many replicas the agent should have (0 or more)", { field: 'replicas' });
   return value;
 }
 
@@ -32,12 +44,13 @@ export function registerAgentRuntimeTools(
     'start_agent',
     {
       description:
-        'Start an agent (needs a key with the write and execute scopes: its functions then run as the agent): its replicas (up to its replica count, each with a verb-animal name it keeps for life) begin running its schedules and accepting its webhooks. With `replica`, start only that replica. Answers the replicas and their status.',
+        'Start an agent (needs a key with the write and execute scopes: its functions then run as the agent): each of its replicas (up to its replica count, each with a verb-animal name it keeps for life) runs as its own worker process on a server node and runs its schedules and webhooks. ' +
+        'With `replica`, start only that replica. A crashed replica is restarted with the same name, backing off if it keeps crashing. Answers the replicas and their status (running once their process is up).',
       input: z.object({ ...agentFields, replica: replicaField }),
       annotations: RUNNING,
     },
     async (a) => {
-      const replica = replicaArg(a.replica);
+      const replica = replicaNameArg(a.replica);
       // Starting makes functions run as the agent: the key must be allowed to run code, not only to write.
       const agent = await agents.resolve(principal, ns, a, 'write', 'execute');
       return { agent: agent.name, ...(await runtime.replicas.start(agent, replica)) };
@@ -47,14 +60,38 @@ export function registerAgentRuntimeTools(
     'stop_agent',
     {
       description:
-        'Stop an agent: its replicas stop taking triggers (schedules do not fire, webhooks answer 503). With `replica`, stop only that replica; the others keep running. State and configuration are kept.',
+        'Stop an agent: its replicas stop taking triggers (schedules do not fire, webhooks answer 503); a replica running a job finishes it first (status "stopping"), then its process ends. ' +
+        'With `replica`, stop only that replica; the others keep running. Names, slots, state and configuration are kept.',
       input: z.object({ ...agentFields, replica: replicaField }),
       annotations: RUNNING,
     },
     async (a) => {
-      const replica = replicaArg(a.replica);
+      const replica = replicaNameArg(a.replica);
       const agent = await agents.resolve(principal, ns, a, 'write');
       return { agent: agent.name, ...(await runtime.replicas.stop(agent, replica)) };
+    },
+  );
+  tool(
+    'scale_agent',
+    {
+      description:
+        'Set how many replicas an agent has (0 or more; each takes one agent slot of your plan: Pro 5, Enterprise 20, Dedicated unlimited; 0 frees them all). ' +
+        'New replicas get new verb-animal names; scaling down removes the newest first (LIFO), keeping the oldest, and each removed replica finishes its current run first.',
+      input: z.object({
+        ...agentFields,
+        replicas: z.number().int().min(0).optional().describe('The replica count (required; or give it as count), e.g. 3'),
+        count: z.number().int().min(0).optional().describe('Same as replicas'),
+      }),
+      annotations: RUNNING,
+    },
+    async (a) => {
+      const desired = validateReplicaCount(countArg(a));
+      const agent = await agents.resolve(principal, ns, a, 'write');
+      return runtime.replicas.scale(agent, desired, {
+        accountId: principal.accountId,
+        tier: principal.tier,
+        limits: agents.planLimits(principal),
+      });
     },
   );
   tool(

@@ -3,6 +3,7 @@ import { STATE_VALUE_MAX_BYTES } from '../core/agents.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
+import { replicaNameArg } from './agent-runtime-tools.js';
 import type { WebhookService } from '../services/webhooks.js';
 import type { ToolDefinition } from './tool-schema.js';
 
@@ -22,6 +23,7 @@ const agentFields = {
   name: z.string().optional().describe('Agent name (required; or give it as agent_name), e.g. "social-scraper"'),
   agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
 };
+const replicaArg = z.string().describe("A replica's verb-animal name, as describe_agent lists them");
 const keyArg = z.string().describe('State key: 1-256 characters, no control characters, e.g. "last_run" or "feeds/hn"');
 const ifVersion = z
   .number()
@@ -88,11 +90,19 @@ export function registerAgentTools(
   tool(
     'destroy_agent',
     {
-      description: 'Permanently delete an agent and all its state, freeing its agent slots.',
-      input: z.object(agentFields),
+      description:
+        'Permanently delete an agent and all its state, freeing its agent slots. With replica: remove only that replica (after its current run) and lower the count by one.',
+      input: z.object({ ...agentFields, replica: replicaArg.optional().describe('Remove only this replica, e.g. "daring-duck"') }),
       annotations: DESTRUCTIVE,
     },
-    (a) => agents.destroyAgent(principal, ns, a),
+    async (a) => {
+      if (a.replica === undefined) return agents.destroyAgent(principal, ns, a);
+      const agent = await agents.resolve(principal, ns, a, 'write');
+      return runtime.replicas.remove(agent, replicaNameArg(a.replica)!, {
+        accountId: principal.accountId,
+        limits: agents.planLimits(principal),
+      });
+    },
   );
   tool(
     'clone_agent',

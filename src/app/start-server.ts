@@ -17,6 +17,7 @@ import { BoundCipher, StateCipher } from '../services/state-cipher.js';
 import { secretContext, WebhookService } from '../services/webhooks.js';
 import { WebhooksStore } from '../store/webhooks-store.js';
 import { AgentsStore } from '../store/agents-store.js';
+import type { ReplicaSupervisor } from '../agents/supervisor.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
@@ -63,6 +64,8 @@ export interface RunningServer {
     accountsStore: AccountsStore;
     catalog: CatalogService;
     agents: AgentService;
+    /** This node's agent replicas (their worker processes and leases). */
+    replicas: ReplicaSupervisor;
     agentRuntime: AgentRuntime;
     schemas: SchemaGuard;
     housekeeping: Housekeeping;
@@ -277,6 +280,8 @@ async function startServerSteps(
     pending,
     state: (agentId, tier) => agents.stateAccess(agentId, tier),
   });
+  // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
+  const replicas = agentRuntime.supervisor;
   await agentRuntime.start().catch(failStart);
   opened.push(() => agentRuntime.stop());
   // Deliveries to agents' webhooks end in the same dispatcher, on a replica this node holds.
@@ -409,6 +414,7 @@ async function startServerSteps(
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
   housekeeping.start();
+  replicas.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -419,6 +425,7 @@ async function startServerSteps(
       accountsStore,
       catalog,
       agents,
+      replicas,
       agentRuntime,
       schemas,
       housekeeping,
@@ -444,6 +451,8 @@ async function startServerSteps(
         // No new connections; open ones serve what is in progress (new requests get 503).
         const connectionsEnded = new Promise<void>((resolve) => server.close(() => resolve()));
         http.closeIdleConnections?.();
+        // Replicas finish their current runs (within the grace), end their processes and free their leases for other nodes.
+        await replicas.stop(graceMs);
         if (!(await runs.drained(graceMs)))
           logger.warn(
             { runs: runs.inProgress, graceMs },

@@ -156,8 +156,8 @@ test('minimum interval: measured on the real gap between consecutive fires, DST 
   );
 });
 
-test('agent slots: one per replica (at least one per agent); unlimited is really unlimited', () => {
-  assert.equal(agentSlots(0), 1);
+test('agent slots: one per replica (none at 0 replicas); unlimited is really unlimited', () => {
+  assert.equal(agentSlots(0), 0);
   assert.equal(agentSlots(3), 3);
   const pro = DEFAULT_TIERS.pro!;
   assert.equal(

@@ -371,12 +371,11 @@ export function assertScheduleInterval(
 // Agent slots and state
 
 /**
- * Slots an agent takes: one per desired replica, and at least one even when scaled to 0 (until
- * replicas run as processes, an agent that exists holds a slot; scale-to-zero freeing it comes
- * with the runtime).
+ * Slots an agent takes: one per desired replica (running or stopped: a stopped replica keeps its
+ * name and can start again at once). An agent scaled to 0 runs no process and takes no slot.
  */
 export function agentSlots(desiredReplicas: number): number {
-  return Math.max(1, desiredReplicas);
+  return Math.max(0, desiredReplicas);
 }
 
 /** Refuses (typed limit_exceeded, nothing changed) when `used + adding` slots pass the tier's agents (null = unlimited). */

@@ -292,11 +292,13 @@ describe('mcpworks.state from inside the sandbox', () => {
   });
 
   test("a trigger's run through the dispatcher reaches its agent's state (the dispatcher passes the access)", async () => {
+    // Trigger jobs run on a replica this node runs (its worker process asks for the function).
+    const replica = (await callOk(create, 'start_agent', { name: AGENT })).replicas[0].name as string;
     for (const language of ['py', 'ts'] as const) {
       await callOk(create, 'delete_agent_state', { name: AGENT, key: `${language}:ping` }).catch(() => undefined);
       const outcome = await server.server.services.agentRuntime.dispatcher.dispatch({
         agentId,
-        replica: 'test-replica',
+        replica,
         trigger: 'schedule',
         triggerName: 'state-test',
         functionName: `svc.state-${language}`,

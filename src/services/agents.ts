@@ -113,6 +113,11 @@ export class AgentService {
   /** AI settings and orchestration limits (configure_agent_ai, configure_orchestration_limits). */
   readonly ai: AgentAiSettings;
 
+  /** The caller's plan limits (agent slots for scale_agent); an unconfigured plan is refused as everywhere here. */
+  planLimits(principal: KeyPrincipal): TierLimits {
+    return this.limits(principal);
+  }
+
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
   private limits(principal: Pick<KeyPrincipal, 'tier'>): TierLimits {
     if (!isKnownTier(principal.tier, this.tiers)) {

@@ -73,10 +73,10 @@ export class AgentsStore {
     return owner ? { agent, ...owner } : undefined;
   }
 
-  /** Agent slots the account uses: one per desired replica, at least one per agent (core/agents.ts agentSlots). */
+  /** Agent slots the account uses: one per desired replica; an agent scaled to 0 takes none (core/agents.ts agentSlots). */
   async slotsInUse(accountId: string, exec: Exec = this.db): Promise<number> {
     const row = await sql<{ slots: string | number }>`
-      SELECT coalesce(sum(greatest(a.desired_replicas, 1)), 0) AS slots
+      SELECT coalesce(sum(a.desired_replicas), 0) AS slots
       FROM agents a JOIN namespaces n ON n.id = a.namespace_id WHERE n.account_id = ${accountId}`.execute(exec);
     return Number(row.rows[0]?.slots ?? 0);
   }

@@ -1,0 +1,482 @@
+/**
+ * Agent replicas as real worker processes. Each server process (node) runs one ReplicaSupervisor:
+ * it claims replicas of running agents that no node holds (agent_replicas rows, FOR UPDATE SKIP
+ * LOCKED), renews its leases on a timer, and runs each replica it holds as its own worker process
+ * (./worker/host.ts). A crashed process is restarted with the same name after a back-off; a replica
+ * being stopped or removed finishes its current run first (up to a deadline), then ends. On shutdown
+ * the node lets go of its leases so other nodes take its replicas at once. A node that cannot renew
+ * its leases for a lease's length ends its processes itself: by then another node may hold them.
+ *
+ * Its surface for the triggers: `localReplicas(agentId)` (running replicas this node holds) and
+ * `run(...)` (one job on a named local replica, through its process).
+ */
+import { DomainError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { exitReason, nextStreak, replicaHeapMb, restartDelayMs } from '../core/replicas.js';
+import { DEFAULT_TIER, limitsFor, type TierLimits } from '../core/tiers.js';
+import type { HeldReplica, ReplicasStore } from '../store/replicas-store.js';
+import type { FunctionOutcome, TriggerJob } from './dispatcher.js';
+import { ReplicaCrashedError, ReplicaProcess, type ExitInfo, type JobError } from './worker/host.js';
+import type { CallOp } from './worker/protocol.js';
+
+export { ReplicaCrashedError } from './worker/host.js';
+
+export interface ReplicaJob {
+  runId: string;
+  trigger: 'schedule' | 'webhook' | 'chat' | 'heartbeat';
+  triggerName: string;
+  /** 'service.function' */
+  functionName: string;
+  input: unknown;
+  signal?: AbortSignal;
+}
+
+/** What the host does for a job's calls: run a function through the run path (and, when given, state operations). */
+export interface ReplicaHostCalls {
+  /** `signal` fires when the run is cancelled or its replica's drain deadline passes. */
+  invoke(functionName: string, input: unknown, signal: AbortSignal): Promise<unknown>;
+  state?(request: Exclude<CallOp, { op: 'invoke' }>): Promise<unknown>;
+}
+
+export type ReplicaJobOutcome = { ok: true; result: unknown } | { ok: false; error: JobError };
+
+interface Held {
+  id: string;
+  agentId: string;
+  agentName: string;
+  name: string;
+  seq: number;
+  tier: string;
+  process: ReplicaProcess | undefined;
+  /** starting: its process is being started; up: it runs; backoff: waiting to restart after a crash; ending: being stopped or removed. */
+  phase: 'starting' | 'up' | 'backoff' | 'ending';
+  streak: number;
+  restartTimer: NodeJS.Timeout | undefined;
+  /** Jobs run one at a time: the tail of this replica's queue. */
+  queue: Promise<unknown>;
+  /** The job running now (aborted when a drain's deadline passes). */
+  current: AbortController | undefined;
+  waiting: number;
+  /** Set when it is being stopped or removed: resolves once its process has ended and its row says so. */
+  ended?: Promise<void>;
+}
+
+export interface ReplicaSupervisorOptions {
+  store: ReplicasStore;
+  /** This server process's id (services/instance-lease.ts): what node_id names. */
+  nodeId: string;
+  leaseMs: number;
+  logger: Logger;
+  tiers?: Readonly<Record<string, TierLimits>>;
+  /** How often leases are renewed and free replicas claimed (default a third of the lease, at most 1 s). */
+  tickMs?: number;
+  /** Most replicas one node claims per tick (others may claim the rest meanwhile). */
+  claimBatch?: number;
+}
+
+/** A stopped or removed replica may finish its current run for the tier's run timeout and this much more. */
+const DRAIN_SLACK_MS = 30_000;
+
+export class ReplicaSupervisor {
+  private readonly held = new Map<string, Held>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private lastRenewed = Date.now();
+  private stopped = false;
+  private readonly endings = new Set<Promise<void>>();
+
+  constructor(private readonly options: ReplicaSupervisorOptions) {}
+
+  get nodeId(): string {
+    return this.options.nodeId;
+  }
+
+  private get tickMs(): number {
+    return this.options.tickMs ?? Math.max(50, Math.min(1000, Math.floor(this.options.leaseMs / 3)));
+  }
+
+  start(): void {
+    this.lastRenewed = Date.now();
+    this.timer = setInterval(() => void this.tick(), this.tickMs);
+    this.timer.unref();
+    void this.tick();
+  }
+
+  /** One round: renew, act on what the rows say, settle what dead nodes left, claim free replicas. Rounds never overlap. */
+  tick(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.ticking ??= this.round()
+      .catch((error: unknown) =>
+        this.options.logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'agent replicas: a supervisor round failed',
+        ),
+      )
+      .finally(() => (this.ticking = undefined));
+    return this.ticking;
+  }
+
+  private async round(): Promise<void> {
+    const { store, nodeId, leaseMs } = this.options;
+    let rows: HeldReplica[];
+    try {
+      rows = await store.renew(nodeId, leaseMs);
+    } catch (error) {
+      // Without renewals another node takes these replicas once the lease lapses: end them first.
+      if (Date.now() - this.lastRenewed > leaseMs * 0.8) {
+        for (const held of [...this.held.values()]) this.forget(held, 'its lease could not be renewed (database unreachable)');
+      }
+      throw error;
+    }
+    this.lastRenewed = Date.now();
+    const seen = new Set<string>();
+    for (const row of rows) {
+      seen.add(row.id);
+      const held = this.held.get(row.id);
+      const ending = row.status === 'stopping' || row.status === 'draining' || row.agent_status !== 'running';
+      if (!held) {
+        // Held in the database but not here (a round that claimed it failed half-way): let it go.
+        if (!ending) this.adopt(row);
+        else void store.finishEnding(row.id, nodeId, 'ended before its process started').catch(() => undefined);
+        continue;
+      }
+      if (ending && held.phase !== 'ending') this.end(held, row.status === 'draining' ? 'removed' : 'stopped');
+    }
+    for (const held of [...this.held.values()]) {
+      // Destroyed, or taken over by another node after this one's lease lapsed.
+      if (!seen.has(held.id) && held.phase !== 'ending') this.forget(held, 'no longer held by this node');
+    }
+    if (this.stopped) return;
+    await store.settleOrphans();
+    for (const row of await store.claim(nodeId, leaseMs, this.options.claimBatch ?? 16)) this.adopt(row);
+  }
+
+  private limits(tier: string): TierLimits {
+    try {
+      return limitsFor(tier, this.options.tiers);
+    } catch {
+      return limitsFor(DEFAULT_TIER);
+    }
+  }
+
+  private adopt(row: HeldReplica): void {
+    const held: Held = {
+      id: row.id,
+      agentId: row.agent_id,
+      agentName: row.agent_name,
+      name: row.name,
+      seq: row.seq,
+      tier: row.tier ?? DEFAULT_TIER,
+      process: undefined,
+      phase: 'starting',
+      streak: 0,
+      restartTimer: undefined,
+      queue: Promise.resolve(),
+      current: undefined,
+      waiting: 0,
+    };
+    this.held.set(row.id, held);
+    void this.launch(held);
+  }
+
+  /** Starts the replica's process and records it running; a start that fails counts as a crash. */
+  private async launch(held: Held): Promise<void> {
+    if (held.phase === 'ending' || this.stopped) return;
+    held.phase = 'starting';
+    const child = new ReplicaProcess(held.agentName, held.name, replicaHeapMb(this.limits(held.tier).memoryMb));
+    held.process = child;
+    void child.exited.then((exit) => this.onExit(held, child, exit));
+    try {
+      await child.start();
+    } catch {
+      // Its exit (or the kill after a silent start) is handled by onExit as a crash.
+      return;
+    }
+    const phase = (): Held['phase'] => held.phase;
+    if (held.process !== child || phase() === 'ending') return;
+    if (!(await this.options.store.markRunning(held.id, this.options.nodeId).catch(() => false))) {
+      // Not ours any more (destroyed, or stopped meanwhile): the next round settles it.
+      if (phase() === 'starting') held.phase = 'up';
+      return;
+    }
+    if (phase() === 'ending') return;
+    held.phase = 'up';
+    this.options.logger.info({ agent: held.agentName, replica: held.name, pid: child.pid }, 'agent replica started');
+  }
+
+  private onExit(held: Held, child: ReplicaProcess, exit: ExitInfo): void {
+    if (exit.expected || held.process !== child || held.phase === 'ending' || this.held.get(held.id) !== held) return;
+    held.process = undefined;
+    held.phase = 'backoff';
+    held.streak = nextStreak(held.streak, exit.upMs);
+    const reason = exitReason(exit.code, exit.signal, exit.outOfMemory);
+    const delay = restartDelayMs(held.streak);
+    this.options.logger.warn(
+      { agent: held.agentName, replica: held.name, last_exit: reason, restart_in_ms: delay },
+      'agent replica crashed: restarting it',
+    );
+    void this.options.store.recordCrash(held.id, this.options.nodeId, reason).catch(() => undefined);
+    held.restartTimer = setTimeout(() => {
+      held.restartTimer = undefined;
+      if (held.phase === 'backoff' && this.held.get(held.id) === held) void this.launch(held);
+    }, delay);
+    held.restartTimer.unref();
+  }
+
+  /** Lets the replica finish its current run (up to the deadline), ends its process, then records it stopped or removed. */
+  private end(held: Held, to: 'stopped' | 'removed'): void {
+    held.phase = 'ending';
+    if (held.restartTimer) clearTimeout(held.restartTimer);
+    const deadline = (this.limits(held.tier).timeoutSeconds * 1000 + DRAIN_SLACK_MS) as number;
+    const ending = (async () => {
+      await this.drain(held, deadline);
+      const exit = held.process ? await held.process.stop() : undefined;
+      this.held.delete(held.id);
+      const why = to === 'removed' ? 'removed (scaled down or destroyed)' : 'stopped';
+      await this.options.store
+        .finishEnding(held.id, this.options.nodeId, exit ? `${why}; ${exitReason(exit.code, exit.signal)}` : why)
+        .catch(() => undefined);
+      this.options.logger.info({ agent: held.agentName, replica: held.name }, `agent replica ${why}`);
+    })();
+    held.ended = ending;
+    this.endings.add(ending);
+    void ending.finally(() => this.endings.delete(ending));
+  }
+
+  /** Waits for the replica's queued and current jobs, up to `ms`; then aborts the one still running. */
+  private async drain(held: Held, ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), ms);
+      timer.unref();
+    });
+    const done = await Promise.race([held.queue.then(() => 'done' as const), late]);
+    clearTimeout(timer);
+    if (done === 'late')
+      held.current?.abort(new DomainError('unavailable', `replica '${held.name}' was stopped: its drain deadline passed`));
+  }
+
+  /** Ends a replica's process at once (lost lease, destroyed agent); no row is written: it is not ours. */
+  private forget(held: Held, why: string): void {
+    held.phase = 'ending';
+    if (held.restartTimer) clearTimeout(held.restartTimer);
+    this.held.delete(held.id);
+    held.current?.abort(new DomainError('unavailable', `replica '${held.name}' ended: ${why}`));
+    void held.process?.stop('SIGKILL');
+    this.options.logger.warn({ agent: held.agentName, replica: held.name, why }, 'agent replica ended');
+  }
+
+  /** Names of the agent's replicas this node holds with their process up (not being stopped or removed). */
+  localReplicas(agentId: string): string[] {
+    return [...this.held.values()]
+      .filter((h) => h.agentId === agentId && h.phase === 'up')
+      .sort((a, b) => a.seq - b.seq)
+      .map((h) => h.name);
+  }
+
+  /**
+   * After a start, stop or scale: one round now (claims what no node holds, sees what ends), then
+   * waits, up to `ms`, until the agent's replicas here have their process up and its idle ending
+   * ones have ended (a replica finishing a run is not waited for). Tools answer with settled rows.
+   */
+  async settle(agentId: string, ms = 30_000): Promise<void> {
+    if (this.stopped) return;
+    await this.tick();
+    const until = Date.now() + ms;
+    const mine = () => [...this.held.values()].filter((h) => h.agentId === agentId);
+    // Idle ones being stopped or removed end at once; one finishing a run is not waited for.
+    const idleEndings = mine()
+      .filter((h) => h.phase === 'ending' && h.current === undefined && h.waiting === 0 && h.ended)
+      .map((h) => h.ended!);
+    while (mine().some((h) => h.phase === 'starting') && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(idleEndings),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, until - Date.now()));
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Whether this node runs any replica of the agent. */
+  isRunning(agentId: string): boolean {
+    return this.localReplicas(agentId).length > 0;
+  }
+
+  /** Jobs waiting or running on each local replica of the agent (callers pick the least busy). */
+  load(agentId: string): Map<string, number> {
+    return new Map([...this.held.values()].filter((h) => h.agentId === agentId && h.phase === 'up').map((h) => [h.name, h.waiting]));
+  }
+
+  /** This node's replicas and their processes (diagnostics and tests). */
+  processes(): Array<{ agentId: string; agent: string; replica: string; phase: string; pid: number | undefined }> {
+    return [...this.held.values()].map((h) => ({
+      agentId: h.agentId,
+      agent: h.agentName,
+      replica: h.name,
+      phase: h.phase,
+      pid: h.process?.pid,
+    }));
+  }
+
+  /** The pid of a local replica's process (diagnostics and tests). */
+  pidOf(agentId: string, replica: string): number | undefined {
+    return this.find(agentId, replica)?.process?.pid;
+  }
+
+  private find(agentId: string, replica: string): Held | undefined {
+    return [...this.held.values()].find((h) => h.agentId === agentId && h.name === replica);
+  }
+
+  /**
+   * Runs one job on a local replica's process, after the jobs already queued on it. In `direct`
+   * mode the worker asks for exactly the job's function, which `calls.invoke` runs; anything else
+   * it asks for is refused. Rejects with ReplicaCrashedError when the process dies during the job,
+   * and with an `unavailable` DomainError when this node does not run that replica.
+   */
+  run(agentId: string, replica: string, job: ReplicaJob, calls: ReplicaHostCalls): Promise<ReplicaJobOutcome> {
+    const held = this.find(agentId, replica);
+    if (!held || held.phase !== 'up' || this.stopped)
+      return Promise.reject(new DomainError('unavailable', `replica '${replica}' is not running on this server`, { replica }));
+    held.waiting++;
+    const turn = held.queue.then(() => this.runNow(held, job, calls));
+    held.queue = turn.catch(() => undefined).finally(() => held.waiting--);
+    return turn;
+  }
+
+  private async runNow(held: Held, job: ReplicaJob, calls: ReplicaHostCalls): Promise<ReplicaJobOutcome> {
+    const child = held.process;
+    if (!child || (held.phase !== 'up' && held.phase !== 'ending'))
+      throw new ReplicaCrashedError(`replica '${held.name}' was not running when the run's turn came`);
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(job.signal?.reason);
+    job.signal?.addEventListener('abort', onAbort, { once: true });
+    if (job.signal?.aborted) onAbort();
+    held.current = controller;
+    try {
+      return await child.run(
+        {
+          job: job.runId,
+          mode: 'direct',
+          trigger: job.trigger,
+          triggerName: job.triggerName,
+          function: job.functionName,
+          input: job.input,
+        },
+        async (request) => {
+          if (controller.signal.aborted) throw controller.signal.reason ?? new DomainError('unavailable', 'the run was cancelled');
+          if (request.op === 'invoke') {
+            // Direct orchestration runs the trigger's function and nothing else.
+            if (request.function !== job.functionName)
+              throw new DomainError('forbidden', `this run may call only ${job.functionName}, not ${request.function}`);
+            return abortable(calls.invoke(request.function, request.input, controller.signal), controller.signal);
+          }
+          if (!calls.state) throw new DomainError('unavailable', 'state operations are not available to this run');
+          return calls.state(request);
+        },
+      );
+    } finally {
+      held.current = undefined;
+      job.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Shutdown: no new claims or jobs; the replicas' current runs finish (up to `graceMs`), their
+   * processes end, and the node lets go of every lease so other nodes take them at once.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.ticking;
+    const all = [...this.held.values()];
+    await Promise.all(
+      all.map(async (held) => {
+        if (held.restartTimer) clearTimeout(held.restartTimer);
+        await this.drain(held, graceMs);
+        await held.process?.stop();
+      }),
+    );
+    await Promise.all([...this.endings]);
+    this.held.clear();
+    await this.options.store
+      .releaseAll(this.options.nodeId)
+      .catch((error: unknown) =>
+        this.options.logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'agent replicas: could not release the leases',
+        ),
+      );
+  }
+}
+
+/**
+ * The dispatcher's JobRunner: a `direct` trigger job on its replica's worker process. The worker
+ * asks for the job's function; `run` runs it through src/run (the dispatcher's invoke) and its
+ * outcome is what the run records. A process that dies during the job ends it `failed` with
+ * ReplicaCrashed; a replica this node does not run is an `unavailable` refusal.
+ */
+export function replicaRunner(supervisor: () => ReplicaSupervisor) {
+  return async (job: TriggerJob, run: (input: unknown) => Promise<FunctionOutcome>): Promise<FunctionOutcome> => {
+    let outcome: FunctionOutcome | undefined;
+    const crashed = (message: string): FunctionOutcome => ({
+      status: 'failed',
+      error: { type: 'ReplicaCrashed', message },
+      call: outcome?.call ?? {
+        function: job.functionName,
+        execution_id: null,
+        status: 'failed',
+        duration_ms: 0,
+        error_type: 'ReplicaCrashed',
+      },
+    });
+    try {
+      const done = await supervisor().run(
+        job.agentId,
+        job.replica,
+        {
+          runId: job.runId ?? 'run',
+          trigger: job.trigger,
+          triggerName: job.triggerName,
+          functionName: job.functionName,
+          input: job.input,
+          ...(job.signal ? { signal: job.signal } : {}),
+        },
+        {
+          invoke: async (_fn, input) => {
+            outcome = await run(input);
+            if (outcome.status === 'succeeded') return outcome.result ?? null;
+            throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
+          },
+        },
+      );
+      if (outcome) return outcome;
+      // The worker ended the job without running its function.
+      return crashed(done.ok ? 'the replica ended the job without running its function' : `${done.error.type}: ${done.error.message}`);
+    } catch (error) {
+      if (error instanceof ReplicaCrashedError) return crashed(error.message);
+      throw error;
+    }
+  };
+}
+
+/** The invoke's answer, or the abort's reason as soon as the signal fires (the run itself is cancelled by its own signal). */
+function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
