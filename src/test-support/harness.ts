@@ -18,7 +18,7 @@ import { hashSecret, randomHex, sha256Hex } from '../services/credential-hashing
 import { openDatabase } from '../store/database.js';
 import { SANDBOX_DEFAULTS, type ServerConfig } from '../app/config.js';
 import { npmPassThrough } from '../sandbox/npm-build.js';
-import { testDataRoot } from './data-root.js';
+import { sweepStaleTestDirs, testDataRoot } from './data-root.js';
 
 export { testDataRoot };
 
@@ -83,7 +83,7 @@ export async function seedEmbeddedDatabase(dataDir: string): Promise<void> {
 
 /** Makes the template if it is not there yet. scripts/test.sh calls it once before the test files start, so parallel files do not each make it. */
 export function prepareEmbeddedTemplate(): Promise<string> {
-  template ??= embeddedTemplate();
+  template ??= (sweepStaleTestDirs(), embeddedTemplate());
   return template;
 }
 
