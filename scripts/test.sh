@@ -17,7 +17,7 @@ mapfile -t all_files < <(find src -name '*.test.ts' | sort | only)
 node scripts/test-tiers.mjs || { echo "=== tests: test files misnamed for their tier FAILED (see above)"; status=1; }
 # The test template of the embedded database (see seedEmbeddedDatabase), made once here: otherwise
 # the first files to start, in parallel, would each make it.
-node --import tsx --input-type=module -e 'await (await import("./src/test-support/harness.ts")).prepareEmbeddedTemplate()' ||
+node --liftoff-only --import tsx --input-type=module -e 'await (await import("./src/test-support/harness.ts")).prepareEmbeddedTemplate()' ||
   echo "=== tests: could not make the embedded database template; each test file will try"
 
 # The tests whose rules depend on the database's behaviour (races on parallel connections, admission

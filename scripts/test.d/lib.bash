@@ -96,13 +96,14 @@ td_start_server() {
   local work=$1 email=$2 name=$3 password
   local data=$work/data
   password=$(node -e 'process.stdout.write(require("node:crypto").randomBytes(18).toString("base64url"))')
-  MCPWORKS_PASSWORD=$password node dist/cli/main.js account create --email "$email" --data-dir "$data" >"$work/account.log" 2>&1 ||
+  # --liftoff-only: baseline code for the embedded database's WebAssembly (see scripts/test-pool.mjs).
+  MCPWORKS_PASSWORD=$password node --liftoff-only dist/cli/main.js account create --email "$email" --data-dir "$data" >"$work/account.log" 2>&1 ||
     { cat "$work/account.log"; td_fail_setup "mcpworks account create failed"; }
-  (umask 077 && node dist/cli/main.js key create --email "$email" --name "$name" --data-dir "$data" >"$work/key" 2>"$work/key.log") ||
+  (umask 077 && node --liftoff-only dist/cli/main.js key create --email "$email" --name "$name" --data-dir "$data" >"$work/key" 2>"$work/key.log") ||
     { cat "$work/key.log"; td_fail_setup "mcpworks key create failed"; }
   [[ $(cat "$work/key") == mcpw_* ]] || td_fail_setup "mcpworks key create printed no key"
 
-  node dist/cli/main.js serve --host 127.0.0.1 --port 0 --data-dir "$data" >"$work/server.log" 2>&1 &
+  node --liftoff-only dist/cli/main.js serve --host 127.0.0.1 --port 0 --data-dir "$data" >"$work/server.log" 2>&1 &
   SERVER_PID=$!
   SERVER_URL=$(td_wait_for_line "$work/server.log" '"url":"http://127\.0\.0\.1:[0-9]+"' "$SERVER_PID" 60 | grep -o -E 'http://[^"]+') ||
     { tail -n 40 "$work/server.log"; td_fail_setup "server did not report its URL within 60 s"; }

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as connectTcp } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -23,6 +22,7 @@ import {
   parseResult,
   seedEmbeddedDatabase,
   startTestServer,
+  testDataRoot,
   type TestServer,
 } from '../test-support/harness.js';
 
@@ -271,7 +271,7 @@ describe('refusals logged as a summary; each client paced to its share of new re
   let server: TestServer;
   before(async () => {
     const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
-    dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-conn-log-'));
+    dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-conn-log-'));
     await seedEmbeddedDatabase(dataDir);
     running = await startServer(
       {

@@ -11,22 +11,22 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { after, test } from 'node:test';
 import {
   callOk,
-  type ClientEra,
   connect,
   createAccount,
   EMBEDDED_RUN_ONLY,
   freshDatabaseUrl,
-  type McpTestClient,
   rawMcpPost,
   seedEmbeddedDatabase,
   TEST_SECRET_KEY,
+  testDataRoot,
+  type ClientEra,
+  type McpTestClient,
 } from '../test-support/harness.js';
 import { freePort, processesWith, RUN_MARK } from '../test-support/processes.js';
 import { cliCommand } from '../test-support/cli-command.js';
@@ -142,7 +142,7 @@ test(
   'kill -9 while functions are updated: every acknowledged version survives, versions stay contiguous',
   { timeout: 240_000 },
   async () => {
-    dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-crash-'));
+    dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-crash-'));
     const databaseUrl = await freshDatabaseUrl();
     if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
     const stats: string[] = [];
@@ -345,7 +345,7 @@ test(
   'kill -9 with runs in flight: after restart slots are free, lost runs are interrupted and not counted, no sandbox outlives its limit',
   { timeout: 600_000 },
   async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-kill9-'));
+    const dir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-kill9-'));
     const databaseUrl = await freshDatabaseUrl();
     if (!databaseUrl) await seedEmbeddedDatabase(dir);
     // The four runs must all still be in flight after the last of them starts: 8 s was outlasted by the
@@ -437,7 +437,7 @@ test(
   'SIGTERM with runs in flight: every client gets an answer, every run a record, nothing billed unanswered, exit 0',
   { timeout: 600_000 },
   async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-sigterm-'));
+    const dir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-sigterm-'));
     const databaseUrl = await freshDatabaseUrl();
     if (!databaseUrl) await seedEmbeddedDatabase(dir);
     const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: '6000' };
@@ -497,7 +497,7 @@ test(
   'a busy port: the server exits non-zero with a clear message and leaves nothing behind',
   { timeout: 300_000, skip: EMBEDDED_RUN_ONLY },
   async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-busy-'));
+    const dir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-busy-'));
     // A seeded database: the failure under test is the port, not creating the database.
     await seedEmbeddedDatabase(dir);
     const holder = createServer();
@@ -535,7 +535,7 @@ test(
   'several nodes on one PostgreSQL: a live node keeps its slots when another starts; a node that stops renewing its lease loses them',
   { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' },
   async () => {
-    const dirs = [mkdtempSync(path.join(tmpdir(), 'mcpworks-node-a-')), mkdtempSync(path.join(tmpdir(), 'mcpworks-node-b-'))];
+    const dirs = [mkdtempSync(path.join(testDataRoot(), 'mcpworks-node-a-')), mkdtempSync(path.join(testDataRoot(), 'mcpworks-node-b-'))];
     const databaseUrl = await freshDatabaseUrl();
     const leaseMs = 5000;
     const env = { MCPWORKS_TIERS: LOAD_TIER(170), MCPWORKS_INSTANCE_LEASE_MS: String(leaseMs) };
@@ -584,7 +584,7 @@ test(
     skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL): a row lock holds the admissions',
   },
   async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-admitting-'));
+    const dir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-admitting-'));
     const databaseUrl = (await freshDatabaseUrl())!;
     const graceMs = 4000;
     const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: String(graceMs) };
@@ -663,7 +663,7 @@ test(
   "nodes with skewed clocks on one PostgreSQL: a node whose clock is an hour ahead never takes a live node's slots",
   { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' },
   async () => {
-    const dirs = [mkdtempSync(path.join(tmpdir(), 'mcpworks-clock-a-')), mkdtempSync(path.join(tmpdir(), 'mcpworks-clock-b-'))];
+    const dirs = [mkdtempSync(path.join(testDataRoot(), 'mcpworks-clock-a-')), mkdtempSync(path.join(testDataRoot(), 'mcpworks-clock-b-'))];
     const databaseUrl = await freshDatabaseUrl();
     const env = { MCPWORKS_TIERS: LOAD_TIER(120), MCPWORKS_INSTANCE_LEASE_MS: '5000' };
     const a = await startChild(dirs[0]!, databaseUrl, env);
@@ -717,7 +717,7 @@ test(
   "SIGTERM to the whole process group (a supervisor's stop): exit 0, runs answered and recorded, no spawner warning",
   { timeout: 300_000 },
   async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'mcpworks-group-'));
+    const dir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-group-'));
     const databaseUrl = await freshDatabaseUrl();
     const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: '1000' };
     const server = await startChild(dir, databaseUrl, env, { detached: true });

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -28,6 +27,7 @@ import {
   seedEmbeddedDatabase,
   startTestServer,
   TEST_SECRET_KEY,
+  testDataRoot,
   type TestServer,
 } from '../test-support/harness.js';
 import { configFromEnv } from '../app/config.js';
@@ -411,7 +411,7 @@ describe('the server secret', () => {
     'created once in the data dir (0600), reused across restarts, never logged; MCPWORKS_SECRET_KEY takes precedence',
     { skip: EMBEDDED_RUN_ONLY },
     async () => {
-      const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-secret-'));
+      const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-secret-'));
       await seedEmbeddedDatabase(dataDir);
       const file = path.join(dataDir, SECRET_FILE);
       const lines: string[] = [];
@@ -462,7 +462,7 @@ describe('the server secret', () => {
     'refused at start: DATABASE_URL without MCPWORKS_SECRET_KEY, a short secret; read from the environment',
     { skip: EMBEDDED_RUN_ONLY },
     async () => {
-      const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-secret-'));
+      const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-secret-'));
       try {
         await assert.rejects(
           startTestServer({ dataDir, databaseUrl: 'postgres://127.0.0.1:9/never', secretKey: undefined }),

@@ -8,14 +8,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { SIGN_IN_LIMITS } from '../core/accounts.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
-import { createAccount, seedEmbeddedDatabase } from '../test-support/harness.js';
+import { createAccount, seedEmbeddedDatabase, testDataRoot } from '../test-support/harness.js';
 import { startServer } from '../app/start-server.js';
 
 interface Answer {
@@ -48,7 +47,7 @@ const json = (value: unknown): [string, Record<string, string | number>] => {
 test('an address that is backing off gets 429 before its body is read, and no log line per attempt', async () => {
   const lines: string[] = [];
   const logs = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) });
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-precheck-'));
+  const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-precheck-'));
   await seedEmbeddedDatabase(dataDir);
   const running = await startServer(
     { host: '127.0.0.1', port: 0, dataDir, databaseUrl: undefined, tiers: DEFAULT_TIERS },

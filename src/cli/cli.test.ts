@@ -2,7 +2,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +13,7 @@ import {
   seedEmbeddedDatabase,
   startTestServer,
   TEST_SECRET_KEY,
+  testDataRoot,
 } from '../test-support/harness.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
@@ -46,7 +46,7 @@ let databaseUrl: string | undefined;
 let env: Record<string, string | undefined>;
 
 before(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-'));
+  dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-cli-'));
   databaseUrl = await freshDatabaseUrl();
   if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
   env = { MCPWORKS_DATA_DIR: dataDir, DATABASE_URL: databaseUrl ?? '', MCPWORKS_SECRET_KEY: databaseUrl ? TEST_SECRET_KEY : '' };
@@ -199,7 +199,7 @@ describe('mcpworks CLI', () => {
 
   test('with the embedded database, operator commands refuse while a server holds the data dir', { skip: EMBEDDED_RUN_ONLY }, async () => {
     // Always the embedded database: the lock exists only there.
-    const embeddedDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-cli-lock-'));
+    const embeddedDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-cli-lock-'));
     await seedEmbeddedDatabase(embeddedDir);
     const embeddedEnv = { MCPWORKS_DATA_DIR: embeddedDir, DATABASE_URL: '' };
     const server = await startTestServer({ dataDir: embeddedDir, databaseUrl: undefined });

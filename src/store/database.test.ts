@@ -2,18 +2,18 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { sql } from 'kysely';
 import { describeError, maintain, openDatabase } from './database.js';
+import { testDataRoot } from '../test-support/data-root.js';
 
 test('embedded PGlite: maintenance vacuums the tables each call churns (there is no autovacuum)', async (t) => {
   if (process.env.MCPWORKS_TEST_DATABASE_URL) {
     t.skip('PostgreSQL vacuums itself');
     return;
   }
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-maintain-'));
+  const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-maintain-'));
   const database = await openDatabase({ dataDir });
   try {
     const { db } = database;

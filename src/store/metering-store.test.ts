@@ -2,11 +2,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
-import { freshDatabaseUrl, seedEmbeddedDatabase } from '../test-support/harness.js';
+import { freshDatabaseUrl, seedEmbeddedDatabase, testDataRoot } from '../test-support/harness.js';
 import { AccountsStore } from './accounts-store.js';
 import { CatalogStore } from './catalog-store.js';
 import { openDatabase, type OpenDatabase } from './database.js';
@@ -24,7 +23,7 @@ let metering: MeteringStore;
 let executions: ExecutionsStore;
 
 before(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-metering-'));
+  dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-metering-'));
   const databaseUrl = await freshDatabaseUrl();
   if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
   database = await openDatabase({ databaseUrl, dataDir });

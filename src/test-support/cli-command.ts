@@ -11,11 +11,16 @@ import { fileURLToPath } from 'node:url';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 let cached: string[] | undefined;
 
-/** `[...cliCommand(), 'serve', '--port', '0']` as the arguments of `spawn(process.execPath, …)`. */
+/**
+ * `[...cliCommand(), 'serve', '--port', '0']` as the arguments of `spawn(process.execPath, …)`.
+ * --liftoff-only: V8's baseline code for the embedded database's WebAssembly, as the test pool runs
+ * the test files (see LIFTOFF_ONLY in scripts/test-pool.mjs): the optimising recompiles cost a
+ * short-lived command or server more CPU than they save; the results are the same.
+ */
 export function cliCommand(): string[] {
   cached ??= buildIsCurrent()
-    ? [path.join(repoRoot, 'dist', 'cli', 'main.js')]
-    : ['--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts')];
+    ? ['--liftoff-only', path.join(repoRoot, 'dist', 'cli', 'main.js')]
+    : ['--liftoff-only', '--import', 'tsx', path.join(repoRoot, 'src', 'cli', 'main.ts')];
   return cached;
 }
 
