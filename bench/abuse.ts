@@ -8,7 +8,9 @@
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
  * server does with them, not by the meter). /healthz is probed from a third process
- * (bench/lib/probe.ts) from 127.0.0.1, a new connection per probe; attack traffic comes from this
+ * (bench/lib/probe.ts) from 127.0.0.1 at a steady rate (a probe every 10 ms whether or not the last
+ * one answered, so several hundred per phase), a new connection per probe; each phase prints the
+ * probes' p50, p99, max and count. Attack traffic comes from this
  * process, where it can from 127.0.0.2 (a per-IP limit must not shelter the probe by accident of
  * sharing the attacker's address). Memory and CPU are those of the server process and all its
  * descendants (KDF and schema workers, spawner, zygotes, helpers, sandboxes; bench/lib/tree.ts):
@@ -35,7 +37,7 @@ import {
   type McpTestClient,
   type TestAccount,
 } from '../src/test-support/harness.js';
-import { median, ms, p99, printTable } from './lib/measure.js';
+import { median, ms, p99, printTable, quantile } from './lib/measure.js';
 import { watchTree, type TreeSample } from './lib/tree.js';
 
 const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog'] as const;
@@ -48,7 +50,8 @@ const only = values.only ? values.only.split(',').map((name) => name.trim()) : [
 for (const name of only)
   if (!(ATTACKS as readonly string[]).includes(name)) throw new Error(`unknown attack '${name}' (known: ${ATTACKS.join(', ')})`);
 
-const IDLE_SECONDS = 3;
+// Idle long enough for several hundred probes (one every 10 ms), so that the baseline p99 is not one sample.
+const IDLE_SECONDS = 4;
 const ATTACKER = '127.0.0.2';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MB = 1024 * 1024;
@@ -364,7 +367,8 @@ const attacks: Record<AttackName, Attack> = {
     },
   },
 
-  // Item 4: four 400 MB POSTs with a valid key (two announced by Content-Length, two chunked).
+  // Item 4: 400 MB POSTs with a valid key (two loops announcing it by Content-Length, two chunked),
+  // each loop sending its next POST as soon as the last one ends, for the whole phase.
   bodies: {
     async prepare(server) {
       const account = await createAccount(server.url);
@@ -413,8 +417,10 @@ const attacks: Record<AttackName, Attack> = {
           pump();
         });
       return async () => {
-        const results = await Promise.all([post(true), post(true), post(false), post(false)]);
-        return results.join('; ');
+        const outcomes = await loops(4, Date.now() + seconds * 1000, async (index) =>
+          (await post(index < 2)).replace(/after \d+ MB/, (sent) => (Number(sent.split(' ')[1]) <= 16 ? 'after ≤ 16 MB' : 'after > 16 MB')),
+        );
+        return describeOutcomes(outcomes);
       };
     },
   },
@@ -543,6 +549,10 @@ const attacks: Record<AttackName, Attack> = {
 
 // ---------------------------------------------------------------- the run
 
+/** A phase's probe latencies as `p50 / p99 / max ms (count)`. */
+const spread = (latencies: number[]) =>
+  `${quantile(latencies, 0.5).toFixed(1)} / ${p99(latencies).toFixed(1)} / ${Math.max(...latencies).toFixed(1)} ms (${latencies.length})`;
+
 console.log(
   `abuse bench: each attack for up to ${seconds} s against \`mcpworks serve\` in its own process (embedded PGlite, trial tier's execution limits lifted); ` +
     `/healthz probed from another process (127.0.0.1, new connection each), attack traffic from ${ATTACKER}; ` +
@@ -551,9 +561,9 @@ console.log(
 const rows: string[][] = [
   [
     'attack',
-    'idle p99',
-    'attack p99',
-    'ratio',
+    'idle p50/p99/max (probes)',
+    'attack p50/p99/max (probes)',
+    'p99 ratio',
     'probe failures',
     'idle mem',
     'peak mem',
@@ -620,8 +630,8 @@ try {
     );
     rows.push([
       name,
-      ms(idleP99),
-      ms(attackP99),
+      spread(idle.latencies),
+      spread(attack.latencies),
       `${ratio.toFixed(1)}×`,
       `${attack.failures} of ${attack.latencies.length}`,
       `${idleMemory.toFixed(0)} MB`,
