@@ -3,12 +3,12 @@
  * the memory and the CPU of the server's whole process tree under attack beside the idle figures
  * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
- *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog]
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog] [--cpu-prof DIR]
  *
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
  * server does with them, not by the meter). /healthz is probed from a third process
- * (bench/lib/probe.ts) from 127.0.0.1 at a steady rate (a probe every 10 ms whether or not the last
+ * (bench/lib/probe.ts) from 127.0.0.1 at a steady rate (a probe every 20 ms whether or not the last
  * one answered, so several hundred per phase), a new connection per probe; each phase prints the
  * probes' p50, p99, max and count. Attack traffic comes from this
  * process, where it can from 127.0.0.2 (a per-IP limit must not shelter the probe by accident of
@@ -20,7 +20,7 @@
  * next attack. Targets are information, never the exit code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
@@ -38,20 +38,26 @@ import {
   type TestAccount,
 } from '../src/test-support/harness.js';
 import { median, ms, p99, printTable, quantile } from './lib/measure.js';
-import { watchTree, type TreeSample } from './lib/tree.js';
+import { sampleTree, watchTree, type TreeSample } from './lib/tree.js';
 
 const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog'] as const;
 type AttackName = (typeof ATTACKS)[number];
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '8' }, only: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { seconds: { type: 'string', default: '8' }, only: { type: 'string' }, 'cpu-prof': { type: 'string' } },
+});
+// --cpu-prof DIR: the server runs under `node --cpu-prof` and writes its profile into DIR when it
+// stops, with phases.json (each phase's span); bench/loop-holds.ts reads them: what held the
+// server's event loop, hold by hold, in a phase.
+const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
 const seconds = Number(values.seconds);
 if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must be a positive number');
 const only = values.only ? values.only.split(',').map((name) => name.trim()) : [...ATTACKS];
 for (const name of only)
   if (!(ATTACKS as readonly string[]).includes(name)) throw new Error(`unknown attack '${name}' (known: ${ATTACKS.join(', ')})`);
 
-// Idle long enough for several hundred probes (one every 10 ms), so that the baseline p99 is not one sample.
-const IDLE_SECONDS = 4;
+// Idle long enough for several hundred probes (one every 20 ms), so that the baseline p99 is not one sample.
+const IDLE_SECONDS = 6;
 const ATTACKER = '127.0.0.2';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MB = 1024 * 1024;
@@ -80,7 +86,15 @@ async function startServerProcess(): Promise<ServerProcess> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-abuse-'));
   const child = spawn(
     process.execPath,
-    [path.join(root, 'dist', 'cli', 'main.js'), 'serve', '--port', String(port), '--data-dir', dataDir],
+    [
+      ...(cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : []),
+      path.join(root, 'dist', 'cli', 'main.js'),
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+    ],
     {
       env: {
         ...process.env,
@@ -169,13 +183,41 @@ async function measure(server: ServerProcess, prober: Prober, label: string, wor
   const watcher = watchTree(server.child.pid!);
   prober.start(label);
   let tree: TreeSample[];
+  const startUs = monotonicUs();
   try {
     await work();
   } finally {
     tree = await watcher.stop();
+    if (cpuProfDir) phases.push({ label, startUs, endUs: monotonicUs() });
   }
   const probed = await prober.stop();
   return { ...probed, tree, died: server.exited };
+}
+
+/**
+ * With --cpu-prof, each phase's span on the monotonic clock, in µs: the clock V8 stamps its
+ * profiles with (CLOCK_MONOTONIC on Linux), so bench/loop-holds.ts --phase can pick a phase's holds.
+ */
+const phases: Array<{ label: string; startUs: number; endUs: number }> = [];
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+
+/**
+ * Waits (at most 30 s) until the server's tree is quiet: two half-seconds in a row using under 0.3
+ * CPU seconds a second, with the same processes. A fresh server warms its sandboxes, and a
+ * prepare's calls leave work behind; an idle baseline taken over that is no baseline.
+ */
+async function settle(server: ServerProcess): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  let previous = await sampleTree(server.child.pid!);
+  let quiet = 0;
+  while (previous && quiet < 2 && Date.now() < deadline && !server.exited) {
+    await sleep(500);
+    const next = await sampleTree(server.child.pid!);
+    if (!next) return;
+    const perSecond = (next.cpuMs - previous.cpuMs) / (next.at - previous.at);
+    quiet = perSecond < 0.3 && next.processes === previous.processes ? quiet + 1 : 0;
+    previous = next;
+  }
 }
 
 /** CPU seconds the tree used per second of the phase (undefined without two samples). */
@@ -608,6 +650,7 @@ try {
       ]);
       continue;
     }
+    await settle(server);
     const idle = await measure(server, prober, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
     const attack = await measure(server, prober, `${name} attack`, async () => {
       got = await run().catch((error: Error) => `attack failed: ${error.message.slice(0, 120)}`);
@@ -661,6 +704,7 @@ try {
 } finally {
   prober.close();
   await stopServerProcess(server);
+  if (cpuProfDir) writeFileSync(path.join(cpuProfDir, 'phases.json'), JSON.stringify(phases, null, 1));
 }
 printTable(rows);
 console.log(
