@@ -11,7 +11,9 @@
  * (dist/ or src/) that led to it. At the end, the same by self time summed over all those holds.
  * --phase LABEL keeps the holds that start in the phase of that label (`scanner attack`, `scanner
  * idle`), read from the phases.json bench/abuse --cpu-prof writes beside the profile.
- * A profile only samples: on a loaded machine a hold includes time the OS did not run the thread.
+ * A profile only samples: on a loaded machine a hold includes time the OS did not run the thread
+ * (and a GC pause waits for GC threads), so each hold also says how many samples it had: at the
+ * default 1 ms interval about the ms the thread actually ran.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -89,6 +91,8 @@ function label(id: number): string {
 interface Hold {
   start: number;
   length: number;
+  /** Samples taken in it: with the default 1 ms interval, about the ms the thread was on a CPU. */
+  samples: number;
   self: Map<string, number>;
 }
 const holds: Hold[] = [];
@@ -104,8 +108,9 @@ for (let index = 0; index < profile.samples.length; index++) {
     current = undefined;
     continue;
   }
-  current ??= { start: at, length: 0, self: new Map() };
+  current ??= { start: at, length: 0, samples: 0, self: new Map() };
   current.length += length;
+  current.samples++;
   const key = label(node.id);
   current.self.set(key, (current.self.get(key) ?? 0) + length);
 }
@@ -115,13 +120,14 @@ const chosen = holds.filter((hold) => hold.length >= minMs && hold.start >= from
 const total = new Map<string, number>();
 const topOf = (self: Map<string, number>, count: number) => [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, count);
 for (const hold of chosen) {
-  console.log(`${(hold.start / 1000).toFixed(3)} s  hold ${hold.length.toFixed(1)} ms`);
+  console.log(`${(hold.start / 1000).toFixed(3)} s  hold ${hold.length.toFixed(1)} ms (${hold.samples} samples)`);
   for (const [key, spent] of topOf(hold.self, top)) console.log(`    ${spent.toFixed(1).padStart(7)} ms  ${key}`);
   for (const [key, spent] of hold.self) total.set(key, (total.get(key) ?? 0) + spent);
 }
 const held = chosen.reduce((sum, hold) => sum + hold.length, 0);
+const sampled = chosen.reduce((sum, hold) => sum + hold.samples, 0);
 console.log(
-  `\n${chosen.length} holds of ≥ ${minMs} ms, ${held.toFixed(0)} ms in all` +
+  `\n${chosen.length} holds of ≥ ${minMs} ms, ${held.toFixed(0)} ms in all (${sampled} samples)` +
     (chosen.length ? `, longest ${Math.max(...chosen.map((hold) => hold.length)).toFixed(1)} ms` : '') +
     '; by self time over them:',
 );
