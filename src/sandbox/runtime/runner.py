@@ -102,6 +102,28 @@ def _install_bridge(writer, reader):
     sys.modules["_mcpworks_bridge"] = bridge
 
 
+# How far below the server a run's CPU priority is (see _yield_cpu); runner.cjs has the same.
+RUN_NICE = 10
+
+
+def _yield_cpu():
+    """The run yields the CPU to the server: its nice value RUN_NICE above the one it inherited
+    (the server's), and the same for its session's autogroup. Each run is in a session of its own
+    (bubblewrap's --new-session; a zygote's worker calls setsid), and where the kernel groups
+    sessions (sched_autogroup) every session weighs as much as the server's whole session whatever
+    its processes' nice values: a few busy runs would otherwise take the cores from the server's
+    event loop. Neither can be undone from here: raising a priority needs CAP_SYS_NICE."""
+    try:
+        os.nice(RUN_NICE)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(RUN_NICE))
+    except OSError:
+        pass  # no autogroup scheduling on this kernel: the nice value is enough
+
+
 def _read_request():
     # "pooled": this sandbox was started ahead of its run, and the wait for the request is free
     # time; spend it loading what reporting an error needs (nothing the user's code chose: that is
@@ -116,6 +138,7 @@ def serve(read_request, bridge_reader=None):
     """One run: announce readiness on fd 3, read the request, run the code, answer on fd 3.
     A zygote's worker calls this with its channel as both the request and the bridge reader."""
     global _source
+    _yield_cpu()
     # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
     writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
     sys.stdout.reconfigure(line_buffering=True)
