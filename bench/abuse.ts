@@ -3,7 +3,7 @@
  * the memory and the CPU of the server's whole process tree under attack beside the idle figures
  * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
- *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog] [--cpu-prof DIR]
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR]
  *
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
@@ -40,7 +40,7 @@ import {
 import { median, ms, p99, printTable, quantile } from './lib/measure.js';
 import { sampleTree, watchTree, type TreeSample } from './lib/tree.js';
 
-const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog'] as const;
+const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog', 'runs'] as const;
 type AttackName = (typeof ATTACKS)[number];
 
 const { values } = parseArgs({
@@ -552,6 +552,32 @@ const attacks: Record<AttackName, Attack> = {
         await real;
         const statuses = [...realStatuses.entries()].map(([status, count]) => `${count}× ${status}`).join(', ');
         return `attacker: ${describeOutcomes(outcomes)}; real user (login + new key's first use): ${statuses}, p99 ${ms(p99(realLogins))}`;
+      };
+    },
+  },
+
+  // Busy tenant code: 8 calls at a time of a Python function that spins for 2 s,
+  // each run a session of its own: the cores the sandboxes take are the server's loop's to lose.
+  runs: {
+    async prepare(server) {
+      const account = await createAccount(server.url);
+      await makeFunctions(server, account, 'abuse-runs', 'x', [
+        {
+          name: 'spin',
+          code: 'import time\ndef main(input_data):\n    end = time.time() + 2\n    while time.time() < end:\n        pass\n    return 1\n',
+        },
+      ]);
+      const clients = await Promise.all(
+        Array.from({ length: 8 }, () => connect(`${server.url}/mcp/run/abuse-runs?mode=tools`, account.key)),
+      );
+      return async () => {
+        const outcomes = await loops(
+          clients.length,
+          Date.now() + seconds * 1000,
+          async (index) => `spin: ${await callOutcome(clients[index]!, 'x__spin', {})}`,
+        );
+        await Promise.all(clients.map((client) => client.close().catch(() => {})));
+        return describeOutcomes(outcomes);
       };
     },
   },
