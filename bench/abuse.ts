@@ -20,7 +20,7 @@
  * next attack. Targets are information, never the exit code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
@@ -176,11 +176,24 @@ interface Phase {
   /** The server's process tree, sampled through the phase (the first at its start, the last at its end). */
   tree: TreeSample[];
   died: boolean;
+  /** The server's main thread (its event loop): ms on a CPU and ms runnable but waiting for one, per second of the phase. */
+  loop: { runMs: number; waitMs: number } | undefined;
+}
+
+/** /proc/PID/schedstat of the server's main thread: ns on a CPU, ns waiting on a run queue. */
+function loopSchedstat(pid: number): { at: number; runNs: number; waitNs: number } | undefined {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+    return { at: performance.now(), runNs: run!, waitNs: wait! };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Probes /healthz and samples the server's process tree while `work` runs. */
 async function measure(server: ServerProcess, prober: Prober, label: string, work: () => Promise<void>): Promise<Phase> {
   const watcher = watchTree(server.child.pid!);
+  const schedBefore = loopSchedstat(server.child.pid!);
   prober.start(label);
   let tree: TreeSample[];
   const startUs = monotonicUs();
@@ -191,7 +204,15 @@ async function measure(server: ServerProcess, prober: Prober, label: string, wor
     if (cpuProfDir) phases.push({ label, startUs, endUs: monotonicUs() });
   }
   const probed = await prober.stop();
-  return { ...probed, tree, died: server.exited };
+  const schedAfter = loopSchedstat(server.child.pid!);
+  const loop =
+    schedBefore && schedAfter && schedAfter.at > schedBefore.at
+      ? {
+          runMs: (schedAfter.runNs - schedBefore.runNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
+          waitMs: (schedAfter.waitNs - schedBefore.waitNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
+        }
+      : undefined;
+  return { ...probed, tree, died: server.exited, loop };
 }
 
 /**
@@ -617,6 +638,9 @@ const attacks: Record<AttackName, Attack> = {
 
 // ---------------------------------------------------------------- the run
 
+/** The main thread's ms on a CPU / ms waiting for one, per second of the phase. */
+const loopFigures = (phase: Phase) => (phase.loop ? `${phase.loop.runMs.toFixed(0)}/${phase.loop.waitMs.toFixed(0)}` : '—');
+
 /** A phase's probe latencies as `p50 / p99 / max ms (count)`. */
 const spread = (latencies: number[]) =>
   `${quantile(latencies, 0.5).toFixed(1)} / ${p99(latencies).toFixed(1)} / ${Math.max(...latencies).toFixed(1)} ms (${latencies.length})`;
@@ -639,6 +663,7 @@ const rows: string[][] = [
     'idle CPU',
     'attack CPU',
     'procs',
+    'loop run / wait for CPU',
     'targets',
     'what the attack got',
   ],
@@ -709,6 +734,7 @@ try {
       cpu(idle),
       cpu(attack),
       `${Math.max(...idle.tree.map((sample) => sample.processes))}→${Math.max(...attack.tree.map((sample) => sample.processes))}`,
+      `${loopFigures(idle)} → ${loopFigures(attack)}`,
       attack.died ? 'SERVER DIED' : met ? 'met' : 'missed',
       got,
     ]);
@@ -735,6 +761,7 @@ try {
 printTable(rows);
 console.log(
   'mem: PSS summed over the server and all its descendants (median idle, peak under attack); CPU: their utime+stime, reaped children included, ' +
-    `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack.` +
+    `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack; ` +
+    "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat)." +
     (rssFallbacks > 0 ? ` Up to ${rssFallbacks} process(es) per sample counted with RSS (smaps_rollup unreadable).` : ''),
 );
