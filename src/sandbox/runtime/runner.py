@@ -112,16 +112,27 @@ def _yield_cpu():
     (bubblewrap's --new-session; a zygote's worker calls setsid), and where the kernel groups
     sessions (sched_autogroup) every session weighs as much as the server's whole session whatever
     its processes' nice values: a few busy runs would otherwise take the cores from the server's
-    event loop. Neither can be undone from here: raising a priority needs CAP_SYS_NICE."""
+    event loop. The nice value cannot be raised back from here (that needs CAP_SYS_NICE); the
+    autogroup's can be set back to 0 by code that sets out to (the kernel checks negative values only)."""
+    import errno
+    import time
+
     try:
         os.nice(RUN_NICE)
     except OSError:
         pass
-    try:
-        with open("/proc/self/autogroup", "w") as autogroup:
-            autogroup.write(str(RUN_NICE))
-    except OSError:
-        pass  # no autogroup scheduling on this kernel: the nice value is enough
+    # The kernel takes one autogroup change a tenth of a second machine-wide (EAGAIN otherwise):
+    # runs starting together retry, for a second at most (a pooled sandbox or a zygote's spare
+    # does this before its request comes).
+    for _ in range(20):
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(str(RUN_NICE))
+            return
+        except OSError as error:
+            if error.errno != errno.EAGAIN:
+                return  # no autogroup scheduling on this kernel: the nice value is enough
+            time.sleep(0.05)
 
 
 def _read_request():
