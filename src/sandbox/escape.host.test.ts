@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { getPriority, networkInterfaces, tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
@@ -387,45 +387,6 @@ export default async function main(input: { probe: string }) {
 }
 `;
     assert.deepEqual(resultOf(await ts(js, { probe })), { python: expected, read: 'written', interfaces: ['lo'] });
-  });
-
-  it("busy code → runs below the server's CPU priority: nice +10, which it cannot undo, and its session's autogroup at 10", async () => {
-    // Each run is a session of its own; where the kernel schedules sessions as groups (autogroup),
-    // only the group's nice value keeps a few busy runs from taking the cores from the server. (A
-    // group's nice value can be set back to 0 by anyone in it: the README says so.)
-    const autogroups = (() => {
-      try {
-        return readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1';
-      } catch {
-        return false;
-      }
-    })();
-    const nice = Math.min(19, getPriority() + 10);
-    const code = `${tryBlock}
-def group():
-    return open("/proc/self/autogroup").read().split()[-1]
-result = {"nice": os.getpriority(os.PRIO_PROCESS, 0), "group": attempt(group) if input_data["groups"] else None,
-          "raise": attempt(lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))}
-`;
-    assert.deepEqual(resultOf(await py(code, { groups: autogroups })), {
-      nice,
-      group: autogroups ? "no error: '10'" : null,
-      raise: 'PermissionError EACCES',
-    });
-    const js = `import { readFileSync } from "node:fs";
-import { getPriority, setPriority } from "node:os";
-const attempt = (fn: () => unknown) => { try { return "no error: " + String(fn()); } catch (error: any) { return error.info?.code ?? error.code ?? String(error); } };
-export default (input: { groups: boolean }) => ({
-  nice: getPriority(),
-  group: input.groups ? attempt(() => readFileSync("/proc/self/autogroup", "utf8").trim().split(" ").pop()) : null,
-  raise: attempt(() => setPriority(0)),
-});
-`;
-    assert.deepEqual(resultOf(await ts(js, { groups: autogroups })), {
-      nice,
-      group: autogroups ? 'no error: 10' : null,
-      raise: 'EACCES',
-    });
   });
 
   it('/proc files that tell about the host (config.gz, boot id, keys, timers, interrupts, pressure, ...) → empty', async () => {

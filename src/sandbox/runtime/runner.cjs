@@ -13,23 +13,6 @@ const USER_FILE = '/function/main.ts';
 // Code-mode scripts are ES modules (top-level await) and need a file; /tmp is the run's own.
 const SCRIPT_FILE = '/tmp/.mcpworks/main.mjs';
 
-// The run yields the CPU to the server (as runner.py's _yield_cpu, which says why): its nice value
-// RUN_NICE above the server's, and the same for its session's autogroup (where the kernel has them).
-const RUN_NICE = 10;
-try {
-  require('node:os').setPriority(Math.min(19, require('node:os').getPriority() + RUN_NICE));
-} catch {}
-// One autogroup change a tenth of a second machine-wide (EAGAIN otherwise): retried for a second at most.
-for (let attempt = 0; attempt < 20; attempt++) {
-  try {
-    fs.writeFileSync('/proc/self/autogroup', String(RUN_NICE));
-    break;
-  } catch (error) {
-    if (error.code !== 'EAGAIN') break;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
-  }
-}
-
 // process.exit as Node made it: the runner's own way out (user code gets the contract's, below).
 const exit = process.exit.bind(process);
 let answered = false;

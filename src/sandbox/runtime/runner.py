@@ -102,39 +102,6 @@ def _install_bridge(writer, reader):
     sys.modules["_mcpworks_bridge"] = bridge
 
 
-# How far below the server a run's CPU priority is (see _yield_cpu); runner.cjs has the same.
-RUN_NICE = 10
-
-
-def _yield_cpu():
-    """The run yields the CPU to the server: its nice value RUN_NICE above the one it inherited
-    (the server's), and the same for its session's autogroup. Each run is in a session of its own
-    (bubblewrap's --new-session; a zygote's worker calls setsid), and where the kernel groups
-    sessions (sched_autogroup) every session weighs as much as the server's whole session whatever
-    its processes' nice values: a few busy runs would otherwise take the cores from the server's
-    event loop. The nice value cannot be raised back from here (that needs CAP_SYS_NICE); the
-    autogroup's can be set back to 0 by code that sets out to (the kernel checks negative values only)."""
-    import errno
-    import time
-
-    try:
-        os.nice(RUN_NICE)
-    except OSError:
-        pass
-    # The kernel takes one autogroup change a tenth of a second machine-wide (EAGAIN otherwise):
-    # runs starting together retry, for a second at most (a pooled sandbox or a zygote's spare
-    # does this before its request comes).
-    for _ in range(20):
-        try:
-            with open("/proc/self/autogroup", "w") as autogroup:
-                autogroup.write(str(RUN_NICE))
-            return
-        except OSError as error:
-            if error.errno != errno.EAGAIN:
-                return  # no autogroup scheduling on this kernel: the nice value is enough
-            time.sleep(0.05)
-
-
 def _read_request():
     # "pooled": this sandbox was started ahead of its run, and the wait for the request is free
     # time; spend it loading what reporting an error needs (nothing the user's code chose: that is
@@ -149,7 +116,6 @@ def serve(read_request, bridge_reader=None):
     """One run: announce readiness on fd 3, read the request, run the code, answer on fd 3.
     A zygote's worker calls this with its channel as both the request and the bridge reader."""
     global _source
-    _yield_cpu()
     # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
     writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
     sys.stdout.reconfigure(line_buffering=True)
