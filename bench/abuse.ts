@@ -3,12 +3,14 @@
  * the memory and the CPU of the server's whole process tree under attack beside the idle figures
  * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
- *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog]
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR]
  *
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
  * server does with them, not by the meter). /healthz is probed from a third process
- * (bench/lib/probe.ts) from 127.0.0.1, a new connection per probe; attack traffic comes from this
+ * (bench/lib/probe.ts) from 127.0.0.1 at a steady rate (a probe every 20 ms whether or not the last
+ * one answered, so several hundred per phase), a new connection per probe; each phase prints the
+ * probes' p50, p99, max and count. Attack traffic comes from this
  * process, where it can from 127.0.0.2 (a per-IP limit must not shelter the probe by accident of
  * sharing the attacker's address). Memory and CPU are those of the server process and all its
  * descendants (KDF and schema workers, spawner, zygotes, helpers, sandboxes; bench/lib/tree.ts):
@@ -18,7 +20,7 @@
  * next attack. Targets are information, never the exit code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
@@ -35,20 +37,27 @@ import {
   type McpTestClient,
   type TestAccount,
 } from '../src/test-support/harness.js';
-import { median, ms, p99, printTable } from './lib/measure.js';
-import { watchTree, type TreeSample } from './lib/tree.js';
+import { median, ms, p99, printTable, quantile } from './lib/measure.js';
+import { sampleTree, watchTree, type TreeSample } from './lib/tree.js';
 
-const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog'] as const;
+const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog', 'runs'] as const;
 type AttackName = (typeof ATTACKS)[number];
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '8' }, only: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { seconds: { type: 'string', default: '8' }, only: { type: 'string' }, 'cpu-prof': { type: 'string' } },
+});
+// --cpu-prof DIR: the server runs under `node --cpu-prof` and writes its profile into DIR when it
+// stops, with phases.json (each phase's span); bench/loop-holds.ts reads them: what held the
+// server's event loop, hold by hold, in a phase.
+const cpuProfDir = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
 const seconds = Number(values.seconds);
 if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must be a positive number');
 const only = values.only ? values.only.split(',').map((name) => name.trim()) : [...ATTACKS];
 for (const name of only)
   if (!(ATTACKS as readonly string[]).includes(name)) throw new Error(`unknown attack '${name}' (known: ${ATTACKS.join(', ')})`);
 
-const IDLE_SECONDS = 3;
+// Idle long enough for several hundred probes (one every 20 ms), so that the baseline p99 is not one sample.
+const IDLE_SECONDS = 6;
 const ATTACKER = '127.0.0.2';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MB = 1024 * 1024;
@@ -77,7 +86,15 @@ async function startServerProcess(): Promise<ServerProcess> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-abuse-'));
   const child = spawn(
     process.execPath,
-    [path.join(root, 'dist', 'cli', 'main.js'), 'serve', '--port', String(port), '--data-dir', dataDir],
+    [
+      ...(cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir] : []),
+      path.join(root, 'dist', 'cli', 'main.js'),
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+    ],
     {
       env: {
         ...process.env,
@@ -159,20 +176,69 @@ interface Phase {
   /** The server's process tree, sampled through the phase (the first at its start, the last at its end). */
   tree: TreeSample[];
   died: boolean;
+  /** The server's main thread (its event loop): ms on a CPU and ms runnable but waiting for one, per second of the phase. */
+  loop: { runMs: number; waitMs: number } | undefined;
+}
+
+/** /proc/PID/schedstat of the server's main thread: ns on a CPU, ns waiting on a run queue. */
+function loopSchedstat(pid: number): { at: number; runNs: number; waitNs: number } | undefined {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+    return { at: performance.now(), runNs: run!, waitNs: wait! };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Probes /healthz and samples the server's process tree while `work` runs. */
 async function measure(server: ServerProcess, prober: Prober, label: string, work: () => Promise<void>): Promise<Phase> {
   const watcher = watchTree(server.child.pid!);
+  const schedBefore = loopSchedstat(server.child.pid!);
   prober.start(label);
   let tree: TreeSample[];
+  const startUs = monotonicUs();
   try {
     await work();
   } finally {
     tree = await watcher.stop();
+    if (cpuProfDir) phases.push({ label, startUs, endUs: monotonicUs() });
   }
   const probed = await prober.stop();
-  return { ...probed, tree, died: server.exited };
+  const schedAfter = loopSchedstat(server.child.pid!);
+  const loop =
+    schedBefore && schedAfter && schedAfter.at > schedBefore.at
+      ? {
+          runMs: (schedAfter.runNs - schedBefore.runNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
+          waitMs: (schedAfter.waitNs - schedBefore.waitNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
+        }
+      : undefined;
+  return { ...probed, tree, died: server.exited, loop };
+}
+
+/**
+ * With --cpu-prof, each phase's span on the monotonic clock, in µs: the clock V8 stamps its
+ * profiles with (CLOCK_MONOTONIC on Linux), so bench/loop-holds.ts --phase can pick a phase's holds.
+ */
+const phases: Array<{ label: string; startUs: number; endUs: number }> = [];
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+
+/**
+ * Waits (at most 30 s) until the server's tree is quiet: two half-seconds in a row using under 0.3
+ * CPU seconds a second, with the same processes. A fresh server warms its sandboxes, and a
+ * prepare's calls leave work behind; an idle baseline taken over that is no baseline.
+ */
+async function settle(server: ServerProcess): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  let previous = await sampleTree(server.child.pid!);
+  let quiet = 0;
+  while (previous && quiet < 2 && Date.now() < deadline && !server.exited) {
+    await sleep(500);
+    const next = await sampleTree(server.child.pid!);
+    if (!next) return;
+    const perSecond = (next.cpuMs - previous.cpuMs) / (next.at - previous.at);
+    quiet = perSecond < 0.3 && next.processes === previous.processes ? quiet + 1 : 0;
+    previous = next;
+  }
 }
 
 /** CPU seconds the tree used per second of the phase (undefined without two samples). */
@@ -364,7 +430,8 @@ const attacks: Record<AttackName, Attack> = {
     },
   },
 
-  // Item 4: four 400 MB POSTs with a valid key (two announced by Content-Length, two chunked).
+  // Item 4: 400 MB POSTs with a valid key (two loops announcing it by Content-Length, two chunked),
+  // each loop sending its next POST as soon as the last one ends, for the whole phase.
   bodies: {
     async prepare(server) {
       const account = await createAccount(server.url);
@@ -413,8 +480,10 @@ const attacks: Record<AttackName, Attack> = {
           pump();
         });
       return async () => {
-        const results = await Promise.all([post(true), post(true), post(false), post(false)]);
-        return results.join('; ');
+        const outcomes = await loops(4, Date.now() + seconds * 1000, async (index) =>
+          (await post(index < 2)).replace(/after \d+ MB/, (sent) => (Number(sent.split(' ')[1]) <= 16 ? 'after ≤ 16 MB' : 'after > 16 MB')),
+        );
+        return describeOutcomes(outcomes);
       };
     },
   },
@@ -508,6 +577,32 @@ const attacks: Record<AttackName, Attack> = {
     },
   },
 
+  // Busy tenant code: 8 calls at a time of a Python function that spins for 2 s,
+  // each run a session of its own: the cores the sandboxes take are the server's loop's to lose.
+  runs: {
+    async prepare(server) {
+      const account = await createAccount(server.url);
+      await makeFunctions(server, account, 'abuse-runs', 'x', [
+        {
+          name: 'spin',
+          code: 'import time\ndef main(input_data):\n    end = time.time() + 2\n    while time.time() < end:\n        pass\n    return 1\n',
+        },
+      ]);
+      const clients = await Promise.all(
+        Array.from({ length: 8 }, () => connect(`${server.url}/mcp/run/abuse-runs?mode=tools`, account.key)),
+      );
+      return async () => {
+        const outcomes = await loops(
+          clients.length,
+          Date.now() + seconds * 1000,
+          async (index) => `spin: ${await callOutcome(clients[index]!, 'x__spin', {})}`,
+        );
+        await Promise.all(clients.map((client) => client.close().catch(() => {})));
+        return describeOutcomes(outcomes);
+      };
+    },
+  },
+
   // Item 8: 150 functions with large code and schemas, then tools/list in tool mode in a loop.
   catalog: {
     async prepare(server) {
@@ -543,6 +638,13 @@ const attacks: Record<AttackName, Attack> = {
 
 // ---------------------------------------------------------------- the run
 
+/** The main thread's ms on a CPU / ms waiting for one, per second of the phase. */
+const loopFigures = (phase: Phase) => (phase.loop ? `${phase.loop.runMs.toFixed(0)}/${phase.loop.waitMs.toFixed(0)}` : '—');
+
+/** A phase's probe latencies as `p50 / p99 / max ms (count)`. */
+const spread = (latencies: number[]) =>
+  `${quantile(latencies, 0.5).toFixed(1)} / ${p99(latencies).toFixed(1)} / ${Math.max(...latencies).toFixed(1)} ms (${latencies.length})`;
+
 console.log(
   `abuse bench: each attack for up to ${seconds} s against \`mcpworks serve\` in its own process (embedded PGlite, trial tier's execution limits lifted); ` +
     `/healthz probed from another process (127.0.0.1, new connection each), attack traffic from ${ATTACKER}; ` +
@@ -551,9 +653,9 @@ console.log(
 const rows: string[][] = [
   [
     'attack',
-    'idle p99',
-    'attack p99',
-    'ratio',
+    'idle p50/p99/max (probes)',
+    'attack p50/p99/max (probes)',
+    'p99 ratio',
     'probe failures',
     'idle mem',
     'peak mem',
@@ -561,6 +663,7 @@ const rows: string[][] = [
     'idle CPU',
     'attack CPU',
     'procs',
+    'loop run / wait for CPU',
     'targets',
     'what the attack got',
   ],
@@ -598,6 +701,7 @@ try {
       ]);
       continue;
     }
+    await settle(server);
     const idle = await measure(server, prober, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
     const attack = await measure(server, prober, `${name} attack`, async () => {
       got = await run().catch((error: Error) => `attack failed: ${error.message.slice(0, 120)}`);
@@ -620,8 +724,8 @@ try {
     );
     rows.push([
       name,
-      ms(idleP99),
-      ms(attackP99),
+      spread(idle.latencies),
+      spread(attack.latencies),
       `${ratio.toFixed(1)}×`,
       `${attack.failures} of ${attack.latencies.length}`,
       `${idleMemory.toFixed(0)} MB`,
@@ -630,6 +734,7 @@ try {
       cpu(idle),
       cpu(attack),
       `${Math.max(...idle.tree.map((sample) => sample.processes))}→${Math.max(...attack.tree.map((sample) => sample.processes))}`,
+      `${loopFigures(idle)} → ${loopFigures(attack)}`,
       attack.died ? 'SERVER DIED' : met ? 'met' : 'missed',
       got,
     ]);
@@ -651,10 +756,12 @@ try {
 } finally {
   prober.close();
   await stopServerProcess(server);
+  if (cpuProfDir) writeFileSync(path.join(cpuProfDir, 'phases.json'), JSON.stringify(phases, null, 1));
 }
 printTable(rows);
 console.log(
   'mem: PSS summed over the server and all its descendants (median idle, peak under attack); CPU: their utime+stime, reaped children included, ' +
-    `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack.` +
+    `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack; ` +
+    "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat)." +
     (rssFallbacks > 0 ? ` Up to ${rssFallbacks} process(es) per sample counted with RSS (smaps_rollup unreadable).` : ''),
 );

@@ -1,21 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { DomainError } from './errors.js';
-import {
-  BACKOFF_MAX_MS,
-  exitReason,
-  nextStreak,
-  replicaHeapMb,
-  restartDelayMs,
-  scalePlan,
-  validateReplicaCount,
-} from './replicas.js';
+import { BACKOFF_MAX_MS, exitReason, nextStreak, replicaHeapMb, restartDelayMs, scalePlan, validateReplicaCount } from './replicas.js';
 
 test('crash back-off: 1 s doubling to 60 s; a process that stayed up a minute starts the streak again', () => {
-  assert.deepEqual(
-    [1, 2, 3, 4, 5, 6, 7, 8, 50].map(restartDelayMs),
-    [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, BACKOFF_MAX_MS],
-  );
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8, 50].map(restartDelayMs), [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, BACKOFF_MAX_MS]);
   assert.equal(restartDelayMs(0), 0);
   assert.equal(nextStreak(0, 10), 1);
   assert.equal(nextStreak(3, 59_999), 4);
