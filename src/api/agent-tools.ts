@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { STATE_VALUE_MAX_BYTES } from '../core/agents.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
+import type { ScheduleService } from '../services/schedules.js';
 import type { ToolDefinition } from './tool-schema.js';
 
 /** buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). */
@@ -31,8 +32,11 @@ const ifVersion = z
   );
 
 /** The agent tools of the create endpoint (lifecycle and state; running them arrives with the runtime). */
-export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService }): void {
-  const { principal, namespace: ns, agents } = ctx;
+export function registerAgentTools(
+  tool: ToolRegistrar,
+  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; schedules?: ScheduleService },
+): void {
+  const { principal, namespace: ns, agents, schedules } = ctx;
   tool(
     'make_agent',
     {
@@ -61,11 +65,14 @@ export function registerAgentTools(tool: ToolRegistrar, ctx: { principal: KeyPri
     'describe_agent',
     {
       description:
-        'Details of an agent: description, status, desired replicas, config, its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+        'Details of an agent: description, status, desired replicas, config, its schedules (next fire; why one is disabled), its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
-    (a) => agents.describeAgent(principal, ns, a),
+    async (a) => {
+      const described = await agents.describeAgent(principal, ns, a);
+      return schedules ? { ...described, schedules: await schedules.listSchedules(principal, ns, a) } : described;
+    },
   );
   tool(
     'destroy_agent',

@@ -99,7 +99,7 @@ describe('agents on the create endpoint', () => {
     assert.equal(tools.find((t) => t.name === 'destroy_agent')!.annotations!.destructiveHint, true);
     assert.equal(tools.find((t) => t.name === 'get_agent_state')!.annotations!.readOnlyHint, true);
     // Tools that need the runtime are not there yet (no stubs).
-    for (const later of ['start_agent', 'stop_agent', 'scale_agent', 'add_schedule', 'add_webhook'])
+    for (const later of ['start_agent', 'stop_agent', 'scale_agent', 'add_webhook'])
       assert.ok(!tools.some((t) => t.name === later), later);
   });
 

@@ -11,6 +11,7 @@ import { isValidNamespaceName } from '../core/names.js';
 import type { AccountService, KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
+import type { ScheduleService } from '../services/schedules.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
@@ -42,6 +43,7 @@ export interface AppDependencies {
   accountsStore: AccountsStore;
   catalog: CatalogService;
   agents: AgentService;
+  schedules?: ScheduleService;
   history: ExecutionHistory;
   runs: RunService;
   logger: Logger;
@@ -151,6 +153,7 @@ export function createApp(deps: AppDependencies): Hono {
           calls,
           catalog,
           agents: deps.agents,
+          ...(deps.schedules ? { schedules: deps.schedules } : {}),
           history: deps.history,
           logger,
           version: deps.version,

@@ -9,6 +9,8 @@ import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
+import type { ScheduleService } from '../services/schedules.js';
+import { registerScheduleTools } from './schedule-tools.js';
 import { registerAgentTools } from './agent-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
@@ -20,6 +22,7 @@ export interface CreateToolsContext {
   namespace: string;
   catalog: CatalogService;
   agents: AgentService;
+  schedules?: ScheduleService;
   history: ExecutionHistory;
   logger: Logger;
   version: string;
@@ -352,7 +355,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
-  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents });
+  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, ...(ctx.schedules ? { schedules: ctx.schedules } : {}) });
+  if (ctx.schedules) registerScheduleTools(tool, { principal, namespace: ns, schedules: ctx.schedules });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

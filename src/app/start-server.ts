@@ -13,6 +13,8 @@ import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
 import { StateCipher } from '../services/state-cipher.js';
 import { AgentsStore } from '../store/agents-store.js';
+import { SchedulesStore } from '../store/schedules-store.js';
+import { ScheduleService } from '../services/schedules.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
@@ -214,9 +216,10 @@ async function startServerSteps(
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, {
     sandboxNetwork: sandboxSettings.network,
   });
-  const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers, (accountId) =>
-    sharedFairShare.turn(accountId),
-  );
+  const agentsStore = new AgentsStore(database.db);
+  const agents = new AgentService(agentsStore, catalog, stateCipher, config.tiers, (accountId) => sharedFairShare.turn(accountId));
+  const schedulesStore = new SchedulesStore(database.db);
+  const schedules = new ScheduleService(agentsStore, schedulesStore, catalog, config.tiers);
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
@@ -284,6 +287,7 @@ async function startServerSteps(
     accountsStore,
     catalog,
     agents,
+    schedules,
     history,
     runs,
     logger,
