@@ -182,7 +182,8 @@ export class SchedulesStore {
   }
 
   /**
-   * Claims a tick: the fire row, or undefined when another node (or an earlier pass) has it.
+   * Claims a tick: the fire row, or undefined when another node (or an earlier pass) has it or
+   * the schedule was turned off meanwhile.
    * With `overlapSkip`, the row is recorded skipped when an earlier fire of the schedule (of the
    * same replica, for a cluster schedule) is still running on a live node.
    */
@@ -207,6 +208,7 @@ export class SchedulesStore {
         ${node},
         CASE WHEN o.running THEN now() ELSE NULL END
       FROM (SELECT ${running} AS running) o
+      WHERE EXISTS (SELECT 1 FROM agent_schedules s WHERE s.id = ${scheduleId} AND s.enabled)
       ON CONFLICT (schedule_id, replica, scheduled_for) DO NOTHING
       RETURNING id, status`.execute(this.db);
     return row.rows[0];
