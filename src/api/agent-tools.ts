@@ -87,7 +87,7 @@ export function registerAgentTools(
     'clone_agent',
     {
       description:
-        'Copy an agent under a new name in this namespace: description, config and replica count (stopped). Its state is copied only with include_state: true, in pages: until the answer the copy has status "cloning" (state tools refuse it), each key is copied as it is when its page is, so writes to the source meanwhile may or may not be in the copy; if the copy fails it is removed. Takes agent slots like make_agent.',
+        'Copy an agent under a new name in this namespace: description, config, replica count and schedules (stopped: its schedules run once it is started). Its state is copied only with include_state: true, in pages: until the answer the copy has status "cloning" (state tools refuse it), each key is copied as it is when its page is, so writes to the source meanwhile may or may not be in the copy; if the copy fails it is removed. Takes agent slots like make_agent.',
       input: z.object({
         ...agentFields,
         new_name: z.string().describe('Name of the copy (same rules as make_agent)'),

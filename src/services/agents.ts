@@ -13,6 +13,7 @@ import { buildMetadata } from '../core/functions.js';
 import { suggestion } from '../core/suggest.js';
 import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { AgentsStore } from '../store/agents-store.js';
+import { copySchedules } from '../store/schedules-store.js';
 import type { AgentRow, NamespaceRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
 import type { CatalogService } from './catalog.js';
@@ -214,6 +215,7 @@ export class AgentService {
         trx,
       );
       if (!row) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
+      await copySchedules(trx, source.id, row.id, new Date());
       return { row, used: used + adding };
     });
     let keys = 0;

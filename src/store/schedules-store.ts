@@ -276,3 +276,17 @@ export class SchedulesStore {
     await this.db.updateTable('agent_schedules').set({ next_fire_at: at }).where('id', '=', scheduleId).execute();
   }
 }
+
+/**
+ * clone_agent: copies an agent's schedules to its clone (call in the clone's transaction). The
+ * copies start with no fires and no failures; they run once the clone is started.
+ */
+export async function copySchedules(exec: Exec, fromAgentId: string, toAgentId: string, now: Date): Promise<number> {
+  const result = await sql`
+    INSERT INTO agent_schedules (id, agent_id, label, function_name, cron_expression, timezone, config, enabled, disabled_reason,
+        next_fire_at, failure_streak, last_failed_tick, last_planned_tick)
+      SELECT gen_random_uuid()::text, ${toAgentId}, label, function_name, cron_expression, timezone, config, enabled, disabled_reason,
+        NULL, 0, NULL, ${now}
+      FROM agent_schedules WHERE agent_id = ${fromAgentId}`.execute(exec);
+  return Number(result.numAffectedRows ?? 0);
+}
