@@ -144,18 +144,28 @@ export class SchedulesStore {
 
   /**
    * Where planning of (schedule, replica) resumes: its newest fire row, else (a replica new to a
-   * cluster schedule) the schedule's newest row, and never before the schedule's last_planned_tick.
+   * cluster schedule) the schedule's newest row, and never before the schedule's last_planned_tick;
+   * with the schedule's failure streak as it is now. Undefined when the schedule is gone or off.
    */
-  async cursor(scheduleId: string, replica: string): Promise<Date> {
-    const row = await sql<{ at: Date | string }>`
+  async planningState(
+    scheduleId: string,
+    replica: string,
+  ): Promise<{ cursor: Date; failureStreak: number; lastFailedTick: Date | null } | undefined> {
+    const row = await sql<{ at: Date | string; failure_streak: number; last_failed_tick: Date | string | null }>`
       SELECT greatest(
         s.last_planned_tick,
         coalesce(
           (SELECT max(f.scheduled_for) FROM agent_schedule_fires f WHERE f.schedule_id = s.id AND f.replica = ${replica}),
-          (SELECT max(f.scheduled_for) FROM agent_schedule_fires f WHERE f.schedule_id = s.id))) AS at
-      FROM agent_schedules s WHERE s.id = ${scheduleId}`.execute(this.db);
-    const at = row.rows[0]?.at;
-    return at === undefined ? new Date(0) : new Date(at);
+          (SELECT max(f.scheduled_for) FROM agent_schedule_fires f WHERE f.schedule_id = s.id))) AS at,
+        s.failure_streak, s.last_failed_tick
+      FROM agent_schedules s WHERE s.id = ${scheduleId} AND s.enabled`.execute(this.db);
+    const r = row.rows[0];
+    if (!r) return undefined;
+    return {
+      cursor: new Date(r.at),
+      failureStreak: Number(r.failure_streak),
+      lastFailedTick: r.last_failed_tick === null ? null : new Date(r.last_failed_tick),
+    };
   }
 
   /** Records ticks as skipped (a tick already recorded keeps its row). */
@@ -183,7 +193,7 @@ export class SchedulesStore {
 
   /**
    * Claims a tick: the fire row, or undefined when another node (or an earlier pass) has it or
-   * the schedule was turned off meanwhile.
+   * the schedule was turned off or its failure streak changed meanwhile.
    * With `overlapSkip`, the row is recorded skipped when an earlier fire of the schedule (of the
    * same replica, for a cluster schedule) is still running on a live node.
    */
@@ -194,6 +204,8 @@ export class SchedulesStore {
     node: string;
     overlapSkip: boolean;
     overlapReason: string;
+    /** The failure streak the plan was made with: when a fire's end changed it meanwhile, nothing is claimed (plan again). */
+    failureStreak: number;
   }): Promise<{ id: string; status: 'fired' | 'skipped' } | undefined> {
     const { scheduleId, replica, tick, node } = options;
     const running = sql<boolean>`${options.overlapSkip} AND EXISTS (
@@ -208,7 +220,7 @@ export class SchedulesStore {
         ${node},
         CASE WHEN o.running THEN now() ELSE NULL END
       FROM (SELECT ${running} AS running) o
-      WHERE EXISTS (SELECT 1 FROM agent_schedules s WHERE s.id = ${scheduleId} AND s.enabled)
+      WHERE EXISTS (SELECT 1 FROM agent_schedules s WHERE s.id = ${scheduleId} AND s.enabled AND s.failure_streak = ${options.failureStreak})
       ON CONFLICT (schedule_id, replica, scheduled_for) DO NOTHING
       RETURNING id, status`.execute(this.db);
     return row.rows[0];

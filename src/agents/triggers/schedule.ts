@@ -150,18 +150,20 @@ export class ScheduleLoop {
         soonest = Math.min(soonest ?? known, known);
         continue;
       }
-      const cursor = await this.store.cursor(row.id, key);
+      const state = await this.store.planningState(row.id, key);
+      if (!state) return soonest;
       const plan = planTicks({
         cron: row.cron_expression,
         timezone: row.timezone,
         catchUp: options.catchUp,
         failurePolicy: options.failurePolicy,
-        streak: { count: row.failure_streak, lastFailedTick: row.last_failed_tick ? new Date(row.last_failed_tick) : null },
-        cursor,
+        streak: { count: state.failureStreak, lastFailedTick: state.lastFailedTick },
+        cursor: state.cursor,
         now,
         runningSince: this.runningSince!,
       });
       await this.store.insertSkips(row.id, key, plan.skip, this.options.node);
+      let unclaimed = false;
       for (const tick of plan.fire) {
         if (this.stopped) return soonest;
         const claimed = await this.store.claimFire({
@@ -171,12 +173,15 @@ export class ScheduleLoop {
           node: this.options.node,
           overlapSkip: options.overlap === 'skip',
           overlapReason: OVERLAP_REASON,
+          failureStreak: state.failureStreak,
         });
+        if (!claimed) unclaimed = true;
         if (claimed?.status !== 'fired') continue;
         const replica = key === '' ? this.pickReplica(row.id, local) : key;
         this.launch(row, claimed.id, tick, replica, key);
       }
-      if (plan.nextFireAt) {
+      // A tick not claimed (another node has it, or the streak changed under the plan): plan again next pass.
+      if (plan.nextFireAt && !unclaimed) {
         this.nextDue.set(memo, plan.nextFireAt.getTime());
         soonest = Math.min(soonest ?? plan.nextFireAt.getTime(), plan.nextFireAt.getTime());
       } else this.nextDue.delete(memo);
