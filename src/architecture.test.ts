@@ -20,9 +20,11 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   services: ['core', 'store'],
   sandbox: ['core'],
   run: ['core', 'store', 'services', 'sandbox'],
-  api: ['core', 'store', 'services', 'run', 'sandbox'],
+  // agents never reach the sandbox: every run they start goes through run's invoke.
+  agents: ['core', 'store', 'services', 'run'],
+  api: ['core', 'store', 'services', 'run', 'agents', 'sandbox'],
   cli: ['core', 'store', 'services', 'sandbox', 'app'],
-  app: ['core', 'store', 'services', 'run', 'sandbox', 'api'],
+  app: ['core', 'store', 'services', 'run', 'agents', 'sandbox', 'api'],
 };
 
 /** Node modules that do I/O: core (domain rules) imports none of them. */

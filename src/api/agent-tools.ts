@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { STATE_VALUE_MAX_BYTES } from '../core/agents.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
 import type { ScheduleService } from '../services/schedules.js';
 import type { ToolDefinition } from './tool-schema.js';
 
@@ -34,9 +35,9 @@ const ifVersion = z
 /** The agent tools of the create endpoint (lifecycle and state; running them arrives with the runtime). */
 export function registerAgentTools(
   tool: ToolRegistrar,
-  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; schedules?: ScheduleService },
+  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; runtime: AgentRuntime; schedules?: ScheduleService },
 ): void {
-  const { principal, namespace: ns, agents, schedules } = ctx;
+  const { principal, namespace: ns, agents, runtime, schedules } = ctx;
   tool(
     'make_agent',
     {
@@ -65,13 +66,20 @@ export function registerAgentTools(
     'describe_agent',
     {
       description:
-        'Details of an agent: description, status, desired replicas, config, its schedules (next fire; why one is disabled), its state (key count, bytes) and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), config, its schedules (next fire; why one is disabled), its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
     async (a) => {
       const described = await agents.describeAgent(principal, ns, a);
-      return schedules ? { ...described, schedules: await schedules.listSchedules(principal, ns, a) } : described;
+      const agent = await agents.resolve(principal, ns, a, 'read');
+      const [replicas, recent] = await Promise.all([runtime.replicas.list(agent.id), runtime.runs.recent(agent)]);
+      return {
+        ...described,
+        replicas,
+        ...(schedules ? { schedules: await schedules.schedulesOf(agent) } : {}),
+        recent_runs: recent,
+      };
     },
   );
   tool(

@@ -40,6 +40,10 @@ const AGENT_TOOLS = [
   'set_agent_state',
   'delete_agent_state',
   'list_agent_state_keys',
+  'start_agent',
+  'stop_agent',
+  'list_agent_runs',
+  'describe_agent_run',
 ];
 
 let server: TestServer;
@@ -99,7 +103,7 @@ describe('agents on the create endpoint', () => {
     assert.equal(tools.find((t) => t.name === 'destroy_agent')!.annotations!.destructiveHint, true);
     assert.equal(tools.find((t) => t.name === 'get_agent_state')!.annotations!.readOnlyHint, true);
     // Tools that need the runtime are not there yet (no stubs).
-    for (const later of ['start_agent', 'stop_agent', 'scale_agent', 'add_webhook'])
+    for (const later of ['scale_agent', 'add_webhook'])
       assert.ok(!tools.some((t) => t.name === later), later);
   });
 

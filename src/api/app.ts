@@ -11,6 +11,7 @@ import { isValidNamespaceName } from '../core/names.js';
 import type { AccountService, KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
 import type { ScheduleService } from '../services/schedules.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
@@ -43,6 +44,7 @@ export interface AppDependencies {
   accountsStore: AccountsStore;
   catalog: CatalogService;
   agents: AgentService;
+  agentRuntime: AgentRuntime;
   schedules?: ScheduleService;
   history: ExecutionHistory;
   runs: RunService;
@@ -153,6 +155,7 @@ export function createApp(deps: AppDependencies): Hono {
           calls,
           catalog,
           agents: deps.agents,
+          runtime: deps.agentRuntime,
           ...(deps.schedules ? { schedules: deps.schedules } : {}),
           history: deps.history,
           logger,

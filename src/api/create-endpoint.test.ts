@@ -64,6 +64,10 @@ const EXPECTED_TOOLS = [
   'set_agent_state',
   'delete_agent_state',
   'list_agent_state_keys',
+  'start_agent',
+  'stop_agent',
+  'list_agent_runs',
+  'describe_agent_run',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

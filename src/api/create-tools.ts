@@ -9,6 +9,8 @@ import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
+import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import type { ScheduleService } from '../services/schedules.js';
 import { registerScheduleTools } from './schedule-tools.js';
 import { registerAgentTools } from './agent-tools.js';
@@ -22,6 +24,7 @@ export interface CreateToolsContext {
   namespace: string;
   catalog: CatalogService;
   agents: AgentService;
+  runtime: AgentRuntime;
   schedules?: ScheduleService;
   history: ExecutionHistory;
   logger: Logger;
@@ -355,7 +358,8 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
-  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, ...(ctx.schedules ? { schedules: ctx.schedules } : {}) });
+  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime, ...(ctx.schedules ? { schedules: ctx.schedules } : {}) });
+  registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   if (ctx.schedules) registerScheduleTools(tool, { principal, namespace: ns, schedules: ctx.schedules });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;

@@ -11,10 +11,12 @@ import { sharedFairShare } from '../run/fair-share.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
+import { AgentRuntime } from '../agents/index.js';
 import { StateCipher } from '../services/state-cipher.js';
 import { AgentsStore } from '../store/agents-store.js';
 import { SchedulesStore } from '../store/schedules-store.js';
 import { ScheduleService } from '../services/schedules.js';
+import { ScheduleLoop } from '../agents/triggers/schedule.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
@@ -61,6 +63,7 @@ export interface RunningServer {
     accountsStore: AccountsStore;
     catalog: CatalogService;
     agents: AgentService;
+    agentRuntime: AgentRuntime;
     schemas: SchemaGuard;
     housekeeping: Housekeeping;
     sandbox: Sandbox;
@@ -251,6 +254,18 @@ async function startServerSteps(
     cancels,
     sandboxNetwork: sandboxSettings.network,
   });
+  // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
+  const agentRuntime = new AgentRuntime({ db: database.db, run: runs, nodeId: instance.id, tiers: config.tiers, logger });
+  await agentRuntime.start().catch(failStart);
+  opened.push(() => agentRuntime.stop());
+  // Schedules of running agents fire on the replicas this node holds (agents/triggers/schedule.ts).
+  const scheduleLoop = new ScheduleLoop({
+    store: schedulesStore,
+    dispatcher: agentRuntime.dispatcher,
+    localReplicas: (agentId) => agentRuntime.replicas.localReplicas(agentId),
+    node: instance.id,
+    logger,
+  });
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
   // When the listening connection comes back after the database was away, marks it missed are looked for.
   try {
@@ -287,6 +302,7 @@ async function startServerSteps(
     accountsStore,
     catalog,
     agents,
+    agentRuntime,
     schedules,
     history,
     runs,
@@ -366,6 +382,7 @@ async function startServerSteps(
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
   housekeeping.start();
+  scheduleLoop.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -376,6 +393,7 @@ async function startServerSteps(
       accountsStore,
       catalog,
       agents,
+      agentRuntime,
       schemas,
       housekeeping,
       sandbox,
@@ -392,6 +410,8 @@ async function startServerSteps(
       closing ??= (async () => {
         draining = true;
         stopPacing();
+        // No schedule fires any more; those running end with the runs below.
+        await scheduleLoop.stop(0);
         // Change streams say nothing more; ended now, they do not hold the connections open.
         listChanged.closeAll();
         // This node's holds end now: its sessions may be ended for their key's cap at once.
@@ -408,6 +428,8 @@ async function startServerSteps(
         // Runs still going are stopped, answer an error and are recorded; none begins any more.
         runs.interrupt();
         await runs.drained(10_000);
+        // Their fires' ends are recorded before the database closes.
+        await scheduleLoop.settled(5000);
         // Their answers are written; streams held open by clients must not keep shutdown waiting.
         await Promise.race([connectionsEnded, delay(1000)]);
         http.closeAllConnections?.();

@@ -6,6 +6,7 @@ import { randomInt } from 'node:crypto';
 import { Cron, CronPattern } from 'croner';
 import { DomainError, invalid } from './errors.js';
 import { MB } from './units.js';
+import { validateEntityName } from './names.js';
 import type { TierLimits } from './tiers.js';
 
 /**
@@ -438,4 +439,17 @@ export function assertStateFits(
     usage: total,
     tier,
   });
+}
+
+/**
+ * A trigger's function as `service.function` (the guide's form for schedules and webhooks): the two
+ * entity names, each checked by the catalog's rules. `field` names the argument in the error.
+ */
+export function parseFunctionName(value: unknown, field = 'function_name'): { service: string; name: string } {
+  if (typeof value !== 'string' || !value.includes('.'))
+    throw invalid(`${field} must be "service.function", e.g. "scrape.sources"`, { field });
+  const dot = value.indexOf('.');
+  const service = validateEntityName('service', value.slice(0, dot), field);
+  const name = validateEntityName('function', value.slice(dot + 1), field);
+  return { service, name };
 }

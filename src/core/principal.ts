@@ -37,5 +37,18 @@ export function actorIds(actor: Actor): { keyId: string | null; agentId: string 
 }
 
 /** What started a run: an MCP call (tool mode or code mode), or one of an agent's triggers. */
-export const TRIGGERS = ['mcp-tools', 'mcp-code', 'schedule', 'webhook', 'chat'] as const;
+export const TRIGGERS = ['mcp-tools', 'mcp-code', 'schedule', 'webhook', 'chat', 'heartbeat'] as const;
 export type Trigger = (typeof TRIGGERS)[number];
+/** The triggers an agent runs on (agent_runs.trigger). */
+export type AgentTrigger = Extract<Trigger, 'schedule' | 'webhook' | 'chat' | 'heartbeat'>;
+
+/** An agent's principal: its account's plan, limited to the agent's namespace, acting as the agent. */
+export function agentPrincipal(agent: { accountId: string; tier: string; namespace: string; agentId: string }): Principal {
+  return {
+    accountId: agent.accountId,
+    tier: agent.tier,
+    namespace: agent.namespace,
+    scopes: ['read', 'write', 'execute'],
+    actor: { kind: 'agent', agentId: agent.agentId },
+  };
+}

@@ -20,6 +20,8 @@ export interface TierLimits {
   agentStateBytes: number | null;
   /** Shortest gap allowed between two consecutive fires of an agent's schedule, in seconds. */
   scheduleMinIntervalSeconds: number;
+  /** Days an agent's ended trigger runs are kept (list_agent_runs); null = for ever. */
+  agentRunRetentionDays: number | null;
   /** Largest serialised result a run may return, in bytes. */
   maxResultBytes: number;
   /** Storage, per account (null = unlimited): namespaces, services and functions in all its namespaces. */
@@ -38,7 +40,7 @@ export interface TierLimits {
 
 export type TierName = string;
 
-const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30 };
+const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30, agentRunRetentionDays: 30 };
 const STANDARD_STORAGE = {
   namespaces: 10,
   services: 100,
@@ -82,6 +84,7 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     maxResultBytes: 5 * MB,
     agentStateBytes: 1024 * MB,
     scheduleMinIntervalSeconds: 15,
+    agentRunRetentionDays: 90,
     namespaces: 100,
     services: 1_000,
     functions: 5_000,
@@ -100,6 +103,7 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     maxResultBytes: 10 * MB,
     agentStateBytes: null,
     scheduleMinIntervalSeconds: 15,
+    agentRunRetentionDays: 365,
     namespaces: null,
     services: null,
     functions: null,
@@ -138,6 +142,7 @@ const OVERRIDE_FIELDS = {
   agents: 'agents',
   agent_state_bytes: 'agentStateBytes',
   schedule_min_interval_s: 'scheduleMinIntervalSeconds',
+  agent_run_retention_days: 'agentRunRetentionDays',
   namespaces: 'namespaces',
   services: 'services',
   functions: 'functions',
@@ -154,6 +159,7 @@ const UNLIMITABLE = new Set([
   'concurrency',
   'agents',
   'agent_state_bytes',
+  'agent_run_retention_days',
   'namespaces',
   'services',
   'functions',

@@ -409,7 +409,7 @@ export class RunService {
     input: unknown,
     trigger: Trigger,
     options: { signal?: AbortSignal } = {},
-  ): Promise<{ rejected: Rejection; tier: string } | RunResult> {
+  ): Promise<{ rejected: Rejection; tier: string } | (RunResult & { executionId: string })> {
     const namespace = await this.snapshot(ctx);
     const fn =
       target.kind === 'function' ? namespace.functions.find((f) => f.service === target.service && f.name === target.name) : undefined;
@@ -432,7 +432,8 @@ export class RunService {
     if (options.signal?.aborted) cancel();
     else options.signal?.addEventListener('abort', cancel, { once: true });
     try {
-      return await this.runAdmitted(ctx, ticket, namespace, target, input, trigger);
+      // The execution's id (its record's) travels with the answer, for callers that link to it (agent runs).
+      return { ...(await this.runAdmitted(ctx, ticket, namespace, target, input, trigger)), executionId: ticket.id };
     } finally {
       options.signal?.removeEventListener('abort', cancel);
       // A run that threw before it settled gives its slot and unit back (a no-op once settled).

@@ -127,6 +127,16 @@ export class AgentService {
     );
   }
 
+  /**
+   * The agent a tool names, for the runtime's tools (start, stop, runs, ...): the key's scope and
+   * namespace checked as every agent tool does (another account's agent is not found).
+   */
+  async resolve(principal: KeyPrincipal, nsName: string, args: AgentArgs, scope: Scope): Promise<AgentRow> {
+    requireScope(principal, scope);
+    const ns = await this.catalog.namespace(principal, nsName);
+    return this.agent(ns, agentNameArg(args));
+  }
+
   async makeAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
     requireScope(principal, 'write');
     const ns = await this.catalog.namespace(principal, nsName);

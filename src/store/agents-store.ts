@@ -60,6 +60,19 @@ export class AgentsStore {
     });
   }
 
+  /** What running one of the agent's triggers needs: the agent, its namespace's name, its account and plan. */
+  async agentContext(agentId: string): Promise<{ agent: AgentRow; namespace: string; accountId: string; tier: string } | undefined> {
+    const agent = await this.db.selectFrom('agents').selectAll().where('id', '=', agentId).executeTakeFirst();
+    if (!agent) return undefined;
+    const owner = await this.db
+      .selectFrom('namespaces as n')
+      .innerJoin('accounts as a', 'a.id', 'n.account_id')
+      .select(['n.name as namespace', 'a.id as accountId', 'a.tier as tier'])
+      .where('n.id', '=', agent.namespace_id)
+      .executeTakeFirst();
+    return owner ? { agent, ...owner } : undefined;
+  }
+
   /** Agent slots the account uses: one per desired replica, at least one per agent (core/agents.ts agentSlots). */
   async slotsInUse(accountId: string, exec: Exec = this.db): Promise<number> {
     const row = await sql<{ slots: string | number }>`

@@ -681,6 +681,49 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 18,
+    name: 'agent replicas and agent runs',
+    statements: [
+      // A replica keeps its verb-animal name for life; seq orders them for LIFO scale-down. node_id and
+      // lease_expires_at: the serve process holding it (null: unplaced), so two nodes never run one replica.
+      `CREATE TABLE agent_replicas (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        node_id TEXT,
+        lease_expires_at TIMESTAMPTZ,
+        started_at TIMESTAMPTZ,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        last_exit TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (agent_id, name),
+        UNIQUE (agent_id, seq)
+      )`,
+      // One row per trigger run (schedule fire, webhook delivery, chat turn, heartbeat): what started it,
+      // which replica ran it, the function executions it made (calls) and how it ended.
+      `CREATE TABLE agent_runs (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+        account_id TEXT NOT NULL,
+        replica TEXT,
+        node_id TEXT,
+        trigger TEXT NOT NULL,
+        trigger_name TEXT,
+        trigger_ref TEXT,
+        orchestration_mode TEXT NOT NULL DEFAULT 'direct',
+        function_name TEXT,
+        calls JSONB NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL,
+        error_type TEXT,
+        error_message TEXT,
+        started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        finished_at TIMESTAMPTZ,
+        duration_ms INTEGER
+      )`,
+      `CREATE INDEX agent_runs_agent_started ON agent_runs(agent_id, started_at DESC, id DESC)`,
+      `CREATE INDEX agent_runs_started ON agent_runs(started_at)`,
     version: 19,
     name: 'agent schedules and their fires',
     statements: [

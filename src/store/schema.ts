@@ -199,6 +199,52 @@ export interface AgentsTable {
   updated_at: Timestamp;
 }
 
+export interface AgentReplicasTable {
+  id: string;
+  agent_id: string;
+  name: string;
+  /** BIGINT: the driver may answer a string. */
+  seq: ColumnType<string | number, number, number>;
+  /** pending | running | draining | stopped | crashed */
+  status: ColumnType<string, string | undefined, string>;
+  node_id: string | null;
+  lease_expires_at: Timestamp | null;
+  started_at: Timestamp | null;
+  restarts: ColumnType<number, number | undefined, number>;
+  last_exit: string | null;
+  created_at: Timestamp;
+}
+
+export interface AgentRunCall {
+  function: string;
+  execution_id: string | null;
+  status: string;
+  duration_ms: number;
+  error_type: string | null;
+}
+
+export interface AgentRunsTable {
+  id: string;
+  agent_id: string;
+  account_id: string;
+  replica: string | null;
+  /** The serve process running it (server_instances.id): a run left running by a dead node is ended. */
+  node_id: string | null;
+  trigger: string;
+  trigger_name: string | null;
+  trigger_ref: string | null;
+  orchestration_mode: ColumnType<string, string | undefined, string>;
+  function_name: string | null;
+  calls: Json<AgentRunCall[]>;
+  /** running | succeeded | failed | cancelled | rejected */
+  status: string;
+  error_type: string | null;
+  error_message: string | null;
+  started_at: Timestamp;
+  finished_at: Timestamp | null;
+  duration_ms: number | null;
+}
+
 export interface AgentStateTable {
   agent_id: string;
   key: string;
@@ -262,6 +308,8 @@ export interface Database {
   schema_migrations: SchemaMigrationsTable;
   agents: AgentsTable;
   agent_state: AgentStateTable;
+  agent_replicas: AgentReplicasTable;
+  agent_runs: AgentRunsTable;
   agent_schedules: AgentSchedulesTable;
   agent_schedule_fires: AgentScheduleFiresTable;
 }
@@ -275,5 +323,7 @@ export type FunctionVersionRow = Selectable<FunctionVersionsTable>;
 export type ExecutionRow = Selectable<ExecutionsTable>;
 export type SecurityEventRow = Selectable<SecurityEventsTable>;
 export type AgentRow = Selectable<AgentsTable>;
+export type AgentReplicaRow = Selectable<AgentReplicasTable>;
+export type AgentRunRow = Selectable<AgentRunsTable>;
 export type AgentScheduleRow = Selectable<AgentSchedulesTable>;
 export type AgentScheduleFireRow = Selectable<AgentScheduleFiresTable>;

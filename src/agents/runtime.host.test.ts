@@ -1,0 +1,249 @@
+// test-database: embedded, one trigger at a time: the record and the meter, not races
+// The agent runtime's spine through the real server and real sandboxes: start/stop write replicas
+// with names for life; every trigger run goes through src/run as the agent (metered, recorded with
+// its trigger) and is recorded in agent_runs with how it ended; the runs tools page and filter;
+// another account's agent is not found; a run a dead server left running is ended at start.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { REPLICA_NAME_PATTERN } from '../core/agents.js';
+import { applyTierOverrides } from '../core/tiers.js';
+import { callError, callOk, errorOf, type TestServer } from '../test-support/harness.js';
+import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
+import type { Db } from '../store/database.js';
+
+let rules: RuleServer;
+let server: TestServer;
+before(async () => {
+  rules = await startRuleServer(applyTierOverrides(JSON.stringify({ one: { monthly_executions: 1 } })));
+  server = rules.server;
+});
+after(async () => {
+  await rules?.stop();
+});
+
+const FUNCTIONS = [
+  { name: 'double', code: 'def main(input_data):\n    return {"twice": input_data["n"] * 2}\n' },
+  { name: 'boom', code: 'class Kaboom(Exception):\n    pass\n\ndef main(input_data):\n    raise Kaboom("it went off")\n' },
+  {
+    name: 'ts-hello',
+    language: 'typescript',
+    code: 'export default function main(input: { who: string }) {\n  return { hi: input.who };\n}\n',
+  },
+];
+
+const runtime = () => server.server.services.agentRuntime;
+
+/** The test's view of the database, as src/api/agents.test.ts reads it (through the accounts store). */
+const database = (): Db => (server.server.services.accountsStore as unknown as { db: Db }).db;
+
+/** The agent's id (triggers name agents by id). */
+async function agentId(s: Space, name: string): Promise<string> {
+  const row = await database()
+    .selectFrom('agents')
+    .innerJoin('namespaces', 'namespaces.id', 'agents.namespace_id')
+    .select('agents.id')
+    .where('namespaces.name', '=', s.ns)
+    .where('agents.name', '=', name)
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+describe('start and stop', () => {
+  test('start makes one named replica per desired replica, running; stop stops them; names are kept', async () => {
+    const s = await rules.space(FUNCTIONS);
+    await callOk(s.create, 'make_agent', { name: 'keeper' });
+    const started = await callOk(s.create, 'start_agent', { name: 'keeper' });
+    assert.equal(started.status, 'running');
+    assert.equal(started.replicas.length, 1);
+    const [replica] = started.replicas;
+    assert.match(replica.name, REPLICA_NAME_PATTERN);
+    assert.equal(replica.status, 'running');
+    const stopped = await callOk(s.create, 'stop_agent', { agent_name: 'keeper' });
+    assert.equal(stopped.status, 'stopped');
+    assert.deepEqual(
+      stopped.replicas.map((r: { name: string; status: string }) => [r.name, r.status]),
+      [[replica.name, 'stopped']],
+    );
+    const again = await callOk(s.create, 'start_agent', { name: 'keeper' });
+    assert.equal(again.replicas[0].name, replica.name, 'a replica keeps its name for life');
+    const described = await callOk(s.create, 'describe_agent', { name: 'keeper' });
+    assert.equal(described.status, 'running');
+    assert.equal(described.replicas[0].name, replica.name);
+    assert.deepEqual(described.recent_runs, []);
+    // One replica by name; an unknown one is not found and changes nothing.
+    const one = await callOk(s.create, 'stop_agent', { name: 'keeper', replica: replica.name });
+    assert.equal(one.replicas[0].status, 'stopped');
+    const unknown = errorOf(await callError(s.create, 'start_agent', { name: 'keeper', replica: 'lazy-yak' }));
+    assert.equal(unknown.type, 'not_found');
+    const bad = errorOf(await callError(s.create, 'start_agent', { name: 'keeper', replica: 'Not A Name' }));
+    assert.equal(bad.type, 'validation_error');
+  });
+
+  test("another account's agent is not found by start, stop or the runs tools", async () => {
+    const owner = await rules.space(FUNCTIONS);
+    await callOk(owner.create, 'make_agent', { name: 'private' });
+    const other = await rules.space(FUNCTIONS);
+    for (const tool of ['start_agent', 'stop_agent', 'list_agent_runs']) {
+      const error = errorOf(await callError(other.create, tool, { name: 'private' }));
+      assert.equal(error.type, 'not_found', tool);
+    }
+    const owned = await callOk(owner.create, 'describe_agent', { name: 'private' });
+    assert.equal(owned.status, 'stopped', 'nothing was started by the other account');
+  });
+});
+
+describe('the dispatcher: every trigger run goes through src/run as the agent', () => {
+  test('success, a user exception, an unknown function and both languages: each recorded, metered as a run', async () => {
+    const s = await rules.space(FUNCTIONS);
+    await callOk(s.create, 'make_agent', { name: 'worker' });
+    const started = await callOk(s.create, 'start_agent', { name: 'worker' });
+    const replica = started.replicas[0].name as string;
+    const id = await agentId(s, 'worker');
+    const job = (functionName: string, input: unknown) => ({
+      agentId: id,
+      replica,
+      trigger: 'webhook' as const,
+      triggerName: 'test-hook',
+      functionName,
+      input,
+      orchestrationMode: 'direct' as const,
+    });
+    const before = (await rules.usage(s.account)).executions;
+    const ok = await runtime().dispatcher.dispatch(job('utils.double', { n: 21 }));
+    assert.equal(ok.status, 'succeeded');
+    assert.deepEqual(ok.result, { twice: 42 });
+    assert.equal(ok.replica, replica);
+    const ts = await runtime().dispatcher.dispatch(job('utils.ts-hello', { who: 'agent' }));
+    assert.deepEqual(ts.result, { hi: 'agent' });
+    const failed = await runtime().dispatcher.dispatch(job('utils.boom', {}));
+    assert.equal(failed.status, 'failed');
+    assert.equal(failed.error?.type, 'Kaboom');
+    const unknown = await runtime().dispatcher.dispatch(job('utils.nope', {}));
+    assert.equal(unknown.status, 'failed');
+    assert.equal(unknown.error?.type, 'not_found');
+    // Three runs reached a sandbox and count, as run-endpoint calls do (the failed one too: its code ran).
+    assert.equal((await rules.usage(s.account)).executions, before + 3);
+
+    const listed = await callOk(s.create, 'list_agent_runs', { name: 'worker' });
+    assert.deepEqual(
+      listed.runs.map((r: { run_id: string }) => r.run_id),
+      [unknown.runId, failed.runId, ts.runId, ok.runId],
+    );
+    const first = listed.runs[3];
+    assert.equal(first.trigger, 'webhook');
+    assert.equal(first.trigger_name, 'test-hook');
+    assert.equal(first.replica, replica);
+    assert.equal(first.function_name, 'utils.double');
+    assert.equal(first.status, 'succeeded');
+    assert.ok(first.finished_at && typeof first.duration_ms === 'number');
+    const described = await callOk(s.create, 'describe_agent_run', { name: 'worker', run_id: failed.runId });
+    assert.equal(described.status, 'failed');
+    assert.equal(described.error_type, 'Kaboom');
+    assert.equal(described.calls.length, 1);
+    const executionId = described.calls[0].execution_id as string;
+    // The execution the run made is the account's record, started by the agent's trigger.
+    const execution = await callOk(s.create, 'describe_execution', { id: executionId });
+    assert.equal(execution.id ?? execution.execution_id ?? executionId, executionId);
+    assert.equal(execution.trigger, 'webhook');
+
+    // Filters and pages.
+    const failures = await callOk(s.create, 'list_agent_runs', { name: 'worker', status: 'failed' });
+    assert.deepEqual(
+      failures.runs.map((r: { run_id: string }) => r.run_id),
+      [unknown.runId, failed.runId],
+    );
+    const page1 = await callOk(s.create, 'list_agent_runs', { name: 'worker', limit: 3 });
+    assert.equal(page1.runs.length, 3);
+    const page2 = await callOk(s.create, 'list_agent_runs', { name: 'worker', limit: 3, before: page1.next_before });
+    assert.deepEqual(
+      page2.runs.map((r: { run_id: string }) => r.run_id),
+      [ok.runId],
+    );
+    assert.equal(page2.next_before, undefined);
+    const badCursor = errorOf(await callError(s.create, 'list_agent_runs', { name: 'worker', before: 'not-a-cursor' }));
+    assert.equal(badCursor.type, 'validation_error');
+    const missing = errorOf(await callError(s.create, 'describe_agent_run', { name: 'worker', run_id: 'no-such-run' }));
+    assert.equal(missing.type, 'not_found');
+    const recent = await callOk(s.create, 'describe_agent', { name: 'worker' });
+    assert.equal(recent.recent_runs[0].run_id, unknown.runId);
+  });
+
+  test("a run refused by the account's quota is recorded as rejected and not counted", async () => {
+    const s = await rules.space(FUNCTIONS, 'one');
+    await callOk(s.create, 'make_agent', { name: 'thrifty' });
+    const replica = (await callOk(s.create, 'start_agent', { name: 'thrifty' })).replicas[0].name as string;
+    const id = await agentId(s, 'thrifty');
+    const job = {
+      agentId: id,
+      replica,
+      trigger: 'schedule' as const,
+      triggerName: 'tick',
+      functionName: 'utils.double',
+      input: { n: 1 },
+      orchestrationMode: 'direct' as const,
+    };
+    assert.equal((await runtime().dispatcher.dispatch(job)).status, 'succeeded');
+    const refused = await runtime().dispatcher.dispatch(job);
+    assert.equal(refused.status, 'rejected');
+    assert.equal(refused.error?.type, 'QUOTA_EXCEEDED');
+    assert.equal((await rules.usage(s.account)).executions, 1);
+    const listed = await callOk(s.create, 'list_agent_runs', { name: 'thrifty', trigger: 'schedule' });
+    assert.deepEqual(
+      listed.runs.map((r: { status: string }) => r.status),
+      ['rejected', 'succeeded'],
+    );
+  });
+
+  test('start answers the run id before the run ends; a run left running by a dead server is ended at start', async () => {
+    const s = await rules.space(FUNCTIONS);
+    await callOk(s.create, 'make_agent', { name: 'async' });
+    const replica = (await callOk(s.create, 'start_agent', { name: 'async' })).replicas[0].name as string;
+    const id = await agentId(s, 'async');
+    const { runId, done } = runtime().dispatcher.start({
+      agentId: id,
+      replica,
+      trigger: 'webhook',
+      triggerName: 'h',
+      functionName: 'utils.double',
+      input: { n: 2 },
+      orchestrationMode: 'direct',
+      runId: 'preassigned-run-id',
+    });
+    assert.equal(runId, 'preassigned-run-id');
+    assert.equal((await done).runId, runId);
+    // A row a killed node left `running` (its node is no live server instance) is ended as interrupted;
+    // one of this live node's running runs is not.
+    const live = await database().selectFrom('server_instances').select('id').executeTakeFirstOrThrow();
+    const row = (id: string, node: string) => ({
+      id,
+      agent_id: agentIdOf,
+      account_id: s.account.accountId,
+      replica,
+      node_id: node,
+      trigger: 'schedule',
+      trigger_name: 'tick',
+      trigger_ref: null,
+      orchestration_mode: 'direct',
+      function_name: 'utils.double',
+      calls: '[]',
+      status: 'running',
+      error_type: null,
+      error_message: null,
+      started_at: new Date(Date.now() - 5000),
+      finished_at: null,
+      duration_ms: null,
+    });
+    const agentIdOf = id;
+    await database()
+      .insertInto('agent_runs')
+      .values([row('orphan-run', 'a-node-that-died'), row('live-run', live.id)])
+      .execute();
+    await runtime().start();
+    await runtime().stop();
+    const orphan = await callOk(s.create, 'describe_agent_run', { name: 'async', run_id: 'orphan-run' });
+    assert.equal(orphan.status, 'failed');
+    assert.equal(orphan.error_type, 'interrupted');
+    const running = await callOk(s.create, 'describe_agent_run', { name: 'async', run_id: 'live-run' });
+    assert.equal(running.status, 'running', "a live node's running run is untouched");
+  });
+});

@@ -1,0 +1,86 @@
+// The create endpoint's tools that run agents: start and stop, and the record of their trigger runs.
+import { z } from 'zod';
+import type { AgentRuntime } from '../agents/index.js';
+import { REPLICA_NAME_PATTERN } from '../core/agents.js';
+import { invalid } from '../core/errors.js';
+import type { KeyPrincipal } from '../services/accounts.js';
+import type { AgentService } from '../services/agents.js';
+import type { ToolRegistrar } from './agent-tools.js';
+
+const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
+const RUNNING = { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
+
+const agentFields = {
+  name: z.string().optional().describe('Agent name (required; or give it as agent_name)'),
+  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
+};
+const replicaField = z.string().optional().describe('Only this replica (its verb-animal name, e.g. "daring-duck"); default: every replica');
+
+function replicaArg(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !REPLICA_NAME_PATTERN.test(value))
+    throw invalid('replica must be a replica name as describe_agent lists them, e.g. "daring-duck"', { field: 'replica' });
+  return value;
+}
+
+export function registerAgentRuntimeTools(
+  tool: ToolRegistrar,
+  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; runtime: AgentRuntime },
+): void {
+  const { principal, namespace: ns, agents, runtime } = ctx;
+  tool(
+    'start_agent',
+    {
+      description:
+        'Start an agent: its replicas (up to its replica count, each with a verb-animal name it keeps for life) begin running its schedules and accepting its webhooks. With `replica`, start only that replica. Answers the replicas and their status.',
+      input: z.object({ ...agentFields, replica: replicaField }),
+      annotations: RUNNING,
+    },
+    async (a) => {
+      const replica = replicaArg(a.replica);
+      const agent = await agents.resolve(principal, ns, a, 'write');
+      return { agent: agent.name, status: 'running', replicas: await runtime.replicas.start(agent, replica) };
+    },
+  );
+  tool(
+    'stop_agent',
+    {
+      description:
+        'Stop an agent: its replicas stop taking triggers (schedules do not fire, webhooks answer 503). With `replica`, stop only that replica; the others keep running. State and configuration are kept.',
+      input: z.object({ ...agentFields, replica: replicaField }),
+      annotations: RUNNING,
+    },
+    async (a) => {
+      const replica = replicaArg(a.replica);
+      const agent = await agents.resolve(principal, ns, a, 'write');
+      const replicas = await runtime.replicas.stop(agent, replica);
+      return { agent: agent.name, status: replica === undefined ? 'stopped' : agent.status, replicas };
+    },
+  );
+  tool(
+    'list_agent_runs',
+    {
+      description:
+        "An agent's trigger runs, newest first: trigger (schedule, webhook, chat, heartbeat) and its name, replica, function, status (running, succeeded, failed, cancelled, rejected by quota/rate/concurrency), error and duration. Pages of `limit` (default 20); pass next_before as `before` for older runs.",
+      input: z.object({
+        ...agentFields,
+        status: z.enum(['running', 'succeeded', 'failed', 'cancelled', 'rejected']).optional().describe('Only runs with this status'),
+        trigger: z.enum(['schedule', 'webhook', 'chat', 'heartbeat']).optional().describe('Only runs of this trigger'),
+        before: z.string().optional().describe('next_before of the previous page'),
+        limit: z.number().int().min(1).max(200).optional().describe('At most this many runs (1-200, default 20)'),
+      }),
+      annotations: READ_ONLY,
+    },
+    async (a) => runtime.runs.list(await agents.resolve(principal, ns, a, 'read'), a),
+  );
+  tool(
+    'describe_agent_run',
+    {
+      description:
+        'One trigger run of an agent: what started it, the replica, status, error, timing, and each function execution it made (execution_id: see describe_execution).',
+      input: z.object({ ...agentFields, run_id: z.string().describe("A run id from list_agent_runs (or a webhook's 202 answer)") }),
+      annotations: READ_ONLY,
+    },
+    async (a) => runtime.runs.describe(await agents.resolve(principal, ns, a, 'read'), a),
+  );
+}

@@ -1,0 +1,129 @@
+import { sql, type Kysely } from 'kysely';
+import type { Db } from './database.js';
+import type { AgentRunCall, AgentRunRow, Database } from './schema.js';
+
+type Exec = Kysely<Database>;
+
+export interface NewAgentRun {
+  id: string;
+  agentId: string;
+  accountId: string;
+  replica: string | null;
+  nodeId: string;
+  trigger: string;
+  triggerName: string | null;
+  triggerRef: string | null;
+  orchestrationMode: string;
+  functionName: string | null;
+  startedAt: Date;
+}
+
+export interface AgentRunEnd {
+  status: 'succeeded' | 'failed' | 'cancelled' | 'rejected';
+  errorType: string | null;
+  errorMessage: string | null;
+  calls: AgentRunCall[];
+  finishedAt: Date;
+}
+
+export interface RunFilter {
+  limit: number;
+  /** Runs started before this run (its id, for paging newest first). */
+  before?: { startedAt: Date; id: string };
+  status?: string;
+  trigger?: string;
+}
+
+/** Trigger runs of agents: written when a run starts (status running) and again when it ends. */
+export class AgentRunsStore {
+  constructor(private readonly db: Db) {}
+
+  async insertRun(run: NewAgentRun, exec: Exec = this.db): Promise<void> {
+    await exec
+      .insertInto('agent_runs')
+      .values({
+        id: run.id,
+        agent_id: run.agentId,
+        account_id: run.accountId,
+        replica: run.replica,
+        node_id: run.nodeId,
+        trigger: run.trigger,
+        trigger_name: run.triggerName,
+        trigger_ref: run.triggerRef,
+        orchestration_mode: run.orchestrationMode,
+        function_name: run.functionName,
+        calls: '[]',
+        status: 'running',
+        error_type: null,
+        error_message: null,
+        started_at: run.startedAt,
+        finished_at: null,
+        duration_ms: null,
+      })
+      .execute();
+  }
+
+  /** Ends a running run (a run already ended keeps its first ending). */
+  async finishRun(id: string, end: AgentRunEnd): Promise<void> {
+    await this.db
+      .updateTable('agent_runs')
+      .set({
+        status: end.status,
+        error_type: end.errorType,
+        error_message: end.errorMessage,
+        calls: JSON.stringify(end.calls),
+        finished_at: end.finishedAt,
+        duration_ms: sql<number>`greatest(0, floor(extract(epoch FROM (${end.finishedAt}::timestamptz - started_at)) * 1000))::int`,
+      })
+      .where('id', '=', id)
+      .where('status', '=', 'running')
+      .execute();
+  }
+
+  listRuns(agentId: string, filter: RunFilter): Promise<AgentRunRow[]> {
+    let query = this.db.selectFrom('agent_runs').selectAll().where('agent_id', '=', agentId);
+    if (filter.status) query = query.where('status', '=', filter.status);
+    if (filter.trigger) query = query.where('trigger', '=', filter.trigger);
+    const before = filter.before;
+    if (before)
+      query = query.where((eb) =>
+        eb.or([eb('started_at', '<', before.startedAt), eb.and([eb('started_at', '=', before.startedAt), eb('id', '<', before.id)])]),
+      );
+    return query.orderBy('started_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
+  }
+
+  getRun(agentId: string, runId: string): Promise<AgentRunRow | undefined> {
+    return this.db.selectFrom('agent_runs').selectAll().where('agent_id', '=', agentId).where('id', '=', runId).executeTakeFirst();
+  }
+
+  /**
+   * Runs left `running` by a node that is gone (killed before it recorded their end: no live
+   * server_instances row): ended as failed, `interrupted`. Any node may call it; a live node's runs
+   * are never touched.
+   */
+  async failOrphans(now: Date): Promise<number> {
+    const result = await sql`
+      UPDATE agent_runs SET status = 'failed', error_type = 'interrupted',
+        error_message = 'the server running it stopped before the run ended', finished_at = ${now},
+        duration_ms = greatest(0, floor(extract(epoch FROM (${now}::timestamptz - started_at)) * 1000))::int
+      WHERE status = 'running'
+        AND (node_id IS NULL OR node_id NOT IN (SELECT id FROM server_instances WHERE lease_until > ${now}))`.execute(this.db);
+    return Number(result.numAffectedRows ?? 0);
+  }
+
+  /** Deletes ended runs older than each account's retention (days by tier); answers how many went. */
+  async pruneEnded(retentionDaysByTier: ReadonlyMap<string, number | null>, now: Date, batch = 5000): Promise<number> {
+    let removed = 0;
+    for (const [tier, days] of retentionDaysByTier) {
+      if (days === null) continue;
+      const cutoff = new Date(now.getTime() - days * 86_400_000);
+      const result = await sql`
+        DELETE FROM agent_runs WHERE id IN (
+          SELECT r.id FROM agent_runs r JOIN accounts a ON a.id = r.account_id
+          WHERE a.tier = ${tier} AND r.status <> 'running' AND r.started_at < ${cutoff}
+          LIMIT ${batch})`.execute(this.db);
+      removed += Number(result.numAffectedRows ?? 0);
+    }
+    return removed;
+  }
+}
