@@ -724,6 +724,9 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
       `CREATE INDEX agent_runs_agent_started ON agent_runs(agent_id, started_at DESC, id DESC)`,
       `CREATE INDEX agent_runs_started ON agent_runs(started_at)`,
+    ],
+  },
+  {
     version: 19,
     name: 'agent schedules and their fires',
     statements: [
