@@ -143,28 +143,32 @@ export class SchedulesStore {
   }
 
   /**
-   * Where planning of (schedule, replica) resumes: its newest fire row, else (a replica new to a
-   * cluster schedule) the schedule's newest row, and never before the schedule's last_planned_tick;
-   * with the schedule's failure streak as it is now. Undefined when the schedule is gone or off.
+   * Where planning of each (schedule, replica) resumes, read in one statement before the pass
+   * inserts anything: the replica's newest fire row, else (a replica new to a cluster schedule) the
+   * schedule's newest row, never before the schedule's last_planned_tick; with the schedule's
+   * failure streak as it is now. Undefined when the schedule is gone or off.
    */
   async planningState(
     scheduleId: string,
-    replica: string,
-  ): Promise<{ cursor: Date; failureStreak: number; lastFailedTick: Date | null } | undefined> {
-    const row = await sql<{ at: Date | string; failure_streak: number; last_failed_tick: Date | string | null }>`
-      SELECT greatest(
-        s.last_planned_tick,
-        coalesce(
-          (SELECT max(f.scheduled_for) FROM agent_schedule_fires f WHERE f.schedule_id = s.id AND f.replica = ${replica}),
-          (SELECT max(f.scheduled_for) FROM agent_schedule_fires f WHERE f.schedule_id = s.id))) AS at,
+    replicas: readonly string[],
+  ): Promise<{ cursors: Map<string, Date>; failureStreak: number; lastFailedTick: Date | null } | undefined> {
+    const keys = sql.join(replicas.map((r) => sql`(${r})`));
+    const rows = await sql<{ replica: string; at: Date | string; failure_streak: number; last_failed_tick: Date | string | null }>`
+      SELECT k.replica,
+        greatest(
+          s.last_planned_tick,
+          coalesce(
+            (SELECT max(f.scheduled_for) FROM agent_schedule_fires f WHERE f.schedule_id = s.id AND f.replica = k.replica),
+            (SELECT max(f.scheduled_for) FROM agent_schedule_fires f WHERE f.schedule_id = s.id))) AS at,
         s.failure_streak, s.last_failed_tick
-      FROM agent_schedules s WHERE s.id = ${scheduleId} AND s.enabled`.execute(this.db);
-    const r = row.rows[0];
-    if (!r) return undefined;
+      FROM agent_schedules s CROSS JOIN (VALUES ${keys}) AS k(replica)
+      WHERE s.id = ${scheduleId} AND s.enabled`.execute(this.db);
+    const first = rows.rows[0];
+    if (!first) return undefined;
     return {
-      cursor: new Date(r.at),
-      failureStreak: Number(r.failure_streak),
-      lastFailedTick: r.last_failed_tick === null ? null : new Date(r.last_failed_tick),
+      cursors: new Map(rows.rows.map((r) => [r.replica, new Date(r.at)])),
+      failureStreak: Number(first.failure_streak),
+      lastFailedTick: first.last_failed_tick === null ? null : new Date(first.last_failed_tick),
     };
   }
 

@@ -143,22 +143,25 @@ export class ScheduleLoop {
     const options = scheduleOptionsOf(row);
     const keys = options.mode === 'single' ? [''] : local;
     let soonest: number | null = null;
+    const memo = (key: string) => `${row.id}\u0000${key}`;
+    const due: string[] = [];
     for (const key of keys) {
-      const memo = `${row.id}\u0000${key}`;
-      const known = this.nextDue.get(memo);
-      if (known !== undefined && known > now.getTime()) {
-        soonest = Math.min(soonest ?? known, known);
-        continue;
-      }
-      const state = await this.store.planningState(row.id, key);
-      if (!state) return soonest;
+      const known = this.nextDue.get(memo(key));
+      if (known !== undefined && known > now.getTime()) soonest = Math.min(soonest ?? known, known);
+      else due.push(key);
+    }
+    if (due.length === 0) return soonest;
+    // Every due replica's cursor as it was before this pass wrote anything (a new replica starts with the others).
+    const state = await this.store.planningState(row.id, due);
+    if (!state) return soonest;
+    for (const key of due) {
       const plan = planTicks({
         cron: row.cron_expression,
         timezone: row.timezone,
         catchUp: options.catchUp,
         failurePolicy: options.failurePolicy,
         streak: { count: state.failureStreak, lastFailedTick: state.lastFailedTick },
-        cursor: state.cursor,
+        cursor: state.cursors.get(key)!,
         now,
         runningSince: this.runningSince!,
       });
@@ -182,10 +185,10 @@ export class ScheduleLoop {
       }
       // A tick not claimed (another node has it, or the streak changed under the plan): plan again next pass.
       if (plan.nextFireAt && !unclaimed) {
-        this.nextDue.set(memo, plan.nextFireAt.getTime());
+        this.nextDue.set(memo(key), plan.nextFireAt.getTime());
         soonest = Math.min(soonest ?? plan.nextFireAt.getTime(), plan.nextFireAt.getTime());
-      } else this.nextDue.delete(memo);
-      if (key === keys[0] && (row.next_fire_at?.getTime() ?? null) !== (plan.nextFireAt?.getTime() ?? null))
+      } else this.nextDue.delete(memo(key));
+      if (key === due[0] && (row.next_fire_at?.getTime() ?? null) !== (plan.nextFireAt?.getTime() ?? null))
         await this.store.setNextFire(row.id, plan.nextFireAt);
     }
     return soonest;
