@@ -261,6 +261,11 @@ function assertNoTickLost(rows: AgentScheduleFireRow[], label: string): void {
     assert.equal(all[i]! - all[i - 1]!, 1000, `${label}: a tick is missing after ${new Date(all[i - 1]!).toISOString()}`);
 }
 
+/** A single-mode schedule: one row per tick (so at most one run). */
+function assertOncePerTick(rows: AgentScheduleFireRow[], label: string): void {
+  assert.equal(rows.length, ticks(rows).length, `${label}: one fire per tick`);
+}
+
 /** Each fire that was not skipped started exactly one run, on its replica; no schedule run lacks a fire. */
 function assertOneRunPerFire(rows: AgentScheduleFireRow[], runs: RunRow[], scheduleId: string, label: string): void {
   const mine = runs.filter((r) => r.trigger_name === scheduleId || rows.some((f) => f.id === r.trigger_ref));
@@ -336,6 +341,7 @@ describe('firing', () => {
     const singleRows = await fireRows(single.id);
     assert.ok(singleRows.every((r) => r.replica === ''));
     assertNoTickLost(singleRows, 'single');
+    assertOncePerTick(singleRows, 'single');
     assertOneRunPerFire(singleRows, runs, single.id, 'single');
     assert.ok(
       singleRows.every((r) => r.status === 'skipped' || names.includes(r.run_replica)),
@@ -549,6 +555,7 @@ describe('two servers on one database', () => {
 
         const singleRows = await fireRows(single.id);
         assertNoTickLost(singleRows, 'single, two nodes');
+        assertOncePerTick(singleRows, 'single, two nodes');
         assertOneRunPerFire(singleRows, runs, single.id, 'single, two nodes');
         for (const r of ended(singleRows))
           assert.equal(r.run_replica, holder.get(r.node!), 'ran on a replica of the node that won the fire');
