@@ -5,11 +5,14 @@ import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
 import { agentPrincipal, type AgentTrigger } from '../core/principal.js';
 import type { Logger } from '../core/logger.js';
-import type { AgentRunsStore } from '../store/agent-runs-store.js';
+import type { AgentRunEnd, AgentRunsStore } from '../store/agent-runs-store.js';
+import { isRetryableStoreError } from '../store/db-health.js';
+import type { PendingWrites } from '../store/pending-writes.js';
 import type { AgentsStore } from '../store/agents-store.js';
 import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
+import type { AgentStateAccess } from '../core/agent-state-access.js';
 
 export const ORCHESTRATION_MODES = ['direct', 'run_then_reason', 'reason_first'] as const;
 export type OrchestrationMode = (typeof ORCHESTRATION_MODES)[number];
@@ -56,6 +59,10 @@ export interface FunctionOutcome {
 }
 
 export class AgentDispatcher {
+  /** Aborted when the server stops: runs in flight are stopped and recorded as cancelled. */
+  private readonly closing = new AbortController();
+  private readonly inFlight = new Set<Promise<unknown>>();
+
   constructor(
     private readonly deps: {
       agents: AgentsStore;
@@ -63,12 +70,20 @@ export class AgentDispatcher {
       run: Pick<RunService, 'invoke'>;
       nodeId: string;
       logger: Logger;
+      /** Holds a run's last write while the database is away (the run endpoint's outbox). */
+      pending?: Pick<PendingWrites, 'add'>;
       /** Where `direct` jobs execute (replaced by the replica supervisor's worker hop). */
       runner?: JobRunner;
+      /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
+      state?: (agentId: string, tier: string) => AgentStateAccess;
     },
   ) {}
 
-  /** Records the run, runs it, records how it ended. Answers the outcome (never throws for a run's own failure). */
+  /**
+   * Records the run, runs it, records how it ended, and answers the outcome: a run's own failure is
+   * an outcome, never a rejection. Rejects only with a DomainError: the agent is gone (not_found),
+   * the run id is taken (conflict), the server is stopping or its database away (unavailable).
+   */
   dispatch(job: TriggerJob): Promise<AgentRunOutcome> {
     return this.start(job).done;
   }
@@ -76,50 +91,50 @@ export class AgentDispatcher {
   /** The run id at once; the outcome when the run has ended and been recorded. */
   start(job: TriggerJob): { runId: string; done: Promise<AgentRunOutcome> } {
     const runId = job.runId ?? randomUUID();
-    return { runId, done: this.execute(runId, job) };
+    if (this.closing.signal.aborted)
+      return { runId, done: Promise.reject(new DomainError('unavailable', 'the server is stopping; the trigger was not run')) };
+    const done = this.execute(runId, job);
+    this.inFlight.add(done);
+    void done.then(
+      () => this.inFlight.delete(done),
+      () => this.inFlight.delete(done),
+    );
+    return { runId, done };
+  }
+
+  /** Stops taking jobs, stops the runs in flight (recorded as cancelled) and waits for their records. */
+  async close(): Promise<void> {
+    this.closing.abort();
+    await Promise.allSettled([...this.inFlight]);
   }
 
   private async execute(runId: string, job: TriggerJob): Promise<AgentRunOutcome> {
     const started = Date.now();
     const found = await this.deps.agents.agentContext(job.agentId);
-    if (!found) throw new DomainError('not_found', 'the agent no longer exists');
-    const { service, name } = parseFunctionName(job.functionName);
-    await this.deps.runs.insertRun({
-      id: runId,
-      agentId: job.agentId,
-      accountId: found.accountId,
-      replica: job.replica,
-      nodeId: this.deps.nodeId,
-      trigger: job.trigger,
-      triggerName: job.triggerName,
-      triggerRef: job.triggerRef ?? null,
-      orchestrationMode: job.orchestrationMode,
-      functionName: job.functionName,
-      startedAt: new Date(started),
-    });
+    if (!found) throw new DomainError('not_found', 'the agent no longer exists; the trigger was not run');
+    await this.record(runId, job, found.accountId, new Date(started));
+    const signal = job.signal ? AbortSignal.any([job.signal, this.closing.signal]) : this.closing.signal;
     const principal = agentPrincipal({ accountId: found.accountId, tier: found.tier, namespace: found.namespace, agentId: job.agentId });
     const invoke = async (input: unknown): Promise<FunctionOutcome> => {
       const began = Date.now();
       try {
+        // A bad name is recorded as this run's failure (the run row exists already).
+        const { service, name } = parseFunctionName(job.functionName);
         const answer = await this.deps.run.invoke(
-          { principal, namespace: found.namespace, env: {} },
+          {
+            principal,
+            namespace: found.namespace,
+            env: {},
+            ...(this.deps.state ? { agentState: this.deps.state(job.agentId, found.tier) } : {}),
+          },
           { kind: 'function', service, name },
           input,
           job.trigger,
-          job.signal ? { signal: job.signal } : {},
+          { signal },
         );
         return functionOutcome(job.functionName, answer, Date.now() - began);
       } catch (error) {
-        // Refused before any sandbox (unknown function, bad input): typed, never a stack.
-        const typed = error instanceof DomainError ? { type: error.type, message: error.message } : undefined;
-        if (!typed)
-          this.deps.logger.error({ err: error instanceof Error ? error.message : String(error), run_id: runId }, 'agent run failed');
-        const err = typed ?? { type: 'internal_error', message: 'the run failed inside the server; see its log' };
-        return {
-          status: 'failed',
-          error: err,
-          call: { function: job.functionName, execution_id: null, status: 'failed', duration_ms: Date.now() - began, error_type: err.type },
-        };
+        return failedCall(job.functionName, this.typed(error, runId), Date.now() - began);
       }
     };
     let outcome: FunctionOutcome;
@@ -127,24 +142,14 @@ export class AgentDispatcher {
       outcome = this.deps.runner ? await this.deps.runner(job, invoke) : await invoke(job.input);
     } catch (error) {
       // The replica's own failure (its process died, a protocol fault): typed; details only in the log.
-      if (!(error instanceof DomainError))
-        this.deps.logger.error({ err: error instanceof Error ? error.message : String(error), run_id: runId }, 'agent run failed');
-      const err =
-        error instanceof DomainError
-          ? { type: error.type, message: error.message }
-          : { type: 'internal_error', message: 'the run failed inside the server; see its log' };
-      outcome = {
-        status: 'failed',
-        error: err,
-        call: { function: job.functionName, execution_id: null, status: 'failed', duration_ms: 0, error_type: err.type },
-      };
+      outcome = failedCall(job.functionName, this.typed(error, runId), 0);
     }
     const finished = new Date();
-    await this.deps.runs.finishRun(runId, {
+    this.finish(runId, {
       status: outcome.status,
-      errorType: outcome.error?.type ?? null,
-      errorMessage: outcome.error?.message ?? null,
-      calls: [outcome.call],
+      errorType: outcome.error ? storable(outcome.error.type) : null,
+      errorMessage: outcome.error ? storable(outcome.error.message) : null,
+      calls: [{ ...outcome.call, error_type: outcome.call.error_type === null ? null : storable(outcome.call.error_type) }],
       finishedAt: finished,
     });
     return {
@@ -156,6 +161,69 @@ export class AgentDispatcher {
       durationMs: finished.getTime() - started,
     };
   }
+
+  /** The run's row, status running; a taken id or an agent destroyed meanwhile is a typed refusal. */
+  private async record(runId: string, job: TriggerJob, accountId: string, startedAt: Date): Promise<void> {
+    try {
+      await this.deps.runs.insertRun({
+        id: runId,
+        agentId: job.agentId,
+        accountId,
+        replica: job.replica,
+        nodeId: this.deps.nodeId,
+        trigger: job.trigger,
+        triggerName: storable(job.triggerName),
+        triggerRef: job.triggerRef === undefined ? null : storable(job.triggerRef),
+        orchestrationMode: job.orchestrationMode,
+        functionName: storable(job.functionName),
+        startedAt,
+      });
+    } catch (error) {
+      const code = (error as { code?: unknown } | null)?.code;
+      if (code === '23505') throw new DomainError('conflict', `run id '${runId.slice(0, 64)}' is already taken; the trigger was not run`);
+      if (code === '23503') throw new DomainError('not_found', 'the agent no longer exists; the trigger was not run');
+      if (error instanceof DomainError) throw error;
+      this.deps.logger.error(
+        { err: error instanceof Error ? error.message : String(error), run_id: runId },
+        'could not record an agent run',
+      );
+      throw new DomainError('unavailable', 'the run could not be recorded; the trigger was not run');
+    }
+  }
+
+  /** Records how the run ended; a database that is away gets the write later (the outbox), never an unhandled rejection. */
+  private finish(runId: string, end: AgentRunEnd): void {
+    const write = () => this.deps.runs.finishRun(runId, end);
+    const held = write().catch((error: unknown) => {
+      if (isRetryableStoreError(error) && this.deps.pending?.add({ what: `end of agent run ${runId}`, bytes: 512, run: write })) return;
+      this.deps.logger.error(
+        { err: error instanceof Error ? error.message : String(error), run_id: runId },
+        'could not record the end of an agent run; it is ended as interrupted by the next orphan sweep',
+      );
+    });
+    this.inFlight.add(held);
+    void held.then(() => this.inFlight.delete(held));
+  }
+
+  /** Any error as a run's error: a DomainError's type and message; anything else internal_error (details logged only). */
+  private typed(error: unknown, runId: string): { type: string; message: string } {
+    if (error instanceof DomainError) return { type: error.type, message: error.message };
+    this.deps.logger.error({ err: error instanceof Error ? error.message : String(error), run_id: runId }, 'agent run failed');
+    return { type: 'internal_error', message: 'the run failed inside the server; see its log' };
+  }
+}
+
+function failedCall(functionName: string, err: { type: string; message: string }, durationMs: number): FunctionOutcome {
+  return {
+    status: 'failed',
+    error: err,
+    call: { function: functionName, execution_id: null, status: 'failed', duration_ms: durationMs, error_type: err.type },
+  };
+}
+
+/** PostgreSQL text holds no NUL: a user's error message with one is stored with U+FFFD in its place. */
+function storable(text: string): string {
+  return text.includes('\u0000') ? text.replace(/\u0000/g, '\uFFFD') : text;
 }
 
 /** An invoke answer (refusal or run result) as the trigger run's outcome. */

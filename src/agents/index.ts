@@ -1,7 +1,9 @@
 // The agent runtime as app/ and api/ see it: replicas, the dispatcher every trigger ends in, and the
 // runs record. Built once per server (app/start-server.ts) on the server's database and RunService.
+import type { AgentStateAccess } from '../core/agent-state-access.js';
 import type { Logger } from '../core/logger.js';
-import type { TierLimits } from '../core/tiers.js';
+import { DEFAULT_TIER, DEFAULT_TIERS, type TierLimits } from '../core/tiers.js';
+import type { PendingWrites } from '../store/pending-writes.js';
 import type { RunService } from '../run/run-service.js';
 import { AgentRunsStore } from '../store/agent-runs-store.js';
 import { AgentsStore } from '../store/agents-store.js';
@@ -15,16 +17,18 @@ export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_M
 export { ReplicaDirectory, type ReplicaView } from './replicas.js';
 export { AgentRuns } from './runs.js';
 
-/** How often ended runs past their plan's retention are deleted. */
+/** How often ended runs past their plan's retention are deleted, and the first time after start. */
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+const FIRST_PRUNE_MS = 60 * 1000;
 
 export class AgentRuntime {
   readonly replicas: ReplicaDirectory;
   readonly runs: AgentRuns;
   readonly dispatcher: AgentDispatcher;
   private readonly runsStore: AgentRunsStore;
-  private pruneTimer: NodeJS.Timeout | undefined;
-  private pruning: Promise<unknown> | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private sweeping: Promise<unknown> | undefined;
+  private started = false;
 
   constructor(
     private readonly deps: {
@@ -33,38 +37,80 @@ export class AgentRuntime {
       nodeId: string;
       tiers: Readonly<Record<string, TierLimits>>;
       logger: Logger;
+      /** The server instance lease: runs of a node whose lease lapsed are ended this often. */
+      leaseMs: number;
+      pending?: Pick<PendingWrites, 'add'>;
+      /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
+      state?: (agentId: string, tier: string) => AgentStateAccess;
     },
   ) {
     const agents = new AgentsStore(deps.db);
     this.runsStore = new AgentRunsStore(deps.db);
     this.replicas = new ReplicaDirectory({ agents, replicas: new ReplicasStore(deps.db), nodeId: deps.nodeId });
     this.runs = new AgentRuns(this.runsStore);
-    this.dispatcher = new AgentDispatcher({ agents, runs: this.runsStore, run: deps.run, nodeId: deps.nodeId, logger: deps.logger });
+    this.dispatcher = new AgentDispatcher({
+      agents,
+      runs: this.runsStore,
+      run: deps.run,
+      nodeId: deps.nodeId,
+      logger: deps.logger,
+      ...(deps.pending ? { pending: deps.pending } : {}),
+      ...(deps.state ? { state: deps.state } : {}),
+    });
   }
 
-  /** Ends runs a dead node left running, and starts the hourly retention sweep. */
+  /**
+   * Ends runs a dead node left running (now, and every lease period: a node killed while this one
+   * runs has its runs ended once its lease lapses), and sweeps runs past retention soon after start
+   * and hourly.
+   */
   async start(): Promise<void> {
-    const orphans = await this.runsStore.failOrphans(new Date());
-    if (orphans > 0) this.deps.logger.warn({ runs: orphans }, 'agent runs left running by a stopped server were recorded as interrupted');
-    this.pruneTimer = setInterval(() => {
-      this.pruning ??= this.prune().finally(() => (this.pruning = undefined));
-    }, PRUNE_INTERVAL_MS);
-    this.pruneTimer.unref();
+    if (this.started) return;
+    this.started = true;
+    await this.endOrphans();
+    const every = (ms: number, work: () => Promise<unknown>) => {
+      const timer = setInterval(() => {
+        this.sweeping ??= work().finally(() => (this.sweeping = undefined));
+      }, ms);
+      timer.unref();
+      this.timers.push(timer);
+    };
+    every(Math.max(1000, this.deps.leaseMs), () => this.endOrphans());
+    every(PRUNE_INTERVAL_MS, () => this.prune());
+    const first = setTimeout(() => {
+      this.sweeping ??= this.prune().finally(() => (this.sweeping = undefined));
+    }, FIRST_PRUNE_MS);
+    first.unref();
+    this.timers.push(first);
   }
 
-  /** Deletes ended runs older than their account's plan keeps them (agentRunRetentionDays). */
+  /** Ends the runs of nodes that are gone (see start); a failure is logged, never thrown. */
+  async endOrphans(): Promise<void> {
+    try {
+      const orphans = await this.runsStore.failOrphans();
+      if (orphans > 0) this.deps.logger.warn({ runs: orphans }, 'agent runs left running by a stopped server were recorded as interrupted');
+    } catch (error) {
+      this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not end the runs of stopped servers');
+    }
+  }
+
+  /** Deletes ended runs older than their account's plan keeps them (agentRunRetentionDays; an unknown plan: the default plan's). */
   async prune(now = new Date()): Promise<number> {
     const days = new Map(Object.entries(this.deps.tiers).map(([tier, limits]) => [tier, limits.agentRunRetentionDays]));
+    const fallback = (this.deps.tiers[DEFAULT_TIER] ?? DEFAULT_TIERS[DEFAULT_TIER]!).agentRunRetentionDays;
     try {
-      return await this.runsStore.pruneEnded(days, now);
+      return await this.runsStore.pruneEnded(days, fallback, now);
     } catch (error) {
       this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not prune old agent runs');
       return 0;
     }
   }
 
+  /** Stops the sweeps and the runs in flight (recorded as cancelled), waiting for their records. */
   async stop(): Promise<void> {
-    if (this.pruneTimer) clearInterval(this.pruneTimer);
-    await this.pruning;
+    for (const timer of this.timers.splice(0)) clearTimeout(timer);
+    await this.dispatcher.close();
+    await this.sweeping;
+    this.started = false;
   }
 }

@@ -25,7 +25,7 @@ export class ReplicaDirectory {
    * Starts the agent (all its replicas, creating rows up to desired_replicas) or one named replica.
    * Answers the replicas as they are now.
    */
-  async start(agent: AgentRow, replica?: string): Promise<ReplicaView[]> {
+  async start(agent: AgentRow, replica?: string): Promise<{ status: string; replicas: ReplicaView[] }> {
     const { agents, replicas, nodeId } = this.deps;
     await agents.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${agent.name}' not found`);
@@ -49,24 +49,25 @@ export class ReplicaDirectory {
       }
       if (locked.status !== 'running') await agents.setStatus(trx, agent.id, 'running');
     });
-    return this.list(agent.id);
+    return { status: 'running', replicas: await this.list(agent.id) };
   }
 
   /** Stops the agent (every replica) or one named replica (the agent keeps running on the others). */
-  async stop(agent: AgentRow, replica?: string): Promise<ReplicaView[]> {
+  async stop(agent: AgentRow, replica?: string): Promise<{ status: string; replicas: ReplicaView[] }> {
     const { agents, replicas } = this.deps;
-    await agents.withAgentLock(agent.id, async (trx, locked) => {
+    const status = await agents.withAgentLock(agent.id, async (trx, locked) => {
       if (!locked) throw new DomainError('not_found', `agent '${agent.name}' not found`);
       const now = new Date();
       if (replica !== undefined) {
         named(await replicas.list(agent.id, trx), agent, replica);
         await replicas.setStatus(trx, agent.id, [replica], { status: 'stopped', nodeId: null, now });
-        return;
+        return locked.status;
       }
       await replicas.setStatus(trx, agent.id, null, { status: 'stopped', nodeId: null, now });
       if (locked.status === 'running') await agents.setStatus(trx, agent.id, 'stopped');
+      return locked.status === 'running' ? 'stopped' : locked.status;
     });
-    return this.list(agent.id);
+    return { status, replicas: await this.list(agent.id) };
   }
 
   async list(agentId: string): Promise<ReplicaView[]> {

@@ -34,7 +34,7 @@ function cursorOf(row: AgentRunRow): string {
 
 function parseCursor(value: unknown): { startedAt: Date; id: string } {
   try {
-    if (typeof value !== 'string') throw new Error();
+    if (typeof value !== 'string' || value.length > 512) throw new Error();
     const parsed = JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as unknown;
     if (!Array.isArray(parsed) || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') throw new Error();
     const startedAt = new Date(parsed[0]);
@@ -78,7 +78,8 @@ export class AgentRuns {
 
   async describe(agent: AgentRow, args: Record<string, unknown>) {
     const runId = args.run_id;
-    if (typeof runId !== 'string' || runId === '') throw invalid('run_id is required: a run id from list_agent_runs', { field: 'run_id' });
+    if (typeof runId !== 'string' || runId === '' || runId.length > 128)
+      throw invalid('run_id is required: a run id from list_agent_runs (at most 128 characters)', { field: 'run_id' });
     const row = await this.store.getRun(agent.id, runId);
     if (!row) throw new DomainError('not_found', `run '${runId}' not found for agent '${agent.name}'`, { field: 'run_id' });
     return { agent: agent.name, ...runView(row), calls: row.calls };

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { REPLICA_NAME_PATTERN } from '../core/agents.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callError, callOk, errorOf, type TestServer } from '../test-support/harness.js';
+import { callError, callOk, connect, createKey, errorOf, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 import type { Db } from '../store/database.js';
 
@@ -24,6 +24,7 @@ after(async () => {
 const FUNCTIONS = [
   { name: 'double', code: 'def main(input_data):\n    return {"twice": input_data["n"] * 2}\n' },
   { name: 'boom', code: 'class Kaboom(Exception):\n    pass\n\ndef main(input_data):\n    raise Kaboom("it went off")\n' },
+  { name: 'nul', code: 'def main(input_data):\n    raise ValueError("before\\x00after")\n' },
   {
     name: 'ts-hello',
     language: 'typescript',
@@ -79,6 +80,22 @@ describe('start and stop', () => {
     assert.equal(bad.type, 'validation_error');
   });
 
+  test('start_agent needs the execute scope (its functions then run); stop and the runs tools do not', async () => {
+    const s = await rules.space(FUNCTIONS);
+    await callOk(s.create, 'make_agent', { name: 'scoped' });
+    const key = await createKey(server.url, s.account, { name: 'no-exec', scopes: ['read', 'write'] });
+    const writer = await connect(`${server.url}/mcp/create/${s.ns}`, key);
+    const refused = errorOf(await callError(writer, 'start_agent', { name: 'scoped' }));
+    assert.equal(refused.type, 'forbidden');
+    assert.match(refused.message, /execute/);
+    assert.equal((await callOk(s.create, 'describe_agent', { name: 'scoped' })).status, 'stopped', 'nothing started');
+    assert.equal((await callOk(writer, 'stop_agent', { name: 'scoped' })).status, 'stopped');
+    assert.deepEqual((await callOk(writer, 'list_agent_runs', { name: 'scoped' })).runs, []);
+    const long = errorOf(await callError(writer, 'describe_agent_run', { name: 'scoped', run_id: 'x'.repeat(5000) }));
+    assert.equal(long.type, 'validation_error');
+    assert.ok(long.message.length < 500, 'a long id is not echoed back');
+  });
+
   test("another account's agent is not found by start, stop or the runs tools", async () => {
     const owner = await rules.space(FUNCTIONS);
     await callOk(owner.create, 'make_agent', { name: 'private' });
@@ -118,11 +135,34 @@ describe('the dispatcher: every trigger run goes through src/run as the agent', 
     const failed = await runtime().dispatcher.dispatch(job('utils.boom', {}));
     assert.equal(failed.status, 'failed');
     assert.equal(failed.error?.type, 'Kaboom');
+    // A NUL in a user's message (PostgreSQL text holds none) is stored replaced; the run still ends.
+    const nul = await runtime().dispatcher.dispatch(job('utils.nul', {}));
+    assert.equal(nul.status, 'failed');
+    assert.equal(nul.error?.type, 'ValueError');
+    const nulRecord = await callOk(s.create, 'describe_agent_run', { name: 'worker', run_id: nul.runId });
+    assert.equal(nulRecord.status, 'failed');
+    assert.match(nulRecord.error, /before\uFFFDafter/);
+    await database().deleteFrom('agent_runs').where('id', '=', nul.runId).execute();
+    // A bad function name is this run's recorded failure, not a refusal before any record.
+    const nameless = await runtime().dispatcher.dispatch(job('nodot', {}));
+    assert.equal(nameless.status, 'failed');
+    assert.equal(nameless.error?.type, 'validation_error');
+    assert.equal((await callOk(s.create, 'describe_agent_run', { name: 'worker', run_id: nameless.runId })).status, 'failed');
+    await database().deleteFrom('agent_runs').where('id', '=', nameless.runId).execute();
+    // A run id already taken is a typed conflict (no table or constraint named).
+    const taken = await runtime()
+      .dispatcher.dispatch({ ...job('utils.double', { n: 1 }), runId: ok.runId })
+      .then(
+        () => assert.fail('a taken run id must be refused'),
+        (error: unknown) => error as { type?: string; message: string },
+      );
+    assert.equal(taken.type, 'conflict');
+    assert.doesNotMatch(taken.message, /agent_runs|constraint|duplicate key/);
     const unknown = await runtime().dispatcher.dispatch(job('utils.nope', {}));
     assert.equal(unknown.status, 'failed');
     assert.equal(unknown.error?.type, 'not_found');
-    // Three runs reached a sandbox and count, as run-endpoint calls do (the failed one too: its code ran).
-    assert.equal((await rules.usage(s.account)).executions, before + 3);
+    // Four runs reached a sandbox and count, as run-endpoint calls do (the failed ones too: their code ran).
+    assert.equal((await rules.usage(s.account)).executions, before + 4);
 
     const listed = await callOk(s.create, 'list_agent_runs', { name: 'worker' });
     assert.deepEqual(
@@ -238,12 +278,54 @@ describe('the dispatcher: every trigger run goes through src/run as the agent', 
       .insertInto('agent_runs')
       .values([row('orphan-run', 'a-node-that-died'), row('live-run', live.id)])
       .execute();
-    await runtime().start();
-    await runtime().stop();
+    await runtime().endOrphans();
     const orphan = await callOk(s.create, 'describe_agent_run', { name: 'async', run_id: 'orphan-run' });
     assert.equal(orphan.status, 'failed');
     assert.equal(orphan.error_type, 'interrupted');
     const running = await callOk(s.create, 'describe_agent_run', { name: 'async', run_id: 'live-run' });
     assert.equal(running.status, 'running', "a live node's running run is untouched");
+  });
+
+  test("ended runs past the plan's retention are pruned (every batch; an unknown plan by the default's), running and recent ones kept", async () => {
+    const s = await rules.space(FUNCTIONS);
+    await callOk(s.create, 'make_agent', { name: 'old' });
+    const id = await agentId(s, 'old');
+    const at = (daysAgo: number) => new Date(Date.now() - daysAgo * 86_400_000);
+    const row = (runId: string, status: string, started: Date) => ({
+      id: runId,
+      agent_id: id,
+      account_id: s.account.accountId,
+      replica: null,
+      node_id: null,
+      trigger: 'schedule',
+      trigger_name: 'tick',
+      trigger_ref: null,
+      orchestration_mode: 'direct',
+      function_name: 'utils.double',
+      calls: '[]',
+      status,
+      error_type: null,
+      error_message: null,
+      started_at: started,
+      finished_at: status === 'running' ? null : started,
+      duration_ms: null,
+    });
+    await database()
+      .insertInto('agent_runs')
+      .values([row('old-1', 'succeeded', at(40)), row('old-2', 'failed', at(31)), row('young', 'succeeded', at(29))])
+      .execute();
+    const ids = async () =>
+      (await database().selectFrom('agent_runs').select('id').where('agent_id', '=', id).orderBy('id').execute()).map((r) => r.id);
+    // pro_trial keeps 30 days: the two older ones go.
+    await runtime().prune();
+    assert.deepEqual(await ids(), ['young']);
+    // A plan the operator removed from the table is pruned by the default plan's retention.
+    await database().updateTable('accounts').set({ tier: 'gone-plan' }).where('id', '=', s.account.accountId).execute();
+    await database()
+      .insertInto('agent_runs')
+      .values(row('old-3', 'succeeded', at(45)))
+      .execute();
+    await runtime().prune();
+    assert.deepEqual(await ids(), ['young']);
   });
 });

@@ -32,14 +32,15 @@ export function registerAgentRuntimeTools(
     'start_agent',
     {
       description:
-        'Start an agent: its replicas (up to its replica count, each with a verb-animal name it keeps for life) begin running its schedules and accepting its webhooks. With `replica`, start only that replica. Answers the replicas and their status.',
+        'Start an agent (needs a key with the write and execute scopes: its functions then run as the agent): its replicas (up to its replica count, each with a verb-animal name it keeps for life) begin running its schedules and accepting its webhooks. With `replica`, start only that replica. Answers the replicas and their status.',
       input: z.object({ ...agentFields, replica: replicaField }),
       annotations: RUNNING,
     },
     async (a) => {
       const replica = replicaArg(a.replica);
-      const agent = await agents.resolve(principal, ns, a, 'write');
-      return { agent: agent.name, status: 'running', replicas: await runtime.replicas.start(agent, replica) };
+      // Starting makes functions run as the agent: the key must be allowed to run code, not only to write.
+      const agent = await agents.resolve(principal, ns, a, 'write', 'execute');
+      return { agent: agent.name, ...(await runtime.replicas.start(agent, replica)) };
     },
   );
   tool(
@@ -53,8 +54,7 @@ export function registerAgentRuntimeTools(
     async (a) => {
       const replica = replicaArg(a.replica);
       const agent = await agents.resolve(principal, ns, a, 'write');
-      const replicas = await runtime.replicas.stop(agent, replica);
-      return { agent: agent.name, status: replica === undefined ? 'stopped' : agent.status, replicas };
+      return { agent: agent.name, ...(await runtime.replicas.stop(agent, replica)) };
     },
   );
   tool(
@@ -66,7 +66,7 @@ export function registerAgentRuntimeTools(
         ...agentFields,
         status: z.enum(['running', 'succeeded', 'failed', 'cancelled', 'rejected']).optional().describe('Only runs with this status'),
         trigger: z.enum(['schedule', 'webhook', 'chat', 'heartbeat']).optional().describe('Only runs of this trigger'),
-        before: z.string().optional().describe('next_before of the previous page'),
+        before: z.string().max(512).optional().describe('next_before of the previous page'),
         limit: z.number().int().min(1).max(200).optional().describe('At most this many runs (1-200, default 20)'),
       }),
       annotations: READ_ONLY,
@@ -78,7 +78,10 @@ export function registerAgentRuntimeTools(
     {
       description:
         'One trigger run of an agent: what started it, the replica, status, error, timing, and each function execution it made (execution_id: see describe_execution).',
-      input: z.object({ ...agentFields, run_id: z.string().describe("A run id from list_agent_runs (or a webhook's 202 answer)") }),
+      input: z.object({
+        ...agentFields,
+        run_id: z.string().max(128).describe("A run id from list_agent_runs (or a webhook's 202 answer)"),
+      }),
       annotations: READ_ONLY,
     },
     async (a) => runtime.runs.describe(await agents.resolve(principal, ns, a, 'read'), a),

@@ -255,7 +255,16 @@ async function startServerSteps(
     sandboxNetwork: sandboxSettings.network,
   });
   // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
-  const agentRuntime = new AgentRuntime({ db: database.db, run: runs, nodeId: instance.id, tiers: config.tiers, logger });
+  const agentRuntime = new AgentRuntime({
+    db: database.db,
+    run: runs,
+    nodeId: instance.id,
+    tiers: config.tiers,
+    logger,
+    leaseMs,
+    pending,
+    state: (agentId, tier) => agents.stateAccess(agentId, tier),
+  });
   await agentRuntime.start().catch(failStart);
   opened.push(() => agentRuntime.stop());
   // Schedules of running agents fire on the replicas this node holds (agents/triggers/schedule.ts).

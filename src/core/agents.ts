@@ -5,6 +5,7 @@
 import { randomInt } from 'node:crypto';
 import { Cron, CronPattern } from 'croner';
 import { DomainError, invalid } from './errors.js';
+import { RawJson } from './raw-json.js';
 import { MB } from './units.js';
 import { validateEntityName } from './names.js';
 import type { TierLimits } from './tiers.js';
@@ -409,7 +410,8 @@ export function validateStateKey(key: unknown, field = 'key'): string {
 /** A state value's JSON text; refused when it is not JSON or larger than STATE_VALUE_MAX_BYTES. */
 export function stateValueText(value: unknown, field = 'value'): string {
   if (value === undefined) throw invalid(`${field} is required (any JSON value; null too)`, { field });
-  const text = JSON.stringify(value);
+  // A large value from a sandbox's bridge call arrives as the bytes of its JSON text, never parsed here.
+  const text = value instanceof RawJson ? value.bytes.toString('utf8') : JSON.stringify(value);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > STATE_VALUE_MAX_BYTES) {
     throw new DomainError('limit_exceeded', `state value is ${bytes} bytes; one value may be at most ${STATE_VALUE_MAX_BYTES} bytes`, {

@@ -12,6 +12,8 @@ import { checkEnv, checkInput, checkOutput, functionRequest, type SchemaChecks }
 import { fromOutcome, runInSandbox } from './run-result.js';
 import type { NamespaceSnapshot } from './run-service.js';
 import type { SchemaGuard } from './schema-guard.js';
+import { isStateRequest, type StateBridge } from './state-bridge.js';
+import { NOT_AGENT_RUN_MESSAGE, STATE_ERROR_TYPES } from '../core/agent-state-access.js';
 
 /** Function calls one execute may make through the bridge (same- and other-language). */
 export const MAX_BRIDGE_CALLS = 10_000;
@@ -45,6 +47,8 @@ export interface BridgeRun {
   signal: AbortSignal;
   /** Milliseconds since the epoch (injected by tests). */
   now?: () => number;
+  /** The `mcpworks` module's state requests (its agent's state; none for a run not started by an agent). */
+  state?: StateBridge;
 }
 
 type BridgeRequest = { op?: unknown; service?: unknown; function?: unknown; input?: unknown; result?: unknown; inputProblem?: unknown };
@@ -87,6 +91,9 @@ export class CodeModeBridge {
     if (++this.count > MAX_BRIDGE_CALLS)
       return refused(BRIDGE_ERROR_TYPES.bridge, `at most ${MAX_BRIDGE_CALLS} function calls per execute`);
     const request = (message ?? {}) as BridgeRequest;
+    // State requests count against the same budget as calls, then keep their own (state-bridge.ts).
+    if (isStateRequest(request))
+      return this.run.state ? this.run.state.handle(request) : refused(STATE_ERROR_TYPES.notAgentRun, NOT_AGENT_RUN_MESSAGE);
     if ((request.op !== 'call' && request.op !== 'result') || typeof request.service !== 'string' || typeof request.function !== 'string') {
       return refused(BRIDGE_ERROR_TYPES.bridge, 'unknown bridge request');
     }
@@ -173,6 +180,8 @@ export class CodeModeBridge {
         env: this.run.env,
         namespace: this.run.namespace,
         accountId: this.run.accountId,
+        // The callee is the same agent's run: its `mcpworks.state` reaches the same state, in the same budget.
+        ...(this.run.state?.available ? { bridge: this.run.state.handleOnly } : {}),
       }),
     );
     const checked = await checkOutput(fn, fromOutcome(outcome), this.checks);

@@ -2,7 +2,7 @@
 // through invoke, every other trigger): what env reaches it, whether it may run (required env,
 // input_schema), its output_schema check and the SandboxRequest that runs it.
 import { DomainError } from '../core/errors.js';
-import { BRIDGE_ERROR_TYPES, SANDBOX_ERROR_TYPES, type SandboxLimits, type SandboxRequest } from '../core/sandbox.js';
+import { BRIDGE_ERROR_TYPES, SANDBOX_ERROR_TYPES, type SandboxBridge, type SandboxLimits, type SandboxRequest } from '../core/sandbox.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import type { RunResult } from './run-result.js';
 import type { SchemaGuard, SchemaVerdict } from './schema-guard.js';
@@ -109,9 +109,12 @@ export function functionRequest(
     env: Readonly<Record<string, string>>;
     namespace: NamespaceSnapshot;
     accountId: string;
+    /** An agent's run: what answers its `mcpworks.state` requests (state only; no function calls). */
+    bridge?: SandboxBridge;
   },
 ): SandboxRequest {
   return {
+    ...(run.bridge ? { bridge: run.bridge } : {}),
     ...(run.nodeModulesDir ? { nodeModulesDir: run.nodeModulesDir } : {}),
     code: run.code,
     language: fn.definition.language,

@@ -23,6 +23,8 @@ import { validateCode } from '../core/functions.js';
 import { explainMissingImport, explainNetworkOff } from './import-hints.js';
 import { toIdentifier } from '../core/names.js';
 import { CodeModeBridge } from './bridge.js';
+import { StateBridge } from './state-bridge.js';
+import type { AgentStateAccess } from '../core/agent-state-access.js';
 import { checkCallable, checkOutput, functionRequest, namespaceEnv } from './function-request.js';
 import {
   CANCEL_REASON,
@@ -70,6 +72,15 @@ export interface RunContext {
   namespace: string;
   /** Values from X-MCPWorks-Env for this request; never stored or logged. */
   env: Readonly<Record<string, string>>;
+  /** An agent's run: its agent's state, reached from the sandbox by the `mcpworks` module (only when the principal is that agent). */
+  agentState?: AgentStateAccess;
+}
+
+/** The run's state bridge: only a run whose principal is the agent the access belongs to reaches state. */
+function stateBridgeFor(ctx: RunContext, signal: AbortSignal): StateBridge {
+  const { actor } = ctx.principal;
+  const access = actor.kind === 'agent' && ctx.agentState?.agentId === actor.agentId ? ctx.agentState : undefined;
+  return new StateBridge(access, signal);
 }
 
 /** A namespace's functions as of one catalog version; shared read-only between requests. */
@@ -505,6 +516,7 @@ export class RunService {
       }
     }
 
+    const state = stateBridgeFor(ctx, signal);
     const bridge = new CodeModeBridge(
       {
         namespace,
@@ -515,6 +527,7 @@ export class RunService {
         perMinute: this.tierLimits(ctx.principal).executionsPerMinute,
         transpileErrors: pkg.transpileErrors,
         signal,
+        state,
       },
       {
         sandbox: this.deps.sandbox,
@@ -541,6 +554,7 @@ export class RunService {
       });
     } finally {
       bridge.finish();
+      state.finish();
     }
     return this.finish(
       ctx,
@@ -710,18 +724,26 @@ export class RunService {
     if (refused) {
       result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {
-      const outcome = await runInSandbox(
-        this.deps.sandbox,
-        signal,
-        functionRequest(fn, args ?? {}, {
-          code: await this.code.codeOf(fn),
-          nodeModulesDir: await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId),
-          limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
-          env: ctx.env,
-          namespace,
-          accountId: ctx.principal.accountId,
-        }),
-      );
+      // An agent's run gets a bridge for its `mcpworks.state`; any other run has none (the module says so).
+      const state = stateBridgeFor(ctx, signal);
+      let outcome: SandboxOutcome;
+      try {
+        outcome = await runInSandbox(
+          this.deps.sandbox,
+          signal,
+          functionRequest(fn, args ?? {}, {
+            code: await this.code.codeOf(fn),
+            nodeModulesDir: await this.deps.dependencies.nodeModulesFor(fn.definition, ctx.principal.accountId),
+            limits: sandboxLimitsFor(this.tierLimits(ctx.principal)),
+            env: ctx.env,
+            namespace,
+            accountId: ctx.principal.accountId,
+            ...(state.available ? { bridge: state.handleOnly } : {}),
+          }),
+        );
+      } finally {
+        state.finish();
+      }
       counted = !platformFailed(outcome);
       result = await checkOutput(fn, fromOutcome(outcome, signal), checks);
     }

@@ -175,10 +175,18 @@ export class ScanPool {
    * A bridge call's line too large for the main thread, parsed in a worker: the request as the
    * bridge reads it (its input a RawJson), or the failure the line stands for as the run's answer.
    */
-  async decodeBridge(
-    line: Buffer,
-  ): Promise<
-    | { request: { op?: string; service?: string; function?: string; input?: RawJson; result?: RawJson; inputProblem?: string } }
+  async decodeBridge(line: Buffer): Promise<
+    | {
+        request: {
+          op?: string;
+          service?: string;
+          function?: string;
+          input?: RawJson;
+          result?: RawJson;
+          inputProblem?: string;
+          args?: Record<string, unknown>;
+        };
+      }
     | { answer: { ok: false; type: string; message: string } }
   > {
     const reply = await this.submit({ op: 'bridge', line: transferable(line) }, [], []);

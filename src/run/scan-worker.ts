@@ -16,6 +16,7 @@ import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 import { SecretScannerCache } from './scanner-cache.js';
 import { refuseInexactResult } from '../core/exact-integers.js';
 import { callInputProblem } from '../core/call-input.js';
+import { STATE_ARGS_MAX_BYTES } from '../core/agent-state-access.js';
 
 /** The record fields of a run's answer (RunResult without its result). */
 export interface RunFields {
@@ -51,7 +52,17 @@ export type DecodedAnswer =
  * deep, unreadable), the failure it stands for as the run's answer (as RunChannel.handle has it).
  */
 export type DecodedBridge =
-  | { kind: 'call'; op?: string; service?: string; function?: string; input?: ArrayBuffer; result?: ArrayBuffer; inputProblem?: string }
+  | {
+      kind: 'call';
+      op?: string;
+      service?: string;
+      function?: string;
+      input?: ArrayBuffer;
+      result?: ArrayBuffer;
+      inputProblem?: string;
+      /** A state request's small arguments (key, if_version, prefix, cursor, limit): an object of at most STATE_ARGS_MAX_BYTES. */
+      args?: Record<string, unknown>;
+    }
   | { kind: 'answer'; type: string; message: string };
 
 export type ScanReply =
@@ -117,7 +128,7 @@ function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffe
   // The line began with {"bridge": (RunChannel sends no other here), so it is an object with that key.
   const request = (parsed.message as { bridge?: unknown }).bridge;
   if (request === null || typeof request !== 'object') return { reply: { kind: 'call' }, transfer: [] };
-  const { op, service, function: name, input, result } = request as Record<string, unknown>;
+  const { op, service, function: name, input, result, args } = request as Record<string, unknown>;
   const text = (value: unknown) => (typeof value === 'string' ? value : undefined);
   const bytes = input === undefined ? undefined : bytesOf(JSON.stringify(input));
   // A same-language call's result, sent back for its output_schema check (op "result").
@@ -128,6 +139,9 @@ function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffe
   if (text(name) !== undefined) call.function = text(name)!;
   if (bytes) call.input = bytes;
   if (resultBytes) call.result = resultBytes;
+  // The value of a state `set` travels as `input`; its other arguments are small, else left out (the host refuses the request).
+  if (args !== null && typeof args === 'object' && !Array.isArray(args) && JSON.stringify(args).length <= STATE_ARGS_MAX_BYTES)
+    call.args = args as Record<string, unknown>;
   // The endpoint's input rules (depth, size, inexact integers), decided here on the parsed value:
   // the main thread only sees the input's bytes.
   const problem = input === undefined ? undefined : callInputProblem(input);

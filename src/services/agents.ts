@@ -8,7 +8,9 @@ import {
   validateAgentName,
   validateStateKey,
 } from '../core/agents.js';
+import { STATE_KEYS_MAX_PAGE, STATE_KEYS_PAGE, type AgentStateAccess } from '../core/agent-state-access.js';
 import { DomainError, invalid } from '../core/errors.js';
+import { RawJson } from '../core/raw-json.js';
 import { buildMetadata } from '../core/functions.js';
 import { suggestion } from '../core/suggest.js';
 import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
@@ -106,7 +108,7 @@ export class AgentService {
   ) {}
 
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
-  private limits(principal: KeyPrincipal): TierLimits {
+  private limits(principal: Pick<KeyPrincipal, 'tier'>): TierLimits {
     if (!isKnownTier(principal.tier, this.tiers)) {
       throw new DomainError(
         'forbidden',
@@ -128,11 +130,11 @@ export class AgentService {
   }
 
   /**
-   * The agent a tool names, for the runtime's tools (start, stop, runs, ...): the key's scope and
+   * The agent a tool names, for the runtime's tools (start, stop, runs, ...): the key's scopes and
    * namespace checked as every agent tool does (another account's agent is not found).
    */
-  async resolve(principal: KeyPrincipal, nsName: string, args: AgentArgs, scope: Scope): Promise<AgentRow> {
-    requireScope(principal, scope);
+  async resolve(principal: KeyPrincipal, nsName: string, args: AgentArgs, ...scopes: Scope[]): Promise<AgentRow> {
+    for (const scope of scopes) requireScope(principal, scope);
     const ns = await this.catalog.namespace(principal, nsName);
     return this.agent(ns, agentNameArg(args));
   }
@@ -324,22 +326,42 @@ export class AgentService {
     const key = validateStateKey(args.key);
     const text = stateValueText(args.value);
     const ifVersion = ifVersionArg(args);
-    const size = Buffer.byteLength(text, 'utf8');
     const limits = this.limits(principal);
     const agent = await this.agent(ns, name);
-    const written = await this.store.withAgentLock(agent.id, async (trx, locked) => {
-      if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
+    const gone = () => new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
+    const written = await this.writeState(agent.id, key, text, ifVersion, limits, principal.tier, gone);
+    return {
+      key,
+      version: written.version,
+      size_bytes: written.size,
+      state_bytes: written.total,
+      state_bytes_limit: limits.agentStateBytes,
+    };
+  }
+
+  /** One key written under the agent's row lock: compare-and-swap, the per-agent cap, sealed under its version. */
+  private writeState(
+    agentId: string,
+    key: string,
+    text: string,
+    ifVersion: number | undefined,
+    limits: TierLimits,
+    tier: string,
+    gone: () => DomainError,
+  ): Promise<{ version: number; size: number; total: number }> {
+    const size = Buffer.byteLength(text, 'utf8');
+    return this.store.withAgentLock(agentId, async (trx, locked) => {
+      if (!locked) throw gone();
       ready(locked);
-      const current = await this.store.getState(agent.id, key, trx);
+      const current = await this.store.getState(agentId, key, trx);
       checkVersion(key, ifVersion, current?.version);
-      assertStateFits(limits, principal.tier, Number(locked.state_bytes), current?.size_bytes ?? 0, size);
+      assertStateFits(limits, tier, Number(locked.state_bytes), current?.size_bytes ?? 0, size);
       const version = (current?.version ?? 0) + 1;
       // Sealed under its version too, so an older ciphertext put back in its place does not open.
-      const sealed = this.cipher.seal(agent.id, key, version, text);
-      const total = await this.store.putState(trx, agent.id, { key, value: sealed, version, size }, current?.size_bytes ?? 0);
-      return { version, total };
+      const sealed = this.cipher.seal(agentId, key, version, text);
+      const total = await this.store.putState(trx, agentId, { key, value: sealed, version, size }, current?.size_bytes ?? 0);
+      return { version, size, total };
     });
-    return { key, version: written.version, size_bytes: size, state_bytes: written.total, state_bytes_limit: limits.agentStateBytes };
   }
 
   async deleteState(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
@@ -349,15 +371,27 @@ export class AgentService {
     const key = validateStateKey(args.key);
     const ifVersion = ifVersionArg(args);
     const agent = await this.agent(ns, name);
-    const total = await this.store.withAgentLock(agent.id, async (trx, locked) => {
-      if (!locked) throw new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
-      ready(locked);
-      const current = await this.store.getState(agent.id, key, trx);
-      checkVersion(key, ifVersion, current?.version);
-      if (!current) throw new DomainError('not_found', `state key '${key}' not found for agent '${name}'`, { key });
-      return this.store.removeState(trx, agent.id, key, current.size_bytes);
-    });
+    const gone = () => new DomainError('not_found', `agent '${name}' not found in namespace '${ns.name}'`);
+    const total = await this.removeStateKey(agent.id, key, ifVersion, gone);
+    if (total === undefined) throw new DomainError('not_found', `state key '${key}' not found for agent '${name}'`, { key });
     return { deleted: key, state_bytes: total };
+  }
+
+  /** One key removed under the agent's row lock (compare-and-swap first): the new total, undefined when the key was not set. */
+  private removeStateKey(
+    agentId: string,
+    key: string,
+    ifVersion: number | undefined,
+    gone: () => DomainError,
+  ): Promise<number | undefined> {
+    return this.store.withAgentLock(agentId, async (trx, locked) => {
+      if (!locked) throw gone();
+      ready(locked);
+      const current = await this.store.getState(agentId, key, trx);
+      checkVersion(key, ifVersion, current?.version);
+      if (!current) return undefined;
+      return this.store.removeState(trx, agentId, key, current.size_bytes);
+    });
   }
 
   async listStateKeys(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
@@ -381,6 +415,60 @@ export class AgentService {
       keys: page.map((r) => ({ key: r.key, version: r.version, size_bytes: r.size_bytes, updated_at: iso(r.updated_at) })),
       ...(rows.length > limit ? { next_after: page[page.length - 1]!.key } : {}),
       state_bytes: Number(agent.state_bytes),
+    };
+  }
+
+  /**
+   * One agent's state as the runs it starts see it (the `mcpworks` module, through the run's
+   * bridge): the state tools' rules and locks (key and value caps, the tier's per-agent cap,
+   * compare-and-swap, sealing), for the agent a trigger runs as; `tier` is its account's plan. An
+   * agent destroyed before or during a call is not found.
+   */
+  stateAccess(agentId: string, tier: string): AgentStateAccess {
+    const gone = () => new DomainError('not_found', "this run's agent no longer exists (it was destroyed)");
+    const usable = async (): Promise<void> => {
+      const agent = await this.store.agentById(agentId);
+      if (!agent) throw gone();
+      ready(agent);
+    };
+    return {
+      agentId,
+      get: async (key, options = {}) => {
+        validateStateKey(key);
+        await usable();
+        const row = await this.store.getState(agentId, key);
+        if (!row) return null;
+        const text = this.open(agentId, key, row.version, row.value);
+        // raw: the JSON text goes back to the sandbox as it is, never parsed on the server.
+        return { value: options.raw ? new RawJson(Buffer.from(text, 'utf8')) : (JSON.parse(text) as unknown), version: row.version };
+      },
+      set: async (key, value, options = {}) => {
+        validateStateKey(key);
+        const text = stateValueText(value);
+        const ifVersion = ifVersionArg({ if_version: options.ifVersion });
+        const written = await this.writeState(agentId, key, text, ifVersion, this.limits({ tier }), tier, gone);
+        return { version: written.version };
+      },
+      delete: async (key, options = {}) => {
+        validateStateKey(key);
+        const ifVersion = ifVersionArg({ if_version: options.ifVersion });
+        return { deleted: (await this.removeStateKey(agentId, key, ifVersion, gone)) !== undefined };
+      },
+      keys: async (options = {}) => {
+        const prefix = options.prefix === undefined || options.prefix === '' ? undefined : validateStateKey(options.prefix, 'prefix');
+        const cursor = options.cursor === undefined ? undefined : validateStateKey(options.cursor, 'cursor');
+        const limit = options.limit ?? STATE_KEYS_PAGE;
+        if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > STATE_KEYS_MAX_PAGE)
+          throw invalid(`limit must be an integer from 1 to ${STATE_KEYS_MAX_PAGE}`, { field: 'limit' });
+        await usable();
+        const rows = await this.store.listStateKeys(agentId, {
+          limit: limit + 1,
+          ...(cursor !== undefined ? { after: cursor } : {}),
+          ...(prefix !== undefined ? { prefix } : {}),
+        });
+        const page = rows.slice(0, limit).map((r) => r.key);
+        return { keys: page, next_cursor: rows.length > limit ? page[page.length - 1]! : null };
+      },
     };
   }
 

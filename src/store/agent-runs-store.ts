@@ -98,31 +98,48 @@ export class AgentRunsStore {
 
   /**
    * Runs left `running` by a node that is gone (killed before it recorded their end: no live
-   * server_instances row): ended as failed, `interrupted`. Any node may call it; a live node's runs
-   * are never touched.
+   * server_instances row, by the database's clock as the leases are): ended as failed,
+   * `interrupted`. Any node may call it; a live node's runs are never touched.
    */
-  async failOrphans(now: Date): Promise<number> {
+  async failOrphans(): Promise<number> {
     const result = await sql`
       UPDATE agent_runs SET status = 'failed', error_type = 'interrupted',
-        error_message = 'the server running it stopped before the run ended', finished_at = ${now},
-        duration_ms = greatest(0, floor(extract(epoch FROM (${now}::timestamptz - started_at)) * 1000))::int
+        error_message = 'the server running it stopped before the run ended', finished_at = now(),
+        duration_ms = greatest(0, floor(extract(epoch FROM (now() - started_at)) * 1000))::int
       WHERE status = 'running'
-        AND (node_id IS NULL OR node_id NOT IN (SELECT id FROM server_instances WHERE lease_until > ${now}))`.execute(this.db);
+        AND (node_id IS NULL OR node_id NOT IN (SELECT id FROM server_instances WHERE lease_until > now()))`.execute(this.db);
     return Number(result.numAffectedRows ?? 0);
   }
 
-  /** Deletes ended runs older than each account's retention (days by tier); answers how many went. */
-  async pruneEnded(retentionDaysByTier: ReadonlyMap<string, number | null>, now: Date, batch = 5000): Promise<number> {
+  /**
+   * Deletes ended runs older than their account's retention (days by tier; `fallback` for an account
+   * whose plan the table no longer has), in batches until none is left. Answers how many went.
+   */
+  async pruneEnded(
+    retentionDaysByTier: ReadonlyMap<string, number | null>,
+    fallbackDays: number | null,
+    now: Date,
+    batch = 5000,
+  ): Promise<number> {
     let removed = 0;
-    for (const [tier, days] of retentionDaysByTier) {
-      if (days === null) continue;
-      const cutoff = new Date(now.getTime() - days * 86_400_000);
-      const result = await sql`
-        DELETE FROM agent_runs WHERE id IN (
-          SELECT r.id FROM agent_runs r JOIN accounts a ON a.id = r.account_id
-          WHERE a.tier = ${tier} AND r.status <> 'running' AND r.started_at < ${cutoff}
-          LIMIT ${batch})`.execute(this.db);
-      removed += Number(result.numAffectedRows ?? 0);
+    const known = [...retentionDaysByTier.keys()];
+    const rules: Array<{ days: number; tier: string | null }> = [];
+    for (const [tier, days] of retentionDaysByTier) if (days !== null) rules.push({ tier, days });
+    if (fallbackDays !== null) rules.push({ tier: null, days: fallbackDays });
+    for (const rule of rules) {
+      const cutoff = new Date(now.getTime() - rule.days * 86_400_000);
+      const tierMatch =
+        rule.tier !== null ? sql`a.tier = ${rule.tier}` : known.length > 0 ? sql`a.tier NOT IN (${sql.join(known)})` : sql`true`;
+      for (;;) {
+        const result = await sql`
+          DELETE FROM agent_runs WHERE id IN (
+            SELECT r.id FROM agent_runs r JOIN accounts a ON a.id = r.account_id
+            WHERE ${tierMatch} AND r.status <> 'running' AND r.started_at < ${cutoff}
+            LIMIT ${batch})`.execute(this.db);
+        const count = Number(result.numAffectedRows ?? 0);
+        removed += count;
+        if (count < batch) break;
+      }
     }
     return removed;
   }

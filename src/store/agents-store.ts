@@ -204,6 +204,11 @@ export class AgentsStore {
     return Number(row.state_bytes);
   }
 
+  /** The agent's row by its id (no lock): what a run of the agent reads its state through. */
+  agentById(agentId: string): Promise<AgentRow | undefined> {
+    return this.db.selectFrom('agents').selectAll().where('id', '=', agentId).executeTakeFirst();
+  }
+
   /** The agent's row under a share lock (writes to its state wait; readers and other sharers do not). */
   agentForShare(agentId: string, trx: Trx): Promise<AgentRow | undefined> {
     return trx.selectFrom('agents').selectAll().where('id', '=', agentId).forShare().executeTakeFirst();

@@ -724,6 +724,8 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
       `CREATE INDEX agent_runs_agent_started ON agent_runs(agent_id, started_at DESC, id DESC)`,
       `CREATE INDEX agent_runs_started ON agent_runs(started_at)`,
+      // The orphan sweep looks only at running rows.
+      `CREATE INDEX agent_runs_running ON agent_runs(node_id) WHERE status = 'running'`,
     ],
   },
   {

@@ -13,7 +13,7 @@ export class ReplicasStore {
     return exec.selectFrom('agent_replicas').selectAll().where('agent_id', '=', agentId).orderBy('seq').execute();
   }
 
-  /** Adds replica rows `names` after the agent's newest (seq continues, never reused within the agent). */
+  /** Adds replica rows `names` after the agent's newest (seq continues from the newest row's: LIFO order). */
   async add(
     exec: Exec,
     agentId: string,

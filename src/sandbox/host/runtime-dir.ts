@@ -76,6 +76,23 @@ export function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: st
     copyFileSync(join(paths.runtimeSource, file), join(bin, file));
     chmodSync(join(bin, file), 0o644);
   }
+  // The `mcpworks` module every run can import (its state calls need the run's bridge): Python's
+  // from /sandbox/python, Node's from /sandbox/node_modules (runner.py and runner.cjs add them).
+  const guest = join(paths.runtimeSource, 'mcpworks');
+  const nodeModule = join(bin, 'node_modules', 'mcpworks');
+  for (const made of [join(bin, 'python'), join(bin, 'node_modules'), nodeModule]) {
+    mkdirSync(made);
+    chmodSync(made, 0o755);
+  }
+  for (const [file, target] of [
+    ['mcpworks.py', join(bin, 'python', 'mcpworks.py')],
+    ['index.cjs', join(nodeModule, 'index.cjs')],
+    ['index.mjs', join(nodeModule, 'index.mjs')],
+    ['package.json', join(nodeModule, 'package.json')],
+  ] as const) {
+    copyFileSync(join(guest, file), target);
+    chmodSync(target, 0o644);
+  }
   // Mount points of a zygote's cgroup and socket directories (empty in every other sandbox).
   for (const dir of ['zygote', 'zygote/cg-memory', 'zygote/cg-pids', 'zygote/sock']) {
     mkdirSync(join(bin, dir));

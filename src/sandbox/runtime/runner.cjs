@@ -10,6 +10,8 @@ const Module = require('node:module');
 const { pathToFileURL } = require('node:url');
 
 const USER_FILE = '/function/main.ts';
+// The `mcpworks` module (agent state through the bridge), in the runtime directory of every sandbox.
+const GUEST_MODULES = '/sandbox/node_modules';
 // Code-mode scripts are ES modules (top-level await) and need a file; /tmp is the run's own.
 const SCRIPT_FILE = '/tmp/.mcpworks/main.mjs';
 
@@ -109,6 +111,8 @@ async function runMain(request) {
 
 async function runScript(request) {
   fs.mkdirSync('/tmp/.mcpworks', { mode: 0o700 });
+  // ES modules find bare imports only in node_modules directories above them: `mcpworks` from here.
+  fs.symlinkSync(GUEST_MODULES, '/tmp/.mcpworks/node_modules');
   fs.writeFileSync(SCRIPT_FILE, request.code);
   // Scripts assign `result = …` without declaring it; strict module code needs the global to exist.
   globalThis.result = undefined;
@@ -155,6 +159,12 @@ async function main() {
   if (pooled) await import('node:fs');
   fs.writeSync(3, '{"ready":true}\n');
   const request = JSON.parse(fs.readFileSync(0, 'utf8'));
+  // `require('mcpworks')` from any CommonJS module (the function, a code-mode callee): a global path, as NODE_PATH gives.
+  const declaredNodePath = process.env.NODE_PATH;
+  process.env.NODE_PATH = GUEST_MODULES;
+  Module._initPaths();
+  if (declaredNodePath === undefined) delete process.env.NODE_PATH;
+  else process.env.NODE_PATH = declaredNodePath;
   for (const [name, value] of Object.entries(request.env)) process.env[name] = value;
   maxResult = request.maxResultBytes;
   if (request.bridge) installBridge();

@@ -135,7 +135,8 @@ def serve(read_request, bridge_reader=None):
     builtins.help = _sitebuiltins._Helper()
     for name, value in request["env"].items():
         os.environ[name] = value
-    sys.path[0:0] = request["libraryPaths"]
+    # /sandbox/python: the `mcpworks` module (agent state through the bridge), first so nothing shadows it.
+    sys.path[0:0] = ["/sandbox/python", *request["libraryPaths"]]
     if request["bridge"]:
         _install_bridge(writer, bridge_reader or os.fdopen(os.dup(3), "r", encoding="utf-8"))
     sys.argv = [USER_FILE]
