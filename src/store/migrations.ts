@@ -775,6 +775,8 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
       `CREATE INDEX agent_schedule_fires_running ON agent_schedule_fires(schedule_id) WHERE status = 'fired'`,
       `CREATE INDEX agent_schedule_fires_recent ON agent_schedule_fires(schedule_id, scheduled_for)`,
+      // Fire records are kept 30 days (agents/triggers/schedule.ts FIRE_RETENTION_DAYS).
+      `CREATE INDEX agent_schedule_fires_scheduled ON agent_schedule_fires(scheduled_for)`,
     ],
   },
 ];

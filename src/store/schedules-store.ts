@@ -288,6 +288,17 @@ export class SchedulesStore {
     return Number(result.numAffectedRows ?? 0);
   }
 
+  /**
+   * Deletes ended fire records scheduled before `before`, at most `limit`. Planning never needs
+   * them: a schedule's newest rows are recent while it fires, and its last_planned_tick moves on while it does not.
+   */
+  async pruneFires(before: Date, limit: number): Promise<number> {
+    const result = await sql`
+      DELETE FROM agent_schedule_fires WHERE id IN (
+        SELECT id FROM agent_schedule_fires WHERE scheduled_for < ${before} AND status <> 'fired' LIMIT ${limit})`.execute(this.db);
+    return Number(result.numAffectedRows ?? 0);
+  }
+
   async setNextFire(scheduleId: string, at: Date | null): Promise<void> {
     await this.db.updateTable('agent_schedules').set({ next_fire_at: at }).where('id', '=', scheduleId).execute();
   }

@@ -5,6 +5,7 @@
  * plan it, across restarts too), and runs the fire through the agent dispatcher. In-process state
  * is a cache (when each schedule is next due here); the rows are the truth.
  */
+import { DomainError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { afterOutcome, OVERLAP_REASON, planTicks } from '../../core/schedule-plan.js';
 import { scheduleOptionsOf } from '../../services/schedules.js';
@@ -34,6 +35,10 @@ export interface ScheduleLoopOptions {
 const DEFAULT_PAGE = 200;
 const DEFAULT_PAGES = 10;
 const DEFAULT_REFRESH_MS = 1000;
+/** Fire records older than this are deleted (at most PRUNE_BATCH a pass, once per PRUNE_EVERY_MS). */
+export const FIRE_RETENTION_DAYS = 30;
+const PRUNE_EVERY_MS = 10 * 60_000;
+const PRUNE_BATCH = 5000;
 /** How long stop() waits for the ends of fires in progress to be recorded. */
 const SETTLE_MS = 15_000;
 
@@ -50,6 +55,7 @@ export class ScheduleLoop {
   /** Round robin over local replicas for single-mode fires, per schedule. */
   private readonly turn = new Map<string, number>();
   private readonly inFlight = new Set<Promise<void>>();
+  private prunedAt = 0;
 
   constructor(private readonly options: ScheduleLoopOptions) {
     this.store = options.store;
@@ -115,6 +121,10 @@ export class ScheduleLoop {
     this.runningSince ??= now;
     await this.store.interruptOrphans();
     await this.store.advanceIdle(now);
+    if (now.getTime() - this.prunedAt >= PRUNE_EVERY_MS) {
+      this.prunedAt = now.getTime();
+      await this.store.pruneFires(new Date(now.getTime() - FIRE_RETENTION_DAYS * 86_400_000), PRUNE_BATCH);
+    }
     let soonest = now.getTime() + refresh;
     const replicas = new Map<string, readonly string[]>();
     let after: string | undefined;
@@ -243,9 +253,11 @@ export class ScheduleLoop {
         };
       } catch (caught) {
         const message = caught instanceof Error ? caught.message : String(caught);
-        error = { type: 'dispatch_error', message };
-        outcomeStatus = 'failed';
-        end = { status: 'failed', reason: `dispatch_error: ${message}`.slice(0, 500), runId: null, runReplica: replica };
+        // Not run because the server is stopping or its database is away: not the function's failure.
+        const unavailable = caught instanceof DomainError && caught.type === 'unavailable';
+        error = { type: caught instanceof DomainError ? caught.type : 'dispatch_error', message };
+        outcomeStatus = unavailable ? 'cancelled' : 'failed';
+        end = { status: 'failed', reason: `${error.type}: ${message}`.slice(0, 500), runId: null, runReplica: replica };
       }
       const status = outcomeStatus;
       await this.store.finishFire(fireId, row.id, end, (before) => {
