@@ -520,6 +520,17 @@ describe('two servers on one database', () => {
         await callOk(o.create, 'make_agent', { name: 'twin' });
         const id = await agentId(o.ns, 'twin');
         await setDesiredReplicas(id, 2);
+        const started = await callOk(o.create, 'start_agent', { name: 'twin' });
+        const [a, b] = started.replicas as Array<{ name: string; node: string }>;
+        const nodeA = a!.node;
+        // The second server holds one replica (as a lease takeover would leave it): both nodes will plan both schedules.
+        await database()
+          .updateTable('agent_replicas')
+          .set({ node_id: nodeB })
+          .where('agent_id', '=', id)
+          .where('name', '=', b!.name)
+          .execute();
+        // The schedules come after, so no fire was planned before the second server held its replica.
         const single = await callOk(o.create, 'add_schedule', {
           name: 'twin',
           function_name: 'jobs.tick',
@@ -533,16 +544,6 @@ describe('two servers on one database', () => {
           mode: 'cluster',
           overlap: 'allow',
         });
-        const started = await callOk(o.create, 'start_agent', { name: 'twin' });
-        const [a, b] = started.replicas as Array<{ name: string; node: string }>;
-        const nodeA = a!.node;
-        // The second server holds one replica (as a lease takeover would leave it): both nodes now plan both schedules.
-        await database()
-          .updateTable('agent_replicas')
-          .set({ node_id: nodeB })
-          .where('agent_id', '=', id)
-          .where('name', '=', b!.name)
-          .execute();
         await until(
           '6 ticks of the single schedule, 4 fired by both replicas',
           async () =>
