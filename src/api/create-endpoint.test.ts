@@ -68,6 +68,10 @@ const EXPECTED_TOOLS = [
   'stop_agent',
   'list_agent_runs',
   'describe_agent_run',
+  'add_schedule',
+  'list_schedules',
+  'remove_schedule',
+  'list_schedule_fires',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {
