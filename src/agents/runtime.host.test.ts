@@ -89,6 +89,10 @@ describe('start and stop', () => {
     assert.equal(refused.type, 'forbidden');
     assert.match(refused.message, /execute/);
     assert.equal((await callOk(s.create, 'describe_agent', { name: 'scoped' })).status, 'stopped', 'nothing started');
+    // Each trigger that runs functions as the agent needs it too.
+    const hook = errorOf(await callError(writer, 'add_webhook', { name: 'scoped', path: 'in', handler_function_name: 'utils.double' }));
+    assert.equal(hook.type, 'forbidden');
+    assert.deepEqual((await callOk(s.create, 'list_webhooks', { name: 'scoped' })).webhooks ?? [], []);
     assert.equal((await callOk(writer, 'stop_agent', { name: 'scoped' })).status, 'stopped');
     assert.deepEqual((await callOk(writer, 'list_agent_runs', { name: 'scoped' })).runs, []);
     const long = errorOf(await callError(writer, 'describe_agent_run', { name: 'scoped', run_id: 'x'.repeat(5000) }));

@@ -4,6 +4,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
 import type { ScheduleService } from '../services/schedules.js';
+import type { WebhookService } from '../services/webhooks.js';
 import type { ToolDefinition } from './tool-schema.js';
 
 /** buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). */
@@ -35,7 +36,15 @@ const ifVersion = z
 /** The agent tools of the create endpoint (lifecycle and state; running them arrives with the runtime). */
 export function registerAgentTools(
   tool: ToolRegistrar,
-  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; runtime: AgentRuntime; schedules?: ScheduleService },
+  ctx: {
+    principal: KeyPrincipal;
+    namespace: string;
+    agents: AgentService;
+    runtime: AgentRuntime;
+    /** describe_agent lists the agent's webhooks (with full URLs, as list_webhooks does) when given. */
+    webhooks?: { service: WebhookService; url: URL } | undefined;
+    schedules?: ScheduleService;
+  },
 ): void {
   const { principal, namespace: ns, agents, runtime, schedules } = ctx;
   tool(
@@ -66,7 +75,7 @@ export function registerAgentTools(
     'describe_agent',
     {
       description:
-        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), config, its schedules (next fire; why one is disabled), its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), its schedules (next fire; why one is disabled), its webhooks (path, handler, signed, full URLs), config, its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
@@ -74,12 +83,9 @@ export function registerAgentTools(
       const described = await agents.describeAgent(principal, ns, a);
       const agent = await agents.resolve(principal, ns, a, 'read');
       const [replicas, recent] = await Promise.all([runtime.replicas.list(agent.id), runtime.runs.recent(agent)]);
-      return {
-        ...described,
-        replicas,
-        ...(schedules ? { schedules: await schedules.schedulesOf(agent) } : {}),
-        recent_runs: recent,
-      };
+      const hooks = ctx.webhooks ? (await ctx.webhooks.service.listWebhooks(principal, ns, a, ctx.webhooks.url)).webhooks : undefined;
+      const schedules = ctx.schedules ? await ctx.schedules.schedulesOf(agent) : undefined;
+      return { ...described, replicas, ...(schedules ? { schedules } : {}), ...(hooks ? { webhooks: hooks } : {}), recent_runs: recent };
     },
   );
   tool(

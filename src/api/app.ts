@@ -38,6 +38,9 @@ import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
 import { ENV_HEADER, parseEnvHeader } from '../core/env-header.js';
 import type { RunService } from '../run/run-service.js';
 import type { DatabaseHealth } from '../store/db-health.js';
+import type { WebhookService } from '../services/webhooks.js';
+import type { WebhookTrigger } from '../agents/triggers/webhook.js';
+import { isAgentRequest, mountAgentRoutes } from './agents-http.js';
 
 export interface AppDependencies {
   accounts: AccountService;
@@ -66,6 +69,8 @@ export interface AppDependencies {
   /** notifications/tools/list_changed to the run endpoint's streams (absent: no GET streams). */
   listChanged?: ListChangedHub;
   sessionActivity?: SessionActivity;
+  /** add_webhook / list_webhooks / remove_webhook, and the deliveries to agents' webhook URLs. */
+  webhooks?: { service: WebhookService; trigger: WebhookTrigger; maxBodyBytes: number };
 }
 
 export interface HostGuard {
@@ -155,6 +160,7 @@ export function createApp(deps: AppDependencies): Hono {
           calls,
           catalog,
           agents: deps.agents,
+          webhooks: deps.webhooks?.service,
           runtime: deps.agentRuntime,
           ...(deps.schedules ? { schedules: deps.schedules } : {}),
           history: deps.history,
@@ -230,6 +236,8 @@ export function createApp(deps: AppDependencies): Hono {
   app.use('*', async (c, next) => {
     await next();
     if (!c.req.path.startsWith('/mcp/') && !subdomainRoute(c.req.header('host'), deps.baseHost)) return;
+    // An agent's webhook is called by other services, not MCP clients: its refusals stay plain JSON.
+    if (isAgentRequest(c.req.path, c.req.header('host'), deps.baseHost)) return;
     const converted = await asJsonRpcRefusal(c.res);
     if (converted === c.res) return;
     // Replaced, not merged: the old answer's headers (its length among them) must not carry over.
@@ -243,12 +251,19 @@ export function createApp(deps: AppDependencies): Hono {
     '*',
     bodyLimit(
       (c) =>
-        c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
-          ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
-          : {
-              limit: ACCOUNT_MAX_BODY_BYTES,
-              tooLarge: (c, limit) => c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
-            },
+        // Webhooks: the largest plan's cap here; the route holds each delivery to its own plan's.
+        isAgentRequest(c.req.path, c.req.header('host'), deps.baseHost)
+          ? {
+              limit: deps.webhooks?.maxBodyBytes ?? ACCOUNT_MAX_BODY_BYTES,
+              tooLarge: (c, limit) => c.json(new DomainError('limit_exceeded', `webhook body larger than ${limit} bytes`).toJSON(), 413),
+            }
+          : c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
+            ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
+            : {
+                limit: ACCOUNT_MAX_BODY_BYTES,
+                tooLarge: (c, limit) =>
+                  c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
+              },
       // Bodies are read at most at their client's share of bytes a second, whoever else is reading.
       deps.bodyBudget ? { budget: deps.bodyBudget, client: (c) => clientKeyOf(remoteAddress(c, deps.trustedProxies)) } : undefined,
     ),
@@ -258,6 +273,9 @@ export function createApp(deps: AppDependencies): Hono {
     if (c.req.path === '/healthz') return next();
     return rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost) ?? next();
   });
+
+  // Agents' webhooks: /mcp/agent/{ns}/{agent}/webhook/{path} and {ns}.agent.{base}/{agent}/webhook/{path}.
+  mountAgentRoutes(app, { webhooks: deps.webhooks?.trigger, baseHost: deps.baseHost });
 
   // Subdomain routing runs first: on `{ns}.create.{base}` every path is that namespace's endpoint.
   app.use('*', async (c, next) => {

@@ -86,3 +86,35 @@ export function bodyLimit(
     }
   };
 }
+
+/**
+ * Reads a request's whole body for a route whose cap is known only once the route has looked
+ * something up (an agent webhook's plan): a declared Content-Length over `limit` is refused without
+ * reading a byte, a chunked body is counted as it streams and cut off at the limit (BodyTooLargeError;
+ * the caller answers 413 and closes the connection, so the rest is never read).
+ */
+export async function readCappedBody(request: Request, limit: number): Promise<Uint8Array> {
+  const declared = request.headers.get('content-length');
+  if (declared !== null && (!/^\d+$/.test(declared.trim()) || Number(declared) > limit)) throw new BodyTooLargeError(limit);
+  if (!request.body) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let seen = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    seen += value.byteLength;
+    if (limit < seen) {
+      await reader.cancel().catch(() => undefined);
+      throw new BodyTooLargeError(limit);
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(seen);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return body;
+}

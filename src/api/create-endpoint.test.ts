@@ -72,6 +72,12 @@ const EXPECTED_TOOLS = [
   'list_schedules',
   'remove_schedule',
   'list_schedule_fires',
+  'add_webhook',
+  'list_webhooks',
+  'remove_webhook',
+  'configure_agent_ai',
+  'remove_agent_ai',
+  'configure_orchestration_limits',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

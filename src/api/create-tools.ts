@@ -10,10 +10,13 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
+import { registerAgentAiTools } from './agent-ai-tools.js';
 import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import type { ScheduleService } from '../services/schedules.js';
 import { registerScheduleTools } from './schedule-tools.js';
 import { registerAgentTools } from './agent-tools.js';
+import type { WebhookService } from '../services/webhooks.js';
+import { registerWebhookTools } from './webhook-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
 import { refuseUnknownTools } from './unknown-tools.js';
@@ -24,6 +27,8 @@ export interface CreateToolsContext {
   namespace: string;
   catalog: CatalogService;
   agents: AgentService;
+  /** add_webhook, list_webhooks, remove_webhook (absent: not offered). */
+  webhooks?: WebhookService | undefined;
   runtime: AgentRuntime;
   schedules?: ScheduleService;
   history: ExecutionHistory;
@@ -358,9 +363,24 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     },
     (a) => ctx.history.securityEvents(principal, ns, a.since, a.limit),
   );
-  registerAgentTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime, ...(ctx.schedules ? { schedules: ctx.schedules } : {}) });
+  registerAgentTools(tool, {
+    principal,
+    namespace: ns,
+    agents: ctx.agents,
+    runtime: ctx.runtime,
+    webhooks: ctx.webhooks ? { service: ctx.webhooks, url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`) } : undefined,
+    ...(ctx.schedules ? { schedules: ctx.schedules } : {}),
+  });
   registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
+  if (ctx.webhooks)
+    registerWebhookTools(tool, {
+      principal,
+      namespace: ns,
+      webhooks: ctx.webhooks,
+      url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`),
+    });
   if (ctx.schedules) registerScheduleTools(tool, { principal, namespace: ns, schedules: ctx.schedules });
+  registerAgentAiTools(tool, { principal, namespace: ns, agents: ctx.agents });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;
 }

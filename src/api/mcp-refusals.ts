@@ -27,6 +27,8 @@ export function routeAgnosticRefusal(type: DomainErrorType, message: string): st
 
 /** An MCP endpoint's request: a `/mcp/` path, or any path on `{ns}.create.{base}` / `{ns}.run.{base}`. */
 export function isMcpRequest(url: string | undefined, host: string | undefined, baseHost: string | undefined): boolean {
+  // Agents' webhooks (/mcp/agent/...) are called by other services: plain JSON refusals.
+  if ((url ?? '').startsWith('/mcp/agent/')) return false;
   if ((url ?? '').startsWith('/mcp/')) return true;
   if (!baseHost || !host) return false;
   const hostname = host.replace(/:\d+$/, '').toLowerCase();

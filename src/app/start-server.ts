@@ -12,9 +12,12 @@ import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
 import { AgentRuntime } from '../agents/index.js';
-import { StateCipher } from '../services/state-cipher.js';
+import { WebhookTrigger } from '../agents/triggers/webhook.js';
+import { BoundCipher, StateCipher } from '../services/state-cipher.js';
+import { secretContext, WebhookService } from '../services/webhooks.js';
+import { WebhooksStore } from '../store/webhooks-store.js';
 import { AgentsStore } from '../store/agents-store.js';
-import { SchedulesStore } from '../store/schedules-store.js';
+import { copySchedules, SchedulesStore } from '../store/schedules-store.js';
 import { ScheduleService } from '../services/schedules.js';
 import { ScheduleLoop } from '../agents/triggers/schedule.js';
 import { ExecutionHistory } from '../services/history.js';
@@ -219,10 +222,25 @@ async function startServerSteps(
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, {
     sandboxNetwork: sandboxSettings.network,
   });
-  const agentsStore = new AgentsStore(database.db);
-  const agents = new AgentService(agentsStore, catalog, stateCipher, config.tiers, (accountId) => sharedFairShare.turn(accountId));
+  const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers, (accountId) =>
+    sharedFairShare.turn(accountId),
+  );
+  // Webhook secrets (and outcomes kept for Idempotency-Keys) sealed under the state cipher, bound to their own label.
+  const boundCipher = new BoundCipher(stateCipher);
+  const webhooksStore = new WebhooksStore(database.db);
+  const webhookService = new WebhookService(webhooksStore, new AgentsStore(database.db), catalog, boundCipher, config.baseHost);
+  // clone_agent copies the webhooks too, each secret sealed again for the copy's id.
+  agents.cloneHooks.push((trx, from, to) =>
+    webhooksStore
+      .copyAll(trx, from, to, (sealed, fromId, toId) =>
+        boundCipher.seal(secretContext(toId), boundCipher.open(secretContext(fromId), sealed)),
+      )
+      .then(() => undefined),
+  );
   const schedulesStore = new SchedulesStore(database.db);
-  const schedules = new ScheduleService(agentsStore, schedulesStore, catalog, config.tiers);
+  const schedules = new ScheduleService(new AgentsStore(database.db), schedulesStore, catalog, config.tiers);
+  // clone_agent copies the schedules too (fresh: no fires, no failures).
+  agents.cloneHooks.push((trx, from, to) => copySchedules(trx, from, to, new Date()).then(() => undefined));
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
@@ -235,6 +253,7 @@ async function startServerSteps(
     dependencies,
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
+    webhooks: webhooksStore,
   });
   const cancels = new CancelStore(database.db, instance.id);
   const runs = new RunService({
@@ -267,6 +286,15 @@ async function startServerSteps(
   });
   await agentRuntime.start().catch(failStart);
   opened.push(() => agentRuntime.stop());
+  // Deliveries to agents' webhooks end in the same dispatcher, on a replica this node holds.
+  const webhookTrigger = new WebhookTrigger({
+    store: webhooksStore,
+    cipher: boundCipher,
+    tiers: config.tiers,
+    dispatcher: agentRuntime.dispatcher,
+    replicas: agentRuntime.replicas,
+    logger,
+  });
   // Schedules of running agents fire on the replicas this node holds (agents/triggers/schedule.ts).
   const scheduleLoop = new ScheduleLoop({
     store: schedulesStore,
@@ -326,6 +354,12 @@ async function startServerSteps(
     progressIntervalMs: config.progressIntervalMs,
     listChanged,
     sessionActivity,
+    webhooks: {
+      service: webhookService,
+      trigger: webhookTrigger,
+      // The largest plan's cap bounds any webhook body; each delivery is then held to its own plan's.
+      maxBodyBytes: Math.max(...Object.values(config.tiers).map((t) => t.webhookPayloadBytes)),
+    },
   });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.

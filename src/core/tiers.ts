@@ -22,6 +22,11 @@ export interface TierLimits {
   scheduleMinIntervalSeconds: number;
   /** Days an agent's ended trigger runs are kept (list_agent_runs); null = for ever. */
   agentRunRetentionDays: number | null;
+  /** Orchestration limits of one AI run (issue 16): model turns, tokens, seconds, function calls (null = unlimited). */
+  agentMaxIterations: number;
+  agentMaxAiTokens: number;
+  agentMaxExecutionSeconds: number;
+  agentMaxFunctionsCalled: number | null;
   /** Largest serialised result a run may return, in bytes. */
   maxResultBytes: number;
   /** Storage, per account (null = unlimited): namespaces, services and functions in all its namespaces. */
@@ -36,11 +41,25 @@ export interface TierLimits {
   schemaBytesPerNamespace: number | null;
   /** Live 2025-era MCP sessions (ids not yet idle for MCP_SESSION_IDLE_MS). */
   mcpSessions: number | null;
+  /** Largest body an agent's webhook accepts, in bytes. */
+  webhookPayloadBytes: number;
+  /** Deliveries one webhook accepts per minute (refused ones count too); null = unlimited. */
+  webhookRequestsPerMinute: number | null;
 }
 
 export type TierName = string;
 
-const STANDARD_AGENTS = { agentStateBytes: 100 * MB, scheduleMinIntervalSeconds: 30, agentRunRetentionDays: 30 };
+const STANDARD_AGENTS = {
+  agentStateBytes: 100 * MB,
+  scheduleMinIntervalSeconds: 30,
+  agentRunRetentionDays: 30,
+  webhookPayloadBytes: 1 * MB,
+  webhookRequestsPerMinute: 60,
+  agentMaxIterations: 10,
+  agentMaxAiTokens: 200_000,
+  agentMaxExecutionSeconds: 120,
+  agentMaxFunctionsCalled: 10,
+};
 const STANDARD_STORAGE = {
   namespaces: 10,
   services: 100,
@@ -85,6 +104,10 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     agentStateBytes: 1024 * MB,
     scheduleMinIntervalSeconds: 15,
     agentRunRetentionDays: 90,
+    agentMaxIterations: 25,
+    agentMaxAiTokens: 1_000_000,
+    agentMaxExecutionSeconds: 300,
+    agentMaxFunctionsCalled: 25,
     namespaces: 100,
     services: 1_000,
     functions: 5_000,
@@ -92,6 +115,8 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     storedBytes: 1024 * MB,
     schemaBytesPerNamespace: 8 * MB,
     mcpSessions: 1_000,
+    webhookPayloadBytes: 5 * MB,
+    webhookRequestsPerMinute: 300,
   },
   dedicated: {
     monthlyExecutions: null,
@@ -104,6 +129,10 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     agentStateBytes: null,
     scheduleMinIntervalSeconds: 15,
     agentRunRetentionDays: 365,
+    agentMaxIterations: 50,
+    agentMaxAiTokens: 2_000_000,
+    agentMaxExecutionSeconds: 300,
+    agentMaxFunctionsCalled: null,
     namespaces: null,
     services: null,
     functions: null,
@@ -111,6 +140,8 @@ export const DEFAULT_TIERS: Readonly<Record<string, TierLimits>> = Object.freeze
     storedBytes: 10 * 1024 * MB,
     schemaBytesPerNamespace: 32 * MB,
     mcpSessions: 10_000,
+    webhookPayloadBytes: 10 * MB,
+    webhookRequestsPerMinute: 1_000,
   },
 });
 
@@ -143,6 +174,10 @@ const OVERRIDE_FIELDS = {
   agent_state_bytes: 'agentStateBytes',
   schedule_min_interval_s: 'scheduleMinIntervalSeconds',
   agent_run_retention_days: 'agentRunRetentionDays',
+  agent_max_iterations: 'agentMaxIterations',
+  agent_max_ai_tokens: 'agentMaxAiTokens',
+  agent_max_execution_s: 'agentMaxExecutionSeconds',
+  agent_max_functions_called: 'agentMaxFunctionsCalled',
   namespaces: 'namespaces',
   services: 'services',
   functions: 'functions',
@@ -150,6 +185,8 @@ const OVERRIDE_FIELDS = {
   stored_bytes: 'storedBytes',
   schema_bytes_per_namespace: 'schemaBytesPerNamespace',
   mcp_sessions: 'mcpSessions',
+  webhook_payload_bytes: 'webhookPayloadBytes',
+  webhook_requests_per_minute: 'webhookRequestsPerMinute',
 } as const satisfies Record<string, keyof TierLimits>;
 
 // Fields where -1 means unlimited; the sandbox limits must stay finite.
@@ -160,6 +197,7 @@ const UNLIMITABLE = new Set([
   'agents',
   'agent_state_bytes',
   'agent_run_retention_days',
+  'agent_max_functions_called',
   'namespaces',
   'services',
   'functions',
@@ -167,6 +205,18 @@ const UNLIMITABLE = new Set([
   'stored_bytes',
   'schema_bytes_per_namespace',
   'mcp_sessions',
+  'webhook_requests_per_minute',
+]);
+
+// Fields that must stay at least 1 (a sandbox needs time and memory; a webhook a body byte budget; 0
+// iterations, tokens or seconds would make every agent run fail at once).
+const AT_LEAST_ONE = new Set([
+  'timeout_s',
+  'memory_mb',
+  'webhook_payload_bytes',
+  'agent_max_iterations',
+  'agent_max_ai_tokens',
+  'agent_max_execution_s',
 ]);
 
 /** Plans an operator adds get `pro`'s limits for every field they do not name. */
@@ -207,9 +257,9 @@ export function applyTierOverrides(
         throw configInvalid(`MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be an integer`);
       if (value === -1 && UNLIMITABLE.has(field)) {
         (limits as unknown as Record<string, number | null>)[key] = null;
-      } else if (value < (field === 'timeout_s' || field === 'memory_mb' ? 1 : 0)) {
+      } else if (value < (AT_LEAST_ONE.has(field) ? 1 : 0)) {
         throw configInvalid(
-          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${field === 'timeout_s' || field === 'memory_mb' ? 1 : 0}`,
+          `MCPWORKS_TIERS: ${JSON.stringify(`${name}.${field}`)} must be ${UNLIMITABLE.has(field) ? '-1 (unlimited) or ' : ''}at least ${AT_LEAST_ONE.has(field) ? 1 : 0}`,
         );
       } else {
         (limits as unknown as Record<string, number>)[key] = value;

@@ -1,4 +1,4 @@
-// test-database: postgres|embedded, an agent's state written from real sandboxes through the run's bridge and read back by the state tools
+// test-database: embedded, an agent's state written from real sandboxes through the run's bridge and read back by the state tools
 // The `mcpworks` module inside real sandboxes: functions and scripts run as an agent (RunService.invoke
 // with an agent principal and the AgentService-made state access, as the dispatcher passes them)
 // read and write their agent's state in both languages, tool mode and code mode, Python through a

@@ -14,12 +14,13 @@ import { RawJson } from '../core/raw-json.js';
 import { buildMetadata } from '../core/functions.js';
 import { suggestion } from '../core/suggest.js';
 import { DEFAULT_TIERS, isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
-import type { AgentsStore } from '../store/agents-store.js';
-import { copySchedules } from '../store/schedules-store.js';
+import type { AgentsStore, Trx } from '../store/agents-store.js';
 import type { AgentRow, NamespaceRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
 import type { CatalogService } from './catalog.js';
 import { StateCipher, StateCipherError } from './state-cipher.js';
+import { AgentAiSettings } from './agent-ai.js';
+import { effectiveLimits, publicConfig } from '../core/agent-ai.js';
 
 /** Tool arguments as they arrive (already of the right JSON types; the rules are checked here). */
 export type AgentArgs = Record<string, unknown>;
@@ -105,7 +106,12 @@ export class AgentService {
     private readonly tiers: Readonly<Record<string, TierLimits>> = DEFAULT_TIERS,
     /** Resolves on the account's next fair turn of the event loop (run/fair-share.ts): clone pages wait for it. */
     private readonly turn: (accountId: string) => Promise<void> = () => new Promise((resolve) => setImmediate(resolve)),
-  ) {}
+  ) {
+    this.ai = new AgentAiSettings(store, cipher, tiers);
+  }
+
+  /** AI settings and orchestration limits (configure_agent_ai, configure_orchestration_limits). */
+  readonly ai: AgentAiSettings;
 
   /** The caller's plan; one the operator removed from MCPWORKS_TIERS gets a clear refusal. */
   private limits(principal: Pick<KeyPrincipal, 'tier'>): TierLimits {
@@ -173,7 +179,9 @@ export class AgentService {
     const [keys, slots] = await Promise.all([this.store.stateKeyCount(agent.id), this.store.slotsInUse(principal.accountId)]);
     return {
       ...this.summary(agent),
-      config: agent.config,
+      // The AI part without its key (sealed or not): provider, model, base_url, whether a system prompt is set.
+      config: publicConfig(agent.config),
+      orchestration_limits: effectiveLimits(agent.config?.orchestration_limits, limits),
       state: { keys, bytes: Number(agent.state_bytes) },
       limits: {
         agent_slots: { used: slots, limit: limits.agents, this_agent: agentSlots(agent.desired_replicas) },
@@ -227,7 +235,9 @@ export class AgentService {
         trx,
       );
       if (!row) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
-      await copySchedules(trx, source.id, row.id, new Date());
+      const config = this.ai.resealFor(source.config, source.id, row.id);
+      if (config !== source.config) await this.store.setConfig(trx, row.id, config);
+      for (const copy of this.cloneHooks) await copy(trx, source.id, row.id);
       return { row, used: used + adding };
     });
     let keys = 0;
@@ -253,6 +263,12 @@ export class AgentService {
       agent_slots: { used: made.used, limit: limits.agents },
     };
   }
+
+  /**
+   * Run inside clone_agent's transaction once the copy's row exists: other parts of the agent that a
+   * clone copies (its webhooks) copy themselves from the source's id to the copy's.
+   */
+  readonly cloneHooks: Array<(trx: Trx, sourceId: string, cloneId: string) => Promise<void>> = [];
 
   /** For tests: awaited between clone pages (outside any transaction) with each page's size. */
   onClonePage: ((page: { clone: string; index: number; keys: number; bytes: number }) => Promise<void> | void) | undefined;

@@ -33,6 +33,8 @@ export class Housekeeping {
       dependencies: TypescriptDependencies;
       graceMs: number;
       logger: Logger;
+      /** Agent webhooks' seen signatures and Idempotency-Keys past their expiry. */
+      webhooks?: { purgeExpired(): Promise<number> };
     },
   ) {}
 
@@ -68,6 +70,9 @@ export class Housekeeping {
       }
     }
     const installs = this.deps.dependencies.collectGarbage(requirementKeys, this.deps.graceMs, now).removed;
+    const webhookRows = (await this.deps.webhooks?.purgeExpired()) ?? 0;
+    if (webhookRows > 0)
+      this.deps.logger.info({ webhook_rows: webhookRows }, 'housekeeping removed expired webhook signatures and idempotency keys');
     if (sessions > 0 || packages > 0 || installs > 0)
       this.deps.logger.info(
         { sessions, packages, installs },

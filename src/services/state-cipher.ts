@@ -22,19 +22,28 @@ export class StateCipher {
   }
 
   seal(agentId: string, key: string, version: number, plaintext: string): string {
+    return this.sealAad(associated(agentId, key, version), plaintext);
+  }
+
+  open(agentId: string, key: string, version: number, stored: string): string {
+    return this.openAad(associated(agentId, key, version), stored);
+  }
+
+  /** seal() with the associated data given (BoundCipher's); state goes through seal(). */
+  sealAad(aad: Buffer, plaintext: string): string {
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    cipher.setAAD(associated(agentId, key, version));
+    cipher.setAAD(aad);
     const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
     return PREFIX + Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64');
   }
 
-  open(agentId: string, key: string, version: number, stored: string): string {
+  openAad(aad: Buffer, stored: string): string {
     if (!stored.startsWith(PREFIX)) throw new StateCipherError('agent state value in an unknown format');
     const raw = Buffer.from(stored.slice(PREFIX.length), 'base64');
     if (raw.length < IV_BYTES + TAG_BYTES) throw new StateCipherError('agent state value is truncated');
     const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, IV_BYTES));
-    decipher.setAAD(associated(agentId, key, version));
+    decipher.setAAD(aad);
     decipher.setAuthTag(raw.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
     try {
       return Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]).toString('utf8');
@@ -43,6 +52,36 @@ export class StateCipher {
       throw new StateCipherError('agent state value does not decrypt under this server secret');
     }
   }
+}
+
+/**
+ * The same cipher for other secrets at rest that must stay usable (a webhook's HMAC key, a result
+ * kept for an Idempotency-Key), bound to `context`: a label naming what it is, then the ids it belongs
+ * to. The label keeps these from ever opening as agent state (and the other way round).
+ */
+export class BoundCipher {
+  constructor(private readonly cipher: StateCipher) {}
+
+  seal(context: readonly [string, ...string[]], plaintext: string): string {
+    return this.cipher.sealAad(Buffer.from(JSON.stringify(['bound', ...context]), 'utf8'), plaintext);
+  }
+
+  open(context: readonly [string, ...string[]], stored: string): string {
+    return this.cipher.openAad(Buffer.from(JSON.stringify(['bound', ...context]), 'utf8'), stored);
+  }
+}
+
+/**
+ * A secret of an agent's configuration (its AI API key, later attached servers' headers): the same
+ * cipher, associated data `[agentId, purpose]` (two elements: never a state value's three), so a
+ * sealed key copied onto another agent or into a state row does not decrypt.
+ */
+export function sealSecret(cipher: StateCipher, agentId: string, purpose: string, plaintext: string): string {
+  return cipher.sealAad(Buffer.from(JSON.stringify([agentId, purpose]), 'utf8'), plaintext);
+}
+
+export function openSecret(cipher: StateCipher, agentId: string, purpose: string, stored: string): string {
+  return cipher.openAad(Buffer.from(JSON.stringify([agentId, purpose]), 'utf8'), stored);
 }
 
 const associated = (agentId: string, key: string, version: number): Buffer => Buffer.from(JSON.stringify([agentId, key, version]), 'utf8');

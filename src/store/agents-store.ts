@@ -256,4 +256,13 @@ export class AgentsStore {
       .where('id', '=', agentId)
       .execute();
   }
+
+  /** Replaces the agent's config (AI settings, orchestration limits): under its row lock, so two edits do not lose one another. */
+  async setConfig(trx: Trx, agentId: string, config: Record<string, unknown>): Promise<void> {
+    await trx
+      .updateTable('agents')
+      .set({ config: JSON.stringify(config), updated_at: sql`now()` })
+      .where('id', '=', agentId)
+      .execute();
+  }
 }

@@ -779,4 +779,48 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX agent_schedule_fires_scheduled ON agent_schedule_fires(scheduled_for)`,
     ],
   },
+  {
+    version: 20,
+    name: 'agent webhooks: secrets sealed, seen signatures, idempotency keys, per-webhook rate',
+    statements: [
+      // path: one URL segment (core/webhooks.ts), unique per agent. secret_sealed: the HMAC key sealed
+      // with the state cipher (services/state-cipher.ts BoundCipher, bound to the webhook's id); null:
+      // anyone with the URL may call it.
+      `CREATE TABLE agent_webhooks (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        handler_function TEXT NOT NULL,
+        secret_sealed TEXT,
+        orchestration_mode TEXT NOT NULL DEFAULT 'direct',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (agent_id, path)
+      )`,
+      // A signature accepted once is refused again until its timestamp leaves the window (expires_at);
+      // the row is inserted before the run, so of two nodes given the same delivery one runs it.
+      `CREATE TABLE agent_webhook_signatures (
+        webhook_id TEXT NOT NULL REFERENCES agent_webhooks(id) ON DELETE CASCADE,
+        signature TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (webhook_id, signature)
+      )`,
+      // Idempotency-Key → the first delivery's run for 24 h; its outcome (result sealed) once it ended.
+      `CREATE TABLE agent_webhook_deliveries (
+        webhook_id TEXT NOT NULL REFERENCES agent_webhooks(id) ON DELETE CASCADE,
+        idempotency_key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'running',
+        outcome_sealed TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        expires_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (webhook_id, idempotency_key)
+      )`,
+      // Deliveries in the current minute (database clock), shared by every node on the database.
+      `CREATE TABLE agent_webhook_rates (
+        webhook_id TEXT PRIMARY KEY REFERENCES agent_webhooks(id) ON DELETE CASCADE,
+        window_start TIMESTAMPTZ NOT NULL,
+        count INTEGER NOT NULL
+      )`,
+    ],
+  },
 ];

@@ -1,0 +1,157 @@
+/**
+ * One model turn, whatever the vendor: the orchestration loop (issue 16) offers tools, gets tool
+ * calls, sends their results back in the next turn, counts tokens from each answer and aborts a
+ * call in flight. The adapters (anthropic.ts, openai.ts) speak the wire formats through the
+ * vendors' official SDKs; nothing here knows a vendor.
+ */
+
+export interface ToolSpec {
+  /** e.g. `service__function`, `mcp__server__tool`, `state_get`. */
+  name: string;
+  description: string;
+  /** JSON Schema of the arguments (an object schema). */
+  inputSchema: Record<string, unknown>;
+}
+
+export interface ToolCall {
+  /** The vendor's id for the call; the result goes back under it. */
+  id: string;
+  name: string;
+  /** Parsed arguments; a call whose arguments are not a JSON object gets `{}` and `argumentsError`. */
+  arguments: Record<string, unknown>;
+  argumentsError?: string;
+}
+
+export type ChatMessage =
+  | { role: 'user'; content: string }
+  | { role: 'assistant'; content: string; toolCalls?: ToolCall[] }
+  | { role: 'tool'; results: ToolResult[] };
+
+export interface ToolResult {
+  callId: string;
+  /** What the model reads (already capped and passed through the secret scanner by the loop). */
+  content: string;
+  isError?: boolean;
+}
+
+export interface TurnRequest {
+  system?: string;
+  messages: ChatMessage[];
+  tools: ToolSpec[];
+  /** Output tokens the model may spend on this turn. */
+  maxOutputTokens: number;
+  /** Aborts the call in flight (stop, run cancelled). */
+  signal?: AbortSignal;
+  /** Epoch ms by which the call must have answered: the run's deadline. */
+  deadline: number;
+}
+
+export interface TokenUsage {
+  input: number;
+  output: number;
+}
+
+export interface TurnResult {
+  /** The model's text (may be empty when it only calls tools). */
+  text: string;
+  toolCalls: ToolCall[];
+  usage: TokenUsage;
+  /** Why the model stopped: 'end', 'tool_calls', 'max_tokens', or the vendor's word. */
+  stopReason: string;
+}
+
+export type ProviderErrorKind = 'auth' | 'rate_limited' | 'timeout' | 'aborted' | 'bad_response' | 'unavailable';
+
+/**
+ * A failed model call. The message is ours (kind, status, the provider's name): never the
+ * vendor's text, which may echo the request, and never the API key.
+ */
+export class ProviderError extends Error {
+  constructor(
+    readonly kind: ProviderErrorKind,
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'ProviderError';
+  }
+}
+
+export interface ModelProvider {
+  readonly provider: string;
+  readonly model: string;
+  turn(request: TurnRequest): Promise<TurnResult>;
+}
+
+/** The AI settings an adapter needs (the key opened from its sealed form just before use). */
+export interface ProviderSettings {
+  provider: string;
+  model: string;
+  apiKey: string;
+  /** Overrides the provider's default address (OpenAI-compatible services, local Ollama, tests). */
+  baseUrl?: string;
+}
+
+/** Milliseconds left before the deadline, or a timeout error when none is left. */
+export function remainingMs(request: Pick<TurnRequest, 'deadline' | 'signal'>, provider: string): number {
+  if (request.signal?.aborted) throw new ProviderError('aborted', `the call to ${provider} was aborted`);
+  const left = request.deadline - Date.now();
+  if (left <= 0) throw new ProviderError('timeout', `the call to ${provider} reached the run's deadline`);
+  return left;
+}
+
+/**
+ * One signal that fires on the caller's abort or at the deadline, and whether the deadline fired.
+ * The SDKs' own timeout is set too, but this one also covers the time spent reading the body.
+ */
+export function turnSignal(request: Pick<TurnRequest, 'deadline' | 'signal'>, leftMs: number) {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, leftMs);
+  const onAbort = () => controller.abort();
+  request.signal?.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    timedOut: () => timedOut,
+    done: () => {
+      clearTimeout(timer);
+      request.signal?.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+/** Maps an SDK failure to a typed error whose message names only the provider and the status. */
+export function providerError(error: unknown, provider: string, timedOut: boolean, aborted: boolean): ProviderError {
+  if (error instanceof ProviderError) return error;
+  if (timedOut) return new ProviderError('timeout', `the call to ${provider} reached the run's deadline`);
+  if (aborted) return new ProviderError('aborted', `the call to ${provider} was aborted`);
+  const status = typeof (error as { status?: unknown })?.status === 'number' ? (error as { status: number }).status : undefined;
+  const name = (error as { name?: unknown })?.name;
+  if (name === 'APIConnectionTimeoutError') return new ProviderError('timeout', `the call to ${provider} reached the run's deadline`);
+  if (name === 'APIUserAbortError') return new ProviderError('aborted', `the call to ${provider} was aborted`);
+  if (status === 401 || status === 403)
+    return new ProviderError('auth', `${provider} refused the API key (HTTP ${status}); configure the agent's AI with a valid key`, status);
+  if (status === 429) return new ProviderError('rate_limited', `${provider} is rate limiting this key (HTTP 429); try again later`, status);
+  if (status !== undefined && status >= 500) return new ProviderError('unavailable', `${provider} answered HTTP ${status}`, status);
+  if (status !== undefined) return new ProviderError('bad_response', `${provider} refused the request (HTTP ${status})`, status);
+  if (name === 'APIConnectionError') return new ProviderError('unavailable', `${provider} could not be reached`);
+  return new ProviderError('bad_response', `${provider} gave an answer that could not be read`);
+}
+
+/** Tool-call arguments as the model sent them (a JSON text in OpenAI's format). */
+export function parseArguments(text: unknown): Pick<ToolCall, 'arguments' | 'argumentsError'> {
+  if (text !== null && typeof text === 'object' && !Array.isArray(text)) return { arguments: text as Record<string, unknown> };
+  if (typeof text !== 'string' || text.trim() === '') return { arguments: {} };
+  try {
+    const value: unknown = JSON.parse(text);
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) return { arguments: value as Record<string, unknown> };
+  } catch {
+    // falls through: the loop tells the model its arguments were not JSON
+  }
+  return { arguments: {}, argumentsError: 'the arguments were not a JSON object' };
+}
+
+export const count = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) && n > 0 ? Math.floor(n) : 0);

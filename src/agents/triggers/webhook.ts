@@ -1,0 +1,325 @@
+/**
+ * Webhook deliveries (issue 15): from a POST to an agent's webhook URL to a run through the agent
+ * dispatcher. Every check is a row in the database (the per-minute rate, seen signatures,
+ * Idempotency-Keys), so several server processes on one database behave as one; the maps here are
+ * caches of this process's own runs.
+ */
+import { randomUUID } from 'node:crypto';
+import { DomainError, isDomainError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import { isValidNamespaceName } from '../../core/names.js';
+import { AGENT_NAME_PATTERN } from '../../core/agents.js';
+import { isKnownTier, limitsFor, type TierLimits } from '../../core/tiers.js';
+import { SIGNATURE_HEADER, SIGNATURE_WINDOW_SECONDS, TIMESTAMP_HEADER, verifySignature } from '../../core/webhook-signature.js';
+import { IDEMPOTENCY_HOURS, idempotencyKeyOf, waitSeconds, WEBHOOK_PATH_PATTERN, webhookInput } from '../../core/webhooks.js';
+import type { BoundCipher } from '../../services/state-cipher.js';
+import { secretContext } from '../../services/webhooks.js';
+import type { DeliveryRow, WebhookTarget, WebhooksStore } from '../../store/webhooks-store.js';
+
+import type { AgentDispatcher, AgentRunOutcome } from '../dispatcher.js';
+import type { ReplicaDirectory } from '../replicas.js';
+
+/** A delivery as the HTTP route hands it over: the URL's parts, the headers, and a body reader with a cap. */
+export interface WebhookRequest {
+  namespace: string;
+  agent: string;
+  path: string;
+  headers: Headers;
+  query: URLSearchParams;
+  /** Reads the raw body, refusing (BodyTooLargeError) past `limit` bytes: Content-Length first, then while streaming. */
+  readBody: (limit: number) => Promise<Uint8Array>;
+  /** Thrown by readBody past its limit. */
+  isTooLarge: (error: unknown) => boolean;
+}
+
+/** The HTTP answer: status, JSON body, extra headers; `close` ends the connection (an unread body). */
+export interface WebhookAnswer {
+  status: number;
+  body: Record<string, unknown>;
+  headers?: Record<string, string>;
+  close?: boolean;
+}
+
+const error = (status: number, type: DomainError['type'], message: string, details?: Record<string, unknown>): WebhookAnswer => ({
+  status,
+  body: new DomainError(type, message, details).toJSON(),
+});
+
+// The body is not read: the connection ends with the answer rather than drain it.
+const notFound = (req: WebhookRequest): WebhookAnswer => ({
+  ...error(404, 'not_found', `no webhook at /mcp/agent/${req.namespace}/${req.agent}/webhook/${req.path}`),
+  close: true,
+});
+
+/** What a waiting answer shows of an ended run. */
+function outcomeBody(runId: string, outcome: Pick<AgentRunOutcome, 'status' | 'result' | 'error'>): Record<string, unknown> {
+  return {
+    run_id: runId,
+    status: outcome.status,
+    ...(outcome.status === 'succeeded' ? { result: outcome.result ?? null } : { error: outcome.error ?? null }),
+  };
+}
+
+export interface WebhookTriggerDeps {
+  store: WebhooksStore;
+  cipher: BoundCipher;
+  tiers: Readonly<Record<string, TierLimits>>;
+  dispatcher: Pick<AgentDispatcher, 'start'>;
+  replicas: Pick<ReplicaDirectory, 'localReplicas'>;
+  logger: Logger;
+  /** Unix seconds now (tests of the window pass their own). */
+  nowSeconds?: () => number;
+  /** How often a delivery waiting on another's Idempotency-Key run looks at its row. */
+  pollMs?: number;
+}
+
+export class WebhookTrigger {
+  /** This process's runs still going, by run id: a waiting retry with the same key awaits it here. */
+  private readonly running = new Map<string, Promise<AgentRunOutcome>>();
+  /** Deliveries in flight per replica name (per agent): the least busy replica takes the next. */
+  private readonly busy = new Map<string, number>();
+
+  constructor(private readonly deps: WebhookTriggerDeps) {}
+
+  private now(): number {
+    return this.deps.nowSeconds ? this.deps.nowSeconds() : Math.floor(Date.now() / 1000);
+  }
+
+  /** A refused delivery: a security event of the namespace and a log line (never the body or signature). */
+  private refused(target: WebhookTarget, reason: string, answer: WebhookAnswer): WebhookAnswer {
+    this.deps.logger.warn(
+      {
+        security_event: 'webhook_refused',
+        reason,
+        namespace: target.namespace_name,
+        agent: target.agent_name,
+        path: target.path,
+        status: answer.status,
+      },
+      'webhook delivery refused',
+    );
+    // Recorded after the answer is decided; a failing insert does not change the answer.
+    this.deps.store.recordRefusal(target, reason).catch((err: unknown) => {
+      this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'recording a refused webhook delivery failed');
+    });
+    return answer;
+  }
+
+  async deliver(req: WebhookRequest): Promise<WebhookAnswer> {
+    if (!isValidNamespaceName(req.namespace) || !AGENT_NAME_PATTERN.test(req.agent) || !WEBHOOK_PATH_PATTERN.test(req.path))
+      return notFound(req);
+    const target = await this.deps.store.target(req.namespace, req.agent, req.path);
+    if (!target) return notFound(req);
+    if (!isKnownTier(target.tier, this.deps.tiers))
+      return error(503, 'unavailable', "this webhook's account has a plan this server does not configure; its owner must ask the operator");
+    const limits = limitsFor(target.tier, this.deps.tiers);
+
+    // The rate first: refused deliveries count too, so a flood of bad signatures costs one row update each.
+    if (limits.webhookRequestsPerMinute !== null) {
+      const { count, retryAfter } = await this.deps.store.countDelivery(target.id);
+      if (count > limits.webhookRequestsPerMinute) {
+        const answer: WebhookAnswer = {
+          ...error(429, 'rate_limited', `this webhook takes at most ${limits.webhookRequestsPerMinute} deliveries a minute`, {
+            limit: limits.webhookRequestsPerMinute,
+            retry_after: retryAfter,
+          }),
+          headers: { 'retry-after': String(retryAfter) },
+          close: true,
+        };
+        // One event per webhook and minute: the first refusal, not each of a flood.
+        return count === limits.webhookRequestsPerMinute + 1 ? this.refused(target, 'rate_limited', answer) : answer;
+      }
+    }
+
+    let key: string | undefined;
+    try {
+      key = idempotencyKeyOf(req.headers.get('idempotency-key') ?? undefined);
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      return { status: 400, body: e.toJSON(), close: true };
+    }
+
+    let raw: Uint8Array;
+    try {
+      raw = await req.readBody(limits.webhookPayloadBytes);
+    } catch (e) {
+      if (!req.isTooLarge(e)) throw e;
+      return this.refused(target, 'too_large', {
+        ...error(413, 'limit_exceeded', `webhook body larger than ${limits.webhookPayloadBytes} bytes (this plan's cap)`, {
+          resource: 'webhook_payload_bytes',
+          limit: limits.webhookPayloadBytes,
+          tier: target.tier,
+        }),
+        close: true,
+      });
+    }
+
+    let signature: { signature: string; timestamp: number } | undefined;
+    if (target.secret_sealed !== null) {
+      const secret = this.deps.cipher.open(secretContext(target.id), target.secret_sealed);
+      const check = verifySignature({
+        secret,
+        body: raw,
+        signature: req.headers.get(SIGNATURE_HEADER) ?? undefined,
+        timestamp: req.headers.get(TIMESTAMP_HEADER) ?? undefined,
+        nowSeconds: this.now(),
+      });
+      if (!check.ok) return this.refused(target, check.reason, error(401, 'unauthorized', check.message, { reason: check.reason }));
+      signature = check;
+    }
+
+    let input;
+    try {
+      input = webhookInput({
+        raw,
+        contentType: req.headers.get('content-type') ?? undefined,
+        headers: req.headers,
+        query: req.query,
+        path: target.path,
+      });
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      return { status: 400, body: e.toJSON() };
+    }
+
+    // A stopped agent takes nothing; its signatures and keys are not used up, so the sender's retry can run later.
+    const replicas = target.agent_status === 'running' ? await this.deps.replicas.localReplicas(target.agent_id) : [];
+    if (replicas.length === 0)
+      return {
+        ...error(
+          503,
+          'unavailable',
+          `agent '${target.agent_name}' is ${target.agent_status === 'running' ? 'not running here' : target.agent_status}: start it with start_agent; retry the delivery later`,
+        ),
+        headers: { 'retry-after': '30' },
+      };
+
+    const wait = ['true', '1', 'yes'].includes((req.query.get('wait') ?? '').toLowerCase());
+    if (key !== undefined) {
+      const earlier = await this.deps.store.delivery(target.id, key);
+      if (earlier) return this.answerEarlier(target, key, earlier, wait, limits);
+    }
+    if (signature) {
+      // Inserted before the run: of two deliveries with one signature (on any node), one runs.
+      const fresh = await this.deps.store.rememberSignature(
+        target.id,
+        signature.signature,
+        signature.timestamp + SIGNATURE_WINDOW_SECONDS + 1,
+      );
+      if (!fresh)
+        return this.refused(
+          target,
+          'replayed',
+          error(409, 'conflict', 'this signature was already delivered: a replay is refused; sign a new delivery (new timestamp)', {
+            reason: 'replayed',
+          }),
+        );
+    }
+    const runId = randomUUID();
+    if (key !== undefined) {
+      const claim = await this.deps.store.claimKey(target.id, key, runId, IDEMPOTENCY_HOURS);
+      if ('existing' in claim) return this.answerEarlier(target, key, claim.existing, wait, limits);
+    }
+
+    const replica = this.leastBusy(target.agent_id, replicas);
+    const busyKey = `${target.agent_id}/${replica}`;
+    let started: { runId: string; done: Promise<AgentRunOutcome> };
+    try {
+      started = this.deps.dispatcher.start({
+        agentId: target.agent_id,
+        replica,
+        trigger: 'webhook',
+        triggerName: target.path,
+        triggerRef: key !== undefined ? `idempotency:${key}` : runId,
+        functionName: target.handler_function,
+        input,
+        orchestrationMode: 'direct',
+        runId,
+      });
+    } catch (e) {
+      if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId);
+      throw e;
+    }
+    this.busy.set(busyKey, (this.busy.get(busyKey) ?? 0) + 1);
+    // Refused before it ran (the server stopping): the key is let go, so the sender's retry runs.
+    let notRun = false;
+    const done = started.done
+      .catch((e: unknown): AgentRunOutcome => {
+        // A typed refusal (the agent destroyed meanwhile, the server stopping) as it is; anything else only in the log.
+        if (isDomainError(e)) {
+          notRun = e.type === 'unavailable';
+          return { runId, replica, status: 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
+        }
+        this.deps.logger.error({ err: e instanceof Error ? e.message : String(e), run_id: runId }, 'webhook run failed unexpectedly');
+        const message = 'the run could not be completed; the operator can find details in the server log';
+        return { runId, replica, status: 'failed', error: { type: 'internal_error', message }, durationMs: 0 };
+      })
+      .then(async (outcome) => {
+        if (key !== undefined && notRun) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
+        else if (key !== undefined) {
+          const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(outcomeBody(runId, outcome)));
+          await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch((err: unknown) => {
+            this.deps.logger.warn(
+              { err: err instanceof Error ? err.message : String(err), run_id: runId },
+              'keeping a webhook outcome failed',
+            );
+          });
+        }
+        return outcome;
+      })
+      .finally(() => {
+        const n = (this.busy.get(busyKey) ?? 1) - 1;
+        if (n > 0) this.busy.set(busyKey, n);
+        else this.busy.delete(busyKey);
+        this.running.delete(runId);
+      });
+    this.running.set(runId, done);
+    if (!wait) return { status: 202, body: { run_id: started.runId } };
+    return this.waitFor(started.runId, done, limits);
+  }
+
+  private leastBusy(agentId: string, replicas: string[]): string {
+    let best = replicas[0]!;
+    for (const r of replicas) if ((this.busy.get(`${agentId}/${r}`) ?? 0) < (this.busy.get(`${agentId}/${best}`) ?? 0)) best = r;
+    return best;
+  }
+
+  /** ?wait=true: the outcome, or after the bound 202 with the run still going. */
+  private async waitFor(runId: string, done: Promise<AgentRunOutcome>, limits: TierLimits): Promise<WebhookAnswer> {
+    const bound = waitSeconds(limits);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, bound * 1000, undefined)));
+    try {
+      const outcome = await Promise.race([done, late]);
+      if (!outcome) return { status: 202, body: { run_id: runId, status: 'running', waited_s: bound } };
+      return { status: 200, body: outcomeBody(runId, outcome) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A delivery whose Idempotency-Key an earlier one holds: that delivery's run, never a new one. */
+  private async answerEarlier(
+    target: WebhookTarget,
+    key: string,
+    earlier: DeliveryRow,
+    wait: boolean,
+    limits: TierLimits,
+  ): Promise<WebhookAnswer> {
+    const headers = { 'idempotent-replayed': 'true' };
+    if (!wait) return { status: 202, body: { run_id: earlier.run_id, duplicate: true }, headers };
+    const local = this.running.get(earlier.run_id);
+    if (local) return { ...(await this.waitFor(earlier.run_id, local, limits)), headers };
+    // Run by another process (or ended): its row says when it ended, and how.
+    const deadline = Date.now() + waitSeconds(limits) * 1000;
+    let row: DeliveryRow | undefined = earlier;
+    while (row && row.status === 'running' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, this.deps.pollMs ?? 250));
+      row = await this.deps.store.delivery(target.id, key);
+    }
+    if (!row || row.run_id !== earlier.run_id || row.outcome_sealed === null)
+      return { status: 202, body: { run_id: earlier.run_id, status: 'running', duplicate: true }, headers };
+    const outcome = JSON.parse(this.deps.cipher.open(['webhook-outcome', target.id, key], row.outcome_sealed)) as Record<string, unknown>;
+    return { status: 200, body: { ...outcome, duplicate: true }, headers };
+  }
+}

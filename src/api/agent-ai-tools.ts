@@ -1,0 +1,71 @@
+// The create endpoint's tools for an agent's AI: which model it talks to (the key sealed, never
+// shown) and the limits of one orchestration run.
+import { z } from 'zod';
+import { AI_PROVIDERS } from '../core/agent-ai.js';
+import type { KeyPrincipal } from '../services/accounts.js';
+import type { AgentService } from '../services/agents.js';
+import type { ToolRegistrar } from './agent-tools.js';
+
+const WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
+const DESTRUCTIVE = { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false } as const;
+
+const agentFields = {
+  name: z.string().optional().describe('Agent name (required; or give it as agent_name)'),
+  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
+};
+const providers = Object.keys(AI_PROVIDERS).join(', ');
+
+export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService }): void {
+  const { principal, namespace: ns, agents } = ctx;
+  tool(
+    'configure_agent_ai',
+    {
+      description:
+        `Give an agent a model to orchestrate with (needs a key with the write and execute scopes: the agent then spends on the provider's account and runs functions). Providers: ${providers} ` +
+        '(anthropic: Anthropic Messages; the others: OpenAI Chat Completions; openrouter, groq and ollama have default addresses, base_url overrides). ' +
+        'The API key is encrypted at rest and never shown again; describe_agent shows provider, model and base_url. Configuring again replaces the settings.',
+      input: z.object({
+        ...agentFields,
+        provider: z.string().optional().describe(`One of ${providers} (required; or give it as engine)`),
+        engine: z.string().optional().describe('Same as provider'),
+        model: z.string().describe('The provider\'s model name, e.g. "claude-sonnet-4-5", "gpt-4o", "llama3.1"'),
+        api_key: z.string().describe("The provider's API key (any non-empty text for a local Ollama)"),
+        system_prompt: z.string().optional().describe('What the agent is told before every run'),
+        base_url: z.string().optional().describe('http(s) address of an OpenAI-compatible service, e.g. http://127.0.0.1:11434/v1'),
+      }),
+      annotations: WRITE,
+    },
+    async (a) => {
+      // The key makes the agent spend money and its runs call functions: as start_agent, write and execute.
+      const agent = await agents.resolve(principal, ns, a, 'write', 'execute');
+      return agents.ai.configure(agent, a);
+    },
+  );
+  tool(
+    'remove_agent_ai',
+    {
+      description: "Remove an agent's AI settings and its stored key; its triggers then run their functions directly (no model).",
+      input: z.object(agentFields),
+      annotations: DESTRUCTIVE,
+    },
+    async (a) => agents.ai.remove(await agents.resolve(principal, ns, a, 'write')),
+  );
+  tool(
+    'configure_orchestration_limits',
+    {
+      description:
+        "Limits of one AI run of this agent (each at most your plan's; unset ones take the plan's): model turns, tokens (input + output), seconds, function calls. " +
+        'Plans: Pro 10 turns, 200k tokens, 120 s, 10 calls; Enterprise 25, 1M, 300 s, 25; Dedicated 50, 2M, 300 s, unlimited calls.',
+      input: z.object({
+        ...agentFields,
+        max_iterations: z.number().int().optional().describe('Model turns per run'),
+        max_ai_tokens: z.number().int().optional().describe('Input + output tokens per run'),
+        max_execution_time: z.number().int().optional().describe('Seconds per run'),
+        max_execution_seconds: z.number().int().optional().describe('Same as max_execution_time'),
+        max_functions_called: z.number().int().optional().describe('Function calls per run'),
+      }),
+      annotations: WRITE,
+    },
+    async (a) => agents.ai.configureLimits(await agents.resolve(principal, ns, a, 'write'), principal.tier, a),
+  );
+}

@@ -1,0 +1,114 @@
+/**
+ * An agent's AI settings and orchestration limits in agents.config (issue 16): the key sealed with
+ * the state cipher under [agentId, 'ai-key'] and opened only when a run needs it; never answered,
+ * never logged.
+ */
+import {
+  effectiveLimits,
+  publicAi,
+  validateAiInput,
+  validateLimitsInput,
+  type OrchestrationLimits,
+  type StoredAi,
+} from '../core/agent-ai.js';
+import { DomainError } from '../core/errors.js';
+import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
+import type { AgentsStore } from '../store/agents-store.js';
+import type { AgentRow } from '../store/schema.js';
+import { openSecret, sealSecret, type StateCipher } from './state-cipher.js';
+
+const KEY_PURPOSE = 'ai-key';
+
+export interface AgentAiConfig {
+  provider: string;
+  model: string;
+  apiKey: string;
+  baseUrl?: string;
+  systemPrompt?: string;
+}
+
+export class AgentAiSettings {
+  constructor(
+    private readonly store: AgentsStore,
+    private readonly cipher: StateCipher,
+    private readonly tiers: Readonly<Record<string, TierLimits>>,
+  ) {}
+
+  private limits(tier: string): TierLimits {
+    if (!isKnownTier(tier, this.tiers))
+      throw new DomainError(
+        'forbidden',
+        `this account's plan '${tier}' is not configured on this server; ask the operator to add it to MCPWORKS_TIERS`,
+      );
+    return limitsFor(tier, this.tiers);
+  }
+
+  /** Edits the agent's config under its row lock; a destroyed agent is not found. */
+  private edit(agent: AgentRow, change: (config: Record<string, unknown>) => Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.store.withAgentLock(agent.id, async (trx, locked) => {
+      if (!locked) throw new DomainError('not_found', `agent '${agent.name}' not found`);
+      const config = change({ ...(locked.config ?? {}) });
+      await this.store.setConfig(trx, locked.id, config);
+      return config;
+    });
+  }
+
+  async configure(agent: AgentRow, args: Record<string, unknown>) {
+    const input = validateAiInput(args);
+    const ai: StoredAi = {
+      provider: input.provider,
+      model: input.model,
+      ...(input.baseUrl ? { base_url: input.baseUrl } : {}),
+      ...(input.systemPrompt ? { system_prompt: input.systemPrompt } : {}),
+      api_key_sealed: sealSecret(this.cipher, agent.id, KEY_PURPOSE, input.apiKey),
+      configured_at: new Date().toISOString(),
+    };
+    const config = await this.edit(agent, (c) => ({ ...c, ai }));
+    return { agent: agent.name, ai: publicAi(config.ai) };
+  }
+
+  async remove(agent: AgentRow) {
+    let had = false;
+    await this.edit(agent, ({ ai, ...rest }) => {
+      had = ai !== undefined;
+      return rest;
+    });
+    return { agent: agent.name, removed: had, ai: null };
+  }
+
+  async configureLimits(agent: AgentRow, tier: string, args: Record<string, unknown>) {
+    const limits = this.limits(tier);
+    const given = validateLimitsInput(args, limits, tier);
+    const config = await this.edit(agent, (c) => {
+      const own = c.orchestration_limits && typeof c.orchestration_limits === 'object' ? c.orchestration_limits : {};
+      return { ...c, orchestration_limits: { ...own, ...given } };
+    });
+    return { agent: agent.name, orchestration_limits: effectiveLimits(config.orchestration_limits, limits) };
+  }
+
+  /** The limits a run of this agent gets now: its own, never above its plan's. */
+  orchestrationLimits(agent: AgentRow, tier: string): OrchestrationLimits {
+    return effectiveLimits(agent.config?.orchestration_limits, this.limits(tier));
+  }
+
+  /** For the orchestration loop: the settings with the key opened, or undefined when no AI is configured. */
+  open(agent: AgentRow): AgentAiConfig | undefined {
+    const ai = agent.config?.ai as StoredAi | undefined;
+    if (!ai || typeof ai.api_key_sealed !== 'string') return undefined;
+    return {
+      provider: ai.provider,
+      model: ai.model,
+      apiKey: openSecret(this.cipher, agent.id, KEY_PURPOSE, ai.api_key_sealed),
+      ...(ai.base_url ? { baseUrl: ai.base_url } : {}),
+      ...(ai.system_prompt ? { systemPrompt: ai.system_prompt } : {}),
+    };
+  }
+
+  /** clone_agent: the key sealed again for the new agent (sealed under the source's id, it would not open there). */
+  resealFor(config: Record<string, unknown>, fromId: string, toId: string): Record<string, unknown> {
+    const ai = config.ai as StoredAi | undefined;
+    if (!ai || typeof ai.api_key_sealed !== 'string') return config;
+    const key = openSecret(this.cipher, fromId, KEY_PURPOSE, ai.api_key_sealed);
+    return { ...config, ai: { ...ai, api_key_sealed: sealSecret(this.cipher, toId, KEY_PURPOSE, key) } };
+  }
+}
