@@ -94,6 +94,11 @@ describe('start and stop', () => {
     const hook = errorOf(await callError(writer, 'add_webhook', { name: 'scoped', path: 'in', handler_function_name: 'utils.double' }));
     assert.equal(hook.type, 'forbidden');
     assert.deepEqual((await callOk(s.create, 'list_webhooks', { name: 'scoped' })).webhooks ?? [], []);
+    const schedule = errorOf(
+      await callError(writer, 'add_schedule', { name: 'scoped', function_name: 'utils.double', cron_expression: '*/5 * * * *' }),
+    );
+    assert.equal(schedule.type, 'forbidden');
+    assert.deepEqual(await callOk(s.create, 'list_schedules', { name: 'scoped' }), []);
     assert.equal((await callOk(writer, 'stop_agent', { name: 'scoped' })).status, 'stopped');
     assert.deepEqual((await callOk(writer, 'list_agent_runs', { name: 'scoped' })).runs, []);
     const long = errorOf(await callError(writer, 'describe_agent_run', { name: 'scoped', run_id: 'x'.repeat(5000) }));

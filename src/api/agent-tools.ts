@@ -4,6 +4,7 @@ import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
 import { replicaNameArg } from './agent-runtime-tools.js';
+import type { ScheduleService } from '../services/schedules.js';
 import type { WebhookService } from '../services/webhooks.js';
 import type { ToolDefinition } from './tool-schema.js';
 
@@ -44,9 +45,10 @@ export function registerAgentTools(
     runtime: AgentRuntime;
     /** describe_agent lists the agent's webhooks (with full URLs, as list_webhooks does) when given. */
     webhooks?: { service: WebhookService; url: URL } | undefined;
+    schedules?: ScheduleService;
   },
 ): void {
-  const { principal, namespace: ns, agents, runtime } = ctx;
+  const { principal, namespace: ns, agents, runtime, schedules } = ctx;
   tool(
     'make_agent',
     {
@@ -75,7 +77,7 @@ export function registerAgentTools(
     'describe_agent',
     {
       description:
-        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), its webhooks (path, handler, signed, full URLs), config, its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
+        'Details of an agent: description, status, desired replicas, its replicas (name, status, started, restarts, last exit), its schedules (next fire; why one is disabled), its webhooks (path, handler, signed, full URLs), config, its state (key count, bytes), recent runs, and the limits that apply (agent slots used and allowed, state bytes per agent, largest state value, shortest schedule interval).',
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
@@ -84,7 +86,8 @@ export function registerAgentTools(
       const agent = await agents.resolve(principal, ns, a, 'read');
       const [replicas, recent] = await Promise.all([runtime.replicas.list(agent.id), runtime.runs.recent(agent)]);
       const hooks = ctx.webhooks ? (await ctx.webhooks.service.listWebhooks(principal, ns, a, ctx.webhooks.url)).webhooks : undefined;
-      return { ...described, replicas, ...(hooks ? { webhooks: hooks } : {}), recent_runs: recent };
+      const schedules = ctx.schedules ? await ctx.schedules.schedulesOf(agent) : undefined;
+      return { ...described, replicas, ...(schedules ? { schedules } : {}), ...(hooks ? { webhooks: hooks } : {}), recent_runs: recent };
     },
   );
   tool(
@@ -108,7 +111,7 @@ export function registerAgentTools(
     'clone_agent',
     {
       description:
-        'Copy an agent under a new name in this namespace: description, config and replica count (stopped). Its state is copied only with include_state: true, in pages: until the answer the copy has status "cloning" (state tools refuse it), each key is copied as it is when its page is, so writes to the source meanwhile may or may not be in the copy; if the copy fails it is removed. Takes agent slots like make_agent.',
+        'Copy an agent under a new name in this namespace: description, config, replica count and schedules (stopped: its schedules run once it is started). Its state is copied only with include_state: true, in pages: until the answer the copy has status "cloning" (state tools refuse it), each key is copied as it is when its page is, so writes to the source meanwhile may or may not be in the copy; if the copy fails it is removed. Takes agent slots like make_agent.',
       input: z.object({
         ...agentFields,
         new_name: z.string().describe('Name of the copy (same rules as make_agent)'),

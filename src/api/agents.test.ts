@@ -102,8 +102,6 @@ describe('agents on the create endpoint', () => {
     assert.ok(tools.find((t) => t.name === 'make_agent')!.inputSchema.properties.agent_name, 'the alias is published');
     assert.equal(tools.find((t) => t.name === 'destroy_agent')!.annotations!.destructiveHint, true);
     assert.equal(tools.find((t) => t.name === 'get_agent_state')!.annotations!.readOnlyHint, true);
-    // Tools that need the runtime are not there yet (no stubs).
-    for (const later of ['add_schedule']) assert.ok(!tools.some((t) => t.name === later), later);
   });
 
   test('make, list, describe, clone (with and without state), destroy; aliases agent_name and display_name', async () => {

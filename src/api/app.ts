@@ -12,6 +12,7 @@ import type { AccountService, KeyPrincipal } from '../services/accounts.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
+import type { ScheduleService } from '../services/schedules.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
@@ -47,6 +48,7 @@ export interface AppDependencies {
   catalog: CatalogService;
   agents: AgentService;
   agentRuntime: AgentRuntime;
+  schedules?: ScheduleService;
   history: ExecutionHistory;
   runs: RunService;
   logger: Logger;
@@ -160,6 +162,7 @@ export function createApp(deps: AppDependencies): Hono {
           agents: deps.agents,
           webhooks: deps.webhooks?.service,
           runtime: deps.agentRuntime,
+          ...(deps.schedules ? { schedules: deps.schedules } : {}),
           history: deps.history,
           logger,
           version: deps.version,

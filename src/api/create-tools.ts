@@ -12,6 +12,8 @@ import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
 import { registerAgentAiTools } from './agent-ai-tools.js';
 import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
+import type { ScheduleService } from '../services/schedules.js';
+import { registerScheduleTools } from './schedule-tools.js';
 import { registerAgentTools } from './agent-tools.js';
 import type { WebhookService } from '../services/webhooks.js';
 import { registerWebhookTools } from './webhook-tools.js';
@@ -28,6 +30,7 @@ export interface CreateToolsContext {
   /** add_webhook, list_webhooks, remove_webhook (absent: not offered). */
   webhooks?: WebhookService | undefined;
   runtime: AgentRuntime;
+  schedules?: ScheduleService;
   history: ExecutionHistory;
   logger: Logger;
   version: string;
@@ -366,6 +369,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     agents: ctx.agents,
     runtime: ctx.runtime,
     webhooks: ctx.webhooks ? { service: ctx.webhooks, url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`) } : undefined,
+    ...(ctx.schedules ? { schedules: ctx.schedules } : {}),
   });
   registerAgentRuntimeTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   if (ctx.webhooks)
@@ -375,6 +379,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       webhooks: ctx.webhooks,
       url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`),
     });
+  if (ctx.schedules) registerScheduleTools(tool, { principal, namespace: ns, schedules: ctx.schedules });
   registerAgentAiTools(tool, { principal, namespace: ns, agents: ctx.agents });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;

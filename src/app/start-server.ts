@@ -18,6 +18,9 @@ import { secretContext, WebhookService } from '../services/webhooks.js';
 import { WebhooksStore } from '../store/webhooks-store.js';
 import { AgentsStore } from '../store/agents-store.js';
 import type { ReplicaSupervisor } from '../agents/supervisor.js';
+import { copySchedules, SchedulesStore } from '../store/schedules-store.js';
+import { ScheduleService } from '../services/schedules.js';
+import { ScheduleLoop } from '../agents/triggers/schedule.js';
 import { ExecutionHistory } from '../services/history.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { CatalogStore } from '../store/catalog-store.js';
@@ -237,6 +240,10 @@ async function startServerSteps(
       )
       .then(() => undefined),
   );
+  const schedulesStore = new SchedulesStore(database.db);
+  const schedules = new ScheduleService(new AgentsStore(database.db), schedulesStore, catalog, config.tiers);
+  // clone_agent copies the schedules too (fresh: no fires, no failures).
+  agents.cloneHooks.push((trx, from, to) => copySchedules(trx, from, to, new Date()).then(() => undefined));
   const sandbox = openSandbox(logger, sandboxUids, sandboxSettings, host);
   opened.push(() => sandbox.close());
   const executions = new ExecutionsStore(database.db);
@@ -293,6 +300,14 @@ async function startServerSteps(
     replicas: agentRuntime.replicas,
     logger,
   });
+  // Schedules of running agents fire on the replicas this node holds (agents/triggers/schedule.ts).
+  const scheduleLoop = new ScheduleLoop({
+    store: schedulesStore,
+    dispatcher: agentRuntime.dispatcher,
+    localReplicas: (agentId) => agentRuntime.replicas.localReplicas(agentId),
+    node: instance.id,
+    logger,
+  });
   // A cancel received by any node reaches the one running the call (the payload: the call's id).
   // When the listening connection comes back after the database was away, marks it missed are looked for.
   try {
@@ -330,6 +345,7 @@ async function startServerSteps(
     catalog,
     agents,
     agentRuntime,
+    schedules,
     history,
     runs,
     logger,
@@ -415,6 +431,7 @@ async function startServerSteps(
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
   housekeeping.start();
   replicas.start();
+  scheduleLoop.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -443,6 +460,8 @@ async function startServerSteps(
       closing ??= (async () => {
         draining = true;
         stopPacing();
+        // No schedule fires any more; those running end with the runs below.
+        await scheduleLoop.stop(0);
         // Change streams say nothing more; ended now, they do not hold the connections open.
         listChanged.closeAll();
         // This node's holds end now: its sessions may be ended for their key's cap at once.
@@ -461,6 +480,8 @@ async function startServerSteps(
         // Runs still going are stopped, answer an error and are recorded; none begins any more.
         runs.interrupt();
         await runs.drained(10_000);
+        // Their fires' ends are recorded before the database closes.
+        await scheduleLoop.settled(5000);
         // Their answers are written; streams held open by clients must not keep shutdown waiting.
         await Promise.race([connectionsEnded, delay(1000)]);
         http.closeAllConnections?.();

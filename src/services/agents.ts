@@ -43,7 +43,7 @@ function ready(agent: AgentRow): void {
     );
 }
 
-function requireScope(principal: KeyPrincipal, scope: Scope): void {
+export function requireScope(principal: KeyPrincipal, scope: Scope): void {
   if (!principal.scopes.includes(scope)) throw new DomainError('forbidden', `this API key lacks the '${scope}' scope`);
 }
 
@@ -51,7 +51,7 @@ function requireScope(principal: KeyPrincipal, scope: Scope): void {
  * `name`, or the hosted original's `agent_name` (the same value when both are given). Only the
  * spelling is aliased: the rules are the agent name's.
  */
-function agentNameArg(args: AgentArgs, name = 'name', alias = 'agent_name'): string {
+export function agentNameArg(args: AgentArgs, name = 'name', alias = 'agent_name'): string {
   const value = args[name];
   const aliased = args[alias];
   if (value !== undefined && aliased !== undefined && value !== aliased)

@@ -729,6 +729,57 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 19,
+    name: 'agent schedules and their fires',
+    statements: [
+      // config: mode, failure_policy, overlap, catch_up, orchestration_mode (core/schedule-plan.ts).
+      // last_planned_tick: planning starts after it when no fire row of the schedule (and replica)
+      // is newer: set when the schedule is made, and moved to now while its agent is stopped, so
+      // ticks of a stopped agent are neither run nor counted as missed. failure_streak and
+      // last_failed_tick change in the transaction that records a fire's end.
+      `CREATE TABLE agent_schedules (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+        label TEXT,
+        function_name TEXT NOT NULL,
+        cron_expression TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        config JSONB NOT NULL,
+        enabled BOOLEAN NOT NULL DEFAULT true,
+        disabled_reason TEXT,
+        next_fire_at TIMESTAMPTZ,
+        failure_streak INTEGER NOT NULL DEFAULT 0,
+        last_failed_tick TIMESTAMPTZ,
+        last_planned_tick TIMESTAMPTZ NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX agent_schedules_agent ON agent_schedules(agent_id)`,
+      `CREATE UNIQUE INDEX agent_schedules_label ON agent_schedules(agent_id, label) WHERE label IS NOT NULL`,
+      // One row per (schedule, tick, replica) ('' for a single-mode schedule): the node whose
+      // INSERT ... ON CONFLICT DO NOTHING made it runs the fire, so every tick runs once however
+      // many nodes plan it. status: fired (running) | succeeded | failed | skipped (with reason).
+      // run_replica: the replica a single-mode fire ran on; node: the server instance running it.
+      `CREATE TABLE agent_schedule_fires (
+        id TEXT PRIMARY KEY,
+        schedule_id TEXT NOT NULL REFERENCES agent_schedules(id) ON DELETE CASCADE,
+        scheduled_for TIMESTAMPTZ NOT NULL,
+        replica TEXT NOT NULL,
+        run_replica TEXT,
+        status TEXT NOT NULL,
+        reason TEXT,
+        run_id TEXT,
+        node TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        finished_at TIMESTAMPTZ,
+        UNIQUE (schedule_id, replica, scheduled_for)
+      )`,
+      `CREATE INDEX agent_schedule_fires_running ON agent_schedule_fires(schedule_id) WHERE status = 'fired'`,
+      `CREATE INDEX agent_schedule_fires_recent ON agent_schedule_fires(schedule_id, scheduled_for)`,
+      // Fire records are kept 30 days (agents/triggers/schedule.ts FIRE_RETENTION_DAYS).
+      `CREATE INDEX agent_schedule_fires_scheduled ON agent_schedule_fires(scheduled_for)`,
+    ],
+  },
+  {
     version: 20,
     name: 'agent webhooks: secrets sealed, seen signatures, idempotency keys, per-webhook rate',
     statements: [

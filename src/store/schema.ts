@@ -255,6 +255,39 @@ export interface AgentStateTable {
   updated_at: Timestamp;
 }
 
+export interface AgentSchedulesTable {
+  id: string;
+  agent_id: string;
+  /** Optional name given by add_schedule's schedule_name (unique per agent). */
+  label: string | null;
+  function_name: string;
+  cron_expression: string;
+  timezone: string;
+  config: Json<Record<string, unknown>>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  disabled_reason: string | null;
+  next_fire_at: Date | null;
+  failure_streak: ColumnType<number, number | undefined, number>;
+  last_failed_tick: Date | null;
+  last_planned_tick: Date;
+  created_at: Timestamp;
+}
+
+export interface AgentScheduleFiresTable {
+  id: string;
+  schedule_id: string;
+  scheduled_for: Date;
+  /** The replica of a cluster-mode fire; '' for single mode. */
+  replica: string;
+  run_replica: string | null;
+  status: string;
+  reason: string | null;
+  run_id: string | null;
+  node: string | null;
+  created_at: Timestamp;
+  finished_at: Date | null;
+}
+
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
@@ -277,6 +310,8 @@ export interface Database {
   agent_state: AgentStateTable;
   agent_replicas: AgentReplicasTable;
   agent_runs: AgentRunsTable;
+  agent_schedules: AgentSchedulesTable;
+  agent_schedule_fires: AgentScheduleFiresTable;
 }
 
 export type AccountRow = Selectable<AccountsTable>;
@@ -290,3 +325,5 @@ export type SecurityEventRow = Selectable<SecurityEventsTable>;
 export type AgentRow = Selectable<AgentsTable>;
 export type AgentReplicaRow = Selectable<AgentReplicasTable>;
 export type AgentRunRow = Selectable<AgentRunsTable>;
+export type AgentScheduleRow = Selectable<AgentSchedulesTable>;
+export type AgentScheduleFireRow = Selectable<AgentScheduleFiresTable>;
