@@ -29,6 +29,8 @@ export interface ReplicaJob {
   functionName: string;
   input: unknown;
   signal?: AbortSignal;
+  /** Called once the replica took the job (queued behind its earlier jobs); not called when refused. */
+  onQueued?: () => void;
 }
 
 /** What the host does for a job's calls: run a function through the run path (and, when given, state operations). */
@@ -341,6 +343,7 @@ export class ReplicaSupervisor {
     if (!held || held.phase !== 'up' || this.stopped)
       return Promise.reject(new DomainError('unavailable', `replica '${replica}' is not running on this server`, { replica }));
     held.waiting++;
+    job.onQueued?.();
     const turn = held.queue.then(() => this.runNow(held, job, calls));
     held.queue = turn.catch(() => undefined).finally(() => held.waiting--);
     return turn;
@@ -349,7 +352,7 @@ export class ReplicaSupervisor {
   private async runNow(held: Held, job: ReplicaJob, calls: ReplicaHostCalls): Promise<ReplicaJobOutcome> {
     const child = held.process;
     if (!child || (held.phase !== 'up' && held.phase !== 'ending'))
-      throw new ReplicaCrashedError(`replica '${held.name}' was not running when the run's turn came`);
+      throw new DomainError('unavailable', `replica '${held.name}' was not running when the run's turn came`, { replica: held.name });
     const controller = new AbortController();
     const onAbort = () => controller.abort(job.signal?.reason);
     job.signal?.addEventListener('abort', onAbort, { once: true });
@@ -419,7 +422,11 @@ export class ReplicaSupervisor {
  * ReplicaCrashed; a replica this node does not run is an `unavailable` refusal.
  */
 export function replicaRunner(supervisor: () => ReplicaSupervisor) {
-  return async (job: TriggerJob, run: (input: unknown) => Promise<FunctionOutcome>): Promise<FunctionOutcome> => {
+  return async (
+    job: TriggerJob,
+    run: (input: unknown, signal?: AbortSignal) => Promise<FunctionOutcome>,
+    accepted?: () => void,
+  ): Promise<FunctionOutcome> => {
     let outcome: FunctionOutcome | undefined;
     const crashed = (message: string): FunctionOutcome => ({
       status: 'failed',
@@ -433,7 +440,7 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
       },
     });
     try {
-      const done = await supervisor().run(
+      const queued = supervisor().run(
         job.agentId,
         job.replica,
         {
@@ -443,15 +450,17 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
           functionName: job.functionName,
           input: job.input,
           ...(job.signal ? { signal: job.signal } : {}),
+          ...(accepted ? { onQueued: accepted } : {}),
         },
         {
-          invoke: async (_fn, input) => {
-            outcome = await run(input);
+          invoke: async (_fn, input, signal) => {
+            outcome = await run(input, signal);
             if (outcome.status === 'succeeded') return outcome.result ?? null;
             throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
           },
         },
       );
+      const done = await queued;
       if (outcome) return outcome;
       // The worker ended the job without running its function.
       return crashed(done.ok ? 'the replica ended the job without running its function' : `${done.error.type}: ${done.error.message}`);

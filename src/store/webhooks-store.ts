@@ -141,6 +141,11 @@ export class WebhooksStore {
     return inserted.rows.length === 1;
   }
 
+  /** Forgets an accepted signature whose delivery never ran, so the sender's retry of it is taken. */
+  async forgetSignature(webhookId: string, signature: string): Promise<void> {
+    await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND signature = ${signature}`.execute(this.db);
+  }
+
   /** The delivery an unexpired Idempotency-Key names, if any. */
   async delivery(webhookId: string, key: string): Promise<DeliveryRow | undefined> {
     const rows = await sql<DeliveryRow>`

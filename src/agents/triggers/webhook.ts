@@ -16,7 +16,7 @@ import type { BoundCipher } from '../../services/state-cipher.js';
 import { secretContext } from '../../services/webhooks.js';
 import type { DeliveryRow, WebhookTarget, WebhooksStore } from '../../store/webhooks-store.js';
 
-import type { AgentDispatcher, AgentRunOutcome } from '../dispatcher.js';
+import { notRunRefusal, type AgentDispatcher, type AgentRunOutcome } from '../dispatcher.js';
 import type { ReplicaDirectory } from '../replicas.js';
 
 /** A delivery as the HTTP route hands it over: the URL's parts, the headers, and a body reader with a cap. */
@@ -223,7 +223,7 @@ export class WebhookTrigger {
 
     const replica = this.leastBusy(target.agent_id, replicas);
     const busyKey = `${target.agent_id}/${replica}`;
-    let started: { runId: string; done: Promise<AgentRunOutcome> };
+    let started: { runId: string; began: Promise<void>; done: Promise<AgentRunOutcome> };
     try {
       started = this.deps.dispatcher.start({
         agentId: target.agent_id,
@@ -238,25 +238,29 @@ export class WebhookTrigger {
       });
     } catch (e) {
       if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId);
+      if (signature) await this.deps.store.forgetSignature(target.id, signature.signature);
       throw e;
     }
     this.busy.set(busyKey, (this.busy.get(busyKey) ?? 0) + 1);
-    // Refused before it ran (the server stopping): the key is let go, so the sender's retry runs.
-    let notRun = false;
+    // Refused before it ran (the server stopping, the replica gone or lost): the key and the signature
+    // are let go, so the sender's retry (here or on another node) runs; the answer is a 503.
+    let notRun: DomainError | undefined;
     const done = started.done
       .catch((e: unknown): AgentRunOutcome => {
         // A typed refusal (the agent destroyed meanwhile, the server stopping) as it is; anything else only in the log.
         if (isDomainError(e)) {
-          notRun = e.type === 'unavailable';
-          return { runId, replica, status: 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
+          if (notRunRefusal(e)) notRun = e;
+          return { runId, replica, status: notRun ? 'rejected' : 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
         }
         this.deps.logger.error({ err: e instanceof Error ? e.message : String(e), run_id: runId }, 'webhook run failed unexpectedly');
         const message = 'the run could not be completed; the operator can find details in the server log';
         return { runId, replica, status: 'failed', error: { type: 'internal_error', message }, durationMs: 0 };
       })
       .then(async (outcome) => {
-        if (key !== undefined && notRun) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
-        else if (key !== undefined) {
+        if (notRun) {
+          if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
+          if (signature) await this.deps.store.forgetSignature(target.id, signature.signature).catch(() => undefined);
+        } else if (key !== undefined) {
           const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(outcomeBody(runId, outcome)));
           await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch((err: unknown) => {
             this.deps.logger.warn(
@@ -274,8 +278,22 @@ export class WebhookTrigger {
         this.running.delete(runId);
       });
     this.running.set(runId, done);
+    const notRunAnswer = (e: DomainError): WebhookAnswer => ({
+      ...error(503, 'unavailable', `${e.message}: retry the delivery later`, { run_id: runId }),
+      headers: { 'retry-after': '5' },
+    });
+    // Answered once the replica took the job: a refusal before that is a 503 (the delivery is not lost).
+    const refusal = await started.began.then(
+      () => undefined,
+      (e: unknown) => (notRunRefusal(e) ? e : undefined),
+    );
+    if (refusal) {
+      await done;
+      return notRunAnswer(refusal);
+    }
     if (!wait) return { status: 202, body: { run_id: started.runId } };
-    return this.waitFor(started.runId, done, limits);
+    const answer = await this.waitFor(started.runId, done, limits);
+    return notRun ? notRunAnswer(notRun) : answer;
   }
 
   private leastBusy(agentId: string, replicas: string[]): string {
