@@ -274,6 +274,16 @@ describe('agent webhooks', () => {
     const answer = await post(hookPath('signed-copy', 'github', '?wait=true'), body, signed(body));
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal((await post(hookPath('signed-copy', 'github'), body, signed(body, now(), 'not-the-secret-0123456789'))).status, 401);
+    // The copy shares the secret: a delivery signed for one is accepted once across both (no replay to the other).
+    const once = '{"once-across":"clones"}';
+    const headers = signed(once);
+    assert.equal((await post(hookPath('signed', 'github', '?wait=true'), once, headers)).status, 200);
+    const replayed = await post(hookPath('signed-copy', 'github'), once, headers);
+    assert.deepEqual([replayed.status, replayed.body.reason], [409, 'replayed']);
+    const other = '{"once-across":"the other way"}';
+    const otherHeaders = signed(other);
+    assert.equal((await post(hookPath('signed-copy', 'github', '?wait=true'), other, otherHeaders)).status, 200);
+    assert.equal((await post(hookPath('signed', 'github'), other, otherHeaders)).status, 409);
   });
 
   test('a delivery its replica refuses before the run (stopped meanwhile): 503 + Retry-After, key and signature let go, the retry runs', async () => {
@@ -336,6 +346,12 @@ describe('agent webhooks', () => {
     assert.deepEqual(await hooks.claimKey(inbox, 'claimed-once', 'run-a', 24), { claimed: true });
     const second = await hooks.claimKey(inbox, 'claimed-once', 'run-b', 24);
     assert.equal('existing' in second && second.existing.run_id, 'run-a');
+    // A node whose clock runs 20 min ahead of the database's computes an expiry the database already
+    // passed: the seen signature still lives 2 windows on the database's clock, so the replay is refused.
+    const skewed = `sha256=${'ab'.repeat(32)}`;
+    const aheadExpiry = now() - 600;
+    assert.equal(await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601), true);
+    assert.equal(await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601), false, 'a replay inside the window is refused');
     // The same signed delivery sent twice in parallel: one runs, the other is a replay.
     const body = '{"twice":true}';
     const headers = signed(body);

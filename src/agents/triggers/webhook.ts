@@ -200,11 +200,14 @@ export class WebhookTrigger {
       if (earlier) return this.answerEarlier(target, key, earlier, wait, limits);
     }
     if (signature) {
-      // Inserted before the run: of two deliveries with one signature (on any node), one runs.
+      // Inserted before the run: of two deliveries with one signature (on any node), one runs. This
+      // node accepts the timestamp for at most 2 windows after now (its clock), so the row lives that
+      // long on the database's clock too: a clock offset between them cannot reopen the window.
       const fresh = await this.deps.store.rememberSignature(
         target.id,
         signature.signature,
         signature.timestamp + SIGNATURE_WINDOW_SECONDS + 1,
+        2 * SIGNATURE_WINDOW_SECONDS + 1,
       );
       if (!fresh)
         return this.refused(
