@@ -403,6 +403,14 @@ describe('agent webhooks', () => {
     assert.equal(refused.headers['retry-after'], String(refused.body.retry_after));
     // Another webhook of the same agent has its own count.
     assert.equal((await post(url('cap'), '{}')).status, 202);
+    // Signed: badly signed deliveries never use up the sender's rate; a valid one still runs after them.
+    await callOk(small, 'add_webhook', { name: 'tiny', path: 'signed-rate', handler_function_name: 'hooks.echo', secret: SECRET });
+    for (let i = 0; i < 6; i++) {
+      const bad = await post(url('signed-rate'), '{}', signed('{}', now(), 'not-the-secret-0123456789'));
+      assert.equal(bad.status, 401, `bad ${i}: ${JSON.stringify(bad.body)}`);
+    }
+    const good = await post(url('signed-rate'), '{"good":1}', signed('{"good":1}'));
+    assert.equal(good.status, 202, JSON.stringify(good.body));
     await small.close();
   });
 

@@ -60,6 +60,9 @@ function outcomeBody(runId: string, outcome: Pick<AgentRunOutcome, 'status' | 'r
   };
 }
 
+/** A signed webhook takes this many times its rate of badly signed deliveries a minute (per node) before they are answered without an event each. */
+export const REFUSED_BUDGET_FACTOR = 10;
+
 export interface WebhookTriggerDeps {
   store: WebhooksStore;
   cipher: BoundCipher;
@@ -78,6 +81,8 @@ export class WebhookTrigger {
   private readonly running = new Map<string, Promise<AgentRunOutcome>>();
   /** Deliveries in flight per replica name (per agent): the least busy replica takes the next. */
   private readonly busy = new Map<string, number>();
+  /** Refused deliveries per webhook in this node's current minute (their own budget; never the valid rate). */
+  private readonly refusedCounts = new Map<string, { minute: number; count: number }>();
 
   constructor(private readonly deps: WebhookTriggerDeps) {}
 
@@ -105,6 +110,37 @@ export class WebhookTrigger {
     return answer;
   }
 
+  /** Counts a delivery against the webhook's per-minute rate (the database's count, shared by every node); the 429 past it. */
+  private async overRate(target: WebhookTarget, limits: TierLimits): Promise<WebhookAnswer | undefined> {
+    if (limits.webhookRequestsPerMinute === null) return undefined;
+    const { count, retryAfter } = await this.deps.store.countDelivery(target.id);
+    if (count <= limits.webhookRequestsPerMinute) return undefined;
+    const answer: WebhookAnswer = {
+      ...error(429, 'rate_limited', `this webhook takes at most ${limits.webhookRequestsPerMinute} deliveries a minute`, {
+        limit: limits.webhookRequestsPerMinute,
+        retry_after: retryAfter,
+      }),
+      headers: { 'retry-after': String(retryAfter) },
+      close: true,
+    };
+    // One event per webhook and minute: the first refusal, not each of a flood.
+    return count === limits.webhookRequestsPerMinute + 1 ? this.refused(target, 'rate_limited', answer) : answer;
+  }
+
+  /**
+   * Counts a refused (badly signed) delivery in this node's budget for the webhook's minute, apart from
+   * the rate valid deliveries use: 'last' for the one that fills it, 'over' past it.
+   */
+  private countRefused(target: WebhookTarget, limits: TierLimits): 'ok' | 'last' | 'over' {
+    const minute = Math.floor(Date.now() / 60_000);
+    const budget = REFUSED_BUDGET_FACTOR * (limits.webhookRequestsPerMinute ?? 60);
+    if (this.refusedCounts.size > 10_000) for (const [id, c] of this.refusedCounts) if (c.minute !== minute) this.refusedCounts.delete(id);
+    const entry = this.refusedCounts.get(target.id);
+    const count = entry && entry.minute === minute ? entry.count + 1 : 1;
+    this.refusedCounts.set(target.id, { minute, count });
+    return count < budget ? 'ok' : count === budget ? 'last' : 'over';
+  }
+
   async deliver(req: WebhookRequest): Promise<WebhookAnswer> {
     if (!isValidNamespaceName(req.namespace) || !AGENT_NAME_PATTERN.test(req.agent) || !WEBHOOK_PATH_PATTERN.test(req.path))
       return notFound(req);
@@ -114,21 +150,12 @@ export class WebhookTrigger {
       return error(503, 'unavailable', "this webhook's account has a plan this server does not configure; its owner must ask the operator");
     const limits = limitsFor(target.tier, this.deps.tiers);
 
-    // The rate first: refused deliveries count too, so a flood of bad signatures costs one row update each.
-    if (limits.webhookRequestsPerMinute !== null) {
-      const { count, retryAfter } = await this.deps.store.countDelivery(target.id);
-      if (count > limits.webhookRequestsPerMinute) {
-        const answer: WebhookAnswer = {
-          ...error(429, 'rate_limited', `this webhook takes at most ${limits.webhookRequestsPerMinute} deliveries a minute`, {
-            limit: limits.webhookRequestsPerMinute,
-            retry_after: retryAfter,
-          }),
-          headers: { 'retry-after': String(retryAfter) },
-          close: true,
-        };
-        // One event per webhook and minute: the first refusal, not each of a flood.
-        return count === limits.webhookRequestsPerMinute + 1 ? this.refused(target, 'rate_limited', answer) : answer;
-      }
+    // Unsigned: every delivery counts against the webhook's rate, before its body is read. Signed: only
+    // deliveries whose signature passed count (below), so nobody without the secret can use up the
+    // sender's budget; refused ones have their own, larger budget on this node (REFUSED_BUDGET_FACTOR).
+    if (target.secret_sealed === null) {
+      const over = await this.overRate(target, limits);
+      if (over) return over;
     }
 
     let key: string | undefined;
@@ -164,8 +191,16 @@ export class WebhookTrigger {
         timestamp: req.headers.get(TIMESTAMP_HEADER) ?? undefined,
         nowSeconds: this.now(),
       });
-      if (!check.ok) return this.refused(target, check.reason, error(401, 'unauthorized', check.message, { reason: check.reason }));
+      if (!check.ok) {
+        const answer = error(401, 'unauthorized', check.message, { reason: check.reason });
+        const flood = this.countRefused(target, limits);
+        // Past the refused budget: the same answer, without a security event or log line each.
+        if (flood === 'over') return { ...answer, close: true };
+        return this.refused(target, flood === 'last' ? 'refused_flood' : check.reason, answer);
+      }
       signature = check;
+      const over = await this.overRate(target, limits);
+      if (over) return over;
     }
 
     let input;
