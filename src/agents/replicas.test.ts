@@ -147,6 +147,47 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'crashy' });
   });
 
+  test('a hung lease renewal (half-open connection, a lock): the watchdog ends the local replicas; they come back once renewals do', async () => {
+    const o = await owner(server);
+    await callOk(o.create, 'make_agent', { name: 'hung' });
+    await callOk(o.create, 'start_agent', { name: 'hung' });
+    await until('running', () => replicasOf(o, 'hung'), allRunning(1));
+    const supervisor = server.server.services.replicas;
+    const inside = supervisor as unknown as { options: { store: { renew: (...a: unknown[]) => Promise<unknown> } }; lastRenewed: number };
+    const store = inside.options.store;
+    const realRenew = store.renew;
+    let release!: (error: Error) => void;
+    const hung = new Promise<never>((_, reject) => (release = reject));
+    hung.catch(() => undefined);
+    store.renew = () => hung;
+    const [before] = processesOf(supervisor, 'hung');
+    try {
+      // The lease's age as if the rounds had hung for most of it (no renewal lands while renew hangs).
+      await until(
+        'the replica ended by the watchdog',
+        async () => {
+          inside.lastRenewed = Date.now() - 60_000;
+          return processesOf(supervisor, 'hung');
+        },
+        (ps) => ps.length === 0,
+      );
+    } finally {
+      store.renew = realRenew;
+      release(new Error('the hung renewal ends'));
+    }
+    await until(
+      'gone',
+      async () => alive(before!.pid!),
+      (up) => !up,
+    );
+    await until(
+      'back once renewals land',
+      async () => processesOf(supervisor, 'hung'),
+      (ps) => ps.length === 1 && ps[0]!.phase === 'up',
+    );
+    await callOk(o.create, 'stop_agent', { name: 'hung' });
+  });
+
   test('slots: Pro refuses a 6th replica and changes nothing; scaling to 0 frees them; Dedicated takes 30 (stopped, no processes)', async () => {
     const pro = await owner(server, 'pro');
     await callOk(pro.create, 'make_agent', { name: 'many' });

@@ -99,9 +99,25 @@ export class ReplicaSupervisor {
 
   start(): void {
     this.lastRenewed = Date.now();
-    this.timer = setInterval(() => void this.tick(), this.tickMs);
+    this.timer = setInterval(() => {
+      this.watchdog();
+      void this.tick();
+    }, this.tickMs);
     this.timer.unref();
     void this.tick();
+  }
+
+  /**
+   * Self-fencing apart from the rounds: past 0.8 of the lease since the last renewal (a round hung on a
+   * half-open connection or a lock, or failing), every local replica is ended, before another node may
+   * take them once the lease lapses. Runs on the timer whatever the round does.
+   */
+  watchdog(): void {
+    if (this.stopped || this.held.size === 0) return;
+    if (Date.now() - this.lastRenewed <= this.options.leaseMs * 0.8) return;
+    for (const held of [...this.held.values()]) {
+      if (held.phase !== 'ending') this.forget(held, 'its lease was not renewed in time');
+    }
   }
 
   /** One round: renew, act on what the rows say, settle what dead nodes left, claim free replicas. Rounds never overlap. */
@@ -122,7 +138,15 @@ export class ReplicaSupervisor {
     const { store, nodeId, leaseMs } = this.options;
     let rows: HeldReplica[];
     try {
-      rows = await store.renew(nodeId, leaseMs);
+      // Bounded: a renewal hung past half the lease counts as failed (the watchdog fences at 0.8).
+      let timer: NodeJS.Timeout | undefined;
+      rows = await Promise.race([
+        store.renew(nodeId, leaseMs),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('renewing the replica leases timed out')), Math.max(1, Math.floor(leaseMs / 2)));
+          timer.unref();
+        }),
+      ]).finally(() => clearTimeout(timer));
     } catch (error) {
       // Without renewals another node takes these replicas once the lease lapses: end them first.
       if (Date.now() - this.lastRenewed > leaseMs * 0.8) {
