@@ -188,6 +188,43 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'hung' });
   });
 
+  test('a replica whose row could not be marked running is not offered to triggers until a round marks it', async () => {
+    const o = await owner(server);
+    await callOk(o.create, 'make_agent', { name: 'unmarked' });
+    const supervisor = server.server.services.replicas;
+    const store = (supervisor as unknown as { options: { store: { markRunning: (id: string, node: string) => Promise<boolean> } } }).options
+      .store;
+    const realMark = store.markRunning;
+    let refusals = 0;
+    store.markRunning = async () => {
+      refusals++;
+      return false;
+    };
+    let starting: Promise<unknown> | undefined;
+    try {
+      // Not awaited here: start_agent waits for its replicas' rows to say running.
+      starting = callOk(o.create, 'start_agent', { name: 'unmarked' });
+      const [p] = await until(
+        'its process started and the mark refused',
+        async () => processesOf(supervisor, 'unmarked'),
+        (ps) => ps.length === 1 && ps[0]!.pid !== undefined && refusals > 0,
+      );
+      assert.deepEqual(supervisor.localReplicas(p!.agentId), [], 'not offered while its row does not say running');
+      assert.notEqual(processesOf(supervisor, 'unmarked')[0]!.phase, 'up');
+    } finally {
+      store.markRunning = realMark;
+    }
+    await starting;
+    const [up] = await until(
+      'marked by a round, then offered',
+      async () => processesOf(supervisor, 'unmarked'),
+      (ps) => ps[0]?.phase === 'up',
+    );
+    assert.deepEqual(supervisor.localReplicas(up!.agentId), [up!.replica]);
+    await until('its row running', () => replicasOf(o, 'unmarked'), allRunning(1));
+    await callOk(o.create, 'stop_agent', { name: 'unmarked' });
+  });
+
   test('slots: Pro refuses a 6th replica and changes nothing; scaling to 0 frees them; Dedicated takes 30 (stopped, no processes)', async () => {
     const pro = await owner(server, 'pro');
     await callOk(pro.create, 'make_agent', { name: 'many' });

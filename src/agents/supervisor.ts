@@ -59,6 +59,8 @@ interface Held {
   /** The job running now (aborted when a drain's deadline passes). */
   current: AbortController | undefined;
   waiting: number;
+  /** Its process is up but its row was not marked running for this node (a round tries again). */
+  unmarked?: boolean;
   /** Set when it is being stopped or removed: resolves once its process has ended and its row says so. */
   ended?: Promise<void>;
 }
@@ -167,6 +169,7 @@ export class ReplicaSupervisor {
         continue;
       }
       if (ending && held.phase !== 'ending') this.end(held, row.status === 'draining' ? 'removed' : 'stopped');
+      else if (!ending && held.unmarked && held.phase === 'starting') await this.markAgain(held, row.status);
     }
     for (const held of [...this.held.values()]) {
       // Destroyed, or taken over by another node after this one's lease lapsed.
@@ -175,6 +178,15 @@ export class ReplicaSupervisor {
     if (this.stopped) return;
     await store.settleOrphans();
     for (const row of await store.claim(nodeId, leaseMs, this.options.claimBatch ?? 16)) this.adopt(row);
+  }
+
+  /** A replica whose process is up but whose row was not marked: offered once the row says running for this node. */
+  private async markAgain(held: Held, status: string): Promise<void> {
+    const marked = status === 'running' || (await this.options.store.markRunning(held.id, this.options.nodeId).catch(() => false));
+    if (!marked || held.phase !== 'starting' || !held.unmarked) return;
+    held.unmarked = false;
+    held.phase = 'up';
+    this.options.logger.info({ agent: held.agentName, replica: held.name, pid: held.process?.pid }, 'agent replica started');
   }
 
   private limits(tier: string): TierLimits {
@@ -221,11 +233,13 @@ export class ReplicaSupervisor {
     const phase = (): Held['phase'] => held.phase;
     if (held.process !== child || phase() === 'ending') return;
     if (!(await this.options.store.markRunning(held.id, this.options.nodeId).catch(() => false))) {
-      // Not ours any more (destroyed, or stopped meanwhile): the next round settles it.
-      if (phase() === 'starting') held.phase = 'up';
+      // Not ours any more (destroyed, stopped meanwhile) or the database away: not offered to triggers
+      // until its row says running for this node; the next round settles it or marks it again.
+      held.unmarked = true;
       return;
     }
     if (phase() === 'ending') return;
+    held.unmarked = false;
     held.phase = 'up';
     this.options.logger.info({ agent: held.agentName, replica: held.name, pid: child.pid }, 'agent replica started');
   }
