@@ -225,6 +225,35 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'unmarked' });
   });
 
+  test("the node's replica process cap: replicas past it stay unplaced (pending) until there is room", async () => {
+    const o = await owner(server);
+    await callOk(o.create, 'make_agent', { name: 'capped' });
+    await callOk(o.create, 'scale_agent', { name: 'capped', replicas: 3 });
+    const supervisor = server.server.services.replicas;
+    const options = (supervisor as unknown as { options: { maxReplicas?: number } }).options;
+    const before = options.maxReplicas;
+    options.maxReplicas = supervisor.processes().length + 2;
+    let starting: Promise<unknown> | undefined;
+    try {
+      // Not awaited here: start_agent waits for its replicas' rows to say running.
+      starting = callOk(o.create, 'start_agent', { name: 'capped' });
+      const rows = await until(
+        'two placed, one unplaced',
+        () => replicasOf(o, 'capped'),
+        (r) => r.filter((x) => x.status === 'running').length === 2 && r.length === 3,
+      );
+      for (let round = 0; round < 3; round++) await supervisor.tick();
+      assert.equal(processesOf(supervisor, 'capped').length, 2, 'no process past the cap');
+      assert.equal((await replicasOf(o, 'capped')).filter((x) => x.status === 'running').length, 2, JSON.stringify(rows));
+    } finally {
+      if (before === undefined) delete options.maxReplicas;
+      else options.maxReplicas = before;
+    }
+    await starting;
+    await until('the third placed once there is room', () => replicasOf(o, 'capped'), allRunning(3));
+    await callOk(o.create, 'stop_agent', { name: 'capped' });
+  });
+
   test('slots: Pro refuses a 6th replica and changes nothing; scaling to 0 frees them; Dedicated takes 30 (stopped, no processes)', async () => {
     const pro = await owner(server, 'pro');
     await callOk(pro.create, 'make_agent', { name: 'many' });

@@ -76,7 +76,11 @@ export interface ReplicaSupervisorOptions {
   tickMs?: number;
   /** Most replicas one node claims per tick (others may claim the rest meanwhile). */
   claimBatch?: number;
+  /** Most replicas (worker processes) this node holds at once (MCPWORKS_MAX_REPLICAS_PER_NODE); the rest stay unplaced for another node. */
+  maxReplicas?: number;
 }
+
+export const DEFAULT_MAX_REPLICAS_PER_NODE = 64;
 
 /** A stopped or removed replica may finish its current run for the tier's run timeout and this much more. */
 const DRAIN_SLACK_MS = 30_000;
@@ -177,7 +181,10 @@ export class ReplicaSupervisor {
     }
     if (this.stopped) return;
     await store.settleOrphans();
-    for (const row of await store.claim(nodeId, leaseMs, this.options.claimBatch ?? 16)) this.adopt(row);
+    // Up to this node's process cap: replicas past it stay unplaced (pending) until a node with room claims them.
+    const room = (this.options.maxReplicas ?? DEFAULT_MAX_REPLICAS_PER_NODE) - this.held.size;
+    if (room <= 0) return;
+    for (const row of await store.claim(nodeId, leaseMs, Math.min(this.options.claimBatch ?? 16, room))) this.adopt(row);
   }
 
   /** A replica whose process is up but whose row was not marked: offered once the row says running for this node. */
