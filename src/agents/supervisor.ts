@@ -82,6 +82,9 @@ export interface ReplicaSupervisorOptions {
 
 export const DEFAULT_MAX_REPLICAS_PER_NODE = 64;
 
+/** How many function runs a worker may ask for in one `direct` job: the trigger's function, once. */
+const DIRECT_INVOKES_PER_JOB = 1;
+
 /** A stopped or removed replica may finish its current run for the tier's run timeout and this much more. */
 const DRAIN_SLACK_MS = 30_000;
 
@@ -403,6 +406,7 @@ export class ReplicaSupervisor {
     job.signal?.addEventListener('abort', onAbort, { once: true });
     if (job.signal?.aborted) onAbort();
     held.current = controller;
+    let invocations = 0;
     try {
       return await child.run(
         {
@@ -419,6 +423,9 @@ export class ReplicaSupervisor {
             // Direct orchestration runs the trigger's function and nothing else.
             if (request.function !== job.functionName)
               throw new DomainError('forbidden', `this run may call only ${job.functionName}, not ${request.function}`);
+            // ...once: a worker asking again (a compromised or faulty one) is refused, never a second run.
+            if (invocations++ >= DIRECT_INVOKES_PER_JOB)
+              throw new DomainError('forbidden', `a direct run calls ${job.functionName} once; this job already did`);
             return abortable(calls.invoke(request.function, request.input, controller.signal), controller.signal);
           }
           if (!calls.state) throw new DomainError('unavailable', 'state operations are not available to this run');
