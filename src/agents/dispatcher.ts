@@ -47,8 +47,23 @@ export interface AgentRunOutcome {
   durationMs: number;
 }
 
-/** How a job's function is run: in this process (the default) or in the replica's worker process. */
-export type JobRunner = (job: TriggerJob, run: (input: unknown) => Promise<FunctionOutcome>) => Promise<FunctionOutcome>;
+/**
+ * How a job's function is run: in this process (the default) or in the replica's worker process.
+ * `run` takes the runner's own abort signal too (a drain deadline, a lost lease). A runner that
+ * refuses the job before `run` was called rejects with DomainError('unavailable'): the run is then
+ * recorded `rejected` and the dispatch rejects, so its trigger knows the function never ran.
+ * `accepted` tells the dispatcher the runner took the job (queued on its replica).
+ */
+export type JobRunner = (
+  job: TriggerJob,
+  run: (input: unknown, signal?: AbortSignal) => Promise<FunctionOutcome>,
+  accepted?: () => void,
+) => Promise<FunctionOutcome>;
+
+/** Whether a dispatch's rejection means its function never ran (the trigger may offer it again). */
+export function notRunRefusal(error: unknown): error is DomainError {
+  return error instanceof DomainError && error.type === 'unavailable';
+}
 
 /** One function execution's outcome as a trigger run sees it. */
 export interface FunctionOutcome {
@@ -88,18 +103,29 @@ export class AgentDispatcher {
     return this.start(job).done;
   }
 
-  /** The run id at once; the outcome when the run has ended and been recorded. */
-  start(job: TriggerJob): { runId: string; done: Promise<AgentRunOutcome> } {
+  /**
+   * The run id at once; `began` when the job was taken (its runner accepted it, or its function
+   * started), rejecting like `done` when it was refused before; the outcome when the run has ended
+   * and been recorded.
+   */
+  start(job: TriggerJob): { runId: string; began: Promise<void>; done: Promise<AgentRunOutcome> } {
     const runId = job.runId ?? randomUUID();
-    if (this.closing.signal.aborted)
-      return { runId, done: Promise.reject(new DomainError('unavailable', 'the server is stopping; the trigger was not run')) };
-    const done = this.execute(runId, job);
+    if (this.closing.signal.aborted) {
+      const refused = Promise.reject(new DomainError('unavailable', 'the server is stopping; the trigger was not run'));
+      refused.catch(() => undefined);
+      return { runId, began: refused, done: refused };
+    }
+    let markBegan!: () => void;
+    const began = new Promise<void>((resolve) => (markBegan = resolve));
+    const done = this.execute(runId, job, () => markBegan());
+    const beganOrRefused = Promise.race([began, done.then(() => undefined)]);
+    beganOrRefused.catch(() => undefined);
     this.inFlight.add(done);
     void done.then(
       () => this.inFlight.delete(done),
       () => this.inFlight.delete(done),
     );
-    return { runId, done };
+    return { runId, began: beganOrRefused, done };
   }
 
   /** Stops taking jobs, stops the runs in flight (recorded as cancelled) and waits for their records. */
@@ -108,15 +134,18 @@ export class AgentDispatcher {
     await Promise.allSettled([...this.inFlight]);
   }
 
-  private async execute(runId: string, job: TriggerJob): Promise<AgentRunOutcome> {
+  private async execute(runId: string, job: TriggerJob, began: () => void = () => undefined): Promise<AgentRunOutcome> {
     const started = Date.now();
     const found = await this.deps.agents.agentContext(job.agentId);
     if (!found) throw new DomainError('not_found', 'the agent no longer exists; the trigger was not run');
     await this.record(runId, job, found.accountId, new Date(started));
     const signal = job.signal ? AbortSignal.any([job.signal, this.closing.signal]) : this.closing.signal;
     const principal = agentPrincipal({ accountId: found.accountId, tier: found.tier, namespace: found.namespace, agentId: job.agentId });
-    const invoke = async (input: unknown): Promise<FunctionOutcome> => {
-      const began = Date.now();
+    let invoked = false;
+    const invoke = async (input: unknown, runnerSignal?: AbortSignal): Promise<FunctionOutcome> => {
+      invoked = true;
+      began();
+      const t0 = Date.now();
       try {
         // A bad name is recorded as this run's failure (the run row exists already).
         const { service, name } = parseFunctionName(job.functionName);
@@ -130,17 +159,29 @@ export class AgentDispatcher {
           { kind: 'function', service, name },
           input,
           job.trigger,
-          { signal },
+          { signal: runnerSignal ? AbortSignal.any([signal, runnerSignal]) : signal },
         );
-        return functionOutcome(job.functionName, answer, Date.now() - began);
+        return functionOutcome(job.functionName, answer, Date.now() - t0);
       } catch (error) {
-        return failedCall(job.functionName, this.typed(error, runId), Date.now() - began);
+        return failedCall(job.functionName, this.typed(error, runId), Date.now() - t0);
       }
     };
     let outcome: FunctionOutcome;
     try {
-      outcome = this.deps.runner ? await this.deps.runner(job, invoke) : await invoke(job.input);
+      outcome = this.deps.runner ? await this.deps.runner({ ...job, signal }, invoke, began) : await invoke(job.input);
     } catch (error) {
+      if (!invoked && notRunRefusal(error)) {
+        // Refused before its function ran (the replica stopped, crashed or lost its lease; the server
+        // stopping): recorded as not run, and the trigger told so (it lets the delivery or fire go).
+        this.finish(runId, {
+          status: 'rejected',
+          errorType: 'unavailable',
+          errorMessage: storable(error.message),
+          calls: [],
+          finishedAt: new Date(),
+        });
+        throw new DomainError('unavailable', `${error.message}; the trigger was not run`, { not_run: true });
+      }
       // The replica's own failure (its process died, a protocol fault): typed; details only in the log.
       outcome = failedCall(job.functionName, this.typed(error, runId), 0);
     }

@@ -43,6 +43,8 @@ export class AgentRuntime {
       logger: Logger;
       /** The server instance lease: runs of a node whose lease lapsed are ended this often. */
       leaseMs: number;
+      /** Most replica processes this node runs (MCPWORKS_MAX_REPLICAS_PER_NODE). */
+      maxReplicas?: number | undefined;
       pending?: Pick<PendingWrites, 'add'>;
       /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
       state?: (agentId: string, tier: string) => AgentStateAccess;
@@ -57,6 +59,7 @@ export class AgentRuntime {
       leaseMs: deps.leaseMs,
       logger: deps.logger,
       tiers: deps.tiers,
+      ...(deps.maxReplicas !== undefined ? { maxReplicas: deps.maxReplicas } : {}),
     });
     this.replicas = new ReplicaDirectory({ agents, replicas, nodeId: deps.nodeId, supervisor: this.supervisor });
     this.runs = new AgentRuns(this.runsStore);

@@ -147,6 +147,113 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'crashy' });
   });
 
+  test('a hung lease renewal (half-open connection, a lock): the watchdog ends the local replicas; they come back once renewals do', async () => {
+    const o = await owner(server);
+    await callOk(o.create, 'make_agent', { name: 'hung' });
+    await callOk(o.create, 'start_agent', { name: 'hung' });
+    await until('running', () => replicasOf(o, 'hung'), allRunning(1));
+    const supervisor = server.server.services.replicas;
+    const inside = supervisor as unknown as { options: { store: { renew: (...a: unknown[]) => Promise<unknown> } }; lastRenewed: number };
+    const store = inside.options.store;
+    const realRenew = store.renew;
+    let release!: (error: Error) => void;
+    const hung = new Promise<never>((_, reject) => (release = reject));
+    hung.catch(() => undefined);
+    store.renew = () => hung;
+    const [before] = processesOf(supervisor, 'hung');
+    try {
+      // The lease's age as if the rounds had hung for most of it (no renewal lands while renew hangs).
+      await until(
+        'the replica ended by the watchdog',
+        async () => {
+          inside.lastRenewed = Date.now() - 60_000;
+          return processesOf(supervisor, 'hung');
+        },
+        (ps) => ps.length === 0,
+      );
+    } finally {
+      store.renew = realRenew;
+      release(new Error('the hung renewal ends'));
+    }
+    await until(
+      'gone',
+      async () => alive(before!.pid!),
+      (up) => !up,
+    );
+    await until(
+      'back once renewals land',
+      async () => processesOf(supervisor, 'hung'),
+      (ps) => ps.length === 1 && ps[0]!.phase === 'up',
+    );
+    await callOk(o.create, 'stop_agent', { name: 'hung' });
+  });
+
+  test('a replica whose row could not be marked running is not offered to triggers until a round marks it', async () => {
+    const o = await owner(server);
+    await callOk(o.create, 'make_agent', { name: 'unmarked' });
+    const supervisor = server.server.services.replicas;
+    const store = (supervisor as unknown as { options: { store: { markRunning: (id: string, node: string) => Promise<boolean> } } }).options
+      .store;
+    const realMark = store.markRunning;
+    let refusals = 0;
+    store.markRunning = async () => {
+      refusals++;
+      return false;
+    };
+    let starting: Promise<unknown> | undefined;
+    try {
+      // Not awaited here: start_agent waits for its replicas' rows to say running.
+      starting = callOk(o.create, 'start_agent', { name: 'unmarked' });
+      const [p] = await until(
+        'its process started and the mark refused',
+        async () => processesOf(supervisor, 'unmarked'),
+        (ps) => ps.length === 1 && ps[0]!.pid !== undefined && refusals > 0,
+      );
+      assert.deepEqual(supervisor.localReplicas(p!.agentId), [], 'not offered while its row does not say running');
+      assert.notEqual(processesOf(supervisor, 'unmarked')[0]!.phase, 'up');
+    } finally {
+      store.markRunning = realMark;
+    }
+    await starting;
+    const [up] = await until(
+      'marked by a round, then offered',
+      async () => processesOf(supervisor, 'unmarked'),
+      (ps) => ps[0]?.phase === 'up',
+    );
+    assert.deepEqual(supervisor.localReplicas(up!.agentId), [up!.replica]);
+    await until('its row running', () => replicasOf(o, 'unmarked'), allRunning(1));
+    await callOk(o.create, 'stop_agent', { name: 'unmarked' });
+  });
+
+  test("the node's replica process cap: replicas past it stay unplaced (pending) until there is room", async () => {
+    const o = await owner(server);
+    await callOk(o.create, 'make_agent', { name: 'capped' });
+    await callOk(o.create, 'scale_agent', { name: 'capped', replicas: 3 });
+    const supervisor = server.server.services.replicas;
+    const options = (supervisor as unknown as { options: { maxReplicas?: number } }).options;
+    const before = options.maxReplicas;
+    options.maxReplicas = supervisor.processes().length + 2;
+    let starting: Promise<unknown> | undefined;
+    try {
+      // Not awaited here: start_agent waits for its replicas' rows to say running.
+      starting = callOk(o.create, 'start_agent', { name: 'capped' });
+      const rows = await until(
+        'two placed, one unplaced',
+        () => replicasOf(o, 'capped'),
+        (r) => r.filter((x) => x.status === 'running').length === 2 && r.length === 3,
+      );
+      for (let round = 0; round < 3; round++) await supervisor.tick();
+      assert.equal(processesOf(supervisor, 'capped').length, 2, 'no process past the cap');
+      assert.equal((await replicasOf(o, 'capped')).filter((x) => x.status === 'running').length, 2, JSON.stringify(rows));
+    } finally {
+      if (before === undefined) delete options.maxReplicas;
+      else options.maxReplicas = before;
+    }
+    await starting;
+    await until('the third placed once there is room', () => replicasOf(o, 'capped'), allRunning(3));
+    await callOk(o.create, 'stop_agent', { name: 'capped' });
+  });
+
   test('slots: Pro refuses a 6th replica and changes nothing; scaling to 0 frees them; Dedicated takes 30 (stopped, no processes)', async () => {
     const pro = await owner(server, 'pro');
     await callOk(pro.create, 'make_agent', { name: 'many' });

@@ -29,6 +29,8 @@ export interface ReplicaJob {
   functionName: string;
   input: unknown;
   signal?: AbortSignal;
+  /** Called once the replica took the job (queued behind its earlier jobs); not called when refused. */
+  onQueued?: () => void;
 }
 
 /** What the host does for a job's calls: run a function through the run path (and, when given, state operations). */
@@ -57,6 +59,8 @@ interface Held {
   /** The job running now (aborted when a drain's deadline passes). */
   current: AbortController | undefined;
   waiting: number;
+  /** Its process is up but its row was not marked running for this node (a round tries again). */
+  unmarked?: boolean;
   /** Set when it is being stopped or removed: resolves once its process has ended and its row says so. */
   ended?: Promise<void>;
 }
@@ -72,7 +76,14 @@ export interface ReplicaSupervisorOptions {
   tickMs?: number;
   /** Most replicas one node claims per tick (others may claim the rest meanwhile). */
   claimBatch?: number;
+  /** Most replicas (worker processes) this node holds at once (MCPWORKS_MAX_REPLICAS_PER_NODE); the rest stay unplaced for another node. */
+  maxReplicas?: number;
 }
+
+export const DEFAULT_MAX_REPLICAS_PER_NODE = 64;
+
+/** How many function runs a worker may ask for in one `direct` job: the trigger's function, once. */
+const DIRECT_INVOKES_PER_JOB = 1;
 
 /** A stopped or removed replica may finish its current run for the tier's run timeout and this much more. */
 const DRAIN_SLACK_MS = 30_000;
@@ -97,9 +108,25 @@ export class ReplicaSupervisor {
 
   start(): void {
     this.lastRenewed = Date.now();
-    this.timer = setInterval(() => void this.tick(), this.tickMs);
+    this.timer = setInterval(() => {
+      this.watchdog();
+      void this.tick();
+    }, this.tickMs);
     this.timer.unref();
     void this.tick();
+  }
+
+  /**
+   * Self-fencing apart from the rounds: past 0.8 of the lease since the last renewal (a round hung on a
+   * half-open connection or a lock, or failing), every local replica is ended, before another node may
+   * take them once the lease lapses. Runs on the timer whatever the round does.
+   */
+  watchdog(): void {
+    if (this.stopped || this.held.size === 0) return;
+    if (Date.now() - this.lastRenewed <= this.options.leaseMs * 0.8) return;
+    for (const held of [...this.held.values()]) {
+      if (held.phase !== 'ending') this.forget(held, 'its lease was not renewed in time');
+    }
   }
 
   /** One round: renew, act on what the rows say, settle what dead nodes left, claim free replicas. Rounds never overlap. */
@@ -120,7 +147,15 @@ export class ReplicaSupervisor {
     const { store, nodeId, leaseMs } = this.options;
     let rows: HeldReplica[];
     try {
-      rows = await store.renew(nodeId, leaseMs);
+      // Bounded: a renewal hung past half the lease counts as failed (the watchdog fences at 0.8).
+      let timer: NodeJS.Timeout | undefined;
+      rows = await Promise.race([
+        store.renew(nodeId, leaseMs),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('renewing the replica leases timed out')), Math.max(1, Math.floor(leaseMs / 2)));
+          timer.unref();
+        }),
+      ]).finally(() => clearTimeout(timer));
     } catch (error) {
       // Without renewals another node takes these replicas once the lease lapses: end them first.
       if (Date.now() - this.lastRenewed > leaseMs * 0.8) {
@@ -141,6 +176,7 @@ export class ReplicaSupervisor {
         continue;
       }
       if (ending && held.phase !== 'ending') this.end(held, row.status === 'draining' ? 'removed' : 'stopped');
+      else if (!ending && held.unmarked && held.phase === 'starting') await this.markAgain(held, row.status);
     }
     for (const held of [...this.held.values()]) {
       // Destroyed, or taken over by another node after this one's lease lapsed.
@@ -148,7 +184,19 @@ export class ReplicaSupervisor {
     }
     if (this.stopped) return;
     await store.settleOrphans();
-    for (const row of await store.claim(nodeId, leaseMs, this.options.claimBatch ?? 16)) this.adopt(row);
+    // Up to this node's process cap: replicas past it stay unplaced (pending) until a node with room claims them.
+    const room = (this.options.maxReplicas ?? DEFAULT_MAX_REPLICAS_PER_NODE) - this.held.size;
+    if (room <= 0) return;
+    for (const row of await store.claim(nodeId, leaseMs, Math.min(this.options.claimBatch ?? 16, room))) this.adopt(row);
+  }
+
+  /** A replica whose process is up but whose row was not marked: offered once the row says running for this node. */
+  private async markAgain(held: Held, status: string): Promise<void> {
+    const marked = status === 'running' || (await this.options.store.markRunning(held.id, this.options.nodeId).catch(() => false));
+    if (!marked || held.phase !== 'starting' || !held.unmarked) return;
+    held.unmarked = false;
+    held.phase = 'up';
+    this.options.logger.info({ agent: held.agentName, replica: held.name, pid: held.process?.pid }, 'agent replica started');
   }
 
   private limits(tier: string): TierLimits {
@@ -195,11 +243,13 @@ export class ReplicaSupervisor {
     const phase = (): Held['phase'] => held.phase;
     if (held.process !== child || phase() === 'ending') return;
     if (!(await this.options.store.markRunning(held.id, this.options.nodeId).catch(() => false))) {
-      // Not ours any more (destroyed, or stopped meanwhile): the next round settles it.
-      if (phase() === 'starting') held.phase = 'up';
+      // Not ours any more (destroyed, stopped meanwhile) or the database away: not offered to triggers
+      // until its row says running for this node; the next round settles it or marks it again.
+      held.unmarked = true;
       return;
     }
     if (phase() === 'ending') return;
+    held.unmarked = false;
     held.phase = 'up';
     this.options.logger.info({ agent: held.agentName, replica: held.name, pid: child.pid }, 'agent replica started');
   }
@@ -341,6 +391,7 @@ export class ReplicaSupervisor {
     if (!held || held.phase !== 'up' || this.stopped)
       return Promise.reject(new DomainError('unavailable', `replica '${replica}' is not running on this server`, { replica }));
     held.waiting++;
+    job.onQueued?.();
     const turn = held.queue.then(() => this.runNow(held, job, calls));
     held.queue = turn.catch(() => undefined).finally(() => held.waiting--);
     return turn;
@@ -349,12 +400,13 @@ export class ReplicaSupervisor {
   private async runNow(held: Held, job: ReplicaJob, calls: ReplicaHostCalls): Promise<ReplicaJobOutcome> {
     const child = held.process;
     if (!child || (held.phase !== 'up' && held.phase !== 'ending'))
-      throw new ReplicaCrashedError(`replica '${held.name}' was not running when the run's turn came`);
+      throw new DomainError('unavailable', `replica '${held.name}' was not running when the run's turn came`, { replica: held.name });
     const controller = new AbortController();
     const onAbort = () => controller.abort(job.signal?.reason);
     job.signal?.addEventListener('abort', onAbort, { once: true });
     if (job.signal?.aborted) onAbort();
     held.current = controller;
+    let invocations = 0;
     try {
       return await child.run(
         {
@@ -371,6 +423,9 @@ export class ReplicaSupervisor {
             // Direct orchestration runs the trigger's function and nothing else.
             if (request.function !== job.functionName)
               throw new DomainError('forbidden', `this run may call only ${job.functionName}, not ${request.function}`);
+            // ...once: a worker asking again (a compromised or faulty one) is refused, never a second run.
+            if (invocations++ >= DIRECT_INVOKES_PER_JOB)
+              throw new DomainError('forbidden', `a direct run calls ${job.functionName} once; this job already did`);
             return abortable(calls.invoke(request.function, request.input, controller.signal), controller.signal);
           }
           if (!calls.state) throw new DomainError('unavailable', 'state operations are not available to this run');
@@ -419,7 +474,11 @@ export class ReplicaSupervisor {
  * ReplicaCrashed; a replica this node does not run is an `unavailable` refusal.
  */
 export function replicaRunner(supervisor: () => ReplicaSupervisor) {
-  return async (job: TriggerJob, run: (input: unknown) => Promise<FunctionOutcome>): Promise<FunctionOutcome> => {
+  return async (
+    job: TriggerJob,
+    run: (input: unknown, signal?: AbortSignal) => Promise<FunctionOutcome>,
+    accepted?: () => void,
+  ): Promise<FunctionOutcome> => {
     let outcome: FunctionOutcome | undefined;
     const crashed = (message: string): FunctionOutcome => ({
       status: 'failed',
@@ -433,7 +492,7 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
       },
     });
     try {
-      const done = await supervisor().run(
+      const queued = supervisor().run(
         job.agentId,
         job.replica,
         {
@@ -443,15 +502,17 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
           functionName: job.functionName,
           input: job.input,
           ...(job.signal ? { signal: job.signal } : {}),
+          ...(accepted ? { onQueued: accepted } : {}),
         },
         {
-          invoke: async (_fn, input) => {
-            outcome = await run(input);
+          invoke: async (_fn, input, signal) => {
+            outcome = await run(input, signal);
             if (outcome.status === 'succeeded') return outcome.result ?? null;
             throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
           },
         },
       );
+      const done = await queued;
       if (outcome) return outcome;
       // The worker ended the job without running its function.
       return crashed(done.ok ? 'the replica ended the job without running its function' : `${done.error.type}: ${done.error.message}`);

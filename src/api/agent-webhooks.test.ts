@@ -9,6 +9,7 @@ import { createHmac } from 'node:crypto';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
+import { DomainError } from '../core/errors.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import type { Db } from '../store/database.js';
 import { WebhooksStore } from '../store/webhooks-store.js';
@@ -192,7 +193,7 @@ describe('agent webhooks', () => {
     assert.match(accepted.body.run_id, /^[0-9a-f-]{36}$/);
     const waited = await post(hookPath('open', 'inbox', '?wait=true&x=1&x=2'), '{"n":2}', { 'x-custom': 'yes', cookie: 'c=1' });
     assert.equal(waited.status, 200, JSON.stringify(waited.body));
-    assert.equal(waited.body.status, 'succeeded');
+    assert.equal(waited.body.status, 'succeeded', JSON.stringify(waited.body));
     const got = waited.body.result.got;
     assert.deepEqual(got.body, { n: 2 });
     assert.equal(got.path, 'inbox');
@@ -273,6 +274,47 @@ describe('agent webhooks', () => {
     const answer = await post(hookPath('signed-copy', 'github', '?wait=true'), body, signed(body));
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal((await post(hookPath('signed-copy', 'github'), body, signed(body, now(), 'not-the-secret-0123456789'))).status, 401);
+    // The copy shares the secret: a delivery signed for one is accepted once across both (no replay to the other).
+    const once = '{"once-across":"clones"}';
+    const headers = signed(once);
+    assert.equal((await post(hookPath('signed', 'github', '?wait=true'), once, headers)).status, 200);
+    const replayed = await post(hookPath('signed-copy', 'github'), once, headers);
+    assert.deepEqual([replayed.status, replayed.body.reason], [409, 'replayed']);
+    const other = '{"once-across":"the other way"}';
+    const otherHeaders = signed(other);
+    assert.equal((await post(hookPath('signed-copy', 'github', '?wait=true'), other, otherHeaders)).status, 200);
+    assert.equal((await post(hookPath('signed', 'github'), other, otherHeaders)).status, 409);
+  });
+
+  test('a delivery its replica refuses before the run (stopped meanwhile): 503 + Retry-After, key and signature let go, the retry runs', async () => {
+    const supervisor = server.server.services.replicas;
+    const realRun = supervisor.run.bind(supervisor);
+    const body = '{"refused":"first"}';
+    const headers = { ...signed(body), 'idempotency-key': `refused-${Math.random().toString(36).slice(2)}` };
+    for (const query of ['', '?wait=true']) {
+      // The race: the replica ends between the trigger's pick (localReplicas) and its run.
+      let refusals = 0;
+      supervisor.run = (agentId, replica) => {
+        refusals++;
+        return Promise.reject(new DomainError('unavailable', `replica '${replica}' is not running on this server`, { agentId }));
+      };
+      let refused;
+      try {
+        refused = await post(hookPath('signed', 'github', query), body, headers);
+      } finally {
+        supervisor.run = realRun;
+      }
+      assert.equal(refusals, 1);
+      assert.equal(refused.status, 503, `${query}: ${JSON.stringify(refused.body)}`);
+      assert.ok(Number(refused.headers['retry-after']) > 0);
+      const run = (await runsOf('signed')).find((r: any) => r.run_id === refused.body.run_id || r.id === refused.body.run_id);
+      assert.ok(run, 'the refused run is recorded');
+      assert.equal(run.status, 'rejected', JSON.stringify(run));
+    }
+    // The sender's retry of the very same delivery (same signature, same key) runs.
+    const retry = await post(hookPath('signed', 'github', '?wait=true'), body, headers);
+    assert.equal(retry.status, 200, JSON.stringify(retry.body));
+    assert.deepEqual(retry.body.result.got.body, { refused: 'first' });
   });
 
   test('Idempotency-Key: a second delivery answers the first run (and its result), never runs again', async () => {
@@ -304,6 +346,12 @@ describe('agent webhooks', () => {
     assert.deepEqual(await hooks.claimKey(inbox, 'claimed-once', 'run-a', 24), { claimed: true });
     const second = await hooks.claimKey(inbox, 'claimed-once', 'run-b', 24);
     assert.equal('existing' in second && second.existing.run_id, 'run-a');
+    // A node whose clock runs 20 min ahead of the database's computes an expiry the database already
+    // passed: the seen signature still lives 2 windows on the database's clock, so the replay is refused.
+    const skewed = `sha256=${'ab'.repeat(32)}`;
+    const aheadExpiry = now() - 600;
+    assert.equal(await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601), true);
+    assert.equal(await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601), false, 'a replay inside the window is refused');
     // The same signed delivery sent twice in parallel: one runs, the other is a replay.
     const body = '{"twice":true}';
     const headers = signed(body);
@@ -355,6 +403,14 @@ describe('agent webhooks', () => {
     assert.equal(refused.headers['retry-after'], String(refused.body.retry_after));
     // Another webhook of the same agent has its own count.
     assert.equal((await post(url('cap'), '{}')).status, 202);
+    // Signed: badly signed deliveries never use up the sender's rate; a valid one still runs after them.
+    await callOk(small, 'add_webhook', { name: 'tiny', path: 'signed-rate', handler_function_name: 'hooks.echo', secret: SECRET });
+    for (let i = 0; i < 6; i++) {
+      const bad = await post(url('signed-rate'), '{}', signed('{}', now(), 'not-the-secret-0123456789'));
+      assert.equal(bad.status, 401, `bad ${i}: ${JSON.stringify(bad.body)}`);
+    }
+    const good = await post(url('signed-rate'), '{"good":1}', signed('{"good":1}'));
+    assert.equal(good.status, 202, JSON.stringify(good.body));
     await small.close();
   });
 

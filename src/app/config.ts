@@ -47,6 +47,8 @@ export interface ServerConfig {
   shutdownGraceMs?: number | undefined;
   /** MCPWORKS_INSTANCE_LEASE_MS: how long this server's slots outlive its last sign of life (default 30000). */
   leaseMs?: number | undefined;
+  /** MCPWORKS_MAX_REPLICAS_PER_NODE: most agent replica processes this node runs (default 64); the rest wait for another node. */
+  maxReplicasPerNode?: number | undefined;
   /** LOG_LEVEL: the pino level (default info). */
   logLevel?: string | undefined;
   /** The sandbox's switches (defaults: SANDBOX_DEFAULTS, what an unset environment gives). */
@@ -134,6 +136,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: Pick<H
     progressIntervalMs: env.MCPWORKS_PROGRESS_INTERVAL_MS ? progressInterval(env.MCPWORKS_PROGRESS_INTERVAL_MS) : undefined,
     shutdownGraceMs: shutdownGraceMs(env.MCPWORKS_SHUTDOWN_GRACE_MS),
     leaseMs: leaseMsFromEnvironment(env.MCPWORKS_INSTANCE_LEASE_MS),
+    maxReplicasPerNode: env.MCPWORKS_MAX_REPLICAS_PER_NODE
+      ? positiveInteger('MCPWORKS_MAX_REPLICAS_PER_NODE', env.MCPWORKS_MAX_REPLICAS_PER_NODE, 10_000)
+      : undefined,
     logLevel: env.LOG_LEVEL ?? 'info',
     sandbox: sandboxFromEnv(env),
   };

@@ -284,6 +284,7 @@ async function startServerSteps(
     tiers: config.tiers,
     logger,
     leaseMs,
+    maxReplicas: config.maxReplicasPerNode,
     pending,
     state: (agentId, tier) => agents.stateAccess(agentId, tier),
   });

@@ -823,4 +823,13 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 21,
+    name: 'seen webhook signatures looked up by signature alone',
+    statements: [
+      // A signature is accepted once across all webhooks (a clone shares its source's secret): the
+      // replay check finds it by the signature alone.
+      `CREATE INDEX agent_webhook_signatures_signature ON agent_webhook_signatures(signature)`,
+    ],
+  },
 ];

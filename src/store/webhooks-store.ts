@@ -129,16 +129,29 @@ export class WebhooksStore {
   }
 
   /**
-   * Remembers an accepted signature until `expiresAtSeconds`; false when it was seen already (a replay).
-   * Expired rows of the webhook are cleared on the way.
+   * Remembers an accepted signature until `expiresAtSeconds`; false when it was seen already (a replay)
+   * on ANY webhook: a signature depends on the secret, and a clone's webhooks share their agent's, so
+   * one signed delivery is accepted once across all of them. Under a lock on the signature (every node
+   * shares it); expired rows of the webhook are cleared on the way. The row lives until
+   * `expiresAtSeconds` (the node's clock) and at least `minSeconds` from now on the database's clock,
+   * so a node whose clock is ahead of the database's cannot see its row expire inside the window.
    */
-  async rememberSignature(webhookId: string, signature: string, expiresAtSeconds: number): Promise<boolean> {
+  async rememberSignature(webhookId: string, signature: string, expiresAtSeconds: number, minSeconds = 0): Promise<boolean> {
     await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND expires_at < now()`.execute(this.db);
-    const inserted = await sql`
-      INSERT INTO agent_webhook_signatures (webhook_id, signature, expires_at)
-      VALUES (${webhookId}, ${signature}, to_timestamp(${expiresAtSeconds}))
-      ON CONFLICT (webhook_id, signature) DO NOTHING RETURNING signature`.execute(this.db);
-    return inserted.rows.length === 1;
+    return this.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${'webhook-signature:' + signature}, 0))`.execute(trx);
+      const inserted = await sql`
+        INSERT INTO agent_webhook_signatures (webhook_id, signature, expires_at)
+        SELECT ${webhookId}, ${signature}, greatest(to_timestamp(${expiresAtSeconds}), now() + make_interval(secs => ${minSeconds}))
+        WHERE NOT EXISTS (SELECT 1 FROM agent_webhook_signatures WHERE signature = ${signature} AND expires_at >= now())
+        ON CONFLICT (webhook_id, signature) DO NOTHING RETURNING signature`.execute(trx);
+      return inserted.rows.length === 1;
+    });
+  }
+
+  /** Forgets an accepted signature whose delivery never ran, so the sender's retry of it is taken. */
+  async forgetSignature(webhookId: string, signature: string): Promise<void> {
+    await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND signature = ${signature}`.execute(this.db);
   }
 
   /** The delivery an unexpired Idempotency-Key names, if any. */

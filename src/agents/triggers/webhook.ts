@@ -16,7 +16,7 @@ import type { BoundCipher } from '../../services/state-cipher.js';
 import { secretContext } from '../../services/webhooks.js';
 import type { DeliveryRow, WebhookTarget, WebhooksStore } from '../../store/webhooks-store.js';
 
-import type { AgentDispatcher, AgentRunOutcome } from '../dispatcher.js';
+import { notRunRefusal, type AgentDispatcher, type AgentRunOutcome } from '../dispatcher.js';
 import type { ReplicaDirectory } from '../replicas.js';
 
 /** A delivery as the HTTP route hands it over: the URL's parts, the headers, and a body reader with a cap. */
@@ -60,6 +60,9 @@ function outcomeBody(runId: string, outcome: Pick<AgentRunOutcome, 'status' | 'r
   };
 }
 
+/** A signed webhook takes this many times its rate of badly signed deliveries a minute (per node) before they are answered without an event each. */
+export const REFUSED_BUDGET_FACTOR = 10;
+
 export interface WebhookTriggerDeps {
   store: WebhooksStore;
   cipher: BoundCipher;
@@ -78,6 +81,8 @@ export class WebhookTrigger {
   private readonly running = new Map<string, Promise<AgentRunOutcome>>();
   /** Deliveries in flight per replica name (per agent): the least busy replica takes the next. */
   private readonly busy = new Map<string, number>();
+  /** Refused deliveries per webhook in this node's current minute (their own budget; never the valid rate). */
+  private readonly refusedCounts = new Map<string, { minute: number; count: number }>();
 
   constructor(private readonly deps: WebhookTriggerDeps) {}
 
@@ -105,6 +110,37 @@ export class WebhookTrigger {
     return answer;
   }
 
+  /** Counts a delivery against the webhook's per-minute rate (the database's count, shared by every node); the 429 past it. */
+  private async overRate(target: WebhookTarget, limits: TierLimits): Promise<WebhookAnswer | undefined> {
+    if (limits.webhookRequestsPerMinute === null) return undefined;
+    const { count, retryAfter } = await this.deps.store.countDelivery(target.id);
+    if (count <= limits.webhookRequestsPerMinute) return undefined;
+    const answer: WebhookAnswer = {
+      ...error(429, 'rate_limited', `this webhook takes at most ${limits.webhookRequestsPerMinute} deliveries a minute`, {
+        limit: limits.webhookRequestsPerMinute,
+        retry_after: retryAfter,
+      }),
+      headers: { 'retry-after': String(retryAfter) },
+      close: true,
+    };
+    // One event per webhook and minute: the first refusal, not each of a flood.
+    return count === limits.webhookRequestsPerMinute + 1 ? this.refused(target, 'rate_limited', answer) : answer;
+  }
+
+  /**
+   * Counts a refused (badly signed) delivery in this node's budget for the webhook's minute, apart from
+   * the rate valid deliveries use: 'last' for the one that fills it, 'over' past it.
+   */
+  private countRefused(target: WebhookTarget, limits: TierLimits): 'ok' | 'last' | 'over' {
+    const minute = Math.floor(Date.now() / 60_000);
+    const budget = REFUSED_BUDGET_FACTOR * (limits.webhookRequestsPerMinute ?? 60);
+    if (this.refusedCounts.size > 10_000) for (const [id, c] of this.refusedCounts) if (c.minute !== minute) this.refusedCounts.delete(id);
+    const entry = this.refusedCounts.get(target.id);
+    const count = entry && entry.minute === minute ? entry.count + 1 : 1;
+    this.refusedCounts.set(target.id, { minute, count });
+    return count < budget ? 'ok' : count === budget ? 'last' : 'over';
+  }
+
   async deliver(req: WebhookRequest): Promise<WebhookAnswer> {
     if (!isValidNamespaceName(req.namespace) || !AGENT_NAME_PATTERN.test(req.agent) || !WEBHOOK_PATH_PATTERN.test(req.path))
       return notFound(req);
@@ -114,21 +150,12 @@ export class WebhookTrigger {
       return error(503, 'unavailable', "this webhook's account has a plan this server does not configure; its owner must ask the operator");
     const limits = limitsFor(target.tier, this.deps.tiers);
 
-    // The rate first: refused deliveries count too, so a flood of bad signatures costs one row update each.
-    if (limits.webhookRequestsPerMinute !== null) {
-      const { count, retryAfter } = await this.deps.store.countDelivery(target.id);
-      if (count > limits.webhookRequestsPerMinute) {
-        const answer: WebhookAnswer = {
-          ...error(429, 'rate_limited', `this webhook takes at most ${limits.webhookRequestsPerMinute} deliveries a minute`, {
-            limit: limits.webhookRequestsPerMinute,
-            retry_after: retryAfter,
-          }),
-          headers: { 'retry-after': String(retryAfter) },
-          close: true,
-        };
-        // One event per webhook and minute: the first refusal, not each of a flood.
-        return count === limits.webhookRequestsPerMinute + 1 ? this.refused(target, 'rate_limited', answer) : answer;
-      }
+    // Unsigned: every delivery counts against the webhook's rate, before its body is read. Signed: only
+    // deliveries whose signature passed count (below), so nobody without the secret can use up the
+    // sender's budget; refused ones have their own, larger budget on this node (REFUSED_BUDGET_FACTOR).
+    if (target.secret_sealed === null) {
+      const over = await this.overRate(target, limits);
+      if (over) return over;
     }
 
     let key: string | undefined;
@@ -164,8 +191,16 @@ export class WebhookTrigger {
         timestamp: req.headers.get(TIMESTAMP_HEADER) ?? undefined,
         nowSeconds: this.now(),
       });
-      if (!check.ok) return this.refused(target, check.reason, error(401, 'unauthorized', check.message, { reason: check.reason }));
+      if (!check.ok) {
+        const answer = error(401, 'unauthorized', check.message, { reason: check.reason });
+        const flood = this.countRefused(target, limits);
+        // Past the refused budget: the same answer, without a security event or log line each.
+        if (flood === 'over') return { ...answer, close: true };
+        return this.refused(target, flood === 'last' ? 'refused_flood' : check.reason, answer);
+      }
       signature = check;
+      const over = await this.overRate(target, limits);
+      if (over) return over;
     }
 
     let input;
@@ -200,11 +235,14 @@ export class WebhookTrigger {
       if (earlier) return this.answerEarlier(target, key, earlier, wait, limits);
     }
     if (signature) {
-      // Inserted before the run: of two deliveries with one signature (on any node), one runs.
+      // Inserted before the run: of two deliveries with one signature (on any node), one runs. This
+      // node accepts the timestamp for at most 2 windows after now (its clock), so the row lives that
+      // long on the database's clock too: a clock offset between them cannot reopen the window.
       const fresh = await this.deps.store.rememberSignature(
         target.id,
         signature.signature,
         signature.timestamp + SIGNATURE_WINDOW_SECONDS + 1,
+        2 * SIGNATURE_WINDOW_SECONDS + 1,
       );
       if (!fresh)
         return this.refused(
@@ -223,7 +261,7 @@ export class WebhookTrigger {
 
     const replica = this.leastBusy(target.agent_id, replicas);
     const busyKey = `${target.agent_id}/${replica}`;
-    let started: { runId: string; done: Promise<AgentRunOutcome> };
+    let started: { runId: string; began: Promise<void>; done: Promise<AgentRunOutcome> };
     try {
       started = this.deps.dispatcher.start({
         agentId: target.agent_id,
@@ -238,25 +276,29 @@ export class WebhookTrigger {
       });
     } catch (e) {
       if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId);
+      if (signature) await this.deps.store.forgetSignature(target.id, signature.signature);
       throw e;
     }
     this.busy.set(busyKey, (this.busy.get(busyKey) ?? 0) + 1);
-    // Refused before it ran (the server stopping): the key is let go, so the sender's retry runs.
-    let notRun = false;
+    // Refused before it ran (the server stopping, the replica gone or lost): the key and the signature
+    // are let go, so the sender's retry (here or on another node) runs; the answer is a 503.
+    let notRun: DomainError | undefined;
     const done = started.done
       .catch((e: unknown): AgentRunOutcome => {
         // A typed refusal (the agent destroyed meanwhile, the server stopping) as it is; anything else only in the log.
         if (isDomainError(e)) {
-          notRun = e.type === 'unavailable';
-          return { runId, replica, status: 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
+          if (notRunRefusal(e)) notRun = e;
+          return { runId, replica, status: notRun ? 'rejected' : 'failed', error: { type: e.type, message: e.message }, durationMs: 0 };
         }
         this.deps.logger.error({ err: e instanceof Error ? e.message : String(e), run_id: runId }, 'webhook run failed unexpectedly');
         const message = 'the run could not be completed; the operator can find details in the server log';
         return { runId, replica, status: 'failed', error: { type: 'internal_error', message }, durationMs: 0 };
       })
       .then(async (outcome) => {
-        if (key !== undefined && notRun) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
-        else if (key !== undefined) {
+        if (notRun) {
+          if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
+          if (signature) await this.deps.store.forgetSignature(target.id, signature.signature).catch(() => undefined);
+        } else if (key !== undefined) {
           const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(outcomeBody(runId, outcome)));
           await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch((err: unknown) => {
             this.deps.logger.warn(
@@ -274,8 +316,22 @@ export class WebhookTrigger {
         this.running.delete(runId);
       });
     this.running.set(runId, done);
+    const notRunAnswer = (e: DomainError): WebhookAnswer => ({
+      ...error(503, 'unavailable', `${e.message}: retry the delivery later`, { run_id: runId }),
+      headers: { 'retry-after': '5' },
+    });
+    // Answered once the replica took the job: a refusal before that is a 503 (the delivery is not lost).
+    const refusal = await started.began.then(
+      () => undefined,
+      (e: unknown) => (notRunRefusal(e) ? e : undefined),
+    );
+    if (refusal) {
+      await done;
+      return notRunAnswer(refusal);
+    }
     if (!wait) return { status: 202, body: { run_id: started.runId } };
-    return this.waitFor(started.runId, done, limits);
+    const answer = await this.waitFor(started.runId, done, limits);
+    return notRun ? notRunAnswer(notRun) : answer;
   }
 
   private leastBusy(agentId: string, replicas: string[]): string {
