@@ -215,6 +215,8 @@ export class ScheduleLoop {
     const options = scheduleOptionsOf(row);
     const run = (async () => {
       let end: FireEnd;
+      // Once the dispatcher has taken the fire, its run exists (even if refused before running): the fire names it.
+      let runId: string | null = null;
       let outcomeStatus: 'succeeded' | 'failed' | 'cancelled';
       let error: { type: string; message: string } | undefined;
       try {
@@ -235,6 +237,7 @@ export class ScheduleLoop {
           },
           orchestrationMode: 'direct',
         });
+        runId = started.runId;
         await this.store.setFireRun(fireId, started.runId, replica).catch(() => undefined);
         const outcome = await started.done;
         error = outcome.error;
@@ -257,7 +260,7 @@ export class ScheduleLoop {
         const unavailable = caught instanceof DomainError && caught.type === 'unavailable';
         error = { type: caught instanceof DomainError ? caught.type : 'dispatch_error', message };
         outcomeStatus = unavailable ? 'cancelled' : 'failed';
-        end = { status: 'failed', reason: `${error.type}: ${message}`.slice(0, 500), runId: null, runReplica: replica };
+        end = { status: 'failed', reason: `${error.type}: ${message}`.slice(0, 500), runId, runReplica: replica };
       }
       const status = outcomeStatus;
       await this.store.finishFire(fireId, row.id, end, (before) => {
