@@ -49,8 +49,10 @@ export interface LoopDeps {
   now?: () => number;
 }
 
+export type LoopStopReason = Exclude<StopReason, 'fallback_direct'>;
+
 export interface LoopOutcome {
-  stopReason: StopReason;
+  stopReason: LoopStopReason;
   /** The model's last text (its answer when stopReason is 'answered'), capped. */
   answer: string;
   iterations: number;
@@ -78,7 +80,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
   if (input.signal?.aborted) onAbort();
   let answer = '';
 
-  const end = (stopReason: StopReason, error?: { type: string; message: string }): LoopOutcome => ({
+  const end = (stopReason: LoopStopReason, error?: { type: string; message: string }): LoopOutcome => ({
     stopReason,
     answer: capText(answer, ANSWER_MAX_CHARS),
     iterations: budget.iterations,
@@ -87,7 +89,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
     ...(error ? { error } : {}),
     transcript,
   });
-  const limit = (reason: StopReason) => end(reason, { type: reason, message: LIMIT_MESSAGES[reason]!(budget.limitOf(reason)) });
+  const limit = (reason: LoopStopReason) => end(reason, { type: reason, message: LIMIT_MESSAGES[reason]!(budget.limitOf(reason)) });
   // Whoever fired the signal decides the stop: the caller (cancelled) or the clock (the time limit).
   const stopped = () =>
     input.signal?.aborted ? end('cancelled', { type: 'cancelled', message: 'the run was cancelled' }) : limit('max_execution_time');
@@ -121,7 +123,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       // Tokens past the limit: nothing more is spent, not even the calls this answer asked for.
       if (overTokens) return limit(overTokens);
       const results: ToolResult[] = [];
-      let stop: StopReason | undefined;
+      let stop: LoopStopReason | undefined;
       for (const [i, call] of turn.toolCalls.entries()) {
         if (stop || controller.signal.aborted) {
           results.push({ callId: call.id, content: 'not run: the run stopped', isError: true });
