@@ -229,7 +229,9 @@ export class AgentDispatcher {
       // An AI run's model reads the outcome only as the host scanned and capped it.
       if (session)
         outcome.forModel = session.scan(
-          JSON.stringify(outcome.error ? { status: outcome.status, error: outcome.error } : { status: outcome.status, result: outcome.result ?? null }),
+          JSON.stringify(
+            outcome.error ? { status: outcome.status, error: outcome.error } : { status: outcome.status, result: outcome.result ?? null },
+          ),
         );
       return outcome;
     };
@@ -250,18 +252,35 @@ export class AgentDispatcher {
       if (!ai || !this.deps.orchestration) {
         const why = openError
           ? { type: 'ai_unavailable', message: "the agent's AI settings could not be opened; configure_agent_ai again" }
-          : { type: 'no_ai', message: 'this agent has no AI configured (configure_agent_ai); this trigger has no function to run directly' };
+          : {
+              type: 'no_ai',
+              message: 'this agent has no AI configured (configure_agent_ai); this trigger has no function to run directly',
+            };
         if (openError) this.typed(openError, runId);
         return this.end(runId, job, started, { status: 'failed', error: why, calls: [] });
       }
-      return this.executeAi(runId, job, mode, found, ai, signal, began, invoke, (s) => (session = s), rejectNotRun, () => invoked);
+      return this.executeAi(
+        runId,
+        job,
+        mode,
+        found,
+        ai,
+        signal,
+        began,
+        invoke,
+        (s) => (session = s),
+        rejectNotRun,
+        () => invoked,
+      );
     }
 
     let outcome: FunctionOutcome;
     try {
       if (this.deps.runner) {
         const result = await this.deps.runner({ ...job, orchestrationMode: 'direct', signal }, { invoke }, began);
-        outcome = result.function ?? failedCall(functionName, result.failure ?? { type: 'ReplicaCrashed', message: 'the job ended without an outcome' }, 0);
+        outcome =
+          result.function ??
+          failedCall(functionName, result.failure ?? { type: 'ReplicaCrashed', message: 'the job ended without an outcome' }, 0);
       } else outcome = await invoke(job.input);
     } catch (error) {
       if (!invoked && notRunRefusal(error)) rejectNotRun(error);
@@ -351,6 +370,7 @@ export class AgentDispatcher {
       if (!invoked() && session.calls.length === 0 && notRunRefusal(error)) rejectNotRun(error);
       result = { failure: this.typed(error, runId) };
     }
+    await session.settled();
     const fn = result.function;
     const loop = result.loop;
     const toolCalls: AgentToolCall[] = session.calls;
@@ -360,7 +380,14 @@ export class AgentDispatcher {
         status: error.type === 'cancelled' ? 'cancelled' : 'failed',
         error,
         calls: fn ? [fn.call] : [],
-        ai: { iterations: null, inputTokens: null, outputTokens: null, stopReason: error.type === 'cancelled' ? 'cancelled' : 'failed', toolCalls, answer: null },
+        ai: {
+          iterations: null,
+          inputTokens: null,
+          outputTokens: null,
+          stopReason: error.type === 'cancelled' ? 'cancelled' : 'failed',
+          toolCalls,
+          answer: null,
+        },
       });
     }
     const answer = session.scan(loop.answer, ANSWER_MAX_CHARS);

@@ -32,6 +32,8 @@ export class AgentRuntime {
   readonly supervisor: ReplicaSupervisor;
   readonly runs: AgentRuns;
   readonly dispatcher: AgentDispatcher;
+  /** The tools of the agents' AI runs (attach() gives it the attached MCP servers' source). */
+  readonly toolbox: Toolbox;
   private readonly runsStore: AgentRunsStore;
   private readonly timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<unknown> | undefined;
@@ -70,6 +72,7 @@ export class AgentRuntime {
     });
     this.replicas = new ReplicaDirectory({ agents, replicas, nodeId: deps.nodeId, supervisor: this.supervisor });
     this.runs = new AgentRuns(this.runsStore);
+    this.toolbox = new Toolbox({ run: deps.run, state: deps.state, attached: deps.attached, runs: this.runsStore, logger: deps.logger });
     // `direct` jobs run on their replica's worker process, which asks this process to run the function.
     this.dispatcher = new AgentDispatcher({
       agents,
@@ -85,7 +88,7 @@ export class AgentRuntime {
             orchestration: {
               open: (agent) => deps.ai!.open(agent),
               limits: (agent, tier) => deps.ai!.orchestrationLimits(agent, tier),
-              toolbox: new Toolbox({ run: deps.run, state: deps.state, attached: deps.attached, runs: this.runsStore, logger: deps.logger }),
+              toolbox: this.toolbox,
             },
           }
         : {}),

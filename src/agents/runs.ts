@@ -26,7 +26,8 @@ export function runView(row: AgentRunRow) {
     duration_ms: row.duration_ms,
     // AI runs: model turns, tokens, why it stopped (answered, a limit, cancelled, provider_error, fallback_direct).
     iterations: row.iterations ?? null,
-    usage: row.input_tokens === null && row.output_tokens === null ? null : { input_tokens: row.input_tokens, output_tokens: row.output_tokens },
+    usage:
+      row.input_tokens === null && row.output_tokens === null ? null : { input_tokens: row.input_tokens, output_tokens: row.output_tokens },
     stop_reason: row.stop_reason ?? null,
     conversation_id: row.conversation_id ?? null,
   };

@@ -127,7 +127,13 @@ export class AgentRunsStore {
 
   /** A security event of the agent's namespace (list_security_events shows it). */
   async recordForbiddenTool(event: ForbiddenToolEvent): Promise<void> {
-    const detail = JSON.stringify({ agent: event.agent, tool: event.tool, trigger: event.trigger, run_id: event.runId });
+    const detail = JSON.stringify({
+      detection: 'forbidden_tool',
+      agent: event.agent,
+      tool: event.tool,
+      trigger: event.trigger,
+      run_id: event.runId,
+    });
     await sql`
       INSERT INTO security_events (id, account_id, namespace_id, event_type, detail)
       VALUES (${randomUUID()}, ${event.accountId}, ${event.namespaceId}, 'agent_forbidden_tool', ${detail}::jsonb)`.execute(this.db);

@@ -82,7 +82,8 @@ const STATE_TOOLS: Array<{ name: 'state_get' | 'state_set' | 'state_list' | 'sta
   },
   {
     name: 'state_set',
-    description: "Writes one key of this agent's state (any JSON value). if_version: only if the key is at that version now (0: not set yet).",
+    description:
+      "Writes one key of this agent's state (any JSON value). if_version: only if the key is at that version now (0: not set yet).",
     schema: {
       type: 'object',
       properties: { key: { type: 'string' }, value: {}, if_version: { type: 'integer', minimum: 0 } },
@@ -106,6 +107,11 @@ const STATE_TOOLS: Array<{ name: 'state_get' | 'state_set' | 'state_list' | 'sta
 
 export class Toolbox {
   constructor(private readonly deps: ToolboxDeps) {}
+
+  /** The source of the agents' attached servers' tools (set once the server has one). */
+  attach(source: AttachedToolSource): void {
+    this.deps.attached = source;
+  }
 
   /** The tools offered to one run, and the session that answers its calls. */
   async open(run: ToolRun, signal: AbortSignal): Promise<ToolSession> {
@@ -166,6 +172,7 @@ export class ToolSession {
   /** Every call the model made, in order, as the run's record keeps it. */
   readonly calls: AgentToolCall[] = [];
   functionsCalled = 0;
+  private readonly pending = new Set<Promise<unknown>>();
   private readonly scanner: SecretScanner;
 
   constructor(
@@ -190,8 +197,31 @@ export class ToolSession {
     return capText(out, max);
   }
 
+  /**
+   * Resolves once every call in flight has ended (a call stopped by the run's deadline or cancel is
+   * still unwinding its sandbox when the loop ends): the run's record is written after, with them.
+   */
+  async settled(ms = 30_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.pending]),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, ms);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   /** One tool call of the model: refused, or run and answered (capped, scanned). Never throws. */
-  async call(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer> {
+  call(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer> {
+    const running = this.callNow(name, args, signal);
+    this.pending.add(running);
+    void running.finally(() => this.pending.delete(running));
+    return running;
+  }
+
+  private async callNow(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer> {
     const t0 = Date.now();
     const target = this.table.get(name);
     const record = (call: Omit<AgentToolCall, 'duration_ms' | 'name'>) =>
@@ -236,7 +266,9 @@ export class ToolSession {
         error_type: typed?.type ?? 'internal_error',
       });
       return {
-        content: this.scan(JSON.stringify({ error: typed ?? { type: 'internal_error', message: 'the tool call failed inside the server' } })),
+        content: this.scan(
+          JSON.stringify({ error: typed ?? { type: 'internal_error', message: 'the tool call failed inside the server' } }),
+        ),
         isError: true,
       };
     }
@@ -257,9 +289,15 @@ export class ToolSession {
     this.functionsCalled++;
     const fullName = `${target.service}.${target.name}`;
     const t0 = Date.now();
-    const answer = await this.deps.run.invoke(this.ctx, { kind: 'function', service: target.service, name: target.name }, args, this.run.trigger, {
-      signal,
-    });
+    const answer = await this.deps.run.invoke(
+      this.ctx,
+      { kind: 'function', service: target.service, name: target.name },
+      args,
+      this.run.trigger,
+      {
+        signal,
+      },
+    );
     const outcome = functionOutcome(fullName, answer, Date.now() - t0);
     record({
       kind: 'function',
