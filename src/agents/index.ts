@@ -13,11 +13,14 @@ import { AgentDispatcher } from './dispatcher.js';
 import { ReplicaDirectory } from './replicas.js';
 import { replicaRunner, ReplicaSupervisor } from './supervisor.js';
 import { AgentRuns } from './runs.js';
+import { Toolbox, type AttachedToolSource } from './orchestration/toolbox.js';
+import type { AgentAiSettings } from '../services/agent-ai.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
 export { ReplicaDirectory, type ReplicaView } from './replicas.js';
 export { AgentRuns } from './runs.js';
 export { ReplicaSupervisor } from './supervisor.js';
+export { Toolbox, type AttachedTool, type AttachedToolSource } from './orchestration/toolbox.js';
 
 /** How often ended runs past their plan's retention are deleted, and the first time after start. */
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
@@ -29,6 +32,8 @@ export class AgentRuntime {
   readonly supervisor: ReplicaSupervisor;
   readonly runs: AgentRuns;
   readonly dispatcher: AgentDispatcher;
+  /** The tools of the agents' AI runs (attach() gives it the attached MCP servers' source). */
+  readonly toolbox: Toolbox;
   private readonly runsStore: AgentRunsStore;
   private readonly timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<unknown> | undefined;
@@ -37,7 +42,7 @@ export class AgentRuntime {
   constructor(
     private readonly deps: {
       db: Db;
-      run: Pick<RunService, 'invoke'>;
+      run: Pick<RunService, 'invoke' | 'snapshot'>;
       nodeId: string;
       tiers: Readonly<Record<string, TierLimits>>;
       logger: Logger;
@@ -48,6 +53,10 @@ export class AgentRuntime {
       pending?: Pick<PendingWrites, 'add'>;
       /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
       state?: (agentId: string, tier: string) => AgentStateAccess;
+      /** The agents' AI settings (keys opened just before a run): without them every trigger runs `direct`. */
+      ai?: Pick<AgentAiSettings, 'open' | 'orchestrationLimits'>;
+      /** The agents' attached MCP servers' tools, offered to their AI runs. */
+      attached?: AttachedToolSource;
     },
   ) {
     const agents = new AgentsStore(deps.db);
@@ -63,6 +72,7 @@ export class AgentRuntime {
     });
     this.replicas = new ReplicaDirectory({ agents, replicas, nodeId: deps.nodeId, supervisor: this.supervisor });
     this.runs = new AgentRuns(this.runsStore);
+    this.toolbox = new Toolbox({ run: deps.run, state: deps.state, attached: deps.attached, runs: this.runsStore, logger: deps.logger });
     // `direct` jobs run on their replica's worker process, which asks this process to run the function.
     this.dispatcher = new AgentDispatcher({
       agents,
@@ -73,6 +83,15 @@ export class AgentRuntime {
       runner: replicaRunner(() => this.supervisor),
       ...(deps.pending ? { pending: deps.pending } : {}),
       ...(deps.state ? { state: deps.state } : {}),
+      ...(deps.ai
+        ? {
+            orchestration: {
+              open: (agent) => deps.ai!.open(agent),
+              limits: (agent, tier) => deps.ai!.orchestrationLimits(agent, tier),
+              toolbox: this.toolbox,
+            },
+          }
+        : {}),
     });
   }
 
