@@ -112,6 +112,28 @@ function validateHeaders(value: unknown, field: string): Record<string, string> 
   return out;
 }
 
+/** What agents.config.mcp_servers holds, one per server. */
+export interface StoredMcpServer {
+  name: string;
+  url: string;
+  /** The header names (shown), and their values sealed as one JSON object (never shown). */
+  header_names: string[];
+  headers_sealed?: string;
+  configured_at: string;
+}
+
+/** What describe_agent shows of each server: name, url and header names; never a value, sealed or not. */
+export function publicMcpServers(list: unknown): Array<Record<string, unknown>> {
+  if (!Array.isArray(list)) return [];
+  return (list as StoredMcpServer[]).map((s) => ({
+    name: s.name,
+    url: s.url,
+    header_names: Array.isArray(s.header_names) ? s.header_names : [],
+    ...(s.headers_sealed ? { headers: 'set (encrypted; never shown)' } : {}),
+    configured_at: s.configured_at,
+  }));
+}
+
 /** A server's address as the rules see it. */
 export interface ServerTarget {
   /** The URL as WHATWG parses it (IPv4 in any spelling is dotted decimal here, IPv6 compressed). */
