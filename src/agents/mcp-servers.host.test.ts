@@ -30,7 +30,6 @@ import {
 } from '../test-support/harness.js';
 import { McpAddressGuard, McpServerSource, type Resolver } from './mcp-servers.js';
 
-const SECRET = `Bearer mcp-peer-${Math.random().toString(36).slice(2, 14)}-never-shown`;
 const TINY_SECRET = `tiny-${Math.random().toString(36).slice(2, 14)}-never-shown`;
 
 /** A small MCP server (the official SDK's, stateless): one `echo` tool; redirects on two paths; it records what reached it. */
@@ -88,7 +87,7 @@ before(async () => {
   tiny = await startTiny(['127.0.0.1', '127.0.0.2']);
   const logs = new Writable({ write: (chunk, _encoding, done) => (lines.push(String(chunk)), done()) });
   // The operator lets agents reach 127.0.0.2 (and nothing else in a refused range).
-  server = await startTestServer({ agentMcpAllow: parseAgentMcpAllow('127.0.0.2') }, createLogger('info', logs));
+  server = await startTestServer({ agentMcpAllow: parseAgentMcpAllow('127.0.0.2') }, logs);
 });
 after(async () => {
   await server?.stop();
