@@ -169,6 +169,16 @@ describe('attached MCP servers', () => {
     const called = await source.call(id, 'peer', 'utils__hello', { name: 'agent' }, signal());
     assert.equal(called.isError, false, called.content);
     assert.match(called.content, /Hello, agent/);
+    // The server ends the cached connection's session (idle expiry, or evicted by the key's cap): the next listing and call reconnect.
+    const store = (server.server.services.accountsStore as unknown as { db: { deleteFrom(t: string): any } }).db;
+    const ended = await store.deleteFrom('mcp_sessions').where('account_id', '=', peer.accountId).executeTakeFirst();
+    assert.ok(Number(ended.numDeletedRows) >= 1, 'the connection had a session');
+    assert.deepEqual(
+      (await source.list(id, signal())).map((t) => t.tool),
+      listed.map((t) => t.tool),
+    );
+    await store.deleteFrom('mcp_sessions').where('account_id', '=', peer.accountId).execute();
+    assert.match((await source.call(id, 'peer', 'utils__hello', { name: 'again' }, signal())).content, /Hello, again/);
     const unknown = await source.call(id, 'nobody', 'x', {}, signal());
     assert.deepEqual(unknown, { content: "no MCP server 'nobody' is attached to this agent", isError: true });
 

@@ -12,7 +12,7 @@ import { networkInterfaces } from 'node:os';
 import http from 'node:http';
 import https from 'node:https';
 import { Readable, Transform } from 'node:stream';
-import { Client, StreamableHTTPClientTransport, type FetchLike } from '@modelcontextprotocol/client';
+import { Client, SdkHttpError, StreamableHTTPClientTransport, type FetchLike } from '@modelcontextprotocol/client';
 import {
   bareHost,
   formatIp,
@@ -288,8 +288,39 @@ export class McpServerSource implements AttachedToolSource {
     return lists.flat();
   }
 
+  /**
+   * A kept connection may have outlived its session on the server (idle expiry, evicted for the
+   * key's cap, a restart): work that fails on it is tried once more on a new connection. A call
+   * only when the server said it does not know the session (HTTP 404: the call did not run).
+   */
+  private async withConnection<T>(
+    agentId: string,
+    server: OpenMcpServer,
+    signal: AbortSignal,
+    work: (client: Client) => Promise<T>,
+    retry: (error: unknown) => boolean,
+  ): Promise<T> {
+    const { client, reused } = this.connection(agentId, server, signal);
+    try {
+      return await work(await client);
+    } catch (error) {
+      this.drop(agentId, server.name);
+      if (!reused || signal.aborted || !retry(error)) throw error;
+      return await work(await this.connection(agentId, server, signal).client);
+    }
+  }
+
   private async listOne(agentId: string, server: OpenMcpServer, signal: AbortSignal): Promise<AttachedTool[]> {
-    const client = await this.connection(agentId, server, signal);
+    return this.withConnection(
+      agentId,
+      server,
+      signal,
+      (client) => this.listWith(client, server, signal),
+      () => true,
+    );
+  }
+
+  private async listWith(client: Client, server: OpenMcpServer, signal: AbortSignal): Promise<AttachedTool[]> {
     const tools: AttachedTool[] = [];
     let cursor: string | undefined;
     for (let page = 0; page < LIST_PAGES && tools.length < MCP_TOOLS_PER_SERVER; page++) {
@@ -313,8 +344,13 @@ export class McpServerSource implements AttachedToolSource {
     const server = (await this.servers(agentId)).find((s) => s.name === serverName);
     if (!server) return { content: `no MCP server '${serverName}' is attached to this agent`, isError: true };
     try {
-      const client = await this.connection(agentId, server, signal);
-      const result = await client.callTool({ name: tool, arguments: args }, { signal, timeout: CALL_TIMEOUT_MS });
+      const result = await this.withConnection(
+        agentId,
+        server,
+        signal,
+        (client) => client.callTool({ name: tool, arguments: args }, { signal, timeout: CALL_TIMEOUT_MS }),
+        (error) => error instanceof SdkHttpError && error.status === 404,
+      );
       return { content: resultText(result as never), isError: result.isError === true };
     } catch (error) {
       // A failed connection is not reused (a server restarted, a session expired); the call is not retried (it may have run).
@@ -335,13 +371,13 @@ export class McpServerSource implements AttachedToolSource {
     await Promise.all(all.map((c) => closeClient(c.client)));
   }
 
-  private connection(agentId: string, server: OpenMcpServer, signal: AbortSignal): Promise<Client> {
+  private connection(agentId: string, server: OpenMcpServer, signal: AbortSignal): { client: Promise<Client>; reused: boolean } {
     const key = `${agentId}\u0000${server.name}`;
     const cached = this.connections.get(key);
     this.connections.delete(key);
     if (cached && cached.version === server.version) {
       this.connections.set(key, cached);
-      return cached.client;
+      return { client: cached.client, reused: true };
     }
     if (cached) void closeClient(cached.client);
     const client = this.open(server, signal);
@@ -354,7 +390,7 @@ export class McpServerSource implements AttachedToolSource {
       this.connections.delete(oldest);
       void closeClient(entry.client);
     }
-    return client;
+    return { client, reused: false };
   }
 
   private async open(server: OpenMcpServer, signal: AbortSignal): Promise<Client> {
