@@ -190,7 +190,7 @@ export class McpAddressGuard {
       response.destroy();
       throw new Error(`attached MCP server answered HTTP ${status}`);
     }
-    const empty = status === 204 || status === 304 || init?.method === 'HEAD';
+    const empty = status === 204 || status === 205 || status === 304 || init?.method === 'HEAD';
     if (empty) response.resume();
     let seen = 0;
     const capped = new Transform({
