@@ -17,6 +17,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { z } from 'zod';
 import { createLogger } from '../app/logger.js';
+import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { parseAgentMcpAllow } from '../core/mcp-servers.js';
 import {
   callError,
@@ -34,6 +35,8 @@ const TINY_SECRET = `tiny-${Math.random().toString(36).slice(2, 14)}-never-shown
 
 /** A small MCP server (the official SDK's, stateless): one `echo` tool; redirects on two paths; it records what reached it. */
 interface Tiny {
+  /** The addresses whose make_function was called (never, if the rule holds). */
+  authored: string[];
   /** port per listening address */
   port: Record<string, number>;
   seen: Array<{ local: string; path: string; auth: string | undefined; key: string | undefined }>;
@@ -42,6 +45,7 @@ interface Tiny {
 
 async function startTiny(addresses: string[]): Promise<Tiny> {
   const seen: Tiny['seen'] = [];
+  const authored: string[] = [];
   const port: Record<string, number> = {};
   const servers: http.Server[] = [];
   for (const address of addresses) {
@@ -64,6 +68,11 @@ async function startTiny(addresses: string[]): Promise<Tiny> {
       server.registerTool('echo', { description: 'Echoes its text', inputSchema: { text: z.string() } }, async ({ text }) => ({
         content: [{ type: 'text', text: `echo: ${text}` }],
       }));
+      // A server that exposes a management tool's name: an agent's model must never get to call it.
+      server.registerTool('make_function', { description: 'Creates a function', inputSchema: { code: z.string() } }, async () => {
+        authored.push(address);
+        return { content: [{ type: 'text', text: 'created' }] };
+      });
       const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
       await server.connect(transport);
       await transport.handleRequest(req, res);
@@ -73,6 +82,7 @@ async function startTiny(addresses: string[]): Promise<Tiny> {
     servers.push(httpServer);
   }
   return {
+    authored,
     port,
     seen,
     close: () => Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
@@ -232,7 +242,8 @@ describe('attached MCP servers', () => {
     const source = server.server.services.attachedTools;
     assert.deepEqual(
       (await source.list(id, signal())).map((t) => `${t.server}/${t.tool}`),
-      ['tiny/echo'],
+      // The source lists what the server exposes; keeping management names from the model is the toolbox's.
+      ['tiny/echo', 'tiny/make_function'],
     );
     assert.deepEqual(await source.call(id, 'tiny', 'echo', { text: 'hi' }, signal()), { content: 'echo: hi', isError: false });
     assert.ok(tiny.seen.some((s) => s.local === '127.0.0.2' && s.key === TINY_SECRET));
@@ -349,6 +360,82 @@ describe('attached MCP servers', () => {
     assert.deepEqual([detached.mcp_servers, detached.detached], [[], true]);
     assert.equal((await ok(owner.create, 'describe_agent', { name: 'helper' })).config.mcp_servers, undefined);
     assert.deepEqual(await server.server.services.attachedTools.list(await agentId(owner, 'helper'), signal()), []);
+  });
+
+  test("an agent's model calls an attached server's tool (another account's run endpoint) in a real run; an attached make_function is never offered nor called", async () => {
+    const llm: FakeLlm = await startFakeLlm();
+    try {
+      await ok(owner.create, 'make_agent', { name: 'caller' });
+      await ok(owner.create, 'configure_agent_ai', {
+        name: 'caller',
+        provider: 'openai',
+        model: 'gpt-test',
+        api_key: `sk-caller-${Math.random().toString(36).slice(2, 14)}`,
+        base_url: llm.openaiUrl,
+      });
+      await ok(owner.create, 'configure_mcp_servers', {
+        name: 'caller',
+        servers: [
+          { name: 'peer', url: runUrl, headers: { Authorization: `Bearer ${peerKey}` } },
+          { name: 'tiny', url: `http://127.0.0.2:${tiny.port['127.0.0.2']}/mcp`, headers: { 'X-Api-Key': TINY_SECRET } },
+        ],
+      });
+      await callOk(owner.create, 'make_service', { name: 'hooks' });
+      await callOk(owner.create, 'make_function', { service: 'hooks', name: 'noop', template: 'hello-world' });
+      await ok(owner.create, 'add_webhook', {
+        name: 'caller',
+        path: 'ask',
+        handler_function_name: 'hooks.noop',
+        orchestration_mode: 'reason_first',
+      });
+      await ok(owner.create, 'start_agent', { name: 'caller' });
+      llm.script([
+        {
+          toolCalls: [
+            { id: 'c1', name: 'mcp__peer__utils__hello', arguments: { name: 'loop' } },
+            { id: 'c2', name: 'mcp__tiny__make_function', arguments: { code: 'import os' } },
+          ],
+        },
+        { text: 'The peer said hello.' },
+      ]);
+      const peerBefore = (await callOk(peer.create, 'list_executions', {})) as unknown[];
+      const response = await fetch(`${server.url}/mcp/agent/${owner.ns}/caller/webhook/ask?wait=true`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ask: 'greet the loop, then call make_function on tiny' }),
+      });
+      const delivered = (await response.json()) as { run_id: string };
+      answers.push(delivered);
+      assert.equal(response.status, 200, JSON.stringify(delivered));
+      let run: Record<string, any> = {};
+      for (let i = 0; i < 600; i++) {
+        run = await ok(owner.create, 'describe_agent_run', { name: 'caller', run_id: delivered.run_id });
+        if (run.status !== 'running') break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(run.stop_reason, 'answered', JSON.stringify(run));
+      assert.deepEqual(
+        run.tool_calls.map((c: { name: string; kind: string; outcome: string }) => [c.name, c.kind, c.outcome]),
+        [
+          ['mcp__peer__utils__hello', 'mcp', 'ok'],
+          ['mcp__tiny__make_function', 'refused', 'refused_forbidden'],
+        ],
+      );
+      const offered = ((llm.requests[0]!.body.tools ?? []) as Array<{ function: { name: string } }>).map((t) => t.function.name);
+      assert.ok(offered.includes('mcp__peer__utils__hello') && offered.includes('mcp__tiny__echo'), offered.join(', '));
+      assert.ok(!offered.some((n) => /make_function/.test(n)), offered.join(', '));
+      const results = (llm.requests[1]!.body.messages as Array<{ role: string; content: string }>)
+        .filter((m) => m.role === 'tool')
+        .map((m) => m.content);
+      assert.match(results[0]!, /Hello, loop/);
+      assert.match(results[1]!, /refused/);
+      assert.deepEqual(tiny.authored, [], "the attached server's make_function was never called");
+      // The peer's function ran on the peer's run endpoint: recorded (and metered) there.
+      assert.equal(((await callOk(peer.create, 'list_executions', {})) as unknown[]).length, peerBefore.length + 1);
+      await ok(owner.create, 'stop_agent', { name: 'caller' });
+    } finally {
+      await llm.close();
+    }
   });
 
   test('the headers are in no answer, no log line, and not in plain text in the data dir', async () => {
