@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import type { AttachedToolSource } from './orchestration/toolbox.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
@@ -369,6 +370,21 @@ describe('AI runs', () => {
     for (const answer of answers) assert.ok(!JSON.stringify(answer).includes(needle), 'an answer carries the key');
     assert.ok(log.length > 1000, 'the log was captured');
     assert.ok(!log.includes(needle), 'a log line carries the key');
+    if (server.databaseUrl) {
+      // On PostgreSQL the data lives in the database: every row of the tables a run writes, as text.
+      const client = new pg.Client({ connectionString: server.databaseUrl });
+      await client.connect();
+      try {
+        for (const table of ['agents', 'agent_runs', 'agent_state', 'security_events', 'executions']) {
+          const { rows } = await client.query(`SELECT t::text AS row FROM ${table} t`);
+          assert.ok(rows.length > 0, table);
+          for (const r of rows as Array<{ row: string }>) assert.ok(!r.row.includes(needle), `the key in ${table}`);
+        }
+      } finally {
+        await client.end();
+      }
+      return;
+    }
     const dataDir = server.dataDir;
     const stopped = server;
     await stopped.server.close();
