@@ -14,6 +14,7 @@ import { ReplicaDirectory } from './replicas.js';
 import { replicaRunner, ReplicaSupervisor } from './supervisor.js';
 import { AgentRuns } from './runs.js';
 import { Toolbox, type AttachedToolSource } from './orchestration/toolbox.js';
+import { HeartbeatLoop } from './triggers/heartbeat.js';
 import type { AgentAiSettings } from '../services/agent-ai.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
@@ -35,6 +36,8 @@ export class AgentRuntime {
   /** The tools of the agents' AI runs (attach() gives it the attached MCP servers' source). */
   readonly toolbox: Toolbox;
   private readonly runsStore: AgentRunsStore;
+  /** Heartbeats of the agents this node holds replicas of (configure_heartbeat). */
+  private readonly heartbeats: HeartbeatLoop;
   private readonly timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<unknown> | undefined;
   private started = false;
@@ -93,6 +96,17 @@ export class AgentRuntime {
           }
         : {}),
     });
+    this.heartbeats = new HeartbeatLoop({
+      db: deps.db,
+      dispatcher: this.dispatcher,
+      local: () => {
+        const agents = new Map<string, Map<string, number>>();
+        for (const p of this.supervisor.processes())
+          if (p.phase === 'up' && !agents.has(p.agentId)) agents.set(p.agentId, this.supervisor.load(p.agentId));
+        return agents;
+      },
+      logger: deps.logger,
+    });
   }
 
   /**
@@ -104,6 +118,8 @@ export class AgentRuntime {
     if (this.started) return;
     this.started = true;
     await this.endOrphans();
+    // Heartbeats are AI runs: a server without the agents' AI settings has none.
+    if (this.deps.ai) this.heartbeats.start();
     const every = (ms: number, work: () => Promise<unknown>) => {
       const timer = setInterval(() => {
         this.sweeping ??= work().finally(() => (this.sweeping = undefined));
@@ -145,6 +161,7 @@ export class AgentRuntime {
   /** Stops the sweeps and the runs in flight (recorded as cancelled), waiting for their records. */
   async stop(): Promise<void> {
     for (const timer of this.timers.splice(0)) clearTimeout(timer);
+    await this.heartbeats.stop();
     await this.dispatcher.close();
     await this.sweeping;
     this.started = false;

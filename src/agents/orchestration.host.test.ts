@@ -10,10 +10,20 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import type { AttachedToolSource } from './orchestration/toolbox.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
-import { callOk, connect, createAccount, startTestServer, type McpTestClient, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createAccount,
+  errorOf,
+  startTestServer,
+  type McpTestClient,
+  type TestServer,
+} from '../test-support/harness.js';
 
 // Not of any secret pattern's shape: only the key scan (the run's own secrets) can find it.
 const KEY = `fake-llm-key-${Math.random().toString(36).slice(2, 12)}-never-shown`;
@@ -292,6 +302,41 @@ describe('AI runs', () => {
     }
   });
 
+  test("a heartbeat: the running agent's model gets its instructions every interval, once per beat", async () => {
+    llm.script(Array.from({ length: 50 }, () => ({ text: 'All quiet.', usage: { input: 5, output: 2 } })));
+    const configured = await ok('configure_heartbeat', {
+      name: 'bot',
+      enabled: true,
+      interval_seconds: 1,
+      instructions: 'Check the queue.',
+    });
+    assert.equal(configured.heartbeat.enabled, true);
+    let run: Record<string, any> | undefined;
+    try {
+      for (;;) {
+        const runs = (await ok('list_agent_runs', { name: 'bot', trigger: 'heartbeat' })).runs as Array<Record<string, any>>;
+        const done = runs.find((r) => r.status !== 'running');
+        if (done) {
+          run = await ok('describe_agent_run', { name: 'bot', run_id: done.run_id });
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    } finally {
+      await ok('configure_heartbeat', { name: 'bot', enabled: false });
+    }
+    assert.equal(run!.orchestration_mode, 'reason_first');
+    assert.equal(run!.status, 'succeeded', JSON.stringify(run));
+    assert.equal(run!.answer, 'All quiet.');
+    const told = (llm.requests[0]!.body.messages as Array<{ role: string; content: string }>).find((m) => m.role === 'user')!;
+    assert.equal(told.content, 'Check the queue.');
+    for (;;) {
+      const runs = (await ok('list_agent_runs', { name: 'bot', status: 'running' })).runs as unknown[];
+      if (runs.length === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  });
+
   test('without an AI configured an AI mode runs direct, and the record says fallback_direct', async () => {
     await ok('remove_agent_ai', { name: 'bot' });
     const outcome = await runtime().dispatcher.dispatch({
@@ -314,6 +359,9 @@ describe('AI runs', () => {
     answers.push(chatRun);
     assert.equal(chatRun.status, 'failed');
     assert.equal(chatRun.error!.type, 'no_ai');
+    // A heartbeat has no function to fall back to: it needs the AI.
+    const refused = await callError(create, 'configure_heartbeat', { name: 'bot', enabled: true, interval_seconds: 60 });
+    assert.equal(errorOf(refused).type, 'validation_error');
   });
 
   test('the API key is in no answer, no log line and no file of the data dir', async () => {
@@ -322,6 +370,21 @@ describe('AI runs', () => {
     for (const answer of answers) assert.ok(!JSON.stringify(answer).includes(needle), 'an answer carries the key');
     assert.ok(log.length > 1000, 'the log was captured');
     assert.ok(!log.includes(needle), 'a log line carries the key');
+    if (server.databaseUrl) {
+      // On PostgreSQL the data lives in the database: every row of the tables a run writes, as text.
+      const client = new pg.Client({ connectionString: server.databaseUrl });
+      await client.connect();
+      try {
+        for (const table of ['agents', 'agent_runs', 'agent_state', 'security_events', 'executions']) {
+          const { rows } = await client.query(`SELECT t::text AS row FROM ${table} t`);
+          assert.ok(rows.length > 0, table);
+          for (const r of rows as Array<{ row: string }>) assert.ok(!r.row.includes(needle), `the key in ${table}`);
+        }
+      } finally {
+        await client.end();
+      }
+      return;
+    }
     const dataDir = server.dataDir;
     const stopped = server;
     await stopped.server.close();

@@ -475,9 +475,12 @@ export class ReplicaSupervisor {
       );
     } finally {
       held.current = undefined;
+      controller.signal.removeEventListener('abort', onStop);
+      // A job that has ended leaves nothing running: a call still in flight (the worker stopped at
+      // its deadline a moment before this host's timer fired) is stopped now.
+      if (!controller.signal.aborted) controller.abort(new DomainError('unavailable', 'the job has ended'));
       clearTimeout(deadlineTimer);
       clearTimeout(killTimer);
-      controller.signal.removeEventListener('abort', onStop);
       job.signal?.removeEventListener('abort', onAbort);
     }
   }

@@ -44,6 +44,22 @@ export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyP
     async (a) => agents.ai.remove(await agents.resolve(principal, ns, a, 'write')),
   );
   tool(
+    'configure_heartbeat',
+    {
+      description:
+        "A periodic autonomous run of the agent: every interval_seconds (at least your plan's schedule gap) one replica of the running agent gives its model the instructions (reason_first; needs configure_agent_ai). enabled false turns it off. Each run is in list_agent_runs with trigger 'heartbeat'.",
+      input: z.object({
+        ...agentFields,
+        enabled: z.boolean().describe('Turn the heartbeat on or off'),
+        interval_seconds: z.number().int().optional().describe('Seconds between heartbeats (required to turn it on)'),
+        instructions: z.string().optional().describe('What the model is told each time (default: check on things and summarise)'),
+      }),
+      annotations: IDEMPOTENT_WRITE,
+    },
+    // As configure_agent_ai: the heartbeat spends on the provider's account and runs functions.
+    async (a) => agents.ai.configureHeartbeat(await agents.resolve(principal, ns, a, 'write', 'execute'), principal.tier, a),
+  );
+  tool(
     'configure_orchestration_limits',
     {
       description:

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
+import { isForbiddenToolName } from '../core/agent-orchestration.js';
 import { MAX_CODE_BYTES } from '../core/limits.js';
 import {
   callError,
@@ -79,6 +80,7 @@ const EXPECTED_TOOLS = [
   'configure_agent_ai',
   'remove_agent_ai',
   'configure_orchestration_limits',
+  'configure_heartbeat',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {
@@ -93,6 +95,8 @@ for (const era of ['v1', 'v2', 'v2-legacy'] as const) {
         assert.equal(typeof tool.annotations?.readOnlyHint, 'boolean', `${tool.name} readOnlyHint`);
         assert.equal(typeof tool.annotations?.destructiveHint, 'boolean');
         assert.equal(typeof tool.annotations?.idempotentHint, 'boolean');
+        // Every tool that changes something is one an agent's model is never offered and is refused (issue 16).
+        if (tool.annotations?.readOnlyHint === false) assert.ok(isForbiddenToolName(tool.name), `${tool.name} is forbidden to agents`);
       }
       assert.equal(tools.find((t) => t.name === 'list_services')?.annotations.readOnlyHint, true);
       assert.equal(tools.find((t) => t.name === 'delete_function')?.annotations.destructiveHint, true);

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { OrchestrationLimits } from './agent-ai.js';
+import { invalid } from './errors.js';
 
 /**
  * The create endpoint's management tools: never offered during an orchestration and refused when the
@@ -257,4 +258,48 @@ export function triggerMessage(args: {
   if (args.functionName && args.functionOutcome === undefined) lines.push(`Its handler function is ${args.functionName}.`);
   lines.push('Decide what to do with the tools you have, then answer with a short summary.');
   return lines.join('\n');
+}
+
+/** A heartbeat's instructions (what the model is told each time), in characters. */
+export const HEARTBEAT_INSTRUCTIONS_MAX_CHARS = 8_000;
+export const HEARTBEAT_MAX_INTERVAL_S = 7 * 86_400;
+export const DEFAULT_HEARTBEAT_INSTRUCTIONS =
+  'This is your periodic heartbeat. Check on what you look after with the tools you have, act if something needs it, and answer with a short summary.';
+
+/** What agents.config.heartbeat holds. */
+export interface StoredHeartbeat {
+  enabled: boolean;
+  interval_seconds: number;
+  instructions?: string;
+  /** When the next one is due (ISO); moved on by the node that takes it. */
+  next_at: string | null;
+}
+
+/** configure_heartbeat's arguments: `enabled`, and when on an interval of at least the plan's schedule gap. */
+export function validateHeartbeatInput(
+  args: Record<string, unknown>,
+  minIntervalS: number,
+  tier: string,
+): { enabled: boolean; intervalSeconds: number | undefined; instructions: string | undefined } {
+  const { enabled, interval_seconds: interval, instructions } = args;
+  if (typeof enabled !== 'boolean') throw invalid('enabled must be true or false', { field: 'enabled' });
+  if (
+    interval !== undefined &&
+    (typeof interval !== 'number' || !Number.isSafeInteger(interval) || interval < 1 || interval > HEARTBEAT_MAX_INTERVAL_S)
+  )
+    throw invalid(`interval_seconds must be a whole number from 1 to ${HEARTBEAT_MAX_INTERVAL_S}`, { field: 'interval_seconds' });
+  if (enabled && interval === undefined)
+    throw invalid('interval_seconds is required to turn the heartbeat on', { field: 'interval_seconds' });
+  if (typeof interval === 'number' && interval < minIntervalS)
+    throw invalid(`interval_seconds ${interval} is below your plan's minimum (${tier}: ${minIntervalS} s, as for schedules)`, {
+      field: 'interval_seconds',
+      limit: minIntervalS,
+      tier,
+    });
+  if (
+    instructions !== undefined &&
+    (typeof instructions !== 'string' || instructions.length === 0 || instructions.length > HEARTBEAT_INSTRUCTIONS_MAX_CHARS)
+  )
+    throw invalid(`instructions must be text of 1-${HEARTBEAT_INSTRUCTIONS_MAX_CHARS} characters`, { field: 'instructions' });
+  return { enabled, intervalSeconds: interval as number | undefined, instructions: instructions as string | undefined };
 }

@@ -12,6 +12,7 @@ import {
   type StoredAi,
 } from '../core/agent-ai.js';
 import { DomainError } from '../core/errors.js';
+import { validateHeartbeatInput, type StoredHeartbeat } from '../core/agent-orchestration.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { AgentsStore } from '../store/agents-store.js';
 import type { AgentRow } from '../store/schema.js';
@@ -84,6 +85,32 @@ export class AgentAiSettings {
       return { ...c, orchestration_limits: { ...own, ...given } };
     });
     return { agent: agent.name, orchestration_limits: effectiveLimits(config.orchestration_limits, limits) };
+  }
+
+  /**
+   * configure_heartbeat: a periodic reason_first run with the heartbeat's instructions (on a running
+   * agent with an AI configured; the first one an interval from now). Off keeps the settings.
+   */
+  async configureHeartbeat(agent: AgentRow, tier: string, args: Record<string, unknown>) {
+    const limits = this.limits(tier);
+    const input = validateHeartbeatInput(args, limits.scheduleMinIntervalSeconds, tier);
+    const config = await this.edit(agent, (c) => {
+      if (input.enabled && !c.ai)
+        throw new DomainError('validation_error', `agent '${agent.name}' has no AI to run a heartbeat: configure_agent_ai first`, {
+          field: 'enabled',
+        });
+      const before = (c.heartbeat ?? {}) as Partial<StoredHeartbeat>;
+      const interval = input.intervalSeconds ?? before.interval_seconds;
+      const instructions = input.instructions ?? before.instructions;
+      const heartbeat: StoredHeartbeat = {
+        enabled: input.enabled,
+        interval_seconds: interval ?? 0,
+        ...(instructions ? { instructions } : {}),
+        next_at: input.enabled && interval ? new Date(Date.now() + interval * 1000).toISOString() : null,
+      };
+      return { ...c, heartbeat };
+    });
+    return { agent: agent.name, heartbeat: config.heartbeat };
   }
 
   /** The limits a run of this agent gets now: its own, never above its plan's. */

@@ -101,7 +101,7 @@ describe('the loop', () => {
     assert.equal(llm.requests.length, 1);
   });
 
-  test('max_execution_time inside a model call: the call in flight is abandoned at the deadline', async () => {
+  test('max_execution_time inside a model call: the call in flight is abandoned at the deadline', { timeout: 30_000 }, async () => {
     llm.script([{ text: 'too late', delayMs: 20_000 }]);
     const out = await runLoop(input({ limits: { ...LIMITS, max_execution_seconds: 1 } }), {
       provider: provider(),
@@ -113,7 +113,7 @@ describe('the loop', () => {
     assert.equal(llm.requests[0]!.answered, false);
   });
 
-  test('max_execution_time inside a tool call: its signal fires at the deadline', async () => {
+  test('max_execution_time inside a tool call: its signal fires at the deadline', { timeout: 30_000 }, async () => {
     llm.script([{ toolCalls: [addCall('slow')] }, { text: 'never' }]);
     let aborted = false;
     const h = host({
@@ -131,7 +131,7 @@ describe('the loop', () => {
     assert.equal(llm.requests.length, 1);
   });
 
-  test('a cancel stops a model call in flight: cancelled', async () => {
+  test('a cancel stops a model call in flight: cancelled', { timeout: 30_000 }, async () => {
     llm.script([{ text: 'late', delayMs: 20_000 }]);
     const controller = new AbortController();
     const running = runLoop(input({ signal: controller.signal }), { provider: provider(), callTool: host().callTool });

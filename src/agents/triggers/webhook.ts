@@ -60,11 +60,16 @@ const notFound = (req: WebhookRequest): WebhookAnswer => ({
 });
 
 /** What a waiting answer shows of an ended run. */
-function outcomeBody(runId: string, outcome: Pick<AgentRunOutcome, 'status' | 'result' | 'error'>): Record<string, unknown> {
+function outcomeBody(
+  runId: string,
+  outcome: Pick<AgentRunOutcome, 'status' | 'result' | 'error' | 'answer' | 'stopReason'>,
+): Record<string, unknown> {
   return {
     run_id: runId,
     status: outcome.status,
     ...(outcome.status === 'succeeded' ? { result: outcome.result ?? null } : { error: outcome.error ?? null }),
+    // An AI run: the model's answer (scanned, capped) and why it stopped.
+    ...(outcome.answer !== undefined ? { answer: outcome.answer, stop_reason: outcome.stopReason ?? null } : {}),
   };
 }
 
