@@ -19,7 +19,7 @@ export default async function* fileTimes(source) {
   const tests = [];
   for await (const event of source) {
     if (event.type !== 'test:complete' || event.data.nesting !== 0) continue;
-    const file = event.data.file ? path.relative(process.cwd(), event.data.file) : '?';
+    const file = event.data.file ? sourceOf(path.relative(process.cwd(), event.data.file)) : '?';
     const ms = event.data.details?.duration_ms ?? 0;
     // A file's own entry is the test named by its path; its duration is its process's wall time.
     if (event.data.name === event.data.file) {
@@ -31,6 +31,12 @@ export default async function* fileTimes(source) {
   }
   if (out) writeFileSync(out, report(files, tests));
   else yield report(files, tests);
+}
+
+/** A compiled test file (scripts/build-tests.mjs: .build-tests/a/b.test.js) by its source's name (src/a/b.test.ts). */
+function sourceOf(file) {
+  const match = /^\.build-tests\/(.+)\.js$/.exec(file.split(path.sep).join('/'));
+  return match ? `src/${match[1]}.ts` : file;
 }
 
 function report(files, tests) {
