@@ -18,6 +18,9 @@ export default async function* fileTimes(source) {
   const files = new Map();
   const tests = [];
   for await (const event of source) {
+    // A file run directly (node FILE, as scripts/test-pool.mjs runs compiled files) has no entry of
+    // its own: its summary's diagnostics come last, after its after() hooks, and carry the CPU figure.
+    if (event.type === 'test:diagnostic' && event.data.nesting === 0 && out) writeFileSync(out, report(files, tests));
     if (event.type !== 'test:complete' || event.data.nesting !== 0) continue;
     const file = event.data.file ? sourceOf(path.relative(process.cwd(), event.data.file)) : '?';
     const ms = event.data.details?.duration_ms ?? 0;
@@ -27,6 +30,7 @@ export default async function* fileTimes(source) {
       if (out) writeFileSync(out, report(files, tests));
     } else {
       tests.push([`${file}: ${event.data.name}`, ms]);
+      if (out) writeFileSync(out, report(files, tests));
     }
   }
   if (out) writeFileSync(out, report(files, tests));
