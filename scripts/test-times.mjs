@@ -18,8 +18,11 @@ export default async function* fileTimes(source) {
   const files = new Map();
   const tests = [];
   for await (const event of source) {
+    // A file run directly (node FILE, as scripts/test-pool.mjs runs compiled files) has no entry of
+    // its own: its summary's diagnostics come last, after its after() hooks, and carry the CPU figure.
+    if (event.type === 'test:diagnostic' && event.data.nesting === 0 && out) writeFileSync(out, report(files, tests));
     if (event.type !== 'test:complete' || event.data.nesting !== 0) continue;
-    const file = event.data.file ? path.relative(process.cwd(), event.data.file) : '?';
+    const file = event.data.file ? sourceOf(path.relative(process.cwd(), event.data.file)) : '?';
     const ms = event.data.details?.duration_ms ?? 0;
     // A file's own entry is the test named by its path; its duration is its process's wall time.
     if (event.data.name === event.data.file) {
@@ -27,10 +30,17 @@ export default async function* fileTimes(source) {
       if (out) writeFileSync(out, report(files, tests));
     } else {
       tests.push([`${file}: ${event.data.name}`, ms]);
+      if (out) writeFileSync(out, report(files, tests));
     }
   }
   if (out) writeFileSync(out, report(files, tests));
   else yield report(files, tests);
+}
+
+/** A compiled test file (scripts/build-tests.mjs: .build-tests/a/b.test.js) by its source's name (src/a/b.test.ts). */
+function sourceOf(file) {
+  const match = /^\.build-tests\/(.+)\.js$/.exec(file.split(path.sep).join('/'));
+  return match ? `src/${match[1]}.ts` : file;
 }
 
 function report(files, tests) {

@@ -11,7 +11,10 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
-const SRC = dirname(fileURLToPath(import.meta.url));
+/** This file's directory: src/, or the suite's compiled copy of it beside src/ (scripts/build-tests.mjs). */
+const HERE = dirname(fileURLToPath(import.meta.url));
+/** The sources read: src/ in either case. */
+const SRC = join(HERE, '..', 'src');
 
 /** What each folder may import of ours (besides itself). `app`, the composition root, may import everything. */
 const MAY_IMPORT: Record<string, readonly string[]> = {
@@ -213,13 +216,15 @@ test('no sandbox module probes the host when it is imported: host facts are dete
   const probes = new Set<string>();
   const restore: Array<() => void> = [];
   /** Counts a call made from a sandbox module (a frame in src/sandbox, not a test). */
+  // A frame names src/sandbox (from source, or from the compiled copy through its source map) or, without source maps, the copy itself.
+  const sandboxDirs = [join(SRC, 'sandbox') + sep, join(HERE, 'sandbox') + sep];
   const watch = (target: Record<string, unknown>, name: string, label: string) => {
     const original = target[name] as (...args: unknown[]) => unknown;
     target[name] = function (this: unknown, ...args: unknown[]) {
       const frame = new Error().stack
         ?.split('\n')
         .slice(2)
-        .find((line) => line.includes(`${sep}src${sep}sandbox${sep}`) && !line.includes('.test.ts'));
+        .find((line) => sandboxDirs.some((dir) => line.includes(dir)) && !/\.test\.[jt]s\b/.test(line));
       if (frame) probes.add(`${label}(${typeof args[0] === 'string' ? args[0] : ''}) ${frame.trim()}`);
       return original.apply(this, args);
     };
@@ -231,7 +236,9 @@ test('no sandbox module probes the host when it is imported: host facts are dete
   try {
     const modules = sourceFiles(join(SRC, 'sandbox')).filter((file) => file.endsWith('.ts'));
     assert.ok(modules.length > 20, `found ${modules.length} sandbox modules`);
-    for (const file of modules) await import(pathToFileURL(file).href);
+    // The compiled copies when this file is one (plain node cannot load .ts).
+    const loaded = HERE === SRC ? modules : modules.map((file) => join(HERE, relative(SRC, file)).replace(/\.ts$/, '.js'));
+    for (const file of loaded) await import(pathToFileURL(file).href);
   } finally {
     for (const undo of restore) undo();
     syncBuiltinESMExports();

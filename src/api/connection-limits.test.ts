@@ -25,6 +25,7 @@ import {
   testDataRoot,
   type TestServer,
 } from '../test-support/harness.js';
+import { fetchWithin } from '../test-support/processes.js';
 
 interface Held {
   /** Everything the server sent on this connection, once it closed it. */
@@ -84,7 +85,7 @@ async function until(done: () => boolean, what: string): Promise<void> {
 
 async function healthz(server: TestServer): Promise<number> {
   // A generous bound only so that a hung server fails the test instead of stalling it.
-  const response = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(10_000) });
+  const response = await fetchWithin(10_000, `${server.url}/healthz`);
   await response.arrayBuffer();
   return response.status;
 }

@@ -22,6 +22,7 @@ import {
 import { ACCOUNT_MAX_BODY_BYTES, MCP_MAX_BODY_BYTES } from './body-limit.js';
 import { BODY_MAX_DEPTH, BODY_MAX_VALUES } from './mcp-endpoint.js';
 import { MAX_CHECKED_VALUES, MAX_CODE_BYTES } from '../core/limits.js';
+import { fetchWithin } from '../test-support/processes.js';
 
 let server: TestServer;
 let port: number;
@@ -37,7 +38,7 @@ const MB = 1024 * 1024;
 
 async function healthy(): Promise<void> {
   // A generous bound only so that a hung server fails the test instead of stalling it.
-  const response = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(10_000) });
+  const response = await fetchWithin(10_000, `${server.url}/healthz`);
   assert.equal(response.status, 200);
   assert.equal((await response.json()).status, 'ok');
 }

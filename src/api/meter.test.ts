@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
 import { callOk, parseResult, type McpTestClient, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
-import { sandboxRunsStarted, until } from '../test-support/processes.js';
+import { fetchWithin, sandboxRunsStarted, until } from '../test-support/processes.js';
 import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
 let rules: RuleServer;
@@ -32,7 +32,7 @@ const meterOf = (s: Space) => rules.usageOf(s.account);
 
 /** /healthz answers, and within a bound far above its usual milliseconds (a blocked event loop misses it). */
 async function healthzPrompt(): Promise<void> {
-  const health = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(2_000) });
+  const health = await fetchWithin(2_000, `${server.url}/healthz`);
   assert.equal(health.status, 200);
 }
 

@@ -23,7 +23,7 @@ import {
   type TestAccount,
   type TestServer,
 } from '../test-support/harness.js';
-import { sandboxRunsStarted, until } from '../test-support/processes.js';
+import { fetchWithin, sandboxRunsStarted, until } from '../test-support/processes.js';
 import type { BubblewrapSandbox } from '../sandbox/bubblewrap.js';
 
 // Small limits so each one is reached in a few calls; `roomy` for the run-side tests.
@@ -67,7 +67,7 @@ after(async () => {
 
 /** The server still answers /healthz (within 2 s) and nothing was metered unless `executions` says so. */
 async function healthyAndMetered(account: TestAccount, executions = 0): Promise<void> {
-  const health = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(2_000) });
+  const health = await fetchWithin(2_000, `${server.url}/healthz`);
   assert.equal(health.status, 200);
   const usage = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
   assert.equal((await usage.json()).executions, executions);

@@ -14,6 +14,7 @@ import {
   type TestAccount,
   type TestServer,
 } from '../test-support/harness.js';
+import { fetchWithin } from '../test-support/processes.js';
 
 const TIERS = applyTierOverrides(
   JSON.stringify({
@@ -39,7 +40,7 @@ after(async () => {
 
 /** The server still answers /healthz (within 2 s) and nothing was metered. */
 async function healthyAndMetered(account: TestAccount): Promise<void> {
-  const health = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(2_000) });
+  const health = await fetchWithin(2_000, `${server.url}/healthz`);
   assert.equal(health.status, 200);
   const usage = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
   assert.equal((await usage.json()).executions, 0);

@@ -20,7 +20,7 @@ import {
   type TestServer,
 } from '../test-support/harness.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../test-support/private-postgres.js';
-import { until } from '../test-support/processes.js';
+import { fetchWithin, until } from '../test-support/processes.js';
 
 const enabled = !!process.env.MCPWORKS_TEST_DATABASE_URL;
 const SLOW = 'import time\ndef main(input_data):\n    time.sleep(input_data.get("s", 0))\n    return {"slept": input_data.get("s", 0)}\n';
@@ -59,7 +59,7 @@ after(async () => {
 
 async function health(): Promise<{ status: number; body: any }> {
   // Prompt even with the database gone: the probe is bounded (1 s), far below this.
-  const response = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+  const response = await fetchWithin(5_000, `${server.url}/healthz`);
   return { status: response.status, body: await response.json() };
 }
 
@@ -136,7 +136,7 @@ for (const mode of ['immediate', 'fast', 'black-holed'] as const) {
       assert.equal(degraded.body.database_state, 'unreachable');
 
       // Requests that need the database: 503, Retry-After, a JSON error (never a 500 or a hang).
-      const refused = await fetch(tools, {
+      const refused = await fetchWithin(5_000, tools, {
         method: 'POST',
         headers: {
           authorization: `Bearer ${account.key}`,
@@ -145,7 +145,6 @@ for (const mode of ['immediate', 'fast', 'black-holed'] as const) {
           'mcp-protocol-version': '2025-06-18',
         },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'm__slow', arguments: {} } }),
-        signal: AbortSignal.timeout(5_000),
       });
       assert.equal(refused.status, 503);
       assert.equal(refused.headers.get('retry-after'), '5');

@@ -15,7 +15,7 @@ import { sql } from 'kysely';
 import { openDatabase } from './database.js';
 import { freeBytes } from './storage-guard.js';
 import { callOk, connect, createAccount, parseResult, rawMcpPost } from '../test-support/harness.js';
-import { freePort, until } from '../test-support/processes.js';
+import { fetchWithin, freePort, until } from '../test-support/processes.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -69,8 +69,7 @@ async function serve(dataDir: string, reserveMb: number): Promise<Child | { exit
   const deadline = Date.now() + 300_000;
   while (exitCode === undefined && Date.now() < deadline) {
     try {
-      if ((await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) })).status === 200)
-        return { url, process: child, exited, output: () => output };
+      if ((await fetchWithin(2_000, `${url}/healthz`)).status === 200) return { url, process: child, exited, output: () => output };
     } catch {
       // Not listening yet.
     }
@@ -87,7 +86,7 @@ function fill(file: string, leave: number): void {
 }
 
 async function health(url: string): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+  const response = await fetchWithin(5_000, `${url}/healthz`);
   return { status: response.status, body: await response.json() };
 }
 

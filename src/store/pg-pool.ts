@@ -24,13 +24,17 @@ const CLOSE_TIMEOUT_MS = 5000;
  * checkouts are refused at once rather than each waiting on a dead server. A probe on a connection
  * of its own (never a pool slot, which load may hold) finds the database again, every second.
  */
-export function guardedPostgresPool(connectionString: string, health: DatabaseHealth): { pool: PostgresPool; stop(): void } {
+export function guardedPostgresPool(
+  connectionString: string,
+  health: DatabaseHealth,
+  options: { connectTimeoutMs?: number } = {},
+): { pool: PostgresPool; stop(): void } {
   // TCP keepalive: a peer lost without a reset (a black-holed network) fails its connections in
   // minutes rather than never.
   const pool = new pg.Pool({
     connectionString,
     max: 10,
-    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
   });
@@ -62,9 +66,16 @@ export function guardedPostgresPool(connectionString: string, health: DatabaseHe
   const cut = (client: pg.PoolClient) =>
     (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 
+  // Checkouts not yet given a connection: refused when the database is found unreachable. Otherwise
+  // one queued behind connections held by hung statements, or opening a connection to a black hole,
+  // waited the whole connect timeout (5 s) after the database was known gone, for a 503 it could
+  // have had at once (seen as a flaky outage test once per-second background loops held connections).
+  const checkouts = new Set<(error: Error) => void>();
+
   let timer: NodeJS.Timeout | undefined;
   const unsubscribe = health.onChange((state) => {
     if (state === 'unreachable') for (const client of waiting) cut(client);
+    if (state === 'unreachable') for (const refuse of [...checkouts]) refuse(new DatabaseUnavailableError(false));
     if (state === 'unreachable' && !timer) {
       timer = setInterval(() => void probe(), PROBE_INTERVAL_MS);
       timer.unref();
@@ -118,11 +129,36 @@ export function guardedPostgresPool(connectionString: string, health: DatabaseHe
     return wrapper;
   };
 
+  /** pool.connect(), refused early when the database is found unreachable meanwhile; a connection it gets after that goes back to the pool. */
+  const checkout = () =>
+    new Promise<pg.PoolClient>((resolve, reject) => {
+      let settled = false;
+      // A checkout this slow (the pool full of hung statements, or a connection attempt unanswered) has the database probed.
+      const suspect = setTimeout(() => void probe(), QUERY_SUSPECT_MS);
+      suspect.unref();
+      const settle = () => {
+        settled = true;
+        clearTimeout(suspect);
+        checkouts.delete(refuse);
+      };
+      const refuse = (error: unknown) => {
+        if (settled) return;
+        settle();
+        reject(error);
+      };
+      checkouts.add(refuse);
+      pool.connect().then((client) => {
+        if (settled) return client.release();
+        settle();
+        resolve(client);
+      }, refuse);
+    });
+
   const guarded: PostgresPool = {
     async connect() {
       if (health.state === 'unreachable') throw new DatabaseUnavailableError(false);
       try {
-        return wrap(await pool.connect());
+        return wrap(await checkout());
       } catch (error) {
         throw failed(error, false);
       }

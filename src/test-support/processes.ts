@@ -15,6 +15,22 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * fetch() bounded at `ms`, failing with an Error that says what went unanswered. AbortSignal.timeout
+ * alone rejects with a DOMException, which node:test's process boundary turns into a bare `{}`
+ * (V8 serialises it as a plain object): a failed bound then said nothing.
+ */
+export async function fetchWithin(ms: number, url: string, init: RequestInit = {}): Promise<Response> {
+  try {
+    return await fetch(url, { ...init, signal: AbortSignal.timeout(ms) });
+  } catch (error) {
+    const what = `${init.method ?? 'GET'} ${new URL(url).pathname}`;
+    if (error instanceof Error && error.name !== 'TimeoutError' && error.name !== 'AbortError') throw error;
+    const timedOut = (error as { name?: unknown } | null)?.name === 'TimeoutError';
+    throw new Error(timedOut ? `${what}: no answer within ${ms} ms` : `${what}: ${String(error)}`, { cause: error });
+  }
+}
+
 /** Reads until `done` says so (every 100 ms, 30 s at most), then gives the last value. */
 export async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
   for (let i = 0; i < 300; i++) {
