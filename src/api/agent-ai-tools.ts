@@ -4,15 +4,8 @@ import { z } from 'zod';
 import { AI_PROVIDERS } from '../core/agent-ai.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
-import type { ToolRegistrar } from './agent-tools.js';
+import { agentFields, DESTRUCTIVE, IDEMPOTENT_WRITE, type ToolRegistrar } from './tool-kit.js';
 
-const WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-const DESTRUCTIVE = { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false } as const;
-
-const agentFields = {
-  name: z.string().optional().describe('Agent name (required; or give it as agent_name)'),
-  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
-};
 const providers = Object.keys(AI_PROVIDERS).join(', ');
 
 export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService }): void {
@@ -33,7 +26,7 @@ export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyP
         system_prompt: z.string().optional().describe('What the agent is told before every run'),
         base_url: z.string().optional().describe('http(s) address of an OpenAI-compatible service, e.g. http://127.0.0.1:11434/v1'),
       }),
-      annotations: WRITE,
+      annotations: IDEMPOTENT_WRITE,
     },
     async (a) => {
       // The key makes the agent spend money and its runs call functions: as start_agent, write and execute.
@@ -64,7 +57,7 @@ export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyP
         max_execution_seconds: z.number().int().optional().describe('Same as max_execution_time'),
         max_functions_called: z.number().int().optional().describe('Function calls per run'),
       }),
-      annotations: WRITE,
+      annotations: IDEMPOTENT_WRITE,
     },
     async (a) => agents.ai.configureLimits(await agents.resolve(principal, ns, a, 'write'), principal.tier, a),
   );

@@ -6,15 +6,8 @@ import { invalid } from '../core/errors.js';
 import { validateReplicaCount } from '../core/replicas.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
-import type { ToolRegistrar } from './agent-tools.js';
+import { agentFields, IDEMPOTENT_WRITE, READ_ONLY, type ToolRegistrar } from './tool-kit.js';
 
-const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-const RUNNING = { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-
-const agentFields = {
-  name: z.string().optional().describe('Agent name (required; or give it as agent_name)'),
-  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
-};
 const replicaField = z.string().optional().describe('Only this replica (its verb-animal name, e.g. "daring-duck"); default: every replica');
 
 /** `replica`: a replica's verb-animal name (undefined: none given). */
@@ -47,7 +40,7 @@ export function registerAgentRuntimeTools(
         'Start an agent (needs a key with the write and execute scopes: its functions then run as the agent): each of its replicas (up to its replica count, each with a verb-animal name it keeps for life) runs as its own worker process on a server node and runs its schedules and webhooks. ' +
         'With `replica`, start only that replica. A crashed replica is restarted with the same name, backing off if it keeps crashing. Answers the replicas and their status (running once their process is up).',
       input: z.object({ ...agentFields, replica: replicaField }),
-      annotations: RUNNING,
+      annotations: IDEMPOTENT_WRITE,
     },
     async (a) => {
       const replica = replicaNameArg(a.replica);
@@ -63,7 +56,7 @@ export function registerAgentRuntimeTools(
         'Stop an agent: its replicas stop taking triggers (schedules do not fire, webhooks answer 503); a replica running a job finishes it first (status "stopping"), then its process ends. ' +
         'With `replica`, stop only that replica; the others keep running. Names, slots, state and configuration are kept.',
       input: z.object({ ...agentFields, replica: replicaField }),
-      annotations: RUNNING,
+      annotations: IDEMPOTENT_WRITE,
     },
     async (a) => {
       const replica = replicaNameArg(a.replica);
@@ -82,7 +75,7 @@ export function registerAgentRuntimeTools(
         replicas: z.number().int().min(0).optional().describe('The replica count (required; or give it as count), e.g. 3'),
         count: z.number().int().min(0).optional().describe('Same as replicas'),
       }),
-      annotations: RUNNING,
+      annotations: IDEMPOTENT_WRITE,
     },
     async (a) => {
       const desired = validateReplicaCount(countArg(a));

@@ -6,24 +6,10 @@ import type { AgentRuntime } from '../agents/index.js';
 import { replicaNameArg } from './agent-runtime-tools.js';
 import type { ScheduleService } from '../services/schedules.js';
 import type { WebhookService } from '../services/webhooks.js';
-import type { ToolDefinition } from './tool-schema.js';
+import { agentFields, DESTRUCTIVE, READ_ONLY, type ToolRegistrar, WRITE } from './tool-kit.js';
 
-/** buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). */
-export type ToolRegistrar = <S extends z.ZodObject>(
-  name: string,
-  definition: ToolDefinition<S>,
-  body: (args: Record<string, unknown>) => Promise<unknown>,
-) => void;
+export type { ToolRegistrar } from './tool-kit.js';
 
-const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-const WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false } as const;
-const DESTRUCTIVE = { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false } as const;
-
-// The guide's `name`, and the hosted original's `agent_name` for the same thing.
-const agentFields = {
-  name: z.string().optional().describe('Agent name (required; or give it as agent_name), e.g. "social-scraper"'),
-  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
-};
 const replicaArg = z.string().describe("A replica's verb-animal name, as describe_agent lists them");
 const keyArg = z.string().describe('State key: 1-256 characters, no control characters, e.g. "last_run" or "feeds/hn"');
 const ifVersion = z

@@ -21,6 +21,7 @@ import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
 import { refuseUnknownTools } from './unknown-tools.js';
 import { defineTool, type ToolDefinition } from './tool-schema.js';
+import { DESTRUCTIVE, IDEMPOTENT_WRITE, READ_ONLY, WRITE } from './tool-kit.js';
 
 export interface CreateToolsContext {
   principal: KeyPrincipal;
@@ -50,11 +51,6 @@ function namespaceUrls(url: URL | undefined, current: string, name: string): { c
   }
   return { create_url: `${url.origin}/mcp/create/${name}`, run_url: `${url.origin}/mcp/run/${name}` };
 }
-
-const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-const WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false } as const;
-const IDEMPOTENT_WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-const DESTRUCTIVE = { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false } as const;
 
 const jsonSchemaObject = z.record(z.string(), z.unknown());
 

@@ -1,16 +1,8 @@
 import { z } from 'zod';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { ScheduleService } from '../services/schedules.js';
-import type { ToolRegistrar } from './agent-tools.js';
+import { agentFields, DESTRUCTIVE, READ_ONLY, type ToolRegistrar, WRITE } from './tool-kit.js';
 
-const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-const WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false } as const;
-const DESTRUCTIVE = { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false } as const;
-
-const agentFields = {
-  name: z.string().optional().describe('Agent name (required; or give it as agent_name), e.g. "social-scraper"'),
-  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
-};
 const scheduleId = z.string().describe('The schedule id add_schedule answered (list_schedules shows them)');
 
 /** add/list/remove_schedule and list_schedule_fires on the create endpoint. */

@@ -2,16 +2,8 @@ import { z } from 'zod';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { WebhookService } from '../services/webhooks.js';
 import { SIGNATURE_WINDOW_SECONDS } from '../core/webhook-signature.js';
-import type { ToolRegistrar } from './agent-tools.js';
+import { agentFields, DESTRUCTIVE, READ_ONLY, type ToolRegistrar, WRITE } from './tool-kit.js';
 
-const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
-const WRITE = { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false } as const;
-const DESTRUCTIVE = { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false } as const;
-
-const agentFields = {
-  name: z.string().optional().describe('Agent name (required; or give it as agent_name), e.g. "social-scraper"'),
-  agent_name: z.string().optional().describe("Same as name (the hosted original's spelling)"),
-};
 const pathArg = z.string().describe('Webhook path: one URL segment of 1-64 lowercase letters, digits, "-" or "_", e.g. "github-push"');
 
 /** add_webhook, list_webhooks, remove_webhook on the create endpoint. */

@@ -3,9 +3,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import {
   count,
   parseArguments,
-  providerError,
-  remainingMs,
-  turnSignal,
+  guardedTurn,
   type ChatMessage,
   type ModelProvider,
   type ProviderSettings,
@@ -58,9 +56,7 @@ export class AnthropicProvider implements ModelProvider {
   }
 
   async turn(request: TurnRequest): Promise<TurnResult> {
-    const left = remainingMs(request, this.provider);
-    const guard = turnSignal(request, left);
-    try {
+    return guardedTurn(request, this.provider, async (signal, left) => {
       const answer = await this.client.messages.create(
         {
           model: this.model,
@@ -71,7 +67,7 @@ export class AnthropicProvider implements ModelProvider {
             ? { tools: request.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.inputSchema as never })) }
             : {}),
         },
-        { signal: guard.signal, timeout: left, maxRetries: 0 },
+        { signal, timeout: left, maxRetries: 0 },
       );
       if (!answer || !Array.isArray(answer.content)) throw new Error('no content');
       let text = '';
@@ -88,10 +84,6 @@ export class AnthropicProvider implements ModelProvider {
         usage: { input: count(answer.usage?.input_tokens), output: count(answer.usage?.output_tokens) },
         stopReason: stop === 'tool_use' ? 'tool_calls' : stop === 'end_turn' ? 'end' : stop,
       };
-    } catch (error) {
-      throw providerError(error, this.provider, guard.timedOut(), request.signal?.aborted ?? false);
-    } finally {
-      guard.done();
-    }
+    });
   }
 }

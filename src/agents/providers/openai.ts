@@ -4,9 +4,7 @@ import OpenAI from 'openai';
 import {
   count,
   parseArguments,
-  providerError,
-  remainingMs,
-  turnSignal,
+  guardedTurn,
   type ChatMessage,
   type ModelProvider,
   type ProviderSettings,
@@ -62,9 +60,7 @@ export class OpenAIProvider implements ModelProvider {
   }
 
   async turn(request: TurnRequest): Promise<TurnResult> {
-    const left = remainingMs(request, this.provider);
-    const guard = turnSignal(request, left);
-    try {
+    return guardedTurn(request, this.provider, async (signal, left) => {
       const answer = await this.client.chat.completions.create(
         {
           model: this.model,
@@ -80,7 +76,7 @@ export class OpenAIProvider implements ModelProvider {
               }
             : {}),
         },
-        { signal: guard.signal, timeout: left, maxRetries: 0 },
+        { signal, timeout: left, maxRetries: 0 },
       );
       const choice = answer?.choices?.[0];
       if (!choice?.message) throw new Error('no choice');
@@ -96,10 +92,6 @@ export class OpenAIProvider implements ModelProvider {
         usage: { input: count(answer.usage?.prompt_tokens), output: count(answer.usage?.completion_tokens) },
         stopReason: stop === 'stop' ? 'end' : stop === 'length' ? 'max_tokens' : stop,
       };
-    } catch (error) {
-      throw providerError(error, this.provider, guard.timedOut(), request.signal?.aborted ?? false);
-    } finally {
-      guard.done();
-    }
+    });
   }
 }

@@ -123,6 +123,26 @@ export function turnSignal(request: Pick<TurnRequest, 'deadline' | 'signal'>, le
   };
 }
 
+/**
+ * One vendor call under the turn's deadline and abort: `call` gets the signal and the milliseconds
+ * left; whatever it throws comes out typed (providerError), and the timer is always cleared.
+ */
+export async function guardedTurn(
+  request: Pick<TurnRequest, 'deadline' | 'signal'>,
+  provider: string,
+  call: (signal: AbortSignal, leftMs: number) => Promise<TurnResult>,
+): Promise<TurnResult> {
+  const left = remainingMs(request, provider);
+  const guard = turnSignal(request, left);
+  try {
+    return await call(guard.signal, left);
+  } catch (error) {
+    throw providerError(error, provider, guard.timedOut(), request.signal?.aborted ?? false);
+  } finally {
+    guard.done();
+  }
+}
+
 /** Maps an SDK failure to a typed error whose message names only the provider and the status. */
 export function providerError(error: unknown, provider: string, timedOut: boolean, aborted: boolean): ProviderError {
   if (error instanceof ProviderError) return error;
