@@ -13,10 +13,13 @@ import { AgentDispatcher } from './dispatcher.js';
 import { ReplicaDirectory } from './replicas.js';
 import { replicaRunner, ReplicaSupervisor } from './supervisor.js';
 import { AgentRuns } from './runs.js';
+import { AgentChat, type ChatDispatcher } from './chat.js';
+import { ChatStore } from '../store/chat-store.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
 export { ReplicaDirectory, type ReplicaView } from './replicas.js';
 export { AgentRuns } from './runs.js';
+export { AgentChat } from './chat.js';
 export { ReplicaSupervisor } from './supervisor.js';
 
 /** How often ended runs past their plan's retention are deleted, and the first time after start. */
@@ -29,7 +32,10 @@ export class AgentRuntime {
   readonly supervisor: ReplicaSupervisor;
   readonly runs: AgentRuns;
   readonly dispatcher: AgentDispatcher;
+  /** chat_with_agent: conversations bound to a replica, answered in order through the dispatcher. */
+  readonly chat: AgentChat;
   private readonly runsStore: AgentRunsStore;
+  private readonly chatStore: ChatStore;
   private readonly timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<unknown> | undefined;
   private started = false;
@@ -74,6 +80,15 @@ export class AgentRuntime {
       ...(deps.pending ? { pending: deps.pending } : {}),
       ...(deps.state ? { state: deps.state } : {}),
     });
+    this.chatStore = new ChatStore(deps.db);
+    this.chat = new AgentChat({
+      store: this.chatStore,
+      replicas,
+      supervisor: this.supervisor,
+      dispatcher: () => this.dispatcher as unknown as ChatDispatcher,
+      logger: deps.logger,
+      aliveMs: Math.max(5_000, deps.leaseMs),
+    });
   }
 
   /**
@@ -116,6 +131,10 @@ export class AgentRuntime {
     const days = new Map(Object.entries(this.deps.tiers).map(([tier, limits]) => [tier, limits.agentRunRetentionDays]));
     const fallback = (this.deps.tiers[DEFAULT_TIER] ?? DEFAULT_TIERS[DEFAULT_TIER]!).agentRunRetentionDays;
     try {
+      // Conversations go with the runs that answered them (the same plan's retention).
+      await this.chatStore.prune(days, fallback, now).catch((error: unknown) => {
+        this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not prune old agent conversations');
+      });
       return await this.runsStore.pruneEnded(days, fallback, now);
     } catch (error) {
       this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not prune old agent runs');
@@ -126,6 +145,7 @@ export class AgentRuntime {
   /** Stops the sweeps and the runs in flight (recorded as cancelled), waiting for their records. */
   async stop(): Promise<void> {
     for (const timer of this.timers.splice(0)) clearTimeout(timer);
+    this.chat.close();
     await this.dispatcher.close();
     await this.sweeping;
     this.started = false;
