@@ -110,6 +110,7 @@ export class AgentChat {
     const { store } = this.deps;
     let replica: string;
     let id: string;
+    let made = false;
     if (conversationId !== undefined) {
       const found = await store.conversation(agent.id, conversationId);
       // Another agent's or another replica's conversation is not found: it is not this one's to see.
@@ -125,10 +126,12 @@ export class AgentChat {
       replica = pickReplica(agent.name, await this.candidates(agent.id), wanted);
       id = randomUUID();
       await store.createConversation(id, agent.id, replica);
+      made = true;
     }
     const runId = randomUUID();
     const ticket = await store.enqueue(id, runId, this.deps.aliveMs);
     if (ticket === undefined) throw new DomainError('not_found', `agent '${agent.name}' no longer exists`);
+    let answered = false;
     const keepAlive = setInterval(
       () => void store.renew(id, ticket, this.deps.aliveMs).catch(() => undefined),
       Math.max(100, Math.floor(this.deps.aliveMs / 3)),
@@ -136,7 +139,9 @@ export class AgentChat {
     keepAlive.unref();
     try {
       await this.waitTurn(agent, id, ticket);
-      return await this.answer(agent, id, replica, runId, message);
+      const answer = await this.answer(agent, id, replica, runId, message);
+      answered = true;
+      return answer;
     } finally {
       clearInterval(keepAlive);
       await store.release(id, ticket).catch((error: unknown) => {
@@ -146,6 +151,8 @@ export class AgentChat {
           'could not release a chat turn',
         );
       });
+      // A new conversation whose first message was refused before anything was kept: its id was never answered.
+      if (made && !answered) await store.dropIfEmpty(id).catch(() => undefined);
     }
   }
 

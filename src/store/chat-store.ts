@@ -43,6 +43,12 @@ export class ChatStore {
     await sql`INSERT INTO agent_conversations (id, agent_id, replica) VALUES (${id}, ${agentId}, ${replica})`.execute(this.db);
   }
 
+  /** Deletes a conversation that holds no message and no waiting turn (a first message that was refused). */
+  async dropIfEmpty(id: string): Promise<void> {
+    await sql`DELETE FROM agent_conversations WHERE id = ${id} AND next_seq = 0
+      AND NOT EXISTS (SELECT 1 FROM agent_chat_turns t WHERE t.conversation_id = ${id})`.execute(this.db);
+  }
+
   /** Locks the conversation's row in `trx`; false when it is gone (its agent destroyed). */
   private async lock(trx: Exec, id: string): Promise<boolean> {
     const rows = await sql`SELECT id FROM agent_conversations WHERE id = ${id} FOR UPDATE`.execute(trx);
