@@ -210,11 +210,19 @@ export class AgentChat {
     // refused before it began left nothing to keep.
     const transcript = outcome.transcript ?? [];
     if (transcript.length > 0)
-      await store.append(
-        id,
-        outcome.runId,
-        transcript.map((m) => ({ role: m.role, content: m })),
-      );
+      await store
+        .append(
+          id,
+          outcome.runId,
+          transcript.map((m) => ({ role: m.role, content: m })),
+        )
+        .catch((error: unknown) => {
+          // The answer still goes back; the conversation's next message is sent without this exchange.
+          this.deps.logger.warn(
+            { err: error instanceof Error ? error.message : String(error), run_id: outcome.runId },
+            'could not keep a chat exchange in its conversation',
+          );
+        });
     const usage = outcome.usage ?? { input_tokens: 0, output_tokens: 0 };
     if (outcome.status !== 'succeeded' && (outcome.answer === undefined || outcome.answer === '')) {
       const error = outcome.error ?? { type: 'internal_error', message: 'the chat run ended without an answer' };
