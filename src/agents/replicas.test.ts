@@ -5,16 +5,8 @@
 // the same replica and one node's replicas moving to the other when it stops.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import {
-  callError,
-  callOk,
-  connect,
-  createAccount,
-  startTestServer,
-  type McpTestClient,
-  type TestAccount,
-  type TestServer,
-} from '../test-support/harness.js';
+import { callError, callOk, connect, startTestServer, type TestServer } from '../test-support/harness.js';
+import { newOwner, until, type Owner } from '../test-support/owners.js';
 import type { ReplicaSupervisor } from './supervisor.js';
 
 let server: TestServer;
@@ -26,20 +18,7 @@ after(async () => {
   await server?.stop();
 });
 
-interface Owner {
-  account: TestAccount;
-  ns: string;
-  create: McpTestClient;
-}
-
-async function owner(on: TestServer, tier?: string): Promise<Owner> {
-  const account = await createAccount(on.url);
-  if (tier) await on.server.services.accounts.setTier(account.email, tier);
-  const ns = `r-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${on.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  return { account, ns, create };
-}
+const owner = (on: TestServer, tier?: string): Promise<Owner> => newOwner(on, 'r', tier);
 
 interface ReplicaView {
   name: string;
@@ -51,17 +30,6 @@ interface ReplicaView {
 }
 
 const replicasOf = async (o: Owner, name: string): Promise<ReplicaView[]> => (await callOk(o.create, 'describe_agent', { name })).replicas;
-
-/** Polls until `check` holds (state, not time: the bound only keeps a broken build from hanging). */
-async function until<T>(what: string, read: () => Promise<T>, check: (value: T) => boolean, rounds = 600): Promise<T> {
-  let last: T | undefined;
-  for (let i = 0; i < rounds; i++) {
-    last = await read();
-    if (check(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  assert.fail(`${what}: still ${JSON.stringify(last)}`);
-}
 
 const allRunning = (n: number) => (rows: ReplicaView[]) => rows.length === n && rows.every((r) => r.status === 'running');
 const processesOf = (supervisor: ReplicaSupervisor, agent: string) => supervisor.processes().filter((p) => p.agent === agent);

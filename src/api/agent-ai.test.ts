@@ -11,17 +11,8 @@ import pg from 'pg';
 import { modelProvider } from '../agents/providers/index.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
-import {
-  callError,
-  callOk,
-  connect,
-  createAccount,
-  createKey,
-  startTestServer,
-  type McpTestClient,
-  type TestAccount,
-  type TestServer,
-} from '../test-support/harness.js';
+import { callError, callOk, connect, createKey, startTestServer, type TestServer } from '../test-support/harness.js';
+import { newOwner, type Owner } from '../test-support/owners.js';
 
 const KEY = `sk-ant-test-${Math.random().toString(36).slice(2, 14)}-never-shown`;
 // open: a plan with unlimited function calls per run (-1), as Dedicated has.
@@ -38,20 +29,7 @@ after(async () => {
   await llm?.close();
 });
 
-interface Owner {
-  account: TestAccount;
-  ns: string;
-  create: McpTestClient;
-}
-
-async function owner(tier?: string): Promise<Owner> {
-  const account = await createAccount(server.url);
-  if (tier) await server.server.services.accounts.setTier(account.email, tier);
-  const ns = `ai-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  return { account, ns, create };
-}
+const owner = (tier?: string): Promise<Owner> => newOwner(server, 'ai', tier);
 
 /** The agent's row, as the orchestration loop will read it. */
 async function row(o: Owner, name: string) {

@@ -4,9 +4,6 @@
 // caps, encryption at rest, and bad input that changes nothing. One server for the file,
 // restarted once on the same data (dir or database).
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { applyTierOverrides } from '../core/tiers.js';
@@ -16,17 +13,13 @@ import {
   callError,
   callOk,
   connect,
-  createAccount,
   createKey,
   errorOf,
-  freshDatabaseUrl,
   parseResult,
-  seedEmbeddedDatabase,
-  startTestServer,
   type McpTestClient,
-  type TestAccount,
   type TestServer,
 } from '../test-support/harness.js';
+import { fileServer, newOwner, type Owner } from '../test-support/owners.js';
 
 // tiny: 2 slots and 3,000 bytes of state per agent; open: -1 (unlimited) for both, as MCPWORKS_TIERS says it.
 const TIERS = applyTierOverrides('{"tiny":{"agents":2,"agent_state_bytes":3000},"open":{"agents":-1,"agent_state_bytes":-1}}');
@@ -46,39 +39,15 @@ const AGENT_TOOLS = [
   'describe_agent_run',
 ];
 
+const files = fileServer('agents', { tiers: TIERS });
 let server: TestServer;
-let dataDir: string;
-let databaseUrl: string | undefined;
-
-async function start(): Promise<void> {
-  server = await startTestServer({ dataDir, databaseUrl, tiers: TIERS });
-}
 
 before(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-agents-'));
-  databaseUrl = await freshDatabaseUrl();
-  if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
-  await start();
+  server = await files.start();
 });
-after(async () => {
-  await server?.stop();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+after(() => files.stop());
 
-interface Owner {
-  account: TestAccount;
-  ns: string;
-  create: McpTestClient;
-}
-
-async function owner(tier?: string): Promise<Owner> {
-  const account = await createAccount(server.url);
-  if (tier) await server.server.services.accounts.setTier(account.email, tier);
-  const ns = `a-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  return { account, ns, create };
-}
+const owner = (tier?: string): Promise<Owner> => newOwner(server, 'a', tier);
 
 const names = async (client: McpTestClient): Promise<string[]> =>
   (await callOk(client, 'list_agents')).map((a: { name: string }) => a.name);
@@ -494,35 +463,20 @@ describe('agents on the create endpoint', () => {
     await callOk(o.create, 'set_agent_state', { name: 'keeper', key: 'secret-note', value: { note: marker, n: [1, 2, 3] } });
     await callOk(o.create, 'set_agent_state', { name: 'keeper', key: 'secret-note', value: { note: marker, n: [1, 2, 3, 4] } });
     await o.create.close();
-    await server.stop();
-    if (databaseUrl) {
-      const client = new pg.Client({ connectionString: databaseUrl });
-      await client.connect();
-      try {
-        const rows = (await client.query('SELECT value FROM agent_state')).rows as Array<{ value: string }>;
-        assert.ok(rows.length > 0);
-        for (const row of rows) assert.ok(!row.value.includes(marker) && row.value.startsWith('v1:'), 'sealed');
-      } finally {
-        await client.end();
-      }
-    } else {
-      // Every file of the data dir (PGlite's tables, WAL and all): the marker must be in none.
-      const needle = Buffer.from(marker);
-      let files = 0;
-      const walk = (dir: string) => {
-        for (const name of readdirSync(dir)) {
-          const file = path.join(dir, name);
-          if (statSync(file).isDirectory()) walk(file);
-          else {
-            files++;
-            assert.equal(readFileSync(file).indexOf(needle), -1, `plain state value in ${file}`);
-          }
+    server = await files.restart(async () => {
+      await files.assertNotAtRest(marker);
+      if (files.databaseUrl) {
+        const client = new pg.Client({ connectionString: files.databaseUrl });
+        await client.connect();
+        try {
+          const rows = (await client.query('SELECT value FROM agent_state')).rows as Array<{ value: string }>;
+          assert.ok(rows.length > 0);
+          for (const row of rows) assert.ok(row.value.startsWith('v1:'), 'sealed');
+        } finally {
+          await client.end();
         }
-      };
-      walk(dataDir);
-      assert.ok(files > 10, 'the data dir was read');
-    }
-    await start();
+      }
+    });
     const again = await connect(`${server.url}/mcp/create/${o.ns}`, o.account.key);
     const value = await callOk(again, 'get_agent_state', { name: 'keeper', key: 'secret-note' });
     assert.deepEqual(value.value, { note: marker, n: [1, 2, 3, 4] });

@@ -4,66 +4,32 @@
 // overlap skip. A 1-second cron on a plan whose minimum interval is 1 s. Fires are counted by
 // their rows over a window of ticks: every tick accounted for once, never by timing.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../../core/tiers.js';
 import { MISSED_REASON, OVERLAP_REASON } from '../../core/schedule-plan.js';
 import type { Db } from '../../store/database.js';
 import type { AgentScheduleFireRow } from '../../store/schema.js';
-import {
-  callError,
-  callOk,
-  connect,
-  createAccount,
-  freshDatabaseUrl,
-  seedEmbeddedDatabase,
-  startTestServer,
-  type McpTestClient,
-  type TestAccount,
-  type TestServer,
-} from '../../test-support/harness.js';
+import { callError, callOk, connect, startTestServer, type TestServer } from '../../test-support/harness.js';
+import { fileServer, newOwner, type Owner } from '../../test-support/owners.js';
 
 // fast: schedules may fire every second (the default plans allow 30 s or 15 s).
 // No per-minute rate: a 1-second cron on several replicas must not be refused by it.
 const TIERS = applyTierOverrides('{"fast":{"schedule_min_interval_s":1,"agents":20,"executions_per_minute":-1,"concurrency":20}}');
 
+const files = fileServer('schedules', { tiers: TIERS });
 let server: TestServer;
-let dataDir: string;
-let databaseUrl: string | undefined;
-
-async function start(): Promise<void> {
-  server = await startTestServer({ dataDir, databaseUrl, tiers: TIERS });
-}
 
 before(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-schedules-'));
-  databaseUrl = await freshDatabaseUrl();
-  if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
-  await start();
+  server = await files.start();
 });
-after(async () => {
-  await server?.stop();
-  rmSync(dataDir, { recursive: true, force: true });
-});
-
-interface Owner {
-  account: TestAccount;
-  ns: string;
-  create: McpTestClient;
-}
+after(() => files.stop());
 
 const PY_OK = 'def main(input_data):\n    return {"replica": input_data.get("replica"), "at": input_data.get("scheduled_for")}\n';
 const PY_FAIL = 'def main(input_data):\n    raise ValueError("always fails")\n';
 const PY_SLOW = 'import time\ndef main(input_data):\n    time.sleep(2.5)\n    return "slept"\n';
 
 async function owner(tier = 'fast'): Promise<Owner> {
-  const account = await createAccount(server.url);
-  await server.server.services.accounts.setTier(account.email, tier);
-  const ns = `s-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
+  const { account, ns, create } = await newOwner(server, 's', tier);
   await callOk(create, 'make_service', { name: 'jobs' });
   await callOk(create, 'make_function', { service: 'jobs', name: 'tick', code: PY_OK });
   await callOk(create, 'make_function', { service: 'jobs', name: 'fail', code: PY_FAIL });
@@ -460,10 +426,8 @@ describe('firing', () => {
     });
     await callOk(o.create, 'start_agent', { name: 'phoenix' });
     await until('2 fires each', async () => ended(await fireRows(none.id)).length >= 2 && ended(await fireRows(once.id)).length >= 2);
-    await server.stop();
     // Down for a few ticks (the downtime is what is tested, not a bound).
-    await new Promise((resolve) => setTimeout(resolve, 3500));
-    await start();
+    server = await files.restart(() => new Promise((resolve) => setTimeout(resolve, 3500)));
     const again = await connect(`${server.url}/mcp/create/${o.ns}`, o.account.key);
     // The new process takes the replica (until leases take over dead nodes' replicas by themselves).
     await callOk(again, 'start_agent', { name: 'phoenix' });
@@ -510,7 +474,7 @@ describe('two servers on one database', () => {
     { skip: databaseUrlForTwo() },
     async () => {
       const instancesBefore = new Set((await database().selectFrom('server_instances').select('id').execute()).map((r) => r.id));
-      const second = await startTestServer({ databaseUrl, tiers: TIERS });
+      const second = await startTestServer({ databaseUrl: files.databaseUrl, tiers: TIERS });
       try {
         const nodeB = (await database().selectFrom('server_instances').select('id').execute())
           .map((r) => r.id)
