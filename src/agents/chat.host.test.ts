@@ -10,6 +10,7 @@ import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { callError, callOk, connect, createKey, errorOf, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
+import { until } from '../test-support/owners.js';
 
 let rules: RuleServer;
 let server: TestServer;
@@ -121,17 +122,6 @@ describe('chat_with_agent refusals', () => {
 const sent = (i: number): string => JSON.stringify(llm.requests[i]!.body.messages);
 const offered = (i: number): string[] => ((llm.requests[i]!.body.tools as Array<{ name: string }> | undefined) ?? []).map((t) => t.name);
 
-/** Polls until `check` holds (state, not time: the bound only keeps a broken build from hanging). */
-async function until<T>(what: string, read: () => Promise<T>, check: (value: T) => boolean, rounds = 600): Promise<T> {
-  let last: T | undefined;
-  for (let i = 0; i < rounds; i++) {
-    last = await read();
-    if (check(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  assert.fail(`${what}: still ${JSON.stringify(last)}`);
-}
-
 describe('chat_with_agent answers', () => {
   test('a chat that calls two functions and answers: metered runs, recorded with trigger chat, the answer and its replica', async () => {
     const s = await agentSpace('helper');
@@ -215,7 +205,11 @@ describe('chat_with_agent answers', () => {
         r.status === 'running' &&
         supervisor.processes().some((p) => p.replica === a && p.pid !== pid && p.phase === 'up'),
     );
-    const resumed = await callOk(s.create, 'chat_with_agent', { name: 'twins', conversation_id: first.conversation_id, message: 'And now?' });
+    const resumed = await callOk(s.create, 'chat_with_agent', {
+      name: 'twins',
+      conversation_id: first.conversation_id,
+      message: 'And now?',
+    });
     assert.equal(resumed.replica, a);
     assert.equal(resumed.response, 'Still Zed.');
     assert.match(sent(3), /My name is Zed\..*Hello Zed\..*Who am I\?.*You are Zed\..*And now\?/s);
