@@ -13,6 +13,14 @@ import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
+import { ANSWER_MAX_CHARS } from '../core/agent-orchestration.js';
+import type { OrchestrationLimits } from '../core/agent-ai.js';
+import type { AgentRow, AgentToolCall } from '../store/schema.js';
+import type { ChatMessage } from './providers/provider.js';
+import type { CallAnswer, LoopOutcome } from './orchestration/loop.js';
+import { runAiJob } from './orchestration/job.js';
+import type { Toolbox, ToolSession } from './orchestration/toolbox.js';
+import type { AiJob } from './worker/protocol.js';
 
 export const ORCHESTRATION_MODES = ['direct', 'run_then_reason', 'reason_first'] as const;
 export type OrchestrationMode = (typeof ORCHESTRATION_MODES)[number];
@@ -22,14 +30,20 @@ export interface TriggerJob {
   /** The replica that runs it (the trigger chose it among the agent's running replicas). */
   replica: string;
   trigger: AgentTrigger;
-  /** The schedule's or webhook's name. */
+  /** The schedule's or webhook's name (a chat: its conversation id). */
   triggerName: string;
   /** The fire's or delivery's id. */
   triggerRef?: string;
-  /** 'service.function' */
-  functionName: string;
+  /** 'service.function': required for direct and run_then_reason; absent for a chat or heartbeat. */
+  functionName?: string;
   input: unknown;
-  orchestrationMode: 'direct';
+  /** Without an AI configured the AI modes run `direct` (a job with a function) and the record says so. */
+  orchestrationMode: OrchestrationMode;
+  /** What the model is told first: the chat message, heartbeat instructions; for a webhook or schedule the loop renders the trigger from input. */
+  message?: string;
+  /** chat: the conversation so far, oldest first (a summary arrives as the first user message). */
+  history?: ChatMessage[];
+  conversationId?: string;
   /** Preassigned run id (a webhook answers 202 {run_id} before the run ends). */
   runId?: string;
   signal?: AbortSignal;
@@ -45,20 +59,48 @@ export interface AgentRunOutcome {
   result?: unknown;
   error?: { type: string; message: string };
   durationMs: number;
+  /** AI runs: the final answer (scanned, capped), what it cost, why it stopped. */
+  answer?: string;
+  usage?: { input_tokens: number; output_tokens: number };
+  iterations?: number;
+  stopReason?: string;
+  /** The messages this run added after `history` (the user message, assistant turns with tool calls, tool results as the model saw them): chat persists them. */
+  transcript?: ChatMessage[];
+}
+
+/** A job as its runner gets it: an AI job carries the model's settings and its deadline. */
+export type RunnerJob = TriggerJob & { ai?: AiJob | undefined; deadline?: number | undefined };
+
+/** What a job may ask the host for. */
+export interface JobHost {
+  /** The trigger's function (direct, run_then_reason), run through src/run as the agent. */
+  invoke(input: unknown, signal?: AbortSignal): Promise<FunctionOutcome>;
+  /** AI jobs: one tool call of the loop. */
+  tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+}
+
+/** How a job ended: its function's outcome (direct, run_then_reason), the loop's (AI), or the replica's failure (AI). */
+export interface JobResult {
+  function?: FunctionOutcome;
+  loop?: Omit<LoopOutcome, 'stopReason'> & { stopReason: string };
+  failure?: { type: string; message: string };
 }
 
 /**
- * How a job's function is run: in this process (the default) or in the replica's worker process.
- * `run` takes the runner's own abort signal too (a drain deadline, a lost lease). A runner that
- * refuses the job before `run` was called rejects with DomainError('unavailable'): the run is then
- * recorded `rejected` and the dispatch rejects, so its trigger knows the function never ran.
- * `accepted` tells the dispatcher the runner took the job (queued on its replica).
+ * How a job runs: in this process (the default) or on the replica's worker process. `host` runs what
+ * the job asks for, with the runner's own abort signal (a drain deadline, a lost lease). A runner that
+ * refuses the job before anything ran rejects with DomainError('unavailable'): the run is then
+ * recorded `rejected` and the dispatch rejects, so its trigger knows nothing ran. `accepted` tells
+ * the dispatcher the runner took the job (queued on its replica).
  */
-export type JobRunner = (
-  job: TriggerJob,
-  run: (input: unknown, signal?: AbortSignal) => Promise<FunctionOutcome>,
-  accepted?: () => void,
-) => Promise<FunctionOutcome>;
+export type JobRunner = (job: RunnerJob, host: JobHost, accepted?: () => void) => Promise<JobResult>;
+
+/** The AI side of the dispatcher: the agent's settings (key opened) and limits, and the run's tools. */
+export interface Orchestration {
+  open(agent: AgentRow): { provider: string; model: string; apiKey: string; baseUrl?: string; systemPrompt?: string } | undefined;
+  limits(agent: AgentRow, tier: string): OrchestrationLimits;
+  toolbox: Toolbox;
+}
 
 /** Whether a dispatch's rejection means its function never ran (the trigger may offer it again). */
 export function notRunRefusal(error: unknown): error is DomainError {
@@ -71,6 +113,8 @@ export interface FunctionOutcome {
   result?: unknown;
   error?: { type: string; message: string };
   call: AgentRunCall;
+  /** AI runs: the outcome as the model reads it (JSON text, scanned and capped by the host). */
+  forModel?: string;
 }
 
 export class AgentDispatcher {
@@ -87,8 +131,10 @@ export class AgentDispatcher {
       logger: Logger;
       /** Holds a run's last write while the database is away (the run endpoint's outbox). */
       pending?: Pick<PendingWrites, 'add'>;
-      /** Where `direct` jobs execute (replaced by the replica supervisor's worker hop). */
+      /** Where jobs execute (replaced by the replica supervisor's worker hop). */
       runner?: JobRunner;
+      /** AI runs (run_then_reason, reason_first, chat): without it every job runs `direct`. */
+      orchestration?: Orchestration;
       /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
       state?: (agentId: string, tier: string) => AgentStateAccess;
     },
@@ -138,17 +184,32 @@ export class AgentDispatcher {
     const started = Date.now();
     const found = await this.deps.agents.agentContext(job.agentId);
     if (!found) throw new DomainError('not_found', 'the agent no longer exists; the trigger was not run');
-    await this.record(runId, job, found.accountId, new Date(started));
+    // The AI modes need the agent's AI; without it a job with a function runs `direct`, and its record says so.
+    let ai: ReturnType<Orchestration['open']>;
+    let openError: unknown;
+    if (job.orchestrationMode !== 'direct' && this.deps.orchestration) {
+      try {
+        ai = this.deps.orchestration.open(found.agent);
+      } catch (error) {
+        openError = error;
+      }
+    }
+    const fallback = job.orchestrationMode !== 'direct' && !ai && openError === undefined && job.functionName !== undefined;
+    const mode: OrchestrationMode = fallback ? 'direct' : job.orchestrationMode;
+    await this.record(runId, { ...job, orchestrationMode: mode }, found.accountId, new Date(started));
     const signal = job.signal ? AbortSignal.any([job.signal, this.closing.signal]) : this.closing.signal;
     const principal = agentPrincipal({ accountId: found.accountId, tier: found.tier, namespace: found.namespace, agentId: job.agentId });
     let invoked = false;
+    let session: ToolSession | undefined;
+    const functionName = job.functionName ?? '';
     const invoke = async (input: unknown, runnerSignal?: AbortSignal): Promise<FunctionOutcome> => {
       invoked = true;
       began();
       const t0 = Date.now();
+      let outcome: FunctionOutcome;
       try {
         // A bad name is recorded as this run's failure (the run row exists already).
-        const { service, name } = parseFunctionName(job.functionName);
+        const { service, name } = parseFunctionName(functionName);
         const answer = await this.deps.run.invoke(
           {
             principal,
@@ -161,45 +222,239 @@ export class AgentDispatcher {
           job.trigger,
           { signal: runnerSignal ? AbortSignal.any([signal, runnerSignal]) : signal },
         );
-        return functionOutcome(job.functionName, answer, Date.now() - t0);
+        outcome = functionOutcome(functionName, answer, Date.now() - t0);
       } catch (error) {
-        return failedCall(job.functionName, this.typed(error, runId), Date.now() - t0);
+        outcome = failedCall(functionName, this.typed(error, runId), Date.now() - t0);
       }
+      // An AI run's model reads the outcome only as the host scanned and capped it.
+      if (session)
+        outcome.forModel = session.scan(
+          JSON.stringify(
+            outcome.error ? { status: outcome.status, error: outcome.error } : { status: outcome.status, result: outcome.result ?? null },
+          ),
+        );
+      return outcome;
     };
+    const rejectNotRun = (error: DomainError): never => {
+      // Refused before anything ran (the replica stopped, crashed or lost its lease; the server
+      // stopping): recorded as not run, and the trigger told so (it lets the delivery or fire go).
+      this.finish(runId, {
+        status: 'rejected',
+        errorType: 'unavailable',
+        errorMessage: storable(error.message),
+        calls: [],
+        finishedAt: new Date(),
+      });
+      throw new DomainError('unavailable', `${error.message}; the trigger was not run`, { not_run: true });
+    };
+
+    if (mode !== 'direct') {
+      if (!ai || !this.deps.orchestration) {
+        const why = openError
+          ? { type: 'ai_unavailable', message: "the agent's AI settings could not be opened; configure_agent_ai again" }
+          : {
+              type: 'no_ai',
+              message: 'this agent has no AI configured (configure_agent_ai); this trigger has no function to run directly',
+            };
+        if (openError) this.typed(openError, runId);
+        return this.end(runId, job, started, { status: 'failed', error: why, calls: [] });
+      }
+      return this.executeAi(
+        runId,
+        job,
+        mode,
+        found,
+        ai,
+        signal,
+        began,
+        invoke,
+        (s) => (session = s),
+        rejectNotRun,
+        () => invoked,
+      );
+    }
+
     let outcome: FunctionOutcome;
     try {
-      outcome = this.deps.runner ? await this.deps.runner({ ...job, signal }, invoke, began) : await invoke(job.input);
+      if (this.deps.runner) {
+        const result = await this.deps.runner({ ...job, orchestrationMode: 'direct', signal }, { invoke }, began);
+        outcome =
+          result.function ??
+          failedCall(functionName, result.failure ?? { type: 'ReplicaCrashed', message: 'the job ended without an outcome' }, 0);
+      } else outcome = await invoke(job.input);
     } catch (error) {
-      if (!invoked && notRunRefusal(error)) {
-        // Refused before its function ran (the replica stopped, crashed or lost its lease; the server
-        // stopping): recorded as not run, and the trigger told so (it lets the delivery or fire go).
-        this.finish(runId, {
-          status: 'rejected',
-          errorType: 'unavailable',
-          errorMessage: storable(error.message),
-          calls: [],
-          finishedAt: new Date(),
-        });
-        throw new DomainError('unavailable', `${error.message}; the trigger was not run`, { not_run: true });
-      }
+      if (!invoked && notRunRefusal(error)) rejectNotRun(error);
       // The replica's own failure (its process died, a protocol fault): typed; details only in the log.
-      outcome = failedCall(job.functionName, this.typed(error, runId), 0);
+      outcome = failedCall(functionName, this.typed(error, runId), 0);
     }
+    return this.end(runId, job, started, {
+      status: outcome.status,
+      ...(outcome.result !== undefined ? { result: outcome.result } : {}),
+      ...(outcome.error ? { error: outcome.error } : {}),
+      calls: [outcome.call],
+      ...(fallback
+        ? { ai: { iterations: null, inputTokens: null, outputTokens: null, stopReason: 'fallback_direct', toolCalls: [], answer: null } }
+        : {}),
+    });
+  }
+
+  /** An AI run: its tools opened on this host, the loop on the replica (or here), its record from both. */
+  private async executeAi(
+    runId: string,
+    job: TriggerJob,
+    mode: 'run_then_reason' | 'reason_first',
+    found: { agent: AgentRow; namespace: string; accountId: string; tier: string },
+    ai: NonNullable<ReturnType<Orchestration['open']>>,
+    signal: AbortSignal,
+    began: () => void,
+    invoke: (input: unknown, runnerSignal?: AbortSignal) => Promise<FunctionOutcome>,
+    setSession: (s: ToolSession) => void,
+    rejectNotRun: (error: DomainError) => never,
+    invoked: () => boolean,
+  ): Promise<AgentRunOutcome> {
+    const orchestration = this.deps.orchestration!;
+    const started = Date.now();
+    let session: ToolSession;
+    let limits: OrchestrationLimits;
+    try {
+      limits = orchestration.limits(found.agent, found.tier);
+      session = await orchestration.toolbox.open(
+        {
+          runId,
+          agentId: job.agentId,
+          agentName: found.agent.name,
+          accountId: found.accountId,
+          namespaceId: found.agent.namespace_id,
+          namespace: found.namespace,
+          tier: found.tier,
+          trigger: job.trigger,
+          limits,
+          secrets: [ai.apiKey],
+        },
+        signal,
+      );
+    } catch (error) {
+      return this.end(runId, job, started, { status: 'failed', error: this.typed(error, runId), calls: [] });
+    }
+    setSession(session);
+    const aiJob: AiJob = {
+      provider: ai.provider,
+      model: ai.model,
+      apiKey: ai.apiKey,
+      ...(ai.baseUrl ? { baseUrl: ai.baseUrl } : {}),
+      ...(ai.systemPrompt ? { system: ai.systemPrompt } : {}),
+      ...(job.message !== undefined ? { message: job.message } : {}),
+      ...(job.history ? { history: job.history } : {}),
+      tools: session.offered,
+      limits,
+      startedAt: started,
+    };
+    const host: JobHost = { invoke, tool: (name, args, s) => session.call(name, args, s) };
+    let result: JobResult;
+    try {
+      if (this.deps.runner) {
+        result = await this.deps.runner(
+          { ...job, orchestrationMode: mode, signal, ai: aiJob, deadline: started + limits.max_execution_seconds * 1000 },
+          host,
+          began,
+        );
+      } else {
+        began();
+        result = await runAiJob(
+          { mode, trigger: job.trigger, triggerName: job.triggerName, function: job.functionName, input: job.input, ai: aiJob },
+          { invoke: async (_fn, input) => (await invoke(input)).forModel ?? null, tool: host.tool! },
+          signal,
+        );
+      }
+    } catch (error) {
+      if (!invoked() && session.calls.length === 0 && notRunRefusal(error)) rejectNotRun(error);
+      result = { failure: this.typed(error, runId) };
+    }
+    await session.settled();
+    const fn = result.function;
+    const loop = result.loop;
+    const toolCalls: AgentToolCall[] = session.calls;
+    if (!loop) {
+      const error = result.failure ?? { type: 'internal_error', message: 'the run ended without an outcome' };
+      return this.end(runId, job, started, {
+        status: error.type === 'cancelled' ? 'cancelled' : 'failed',
+        error,
+        calls: fn ? [fn.call] : [],
+        ai: {
+          iterations: null,
+          inputTokens: null,
+          outputTokens: null,
+          stopReason: error.type === 'cancelled' ? 'cancelled' : 'failed',
+          toolCalls,
+          answer: null,
+        },
+      });
+    }
+    const answer = session.scan(loop.answer, ANSWER_MAX_CHARS);
+    // What chat keeps: the model's own words scanned as its answer is (tool results were scanned before it read them).
+    const transcript: ChatMessage[] = loop.transcript.map((m) =>
+      m.role === 'assistant' ? { ...m, content: session.scan(m.content, ANSWER_MAX_CHARS) } : m,
+    );
+    const status: AgentRunStatus = loop.stopReason === 'answered' ? 'succeeded' : loop.stopReason === 'cancelled' ? 'cancelled' : 'failed';
+    return this.end(runId, job, started, {
+      status,
+      ...(loop.error && status !== 'succeeded' ? { error: loop.error } : {}),
+      calls: fn ? [fn.call] : [],
+      ai: {
+        iterations: loop.iterations,
+        inputTokens: loop.usage.input_tokens,
+        outputTokens: loop.usage.output_tokens,
+        stopReason: loop.stopReason,
+        toolCalls,
+        answer,
+      },
+      answer,
+      usage: loop.usage,
+      iterations: loop.iterations,
+      stopReason: loop.stopReason,
+      transcript,
+    });
+  }
+
+  /** Records how the run ended and answers its outcome. */
+  private end(
+    runId: string,
+    job: TriggerJob,
+    started: number,
+    out: {
+      status: AgentRunStatus;
+      result?: unknown;
+      error?: { type: string; message: string };
+      calls: AgentRunCall[];
+      ai?: AgentRunEnd['ai'];
+      answer?: string;
+      usage?: { input_tokens: number; output_tokens: number };
+      iterations?: number;
+      stopReason?: string;
+      transcript?: ChatMessage[];
+    },
+  ): AgentRunOutcome {
     const finished = new Date();
     this.finish(runId, {
-      status: outcome.status,
-      errorType: outcome.error ? storable(outcome.error.type) : null,
-      errorMessage: outcome.error ? storable(outcome.error.message) : null,
-      calls: [{ ...outcome.call, error_type: outcome.call.error_type === null ? null : storable(outcome.call.error_type) }],
+      status: out.status,
+      errorType: out.error ? storable(out.error.type) : null,
+      errorMessage: out.error ? storable(out.error.message) : null,
+      calls: out.calls.map((c) => ({ ...c, error_type: c.error_type === null ? null : storable(c.error_type) })),
       finishedAt: finished,
+      ...(out.ai ? { ai: { ...out.ai, answer: out.ai.answer === null ? null : storable(out.ai.answer) } } : {}),
     });
     return {
       runId,
       replica: job.replica,
-      status: outcome.status,
-      ...(outcome.result !== undefined ? { result: outcome.result } : {}),
-      ...(outcome.error ? { error: outcome.error } : {}),
+      status: out.status,
+      ...(out.result !== undefined ? { result: out.result } : {}),
+      ...(out.error ? { error: out.error } : {}),
       durationMs: finished.getTime() - started,
+      ...(out.answer !== undefined ? { answer: out.answer } : {}),
+      ...(out.usage ? { usage: out.usage } : {}),
+      ...(out.iterations !== undefined ? { iterations: out.iterations } : {}),
+      ...(out.ai?.stopReason ? { stopReason: out.ai.stopReason } : {}),
+      ...(out.transcript ? { transcript: out.transcript } : {}),
     };
   }
 
@@ -216,8 +471,9 @@ export class AgentDispatcher {
         triggerName: storable(job.triggerName),
         triggerRef: job.triggerRef === undefined ? null : storable(job.triggerRef),
         orchestrationMode: job.orchestrationMode,
-        functionName: storable(job.functionName),
+        functionName: job.functionName === undefined ? null : storable(job.functionName),
         startedAt,
+        conversationId: job.conversationId === undefined ? null : storable(job.conversationId),
       });
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code;

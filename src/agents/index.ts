@@ -13,7 +13,9 @@ import { AgentDispatcher } from './dispatcher.js';
 import { ReplicaDirectory } from './replicas.js';
 import { replicaRunner, ReplicaSupervisor } from './supervisor.js';
 import { AgentRuns } from './runs.js';
-import { AgentChat, type ChatDispatcher } from './chat.js';
+import { Toolbox, type AttachedToolSource } from './orchestration/toolbox.js';
+import type { AgentAiSettings } from '../services/agent-ai.js';
+import { AgentChat } from './chat.js';
 import { ChatStore } from '../store/chat-store.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
@@ -21,6 +23,7 @@ export { ReplicaDirectory, type ReplicaView } from './replicas.js';
 export { AgentRuns } from './runs.js';
 export { AgentChat } from './chat.js';
 export { ReplicaSupervisor } from './supervisor.js';
+export { Toolbox, type AttachedTool, type AttachedToolSource } from './orchestration/toolbox.js';
 
 /** How often ended runs past their plan's retention are deleted, and the first time after start. */
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
@@ -32,6 +35,8 @@ export class AgentRuntime {
   readonly supervisor: ReplicaSupervisor;
   readonly runs: AgentRuns;
   readonly dispatcher: AgentDispatcher;
+  /** The tools of the agents' AI runs (attach() gives it the attached MCP servers' source). */
+  readonly toolbox: Toolbox;
   /** chat_with_agent: conversations bound to a replica, answered in order through the dispatcher. */
   readonly chat: AgentChat;
   private readonly runsStore: AgentRunsStore;
@@ -43,7 +48,7 @@ export class AgentRuntime {
   constructor(
     private readonly deps: {
       db: Db;
-      run: Pick<RunService, 'invoke'>;
+      run: Pick<RunService, 'invoke' | 'snapshot'>;
       nodeId: string;
       tiers: Readonly<Record<string, TierLimits>>;
       logger: Logger;
@@ -54,6 +59,10 @@ export class AgentRuntime {
       pending?: Pick<PendingWrites, 'add'>;
       /** The agent's state for its runs' `mcpworks.state` (AgentService.stateAccess). */
       state?: (agentId: string, tier: string) => AgentStateAccess;
+      /** The agents' AI settings (keys opened just before a run): without them every trigger runs `direct`. */
+      ai?: Pick<AgentAiSettings, 'open' | 'orchestrationLimits'>;
+      /** The agents' attached MCP servers' tools, offered to their AI runs. */
+      attached?: AttachedToolSource;
     },
   ) {
     const agents = new AgentsStore(deps.db);
@@ -69,6 +78,7 @@ export class AgentRuntime {
     });
     this.replicas = new ReplicaDirectory({ agents, replicas, nodeId: deps.nodeId, supervisor: this.supervisor });
     this.runs = new AgentRuns(this.runsStore);
+    this.toolbox = new Toolbox({ run: deps.run, state: deps.state, attached: deps.attached, runs: this.runsStore, logger: deps.logger });
     // `direct` jobs run on their replica's worker process, which asks this process to run the function.
     this.dispatcher = new AgentDispatcher({
       agents,
@@ -79,13 +89,22 @@ export class AgentRuntime {
       runner: replicaRunner(() => this.supervisor),
       ...(deps.pending ? { pending: deps.pending } : {}),
       ...(deps.state ? { state: deps.state } : {}),
+      ...(deps.ai
+        ? {
+            orchestration: {
+              open: (agent) => deps.ai!.open(agent),
+              limits: (agent, tier) => deps.ai!.orchestrationLimits(agent, tier),
+              toolbox: this.toolbox,
+            },
+          }
+        : {}),
     });
     this.chatStore = new ChatStore(deps.db);
     this.chat = new AgentChat({
       store: this.chatStore,
       replicas,
       supervisor: this.supervisor,
-      dispatcher: () => this.dispatcher as unknown as ChatDispatcher,
+      dispatcher: () => this.dispatcher,
       logger: deps.logger,
       aliveMs: Math.max(5_000, deps.leaseMs),
     });

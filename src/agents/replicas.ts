@@ -9,6 +9,7 @@ import { scalePlan } from '../core/replicas.js';
 import type { TierLimits } from '../core/tiers.js';
 import type { AgentsStore, Trx } from '../store/agents-store.js';
 import type { ReplicaRow, ReplicasStore } from '../store/replicas-store.js';
+import { resumePlanning } from '../store/schedules-store.js';
 import type { AgentRow } from '../store/schema.js';
 import type { ReplicaSupervisor } from './supervisor.js';
 
@@ -51,6 +52,7 @@ export class ReplicaDirectory {
         // Starting one replica of a stopped agent starts only that one.
         if (replica !== undefined) await replicas.end(agent.id, undefined, 'stopped', trx);
         await replicas.setAgent(agent.id, { status: 'running' }, trx);
+        if (locked.status !== 'running') await resumePlanning(trx, agent.id);
       }
       await replicas.wake(agent.id, replica === undefined ? undefined : [replica], trx);
     });

@@ -24,6 +24,12 @@ export function runView(row: AgentRunRow) {
     started_at: iso(row.started_at),
     finished_at: iso(row.finished_at),
     duration_ms: row.duration_ms,
+    // AI runs: model turns, tokens, why it stopped (answered, a limit, cancelled, provider_error, fallback_direct).
+    iterations: row.iterations ?? null,
+    usage:
+      row.input_tokens === null && row.output_tokens === null ? null : { input_tokens: row.input_tokens, output_tokens: row.output_tokens },
+    stop_reason: row.stop_reason ?? null,
+    conversation_id: row.conversation_id ?? null,
   };
 }
 
@@ -82,6 +88,6 @@ export class AgentRuns {
       throw invalid('run_id is required: a run id from list_agent_runs (at most 128 characters)', { field: 'run_id' });
     const row = await this.store.getRun(agent.id, runId);
     if (!row) throw new DomainError('not_found', `run '${runId}' not found for agent '${agent.name}'`, { field: 'run_id' });
-    return { agent: agent.name, ...runView(row), calls: row.calls };
+    return { agent: agent.name, ...runView(row), calls: row.calls, tool_calls: row.tool_calls ?? [], answer: row.answer ?? null };
   }
 }

@@ -15,9 +15,10 @@ import type { Logger } from '../core/logger.js';
 import { exitReason, nextStreak, replicaHeapMb, restartDelayMs } from '../core/replicas.js';
 import { DEFAULT_TIER, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { HeldReplica, ReplicasStore } from '../store/replicas-store.js';
-import type { FunctionOutcome, TriggerJob } from './dispatcher.js';
+import type { JobHost, JobResult, RunnerJob } from './dispatcher.js';
+import type { CallAnswer } from './orchestration/loop.js';
 import { ReplicaCrashedError, ReplicaProcess, type ExitInfo, type JobError } from './worker/host.js';
-import type { CallOp } from './worker/protocol.js';
+import { LoopResultShape, type AiJob, type CallOp } from './worker/protocol.js';
 
 export { ReplicaCrashedError } from './worker/host.js';
 
@@ -25,9 +26,15 @@ export interface ReplicaJob {
   runId: string;
   trigger: 'schedule' | 'webhook' | 'chat' | 'heartbeat';
   triggerName: string;
-  /** 'service.function' */
-  functionName: string;
+  /** direct (the default): the function once; run_then_reason: the function, then the model; reason_first: the model. */
+  mode?: 'direct' | 'run_then_reason' | 'reason_first';
+  /** 'service.function' (absent for a chat or heartbeat) */
+  functionName?: string | undefined;
   input: unknown;
+  /** AI jobs: the model, tools and limits (the key opened for this job only). */
+  ai?: AiJob | undefined;
+  /** AI jobs: epoch ms when the run's time is up; its host calls are stopped then, and a worker still on it a little later is killed. */
+  deadline?: number | undefined;
   signal?: AbortSignal;
   /** Called once the replica took the job (queued behind its earlier jobs); not called when refused. */
   onQueued?: () => void;
@@ -37,7 +44,9 @@ export interface ReplicaJob {
 export interface ReplicaHostCalls {
   /** `signal` fires when the run is cancelled or its replica's drain deadline passes. */
   invoke(functionName: string, input: unknown, signal: AbortSignal): Promise<unknown>;
-  state?(request: Exclude<CallOp, { op: 'invoke' }>): Promise<unknown>;
+  state?(request: Exclude<CallOp, { op: 'invoke' | 'tool' }>): Promise<unknown>;
+  /** AI jobs: one tool call of the loop (the host refuses what it does not offer). */
+  tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
 }
 
 export type ReplicaJobOutcome = { ok: true; result: unknown } | { ok: false; error: JobError };
@@ -84,6 +93,9 @@ export const DEFAULT_MAX_REPLICAS_PER_NODE = 64;
 
 /** How many function runs a worker may ask for in one `direct` job: the trigger's function, once. */
 const DIRECT_INVOKES_PER_JOB = 1;
+
+/** A worker that has not ended an AI job this long after it was stopped (deadline, cancel) is killed. */
+const AI_JOB_KILL_GRACE_MS = 10_000;
 
 /** A stopped or removed replica may finish its current run for the tier's run timeout and this much more. */
 const DRAIN_SLACK_MS = 30_000;
@@ -407,26 +419,55 @@ export class ReplicaSupervisor {
     if (job.signal?.aborted) onAbort();
     held.current = controller;
     let invocations = 0;
+    const mode = job.mode ?? 'direct';
+    const ai = mode !== 'direct' && job.ai !== undefined;
+    // AI jobs: at the deadline the host's calls stop (the worker stops its loop by its own clock); a
+    // cancel is passed on to the worker; a worker still on the job a little later is killed (a crash).
+    let deadlineHit = false;
+    let deadlineTimer: NodeJS.Timeout | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    const onStop = () => {
+      if (!ai) return;
+      if (!deadlineHit) child.cancel(job.runId);
+      killTimer ??= setTimeout(() => child.terminate(), AI_JOB_KILL_GRACE_MS);
+      killTimer.unref();
+    };
+    controller.signal.addEventListener('abort', onStop, { once: true });
+    if (ai && job.deadline !== undefined) {
+      deadlineTimer = setTimeout(
+        () => {
+          deadlineHit = true;
+          controller.abort(new DomainError('limit_exceeded', 'the run reached its time limit (max_execution_time)'));
+        },
+        Math.max(0, job.deadline - Date.now()),
+      );
+      deadlineTimer.unref();
+    }
     try {
       return await child.run(
         {
           job: job.runId,
-          mode: 'direct',
+          mode,
           trigger: job.trigger,
           triggerName: job.triggerName,
-          function: job.functionName,
+          ...(job.functionName !== undefined ? { function: job.functionName } : {}),
           input: job.input,
+          ...(ai ? { ai: job.ai } : {}),
         },
         async (request) => {
           if (controller.signal.aborted) throw controller.signal.reason ?? new DomainError('unavailable', 'the run was cancelled');
           if (request.op === 'invoke') {
-            // Direct orchestration runs the trigger's function and nothing else.
-            if (request.function !== job.functionName)
-              throw new DomainError('forbidden', `this run may call only ${job.functionName}, not ${request.function}`);
+            // The trigger's function and nothing else (a reason_first or chat job has none)...
+            if (job.functionName === undefined || request.function !== job.functionName)
+              throw new DomainError('forbidden', `this run may not call ${request.function} directly`);
             // ...once: a worker asking again (a compromised or faulty one) is refused, never a second run.
             if (invocations++ >= DIRECT_INVOKES_PER_JOB)
-              throw new DomainError('forbidden', `a direct run calls ${job.functionName} once; this job already did`);
+              throw new DomainError('forbidden', `a run calls its trigger's function ${job.functionName} once; this job already did`);
             return abortable(calls.invoke(request.function, request.input, controller.signal), controller.signal);
+          }
+          if (request.op === 'tool') {
+            if (!ai || !calls.tool) throw new DomainError('forbidden', 'this run has no tools: it is not an AI run');
+            return abortable(calls.tool(request.name, request.arguments, controller.signal), controller.signal);
           }
           if (!calls.state) throw new DomainError('unavailable', 'state operations are not available to this run');
           return calls.state(request);
@@ -434,6 +475,9 @@ export class ReplicaSupervisor {
       );
     } finally {
       held.current = undefined;
+      clearTimeout(deadlineTimer);
+      clearTimeout(killTimer);
+      controller.signal.removeEventListener('abort', onStop);
       job.signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -468,56 +512,73 @@ export class ReplicaSupervisor {
 }
 
 /**
- * The dispatcher's JobRunner: a `direct` trigger job on its replica's worker process. The worker
- * asks for the job's function; `run` runs it through src/run (the dispatcher's invoke) and its
- * outcome is what the run records. A process that dies during the job ends it `failed` with
- * ReplicaCrashed; a replica this node does not run is an `unavailable` refusal.
+ * The dispatcher's JobRunner: a trigger job on its replica's worker process. A `direct` job's worker
+ * asks for the job's function, which `host.invoke` runs through src/run; an AI job's worker runs the
+ * loop and asks for each tool call (`host.tool`) and, in run_then_reason, for the function first. A
+ * process that dies during the job ends it `failed` with ReplicaCrashed; a replica this node does not
+ * run is an `unavailable` refusal; an AI job's outcome is checked against the protocol.
  */
 export function replicaRunner(supervisor: () => ReplicaSupervisor) {
-  return async (
-    job: TriggerJob,
-    run: (input: unknown, signal?: AbortSignal) => Promise<FunctionOutcome>,
-    accepted?: () => void,
-  ): Promise<FunctionOutcome> => {
-    let outcome: FunctionOutcome | undefined;
-    const crashed = (message: string): FunctionOutcome => ({
-      status: 'failed',
-      error: { type: 'ReplicaCrashed', message },
-      call: outcome?.call ?? {
-        function: job.functionName,
-        execution_id: null,
-        status: 'failed',
-        duration_ms: 0,
-        error_type: 'ReplicaCrashed',
-      },
-    });
+  return async (job: RunnerJob, host: JobHost, accepted?: () => void): Promise<JobResult> => {
+    let outcome: JobResult['function'];
+    const direct = job.orchestrationMode === 'direct';
+    const failure = (type: string, message: string): JobResult => {
+      if (!direct) return { ...(outcome ? { function: outcome } : {}), failure: { type, message } };
+      return {
+        function: {
+          status: 'failed',
+          error: { type, message },
+          call: outcome?.call ?? {
+            function: job.functionName ?? '',
+            execution_id: null,
+            status: 'failed',
+            duration_ms: 0,
+            error_type: type,
+          },
+        },
+      };
+    };
     try {
-      const queued = supervisor().run(
+      const done = await supervisor().run(
         job.agentId,
         job.replica,
         {
           runId: job.runId ?? 'run',
           trigger: job.trigger,
           triggerName: job.triggerName,
+          mode: job.orchestrationMode,
           functionName: job.functionName,
           input: job.input,
+          ai: job.ai,
+          deadline: job.deadline,
           ...(job.signal ? { signal: job.signal } : {}),
           ...(accepted ? { onQueued: accepted } : {}),
         },
         {
           invoke: async (_fn, input, signal) => {
-            outcome = await run(input, signal);
+            outcome = await host.invoke(input, signal);
+            // An AI job's model reads the outcome as the host scanned and capped it, failed or not.
+            if (!direct) return outcome.forModel ?? null;
             if (outcome.status === 'succeeded') return outcome.result ?? null;
             throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
           },
+          ...(host.tool ? { tool: host.tool } : {}),
         },
       );
-      const done = await queued;
-      if (outcome) return outcome;
-      // The worker ended the job without running its function.
-      return crashed(done.ok ? 'the replica ended the job without running its function' : `${done.error.type}: ${done.error.message}`);
+      if (direct) {
+        if (outcome) return { function: outcome };
+        // The worker ended the job without running its function.
+        return failure(
+          'ReplicaCrashed',
+          done.ok ? 'the replica ended the job without running its function' : `${done.error.type}: ${done.error.message}`,
+        );
+      }
+      if (!done.ok) return failure(done.error.type === 'cancelled' ? 'cancelled' : 'ReplicaError', done.error.message);
+      const parsed = LoopResultShape.safeParse(done.result);
+      if (!parsed.success) return failure('ReplicaProtocolError', "the replica's outcome did not fit the protocol");
+      return { ...(outcome ? { function: outcome } : {}), loop: parsed.data.loop };
     } catch (error) {
-      if (error instanceof ReplicaCrashedError) return crashed(error.message);
+      if (error instanceof ReplicaCrashedError) return failure('ReplicaCrashed', error.message);
       throw error;
     }
   };

@@ -153,7 +153,7 @@ describe('agent webhooks', () => {
     await refusal({ path: 'x', handler_function_name: 'hooks.missing' }, 'not_found', /missing/);
     await refusal({ path: 'x', handler_function_name: 'echo' }, 'validation_error', /service\.function/);
     await refusal({ path: 'x', secret: 'short' }, 'validation_error', /16-256/);
-    await refusal({ path: 'x', orchestration_mode: 'reason_first' }, 'validation_error', /configure_agent_ai/);
+    await refusal({ path: 'x', orchestration_mode: 'reason_later' }, 'validation_error', /orchestration_mode/);
     assert.equal(
       (await callError(create, 'add_webhook', { name: 'nobody', path: 'x', handler_function_name: 'hooks.echo' })).type,
       'not_found',

@@ -119,6 +119,61 @@ describe('agents on the create endpoint', () => {
     assert.match(missing.message, /social-scraper/, 'suggests the close name');
   });
 
+  test('every agent tool answers alike through each protocol era (v1 SDK, v2 on the older protocol, v2 modern)', async () => {
+    const o = await owner();
+    await callOk(o.create, 'make_service', { name: 'jobs' });
+    await callOk(o.create, 'make_function', { service: 'jobs', name: 'tick', code: 'def main(input_data):\n    return 1\n' });
+    const modern = (await o.create.listTools()).tools.map((t) => t.name).sort();
+    for (const era of ['v1', 'v2-legacy', 'v2'] as const) {
+      const client = await connect(`${server.url}/mcp/create/${o.ns}`, o.account.key, era);
+      try {
+        assert.deepEqual((await client.listTools()).tools.map((t) => t.name).sort(), modern, `${era}: the same tools`);
+        const name = `era-${era}`;
+        const made = await callOk(client, 'make_agent', { name, description: era });
+        assert.equal(made.name, name);
+        assert.ok(
+          (await callOk(client, 'list_agents')).some((a: { name: string }) => a.name === name),
+          era,
+        );
+        await callOk(client, 'set_agent_state', { agent_name: name, key: 'k', value: { era } });
+        assert.deepEqual((await callOk(client, 'get_agent_state', { name, key: 'k' })).value, { era }, era);
+        assert.deepEqual(
+          (await callOk(client, 'list_agent_state_keys', { name })).keys.map((k: { key: string }) => k.key),
+          ['k'],
+          era,
+        );
+        await callOk(client, 'delete_agent_state', { name, key: 'k' });
+        const schedule = await callOk(client, 'add_schedule', { name, function_name: 'jobs.tick', cron_expression: '0 3 * * *' });
+        assert.equal((await callOk(client, 'list_schedules', { name })).length, 1, era);
+        assert.deepEqual(await callOk(client, 'list_schedule_fires', { name }), [], era);
+        const hook = await callOk(client, 'add_webhook', { name, path: 'in', handler_function_name: 'jobs.tick' });
+        assert.match(hook.url, new RegExp(`/mcp/agent/${o.ns}/${name}/webhook/in$`), era);
+        assert.equal((await callOk(client, 'list_webhooks', { name })).webhooks.length, 1, era);
+        await callOk(client, 'configure_agent_ai', { name, engine: 'openai', model: 'gpt-4o', api_key: `sk-era-${era}-0123456789` });
+        await callOk(client, 'configure_orchestration_limits', { name, max_execution_seconds: 60 });
+        const described = await callOk(client, 'describe_agent', { name });
+        assert.equal(described.config.ai.provider, 'openai', era);
+        assert.doesNotMatch(JSON.stringify(described), /sk-era/, `${era}: the key is never shown`);
+        await callOk(client, 'remove_agent_ai', { name });
+        await callOk(client, 'scale_agent', { name, replicas: 2 });
+        assert.deepEqual((await callOk(client, 'list_agent_runs', { name })).runs, [], era);
+        await callOk(client, 'clone_agent', { name, new_name: `${name}-copy` });
+        await callOk(client, 'remove_webhook', { name, path: 'in' });
+        await callOk(client, 'remove_schedule', { name, schedule_id: schedule.id });
+        // Errors have one shape in every era.
+        const missing = await callError(client, 'describe_agent', { name: 'nobody-here' });
+        assert.equal(missing.type, 'not_found', era);
+        const bad = await callError(client, 'make_agent', { name: 'Bad Name' });
+        assert.equal(bad.type, 'validation_error', era);
+        await callOk(client, 'destroy_agent', { name: `${name}-copy` });
+        await callOk(client, 'destroy_agent', { name });
+      } finally {
+        await client.close();
+      }
+    }
+    assert.deepEqual(await names(o.create), []);
+  });
+
   test('tenancy: another account, and a key limited to another namespace, find no agent', async () => {
     const a = await owner();
     await callOk(a.create, 'make_agent', { name: 'private-bot' });

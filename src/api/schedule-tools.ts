@@ -59,7 +59,9 @@ export function registerScheduleTools(
         orchestration_mode: z
           .enum(['direct', 'run_then_reason', 'reason_first'])
           .optional()
-          .describe('direct (default): run the function. The AI modes need configure_agent_ai and are not available yet'),
+          .describe(
+            "direct (default): run the function; run_then_reason: run it, then the agent's model gets its outcome; reason_first: the model gets the tick and decides. Without configure_agent_ai the AI modes run direct (the run record says fallback_direct)",
+          ),
         schedule_name: z.string().optional().describe('An optional name for this schedule, unique for the agent, e.g. "hourly-scrape"'),
       }),
       annotations: WRITE,

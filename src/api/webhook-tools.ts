@@ -34,7 +34,9 @@ export function registerWebhookTools(
         orchestration_mode: z
           .string()
           .optional()
-          .describe("'direct' (default: the handler runs with the delivery as input); the AI modes come with configure_agent_ai"),
+          .describe(
+            "'direct' (default: the handler runs with the delivery as input); 'run_then_reason' (it runs, then the agent's model gets its outcome); 'reason_first' (the model gets the delivery and decides). Without configure_agent_ai the AI modes run direct",
+          ),
       }),
       annotations: WRITE,
     },

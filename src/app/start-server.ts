@@ -287,6 +287,7 @@ async function startServerSteps(
     maxReplicas: config.maxReplicasPerNode,
     pending,
     state: (agentId, tier) => agents.stateAccess(agentId, tier),
+    ai: agents.ai,
   });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
   const replicas = agentRuntime.supervisor;

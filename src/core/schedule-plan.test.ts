@@ -248,11 +248,8 @@ describe('add_schedule options', () => {
         JSON.stringify(bad),
       );
     }
-    for (const mode of ['run_then_reason', 'reason_first'])
-      assert.throws(
-        () => parseScheduleOptions({ orchestration_mode: mode }),
-        (e: unknown) => e instanceof DomainError && /configure_agent_ai/.test(e.message) && /issue 16/.test(e.message),
-      );
+    for (const mode of ['run_then_reason', 'reason_first'] as const)
+      assert.equal(parseScheduleOptions({ orchestration_mode: mode }).orchestrationMode, mode);
     assert.deepEqual(parseFailurePolicy(null), DEFAULT_FAILURE_POLICY);
   });
 });

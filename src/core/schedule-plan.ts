@@ -14,7 +14,7 @@ export const OVERLAP_POLICIES = ['skip', 'allow'] as const;
 export type OverlapPolicy = (typeof OVERLAP_POLICIES)[number];
 export const CATCH_UP_POLICIES = ['none', 'once'] as const;
 export type CatchUpPolicy = (typeof CATCH_UP_POLICIES)[number];
-/** The guide's values; only 'direct' runs until issue 16 brings the AI loop. */
+/** direct: the function runs; run_then_reason: it runs, then the agent's model gets its outcome; reason_first: the model gets the tick and decides (without an AI configured both run direct). */
 export const ORCHESTRATION_MODES = ['direct', 'run_then_reason', 'reason_first'] as const;
 export type OrchestrationMode = (typeof ORCHESTRATION_MODES)[number];
 
@@ -38,7 +38,7 @@ export interface ScheduleOptions {
   failurePolicy: FailurePolicy;
   overlap: OverlapPolicy;
   catchUp: CatchUpPolicy;
-  orchestrationMode: 'direct';
+  orchestrationMode: OrchestrationMode;
 }
 
 function oneOf<T extends string>(value: unknown, allowed: readonly T[], fallback: T, field: string): T {
@@ -76,20 +76,15 @@ export function parseFailurePolicy(value: unknown): FailurePolicy {
   };
 }
 
-/** add_schedule's options besides the cron and zone; the AI orchestration modes are refused until issue 16. */
+/** add_schedule's options besides the cron and zone. */
 export function parseScheduleOptions(args: Record<string, unknown>): ScheduleOptions {
   const orchestration = oneOf(args.orchestration_mode, ORCHESTRATION_MODES, 'direct', 'orchestration_mode');
-  if (orchestration !== 'direct')
-    throw invalid(
-      `orchestration_mode '${orchestration}' needs the agent's AI, which configure_agent_ai sets up (issue 16); it is not available yet: use 'direct' (the schedule runs its function)`,
-      { field: 'orchestration_mode' },
-    );
   return {
     mode: oneOf(args.mode, SCHEDULE_MODES, 'single', 'mode'),
     failurePolicy: parseFailurePolicy(args.failure_policy),
     overlap: oneOf(args.overlap, OVERLAP_POLICIES, 'skip', 'overlap'),
     catchUp: oneOf(args.catch_up, CATCH_UP_POLICIES, 'none', 'catch_up'),
-    orchestrationMode: 'direct',
+    orchestrationMode: orchestration,
   };
 }
 

@@ -88,7 +88,8 @@ test('paths: one safe URL segment; secrets: HMAC keys; handlers: service.functio
   assert.deepEqual(validateHandlerName('github.on-push'), { service: 'github', fn: 'on-push', name: 'github.on-push' });
   for (const bad of ['github', 'a.b.c', 'Git.x', '.x', 'x.']) refusedWith(() => validateHandlerName(bad), 'handler_function_name');
   assert.equal(validateOrchestrationMode(undefined), 'direct');
-  assert.throws(() => validateOrchestrationMode('run_then_reason'), /configure_agent_ai/);
+  assert.equal(validateOrchestrationMode('run_then_reason'), 'run_then_reason');
+  assert.equal(validateOrchestrationMode('reason_first'), 'reason_first');
   refusedWith(() => validateOrchestrationMode('magic'), 'orchestration_mode');
 });
 

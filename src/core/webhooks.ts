@@ -23,9 +23,9 @@ export const IDEMPOTENCY_KEY_MAX = 255;
 /** ?wait=true waits at most the tier's run timeout plus this, and never longer than WAIT_CAP_SECONDS. */
 export const WAIT_MARGIN_SECONDS = 30;
 export const WAIT_CAP_SECONDS = 330;
-/** Only `direct` runs now; the AI modes come with configure_agent_ai (issue 16). */
-export const ORCHESTRATION_MODES = ['direct'] as const;
-export const LATER_ORCHESTRATION_MODES = ['run_then_reason', 'reason_first'] as const;
+/** direct: the handler runs; run_then_reason: it runs, then the agent's model gets its outcome; reason_first: the model gets the delivery and decides (without an AI configured both run direct). */
+export const ORCHESTRATION_MODES = ['direct', 'run_then_reason', 'reason_first'] as const;
+export type WebhookOrchestrationMode = (typeof ORCHESTRATION_MODES)[number];
 
 export function validateWebhookPath(value: unknown, field = 'path'): string {
   // A leading '/' is forgiven: people write paths that way.
@@ -60,14 +60,10 @@ export function validateHandlerName(value: unknown, field = 'handler_function_na
   return { service, fn, name: value };
 }
 
-export function validateOrchestrationMode(value: unknown, field = 'orchestration_mode'): 'direct' {
-  if (value === undefined || value === null || value === 'direct') return 'direct';
-  if ((LATER_ORCHESTRATION_MODES as readonly unknown[]).includes(value))
-    throw invalid(
-      `orchestration_mode '${String(value)}' needs the agent's AI engine, which configure_agent_ai sets up; it is not available on this server yet. Use 'direct' (the handler function runs with the delivery as its input)`,
-      { field },
-    );
-  throw invalid(`orchestration_mode must be 'direct' (or, once configure_agent_ai exists, 'run_then_reason' or 'reason_first')`, { field });
+export function validateOrchestrationMode(value: unknown, field = 'orchestration_mode'): WebhookOrchestrationMode {
+  if (value === undefined || value === null) return 'direct';
+  if (typeof value === 'string' && (ORCHESTRATION_MODES as readonly string[]).includes(value)) return value as WebhookOrchestrationMode;
+  throw invalid(`orchestration_mode must be one of 'direct', 'run_then_reason', 'reason_first' (default 'direct')`, { field });
 }
 
 /** An Idempotency-Key: 1-255 visible ASCII characters; undefined when absent or empty. */

@@ -97,6 +97,10 @@ export class ExecutionHistory {
       service: r.service_name,
       function: r.function_name,
       execution_id: r.execution_id,
+      // An agent run that asked for a management tool: which agent, tool, trigger and run (never the arguments).
+      ...(r.event_type === 'agent_forbidden_tool'
+        ? { agent: r.detail.agent ?? null, tool: r.detail.tool ?? null, trigger: r.detail.trigger ?? null, run_id: r.detail.run_id ?? null }
+        : {}),
       created_at: new Date(r.created_at).toISOString(),
     }));
   }

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Db } from './database.js';
-import type { AgentRunCall, AgentRunRow, Database } from './schema.js';
+import { randomUUID } from 'node:crypto';
+import type { AgentRunCall, AgentRunRow, AgentToolCall, Database } from './schema.js';
 
 type Exec = Kysely<Database>;
 
@@ -16,6 +17,8 @@ export interface NewAgentRun {
   orchestrationMode: string;
   functionName: string | null;
   startedAt: Date;
+  /** A chat run's conversation. */
+  conversationId?: string | null;
 }
 
 export interface AgentRunEnd {
@@ -24,6 +27,25 @@ export interface AgentRunEnd {
   errorMessage: string | null;
   calls: AgentRunCall[];
   finishedAt: Date;
+  /** An AI run's record (or a fallback's stop reason). */
+  ai?: {
+    iterations: number | null;
+    inputTokens: number | null;
+    outputTokens: number | null;
+    stopReason: string;
+    toolCalls: AgentToolCall[];
+    answer: string | null;
+  };
+}
+
+/** A management tool an orchestration asked for (refused): where it happened and what was asked, never the arguments. */
+export interface ForbiddenToolEvent {
+  accountId: string;
+  namespaceId: string;
+  agent: string;
+  tool: string;
+  trigger: string;
+  runId: string;
 }
 
 export interface RunFilter {
@@ -59,6 +81,7 @@ export class AgentRunsStore {
         started_at: run.startedAt,
         finished_at: null,
         duration_ms: null,
+        conversation_id: run.conversationId ?? null,
       })
       .execute();
   }
@@ -74,6 +97,16 @@ export class AgentRunsStore {
         calls: JSON.stringify(end.calls),
         finished_at: end.finishedAt,
         duration_ms: sql<number>`greatest(0, floor(extract(epoch FROM (${end.finishedAt}::timestamptz - started_at)) * 1000))::int`,
+        ...(end.ai
+          ? {
+              iterations: end.ai.iterations,
+              input_tokens: end.ai.inputTokens,
+              output_tokens: end.ai.outputTokens,
+              stop_reason: end.ai.stopReason,
+              tool_calls: JSON.stringify(end.ai.toolCalls),
+              answer: end.ai.answer,
+            }
+          : {}),
       })
       .where('id', '=', id)
       .where('status', '=', 'running')
@@ -90,6 +123,20 @@ export class AgentRunsStore {
         eb.or([eb('started_at', '<', before.startedAt), eb.and([eb('started_at', '=', before.startedAt), eb('id', '<', before.id)])]),
       );
     return query.orderBy('started_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
+  }
+
+  /** A security event of the agent's namespace (list_security_events shows it). */
+  async recordForbiddenTool(event: ForbiddenToolEvent): Promise<void> {
+    const detail = JSON.stringify({
+      detection: 'forbidden_tool',
+      agent: event.agent,
+      tool: event.tool,
+      trigger: event.trigger,
+      run_id: event.runId,
+    });
+    await sql`
+      INSERT INTO security_events (id, account_id, namespace_id, event_type, detail)
+      VALUES (${randomUUID()}, ${event.accountId}, ${event.namespaceId}, 'agent_forbidden_tool', ${detail}::jsonb)`.execute(this.db);
   }
 
   getRun(agentId: string, runId: string): Promise<AgentRunRow | undefined> {

@@ -833,6 +833,22 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 22,
+    name: "agent runs: the AI loop's record",
+    statements: [
+      // Model turns, tokens (input, output) counted from every answer, why the run stopped (answered,
+      // a limit, cancelled, provider_error, fallback_direct), each tool call (name, kind, duration,
+      // outcome, execution id), the final answer (scanned, capped) and the chat conversation it served.
+      `ALTER TABLE agent_runs ADD COLUMN iterations INTEGER`,
+      `ALTER TABLE agent_runs ADD COLUMN input_tokens INTEGER`,
+      `ALTER TABLE agent_runs ADD COLUMN output_tokens INTEGER`,
+      `ALTER TABLE agent_runs ADD COLUMN stop_reason TEXT`,
+      `ALTER TABLE agent_runs ADD COLUMN tool_calls JSONB NOT NULL DEFAULT '[]'`,
+      `ALTER TABLE agent_runs ADD COLUMN answer TEXT`,
+      `ALTER TABLE agent_runs ADD COLUMN conversation_id TEXT`,
+    ],
+  },
+  {
     version: 23,
     name: 'agent chat: conversations, their messages, and the turn queue that keeps one conversation in order',
     statements: [

@@ -305,6 +305,15 @@ export class SchedulesStore {
 }
 
 /**
+ * An agent started: planning of its schedules resumes at this instant (the database's clock), so
+ * a tick between the loop's last pass over the stopped agent and the start is neither run nor
+ * missed. Call in the start's transaction.
+ */
+export async function resumePlanning(exec: Exec, agentId: string): Promise<void> {
+  await sql`UPDATE agent_schedules SET last_planned_tick = greatest(last_planned_tick, now()) WHERE agent_id = ${agentId}`.execute(exec);
+}
+
+/**
  * clone_agent: copies an agent's schedules to its clone (call in the clone's transaction). The
  * copies start with no fires and no failures; they run once the clone is started.
  */

@@ -243,6 +243,25 @@ export interface AgentRunsTable {
   started_at: Timestamp;
   finished_at: Timestamp | null;
   duration_ms: number | null;
+  /** AI runs (migration 22): model turns, tokens, why it stopped, its tool calls, its answer, its chat conversation. */
+  iterations: ColumnType<number | null, number | null | undefined, number | null>;
+  input_tokens: ColumnType<number | null, number | null | undefined, number | null>;
+  output_tokens: ColumnType<number | null, number | null | undefined, number | null>;
+  stop_reason: ColumnType<string | null, string | null | undefined, string | null>;
+  tool_calls: ColumnType<AgentToolCall[], string | undefined, string>;
+  answer: ColumnType<string | null, string | null | undefined, string | null>;
+  conversation_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** One tool call of an AI run as its record keeps it. */
+export interface AgentToolCall {
+  name: string;
+  kind: 'function' | 'mcp' | 'state' | 'refused';
+  duration_ms: number;
+  /** ok, error, refused_forbidden, refused_unknown, cancelled, rejected */
+  outcome: string;
+  execution_id: string | null;
+  error_type?: string | null;
 }
 
 export interface AgentStateTable {

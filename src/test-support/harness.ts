@@ -13,6 +13,7 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startServer, type RunningServer } from '../app/start-server.js';
 import { createLogger } from '../app/logger.js';
+import type { DestinationStream } from 'pino';
 import { DEFAULT_TIER, DEFAULT_TIERS, TRIAL_DAYS } from '../core/tiers.js';
 import { hashSecret, randomHex, sha256Hex } from '../services/credential-hashing.js';
 import { openDatabase } from '../store/database.js';
@@ -114,7 +115,8 @@ async function embeddedTemplate(): Promise<string> {
   return dir;
 }
 
-export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
+/** `log`: where the server's log lines go (at debug level), for tests that read them; else TEST_LOG_LEVEL (silent). */
+export async function startTestServer(overrides: Partial<ServerConfig> = {}, log?: DestinationStream): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? mkdtempSync(path.join(testDataRoot(), 'mcpworks-test-'));
   const databaseUrl = 'databaseUrl' in overrides ? overrides.databaseUrl : await freshDatabaseUrl();
   if (!overrides.dataDir && !databaseUrl) await seedEmbeddedDatabase(dataDir);
@@ -135,7 +137,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
       ...overrides,
       npm,
     },
-    createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
+    log ? createLogger('debug', log) : createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
   );
   inProcess.set(server.url, server);
   return {

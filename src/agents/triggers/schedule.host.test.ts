@@ -5,6 +5,7 @@
 // their rows over a window of ticks: every tick accounted for once, never by timing.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import { applyTierOverrides } from '../../core/tiers.js';
 import { MISSED_REASON, OVERLAP_REASON } from '../../core/schedule-plan.js';
 import type { Db } from '../../store/database.js';
@@ -68,8 +69,7 @@ describe('schedule tools', () => {
       [{ timezone: '+01:00' }, 'validation_error', /time zone/],
       [{ function_name: 'jobs.nope' }, 'not_found', /jobs\.nope/],
       [{ function_name: 'tick' }, 'validation_error', /service\.function/],
-      [{ orchestration_mode: 'reason_first' }, 'validation_error', /configure_agent_ai.*issue 16/],
-      [{ orchestration_mode: 'run_then_reason' }, 'validation_error', /configure_agent_ai/],
+      [{ orchestration_mode: 'reason_later' }, 'validation_error', /orchestration_mode/],
       [{ mode: 'everyone' }, 'validation_error', /mode/],
       [{ failure_policy: { strategy: 'retry' } }, 'validation_error', /strategy/],
       [{ failure_policy: { max_failures: 0 } }, 'validation_error', /max_failures/],
@@ -275,6 +275,13 @@ function fullTicks(rows: AgentScheduleFireRow[], replicas: readonly string[]): n
 
 const EVERY_SECOND = '* * * * * *';
 
+/** How far the schedule's planning start lags the database's clock. */
+async function planningLagMs(scheduleId: string): Promise<number> {
+  const { rows } = await sql<{ lag: number | string }>`
+    SELECT extract(epoch FROM now() - last_planned_tick) * 1000 AS lag FROM agent_schedules WHERE id = ${scheduleId}`.execute(database());
+  return Number(rows[0]?.lag ?? 0);
+}
+
 describe('firing', () => {
   test('single vs cluster with 3 replicas: one run per tick vs one per replica per tick', async () => {
     const o = await owner();
@@ -294,6 +301,10 @@ describe('firing', () => {
       mode: 'cluster',
       overlap: 'allow',
     });
+    // The loop moves a stopped agent's planning start forward only now and then: let it fall behind
+    // the clock, so that ticks lie between it and the start (none of them may run).
+    await until('planning lags the clock', async () => (await planningLagMs(single.id)) > 900);
+    const startedAt = Date.now();
     const started = await callOk(o.create, 'start_agent', { name: 'crew' });
     const names = started.replicas.map((r: { name: string }) => r.name).sort();
     assert.equal(names.length, 3);
@@ -305,6 +316,8 @@ describe('firing', () => {
     const runs = await runRows(id);
 
     const singleRows = await fireRows(single.id);
+    for (const row of [...singleRows, ...(await fireRows(cluster.id))])
+      assert.ok(new Date(row.scheduled_for).getTime() >= startedAt - 1, `a tick before start_agent was planned: ${row.scheduled_for}`);
     assert.ok(singleRows.every((r) => r.replica === ''));
     assertNoTickLost(singleRows, 'single');
     assertOncePerTick(singleRows, 'single');

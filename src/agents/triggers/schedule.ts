@@ -235,7 +235,7 @@ export class ScheduleLoop {
             replica,
             fire_id: fireId,
           },
-          orchestrationMode: 'direct',
+          orchestrationMode: options.orchestrationMode,
         });
         runId = started.runId;
         await this.store.setFireRun(fireId, started.runId, replica).catch(() => undefined);

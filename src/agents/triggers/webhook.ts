@@ -11,7 +11,15 @@ import { isValidNamespaceName } from '../../core/names.js';
 import { AGENT_NAME_PATTERN } from '../../core/agents.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../../core/tiers.js';
 import { SIGNATURE_HEADER, SIGNATURE_WINDOW_SECONDS, TIMESTAMP_HEADER, verifySignature } from '../../core/webhook-signature.js';
-import { IDEMPOTENCY_HOURS, idempotencyKeyOf, waitSeconds, WEBHOOK_PATH_PATTERN, webhookInput } from '../../core/webhooks.js';
+import {
+  IDEMPOTENCY_HOURS,
+  idempotencyKeyOf,
+  ORCHESTRATION_MODES,
+  waitSeconds,
+  WEBHOOK_PATH_PATTERN,
+  webhookInput,
+  type WebhookOrchestrationMode,
+} from '../../core/webhooks.js';
 import type { BoundCipher } from '../../services/state-cipher.js';
 import { secretContext } from '../../services/webhooks.js';
 import type { DeliveryRow, WebhookTarget, WebhooksStore } from '../../store/webhooks-store.js';
@@ -271,7 +279,9 @@ export class WebhookTrigger {
         triggerRef: key !== undefined ? `idempotency:${key}` : runId,
         functionName: target.handler_function,
         input,
-        orchestrationMode: 'direct',
+        orchestrationMode: (ORCHESTRATION_MODES as readonly string[]).includes(target.orchestration_mode)
+          ? (target.orchestration_mode as WebhookOrchestrationMode)
+          : 'direct',
         runId,
       });
     } catch (e) {

@@ -7,11 +7,12 @@
  */
 import { getHeapStatistics } from 'node:v8';
 import { HostMessage, type JobMessage, type WorkerMessage, type CallOp } from './protocol.js';
+import { runAiJob } from '../orchestration/job.js';
 
 let replica: string | undefined;
 let nextCall = 0;
 const waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: HostCallError) => void }>();
-let current: { job: string; cancelled: boolean } | undefined;
+let current: { job: string; cancelled: boolean; abort: AbortController } | undefined;
 
 class HostCallError extends Error {
   constructor(
@@ -35,15 +36,52 @@ function call(job: string, request: CallOp): Promise<unknown> {
   });
 }
 
-/** `direct` orchestration: the trigger's function, run once by the host with the trigger's input. */
+/** Asks the host for a tool call; gives up waiting (the host stops it itself) when the run stops. */
+function toolCall(job: string, name: string, args: Record<string, unknown>, signal: AbortSignal) {
+  return new Promise<{ content: string; isError: boolean }>((resolve, reject) => {
+    if (signal.aborted) return reject(new HostCallError('cancelled', 'the run stopped'));
+    const onAbort = () => reject(new HostCallError('cancelled', 'the run stopped'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    call(job, { op: 'tool', name, arguments: args }).then(
+      (answer) => {
+        signal.removeEventListener('abort', onAbort);
+        const a = answer as { content?: unknown; isError?: unknown } | null;
+        resolve({ content: typeof a?.content === 'string' ? a.content : '', isError: a?.isError === true });
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+}
+
+/**
+ * `direct`: the trigger's function, run once by the host with the trigger's input. The AI modes:
+ * the orchestration loop, with the model this job names and its tool calls answered by the host.
+ */
 async function runJob(job: JobMessage): Promise<void> {
-  current = { job: job.job, cancelled: false };
+  const abort = new AbortController();
+  current = { job: job.job, cancelled: false, abort };
   try {
-    const result = await call(job.job, { op: 'invoke', function: job.function, input: job.input });
+    let result: unknown;
+    if (job.mode === 'direct' || !job.ai) {
+      if (!job.function) throw new HostCallError('WorkerError', 'a direct job names its function');
+      result = await call(job.job, { op: 'invoke', function: job.function, input: job.input });
+    } else {
+      result = await runAiJob(
+        { mode: job.mode, trigger: job.trigger, triggerName: job.triggerName, function: job.function, input: job.input, ai: job.ai },
+        {
+          invoke: (fn, input) => call(job.job, { op: 'invoke', function: fn, input }),
+          tool: (name, args, signal) => toolCall(job.job, name, args, signal),
+        },
+        abort.signal,
+      );
+    }
     send({ t: 'done', job: job.job, ok: true, result });
   } catch (error) {
     const typed = error instanceof HostCallError ? error : new HostCallError('WorkerError', String(error));
-    send({ t: 'done', job: job.job, ok: false, error: { type: typed.type, message: typed.message } });
+    send({ t: 'done', job: job.job, ok: false, error: { type: typed.type, message: typed.message.slice(0, 10_000) } });
   } finally {
     current = undefined;
   }
@@ -80,8 +118,11 @@ process.on('message', (raw: unknown) => {
       return;
     }
     case 'cancel':
-      // The host aborts the function run itself (its answer then says cancelled); this marks the job.
-      if (current?.job === message.job) current.cancelled = true;
+      // The host aborts the function run itself (its answer then says cancelled); an AI job's loop stops its model call.
+      if (current?.job === message.job) {
+        current.cancelled = true;
+        current.abort.abort();
+      }
       return;
   }
 });

@@ -209,6 +209,16 @@ export class ReplicaProcess {
     });
   }
 
+  /** Tells the worker to stop the job in flight (an AI job's model call is aborted; the host stops its own calls). */
+  cancel(jobId: string): void {
+    if (this.job?.id === jobId) this.send({ t: 'cancel', job: jobId });
+  }
+
+  /** Kills a worker that did not end its job after it was stopped: a crash (it is restarted), not an ending. */
+  terminate(): void {
+    this.kill('SIGKILL');
+  }
+
   /** Ends the process (expected: not a crash). */
   stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<ExitInfo> {
     this.ending = true;

@@ -15,17 +15,79 @@ const errorShape = z.object({ type: z.string().max(200), message: z.string().max
 
 export const InitMessage = z.object({ t: z.literal('init'), agent: name, replica: name }).strict();
 
+const ToolCallShape = z
+  .object({
+    id: z.string().max(500),
+    name: z.string().max(500),
+    arguments: z.record(z.string(), z.unknown()),
+    argumentsError: z.string().max(500).optional(),
+  })
+  .strict();
+/** A chat message as providers/provider.ts has it. */
+export const ChatMessageShape = z.union([
+  z.object({ role: z.literal('user'), content: z.string() }).strict(),
+  z.object({ role: z.literal('assistant'), content: z.string(), toolCalls: z.array(ToolCallShape).max(1000).optional() }).strict(),
+  z
+    .object({
+      role: z.literal('tool'),
+      results: z.array(z.object({ callId: z.string().max(500), content: z.string(), isError: z.boolean().optional() }).strict()).max(1000),
+    })
+    .strict(),
+]);
+
+/**
+ * An AI job's settings: the model (its key opened by the host just before the job; it travels only
+ * over this channel), the tools offered (their calls go back to the host by name), the run's limits.
+ */
+export const AiJobShape = z
+  .object({
+    provider: z.string().min(1).max(100),
+    model: z.string().min(1).max(200),
+    apiKey: z.string().min(1).max(4096),
+    baseUrl: z.string().max(2048).optional(),
+    system: z.string().max(32_000).optional(),
+    /** The chat message or heartbeat instructions; absent: the worker renders the trigger itself. */
+    message: z.string().max(1_000_000).optional(),
+    history: z.array(ChatMessageShape).max(10_000).optional(),
+    tools: z
+      .array(
+        z
+          .object({
+            name: z.string().min(1).max(64),
+            kind: z.enum(['function', 'mcp', 'state']),
+            description: z.string().max(10_000),
+            inputSchema: z.record(z.string(), z.unknown()),
+          })
+          .strict(),
+      )
+      .max(2000),
+    limits: z
+      .object({
+        max_iterations: z.number().int().positive(),
+        max_ai_tokens: z.number().int().positive(),
+        max_execution_seconds: z.number().int().positive(),
+        max_functions_called: z.number().int().positive().nullable(),
+      })
+      .strict(),
+    /** Epoch ms the run started: its deadline is counted from it. */
+    startedAt: z.number(),
+  })
+  .strict();
+export type AiJob = z.infer<typeof AiJobShape>;
+
 export const JobMessage = z
   .object({
     t: z.literal('job'),
     /** The run id (agent_runs.id): one job at a time per replica. */
     job: name,
-    mode: z.literal('direct'),
+    /** direct: the function once; run_then_reason: the function, then the model with its outcome; reason_first: the model. */
+    mode: z.enum(['direct', 'run_then_reason', 'reason_first']),
     trigger: z.enum(['schedule', 'webhook', 'chat', 'heartbeat']),
     triggerName: z.string().max(200),
-    /** 'service.function' */
-    function: name,
+    /** 'service.function' (absent for a chat or heartbeat) */
+    function: name.optional(),
     input: z.unknown(),
+    ai: AiJobShape.optional(),
   })
   .strict();
 
@@ -47,7 +109,35 @@ export const CallOp = z.discriminatedUnion('op', [
   z.object({ op: z.literal('state_get'), key: z.string().min(1).max(256) }).strict(),
   z.object({ op: z.literal('state_set'), key: z.string().min(1).max(256), value: z.unknown() }).strict(),
   z.object({ op: z.literal('state_delete'), key: z.string().min(1).max(256) }).strict(),
+  /** An AI job's tool call, by the name the model used (the host maps it, refuses what it does not offer). */
+  z.object({ op: z.literal('tool'), name: z.string().min(1).max(500), arguments: z.record(z.string(), z.unknown()) }).strict(),
 ]);
+
+/** What an AI job's `done` carries: the loop's outcome (the host checks it), and run_then_reason's function outcome. */
+export const LoopResultShape = z
+  .object({
+    loop: z
+      .object({
+        stopReason: z.enum([
+          'answered',
+          'max_iterations',
+          'max_ai_tokens',
+          'max_execution_time',
+          'max_functions_called',
+          'cancelled',
+          'provider_error',
+        ]),
+        answer: z.string().max(1_000_000),
+        iterations: z.number().int().nonnegative(),
+        usage: z.object({ input_tokens: z.number().int().nonnegative(), output_tokens: z.number().int().nonnegative() }).strict(),
+        functionsCalled: z.number().int().nonnegative(),
+        error: errorShape.optional(),
+        transcript: z.array(ChatMessageShape).max(10_000),
+      })
+      .strict(),
+  })
+  .strict();
+export type LoopResult = z.infer<typeof LoopResultShape>;
 export type CallOp = z.infer<typeof CallOp>;
 
 /** `heapLimit`: the worker's V8 heap limit in bytes, as it sees it (the tier's memory, set by the host). */

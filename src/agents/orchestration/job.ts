@@ -1,0 +1,54 @@
+/**
+ * One AI job as a replica runs it (its worker process, or in-process when the dispatcher has no
+ * runner): run_then_reason first asks the host for the trigger's function, then the loop runs with
+ * the model the job names; every tool call goes to the host.
+ */
+import { triggerMessage } from '../../core/agent-orchestration.js';
+import { modelProvider } from '../providers/index.js';
+import type { AiJob, LoopResult } from '../worker/protocol.js';
+import { runLoop, type CallAnswer } from './loop.js';
+
+export interface AiJobRequest {
+  mode: 'run_then_reason' | 'reason_first';
+  trigger: string;
+  triggerName: string;
+  function?: string | undefined;
+  input: unknown;
+  ai: AiJob;
+}
+
+export interface AiJobHost {
+  /** run_then_reason: the trigger's function run by the host; answers its outcome as the model may read it (JSON text). */
+  invoke(functionName: string, input: unknown): Promise<unknown>;
+  tool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+}
+
+export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: AbortSignal): Promise<LoopResult> {
+  const { ai } = job;
+  let message = ai.message;
+  if (message === undefined) {
+    let outcome: string | undefined;
+    if (job.mode === 'run_then_reason' && job.function) {
+      const answer = await host.invoke(job.function, job.input);
+      outcome = typeof answer === 'string' ? answer : JSON.stringify(answer ?? null);
+    }
+    message = triggerMessage({
+      trigger: job.trigger,
+      triggerName: job.triggerName,
+      input: job.input,
+      functionName: job.function,
+      functionOutcome: outcome,
+    });
+  }
+  const provider = modelProvider({
+    provider: ai.provider,
+    model: ai.model,
+    apiKey: ai.apiKey,
+    ...(ai.baseUrl ? { baseUrl: ai.baseUrl } : {}),
+  });
+  const loop = await runLoop(
+    { system: ai.system, history: ai.history, message, tools: ai.tools, limits: ai.limits, startedAt: ai.startedAt, signal },
+    { provider, callTool: (name, args, s) => host.tool(name, args, s) },
+  );
+  return { loop };
+}
