@@ -188,6 +188,14 @@ describe('chat_with_agent answers', () => {
     assert.notEqual(fresh.conversation_id, first.conversation_id);
     assert.doesNotMatch(sent(2), /Zed/, 'B was sent nothing of A');
     await callOk(s.create, 'make_agent', { name: 'stranger' });
+    await callOk(s.create, 'configure_agent_ai', {
+      name: 'stranger',
+      provider: 'anthropic',
+      model: 'm',
+      api_key: 'k',
+      base_url: llm.anthropicUrl,
+    });
+    await callOk(s.create, 'start_agent', { name: 'stranger' });
     const foreign = errorOf(
       await callError(s.create, 'chat_with_agent', { name: 'stranger', conversation_id: first.conversation_id, message: 'hi' }),
     );
