@@ -11,6 +11,11 @@ import { callError, callOk, connect, createKey, errorOf, type TestServer } from 
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { until } from '../test-support/owners.js';
+import { pino } from 'pino';
+import { AgentChat } from './chat.js';
+import { ChatStore } from '../store/chat-store.js';
+import { ReplicasStore } from '../store/replicas-store.js';
+import type { Db } from '../store/database.js';
 
 let rules: RuleServer;
 let server: TestServer;
@@ -231,20 +236,48 @@ describe('chat_with_agent answers', () => {
     assert.equal(off.replica, a);
   });
 
-  test('two messages sent at once to one conversation are answered one after the other, the second seeing the first', async () => {
+  test("messages sent at once to one conversation, through this node and another node's chat, are answered one after the other, each seeing the ones before", async () => {
     const s = await agentSpace('orderly');
+    const runtime = server.server.services.agentRuntime;
+    // Another server node's chat on the same database (its own store and turn queue; this node runs the replica).
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const otherNode = new AgentChat({
+      store: new ChatStore(db),
+      replicas: new ReplicasStore(db),
+      supervisor: runtime.supervisor,
+      dispatcher: () => runtime.dispatcher,
+      logger: pino({ level: 'silent' }),
+      aliveMs: 5_000,
+    });
     llm.requests.length = 0;
-    llm.script([{ text: 'noted' }, { text: 'first answer', delayMs: 600 }, { text: 'second answer' }]);
+    llm.script([{ text: 'noted' }, { text: 'answer A', delayMs: 600 }, { text: 'answer B' }, { text: 'answer C' }]);
     const opened = await callOk(s.create, 'chat_with_agent', { name: 'orderly', message: 'open' });
-    const send = (message: string) =>
-      callOk(s.create, 'chat_with_agent', { name: 'orderly', conversation_id: opened.conversation_id, message });
-    const answers = await Promise.all([send('message one'), send('message two')]);
-    assert.deepEqual(answers.map((x) => x.response).sort(), ['first answer', 'second answer']);
-    assert.equal(llm.requests.length, 3);
-    // Whichever arrived first was answered first; the later one was sent it whole.
-    const [earlier, later] = /message one/.test(sent(1)) ? ['message one', 'message two'] : ['message two', 'message one'];
-    assert.doesNotMatch(sent(1), new RegExp(later));
-    assert.match(sent(2), new RegExp(`open.*noted.*${earlier}.*first answer.*${later}`, 's'));
+    const conversation_id = opened.conversation_id;
+    const agent = await server.server.services.agents.resolve(
+      { accountId: s.account.accountId, keyId: 'test', tier: 'pro_trial', namespace: null, scopes: ['execute'] },
+      s.ns,
+      { name: 'orderly' },
+      'execute',
+    );
+    const answers = await Promise.all([
+      callOk(s.create, 'chat_with_agent', { name: 'orderly', conversation_id, message: 'message one' }),
+      callOk(s.create, 'chat_with_agent', { name: 'orderly', conversation_id, message: 'message two' }),
+      otherNode.send(agent, { conversation_id, message: 'message three' }),
+    ]);
+    assert.deepEqual(answers.map((x) => x.response).sort(), ['answer A', 'answer B', 'answer C']);
+    assert.equal(llm.requests.length, 4);
+    // Each request's own message is the one no earlier request had; each later request was sent every earlier exchange whole, in order.
+    const own: string[] = [];
+    for (let i = 1; i <= 3; i++) {
+      const mine = ['message one', 'message two', 'message three'].filter((m) => sent(i).includes(m) && !own.includes(m));
+      assert.equal(mine.length, 1, `request ${i} carries exactly one new message: ${sent(i)}`);
+      own.push(mine[0]!);
+    }
+    const replies = ['answer A', 'answer B', 'answer C'];
+    for (let i = 1; i <= 3; i++) {
+      const expected = ['open', 'noted', ...own.slice(0, i - 1).flatMap((m, j) => [m, replies[j]!]), own[i - 1]!];
+      assert.match(sent(i), new RegExp(expected.join('.*'), 's'), `request ${i}`);
+    }
   });
 
   test('a chat message telling the model to call make_function gets nowhere, and is a security event', async () => {
