@@ -188,6 +188,7 @@ describe('chat_with_agent answers', () => {
       }),
     );
     assert.equal(elsewhere.type, 'not_found', "another replica does not see A's conversation");
+    assert.match(elsewhere.message, new RegExp(`conversation '${first.conversation_id}' not found for agent 'twins' on replica '${b}'`));
     const fresh = await callOk(s.create, 'chat_with_agent', { name: 'twins', replica: b, message: 'Who am I?' });
     assert.equal(fresh.replica, b);
     assert.notEqual(fresh.conversation_id, first.conversation_id);
@@ -205,6 +206,7 @@ describe('chat_with_agent answers', () => {
       await callError(s.create, 'chat_with_agent', { name: 'stranger', conversation_id: first.conversation_id, message: 'hi' }),
     );
     assert.equal(foreign.type, 'not_found');
+    assert.match(foreign.message, new RegExp(`conversation '${first.conversation_id}' not found for agent 'stranger'`));
 
     // A's process is killed; the supervisor starts it again with its name; the conversation goes on there.
     const supervisor = server.server.services.agentRuntime.supervisor;
