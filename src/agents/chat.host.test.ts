@@ -301,4 +301,52 @@ describe('chat_with_agent answers', () => {
     const events = await callOk(s.create, 'list_security_events', {});
     assert.match(JSON.stringify(events), /agent_forbidden_tool/);
   });
+  test('a long history is folded into a summary sent first; conversations go with run retention and with the agent', async () => {
+    const s = await agentSpace('chatty');
+    const runtime = server.server.services.agentRuntime;
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const store = new ChatStore(db);
+    // This node's chat with a small history budget, so that two turns pass it.
+    const small = new AgentChat({
+      store,
+      replicas: new ReplicasStore(db),
+      supervisor: runtime.supervisor,
+      dispatcher: () => runtime.dispatcher,
+      logger: pino({ level: 'silent' }),
+      aliveMs: 5_000,
+      historyBudgetChars: 400,
+    });
+    llm.requests.length = 0;
+    llm.script([{ text: 'one' }, { text: 'two' }, { text: 'three' }]);
+    const first = await callOk(s.create, 'chat_with_agent', { name: 'chatty', message: `alpha ${'a'.repeat(400)}` });
+    const conversation_id = first.conversation_id;
+    await callOk(s.create, 'chat_with_agent', { name: 'chatty', conversation_id, message: `beta ${'b'.repeat(200)}` });
+    const agent = await server.server.services.agents.resolve(
+      { accountId: s.account.accountId, keyId: 'test', tier: 'pro_trial', namespace: null, scopes: ['execute'] },
+      s.ns,
+      { name: 'chatty' },
+      'execute',
+    );
+    const third = await small.send(agent, { conversation_id, message: 'gamma' });
+    assert.equal(third.response, 'three');
+    const messages = llm.requests[2]!.body.messages as Array<{ role: string; content: unknown }>;
+    assert.match(JSON.stringify(messages[0]), /Summary of the earlier part of this conversation.*- user: alpha a+….*- assistant: one/s);
+    assert.match(sent(2), /beta b{200}.*two.*gamma/s, 'the newest turns are sent whole');
+    assert.doesNotMatch(sent(2), /a{300}/, 'the folded message is not sent whole');
+    const kept = (await store.messages(conversation_id)).map((m) => JSON.stringify(m.content));
+    assert.ok(kept.length > 0 && !kept.some((m) => m.includes('alpha')), 'the folded messages were deleted');
+
+    // Past the plan's run retention (Pro: 30 days) the idle conversation is deleted with its messages.
+    await runtime.prune(new Date(Date.now() + 31 * 86_400_000));
+    const pruned = errorOf(await callError(s.create, 'chat_with_agent', { name: 'chatty', conversation_id, message: 'still there?' }));
+    assert.equal(pruned.type, 'not_found');
+    assert.deepEqual(await store.messages(conversation_id), []);
+    // Destroying the agent deletes its conversations.
+    llm.script([{ text: 'hi' }]);
+    const other = await callOk(s.create, 'chat_with_agent', { name: 'chatty', message: 'hello' });
+    await callOk(s.create, 'stop_agent', { name: 'chatty' });
+    await callOk(s.create, 'destroy_agent', { name: 'chatty' });
+    assert.equal(await store.conversation(agent.id, other.conversation_id), undefined);
+    assert.deepEqual(await store.messages(other.conversation_id), []);
+  });
 });

@@ -87,6 +87,8 @@ export class AgentChat {
       logger: Logger;
       /** A waiting or answering message's ticket lives this long past its last renewal (a dead node's lapses). */
       aliveMs: number;
+      /** The history budget in characters (default CHAT_HISTORY_BUDGET_CHARS). */
+      historyBudgetChars?: number;
     },
   ) {}
 
@@ -191,7 +193,7 @@ export class AgentChat {
       const m = messageOf(row.content);
       if (m) stored.push({ seq: row.seq, message: m });
     }
-    const plan = planHistory(conversation.summary, stored);
+    const plan = planHistory(conversation.summary, stored, this.deps.historyBudgetChars);
     if (plan.fold) await store.fold(id, plan.fold.summary, plan.fold.throughSeq);
     const started = this.deps.dispatcher().start({
       agentId: agent.id,
