@@ -79,6 +79,7 @@ const EXPECTED_TOOLS = [
   'configure_agent_ai',
   'remove_agent_ai',
   'configure_orchestration_limits',
+  'chat_with_agent',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {
