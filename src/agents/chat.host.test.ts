@@ -159,6 +159,9 @@ describe('chat_with_agent answers', () => {
     assert.equal(run.replica, replica);
     assert.equal(run.status, 'succeeded');
     assert.equal(run.trigger_name, answer.conversation_id);
+    assert.equal(run.conversation_id, answer.conversation_id);
+    assert.equal(run.orchestration_mode, 'reason_first');
+    assert.equal(run.answer, answer.response);
     const executions = await callOk(s.create, 'list_executions', {});
     assert.equal(executions.executions?.length ?? executions.length, 2, 'both functions ran, metered');
   });
