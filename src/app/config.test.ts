@@ -85,6 +85,22 @@ test('MCPWORKS_KDF_CONCURRENCY: unset leaves the default (cores - 1), a positive
     assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
 });
 
+test('MCPWORKS_AGENT_MCP_ALLOW: unset allows nothing in refused ranges; addresses, ranges and names are read; a bad entry stops the server', () => {
+  assert.deepEqual(configFromEnv({}).agentMcpAllow, []);
+  assert.deepEqual(
+    configFromEnv({ MCPWORKS_AGENT_MCP_ALLOW: '10.0.5.0/24, Tools.Internal' }).agentMcpAllow?.map((e) =>
+      e.kind === 'host' ? e.host : e.text,
+    ),
+    ['10.0.5.0/24', 'tools.internal'],
+  );
+  for (const value of ['10.0.0.0/40', '0x7f000001', 'http://tools.internal', 'a b'])
+    assert.throws(
+      () => configFromEnv({ MCPWORKS_AGENT_MCP_ALLOW: value }),
+      (error: unknown) => isPlatformError(error, 'config_invalid') && /MCPWORKS_AGENT_MCP_ALLOW/.test(String(error)),
+      value,
+    );
+});
+
 test('MCPWORKS_PROGRESS_INTERVAL_MS: unset leaves the default (10 s), 100 to 10000 sets it, anything else stops the server', () => {
   assert.equal(configFromEnv({}).progressIntervalMs, undefined);
   assert.equal(configFromEnv({ MCPWORKS_PROGRESS_INTERVAL_MS: '250' }).progressIntervalMs, 250);

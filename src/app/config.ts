@@ -11,6 +11,7 @@ import { leaseMsFromEnvironment } from '../services/instance-lease.js';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
 import { parseTrustedProxy } from '../api/client-address.js';
 import { MB } from '../core/units.js';
+import { parseAgentMcpAllow, type AllowEntry } from '../core/mcp-servers.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits };
 
@@ -49,6 +50,8 @@ export interface ServerConfig {
   leaseMs?: number | undefined;
   /** MCPWORKS_MAX_REPLICAS_PER_NODE: most agent replica processes this node runs (default 64); the rest wait for another node. */
   maxReplicasPerNode?: number | undefined;
+  /** MCPWORKS_AGENT_MCP_ALLOW: addresses, ranges and names in refused ranges that agents' attached MCP servers may have. */
+  agentMcpAllow?: AllowEntry[];
   /** LOG_LEVEL: the pino level (default info). */
   logLevel?: string | undefined;
   /** The sandbox's switches (defaults: SANDBOX_DEFAULTS, what an unset environment gives). */
@@ -140,6 +143,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: Pick<H
       ? positiveInteger('MCPWORKS_MAX_REPLICAS_PER_NODE', env.MCPWORKS_MAX_REPLICAS_PER_NODE, 10_000)
       : undefined,
     logLevel: env.LOG_LEVEL ?? 'info',
+    agentMcpAllow: asConfigError(() => parseAgentMcpAllow(env.MCPWORKS_AGENT_MCP_ALLOW)),
     sandbox: sandboxFromEnv(env),
   };
 }

@@ -13,6 +13,8 @@ import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
 import { AgentRuntime } from '../agents/index.js';
 import { WebhookTrigger } from '../agents/triggers/webhook.js';
+import { McpAddressGuard, McpServerSource, ownEndpointsOf } from '../agents/mcp-servers.js';
+import type { OwnEndpoints } from '../core/mcp-servers.js';
 import { BoundCipher, StateCipher } from '../services/state-cipher.js';
 import { secretContext, WebhookService } from '../services/webhooks.js';
 import { WebhooksStore } from '../store/webhooks-store.js';
@@ -80,6 +82,8 @@ export interface RunningServer {
     sessionActivity: SessionActivity;
     signInsRefusedEarly: () => number;
     bodyBudget: ByteBudget | undefined;
+    /** Agents' attached MCP servers' tools (the orchestration loop's toolbox lists and calls them). */
+    attachedTools: McpServerSource;
   };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
@@ -228,6 +232,22 @@ async function startServerSteps(
   const agents = new AgentService(new AgentsStore(database.db), catalog, stateCipher, config.tiers, (accountId) =>
     sharedFairShare.turn(accountId),
   );
+  // Agents' attached MCP servers: every address checked (the operator's list; this server's run
+  // endpoints once it listens) and the connection pinned to it; headers opened only to connect.
+  let ownEndpoints: OwnEndpoints | undefined;
+  const mcpGuard = new McpAddressGuard({ allow: config.agentMcpAllow ?? [], own: () => ownEndpoints });
+  agents.mcp.addressCheck = (url) => mcpGuard.check(url).then(() => undefined);
+  const agentsById = new AgentsStore(database.db);
+  const attachedTools = new McpServerSource({
+    guard: mcpGuard,
+    servers: async (agentId) => {
+      const row = await agentsById.agentById(agentId);
+      return row ? agents.mcp.open(row) : [];
+    },
+    logger,
+    version: VERSION,
+  });
+  opened.push(() => attachedTools.close());
   // Webhook secrets (and outcomes kept for Idempotency-Keys) sealed under the state cipher, bound to their own label.
   const boundCipher = new BoundCipher(stateCipher);
   const webhooksStore = new WebhooksStore(database.db);
@@ -288,6 +308,7 @@ async function startServerSteps(
     pending,
     state: (agentId, tier) => agents.stateAccess(agentId, tier),
     ai: agents.ai,
+    attached: attachedTools,
   });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
   const replicas = agentRuntime.supervisor;
@@ -429,6 +450,7 @@ async function startServerSteps(
     opened.push(() => new Promise<void>((resolve) => s.close(() => resolve())));
   }).catch(failStart);
   const port = (server.address() as AddressInfo).port;
+  ownEndpoints = ownEndpointsOf(config.host, port, config.baseHost);
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
   housekeeping.start();
@@ -456,6 +478,7 @@ async function startServerSteps(
       sessionActivity,
       signInsRefusedEarly: () => precheck.refused(),
       bodyBudget,
+      attachedTools,
     },
     failed,
     close() {

@@ -3,6 +3,7 @@
  * agents.config (`ai`, `orchestration_limits`); the API key only ever in its sealed form.
  */
 import { invalid } from './errors.js';
+import { publicMcpServers } from './mcp-servers.js';
 import type { TierLimits } from './tiers.js';
 
 /** Providers and their default addresses; `anthropic` speaks its own API, every other Chat Completions. */
@@ -121,10 +122,14 @@ export function publicAi(ai: unknown): Record<string, unknown> | null {
   };
 }
 
-/** An agent's config as tools show it: the AI part without its key. */
+/** An agent's config as tools show it: the AI part without its key, attached servers without their headers' values. */
 export function publicConfig(config: Record<string, unknown> | null | undefined): Record<string, unknown> {
-  const { ai, ...rest } = config ?? {};
-  return ai === undefined ? rest : { ...rest, ai: publicAi(ai) };
+  const { ai, mcp_servers, ...rest } = config ?? {};
+  return {
+    ...rest,
+    ...(ai === undefined ? {} : { ai: publicAi(ai) }),
+    ...(mcp_servers === undefined ? {} : { mcp_servers: publicMcpServers(mcp_servers) }),
+  };
 }
 
 export interface OrchestrationLimits {

@@ -20,6 +20,7 @@ import type { KeyPrincipal } from './accounts.js';
 import type { CatalogService } from './catalog.js';
 import { StateCipher, StateCipherError } from './state-cipher.js';
 import { AgentAiSettings } from './agent-ai.js';
+import { AgentMcpServers } from './agent-mcp-servers.js';
 import { effectiveLimits, publicConfig } from '../core/agent-ai.js';
 
 /** Tool arguments as they arrive (already of the right JSON types; the rules are checked here). */
@@ -108,7 +109,11 @@ export class AgentService {
     private readonly turn: (accountId: string) => Promise<void> = () => new Promise((resolve) => setImmediate(resolve)),
   ) {
     this.ai = new AgentAiSettings(store, cipher, tiers);
+    this.mcp = new AgentMcpServers(store, cipher);
   }
+
+  /** Attached MCP servers (configure_mcp_servers): their headers sealed. */
+  readonly mcp: AgentMcpServers;
 
   /** AI settings and orchestration limits (configure_agent_ai, configure_orchestration_limits). */
   readonly ai: AgentAiSettings;
@@ -240,7 +245,7 @@ export class AgentService {
         trx,
       );
       if (!row) throw new DomainError('conflict', `agent '${newName}' already exists in namespace '${ns.name}'`, { field: 'new_name' });
-      const config = this.ai.resealFor(source.config, source.id, row.id);
+      const config = this.mcp.resealFor(this.ai.resealFor(source.config, source.id, row.id), source.id, row.id);
       if (config !== source.config) await this.store.setConfig(trx, row.id, config);
       for (const copy of this.cloneHooks) await copy(trx, source.id, row.id);
       return { row, used: used + adding };
