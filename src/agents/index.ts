@@ -16,10 +16,13 @@ import { AgentRuns } from './runs.js';
 import { Toolbox, type AttachedToolSource } from './orchestration/toolbox.js';
 import { HeartbeatLoop } from './triggers/heartbeat.js';
 import type { AgentAiSettings } from '../services/agent-ai.js';
+import { AgentChat } from './chat.js';
+import { ChatStore } from '../store/chat-store.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
 export { ReplicaDirectory, type ReplicaView } from './replicas.js';
 export { AgentRuns } from './runs.js';
+export { AgentChat } from './chat.js';
 export { ReplicaSupervisor } from './supervisor.js';
 export { Toolbox, type AttachedTool, type AttachedToolSource } from './orchestration/toolbox.js';
 
@@ -35,9 +38,12 @@ export class AgentRuntime {
   readonly dispatcher: AgentDispatcher;
   /** The tools of the agents' AI runs (attach() gives it the attached MCP servers' source). */
   readonly toolbox: Toolbox;
+  /** chat_with_agent: conversations bound to a replica, answered in order through the dispatcher. */
+  readonly chat: AgentChat;
   private readonly runsStore: AgentRunsStore;
   /** Heartbeats of the agents this node holds replicas of (configure_heartbeat). */
   private readonly heartbeats: HeartbeatLoop;
+  private readonly chatStore: ChatStore;
   private readonly timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<unknown> | undefined;
   private started = false;
@@ -107,6 +113,15 @@ export class AgentRuntime {
       },
       logger: deps.logger,
     });
+    this.chatStore = new ChatStore(deps.db);
+    this.chat = new AgentChat({
+      store: this.chatStore,
+      replicas,
+      supervisor: this.supervisor,
+      dispatcher: () => this.dispatcher,
+      logger: deps.logger,
+      aliveMs: Math.max(5_000, deps.leaseMs),
+    });
   }
 
   /**
@@ -151,6 +166,10 @@ export class AgentRuntime {
     const days = new Map(Object.entries(this.deps.tiers).map(([tier, limits]) => [tier, limits.agentRunRetentionDays]));
     const fallback = (this.deps.tiers[DEFAULT_TIER] ?? DEFAULT_TIERS[DEFAULT_TIER]!).agentRunRetentionDays;
     try {
+      // Conversations go with the runs that answered them (the same plan's retention).
+      await this.chatStore.prune(days, fallback, now).catch((error: unknown) => {
+        this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not prune old agent conversations');
+      });
       return await this.runsStore.pruneEnded(days, fallback, now);
     } catch (error) {
       this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not prune old agent runs');
@@ -162,6 +181,7 @@ export class AgentRuntime {
   async stop(): Promise<void> {
     for (const timer of this.timers.splice(0)) clearTimeout(timer);
     await this.heartbeats.stop();
+    this.chat.close();
     await this.dispatcher.close();
     await this.sweeping;
     this.started = false;

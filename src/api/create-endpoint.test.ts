@@ -81,6 +81,8 @@ const EXPECTED_TOOLS = [
   'remove_agent_ai',
   'configure_orchestration_limits',
   'configure_heartbeat',
+  'chat_with_agent',
+  'configure_mcp_servers',
 ];
 
 for (const era of ['v1', 'v2', 'v2-legacy'] as const) {

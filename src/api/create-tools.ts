@@ -11,6 +11,7 @@ import type { CatalogService } from '../services/catalog.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
 import { registerAgentAiTools } from './agent-ai-tools.js';
+import { registerChatTools } from './chat-tools.js';
 import { registerMcpServerTools } from './mcp-server-tools.js';
 import { registerAgentRuntimeTools } from './agent-runtime-tools.js';
 import type { ScheduleService } from '../services/schedules.js';
@@ -378,6 +379,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     });
   if (ctx.schedules) registerScheduleTools(tool, { principal, namespace: ns, schedules: ctx.schedules });
   registerAgentAiTools(tool, { principal, namespace: ns, agents: ctx.agents });
+  registerChatTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   registerMcpServerTools(tool, { principal, namespace: ns, agents: ctx.agents });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);
   return server;

@@ -848,4 +848,45 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE agent_runs ADD COLUMN conversation_id TEXT`,
     ],
   },
+  {
+    version: 23,
+    name: 'agent chat: conversations, their messages, and the turn queue that keeps one conversation in order',
+    statements: [
+      // A conversation belongs to one replica of one agent for life (affinity). summary: the oldest
+      // turns folded into a digest (core/agent-chat.ts). next_seq / next_ticket are handed out under
+      // the row's lock. Deleted with the agent; idle ones go with the plan's run retention.
+      `CREATE TABLE agent_conversations (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+        replica TEXT NOT NULL,
+        summary TEXT,
+        next_seq BIGINT NOT NULL DEFAULT 0,
+        next_ticket BIGINT NOT NULL DEFAULT 0,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX agent_conversations_agent ON agent_conversations(agent_id, replica)`,
+      `CREATE INDEX agent_conversations_updated ON agent_conversations(updated_at)`,
+      // content: the provider-neutral message (user text, assistant text and tool calls, tool results as the model saw them).
+      `CREATE TABLE agent_messages (
+        conversation_id TEXT NOT NULL REFERENCES agent_conversations(id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        role TEXT NOT NULL,
+        content JSONB NOT NULL,
+        run_id TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (conversation_id, seq)
+      )`,
+      `CREATE INDEX agent_messages_created ON agent_messages(created_at)`,
+      // One row per chat message waiting for or holding its conversation (any node): the lowest live
+      // ticket holds it; alive_until is renewed while its node waits or runs (a dead node's lapses).
+      `CREATE TABLE agent_chat_turns (
+        conversation_id TEXT NOT NULL REFERENCES agent_conversations(id) ON DELETE CASCADE,
+        ticket BIGINT NOT NULL,
+        run_id TEXT NOT NULL,
+        alive_until TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (conversation_id, ticket)
+      )`,
+    ],
+  },
 ];

@@ -1,0 +1,159 @@
+/**
+ * Queries for agent chat (migration 23): conversations (each bound to one replica), their messages,
+ * and the turn queue. Every change to one conversation's queue or messages takes its row lock first,
+ * in a short transaction (never held across a model call), so two nodes taking messages of one
+ * conversation at once hand out tickets and sequence numbers one after the other.
+ */
+import { sql, type Kysely } from 'kysely';
+import type { Db } from './database.js';
+import type { Database } from './schema.js';
+
+type Exec = Kysely<Database>;
+
+export interface ConversationRow {
+  id: string;
+  agent_id: string;
+  replica: string;
+  summary: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export interface MessageRow {
+  seq: number;
+  role: string;
+  content: unknown;
+  run_id: string | null;
+}
+
+const lease = (ms: number) => sql`now() + make_interval(secs => ${ms / 1000}::float8)`;
+
+export class ChatStore {
+  constructor(private readonly db: Db) {}
+
+  /** The agent's conversation with this id (undefined: none, or another agent's). */
+  async conversation(agentId: string, id: string): Promise<ConversationRow | undefined> {
+    const rows = await sql<ConversationRow>`
+      SELECT id, agent_id, replica, summary, created_at, updated_at FROM agent_conversations
+      WHERE id = ${id} AND agent_id = ${agentId}`.execute(this.db);
+    return rows.rows[0];
+  }
+
+  async createConversation(id: string, agentId: string, replica: string): Promise<void> {
+    await sql`INSERT INTO agent_conversations (id, agent_id, replica) VALUES (${id}, ${agentId}, ${replica})`.execute(this.db);
+  }
+
+  /** Deletes a conversation that holds no message and no waiting turn (a first message that was refused). */
+  async dropIfEmpty(id: string): Promise<void> {
+    await sql`DELETE FROM agent_conversations WHERE id = ${id} AND next_seq = 0
+      AND NOT EXISTS (SELECT 1 FROM agent_chat_turns t WHERE t.conversation_id = ${id})`.execute(this.db);
+  }
+
+  /** Locks the conversation's row in `trx`; false when it is gone (its agent destroyed). */
+  private async lock(trx: Exec, id: string): Promise<boolean> {
+    const rows = await sql`SELECT id FROM agent_conversations WHERE id = ${id} FOR UPDATE`.execute(trx);
+    return rows.rows.length > 0;
+  }
+
+  /** Queues a message: the next ticket of the conversation (undefined: the conversation is gone). */
+  enqueue(id: string, runId: string, aliveMs: number): Promise<number | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.lock(trx, id))) return undefined;
+      const next = await sql<{ ticket: string | number }>`
+        UPDATE agent_conversations SET next_ticket = next_ticket + 1 WHERE id = ${id} RETURNING next_ticket AS ticket`.execute(trx);
+      const ticket = Number(next.rows[0]!.ticket);
+      await sql`INSERT INTO agent_chat_turns (conversation_id, ticket, run_id, alive_until)
+        VALUES (${id}, ${ticket}, ${runId}, ${lease(aliveMs)})`.execute(trx);
+      return ticket;
+    });
+  }
+
+  /**
+   * Whether `ticket` holds the conversation now: no live ticket below it (every lower one has ended,
+   * given up, or lapsed with its node). Renews its own row; false when that row is gone.
+   */
+  tryHold(id: string, ticket: number, aliveMs: number): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.lock(trx, id))) return false;
+      const mine = await sql`UPDATE agent_chat_turns SET alive_until = ${lease(aliveMs)}
+        WHERE conversation_id = ${id} AND ticket = ${ticket}`.execute(trx);
+      if (Number(mine.numAffectedRows ?? 0) === 0) return false;
+      const ahead = await sql<{ n: string | number }>`
+        SELECT count(*) AS n FROM agent_chat_turns WHERE conversation_id = ${id} AND ticket < ${ticket} AND alive_until > now()`.execute(
+        trx,
+      );
+      return Number(ahead.rows[0]!.n) === 0;
+    });
+  }
+
+  /** Keeps the ticket alive while its message is being answered. */
+  async renew(id: string, ticket: number, aliveMs: number): Promise<void> {
+    await sql`UPDATE agent_chat_turns SET alive_until = ${lease(aliveMs)} WHERE conversation_id = ${id} AND ticket = ${ticket}`.execute(
+      this.db,
+    );
+  }
+
+  /** The message was answered or given up: the next ticket may go. Lapsed tickets below it go too. */
+  async release(id: string, ticket: number): Promise<void> {
+    await sql`DELETE FROM agent_chat_turns WHERE conversation_id = ${id} AND (ticket = ${ticket} OR (ticket < ${ticket} AND alive_until < now()))`.execute(
+      this.db,
+    );
+  }
+
+  /** The conversation's stored messages, oldest first. */
+  async messages(id: string): Promise<MessageRow[]> {
+    const rows = await sql<MessageRow>`SELECT seq, role, content, run_id FROM agent_messages
+      WHERE conversation_id = ${id} ORDER BY seq`.execute(this.db);
+    return rows.rows.map((r) => ({ ...r, seq: Number(r.seq), content: typeof r.content === 'string' ? JSON.parse(r.content) : r.content }));
+  }
+
+  /** Folds the messages up to `throughSeq` into the conversation's summary (they are deleted). */
+  fold(id: string, summary: string, throughSeq: number): Promise<void> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.lock(trx, id))) return;
+      await sql`DELETE FROM agent_messages WHERE conversation_id = ${id} AND seq <= ${throughSeq}`.execute(trx);
+      await sql`UPDATE agent_conversations SET summary = ${summary} WHERE id = ${id}`.execute(trx);
+    });
+  }
+
+  /** Appends a run's messages after the conversation's last (false: the conversation is gone). */
+  append(id: string, runId: string, messages: ReadonlyArray<{ role: string; content: unknown }>): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.lock(trx, id))) return false;
+      const top = await sql<{ seq: string | number }>`
+        UPDATE agent_conversations SET next_seq = next_seq + ${messages.length}, updated_at = now()
+        WHERE id = ${id} RETURNING next_seq AS seq`.execute(trx);
+      let seq = Number(top.rows[0]!.seq) - messages.length;
+      for (const m of messages) {
+        seq++;
+        await sql`INSERT INTO agent_messages (conversation_id, seq, role, content, run_id)
+          VALUES (${id}, ${seq}, ${m.role}, ${JSON.stringify(m.content)}::jsonb, ${runId})`.execute(trx);
+      }
+      return true;
+    });
+  }
+
+  /**
+   * Retention with the agent's runs: conversations idle longer than their account's plan keeps runs,
+   * and older messages of the rest, are deleted. `days` by tier; `fallback` for a plan the table no longer has.
+   */
+  async prune(days: ReadonlyMap<string, number | null>, fallback: number | null, now: Date): Promise<number> {
+    const known = [...days.keys()];
+    const rules: Array<{ days: number; tier: string | null }> = [];
+    for (const [tier, d] of days) if (d !== null) rules.push({ tier, days: d });
+    if (fallback !== null) rules.push({ tier: null, days: fallback });
+    let removed = 0;
+    for (const rule of rules) {
+      const cutoff = new Date(now.getTime() - rule.days * 86_400_000);
+      const tierMatch =
+        rule.tier !== null ? sql`ac.tier = ${rule.tier}` : known.length > 0 ? sql`ac.tier NOT IN (${sql.join(known)})` : sql`true`;
+      const owned = sql`SELECT c.id FROM agent_conversations c JOIN agents a ON a.id = c.agent_id
+        JOIN namespaces n ON n.id = a.namespace_id JOIN accounts ac ON ac.id = n.account_id WHERE ${tierMatch}`;
+      const gone = await sql`DELETE FROM agent_conversations WHERE updated_at < ${cutoff} AND id IN (${owned})
+        AND NOT EXISTS (SELECT 1 FROM agent_chat_turns t WHERE t.conversation_id = agent_conversations.id)`.execute(this.db);
+      const old = await sql`DELETE FROM agent_messages WHERE created_at < ${cutoff} AND conversation_id IN (${owned})`.execute(this.db);
+      removed += Number(gone.numAffectedRows ?? 0) + Number(old.numAffectedRows ?? 0);
+    }
+    return removed;
+  }
+}
