@@ -5,10 +5,10 @@
  * pids limit see exactly one execution.
  *
  * CPU: every sandbox of the host shares one group beside the server (`mcpworks-sandbox` under the
- * server's own group, in the v1 `cpu` hierarchy or the unified one) with a tenth of a default
+ * server's own group, in the v1 `cpu` hierarchy or the unified one) with a quarter of a default
  * weight. The kernel applies autogroup (a weight per session) only to tasks of the root task
  * group, so once in this group a run's own session no longer weighs as much as the server's whole
- * session: eight spinning runs together weigh a tenth of the server, not eight times it.
+ * session: eight spinning runs together weigh a quarter of the server, not eight times it.
  */
 import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
 import { rmdir } from 'node:fs/promises';
@@ -16,8 +16,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const GROUP_NAME = 'mcpworks-sandbox';
-/** The sandboxes' CPU weight (v1 cpu.shares, v2 cpu.weight): a tenth of a default-weight sibling, the server's. */
-export const SANDBOX_CPU_WEIGHT = { 1: '102', 2: '10' } as const;
+/** The sandboxes' CPU weight (v1 cpu.shares, v2 cpu.weight): a quarter of a default-weight sibling, the server's. */
+export const SANDBOX_CPU_WEIGHT = { 1: '256', 2: '25' } as const;
 /** The default weight, which the group gets back while a killed run is reaped (see boostCpu). */
 const DEFAULT_CPU_WEIGHT = { 1: '1024', 2: '100' } as const;
 const CPU_WEIGHT_FILE = { 1: 'cpu.shares', 2: 'cpu.weight' } as const;
@@ -222,7 +222,7 @@ const boosts = new Map<string, number>();
 
 /**
  * The shared CPU group at the default weight while a killed run is reaped before its answer (a
- * timeout, an overflow): killed processes must run to exit, and at a tenth of a weight on a busy
+ * timeout, an overflow): killed processes must run to exit, and at a low weight on a busy
  * host a fork bomb's 64 took longer than the reap bound. A finished run's leftovers are reaped at
  * the low weight. Returns the function that sets the low weight back once this process reaps none.
  */
