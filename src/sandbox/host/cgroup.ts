@@ -363,12 +363,19 @@ export function createRunCgroup(
     killUntilEmpty: async (ms, options) => {
       const deadline = Date.now() + ms;
       let unboost: (() => void) | undefined;
+      // With the boost, also until the killed processes are reaped (a zombie has left the group
+      // but not /proc): their parents run in the sandboxes' group too.
+      const killed = new Set<string>();
       try {
         for (;;) {
           const left = procsIn(dirs[0]);
-          if (left.length === 0) return true;
+          if (options?.boost) for (const pid of killed) if (!existsSync(`/proc/${pid}`)) killed.delete(pid);
+          if (left.length === 0 && killed.size === 0) return true;
           killPids(left);
-          if (options?.boost) unboost ??= boostCpu(support.cpu);
+          if (options?.boost) {
+            for (const pid of left) killed.add(pid);
+            unboost ??= boostCpu(support.cpu);
+          }
           if (Date.now() > deadline) return false;
           await sleep(KILL_POLL_MS);
         }
