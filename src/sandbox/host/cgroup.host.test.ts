@@ -2,7 +2,7 @@
 // weight, that a run's kill never reaches the other runs in it, and its default weight back only
 // while a killed run is reaped before its answer. Needs root and a cpu controller of ours.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { defaultHostPaths } from '../host.js';
@@ -24,6 +24,13 @@ const LIMITS = { memoryBytes: 64 * 1024 * 1024, maxProcesses: 8 };
 let support: CgroupSupport;
 
 before(() => {
+  // The group outlives servers (it is shared): one left at the default weight must get the low one.
+  for (const [parent, file, value] of [
+    [layout.v1.cpu, 'cpu.shares', '1024'],
+    [layout.v2, 'cpu.weight', '100'],
+  ] as const) {
+    if (parent && existsSync(join(parent, 'mcpworks-sandbox', file))) writeFileSync(join(parent, 'mcpworks-sandbox', file), value);
+  }
   support = openCgroupSupport(layout);
 });
 
