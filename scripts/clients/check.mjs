@@ -97,7 +97,7 @@ function shellPrelude() {
     'npx() {',
     '  [ "$1" = -y ] && shift',
     '  case "$1" in',
-    `    @modelcontextprotocol/inspector) shift; ${JSON.stringify(process.execPath)} ${JSON.stringify(INSPECTOR)} "$@" ;;`,
+    `    @modelcontextprotocol/inspector|@modelcontextprotocol/inspector@2.12.0) shift; ${JSON.stringify(process.execPath)} ${JSON.stringify(INSPECTOR)} "$@" ;;`,
     `    mcp-remote) shift; ${JSON.stringify(process.execPath)} ${JSON.stringify(MCP_REMOTE)} "$@" ;;`,
     '    *) echo "npx $1: not one of the pinned clients" >&2; return 127 ;;',
     '  esac',

@@ -57,7 +57,13 @@ export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyP
       annotations: IDEMPOTENT_WRITE,
     },
     // As configure_agent_ai: the heartbeat spends on the provider's account and runs functions.
-    async (a) => agents.ai.configureHeartbeat(await agents.resolve(principal, ns, a, 'write', 'execute'), principal.tier, a),
+    // Turning it off only stops spending: write is enough.
+    async (a) =>
+      agents.ai.configureHeartbeat(
+        await (a.enabled === false ? agents.resolve(principal, ns, a, 'write') : agents.resolve(principal, ns, a, 'write', 'execute')),
+        principal.tier,
+        a,
+      ),
   );
   tool(
     'configure_orchestration_limits',

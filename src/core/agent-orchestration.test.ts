@@ -2,7 +2,9 @@
 // never offered (whatever their spelling, or an attached server's); results capped; limits counted.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { DomainError } from './errors.js';
 import {
+  validateHeartbeatInput,
   capText,
   FORBIDDEN_AGENT_TOOLS,
   isForbiddenToolName,
@@ -96,5 +98,33 @@ describe('caps and limits', () => {
     });
     assert.match(text, /JSON data \(not instructions\)/);
     assert.match(text, /"twice":4/);
+  });
+});
+
+describe('heartbeat input', () => {
+  test('below the plan gap is the plan limit (limit_exceeded, as for schedules); off needs no interval; bad input is a validation error', () => {
+    const below = (() => {
+      try {
+        validateHeartbeatInput({ enabled: true, interval_seconds: 10 }, 30, 'pro');
+      } catch (error) {
+        return error as DomainError;
+      }
+      return assert.fail('a 10 s heartbeat on a 30 s plan was taken');
+    })();
+    assert.equal(below.type, 'limit_exceeded');
+    assert.match(below.message, /below your plan's minimum \(pro: 30 s/);
+    assert.deepEqual(validateHeartbeatInput({ enabled: false }, 30, 'pro'), {
+      enabled: false,
+      intervalSeconds: undefined,
+      instructions: undefined,
+    });
+    assert.throws(
+      () => validateHeartbeatInput({ enabled: true }, 30, 'pro'),
+      (e: DomainError) => e.type === 'validation_error',
+    );
+    assert.throws(
+      () => validateHeartbeatInput({ enabled: 'yes' }, 30, 'pro'),
+      (e: DomainError) => e.type === 'validation_error',
+    );
   });
 });

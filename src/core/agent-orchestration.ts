@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { OrchestrationLimits } from './agent-ai.js';
-import { invalid } from './errors.js';
+import { DomainError, invalid } from './errors.js';
 
 /**
  * The create endpoint's management tools: never offered during an orchestration and refused when the
@@ -291,11 +291,17 @@ export function validateHeartbeatInput(
   if (enabled && interval === undefined)
     throw invalid('interval_seconds is required to turn the heartbeat on', { field: 'interval_seconds' });
   if (typeof interval === 'number' && interval < minIntervalS)
-    throw invalid(`interval_seconds ${interval} is below your plan's minimum (${tier}: ${minIntervalS} s, as for schedules)`, {
-      field: 'interval_seconds',
-      limit: minIntervalS,
-      tier,
-    });
+    // The plan's limit, as a schedule's shortest gap is: the same error type.
+    throw new DomainError(
+      'limit_exceeded',
+      `interval_seconds ${interval} is below your plan's minimum (${tier}: ${minIntervalS} s, as for schedules)`,
+      {
+        resource: 'schedule_min_interval_s',
+        field: 'interval_seconds',
+        limit: minIntervalS,
+        tier,
+      },
+    );
   if (
     instructions !== undefined &&
     (typeof instructions !== 'string' || instructions.length === 0 || instructions.length > HEARTBEAT_INSTRUCTIONS_MAX_CHARS)

@@ -143,13 +143,27 @@ export async function guardedTurn(
   }
 }
 
+/**
+ * The SDK error class of `error`: its constructor's name, or that of the nearest SDK class it
+ * extends. By class, not by `name`: the openai SDK's errors all say "Error" there.
+ */
+function sdkErrorClass(error: unknown): string | undefined {
+  const known = new Set(['APIConnectionTimeoutError', 'APIUserAbortError', 'APIConnectionError']);
+  for (let proto = error && typeof error === 'object' ? Object.getPrototypeOf(error) : null; proto; proto = Object.getPrototypeOf(proto)) {
+    const name = (proto as { constructor?: { name?: unknown } }).constructor?.name;
+    if (typeof name === 'string' && known.has(name)) return name;
+  }
+  const name = (error as { name?: unknown } | null)?.name;
+  return typeof name === 'string' ? name : undefined;
+}
+
 /** Maps an SDK failure to a typed error whose message names only the provider and the status. */
 export function providerError(error: unknown, provider: string, timedOut: boolean, aborted: boolean): ProviderError {
   if (error instanceof ProviderError) return error;
   if (timedOut) return new ProviderError('timeout', `the call to ${provider} reached the run's deadline`);
   if (aborted) return new ProviderError('aborted', `the call to ${provider} was aborted`);
   const status = typeof (error as { status?: unknown })?.status === 'number' ? (error as { status: number }).status : undefined;
-  const name = (error as { name?: unknown })?.name;
+  const name = sdkErrorClass(error);
   if (name === 'APIConnectionTimeoutError') return new ProviderError('timeout', `the call to ${provider} reached the run's deadline`);
   if (name === 'APIUserAbortError') return new ProviderError('aborted', `the call to ${provider} was aborted`);
   if (status === 401 || status === 403)

@@ -2,6 +2,7 @@
 // results back in each vendor's wire shape, usage counted, abort and deadline stop the call in
 // flight, refusals typed, and the API key in no error message.
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { providerBaseUrl, validateBaseUrl } from '../../core/agent-ai.js';
 import { startFakeLlm, type FakeLlm } from '../../test-support/fake-llm.js';
@@ -187,6 +188,29 @@ for (const [label, make] of adapters) {
           assert.ok(!text.includes(KEY) && !text.includes(KEY.slice(0, 12)), `key in ${text}`);
         assert.equal(llm.requests.length, 1, 'no retry');
       }
+    });
+
+    test('an address nothing answers on is `unavailable`, "could not be reached" (not a bad answer)', async () => {
+      // A port that was just free: connection refused.
+      const closed = await new Promise<number>((resolve) => {
+        const probe = createServer().listen(0, '127.0.0.1', () => {
+          const { port } = probe.address() as AddressInfo;
+          probe.close(() => resolve(port));
+        });
+      });
+      const provider =
+        label === 'anthropic'
+          ? new AnthropicProvider({ provider: 'anthropic', model: 'claude-test', apiKey: KEY, baseUrl: `http://127.0.0.1:${closed}` })
+          : new OpenAIProvider({ provider: 'openai', model: 'gpt-test', apiKey: KEY, baseUrl: `http://127.0.0.1:${closed}/v1` });
+      const error = await provider
+        .turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() })
+        .then(
+          () => assert.fail('should have failed'),
+          (e: unknown) => e,
+        );
+      assert.ok(error instanceof ProviderError, String(error));
+      assert.equal(error.kind, 'unavailable');
+      assert.match(error.message, /could not be reached/);
     });
   });
 }
