@@ -7,10 +7,8 @@
 // line and not in plain text in the data dir. One server for the file, plus a small MCP server
 // of the official SDK on 127.0.0.1 and 127.0.0.2 (loopback only).
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
@@ -18,6 +16,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { z } from 'zod';
 import { createLogger } from '../app/logger.js';
 import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { assertNotInFiles } from '../test-support/owners.js';
 import { parseAgentMcpAllow } from '../core/mcp-servers.js';
 import {
   callError,
@@ -450,20 +449,7 @@ describe('attached MCP servers', () => {
     const dataDir = server.dataDir;
     const stopped = server;
     await stopped.server.close();
-    let files = 0;
-    const walk = (dir: string) => {
-      for (const name of readdirSync(dir)) {
-        const file = path.join(dir, name);
-        if (statSync(file).isDirectory()) walk(file);
-        else {
-          files++;
-          const bytes = readFileSync(file);
-          for (const secret of secrets) assert.equal(bytes.indexOf(Buffer.from(secret)), -1, `plain header value in ${file}`);
-        }
-      }
-    };
-    walk(dataDir);
-    assert.ok(files > 10, 'the data dir was read');
+    assertNotInFiles(dataDir, secrets);
     server = undefined as never;
     await stopped.stop().catch(() => undefined);
   });

@@ -4,15 +4,13 @@
 // model call, which reaches the fake LLM through the SDK), the engine alias, base_url rules,
 // scopes, clone, remove, and tier caps on the limits. One server for the file.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { modelProvider } from '../agents/providers/index.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { callError, callOk, connect, createKey, startTestServer, type TestServer } from '../test-support/harness.js';
-import { newOwner, type Owner } from '../test-support/owners.js';
+import { assertNotInFiles, newOwner, type Owner } from '../test-support/owners.js';
 
 const KEY = `sk-ant-test-${Math.random().toString(36).slice(2, 14)}-never-shown`;
 // open: a plan with unlimited function calls per run (-1), as Dedicated has.
@@ -227,20 +225,7 @@ describe('agent AI on the create endpoint', () => {
     const stopped = server;
     // Keep the directory for the scan: stop the server without removing it, then remove it after.
     await stopped.server.close();
-    const needle = Buffer.from(KEY);
-    let files = 0;
-    const walk = (dir: string) => {
-      for (const name of readdirSync(dir)) {
-        const file = path.join(dir, name);
-        if (statSync(file).isDirectory()) walk(file);
-        else {
-          files++;
-          assert.equal(readFileSync(file).indexOf(needle), -1, `plain key in ${file}`);
-        }
-      }
-    };
-    walk(dataDir);
-    assert.ok(files > 10, 'the data dir was read');
+    assertNotInFiles(dataDir, [KEY]);
     server = undefined as never;
     await stopped.stop().catch(() => undefined);
   });

@@ -81,37 +81,8 @@ export function fileServer(prefix: string, overrides: Partial<ServerConfig> = {}
      * with the server stopped (inside `restart`'s `between`) so that the embedded files are complete.
      */
     async assertNotAtRest(secret: string): Promise<void> {
-      if (databaseUrl) {
-        const client = new pg.Client({ connectionString: databaseUrl });
-        await client.connect();
-        try {
-          const tables = (await client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).rows as Array<{
-            tablename: string;
-          }>;
-          assert.ok(tables.length > 10, 'the tables were listed');
-          for (const { tablename } of tables) {
-            const { rows } = await client.query(`SELECT count(*)::int AS n FROM "${tablename}" t WHERE strpos(t::text, $1) > 0`, [secret]);
-            assert.equal((rows[0] as { n: number }).n, 0, `plain text in table ${tablename}`);
-          }
-        } finally {
-          await client.end();
-        }
-        return;
-      }
-      const needle = Buffer.from(secret);
-      let files = 0;
-      const walk = (dir: string) => {
-        for (const name of readdirSync(dir)) {
-          const file = path.join(dir, name);
-          if (statSync(file).isDirectory()) walk(file);
-          else {
-            files++;
-            assert.equal(readFileSync(file).indexOf(needle), -1, `plain text in ${file}`);
-          }
-        }
-      };
-      walk(dataDir!);
-      assert.ok(files > 10, 'the data dir was read');
+      if (databaseUrl) await assertNotInTables(databaseUrl, [secret]);
+      else assertNotInFiles(dataDir!, [secret]);
     },
   };
 }
@@ -131,4 +102,40 @@ export async function until<T>(
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
   assert.fail(`${what}: still ${JSON.stringify(last)}`);
+}
+
+/** None of `secrets` is in any row of any table of the database at `url` (each row as text). */
+export async function assertNotInTables(url: string, secrets: readonly string[]): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const tables = (await client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).rows as Array<{ tablename: string }>;
+    assert.ok(tables.length > 10, 'the tables were listed');
+    for (const { tablename } of tables)
+      for (const secret of secrets) {
+        const { rows } = await client.query(`SELECT count(*)::int AS n FROM "${tablename}" t WHERE strpos(t::text, $1) > 0`, [secret]);
+        assert.equal((rows[0] as { n: number }).n, 0, `plain text in table ${tablename}`);
+      }
+  } finally {
+    await client.end();
+  }
+}
+
+/** None of `secrets` is in any file under `dir` (the embedded database's tables, WAL and all): look with its server stopped. */
+export function assertNotInFiles(dir: string, secrets: readonly string[]): void {
+  const needles = secrets.map((secret) => Buffer.from(secret));
+  let files = 0;
+  const walk = (at: string) => {
+    for (const name of readdirSync(at)) {
+      const file = path.join(at, name);
+      if (statSync(file).isDirectory()) walk(file);
+      else {
+        files++;
+        const bytes = readFileSync(file);
+        for (const needle of needles) assert.equal(bytes.indexOf(needle), -1, `plain text in ${file}`);
+      }
+    }
+  };
+  walk(dir);
+  assert.ok(files > 10, 'the data dir was read');
 }
