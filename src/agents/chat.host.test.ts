@@ -420,6 +420,20 @@ describe('chat_with_agent answers', () => {
     await client.close();
   });
 
+  test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async () => {
+    const s = await agentSpace('busy', { replicas: 2 });
+    // The first listed: the one an unweighted choice would take.
+    const [a, b] = await replicaNames(s, 'busy');
+    llm.requests.length = 0;
+    llm.script([{ text: 'slow answer', delayMs: 4000 }, { text: 'quick answer' }]);
+    const slow = callOk(s.create, 'chat_with_agent', { name: 'busy', replica: a, message: 'take your time' });
+    await until('the first message is with the model on its replica', async () => llm.requests.length, (n) => n === 1);
+    const quick = await callOk(s.create, 'chat_with_agent', { name: 'busy', message: 'quick one' });
+    assert.equal(quick.replica, b, `the idle replica answers, not ${a}`);
+    assert.equal(quick.response, 'quick answer');
+    assert.equal((await slow).replica, a);
+  });
+
   // Last: it restarts the file's server.
   test('conversation content is sealed at rest: a marker sent in a message is in no row or data-dir file; a moved row does not open; the chat remembers after a restart', async () => {
     const s = await agentSpace('keeper');
