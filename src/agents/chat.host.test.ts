@@ -427,7 +427,11 @@ describe('chat_with_agent answers', () => {
     llm.requests.length = 0;
     llm.script([{ text: 'slow answer', delayMs: 4000 }, { text: 'quick answer' }]);
     const slow = callOk(s.create, 'chat_with_agent', { name: 'busy', replica: a, message: 'take your time' });
-    await until('the first message is with the model on its replica', async () => llm.requests.length, (n) => n === 1);
+    await until(
+      'the first message is with the model on its replica',
+      async () => llm.requests.length,
+      (n) => n === 1,
+    );
     const quick = await callOk(s.create, 'chat_with_agent', { name: 'busy', message: 'quick one' });
     assert.equal(quick.replica, b, `the idle replica answers, not ${a}`);
     assert.equal(quick.response, 'quick answer');

@@ -198,7 +198,8 @@ export function createApp(deps: AppDependencies): Hono {
     if (!validNamespace) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
     const url = new URL(c.req.url);
     const session = sessionId && auth.session !== undefined ? { session: { id: sessionId, owner: auth.session } } : {};
-    if (kind === 'create') return endpoints.create(c.req.raw, { principal, namespace, url, extra: { signal: c.req.raw.signal }, ...session });
+    if (kind === 'create')
+      return endpoints.create(c.req.raw, { principal, namespace, url, extra: { signal: c.req.raw.signal }, ...session });
     const mode = url.searchParams.get('mode') ?? 'code';
     if (mode !== 'code' && mode !== 'tools') {
       return c.json(
