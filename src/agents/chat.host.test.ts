@@ -374,7 +374,12 @@ describe('chat_with_agent answers', () => {
         )
       ).rows.map((r) => Number(r.ticket));
     llm.requests.length = 0;
-    llm.script([{ text: 'opened' }, { text: 'slow answer', delayMs: 4000 }, { text: 'third answer' }]);
+    llm.script([
+      { text: 'opened' },
+      { text: 'slow answer', delayMs: 4000 },
+      { text: 'third answer' },
+      { text: 'never delivered', delayMs: 60_000 },
+    ]);
     const { conversation_id } = await callOk(s.create, 'chat_with_agent', { name: 'patient', message: 'open' });
     const slow = callOk(s.create, 'chat_with_agent', { name: 'patient', conversation_id, message: 'message one' });
     await until(
@@ -416,6 +421,31 @@ describe('chat_with_agent answers', () => {
       runs.map((r) => r.status),
       ['succeeded', 'succeeded', 'succeeded'],
       'no run was made for it',
+    );
+    // A message already with the model when its caller goes away: its run is cancelled, and recorded so.
+    const gone = new AbortController();
+    const answering = client.callTool(
+      { name: 'chat_with_agent', arguments: { name: 'patient', conversation_id, message: 'message four' } },
+      { signal: gone.signal },
+    );
+    answering.catch(() => undefined);
+    await until(
+      'the fourth message is with the model',
+      async () => llm.requests.length,
+      (n) => n === 4,
+    );
+    gone.abort();
+    await assert.rejects(answering);
+    const ended = await until(
+      'its run is recorded cancelled',
+      async () => (await callOk(s.create, 'list_agent_runs', { name: 'patient' })).runs as Array<{ status: string }>,
+      (r) => r.length === 4 && r.every((x) => x.status !== 'running'),
+    );
+    assert.deepEqual(ended.map((r) => r.status).sort(), ['cancelled', 'succeeded', 'succeeded', 'succeeded']);
+    await until(
+      'its ticket is given back',
+      () => tickets(conversation_id),
+      (t) => t.length === 0,
     );
     await client.close();
   });
