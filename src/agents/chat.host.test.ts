@@ -4,31 +4,43 @@
 // Refusals (scope, agent stopped, no AI, replica unknown or stopped, message too long, a
 // conversation that is not this agent's or replica's) change nothing. One server for the file.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { CHAT_MESSAGE_MAX_CHARS } from '../core/agent-chat.js';
 import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
-import { callError, callOk, connect, createKey, errorOf, type TestServer } from '../test-support/harness.js';
-import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
+import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
+import { sql } from 'kysely';
+import { callError, callOk, connect, createKey, errorOf, MODERN_PROTOCOL, type TestServer } from '../test-support/harness.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
-import { until } from '../test-support/owners.js';
+import { fileServer, newOwner, until, type Owner } from '../test-support/owners.js';
 import { pino } from 'pino';
 import { AgentChat } from './chat.js';
-import { ChatStore } from '../store/chat-store.js';
 import { ReplicasStore } from '../store/replicas-store.js';
 import type { Db } from '../store/database.js';
 
-let rules: RuleServer;
+// A server on its own data dir (started again by the last test: history survives, sealed at rest).
+const files = fileServer('chat', { tiers: DEFAULT_TIERS });
 let server: TestServer;
 let llm: FakeLlm;
 before(async () => {
   llm = await startFakeLlm();
-  rules = await startRuleServer(DEFAULT_TIERS);
-  server = rules.server;
+  server = await files.start();
 });
 after(async () => {
-  await rules?.stop();
+  await files.stop();
   await llm?.close();
 });
+
+type Space = Owner;
+const rules = {
+  /** A new account and namespace with service utils holding `functions`. */
+  async space(functions: ReadonlyArray<Record<string, unknown>>): Promise<Space> {
+    const owner = await newOwner(server, 'chat');
+    await callOk(owner.create, 'make_service', { name: 'utils' });
+    for (const fn of functions) await callOk(owner.create, 'make_function', { service: 'utils', ...fn });
+    return owner;
+  },
+};
 
 const FUNCTIONS = [
   { name: 'double', code: 'def main(input_data):\n    return {"twice": input_data["n"] * 2}\n', description: 'Doubles n' },
@@ -247,7 +259,7 @@ describe('chat_with_agent answers', () => {
     // Another server node's chat on the same database (its own store and turn queue; this node runs the replica).
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const otherNode = new AgentChat({
-      store: new ChatStore(db),
+      store: runtime.chatStore,
       replicas: new ReplicasStore(db),
       supervisor: runtime.supervisor,
       dispatcher: () => runtime.dispatcher,
@@ -308,7 +320,7 @@ describe('chat_with_agent answers', () => {
     const s = await agentSpace('chatty');
     const runtime = server.server.services.agentRuntime;
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
-    const store = new ChatStore(db);
+    const store = runtime.chatStore;
     // This node's chat with a small history budget, so that two turns pass it.
     const small = new AgentChat({
       store,
@@ -351,5 +363,176 @@ describe('chat_with_agent answers', () => {
     await callOk(s.create, 'destroy_agent', { name: 'chatty' });
     assert.equal(await store.conversation(agent.id, other.conversation_id), undefined);
     assert.deepEqual(await store.messages(other.conversation_id), []);
+  });
+  test('a message cancelled while it waits for its turn gives its ticket back, leaves no run, and does not hold up the next', async () => {
+    const s = await agentSpace('patient');
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const tickets = async (id: string) =>
+      (
+        await sql<{ ticket: string | number }>`SELECT ticket FROM agent_chat_turns WHERE conversation_id = ${id} ORDER BY ticket`.execute(
+          db,
+        )
+      ).rows.map((r) => Number(r.ticket));
+    llm.requests.length = 0;
+    llm.script([
+      { text: 'opened' },
+      { text: 'slow answer', delayMs: 4000 },
+      { text: 'third answer' },
+      { text: 'never delivered', delayMs: 60_000 },
+    ]);
+    const { conversation_id } = await callOk(s.create, 'chat_with_agent', { name: 'patient', message: 'open' });
+    const slow = callOk(s.create, 'chat_with_agent', { name: 'patient', conversation_id, message: 'message one' });
+    await until(
+      'the first message is with the model',
+      async () => llm.requests.length,
+      (n) => n === 2,
+    );
+    // A 2026-era client's cancel closes the call's stream (the request's signal aborts).
+    const transport = new TransportV2(new URL(`${server.url}/mcp/create/${s.ns}`), {
+      requestInit: { headers: { authorization: `Bearer ${s.account.key}` } },
+    });
+    const client = new ClientV2({ name: 'chat-cancel', version: '1.0.0' }, { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } });
+    await client.connect(transport);
+    const cancel = new AbortController();
+    const waiting = client.callTool(
+      { name: 'chat_with_agent', arguments: { name: 'patient', conversation_id, message: 'message two' } },
+      { signal: cancel.signal },
+    );
+    waiting.catch(() => undefined);
+    const [held] = await until(
+      'the second message waits behind the first',
+      () => tickets(conversation_id),
+      (t) => t.length === 2,
+    );
+    cancel.abort();
+    await assert.rejects(waiting);
+    await until(
+      'the cancelled message gave its ticket back',
+      () => tickets(conversation_id),
+      (t) => t.length === 1 && t[0] === held,
+    );
+    assert.equal((await slow).response, 'slow answer');
+    const third = await callOk(s.create, 'chat_with_agent', { name: 'patient', conversation_id, message: 'message three' });
+    assert.equal(third.response, 'third answer');
+    assert.equal(llm.requests.length, 3, 'the cancelled message never reached the model');
+    assert.ok(!llm.requests.some((_, i) => sent(i).includes('message two')), 'nor any later request');
+    const runs = (await callOk(s.create, 'list_agent_runs', { name: 'patient' })).runs as Array<{ status: string }>;
+    assert.deepEqual(
+      runs.map((r) => r.status),
+      ['succeeded', 'succeeded', 'succeeded'],
+      'no run was made for it',
+    );
+    // A message already with the model when its caller goes away: its run is cancelled, and recorded so.
+    const gone = new AbortController();
+    const answering = client.callTool(
+      { name: 'chat_with_agent', arguments: { name: 'patient', conversation_id, message: 'message four' } },
+      { signal: gone.signal },
+    );
+    answering.catch(() => undefined);
+    await until(
+      'the fourth message is with the model',
+      async () => llm.requests.length,
+      (n) => n === 4,
+    );
+    gone.abort();
+    await assert.rejects(answering);
+    const ended = await until(
+      'its run is recorded cancelled',
+      async () => (await callOk(s.create, 'list_agent_runs', { name: 'patient' })).runs as Array<{ status: string }>,
+      (r) => r.length === 4 && r.every((x) => x.status !== 'running'),
+    );
+    assert.deepEqual(ended.map((r) => r.status).sort(), ['cancelled', 'succeeded', 'succeeded', 'succeeded']);
+    await until(
+      'its ticket is given back',
+      () => tickets(conversation_id),
+      (t) => t.length === 0,
+    );
+    await client.close();
+  });
+
+  test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async () => {
+    const s = await agentSpace('busy', { replicas: 2 });
+    // The first listed: the one an unweighted choice would take.
+    const [a, b] = await replicaNames(s, 'busy');
+    llm.requests.length = 0;
+    llm.script([{ text: 'slow answer', delayMs: 4000 }, { text: 'quick answer' }]);
+    const slow = callOk(s.create, 'chat_with_agent', { name: 'busy', replica: a, message: 'take your time' });
+    await until(
+      'the first message is with the model on its replica',
+      async () => llm.requests.length,
+      (n) => n === 1,
+    );
+    const quick = await callOk(s.create, 'chat_with_agent', { name: 'busy', message: 'quick one' });
+    assert.equal(quick.replica, b, `the idle replica answers, not ${a}`);
+    assert.equal(quick.response, 'quick answer');
+    assert.equal((await slow).replica, a);
+  });
+
+  // Last: it restarts the file's server.
+  test('conversation content is sealed at rest: a marker sent in a message is in no row or data-dir file; a moved row does not open; the chat remembers after a restart', async () => {
+    const s = await agentSpace('keeper');
+    const runtime = server.server.services.agentRuntime;
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const marker = `mk${randomUUID().replaceAll('-', '')}`;
+    const small = new AgentChat({
+      store: runtime.chatStore,
+      replicas: new ReplicasStore(db),
+      supervisor: runtime.supervisor,
+      dispatcher: () => runtime.dispatcher,
+      logger: pino({ level: 'silent' }),
+      aliveMs: 5_000,
+      historyBudgetChars: 400,
+    });
+    llm.requests.length = 0;
+    llm.script([{ text: 'I will remember it.' }, { text: 'Noted.' }, { text: 'Noted again.' }, { text: 'Still remembered.' }]);
+    const first = await callOk(s.create, 'chat_with_agent', { name: 'keeper', message: `Remember ${marker} ${'a'.repeat(400)}` });
+    const conversation_id = first.conversation_id;
+    await callOk(s.create, 'chat_with_agent', { name: 'keeper', conversation_id, message: `And this: ${marker}` });
+    const agent = await server.server.services.agents.resolve(
+      { accountId: s.account.accountId, keyId: 'test', tier: 'pro_trial', namespace: null, scopes: ['execute'] },
+      s.ns,
+      { name: 'keeper' },
+      'execute',
+    );
+    // Past the small budget the first exchange is folded: the summary holds the marker now.
+    await small.send(agent, { conversation_id, message: 'fold' });
+    assert.match(
+      JSON.stringify((llm.requests[2]!.body.messages as unknown[])[0]),
+      new RegExp(`Summary of the earlier part.*${marker}`, 's'),
+    );
+    const kept = await runtime.chatStore.messages(conversation_id);
+    assert.ok(
+      kept.some((m) => JSON.stringify(m.content).includes(marker)),
+      'the kept messages open',
+    );
+
+    // A sealed message moved to another place in its conversation does not open: left out, never sent as it stands.
+    const rows = await sql<{
+      seq: number;
+      content: unknown;
+    }>`SELECT seq, content FROM agent_messages WHERE conversation_id = ${conversation_id} ORDER BY seq`.execute(db);
+    const [a, b] = rows.rows;
+    await sql`UPDATE agent_messages SET content = ${JSON.stringify(a!.content)}::jsonb WHERE conversation_id = ${conversation_id} AND seq = ${b!.seq}`.execute(
+      db,
+    );
+    const moved = await runtime.chatStore.messages(conversation_id);
+    assert.equal(moved.find((m) => m.seq === Number(b!.seq))!.content, undefined, 'the moved row does not open');
+    assert.notEqual(moved.find((m) => m.seq === Number(a!.seq))!.content, undefined);
+    await sql`UPDATE agent_messages SET content = ${JSON.stringify(b!.content)}::jsonb WHERE conversation_id = ${conversation_id} AND seq = ${b!.seq}`.execute(
+      db,
+    );
+
+    server = await files.restart(() => files.assertNotAtRest(marker));
+    const create = await connect(`${server.url}/mcp/create/${s.ns}`, s.account.key);
+    await until(
+      'the replica runs again',
+      async () => (await callOk(create, 'describe_agent', { name: 'keeper' })).replicas[0],
+      (r) =>
+        r?.status === 'running' &&
+        server.server.services.agentRuntime.supervisor.processes().some((p) => p.agent === 'keeper' && p.phase === 'up'),
+    );
+    const again = await callOk(create, 'chat_with_agent', { name: 'keeper', conversation_id, message: 'Which word?' });
+    assert.equal(again.response, 'Still remembered.');
+    assert.match(sent(3), new RegExp(`Summary of the earlier part.*${marker}.*And this: ${marker}.*Noted\\..*fold.*Which word\\?`, 's'));
   });
 });

@@ -36,6 +36,8 @@ export interface ChatJob {
   history: ChatMessage[];
   conversationId: string;
   runId: string;
+  /** The caller's request: aborted, the run is cancelled (recorded as such). */
+  signal?: AbortSignal;
 }
 
 /** What a chat turn's run answered (src/agents/dispatcher.ts AgentRunOutcome). */
@@ -97,7 +99,11 @@ export class AgentChat {
     this.closing.abort();
   }
 
-  async send(agent: AgentRow, args: Record<string, unknown>): Promise<ChatAnswer> {
+  /**
+   * `signal`: the caller's request (cancelled, or its connection closed). A message still waiting for
+   * its turn stops waiting and gives its ticket back (no run is made); one being answered has its run cancelled.
+   */
+  async send(agent: AgentRow, args: Record<string, unknown>, signal?: AbortSignal): Promise<ChatAnswer> {
     const message = chatMessageArg(args.message);
     const wanted = replicaArg(args.replica);
     const conversationId = conversationIdArg(args.conversation_id);
@@ -140,8 +146,8 @@ export class AgentChat {
     );
     keepAlive.unref();
     try {
-      await this.waitTurn(agent, id, ticket);
-      const answer = await this.answer(agent, id, replica, runId, message);
+      await this.waitTurn(agent, id, ticket, signal);
+      const answer = await this.answer(agent, id, replica, runId, message, signal);
       answered = true;
       return answer;
     } finally {
@@ -167,33 +173,60 @@ export class AgentChat {
   }
 
   /** Waits until the message's ticket is the conversation's lowest live one (state polled, bounded). */
-  private async waitTurn(agent: AgentRow, id: string, ticket: number): Promise<void> {
+  private async waitTurn(agent: AgentRow, id: string, ticket: number, signal: AbortSignal | undefined): Promise<void> {
     const until = Date.now() + CHAT_WAIT_MS;
+    const stop = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
     let pause = 20;
     for (;;) {
       if (this.closing.signal.aborted) throw new DomainError('unavailable', 'the server is stopping; the message was not answered');
+      if (signal?.aborted) throw new DomainError('unavailable', 'the request was cancelled while the message waited for its turn');
       if (await this.deps.store.tryHold(id, ticket, this.deps.aliveMs)) return;
       if (Date.now() > until)
         throw new DomainError(
           'unavailable',
           `the earlier messages of conversation '${id}' of agent '${agent.name}' are still being answered; send this one again later`,
         );
-      await new Promise((resolve) => setTimeout(resolve, pause));
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          stop.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, pause);
+        stop.addEventListener('abort', done, { once: true });
+      });
       pause = Math.min(250, pause * 2);
     }
   }
 
   /** Holding the conversation: its history, the run on the replica, its messages kept. */
-  private async answer(agent: AgentRow, id: string, replica: string, runId: string, message: string): Promise<ChatAnswer> {
+  private async answer(
+    agent: AgentRow,
+    id: string,
+    replica: string,
+    runId: string,
+    message: string,
+    signal: AbortSignal | undefined,
+  ): Promise<ChatAnswer> {
     const { store } = this.deps;
     const conversation = await store.conversation(agent.id, id);
     if (!conversation) throw new DomainError('not_found', `conversation '${id}' not found for agent '${agent.name}'`);
     const stored: StoredChatMessage[] = [];
+    let unreadable = 0;
     for (const row of await store.messages(id)) {
       const m = messageOf(row.content);
       if (m) stored.push({ seq: row.seq, message: m });
+      else unreadable++;
     }
-    const plan = planHistory(conversation.summary, stored, this.deps.historyBudgetChars);
+    const summary = store.summaryOf(conversation);
+    // A row that does not open (moved from another conversation, tampered, another server secret, or
+    // kept unsealed before content was sealed) is left out of the history, never sent as it stands.
+    if (unreadable > 0 || summary === undefined)
+      this.deps.logger.warn(
+        { conversation_id: id, messages: unreadable, summary: summary === undefined },
+        'chat history rows that do not open under this server secret were left out',
+      );
+    const plan = planHistory(summary ?? null, stored, this.deps.historyBudgetChars);
     if (plan.fold) await store.fold(id, plan.fold.summary, plan.fold.throughSeq);
     const started = this.deps.dispatcher().start({
       agentId: agent.id,
@@ -206,6 +239,7 @@ export class AgentChat {
       history: plan.history,
       conversationId: id,
       runId,
+      ...(signal ? { signal } : {}),
     });
     const outcome = await started.done;
     // What happened is kept even when the run stopped early (functions it called did run); a run

@@ -17,7 +17,7 @@ import { Toolbox, type AttachedToolSource } from './orchestration/toolbox.js';
 import { HeartbeatLoop } from './triggers/heartbeat.js';
 import type { AgentAiSettings } from '../services/agent-ai.js';
 import { AgentChat } from './chat.js';
-import { ChatStore } from '../store/chat-store.js';
+import { ChatStore, type ChatSealer } from '../store/chat-store.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
 export { ReplicaDirectory, type ReplicaView } from './replicas.js';
@@ -43,7 +43,8 @@ export class AgentRuntime {
   private readonly runsStore: AgentRunsStore;
   /** Heartbeats of the agents this node holds replicas of (configure_heartbeat). */
   private readonly heartbeats: HeartbeatLoop;
-  private readonly chatStore: ChatStore;
+  /** The conversations (tests read them through it; sealed at rest). */
+  readonly chatStore: ChatStore;
   private readonly timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<unknown> | undefined;
   private started = false;
@@ -66,6 +67,8 @@ export class AgentRuntime {
       ai?: Pick<AgentAiSettings, 'open' | 'orchestrationLimits'>;
       /** The agents' attached MCP servers' tools, offered to their AI runs. */
       attached?: AttachedToolSource;
+      /** Seals chat conversations' content at rest (the state cipher's BoundCipher). */
+      chatSealer: ChatSealer;
     },
   ) {
     const agents = new AgentsStore(deps.db);
@@ -113,7 +116,7 @@ export class AgentRuntime {
       },
       logger: deps.logger,
     });
-    this.chatStore = new ChatStore(deps.db);
+    this.chatStore = new ChatStore(deps.db, deps.chatSealer);
     this.chat = new AgentChat({
       store: this.chatStore,
       replicas,

@@ -145,19 +145,20 @@ export function createApp(deps: AppDependencies): Hono {
   const sessionLimit = (principal: KeyPrincipal) => deps.runs.tierLimits(principal).mcpSessions;
 
   const endpoints = {
-    create: createMcpEndpoint({
+    create: createMcpEndpoint<{ signal?: AbortSignal }>({
       kind: 'create',
       accounts: deps.accountsStore,
       logger,
       sessionLimit,
       ...(deps.sessionActivity ? { sessionActivity: deps.sessionActivity } : {}),
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: false } } : {}),
-      buildServer: ({ principal, namespace, url, calls }) =>
+      buildServer: ({ principal, namespace, url, calls, extra }) =>
         buildCreateServer({
           principal,
           namespace,
           url,
           calls,
+          signal: extra?.signal,
           catalog,
           agents: deps.agents,
           webhooks: deps.webhooks?.service,
@@ -197,7 +198,8 @@ export function createApp(deps: AppDependencies): Hono {
     if (!validNamespace) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
     const url = new URL(c.req.url);
     const session = sessionId && auth.session !== undefined ? { session: { id: sessionId, owner: auth.session } } : {};
-    if (kind === 'create') return endpoints.create(c.req.raw, { principal, namespace, url, ...session });
+    if (kind === 'create')
+      return endpoints.create(c.req.raw, { principal, namespace, url, extra: { signal: c.req.raw.signal }, ...session });
     const mode = url.searchParams.get('mode') ?? 'code';
     if (mode !== 'code' && mode !== 'tools') {
       return c.json(

@@ -31,6 +31,6 @@ export function registerChatTools(
       }),
       annotations: CHAT,
     },
-    async (a) => runtime.chat.send(await agents.resolve(principal, ns, a, 'execute'), a),
+    async (a, call) => runtime.chat.send(await agents.resolve(principal, ns, a, 'execute'), a, call.signal),
   );
 }

@@ -22,7 +22,7 @@ import { registerWebhookTools } from './webhook-tools.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { Logger } from '../core/logger.js';
 import { refuseUnknownTools } from './unknown-tools.js';
-import { defineTool, type ToolDefinition } from './tool-schema.js';
+import { defineTool, type ToolCallContext, type ToolDefinition } from './tool-schema.js';
 import { DESTRUCTIVE, IDEMPOTENT_WRITE, READ_ONLY, WRITE } from './tool-kit.js';
 
 export interface CreateToolsContext {
@@ -41,6 +41,8 @@ export interface CreateToolsContext {
   url?: URL;
   /** The tool names the request calls: an unknown one is answered with the available tools. */
   calls?: readonly string[] | undefined;
+  /** The HTTP request's signal: aborted when the client closes the connection before the answer. */
+  signal?: AbortSignal | undefined;
 }
 
 /** A namespace's endpoints as the caller reaches this one: by path, or by subdomain (`{ns}.create.{base}`). */
@@ -125,10 +127,14 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
   const tool = <S extends z.ZodObject>(
     name: string,
     definition: ToolDefinition<S>,
-    body: (args: Record<string, unknown>) => Promise<unknown>,
+    body: (args: Record<string, unknown>, call: ToolCallContext) => Promise<unknown>,
   ) => {
     names.push(name);
-    return defineTool(server, logger, name, definition, (args) => body(args as Record<string, unknown>));
+    return defineTool(server, logger, name, definition, (args, call) => {
+      // The MCP layer's cancel, or the connection closed (a 2026-era cancel closes the call's stream).
+      const signals = [call.signal, ctx.signal].filter((x): x is AbortSignal => x !== undefined);
+      return body(args as Record<string, unknown>, signals.length > 0 ? { signal: AbortSignal.any(signals) } : {});
+    });
   };
 
   tool(

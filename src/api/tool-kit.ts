@@ -1,12 +1,15 @@
 // What every create-endpoint tool file shares: the MCP annotation sets and the agent's name fields.
 import { z } from 'zod';
-import type { ToolDefinition } from './tool-schema.js';
+import type { ToolCallContext, ToolDefinition } from './tool-schema.js';
 
-/** buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). */
+/**
+ * buildCreateServer's tool registrar (it keeps the list of names for unknown-tool answers). `call.signal`
+ * aborts when the client cancels the call or closes its connection.
+ */
 export type ToolRegistrar = <S extends z.ZodObject>(
   name: string,
   definition: ToolDefinition<S>,
-  body: (args: Record<string, unknown>) => Promise<unknown>,
+  body: (args: Record<string, unknown>, call: ToolCallContext) => Promise<unknown>,
 ) => void;
 
 export const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;

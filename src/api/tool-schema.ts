@@ -36,6 +36,11 @@ function describeIssues(error: z.ZodError): string {
   return error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(arguments)'}: ${issue.message}`).join('; ');
 }
 
+/** What a tool's body gets besides its arguments: the MCP request's abort signal (the client cancelled it). */
+export interface ToolCallContext {
+  signal?: AbortSignal;
+}
+
 export interface ToolDefinition<S extends z.ZodObject> {
   description: string;
   input: S;
@@ -54,7 +59,7 @@ export function defineTool<S extends z.ZodObject>(
   logger: Logger,
   name: string,
   definition: ToolDefinition<S>,
-  body: (args: z.infer<S>) => Promise<unknown>,
+  body: (args: z.infer<S>, call: ToolCallContext) => Promise<unknown>,
 ): void {
   let jsonSchema = publishedInputs.get(name);
   if (!jsonSchema) {
@@ -69,7 +74,7 @@ export function defineTool<S extends z.ZodObject>(
       inputSchema: fromJsonSchema(jsonSchema as never, acceptEverything),
       annotations: definition.annotations,
     },
-    ((args: unknown): Promise<CallToolResult> =>
+    ((args: unknown, handler?: { mcpReq?: { signal?: AbortSignal } }): Promise<CallToolResult> =>
       runTool(logger, name, async () => {
         if (containsNul(args))
           throw new DomainError('validation_error', `invalid arguments for ${name}: strings must not contain NUL characters`);
@@ -77,7 +82,7 @@ export function defineTool<S extends z.ZodObject>(
         if (!parsed.success) {
           throw new DomainError('validation_error', `invalid arguments for ${name}: ${describeIssues(parsed.error)}`);
         }
-        return body(parsed.data);
+        return body(parsed.data, handler?.mcpReq?.signal ? { signal: handler.mcpReq.signal } : {});
       })) as never,
   );
 }

@@ -309,6 +309,7 @@ async function startServerSteps(
     state: (agentId, tier) => agents.stateAccess(agentId, tier),
     ai: agents.ai,
     attached: attachedTools,
+    chatSealer: boundCipher,
   });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
   const replicas = agentRuntime.supervisor;

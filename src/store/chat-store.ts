@@ -8,6 +8,19 @@ import { sql, type Kysely } from 'kysely';
 import type { Db } from './database.js';
 import type { Database } from './schema.js';
 
+/**
+ * What seals a conversation's content at rest (services/state-cipher.ts BoundCipher): AES-256-GCM
+ * under the server secret, bound to `context` (the GCM associated data).
+ */
+export interface ChatSealer {
+  seal(context: readonly [string, ...string[]], plaintext: string): string;
+  open(context: readonly [string, ...string[]], stored: string): string;
+}
+
+/** A message is bound to its conversation and place in it: a row moved to another conversation or seq does not open. */
+const messageContext = (id: string, seq: number) => ['chat-message', id, String(seq)] as const;
+const summaryContext = (id: string) => ['chat-summary', id] as const;
+
 type Exec = Kysely<Database>;
 
 export interface ConversationRow {
@@ -22,6 +35,7 @@ export interface ConversationRow {
 export interface MessageRow {
   seq: number;
   role: string;
+  /** The message as kept (undefined: it does not open: moved, tampered, another server secret, or stored unsealed). */
   content: unknown;
   run_id: string | null;
 }
@@ -29,7 +43,22 @@ export interface MessageRow {
 const lease = (ms: number) => sql`now() + make_interval(secs => ${ms / 1000}::float8)`;
 
 export class ChatStore {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly sealer: ChatSealer,
+  ) {}
+
+  /**
+   * The conversation's summary opened (null: none; undefined: it does not open, see MessageRow.content).
+   */
+  summaryOf(row: Pick<ConversationRow, 'id' | 'summary'>): string | null | undefined {
+    if (row.summary === null) return null;
+    try {
+      return this.sealer.open(summaryContext(row.id), row.summary);
+    } catch {
+      return undefined;
+    }
+  }
 
   /** The agent's conversation with this id (undefined: none, or another agent's). */
   async conversation(agentId: string, id: string): Promise<ConversationRow | undefined> {
@@ -100,11 +129,23 @@ export class ChatStore {
     );
   }
 
-  /** The conversation's stored messages, oldest first. */
+  /** The conversation's stored messages, oldest first, opened. */
   async messages(id: string): Promise<MessageRow[]> {
     const rows = await sql<MessageRow>`SELECT seq, role, content, run_id FROM agent_messages
       WHERE conversation_id = ${id} ORDER BY seq`.execute(this.db);
-    return rows.rows.map((r) => ({ ...r, seq: Number(r.seq), content: typeof r.content === 'string' ? JSON.parse(r.content) : r.content }));
+    return rows.rows.map((r) => {
+      const seq = Number(r.seq);
+      // Kept as a JSON string holding the sealed JSON text; anything else (a plain row) is not trusted.
+      const stored = typeof r.content === 'string' && !r.content.startsWith('v1:') ? JSON.parse(r.content) : r.content;
+      let content: unknown;
+      if (typeof stored === 'string')
+        try {
+          content = JSON.parse(this.sealer.open(messageContext(id, seq), stored));
+        } catch {
+          content = undefined;
+        }
+      return { ...r, seq, content };
+    });
   }
 
   /** Folds the messages up to `throughSeq` into the conversation's summary (they are deleted). */
@@ -112,7 +153,7 @@ export class ChatStore {
     return this.db.transaction().execute(async (trx) => {
       if (!(await this.lock(trx, id))) return;
       await sql`DELETE FROM agent_messages WHERE conversation_id = ${id} AND seq <= ${throughSeq}`.execute(trx);
-      await sql`UPDATE agent_conversations SET summary = ${summary} WHERE id = ${id}`.execute(trx);
+      await sql`UPDATE agent_conversations SET summary = ${this.sealer.seal(summaryContext(id), summary)} WHERE id = ${id}`.execute(trx);
     });
   }
 
@@ -127,7 +168,9 @@ export class ChatStore {
       for (const m of messages) {
         seq++;
         await sql`INSERT INTO agent_messages (conversation_id, seq, role, content, run_id)
-          VALUES (${id}, ${seq}, ${m.role}, ${JSON.stringify(m.content)}::jsonb, ${runId})`.execute(trx);
+          VALUES (${id}, ${seq}, ${m.role}, ${JSON.stringify(this.sealer.seal(messageContext(id, seq), JSON.stringify(m.content)))}::jsonb, ${runId})`.execute(
+          trx,
+        );
       }
       return true;
     });
