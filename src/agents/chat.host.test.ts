@@ -315,6 +315,14 @@ describe('chat_with_agent answers', () => {
     assert.ok(!JSON.stringify(fns).includes('evil'), 'no function was made');
     const events = await callOk(s.create, 'list_security_events', {});
     assert.match(JSON.stringify(events), /agent_forbidden_tool/);
+
+    // A run a limit stops is the agent's limit (limit_exceeded, with the reason), not a fault to retry.
+    await callOk(s.create, 'configure_orchestration_limits', { name: 'guarded', max_iterations: 1 });
+    llm.script([{ toolCalls: [{ name: 'state_get', arguments: { key: 'k' } }] }, { text: 'never reached' }]);
+    const stopped = await callError(s.create, 'chat_with_agent', { name: 'guarded', message: 'Look up k, then answer.' });
+    assert.equal(stopped.type, 'limit_exceeded', JSON.stringify(stopped));
+    assert.equal(stopped.stop_reason, 'max_iterations');
+    assert.match(String(stopped.run_id), /./);
   });
   test('a long history is folded into a summary sent first; conversations go with run retention and with the agent', async () => {
     const s = await agentSpace('chatty');

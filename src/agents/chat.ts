@@ -294,10 +294,14 @@ const TYPES = new Set([
   'internal_error',
 ]);
 
-/** A run's error type as a tool error's (the loop's own kinds, e.g. provider errors, become unavailable). */
+/** The loop's limits: a run they stopped is the agent's limit, not a fault to retry. */
+const LIMIT_STOPS = new Set(['max_iterations', 'max_ai_tokens', 'max_execution_time', 'max_functions_called']);
+
+/** A run's error type as a tool error's (a limit is limit_exceeded; the loop's other kinds, e.g. provider errors, unavailable). */
 function typeOf(type: string): DomainError['type'] {
   if (TYPES.has(type)) return type as DomainError['type'];
+  if (LIMIT_STOPS.has(type)) return 'limit_exceeded';
   if (type === 'QUOTA_EXCEEDED') return 'quota_exceeded';
-  if (type === 'EXECUTION_RATE_EXCEEDED' || type === 'CONCURRENCY_LIMIT') return 'rate_limited';
+  if (type === 'EXECUTION_RATE_EXCEEDED' || type === 'CONCURRENCY_LIMIT_EXCEEDED') return 'rate_limited';
   return 'unavailable';
 }
