@@ -13,7 +13,7 @@ import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
-import { ANSWER_MAX_CHARS } from '../core/agent-orchestration.js';
+import { ANSWER_MAX_CHARS, TOOL_RESULT_MAX_CHARS, triggerInputText } from '../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../core/agent-ai.js';
 import type { AgentRow, AgentToolCall } from '../store/schema.js';
 import type { ChatMessage } from './providers/provider.js';
@@ -343,7 +343,9 @@ export class AgentDispatcher {
       apiKey: ai.apiKey,
       ...(ai.baseUrl ? { baseUrl: ai.baseUrl } : {}),
       ...(ai.systemPrompt ? { system: ai.systemPrompt } : {}),
-      ...(job.message !== undefined ? { message: job.message } : {}),
+      ...(job.message !== undefined
+        ? { message: job.message }
+        : { inputText: session.scan(triggerInputText(job.input), TOOL_RESULT_MAX_CHARS) }),
       ...(job.history ? { history: job.history } : {}),
       tools: session.offered,
       limits,
@@ -519,7 +521,7 @@ function failedCall(functionName: string, err: { type: string; message: string }
 }
 
 /** PostgreSQL text holds no NUL: a user's error message with one is stored with U+FFFD in its place. */
-function storable(text: string): string {
+export function storable(text: string): string {
   return text.includes('\u0000') ? text.replace(/\u0000/g, '\uFFFD') : text;
 }
 

@@ -35,7 +35,7 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
     message = triggerMessage({
       trigger: job.trigger,
       triggerName: job.triggerName,
-      input: job.input,
+      inputText: ai.inputText ?? 'null',
       functionName: job.function,
       functionOutcome: outcome,
     });

@@ -9,6 +9,7 @@ import {
   capText,
   isForbiddenToolName,
   mcpToolName,
+  TOOL_NAME_MAX_CHARS,
   TOOL_RESULT_MAX_CHARS,
   ToolTable,
   type ToolTarget,
@@ -23,7 +24,7 @@ import { SecretScanner, type Finding } from '../../core/secret-scanner.js';
 import type { RunContext, RunService } from '../../run/run-service.js';
 import type { AgentRunsStore } from '../../store/agent-runs-store.js';
 import type { AgentToolCall } from '../../store/schema.js';
-import { functionOutcome } from '../dispatcher.js';
+import { functionOutcome, storable } from '../dispatcher.js';
 import type { CallAnswer, OfferedTool } from './loop.js';
 
 /** An attached MCP server's tool as its source lists it (src/agents/mcp-servers.ts implements the source). */
@@ -225,13 +226,13 @@ export class ToolSession {
     const t0 = Date.now();
     const target = this.table.get(name);
     const record = (call: Omit<AgentToolCall, 'duration_ms' | 'name'>) =>
-      this.calls.push({ name: name.slice(0, 200), duration_ms: Date.now() - t0, ...call });
+      this.calls.push({ name: storable(name.slice(0, TOOL_NAME_MAX_CHARS)), duration_ms: Date.now() - t0, ...call });
     if (!target) {
       if (isForbiddenToolName(name)) {
         record({ kind: 'refused', outcome: 'refused_forbidden', execution_id: null });
         await this.forbidden(name);
         return {
-          content: `refused: '${name.slice(0, 100)}' is a management tool; an agent cannot create, change or delete functions, services or agents`,
+          content: `refused: '${this.scan(name, 100)}' is a management tool; an agent cannot create, change or delete functions, services or agents`,
           isError: true,
         };
       }
@@ -256,7 +257,13 @@ export class ToolSession {
       const typed = error instanceof DomainError ? { type: error.type, message: error.message } : undefined;
       if (!typed)
         this.deps.logger.warn(
-          { agent: this.run.agentName, run_id: this.run.runId, tool: name, err: error instanceof Error ? error.message : String(error) },
+          {
+            agent: this.run.agentName,
+            run_id: this.run.runId,
+            tool: storable(name.slice(0, TOOL_NAME_MAX_CHARS)),
+            // An attached server's or a function's error may quote a secret: scanned as a result is.
+            err: this.scan(error instanceof Error ? error.message : String(error), 2_000),
+          },
           'agent run: a tool call failed',
         );
       record({
@@ -343,7 +350,7 @@ export class ToolSession {
 
   /** A management tool asked for: a security event of the namespace (stored and logged), never the arguments. */
   private async forbidden(name: string): Promise<void> {
-    const tool = name.slice(0, 200);
+    const tool = storable(name.slice(0, TOOL_NAME_MAX_CHARS));
     this.deps.logger.warn(
       { security_event: 'agent_forbidden_tool', agent: this.run.agentName, tool, trigger: this.run.trigger, run_id: this.run.runId },
       'an agent run asked for a management tool; refused',

@@ -48,6 +48,8 @@ export const AiJobShape = z
     system: z.string().max(32_000).optional(),
     /** The chat message or heartbeat instructions; absent: the worker renders the trigger itself. */
     message: z.string().max(1_000_000).optional(),
+    /** A trigger's input as the model reads it, rendered and scanned by the host (the worker holds no secret list). */
+    inputText: z.string().max(1_000_000).optional(),
     history: z.array(ChatMessageShape).max(10_000).optional(),
     tools: z
       .array(
