@@ -127,10 +127,8 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       answer = turn.text;
       const overTokens = budget.afterTurn(turn.usage);
       // What the model asked for, within what a replica's messages carry: the first calls of the turn
-      // only (the rest are dropped from it), names clipped. Whatever a model sends, the run ends typed.
-      const calls = turn.toolCalls
-        .slice(0, TOOL_CALLS_PER_TURN)
-        .map((c) => ({ ...c, id: c.id.slice(0, CALL_ID_MAX_CHARS), name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));
+      // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.
+      const calls = turn.toolCalls.slice(0, TOOL_CALLS_PER_TURN).map((c) => ({ ...c, name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));
       transcript.push({ role: 'assistant', content: turn.text, ...(calls.length ? { toolCalls: calls } : {}) });
       if (calls.length === 0) return end('answered');
       // Tokens past the limit: nothing more is spent, not even the calls this answer asked for; each
