@@ -46,6 +46,8 @@ export interface AttachedToolSource {
     args: Record<string, unknown>,
     signal: AbortSignal,
   ): Promise<{ content: string; isError: boolean }>;
+  /** What the agent's servers are sent that the model must never read back (their header values). */
+  secrets?(agentId: string): Promise<string[]>;
 }
 
 export interface ToolboxDeps {
@@ -145,6 +147,9 @@ export class Toolbox {
           "agent run: the attached servers' tools could not be listed",
         );
       }
+      // A server that echoes its own credential (or the run endpoint's key in an error) is redacted like the AI key.
+      const secrets = await this.deps.attached.secrets?.(run.agentId).catch(() => []);
+      if (secrets?.length) run = { ...run, secrets: [...run.secrets, ...secrets] };
       for (const t of attached) {
         // A server may list a management tool's name: it is neither offered nor callable (the table refuses it).
         offer(
