@@ -13,7 +13,7 @@ import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
-import { ANSWER_MAX_CHARS, TOOL_RESULT_MAX_CHARS, triggerInputText } from '../core/agent-orchestration.js';
+import { ANSWER_MAX_CHARS, capText, TOOL_RESULT_MAX_CHARS, TOOLS_OFFERED_MAX, triggerInputText } from '../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../core/agent-ai.js';
 import type { AgentRow, AgentToolCall } from '../store/schema.js';
 import type { ChatMessage } from './providers/provider.js';
@@ -331,18 +331,32 @@ export class AgentDispatcher {
           limits,
           secrets: [ai.apiKey],
         },
-        signal,
+        // The run's deadline holds while its tools are opened (an attached server that never answers).
+        AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, started + limits.max_execution_seconds * 1000 - Date.now()))]),
       );
     } catch (error) {
       return this.end(runId, job, started, { status: 'failed', error: this.typed(error, runId), calls: [] });
     }
     setSession(session);
+    const { leftOut } = session;
+    // The model is told what it was not given (too many tools, or schemas too large), by name.
+    const system = capText(
+      [
+        ai.systemPrompt ?? '',
+        leftOut.length
+          ? `[${leftOut.length} tools of this agent were left out of this run (at most ${TOOLS_OFFERED_MAX}, schemas bounded): ${leftOut.slice(0, 20).join(', ')}${leftOut.length > 20 ? ', …' : ''}]`
+          : '',
+      ]
+        .filter(Boolean)
+        .join('\n\n'),
+      32_000,
+    );
     const aiJob: AiJob = {
       provider: ai.provider,
       model: ai.model,
       apiKey: ai.apiKey,
       ...(ai.baseUrl ? { baseUrl: ai.baseUrl } : {}),
-      ...(ai.systemPrompt ? { system: ai.systemPrompt } : {}),
+      ...(system ? { system } : {}),
       ...(job.message !== undefined
         ? { message: job.message }
         : { inputText: session.scan(triggerInputText(job.input), TOOL_RESULT_MAX_CHARS) }),

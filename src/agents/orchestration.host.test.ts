@@ -232,6 +232,51 @@ describe('AI runs', () => {
     assert.equal(events.filter((e) => e.type === 'agent_forbidden_tool' && e.run_id === outcome.runId).length, 3);
   });
 
+  test('an attached server listing 2100 tools or a huge schema: the run gets at most 128 and is told what was left out', async () => {
+    const many: AttachedToolSource = {
+      list: async () => [
+        { server: 'big', tool: 'huge', description: 'too big', inputSchema: { type: 'object', description: 'x'.repeat(40_000) } },
+        ...Array.from({ length: 2100 }, (_, i) => ({
+          server: 'big',
+          tool: `t${i}`,
+          description: `tool ${i}`,
+          inputSchema: { type: 'object' },
+        })),
+      ],
+      call: async () => ({ content: 'ok', isError: false }),
+    };
+    runtime().toolbox.attach(many);
+    try {
+      llm.script([{ text: 'fine' }]);
+      const outcome = await chat('hello');
+      assert.equal(outcome.stopReason, 'answered', JSON.stringify(outcome.error));
+      const offered = toolNames(0);
+      assert.equal(offered.length, 128);
+      assert.ok(offered.includes('state_get') && offered.includes('utils__double') && !offered.includes('mcp__big__huge'));
+      const system = (llm.requests[0]!.body.messages as Array<{ role: string; content: string }>).find((m) => m.role === 'system');
+      assert.match(system!.content, /tools of this agent were left out of this run/);
+      assert.match(system!.content, /mcp__big__huge/);
+    } finally {
+      runtime().toolbox.attach(evilServer);
+    }
+  });
+
+  test("an attached source that never answers its list: the run's time limit still holds while its tools are opened", async () => {
+    runtime().toolbox.attach({ list: () => new Promise(() => undefined), call: evilServer.call });
+    await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
+    try {
+      llm.script([{ text: 'never asked' }]);
+      const outcome = await chat('hello');
+      assert.equal(outcome.stopReason, 'max_execution_time', JSON.stringify(outcome));
+      assert.equal(llm.requests.length, 0, 'no model turn after the limit');
+      const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
+      assert.equal(run.stop_reason, 'max_execution_time');
+    } finally {
+      runtime().toolbox.attach(evilServer);
+      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
+    }
+  });
+
   test("a webhook payload's secret is redacted before the model reads it", async () => {
     await ok('add_webhook', { name: 'bot', path: 'leaky', handler_function_name: 'utils.double', orchestration_mode: 'reason_first' });
     llm.script([{ text: 'Seen.' }]);

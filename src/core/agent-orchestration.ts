@@ -136,6 +136,13 @@ export class ToolTable {
   }
 }
 
+/** Tools offered to one run at most (OpenAI refuses more than 128); the rest are left out and named to the model. */
+export const TOOLS_OFFERED_MAX = 128;
+/** One tool's input schema and description, in bytes of JSON; a larger one is left out. */
+export const TOOL_SCHEMA_MAX_BYTES = 32_000;
+/** All the tools offered to one run, in bytes. */
+export const TOOLS_MAX_BYTES = 512_000;
+
 /** What one tool result sent to the model may hold, in characters (after the secret scanner). */
 export const TOOL_RESULT_MAX_CHARS = 16_000;
 /** A run's final answer as recorded and returned. */

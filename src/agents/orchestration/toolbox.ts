@@ -11,6 +11,9 @@ import {
   mcpToolName,
   TOOL_NAME_MAX_CHARS,
   TOOL_RESULT_MAX_CHARS,
+  TOOL_SCHEMA_MAX_BYTES,
+  TOOLS_MAX_BYTES,
+  TOOLS_OFFERED_MAX,
   ToolTable,
   type ToolTarget,
 } from '../../core/agent-orchestration.js';
@@ -74,6 +77,16 @@ export interface ToolRun {
 }
 
 const DESCRIPTION_MAX_CHARS = 2_000;
+
+/** A promise, or a rejection as soon as `signal` fires (for a source that may not heed it). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
 /** What is scanned of a result before it is capped for the model (the rest is cut unscanned: never sent). */
 const SCAN_MAX_CHARS = 64_000;
 
@@ -120,12 +133,28 @@ export class Toolbox {
   async open(run: ToolRun, signal: AbortSignal): Promise<ToolSession> {
     const table = new ToolTable();
     const offered: OfferedTool[] = [];
+    const leftOut: string[] = [];
+    let bytes = 0;
+    // Within what a vendor takes and a replica's job carries: past the count or the bytes, a tool is
+    // left out (and the model told which), never the whole run refused.
     const offer = (name: string, target: ToolTarget, description: string, inputSchema: Record<string, unknown>) => {
+      const text = capText(description, DESCRIPTION_MAX_CHARS);
+      const size = Buffer.byteLength(JSON.stringify(inputSchema)) + Buffer.byteLength(text);
+      if (offered.length >= TOOLS_OFFERED_MAX || size > TOOL_SCHEMA_MAX_BYTES || bytes + size > TOOLS_MAX_BYTES) {
+        if (!isForbiddenToolName(name)) leftOut.push(name);
+        return;
+      }
       const given = table.add(name, target);
-      if (given) offered.push({ name: given, kind: target.kind, description: capText(description, DESCRIPTION_MAX_CHARS), inputSchema });
+      if (given) {
+        offered.push({ name: given, kind: target.kind, description: text, inputSchema });
+        bytes += size;
+      }
     };
     const ctx = this.context(run);
     const snapshot = await this.deps.run.snapshot(ctx);
+    // State first: an agent with many functions still has its own state.
+    if (this.deps.state)
+      for (const t of STATE_TOOLS) offer(t.name, { kind: 'state', op: t.name }, t.description, t.schema as Record<string, unknown>);
     for (const fn of snapshot.functions) {
       const schema = fn.definition.inputSchema;
       offer(
@@ -135,12 +164,11 @@ export class Toolbox {
         schema && schema.type === 'object' ? schema : { type: 'object', additionalProperties: true },
       );
     }
-    if (this.deps.state)
-      for (const t of STATE_TOOLS) offer(t.name, { kind: 'state', op: t.name }, t.description, t.schema as Record<string, unknown>);
     if (this.deps.attached) {
       let attached: AttachedTool[] = [];
       try {
-        attached = await this.deps.attached.list(run.agentId, signal);
+        // The run's deadline holds here too, whether or not a source heeds its signal.
+        attached = await untilAborted(this.deps.attached.list(run.agentId, signal), signal);
       } catch (error) {
         this.deps.logger.warn(
           { agent: run.agentName, run_id: run.runId, err: error instanceof Error ? error.message : String(error) },
@@ -148,8 +176,8 @@ export class Toolbox {
         );
       }
       // A server that echoes its own credential (or the run endpoint's key in an error) is redacted like the AI key.
-      const secrets = await this.deps.attached.secrets?.(run.agentId).catch(() => []);
-      if (secrets?.length) run = { ...run, secrets: [...run.secrets, ...secrets] };
+      const secrets = this.deps.attached.secrets ? await untilAborted(this.deps.attached.secrets(run.agentId), signal).catch(() => []) : [];
+      if (secrets.length) run = { ...run, secrets: [...run.secrets, ...secrets] };
       for (const t of attached) {
         // A server may list a management tool's name: it is neither offered nor callable (the table refuses it).
         offer(
@@ -160,7 +188,12 @@ export class Toolbox {
         );
       }
     }
-    return new ToolSession(this.deps, run, ctx, table, offered);
+    if (leftOut.length)
+      this.deps.logger.warn(
+        { agent: run.agentName, run_id: run.runId, left_out: leftOut.length, offered: offered.length },
+        'agent run: tools left out (too many, or their schemas too large)',
+      );
+    return new ToolSession(this.deps, run, ctx, table, offered, leftOut);
   }
 
   private context(run: ToolRun): RunContext {
@@ -187,6 +220,8 @@ export class ToolSession {
     private readonly ctx: RunContext,
     private readonly table: ToolTable,
     readonly offered: OfferedTool[],
+    /** Tools not offered for the caps (names as the model would have had them). */
+    readonly leftOut: string[] = [],
   ) {
     this.scanner = new SecretScanner(run.secrets);
   }
