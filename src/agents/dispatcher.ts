@@ -176,7 +176,7 @@ export class AgentDispatcher {
 
   /** Stops taking jobs, stops the runs in flight (recorded as cancelled) and waits for their records. */
   async close(): Promise<void> {
-    this.closing.abort();
+    this.closing.abort(new DomainError('unavailable', 'the server is stopping'));
     await Promise.allSettled([...this.inFlight]);
   }
 

@@ -32,7 +32,7 @@ const AWS = 'AKIAABCDEFGHIJKLMNOP';
 const FUNCTIONS = [
   { name: 'double', code: 'def main(input_data):\n    return {"twice": input_data["n"] * 2}\n' },
   { name: 'leak', code: `def main(input_data):\n    return {"token": "${AWS}"}\n` },
-  { name: 'nap', code: 'import time\n\ndef main(input_data):\n    time.sleep(input_data["s"])\n    return {"slept": input_data["s"]}\n' },
+  { name: 'nap', code: 'import time\n\ndef main(input_data):\n    time.sleep(input_data.get("s", 60))\n    return {"slept": input_data.get("s", 60)}\n' },
   { name: 'stamp', code: 'def main(input_data):\n    return {"seen": input_data.get("trigger")}\n' },
 ];
 
@@ -261,7 +261,7 @@ describe('AI runs', () => {
     }
   });
 
-  test("an attached source that never answers its list: the run's time limit still holds while its tools are opened", async () => {
+  test("an attached source that never answers its list: the run's time limit still holds while its tools are opened", { timeout: 60_000 }, async () => {
     runtime().toolbox.attach({ list: () => new Promise(() => undefined), call: evilServer.call });
     await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
     try {
@@ -466,6 +466,44 @@ describe('AI runs', () => {
     // A heartbeat has no function to fall back to: it needs the AI.
     const refused = await callError(create, 'configure_heartbeat', { name: 'bot', enabled: true, interval_seconds: 60 });
     assert.equal(errorOf(refused).type, 'validation_error');
+  });
+
+  test('run_then_reason: the time limit reached inside its first function is recorded as max_execution_time', { timeout: 60_000 }, async () => {
+    await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
+    await ok('add_webhook', { name: 'bot', path: 'slow', handler_function_name: 'utils.nap', orchestration_mode: 'run_then_reason' });
+    try {
+      llm.script([{ text: 'never asked' }]);
+      const response = await fetch(`${server.url}/mcp/agent/${ns}/bot/webhook/slow`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ s: 60 }),
+      });
+      const body = (await response.json()) as { run_id: string };
+      const run = await ended(body.run_id);
+      assert.equal(run.stop_reason, 'max_execution_time', JSON.stringify(run));
+      assert.equal(run.status, 'failed');
+      assert.equal(run.error_type, 'max_execution_time');
+      assert.equal(llm.requests.length, 0, 'no model turn after the limit');
+    } finally {
+      await ok('remove_webhook', { name: 'bot', path: 'slow' });
+      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
+    }
+  });
+
+  test('the server stopping during a model call: the run ends cancelled with its turns so far, not as a crash', { timeout: 60_000 }, async () => {
+    llm.script([
+      { toolCalls: [{ id: 's1', name: 'state_get', arguments: { key: 'k' } }], usage: { input: 70, output: 7 } },
+      { text: 'late', delayMs: 120_000 },
+    ]);
+    const running = chat('take your time');
+    while (llm.requests.length < 2) await new Promise((resolve) => setTimeout(resolve, 50));
+    const closing = server.server.close();
+    const outcome = await running;
+    await closing;
+    assert.equal(outcome.status, 'cancelled', JSON.stringify(outcome));
+    assert.equal(outcome.stopReason, 'cancelled');
+    assert.equal(outcome.iterations, 1);
+    assert.deepEqual(outcome.usage, { input_tokens: 70, output_tokens: 7 });
   });
 
   test('the API key is in no answer, no log line and no file of the data dir', async () => {

@@ -96,6 +96,8 @@ const DIRECT_INVOKES_PER_JOB = 1;
 
 /** A worker that has not ended an AI job this long after it was stopped (deadline, cancel) is killed. */
 const AI_JOB_KILL_GRACE_MS = 10_000;
+/** How long a drain waits for a job it stopped to end by itself before the process is ended. */
+const JOB_STOP_GRACE_MS = 3_000;
 
 /** A stopped or removed replica may finish its current run for the tier's run timeout and this much more. */
 const DRAIN_SLACK_MS = 30_000;
@@ -314,8 +316,16 @@ export class ReplicaSupervisor {
     });
     const done = await Promise.race([held.queue.then(() => 'done' as const), late]);
     clearTimeout(timer);
-    if (done === 'late')
-      held.current?.abort(new DomainError('unavailable', `replica '${held.name}' was stopped: its drain deadline passed`));
+    if (done !== 'late' || !held.current) return;
+    held.current.abort(new DomainError('unavailable', `replica '${held.name}' was stopped: its drain deadline passed`));
+    // Told to stop, the worker ends its job itself (an AI run as cancelled, with its tokens): its
+    // `done` is waited for a moment before its process is ended (that would record a crash).
+    const stopping = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, JOB_STOP_GRACE_MS);
+      timer.unref();
+    });
+    await Promise.race([held.queue, stopping]);
+    clearTimeout(timer);
   }
 
   /** Ends a replica's process at once (lost lease, destroyed agent); no row is written: it is not ours. */
@@ -414,7 +424,7 @@ export class ReplicaSupervisor {
     if (!child || (held.phase !== 'up' && held.phase !== 'ending'))
       throw new DomainError('unavailable', `replica '${held.name}' was not running when the run's turn came`, { replica: held.name });
     const controller = new AbortController();
-    const onAbort = () => controller.abort(job.signal?.reason);
+    const onAbort = () => controller.abort(job.signal?.reason ?? new DomainError('unavailable', 'the run was cancelled'));
     job.signal?.addEventListener('abort', onAbort, { once: true });
     if (job.signal?.aborted) onAbort();
     held.current = controller;
