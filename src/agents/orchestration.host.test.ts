@@ -441,6 +441,28 @@ describe('AI runs', () => {
     }
   });
 
+  test('run_then_reason: the time limit reached inside its first function is recorded as max_execution_time', { timeout: 60_000 }, async () => {
+    await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
+    await ok('add_webhook', { name: 'bot', path: 'slow', handler_function_name: 'utils.nap', orchestration_mode: 'run_then_reason' });
+    try {
+      llm.script([{ text: 'never asked' }]);
+      const response = await fetch(`${server.url}/mcp/agent/${ns}/bot/webhook/slow`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ s: 60 }),
+      });
+      const body = (await response.json()) as { run_id: string };
+      const run = await ended(body.run_id);
+      assert.equal(run.stop_reason, 'max_execution_time', JSON.stringify(run));
+      assert.equal(run.status, 'failed');
+      assert.equal(run.error_type, 'max_execution_time');
+      assert.equal(llm.requests.length, 0, 'no model turn after the limit');
+    } finally {
+      await ok('remove_webhook', { name: 'bot', path: 'slow' });
+      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
+    }
+  });
+
   test('without an AI configured an AI mode runs direct, and the record says fallback_direct', async () => {
     await ok('remove_agent_ai', { name: 'bot' });
     const outcome = await runtime().dispatcher.dispatch({
@@ -468,29 +490,9 @@ describe('AI runs', () => {
     assert.equal(errorOf(refused).type, 'validation_error');
   });
 
-  test('run_then_reason: the time limit reached inside its first function is recorded as max_execution_time', { timeout: 60_000 }, async () => {
-    await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
-    await ok('add_webhook', { name: 'bot', path: 'slow', handler_function_name: 'utils.nap', orchestration_mode: 'run_then_reason' });
-    try {
-      llm.script([{ text: 'never asked' }]);
-      const response = await fetch(`${server.url}/mcp/agent/${ns}/bot/webhook/slow`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ s: 60 }),
-      });
-      const body = (await response.json()) as { run_id: string };
-      const run = await ended(body.run_id);
-      assert.equal(run.stop_reason, 'max_execution_time', JSON.stringify(run));
-      assert.equal(run.status, 'failed');
-      assert.equal(run.error_type, 'max_execution_time');
-      assert.equal(llm.requests.length, 0, 'no model turn after the limit');
-    } finally {
-      await ok('remove_webhook', { name: 'bot', path: 'slow' });
-      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
-    }
-  });
-
   test('the server stopping during a model call: the run ends cancelled with its turns so far, not as a crash', { timeout: 60_000 }, async () => {
+    // The test before took the AI away.
+    await ok('configure_agent_ai', { name: 'bot', provider: 'openai', model: 'gpt-test', api_key: KEY, base_url: llm.openaiUrl });
     llm.script([
       { toolCalls: [{ id: 's1', name: 'state_get', arguments: { key: 'k' } }], usage: { input: 70, output: 7 } },
       { text: 'late', delayMs: 120_000 },
