@@ -84,6 +84,8 @@ export interface JobResult {
   function?: FunctionOutcome;
   loop?: Omit<LoopOutcome, 'stopReason'> & { stopReason: string };
   failure?: { type: string; message: string };
+  /** An AI job's running totals as last reported (kept when its process dies before its outcome). */
+  progress?: { iterations: number; usage: { input_tokens: number; output_tokens: number } };
 }
 
 /**
@@ -397,13 +399,14 @@ export class AgentDispatcher {
         error,
         calls: fn ? [fn.call] : [],
         ai: {
-          iterations: null,
-          inputTokens: null,
-          outputTokens: null,
+          iterations: result.progress?.iterations ?? null,
+          inputTokens: result.progress?.usage.input_tokens ?? null,
+          outputTokens: result.progress?.usage.output_tokens ?? null,
           stopReason: error.type === 'cancelled' ? 'cancelled' : 'failed',
           toolCalls,
           answer: null,
         },
+        ...(result.progress ? { usage: result.progress.usage, iterations: result.progress.iterations } : {}),
       });
     }
     const answer = session.scan(loop.answer, ANSWER_MAX_CHARS);

@@ -32,7 +32,10 @@ const AWS = 'AKIAABCDEFGHIJKLMNOP';
 const FUNCTIONS = [
   { name: 'double', code: 'def main(input_data):\n    return {"twice": input_data["n"] * 2}\n' },
   { name: 'leak', code: `def main(input_data):\n    return {"token": "${AWS}"}\n` },
-  { name: 'nap', code: 'import time\n\ndef main(input_data):\n    time.sleep(input_data.get("s", 60))\n    return {"slept": input_data.get("s", 60)}\n' },
+  {
+    name: 'nap',
+    code: 'import time\n\ndef main(input_data):\n    time.sleep(input_data.get("s", 60))\n    return {"slept": input_data.get("s", 60)}\n',
+  },
   { name: 'stamp', code: 'def main(input_data):\n    return {"seen": input_data.get("trigger")}\n' },
 ];
 
@@ -261,21 +264,25 @@ describe('AI runs', () => {
     }
   });
 
-  test("an attached source that never answers its list: the run's time limit still holds while its tools are opened", { timeout: 60_000 }, async () => {
-    runtime().toolbox.attach({ list: () => new Promise(() => undefined), call: evilServer.call });
-    await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
-    try {
-      llm.script([{ text: 'never asked' }]);
-      const outcome = await chat('hello');
-      assert.equal(outcome.stopReason, 'max_execution_time', JSON.stringify(outcome));
-      assert.equal(llm.requests.length, 0, 'no model turn after the limit');
-      const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
-      assert.equal(run.stop_reason, 'max_execution_time');
-    } finally {
-      runtime().toolbox.attach(evilServer);
-      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
-    }
-  });
+  test(
+    "an attached source that never answers its list: the run's time limit still holds while its tools are opened",
+    { timeout: 60_000 },
+    async () => {
+      runtime().toolbox.attach({ list: () => new Promise(() => undefined), call: evilServer.call });
+      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
+      try {
+        llm.script([{ text: 'never asked' }]);
+        const outcome = await chat('hello');
+        assert.equal(outcome.stopReason, 'max_execution_time', JSON.stringify(outcome));
+        assert.equal(llm.requests.length, 0, 'no model turn after the limit');
+        const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
+        assert.equal(run.stop_reason, 'max_execution_time');
+      } finally {
+        runtime().toolbox.attach(evilServer);
+        await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
+      }
+    },
+  );
 
   test("a webhook payload's secret is redacted before the model reads it", async () => {
     await ok('add_webhook', { name: 'bot', path: 'leaky', handler_function_name: 'utils.double', orchestration_mode: 'reason_first' });
@@ -441,27 +448,31 @@ describe('AI runs', () => {
     }
   });
 
-  test('run_then_reason: the time limit reached inside its first function is recorded as max_execution_time', { timeout: 60_000 }, async () => {
-    await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
-    await ok('add_webhook', { name: 'bot', path: 'slow', handler_function_name: 'utils.nap', orchestration_mode: 'run_then_reason' });
-    try {
-      llm.script([{ text: 'never asked' }]);
-      const response = await fetch(`${server.url}/mcp/agent/${ns}/bot/webhook/slow`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ s: 60 }),
-      });
-      const body = (await response.json()) as { run_id: string };
-      const run = await ended(body.run_id);
-      assert.equal(run.stop_reason, 'max_execution_time', JSON.stringify(run));
-      assert.equal(run.status, 'failed');
-      assert.equal(run.error_type, 'max_execution_time');
-      assert.equal(llm.requests.length, 0, 'no model turn after the limit');
-    } finally {
-      await ok('remove_webhook', { name: 'bot', path: 'slow' });
-      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
-    }
-  });
+  test(
+    'run_then_reason: the time limit reached inside its first function is recorded as max_execution_time',
+    { timeout: 60_000 },
+    async () => {
+      await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 2 });
+      await ok('add_webhook', { name: 'bot', path: 'slow', handler_function_name: 'utils.nap', orchestration_mode: 'run_then_reason' });
+      try {
+        llm.script([{ text: 'never asked' }]);
+        const response = await fetch(`${server.url}/mcp/agent/${ns}/bot/webhook/slow`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ s: 60 }),
+        });
+        const body = (await response.json()) as { run_id: string };
+        const run = await ended(body.run_id);
+        assert.equal(run.stop_reason, 'max_execution_time', JSON.stringify(run));
+        assert.equal(run.status, 'failed');
+        assert.equal(run.error_type, 'max_execution_time');
+        assert.equal(llm.requests.length, 0, 'no model turn after the limit');
+      } finally {
+        await ok('remove_webhook', { name: 'bot', path: 'slow' });
+        await ok('configure_orchestration_limits', { name: 'bot', max_execution_time: 120 });
+      }
+    },
+  );
 
   test('without an AI configured an AI mode runs direct, and the record says fallback_direct', async () => {
     await ok('remove_agent_ai', { name: 'bot' });
@@ -490,23 +501,52 @@ describe('AI runs', () => {
     assert.equal(errorOf(refused).type, 'validation_error');
   });
 
-  test('the server stopping during a model call: the run ends cancelled with its turns so far, not as a crash', { timeout: 60_000 }, async () => {
-    // The test before took the AI away.
-    await ok('configure_agent_ai', { name: 'bot', provider: 'openai', model: 'gpt-test', api_key: KEY, base_url: llm.openaiUrl });
-    llm.script([
-      { toolCalls: [{ id: 's1', name: 'state_get', arguments: { key: 'k' } }], usage: { input: 70, output: 7 } },
-      { text: 'late', delayMs: 120_000 },
-    ]);
-    const running = chat('take your time');
-    while (llm.requests.length < 2) await new Promise((resolve) => setTimeout(resolve, 50));
-    const closing = server.server.close();
-    const outcome = await running;
-    await closing;
-    assert.equal(outcome.status, 'cancelled', JSON.stringify(outcome));
-    assert.equal(outcome.stopReason, 'cancelled');
-    assert.equal(outcome.iterations, 1);
-    assert.deepEqual(outcome.usage, { input_tokens: 70, output_tokens: 7 });
-  });
+  test(
+    "a replica's process killed during a model call: the run ends failed, keeping its turns and tokens so far",
+    { timeout: 60_000 },
+    async () => {
+      llm.script([
+        { toolCalls: [{ id: 'k1', name: 'state_get', arguments: { key: 'k' } }], usage: { input: 50, output: 5 } },
+        { text: 'late', delayMs: 120_000 },
+      ]);
+      await ok('configure_agent_ai', { name: 'bot', provider: 'openai', model: 'gpt-test', api_key: KEY, base_url: llm.openaiUrl });
+      const pid = runtime().supervisor.pidOf(agentId, replica)!;
+      const running = chat('go on');
+      while (llm.requests.length < 2) await new Promise((resolve) => setTimeout(resolve, 50));
+      process.kill(pid, 'SIGKILL');
+      const outcome = await running;
+      assert.equal(outcome.status, 'failed', JSON.stringify(outcome));
+      assert.equal(outcome.error!.type, 'ReplicaCrashed');
+      const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
+      assert.equal(run.iterations, 1);
+      assert.deepEqual(run.usage, { input_tokens: 50, output_tokens: 5 });
+      // The replica comes back under its name before the next run.
+      while (!(runtime().supervisor.pidOf(agentId, replica)! > 0) || runtime().supervisor.pidOf(agentId, replica) === pid)
+        await new Promise((resolve) => setTimeout(resolve, 100));
+    },
+  );
+
+  test(
+    'the server stopping during a model call: the run ends cancelled with its turns so far, not as a crash',
+    { timeout: 60_000 },
+    async () => {
+      // The test before took the AI away.
+      await ok('configure_agent_ai', { name: 'bot', provider: 'openai', model: 'gpt-test', api_key: KEY, base_url: llm.openaiUrl });
+      llm.script([
+        { toolCalls: [{ id: 's1', name: 'state_get', arguments: { key: 'k' } }], usage: { input: 70, output: 7 } },
+        { text: 'late', delayMs: 120_000 },
+      ]);
+      const running = chat('take your time');
+      while (llm.requests.length < 2) await new Promise((resolve) => setTimeout(resolve, 50));
+      const closing = server.server.close();
+      const outcome = await running;
+      await closing;
+      assert.equal(outcome.status, 'cancelled', JSON.stringify(outcome));
+      assert.equal(outcome.stopReason, 'cancelled');
+      assert.equal(outcome.iterations, 1);
+      assert.deepEqual(outcome.usage, { input_tokens: 70, output_tokens: 7 });
+    },
+  );
 
   test('the API key is in no answer, no log line and no file of the data dir', async () => {
     const needle = KEY;

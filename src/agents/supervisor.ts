@@ -44,9 +44,11 @@ export interface ReplicaJob {
 export interface ReplicaHostCalls {
   /** `signal` fires when the run is cancelled or its replica's drain deadline passes. */
   invoke(functionName: string, input: unknown, signal: AbortSignal): Promise<unknown>;
-  state?(request: Exclude<CallOp, { op: 'invoke' | 'tool' }>): Promise<unknown>;
+  state?(request: Exclude<CallOp, { op: 'invoke' | 'tool' | 'progress' }>): Promise<unknown>;
   /** AI jobs: one tool call of the loop (the host refuses what it does not offer). */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /** AI jobs: the loop's running totals after each model turn. */
+  progress?(totals: { iterations: number; usage: { input_tokens: number; output_tokens: number } }): void;
 }
 
 export type ReplicaJobOutcome = { ok: true; result: unknown } | { ok: false; error: JobError };
@@ -465,6 +467,10 @@ export class ReplicaSupervisor {
           ...(ai ? { ai: job.ai } : {}),
         },
         async (request) => {
+          if (request.op === 'progress') {
+            if (ai) calls.progress?.({ iterations: request.iterations, usage: request.usage });
+            return null;
+          }
           if (controller.signal.aborted) throw controller.signal.reason ?? new DomainError('unavailable', 'the run was cancelled');
           if (request.op === 'invoke') {
             // The trigger's function and nothing else (a reason_first or chat job has none)...
@@ -534,9 +540,10 @@ export class ReplicaSupervisor {
 export function replicaRunner(supervisor: () => ReplicaSupervisor) {
   return async (job: RunnerJob, host: JobHost, accepted?: () => void): Promise<JobResult> => {
     let outcome: JobResult['function'];
+    let progress: JobResult['progress'];
     const direct = job.orchestrationMode === 'direct';
     const failure = (type: string, message: string): JobResult => {
-      if (!direct) return { ...(outcome ? { function: outcome } : {}), failure: { type, message } };
+      if (!direct) return { ...(outcome ? { function: outcome } : {}), ...(progress ? { progress } : {}), failure: { type, message } };
       return {
         function: {
           status: 'failed',
@@ -576,6 +583,7 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
             throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
           },
           ...(host.tool ? { tool: host.tool } : {}),
+          progress: (totals) => (progress = totals),
         },
       );
       if (direct) {

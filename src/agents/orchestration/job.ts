@@ -21,6 +21,7 @@ export interface AiJobHost {
   /** run_then_reason: the trigger's function run by the host; answers its outcome as the model may read it (JSON text). */
   invoke(functionName: string, input: unknown): Promise<unknown>;
   tool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  progress?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
 }
 
 export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: AbortSignal): Promise<LoopResult> {
@@ -56,7 +57,7 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
   });
   const loop = await runLoop(
     { system: ai.system, history: ai.history, message, tools: ai.tools, limits: ai.limits, startedAt: ai.startedAt, signal },
-    { provider, callTool: (name, args, s) => host.tool(name, args, s) },
+    { provider, callTool: (name, args, s) => host.tool(name, args, s), ...(host.progress ? { onTurn: host.progress } : {}) },
   );
   return { loop };
 }

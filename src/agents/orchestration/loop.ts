@@ -54,6 +54,8 @@ export interface LoopDeps {
   provider: ModelProvider;
   /** Runs one tool call (on the host); `signal` fires at the run's deadline or when it is cancelled. */
   callTool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /** The running totals after each model turn (the host keeps them in case the process dies). */
+  onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
   now?: () => number;
 }
 
@@ -126,6 +128,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       }
       answer = turn.text;
       const overTokens = budget.afterTurn(turn.usage);
+      deps.onTurn?.(budget.iterations, { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens });
       // What the model asked for, within what a replica's messages carry: the first calls of the turn
       // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.
       const calls = turn.toolCalls.slice(0, TOOL_CALLS_PER_TURN).map((c) => ({ ...c, name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));
