@@ -521,7 +521,7 @@ describe('AI runs', () => {
       assert.equal(run.iterations, 1);
       assert.deepEqual(run.usage, { input_tokens: 50, output_tokens: 5 });
       // The replica comes back under its name before the next run.
-      while (!(runtime().supervisor.pidOf(agentId, replica)! > 0) || runtime().supervisor.pidOf(agentId, replica) === pid)
+      while (runtime().supervisor.pidOf(agentId, replica) === pid || !runtime().supervisor.localReplicas(agentId).includes(replica))
         await new Promise((resolve) => setTimeout(resolve, 100));
     },
   );
@@ -537,7 +537,9 @@ describe('AI runs', () => {
         { text: 'late', delayMs: 120_000 },
       ]);
       const running = chat('take your time');
-      while (llm.requests.length < 2) await new Promise((resolve) => setTimeout(resolve, 50));
+      let settled = false;
+      void running.finally(() => (settled = true)).catch(() => undefined);
+      while (llm.requests.length < 2 && !settled) await new Promise((resolve) => setTimeout(resolve, 50));
       const closing = server.server.close();
       const outcome = await running;
       await closing;
