@@ -13,7 +13,7 @@ import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
-import { ANSWER_MAX_CHARS } from '../core/agent-orchestration.js';
+import { ANSWER_MAX_CHARS, capText, TOOL_RESULT_MAX_CHARS, TOOLS_OFFERED_MAX, triggerInputText } from '../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../core/agent-ai.js';
 import type { AgentRow, AgentToolCall } from '../store/schema.js';
 import type { ChatMessage } from './providers/provider.js';
@@ -84,6 +84,8 @@ export interface JobResult {
   function?: FunctionOutcome;
   loop?: Omit<LoopOutcome, 'stopReason'> & { stopReason: string };
   failure?: { type: string; message: string };
+  /** An AI job's running totals as last reported (kept when its process dies before its outcome). */
+  progress?: { iterations: number; usage: { input_tokens: number; output_tokens: number } };
 }
 
 /**
@@ -176,7 +178,7 @@ export class AgentDispatcher {
 
   /** Stops taking jobs, stops the runs in flight (recorded as cancelled) and waits for their records. */
   async close(): Promise<void> {
-    this.closing.abort();
+    this.closing.abort(new DomainError('unavailable', 'the server is stopping'));
     await Promise.allSettled([...this.inFlight]);
   }
 
@@ -331,19 +333,35 @@ export class AgentDispatcher {
           limits,
           secrets: [ai.apiKey],
         },
-        signal,
+        // The run's deadline holds while its tools are opened (an attached server that never answers).
+        AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, started + limits.max_execution_seconds * 1000 - Date.now()))]),
       );
     } catch (error) {
       return this.end(runId, job, started, { status: 'failed', error: this.typed(error, runId), calls: [] });
     }
     setSession(session);
+    const { leftOut } = session;
+    // The model is told what it was not given (too many tools, or schemas too large), by name.
+    const system = capText(
+      [
+        ai.systemPrompt ?? '',
+        leftOut.length
+          ? `[${leftOut.length} tools of this agent were left out of this run (at most ${TOOLS_OFFERED_MAX}, schemas bounded): ${leftOut.slice(0, 20).join(', ')}${leftOut.length > 20 ? ', …' : ''}]`
+          : '',
+      ]
+        .filter(Boolean)
+        .join('\n\n'),
+      32_000,
+    );
     const aiJob: AiJob = {
       provider: ai.provider,
       model: ai.model,
       apiKey: ai.apiKey,
       ...(ai.baseUrl ? { baseUrl: ai.baseUrl } : {}),
-      ...(ai.systemPrompt ? { system: ai.systemPrompt } : {}),
-      ...(job.message !== undefined ? { message: job.message } : {}),
+      ...(system ? { system } : {}),
+      ...(job.message !== undefined
+        ? { message: job.message }
+        : { inputText: session.scan(triggerInputText(job.input), TOOL_RESULT_MAX_CHARS) }),
       ...(job.history ? { history: job.history } : {}),
       tools: session.offered,
       limits,
@@ -381,13 +399,14 @@ export class AgentDispatcher {
         error,
         calls: fn ? [fn.call] : [],
         ai: {
-          iterations: null,
-          inputTokens: null,
-          outputTokens: null,
+          iterations: result.progress?.iterations ?? null,
+          inputTokens: result.progress?.usage.input_tokens ?? null,
+          outputTokens: result.progress?.usage.output_tokens ?? null,
           stopReason: error.type === 'cancelled' ? 'cancelled' : 'failed',
           toolCalls,
           answer: null,
         },
+        ...(result.progress ? { usage: result.progress.usage, iterations: result.progress.iterations } : {}),
       });
     }
     const answer = session.scan(loop.answer, ANSWER_MAX_CHARS);
@@ -519,7 +538,7 @@ function failedCall(functionName: string, err: { type: string; message: string }
 }
 
 /** PostgreSQL text holds no NUL: a user's error message with one is stored with U+FFFD in its place. */
-function storable(text: string): string {
+export function storable(text: string): string {
   return text.includes('\u0000') ? text.replace(/\u0000/g, '\uFFFD') : text;
 }
 

@@ -393,6 +393,8 @@ describe('attached MCP servers', () => {
           toolCalls: [
             { id: 'c1', name: 'mcp__peer__utils__hello', arguments: { name: 'loop' } },
             { id: 'c2', name: 'mcp__tiny__make_function', arguments: { code: 'import os' } },
+            // The server echoes its own credential: the model reads it redacted (attached headers are run secrets).
+            { id: 'c3', name: 'mcp__tiny__echo', arguments: { text: `mine is ${TINY_SECRET} and ${peerKey}` } },
           ],
         },
         { text: 'The peer said hello.' },
@@ -418,6 +420,7 @@ describe('attached MCP servers', () => {
         [
           ['mcp__peer__utils__hello', 'mcp', 'ok'],
           ['mcp__tiny__make_function', 'refused', 'refused_forbidden'],
+          ['mcp__tiny__echo', 'mcp', 'ok'],
         ],
       );
       const offered = ((llm.requests[0]!.body.tools ?? []) as Array<{ function: { name: string } }>).map((t) => t.function.name);
@@ -428,6 +431,8 @@ describe('attached MCP servers', () => {
         .map((m) => m.content);
       assert.match(results[0]!, /Hello, loop/);
       assert.match(results[1]!, /refused/);
+      assert.match(results[2]!, /^echo: mine is/);
+      assert.ok(!results[2]!.includes(TINY_SECRET) && !results[2]!.includes(peerKey), results[2]);
       assert.deepEqual(tiny.authored, [], "the attached server's make_function was never called");
       // The peer's function ran on the peer's run endpoint: recorded (and metered) there.
       assert.equal(((await callOk(peer.create, 'list_executions', {})) as unknown[]).length, peerBefore.length + 1);

@@ -250,6 +250,12 @@ export class McpServerSource implements AttachedToolSource {
     }
   }
 
+  /** The header values the agent's servers are sent, each also without its scheme word ('Bearer x': x too). */
+  async secrets(agentId: string): Promise<string[]> {
+    const servers = await this.servers(agentId);
+    return servers.flatMap((s) => Object.values(s.headers).flatMap((value) => [value, ...value.split(/\s+/).filter(Boolean)]));
+  }
+
   async list(agentId: string, signal: AbortSignal): Promise<AttachedTool[]> {
     const servers = await this.servers(agentId);
     const lists = await Promise.all(

@@ -44,9 +44,11 @@ export interface ReplicaJob {
 export interface ReplicaHostCalls {
   /** `signal` fires when the run is cancelled or its replica's drain deadline passes. */
   invoke(functionName: string, input: unknown, signal: AbortSignal): Promise<unknown>;
-  state?(request: Exclude<CallOp, { op: 'invoke' | 'tool' }>): Promise<unknown>;
+  state?(request: Exclude<CallOp, { op: 'invoke' | 'tool' | 'progress' }>): Promise<unknown>;
   /** AI jobs: one tool call of the loop (the host refuses what it does not offer). */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /** AI jobs: the loop's running totals after each model turn. */
+  progress?(totals: { iterations: number; usage: { input_tokens: number; output_tokens: number } }): void;
 }
 
 export type ReplicaJobOutcome = { ok: true; result: unknown } | { ok: false; error: JobError };
@@ -96,6 +98,8 @@ const DIRECT_INVOKES_PER_JOB = 1;
 
 /** A worker that has not ended an AI job this long after it was stopped (deadline, cancel) is killed. */
 const AI_JOB_KILL_GRACE_MS = 10_000;
+/** How long a drain waits for a job it stopped to end by itself before the process is ended. */
+const JOB_STOP_GRACE_MS = 3_000;
 
 /** A stopped or removed replica may finish its current run for the tier's run timeout and this much more. */
 const DRAIN_SLACK_MS = 30_000;
@@ -314,8 +318,16 @@ export class ReplicaSupervisor {
     });
     const done = await Promise.race([held.queue.then(() => 'done' as const), late]);
     clearTimeout(timer);
-    if (done === 'late')
-      held.current?.abort(new DomainError('unavailable', `replica '${held.name}' was stopped: its drain deadline passed`));
+    if (done !== 'late' || !held.current) return;
+    held.current.abort(new DomainError('unavailable', `replica '${held.name}' was stopped: its drain deadline passed`));
+    // Told to stop, the worker ends its job itself (an AI run as cancelled, with its tokens): its
+    // `done` is waited for a moment before its process is ended (that would record a crash).
+    const stopping = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, JOB_STOP_GRACE_MS);
+      timer.unref();
+    });
+    await Promise.race([held.queue, stopping]);
+    clearTimeout(timer);
   }
 
   /** Ends a replica's process at once (lost lease, destroyed agent); no row is written: it is not ours. */
@@ -414,7 +426,7 @@ export class ReplicaSupervisor {
     if (!child || (held.phase !== 'up' && held.phase !== 'ending'))
       throw new DomainError('unavailable', `replica '${held.name}' was not running when the run's turn came`, { replica: held.name });
     const controller = new AbortController();
-    const onAbort = () => controller.abort(job.signal?.reason);
+    const onAbort = () => controller.abort(job.signal?.reason ?? new DomainError('unavailable', 'the run was cancelled'));
     job.signal?.addEventListener('abort', onAbort, { once: true });
     if (job.signal?.aborted) onAbort();
     held.current = controller;
@@ -455,6 +467,10 @@ export class ReplicaSupervisor {
           ...(ai ? { ai: job.ai } : {}),
         },
         async (request) => {
+          if (request.op === 'progress') {
+            if (ai) calls.progress?.({ iterations: request.iterations, usage: request.usage });
+            return null;
+          }
           if (controller.signal.aborted) throw controller.signal.reason ?? new DomainError('unavailable', 'the run was cancelled');
           if (request.op === 'invoke') {
             // The trigger's function and nothing else (a reason_first or chat job has none)...
@@ -524,9 +540,10 @@ export class ReplicaSupervisor {
 export function replicaRunner(supervisor: () => ReplicaSupervisor) {
   return async (job: RunnerJob, host: JobHost, accepted?: () => void): Promise<JobResult> => {
     let outcome: JobResult['function'];
+    let progress: JobResult['progress'];
     const direct = job.orchestrationMode === 'direct';
     const failure = (type: string, message: string): JobResult => {
-      if (!direct) return { ...(outcome ? { function: outcome } : {}), failure: { type, message } };
+      if (!direct) return { ...(outcome ? { function: outcome } : {}), ...(progress ? { progress } : {}), failure: { type, message } };
       return {
         function: {
           status: 'failed',
@@ -566,6 +583,7 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
             throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
           },
           ...(host.tool ? { tool: host.tool } : {}),
+          progress: (totals) => (progress = totals),
         },
       );
       if (direct) {

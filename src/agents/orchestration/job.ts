@@ -3,7 +3,7 @@
  * runner): run_then_reason first asks the host for the trigger's function, then the loop runs with
  * the model the job names; every tool call goes to the host.
  */
-import { triggerMessage } from '../../core/agent-orchestration.js';
+import { LIMIT_MESSAGES, triggerMessage } from '../../core/agent-orchestration.js';
 import { modelProvider } from '../providers/index.js';
 import type { AiJob, LoopResult } from '../worker/protocol.js';
 import { runLoop, type CallAnswer } from './loop.js';
@@ -21,6 +21,7 @@ export interface AiJobHost {
   /** run_then_reason: the trigger's function run by the host; answers its outcome as the model may read it (JSON text). */
   invoke(functionName: string, input: unknown): Promise<unknown>;
   tool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  progress?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
 }
 
 export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: AbortSignal): Promise<LoopResult> {
@@ -29,13 +30,21 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
   if (message === undefined) {
     let outcome: string | undefined;
     if (job.mode === 'run_then_reason' && job.function) {
-      const answer = await host.invoke(job.function, job.input);
+      let answer: unknown;
+      try {
+        answer = await host.invoke(job.function, job.input);
+      } catch (error) {
+        // Stopped inside its first function (the time limit, a cancel): the run ends for that reason, not as the worker's failure.
+        const ended = stoppedEarly(job.ai, signal, error);
+        if (ended) return ended;
+        throw error;
+      }
       outcome = typeof answer === 'string' ? answer : JSON.stringify(answer ?? null);
     }
     message = triggerMessage({
       trigger: job.trigger,
       triggerName: job.triggerName,
-      input: job.input,
+      inputText: ai.inputText ?? 'null',
       functionName: job.function,
       functionOutcome: outcome,
     });
@@ -48,7 +57,29 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
   });
   const loop = await runLoop(
     { system: ai.system, history: ai.history, message, tools: ai.tools, limits: ai.limits, startedAt: ai.startedAt, signal },
-    { provider, callTool: (name, args, s) => host.tool(name, args, s) },
+    { provider, callTool: (name, args, s) => host.tool(name, args, s), ...(host.progress ? { onTurn: host.progress } : {}) },
   );
   return { loop };
+}
+
+/** A run stopped before its loop began: by a cancel, or by its deadline (the host stops the function there). */
+function stoppedEarly(ai: AiJob, signal: AbortSignal, error: unknown): LoopResult | undefined {
+  const timeUp =
+    Date.now() >= ai.startedAt + ai.limits.max_execution_seconds * 1000 || (error as { type?: unknown } | null)?.type === 'limit_exceeded';
+  if (!signal.aborted && !timeUp) return undefined;
+  const stopReason = signal.aborted ? 'cancelled' : 'max_execution_time';
+  return {
+    loop: {
+      stopReason,
+      answer: '',
+      iterations: 0,
+      usage: { input_tokens: 0, output_tokens: 0 },
+      functionsCalled: 0,
+      error:
+        stopReason === 'cancelled'
+          ? { type: 'cancelled', message: 'the run was cancelled' }
+          : { type: stopReason, message: LIMIT_MESSAGES[stopReason]!(ai.limits.max_execution_seconds) },
+      transcript: [],
+    },
+  };
 }

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startFakeLlm, type FakeLlm } from '../../test-support/fake-llm.js';
 import { modelProvider } from '../providers/index.js';
+import { TOOL_CALLS_PER_TURN, TOOL_NAME_MAX_CHARS } from '../../core/agent-orchestration.js';
+import { LoopResultShape } from '../worker/protocol.js';
 import { runLoop, type CallAnswer, type LoopInput, type OfferedTool } from './loop.js';
 
 const KEY = 'sk-loop-test-key-0b1d';
@@ -90,6 +92,50 @@ describe('the loop', () => {
     assert.deepEqual(h.calls, ['math__add']);
     assert.equal(llm.requests.length, 2);
     assert.equal(llm.requests[1]!.body.max_completion_tokens, 500, 'a turn asks for no more than the budget has left');
+  });
+
+  test('the transcript after max_ai_tokens gives every call of the last turn a result (chat sends it again)', async () => {
+    llm.script([{ toolCalls: [addCall('t1'), addCall('t2')], usage: { input: 900, output: 200 } }, { text: 'never' }]);
+    const h = host();
+    const out = await runLoop(input({ limits: { ...LIMITS, max_ai_tokens: 1000 } }), { provider: provider(), callTool: h.callTool });
+    assert.equal(out.stopReason, 'max_ai_tokens');
+    assert.deepEqual(h.calls, []);
+    const last = out.transcript.at(-1)!;
+    assert.equal(last.role, 'tool');
+    assert.deepEqual(last.role === 'tool' ? last.results.map((r) => [r.callId, r.isError]) : [], [
+      ['t1', true],
+      ['t2', true],
+    ]);
+  });
+
+  test('a model that sends a huge name, a huge id, no name or too many calls: clipped before the host, the outcome fits the replica messages', async () => {
+    const long = 'A'.repeat(600);
+    llm.script([
+      {
+        toolCalls: [
+          { id: 'x1', name: long, arguments: {} },
+          { id: 'I'.repeat(600), name: 'math__add', arguments: { a: 1, b: 2 } },
+          { id: 'x3', name: '', arguments: {} },
+          ...Array.from({ length: 1200 }, (_, i) => addCall(`m${i}`)),
+        ],
+      },
+      { text: 'done' },
+    ]);
+    const h = host();
+    const out = await runLoop(input({ limits: { ...LIMITS, max_functions_called: 100 } }), { provider: provider(), callTool: h.callTool });
+    assert.equal(out.stopReason, 'answered');
+    assert.ok(LoopResultShape.safeParse({ loop: out }).success, 'the done message carries it');
+    assert.equal(h.calls.length, TOOL_CALLS_PER_TURN - 1, 'the nameless call never reaches the host; past 16, none');
+    assert.ok(h.calls.every((n) => n.length <= TOOL_NAME_MAX_CHARS));
+    assert.equal(h.calls[0], 'A'.repeat(TOOL_NAME_MAX_CHARS));
+    const turn = out.transcript[1]!;
+    assert.ok(turn.role === 'assistant' && turn.toolCalls!.length === TOOL_CALLS_PER_TURN);
+    const results = out.transcript[2]!;
+    assert.ok(results.role === 'tool' && results.results.length === TOOL_CALLS_PER_TURN);
+    assert.match(results.results[2]!.content, /no name/);
+    // The next request paired every call with its result.
+    const sent = llm.requests[1]!.body.messages as Array<{ role: string; tool_call_id?: string }>;
+    assert.equal(sent.filter((m) => m.role === 'tool').length, TOOL_CALLS_PER_TURN);
   });
 
   test('max_functions_called: the call past it is not run and the run stops', async () => {

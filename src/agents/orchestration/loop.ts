@@ -12,11 +12,19 @@ import {
   LIMIT_MESSAGES,
   RunBudget,
   TOOL_CALLS_PER_TURN,
+  TOOL_NAME_MAX_CHARS,
   type StopReason,
   type ToolKind,
 } from '../../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../../core/agent-ai.js';
-import { ProviderError, type ChatMessage, type ModelProvider, type ToolResult, type ToolSpec } from '../providers/provider.js';
+import {
+  CALL_ID_MAX_CHARS,
+  ProviderError,
+  type ChatMessage,
+  type ModelProvider,
+  type ToolResult,
+  type ToolSpec,
+} from '../providers/provider.js';
 
 /** A tool offered to the model, with what it stands for (function runs count against max_functions_called). */
 export interface OfferedTool extends ToolSpec {
@@ -46,6 +54,8 @@ export interface LoopDeps {
   provider: ModelProvider;
   /** Runs one tool call (on the host); `signal` fires at the run's deadline or when it is cancelled. */
   callTool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /** The running totals after each model turn (the host keeps them in case the process dies). */
+  onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
   now?: () => number;
 }
 
@@ -118,19 +128,30 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       }
       answer = turn.text;
       const overTokens = budget.afterTurn(turn.usage);
-      transcript.push({ role: 'assistant', content: turn.text, ...(turn.toolCalls.length ? { toolCalls: turn.toolCalls } : {}) });
-      if (turn.toolCalls.length === 0) return end('answered');
-      // Tokens past the limit: nothing more is spent, not even the calls this answer asked for.
-      if (overTokens) return limit(overTokens);
+      deps.onTurn?.(budget.iterations, { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens });
+      // What the model asked for, within what a replica's messages carry: the first calls of the turn
+      // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.
+      const calls = turn.toolCalls.slice(0, TOOL_CALLS_PER_TURN).map((c) => ({ ...c, name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));
+      transcript.push({ role: 'assistant', content: turn.text, ...(calls.length ? { toolCalls: calls } : {}) });
+      if (calls.length === 0) return end('answered');
+      // Tokens past the limit: nothing more is spent, not even the calls this answer asked for; each
+      // still gets its result (a vendor refuses a transcript with a call and no result).
+      if (overTokens) {
+        transcript.push({
+          role: 'tool',
+          results: calls.map((c) => ({ callId: c.id, content: 'not run: the run stopped', isError: true })),
+        });
+        return limit(overTokens);
+      }
       const results: ToolResult[] = [];
       let stop: LoopStopReason | undefined;
-      for (const [i, call] of turn.toolCalls.entries()) {
+      for (const call of calls) {
         if (stop || controller.signal.aborted) {
           results.push({ callId: call.id, content: 'not run: the run stopped', isError: true });
           continue;
         }
-        if (i >= TOOL_CALLS_PER_TURN) {
-          results.push({ callId: call.id, content: `not run: at most ${TOOL_CALLS_PER_TURN} tool calls per turn`, isError: true });
+        if (call.name === '') {
+          results.push({ callId: call.id, content: 'not run: the tool call had no name', isError: true });
           continue;
         }
         if (call.argumentsError) {

@@ -9,7 +9,11 @@ import {
   capText,
   isForbiddenToolName,
   mcpToolName,
+  TOOL_NAME_MAX_CHARS,
   TOOL_RESULT_MAX_CHARS,
+  TOOL_SCHEMA_MAX_BYTES,
+  TOOLS_MAX_BYTES,
+  TOOLS_OFFERED_MAX,
   ToolTable,
   type ToolTarget,
 } from '../../core/agent-orchestration.js';
@@ -23,7 +27,7 @@ import { SecretScanner, type Finding } from '../../core/secret-scanner.js';
 import type { RunContext, RunService } from '../../run/run-service.js';
 import type { AgentRunsStore } from '../../store/agent-runs-store.js';
 import type { AgentToolCall } from '../../store/schema.js';
-import { functionOutcome } from '../dispatcher.js';
+import { functionOutcome, storable } from '../dispatcher.js';
 import type { CallAnswer, OfferedTool } from './loop.js';
 
 /** An attached MCP server's tool as its source lists it (src/agents/mcp-servers.ts implements the source). */
@@ -45,6 +49,8 @@ export interface AttachedToolSource {
     args: Record<string, unknown>,
     signal: AbortSignal,
   ): Promise<{ content: string; isError: boolean }>;
+  /** What the agent's servers are sent that the model must never read back (their header values). */
+  secrets?(agentId: string): Promise<string[]>;
 }
 
 export interface ToolboxDeps {
@@ -71,6 +77,16 @@ export interface ToolRun {
 }
 
 const DESCRIPTION_MAX_CHARS = 2_000;
+
+/** A promise, or a rejection as soon as `signal` fires (for a source that may not heed it). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
 /** What is scanned of a result before it is capped for the model (the rest is cut unscanned: never sent). */
 const SCAN_MAX_CHARS = 64_000;
 
@@ -117,12 +133,28 @@ export class Toolbox {
   async open(run: ToolRun, signal: AbortSignal): Promise<ToolSession> {
     const table = new ToolTable();
     const offered: OfferedTool[] = [];
+    const leftOut: string[] = [];
+    let bytes = 0;
+    // Within what a vendor takes and a replica's job carries: past the count or the bytes, a tool is
+    // left out (and the model told which), never the whole run refused.
     const offer = (name: string, target: ToolTarget, description: string, inputSchema: Record<string, unknown>) => {
+      const text = capText(description, DESCRIPTION_MAX_CHARS);
+      const size = Buffer.byteLength(JSON.stringify(inputSchema)) + Buffer.byteLength(text);
+      if (offered.length >= TOOLS_OFFERED_MAX || size > TOOL_SCHEMA_MAX_BYTES || bytes + size > TOOLS_MAX_BYTES) {
+        if (!isForbiddenToolName(name)) leftOut.push(name);
+        return;
+      }
       const given = table.add(name, target);
-      if (given) offered.push({ name: given, kind: target.kind, description: capText(description, DESCRIPTION_MAX_CHARS), inputSchema });
+      if (given) {
+        offered.push({ name: given, kind: target.kind, description: text, inputSchema });
+        bytes += size;
+      }
     };
     const ctx = this.context(run);
     const snapshot = await this.deps.run.snapshot(ctx);
+    // State first: an agent with many functions still has its own state.
+    if (this.deps.state)
+      for (const t of STATE_TOOLS) offer(t.name, { kind: 'state', op: t.name }, t.description, t.schema as Record<string, unknown>);
     for (const fn of snapshot.functions) {
       const schema = fn.definition.inputSchema;
       offer(
@@ -132,18 +164,20 @@ export class Toolbox {
         schema && schema.type === 'object' ? schema : { type: 'object', additionalProperties: true },
       );
     }
-    if (this.deps.state)
-      for (const t of STATE_TOOLS) offer(t.name, { kind: 'state', op: t.name }, t.description, t.schema as Record<string, unknown>);
     if (this.deps.attached) {
       let attached: AttachedTool[] = [];
       try {
-        attached = await this.deps.attached.list(run.agentId, signal);
+        // The run's deadline holds here too, whether or not a source heeds its signal.
+        attached = await untilAborted(this.deps.attached.list(run.agentId, signal), signal);
       } catch (error) {
         this.deps.logger.warn(
           { agent: run.agentName, run_id: run.runId, err: error instanceof Error ? error.message : String(error) },
           "agent run: the attached servers' tools could not be listed",
         );
       }
+      // A server that echoes its own credential (or the run endpoint's key in an error) is redacted like the AI key.
+      const secrets = this.deps.attached.secrets ? await untilAborted(this.deps.attached.secrets(run.agentId), signal).catch(() => []) : [];
+      if (secrets.length) run = { ...run, secrets: [...run.secrets, ...secrets] };
       for (const t of attached) {
         // A server may list a management tool's name: it is neither offered nor callable (the table refuses it).
         offer(
@@ -154,7 +188,12 @@ export class Toolbox {
         );
       }
     }
-    return new ToolSession(this.deps, run, ctx, table, offered);
+    if (leftOut.length)
+      this.deps.logger.warn(
+        { agent: run.agentName, run_id: run.runId, left_out: leftOut.length, offered: offered.length },
+        'agent run: tools left out (too many, or their schemas too large)',
+      );
+    return new ToolSession(this.deps, run, ctx, table, offered, leftOut);
   }
 
   private context(run: ToolRun): RunContext {
@@ -181,6 +220,8 @@ export class ToolSession {
     private readonly ctx: RunContext,
     private readonly table: ToolTable,
     readonly offered: OfferedTool[],
+    /** Tools not offered for the caps (names as the model would have had them). */
+    readonly leftOut: string[] = [],
   ) {
     this.scanner = new SecretScanner(run.secrets);
   }
@@ -225,13 +266,13 @@ export class ToolSession {
     const t0 = Date.now();
     const target = this.table.get(name);
     const record = (call: Omit<AgentToolCall, 'duration_ms' | 'name'>) =>
-      this.calls.push({ name: name.slice(0, 200), duration_ms: Date.now() - t0, ...call });
+      this.calls.push({ name: storable(name.slice(0, TOOL_NAME_MAX_CHARS)), duration_ms: Date.now() - t0, ...call });
     if (!target) {
       if (isForbiddenToolName(name)) {
         record({ kind: 'refused', outcome: 'refused_forbidden', execution_id: null });
         await this.forbidden(name);
         return {
-          content: `refused: '${name.slice(0, 100)}' is a management tool; an agent cannot create, change or delete functions, services or agents`,
+          content: `refused: '${this.scan(name, 100)}' is a management tool; an agent cannot create, change or delete functions, services or agents`,
           isError: true,
         };
       }
@@ -256,7 +297,13 @@ export class ToolSession {
       const typed = error instanceof DomainError ? { type: error.type, message: error.message } : undefined;
       if (!typed)
         this.deps.logger.warn(
-          { agent: this.run.agentName, run_id: this.run.runId, tool: name, err: error instanceof Error ? error.message : String(error) },
+          {
+            agent: this.run.agentName,
+            run_id: this.run.runId,
+            tool: storable(name.slice(0, TOOL_NAME_MAX_CHARS)),
+            // An attached server's or a function's error may quote a secret: scanned as a result is.
+            err: this.scan(error instanceof Error ? error.message : String(error), 2_000),
+          },
           'agent run: a tool call failed',
         );
       record({
@@ -343,7 +390,7 @@ export class ToolSession {
 
   /** A management tool asked for: a security event of the namespace (stored and logged), never the arguments. */
   private async forbidden(name: string): Promise<void> {
-    const tool = name.slice(0, 200);
+    const tool = storable(name.slice(0, TOOL_NAME_MAX_CHARS));
     this.deps.logger.warn(
       { security_event: 'agent_forbidden_tool', agent: this.run.agentName, tool, trigger: this.run.trigger, run_id: this.run.runId },
       'an agent run asked for a management tool; refused',

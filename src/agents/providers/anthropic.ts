@@ -2,7 +2,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import {
   count,
-  parseArguments,
+  readToolCall,
   guardedTurn,
   type ChatMessage,
   type ModelProvider,
@@ -75,7 +75,7 @@ export class AnthropicProvider implements ModelProvider {
       for (const block of answer.content as unknown as Block[]) {
         if (block.type === 'text' && typeof block.text === 'string') text += block.text;
         else if (block.type === 'tool_use' && typeof block.id === 'string' && typeof block.name === 'string')
-          toolCalls.push({ id: block.id, name: block.name, ...parseArguments(block.input) });
+          toolCalls.push(readToolCall(block.id, block.name, block.input));
       }
       const stop = String(answer.stop_reason ?? '');
       return {

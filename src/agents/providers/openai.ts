@@ -3,7 +3,7 @@
 import OpenAI from 'openai';
 import {
   count,
-  parseArguments,
+  readToolCall,
   guardedTurn,
   type ChatMessage,
   type ModelProvider,
@@ -83,7 +83,7 @@ export class OpenAIProvider implements ModelProvider {
       const toolCalls: ToolCall[] = [];
       for (const call of choice.message.tool_calls ?? []) {
         if (call.type !== 'function' || typeof call.id !== 'string') continue;
-        toolCalls.push({ id: call.id, name: call.function.name, ...parseArguments(call.function.arguments) });
+        toolCalls.push(readToolCall(call.id, call.function?.name, call.function?.arguments));
       }
       const stop = String(choice.finish_reason ?? '');
       return {

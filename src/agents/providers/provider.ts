@@ -175,6 +175,14 @@ export function providerError(error: unknown, provider: string, timedOut: boolea
   return new ProviderError('bad_response', `${provider} gave an answer that could not be read`);
 }
 
+/** A tool call's id as kept: a model's id past this would not fit the replica's messages (ids are opaque; a prefix still pairs call and result). */
+export const CALL_ID_MAX_CHARS = 200;
+
+/** A tool call as a provider read it: its id clipped, its name as text ('' when the model sent none; the loop refuses it). */
+export function readToolCall(id: string, name: unknown, args: unknown): ToolCall {
+  return { id: id.slice(0, CALL_ID_MAX_CHARS), name: typeof name === 'string' ? name : '', ...parseArguments(args) };
+}
+
 /** Tool-call arguments as the model sent them (a JSON text in OpenAI's format). */
 export function parseArguments(text: unknown): Pick<ToolCall, 'arguments' | 'argumentsError'> {
   if (text !== null && typeof text === 'object' && !Array.isArray(text)) return { arguments: text as Record<string, unknown> };

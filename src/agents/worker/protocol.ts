@@ -48,6 +48,8 @@ export const AiJobShape = z
     system: z.string().max(32_000).optional(),
     /** The chat message or heartbeat instructions; absent: the worker renders the trigger itself. */
     message: z.string().max(1_000_000).optional(),
+    /** A trigger's input as the model reads it, rendered and scanned by the host (the worker holds no secret list). */
+    inputText: z.string().max(1_000_000).optional(),
     history: z.array(ChatMessageShape).max(10_000).optional(),
     tools: z
       .array(
@@ -111,6 +113,14 @@ export const CallOp = z.discriminatedUnion('op', [
   z.object({ op: z.literal('state_delete'), key: z.string().min(1).max(256) }).strict(),
   /** An AI job's tool call, by the name the model used (the host maps it, refuses what it does not offer). */
   z.object({ op: z.literal('tool'), name: z.string().min(1).max(500), arguments: z.record(z.string(), z.unknown()) }).strict(),
+  /** An AI job's running totals after each model turn: a run whose process dies still records them. */
+  z
+    .object({
+      op: z.literal('progress'),
+      iterations: z.number().int().nonnegative(),
+      usage: z.object({ input_tokens: z.number().int().nonnegative(), output_tokens: z.number().int().nonnegative() }).strict(),
+    })
+    .strict(),
 ]);
 
 /** What an AI job's `done` carries: the loop's outcome (the host checks it), and run_then_reason's function outcome. */
