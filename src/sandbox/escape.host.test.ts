@@ -104,7 +104,7 @@ function cpuWeightOf(dir: string): string {
   return readFileSync(join(dir, existsSync(join(dir, 'cpu.shares')) ? 'cpu.shares' : 'cpu.weight'), 'utf8').trim();
 }
 
-/** The weight the sandboxes' group must read: half of a default sibling's, in the hierarchy's unit. */
+/** The weight the sandboxes' group must read: a quarter of a default sibling's, in the hierarchy's unit. */
 function lowWeightFor(dir: string): string {
   return existsSync(join(dir, 'cpu.shares')) ? SANDBOX_CPU_WEIGHT[1] : SANDBOX_CPU_WEIGHT[2];
 }
@@ -287,7 +287,7 @@ result = {"children": children, "error": error}
     if (cpuGroupOf('self') !== null) assert.equal(cpuWeightOf(group), lowWeightFor(group));
   });
 
-  it("code spinning on the CPU → its run is in the sandboxes' group beside the server, at half of its weight", async (t) => {
+  it("code spinning on the CPU → its run is in the sandboxes' group beside the server, at a quarter of its weight", async (t) => {
     const server = cpuGroupOf('self');
     if (server === null) return t.skip('no CPU controller on this host');
     // Each run names itself once it listens for the host's SIGUSR2, then waits (bounded) for it:

@@ -76,7 +76,7 @@ function untouched(pid: string): boolean {
 
 const cpuGroupOf = (pid: number) => /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))?.[1];
 
-test("the sandboxes' CPU group: a child of this process's own group at half of a default weight; one run's kill spares the others in it", async (t) => {
+test("the sandboxes' CPU group: a child of this process's own group at a quarter of a default weight; one run's kill spares the others in it", async (t) => {
   const cpu = support.cpu;
   if (!cpu) return t.skip('no cpu controller of ours on this host (not root, or not delegated)');
   const own = cpu.version === 1 ? layout.v1.cpu : layout.v2;

@@ -5,11 +5,10 @@
  * pids limit see exactly one execution.
  *
  * CPU: every sandbox of the host shares one group beside the server (`mcpworks-sandbox` under the
- * server's own group, in the v1 `cpu` hierarchy or the unified one) with half of a default
+ * server's own group, in the v1 `cpu` hierarchy or the unified one) with a quarter of a default
  * weight. The kernel applies autogroup (a weight per session) only to tasks of the root task
  * group, so once in this group a run's own session no longer weighs as much as the server's whole
- * session: eight spinning runs together weigh half of the server, not eight times it. (At a quarter,
- * the suite's sandbox tests starved on a loaded host; the grouping itself is most of the gain.)
+ * session: eight spinning runs together weigh a quarter of the server, not eight times it.
  */
 import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
 import { rmdir } from 'node:fs/promises';
@@ -17,8 +16,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const GROUP_NAME = 'mcpworks-sandbox';
-/** The sandboxes' CPU weight (v1 cpu.shares, v2 cpu.weight): half of a default-weight sibling, the server's. */
-export const SANDBOX_CPU_WEIGHT = { 1: '512', 2: '50' } as const;
+/** The sandboxes' CPU weight (v1 cpu.shares, v2 cpu.weight): a quarter of a default-weight sibling, the server's. */
+export const SANDBOX_CPU_WEIGHT = { 1: '256', 2: '25' } as const;
 /** The default weight, which the group gets back while a killed run is reaped (see boostCpu). */
 const DEFAULT_CPU_WEIGHT = { 1: '1024', 2: '100' } as const;
 const CPU_WEIGHT_FILE = { 1: 'cpu.shares', 2: 'cpu.weight' } as const;
