@@ -480,17 +480,10 @@ const attacks: Record<AttackName, Attack> = {
           pump();
         });
       return async () => {
-        // What the attacker got to send before the server's answer or close: the bytes the server
-        // (its kernel, at least) had to take in, announced or chunked.
-        const sentMb: Record<'announced' | 'chunked', number[]> = { announced: [], chunked: [] };
-        const outcomes = await loops(4, Date.now() + seconds * 1000, async (index) => {
-          const outcome = await post(index < 2);
-          sentMb[index < 2 ? 'announced' : 'chunked'].push(Number(/after (\d+) MB/.exec(outcome)?.[1] ?? 0));
-          return outcome.replace(/after \d+ MB/, (sent) => (Number(sent.split(' ')[1]) <= 16 ? 'after ≤ 16 MB' : 'after > 16 MB'));
-        });
-        const sent = (kind: 'announced' | 'chunked') =>
-          `${kind}: median ${median(sentMb[kind])} MB sent (max ${Math.max(0, ...sentMb[kind])}) in ${sentMb[kind].length} POSTs`;
-        return `${describeOutcomes(outcomes)}; ${sent('announced')}; ${sent('chunked')}`;
+        const outcomes = await loops(4, Date.now() + seconds * 1000, async (index) =>
+          (await post(index < 2)).replace(/after \d+ MB/, (sent) => (Number(sent.split(' ')[1]) <= 16 ? 'after ≤ 16 MB' : 'after > 16 MB')),
+        );
+        return describeOutcomes(outcomes);
       };
     },
   },

@@ -318,7 +318,6 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     const cgroup = createRunCgroup(cgroups, randomUUID(), { memoryBytes: DEFAULT_LAUNCHER_MEMORY, maxProcesses: 64 });
     const args = ['exec'];
     for (const file of cgroup?.procsFiles ?? []) args.push('--cgroup', file);
-    if (cgroup?.cpuProcsFile) args.push('--cpu-cgroup', cgroup.cpuProcsFile);
     // An idle launcher, and the run it starts, end with the server however it ends.
     args.push('--watch-pid', String(process.pid));
     args.push('--wait-command');

@@ -5,7 +5,7 @@
 // with both off.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,6 @@ import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
-import { SANDBOX_CPU_WEIGHT } from './host/cgroup.js';
 import { packageRoot, procMasks } from './host.js';
 import { zygoteRunsActive } from '../test-support/processes.js';
 import { escapeSuiteSettings } from '../test-support/escape-settings.js';
@@ -89,25 +88,6 @@ def sys_call(number, *args):
     rc = libc.syscall(number, *[ctypes.c_long(a) for a in args])
     return rc, errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
 `;
-
-/** This process's group in the host's CPU hierarchy (v1 `cpu`, else the unified one), as /sys/fs/cgroup sees it. */
-function cpuGroupOf(pid: number | 'self'): string | null {
-  const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-  const v1 = /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$/m.exec(lines)?.[1];
-  if (v1 !== undefined) return existsSync('/sys/fs/cgroup/cpu/cpu.shares') ? join('/sys/fs/cgroup/cpu', v1) : null;
-  const v2 = /^0::(.*)$/m.exec(lines)?.[1];
-  return v2 === undefined ? null : join('/sys/fs/cgroup', v2);
-}
-
-/** The CPU weight file of a group (v1 cpu.shares, v2 cpu.weight), as it reads now. */
-function cpuWeightOf(dir: string): string {
-  return readFileSync(join(dir, existsSync(join(dir, 'cpu.shares')) ? 'cpu.shares' : 'cpu.weight'), 'utf8').trim();
-}
-
-/** The weight the sandboxes' group must read: a quarter of a default sibling's, in the hierarchy's unit. */
-function lowWeightFor(dir: string): string {
-  return existsSync(join(dir, 'cpu.shares')) ? SANDBOX_CPU_WEIGHT[1] : SANDBOX_CPU_WEIGHT[2];
-}
 
 function hostAddress(): string | undefined {
   for (const entries of Object.values(networkInterfaces())) {
@@ -282,66 +262,6 @@ result = {"children": children, "error": error}
       }
     });
     assert.deepEqual(leftovers, []);
-    // The sandboxes' CPU group had its default weight back for the reap, and is low again after it.
-    const group = join(cpuGroupOf('self') ?? '', 'mcpworks-sandbox');
-    if (cpuGroupOf('self') !== null) assert.equal(cpuWeightOf(group), lowWeightFor(group));
-  });
-
-  it("code spinning on the CPU → its run is in the sandboxes' group beside the server, at a quarter of its weight", async (t) => {
-    const server = cpuGroupOf('self');
-    if (server === null) return t.skip('no CPU controller on this host');
-    // Each run names itself once it listens for the host's SIGUSR2, then waits (bounded) for it:
-    // the host looks at it meanwhile.
-    const python = `import signal, time
-go = []
-signal.signal(signal.SIGUSR2, lambda *_: go.append(1))
-open("/proc/self/comm", "w").write(input_data["marker"])
-end = time.time() + 60
-while not go and time.time() < end:
-    time.sleep(0.01)
-result = bool(go)
-`;
-    const typescript = `export default async function main(input: { marker: string }) {
-  const fs = await import('node:fs');
-  let go = false;
-  process.on('SIGUSR2', () => (go = true));
-  fs.writeFileSync('/proc/self/comm', input.marker);
-  const end = Date.now() + 60_000;
-  while (!go && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 10));
-  return go;
-}
-`;
-    for (const [language, run] of [
-      ['python', (marker: string) => py(python, { marker })],
-      ['typescript', (marker: string) => ts(typescript, { marker })],
-    ] as const) {
-      // A name of each run's own: the other's processes may still be exiting.
-      const marker = `cpu${language[0]}${process.pid % 100000}`;
-      let settled = false;
-      const running = run(marker).finally(() => (settled = true));
-      let pid: number | undefined;
-      while (pid === undefined && !settled) {
-        pid = readdirSync('/proc')
-          .filter((name) => /^\d+$/.test(name))
-          .map(Number)
-          .find((candidate) => {
-            try {
-              return readFileSync(`/proc/${candidate}/comm`, 'utf8').trim() === marker;
-            } catch {
-              return false;
-            }
-          });
-        if (pid === undefined) await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      assert.ok(pid !== undefined, `${language}: the run was seen on the host`);
-      const group = cpuGroupOf(pid);
-      process.kill(pid, 'SIGUSR2');
-      assert.equal(resultOf(await running), true, language);
-      // A child of the server's own group (so a sibling of the server's session, which the kernel
-      // weighs as one entity only in the root group), at the low weight.
-      assert.equal(group, join(server, 'mcpworks-sandbox'), language);
-      assert.equal(cpuWeightOf(group!), lowWeightFor(group!), language);
-    }
   });
 
   it('fill the disk → the private tmpfs fills, the host disk does not', async () => {

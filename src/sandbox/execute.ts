@@ -106,7 +106,7 @@ export async function execute(
   const answer = channel.answer;
   const overflowed = channel.overflowed;
   const flooded = channel.flooded;
-  if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(REAP_BOUND_MS, { boost: true });
+  if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(REAP_BOUND_MS);
   const oomKilled = cgroup?.oomKilled() ?? false;
   // Removing the group need not delay the answer; close() waits for it.
   if (cgroup) {

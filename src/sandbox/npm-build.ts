@@ -389,7 +389,6 @@ function runNpm(run: NpmRun): Promise<void> {
     cgroup = createRunCgroup(run.cgroups, `npm-${randomUUID()}`, { memoryBytes: run.memoryBytes, maxProcesses: run.maxProcesses });
   // The helper joins the groups before it starts npm, so nothing of npm ever runs outside them.
   const args = ['exec', ...(cgroup?.procsFiles ?? []).flatMap((file) => ['--cgroup', file])];
-  if (cgroup?.cpuProcsFile) args.push('--cpu-cgroup', cgroup.cpuProcsFile);
   // A build never outlives the server.
   args.push('--watch-pid', String(process.pid));
   args.push('--rlimit', 'core=0:0', '--rlimit', 'nofile=4096:4096');

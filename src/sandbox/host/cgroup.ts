@@ -3,12 +3,6 @@
  * controller is delegated to us, else the v1 `memory` and `pids` hierarchies, else nothing (the
  * caller then falls back to rlimits). Each run gets its own group, so the OOM killer and the
  * pids limit see exactly one execution.
- *
- * CPU: every sandbox of the host shares one group beside the server (`mcpworks-sandbox` under the
- * server's own group, in the v1 `cpu` hierarchy or the unified one) with a quarter of a default
- * weight. The kernel applies autogroup (a weight per session) only to tasks of the root task
- * group, so once in this group a run's own session no longer weighs as much as the server's whole
- * session: eight spinning runs together weigh a quarter of the server, not eight times it.
  */
 import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
 import { rmdir } from 'node:fs/promises';
@@ -16,11 +10,6 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 const GROUP_NAME = 'mcpworks-sandbox';
-/** The sandboxes' CPU weight (v1 cpu.shares, v2 cpu.weight): a quarter of a default-weight sibling, the server's. */
-export const SANDBOX_CPU_WEIGHT = { 1: '256', 2: '25' } as const;
-/** The default weight, which the group gets back while a killed run is reaped (see boostCpu). */
-const DEFAULT_CPU_WEIGHT = { 1: '1024', 2: '100' } as const;
-const CPU_WEIGHT_FILE = { 1: 'cpu.shares', 2: 'cpu.weight' } as const;
 /** A dead server's groups: tries to kill and remove them, this long apart (~2 s in all, at start-up only). */
 const DEAD_GROUP_ATTEMPTS = 40;
 const DEAD_GROUP_PAUSE_MS = 50;
@@ -37,8 +26,8 @@ const KILL_POLL_MS = 5;
 export interface CgroupLayout {
   /** The unified hierarchy's directory of this process's group, when memory and pids are delegated to it. */
   v2: string | null;
-  /** The v1 memory, pids and cpu hierarchies' directories of this process's groups, where they are mounted. */
-  v1: { memory: string | null; pids: string | null; cpu?: string | null };
+  /** The v1 memory and pids hierarchies' directories of this process's groups, where they are mounted. */
+  v1: { memory: string | null; pids: string | null };
 }
 
 /** No usable cgroups: memory and processes are limited with rlimits only. */
@@ -59,38 +48,19 @@ export interface CgroupSupport {
   memory: (CgroupBase & { swap: boolean }) | null;
   /** Where per-run pids groups are made (the same directory as memory for v2). */
   pids: CgroupBase | null;
-  /**
-   * The sandboxes' shared low-weight CPU group (SANDBOX_CPU_WEIGHT), a child of the server's own
-   * group; `procs`: the v1 cgroup.procs a launcher joins (v2: null, the runs' groups are below it).
-   */
-  cpu?: CpuGroup | null;
-}
-
-export interface CpuGroup {
-  version: 1 | 2;
-  dir: string;
-  procs: string | null;
 }
 
 export interface RunCgroup {
   /** cgroup.procs files the launcher writes itself into before exec. */
   readonly procsFiles: string[];
-  /**
-   * The shared CPU group's cgroup.procs the launcher joins too (`--cpu-cgroup`; v1 only), never
-   * killed from: every run is in it.
-   */
-  readonly cpuProcsFile: string | null;
   /** Sets the run's limits (a pre-made group is created before its run is known). */
   configure(limits: { memoryBytes: number; maxProcesses: number }): void;
   /** True when the kernel's OOM killer killed something in this run. */
   oomKilled(): boolean;
   /** SIGKILLs every process still in the run's groups, but for `spare`. */
   killAll(spare?: number): void;
-  /**
-   * Kills until no process is left (or `ms` passes); true when the groups are empty. `boost`: the
-   * run's answer waits for this reap, so the sandboxes' CPU group has its default weight meanwhile.
-   */
-  killUntilEmpty(ms: number, options?: { boost?: boolean }): Promise<boolean>;
+  /** Kills until no process is left (or `ms` passes); true when the groups are empty. */
+  killUntilEmpty(ms: number): Promise<boolean>;
   /** Removes the groups once their processes are gone. */
   remove(): Promise<void>;
 }
@@ -188,7 +158,7 @@ function detectV2(): string | null {
   }
 }
 
-function detectV1(controller: 'memory' | 'pids' | 'cpu'): string | null {
+function detectV1(controller: 'memory' | 'pids'): string | null {
   const mount = `/sys/fs/cgroup/${controller}`;
   if (!existsSync(join(mount, 'cgroup.procs'))) return null;
   const own = ownCgroupPath(controller);
@@ -197,53 +167,7 @@ function detectV1(controller: 'memory' | 'pids' | 'cpu'): string | null {
 
 /** The host's cgroup layout as this process sees it: read once at start, by the composition root. */
 export function detectCgroupLayout(): CgroupLayout {
-  return { v2: detectV2(), v1: { memory: detectV1('memory'), pids: detectV1('pids'), cpu: detectV1('cpu') } };
-}
-
-/**
- * The shared CPU group under the server's own group (`parent`), at the sandboxes' weight; null
- * where the cpu controller is not ours (the runs then keep the kernel's default weighting).
- */
-function openCpu(version: 1 | 2, parent: string): CpuGroup | null {
-  try {
-    // v2: the cpu controller must be handed down to the shared group (memory and pids already are).
-    if (version === 2) writeFileSync(join(parent, 'cgroup.subtree_control'), '+cpu');
-    const dir = join(parent, GROUP_NAME);
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, CPU_WEIGHT_FILE[version]), SANDBOX_CPU_WEIGHT[version]);
-    return { version, dir, procs: version === 1 ? join(dir, 'cgroup.procs') : null };
-  } catch {
-    return null;
-  }
-}
-
-/** Reaps in progress per CPU group in this process (see boostCpu). */
-const boosts = new Map<string, number>();
-
-/**
- * The shared CPU group at the default weight while a killed run is reaped before its answer (a
- * timeout, an overflow): killed processes must run to exit, and at a low weight on a busy
- * host a fork bomb's 64 took longer than the reap bound. A finished run's leftovers are reaped at
- * the low weight. Returns the function that sets the low weight back once this process reaps none.
- */
-function boostCpu(cpu: CpuGroup | null | undefined): () => void {
-  if (!cpu) return () => {};
-  const write = (value: string) => {
-    try {
-      writeFileSync(join(cpu.dir, CPU_WEIGHT_FILE[cpu.version]), value);
-    } catch {
-      // the group is gone (the server is closing): nothing to weigh
-    }
-  };
-  const reaping = boosts.get(cpu.dir) ?? 0;
-  boosts.set(cpu.dir, reaping + 1);
-  if (reaping === 0) write(DEFAULT_CPU_WEIGHT[cpu.version]);
-  return () => {
-    const left = (boosts.get(cpu.dir) ?? 1) - 1;
-    if (left > 0) return void boosts.set(cpu.dir, left);
-    boosts.delete(cpu.dir);
-    write(SANDBOX_CPU_WEIGHT[cpu.version]);
-  };
+  return { v2: detectV2(), v1: { memory: detectV1('memory'), pids: detectV1('pids') } };
 }
 
 function openV2(parent: string): CgroupSupport['memory'] {
@@ -273,14 +197,11 @@ function openV1(parent: string | null): CgroupBase | null {
  */
 export function openCgroupSupport(layout: CgroupLayout): CgroupSupport {
   const v2 = layout.v2 === null ? null : openV2(layout.v2);
-  if (v2) return { memory: v2, pids: v2, cpu: openCpu(2, layout.v2!) };
+  if (v2) return { memory: v2, pids: v2 };
   const memory = openV1(layout.v1.memory);
-  const pids = openV1(layout.v1.pids);
   return {
     memory: memory && { ...memory, swap: existsSync(join(memory.base, 'memory.memsw.limit_in_bytes')) },
-    pids,
-    // Only with groups of a run's own to kill from: the launcher joins the CPU group beside them.
-    cpu: (memory || pids) && layout.v1.cpu ? openCpu(1, layout.v1.cpu) : null,
+    pids: openV1(layout.v1.pids),
   };
 }
 
@@ -354,33 +275,19 @@ export function createRunCgroup(
   const configurers: Array<(limits: { memoryBytes: number; maxProcesses: number }) => void> = [];
   const created: RunCgroup = {
     procsFiles: [],
-    cpuProcsFile: support.cpu?.procs ?? null,
     configure: (next) => configurers.forEach((apply) => apply(next)),
     oomKilled: () => false,
     // A run's processes join its memory group first, then its pids group, and every process they
     // start is born in both: the first group's list is the whole run, so one read serves.
     killAll: (spare) => killProcsIn(dirs[0], spare),
-    killUntilEmpty: async (ms, options) => {
+    killUntilEmpty: async (ms) => {
       const deadline = Date.now() + ms;
-      let unboost: (() => void) | undefined;
-      // With the boost, also until the killed processes are reaped (a zombie has left the group
-      // but not /proc): their parents run in the sandboxes' group too.
-      const killed = new Set<string>();
-      try {
-        for (;;) {
-          const left = procsIn(dirs[0]);
-          if (options?.boost) for (const pid of killed) if (!existsSync(`/proc/${pid}`)) killed.delete(pid);
-          if (left.length === 0 && killed.size === 0) return true;
-          killPids(left);
-          if (options?.boost) {
-            for (const pid of left) killed.add(pid);
-            unboost ??= boostCpu(support.cpu);
-          }
-          if (Date.now() > deadline) return false;
-          await sleep(KILL_POLL_MS);
-        }
-      } finally {
-        unboost?.();
+      for (;;) {
+        const left = procsIn(dirs[0]);
+        if (left.length === 0) return true;
+        killPids(left);
+        if (Date.now() > deadline) return false;
+        await sleep(KILL_POLL_MS);
       }
     },
     remove: async () => {

@@ -3,8 +3,7 @@
  *
  *   mcpworks-sandbox-helper seccomp OUTFILE
  *       Writes the seccomp-bpf program that bubblewrap loads with --seccomp (and zygote children load).
- *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... [--cpu-cgroup PROCS_FILE]
- *                                [--rlimit NAME=SOFT:HARD]...
+ *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... [--rlimit NAME=SOFT:HARD]...
  *                                [--user UID:GID] [--keep-fds N] -- PROGRAM [ARG]...
  *   mcpworks-sandbox-helper exec [--cgroup PROCS_FILE]... --wait-command
  *       The same, pre-started: joins the cgroups now and reads the other options, "--" and the
@@ -12,8 +11,6 @@
  *       Joins the per-run cgroups, sets resource limits, drops to the sandbox user and runs
  *       PROGRAM (bubblewrap) as a child, exiting with its status once every descendant is gone.
  *       Joining before exec means no user code ever runs outside the cgroup.
- *       --cpu-cgroup: the sandboxes' shared low-weight CPU group, joined like the others but never
- *       killed from (every run of the server is in it).
  *       --watch-pid PID: the server; when it ends (however: kill -9 too) the sandbox is killed.
  *       --deadline-ms N: the wall clock of the run, enforced here whatever the server does; it
  *       starts when the command is read, or with --clock-on-signal (a pooled sandbox, started
@@ -168,14 +165,13 @@ static int apply_options(char **args, int count, int *program, struct exec_optio
     if (!strcmp(args[i], "--clock-on-signal")) { options->clock_on_signal = 1; continue; }
     if (i + 1 >= count) { fprintf(stderr, "mcpworks-sandbox-helper: %s needs a value\n", args[i]); return 111; }
     const char *value = args[++i];
-    if (!strcmp(args[i - 1], "--cgroup") || !strcmp(args[i - 1], "--cpu-cgroup")) {
+    if (!strcmp(args[i - 1], "--cgroup")) {
       int fd = open(value, O_WRONLY | O_CLOEXEC);
       if (fd < 0) return fail("open cgroup.procs");
       /* "0" means the writing process itself. */
       if (write(fd, "0\n", 2) != 2) return fail("join cgroup");
       close(fd);
-      /* The shared CPU group holds other runs: only the run's own groups are killed from. */
-      if (!strcmp(args[i - 1], "--cgroup") && cgroup_count < MAX_CGROUPS) cgroup_files[cgroup_count++] = value;
+      if (cgroup_count < MAX_CGROUPS) cgroup_files[cgroup_count++] = value;
     } else if (!strcmp(args[i - 1], "--rlimit")) {
       char name[16]; unsigned long long soft, hard;
       if (sscanf(value, "%15[a-z]=%llu:%llu", name, &soft, &hard) != 3 || resource_named(name) < 0) {

@@ -148,7 +148,7 @@ export class ZygoteChild {
     clearTimeout(timer);
     clearTimeout(lost);
     this.cgroup.killAll();
-    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS, { boost: true });
+    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS);
     const record = this.record(status, timedOut, false);
     this.release(this.cgroup);
     return record;

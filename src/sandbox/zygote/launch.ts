@@ -45,7 +45,6 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
     const support: CgroupSupport = {
       memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap },
       pids: { version: 1, base: pidsBase },
-      cpu: cgroups.cpu,
     };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
@@ -75,8 +74,6 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
   function launchZygote(spec: ZygoteSpec, groups: ZygoteCgroups, socketDir: string): ZygoteProcess {
     const bwrapArgs = zygoteBubblewrapArgs(baseArgs, spec, { memoryDir: groups.memoryDir!, pidsDir: groups.pidsDir!, socketDir });
     const args = ['exec', ...groups.self.procsFiles.flatMap((file) => ['--cgroup', file])];
-    // The children it forks stay in the sandboxes' shared CPU group with it.
-    if (groups.self.cpuProcsFile) args.push('--cpu-cgroup', groups.self.cpuProcsFile);
     // Ends with the server, and every child with it (their PID namespaces are inside its own).
     args.push('--watch-pid', String(process.pid));
     // No CPU limit: a zygote lives long; each run's worker sets its own.
