@@ -226,7 +226,7 @@ describe('browser session (the dashboard)', () => {
     const account = await createAccount(server.url);
     const { cookie } = await signIn(account.email, account.password);
     const before = (await (await keysWith(cookie)).json()).keys.length;
-    const forged = [
+    const forged: Record<string, string>[] = [
       // A page on another site (or another port of this host: another origin, the same site).
       { origin: 'http://evil.example', 'content-type': 'application/json' },
       { origin: server.url.replace(/:(\d+)$/, (_m, port) => `:${Number(port) + 1}`), 'content-type': 'application/json' },

@@ -376,6 +376,12 @@ export function createApp(deps: AppDependencies): Hono {
   });
 
   app.get('/api/account', async (c) => c.json(await accounts.describeAccount(await sessionAccount(c))));
+  // The dashboard's "am I signed in?": 200 either way (a 401 would be a console error on every visit).
+  app.get('/api/session', async (c) => {
+    const token = getCookie(c, SESSION_COOKIE);
+    const accountId = token ? await accounts.authenticateSession(token) : undefined;
+    return c.json(accountId ? { signed_in: true, account: await accounts.describeAccount(accountId) } : { signed_in: false });
+  });
 
   app.post('/api/password', async (c) => {
     const { accountId, token } = await loginSession(c);

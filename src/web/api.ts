@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 /** The dashboard's one way to the server: same-origin JSON, the session cookie sent by the browser. */
 
 export class ApiError extends Error {
@@ -13,11 +14,13 @@ export class ApiError extends Error {
 }
 
 export async function api<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  // Every state change is sent as JSON (the server refuses a POST that is not: see same-origin.ts).
+  const payload = body === undefined && method === 'POST' ? {} : body;
   const response = await fetch(path, {
     method,
     credentials: 'same-origin',
-    headers: body === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    headers: payload === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
+    ...(payload === undefined ? {} : { body: JSON.stringify(payload) }),
   });
   const text = await response.text();
   let parsed: any = undefined;

@@ -1,6 +1,6 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, ApiError, type Account, type CreatedKey } from './api';
+import { api, type Account, type CreatedKey } from './api';
 import { Link } from './components';
 import { AccountPage, LoginPage, RegisterPage } from './pages/account';
 import { ConnectPage } from './pages/connect';
@@ -17,12 +17,9 @@ function App() {
   const [created, setCreated] = useState<CreatedKey>();
 
   useEffect(() => {
-    api<Account>('GET', '/api/account')
-      .then(setAccount)
-      .catch((e) => {
-        if (!(e instanceof ApiError && e.status === 401)) console.warn('account check failed');
-        setAccount(null);
-      });
+    api<{ signed_in: boolean; account?: Account }>('GET', '/api/session')
+      .then((session) => setAccount(session.account ?? null))
+      .catch(() => setAccount(null));
   }, []);
 
   // Signed-out visitors of a signed-in page go to log in; signed-in ones of the sign-in pages go on.
@@ -34,7 +31,12 @@ function App() {
   }, [account, page, path]);
 
   const logout = async () => {
-    await api('POST', '/api/logout').catch(() => undefined);
+    try {
+      await api('POST', '/api/logout');
+    } catch {
+      // Signed out here all the same; the server's session ends at its expiry.
+      console.warn('the server did not confirm the logout');
+    }
     setAccount(null);
     setCreated(undefined);
     navigate('/login');

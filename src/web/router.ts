@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 import { useEffect, useState } from 'preact/hooks';
 
 /** Client-side navigation between the pages the server answers with the app (DASHBOARD_PAGES). */
