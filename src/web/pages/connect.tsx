@@ -31,20 +31,22 @@ export function ConnectPage(props: { created: CreatedKey | undefined }) {
         Each namespace has two endpoints: <code>{urls.create}</code> to manage functions and <code>{urls.run}</code> to run them. Clients
         send the API key as <code>Authorization: Bearer mcpw_…</code>.
       </p>
-      <label for="connect-namespace">Namespace</label>
-      <input
-        id="connect-namespace"
-        type="text"
-        list="connect-namespace-list"
-        value={chosen}
-        onInput={(event) => setChosen((event.currentTarget as HTMLInputElement).value.trim())}
-        aria-describedby="connect-namespace-hint"
-      />
-      <datalist id="connect-namespace-list">
-        {names.map((name) => (
-          <option key={name} value={name} />
-        ))}
-      </datalist>
+      <div class="field">
+        <label for="connect-namespace">Namespace</label>
+        <input
+          id="connect-namespace"
+          type="text"
+          list="connect-namespace-list"
+          value={chosen}
+          onInput={(event) => setChosen((event.currentTarget as HTMLInputElement).value.trim())}
+          aria-describedby="connect-namespace-hint"
+        />
+        <datalist id="connect-namespace-list">
+          {names.map((name) => (
+            <option key={name} value={name} />
+          ))}
+        </datalist>
+      </div>
       <p id="connect-namespace-hint" class="hint">
         {names.length > 0
           ? `Your namespaces: ${names.join(', ')}.`
