@@ -58,7 +58,20 @@ after(async () => {
   rmSync(built, { recursive: true, force: true });
 });
 
-const shoot = (name: string) => page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
+/** Each page as it is: every control has an accessible name, then its screenshot. */
+async function shoot(name: string): Promise<void> {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll<HTMLElement>('input, select, textarea, button, a[href]')]
+      .filter((element) => {
+        const labels = (element as HTMLInputElement).labels;
+        const named = element.getAttribute('aria-label') || element.getAttribute('aria-labelledby') || element.textContent?.trim();
+        return !(labels && labels.length > 0) && !named;
+      })
+      .map((element) => element.outerHTML.slice(0, 120)),
+  );
+  assert.deepEqual(unlabelled, [], `controls without a label on ${name}`);
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
+}
 
 test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in the page: 401', async () => {
   const email = 'ada@example.com';
@@ -118,10 +131,17 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   // Account page (password change form), then revoke the key on the keys page.
   await page.getByRole('link', { name: 'Account' }).click();
   await page.getByRole('heading', { name: 'Account' }).waitFor();
+  await page.getByLabel('Current password').fill(password);
+  await page.getByLabel('New password (at least 8 characters)').fill(`${password} 2`);
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.getByText('Password changed. Every other login session has been logged out.').waitFor();
   await shoot('account');
   await page.getByRole('link', { name: 'API keys' }).click();
-  await page.getByRole('button', { name: 'Revoke key laptop' }).click();
-  await page.getByRole('button', { name: 'Revoke laptop now' }).click();
+  // By keyboard: Enter on Revoke moves the focus to the confirmation, and Enter again revokes.
+  await page.getByRole('button', { name: 'Revoke key laptop' }).focus();
+  await page.keyboard.press('Enter');
+  await page.getByRole('button', { name: 'Revoke laptop now' }).and(page.locator(':focus')).waitFor();
+  await page.keyboard.press('Enter');
   await page.getByText('No keys yet.').waitFor();
 
   // The client's next call is refused, and the endpoint answers 401 to that key.

@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, describeError, type CreatedKey, type KeyListing, type Namespace } from '../api';
 import { CopyBlock, ErrorMessage, Link, PageTitle } from '../components';
 
@@ -162,14 +162,7 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
                 <td>{when(key.expires_at, 'never')}</td>
                 <td class="actions">
                   {confirming === key.id ? (
-                    <span role="group" aria-label={`Revoke key ${key.name}?`}>
-                      <button type="button" class="danger" onClick={() => revoke(key.id)}>
-                        Revoke {key.name} now
-                      </button>{' '}
-                      <button type="button" onClick={() => setConfirming(undefined)}>
-                        Cancel
-                      </button>
-                    </span>
+                    <ConfirmRevoke name={key.name} onRevoke={() => revoke(key.id)} onCancel={() => setConfirming(undefined)} />
                   ) : (
                     <button type="button" onClick={() => setConfirming(key.id)} aria-label={`Revoke key ${key.name}`}>
                       Revoke
@@ -182,5 +175,21 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
         </table>
       )}
     </section>
+  );
+}
+
+/** The second step of a revoke; it takes the focus, so that Enter, Enter revokes from the keyboard. */
+function ConfirmRevoke(props: { name: string; onRevoke: () => void; onCancel: () => void }) {
+  const ref = useRef<HTMLButtonElement>(null);
+  useEffect(() => ref.current?.focus(), []);
+  return (
+    <span role="group" aria-label={`Revoke key ${props.name}?`}>
+      <button type="button" class="danger" ref={ref} onClick={props.onRevoke}>
+        Revoke {props.name} now
+      </button>{' '}
+      <button type="button" onClick={props.onCancel}>
+        Cancel
+      </button>
+    </span>
   );
 }
