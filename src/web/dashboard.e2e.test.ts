@@ -143,6 +143,7 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   await page.getByRole('button', { name: 'Revoke laptop now' }).and(page.locator(':focus')).waitFor();
   await page.keyboard.press('Enter');
   await page.getByText('No keys yet.').waitFor();
+  assert.equal(await page.locator('#new-key-value').count(), 0, 'the revoked key is no longer shown');
 
   // The client's next call is refused, and the endpoint answers 401 to that key.
   await assert.rejects(client.callTool('list_namespaces', {}));

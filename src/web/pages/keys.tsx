@@ -18,7 +18,7 @@ const EXPIRY_DAYS = [
 
 const when = (iso: string | null, none: string) => (iso ? new Date(iso).toLocaleString() : none);
 
-export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (key: CreatedKey) => void }) {
+export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (key: CreatedKey | undefined) => void }) {
   const [keys, setKeys] = useState<KeyListing[]>();
   const [namespaces, setNamespaces] = useState<Namespace[]>([]);
   const [listError, setListError] = useState<string>();
@@ -72,6 +72,8 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
     setConfirming(undefined);
     try {
       await api('DELETE', `/api/keys/${encodeURIComponent(id)}`);
+      // A revoked key is not offered any more, here or on the Connect page.
+      if (props.created?.id === id) props.onCreated(undefined);
       await reload();
     } catch (e) {
       setListError(describeError(e));
