@@ -40,7 +40,7 @@ fi
 # The build only when a source or its configuration is newer than the last build (the stamp is
 # written after a build that succeeded, so a failed one is retried).
 built=dist/.mcpworks-build-stamp
-if [ ! -f "$built" ] || [ -n "$(find src tsconfig.json package.json package-lock.json -newer "$built" -print -quit)" ]; then
+if [ ! -f "$built" ] || [ -n "$(find src scripts/build-web.mjs tsconfig.json package.json package-lock.json -newer "$built" -print -quit)" ]; then
   step "build: compiling TypeScript into dist/"
   npm run --silent build
   touch "$built"

@@ -28,6 +28,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   api: ['core', 'store', 'services', 'run', 'agents', 'sandbox'],
   cli: ['core', 'store', 'services', 'sandbox', 'app'],
   app: ['core', 'store', 'services', 'run', 'agents', 'sandbox', 'api'],
+  // The dashboard is bundled for the browser: it reaches the server over HTTP only.
+  web: [],
 };
 
 /** Node modules that do I/O: core (domain rules) imports none of them. */

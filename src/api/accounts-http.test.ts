@@ -1,14 +1,27 @@
 // test-database: embedded, HTTP account routes; nothing here races or depends on the database
 import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect, createAccount, createKey, postJson, startTestServer, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
+// A built dashboard's shape (scripts/build-web.mjs): what is served, not how it was built.
+const dashboardDir = mkdtempSync(path.join(tmpdir(), 'mcpworks-dashboard-'));
+const DASHBOARD_SCRIPT = 'app-TEST1234.js';
 before(async () => {
-  server = await startTestServer();
+  mkdirSync(path.join(dashboardDir, 'assets'));
+  writeFileSync(
+    path.join(dashboardDir, 'index.html'),
+    `<!doctype html><title>MCPWorks</title><script type="module" src="/assets/${DASHBOARD_SCRIPT}"></script>`,
+  );
+  writeFileSync(path.join(dashboardDir, 'assets', DASHBOARD_SCRIPT), 'console.log("dashboard")');
+  server = await startTestServer({ dashboardDir });
 });
 after(async () => {
   await server?.stop();
+  rmSync(dashboardDir, { recursive: true, force: true });
 });
 
 const get = async (path: string, headers: Record<string, string> = {}) => {
@@ -160,5 +173,167 @@ describe('API keys', () => {
       headers: { authorization: `Bearer ${theirs.token}` },
     });
     assert.equal(response.status, 404);
+  });
+});
+
+describe('browser session (the dashboard)', () => {
+  const cookieOf = (headers: Headers) => (headers.get('set-cookie') ?? '').split(';')[0]!;
+  const signIn = async (email: string, password: string) => {
+    const login = await postJson(`${server.url}/api/login`, { email, password, session: 'cookie' });
+    assert.equal(login.status, 200, JSON.stringify(login.body));
+    return { cookie: cookieOf(login.headers), setCookie: login.headers.get('set-cookie') ?? '', body: login.body };
+  };
+  const keysWith = (cookie: string) => fetch(`${server.url}/api/keys`, { headers: { cookie } });
+
+  test('/, /login, /register and the other pages serve the app; API routes and unknown paths keep their JSON', async () => {
+    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/account']) {
+      const response = await fetch(`${server.url}${page}`);
+      assert.equal(response.status, 200, page);
+      assert.match(response.headers.get('content-type') ?? '', /^text\/html/);
+      assert.match(await response.text(), new RegExp(DASHBOARD_SCRIPT));
+      // Own-origin scripts only, never framed.
+      assert.match(response.headers.get('content-security-policy') ?? '', /script-src 'self'.*frame-ancestors 'none'/);
+      assert.equal(response.headers.get('x-frame-options'), 'DENY');
+    }
+    const script = await fetch(`${server.url}/assets/${DASHBOARD_SCRIPT}`);
+    assert.equal(script.status, 200);
+    assert.match(script.headers.get('content-type') ?? '', /^text\/javascript/);
+    for (const missing of ['/assets/nope.js', '/assets/../index.html', '/dashboard', '/keys/x']) {
+      const response = await fetch(`${server.url}${missing}`);
+      assert.equal(response.status, 404, missing);
+      assert.equal((await response.json()).error_type, 'not_found');
+    }
+    // The same paths' POSTs stay the JSON account API.
+    const bad = await postJson(`${server.url}/login`, { email: 'nobody@example.com', password: 'whatever pw' });
+    assert.equal(bad.status, 401);
+    assert.equal(bad.body.error_type, 'unauthorized');
+  });
+
+  test('the cookie is HttpOnly and SameSite=Strict; asked for the cookie alone, the answer holds no token', async () => {
+    const account = await createAccount(server.url);
+    const { setCookie, body } = await signIn(account.email, account.password);
+    assert.match(setCookie, /mcpworks_session=[0-9a-f]{64}/);
+    assert.match(setCookie, /HttpOnly/i);
+    assert.match(setCookie, /SameSite=Strict/i);
+    assert.match(setCookie, /Path=\//);
+    assert.equal(body.token, undefined);
+    assert.equal(body.account_id, account.accountId);
+    const me = await fetch(`${server.url}/api/account`, { headers: { cookie: cookieOf(new Headers({ 'set-cookie': setCookie })) } });
+    assert.deepEqual(await me.json(), { account_id: account.accountId, email: account.email, tier: 'pro_trial' });
+  });
+
+  test('a cross-site POST with the cookie is refused and changes nothing', async () => {
+    const account = await createAccount(server.url);
+    const { cookie } = await signIn(account.email, account.password);
+    const before = (await (await keysWith(cookie)).json()).keys.length;
+    const forged: Record<string, string>[] = [
+      // A page on another site (or another port of this host: another origin, the same site).
+      { origin: 'http://evil.example', 'content-type': 'application/json' },
+      { origin: server.url.replace(/:(\d+)$/, (_m, port) => `:${Number(port) + 1}`), 'content-type': 'application/json' },
+      { 'sec-fetch-site': 'cross-site', 'content-type': 'application/json' },
+      { 'sec-fetch-site': 'same-site', 'content-type': 'application/json' },
+      // A plain HTML form (no preflight) posting to the API.
+      { 'content-type': 'application/x-www-form-urlencoded' },
+      { 'content-type': 'text/plain' },
+    ];
+    for (const headers of forged) {
+      for (const path of ['/api/keys', '/api/logout', '/api/password']) {
+        const response = await fetch(`${server.url}${path}`, {
+          method: 'POST',
+          headers: { cookie, ...headers },
+          body: JSON.stringify({ name: 'forged', current_password: account.password, new_password: 'taken over pw' }),
+        });
+        assert.ok(response.status === 403 || response.status === 415, `${path} ${JSON.stringify(headers)}: ${response.status}`);
+      }
+    }
+    const revoke = await fetch(`${server.url}/api/keys/${'0'.repeat(8)}-0000-0000-0000-${'0'.repeat(12)}`, {
+      method: 'DELETE',
+      headers: { cookie, origin: 'http://evil.example' },
+    });
+    assert.equal(revoke.status, 403);
+    // Nothing changed: the same keys, the session alive, the password the same.
+    const after = await keysWith(cookie);
+    assert.equal(after.status, 200);
+    assert.equal((await after.json()).keys.length, before);
+    await signIn(account.email, account.password);
+  });
+
+  test('logout ends the session on the server: the logged-out cookie is refused after', async () => {
+    const account = await createAccount(server.url);
+    const { cookie } = await signIn(account.email, account.password);
+    assert.equal((await keysWith(cookie)).status, 200);
+    const out = await fetch(`${server.url}/api/logout`, {
+      method: 'POST',
+      headers: { cookie, origin: server.url, 'content-type': 'application/json' },
+    });
+    assert.equal(out.status, 200);
+    assert.match(out.headers.get('set-cookie') ?? '', /mcpworks_session=;.*Max-Age=0/i, 'the browser drops the cookie');
+    // A copy of the cookie kept (stolen, or a browser that ignored the deletion) no longer works.
+    const reused = await keysWith(cookie);
+    assert.equal(reused.status, 401);
+    assert.equal((await fetch(`${server.url}/api/account`, { headers: { cookie } })).status, 401);
+    // The login token of the JSON API (the same session kind) ends the same way.
+    const token = account.token;
+    const bearerOut = await postJson(`${server.url}/api/logout`, {}, { authorization: `Bearer ${token}` });
+    assert.equal(bearerOut.status, 200);
+    assert.equal((await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${token}` } })).status, 401);
+  });
+
+  test('a password change needs the current password and ends every other session', async () => {
+    const account = await createAccount(server.url);
+    const here = await signIn(account.email, account.password);
+    const elsewhere = await signIn(account.email, account.password);
+    const change = (body: unknown) => postJson(`${server.url}/api/password`, body, { cookie: here.cookie, origin: server.url });
+
+    const wrong = await change({ current_password: 'not the password', new_password: 'a new long password' });
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body.field, 'current_password');
+    const short = await change({ current_password: account.password, new_password: 'short' });
+    assert.equal(short.status, 400);
+    assert.equal(short.body.field, 'new_password');
+    assert.equal((await keysWith(elsewhere.cookie)).status, 200, 'a refused change ends nothing');
+
+    const ok = await change({ current_password: account.password, new_password: 'a new long password' });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(ok.body, { changed: true, other_sessions_ended: true });
+    assert.equal((await keysWith(elsewhere.cookie)).status, 401, 'the other session ended');
+    assert.equal((await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${account.token}` } })).status, 401);
+    assert.equal((await keysWith(here.cookie)).status, 200, 'the session that changed it goes on');
+    const old = await postJson(`${server.url}/api/login`, { email: account.email, password: account.password });
+    assert.equal(old.status, 401);
+    await signIn(account.email, 'a new long password');
+    // API keys are not sessions: they keep working (revoke them on the keys page).
+    const client = await connect(`${server.url}/mcp/create/anything`, account.key, 'v2');
+    await client.listTools();
+    await client.close();
+  });
+
+  test('no secret in a page or an error: passwords, tokens and keys are never echoed', async () => {
+    const account = await createAccount(server.url);
+    const { cookie } = await signIn(account.email, account.password);
+    const token = cookie.split('=')[1]!;
+    const secrets = [account.password, token, account.key, 'a typed wrong password'];
+    const answers: string[] = [];
+    const record = async (response: Response) => answers.push(`${[...response.headers].join('\n')}\n${await response.text()}`);
+    for (const page of ['/', '/keys', '/account']) await record(await fetch(`${server.url}${page}`, { headers: { cookie } }));
+    for (const [path, body] of [
+      ['/api/login', { email: account.email, password: 'a typed wrong password' }],
+      ['/api/register', { email: account.email, password: account.password }],
+      ['/api/password', { current_password: 'a typed wrong password', new_password: account.password }],
+      ['/api/keys', { name: account.password, scopes: ['root'] }],
+    ] as const) {
+      await record(
+        await fetch(`${server.url}${path}`, {
+          method: 'POST',
+          headers: { cookie, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        }),
+      );
+    }
+    await record(await fetch(`${server.url}/api/keys`, { headers: { cookie } }));
+    for (const answer of answers) {
+      for (const secret of secrets) assert.ok(!answer.includes(secret), `a secret in: ${answer.slice(0, 200)}`);
+      assert.doesNotMatch(answer, /at .*\.(js|ts):\d+/, 'no stack trace');
+    }
   });
 });

@@ -5,7 +5,7 @@ import {
   localhostAllowedOrigins,
   originValidationResponse,
 } from '@modelcontextprotocol/server';
-import { getCookie, setCookie } from 'hono/cookie';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { DomainError } from '../core/errors.js';
 import { isValidNamespaceName } from '../core/names.js';
 import type { AccountService, KeyPrincipal } from '../services/accounts.js';
@@ -41,6 +41,7 @@ import type { DatabaseHealth } from '../store/db-health.js';
 import type { WebhookService } from '../services/webhooks.js';
 import type { WebhookTrigger } from '../agents/triggers/webhook.js';
 import { isAgentRequest, mountAgentRoutes } from './agents-http.js';
+import { mountDashboard, type DashboardAssets } from './dashboard.js';
 
 export interface AppDependencies {
   accounts: AccountService;
@@ -71,6 +72,8 @@ export interface AppDependencies {
   sessionActivity?: SessionActivity;
   /** add_webhook / list_webhooks / remove_webhook, and the deliveries to agents' webhook URLs. */
   webhooks?: { service: WebhookService; trigger: WebhookTrigger; maxBodyBytes: number };
+  /** The built web dashboard served at `/`, `/login`, …, (absent: those pages say it was not built). */
+  dashboard?: DashboardAssets | undefined;
 }
 
 export interface HostGuard {
@@ -333,24 +336,61 @@ export function createApp(deps: AppDependencies): Hono {
   app.post('/api/register', register);
   app.post('/register', register);
 
+  // The session cookie: HttpOnly (no script reads it), SameSite=Strict (no other site's page or
+  // link sends it; the dashboard's own requests do), Secure behind HTTPS. Cross-site forgery of a
+  // state change is refused besides by csrfRejection above (origin, Sec-Fetch-Site, JSON only).
+  const secureRequest = (c: Context) => new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
   const login = async (c: Context) => {
     const body = await jsonBody(c);
     const session = await accounts.login(body.email, body.password, { address: remoteAddress(c, deps.trustedProxies) });
-    const secure = new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
-    setCookie(c, SESSION_COOKIE, session.token, { httpOnly: true, sameSite: 'Lax', path: '/', secure, expires: session.expiresAt });
-    return c.json({ token: session.token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });
+    setCookie(c, SESSION_COOKIE, session.token, {
+      httpOnly: true,
+      sameSite: 'Strict',
+      path: '/',
+      secure: secureRequest(c),
+      expires: session.expiresAt,
+    });
+    // The dashboard asks for the cookie alone (`"session": "cookie"`): no script ever holds the token.
+    const token = body.session === 'cookie' ? {} : { token: session.token };
+    return c.json({ ...token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });
   };
   app.post('/api/login', login);
   app.post('/login', login);
 
-  /** The account behind a login session: the session cookie or `Authorization: Bearer <login token>`. */
-  async function sessionAccount(c: Context): Promise<string> {
+  /** The login session of a request: the session cookie or `Authorization: Bearer <login token>`. */
+  async function loginSession(c: Context): Promise<{ accountId: string; token: string }> {
     const token = getCookie(c, SESSION_COOKIE) ?? bearer(c);
     const accountId = token ? await accounts.authenticateSession(token) : undefined;
-    if (!accountId)
+    if (!accountId || !token)
       throw new DomainError('unauthorized', 'log in first: POST /api/login, then send the session cookie or Authorization: Bearer <token>');
-    return accountId;
+    return { accountId, token };
   }
+  const sessionAccount = async (c: Context): Promise<string> => (await loginSession(c)).accountId;
+
+  // Logout ends the session on the server (its token is refused from then on), not only the cookie.
+  app.post('/api/logout', async (c) => {
+    const token = getCookie(c, SESSION_COOKIE) ?? bearer(c);
+    if (token) await accounts.logout(token);
+    deleteCookie(c, SESSION_COOKIE, { path: '/', secure: secureRequest(c) });
+    return c.json({ logged_out: true });
+  });
+
+  app.get('/api/account', async (c) => c.json(await accounts.describeAccount(await sessionAccount(c))));
+  // The dashboard's "am I signed in?": 200 either way (a 401 would be a console error on every visit).
+  app.get('/api/session', async (c) => {
+    const token = getCookie(c, SESSION_COOKIE);
+    const accountId = token ? await accounts.authenticateSession(token) : undefined;
+    return c.json(accountId ? { signed_in: true, account: await accounts.describeAccount(accountId) } : { signed_in: false });
+  });
+
+  app.post('/api/password', async (c) => {
+    const { accountId, token } = await loginSession(c);
+    const body = await jsonBody(c);
+    await accounts.changePassword(accountId, token, body, { address: remoteAddress(c, deps.trustedProxies) });
+    return c.json({ changed: true, other_sessions_ended: true });
+  });
+
+  app.get('/api/namespaces', async (c) => c.json({ namespaces: await catalog.accountNamespaces(await sessionAccount(c)) }));
 
   app.post('/api/keys', async (c) => {
     const accountId = await sessionAccount(c);
@@ -393,6 +433,8 @@ export function createApp(deps: AppDependencies): Hono {
     if (!accountId) return unauthorized(c, 'send a session cookie, a login token or an API key');
     return c.json(await deps.runs.usage(accountId, tier));
   });
+
+  mountDashboard(app, deps.dashboard);
 
   return app;
 }

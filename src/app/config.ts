@@ -52,6 +52,8 @@ export interface ServerConfig {
   maxReplicasPerNode?: number | undefined;
   /** MCPWORKS_AGENT_MCP_ALLOW: addresses, ranges and names in refused ranges that agents' attached MCP servers may have. */
   agentMcpAllow?: AllowEntry[];
+  /** The built web dashboard (default: dist/web, where `npm run build` puts it); set by tests. */
+  dashboardDir?: string | undefined;
   /** LOG_LEVEL: the pino level (default info). */
   logLevel?: string | undefined;
   /** The sandbox's switches (defaults: SANDBOX_DEFAULTS, what an unset environment gives). */

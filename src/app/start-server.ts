@@ -30,6 +30,7 @@ import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
 import { PendingWrites } from '../store/pending-writes.js';
 import { createApp } from '../api/app.js';
+import { defaultDashboardDir, loadDashboard } from '../api/dashboard.js';
 import { RunService } from '../run/run-service.js';
 import { SchemaGuard } from '../run/schema-guard.js';
 import { createBubblewrapSandbox } from '../sandbox/index.js';
@@ -389,6 +390,7 @@ async function startServerSteps(
       // The largest plan's cap bounds any webhook body; each delivery is then held to its own plan's.
       maxBodyBytes: Math.max(...Object.values(config.tiers).map((t) => t.webhookPayloadBytes)),
     },
+    dashboard: loadDashboard(config.dashboardDir ?? defaultDashboardDir()),
   });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.

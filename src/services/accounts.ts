@@ -7,6 +7,7 @@ import {
   validatePassword,
   validateScopes,
   MAX_PASSWORD_LENGTH,
+  MIN_PASSWORD_LENGTH,
   type Scope,
 } from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
@@ -190,6 +191,46 @@ export class AccountService {
     const session = await this.store.findWebSession(sha256Hex(token));
     if (!session || new Date(session.expires_at).getTime() <= Date.now()) return undefined;
     return session.account_id;
+  }
+
+  /** Ends the login session of this token (a no-op for an unknown one): logout. */
+  async logout(token: string): Promise<void> {
+    if (/^[0-9a-f]{64}$/.test(token)) await this.store.deleteWebSession(sha256Hex(token));
+  }
+
+  /** The signed-in account, as the dashboard shows it. */
+  async describeAccount(accountId: string): Promise<{ account_id: string; email: string; tier: string }> {
+    const account = await this.store.findAccountById(accountId);
+    if (!account) throw new DomainError('unauthorized', 'this login session has no account any more: log in again');
+    return { account_id: account.id, email: account.email, tier: account.tier };
+  }
+
+  /**
+   * A new password, the current one required (checked and throttled like a sign-in, so a stolen
+   * session cannot guess it). Every other login session of the account ends; `sessionToken`'s stays.
+   */
+  async changePassword(
+    accountId: string,
+    sessionToken: string,
+    input: { current_password?: unknown; new_password?: unknown },
+    from?: SignInSource,
+  ): Promise<void> {
+    const next = input.new_password;
+    if (typeof next !== 'string' || next.length < MIN_PASSWORD_LENGTH || next.length > MAX_PASSWORD_LENGTH) {
+      throw invalid(`the new password must be ${MIN_PASSWORD_LENGTH}-${MAX_PASSWORD_LENGTH} characters`, { field: 'new_password' });
+    }
+    const account = await this.store.findAccountById(accountId);
+    if (!account) throw new DomainError('unauthorized', 'this login session has no account any more: log in again');
+    try {
+      await this.checkPassword(account.email, input.current_password, from);
+    } catch (error) {
+      // Not a 401: the session is fine, the password typed is not.
+      if (error instanceof DomainError && (error.type === 'unauthorized' || error.type === 'validation_error')) {
+        throw invalid('the current password is wrong', { field: 'current_password' });
+      }
+      throw error;
+    }
+    await this.store.changePassword(accountId, await hashSecret(next), sha256Hex(sessionToken));
   }
 
   async createKey(

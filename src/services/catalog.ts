@@ -144,6 +144,12 @@ export class CatalogService {
       .map((r) => ({ name: r.name, description: r.description, created_at: iso(r.created_at) }));
   }
 
+  /** Every namespace of an account, for its login session (the dashboard's Connect page). */
+  async accountNamespaces(accountId: string) {
+    const rows = await this.store.listNamespaces(accountId);
+    return rows.map((r) => ({ name: r.name, description: r.description, created_at: iso(r.created_at) }));
+  }
+
   /** The caller's namespace; anything else (another account's, another key's limit) is not found. */
   async namespace(principal: NamespaceReach, name: string): Promise<NamespaceRow> {
     const row = this.keyReaches(principal, name) ? await this.store.findNamespace(principal.accountId, name) : undefined;

@@ -290,6 +290,22 @@ export class AccountsStore {
     return this.db.selectFrom('web_sessions').select(['account_id', 'expires_at']).where('token_hash', '=', tokenHash).executeTakeFirst();
   }
 
+  /** Logout: the session's row goes, so its token is refused from now on (on every node). */
+  async deleteWebSession(tokenHash: string): Promise<void> {
+    await this.db.deleteFrom('web_sessions').where('token_hash', '=', tokenHash).execute();
+  }
+
+  /**
+   * A password change: the new hash, and every other login session of the account ended, in one
+   * transaction (a session stolen with the old password must not outlive the change).
+   */
+  async changePassword(accountId: string, passwordHash: string, keepTokenHash: string): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx.updateTable('accounts').set({ password_hash: passwordHash }).where('id', '=', accountId).execute();
+      await trx.deleteFrom('web_sessions').where('account_id', '=', accountId).where('token_hash', '!=', keepTokenHash).execute();
+    });
+  }
+
   /**
    * Records a new session unless the account already has `limit` live ones (null = unlimited) or
    * the key has MCP_SESSIONS_PER_KEY that are all in use: the counts and the insert run under the

@@ -1,0 +1,200 @@
+// test-database: embedded, one browser session against the real server; nothing here races
+// The dashboard end to end, in Debian's headless Chromium (scripts/apt-packages-test.txt) driven by
+// playwright-core; nothing downloads a browser. Sign up, create a key, copy the `.mcp.json`, connect
+// the MCP SDK client with it and call a tool, revoke the key in the page: the client then gets 401.
+// Any console error, page error or request to another origin fails the run. Screenshots of each
+// page at 1280×800 go to docs/screenshots/ (MCPWORKS_SCREENSHOTS_DIR elsewhere), shown in the README.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { callOk, connect, startTestServer, type TestServer } from '../test-support/harness.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CHROMIUM = process.env.MCPWORKS_CHROMIUM ?? '/usr/bin/chromium';
+const SCREENSHOTS = process.env.MCPWORKS_SCREENSHOTS_DIR ?? path.join(REPO, 'docs', 'screenshots');
+
+let server: TestServer;
+let browser: Browser;
+let page: Page;
+const built = mkdtempSync(path.join(tmpdir(), 'mcpworks-web-'));
+/** What the page must never do: log an error, throw, or reach another origin. */
+const problems: string[] = [];
+/** HTTP statuses of refusals the test provokes next, each excused once from the console check. */
+const expectedFailures: number[] = [];
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: \`make test\` installs Debian's chromium (scripts/apt-packages-test.txt)`);
+  // The app as `npm run build` makes it, from these sources (a stale dist/web is not what is tested).
+  execFileSync(process.execPath, [path.join(REPO, 'scripts', 'build-web.mjs'), '--out', built], { stdio: 'inherit' });
+  server = await startTestServer({ dashboardDir: built });
+  const origin = new URL(server.url).origin;
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light' });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+  page = await context.newPage();
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    // The one error a test provokes on purpose (a refused sign-in: Chromium logs the failed request).
+    const allowed = expectedFailures.findIndex((status) => message.text().includes(`status of ${status}`));
+    if (allowed >= 0) expectedFailures.splice(allowed, 1);
+    else problems.push(`console error: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (url.protocol !== 'data:' && url.origin !== origin) problems.push(`request to another origin: ${request.url()}`);
+  });
+  mkdirSync(SCREENSHOTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  rmSync(built, { recursive: true, force: true });
+});
+
+/** Each page as it is: every control has an accessible name, then its screenshot. */
+async function shoot(name: string): Promise<void> {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll<HTMLElement>('input, select, textarea, button, a[href]')]
+      .filter((element) => {
+        const labels = (element as HTMLInputElement).labels;
+        const named = element.getAttribute('aria-label') || element.getAttribute('aria-labelledby') || element.textContent?.trim();
+        return !(labels && labels.length > 0) && !named;
+      })
+      .map((element) => element.outerHTML.slice(0, 120)),
+  );
+  assert.deepEqual(unlabelled, [], `controls without a label on ${name}`);
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
+}
+
+test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in the page: 401', async () => {
+  const email = 'ada@example.com';
+  const password = 'a long enough password';
+
+  // Sign up: / sends a signed-out visitor to log in, which links to sign up.
+  await page.goto(`${server.url}/`);
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  await shoot('login');
+  await page.getByRole('link', { name: 'Sign up' }).first().click();
+  await page.getByRole('heading', { name: 'Sign up' }).waitFor();
+  // Keyboard only: every control is labelled and reached by Tab.
+  await page.getByLabel('Email').fill(email);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(password);
+  await page.keyboard.press('Enter');
+  await page.getByRole('heading', { name: 'API keys' }).waitFor();
+
+  // Create a key limited to a namespace.
+  await page.getByLabel('Name', { exact: true }).fill('laptop');
+  await page.getByLabel('Namespace (empty: every namespace)').fill('demo');
+  await page.getByLabel('Expires').selectOption('30');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const shown = page.locator('#new-key-value');
+  await shown.waitFor();
+  const key = (await shown.textContent())!.trim();
+  assert.match(key, /^mcpw_[0-9a-f]{64}$/);
+  await page.getByRole('row', { name: /laptop/ }).waitFor();
+  const row = await page.getByRole('row', { name: /laptop/ }).textContent();
+  assert.ok(row!.includes(key.slice(0, 17)) && !row!.includes(key), 'the list shows the prefix, never the key');
+  await shoot('keys');
+
+  // Connect: the .mcp.json with the key filled in, copied with its button.
+  await page.getByRole('link', { name: 'Connect a client with this key' }).click();
+  await page.getByRole('heading', { name: 'Connect an MCP client' }).waitFor();
+  await page.locator('button[data-copy="mcp-json"]').click();
+  await page.getByText('Copied.').first().waitFor();
+  const copied = JSON.parse(await page.evaluate(() => navigator.clipboard.readText()));
+  const servers = copied.mcpServers;
+  assert.deepEqual(Object.keys(servers), ['demo-create', 'demo-run']);
+  assert.equal(servers['demo-create'].url, `${server.url}/mcp/create/demo`);
+  assert.equal(servers['demo-run'].url, `${server.url}/mcp/run/demo`);
+  assert.equal(servers['demo-create'].headers.Authorization, `Bearer ${key}`);
+  const lines = await page.locator('#claude-mcp-add').textContent();
+  assert.match(
+    lines!,
+    /claude mcp add --scope user --transport http demo-create http:\/\/127\.0\.0\.1:\d+\/mcp\/create\/demo \\\n {2}--header 'Authorization: Bearer \$\{MCPWORKS_API_KEY\}'/,
+  );
+  await shoot('connect');
+
+  // The MCP SDK client, configured from the copied file, calls a tool.
+  const create = servers['demo-create'];
+  const client = await connect(create.url, create.headers.Authorization.replace(/^Bearer /, ''), 'v2');
+  const made = await callOk(client, 'make_namespace', { name: 'demo' });
+  assert.equal(made.name ?? made.namespace?.name ?? 'demo', 'demo');
+
+  // Account page (password change form), then revoke the key on the keys page.
+  await page.getByRole('link', { name: 'Account' }).click();
+  await page.getByRole('heading', { name: 'Account' }).waitFor();
+  await page.getByLabel('Current password').fill(password);
+  await page.getByLabel('New password (at least 8 characters)').fill(`${password} 2`);
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.getByText('Password changed. Every other login session has been logged out.').waitFor();
+  await shoot('account');
+  await page.getByRole('link', { name: 'API keys' }).click();
+  // By keyboard: Enter on Revoke moves the focus to the confirmation, and Enter again revokes.
+  await page.getByRole('button', { name: 'Revoke key laptop' }).focus();
+  await page.keyboard.press('Enter');
+  await page.getByRole('button', { name: 'Revoke laptop now' }).and(page.locator(':focus')).waitFor();
+  await page.keyboard.press('Enter');
+  await page.getByText('No keys yet.').waitFor();
+  assert.equal(await page.locator('#new-key-value').count(), 0, 'the revoked key is no longer shown');
+
+  // The client's next call is refused, and the endpoint answers 401 to that key.
+  await assert.rejects(client.callTool('list_namespaces', {}));
+  const refused = await fetch(create.url, {
+    method: 'POST',
+    headers: {
+      authorization: create.headers.Authorization,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+  });
+  assert.equal(refused.status, 401);
+  await client.close().catch(() => undefined);
+
+  // Log out: the page is back at log in, and the session is gone on the server.
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  const after = await page.evaluate(async () => (await (await fetch('/api/session')).json()).signed_in);
+  assert.equal(after, false);
+  assert.deepEqual(problems, []);
+});
+
+test('errors show inline: wrong password, duplicate email, throttled sign-ins', async () => {
+  const email = 'ada@example.com';
+  const login = async (password: string, status: number) => {
+    expectedFailures.push(status);
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    const alert = page.locator('#login-error');
+    await alert.filter({ hasText: status === 429 ? /retry/ : /wrong email or password/ }).waitFor();
+    return alert.textContent();
+  };
+  await page.goto(`${server.url}/login`);
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  assert.match((await login('not the password', 401))!, /wrong email or password/);
+  await shoot('login-error');
+
+  await page.getByRole('link', { name: 'Sign up' }).first().click();
+  expectedFailures.push(409);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel(/^Password/).fill('a long enough password');
+  await page.getByRole('button', { name: 'Sign up' }).click();
+  await page.locator('#register-error').filter({ hasText: 'already exists' }).waitFor();
+  assert.equal(await page.getByLabel('Email').getAttribute('aria-invalid'), 'true', 'the field named by the error is marked');
+
+  // Five failures for one email: the next sign-in waits, and the page says for how long.
+  await page.getByRole('link', { name: 'Log in' }).first().click();
+  for (let attempt = 2; attempt <= 5; attempt++) await login(`wrong password ${attempt}`, 401);
+  assert.match((await login('wrong password 6', 429))!, /too many failed sign-ins for this email; retry in \d+ s/);
+  assert.deepEqual(expectedFailures, []);
+  assert.deepEqual(problems, []);
+});
