@@ -21,7 +21,6 @@ import {
   startTestServer,
   type McpTestClient,
   type TestServer,
-  embeddedRunOnly,
 } from '../test-support/harness.js';
 
 const BASE_HOST = 'hooks.test';
@@ -109,8 +108,7 @@ after(async () => {
 });
 
 describe('agent webhooks', () => {
-  test('add_webhook, list_webhooks, remove_webhook: rules, aliases, full URLs, the secret never shown', async (t) => {
-    if (embeddedRunOnly(t)) return;
+  test('add_webhook, list_webhooks, remove_webhook: rules, aliases, full URLs, the secret never shown', async () => {
     const { tools } = await create.listTools();
     for (const name of ['add_webhook', 'list_webhooks', 'remove_webhook']) {
       const tool = tools.find((t) => t.name === name);
@@ -168,8 +166,7 @@ describe('agent webhooks', () => {
     assert.equal((await post(hookPath('open', 'temporary'), '{}')).status, 404);
   });
 
-  test('503 while the agent is stopped; unknown namespace, agent or path: 404; GET: 405', async (t) => {
-    if (embeddedRunOnly(t)) return;
+  test('503 while the agent is stopped; unknown namespace, agent or path: 404; GET: 405', async () => {
     const stopped = await post(hookPath('open', 'inbox'), '{"a":1}');
     assert.equal(stopped.status, 503);
     assert.equal(stopped.body.error_type, 'unavailable');
@@ -190,8 +187,7 @@ describe('agent webhooks', () => {
     await callOk(create, 'start_agent', { name: 'signed' });
   });
 
-  test('no secret: 202 {run_id}, ?wait=true gives the result; the handler gets body, headers, query, path; runs recorded', async (t) => {
-    if (embeddedRunOnly(t)) return;
+  test('no secret: 202 {run_id}, ?wait=true gives the result; the handler gets body, headers, query, path; runs recorded', async () => {
     const accepted = await post(hookPath('open', 'inbox'), '{"n":1}', { authorization: 'Bearer not-for-the-handler' });
     assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
     assert.match(accepted.body.run_id, /^[0-9a-f-]{36}$/);
@@ -266,8 +262,7 @@ describe('agent webhooks', () => {
     await healthy();
   });
 
-  test('clone_agent copies the webhooks, the secret still usable (sealed again for the copy)', async (t) => {
-    if (embeddedRunOnly(t)) return;
+  test('clone_agent copies the webhooks, the secret still usable (sealed again for the copy)', async () => {
     await callOk(create, 'clone_agent', { name: 'signed', new_name: 'signed-copy' });
     const listed = await callOk(create, 'list_webhooks', { name: 'signed-copy' });
     assert.deepEqual(
@@ -291,8 +286,7 @@ describe('agent webhooks', () => {
     assert.equal((await post(hookPath('signed', 'github'), other, otherHeaders)).status, 409);
   });
 
-  test('a delivery its replica refuses before the run (stopped meanwhile): 503 + Retry-After, key and signature let go, the retry runs', async (t) => {
-    if (embeddedRunOnly(t)) return;
+  test('a delivery its replica refuses before the run (stopped meanwhile): 503 + Retry-After, key and signature let go, the retry runs', async () => {
     const supervisor = server.server.services.replicas;
     const realRun = supervisor.run.bind(supervisor);
     const body = '{"refused":"first"}';
@@ -365,8 +359,7 @@ describe('agent webhooks', () => {
     assert.deepEqual(pair.map((a) => a.status).sort(), [202, 409]);
   });
 
-  test("the plan's body cap: by Content-Length and while a chunked body streams; the server stays up", async (t) => {
-    if (embeddedRunOnly(t)) return;
+  test("the plan's body cap: by Content-Length and while a chunked body streams; the server stays up", async () => {
     const owner = await createAccount(server.url);
     await server.server.services.accounts.setTier(owner.email, 'small');
     const smallNs = `small-${Math.random().toString(36).slice(2, 8)}`;
@@ -421,8 +414,7 @@ describe('agent webhooks', () => {
     await small.close();
   });
 
-  test('the subdomain form {ns}.agent.{base}/{agent}/webhook/{path}', async (t) => {
-    if (embeddedRunOnly(t)) return;
+  test('the subdomain form {ns}.agent.{base}/{agent}/webhook/{path}', async () => {
     const answer = await post('/open/webhook/inbox?wait=true', '{"via":"subdomain"}', {}, { host: `${ns}.agent.${BASE_HOST}` });
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.deepEqual(answer.body.result.got.body, { via: 'subdomain' });
