@@ -96,6 +96,12 @@ td_start_server() {
   local work=$1 email=$2 name=$3 password
   local data=$work/data
   password=$(node -e 'process.stdout.write(require("node:crypto").randomBytes(18).toString("base64url"))')
+  # The test suite's database template when there is one (scripts/test.sh makes it before the pool
+  # starts): a database made from nothing costs seconds of CPU, and src/store/database.test.ts tests
+  # that. The server applies any migration the template lacks.
+  local template
+  template=$(ls -d .build/test-pglite-*/ 2>/dev/null | head -n 1)
+  if [ -n "$template" ]; then mkdir -p "$data" && cp -r "$template" "$data/pglite"; fi
   # --liftoff-only: baseline code for the embedded database's WebAssembly (see scripts/test-pool.mjs).
   MCPWORKS_PASSWORD=$password node --liftoff-only dist/cli/main.js account create --email "$email" --data-dir "$data" >"$work/account.log" 2>&1 ||
     { cat "$work/account.log"; td_fail_setup "mcpworks account create failed"; }

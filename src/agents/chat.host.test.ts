@@ -10,7 +10,16 @@ import { CHAT_MESSAGE_MAX_CHARS } from '../core/agent-chat.js';
 import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { sql } from 'kysely';
-import { callError, callOk, connect, createKey, errorOf, MODERN_PROTOCOL, type TestServer } from '../test-support/harness.js';
+import {
+  callError,
+  callOk,
+  connect,
+  createKey,
+  errorOf,
+  MODERN_PROTOCOL,
+  type TestServer,
+  embeddedRunOnly,
+} from '../test-support/harness.js';
 import { DEFAULT_TIERS } from '../core/tiers.js';
 import { fileServer, newOwner, until, type Owner } from '../test-support/owners.js';
 import { pino } from 'pino';
@@ -73,7 +82,8 @@ const replicaNames = async (s: Space, name: string): Promise<string[]> =>
   (await callOk(s.create, 'describe_agent', { name })).replicas.map((r: { name: string }) => r.name);
 
 describe('chat_with_agent refusals', () => {
-  test('listed with its contract; needs the execute scope; another account gets not found', async () => {
+  test('listed with its contract; needs the execute scope; another account gets not found', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const s = await agentSpace('talker', { start: false });
     const { tools } = await s.create.listTools();
     const chat = tools.find((t) => t.name === 'chat_with_agent');
@@ -96,7 +106,8 @@ describe('chat_with_agent refusals', () => {
     assert.equal(hidden.type, 'not_found');
   });
 
-  test('a stopped agent, an agent without AI, a replica unknown or stopped, a message too long: clear errors, nothing recorded', async () => {
+  test('a stopped agent, an agent without AI, a replica unknown or stopped, a message too long: clear errors, nothing recorded', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const stopped = await agentSpace('sleeper', { start: false });
     const asleep = errorOf(await callError(stopped.create, 'chat_with_agent', { name: 'sleeper', message: 'hi' }));
     assert.equal(asleep.type, 'conflict');
@@ -140,7 +151,8 @@ const sent = (i: number): string => JSON.stringify(llm.requests[i]!.body.message
 const offered = (i: number): string[] => ((llm.requests[i]!.body.tools as Array<{ name: string }> | undefined) ?? []).map((t) => t.name);
 
 describe('chat_with_agent answers', () => {
-  test('a chat that calls two functions and answers: metered runs, recorded with trigger chat, the answer and its replica', async () => {
+  test('a chat that calls two functions and answers: metered runs, recorded with trigger chat, the answer and its replica', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const s = await agentSpace('helper');
     const [replica] = await replicaNames(s, 'helper');
     llm.requests.length = 0;
@@ -178,7 +190,8 @@ describe('chat_with_agent answers', () => {
     assert.equal(executions.executions?.length ?? executions.length, 2, 'both functions ran, metered');
   });
 
-  test('affinity: replica A remembers, replica B does not; another agent gets not found; history survives a restart of A', async () => {
+  test('affinity: replica A remembers, replica B does not; another agent gets not found; history survives a restart of A', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const s = await agentSpace('twins', { replicas: 2 });
     const [a, b] = await replicaNames(s, 'twins');
     llm.requests.length = 0;
@@ -297,7 +310,8 @@ describe('chat_with_agent answers', () => {
     }
   });
 
-  test('a chat message telling the model to call make_function gets nowhere, and is a security event', async () => {
+  test('a chat message telling the model to call make_function gets nowhere, and is a security event', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const s = await agentSpace('guarded');
     llm.requests.length = 0;
     llm.script([
@@ -324,7 +338,8 @@ describe('chat_with_agent answers', () => {
     assert.equal(stopped.stop_reason, 'max_iterations');
     assert.match(String(stopped.run_id), /./);
   });
-  test('a long history is folded into a summary sent first; conversations go with run retention and with the agent', async () => {
+  test('a long history is folded into a summary sent first; conversations go with run retention and with the agent', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const s = await agentSpace('chatty');
     const runtime = server.server.services.agentRuntime;
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
@@ -458,7 +473,8 @@ describe('chat_with_agent answers', () => {
     await client.close();
   });
 
-  test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async () => {
+  test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const s = await agentSpace('busy', { replicas: 2 });
     // The first listed: the one an unweighted choice would take.
     const [a, b] = await replicaNames(s, 'busy');

@@ -5,7 +5,7 @@
 // the same replica and one node's replicas moving to the other when it stops.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { callError, callOk, connect, startTestServer, type TestServer } from '../test-support/harness.js';
+import { callError, callOk, connect, startTestServer, type TestServer, embeddedRunOnly } from '../test-support/harness.js';
 import { newOwner, until, type Owner } from '../test-support/owners.js';
 import type { ReplicaSupervisor } from './supervisor.js';
 
@@ -43,7 +43,8 @@ const alive = (pid: number): boolean => {
 };
 
 describe('agent replicas', () => {
-  test('the running tools are listed; scaling down removes the newest (LIFO) and ends their processes', async () => {
+  test('the running tools are listed; scaling down removes the newest (LIFO) and ends their processes', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner(server);
     const { tools } = await o.create.listTools();
     for (const name of ['start_agent', 'stop_agent', 'scale_agent']) assert.ok(tools.find((t) => t.name === name)?.description, name);
@@ -95,7 +96,8 @@ describe('agent replicas', () => {
     assert.equal(processesOf(server.server.services.replicas, 'lifo').length, 0);
   });
 
-  test('a SIGKILLed replica process comes back with its name, restarts + 1 and its last exit recorded', async () => {
+  test('a SIGKILLed replica process comes back with its name, restarts + 1 and its last exit recorded', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner(server);
     await callOk(o.create, 'make_agent', { name: 'crashy' });
     await callOk(o.create, 'start_agent', { name: 'crashy' });
@@ -156,7 +158,8 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'hung' });
   });
 
-  test('a replica whose row could not be marked running is not offered to triggers until a round marks it', async () => {
+  test('a replica whose row could not be marked running is not offered to triggers until a round marks it', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner(server);
     await callOk(o.create, 'make_agent', { name: 'unmarked' });
     const supervisor = server.server.services.replicas;
@@ -193,7 +196,8 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'unmarked' });
   });
 
-  test("the node's replica process cap: replicas past it stay unplaced (pending) until there is room", async () => {
+  test("the node's replica process cap: replicas past it stay unplaced (pending) until there is room", async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner(server);
     await callOk(o.create, 'make_agent', { name: 'capped' });
     await callOk(o.create, 'scale_agent', { name: 'capped', replicas: 3 });
@@ -222,7 +226,8 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'capped' });
   });
 
-  test('slots: Pro refuses a 6th replica and changes nothing; scaling to 0 frees them; Dedicated takes 30 (stopped, no processes)', async () => {
+  test('slots: Pro refuses a 6th replica and changes nothing; scaling to 0 frees them; Dedicated takes 30 (stopped, no processes)', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const pro = await owner(server, 'pro');
     await callOk(pro.create, 'make_agent', { name: 'many' });
     assert.deepEqual((await callOk(pro.create, 'scale_agent', { name: 'many', replicas: 5 })).agent_slots, { used: 5, limit: 5 });
@@ -245,7 +250,8 @@ describe('agent replicas', () => {
     assert.equal((await callOk(big.create, 'describe_agent', { name: 'fleet' })).limits.agent_slots.used, 31);
   });
 
-  test('bad input changes nothing: counts, replica names, unknown replicas; destroy_agent with replica removes just that one', async () => {
+  test('bad input changes nothing: counts, replica names, unknown replicas; destroy_agent with replica removes just that one', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner(server);
     await callOk(o.create, 'make_agent', { name: 'tidy' });
     await callOk(o.create, 'scale_agent', { name: 'tidy', replicas: 2 });
@@ -273,7 +279,8 @@ describe('agent replicas', () => {
     assert.equal((await callError(foreign, 'start_agent', { name: 'tidy' })).type, 'not_found');
   });
 
-  test('stop drains: a replica running a job finishes it, then stops', async () => {
+  test('stop drains: a replica running a job finishes it, then stops', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner(server);
     await callOk(o.create, 'make_agent', { name: 'drainer' });
     await callOk(o.create, 'start_agent', { name: 'drainer' });

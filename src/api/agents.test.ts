@@ -18,6 +18,7 @@ import {
   parseResult,
   type McpTestClient,
   type TestServer,
+  embeddedRunOnly,
 } from '../test-support/harness.js';
 import { fileServer, newOwner, type Owner } from '../test-support/owners.js';
 
@@ -58,7 +59,8 @@ async function healthy(): Promise<void> {
 }
 
 describe('agents on the create endpoint', () => {
-  test('tools are listed with descriptions, schemas and annotations', async () => {
+  test('tools are listed with descriptions, schemas and annotations', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     const { tools } = await o.create.listTools();
     for (const name of AGENT_TOOLS) {
@@ -73,7 +75,8 @@ describe('agents on the create endpoint', () => {
     assert.equal(tools.find((t) => t.name === 'get_agent_state')!.annotations!.readOnlyHint, true);
   });
 
-  test('make, list, describe, clone (with and without state), destroy; aliases agent_name and display_name', async () => {
+  test('make, list, describe, clone (with and without state), destroy; aliases agent_name and display_name', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     const made = await callOk(o.create, 'make_agent', { name: 'social-scraper', description: 'reads feeds' });
     assert.equal(made.name, 'social-scraper');
@@ -119,7 +122,8 @@ describe('agents on the create endpoint', () => {
     assert.match(missing.message, /social-scraper/, 'suggests the close name');
   });
 
-  test('every agent tool answers alike through each protocol era (v1 SDK, v2 on the older protocol, v2 modern)', async () => {
+  test('every agent tool answers alike through each protocol era (v1 SDK, v2 on the older protocol, v2 modern)', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     await callOk(o.create, 'make_service', { name: 'jobs' });
     await callOk(o.create, 'make_function', { service: 'jobs', name: 'tick', code: 'def main(input_data):\n    return 1\n' });
@@ -174,7 +178,8 @@ describe('agents on the create endpoint', () => {
     assert.deepEqual(await names(o.create), []);
   });
 
-  test('tenancy: another account, and a key limited to another namespace, find no agent', async () => {
+  test('tenancy: another account, and a key limited to another namespace, find no agent', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const a = await owner();
     await callOk(a.create, 'make_agent', { name: 'private-bot' });
     await callOk(a.create, 'set_agent_state', { name: 'private-bot', key: 'k', value: 'tenant-a-value' });
@@ -204,7 +209,8 @@ describe('agents on the create endpoint', () => {
     await healthy();
   });
 
-  test('scopes: a read-only key writes nothing, a write-only key reads nothing', async () => {
+  test('scopes: a read-only key writes nothing, a write-only key reads nothing', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     await callOk(o.create, 'make_agent', { name: 'bot' });
     await callOk(o.create, 'set_agent_state', { name: 'bot', key: 'k', value: 1 });
@@ -234,7 +240,8 @@ describe('agents on the create endpoint', () => {
     assert.equal((await callOk(o.create, 'get_agent_state', { name: 'bot', key: 'k' })).version, 1);
   });
 
-  test('tier slots: Pro 5, each clone takes slots too, a full plan changes nothing; unlimited (-1 and Dedicated) is unlimited', async () => {
+  test('tier slots: Pro 5, each clone takes slots too, a full plan changes nothing; unlimited (-1 and Dedicated) is unlimited', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const pro = await owner('pro');
     for (let i = 1; i <= 5; i++) await callOk(pro.create, 'make_agent', { name: `bot-${i}` });
     const refused = await callError(pro.create, 'make_agent', { name: 'bot-6' });
@@ -314,7 +321,8 @@ describe('agents on the create endpoint', () => {
     assert.deepEqual(await listed('%'), ['%/c']);
   });
 
-  test('state caps: per value on every plan, per agent by plan (a replaced value counts once)', async () => {
+  test('state caps: per value on every plan, per agent by plan (a replaced value counts once)', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner('tiny');
     await callOk(o.create, 'make_agent', { name: 'hoarder' });
     const huge = await callError(o.create, 'set_agent_state', { name: 'hoarder', key: 'big', value: 'x'.repeat(1024 * 1024) });
@@ -346,7 +354,8 @@ describe('agents on the create endpoint', () => {
     );
   });
 
-  test('bad input gets a structured error and changes nothing', async () => {
+  test('bad input gets a structured error and changes nothing', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     await callOk(o.create, 'make_agent', { name: 'steady' });
     await callOk(o.create, 'set_agent_state', { name: 'steady', key: 'k', value: { a: 1 } });
@@ -471,7 +480,8 @@ describe('agents on the create endpoint', () => {
     assert.deepEqual((await callOk(o.create, 'make_agent', { name: 'second' })).agent_slots, { used: 2, limit: 2 });
   });
 
-  test('a state value rolled back to an older ciphertext in the database does not decrypt, and leaks nothing', async () => {
+  test('a state value rolled back to an older ciphertext in the database does not decrypt, and leaks nothing', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const marker = `old-value-${Math.random().toString(36).slice(2, 10)}`;

@@ -103,12 +103,42 @@ describe('per-address cap, header and request timeouts', () => {
         maxConnectionsPerIp: 16,
         headersTimeoutMs: 2000,
         requestTimeoutMs: 10_000,
+        // Clients are told 1 s (the hint is 5 s below it): the keep-alive test waits that, and 2 s more.
+        keepAliveTimeoutMs: 6000,
         trustedProxies: ['127.0.0.3'],
       },
     });
   });
   after(async () => {
     await server?.stop();
+  });
+
+  test('a kept-alive connection is held past the idle time its responses advertise: a client that honours it never writes into a closing connection (no reset)', async () => {
+    const socket = connectTcp({ host: '127.0.0.1', port: server.server.port });
+    socket.on('error', () => undefined);
+    let data = '';
+    let closed = false;
+    socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+    socket.once('close', () => (closed = true));
+    const request = 'GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n';
+    const responses = () => data.split('HTTP/1.1 ').length - 1;
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(request);
+    await until(() => responses() === 1 || closed, 'the first answer');
+    assert.equal(status(data), 200, data);
+    const hint = /^keep-alive: timeout=(\d+)\r$/im.exec(data);
+    assert.ok(hint, `a Keep-Alive hint: ${data}`);
+    const seconds = Number(hint[1]);
+    assert.ok(seconds >= 1, data);
+    // A client may reuse the connection until the advertised idle time runs out, and its request may
+    // be under way a while longer (latency, a busy client): the server holds it seconds past that.
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000 + 2000));
+    assert.equal(closed, false, 'the server closed the connection within 2 s of the idle time it advertised');
+    socket.write(request);
+    await until(() => responses() === 2 || closed, 'the second answer on the kept connection');
+    assert.equal(responses(), 2, `answered on the same connection: ${data}`);
+    assert.equal(status(data.slice(data.lastIndexOf('HTTP/1.1 '))), 200);
+    socket.destroy();
   });
 
   test('idle and half-sent connections from one address: beyond the cap refused at once, the rest dropped at the header timeout', async () => {

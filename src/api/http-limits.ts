@@ -18,6 +18,12 @@ export interface HttpLimits {
   headersTimeoutMs: number;
   /** Time to receive a whole request, headers and body; the response (a long run, an SSE stream) is not bounded by it. */
   requestTimeoutMs: number;
+  /**
+   * How long an idle kept-alive connection is held for its next request. Responses advertise
+   * KEEP_ALIVE_HINT_MARGIN_MS less (`Keep-Alive: timeout=N`): a client that honours it lets go
+   * first, instead of writing a request on a connection the server is closing (a reset).
+   */
+  keepAliveTimeoutMs: number;
   /** Peer addresses of reverse proxies whose X-Forwarded-For names the client (empty: the header is never read). */
   trustedProxies: string[];
 }
@@ -29,5 +35,15 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   bodyBytesPerSecondPerIp: 8 * MB,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
+  // Longer than the idle timeouts of common clients and proxies in front (undici, httpx, Java's, a load balancer's 60 s).
+  keepAliveTimeoutMs: 65_000,
   trustedProxies: [],
 };
+
+/** How much shorter the advertised keep-alive is than the time the server really holds an idle connection. */
+export const KEEP_ALIVE_HINT_MARGIN_MS = 5000;
+
+/** The `Keep-Alive` response header: the idle time a client may count on, whole seconds, below the server's own. */
+export function keepAliveHint(limits: Pick<HttpLimits, 'keepAliveTimeoutMs'>): string {
+  return `timeout=${Math.max(1, Math.floor((limits.keepAliveTimeoutMs - KEEP_ALIVE_HINT_MARGIN_MS) / 1000))}`;
+}

@@ -20,6 +20,7 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
       MCPWORKS_BODY_MB_PER_SECOND_PER_IP: '4',
       MCPWORKS_HEADERS_TIMEOUT_S: '2.5',
       MCPWORKS_REQUEST_TIMEOUT_S: '30',
+      MCPWORKS_KEEP_ALIVE_TIMEOUT_S: '95',
       MCPWORKS_TRUSTED_PROXIES: '127.0.0.1, ::1',
     }),
   );
@@ -30,6 +31,7 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
     bodyBytesPerSecondPerIp: 4 * 1024 * 1024,
     headersTimeoutMs: 2500,
     requestTimeoutMs: 30_000,
+    keepAliveTimeoutMs: 95_000,
     trustedProxies: ['127.0.0.1', '::1'],
   });
   for (const env of [
@@ -40,6 +42,7 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
     { MCPWORKS_BODY_MB_PER_SECOND_PER_IP: '0.5' },
     { MCPWORKS_HEADERS_TIMEOUT_S: '-1' },
     { MCPWORKS_REQUEST_TIMEOUT_S: 'soon' },
+    { MCPWORKS_KEEP_ALIVE_TIMEOUT_S: 'long' },
     { MCPWORKS_TRUSTED_PROXIES: 'proxy.example.com' },
     { MCPWORKS_TRUSTED_PROXIES: '10.0.0.0/33' },
     { MCPWORKS_TRUSTED_PROXIES: '10.0.0.1:8080' },
@@ -162,6 +165,11 @@ test('a bad setting is a config_invalid PlatformError, with the message and erro
   configInvalid(
     () => httpLimitsFor({ ...configFromEnv({}), http: { headersTimeoutMs: 2000, requestTimeoutMs: 1000 } }),
     'the headers timeout must not be longer than the request timeout',
+  );
+  // Clients are told 5 s less than the server holds an idle connection: at least 1 s must be left to tell.
+  configInvalid(
+    () => httpLimitsFor(configFromEnv({ MCPWORKS_KEEP_ALIVE_TIMEOUT_S: '5' })),
+    'the keep-alive timeout must be at least 6 s (clients are told 5 s less)',
   );
   configInvalid(
     () => loadServerSecret({ secretKey: 'short', dataDir: '/nonexistent' }),

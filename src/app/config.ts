@@ -8,7 +8,7 @@ import { networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } fr
 import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 import { detectHost, type HostFacts } from './host-facts.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
-import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../api/http-limits.js';
+import { DEFAULT_HTTP_LIMITS, KEEP_ALIVE_HINT_MARGIN_MS, type HttpLimits } from '../api/http-limits.js';
 import { parseTrustedProxy } from '../api/client-address.js';
 import { MB } from '../core/units.js';
 import { parseAgentMcpAllow, type AllowEntry } from '../core/mcp-servers.js';
@@ -107,6 +107,10 @@ export function httpLimitsFor(config: ServerConfig): HttpLimits {
   const limits = { ...DEFAULT_HTTP_LIMITS, ...config.http };
   if (limits.headersTimeoutMs > limits.requestTimeoutMs)
     throw configInvalid('the headers timeout must not be longer than the request timeout');
+  if (limits.keepAliveTimeoutMs < KEEP_ALIVE_HINT_MARGIN_MS + 1000)
+    throw configInvalid(
+      `the keep-alive timeout must be at least ${KEEP_ALIVE_HINT_MARGIN_MS / 1000 + 1} s (clients are told ${KEEP_ALIVE_HINT_MARGIN_MS / 1000} s less)`,
+    );
   return limits;
 }
 
@@ -191,6 +195,8 @@ function httpFromEnv(env: NodeJS.ProcessEnv): Partial<HttpLimits> {
     http.bodyBytesPerSecondPerIp =
       positiveInteger('MCPWORKS_BODY_MB_PER_SECOND_PER_IP', env.MCPWORKS_BODY_MB_PER_SECOND_PER_IP, 1_000_000) * MB;
   if (env.MCPWORKS_HEADERS_TIMEOUT_S) http.headersTimeoutMs = seconds('MCPWORKS_HEADERS_TIMEOUT_S', env.MCPWORKS_HEADERS_TIMEOUT_S);
+  if (env.MCPWORKS_KEEP_ALIVE_TIMEOUT_S)
+    http.keepAliveTimeoutMs = seconds('MCPWORKS_KEEP_ALIVE_TIMEOUT_S', env.MCPWORKS_KEEP_ALIVE_TIMEOUT_S);
   if (env.MCPWORKS_REQUEST_TIMEOUT_S) http.requestTimeoutMs = seconds('MCPWORKS_REQUEST_TIMEOUT_S', env.MCPWORKS_REQUEST_TIMEOUT_S);
   const proxies = list(env.MCPWORKS_TRUSTED_PROXIES);
   for (const proxy of proxies)

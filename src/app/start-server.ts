@@ -57,6 +57,7 @@ import { ListChangedHub } from '../api/list-changed.js';
 import { SessionActivity } from '../api/session-activity.js';
 import { refusalFor } from '../api/mcp-refusals.js';
 import { ByteBudget } from '../api/client-pacing.js';
+import { keepAliveHint } from '../api/http-limits.js';
 import { signInPrecheck } from '../api/sign-in-precheck.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from '../api/version.js';
@@ -423,6 +424,10 @@ async function startServerSteps(
         },
         createServer: ((options: ServerOptions, listener: RequestListener) => {
           const http = createHttpServer(options);
+          // Idle connections are held longer than clients hold theirs, and clients are told less (see keepAliveHint):
+          // otherwise a request written as the server closes the connection is reset (ECONNRESET at the client).
+          http.keepAliveTimeout = limits.keepAliveTimeoutMs;
+          const keepAlive = keepAliveHint(limits);
           // Sign-in prechecks run within the client's share of requests, as everything else does.
           const guard = guardConnections(
             http,
@@ -434,7 +439,10 @@ async function startServerSteps(
           connections = guard.stats;
           stopPacing = guard.stop;
           http.on('request', (request, response) => {
-            if (!draining) return guard.listener(request, response);
+            if (!draining) {
+              response.setHeader('keep-alive', keepAlive);
+              return guard.listener(request, response);
+            }
             const body = refusalFor(request, config.baseHost, 'unavailable', 'the server is shutting down', { retry_after: 5 });
             response.writeHead(503, {
               'content-type': 'application/json',

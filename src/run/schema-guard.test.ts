@@ -135,7 +135,8 @@ test('a check past its deadline is stopped, whatever memory it would still get',
 });
 
 test('one account never holds every worker: another account is served meanwhile', async () => {
-  const g = guard();
+  // The attacker's checks are stopped after 250 ms of CPU time: the order, not the deadline, is the subject.
+  const g = guard({ deadlineMs: 250 });
   await g.check(UNIQUE, [1], 'warm-up', 'the input');
   for (let i = 0; i < 2000 && g.stats().ready < 2; i++) await new Promise((resolve) => setTimeout(resolve, 5));
   const order: string[] = [];
@@ -154,7 +155,7 @@ test('one account never holds every worker: another account is served meanwhile'
 
 test('the queue is bounded per account; beyond it a check fails at once as busy', async () => {
   // A wait long enough for a loaded machine (the niced worker gets little CPU there): the bound is the subject, not the deadline.
-  const g = guard({ workers: 1, maxWaitingPerAccount: 2, maxWaitMs: 120_000 });
+  const g = guard({ workers: 1, maxWaitingPerAccount: 2, maxWaitMs: 120_000, deadlineMs: 250 });
   const running = g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the input');
   for (let i = 0; i < 2000 && g.stats().busy === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
   const waiting = [g.check(UNIQUE, [1], 'a', 'the input'), g.check(UNIQUE, [2], 'a', 'the input')];
@@ -183,7 +184,7 @@ async function until(ready: () => boolean): Promise<void> {
 
 test("waiting jobs take turns by account: a newcomer goes before the flooders' next jobs", async () => {
   // A wait long enough for a loaded machine: the order is the subject here, not the deadline.
-  const g = guard({ maxWaitMs: 120_000 });
+  const g = guard({ maxWaitMs: 120_000, deadlineMs: 250 });
   await g.check(UNIQUE, [1], 'warm-up', 'the input');
   await until(() => g.stats().ready === 2);
   const order: string[] = [];

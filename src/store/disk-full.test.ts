@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
 import { openDatabase } from './database.js';
 import { freeBytes } from './storage-guard.js';
-import { callOk, connect, createAccount, parseResult, rawMcpPost } from '../test-support/harness.js';
+import { callOk, connect, createAccount, parseResult, rawMcpPost, seedEmbeddedDatabase } from '../test-support/harness.js';
 import { fetchWithin, freePort, until } from '../test-support/processes.js';
 import { cliCommand } from '../test-support/cli-command.js';
 
@@ -98,6 +98,8 @@ test(
   async () => {
     const dataDir = path.join(mountPoint!, 'data');
     mkdirSync(dataDir);
+    // The test template, not a database made from nothing (seconds of CPU): that start is the third test's subject.
+    await seedEmbeddedDatabase(dataDir);
     const started = await serve(dataDir, RESERVE_MB);
     assert.ok('url' in started, `the server starts: ${'output' in started ? started.output : ''}`);
     const server = started;
@@ -196,6 +198,7 @@ test(
   async () => {
     const dataDir = path.join(mountPoint!, 'fatal');
     mkdirSync(dataDir);
+    await seedEmbeddedDatabase(dataDir);
     const fatal: string[] = [];
     // A reserve too small to hold a new WAL segment: the guard cannot catch this fill in time.
     const database = await openDatabase({ dataDir, diskReserveBytes: 1, onFatal: (message) => fatal.push(message) });

@@ -50,11 +50,18 @@ export async function freshDatabaseUrl(): Promise<string | undefined> {
 
 /**
  * A `skip` option for tests that never use the test PostgreSQL (always the embedded database, or no
- * database): scripts/test.sh runs their file again on PostgreSQL, where they would repeat themselves.
+ * database), or whose rule does not depend on the database: scripts/test.sh runs their file again on
+ * PostgreSQL (for its other tests), where they would only repeat themselves.
  */
 export const EMBEDDED_RUN_ONLY: string | false = process.env.MCPWORKS_TEST_DATABASE_URL
   ? 'independent of the database: run in the embedded run'
   : false;
+
+/** EMBEDDED_RUN_ONLY from inside a test (`if (embeddedRunOnly(t)) return;`): true, and the test skipped, in the PostgreSQL run. */
+export function embeddedRunOnly(t: { skip(message?: string): void }): boolean {
+  if (EMBEDDED_RUN_ONLY) t.skip(EMBEDDED_RUN_ONLY);
+  return EMBEDDED_RUN_ONLY !== false;
+}
 
 /** Servers on a shared PostgreSQL must be given the API-key secret (MCPWORKS_SECRET_KEY); tests use this one. */
 export const TEST_SECRET_KEY = 'mcpworks-test-secret-key-0123456789abcdef';

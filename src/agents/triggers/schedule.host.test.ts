@@ -10,7 +10,7 @@ import { applyTierOverrides } from '../../core/tiers.js';
 import { MISSED_REASON, OVERLAP_REASON } from '../../core/schedule-plan.js';
 import type { Db } from '../../store/database.js';
 import type { AgentScheduleFireRow } from '../../store/schema.js';
-import { callError, callOk, connect, startTestServer, type TestServer } from '../../test-support/harness.js';
+import { callError, callOk, connect, startTestServer, type TestServer, embeddedRunOnly } from '../../test-support/harness.js';
 import { fileServer, newOwner, type Owner } from '../../test-support/owners.js';
 
 // fast: schedules may fire every second (the default plans allow 30 s or 15 s).
@@ -44,7 +44,8 @@ async function healthy(): Promise<void> {
 }
 
 describe('schedule tools', () => {
-  test('listed with descriptions, schemas and annotations', async () => {
+  test('listed with descriptions, schemas and annotations', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     const { tools } = await o.create.listTools();
     for (const name of ['add_schedule', 'list_schedules', 'remove_schedule', 'list_schedule_fires']) {
@@ -59,7 +60,8 @@ describe('schedule tools', () => {
     assert.equal(tools.find((t) => t.name === 'remove_schedule')!.annotations!.destructiveHint, true);
   });
 
-  test('add, list, describe_agent, clone, remove; bad input refused and nothing changed', async () => {
+  test('add, list, describe_agent, clone, remove; bad input refused and nothing changed', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     await callOk(o.create, 'make_agent', { name: 'poller' });
     const bad: Array<[Record<string, unknown>, string, RegExp]> = [
@@ -343,7 +345,8 @@ describe('firing', () => {
     await healthy();
   });
 
-  test('overlap skip: a tick whose previous run is still going is recorded skipped; runs never overlap', async () => {
+  test('overlap skip: a tick whose previous run is still going is recorded skipped; runs never overlap', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     await callOk(o.create, 'make_agent', { name: 'sleepy' });
     const id = await agentId(o.ns, 'sleepy');
@@ -369,7 +372,8 @@ describe('firing', () => {
       );
   });
 
-  test('failure strategies: continue keeps firing, auto_disable turns off after max_failures, backoff waits', async () => {
+  test('failure strategies: continue keeps firing, auto_disable turns off after max_failures, backoff waits', async (t) => {
+    if (embeddedRunOnly(t)) return;
     const o = await owner();
     await callOk(o.create, 'make_agent', { name: 'flaky' });
     const id = await agentId(o.ns, 'flaky');
