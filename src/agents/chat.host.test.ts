@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { CHAT_MESSAGE_MAX_CHARS } from '../core/agent-chat.js';
-import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { sql } from 'kysely';
 import { callError, callOk, connect, createKey, errorOf, MODERN_PROTOCOL, type TestServer } from '../test-support/harness.js';
@@ -19,7 +19,7 @@ import { ReplicasStore } from '../store/replicas-store.js';
 import type { Db } from '../store/database.js';
 
 // A server on its own data dir (started again by the last test: history survives, sealed at rest).
-const files = fileServer('chat', { tiers: DEFAULT_TIERS });
+const files = fileServer('chat', { tiers: DEFAULT_TIERS, agentMcpAllow: fakeLlmAllow() });
 let server: TestServer;
 let llm: FakeLlm;
 before(async () => {

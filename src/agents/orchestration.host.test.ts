@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import type { AttachedToolSource } from './orchestration/toolbox.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import {
   callError,
   callOk,
@@ -80,7 +80,7 @@ before(async () => {
   llm = await startFakeLlm();
   // Schedules may fire every second here (the plan's minimum gap is 30 s).
   const tiers = applyTierOverrides('{"pro_trial":{"schedule_min_interval_s":1}}');
-  server = await startTestServer({ tiers }, { write: (line: string) => void (log += line) });
+  server = await startTestServer({ tiers, agentMcpAllow: fakeLlmAllow() }, { write: (line: string) => void (log += line) });
   const account = await createAccount(server.url);
   ns = `orch-${Math.random().toString(36).slice(2, 10)}`;
   create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
