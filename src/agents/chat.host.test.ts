@@ -591,7 +591,7 @@ describe('chat_with_agent answers', () => {
   });
 
   // After the restart above, which dropped the second model's address from the operator's list.
-  test("a base_url allowed when configured but no longer when called: the model is not reached, the run ends recorded, the replica up", async () => {
+  test('a base_url allowed when configured but no longer when called: the model is not reached, the run ends recorded, the replica up', async () => {
     const s = outlived!;
     const llm = second!;
     const create = await connect(`${server.url}/mcp/create/${s.ns}`, s.account.key);

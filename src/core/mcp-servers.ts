@@ -136,4 +136,3 @@ export function publicMcpServers(list: unknown): Array<Record<string, unknown>> 
     configured_at: s.configured_at,
   }));
 }
-

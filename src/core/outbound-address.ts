@@ -348,7 +348,9 @@ function isOwnServer(target: ServerTarget, address: IpAddress, own: OwnEndpoints
   if (base && target.port === base.port && (target.host === base.name || target.host.endsWith(`.${base.name}`))) return true;
   if (target.port !== own.port) return false;
   const kind = refusedKind(address);
-  return kind === 'loopback' || kind === 'unspecified' || own.addresses.some((a) => a.family === address.family && a.value === address.value);
+  return (
+    kind === 'loopback' || kind === 'unspecified' || own.addresses.some((a) => a.family === address.family && a.value === address.value)
+  );
 }
 
 /**
