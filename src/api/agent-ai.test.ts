@@ -122,7 +122,16 @@ describe('agent AI on the create endpoint', () => {
   });
 
   test("base_url where agents may not reach is refused with its reason, nothing stored; ollama's default address too", async () => {
-    const base = { name: 'thinker', provider: 'openai', model: 'gpt-4o', api_key: 'sk-other' };
+    // Its own agent, on the allowed fake LLM first (the operator lists 127.0.0.3): accepted.
+    await callOk(o.create, 'make_agent', { name: 'guarded' });
+    await callOk(o.create, 'configure_agent_ai', {
+      name: 'guarded',
+      provider: 'anthropic',
+      model: 'claude-test',
+      api_key: KEY,
+      base_url: llm.anthropicUrl,
+    });
+    const base = { name: 'guarded', provider: 'openai', model: 'gpt-4o', api_key: 'sk-other' };
     const port = new URL(server.url).port;
     const refused: Array<[string, RegExp]> = [
       ['http://169.254.169.254/v1', /169\.254\.169\.254 is a metadata address/],
@@ -156,13 +165,14 @@ describe('agent AI on the create endpoint', () => {
     assert.equal(ollama.type, 'validation_error');
     assert.equal(ollama.field, 'base_url');
     assert.match(ollama.message, /ollama's default address http:\/\/127\.0\.0\.1:11434\/v1.*loopback address.*MCPWORKS_AGENT_MCP_ALLOW/);
-    const described = await callOk(o.create, 'describe_agent', { name: 'thinker' });
+    const described = await callOk(o.create, 'describe_agent', { name: 'guarded' });
     assert.deepEqual(
       [described.config.ai.provider, described.config.ai.model, described.config.ai.base_url],
       ['anthropic', 'claude-test', llm.anthropicUrl],
       'nothing stored',
     );
-    assert.equal(server.server.services.agents.ai.open(await row(o, 'thinker'))?.apiKey, KEY);
+    assert.equal(server.server.services.agents.ai.open(await row(o, 'guarded'))?.apiKey, KEY);
+    await callOk(o.create, 'destroy_agent', { name: 'guarded' });
   });
 
   test('scopes: configuring needs write and execute; removing needs write', async () => {
