@@ -393,6 +393,7 @@ export class AgentDispatcher {
       result = { failure: this.typed(error, runId) };
     }
     await session.settled();
+    await session.finish();
     const fn = result.function;
     const loop = result.loop;
     const toolCalls: AgentToolCall[] = session.calls;
