@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { CHAT_MESSAGE_MAX_CHARS } from '../core/agent-chat.js';
-import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { FAKE_LLM_HOST, fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { parseAgentMcpAllow } from '../core/outbound-address.js';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { sql } from 'kysely';
 import {
@@ -28,9 +29,12 @@ import { ReplicasStore } from '../store/replicas-store.js';
 import type { Db } from '../store/database.js';
 
 // A server on its own data dir (started again by the last test: history survives, sealed at rest).
-const files = fileServer('chat', { tiers: DEFAULT_TIERS });
+// The operator allows the fake LLM and, until the restart, a second model on 127.0.0.4 (the restart drops it).
+const SECOND_MODEL_HOST = '127.0.0.4';
+const files = fileServer('chat', { tiers: DEFAULT_TIERS, agentMcpAllow: parseAgentMcpAllow(`${FAKE_LLM_HOST},${SECOND_MODEL_HOST}`) });
 let server: TestServer;
 let llm: FakeLlm;
+let second: FakeLlm | undefined;
 before(async () => {
   llm = await startFakeLlm();
   server = await files.start();
@@ -38,6 +42,7 @@ before(async () => {
 after(async () => {
   await files.stop();
   await llm?.close();
+  await second?.close();
 });
 
 type Space = Owner;
@@ -492,6 +497,47 @@ describe('chat_with_agent answers', () => {
     assert.equal((await slow).replica, a);
   });
 
+  let outlived: Space | undefined;
+  let restartedWithoutSecond = false;
+  test("the model's address on each call: a redirect to a refused address is not followed; the run ends recorded, the replica up", async () => {
+    const s = await agentSpace('hopper');
+    // A second model on 127.0.0.1 (loopback, not allowed): the redirect's target.
+    const inner = await startFakeLlm('127.0.0.1');
+    try {
+      inner.script([{ text: 'reached the inside' }]);
+      llm.requests.length = 0;
+      llm.script([{ redirect: `${inner.anthropicUrl}/v1/messages` }]);
+      const error = errorOf(await callError(s.create, 'chat_with_agent', { name: 'hopper', message: 'hi' }));
+      assert.equal(error.stop_reason, 'provider_error');
+      assert.match(error.message, /HTTP 307/);
+      assert.equal(llm.requests.length, 1);
+      assert.equal(inner.requests.length, 0, 'the redirect was not followed');
+      const run = await callOk(s.create, 'describe_agent_run', { name: 'hopper', run_id: error.run_id });
+      assert.equal(run.status, 'failed');
+      assert.equal(run.stop_reason, 'provider_error');
+    } finally {
+      await inner.close();
+    }
+    // The replica is still there for the next message.
+    llm.script([{ text: 'fine' }]);
+    assert.equal((await callOk(s.create, 'chat_with_agent', { name: 'hopper', message: 'again' })).response, 'fine');
+
+    // An agent on the second allowed model (the last test finds it no longer allowed after the restart).
+    second = await startFakeLlm(SECOND_MODEL_HOST);
+    await callOk(s.create, 'make_agent', { name: 'outlived' });
+    await callOk(s.create, 'configure_agent_ai', {
+      name: 'outlived',
+      provider: 'anthropic',
+      model: 'claude-test',
+      api_key: 'sk-ant-outlived',
+      base_url: second.anthropicUrl,
+    });
+    await callOk(s.create, 'start_agent', { name: 'outlived' });
+    second.script([{ text: 'from the second model' }]);
+    assert.equal((await callOk(s.create, 'chat_with_agent', { name: 'outlived', message: 'hi' })).response, 'from the second model');
+    outlived = s;
+  });
+
   // Last: it restarts the file's server.
   test('conversation content is sealed at rest: a marker sent in a message is in no row or data-dir file; a moved row does not open; the chat remembers after a restart', async () => {
     const s = await agentSpace('keeper');
@@ -546,7 +592,9 @@ describe('chat_with_agent answers', () => {
       db,
     );
 
-    server = await files.restart(() => files.assertNotAtRest(marker));
+    // Started again without the second model's address in the operator's list (the last test).
+    server = await files.restart(() => files.assertNotAtRest(marker), { agentMcpAllow: fakeLlmAllow() });
+    restartedWithoutSecond = outlived !== undefined;
     const create = await connect(`${server.url}/mcp/create/${s.ns}`, s.account.key);
     await until(
       'the replica runs again',
@@ -558,5 +606,49 @@ describe('chat_with_agent answers', () => {
     const again = await callOk(create, 'chat_with_agent', { name: 'keeper', conversation_id, message: 'Which word?' });
     assert.equal(again.response, 'Still remembered.');
     assert.match(sent(3), new RegExp(`Summary of the earlier part.*${marker}.*And this: ${marker}.*Noted\\..*fold.*Which word\\?`, 's'));
+  });
+
+  // After the restart above, which dropped the second model's address from the operator's list.
+  test('a base_url allowed when configured but no longer when called: the model is not reached, the run ends recorded, the replica up', async (t) => {
+    // It needs the two tests above (the agent on the second model, then the restart without it).
+    if (!restartedWithoutSecond) return t.skip('the tests it builds on did not run');
+    const s = outlived!;
+    const llm = second!;
+    const create = await connect(`${server.url}/mcp/create/${s.ns}`, s.account.key);
+    await until(
+      'the replica runs again',
+      async () => (await callOk(create, 'describe_agent', { name: 'outlived' })).replicas[0],
+      (r) =>
+        r?.status === 'running' &&
+        server.server.services.agentRuntime.supervisor.processes().some((p) => p.agent === 'outlived' && p.phase === 'up'),
+    );
+    llm.requests.length = 0;
+    llm.script([{ text: 'should not be reached' }]);
+    const error = errorOf(await callError(create, 'chat_with_agent', { name: 'outlived', message: 'hi' }));
+    assert.equal(error.stop_reason, 'provider_error');
+    assert.match(error.message, /address of anthropic was refused: 127\.0\.0\.4 is a loopback address.*MCPWORKS_AGENT_MCP_ALLOW/);
+    assert.equal(llm.requests.length, 0, 'the model was not reached');
+    const run = await callOk(create, 'describe_agent_run', { name: 'outlived', run_id: error.run_id });
+    assert.equal(run.trigger, 'chat');
+    assert.equal(run.status, 'failed');
+    assert.equal(run.stop_reason, 'provider_error');
+    assert.equal(run.error_type, 'provider_address_refused');
+    assert.match(run.error, /loopback address/);
+    // Nothing crashed: the replica answers the next message the same way, the server its health check.
+    const replica = server.server.services.agentRuntime.supervisor.processes().find((p) => p.agent === 'outlived')!;
+    assert.equal(errorOf(await callError(create, 'chat_with_agent', { name: 'outlived', message: 'again' })).stop_reason, 'provider_error');
+    const after = server.server.services.agentRuntime.supervisor.processes().find((p) => p.agent === 'outlived')!;
+    assert.equal(after.pid, replica.pid, 'the same replica process');
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    // The configured base_url is refused if configured again now.
+    const again = await callError(create, 'configure_agent_ai', {
+      name: 'outlived',
+      provider: 'anthropic',
+      model: 'claude-test',
+      api_key: 'k',
+      base_url: llm.anthropicUrl,
+    });
+    assert.equal(again.field, 'base_url');
+    await create.close();
   });
 });

@@ -21,6 +21,7 @@ import type { CallAnswer, LoopOutcome } from './orchestration/loop.js';
 import { runAiJob } from './orchestration/job.js';
 import type { Toolbox, ToolSession } from './orchestration/toolbox.js';
 import type { AiJob } from './worker/protocol.js';
+import type { OutboundPolicyWire } from './outbound-guard.js';
 
 export const ORCHESTRATION_MODES = ['direct', 'run_then_reason', 'reason_first'] as const;
 export type OrchestrationMode = (typeof ORCHESTRATION_MODES)[number];
@@ -102,6 +103,8 @@ export interface Orchestration {
   open(agent: AgentRow): { provider: string; model: string; apiKey: string; baseUrl?: string; systemPrompt?: string } | undefined;
   limits(agent: AgentRow, tier: string): OrchestrationLimits;
   toolbox: Toolbox;
+  /** Where the model may be reached; without it, nowhere in a refused range (the operator's list empty). */
+  outbound?: () => OutboundPolicyWire;
 }
 
 /** Whether a dispatch's rejection means its function never ran (the trigger may offer it again). */
@@ -366,6 +369,7 @@ export class AgentDispatcher {
       tools: session.offered,
       limits,
       startedAt: started,
+      outbound: orchestration.outbound?.() ?? { allow: [], own: null },
     };
     const host: JobHost = { invoke, tool: (name, args, s) => session.call(name, args, s) };
     let result: JobResult;
@@ -389,6 +393,7 @@ export class AgentDispatcher {
       result = { failure: this.typed(error, runId) };
     }
     await session.settled();
+    await session.finish();
     const fn = result.function;
     const loop = result.loop;
     const toolCalls: AgentToolCall[] = session.calls;

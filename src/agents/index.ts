@@ -14,6 +14,7 @@ import { ReplicaDirectory } from './replicas.js';
 import { replicaRunner, ReplicaSupervisor } from './supervisor.js';
 import { AgentRuns } from './runs.js';
 import { Toolbox, type AttachedToolSource } from './orchestration/toolbox.js';
+import type { OutboundPolicyWire } from './outbound-guard.js';
 import { HeartbeatLoop } from './triggers/heartbeat.js';
 import type { AgentAiSettings } from '../services/agent-ai.js';
 import { AgentChat } from './chat.js';
@@ -67,6 +68,8 @@ export class AgentRuntime {
       ai?: Pick<AgentAiSettings, 'open' | 'orchestrationLimits'>;
       /** The agents' attached MCP servers' tools, offered to their AI runs. */
       attached?: AttachedToolSource;
+      /** Where the agents' models may be reached (the operator's list, this server's endpoints): each model call is checked on its replica. */
+      outbound?: () => OutboundPolicyWire;
       /** Seals chat conversations' content at rest (the state cipher's BoundCipher). */
       chatSealer: ChatSealer;
     },
@@ -101,6 +104,7 @@ export class AgentRuntime {
               open: (agent) => deps.ai!.open(agent),
               limits: (agent, tier) => deps.ai!.orchestrationLimits(agent, tier),
               toolbox: this.toolbox,
+              ...(deps.outbound ? { outbound: deps.outbound } : {}),
             },
           }
         : {}),

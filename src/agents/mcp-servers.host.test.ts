@@ -15,7 +15,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { z } from 'zod';
 import { createLogger } from '../app/logger.js';
-import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { FAKE_LLM_HOST, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { assertNotInFiles } from '../test-support/owners.js';
 import { parseAgentMcpAllow } from '../core/mcp-servers.js';
 import {
@@ -28,7 +28,8 @@ import {
   type McpTestClient,
   type TestServer,
 } from '../test-support/harness.js';
-import { McpAddressGuard, McpServerSource, type Resolver } from './mcp-servers.js';
+import { McpServerSource } from './mcp-servers.js';
+import { OutboundAddressGuard, type Resolver } from './outbound-guard.js';
 
 const TINY_SECRET = `tiny-${Math.random().toString(36).slice(2, 14)}-never-shown`;
 
@@ -95,8 +96,8 @@ let tiny: Tiny;
 before(async () => {
   tiny = await startTiny(['127.0.0.1', '127.0.0.2']);
   const logs = new Writable({ write: (chunk, _encoding, done) => (lines.push(String(chunk)), done()) });
-  // The operator lets agents reach 127.0.0.2 (and nothing else in a refused range).
-  server = await startTestServer({ agentMcpAllow: parseAgentMcpAllow('127.0.0.2') }, logs);
+  // The operator lets agents reach 127.0.0.2 and the fake LLM (and nothing else in a refused range).
+  server = await startTestServer({ agentMcpAllow: parseAgentMcpAllow(`127.0.0.2,${FAKE_LLM_HOST}`) }, logs);
 });
 after(async () => {
   await server?.stop();
@@ -249,7 +250,7 @@ describe('attached MCP servers', () => {
 
     // Checked again at connect time: a server whose operator did not list 127.0.0.2 refuses the stored server.
     const strict = new McpServerSource({
-      guard: new McpAddressGuard({ allow: [], own: () => undefined }),
+      guard: new OutboundAddressGuard({ allow: [], own: () => undefined }),
       servers: async (agent) =>
         server.server.services.agents.mcp.open(
           (await server.server.services.agents.resolve(
@@ -276,7 +277,7 @@ describe('attached MCP servers', () => {
     // A name whose answers change between requests (DNS rebinding): each request checks its own answer and connects to it.
     let answer = '127.0.0.2';
     const rebinding: Resolver = async () => [{ address: answer, family: 4 }];
-    const guard = new McpAddressGuard({ allow: parseAgentMcpAllow('127.0.0.2'), own: () => undefined, resolve: rebinding });
+    const guard = new OutboundAddressGuard({ allow: parseAgentMcpAllow('127.0.0.2'), own: () => undefined, resolve: rebinding });
     const seen = () => tiny.seen.filter((s) => s.local === '127.0.0.1').length;
     const onLoopback = seen();
     const first = await guard.fetch(`http://rebind.test:${t2}/mcp`, { method: 'GET' });
@@ -285,7 +286,7 @@ describe('attached MCP servers', () => {
     answer = '127.0.0.1';
     await assert.rejects(guard.fetch(`http://rebind.test:${tiny.port['127.0.0.1']}/mcp`, { method: 'GET' }), /loopback/);
     // One public answer and one private: refused (every answer is checked, not only the first).
-    const mixed = new McpAddressGuard({
+    const mixed = new OutboundAddressGuard({
       allow: [],
       own: () => undefined,
       resolve: async () => [

@@ -1,41 +1,22 @@
 /**
  * An agent's attached MCP servers, reached with the official MCP SDK client over Streamable HTTP
- * (issue 16). Every request's address is resolved and checked against the rules of
- * core/mcp-servers.ts (the DNS answers too), then the connection is made to that checked address
- * (no second resolution a rebinding name could answer differently); redirects are not followed
- * (the transport may follow a same-origin one, which comes back here and is checked again).
+ * (issue 16). Every request goes through the agents' outbound guard (outbound-guard.ts: the
+ * address resolved, every answer checked, the connection pinned to it, redirects not followed).
  * Connections are cached per agent and server, a bounded number, and dropped when the server's
  * settings change or a call fails.
  */
-import { lookup } from 'node:dns/promises';
-import { networkInterfaces } from 'node:os';
-import http from 'node:http';
-import https from 'node:https';
-import { Readable, Transform } from 'node:stream';
-import { Client, SdkHttpError, StreamableHTTPClientTransport, type FetchLike } from '@modelcontextprotocol/client';
-import {
-  bareHost,
-  formatIp,
-  isOwnRunHost,
-  parseIp,
-  refusedKind,
-  type IpAddress,
-  parseServerUrl,
-  refusal,
-  type AllowEntry,
-  type OwnEndpoints,
-  type ServerTarget,
-} from '../core/mcp-servers.js';
+import { Client, SdkHttpError, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import type { Logger } from '../core/logger.js';
 import type { OpenMcpServer } from '../services/agent-mcp-servers.js';
 import type { AttachedTool, AttachedToolSource } from './orchestration/toolbox.js';
+import { OUTBOUND_RESPONSE_MAX_BYTES, type OutboundAddressGuard } from './outbound-guard.js';
 
 export type { AttachedTool, AttachedToolSource } from './orchestration/toolbox.js';
 
 /** A tool result's text sent on (the toolbox caps and scans it again for the model). */
 export const MCP_RESULT_MAX_CHARS = 100_000;
 /** One response body from an attached server (a JSON answer or an SSE stream's whole life). */
-export const MCP_RESPONSE_MAX_BYTES = 8 * 1024 * 1024;
+export const MCP_RESPONSE_MAX_BYTES = OUTBOUND_RESPONSE_MAX_BYTES;
 /** Tools taken from one server. */
 export const MCP_TOOLS_PER_SERVER = 128;
 const LIST_PAGES = 8;
@@ -45,160 +26,14 @@ const LIST_TIMEOUT_MS = 20_000;
 const CALL_TIMEOUT_MS = 600_000;
 const ERROR_MAX_CHARS = 500;
 
-/**
- * This server's own endpoints as it listens: its address (on an unspecified one, loopback and
- * each interface's), its port, and the base host of `{ns}.run.{base}`.
- */
-export function ownEndpointsOf(host: string, port: number, baseHost: string | undefined): OwnEndpoints {
-  const ip = parseIp(bareHost(host));
-  const loopback = [parseIp('127.0.0.1')!, parseIp('::1')!];
-  let addresses: IpAddress[] = [];
-  if (ip && refusedKind(ip) === 'unspecified') {
-    addresses = [...loopback];
-    for (const entries of Object.values(networkInterfaces()))
-      for (const entry of entries ?? []) {
-        const address = parseIp(entry.address.split('%')[0]!);
-        if (address) addresses.push(address);
-      }
-  } else if (ip) addresses = [ip];
-  else if (bareHost(host) === 'localhost') addresses = loopback;
-  return { addresses, port, ...(baseHost ? { baseHost } : {}) };
-}
-
-/** A refused address (or URL): the message says why, never a header. */
-export class McpAddressRefused extends Error {}
-
-export type Resolver = (host: string) => Promise<Array<{ address: string; family: number }>>;
-
-const systemResolver: Resolver = (host) => lookup(host, { all: true, verbatim: true });
-
-export interface McpAddressGuardOptions {
-  /** MCPWORKS_AGENT_MCP_ALLOW, parsed. */
-  allow: readonly AllowEntry[];
-  /** This server's own endpoints, once it listens (undefined before). */
-  own: () => OwnEndpoints | undefined;
-  /** DNS (tests give their own). */
-  resolve?: Resolver;
-}
-
-function abortable<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return work;
-  signal.throwIfAborted();
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
-/** Where connections to attached servers may go: resolution checked, the checked address pinned. */
-export class McpAddressGuard {
-  private readonly resolve: Resolver;
-
-  constructor(private readonly options: McpAddressGuardOptions) {
-    this.resolve = options.resolve ?? systemResolver;
-  }
-
-  /** The address a connection to `url` goes to, every answer of its name checked; throws McpAddressRefused. */
-  async check(url: string, signal?: AbortSignal): Promise<{ target: ServerTarget; address: string }> {
-    let target: ServerTarget;
-    try {
-      target = parseServerUrl(url);
-    } catch (error) {
-      throw new McpAddressRefused((error as Error).message);
-    }
-    const policy = { allow: this.options.allow, own: this.options.own() };
-    if (target.literal) {
-      const why = refusal(target, target.literal, policy);
-      if (why) throw new McpAddressRefused(why);
-      return { target, address: formatIp(target.literal) };
-    }
-    let answers: Array<{ address: string; family: number }>;
-    try {
-      answers = await abortable(this.resolve(target.host), signal);
-    } catch (error) {
-      if (signal?.aborted) throw error;
-      throw new McpAddressRefused(`${target.host} does not resolve (${(error as NodeJS.ErrnoException).code ?? 'lookup failed'})`);
-    }
-    if (answers.length === 0) throw new McpAddressRefused(`${target.host} does not resolve`);
-    // Every answer, not only the one used: a name with one public and one private address is refused.
-    let first: string | undefined;
-    for (const answer of answers) {
-      const ip = parseIp(answer.address);
-      if (!ip) throw new McpAddressRefused(`${target.host} resolves to an address this server cannot check`);
-      const why = isOwnRunHost(target, policy.own) ? undefined : refusal(target, ip, policy);
-      if (why) throw new McpAddressRefused(why);
-      first ??= formatIp(ip);
-    }
-    return { target, address: first! };
-  }
-
-  /**
-   * fetch for the SDK's transport: each request checked (check()) and sent to the checked address
-   * (TLS still verifies the host name); a redirect is answered as it is, never followed here;
-   * a response body past MCP_RESPONSE_MAX_BYTES ends in an error.
-   */
-  readonly fetch: FetchLike = async (input, init) => {
-    const href = typeof input === 'string' ? input : input instanceof URL ? input.href : (input as Request).url;
-    const signal = init?.signal ?? undefined;
-    const { target, address } = await this.check(href, signal);
-    const url = new URL(target.url);
-    const headers: Record<string, string> = {};
-    new Headers(init?.headers).forEach((value, name) => (headers[name] = value));
-    headers.host = url.host;
-    const body = init?.body;
-    if (body !== undefined && body !== null && typeof body !== 'string' && !(body instanceof Uint8Array))
-      throw new TypeError('attached MCP servers: unsupported request body');
-    const request = (target.protocol === 'https:' ? https : http).request({
-      host: address,
-      port: target.port,
-      method: init?.method ?? 'GET',
-      path: url.pathname + url.search,
-      headers,
-      // The name the certificate must carry (the connection goes to the checked address).
-      ...(target.protocol === 'https:' && !target.literal ? { servername: target.host } : {}),
-      agent: false,
-      ...(signal ? { signal } : {}),
-    });
-    const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      request.once('response', resolve);
-      request.once('error', reject);
-      request.end(body ?? undefined);
-    });
-    const status = response.statusCode ?? 502;
-    const responseHeaders = new Headers();
-    for (let i = 0; i + 1 < response.rawHeaders.length; i += 2)
-      responseHeaders.append(response.rawHeaders[i]!, response.rawHeaders[i + 1]!);
-    if (status < 200 || status > 599) {
-      response.destroy();
-      throw new Error(`attached MCP server answered HTTP ${status}`);
-    }
-    const empty = status === 204 || status === 205 || status === 304 || init?.method === 'HEAD';
-    if (empty) response.resume();
-    let seen = 0;
-    const capped = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        seen += chunk.length;
-        if (seen > MCP_RESPONSE_MAX_BYTES) done(new Error(`attached MCP server's response passed ${MCP_RESPONSE_MAX_BYTES} bytes`));
-        else done(null, chunk);
-      },
-    });
-    response.once('error', (error) => capped.destroy(error));
-    return new Response(empty ? null : (Readable.toWeb(response.pipe(capped)) as ReadableStream<Uint8Array>), {
-      status,
-      statusText: response.statusMessage ?? '',
-      headers: responseHeaders,
-    });
-  };
-}
-
 interface Connection {
   version: string;
   client: Promise<Client>;
 }
 
 export interface McpServerSourceOptions {
-  guard: McpAddressGuard;
+  /** purpose 'mcp' */
+  guard: OutboundAddressGuard;
   /** The agent's servers with their headers opened (none for an agent that is gone). */
   servers: (agentId: string) => Promise<OpenMcpServer[]>;
   logger: Logger;

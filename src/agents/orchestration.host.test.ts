@@ -11,9 +11,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import type { AttachedToolSource } from './orchestration/toolbox.js';
+import { FORBIDDEN_EVENTS_PER_RUN, type AttachedToolSource } from './orchestration/toolbox.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import {
   callError,
   callOk,
@@ -80,7 +80,7 @@ before(async () => {
   llm = await startFakeLlm();
   // Schedules may fire every second here (the plan's minimum gap is 30 s).
   const tiers = applyTierOverrides('{"pro_trial":{"schedule_min_interval_s":1}}');
-  server = await startTestServer({ tiers }, { write: (line: string) => void (log += line) });
+  server = await startTestServer({ tiers, agentMcpAllow: fakeLlmAllow() }, { write: (line: string) => void (log += line) });
   const account = await createAccount(server.url);
   ns = `orch-${Math.random().toString(36).slice(2, 10)}`;
   create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
@@ -233,6 +233,30 @@ describe('AI runs', () => {
     );
     const events = (await ok('list_security_events', {})) as Array<Record<string, unknown>>;
     assert.equal(events.filter((e) => e.type === 'agent_forbidden_tool' && e.run_id === outcome.runId).length, 3);
+  });
+
+  test('a model asking for management tools in a loop: the first attempts are security events each, the rest one summary with the count', async () => {
+    llm.script([
+      {
+        toolCalls: Array.from({ length: 12 }, (_, i) => ({ id: `f${i}`, name: i % 2 ? 'make_function' : 'delete_service', arguments: {} })),
+      },
+      { toolCalls: Array.from({ length: 4 }, (_, i) => ({ id: `g${i}`, name: 'update_function', arguments: {} })) },
+      { text: 'ok' },
+    ]);
+    const outcome = await chat('go');
+    assert.equal(outcome.stopReason, 'answered', JSON.stringify(outcome.error));
+    const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
+    assert.equal(run.tool_calls.filter((c: { outcome: string }) => c.outcome === 'refused_forbidden').length, 16, 'every attempt refused');
+    const events = ((await ok('list_security_events', { limit: 200 })) as Array<Record<string, unknown>>).filter(
+      (e) => e.type === 'agent_forbidden_tool' && e.run_id === outcome.runId,
+    );
+    assert.equal(events.length, FORBIDDEN_EVENTS_PER_RUN + 1);
+    assert.equal(events.filter((e) => e.detection === 'forbidden_tool').length, FORBIDDEN_EVENTS_PER_RUN);
+    const summary = events.filter((e) => e.detection === 'forbidden_tool_repeated');
+    assert.equal(summary.length, 1);
+    assert.deepEqual([summary[0]!.attempts, summary[0]!.tool, summary[0]!.agent], [16, 'update_function', 'bot']);
+    const lines = log.split('\n').filter((l) => l.includes('"security_event":"agent_forbidden_tool"') && l.includes(outcome.runId));
+    assert.equal(lines.length, FORBIDDEN_EVENTS_PER_RUN + 1, 'log lines capped too');
   });
 
   test('an attached server listing 2100 tools or a huge schema: the run gets at most 128 and is told what was left out', async () => {

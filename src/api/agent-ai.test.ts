@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { modelProvider } from '../agents/providers/index.js';
 import { applyTierOverrides } from '../core/tiers.js';
-import { startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { callError, callOk, connect, createKey, startTestServer, type TestServer } from '../test-support/harness.js';
 import { assertNotInFiles, newOwner, type Owner } from '../test-support/owners.js';
 
@@ -20,7 +20,7 @@ let server: TestServer;
 let llm: FakeLlm;
 before(async () => {
   llm = await startFakeLlm();
-  server = await startTestServer({ tiers: TIERS });
+  server = await startTestServer({ tiers: TIERS, agentMcpAllow: fakeLlmAllow() });
 });
 after(async () => {
   await server?.stop();
@@ -119,6 +119,60 @@ describe('agent AI on the create endpoint', () => {
     const described = await callOk(o.create, 'describe_agent', { name: 'thinker' });
     assert.equal(described.config.ai.provider, 'anthropic');
     assert.equal(described.config.ai.model, 'claude-test');
+  });
+
+  test("base_url where agents may not reach is refused with its reason, nothing stored; ollama's default address too", async () => {
+    // Its own agent, on the allowed fake LLM first (the operator lists 127.0.0.3): accepted.
+    await callOk(o.create, 'make_agent', { name: 'guarded' });
+    await callOk(o.create, 'configure_agent_ai', {
+      name: 'guarded',
+      provider: 'anthropic',
+      model: 'claude-test',
+      api_key: KEY,
+      base_url: llm.anthropicUrl,
+    });
+    const base = { name: 'guarded', provider: 'openai', model: 'gpt-4o', api_key: 'sk-other' };
+    const port = new URL(server.url).port;
+    const refused: Array<[string, RegExp]> = [
+      ['http://169.254.169.254/v1', /169\.254\.169\.254 is a metadata address/],
+      ['http://[fd00:ec2::254]/v1', /metadata address/],
+      ['http://127.0.0.1:11434/v1', /127\.0\.0\.1 is a loopback address/],
+      ['http://[::1]:11434/v1', /::1 is a loopback address/],
+      ['http://[::ffff:127.0.0.1]:11434/v1', /loopback address/],
+      ['http://[::127.0.0.1]:11434/v1', /reserved address/],
+      ['http://2130706433:11434/v1', /127\.0\.0\.1 is a loopback address/],
+      ['http://localhost:11434/v1', /localhost resolves to (127\.0\.0\.1|::1), a loopback address/],
+      ['http://10.1.2.3/v1', /10\.1\.2\.3 is a private address/],
+      ['http://192.168.1.20:8080/v1', /private address/],
+      ['http://100.64.0.1/v1', /CGNAT address/],
+      ['http://0.0.0.0:11434/v1', /unspecified address/],
+      ['http://224.0.0.1/v1', /multicast address/],
+      [`${server.url}/v1`, new RegExp(`127\\.0\\.0\\.1:${port} is this server's own address`)],
+      [`http://localhost:${port}/v1`, /this server's own address/],
+      [`http://127.0.0.3:${port}/v1`, /this server's own address/],
+    ];
+    for (const [url, why] of refused) {
+      const error = await callError(o.create, 'configure_agent_ai', { ...base, base_url: url });
+      assert.equal(error.type, 'validation_error', url);
+      assert.equal(error.field, 'base_url', url);
+      assert.match(error.message, /^base_url refused: /, url);
+      assert.match(error.message, why, url);
+      assert.match(error.message, /MCPWORKS_AGENT_MCP_ALLOW|own address/, url);
+      assert.ok(!error.message.includes('sk-other'));
+    }
+    // Ollama without base_url: its default address is loopback, refused unless the operator allows it.
+    const ollama = await callError(o.create, 'configure_agent_ai', { ...base, provider: 'ollama', model: 'llama3', api_key: 'ollama' });
+    assert.equal(ollama.type, 'validation_error');
+    assert.equal(ollama.field, 'base_url');
+    assert.match(ollama.message, /ollama's default address http:\/\/127\.0\.0\.1:11434\/v1.*loopback address.*MCPWORKS_AGENT_MCP_ALLOW/);
+    const described = await callOk(o.create, 'describe_agent', { name: 'guarded' });
+    assert.deepEqual(
+      [described.config.ai.provider, described.config.ai.model, described.config.ai.base_url],
+      ['anthropic', 'claude-test', llm.anthropicUrl],
+      'nothing stored',
+    );
+    assert.equal(server.server.services.agents.ai.open(await row(o, 'guarded'))?.apiKey, KEY);
+    await callOk(o.create, 'destroy_agent', { name: 'guarded' });
   });
 
   test('scopes: configuring needs write and execute; removing needs write', async () => {

@@ -13,7 +13,8 @@ import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
 import { AgentRuntime } from '../agents/index.js';
 import { WebhookTrigger } from '../agents/triggers/webhook.js';
-import { McpAddressGuard, McpServerSource, ownEndpointsOf } from '../agents/mcp-servers.js';
+import { McpServerSource } from '../agents/mcp-servers.js';
+import { OutboundAddressGuard, outboundPolicyWire, ownEndpointsOf } from '../agents/outbound-guard.js';
 import type { OwnEndpoints } from '../core/mcp-servers.js';
 import { BoundCipher, StateCipher } from '../services/state-cipher.js';
 import { secretContext, WebhookService } from '../services/webhooks.js';
@@ -237,8 +238,12 @@ async function startServerSteps(
   // Agents' attached MCP servers: every address checked (the operator's list; this server's run
   // endpoints once it listens) and the connection pinned to it; headers opened only to connect.
   let ownEndpoints: OwnEndpoints | undefined;
-  const mcpGuard = new McpAddressGuard({ allow: config.agentMcpAllow ?? [], own: () => ownEndpoints });
+  const mcpGuard = new OutboundAddressGuard({ allow: config.agentMcpAllow ?? [], own: () => ownEndpoints });
   agents.mcp.addressCheck = (url) => mcpGuard.check(url).then(() => undefined);
+  // Agents' models by the same rules and list (this server itself never one): base_url checked
+  // here, and each model call again on its replica (the policy travels with the job).
+  const modelGuard = new OutboundAddressGuard({ allow: config.agentMcpAllow ?? [], own: () => ownEndpoints, purpose: 'model' });
+  agents.ai.addressCheck = (url) => modelGuard.check(url).then(() => undefined);
   const agentsById = new AgentsStore(database.db);
   const attachedTools = new McpServerSource({
     guard: mcpGuard,
@@ -311,6 +316,7 @@ async function startServerSteps(
     state: (agentId, tier) => agents.stateAccess(agentId, tier),
     ai: agents.ai,
     attached: attachedTools,
+    outbound: () => outboundPolicyWire(config.agentMcpAllow ?? [], ownEndpoints),
     chatSealer: boundCipher,
   });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.

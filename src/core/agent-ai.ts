@@ -85,8 +85,8 @@ export function validateAiInput(args: Record<string, unknown>): AiInput {
  * http(s) only, no credentials in it (describe_agent shows it), no query or fragment (the SDKs
  * append their paths). It may not name this server's create endpoint: no `/mcp/` path segment and
  * no `{ns}.create.{host}` name, so the model's channel can never be pointed at the management tools.
- * Private and loopback addresses are allowed here (a local Ollama); the address rules for attached
- * MCP servers are configure_mcp_servers'.
+ * Where it may point is the agents' outbound rules (core/outbound-address.ts, purpose 'model'):
+ * checked when it is configured (services/agent-ai.ts) and again at each model call.
  */
 export function validateBaseUrl(value: unknown): string {
   const bad = (why: string) => invalid(`base_url ${why}`, { field: 'base_url' });

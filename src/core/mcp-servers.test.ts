@@ -192,6 +192,34 @@ test("this server's own run endpoint (its address, its port, the run path) is al
   assert.equal(refusal(parseServerUrl('http://other.run.localhost:8787/'), parseIp('127.0.0.1')!, withPort), undefined);
 });
 
+test("a model's address: this server itself is refused whatever the operator allows; its run endpoints are no exception", () => {
+  const ours = { addresses: [parseIp('127.0.0.1')!, parseIp('::1')!, parseIp('203.0.113.7')!], port: 8787, baseHost: 'mcp.example.com' };
+  const model = (allow: string): AddressPolicy => ({ allow: parseAgentMcpAllow(allow), own: ours, purpose: 'model' });
+  const wide = model('127.0.0.0/8,::1,203.0.113.0/24,10.0.0.0/8');
+  for (const url of [
+    'http://127.0.0.1:8787/v1',
+    'http://127.0.0.1:8787/mcp/run/other',
+    'http://127.0.0.9:8787/v1', // any loopback address reaches a server listening on 0.0.0.0
+    'http://[::1]:8787/v1',
+    'http://[::ffff:127.0.0.1]:8787/v1',
+    'http://0.0.0.0:8787/v1',
+    'http://203.0.113.7:8787/v1',
+  ])
+    assert.match(literalRefusal(url, wide) ?? '', /this server's own address/, url);
+  // By name: the base host and every name under it on its port, whatever they resolve to.
+  for (const url of ['https://mcp.example.com/v1', 'https://other.run.mcp.example.com/v1', 'https://x.y.mcp.example.com/v1'])
+    assert.match(refusal(parseServerUrl(url), parseIp('10.0.0.5')!, wide) ?? '', /own address/, url);
+  // Elsewhere the operator's list decides as for an attached server.
+  assert.equal(literalRefusal('http://127.0.0.1:11434/v1', wide), undefined);
+  assert.equal(refusal(parseServerUrl('https://mcp.example.com:8443/v1'), parseIp('10.0.0.5')!, wide), undefined);
+  assert.match(literalRefusal('http://127.0.0.1:11434/v1', model('')) ?? '', /loopback address: agents may not reach it unless/);
+  assert.equal(literalRefusal('http://203.0.113.8:8787/v1', model('203.0.113.0/24')), undefined);
+  assert.match(literalRefusal('http://169.254.169.254/v1', model('169.254.0.0/16')) ?? '', /metadata/);
+  // The same URL is this server's run endpoint for an attached server (allowed), never a model.
+  assert.equal(literalRefusal('http://127.0.0.1:8787/mcp/run/other', { allow: [], own: ours }), undefined);
+  assert.ok(literalRefusal('http://127.0.0.1:8787/mcp/run/other', { allow: [], own: ours, purpose: 'model' }));
+});
+
 test('MCPWORKS_AGENT_MCP_ALLOW: addresses, ranges and names the operator opens; metadata only by its own entry', () => {
   const allow = parseAgentMcpAllow(' 10.0.0.0/8, fd00::/8 ,127.0.0.1, Tools.Internal., ::ffff:192.168.0.0/112 ');
   const policy: AddressPolicy = { allow };

@@ -5,13 +5,15 @@
  */
 import {
   effectiveLimits,
+  providerBaseUrl,
   publicAi,
   validateAiInput,
   validateLimitsInput,
   type OrchestrationLimits,
   type StoredAi,
 } from '../core/agent-ai.js';
-import { DomainError } from '../core/errors.js';
+import { DomainError, invalid } from '../core/errors.js';
+import { parseServerUrl, refusal } from '../core/outbound-address.js';
 import { validateHeartbeatInput, type StoredHeartbeat } from '../core/agent-orchestration.js';
 import { isKnownTier, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { AgentsStore } from '../store/agents-store.js';
@@ -19,6 +21,16 @@ import type { AgentRow } from '../store/schema.js';
 import { openSecret, sealSecret, type StateCipher } from './state-cipher.js';
 
 const KEY_PURPOSE = 'ai-key';
+
+/** Refuses a model's address an agent may not reach (throws with the reason). */
+export type ModelAddressCheck = (url: string) => Promise<void>;
+
+/** Without the composition root's check (which resolves names): addresses written in the URL only, nothing allowed. */
+const literalCheck: ModelAddressCheck = async (url) => {
+  const target = parseServerUrl(url);
+  const why = target.literal ? refusal(target, target.literal, { allow: [], purpose: 'model' }) : undefined;
+  if (why) throw new Error(why);
+};
 
 export interface AgentAiConfig {
   provider: string;
@@ -54,8 +66,25 @@ export class AgentAiSettings {
     });
   }
 
+  /**
+   * The model's address checked before it is stored (the composition root sets the resolving check
+   * with the operator's list and this server's endpoints; every model call is checked again).
+   */
+  addressCheck: ModelAddressCheck = literalCheck;
+
   async configure(agent: AgentRow, args: Record<string, unknown>) {
     const input = validateAiInput(args);
+    // base_url when given; a provider's default only when it is an address (ollama's loopback one):
+    // the vendors' own hosts are not resolved here, their calls are checked like any other.
+    const defaultUrl = providerBaseUrl(input.provider);
+    const url = input.baseUrl ?? (defaultUrl && parseServerUrl(defaultUrl).literal ? defaultUrl : undefined);
+    if (url !== undefined)
+      try {
+        await this.addressCheck(url);
+      } catch (error) {
+        const whose = input.baseUrl ? '' : ` (${input.provider}'s default address ${url}; give base_url or ask the operator to allow it)`;
+        throw invalid(`base_url refused${whose}: ${(error as Error).message}`, { field: 'base_url' });
+      }
     const ai: StoredAi = {
       provider: input.provider,
       model: input.model,

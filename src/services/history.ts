@@ -99,7 +99,14 @@ export class ExecutionHistory {
       execution_id: r.execution_id,
       // An agent run that asked for a management tool: which agent, tool, trigger and run (never the arguments).
       ...(r.event_type === 'agent_forbidden_tool'
-        ? { agent: r.detail.agent ?? null, tool: r.detail.tool ?? null, trigger: r.detail.trigger ?? null, run_id: r.detail.run_id ?? null }
+        ? {
+            agent: r.detail.agent ?? null,
+            tool: r.detail.tool ?? null,
+            trigger: r.detail.trigger ?? null,
+            run_id: r.detail.run_id ?? null,
+            // A run's summary past its per-run cap: how many times it asked in all.
+            ...(typeof r.detail.attempts === 'number' ? { attempts: r.detail.attempts } : {}),
+          }
         : {}),
       created_at: new Date(r.created_at).toISOString(),
     }));

@@ -46,6 +46,8 @@ export interface ForbiddenToolEvent {
   tool: string;
   trigger: string;
   runId: string;
+  /** A run's summary past the per-run cap: every attempt counted (the first ones have their own events). */
+  attempts?: number;
 }
 
 export interface RunFilter {
@@ -128,11 +130,12 @@ export class AgentRunsStore {
   /** A security event of the agent's namespace (list_security_events shows it). */
   async recordForbiddenTool(event: ForbiddenToolEvent): Promise<void> {
     const detail = JSON.stringify({
-      detection: 'forbidden_tool',
+      detection: event.attempts === undefined ? 'forbidden_tool' : 'forbidden_tool_repeated',
       agent: event.agent,
       tool: event.tool,
       trigger: event.trigger,
       run_id: event.runId,
+      ...(event.attempts === undefined ? {} : { attempts: event.attempts }),
     });
     await sql`
       INSERT INTO security_events (id, account_id, namespace_id, event_type, detail)

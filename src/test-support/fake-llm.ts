@@ -4,10 +4,21 @@
  * non-streaming, tool calls included; replays a script of turns in order; records every request
  * (so a test can assert what the model was offered and sent); can delay a turn (until the client
  * gives up, for deadline and abort tests) and answer errors (401, 429, 500). Reached only through
- * the official SDKs with a base URL: `anthropicUrl` / `openaiUrl`.
+ * the official SDKs with a base URL: `anthropicUrl` / `openaiUrl`. It listens on FAKE_LLM_HOST,
+ * a loopback address the agents' outbound rules refuse unless the operator allows it: a test server
+ * whose agents reach it is started with `agentMcpAllow: fakeLlmAllow()`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { parseAgentMcpAllow, type AllowEntry } from '../core/outbound-address.js';
+
+/** Where the fake LLM listens by default (127.0.0.1 is this server's own loopback address in tests). */
+export const FAKE_LLM_HOST = '127.0.0.3';
+
+/** MCPWORKS_AGENT_MCP_ALLOW as a test server needs it for its agents to reach the fake LLM. */
+export function fakeLlmAllow(): AllowEntry[] {
+  return parseAgentMcpAllow(FAKE_LLM_HOST);
+}
 
 export interface FakeToolCall {
   id?: string;
@@ -23,6 +34,8 @@ export interface FakeTurn {
   delayMs?: number;
   /** Answer this HTTP status with the vendor's error body instead (401, 429, 500, ...). */
   status?: number;
+  /** Answer 307 to this address instead (a redirect the client must not follow). */
+  redirect?: string;
 }
 
 export interface RecordedRequest {
@@ -120,7 +133,7 @@ function errorBody(api: RecordedRequest['api'], status: number, key: string) {
   return api === 'anthropic' ? { type: 'error', error: { type, message } } : { error: { message, type, code, param: null } };
 }
 
-export async function startFakeLlm(): Promise<FakeLlm> {
+export async function startFakeLlm(host = FAKE_LLM_HOST): Promise<FakeLlm> {
   let turns: FakeTurn[] = [];
   let next = 0;
   const requests: RecordedRequest[] = [];
@@ -156,6 +169,10 @@ export async function startFakeLlm(): Promise<FakeLlm> {
     const answer = () => {
       if (record.aborted || res.destroyed) return;
       record.answered = true;
+      if (turn.redirect) {
+        res.writeHead(307, { location: turn.redirect, 'content-type': 'application/json' }).end('{}');
+        return;
+      }
       if (turn.status && turn.status >= 400) {
         const headers: Record<string, string> = { 'content-type': 'application/json' };
         if (turn.status === 429) headers['retry-after'] = '0';
@@ -181,8 +198,8 @@ export async function startFakeLlm(): Promise<FakeLlm> {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  const origin = `http://${host}:${(server.address() as AddressInfo).port}`;
   return {
     anthropicUrl: origin,
     openaiUrl: `${origin}/v1`,

@@ -41,7 +41,8 @@ export async function newOwner(on: TestServer, prefix: string, tier?: string): P
  * A server on a data dir of its own, started again on the same dir and database by `restart`
  * (what a test of persistence across restarts needs). Call `start` in `before`, `stop` in `after`.
  */
-export function fileServer(prefix: string, overrides: Partial<ServerConfig> = {}) {
+export function fileServer(prefix: string, given: Partial<ServerConfig> = {}) {
+  let overrides = given;
   let dataDir: string | undefined;
   let databaseUrl: string | undefined;
   let current: TestServer | undefined;
@@ -57,9 +58,10 @@ export function fileServer(prefix: string, overrides: Partial<ServerConfig> = {}
       if (!databaseUrl) await seedEmbeddedDatabase(dataDir);
       return boot();
     },
-    /** Stops the server, runs `between` (e.g. a look at the data dir at rest), starts it again. */
-    async restart(between?: () => void | Promise<void>): Promise<TestServer> {
+    /** Stops the server, runs `between` (e.g. a look at the data dir at rest), starts it again (with `changes` to its configuration from then on). */
+    async restart(between?: () => void | Promise<void>, changes: Partial<ServerConfig> = {}): Promise<TestServer> {
       await current?.stop();
+      overrides = { ...overrides, ...changes };
       await between?.();
       return boot();
     },

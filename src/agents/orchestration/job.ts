@@ -5,6 +5,7 @@
  */
 import { LIMIT_MESSAGES, triggerMessage } from '../../core/agent-orchestration.js';
 import { modelProvider } from '../providers/index.js';
+import { modelGuard } from '../outbound-guard.js';
 import type { AiJob, LoopResult } from '../worker/protocol.js';
 import { runLoop, type CallAnswer } from './loop.js';
 
@@ -49,11 +50,13 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
       functionOutcome: outcome,
     });
   }
+  // Every model call through the outbound guard: its address resolved and checked, the connection pinned to it.
   const provider = modelProvider({
     provider: ai.provider,
     model: ai.model,
     apiKey: ai.apiKey,
     ...(ai.baseUrl ? { baseUrl: ai.baseUrl } : {}),
+    fetch: modelGuard(ai.outbound).fetch,
   });
   const loop = await runLoop(
     { system: ai.system, history: ai.history, message, tools: ai.tools, limits: ai.limits, startedAt: ai.startedAt, signal },

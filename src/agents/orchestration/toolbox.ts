@@ -207,10 +207,19 @@ export class Toolbox {
   }
 }
 
+/**
+ * Management-tool attempts of one run recorded one by one (security event and log line); past
+ * them, a model asking in a loop adds one summary event with the count when the run ends.
+ */
+export const FORBIDDEN_EVENTS_PER_RUN = 5;
+
 export class ToolSession {
   /** Every call the model made, in order, as the run's record keeps it. */
   readonly calls: AgentToolCall[] = [];
   functionsCalled = 0;
+  /** Management tools asked for in this run, and the last one's name. */
+  private forbiddenAttempts = 0;
+  private lastForbidden = '';
   private readonly pending = new Set<Promise<unknown>>();
   private readonly scanner: SecretScanner;
 
@@ -388,12 +397,37 @@ export class ToolSession {
     }
   }
 
-  /** A management tool asked for: a security event of the namespace (stored and logged), never the arguments. */
+  /**
+   * A management tool asked for: a security event of the namespace (stored and logged), never the
+   * arguments; past FORBIDDEN_EVENTS_PER_RUN in one run only counted (finish() sums them up).
+   */
   private async forbidden(name: string): Promise<void> {
     const tool = storable(name.slice(0, TOOL_NAME_MAX_CHARS));
+    this.forbiddenAttempts++;
+    this.lastForbidden = tool;
+    if (this.forbiddenAttempts > FORBIDDEN_EVENTS_PER_RUN) return;
+    await this.securityEvent(tool);
+  }
+
+  /** The run is over: attempts past the per-run cap become one summary event with their count. */
+  async finish(): Promise<void> {
+    if (this.forbiddenAttempts > FORBIDDEN_EVENTS_PER_RUN) await this.securityEvent(this.lastForbidden, this.forbiddenAttempts);
+  }
+
+  private async securityEvent(tool: string, attempts?: number): Promise<void> {
+    const summary = attempts !== undefined ? { attempts, recorded_singly: FORBIDDEN_EVENTS_PER_RUN } : {};
     this.deps.logger.warn(
-      { security_event: 'agent_forbidden_tool', agent: this.run.agentName, tool, trigger: this.run.trigger, run_id: this.run.runId },
-      'an agent run asked for a management tool; refused',
+      {
+        security_event: 'agent_forbidden_tool',
+        agent: this.run.agentName,
+        tool,
+        trigger: this.run.trigger,
+        run_id: this.run.runId,
+        ...summary,
+      },
+      attempts !== undefined
+        ? `an agent run asked for management tools ${attempts} times; all refused`
+        : 'an agent run asked for a management tool; refused',
     );
     await this.deps.runs
       .recordForbiddenTool({
@@ -403,6 +437,7 @@ export class ToolSession {
         tool,
         trigger: this.run.trigger,
         runId: this.run.runId,
+        ...(attempts !== undefined ? { attempts } : {}),
       })
       .catch((error: unknown) =>
         this.deps.logger.error(

@@ -52,7 +52,13 @@ export class AnthropicProvider implements ModelProvider {
     this.model = settings.model;
     // No retries: the run's deadline rules, and the loop decides what a refusal means. No SDK
     // logging (it would be the server's console), and no address from the server's environment.
-    this.client = new Anthropic({ apiKey: settings.apiKey, baseURL: settings.baseUrl ?? null, maxRetries: 0, logLevel: 'off' });
+    this.client = new Anthropic({
+      apiKey: settings.apiKey,
+      baseURL: settings.baseUrl ?? null,
+      maxRetries: 0,
+      logLevel: 'off',
+      ...(settings.fetch ? { fetch: settings.fetch } : {}),
+    });
   }
 
   async turn(request: TurnRequest): Promise<TurnResult> {

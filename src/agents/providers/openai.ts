@@ -56,6 +56,7 @@ export class OpenAIProvider implements ModelProvider {
       project: null,
       maxRetries: 0,
       logLevel: 'off',
+      ...(settings.fetch ? { fetch: settings.fetch } : {}),
     });
   }
 

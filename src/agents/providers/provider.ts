@@ -4,6 +4,7 @@
  * call in flight. The adapters (anthropic.ts, openai.ts) speak the wire formats through the
  * vendors' official SDKs; nothing here knows a vendor.
  */
+import { OutboundAddressRefused } from '../outbound-guard.js';
 
 export interface ToolSpec {
   /** e.g. `service__function`, `mcp__server__tool`, `state_get`. */
@@ -60,7 +61,7 @@ export interface TurnResult {
   stopReason: string;
 }
 
-export type ProviderErrorKind = 'auth' | 'rate_limited' | 'timeout' | 'aborted' | 'bad_response' | 'unavailable';
+export type ProviderErrorKind = 'auth' | 'rate_limited' | 'timeout' | 'aborted' | 'bad_response' | 'unavailable' | 'address_refused';
 
 /**
  * A failed model call. The message is ours (kind, status, the provider's name): never the
@@ -90,6 +91,8 @@ export interface ProviderSettings {
   apiKey: string;
   /** Overrides the provider's default address (OpenAI-compatible services, local Ollama, tests). */
   baseUrl?: string;
+  /** The SDK's fetch: on a replica, the outbound guard's (each call's address checked and pinned). */
+  fetch?: (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 }
 
 /** Milliseconds left before the deadline, or a timeout error when none is left. */
@@ -162,6 +165,11 @@ export function providerError(error: unknown, provider: string, timedOut: boolea
   if (error instanceof ProviderError) return error;
   if (timedOut) return new ProviderError('timeout', `the call to ${provider} reached the run's deadline`);
   if (aborted) return new ProviderError('aborted', `the call to ${provider} was aborted`);
+  // The outbound guard refused the model's address (the SDKs wrap what fetch throws as its cause).
+  const refused = [error, (error as { cause?: unknown } | null)?.cause].find(
+    (e): e is OutboundAddressRefused => e instanceof OutboundAddressRefused,
+  );
+  if (refused) return new ProviderError('address_refused', `the address of ${provider} was refused: ${refused.message}`);
   const status = typeof (error as { status?: unknown })?.status === 'number' ? (error as { status: number }).status : undefined;
   const name = sdkErrorClass(error);
   if (name === 'APIConnectionTimeoutError') return new ProviderError('timeout', `the call to ${provider} reached the run's deadline`);

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { providerBaseUrl, validateBaseUrl } from '../../core/agent-ai.js';
-import { startFakeLlm, type FakeLlm } from '../../test-support/fake-llm.js';
+import { FAKE_LLM_HOST, startFakeLlm, type FakeLlm } from '../../test-support/fake-llm.js';
+import { modelGuard } from '../outbound-guard.js';
 import { AnthropicProvider } from './anthropic.js';
 import { modelProvider } from './index.js';
 import { OpenAIProvider } from './openai.js';
@@ -211,6 +212,48 @@ for (const [label, make] of adapters) {
       assert.ok(error instanceof ProviderError, String(error));
       assert.equal(error.kind, 'unavailable');
       assert.match(error.message, /could not be reached/);
+    });
+
+    test("through the outbound guard: each call's name resolved, the connection pinned to the address checked; a refused one never leaves", async () => {
+      const port = new URL(llm.anthropicUrl).port;
+      let answer = FAKE_LLM_HOST;
+      const looked: string[] = [];
+      const guard = modelGuard({ allow: [FAKE_LLM_HOST], own: null }, async (host) => {
+        looked.push(host);
+        return [{ address: answer, family: 4 }];
+      });
+      const provider =
+        label === 'anthropic'
+          ? new AnthropicProvider({
+              provider: 'anthropic',
+              model: 'claude-test',
+              apiKey: KEY,
+              baseUrl: `http://model.test:${port}`,
+              fetch: guard.fetch,
+            })
+          : new OpenAIProvider({
+              provider: 'openai',
+              model: 'gpt-test',
+              apiKey: KEY,
+              baseUrl: `http://model.test:${port}/v1`,
+              fetch: guard.fetch,
+            });
+      const ask = () => provider.turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() });
+      llm.script([{ text: 'pinned' }, { text: 'never sent' }]);
+      assert.equal((await ask()).text, 'pinned');
+      assert.equal(llm.requests[0]!.headers.host, `model.test:${port}`, 'the name kept in Host, the connection to the checked address');
+      // The name answers loopback now (a rebinding): refused before anything is sent.
+      answer = '127.0.0.1';
+      const error = await ask().then(
+        () => assert.fail('should have been refused'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof ProviderError, String(error));
+      assert.equal(error.kind, 'address_refused');
+      assert.match(error.message, /refused: model\.test resolves to 127\.0\.0\.1, a loopback address/);
+      assert.ok(!error.message.includes(KEY));
+      assert.equal(llm.requests.length, 1, 'nothing reached the model');
+      assert.deepEqual(looked, ['model.test', 'model.test'], 'resolved on each call');
     });
   });
 }

@@ -73,6 +73,19 @@ export const AiJobShape = z
       .strict(),
     /** Epoch ms the run started: its deadline is counted from it. */
     startedAt: z.number(),
+    /**
+     * Where the model may be reached (the operator's MCPWORKS_AGENT_MCP_ALLOW entries, this
+     * server's own endpoints): each model call's address is checked against it and pinned.
+     */
+    outbound: z
+      .object({
+        allow: z.array(z.string().max(300)).max(1000),
+        own: z
+          .object({ addresses: z.array(z.string().max(64)).max(1000), port: z.number().int(), baseHost: z.string().max(300).optional() })
+          .strict()
+          .nullable(),
+      })
+      .strict(),
   })
   .strict();
 export type AiJob = z.infer<typeof AiJobShape>;
