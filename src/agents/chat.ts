@@ -17,6 +17,7 @@ import {
   type ChatMessage,
   type StoredChatMessage,
 } from '../core/agent-chat.js';
+import { LIMIT_STOPS } from '../core/agent-orchestration.js';
 import { DomainError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { ChatStore } from '../store/chat-store.js';
@@ -295,12 +296,12 @@ const TYPES = new Set([
 ]);
 
 /** The loop's limits: a run they stopped is the agent's limit, not a fault to retry. */
-const LIMIT_STOPS = new Set(['max_iterations', 'max_ai_tokens', 'max_execution_time', 'max_functions_called']);
+const LIMITS: ReadonlySet<string> = new Set(LIMIT_STOPS);
 
 /** A run's error type as a tool error's (a limit is limit_exceeded; the loop's other kinds, e.g. provider errors, unavailable). */
 function typeOf(type: string): DomainError['type'] {
   if (TYPES.has(type)) return type as DomainError['type'];
-  if (LIMIT_STOPS.has(type)) return 'limit_exceeded';
+  if (LIMITS.has(type)) return 'limit_exceeded';
   if (type === 'QUOTA_EXCEEDED') return 'quota_exceeded';
   if (type === 'EXECUTION_RATE_EXCEEDED' || type === 'CONCURRENCY_LIMIT_EXCEEDED') return 'rate_limited';
   return 'unavailable';

@@ -13,7 +13,14 @@ import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
-import { ANSWER_MAX_CHARS, capText, TOOL_RESULT_MAX_CHARS, TOOLS_OFFERED_MAX, triggerInputText } from '../core/agent-orchestration.js';
+import {
+  ANSWER_MAX_CHARS,
+  capText,
+  FUNCTION_REJECTED,
+  TOOL_RESULT_MAX_CHARS,
+  TOOLS_OFFERED_MAX,
+  triggerInputText,
+} from '../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../core/agent-ai.js';
 import type { AgentRow, AgentToolCall } from '../store/schema.js';
 import type { ChatMessage } from './providers/provider.js';
@@ -380,7 +387,7 @@ export class AgentDispatcher {
         began();
         result = await runAiJob(
           { mode, trigger: job.trigger, triggerName: job.triggerName, function: job.functionName, input: job.input, ai: aiJob },
-          { invoke: async (_fn, input) => (await invoke(input)).forModel ?? null, tool: host.tool! },
+          { invoke: async (_fn, input) => forModelOf(await invoke(input)), tool: host.tool! },
           signal,
         );
       }
@@ -414,10 +421,19 @@ export class AgentDispatcher {
     const transcript: ChatMessage[] = loop.transcript.map((m) =>
       m.role === 'assistant' ? { ...m, content: session.scan(m.content, ANSWER_MAX_CHARS) } : m,
     );
-    const status: AgentRunStatus = loop.stopReason === 'answered' ? 'succeeded' : loop.stopReason === 'cancelled' ? 'cancelled' : 'failed';
+    // Its function refused before it ran (the host's own outcome says so): recorded as that refusal, the model never called.
+    const refused = loop.stopReason === FUNCTION_REJECTED && fn?.status === 'rejected' ? fn : undefined;
+    const status: AgentRunStatus =
+      loop.stopReason === 'answered' ? 'succeeded' : loop.stopReason === 'cancelled' ? 'cancelled' : refused ? 'rejected' : 'failed';
+    const error = refused?.error
+      ? {
+          type: refused.error.type,
+          message: `${refused.error.message}: the trigger's function ${refused.call.function} was refused before it ran, so the model was not called`,
+        }
+      : loop.error;
     return this.end(runId, job, started, {
       status,
-      ...(loop.error && status !== 'succeeded' ? { error: loop.error } : {}),
+      ...(error && status !== 'succeeded' ? { error } : {}),
       calls: fn ? [fn.call] : [],
       ai: {
         iterations: loop.iterations,
@@ -527,6 +543,22 @@ export class AgentDispatcher {
     this.deps.logger.error({ err: error instanceof Error ? error.message : String(error), run_id: runId }, 'agent run failed');
     return { type: 'internal_error', message: 'the run failed inside the server; see its log' };
   }
+}
+
+/**
+ * run_then_reason: what the replica's model reads of the trigger's function (scanned and capped by
+ * the host), or, when the function was refused before it ran (quota, rate, concurrency), a typed
+ * refusal: the run stops there, since the model would have nothing to reason about.
+ */
+export function forModelOf(outcome: FunctionOutcome): string | null {
+  if (outcome.status === 'rejected')
+    throw Object.assign(
+      new Error(
+        `the trigger's function ${outcome.call.function} was refused (${outcome.error?.type ?? 'rejected'}): ${outcome.error?.message ?? ''}`,
+      ),
+      { type: FUNCTION_REJECTED },
+    );
+  return outcome.forModel ?? null;
 }
 
 function failedCall(functionName: string, err: { type: string; message: string }, durationMs: number): FunctionOutcome {

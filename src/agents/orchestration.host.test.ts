@@ -46,6 +46,7 @@ let ns: string;
 let create: McpTestClient;
 let agentId: string;
 let replica: string;
+let email: string;
 /** Every answer the tests got (tools, dispatches): the key must be in none. */
 const answers: unknown[] = [];
 const attachedCalls: string[] = [];
@@ -79,9 +80,11 @@ const evilServer: AttachedToolSource = {
 before(async () => {
   llm = await startFakeLlm();
   // Schedules may fire every second here (the plan's minimum gap is 30 s).
-  const tiers = applyTierOverrides('{"pro_trial":{"schedule_min_interval_s":1}}');
+  // `spent`: a plan whose month is used up after one run (the first test runs more).
+  const tiers = applyTierOverrides('{"pro_trial":{"schedule_min_interval_s":1},"spent":{"monthly_executions":1}}');
   server = await startTestServer({ tiers }, { write: (line: string) => void (log += line) });
   const account = await createAccount(server.url);
+  email = account.email;
   ns = `orch-${Math.random().toString(36).slice(2, 10)}`;
   create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
   await callOk(create, 'make_namespace', { name: ns });
@@ -193,6 +196,32 @@ describe('AI runs', () => {
     // The functions ran metered as the agent, through the run path.
     const executions = await ok('list_executions', { limit: 10 });
     assert.ok(JSON.stringify(executions).includes(run.tool_calls[0].execution_id));
+  });
+
+  test('run_then_reason whose function is refused by the monthly quota: the run stops rejected, naming it, and the model is never called', async () => {
+    await ok('add_webhook', { name: 'bot', path: 'spent', handler_function_name: 'utils.double', orchestration_mode: 'run_then_reason' });
+    await server.server.services.accountsStore.setTier(email, 'spent', null);
+    try {
+      llm.script([{ text: 'nothing to reason about', usage: { input: 10, output: 3 } }]);
+      const response = await fetch(`${server.url}/mcp/agent/${ns}/bot/webhook/spent`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ n: 1 }),
+      });
+      const body = (await response.json()) as { run_id: string };
+      const run = await ended(body.run_id);
+      assert.equal(run.status, 'rejected', JSON.stringify(run));
+      assert.equal(run.stop_reason, 'function_rejected');
+      assert.equal(run.error_type, 'QUOTA_EXCEEDED');
+      assert.match(run.error, /Monthly execution limit \(1\) exceeded.*utils\.double.*model was not called/);
+      assert.equal(run.iterations, 0);
+      assert.deepEqual(run.usage, { input_tokens: 0, output_tokens: 0 });
+      assert.equal(run.calls[0].status, 'rejected');
+      assert.equal(llm.requests.length, 0, 'no model call');
+    } finally {
+      await server.server.services.accountsStore.setTier(email, 'pro_trial', new Date(Date.now() + 86_400_000));
+      await ok('remove_webhook', { name: 'bot', path: 'spent' });
+    }
   });
 
   test('a model sending huge, NUL or disguised tool names, huge ids, 1200 calls: its replica lives, the run ends recorded', async () => {

@@ -15,7 +15,7 @@ import type { Logger } from '../core/logger.js';
 import { exitReason, nextStreak, replicaHeapMb, restartDelayMs } from '../core/replicas.js';
 import { DEFAULT_TIER, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { HeldReplica, ReplicasStore } from '../store/replicas-store.js';
-import type { JobHost, JobResult, RunnerJob } from './dispatcher.js';
+import { forModelOf, type JobHost, type JobResult, type RunnerJob } from './dispatcher.js';
 import type { CallAnswer } from './orchestration/loop.js';
 import { ReplicaCrashedError, ReplicaProcess, type ExitInfo, type JobError } from './worker/host.js';
 import { LoopResultShape, type AiJob, type CallOp } from './worker/protocol.js';
@@ -578,7 +578,7 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
           invoke: async (_fn, input, signal) => {
             outcome = await host.invoke(input, signal);
             // An AI job's model reads the outcome as the host scanned and capped it, failed or not.
-            if (!direct) return outcome.forModel ?? null;
+            if (!direct) return forModelOf(outcome);
             if (outcome.status === 'succeeded') return outcome.result ?? null;
             throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
           },

@@ -165,18 +165,22 @@ export function capText(text: string, max: number): string {
   return text.slice(0, end) + note;
 }
 
-export const STOP_REASONS = [
-  'answered',
-  'max_iterations',
-  'max_ai_tokens',
-  'max_execution_time',
-  'max_functions_called',
-  'cancelled',
-  'provider_error',
-  'fallback_direct',
-] as const;
+/** The limits that stop a run: the agent's own, not a fault to retry. */
+export const LIMIT_STOPS = ['max_iterations', 'max_ai_tokens', 'max_execution_time', 'max_functions_called'] as const;
+export type LimitReason = (typeof LIMIT_STOPS)[number];
+
+/**
+ * Why an AI run ended, as its record says: answered, a limit, cancelled, the provider failed,
+ * run_then_reason's function refused by the account's quota, rate or concurrency (the model is then
+ * not called: it would have nothing to reason about), or no AI configured (fallback_direct).
+ */
+export const STOP_REASONS = ['answered', ...LIMIT_STOPS, 'cancelled', 'provider_error', 'function_rejected', 'fallback_direct'] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
-export type LimitReason = 'max_iterations' | 'max_ai_tokens' | 'max_execution_time' | 'max_functions_called';
+/** The stop reasons a run of the loop (a replica's job) may end with: all but fallback_direct, which never reaches a replica. */
+export const LOOP_STOP_REASONS = STOP_REASONS.filter((r): r is Exclude<StopReason, 'fallback_direct'> => r !== 'fallback_direct');
+
+/** run_then_reason's trigger function refused before it ran (quota, rate, concurrency): the error type the host answers the replica. */
+export const FUNCTION_REJECTED = 'function_rejected';
 
 /** The limit stop reasons, each with the words a run record uses. */
 export const LIMIT_MESSAGES: Readonly<Record<string, (limit: number | null) => string>> = {

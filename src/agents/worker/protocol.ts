@@ -9,6 +9,7 @@
  * no server environment and no secret: what it gets is what a job carries.
  */
 import { z } from 'zod';
+import { LOOP_STOP_REASONS } from '../../core/agent-orchestration.js';
 
 const name = z.string().min(1).max(200);
 const errorShape = z.object({ type: z.string().max(200), message: z.string().max(10_000) }).strict();
@@ -128,15 +129,7 @@ export const LoopResultShape = z
   .object({
     loop: z
       .object({
-        stopReason: z.enum([
-          'answered',
-          'max_iterations',
-          'max_ai_tokens',
-          'max_execution_time',
-          'max_functions_called',
-          'cancelled',
-          'provider_error',
-        ]),
+        stopReason: z.enum(LOOP_STOP_REASONS),
         answer: z.string().max(1_000_000),
         iterations: z.number().int().nonnegative(),
         usage: z.object({ input_tokens: z.number().int().nonnegative(), output_tokens: z.number().int().nonnegative() }).strict(),
