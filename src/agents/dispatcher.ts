@@ -68,7 +68,7 @@ export interface AgentRunOutcome {
   durationMs: number;
   /** AI runs: the final answer (scanned, capped), what it cost, why it stopped. */
   answer?: string;
-  usage?: { input_tokens: number; output_tokens: number };
+  usage?: { input_tokens: number; output_tokens: number; estimated?: boolean };
   iterations?: number;
   stopReason?: string;
   /** The messages this run added after `history` (the user message, assistant turns with tool calls, tool results as the model saw them): chat persists them. */
@@ -439,12 +439,13 @@ export class AgentDispatcher {
         iterations: loop.iterations,
         inputTokens: loop.usage.input_tokens,
         outputTokens: loop.usage.output_tokens,
+        ...(loop.usageEstimated ? { usageEstimated: true } : {}),
         stopReason: loop.stopReason,
         toolCalls,
         answer,
       },
       answer,
-      usage: loop.usage,
+      usage: loop.usageEstimated ? { ...loop.usage, estimated: true } : loop.usage,
       iterations: loop.iterations,
       stopReason: loop.stopReason,
       transcript,
@@ -463,7 +464,7 @@ export class AgentDispatcher {
       calls: AgentRunCall[];
       ai?: AgentRunEnd['ai'];
       answer?: string;
-      usage?: { input_tokens: number; output_tokens: number };
+      usage?: { input_tokens: number; output_tokens: number; estimated?: boolean };
       iterations?: number;
       stopReason?: string;
       transcript?: ChatMessage[];

@@ -224,6 +224,32 @@ describe('AI runs', () => {
     }
   });
 
+  test('answers without usage (as some OpenAI-compatible servers send): tokens estimated, the token limit stops the run, the record says estimated', async () => {
+    await ok('configure_orchestration_limits', { name: 'bot', max_ai_tokens: 3000 });
+    try {
+      llm.script([
+        ...Array.from({ length: 9 }, (_, i) => ({
+          text: 'x'.repeat(400),
+          toolCalls: [{ id: `u${i}`, name: 'state_get', arguments: { key: 'k' } }],
+          omitUsage: true,
+        })),
+        { text: 'never asked', omitUsage: true },
+      ]);
+      const outcome = await chat('count nothing');
+      answers.push(outcome);
+      assert.equal(outcome.stopReason, 'max_ai_tokens', JSON.stringify({ usage: outcome.usage, iterations: outcome.iterations }));
+      assert.ok(llm.requests.length < 10, 'stopped by the estimate, not by the script running out');
+      const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
+      assert.equal(run.stop_reason, 'max_ai_tokens');
+      assert.equal(run.usage.estimated, true);
+      assert.ok(run.usage.input_tokens + run.usage.output_tokens >= 3000, JSON.stringify(run.usage));
+      assert.ok(run.usage.output_tokens >= 100 * run.iterations, 'what the model sent back is counted too');
+      assert.deepEqual(outcome.usage, run.usage);
+    } finally {
+      await ok('configure_orchestration_limits', { name: 'bot', max_ai_tokens: 200_000 });
+    }
+  });
+
   test('a model sending huge, NUL or disguised tool names, huge ids, 1200 calls: its replica lives, the run ends recorded', async () => {
     const pid = runtime().supervisor.pidOf(agentId, replica)!;
     assert.ok(pid > 0);

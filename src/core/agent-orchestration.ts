@@ -182,6 +182,14 @@ export const LOOP_STOP_REASONS = STOP_REASONS.filter((r): r is Exclude<StopReaso
 /** run_then_reason's trigger function refused before it ran (quota, rate, concurrency): the error type the host answers the replica. */
 export const FUNCTION_REJECTED = 'function_rejected';
 
+/**
+ * Tokens a text is taken to cost when the provider's answer does not say (some OpenAI-compatible
+ * servers omit `usage`): a byte per four, rounded up, so the token limit still holds.
+ */
+export function estimateTokens(text: string): number {
+  return Math.ceil(Buffer.byteLength(text, 'utf8') / 4);
+}
+
 /** The limit stop reasons, each with the words a run record uses. */
 export const LIMIT_MESSAGES: Readonly<Record<string, (limit: number | null) => string>> = {
   max_iterations: (n) => `the run reached its limit of ${n} model turns (max_iterations)`,
@@ -199,6 +207,8 @@ export class RunBudget {
   iterations = 0;
   inputTokens = 0;
   outputTokens = 0;
+  /** Some turn's answer did not say what it cost: its tokens were estimated (estimateTokens). */
+  estimated = false;
   functionsCalled = 0;
   readonly deadline: number;
 
@@ -222,8 +232,9 @@ export class RunBudget {
   }
 
   /** Counts a turn's answer; answers max_ai_tokens when it took the run past its tokens. */
-  afterTurn(usage: { input: number; output: number }): LimitReason | undefined {
+  afterTurn(usage: { input: number; output: number; estimated?: boolean | undefined }): LimitReason | undefined {
     this.iterations++;
+    if (usage.estimated) this.estimated = true;
     this.inputTokens += usage.input;
     this.outputTokens += usage.output;
     return this.tokens >= this.limits.max_ai_tokens ? 'max_ai_tokens' : undefined;

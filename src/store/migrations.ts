@@ -889,4 +889,13 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 27,
+    name: "agent runs: whether the run's tokens were estimated",
+    statements: [
+      // A provider that omits `usage` in an answer (some OpenAI-compatible servers) has the loop estimate
+      // the turn's tokens (a byte per four of what was sent and received): the record says so.
+      `ALTER TABLE agent_runs ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT false`,
+    ],
+  },
 ];

@@ -251,6 +251,8 @@ export interface AgentRunsTable {
   tool_calls: ColumnType<AgentToolCall[], string | undefined, string>;
   answer: ColumnType<string | null, string | null | undefined, string | null>;
   conversation_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Migration 27: some model answer of the run did not say what it cost, and its tokens were estimated. */
+  usage_estimated: ColumnType<boolean, boolean | undefined, boolean>;
 }
 
 /** One tool call of an AI run as its record keeps it. */

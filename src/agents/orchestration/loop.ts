@@ -9,6 +9,7 @@
 import {
   ANSWER_MAX_CHARS,
   capText,
+  estimateTokens,
   LIMIT_MESSAGES,
   RunBudget,
   TOOL_CALLS_PER_TURN,
@@ -67,6 +68,8 @@ export interface LoopOutcome {
   answer: string;
   iterations: number;
   usage: { input_tokens: number; output_tokens: number };
+  /** Some turn's answer did not say what it cost: its tokens were estimated from the bytes sent and received. */
+  usageEstimated?: boolean;
   functionsCalled: number;
   /** Set when a limit, a cancel or the provider ended the run. */
   error?: { type: string; message: string };
@@ -95,6 +98,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
     answer: capText(answer, ANSWER_MAX_CHARS),
     iterations: budget.iterations,
     usage: { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens },
+    ...(budget.estimated ? { usageEstimated: true } : {}),
     functionsCalled: budget.functionsCalled,
     ...(error ? { error } : {}),
     transcript,
@@ -110,10 +114,11 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       const before = budget.beforeTurn(now());
       if (before) return limit(before);
       let turn;
+      const sent = messages();
       try {
         turn = await deps.provider.turn({
           ...(input.system ? { system: input.system } : {}),
-          messages: messages(),
+          messages: sent,
           tools,
           maxOutputTokens: budget.outputAllowance(),
           signal: controller.signal,
@@ -127,7 +132,15 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
         return end('provider_error', { type: `provider_${kind}`, message });
       }
       answer = turn.text;
-      const overTokens = budget.afterTurn(turn.usage);
+      // An answer that does not say what it cost is estimated from what was sent and received (never less than it said).
+      const usage = turn.usage.estimated
+        ? {
+            input: Math.max(turn.usage.input, estimateTokens((input.system ?? '') + JSON.stringify(sent) + JSON.stringify(tools))),
+            output: Math.max(turn.usage.output, estimateTokens(turn.text + JSON.stringify(turn.toolCalls))),
+            estimated: true,
+          }
+        : turn.usage;
+      const overTokens = budget.afterTurn(usage);
       deps.onTurn?.(budget.iterations, { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens });
       // What the model asked for, within what a replica's messages carry: the first calls of the turn
       // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.

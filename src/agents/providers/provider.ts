@@ -49,6 +49,8 @@ export interface TurnRequest {
 export interface TokenUsage {
   input: number;
   output: number;
+  /** The answer did not say what it cost (some OpenAI-compatible servers omit `usage`): the loop estimates it. */
+  estimated?: boolean;
 }
 
 export interface TurnResult {
@@ -197,3 +199,9 @@ export function parseArguments(text: unknown): Pick<ToolCall, 'arguments' | 'arg
 }
 
 export const count = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) && n > 0 ? Math.floor(n) : 0);
+
+/** A turn's usage as the vendor reported it; a count it left out makes the whole turn's usage estimated by the loop. */
+export function usageOf(input: unknown, output: unknown): TokenUsage {
+  const reported = (n: unknown) => typeof n === 'number' && Number.isFinite(n);
+  return { input: count(input), output: count(output), ...(reported(input) && reported(output) ? {} : { estimated: true }) };
+}

@@ -38,6 +38,17 @@ const adapters: Array<[string, () => ModelProvider]> = [
 
 for (const [label, make] of adapters) {
   describe(`${label} adapter`, () => {
+    test('an answer without usage (some OpenAI-compatible servers) is marked for the loop to estimate', async () => {
+      llm.script([{ text: 'hi', omitUsage: true }]);
+      const turn = await make().turn({
+        messages: [{ role: 'user', content: 'hello' }],
+        tools: TOOLS,
+        maxOutputTokens: 64,
+        deadline: far(),
+      });
+      assert.deepEqual(turn.usage, { input: 0, output: 0, estimated: true });
+    });
+
     test('two tool calls out, their results back in the wire shape, usage counted', async () => {
       const provider = make();
       llm.script([

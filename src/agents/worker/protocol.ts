@@ -133,6 +133,7 @@ export const LoopResultShape = z
         answer: z.string().max(1_000_000),
         iterations: z.number().int().nonnegative(),
         usage: z.object({ input_tokens: z.number().int().nonnegative(), output_tokens: z.number().int().nonnegative() }).strict(),
+        usageEstimated: z.boolean().optional(),
         functionsCalled: z.number().int().nonnegative(),
         error: errorShape.optional(),
         transcript: z.array(ChatMessageShape).max(10_000),
