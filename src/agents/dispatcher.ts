@@ -20,6 +20,7 @@ import {
   TOOL_RESULT_MAX_CHARS,
   TOOLS_OFFERED_MAX,
   triggerInputText,
+  type SkipReason,
 } from '../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../core/agent-ai.js';
 import type { AgentRow, AgentToolCall } from '../store/schema.js';
@@ -84,6 +85,8 @@ export interface JobHost {
   invoke(input: unknown, signal?: AbortSignal): Promise<FunctionOutcome>;
   /** AI jobs: one tool call of the loop. */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /** AI jobs: a turn's tool calls the loop never sent, for the run's record. */
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
 }
 
 /** How a job ended: its function's outcome (direct, run_then_reason), the loop's (AI), or the replica's failure (AI). */
@@ -374,7 +377,11 @@ export class AgentDispatcher {
       limits,
       startedAt: started,
     };
-    const host: JobHost = { invoke, tool: (name, args, s) => session.call(name, args, s) };
+    const host: JobHost = {
+      invoke,
+      tool: (name, args, s) => session.call(name, args, s),
+      skipped: (calls, more) => session.skipped(calls, more),
+    };
     let result: JobResult;
     try {
       if (this.deps.runner) {
@@ -387,7 +394,7 @@ export class AgentDispatcher {
         began();
         result = await runAiJob(
           { mode, trigger: job.trigger, triggerName: job.triggerName, function: job.functionName, input: job.input, ai: aiJob },
-          { invoke: async (_fn, input) => forModelOf(await invoke(input)), tool: host.tool! },
+          { invoke: async (_fn, input) => forModelOf(await invoke(input)), tool: host.tool!, skipped: host.skipped! },
           signal,
         );
       }

@@ -275,7 +275,12 @@ describe('AI runs', () => {
     assert.equal(run.status, 'succeeded');
     assert.deepEqual(run.usage, outcome.usage);
     const calls = run.tool_calls as Array<{ name: string; outcome: string }>;
-    assert.equal(calls.length, 16, 'the first 16 calls of the turn, no more');
+    // The first 16 calls of the turn ran (or were refused); the rest are recorded as skipped, 64 by name, then a count.
+    assert.equal(calls.length, 16 + 64 + 1);
+    assert.ok(calls.slice(0, 16).every((c) => !c.outcome.startsWith('skipped')));
+    assert.ok(calls.slice(16).every((c) => c.outcome === 'skipped: per-turn cap'));
+    assert.equal(calls[16]!.name, 'state_get');
+    assert.equal(calls[80]!.name, `(${1205 - 16 - 64} more calls of this turn)`);
     assert.deepEqual(
       calls.slice(0, 5).map((c) => [c.name.length > 64 ? `${c.name.length}` : c.name, c.outcome]),
       [
@@ -288,6 +293,35 @@ describe('AI runs', () => {
     );
     const events = (await ok('list_security_events', {})) as Array<Record<string, unknown>>;
     assert.equal(events.filter((e) => e.type === 'agent_forbidden_tool' && e.run_id === outcome.runId).length, 3);
+  });
+
+  test('calls cut by a limit are in the record as skipped, with why', async () => {
+    await ok('configure_orchestration_limits', { name: 'bot', max_functions_called: 1 });
+    try {
+      llm.script([
+        {
+          toolCalls: [
+            { id: 'l1', name: 'utils__double', arguments: { n: 1 } },
+            { id: 'l2', name: 'utils__double', arguments: { n: 2 } },
+            { id: 'l3', name: 'state_get', arguments: { key: 'k' } },
+          ],
+        },
+        { text: 'never asked' },
+      ]);
+      const outcome = await chat('double twice');
+      assert.equal(outcome.stopReason, 'max_functions_called', JSON.stringify(outcome.error));
+      const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
+      assert.deepEqual(
+        run.tool_calls.map((c: { name: string; kind: string; outcome: string }) => [c.name, c.kind, c.outcome]),
+        [
+          ['utils__double', 'function', 'ok'],
+          ['utils__double', 'function', 'skipped: limit'],
+          ['state_get', 'state', 'skipped: limit'],
+        ],
+      );
+    } finally {
+      await ok('configure_orchestration_limits', { name: 'bot', max_functions_called: 10 });
+    }
   });
 
   test('an attached server listing 2100 tools or a huge schema: the run gets at most 128 and is told what was left out', async () => {

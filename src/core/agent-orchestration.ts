@@ -151,6 +151,22 @@ export const ANSWER_MAX_CHARS = 32_000;
 export const TURN_MAX_OUTPUT_TOKENS = 4_096;
 /** Tool calls one model turn may make; the loop keeps the first ones and drops the rest from the turn. */
 export const TOOL_CALLS_PER_TURN = 16;
+/**
+ * Why a tool call the model asked for was never sent to the host (the run's record keeps it with
+ * this outcome): past the turn's first TOOL_CALLS_PER_TURN, after a limit or the deadline stopped
+ * the run, after a cancel, or unreadable (no name, arguments not a JSON object).
+ */
+export const SKIP_REASONS = [
+  'skipped: per-turn cap',
+  'skipped: limit',
+  'skipped: cancelled',
+  'skipped: no name',
+  'skipped: bad arguments',
+] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
+/** Skipped calls of one turn recorded one by one; past these, one entry says how many more there were. */
+export const SKIPPED_RECORDED_PER_TURN = 64;
+
 /** A tool name the model sent, as the loop passes it on and the run's record keeps it (no real tool is past 64). */
 export const TOOL_NAME_MAX_CHARS = 200;
 

@@ -260,7 +260,7 @@ export interface AgentToolCall {
   name: string;
   kind: 'function' | 'mcp' | 'state' | 'refused';
   duration_ms: number;
-  /** ok, error, refused_forbidden, refused_unknown, cancelled, rejected */
+  /** ok, error, refused_forbidden, refused_unknown, refused_limit, cancelled, rejected, or a SKIP_REASONS entry (never sent: 'skipped: per-turn cap', ...) */
   outcome: string;
   execution_id: string | null;
   error_type?: string | null;

@@ -3,7 +3,7 @@
  * runner): run_then_reason first asks the host for the trigger's function, then the loop runs with
  * the model the job names; every tool call goes to the host.
  */
-import { FUNCTION_REJECTED, LIMIT_MESSAGES, triggerMessage } from '../../core/agent-orchestration.js';
+import { FUNCTION_REJECTED, LIMIT_MESSAGES, triggerMessage, type SkipReason } from '../../core/agent-orchestration.js';
 import { modelProvider } from '../providers/index.js';
 import type { AiJob, LoopResult } from '../worker/protocol.js';
 import { runLoop, type CallAnswer } from './loop.js';
@@ -22,6 +22,8 @@ export interface AiJobHost {
   invoke(functionName: string, input: unknown): Promise<unknown>;
   tool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   progress?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
+  /** Tool calls of a turn never sent to `tool` (for the run's record). */
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
 }
 
 export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: AbortSignal): Promise<LoopResult> {
@@ -60,7 +62,12 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
   });
   const loop = await runLoop(
     { system: ai.system, history: ai.history, message, tools: ai.tools, limits: ai.limits, startedAt: ai.startedAt, signal },
-    { provider, callTool: (name, args, s) => host.tool(name, args, s), ...(host.progress ? { onTurn: host.progress } : {}) },
+    {
+      provider,
+      callTool: (name, args, s) => host.tool(name, args, s),
+      ...(host.progress ? { onTurn: host.progress } : {}),
+      ...(host.skipped ? { onSkipped: host.skipped } : {}),
+    },
   );
   return { loop };
 }

@@ -12,8 +12,10 @@ import {
   estimateTokens,
   LIMIT_MESSAGES,
   RunBudget,
+  SKIPPED_RECORDED_PER_TURN,
   TOOL_CALLS_PER_TURN,
   TOOL_NAME_MAX_CHARS,
+  type SkipReason,
   type StopReason,
   type ToolKind,
 } from '../../core/agent-orchestration.js';
@@ -55,6 +57,11 @@ export interface LoopDeps {
   provider: ModelProvider;
   /** Runs one tool call (on the host); `signal` fires at the run's deadline or when it is cancelled. */
   callTool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /**
+   * A turn's tool calls that were never sent to `callTool` (the per-turn cap, a limit, a cancel, an
+   * unreadable call), for the run's record: at most SKIPPED_RECORDED_PER_TURN, and how many more.
+   */
+  onSkipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
   /** The running totals after each model turn (the host keeps them in case the process dies). */
   onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
   now?: () => number;
@@ -146,7 +153,20 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.
       const calls = turn.toolCalls.slice(0, TOOL_CALLS_PER_TURN).map((c) => ({ ...c, name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));
       transcript.push({ role: 'assistant', content: turn.text, ...(calls.length ? { toolCalls: calls } : {}) });
-      if (calls.length === 0) return end('answered');
+      // Every call the model asked for is in the run's record: those never sent are reported with why,
+      // after the turn's calls that ran (the clipped ones last).
+      const skipped: Array<{ name: string; reason: SkipReason }> = [];
+      const reportSkipped = () => {
+        for (const { name } of turn.toolCalls.slice(TOOL_CALLS_PER_TURN))
+          skipped.push({ name: name.slice(0, TOOL_NAME_MAX_CHARS), reason: 'skipped: per-turn cap' });
+        if (skipped.length > 0)
+          deps.onSkipped?.(skipped.slice(0, SKIPPED_RECORDED_PER_TURN), Math.max(0, skipped.length - SKIPPED_RECORDED_PER_TURN));
+      };
+      const stoppedHow = (): SkipReason => (input.signal?.aborted ? 'skipped: cancelled' : 'skipped: limit');
+      if (calls.length === 0) {
+        reportSkipped();
+        return end('answered');
+      }
       // Tokens past the limit: nothing more is spent, not even the calls this answer asked for; each
       // still gets its result (a vendor refuses a transcript with a call and no result).
       if (overTokens) {
@@ -154,6 +174,8 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
           role: 'tool',
           results: calls.map((c) => ({ callId: c.id, content: 'not run: the run stopped', isError: true })),
         });
+        for (const c of calls) skipped.push({ name: c.name, reason: 'skipped: limit' });
+        reportSkipped();
         return limit(overTokens);
       }
       const results: ToolResult[] = [];
@@ -161,20 +183,24 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       for (const call of calls) {
         if (stop || controller.signal.aborted) {
           results.push({ callId: call.id, content: 'not run: the run stopped', isError: true });
+          skipped.push({ name: call.name, reason: stop ? 'skipped: limit' : stoppedHow() });
           continue;
         }
         if (call.name === '') {
           results.push({ callId: call.id, content: 'not run: the tool call had no name', isError: true });
+          skipped.push({ name: call.name, reason: 'skipped: no name' });
           continue;
         }
         if (call.argumentsError) {
           results.push({ callId: call.id, content: `not run: ${call.argumentsError}`, isError: true });
+          skipped.push({ name: call.name, reason: 'skipped: bad arguments' });
           continue;
         }
         if (kinds.get(call.name) === 'function') {
           stop = budget.takeFunctionCall();
           if (stop) {
             results.push({ callId: call.id, content: 'not run: the run reached its limit of function calls', isError: true });
+            skipped.push({ name: call.name, reason: 'skipped: limit' });
             continue;
           }
         }
@@ -193,6 +219,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
         results.push({ callId: call.id, content: answered.content, ...(answered.isError ? { isError: true } : {}) });
       }
       transcript.push({ role: 'tool', results });
+      reportSkipped();
       if (controller.signal.aborted) return stopped();
       if (stop) return limit(stop);
     }

@@ -9,7 +9,7 @@
  * no server environment and no secret: what it gets is what a job carries.
  */
 import { z } from 'zod';
-import { LOOP_STOP_REASONS } from '../../core/agent-orchestration.js';
+import { LOOP_STOP_REASONS, SKIP_REASONS, SKIPPED_RECORDED_PER_TURN } from '../../core/agent-orchestration.js';
 
 const name = z.string().min(1).max(200);
 const errorShape = z.object({ type: z.string().max(200), message: z.string().max(10_000) }).strict();
@@ -114,6 +114,14 @@ export const CallOp = z.discriminatedUnion('op', [
   z.object({ op: z.literal('state_delete'), key: z.string().min(1).max(256) }).strict(),
   /** An AI job's tool call, by the name the model used (the host maps it, refuses what it does not offer). */
   z.object({ op: z.literal('tool'), name: z.string().min(1).max(500), arguments: z.record(z.string(), z.unknown()) }).strict(),
+  /** An AI job's tool calls of one turn that were never sent (the per-turn cap, a limit, a cancel), for the run's record. */
+  z
+    .object({
+      op: z.literal('skipped'),
+      calls: z.array(z.object({ name: z.string().max(500), reason: z.enum(SKIP_REASONS) }).strict()).max(SKIPPED_RECORDED_PER_TURN),
+      more: z.number().int().nonnegative(),
+    })
+    .strict(),
   /** An AI job's running totals after each model turn: a run whose process dies still records them. */
   z
     .object({
