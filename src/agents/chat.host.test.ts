@@ -458,6 +458,66 @@ describe('chat_with_agent answers', () => {
     await client.close();
   });
 
+  test('a 2025-era notifications/cancelled (v1 SDK, v2 SDK on the 2025 handshake) stops a message waiting and one being answered', async () => {
+    const s = await agentSpace('hush');
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const tickets = async (id: string) =>
+      (await sql<{ n: string | number }>`SELECT count(*) AS n FROM agent_chat_turns WHERE conversation_id = ${id}`.execute(db)).rows.map(
+        (r) => Number(r.n),
+      )[0]!;
+    let made = 0;
+    for (const era of ['v1', 'v2-legacy'] as const) {
+      // The cancel comes on its own request; the call's stream stays open.
+      const client = await connect(`${server.url}/mcp/create/${s.ns}`, s.account.key, era);
+      llm.requests.length = 0;
+      llm.script([{ text: 'opened' }, { text: 'slow answer', delayMs: 20_000 }, { text: 'never asked' }]);
+      const { conversation_id } = await callOk(client, 'chat_with_agent', { name: 'hush', message: 'open' });
+      const answering = new AbortController();
+      const first = client.callTool('chat_with_agent', { name: 'hush', conversation_id, message: 'one' }, { signal: answering.signal });
+      first.catch(() => undefined);
+      await until(
+        `${era}: the first message is with the model`,
+        async () => llm.requests.length,
+        (n) => n === 2,
+      );
+      const waiting = new AbortController();
+      const second = client.callTool('chat_with_agent', { name: 'hush', conversation_id, message: 'two' }, { signal: waiting.signal });
+      second.catch(() => undefined);
+      await until(
+        `${era}: the second message waits behind the first`,
+        () => tickets(conversation_id),
+        (n) => n === 2,
+      );
+      waiting.abort();
+      await assert.rejects(second);
+      await until(
+        `${era}: the waiting message gave its ticket back`,
+        () => tickets(conversation_id),
+        (n) => n === 1,
+      );
+      answering.abort();
+      await assert.rejects(first);
+      made += 2;
+      const runs = await until(
+        `${era}: the answering message's run ended`,
+        async () => (await callOk(client, 'list_agent_runs', { name: 'hush' })).runs as Array<{ status: string }>,
+        (r) => r.length === made && r.every((x) => x.status !== 'running'),
+      );
+      assert.deepEqual(
+        runs.slice(0, 2).map((r) => r.status),
+        ['cancelled', 'succeeded'],
+        `${era}: cancelled, and no run for the waiting one`,
+      );
+      await until(
+        `${era}: every ticket given back`,
+        () => tickets(conversation_id),
+        (n) => n === 0,
+      );
+      assert.equal(llm.requests.length, 2, `${era}: the cancelled messages never reached the model again`);
+      await client.close();
+    }
+  });
+
   test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async () => {
     const s = await agentSpace('busy', { replicas: 2 });
     // The first listed: the one an unweighted choice would take.
