@@ -37,6 +37,11 @@ const FUNCTIONS = [
     code: 'import time\n\ndef main(input_data):\n    time.sleep(input_data.get("s", 60))\n    return {"slept": input_data.get("s", 60)}\n',
   },
   { name: 'stamp', code: 'def main(input_data):\n    return {"seen": input_data.get("trigger")}\n' },
+  {
+    name: 'greet',
+    language: 'typescript',
+    code: 'export default function main(input: { who: string }) {\n  return { hi: input.who, lang: "ts" };\n}\n',
+  },
 ];
 
 let server: TestServer;
@@ -196,6 +201,23 @@ describe('AI runs', () => {
     // The functions ran metered as the agent, through the run path.
     const executions = await ok('list_executions', { limit: 10 });
     assert.ok(JSON.stringify(executions).includes(run.tool_calls[0].execution_id));
+  });
+
+  test('a TypeScript function called through the loop: run in its sandbox, metered, its result read by the model', async () => {
+    llm.script([
+      { toolCalls: [{ id: 't1', name: 'utils__greet', arguments: { who: 'Ada' } }], usage: { input: 30, output: 5 } },
+      { text: 'Greeted Ada.', usage: { input: 40, output: 4 } },
+    ]);
+    const outcome = await chat('Greet Ada');
+    assert.equal(outcome.stopReason, 'answered', JSON.stringify(outcome.error));
+    assert.deepEqual(JSON.parse(toolResults(1)[0]!), { hi: 'Ada', lang: 'ts' });
+    const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
+    assert.deepEqual(
+      run.tool_calls.map((c: { name: string; kind: string; outcome: string }) => [c.name, c.kind, c.outcome]),
+      [['utils__greet', 'function', 'ok']],
+    );
+    const executions = await ok('list_executions', { function: 'utils.greet', limit: 5 });
+    assert.ok(JSON.stringify(executions).includes(run.tool_calls[0].execution_id), 'metered as an execution of utils.greet');
   });
 
   test('run_then_reason whose function is refused by the monthly quota: the run stops rejected, naming it, and the model is never called', async () => {
