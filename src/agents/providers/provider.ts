@@ -4,6 +4,7 @@
  * call in flight. The adapters (anthropic.ts, openai.ts) speak the wire formats through the
  * vendors' official SDKs; nothing here knows a vendor.
  */
+import type { ChatMessage, ToolCall } from '../../core/agent-chat.js';
 
 export interface ToolSpec {
   /** e.g. `service__function`, `mcp__server__tool`, `state_get`. */
@@ -13,26 +14,8 @@ export interface ToolSpec {
   inputSchema: Record<string, unknown>;
 }
 
-export interface ToolCall {
-  /** The vendor's id for the call; the result goes back under it. */
-  id: string;
-  name: string;
-  /** Parsed arguments; a call whose arguments are not a JSON object gets `{}` and `argumentsError`. */
-  arguments: Record<string, unknown>;
-  argumentsError?: string;
-}
-
-export type ChatMessage =
-  | { role: 'user'; content: string }
-  | { role: 'assistant'; content: string; toolCalls?: ToolCall[] }
-  | { role: 'tool'; results: ToolResult[] };
-
-export interface ToolResult {
-  callId: string;
-  /** What the model reads (already capped and passed through the secret scanner by the loop). */
-  content: string;
-  isError?: boolean;
-}
+// The conversation's shapes are core's (dependencies point inward); re-exported for the adapters and the loop.
+export type { ChatMessage, ToolCall, ToolResult } from '../../core/agent-chat.js';
 
 export interface TurnRequest {
   system?: string;
