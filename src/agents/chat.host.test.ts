@@ -69,6 +69,21 @@ async function agentSpace(name: string, options: { ai?: boolean; start?: boolean
   return s;
 }
 
+/** Another AgentChat on this server's database and replicas (another node's, or this node's with a small history budget). */
+function chatOn(historyBudgetChars?: number): AgentChat {
+  const runtime = server.server.services.agentRuntime;
+  const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+  return new AgentChat({
+    store: runtime.chatStore,
+    replicas: new ReplicasStore(db),
+    supervisor: runtime.supervisor,
+    dispatcher: () => runtime.dispatcher,
+    logger: pino({ level: 'silent' }),
+    aliveMs: 5_000,
+    ...(historyBudgetChars !== undefined ? { historyBudgetChars } : {}),
+  });
+}
+
 const replicaNames = async (s: Space, name: string): Promise<string[]> =>
   (await callOk(s.create, 'describe_agent', { name })).replicas.map((r: { name: string }) => r.name);
 
@@ -255,17 +270,8 @@ describe('chat_with_agent answers', () => {
 
   test("messages sent at once to one conversation, through this node and another node's chat, are answered one after the other, each seeing the ones before", async () => {
     const s = await agentSpace('orderly');
-    const runtime = server.server.services.agentRuntime;
     // Another server node's chat on the same database (its own store and turn queue; this node runs the replica).
-    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
-    const otherNode = new AgentChat({
-      store: runtime.chatStore,
-      replicas: new ReplicasStore(db),
-      supervisor: runtime.supervisor,
-      dispatcher: () => runtime.dispatcher,
-      logger: pino({ level: 'silent' }),
-      aliveMs: 5_000,
-    });
+    const otherNode = chatOn();
     llm.requests.length = 0;
     llm.script([{ text: 'noted' }, { text: 'answer A', delayMs: 600 }, { text: 'answer B' }, { text: 'answer C' }]);
     const opened = await callOk(s.create, 'chat_with_agent', { name: 'orderly', message: 'open' });
@@ -327,18 +333,9 @@ describe('chat_with_agent answers', () => {
   test('a long history is folded into a summary sent first; conversations go with run retention and with the agent', async () => {
     const s = await agentSpace('chatty');
     const runtime = server.server.services.agentRuntime;
-    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const store = runtime.chatStore;
     // This node's chat with a small history budget, so that two turns pass it.
-    const small = new AgentChat({
-      store,
-      replicas: new ReplicasStore(db),
-      supervisor: runtime.supervisor,
-      dispatcher: () => runtime.dispatcher,
-      logger: pino({ level: 'silent' }),
-      aliveMs: 5_000,
-      historyBudgetChars: 400,
-    });
+    const small = chatOn(400);
     llm.requests.length = 0;
     llm.script([{ text: 'one' }, { text: 'two' }, { text: 'three' }]);
     const first = await callOk(s.create, 'chat_with_agent', { name: 'chatty', message: `alpha ${'a'.repeat(400)}` });
@@ -542,15 +539,7 @@ describe('chat_with_agent answers', () => {
     const runtime = server.server.services.agentRuntime;
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const marker = `mk${randomUUID().replaceAll('-', '')}`;
-    const small = new AgentChat({
-      store: runtime.chatStore,
-      replicas: new ReplicasStore(db),
-      supervisor: runtime.supervisor,
-      dispatcher: () => runtime.dispatcher,
-      logger: pino({ level: 'silent' }),
-      aliveMs: 5_000,
-      historyBudgetChars: 400,
-    });
+    const small = chatOn(400);
     llm.requests.length = 0;
     llm.script([{ text: 'I will remember it.' }, { text: 'Noted.' }, { text: 'Noted again.' }, { text: 'Still remembered.' }]);
     const first = await callOk(s.create, 'chat_with_agent', { name: 'keeper', message: `Remember ${marker} ${'a'.repeat(400)}` });

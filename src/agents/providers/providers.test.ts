@@ -30,6 +30,16 @@ after(async () => {
   await llm.close();
 });
 
+/** The ProviderError a one-message turn of `provider` fails with (an answer fails the test). */
+async function failedTurn(provider: ModelProvider): Promise<ProviderError> {
+  const error = await provider.turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() }).then(
+    () => assert.fail('should have failed'),
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof ProviderError, String(error));
+  return error;
+}
+
 const adapters: Array<[string, () => ModelProvider]> = [
   ['anthropic', () => new AnthropicProvider({ provider: 'anthropic', model: 'claude-test', apiKey: KEY, baseUrl: llm.anthropicUrl })],
   ['openai', () => new OpenAIProvider({ provider: 'openai', model: 'gpt-test', apiKey: KEY, baseUrl: llm.openaiUrl })],
@@ -186,13 +196,7 @@ for (const [label, make] of adapters) {
         [500, 'unavailable'],
       ] as const) {
         llm.script([{ status }]);
-        const error = await provider
-          .turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() })
-          .then(
-            () => assert.fail('should have failed'),
-            (e: unknown) => e,
-          );
-        assert.ok(error instanceof ProviderError, String(error));
+        const error = await failedTurn(provider);
         assert.equal(error.kind, kind);
         assert.equal(error.status, status);
         for (const text of [error.message, String(error), JSON.stringify(error), error.stack ?? ''])
@@ -213,13 +217,7 @@ for (const [label, make] of adapters) {
         label === 'anthropic'
           ? new AnthropicProvider({ provider: 'anthropic', model: 'claude-test', apiKey: KEY, baseUrl: `http://127.0.0.1:${closed}` })
           : new OpenAIProvider({ provider: 'openai', model: 'gpt-test', apiKey: KEY, baseUrl: `http://127.0.0.1:${closed}/v1` });
-      const error = await provider
-        .turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() })
-        .then(
-          () => assert.fail('should have failed'),
-          (e: unknown) => e,
-        );
-      assert.ok(error instanceof ProviderError, String(error));
+      const error = await failedTurn(provider);
       assert.equal(error.kind, 'unavailable');
       assert.match(error.message, /could not be reached/);
     });
