@@ -15,6 +15,7 @@ import { DEFAULT_TIERS } from '../core/tiers.js';
 import { fileServer, newOwner, until, type Owner } from '../test-support/owners.js';
 import { pino } from 'pino';
 import { AgentChat } from './chat.js';
+import { cancelKeyOf } from '../run/run-service.js';
 import { ReplicasStore } from '../store/replicas-store.js';
 import type { Db } from '../store/database.js';
 
@@ -513,6 +514,41 @@ describe('chat_with_agent answers', () => {
       assert.equal(llm.requests.length, 2, `${era}: the cancelled messages never reached the model again`);
       await client.close();
     }
+  });
+
+  test('a cancel reaching a node that does not answer the call marks its turn: the node answering it stops it as it renews', async () => {
+    const s = await agentSpace('far');
+    // The call is answered through another node's chat; the cancel comes to this node's.
+    const otherNode = chatOn();
+    const agent = await server.server.services.agents.resolve(
+      { accountId: s.account.accountId, keyId: 'test', tier: 'pro_trial', namespace: null, scopes: ['execute'] },
+      s.ns,
+      { name: 'far' },
+      'execute',
+    );
+    llm.requests.length = 0;
+    llm.script([{ text: 'slow answer', delayMs: 20_000 }, { text: 'never asked' }]);
+    const key = cancelKeyOf(randomUUID(), 7);
+    const answering = otherNode.send(agent, { message: 'take your time' }, undefined, { accountId: s.account.accountId, key });
+    answering.catch(() => undefined);
+    await until(
+      'the message is with the model',
+      async () => llm.requests.length,
+      (n) => n === 1,
+    );
+    // Another account naming the same call reaches nothing.
+    await server.server.services.agentRuntime.chat.cancel(randomUUID(), key);
+    await server.server.services.agentRuntime.chat.cancel(s.account.accountId, key);
+    const refused = await answering.then(
+      () => assert.fail('a cancelled message is not answered'),
+      (e: unknown) => e,
+    );
+    assert.match(String((refused as Error).message), /cancel/i);
+    const runs = (await callOk(s.create, 'list_agent_runs', { name: 'far' })).runs as Array<{ status: string }>;
+    assert.deepEqual(
+      runs.map((r) => r.status),
+      ['cancelled'],
+    );
   });
 
   test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async () => {
