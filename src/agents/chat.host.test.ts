@@ -537,7 +537,15 @@ describe('chat_with_agent answers', () => {
       (n) => n === 1,
     );
     // Another account naming the same call reaches nothing.
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const marked = async () =>
+      (
+        await sql<{ cancel_requested: boolean }>`SELECT cancel_requested FROM agent_chat_turns WHERE cancel_key LIKE ${`% ${key}`}`.execute(
+          db,
+        )
+      ).rows;
     await server.server.services.agentRuntime.chat.cancel(randomUUID(), key);
+    assert.deepEqual(await marked(), [{ cancel_requested: false }]);
     await server.server.services.agentRuntime.chat.cancel(s.account.accountId, key);
     const refused = await answering.then(
       () => assert.fail('a cancelled message is not answered'),
