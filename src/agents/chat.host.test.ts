@@ -25,6 +25,7 @@ import { DEFAULT_TIERS } from '../core/tiers.js';
 import { fileServer, newOwner, until, type Owner } from '../test-support/owners.js';
 import { pino } from 'pino';
 import { AgentChat } from './chat.js';
+import { cancelKeyOf } from '../run/run-service.js';
 import { ReplicasStore } from '../store/replicas-store.js';
 import type { Db } from '../store/database.js';
 
@@ -81,6 +82,21 @@ async function agentSpace(name: string, options: { ai?: boolean; start?: boolean
     });
   if (options.start !== false) await callOk(s.create, 'start_agent', { name });
   return s;
+}
+
+/** Another AgentChat on this server's database and replicas (another node's, or this node's with a small history budget). */
+function chatOn(historyBudgetChars?: number): AgentChat {
+  const runtime = server.server.services.agentRuntime;
+  const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+  return new AgentChat({
+    store: runtime.chatStore,
+    replicas: new ReplicasStore(db),
+    supervisor: runtime.supervisor,
+    dispatcher: () => runtime.dispatcher,
+    logger: pino({ level: 'silent' }),
+    aliveMs: 5_000,
+    ...(historyBudgetChars !== undefined ? { historyBudgetChars } : {}),
+  });
 }
 
 const replicaNames = async (s: Space, name: string): Promise<string[]> =>
@@ -273,17 +289,8 @@ describe('chat_with_agent answers', () => {
 
   test("messages sent at once to one conversation, through this node and another node's chat, are answered one after the other, each seeing the ones before", async () => {
     const s = await agentSpace('orderly');
-    const runtime = server.server.services.agentRuntime;
     // Another server node's chat on the same database (its own store and turn queue; this node runs the replica).
-    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
-    const otherNode = new AgentChat({
-      store: runtime.chatStore,
-      replicas: new ReplicasStore(db),
-      supervisor: runtime.supervisor,
-      dispatcher: () => runtime.dispatcher,
-      logger: pino({ level: 'silent' }),
-      aliveMs: 5_000,
-    });
+    const otherNode = chatOn();
     llm.requests.length = 0;
     llm.script([{ text: 'noted' }, { text: 'answer A', delayMs: 600 }, { text: 'answer B' }, { text: 'answer C' }]);
     const opened = await callOk(s.create, 'chat_with_agent', { name: 'orderly', message: 'open' });
@@ -347,18 +354,9 @@ describe('chat_with_agent answers', () => {
     if (embeddedRunOnly(t)) return;
     const s = await agentSpace('chatty');
     const runtime = server.server.services.agentRuntime;
-    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const store = runtime.chatStore;
     // This node's chat with a small history budget, so that two turns pass it.
-    const small = new AgentChat({
-      store,
-      replicas: new ReplicasStore(db),
-      supervisor: runtime.supervisor,
-      dispatcher: () => runtime.dispatcher,
-      logger: pino({ level: 'silent' }),
-      aliveMs: 5_000,
-      historyBudgetChars: 400,
-    });
+    const small = chatOn(400);
     llm.requests.length = 0;
     llm.script([{ text: 'one' }, { text: 'two' }, { text: 'three' }]);
     const first = await callOk(s.create, 'chat_with_agent', { name: 'chatty', message: `alpha ${'a'.repeat(400)}` });
@@ -478,6 +476,109 @@ describe('chat_with_agent answers', () => {
     await client.close();
   });
 
+  test('a 2025-era notifications/cancelled (v1 SDK, v2 SDK on the 2025 handshake) stops a message waiting and one being answered', async () => {
+    const s = await agentSpace('hush');
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const tickets = async (id: string) =>
+      (await sql<{ n: string | number }>`SELECT count(*) AS n FROM agent_chat_turns WHERE conversation_id = ${id}`.execute(db)).rows.map(
+        (r) => Number(r.n),
+      )[0]!;
+    let made = 0;
+    for (const era of ['v1', 'v2-legacy'] as const) {
+      // The cancel comes on its own request; the call's stream stays open.
+      const client = await connect(`${server.url}/mcp/create/${s.ns}`, s.account.key, era);
+      llm.requests.length = 0;
+      llm.script([{ text: 'opened' }, { text: 'slow answer', delayMs: 20_000 }, { text: 'never asked' }]);
+      const { conversation_id } = await callOk(client, 'chat_with_agent', { name: 'hush', message: 'open' });
+      const answering = new AbortController();
+      const first = client.callTool('chat_with_agent', { name: 'hush', conversation_id, message: 'one' }, { signal: answering.signal });
+      first.catch(() => undefined);
+      await until(
+        `${era}: the first message is with the model`,
+        async () => llm.requests.length,
+        (n) => n === 2,
+      );
+      const waiting = new AbortController();
+      const second = client.callTool('chat_with_agent', { name: 'hush', conversation_id, message: 'two' }, { signal: waiting.signal });
+      second.catch(() => undefined);
+      await until(
+        `${era}: the second message waits behind the first`,
+        () => tickets(conversation_id),
+        (n) => n === 2,
+      );
+      waiting.abort();
+      await assert.rejects(second);
+      await until(
+        `${era}: the waiting message gave its ticket back`,
+        () => tickets(conversation_id),
+        (n) => n === 1,
+      );
+      answering.abort();
+      await assert.rejects(first);
+      made += 2;
+      const runs = await until(
+        `${era}: the answering message's run ended`,
+        async () => (await callOk(client, 'list_agent_runs', { name: 'hush' })).runs as Array<{ status: string }>,
+        (r) => r.length === made && r.every((x) => x.status !== 'running'),
+      );
+      assert.deepEqual(
+        runs.slice(0, 2).map((r) => r.status),
+        ['cancelled', 'succeeded'],
+        `${era}: cancelled, and no run for the waiting one`,
+      );
+      await until(
+        `${era}: every ticket given back`,
+        () => tickets(conversation_id),
+        (n) => n === 0,
+      );
+      assert.equal(llm.requests.length, 2, `${era}: the cancelled messages never reached the model again`);
+      await client.close();
+    }
+  });
+
+  test('a cancel reaching a node that does not answer the call marks its turn: the node answering it stops it as it renews', async () => {
+    const s = await agentSpace('far');
+    // The call is answered through another node's chat; the cancel comes to this node's.
+    const otherNode = chatOn();
+    const agent = await server.server.services.agents.resolve(
+      { accountId: s.account.accountId, keyId: 'test', tier: 'pro_trial', namespace: null, scopes: ['execute'] },
+      s.ns,
+      { name: 'far' },
+      'execute',
+    );
+    llm.requests.length = 0;
+    llm.script([{ text: 'slow answer', delayMs: 20_000 }, { text: 'never asked' }]);
+    const key = cancelKeyOf(randomUUID(), 7);
+    const answering = otherNode.send(agent, { message: 'take your time' }, undefined, { accountId: s.account.accountId, key });
+    answering.catch(() => undefined);
+    await until(
+      'the message is with the model',
+      async () => llm.requests.length,
+      (n) => n === 1,
+    );
+    // Another account naming the same call reaches nothing.
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const marked = async () =>
+      (
+        await sql<{ cancel_requested: boolean }>`SELECT cancel_requested FROM agent_chat_turns WHERE cancel_key LIKE ${`% ${key}`}`.execute(
+          db,
+        )
+      ).rows;
+    await server.server.services.agentRuntime.chat.cancel(randomUUID(), key);
+    assert.deepEqual(await marked(), [{ cancel_requested: false }]);
+    await server.server.services.agentRuntime.chat.cancel(s.account.accountId, key);
+    const refused = await answering.then(
+      () => assert.fail('a cancelled message is not answered'),
+      (e: unknown) => e,
+    );
+    assert.match(String((refused as Error).message), /cancel/i);
+    const runs = (await callOk(s.create, 'list_agent_runs', { name: 'far' })).runs as Array<{ status: string }>;
+    assert.deepEqual(
+      runs.map((r) => r.status),
+      ['cancelled'],
+    );
+  });
+
   test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async (t) => {
     if (embeddedRunOnly(t)) return;
     const s = await agentSpace('busy', { replicas: 2 });
@@ -544,15 +645,7 @@ describe('chat_with_agent answers', () => {
     const runtime = server.server.services.agentRuntime;
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const marker = `mk${randomUUID().replaceAll('-', '')}`;
-    const small = new AgentChat({
-      store: runtime.chatStore,
-      replicas: new ReplicasStore(db),
-      supervisor: runtime.supervisor,
-      dispatcher: () => runtime.dispatcher,
-      logger: pino({ level: 'silent' }),
-      aliveMs: 5_000,
-      historyBudgetChars: 400,
-    });
+    const small = chatOn(400);
     llm.requests.length = 0;
     llm.script([{ text: 'I will remember it.' }, { text: 'Noted.' }, { text: 'Noted again.' }, { text: 'Still remembered.' }]);
     const first = await callOk(s.create, 'chat_with_agent', { name: 'keeper', message: `Remember ${marker} ${'a'.repeat(400)}` });

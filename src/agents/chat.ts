@@ -17,6 +17,7 @@ import {
   type ChatMessage,
   type StoredChatMessage,
 } from '../core/agent-chat.js';
+import { LIMIT_STOPS } from '../core/agent-orchestration.js';
 import { DomainError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { ChatStore } from '../store/chat-store.js';
@@ -79,6 +80,8 @@ export const CHAT_WAIT_MS = 10 * 60_000;
 
 export class AgentChat {
   private readonly closing = new AbortController();
+  /** This node's chat calls by what a client's cancel names them (account, session, request id). */
+  private readonly cancellable = new Map<string, AbortController>();
 
   constructor(
     private readonly deps: {
@@ -100,10 +103,28 @@ export class AgentChat {
   }
 
   /**
-   * `signal`: the caller's request (cancelled, or its connection closed). A message still waiting for
-   * its turn stops waiting and gives its ticket back (no run is made); one being answered has its run cancelled.
+   * A 2025-era client's notifications/cancelled for a chat_with_agent call (it comes on another
+   * request, maybe to another node): stopped at once when this node answers it, else its turn is
+   * marked in the database and the node answering it stops it when it next renews the turn.
    */
-  async send(agent: AgentRow, args: Record<string, unknown>, signal?: AbortSignal): Promise<ChatAnswer> {
+  async cancel(accountId: string, cancelKey: string): Promise<void> {
+    const key = chatCancelKey(accountId, cancelKey);
+    const local = this.cancellable.get(key);
+    if (local) local.abort();
+    else await this.deps.store.requestCancel(key);
+  }
+
+  /**
+   * `signal`: the caller's request (cancelled, or its connection closed). A message still waiting for
+   * its turn stops waiting and gives its ticket back (no run is made); one being answered has its run
+   * cancelled. `cancel`: what a 2025-era client's notifications/cancelled names this call by (cancel()).
+   */
+  async send(
+    agent: AgentRow,
+    args: Record<string, unknown>,
+    callerSignal?: AbortSignal,
+    cancel?: { accountId: string; key: string },
+  ): Promise<ChatAnswer> {
     const message = chatMessageArg(args.message);
     const wanted = replicaArg(args.replica);
     const conversationId = conversationIdArg(args.conversation_id);
@@ -137,11 +158,20 @@ export class AgentChat {
       made = true;
     }
     const runId = randomUUID();
-    const ticket = await store.enqueue(id, runId, this.deps.aliveMs);
+    // The caller's signal, or a cancel naming this call (here, or marked in the database by another node).
+    const cancelled = new AbortController();
+    const cancelKey = cancel ? chatCancelKey(cancel.accountId, cancel.key) : undefined;
+    const signal = callerSignal ? AbortSignal.any([callerSignal, cancelled.signal]) : cancelled.signal;
+    const ticket = await store.enqueue(id, runId, this.deps.aliveMs, cancelKey);
     if (ticket === undefined) throw new DomainError('not_found', `agent '${agent.name}' no longer exists`);
+    if (cancelKey) this.cancellable.set(cancelKey, cancelled);
     let answered = false;
     const keepAlive = setInterval(
-      () => void store.renew(id, ticket, this.deps.aliveMs).catch(() => undefined),
+      () =>
+        void store.renew(id, ticket, this.deps.aliveMs).then(
+          (marked) => marked && cancelled.abort(),
+          () => undefined,
+        ),
       Math.max(100, Math.floor(this.deps.aliveMs / 3)),
     );
     keepAlive.unref();
@@ -152,6 +182,7 @@ export class AgentChat {
       return answer;
     } finally {
       clearInterval(keepAlive);
+      if (cancelKey && this.cancellable.get(cancelKey) === cancelled) this.cancellable.delete(cancelKey);
       await store.release(id, ticket).catch((error: unknown) => {
         // Its ticket lapses after aliveMs: the next message waits that long at most.
         this.deps.logger.warn(
@@ -282,6 +313,11 @@ export class AgentChat {
   }
 }
 
+/** A chat call as a cancel names it: its account, then the session and request id (run-service cancelKeyOf). */
+function chatCancelKey(accountId: string, cancelKey: string): string {
+  return `${accountId} ${cancelKey}`;
+}
+
 const TYPES = new Set([
   'validation_error',
   'not_found',
@@ -295,12 +331,12 @@ const TYPES = new Set([
 ]);
 
 /** The loop's limits: a run they stopped is the agent's limit, not a fault to retry. */
-const LIMIT_STOPS = new Set(['max_iterations', 'max_ai_tokens', 'max_execution_time', 'max_functions_called']);
+const LIMITS: ReadonlySet<string> = new Set(LIMIT_STOPS);
 
 /** A run's error type as a tool error's (a limit is limit_exceeded; the loop's other kinds, e.g. provider errors, unavailable). */
 function typeOf(type: string): DomainError['type'] {
   if (TYPES.has(type)) return type as DomainError['type'];
-  if (LIMIT_STOPS.has(type)) return 'limit_exceeded';
+  if (LIMITS.has(type)) return 'limit_exceeded';
   if (type === 'QUOTA_EXCEEDED') return 'quota_exceeded';
   if (type === 'EXECUTION_RATE_EXCEEDED' || type === 'CONCURRENCY_LIMIT_EXCEEDED') return 'rate_limited';
   return 'unavailable';

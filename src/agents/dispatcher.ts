@@ -13,7 +13,15 @@ import type { AgentRunCall } from '../store/schema.js';
 import { CANCELLED, INTERRUPTED, type RunResult, type RunService } from '../run/run-service.js';
 import { parseFunctionName } from '../core/agents.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
-import { ANSWER_MAX_CHARS, capText, TOOL_RESULT_MAX_CHARS, TOOLS_OFFERED_MAX, triggerInputText } from '../core/agent-orchestration.js';
+import {
+  ANSWER_MAX_CHARS,
+  capText,
+  FUNCTION_REJECTED,
+  TOOL_RESULT_MAX_CHARS,
+  TOOLS_OFFERED_MAX,
+  triggerInputText,
+  type SkipReason,
+} from '../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../core/agent-ai.js';
 import type { AgentRow, AgentToolCall } from '../store/schema.js';
 import type { ChatMessage } from './providers/provider.js';
@@ -62,7 +70,7 @@ export interface AgentRunOutcome {
   durationMs: number;
   /** AI runs: the final answer (scanned, capped), what it cost, why it stopped. */
   answer?: string;
-  usage?: { input_tokens: number; output_tokens: number };
+  usage?: { input_tokens: number; output_tokens: number; estimated?: boolean };
   iterations?: number;
   stopReason?: string;
   /** The messages this run added after `history` (the user message, assistant turns with tool calls, tool results as the model saw them): chat persists them. */
@@ -78,6 +86,8 @@ export interface JobHost {
   invoke(input: unknown, signal?: AbortSignal): Promise<FunctionOutcome>;
   /** AI jobs: one tool call of the loop. */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /** AI jobs: a turn's tool calls the loop never sent, for the run's record. */
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
 }
 
 /** How a job ended: its function's outcome (direct, run_then_reason), the loop's (AI), or the replica's failure (AI). */
@@ -371,7 +381,11 @@ export class AgentDispatcher {
       startedAt: started,
       outbound: orchestration.outbound?.() ?? { allow: [], own: null },
     };
-    const host: JobHost = { invoke, tool: (name, args, s) => session.call(name, args, s) };
+    const host: JobHost = {
+      invoke,
+      tool: (name, args, s) => session.call(name, args, s),
+      skipped: (calls, more) => session.skipped(calls, more),
+    };
     let result: JobResult;
     try {
       if (this.deps.runner) {
@@ -384,7 +398,7 @@ export class AgentDispatcher {
         began();
         result = await runAiJob(
           { mode, trigger: job.trigger, triggerName: job.triggerName, function: job.functionName, input: job.input, ai: aiJob },
-          { invoke: async (_fn, input) => (await invoke(input)).forModel ?? null, tool: host.tool! },
+          { invoke: async (_fn, input) => forModelOf(await invoke(input)), tool: host.tool!, skipped: host.skipped! },
           signal,
         );
       }
@@ -419,21 +433,31 @@ export class AgentDispatcher {
     const transcript: ChatMessage[] = loop.transcript.map((m) =>
       m.role === 'assistant' ? { ...m, content: session.scan(m.content, ANSWER_MAX_CHARS) } : m,
     );
-    const status: AgentRunStatus = loop.stopReason === 'answered' ? 'succeeded' : loop.stopReason === 'cancelled' ? 'cancelled' : 'failed';
+    // Its function refused before it ran (the host's own outcome says so): recorded as that refusal, the model never called.
+    const refused = loop.stopReason === FUNCTION_REJECTED && fn?.status === 'rejected' ? fn : undefined;
+    const status: AgentRunStatus =
+      loop.stopReason === 'answered' ? 'succeeded' : loop.stopReason === 'cancelled' ? 'cancelled' : refused ? 'rejected' : 'failed';
+    const error = refused?.error
+      ? {
+          type: refused.error.type,
+          message: `${refused.error.message}: the trigger's function ${refused.call.function} was refused before it ran, so the model was not called`,
+        }
+      : loop.error;
     return this.end(runId, job, started, {
       status,
-      ...(loop.error && status !== 'succeeded' ? { error: loop.error } : {}),
+      ...(error && status !== 'succeeded' ? { error } : {}),
       calls: fn ? [fn.call] : [],
       ai: {
         iterations: loop.iterations,
         inputTokens: loop.usage.input_tokens,
         outputTokens: loop.usage.output_tokens,
+        ...(loop.usageEstimated ? { usageEstimated: true } : {}),
         stopReason: loop.stopReason,
         toolCalls,
         answer,
       },
       answer,
-      usage: loop.usage,
+      usage: loop.usageEstimated ? { ...loop.usage, estimated: true } : loop.usage,
       iterations: loop.iterations,
       stopReason: loop.stopReason,
       transcript,
@@ -452,7 +476,7 @@ export class AgentDispatcher {
       calls: AgentRunCall[];
       ai?: AgentRunEnd['ai'];
       answer?: string;
-      usage?: { input_tokens: number; output_tokens: number };
+      usage?: { input_tokens: number; output_tokens: number; estimated?: boolean };
       iterations?: number;
       stopReason?: string;
       transcript?: ChatMessage[];
@@ -532,6 +556,22 @@ export class AgentDispatcher {
     this.deps.logger.error({ err: error instanceof Error ? error.message : String(error), run_id: runId }, 'agent run failed');
     return { type: 'internal_error', message: 'the run failed inside the server; see its log' };
   }
+}
+
+/**
+ * run_then_reason: what the replica's model reads of the trigger's function (scanned and capped by
+ * the host), or, when the function was refused before it ran (quota, rate, concurrency), a typed
+ * refusal: the run stops there, since the model would have nothing to reason about.
+ */
+export function forModelOf(outcome: FunctionOutcome): string | null {
+  if (outcome.status === 'rejected')
+    throw Object.assign(
+      new Error(
+        `the trigger's function ${outcome.call.function} was refused (${outcome.error?.type ?? 'rejected'}): ${outcome.error?.message ?? ''}`,
+      ),
+      { type: FUNCTION_REJECTED },
+    );
+  return outcome.forModel ?? null;
 }
 
 function failedCall(functionName: string, err: { type: string; message: string }, durationMs: number): FunctionOutcome {

@@ -26,8 +26,11 @@ export function runView(row: AgentRunRow) {
     duration_ms: row.duration_ms,
     // AI runs: model turns, tokens, why it stopped (answered, a limit, cancelled, provider_error, fallback_direct).
     iterations: row.iterations ?? null,
+    // estimated: a model answer did not say what it cost (some OpenAI-compatible servers omit it); counted from the bytes sent and received.
     usage:
-      row.input_tokens === null && row.output_tokens === null ? null : { input_tokens: row.input_tokens, output_tokens: row.output_tokens },
+      row.input_tokens === null && row.output_tokens === null
+        ? null
+        : { input_tokens: row.input_tokens, output_tokens: row.output_tokens, ...(row.usage_estimated ? { estimated: true } : {}) },
     stop_reason: row.stop_reason ?? null,
     conversation_id: row.conversation_id ?? null,
   };

@@ -10,12 +10,13 @@
  * Its surface for the triggers: `localReplicas(agentId)` (running replicas this node holds) and
  * `run(...)` (one job on a named local replica, through its process).
  */
+import type { SkipReason } from '../core/agent-orchestration.js';
 import { DomainError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { exitReason, nextStreak, replicaHeapMb, restartDelayMs } from '../core/replicas.js';
 import { DEFAULT_TIER, limitsFor, type TierLimits } from '../core/tiers.js';
 import type { HeldReplica, ReplicasStore } from '../store/replicas-store.js';
-import type { JobHost, JobResult, RunnerJob } from './dispatcher.js';
+import { forModelOf, type JobHost, type JobResult, type RunnerJob } from './dispatcher.js';
 import type { CallAnswer } from './orchestration/loop.js';
 import { ReplicaCrashedError, ReplicaProcess, type ExitInfo, type JobError } from './worker/host.js';
 import { LoopResultShape, type AiJob, type CallOp } from './worker/protocol.js';
@@ -44,11 +45,13 @@ export interface ReplicaJob {
 export interface ReplicaHostCalls {
   /** `signal` fires when the run is cancelled or its replica's drain deadline passes. */
   invoke(functionName: string, input: unknown, signal: AbortSignal): Promise<unknown>;
-  state?(request: Exclude<CallOp, { op: 'invoke' | 'tool' | 'progress' }>): Promise<unknown>;
+  state?(request: Exclude<CallOp, { op: 'invoke' | 'tool' | 'progress' | 'skipped' }>): Promise<unknown>;
   /** AI jobs: one tool call of the loop (the host refuses what it does not offer). */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   /** AI jobs: the loop's running totals after each model turn. */
   progress?(totals: { iterations: number; usage: { input_tokens: number; output_tokens: number } }): void;
+  /** AI jobs: a turn's tool calls the loop never sent (kept in the run's record, even after the run stopped). */
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
 }
 
 export type ReplicaJobOutcome = { ok: true; result: unknown } | { ok: false; error: JobError };
@@ -471,6 +474,10 @@ export class ReplicaSupervisor {
             if (ai) calls.progress?.({ iterations: request.iterations, usage: request.usage });
             return null;
           }
+          if (request.op === 'skipped') {
+            if (ai) calls.skipped?.(request.calls, request.more);
+            return null;
+          }
           if (controller.signal.aborted) throw controller.signal.reason ?? new DomainError('unavailable', 'the run was cancelled');
           if (request.op === 'invoke') {
             // The trigger's function and nothing else (a reason_first or chat job has none)...
@@ -578,11 +585,12 @@ export function replicaRunner(supervisor: () => ReplicaSupervisor) {
           invoke: async (_fn, input, signal) => {
             outcome = await host.invoke(input, signal);
             // An AI job's model reads the outcome as the host scanned and capped it, failed or not.
-            if (!direct) return outcome.forModel ?? null;
+            if (!direct) return forModelOf(outcome);
             if (outcome.status === 'succeeded') return outcome.result ?? null;
             throw Object.assign(new Error(outcome.error?.message ?? 'the run failed'), { type: outcome.error?.type ?? outcome.status });
           },
           ...(host.tool ? { tool: host.tool } : {}),
+          ...(host.skipped ? { skipped: host.skipped } : {}),
           progress: (totals) => (progress = totals),
         },
       );

@@ -22,7 +22,7 @@ import { buildCreateServer } from './create-tools.js';
 import { clientAddress } from './client-address.js';
 import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from '../core/logger.js';
-import { createMcpEndpoint, jsonRpcError, type EndpointKind } from './mcp-endpoint.js';
+import { createMcpEndpoint, jsonRpcError, type EndpointKind, type RequestScope } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
 import {
   bearerChallenge,
@@ -36,7 +36,7 @@ import type { SessionActivity } from './session-activity.js';
 import { asJsonRpcRefusal } from './mcp-refusals.js';
 import { runEndpointParts, type RunScopeExtra } from './run-endpoint.js';
 import { ENV_HEADER, parseEnvHeader } from '../core/env-header.js';
-import type { RunService } from '../run/run-service.js';
+import { cancelKeyOf, type RunService } from '../run/run-service.js';
 import type { DatabaseHealth } from '../store/db-health.js';
 import type { WebhookService } from '../services/webhooks.js';
 import type { WebhookTrigger } from '../agents/triggers/webhook.js';
@@ -155,13 +155,19 @@ export function createApp(deps: AppDependencies): Hono {
       sessionLimit,
       ...(deps.sessionActivity ? { sessionActivity: deps.sessionActivity } : {}),
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: false } } : {}),
-      buildServer: ({ principal, namespace, url, calls, extra }) =>
+      // A 2025-era notifications/cancelled comes on a request of its own: chat_with_agent calls get it here.
+      beforeDispatch: async (body, scope) => {
+        await deliverChatCancels(body, scope);
+        return undefined;
+      },
+      buildServer: (scope) =>
         buildCreateServer({
-          principal,
-          namespace,
-          url,
-          calls,
-          signal: extra?.signal,
+          principal: scope.principal,
+          namespace: scope.namespace,
+          url: scope.url,
+          calls: scope.calls,
+          signal: scope.extra?.signal,
+          sessionId: ownedCreateSession(scope),
           catalog,
           agents: deps.agents,
           webhooks: deps.webhooks?.service,
@@ -184,6 +190,29 @@ export function createApp(deps: AppDependencies): Hono {
       ...(deps.listChanged ? { listChanged: { hub: deps.listChanged, notifies: true } } : {}),
     }),
   } satisfies Record<EndpointKind, unknown>;
+
+  /** The 2025-era create session this request holds (this caller's, of this namespace), if any. */
+  function ownedCreateSession(scope: RequestScope<{ signal?: AbortSignal }>): string | undefined {
+    const owner = scope.session?.owner;
+    const owned =
+      !!owner && owner.account_id === scope.principal.accountId && owner.endpoint === 'create' && owner.namespace === scope.namespace;
+    return owned ? scope.session!.id : undefined;
+  }
+
+  /** notifications/cancelled in a session names its call by request id: a chat_with_agent call it names is stopped (any node). */
+  async function deliverChatCancels(body: unknown, scope: RequestScope<{ signal?: AbortSignal }>): Promise<void> {
+    const session = ownedCreateSession(scope);
+    if (!session) return;
+    for (const message of Array.isArray(body) ? body : [body]) {
+      const m = message as { method?: unknown; id?: unknown; params?: { requestId?: unknown } } | null;
+      if (!m || typeof m !== 'object' || m.method !== 'notifications/cancelled' || m.id !== undefined) continue;
+      const requestId = m.params?.requestId;
+      if (typeof requestId !== 'string' && typeof requestId !== 'number') continue;
+      await deps.agentRuntime.chat.cancel(scope.principal.accountId, cancelKeyOf(session, requestId)).catch((error: unknown) => {
+        logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'a chat cancel could not be delivered');
+      });
+    }
+  }
 
   async function serveMcp(c: Context, kind: EndpointKind, namespace: string): Promise<Response> {
     const token = bearer(c);

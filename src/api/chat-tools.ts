@@ -31,6 +31,12 @@ export function registerChatTools(
       }),
       annotations: CHAT,
     },
-    async (a, call) => runtime.chat.send(await agents.resolve(principal, ns, a, 'execute'), a, call.signal),
+    async (a, call) =>
+      runtime.chat.send(
+        await agents.resolve(principal, ns, a, 'execute'),
+        a,
+        call.signal,
+        call.cancelKey ? { accountId: principal.accountId, key: call.cancelKey } : undefined,
+      ),
   );
 }

@@ -4,6 +4,7 @@ import { packagesByCategory } from '../core/python-packages.js';
 import { pythonInventory } from '../sandbox/index.js';
 import { findTemplate, TEMPLATES } from '../core/templates.js';
 import { DomainError } from '../core/errors.js';
+import { cancelKeyOf } from '../run/run-service.js';
 import { TOOL_NAME_BUDGET } from '../core/names.js';
 import { suggestion } from '../core/suggest.js';
 import type { KeyPrincipal } from '../services/accounts.js';
@@ -43,6 +44,8 @@ export interface CreateToolsContext {
   calls?: readonly string[] | undefined;
   /** The HTTP request's signal: aborted when the client closes the connection before the answer. */
   signal?: AbortSignal | undefined;
+  /** The 2025-era session of this caller the request came in (its notifications/cancelled name calls by it). */
+  sessionId?: string | undefined;
 }
 
 /** A namespace's endpoints as the caller reaches this one: by path, or by subdomain (`{ns}.create.{base}`). */
@@ -133,7 +136,13 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
     return defineTool(server, logger, name, definition, (args, call) => {
       // The MCP layer's cancel, or the connection closed (a 2026-era cancel closes the call's stream).
       const signals = [call.signal, ctx.signal].filter((x): x is AbortSignal => x !== undefined);
-      return body(args as Record<string, unknown>, signals.length > 0 ? { signal: AbortSignal.any(signals) } : {});
+      // A 2025-era notifications/cancelled comes on another request: it names the call by session and request id.
+      const cancelKey =
+        ctx.sessionId !== undefined && call.requestId !== undefined ? cancelKeyOf(ctx.sessionId, call.requestId) : undefined;
+      return body(args as Record<string, unknown>, {
+        ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
+        ...(cancelKey ? { cancelKey } : {}),
+      });
     });
   };
 

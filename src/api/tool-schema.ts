@@ -36,9 +36,16 @@ function describeIssues(error: z.ZodError): string {
   return error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(arguments)'}: ${issue.message}`).join('; ');
 }
 
-/** What a tool's body gets besides its arguments: the MCP request's abort signal (the client cancelled it). */
+/**
+ * What a tool's body gets besides its arguments: the MCP request's abort signal (the client cancelled
+ * it), and (2025 era, in a session) the name a notifications/cancelled gives the call (cancelKeyOf).
+ */
 export interface ToolCallContext {
   signal?: AbortSignal;
+  /** The JSON-RPC id of the tools/call. */
+  requestId?: string | number;
+  /** The call's session and request id (run-service cancelKeyOf), when the request came in a session of this caller's. */
+  cancelKey?: string;
 }
 
 export interface ToolDefinition<S extends z.ZodObject> {
@@ -74,7 +81,7 @@ export function defineTool<S extends z.ZodObject>(
       inputSchema: fromJsonSchema(jsonSchema as never, acceptEverything),
       annotations: definition.annotations,
     },
-    ((args: unknown, handler?: { mcpReq?: { signal?: AbortSignal } }): Promise<CallToolResult> =>
+    ((args: unknown, handler?: { mcpReq?: { signal?: AbortSignal; id?: unknown } }): Promise<CallToolResult> =>
       runTool(logger, name, async () => {
         if (containsNul(args))
           throw new DomainError('validation_error', `invalid arguments for ${name}: strings must not contain NUL characters`);
@@ -82,7 +89,11 @@ export function defineTool<S extends z.ZodObject>(
         if (!parsed.success) {
           throw new DomainError('validation_error', `invalid arguments for ${name}: ${describeIssues(parsed.error)}`);
         }
-        return body(parsed.data, handler?.mcpReq?.signal ? { signal: handler.mcpReq.signal } : {});
+        const id = handler?.mcpReq?.id;
+        return body(parsed.data, {
+          ...(handler?.mcpReq?.signal ? { signal: handler.mcpReq.signal } : {}),
+          ...(typeof id === 'string' || typeof id === 'number' ? { requestId: id } : {}),
+        });
       })) as never,
   );
 }

@@ -7,17 +7,28 @@
 import { DomainError, invalid } from './errors.js';
 import { REPLICA_NAME_PATTERN } from './agents.js';
 
-/** The shape of src/agents/providers/provider.ts ChatMessage (core imports nothing outward; the two are checked equal by tsc where chat.ts passes one as the other). */
+/** A tool call a model made (the providers read it from each vendor's wire format). */
 export interface ToolCall {
+  /** The vendor's id for the call; the result goes back under it. */
   id: string;
   name: string;
+  /** Parsed arguments; a call whose arguments are not a JSON object gets `{}` and `argumentsError`. */
   arguments: Record<string, unknown>;
   argumentsError?: string;
 }
+
+export interface ToolResult {
+  callId: string;
+  /** What the model reads (already capped and passed through the secret scanner by the loop). */
+  content: string;
+  isError?: boolean;
+}
+
+/** One message of a model conversation, whatever the vendor (src/agents/providers speak it in each wire format). */
 export type ChatMessage =
   | { role: 'user'; content: string }
   | { role: 'assistant'; content: string; toolCalls?: ToolCall[] }
-  | { role: 'tool'; results: Array<{ callId: string; content: string; isError?: boolean }> };
+  | { role: 'tool'; results: ToolResult[] };
 
 /** The longest chat message accepted, in characters (the guide gives none; this keeps one turn's prompt bounded). */
 export const CHAT_MESSAGE_MAX_CHARS = 32_000;

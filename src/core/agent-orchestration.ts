@@ -151,6 +151,22 @@ export const ANSWER_MAX_CHARS = 32_000;
 export const TURN_MAX_OUTPUT_TOKENS = 4_096;
 /** Tool calls one model turn may make; the loop keeps the first ones and drops the rest from the turn. */
 export const TOOL_CALLS_PER_TURN = 16;
+/**
+ * Why a tool call the model asked for was never sent to the host (the run's record keeps it with
+ * this outcome): past the turn's first TOOL_CALLS_PER_TURN, after a limit or the deadline stopped
+ * the run, after a cancel, or unreadable (no name, arguments not a JSON object).
+ */
+export const SKIP_REASONS = [
+  'skipped: per-turn cap',
+  'skipped: limit',
+  'skipped: cancelled',
+  'skipped: no name',
+  'skipped: bad arguments',
+] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
+/** Skipped calls of one turn recorded one by one; past these, one entry says how many more there were. */
+export const SKIPPED_RECORDED_PER_TURN = 64;
+
 /** A tool name the model sent, as the loop passes it on and the run's record keeps it (no real tool is past 64). */
 export const TOOL_NAME_MAX_CHARS = 200;
 
@@ -165,18 +181,30 @@ export function capText(text: string, max: number): string {
   return text.slice(0, end) + note;
 }
 
-export const STOP_REASONS = [
-  'answered',
-  'max_iterations',
-  'max_ai_tokens',
-  'max_execution_time',
-  'max_functions_called',
-  'cancelled',
-  'provider_error',
-  'fallback_direct',
-] as const;
+/** The limits that stop a run: the agent's own, not a fault to retry. */
+export const LIMIT_STOPS = ['max_iterations', 'max_ai_tokens', 'max_execution_time', 'max_functions_called'] as const;
+export type LimitReason = (typeof LIMIT_STOPS)[number];
+
+/**
+ * Why an AI run ended, as its record says: answered, a limit, cancelled, the provider failed,
+ * run_then_reason's function refused by the account's quota, rate or concurrency (the model is then
+ * not called: it would have nothing to reason about), or no AI configured (fallback_direct).
+ */
+export const STOP_REASONS = ['answered', ...LIMIT_STOPS, 'cancelled', 'provider_error', 'function_rejected', 'fallback_direct'] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
-export type LimitReason = 'max_iterations' | 'max_ai_tokens' | 'max_execution_time' | 'max_functions_called';
+/** The stop reasons a run of the loop (a replica's job) may end with: all but fallback_direct, which never reaches a replica. */
+export const LOOP_STOP_REASONS = STOP_REASONS.filter((r): r is Exclude<StopReason, 'fallback_direct'> => r !== 'fallback_direct');
+
+/** run_then_reason's trigger function refused before it ran (quota, rate, concurrency): the error type the host answers the replica. */
+export const FUNCTION_REJECTED = 'function_rejected';
+
+/**
+ * Tokens a text is taken to cost when the provider's answer does not say (some OpenAI-compatible
+ * servers omit `usage`): a byte per four, rounded up, so the token limit still holds.
+ */
+export function estimateTokens(text: string): number {
+  return Math.ceil(Buffer.byteLength(text, 'utf8') / 4);
+}
 
 /** The limit stop reasons, each with the words a run record uses. */
 export const LIMIT_MESSAGES: Readonly<Record<string, (limit: number | null) => string>> = {
@@ -195,6 +223,8 @@ export class RunBudget {
   iterations = 0;
   inputTokens = 0;
   outputTokens = 0;
+  /** Some turn's answer did not say what it cost: its tokens were estimated (estimateTokens). */
+  estimated = false;
   functionsCalled = 0;
   readonly deadline: number;
 
@@ -218,8 +248,9 @@ export class RunBudget {
   }
 
   /** Counts a turn's answer; answers max_ai_tokens when it took the run past its tokens. */
-  afterTurn(usage: { input: number; output: number }): LimitReason | undefined {
+  afterTurn(usage: { input: number; output: number; estimated?: boolean | undefined }): LimitReason | undefined {
     this.iterations++;
+    if (usage.estimated) this.estimated = true;
     this.inputTokens += usage.input;
     this.outputTokens += usage.output;
     return this.tokens >= this.limits.max_ai_tokens ? 'max_ai_tokens' : undefined;

@@ -32,6 +32,8 @@ export interface AgentRunEnd {
     iterations: number | null;
     inputTokens: number | null;
     outputTokens: number | null;
+    /** Some model answer did not say what it cost: its tokens were estimated. */
+    usageEstimated?: boolean;
     stopReason: string;
     toolCalls: AgentToolCall[];
     answer: string | null;
@@ -104,6 +106,7 @@ export class AgentRunsStore {
               iterations: end.ai.iterations,
               input_tokens: end.ai.inputTokens,
               output_tokens: end.ai.outputTokens,
+              usage_estimated: end.ai.usageEstimated === true,
               stop_reason: end.ai.stopReason,
               tool_calls: JSON.stringify(end.ai.toolCalls),
               answer: end.ai.answer,

@@ -84,15 +84,18 @@ export class ChatStore {
     return rows.rows.length > 0;
   }
 
-  /** Queues a message: the next ticket of the conversation (undefined: the conversation is gone). */
-  enqueue(id: string, runId: string, aliveMs: number): Promise<number | undefined> {
+  /**
+   * Queues a message: the next ticket of the conversation (undefined: the conversation is gone).
+   * `cancelKey`: what a client's cancel names the call by (requestCancel marks it).
+   */
+  enqueue(id: string, runId: string, aliveMs: number, cancelKey?: string): Promise<number | undefined> {
     return this.db.transaction().execute(async (trx) => {
       if (!(await this.lock(trx, id))) return undefined;
       const next = await sql<{ ticket: string | number }>`
         UPDATE agent_conversations SET next_ticket = next_ticket + 1 WHERE id = ${id} RETURNING next_ticket AS ticket`.execute(trx);
       const ticket = Number(next.rows[0]!.ticket);
-      await sql`INSERT INTO agent_chat_turns (conversation_id, ticket, run_id, alive_until)
-        VALUES (${id}, ${ticket}, ${runId}, ${lease(aliveMs)})`.execute(trx);
+      await sql`INSERT INTO agent_chat_turns (conversation_id, ticket, run_id, alive_until, cancel_key)
+        VALUES (${id}, ${ticket}, ${runId}, ${lease(aliveMs)}, ${cancelKey ?? null})`.execute(trx);
       return ticket;
     });
   }
@@ -116,10 +119,16 @@ export class ChatStore {
   }
 
   /** Keeps the ticket alive while its message is being answered. */
-  async renew(id: string, ticket: number, aliveMs: number): Promise<void> {
-    await sql`UPDATE agent_chat_turns SET alive_until = ${lease(aliveMs)} WHERE conversation_id = ${id} AND ticket = ${ticket}`.execute(
-      this.db,
-    );
+  /** Answers whether a client's cancel marked the turn (requestCancel, from any node). */
+  async renew(id: string, ticket: number, aliveMs: number): Promise<boolean> {
+    const rows = await sql<{ cancel_requested: boolean }>`UPDATE agent_chat_turns SET alive_until = ${lease(aliveMs)}
+      WHERE conversation_id = ${id} AND ticket = ${ticket} RETURNING cancel_requested`.execute(this.db);
+    return rows.rows[0]?.cancel_requested === true;
+  }
+
+  /** A client's cancel of a chat call another node may be answering: its turn is marked (read as it renews). */
+  async requestCancel(cancelKey: string): Promise<void> {
+    await sql`UPDATE agent_chat_turns SET cancel_requested = true WHERE cancel_key = ${cancelKey}`.execute(this.db);
   }
 
   /** The message was answered or given up: the next ticket may go. Lapsed tickets below it go too. */

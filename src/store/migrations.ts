@@ -889,4 +889,18 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 24,
+    name: "agent runs: whether the run's tokens were estimated; chat turns a client's cancel reaches from any node",
+    statements: [
+      // A provider that omits `usage` in an answer (some OpenAI-compatible servers) has the loop estimate
+      // the turn's tokens (a byte per four of what was sent and received): the record says so.
+      `ALTER TABLE agent_runs ADD COLUMN usage_estimated BOOLEAN NOT NULL DEFAULT false`,
+      // A 2025-era notifications/cancelled names a chat_with_agent call by account, session and request
+      // id; the node that gets it marks the turn, and the node answering it reads the mark as it renews.
+      `ALTER TABLE agent_chat_turns ADD COLUMN cancel_key TEXT`,
+      `ALTER TABLE agent_chat_turns ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false`,
+      `CREATE INDEX agent_chat_turns_cancel_key ON agent_chat_turns(cancel_key) WHERE cancel_key IS NOT NULL`,
+    ],
+  },
 ];

@@ -251,6 +251,8 @@ export interface AgentRunsTable {
   tool_calls: ColumnType<AgentToolCall[], string | undefined, string>;
   answer: ColumnType<string | null, string | null | undefined, string | null>;
   conversation_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Migration 27: some model answer of the run did not say what it cost, and its tokens were estimated. */
+  usage_estimated: ColumnType<boolean, boolean | undefined, boolean>;
 }
 
 /** One tool call of an AI run as its record keeps it. */
@@ -258,7 +260,7 @@ export interface AgentToolCall {
   name: string;
   kind: 'function' | 'mcp' | 'state' | 'refused';
   duration_ms: number;
-  /** ok, error, refused_forbidden, refused_unknown, cancelled, rejected */
+  /** ok, error, refused_forbidden, refused_unknown, refused_limit, cancelled, rejected, or a SKIP_REASONS entry (never sent: 'skipped: per-turn cap', ...) */
   outcome: string;
   execution_id: string | null;
   error_type?: string | null;

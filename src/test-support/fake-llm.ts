@@ -30,6 +30,8 @@ export interface FakeTurn {
   text?: string;
   toolCalls?: FakeToolCall[];
   usage?: { input: number; output: number };
+  /** Leave `usage` out of the answer, as some OpenAI-compatible servers do. */
+  omitUsage?: boolean;
   /** Answer only after this many ms (the client may give up first: the request is then marked aborted). */
   delayMs?: number;
   /** Answer this HTTP status with the vendor's error body instead (401, 429, 500, ...). */
@@ -98,7 +100,7 @@ function anthropicAnswer(turn: FakeTurn, model: unknown, n: number) {
     content,
     stop_reason: turn.toolCalls?.length ? 'tool_use' : 'end_turn',
     stop_sequence: null,
-    usage: { input_tokens: turn.usage?.input ?? 0, output_tokens: turn.usage?.output ?? 0 },
+    ...(turn.omitUsage ? {} : { usage: { input_tokens: turn.usage?.input ?? 0, output_tokens: turn.usage?.output ?? 0 } }),
   };
 }
 
@@ -123,7 +125,7 @@ function openaiAnswer(turn: FakeTurn, model: unknown, n: number) {
         logprobs: null,
       },
     ],
-    usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output },
+    ...(turn.omitUsage ? {} : { usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output } }),
   };
 }
 

@@ -244,7 +244,12 @@ export const MODERN_PROTOCOL = '2026-07-28';
 export interface McpTestClient {
   era: ClientEra;
   listTools(): Promise<{ tools: Array<{ name: string; description?: string; inputSchema: any; annotations?: any }> }>;
-  callTool(name: string, args?: Record<string, unknown>): Promise<{ isError?: boolean; content: Array<{ type: string; text?: string }> }>;
+  /** `options.signal`: aborting it cancels the call as the SDK does (2025 era: notifications/cancelled; 2026: the call's stream closed). */
+  callTool(
+    name: string,
+    args?: Record<string, unknown>,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ isError?: boolean; content: Array<{ type: string; text?: string }> }>;
   close(): Promise<void>;
   sessionId(): string | undefined;
 }
@@ -260,14 +265,20 @@ export async function connect(
   const wrap = (
     client: {
       listTools(): Promise<unknown>;
-      callTool(params: { name: string; arguments: Record<string, unknown> }): Promise<unknown>;
+      callTool(params: { name: string; arguments: Record<string, unknown> }, ...rest: unknown[]): Promise<unknown>;
       close(): Promise<void>;
     },
     transport: { sessionId?: string | undefined },
   ): McpTestClient => ({
     era,
     listTools: () => client.listTools() as never,
-    callTool: (name, args = {}) => client.callTool({ name, arguments: args }) as never,
+    // The v1 SDK takes its request options third (after a result schema), the v2 SDK second.
+    callTool: (name, args = {}, options) =>
+      (options
+        ? era === 'v1'
+          ? client.callTool({ name, arguments: args }, undefined, options)
+          : client.callTool({ name, arguments: args }, options)
+        : client.callTool({ name, arguments: args })) as never,
     close: () => client.close(),
     sessionId: () => transport.sessionId,
   });

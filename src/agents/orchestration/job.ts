@@ -3,7 +3,7 @@
  * runner): run_then_reason first asks the host for the trigger's function, then the loop runs with
  * the model the job names; every tool call goes to the host.
  */
-import { LIMIT_MESSAGES, triggerMessage } from '../../core/agent-orchestration.js';
+import { FUNCTION_REJECTED, LIMIT_MESSAGES, triggerMessage, type SkipReason } from '../../core/agent-orchestration.js';
 import { modelProvider } from '../providers/index.js';
 import { modelGuard } from '../outbound-guard.js';
 import type { AiJob, LoopResult } from '../worker/protocol.js';
@@ -23,6 +23,8 @@ export interface AiJobHost {
   invoke(functionName: string, input: unknown): Promise<unknown>;
   tool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   progress?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
+  /** Tool calls of a turn never sent to `tool` (for the run's record). */
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
 }
 
 export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: AbortSignal): Promise<LoopResult> {
@@ -35,6 +37,9 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
       try {
         answer = await host.invoke(job.function, job.input);
       } catch (error) {
+        // Refused before it ran (quota, rate, concurrency): nothing to reason about, so no model call and no tokens.
+        const refused = functionRefused(error);
+        if (refused) return refused;
         // Stopped inside its first function (the time limit, a cancel): the run ends for that reason, not as the worker's failure.
         const ended = stoppedEarly(job.ai, signal, error);
         if (ended) return ended;
@@ -60,7 +65,12 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
   });
   const loop = await runLoop(
     { system: ai.system, history: ai.history, message, tools: ai.tools, limits: ai.limits, startedAt: ai.startedAt, signal },
-    { provider, callTool: (name, args, s) => host.tool(name, args, s), ...(host.progress ? { onTurn: host.progress } : {}) },
+    {
+      provider,
+      callTool: (name, args, s) => host.tool(name, args, s),
+      ...(host.progress ? { onTurn: host.progress } : {}),
+      ...(host.skipped ? { onSkipped: host.skipped } : {}),
+    },
   );
   return { loop };
 }
@@ -82,6 +92,24 @@ function stoppedEarly(ai: AiJob, signal: AbortSignal, error: unknown): LoopResul
         stopReason === 'cancelled'
           ? { type: 'cancelled', message: 'the run was cancelled' }
           : { type: stopReason, message: LIMIT_MESSAGES[stopReason]!(ai.limits.max_execution_seconds) },
+      transcript: [],
+    },
+  };
+}
+
+/** run_then_reason's function refused by the host (its answer's type says so): the run ends there, the refusal named. */
+function functionRefused(error: unknown): LoopResult | undefined {
+  const e = error as { type?: unknown; message?: unknown } | null;
+  if (e?.type !== FUNCTION_REJECTED) return undefined;
+  const message = typeof e.message === 'string' ? e.message.slice(0, 10_000) : 'the function was refused';
+  return {
+    loop: {
+      stopReason: FUNCTION_REJECTED,
+      answer: '',
+      iterations: 0,
+      usage: { input_tokens: 0, output_tokens: 0 },
+      functionsCalled: 0,
+      error: { type: FUNCTION_REJECTED, message },
       transcript: [],
     },
   };

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { startFakeLlm, type FakeLlm } from '../../test-support/fake-llm.js';
 import { modelProvider } from '../providers/index.js';
 import { TOOL_CALLS_PER_TURN, TOOL_NAME_MAX_CHARS } from '../../core/agent-orchestration.js';
-import { LoopResultShape } from '../worker/protocol.js';
+import { CallOp, LoopResultShape } from '../worker/protocol.js';
 import { runLoop, type CallAnswer, type LoopInput, type OfferedTool } from './loop.js';
 
 const KEY = 'sk-loop-test-key-0b1d';
@@ -199,5 +199,36 @@ describe('the loop', () => {
       assert.equal(out.error!.type, kind);
       assert.ok(!JSON.stringify(out).includes(KEY));
     }
+  });
+
+  test('calls never sent are reported with why: after a limit, and past the per-turn cap (64 named, the rest counted)', async () => {
+    llm.script([{ toolCalls: Array.from({ length: 100 }, (_, i) => addCall(`c${i}`)) }, { text: 'never asked' }]);
+    const reports: Array<{ calls: Array<{ name: string; reason: string }>; more: number }> = [];
+    const h = host();
+    const out = await runLoop(input({ limits: { ...LIMITS, max_functions_called: 2 } }), {
+      provider: provider(),
+      callTool: h.callTool,
+      onSkipped: (calls, more) => reports.push({ calls, more }),
+    });
+    assert.equal(out.stopReason, 'max_functions_called');
+    assert.equal(h.calls.length, 2);
+    assert.equal(reports.length, 1);
+    const [{ calls, more }] = reports as [{ calls: Array<{ name: string; reason: string }>; more: number }];
+    assert.equal(calls.length, 64);
+    assert.ok(calls.slice(0, TOOL_CALLS_PER_TURN - 2).every((c) => c.reason === 'skipped: limit'));
+    assert.ok(calls.slice(TOOL_CALLS_PER_TURN - 2).every((c) => c.reason === 'skipped: per-turn cap'));
+    assert.equal(more, 100 - 2 - 64);
+    // What the worker sends the host fits the protocol (a message that did not would end the worker).
+    assert.ok(CallOp.safeParse({ op: 'skipped', calls, more }).success);
+  });
+
+  test('an answer without usage is estimated from the bytes sent and received, and marked', async () => {
+    llm.script([{ text: 'x'.repeat(4000), omitUsage: true }]);
+    const out = await runLoop(input(), { provider: provider(), callTool: host().callTool });
+    assert.equal(out.stopReason, 'answered');
+    assert.equal(out.usageEstimated, true);
+    assert.ok(out.usage.output_tokens >= 1000, JSON.stringify(out.usage));
+    assert.ok(out.usage.input_tokens > 0, JSON.stringify(out.usage));
+    assert.ok(LoopResultShape.safeParse({ loop: out }).success);
   });
 });

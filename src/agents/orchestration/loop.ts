@@ -9,10 +9,13 @@
 import {
   ANSWER_MAX_CHARS,
   capText,
+  estimateTokens,
   LIMIT_MESSAGES,
   RunBudget,
+  SKIPPED_RECORDED_PER_TURN,
   TOOL_CALLS_PER_TURN,
   TOOL_NAME_MAX_CHARS,
+  type SkipReason,
   type StopReason,
   type ToolKind,
 } from '../../core/agent-orchestration.js';
@@ -54,6 +57,11 @@ export interface LoopDeps {
   provider: ModelProvider;
   /** Runs one tool call (on the host); `signal` fires at the run's deadline or when it is cancelled. */
   callTool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
+  /**
+   * A turn's tool calls that were never sent to `callTool` (the per-turn cap, a limit, a cancel, an
+   * unreadable call), for the run's record: at most SKIPPED_RECORDED_PER_TURN, and how many more.
+   */
+  onSkipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
   /** The running totals after each model turn (the host keeps them in case the process dies). */
   onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
   now?: () => number;
@@ -67,6 +75,8 @@ export interface LoopOutcome {
   answer: string;
   iterations: number;
   usage: { input_tokens: number; output_tokens: number };
+  /** Some turn's answer did not say what it cost: its tokens were estimated from the bytes sent and received. */
+  usageEstimated?: boolean;
   functionsCalled: number;
   /** Set when a limit, a cancel or the provider ended the run. */
   error?: { type: string; message: string };
@@ -95,6 +105,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
     answer: capText(answer, ANSWER_MAX_CHARS),
     iterations: budget.iterations,
     usage: { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens },
+    ...(budget.estimated ? { usageEstimated: true } : {}),
     functionsCalled: budget.functionsCalled,
     ...(error ? { error } : {}),
     transcript,
@@ -110,10 +121,11 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       const before = budget.beforeTurn(now());
       if (before) return limit(before);
       let turn;
+      const sent = messages();
       try {
         turn = await deps.provider.turn({
           ...(input.system ? { system: input.system } : {}),
-          messages: messages(),
+          messages: sent,
           tools,
           maxOutputTokens: budget.outputAllowance(),
           signal: controller.signal,
@@ -127,13 +139,34 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
         return end('provider_error', { type: `provider_${kind}`, message });
       }
       answer = turn.text;
-      const overTokens = budget.afterTurn(turn.usage);
+      // An answer that does not say what it cost is estimated from what was sent and received (never less than it said).
+      const usage = turn.usage.estimated
+        ? {
+            input: Math.max(turn.usage.input, estimateTokens((input.system ?? '') + JSON.stringify(sent) + JSON.stringify(tools))),
+            output: Math.max(turn.usage.output, estimateTokens(turn.text + JSON.stringify(turn.toolCalls))),
+            estimated: true,
+          }
+        : turn.usage;
+      const overTokens = budget.afterTurn(usage);
       deps.onTurn?.(budget.iterations, { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens });
       // What the model asked for, within what a replica's messages carry: the first calls of the turn
       // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.
       const calls = turn.toolCalls.slice(0, TOOL_CALLS_PER_TURN).map((c) => ({ ...c, name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));
       transcript.push({ role: 'assistant', content: turn.text, ...(calls.length ? { toolCalls: calls } : {}) });
-      if (calls.length === 0) return end('answered');
+      // Every call the model asked for is in the run's record: those never sent are reported with why,
+      // after the turn's calls that ran (the clipped ones last).
+      const skipped: Array<{ name: string; reason: SkipReason }> = [];
+      const reportSkipped = () => {
+        for (const { name } of turn.toolCalls.slice(TOOL_CALLS_PER_TURN))
+          skipped.push({ name: name.slice(0, TOOL_NAME_MAX_CHARS), reason: 'skipped: per-turn cap' });
+        if (skipped.length > 0)
+          deps.onSkipped?.(skipped.slice(0, SKIPPED_RECORDED_PER_TURN), Math.max(0, skipped.length - SKIPPED_RECORDED_PER_TURN));
+      };
+      const stoppedHow = (): SkipReason => (input.signal?.aborted ? 'skipped: cancelled' : 'skipped: limit');
+      if (calls.length === 0) {
+        reportSkipped();
+        return end('answered');
+      }
       // Tokens past the limit: nothing more is spent, not even the calls this answer asked for; each
       // still gets its result (a vendor refuses a transcript with a call and no result).
       if (overTokens) {
@@ -141,6 +174,8 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
           role: 'tool',
           results: calls.map((c) => ({ callId: c.id, content: 'not run: the run stopped', isError: true })),
         });
+        for (const c of calls) skipped.push({ name: c.name, reason: 'skipped: limit' });
+        reportSkipped();
         return limit(overTokens);
       }
       const results: ToolResult[] = [];
@@ -148,20 +183,24 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       for (const call of calls) {
         if (stop || controller.signal.aborted) {
           results.push({ callId: call.id, content: 'not run: the run stopped', isError: true });
+          skipped.push({ name: call.name, reason: stop ? 'skipped: limit' : stoppedHow() });
           continue;
         }
         if (call.name === '') {
           results.push({ callId: call.id, content: 'not run: the tool call had no name', isError: true });
+          skipped.push({ name: call.name, reason: 'skipped: no name' });
           continue;
         }
         if (call.argumentsError) {
           results.push({ callId: call.id, content: `not run: ${call.argumentsError}`, isError: true });
+          skipped.push({ name: call.name, reason: 'skipped: bad arguments' });
           continue;
         }
         if (kinds.get(call.name) === 'function') {
           stop = budget.takeFunctionCall();
           if (stop) {
             results.push({ callId: call.id, content: 'not run: the run reached its limit of function calls', isError: true });
+            skipped.push({ name: call.name, reason: 'skipped: limit' });
             continue;
           }
         }
@@ -180,6 +219,7 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
         results.push({ callId: call.id, content: answered.content, ...(answered.isError ? { isError: true } : {}) });
       }
       transcript.push({ role: 'tool', results });
+      reportSkipped();
       if (controller.signal.aborted) return stopped();
       if (stop) return limit(stop);
     }

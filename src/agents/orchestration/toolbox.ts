@@ -15,6 +15,7 @@ import {
   TOOLS_MAX_BYTES,
   TOOLS_OFFERED_MAX,
   ToolTable,
+  type SkipReason,
   type ToolTarget,
 } from '../../core/agent-orchestration.js';
 import type { OrchestrationLimits } from '../../core/agent-ai.js';
@@ -261,6 +262,29 @@ export class ToolSession {
       }),
     ]);
     clearTimeout(timer);
+  }
+
+  /**
+   * A turn's calls the loop never sent (past the per-turn cap, after a limit or a cancel, unreadable):
+   * recorded with why, so the record has every call the model asked for; `more` past the ones named.
+   */
+  skipped(calls: Array<{ name: string; reason: SkipReason }>, more: number): void {
+    for (const c of calls)
+      this.calls.push({
+        name: storable(c.name.slice(0, TOOL_NAME_MAX_CHARS)),
+        kind: this.table.get(c.name)?.kind ?? 'refused',
+        duration_ms: 0,
+        outcome: c.reason,
+        execution_id: null,
+      });
+    if (more > 0)
+      this.calls.push({
+        name: `(${more} more calls of this turn)`,
+        kind: 'refused',
+        duration_ms: 0,
+        outcome: calls[calls.length - 1]?.reason ?? 'skipped: per-turn cap',
+        execution_id: null,
+      });
   }
 
   /** One tool call of the model: refused, or run and answered (capped, scanned). Never throws. */

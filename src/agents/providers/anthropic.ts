@@ -1,7 +1,7 @@
 // Anthropic Messages API through the official SDK: one non-streaming call per turn.
 import Anthropic from '@anthropic-ai/sdk';
 import {
-  count,
+  usageOf,
   readToolCall,
   guardedTurn,
   type ChatMessage,
@@ -87,7 +87,7 @@ export class AnthropicProvider implements ModelProvider {
       return {
         text,
         toolCalls,
-        usage: { input: count(answer.usage?.input_tokens), output: count(answer.usage?.output_tokens) },
+        usage: usageOf(answer.usage?.input_tokens, answer.usage?.output_tokens),
         stopReason: stop === 'tool_use' ? 'tool_calls' : stop === 'end_turn' ? 'end' : stop,
       };
     });

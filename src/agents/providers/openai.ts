@@ -2,8 +2,8 @@
 // (OpenRouter, Ollama, Groq, ...) through its base URL: one non-streaming call per turn.
 import OpenAI from 'openai';
 import {
-  count,
   readToolCall,
+  usageOf,
   guardedTurn,
   type ChatMessage,
   type ModelProvider,
@@ -90,7 +90,7 @@ export class OpenAIProvider implements ModelProvider {
       return {
         text: typeof choice.message.content === 'string' ? choice.message.content : '',
         toolCalls,
-        usage: { input: count(answer.usage?.prompt_tokens), output: count(answer.usage?.completion_tokens) },
+        usage: usageOf(answer.usage?.prompt_tokens, answer.usage?.completion_tokens),
         stopReason: stop === 'stop' ? 'end' : stop === 'length' ? 'max_tokens' : stop,
       };
     });

@@ -4,6 +4,7 @@
  * call in flight. The adapters (anthropic.ts, openai.ts) speak the wire formats through the
  * vendors' official SDKs; nothing here knows a vendor.
  */
+import type { ChatMessage, ToolCall } from '../../core/agent-chat.js';
 import { OutboundAddressRefused } from '../outbound-guard.js';
 
 export interface ToolSpec {
@@ -14,26 +15,8 @@ export interface ToolSpec {
   inputSchema: Record<string, unknown>;
 }
 
-export interface ToolCall {
-  /** The vendor's id for the call; the result goes back under it. */
-  id: string;
-  name: string;
-  /** Parsed arguments; a call whose arguments are not a JSON object gets `{}` and `argumentsError`. */
-  arguments: Record<string, unknown>;
-  argumentsError?: string;
-}
-
-export type ChatMessage =
-  | { role: 'user'; content: string }
-  | { role: 'assistant'; content: string; toolCalls?: ToolCall[] }
-  | { role: 'tool'; results: ToolResult[] };
-
-export interface ToolResult {
-  callId: string;
-  /** What the model reads (already capped and passed through the secret scanner by the loop). */
-  content: string;
-  isError?: boolean;
-}
+// The conversation's shapes are core's (dependencies point inward); re-exported for the adapters and the loop.
+export type { ChatMessage, ToolCall, ToolResult } from '../../core/agent-chat.js';
 
 export interface TurnRequest {
   system?: string;
@@ -50,6 +33,8 @@ export interface TurnRequest {
 export interface TokenUsage {
   input: number;
   output: number;
+  /** The answer did not say what it cost (some OpenAI-compatible servers omit `usage`): the loop estimates it. */
+  estimated?: boolean;
 }
 
 export interface TurnResult {
@@ -205,3 +190,9 @@ export function parseArguments(text: unknown): Pick<ToolCall, 'arguments' | 'arg
 }
 
 export const count = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) && n > 0 ? Math.floor(n) : 0);
+
+/** A turn's usage as the vendor reported it; a count it left out makes the whole turn's usage estimated by the loop. */
+export function usageOf(input: unknown, output: unknown): TokenUsage {
+  const reported = (n: unknown) => typeof n === 'number' && Number.isFinite(n);
+  return { input: count(input), output: count(output), ...(reported(input) && reported(output) ? {} : { estimated: true }) };
+}

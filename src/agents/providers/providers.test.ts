@@ -31,6 +31,16 @@ after(async () => {
   await llm.close();
 });
 
+/** The ProviderError a one-message turn of `provider` fails with (an answer fails the test). */
+async function failedTurn(provider: ModelProvider): Promise<ProviderError> {
+  const error = await provider.turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() }).then(
+    () => assert.fail('should have failed'),
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof ProviderError, String(error));
+  return error;
+}
+
 const adapters: Array<[string, () => ModelProvider]> = [
   ['anthropic', () => new AnthropicProvider({ provider: 'anthropic', model: 'claude-test', apiKey: KEY, baseUrl: llm.anthropicUrl })],
   ['openai', () => new OpenAIProvider({ provider: 'openai', model: 'gpt-test', apiKey: KEY, baseUrl: llm.openaiUrl })],
@@ -39,6 +49,17 @@ const adapters: Array<[string, () => ModelProvider]> = [
 
 for (const [label, make] of adapters) {
   describe(`${label} adapter`, () => {
+    test('an answer without usage (some OpenAI-compatible servers) is marked for the loop to estimate', async () => {
+      llm.script([{ text: 'hi', omitUsage: true }]);
+      const turn = await make().turn({
+        messages: [{ role: 'user', content: 'hello' }],
+        tools: TOOLS,
+        maxOutputTokens: 64,
+        deadline: far(),
+      });
+      assert.deepEqual(turn.usage, { input: 0, output: 0, estimated: true });
+    });
+
     test('two tool calls out, their results back in the wire shape, usage counted', async () => {
       const provider = make();
       llm.script([
@@ -176,13 +197,7 @@ for (const [label, make] of adapters) {
         [500, 'unavailable'],
       ] as const) {
         llm.script([{ status }]);
-        const error = await provider
-          .turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() })
-          .then(
-            () => assert.fail('should have failed'),
-            (e: unknown) => e,
-          );
-        assert.ok(error instanceof ProviderError, String(error));
+        const error = await failedTurn(provider);
         assert.equal(error.kind, kind);
         assert.equal(error.status, status);
         for (const text of [error.message, String(error), JSON.stringify(error), error.stack ?? ''])
@@ -203,13 +218,7 @@ for (const [label, make] of adapters) {
         label === 'anthropic'
           ? new AnthropicProvider({ provider: 'anthropic', model: 'claude-test', apiKey: KEY, baseUrl: `http://127.0.0.1:${closed}` })
           : new OpenAIProvider({ provider: 'openai', model: 'gpt-test', apiKey: KEY, baseUrl: `http://127.0.0.1:${closed}/v1` });
-      const error = await provider
-        .turn({ messages: [{ role: 'user', content: 'hi' }], tools: [], maxOutputTokens: 64, deadline: far() })
-        .then(
-          () => assert.fail('should have failed'),
-          (e: unknown) => e,
-        );
-      assert.ok(error instanceof ProviderError, String(error));
+      const error = await failedTurn(provider);
       assert.equal(error.kind, 'unavailable');
       assert.match(error.message, /could not be reached/);
     });

@@ -9,6 +9,7 @@
  * no server environment and no secret: what it gets is what a job carries.
  */
 import { z } from 'zod';
+import { LOOP_STOP_REASONS, SKIP_REASONS, SKIPPED_RECORDED_PER_TURN } from '../../core/agent-orchestration.js';
 
 const name = z.string().min(1).max(200);
 const errorShape = z.object({ type: z.string().max(200), message: z.string().max(10_000) }).strict();
@@ -126,6 +127,14 @@ export const CallOp = z.discriminatedUnion('op', [
   z.object({ op: z.literal('state_delete'), key: z.string().min(1).max(256) }).strict(),
   /** An AI job's tool call, by the name the model used (the host maps it, refuses what it does not offer). */
   z.object({ op: z.literal('tool'), name: z.string().min(1).max(500), arguments: z.record(z.string(), z.unknown()) }).strict(),
+  /** An AI job's tool calls of one turn that were never sent (the per-turn cap, a limit, a cancel), for the run's record. */
+  z
+    .object({
+      op: z.literal('skipped'),
+      calls: z.array(z.object({ name: z.string().max(500), reason: z.enum(SKIP_REASONS) }).strict()).max(SKIPPED_RECORDED_PER_TURN),
+      more: z.number().int().nonnegative(),
+    })
+    .strict(),
   /** An AI job's running totals after each model turn: a run whose process dies still records them. */
   z
     .object({
@@ -141,18 +150,11 @@ export const LoopResultShape = z
   .object({
     loop: z
       .object({
-        stopReason: z.enum([
-          'answered',
-          'max_iterations',
-          'max_ai_tokens',
-          'max_execution_time',
-          'max_functions_called',
-          'cancelled',
-          'provider_error',
-        ]),
+        stopReason: z.enum(LOOP_STOP_REASONS),
         answer: z.string().max(1_000_000),
         iterations: z.number().int().nonnegative(),
         usage: z.object({ input_tokens: z.number().int().nonnegative(), output_tokens: z.number().int().nonnegative() }).strict(),
+        usageEstimated: z.boolean().optional(),
         functionsCalled: z.number().int().nonnegative(),
         error: errorShape.optional(),
         transcript: z.array(ChatMessageShape).max(10_000),
