@@ -148,7 +148,9 @@ export function cpuWeightFromEnvironment(value: string | undefined): number {
   if (value === undefined || value === '') return SANDBOX_CPU_WEIGHT;
   const weight = Number(value);
   if (!/^\d+$/.test(value) || weight < 1 || weight > 10_000) {
-    throw new SandboxUnavailableError(`MCPWORKS_SANDBOX_CPU_WEIGHT must be an integer from 1 to 10000, not ${JSON.stringify(value.slice(0, 32))}`);
+    throw new SandboxUnavailableError(
+      `MCPWORKS_SANDBOX_CPU_WEIGHT must be an integer from 1 to 10000, not ${JSON.stringify(value.slice(0, 32))}`,
+    );
   }
   return weight;
 }
@@ -188,7 +190,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   // A fixed user (the option) or, by default, a uid per sandbox from the range.
   const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: SANDBOX_GID }) : null;
   const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment(undefined)) : null;
-  const cgroups: CgroupSupport = isRoot && options.cgroups !== false
+  const cgroups: CgroupSupport =
+    isRoot && options.cgroups !== false
       ? openCgroupSupport(host.cgroups, { cpuWeight: options.cpuWeight ?? SANDBOX_CPU_WEIGHT })
       : { memory: null, pids: null };
   const log = options.log ?? (() => {});

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
 import { limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js';
-import { cpuSharesFor, SANDBOX_CPU_WEIGHT } from './host/cgroup.js';
+import { cpuSharesFor } from './host/cgroup.js';
 import { packageRoot, procMasks } from './host.js';
 import { zygoteRunsActive } from '../test-support/processes.js';
 import { escapeSuiteSettings } from '../test-support/escape-settings.js';
@@ -302,10 +302,10 @@ result = {"children": children, "error": error}
     assert.deepEqual(leftovers, []);
     // The instance's CPU group had the default weight for the reap, and has its low one again.
     const group = instanceCpuGroup();
-    if (group !== null) assert.deepEqual(...weightReads(group, SANDBOX_CPU_WEIGHT));
+    if (group !== null) assert.deepEqual(...weightReads(group, escapeSuiteSettings.cpuWeight));
   });
 
-  it("code spinning on the CPU → its run is in its server's own CPU group beside the server, at the runs' weight; the zygote is not", async (t) => {
+  it("code spinning on the CPU → its run is in its server's own CPU group beside the server, at the runs' weight (MCPWORKS_SANDBOX_CPU_WEIGHT); the zygote is not", async (t) => {
     const group = instanceCpuGroup();
     if (group === null) return t.skip('no cpu controller of ours on this host');
     assert.equal(dirname(group), cpuGroupOf('self'));
@@ -355,9 +355,9 @@ result = bool(go)
       assert.ok(pid !== undefined, `${language}: the run was seen on the host`);
       const runGroup = cpuGroupOf(pid);
       // Python: the zygote (if this suite has one) that forked the run stays at the server's weight.
-      const zygotes = readdirSync('/proc')
+      const zygotes: string[] = readdirSync('/proc')
         .filter((name) => /^\d+$/.test(name) && descendsFrom(Number(name), process.pid))
-        .filter((name) => {
+        .filter((name): boolean => {
           try {
             return readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('zygote.py') && cpuGroupOf(Number(name)) !== group;
           } catch {
@@ -367,10 +367,10 @@ result = bool(go)
       process.kill(pid, 'SIGUSR2');
       assert.equal(resultOf(await running), true, language);
       assert.equal(runGroup, group, language);
-      assert.deepEqual(...weightReads(group, SANDBOX_CPU_WEIGHT), language);
+      assert.deepEqual(...weightReads(group, escapeSuiteSettings.cpuWeight), language);
       if (language === 'python' && sandbox.zygoteStats()?.zygotes.length) {
         assert.ok(zygotes.length > 0, 'the zygote runs outside the low-weight group');
-        for (const zygote of zygotes) assert.equal(cpuGroupOf(Number(zygote)), dirname(group), `zygote process ${zygote}`);
+        for (const zygote of zygotes) assert.equal(cpuGroupOf(Number(zygote)), dirname(group!), `zygote process ${zygote}`);
       }
     }
   });

@@ -55,7 +55,10 @@ const weightFor = (cpu: CpuGroup, weight: number) => String(cpu.version === 1 ? 
 /** The helper in a run's groups, running `sleep 60` (its child) until killed. */
 function helperIn(run: RunCgroup): SpawnedProcess {
   const args = ['exec', ...run.procsFiles.flatMap((file) => ['--cgroup', file])];
-  return spawnHelper(paths.helper, [...args, '--', '/bin/sleep', '60'], { seccompProgram: paths.seccompProgram, env: sandboxEnvironment() });
+  return spawnHelper(paths.helper, [...args, '--', '/bin/sleep', '60'], {
+    seccompProgram: paths.seccompProgram,
+    env: sandboxEnvironment(),
+  });
 }
 
 /** Waits (bounded by count, not time) until `run`'s first group holds `count` processes; their pids. */

@@ -303,7 +303,6 @@ export function openCgroupSupport(layout: CgroupLayout, options: { cpuWeight?: n
   const memory = openV1(layout.v1.memory);
   const pids = openV1(layout.v1.pids);
   const cpuParent = layout.v1.cpu ?? null;
-  if (cpuParent) sweepDeadInstances(cpuParent, CPU_GROUP_PREFIX);
   return {
     memory: memory && { ...memory, swap: existsSync(join(memory.base, 'memory.memsw.limit_in_bytes')) },
     pids,
