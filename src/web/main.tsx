@@ -4,10 +4,11 @@ import { api, type Account, type CreatedKey } from './api';
 import { Link } from './components';
 import { AccountPage, LoginPage, RegisterPage } from './pages/account';
 import { ConnectPage } from './pages/connect';
+import { FunctionsPage } from './pages/functions';
 import { KeysPage } from './pages/keys';
 import { navigate, usePath } from './router';
 
-const SIGNED_IN_PAGES = ['/keys', '/connect', '/account'];
+const SIGNED_IN_PAGES = ['/keys', '/connect', '/functions', '/account'];
 
 function App() {
   const path = usePath();
@@ -59,6 +60,9 @@ function App() {
               <Link href="/connect" current={page === '/connect'}>
                 Connect
               </Link>
+              <Link href="/functions" current={page === '/functions'}>
+                Functions
+              </Link>
               <Link href="/account" current={page === '/account'}>
                 Account
               </Link>
@@ -84,6 +88,7 @@ function App() {
         {!account && page !== '/register' && <LoginPage onSignedIn={signedIn} />}
         {account && page === '/keys' && <KeysPage created={created} onCreated={setCreated} />}
         {account && page === '/connect' && <ConnectPage created={created} />}
+        {account && page === '/functions' && <FunctionsPage />}
         {account && page === '/account' && <AccountPage account={account} />}
       </main>
     </>
