@@ -128,6 +128,52 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   const made = await callOk(client, 'make_namespace', { name: 'demo' });
   assert.equal(made.name ?? made.namespace?.name ?? 'demo', 'demo');
 
+  // A function made through the MCP client, then changed: versions 1 and 2.
+  await callOk(client, 'make_service', { name: 'math' });
+  await callOk(client, 'make_function', {
+    service: 'math',
+    name: 'double',
+    code: 'def main(input_data):\n    return {"doubled": input_data["x"] * 2}\n',
+    tags: ['demo'],
+    input_schema: { type: 'object', properties: { x: { type: 'integer', description: 'the number to double' } }, required: ['x'] },
+  });
+  await callOk(client, 'update_function', {
+    service: 'math',
+    name: 'double',
+    code: 'def main(input_data):\n    # v2: ten times\n    return {"doubled": input_data["x"] * 10}\n',
+  });
+
+  // Functions: namespaces → services → functions; the code highlighted, the versions listed.
+  await page.getByRole('link', { name: 'Functions' }).click();
+  await page.getByRole('heading', { name: 'Functions', exact: true }).waitFor();
+  await page.getByRole('button', { name: 'double' }).click();
+  await page.getByRole('heading', { name: 'math.double' }).waitFor();
+  await page.locator('pre.code .hljs-keyword').first().waitFor();
+  assert.match((await page.locator('pre.code').textContent())!, /ten times/);
+  await page.locator('tr[data-version="1"]').waitFor();
+  assert.equal(await page.locator('table.versions tbody tr').count(), 2);
+  await shoot('functions');
+
+  // Diff versions 1 and 2, then restore version 1 (a new version 3 with its code).
+  await page.getByLabel('Compare version').selectOption('1');
+  await page.getByLabel('with version').selectOption('2');
+  await page.getByRole('button', { name: 'Show diff' }).click();
+  await page.locator('pre.diff .removed').filter({ hasText: '* 2' }).waitFor();
+  await page.locator('pre.diff .added').filter({ hasText: '* 10' }).waitFor();
+  await shoot('functions-diff');
+  await page.getByRole('button', { name: 'Restore version 1' }).click();
+  await page.getByText('Version 1 restored as version 3.').waitFor();
+  await page.locator('tr[data-version="3"]').filter({ hasText: '(active)' }).waitFor();
+  assert.doesNotMatch((await page.locator('pre.code').textContent())!, /ten times/);
+
+  // Try it: the form built from the input schema runs the active version (3: doubles).
+  await page.getByLabel('x (required)').fill('21');
+  await page.getByRole('button', { name: 'Run' }).click();
+  const result = page.locator('#try-result');
+  await result.waitFor();
+  assert.deepEqual(JSON.parse((await result.textContent())!), { doubled: 42 });
+  await shoot('functions-try-it');
+
   // Account page (password change form), then revoke the key on the keys page.
   await page.getByRole('link', { name: 'Account' }).click();
   await page.getByRole('heading', { name: 'Account' }).waitFor();

@@ -4,11 +4,12 @@ import { api, type Account, type CreatedKey } from './api';
 import { Link } from './components';
 import { AccountPage, LoginPage, RegisterPage } from './pages/account';
 import { ConnectPage } from './pages/connect';
+import { ExecutionsPage } from './pages/executions';
 import { FunctionsPage } from './pages/functions';
 import { KeysPage } from './pages/keys';
 import { navigate, usePath } from './router';
 
-const SIGNED_IN_PAGES = ['/keys', '/connect', '/functions', '/account'];
+const SIGNED_IN_PAGES = ['/keys', '/connect', '/functions', '/executions', '/account'];
 
 function App() {
   const path = usePath();
@@ -63,6 +64,9 @@ function App() {
               <Link href="/functions" current={page === '/functions'}>
                 Functions
               </Link>
+              <Link href="/executions" current={page === '/executions'}>
+                Executions
+              </Link>
               <Link href="/account" current={page === '/account'}>
                 Account
               </Link>
@@ -89,6 +93,7 @@ function App() {
         {account && page === '/keys' && <KeysPage created={created} onCreated={setCreated} />}
         {account && page === '/connect' && <ConnectPage created={created} />}
         {account && page === '/functions' && <FunctionsPage />}
+        {account && page === '/executions' && <ExecutionsPage />}
         {account && page === '/account' && <AccountPage account={account} />}
       </main>
     </>
