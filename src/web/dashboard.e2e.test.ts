@@ -174,6 +174,23 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   assert.deepEqual(JSON.parse((await result.textContent())!), { doubled: 42 });
   await shoot('functions-try-it');
 
+  // Executions: the try-it run is listed (trigger dashboard); a call through the run endpoint appears without a reload.
+  await page.getByRole('link', { name: 'Executions' }).click();
+  await page.getByRole('heading', { name: 'Executions' }).waitFor();
+  const tried = page.locator('table.executions tbody tr').filter({ hasText: 'dashboard' });
+  await tried.waitFor();
+  assert.equal(await page.locator('table.executions tbody tr').count(), 1);
+  const runner = await connect(`${servers['demo-run'].url}?mode=tools`, key, 'v2');
+  const tool = (await runner.listTools()).tools.find((t) => /double/.test(t.name))!;
+  assert.deepEqual(await callOk(runner, tool.name, { x: 5 }), { doubled: 10 });
+  await runner.close();
+  await page.locator('table.executions tbody tr').filter({ hasText: 'mcp-tools' }).waitFor();
+  assert.equal(await page.locator('table.executions tbody tr').count(), 2, 'the new call appeared in the open page');
+  await tried.getByRole('button', { name: /^Details of execution/ }).click();
+  await page.getByRole('heading', { name: /^Execution / }).waitFor();
+  await page.locator('#execution-stdout').waitFor();
+  await shoot('executions');
+
   // Account page (password change form), then revoke the key on the keys page.
   await page.getByRole('link', { name: 'Account' }).click();
   await page.getByRole('heading', { name: 'Account' }).waitFor();

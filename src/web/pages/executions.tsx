@@ -42,7 +42,8 @@ interface SecurityEvent {
  */
 export const POLL_MS = 2000;
 
-const what = (e: Execution) => (e.function ? `${e.service}.${e.function}` : e.functions.length ? `execute (${e.functions.join(', ')})` : 'execute');
+const what = (e: Execution) =>
+  e.function ? `${e.service}.${e.function}` : e.functions.length ? `execute (${e.functions.join(', ')})` : 'execute';
 
 export function ExecutionsPage() {
   const [rows, setRows] = useState<Execution[]>();
