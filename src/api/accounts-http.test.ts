@@ -188,7 +188,7 @@ describe('browser session (the dashboard)', () => {
   const keysWith = (cookie: string) => fetch(`${server.url}/api/keys`, { headers: { cookie } });
 
   test('/, /login, /register and the other pages serve the app; API routes and unknown paths keep their JSON', async () => {
-    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/account']) {
+    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/usage', '/account']) {
       const response = await fetch(`${server.url}${page}`);
       assert.equal(response.status, 200, page);
       assert.match(response.headers.get('content-type') ?? '', /^text\/html/);
@@ -492,6 +492,13 @@ describe('dashboard: functions and executions (session routes)', () => {
     const detail = await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, a.auth);
     assert.equal(detail.status, 200);
     assert.equal(detail.body.trigger, 'dashboard');
+    // Usage: today's count in the per-day series, the month's count against the tier's quota, the tier's limits.
+    const month = await getAs('/api/usage/month', a.auth);
+    assert.equal(month.status, 200);
+    assert.equal(month.body.usage.executions, 1);
+    assert.deepEqual(month.body.days, [{ day: new Date().toISOString().slice(0, 10), executions: 1 }]);
+    assert.deepEqual(Object.keys(month.body.limits).sort(), ['agents', 'concurrency', 'executions_per_minute', 'monthly_executions']);
+    assert.equal(month.body.limits.monthly_executions, month.body.usage.limit);
     // Another account cannot see it.
     const b = await owner('dash-u');
     assert.equal((await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, b.auth)).status, 404);
@@ -506,5 +513,8 @@ describe('dashboard: functions and executions (session routes)', () => {
     assert.equal(refused.body.error_type, 'quota_exceeded');
     assert.equal(await usage(a.auth), 1);
     assert.equal((await getAs('/api/executions?namespace=dash-t', a.auth)).body.executions.length, 1, 'a refused call is not recorded');
+    const once = await getAs('/api/usage/month', a.auth);
+    assert.equal(once.body.limits.monthly_executions, 1, "the tier's limits are the account's current tier's");
+    assert.equal((await getAs('/api/usage/month', b.auth)).body.usage.executions, 0, "another account's usage is its own");
   });
 });

@@ -140,6 +140,24 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
 
   app.get('/api/executions/:ns/:id', async (c) => c.json(await history.describe(await key(c), c.req.param('ns'), c.req.param('id'))));
 
+  // Usage: this month against the quota, executions per day of the month, and the tier's limits.
+  app.get('/api/usage/month', async (c) => {
+    const owner = await deps.owner(c);
+    const now = new Date();
+    const since = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+    const limits = runs.tierLimits({ tier: owner.tier });
+    return c.json({
+      usage: await runs.usage(owner.accountId, owner.tier),
+      days: await history.dailyCounts(owner.accountId, since),
+      limits: {
+        monthly_executions: limits.monthlyExecutions,
+        executions_per_minute: limits.executionsPerMinute,
+        concurrency: limits.concurrency,
+        agents: limits.agents,
+      },
+    });
+  });
+
   app.get('/api/security-events', async (c) => {
     const principal = await key(c);
     const q = c.req.query();

@@ -191,6 +191,15 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   await page.locator('#execution-stdout').waitFor();
   await shoot('executions');
 
+  // Usage: this month's two executions against the quota (a bar), the per-day chart, the tier's limits.
+  await page.getByRole('link', { name: 'Usage' }).click();
+  await page.getByRole('heading', { name: 'Usage' }).waitFor();
+  await page.getByText(/^2 of [\d,]+ executions/).waitFor();
+  assert.equal(await page.locator('progress.quota').getAttribute('value'), '2');
+  assert.equal(await page.locator('svg.chart rect.bar').count(), new Date().getUTCDate());
+  assert.match((await page.locator('#tier-limits').textContent())!, /Agent slots/);
+  await shoot('usage');
+
   // Account page (password change form), then revoke the key on the keys page.
   await page.getByRole('link', { name: 'Account' }).click();
   await page.getByRole('heading', { name: 'Account' }).waitFor();

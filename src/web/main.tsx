@@ -7,9 +7,10 @@ import { ConnectPage } from './pages/connect';
 import { ExecutionsPage } from './pages/executions';
 import { FunctionsPage } from './pages/functions';
 import { KeysPage } from './pages/keys';
+import { UsagePage } from './pages/usage';
 import { navigate, usePath } from './router';
 
-const SIGNED_IN_PAGES = ['/keys', '/connect', '/functions', '/executions', '/account'];
+const SIGNED_IN_PAGES = ['/keys', '/connect', '/functions', '/executions', '/usage', '/account'];
 
 function App() {
   const path = usePath();
@@ -67,6 +68,9 @@ function App() {
               <Link href="/executions" current={page === '/executions'}>
                 Executions
               </Link>
+              <Link href="/usage" current={page === '/usage'}>
+                Usage
+              </Link>
               <Link href="/account" current={page === '/account'}>
                 Account
               </Link>
@@ -94,6 +98,7 @@ function App() {
         {account && page === '/connect' && <ConnectPage created={created} />}
         {account && page === '/functions' && <FunctionsPage />}
         {account && page === '/executions' && <ExecutionsPage />}
+        {account && page === '/usage' && <UsagePage />}
         {account && page === '/account' && <AccountPage account={account} />}
       </main>
     </>
