@@ -492,17 +492,26 @@ describe('dashboard: functions and executions (session routes)', () => {
     const detail = await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, a.auth);
     assert.equal(detail.status, 200);
     assert.equal(detail.body.trigger, 'dashboard');
+    // Another account cannot see it; its own run is its own.
+    const b = await owner('dash-u');
+    assert.equal((await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, b.auth)).status, 404);
+    assert.equal((await postJson(`${server.url}/api/functions/dash-u/svc/double/run`, { input: { x: 1 } }, b.auth)).status, 200);
+    assert.deepEqual(
+      (await getAs('/api/executions', a.auth)).body.executions.map((e: any) => e.id),
+      [ran.body.execution_id],
+    );
     // Usage: today's count in the per-day series, the month's count against the tier's quota, the tier's limits.
     const month = await getAs('/api/usage/month', a.auth);
     assert.equal(month.status, 200);
     assert.equal(month.body.usage.executions, 1);
-    assert.deepEqual(month.body.days, [{ day: new Date().toISOString().slice(0, 10), executions: 1 }]);
+    assert.deepEqual(
+      month.body.days.map((d: any) => [month.body.usage.month, d.executions]),
+      [[month.body.days[0].day.slice(0, 7), 1]],
+      "one day of this month with the one run (the other account's run is not in it)",
+    );
     assert.deepEqual(Object.keys(month.body.limits).sort(), ['agents', 'concurrency', 'executions_per_minute', 'monthly_executions']);
     assert.equal(month.body.limits.monthly_executions, month.body.usage.limit);
-    // Another account cannot see it.
-    const b = await owner('dash-u');
-    assert.equal((await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, b.auth)).status, 404);
-    // An input the schema refuses is the function's error (as at the MCP endpoint).
+    // An unknown function is not found, unmetered.
     const unknown = await postJson(`${server.url}/api/functions/dash-t/svc/nope/run`, { input: {} }, a.auth);
     assert.equal(unknown.status, 404);
     // Quota: on a one-execution tier, the second try is refused with the MCP endpoint's figures and is not run.
@@ -515,6 +524,6 @@ describe('dashboard: functions and executions (session routes)', () => {
     assert.equal((await getAs('/api/executions?namespace=dash-t', a.auth)).body.executions.length, 1, 'a refused call is not recorded');
     const once = await getAs('/api/usage/month', a.auth);
     assert.equal(once.body.limits.monthly_executions, 1, "the tier's limits are the account's current tier's");
-    assert.equal((await getAs('/api/usage/month', b.auth)).body.usage.executions, 0, "another account's usage is its own");
+    assert.equal((await getAs('/api/usage/month', b.auth)).body.usage.executions, 1, "another account's usage is its own");
   });
 });
