@@ -99,7 +99,8 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
   });
 
   // Try it: the same RunService.invoke as every call (admitted against quota, rate and concurrency,
-  // counted, recorded with trigger "dashboard"); the answer is the MCP tool result's texts.
+  // counted, recorded with trigger "dashboard"); the answer is the MCP tool result's texts. Its
+  // snapshot looks the namespace up as the owner's: another account's is not found, unmetered.
   app.post(`${fnPath}/run`, async (c) => {
     const owner = await deps.owner(c);
     const body = await jsonBody(c);
@@ -109,8 +110,6 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
     const service = c.req.param('service');
     const name = c.req.param('name');
     const ns = c.req.param('ns');
-    // The namespace is looked up as the owner's first: another account's is not found, unmetered.
-    await catalog.namespace(ownerKey(owner), ns);
     const outcome = await runs.invoke(
       { principal: ownerPrincipal(owner), namespace: ns, env: {} },
       { kind: 'function', service, name },
