@@ -1,7 +1,10 @@
 // test-database: embedded, one browser session against the real server; nothing here races
 // The dashboard end to end, in Debian's headless Chromium (scripts/apt-packages-test.txt) driven by
 // playwright-core; nothing downloads a browser. Sign up, create a key, copy the `.mcp.json`, connect
-// the MCP SDK client with it and call a tool, revoke the key in the page: the client then gets 401.
+// the MCP SDK client with it and make a function of two versions; see it, diff the two, restore one,
+// run it from the try-it form, see that run and a run-endpoint call appear in the open Executions
+// page, see the Usage page; revoke the key in the page: the client then gets 401. The server runs
+// code in real sandboxes, reached through the server (the server tier: scripts/test-tiers.mjs).
 // Any console error, page error or request to another origin fails the run. Screenshots of each
 // page at 1280×800 go to docs/screenshots/ (MCPWORKS_SCREENSHOTS_DIR elsewhere), shown in the README.
 import assert from 'node:assert/strict';
