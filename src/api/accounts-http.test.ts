@@ -417,6 +417,16 @@ describe('dashboard: functions and executions (session routes)', () => {
       assert.equal(bad.body.field, 'version');
     }
     assert.equal((await getAs('/api/functions/dash-a/svc/double?version=9', a.auth)).status, 404);
+    for (const path of [
+      '/api/executions?limit=x',
+      '/api/executions?limit=0',
+      '/api/executions?status=maybe',
+      '/api/security-events?limit=-1',
+    ]) {
+      const bad = await getAs(path, a.auth);
+      assert.equal(bad.status, 400, path);
+      assert.equal(bad.body.error_type, 'validation_error', path);
+    }
     for (const body of [{}, { version: 'one' }, { version: -1 }]) {
       const bad = await postJson(`${server.url}/api/functions/dash-a/svc/double/restore`, body, a.auth);
       assert.equal(bad.status, 400, JSON.stringify(body));

@@ -128,12 +128,13 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
   app.get('/api/executions', async (c) => {
     const principal = await key(c);
     const q = c.req.query();
+    // Checked here too: an account without namespaces never reaches history.list's check.
+    const limit = q.limit === undefined ? 50 : positiveInteger(q.limit, 'limit');
     const filter = { function: q.function, status: q.status, since: q.since, limit: q.limit };
     const names = q.namespace !== undefined ? [q.namespace] : (await catalog.listNamespaces(principal)).map((n) => n.name);
     const rows = [];
     for (const ns of names) rows.push(...(await history.list(principal, ns, filter)).map((r) => ({ namespace: ns, ...r })));
     rows.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
-    const limit = q.limit === undefined ? 50 : Number(q.limit);
     return c.json({ executions: rows.slice(0, limit) });
   });
 
