@@ -4,7 +4,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connect, createAccount, createKey, postJson, startTestServer, type TestServer } from '../test-support/harness.js';
+import { applyTierOverrides } from '../core/tiers.js';
+import { callOk, connect, createAccount, createKey, postJson, startTestServer, type TestServer } from '../test-support/harness.js';
 
 let server: TestServer;
 // A built dashboard's shape (scripts/build-web.mjs): what is served, not how it was built.
@@ -17,7 +18,8 @@ before(async () => {
     `<!doctype html><title>MCPWorks</title><script type="module" src="/assets/${DASHBOARD_SCRIPT}"></script>`,
   );
   writeFileSync(path.join(dashboardDir, 'assets', DASHBOARD_SCRIPT), 'console.log("dashboard")');
-  server = await startTestServer({ dashboardDir });
+  // once1: one execution a month (the dashboard's try-it is refused past it like any call).
+  server = await startTestServer({ dashboardDir, tiers: applyTierOverrides(JSON.stringify({ once1: { monthly_executions: 1 } })) });
 });
 after(async () => {
   await server?.stop();
@@ -186,7 +188,7 @@ describe('browser session (the dashboard)', () => {
   const keysWith = (cookie: string) => fetch(`${server.url}/api/keys`, { headers: { cookie } });
 
   test('/, /login, /register and the other pages serve the app; API routes and unknown paths keep their JSON', async () => {
-    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/account']) {
+    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/usage', '/account']) {
       const response = await fetch(`${server.url}${page}`);
       assert.equal(response.status, 200, page);
       assert.match(response.headers.get('content-type') ?? '', /^text\/html/);
@@ -335,5 +337,203 @@ describe('browser session (the dashboard)', () => {
       for (const secret of secrets) assert.ok(!answer.includes(secret), `a secret in: ${answer.slice(0, 200)}`);
       assert.doesNotMatch(answer, /at .*\.(js|ts):\d+/, 'no stack trace');
     }
+  });
+});
+
+describe('dashboard: functions and executions (session routes)', () => {
+  const V1 = 'def main(input_data):\n    return {"doubled": input_data["x"] * 2}\n';
+  const V2 = 'def main(input_data):\n    return {"tripled": input_data["x"] * 3}\n';
+  /** An account whose namespace `ns` has service `svc` with `double` at versions 1 and 2. */
+  const owner = async (ns: string) => {
+    const account = await createAccount(server.url);
+    const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+    try {
+      await callOk(create, 'make_namespace', { name: ns });
+      await callOk(create, 'make_service', { name: 'svc' });
+      await callOk(create, 'make_function', {
+        service: 'svc',
+        name: 'double',
+        code: V1,
+        tags: ['math'],
+        input_schema: { type: 'object', properties: { x: { type: 'integer' } }, required: ['x'] },
+      });
+      await callOk(create, 'update_function', { service: 'svc', name: 'double', code: V2 });
+    } finally {
+      await create.close();
+    }
+    return { account, auth: { authorization: `Bearer ${account.token}` } };
+  };
+  const getAs = async (path: string, headers: Record<string, string>) => {
+    const response = await fetch(`${server.url}${path}`, { headers });
+    return { status: response.status, body: await response.json() };
+  };
+  const usage = async (headers: Record<string, string>) => (await getAs('/api/usage', headers)).body.executions as number;
+
+  test("tree, function and versions; another account's namespace, function and executions are not found; bad input is a 400", async () => {
+    const a = await owner('dash-a');
+    const b = await owner('dash-b');
+    const tree = await getAs('/api/functions', a.auth);
+    assert.equal(tree.status, 200);
+    assert.deepEqual(
+      tree.body.namespaces.map((n: any) => [
+        n.name,
+        n.services.map((s: any) => [s.name, s.functions.map((f: any) => [f.name, f.active_version, f.tags])]),
+      ]),
+      [['dash-a', [['svc', [['double', 2, ['math']]]]]]],
+    );
+    const fn = await getAs('/api/functions/dash-a/svc/double', a.auth);
+    assert.equal(fn.status, 200);
+    assert.equal(fn.body.code, V2);
+    assert.equal(fn.body.locked, false);
+    assert.deepEqual(fn.body.input_schema.required, ['x']);
+    assert.deepEqual(fn.body.versions.map((v: any) => v.version).sort(), [1, 2]);
+    assert.equal((await getAs('/api/functions/dash-a/svc/double?version=1', a.auth)).body.code, V1);
+    // Another account's namespace, function, executions: not found, never forbidden, with nothing of theirs.
+    for (const path of [
+      '/api/functions/dash-b/svc/double',
+      '/api/functions/dash-b/svc/double?version=1',
+      '/api/executions?namespace=dash-b',
+      '/api/security-events?namespace=dash-b',
+    ]) {
+      const other = await getAs(path, a.auth);
+      assert.equal(other.status, 404, path);
+      assert.equal(other.body.error_type, 'not_found', path);
+      assert.doesNotMatch(JSON.stringify(other.body), /tripled|doubled/, path);
+    }
+    for (const [path, body] of [
+      ['/api/functions/dash-b/svc/double/restore', { version: 1 }],
+      ['/api/functions/dash-b/svc/double/run', { input: { x: 1 } }],
+    ] as const) {
+      const other = await postJson(`${server.url}${path}`, body, a.auth);
+      assert.equal(other.status, 404, path);
+      assert.equal(other.body.error_type, 'not_found', path);
+    }
+    assert.equal((await getAs('/api/functions/dash-b/svc/double', b.auth)).body.active_version, 2, "b's function is untouched");
+    assert.equal(await usage(a.auth), 0, 'nothing ran or was counted');
+    // Bad input: structured 400s (version, input), a missing version 404; no session: 401.
+    for (const path of ['/api/functions/dash-a/svc/double?version=x', '/api/functions/dash-a/svc/double?version=0']) {
+      const bad = await getAs(path, a.auth);
+      assert.equal(bad.status, 400, path);
+      assert.equal(bad.body.field, 'version');
+    }
+    assert.equal((await getAs('/api/functions/dash-a/svc/double?version=9', a.auth)).status, 404);
+    for (const path of [
+      '/api/executions?limit=x',
+      '/api/executions?limit=0',
+      '/api/executions?status=maybe',
+      '/api/security-events?limit=-1',
+    ]) {
+      const bad = await getAs(path, a.auth);
+      assert.equal(bad.status, 400, path);
+      assert.equal(bad.body.error_type, 'validation_error', path);
+    }
+    for (const body of [{}, { version: 'one' }, { version: -1 }]) {
+      const bad = await postJson(`${server.url}/api/functions/dash-a/svc/double/restore`, body, a.auth);
+      assert.equal(bad.status, 400, JSON.stringify(body));
+      assert.equal(bad.body.error_type, 'validation_error');
+    }
+    for (const body of [{ input: [1] }, { input: 'x' }, { input: 3 }]) {
+      const bad = await postJson(`${server.url}/api/functions/dash-a/svc/double/run`, body, a.auth);
+      assert.equal(bad.status, 400, JSON.stringify(body));
+      assert.equal(bad.body.field, 'input');
+    }
+    assert.equal((await postJson(`${server.url}/api/functions/dash-a/svc/double/run`, '{oops', a.auth)).status, 400);
+    assert.equal((await getAs('/api/functions', {})).status, 401);
+    // An API key is not a session: the owner's routes refuse it.
+    assert.equal((await getAs('/api/functions', { authorization: `Bearer ${a.account.key}` })).status, 401);
+    assert.equal((await getAs('/api/functions/dash-a/svc/double', a.auth)).body.active_version, 2, 'nothing changed');
+    assert.equal(await usage(a.auth), 0);
+  });
+
+  test('restore makes a new version with the old code and respects the lock; cross-site writes are refused', async () => {
+    const a = await owner('dash-r');
+    const cross = await postJson(
+      `${server.url}/api/functions/dash-r/svc/double/restore`,
+      { version: 1 },
+      { ...a.auth, origin: 'http://evil.example' },
+    );
+    assert.equal(cross.status, 403);
+    const crossRun = await postJson(
+      `${server.url}/api/functions/dash-r/svc/double/run`,
+      { input: { x: 1 } },
+      { ...a.auth, 'sec-fetch-site': 'cross-site' },
+    );
+    assert.equal(crossRun.status, 403);
+    const restored = await postJson(`${server.url}/api/functions/dash-r/svc/double/restore`, { version: 1 }, a.auth);
+    assert.equal(restored.status, 200, JSON.stringify(restored.body));
+    assert.equal(restored.body.version, 3);
+    assert.equal(restored.body.restored_from, 1);
+    const fn = await getAs('/api/functions/dash-r/svc/double', a.auth);
+    assert.equal(fn.body.active_version, 3);
+    assert.equal(fn.body.code, V1);
+    assert.equal(fn.body.versions.find((v: any) => v.version === 3).restored_from, 1);
+    // Locked (through the MCP client): restore is refused and nothing changes.
+    const create = await connect(`${server.url}/mcp/create/dash-r`, a.account.key);
+    await callOk(create, 'lock_function', { service: 'svc', name: 'double' });
+    await create.close();
+    const locked = await postJson(`${server.url}/api/functions/dash-r/svc/double/restore`, { version: 2 }, a.auth);
+    assert.equal(locked.status, 423);
+    assert.equal(locked.body.error_type, 'locked');
+    const after = await getAs('/api/functions/dash-r/svc/double', a.auth);
+    assert.equal(after.body.active_version, 3);
+    assert.equal(after.body.locked, true);
+  });
+
+  test('try it runs through the meter: counted, recorded with trigger "dashboard", refused past the quota', async () => {
+    const a = await owner('dash-t');
+    const ran = await postJson(`${server.url}/api/functions/dash-t/svc/double/run`, { input: { x: 7 } }, a.auth);
+    assert.equal(ran.status, 200, JSON.stringify(ran.body));
+    assert.equal(ran.body.is_error, false, JSON.stringify(ran.body));
+    assert.deepEqual(JSON.parse(ran.body.texts[0]), { tripled: 21 });
+    assert.equal(await usage(a.auth), 1, 'counted like any call');
+    const listed = await getAs('/api/executions?namespace=dash-t', a.auth);
+    assert.equal(listed.status, 200);
+    const [execution] = listed.body.executions;
+    assert.equal(execution.id, ran.body.execution_id);
+    assert.equal(execution.trigger, 'dashboard');
+    assert.equal(execution.function, 'double');
+    assert.equal(execution.version, 2);
+    assert.equal(execution.status, 'success');
+    assert.equal(
+      (await getAs('/api/executions', a.auth)).body.executions[0].id,
+      ran.body.execution_id,
+      'every namespace when none is named',
+    );
+    const detail = await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, a.auth);
+    assert.equal(detail.status, 200);
+    assert.equal(detail.body.trigger, 'dashboard');
+    // Another account cannot see it; its own run is its own.
+    const b = await owner('dash-u');
+    assert.equal((await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, b.auth)).status, 404);
+    assert.equal((await postJson(`${server.url}/api/functions/dash-u/svc/double/run`, { input: { x: 1 } }, b.auth)).status, 200);
+    assert.deepEqual(
+      (await getAs('/api/executions', a.auth)).body.executions.map((e: any) => e.id),
+      [ran.body.execution_id],
+    );
+    // Usage: today's count in the per-day series, the month's count against the tier's quota, the tier's limits.
+    const month = await getAs('/api/usage/month', a.auth);
+    assert.equal(month.status, 200);
+    assert.equal(month.body.usage.executions, 1);
+    assert.deepEqual(
+      month.body.days.map((d: any) => [month.body.usage.month, d.executions]),
+      [[month.body.days[0].day.slice(0, 7), 1]],
+      "one day of this month with the one run (the other account's run is not in it)",
+    );
+    assert.deepEqual(Object.keys(month.body.limits).sort(), ['agents', 'concurrency', 'executions_per_minute', 'monthly_executions']);
+    assert.equal(month.body.limits.monthly_executions, month.body.usage.limit);
+    // An unknown function is not found, unmetered.
+    const unknown = await postJson(`${server.url}/api/functions/dash-t/svc/nope/run`, { input: {} }, a.auth);
+    assert.equal(unknown.status, 404);
+    // Quota: on a one-execution tier, the second try is refused with the MCP endpoint's figures and is not run.
+    assert.ok(await server.server.services.accountsStore.setTier(a.account.email, 'once1', null));
+    const refused = await postJson(`${server.url}/api/functions/dash-t/svc/double/run`, { input: { x: 1 } }, a.auth);
+    assert.equal(refused.status, 429, JSON.stringify(refused.body));
+    assert.equal(refused.body.code, 'QUOTA_EXCEEDED');
+    assert.equal(refused.body.error_type, 'quota_exceeded');
+    assert.equal(await usage(a.auth), 1);
+    assert.equal((await getAs('/api/executions?namespace=dash-t', a.auth)).body.executions.length, 1, 'a refused call is not recorded');
+    const once = await getAs('/api/usage/month', a.auth);
+    assert.equal(once.body.limits.monthly_executions, 1, "the tier's limits are the account's current tier's");
+    assert.equal((await getAs('/api/usage/month', b.auth)).body.usage.executions, 1, "another account's usage is its own");
   });
 });

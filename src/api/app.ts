@@ -42,6 +42,7 @@ import type { WebhookService } from '../services/webhooks.js';
 import type { WebhookTrigger } from '../agents/triggers/webhook.js';
 import { isAgentRequest, mountAgentRoutes } from './agents-http.js';
 import { mountDashboard, type DashboardAssets } from './dashboard.js';
+import { mountDashboardApi } from './dashboard-api.js';
 
 export interface AppDependencies {
   accounts: AccountService;
@@ -432,6 +433,17 @@ export function createApp(deps: AppDependencies): Hono {
   app.delete('/api/keys/:id', async (c) => {
     await accounts.revokeKey(await sessionAccount(c), c.req.param('id'));
     return c.json({ revoked: c.req.param('id') });
+  });
+
+  // Functions, Executions (the dashboard's pages): the owner's session reaches the account's namespaces.
+  mountDashboardApi(app, {
+    catalog,
+    history: deps.history,
+    runs: deps.runs,
+    owner: async (c) => {
+      const { tier, account_id } = await accounts.describeAccount(await sessionAccount(c));
+      return { accountId: account_id, tier };
+    },
   });
 
   app.all('/mcp/create/:namespace', (c) => serveMcp(c, 'create', c.req.param('namespace')));

@@ -3,7 +3,8 @@
 // other, so the run path never needs a key to run code or to record who ran it.
 import type { Scope } from './accounts.js';
 
-export type Actor = { kind: 'key'; keyId: string } | { kind: 'agent'; agentId: string };
+// The account's owner, signed in to the dashboard (a login session, no key): recorded with neither id.
+export type Actor = { kind: 'key'; keyId: string } | { kind: 'agent'; agentId: string } | { kind: 'owner' };
 
 export interface Principal {
   accountId: string;
@@ -31,13 +32,14 @@ export function keyPrincipal(key: {
   };
 }
 
-/** The execution record's columns naming the actor (exactly one is set). */
+/** The execution record's columns naming the actor (one is set, or none for the owner's dashboard run). */
 export function actorIds(actor: Actor): { keyId: string | null; agentId: string | null } {
-  return actor.kind === 'key' ? { keyId: actor.keyId, agentId: null } : { keyId: null, agentId: actor.agentId };
+  if (actor.kind === 'key') return { keyId: actor.keyId, agentId: null };
+  return actor.kind === 'agent' ? { keyId: null, agentId: actor.agentId } : { keyId: null, agentId: null };
 }
 
-/** What started a run: an MCP call (tool mode or code mode), or one of an agent's triggers. */
-export const TRIGGERS = ['mcp-tools', 'mcp-code', 'schedule', 'webhook', 'chat', 'heartbeat'] as const;
+/** What started a run: an MCP call (tool mode or code mode), one of an agent's triggers, or the dashboard's "try it". */
+export const TRIGGERS = ['mcp-tools', 'mcp-code', 'schedule', 'webhook', 'chat', 'heartbeat', 'dashboard'] as const;
 export type Trigger = (typeof TRIGGERS)[number];
 /** The triggers an agent runs on (agent_runs.trigger). */
 export type AgentTrigger = Extract<Trigger, 'schedule' | 'webhook' | 'chat' | 'heartbeat'>;
@@ -50,5 +52,16 @@ export function agentPrincipal(agent: { accountId: string; tier: string; namespa
     namespace: agent.namespace,
     scopes: ['read', 'write', 'execute'],
     actor: { kind: 'agent', agentId: agent.agentId },
+  };
+}
+
+/** The account's owner in the dashboard (a login session): every namespace and scope of the account. */
+export function ownerPrincipal(account: { accountId: string; tier: string }): Principal {
+  return {
+    accountId: account.accountId,
+    tier: account.tier,
+    namespace: null,
+    scopes: ['read', 'write', 'execute'],
+    actor: { kind: 'owner' },
   };
 }

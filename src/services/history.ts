@@ -85,6 +85,11 @@ export class ExecutionHistory {
     };
   }
 
+  /** The account's executions per UTC day since `since` (its owner's dashboard; every namespace). */
+  dailyCounts(accountId: string, since: Date) {
+    return this.store.dailyCounts(accountId, since);
+  }
+
   async securityEvents(principal: KeyPrincipal, ns: string, since: unknown, limit: unknown) {
     const namespaceId = await this.namespaceId(principal, ns);
     const max = limit === undefined ? 50 : Number(limit);

@@ -57,6 +57,24 @@ export interface ExecutionFilter {
 export class ExecutionsStore {
   constructor(private readonly db: Db) {}
 
+  /**
+   * An account's recorded executions per UTC day since `since` (the dashboard's Usage chart):
+   * interrupted and cancelled runs are left out, as the monthly count leaves them out.
+   */
+  async dailyCounts(accountId: string, since: Date): Promise<Array<{ day: string; executions: number }>> {
+    const day = sql<string>`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`;
+    const rows = await this.db
+      .selectFrom('executions')
+      .select([day.as('day'), (eb) => eb.fn.countAll<string>().as('executions')])
+      .where('account_id', '=', accountId)
+      .where('created_at', '>=', since)
+      .where('status', 'not in', ['interrupted', 'cancelled'])
+      .groupBy(day)
+      .orderBy(day)
+      .execute();
+    return rows.map((r) => ({ day: r.day, executions: Number(r.executions) }));
+  }
+
   async record(execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
     await recordingStatement(this.db, execution, securityEventTypes).execute();
   }

@@ -1,7 +1,10 @@
 // test-database: embedded, one browser session against the real server; nothing here races
 // The dashboard end to end, in Debian's headless Chromium (scripts/apt-packages-test.txt) driven by
 // playwright-core; nothing downloads a browser. Sign up, create a key, copy the `.mcp.json`, connect
-// the MCP SDK client with it and call a tool, revoke the key in the page: the client then gets 401.
+// the MCP SDK client with it and make a function of two versions; see it, diff the two, restore one,
+// run it from the try-it form, see that run and a run-endpoint call appear in the open Executions
+// page, see the Usage page; revoke the key in the page: the client then gets 401. The server runs
+// code in real sandboxes, reached through the server (the server tier: scripts/test-tiers.mjs).
 // Any console error, page error or request to another origin fails the run. Screenshots of each
 // page at 1280×800 go to docs/screenshots/ (MCPWORKS_SCREENSHOTS_DIR elsewhere), shown in the README.
 import assert from 'node:assert/strict';
@@ -127,6 +130,79 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   const client = await connect(create.url, create.headers.Authorization.replace(/^Bearer /, ''), 'v2');
   const made = await callOk(client, 'make_namespace', { name: 'demo' });
   assert.equal(made.name ?? made.namespace?.name ?? 'demo', 'demo');
+
+  // A function made through the MCP client, then changed: versions 1 and 2.
+  await callOk(client, 'make_service', { name: 'math' });
+  await callOk(client, 'make_function', {
+    service: 'math',
+    name: 'double',
+    code: 'def main(input_data):\n    return {"doubled": input_data["x"] * 2}\n',
+    tags: ['demo'],
+    input_schema: { type: 'object', properties: { x: { type: 'integer', description: 'the number to double' } }, required: ['x'] },
+  });
+  await callOk(client, 'update_function', {
+    service: 'math',
+    name: 'double',
+    code: 'def main(input_data):\n    # v2: ten times\n    return {"doubled": input_data["x"] * 10}\n',
+  });
+
+  // Functions: namespaces → services → functions; the code highlighted, the versions listed.
+  await page.getByRole('link', { name: 'Functions' }).click();
+  await page.getByRole('heading', { name: 'Functions', exact: true }).waitFor();
+  await page.getByRole('button', { name: 'double' }).click();
+  await page.getByRole('heading', { name: 'math.double' }).waitFor();
+  await page.locator('pre.code .hljs-keyword').first().waitFor();
+  assert.match((await page.locator('pre.code').textContent())!, /ten times/);
+  await page.locator('tr[data-version="1"]').waitFor();
+  assert.equal(await page.locator('table.versions tbody tr').count(), 2);
+  await shoot('functions');
+
+  // Diff versions 1 and 2, then restore version 1 (a new version 3 with its code).
+  await page.getByLabel('Compare version').selectOption('1');
+  await page.getByLabel('with version').selectOption('2');
+  await page.getByRole('button', { name: 'Show diff' }).click();
+  await page.locator('pre.diff .removed').filter({ hasText: '* 2' }).waitFor();
+  await page.locator('pre.diff .added').filter({ hasText: '* 10' }).waitFor();
+  await shoot('functions-diff');
+  await page.getByRole('button', { name: 'Restore version 1' }).click();
+  await page.getByText('Version 1 restored as version 3.').waitFor();
+  await page.locator('tr[data-version="3"]').filter({ hasText: '(active)' }).waitFor();
+  assert.doesNotMatch((await page.locator('pre.code').textContent())!, /ten times/);
+
+  // Try it: the form built from the input schema runs the active version (3: doubles).
+  await page.getByLabel('x (required)').fill('21');
+  await page.getByRole('button', { name: 'Run' }).click();
+  const result = page.locator('#try-result');
+  await result.waitFor();
+  assert.deepEqual(JSON.parse((await result.textContent())!), { doubled: 42 });
+  await shoot('functions-try-it');
+
+  // Executions: the try-it run is listed (trigger dashboard); a call through the run endpoint appears without a reload.
+  await page.getByRole('link', { name: 'Executions' }).click();
+  await page.getByRole('heading', { name: 'Executions' }).waitFor();
+  const tried = page.locator('table.executions tbody tr').filter({ hasText: 'dashboard' });
+  await tried.waitFor();
+  assert.equal(await page.locator('table.executions tbody tr').count(), 1);
+  const runner = await connect(`${servers['demo-run'].url}?mode=tools`, key, 'v2');
+  const tool = (await runner.listTools()).tools.find((t) => /double/.test(t.name))!;
+  assert.deepEqual(await callOk(runner, tool.name, { x: 5 }), { doubled: 10 });
+  await runner.close();
+  await page.locator('table.executions tbody tr').filter({ hasText: 'mcp-tools' }).waitFor();
+  assert.equal(await page.locator('table.executions tbody tr').count(), 2, 'the new call appeared in the open page');
+  await tried.getByRole('button', { name: /^Details of execution/ }).click();
+  await page.getByRole('heading', { name: /^Execution / }).waitFor();
+  await page.locator('#execution-stdout').waitFor();
+  await shoot('executions');
+
+  // Usage: this month's two executions against the quota (a bar), the per-day chart, the tier's limits.
+  await page.getByRole('link', { name: 'Usage' }).click();
+  await page.getByRole('heading', { name: 'Usage' }).waitFor();
+  await page.getByText(/^2 of [\d,]+ executions/).waitFor();
+  assert.equal(await page.locator('progress.quota').getAttribute('value'), '2');
+  const bars = await page.locator('svg.chart rect.bar').count();
+  assert.ok(bars >= 1 && bars <= 31, 'a bar a day of the month so far');
+  assert.match((await page.locator('#tier-limits').textContent())!, /Agent slots/);
+  await shoot('usage');
 
   // Account page (password change form), then revoke the key on the keys page.
   await page.getByRole('link', { name: 'Account' }).click();

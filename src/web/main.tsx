@@ -4,10 +4,13 @@ import { api, type Account, type CreatedKey } from './api';
 import { Link } from './components';
 import { AccountPage, LoginPage, RegisterPage } from './pages/account';
 import { ConnectPage } from './pages/connect';
+import { ExecutionsPage } from './pages/executions';
+import { FunctionsPage } from './pages/functions';
 import { KeysPage } from './pages/keys';
+import { UsagePage } from './pages/usage';
 import { navigate, usePath } from './router';
 
-const SIGNED_IN_PAGES = ['/keys', '/connect', '/account'];
+const SIGNED_IN_PAGES = ['/keys', '/connect', '/functions', '/executions', '/usage', '/account'];
 
 function App() {
   const path = usePath();
@@ -59,6 +62,15 @@ function App() {
               <Link href="/connect" current={page === '/connect'}>
                 Connect
               </Link>
+              <Link href="/functions" current={page === '/functions'}>
+                Functions
+              </Link>
+              <Link href="/executions" current={page === '/executions'}>
+                Executions
+              </Link>
+              <Link href="/usage" current={page === '/usage'}>
+                Usage
+              </Link>
               <Link href="/account" current={page === '/account'}>
                 Account
               </Link>
@@ -84,6 +96,9 @@ function App() {
         {!account && page !== '/register' && <LoginPage onSignedIn={signedIn} />}
         {account && page === '/keys' && <KeysPage created={created} onCreated={setCreated} />}
         {account && page === '/connect' && <ConnectPage created={created} />}
+        {account && page === '/functions' && <FunctionsPage />}
+        {account && page === '/executions' && <ExecutionsPage />}
+        {account && page === '/usage' && <UsagePage />}
         {account && page === '/account' && <AccountPage account={account} />}
       </main>
     </>

@@ -1,0 +1,205 @@
+import { useEffect, useState } from 'preact/hooks';
+import { api, describeError } from '../api';
+import { ErrorMessage, PageTitle } from '../components';
+import { Code } from './functions';
+
+interface Execution {
+  namespace: string;
+  id: string;
+  mode: string;
+  trigger: string;
+  service: string | null;
+  function: string | null;
+  version: number | null;
+  functions: string[];
+  language: string | null;
+  status: string;
+  error_type: string | null;
+  duration_ms: number;
+  created_at: string;
+}
+interface ExecutionDetail extends Execution {
+  error_message: string | null;
+  stdout: string;
+  stderr: string;
+  code?: string | null;
+}
+interface SecurityEvent {
+  namespace: string;
+  id: string;
+  type: string;
+  detection: string | undefined;
+  service: string | null;
+  function: string | null;
+  execution_id: string | null;
+  created_at: string;
+}
+
+/**
+ * Polled, not streamed: the list is one small indexed query, a poll every few seconds holds no
+ * connection open (SSE would take one per open tab, counted against the server's connection
+ * limits, and need its own session check on a long-lived response), and it pauses while the tab is hidden.
+ */
+export const POLL_MS = 2000;
+
+const what = (e: Execution) =>
+  e.function ? `${e.service}.${e.function}` : e.functions.length ? `execute (${e.functions.join(', ')})` : 'execute';
+
+export function ExecutionsPage() {
+  const [rows, setRows] = useState<Execution[]>();
+  const [events, setEvents] = useState<SecurityEvent[]>();
+  const [error, setError] = useState<string>();
+  const [open, setOpen] = useState<{ ns: string; id: string }>();
+
+  useEffect(() => {
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const poll = async () => {
+      if (!document.hidden) {
+        try {
+          const [listed, security] = await Promise.all([
+            api<{ executions: Execution[] }>('GET', '/api/executions?limit=50'),
+            api<{ events: SecurityEvent[] }>('GET', '/api/security-events?limit=20'),
+          ]);
+          if (stopped) return;
+          setRows(listed.executions);
+          setEvents(security.events);
+          setError(undefined);
+        } catch (e) {
+          if (!stopped) setError(describeError(e));
+        }
+      }
+      if (!stopped) timer = setTimeout(poll, POLL_MS);
+    };
+    void poll();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  }, []);
+
+  return (
+    <section>
+      <PageTitle>Executions</PageTitle>
+      <ErrorMessage id="executions-error" message={error} />
+      <p class="hint">Updated every {POLL_MS / 1000} s while this tab is visible.</p>
+      {rows && rows.length === 0 && <p>No executions yet.</p>}
+      {rows && rows.length > 0 && (
+        <table class="keys executions" aria-label="Executions, newest first">
+          <thead>
+            <tr>
+              <th scope="col">Time</th>
+              <th scope="col">Namespace</th>
+              <th scope="col">Function</th>
+              <th scope="col">Version</th>
+              <th scope="col">Duration</th>
+              <th scope="col">Status</th>
+              <th scope="col">Trigger</th>
+              <th scope="col">
+                <span class="visually-hidden">Details</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((e) => (
+              <tr key={e.id} data-execution={e.id} aria-selected={open?.id === e.id ? 'true' : undefined}>
+                <td>{new Date(e.created_at).toLocaleString()}</td>
+                <td>{e.namespace}</td>
+                <td>{what(e)}</td>
+                <td>{e.version ?? ''}</td>
+                <td>{e.duration_ms} ms</td>
+                <td class={e.status === 'success' ? 'ok' : 'error'}>
+                  {e.status}
+                  {e.error_type ? ` (${e.error_type})` : ''}
+                </td>
+                <td>{e.trigger}</td>
+                <td>
+                  <button type="button" onClick={() => setOpen({ ns: e.namespace, id: e.id })} aria-label={`Details of execution ${e.id}`}>
+                    Details
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {open && <ExecutionView key={open.id} ns={open.ns} id={open.id} />}
+      <h2>Security events</h2>
+      {events && events.length === 0 && <p>No security events.</p>}
+      {events && events.length > 0 && (
+        <table class="keys" aria-label="Security events, newest first">
+          <thead>
+            <tr>
+              <th scope="col">Time</th>
+              <th scope="col">Namespace</th>
+              <th scope="col">Type</th>
+              <th scope="col">Detection</th>
+              <th scope="col">Function</th>
+              <th scope="col">Execution</th>
+            </tr>
+          </thead>
+          <tbody>
+            {events.map((e) => (
+              <tr key={e.id}>
+                <td>{new Date(e.created_at).toLocaleString()}</td>
+                <td>{e.namespace}</td>
+                <td>{e.type}</td>
+                <td>{e.detection ?? ''}</td>
+                <td>{e.function ? `${e.service}.${e.function}` : ''}</td>
+                <td>{e.execution_id ?? ''}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+function ExecutionView(props: { ns: string; id: string }) {
+  const [detail, setDetail] = useState<ExecutionDetail>();
+  const [error, setError] = useState<string>();
+  useEffect(() => {
+    api<ExecutionDetail>('GET', `/api/executions/${encodeURIComponent(props.ns)}/${encodeURIComponent(props.id)}`)
+      .then(setDetail)
+      .catch((e) => setError(describeError(e)));
+  }, []);
+  if (!detail) return <ErrorMessage id="execution-error" message={error} />;
+  return (
+    <article aria-labelledby="execution-title" class="execution">
+      <h2 id="execution-title">Execution {detail.id}</h2>
+      <dl class="facts">
+        <dt>Function</dt>
+        <dd>{what(detail)}</dd>
+        <dt>Status</dt>
+        <dd>
+          {detail.status}
+          {detail.error_type ? ` (${detail.error_type})` : ''}
+        </dd>
+        <dt>Trigger</dt>
+        <dd>{detail.trigger}</dd>
+        <dt>Duration</dt>
+        <dd>{detail.duration_ms} ms</dd>
+      </dl>
+      <p class="hint">Logs, errors and code are shown as recorded: secrets the scan found are redacted, as in the MCP answers.</p>
+      {detail.error_message && (
+        <>
+          <h3>Error</h3>
+          <pre tabIndex={0}>{detail.error_message}</pre>
+        </>
+      )}
+      <h3>stdout</h3>
+      <pre tabIndex={0} id="execution-stdout">
+        {detail.stdout || '(empty)'}
+      </pre>
+      <h3>stderr</h3>
+      <pre tabIndex={0}>{detail.stderr || '(empty)'}</pre>
+      {detail.code != null && (
+        <>
+          <h3>Submitted code</h3>
+          <Code code={detail.code} language={detail.language ?? 'python'} label={`Code submitted to execution ${detail.id}`} />
+        </>
+      )}
+    </article>
+  );
+}
