@@ -4,7 +4,17 @@ import { fileURLToPath } from 'node:url';
 import type { Context, Hono } from 'hono';
 
 /** The dashboard's client-side routes: each answers the app's page (the app then shows that page). */
-export const DASHBOARD_PAGES = ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/usage', '/account'] as const;
+export const DASHBOARD_PAGES = [
+  '/',
+  '/login',
+  '/register',
+  '/keys',
+  '/connect',
+  '/functions',
+  '/executions',
+  '/usage',
+  '/account',
+] as const;
 export const DASHBOARD_ASSETS_PATH = '/assets/';
 
 /**
