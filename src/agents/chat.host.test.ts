@@ -242,7 +242,11 @@ describe('chat_with_agent answers', () => {
     process.kill(pid, 'SIGKILL');
     // Sent while A restarts (its process gone, the next not up yet): the message waits for A, bounded, rather than being refused.
     const restarting = () => supervisor.processes().find((p) => p.agent === 'twins' && p.replica === a);
-    await until(`replica ${a} restarting`, async () => restarting(), (p) => p !== undefined && (p.pid !== pid || p.phase !== 'up'));
+    await until(
+      `replica ${a} restarting`,
+      async () => restarting(),
+      (p) => p !== undefined && (p.pid !== pid || p.phase !== 'up'),
+    );
     const resumed = await callOk(s.create, 'chat_with_agent', {
       name: 'twins',
       conversation_id: first.conversation_id,

@@ -77,7 +77,10 @@ describe('which replica answers', () => {
     assert.throws(() => pickReplica('a', [rows[3]!], undefined), typed('unavailable'));
     for (const status of ['pending', 'crashed']) {
       const starting = [rows[2]!, { name: 'x-y', status, local: false, load: 0 }];
-      assert.throws(() => pickReplica('a', starting, undefined), typed('unavailable', /^agent 'a' has no replica running yet: its replicas are starting; retry/));
+      assert.throws(
+        () => pickReplica('a', starting, undefined),
+        typed('unavailable', /^agent 'a' has no replica running yet: its replicas are starting; retry/),
+      );
     }
   });
 });

@@ -234,13 +234,16 @@ export class WebhookTrigger {
 
     // A stopped agent takes nothing; its signatures and keys are not used up, so the sender's retry can run later.
     // A replica being started (right after start_agent or scale_agent) or restarted here is waited for, briefly.
-    const replicas = target.agent_status === 'running' ? await this.deps.replicas.upReplicas(target.agent_id, WEBHOOK_REPLICA_START_WAIT_MS) : [];
+    const replicas =
+      target.agent_status === 'running' ? await this.deps.replicas.upReplicas(target.agent_id, WEBHOOK_REPLICA_START_WAIT_MS) : [];
     if (replicas.length === 0)
       return {
         ...error(
           503,
           'unavailable',
-          `agent '${target.agent_name}' is ${target.agent_status === 'running' ? 'not running here' : target.agent_status}: start it with start_agent; retry the delivery later`,
+          target.agent_status === 'running'
+            ? `agent '${target.agent_name}' has no replica running on this server yet (starting, restarting, or on another node); retry the delivery later`
+            : `agent '${target.agent_name}' is ${target.agent_status}: start it with start_agent; retry the delivery later`,
         ),
         headers: { 'retry-after': '30' },
       };
