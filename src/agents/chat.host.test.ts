@@ -261,13 +261,12 @@ describe('chat_with_agent answers', () => {
     const supervisor = server.server.services.agentRuntime.supervisor;
     const pid = supervisor.processes().find((p) => p.agent === 'twins' && p.replica === a)!.pid!;
     process.kill(pid, 'SIGKILL');
+    // Sent while A restarts (its process gone, the next not up yet): the message waits for A, bounded, rather than being refused.
+    const restarting = () => supervisor.processes().find((p) => p.agent === 'twins' && p.replica === a);
     await until(
-      `replica ${a} restarted`,
-      async () => (await callOk(s.create, 'describe_agent', { name: 'twins' })).replicas.find((r: { name: string }) => r.name === a),
-      (r) =>
-        r.restarts >= 1 &&
-        r.status === 'running' &&
-        supervisor.processes().some((p) => p.replica === a && p.pid !== pid && p.phase === 'up'),
+      `replica ${a} restarting`,
+      async () => restarting(),
+      (p) => p !== undefined && (p.pid !== pid || p.phase !== 'up'),
     );
     const resumed = await callOk(s.create, 'chat_with_agent', {
       name: 'twins',
@@ -275,6 +274,9 @@ describe('chat_with_agent answers', () => {
       message: 'And now?',
     });
     assert.equal(resumed.replica, a);
+    const restarted = (await callOk(s.create, 'describe_agent', { name: 'twins' })).replicas.find((r: { name: string }) => r.name === a);
+    assert.ok(restarted.restarts >= 1 && restarted.status === 'running', JSON.stringify(restarted));
+    assert.notEqual(restarting()?.pid, pid, 'answered by the restarted process');
     assert.equal(resumed.response, 'Still Zed.');
     assert.match(sent(3), /My name is Zed\..*Hello Zed\..*Who am I\?.*You are Zed\..*And now\?/s);
 
@@ -285,6 +287,19 @@ describe('chat_with_agent answers', () => {
     );
     assert.equal(off.type, 'conflict');
     assert.equal(off.replica, a);
+
+    // The only replica of an agent restarting: a new conversation waits for it too (not "no running replica: start it").
+    const lone = supervisor.processes().find((p) => p.agent === 'stranger')!;
+    process.kill(lone.pid!, 'SIGKILL');
+    await until(
+      'stranger restarting',
+      async () => supervisor.processes().find((p) => p.agent === 'stranger'),
+      (p) => p !== undefined && (p.pid !== lone.pid || p.phase !== 'up'),
+    );
+    llm.script([{ text: 'Back.' }]);
+    const back = await callOk(s.create, 'chat_with_agent', { name: 'stranger', message: 'Are you there?' });
+    assert.equal(back.replica, lone.replica);
+    assert.equal(back.response, 'Back.');
   });
 
   test("messages sent at once to one conversation, through this node and another node's chat, are answered one after the other, each seeing the ones before", async () => {

@@ -62,6 +62,8 @@ export interface ChatDispatcher {
 export interface ChatReplicas {
   localReplicas(agentId: string): string[];
   load(agentId: string): Map<string, number>;
+  /** The agent's replicas up here (the named one), after waiting up to `ms` for one being started or restarted here. */
+  upReplicas(agentId: string, ms: number, options?: { replica?: string; signal?: AbortSignal }): Promise<string[]>;
 }
 
 export interface ChatAnswer {
@@ -77,6 +79,8 @@ export interface ChatAnswer {
 
 /** How long a message waits for the ones before it in its conversation (each is bounded by the agent's run time). */
 export const CHAT_WAIT_MS = 10 * 60_000;
+/** How long a message waits for a replica being started or restarted (after start_agent, scale_agent, a crash) before it is refused as starting. */
+export const CHAT_REPLICA_START_WAIT_MS = 30_000;
 
 export class AgentChat {
   private readonly closing = new AbortController();
@@ -149,10 +153,10 @@ export class AgentChat {
           `conversation '${conversationId}' not found for agent '${agent.name}'${wanted !== undefined ? ` on replica '${wanted}'` : ''}`,
           { field: 'conversation_id' },
         );
-      replica = pickReplica(agent.name, await this.candidates(agent.id), found.replica);
+      replica = pickReplica(agent.name, await this.candidates(agent.id, found.replica, signal), found.replica);
       id = found.id;
     } else {
-      replica = pickReplica(agent.name, await this.candidates(agent.id), wanted);
+      replica = pickReplica(agent.name, await this.candidates(agent.id, wanted, signal), wanted);
       id = randomUUID();
       await store.createConversation(id, agent.id, replica);
       made = true;
@@ -195,8 +199,10 @@ export class AgentChat {
     }
   }
 
-  /** The agent's replicas with whether this node runs each and its queued jobs here. */
-  private async candidates(agentId: string) {
+  /** The agent's replicas with whether this node runs each and its queued jobs here (once one on its way here is up, bounded). */
+  private async candidates(agentId: string, replica: string | undefined, signal: AbortSignal | undefined) {
+    const stop = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
+    await this.deps.supervisor.upReplicas(agentId, CHAT_REPLICA_START_WAIT_MS, { replica, signal: stop });
     const rows = await this.deps.replicas.list(agentId);
     const local = new Set(this.deps.supervisor.localReplicas(agentId));
     const load = this.deps.supervisor.load(agentId);

@@ -196,6 +196,56 @@ describe('agent replicas', () => {
     await callOk(o.create, 'stop_agent', { name: 'unmarked' });
   });
 
+  test('start_agent while a round that looked for free replicas before the start committed is still going: it answers with its replica up', async (t) => {
+    if (embeddedRunOnly(t)) return;
+    const o = await owner(server);
+    await callOk(o.create, 'make_agent', { name: 'eager' });
+    const supervisor = server.server.services.replicas;
+    const store = (supervisor as unknown as { options: { store: { claim: (...a: unknown[]) => Promise<unknown[]> } } }).options.store;
+    const realClaim = store.claim;
+    const realSettle = supervisor.settle;
+    let looked!: () => void;
+    const lookedFirst = new Promise<void>((resolve) => (looked = resolve));
+    let settling!: () => void;
+    const settleCalled = new Promise<void>((resolve) => (settling = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    // The next round's claim looks (the agent still stopped: nothing of it is free), then the round stays in flight.
+    store.claim = async (...args: unknown[]) => {
+      store.claim = realClaim;
+      const rows = await realClaim.apply(store, args);
+      looked();
+      await gate;
+      return rows;
+    };
+    supervisor.settle = (agentId: string, ms?: number) => {
+      const settled = realSettle.call(supervisor, agentId, ms);
+      settling();
+      return settled;
+    };
+    let started;
+    try {
+      await lookedFirst;
+      const starting = callOk(o.create, 'start_agent', { name: 'eager' });
+      // start_agent committed and is settling while that round, which could not see its replica, is still going.
+      await settleCalled;
+      release();
+      started = await starting;
+    } finally {
+      release();
+      store.claim = realClaim;
+      supervisor.settle = realSettle;
+    }
+    assert.deepEqual(
+      started.replicas.map((r: ReplicaView) => r.status),
+      ['running'],
+      'answered once a round that began after the start claimed and started its replica',
+    );
+    const [p] = processesOf(supervisor, 'eager');
+    assert.deepEqual(supervisor.localReplicas(p!.agentId), [p!.replica], 'a chat or webhook sent now finds it');
+    await callOk(o.create, 'stop_agent', { name: 'eager' });
+  });
+
   test("the node's replica process cap: replicas past it stay unplaced (pending) until there is room", async (t) => {
     if (embeddedRunOnly(t)) return;
     const o = await owner(server);

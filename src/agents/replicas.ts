@@ -143,6 +143,11 @@ export class ReplicaDirectory {
   async localReplicas(agentId: string): Promise<string[]> {
     return this.deps.supervisor.localReplicas(agentId);
   }
+
+  /** The same, after waiting up to `ms` for one being started or restarted here (a delivery right after start_agent or a crash). */
+  async upReplicas(agentId: string, ms: number): Promise<string[]> {
+    return this.deps.supervisor.upReplicas(agentId, ms);
+  }
 }
 
 /** New rows up to `desired` kept replicas (those being removed do not count), named verb-animal, unique in the agent for life. */

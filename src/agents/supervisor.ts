@@ -358,7 +358,7 @@ export class ReplicaSupervisor {
    */
   async settle(agentId: string, ms = 30_000): Promise<void> {
     if (this.stopped) return;
-    await this.tick();
+    await this.freshRound();
     const until = Date.now() + ms;
     const mine = () => [...this.held.values()].filter((h) => h.agentId === agentId);
     // Idle ones being stopped or removed end at once; one finishing a run is not waited for.
@@ -375,6 +375,53 @@ export class ReplicaSupervisor {
       }),
     ]);
     clearTimeout(timer);
+  }
+
+  /**
+   * A round that begins after this call: one already in flight may have looked for free replicas
+   * before the caller's change committed (a start answered with its replicas unclaimed), so it is
+   * waited for, then another is run.
+   */
+  private async freshRound(): Promise<void> {
+    if (this.ticking) await this.ticking;
+    await this.tick();
+  }
+
+  /**
+   * The agent's replicas up here (only `replica` if named), waiting up to `ms` while one is on its
+   * way: its process starting, or restarting after a crash, here; or no node holding it yet (one
+   * fresh round claims it). Empty at once when none is coming here (stopped, held by another node).
+   * Chats and webhook deliveries sent right after start_agent or scale_agent, or during a restart, wait here.
+   */
+  async upReplicas(agentId: string, ms: number, options: { replica?: string; signal?: AbortSignal } = {}): Promise<string[]> {
+    const { replica, signal } = options;
+    const until = Date.now() + ms;
+    let rounded = false;
+    let pause = 20;
+    for (;;) {
+      const up = this.localReplicas(agentId).filter((name) => replica === undefined || name === replica);
+      if (up.length > 0 || this.stopped || signal?.aborted) return up;
+      const coming = [...this.held.values()].some(
+        (h) => h.agentId === agentId && (replica === undefined || h.name === replica) && (h.phase === 'starting' || h.phase === 'backoff'),
+      );
+      if (!coming) {
+        if (rounded) return [];
+        rounded = true;
+        await this.freshRound();
+        continue;
+      }
+      if (Date.now() >= until) return [];
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(pause, Math.max(1, until - Date.now())));
+        signal?.addEventListener('abort', done, { once: true });
+      });
+      pause = Math.min(250, pause * 2);
+    }
   }
 
   /** Whether this node runs any replica of the agent. */

@@ -22,6 +22,7 @@ import {
   type McpTestClient,
   type TestServer,
 } from '../test-support/harness.js';
+import { until } from '../test-support/processes.js';
 
 const BASE_HOST = 'hooks.test';
 // small: a 2 KB body cap and 5 deliveries a minute per webhook (the defaults are 1 MB and 60).
@@ -211,6 +212,19 @@ describe('agent webhooks', () => {
     const ids = runs.map((r) => r.run_id ?? r.id);
     for (const id of [accepted.body.run_id, waited.body.run_id]) assert.ok(ids.includes(id), `run ${id} is listed`);
     assert.ok(runs.every((r) => r.trigger === 'webhook'));
+
+    // Delivered while the agent's only replica restarts (its process killed, the next not up yet): the delivery waits for it, bounded.
+    const supervisor = server.server.services.replicas;
+    const lone = supervisor.processes().find((p) => p.agent === 'open')!;
+    process.kill(lone.pid!, 'SIGKILL');
+    await until(
+      "the 'open' replica restarting",
+      async () => supervisor.processes().find((p) => p.agent === 'open'),
+      (p) => p !== undefined && (p.pid !== lone.pid || p.phase !== 'up'),
+    );
+    const restarting = await post(hookPath('open', 'inbox', '?wait=true'), '{"n":3}');
+    assert.equal(restarting.status, 200, JSON.stringify(restarting.body));
+    assert.deepEqual(restarting.body.result.got.body, { n: 3 });
   });
 
   test('signed: good (node:crypto and openssl), bad, stale, missing and replayed signatures', async () => {

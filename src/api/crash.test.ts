@@ -695,6 +695,14 @@ test(
         ['success'],
         'nothing recorded as interrupted',
       );
+      // Seen through: its sleep is ended now rather than waited out (the function returns when it ends).
+      for (const pid of processesWith(`/bin/sleep ${held.marker}`)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // ended meanwhile
+        }
+      }
       const answer = await held.call;
       assert.equal(answer.isError, undefined, `node A's run answers: ${JSON.stringify(answer)}`);
       const usage = await usageOf(a.url, account.key);

@@ -72,9 +72,16 @@ describe('which replica answers', () => {
     );
   });
 
-  test('none running: a conflict; running only on another node: unavailable', () => {
+  test('none running: a conflict; running only on another node: unavailable; pending or crashed (starting): unavailable, not "start it"', () => {
     assert.throws(() => pickReplica('a', [rows[2]!], undefined), typed('conflict', /no running replica/));
     assert.throws(() => pickReplica('a', [rows[3]!], undefined), typed('unavailable'));
+    for (const status of ['pending', 'crashed']) {
+      const starting = [rows[2]!, { name: 'x-y', status, local: false, load: 0 }];
+      assert.throws(
+        () => pickReplica('a', starting, undefined),
+        typed('unavailable', /^agent 'a' has no replica running yet: its replicas are starting; retry/),
+      );
+    }
   });
 });
 

@@ -104,6 +104,15 @@ export function pickReplica(agent: string, replicas: readonly ReplicaCandidate[]
       throw new DomainError('unavailable', `agent '${agent}' has no replica running on this server node; retry, or name one with replica`, {
         reason: 'replica_elsewhere',
       });
+    // Pending (not started yet) or crashed (restarting): being started, not stopped.
+    if (kept.some((c) => c.status === 'pending' || c.status === 'crashed'))
+      throw new DomainError(
+        'unavailable',
+        `agent '${agent}' has no replica running yet: its replicas are starting; retry in a few seconds`,
+        {
+          reason: 'replica_starting',
+        },
+      );
     throw new DomainError('conflict', `agent '${agent}' has no running replica: start it with start_agent`, { reason: 'replica_stopped' });
   }
   let best = local[0]!;

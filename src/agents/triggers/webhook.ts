@@ -75,13 +75,15 @@ function outcomeBody(
 
 /** A signed webhook takes this many times its rate of badly signed deliveries a minute (per node) before they are answered without an event each. */
 export const REFUSED_BUDGET_FACTOR = 10;
+/** How long a delivery waits for the agent's replica being started or restarted on this node (senders time out after about 10 s). */
+export const WEBHOOK_REPLICA_START_WAIT_MS = 5_000;
 
 export interface WebhookTriggerDeps {
   store: WebhooksStore;
   cipher: BoundCipher;
   tiers: Readonly<Record<string, TierLimits>>;
   dispatcher: Pick<AgentDispatcher, 'start'>;
-  replicas: Pick<ReplicaDirectory, 'localReplicas'>;
+  replicas: Pick<ReplicaDirectory, 'upReplicas'>;
   logger: Logger;
   /** Unix seconds now (tests of the window pass their own). */
   nowSeconds?: () => number;
@@ -231,13 +233,17 @@ export class WebhookTrigger {
     }
 
     // A stopped agent takes nothing; its signatures and keys are not used up, so the sender's retry can run later.
-    const replicas = target.agent_status === 'running' ? await this.deps.replicas.localReplicas(target.agent_id) : [];
+    // A replica being started (right after start_agent or scale_agent) or restarted here is waited for, briefly.
+    const replicas =
+      target.agent_status === 'running' ? await this.deps.replicas.upReplicas(target.agent_id, WEBHOOK_REPLICA_START_WAIT_MS) : [];
     if (replicas.length === 0)
       return {
         ...error(
           503,
           'unavailable',
-          `agent '${target.agent_name}' is ${target.agent_status === 'running' ? 'not running here' : target.agent_status}: start it with start_agent; retry the delivery later`,
+          target.agent_status === 'running'
+            ? `agent '${target.agent_name}' has no replica running on this server yet (starting, restarting, or on another node); retry the delivery later`
+            : `agent '${target.agent_name}' is ${target.agent_status}: start it with start_agent; retry the delivery later`,
         ),
         headers: { 'retry-after': '30' },
       };
