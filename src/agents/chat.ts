@@ -153,10 +153,10 @@ export class AgentChat {
           `conversation '${conversationId}' not found for agent '${agent.name}'${wanted !== undefined ? ` on replica '${wanted}'` : ''}`,
           { field: 'conversation_id' },
         );
-      replica = pickReplica(agent.name, await this.candidates(agent.id, found.replica, signal), found.replica);
+      replica = pickReplica(agent.name, await this.candidates(agent.id, found.replica, callerSignal), found.replica);
       id = found.id;
     } else {
-      replica = pickReplica(agent.name, await this.candidates(agent.id, wanted, signal), wanted);
+      replica = pickReplica(agent.name, await this.candidates(agent.id, wanted, callerSignal), wanted);
       id = randomUUID();
       await store.createConversation(id, agent.id, replica);
       made = true;
