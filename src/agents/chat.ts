@@ -166,7 +166,14 @@ export class AgentChat {
     const cancelled = new AbortController();
     const cancelKey = cancel ? chatCancelKey(cancel.accountId, cancel.key) : undefined;
     const signal = callerSignal ? AbortSignal.any([callerSignal, cancelled.signal]) : cancelled.signal;
-    const ticket = await store.enqueue(id, runId, this.deps.aliveMs, cancelKey);
+    let ticket: number | undefined;
+    try {
+      ticket = await store.enqueue(id, runId, this.deps.aliveMs, cancelKey);
+    } catch (error) {
+      // Nothing of this message was kept: a conversation made for it goes too (no partial write).
+      if (made) await store.dropIfEmpty(id).catch(() => undefined);
+      throw error;
+    }
     if (ticket === undefined) throw new DomainError('not_found', `agent '${agent.name}' no longer exists`);
     if (cancelKey) this.cancellable.set(cancelKey, cancelled);
     let answered = false;

@@ -9,11 +9,13 @@
  * recorded `cancelled`, it does not count, and its request gets no answer.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { processesWith, RUN_MARK } from '../test-support/processes.js';
 import { after, before, describe, test } from 'node:test';
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
+import { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import { cancelKeyOf, type RunContext } from '../run/run-service.js';
@@ -314,6 +316,43 @@ describe('cancellation', () => {
       assert.equal(cancel.status, 202, await cancel.text());
       const result = await answer;
       assert.equal(result.isError, undefined, JSON.stringify(result));
+    } finally {
+      await client.close();
+    }
+  });
+
+  test("2025 era: a call whose JSON-RPC id is thousands of characters (the client's to choose) is answered, and a cancel naming that id kills it", async () => {
+    // The id ends up in the run's cancel key, which indexed columns hold: random, so it does not compress.
+    const client = await rawClient(runUrl(server.url, 'tools'), account.key, 'v1');
+    try {
+      const post = (message: Record<string, unknown>) =>
+        fetch(runUrl(server.url, 'tools'), {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${account.key}`,
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            'mcp-session-id': client.sessionId()!,
+            'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+          },
+          body: JSON.stringify({ jsonrpc: '2.0', ...message }),
+        });
+      const call = (id: string, marker: string) =>
+        post({ id, method: 'tools/call', params: { name: 'svc__nap_py', arguments: { marker } } });
+      const quick = await call(randomBytes(4000).toString('hex'), '0');
+      const text = await quick.text();
+      assert.equal(quick.status, 200, text);
+      assert.match(text, /woke/);
+      assert.doesNotMatch(text, /"isError":true/);
+
+      const marker = `4.${RUN_MARK}${++tag}`;
+      const id = randomBytes(4000).toString('hex');
+      const answer = call(id, marker).then((response) => response.text());
+      await waitFor('the run', () => processesWith(`/bin/sleep ${marker}`).length > 0);
+      const cancel = await post({ method: 'notifications/cancelled', params: { requestId: id, reason: 'stop' } });
+      assert.equal(cancel.status, 202, await cancel.text());
+      await waitFor("the run's processes killed", () => processesWith(`/bin/sleep ${marker}`).length === 0);
+      await answer.catch(() => '');
     } finally {
       await client.close();
     }

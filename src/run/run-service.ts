@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
 import { sandboxLimitsFor, type Sandbox, type SandboxLanguage, type SandboxMount, type SandboxOutcome } from '../core/sandbox.js';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
@@ -95,9 +95,12 @@ const SNAPSHOT_CACHE_SIZE = 1000;
 const SNAPSHOT_CACHE_BYTES = 256 * 1024 * 1024;
 const snapshotBytes = (s: NamespaceSnapshot) => s.functions.reduce((sum, fn) => sum + fn.schemaBytes, 0);
 
-/** A 2025-era call's name in notifications/cancelled: its session and its JSON-RPC id (1 and "1" differ). */
+/**
+ * A 2025-era call's name in notifications/cancelled: its session and its JSON-RPC id (1 and "1" differ).
+ * The id is the client's and of any length: hashed, so the key fits the indexes it is stored in.
+ */
 export function cancelKeyOf(sessionId: string, requestId: unknown): string {
-  return `${sessionId}:${JSON.stringify(requestId)}`;
+  return `${sessionId}:${createHash('sha256').update(JSON.stringify(requestId)).digest('base64url')}`;
 }
 
 export class RunService {
