@@ -117,7 +117,8 @@ describe('API keys', () => {
     const again = await fetch(`${server.url}/api/keys/${created.body.id}`, { method: 'DELETE', headers: { cookie } });
     assert.equal(again.status, 404);
     const nul = await fetch(`${server.url}/api/keys/%00`, { method: 'DELETE', headers: { cookie } });
-    assert.equal(nul.status, 404);
+    assert.equal(nul.status, 400, 'a NUL in the path names nothing');
+    assert.equal(((await nul.json()) as { error_type: string }).error_type, 'validation_error');
   });
 
   test('key routes need a login session, not an API key', async () => {
@@ -281,7 +282,7 @@ describe('browser session (the dashboard)', () => {
     assert.equal((await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${token}` } })).status, 401);
   });
 
-  test('a password change needs the current password and ends every other session', async () => {
+  test('a password change needs the current password and ends every session, the asking one replaced by a new one', async () => {
     const account = await createAccount(server.url);
     const here = await signIn(account.email, account.password);
     const elsewhere = await signIn(account.email, account.password);
@@ -297,13 +298,28 @@ describe('browser session (the dashboard)', () => {
 
     const ok = await change({ current_password: account.password, new_password: 'a new long password' });
     assert.equal(ok.status, 200);
-    assert.deepEqual(ok.body, { changed: true, other_sessions_ended: true });
+    assert.deepEqual(ok.body, { changed: true, sessions_ended: true }, 'a browser gets no token in the answer');
     assert.equal((await keysWith(elsewhere.cookie)).status, 401, 'the other session ended');
     assert.equal((await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${account.token}` } })).status, 401);
-    assert.equal((await keysWith(here.cookie)).status, 200, 'the session that changed it goes on');
+    assert.equal((await keysWith(here.cookie)).status, 401, "a stolen copy of the asking session's token ends too");
+    const renewed = cookieOf(ok.headers);
+    assert.notEqual(renewed, here.cookie);
+    assert.match(ok.headers.get('set-cookie') ?? '', /HttpOnly.*SameSite=Strict|SameSite=Strict.*HttpOnly/i);
+    assert.equal((await keysWith(renewed)).status, 200, 'the browser goes on with its new session');
     const old = await postJson(`${server.url}/api/login`, { email: account.email, password: account.password });
     assert.equal(old.status, 401);
     await signIn(account.email, 'a new long password');
+    // A client holding its login token as a Bearer gets the new token in the answer.
+    const bearer = await postJson(`${server.url}/api/login`, { email: account.email, password: 'a new long password' });
+    const byToken = await postJson(
+      `${server.url}/api/password`,
+      { current_password: 'a new long password', new_password: 'a third long password' },
+      { authorization: `Bearer ${bearer.body.token}`, origin: server.url },
+    );
+    assert.equal(byToken.status, 200, JSON.stringify(byToken.body));
+    assert.match(byToken.body.token, /^[0-9a-f]{64}$/);
+    assert.equal((await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${bearer.body.token}` } })).status, 401);
+    assert.equal((await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${byToken.body.token}` } })).status, 200);
     // API keys are not sessions: they keep working (revoke them on the keys page).
     const client = await connect(`${server.url}/mcp/create/anything`, account.key, 'v2');
     await client.listTools();
@@ -438,6 +454,26 @@ describe('dashboard: functions and executions (session routes)', () => {
       assert.equal(bad.body.field, 'input');
     }
     assert.equal((await postJson(`${server.url}/api/functions/dash-a/svc/double/run`, '{oops', a.auth)).status, 400);
+    // A version past the column's range is no version (not a failed query); a NUL in a path or a
+    // query names nothing, on every route (PostgreSQL text cannot hold one).
+    for (const version of [3_000_000_000, 1e300]) {
+      const huge = await postJson(`${server.url}/api/functions/dash-a/svc/double/restore`, { version }, a.auth);
+      assert.equal(huge.status, 404, JSON.stringify(huge.body));
+      assert.equal(huge.body.error_type, 'not_found');
+    }
+    for (const path of [
+      '/api/functions/dash-a/sv%00c/double',
+      '/api/functions/dash-a/svc/%00',
+      '/api/executions?function=%00',
+      '/api/executions/dash-a/ab%00cd',
+      '/api/security-events?namespace=a%00b',
+    ]) {
+      const nul = await getAs(path, a.auth);
+      assert.equal(nul.status, 400, path);
+      assert.equal(nul.body.error_type, 'validation_error', path);
+    }
+    const nulRestore = await postJson(`${server.url}/api/functions/dash-a/sv%00c/double/restore`, { version: 1 }, a.auth);
+    assert.equal(nulRestore.status, 400);
     assert.equal((await getAs('/api/functions', {})).status, 401);
     // An API key is not a session: the owner's routes refuse it.
     assert.equal((await getAs('/api/functions', { authorization: `Bearer ${a.account.key}` })).status, 401);

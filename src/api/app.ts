@@ -309,6 +309,14 @@ export function createApp(deps: AppDependencies): Hono {
     return rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost) ?? next();
   });
 
+  // PostgreSQL text cannot hold NUL: a path or query that decodes to one names nothing here, on any
+  // route (refused before a parameter reaches a query and fails there).
+  app.use('*', async (c, next) => {
+    const url = c.req.url;
+    if (!/%00|\u0000/i.test(url.slice(url.indexOf('/', url.indexOf('//') + 2)))) return next();
+    return c.json(new DomainError('validation_error', 'the path and query must not contain NUL characters (%00)').toJSON(), 400);
+  });
+
   // Agents' webhooks: /mcp/agent/{ns}/{agent}/webhook/{path} and {ns}.agent.{base}/{agent}/webhook/{path}.
   mountAgentRoutes(app, { webhooks: deps.webhooks?.trigger, baseHost: deps.baseHost });
 
@@ -370,9 +378,7 @@ export function createApp(deps: AppDependencies): Hono {
   // link sends it; the dashboard's own requests do), Secure behind HTTPS. Cross-site forgery of a
   // state change is refused besides by csrfRejection above (origin, Sec-Fetch-Site, JSON only).
   const secureRequest = (c: Context) => new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto') === 'https';
-  const login = async (c: Context) => {
-    const body = await jsonBody(c);
-    const session = await accounts.login(body.email, body.password, { address: remoteAddress(c, deps.trustedProxies) });
+  const sessionCookie = (c: Context, session: { token: string; expiresAt: Date }) =>
     setCookie(c, SESSION_COOKIE, session.token, {
       httpOnly: true,
       sameSite: 'Strict',
@@ -380,6 +386,10 @@ export function createApp(deps: AppDependencies): Hono {
       secure: secureRequest(c),
       expires: session.expiresAt,
     });
+  const login = async (c: Context) => {
+    const body = await jsonBody(c);
+    const session = await accounts.login(body.email, body.password, { address: remoteAddress(c, deps.trustedProxies) });
+    sessionCookie(c, session);
     // The dashboard asks for the cookie alone (`"session": "cookie"`): no script ever holds the token.
     const token = body.session === 'cookie' ? {} : { token: session.token };
     return c.json({ ...token, account_id: session.accountId, expires_at: session.expiresAt.toISOString() });
@@ -414,10 +424,16 @@ export function createApp(deps: AppDependencies): Hono {
   });
 
   app.post('/api/password', async (c) => {
-    const { accountId, token } = await loginSession(c);
+    const { accountId } = await loginSession(c);
     const body = await jsonBody(c);
-    await accounts.changePassword(accountId, token, body, { address: remoteAddress(c, deps.trustedProxies) });
-    return c.json({ changed: true, other_sessions_ended: true });
+    const session = await accounts.changePassword(accountId, body, { address: remoteAddress(c, deps.trustedProxies) });
+    // Every session ended, this one included: a browser gets its new one as the cookie, a client
+    // that sent its token as a Bearer gets the new token in the answer.
+    if (getCookie(c, SESSION_COOKIE) !== undefined) {
+      sessionCookie(c, session);
+      return c.json({ changed: true, sessions_ended: true });
+    }
+    return c.json({ changed: true, sessions_ended: true, token: session.token, expires_at: session.expiresAt.toISOString() });
   });
 
   app.get('/api/namespaces', async (c) => c.json({ namespaces: await catalog.accountNamespaces(await sessionAccount(c)) }));

@@ -211,10 +211,9 @@ export class AccountService {
    */
   async changePassword(
     accountId: string,
-    sessionToken: string,
     input: { current_password?: unknown; new_password?: unknown },
     from?: SignInSource,
-  ): Promise<void> {
+  ): Promise<{ token: string; expiresAt: Date }> {
     const next = input.new_password;
     if (typeof next !== 'string' || next.length < MIN_PASSWORD_LENGTH || next.length > MAX_PASSWORD_LENGTH) {
       throw invalid(`the new password must be ${MIN_PASSWORD_LENGTH}-${MAX_PASSWORD_LENGTH} characters`, { field: 'new_password' });
@@ -230,7 +229,11 @@ export class AccountService {
       }
       throw error;
     }
-    await this.store.changePassword(accountId, await hashSecret(next), sha256Hex(sessionToken));
+    // The asking session is replaced too: its new token is the caller's from now on.
+    const token = randomHex(32);
+    const expiresAt = new Date(Date.now() + SESSION_DAYS * DAY_MS);
+    await this.store.changePassword(accountId, await hashSecret(next), { tokenHash: sha256Hex(token), expiresAt });
+    return { token, expiresAt };
   }
 
   async createKey(

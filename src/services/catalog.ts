@@ -40,6 +40,8 @@ export interface FunctionInput extends FunctionDefinitionInput {
 }
 
 const iso = (d: Date): string => new Date(d).toISOString();
+/** The largest version number the store can hold (an INTEGER column). */
+const MAX_VERSION = 2_147_483_647;
 
 /**
  * Function not-found errors thrown where a transaction is open (where listing the service's other
@@ -518,7 +520,8 @@ export class CatalogService {
 
   /** The version a restore copies (versions are immutable; the write reads it again under the lock). */
   private async restoreSource(service: ServiceRow, fn: FunctionRow, restore: number): Promise<FunctionVersionRow> {
-    const source = await this.store.findVersion(fn.id, restore);
+    // A number past the column's integer range is no version (the query would fail on it).
+    const source = restore <= MAX_VERSION ? await this.store.findVersion(fn.id, restore) : undefined;
     if (!source) throw this.versionNotFound(service, fn, restore);
     return source;
   }

@@ -296,13 +296,18 @@ export class AccountsStore {
   }
 
   /**
-   * A password change: the new hash, and every other login session of the account ended, in one
-   * transaction (a session stolen with the old password must not outlive the change).
+   * A password change: the new hash, every login session of the account ended (the one that asked
+   * too: a stolen copy of its token must not outlive the change) and `session` made in its place, in
+   * one transaction.
    */
-  async changePassword(accountId: string, passwordHash: string, keepTokenHash: string): Promise<void> {
+  async changePassword(accountId: string, passwordHash: string, session: { tokenHash: string; expiresAt: Date }): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       await trx.updateTable('accounts').set({ password_hash: passwordHash }).where('id', '=', accountId).execute();
-      await trx.deleteFrom('web_sessions').where('account_id', '=', accountId).where('token_hash', '!=', keepTokenHash).execute();
+      await trx.deleteFrom('web_sessions').where('account_id', '=', accountId).execute();
+      await trx
+        .insertInto('web_sessions')
+        .values({ token_hash: session.tokenHash, account_id: accountId, expires_at: session.expiresAt })
+        .execute();
     });
   }
 
