@@ -59,7 +59,50 @@ export class OutboundAddressRefused extends Error {
 
 export type Resolver = (host: string) => Promise<Array<{ address: string; family: number }>>;
 
-const systemResolver: Resolver = (host) => lookup(host, { all: true, verbatim: true });
+/**
+ * At most `concurrent` of `inner`'s lookups at once, `waiting` more queued, each of those waiting
+ * `waitMs` at most. The system's lookup (getaddrinfo) holds one of libuv's four pool threads until
+ * the resolver answers, which a name can make take many seconds: without this, a few tenants'
+ * names would hold every thread the server's file and crypto work needs.
+ */
+export function limitedResolver(inner: Resolver, limits: { concurrent: number; waiting: number; waitMs: number }): Resolver {
+  let running = 0;
+  const queue: Array<() => void> = [];
+  // A slot freed goes straight to the first waiter (so no newcomer slips in between).
+  const release = () => {
+    const next = queue.shift();
+    if (next) next();
+    else running--;
+  };
+  return async (host) => {
+    if (running >= limits.concurrent) {
+      if (queue.length >= limits.waiting) throw Object.assign(new Error('too many lookups in progress'), { code: 'EBUSY' });
+      await new Promise<void>((go, fail) => {
+        const turn = () => {
+          clearTimeout(timer);
+          go();
+        };
+        const timer = setTimeout(() => {
+          queue.splice(queue.indexOf(turn), 1);
+          fail(Object.assign(new Error('no lookup slot in time'), { code: 'ETIMEOUT' }));
+        }, limits.waitMs);
+        timer.unref();
+        queue.push(turn);
+      });
+    } else running++;
+    try {
+      return await inner(host);
+    } finally {
+      release();
+    }
+  };
+}
+
+const systemResolver: Resolver = limitedResolver((host) => lookup(host, { all: true, verbatim: true }), {
+  concurrent: 2,
+  waiting: 64,
+  waitMs: 10_000,
+});
 
 export interface OutboundAddressGuardOptions {
   /** MCPWORKS_AGENT_MCP_ALLOW, parsed. */
