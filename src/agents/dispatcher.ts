@@ -87,7 +87,7 @@ export interface JobHost {
   /** AI jobs: one tool call of the loop. */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   /** AI jobs: a turn's tool calls the loop never sent, for the run's record. */
-  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
 }
 
 /** How a job ended: its function's outcome (direct, run_then_reason), the loop's (AI), or the replica's failure (AI). */
@@ -384,7 +384,7 @@ export class AgentDispatcher {
     const host: JobHost = {
       invoke,
       tool: (name, args, s) => session.call(name, args, s),
-      skipped: (calls, more) => session.skipped(calls, more),
+      skipped: (calls, more, moreForbidden) => session.skipped(calls, more, moreForbidden),
     };
     let result: JobResult;
     try {

@@ -24,7 +24,7 @@ export interface AiJobHost {
   tool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   progress?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
   /** Tool calls of a turn never sent to `tool` (for the run's record). */
-  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
 }
 
 export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: AbortSignal): Promise<LoopResult> {

@@ -7,6 +7,7 @@
  * every answer.
  */
 import {
+  isForbiddenToolName,
   ANSWER_MAX_CHARS,
   capText,
   estimateTokens,
@@ -59,9 +60,10 @@ export interface LoopDeps {
   callTool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   /**
    * A turn's tool calls that were never sent to `callTool` (the per-turn cap, a limit, a cancel, an
-   * unreadable call), for the run's record: at most SKIPPED_RECORDED_PER_TURN, and how many more.
+   * unreadable call), for the run's record: at most SKIPPED_RECORDED_PER_TURN, and how many more
+   * (`moreForbidden` of those more were management tools: each still counts as an attempt).
    */
-  onSkipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
+  onSkipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
   /** The running totals after each model turn (the host keeps them in case the process dies). */
   onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
   now?: () => number;
@@ -159,8 +161,14 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       const reportSkipped = () => {
         for (const { name } of turn.toolCalls.slice(TOOL_CALLS_PER_TURN))
           skipped.push({ name: name.slice(0, TOOL_NAME_MAX_CHARS), reason: 'skipped: per-turn cap' });
-        if (skipped.length > 0)
-          deps.onSkipped?.(skipped.slice(0, SKIPPED_RECORDED_PER_TURN), Math.max(0, skipped.length - SKIPPED_RECORDED_PER_TURN));
+        if (skipped.length > 0) {
+          const more = skipped.slice(SKIPPED_RECORDED_PER_TURN);
+          deps.onSkipped?.(
+            skipped.slice(0, SKIPPED_RECORDED_PER_TURN),
+            more.length,
+            more.filter((c) => isForbiddenToolName(c.name)).length,
+          );
+        }
       };
       const stoppedHow = (): SkipReason => (input.signal?.aborted ? 'skipped: cancelled' : 'skipped: limit');
       if (calls.length === 0) {

@@ -133,6 +133,8 @@ export const CallOp = z.discriminatedUnion('op', [
       op: z.literal('skipped'),
       calls: z.array(z.object({ name: z.string().max(500), reason: z.enum(SKIP_REASONS) }).strict()).max(SKIPPED_RECORDED_PER_TURN),
       more: z.number().int().nonnegative(),
+      /** How many of the `more` were management tools (each counts as a forbidden attempt). */
+      moreForbidden: z.number().int().nonnegative().optional(),
     })
     .strict(),
   /** An AI job's running totals after each model turn: a run whose process dies still records them. */
