@@ -96,7 +96,7 @@ export interface JobResult {
   loop?: Omit<LoopOutcome, 'stopReason'> & { stopReason: string };
   failure?: { type: string; message: string };
   /** An AI job's running totals as last reported (kept when its process dies before its outcome). */
-  progress?: { iterations: number; usage: { input_tokens: number; output_tokens: number } };
+  progress?: { iterations: number; usage: { input_tokens: number; output_tokens: number; estimated?: boolean } };
 }
 
 /**
@@ -421,11 +421,13 @@ export class AgentDispatcher {
           iterations: result.progress?.iterations ?? null,
           inputTokens: result.progress?.usage.input_tokens ?? null,
           outputTokens: result.progress?.usage.output_tokens ?? null,
+          // Tokens estimated by a turn before the process died stay marked so.
+          ...(result.progress?.usage.estimated === true ? { usageEstimated: true } : {}),
           stopReason: error.type === 'cancelled' ? 'cancelled' : 'failed',
           toolCalls,
           answer: null,
         },
-        ...(result.progress ? { usage: result.progress.usage, iterations: result.progress.iterations } : {}),
+        ...(result.progress ? { usage: progressUsage(result.progress.usage), iterations: result.progress.iterations } : {}),
       });
     }
     const answer = session.scan(loop.answer, ANSWER_MAX_CHARS);
@@ -629,4 +631,13 @@ function resultOf(answer: Extract<RunResult, { ok: true }>): unknown {
   const text = answer.rendered.texts[0];
   if (!text) return null;
   return JSON.parse(JSON.parse(text.toString('utf8')) as string) as unknown;
+}
+
+/** An AI job's last reported totals as its outcome says them: `estimated` only when true. */
+function progressUsage(usage: { input_tokens: number; output_tokens: number; estimated?: boolean }): {
+  input_tokens: number;
+  output_tokens: number;
+  estimated?: boolean;
+} {
+  return { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, ...(usage.estimated === true ? { estimated: true } : {}) };
 }

@@ -49,7 +49,7 @@ export interface ReplicaHostCalls {
   /** AI jobs: one tool call of the loop (the host refuses what it does not offer). */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   /** AI jobs: the loop's running totals after each model turn. */
-  progress?(totals: { iterations: number; usage: { input_tokens: number; output_tokens: number } }): void;
+  progress?(totals: { iterations: number; usage: { input_tokens: number; output_tokens: number; estimated?: boolean } }): void;
   /** AI jobs: a turn's tool calls the loop never sent (kept in the run's record, even after the run stopped). */
   skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
 }

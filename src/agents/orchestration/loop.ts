@@ -64,8 +64,8 @@ export interface LoopDeps {
    * (`moreForbidden` of those more were management tools: each still counts as an attempt).
    */
   onSkipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
-  /** The running totals after each model turn (the host keeps them in case the process dies). */
-  onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
+  /** The running totals after each model turn (the host keeps them in case the process dies); `estimated` once any turn was. */
+  onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number; estimated?: boolean }): void;
   now?: () => number;
 }
 
@@ -150,7 +150,11 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
           }
         : turn.usage;
       const overTokens = budget.afterTurn(usage);
-      deps.onTurn?.(budget.iterations, { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens });
+      deps.onTurn?.(budget.iterations, {
+        input_tokens: budget.inputTokens,
+        output_tokens: budget.outputTokens,
+        ...(budget.estimated ? { estimated: true } : {}),
+      });
       // What the model asked for, within what a replica's messages carry: the first calls of the turn
       // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.
       const calls = turn.toolCalls.slice(0, TOOL_CALLS_PER_TURN).map((c) => ({ ...c, name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));

@@ -142,7 +142,14 @@ export const CallOp = z.discriminatedUnion('op', [
     .object({
       op: z.literal('progress'),
       iterations: z.number().int().nonnegative(),
-      usage: z.object({ input_tokens: z.number().int().nonnegative(), output_tokens: z.number().int().nonnegative() }).strict(),
+      usage: z
+        .object({
+          input_tokens: z.number().int().nonnegative(),
+          output_tokens: z.number().int().nonnegative(),
+          /** Some turn's tokens were estimated (its answer did not say what it cost). */
+          estimated: z.boolean().optional(),
+        })
+        .strict(),
     })
     .strict(),
 ]);
