@@ -594,6 +594,51 @@ describe('chat_with_agent answers', () => {
     );
   });
 
+  test('a cancel that arrives before its call is queued (on any node) is kept: the call is cancelled at once, no run; other calls are answered', async () => {
+    const s = await agentSpace('early');
+    const agent = await server.server.services.agents.resolve(
+      { accountId: s.account.accountId, keyId: 'test', tier: 'pro_trial', namespace: null, scopes: ['execute'] },
+      s.ns,
+      { name: 'early' },
+      'execute',
+    );
+    llm.requests.length = 0;
+    llm.script([{ text: 'answered' }, { text: 'never asked' }]);
+    const key = cancelKeyOf(randomUUID(), 9);
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const kept = async () =>
+      Number(
+        (await sql<{ n: string | number }>`SELECT count(*) AS n FROM call_cancels WHERE account_id = ${s.account.accountId}`.execute(db))
+          .rows[0]!.n,
+      );
+    // A cancel naming an account that does not exist keeps nothing (and does not fail).
+    await server.server.services.agentRuntime.chat.cancel(randomUUID(), key);
+    // The notification reaches this node first; the call then comes to another node's chat.
+    await server.server.services.agentRuntime.chat.cancel(s.account.accountId, key);
+    assert.equal(await kept(), 1, 'the early cancel is kept');
+    const refused = await chatOn()
+      .send(agent, { message: 'hello' }, undefined, { accountId: s.account.accountId, key })
+      .then(
+        () => assert.fail('a cancelled call is not answered'),
+        (e: unknown) => e,
+      );
+    assert.match(String((refused as Error).message), /cancel/i);
+    assert.equal(llm.requests.length, 0, 'the model was never asked');
+    assert.equal(await kept(), 0, 'the kept cancel was taken');
+    // Another call of the same session is answered.
+    const answer = await chatOn().send(agent, { message: 'hello again' }, undefined, {
+      accountId: s.account.accountId,
+      key: cancelKeyOf(randomUUID(), 10),
+    });
+    assert.equal(answer.response, 'answered');
+    const runs = (await callOk(s.create, 'list_agent_runs', { name: 'early' })).runs as Array<{ status: string }>;
+    assert.deepEqual(
+      runs.map((r) => r.status),
+      ['succeeded'],
+      'no run for the cancelled call',
+    );
+  });
+
   test('a message naming no replica goes to the least busy one: not the replica still answering another conversation', async (t) => {
     if (embeddedRunOnly(t)) return;
     const s = await agentSpace('busy', { replicas: 2 });

@@ -115,7 +115,7 @@ export class AgentChat {
     const key = chatCancelKey(accountId, cancelKey);
     const local = this.cancellable.get(key);
     if (local) local.abort();
-    else await this.deps.store.requestCancel(key);
+    else await this.deps.store.requestCancel(accountId, key);
   }
 
   /**
@@ -224,7 +224,9 @@ export class AgentChat {
     for (;;) {
       if (this.closing.signal.aborted) throw new DomainError('unavailable', 'the server is stopping; the message was not answered');
       if (signal?.aborted) throw new DomainError('unavailable', 'the request was cancelled while the message waited for its turn');
-      if (await this.deps.store.tryHold(id, ticket, this.deps.aliveMs)) return;
+      const held = await this.deps.store.tryHold(id, ticket, this.deps.aliveMs);
+      if (held === 'cancelled') throw new DomainError('unavailable', 'the request was cancelled while the message waited for its turn');
+      if (held) return;
       if (Date.now() > until)
         throw new DomainError(
           'unavailable',

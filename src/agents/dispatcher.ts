@@ -87,7 +87,7 @@ export interface JobHost {
   /** AI jobs: one tool call of the loop. */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   /** AI jobs: a turn's tool calls the loop never sent, for the run's record. */
-  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
 }
 
 /** How a job ended: its function's outcome (direct, run_then_reason), the loop's (AI), or the replica's failure (AI). */
@@ -96,7 +96,7 @@ export interface JobResult {
   loop?: Omit<LoopOutcome, 'stopReason'> & { stopReason: string };
   failure?: { type: string; message: string };
   /** An AI job's running totals as last reported (kept when its process dies before its outcome). */
-  progress?: { iterations: number; usage: { input_tokens: number; output_tokens: number } };
+  progress?: { iterations: number; usage: { input_tokens: number; output_tokens: number; estimated?: boolean } };
 }
 
 /**
@@ -384,7 +384,7 @@ export class AgentDispatcher {
     const host: JobHost = {
       invoke,
       tool: (name, args, s) => session.call(name, args, s),
-      skipped: (calls, more) => session.skipped(calls, more),
+      skipped: (calls, more, moreForbidden) => session.skipped(calls, more, moreForbidden),
     };
     let result: JobResult;
     try {
@@ -421,11 +421,13 @@ export class AgentDispatcher {
           iterations: result.progress?.iterations ?? null,
           inputTokens: result.progress?.usage.input_tokens ?? null,
           outputTokens: result.progress?.usage.output_tokens ?? null,
+          // Tokens estimated by a turn before the process died stay marked so.
+          ...(result.progress?.usage.estimated === true ? { usageEstimated: true } : {}),
           stopReason: error.type === 'cancelled' ? 'cancelled' : 'failed',
           toolCalls,
           answer: null,
         },
-        ...(result.progress ? { usage: result.progress.usage, iterations: result.progress.iterations } : {}),
+        ...(result.progress ? { usage: progressUsage(result.progress.usage), iterations: result.progress.iterations } : {}),
       });
     }
     const answer = session.scan(loop.answer, ANSWER_MAX_CHARS);
@@ -629,4 +631,13 @@ function resultOf(answer: Extract<RunResult, { ok: true }>): unknown {
   const text = answer.rendered.texts[0];
   if (!text) return null;
   return JSON.parse(JSON.parse(text.toString('utf8')) as string) as unknown;
+}
+
+/** An AI job's last reported totals as its outcome says them: `estimated` only when true. */
+function progressUsage(usage: { input_tokens: number; output_tokens: number; estimated?: boolean }): {
+  input_tokens: number;
+  output_tokens: number;
+  estimated?: boolean;
+} {
+  return { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, ...(usage.estimated === true ? { estimated: true } : {}) };
 }

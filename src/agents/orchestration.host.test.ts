@@ -305,7 +305,12 @@ describe('AI runs', () => {
           { id: 'h3', name: 'make_function\u0000', arguments: {} },
           { id: 'h4', name: 'ｍａｋｅ\u200b_function', arguments: {} },
           { id: 'h5', name: 'mcp__evil__make_function_', arguments: {} },
-          ...Array.from({ length: 1200 }, (_, i) => ({ id: `z${i}`, name: 'state_get', arguments: { key: 'k' } })),
+          ...Array.from({ length: 11 }, (_, i) => ({ id: `y${i}`, name: 'state_get', arguments: { key: 'k' } })),
+          // Management tools past the per-turn cap: never sent, still attempts (two named in the record, three in its count).
+          { id: 'm1', name: 'make_function', arguments: {} },
+          { id: 'm2', name: 'make_function', arguments: {} },
+          ...Array.from({ length: 1190 }, (_, i) => ({ id: `z${i}`, name: 'state_get', arguments: { key: 'k' } })),
+          ...Array.from({ length: 3 }, (_, i) => ({ id: `d${i}`, name: 'delete_service', arguments: {} })),
         ],
       },
       { text: 'ok' },
@@ -322,9 +327,16 @@ describe('AI runs', () => {
     // The first 16 calls of the turn ran (or were refused); the rest are recorded as skipped, 64 by name, then a count.
     assert.equal(calls.length, 16 + 64 + 1);
     assert.ok(calls.slice(0, 16).every((c) => !c.outcome.startsWith('skipped')));
-    assert.ok(calls.slice(16).every((c) => c.outcome === 'skipped: per-turn cap'));
-    assert.equal(calls[16]!.name, 'state_get');
-    assert.equal(calls[80]!.name, `(${1205 - 16 - 64} more calls of this turn)`);
+    assert.deepEqual(
+      calls.slice(16, 19).map((c) => [c.name, c.outcome]),
+      [
+        ['make_function', 'refused_forbidden'],
+        ['make_function', 'refused_forbidden'],
+        ['state_get', 'skipped: per-turn cap'],
+      ],
+    );
+    assert.ok(calls.slice(18).every((c) => c.outcome === 'skipped: per-turn cap'));
+    assert.equal(calls[80]!.name, `(${1211 - 16 - 64} more calls of this turn, 3 of them management tools)`);
     assert.deepEqual(
       calls.slice(0, 5).map((c) => [c.name.length > 64 ? `${c.name.length}` : c.name, c.outcome]),
       [
@@ -335,8 +347,15 @@ describe('AI runs', () => {
         ['mcp__evil__make_function_', 'refused_forbidden'],
       ],
     );
-    const events = (await ok('list_security_events', {})) as Array<Record<string, unknown>>;
-    assert.equal(events.filter((e) => e.type === 'agent_forbidden_tool' && e.run_id === outcome.runId).length, 3);
+    // Every management tool asked for is an attempt, sent or not: 3 sent, 2 skipped by name, 3 skipped in the count.
+    const events = ((await ok('list_security_events', { limit: 200 })) as Array<Record<string, unknown>>).filter(
+      (e) => e.type === 'agent_forbidden_tool' && e.run_id === outcome.runId,
+    );
+    assert.equal(events.filter((e) => e.detection === 'forbidden_tool').length, FORBIDDEN_EVENTS_PER_RUN);
+    assert.deepEqual(
+      events.filter((e) => e.detection === 'forbidden_tool_repeated').map((e) => e.attempts),
+      [8],
+    );
   });
 
   test('calls cut by a limit are in the record as skipped, with why', async () => {
@@ -624,7 +643,8 @@ describe('AI runs', () => {
     { timeout: 60_000 },
     async () => {
       llm.script([
-        { toolCalls: [{ id: 'k1', name: 'state_get', arguments: { key: 'k' } }], usage: { input: 50, output: 5 } },
+        // A turn that does not say what it cost: its tokens are estimated, and the record still says so after the crash.
+        { toolCalls: [{ id: 'k1', name: 'state_get', arguments: { key: 'k' } }], omitUsage: true },
         { text: 'late', delayMs: 120_000 },
       ]);
       await ok('configure_agent_ai', { name: 'bot', provider: 'openai', model: 'gpt-test', api_key: KEY, base_url: llm.openaiUrl });
@@ -637,7 +657,9 @@ describe('AI runs', () => {
       assert.equal(outcome.error!.type, 'ReplicaCrashed');
       const run = await ok('describe_agent_run', { name: 'bot', run_id: outcome.runId });
       assert.equal(run.iterations, 1);
-      assert.deepEqual(run.usage, { input_tokens: 50, output_tokens: 5 });
+      assert.ok(run.usage.input_tokens > 0 && run.usage.output_tokens > 0, JSON.stringify(run.usage));
+      assert.equal(run.usage.estimated, true, 'the tokens were estimated');
+      assert.deepEqual(outcome.usage, run.usage);
       // The replica comes back under its name before the next run.
       while (runtime().supervisor.pidOf(agentId, replica) === pid || !runtime().supervisor.localReplicas(agentId).includes(replica))
         await new Promise((resolve) => setTimeout(resolve, 100));

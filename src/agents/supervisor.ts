@@ -49,9 +49,9 @@ export interface ReplicaHostCalls {
   /** AI jobs: one tool call of the loop (the host refuses what it does not offer). */
   tool?(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   /** AI jobs: the loop's running totals after each model turn. */
-  progress?(totals: { iterations: number; usage: { input_tokens: number; output_tokens: number } }): void;
+  progress?(totals: { iterations: number; usage: { input_tokens: number; output_tokens: number; estimated?: boolean } }): void;
   /** AI jobs: a turn's tool calls the loop never sent (kept in the run's record, even after the run stopped). */
-  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
 }
 
 export type ReplicaJobOutcome = { ok: true; result: unknown } | { ok: false; error: JobError };
@@ -522,7 +522,7 @@ export class ReplicaSupervisor {
             return null;
           }
           if (request.op === 'skipped') {
-            if (ai) calls.skipped?.(request.calls, request.more);
+            if (ai) calls.skipped?.(request.calls, request.more, Math.min(request.moreForbidden ?? 0, request.more));
             return null;
           }
           if (controller.signal.aborted) throw controller.signal.reason ?? new DomainError('unavailable', 'the run was cancelled');

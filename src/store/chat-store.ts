@@ -40,6 +40,11 @@ export interface MessageRow {
   run_id: string | null;
 }
 
+/** A chat call's cancel as call_cancels keeps it (apart from a run call's keys, which are the bare session and request id). */
+const keptChatCancel = (cancelKey: string) => `chat ${cancelKey}`;
+/** Cancels kept per account for calls not yet queued (as mcpworks_cancel keeps for runs). */
+export const CHAT_CANCELS_KEPT = 1000;
+
 const lease = (ms: number) => sql`now() + make_interval(secs => ${ms / 1000}::float8)`;
 
 export class ChatStore {
@@ -86,7 +91,9 @@ export class ChatStore {
 
   /**
    * Queues a message: the next ticket of the conversation (undefined: the conversation is gone).
-   * `cancelKey`: what a client's cancel names the call by (requestCancel marks it).
+   * `cancelKey`: what a client's cancel names the call by (requestCancel marks it). A cancel that
+   * came before (kept by requestCancel) is taken here: the turn is queued already marked, and its
+   * first tryHold answers 'cancelled'.
    */
   enqueue(id: string, runId: string, aliveMs: number, cancelKey?: string): Promise<number | undefined> {
     return this.db.transaction().execute(async (trx) => {
@@ -94,22 +101,41 @@ export class ChatStore {
       const next = await sql<{ ticket: string | number }>`
         UPDATE agent_conversations SET next_ticket = next_ticket + 1 WHERE id = ${id} RETURNING next_ticket AS ticket`.execute(trx);
       const ticket = Number(next.rows[0]!.ticket);
-      await sql`INSERT INTO agent_chat_turns (conversation_id, ticket, run_id, alive_until, cancel_key)
-        VALUES (${id}, ${ticket}, ${runId}, ${lease(aliveMs)}, ${cancelKey ?? null})`.execute(trx);
+      const cancelled = cancelKey !== undefined && (await this.takeKeptCancel(trx, id, cancelKey));
+      await sql`INSERT INTO agent_chat_turns (conversation_id, ticket, run_id, alive_until, cancel_key, cancel_requested)
+        VALUES (${id}, ${ticket}, ${runId}, ${lease(aliveMs)}, ${cancelKey ?? null}, ${cancelled})`.execute(trx);
       return ticket;
     });
+  }
+
+  /**
+   * A cancel kept for this call (requestCancel found no turn) is taken, under the account's row lock
+   * requestCancel takes too: either the cancel sees the turn, or the turn sees the cancel.
+   */
+  private async takeKeptCancel(trx: Exec, id: string, cancelKey: string): Promise<boolean> {
+    const owner = await sql<{ account_id: string }>`
+      SELECT n.account_id FROM agent_conversations v JOIN agents a ON a.id = v.agent_id JOIN namespaces n ON n.id = a.namespace_id
+      WHERE v.id = ${id}`.execute(trx);
+    const accountId = owner.rows[0]?.account_id;
+    if (accountId === undefined) return false;
+    await sql`SELECT 1 FROM accounts WHERE id = ${accountId} FOR KEY SHARE`.execute(trx);
+    const taken = await sql`DELETE FROM call_cancels WHERE account_id = ${accountId} AND cancel_key = ${keptChatCancel(cancelKey)}
+      AND requested_at >= now() - interval '1 minute'`.execute(trx);
+    return Number(taken.numAffectedRows ?? 0) > 0;
   }
 
   /**
    * Whether `ticket` holds the conversation now: no live ticket below it (every lower one has ended,
    * given up, or lapsed with its node). Renews its own row; false when that row is gone.
    */
-  tryHold(id: string, ticket: number, aliveMs: number): Promise<boolean> {
+  tryHold(id: string, ticket: number, aliveMs: number): Promise<boolean | 'cancelled'> {
     return this.db.transaction().execute(async (trx) => {
       if (!(await this.lock(trx, id))) return false;
-      const mine = await sql`UPDATE agent_chat_turns SET alive_until = ${lease(aliveMs)}
-        WHERE conversation_id = ${id} AND ticket = ${ticket}`.execute(trx);
-      if (Number(mine.numAffectedRows ?? 0) === 0) return false;
+      const mine = await sql<{ cancel_requested: boolean }>`UPDATE agent_chat_turns SET alive_until = ${lease(aliveMs)}
+        WHERE conversation_id = ${id} AND ticket = ${ticket} RETURNING cancel_requested`.execute(trx);
+      if (mine.rows.length === 0) return false;
+      // A client's cancel marked it (before it was queued, or while it waits): it goes no further.
+      if (mine.rows[0]!.cancel_requested === true) return 'cancelled';
       const ahead = await sql<{ n: string | number }>`
         SELECT count(*) AS n FROM agent_chat_turns WHERE conversation_id = ${id} AND ticket < ${ticket} AND alive_until > now()`.execute(
         trx,
@@ -126,9 +152,23 @@ export class ChatStore {
     return rows.rows[0]?.cancel_requested === true;
   }
 
-  /** A client's cancel of a chat call another node may be answering: its turn is marked (read as it renews). */
-  async requestCancel(cancelKey: string): Promise<void> {
-    await sql`UPDATE agent_chat_turns SET cancel_requested = true WHERE cancel_key = ${cancelKey}`.execute(this.db);
+  /**
+   * A client's cancel of a chat call another node may be answering: its turn is marked (read as it
+   * renews, or waits). No turn yet (the call has not been queued, here or on another node): the cancel
+   * is kept a minute in call_cancels (migration 14, as a run's is) for enqueue to take, under the
+   * account's row lock; at most CHAT_CANCELS_KEPT per account.
+   */
+  async requestCancel(accountId: string, cancelKey: string): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      const account = await sql`SELECT 1 FROM accounts WHERE id = ${accountId} FOR UPDATE`.execute(trx);
+      const marked = await sql`UPDATE agent_chat_turns SET cancel_requested = true WHERE cancel_key = ${cancelKey}`.execute(trx);
+      if (Number(marked.numAffectedRows ?? 0) > 0 || account.rows.length === 0) return;
+      await sql`DELETE FROM call_cancels WHERE account_id = ${accountId} AND requested_at < now() - interval '1 minute'`.execute(trx);
+      const kept = await sql<{ n: string | number }>`SELECT count(*) AS n FROM call_cancels WHERE account_id = ${accountId}`.execute(trx);
+      if (Number(kept.rows[0]!.n) >= CHAT_CANCELS_KEPT) return;
+      await sql`INSERT INTO call_cancels (account_id, cancel_key) VALUES (${accountId}, ${keptChatCancel(cancelKey)})
+        ON CONFLICT (account_id, cancel_key) DO UPDATE SET requested_at = now()`.execute(trx);
+    });
   }
 
   /** The message was answered or given up: the next ticket may go. Lapsed tickets below it go too. */

@@ -22,9 +22,9 @@ export interface AiJobHost {
   /** run_then_reason: the trigger's function run by the host; answers its outcome as the model may read it (JSON text). */
   invoke(functionName: string, input: unknown): Promise<unknown>;
   tool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
-  progress?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
+  progress?(iterations: number, usage: { input_tokens: number; output_tokens: number; estimated?: boolean }): void;
   /** Tool calls of a turn never sent to `tool` (for the run's record). */
-  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
+  skipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
 }
 
 export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: AbortSignal): Promise<LoopResult> {

@@ -7,6 +7,7 @@
  * every answer.
  */
 import {
+  isForbiddenToolName,
   ANSWER_MAX_CHARS,
   capText,
   estimateTokens,
@@ -59,11 +60,12 @@ export interface LoopDeps {
   callTool(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer>;
   /**
    * A turn's tool calls that were never sent to `callTool` (the per-turn cap, a limit, a cancel, an
-   * unreadable call), for the run's record: at most SKIPPED_RECORDED_PER_TURN, and how many more.
+   * unreadable call), for the run's record: at most SKIPPED_RECORDED_PER_TURN, and how many more
+   * (`moreForbidden` of those more were management tools: each still counts as an attempt).
    */
-  onSkipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number): void;
-  /** The running totals after each model turn (the host keeps them in case the process dies). */
-  onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number }): void;
+  onSkipped?(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden: number): void;
+  /** The running totals after each model turn (the host keeps them in case the process dies); `estimated` once any turn was. */
+  onTurn?(iterations: number, usage: { input_tokens: number; output_tokens: number; estimated?: boolean }): void;
   now?: () => number;
 }
 
@@ -148,7 +150,11 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
           }
         : turn.usage;
       const overTokens = budget.afterTurn(usage);
-      deps.onTurn?.(budget.iterations, { input_tokens: budget.inputTokens, output_tokens: budget.outputTokens });
+      deps.onTurn?.(budget.iterations, {
+        input_tokens: budget.inputTokens,
+        output_tokens: budget.outputTokens,
+        ...(budget.estimated ? { estimated: true } : {}),
+      });
       // What the model asked for, within what a replica's messages carry: the first calls of the turn
       // only (the rest are dropped from it), names clipped (ids are clipped by the providers). Whatever a model sends, the run ends typed.
       const calls = turn.toolCalls.slice(0, TOOL_CALLS_PER_TURN).map((c) => ({ ...c, name: c.name.slice(0, TOOL_NAME_MAX_CHARS) }));
@@ -159,8 +165,14 @@ export async function runLoop(input: LoopInput, deps: LoopDeps): Promise<LoopOut
       const reportSkipped = () => {
         for (const { name } of turn.toolCalls.slice(TOOL_CALLS_PER_TURN))
           skipped.push({ name: name.slice(0, TOOL_NAME_MAX_CHARS), reason: 'skipped: per-turn cap' });
-        if (skipped.length > 0)
-          deps.onSkipped?.(skipped.slice(0, SKIPPED_RECORDED_PER_TURN), Math.max(0, skipped.length - SKIPPED_RECORDED_PER_TURN));
+        if (skipped.length > 0) {
+          const more = skipped.slice(SKIPPED_RECORDED_PER_TURN);
+          deps.onSkipped?.(
+            skipped.slice(0, SKIPPED_RECORDED_PER_TURN),
+            more.length,
+            more.filter((c) => isForbiddenToolName(c.name)).length,
+          );
+        }
       };
       const stoppedHow = (): SkipReason => (input.signal?.aborted ? 'skipped: cancelled' : 'skipped: limit');
       if (calls.length === 0) {

@@ -220,6 +220,8 @@ export class ToolSession {
   functionsCalled = 0;
   /** Management tools asked for in this run, and the last one's name. */
   private forbiddenAttempts = 0;
+  /** Of those, the ones recorded as an event each (at most FORBIDDEN_EVENTS_PER_RUN). */
+  private forbiddenRecorded = 0;
   private lastForbidden = '';
   private readonly pending = new Set<Promise<unknown>>();
   private readonly scanner: SecretScanner;
@@ -268,18 +270,27 @@ export class ToolSession {
    * A turn's calls the loop never sent (past the per-turn cap, after a limit or a cancel, unreadable):
    * recorded with why, so the record has every call the model asked for; `more` past the ones named.
    */
-  skipped(calls: Array<{ name: string; reason: SkipReason }>, more: number): void {
-    for (const c of calls)
+  skipped(calls: Array<{ name: string; reason: SkipReason }>, more: number, moreForbidden = 0): void {
+    for (const c of calls) {
+      // A management tool asked for is an attempt whether or not the loop sent it: refused and counted.
+      const forbidden = !this.table.get(c.name) && isForbiddenToolName(c.name);
       this.calls.push({
         name: storable(c.name.slice(0, TOOL_NAME_MAX_CHARS)),
         kind: this.table.get(c.name)?.kind ?? 'refused',
         duration_ms: 0,
-        outcome: c.reason,
+        outcome: forbidden ? 'refused_forbidden' : c.reason,
         execution_id: null,
       });
+      if (forbidden) this.track(this.forbidden(c.name));
+    }
+    // Those past the ones named: counted only (the run's summary event carries the count).
+    if (moreForbidden > 0) this.forbiddenAttempts += Math.min(moreForbidden, more);
     if (more > 0)
       this.calls.push({
-        name: `(${more} more calls of this turn)`,
+        name:
+          moreForbidden > 0
+            ? `(${more} more calls of this turn, ${Math.min(moreForbidden, more)} of them management tools)`
+            : `(${more} more calls of this turn)`,
         kind: 'refused',
         duration_ms: 0,
         outcome: calls[calls.length - 1]?.reason ?? 'skipped: per-turn cap',
@@ -289,7 +300,10 @@ export class ToolSession {
 
   /** One tool call of the model: refused, or run and answered (capped, scanned). Never throws. */
   call(name: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallAnswer> {
-    const running = this.callNow(name, args, signal);
+    return this.track(this.callNow(name, args, signal));
+  }
+
+  private track<T>(running: Promise<T>): Promise<T> {
     this.pending.add(running);
     void running.finally(() => this.pending.delete(running));
     return running;
@@ -430,16 +444,21 @@ export class ToolSession {
     this.forbiddenAttempts++;
     this.lastForbidden = tool;
     if (this.forbiddenAttempts > FORBIDDEN_EVENTS_PER_RUN) return;
+    this.forbiddenRecorded++;
     await this.securityEvent(tool);
   }
 
-  /** The run is over: attempts past the per-run cap become one summary event with their count. */
+  /**
+   * The run is over: attempts not recorded one by one (past the per-run cap, or skipped unnamed past a
+   * turn's SKIPPED_RECORDED_PER_TURN) become one summary event with the run's count.
+   */
   async finish(): Promise<void> {
-    if (this.forbiddenAttempts > FORBIDDEN_EVENTS_PER_RUN) await this.securityEvent(this.lastForbidden, this.forbiddenAttempts);
+    if (this.forbiddenAttempts > this.forbiddenRecorded)
+      await this.securityEvent(this.lastForbidden || '(not named)', this.forbiddenAttempts);
   }
 
   private async securityEvent(tool: string, attempts?: number): Promise<void> {
-    const summary = attempts !== undefined ? { attempts, recorded_singly: FORBIDDEN_EVENTS_PER_RUN } : {};
+    const summary = attempts !== undefined ? { attempts, recorded_singly: this.forbiddenRecorded } : {};
     this.deps.logger.warn(
       {
         security_event: 'agent_forbidden_tool',

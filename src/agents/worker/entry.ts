@@ -75,7 +75,7 @@ async function runJob(job: JobMessage): Promise<void> {
           invoke: (fn, input) => call(job.job, { op: 'invoke', function: fn, input }),
           tool: (name, args, signal) => toolCall(job.job, name, args, signal),
           progress: (iterations, usage) => void call(job.job, { op: 'progress', iterations, usage }).catch(() => undefined),
-          skipped: (calls, more) => void call(job.job, { op: 'skipped', calls, more }).catch(() => undefined),
+          skipped: (calls, more, moreForbidden) => void call(job.job, { op: 'skipped', calls, more, moreForbidden }).catch(() => undefined),
         },
         abort.signal,
       );

@@ -133,6 +133,8 @@ export const CallOp = z.discriminatedUnion('op', [
       op: z.literal('skipped'),
       calls: z.array(z.object({ name: z.string().max(500), reason: z.enum(SKIP_REASONS) }).strict()).max(SKIPPED_RECORDED_PER_TURN),
       more: z.number().int().nonnegative(),
+      /** How many of the `more` were management tools (each counts as a forbidden attempt). */
+      moreForbidden: z.number().int().nonnegative().optional(),
     })
     .strict(),
   /** An AI job's running totals after each model turn: a run whose process dies still records them. */
@@ -140,7 +142,14 @@ export const CallOp = z.discriminatedUnion('op', [
     .object({
       op: z.literal('progress'),
       iterations: z.number().int().nonnegative(),
-      usage: z.object({ input_tokens: z.number().int().nonnegative(), output_tokens: z.number().int().nonnegative() }).strict(),
+      usage: z
+        .object({
+          input_tokens: z.number().int().nonnegative(),
+          output_tokens: z.number().int().nonnegative(),
+          /** Some turn's tokens were estimated (its answer did not say what it cost). */
+          estimated: z.boolean().optional(),
+        })
+        .strict(),
     })
     .strict(),
 ]);
