@@ -172,6 +172,10 @@ git bundle create "$out/repo.bundle" HEAD >/dev/null 2>&1
 say "testing commit $(git rev-parse --short HEAD) (uncommitted changes are not in the VM); logs in $out"
 [ -z "$(git status --porcelain --untracked-files=no)" ] || say "warning: the work tree has uncommitted changes, not tested"
 printf '%s\n' "${steps[@]}" >"$out/steps"
+# Certificate authorities this machine added locally (a proxy that inspects TLS, say): the VM trusts
+# them too, or npm ci cannot reach the registry through the same network.
+mkdir -p "$out/ca"
+for crt in /usr/local/share/ca-certificates/*.crt; do [ -e "$crt" ] && cp "$crt" "$out/ca/"; done
 cat >"$out/run.sh" <<'GUEST'
 # Runs inside the VM (mcpworks-vm-run.service); /mnt/share is this directory.
 set -u
@@ -198,6 +202,12 @@ probe() {
   echo "nproc $(nproc), memory $(free -m | awk '/^Mem:/ { print $2 }') MiB, node $(node --version)"
   [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && [ ! -e /sys/fs/cgroup/unified ]
 }
+if ls "$share"/ca/*.crt >/dev/null 2>&1; then
+  cp "$share"/ca/*.crt /usr/local/share/ca-certificates/
+  update-ca-certificates >/dev/null 2>&1
+  export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt npm_config_cafile=/etc/ssl/certs/ca-certificates.crt
+  echo "vm-test: trusting the host's local CAs: $(cd "$share/ca" && echo *.crt)"
+fi
 cd /root
 while read -r step; do
   case "$step" in
