@@ -198,6 +198,8 @@ probe() {
   echo "cgroup.controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
   echo "/sys/fs/cgroup type: $(stat -fc %T /sys/fs/cgroup)"
   echo "own cgroup: $(cat /proc/self/cgroup)"
+  # What src/sandbox/host/cgroup.ts detectV2 reads: memory and pids must be handed down here.
+  echo "own group's subtree_control: '$(cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/cgroup.subtree_control")'"
   echo "systemd: $(systemctl --version | head -n 1)"
   echo "nproc $(nproc), memory $(free -m | awk '/^Mem:/ { print $2 }') MiB, node $(node --version)"
   [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && [ ! -e /sys/fs/cgroup/unified ]
