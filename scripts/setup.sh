@@ -7,13 +7,18 @@ cd "$(dirname "$0")/.."
 purpose=${1:-run}
 case "$purpose" in run | test) ;; *) echo "setup: usage: scripts/setup.sh [run|test]" >&2; exit 2 ;; esac
 step() { printf 'setup: %s\n' "$*"; }
+# set -e ends the script at a failing command without a word: say where, so a user is never left
+# with only make's "Error 1".
+trap 'echo "setup: failed at scripts/setup.sh line $LINENO (exit $?)" >&2' ERR
 
 lists=(scripts/apt-packages.txt)
 [ "$purpose" = test ] && lists+=(scripts/apt-packages-test.txt)
 want=$(grep -hvE '^\s*(#|$)' "${lists[@]}" | tr '\n' ' ')
 # One dpkg-query for the whole list (one a package took seconds on a busy machine).
+# dpkg-query exits 1 when any package is unknown to it (every one on a fresh machine): under
+# pipefail that would end this script silently, so its status is not the answer; its output is.
 # shellcheck disable=SC2086
-installed=" $(dpkg-query -W -f='${Package} ${Status}\n' $want 2>/dev/null | awk '/ install ok installed$/ { printf "%s ", $1 }')"
+installed=" $({ dpkg-query -W -f='${Package} ${Status}\n' $want 2>/dev/null || true; } | awk '/ install ok installed$/ { printf "%s ", $1 }')"
 missing=()
 for pkg in $want; do
   [[ "$installed" == *" $pkg "* ]] || missing+=("$pkg")

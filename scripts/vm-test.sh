@@ -38,8 +38,9 @@ done
 
 # Host packages: the ones this script needs, installed when missing.
 want=$(grep -hvE '^\s*(#|$)' scripts/vm-packages.txt | tr '\n' ' ')
+# (dpkg-query exits 1 when any package is unknown: its output is the answer, see setup.sh.)
 # shellcheck disable=SC2086
-installed=" $(dpkg-query -W -f='${Package} ${Status}\n' $want 2>/dev/null | awk '/ install ok installed$/ { printf "%s ", $1 }')"
+installed=" $({ dpkg-query -W -f='${Package} ${Status}\n' $want 2>/dev/null || true; } | awk '/ install ok installed$/ { printf "%s ", $1 }')"
 missing=()
 for pkg in $want; do [[ "$installed" == *" $pkg "* ]] || missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ]; then
