@@ -61,10 +61,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
         `not enough free space for the embedded database: ${mib(free)} free on the file system of ${dir}, below the reserve of ${mib(reserve)}; free space (or lower MCPWORKS_DISK_RESERVE_MB) and start again`,
       );
     }
-    const [{ PGlite }, { PGlitePool }] = await Promise.all([import('@electric-sql/pglite'), import('./pglite-pool.js')]);
+    const [{ EmbeddedThread }, { PGlitePool }] = await Promise.all([import('./pglite-thread.js'), import('./pglite-pool.js')]);
     let embedded;
     try {
-      embedded = await PGlite.create(dir);
+      embedded = await EmbeddedThread.open(dir);
     } catch (error) {
       throw new Error(`could not open the embedded database in ${dir}: ${describeError(error)}`);
     }

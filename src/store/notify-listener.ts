@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { PGlite } from '@electric-sql/pglite';
+import type { EmbeddedThread } from './pglite-thread.js';
 import type { DatabaseHealth } from './db-health.js';
 
 /** Told each payload NOTIFYed on the channel; `resync` when notifications may have been missed. */
@@ -26,21 +26,23 @@ function checkChannel(channel: string): void {
  * holding the pool's turn (`exclusive`): inside another checkout's open transaction it would take
  * effect only if that transaction committed.
  */
-export function pgliteNotifyListener(db: PGlite, exclusive: () => Promise<{ release(): void }>): NotifyListener {
-  const unlisten: Array<() => Promise<void>> = [];
+export function pgliteNotifyListener(db: EmbeddedThread, exclusive: () => Promise<{ release(): void }>): NotifyListener {
+  let closed = false;
   return {
     async listen(channel, handler) {
       checkChannel(channel);
       const turn = await exclusive();
       try {
-        unlisten.push(await db.listen(channel, (payload) => handler.notify(payload)));
+        await db.listen(channel, (payload) => {
+          if (!closed) handler.notify(payload);
+        });
       } finally {
         turn.release();
       }
     },
     async close() {
       // No UNLISTEN: the database closes next (and one poisoned by a full disk must not run another statement).
-      unlisten.splice(0);
+      closed = true;
     },
   };
 }

@@ -1,10 +1,7 @@
-import { parse, protocol, type PGlite, type Results } from '@electric-sql/pglite';
 import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
 import { DatabaseUnavailableError, isDiskFullError, storageFullError, type DatabaseHealth } from './db-health.js';
+import type { EmbeddedResult, EmbeddedThread } from './pglite-thread.js';
 import type { StorageGuard } from './storage-guard.js';
-
-/** Named statements kept prepared in the embedded backend (least recently used ones are closed). */
-const MAX_PREPARED = 256;
 
 export interface PGliteGuards {
   health: DatabaseHealth;
@@ -14,7 +11,8 @@ export interface PGliteGuards {
 }
 
 /**
- * Presents one embedded PGlite instance as the `pg`-style pool Kysely's PostgresDialect expects.
+ * Presents one embedded PGlite instance (on its own thread: pglite-thread.ts) as the `pg`-style
+ * pool Kysely's PostgresDialect expects.
  * PGlite is a single connection, so a checkout holds a mutex until release: a transaction
  * therefore owns the database exclusively, exactly as it would own a pooled connection.
  * With guards, each checkout first looks at free space: below the reserve the session is made
@@ -23,16 +21,13 @@ export interface PGliteGuards {
  */
 export class PGlitePool implements PostgresPool {
   private queue: Promise<void> = Promise.resolve();
-  private readonly statements: PreparedStatements;
   private readOnly = false;
   private poisoned = false;
 
   constructor(
-    private readonly db: PGlite,
+    private readonly db: EmbeddedThread,
     private readonly guards?: PGliteGuards,
-  ) {
-    this.statements = new PreparedStatements(db);
-  }
+  ) {}
 
   async connect(): Promise<PostgresPoolClient> {
     let release!: () => void;
@@ -47,7 +42,7 @@ export class PGlitePool implements PostgresPool {
         if (readOnly !== this.readOnly) {
           // Session-wide: every later transaction is read-only, so any write (a function that
           // inserts included) fails with SQLSTATE 25006 and nothing reaches the disk.
-          await this.db.exec(`SET default_transaction_read_only = ${readOnly ? 'on' : 'off'}`);
+          await this.db.query(`SET default_transaction_read_only = ${readOnly ? 'on' : 'off'}`, []);
           this.readOnly = readOnly;
         }
       } catch (error) {
@@ -61,11 +56,9 @@ export class PGlitePool implements PostgresPool {
     const client = {
       async query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> {
         if (pool.poisoned) throw new DatabaseUnavailableError(false);
-        let result: Results;
+        let result: EmbeddedResult;
         try {
-          // A statement without parameters (BEGIN, COMMIT, a migration's DDL) takes the simple
-          // protocol: one query and a sync. One with parameters runs as a named prepared statement.
-          result = parameters.length === 0 ? lastOf(await pool.db.exec(sql)) : await pool.statements.run(sql, parameters);
+          result = await pool.db.query(sql, parameters);
         } catch (error) {
           throw pool.failed(error);
         }
@@ -100,100 +93,9 @@ export class PGlitePool implements PostgresPool {
 
   async end(): Promise<void> {
     await this.queue;
-    // A poisoned PGlite would spin in close() too; the process exits without it (its files stay
+    // A poisoned PGlite would spin in close() too: its thread is stopped without it (its files stay
     // as PostgreSQL left them; the next start runs its crash recovery, as after a kill -9).
-    if (this.poisoned) return;
+    if (this.poisoned) return this.db.terminate();
     await this.db.close();
   }
-}
-
-/** exec() answers one result per statement; Kysely sends one statement, so its result is the last. */
-function lastOf(results: Results[]): Results {
-  return results[results.length - 1] ?? { rows: [], fields: [] };
-}
-
-/**
- * Kysely's statements as named prepared statements of the one embedded backend, keyed by their
- * text. PGlite's query() parses and plans a statement on every call, in six passes through the
- * WASM backend (parse, describe, bind, describe, execute, sync); planning is most of a small
- * query's cost. Here a statement is parsed once (its parameter types learned from a describe),
- * and each run is bind, describe, execute and sync in one pass: PostgreSQL reuses the plan
- * (a generic plan after five runs, as for any prepared statement, re-planned when a table it
- * reads changes). Values are serialised and rows parsed with the instance's own serializers and
- * parsers, as query() does. The caller (the pool's checkout) runs one statement at a time.
- */
-class PreparedStatements {
-  private readonly prepared = new Map<string, { name: string; types: number[] }>();
-  private counter = 0;
-
-  constructor(private readonly db: PGlite) {}
-
-  run(text: string, parameters: ReadonlyArray<unknown>): Promise<Results> {
-    return this.db.runExclusive(async () => {
-      const statement = this.prepared.get(text) ?? (await this.prepare(text));
-      // Least recently used last out: a hit moves to the end.
-      this.prepared.delete(text);
-      this.prepared.set(text, statement);
-      const values = parameters.map((value, index) => {
-        if (value === null || value === undefined) return null;
-        const serializer = this.db.serializers[statement.types[index]!];
-        return serializer ? serializer(value) : String(value);
-      });
-      let messages;
-      try {
-        messages = await this.db.execProtocolStream(
-          concat([
-            protocol.serialize.bind({ statement: statement.name, values }),
-            protocol.serialize.describe({ type: 'P' }),
-            protocol.serialize.execute({}),
-            protocol.serialize.sync(),
-          ]),
-          { syncToFs: false },
-        );
-      } catch (error) {
-        // A table changed under the statement in a way its plan cannot follow: prepare it afresh next time.
-        if (/cached plan must not change result type/.test(String((error as Error).message))) this.forget(text);
-        throw error;
-      }
-      await this.db.syncToFs();
-      return parse.parseResults(messages, this.db.parsers)[0] ?? { rows: [], fields: [] };
-    });
-  }
-
-  private async prepare(text: string): Promise<{ name: string; types: number[] }> {
-    const parts: Uint8Array[] = [];
-    if (this.prepared.size >= MAX_PREPARED) {
-      const [oldest, evicted] = this.prepared.entries().next().value as [string, { name: string }];
-      this.prepared.delete(oldest);
-      parts.push(protocol.serialize.close({ type: 'S', name: evicted.name }));
-    }
-    const name = `mcpworks_${++this.counter}`;
-    parts.push(protocol.serialize.parse({ name, text }), protocol.serialize.describe({ type: 'S', name }), protocol.serialize.sync());
-    const messages = await this.db.execProtocolStream(concat(parts), { syncToFs: false });
-    const statement = { name, types: parse.parseDescribeStatementResults(messages) };
-    this.prepared.set(text, statement);
-    return statement;
-  }
-
-  private forget(text: string): void {
-    const statement = this.prepared.get(text);
-    if (!statement) return;
-    this.prepared.delete(text);
-    // Best effort: a statement left behind only costs its memory.
-    void this.db
-      .execProtocolStream(concat([protocol.serialize.close({ type: 'S', name: statement.name }), protocol.serialize.sync()]), {
-        syncToFs: false,
-      })
-      .catch(() => undefined);
-  }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((length, part) => length + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }

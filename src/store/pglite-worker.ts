@@ -1,0 +1,155 @@
+/**
+ * The embedded database's own thread (see pglite-thread.ts): PGlite runs PostgreSQL compiled to
+ * WASM synchronously on the thread that calls it, so on the server's main thread every statement
+ * of every request held the event loop (a metered call's three statements took about 5 ms of it).
+ * Here it holds only this thread. Messages come from EmbeddedThread, one reply per request.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { parse, PGlite, protocol, type Results } from '@electric-sql/pglite';
+import type { BackendReply, BackendRequest, WireError } from './pglite-thread.js';
+
+/** Named statements kept prepared in the embedded backend (least recently used ones are closed). */
+const MAX_PREPARED = 256;
+
+/**
+ * Kysely's statements as named prepared statements of the one embedded backend, keyed by their
+ * text. PGlite's query() parses and plans a statement on every call, in six passes through the
+ * WASM backend (parse, describe, bind, describe, execute, sync); planning is most of a small
+ * query's cost. Here a statement is parsed once (its parameter types learned from a describe),
+ * and each run is bind, describe, execute and sync in one pass: PostgreSQL reuses the plan
+ * (a generic plan after five runs, as for any prepared statement, re-planned when a table it
+ * reads changes). Values are serialised and rows parsed with the instance's own serializers and
+ * parsers, as query() does. The pool's checkout runs one statement at a time.
+ */
+class PreparedStatements {
+  private readonly prepared = new Map<string, { name: string; types: number[] }>();
+  private counter = 0;
+
+  constructor(private readonly db: PGlite) {}
+
+  run(text: string, parameters: ReadonlyArray<unknown>): Promise<Results> {
+    return this.db.runExclusive(async () => {
+      const statement = this.prepared.get(text) ?? (await this.prepare(text));
+      // Least recently used last out: a hit moves to the end.
+      this.prepared.delete(text);
+      this.prepared.set(text, statement);
+      const values = parameters.map((value, index) => {
+        if (value === null || value === undefined) return null;
+        const serializer = this.db.serializers[statement.types[index]!];
+        return serializer ? serializer(value) : String(value);
+      });
+      let messages;
+      try {
+        messages = await this.db.execProtocolStream(
+          concat([
+            protocol.serialize.bind({ statement: statement.name, values }),
+            protocol.serialize.describe({ type: 'P' }),
+            protocol.serialize.execute({}),
+            protocol.serialize.sync(),
+          ]),
+          { syncToFs: false },
+        );
+      } catch (error) {
+        // A table changed under the statement in a way its plan cannot follow: prepare it afresh next time.
+        if (/cached plan must not change result type/.test(String((error as Error).message))) this.forget(text);
+        throw error;
+      }
+      await this.db.syncToFs();
+      return parse.parseResults(messages, this.db.parsers)[0] ?? { rows: [], fields: [] };
+    });
+  }
+
+  private async prepare(text: string): Promise<{ name: string; types: number[] }> {
+    const parts: Uint8Array[] = [];
+    if (this.prepared.size >= MAX_PREPARED) {
+      const [oldest, evicted] = this.prepared.entries().next().value as [string, { name: string }];
+      this.prepared.delete(oldest);
+      parts.push(protocol.serialize.close({ type: 'S', name: evicted.name }));
+    }
+    const name = `mcpworks_${++this.counter}`;
+    parts.push(protocol.serialize.parse({ name, text }), protocol.serialize.describe({ type: 'S', name }), protocol.serialize.sync());
+    const messages = await this.db.execProtocolStream(concat(parts), { syncToFs: false });
+    const statement = { name, types: parse.parseDescribeStatementResults(messages) };
+    this.prepared.set(text, statement);
+    return statement;
+  }
+
+  private forget(text: string): void {
+    const statement = this.prepared.get(text);
+    if (!statement) return;
+    this.prepared.delete(text);
+    // Best effort: a statement left behind only costs its memory.
+    void this.db
+      .execProtocolStream(concat([protocol.serialize.close({ type: 'S', name: statement.name }), protocol.serialize.sync()]), {
+        syncToFs: false,
+      })
+      .catch(() => undefined);
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((length, part) => length + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/**
+ * A thrown value as plain data: an Error's name, message and own fields (PostgreSQL's `code`,
+ * `detail`…), or a thrown object's own fields (PGlite's file system throws {name, errno}).
+ */
+function toWire(error: unknown): WireError {
+  if (error === null || typeof error !== 'object') return { isError: false, value: String(error) };
+  const fields: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(error)) {
+    if (value === null || ['string', 'number', 'boolean'].includes(typeof value)) fields[key] = value;
+  }
+  if (error instanceof Error) return { isError: true, name: error.name, message: error.message, fields };
+  return { isError: false, value: fields };
+}
+
+const port = parentPort!;
+const post = (reply: BackendReply) => port.postMessage(reply);
+
+let db: PGlite;
+try {
+  db = await PGlite.create((workerData as { dir: string }).dir);
+} catch (error) {
+  post({ id: 0, error: toWire(error) });
+  // The thread ends with nothing open; the main side reports the failure.
+  process.exit(0);
+}
+const statements = new PreparedStatements(db);
+post({ id: 0, ok: true });
+
+port.on('message', (request: BackendRequest) => {
+  void (async () => {
+    try {
+      switch (request.op) {
+        case 'query': {
+          // A statement without parameters (BEGIN, COMMIT, a migration's DDL, SET) takes the simple
+          // protocol: one query and a sync. One with parameters runs as a named prepared statement.
+          const result =
+            request.parameters.length === 0
+              ? ((await db.exec(request.sql)).at(-1) ?? { rows: [], fields: [] })
+              : await statements.run(request.sql, request.parameters);
+          post({ id: request.id, rows: result.rows, affectedRows: result.affectedRows });
+          return;
+        }
+        case 'listen':
+          await db.listen(request.channel, (payload) => post({ id: -1, channel: request.channel, payload }));
+          post({ id: request.id, ok: true });
+          return;
+        case 'close':
+          await db.close();
+          post({ id: request.id, ok: true });
+          return;
+      }
+    } catch (error) {
+      post({ id: request.id, error: toWire(error) });
+    }
+  })();
+});
