@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { sql } from 'kysely';
 import { describeError, maintain, openDatabase } from './database.js';
 import { testDataRoot } from '../test-support/data-root.js';
+import { seedEmbeddedDatabase } from '../test-support/harness.js';
 
 test('embedded PGlite: maintenance vacuums the tables each call churns (there is no autovacuum)', async (t) => {
   if (process.env.MCPWORKS_TEST_DATABASE_URL) {
@@ -60,4 +61,56 @@ test('describeError: whatever start-up throws prints its message, never [object 
   assert.equal(describeError({ message: 'relation missing', code: '42P01' }), 'relation missing (42P01)');
   assert.equal(describeError({ what: 1 }), '{"what":1}');
   assert.equal(describeError('plain'), 'plain');
+});
+
+test('embedded PGlite: a statement runs on the database thread while the event loop goes on; errors keep their fields', async (t) => {
+  if (process.env.MCPWORKS_TEST_DATABASE_URL) {
+    t.skip('PostgreSQL runs in its own processes');
+    return;
+  }
+  const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-thread-'));
+  await seedEmbeddedDatabase(dataDir);
+  const database = await openDatabase({ dataDir });
+  try {
+    // Seconds of work in the backend: in-thread, PGlite's WASM would hold the loop for all of it,
+    // and the loop could turn only at the few awaits around the statement.
+    let turns = 0;
+    let done = false;
+    const statement = sql<{ n: number }>`SELECT count(*)::int AS n FROM generate_series(1, 400000) AS g WHERE md5(g::text) LIKE '0%'`
+      .execute(database.db)
+      .finally(() => (done = true));
+    while (!done) {
+      await new Promise((resolve) => setImmediate(resolve));
+      turns++;
+    }
+    assert.ok(Number((await statement).rows[0]!.n) > 0);
+    assert.ok(turns > 200, `the event loop turned ${turns} times during the statement`);
+
+    // What callers look at in a database error crosses the thread: SQLSTATE, message, detail.
+    await assert.rejects(sql`SELECT * FROM no_such_table`.execute(database.db), (error: any) => {
+      assert.ok(error instanceof Error);
+      assert.equal((error as { code?: unknown }).code, '42P01');
+      assert.match(error.message, /no_such_table/);
+      return true;
+    });
+    const id = randomUUID();
+    await database.db
+      .insertInto('accounts')
+      .values({ id, email: `${id}@example.com`, password_hash: 'x', tier: 'pro' })
+      .execute();
+    await assert.rejects(
+      database.db
+        .insertInto('accounts')
+        .values({ id, email: `${id}@example.com`, password_hash: 'x', tier: 'pro' })
+        .execute(),
+      (error: any) => error.code === '23505' && /already exists/.test(String(error.detail)),
+    );
+    // Values cross both ways as the in-thread database gave them (timestamps as Date).
+    const { rows } = await sql<{ at: Date; bytes: Uint8Array }>`SELECT now() AS at, '\\x0102'::bytea AS bytes`.execute(database.db);
+    assert.ok(rows[0]!.at instanceof Date);
+    assert.deepEqual([...rows[0]!.bytes], [1, 2]);
+  } finally {
+    await database.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
