@@ -23,7 +23,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -102,6 +102,10 @@ async function startServerProcess(): Promise<ServerProcess> {
         MCPWORKS_TIERS: '{"pro_trial":{"monthly_executions":-1,"executions_per_minute":-1,"concurrency":-1}}',
       },
       stdio: ['ignore', 'ignore', 'pipe'],
+      // A session of its own, as a deployed server has (a service, a terminal): with autogroup
+      // scheduling (Linux's default on desktops and many servers) a session's threads share one
+      // group's CPU weight, and the attacking clients below must not be billed to the server's.
+      detached: true,
     },
   );
   const server: ServerProcess = { url: `http://127.0.0.1:${port}`, port, child, dataDir, exited: false, stderrTail: [] };
@@ -146,6 +150,8 @@ class Prober {
     this.child = spawn(process.execPath, [...process.execArgv, path.join(root, 'bench', 'lib', 'probe.ts')], {
       env: { ...process.env, MCPWORKS_BENCH_URL: url },
       stdio: ['pipe', 'pipe', 'inherit'],
+      // Its own session too: a probe's time must not include waiting behind the attacking clients.
+      detached: true,
     });
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       this.lines.push(line);
@@ -178,6 +184,8 @@ interface Phase {
   died: boolean;
   /** The server's main thread (its event loop): ms on a CPU and ms runnable but waiting for one, per second of the phase. */
   loop: { runMs: number; waitMs: number } | undefined;
+  /** This process's CPU (the attacking clients), seconds per second of the phase. */
+  attackerCpu: number;
 }
 
 /** /proc/PID/schedstat of the server's main thread: ns on a CPU, ns waiting on a run queue. */
@@ -197,12 +205,16 @@ async function measure(server: ServerProcess, prober: Prober, label: string, wor
   prober.start(label);
   let tree: TreeSample[];
   const startUs = monotonicUs();
+  const ownBefore = process.cpuUsage();
+  const ownStart = performance.now();
   try {
     await work();
   } finally {
     tree = await watcher.stop();
     if (cpuProfDir) phases.push({ label, startUs, endUs: monotonicUs() });
   }
+  const own = process.cpuUsage(ownBefore);
+  const attackerCpu = (own.user + own.system) / 1000 / (performance.now() - ownStart);
   const probed = await prober.stop();
   const schedAfter = loopSchedstat(server.child.pid!);
   const loop =
@@ -212,7 +224,7 @@ async function measure(server: ServerProcess, prober: Prober, label: string, wor
           waitMs: (schedAfter.waitNs - schedBefore.waitNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
         }
       : undefined;
-  return { ...probed, tree, died: server.exited, loop };
+  return { ...probed, tree, died: server.exited, loop, attackerCpu };
 }
 
 /**
@@ -648,7 +660,9 @@ const spread = (latencies: number[]) =>
 console.log(
   `abuse bench: each attack for up to ${seconds} s against \`mcpworks serve\` in its own process (embedded PGlite, trial tier's execution limits lifted); ` +
     `/healthz probed from another process (127.0.0.1, new connection each), attack traffic from ${ATTACKER}; ` +
-    `${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); ${new Date().toISOString()}`,
+    `${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); ${new Date().toISOString()}; load average ${loadavg()
+      .map((load) => load.toFixed(2))
+      .join(' ')}`,
 );
 const rows: string[][] = [
   [
@@ -664,6 +678,7 @@ const rows: string[][] = [
     'attack CPU',
     'procs',
     'loop run / wait for CPU',
+    'clients CPU',
     'targets',
     'what the attack got',
   ],
@@ -686,6 +701,7 @@ try {
     } catch (error) {
       rows.push([
         name,
+        '—',
         '—',
         '—',
         '—',
@@ -735,6 +751,7 @@ try {
       cpu(attack),
       `${Math.max(...idle.tree.map((sample) => sample.processes))}→${Math.max(...attack.tree.map((sample) => sample.processes))}`,
       `${loopFigures(idle)} → ${loopFigures(attack)}`,
+      `${attack.attackerCpu.toFixed(2)} s/s`,
       attack.died ? 'SERVER DIED' : met ? 'met' : 'missed',
       got,
     ]);
@@ -763,5 +780,8 @@ console.log(
   'mem: PSS summed over the server and all its descendants (median idle, peak under attack); CPU: their utime+stime, reaped children included, ' +
     `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack; ` +
     "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat)." +
+    ` clients CPU: this process's (the attacking clients') CPU seconds per second of the attack; the server and the prober each run in a session of their own. Load average at the end: ${loadavg()
+      .map((load) => load.toFixed(2))
+      .join(' ')}.` +
     (rssFallbacks > 0 ? ` Up to ${rssFallbacks} process(es) per sample counted with RSS (smaps_rollup unreadable).` : ''),
 );
