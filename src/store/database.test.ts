@@ -1,7 +1,7 @@
 // test-database: postgres, migrations and the SQL dialect must hold on both databases
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { sql } from 'kysely';
@@ -70,8 +70,18 @@ test('embedded PGlite: a statement runs on the database thread while the event l
   }
   const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-thread-'));
   await seedEmbeddedDatabase(dataDir);
+  // This process's threads by nice value (field 19 of /proc/self/task/TID/stat).
+  const niced = () =>
+    readdirSync('/proc/self/task').filter((tid) => {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16] === '5';
+    }).length;
+  const before = niced();
   const database = await openDatabase({ dataDir });
   try {
+    // Woken for each statement, the database thread must not preempt the event loop: it runs at nice 5.
+    assert.equal(niced(), before + 1, 'one more thread at nice 5: the database thread');
+
     // Seconds of work in the backend: in-thread, PGlite's WASM would hold the loop for all of it,
     // and the loop could turn only at the few awaits around the statement.
     let turns = 0;
