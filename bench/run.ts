@@ -131,7 +131,7 @@ RunService.prototype.execute = function (this: RunService, ...args: Parameters<R
   }
   return originalExecute.apply(this, args);
 };
-// Every database round trip: PGlite is one connection behind a mutex, and runs on this thread.
+// Every database round trip: PGlite is one connection behind a mutex, on a thread of its own.
 const originalConnect = PGlitePool.prototype.connect;
 PGlitePool.prototype.connect = async function (this: PGlitePool) {
   const asked = performance.now();
