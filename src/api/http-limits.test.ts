@@ -150,6 +150,19 @@ describe('request bodies are limited before they are read', () => {
         assert.match(result.response, /connection: close/i, 'the connection is not kept for the rest of the body');
       }
     }
+    // GET and HEAD skip the body check only after the declared length was looked at.
+    for (const [method, path] of [
+      ['GET', '/healthz'],
+      ['GET', `/mcp/run/${ns}`],
+      ['HEAD', '/api/usage'],
+    ] as const) {
+      const result = await upload(
+        path,
+        { authorization: `Bearer ${account.key}`, 'content-length': String(400 * MB) },
+        { budget: 0, method },
+      );
+      assert.equal(result.status, 413, `${method} ${path}: ${result.response.slice(0, 200)}`);
+    }
     // Just within the limit is not refused for its size.
     const fits = await upload(
       `/mcp/run/${ns}`,
