@@ -237,9 +237,10 @@ try {
 
   // Throughput: C clients (each its own SDK client and session, in a separate client process)
   // calling execute back to back for S seconds.
-  const load = await startLoadClients({ url: `${server.url}/mcp/run/${ns}`, key: account.key, clients, seconds, call: EXECUTE });
+  const load = await startLoadClients({ url: `${server.url}/mcp/run/${ns}`, key: account.key, era: 'v2', clients, seconds, call: EXECUTE });
   const cpuBefore = cpuNow();
   const loadResult = await load.go();
+  await load.exited();
   const cpuAfter = cpuNow();
   const loadLatencies = loadResult.latencies;
   const loadElapsed = loadResult.elapsedMs;
