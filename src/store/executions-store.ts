@@ -53,6 +53,15 @@ export interface ExecutionFilter {
   limit: number;
 }
 
+/** One namespace, or every namespace of an account (a key limited to one namespace gives `namespaceId`). */
+export type ExecutionScope = { namespaceId: string } | { accountId: string };
+
+function scopeWhere(table: 'executions' | 'security_events', scope: ExecutionScope) {
+  return 'namespaceId' in scope
+    ? sql<boolean>`${sql.ref(`${table}.namespace_id`)} = ${scope.namespaceId}`
+    : sql<boolean>`${sql.ref(`${table}.account_id`)} = ${scope.accountId}`;
+}
+
 /** Execution history and security events (what was redacted, never the value). */
 export class ExecutionsStore {
   constructor(private readonly db: Db) {}
@@ -89,8 +98,17 @@ export class ExecutionsStore {
     await recordingStatement(settlement ? withSettlement(this.db, settlement) : this.db, execution, securityEventTypes).execute();
   }
 
-  list(namespaceId: string, filter: ExecutionFilter): Promise<ExecutionRow[]> {
-    let query = this.db.selectFrom('executions').selectAll().where('namespace_id', '=', namespaceId);
+  /**
+   * One namespace's executions, or (`{ accountId }`) every namespace's of an account in one query
+   * (the dashboard's list); each row names its namespace.
+   */
+  list(scope: ExecutionScope, filter: ExecutionFilter): Promise<Array<ExecutionRow & { namespace: string }>> {
+    let query = this.db
+      .selectFrom('executions')
+      .innerJoin('namespaces as n', 'n.id', 'executions.namespace_id')
+      .selectAll('executions')
+      .select('n.name as namespace')
+      .where(scopeWhere('executions', scope));
     const { functionName, serviceName } = filter;
     if (functionName !== undefined) {
       // The function's own runs, and code-mode runs that called it (recorded as `service.name@version`).
@@ -108,18 +126,28 @@ export class ExecutionsStore {
       );
     } else if (serviceName !== undefined) query = query.where('service_name', '=', serviceName);
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
-    if (filter.since !== undefined) query = query.where('created_at', '>=', filter.since);
-    return query.orderBy('created_at', 'desc').orderBy('id').limit(filter.limit).execute();
+    if (filter.since !== undefined) query = query.where('executions.created_at', '>=', filter.since);
+    return query.orderBy('executions.created_at', 'desc').orderBy('executions.id').limit(filter.limit).execute();
   }
 
   find(namespaceId: string, id: string): Promise<ExecutionRow | undefined> {
     return this.db.selectFrom('executions').selectAll().where('namespace_id', '=', namespaceId).where('id', '=', id).executeTakeFirst();
   }
 
-  listSecurityEvents(namespaceId: string, since: Date | undefined, limit: number): Promise<SecurityEventRow[]> {
-    let query = this.db.selectFrom('security_events').selectAll().where('namespace_id', '=', namespaceId);
-    if (since) query = query.where('created_at', '>=', since);
-    return query.orderBy('created_at', 'desc').limit(limit).execute();
+  /** Security events of one namespace, or of every namespace of an account in one query; each names its namespace. */
+  listSecurityEvents(
+    scope: ExecutionScope,
+    since: Date | undefined,
+    limit: number,
+  ): Promise<Array<SecurityEventRow & { namespace: string }>> {
+    let query = this.db
+      .selectFrom('security_events')
+      .innerJoin('namespaces as n', 'n.id', 'security_events.namespace_id')
+      .selectAll('security_events')
+      .select('n.name as namespace')
+      .where(scopeWhere('security_events', scope));
+    if (since) query = query.where('security_events.created_at', '>=', since);
+    return query.orderBy('security_events.created_at', 'desc').limit(limit).execute();
   }
 }
 
