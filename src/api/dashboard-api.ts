@@ -24,8 +24,8 @@ export interface DashboardApiDeps {
 const TREE_MAX_FUNCTIONS = 2000;
 
 /** The catalog and history take a key's principal: the owner's is a key with every scope and no namespace limit. */
-function ownerKey(owner: { accountId: string; tier: string }): KeyPrincipal {
-  // keyId names no key: the catalog and history never read it (only MCP sessions do).
+export function ownerKey(owner: { accountId: string; tier: string }): KeyPrincipal {
+  // keyId names no key: the catalog, history and agent services never read it (only MCP sessions do).
   return { accountId: owner.accountId, tier: owner.tier, namespace: null, scopes: ['read', 'write', 'execute'], keyId: '' };
 }
 

@@ -3,6 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, type Account, type CreatedKey } from './api';
 import { Link } from './components';
 import { AccountPage, LoginPage, RegisterPage } from './pages/account';
+import { AgentsPage } from './pages/agents';
 import { ConnectPage } from './pages/connect';
 import { ExecutionsPage } from './pages/executions';
 import { FunctionsPage } from './pages/functions';
@@ -16,6 +17,7 @@ const SIGNED_IN_NAV = [
   { path: '/connect', label: 'Connect' },
   { path: '/functions', label: 'Functions' },
   { path: '/executions', label: 'Executions' },
+  { path: '/agents', label: 'Agents' },
   { path: '/usage', label: 'Usage' },
   { path: '/account', label: 'Account' },
 ];
@@ -89,6 +91,7 @@ function App() {
         {account && page === '/connect' && <ConnectPage created={created} />}
         {account && page === '/functions' && <FunctionsPage />}
         {account && page === '/executions' && <ExecutionsPage />}
+        {account && page === '/agents' && <AgentsPage />}
         {account && page === '/usage' && <UsagePage />}
         {account && page === '/account' && <AccountPage account={account} />}
       </main>
