@@ -538,6 +538,7 @@ describe('dashboard: functions and executions (session routes)', () => {
     const detail = await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, a.auth);
     assert.equal(detail.status, 200);
     assert.equal(detail.body.trigger, 'dashboard');
+    assert.deepEqual(JSON.parse(detail.body.result), { tripled: 21 }, 'the detail has the stored result');
     // Another account cannot see it; its own run is its own.
     const b = await owner('dash-u');
     assert.equal((await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, b.auth)).status, 404);

@@ -68,6 +68,11 @@ describe('dashboard: agents (session routes)', () => {
     assert.equal((await post(`${base}/start`, { replica: 'Not A Name' }, auth)).body.error_type, 'validation_error');
     assert.equal((await get(base, auth)).body.desired_replicas, 2, 'nothing changed');
     assert.equal((await get(base, auth)).body.status, 'stopped', 'nothing changed');
+    // The path names the agent: a body naming another one is not followed.
+    await callOk(a.create, 'make_agent', { name: 'other' });
+    assert.equal((await post(`${base}/scale`, { replicas: 1, name: 'other', agent_name: 'other' }, auth)).status, 200);
+    assert.equal((await get(base, auth)).body.desired_replicas, 1);
+    assert.equal((await get(`/api/agents/${a.ns}/other`, auth)).body.desired_replicas, 1);
 
     // AI: the key sealed, never answered (not even a prefix); a refused base_url or provider changes nothing.
     const configured = await post(

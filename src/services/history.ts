@@ -38,8 +38,12 @@ export class ExecutionHistory {
     private readonly store: ExecutionsStore,
   ) {}
 
-  private async namespaceId(principal: KeyPrincipal, ns: string): Promise<string> {
+  private requireRead(principal: KeyPrincipal): void {
     if (!principal.scopes.includes('read')) throw new DomainError('forbidden', "this API key lacks the 'read' scope");
+  }
+
+  private async namespaceId(principal: KeyPrincipal, ns: string): Promise<string> {
+    this.requireRead(principal);
     return (await this.catalog.namespace(principal, ns)).id;
   }
 
@@ -49,7 +53,7 @@ export class ExecutionHistory {
    */
   private async scope(principal: KeyPrincipal, ns: string | undefined): Promise<ExecutionScope> {
     if (ns === undefined && principal.namespace === null) {
-      if (!principal.scopes.includes('read')) throw new DomainError('forbidden', "this API key lacks the 'read' scope");
+      this.requireRead(principal);
       return { accountId: principal.accountId };
     }
     return { namespaceId: await this.namespaceId(principal, ns ?? principal.namespace!) };
@@ -99,6 +103,8 @@ export class ExecutionHistory {
       error_message: row.error_message,
       stdout: row.stdout,
       stderr: row.stderr,
+      // The answer's result as the caller got it (redacted, bounded); null when the run failed.
+      result: row.result ?? null,
       ...(row.mode === 'code' ? { code: row.code } : {}),
     };
   }

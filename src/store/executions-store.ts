@@ -32,17 +32,32 @@ export interface ExecutionRecord {
   stderr: string;
   /** An execute's submitted code, already bounded and redacted (tool mode: absent). */
   code?: string | null;
+  /** The answer's result as the caller got it (redacted), bounded by recordedResult; null for a failed run. */
+  result?: string | null;
 }
 
 /** Characters of an execute's code kept in its history; longer code is cut with a marker. */
 export const MAX_RECORDED_CODE = 64 * 1024;
 
-/** The code as history keeps it: at most MAX_RECORDED_CODE characters (not splitting a surrogate pair), then a marker. */
+/** Characters of a run's (redacted) result kept in its history; a longer one is cut with a marker. */
+export const MAX_RECORDED_RESULT = 64 * 1024;
+
+/** At most `max` characters of `text` (not splitting a surrogate pair), then a marker naming what was cut. */
+function bounded(text: string, max: number, what: string): string {
+  if (text.length <= max) return text;
+  let end = max;
+  if (/[\uD800-\uDBFF]/.test(text[end - 1]!)) end--;
+  return `${text.slice(0, end)}\n[… ${what} cut at ${max} characters of ${text.length}]`;
+}
+
+/** The code as history keeps it: at most MAX_RECORDED_CODE characters, then a marker. */
 export function recordedCode(code: string): string {
-  if (code.length <= MAX_RECORDED_CODE) return code;
-  let end = MAX_RECORDED_CODE;
-  if (/[\uD800-\uDBFF]/.test(code[end - 1]!)) end--;
-  return `${code.slice(0, end)}\n[… code cut at ${MAX_RECORDED_CODE} characters of ${code.length}]`;
+  return bounded(code, MAX_RECORDED_CODE, 'code');
+}
+
+/** A result's JSON text as history keeps it: at most MAX_RECORDED_RESULT characters, then a marker. */
+export function recordedResult(json: string): string {
+  return bounded(json, MAX_RECORDED_RESULT, 'result');
 }
 
 export interface ExecutionFilter {
@@ -186,6 +201,7 @@ function recordingStatement(db: QueryCreator<Database>, execution: ExecutionReco
     stdout: storable(execution.stdout),
     stderr: storable(execution.stderr),
     code: execution.code == null ? null : storable(execution.code),
+    result: execution.result == null ? null : storable(execution.result),
   });
 }
 

@@ -22,7 +22,18 @@ interface ExecutionDetail extends Execution {
   error_message: string | null;
   stdout: string;
   stderr: string;
+  /** The result as the caller got it: redacted, cut at 64 KB with a marker; null when the run failed. */
+  result: string | null;
   code?: string | null;
+}
+
+/** A stored result indented when it is whole JSON; as stored otherwise (cut, or not JSON). */
+function shownResult(result: string): string {
+  try {
+    return JSON.stringify(JSON.parse(result), null, 2);
+  } catch {
+    return result;
+  }
 }
 interface SecurityEvent {
   namespace: string;
@@ -157,11 +168,21 @@ function ExecutionView(props: { ns: string; id: string }) {
         <dt>Duration</dt>
         <dd>{detail.duration_ms} ms</dd>
       </dl>
-      <p class="hint">Logs, errors and code are shown as recorded: secrets the scan found are redacted, as in the MCP answers.</p>
+      <p class="hint">
+        The result, logs, errors and code are shown as recorded: secrets the scan found are redacted, as in the MCP answers.
+      </p>
       {detail.error_message && (
         <>
           <h3>Error</h3>
           <pre tabIndex={0}>{detail.error_message}</pre>
+        </>
+      )}
+      {detail.result != null && (
+        <>
+          <h3>Result</h3>
+          <pre tabIndex={0} id="execution-result">
+            {shownResult(detail.result)}
+          </pre>
         </>
       )}
       <h3>stdout</h3>
