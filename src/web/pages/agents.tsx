@@ -182,6 +182,8 @@ function AgentView(props: { selected: Selected; providers: string[]; onChanged: 
   const path = agentPath(props.selected);
   const [agent, setAgent] = useState<AgentDetail>();
   const [status, setStatus] = useState('');
+  // Bumped after a chat: the runs list is read again (the chat's run is in it).
+  const [answered, setAnswered] = useState(0);
   const action = useSubmit();
   const load = () =>
     api<AgentDetail>('GET', path)
@@ -281,7 +283,15 @@ function AgentView(props: { selected: Selected; providers: string[]; onChanged: 
         ]}
       />
 
-      <Chat path={path} replicas={agent.replicas.map((r) => r.name)} hasAi={!!agent.config.ai} onAnswered={load} />
+      <Chat
+        path={path}
+        replicas={agent.replicas.map((r) => r.name)}
+        hasAi={!!agent.config.ai}
+        onAnswered={() => {
+          setAnswered((n) => n + 1);
+          void load();
+        }}
+      />
       <AiSettings path={path} ai={agent.config.ai ?? null} providers={props.providers} onSaved={load} />
       <Schedules path={path} schedules={agent.schedules ?? []} />
 
@@ -313,7 +323,7 @@ function AgentView(props: { selected: Selected; providers: string[]; onChanged: 
       />
 
       <StateKeys path={path} />
-      <Runs path={path} />
+      <Runs key={answered} path={path} />
     </article>
   );
 }
