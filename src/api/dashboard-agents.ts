@@ -74,12 +74,14 @@ export function mountDashboardAgents(app: Hono, deps: DashboardAgentsDeps): void
     return { ...rest, name: c.req.param('agent') };
   };
 
-  // Every agent of every namespace of the account (list_agents, a namespace at a time).
+  // Every agent of every namespace of the account (list_agents' fields), in two queries however many namespaces.
   app.get('/api/agents', async (c) => {
     const principal = await deps.owner(c);
-    const namespaces = [];
-    for (const ns of await deps.catalog.listNamespaces(principal))
-      namespaces.push({ name: ns.name, agents: await agents.listAgents(principal, ns.name) });
+    const [names, all] = await Promise.all([deps.catalog.listNamespaces(principal), agents.accountAgents(principal)]);
+    const namespaces = names.map((ns) => ({
+      name: ns.name,
+      agents: all.filter((agent) => agent.namespace === ns.name).map(({ namespace: _, ...agent }) => agent),
+    }));
     // The providers configure_agent_ai accepts, for the page's AI form.
     return c.json({ namespaces, ai_providers: Object.keys(AI_PROVIDERS) });
   });

@@ -215,6 +215,14 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   // Agents: one made through the MCP client, scaled to 2 from the page, its AI pointed at the fake
   // LLM, started, and a chat from the page answered by a named replica.
   await callOk(client, 'make_agent', { name: 'helper', description: 'answers questions' });
+  await callOk(client, 'add_schedule', {
+    name: 'helper',
+    function_name: 'math.double',
+    cron_expression: '0 0 1 1 *',
+    schedule_name: 'yearly',
+  });
+  await callOk(client, 'add_webhook', { name: 'helper', path: 'hook', handler_function_name: 'math.double' });
+  await callOk(client, 'set_agent_state', { name: 'helper', key: 'notes/greeting', value: { text: 'hi there' } });
   await page.getByRole('link', { name: 'Agents' }).click();
   await page.getByRole('heading', { name: 'Agents', exact: true }).waitFor();
   await page.getByRole('button', { name: 'Open agent helper' }).click();
@@ -236,6 +244,14 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   assert.doesNotMatch((await page.content())!, /e2e-secret/, 'the AI key is never shown');
   await page.getByRole('button', { name: 'Start', exact: true }).click();
   await page.getByText('Started.').waitFor();
+  // Its schedule's next fire (running now), its webhook's full URL, a state value on click.
+  await page
+    .getByRole('row', { name: /yearly/ })
+    .filter({ hasText: /2027|2028/ })
+    .waitFor();
+  await page.getByText(`${server.url}/mcp/agent/demo/helper/webhook/hook`).waitFor();
+  await page.getByRole('button', { name: 'Show the value of notes/greeting' }).click();
+  assert.deepEqual(JSON.parse((await page.locator('#state-value').textContent())!), { text: 'hi there' });
   llm.script([{ text: 'Hello from your agent.' }]);
   await page.getByLabel('Message').fill('Hello, who answers?');
   await page.getByRole('button', { name: 'Send' }).click();
