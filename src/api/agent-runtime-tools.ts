@@ -4,7 +4,6 @@ import type { AgentRuntime } from '../agents/index.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
 import { describeAgentRun, listAgentRuns, scaleAgent, startAgent, stopAgent } from './agent-operations.js';
-export { replicaNameArg } from './agent-operations.js';
 import { agentFields, IDEMPOTENT_WRITE, READ_ONLY, type ToolRegistrar } from './tool-kit.js';
 
 const replicaField = z.string().optional().describe('Only this replica (its verb-animal name, e.g. "daring-duck"); default: every replica');
