@@ -222,7 +222,7 @@ function AgentView(props: { selected: Selected; providers: string[]; onChanged: 
         </dd>
         <dt>State</dt>
         <dd>
-          {agent.state.keys} keys, {agent.state.bytes} bytes
+          {agent.state.keys} {agent.state.keys === 1 ? 'key' : 'keys'}, {agent.state.bytes} bytes
         </dd>
       </dl>
       <ErrorMessage id="agent-error" message={action.error} />
