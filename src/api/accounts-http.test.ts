@@ -189,7 +189,7 @@ describe('browser session (the dashboard)', () => {
   const keysWith = (cookie: string) => fetch(`${server.url}/api/keys`, { headers: { cookie } });
 
   test('/, /login, /register and the other pages serve the app; API routes and unknown paths keep their JSON', async () => {
-    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/usage', '/account']) {
+    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/agents', '/usage', '/account']) {
       const response = await fetch(`${server.url}${page}`);
       assert.equal(response.status, 200, page);
       assert.match(response.headers.get('content-type') ?? '', /^text\/html/);

@@ -164,6 +164,51 @@ describe('dashboard: agents (session routes)', () => {
     );
   });
 
+  test('a cross-site POST with the session cookie is refused on every Agents write, and changes nothing', async () => {
+    const a = await newOwner(server, 'dag-csrf');
+    await callOk(a.create, 'make_agent', { name: 'target' });
+    const login = await post('/api/login', { email: a.account.email, password: a.account.password, session: 'cookie' }, {});
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    const base = `/api/agents/${a.ns}/target`;
+    const writes: Array<[string, unknown]> = [
+      [`/api/agents/${a.ns}`, { name: 'forged' }],
+      [`${base}/scale`, { replicas: 3 }],
+      [`${base}/start`, {}],
+      [`${base}/ai`, { provider: 'anthropic', model: 'm', api_key: 'k', base_url: llm.anthropicUrl }],
+      [`${base}/chat`, { message: 'hi' }],
+    ];
+    const forged: Array<Record<string, string>> = [
+      { origin: 'http://evil.example', 'content-type': 'application/json' },
+      { 'sec-fetch-site': 'cross-site', 'content-type': 'application/json' },
+      { 'content-type': 'text/plain' },
+    ];
+    for (const headers of forged) {
+      for (const [path, body] of writes) {
+        const response = await fetch(`${server.url}${path}`, {
+          method: 'POST',
+          headers: { cookie, ...headers },
+          body: JSON.stringify(body),
+        });
+        assert.ok(response.status === 403 || response.status === 415, `${path} ${JSON.stringify(headers)}: ${response.status}`);
+      }
+    }
+    const target = await callOk(a.create, 'describe_agent', { name: 'target' });
+    assert.equal(target.desired_replicas, 1);
+    assert.equal(target.status, 'stopped');
+    assert.equal(target.config.ai, undefined);
+    assert.deepEqual(
+      (await callOk(a.create, 'list_agents', {})).map((x: { name: string }) => x.name),
+      ['target'],
+    );
+    // The same request from the page's own origin goes through.
+    const own = await fetch(`${server.url}${base}/scale`, {
+      method: 'POST',
+      headers: { cookie, origin: new URL(server.url).origin, 'content-type': 'application/json' },
+      body: JSON.stringify({ replicas: 2 }),
+    });
+    assert.equal(own.status, 200);
+  });
+
   test('start, chat naming the replica that answered (a named one, or the least busy), the run with its tool calls, stop', async () => {
     const a = await newOwner(server, 'dag-chat');
     const auth = sessionOf(a);
