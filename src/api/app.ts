@@ -15,7 +15,13 @@ import type { AgentRuntime } from '../agents/index.js';
 import type { ScheduleService } from '../services/schedules.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
-import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
+import {
+  ACCOUNT_MAX_BODY_BYTES,
+  bodyLimit,
+  DASHBOARD_PAYLOAD_MAX_BODY_BYTES,
+  dashboardPayloadRoute,
+  MCP_MAX_BODY_BYTES,
+} from './body-limit.js';
 import type { ByteBudget } from './client-pacing.js';
 import { clientKeyOf } from '../core/accounts.js';
 import { buildCreateServer } from './create-tools.js';
@@ -296,7 +302,7 @@ export function createApp(deps: AppDependencies): Hono {
           : c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
             ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
             : {
-                limit: ACCOUNT_MAX_BODY_BYTES,
+                limit: dashboardPayloadRoute(c.req.path) ? DASHBOARD_PAYLOAD_MAX_BODY_BYTES : ACCOUNT_MAX_BODY_BYTES,
                 tooLarge: (c, limit) =>
                   c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
               },

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
-import { callOk, postJson, startTestServer, type TestServer } from '../test-support/harness.js';
+import { callError, callOk, postJson, startTestServer, type TestServer } from '../test-support/harness.js';
 import { newOwner, until, type Owner } from '../test-support/owners.js';
 import { STATE_VIEW_MAX_CHARS } from './dashboard-agents.js';
 
@@ -126,6 +126,49 @@ describe('dashboard: agents (session routes)', () => {
     assert.equal((await get('/api/agents', {})).status, 401);
     assert.equal((await get(base, { authorization: `Bearer ${a.account.key}` })).status, 401);
     assert.equal((await post(`${base}/scale`, { replicas: 1 }, { authorization: `Bearer ${a.account.key}` })).status, 401);
+  });
+
+  test('what the database cannot hold (NUL, a lone surrogate, a year past its range, a made-up cursor) is a 400 on the page and on MCP, never a 500; long texts the tools take are taken', async () => {
+    const a = await newOwner(server, 'dag-text');
+    await callOk(a.create, 'make_agent', { name: 'bot' });
+    const auth = sessionOf(a);
+    const base = `/api/agents/${a.ns}/bot`;
+    const ai = { provider: 'anthropic', model: 'm', api_key: 'k', base_url: llm.anthropicUrl };
+    for (const body of [
+      { ...ai, system_prompt: 'hi\u0000there' },
+      { ...ai, model: 'm\ud800' },
+      { ...ai, system_prompt: 'tail \udc00' },
+    ]) {
+      const refused = await post(`${base}/ai`, body, auth);
+      assert.equal(refused.status, 400, JSON.stringify(body));
+      assert.equal(refused.body.error_type, 'validation_error');
+      const tool = await callError(a.create, 'configure_agent_ai', { name: 'bot', ...body });
+      assert.equal(tool.type, 'validation_error', JSON.stringify(body));
+    }
+    assert.equal((await callOk(a.create, 'describe_agent', { name: 'bot' })).config.ai, undefined, 'nothing stored');
+    const cursor = (startedAt: string, id: string) => Buffer.from(JSON.stringify([startedAt, id])).toString('base64url');
+    for (const [path, tool, args] of [
+      ['/api/executions?since=-271821-04-20T00:00:00.000Z', 'list_executions', { since: '-271821-04-20T00:00:00.000Z' }],
+      ['/api/security-events?since=%2B275760-09-13T00:00:00.000Z', 'list_security_events', { since: '+275760-09-13T00:00:00.000Z' }],
+      [
+        `${base}/runs?before=${cursor('-271821-04-20T00:00:00.000Z', 'x')}`,
+        'list_agent_runs',
+        { name: 'bot', before: cursor('-271821-04-20T00:00:00.000Z', 'x') },
+      ],
+      [
+        `${base}/runs?before=${cursor(new Date().toISOString(), 'x\u0000')}`,
+        'list_agent_runs',
+        { name: 'bot', before: cursor(new Date().toISOString(), 'x\u0000') },
+      ],
+    ] as const) {
+      const refused = await get(path, auth);
+      assert.equal(refused.status, 400, path);
+      assert.equal(refused.body.error_type, 'validation_error', path);
+      assert.equal((await callError(a.create, tool, args)).type, 'validation_error', `${tool} ${JSON.stringify(args)}`);
+    }
+    // 30,000 characters of three UTF-8 bytes each (90 KB): within the tools' 32,000, so taken on the page too.
+    const long = await post(`${base}/ai`, { ...ai, system_prompt: '\u4e2d'.repeat(30_000) }, auth);
+    assert.equal(long.status, 200, JSON.stringify(long.body));
   });
 
   test("another account's agent is not found on every route, and nothing of it changes", async () => {

@@ -113,9 +113,10 @@ export function mountDashboardAgents(app: Hono, deps: DashboardAgentsDeps): void
   app.get(`${base}/fires`, async (c) => {
     const scope = await scopeOf(c);
     const limit = queryInteger(c.req.query('limit'), 'limit');
+    // Without a schedule service there are no fires, but another account's agent is still not found.
     const fires = deps.schedules
       ? await deps.schedules.listFires(scope.principal, scope.namespace, args(c, limit === undefined ? {} : { limit }))
-      : [];
+      : await agents.resolve(scope.principal, scope.namespace, args(c), 'read').then(() => []);
     return c.json({ fires });
   });
 

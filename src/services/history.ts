@@ -1,4 +1,5 @@
 import { DomainError, invalid } from '../core/errors.js';
+import { storableDate } from '../core/storable-text.js';
 import type { ExecutionScope, ExecutionsStore } from '../store/executions-store.js';
 import type { ExecutionRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
@@ -9,7 +10,8 @@ const MAX_LIST = 200;
 function parseSince(since: unknown): Date | undefined {
   if (since === undefined) return undefined;
   const date = typeof since === 'string' ? new Date(since) : new Date(NaN);
-  if (Number.isNaN(date.getTime())) throw invalid('since must be an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z', { field: 'since' });
+  // A date JavaScript accepts but the database's timestamps do not (year 275760) is as wrong as none.
+  if (!storableDate(date)) throw invalid('since must be an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z', { field: 'since' });
   return date;
 }
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type QueryCreator } from 'kysely';
 import { withSettlement, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
+import { storableText } from '../core/storable-text.js';
 import type { Trigger } from '../core/principal.js';
 import type { Database, ExecutionRow, SecurityEventRow } from './schema.js';
 
@@ -195,17 +196,12 @@ function recordingStatement(db: QueryCreator<Database>, execution: ExecutionReco
     language: execution.language,
     status: execution.status,
     error_type: execution.errorType,
-    error_message: execution.errorMessage === null ? null : storable(execution.errorMessage),
+    error_message: execution.errorMessage === null ? null : storableText(execution.errorMessage),
     duration_ms: Math.round(execution.durationMs),
     bytes_out: execution.bytesOut,
-    stdout: storable(execution.stdout),
-    stderr: storable(execution.stderr),
-    code: execution.code == null ? null : storable(execution.code),
-    result: execution.result == null ? null : storable(execution.result),
+    stdout: storableText(execution.stdout),
+    stderr: storableText(execution.stderr),
+    code: execution.code == null ? null : storableText(execution.code),
+    result: execution.result == null ? null : storableText(execution.result),
   });
-}
-
-/** PostgreSQL text cannot hold NUL; a function that prints one must not lose its record. */
-function storable(text: string): string {
-  return text.includes('\u0000') ? text.replace(/\u0000/g, '\uFFFD') : text;
 }
