@@ -9,7 +9,8 @@
 //
 //   node scripts/test-pool.mjs --slots N [--compiled DIR] [--run LABEL [--database] FILE... | --script FILE...]...
 // --compiled DIR: the test files as scripts/build-tests.mjs compiled them into DIR (src/a/b.test.ts
-// runs as `node --enable-source-maps DIR/a/b.test.js`) instead of `node --import tsx --test FILE`,
+// runs as `node DIR/a/b.test.js`; the locations in its output are mapped back to src/a/b.test.ts
+// lines, see toSource) instead of `node --import tsx --test FILE`,
 // which cost ~1 s of CPU per file more (tsx's loader in two processes). Without it, as before.
 // --database: the run's files get MCPWORKS_TEST_DATABASE_URL (and MCPWORKS_TEST_PG_DIR) from this
 // process's environment; every other job runs without them. Exit status 1 if any job failed.
@@ -23,6 +24,7 @@
 // STOP_WAIT_MS), their output printed, and the pool exits 130 or 143.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
 import path from 'node:path';
 
 const DATABASE_ENV = ['MCPWORKS_TEST_DATABASE_URL', 'MCPWORKS_TEST_PG_DIR'];
@@ -57,6 +59,8 @@ const IDLE_WINDOW_MS = 6000;
 const ADMIT_GAP_MS = 12_000;
 
 const jobs = [];
+/** Compiled file → its source map (toSource), read once. */
+const sourceMaps = new Map();
 let slots = 3;
 let compiled = null;
 {
@@ -160,6 +164,36 @@ const extra = admittedOnIdle ? ` (${admittedOnIdle} started beyond ${slots} at o
 console.log(`=== tests: all jobs done in ${minutes} min: ${jobs.length - failed} passed, ${failed} FAILED${extra}`);
 process.exit(failed ? 1 : 0);
 
+/**
+ * A job's output with each location in a compiled file (`DIR/a/b.test.js:LINE:COLUMN`, in stack
+ * traces and the reporters' locations) replaced by its place in the source (`src/a/b.test.ts:L:C`),
+ * read from the file's source map (scripts/build-tests.mjs writes one beside each). What no map
+ * covers stays as it was.
+ */
+function toSource(text) {
+  if (!text.includes(compiled)) return text;
+  const location = /(?:file:\/\/)?([^\s'"()]*?[^\s'"():]+\.js):(\d+):(\d+)/g;
+  return text.replace(location, (whole, file, line, column) => {
+    const absolute = path.resolve(file);
+    if (!absolute.startsWith(path.resolve(compiled) + path.sep)) return whole;
+    if (!sourceMaps.has(absolute)) {
+      let map = null;
+      try {
+        const payload = JSON.parse(readFileSync(`${absolute}.map`, 'utf8'));
+        map = { payload, lookup: new SourceMap(payload) };
+      } catch {
+        // no map: left as it is
+      }
+      sourceMaps.set(absolute, map);
+    }
+    const map = sourceMaps.get(absolute);
+    const entry = map?.lookup.findEntry(Number(line) - 1, Number(column) - 1);
+    if (!entry?.originalSource) return whole;
+    const source = path.relative(process.cwd(), path.resolve(path.dirname(absolute), entry.originalSource.replace(/^file:\/\//, '')));
+    return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
+  });
+}
+
 /** The machine's CPU time so far in clock ticks (all cores): idle (with iowait) and in all; null without /proc. */
 function cpuTimes() {
   try {
@@ -191,14 +225,15 @@ function start(job, done) {
       '--test-reporter=./scripts/test-times.mjs',
       '--test-reporter-destination=/dev/null',
     ];
-    // The compiled copy (see --compiled) when there is one, with its source maps for stack traces,
+    // The compiled copy (see --compiled) when there is one (without --enable-source-maps: reading
+    // every module's map at load cost each file ~0.25 s of CPU; toSource maps its output instead),
     // run directly (node FILE): `node --test FILE` ran it in a child of a runner process of its own,
     // which cost ~0.35 s of CPU per file more. Its tests, reporters and force-exit are the same; a
     // hung test is stopped by the file's wall limit here (--test-timeout applies under --test only).
     const file = compiled ? path.join(compiled, path.relative('src', job.file).replace(/\.ts$/, '.js')) : job.file;
     args =
       compiled && existsSync(file)
-        ? [LIFTOFF_ONLY, '--enable-source-maps', '--test-force-exit', ...reporters, file]
+        ? [LIFTOFF_ONLY, '--test-force-exit', ...reporters, file]
         : [LIFTOFF_ONLY, '--import', 'tsx', '--test', '--test-timeout=600000', '--test-force-exit', ...reporters, job.file];
   }
   const limit = job.run === 'extra' ? extraTimeout(job.file) : FILE_TIMEOUT_SECONDS;
@@ -228,7 +263,7 @@ function start(job, done) {
     process.stdout.write(
       `=== ${job.run === 'extra' ? 'extra' : `tests [${job.run}]`}: ${job.file} ${verdict} (${job.seconds.toFixed(1)} s, at ${((Date.now() - started) / 1000).toFixed(0)} s)${note}\n`,
     );
-    process.stdout.write(Buffer.concat(output));
+    process.stdout.write(compiled ? toSource(Buffer.concat(output).toString('utf8')) : Buffer.concat(output));
     finish();
     done();
   };
