@@ -172,22 +172,23 @@ process.exit(failed ? 1 : 0);
  */
 function toSource(text) {
   if (!text.includes(compiled)) return text;
-  const location = /(?:file:\/\/)?([^\s'"()]*?[^\s'"():]+\.js):(\d+):(\d+)/g;
-  return text.replace(location, (whole, file, line, column) => {
-    const absolute = path.resolve(file);
-    if (!absolute.startsWith(path.resolve(compiled) + path.sep)) return whole;
+  // Anchored on the build directory's name (absolute, or as given), so a long line of other text
+  // costs one pass, not a search from each of its characters.
+  const escape = (literal) => literal.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const root = path.resolve(compiled);
+  const location = new RegExp(`(?:file://)?(${escape(root)}|${escape(compiled)})/([^\\s'"():]+?\\.js):(\\d+):(\\d+)`, 'g');
+  return text.replace(location, (whole, _dir, file, line, column) => {
+    const absolute = path.join(root, file);
     if (!sourceMaps.has(absolute)) {
       let map = null;
       try {
-        const payload = JSON.parse(readFileSync(`${absolute}.map`, 'utf8'));
-        map = { payload, lookup: new SourceMap(payload) };
+        map = new SourceMap(JSON.parse(readFileSync(`${absolute}.map`, 'utf8')));
       } catch {
         // no map: left as it is
       }
       sourceMaps.set(absolute, map);
     }
-    const map = sourceMaps.get(absolute);
-    const entry = map?.lookup.findEntry(Number(line) - 1, Number(column) - 1);
+    const entry = sourceMaps.get(absolute)?.findEntry(Number(line) - 1, Number(column) - 1);
     if (!entry?.originalSource) return whole;
     const source = path.relative(process.cwd(), path.resolve(path.dirname(absolute), entry.originalSource.replace(/^file:\/\//, '')));
     return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
