@@ -126,14 +126,20 @@ function startNode(index: number, count: number, dir: string, port: number, env:
   mkdirSync(dataDir, { recursive: true });
   const share = Math.floor(DEFAULT_UIDS.count / count);
   const uids = `${DEFAULT_UIDS.first + index * share}-${DEFAULT_UIDS.first + (index + 1) * share - 1}`;
-  const child = spawn(process.execPath, [...serveArgs(), 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir], {
-    cwd: REPO,
-    // Sandboxes of two nodes on one host never share a uid: each node its own slice of the range.
-    env: { ...env, ...(env.MCPWORKS_SANDBOX_UIDS ? {} : { MCPWORKS_SANDBOX_UIDS: uids }) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // A group of its own: a Ctrl-C reaches only this launcher, which stops the nodes in order.
-    detached: true,
-  });
+  // V8's baseline code only, when this launcher runs so (the tests): see src/test-support/cli-command.ts.
+  const flags = process.execArgv.includes('--liftoff-only') ? ['--liftoff-only'] : [];
+  const child = spawn(
+    process.execPath,
+    [...flags, ...serveArgs(), 'serve', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir],
+    {
+      cwd: REPO,
+      // Sandboxes of two nodes on one host never share a uid: each node its own slice of the range.
+      env: { ...env, ...(env.MCPWORKS_SANDBOX_UIDS ? {} : { MCPWORKS_SANDBOX_UIDS: uids }) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // A group of its own: a Ctrl-C reaches only this launcher, which stops the nodes in order.
+      detached: true,
+    },
+  );
   writeFileSync(path.join(dataDir, 'node.pid'), String(child.pid));
   let tail = '';
   const prefix = `[node ${index + 1}] `;

@@ -43,6 +43,9 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/** The answer's header naming the node that answered it. */
+export const NODE_HEADER = 'x-cluster-node';
+
 /** Failures that mean the node never took the connection: safe to try the next node. */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
@@ -123,7 +126,11 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       (answer) => {
         if (target.downUntil > 0) log(`node ${target.index + 1} (${target.host}:${target.port}) answers again`);
         target.downUntil = 0;
-        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEnd(answer.headers));
+        // Which node answered (1-based, as `mcpworks cluster` numbers them): for an operator's curl -i and the tests.
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, {
+          ...endToEnd(answer.headers),
+          [NODE_HEADER]: String(target.index + 1),
+        });
         // The status and headers at once: an SSE stream's client is waiting for them.
         res.flushHeaders();
         answer.pipe(res);
