@@ -223,7 +223,10 @@ export async function runClusterCommand(args: string[]): Promise<number> {
       postgresDir = value('MCPWORKS_TEST_PG_DIR');
       if (!databaseUrl || !postgresDir) throw new Error('scripts/postgres-test.sh start printed no database URL');
     }
-    say(`mcpworks cluster: PostgreSQL ${databaseUrl.replace(/\/\/[^@/]*@/, '//')}${postgresDir ? ` (${postgresDir})` : ''}`);
+    // The URL as operator commands need it (DATABASE_URL=… mcpworks account set-tier …), never a password.
+    const shown = new URL(databaseUrl);
+    if (shown.password) shown.password = '***';
+    say(`mcpworks cluster: PostgreSQL ${shown.toString()}${postgresDir ? ` (${postgresDir})` : ''}`);
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       DATABASE_URL: databaseUrl,

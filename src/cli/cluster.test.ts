@@ -28,10 +28,19 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const HELLO = 'def main(input_data):\n    return {"greeting": "hello " + input_data.get("name", "nobody")}\n';
 const NAP = 'import subprocess\n\ndef main(input_data):\n    subprocess.run(["/bin/sleep", input_data["marker"]])\n    return "woke"\n';
 const NODES = 3;
+/** Given to the launcher (its nodes) and to the operator command that sets tiers on its database. */
+const SECRET = 'mcpworks-cluster-test-secret-0123456789abcdef';
+/** Plans for the exactness races: a monthly quota of 10, a concurrency of 4 (no per-minute cap in either). */
+const QUOTA = 10;
+const TIERS = JSON.stringify({
+  quota10: { monthly_executions: QUOTA, executions_per_minute: -1, concurrency: 64 },
+  four: { concurrency: 4, executions_per_minute: -1 },
+});
 
 interface Launched {
   child: ChildProcess;
   proxy: string;
+  databaseUrl: string;
   nodes: Array<{ url: string; pid: number; dataDir: string }>;
   postgresDir: string;
   exited: Promise<number | null>;
@@ -46,8 +55,10 @@ async function launch(): Promise<Launched> {
     // Fewer processes per node: this file runs a handful of calls.
     MCPWORKS_SANDBOX_POOL: 'off',
     MCPWORKS_ZYGOTE: 'off',
+    MCPWORKS_SECRET_KEY: SECRET,
+    MCPWORKS_TIERS: TIERS,
   };
-  for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'MCPWORKS_SECRET_KEY', 'MCPWORKS_SANDBOX_UIDS']) delete env[name];
+  for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'MCPWORKS_SANDBOX_UIDS']) delete env[name];
   const child = spawn(process.execPath, [...cliCommand(), 'cluster', '--nodes', String(NODES), '--port', '0'], {
     cwd: REPO,
     env,
@@ -75,6 +86,7 @@ async function launch(): Promise<Launched> {
     child,
     proxy: /proxy (http:\/\/\S+)/.exec(out)![1]!,
     nodes,
+    databaseUrl: /PostgreSQL (\S+) \(/.exec(out)?.[1] ?? '',
     postgresDir: /PostgreSQL \S+ \((\S+)\)/.exec(out)?.[1] ?? '',
     exited,
     output: () => `${out}\n${err.slice(-4000)}`,
@@ -137,6 +149,44 @@ async function client(url: string, key: string, era: Era): Promise<Client> {
   };
 }
 
+/** `mcpworks account set-tier` on the cluster's database, as an operator would run it beside the nodes. */
+function setTier(databaseUrl: string, email: string, tier: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...cliCommand(), 'account', 'set-tier', '--email', email, '--tier', tier], {
+      cwd: REPO,
+      env: { ...process.env, DATABASE_URL: databaseUrl, MCPWORKS_SECRET_KEY: SECRET, MCPWORKS_TIERS: TIERS, LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    child.stderr!.on('data', (d) => (err += d));
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`set-tier: ${err}`))));
+  });
+}
+
+/** One tools/call POST without a session through the proxy: its status, JSON-RPC answer and node. */
+async function rawCall(url: string, key: string, tool: string, args: Record<string, unknown>) {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      authorization: `Bearer ${key}`,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args } }),
+  });
+  const text = await response.text();
+  const body = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
+  return { status: response.status, body, node: response.headers.get(NODE_HEADER) };
+}
+
+async function usage(proxy: string, account: TestAccount): Promise<{ executions: number; active: number }> {
+  const response = await fetch(`${proxy}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } });
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  return { executions: body.executions, active: body.concurrency.active };
+}
+
 async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
@@ -153,6 +203,8 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
   const ns = `cl-${Math.random().toString(36).slice(2, 8)}`;
   let tag = 0;
   const clients: Client[] = [];
+  /** The account of the exactness races. */
+  let owner: TestAccount;
   /** The 2025-era session of the third test, used again after a node is killed. */
   let session: Client;
   before(async () => {
@@ -244,6 +296,52 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
       );
     });
   }
+
+  test(`limits are exact across the nodes: 50 parallel calls, round-robin, against a quota of ${QUOTA} get exactly ${QUOTA} successes`, async () => {
+    owner = await createAccountOverHttp(cluster.proxy);
+    await setTier(cluster.databaseUrl, owner.email, 'quota10');
+    const space = `${ns}-q`;
+    const create = await client(`${cluster.proxy}/mcp/create/${space}`, owner.key, 'v2');
+    clients.push(create);
+    await create.call('make_namespace', { name: space });
+    await create.call('make_service', { name: 'svc' });
+    await create.call('make_function', { service: 'svc', name: 'hello', language: 'python', code: HELLO });
+    const url = `${cluster.proxy}/mcp/run/${space}?mode=tools`;
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => rawCall(url, owner.key, 'svc__hello', { name: `c${i}` })));
+    const ok = answers.filter((a) => a.status === 200 && !a.body?.result?.isError);
+    const refused = answers.filter((a) => a.status === 429);
+    assert.equal(ok.length, QUOTA, JSON.stringify(answers.filter((a) => a.status !== 429 && a.status !== 200)));
+    assert.equal(refused.length, 50 - QUOTA);
+    assert.ok(
+      refused.every((a) => a.body.code === 'QUOTA_EXCEEDED'),
+      JSON.stringify(refused[0]),
+    );
+    assert.deepEqual(new Set(answers.map((a) => a.node)).size, NODES, 'the calls were admitted and refused on every node');
+    assert.deepEqual(await usage(cluster.proxy, owner), { executions: QUOTA, active: 0 });
+  });
+
+  test('limits are exact across the nodes: 16 parallel runs against a concurrency of 4 never run more than 4 at once', async () => {
+    // The quota race's account (one sign-up fewer), on a plan of 4 at once now: its 10 executions so far stay counted.
+    const before = await usage(cluster.proxy, owner);
+    await setTier(cluster.databaseUrl, owner.email, 'four');
+    const space = `${ns}-c`;
+    const create = await client(`${cluster.proxy}/mcp/create/${space}`, owner.key, 'v2');
+    clients.push(create);
+    await create.call('make_namespace', { name: space });
+    // Each run says when it ran (one host, one clock): those admitted must never overlap more than 4 deep.
+    const code = 'import time\nstart = time.time()\ntime.sleep(1)\nresult = [start, time.time()]';
+    const url = `${cluster.proxy}/mcp/run/${space}`;
+    const answers = await Promise.all(Array.from({ length: 16 }, () => rawCall(url, owner.key, 'execute', { code })));
+    const ran = answers.filter((a) => a.status === 200).map((a) => JSON.parse(a.body.result.content[0].text) as [number, number]);
+    const refused = answers.filter((a) => a.status === 429);
+    assert.ok(ran.length >= 4, `at least the 4 slots ran (${ran.length})`);
+    assert.ok(refused.length > 0 && refused.every((a) => a.body.code === 'CONCURRENCY_LIMIT_EXCEEDED'), JSON.stringify(refused[0]));
+    assert.equal(ran.length + refused.length, 16);
+    const deepest = Math.max(...ran.map(([start]) => ran.filter(([s2, e2]) => s2 <= start && start < e2).length));
+    assert.ok(deepest <= 4, `${deepest} runs at once`);
+    assert.equal(new Set(answers.map((a) => a.node)).size, NODES, 'the calls went to every node');
+    assert.deepEqual(await usage(cluster.proxy, owner), { executions: before.executions + ran.length, active: 0 });
+  });
 
   test('a SIGKILLed node is passed over: every request is answered by the others, the 2025 session goes on', async () => {
     const victim = cluster.nodes[1]!;
