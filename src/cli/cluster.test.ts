@@ -5,8 +5,10 @@
  * proxy, which names the answering node (x-cluster-node), with the official SDK clients. A 2025-era
  * session is opened on one node and used on the others (and after one of them is killed); 2026-era
  * calls are stateless; a change made on one node reaches a GET stream held on another through the
- * proxy unbuffered; cancels of both eras cross nodes. Then a node is SIGKILLed (the proxy passes it
- * over) and SIGINT stops the rest, PostgreSQL included, leaving no process or file behind.
+ * proxy unbuffered; a key revoked on one node is refused by all; cancels of both eras cross nodes;
+ * quota and concurrency are exact with calls spread over the nodes. Then a node is SIGKILLed with a
+ * run in flight (the proxy passes it over; its slot is released once its lease is over) and SIGINT
+ * stops the rest, PostgreSQL included, leaving no process or file behind.
  * The proxy's own refusals (no node takes the connection) are tested in-process.
  */
 import assert from 'node:assert/strict';
@@ -28,6 +30,7 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const HELLO = 'def main(input_data):\n    return {"greeting": "hello " + input_data.get("name", "nobody")}\n';
 const NAP = 'import subprocess\n\ndef main(input_data):\n    subprocess.run(["/bin/sleep", input_data["marker"]])\n    return "woke"\n';
 const NODES = 3;
+const LEASE_MS = 3000;
 /** Given to the launcher (its nodes) and to the operator command that sets tiers on its database. */
 const SECRET = 'mcpworks-cluster-test-secret-0123456789abcdef';
 /** Plans for the exactness races: a monthly quota of 10, a concurrency of 4 (no per-minute cap in either). */
@@ -57,6 +60,8 @@ async function launch(): Promise<Launched> {
     MCPWORKS_ZYGOTE: 'off',
     MCPWORKS_SECRET_KEY: SECRET,
     MCPWORKS_TIERS: TIERS,
+    // A killed node's slots go to the others after this (30 s by default).
+    MCPWORKS_INSTANCE_LEASE_MS: String(LEASE_MS),
   };
   for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'MCPWORKS_SANDBOX_UIDS']) delete env[name];
   const child = spawn(process.execPath, [...cliCommand(), 'cluster', '--nodes', String(NODES), '--port', '0'], {
@@ -271,6 +276,40 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
     assert.ok(heardFromElsewhere, `an update made on another node was heard: ${JSON.stringify(create.log)}`);
   });
 
+  test('a key made through one node works on every node; revoked through one, every node refuses it on the next request', async () => {
+    const made = await fetch(`${cluster.proxy}/api/keys`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${account.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'short-lived' }),
+    });
+    assert.equal(made.status, 201);
+    const { id, key } = await made.json();
+    const usageWith = async () => {
+      const r = await fetch(`${cluster.proxy}/api/usage`, { headers: { authorization: `Bearer ${key}` } });
+      await r.arrayBuffer();
+      return { status: r.status, node: r.headers.get(NODE_HEADER) };
+    };
+    const before = await Promise.all(Array.from({ length: NODES }, usageWith));
+    assert.deepEqual(
+      before.map((r) => r.status),
+      [200, 200, 200],
+    );
+    const revoked = await fetch(`${cluster.proxy}/api/keys/${id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${account.token}` },
+    });
+    assert.equal(revoked.status, 200);
+    const by = revoked.headers.get(NODE_HEADER);
+    const after: Array<{ status: number; node: string | null }> = [];
+    for (let i = 0; i < NODES; i++) after.push(await usageWith());
+    assert.deepEqual(
+      after.map((r) => r.status),
+      [401, 401, 401],
+      `revoked on node ${by}: ${JSON.stringify(after)}`,
+    );
+    assert.equal(new Set(after.map((r) => r.node)).size, NODES);
+  });
+
   for (const era of ['v1', 'v2'] as const) {
     test(`${era === 'v1' ? '2025 era: notifications/cancelled' : '2026 era: the closed call stream'} through the proxy stops the run, whichever node holds it`, async () => {
       const run = await client(`${cluster.proxy}/mcp/run/${ns}?mode=tools`, account.key, era);
@@ -343,9 +382,19 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
     assert.deepEqual(await usage(cluster.proxy, owner), { executions: before.executions + ran.length, active: 0 });
   });
 
-  test('a SIGKILLed node is passed over: every request is answered by the others, the 2025 session goes on', async () => {
+  test('a node SIGKILLed with a run in flight: the proxy passes it over, the 2025 session goes on, its slot is released within a lease, its run recorded interrupted and not counted', async () => {
     const victim = cluster.nodes[1]!;
+    // A run in flight on node 2 (called on it directly), a slot of the account's held there.
+    const marker = `100.${RUN_MARK}${++tag}`;
+    const inFlight = rawCall(`${victim.url}/mcp/run/${ns}?mode=tools`, account.key, 'svc__nap', { marker });
+    inFlight.catch(() => undefined);
+    await waitFor('the run on node 2', () => processesWith(`/bin/sleep ${marker}`).length > 0);
+    assert.equal((await usage(cluster.proxy, account)).active, 1);
+    const executions = (await usage(cluster.proxy, account)).executions;
     process.kill(victim.pid, 'SIGKILL');
+    await assert.rejects(inFlight, 'the call to the dead node is cut, never answered');
+    // Its sandbox ends with its server (the helper watches it).
+    await waitFor('the run on node 2 gone', () => processesWith(`/bin/sleep ${marker}`).length === 0);
     await waitFor('the launcher noticed', () => /node 2 \(pid \d+\) exited/.test(cluster.output()));
     const answered: string[] = [];
     for (let i = 0; i < 2 * NODES; i++) {
@@ -355,6 +404,26 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
     }
     assert.ok(!answered.includes('2'), `node 2 answered nothing: ${answered}`);
     for (let i = 0; i < NODES; i++) assert.deepEqual(await session.call('svc__hello', { name: 'after' }), { greeting: 'hello after' });
+    // The dead node's slot is released by an admission on another node once its lease is over; its
+    // run is recorded interrupted and its unit given back (the calls since are counted).
+    let calls = NODES;
+    await waitFor(
+      "the dead node's slot released",
+      async () => {
+        await session.call('svc__hello', { name: 'poke' });
+        calls++;
+        return (await usage(cluster.proxy, account)).active === 0;
+      },
+      LEASE_MS * 10,
+    );
+    assert.equal((await usage(cluster.proxy, account)).executions, executions - 1 + calls, 'the cut run is not counted');
+    const create = await client(`${cluster.proxy}/mcp/create/${ns}`, account.key, 'v2');
+    clients.push(create);
+    const listed = await create.call('list_executions', { limit: 100 });
+    const interrupted = (
+      (Array.isArray(listed) ? listed : listed.executions) as Array<{ status: string; error_type: string | null }>
+    ).filter((r) => r.status === 'interrupted');
+    assert.equal(interrupted.length, 1, JSON.stringify(listed).slice(0, 2000));
   });
 
   test('SIGINT stops the proxy, the nodes and PostgreSQL, and removes their files', async () => {
