@@ -248,11 +248,35 @@ export async function runClusterCommand(args: string[]): Promise<number> {
       await done;
       return 130;
     }
+    // As a supervisor would (systemd Restart=on-failure): a node that dies is started again on its
+    // port and data dir, and rejoins; one that died 3 times within a minute is left down.
+    const deaths: number[][] = nodes.map(() => []);
+    const supervise = (n: Node) =>
+      void n.exited.then(async (code) => {
+        if (stopping) return;
+        const now = Date.now();
+        deaths[n.index] = [...deaths[n.index]!.filter((t) => t > now - 60_000), now];
+        const again = deaths[n.index]!.length <= 3;
+        warn(
+          `node ${n.index + 1} (pid ${n.child.pid}) exited (${code ?? 'killed'}); the proxy passes it over` +
+            (again ? '; starting it again in 1 s' : '; it died 3 times within a minute: left down'),
+        );
+        if (!again) return;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        if (stopping) return;
+        const s = startNode(n.index, count, dir, Number(new URL(n.url).port), env);
+        nodes[n.index] = s.node;
+        supervise(s.node);
+        try {
+          await waitHealthy(s.node, s.output);
+          warn(`node ${n.index + 1} restarted: ${s.node.url} (pid ${s.node.child.pid})`);
+        } catch (error) {
+          if (!stopping) warn(error instanceof Error ? error.message : String(error));
+        }
+      });
     for (const n of nodes) {
       say(`mcpworks cluster: node ${n.index + 1} ${n.url} (pid ${n.child.pid}, data dir ${n.dataDir})`);
-      void n.exited.then((code) => {
-        if (!stopping) warn(`node ${n.index + 1} (pid ${n.child.pid}) exited (${code ?? 'killed'}); the proxy passes it over`);
-      });
+      supervise(n);
     }
     proxy = await startProxy({ targets: nodes.map((n) => n.url), host: '127.0.0.1', port, log: warn });
     say(`mcpworks cluster: proxy ${proxy.url} (round-robin over ${count} nodes)`);

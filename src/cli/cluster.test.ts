@@ -382,7 +382,7 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
     assert.deepEqual(await usage(cluster.proxy, owner), { executions: before.executions + ran.length, active: 0 });
   });
 
-  test('a node SIGKILLed with a run in flight: the proxy passes it over, the 2025 session goes on, its slot is released within a lease, its run recorded interrupted and not counted', async () => {
+  test('a node SIGKILLed with a run in flight: the proxy passes it over, the 2025 session goes on, its slot is released within a lease, its run recorded interrupted and not counted; restarted, it rejoins', async () => {
     const victim = cluster.nodes[1]!;
     // A run in flight on node 2 (called on it directly), a slot of the account's held there.
     const marker = `100.${RUN_MARK}${++tag}`;
@@ -424,6 +424,17 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
       (Array.isArray(listed) ? listed : listed.executions) as Array<{ status: string; error_type: string | null }>
     ).filter((r) => r.status === 'interrupted');
     assert.equal(interrupted.length, 1, JSON.stringify(listed).slice(0, 2000));
+    // The launcher starts it again (as a supervisor would) on its port and data dir: it rejoins.
+    await waitFor('node 2 restarted', () => /node 2 restarted/.test(cluster.output()));
+    const seen = new Set<string>();
+    for (let i = 0; i < NODES; i++) seen.add((await fetch(`${cluster.proxy}/healthz`)).headers.get(NODE_HEADER)!);
+    assert.ok(seen.has('2'), `node 2 answers again: ${[...seen]}`);
+    const from = session.log.length;
+    for (let i = 0; i < NODES; i++) assert.deepEqual(await session.call('svc__hello', { name: 'back' }), { greeting: 'hello back' });
+    assert.ok(
+      session.log.slice(from).some((l) => l.node === 2),
+      `the 2025 session is served by the restarted node: ${JSON.stringify(session.log.slice(from))}`,
+    );
   });
 
   test('SIGINT stops the proxy, the nodes and PostgreSQL, and removes their files', async () => {
