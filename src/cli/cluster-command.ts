@@ -5,7 +5,7 @@
  * port and a sandbox uid range of its own, and all share the database and the server secret.
  * SIGINT/SIGTERM stop the proxy, then the nodes (gracefully), then PostgreSQL, and remove the dir.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -89,6 +89,15 @@ function removeStaleClusters(): void {
         // gone already
       }
     }
+    // Its PostgreSQL, by the dir it recorded (the script's own stale check trusts the same dead pid).
+    const postgres = path.join(dir, 'postgres.dir');
+    if (existsSync(postgres)) {
+      try {
+        execFileSync('bash', [POSTGRES_SCRIPT, 'stop', readFileSync(postgres, 'utf8').trim()], { stdio: 'ignore' });
+      } catch {
+        warn(`could not stop the PostgreSQL in ${readFileSync(postgres, 'utf8').trim()}`);
+      }
+    }
     warn(`removed ${dir}, left by a launcher that is gone`);
     rmSync(dir, { recursive: true, force: true });
   }
@@ -97,7 +106,13 @@ function removeStaleClusters(): void {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  // A killed launcher not reaped yet is a zombie: it answers signal 0 but is gone.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -222,6 +237,7 @@ export async function runClusterCommand(args: string[]): Promise<number> {
       databaseUrl = value('MCPWORKS_TEST_DATABASE_URL');
       postgresDir = value('MCPWORKS_TEST_PG_DIR');
       if (!databaseUrl || !postgresDir) throw new Error('scripts/postgres-test.sh start printed no database URL');
+      writeFileSync(path.join(dir, 'postgres.dir'), postgresDir);
     }
     // The URL as operator commands need it (DATABASE_URL=… mcpworks account set-tier …), never a password.
     const shown = new URL(databaseUrl);
