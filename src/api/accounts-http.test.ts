@@ -189,7 +189,7 @@ describe('browser session (the dashboard)', () => {
   const keysWith = (cookie: string) => fetch(`${server.url}/api/keys`, { headers: { cookie } });
 
   test('/, /login, /register and the other pages serve the app; API routes and unknown paths keep their JSON', async () => {
-    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/usage', '/account']) {
+    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/agents', '/usage', '/account']) {
       const response = await fetch(`${server.url}${page}`);
       assert.equal(response.status, 200, page);
       assert.match(response.headers.get('content-type') ?? '', /^text\/html/);
@@ -558,6 +558,7 @@ describe('dashboard: functions and executions (session routes)', () => {
     const detail = await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, a.auth);
     assert.equal(detail.status, 200);
     assert.equal(detail.body.trigger, 'dashboard');
+    assert.deepEqual(JSON.parse(detail.body.result), { tripled: 21 }, 'the detail has the stored result');
     // Another account cannot see it; its own run is its own.
     const b = await owner('dash-u');
     assert.equal((await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, b.auth)).status, 404);

@@ -12,6 +12,7 @@ export const DASHBOARD_PAGES = [
   '/connect',
   '/functions',
   '/executions',
+  '/agents',
   '/usage',
   '/account',
 ] as const;

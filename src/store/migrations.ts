@@ -903,4 +903,15 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX agent_chat_turns_cancel_key ON agent_chat_turns(cancel_key) WHERE cancel_key IS NOT NULL`,
     ],
   },
+  {
+    version: 25,
+    name: "executions keep their redacted result (bounded); an account's security events listed in one query",
+    statements: [
+      // What the caller got back (after the secret scan), cut at 64 KB characters with a marker: the
+      // dashboard's execution detail shows it. Never the raw result.
+      `ALTER TABLE executions ADD COLUMN result TEXT`,
+      // The dashboard lists every namespace's events of an account at once.
+      `CREATE INDEX security_events_account ON security_events(account_id, created_at)`,
+    ],
+  },
 ];
