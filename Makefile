@@ -3,7 +3,7 @@
 # `make run PORT=18787` (or any setting of the Configuration section) is passed on to the server.
 # `make bench`: the latency, throughput and memory benches against issue 18's targets, on an idle
 # machine (each marks a loaded run); `make bench QUICK=1`: short runs that only show they work.
-.PHONY: setup setup-test run test test-unit build clean bench
+.PHONY: setup setup-test run cluster test test-unit build clean bench
 
 setup:
 	@bash scripts/setup.sh run
@@ -16,6 +16,12 @@ build:
 
 run: setup
 	node dist/cli/main.js serve
+
+# Three nodes on one PostgreSQL (Debian's package, installed by this target's set-up) behind a
+# round-robin proxy on PORT (8787): `make cluster NODES=2 PORT=18787`. Ctrl-C stops everything.
+cluster:
+	@bash scripts/setup.sh cluster
+	node dist/cli/main.js cluster --nodes $(or $(NODES),3)
 
 test: setup-test
 	@bash scripts/test.sh

@@ -60,6 +60,7 @@ describe('mcpworks CLI', () => {
       'key list',
       'key revoke',
       'sandbox run',
+      'cluster',
     ])
       assert.match(result.stdout, new RegExp(command));
   });

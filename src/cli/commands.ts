@@ -31,6 +31,9 @@ Usage:
   mcpworks key revoke --email E --id KEY_ID
   mcpworks sandbox run FILE [--language python|typescript] [--input JSON] [--env NAME=VALUE ...] [--tier T]
       Run a function file through the same sandbox the server uses; prints the result as JSON.
+  mcpworks cluster [--nodes 3] [--port 8787] [--database-url URL]
+      Try scale-out on this machine (\`make cluster\`): PostgreSQL from Debian's package in a temp dir
+      (or URL), that many serve nodes on it, and a round-robin proxy on --port. Ctrl-C stops all.
   mcpworks --help
 
 Operator commands use the same data dir (--data-dir / MCPWORKS_DATA_DIR) or DATABASE_URL as the
@@ -182,6 +185,8 @@ export async function main(argv: string[]): Promise<number> {
         return await accountCommand(rest);
       case 'key':
         return await keyCommand(rest);
+      case 'cluster':
+        return await (await import('./cluster-command.js')).runClusterCommand(rest);
       case 'sandbox':
         if (rest[0] !== 'run') return fail('usage: mcpworks sandbox run FILE [options]');
         return await sandboxCommand(rest.slice(1));
