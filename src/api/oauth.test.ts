@@ -8,7 +8,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { Client, StreamableHTTPClientTransport, UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/client';
-import { callOk, createAccount, parseResult, postJson, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
+import {
+  callOk,
+  createAccount,
+  parseResult,
+  postJson,
+  startTestServer,
+  type TestAccount,
+  type TestServer,
+} from '../test-support/harness.js';
 import { sha256Hex } from '../services/credential-hashing.js';
 
 let server: TestServer;
@@ -96,16 +104,30 @@ async function signIn(
     code_challenge_method: 'S256',
     state: 'st-1',
     scope: (options.scopes ?? ['read', 'write', 'execute']).join(' '),
-    ...(options.resource === undefined ? { resource: `${server.url}/mcp/run/${options.namespace ?? ns}` } : options.resource ? { resource: options.resource } : {}),
+    ...(options.resource === undefined
+      ? { resource: `${server.url}/mcp/run/${options.namespace ?? ns}` }
+      : options.resource
+        ? { resource: options.resource }
+        : {}),
   });
   assert.equal(started.status, 302, started.body);
   const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
-  const approved = await decide(account, requestId, { approve: true, namespace: options.namespace ?? ns, scopes: options.scopes ?? ['read', 'write', 'execute'] });
+  const approved = await decide(account, requestId, {
+    approve: true,
+    namespace: options.namespace ?? ns,
+    scopes: options.scopes ?? ['read', 'write', 'execute'],
+  });
   assert.equal(approved.status, 200, JSON.stringify(approved.body));
   const back = new URL(approved.body.redirect_to);
   assert.equal(back.searchParams.get('state'), 'st-1');
   const code = back.searchParams.get('code')!;
-  const tokens = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId, redirect_uri: REDIRECT });
+  const tokens = await token({
+    grant_type: 'authorization_code',
+    code,
+    code_verifier: verifier,
+    client_id: clientId,
+    redirect_uri: REDIRECT,
+  });
   assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
   return { clientId, code, verifier, tokens: tokens.body };
 }
@@ -228,5 +250,199 @@ describe('the official SDK client signs in', () => {
     const after = await mcpCall(createUrl(ns), saved.access_token, 'list_services');
     assert.equal(after.status, 401);
     assert.match(JSON.stringify(after.body), /invalid, revoked or expired/);
+  });
+});
+
+describe('the authorization server refuses', () => {
+  test('a redirect URI not registered (no redirect, a JSON error); a loopback one on another port is the same client (RFC 8252)', async () => {
+    const clientId = await register(['http://127.0.0.1:4000/callback', 'https://app.example/cb']);
+    const { challenge } = pkce();
+    const base = { response_type: 'code', client_id: clientId, code_challenge: challenge, code_challenge_method: 'S256' };
+    for (const uri of ['https://evil.example/cb', 'https://app.example/cb/', 'https://app.example/cb?x=1', 'http://127.0.0.1:4000/other']) {
+      const refused = await authorize({ ...base, redirect_uri: uri });
+      assert.equal(refused.status, 400, uri);
+      assert.equal(refused.location, null, `${uri}: never sent there`);
+      assert.equal(JSON.parse(refused.body).error, 'invalid_request', uri);
+    }
+    const loopback = await authorize({ ...base, redirect_uri: 'http://127.0.0.1:5999/callback' });
+    assert.equal(loopback.status, 302);
+    assert.match(loopback.location!, /^\/consent\?request=[0-9a-f]{64}$/);
+    const unknown = await authorize({ ...base, client_id: 'no-such-client', redirect_uri: REDIRECT });
+    assert.equal(unknown.status, 400);
+    assert.equal(JSON.parse(unknown.body).error, 'invalid_client');
+  });
+
+  test('PKCE: plain or missing challenges go back to the client as errors; a wrong verifier gets invalid_grant and the code stays unused', async () => {
+    const clientId = await register();
+    const { verifier, challenge } = pkce();
+    for (const params of [{ code_challenge: verifier, code_challenge_method: 'plain' }, {}] as Array<Record<string, string>>) {
+      const refused = await authorize({ response_type: 'code', client_id: clientId, redirect_uri: REDIRECT, state: 'keep-me', ...params });
+      assert.equal(refused.status, 302);
+      const back = new URL(refused.location!);
+      assert.equal(back.origin + back.pathname, REDIRECT);
+      assert.equal(back.searchParams.get('error'), 'invalid_request');
+      // The SDK's handler returns `state` only once the request's parameters parsed (known gap: README).
+      assert.equal(back.searchParams.get('code'), null);
+    }
+    const started = await authorize({
+      response_type: 'code',
+      client_id: clientId,
+      redirect_uri: REDIRECT,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      resource: `${server.url}/mcp/run/${ns}`,
+    });
+    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+    const code = new URL((await decide(owner, requestId, { approve: true, scopes: ['read'] })).body.redirect_to).searchParams.get('code')!;
+    const wrong = await token({ grant_type: 'authorization_code', code, code_verifier: pkce().verifier, client_id: clientId });
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body.error, 'invalid_grant');
+    const otherClient = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: await register() });
+    assert.equal(otherClient.body.error, 'invalid_grant');
+    const right = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId });
+    assert.equal(right.status, 200, JSON.stringify(right.body));
+  });
+
+  test('a code works once: its second use is refused and revokes the tokens the first one gave', async () => {
+    const { clientId, code, verifier, tokens } = await signIn();
+    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).isError, undefined);
+    const again = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId });
+    assert.equal(again.status, 400);
+    assert.equal(again.body.error, 'invalid_grant');
+    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).status, 401);
+    assert.equal(
+      (await token({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token, client_id: clientId })).body.error,
+      'invalid_grant',
+    );
+  });
+
+  test('an expired code or access token is refused', async () => {
+    const clientId = await register();
+    const { verifier, challenge } = pkce();
+    const started = await authorize({
+      response_type: 'code',
+      client_id: clientId,
+      redirect_uri: REDIRECT,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    });
+    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+    const code = new URL(
+      (await decide(owner, requestId, { approve: true, namespace: ns, scopes: ['read'] })).body.redirect_to,
+    ).searchParams.get('code')!;
+    await sql`UPDATE oauth_authorizations SET code_expires_at = now() - interval '1 second' WHERE code_hash = ${sha256Hex(code)}`.execute(
+      server.server.services.db,
+    );
+    assert.equal(
+      (await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId })).body.error,
+      'invalid_grant',
+    );
+
+    const { tokens } = await signIn({ scopes: ['read'] });
+    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).isError, undefined);
+    await sql`UPDATE oauth_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = ${sha256Hex(tokens.access_token)}`.execute(
+      server.server.services.db,
+    );
+    const expired = await mcpCall(createUrl(ns), tokens.access_token, 'list_services');
+    assert.equal(expired.status, 401);
+  });
+
+  test('refresh: rotation gives new tokens once; a used refresh token revokes the whole grant', async () => {
+    const { clientId, tokens } = await signIn({ scopes: ['read', 'write'] });
+    const rotated = await token({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token, client_id: clientId });
+    assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+    assert.notEqual(rotated.body.refresh_token, tokens.refresh_token);
+    assert.equal(rotated.body.scope, 'read write');
+    assert.equal((await mcpCall(createUrl(ns), rotated.body.access_token, 'list_services')).isError, undefined);
+    const wider = await token({
+      grant_type: 'refresh_token',
+      refresh_token: rotated.body.refresh_token,
+      client_id: clientId,
+      scope: 'read write execute',
+    });
+    assert.equal(wider.body.error, 'invalid_scope');
+    const replayed = await token({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token, client_id: clientId });
+    assert.equal(replayed.status, 400);
+    assert.equal(replayed.body.error, 'invalid_grant');
+    // The whole family: the newest tokens too.
+    assert.equal((await mcpCall(createUrl(ns), rotated.body.access_token, 'list_services')).status, 401);
+    assert.equal(
+      (await token({ grant_type: 'refresh_token', refresh_token: rotated.body.refresh_token, client_id: clientId })).body.error,
+      'invalid_grant',
+    );
+  });
+
+  test('revocation (RFC 7009): the client revokes its grant; another client cannot; unknown tokens are no error', async () => {
+    const { clientId, tokens } = await signIn({ scopes: ['read'] });
+    const revoke = (form: Record<string, string>) =>
+      fetch(`${server.url}/oauth/revoke`, { method: 'POST', body: new URLSearchParams(form) });
+    assert.equal((await revoke({ token: tokens.refresh_token, client_id: await register() })).status, 200);
+    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).isError, undefined, 'another client revoked nothing');
+    assert.equal((await revoke({ token: 'mcpwat_' + '0'.repeat(64), client_id: clientId })).status, 200);
+    assert.equal((await revoke({ token: tokens.refresh_token, client_id: clientId })).status, 200);
+    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).status, 401);
+  });
+
+  test('resource indicators: another server or path is refused; a token for one namespace is not found in another account`s', async () => {
+    const clientId = await register();
+    const { challenge } = pkce();
+    const base = {
+      response_type: 'code',
+      client_id: clientId,
+      redirect_uri: REDIRECT,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    };
+    for (const resource of ['https://elsewhere.example/mcp/run/x', `${server.url}/api/keys`]) {
+      const refused = await authorize({ ...base, resource });
+      assert.equal(new URL(refused.location!).searchParams.get('error'), 'invalid_target', resource);
+    }
+    const stranger = await createAccount(server.url);
+    const theirs = `oc-${randomBytes(4).toString('hex')}`;
+    await mcpCall(createUrl(theirs), stranger.key, 'make_namespace', { name: theirs });
+    // The owner cannot approve a client for a namespace that is not the owner's.
+    const started = await authorize({ ...base, resource: `${server.url}/mcp/run/${theirs}` });
+    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+    const refused = await decide(owner, requestId, { approve: true, scopes: ['read'] });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body.field, 'namespace');
+    // The owner's token (for ns) on the stranger's namespace: not found.
+    const { tokens } = await signIn({ scopes: ['read'] });
+    const across = await mcpCall(createUrl(theirs), tokens.access_token, 'list_services');
+    assert.equal(parseResult(across).error_type, 'not_found');
+  });
+
+  test('consent: needs the session, is decided once, a denial goes back as access_denied; no cross-origin decision', async () => {
+    const clientId = await register();
+    const { challenge } = pkce();
+    const started = await authorize({
+      response_type: 'code',
+      client_id: clientId,
+      redirect_uri: REDIRECT,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      state: 's',
+    });
+    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+    assert.equal((await fetch(`${server.url}/api/oauth/requests/${requestId}`)).status, 401);
+    const forged = await postJson(
+      `${server.url}/api/oauth/requests/${requestId}`,
+      { approve: true, namespace: ns, scopes: ['read'] },
+      { ...asOwner(owner), origin: 'https://evil.example' },
+    );
+    assert.equal(forged.status, 403);
+    const denied = await decide(owner, requestId, { approve: false });
+    const back = new URL(denied.body.redirect_to);
+    assert.equal(back.searchParams.get('error'), 'access_denied');
+    assert.equal(back.searchParams.get('state'), 's');
+    assert.equal(back.searchParams.get('code'), null);
+    const twice = await decide(owner, requestId, { approve: true, namespace: ns, scopes: ['read'] });
+    assert.equal(twice.status, 404);
+    assert.equal((await fetch(`${server.url}/api/oauth/requests/${'0'.repeat(64)}`, { headers: asOwner(owner) })).status, 404);
+    // Bad token requests: RFC 6749 JSON errors.
+    const bad = await token({ grant_type: 'password', client_id: clientId });
+    assert.equal(bad.body.error, 'unsupported_grant_type');
+    const noClient = await token({ grant_type: 'authorization_code', code: 'x', code_verifier: 'y' });
+    assert.equal(noClient.body.error, 'invalid_request');
   });
 });
