@@ -74,7 +74,8 @@ function providerOf(service: OAuthService, baseHost: string | undefined): OAuthS
       (res as unknown as { redirect(status: number, url: string): void }).redirect(302, `${CONSENT_PAGE}?request=${id}`);
     },
     challengeForAuthorizationCode: (client, code) => service.challengeFor(client, code),
-    exchangeAuthorizationCode: (client, code, _verifier, redirectUri, resource) => service.exchangeCode(client, code, redirectUri, resource),
+    exchangeAuthorizationCode: (client, code, _verifier, redirectUri, resource) =>
+      service.exchangeCode(client, code, redirectUri, resource),
     exchangeRefreshToken: (client, refreshToken, scopes, resource) => service.exchangeRefresh(client, refreshToken, scopes, resource),
     revokeToken: (client, request) => service.revoke(client, request.token),
     // MCP endpoints check access tokens through AccountService.authenticateRequest, as keys.
@@ -104,7 +105,10 @@ function expressApp(service: OAuthService, logger: Logger, baseHost: string | un
       JSON.stringify(
         status === 500
           ? { error: 'server_error', error_description: 'the server failed' }
-          : { error: 'invalid_request', error_description: error.type === 'entity.too.large' ? 'request body too large' : 'unreadable request body' },
+          : {
+              error: 'invalid_request',
+              error_description: error.type === 'entity.too.large' ? 'request body too large' : 'unreadable request body',
+            },
       ),
     );
   });

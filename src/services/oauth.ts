@@ -79,7 +79,13 @@ export class OAuthService {
   /** An /authorize request, validated by the SDK (client, redirect URI, S256 challenge): kept for the consent page. */
   async startAuthorization(
     client: OAuthClientInformationFull,
-    params: { state?: string | undefined; scopes?: string[] | undefined; codeChallenge: string; redirectUri: string; resource?: URL | undefined },
+    params: {
+      state?: string | undefined;
+      scopes?: string[] | undefined;
+      codeChallenge: string;
+      redirectUri: string;
+      resource?: URL | undefined;
+    },
     origin: string,
     baseHost: string | undefined,
   ): Promise<string> {
@@ -122,7 +128,11 @@ export class OAuthService {
    * The owner's decision: where the browser goes next (the client's redirect URI with the code and
    * state, or access_denied). The namespace must be the account's; the scopes, some of those asked for.
    */
-  async decide(accountId: string, requestId: unknown, input: { approve?: unknown; namespace?: unknown; scopes?: unknown }): Promise<string> {
+  async decide(
+    accountId: string,
+    requestId: unknown,
+    input: { approve?: unknown; namespace?: unknown; scopes?: unknown },
+  ): Promise<string> {
     const row = await this.pendingRequest(requestId);
     const back = new URL(row.redirect_uri);
     if (row.state !== null) back.searchParams.set('state', row.state);
@@ -184,7 +194,8 @@ export class OAuthService {
     if (redirectUri !== undefined && redirectUri !== row.redirect_uri) {
       throw new InvalidGrantError('redirect_uri differs from the authorization request’s');
     }
-    if (resource && row.resource && resource.href !== row.resource) throw new InvalidTargetError('resource differs from the authorization request’s');
+    if (resource && row.resource && resource.href !== row.resource)
+      throw new InvalidTargetError('resource differs from the authorization request’s');
     const issued = this.issue(row.granted_scopes);
     await this.store.createGrant({
       authorizationId: row.id,
@@ -275,12 +286,16 @@ export class OAuthService {
   }
 
   private async pendingRequest(requestId: unknown) {
-    const row = typeof requestId === 'string' && /^[0-9a-f]{64}$/.test(requestId) ? await this.store.findAuthorization(requestId) : undefined;
+    const row =
+      typeof requestId === 'string' && /^[0-9a-f]{64}$/.test(requestId) ? await this.store.findAuthorization(requestId) : undefined;
     if (!row || row.account_id || row.used_at || row.expires_at.getTime() <= Date.now()) throw this.gone();
     return row;
   }
 
   private gone(): DomainError {
-    return new DomainError('not_found', 'this sign-in request is unknown, expired or already decided: start the sign-in again from the client');
+    return new DomainError(
+      'not_found',
+      'this sign-in request is unknown, expired or already decided: start the sign-in again from the client',
+    );
   }
 }

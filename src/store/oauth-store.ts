@@ -33,7 +33,10 @@ export class OAuthStore {
   constructor(private readonly db: Db) {}
 
   async createClient(clientId: string, metadata: Record<string, unknown>): Promise<void> {
-    await this.db.insertInto('oauth_clients').values({ client_id: clientId, metadata: JSON.stringify(metadata) }).execute();
+    await this.db
+      .insertInto('oauth_clients')
+      .values({ client_id: clientId, metadata: JSON.stringify(metadata) })
+      .execute();
   }
 
   async findClient(clientId: string): Promise<Record<string, unknown> | undefined> {
@@ -52,7 +55,10 @@ export class OAuthStore {
     expiresAt: Date;
   }): Promise<void> {
     // Requests nobody decided (or redeemed) in time go as new ones come.
-    await this.db.deleteFrom('oauth_authorizations').where('expires_at', '<', new Date(Date.now() - 3_600_000)).execute();
+    await this.db
+      .deleteFrom('oauth_authorizations')
+      .where('expires_at', '<', new Date(Date.now() - 3_600_000))
+      .execute();
     await this.db
       .insertInto('oauth_authorizations')
       .values({

@@ -23,7 +23,8 @@ async function signIn(email: string, password: string): Promise<Account> {
   return api<Account>('GET', '/api/account');
 }
 
-export function LoginPage(props: { onSignedIn: (account: Account) => void }) {
+/** `stay`: signed in, the page stays where it is (the consent page asked to log in first). */
+export function LoginPage(props: { onSignedIn: (account: Account) => void; stay?: boolean }) {
   const [error, setError] = useState<FormError>();
   const [busy, setBusy] = useState(false);
   const submit = async (event: Event) => {
@@ -33,7 +34,7 @@ export function LoginPage(props: { onSignedIn: (account: Account) => void }) {
     setError(undefined);
     try {
       props.onSignedIn(await signIn(String(form.get('email')), String(form.get('password'))));
-      navigate('/keys');
+      if (!props.stay) navigate('/keys');
     } catch (e) {
       setError(failure(e));
     } finally {

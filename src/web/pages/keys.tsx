@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, describeError, type CreatedKey, type KeyListing, type Namespace } from '../api';
 import { CopyBlock, ErrorMessage, Link, PageTitle } from '../components';
+import { SignedInClients } from './oauth-grants';
 
 const SCOPES = [
   { id: 'read', hint: 'list and describe' },
@@ -176,6 +177,7 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
           </tbody>
         </table>
       )}
+      <SignedInClients />
     </section>
   );
 }
