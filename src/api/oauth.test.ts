@@ -1,4 +1,4 @@
-// test-database: both, codes, rotation and revocation are conditional SQL updates
+// test-database: embedded, single-use codes and rotation are single-statement conditional updates, the same SQL on both databases
 // Sign-in from MCP clients (OAuth 2.1, the MCP authorization spec): metadata, registration, the
 // consent API, PKCE, redirect URIs, codes, refresh rotation and reuse, revocation, and the tokens
 // going through the API keys' checks (namespace, scopes, tenancy, expiry), against the real server:
