@@ -290,7 +290,6 @@ export function createApp(deps: AppDependencies): Hono {
   mountOAuthProtocol(app, {
     service: deps.oauth,
     logger,
-    baseHost: deps.baseHost,
     guard: (c) => rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost),
     onEndpointHost: (c) => !!subdomainRoute(c.req.header('host'), deps.baseHost),
   });

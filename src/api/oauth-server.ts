@@ -61,7 +61,7 @@ export function authorizationServerMetadata(origin: string): Record<string, unkn
 }
 
 /** The SDK's provider interface over OAuthService; /authorize's answer is a redirect to the consent page. */
-function providerOf(service: OAuthService, baseHost: string | undefined): OAuthServerProvider {
+function providerOf(service: OAuthService): OAuthServerProvider {
   return {
     clientsStore: {
       getClient: (id) => service.getClient(id),
@@ -70,7 +70,7 @@ function providerOf(service: OAuthService, baseHost: string | undefined): OAuthS
     async authorize(client, params, res) {
       const req = (res as unknown as { req: IncomingMessage & { protocol: string } }).req;
       const origin = `${req.protocol}://${req.headers.host ?? ''}`;
-      const id = await service.startAuthorization(client, params, origin, baseHost);
+      const id = await service.startAuthorization(client, params, origin);
       (res as unknown as { redirect(status: number, url: string): void }).redirect(302, `${CONSENT_PAGE}?request=${id}`);
     },
     challengeForAuthorizationCode: (client, code) => service.challengeFor(client, code),
@@ -83,11 +83,11 @@ function providerOf(service: OAuthService, baseHost: string | undefined): OAuthS
   };
 }
 
-function expressApp(service: OAuthService, logger: Logger, baseHost: string | undefined): NodeHandler {
+function expressApp(service: OAuthService, logger: Logger): NodeHandler {
   const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { Router: unknown };
   const app = express();
   app.disable('x-powered-by');
-  const provider = providerOf(service, baseHost);
+  const provider = providerOf(service);
   // Per client address, in memory: registration the tightest (each one is a stored row).
   const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false });
   app.use(OAUTH_PATHS.authorize, authorizationHandler({ provider, rateLimit: limits(300) }));
@@ -124,13 +124,12 @@ export function mountOAuthProtocol(
   deps: {
     service: OAuthService;
     logger: Logger;
-    baseHost: string | undefined;
     guard: (c: Context) => Response | undefined;
     /** True on a `{ns}.create|run.{base}` host, where every path is the MCP endpoint. */
     onEndpointHost: (c: Context) => boolean;
   },
 ): void {
-  const handler = expressApp(deps.service, deps.logger, deps.baseHost);
+  const handler = expressApp(deps.service, deps.logger);
   for (const path of Object.values(OAUTH_PATHS)) {
     app.all(path, async (c, next) => {
       if (deps.onEndpointHost(c)) return next();

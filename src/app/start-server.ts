@@ -215,8 +215,11 @@ async function startServerSteps(
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
-  const oauth = new OAuthService(new OAuthStore(database.db), accountsStore, async (accountId) =>
-    (await catalogStore.listNamespaces(accountId)).map((n) => n.name),
+  const oauth = new OAuthService(
+    new OAuthStore(database.db),
+    accountsStore,
+    async (accountId) => (await catalogStore.listNamespaces(accountId)).map((n) => n.name),
+    config.baseHost,
   );
   const cacheDir = cacheDirFor(config, host);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm, host.sandbox);

@@ -49,8 +49,19 @@ export class OAuthService {
     private readonly store: OAuthStore,
     private readonly accounts: AccountsStore,
     private readonly namespacesOf: (accountId: string) => Promise<string[]>,
+    /** `{ns}.create|run.{baseHost}` hosts are endpoints too (their resource names the namespace). */
+    private readonly baseHost: string | undefined,
     private readonly lifetimes: typeof OAUTH_LIFETIMES = OAUTH_LIFETIMES,
   ) {}
+
+  /** The namespace a stored or presented resource names (see namespaceOfResource); null: the owner picks. */
+  private namespaceOf(resource: string | URL | null): string | null | undefined {
+    if (!resource) return null;
+    const url = new URL(resource);
+    // The origin part was checked at /authorize; here a resource of this server's root names no namespace.
+    const named = namespaceOfResource(url, url.origin, this.baseHost);
+    return named === null && this.baseHost ? (namespaceOfResource(url, '', this.baseHost) ?? null) : named;
+  }
 
   async getClient(clientId: string): Promise<OAuthClientInformationFull | undefined> {
     if (clientId.length > 100) return undefined;
@@ -87,11 +98,10 @@ export class OAuthService {
       resource?: URL | undefined;
     },
     origin: string,
-    baseHost: string | undefined,
   ): Promise<string> {
     const scopes = requestedScopes(params.scopes);
     if (!scopes) throw new InvalidScopeError(`scopes are read, write and execute (space-separated)`);
-    if (params.resource && namespaceOfResource(params.resource, origin, baseHost) === undefined) {
+    if (params.resource && namespaceOfResource(params.resource, origin, this.baseHost) === undefined) {
       throw new InvalidTargetError('resource must be one of this server’s MCP endpoints (/mcp/create/{ns} or /mcp/run/{ns})');
     }
     const id = randomHex(32);
@@ -112,7 +122,7 @@ export class OAuthService {
   async describeRequest(accountId: string, requestId: unknown): Promise<ConsentRequest> {
     const row = await this.pendingRequest(requestId);
     const client = (await this.store.findClient(row.client_id)) ?? {};
-    const fixed = row.resource ? namespaceOfResource(new URL(row.resource), new URL(row.resource).origin) : null;
+    const fixed = this.namespaceOf(row.resource);
     return {
       request_id: row.id,
       client_name: clientDisplayName(client),
@@ -142,7 +152,7 @@ export class OAuthService {
       back.searchParams.set('error_description', 'the account owner denied the request');
       return back.href;
     }
-    const fixed = row.resource ? namespaceOfResource(new URL(row.resource), new URL(row.resource).origin) : null;
+    const fixed = this.namespaceOf(row.resource);
     const namespace = fixed ?? input.namespace;
     const owned = await this.namespacesOf(accountId);
     if (typeof namespace !== 'string' || !owned.includes(namespace)) {
@@ -230,7 +240,7 @@ export class OAuthService {
     if (scopes && scopes.length > 0 && (scopes.some((s) => !granted.includes(s)) || new Set(scopes).size !== granted.length)) {
       throw new InvalidScopeError(`a refresh keeps the granted scopes (${granted.join(' ')}); sign in again for others`);
     }
-    if (resource && namespaceOfResource(resource, resource.origin) !== grant.namespace) {
+    if (resource && this.namespaceOf(resource) !== null && this.namespaceOf(resource) !== grant.namespace) {
       throw new InvalidTargetError(`this grant is for namespace '${grant.namespace}'`);
     }
     const issued = this.issue(granted);

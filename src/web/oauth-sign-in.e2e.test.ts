@@ -8,7 +8,7 @@
 // callback, fails the run.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,6 +20,7 @@ import { callOk, connect, createAccount, startTestServer, type TestAccount, type
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CHROMIUM = process.env.MCPWORKS_CHROMIUM ?? '/usr/bin/chromium';
 const MCP_REMOTE = path.join(REPO, 'node_modules', 'mcp-remote', 'dist', 'proxy.js');
+const SCREENSHOTS = process.env.MCPWORKS_SCREENSHOTS_DIR ?? path.join(REPO, 'docs', 'screenshots');
 
 let server: TestServer;
 let browser: Browser;
@@ -159,6 +160,22 @@ function tokensOf(dir: string): { access_token: string; refresh_token: string; c
   return { ...read('_tokens.json'), client_id: read('_client_info.json').client_id };
 }
 
+/** The page as it is: every control has an accessible name, then its screenshot (1280×800, as the dashboard's). */
+async function shoot(name: string): Promise<void> {
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll<HTMLElement>('input:not([type=hidden]), select, textarea, button, a[href]')]
+      .filter((element) => {
+        const labels = (element as HTMLInputElement).labels;
+        const named = element.getAttribute('aria-label') || element.getAttribute('aria-labelledby') || element.textContent?.trim();
+        return !(labels && labels.length > 0) && !named;
+      })
+      .map((element) => element.outerHTML.slice(0, 120)),
+  );
+  assert.deepEqual(unlabelled, [], `controls without a label on ${name}`);
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
+}
+
 const INIT = { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'claude-desktop-like', version: '1' } };
 
 test('mcp-remote with no key: browser sign-in on the consent page, then execute; revoked on the keys page, its next call fails', async () => {
@@ -180,6 +197,7 @@ test('mcp-remote with no key: browser sign-in on the consent page, then execute;
     await page.getByRole('button', { name: 'Log in' }).click();
     await page.getByRole('heading', { name: /^Allow “MCP CLI Proxy”/ }).waitFor();
     assert.match((await page.locator('main').textContent())!, new RegExp(`Namespace: ${ns}`));
+    await shoot('consent');
     await page.getByRole('button', { name: 'Approve' }).click();
     // The browser is sent back to mcp-remote's loopback callback, which takes the code.
     await page.waitForURL(new RegExp(`^http://localhost:${callbackPort}/oauth/callback`));
@@ -199,6 +217,8 @@ test('mcp-remote with no key: browser sign-in on the consent page, then execute;
     const row = page.getByRole('row', { name: /MCP CLI Proxy/ });
     await row.waitFor();
     assert.match((await row.textContent())!, new RegExp(ns));
+    await row.scrollIntoViewIfNeeded();
+    await shoot('keys-signed-in-clients');
     await row.getByRole('button', { name: /Revoke sign-in of/ }).click();
     await page.getByText('No client has signed in.').waitFor();
     // mcp-remote's next call gets the 401 (its refresh is refused too) and it asks for a new sign-in
