@@ -299,6 +299,14 @@ describe('the authorization server refuses', () => {
     assert.equal(wrong.body.error, 'invalid_grant');
     const otherClient = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: await register() });
     assert.equal(otherClient.body.error, 'invalid_grant');
+    const otherRedirect = await token({
+      grant_type: 'authorization_code',
+      code,
+      code_verifier: verifier,
+      client_id: clientId,
+      redirect_uri: 'http://127.0.0.1:9/other',
+    });
+    assert.equal(otherRedirect.body.error, 'invalid_grant');
     const right = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId });
     assert.equal(right.status, 200, JSON.stringify(right.body));
   });
@@ -354,6 +362,8 @@ describe('the authorization server refuses', () => {
     assert.notEqual(rotated.body.refresh_token, tokens.refresh_token);
     assert.equal(rotated.body.scope, 'read write');
     assert.equal((await mcpCall(createUrl(ns), rotated.body.access_token, 'list_services')).isError, undefined);
+    // A refresh token is no access token.
+    assert.equal((await mcpCall(createUrl(ns), rotated.body.refresh_token, 'list_services')).status, 401);
     const wider = await token({
       grant_type: 'refresh_token',
       refresh_token: rotated.body.refresh_token,
@@ -431,6 +441,13 @@ describe('the authorization server refuses', () => {
       { ...asOwner(owner), origin: 'https://evil.example' },
     );
     assert.equal(forged.status, 403);
+    const unasked = await postJson(
+      `${server.url}/api/oauth/requests/${requestId}`,
+      { approve: true, namespace: ns, scopes: ['admin'] },
+      asOwner(owner),
+    );
+    assert.equal(unasked.status, 400);
+    assert.equal(unasked.body.field, 'scopes');
     const denied = await decide(owner, requestId, { approve: false });
     const back = new URL(denied.body.redirect_to);
     assert.equal(back.searchParams.get('error'), 'access_denied');
