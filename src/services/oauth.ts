@@ -195,17 +195,21 @@ export class OAuthService {
     if (!row || row.client_id !== client.client_id || !row.account_id || !row.namespace || !row.granted_scopes) {
       throw new InvalidGrantError('unknown authorization code');
     }
+    // A request that does not match leaves an unused code as it is; a used one goes to the reuse answer.
+    if (!row.used_at) {
+      if (!row.code_expires_at || row.code_expires_at.getTime() <= Date.now()) throw new InvalidGrantError('authorization code expired');
+      if (redirectUri !== undefined && redirectUri !== row.redirect_uri) {
+        throw new InvalidGrantError('redirect_uri differs from the authorization request’s');
+      }
+      if (resource && row.resource && resource.href !== row.resource) {
+        throw new InvalidTargetError('resource differs from the authorization request’s');
+      }
+    }
     if (!(await this.store.useCode(hash))) {
       const again = await this.store.findAuthorization(row.id);
       if (again?.key_id) await this.store.revokeGrant(again.key_id);
       throw new InvalidGrantError('authorization code already used: the tokens it gave are revoked');
     }
-    if (!row.code_expires_at || row.code_expires_at.getTime() <= Date.now()) throw new InvalidGrantError('authorization code expired');
-    if (redirectUri !== undefined && redirectUri !== row.redirect_uri) {
-      throw new InvalidGrantError('redirect_uri differs from the authorization request’s');
-    }
-    if (resource && row.resource && resource.href !== row.resource)
-      throw new InvalidTargetError('resource differs from the authorization request’s');
     const issued = this.issue(row.granted_scopes);
     await this.store.createGrant({
       authorizationId: row.id,
