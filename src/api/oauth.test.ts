@@ -422,6 +422,33 @@ describe('the authorization server refuses', () => {
     assert.equal(parseResult(across).error_type, 'not_found');
   });
 
+  test('bad input gets an OAuth error, never a server error: NUL in metadata, state or client_id; a body that is not JSON', async () => {
+    const nul = await postJson(`${server.url}/oauth/register`, { client_name: 'a\u0000b', redirect_uris: [REDIRECT] });
+    assert.equal(nul.status, 400);
+    assert.equal(nul.body.error, 'invalid_client_metadata');
+    const broken = await postJson(`${server.url}/oauth/register`, '{"client_name":');
+    assert.equal(broken.status, 400);
+    assert.equal(broken.body.error, 'invalid_request');
+    const clientId = await register();
+    const { challenge } = pkce();
+    const base = {
+      response_type: 'code',
+      client_id: clientId,
+      redirect_uri: REDIRECT,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    };
+    const badState = await authorize({ ...base, state: 'a\u0000b' });
+    assert.equal(new URL(badState.location!).searchParams.get('error'), 'invalid_request');
+    const badClient = await authorize({ ...base, client_id: 'x\u0000y' });
+    assert.equal(badClient.status, 400);
+    assert.equal(JSON.parse(badClient.body).error, 'invalid_client');
+    assert.equal(
+      (await token({ grant_type: 'refresh_token', refresh_token: 'mcpwrt_\u0000', client_id: clientId })).body.error,
+      'invalid_grant',
+    );
+  });
+
   test('consent: needs the session, is decided once, a denial goes back as access_denied; no cross-origin decision', async () => {
     const clientId = await register();
     const { challenge } = pkce();

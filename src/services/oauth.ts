@@ -1,5 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { InvalidGrantError, InvalidScopeError, InvalidTargetError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
+import {
+  InvalidClientMetadataError,
+  InvalidGrantError,
+  InvalidRequestError,
+  InvalidScopeError,
+  InvalidTargetError,
+} from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import type { OAuthClientInformationFull, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { OAUTH_REFRESH_TOKEN_PATTERN, isAccessTokenShape, type Scope } from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
@@ -64,7 +70,8 @@ export class OAuthService {
   }
 
   async getClient(clientId: string): Promise<OAuthClientInformationFull | undefined> {
-    if (clientId.length > 100) return undefined;
+    // Ids are ours (random UUIDs): anything else names no client and never reaches a query.
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(clientId)) return undefined;
     const metadata = await this.store.findClient(clientId);
     return metadata ? ({ ...metadata, client_id: clientId } as OAuthClientInformationFull) : undefined;
   }
@@ -75,6 +82,9 @@ export class OAuthService {
    */
   async registerClient(client: Omit<OAuthClientInformationFull, 'client_id' | 'client_id_issued_at'>): Promise<OAuthClientInformationFull> {
     const { client_secret: _secret, client_secret_expires_at: _expiry, ...metadata } = client as OAuthClientInformationFull;
+    // PostgreSQL text cannot hold NUL: refused as bad metadata, not failed in the insert.
+    if (JSON.stringify(metadata).includes('\\u0000'))
+      throw new InvalidClientMetadataError('client metadata must not contain NUL characters');
     const clientId = randomUUID();
     const registered = {
       ...metadata,
@@ -99,6 +109,10 @@ export class OAuthService {
     },
     origin: string,
   ): Promise<string> {
+    const texts = [params.state ?? '', params.codeChallenge, params.redirectUri, params.resource?.href ?? ''];
+    if (texts.some((t) => t.includes('\u0000')) || (params.state ?? '').length > 1024 || params.codeChallenge.length > 128) {
+      throw new InvalidRequestError('state (at most 1024 characters), code_challenge (at most 128) and the URIs must not contain NUL');
+    }
     const scopes = requestedScopes(params.scopes);
     if (!scopes) throw new InvalidScopeError(`scopes are read, write and execute (space-separated)`);
     if (params.resource && namespaceOfResource(params.resource, origin, this.baseHost) === undefined) {
