@@ -30,7 +30,7 @@ before(async () => {
   otherNs = `ob-${randomBytes(4).toString('hex')}`;
   for (const name of [ns, otherNs]) {
     const made = await mcpCall(`${server.url}/mcp/create/${name}`, owner.key, 'make_namespace', { name });
-    assert.equal(made.isError, undefined, JSON.stringify(made));
+    assertWorks(made);
   }
 });
 after(async () => {
@@ -55,6 +55,11 @@ async function mcpCall(url: string, bearer: string, name: string, args: Record<s
   if (response.status !== 200) return { status: response.status, body: text ? JSON.parse(text) : null };
   const data = text.startsWith('{') ? text : (text.split('\n').find((l) => l.startsWith('data: ')) ?? '').slice(6);
   return JSON.parse(data).result;
+}
+
+/** A tool call that was answered (not refused at the door) and succeeded. */
+function assertWorks(result: any, what = 'the call works'): void {
+  assert.ok(result.status === undefined && Array.isArray(result.content) && !result.isError, `${what}: ${JSON.stringify(result)}`);
 }
 
 const pkce = () => {
@@ -313,7 +318,7 @@ describe('the authorization server refuses', () => {
 
   test('a code works once: its second use is refused and revokes the tokens the first one gave', async () => {
     const { clientId, code, verifier, tokens } = await signIn();
-    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).isError, undefined);
+    assertWorks(await mcpCall(createUrl(ns), tokens.access_token, 'list_services'));
     const again = await token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId });
     assert.equal(again.status, 400);
     assert.equal(again.body.error, 'invalid_grant');
@@ -347,7 +352,7 @@ describe('the authorization server refuses', () => {
     );
 
     const { tokens } = await signIn({ scopes: ['read'] });
-    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).isError, undefined);
+    assertWorks(await mcpCall(createUrl(ns), tokens.access_token, 'list_services'));
     await sql`UPDATE oauth_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = ${sha256Hex(tokens.access_token)}`.execute(
       server.server.services.db,
     );
@@ -361,7 +366,7 @@ describe('the authorization server refuses', () => {
     assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
     assert.notEqual(rotated.body.refresh_token, tokens.refresh_token);
     assert.equal(rotated.body.scope, 'read write');
-    assert.equal((await mcpCall(createUrl(ns), rotated.body.access_token, 'list_services')).isError, undefined);
+    assertWorks(await mcpCall(createUrl(ns), rotated.body.access_token, 'list_services'));
     // A refresh token is no access token.
     assert.equal((await mcpCall(createUrl(ns), rotated.body.refresh_token, 'list_services')).status, 401);
     const wider = await token({
@@ -387,7 +392,7 @@ describe('the authorization server refuses', () => {
     const revoke = (form: Record<string, string>) =>
       fetch(`${server.url}/oauth/revoke`, { method: 'POST', body: new URLSearchParams(form) });
     assert.equal((await revoke({ token: tokens.refresh_token, client_id: await register() })).status, 200);
-    assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).isError, undefined, 'another client revoked nothing');
+    assertWorks(await mcpCall(createUrl(ns), tokens.access_token, 'list_services'), 'another client revoked nothing');
     assert.equal((await revoke({ token: 'mcpwat_' + '0'.repeat(64), client_id: clientId })).status, 200);
     assert.equal((await revoke({ token: tokens.refresh_token, client_id: clientId })).status, 200);
     assert.equal((await mcpCall(createUrl(ns), tokens.access_token, 'list_services')).status, 401);
