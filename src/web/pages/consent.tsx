@@ -115,13 +115,17 @@ export function ConsentPage() {
         </fieldset>
         <p class="hint">The client gets a token for this namespace and these scopes only; revoke it any time on the API keys page.</p>
         <ErrorMessage id="consent-error" message={error} />
-        <p role="status">{done}</p>
-        <button type="submit" disabled={busy}>
-          Approve
-        </button>{' '}
-        <button type="button" disabled={busy} onClick={() => void decide(false)}>
-          Deny
-        </button>
+        <p role="status" hidden={!done}>
+          {done}
+        </p>
+        <div>
+          <button type="submit" disabled={busy}>
+            Approve
+          </button>{' '}
+          <button type="button" disabled={busy} onClick={() => void decide(false)}>
+            Deny
+          </button>
+        </div>
       </form>
     </section>
   );
