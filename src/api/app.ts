@@ -42,7 +42,8 @@ import type { WebhookService } from '../services/webhooks.js';
 import type { WebhookTrigger } from '../agents/triggers/webhook.js';
 import { isAgentRequest, mountAgentRoutes } from './agents-http.js';
 import { mountDashboard, type DashboardAssets } from './dashboard.js';
-import { mountDashboardApi } from './dashboard-api.js';
+import { mountDashboardApi, ownerKey } from './dashboard-api.js';
+import { mountDashboardAgents } from './dashboard-agents.js';
 import type { OAuthService } from '../services/oauth.js';
 import { mountOAuthDashboardApi, mountOAuthProtocol } from './oauth-server.js';
 
@@ -485,6 +486,19 @@ export function createApp(deps: AppDependencies): Hono {
     owner: async (c) => {
       const { tier, account_id } = await accounts.describeAccount(await sessionAccount(c));
       return { accountId: account_id, tier };
+    },
+  });
+
+  // Agents (the dashboard's page): the create endpoint's agent tools' code, as the owner.
+  mountDashboardAgents(app, {
+    catalog,
+    agents: deps.agents,
+    runtime: deps.agentRuntime,
+    schedules: deps.schedules,
+    webhooks: deps.webhooks?.service,
+    owner: async (c) => {
+      const { tier, account_id } = await accounts.describeAccount(await sessionAccount(c));
+      return ownerKey({ accountId: account_id, tier });
     },
   });
 

@@ -12,6 +12,7 @@ export const DASHBOARD_PAGES = [
   '/connect',
   '/functions',
   '/executions',
+  '/agents',
   '/usage',
   '/account',
   // Sign-in from MCP clients: /oauth/authorize sends the owner here (src/web/pages/consent.tsx).

@@ -480,8 +480,11 @@ async function startServerSteps(
     s.once('error', reject);
     opened.push(() => new Promise<void>((resolve) => s.close(() => resolve())));
   }).catch(failStart);
-  const port = (server.address() as AddressInfo).port;
-  ownEndpoints = ownEndpointsOf(config.host, port, config.baseHost);
+  const bound = server.address() as AddressInfo;
+  const port = bound.port;
+  // The address it is bound to, not the configured name: a host name (resolved by listen) would
+  // leave this server's own address unknown to the outbound rules.
+  ownEndpoints = ownEndpointsOf(bound.address, port, config.baseHost);
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
   housekeeping.start();

@@ -11,6 +11,7 @@ import {
   MIN_PASSWORD_LENGTH,
   type Scope,
 } from '../core/accounts.js';
+import type { CreatedKey, KeyListing } from '../core/dashboard-types.js';
 import { DomainError, invalid } from '../core/errors.js';
 import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
@@ -34,26 +35,7 @@ export interface KeyPrincipal {
   scopes: Scope[];
 }
 
-export interface CreatedKey {
-  id: string;
-  name: string;
-  prefix: string;
-  key: string;
-  namespace: string | null;
-  scopes: Scope[];
-  expires_at: string | null;
-}
-
-export interface KeyListing {
-  id: string;
-  name: string;
-  prefix: string;
-  namespace: string | null;
-  scopes: string[];
-  expires_at: string | null;
-  last_used_at: string | null;
-  created_at: string;
-}
+export type { CreatedKey, KeyListing } from '../core/dashboard-types.js';
 
 const SESSION_DAYS = 30;
 const DAY_MS = 86_400_000;

@@ -904,6 +904,17 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
+    version: 25,
+    name: "executions keep their redacted result (bounded); an account's security events listed in one query",
+    statements: [
+      // What the caller got back (after the secret scan), cut at 64 KB characters with a marker: the
+      // dashboard's execution detail shows it. Never the raw result.
+      `ALTER TABLE executions ADD COLUMN result TEXT`,
+      // The dashboard lists every namespace's events of an account at once.
+      `CREATE INDEX security_events_account ON security_events(account_id, created_at)`,
+    ],
+  },
+  {
     version: 26,
     name: 'OAuth sign-in from MCP clients: registered clients, authorization requests and codes, tokens of a grant',
     statements: [

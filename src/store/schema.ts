@@ -164,6 +164,8 @@ export interface ExecutionsTable {
   stderr: string;
   /** An execute's submitted code (bounded, redacted); null for tool-mode runs. */
   code: string | null;
+  /** The run's redacted result (JSON text, bounded: executions-store.ts recordedResult); null when it failed. */
+  result: ColumnType<string | null, string | null | undefined, string | null>;
   language: string | null;
   created_at: Timestamp;
 }
