@@ -10,32 +10,10 @@ import type { OAuthClientInformationFull, OAuthTokens } from '@modelcontextproto
 import { OAUTH_REFRESH_TOKEN_PATTERN, isAccessTokenShape, type Scope } from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
 import { OAUTH_LIFETIMES, clientDisplayName, namespaceOfResource, requestedScopes } from '../core/oauth.js';
+import type { ConsentRequest, OAuthGrantListing } from '../core/dashboard-types.js';
 import type { OAuthStore } from '../store/oauth-store.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { randomHex, sha256Hex } from './credential-hashing.js';
-
-/** What the consent page shows: the client's name is untrusted text (shown as text). */
-export interface ConsentRequest {
-  request_id: string;
-  client_name: string;
-  /** Where the browser goes after the decision (its host, so the owner can tell who asks). */
-  redirect_host: string;
-  scopes: Scope[];
-  /** The namespace the client's endpoint names (fixed), or null: the owner picks one of `namespaces`. */
-  namespace: string | null;
-  namespaces: string[];
-  expires_at: string;
-}
-
-export interface OAuthGrantListing {
-  id: string;
-  client_name: string;
-  namespace: string | null;
-  scopes: string[];
-  created_at: string;
-  last_used_at: string | null;
-  expires_at: string | null;
-}
 
 interface Issued {
   tokens: OAuthTokens;

@@ -1,17 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, describeError } from '../api';
 import { ErrorMessage, PageTitle } from '../components';
-
-/** GET /api/oauth/requests/{id}: what a client asks for (src/services/oauth.ts ConsentRequest). */
-export interface ConsentRequest {
-  request_id: string;
-  client_name: string;
-  redirect_host: string;
-  scopes: string[];
-  namespace: string | null;
-  namespaces: string[];
-  expires_at: string;
-}
+import type { ConsentRequest } from '../../core/dashboard-types.js';
 
 const SCOPE_HINTS: Record<string, string> = {
   read: 'list and describe functions',

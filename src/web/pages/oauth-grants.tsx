@@ -1,17 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, describeError } from '../api';
-import { ErrorMessage } from '../components';
-
-/** GET /api/oauth/grants: the clients signed in with OAuth (src/services/oauth.ts OAuthGrantListing). */
-export interface OAuthGrant {
-  id: string;
-  client_name: string;
-  namespace: string | null;
-  scopes: string[];
-  created_at: string;
-  last_used_at: string | null;
-  expires_at: string | null;
-}
+import { DataTable, ErrorMessage, HiddenHead } from '../components';
+import type { OAuthGrantListing } from '../../core/dashboard-types.js';
 
 const when = (iso: string | null, none: string) => (iso ? new Date(iso).toLocaleString() : none);
 
@@ -20,12 +10,12 @@ const when = (iso: string | null, none: string) => (iso ? new Date(iso).toLocale
  * chosen scopes; revoking one (as a key is revoked) ends its access at once.
  */
 export function SignedInClients() {
-  const [grants, setGrants] = useState<OAuthGrant[]>();
+  const [grants, setGrants] = useState<OAuthGrantListing[]>();
   const [error, setError] = useState<string>();
 
   const reload = async () => {
     try {
-      setGrants((await api<{ grants: OAuthGrant[] }>('GET', '/api/oauth/grants')).grants);
+      setGrants((await api<{ grants: OAuthGrantListing[] }>('GET', '/api/oauth/grants')).grants);
       setError(undefined);
     } catch (e) {
       setError(describeError(e));
@@ -35,7 +25,7 @@ export function SignedInClients() {
     void reload();
   }, []);
 
-  const revoke = async (grant: OAuthGrant) => {
+  const revoke = async (grant: OAuthGrantListing) => {
     try {
       await api('DELETE', `/api/keys/${encodeURIComponent(grant.id)}`);
       await reload();
@@ -49,46 +39,31 @@ export function SignedInClients() {
       <h2 id="signed-in-clients">Signed-in clients</h2>
       <p class="hint">MCP clients that signed in through the browser (OAuth). Their names are what they registered themselves with.</p>
       <ErrorMessage id="grants-error" message={error} />
-      {grants && grants.length === 0 && <p>No client has signed in.</p>}
-      {grants && grants.length > 0 && (
-        <table class="keys grants" aria-labelledby="signed-in-clients">
-          <thead>
-            <tr>
-              <th scope="col">Client</th>
-              <th scope="col">Namespace</th>
-              <th scope="col">Scopes</th>
-              <th scope="col">Created</th>
-              <th scope="col">Last used</th>
-              <th scope="col">Expires</th>
-              <th scope="col">
-                <span class="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {grants.map((grant) => (
-              <tr key={grant.id} data-grant-id={grant.id}>
-                <th scope="row">{grant.client_name}</th>
-                <td>{grant.namespace ?? 'all'}</td>
-                <td>{grant.scopes.join(', ')}</td>
-                <td>{when(grant.created_at, '')}</td>
-                <td>{when(grant.last_used_at, 'never')}</td>
-                <td>{when(grant.expires_at, 'never')}</td>
-                <td class="actions">
-                  <button
-                    type="button"
-                    class="danger"
-                    onClick={() => void revoke(grant)}
-                    aria-label={`Revoke sign-in of ${grant.client_name}`}
-                  >
-                    Revoke
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <DataTable
+        caption="MCP clients signed in to this account"
+        class="grants"
+        rows={grants}
+        empty="No client has signed in."
+        rowKey={(grant) => grant.id}
+        rowAttributes={(grant) => ({ 'data-grant-id': grant.id })}
+        columns={[
+          { head: 'Client', cell: (grant) => grant.client_name, rowHeader: true },
+          { head: 'Namespace', cell: (grant) => grant.namespace ?? 'all' },
+          { head: 'Scopes', cell: (grant) => grant.scopes.join(', ') },
+          { head: 'Created', cell: (grant) => when(grant.created_at, '') },
+          { head: 'Last used', cell: (grant) => when(grant.last_used_at, 'never') },
+          { head: 'Expires', cell: (grant) => when(grant.expires_at, 'never') },
+          {
+            head: <HiddenHead>Actions</HiddenHead>,
+            class: () => 'actions',
+            cell: (grant) => (
+              <button type="button" class="danger" onClick={() => void revoke(grant)} aria-label={`Revoke sign-in of ${grant.client_name}`}>
+                Revoke
+              </button>
+            ),
+          },
+        ]}
+      />
     </>
   );
 }
