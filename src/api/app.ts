@@ -50,6 +50,8 @@ import { isAgentRequest, mountAgentRoutes } from './agents-http.js';
 import { mountDashboard, type DashboardAssets } from './dashboard.js';
 import { mountDashboardApi, ownerKey } from './dashboard-api.js';
 import { mountDashboardAgents } from './dashboard-agents.js';
+import type { OAuthService } from '../services/oauth.js';
+import { mountOAuthDashboardApi, mountOAuthProtocol } from './oauth-server.js';
 
 export interface AppDependencies {
   accounts: AccountService;
@@ -82,6 +84,8 @@ export interface AppDependencies {
   webhooks?: { service: WebhookService; trigger: WebhookTrigger; maxBodyBytes: number };
   /** The built web dashboard served at `/`, `/login`, …, (absent: those pages say it was not built). */
   dashboard?: DashboardAssets | undefined;
+  /** Sign-in from MCP clients (OAuth 2.1): the authorization server's state. */
+  oauth: OAuthService;
 }
 
 export interface HostGuard {
@@ -288,6 +292,15 @@ export function createApp(deps: AppDependencies): Hono {
   });
   app.notFound((c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
 
+  // The OAuth protocol endpoints run on the Node request (Express, the MCP SDK's handlers), which
+  // reads and caps the body itself: before the body limit below wraps it.
+  mountOAuthProtocol(app, {
+    service: deps.oauth,
+    logger,
+    guard: (c) => rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost),
+    onEndpointHost: (c) => !!subdomainRoute(c.req.header('host'), deps.baseHost),
+  });
+
   // Body size before anything else reads the request (authentication included), on every route.
   app.use(
     '*',
@@ -333,7 +346,11 @@ export function createApp(deps: AppDependencies): Hono {
     if (!route) return next();
     // The metadata its 401 names (resource_metadata) is the one other thing such a host serves.
     if (c.req.method === 'GET' && (c.req.path === METADATA_PATH || c.req.path.startsWith(`${METADATA_PATH}/`))) {
-      return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${c.req.path.slice(METADATA_PATH.length) || '/'}`));
+      // Signing in happens on the base host (its dashboard's session cookie is that host's).
+      const url = new URL(c.req.url);
+      return c.json(
+        protectedResourceMetadata(`${url.origin}${c.req.path.slice(METADATA_PATH.length) || '/'}`, `${url.protocol}//${deps.baseHost}`),
+      );
     }
     return serveMcp(c, route.kind, route.namespace);
   });
@@ -356,12 +373,18 @@ export function createApp(deps: AppDependencies): Hono {
     );
   });
 
-  // RFC 9728 metadata of an MCP endpoint (the 401's challenge names it): bearer API keys, no OAuth.
+  // RFC 9728 metadata of an MCP endpoint (the 401's challenge names it), path-suffixed, and of the
+  // server as a whole at the root (clients of the 2025-03-26 spec look there): API keys or OAuth.
+  app.get(METADATA_PATH, (c) => {
+    const origin = new URL(c.req.url).origin;
+    return c.json(protectedResourceMetadata(origin, origin));
+  });
   app.get(`${METADATA_PATH}/*`, (c) => {
     const path = c.req.path.slice(METADATA_PATH.length);
     const match = /^\/mcp\/(create|run)\/([^/]+)$/.exec(path);
     if (!match || !isValidNamespaceName(match[2]!)) return c.json(new DomainError('not_found', `no MCP endpoint at ${path}`).toJSON(), 404);
-    return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${path}`));
+    const origin = new URL(c.req.url).origin;
+    return c.json(protectedResourceMetadata(`${origin}${path}`, origin));
   });
 
   // Account routes (the ones a browser's session cookie reaches): state changes only as
@@ -457,6 +480,9 @@ export function createApp(deps: AppDependencies): Hono {
     await accounts.revokeKey(await sessionAccount(c), c.req.param('id'));
     return c.json({ revoked: c.req.param('id') });
   });
+
+  // The consent page's requests and the signed-in clients on the API-keys page (revoked as keys are).
+  mountOAuthDashboardApi(app, { service: deps.oauth, sessionAccount });
 
   // Functions, Executions (the dashboard's pages): the owner's session reaches the account's namespaces.
   mountDashboardApi(app, {

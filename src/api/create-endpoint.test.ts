@@ -671,6 +671,8 @@ describe('subdomain routing', () => {
       const metadata = await get('/.well-known/oauth-protected-resource');
       assert.equal(metadata.status, 200);
       assert.equal(JSON.parse(metadata.body).resource, 'http://sub.run.mcpworks.test/');
+      // Signing in happens on the base host (its session cookie), named as the authorization server.
+      assert.deepEqual(JSON.parse(metadata.body).authorization_servers, ['http://mcpworks.test']);
     } finally {
       await routed.stop();
     }

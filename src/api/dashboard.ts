@@ -15,6 +15,8 @@ export const DASHBOARD_PAGES = [
   '/agents',
   '/usage',
   '/account',
+  // Sign-in from MCP clients: /oauth/authorize sends the owner here (src/web/pages/consent.tsx).
+  '/consent',
 ] as const;
 export const DASHBOARD_ASSETS_PATH = '/assets/';
 

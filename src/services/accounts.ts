@@ -1,5 +1,6 @@
 import {
   apiKeyPrefix,
+  isAccessTokenShape,
   isApiKeyShape,
   SIGN_IN_LIMITS,
   validateEmail,
@@ -287,11 +288,15 @@ export class AccountService {
   ): Promise<
     { principal: KeyPrincipal; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined } | undefined
   > {
-    if (!isApiKeyShape(raw)) return undefined;
-    const row = await this.store.findKeyForRequest(apiKeyPrefix(raw), what);
+    // An OAuth access token stands for its grant, an api_keys row: from here on the same checks as a key.
+    const accessToken = isAccessTokenShape(raw);
+    if (!accessToken && !isApiKeyShape(raw)) return undefined;
+    const row = await this.store.findKeyForRequest(accessToken ? { accessTokenHash: sha256Hex(raw) } : { prefix: apiKeyPrefix(raw) }, what);
     if (!row || row.revoked_at) return undefined;
     if (row.expires_at && new Date(row.expires_at).getTime() <= Date.now()) return undefined;
-    if (ApiKeyHasher.isKeyed(row.key_hash)) {
+    if (accessToken) {
+      // Found by its hash (a live access token of this grant): nothing more to verify.
+    } else if (ApiKeyHasher.isKeyed(row.key_hash)) {
       if (!this.keys.verify(raw, row.key_hash)) return undefined;
     } else {
       // A key from before migration 7: checked with scrypt this once, then stored keyed.

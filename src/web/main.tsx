@@ -5,6 +5,7 @@ import { Link } from './components';
 import { AccountPage, LoginPage, RegisterPage } from './pages/account';
 import { AgentsPage } from './pages/agents';
 import { ConnectPage } from './pages/connect';
+import { ConsentPage } from './pages/consent';
 import { ExecutionsPage } from './pages/executions';
 import { FunctionsPage } from './pages/functions';
 import { KeysPage } from './pages/keys';
@@ -86,7 +87,10 @@ function App() {
       </header>
       <main>
         {!account && page === '/register' && <RegisterPage onSignedIn={signedIn} />}
-        {!account && page !== '/register' && <LoginPage onSignedIn={signedIn} />}
+        {!account && page !== '/register' && page !== '/consent' && <LoginPage onSignedIn={signedIn} />}
+        {/* An MCP client's sign-in: logged out, log in here and the request is shown on the same page. */}
+        {!account && page === '/consent' && <LoginPage onSignedIn={signedIn} stay />}
+        {account && page === '/consent' && <ConsentPage />}
         {account && page === '/keys' && <KeysPage created={created} onCreated={setCreated} />}
         {account && page === '/connect' && <ConnectPage created={created} />}
         {account && page === '/functions' && <FunctionsPage />}

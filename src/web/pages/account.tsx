@@ -23,12 +23,13 @@ async function signIn(email: string, password: string): Promise<Account> {
   return api<Account>('GET', '/api/account');
 }
 
-export function LoginPage(props: { onSignedIn: (account: Account) => void }) {
+/** `stay`: signed in, the page stays where it is (the consent page asked to log in first). */
+export function LoginPage(props: { onSignedIn: (account: Account) => void; stay?: boolean }) {
   const { busy, error, submit: onSubmit } = useSubmit(failure);
   const submit = onSubmit(async (element) => {
     const form = new FormData(element);
     props.onSignedIn(await signIn(String(form.get('email')), String(form.get('password'))));
-    navigate('/keys');
+    if (!props.stay) navigate('/keys');
   });
   return (
     <section class="narrow">

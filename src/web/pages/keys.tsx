@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, describeError, type CreatedKey, type KeyListing, type Namespace } from '../api';
 import { CopyBlock, DataTable, ErrorMessage, HiddenHead, Link, PageTitle, useSubmit } from '../components';
+import { SignedInClients } from './oauth-grants';
 
 const SCOPES = [
   { id: 'read', hint: 'list and describe' },
@@ -149,6 +150,7 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
           },
         ]}
       />
+      <SignedInClients />
     </section>
   );
 }
