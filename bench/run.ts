@@ -35,6 +35,7 @@ import { PGlitePool } from '../src/store/pglite-pool.js';
 import { connect } from '../src/test-support/harness.js';
 import { startLoadClients } from './lib/load.js';
 import { barePython, bareNode, cpuNow, median, ms, p99, printTable } from './lib/measure.js';
+import { treeCpu } from './lib/tree.js';
 import { call, makeNamespace, startBenchServer, usageExecutions, type CallSpec } from './lib/server.js';
 
 const { values } = parseArgs({
@@ -237,10 +238,13 @@ try {
 
   // Throughput: C clients (each its own SDK client and session, in a separate client process)
   // calling execute back to back for S seconds.
-  const load = await startLoadClients({ url: `${server.url}/mcp/run/${ns}`, key: account.key, clients, seconds, call: EXECUTE });
-  const cpuBefore = cpuNow();
+  const load = await startLoadClients({ url: `${server.url}/mcp/run/${ns}`, key: account.key, era: 'v2', clients, seconds, call: EXECUTE });
+  // From /proc: the server is this process; the sandboxes are every process under it (the runs a
+  // zygote forks and reaps included), the client process left out (sampled while it is alive).
+  const cpuBefore = await treeCpu(process.pid, [load.pid]);
   const loadResult = await load.go();
-  const cpuAfter = cpuNow();
+  const cpuAfter = await treeCpu(process.pid, [load.pid]);
+  await load.exited();
   const loadLatencies = loadResult.latencies;
   const loadElapsed = loadResult.elapsedMs;
   const loadErrors = loadResult.errors;
@@ -256,14 +260,14 @@ try {
   const profileClient = await connect(`${server.url}/mcp/run/${ns}`, account.key);
   await timed(() => call(profileClient, EXECUTE));
   profiling = true;
-  const profileCpuBefore = cpuNow();
+  const profileCpuBefore = await treeCpu(process.pid);
   const profileWall: number[] = [];
   for (let i = 0; i < profileRuns; i++) {
     sqlOfCall = [];
     push(profileWall, await timed(() => call(profileClient, EXECUTE)));
   }
   profiling = false;
-  const profileCpuAfter = cpuNow();
+  const profileCpuAfter = await treeCpu(process.pid);
   await profileClient.close();
 
   // -------------------------------------------------------------------------------------------
@@ -304,8 +308,8 @@ try {
     exitCode = 1;
   }
   const perExecution = (value: number) => (loadLatencies.length > 0 ? value / loadLatencies.length : 0);
-  const serverCpu = cpuAfter.self - cpuBefore.self;
-  const sandboxCpu = cpuAfter.children - cpuBefore.children;
+  const serverCpu = cpuAfter.rootMs - cpuBefore.rootMs;
+  const sandboxCpu = cpuAfter.restMs - cpuBefore.restMs;
   console.log(
     `cpu per execution under load: server process ${perExecution(serverCpu).toFixed(1)} ms (HTTP, MCP, ${server.databaseUrl ? 'pg client' : 'PGlite'}, spawning), sandboxes ${perExecution(sandboxCpu).toFixed(1)} ms, ` +
       `client process ${perExecution(loadResult.cpuMs).toFixed(1)} ms (bare python3 -c pass: ${barePythonCpu.toFixed(1)} ms); busy: server ${((serverCpu / loadElapsed) * 100).toFixed(0)}%, ` +
@@ -341,10 +345,14 @@ try {
     ...(server.databaseUrl
       ? []
       : [['waiting for the PGlite connection mutex', per('db wait'), times('db wait')] as [string, number, string]]),
-    ['CPU: this process (server and the one client)', (profileCpuAfter.self - profileCpuBefore.self) / Math.max(1, profileWall.length), ''],
     [
-      'CPU: sandbox processes (helper, bwrap, python3)',
-      (profileCpuAfter.children - profileCpuBefore.children) / Math.max(1, profileWall.length),
+      'CPU: this process (server and the one client)',
+      (profileCpuAfter.rootMs - profileCpuBefore.rootMs) / Math.max(1, profileWall.length),
+      '',
+    ],
+    [
+      'CPU: sandbox processes (every process under the server)',
+      (profileCpuAfter.restMs - profileCpuBefore.restMs) / Math.max(1, profileWall.length),
       '',
     ],
     [`spawn(), synchronous part (server RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB)`, per('spawn'), times('spawn')],

@@ -1,48 +1,82 @@
 /**
- * Executions per second under concurrent clients over MCP Streamable HTTP (issue 6, "Measure").
+ * Executions per second under concurrent clients over MCP Streamable HTTP, in both protocol eras,
+ * beside the naive peer (b) measured in the same run (issue 18).
  *
- *   bench/throughput [--clients C] [--seconds S] [--warmup W]   (defaults: 15 clients, 20 s, 30 calls)
+ *   bench/throughput [--clients C] [--seconds S] [--warmup W] [--quick] [--peer spawn|none]
+ *   (defaults: 15 clients, 20 s a phase, 30 warm-up calls; --quick: 5 s a phase, 10 warm-up calls)
  *
  * Starts the real server in-process (embedded PGlite, or PostgreSQL when MCPWORKS_TEST_DATABASE_URL
- * is set; the trial tier's execution limits lifted, so nothing is throttled), makes a namespace
- * through /mcp/create with `utils.hello` (Python, the hello-world template), warms up with W
- * sequential calls, then has C clients (each its own official-SDK client and session, all in a
- * separate client process so their SDK work does not load the server's event loop) call
- * `utils__hello` in tool mode back to back for S seconds. Prints executions/s beside the issue's
- * target (≥ 150/s on 2 cores), errors (target: none), latency under load, CPU per execution
- * (server process, sandboxes, client process), and whether GET /api/usage `executions` equals the
- * successful calls exactly. The sandbox configuration comes from the environment (e.g.
- * MCPWORKS_SANDBOX_POOL, when the server has it), echoed in the header. Targets are information,
- * never the exit code: exits non-zero only if the bench cannot run.
+ * is set; the trial tier's execution limits lifted, so nothing is throttled) with `utils.hello`
+ * (Python, the hello-world template) and peer (b), the official SDK's server spawning `python3 -c`
+ * per call, in a process of its own (bench/lib/peers.ts). After W sequential warm-up calls, three
+ * phases of S seconds, each with C clients (each its own official-SDK client) in a client process
+ * of its own (bench/lib/load.ts) calling back to back:
+ *   - ours, 2025 protocol: the v1 SDK client with sessions, as Claude Code connects;
+ *   - ours, 2026 protocol: the v2 SDK client pinned to 2026-07-28, stateless;
+ *   - peer (b), 2025 protocol.
+ * Per phase: executions/s, errors, latency under load, and CPU per execution, read from /proc
+ * (bench/lib/tree.ts): the server process (ours: this process, where the server runs; the bench's
+ * own thread idles meanwhile), every other process under it (spawner, zygotes and the runs they
+ * fork, bubblewrap, helpers; utime + stime, kernel time included, reaped children's included; the
+ * client and peer processes left out), the client process, and the whole machine (every process
+ * and the kernel's own threads: only meaningful on an idle machine). Afterwards GET /api/usage
+ * `executions` must equal the successful calls (warm-up and both of our phases) exactly. Targets
+ * are information, never the exit code: exits non-zero only if the bench cannot run.
  */
 import { parseArgs } from 'node:util';
-import { availableParallelism, cpus } from 'node:os';
-import { connect } from '../src/test-support/harness.js';
-import { startLoadClients } from './lib/load.js';
-import { cpuNow, median, ms, p99, printTable } from './lib/measure.js';
+import { connect, type ClientEra } from '../src/test-support/harness.js';
+import { startLoadClients, type LoadResult } from './lib/load.js';
+import { machineBusyMs, watchMachineLoad } from './lib/machine.js';
+import { median, ms, p99, printTable } from './lib/measure.js';
+import { startPeer, type Peer } from './lib/peers.js';
 import { call, makeNamespace, startBenchServer, usageExecutions, watchSandboxPool, type CallSpec } from './lib/server.js';
+import { treeCpu } from './lib/tree.js';
 
 const { values } = parseArgs({
   options: {
     clients: { type: 'string', default: '15' },
-    seconds: { type: 'string', default: '20' },
-    warmup: { type: 'string', default: '30' },
+    seconds: { type: 'string' },
+    warmup: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    peer: { type: 'string', default: 'spawn' },
   },
 });
 const clients = Number(values.clients);
-const seconds = Number(values.seconds);
-const warmup = Number(values.warmup);
+const seconds = Number(values.seconds ?? (values.quick ? 5 : 20));
+const warmup = Number(values.warmup ?? (values.quick ? 10 : 30));
 if (!Number.isInteger(clients) || clients < 1) throw new Error('--clients must be a positive integer');
 if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must be a positive number');
 if (!Number.isInteger(warmup) || warmup < 0) throw new Error('--warmup must be a non-negative integer');
+if (values.peer !== 'spawn' && values.peer !== 'none') throw new Error('--peer must be spawn or none');
 
-const TARGET_PER_SECOND = 150;
+// Issue 18's targets.
+const TARGET_TIMES_PEER = 3;
+const TARGET_SANDBOX_CPU_MS = 4;
+const TARGET_SERVER_CPU_MS = 2.5;
 const HELLO: CallSpec = { tool: 'utils__hello', args: { name: 'bench' }, expect: { greeting: 'Hello, bench!' } };
+const PEER_HELLO: CallSpec = { tool: 'hello', args: { name: 'bench' }, expect: { greeting: 'Hello, bench!' } };
 
+interface Phase {
+  label: string;
+  ours: boolean;
+  era: ClientEra;
+  result: LoadResult;
+  /** CPU over the phase, ms: the server process itself, every other process of the server's side, the whole machine. */
+  serverMs: number;
+  sandboxMs: number;
+  machineMs: number;
+  poolHits?: string;
+  zygoteRuns?: string;
+}
+
+const loadWatch = await watchMachineLoad();
 const sandboxStats = watchSandboxPool();
+const peerStart = values.peer === 'spawn' ? startPeer('spawn') : undefined;
 const server = await startBenchServer();
+let peer: Peer | undefined;
 let exitCode = 0;
 try {
+  peer = await peerStart;
   const ns = 'bench';
   const account = await makeNamespace(server, ns, 'utils', [{ name: 'hello', template: 'hello-world' }]);
   const url = `${server.url}/mcp/run/${ns}?mode=tools`;
@@ -56,67 +90,122 @@ try {
     successfulCalls++;
   }
   await warmClient.close();
+  if (peer) {
+    const peerClient = await connect(peer.url, undefined, 'v1');
+    for (let i = 0; i < Math.min(warmup, 5); i++) await call(peerClient, PEER_HELLO);
+    await peerClient.close();
+  }
 
-  const load = await startLoadClients({ url, key: account.key, clients, seconds, call: HELLO });
-  const poolBefore = sandboxStats.pool();
-  const zygotesBefore = sandboxStats.zygotes();
-  const cpuBefore = cpuNow();
-  const result = await load.go();
-  const cpuAfter = cpuNow();
-  const poolAfter = sandboxStats.pool();
-  const zygotesAfter = sandboxStats.zygotes();
-  successfulCalls += result.latencies.length;
+  const phases: Phase[] = [];
+  const runPhase = async (label: string, ours: boolean, era: ClientEra): Promise<Phase> => {
+    const target = ours ? { url, key: account.key, call: HELLO } : { url: peer!.url, key: '', call: PEER_HELLO };
+    const load = await startLoadClients({ ...target, era, clients, seconds });
+    // Ours: this process and what runs under it, less the client and peer processes. The peer: its process and its python3 children.
+    const cpu = () => (ours ? treeCpu(process.pid, [load.pid, ...(peer ? [peer.pid] : [])]) : treeCpu(peer!.pid));
+    const poolBefore = sandboxStats.pool();
+    const zygotesBefore = sandboxStats.zygotes();
+    const before = await cpu();
+    const machineBefore = machineBusyMs();
+    const result = await load.go();
+    const machineAfter = machineBusyMs();
+    const after = await cpu();
+    const poolAfter = sandboxStats.pool();
+    const zygotesAfter = sandboxStats.zygotes();
+    await load.exited();
+    return {
+      label,
+      ours,
+      era,
+      result,
+      serverMs: after.rootMs - before.rootMs,
+      sandboxMs: after.restMs - before.restMs,
+      machineMs: machineAfter - machineBefore,
+      ...(ours && poolAfter === null ? { poolHits: 'pool off' } : {}),
+      ...(ours && poolAfter && poolBefore
+        ? { poolHits: `${poolAfter.hits - poolBefore.hits} of ${poolAfter.claims - poolBefore.claims}` }
+        : {}),
+      ...(ours && zygotesAfter === null ? { zygoteRuns: 'zygote off' } : {}),
+      ...(ours && zygotesAfter && zygotesBefore ? { zygoteRuns: `${zygotesAfter.runs - zygotesBefore.runs}` } : {}),
+    };
+  };
+  phases.push(await runPhase('ours, 2025', true, 'v1'));
+  phases.push(await runPhase('ours, 2026', true, 'v2'));
+  if (peer) phases.push(await runPhase('peer (b), 2025', false, 'v1'));
+  for (const phase of phases) if (phase.ours) successfulCalls += phase.result.latencies.length;
   const usage = await usageExecutions(server, account.key);
   const quotaExact = usage.ok && usage.executions === successfulCalls;
 
-  const executions = result.latencies.length;
-  const perSecond = (executions * 1000) / result.elapsedMs;
-  const perExecution = (value: number) => (executions > 0 ? value / executions : Number.NaN);
-  const busy = (value: number) => `${((value / result.elapsedMs) * 100).toFixed(0)}% of a core`;
-  const serverCpu = cpuAfter.self - cpuBefore.self;
-  const sandboxCpu = cpuAfter.children - cpuBefore.children;
+  const perSecond = (phase: Phase) => (phase.result.latencies.length * 1000) / phase.result.elapsedMs;
+  const perExecution = (phase: Phase, value: number) => {
+    const executions = phase.result.latencies.length;
+    return executions > 0 ? value / executions : Number.NaN;
+  };
+  const cores = (phase: Phase, value: number) => `${(value / phase.result.elapsedMs).toFixed(2)} cores`;
+  const cpuCell = (phase: Phase, value: number) => `${ms(perExecution(phase, value))} (${cores(phase, value)})`;
+  const peerPhase = phases.find((phase) => !phase.ours);
+  const ours2025 = phases[0]!;
+  const timesPeer = peerPhase ? perSecond(ours2025) / perSecond(peerPhase) : Number.NaN;
+  const cells = (f: (phase: Phase) => string) => phases.map(f);
+  const metText = (ok: boolean) => (ok ? 'met' : 'not met');
+  const ourPhases = phases.filter((phase) => phase.ours);
+  const rows: string[][] = [
+    ['measure', ...phases.map((phase) => phase.label), 'target', 'met'],
+    ['executions/s', ...cells((phase) => perSecond(phase).toFixed(1)), '', ''],
+    [
+      'ours ÷ peer (b), 2025 protocol',
+      ...cells((phase) => (phase === ours2025 && peerPhase ? `${timesPeer.toFixed(2)}×` : '')),
+      `≥ ${TARGET_TIMES_PEER}× (b)`,
+      peerPhase ? metText(timesPeer >= TARGET_TIMES_PEER) : 'no peer',
+    ],
+    ['executions under load', ...cells((phase) => String(phase.result.latencies.length)), '', ''],
+    ['errors', ...cells((phase) => String(phase.result.errors)), '0', metText(ourPhases.every((phase) => phase.result.errors === 0))],
+    ['latency under load, median', ...cells((phase) => ms(median(phase.result.latencies))), '', ''],
+    ['latency under load, p99', ...cells((phase) => ms(p99(phase.result.latencies))), '', ''],
+    [
+      'CPU per execution: server process',
+      ...cells((phase) => cpuCell(phase, phase.serverMs)),
+      `≤ ${TARGET_SERVER_CPU_MS} ms`,
+      metText(ourPhases.every((phase) => perExecution(phase, phase.serverMs) <= TARGET_SERVER_CPU_MS)),
+    ],
+    [
+      'CPU per execution: every process under it',
+      ...cells((phase) => cpuCell(phase, phase.sandboxMs)),
+      `≤ ${TARGET_SANDBOX_CPU_MS} ms`,
+      metText(ourPhases.every((phase) => perExecution(phase, phase.sandboxMs) <= TARGET_SANDBOX_CPU_MS)),
+    ],
+    ['CPU per execution: client process', ...cells((phase) => cpuCell(phase, phase.result.cpuMs)), '', ''],
+    ['CPU per execution: whole machine', ...cells((phase) => cpuCell(phase, phase.machineMs)), '', ''],
+    ['sandboxes pre-started (pool)', ...cells((phase) => phase.poolHits ?? ''), '', ''],
+    ['runs in zygote children', ...cells((phase) => phase.zygoteRuns ?? ''), '', ''],
+  ];
 
   const sandboxEnv = Object.entries(process.env)
     .filter(([name]) => /^MCPWORKS_(SANDBOX|ZYGOTE)/.test(name))
     .map(([name, value]) => `${name}=${value}`);
   console.log(
-    `throughput bench: utils__hello (Python, tool mode) over MCP Streamable HTTP, one server in-process (${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}); ` +
-      `${clients} concurrent clients in a separate process for ${(result.elapsedMs / 1000).toFixed(1)} s after ${warmup} warm-up calls; ` +
-      `${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); sandbox env: ${sandboxEnv.length > 0 ? sandboxEnv.join(' ') : 'defaults'}; ${new Date().toISOString()}`,
+    `throughput bench: the Python hello function (ours: utils__hello in tool mode, server in-process on ${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}; ` +
+      `peer (b): the SDK server spawning python3 -c, a process of its own) over MCP Streamable HTTP; ${clients} concurrent clients in a client process of their own, ` +
+      `${seconds} s a phase, after ${warmup} warm-up calls; 2025 = v1 SDK client with sessions (as Claude Code), 2026 = v2 SDK client, stateless; ` +
+      `sandbox env: ${sandboxEnv.length > 0 ? sandboxEnv.join(' ') : 'defaults'}; ${new Date().toISOString()}`,
   );
-  printTable(
-    [
-      ['measure', 'value', 'target', 'met'],
-      ['executions/s', perSecond.toFixed(1), `≥ ${TARGET_PER_SECOND}/s on 2 cores`, perSecond >= TARGET_PER_SECOND ? 'met' : 'not met'],
-      ['executions under load', String(executions), '', ''],
-      ['errors', String(result.errors), '0', result.errors === 0 ? 'met' : 'not met'],
-      ['successful calls (warm-up + load)', String(successfulCalls), '', ''],
-      ['GET /api/usage executions', String(usage.executions ?? `HTTP ${usage.status}`), '= successful calls', ''],
-      ['quota count exact', quotaExact ? 'yes' : 'no', 'yes', quotaExact ? 'met' : 'not met'],
-      ...(poolAfter === null
-        ? [['sandboxes pre-started (pool)', 'pool off', '', '']]
-        : poolAfter && poolBefore
-          ? [['sandboxes pre-started (pool)', `${poolAfter.hits - poolBefore.hits} of ${poolAfter.claims - poolBefore.claims}`, '', '']]
-          : []),
-      ...(zygotesAfter === null
-        ? [['runs in zygote children', 'zygote off', '', '']]
-        : zygotesAfter && zygotesBefore
-          ? [['runs in zygote children', `${zygotesAfter.runs - zygotesBefore.runs} of ${executions}`, '', '']]
-          : []),
-      ['latency under load, median', ms(median(result.latencies)), '', ''],
-      ['latency under load, p99', ms(p99(result.latencies)), '', ''],
-      ['CPU per execution: server process', `${ms(perExecution(serverCpu))} (${busy(serverCpu)})`, '', ''],
-      ['CPU per execution: sandboxes', `${ms(perExecution(sandboxCpu))} (${busy(sandboxCpu)})`, '', ''],
-      ['CPU per execution: client process', `${ms(perExecution(result.cpuMs))} (${busy(result.cpuMs)})`, '', ''],
-    ],
-    new Set([0, 2, 3]),
+  printTable(rows, new Set([0, phases.length + 1, phases.length + 2]));
+  console.log(
+    `quota: ${successfulCalls} successful calls (warm-up and both of our phases), GET /api/usage executions ${usage.executions ?? `HTTP ${usage.status}`}: ${quotaExact ? 'exact (met)' : 'NOT exact (not met)'}`,
   );
-  console.log('targets (issue 6) are information, not the exit code.');
-  if (result.errors > 0) console.log(`first error: ${result.firstError}`);
+  console.log(
+    'CPU: utime + stime from /proc (kernel time included), reaped children included; "every process under it" is the server side less the client and peer processes ' +
+      '(for the peer: its python3 children); "whole machine" counts other work too. Targets (issue 18) are information, not the exit code.',
+  );
+  for (const phase of phases)
+    if (phase.result.errors > 0) console.log(`${phase.label}: ${phase.result.errors} errors; first: ${phase.result.firstError}`);
 } catch (error) {
   console.error(`bench failed: ${(error as Error).stack ?? error}`);
   exitCode = 1;
 } finally {
   await server.stop();
+  await peer?.stop();
+  if (!peer) await peerStart?.then((started) => started.stop()).catch(() => undefined);
 }
+const load = await loadWatch.finish();
+for (const line of load.lines) console.log(line);
 process.exit(exitCode);

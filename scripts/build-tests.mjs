@@ -2,7 +2,7 @@
 // Compiles src/**/*.ts (tests and test support too) once with esbuild into .build-tests/, beside
 // src/ (so every path a module computes from its own location, ../../scripts or the package root,
 // is the same as from src/ or dist/), with source maps: the suite (scripts/test-pool.mjs) runs the
-// compiled test files with node --enable-source-maps, so stack traces still name src/….ts lines.
+// compiled test files and maps the locations in their output back to src/….ts lines with them.
 // tsx's loader cost ~1.5 s of CPU per test file (every module resolved and loaded through its
 // hooks, in the test runner's process and the file's); this build takes about a second in all.
 // Files that are not TypeScript (runner.py, spawner.cjs, …) are copied, for modules that find them

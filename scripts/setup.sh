@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up: apt packages, npm ci, build, sandbox helper. Safe to run on every `make run` /
 # `make test`: one line per step, and a step with nothing to do says so and is skipped.
-# Usage: scripts/setup.sh [run|test]   (test also installs what only the test suite needs)
+# Usage: scripts/setup.sh [run|test|cluster]   (test also installs what only the test suite needs,
+# cluster what `make cluster` needs: PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose=${1:-run}
-case "$purpose" in run | test) ;; *) echo "setup: usage: scripts/setup.sh [run|test]" >&2; exit 2 ;; esac
+case "$purpose" in run | test | cluster) ;; *) echo "setup: usage: scripts/setup.sh [run|test|cluster]" >&2; exit 2 ;; esac
 step() { printf 'setup: %s\n' "$*"; }
 # set -e ends the script at a failing command without a word: say where, so a user is never left
 # with only make's "Error 1".
@@ -13,6 +14,7 @@ trap 'echo "setup: failed at scripts/setup.sh line $LINENO (exit $?)" >&2' ERR
 
 lists=(scripts/apt-packages.txt)
 [ "$purpose" = test ] && lists+=(scripts/apt-packages-test.txt)
+[ "$purpose" = cluster ] && lists+=(scripts/apt-packages-cluster.txt)
 want=$(grep -hvE '^\s*(#|$)' "${lists[@]}" | tr '\n' ' ')
 # One dpkg-query for the whole list (one a package took seconds on a busy machine).
 # dpkg-query exits 1 when any package is unknown to it (every one on a fresh machine): under

@@ -9,7 +9,8 @@
 //
 //   node scripts/test-pool.mjs --slots N [--compiled DIR] [--run LABEL [--database] FILE... | --script FILE...]...
 // --compiled DIR: the test files as scripts/build-tests.mjs compiled them into DIR (src/a/b.test.ts
-// runs as `node --enable-source-maps DIR/a/b.test.js`) instead of `node --import tsx --test FILE`,
+// runs as `node DIR/a/b.test.js`; the locations in its output are mapped back to src/a/b.test.ts
+// lines, see toSource) instead of `node --import tsx --test FILE`,
 // which cost ~1 s of CPU per file more (tsx's loader in two processes). Without it, as before.
 // --database: the run's files get MCPWORKS_TEST_DATABASE_URL (and MCPWORKS_TEST_PG_DIR) from this
 // process's environment; every other job runs without them. Exit status 1 if any job failed.
@@ -23,6 +24,7 @@
 // STOP_WAIT_MS), their output printed, and the pool exits 130 or 143.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
 import path from 'node:path';
 
 const DATABASE_ENV = ['MCPWORKS_TEST_DATABASE_URL', 'MCPWORKS_TEST_PG_DIR'];
@@ -43,7 +45,22 @@ const EXTRA_TIMEOUT_SECONDS = 20 * 60;
  */
 const LIFTOFF_ONLY = '--liftoff-only';
 
+/**
+ * Idle cores take one more job each, up to this many beyond --slots (MCPWORKS_TEST_EXTRA_SLOTS, 0:
+ * never): while most jobs wait (on sandboxes, timeouts, child servers) the cores sat idle, and a
+ * fixed count high enough to fill them would overload them whenever the jobs all compute at once.
+ * A job is let in only when IDLE_TO_ADMIT of the machine's CPU time went unused over the last
+ * IDLE_WINDOW_MS, at most one every ADMIT_GAP_MS (a new job's start-up is itself busy); another
+ * program's load on the machine counts the same as the jobs', so a shared machine admits none.
+ */
+const EXTRA_SLOTS = Math.max(0, Number(process.env.MCPWORKS_TEST_EXTRA_SLOTS ?? 2) || 0);
+const IDLE_TO_ADMIT = 0.4;
+const IDLE_WINDOW_MS = 6000;
+const ADMIT_GAP_MS = 12_000;
+
 const jobs = [];
+/** Compiled file → its source map (toSource), read once. */
+const sourceMaps = new Map();
 let slots = 3;
 let compiled = null;
 {
@@ -104,11 +121,33 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   });
 }
 
+let admittedOnIdle = 0;
 await new Promise((resolve) => {
   const next = () => {
     while (!stopping && running.size < slots && queue.length > 0) start(queue.shift(), next);
-    if (!stopping && running.size === 0 && queue.length === 0) resolve();
+    if (!stopping && running.size === 0 && queue.length === 0) {
+      clearInterval(idleWatch);
+      resolve();
+    }
   };
+  // Samples of the machine's CPU time (/proc/stat); beyond --slots, a job starts when enough of it was idle.
+  const samples = [];
+  let lastAdmit = Date.now();
+  const idleWatch = setInterval(() => {
+    const now = Date.now();
+    const sample = cpuTimes();
+    if (!sample) return;
+    samples.push({ at: now, ...sample });
+    while (samples.length > 1 && now - samples[0].at > IDLE_WINDOW_MS) samples.shift();
+    const first = samples[0];
+    if (stopping || queue.length === 0 || running.size < slots || running.size >= slots + EXTRA_SLOTS) return;
+    if (now - first.at < IDLE_WINDOW_MS - 1500 || now - lastAdmit < ADMIT_GAP_MS) return;
+    const idle = (sample.idle - first.idle) / Math.max(1, sample.total - first.total);
+    if (idle < IDLE_TO_ADMIT) return;
+    lastAdmit = now;
+    admittedOnIdle++;
+    start(queue.shift(), next);
+  }, 1000);
   next();
 });
 
@@ -121,8 +160,50 @@ writeFileSync(
     .join(''),
 );
 const minutes = ((Date.now() - started) / 60_000).toFixed(1);
-console.log(`=== tests: all jobs done in ${minutes} min: ${jobs.length - failed} passed, ${failed} FAILED`);
+const extra = admittedOnIdle ? ` (${admittedOnIdle} started beyond ${slots} at once, on idle cores)` : '';
+console.log(`=== tests: all jobs done in ${minutes} min: ${jobs.length - failed} passed, ${failed} FAILED${extra}`);
 process.exit(failed ? 1 : 0);
+
+/**
+ * A job's output with each location in a compiled file (`DIR/a/b.test.js:LINE:COLUMN`, in stack
+ * traces and the reporters' locations) replaced by its place in the source (`src/a/b.test.ts:L:C`),
+ * read from the file's source map (scripts/build-tests.mjs writes one beside each). What no map
+ * covers stays as it was.
+ */
+function toSource(text) {
+  if (!text.includes(compiled)) return text;
+  // Anchored on the build directory's name (absolute, or as given), so a long line of other text
+  // costs one pass, not a search from each of its characters.
+  const escape = (literal) => literal.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const root = path.resolve(compiled);
+  const location = new RegExp(`(?:file://)?(${escape(root)}|${escape(compiled)})/([^\\s'"():]+?\\.js):(\\d+):(\\d+)`, 'g');
+  return text.replace(location, (whole, _dir, file, line, column) => {
+    const absolute = path.join(root, file);
+    if (!sourceMaps.has(absolute)) {
+      let map = null;
+      try {
+        map = new SourceMap(JSON.parse(readFileSync(`${absolute}.map`, 'utf8')));
+      } catch {
+        // no map: left as it is
+      }
+      sourceMaps.set(absolute, map);
+    }
+    const entry = sourceMaps.get(absolute)?.findEntry(Number(line) - 1, Number(column) - 1);
+    if (!entry?.originalSource) return whole;
+    const source = path.relative(process.cwd(), path.resolve(path.dirname(absolute), entry.originalSource.replace(/^file:\/\//, '')));
+    return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
+  });
+}
+
+/** The machine's CPU time so far in clock ticks (all cores): idle (with iowait) and in all; null without /proc. */
+function cpuTimes() {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1, 9).map(Number);
+    return { idle: fields[3] + fields[4], total: fields.reduce((sum, value) => sum + value, 0) };
+  } catch {
+    return null;
+  }
+}
 
 function start(job, done) {
   const env = { ...process.env };
@@ -145,14 +226,15 @@ function start(job, done) {
       '--test-reporter=./scripts/test-times.mjs',
       '--test-reporter-destination=/dev/null',
     ];
-    // The compiled copy (see --compiled) when there is one, with its source maps for stack traces,
+    // The compiled copy (see --compiled) when there is one (without --enable-source-maps: reading
+    // every module's map at load cost each file ~0.25 s of CPU; toSource maps its output instead),
     // run directly (node FILE): `node --test FILE` ran it in a child of a runner process of its own,
     // which cost ~0.35 s of CPU per file more. Its tests, reporters and force-exit are the same; a
     // hung test is stopped by the file's wall limit here (--test-timeout applies under --test only).
     const file = compiled ? path.join(compiled, path.relative('src', job.file).replace(/\.ts$/, '.js')) : job.file;
     args =
       compiled && existsSync(file)
-        ? [LIFTOFF_ONLY, '--enable-source-maps', '--test-force-exit', ...reporters, file]
+        ? [LIFTOFF_ONLY, '--test-force-exit', ...reporters, file]
         : [LIFTOFF_ONLY, '--import', 'tsx', '--test', '--test-timeout=600000', '--test-force-exit', ...reporters, job.file];
   }
   const limit = job.run === 'extra' ? extraTimeout(job.file) : FILE_TIMEOUT_SECONDS;
@@ -182,7 +264,7 @@ function start(job, done) {
     process.stdout.write(
       `=== ${job.run === 'extra' ? 'extra' : `tests [${job.run}]`}: ${job.file} ${verdict} (${job.seconds.toFixed(1)} s, at ${((Date.now() - started) / 1000).toFixed(0)} s)${note}\n`,
     );
-    process.stdout.write(Buffer.concat(output));
+    process.stdout.write(compiled ? toSource(Buffer.concat(output).toString('utf8')) : Buffer.concat(output));
     finish();
     done();
   };

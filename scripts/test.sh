@@ -73,7 +73,8 @@ fi
 # One pool for everything: both runs' files and the extra suites, the longest first (see
 # scripts/test-pool.mjs). Four at once on two cores: most files spend much of their time waiting
 # (on sandboxes, timeouts, child servers, PostgreSQL); three, with the parts one after the other,
-# left the cores idle for minutes. MCPWORKS_TEST_SLOTS changes it.
+# left the cores idle for minutes. MCPWORKS_TEST_SLOTS changes it; the pool starts up to
+# MCPWORKS_TEST_EXTRA_SLOTS (2) more while the cores are idle (see scripts/test-pool.mjs).
 all_run=()
 [ ${#all_files[@]} -gt 0 ] && all_run=(--run all "${all_files[@]}")
 extra_run=()

@@ -28,8 +28,9 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   api: ['core', 'store', 'services', 'run', 'agents', 'sandbox'],
   cli: ['core', 'store', 'services', 'sandbox', 'app'],
   app: ['core', 'store', 'services', 'run', 'agents', 'sandbox', 'api'],
-  // The dashboard is bundled for the browser: it reaches the server over HTTP only.
-  web: [],
+  // The dashboard is bundled for the browser: it reaches the server over HTTP only, and shares the
+  // answers' types (core/dashboard-types.ts, type-only imports: see the test below).
+  web: ['core'],
 };
 
 /** Node modules that do I/O: core (domain rules) imports none of them. */
@@ -166,6 +167,20 @@ test('each folder imports only the folders the README allows (core nothing, stor
     [],
     'listed exceptions that no longer exist: remove them from KNOWN_EXCEPTIONS',
   );
+});
+
+test('the dashboard (src/web) imports of core only the JSON types it shares with the server, as types', async () => {
+  const { arrows } = await graph;
+  const reached = arrows.filter(({ from, to }) => layerOf(from) === 'web' && layerOf(to) === 'core');
+  assert.deepEqual(
+    reached.filter(({ to }) => to !== 'core/dashboard-types.ts').map(({ from, to }) => `${from} -> ${to}`),
+    [],
+    'web reaches the server over HTTP; only core/dashboard-types.ts is shared',
+  );
+  for (const { from } of reached) {
+    const text = readFileSync(join(SRC, from), 'utf8');
+    assert.doesNotMatch(text, /^(?:import|export)\s+(?!type\b)[^;]*from\s*['"][./]*core\//m, `${from} imports core as types only`);
+  }
 });
 
 test('outside the sandbox, only its public surface (sandbox/index.ts) is imported; the composition root may wire its parts', async () => {

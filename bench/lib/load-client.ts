@@ -2,18 +2,25 @@
  * The load-client process of load.ts (not run by hand): connects its clients, prints `ready`,
  * waits for a line on stdin, calls back to back until the deadline, prints one JSON LoadResult.
  */
-import { connect } from '../../src/test-support/harness.js';
+import { connect, type ClientEra } from '../../src/test-support/harness.js';
 import type { LoadResult } from './load.js';
 import { call, type CallSpec } from './server.js';
 
 const {
   url,
+  era,
   clients,
   seconds,
   call: spec,
-} = JSON.parse(process.env.MCPWORKS_BENCH_LOAD ?? '{}') as { url: string; clients: number; seconds: number; call: CallSpec };
-const key = process.env.MCPWORKS_BENCH_KEY ?? '';
-const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(url, key)));
+} = JSON.parse(process.env.MCPWORKS_BENCH_LOAD ?? '{}') as {
+  url: string;
+  era: ClientEra;
+  clients: number;
+  seconds: number;
+  call: CallSpec;
+};
+const key = process.env.MCPWORKS_BENCH_KEY || undefined;
+const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(url, key, era)));
 process.stdout.write('ready\n');
 await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
 const latencies: number[] = [];

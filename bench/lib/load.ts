@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { ClientEra } from '../../src/test-support/harness.js';
 import type { CallSpec } from './server.js';
 
 export interface LoadResult {
@@ -20,20 +21,38 @@ export interface LoadResult {
 
 export interface LoadOptions {
   url: string;
+  /** Empty for a server without keys (a peer). */
   key: string;
+  /** The clients' protocol era (harness `connect`): v1 = 2025 with sessions, as Claude Code; v2 = 2026-07-28, stateless. */
+  era: ClientEra;
   clients: number;
   seconds: number;
   call: CallSpec;
 }
 
+export interface LoadClients {
+  /** The client process, so that a bench can leave it out of the server's CPU. */
+  pid: number;
+  /** Runs the load; resolves with its result while the process is still alive (it then closes its clients and exits). */
+  go(): Promise<LoadResult>;
+  /** Resolves once the process has exited. */
+  exited(): Promise<void>;
+}
+
 /** Starts the client process and resolves once its clients are connected; `go()` runs the load. */
-export async function startLoadClients(options: LoadOptions): Promise<{ go(): Promise<LoadResult> }> {
+export async function startLoadClients(options: LoadOptions): Promise<LoadClients> {
   const entry = fileURLToPath(new URL('./load-client.ts', import.meta.url));
   const child = spawn(process.execPath, [...process.execArgv, entry], {
     env: {
       ...process.env,
       MCPWORKS_BENCH_KEY: options.key,
-      MCPWORKS_BENCH_LOAD: JSON.stringify({ url: options.url, clients: options.clients, seconds: options.seconds, call: options.call }),
+      MCPWORKS_BENCH_LOAD: JSON.stringify({
+        url: options.url,
+        era: options.era,
+        clients: options.clients,
+        seconds: options.seconds,
+        call: options.call,
+      }),
     },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
@@ -59,11 +78,13 @@ export async function startLoadClients(options: LoadOptions): Promise<{ go(): Pr
   };
   if ((await nextLine()) !== 'ready') throw new Error('load client process did not get ready');
   return {
+    pid: child.pid!,
     async go() {
       child.stdin.end('go\n');
-      const result = JSON.parse(await nextLine()) as LoadResult;
+      return JSON.parse(await nextLine()) as LoadResult;
+    },
+    async exited() {
       await exited;
-      return result;
     },
   };
 }

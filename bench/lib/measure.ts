@@ -61,3 +61,30 @@ export function printTable(rows: ReadonlyArray<ReadonlyArray<string>>, leftAlign
   console.log(widths.map((width) => '-'.repeat(width)).join('  '));
   for (const row of rows.slice(1)) console.log(line(row));
 }
+
+/** Samples of the bare-interpreter baselines, taken round-robin. */
+export interface Baselines {
+  python: number[];
+  node: number[];
+  /** `python3 -c "import pandas"`: what a cold interpreter pays for the pandas function. */
+  pandas: number[];
+}
+
+/**
+ * The bare baselines measured on their own (before a server starts or after it stopped, so that no
+ * pool refill or zygote start competes with them): `warmup` unrecorded rounds (page cache), then
+ * `runs` rounds of python and node, of which the first `pandasRuns` also time `import pandas`.
+ */
+export async function measureBaselines(runs: number, pandasRuns: number, warmup = 2): Promise<Baselines> {
+  const samples: Baselines = { python: [], node: [], pandas: [] };
+  for (let i = -warmup; i < runs; i++) {
+    const python = await barePython();
+    const node = await bareNode();
+    const pandas = i < pandasRuns ? await bare('/usr/bin/python3', ['-c', 'import pandas']) : undefined;
+    if (i < 0) continue;
+    samples.python.push(python);
+    samples.node.push(node);
+    if (pandas !== undefined) samples.pandas.push(pandas);
+  }
+  return samples;
+}

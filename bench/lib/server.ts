@@ -4,6 +4,7 @@
  * throttled; a namespace made through the create endpoint; and tool calls described as plain data
  * (so a load-client process can be handed the same call).
  */
+import { sandboxFromEnv } from '../../src/app/config.js';
 import { applyTierOverrides } from '../../src/core/tiers.js';
 import { RunService } from '../../src/run/run-service.js';
 import {
@@ -25,6 +26,9 @@ export async function startBenchServer(): Promise<TestServer> {
     // per-client request pacing (a per-address policy, tested in connection-limits) would cap the
     // whole bench at one client's share.
     http: { requestsPerSecondPerIp: 1_000_000 },
+    // The sandbox's switches as `serve` reads them (MCPWORKS_SANDBOX_POOL, MCPWORKS_ZYGOTE, …): the
+    // test harness starts with the defaults, whatever the environment says.
+    sandbox: sandboxFromEnv(process.env),
   });
 }
 

@@ -33,17 +33,21 @@ export interface TreeSample {
   cpuMs: number;
 }
 
-interface Stat {
+export interface Stat {
   ppid: number;
+  /** utime + stime + cutime + cstime. */
   cpuTicks: number;
+  /** utime + stime. */
+  ownTicks: number;
 }
 
-function parseStat(text: string): Stat | undefined {
+export function parseStat(text: string): Stat | undefined {
   // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   const ppid = Number(fields[1]);
-  const ticks = Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
-  return Number.isFinite(ppid) && Number.isFinite(ticks) ? { ppid, cpuTicks: ticks } : undefined;
+  const own = Number(fields[11]) + Number(fields[12]);
+  const ticks = own + Number(fields[13]) + Number(fields[14]);
+  return Number.isFinite(ppid) && Number.isFinite(ticks) ? { ppid, cpuTicks: ticks, ownTicks: own } : undefined;
 }
 
 async function kbField(file: string, field: string): Promise<number | undefined> {
@@ -55,8 +59,8 @@ async function kbField(file: string, field: string): Promise<number | undefined>
   }
 }
 
-/** The pids of `root` and all its descendants, with their stat figures; empty when root is gone. */
-async function descendants(root: number): Promise<Map<number, Stat>> {
+/** The pids of `root` and all its descendants (less the subtrees under `exclude`), with their stat figures; empty when root is gone. */
+async function descendants(root: number, exclude: ReadonlySet<number> = new Set()): Promise<Map<number, Stat>> {
   const stats = new Map<number, Stat>();
   const children = new Map<number, number[]>();
   const entries = await readdir('/proc');
@@ -72,14 +76,44 @@ async function descendants(root: number): Promise<Map<number, Stat>> {
       else children.set(stat.ppid, [pid]);
     }),
   );
+  return walk(root, stats, children, exclude);
+}
+
+/** The tree under `root` from every process's stat and its parent's children, less the subtrees under `exclude`. */
+export function walk(
+  root: number,
+  stats: ReadonlyMap<number, Stat>,
+  children: ReadonlyMap<number, readonly number[]>,
+  exclude: ReadonlySet<number> = new Set(),
+): Map<number, Stat> {
   const tree = new Map<number, Stat>();
   const pending = stats.has(root) ? [root] : [];
   while (pending.length > 0) {
     const pid = pending.pop()!;
     tree.set(pid, stats.get(pid)!);
-    for (const child of children.get(pid) ?? []) if (!tree.has(child)) pending.push(child);
+    for (const child of children.get(pid) ?? []) if (!tree.has(child) && !exclude.has(child)) pending.push(child);
   }
   return tree;
+}
+
+/**
+ * CPU of the tree under `root` (reaped children's included), ms: `rootMs` is root's own utime +
+ * stime, `restMs` everything else (root's reaped children and every live descendant), with the
+ * subtrees under `exclude` (e.g. a bench's client or peer processes) left out. The difference of
+ * two samples is what the tree used between them, as long as no excluded process was reaped by
+ * root in between (its time would then land in root's cutime).
+ */
+export async function treeCpu(root: number, exclude: readonly number[] = []): Promise<{ rootMs: number; restMs: number; totalMs: number }> {
+  const tree = await descendants(root, new Set(exclude));
+  let rootTicks = 0;
+  let restTicks = 0;
+  for (const [pid, stat] of tree) {
+    if (pid === root) {
+      rootTicks += stat.ownTicks;
+      restTicks += stat.cpuTicks - stat.ownTicks;
+    } else restTicks += stat.cpuTicks;
+  }
+  return { rootMs: rootTicks * TICK_MS, restMs: restTicks * TICK_MS, totalMs: (rootTicks + restTicks) * TICK_MS };
 }
 
 /** One sample of the tree under `root`; undefined when root no longer exists. */

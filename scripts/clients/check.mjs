@@ -236,7 +236,7 @@ function mcpRemote(entry, key, home) {
 const INIT = { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'claude-desktop-like', version: '1' } };
 
 await check(
-  'mcp-remote (Claude Desktop / Cursor entry) over stdio: initialize, tools/list, execute; a bad key shows the key error',
+  'mcp-remote (Claude Desktop / Cursor entry) over stdio: initialize, tools/list, execute; a bad key starts the browser sign-in',
   async () => {
     const entry = Object.values(JSON.parse(snippet('mcp-remote-json')).mcpServers)[0];
     const remote = mcpRemote(entry, KEY, freshHome());
@@ -259,9 +259,10 @@ await check(
       bad.request('initialize', INIT, 30_000).catch(() => undefined);
       await Promise.race([bad.exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
       const said = bad.stderr();
+      // A refused key: mcp-remote signs in through the browser instead (the server's own authorization server).
       expect(
-        /does not register OAuth clients/.test(said) && /API key/.test(said),
-        `mcp-remote should say the key was refused:\n${said.slice(-3000)}`,
+        /Please authorize this client by visiting:\s*\n\S+\/oauth\/authorize\?/.test(said),
+        `mcp-remote should offer the browser sign-in:\n${said.slice(-3000)}`,
       );
       expect(!/email must be a valid address/.test(said), 'an account-registration error reached the user');
     } finally {

@@ -4,7 +4,7 @@
 // Refusals (scope, agent stopped, no AI, replica unknown or stopped, message too long, a
 // conversation that is not this agent's or replica's) change nothing. One server for the file.
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { CHAT_MESSAGE_MAX_CHARS } from '../core/agent-chat.js';
 import { FAKE_LLM_HOST, fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
@@ -563,7 +563,8 @@ describe('chat_with_agent answers', () => {
     );
     llm.requests.length = 0;
     llm.script([{ text: 'slow answer', delayMs: 20_000 }, { text: 'never asked' }]);
-    const key = cancelKeyOf(randomUUID(), 7);
+    // A client's request id may be thousands of characters (its to choose): the indexed key holds it hashed.
+    const key = cancelKeyOf(randomUUID(), randomBytes(4000).toString('hex'));
     const answering = otherNode.send(agent, { message: 'take your time' }, undefined, { accountId: s.account.accountId, key });
     answering.catch(() => undefined);
     await until(
@@ -604,7 +605,7 @@ describe('chat_with_agent answers', () => {
     );
     llm.requests.length = 0;
     llm.script([{ text: 'answered' }, { text: 'never asked' }]);
-    const key = cancelKeyOf(randomUUID(), 9);
+    const key = cancelKeyOf(randomUUID(), randomBytes(4000).toString('hex'));
     const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
     const kept = async () =>
       Number(

@@ -3,6 +3,7 @@
 // scanning, the execution record), and how it ended is recorded. No other path reaches a sandbox.
 import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.js';
+import { storableText } from '../core/storable-text.js';
 import { agentPrincipal, type AgentTrigger } from '../core/principal.js';
 import type { Logger } from '../core/logger.js';
 import type { AgentRunEnd, AgentRunsStore } from '../store/agent-runs-store.js';
@@ -256,7 +257,7 @@ export class AgentDispatcher {
       this.finish(runId, {
         status: 'rejected',
         errorType: 'unavailable',
-        errorMessage: storable(error.message),
+        errorMessage: storableText(error.message),
         calls: [],
         finishedAt: new Date(),
       });
@@ -487,11 +488,11 @@ export class AgentDispatcher {
     const finished = new Date();
     this.finish(runId, {
       status: out.status,
-      errorType: out.error ? storable(out.error.type) : null,
-      errorMessage: out.error ? storable(out.error.message) : null,
-      calls: out.calls.map((c) => ({ ...c, error_type: c.error_type === null ? null : storable(c.error_type) })),
+      errorType: out.error ? storableText(out.error.type) : null,
+      errorMessage: out.error ? storableText(out.error.message) : null,
+      calls: out.calls.map((c) => ({ ...c, error_type: c.error_type === null ? null : storableText(c.error_type) })),
       finishedAt: finished,
-      ...(out.ai ? { ai: { ...out.ai, answer: out.ai.answer === null ? null : storable(out.ai.answer) } } : {}),
+      ...(out.ai ? { ai: { ...out.ai, answer: out.ai.answer === null ? null : storableText(out.ai.answer) } } : {}),
     });
     return {
       runId,
@@ -518,12 +519,12 @@ export class AgentDispatcher {
         replica: job.replica,
         nodeId: this.deps.nodeId,
         trigger: job.trigger,
-        triggerName: storable(job.triggerName),
-        triggerRef: job.triggerRef === undefined ? null : storable(job.triggerRef),
+        triggerName: storableText(job.triggerName),
+        triggerRef: job.triggerRef === undefined ? null : storableText(job.triggerRef),
         orchestrationMode: job.orchestrationMode,
-        functionName: job.functionName === undefined ? null : storable(job.functionName),
+        functionName: job.functionName === undefined ? null : storableText(job.functionName),
         startedAt,
-        conversationId: job.conversationId === undefined ? null : storable(job.conversationId),
+        conversationId: job.conversationId === undefined ? null : storableText(job.conversationId),
       });
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code;
@@ -582,11 +583,6 @@ function failedCall(functionName: string, err: { type: string; message: string }
     error: err,
     call: { function: functionName, execution_id: null, status: 'failed', duration_ms: durationMs, error_type: err.type },
   };
-}
-
-/** PostgreSQL text holds no NUL: a user's error message with one is stored with U+FFFD in its place. */
-export function storable(text: string): string {
-  return text.includes('\u0000') ? text.replace(/\u0000/g, '\uFFFD') : text;
 }
 
 /** An invoke answer (refusal or run result) as the trigger run's outcome. */

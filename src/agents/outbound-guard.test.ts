@@ -61,3 +61,29 @@ test('lookups: a waiter gives up after waitMs, and its place is not kept', async
   held.pending.shift()!();
   await next;
 });
+
+test('lookups: a waiter whose caller gives up leaves the queue and never starts its lookup; the slot goes to the next', async () => {
+  const held = heldResolver();
+  const started: string[] = [];
+  const limited = limitedResolver(
+    (host, signal) => {
+      started.push(host);
+      return held.resolve(host, signal);
+    },
+    { concurrent: 1, waiting: 4, waitMs: 60_000 },
+  );
+  const running = limited('a.example');
+  const gaveUp = new AbortController();
+  const abandoned = limited('b.example', gaveUp.signal);
+  const next = limited('c.example');
+  await new Promise((go) => setImmediate(go));
+  gaveUp.abort(new Error('the caller went away'));
+  await assert.rejects(abandoned, /the caller went away/);
+  await assert.rejects(limited('d.example', gaveUp.signal), /the caller went away/, 'an aborted caller never queues');
+  held.pending.shift()!();
+  await running;
+  await new Promise((go) => setImmediate(go));
+  assert.deepEqual(started, ['a.example', 'c.example'], 'the abandoned lookup never ran: the next waiter took the slot');
+  held.pending.shift()!();
+  await next;
+});

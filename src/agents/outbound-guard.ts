@@ -57,13 +57,14 @@ export class OutboundAddressRefused extends Error {
   override readonly name = 'OutboundAddressRefused';
 }
 
-export type Resolver = (host: string) => Promise<Array<{ address: string; family: number }>>;
+/** A name's addresses; `signal` is the caller's: once it is aborted, a lookup not yet started never starts. */
+export type Resolver = (host: string, signal?: AbortSignal) => Promise<Array<{ address: string; family: number }>>;
 
 /**
  * At most `concurrent` of `inner`'s lookups at once, `waiting` more queued, each of those waiting
- * `waitMs` at most. The system's lookup (getaddrinfo) holds one of libuv's four pool threads until
- * the resolver answers, which a name can make take many seconds: without this, a few tenants'
- * names would hold every thread the server's file and crypto work needs.
+ * `waitMs` at most, or until its caller gives up. The system's lookup (getaddrinfo) holds one of
+ * libuv's four pool threads until the resolver answers, which a name can make take many seconds:
+ * without this, a few tenants' names would hold every thread the server's file and crypto work needs.
  */
 export function limitedResolver(inner: Resolver, limits: { concurrent: number; waiting: number; waitMs: number }): Resolver {
   let running = 0;
@@ -74,24 +75,31 @@ export function limitedResolver(inner: Resolver, limits: { concurrent: number; w
     if (next) next();
     else running--;
   };
-  return async (host) => {
+  return async (host, signal) => {
+    signal?.throwIfAborted();
     if (running >= limits.concurrent) {
       if (queue.length >= limits.waiting) throw Object.assign(new Error('too many lookups in progress'), { code: 'EBUSY' });
       await new Promise<void>((go, fail) => {
+        const leave = (error: unknown) => {
+          queue.splice(queue.indexOf(turn), 1);
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          fail(error);
+        };
+        const onAbort = () => leave(signal!.reason);
         const turn = () => {
           clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
           go();
         };
-        const timer = setTimeout(() => {
-          queue.splice(queue.indexOf(turn), 1);
-          fail(Object.assign(new Error('no lookup slot in time'), { code: 'ETIMEOUT' }));
-        }, limits.waitMs);
+        const timer = setTimeout(() => leave(Object.assign(new Error('no lookup slot in time'), { code: 'ETIMEOUT' })), limits.waitMs);
         timer.unref();
+        signal?.addEventListener('abort', onAbort, { once: true });
         queue.push(turn);
       });
     } else running++;
     try {
-      return await inner(host);
+      return await inner(host, signal);
     } finally {
       release();
     }
@@ -153,7 +161,7 @@ export class OutboundAddressGuard {
     }
     let answers: Array<{ address: string; family: number }>;
     try {
-      answers = await abortable(this.resolve(target.host), signal);
+      answers = await abortable(this.resolve(target.host, signal), signal);
     } catch (error) {
       if (signal?.aborted) throw error;
       throw new OutboundAddressRefused(`${target.host} does not resolve (${(error as NodeJS.ErrnoException).code ?? 'lookup failed'})`);

@@ -1,6 +1,7 @@
 // The trigger runs of an agent as the create endpoint's tools show them (list_agent_runs,
 // describe_agent_run, describe_agent's recent runs).
 import { DomainError, invalid } from '../core/errors.js';
+import { storableDate } from '../core/storable-text.js';
 import type { AgentRunsStore } from '../store/agent-runs-store.js';
 import type { AgentRow, AgentRunRow } from '../store/schema.js';
 
@@ -47,7 +48,8 @@ function parseCursor(value: unknown): { startedAt: Date; id: string } {
     const parsed = JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as unknown;
     if (!Array.isArray(parsed) || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') throw new Error();
     const startedAt = new Date(parsed[0]);
-    if (Number.isNaN(startedAt.getTime())) throw new Error();
+    // Our cursors hold a run's start and its UUID: anything else (a year the database cannot hold, a NUL) was made up.
+    if (!storableDate(startedAt) || !/^[0-9a-f-]{36}$/.test(parsed[1])) throw new Error();
     return { startedAt, id: parsed[1] };
   } catch {
     throw invalid('before must be the next_before of an earlier list_agent_runs answer', { field: 'before' });

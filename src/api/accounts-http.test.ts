@@ -189,7 +189,7 @@ describe('browser session (the dashboard)', () => {
   const keysWith = (cookie: string) => fetch(`${server.url}/api/keys`, { headers: { cookie } });
 
   test('/, /login, /register and the other pages serve the app; API routes and unknown paths keep their JSON', async () => {
-    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/usage', '/account']) {
+    for (const page of ['/', '/login', '/register', '/keys', '/connect', '/functions', '/executions', '/agents', '/usage', '/account']) {
       const response = await fetch(`${server.url}${page}`);
       assert.equal(response.status, 200, page);
       assert.match(response.headers.get('content-type') ?? '', /^text\/html/);
@@ -474,6 +474,26 @@ describe('dashboard: functions and executions (session routes)', () => {
     }
     const nulRestore = await postJson(`${server.url}/api/functions/dash-a/sv%00c/double/restore`, { version: 1 }, a.auth);
     assert.equal(nulRestore.status, 400);
+    // The same on the MCP endpoints (both, either form of a namespace, a query) and a webhook path,
+    // with an API key: the refusal comes before any route's parameters are read.
+    const keyAuth = { authorization: `Bearer ${a.account.key}`, accept: 'application/json, text/event-stream' };
+    for (const [method, path] of [
+      ['POST', '/mcp/run/dash-a%00'],
+      ['POST', '/mcp/run/dash-a?mode=tools%00'],
+      ['POST', '/mcp/create/da%00sh-a'],
+      ['GET', '/mcp/create/dash-a?x=%00'],
+      ['POST', '/mcp/agent/dash-a/bot/webhook/p%00q'],
+    ]) {
+      const response = await fetch(`${server.url}${path}`, {
+        method,
+        headers: { ...keyAuth, 'content-type': 'application/json' },
+        body: method === 'POST' ? JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) : undefined,
+      });
+      assert.equal(response.status, 400, `${method} ${path}`);
+      // The MCP endpoints answer in JSON-RPC's shape, the rest in {error, error_type}.
+      const body = (await response.json()) as { error_type?: string; error?: { data?: { type?: string } } };
+      assert.equal(body.error_type ?? body.error?.data?.type, 'validation_error', `${path}: ${JSON.stringify(body)}`);
+    }
     assert.equal((await getAs('/api/functions', {})).status, 401);
     // An API key is not a session: the owner's routes refuse it.
     assert.equal((await getAs('/api/functions', { authorization: `Bearer ${a.account.key}` })).status, 401);
@@ -538,6 +558,7 @@ describe('dashboard: functions and executions (session routes)', () => {
     const detail = await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, a.auth);
     assert.equal(detail.status, 200);
     assert.equal(detail.body.trigger, 'dashboard');
+    assert.deepEqual(JSON.parse(detail.body.result), { tripled: 21 }, 'the detail has the stored result');
     // Another account cannot see it; its own run is its own.
     const b = await owner('dash-u');
     assert.equal((await getAs(`/api/executions/dash-t/${ran.body.execution_id}`, b.auth)).status, 404);

@@ -4,11 +4,16 @@ import { z } from 'zod';
 import { AI_PROVIDERS } from '../core/agent-ai.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
+import type { AgentRuntime } from '../agents/index.js';
+import { configureAgentAi } from './agent-operations.js';
 import { agentFields, DESTRUCTIVE, IDEMPOTENT_WRITE, type ToolRegistrar } from './tool-kit.js';
 
 const providers = Object.keys(AI_PROVIDERS).join(', ');
 
-export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService }): void {
+export function registerAgentAiTools(
+  tool: ToolRegistrar,
+  ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; runtime: AgentRuntime },
+): void {
   const { principal, namespace: ns, agents } = ctx;
   tool(
     'configure_agent_ai',
@@ -28,11 +33,8 @@ export function registerAgentAiTools(tool: ToolRegistrar, ctx: { principal: KeyP
       }),
       annotations: IDEMPOTENT_WRITE,
     },
-    async (a) => {
-      // The key makes the agent spend money and its runs call functions: as start_agent, write and execute.
-      const agent = await agents.resolve(principal, ns, a, 'write', 'execute');
-      return agents.ai.configure(agent, a);
-    },
+    // The key makes the agent spend money and its runs call functions: as start_agent, write and execute.
+    (a) => configureAgentAi(ctx, a),
   );
   tool(
     'remove_agent_ai',

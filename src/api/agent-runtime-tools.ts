@@ -1,38 +1,17 @@
 // The create endpoint's tools that run agents: start and stop, and the record of their trigger runs.
 import { z } from 'zod';
 import type { AgentRuntime } from '../agents/index.js';
-import { REPLICA_NAME_PATTERN } from '../core/agents.js';
-import { invalid } from '../core/errors.js';
-import { validateReplicaCount } from '../core/replicas.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
+import { describeAgentRun, listAgentRuns, scaleAgent, startAgent, stopAgent } from './agent-operations.js';
 import { agentFields, IDEMPOTENT_WRITE, READ_ONLY, type ToolRegistrar } from './tool-kit.js';
 
 const replicaField = z.string().optional().describe('Only this replica (its verb-animal name, e.g. "daring-duck"); default: every replica');
-
-/** `replica`: a replica's verb-animal name (undefined: none given). */
-export function replicaNameArg(value: unknown): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || !REPLICA_NAME_PATTERN.test(value))
-    throw invalid('replica must be a replica name as describe_agent lists them, e.g. "daring-duck"', { field: 'replica' });
-  return value;
-}
-
-/** `replicas` (the guide), or `count`; the same value when both are given. */
-function countArg(args: Record<string, unknown>): unknown {
-  if (args.replicas !== undefined && args.count !== undefined && args.replicas !== args.count)
-    throw invalid("give the count as 'replicas' or 'count', not two different numbers", { field: 'replicas' });
-  const value = args.replicas ?? args.count;
-  if (value === undefined)
-    throw invalid("'replicas' is required: how many replicas the agent should have (0 or more)", { field: 'replicas' });
-  return value;
-}
 
 export function registerAgentRuntimeTools(
   tool: ToolRegistrar,
   ctx: { principal: KeyPrincipal; namespace: string; agents: AgentService; runtime: AgentRuntime },
 ): void {
-  const { principal, namespace: ns, agents, runtime } = ctx;
   tool(
     'start_agent',
     {
@@ -42,12 +21,8 @@ export function registerAgentRuntimeTools(
       input: z.object({ ...agentFields, replica: replicaField }),
       annotations: IDEMPOTENT_WRITE,
     },
-    async (a) => {
-      const replica = replicaNameArg(a.replica);
-      // Starting makes functions run as the agent: the key must be allowed to run code, not only to write.
-      const agent = await agents.resolve(principal, ns, a, 'write', 'execute');
-      return { agent: agent.name, ...(await runtime.replicas.start(agent, replica)) };
-    },
+    // Starting makes functions run as the agent: the key must be allowed to run code, not only to write.
+    (a) => startAgent(ctx, a),
   );
   tool(
     'stop_agent',
@@ -58,11 +33,7 @@ export function registerAgentRuntimeTools(
       input: z.object({ ...agentFields, replica: replicaField }),
       annotations: IDEMPOTENT_WRITE,
     },
-    async (a) => {
-      const replica = replicaNameArg(a.replica);
-      const agent = await agents.resolve(principal, ns, a, 'write');
-      return { agent: agent.name, ...(await runtime.replicas.stop(agent, replica)) };
-    },
+    (a) => stopAgent(ctx, a),
   );
   tool(
     'scale_agent',
@@ -77,15 +48,7 @@ export function registerAgentRuntimeTools(
       }),
       annotations: IDEMPOTENT_WRITE,
     },
-    async (a) => {
-      const desired = validateReplicaCount(countArg(a));
-      const agent = await agents.resolve(principal, ns, a, 'write');
-      return runtime.replicas.scale(agent, desired, {
-        accountId: principal.accountId,
-        tier: principal.tier,
-        limits: agents.planLimits(principal),
-      });
-    },
+    (a) => scaleAgent(ctx, a),
   );
   tool(
     'list_agent_runs',
@@ -101,7 +64,7 @@ export function registerAgentRuntimeTools(
       }),
       annotations: READ_ONLY,
     },
-    async (a) => runtime.runs.list(await agents.resolve(principal, ns, a, 'read'), a),
+    (a) => listAgentRuns(ctx, a),
   );
   tool(
     'describe_agent_run',
@@ -114,6 +77,6 @@ export function registerAgentRuntimeTools(
       }),
       annotations: READ_ONLY,
     },
-    async (a) => runtime.runs.describe(await agents.resolve(principal, ns, a, 'read'), a),
+    (a) => describeAgentRun(ctx, a),
   );
 }

@@ -3,7 +3,7 @@ import { STATE_VALUE_MAX_BYTES } from '../core/agents.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
 import type { AgentRuntime } from '../agents/index.js';
-import { replicaNameArg } from './agent-runtime-tools.js';
+import { describeAgentInFull, replicaNameArg } from './agent-operations.js';
 import type { ScheduleService } from '../services/schedules.js';
 import type { WebhookService } from '../services/webhooks.js';
 import { agentFields, DESTRUCTIVE, READ_ONLY, type ToolRegistrar, WRITE } from './tool-kit.js';
@@ -34,7 +34,7 @@ export function registerAgentTools(
     schedules?: ScheduleService;
   },
 ): void {
-  const { principal, namespace: ns, agents, runtime, schedules } = ctx;
+  const { principal, namespace: ns, agents, runtime } = ctx;
   tool(
     'make_agent',
     {
@@ -67,14 +67,7 @@ export function registerAgentTools(
       input: z.object(agentFields),
       annotations: READ_ONLY,
     },
-    async (a) => {
-      const described = await agents.describeAgent(principal, ns, a);
-      const agent = await agents.resolve(principal, ns, a, 'read');
-      const [replicas, recent] = await Promise.all([runtime.replicas.list(agent.id), runtime.runs.recent(agent)]);
-      const hooks = ctx.webhooks ? (await ctx.webhooks.service.listWebhooks(principal, ns, a, ctx.webhooks.url)).webhooks : undefined;
-      const schedules = ctx.schedules ? await ctx.schedules.schedulesOf(agent) : undefined;
-      return { ...described, replicas, ...(schedules ? { schedules } : {}), ...(hooks ? { webhooks: hooks } : {}), recent_runs: recent };
-    },
+    (a) => describeAgentInFull(ctx, a),
   );
   tool(
     'destroy_agent',

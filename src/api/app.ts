@@ -15,7 +15,13 @@ import type { AgentRuntime } from '../agents/index.js';
 import type { ScheduleService } from '../services/schedules.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
-import { ACCOUNT_MAX_BODY_BYTES, bodyLimit, MCP_MAX_BODY_BYTES } from './body-limit.js';
+import {
+  ACCOUNT_MAX_BODY_BYTES,
+  bodyLimit,
+  DASHBOARD_PAYLOAD_MAX_BODY_BYTES,
+  dashboardPayloadRoute,
+  MCP_MAX_BODY_BYTES,
+} from './body-limit.js';
 import type { ByteBudget } from './client-pacing.js';
 import { clientKeyOf } from '../core/accounts.js';
 import { buildCreateServer } from './create-tools.js';
@@ -42,7 +48,10 @@ import type { WebhookService } from '../services/webhooks.js';
 import type { WebhookTrigger } from '../agents/triggers/webhook.js';
 import { isAgentRequest, mountAgentRoutes } from './agents-http.js';
 import { mountDashboard, type DashboardAssets } from './dashboard.js';
-import { mountDashboardApi } from './dashboard-api.js';
+import { mountDashboardApi, ownerKey } from './dashboard-api.js';
+import { mountDashboardAgents } from './dashboard-agents.js';
+import type { OAuthService } from '../services/oauth.js';
+import { mountOAuthDashboardApi, mountOAuthProtocol } from './oauth-server.js';
 
 export interface AppDependencies {
   accounts: AccountService;
@@ -75,6 +84,8 @@ export interface AppDependencies {
   webhooks?: { service: WebhookService; trigger: WebhookTrigger; maxBodyBytes: number };
   /** The built web dashboard served at `/`, `/login`, …, (absent: those pages say it was not built). */
   dashboard?: DashboardAssets | undefined;
+  /** Sign-in from MCP clients (OAuth 2.1): the authorization server's state. */
+  oauth: OAuthService;
 }
 
 export interface HostGuard {
@@ -281,6 +292,15 @@ export function createApp(deps: AppDependencies): Hono {
   });
   app.notFound((c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
 
+  // The OAuth protocol endpoints run on the Node request (Express, the MCP SDK's handlers), which
+  // reads and caps the body itself: before the body limit below wraps it.
+  mountOAuthProtocol(app, {
+    service: deps.oauth,
+    logger,
+    guard: (c) => rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost),
+    onEndpointHost: (c) => !!subdomainRoute(c.req.header('host'), deps.baseHost),
+  });
+
   // Body size before anything else reads the request (authentication included), on every route.
   app.use(
     '*',
@@ -295,7 +315,7 @@ export function createApp(deps: AppDependencies): Hono {
           : c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
             ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
             : {
-                limit: ACCOUNT_MAX_BODY_BYTES,
+                limit: dashboardPayloadRoute(c.req.path) ? DASHBOARD_PAYLOAD_MAX_BODY_BYTES : ACCOUNT_MAX_BODY_BYTES,
                 tooLarge: (c, limit) =>
                   c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
               },
@@ -326,7 +346,11 @@ export function createApp(deps: AppDependencies): Hono {
     if (!route) return next();
     // The metadata its 401 names (resource_metadata) is the one other thing such a host serves.
     if (c.req.method === 'GET' && (c.req.path === METADATA_PATH || c.req.path.startsWith(`${METADATA_PATH}/`))) {
-      return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${c.req.path.slice(METADATA_PATH.length) || '/'}`));
+      // Signing in happens on the base host (its dashboard's session cookie is that host's).
+      const url = new URL(c.req.url);
+      return c.json(
+        protectedResourceMetadata(`${url.origin}${c.req.path.slice(METADATA_PATH.length) || '/'}`, `${url.protocol}//${deps.baseHost}`),
+      );
     }
     return serveMcp(c, route.kind, route.namespace);
   });
@@ -349,12 +373,18 @@ export function createApp(deps: AppDependencies): Hono {
     );
   });
 
-  // RFC 9728 metadata of an MCP endpoint (the 401's challenge names it): bearer API keys, no OAuth.
+  // RFC 9728 metadata of an MCP endpoint (the 401's challenge names it), path-suffixed, and of the
+  // server as a whole at the root (clients of the 2025-03-26 spec look there): API keys or OAuth.
+  app.get(METADATA_PATH, (c) => {
+    const origin = new URL(c.req.url).origin;
+    return c.json(protectedResourceMetadata(origin, origin));
+  });
   app.get(`${METADATA_PATH}/*`, (c) => {
     const path = c.req.path.slice(METADATA_PATH.length);
     const match = /^\/mcp\/(create|run)\/([^/]+)$/.exec(path);
     if (!match || !isValidNamespaceName(match[2]!)) return c.json(new DomainError('not_found', `no MCP endpoint at ${path}`).toJSON(), 404);
-    return c.json(protectedResourceMetadata(`${new URL(c.req.url).origin}${path}`));
+    const origin = new URL(c.req.url).origin;
+    return c.json(protectedResourceMetadata(`${origin}${path}`, origin));
   });
 
   // Account routes (the ones a browser's session cookie reaches): state changes only as
@@ -451,6 +481,9 @@ export function createApp(deps: AppDependencies): Hono {
     return c.json({ revoked: c.req.param('id') });
   });
 
+  // The consent page's requests and the signed-in clients on the API-keys page (revoked as keys are).
+  mountOAuthDashboardApi(app, { service: deps.oauth, sessionAccount });
+
   // Functions, Executions (the dashboard's pages): the owner's session reaches the account's namespaces.
   mountDashboardApi(app, {
     catalog,
@@ -459,6 +492,19 @@ export function createApp(deps: AppDependencies): Hono {
     owner: async (c) => {
       const { tier, account_id } = await accounts.describeAccount(await sessionAccount(c));
       return { accountId: account_id, tier };
+    },
+  });
+
+  // Agents (the dashboard's page): the create endpoint's agent tools' code, as the owner.
+  mountDashboardAgents(app, {
+    catalog,
+    agents: deps.agents,
+    runtime: deps.agentRuntime,
+    schedules: deps.schedules,
+    webhooks: deps.webhooks?.service,
+    owner: async (c) => {
+      const { tier, account_id } = await accounts.describeAccount(await sessionAccount(c));
+      return ownerKey({ accountId: account_id, tier });
     },
   });
 

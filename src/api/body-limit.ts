@@ -10,6 +10,16 @@ import type { ByteBudget } from './client-pacing.js';
 export const MCP_MAX_BODY_BYTES = 8 * 1024 * 1024;
 /** Every other route (register, login, keys) reads small JSON objects. */
 export const ACCOUNT_MAX_BODY_BYTES = 64 * 1024;
+/**
+ * The dashboard's routes that carry what the MCP tools take as text of up to 32,000 characters (an
+ * agent's system prompt, a chat message) or a function's input (try it): `\uXXXX` escaping makes
+ * such text up to 192 KB, so the page is not refused what the tool accepts.
+ */
+export const DASHBOARD_PAYLOAD_MAX_BODY_BYTES = 256 * 1024;
+
+export function dashboardPayloadRoute(path: string): boolean {
+  return path.startsWith('/api/agents/') || /^\/api\/functions\/[^/]+\/[^/]+\/[^/]+\/run$/.test(path);
+}
 
 export class BodyTooLargeError extends Error {
   constructor(readonly limit: number) {

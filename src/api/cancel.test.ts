@@ -356,6 +356,32 @@ describe('cancellation', () => {
     } finally {
       await client.close();
     }
+    // The create endpoint's calls (chat_with_agent among them) take their cancel key the same way.
+    const create = await rawClient(`${server.url}/mcp/create/${ns}`, account.key, 'v1');
+    try {
+      const listed = await fetch(`${server.url}/mcp/create/${ns}`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${account.key}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': create.sessionId()!,
+          'mcp-protocol-version': LATEST_PROTOCOL_VERSION,
+        },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: randomBytes(4000).toString('hex'),
+          method: 'tools/call',
+          params: { name: 'list_services', arguments: {} },
+        }),
+      });
+      const text = await listed.text();
+      assert.equal(listed.status, 200, text);
+      assert.match(text, /svc/);
+      assert.doesNotMatch(text, /"isError":true/);
+    } finally {
+      await create.close();
+    }
   });
 
   test('a cancel names a call of its own account and session only', async () => {

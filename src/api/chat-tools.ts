@@ -5,6 +5,7 @@ import type { AgentRuntime } from '../agents/index.js';
 import { CHAT_MESSAGE_MAX_CHARS } from '../core/agent-chat.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { AgentService } from '../services/agents.js';
+import { chatWithAgent } from './agent-operations.js';
 import { agentFields, type ToolRegistrar } from './tool-kit.js';
 
 // It runs functions and spends on the model provider's account: not read-only, not idempotent, open world.
@@ -31,12 +32,6 @@ export function registerChatTools(
       }),
       annotations: CHAT,
     },
-    async (a, call) =>
-      runtime.chat.send(
-        await agents.resolve(principal, ns, a, 'execute'),
-        a,
-        call.signal,
-        call.cancelKey ? { accountId: principal.accountId, key: call.cancelKey } : undefined,
-      ),
+    (a, call) => chatWithAgent(ctx, a, call.signal, call.cancelKey),
   );
 }

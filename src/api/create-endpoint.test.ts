@@ -405,6 +405,12 @@ describe('functions', () => {
     const missing = await callError(client, 'update_function', { service: 'math', name: 'is-prime', restore_version: 99 });
     assert.equal(missing.type, 'not_found');
     assert.match(missing.message, /version 99/);
+    // Past the version column's range: still no such version (the catalog's rule, shared with the dashboard's restore).
+    for (const version of [3_000_000_000, Number.MAX_SAFE_INTEGER]) {
+      const huge = await callError(client, 'update_function', { service: 'math', name: 'is-prime', restore_version: version });
+      assert.equal(huge.type, 'not_found', JSON.stringify(huge));
+      assert.equal((await callError(client, 'describe_function', { service: 'math', name: 'is-prime', version })).type, 'not_found');
+    }
     assert.equal(
       (await callError(client, 'update_function', { service: 'math', name: 'is-prime', restore_version: 1, code: 'x=1' })).type,
       'validation_error',
@@ -665,6 +671,8 @@ describe('subdomain routing', () => {
       const metadata = await get('/.well-known/oauth-protected-resource');
       assert.equal(metadata.status, 200);
       assert.equal(JSON.parse(metadata.body).resource, 'http://sub.run.mcpworks.test/');
+      // Signing in happens on the base host (its session cookie), named as the authorization server.
+      assert.deepEqual(JSON.parse(metadata.body).authorization_servers, ['http://mcpworks.test']);
     } finally {
       await routed.stop();
     }

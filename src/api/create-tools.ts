@@ -393,7 +393,7 @@ export function buildCreateServer(ctx: CreateToolsContext): McpServer {
       url: ctx.url ?? new URL(`http://localhost/mcp/create/${ns}`),
     });
   if (ctx.schedules) registerScheduleTools(tool, { principal, namespace: ns, schedules: ctx.schedules });
-  registerAgentAiTools(tool, { principal, namespace: ns, agents: ctx.agents });
+  registerAgentAiTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   registerChatTools(tool, { principal, namespace: ns, agents: ctx.agents, runtime: ctx.runtime });
   registerMcpServerTools(tool, { principal, namespace: ns, agents: ctx.agents });
   refuseUnknownTools(server, ns, ctx.calls ?? [], names);

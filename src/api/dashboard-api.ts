@@ -24,8 +24,8 @@ export interface DashboardApiDeps {
 const TREE_MAX_FUNCTIONS = 2000;
 
 /** The catalog and history take a key's principal: the owner's is a key with every scope and no namespace limit. */
-function ownerKey(owner: { accountId: string; tier: string }): KeyPrincipal {
-  // keyId names no key: the catalog and history never read it (only MCP sessions do).
+export function ownerKey(owner: { accountId: string; tier: string }): KeyPrincipal {
+  // keyId names no key: the catalog, history and agent services never read it (only MCP sessions do).
   return { accountId: owner.accountId, tier: owner.tier, namespace: null, scopes: ['read', 'write', 'execute'], keyId: '' };
 }
 
@@ -61,21 +61,7 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
   const fnPath = '/api/functions/:ns/:service/:name';
 
   // The Functions page's tree: namespaces → services → functions (name, language, version, tags, lock).
-  app.get('/api/functions', async (c) => {
-    const principal = await key(c);
-    let count = 0;
-    const namespaces = [];
-    for (const ns of await catalog.listNamespaces(principal)) {
-      const services = [];
-      for (const service of await catalog.listServices(principal, ns.name)) {
-        const functions = count < TREE_MAX_FUNCTIONS ? await catalog.listFunctions(principal, ns.name, service.name, undefined) : [];
-        count += functions.length;
-        services.push({ name: service.name, description: service.description, functions });
-      }
-      namespaces.push({ name: ns.name, description: ns.description, services });
-    }
-    return c.json({ namespaces });
-  });
+  app.get('/api/functions', async (c) => c.json({ namespaces: await catalog.tree(await key(c), TREE_MAX_FUNCTIONS) }));
 
   // One function: its active version, or `?version=N` (the diff view fetches two).
   app.get(fnPath, async (c) => {
@@ -124,18 +110,10 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
     return c.json({ execution_id: outcome.executionId, is_error: rendered.isError, texts: rendered.texts });
   });
 
-  // Executions: one namespace's (`?namespace=`), or the newest of every namespace of the account.
+  // Executions: one namespace's (`?namespace=`), or the newest of every namespace of the account (one query).
   app.get('/api/executions', async (c) => {
-    const principal = await key(c);
     const q = c.req.query();
-    // Checked here too: an account without namespaces never reaches history.list's check.
-    const limit = q.limit === undefined ? 50 : positiveInteger(q.limit, 'limit');
-    const filter = { function: q.function, status: q.status, since: q.since, limit: q.limit };
-    const names = q.namespace !== undefined ? [q.namespace] : (await catalog.listNamespaces(principal)).map((n) => n.name);
-    const rows = [];
-    for (const ns of names) rows.push(...(await history.list(principal, ns, filter)).map((r) => ({ namespace: ns, ...r })));
-    rows.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
-    return c.json({ executions: rows.slice(0, limit) });
+    return c.json({ executions: await history.list(await key(c), q.namespace, q) });
   });
 
   app.get('/api/executions/:ns/:id', async (c) => c.json(await history.describe(await key(c), c.req.param('ns'), c.req.param('id'))));
@@ -159,12 +137,7 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
   });
 
   app.get('/api/security-events', async (c) => {
-    const principal = await key(c);
     const q = c.req.query();
-    const names = q.namespace !== undefined ? [q.namespace] : (await catalog.listNamespaces(principal)).map((n) => n.name);
-    const events = [];
-    for (const ns of names)
-      events.push(...(await history.securityEvents(principal, ns, q.since, q.limit)).map((e) => ({ namespace: ns, ...e })));
-    return c.json({ events });
+    return c.json({ events: await history.securityEvents(await key(c), q.namespace, q.since, q.limit) });
   });
 }

@@ -12,8 +12,11 @@ export const DASHBOARD_PAGES = [
   '/connect',
   '/functions',
   '/executions',
+  '/agents',
   '/usage',
   '/account',
+  // Sign-in from MCP clients: /oauth/authorize sends the owner here (src/web/pages/consent.tsx).
+  '/consent',
 ] as const;
 export const DASHBOARD_ASSETS_PATH = '/assets/';
 

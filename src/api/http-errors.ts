@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { DomainError, isDomainError, type DomainErrorType } from '../core/errors.js';
+import { unstorableMessage, unstorableReason } from '../core/storable-text.js';
 import type { Logger } from '../core/logger.js';
 
 const STATUS: Record<DomainErrorType, ContentfulStatusCode> = {
@@ -43,5 +44,8 @@ export async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   }
   if (body === null || typeof body !== 'object' || Array.isArray(body))
     throw new DomainError('validation_error', 'the request body must be a JSON object');
+  // What the database cannot store is refused here, for every JSON route, as the MCP tools refuse it.
+  const unstorable = unstorableReason(body);
+  if (unstorable) throw new DomainError('validation_error', `the request body's ${unstorableMessage(unstorable)}`);
   return body as Record<string, unknown>;
 }

@@ -267,7 +267,7 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
     assert.equal(((await login.json()) as any).error_type, 'validation_error');
   });
 
-  test('a missing or refused key gets a Bearer challenge naming API keys and the resource metadata; OAuth client registration is refused as OAuth, never an account', async () => {
+  test('a missing or refused key gets a Bearer challenge naming API keys and the resource metadata; OAuth client registration at /register is refused as OAuth, never an account', async () => {
     const json = { 'content-type': 'application/json', accept: ACCEPT, 'mcp-protocol-version': '2025-06-18' };
     const ping = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' });
     const metadataUrl = `${server.url}/.well-known/oauth-protected-resource/mcp/run/${ns}`;
@@ -279,7 +279,7 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
       assert.equal(response.status, 401, what);
       const challenge = response.headers.get('www-authenticate') ?? '';
       assert.ok(challenge.startsWith(`Bearer realm="mcpworks",${error} error_description="`), `${what}: ${challenge}`);
-      assert.match(challenge, /API key, not OAuth: send Authorization: Bearer mcpw_/, what);
+      assert.match(challenge, /take an API key \(send Authorization: Bearer mcpw_\.\.\..*or an OAuth sign-in/, what);
       assert.ok(challenge.endsWith(`resource_metadata="${metadataUrl}"`), `${what}: ${challenge}`);
       assert.match((await response.json()).error.message, /API key/, what);
     }
@@ -288,10 +288,10 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
     const document = (await metadata.json()) as Record<string, unknown>;
     assert.equal(document.resource, `${server.url}/mcp/run/${ns}`);
     assert.deepEqual(document.bearer_methods_supported, ['header']);
-    assert.equal(document.authorization_servers, undefined, 'no authorization server is claimed');
+    assert.deepEqual(document.authorization_servers, [server.url], 'the sign-in is this server (oauth.test.ts)');
     assert.equal((await fetch(`${server.url}/.well-known/oauth-protected-resource/mcp/run/Not_A_Namespace`)).status, 404);
 
-    // What mcp-remote sends to /register once discovery found no authorization server.
+    // What mcp-remote sent to /register when discovery found no authorization server: the sign-up path.
     const email = `dcr-${Math.random().toString(36).slice(2, 10)}@example.com`;
     const registration = {
       redirect_uris: ['http://localhost:8855/oauth/callback'],
@@ -310,7 +310,7 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
         assert.equal(response.headers.get('cache-control'), 'no-store');
         const answer = (await response.json()) as { error: string; error_description: string };
         assert.equal(answer.error, 'invalid_client_metadata', path);
-        assert.match(answer.error_description, /does not register OAuth clients.*API key/, path);
+        assert.match(answer.error_description, /OAuth clients register at \/oauth\/register/, path);
       }
     }
     const signIn = await fetch(`${server.url}/api/login`, {

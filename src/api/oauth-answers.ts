@@ -1,10 +1,12 @@
 /**
- * What OAuth-speaking MCP clients are told. MCPWorks takes API keys, not OAuth: a client whose key
- * is missing or refused gets a Bearer challenge saying so (RFC 6750, as the MCP authorization spec
- * asks of a protected resource), protected-resource metadata naming no authorization server
- * (RFC 9728), and a client-registration request (RFC 7591), which such clients send to `/register`
- * by default, an OAuth error, never an account sign-up.
+ * What OAuth-speaking MCP clients are told. The MCP endpoints take an API key or an OAuth access
+ * token (src/api/oauth-server.ts): a client whose credential is missing or refused gets a Bearer
+ * challenge (RFC 6750, as the MCP authorization spec asks of a protected resource) naming the
+ * protected-resource metadata (RFC 9728), which names this server's authorization server. A
+ * client-registration request (RFC 7591) at `/register` (the account sign-up) gets an OAuth error
+ * pointing to the registration endpoint, never an account.
  */
+import { SCOPES } from '../core/accounts.js';
 
 /** The fields of RFC 7591 client metadata; an account sign-up has none of them. */
 const CLIENT_METADATA_FIELDS = [
@@ -32,13 +34,13 @@ export function isClientRegistration(body: Record<string, unknown>): boolean {
 }
 
 const KEY_HINT =
-  'MCPWorks MCP endpoints take an API key, not OAuth: send Authorization: Bearer mcpw_... (create one with POST /api/keys or mcpworks key create)';
+  'MCPWorks MCP endpoints take an API key (send Authorization: Bearer mcpw_..., create one with POST /api/keys or mcpworks key create) or an OAuth sign-in (see resource_metadata)';
 
 /** RFC 7591 section 3.2.2: an error the client shows, and nothing registered. */
 export function clientRegistrationRefusal(): Response {
   const body = {
     error: 'invalid_client_metadata',
-    error_description: `this server does not register OAuth clients. ${KEY_HINT}. A client comes here after its key was refused (401): check the key it sends.`,
+    error_description: `/register makes accounts; OAuth clients register at /oauth/register (RFC 8414 metadata: /.well-known/oauth-authorization-server). ${KEY_HINT}.`,
   };
   return new Response(JSON.stringify(body), { status: 400, headers: { 'content-type': 'application/json', 'cache-control': 'no-store' } });
 }
@@ -55,16 +57,19 @@ export function resourceMetadataUrl(resource: URL): string {
  * backslashes may stand in a quoted parameter (RFC 6750 section 3).
  */
 export function bearerChallenge(resource: URL, reason: 'missing' | 'invalid'): string {
-  const description = reason === 'missing' ? `an API key is required. ${KEY_HINT}` : `invalid, revoked or expired API key. ${KEY_HINT}`;
+  const description =
+    reason === 'missing' ? `an API key or sign-in is required. ${KEY_HINT}` : `invalid, revoked or expired API key or token. ${KEY_HINT}`;
   const error = reason === 'invalid' ? ', error="invalid_token"' : '';
   return `Bearer realm="mcpworks"${error}, error_description="${description}", resource_metadata="${resourceMetadataUrl(resource)}"`;
 }
 
-/** RFC 9728 metadata: bearer tokens in the header, and no authorization server to sign in with. */
-export function protectedResourceMetadata(resource: string): Record<string, unknown> {
+/** RFC 9728 metadata: bearer tokens in the header, issued by the authorization server at `authorizationServer` (an origin). */
+export function protectedResourceMetadata(resource: string, authorizationServer: string): Record<string, unknown> {
   return {
     resource,
+    authorization_servers: [authorizationServer],
     bearer_methods_supported: ['header'],
-    resource_name: `MCPWorks (${KEY_HINT})`,
+    scopes_supported: [...SCOPES],
+    resource_name: 'MCPWorks',
   };
 }

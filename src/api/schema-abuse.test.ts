@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH, SCHEMA_CHECK_DEADLINE_MS } from '../core/limits.js';
+import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, MAX_SCHEMA_DEPTH } from '../core/limits.js';
 import { BODY_MAX_DEPTH } from './mcp-endpoint.js';
 import { applyTierOverrides } from '../core/tiers.js';
 import {
@@ -23,13 +23,18 @@ import {
 import { sharedFairShare } from '../run/fair-share.js';
 
 let server: TestServer;
+const ATTACK_DEADLINE_MS = 500;
 before(async () => {
   // A wait for a schema worker long enough for a loaded machine: the wait deadline is the subject
   // of a server of its own below. The workers at the server's own priority (nice: 0, on every
   // server of this file): their lower priority is checked in src/run/schema-guard.test.ts, and here,
   // beside the other test files, it only starved them until the wall-clock cap (10 times the CPU
   // deadline) stopped each attack instead of the CPU deadline.
-  server = await startTestServer({ schemas: { maxWaitMs: 120_000, nice: 0 } });
+  //
+  // Each attack is stopped after half a second of CPU time, not the default second (the deadline's
+  // default is checked in src/run/schema-guard.test.ts): what is tested is that it is stopped, typed
+  // and metered, and that others are answered meanwhile; the dozen attacks cost half as much.
+  server = await startTestServer({ schemas: { maxWaitMs: 120_000, nice: 0, deadlineMs: ATTACK_DEADLINE_MS } });
 });
 after(async () => {
   await server?.stop();
@@ -454,7 +459,7 @@ def main(input_data):
     await healthyWhileChecking(pending);
     const refused = errorOf(parseResult(await pending));
     assert.equal(refused.type, 'invalid_schema');
-    assert.equal(refused.message, `compiling input_schema was stopped: it needed more than ${SCHEMA_CHECK_DEADLINE_MS} ms of CPU time`);
+    assert.equal(refused.message, `compiling input_schema was stopped: it needed more than ${ATTACK_DEADLINE_MS} ms of CPU time`);
     assert.equal(await healthz(), 200);
 
     const update = owner.create.callTool('update_function', { service: 'utils', name: 'keep', output_schema: slow });

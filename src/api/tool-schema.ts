@@ -1,6 +1,7 @@
 import { fromJsonSchema, type CallToolResult, type McpServer, type ToolAnnotations } from '@modelcontextprotocol/server';
 import { z } from 'zod';
 import { DomainError } from '../core/errors.js';
+import { unstorableMessage, unstorableReason } from '../core/storable-text.js';
 import type { Logger } from '../core/logger.js';
 import { runTool } from './tool-results.js';
 
@@ -9,28 +10,6 @@ import { runTool } from './tool-results.js';
 const acceptEverything = {
   getValidator: () => (input: unknown) => ({ valid: true as const, data: input as never, errorMessage: undefined }),
 };
-
-/**
- * PostgreSQL text cannot hold NUL: refused up front rather than failing deep in a query. Iterative,
- * so arguments nested deeper than the stack get their typed error later instead of a RangeError.
- */
-function containsNul(value: unknown): boolean {
-  const pending: unknown[] = [value];
-  while (pending.length > 0) {
-    const current = pending.pop();
-    if (typeof current === 'string') {
-      if (current.includes('\u0000')) return true;
-    } else if (Array.isArray(current)) {
-      for (const item of current) pending.push(item);
-    } else if (current !== null && typeof current === 'object') {
-      for (const [key, item] of Object.entries(current)) {
-        if (key.includes('\u0000')) return true;
-        pending.push(item);
-      }
-    }
-  }
-  return false;
-}
 
 function describeIssues(error: z.ZodError): string {
   return error.issues.map((issue) => `${issue.path.length ? issue.path.join('.') : '(arguments)'}: ${issue.message}`).join('; ');
@@ -83,8 +62,9 @@ export function defineTool<S extends z.ZodObject>(
     },
     ((args: unknown, handler?: { mcpReq?: { signal?: AbortSignal; id?: unknown } }): Promise<CallToolResult> =>
       runTool(logger, name, async () => {
-        if (containsNul(args))
-          throw new DomainError('validation_error', `invalid arguments for ${name}: strings must not contain NUL characters`);
+        // Refused up front rather than failing deep in a query (PostgreSQL cannot store them).
+        const unstorable = unstorableReason(args);
+        if (unstorable) throw new DomainError('validation_error', `invalid arguments for ${name}: ${unstorableMessage(unstorable)}`);
         const parsed = definition.input.safeParse(args ?? {});
         if (!parsed.success) {
           throw new DomainError('validation_error', `invalid arguments for ${name}: ${describeIssues(parsed.error)}`);

@@ -5,6 +5,9 @@ import { TypescriptDependencies } from '../run/typescript-dependencies.js';
 import { FunctionsPackageBuilder } from '../run/functions-package.js';
 import { serve, type ServerType } from '@hono/node-server';
 import { AccountService } from '../services/accounts.js';
+import { OAuthService } from '../services/oauth.js';
+import { OAuthStore } from '../store/oauth-store.js';
+import type { Db } from '../store/database.js';
 import { ApiKeyHasher, configurePasswordKdf, stopPasswordKdfWorkers } from '../services/credential-hashing.js';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { sharedFairShare } from '../run/fair-share.js';
@@ -87,6 +90,10 @@ export interface RunningServer {
     bodyBudget: ByteBudget | undefined;
     /** Agents' attached MCP servers' tools (the orchestration loop's toolbox lists and calls them). */
     attachedTools: McpServerSource;
+    /** Sign-in from MCP clients: clients, consent, grants. */
+    oauth: OAuthService;
+    /** The database itself, for tests that must set a state no API reaches (an access token past its expiry). */
+    db: Db;
   };
   /** Resolves with a message when the server must stop (the embedded database cannot be kept safe). */
   failed: Promise<string>;
@@ -208,6 +215,12 @@ async function startServerSteps(
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
+  const oauth = new OAuthService(
+    new OAuthStore(database.db),
+    accountsStore,
+    async (accountId) => (await catalogStore.listNamespaces(accountId)).map((n) => n.name),
+    config.baseHost,
+  );
   const cacheDir = cacheDirFor(config, host);
   const dependencies = new TypescriptDependencies(cacheDir, config.npm, host.sandbox);
   // This process as an instance: its slots name it; what dead instances left is released now.
@@ -398,6 +411,7 @@ async function startServerSteps(
       maxBodyBytes: Math.max(...Object.values(config.tiers).map((t) => t.webhookPayloadBytes)),
     },
     dashboard: loadDashboard(config.dashboardDir ?? defaultDashboardDir()),
+    oauth,
   });
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
@@ -466,8 +480,11 @@ async function startServerSteps(
     s.once('error', reject);
     opened.push(() => new Promise<void>((resolve) => s.close(() => resolve())));
   }).catch(failStart);
-  const port = (server.address() as AddressInfo).port;
-  ownEndpoints = ownEndpointsOf(config.host, port, config.baseHost);
+  const bound = server.address() as AddressInfo;
+  const port = bound.port;
+  // The address it is bound to, not the configured name: a host name (resolved by listen) would
+  // leave this server's own address unknown to the outbound rules.
+  ownEndpoints = ownEndpointsOf(bound.address, port, config.baseHost);
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info({ url, database: database.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'mcpworks listening');
   housekeeping.start();
@@ -496,6 +513,8 @@ async function startServerSteps(
       signInsRefusedEarly: () => precheck.refused(),
       bodyBudget,
       attachedTools,
+      oauth,
+      db: database.db,
     },
     failed,
     close() {

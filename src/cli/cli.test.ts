@@ -15,15 +15,9 @@ import {
   TEST_SECRET_KEY,
   testDataRoot,
 } from '../test-support/harness.js';
-import { cliCommand } from '../test-support/cli-command.js';
+import { cliBatch, cliCommand, type CliResult } from '../test-support/cli-command.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 function cli(args: string[], env: Record<string, string | undefined>): Promise<CliResult> {
   return new Promise((resolve, reject) => {
@@ -66,6 +60,7 @@ describe('mcpworks CLI', () => {
       'key list',
       'key revoke',
       'sandbox run',
+      'cluster',
     ])
       assert.match(result.stdout, new RegExp(command));
   });
@@ -94,18 +89,26 @@ describe('mcpworks CLI', () => {
   });
 
   test("account list, key list and key revoke; a key for another account's namespace is refused; last use is recorded, coalesced", async () => {
-    // The account and namespace of the test above.
-    const other = await cli(['account', 'create', '--email', 'other@example.com', '--password', 'operator password'], env);
-    assert.equal(other.code, 0, other.stderr);
-    const taken = await cli(['key', 'create', '--email', 'other@example.com', '--namespace', 'ops'], env);
-    assert.equal(taken.code, 1);
-    assert.match(taken.stderr, /conflict: namespace name 'ops' is not available/);
-    const future = await cli(['key', 'create', '--email', 'other@example.com', '--namespace', 'not-made-yet'], env);
-    assert.equal(future.code, 0, future.stderr);
+    // The account and namespace of the test above. One process for these (cliBatch): the commands'
+    // own process, its output and status, are the subject of the test above and of the revokes below.
+    const [other, taken, future, accounts, made, listed] = await cliBatch(
+      [
+        ['account', 'create', '--email', 'other@example.com', '--password', 'operator password'],
+        ['key', 'create', '--email', 'other@example.com', '--namespace', 'ops'],
+        ['key', 'create', '--email', 'other@example.com', '--namespace', 'not-made-yet'],
+        ['account', 'list'],
+        ['key', 'create', '--email', 'ops@example.com', '--name', 'short-lived'],
+        ['key', 'list', '--email', 'ops@example.com'],
+      ],
+      env,
+    );
+    assert.equal(other!.code, 0, other!.stderr);
+    assert.equal(taken!.code, 1);
+    assert.match(taken!.stderr, /conflict: namespace name 'ops' is not available/);
+    assert.equal(future!.code, 0, future!.stderr);
 
-    const accounts = await cli(['account', 'list'], env);
-    assert.equal(accounts.code, 0, accounts.stderr);
-    const rows = accounts.stdout
+    assert.equal(accounts!.code, 0, accounts!.stderr);
+    const rows = accounts!.stdout
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line));
@@ -113,15 +116,17 @@ describe('mcpworks CLI', () => {
     assert.deepEqual([ops.tier, ops.namespaces, ops.keys], ['enterprise', 1, 1]);
     assert.deepEqual(rows.find((row) => row.email === 'other@example.com').keys, 1, 'the refused key was not made');
 
-    const key = (await cli(['key', 'create', '--email', 'ops@example.com', '--name', 'short-lived'], env)).stdout.trim();
-    const listed = async () =>
-      (await cli(['key', 'list', '--email', 'ops@example.com'], env)).stdout
-        .trim()
-        .split('\n')
-        .map((line) => JSON.parse(line));
-    const mine = (await listed()).find((row) => row.name === 'short-lived');
+    assert.equal(made!.code, 0, made!.stderr);
+    assert.match(made!.stdout, /^mcpw_[0-9a-f]{64}\n$/, 'only the raw key on stdout');
+    const key = made!.stdout.trim();
+    assert.equal(listed!.code, 0, listed!.stderr);
+    const keys = listed!.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    const mine = keys.find((row) => row.name === 'short-lived');
     assert.equal(mine.last_used_at, null);
-    assert.ok(key.startsWith(mine.prefix) && !JSON.stringify(await listed()).includes(key), 'the prefix, never the key');
+    assert.ok(key.startsWith(mine.prefix) && !listed!.stdout.includes(key), 'the prefix, never the key');
 
     const server = await startTestServer({ dataDir, databaseUrl });
     try {
@@ -188,16 +193,28 @@ describe('mcpworks CLI', () => {
       [['account', 'create', '--bogus'], /bogus/],
       [['frobnicate'], /unknown command/],
     ];
-    for (const [args, pattern, db] of cases) {
-      if (EMBEDDED_RUN_ONLY && !db) continue;
-      const result = await cli(args, env);
+    // The matrix through the command line's own main in one process (cliBatch); the process's own
+    // exit status and output for a refusal of each kind (an argument, the database) just below.
+    const run = cases.filter(([, , db]) => db || !EMBEDDED_RUN_ONLY);
+    const results = await cliBatch(
+      run.map(([args]) => args),
+      env,
+    );
+    for (const [i, [args, pattern]] of run.entries()) {
+      const result = results[i]!;
       assert.equal(result.code, 1, args.join(' '));
       assert.match(result.stderr, pattern, args.join(' '));
       assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
     }
+    if (!EMBEDDED_RUN_ONLY) {
+      const unknown = await cli(['frobnicate'], env);
+      assert.equal(unknown.code, 1);
+      assert.equal(unknown.stderr, 'mcpworks: unknown command "frobnicate"; see mcpworks --help\n');
+    }
     const duplicate = await cli(['account', 'create', '--email', 'ops@example.com', '--password', 'operator password'], env);
     assert.equal(duplicate.code, 1);
     assert.match(duplicate.stderr, /already exists/);
+    assert.doesNotMatch(duplicate.stderr, /\n\s+at /, 'no stack trace');
   });
 
   test('with the embedded database, operator commands refuse while a server holds the data dir', { skip: EMBEDDED_RUN_ONLY }, async () => {

@@ -12,6 +12,14 @@ export function isApiKeyShape(value: string): boolean {
   return API_KEY_PATTERN.test(value);
 }
 
+/** OAuth tokens of a grant (sign-in from MCP clients): 256 random bits each, stored as SHA-256. */
+export const OAUTH_ACCESS_TOKEN_PATTERN = /^mcpwat_[0-9a-f]{64}$/;
+export const OAUTH_REFRESH_TOKEN_PATTERN = /^mcpwrt_[0-9a-f]{64}$/;
+
+export function isAccessTokenShape(value: string): boolean {
+  return OAUTH_ACCESS_TOKEN_PATTERN.test(value);
+}
+
 /** The non-secret part shown in listings and used to find the stored hash. */
 export function apiKeyPrefix(key: string): string {
   return key.slice(0, 5 + API_KEY_PREFIX_HEX);

@@ -66,4 +66,31 @@ describe('execution history', () => {
     await t.assertHealthy();
     assert.deepEqual(await t.usage(s.account), { executions: 4, active: 0 });
   });
+
+  test('stores the result as the caller got it: redacted, and cut at 64 KB with a marker (small and large answers)', async () => {
+    const secret = 'history-result-secret-5c2e';
+    const s = await t.space([
+      {
+        name: 'py-result',
+        required_env: ['APP_TOKEN'],
+        code: `import os\ndef main(input_data):\n    return {"token": os.environ["APP_TOKEN"], "pad": "x" * input_data["n"]}\n`,
+      },
+    ]);
+    const tools = await s.run('tools', { APP_TOKEN: secret });
+    // A small answer (scanned inline) and one past the history's cap (scanned and rendered in a worker).
+    for (const n of [10, 300_000]) {
+      const answer = await tools.callTool('utils__py-result', { n });
+      assert.notEqual(answer.isError, true, JSON.stringify(answer).slice(0, 300));
+      assert.doesNotMatch(JSON.stringify(answer), /history-result-secret/);
+    }
+    const listed = await callOk(s.create, 'list_executions');
+    const stored = await Promise.all(listed.map(({ id }: { id: string }) => callOk(s.create, 'describe_execution', { id })));
+    const [large, small] = stored;
+    assert.deepEqual(JSON.parse(small.result), { token: '[REDACTED_ENV_VALUE]', pad: 'x'.repeat(10) });
+    assert.doesNotMatch(large.result, /history-result-secret/);
+    assert.match(large.result, /REDACTED_ENV_VALUE/);
+    assert.match(large.result, /\n\[… result cut at 65536 characters of \d+\]$/);
+    assert.ok(large.result.length < 65536 + 100);
+    await t.assertHealthy();
+  });
 });

@@ -9,7 +9,7 @@ import { callInputProblem } from '../core/call-input.js';
 import type { CatalogService } from '../services/catalog.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
-import { recordedCode, type ExecutionRecord, type ExecutionsStore } from '../store/executions-store.js';
+import { recordedCode, recordedResult, type ExecutionRecord, type ExecutionsStore } from '../store/executions-store.js';
 import type { InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
 import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
 import type { PendingWrites } from '../store/pending-writes.js';
@@ -23,6 +23,7 @@ import { validateCode } from '../core/functions.js';
 import { explainMissingImport, explainNetworkOff } from './import-hints.js';
 import { toIdentifier } from '../core/names.js';
 import { CodeModeBridge } from './bridge.js';
+import { RawJson } from '../core/raw-json.js';
 import { StateBridge } from './state-bridge.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
 import { checkCallable, checkOutput, functionRequest, namespaceEnv } from './function-request.js';
@@ -101,6 +102,25 @@ const snapshotBytes = (s: NamespaceSnapshot) => s.functions.reduce((sum, fn) => 
  */
 export function cancelKeyOf(sessionId: string, requestId: unknown): string {
   return `${sessionId}:${createHash('sha256').update(JSON.stringify(requestId)).digest('base64url')}`;
+}
+
+/**
+ * A run's result as its history keeps it: the scanned (redacted) answer the caller got, as JSON text,
+ * bounded by recordedResult; never the raw one. A large answer was rendered in a scan worker: its
+ * structured content, else its texts. Null for a failed run (its error is recorded).
+ */
+function recordableResult(scanned: RunResult): string | null {
+  if (!scanned.ok) return null;
+  try {
+    const rendered = scanned.rendered;
+    if (rendered?.structured) return recordedResult(rendered.structured.toString('utf8'));
+    if (rendered) return recordedResult(rendered.texts.map((t) => JSON.parse(t.toString('utf8')) as string).join('\n'));
+    const value = scanned.result instanceof RawJson ? scanned.result.bytes.toString('utf8') : JSON.stringify(scanned.result ?? null);
+    return recordedResult(value);
+  } catch {
+    // A result that cannot be written as JSON (a cycle cannot come from a sandbox; a defect would) is not kept.
+    return null;
+  }
 }
 
 export class RunService {
@@ -656,6 +676,7 @@ export class RunService {
       bytesOut,
       stdout: scanned.stdout,
       stderr: scanned.stderr,
+      result: recordableResult(scanned),
     };
     const write = () => this.deps.executions.finish(settlement, record, findingTypes(findings));
     try {
@@ -674,7 +695,13 @@ export class RunService {
         isRetryableStoreError(error) &&
         this.deps.pending?.add({
           what: `record of call ${ticket.id}`,
-          bytes: 1024 + record.stdout.length + record.stderr.length + (record.errorMessage?.length ?? 0) + (record.code?.length ?? 0),
+          bytes:
+            1024 +
+            record.stdout.length +
+            record.stderr.length +
+            (record.errorMessage?.length ?? 0) +
+            (record.code?.length ?? 0) +
+            (record.result?.length ?? 0),
           run: () =>
             write().catch((retry: unknown) => {
               if (!isUniqueViolation(retry)) throw retry;

@@ -1,5 +1,6 @@
 import {
   apiKeyPrefix,
+  isAccessTokenShape,
   isApiKeyShape,
   SIGN_IN_LIMITS,
   validateEmail,
@@ -10,6 +11,7 @@ import {
   MIN_PASSWORD_LENGTH,
   type Scope,
 } from '../core/accounts.js';
+import type { CreatedKey, KeyListing } from '../core/dashboard-types.js';
 import { DomainError, invalid } from '../core/errors.js';
 import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
@@ -33,26 +35,7 @@ export interface KeyPrincipal {
   scopes: Scope[];
 }
 
-export interface CreatedKey {
-  id: string;
-  name: string;
-  prefix: string;
-  key: string;
-  namespace: string | null;
-  scopes: Scope[];
-  expires_at: string | null;
-}
-
-export interface KeyListing {
-  id: string;
-  name: string;
-  prefix: string;
-  namespace: string | null;
-  scopes: string[];
-  expires_at: string | null;
-  last_used_at: string | null;
-  created_at: string;
-}
+export type { CreatedKey, KeyListing } from '../core/dashboard-types.js';
 
 const SESSION_DAYS = 30;
 const DAY_MS = 86_400_000;
@@ -305,11 +288,15 @@ export class AccountService {
   ): Promise<
     { principal: KeyPrincipal; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined } | undefined
   > {
-    if (!isApiKeyShape(raw)) return undefined;
-    const row = await this.store.findKeyForRequest(apiKeyPrefix(raw), what);
+    // An OAuth access token stands for its grant, an api_keys row: from here on the same checks as a key.
+    const accessToken = isAccessTokenShape(raw);
+    if (!accessToken && !isApiKeyShape(raw)) return undefined;
+    const row = await this.store.findKeyForRequest(accessToken ? { accessTokenHash: sha256Hex(raw) } : { prefix: apiKeyPrefix(raw) }, what);
     if (!row || row.revoked_at) return undefined;
     if (row.expires_at && new Date(row.expires_at).getTime() <= Date.now()) return undefined;
-    if (ApiKeyHasher.isKeyed(row.key_hash)) {
+    if (accessToken) {
+      // Found by its hash (a live access token of this grant): nothing more to verify.
+    } else if (ApiKeyHasher.isKeyed(row.key_hash)) {
       if (!this.keys.verify(raw, row.key_hash)) return undefined;
     } else {
       // A key from before migration 7: checked with scrypt this once, then stored keyed.

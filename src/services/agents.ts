@@ -181,6 +181,15 @@ export class AgentService {
     return rows.map((r) => ({ ...r, created_at: iso(r.created_at) }));
   }
 
+  /** Every agent of every namespace the principal reaches, by namespace, in one query (the dashboard's list). */
+  async accountAgents(principal: KeyPrincipal) {
+    requireScope(principal, 'read');
+    const rows = (await this.store.listAccountAgents(principal.accountId)).filter(
+      (r) => principal.namespace === null || r.namespace === principal.namespace,
+    );
+    return rows.map((r) => ({ ...r, created_at: iso(r.created_at) }));
+  }
+
   async describeAgent(principal: KeyPrincipal, nsName: string, args: AgentArgs) {
     requireScope(principal, 'read');
     const ns = await this.catalog.namespace(principal, nsName);

@@ -146,6 +146,37 @@ export class CatalogService {
       .map((r) => ({ name: r.name, description: r.description, created_at: iso(r.created_at) }));
   }
 
+  /**
+   * The namespaces → services → functions the principal reaches (the dashboard's Functions page):
+   * a constant number of queries, at most `maxFunctions` functions.
+   */
+  async tree(principal: KeyPrincipal, maxFunctions: number) {
+    requireScope(principal, 'read');
+    const { namespaces, services, functions } = await this.store.accountTree(principal.accountId, maxFunctions);
+    const group = <T, K>(rows: T[], key: (row: T) => K) => {
+      const groups = new Map<K, T[]>();
+      for (const row of rows) {
+        const list = groups.get(key(row));
+        if (list) list.push(row);
+        else groups.set(key(row), [row]);
+      }
+      return groups;
+    };
+    const byService = group(functions, (f) => f.service_id);
+    const byNamespace = group(services, (s) => s.namespace_id);
+    return namespaces
+      .filter((ns) => this.keyReaches(principal, ns.name))
+      .map((ns) => ({
+        name: ns.name,
+        description: ns.description,
+        services: (byNamespace.get(ns.id) ?? []).map((s) => ({
+          name: s.name,
+          description: s.description,
+          functions: (byService.get(s.id) ?? []).map(({ service_id: _, ...fn }) => ({ ...fn, updated_at: iso(fn.updated_at) })),
+        })),
+      }));
+  }
+
   /** Every namespace of an account, for its login session (the dashboard's Connect page). */
   async accountNamespaces(accountId: string) {
     const rows = await this.store.listNamespaces(accountId);

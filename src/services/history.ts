@@ -1,5 +1,6 @@
 import { DomainError, invalid } from '../core/errors.js';
-import type { ExecutionsStore } from '../store/executions-store.js';
+import { storableDate } from '../core/storable-text.js';
+import type { ExecutionScope, ExecutionsStore } from '../store/executions-store.js';
 import type { ExecutionRow } from '../store/schema.js';
 import type { KeyPrincipal } from './accounts.js';
 import type { CatalogService } from './catalog.js';
@@ -9,7 +10,8 @@ const MAX_LIST = 200;
 function parseSince(since: unknown): Date | undefined {
   if (since === undefined) return undefined;
   const date = typeof since === 'string' ? new Date(since) : new Date(NaN);
-  if (Number.isNaN(date.getTime())) throw invalid('since must be an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z', { field: 'since' });
+  // A date JavaScript accepts but the database's timestamps do not (year 275760) is as wrong as none.
+  if (!storableDate(date)) throw invalid('since must be an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z', { field: 'since' });
   return date;
 }
 
@@ -38,13 +40,34 @@ export class ExecutionHistory {
     private readonly store: ExecutionsStore,
   ) {}
 
-  private async namespaceId(principal: KeyPrincipal, ns: string): Promise<string> {
+  private requireRead(principal: KeyPrincipal): void {
     if (!principal.scopes.includes('read')) throw new DomainError('forbidden', "this API key lacks the 'read' scope");
+  }
+
+  private async namespaceId(principal: KeyPrincipal, ns: string): Promise<string> {
+    this.requireRead(principal);
     return (await this.catalog.namespace(principal, ns)).id;
   }
 
-  async list(principal: KeyPrincipal, ns: string, filter: { function?: unknown; status?: unknown; since?: unknown; limit?: unknown }) {
-    const namespaceId = await this.namespaceId(principal, ns);
+  /**
+   * One namespace, or (ns undefined) every namespace the principal reaches: the account's, in one
+   * query, or the one namespace its key is limited to.
+   */
+  private async scope(principal: KeyPrincipal, ns: string | undefined): Promise<ExecutionScope> {
+    if (ns === undefined && principal.namespace === null) {
+      this.requireRead(principal);
+      return { accountId: principal.accountId };
+    }
+    return { namespaceId: await this.namespaceId(principal, ns ?? principal.namespace!) };
+  }
+
+  /** Executions of one namespace, or of every one the principal reaches (ns undefined); each names its namespace. */
+  async list(
+    principal: KeyPrincipal,
+    ns: string | undefined,
+    filter: { function?: unknown; status?: unknown; since?: unknown; limit?: unknown },
+  ) {
+    const scope = await this.scope(principal, ns);
     let serviceName: string | undefined;
     let functionName: string | undefined;
     if (filter.function !== undefined) {
@@ -62,14 +85,15 @@ export class ExecutionHistory {
       throw invalid('status must be "success", "error", "interrupted" or "cancelled"', { field: 'status' });
     const limit = filter.limit === undefined ? 50 : Number(filter.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) throw invalid(`limit must be 1-${MAX_LIST}`, { field: 'limit' });
-    const rows = await this.store.list(namespaceId, {
+    const rows = await this.store.list(scope, {
       serviceName,
       functionName,
       status: filter.status as string | undefined,
       since: parseSince(filter.since),
       limit,
     });
-    return rows.map(summary);
+    // Across namespaces, each row says whose it is (one namespace's answer stays as it was).
+    return rows.map((r) => (ns === undefined ? { namespace: r.namespace, ...summary(r) } : summary(r)));
   }
 
   async describe(principal: KeyPrincipal, ns: string, id: unknown) {
@@ -81,6 +105,8 @@ export class ExecutionHistory {
       error_message: row.error_message,
       stdout: row.stdout,
       stderr: row.stderr,
+      // The answer's result as the caller got it (redacted, bounded); null when the run failed.
+      result: row.result ?? null,
       ...(row.mode === 'code' ? { code: row.code } : {}),
     };
   }
@@ -90,12 +116,13 @@ export class ExecutionHistory {
     return this.store.dailyCounts(accountId, since);
   }
 
-  async securityEvents(principal: KeyPrincipal, ns: string, since: unknown, limit: unknown) {
-    const namespaceId = await this.namespaceId(principal, ns);
+  async securityEvents(principal: KeyPrincipal, ns: string | undefined, since: unknown, limit: unknown) {
+    const scope = await this.scope(principal, ns);
     const max = limit === undefined ? 50 : Number(limit);
     if (!Number.isInteger(max) || max < 1 || max > MAX_LIST) throw invalid(`limit must be 1-${MAX_LIST}`, { field: 'limit' });
-    const rows = await this.store.listSecurityEvents(namespaceId, parseSince(since), max);
+    const rows = await this.store.listSecurityEvents(scope, parseSince(since), max);
     return rows.map((r) => ({
+      ...(ns === undefined ? { namespace: r.namespace } : {}),
       id: r.id,
       type: r.event_type,
       detection: r.detail.detection,

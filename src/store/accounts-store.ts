@@ -134,13 +134,24 @@ export class AccountsStore {
    * it addresses (id and catalog version; null when there is none) and the MCP session of the id
    * it sends (null when unknown or expired). Whether the key may use them is the caller's rule.
    */
-  async findKeyForRequest(prefix: string, what: { namespace?: string; sessionId?: string }): Promise<KeyForRequest | undefined> {
-    let query = this.db
+  async findKeyForRequest(
+    by: { prefix: string } | { accessTokenHash: string },
+    what: { namespace?: string; sessionId?: string },
+  ): Promise<KeyForRequest | undefined> {
+    const base = this.db
       .selectFrom('api_keys')
       .innerJoin('accounts', 'accounts.id', 'api_keys.account_id')
       .selectAll('api_keys')
-      .select('accounts.tier')
-      .where('api_keys.prefix', '=', prefix);
+      .select('accounts.tier');
+    // An OAuth access token names its grant (an api_keys row) through oauth_tokens: a live access token only.
+    let query =
+      'prefix' in by
+        ? base.where('api_keys.prefix', '=', by.prefix).where('api_keys.oauth_client_id', 'is', null)
+        : base
+            .innerJoin('oauth_tokens as token', 'token.key_id', 'api_keys.id')
+            .where('token.token_hash', '=', by.accessTokenHash)
+            .where('token.kind', '=', 'access')
+            .where('token.expires_at', '>', new Date());
     const { namespace, sessionId } = what;
     const withNamespace =
       namespace === undefined
@@ -260,13 +271,29 @@ export class AccountsStore {
     );
   }
 
+  /** The account's live API keys (not its OAuth grants: listOAuthGrants). */
   listKeys(accountId: string): Promise<ApiKeyRow[]> {
     return this.db
       .selectFrom('api_keys')
       .selectAll()
       .where('account_id', '=', accountId)
       .where('revoked_at', 'is', null)
+      .where('oauth_client_id', 'is', null)
       .orderBy('created_at')
+      .execute();
+  }
+
+  /** The account's live, unexpired OAuth grants, with the client's metadata (its name is untrusted text). */
+  listOAuthGrants(accountId: string): Promise<Array<ApiKeyRow & { client_metadata: Record<string, unknown> }>> {
+    return this.db
+      .selectFrom('api_keys')
+      .innerJoin('oauth_clients as client', 'client.client_id', 'api_keys.oauth_client_id')
+      .selectAll('api_keys')
+      .select('client.metadata as client_metadata')
+      .where('api_keys.account_id', '=', accountId)
+      .where('api_keys.revoked_at', 'is', null)
+      .where('api_keys.expires_at', '>', new Date())
+      .orderBy('api_keys.created_at')
       .execute();
   }
 

@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { Db } from './database.js';
+import { storableJson, storableText } from '../core/storable-text.js';
 import { randomUUID } from 'node:crypto';
 import type { AgentRunCall, AgentRunRow, AgentToolCall, Database } from './schema.js';
 
@@ -96,9 +97,10 @@ export class AgentRunsStore {
       .updateTable('agent_runs')
       .set({
         status: end.status,
-        error_type: end.errorType,
-        error_message: end.errorMessage,
-        calls: JSON.stringify(end.calls),
+        // Text of users, functions and models: what PostgreSQL cannot hold must not lose the record.
+        error_type: end.errorType === null ? null : storableText(end.errorType),
+        error_message: end.errorMessage === null ? null : storableText(end.errorMessage),
+        calls: storableJson(end.calls),
         finished_at: end.finishedAt,
         duration_ms: sql<number>`greatest(0, floor(extract(epoch FROM (${end.finishedAt}::timestamptz - started_at)) * 1000))::int`,
         ...(end.ai
@@ -108,8 +110,8 @@ export class AgentRunsStore {
               output_tokens: end.ai.outputTokens,
               usage_estimated: end.ai.usageEstimated === true,
               stop_reason: end.ai.stopReason,
-              tool_calls: JSON.stringify(end.ai.toolCalls),
-              answer: end.ai.answer,
+              tool_calls: storableJson(end.ai.toolCalls),
+              answer: end.ai.answer === null ? null : storableText(end.ai.answer),
             }
           : {}),
       })

@@ -111,7 +111,25 @@ export class AgentsStore {
   }
 
   async listAgents(namespaceId: string): Promise<AgentSummary[]> {
-    const rows = await this.db
+    const rows = await this.summaries().where('a.namespace_id', '=', namespaceId).orderBy('a.name').execute();
+    return rows.map(summaryOf);
+  }
+
+  /** Every agent of an account's namespaces, each naming its namespace, in one query (the dashboard's list). */
+  async listAccountAgents(accountId: string): Promise<Array<AgentSummary & { namespace: string }>> {
+    const rows = await this.summaries()
+      .innerJoin('namespaces as n', 'n.id', 'a.namespace_id')
+      .select('n.name as namespace')
+      .where('n.account_id', '=', accountId)
+      .orderBy('n.name')
+      .orderBy('a.name')
+      .execute();
+    return rows.map((r) => ({ ...summaryOf(r), namespace: r.namespace }));
+  }
+
+  /** An agent's summary columns with its state key count. */
+  private summaries() {
+    return this.db
       .selectFrom('agents as a')
       .select(['a.name', 'a.description', 'a.status', 'a.desired_replicas', 'a.state_bytes', 'a.created_at'])
       .select((eb) =>
@@ -120,11 +138,7 @@ export class AgentsStore {
           .select(sql<number>`count(*)::int`.as('n'))
           .whereRef('s.agent_id', '=', 'a.id')
           .as('state_keys'),
-      )
-      .where('a.namespace_id', '=', namespaceId)
-      .orderBy('a.name')
-      .execute();
-    return rows.map((r) => ({ ...r, state_keys: Number(r.state_keys ?? 0), state_bytes: Number(r.state_bytes) }));
+      );
   }
 
   async stateKeyCount(agentId: string): Promise<number> {
@@ -265,4 +279,8 @@ export class AgentsStore {
       .where('id', '=', agentId)
       .execute();
   }
+}
+
+function summaryOf<R extends { state_keys: number | null; state_bytes: number | string | bigint }>(r: R) {
+  return { ...r, state_keys: Number(r.state_keys ?? 0), state_bytes: Number(r.state_bytes) };
 }

@@ -246,6 +246,36 @@ export class CatalogStore {
     return query.orderBy('f.name').execute();
   }
 
+  /**
+   * An account's namespaces, services and functions (the dashboard's tree) in three queries, however
+   * many there are; at most `maxFunctions` functions (name order within each service).
+   */
+  async accountTree(accountId: string, maxFunctions: number) {
+    const [namespaces, services, functions] = await Promise.all([
+      this.listNamespaces(accountId),
+      this.db
+        .selectFrom('services as s')
+        .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
+        .select(['s.id', 's.namespace_id', 's.name', 's.description'])
+        .where('n.account_id', '=', accountId)
+        .orderBy('s.name')
+        .execute(),
+      this.db
+        .selectFrom('functions as f')
+        .innerJoin('services as s', 's.id', 'f.service_id')
+        .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
+        .innerJoin('function_versions as v', (join) => join.onRef('v.function_id', '=', 'f.id').onRef('v.version', '=', 'f.active_version'))
+        .select(['f.service_id', 'f.name', 'f.description', 'f.tags', 'v.language', 'f.active_version', 'f.locked', 'f.updated_at'])
+        .where('n.account_id', '=', accountId)
+        .orderBy('n.name')
+        .orderBy('s.name')
+        .orderBy('f.name')
+        .limit(maxFunctions)
+        .execute(),
+    ]);
+    return { namespaces, services, functions: functions as Array<FunctionSummary & { service_id: string }> };
+  }
+
   /** Every function of a namespace with its active version: what the run endpoint serves. */
   /**
    * `known`: active functions read before (a cached snapshot of an older catalog version). A

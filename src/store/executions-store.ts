@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type QueryCreator } from 'kysely';
 import { withSettlement, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
+import { storableText } from '../core/storable-text.js';
 import type { Trigger } from '../core/principal.js';
 import type { Database, ExecutionRow, SecurityEventRow } from './schema.js';
 
@@ -32,17 +33,32 @@ export interface ExecutionRecord {
   stderr: string;
   /** An execute's submitted code, already bounded and redacted (tool mode: absent). */
   code?: string | null;
+  /** The answer's result as the caller got it (redacted), bounded by recordedResult; null for a failed run. */
+  result?: string | null;
 }
 
 /** Characters of an execute's code kept in its history; longer code is cut with a marker. */
 export const MAX_RECORDED_CODE = 64 * 1024;
 
-/** The code as history keeps it: at most MAX_RECORDED_CODE characters (not splitting a surrogate pair), then a marker. */
+/** Characters of a run's (redacted) result kept in its history; a longer one is cut with a marker. */
+export const MAX_RECORDED_RESULT = 64 * 1024;
+
+/** At most `max` characters of `text` (not splitting a surrogate pair), then a marker naming what was cut. */
+function bounded(text: string, max: number, what: string): string {
+  if (text.length <= max) return text;
+  let end = max;
+  if (/[\uD800-\uDBFF]/.test(text[end - 1]!)) end--;
+  return `${text.slice(0, end)}\n[… ${what} cut at ${max} characters of ${text.length}]`;
+}
+
+/** The code as history keeps it: at most MAX_RECORDED_CODE characters, then a marker. */
 export function recordedCode(code: string): string {
-  if (code.length <= MAX_RECORDED_CODE) return code;
-  let end = MAX_RECORDED_CODE;
-  if (/[\uD800-\uDBFF]/.test(code[end - 1]!)) end--;
-  return `${code.slice(0, end)}\n[… code cut at ${MAX_RECORDED_CODE} characters of ${code.length}]`;
+  return bounded(code, MAX_RECORDED_CODE, 'code');
+}
+
+/** A result's JSON text as history keeps it: at most MAX_RECORDED_RESULT characters, then a marker. */
+export function recordedResult(json: string): string {
+  return bounded(json, MAX_RECORDED_RESULT, 'result');
 }
 
 export interface ExecutionFilter {
@@ -51,6 +67,15 @@ export interface ExecutionFilter {
   status?: string | undefined;
   since?: Date | undefined;
   limit: number;
+}
+
+/** One namespace, or every namespace of an account (a key limited to one namespace gives `namespaceId`). */
+export type ExecutionScope = { namespaceId: string } | { accountId: string };
+
+function scopeWhere(table: 'executions' | 'security_events', scope: ExecutionScope) {
+  return 'namespaceId' in scope
+    ? sql<boolean>`${sql.ref(`${table}.namespace_id`)} = ${scope.namespaceId}`
+    : sql<boolean>`${sql.ref(`${table}.account_id`)} = ${scope.accountId}`;
 }
 
 /** Execution history and security events (what was redacted, never the value). */
@@ -89,8 +114,17 @@ export class ExecutionsStore {
     await recordingStatement(settlement ? withSettlement(this.db, settlement) : this.db, execution, securityEventTypes).execute();
   }
 
-  list(namespaceId: string, filter: ExecutionFilter): Promise<ExecutionRow[]> {
-    let query = this.db.selectFrom('executions').selectAll().where('namespace_id', '=', namespaceId);
+  /**
+   * One namespace's executions, or (`{ accountId }`) every namespace's of an account in one query
+   * (the dashboard's list); each row names its namespace.
+   */
+  list(scope: ExecutionScope, filter: ExecutionFilter): Promise<Array<ExecutionRow & { namespace: string }>> {
+    let query = this.db
+      .selectFrom('executions')
+      .innerJoin('namespaces as n', 'n.id', 'executions.namespace_id')
+      .selectAll('executions')
+      .select('n.name as namespace')
+      .where(scopeWhere('executions', scope));
     const { functionName, serviceName } = filter;
     if (functionName !== undefined) {
       // The function's own runs, and code-mode runs that called it (recorded as `service.name@version`).
@@ -108,18 +142,28 @@ export class ExecutionsStore {
       );
     } else if (serviceName !== undefined) query = query.where('service_name', '=', serviceName);
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
-    if (filter.since !== undefined) query = query.where('created_at', '>=', filter.since);
-    return query.orderBy('created_at', 'desc').orderBy('id').limit(filter.limit).execute();
+    if (filter.since !== undefined) query = query.where('executions.created_at', '>=', filter.since);
+    return query.orderBy('executions.created_at', 'desc').orderBy('executions.id').limit(filter.limit).execute();
   }
 
   find(namespaceId: string, id: string): Promise<ExecutionRow | undefined> {
     return this.db.selectFrom('executions').selectAll().where('namespace_id', '=', namespaceId).where('id', '=', id).executeTakeFirst();
   }
 
-  listSecurityEvents(namespaceId: string, since: Date | undefined, limit: number): Promise<SecurityEventRow[]> {
-    let query = this.db.selectFrom('security_events').selectAll().where('namespace_id', '=', namespaceId);
-    if (since) query = query.where('created_at', '>=', since);
-    return query.orderBy('created_at', 'desc').limit(limit).execute();
+  /** Security events of one namespace, or of every namespace of an account in one query; each names its namespace. */
+  listSecurityEvents(
+    scope: ExecutionScope,
+    since: Date | undefined,
+    limit: number,
+  ): Promise<Array<SecurityEventRow & { namespace: string }>> {
+    let query = this.db
+      .selectFrom('security_events')
+      .innerJoin('namespaces as n', 'n.id', 'security_events.namespace_id')
+      .selectAll('security_events')
+      .select('n.name as namespace')
+      .where(scopeWhere('security_events', scope));
+    if (since) query = query.where('security_events.created_at', '>=', since);
+    return query.orderBy('security_events.created_at', 'desc').limit(limit).execute();
   }
 }
 
@@ -152,16 +196,12 @@ function recordingStatement(db: QueryCreator<Database>, execution: ExecutionReco
     language: execution.language,
     status: execution.status,
     error_type: execution.errorType,
-    error_message: execution.errorMessage === null ? null : storable(execution.errorMessage),
+    error_message: execution.errorMessage === null ? null : storableText(execution.errorMessage),
     duration_ms: Math.round(execution.durationMs),
     bytes_out: execution.bytesOut,
-    stdout: storable(execution.stdout),
-    stderr: storable(execution.stderr),
-    code: execution.code == null ? null : storable(execution.code),
+    stdout: storableText(execution.stdout),
+    stderr: storableText(execution.stderr),
+    code: execution.code == null ? null : storableText(execution.code),
+    result: execution.result == null ? null : storableText(execution.result),
   });
-}
-
-/** PostgreSQL text cannot hold NUL; a function that prints one must not lose its record. */
-function storable(text: string): string {
-  return text.includes('\u0000') ? text.replace(/\u0000/g, '\uFFFD') : text;
 }

@@ -233,10 +233,10 @@ describe('metering store', () => {
     const usage = await metering.usage(accountId, new Date());
     assert.equal(usage.executions, 1);
     assert.equal(usage.active, 0);
-    const rows = await executions.list(namespaceId, { limit: 10 });
+    const rows = await executions.list({ namespaceId }, { limit: 10 });
     assert.equal(rows.length, 4);
     assert.equal(rows.find((r) => r.id === uncounted.ticketId)?.error_message, 'x\uFFFDy');
-    const events = await executions.listSecurityEvents(namespaceId, undefined, 10);
+    const events = await executions.listSecurityEvents({ namespaceId }, undefined, 10);
     assert.deepEqual(events.map((e) => (e.detail as { detection: string }).detection).sort(), ['api_key', 'jwt']);
     assert.ok(events.every((e) => e.execution_id === counted.ticketId));
   });
@@ -298,7 +298,7 @@ describe('server instances and their slots', () => {
     const usage = await metering.usage(accountId, now);
     assert.equal(usage.active, 1, "the live instance's slot is kept");
     assert.equal(usage.executions, 1, 'the lost calls are not counted');
-    const rows = await executions.list(namespaceId, { limit: 10 });
+    const rows = await executions.list({ namespaceId }, { limit: 10 });
     assert.deepEqual(
       rows.map((row) => [row.id, row.status, row.error_type, row.function_name, row.mode]),
       [[lost, 'interrupted', 'interrupted', 'hello', 'tools']],
@@ -364,7 +364,7 @@ describe('server instances and their slots', () => {
     );
     assert.equal(await self.releaseStale(new Date(now.getTime() + 2_000), []), 0);
     assert.equal((await metering.usage(accountId, now)).active, 2);
-    assert.deepEqual(await executions.list(namespaceId, { limit: 10 }), [], 'nothing recorded as interrupted');
+    assert.deepEqual(await executions.list({ namespaceId }, { limit: 10 }), [], 'nothing recorded as interrupted');
   });
 
   test('an instance whose lease expired loses its slots at the next admission; with every slot stale (embedded), all go', async () => {
@@ -385,7 +385,7 @@ describe('server instances and their slots', () => {
     const after = await admit(accountId, { concurrency: 1 }, later);
     assert.equal(after.rejection, undefined, 'the lease is over: its slot is released');
     assert.deepEqual(
-      (await executions.list(namespaceId, { limit: 10 })).map((row) => row.status),
+      (await executions.list({ namespaceId }, { limit: 10 })).map((row) => row.status),
       ['interrupted'],
     );
     assert.equal((await metering.usage(accountId, later)).executions, 1);

@@ -903,4 +903,59 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX agent_chat_turns_cancel_key ON agent_chat_turns(cancel_key) WHERE cancel_key IS NOT NULL`,
     ],
   },
+  {
+    version: 25,
+    name: "executions keep their redacted result (bounded); an account's security events listed in one query",
+    statements: [
+      // What the caller got back (after the secret scan), cut at 64 KB characters with a marker: the
+      // dashboard's execution detail shows it. Never the raw result.
+      `ALTER TABLE executions ADD COLUMN result TEXT`,
+      // The dashboard lists every namespace's events of an account at once.
+      `CREATE INDEX security_events_account ON security_events(account_id, created_at)`,
+    ],
+  },
+  {
+    version: 26,
+    name: 'OAuth sign-in from MCP clients: registered clients, authorization requests and codes, tokens of a grant',
+    statements: [
+      // Dynamic client registration (RFC 7591): every client is public (PKCE, no secret to keep).
+      `CREATE TABLE oauth_clients (
+        client_id TEXT PRIMARY KEY,
+        metadata JSONB NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      // A grant is an API key row (one auth path for both): scopes, namespace, expiry, revocation, last use.
+      `ALTER TABLE api_keys ADD COLUMN oauth_client_id TEXT REFERENCES oauth_clients(client_id) ON DELETE CASCADE`,
+      // One row per /authorize request: the consent page decides it, then its code (stored hashed) is redeemed once.
+      `CREATE TABLE oauth_authorizations (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES oauth_clients(client_id) ON DELETE CASCADE,
+        redirect_uri TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        state TEXT,
+        scopes JSONB NOT NULL,
+        resource TEXT,
+        expires_at TIMESTAMPTZ NOT NULL,
+        account_id TEXT REFERENCES accounts(id) ON DELETE CASCADE,
+        namespace TEXT,
+        granted_scopes JSONB,
+        code_hash TEXT UNIQUE,
+        code_expires_at TIMESTAMPTZ,
+        used_at TIMESTAMPTZ,
+        key_id TEXT REFERENCES api_keys(id) ON DELETE CASCADE,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX oauth_authorizations_expires ON oauth_authorizations(expires_at)`,
+      // Access and refresh tokens (SHA-256 of 256 random bits); a refresh token is used once (rotation).
+      `CREATE TABLE oauth_tokens (
+        token_hash TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        used_at TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX oauth_tokens_key ON oauth_tokens(key_id)`,
+    ],
+  },
 ];

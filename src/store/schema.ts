@@ -24,6 +24,44 @@ export interface ApiKeysTable {
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   last_used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   created_at: Timestamp;
+  /** Set on a grant of an OAuth client (its tokens are in oauth_tokens); null on a key. */
+  oauth_client_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export interface OAuthClientsTable {
+  client_id: string;
+  metadata: Json<Record<string, unknown>>;
+  created_at: Timestamp;
+}
+
+type NullableTime = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+
+export interface OAuthAuthorizationsTable {
+  id: string;
+  client_id: string;
+  redirect_uri: string;
+  code_challenge: string;
+  state: string | null;
+  scopes: Json<string[]>;
+  resource: string | null;
+  expires_at: ColumnType<Date, Date | string, Date | string>;
+  account_id: string | null;
+  namespace: string | null;
+  granted_scopes: ColumnType<string[] | null, string | null | undefined, string | null>;
+  code_hash: string | null;
+  code_expires_at: NullableTime;
+  used_at: NullableTime;
+  key_id: string | null;
+  created_at: Timestamp;
+}
+
+export interface OAuthTokensTable {
+  token_hash: string;
+  key_id: string;
+  kind: 'access' | 'refresh';
+  expires_at: ColumnType<Date, Date | string, Date | string>;
+  used_at: NullableTime;
+  created_at: Timestamp;
 }
 
 export interface WebSessionsTable {
@@ -126,6 +164,8 @@ export interface ExecutionsTable {
   stderr: string;
   /** An execute's submitted code (bounded, redacted); null for tool-mode runs. */
   code: string | null;
+  /** The run's redacted result (JSON text, bounded: executions-store.ts recordedResult); null when it failed. */
+  result: ColumnType<string | null, string | null | undefined, string | null>;
   language: string | null;
   created_at: Timestamp;
 }
@@ -312,6 +352,9 @@ export interface AgentScheduleFiresTable {
 export interface Database {
   accounts: AccountsTable;
   api_keys: ApiKeysTable;
+  oauth_clients: OAuthClientsTable;
+  oauth_authorizations: OAuthAuthorizationsTable;
+  oauth_tokens: OAuthTokensTable;
   web_sessions: WebSessionsTable;
   mcp_sessions: McpSessionsTable;
   mcp_session_holds: McpSessionHoldsTable;

@@ -97,14 +97,27 @@ export function sandboxRunsStarted(sandbox: {
 
 /** Pids of this machine's processes (other than this one) whose command line contains `text`. */
 export function processesWith(text: string): number[] {
-  const found: number[] = [];
+  return processesWithEach([text])[0]!;
+}
+
+/**
+ * processesWith for several texts in one pass over /proc: a pass reads every process's command
+ * line (~5 ms of CPU on a busy host), and a test polling for four sandboxes every 50 ms spent a
+ * fifth of a core on four passes.
+ */
+export function processesWithEach(texts: readonly string[]): number[][] {
+  const found = texts.map(() => [] as number[]);
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    let line: string;
     try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ').includes(text)) found.push(Number(entry));
+      line = readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ');
     } catch {
-      // ended meanwhile
+      continue; // ended meanwhile
     }
+    texts.forEach((text, i) => {
+      if (line.includes(text)) found[i]!.push(Number(entry));
+    });
   }
   return found;
 }

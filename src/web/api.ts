@@ -53,35 +53,4 @@ export function describeError(error: unknown): string {
   return 'the server could not be reached; try again';
 }
 
-export interface Account {
-  account_id: string;
-  email: string;
-  tier: string;
-}
-
-export interface KeyListing {
-  id: string;
-  name: string;
-  prefix: string;
-  namespace: string | null;
-  scopes: string[];
-  expires_at: string | null;
-  last_used_at: string | null;
-  created_at: string;
-}
-
-export interface CreatedKey {
-  id: string;
-  name: string;
-  prefix: string;
-  key: string;
-  namespace: string | null;
-  scopes: string[];
-  expires_at: string | null;
-}
-
-export interface Namespace {
-  name: string;
-  description: string | null;
-  created_at: string;
-}
+export type { Account, CreatedKey, KeyListing, Namespace } from '../core/dashboard-types.js';

@@ -1,5 +1,6 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
+import { describeError } from './api';
 import { onLinkClick } from './router';
 
 export function Link(props: { href: string; children: ComponentChildren; current?: boolean }) {
@@ -67,3 +68,88 @@ export function CopyBlock(props: { id: string; label: string; text: string }) {
     </div>
   );
 }
+
+/**
+ * A form's submission (or any action): busy while it runs, its failure kept as `describe` makes it
+ * (the message by default), cleared when it starts again.
+ */
+export function useSubmit<E = string>(describe: (error: unknown) => E = describeError as (error: unknown) => E) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<E>();
+  const run = async (action: () => Promise<void>): Promise<boolean> => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await action();
+      return true;
+    } catch (e) {
+      setError(describe(e));
+      return false;
+    } finally {
+      setBusy(false);
+    }
+  };
+  /** An onSubmit handler: the action gets the form (its fields, reset). */
+  const submit = (action: (form: HTMLFormElement) => Promise<void>) => (event: Event) => {
+    event.preventDefault();
+    const form = event.currentTarget as HTMLFormElement;
+    void run(() => action(form));
+  };
+  return { busy, error, setError, run, submit };
+}
+
+export interface Column<T> {
+  head: ComponentChildren;
+  cell: (row: T) => ComponentChildren;
+  /** The row's name for screen readers (a <th scope="row">). */
+  rowHeader?: boolean;
+  class?: (row: T) => string | undefined;
+}
+
+/** A table of rows with a caption, or its empty state; nothing while the rows are not loaded. */
+export function DataTable<T>(props: {
+  caption: string;
+  class?: string;
+  columns: Array<Column<T>>;
+  rows: T[] | undefined;
+  empty: ComponentChildren;
+  rowKey: (row: T) => string;
+  rowAttributes?: (row: T) => Record<string, string | undefined>;
+}) {
+  if (!props.rows) return null;
+  if (props.rows.length === 0) return <p class="empty">{props.empty}</p>;
+  return (
+    <table class={`keys${props.class ? ` ${props.class}` : ''}`}>
+      <caption class="visually-hidden">{props.caption}</caption>
+      <thead>
+        <tr>
+          {props.columns.map((column, i) => (
+            <th scope="col" key={i}>
+              {column.head}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody>
+        {props.rows.map((row) => (
+          <tr key={props.rowKey(row)} {...(props.rowAttributes?.(row) ?? {})}>
+            {props.columns.map((column, i) =>
+              column.rowHeader ? (
+                <th scope="row" key={i} class={column.class?.(row)}>
+                  {column.cell(row)}
+                </th>
+              ) : (
+                <td key={i} class={column.class?.(row)}>
+                  {column.cell(row)}
+                </td>
+              ),
+            )}
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+/** A column head only screen readers read (an actions column). */
+export const HiddenHead = (props: { children: ComponentChildren }) => <span class="visually-hidden">{props.children}</span>;

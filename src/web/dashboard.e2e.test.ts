@@ -3,7 +3,9 @@
 // playwright-core; nothing downloads a browser. Sign up, create a key, copy the `.mcp.json`, connect
 // the MCP SDK client with it and make a function of two versions; see it, diff the two, restore one,
 // run it from the try-it form, see that run and a run-endpoint call appear in the open Executions
-// page, see the Usage page; revoke the key in the page: the client then gets 401. The server runs
+// page, see the Usage page; make an agent through the client, scale it to 2, configure its AI (the
+// fake LLM of the agents tests), start it and chat from the Agents page, which names the replica
+// that answered; revoke the key in the page: the client then gets 401. The server runs
 // code in real sandboxes, reached through the server (the server tier: scripts/test-tiers.mjs).
 // Any console error, page error or request to another origin fails the run. Screenshots of each
 // page at 1280×800 go to docs/screenshots/ (MCPWORKS_SCREENSHOTS_DIR elsewhere), shown in the README.
@@ -15,6 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { callOk, connect, startTestServer, type TestServer } from '../test-support/harness.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -22,6 +25,7 @@ const CHROMIUM = process.env.MCPWORKS_CHROMIUM ?? '/usr/bin/chromium';
 const SCREENSHOTS = process.env.MCPWORKS_SCREENSHOTS_DIR ?? path.join(REPO, 'docs', 'screenshots');
 
 let server: TestServer;
+let llm: FakeLlm;
 let browser: Browser;
 let page: Page;
 const built = mkdtempSync(path.join(tmpdir(), 'mcpworks-web-'));
@@ -34,7 +38,9 @@ before(async () => {
   assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: \`make test\` installs Debian's chromium (scripts/apt-packages-test.txt)`);
   // The app as `npm run build` makes it, from these sources (a stale dist/web is not what is tested).
   execFileSync(process.execPath, [path.join(REPO, 'scripts', 'build-web.mjs'), '--out', built], { stdio: 'inherit' });
-  server = await startTestServer({ dashboardDir: built });
+  llm = await startFakeLlm();
+  // The agents' model is the fake LLM on 127.0.0.3, which the operator allows here (as the agents tests do).
+  server = await startTestServer({ dashboardDir: built, agentMcpAllow: fakeLlmAllow() });
   const origin = new URL(server.url).origin;
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light' });
@@ -58,6 +64,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.stop();
+  await llm?.close();
   rmSync(built, { recursive: true, force: true });
 });
 
@@ -192,6 +199,7 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   await tried.getByRole('button', { name: /^Details of execution/ }).click();
   await page.getByRole('heading', { name: /^Execution / }).waitFor();
   await page.locator('#execution-stdout').waitFor();
+  assert.deepEqual(JSON.parse((await page.locator('#execution-result').textContent())!), { doubled: 42 }, 'the stored result');
   await shoot('executions');
 
   // Usage: this month's two executions against the quota (a bar), the per-day chart, the tier's limits.
@@ -203,6 +211,59 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   assert.ok(bars >= 1 && bars <= 31, 'a bar a day of the month so far');
   assert.match((await page.locator('#tier-limits').textContent())!, /Agent slots/);
   await shoot('usage');
+
+  // Agents: one made through the MCP client, scaled to 2 from the page, its AI pointed at the fake
+  // LLM, started, and a chat from the page answered by a named replica.
+  await callOk(client, 'make_agent', { name: 'helper', description: 'answers questions' });
+  await callOk(client, 'add_schedule', {
+    name: 'helper',
+    function_name: 'math.double',
+    cron_expression: '0 0 1 1 *',
+    schedule_name: 'yearly',
+  });
+  await callOk(client, 'add_webhook', { name: 'helper', path: 'hook', handler_function_name: 'math.double' });
+  await callOk(client, 'set_agent_state', { name: 'helper', key: 'notes/greeting', value: { text: 'hi there' } });
+  await page.getByRole('link', { name: 'Agents' }).click();
+  await page.getByRole('heading', { name: 'Agents', exact: true }).waitFor();
+  await page.getByRole('button', { name: 'Open agent helper' }).click();
+  await page.getByRole('heading', { name: 'demo / helper' }).waitFor();
+  await page.getByLabel('Replicas', { exact: true }).fill('2');
+  await page.getByRole('button', { name: 'Scale' }).click();
+  await page.getByText('Scaled to 2 replicas.').waitFor();
+  await page.locator('table.replicas tbody tr').nth(1).waitFor();
+  const replicas = await page.locator('table.replicas tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-replica')));
+  assert.equal(replicas.length, 2);
+  const aiKey = 'sk-ant-e2e-secret-key-4f1d';
+  await page.getByLabel('Provider').selectOption('anthropic');
+  await page.getByLabel('Model').fill('claude-test');
+  await page.getByLabel(/^API key/).fill(aiKey);
+  await page.getByLabel(/^Base URL/).fill(llm.anthropicUrl);
+  await page.getByRole('button', { name: 'Save AI settings' }).click();
+  await page.getByText('AI settings saved.').waitFor();
+  await page.locator('#ai-settings').filter({ hasText: 'claude-test' }).waitFor();
+  assert.doesNotMatch((await page.content())!, /e2e-secret/, 'the AI key is never shown');
+  await page.getByRole('button', { name: 'Start', exact: true }).click();
+  await page.getByText('Started.').waitFor();
+  // Its schedule's next fire (running now), its webhook's full URL, a state value on click.
+  await page
+    .getByRole('row', { name: /yearly/ })
+    .filter({ hasText: /2027|2028/ })
+    .waitFor();
+  await page.getByText(`${server.url}/mcp/agent/demo/helper/webhook/hook`).waitFor();
+  await page.getByRole('button', { name: 'Show the value of notes/greeting' }).click();
+  assert.deepEqual(JSON.parse((await page.locator('#state-value').textContent())!), { text: 'hi there' });
+  llm.script([{ text: 'Hello from your agent.' }]);
+  await page.getByLabel('Message').fill('Hello, who answers?');
+  await page.getByRole('button', { name: 'Send' }).click();
+  const answeredBy = page.locator('.chat-log .replica-name').first();
+  await answeredBy.waitFor({ timeout: 60_000 });
+  assert.ok(replicas.includes(await answeredBy.textContent()), 'the answer names one of the two replicas');
+  await page.locator('.chat-log').filter({ hasText: 'Hello from your agent.' }).waitFor();
+  await page.locator('table.runs tbody tr').filter({ hasText: 'chat' }).waitFor();
+  await page.evaluate(() => document.getElementById('agent-title')!.scrollIntoView());
+  await shoot('agents');
+  await page.getByRole('button', { name: 'Stop', exact: true }).click();
+  await page.getByText('Stopped.').waitFor();
 
   // Account page (password change form), then revoke the key on the keys page.
   await page.getByRole('link', { name: 'Account' }).click();

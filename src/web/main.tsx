@@ -3,14 +3,30 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, type Account, type CreatedKey } from './api';
 import { Link } from './components';
 import { AccountPage, LoginPage, RegisterPage } from './pages/account';
+import { AgentsPage } from './pages/agents';
 import { ConnectPage } from './pages/connect';
+import { ConsentPage } from './pages/consent';
 import { ExecutionsPage } from './pages/executions';
 import { FunctionsPage } from './pages/functions';
 import { KeysPage } from './pages/keys';
 import { UsagePage } from './pages/usage';
 import { navigate, usePath } from './router';
 
-const SIGNED_IN_PAGES = ['/keys', '/connect', '/functions', '/executions', '/usage', '/account'];
+/** The signed-in pages, in the navigation's order (the server answers each: dashboard.ts DASHBOARD_PAGES). */
+const SIGNED_IN_NAV = [
+  { path: '/keys', label: 'API keys' },
+  { path: '/connect', label: 'Connect' },
+  { path: '/functions', label: 'Functions' },
+  { path: '/executions', label: 'Executions' },
+  { path: '/agents', label: 'Agents' },
+  { path: '/usage', label: 'Usage' },
+  { path: '/account', label: 'Account' },
+];
+const SIGNED_OUT_NAV = [
+  { path: '/login', label: 'Log in' },
+  { path: '/register', label: 'Sign up' },
+];
+const SIGNED_IN_PAGES = SIGNED_IN_NAV.map((p) => p.path);
 
 function App() {
   const path = usePath();
@@ -54,50 +70,32 @@ function App() {
           MCPWorks
         </a>
         <nav aria-label="Main">
-          {account ? (
+          {(account ? SIGNED_IN_NAV : SIGNED_OUT_NAV).map((item) => (
+            <Link key={item.path} href={item.path} current={page === item.path}>
+              {item.label}
+            </Link>
+          ))}
+          {account && (
             <>
-              <Link href="/keys" current={page === '/keys'}>
-                API keys
-              </Link>
-              <Link href="/connect" current={page === '/connect'}>
-                Connect
-              </Link>
-              <Link href="/functions" current={page === '/functions'}>
-                Functions
-              </Link>
-              <Link href="/executions" current={page === '/executions'}>
-                Executions
-              </Link>
-              <Link href="/usage" current={page === '/usage'}>
-                Usage
-              </Link>
-              <Link href="/account" current={page === '/account'}>
-                Account
-              </Link>
               <span class="who">{account.email}</span>
               <button type="button" onClick={logout}>
                 Log out
               </button>
-            </>
-          ) : (
-            <>
-              <Link href="/login" current={page === '/login'}>
-                Log in
-              </Link>
-              <Link href="/register" current={page === '/register'}>
-                Sign up
-              </Link>
             </>
           )}
         </nav>
       </header>
       <main>
         {!account && page === '/register' && <RegisterPage onSignedIn={signedIn} />}
-        {!account && page !== '/register' && <LoginPage onSignedIn={signedIn} />}
+        {!account && page !== '/register' && page !== '/consent' && <LoginPage onSignedIn={signedIn} />}
+        {/* An MCP client's sign-in: logged out, log in here and the request is shown on the same page. */}
+        {!account && page === '/consent' && <LoginPage onSignedIn={signedIn} stay />}
+        {account && page === '/consent' && <ConsentPage />}
         {account && page === '/keys' && <KeysPage created={created} onCreated={setCreated} />}
         {account && page === '/connect' && <ConnectPage created={created} />}
         {account && page === '/functions' && <FunctionsPage />}
         {account && page === '/executions' && <ExecutionsPage />}
+        {account && page === '/agents' && <AgentsPage />}
         {account && page === '/usage' && <UsagePage />}
         {account && page === '/account' && <AccountPage account={account} />}
       </main>

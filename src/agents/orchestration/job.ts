@@ -4,7 +4,7 @@
  * the model the job names; every tool call goes to the host.
  */
 import { FUNCTION_REJECTED, LIMIT_MESSAGES, triggerMessage, type SkipReason } from '../../core/agent-orchestration.js';
-import { modelProvider } from '../providers/index.js';
+import { loadModelProvider } from '../providers/load.js';
 import { modelGuard } from '../outbound-guard.js';
 import type { AiJob, LoopResult } from '../worker/protocol.js';
 import { runLoop, type CallAnswer } from './loop.js';
@@ -56,7 +56,7 @@ export async function runAiJob(job: AiJobRequest, host: AiJobHost, signal: Abort
     });
   }
   // Every model call through the outbound guard: its address resolved and checked, the connection pinned to it.
-  const provider = modelProvider({
+  const provider = await loadModelProvider({
     provider: ai.provider,
     model: ai.model,
     apiKey: ai.apiKey,

@@ -28,7 +28,8 @@ import { SecretScanner, type Finding } from '../../core/secret-scanner.js';
 import type { RunContext, RunService } from '../../run/run-service.js';
 import type { AgentRunsStore } from '../../store/agent-runs-store.js';
 import type { AgentToolCall } from '../../store/schema.js';
-import { functionOutcome, storable } from '../dispatcher.js';
+import { functionOutcome } from '../dispatcher.js';
+import { storableText } from '../../core/storable-text.js';
 import type { CallAnswer, OfferedTool } from './loop.js';
 
 /** An attached MCP server's tool as its source lists it (src/agents/mcp-servers.ts implements the source). */
@@ -275,7 +276,7 @@ export class ToolSession {
       // A management tool asked for is an attempt whether or not the loop sent it: refused and counted.
       const forbidden = !this.table.get(c.name) && isForbiddenToolName(c.name);
       this.calls.push({
-        name: storable(c.name.slice(0, TOOL_NAME_MAX_CHARS)),
+        name: c.name.slice(0, TOOL_NAME_MAX_CHARS),
         kind: this.table.get(c.name)?.kind ?? 'refused',
         duration_ms: 0,
         outcome: forbidden ? 'refused_forbidden' : c.reason,
@@ -313,7 +314,8 @@ export class ToolSession {
     const t0 = Date.now();
     const target = this.table.get(name);
     const record = (call: Omit<AgentToolCall, 'duration_ms' | 'name'>) =>
-      this.calls.push({ name: storable(name.slice(0, TOOL_NAME_MAX_CHARS)), duration_ms: Date.now() - t0, ...call });
+      // (The store makes what it records storable: a NUL in a model's tool name does not lose the run.)
+      this.calls.push({ name: name.slice(0, TOOL_NAME_MAX_CHARS), duration_ms: Date.now() - t0, ...call });
     if (!target) {
       if (isForbiddenToolName(name)) {
         record({ kind: 'refused', outcome: 'refused_forbidden', execution_id: null });
@@ -347,7 +349,7 @@ export class ToolSession {
           {
             agent: this.run.agentName,
             run_id: this.run.runId,
-            tool: storable(name.slice(0, TOOL_NAME_MAX_CHARS)),
+            tool: storableText(name.slice(0, TOOL_NAME_MAX_CHARS)),
             // An attached server's or a function's error may quote a secret: scanned as a result is.
             err: this.scan(error instanceof Error ? error.message : String(error), 2_000),
           },
@@ -440,7 +442,7 @@ export class ToolSession {
    * arguments; past FORBIDDEN_EVENTS_PER_RUN in one run only counted (finish() sums them up).
    */
   private async forbidden(name: string): Promise<void> {
-    const tool = storable(name.slice(0, TOOL_NAME_MAX_CHARS));
+    const tool = storableText(name.slice(0, TOOL_NAME_MAX_CHARS));
     this.forbiddenAttempts++;
     this.lastForbidden = tool;
     if (this.forbiddenAttempts > FORBIDDEN_EVENTS_PER_RUN) return;

@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { api, ApiError, describeError, type Account } from '../api';
-import { ErrorMessage, Link, PageTitle } from '../components';
+import { ErrorMessage, Link, PageTitle, useSubmit } from '../components';
 import { navigate } from '../router';
 
 interface FormError {
@@ -23,23 +23,14 @@ async function signIn(email: string, password: string): Promise<Account> {
   return api<Account>('GET', '/api/account');
 }
 
-export function LoginPage(props: { onSignedIn: (account: Account) => void }) {
-  const [error, setError] = useState<FormError>();
-  const [busy, setBusy] = useState(false);
-  const submit = async (event: Event) => {
-    event.preventDefault();
-    const form = new FormData(event.currentTarget as HTMLFormElement);
-    setBusy(true);
-    setError(undefined);
-    try {
-      props.onSignedIn(await signIn(String(form.get('email')), String(form.get('password'))));
-      navigate('/keys');
-    } catch (e) {
-      setError(failure(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+/** `stay`: signed in, the page stays where it is (the consent page asked to log in first). */
+export function LoginPage(props: { onSignedIn: (account: Account) => void; stay?: boolean }) {
+  const { busy, error, submit: onSubmit } = useSubmit(failure);
+  const submit = onSubmit(async (element) => {
+    const form = new FormData(element);
+    props.onSignedIn(await signIn(String(form.get('email')), String(form.get('password'))));
+    if (!props.stay) navigate('/keys');
+  });
   return (
     <section class="narrow">
       <PageTitle>Log in</PageTitle>
@@ -68,25 +59,15 @@ export function LoginPage(props: { onSignedIn: (account: Account) => void }) {
 }
 
 export function RegisterPage(props: { onSignedIn: (account: Account) => void }) {
-  const [error, setError] = useState<FormError>();
-  const [busy, setBusy] = useState(false);
-  const submit = async (event: Event) => {
-    event.preventDefault();
-    const form = new FormData(event.currentTarget as HTMLFormElement);
+  const { busy, error, submit: onSubmit } = useSubmit(failure);
+  const submit = onSubmit(async (element) => {
+    const form = new FormData(element);
     const email = String(form.get('email'));
     const password = String(form.get('password'));
-    setBusy(true);
-    setError(undefined);
-    try {
-      await api('POST', '/api/register', { email, password });
-      props.onSignedIn(await signIn(email, password));
-      navigate('/keys');
-    } catch (e) {
-      setError(failure(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+    await api('POST', '/api/register', { email, password });
+    props.onSignedIn(await signIn(email, password));
+    navigate('/keys');
+  });
   return (
     <section class="narrow">
       <PageTitle>Sign up</PageTitle>
@@ -123,26 +104,15 @@ export function RegisterPage(props: { onSignedIn: (account: Account) => void }) 
 }
 
 export function AccountPage(props: { account: Account }) {
-  const [error, setError] = useState<FormError>();
   const [done, setDone] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const submit = async (event: Event) => {
-    event.preventDefault();
-    const formElement = event.currentTarget as HTMLFormElement;
-    const form = new FormData(formElement);
-    setBusy(true);
-    setError(undefined);
+  const { busy, error, submit: onSubmit } = useSubmit(failure);
+  const submit = onSubmit(async (formElement) => {
     setDone(false);
-    try {
-      await api('POST', '/api/password', { current_password: form.get('current_password'), new_password: form.get('new_password') });
-      formElement.reset();
-      setDone(true);
-    } catch (e) {
-      setError(failure(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+    const form = new FormData(formElement);
+    await api('POST', '/api/password', { current_password: form.get('current_password'), new_password: form.get('new_password') });
+    formElement.reset();
+    setDone(true);
+  });
   return (
     <section class="narrow">
       <PageTitle>Account</PageTitle>

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, describeError } from '../api';
-import { ErrorMessage, PageTitle } from '../components';
+import { DataTable, ErrorMessage, HiddenHead, PageTitle } from '../components';
 import { Code } from './functions';
 
 interface Execution {
@@ -22,7 +22,18 @@ interface ExecutionDetail extends Execution {
   error_message: string | null;
   stdout: string;
   stderr: string;
+  /** The result as the caller got it: redacted, cut at 64 KB with a marker; null when the run failed. */
+  result: string | null;
   code?: string | null;
+}
+
+/** A stored result indented when it is whole JSON; as stored otherwise (cut, or not JSON). */
+function shownResult(result: string): string {
+  try {
+    return JSON.stringify(JSON.parse(result), null, 2);
+  } catch {
+    return result;
+  }
 }
 interface SecurityEvent {
   namespace: string;
@@ -83,75 +94,51 @@ export function ExecutionsPage() {
       <PageTitle>Executions</PageTitle>
       <ErrorMessage id="executions-error" message={error} />
       <p class="hint">Updated every {POLL_MS / 1000} s while this tab is visible.</p>
-      {rows && rows.length === 0 && <p>No executions yet.</p>}
-      {rows && rows.length > 0 && (
-        <table class="keys executions" aria-label="Executions, newest first">
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">Namespace</th>
-              <th scope="col">Function</th>
-              <th scope="col">Version</th>
-              <th scope="col">Duration</th>
-              <th scope="col">Status</th>
-              <th scope="col">Trigger</th>
-              <th scope="col">
-                <span class="visually-hidden">Details</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((e) => (
-              <tr key={e.id} data-execution={e.id} aria-selected={open?.id === e.id ? 'true' : undefined}>
-                <td>{new Date(e.created_at).toLocaleString()}</td>
-                <td>{e.namespace}</td>
-                <td>{what(e)}</td>
-                <td>{e.version ?? ''}</td>
-                <td>{e.duration_ms} ms</td>
-                <td class={e.status === 'success' ? 'ok' : 'error'}>
-                  {e.status}
-                  {e.error_type ? ` (${e.error_type})` : ''}
-                </td>
-                <td>{e.trigger}</td>
-                <td>
-                  <button type="button" onClick={() => setOpen({ ns: e.namespace, id: e.id })} aria-label={`Details of execution ${e.id}`}>
-                    Details
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <DataTable
+        caption="Executions, newest first"
+        class="executions"
+        rows={rows}
+        empty="No executions yet."
+        rowKey={(e) => e.id}
+        rowAttributes={(e) => ({ 'data-execution': e.id, 'aria-selected': open?.id === e.id ? 'true' : undefined })}
+        columns={[
+          { head: 'Time', cell: (e) => new Date(e.created_at).toLocaleString() },
+          { head: 'Namespace', cell: (e) => e.namespace },
+          { head: 'Function', cell: what },
+          { head: 'Version', cell: (e) => e.version ?? '' },
+          { head: 'Duration', cell: (e) => `${e.duration_ms} ms` },
+          {
+            head: 'Status',
+            class: (e) => (e.status === 'success' ? 'ok' : 'error'),
+            cell: (e) => `${e.status}${e.error_type ? ` (${e.error_type})` : ''}`,
+          },
+          { head: 'Trigger', cell: (e) => e.trigger },
+          {
+            head: <HiddenHead>Details</HiddenHead>,
+            cell: (e) => (
+              <button type="button" onClick={() => setOpen({ ns: e.namespace, id: e.id })} aria-label={`Details of execution ${e.id}`}>
+                Details
+              </button>
+            ),
+          },
+        ]}
+      />
       {open && <ExecutionView key={open.id} ns={open.ns} id={open.id} />}
       <h2>Security events</h2>
-      {events && events.length === 0 && <p>No security events.</p>}
-      {events && events.length > 0 && (
-        <table class="keys" aria-label="Security events, newest first">
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">Namespace</th>
-              <th scope="col">Type</th>
-              <th scope="col">Detection</th>
-              <th scope="col">Function</th>
-              <th scope="col">Execution</th>
-            </tr>
-          </thead>
-          <tbody>
-            {events.map((e) => (
-              <tr key={e.id}>
-                <td>{new Date(e.created_at).toLocaleString()}</td>
-                <td>{e.namespace}</td>
-                <td>{e.type}</td>
-                <td>{e.detection ?? ''}</td>
-                <td>{e.function ? `${e.service}.${e.function}` : ''}</td>
-                <td>{e.execution_id ?? ''}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <DataTable
+        caption="Security events, newest first"
+        rows={events}
+        empty="No security events."
+        rowKey={(e) => e.id}
+        columns={[
+          { head: 'Time', cell: (e) => new Date(e.created_at).toLocaleString() },
+          { head: 'Namespace', cell: (e) => e.namespace },
+          { head: 'Type', cell: (e) => e.type },
+          { head: 'Detection', cell: (e) => e.detection ?? '' },
+          { head: 'Function', cell: (e) => (e.function ? `${e.service}.${e.function}` : '') },
+          { head: 'Execution', cell: (e) => e.execution_id ?? '' },
+        ]}
+      />
     </section>
   );
 }
@@ -181,11 +168,21 @@ function ExecutionView(props: { ns: string; id: string }) {
         <dt>Duration</dt>
         <dd>{detail.duration_ms} ms</dd>
       </dl>
-      <p class="hint">Logs, errors and code are shown as recorded: secrets the scan found are redacted, as in the MCP answers.</p>
+      <p class="hint">
+        The result, logs, errors and code are shown as recorded: secrets the scan found are redacted, as in the MCP answers.
+      </p>
       {detail.error_message && (
         <>
           <h3>Error</h3>
           <pre tabIndex={0}>{detail.error_message}</pre>
+        </>
+      )}
+      {detail.result != null && (
+        <>
+          <h3>Result</h3>
+          <pre tabIndex={0} id="execution-result">
+            {shownResult(detail.result)}
+          </pre>
         </>
       )}
       <h3>stdout</h3>

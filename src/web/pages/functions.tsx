@@ -4,7 +4,7 @@ import python from 'highlight.js/lib/languages/python';
 import typescript from 'highlight.js/lib/languages/typescript';
 import { useEffect, useState } from 'preact/hooks';
 import { api, describeError } from '../api';
-import { ErrorMessage, PageTitle } from '../components';
+import { DataTable, ErrorMessage, HiddenHead, PageTitle, useSubmit } from '../components';
 
 // Only the two languages functions are written in (the core alone keeps the bundle small).
 hljs.registerLanguage('python', python);
@@ -126,26 +126,22 @@ export function FunctionsPage() {
 
 function FunctionView(props: { selected: Selected; onChanged: () => void }) {
   const [fn, setFn] = useState<FunctionDetail>();
-  const [error, setError] = useState<string>();
   const [status, setStatus] = useState('');
+  const { error, setError, run } = useSubmit();
   const load = () =>
     api<FunctionDetail>('GET', fnPath(props.selected))
       .then(setFn)
       .catch((e) => setError(describeError(e)));
   useEffect(() => void load(), []);
 
-  const restore = async (version: number) => {
-    setError(undefined);
-    setStatus('');
-    try {
+  const restore = (version: number) =>
+    run(async () => {
+      setStatus('');
       const restored = await api<{ version: number }>('POST', `${fnPath(props.selected)}/restore`, { version });
       setStatus(`Version ${version} restored as version ${restored.version}.`);
       await load();
       props.onChanged();
-    } catch (e) {
-      setError(describeError(e));
-    }
-  };
+    });
 
   if (!fn) return <ErrorMessage id="function-error" message={error} />;
   const title = `${fn.service}.${fn.name}`;
@@ -185,85 +181,67 @@ function FunctionView(props: { selected: Selected; onChanged: () => void }) {
   );
 }
 
+/** One of a function's versions, newest first. */
+function VersionSelect(props: { id: string; label: string; versions: VersionSummary[]; value: string; onChange: (value: string) => void }) {
+  return (
+    <div class="field">
+      <label for={props.id}>{props.label}</label>
+      <select id={props.id} value={props.value} onChange={(e) => props.onChange((e.target as HTMLSelectElement).value)}>
+        {props.versions.map((v) => (
+          <option key={v.version} value={String(v.version)}>
+            {v.version}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
 function Versions(props: { fn: FunctionDetail; selected: Selected; onRestore: (version: number) => void }) {
   const { fn } = props;
   const versions = [...fn.versions].sort((a, b) => b.version - a.version);
   const [from, setFrom] = useState(String(Math.max(1, fn.active_version - 1)));
   const [to, setTo] = useState(String(fn.active_version));
   const [diff, setDiff] = useState<{ from: number; to: number; parts: ReturnType<typeof diffLines> }>();
-  const [error, setError] = useState<string>();
+  const { error, submit } = useSubmit();
 
-  const compare = async (event: Event) => {
-    event.preventDefault();
-    setError(undefined);
-    try {
-      const [a, b] = await Promise.all(
-        [from, to].map((v) => api<FunctionDetail>('GET', `${fnPath(props.selected)}?version=${encodeURIComponent(v)}`)),
-      );
-      setDiff({ from: a!.shown_version, to: b!.shown_version, parts: diffLines(a!.code, b!.code) });
-    } catch (e) {
-      setError(describeError(e));
-    }
-  };
+  const compare = submit(async () => {
+    const [a, b] = await Promise.all(
+      [from, to].map((v) => api<FunctionDetail>('GET', `${fnPath(props.selected)}?version=${encodeURIComponent(v)}`)),
+    );
+    setDiff({ from: a!.shown_version, to: b!.shown_version, parts: diffLines(a!.code, b!.code) });
+  });
 
   return (
     <section aria-labelledby="versions-title">
       <h3 id="versions-title">Versions</h3>
-      <table class="keys versions">
-        <thead>
-          <tr>
-            <th scope="col">Version</th>
-            <th scope="col">Created</th>
-            <th scope="col">Code</th>
-            <th scope="col">Restored from</th>
-            <th scope="col">
-              <span class="visually-hidden">Actions</span>
-            </th>
-          </tr>
-        </thead>
-        <tbody>
-          {versions.map((v) => (
-            <tr key={v.version} data-version={v.version}>
-              <td>
-                {v.version}
-                {v.version === fn.active_version ? ' (active)' : ''}
-              </td>
-              <td>{new Date(v.created_at).toLocaleString()}</td>
-              <td>{v.code_bytes} bytes</td>
-              <td>{v.restored_from ?? ''}</td>
-              <td>
-                {v.version !== fn.active_version && (
-                  <button type="button" disabled={fn.locked} onClick={() => props.onRestore(v.version)}>
-                    Restore version {v.version}
-                  </button>
-                )}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <DataTable
+        caption={`Versions of ${fn.service}.${fn.name}, newest first`}
+        class="versions"
+        rows={versions}
+        empty="No versions."
+        rowKey={(v) => String(v.version)}
+        rowAttributes={(v) => ({ 'data-version': String(v.version) })}
+        columns={[
+          { head: 'Version', cell: (v) => `${v.version}${v.version === fn.active_version ? ' (active)' : ''}` },
+          { head: 'Created', cell: (v) => new Date(v.created_at).toLocaleString() },
+          { head: 'Code', cell: (v) => `${v.code_bytes} bytes` },
+          { head: 'Restored from', cell: (v) => v.restored_from ?? '' },
+          {
+            head: <HiddenHead>Actions</HiddenHead>,
+            cell: (v) =>
+              v.version !== fn.active_version && (
+                <button type="button" disabled={fn.locked} onClick={() => props.onRestore(v.version)}>
+                  Restore version {v.version}
+                </button>
+              ),
+          },
+        ]}
+      />
       {fn.locked && <p class="hint">The function is locked: unlock it (unlock_function) to restore a version.</p>}
       <form class="diff-form" onSubmit={compare}>
-        <div class="field">
-          <label for="diff-from">Compare version</label>
-          <select id="diff-from" value={from} onChange={(e) => setFrom((e.target as HTMLSelectElement).value)}>
-            {versions.map((v) => (
-              <option key={v.version} value={String(v.version)}>
-                {v.version}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div class="field">
-          <label for="diff-to">with version</label>
-          <select id="diff-to" value={to} onChange={(e) => setTo((e.target as HTMLSelectElement).value)}>
-            {versions.map((v) => (
-              <option key={v.version} value={String(v.version)}>
-                {v.version}
-              </option>
-            ))}
-          </select>
-        </div>
+        <VersionSelect id="diff-from" label="Compare version" versions={versions} value={from} onChange={setFrom} />
+        <VersionSelect id="diff-to" label="with version" versions={versions} value={to} onChange={setTo} />
         <button type="submit">Show diff</button>
       </form>
       <ErrorMessage id="diff-error" message={error} />
@@ -307,8 +285,7 @@ function TryIt(props: { fn: FunctionDetail; selected: Selected }) {
   const [values, setValues] = useState<Record<string, string | boolean>>({});
   const [raw, setRaw] = useState('{}');
   const [answer, setAnswer] = useState<{ execution_id: string; is_error: boolean; texts: string[] }>();
-  const [error, setError] = useState<string>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, submit } = useSubmit();
 
   const input = (): Record<string, unknown> => {
     if (!fields) {
@@ -332,9 +309,7 @@ function TryIt(props: { fn: FunctionDetail; selected: Selected }) {
     return out;
   };
 
-  const run = async (event: Event) => {
-    event.preventDefault();
-    setError(undefined);
+  const run = submit(async () => {
     setAnswer(undefined);
     let body: Record<string, unknown>;
     try {
@@ -343,15 +318,8 @@ function TryIt(props: { fn: FunctionDetail; selected: Selected }) {
       setError(`The input is not valid: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }
-    setBusy(true);
-    try {
-      setAnswer(await api('POST', `${fnPath(props.selected)}/run`, { input: body }));
-    } catch (e) {
-      setError(describeError(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+    setAnswer(await api('POST', `${fnPath(props.selected)}/run`, { input: body }));
+  });
 
   const set = (name: string, value: string | boolean) => setValues((v) => ({ ...v, [name]: value }));
   return (

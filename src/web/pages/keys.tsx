@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, describeError, type CreatedKey, type KeyListing, type Namespace } from '../api';
-import { CopyBlock, ErrorMessage, Link, PageTitle } from '../components';
+import { CopyBlock, DataTable, ErrorMessage, HiddenHead, Link, PageTitle, useSubmit } from '../components';
+import { SignedInClients } from './oauth-grants';
 
 const SCOPES = [
   { id: 'read', hint: 'list and describe' },
@@ -22,9 +23,8 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
   const [keys, setKeys] = useState<KeyListing[]>();
   const [namespaces, setNamespaces] = useState<Namespace[]>([]);
   const [listError, setListError] = useState<string>();
-  const [createError, setCreateError] = useState<string>();
   const [confirming, setConfirming] = useState<string>();
-  const [busy, setBusy] = useState(false);
+  const creating = useSubmit();
 
   const reload = async () => {
     try {
@@ -43,30 +43,20 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
     void reload();
   }, []);
 
-  const create = async (event: Event) => {
-    event.preventDefault();
-    const formElement = event.currentTarget as HTMLFormElement;
+  const create = creating.submit(async (formElement) => {
     const form = new FormData(formElement);
     const namespace = String(form.get('namespace') ?? '').trim();
     const days = String(form.get('expiry') ?? '');
-    setBusy(true);
-    setCreateError(undefined);
-    try {
-      const key = await api<CreatedKey>('POST', '/api/keys', {
-        name: String(form.get('name') ?? '').trim() || undefined,
-        scopes: form.getAll('scopes').map(String),
-        ...(namespace ? { namespace } : {}),
-        ...(days ? { expires_in_days: Number(days) } : {}),
-      });
-      props.onCreated(key);
-      formElement.reset();
-      await reload();
-    } catch (e) {
-      setCreateError(describeError(e));
-    } finally {
-      setBusy(false);
-    }
-  };
+    const key = await api<CreatedKey>('POST', '/api/keys', {
+      name: String(form.get('name') ?? '').trim() || undefined,
+      scopes: form.getAll('scopes').map(String),
+      ...(namespace ? { namespace } : {}),
+      ...(days ? { expires_in_days: Number(days) } : {}),
+    });
+    props.onCreated(key);
+    formElement.reset();
+    await reload();
+  });
 
   const revoke = async (id: string) => {
     setConfirming(undefined);
@@ -124,58 +114,43 @@ export function KeysPage(props: { created: CreatedKey | undefined; onCreated: (k
             </option>
           ))}
         </select>
-        <ErrorMessage id="create-key-error" message={createError} />
-        <button type="submit" disabled={busy}>
+        <ErrorMessage id="create-key-error" message={creating.error} />
+        <button type="submit" disabled={creating.busy}>
           Create key
         </button>
       </form>
 
       <h2>Your keys</h2>
       <ErrorMessage id="keys-error" message={listError} />
-      {keys && keys.length === 0 && <p>No keys yet.</p>}
-      {keys && keys.length > 0 && (
-        <table class="keys">
-          <caption class="visually-hidden">API keys of this account</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Prefix</th>
-              <th scope="col">Namespace</th>
-              <th scope="col">Scopes</th>
-              <th scope="col">Created</th>
-              <th scope="col">Last used</th>
-              <th scope="col">Expires</th>
-              <th scope="col">
-                <span class="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {keys.map((key) => (
-              <tr key={key.id} data-key-id={key.id}>
-                <th scope="row">{key.name}</th>
-                <td>
-                  <code>{key.prefix}</code>
-                </td>
-                <td>{key.namespace ?? 'all'}</td>
-                <td>{key.scopes.join(', ')}</td>
-                <td>{when(key.created_at, '')}</td>
-                <td>{when(key.last_used_at, 'never')}</td>
-                <td>{when(key.expires_at, 'never')}</td>
-                <td class="actions">
-                  {confirming === key.id ? (
-                    <ConfirmRevoke name={key.name} onRevoke={() => revoke(key.id)} onCancel={() => setConfirming(undefined)} />
-                  ) : (
-                    <button type="button" onClick={() => setConfirming(key.id)} aria-label={`Revoke key ${key.name}`}>
-                      Revoke
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <DataTable
+        caption="API keys of this account"
+        rows={keys}
+        empty="No keys yet."
+        rowKey={(key) => key.id}
+        rowAttributes={(key) => ({ 'data-key-id': key.id })}
+        columns={[
+          { head: 'Name', cell: (key) => key.name, rowHeader: true },
+          { head: 'Prefix', cell: (key) => <code>{key.prefix}</code> },
+          { head: 'Namespace', cell: (key) => key.namespace ?? 'all' },
+          { head: 'Scopes', cell: (key) => key.scopes.join(', ') },
+          { head: 'Created', cell: (key) => when(key.created_at, '') },
+          { head: 'Last used', cell: (key) => when(key.last_used_at, 'never') },
+          { head: 'Expires', cell: (key) => when(key.expires_at, 'never') },
+          {
+            head: <HiddenHead>Actions</HiddenHead>,
+            class: () => 'actions',
+            cell: (key) =>
+              confirming === key.id ? (
+                <ConfirmRevoke name={key.name} onRevoke={() => revoke(key.id)} onCancel={() => setConfirming(undefined)} />
+              ) : (
+                <button type="button" onClick={() => setConfirming(key.id)} aria-label={`Revoke key ${key.name}`}>
+                  Revoke
+                </button>
+              ),
+          },
+        ]}
+      />
+      <SignedInClients />
     </section>
   );
 }

@@ -1,0 +1,55 @@
+/**
+ * How loaded the machine was while a bench ran, so that a run on a busy machine is visibly
+ * marked: the load average at start and end, and the CPU that processes outside the bench's own
+ * tree (the bench, its server, sandboxes, peers and client processes) used meanwhile, from
+ * /proc/stat less the tree's own CPU (bench/lib/tree.ts).
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { treeCpu } from './tree.js';
+
+/** USER_HZ: clock ticks per second in /proc/stat (100 on every Linux this runs on). */
+const TICK_MS = 10;
+/** Above this share of one core used by others, or this 1-minute load per core at start, a run is not an idle-machine figure. */
+const FOREIGN_CORES_LIMIT = 0.1;
+const LOAD_PER_CORE_LIMIT = 0.25;
+
+/** CPU the whole machine spent busy (user, nice, system, irq, softirq, steal) since boot, ms. */
+export function machineBusyMs(stat = readFileSync('/proc/stat', 'utf8')): number {
+  const fields = stat.split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+  return (user + nice + system + irq + softirq + steal) * TICK_MS;
+}
+
+export interface LoadWatch {
+  /** Lines saying the machine and its load over the run; `loaded` when the figures are not an idle machine's. */
+  finish(): Promise<{ lines: string[]; loaded: boolean }>;
+}
+
+/** Starts watching from now: the machine's busy CPU and the bench tree's CPU (the tree under this process). */
+export async function watchMachineLoad(): Promise<LoadWatch> {
+  const cores = availableParallelism();
+  const loadStart = loadavg();
+  const started = performance.now();
+  const busyStart = machineBusyMs();
+  const treeStart = await treeCpu(process.pid);
+  return {
+    async finish() {
+      const treeEnd = await treeCpu(process.pid);
+      const busyEnd = machineBusyMs();
+      const elapsed = performance.now() - started;
+      const loadEnd = loadavg();
+      const foreignCores = Math.max(0, busyEnd - busyStart - (treeEnd.totalMs - treeStart.totalMs)) / elapsed;
+      const loaded = foreignCores > FOREIGN_CORES_LIMIT || loadStart[0]! / cores > LOAD_PER_CORE_LIMIT;
+      const lines = [
+        `machine: ${cores} cores (${cpus()[0]?.model.trim() ?? 'unknown CPU'}); load average (1, 5, 15 min) at start ${loadStart.map((l) => l.toFixed(2)).join(' ')}, at end ${loadEnd.map((l) => l.toFixed(2)).join(' ')} (the end includes this bench); ` +
+          `CPU used outside this bench's processes meanwhile: ${foreignCores.toFixed(2)} cores on average`,
+      ];
+      if (loaded)
+        lines.push(
+          `LOADED MACHINE: other work used ${foreignCores.toFixed(2)} cores (limit ${FOREIGN_CORES_LIMIT}) or the load at start was ${(loadStart[0]! / cores).toFixed(2)} per core (limit ${LOAD_PER_CORE_LIMIT}); these figures are not an idle machine's`,
+        );
+      return { lines, loaded };
+    },
+  };
+}

@@ -1,0 +1,166 @@
+/**
+ * The OAuth 2.1 authorization server MCP clients sign in with (the MCP authorization spec): the MCP
+ * SDK's handlers do the protocol (RFC 7591 registration, /authorize with S256 PKCE and exact or
+ * RFC 8252 loopback redirect matching, the token endpoint's PKCE check and grants, RFC 7009
+ * revocation, RFC 6749 JSON errors); OAuthService keeps the state. The handlers are Express
+ * routers: this module runs them on the Node request under Hono.
+ */
+import { createRequire } from 'node:module';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Context, Hono } from 'hono';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { authorizationHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/authorize.js';
+import { tokenHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/token.js';
+import { clientRegistrationHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/register.js';
+import { revocationHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/revoke.js';
+import type { OAuthServerProvider } from '@modelcontextprotocol/sdk/server/auth/provider.js';
+import { SCOPES } from '../core/accounts.js';
+import { DomainError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { OAuthService } from '../services/oauth.js';
+import { jsonBody } from './http-errors.js';
+
+export const OAUTH_PATHS = {
+  authorize: '/oauth/authorize',
+  token: '/oauth/token',
+  register: '/oauth/register',
+  revoke: '/oauth/revoke',
+} as const;
+export const AUTHORIZATION_SERVER_METADATA_PATH = '/.well-known/oauth-authorization-server';
+/** The dashboard page an /authorize request is sent to (src/web/pages/consent.tsx). */
+export const CONSENT_PAGE = '/consent';
+
+type NodeHandler = (req: IncomingMessage, res: ServerResponse) => void;
+// Express ships no types here; only these few calls are used.
+interface ExpressApp {
+  (req: IncomingMessage, res: ServerResponse): void;
+  disable(setting: string): void;
+  use(...handlers: unknown[]): void;
+}
+
+/** The origin a request reached: what issuer, endpoints and resources are named with. */
+export function requestOrigin(url: string): string {
+  return new URL(url).origin;
+}
+
+/** RFC 8414 metadata: this origin is the issuer; public clients (PKCE S256), the API keys' scope names. */
+export function authorizationServerMetadata(origin: string): Record<string, unknown> {
+  return {
+    issuer: origin,
+    authorization_endpoint: `${origin}${OAUTH_PATHS.authorize}`,
+    token_endpoint: `${origin}${OAUTH_PATHS.token}`,
+    registration_endpoint: `${origin}${OAUTH_PATHS.register}`,
+    revocation_endpoint: `${origin}${OAUTH_PATHS.revoke}`,
+    response_types_supported: ['code'],
+    grant_types_supported: ['authorization_code', 'refresh_token'],
+    code_challenge_methods_supported: ['S256'],
+    token_endpoint_auth_methods_supported: ['none'],
+    revocation_endpoint_auth_methods_supported: ['none'],
+    scopes_supported: [...SCOPES],
+  };
+}
+
+/** The SDK's provider interface over OAuthService; /authorize's answer is a redirect to the consent page. */
+function providerOf(service: OAuthService): OAuthServerProvider {
+  return {
+    clientsStore: {
+      getClient: (id) => service.getClient(id),
+      registerClient: (client) => service.registerClient(client),
+    },
+    async authorize(client, params, res) {
+      const req = (res as unknown as { req: IncomingMessage & { protocol: string } }).req;
+      const origin = `${req.protocol}://${req.headers.host ?? ''}`;
+      const id = await service.startAuthorization(client, params, origin);
+      (res as unknown as { redirect(status: number, url: string): void }).redirect(302, `${CONSENT_PAGE}?request=${id}`);
+    },
+    challengeForAuthorizationCode: (client, code) => service.challengeFor(client, code),
+    exchangeAuthorizationCode: (client, code, _verifier, redirectUri, resource) =>
+      service.exchangeCode(client, code, redirectUri, resource),
+    exchangeRefreshToken: (client, refreshToken, scopes, resource) => service.exchangeRefresh(client, refreshToken, scopes, resource),
+    revokeToken: (client, request) => service.revoke(client, request.token),
+    // MCP endpoints check access tokens through AccountService.authenticateRequest, as keys.
+    verifyAccessToken: () => Promise.reject(new Error('access tokens are checked by the accounts service')),
+  };
+}
+
+function expressApp(service: OAuthService, logger: Logger): NodeHandler {
+  const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { Router: unknown };
+  const app = express();
+  app.disable('x-powered-by');
+  const provider = providerOf(service);
+  // Per client address, in memory: registration the tightest (each one is a stored row).
+  const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false });
+  app.use(OAUTH_PATHS.authorize, authorizationHandler({ provider, rateLimit: limits(300) }));
+  app.use(OAUTH_PATHS.token, tokenHandler({ provider, rateLimit: limits(300) }));
+  app.use(OAUTH_PATHS.register, clientRegistrationHandler({ clientsStore: provider.clientsStore, rateLimit: limits(60) }));
+  app.use(OAUTH_PATHS.revoke, revocationHandler({ provider, rateLimit: limits(300) }));
+  // A body Express could not read (too large, not JSON or a form): RFC 6749's JSON error, never a stack trace.
+  app.use((error: { status?: number; type?: string; message?: string }, _req: IncomingMessage, res: ServerResponse, _next: unknown) => {
+    const status = typeof error.status === 'number' && error.status >= 400 && error.status < 500 ? error.status : 500;
+    if (status === 500) logger.error({ err: error.message }, 'the OAuth server failed');
+    res.statusCode = status;
+    res.setHeader('content-type', 'application/json');
+    res.setHeader('cache-control', 'no-store');
+    res.end(
+      JSON.stringify(
+        status === 500
+          ? { error: 'server_error', error_description: 'the server failed' }
+          : {
+              error: 'invalid_request',
+              error_description: error.type === 'entity.too.large' ? 'request body too large' : 'unreadable request body',
+            },
+      ),
+    );
+  });
+  return app;
+}
+
+/**
+ * The protocol endpoints, answered on the Node request itself (before Hono's body limit wraps the
+ * body: Express reads it, with its own 100 kB cap). `guard`: the DNS-rebinding check every route gets.
+ */
+export function mountOAuthProtocol(
+  app: Hono,
+  deps: {
+    service: OAuthService;
+    logger: Logger;
+    guard: (c: Context) => Response | undefined;
+    /** True on a `{ns}.create|run.{base}` host, where every path is the MCP endpoint. */
+    onEndpointHost: (c: Context) => boolean;
+  },
+): void {
+  const handler = expressApp(deps.service, deps.logger);
+  for (const path of Object.values(OAUTH_PATHS)) {
+    app.all(path, async (c, next) => {
+      if (deps.onEndpointHost(c)) return next();
+      const refused = deps.guard(c);
+      if (refused) return refused;
+      const node = c.env as { incoming?: IncomingMessage; outgoing?: ServerResponse } | undefined;
+      if (!node?.incoming || !node.outgoing) throw new Error('the OAuth endpoints run under the Node server only');
+      const { incoming, outgoing } = node;
+      await new Promise<void>((resolve) => {
+        outgoing.once('close', resolve);
+        outgoing.once('finish', resolve);
+        handler(incoming, outgoing);
+      });
+      // Already written: the Node server writes nothing more.
+      return RESPONSE_ALREADY_SENT;
+    });
+  }
+  app.get(AUTHORIZATION_SERVER_METADATA_PATH, async (c, next) =>
+    deps.onEndpointHost(c) ? next() : c.json(authorizationServerMetadata(requestOrigin(c.req.url))),
+  );
+}
+
+/** The consent page's API and the API-keys page's list of signed-in clients (session cookie; JSON state changes). */
+export function mountOAuthDashboardApi(app: Hono, deps: { service: OAuthService; sessionAccount: (c: Context) => Promise<string> }): void {
+  const { service, sessionAccount } = deps;
+  app.get('/api/oauth/requests/:id', async (c) => c.json(await service.describeRequest(await sessionAccount(c), c.req.param('id'))));
+  app.post('/api/oauth/requests/:id', async (c) => {
+    const accountId = await sessionAccount(c);
+    const body = await jsonBody(c);
+    return c.json({ redirect_to: await service.decide(accountId, c.req.param('id'), body) });
+  });
+  app.get('/api/oauth/grants', async (c) => c.json({ grants: await service.listGrants(await sessionAccount(c)) }));
+  app.all('/api/oauth/*', (c) => c.json(new DomainError('not_found', `no route for ${c.req.method} ${c.req.path}`).toJSON(), 404));
+}

@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { clientDisplayName, namespaceOfResource, requestedScopes } from './oauth.js';
+
+test('a resource indicator names one of this server`s endpoints (its namespace), the server itself (null), or nothing here', () => {
+  const origin = 'https://mcp.example.com';
+  const of = (url: string, base?: string) => namespaceOfResource(new URL(url), origin, base);
+  assert.equal(of('https://mcp.example.com/mcp/run/alpha'), 'alpha');
+  assert.equal(of('https://mcp.example.com/mcp/create/alpha/'), 'alpha');
+  assert.equal(of('https://mcp.example.com'), null);
+  assert.equal(of('https://mcp.example.com/'), null);
+  for (const foreign of [
+    'https://evil.example/mcp/run/alpha',
+    'https://mcp.example.com/api/keys',
+    'https://mcp.example.com/mcp/run/alpha?x=1',
+    'https://mcp.example.com/mcp/run/Not_Valid',
+    'http://mcp.example.com/mcp/run/alpha',
+    'https://alpha.run.mcp.example.com/',
+  ]) {
+    assert.equal(of(foreign), undefined, foreign);
+  }
+  assert.equal(of('https://alpha.run.mcp.example.com/', 'mcp.example.com'), 'alpha');
+  assert.equal(of('https://alpha.create.mcp.example.com', 'mcp.example.com'), 'alpha');
+  assert.equal(of('https://alpha.run.mcp.example.com/x', 'mcp.example.com'), undefined);
+  assert.equal(of('https://alpha.run.other.example/', 'mcp.example.com'), undefined);
+});
+
+test('scopes: the API keys` names only, all when none is asked for', () => {
+  assert.deepEqual(requestedScopes(undefined), ['read', 'write', 'execute']);
+  assert.deepEqual(requestedScopes(['']), ['read', 'write', 'execute']);
+  assert.deepEqual(requestedScopes(['read', 'read']), ['read']);
+  assert.equal(requestedScopes(['read', 'admin']), undefined);
+});
+
+test('a client`s registered name is shown as one bounded line of text', () => {
+  assert.equal(clientDisplayName({ client_name: 'VS Code' }), 'VS Code');
+  assert.equal(clientDisplayName({}), 'Unnamed client');
+  assert.equal(clientDisplayName({ client_name: 'a\nb\u202etxt.exe' }), 'a b txt.exe');
+  assert.equal(clientDisplayName({ client_name: 'x'.repeat(200) }).length, 80);
+  assert.equal(clientDisplayName({ client_name: 42 }), 'Unnamed client');
+});

@@ -1,0 +1,97 @@
+// The benches' accounting (bench/lib): the /proc tree walk and its CPU sums, the smaps breakdown,
+// the machine's busy time and nearest-rank quantiles. A wrong sum here would print a wrong figure
+// beside a target, so each is checked on known input, and the CPU walk on a real child process.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { machineBusyMs } from '../../bench/lib/machine.js';
+import { quantile } from '../../bench/lib/measure.js';
+import { breakdown } from '../../bench/lib/smaps.js';
+import { parseStat, treeCpu, walk, type Stat } from '../../bench/lib/tree.js';
+
+describe('bench/lib/tree', () => {
+  it('reads ppid and CPU after the last ")" of a command name that holds spaces and parentheses', () => {
+    // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime …
+    const stat = parseStat('42 (a) b (c)) S 7 42 42 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 1 0');
+    assert.deepEqual(stat, { ppid: 7, ownTicks: 33, cpuTicks: 110 });
+  });
+
+  it('walks the tree under root and leaves out the subtrees under an excluded pid', () => {
+    const stat = (ppid: number): Stat => ({ ppid, cpuTicks: 1, ownTicks: 1 });
+    const stats = new Map([
+      [1, stat(0)],
+      [10, stat(1)],
+      [11, stat(10)],
+      [12, stat(10)],
+      [13, stat(12)],
+      [20, stat(1)],
+    ]);
+    const children = new Map([
+      [1, [10, 20]],
+      [10, [11, 12]],
+      [12, [13]],
+    ]);
+    assert.deepEqual([...walk(10, stats, children).keys()].sort(), [10, 11, 12, 13]);
+    assert.deepEqual([...walk(10, stats, children, new Set([12])).keys()].sort(), [10, 11]);
+    assert.equal(walk(99, stats, children).size, 0);
+  });
+
+  it("counts a child's CPU while it runs unless excluded, and in the parent's cutime once reaped", async () => {
+    const before = await treeCpu(process.pid);
+    // Burns 300 ms of its own CPU, then waits for stdin to close (so it can be sampled alive).
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        'const t = process.cpuUsage(); while ((process.cpuUsage(t).user + process.cpuUsage(t).system) < 300_000); console.log("done"); process.stdin.resume()',
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    const alive = await treeCpu(process.pid);
+    const aliveExcluded = await treeCpu(process.pid, [child.pid!]);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.stdin.end();
+    await exited;
+    const reaped = await treeCpu(process.pid);
+    assert.ok(alive.restMs - before.restMs >= 250, `live child counted: ${alive.restMs - before.restMs} ms`);
+    assert.ok(aliveExcluded.restMs - before.restMs < 100, `excluded child left out: ${aliveExcluded.restMs - before.restMs} ms`);
+    assert.ok(reaped.restMs - before.restMs >= 250, `reaped child counted: ${reaped.restMs - before.restMs} ms`);
+  });
+});
+
+describe('bench/lib/smaps', () => {
+  it('tells wasm memories (read-write pages followed by the rest of a ≥ 4 GiB reservation) from files and other anonymous memory', () => {
+    const mapping = (start: bigint, size: bigint, perms: string, inode: number, path: string, rssKb: number) =>
+      `${start.toString(16)}-${(start + size).toString(16)} ${perms} 00000000 00:00 ${inode}   ${path}\nSize: ${size / 1024n} kB\nRss: ${rssKb} kB\nPss: ${rssKb} kB\n`;
+    const MB = 1024n * 1024n;
+    const smaps = [
+      mapping(0x400000n, 26n * MB, 'r-xp', 1234, '/usr/bin/node', 20_000),
+      mapping(0x7f0000000000n, 188n * MB, 'rw-p', 0, '', 150_000),
+      mapping(0x7f0000000000n + 188n * MB, 8003n * MB, '---p', 0, '', 0),
+      // An arena-like region: read-write then inaccessible, but far under 4 GiB together.
+      mapping(0x7f1000000000n, 128n * MB, 'rw-p', 0, '', 100_000),
+      mapping(0x7f1000000000n + 128n * MB, 2048n * MB, '---p', 0, '', 0),
+      mapping(0x7f2000000000n, 64n * MB, 'rw-p', 0, '[heap]', 30_000),
+    ].join('');
+    const parts = breakdown(smaps);
+    assert.equal(parts.wasmMemories, 1);
+    assert.equal(Math.round(parts.wasmMb * 1024), 150_000);
+    assert.equal(Math.round(parts.anonymousMb * 1024), 130_000);
+    assert.equal(Math.round(parts.filesMb * 1024), 20_000);
+  });
+});
+
+describe('bench/lib/machine and measure', () => {
+  it("sums the machine's busy ticks (user, nice, system, irq, softirq, steal; not idle or iowait) in ms", () => {
+    assert.equal(machineBusyMs('cpu  100 2 30 5000 40 5 6 7 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n'), (100 + 2 + 30 + 5 + 6 + 7) * 10);
+  });
+
+  it('takes nearest-rank quantiles', () => {
+    const samples = [5, 1, 4, 2, 3];
+    assert.equal(quantile(samples, 0.5), 3);
+    assert.equal(quantile(samples, 0.99), 5);
+    assert.equal(quantile([1, 2, 3, 4], 0.5), 2);
+    assert.ok(Number.isNaN(quantile([], 0.5)));
+  });
+});
