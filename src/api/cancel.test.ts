@@ -103,10 +103,12 @@ async function rawClient(
     const body = typeof init?.body === 'string' ? init.body : '';
     const target = (body && route?.(body)) || input;
     await (body && hooks.hold?.(body));
+    // Recorded as it is sent: the run can start (and a test look for its id) before the answer's headers come.
+    const call = body.includes('"tools/call"');
+    if (call) callIds.push(JSON.parse(body).id);
     const response = await fetch(target, init);
     if (body) hooks.answered?.(body);
-    if (!body.includes('"tools/call"') || !response.body) return response;
-    callIds.push(JSON.parse(body).id);
+    if (!call || !response.body) return response;
     const [mine, theirs] = response.body.tee();
     streams.push(new Response(mine).text().catch(() => ''));
     return new Response(theirs, { status: response.status, statusText: response.statusText, headers: response.headers });
