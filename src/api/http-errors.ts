@@ -45,7 +45,9 @@ export async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   if (body === null || typeof body !== 'object' || Array.isArray(body))
     throw new DomainError('validation_error', 'the request body must be a JSON object');
   // What the database cannot store is refused here, for every JSON route, as the MCP tools refuse it.
-  const unstorable = unstorableReason(body);
-  if (unstorable) throw new DomainError('validation_error', `the request body's ${unstorableMessage(unstorable)}`);
+  for (const [field, value] of Object.entries(body)) {
+    const unstorable = unstorableReason(field) ?? unstorableReason(value);
+    if (unstorable) throw new DomainError('validation_error', `${field}: ${unstorableMessage(unstorable)}`, { field });
+  }
   return body as Record<string, unknown>;
 }
