@@ -2,11 +2,11 @@
 # The default Debian 12 host (issue 18, "cgroup v2 hosts"), tested in a clean VM:
 #   scripts/vm-test.sh [STEP...]      (as root, or a user with sudo; default steps: probe clone setup cgroup escape latency)
 # Builds (once, cached) a Debian 12 image with debootstrap from Debian's mirror: Debian's kernel
-# (linux-image-amd64), systemd, git, ca-certificates, make, the project's Debian packages
-# (scripts/apt-packages.txt and scripts/apt-packages-test.txt, installed into the image beforehand so
-# `make setup-test` inside finds them; under TCG installing them in the VM would take an hour), and
-# Node 20 copied from this machine (/usr/bin/node and npm: Debian 12's nodejs is 18; the README's
-# quick start assumes Node 20 is there). It then boots the image under qemu with only the unified
+# (linux-image-amd64), systemd, git, ca-certificates, make, and Node 20 copied from this machine (/usr/bin/node and npm: Debian 12's nodejs is 18; the README's
+# quick start assumes Node 20 is there). The project's Debian packages are NOT in the image under KVM:
+# the `setup` step must install them the way a fresh machine does (scripts/setup.sh). Only the TCG
+# fallback (no /dev/kvm, where installing them in the VM takes an hour) builds a second image with
+# scripts/apt-packages*.txt pre-installed, and then `setup` proves less. It then boots the image under qemu with only the unified
 # cgroup v2 hierarchy (systemd.unified_cgroup_hierarchy=1), KVM when /dev/kvm exists and TCG
 # (software emulation, much slower) otherwise, with qemu user networking (the VM reaches Debian's
 # mirror and the npm registry) and a 9p share that carries the commit under test (a git bundle of
@@ -56,7 +56,11 @@ node_version=$("$node_bin" --version)
 case "$node_version" in v20.*) ;; *) echo "vm-test: this machine's node is $node_version; the VM gets a copy of it and needs Node 20" >&2; exit 1 ;; esac
 # The image's key: the recipe (this file between the two markers), the package lists, the mirror and
 # the Node version copied in. Any change builds a new image.
-key=$( (sed -n '/^# --- recipe begin/,/^# --- recipe end/p' "$0"; cat scripts/apt-packages.txt scripts/apt-packages-test.txt; echo "$mirror $node_version") | sha256sum | cut -c1-16)
+# KVM is the default path: a bare image, so that the VM's `setup` step installs the project's packages
+# as on a fresh machine. Under TCG the image carries them (preinstall=1): an hour of emulated apt.
+if [ -e /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then kvm=1 preinstall=0; else kvm=0 preinstall=1; fi
+[ -z "${MCPWORKS_VM_PREINSTALL:-}" ] || preinstall=$MCPWORKS_VM_PREINSTALL
+key=$( (sed -n '/^# --- recipe begin/,/^# --- recipe end/p' "$0"; [ "$preinstall" = 0 ] || cat scripts/apt-packages.txt scripts/apt-packages-test.txt; echo "$mirror $node_version preinstall=$preinstall") | sha256sum | cut -c1-16)
 image=$cache/debian12-$key
 mkdir -p "$cache"
 
@@ -84,27 +88,29 @@ build_image() {
     return 1
   }
   say "image: debootstrap took $((SECONDS - t0)) s"
-  t0=$SECONDS
-  # The project's Debian packages, so that `make setup-test` in the VM finds them present (daemons
-  # not started in the chroot).
-  $SUDO mount -t proc proc "$root/proc"
-  $SUDO mount -t sysfs sysfs "$root/sys"
-  $SUDO mount --bind /dev "$root/dev"
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$root/usr/sbin/policy-rc.d" >/dev/null
-  $SUDO chmod +x "$root/usr/sbin/policy-rc.d"
   printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' "$mirror" "$mirror" |
     $SUDO tee "$root/etc/apt/sources.list" >/dev/null
-  local pkgs
-  pkgs=$(grep -hvE '^\s*(#|$)' scripts/apt-packages.txt scripts/apt-packages-test.txt | tr '\n' ' ')
-  # shellcheck disable=SC2086
-  $SUDO chroot "$root" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs && apt-get clean" \
-    >"$work/apt.log" 2>&1 || {
-    tail -n 30 "$work/apt.log" >&2
-    return 1
-  }
-  $SUDO rm -f "$root/usr/sbin/policy-rc.d"
-  unmount_build "$root"
-  say "image: project packages took $((SECONDS - t0)) s"
+  if [ "$preinstall" = 1 ]; then
+    t0=$SECONDS
+    # TCG only: the project's Debian packages, so that `make setup-test` in the VM finds them
+    # present (daemons not started in the chroot).
+    $SUDO mount -t proc proc "$root/proc"
+    $SUDO mount -t sysfs sysfs "$root/sys"
+    $SUDO mount --bind /dev "$root/dev"
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$root/usr/sbin/policy-rc.d" >/dev/null
+    $SUDO chmod +x "$root/usr/sbin/policy-rc.d"
+    local pkgs
+    pkgs=$(grep -hvE '^\s*(#|$)' scripts/apt-packages.txt scripts/apt-packages-test.txt | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    $SUDO chroot "$root" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs && apt-get clean" \
+      >"$work/apt.log" 2>&1 || {
+      tail -n 30 "$work/apt.log" >&2
+      return 1
+    }
+    $SUDO rm -f "$root/usr/sbin/policy-rc.d"
+    unmount_build "$root"
+    say "image: project packages (TCG image) took $((SECONDS - t0)) s"
+  fi
   # Node 20: Debian 12 ships 18, so this machine's binary and its npm are copied in (the binary links
   # only libc, libstdc++, libm, libgcc_s, libdl and libpthread, all in the image).
   $SUDO cp "$node_bin" "$root/usr/bin/node"
@@ -226,7 +232,7 @@ echo "vm-test: guest done after $(cut -d' ' -f1 /proc/uptime) s"
 sync
 GUEST
 
-if [ -e /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+if [ "$kvm" = 1 ]; then
   accel=(-accel kvm -cpu host)
   say "qemu: KVM"
 else
