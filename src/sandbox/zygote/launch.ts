@@ -45,6 +45,9 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
     const support: CgroupSupport = {
       memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap },
       pids: { version: 1, base: pidsBase },
+      // The zygote itself stays at the server's weight (its start-up is no tenant's code); each
+      // child joins the instance's low-weight group when its run's code is sent (ZygoteChild).
+      cpu: cgroups.cpu,
     };
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
