@@ -14,6 +14,7 @@ import {
   DEFAULT_CPU_WEIGHT,
   detectCgroupLayout,
   openCgroupSupport,
+  openNestedSupport,
   releaseCgroupSupport,
   SANDBOX_CPU_WEIGHT,
   type CgroupSupport,
@@ -158,6 +159,34 @@ test('a reap before the answer gives the group its default weight while processe
     await recycled;
     await helper.exited;
   } finally {
+    await run.remove();
+  }
+});
+
+test("a zygote's groups (a nested support) are released without touching the instance's CPU group or the runs in it", async (t) => {
+  const cpu = support.cpu;
+  if (!cpu || cpu.version !== 1) return t.skip('no v1 cpu controller of ours on this host');
+  // A live run of the instance, lowered into its CPU group (a TypeScript run, say).
+  const run = createRunCgroup(support, `live-${process.pid}`, LIMITS)!;
+  const helper = helperIn(run);
+  let ended = false;
+  void helper.exited.then(() => (ended = true));
+  try {
+    const pids = await populated(run, 2);
+    run.lowerCpu();
+    for (const pid of pids) assert.equal(cpuGroupOf(pid), cpu.dir);
+    // A zygote of the same instance retires meanwhile: its own groups go, nothing else.
+    const zygote = openNestedSupport(support, `zygote-nested-${process.pid}`)!;
+    assert.equal(zygote.cpu, cpu);
+    await releaseCgroupSupport(zygote);
+    assert.equal(existsSync(zygote.memory!.base), false);
+    assert.equal(existsSync(zygote.pids!.base), false);
+    assert.equal(existsSync(cpu.dir), true, "the instance's CPU group is still there");
+    for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), true, `pid ${pid} of the live run survived`);
+    assert.equal(ended, false);
+  } finally {
+    helper.child.kill('SIGTERM');
+    await helper.exited;
     await run.remove();
   }
 });

@@ -299,16 +299,42 @@ function openV1(parent: string | null): CgroupBase | null {
  */
 export function openCgroupSupport(layout: CgroupLayout, options: { cpuWeight?: number } = {}): CgroupSupport {
   const v2 = layout.v2 === null ? null : openV2(layout.v2, options.cpuWeight);
-  if (v2?.memory) return { memory: v2.memory, pids: v2.memory, cpu: v2.cpu };
+  if (v2?.memory) return owning({ memory: v2.memory, pids: v2.memory, cpu: v2.cpu });
   const memory = openV1(layout.v1.memory);
   const pids = openV1(layout.v1.pids);
   const cpuParent = layout.v1.cpu ?? null;
-  return {
+  return owning({
     memory: memory && { ...memory, swap: existsSync(join(memory.base, 'memory.memsw.limit_in_bytes')) },
     pids,
     // Only with a run group of its own to find a run's processes by.
     cpu: (memory || pids) && cpuParent && options.cpuWeight !== undefined ? openV1Cpu(cpuParent, options.cpuWeight) : null,
-  };
+  });
+}
+
+/**
+ * The directories each support's opener made, and so the only ones releaseCgroupSupport removes.
+ * A nested support (a zygote's) shares its instance's CPU group, which holds every live run of the
+ * instance: removing it there killed them all (removeDir kills what is left in a busy group).
+ */
+const ownedDirs = new WeakMap<CgroupSupport, string[]>();
+
+function owning(support: CgroupSupport, dirs = [support.memory?.base, support.pids?.base, support.cpu?.dir]): CgroupSupport {
+  ownedDirs.set(support, [...new Set(dirs.filter((dir): dir is string => Boolean(dir)))]);
+  return support;
+}
+
+/**
+ * A group `name` of its own inside `support`'s memory and pids groups (a zygote's, which makes its
+ * children's run groups there), sharing the instance's CPU group; releaseCgroupSupport removes only
+ * the new groups. Null where memory and pids are not both limited by groups.
+ */
+export function openNestedSupport(support: CgroupSupport, name: string): CgroupSupport | null {
+  if (!support.memory || !support.pids) return null;
+  const memory = { ...support.memory, base: join(support.memory.base, name) };
+  const pids = { ...support.pids, base: join(support.pids.base, name) };
+  mkdirSync(memory.base);
+  if (pids.base !== memory.base) mkdirSync(pids.base);
+  return owning({ memory, pids, cpu: support.cpu }, [memory.base, pids.base]);
 }
 
 function readCounter(file: string, key: string): number {
@@ -364,11 +390,11 @@ async function removeDir(dir: string): Promise<void> {
   }
 }
 
-/** Removes this instance's own groups (after its runs' groups are gone). */
+/** Removes the groups `support`'s opener made (after its runs' groups are gone), never a shared one. */
 export async function releaseCgroupSupport(support: CgroupSupport): Promise<void> {
-  for (const base of new Set([support.memory?.base, support.pids?.base, support.cpu?.dir])) {
-    if (base) await removeDir(base);
-  }
+  const dirs = ownedDirs.get(support) ?? [];
+  ownedDirs.delete(support);
+  for (const dir of dirs) await removeDir(dir);
 }
 
 /** Reaps in progress per CPU group in this process (see boostCpu). */

@@ -3,10 +3,9 @@
  * one per child, made on demand and writable by its user) and its sandbox, bubblewrap through the
  * helper, with the control socket at fd 3 and the seccomp program at fd 4 for its children.
  */
-import { chownSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { chownSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../host/cgroup.js';
+import { createRunCgroup, openNestedSupport, releaseCgroupSupport, type CgroupSupport } from '../host/cgroup.js';
 import type { HostPaths } from '../host.js';
 import { spawnHelper } from '../host/spawn-helper.js';
 import type { Spawner } from '../spawner.js';
@@ -37,18 +36,12 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
 
   /** A zygote's own cgroup directories: its process's group, and one group per child made on demand. */
   function zygoteCgroups(id: string): ZygoteCgroups | null {
-    const memoryBase = cgroups.memory && join(cgroups.memory.base, `zygote-${id}`);
-    const pidsBase = cgroups.pids && join(cgroups.pids.base, `zygote-${id}`);
-    if (!memoryBase || !pidsBase) return null;
-    mkdirSync(memoryBase);
-    mkdirSync(pidsBase);
-    const support: CgroupSupport = {
-      memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap },
-      pids: { version: 1, base: pidsBase },
-      // The zygote itself stays at the server's weight (its start-up is no tenant's code); each
-      // child joins the instance's low-weight group when its run's code is sent (ZygoteChild).
-      cpu: cgroups.cpu,
-    };
+    // The zygote itself stays at the server's weight (its start-up is no tenant's code); each child
+    // joins the instance's low-weight CPU group when its run's code is sent (ZygoteChild).
+    const support = openNestedSupport(cgroups, `zygote-${id}`);
+    if (!support) return null;
+    const memoryBase = support.memory!.base;
+    const pidsBase = support.pids!.base;
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
     // The zygote's own uid, shared by its children (one namespace's runs).
