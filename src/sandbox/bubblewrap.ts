@@ -256,7 +256,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const zygoteOption = options.zygote ?? true;
   let zygotes: ZygotePool | null = null;
   if (zygoteOption !== false && !network) {
-    if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
+    if (sandboxUser && cgroups.memory && cgroups.pids) {
       // The children's socket: the server's, open to the sandboxes' group.
       zygotes = new ZygotePool(
         runtimeDir,
@@ -265,7 +265,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         { reserveBytes, ...(zygoteOption === true ? {} : zygoteOption) },
       );
     } else {
-      log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
+      log('Python zygotes are off: they need the server to run as root with memory and pids cgroups (v1, or v2 handed down)');
     }
   }
 

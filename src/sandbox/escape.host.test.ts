@@ -104,7 +104,9 @@ function cpuGroupOf(pid: number | 'self'): string | null {
 function instanceCpuGroup(): string | null {
   const server = cpuGroupOf('self');
   if (server === null || !existsSync(server)) return null;
-  const name = readdirSync(server).find((entry) => entry.startsWith(`mcpworks-sandbox-instance-${process.pid}-`));
+  const name = readdirSync(server).find(
+    (entry) => entry.startsWith('mcpworks-sandbox-instance-') && existsSync(join(server, entry, `owner-${process.pid}`)),
+  );
   return name === undefined ? null : join(server, name);
 }
 

@@ -37,8 +37,8 @@ let deadGroup: string | null = null;
 before(() => {
   // A group a dead server left (its pid cannot be alive): the next instance's start sweeps it.
   if (own) {
-    deadGroup = join(own, `mcpworks-sandbox-instance-${DEAD_PID}-0badc0de`);
-    mkdirSync(deadGroup, { recursive: true });
+    deadGroup = join(own, 'mcpworks-sandbox-instance-0badc0de0badc0de');
+    mkdirSync(join(deadGroup, `owner-${DEAD_PID}`), { recursive: true });
   }
   support = openCgroupSupport(layout, { cpuWeight: SANDBOX_CPU_WEIGHT });
   // A second server's instance on the same host, at a weight of its own.
@@ -88,7 +88,9 @@ test('each instance has a CPU group of its own beside the server, at the weight 
   ] as const) {
     // A child of the server's own group: a sibling of the server, which the kernel weighs against it.
     assert.equal(dirname(instance.dir), own);
-    assert.match(basename(instance.dir), new RegExp(`^mcpworks-sandbox-instance-${process.pid}-[0-9a-f]{8}$`));
+    // Its name is seen by its runs (in /proc/self/cgroup, v1), so the owner's pid is a mark inside.
+    assert.match(basename(instance.dir), /^mcpworks-sandbox-instance-[0-9a-f]{16}$/);
+    assert.equal(existsSync(join(instance.dir, `owner-${process.pid}`)), true);
     assert.equal(weightOf(instance), weightFor(instance, weight));
   }
   assert.notEqual(support.cpu.dir, other.cpu.dir);

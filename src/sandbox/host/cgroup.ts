@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsS
 import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { claimV2Subtree, handedDown } from './cgroup-delegation.js';
 
 const GROUP_NAME = 'mcpworks-sandbox';
 /** An instance's CPU group (v1; v2: its whole group) sits directly in the server's own group: `mcpworks-sandbox-instance-PID-HEX`. */
@@ -30,11 +31,12 @@ const REMOVE_LAST_PAUSE_MS = 2048;
 const KILL_POLL_MS = 5;
 
 /**
- * Where this process's own groups are, read once at start (detectCgroupLayout, a host fact passed
- * down): reading it makes and writes nothing.
+ * Where this process's own groups are, found once at start (detectCgroupLayout, a host fact passed
+ * down). It writes nothing, but for cgroup v2's one step: a server in a leaf group moves into a
+ * leaf of its own so that its group can hand controllers down (cgroup-delegation.ts).
  */
 export interface CgroupLayout {
-  /** The unified hierarchy's directory of this process's group, when memory and pids are delegated to it. */
+  /** The unified hierarchy's group our groups are made in (the server's, or the one its leaf is in), handing down memory and pids. */
   v2: string | null;
   /** The v1 memory, pids and cpu hierarchies' directories of this process's groups, where they are mounted. */
   v1: { memory: string | null; pids: string | null; cpu?: string | null };
@@ -150,7 +152,25 @@ function removeDeadInstance(dir: string): void {
   }
 }
 
-/** Removes the groups named `PREFIX<pid>-…` in `parent` whose process is gone (none there: nothing). */
+/** A CPU group's owner: an empty child group `owner-PID`, since the group's own name is seen by its runs. */
+const OWNER_MARK = /^owner-(\d+)$/;
+
+/** The pid that owns instance group `dir`: from its name `PREFIX<pid>-…`, else its owner mark; null when neither says. */
+function ownerOf(dir: string, rest: string): string | null {
+  const named = /^(\d+)-/.exec(rest);
+  if (named) return named[1]!;
+  try {
+    for (const entry of readdirSync(dir)) {
+      const mark = OWNER_MARK.exec(entry);
+      if (mark) return mark[1]!;
+    }
+  } catch {
+    // gone meanwhile
+  }
+  return null;
+}
+
+/** Removes the groups `PREFIX…` in `parent` whose owning process is gone (none there: nothing). */
 function sweepDeadInstances(parent: string, prefix: string): void {
   let entries;
   try {
@@ -160,8 +180,9 @@ function sweepDeadInstances(parent: string, prefix: string): void {
   }
   for (const entry of entries) {
     if (!entry.isDirectory() || !entry.name.startsWith(prefix)) continue;
-    const owner = /^(\d+)-/.exec(entry.name.slice(prefix.length));
-    if (!owner || existsSync(`/proc/${owner[1]}`)) continue;
+    // No owner yet: another process is making it this moment.
+    const owner = ownerOf(join(parent, entry.name), entry.name.slice(prefix.length));
+    if (owner === null || existsSync(`/proc/${owner}`)) continue;
     try {
       removeDeadInstance(join(parent, entry.name));
     } catch {
@@ -171,31 +192,32 @@ function sweepDeadInstances(parent: string, prefix: string): void {
 }
 
 /**
- * Makes this sandbox instance's own group `PREFIX<pid>-<hex>` in `parent` (so instances in several
- * processes never touch each other's runs) and removes groups left by processes that are gone.
+ * Makes this sandbox instance's own group in `parent` (so instances in several processes never
+ * touch each other's runs) and removes groups left by processes that are gone. Named
+ * `PREFIX<pid>-<hex>`; `hidden`: `PREFIX<hex>` with an owner mark inside, for a group a run's
+ * processes move into after their cgroup namespace is made, who would read its name in
+ * /proc/self/cgroup (the server's pid is none of their business).
  */
-function prepareBase(parent: string, prefix = 'instance-'): string | null {
+function prepareBase(parent: string, prefix = 'instance-', hidden = false): string | null {
   try {
     mkdirSync(parent, { recursive: true });
     sweepDeadInstances(parent, prefix);
-    const base = join(parent, `${prefix}${process.pid}-${randomBytes(4).toString('hex')}`);
+    const base = join(
+      parent,
+      hidden ? `${prefix}${randomBytes(8).toString('hex')}` : `${prefix}${process.pid}-${randomBytes(4).toString('hex')}`,
+    );
     mkdirSync(base);
+    if (hidden) mkdirSync(join(base, `owner-${process.pid}`));
     return base;
   } catch {
     return null;
   }
 }
 
-/** The controllers a v2 group hands down to its children. */
-function delegatedIn(dir: string): string[] {
-  try {
-    return readFileSync(join(dir, 'cgroup.subtree_control'), 'utf8').split(/\s+/);
-  } catch {
-    return [];
-  }
-}
+/** The owner mark prepareBase made in a hidden group, removed before it. */
+const ownerMarkOf = (dir: string | undefined) => dir && join(dir, `owner-${process.pid}`);
 
-/** The unified hierarchy's directory of our group, if it delegates memory and pids to us. */
+/** The unified hierarchy's directory under which our groups are made, where memory and pids can be handed down there. */
 function detectV2(): string | null {
   const mount = existsSync('/sys/fs/cgroup/cgroup.controllers')
     ? '/sys/fs/cgroup'
@@ -204,9 +226,8 @@ function detectV2(): string | null {
       : null;
   const own = ownCgroupPath(null);
   if (mount === null || own === null) return null;
-  const parent = join(mount, own);
-  const delegated = delegatedIn(parent);
-  return delegated.includes('memory') && delegated.includes('pids') ? parent : null;
+  // A leaf (a systemd service's group) is claimed: its processes move into a leaf of their own.
+  return claimV2Subtree(mount, own);
 }
 
 function detectV1(controller: 'memory' | 'pids' | 'cpu'): string | null {
@@ -243,11 +264,11 @@ function openV2(parent: string, cpuWeight: number | undefined): { memory: Cgroup
   try {
     const shared = join(parent, GROUP_NAME);
     sweepDeadInstances(parent, CPU_GROUP_PREFIX);
-    const weighted = cpuWeight !== undefined && delegatedIn(parent).includes('cpu');
+    const weighted = cpuWeight !== undefined && handedDown(parent).includes('cpu');
     let base: string | null;
     if (weighted) {
       sweepDeadInstances(shared, 'instance-');
-      base = prepareBase(parent, CPU_GROUP_PREFIX);
+      base = prepareBase(parent, CPU_GROUP_PREFIX, true);
     } else {
       mkdirSync(shared, { recursive: true });
       // These groups hold no processes, so they may hand memory and pids down to the per-run groups.
@@ -273,14 +294,14 @@ function openV2(parent: string, cpuWeight: number | undefined): { memory: Cgroup
 
 /** v1: this instance's CPU group, directly in the server's own cpu group, at `weight`; null where it cannot be made. */
 function openV1Cpu(parent: string, weight: number): CpuGroup | null {
-  const dir = prepareBase(parent, CPU_GROUP_PREFIX);
+  const dir = prepareBase(parent, CPU_GROUP_PREFIX, true);
   if (dir === null) return null;
   const cpu: CpuGroup = { version: 1, dir, weight };
   try {
     writeFileSync(...cpuWeightWrite(cpu, weight));
     return cpu;
   } catch {
-    void removeDir(dir);
+    void removeDir(ownerMarkOf(dir)!).then(() => removeDir(dir));
     return null;
   }
 }
@@ -318,7 +339,11 @@ export function openCgroupSupport(layout: CgroupLayout, options: { cpuWeight?: n
  */
 const ownedDirs = new WeakMap<CgroupSupport, string[]>();
 
-function owning(support: CgroupSupport, dirs = [support.memory?.base, support.pids?.base, support.cpu?.dir]): CgroupSupport {
+function owning(
+  support: CgroupSupport,
+  // The owner mark first: a group with a child group cannot be removed.
+  dirs = [ownerMarkOf(support.cpu?.dir), support.memory?.base, support.pids?.base, support.cpu?.dir],
+): CgroupSupport {
   ownedDirs.set(support, [...new Set(dirs.filter((dir): dir is string => Boolean(dir)))]);
   return support;
 }
@@ -334,6 +359,8 @@ export function openNestedSupport(support: CgroupSupport, name: string): CgroupS
   const pids = { ...support.pids, base: join(support.pids.base, name) };
   mkdirSync(memory.base);
   if (pids.base !== memory.base) mkdirSync(pids.base);
+  // v2: the group holds no process (its owner's is in a run group below), so it hands both down.
+  if (memory.version === 2) writeFileSync(join(memory.base, 'cgroup.subtree_control'), '+memory +pids');
   return owning({ memory, pids, cpu: support.cpu }, [memory.base, pids.base]);
 }
 
