@@ -7,15 +7,16 @@
 # the `setup` step must install them the way a fresh machine does (scripts/setup.sh). Only the TCG
 # fallback (no /dev/kvm, where installing them in the VM takes an hour) builds a second image with
 # scripts/apt-packages*.txt pre-installed, and then `setup` proves less. It then boots the image under qemu with only the unified
-# cgroup v2 hierarchy (systemd.unified_cgroup_hierarchy=1), KVM when /dev/kvm exists and TCG
-# (software emulation, much slower) otherwise, with qemu user networking (the VM reaches Debian's
+# cgroup v2 hierarchy (systemd.unified_cgroup_hierarchy=1), KVM when /dev/kvm exists (and is not
+# PVM's, which boots only PVM-guest kernels) and TCG (software emulation, much slower) otherwise, with qemu user networking (the VM reaches Debian's
 # mirror and the npm registry) and a 9p share that carries the commit under test (a git bundle of
 # HEAD: commit first, uncommitted changes are not tested) in and the logs out. Inside, a systemd unit
 # runs the steps, prints each one's output on the serial console, and powers the VM off:
 #   probe    cgroup.controllers and the file system type of /sys/fs/cgroup (must be cgroup2fs)
 #   clone    git clone of the bundle into /root/mcpworks
 #   setup    `make setup-test` (the README's set-up from scratch: npm ci from the registry, build, helper)
-#   cgroup   node --import tsx --test src/sandbox/host/cgroup.host.test.ts
+#   cgroup   node --import tsx --test src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts
+#            src/sandbox/zygote.host.test.ts (v2 delegation, per-run groups, OOM count, CPU groups, zygotes)
 #   escape   node --import tsx --test src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts
 #   latency  bench/latency --runs 11 --warmup 2
 # Ends with a PASS/FAIL line per step and the time it took, and exits non-zero if any failed.
@@ -58,7 +59,13 @@ case "$node_version" in v20.*) ;; *) echo "vm-test: this machine's node is $node
 # the Node version copied in. Any change builds a new image.
 # KVM is the default path: a bare image, so that the VM's `setup` step installs the project's packages
 # as on a fresh machine. Under TCG the image carries them (preinstall=1): an hour of emulated apt.
-if [ -e /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then kvm=1 preinstall=0; else kvm=0 preinstall=1; fi
+# A host whose KVM is PVM (kvm_pvm: nested virtualization without VMX/SVM, as in some cloud VMs)
+# boots only kernels built as PVM guests; Debian's hangs silently right after "Probing EDD".
+# MCPWORKS_VM_ACCEL=kvm|tcg overrides the choice.
+kvm=0
+if [ -e /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then kvm=1; fi
+case "${MCPWORKS_VM_ACCEL:-}" in kvm) kvm=1 ;; tcg) kvm=0 ;; '') ;; *) echo "vm-test: MCPWORKS_VM_ACCEL is kvm or tcg" >&2; exit 2 ;; esac
+if [ "$kvm" = 1 ]; then preinstall=0; else preinstall=1; fi
 [ -z "${MCPWORKS_VM_PREINSTALL:-}" ] || preinstall=$MCPWORKS_VM_PREINSTALL
 key=$( (sed -n '/^# --- recipe begin/,/^# --- recipe end/p' "$0"; [ "$preinstall" = 0 ] || cat scripts/apt-packages.txt scripts/apt-packages-test.txt; echo "$mirror $node_version preinstall=$preinstall") | sha256sum | cut -c1-16)
 image=$cache/debian12-$key
@@ -223,7 +230,7 @@ while read -r step; do
     probe) run_step probe probe ;;
     clone) run_step clone git clone -q "$share/repo.bundle" /root/mcpworks ;;
     setup) run_step setup make -C /root/mcpworks setup-test ;;
-    cgroup) run_step cgroup sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup.host.test.ts' ;;
+    cgroup) run_step cgroup sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts src/sandbox/zygote.host.test.ts' ;;
     escape) run_step escape sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts' ;;
     latency) run_step latency sh -c 'cd /root/mcpworks && bench/latency --runs 11 --warmup 2' ;;
   esac
@@ -237,7 +244,11 @@ if [ "$kvm" = 1 ]; then
   say "qemu: KVM"
 else
   accel=(-accel tcg,thread=multi -cpu max)
-  say "qemu: no usable /dev/kvm, falling back to TCG (software emulation: expect every step to be 10-50x slower)"
+  if [ -d /sys/module/kvm_pvm ]; then
+    say "qemu: this host's KVM is PVM (boots PVM-guest kernels only), so TCG (software emulation: expect every step to be 10-50x slower)"
+  else
+    say "qemu: no usable /dev/kvm, falling back to TCG (software emulation: expect every step to be 10-50x slower)"
+  fi
 fi
 t0=$SECONDS
 rc=0
