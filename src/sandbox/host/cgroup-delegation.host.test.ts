@@ -3,15 +3,24 @@
 // a leaf of its own, the group hands memory, pids and cpu down, and a run's group beside the server
 // gets its limits, its OOM kill counted and its processes killed. Skipped on a hybrid or v1 host.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { SERVER_LEAF, handedDown } from './cgroup-delegation.js';
-import { createRunCgroup, detectCgroupLayout, openCgroupSupport, releaseCgroupSupport } from './cgroup.js';
+import { createRunCgroup, detectCgroupLayout, openCgroupSupport, releaseCgroupSupport, type RunCgroup } from './cgroup.js';
+import { defaultHostPaths } from '../host.js';
+import { sandboxEnvironment } from '../plan/environment.js';
+import { spawnHelper } from './spawn-helper.js';
 
 const unified = existsSync('/sys/fs/cgroup/cgroup.controllers') && !existsSync('/sys/fs/cgroup/unified');
 const skip = !unified ? 'not a cgroup v2-only host' : process.getuid?.() !== 0 ? 'needs root' : false;
+const paths = defaultHostPaths();
+/** The sandbox helper joined to `run`'s groups, running `command`: true once it ended by SIGKILL (its own, or its child's as 137). */
+function killedInRun(run: RunCgroup, command: string[]): Promise<boolean> {
+  const args = ['exec', ...run.procsFiles.flatMap((file) => ['--cgroup', file]), '--', ...command];
+  const { exited } = spawnHelper(paths.helper, args, { seccompProgram: paths.seccompProgram, env: sandboxEnvironment() });
+  return exited.then((exit) => exit.signal === 'SIGKILL' || exit.code === 128 + 9);
+}
 const ownPath = () => /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))![1]!;
 
 test('the server moves into a leaf of its own, and its group hands memory, pids and cpu down', { skip }, async () => {
@@ -40,24 +49,17 @@ test("a run's group beside the server: its limits hold, an OOM kill is counted, 
     assert.equal(readFileSync(join(dir, 'memory.max'), 'utf8').trim(), String(32 * 1024 * 1024));
     assert.equal(readFileSync(join(dir, 'pids.max'), 'utf8').trim(), '4');
     if (support.cpu) assert.equal(readFileSync(join(support.cpu.dir, 'cpu.weight'), 'utf8').trim(), '25');
-    // A process that joins the group and then allocates past its memory: the kernel's OOM killer.
-    const hog = spawn(
-      'python3',
-      [
-        '-c',
-        `open(${JSON.stringify(run.procsFiles[0])}, "w").write("0"); x = bytearray(256 * 1024 * 1024); x[::4096] = b"x" * len(x[::4096])`,
-      ],
-      { stdio: 'ignore' },
-    );
-    const signal = await new Promise<NodeJS.Signals | null>((resolve) => hog.once('exit', (_code, sig) => resolve(sig)));
-    assert.equal(signal, 'SIGKILL');
+    // A process in the group that allocates past its memory: the kernel's OOM killer, counted.
+    assert.equal(run.oomKilled(), false);
+    const hog = ['/usr/bin/python3', '-c', 'x = bytearray(256 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1'];
+    assert.equal(await killedInRun(run, hog), true);
     assert.equal(run.oomKilled(), true);
     // Processes left in it are killed (cgroup.kill) before the group goes.
-    const sleeper = spawn('sh', ['-c', `echo 0 > ${run.procsFiles[0]} && exec sleep 60`], { stdio: 'ignore' });
-    const ended = new Promise<NodeJS.Signals | null>((resolve) => sleeper.once('exit', (_code, sig) => resolve(sig)));
-    while (readFileSync(run.procsFiles[0]!, 'utf8').trim() === '') await new Promise((resolve) => setImmediate(resolve));
+    const sleeper = killedInRun(run, ['/bin/sleep', '60']);
+    const count = () => readFileSync(run.procsFiles[0]!, 'utf8').split('\n').filter(Boolean).length;
+    while (count() < 2) await new Promise((resolve) => setImmediate(resolve));
     run.killAll();
-    assert.equal(await ended, 'SIGKILL');
+    assert.equal(await sleeper, true);
   } finally {
     await run.remove();
     await releaseCgroupSupport(support);
