@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { claimV2Subtree, handedDown } from './cgroup-delegation.js';
 
 const GROUP_NAME = 'mcpworks-sandbox';
-/** An instance's CPU group (v1; v2: its whole group) sits directly in the server's own group: `mcpworks-sandbox-instance-PID-HEX`. */
+/** An instance's CPU group (v1; v2: its whole group) sits directly in the server's own group (v2: beside its leaf): `mcpworks-sandbox-instance-HEX`. */
 const CPU_GROUP_PREFIX = `${GROUP_NAME}-instance-`;
 /** A default group's CPU weight in v2 units (v1: 1024 shares), which a group has back while a killed run is reaped. */
 export const DEFAULT_CPU_WEIGHT = 100;
