@@ -2,20 +2,25 @@
 # The default Debian 12 host (issue 18, "cgroup v2 hosts"), tested in a clean VM:
 #   scripts/vm-test.sh [STEP...]      (as root, or a user with sudo; default steps: probe clone setup cgroup escape latency)
 # Builds (once, cached) a Debian 12 image with debootstrap from Debian's mirror: Debian's kernel
-# (linux-image-amd64), systemd, git, ca-certificates, make, the project's Debian packages
-# (scripts/apt-packages.txt and scripts/apt-packages-test.txt, installed into the image beforehand so
-# `make setup-test` inside finds them; under TCG installing them in the VM would take an hour), and
-# Node 20 copied from this machine (/usr/bin/node and npm: Debian 12's nodejs is 18; the README's
-# quick start assumes Node 20 is there). It then boots the image under qemu with only the unified
-# cgroup v2 hierarchy (systemd.unified_cgroup_hierarchy=1), KVM when /dev/kvm exists and TCG
-# (software emulation, much slower) otherwise, with qemu user networking (the VM reaches Debian's
+# (linux-image-amd64), systemd, git, ca-certificates, make, and Node 20 copied from this machine (/usr/bin/node and npm: Debian 12's nodejs is 18; the README's
+# quick start assumes Node 20 is there). The project's Debian packages are NOT in the image under KVM:
+# the `setup` step must install them the way a fresh machine does (scripts/setup.sh). Only the TCG
+# fallback (no /dev/kvm, where installing them in the VM takes an hour) builds a second image with
+# scripts/apt-packages*.txt pre-installed, and then `setup` proves less. It then boots the image under qemu with only the unified
+# cgroup v2 hierarchy (systemd.unified_cgroup_hierarchy=1), KVM when /dev/kvm exists (and is not
+# PVM's, which boots only PVM-guest kernels) and TCG (software emulation, much slower) otherwise, with qemu user networking (the VM reaches Debian's
 # mirror and the npm registry) and a 9p share that carries the commit under test (a git bundle of
 # HEAD: commit first, uncommitted changes are not tested) in and the logs out. Inside, a systemd unit
 # runs the steps, prints each one's output on the serial console, and powers the VM off:
 #   probe    cgroup.controllers and the file system type of /sys/fs/cgroup (must be cgroup2fs)
 #   clone    git clone of the bundle into /root/mcpworks
 #   setup    `make setup-test` (the README's set-up from scratch: npm ci from the registry, build, helper)
-#   cgroup   node --import tsx --test src/sandbox/host/cgroup.host.test.ts
+#   deps     instead of setup, for a short TCG run: npm ci and the sandbox helper only (no build:
+#            the cgroup and escape steps run from the sources; latency needs setup). With
+#            MCPWORKS_VM_NODE_MODULES=DIR, that directory (this machine's node_modules for the same
+#            lock) is shared in and linked instead of npm ci (11 min under TCG).
+#   cgroup   node --import tsx --test src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts
+#            src/sandbox/zygote.host.test.ts (v2 delegation, per-run groups, OOM count, CPU groups, zygotes)
 #   escape   node --import tsx --test src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts
 #   latency  bench/latency --runs 11 --warmup 2
 # Ends with a PASS/FAIL line per step and the time it took, and exits non-zero if any failed.
@@ -33,7 +38,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(probe clone setup cgroup escape latency)
 for s in "${steps[@]}"; do
-  case "$s" in probe | clone | setup | cgroup | escape | latency) ;; *) echo "vm-test: unknown step $s" >&2; exit 2 ;; esac
+  case "$s" in probe | clone | setup | deps | cgroup | escape | latency) ;; *) echo "vm-test: unknown step $s" >&2; exit 2 ;; esac
 done
 
 # Host packages: the ones this script needs, installed when missing.
@@ -56,7 +61,17 @@ node_version=$("$node_bin" --version)
 case "$node_version" in v20.*) ;; *) echo "vm-test: this machine's node is $node_version; the VM gets a copy of it and needs Node 20" >&2; exit 1 ;; esac
 # The image's key: the recipe (this file between the two markers), the package lists, the mirror and
 # the Node version copied in. Any change builds a new image.
-key=$( (sed -n '/^# --- recipe begin/,/^# --- recipe end/p' "$0"; cat scripts/apt-packages.txt scripts/apt-packages-test.txt; echo "$mirror $node_version") | sha256sum | cut -c1-16)
+# KVM is the default path: a bare image, so that the VM's `setup` step installs the project's packages
+# as on a fresh machine. Under TCG the image carries them (preinstall=1): an hour of emulated apt.
+# A host whose KVM is PVM (kvm_pvm: nested virtualization without VMX/SVM, as in some cloud VMs)
+# boots only kernels built as PVM guests; Debian's hangs silently right after "Probing EDD".
+# MCPWORKS_VM_ACCEL=kvm|tcg overrides the choice.
+kvm=0
+if [ -e /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then kvm=1; fi
+case "${MCPWORKS_VM_ACCEL:-}" in kvm) kvm=1 ;; tcg) kvm=0 ;; '') ;; *) echo "vm-test: MCPWORKS_VM_ACCEL is kvm or tcg" >&2; exit 2 ;; esac
+if [ "$kvm" = 1 ]; then preinstall=0; else preinstall=1; fi
+[ -z "${MCPWORKS_VM_PREINSTALL:-}" ] || preinstall=$MCPWORKS_VM_PREINSTALL
+key=$( (sed -n '/^# --- recipe begin/,/^# --- recipe end/p' "$0"; [ "$preinstall" = 0 ] || cat scripts/apt-packages.txt scripts/apt-packages-test.txt; echo "$mirror $node_version preinstall=$preinstall") | sha256sum | cut -c1-16)
 image=$cache/debian12-$key
 mkdir -p "$cache"
 
@@ -84,27 +99,29 @@ build_image() {
     return 1
   }
   say "image: debootstrap took $((SECONDS - t0)) s"
-  t0=$SECONDS
-  # The project's Debian packages, so that `make setup-test` in the VM finds them present (daemons
-  # not started in the chroot).
-  $SUDO mount -t proc proc "$root/proc"
-  $SUDO mount -t sysfs sysfs "$root/sys"
-  $SUDO mount --bind /dev "$root/dev"
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$root/usr/sbin/policy-rc.d" >/dev/null
-  $SUDO chmod +x "$root/usr/sbin/policy-rc.d"
   printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' "$mirror" "$mirror" |
     $SUDO tee "$root/etc/apt/sources.list" >/dev/null
-  local pkgs
-  pkgs=$(grep -hvE '^\s*(#|$)' scripts/apt-packages.txt scripts/apt-packages-test.txt | tr '\n' ' ')
-  # shellcheck disable=SC2086
-  $SUDO chroot "$root" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs && apt-get clean" \
-    >"$work/apt.log" 2>&1 || {
-    tail -n 30 "$work/apt.log" >&2
-    return 1
-  }
-  $SUDO rm -f "$root/usr/sbin/policy-rc.d"
-  unmount_build "$root"
-  say "image: project packages took $((SECONDS - t0)) s"
+  if [ "$preinstall" = 1 ]; then
+    t0=$SECONDS
+    # TCG only: the project's Debian packages, so that `make setup-test` in the VM finds them
+    # present (daemons not started in the chroot).
+    $SUDO mount -t proc proc "$root/proc"
+    $SUDO mount -t sysfs sysfs "$root/sys"
+    $SUDO mount --bind /dev "$root/dev"
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$root/usr/sbin/policy-rc.d" >/dev/null
+    $SUDO chmod +x "$root/usr/sbin/policy-rc.d"
+    local pkgs
+    pkgs=$(grep -hvE '^\s*(#|$)' scripts/apt-packages.txt scripts/apt-packages-test.txt | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    $SUDO chroot "$root" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs && apt-get clean" \
+      >"$work/apt.log" 2>&1 || {
+      tail -n 30 "$work/apt.log" >&2
+      return 1
+    }
+    $SUDO rm -f "$root/usr/sbin/policy-rc.d"
+    unmount_build "$root"
+    say "image: project packages (TCG image) took $((SECONDS - t0)) s"
+  fi
   # Node 20: Debian 12 ships 18, so this machine's binary and its npm are copied in (the binary links
   # only libc, libstdc++, libm, libgcc_s, libdl and libpthread, all in the image).
   $SUDO cp "$node_bin" "$root/usr/bin/node"
@@ -173,6 +190,7 @@ git bundle create "$out/repo.bundle" HEAD >/dev/null 2>&1
 say "testing commit $(git rev-parse --short HEAD) (uncommitted changes are not in the VM); logs in $out"
 [ -z "$(git status --porcelain --untracked-files=no)" ] || say "warning: the work tree has uncommitted changes, not tested"
 printf '%s\n' "${steps[@]}" >"$out/steps"
+[ -z "${MCPWORKS_VM_NODE_MODULES:-}" ] || cp -a "$MCPWORKS_VM_NODE_MODULES" "$out/node_modules"
 # Certificate authorities this machine added locally (a proxy that inspects TLS, say): the VM trusts
 # them too, or npm ci cannot reach the registry through the same network.
 mkdir -p "$out/ca"
@@ -206,18 +224,26 @@ probe() {
   [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && [ ! -e /sys/fs/cgroup/unified ]
 }
 if ls "$share"/ca/*.crt >/dev/null 2>&1; then
+  # Appended to the bundle rather than through update-ca-certificates, which under TCG takes minutes.
   cp "$share"/ca/*.crt /usr/local/share/ca-certificates/
-  update-ca-certificates >/dev/null 2>&1
+  cat "$share"/ca/*.crt >>/etc/ssl/certs/ca-certificates.crt
   export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt npm_config_cafile=/etc/ssl/certs/ca-certificates.crt
   echo "vm-test: trusting the host's local CAs: $(cd "$share/ca" && echo *.crt)"
 fi
+# systemd stops a service when the kernel's OOM killer kills any process in its group, its
+# sandboxes' groups included (OOMPolicy=stop, the default without Delegate=): a run over its memory
+# would end the whole server, as it would end this test. The README's unit sets the same.
+mkdir -p /run/systemd/system/mcpworks-vm-run.service.d
+printf '[Service]\nOOMPolicy=continue\n' >/run/systemd/system/mcpworks-vm-run.service.d/oom.conf
+systemctl daemon-reload
 cd /root
 while read -r step; do
   case "$step" in
     probe) run_step probe probe ;;
     clone) run_step clone git clone -q "$share/repo.bundle" /root/mcpworks ;;
     setup) run_step setup make -C /root/mcpworks setup-test ;;
-    cgroup) run_step cgroup sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup.host.test.ts' ;;
+    deps) run_step deps sh -c 'cd /root/mcpworks && if [ -d /mnt/share/node_modules ]; then ln -s /mnt/share/node_modules node_modules; else npm ci --no-audit --no-fund; fi && bash scripts/setup.d/sandbox.sh' ;;
+    cgroup) run_step cgroup sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts src/sandbox/zygote.host.test.ts' ;;
     escape) run_step escape sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts' ;;
     latency) run_step latency sh -c 'cd /root/mcpworks && bench/latency --runs 11 --warmup 2' ;;
   esac
@@ -226,12 +252,16 @@ echo "vm-test: guest done after $(cut -d' ' -f1 /proc/uptime) s"
 sync
 GUEST
 
-if [ -e /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+if [ "$kvm" = 1 ]; then
   accel=(-accel kvm -cpu host)
   say "qemu: KVM"
 else
   accel=(-accel tcg,thread=multi -cpu max)
-  say "qemu: no usable /dev/kvm, falling back to TCG (software emulation: expect every step to be 10-50x slower)"
+  if [ -d /sys/module/kvm_pvm ]; then
+    say "qemu: this host's KVM is PVM (boots PVM-guest kernels only), so TCG (software emulation: expect every step to be 10-50x slower)"
+  else
+    say "qemu: no usable /dev/kvm, falling back to TCG (software emulation: expect every step to be 10-50x slower)"
+  fi
 fi
 t0=$SECONDS
 rc=0

@@ -55,7 +55,7 @@ test('HTTP limits come from the environment, with defaults, and bad values stop 
   assert.deepEqual(httpLimitsFor(configFromEnv({ MCPWORKS_TRUSTED_PROXIES: forms.join(',') })).trustedProxies, forms);
 });
 
-test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL, MCPWORKS_SANDBOX_NETWORK(_ALLOW)', () => {
+test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL, MCPWORKS_SANDBOX_NETWORK(_ALLOW), MCPWORKS_SANDBOX_CPU_WEIGHT', () => {
   assert.deepEqual(sandboxFromEnv({}), SANDBOX_DEFAULTS);
   assert.equal(sandboxFromEnv({ MCPWORKS_ZYGOTE: 'off' }).zygote, false);
   assert.equal(sandboxFromEnv({ MCPWORKS_ZYGOTE: 'on' }).zygote, true);
@@ -73,11 +73,25 @@ test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL,
     () => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '127.0.0.1' }),
     /MCPWORKS_SANDBOX_NETWORK_ALLOW/,
   );
+  // The runs' CPU weight, in cgroup v2 units: 1 to 10000, default a quarter of a default group's.
+  assert.equal(SANDBOX_DEFAULTS.cpuWeight, 25);
+  assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: '' }).cpuWeight, 25);
+  for (const value of ['1', '40', '10000']) assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value }).cpuWeight, Number(value));
+  for (const value of ['0', '10001', '2.5', '-5', '0x10', ' 40', 'low']) {
+    assert.throws(
+      () => configFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value }),
+      (error: unknown) =>
+        isPlatformError(error, 'config_invalid') &&
+        error.message === `MCPWORKS_SANDBOX_CPU_WEIGHT must be an integer from 1 to 10000, not ${JSON.stringify(value)}`,
+      value,
+    );
+  }
   // The whole config carries them: what start-server hands the sandbox.
-  assert.deepEqual(configFromEnv({ MCPWORKS_ZYGOTE: 'off', MCPWORKS_SANDBOX_POOL: 'off' }).sandbox, {
+  assert.deepEqual(configFromEnv({ MCPWORKS_ZYGOTE: 'off', MCPWORKS_SANDBOX_POOL: 'off', MCPWORKS_SANDBOX_CPU_WEIGHT: '40' }).sandbox, {
     ...SANDBOX_DEFAULTS,
     zygote: false,
     pool: false,
+    cpuWeight: 40,
   });
 });
 

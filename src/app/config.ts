@@ -4,7 +4,8 @@ import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
 import { NPM_DEFAULTS, npmPassThrough } from '../sandbox/npm-build.js';
 import { allowedRoutes } from '../sandbox/host/network.js';
-import { networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
+import { cpuWeightFromEnvironment, networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
+import { SANDBOX_CPU_WEIGHT } from '../sandbox/host/cgroup.js';
 import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 import { detectHost, type HostFacts } from './host-facts.js';
 import { leaseMsFromEnvironment } from '../services/instance-lease.js';
@@ -70,9 +71,17 @@ export interface SandboxSettings {
   pool: boolean;
   /** MCPWORKS_ZYGOTE (not off): Python fork-servers where the host allows them. */
   zygote: boolean;
+  /** MCPWORKS_SANDBOX_CPU_WEIGHT: the runs' CPU weight beside the server, cgroup v2 units (1-10000). */
+  cpuWeight: number;
 }
 
-export const SANDBOX_DEFAULTS: Readonly<SandboxSettings> = { network: false, networkAllow: [], pool: true, zygote: true };
+export const SANDBOX_DEFAULTS: Readonly<SandboxSettings> = {
+  network: false,
+  networkAllow: [],
+  pool: true,
+  zygote: true,
+  cpuWeight: SANDBOX_CPU_WEIGHT,
+};
 
 /** The sandbox's switches from `env`; a bad allow-list stops the server here, at start. */
 export function sandboxFromEnv(env: NodeJS.ProcessEnv): SandboxSettings {
@@ -82,6 +91,7 @@ export function sandboxFromEnv(env: NodeJS.ProcessEnv): SandboxSettings {
     networkAllow: network ? asConfigError(() => allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW)) : [],
     pool: poolFromEnvironment(env.MCPWORKS_SANDBOX_POOL),
     zygote: zygoteFromEnvironment(env.MCPWORKS_ZYGOTE),
+    cpuWeight: asConfigError(() => cpuWeightFromEnvironment(env.MCPWORKS_SANDBOX_CPU_WEIGHT)),
   };
 }
 

@@ -21,7 +21,7 @@ import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { RawAnswer, type RunAnswer, type RunRecord } from './wire/channel.js';
 import { sharedScanPool } from '../run/scan-pool.js';
 import { WarmPool, type PoolStats, type WarmPoolOptions } from './warm-pool.js';
-import { createRunCgroup, openCgroupSupport, releaseCgroupSupport, type CgroupSupport } from './host/cgroup.js';
+import { createRunCgroup, openCgroupSupport, releaseCgroupSupport, SANDBOX_CPU_WEIGHT, type CgroupSupport } from './host/cgroup.js';
 import { LauncherPool, type Launcher } from './launcher-pool.js';
 import { Spawner } from './spawner.js';
 import { defaultHostPaths, type HostPaths } from './host.js';
@@ -80,6 +80,12 @@ export interface BubblewrapSandboxOptions {
   /** false: limit memory and processes with rlimits only, as on hosts without usable cgroups. */
   cgroups?: boolean;
   /**
+   * The CPU weight of the runs' user code, in cgroup v2 units, 1 to 10000 (v1: cpu.shares in
+   * proportion, 100 = 1024): all of one instance's runs weigh this much together beside the server
+   * (a default group weighs 100). Default SANDBOX_CPU_WEIGHT; the server passes MCPWORKS_SANDBOX_CPU_WEIGHT.
+   */
+  cpuWeight?: number;
+  /**
    * Start sandbox helpers from a small spawner process rather than from the server (default
    * true): a spawn from the server's large process holds its event loop for milliseconds (see
    * spawner.ts). Not used with the network on.
@@ -134,6 +140,21 @@ export function sandboxUidsFromEnvironment(value: string | undefined, npmUid: nu
   }
 }
 
+/**
+ * MCPWORKS_SANDBOX_CPU_WEIGHT: the runs' CPU weight in cgroup v2 units, an integer from 1 to 10000
+ * (unset or empty: SANDBOX_CPU_WEIGHT). Anything else throws, with the variable's name.
+ */
+export function cpuWeightFromEnvironment(value: string | undefined): number {
+  if (value === undefined || value === '') return SANDBOX_CPU_WEIGHT;
+  const weight = Number(value);
+  if (!/^\d+$/.test(value) || weight < 1 || weight > 10_000) {
+    throw new SandboxUnavailableError(
+      `MCPWORKS_SANDBOX_CPU_WEIGHT must be an integer from 1 to 10000, not ${JSON.stringify(value.slice(0, 32))}`,
+    );
+  }
+  return weight;
+}
+
 export function networkFromEnvironment(value: string | undefined): boolean {
   return value === 'on';
 }
@@ -169,7 +190,10 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   // A fixed user (the option) or, by default, a uid per sandbox from the range.
   const sandboxUser = isRoot ? (options.sandboxUser ?? { uid: 65534, gid: SANDBOX_GID }) : null;
   const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment(undefined)) : null;
-  const cgroups: CgroupSupport = isRoot && options.cgroups !== false ? openCgroupSupport(host.cgroups) : { memory: null, pids: null };
+  const cgroups: CgroupSupport =
+    isRoot && options.cgroups !== false
+      ? openCgroupSupport(host.cgroups, { cpuWeight: options.cpuWeight ?? SANDBOX_CPU_WEIGHT })
+      : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const answers = options.answers ?? sharedScanPool;
 
@@ -232,7 +256,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const zygoteOption = options.zygote ?? true;
   let zygotes: ZygotePool | null = null;
   if (zygoteOption !== false && !network) {
-    if (sandboxUser && cgroups.memory?.version === 1 && cgroups.pids?.version === 1) {
+    if (sandboxUser && cgroups.memory && cgroups.pids) {
       // The children's socket: the server's, open to the sandboxes' group.
       zygotes = new ZygotePool(
         runtimeDir,
@@ -241,7 +265,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         { reserveBytes, ...(zygoteOption === true ? {} : zygoteOption) },
       );
     } else {
-      log('Python zygotes are off: they need the server to run as root with cgroup v1 memory and pids hierarchies');
+      log('Python zygotes are off: they need the server to run as root with memory and pids cgroups (v1, or v2 handed down)');
     }
   }
 

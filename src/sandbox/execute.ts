@@ -75,6 +75,11 @@ export async function execute(
         // it has just ended
       }
     }
+    // The run's code is about to start: its processes take the runs' low CPU weight from here. A
+    // sandbox started on the request path first finishes starting at the default weight (its
+    // start-up is no tenant's code; at the low weight on a busy host it outlasted short timeouts):
+    // its runner reads the request only once it is up, so waiting for that delays nothing.
+    if (cgroup && (channel.isReady || (await prepared.ready))) cgroup.lowerCpu();
     child.stdin!.end(payload);
     runStarted = performance.now();
     // With the answer in, the run is over: the runner flushed its output before answering, so it
@@ -106,7 +111,7 @@ export async function execute(
   const answer = channel.answer;
   const overflowed = channel.overflowed;
   const flooded = channel.flooded;
-  if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(REAP_BOUND_MS);
+  if (timedOut || overflowed || flooded) await cgroup?.killUntilEmpty(REAP_BOUND_MS, { boost: true });
   const oomKilled = cgroup?.oomKilled() ?? false;
   // Removing the group need not delay the answer; close() waits for it.
   if (cgroup) {

@@ -179,6 +179,7 @@ result = {
     "seccomp": status["Seccomp"], "no_new_privs": status["NoNewPrivs"],
     "sibling_secret_seen": "sibling-value" in environs,
     "zygote_mounts": [os.listdir(d) for d in ("/sandbox/zygote/sock", "/sandbox/zygote/cg-memory", "/sandbox/zygote/cg-pids")],
+    "cgroup_paths": sorted({line.strip().split(":", 2)[2] for line in open("/proc/self/cgroup") if line.strip()}),
 }
 `;
     const seen = resultOf(await py(probe, { entry: 'script' }));
@@ -191,6 +192,9 @@ result = {
     assert.equal(seen.no_new_privs, '1');
     assert.equal(seen.sibling_secret_seen, false);
     assert.deepEqual(seen.zygote_mounts, [[], [], []], 'the cgroup and socket directories are unmounted before the run');
+    // Its own cgroup namespace, rooted at its run's groups: no host cgroup path shows. (v1 cpu: it
+    // joined its instance's CPU group after, seen by its random name, never the server's pid.)
+    for (const path of seen.cgroup_paths) assert.match(path, /^\/(mcpworks-sandbox-instance-[0-9a-f]{16})?$/);
     assert.equal(resultOf(await sibling), 'alive');
   });
 

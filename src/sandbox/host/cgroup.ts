@@ -2,14 +2,25 @@
  * Per-run control groups for memory and process-count limits. cgroup v2 is used where its memory
  * controller is delegated to us, else the v1 `memory` and `pids` hierarchies, else nothing (the
  * caller then falls back to rlimits). Each run gets its own group, so the OOM killer and the
- * pids limit see exactly one execution.
+ * pids limit see exactly one execution. Where the cpu controller is ours too, the runs' user code
+ * of one sandbox instance shares one low-weight CPU group beside the server (see CpuGroup).
  */
 import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
 import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { claimV2Subtree, handedDown } from './cgroup-delegation.js';
 
 const GROUP_NAME = 'mcpworks-sandbox';
+/** An instance's CPU group (v1; v2: its whole group) sits directly in the server's own group (v2: beside its leaf): `mcpworks-sandbox-instance-HEX`. */
+const CPU_GROUP_PREFIX = `${GROUP_NAME}-instance-`;
+/** A default group's CPU weight in v2 units (v1: 1024 shares), which a group has back while a killed run is reaped. */
+export const DEFAULT_CPU_WEIGHT = 100;
+/**
+ * The runs' CPU weight unless MCPWORKS_SANDBOX_CPU_WEIGHT says otherwise: a quarter of a default
+ * group's, so busy runs together weigh a quarter of the server's main thread.
+ */
+export const SANDBOX_CPU_WEIGHT = 25;
 /** A dead server's groups: tries to kill and remove them, this long apart (~2 s in all, at start-up only). */
 const DEAD_GROUP_ATTEMPTS = 40;
 const DEAD_GROUP_PAUSE_MS = 50;
@@ -20,14 +31,15 @@ const REMOVE_LAST_PAUSE_MS = 2048;
 const KILL_POLL_MS = 5;
 
 /**
- * Where this process's own groups are, read once at start (detectCgroupLayout, a host fact passed
- * down): reading it makes and writes nothing.
+ * Where this process's own groups are, found once at start (detectCgroupLayout, a host fact passed
+ * down). It writes nothing, but for cgroup v2's one step: a server in a leaf group moves into a
+ * leaf of its own so that its group can hand controllers down (cgroup-delegation.ts).
  */
 export interface CgroupLayout {
-  /** The unified hierarchy's directory of this process's group, when memory and pids are delegated to it. */
+  /** The unified hierarchy's group our groups are made in (the server's, or the one its leaf is in), handing down memory and pids. */
   v2: string | null;
-  /** The v1 memory and pids hierarchies' directories of this process's groups, where they are mounted. */
-  v1: { memory: string | null; pids: string | null };
+  /** The v1 memory, pids and cpu hierarchies' directories of this process's groups, where they are mounted. */
+  v1: { memory: string | null; pids: string | null; cpu?: string | null };
 }
 
 /** No usable cgroups: memory and processes are limited with rlimits only. */
@@ -48,6 +60,22 @@ export interface CgroupSupport {
   memory: (CgroupBase & { swap: boolean }) | null;
   /** Where per-run pids groups are made (the same directory as memory for v2). */
   pids: CgroupBase | null;
+  /** This instance's low-weight CPU group, where the cpu controller is ours (openCgroupSupport's `cpuWeight`). */
+  cpu?: CpuGroup | null;
+}
+
+/**
+ * One instance's CPU group, a child of the server's own group (so a sibling of the server, never
+ * of another server's runs: two servers' runs never share one weight). v1: its own directory in
+ * the cpu hierarchy, which a run's processes join when its code is sent (RunCgroup.lowerCpu), so
+ * zygotes and pre-started sandboxes start at the default weight. v2: the instance's group itself,
+ * under which every run group is made (one hierarchy: a process is in one group only).
+ */
+export interface CpuGroup {
+  version: 1 | 2;
+  dir: string;
+  /** The weight in v2 units, 1 to 10000 (v1: cpuShares of it). */
+  weight: number;
 }
 
 export interface RunCgroup {
@@ -59,8 +87,16 @@ export interface RunCgroup {
   oomKilled(): boolean;
   /** SIGKILLs every process still in the run's groups, but for `spare`. */
   killAll(spare?: number): void;
-  /** Kills until no process is left (or `ms` passes); true when the groups are empty. */
-  killUntilEmpty(ms: number): Promise<boolean>;
+  /**
+   * Moves the run's processes into the instance's low-weight CPU group (v1; on v2 they are in it
+   * from the start). Called before the run's code is sent: its processes then only wait or start.
+   */
+  lowerCpu(): void;
+  /**
+   * Kills until no process is left (or `ms` passes); true when the groups are empty. `boost`: the
+   * run's answer waits for this reap, so the instance's CPU group has the default weight meanwhile.
+   */
+  killUntilEmpty(ms: number, options?: { boost?: boolean }): Promise<boolean>;
   /** Removes the groups once their processes are gone. */
   remove(): Promise<void>;
 }
@@ -116,31 +152,72 @@ function removeDeadInstance(dir: string): void {
   }
 }
 
+/** A CPU group's owner: an empty child group `owner-PID`, since the group's own name is seen by its runs. */
+const OWNER_MARK = /^owner-(\d+)$/;
+
+/** The pid that owns instance group `dir`: from its name `PREFIX<pid>-…`, else its owner mark; null when neither says. */
+function ownerOf(dir: string, rest: string): string | null {
+  const named = /^(\d+)-/.exec(rest);
+  if (named) return named[1]!;
+  try {
+    for (const entry of readdirSync(dir)) {
+      const mark = OWNER_MARK.exec(entry);
+      if (mark) return mark[1]!;
+    }
+  } catch {
+    // gone meanwhile
+  }
+  return null;
+}
+
+/** Removes the groups `PREFIX…` in `parent` whose owning process is gone (none there: nothing). */
+function sweepDeadInstances(parent: string, prefix: string): void {
+  let entries;
+  try {
+    entries = readdirSync(parent, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory() || !entry.name.startsWith(prefix)) continue;
+    // No owner yet: another process is making it this moment.
+    const owner = ownerOf(join(parent, entry.name), entry.name.slice(prefix.length));
+    if (owner === null || existsSync(`/proc/${owner}`)) continue;
+    try {
+      removeDeadInstance(join(parent, entry.name));
+    } catch {
+      // unreadable: the next start-up retries
+    }
+  }
+}
+
 /**
- * Makes this sandbox instance's own group under the shared parent (so instances in several
- * processes never touch each other's runs) and removes groups left by processes that are gone.
+ * Makes this sandbox instance's own group in `parent` (so instances in several processes never
+ * touch each other's runs) and removes groups left by processes that are gone. Named
+ * `PREFIX<pid>-<hex>`; `hidden`: `PREFIX<hex>` with an owner mark inside, for a group a run's
+ * processes move into after their cgroup namespace is made, who would read its name in
+ * /proc/self/cgroup (the server's pid is none of their business).
  */
-function prepareBase(parent: string): string | null {
+function prepareBase(parent: string, prefix = 'instance-', hidden = false): string | null {
   try {
     mkdirSync(parent, { recursive: true });
-    for (const entry of readdirSync(parent, { withFileTypes: true })) {
-      const owner = /^instance-(\d+)-/.exec(entry.name);
-      if (!entry.isDirectory() || !owner || existsSync(`/proc/${owner[1]}`)) continue;
-      try {
-        removeDeadInstance(join(parent, entry.name));
-      } catch {
-        // unreadable: the next start-up retries
-      }
-    }
-    const base = join(parent, `instance-${process.pid}-${randomBytes(4).toString('hex')}`);
+    sweepDeadInstances(parent, prefix);
+    const base = join(
+      parent,
+      hidden ? `${prefix}${randomBytes(8).toString('hex')}` : `${prefix}${process.pid}-${randomBytes(4).toString('hex')}`,
+    );
     mkdirSync(base);
+    if (hidden) mkdirSync(join(base, `owner-${process.pid}`));
     return base;
   } catch {
     return null;
   }
 }
 
-/** The unified hierarchy's directory of our group, if it delegates memory and pids to us. */
+/** The owner mark prepareBase made in a hidden group, removed before it. */
+const ownerMarkOf = (dir: string | undefined) => dir && join(dir, `owner-${process.pid}`);
+
+/** The unified hierarchy's directory under which our groups are made, where memory and pids can be handed down there. */
 function detectV2(): string | null {
   const mount = existsSync('/sys/fs/cgroup/cgroup.controllers')
     ? '/sys/fs/cgroup'
@@ -149,16 +226,11 @@ function detectV2(): string | null {
       : null;
   const own = ownCgroupPath(null);
   if (mount === null || own === null) return null;
-  const parent = join(mount, own);
-  try {
-    const delegated = readFileSync(join(parent, 'cgroup.subtree_control'), 'utf8').split(/\s+/);
-    return delegated.includes('memory') && delegated.includes('pids') ? parent : null;
-  } catch {
-    return null;
-  }
+  // A leaf (a systemd service's group) is claimed: its processes move into a leaf of their own.
+  return claimV2Subtree(mount, own);
 }
 
-function detectV1(controller: 'memory' | 'pids'): string | null {
+function detectV1(controller: 'memory' | 'pids' | 'cpu'): string | null {
   const mount = `/sys/fs/cgroup/${controller}`;
   if (!existsSync(join(mount, 'cgroup.procs'))) return null;
   const own = ownCgroupPath(controller);
@@ -167,20 +239,69 @@ function detectV1(controller: 'memory' | 'pids'): string | null {
 
 /** The host's cgroup layout as this process sees it: read once at start, by the composition root. */
 export function detectCgroupLayout(): CgroupLayout {
-  return { v2: detectV2(), v1: { memory: detectV1('memory'), pids: detectV1('pids') } };
+  return { v2: detectV2(), v1: { memory: detectV1('memory'), pids: detectV1('pids'), cpu: detectV1('cpu') } };
 }
 
-function openV2(parent: string): CgroupSupport['memory'] {
+/** cgroup v1 cpu.shares for a v2 weight: the default weight (100) is the default shares (1024), in proportion. */
+export function cpuSharesFor(weight: number): number {
+  return Math.min(262144, Math.max(2, Math.round((weight * 1024) / DEFAULT_CPU_WEIGHT)));
+}
+
+/** The group's weight file and what it must read for `weight` (v2 units). */
+function cpuWeightWrite(cpu: Pick<CpuGroup, 'version' | 'dir'>, weight: number): [file: string, value: string] {
+  return cpu.version === 1 ? [join(cpu.dir, 'cpu.shares'), String(cpuSharesFor(weight))] : [join(cpu.dir, 'cpu.weight'), String(weight)];
+}
+
+/**
+ * v2: the instance's group. Where the server's group hands the cpu controller down too, the
+ * instance's group is made directly in it (the runs' weight beside the server's, not shared with
+ * other instances in a common parent) and gets the runs' weight; else under the shared parent as
+ * before. The server's own group holds the server, so nothing is ever enabled in it (v2's
+ * no-internal-process rule): memory, pids and cpu must be delegated to it already.
+ */
+function openV2(parent: string, cpuWeight: number | undefined): { memory: CgroupSupport['memory']; cpu: CpuGroup | null } {
+  const none = { memory: null, cpu: null };
   try {
     const shared = join(parent, GROUP_NAME);
-    mkdirSync(shared, { recursive: true });
-    // These groups hold no processes, so they may hand memory and pids down to the per-run groups.
-    writeFileSync(join(shared, 'cgroup.subtree_control'), '+memory +pids');
-    const base = prepareBase(shared);
-    if (base === null) return null;
+    sweepDeadInstances(parent, CPU_GROUP_PREFIX);
+    const weighted = cpuWeight !== undefined && handedDown(parent).includes('cpu');
+    let base: string | null;
+    if (weighted) {
+      sweepDeadInstances(shared, 'instance-');
+      base = prepareBase(parent, CPU_GROUP_PREFIX, true);
+    } else {
+      mkdirSync(shared, { recursive: true });
+      // These groups hold no processes, so they may hand memory and pids down to the per-run groups.
+      writeFileSync(join(shared, 'cgroup.subtree_control'), '+memory +pids');
+      base = prepareBase(shared);
+    }
+    if (base === null) return none;
     writeFileSync(join(base, 'cgroup.subtree_control'), '+memory +pids');
-    return { version: 2, base, swap: existsSync(join(base, 'memory.swap.max')) };
+    let cpu: CpuGroup | null = null;
+    if (weighted) {
+      cpu = { version: 2, dir: base, weight: cpuWeight };
+      try {
+        writeFileSync(...cpuWeightWrite(cpu, cpuWeight));
+      } catch {
+        cpu = null;
+      }
+    }
+    return { memory: { version: 2, base, swap: existsSync(join(base, 'memory.swap.max')) }, cpu };
   } catch {
+    return none;
+  }
+}
+
+/** v1: this instance's CPU group, directly in the server's own cpu group, at `weight`; null where it cannot be made. */
+function openV1Cpu(parent: string, weight: number): CpuGroup | null {
+  const dir = prepareBase(parent, CPU_GROUP_PREFIX, true);
+  if (dir === null) return null;
+  const cpu: CpuGroup = { version: 1, dir, weight };
+  try {
+    writeFileSync(...cpuWeightWrite(cpu, weight));
+    return cpu;
+  } catch {
+    void removeDir(ownerMarkOf(dir)!).then(() => removeDir(dir));
     return null;
   }
 }
@@ -194,15 +315,53 @@ function openV1(parent: string | null): CgroupBase | null {
 /**
  * This instance's own groups under the host's layout: made now (v2 where it is delegated, else the
  * v1 hierarchies), and removed by releaseCgroupSupport. Groups of dead processes are swept first.
+ * `cpuWeight` (v2 units): the runs' user code gets a CPU group of this instance's at that weight,
+ * where the cpu controller is ours; without it (npm builds), no CPU group.
  */
-export function openCgroupSupport(layout: CgroupLayout): CgroupSupport {
-  const v2 = layout.v2 === null ? null : openV2(layout.v2);
-  if (v2) return { memory: v2, pids: v2 };
+export function openCgroupSupport(layout: CgroupLayout, options: { cpuWeight?: number } = {}): CgroupSupport {
+  const v2 = layout.v2 === null ? null : openV2(layout.v2, options.cpuWeight);
+  if (v2?.memory) return owning({ memory: v2.memory, pids: v2.memory, cpu: v2.cpu });
   const memory = openV1(layout.v1.memory);
-  return {
+  const pids = openV1(layout.v1.pids);
+  const cpuParent = layout.v1.cpu ?? null;
+  return owning({
     memory: memory && { ...memory, swap: existsSync(join(memory.base, 'memory.memsw.limit_in_bytes')) },
-    pids: openV1(layout.v1.pids),
-  };
+    pids,
+    // Only with a run group of its own to find a run's processes by.
+    cpu: (memory || pids) && cpuParent && options.cpuWeight !== undefined ? openV1Cpu(cpuParent, options.cpuWeight) : null,
+  });
+}
+
+/**
+ * The directories each support's opener made, and so the only ones releaseCgroupSupport removes.
+ * A nested support (a zygote's) shares its instance's CPU group, which holds every live run of the
+ * instance: removing it there killed them all (removeDir kills what is left in a busy group).
+ */
+const ownedDirs = new WeakMap<CgroupSupport, string[]>();
+
+function owning(
+  support: CgroupSupport,
+  // The owner mark first: a group with a child group cannot be removed.
+  dirs = [ownerMarkOf(support.cpu?.dir), support.memory?.base, support.pids?.base, support.cpu?.dir],
+): CgroupSupport {
+  ownedDirs.set(support, [...new Set(dirs.filter((dir): dir is string => Boolean(dir)))]);
+  return support;
+}
+
+/**
+ * A group `name` of its own inside `support`'s memory and pids groups (a zygote's, which makes its
+ * children's run groups there), sharing the instance's CPU group; releaseCgroupSupport removes only
+ * the new groups. Null where memory and pids are not both limited by groups.
+ */
+export function openNestedSupport(support: CgroupSupport, name: string): CgroupSupport | null {
+  if (!support.memory || !support.pids) return null;
+  const memory = { ...support.memory, base: join(support.memory.base, name) };
+  const pids = { ...support.pids, base: join(support.pids.base, name) };
+  mkdirSync(memory.base);
+  if (pids.base !== memory.base) mkdirSync(pids.base);
+  // v2: the group holds no process (its owner's is in a run group below), so it hands both down.
+  if (memory.version === 2) writeFileSync(join(memory.base, 'cgroup.subtree_control'), '+memory +pids');
+  return owning({ memory, pids, cpu: support.cpu }, [memory.base, pids.base]);
 }
 
 function readCounter(file: string, key: string): number {
@@ -258,12 +417,44 @@ async function removeDir(dir: string): Promise<void> {
   }
 }
 
-/** Removes this instance's own groups (after its runs' groups are gone). */
+/** Removes the groups `support`'s opener made (after its runs' groups are gone), never a shared one. */
 export async function releaseCgroupSupport(support: CgroupSupport): Promise<void> {
-  for (const base of new Set([support.memory?.base, support.pids?.base])) {
-    if (base) await removeDir(base);
-  }
+  const dirs = ownedDirs.get(support) ?? [];
+  ownedDirs.delete(support);
+  for (const dir of dirs) await removeDir(dir);
 }
+
+/** Reaps in progress per CPU group in this process (see boostCpu). */
+const boosts = new Map<string, number>();
+
+/**
+ * The instance's CPU group at the default weight while a killed run is reaped before its answer (a
+ * timeout, an overflow): killed processes must run to exit, and at a low weight on a busy host a
+ * fork bomb's 64 can take longer than the reap bound. A finished run's leftovers are reaped at the
+ * low weight. Returns the function that sets the low weight back once this process reaps none.
+ */
+function boostCpu(cpu: CpuGroup | null | undefined): () => void {
+  if (!cpu) return () => {};
+  const write = (weight: number) => {
+    try {
+      writeFileSync(...cpuWeightWrite(cpu, weight));
+    } catch {
+      // the group is gone (the server is closing): nothing to weigh
+    }
+  };
+  const reaping = boosts.get(cpu.dir) ?? 0;
+  boosts.set(cpu.dir, reaping + 1);
+  if (reaping === 0) write(DEFAULT_CPU_WEIGHT);
+  return () => {
+    const left = (boosts.get(cpu.dir) ?? 1) - 1;
+    if (left > 0) return void boosts.set(cpu.dir, left);
+    boosts.delete(cpu.dir);
+    write(cpu.weight);
+  };
+}
+
+/** Most passes of lowerCpu: each moves what the last read found (a run's start-up forks a few processes). */
+const LOWER_CPU_PASSES = 16;
 
 export function createRunCgroup(
   support: CgroupSupport,
@@ -280,14 +471,47 @@ export function createRunCgroup(
     // A run's processes join its memory group first, then its pids group, and every process they
     // start is born in both: the first group's list is the whole run, so one read serves.
     killAll: (spare) => killProcsIn(dirs[0], spare),
-    killUntilEmpty: async (ms) => {
+    lowerCpu: () => {
+      const cpu = support.cpu;
+      if (cpu?.version !== 1) return;
+      const procs = join(cpu.dir, 'cgroup.procs');
+      // A process forked after its parent moved is born in the CPU group; one forked before is in
+      // the run's group at the next read. So a read with nothing new means the whole run is in.
+      const moved = new Set<string>();
+      for (let pass = 0; pass < LOWER_CPU_PASSES; pass++) {
+        const left = procsIn(dirs[0]).filter((pid) => !moved.has(pid));
+        if (left.length === 0) return;
+        for (const pid of left) {
+          moved.add(pid);
+          try {
+            writeFileSync(procs, pid);
+          } catch {
+            // exited meanwhile
+          }
+        }
+      }
+    },
+    killUntilEmpty: async (ms, options) => {
       const deadline = Date.now() + ms;
-      for (;;) {
-        const left = procsIn(dirs[0]);
-        if (left.length === 0) return true;
-        killPids(left);
-        if (Date.now() > deadline) return false;
-        await sleep(KILL_POLL_MS);
+      let unboost: (() => void) | undefined;
+      // With the boost, also until the killed processes are reaped (a zombie has left the run's
+      // group but not /proc): their parents are at the low weight too.
+      const killed = new Set<string>();
+      try {
+        for (;;) {
+          const left = procsIn(dirs[0]);
+          if (options?.boost) for (const pid of killed) if (!existsSync(`/proc/${pid}`)) killed.delete(pid);
+          if (left.length === 0 && killed.size === 0) return true;
+          killPids(left);
+          if (options?.boost) {
+            for (const pid of left) killed.add(pid);
+            unboost ??= boostCpu(support.cpu);
+          }
+          if (Date.now() > deadline) return false;
+          await sleep(KILL_POLL_MS);
+        }
+      } finally {
+        unboost?.();
       }
     },
     remove: async () => {

@@ -138,7 +138,10 @@ export function zygoteBubblewrapArgs(
 ): string[] {
   // --disable-userns would put the zygote in a nested user namespace without rights over the
   // PID namespace its children must leave; seccomp keeps user namespaces from every run instead.
-  const args = baseArgs.filter((arg) => arg !== '--disable-userns');
+  // No cgroup namespace of its own: under cgroup v2's nsdelegate a child could not leave the
+  // zygote's group for its run's, a sibling outside such a namespace. Each child makes its own,
+  // rooted at its run's group, before anything of its run happens.
+  const args = baseArgs.filter((arg) => arg !== '--disable-userns' && arg !== '--unshare-cgroup-try');
   args.push('--size', String(spec.config.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp');
   args.push(...mountArgs(spec.mounts));
   // SYS_ADMIN for the child's namespaces and mounts, NET_ADMIN for its loopback, SETPCAP to

@@ -157,6 +157,8 @@ test("a zygote's bubblewrap: no nested user namespace, its capabilities, cgroup 
   assert.ok(at(args, '--bind', '/cg/m', '/sandbox/zygote/cg-memory', '--bind', '/cg/p', '/sandbox/zygote/cg-pids') !== -1);
   assert.ok(at(args, '--ro-bind', '/run/sock', '/sandbox/zygote/sock') !== -1);
   assert.ok(!args.includes('--seccomp'), 'each child loads seccomp itself');
+  // Each child makes its own cgroup namespace once in its run's group (cgroup v2's nsdelegate).
+  assert.ok(base.includes('--unshare-cgroup-try') && !args.includes('--unshare-cgroup-try'));
   assert.deepEqual(JSON.parse(args.at(-1)!), { imports: ['numpy'], tmpfsBytes: 1024 });
 });
 

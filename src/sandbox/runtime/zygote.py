@@ -15,7 +15,7 @@
 # (Empty mount points in every other sandbox.)
 #
 # Each fork gives one run a child ("P1") that is PID 1 of a fresh PID namespace, in fresh mount,
-# IPC and network namespaces, inside the run's own cgroups, with fresh /proc, /tmp and /dev/shm and
+# IPC, network and cgroup namespaces, inside the run's own cgroups, with fresh /proc, /tmp and /dev/shm and
 # without the host's cgroup or socket mounts. P1 drops every capability, loads seccomp, becomes
 # undumpable and forks the worker ("P2") that runs the function through runner.py's own code;
 # P1 waits and exits with the worker's status (128+N for signal N, as bubblewrap reports it), or
@@ -31,6 +31,7 @@ import socket
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -142,7 +143,8 @@ def _child(token, cgroup, config, seccomp):
         for controller in ("memory", "pids"):
             with open(f"/sandbox/zygote/cg-{controller}/{cgroup}/cgroup.procs", "w") as handle:
                 handle.write("0\n")
-        _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET), "unshare")
+        # Its cgroup namespace is rooted at the run's group it has just joined (see zygoteBubblewrapArgs).
+        _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP), "unshare")
         _loopback_up()
         _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
         _mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)

@@ -122,6 +122,8 @@ export class ZygoteChild {
     if (request.signal?.aborted) kill();
     else request.signal?.addEventListener('abort', kill, { once: true });
     channel.begin(request.bridge, request.lineCapBytes, kill);
+    // The child forked at the zygote's (default) weight; its run's code gets the runs' low one.
+    this.cgroup.lowerCpu();
     this.channelSocket.write(`${request.payload}\n`);
     const runStarted = performance.now();
     // With the answer in, the run is over: the runner flushed its output before answering, so it
@@ -148,7 +150,7 @@ export class ZygoteChild {
     clearTimeout(timer);
     clearTimeout(lost);
     this.cgroup.killAll();
-    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS);
+    if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS, { boost: true });
     const record = this.record(status, timedOut, false);
     this.release(this.cgroup);
     return record;

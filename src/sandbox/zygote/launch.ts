@@ -3,10 +3,10 @@
  * one per child, made on demand and writable by its user) and its sandbox, bubblewrap through the
  * helper, with the control socket at fd 3 and the seccomp program at fd 4 for its children.
  */
-import { chownSync, mkdirSync } from 'node:fs';
+import { chownSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { createRunCgroup, releaseCgroupSupport, type CgroupSupport } from '../host/cgroup.js';
+import { createRunCgroup, openNestedSupport, releaseCgroupSupport, type CgroupSupport } from '../host/cgroup.js';
 import type { HostPaths } from '../host.js';
 import { spawnHelper } from '../host/spawn-helper.js';
 import type { Spawner } from '../spawner.js';
@@ -37,19 +37,20 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
 
   /** A zygote's own cgroup directories: its process's group, and one group per child made on demand. */
   function zygoteCgroups(id: string): ZygoteCgroups | null {
-    const memoryBase = cgroups.memory && join(cgroups.memory.base, `zygote-${id}`);
-    const pidsBase = cgroups.pids && join(cgroups.pids.base, `zygote-${id}`);
-    if (!memoryBase || !pidsBase) return null;
-    mkdirSync(memoryBase);
-    mkdirSync(pidsBase);
-    const support: CgroupSupport = {
-      memory: { version: 1, base: memoryBase, swap: cgroups.memory!.swap },
-      pids: { version: 1, base: pidsBase },
-    };
+    // v1: the zygote itself stays at the server's weight (its start-up is no tenant's code); each
+    // child joins the instance's low-weight CPU group when its run's code is sent (ZygoteChild).
+    // v2: the zygote's group is in the instance's (one hierarchy), at the runs' weight throughout.
+    const support = openNestedSupport(cgroups, `zygote-${id}`);
+    if (!support) return null;
+    const memoryBase = support.memory!.base;
+    const pidsBase = support.pids!.base;
     // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
     // The zygote's own uid, shared by its children (one namespace's runs).
     const user = uids ? { uid: uids.take(), gid: SANDBOX_GID } : sandboxUser;
+    // cgroup v2 lets a process move (itself too: a child leaves the zygote's group for its run's)
+    // only with write access to both groups' common ancestor as well: this zygote's own group.
+    if (support.memory!.version === 2) chownSync(join(memoryBase, 'cgroup.procs'), user.uid, user.gid);
     let released = false;
     return {
       memoryDir: memoryBase,
