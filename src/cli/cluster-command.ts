@@ -36,7 +36,8 @@ interface Node {
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const warn = (line: string) => process.stderr.write(`mcpworks cluster: ${line}\n`);
 
-function freePort(): Promise<number> {
+/** A free loopback port (the OS's pick, released for its new owner to take). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once('error', reject);

@@ -19,6 +19,7 @@ import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { fakeLlmAllow, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
 import { callOk, connect, startTestServer, type TestServer } from '../test-support/harness.js';
+import { shootPage } from '../test-support/page-shot.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CHROMIUM = process.env.MCPWORKS_CHROMIUM ?? '/usr/bin/chromium';
@@ -68,20 +69,8 @@ after(async () => {
   rmSync(built, { recursive: true, force: true });
 });
 
-/** Each page as it is: every control has an accessible name, then its screenshot. */
-async function shoot(name: string): Promise<void> {
-  const unlabelled = await page.evaluate(() =>
-    [...document.querySelectorAll<HTMLElement>('input, select, textarea, button, a[href]')]
-      .filter((element) => {
-        const labels = (element as HTMLInputElement).labels;
-        const named = element.getAttribute('aria-label') || element.getAttribute('aria-labelledby') || element.textContent?.trim();
-        return !(labels && labels.length > 0) && !named;
-      })
-      .map((element) => element.outerHTML.slice(0, 120)),
-  );
-  assert.deepEqual(unlabelled, [], `controls without a label on ${name}`);
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
-}
+/** Each page as it is: every control labelled, then its screenshot. */
+const shoot = (name: string) => shootPage(page, SCREENSHOTS, name);
 
 test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in the page: 401', async () => {
   const email = 'ada@example.com';

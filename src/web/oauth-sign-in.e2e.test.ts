@@ -8,14 +8,15 @@
 // callback, fails the run.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { freePort } from '../cli/cluster-command.js';
 import { callOk, connect, createAccount, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
+import { shootPage } from '../test-support/page-shot.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CHROMIUM = process.env.MCPWORKS_CHROMIUM ?? '/usr/bin/chromium';
@@ -31,18 +32,6 @@ const work = mkdtempSync(path.join(tmpdir(), 'mcpworks-oauth-e2e-'));
 const built = path.join(work, 'web');
 const problems: string[] = [];
 let callbackPort = 0;
-
-/** A free loopback port for mcp-remote's callback server. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: \`make test\` installs Debian's chromium (scripts/apt-packages-test.txt)`);
@@ -160,21 +149,8 @@ function tokensOf(dir: string): { access_token: string; refresh_token: string; c
   return { ...read('_tokens.json'), client_id: read('_client_info.json').client_id };
 }
 
-/** The page as it is: every control has an accessible name, then its screenshot (1280×800, as the dashboard's). */
-async function shoot(name: string): Promise<void> {
-  const unlabelled = await page.evaluate(() =>
-    [...document.querySelectorAll<HTMLElement>('input:not([type=hidden]), select, textarea, button, a[href]')]
-      .filter((element) => {
-        const labels = (element as HTMLInputElement).labels;
-        const named = element.getAttribute('aria-label') || element.getAttribute('aria-labelledby') || element.textContent?.trim();
-        return !(labels && labels.length > 0) && !named;
-      })
-      .map((element) => element.outerHTML.slice(0, 120)),
-  );
-  assert.deepEqual(unlabelled, [], `controls without a label on ${name}`);
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
-}
+/** The page as it is: every control labelled, then its screenshot (1280×800, as the dashboard's). */
+const shoot = (name: string) => shootPage(page, SCREENSHOTS, name);
 
 const INIT = { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'claude-desktop-like', version: '1' } };
 
