@@ -83,13 +83,14 @@ function providerOf(service: OAuthService): OAuthServerProvider {
   };
 }
 
-function expressApp(service: OAuthService, logger: Logger): NodeHandler {
+function expressApp(service: OAuthService, logger: Logger, clientKey: (req: IncomingMessage) => string): NodeHandler {
   const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { Router: unknown };
   const app = express();
   app.disable('x-powered-by');
   const provider = providerOf(service);
-  // Per client address, in memory: registration the tightest (each one is a stored row).
-  const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false });
+  // Per client, in memory, keyed as the app's pacing is (behind MCPWORKS_TRUSTED_PROXIES the forwarded
+  // client, not the proxy everyone shares); registration the tightest (each one is a stored row).
+  const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false, keyGenerator: clientKey });
   app.use(OAUTH_PATHS.authorize, authorizationHandler({ provider, rateLimit: limits(300) }));
   app.use(OAUTH_PATHS.token, tokenHandler({ provider, rateLimit: limits(300) }));
   app.use(OAUTH_PATHS.register, clientRegistrationHandler({ clientsStore: provider.clientsStore, rateLimit: limits(60) }));
@@ -127,9 +128,11 @@ export function mountOAuthProtocol(
     guard: (c: Context) => Response | undefined;
     /** True on a `{ns}.create|run.{base}` host, where every path is the MCP endpoint. */
     onEndpointHost: (c: Context) => boolean;
+    /** The client a request counts against for the rate limits (clientKeyOf of its trusted address). */
+    clientKey: (req: IncomingMessage) => string;
   },
 ): void {
-  const handler = expressApp(deps.service, deps.logger);
+  const handler = expressApp(deps.service, deps.logger, deps.clientKey);
   for (const path of Object.values(OAUTH_PATHS)) {
     app.all(path, async (c, next) => {
       if (deps.onEndpointHost(c)) return next();
@@ -147,9 +150,12 @@ export function mountOAuthProtocol(
       return RESPONSE_ALREADY_SENT;
     });
   }
-  app.get(AUTHORIZATION_SERVER_METADATA_PATH, async (c, next) =>
-    deps.onEndpointHost(c) ? next() : c.json(authorizationServerMetadata(requestOrigin(c.req.url))),
-  );
+  // Mounted before the app-wide rebinding check, so it runs the guard itself: a rebound page must not
+  // read endpoints named after the attacker's Host.
+  app.get(AUTHORIZATION_SERVER_METADATA_PATH, async (c, next) => {
+    if (deps.onEndpointHost(c)) return next();
+    return deps.guard(c) ?? c.json(authorizationServerMetadata(requestOrigin(c.req.url)));
+  });
 }
 
 /** The consent page's API and the API-keys page's list of signed-in clients (session cookie; JSON state changes). */

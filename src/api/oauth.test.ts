@@ -5,6 +5,7 @@
 // the official v2 SDK client's OAuth support for the whole flow, plain HTTP for each refusal.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { Client, StreamableHTTPClientTransport, UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/client';
@@ -24,7 +25,8 @@ let owner: TestAccount;
 let ns: string;
 let otherNs: string;
 before(async () => {
-  server = await startTestServer();
+  // Behind a proxy (loopback here): the rate limits count each forwarded client, not the proxy.
+  server = await startTestServer({ http: { trustedProxies: ['127.0.0.1'] } });
   owner = await createAccount(server.url);
   ns = `oa-${randomBytes(4).toString('hex')}`;
   otherNs = `ob-${randomBytes(4).toString('hex')}`;
@@ -162,6 +164,29 @@ describe('metadata', () => {
     assert.equal(as.token_endpoint, `${server.url}/oauth/token`);
     assert.equal(as.registration_endpoint, `${server.url}/oauth/register`);
     assert.equal(as.revocation_endpoint, `${server.url}/oauth/revoke`);
+  });
+
+  test('the authorization server metadata gets the DNS-rebinding guard: a foreign Host or Origin is refused', async () => {
+    const url = `${server.url}/.well-known/oauth-authorization-server`;
+    // fetch cannot set Host: a plain node:http request does.
+    const withHost = await new Promise<number>((resolve, reject) =>
+      request(url, { headers: { host: 'evil.example.com' } }, (res) => resolve(res.resume().statusCode!))
+        .on('error', reject)
+        .end(),
+    );
+    assert.equal(withHost, 403);
+    assert.equal((await fetch(url, { headers: { origin: 'http://evil.example.com' } })).status, 403);
+    assert.equal((await fetch(url)).status, 200);
+  });
+
+  test('rate limits count each client behind a trusted proxy (X-Forwarded-For), not the proxy they share', async () => {
+    const registerAs = (client: string) =>
+      postJson(`${server.url}/oauth/register`, { client_name: 'Paced', redirect_uris: [REDIRECT] }, { 'x-forwarded-for': client });
+    // 60 registrations per client per 15 minutes (oauth-server.ts).
+    for (let i = 0; i < 60; i++) assert.equal((await registerAs('198.51.100.1')).status, 201, `registration ${i}`);
+    const limited = await registerAs('198.51.100.1');
+    assert.equal(limited.status, 429);
+    assert.equal((await registerAs('198.51.100.2')).status, 201, 'another client behind the same proxy still registers');
   });
 
   test('registration makes a public client (no secret kept); client metadata at /register is no sign-up', async () => {
