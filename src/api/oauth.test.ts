@@ -1,4 +1,4 @@
-// test-database: embedded, single-use codes and rotation are single-statement conditional updates, the same SQL on both databases
+// test-database: postgres, parallel redemptions of one code race on real connections (the row lock of the code's conditional update)
 // Sign-in from MCP clients (OAuth 2.1, the MCP authorization spec): metadata, registration, the
 // consent API, PKCE, redirect URIs, codes, refresh rotation and reuse, revocation, and the tokens
 // going through the API keys' checks (namespace, scopes, tenancy, expiry), against the real server:
@@ -352,6 +352,33 @@ describe('the authorization server refuses', () => {
       (await token({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token, client_id: clientId })).body.error,
       'invalid_grant',
     );
+  });
+
+  test('parallel redemptions of one code: one wins, and the loser always revokes what the winner got (one transaction)', async () => {
+    // Pairs, not a crowd: with many, one late loser revokes anyway; a pair shows whether a loser
+    // that lands between the winner's "used" and its grant being recorded still finds the grant.
+    for (let round = 0; round < 12; round++) {
+      const clientId = await register();
+      const { verifier, challenge } = pkce();
+      const started = await authorize({
+        response_type: 'code',
+        client_id: clientId,
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+      });
+      const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+      const code = new URL(
+        (await decide(owner, requestId, { approve: true, namespace: ns, scopes: ['read'] })).body.redirect_to,
+      ).searchParams.get('code')!;
+      const redeem = () => token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId });
+      const answers = await Promise.all([redeem(), redeem()]);
+      const won = answers.filter((a) => a.status === 200);
+      assert.equal(won.length, 1, JSON.stringify(answers));
+      assert.ok(answers.some((a) => a.body.error === 'invalid_grant'));
+      const used = await mcpCall(createUrl(ns), won[0]!.body.access_token, 'list_services');
+      assert.equal(used.status, 401, `round ${round}: the winner's grant is revoked`);
+    }
   });
 
   test('an expired code or access token is refused', async () => {

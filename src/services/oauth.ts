@@ -197,13 +197,8 @@ export class OAuthService {
         throw new InvalidTargetError('resource differs from the authorization request’s');
       }
     }
-    if (!(await this.store.useCode(hash))) {
-      const again = await this.store.findAuthorization(row.id);
-      if (again?.key_id) await this.store.revokeGrant(again.key_id);
-      throw new InvalidGrantError('authorization code already used: the tokens it gave are revoked');
-    }
     const issued = this.issue(row.granted_scopes);
-    await this.store.createGrant({
+    const grant = await this.store.redeemCode(hash, {
       authorizationId: row.id,
       accountId: row.account_id,
       clientId: client.client_id,
@@ -214,6 +209,12 @@ export class OAuthService {
       expiresAt: issued.grantExpiresAt,
       tokens: issued.rows,
     });
+    if (!grant) {
+      // The winner's transaction has committed by now (its row lock made this one wait): key_id is set.
+      const again = await this.store.findAuthorization(row.id);
+      if (again?.key_id) await this.store.revokeGrant(again.key_id);
+      throw new InvalidGrantError('authorization code already used: the tokens it gave are revoked');
+    }
     return issued.tokens;
   }
 
