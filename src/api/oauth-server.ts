@@ -83,6 +83,40 @@ function providerOf(service: OAuthService): OAuthServerProvider {
   };
 }
 
+/**
+ * /authorize's only redirect is to the consent page. The SDK sends parameter errors back to the
+ * client's redirect URI (RFC 6749 4.1.2.1), but registration is open: anyone can register a client
+ * whose redirect is their own site, so such errors would make this server an open redirector for a
+ * client the user never approved. They are answered here instead (400 JSON, RFC 6749's error codes).
+ */
+function answerAuthorizeErrorsHere(logger: Logger) {
+  return (_req: IncomingMessage, res: ServerResponse & { redirect(...args: unknown[]): void }, next: () => void) => {
+    const redirect = res.redirect.bind(res);
+    res.redirect = (...args: unknown[]) => {
+      const target = String(args.length > 1 ? args[1] : args[0]);
+      if (target.startsWith(`${CONSENT_PAGE}?`)) return redirect(...args);
+      let params = new URLSearchParams();
+      try {
+        params = new URL(target).searchParams;
+      } catch {
+        // Not a URL: answered as a server error below.
+      }
+      const error = params.get('error') ?? 'server_error';
+      if (error === 'server_error') logger.error({ error: params.get('error_description') }, 'the OAuth authorize endpoint failed');
+      res.statusCode = error === 'server_error' ? 500 : 400;
+      res.setHeader('content-type', 'application/json');
+      res.setHeader('cache-control', 'no-store');
+      res.end(
+        JSON.stringify({
+          error,
+          error_description: error === 'server_error' ? 'the server failed' : (params.get('error_description') ?? error),
+        }),
+      );
+    };
+    next();
+  };
+}
+
 function expressApp(service: OAuthService, logger: Logger, clientKey: (req: IncomingMessage) => string): NodeHandler {
   const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { Router: unknown };
   const app = express();
@@ -91,6 +125,7 @@ function expressApp(service: OAuthService, logger: Logger, clientKey: (req: Inco
   // Per client, in memory, keyed as the app's pacing is (behind MCPWORKS_TRUSTED_PROXIES the forwarded
   // client, not the proxy everyone shares); registration the tightest (each one is a stored row).
   const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false, keyGenerator: clientKey });
+  app.use(OAUTH_PATHS.authorize, answerAuthorizeErrorsHere(logger));
   app.use(OAUTH_PATHS.authorize, authorizationHandler({ provider, rateLimit: limits(300) }));
   app.use(OAUTH_PATHS.token, tokenHandler({ provider, rateLimit: limits(300) }));
   app.use(OAUTH_PATHS.register, clientRegistrationHandler({ clientsStore: provider.clientsStore, rateLimit: limits(60) }));

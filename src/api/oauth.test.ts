@@ -85,6 +85,13 @@ async function authorize(params: Record<string, string>): Promise<{ status: numb
   return { status: response.status, location: response.headers.get('location'), body: await response.text() };
 }
 
+/** An /authorize error answered by this server (400 JSON), never a redirect to the client's URI. */
+function assertAnsweredHere(answer: { status: number; location: string | null; body: string }, error: string): void {
+  assert.equal(answer.status, 400, answer.body);
+  assert.equal(answer.location, null);
+  assert.equal(JSON.parse(answer.body).error, error);
+}
+
 const asOwner = (account: TestAccount) => ({ authorization: `Bearer ${account.token}` });
 
 async function decide(account: TestAccount, requestId: string, decision: Record<string, unknown>) {
@@ -302,17 +309,25 @@ describe('the authorization server refuses', () => {
     assert.equal(JSON.parse(unknown.body).error, 'invalid_client');
   });
 
-  test('PKCE: plain or missing challenges go back to the client as errors; a wrong verifier gets invalid_grant and the code stays unused', async () => {
+  test('no open redirect: /authorize errors for a registered client are answered here, never sent to its redirect URI', async () => {
+    const evil = 'https://evil.example/landing';
+    const clientId = await register([evil]);
+    const { challenge } = pkce();
+    assertAnsweredHere(await authorize({ client_id: clientId, response_type: 'token' }), 'invalid_request');
+    assertAnsweredHere(await authorize({ client_id: clientId, response_type: 'token', redirect_uri: evil }), 'invalid_request');
+    const s256 = { code_challenge: challenge, code_challenge_method: 'S256' };
+    assertAnsweredHere(await authorize({ client_id: clientId, response_type: 'code', ...s256, scope: 'admin' }), 'invalid_scope');
+    // A valid request still goes to the consent page only.
+    const started = await authorize({ client_id: clientId, response_type: 'code', ...s256 });
+    assert.match(started.location!, /^\/consent\?request=/);
+  });
+
+  test('PKCE: plain or missing challenges are refused (here, not redirected); a wrong verifier gets invalid_grant and the code stays unused', async () => {
     const clientId = await register();
     const { verifier, challenge } = pkce();
     for (const params of [{ code_challenge: verifier, code_challenge_method: 'plain' }, {}] as Array<Record<string, string>>) {
       const refused = await authorize({ response_type: 'code', client_id: clientId, redirect_uri: REDIRECT, state: 'keep-me', ...params });
-      assert.equal(refused.status, 302);
-      const back = new URL(refused.location!);
-      assert.equal(back.origin + back.pathname, REDIRECT);
-      assert.equal(back.searchParams.get('error'), 'invalid_request');
-      // The SDK's handler returns `state` only once the request's parameters parsed (known gap: README).
-      assert.equal(back.searchParams.get('code'), null);
+      assertAnsweredHere(refused, 'invalid_request');
     }
     const started = await authorize({
       response_type: 'code',
@@ -462,7 +477,7 @@ describe('the authorization server refuses', () => {
     };
     for (const resource of ['https://elsewhere.example/mcp/run/x', `${server.url}/api/keys`]) {
       const refused = await authorize({ ...base, resource });
-      assert.equal(new URL(refused.location!).searchParams.get('error'), 'invalid_target', resource);
+      assertAnsweredHere(refused, 'invalid_target');
     }
     const stranger = await createAccount(server.url);
     const theirs = `oc-${randomBytes(4).toString('hex')}`;
@@ -496,7 +511,7 @@ describe('the authorization server refuses', () => {
       code_challenge_method: 'S256',
     };
     const badState = await authorize({ ...base, state: 'a\u0000b' });
-    assert.equal(new URL(badState.location!).searchParams.get('error'), 'invalid_request');
+    assertAnsweredHere(badState, 'invalid_request');
     const badClient = await authorize({ ...base, client_id: 'x\u0000y' });
     assert.equal(badClient.status, 400);
     assert.equal(JSON.parse(badClient.body).error, 'invalid_client');
