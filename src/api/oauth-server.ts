@@ -14,6 +14,7 @@ import { tokenHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/tok
 import { clientRegistrationHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/register.js';
 import { revocationHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/revoke.js';
 import type { OAuthServerProvider } from '@modelcontextprotocol/sdk/server/auth/provider.js';
+import { OAuthError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import { SCOPES } from '../core/accounts.js';
 import { DomainError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -117,17 +118,57 @@ function answerAuthorizeErrorsHere(logger: Logger) {
   };
 }
 
+/**
+ * The SDK answers an unexpected (non-OAuth) error from the provider as server_error and logs nothing:
+ * each is logged here by method and error class (no message: it could quote a token or a value).
+ */
+function loggingFailures(provider: OAuthServerProvider, logger: Logger): OAuthServerProvider {
+  const logged =
+    <A extends unknown[], R>(method: string, call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await call(...args);
+      } catch (error) {
+        if (!(error instanceof OAuthError)) {
+          const code = (error as { code?: unknown }).code;
+          logger.error(
+            { method, error: (error as Error)?.name, ...(typeof code === 'string' ? { code } : {}) },
+            'the OAuth provider failed',
+          );
+        }
+        throw error;
+      }
+    };
+  const store = provider.clientsStore;
+  return {
+    clientsStore: {
+      getClient: logged('getClient', (id: string) => Promise.resolve(store.getClient(id))),
+      registerClient: logged('registerClient', (client: Parameters<NonNullable<typeof store.registerClient>>[0]) =>
+        Promise.resolve(store.registerClient!(client)),
+      ),
+    },
+    authorize: logged('authorize', provider.authorize.bind(provider)),
+    challengeForAuthorizationCode: logged('challengeForAuthorizationCode', provider.challengeForAuthorizationCode.bind(provider)),
+    exchangeAuthorizationCode: logged('exchangeAuthorizationCode', provider.exchangeAuthorizationCode.bind(provider)),
+    exchangeRefreshToken: logged('exchangeRefreshToken', provider.exchangeRefreshToken.bind(provider)),
+    revokeToken: logged('revokeToken', provider.revokeToken!.bind(provider)),
+    verifyAccessToken: provider.verifyAccessToken.bind(provider),
+  };
+}
+
 function expressApp(service: OAuthService, logger: Logger, clientKey: (req: IncomingMessage) => string): NodeHandler {
-  const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { Router: unknown };
+  const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { json(options: { limit: string }): unknown };
   const app = express();
   app.disable('x-powered-by');
-  const provider = providerOf(service);
+  const provider = loggingFailures(providerOf(service), logger);
   // Per client, in memory, keyed as the app's pacing is (behind MCPWORKS_TRUSTED_PROXIES the forwarded
   // client, not the proxy everyone shares); registration the tightest (each one is a stored row).
   const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false, keyGenerator: clientKey });
   app.use(OAUTH_PATHS.authorize, answerAuthorizeErrorsHere(logger));
   app.use(OAUTH_PATHS.authorize, authorizationHandler({ provider, rateLimit: limits(300) }));
   app.use(OAUTH_PATHS.token, tokenHandler({ provider, rateLimit: limits(300) }));
+  // A registration is a few short fields (publicClientMetadata): 16 KB, read before the SDK's own 100 kB parser.
+  app.use(OAUTH_PATHS.register, express.json({ limit: '16kb' }));
   app.use(OAUTH_PATHS.register, clientRegistrationHandler({ clientsStore: provider.clientsStore, rateLimit: limits(60) }));
   app.use(OAUTH_PATHS.revoke, revocationHandler({ provider, rateLimit: limits(300) }));
   // A body Express could not read (too large, not JSON or a form): RFC 6749's JSON error, never a stack trace.

@@ -196,6 +196,37 @@ describe('metadata', () => {
     assert.equal((await registerAs('198.51.100.2')).status, 201, 'another client behind the same proxy still registers');
   });
 
+  test('registration keeps only what a public client needs, bounded and storable; bad metadata is a 400, never a 500', async () => {
+    const post = (body: unknown) => postJson(`${server.url}/oauth/register`, body);
+    const refused = async (body: unknown, what: string) => {
+      const answer = await post(body);
+      assert.equal(answer.status, 400, `${what}: ${JSON.stringify(answer.body)}`);
+      assert.equal(answer.body.error, 'invalid_client_metadata', what);
+    };
+    await refused(`{"client_name":"a\\ud800b","redirect_uris":["${REDIRECT}"]}`, 'a lone surrogate in client_name');
+    await refused(`{"client_name":"x","redirect_uris":["${REDIRECT}#\\udc00"]}`, 'a lone surrogate in a redirect URI');
+    await refused({ client_name: 'n'.repeat(201), redirect_uris: [REDIRECT] }, 'a 201-character name');
+    await refused({ redirect_uris: Array.from({ length: 11 }, (_, i) => `${REDIRECT}${i}`) }, '11 redirect URIs');
+    await refused({ redirect_uris: [`https://app.example/${'p'.repeat(2048)}`] }, 'a redirect URI over 2 KB');
+    await refused({ redirect_uris: ['http://app.example/cb'] }, 'plain http to another host');
+    // Fields a public client has no use for are dropped, however odd (a lone surrogate, deep nesting).
+    const deep = `${'['.repeat(7000)}${']'.repeat(7000)}`;
+    const kept = await post(
+      `{"client_name":"Kept","redirect_uris":["${REDIRECT}","https://app.example/cb","com.example.app:/cb"],"jwks":{"keys":${deep}},"software_statement":"\\ud800","contacts":["a@b.c"]}`,
+    );
+    assert.equal(kept.status, 201, JSON.stringify(kept.body));
+    assert.equal(kept.body.jwks, undefined);
+    assert.equal(kept.body.software_statement, undefined);
+    assert.equal(kept.body.contacts, undefined);
+    assert.equal(kept.body.client_name, 'Kept');
+    // 16 KB bodies at most.
+    const large = await post({ client_name: 'x', redirect_uris: [REDIRECT], padding: 'p'.repeat(17_000) });
+    assert.equal(large.status, 413);
+    assert.equal(large.body.error, 'invalid_request');
+    const deeper = await post(`{"client_name":"x","redirect_uris":["${REDIRECT}"],"jwks":${'['.repeat(20_000)}${']'.repeat(20_000)}}`);
+    assert.equal(deeper.status, 413);
+  });
+
   test('registration makes a public client (no secret kept); client metadata at /register is no sign-up', async () => {
     const registered = await postJson(`${server.url}/oauth/register`, {
       client_name: 'Secretive',

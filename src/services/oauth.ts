@@ -9,7 +9,8 @@ import {
 import type { OAuthClientInformationFull, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { OAUTH_REFRESH_TOKEN_PATTERN, isAccessTokenShape, type Scope } from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
-import { OAUTH_LIFETIMES, clientDisplayName, namespaceOfResource, requestedScopes } from '../core/oauth.js';
+import { OAUTH_LIFETIMES, clientDisplayName, namespaceOfResource, publicClientMetadata, requestedScopes } from '../core/oauth.js';
+import { unstorableMessage, unstorableReason } from '../core/storable-text.js';
 import type { ConsentRequest, OAuthGrantListing } from '../core/dashboard-types.js';
 import type { OAuthStore } from '../store/oauth-store.js';
 import type { AccountsStore } from '../store/accounts-store.js';
@@ -59,13 +60,14 @@ export class OAuthService {
    * client that asked for it, and no client secret is kept anywhere.
    */
   async registerClient(client: Omit<OAuthClientInformationFull, 'client_id' | 'client_id_issued_at'>): Promise<OAuthClientInformationFull> {
-    const { client_secret: _secret, client_secret_expires_at: _expiry, ...metadata } = client as OAuthClientInformationFull;
-    // PostgreSQL text cannot hold NUL: refused as bad metadata, not failed in the insert.
-    if (JSON.stringify(metadata).includes('\\u0000'))
-      throw new InvalidClientMetadataError('client metadata must not contain NUL characters');
+    const kept = publicClientMetadata(client as unknown as Record<string, unknown>);
+    if (!kept.ok) throw new InvalidClientMetadataError(kept.problem);
+    // What the database cannot hold (NUL, lone surrogates) is refused as bad metadata, not failed in the insert.
+    const unstorable = unstorableReason(kept.metadata);
+    if (unstorable) throw new InvalidClientMetadataError(`client metadata: ${unstorableMessage(unstorable)}`);
     const clientId = randomUUID();
     const registered = {
-      ...metadata,
+      ...kept.metadata,
       token_endpoint_auth_method: 'none',
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
