@@ -593,3 +593,25 @@ describe('the authorization server refuses', () => {
     assert.equal(noClient.body.error, 'invalid_request');
   });
 });
+
+describe('housekeeping', () => {
+  // Last in the file: it sweeps as of 8 days from now.
+  test('a registered client no one signed in with is removed after 7 days; one with a grant stays', async () => {
+    const unused = await register();
+    const { clientId: used } = await signIn({ scopes: ['read'] });
+    const { challenge } = pkce();
+    const ask = (clientId: string) =>
+      authorize({
+        response_type: 'code',
+        client_id: clientId,
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+      });
+    assert.equal((await server.server.services.housekeeping.sweep()).oauthClients, 0, 'nothing younger than 7 days');
+    const swept = await server.server.services.housekeeping.sweep(Date.now() + 8 * 86_400_000);
+    assert.ok(swept.oauthClients >= 1);
+    assert.equal(JSON.parse((await ask(unused)).body).error, 'invalid_client');
+    assert.equal((await ask(used)).status, 302, 'the signed-in client stays');
+  });
+});

@@ -39,6 +39,31 @@ export class OAuthStore {
       .execute();
   }
 
+  /**
+   * Registrations nobody signed in with: clients registered before `before` with no grant (live or
+   * revoked) and no authorization request or code still open. Their requests go with them (cascade).
+   */
+  async deleteUnusedClients(before: Date, now: Date): Promise<number> {
+    const result = await this.db
+      .deleteFrom('oauth_clients')
+      .where('created_at', '<', before)
+      .where(({ not, exists, selectFrom }) =>
+        not(exists(selectFrom('api_keys').select('api_keys.id').whereRef('api_keys.oauth_client_id', '=', 'oauth_clients.client_id'))),
+      )
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom('oauth_authorizations as a')
+              .select('a.id')
+              .whereRef('a.client_id', '=', 'oauth_clients.client_id')
+              .where((w) => w.or([w('a.expires_at', '>', now), w('a.code_expires_at', '>', now)])),
+          ),
+        ),
+      )
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
   async findClient(clientId: string): Promise<Record<string, unknown> | undefined> {
     const row = await this.db.selectFrom('oauth_clients').select('metadata').where('client_id', '=', clientId).executeTakeFirst();
     return row?.metadata;
