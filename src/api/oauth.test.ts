@@ -280,7 +280,7 @@ describe('the official SDK client signs in', () => {
     const described = await shown.json();
     assert.equal(described.client_name, 'SDK <b>client</b>');
     assert.equal(described.namespace, ns);
-    assert.equal(described.redirect_host, '127.0.0.1:9');
+    assert.equal(described.redirect_host, 'http://127.0.0.1:9');
     assert.deepEqual(described.scopes, ['read', 'write', 'execute']);
     const approved = await decide(owner, requestId, { approve: true, scopes: ['read', 'write'] });
     assert.equal(approved.status, 200, JSON.stringify(approved.body));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clientDisplayName, namespaceOfResource, publicClientMetadata, requestedScopes } from './oauth.js';
+import { clientDisplayName, namespaceOfResource, publicClientMetadata, redirectShown, requestedScopes } from './oauth.js';
 
 test('a resource indicator names one of this server`s endpoints (its namespace), the server itself (null), or nothing here', () => {
   const origin = 'https://mcp.example.com';
@@ -60,4 +60,15 @@ test('a registration keeps a public client`s name, scope and redirect URIs, boun
   }
   // Code points, not UTF-16 units: 200 emoji are a 200-character name.
   assert.equal(publicClientMetadata({ client_name: '😀'.repeat(200), redirect_uris: ['https://a.example/cb'] }).ok, true);
+});
+
+test('the display name hides invisible and line-breaking characters and is cut by code points; the return address shows its scheme', () => {
+  for (const mark of ['\u2028', '\u2029', '\ufeff', '\u2060', '\u2064', '\u061c']) {
+    assert.equal(clientDisplayName({ client_name: `a${mark}b` }), 'a b', JSON.stringify(mark));
+  }
+  const cut = clientDisplayName({ client_name: '😀'.repeat(100) });
+  assert.equal(cut, `${'😀'.repeat(79)}…`);
+  assert.equal(redirectShown('https://app.example/cb'), 'https://app.example');
+  assert.equal(redirectShown('http://127.0.0.1:9/callback'), 'http://127.0.0.1:9');
+  assert.equal(redirectShown('com.example.app:/cb'), 'com.example.app:');
 });

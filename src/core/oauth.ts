@@ -53,8 +53,11 @@ export function namespaceOfResource(resource: URL, origin: string, baseHost?: st
 export function clientDisplayName(metadata: Record<string, unknown>): string {
   const name = typeof metadata.client_name === 'string' ? metadata.client_name : '';
   // eslint-disable-next-line no-control-regex
-  const clean = name.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, ' ').trim();
-  return clean === '' ? 'Unnamed client' : clean.length > 80 ? `${clean.slice(0, 79)}…` : clean;
+  // Controls, zero-width and direction marks (line/paragraph separators, BOM, invisible operators too).
+  const clean = name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g, ' ').trim();
+  // By code points: a cut never leaves half a surrogate pair.
+  const points = [...clean];
+  return clean === '' ? 'Unnamed client' : points.length > 80 ? `${points.slice(0, 79).join('')}…` : clean;
 }
 
 /** What a registration may keep: a public client needs a name and its redirect URIs (RFC 7591's others are dropped). */
@@ -99,4 +102,13 @@ export function publicClientMetadata(
   }
   kept.redirect_uris = [...uris];
   return { ok: true, metadata: kept };
+}
+
+/**
+ * Where the consent page says a client returns to: scheme and host, so an app's own scheme
+ * (`com.example.app:`) or plain http looks different from https at a glance.
+ */
+export function redirectShown(redirectUri: string): string {
+  const url = new URL(redirectUri);
+  return url.host ? `${url.protocol}//${url.host}` : `${url.protocol}${url.pathname.split('/')[0] ?? ''}`;
 }

@@ -9,7 +9,14 @@ import {
 import type { OAuthClientInformationFull, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { OAUTH_REFRESH_TOKEN_PATTERN, isAccessTokenShape, type Scope } from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
-import { OAUTH_LIFETIMES, clientDisplayName, namespaceOfResource, publicClientMetadata, requestedScopes } from '../core/oauth.js';
+import {
+  OAUTH_LIFETIMES,
+  clientDisplayName,
+  namespaceOfResource,
+  publicClientMetadata,
+  redirectShown,
+  requestedScopes,
+} from '../core/oauth.js';
 import { unstorableMessage, unstorableReason } from '../core/storable-text.js';
 import type { ConsentRequest, OAuthGrantListing } from '../core/dashboard-types.js';
 import type { OAuthStore } from '../store/oauth-store.js';
@@ -120,7 +127,7 @@ export class OAuthService {
     return {
       request_id: row.id,
       client_name: clientDisplayName(client),
-      redirect_host: new URL(row.redirect_uri).host,
+      redirect_host: redirectShown(row.redirect_uri),
       scopes: row.scopes as Scope[],
       namespace: fixed ?? null,
       namespaces: await this.namespacesOf(accountId),
