@@ -299,6 +299,12 @@ export function createApp(deps: AppDependencies): Hono {
     logger,
     guard: (c) => rebindingRejection(c.req.raw, deps.hostGuard, deps.baseHost),
     onEndpointHost: (c) => !!subdomainRoute(c.req.header('host'), deps.baseHost),
+    clientKey: (req) => {
+      const forwarded = req.headers['x-forwarded-for'];
+      return clientKeyOf(
+        clientAddress(req.socket.remoteAddress, Array.isArray(forwarded) ? forwarded.join(',') : forwarded, deps.trustedProxies ?? []),
+      );
+    },
   });
 
   // Body size before anything else reads the request (authentication included), on every route.

@@ -14,6 +14,7 @@ import { tokenHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/tok
 import { clientRegistrationHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/register.js';
 import { revocationHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/revoke.js';
 import type { OAuthServerProvider } from '@modelcontextprotocol/sdk/server/auth/provider.js';
+import { OAuthError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import { SCOPES } from '../core/accounts.js';
 import { DomainError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -83,15 +84,91 @@ function providerOf(service: OAuthService): OAuthServerProvider {
   };
 }
 
-function expressApp(service: OAuthService, logger: Logger): NodeHandler {
-  const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { Router: unknown };
+/**
+ * /authorize's only redirect is to the consent page. The SDK sends parameter errors back to the
+ * client's redirect URI (RFC 6749 4.1.2.1), but registration is open: anyone can register a client
+ * whose redirect is their own site, so such errors would make this server an open redirector for a
+ * client the user never approved. They are answered here instead (400 JSON, RFC 6749's error codes).
+ */
+function answerAuthorizeErrorsHere(logger: Logger) {
+  return (_req: IncomingMessage, res: ServerResponse & { redirect(...args: unknown[]): void }, next: () => void) => {
+    const redirect = res.redirect.bind(res);
+    res.redirect = (...args: unknown[]) => {
+      const target = String(args.length > 1 ? args[1] : args[0]);
+      if (target.startsWith(`${CONSENT_PAGE}?`)) return redirect(...args);
+      let params = new URLSearchParams();
+      try {
+        params = new URL(target).searchParams;
+      } catch {
+        // Not a URL: answered as a server error below.
+      }
+      const error = params.get('error') ?? 'server_error';
+      if (error === 'server_error') logger.error({ error: params.get('error_description') }, 'the OAuth authorize endpoint failed');
+      res.statusCode = error === 'server_error' ? 500 : 400;
+      res.setHeader('content-type', 'application/json');
+      res.setHeader('cache-control', 'no-store');
+      res.end(
+        JSON.stringify({
+          error,
+          error_description: error === 'server_error' ? 'the server failed' : (params.get('error_description') ?? error),
+        }),
+      );
+    };
+    next();
+  };
+}
+
+/**
+ * The SDK answers an unexpected (non-OAuth) error from the provider as server_error and logs nothing:
+ * each is logged here by method and error class (no message: it could quote a token or a value).
+ */
+function loggingFailures(provider: OAuthServerProvider, logger: Logger): OAuthServerProvider {
+  const logged =
+    <A extends unknown[], R>(method: string, call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await call(...args);
+      } catch (error) {
+        if (!(error instanceof OAuthError)) {
+          const code = (error as { code?: unknown }).code;
+          logger.error(
+            { method, error: (error as Error)?.name, ...(typeof code === 'string' ? { code } : {}) },
+            'the OAuth provider failed',
+          );
+        }
+        throw error;
+      }
+    };
+  const store = provider.clientsStore;
+  return {
+    clientsStore: {
+      getClient: logged('getClient', (id: string) => Promise.resolve(store.getClient(id))),
+      registerClient: logged('registerClient', (client: Parameters<NonNullable<typeof store.registerClient>>[0]) =>
+        Promise.resolve(store.registerClient!(client)),
+      ),
+    },
+    authorize: logged('authorize', provider.authorize.bind(provider)),
+    challengeForAuthorizationCode: logged('challengeForAuthorizationCode', provider.challengeForAuthorizationCode.bind(provider)),
+    exchangeAuthorizationCode: logged('exchangeAuthorizationCode', provider.exchangeAuthorizationCode.bind(provider)),
+    exchangeRefreshToken: logged('exchangeRefreshToken', provider.exchangeRefreshToken.bind(provider)),
+    revokeToken: logged('revokeToken', provider.revokeToken!.bind(provider)),
+    verifyAccessToken: provider.verifyAccessToken.bind(provider),
+  };
+}
+
+function expressApp(service: OAuthService, logger: Logger, clientKey: (req: IncomingMessage) => string): NodeHandler {
+  const express = createRequire(import.meta.url)('express') as (() => ExpressApp) & { json(options: { limit: string }): unknown };
   const app = express();
   app.disable('x-powered-by');
-  const provider = providerOf(service);
-  // Per client address, in memory: registration the tightest (each one is a stored row).
-  const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false });
+  const provider = loggingFailures(providerOf(service), logger);
+  // Per client, in memory, keyed as the app's pacing is (behind MCPWORKS_TRUSTED_PROXIES the forwarded
+  // client, not the proxy everyone shares); registration the tightest (each one is a stored row).
+  const limits = (max: number) => ({ windowMs: 15 * 60_000, max, validate: false, keyGenerator: clientKey });
+  app.use(OAUTH_PATHS.authorize, answerAuthorizeErrorsHere(logger));
   app.use(OAUTH_PATHS.authorize, authorizationHandler({ provider, rateLimit: limits(300) }));
   app.use(OAUTH_PATHS.token, tokenHandler({ provider, rateLimit: limits(300) }));
+  // A registration is a few short fields (publicClientMetadata): 16 KB, read before the SDK's own 100 kB parser.
+  app.use(OAUTH_PATHS.register, express.json({ limit: '16kb' }));
   app.use(OAUTH_PATHS.register, clientRegistrationHandler({ clientsStore: provider.clientsStore, rateLimit: limits(60) }));
   app.use(OAUTH_PATHS.revoke, revocationHandler({ provider, rateLimit: limits(300) }));
   // A body Express could not read (too large, not JSON or a form): RFC 6749's JSON error, never a stack trace.
@@ -127,9 +204,11 @@ export function mountOAuthProtocol(
     guard: (c: Context) => Response | undefined;
     /** True on a `{ns}.create|run.{base}` host, where every path is the MCP endpoint. */
     onEndpointHost: (c: Context) => boolean;
+    /** The client a request counts against for the rate limits (clientKeyOf of its trusted address). */
+    clientKey: (req: IncomingMessage) => string;
   },
 ): void {
-  const handler = expressApp(deps.service, deps.logger);
+  const handler = expressApp(deps.service, deps.logger, deps.clientKey);
   for (const path of Object.values(OAUTH_PATHS)) {
     app.all(path, async (c, next) => {
       if (deps.onEndpointHost(c)) return next();
@@ -147,9 +226,12 @@ export function mountOAuthProtocol(
       return RESPONSE_ALREADY_SENT;
     });
   }
-  app.get(AUTHORIZATION_SERVER_METADATA_PATH, async (c, next) =>
-    deps.onEndpointHost(c) ? next() : c.json(authorizationServerMetadata(requestOrigin(c.req.url))),
-  );
+  // Mounted before the app-wide rebinding check, so it runs the guard itself: a rebound page must not
+  // read endpoints named after the attacker's Host.
+  app.get(AUTHORIZATION_SERVER_METADATA_PATH, async (c, next) => {
+    if (deps.onEndpointHost(c)) return next();
+    return deps.guard(c) ?? c.json(authorizationServerMetadata(requestOrigin(c.req.url)));
+  });
 }
 
 /** The consent page's API and the API-keys page's list of signed-in clients (session cookie; JSON state changes). */

@@ -1,10 +1,11 @@
-// test-database: embedded, single-use codes and rotation are single-statement conditional updates, the same SQL on both databases
+// test-database: postgres, parallel redemptions of one code race on real connections (the row lock of the code's conditional update)
 // Sign-in from MCP clients (OAuth 2.1, the MCP authorization spec): metadata, registration, the
 // consent API, PKCE, redirect URIs, codes, refresh rotation and reuse, revocation, and the tokens
 // going through the API keys' checks (namespace, scopes, tenancy, expiry), against the real server:
 // the official v2 SDK client's OAuth support for the whole flow, plain HTTP for each refusal.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { Client, StreamableHTTPClientTransport, UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/client';
@@ -24,7 +25,8 @@ let owner: TestAccount;
 let ns: string;
 let otherNs: string;
 before(async () => {
-  server = await startTestServer();
+  // Behind a proxy (loopback here): the rate limits count each forwarded client, not the proxy.
+  server = await startTestServer({ http: { trustedProxies: ['127.0.0.1'] } });
   owner = await createAccount(server.url);
   ns = `oa-${randomBytes(4).toString('hex')}`;
   otherNs = `ob-${randomBytes(4).toString('hex')}`;
@@ -81,6 +83,13 @@ async function register(redirectUris = [REDIRECT], name = 'Test client'): Promis
 async function authorize(params: Record<string, string>): Promise<{ status: number; location: string | null; body: string }> {
   const response = await fetch(`${server.url}/oauth/authorize?${new URLSearchParams(params)}`, { redirect: 'manual' });
   return { status: response.status, location: response.headers.get('location'), body: await response.text() };
+}
+
+/** An /authorize error answered by this server (400 JSON), never a redirect to the client's URI. */
+function assertAnsweredHere(answer: { status: number; location: string | null; body: string }, error: string): void {
+  assert.equal(answer.status, 400, answer.body);
+  assert.equal(answer.location, null);
+  assert.equal(JSON.parse(answer.body).error, error);
 }
 
 const asOwner = (account: TestAccount) => ({ authorization: `Bearer ${account.token}` });
@@ -164,6 +173,60 @@ describe('metadata', () => {
     assert.equal(as.revocation_endpoint, `${server.url}/oauth/revoke`);
   });
 
+  test('the authorization server metadata gets the DNS-rebinding guard: a foreign Host or Origin is refused', async () => {
+    const url = `${server.url}/.well-known/oauth-authorization-server`;
+    // fetch cannot set Host: a plain node:http request does.
+    const withHost = await new Promise<number>((resolve, reject) =>
+      request(url, { headers: { host: 'evil.example.com' } }, (res) => resolve(res.resume().statusCode!))
+        .on('error', reject)
+        .end(),
+    );
+    assert.equal(withHost, 403);
+    assert.equal((await fetch(url, { headers: { origin: 'http://evil.example.com' } })).status, 403);
+    assert.equal((await fetch(url)).status, 200);
+  });
+
+  test('rate limits count each client behind a trusted proxy (X-Forwarded-For), not the proxy they share', async () => {
+    const registerAs = (client: string) =>
+      postJson(`${server.url}/oauth/register`, { client_name: 'Paced', redirect_uris: [REDIRECT] }, { 'x-forwarded-for': client });
+    // 60 registrations per client per 15 minutes (oauth-server.ts).
+    for (let i = 0; i < 60; i++) assert.equal((await registerAs('198.51.100.1')).status, 201, `registration ${i}`);
+    const limited = await registerAs('198.51.100.1');
+    assert.equal(limited.status, 429);
+    assert.equal((await registerAs('198.51.100.2')).status, 201, 'another client behind the same proxy still registers');
+  });
+
+  test('registration keeps only what a public client needs, bounded and storable; bad metadata is a 400, never a 500', async () => {
+    const post = (body: unknown) => postJson(`${server.url}/oauth/register`, body);
+    const refused = async (body: unknown, what: string) => {
+      const answer = await post(body);
+      assert.equal(answer.status, 400, `${what}: ${JSON.stringify(answer.body)}`);
+      assert.equal(answer.body.error, 'invalid_client_metadata', what);
+    };
+    await refused(`{"client_name":"a\\ud800b","redirect_uris":["${REDIRECT}"]}`, 'a lone surrogate in client_name');
+    await refused(`{"client_name":"x","redirect_uris":["${REDIRECT}#\\udc00"]}`, 'a lone surrogate in a redirect URI');
+    await refused({ client_name: 'n'.repeat(201), redirect_uris: [REDIRECT] }, 'a 201-character name');
+    await refused({ redirect_uris: Array.from({ length: 11 }, (_, i) => `${REDIRECT}${i}`) }, '11 redirect URIs');
+    await refused({ redirect_uris: [`https://app.example/${'p'.repeat(2048)}`] }, 'a redirect URI over 2 KB');
+    await refused({ redirect_uris: ['http://app.example/cb'] }, 'plain http to another host');
+    // Fields a public client has no use for are dropped, however odd (a lone surrogate, deep nesting).
+    const deep = `${'['.repeat(7000)}${']'.repeat(7000)}`;
+    const kept = await post(
+      `{"client_name":"Kept","redirect_uris":["${REDIRECT}","https://app.example/cb","com.example.app:/cb"],"jwks":{"keys":${deep}},"software_statement":"\\ud800","contacts":["a@b.c"]}`,
+    );
+    assert.equal(kept.status, 201, JSON.stringify(kept.body));
+    assert.equal(kept.body.jwks, undefined);
+    assert.equal(kept.body.software_statement, undefined);
+    assert.equal(kept.body.contacts, undefined);
+    assert.equal(kept.body.client_name, 'Kept');
+    // 16 KB bodies at most.
+    const large = await post({ client_name: 'x', redirect_uris: [REDIRECT], padding: 'p'.repeat(17_000) });
+    assert.equal(large.status, 413);
+    assert.equal(large.body.error, 'invalid_request');
+    const deeper = await post(`{"client_name":"x","redirect_uris":["${REDIRECT}"],"jwks":${'['.repeat(20_000)}${']'.repeat(20_000)}}`);
+    assert.equal(deeper.status, 413);
+  });
+
   test('registration makes a public client (no secret kept); client metadata at /register is no sign-up', async () => {
     const registered = await postJson(`${server.url}/oauth/register`, {
       client_name: 'Secretive',
@@ -217,7 +280,7 @@ describe('the official SDK client signs in', () => {
     const described = await shown.json();
     assert.equal(described.client_name, 'SDK <b>client</b>');
     assert.equal(described.namespace, ns);
-    assert.equal(described.redirect_host, '127.0.0.1:9');
+    assert.equal(described.redirect_host, 'http://127.0.0.1:9');
     assert.deepEqual(described.scopes, ['read', 'write', 'execute']);
     const approved = await decide(owner, requestId, { approve: true, scopes: ['read', 'write'] });
     assert.equal(approved.status, 200, JSON.stringify(approved.body));
@@ -277,17 +340,25 @@ describe('the authorization server refuses', () => {
     assert.equal(JSON.parse(unknown.body).error, 'invalid_client');
   });
 
-  test('PKCE: plain or missing challenges go back to the client as errors; a wrong verifier gets invalid_grant and the code stays unused', async () => {
+  test('no open redirect: /authorize errors for a registered client are answered here, never sent to its redirect URI', async () => {
+    const evil = 'https://evil.example/landing';
+    const clientId = await register([evil]);
+    const { challenge } = pkce();
+    assertAnsweredHere(await authorize({ client_id: clientId, response_type: 'token' }), 'invalid_request');
+    assertAnsweredHere(await authorize({ client_id: clientId, response_type: 'token', redirect_uri: evil }), 'invalid_request');
+    const s256 = { code_challenge: challenge, code_challenge_method: 'S256' };
+    assertAnsweredHere(await authorize({ client_id: clientId, response_type: 'code', ...s256, scope: 'admin' }), 'invalid_scope');
+    // A valid request still goes to the consent page only.
+    const started = await authorize({ client_id: clientId, response_type: 'code', ...s256 });
+    assert.match(started.location!, /^\/consent\?request=/);
+  });
+
+  test('PKCE: plain or missing challenges are refused (here, not redirected); a wrong verifier gets invalid_grant and the code stays unused', async () => {
     const clientId = await register();
     const { verifier, challenge } = pkce();
     for (const params of [{ code_challenge: verifier, code_challenge_method: 'plain' }, {}] as Array<Record<string, string>>) {
       const refused = await authorize({ response_type: 'code', client_id: clientId, redirect_uri: REDIRECT, state: 'keep-me', ...params });
-      assert.equal(refused.status, 302);
-      const back = new URL(refused.location!);
-      assert.equal(back.origin + back.pathname, REDIRECT);
-      assert.equal(back.searchParams.get('error'), 'invalid_request');
-      // The SDK's handler returns `state` only once the request's parameters parsed (known gap: README).
-      assert.equal(back.searchParams.get('code'), null);
+      assertAnsweredHere(refused, 'invalid_request');
     }
     const started = await authorize({
       response_type: 'code',
@@ -327,6 +398,33 @@ describe('the authorization server refuses', () => {
       (await token({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token, client_id: clientId })).body.error,
       'invalid_grant',
     );
+  });
+
+  test('parallel redemptions of one code: one wins, and the loser always revokes what the winner got (one transaction)', async () => {
+    // Pairs, not a crowd: with many, one late loser revokes anyway; a pair shows whether a loser
+    // that lands between the winner's "used" and its grant being recorded still finds the grant.
+    for (let round = 0; round < 12; round++) {
+      const clientId = await register();
+      const { verifier, challenge } = pkce();
+      const started = await authorize({
+        response_type: 'code',
+        client_id: clientId,
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+      });
+      const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+      const code = new URL(
+        (await decide(owner, requestId, { approve: true, namespace: ns, scopes: ['read'] })).body.redirect_to,
+      ).searchParams.get('code')!;
+      const redeem = () => token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId });
+      const answers = await Promise.all([redeem(), redeem()]);
+      const won = answers.filter((a) => a.status === 200);
+      assert.equal(won.length, 1, JSON.stringify(answers));
+      assert.ok(answers.some((a) => a.body.error === 'invalid_grant'));
+      const used = await mcpCall(createUrl(ns), won[0]!.body.access_token, 'list_services');
+      assert.equal(used.status, 401, `round ${round}: the winner's grant is revoked`);
+    }
   });
 
   test('an expired code or access token is refused', async () => {
@@ -410,7 +508,7 @@ describe('the authorization server refuses', () => {
     };
     for (const resource of ['https://elsewhere.example/mcp/run/x', `${server.url}/api/keys`]) {
       const refused = await authorize({ ...base, resource });
-      assert.equal(new URL(refused.location!).searchParams.get('error'), 'invalid_target', resource);
+      assertAnsweredHere(refused, 'invalid_target');
     }
     const stranger = await createAccount(server.url);
     const theirs = `oc-${randomBytes(4).toString('hex')}`;
@@ -444,7 +542,7 @@ describe('the authorization server refuses', () => {
       code_challenge_method: 'S256',
     };
     const badState = await authorize({ ...base, state: 'a\u0000b' });
-    assert.equal(new URL(badState.location!).searchParams.get('error'), 'invalid_request');
+    assertAnsweredHere(badState, 'invalid_request');
     const badClient = await authorize({ ...base, client_id: 'x\u0000y' });
     assert.equal(badClient.status, 400);
     assert.equal(JSON.parse(badClient.body).error, 'invalid_client');
@@ -493,5 +591,27 @@ describe('the authorization server refuses', () => {
     assert.equal(bad.body.error, 'unsupported_grant_type');
     const noClient = await token({ grant_type: 'authorization_code', code: 'x', code_verifier: 'y' });
     assert.equal(noClient.body.error, 'invalid_request');
+  });
+});
+
+describe('housekeeping', () => {
+  // Last in the file: it sweeps as of 8 days from now.
+  test('a registered client no one signed in with is removed after 7 days; one with a grant stays', async () => {
+    const unused = await register();
+    const { clientId: used } = await signIn({ scopes: ['read'] });
+    const { challenge } = pkce();
+    const ask = (clientId: string) =>
+      authorize({
+        response_type: 'code',
+        client_id: clientId,
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+      });
+    assert.equal((await server.server.services.housekeeping.sweep()).oauthClients, 0, 'nothing younger than 7 days');
+    const swept = await server.server.services.housekeeping.sweep(Date.now() + 8 * 86_400_000);
+    assert.ok(swept.oauthClients >= 1);
+    assert.equal(JSON.parse((await ask(unused)).body).error, 'invalid_client');
+    assert.equal((await ask(used)).status, 302, 'the signed-in client stays');
   });
 });

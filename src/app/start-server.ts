@@ -215,8 +215,9 @@ async function startServerSteps(
   const accountsStore = new AccountsStore(database.db);
   const accounts = new AccountService(accountsStore, config.tiers, { keys });
   const catalogStore = new CatalogStore(database.db);
+  const oauthStore = new OAuthStore(database.db);
   const oauth = new OAuthService(
-    new OAuthStore(database.db),
+    oauthStore,
     accountsStore,
     async (accountId) => (await catalogStore.listNamespaces(accountId)).map((n) => n.name),
     config.baseHost,
@@ -297,6 +298,7 @@ async function startServerSteps(
     graceMs: packageGraceMs(Math.max(...Object.values(config.tiers).map((t) => t.timeoutSeconds))),
     logger,
     webhooks: webhooksStore,
+    oauthClients: oauthStore,
   });
   const cancels = new CancelStore(database.db, instance.id);
   const runs = new RunService({

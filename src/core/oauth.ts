@@ -53,6 +53,62 @@ export function namespaceOfResource(resource: URL, origin: string, baseHost?: st
 export function clientDisplayName(metadata: Record<string, unknown>): string {
   const name = typeof metadata.client_name === 'string' ? metadata.client_name : '';
   // eslint-disable-next-line no-control-regex
-  const clean = name.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, ' ').trim();
-  return clean === '' ? 'Unnamed client' : clean.length > 80 ? `${clean.slice(0, 79)}…` : clean;
+  // Controls, zero-width and direction marks (line/paragraph separators, BOM, invisible operators too).
+  const clean = name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g, ' ').trim();
+  // By code points: a cut never leaves half a surrogate pair.
+  const points = [...clean];
+  return clean === '' ? 'Unnamed client' : points.length > 80 ? `${points.slice(0, 79).join('')}…` : clean;
+}
+
+/** What a registration may keep: a public client needs a name and its redirect URIs (RFC 7591's others are dropped). */
+export const CLIENT_LIMITS = { nameChars: 200, redirectUris: 10, redirectUriChars: 2048, scopeChars: 200 } as const;
+
+const LOOPBACK_HOSTNAMES = new Set(['localhost', '[::1]']);
+
+/**
+ * The stored form of a client's registration, or why it is refused. Registration is open to anyone:
+ * only the fields a public client uses are kept (no jwks, software_statement, contacts…), bounded,
+ * storable (unstorableReason), and redirect URIs are https, loopback http, or an app's own scheme
+ * (the MCP authorization spec: plain http only to localhost).
+ */
+export function publicClientMetadata(
+  metadata: Record<string, unknown>,
+): { ok: true; metadata: Record<string, unknown> } | { ok: false; problem: string } {
+  const kept: Record<string, unknown> = {};
+  if (metadata.client_name !== undefined) {
+    if (typeof metadata.client_name !== 'string' || [...metadata.client_name].length > CLIENT_LIMITS.nameChars) {
+      return { ok: false, problem: `client_name must be text of at most ${CLIENT_LIMITS.nameChars} characters` };
+    }
+    kept.client_name = metadata.client_name;
+  }
+  if (metadata.scope !== undefined) {
+    if (typeof metadata.scope !== 'string' || metadata.scope.length > CLIENT_LIMITS.scopeChars) {
+      return { ok: false, problem: `scope must be text of at most ${CLIENT_LIMITS.scopeChars} characters` };
+    }
+    kept.scope = metadata.scope;
+  }
+  const uris = metadata.redirect_uris;
+  if (!Array.isArray(uris) || uris.length === 0 || uris.length > CLIENT_LIMITS.redirectUris) {
+    return { ok: false, problem: `redirect_uris must list 1 to ${CLIENT_LIMITS.redirectUris} URIs` };
+  }
+  for (const uri of uris) {
+    if (typeof uri !== 'string' || uri.length > CLIENT_LIMITS.redirectUriChars || !URL.canParse(uri)) {
+      return { ok: false, problem: `each redirect URI must be a URL of at most ${CLIENT_LIMITS.redirectUriChars} characters` };
+    }
+    const url = new URL(uri);
+    if (url.protocol === 'http:' && !LOOPBACK_HOSTNAMES.has(url.hostname) && !/^127\.\d+\.\d+\.\d+$/.test(url.hostname)) {
+      return { ok: false, problem: `redirect URI ${url.origin}: plain http is for localhost only; use https` };
+    }
+  }
+  kept.redirect_uris = [...uris];
+  return { ok: true, metadata: kept };
+}
+
+/**
+ * Where the consent page says a client returns to: scheme and host, so an app's own scheme
+ * (`com.example.app:`) or plain http looks different from https at a glance.
+ */
+export function redirectShown(redirectUri: string): string {
+  const url = new URL(redirectUri);
+  return url.host ? `${url.protocol}//${url.host}` : `${url.protocol}${url.pathname.split('/')[0] ?? ''}`;
 }

@@ -12,6 +12,9 @@ import type { CatalogStore } from '../store/catalog-store.js';
 
 export const HOUSEKEEPING_INTERVAL_MS = 5 * 60 * 1000;
 
+/** A registered OAuth client with no grant is removed after this many days (a client registers again). */
+export const UNUSED_OAUTH_CLIENT_DAYS = 7;
+
 /**
  * How long an unreferenced package stays after its last use: twice the longest run timeout of any
  * plan (a run marks its package when it starts) plus 15 minutes (an idle zygote that mounted it is
@@ -35,6 +38,8 @@ export class Housekeeping {
       logger: Logger;
       /** Agent webhooks' seen signatures and Idempotency-Keys past their expiry. */
       webhooks?: { purgeExpired(): Promise<number> };
+      /** OAuth client registrations no one signed in with (registration is open: each is a stored row). */
+      oauthClients?: { deleteUnusedClients(before: Date, now: Date): Promise<number> };
     },
   ) {}
 
@@ -55,7 +60,7 @@ export class Housekeeping {
   }
 
   /** One pass; `now` lets an operator task (or a test) collect as of a later time. */
-  async sweep(now = Date.now()): Promise<{ sessions: number; packages: number; installs: number }> {
+  async sweep(now = Date.now()): Promise<{ sessions: number; packages: number; installs: number; oauthClients: number }> {
     const sessions = await this.deps.accounts.deleteExpiredMcpSessions(now);
     const referenced = new Set<string>();
     for (const [namespace, functions] of await this.deps.catalogStore.packageIdentities()) referenced.add(packageKey(namespace, functions));
@@ -71,6 +76,10 @@ export class Housekeeping {
     }
     const installs = this.deps.dependencies.collectGarbage(requirementKeys, this.deps.graceMs, now).removed;
     const webhookRows = (await this.deps.webhooks?.purgeExpired()) ?? 0;
+    const oauthClients =
+      (await this.deps.oauthClients?.deleteUnusedClients(new Date(now - UNUSED_OAUTH_CLIENT_DAYS * 86_400_000), new Date(now))) ?? 0;
+    if (oauthClients > 0)
+      this.deps.logger.info({ oauth_clients: oauthClients }, 'housekeeping removed OAuth clients no one signed in with');
     if (webhookRows > 0)
       this.deps.logger.info({ webhook_rows: webhookRows }, 'housekeeping removed expired webhook signatures and idempotency keys');
     if (sessions > 0 || packages > 0 || installs > 0)
@@ -78,6 +87,6 @@ export class Housekeeping {
         { sessions, packages, installs },
         'housekeeping removed expired sessions, unused functions packages and unused npm installs',
       );
-    return { sessions, packages, installs };
+    return { sessions, packages, installs, oauthClients };
   }
 }

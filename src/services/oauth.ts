@@ -9,7 +9,15 @@ import {
 import type { OAuthClientInformationFull, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { OAUTH_REFRESH_TOKEN_PATTERN, isAccessTokenShape, type Scope } from '../core/accounts.js';
 import { DomainError, invalid } from '../core/errors.js';
-import { OAUTH_LIFETIMES, clientDisplayName, namespaceOfResource, requestedScopes } from '../core/oauth.js';
+import {
+  OAUTH_LIFETIMES,
+  clientDisplayName,
+  namespaceOfResource,
+  publicClientMetadata,
+  redirectShown,
+  requestedScopes,
+} from '../core/oauth.js';
+import { unstorableMessage, unstorableReason } from '../core/storable-text.js';
 import type { ConsentRequest, OAuthGrantListing } from '../core/dashboard-types.js';
 import type { OAuthStore } from '../store/oauth-store.js';
 import type { AccountsStore } from '../store/accounts-store.js';
@@ -59,13 +67,14 @@ export class OAuthService {
    * client that asked for it, and no client secret is kept anywhere.
    */
   async registerClient(client: Omit<OAuthClientInformationFull, 'client_id' | 'client_id_issued_at'>): Promise<OAuthClientInformationFull> {
-    const { client_secret: _secret, client_secret_expires_at: _expiry, ...metadata } = client as OAuthClientInformationFull;
-    // PostgreSQL text cannot hold NUL: refused as bad metadata, not failed in the insert.
-    if (JSON.stringify(metadata).includes('\\u0000'))
-      throw new InvalidClientMetadataError('client metadata must not contain NUL characters');
+    const kept = publicClientMetadata(client as unknown as Record<string, unknown>);
+    if (!kept.ok) throw new InvalidClientMetadataError(kept.problem);
+    // What the database cannot hold (NUL, lone surrogates) is refused as bad metadata, not failed in the insert.
+    const unstorable = unstorableReason(kept.metadata);
+    if (unstorable) throw new InvalidClientMetadataError(`client metadata: ${unstorableMessage(unstorable)}`);
     const clientId = randomUUID();
     const registered = {
-      ...metadata,
+      ...kept.metadata,
       token_endpoint_auth_method: 'none',
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -118,7 +127,7 @@ export class OAuthService {
     return {
       request_id: row.id,
       client_name: clientDisplayName(client),
-      redirect_host: new URL(row.redirect_uri).host,
+      redirect_host: redirectShown(row.redirect_uri),
       scopes: row.scopes as Scope[],
       namespace: fixed ?? null,
       namespaces: await this.namespacesOf(accountId),
@@ -197,13 +206,8 @@ export class OAuthService {
         throw new InvalidTargetError('resource differs from the authorization request’s');
       }
     }
-    if (!(await this.store.useCode(hash))) {
-      const again = await this.store.findAuthorization(row.id);
-      if (again?.key_id) await this.store.revokeGrant(again.key_id);
-      throw new InvalidGrantError('authorization code already used: the tokens it gave are revoked');
-    }
     const issued = this.issue(row.granted_scopes);
-    await this.store.createGrant({
+    const grant = await this.store.redeemCode(hash, {
       authorizationId: row.id,
       accountId: row.account_id,
       clientId: client.client_id,
@@ -214,6 +218,12 @@ export class OAuthService {
       expiresAt: issued.grantExpiresAt,
       tokens: issued.rows,
     });
+    if (!grant) {
+      // The winner's transaction has committed by now (its row lock made this one wait): key_id is set.
+      const again = await this.store.findAuthorization(row.id);
+      if (again?.key_id) await this.store.revokeGrant(again.key_id);
+      throw new InvalidGrantError('authorization code already used: the tokens it gave are revoked');
+    }
     return issued.tokens;
   }
 

@@ -39,6 +39,31 @@ export class OAuthStore {
       .execute();
   }
 
+  /**
+   * Registrations nobody signed in with: clients registered before `before` with no grant (live or
+   * revoked) and no authorization request or code still open. Their requests go with them (cascade).
+   */
+  async deleteUnusedClients(before: Date, now: Date): Promise<number> {
+    const result = await this.db
+      .deleteFrom('oauth_clients')
+      .where('created_at', '<', before)
+      .where(({ not, exists, selectFrom }) =>
+        not(exists(selectFrom('api_keys').select('api_keys.id').whereRef('api_keys.oauth_client_id', '=', 'oauth_clients.client_id'))),
+      )
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom('oauth_authorizations as a')
+              .select('a.id')
+              .whereRef('a.client_id', '=', 'oauth_clients.client_id')
+              .where((w) => w.or([w('a.expires_at', '>', now), w('a.code_expires_at', '>', now)])),
+          ),
+        ),
+      )
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
   async findClient(clientId: string): Promise<Record<string, unknown> | undefined> {
     const row = await this.db.selectFrom('oauth_clients').select('metadata').where('client_id', '=', clientId).executeTakeFirst();
     return row?.metadata;
@@ -128,30 +153,34 @@ export class OAuthStore {
     return Number(result.numUpdatedRows) > 0;
   }
 
-  /** Marks a code used, once (true); a second redemption gets false (reuse). */
-  async useCode(codeHash: string): Promise<boolean> {
-    const result = await this.db
-      .updateTable('oauth_authorizations')
-      .set({ used_at: new Date() })
-      .where('code_hash', '=', codeHash)
-      .where('used_at', 'is', null)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) > 0;
-  }
-
-  /** The grant (api_keys row) and its first tokens, in one transaction, recorded on the code's request. */
-  async createGrant(input: {
-    authorizationId: string;
-    accountId: string;
-    clientId: string;
-    name: string;
-    prefix: string;
-    namespace: string;
-    scopes: string[];
-    expiresAt: Date;
-    tokens: Array<{ hash: string; kind: 'access' | 'refresh'; expiresAt: Date }>;
-  }): Promise<ApiKeyRow> {
+  /**
+   * Redeems a code: marks it used and stores the grant (api_keys row), its first tokens and the
+   * request's key_id in ONE transaction. The conditional UPDATE holds the row lock until commit, so
+   * a parallel redemption waits, then finds the code used AND the grant recorded (it can revoke it).
+   * undefined: the code was used already (reuse), and nothing is stored.
+   */
+  async redeemCode(
+    codeHash: string,
+    input: {
+      authorizationId: string;
+      accountId: string;
+      clientId: string;
+      name: string;
+      prefix: string;
+      namespace: string;
+      scopes: string[];
+      expiresAt: Date;
+      tokens: Array<{ hash: string; kind: 'access' | 'refresh'; expiresAt: Date }>;
+    },
+  ): Promise<ApiKeyRow | undefined> {
     return this.db.transaction().execute(async (trx) => {
+      const marked = await trx
+        .updateTable('oauth_authorizations')
+        .set({ used_at: new Date() })
+        .where('code_hash', '=', codeHash)
+        .where('used_at', 'is', null)
+        .executeTakeFirst();
+      if (Number(marked.numUpdatedRows) === 0) return undefined;
       const key = await trx
         .insertInto('api_keys')
         .values({
