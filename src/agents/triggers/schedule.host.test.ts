@@ -490,6 +490,16 @@ describe('two servers on one database', () => {
     'both plan every tick; each runs exactly once (single on either node, cluster on the node holding the replica)',
     { skip: databaseUrlForTwo() },
     async () => {
+      // Both replicas start on this server before the second one is up (started there, the second
+      // could claim either one first, and the placement this test sets below would not be the one it reads).
+      const o = await owner();
+      await callOk(o.create, 'make_agent', { name: 'twin' });
+      const id = await agentId(o.ns, 'twin');
+      await setDesiredReplicas(id, 2);
+      const started = await callOk(o.create, 'start_agent', { name: 'twin' });
+      const [a, b] = started.replicas as Array<{ name: string; node: string }>;
+      const nodeA = a!.node;
+      assert.equal(b!.node, nodeA, 'both replicas on the first server');
       const instancesBefore = new Set((await database().selectFrom('server_instances').select('id').execute()).map((r) => r.id));
       const second = await startTestServer({ databaseUrl: files.databaseUrl, tiers: TIERS });
       try {
@@ -497,13 +507,6 @@ describe('two servers on one database', () => {
           .map((r) => r.id)
           .find((n) => !instancesBefore.has(n));
         assert.ok(nodeB, "the second server's instance");
-        const o = await owner();
-        await callOk(o.create, 'make_agent', { name: 'twin' });
-        const id = await agentId(o.ns, 'twin');
-        await setDesiredReplicas(id, 2);
-        const started = await callOk(o.create, 'start_agent', { name: 'twin' });
-        const [a, b] = started.replicas as Array<{ name: string; node: string }>;
-        const nodeA = a!.node;
         // The second server holds one replica (as a lease takeover would leave it): both nodes will plan both schedules.
         await database()
           .updateTable('agent_replicas')
