@@ -707,7 +707,12 @@ test(
       assert.equal(answer.isError, undefined, `node A's run answers: ${JSON.stringify(answer)}`);
       const usage = await usageOf(a.url, account.key);
       assert.equal(usage.concurrency.active, 0);
-      assert.equal(usage.executions, 2, 'both runs counted once');
+      // In the last hour of a month node B's clock is in the next one: its run counts in that month.
+      const crossesMonth = new Date(Date.now() + 3_600_000).getUTCMonth() !== new Date().getUTCMonth();
+      if (crossesMonth) {
+        assert.equal(usage.executions, 1, "node A's run counted once, in this month");
+        assert.equal((await usageOf(b.url, account.key)).executions, 1, "node B's run counted once, in node B's month");
+      } else assert.equal(usage.executions, 2, 'both runs counted once');
       assert.deepEqual(
         (await historyOf(a.url, account.key, ns)).map((row) => row.status),
         ['success', 'success'],
