@@ -514,6 +514,10 @@ describe('two servers on one database', () => {
           .where('agent_id', '=', id)
           .where('name', '=', b!.name)
           .execute();
+        // Until each server's supervisor has seen it (a round each, up to a second): before that the
+        // first one still plans the moved replica's cluster fires as its own.
+        const local = (t: TestServer) => t.server.services.agentRuntime.supervisor.localReplicas(id).join();
+        await until('each server running its replica only', async () => local(server) === a!.name && local(second) === b!.name);
         // The schedules come after, so no fire was planned before the second server held its replica.
         const single = await callOk(o.create, 'add_schedule', {
           name: 'twin',
