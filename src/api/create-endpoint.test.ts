@@ -431,21 +431,23 @@ describe('functions', () => {
     await callOk(client, 'make_service', { name: 'c' });
     await callOk(client, 'make_function', { service: 'c', name: 'f', code: 'x = 0' });
     const clients = await Promise.all(Array.from({ length: 4 }, () => connect(endpoint(ns), key)));
+    // As many at once as an account may have code checks in progress (8): more would be a rate_limited
+    // answer on a slow machine, which is the cap's rule, not this test's.
     const results = await Promise.all(
-      Array.from({ length: 24 }, (_, i) =>
+      Array.from({ length: 8 }, (_, i) =>
         callOk(clients[i % clients.length]!, 'update_function', { service: 'c', name: 'f', code: `x = ${i + 1}` }),
       ),
     );
     const versions = results.map((r) => r.version as number).sort((a, b) => a - b);
     assert.deepEqual(
       versions,
-      Array.from({ length: 24 }, (_, i) => i + 2),
+      Array.from({ length: 8 }, (_, i) => i + 2),
     );
     const described = await callOk(client, 'describe_function', { service: 'c', name: 'f' });
-    assert.equal(described.active_version, 25);
+    assert.equal(described.active_version, 9);
     assert.deepEqual(
       described.versions.map((v: { version: number }) => v.version),
-      Array.from({ length: 25 }, (_, i) => i + 1),
+      Array.from({ length: 9 }, (_, i) => i + 1),
     );
     // Each acknowledged version holds exactly the code that was sent for it.
     for (const result of results.slice(0, 5)) {

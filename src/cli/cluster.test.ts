@@ -78,7 +78,8 @@ async function launch(): Promise<Launched> {
   const deadline = Date.now() + 240_000;
   let gone = false;
   void exited.then(() => (gone = true));
-  while (!/proxy (http:\/\/\S+)/.test(out)) {
+  // Up once the .mcp.json to paste is printed too (it comes after the proxy's line, maybe in another chunk).
+  while (!/proxy (http:\/\/\S+)/.test(out) || !/\/mcp\/run\/myns"/.test(out)) {
     if (gone || Date.now() > deadline) throw new Error(`mcpworks cluster did not start:\n${out}\n${err.slice(-4000)}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
