@@ -29,7 +29,7 @@ const SAMPLES: Array<[string, string]> = [
   ['github_pat_' + '11ABCDEFG0123456789_abcdefghij', 'GITHUB_TOKEN'],
   ['glpat-' + 'xXyYzZ0123456789abcd', 'GITLAB_TOKEN'],
   ...['a', 'b', 'p', 'o', 's', 'r'].map((kind): [string, string] => [`xox${kind}-` + '1234567890-abcdefghij', 'SLACK_TOKEN']),
-  ['mcpw_' + 'ab'.repeat(32), 'MCPWORKS_KEY'],
+  ...['mcpw_', 'mcpwat_', 'mcpwrt_'].map((prefix): [string, string] => [prefix + 'ab'.repeat(32), 'MCPWORKS_KEY']),
   [JWT_SAMPLE, 'JWT'],
   ...['postgres', 'postgresql', 'mysql', 'mariadb', 'mongodb', 'mongodb+srv', 'redis', 'rediss', 'amqp', 'amqps', 'mssql', 'sqlserver'].map(
     (scheme): [string, string] => [`${scheme}://admin:` + 's3cr3tpw@db.internal:5432/app', 'CONNECTION_URI'],
@@ -266,7 +266,7 @@ test('what survives of a pattern secret cut short is redacted at the cut, for ev
     ['github_pat_' + '11ABC', 'GITHUB_TOKEN'],
     ['glpat-' + 'xXyY', 'GITLAB_TOKEN'],
     ['xoxb-' + '12345', 'SLACK_TOKEN'],
-    ['mcpw_' + 'abab', 'MCPWORKS_KEY'],
+    ...['mcpw_', 'mcpwat_', 'mcpwrt_'].map((prefix): [string, string] => [prefix + 'abab', 'MCPWORKS_KEY']),
     ['eyJhbGciOiJIUzI1NiJ9' + '.eyJzdWIi', 'JWT'],
     ['-----BEGIN RSA PRIVATE KEY-----\nMIIEow', 'PRIVATE_KEY'],
     ['aws_secret_access_key = "' + 'wJalrXUtnF', 'AWS_SECRET', 'aws_secret_access_key = "'],

@@ -106,7 +106,8 @@ export const SECRET_PATTERNS: readonly SecretPattern[] = Object.freeze([
   { marker: 'GITHUB_TOKEN', pattern: /\b(?:ghp|gho|ghs|ghu|ghr)_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}/g },
   { marker: 'GITLAB_TOKEN', pattern: /\bglpat-[A-Za-z0-9_-]{20,}/g },
   { marker: 'SLACK_TOKEN', pattern: /\bxox[abposr]-[A-Za-z0-9-]{10,}/g },
-  { marker: 'MCPWORKS_KEY', pattern: /\bmcpw_[0-9a-f]{64}\b/g },
+  // API keys, and the OAuth access and refresh tokens this server issues (mcpwat_, mcpwrt_).
+  { marker: 'MCPWORKS_KEY', pattern: /\bmcpw(?:at|rt)?_[0-9a-f]{64}\b/g },
 ]);
 
 /** Env values shorter than this are too common to redact without mangling ordinary output. */
@@ -312,7 +313,7 @@ const PARTIAL_PATTERNS: readonly PartialPattern[] = Object.freeze([
   { marker: 'GITHUB_TOKEN', start: /\bgithub_pat_/g, body: /[A-Za-z0-9_]/ },
   { marker: 'GITLAB_TOKEN', start: /\bglpat-/g, body: /[A-Za-z0-9_-]/ },
   { marker: 'SLACK_TOKEN', start: /\bxox[abposr]-/g, body: /[A-Za-z0-9-]/ },
-  { marker: 'MCPWORKS_KEY', start: /\bmcpw_/g, body: /[0-9a-f]/ },
+  { marker: 'MCPWORKS_KEY', start: /\bmcpw(?:at|rt)?_/g, body: /[0-9a-f]/ },
   { marker: 'JWT', start: /(?<![A-Za-z0-9_])eyJ/g, body: /[A-Za-z0-9_.-]/ },
 ]);
 
