@@ -103,12 +103,17 @@ async function token(form: Record<string, string>): Promise<{ status: number; bo
   return { status: response.status, body: await response.json() };
 }
 
-/** The whole browser-less flow: register, authorize, approve as `account`, redeem. */
-async function signIn(
-  options: { account?: TestAccount; namespace?: string; scopes?: string[]; resource?: string } = {},
-): Promise<{ clientId: string; code: string; verifier: string; tokens: any }> {
-  const account = options.account ?? owner;
-  const clientId = await register();
+/** What a client asks /authorize for: each field left out of the request when undefined. */
+interface Ask {
+  clientId?: string;
+  resource?: string;
+  scope?: string[];
+  state?: string;
+}
+
+/** A client (registered unless given) starts a sign-in with PKCE: the consent page's request id. */
+async function consentRequest(ask: Ask = {}): Promise<{ clientId: string; verifier: string; requestId: string }> {
+  const clientId = ask.clientId ?? (await register());
   const { verifier, challenge } = pkce();
   const started = await authorize({
     response_type: 'code',
@@ -116,25 +121,52 @@ async function signIn(
     redirect_uri: REDIRECT,
     code_challenge: challenge,
     code_challenge_method: 'S256',
-    state: 'st-1',
-    scope: (options.scopes ?? ['read', 'write', 'execute']).join(' '),
-    ...(options.resource === undefined
-      ? { resource: `${server.url}/mcp/run/${options.namespace ?? ns}` }
-      : options.resource
-        ? { resource: options.resource }
-        : {}),
+    ...(ask.state === undefined ? {} : { state: ask.state }),
+    ...(ask.scope === undefined ? {} : { scope: ask.scope.join(' ') }),
+    ...(ask.resource === undefined ? {} : { resource: ask.resource }),
   });
   assert.equal(started.status, 302, started.body);
-  const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
-  const approved = await decide(account, requestId, {
+  const consent = new URL(started.location!, server.url);
+  assert.equal(consent.pathname, '/consent');
+  return { clientId, verifier, requestId: consent.searchParams.get('request')! };
+}
+
+/**
+ * register -> authorize -> approve as `account` (the owner unless given) -> the code, not yet
+ * redeemed. `namespace` goes into the decision only when given (else the resource's namespace).
+ */
+async function approvedCode(
+  options: Ask & { account?: TestAccount; namespace?: string; scopes: string[] },
+): Promise<{ clientId: string; code: string; verifier: string }> {
+  const { clientId, verifier, requestId } = await consentRequest(options);
+  const approved = await decide(options.account ?? owner, requestId, {
     approve: true,
-    namespace: options.namespace ?? ns,
-    scopes: options.scopes ?? ['read', 'write', 'execute'],
+    ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
+    scopes: options.scopes,
   });
   assert.equal(approved.status, 200, JSON.stringify(approved.body));
   const back = new URL(approved.body.redirect_to);
-  assert.equal(back.searchParams.get('state'), 'st-1');
-  const code = back.searchParams.get('code')!;
+  assert.equal(back.searchParams.get('state'), options.state ?? null);
+  const code = back.searchParams.get('code');
+  assert.ok(code, approved.body.redirect_to);
+  return { clientId, code, verifier };
+}
+
+/** The whole browser-less flow: register, authorize, approve as `account`, redeem. */
+async function signIn(
+  options: { account?: TestAccount; namespace?: string; scopes?: string[]; resource?: string } = {},
+): Promise<{ clientId: string; code: string; verifier: string; tokens: any }> {
+  const namespace = options.namespace ?? ns;
+  const scopes = options.scopes ?? ['read', 'write', 'execute'];
+  const { clientId, code, verifier } = await approvedCode({
+    ...(options.account ? { account: options.account } : {}),
+    namespace,
+    scopes,
+    scope: scopes,
+    state: 'st-1',
+    // The run endpoint of the namespace unless told; '' asks for no resource.
+    resource: options.resource === undefined ? `${server.url}/mcp/run/${namespace}` : options.resource || undefined,
+  });
   const tokens = await token({
     grant_type: 'authorization_code',
     code,
@@ -355,21 +387,12 @@ describe('the authorization server refuses', () => {
 
   test('PKCE: plain or missing challenges are refused (here, not redirected); a wrong verifier gets invalid_grant and the code stays unused', async () => {
     const clientId = await register();
-    const { verifier, challenge } = pkce();
-    for (const params of [{ code_challenge: verifier, code_challenge_method: 'plain' }, {}] as Array<Record<string, string>>) {
+    const plain = pkce().verifier;
+    for (const params of [{ code_challenge: plain, code_challenge_method: 'plain' }, {}] as Array<Record<string, string>>) {
       const refused = await authorize({ response_type: 'code', client_id: clientId, redirect_uri: REDIRECT, state: 'keep-me', ...params });
       assertAnsweredHere(refused, 'invalid_request');
     }
-    const started = await authorize({
-      response_type: 'code',
-      client_id: clientId,
-      redirect_uri: REDIRECT,
-      code_challenge: challenge,
-      code_challenge_method: 'S256',
-      resource: `${server.url}/mcp/run/${ns}`,
-    });
-    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
-    const code = new URL((await decide(owner, requestId, { approve: true, scopes: ['read'] })).body.redirect_to).searchParams.get('code')!;
+    const { code, verifier } = await approvedCode({ clientId, resource: `${server.url}/mcp/run/${ns}`, scopes: ['read'] });
     const wrong = await token({ grant_type: 'authorization_code', code, code_verifier: pkce().verifier, client_id: clientId });
     assert.equal(wrong.status, 400);
     assert.equal(wrong.body.error, 'invalid_grant');
@@ -404,19 +427,7 @@ describe('the authorization server refuses', () => {
     // Pairs, not a crowd: with many, one late loser revokes anyway; a pair shows whether a loser
     // that lands between the winner's "used" and its grant being recorded still finds the grant.
     for (let round = 0; round < 12; round++) {
-      const clientId = await register();
-      const { verifier, challenge } = pkce();
-      const started = await authorize({
-        response_type: 'code',
-        client_id: clientId,
-        redirect_uri: REDIRECT,
-        code_challenge: challenge,
-        code_challenge_method: 'S256',
-      });
-      const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
-      const code = new URL(
-        (await decide(owner, requestId, { approve: true, namespace: ns, scopes: ['read'] })).body.redirect_to,
-      ).searchParams.get('code')!;
+      const { clientId, code, verifier } = await approvedCode({ namespace: ns, scopes: ['read'] });
       const redeem = () => token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: clientId });
       const answers = await Promise.all([redeem(), redeem()]);
       const won = answers.filter((a) => a.status === 200);
@@ -428,19 +439,7 @@ describe('the authorization server refuses', () => {
   });
 
   test('an expired code or access token is refused', async () => {
-    const clientId = await register();
-    const { verifier, challenge } = pkce();
-    const started = await authorize({
-      response_type: 'code',
-      client_id: clientId,
-      redirect_uri: REDIRECT,
-      code_challenge: challenge,
-      code_challenge_method: 'S256',
-    });
-    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
-    const code = new URL(
-      (await decide(owner, requestId, { approve: true, namespace: ns, scopes: ['read'] })).body.redirect_to,
-    ).searchParams.get('code')!;
+    const { clientId, code, verifier } = await approvedCode({ namespace: ns, scopes: ['read'] });
     await sql`UPDATE oauth_authorizations SET code_expires_at = now() - interval '1 second' WHERE code_hash = ${sha256Hex(code)}`.execute(
       server.server.services.db,
     );
@@ -514,8 +513,7 @@ describe('the authorization server refuses', () => {
     const theirs = `oc-${randomBytes(4).toString('hex')}`;
     await mcpCall(createUrl(theirs), stranger.key, 'make_namespace', { name: theirs });
     // The owner cannot approve a client for a namespace that is not the owner's.
-    const started = await authorize({ ...base, resource: `${server.url}/mcp/run/${theirs}` });
-    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+    const { requestId } = await consentRequest({ clientId, resource: `${server.url}/mcp/run/${theirs}` });
     const refused = await decide(owner, requestId, { approve: true, scopes: ['read'] });
     assert.equal(refused.status, 400);
     assert.equal(refused.body.field, 'namespace');
@@ -553,17 +551,7 @@ describe('the authorization server refuses', () => {
   });
 
   test('consent: needs the session, is decided once, a denial goes back as access_denied; no cross-origin decision', async () => {
-    const clientId = await register();
-    const { challenge } = pkce();
-    const started = await authorize({
-      response_type: 'code',
-      client_id: clientId,
-      redirect_uri: REDIRECT,
-      code_challenge: challenge,
-      code_challenge_method: 'S256',
-      state: 's',
-    });
-    const requestId = new URL(started.location!, server.url).searchParams.get('request')!;
+    const { clientId, requestId } = await consentRequest({ state: 's' });
     assert.equal((await fetch(`${server.url}/api/oauth/requests/${requestId}`)).status, 401);
     const forged = await postJson(
       `${server.url}/api/oauth/requests/${requestId}`,

@@ -3,9 +3,9 @@
 // playwright-core; nothing downloads a browser. Sign up, create a key, copy the `.mcp.json`, connect
 // the MCP SDK client with it and make a function of two versions; see it, diff the two, restore one,
 // run it from the try-it form, see that run and a run-endpoint call appear in the open Executions
-// page, see the Usage page; make an agent through the client, scale it to 2, configure its AI (the
-// fake LLM of the agents tests), start it and chat from the Agents page, which names the replica
-// that answered; revoke the key in the page: the client then gets 401. The server runs
+// page, see the Usage page chart a bar over the day of those runs (read from its canvas); make an
+// agent through the client, scale it to 2, configure its AI (the fake LLM of the agents tests),
+// start it and chat from the Agents page, which names the replica that answered; revoke the key in the page: the client then gets 401. The server runs
 // code in real sandboxes, reached through the server (the server tier: scripts/test-tiers.mjs).
 // Any console error, page error or request to another origin fails the run. Screenshots of each
 // page at 1280×800 go to docs/screenshots/ (MCPWORKS_SCREENSHOTS_DIR elsewhere), shown in the README.
@@ -196,8 +196,54 @@ test('sign up, create a key, copy .mcp.json, call a tool with it, revoke it in t
   await page.getByRole('heading', { name: 'Usage' }).waitFor();
   await page.getByText(/^2 of [\d,]+ executions/).waitFor();
   assert.equal(await page.locator('progress.quota').getAttribute('value'), '2');
-  const bars = await page.locator('svg.chart rect.bar').count();
-  assert.ok(bars >= 1 && bars <= 31, 'a bar a day of the month so far');
+  // The chart (uPlot, a canvas) is drawn with a bar over each day the table counts executions on,
+  // and over no other day: read back from the canvas's pixels in the accent colour.
+  const table = await page
+    .locator('table[aria-label="Executions per day"] tbody tr')
+    .evaluateAll((rows) => rows.map((row) => [...row.querySelectorAll('td')].map((cell) => cell.textContent ?? '')));
+  const busyDays = table.flatMap(([day, count]) => (Number(count) > 0 ? [Number(day!.slice(8))] : []));
+  // The chart's x axis is the whole month: YYYY-MM of the table's first day, and its length.
+  const [year, month] = table[0]![0]!.split('-').map(Number) as [number, number];
+  const monthLength = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  assert.ok(busyDays.length >= 1, `a day with executions in the table: ${JSON.stringify(table)}`);
+  assert.match((await page.locator('div.chart[role=img]').getAttribute('aria-label'))!, /^Executions per day this month/);
+  await page.locator('div.chart canvas').waitFor();
+  const drawn = await page.locator('div.chart').evaluate((holder, days) => {
+    const canvas = holder.querySelector('canvas')!;
+    const over = holder.querySelector<HTMLElement>('.u-over')!.getBoundingClientRect();
+    const box = canvas.getBoundingClientRect();
+    const scale = canvas.width / box.width;
+    const accent = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim();
+    const [r, g, b] = [1, 3, 5].map((at) => parseInt(accent.slice(at, at + 2), 16));
+    // One row of pixels just above the x axis: a bar of any height crosses it.
+    const y = Math.floor((over.bottom - box.top - 2) * scale);
+    const row = canvas.getContext('2d')!.getImageData(0, y, canvas.width, 1).data;
+    const bars: number[] = [];
+    const middles: number[] = [];
+    let start = -1;
+    for (let x = 0; x <= canvas.width; x++) {
+      const hit = x < canvas.width && Math.abs(row[x * 4]! - r!) + Math.abs(row[x * 4 + 1]! - g!) + Math.abs(row[x * 4 + 2]! - b!) < 24;
+      if (hit && start < 0) start = x;
+      if (!hit && start >= 0) {
+        // The bar's middle, as a day: the x scale runs from day 0.5 to the month's last + 0.5.
+        const middle = (start + x) / 2 / scale + box.left - over.left;
+        bars.push(Math.round(0.5 + (middle / over.width) * days));
+        middles.push(over.left + middle);
+        start = -1;
+      }
+    }
+    return { width: box.width, height: box.height, bars, middles, low: over.bottom - 4 };
+  }, monthLength);
+  assert.ok(drawn.width > 0 && drawn.height > 0, `the chart's canvas has a size: ${JSON.stringify(drawn)}`);
+  assert.deepEqual(drawn.bars, busyDays, 'a bar over each day with executions, none elsewhere');
+  // Hovering a bar names its day and count in the chart's legend.
+  await page.mouse.move(drawn.middles[0]!, drawn.low);
+  const [hoveredDay, hoveredCount] = table.find(([, count]) => Number(count) > 0)!;
+  await page
+    .locator('div.chart .u-legend')
+    .filter({ hasText: hoveredDay! })
+    .filter({ hasText: `Executions${hoveredCount}` })
+    .waitFor();
   assert.match((await page.locator('#tier-limits').textContent())!, /Agent slots/);
   await shoot('usage');
 

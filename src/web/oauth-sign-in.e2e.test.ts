@@ -14,9 +14,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { freePort } from '../cli/cluster-command.js';
 import { callOk, connect, createAccount, startTestServer, type TestAccount, type TestServer } from '../test-support/harness.js';
 import { shootPage } from '../test-support/page-shot.js';
+import { freePort } from '../test-support/processes.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CHROMIUM = process.env.MCPWORKS_CHROMIUM ?? '/usr/bin/chromium';

@@ -1,6 +1,7 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, describeError } from '../api';
 import { ErrorMessage, PageTitle } from '../components';
+import { DailyChart, type DayCount } from '../daily-chart';
 
 interface MonthUsage {
   usage: {
@@ -20,7 +21,7 @@ interface MonthUsage {
 const limitText = (n: number | null) => (n === null ? 'unlimited' : n.toLocaleString());
 
 /** Every day of the month so far, with its count (days without executions are 0). */
-function monthDays(month: string, days: MonthUsage['days']): Array<{ day: string; executions: number }> {
+function monthDays(month: string, days: MonthUsage['days']): DayCount[] {
   const counts = new Map(days.map((d) => [d.day, d.executions]));
   const [year, mon] = month.split('-').map(Number) as [number, number];
   const today = new Date();
@@ -32,47 +33,6 @@ function monthDays(month: string, days: MonthUsage['days']): Array<{ day: string
   });
 }
 
-/**
- * The per-day chart: an SVG drawn here rather than a charting library. The libraries that fit
- * (uPlot, Chart.js) draw on a canvas, which screen readers cannot read, and would add 50-200 KB to
- * a bundle of ~75 KB for one bar chart; SVG bars need no script or inline style, so the CSP stays
- * as strict. The same numbers are in a table beside it.
- */
-function DailyChart(props: { days: Array<{ day: string; executions: number }> }) {
-  const width = 720;
-  const height = 200;
-  const pad = { left: 40, bottom: 24, top: 10 };
-  const max = Math.max(1, ...props.days.map((d) => d.executions));
-  const step = (width - pad.left) / Math.max(1, props.days.length);
-  const y = (n: number) => pad.top + (height - pad.top - pad.bottom) * (1 - n / max);
-  return (
-    <svg class="chart" viewBox={`0 0 ${width} ${height}`} role="img" aria-labelledby="chart-title">
-      <title id="chart-title">Executions per day this month (highest: {max})</title>
-      <line x1={pad.left} y1={y(0)} x2={width} y2={y(0)} class="axis" />
-      <text x={pad.left - 6} y={y(max) + 4} text-anchor="end" class="tick">
-        {max}
-      </text>
-      <text x={pad.left - 6} y={y(0) + 4} text-anchor="end" class="tick">
-        0
-      </text>
-      {props.days.map((d, i) => (
-        <g key={d.day}>
-          <rect x={pad.left + i * step + 2} y={y(d.executions)} width={Math.max(1, step - 4)} height={y(0) - y(d.executions)} class="bar">
-            <title>
-              {d.day}: {d.executions}
-            </title>
-          </rect>
-          {(i === 0 || (i + 1) % 5 === 0) && (
-            <text x={pad.left + i * step + step / 2} y={height - 6} text-anchor="middle" class="tick">
-              {Number(d.day.slice(8))}
-            </text>
-          )}
-        </g>
-      ))}
-    </svg>
-  );
-}
-
 export function UsagePage() {
   const [data, setData] = useState<MonthUsage>();
   const [error, setError] = useState<string>();
@@ -81,6 +41,8 @@ export function UsagePage() {
       .then(setData)
       .catch((e) => setError(describeError(e)));
   }, []);
+  // One array per answer, so the chart is drawn once per answer, not on every render.
+  const days = useMemo(() => (data ? monthDays(data.usage.month, data.days) : []), [data]);
   if (!data)
     return (
       <section>
@@ -89,7 +51,6 @@ export function UsagePage() {
       </section>
     );
   const { usage, limits } = data;
-  const days = monthDays(usage.month, data.days);
   return (
     <section>
       <PageTitle>Usage</PageTitle>
@@ -103,7 +64,8 @@ export function UsagePage() {
         <progress class="quota" max={usage.limit} value={Math.min(usage.executions, usage.limit)} aria-labelledby="usage-summary" />
       )}
       <h2>Per day</h2>
-      <DailyChart days={days} />
+      {/* The chart for the eye; the table under it has the same numbers for keyboards and screen readers. */}
+      <DailyChart month={usage.month} days={days} />
       <details>
         <summary>The numbers</summary>
         <table class="keys" aria-label="Executions per day">
