@@ -149,11 +149,13 @@ export class ReplicaRouter implements TriggerDispatch {
       });
     } catch (error) {
       this.deps.logger.warn({ err: messageOf(error), run_id: runId }, 'could not hand a job to its replica’s node');
-      throw new DomainError('unavailable', `the job could not be handed to replica '${replica}' (the database is away); retry`, {
+      throw new DomainError('unavailable', `the job could not be handed to the node of replica '${replica}'; nothing ran: retry`, {
         replica,
       });
     }
-    let wake: () => void = () => undefined;
+    // A notification that comes while the row is being read is kept for the next wait (not lost until the poll).
+    let poked = false;
+    let wake: () => void = () => (poked = true);
     this.waiting.set(runId, () => wake());
     let cancelSent = false;
     const stop = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
@@ -162,6 +164,7 @@ export class ReplicaRouter implements TriggerDispatch {
     const claimBy = Date.now() + claimMs;
     try {
       for (;;) {
+        poked = false;
         const row = await store.state(runId);
         if (!row)
           throw new DomainError('unavailable', `the job handed to replica '${replica}' is gone (its agent was destroyed?)`, { replica });
@@ -206,12 +209,14 @@ export class ReplicaRouter implements TriggerDispatch {
           }
         }
         await new Promise<void>((resolve) => {
+          if (poked) return resolve();
           const timer = setTimeout(() => resolve(), this.pollMs);
           wake = () => {
             clearTimeout(timer);
             resolve();
           };
         });
+        wake = () => (poked = true);
       }
     } finally {
       stop.removeEventListener('abort', onStop);
