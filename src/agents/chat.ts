@@ -1,6 +1,7 @@
 /**
  * chat_with_agent (issue 16): a chat message goes to one replica of the agent (named, or the least
- * loaded one this node runs) and is answered by an orchestration run on that replica's worker. A
+ * loaded one this node runs) and is answered by an orchestration run on that replica's worker, on
+ * whichever node runs it (the run is handed to that node through the database: ./handoff.ts). A
  * conversation belongs to its replica for life: its history is persisted (migration 23), sent back
  * with each message (folded into a digest past a budget), and seen by no other replica. Messages of
  * one conversation are answered one after the other, in the order they arrived, on any node: each

@@ -19,6 +19,10 @@ import { HeartbeatLoop } from './triggers/heartbeat.js';
 import type { AgentAiSettings } from '../services/agent-ai.js';
 import { AgentChat } from './chat.js';
 import { ChatStore, type ChatSealer } from '../store/chat-store.js';
+import { HandoffStore } from '../store/handoff-store.js';
+import type { NotifyListener } from '../store/notify-listener.js';
+import { ReplicaRouter } from './handoff.js';
+import { CHAT_REPLICA_START_WAIT_MS } from './chat.js';
 
 export { AgentDispatcher, type AgentRunOutcome, type TriggerJob, ORCHESTRATION_MODES } from './dispatcher.js';
 export { ReplicaDirectory, type ReplicaView } from './replicas.js';
@@ -39,6 +43,8 @@ export class AgentRuntime {
   readonly dispatcher: AgentDispatcher;
   /** The tools of the agents' AI runs (attach() gives it the attached MCP servers' source). */
   readonly toolbox: Toolbox;
+  /** Where triggers hand their jobs: the dispatcher for a local replica, the replica's home node (through the database) for another. */
+  readonly router: ReplicaRouter;
   /** chat_with_agent: conversations bound to a replica, answered in order through the dispatcher. */
   readonly chat: AgentChat;
   private readonly runsStore: AgentRunsStore;
@@ -70,8 +76,10 @@ export class AgentRuntime {
       attached?: AttachedToolSource;
       /** Where the agents' models may be reached (the operator's list, this server's endpoints): each model call is checked on its replica. */
       outbound?: () => OutboundPolicyWire;
-      /** Seals chat conversations' content at rest (the state cipher's BoundCipher). */
+      /** Seals chat conversations' content at rest (the state cipher's BoundCipher); also jobs handed to another node. */
       chatSealer: ChatSealer;
+      /** LISTEN on the database: jobs handed over between nodes (without it, only the poll finds them). */
+      notifications?: NotifyListener;
     },
   ) {
     const agents = new AgentsStore(deps.db);
@@ -120,14 +128,25 @@ export class AgentRuntime {
       },
       logger: deps.logger,
     });
+    const aliveMs = Math.max(5_000, deps.leaseMs);
+    this.router = new ReplicaRouter({
+      store: new HandoffStore(deps.db),
+      dispatcher: () => this.dispatcher,
+      local: this.supervisor,
+      sealer: deps.chatSealer,
+      nodeId: deps.nodeId,
+      logger: deps.logger,
+      aliveMs,
+    });
     this.chatStore = new ChatStore(deps.db, deps.chatSealer);
     this.chat = new AgentChat({
       store: this.chatStore,
       replicas,
       supervisor: this.supervisor,
-      dispatcher: () => this.dispatcher,
+      // A chat waits for the replica's node to take its turn as long as for a replica being started.
+      dispatcher: () => ({ start: (job) => this.router.start(job, { claimMs: CHAT_REPLICA_START_WAIT_MS }) }),
       logger: deps.logger,
-      aliveMs: Math.max(5_000, deps.leaseMs),
+      aliveMs,
     });
   }
 
@@ -140,6 +159,7 @@ export class AgentRuntime {
     if (this.started) return;
     this.started = true;
     await this.endOrphans();
+    await this.router.listen(this.deps.notifications);
     // Heartbeats are AI runs: a server without the agents' AI settings has none.
     if (this.deps.ai) this.heartbeats.start();
     const every = (ms: number, work: () => Promise<unknown>) => {
@@ -189,7 +209,8 @@ export class AgentRuntime {
     for (const timer of this.timers.splice(0)) clearTimeout(timer);
     await this.heartbeats.stop();
     this.chat.close();
-    await this.dispatcher.close();
+    // The router's runs for other nodes end with the dispatcher's (cancelled); its outcomes are written back first.
+    await Promise.all([this.router.close(), this.dispatcher.close()]);
     await this.sweeping;
     this.started = false;
   }

@@ -148,6 +148,12 @@ export class ReplicaDirectory {
   async upReplicas(agentId: string, ms: number): Promise<string[]> {
     return this.deps.supervisor.upReplicas(agentId, ms);
   }
+
+  /** The agent's running replicas another node holds (oldest first): where a trigger received here may hand its job. */
+  async runningElsewhere(agentId: string): Promise<string[]> {
+    const local = new Set(this.deps.supervisor.localReplicas(agentId));
+    return (await this.deps.replicas.list(agentId)).filter((r) => r.status === 'running' && !local.has(r.name)).map((r) => r.name);
+  }
 }
 
 /** New rows up to `desired` kept replicas (those being removed do not count), named verb-animal, unique in the agent for life. */

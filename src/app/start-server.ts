@@ -333,17 +333,19 @@ async function startServerSteps(
     attached: attachedTools,
     outbound: () => outboundPolicyWire(config.agentMcpAllow ?? [], ownEndpoints),
     chatSealer: boundCipher,
+    notifications: database.notifications,
   });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
   const replicas = agentRuntime.supervisor;
   await agentRuntime.start().catch(failStart);
   opened.push(() => agentRuntime.stop());
-  // Deliveries to agents' webhooks end in the same dispatcher, on a replica this node holds.
+  // Deliveries to agents' webhooks end in the same dispatcher, on a replica this node holds, or
+  // handed to the node that holds one (agents/handoff.ts).
   const webhookTrigger = new WebhookTrigger({
     store: webhooksStore,
     cipher: boundCipher,
     tiers: config.tiers,
-    dispatcher: agentRuntime.dispatcher,
+    dispatcher: agentRuntime.router,
     replicas: agentRuntime.replicas,
     logger,
   });

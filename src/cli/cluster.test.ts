@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -25,6 +25,9 @@ import { createAccountOverHttp, MODERN_PROTOCOL, parseResult, type TestAccount }
 import { cliCommand } from '../test-support/cli-command.js';
 import { freePort, processesWith, RUN_MARK } from '../test-support/processes.js';
 import { NODE_HEADER, startProxy } from './cluster-proxy.js';
+import pg from 'pg';
+import { FAKE_LLM_HOST, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
+import { signatureHeader, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../core/webhook-signature.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const HELLO = 'def main(input_data):\n    return {"greeting": "hello " + input_data.get("name", "nobody")}\n';
@@ -62,6 +65,8 @@ async function launch(): Promise<Launched> {
     MCPWORKS_TIERS: TIERS,
     // A killed node's slots go to the others after this (30 s by default).
     MCPWORKS_INSTANCE_LEASE_MS: String(LEASE_MS),
+    // The agents' model is the fake LLM (the operator allows its loopback address).
+    MCPWORKS_AGENT_MCP_ALLOW: FAKE_LLM_HOST,
   };
   for (const name of ['DATABASE_URL', 'MCPWORKS_DATA_DIR', 'PORT', 'MCPWORKS_SANDBOX_UIDS']) delete env[name];
   const child = spawn(process.execPath, [...cliCommand(), 'cluster', '--nodes', String(NODES), '--port', '0'], {
@@ -213,11 +218,22 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
   let owner: TestAccount;
   /** The 2025-era session of the third test, used again after a node is killed. */
   let session: Client;
+  /** The agents' model, shared by the replicas of every node. */
+  let llm: FakeLlm;
+  /** The cluster's database, read where no tool shows it (which node ran a run, holds a replica). */
+  let db: pg.Client;
   before(async () => {
+    llm = await startFakeLlm();
     cluster = await launch();
+    db = new pg.Client({ connectionString: cluster.databaseUrl });
+    // The last test stops PostgreSQL under it.
+    db.on('error', () => undefined);
+    await db.connect();
   });
   after(async () => {
     for (const c of clients) await c.close().catch(() => undefined);
+    await db?.end().catch(() => undefined);
+    await llm?.close();
     // A failed test left it running: stop it the way a user would (the last test checks that path).
     if (cluster && cluster.child.exitCode === null) {
       cluster.child.kill('SIGINT');
@@ -383,6 +399,208 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
     assert.deepEqual(await usage(cluster.proxy, owner), { executions: before.executions + ran.length, active: 0 });
   });
 
+  /** The node (as launched) holding each replica of the agent, by the pid of its server_instances row. */
+  async function homes(agent: string): Promise<Map<string, { url: string; index: number; instance: string }>> {
+    const rows = await db.query<{ name: string; node_id: string; pid: number }>(
+      `SELECT r.name, r.node_id, i.pid FROM agent_replicas r JOIN agents a ON a.id = r.agent_id JOIN namespaces n ON n.id = a.namespace_id
+       JOIN server_instances i ON i.id = r.node_id WHERE n.name = $1 AND a.name = $2 AND r.status = 'running'`,
+      [ns, agent],
+    );
+    const found = new Map<string, { url: string; index: number; instance: string }>();
+    // The launcher writes each node's pid to its data dir at every start (a restarted node has a new one).
+    const pids = cluster.nodes.map((n) => Number(readFileSync(path.join(n.dataDir, 'node.pid'), 'utf8')));
+    for (const row of rows.rows) {
+      const index = pids.indexOf(Number(row.pid));
+      if (index >= 0) found.set(row.name, { url: cluster.nodes[index]!.url, index, instance: row.node_id });
+    }
+    return found;
+  }
+
+  /** The agent's runs: replica, node, status, trigger, oldest first. */
+  async function runsOf(agent: string) {
+    const rows = await db.query<{ id: string; replica: string; node_id: string; status: string; trigger: string }>(
+      `SELECT r.id, r.replica, r.node_id, r.status, r.trigger FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+       JOIN namespaces n ON n.id = a.namespace_id WHERE n.name = $1 AND a.name = $2 ORDER BY r.started_at`,
+      [ns, agent],
+    );
+    return rows.rows;
+  }
+
+  /** An agent on the fake LLM with `replicas` replicas, started through `via` (that node claims them first). */
+  async function chatAgent(name: string, replicas: number, via = cluster.proxy) {
+    const create = await client(`${via}/mcp/create/${ns}`, account.key, 'v2');
+    clients.push(create);
+    await create.call('make_agent', { name });
+    await create.call('scale_agent', { name, replicas });
+    await create.call('configure_agent_ai', {
+      name,
+      provider: 'anthropic',
+      model: 'claude-test',
+      api_key: 'sk-ant-cluster',
+      base_url: llm.anthropicUrl,
+    });
+    await create.call('start_agent', { name });
+    await waitFor(`${name}'s ${replicas} replicas running`, async () => (await homes(name)).size === replicas);
+    return create;
+  }
+
+  const userTexts = (body: Record<string, unknown>) =>
+    (body.messages as Array<{ role: string; content: unknown }>).map((m) =>
+      typeof m.content === 'string' ? m.content : (m.content as Array<{ text?: string }>).map((c) => c.text ?? '').join(''),
+    );
+
+  test('chat: a conversation with each replica, its messages round-robin over the nodes, is answered by that replica on its home node with its history', async () => {
+    const create = await chatAgent('talker', 3);
+    const names = [...(await homes('talker')).keys()].sort();
+    assert.equal(names.length, 3);
+    llm.script(Array.from({ length: 9 }, (_, i) => ({ text: `answer ${i}`, usage: { input: 1, output: 1 } })));
+    const first = llm.requests.length;
+    let n = 0;
+    for (const replica of names) {
+      const before = create.log.length;
+      let conversation: string | undefined;
+      for (let m = 0; m < 3; m++) {
+        const answer = await create.call('chat_with_agent', {
+          name: 'talker',
+          message: `message ${m} to ${replica}`,
+          ...(conversation ? { conversation_id: conversation } : { replica }),
+        });
+        assert.equal(answer.replica, replica, JSON.stringify(answer));
+        assert.equal(answer.response, `answer ${n++}`);
+        conversation ??= answer.conversation_id;
+        assert.equal(answer.conversation_id, conversation);
+      }
+      // Each message of the conversation came to another node: two of them to nodes that do not run the replica.
+      assert.equal(nodesOf({ ...create, log: create.log.slice(before) }, 'POST').size, NODES, JSON.stringify(create.log.slice(before)));
+      // The third message's model call carried the conversation so far (whichever node took the first two).
+      const third = userTexts(llm.requests[first + n - 1]!.body);
+      assert.deepEqual(
+        third.filter((t) => t.startsWith('message ') || t.startsWith('answer ')),
+        [`message 0 to ${replica}`, `answer ${n - 3}`, `message 1 to ${replica}`, `answer ${n - 2}`, `message 2 to ${replica}`],
+      );
+    }
+    // Every run ran on its replica's home node (recorded by the node that ran it).
+    const home = await homes('talker');
+    const runs = (await runsOf('talker')).filter((r) => r.trigger === 'chat');
+    assert.equal(runs.length, 9);
+    for (const run of runs) {
+      assert.equal(run.status, 'succeeded', JSON.stringify(run));
+      assert.equal(run.node_id, home.get(run.replica)!.instance, `run of ${run.replica} on its home node`);
+    }
+    // An unnamed chat still picks a replica and answers.
+    llm.script([{ text: 'unnamed', usage: { input: 1, output: 1 } }]);
+    const unnamed = await create.call('chat_with_agent', { name: 'talker', message: 'anyone' });
+    assert.ok(names.includes(unnamed.replica) && unnamed.response === 'unnamed', JSON.stringify(unnamed));
+  });
+
+  for (const era of ['v1', 'v2'] as const) {
+    test(`chat: ${era === 'v1' ? 'a 2025 notifications/cancelled' : 'a closed 2026 call stream'} on a node that does not run the replica stops its run on the home node`, async () => {
+      const home = await homes('talker');
+      const [replica, at] = [...home.entries()].sort()[0]!;
+      const elsewhere = cluster.nodes.find((_, i) => i !== at.index)!;
+      const chat = await client(`${elsewhere.url}/mcp/create/${ns}`, account.key, era);
+      clients.push(chat);
+      llm.script([{ text: 'too late', delayMs: 120_000 }]);
+      const asked = llm.requests.length;
+      const abort = new AbortController();
+      const answer = chat.call('chat_with_agent', { name: 'talker', replica, message: `cancel me (${era})` }, abort.signal);
+      answer.catch(() => undefined);
+      await llm.waitForRequests(asked + 1);
+      abort.abort('the user pressed stop');
+      await assert.rejects(answer);
+      // The home node's replica gave up its model call, and the run is recorded cancelled there.
+      await waitFor('the model call dropped', () => llm.requests[asked]!.aborted);
+      await waitFor('the run recorded cancelled', async () => {
+        const last = (await runsOf('talker')).at(-1)!;
+        return last.status === 'cancelled' && last.node_id === at.instance;
+      });
+    });
+  }
+
+  test('webhooks: deliveries through every node run once each on the replica’s home node; Idempotency-Keys and signatures hold across nodes', async () => {
+    const create = await client(`${cluster.proxy}/mcp/create/${ns}`, account.key, 'v2');
+    clients.push(create);
+    await create.call('make_agent', { name: 'hooked' });
+    const secret = 'cluster-webhook-secret-0123456789';
+    await create.call('add_webhook', { name: 'hooked', path: 'open', handler_function_name: 'svc.hello' });
+    await create.call('add_webhook', { name: 'hooked', path: 'signed', handler_function_name: 'svc.hello', secret });
+    await create.call('start_agent', { name: 'hooked' });
+    await waitFor('its replica running', async () => (await homes('hooked')).size === 1);
+    const home = [...(await homes('hooked')).values()][0]!;
+    const deliver = async (
+      path: string,
+      headers: Record<string, string> = {},
+      query = '?wait=true',
+      body = '{"n":1}',
+      via = cluster.proxy,
+    ) => {
+      const response = await fetch(`${via}/mcp/agent/${ns}/hooked/webhook/${path}${query}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+      });
+      return { status: response.status, body: await response.json(), node: Number(response.headers.get(NODE_HEADER)) };
+    };
+    const waited = [];
+    for (let i = 0; i < 2 * NODES; i++) waited.push(await deliver('open', { 'idempotency-key': `key-${i}` }));
+    for (const a of waited)
+      assert.deepEqual([a.status, a.body.status, a.body.result], [200, 'succeeded', { greeting: 'hello nobody' }], JSON.stringify(a));
+    assert.equal(new Set(waited.map((a) => a.node)).size, NODES, 'delivered to every node');
+    // The same keys again, each through another node than before: the earlier run's outcome, no new run.
+    for (let i = 0; i < NODES; i++) {
+      const again = await deliver('open', { 'idempotency-key': `key-${i}` });
+      assert.equal(again.status, 200, JSON.stringify(again));
+      assert.deepEqual([again.body.run_id, again.body.duplicate], [waited[i]!.body.run_id, true]);
+    }
+    // Without ?wait: 202 once the home node's replica took it, on every node.
+    const accepted = [];
+    for (let i = 0; i < NODES; i++) accepted.push(await deliver('open', {}, ''));
+    for (const a of accepted) assert.equal(a.status, 202, JSON.stringify(a));
+    // Signed: checked on the receiving node (a bad signature is 401 there), run on the home node.
+    const signed: Array<{ headers: Record<string, string>; body: string; node: number }> = [];
+    for (let i = 0; i < NODES; i++) {
+      const ts = String(Math.floor(Date.now() / 1000));
+      const body = `{"signed":${i}}`;
+      const good = await deliver(
+        'signed',
+        { [TIMESTAMP_HEADER]: ts, [SIGNATURE_HEADER]: signatureHeader(secret, ts, Buffer.from(body)) },
+        '?wait=true',
+        body,
+      );
+      assert.equal(good.status, 200, JSON.stringify(good));
+      signed.push({
+        headers: { [TIMESTAMP_HEADER]: ts, [SIGNATURE_HEADER]: signatureHeader(secret, ts, Buffer.from(body)) },
+        body,
+        node: good.node,
+      });
+      const bad = await deliver(
+        'signed',
+        { [TIMESTAMP_HEADER]: ts, [SIGNATURE_HEADER]: signatureHeader('not-the-secret-0123', ts, Buffer.from(body)) },
+        '?wait=true',
+        body,
+      );
+      assert.equal(bad.status, 401, JSON.stringify(bad));
+    }
+    assert.equal(new Set(signed.map((d) => d.node)).size, NODES, 'signed deliveries reached every node');
+    // A replay sent to another node than the first delivery (node N is cluster.nodes[N - 1]): still refused (the signature's row is shared).
+    const other = cluster.nodes[signed[0]!.node % NODES]!.url;
+    const replay = await deliver('signed', signed[0]!.headers, '?wait=true', signed[0]!.body, other);
+    assert.equal(replay.status, 409, JSON.stringify(replay));
+    const total = 2 * NODES + NODES + NODES;
+    await waitFor('every run ended', async () => (await runsOf('hooked')).filter((r) => r.status === 'succeeded').length === total);
+    const runs = await runsOf('hooked');
+    assert.equal(runs.length, total, 'each delivery ran once');
+    assert.ok(
+      runs.every((r) => r.node_id === home.instance),
+      `all on the home node: ${JSON.stringify(runs)}`,
+    );
+    // Nothing handed over is left behind.
+    await waitFor(
+      'no handed-over job left',
+      async () => (await db.query('SELECT count(*)::int AS n FROM replica_handoffs')).rows[0].n === 0,
+    );
+  });
+
   test('a node SIGKILLed with a run in flight: the proxy passes it over, the 2025 session goes on, its slot is released within a lease, its run recorded interrupted and not counted; restarted, it rejoins', async () => {
     const victim = cluster.nodes[1]!;
     // A run in flight on node 2 (called on it directly), a slot of the account's held there.
@@ -436,6 +654,30 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
       session.log.slice(from).some((l) => l.node === 2),
       `the 2025 session is served by the restarted node: ${JSON.stringify(session.log.slice(from))}`,
     );
+  });
+
+  test('chat: the replica’s home node SIGKILLed mid-chat: the chat sent through another node gets a typed error within a lease, never a hang; the node restarts', async () => {
+    const create = await chatAgent('doomed', 1);
+    const [replica, at] = [...(await homes('doomed')).entries()][0]!;
+    const victim = cluster.nodes[at.index]!;
+    const chat = await client(`${cluster.nodes[(at.index + 1) % NODES]!.url}/mcp/create/${ns}`, account.key, 'v2');
+    clients.push(chat, create);
+    llm.script([{ text: 'never', delayMs: 120_000 }]);
+    const asked = llm.requests.length;
+    const answer = chat.call('chat_with_agent', { name: 'doomed', replica, message: 'are you there?' });
+    answer.catch(() => undefined);
+    await llm.waitForRequests(asked + 1);
+    process.kill(Number(readFileSync(path.join(victim.dataDir, 'node.pid'), 'utf8')), 'SIGKILL');
+    // Bounded here (not by the file's timeout): a hang is a failure of its own.
+    let settled = false;
+    void answer.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await waitFor('the chat answered', () => settled, 60_000);
+    await assert.rejects(answer, (e: Error) => /unavailable/.test(e.message) && /stopped during the run/.test(e.message));
+    // The launcher starts it again on its port.
+    await waitFor(`node ${at.index + 1} back`, async () => (await fetch(`${victim.url}/healthz`).catch(() => undefined))?.status === 200);
   });
 
   test('SIGINT stops the proxy, the nodes and PostgreSQL, and removes their files', async () => {

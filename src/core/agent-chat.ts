@@ -79,9 +79,10 @@ export interface ReplicaCandidate {
 }
 
 /**
- * The replica that answers: the named one, which must be running here; else the least loaded of
- * the replicas this node runs (ties: the oldest). A name the agent does not have is not_found; a
- * replica that is not running is a conflict naming it.
+ * The replica that answers: the named one, which must be running (here, or on another node, which
+ * then answers through the database); else the least loaded of the replicas this node runs (ties:
+ * the oldest), or, with none here, the oldest running on another node. A name the agent does not
+ * have is not_found; a replica that is not running is a conflict naming it.
  */
 export function pickReplica(agent: string, replicas: readonly ReplicaCandidate[], wanted: string | undefined): string {
   const kept = replicas.filter((r) => r.status !== 'draining');
@@ -99,11 +100,8 @@ export function pickReplica(agent: string, replicas: readonly ReplicaCandidate[]
   }
   const local = kept.filter((c) => c.local && c.status === 'running');
   if (local.length === 0) {
-    const running = kept.filter((c) => c.status === 'running');
-    if (running.length > 0)
-      throw new DomainError('unavailable', `agent '${agent}' has no replica running on this server node; retry, or name one with replica`, {
-        reason: 'replica_elsewhere',
-      });
+    const elsewhere = kept.find((c) => c.status === 'running');
+    if (elsewhere) return elsewhere.name;
     // Pending (not started yet) or crashed (restarting): being started, not stopped.
     if (kept.some((c) => c.status === 'pending' || c.status === 'crashed'))
       throw new DomainError(
@@ -120,14 +118,9 @@ export function pickReplica(agent: string, replicas: readonly ReplicaCandidate[]
   return best.name;
 }
 
-/** The named replica if it can take the chat here, else why not (it is named in every message). */
+/** The named replica if it can take the chat (here or on its own node), else why not (it is named in every message). */
 export function usable(agent: string, r: ReplicaCandidate): string {
-  if (r.status === 'running' && r.local) return r.name;
-  if (r.status === 'running')
-    throw new DomainError('unavailable', `replica '${r.name}' of agent '${agent}' runs on another server node; retry the chat`, {
-      replica: r.name,
-      reason: 'replica_elsewhere',
-    });
+  if (r.status === 'running') return r.name;
   if (r.status === 'pending' || r.status === 'crashed')
     throw new DomainError('unavailable', `replica '${r.name}' of agent '${agent}' is starting (${r.status}); retry in a few seconds`, {
       replica: r.name,

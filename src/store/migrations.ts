@@ -958,4 +958,30 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX oauth_tokens_key ON oauth_tokens(key_id)`,
     ],
   },
+  {
+    version: 27,
+    name: "agent jobs handed to their replica's home node: a chat turn or webhook run received by another node",
+    statements: [
+      // One row per job a node received for a replica another node runs (the id is the run's id). The
+      // home node claims it (FOR UPDATE SKIP LOCKED), renews alive_until while the run goes, and writes
+      // the outcome; the receiving node waits on the row (woken by NOTIFY, polled as a fallback).
+      // job and result are sealed under the server secret (a chat's message and history, a webhook's body).
+      `CREATE TABLE replica_handoffs (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+        replica TEXT NOT NULL,
+        job TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        node_id TEXT,
+        alive_until TIMESTAMPTZ,
+        cancel_requested BOOLEAN NOT NULL DEFAULT false,
+        result TEXT,
+        claim_until TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`,
+      `CREATE INDEX replica_handoffs_pending ON replica_handoffs(agent_id, replica) WHERE status = 'pending'`,
+      `CREATE INDEX replica_handoffs_expires ON replica_handoffs(expires_at)`,
+    ],
+  },
 ];

@@ -24,7 +24,8 @@ import type { BoundCipher } from '../../services/state-cipher.js';
 import { secretContext } from '../../services/webhooks.js';
 import type { DeliveryRow, WebhookTarget, WebhooksStore } from '../../store/webhooks-store.js';
 
-import { notRunRefusal, type AgentDispatcher, type AgentRunOutcome } from '../dispatcher.js';
+import { notRunRefusal, type AgentRunOutcome } from '../dispatcher.js';
+import type { TriggerDispatch } from '../handoff.js';
 import type { ReplicaDirectory } from '../replicas.js';
 
 /** A delivery as the HTTP route hands it over: the URL's parts, the headers, and a body reader with a cap. */
@@ -82,8 +83,9 @@ export interface WebhookTriggerDeps {
   store: WebhooksStore;
   cipher: BoundCipher;
   tiers: Readonly<Record<string, TierLimits>>;
-  dispatcher: Pick<AgentDispatcher, 'start'>;
-  replicas: Pick<ReplicaDirectory, 'upReplicas'>;
+  /** The replica router: a replica another node runs gets the job on that node. */
+  dispatcher: TriggerDispatch;
+  replicas: Pick<ReplicaDirectory, 'upReplicas' | 'runningElsewhere'>;
   logger: Logger;
   /** Unix seconds now (tests of the window pass their own). */
   nowSeconds?: () => number;
@@ -234,15 +236,17 @@ export class WebhookTrigger {
 
     // A stopped agent takes nothing; its signatures and keys are not used up, so the sender's retry can run later.
     // A replica being started (right after start_agent or scale_agent) or restarted here is waited for, briefly.
-    const replicas =
+    // None up here: one running on another node takes it (handed over through the database).
+    let replicas =
       target.agent_status === 'running' ? await this.deps.replicas.upReplicas(target.agent_id, WEBHOOK_REPLICA_START_WAIT_MS) : [];
+    if (replicas.length === 0 && target.agent_status === 'running') replicas = await this.deps.replicas.runningElsewhere(target.agent_id);
     if (replicas.length === 0)
       return {
         ...error(
           503,
           'unavailable',
           target.agent_status === 'running'
-            ? `agent '${target.agent_name}' has no replica running on this server yet (starting, restarting, or on another node); retry the delivery later`
+            ? `agent '${target.agent_name}' has no replica running yet (starting or restarting); retry the delivery later`
             : `agent '${target.agent_name}' is ${target.agent_status}: start it with start_agent; retry the delivery later`,
         ),
         headers: { 'retry-after': '30' },
@@ -282,19 +286,23 @@ export class WebhookTrigger {
     const busyKey = `${target.agent_id}/${replica}`;
     let started: { runId: string; began: Promise<void>; done: Promise<AgentRunOutcome> };
     try {
-      started = this.deps.dispatcher.start({
-        agentId: target.agent_id,
-        replica,
-        trigger: 'webhook',
-        triggerName: target.path,
-        triggerRef: key !== undefined ? `idempotency:${key}` : runId,
-        functionName: target.handler_function,
-        input,
-        orchestrationMode: (ORCHESTRATION_MODES as readonly string[]).includes(target.orchestration_mode)
-          ? (target.orchestration_mode as WebhookOrchestrationMode)
-          : 'direct',
-        runId,
-      });
+      started = this.deps.dispatcher.start(
+        {
+          agentId: target.agent_id,
+          replica,
+          trigger: 'webhook',
+          triggerName: target.path,
+          triggerRef: key !== undefined ? `idempotency:${key}` : runId,
+          functionName: target.handler_function,
+          input,
+          orchestrationMode: (ORCHESTRATION_MODES as readonly string[]).includes(target.orchestration_mode)
+            ? (target.orchestration_mode as WebhookOrchestrationMode)
+            : 'direct',
+          runId,
+        },
+        // Another node's replica: taken within the wait a sender allows for one being started here.
+        { claimMs: WEBHOOK_REPLICA_START_WAIT_MS },
+      );
     } catch (e) {
       if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId);
       if (signature) await this.deps.store.forgetSignature(target.id, signature.signature);

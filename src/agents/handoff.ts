@@ -1,0 +1,302 @@
+/**
+ * Jobs for a replica another node runs (issue 19): a chat turn or webhook delivery may land on any
+ * node behind a load balancer, but only the replica's home node runs its process. A job for a local
+ * replica goes straight to the dispatcher (no database round trip); any other is handed over through
+ * the database (store/handoff-store.ts): the home node claims the row, runs the job through its own
+ * dispatcher and writes the outcome back, which the receiving node returns as if it had run it.
+ */
+import { randomUUID } from 'node:crypto';
+import { DomainError, isDomainError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { HANDOFF_CHANNEL, type ClaimedHandoff, type HandoffStore } from '../store/handoff-store.js';
+import type { NotifyListener } from '../store/notify-listener.js';
+import type { ChatSealer } from '../store/chat-store.js';
+import type { AgentRunOutcome, TriggerJob } from './dispatcher.js';
+
+export interface Dispatch {
+  runId: string;
+  began: Promise<void>;
+  done: Promise<AgentRunOutcome>;
+}
+
+/** What a trigger hands its job to: `claimMs` bounds how long a job for another node's replica waits to be taken. */
+export interface TriggerDispatch {
+  start(job: TriggerJob, options?: { claimMs?: number }): Dispatch;
+}
+
+/** How long a handed-over job waits to be claimed unless told (a replica being re-placed after its node died takes about a lease). */
+export const HANDOFF_CLAIM_MS = 30_000;
+/** A row is deleted this long after it was written whatever happened (its sender died before reading it). */
+const HANDOFF_KEEP_MS = 6 * 60 * 60_000;
+/** Both sides look at their rows this often when no notification came (a lost NOTIFY only delays). */
+const POLL_MS = 1000;
+const SWEEP_EVERY_MS = 10 * 60_000;
+const CLAIM_BATCH = 16;
+
+/** What a finished row carries back: the outcome, or the dispatcher's refusal (nothing ran). */
+type Result = { outcome: AgentRunOutcome } | { refusal: { type: DomainError['type']; message: string; details?: Record<string, unknown> } };
+
+const jobContext = (id: string) => ['replica-handoff', id] as const;
+const resultContext = (id: string) => ['replica-handoff-result', id] as const;
+const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+export class ReplicaRouter implements TriggerDispatch {
+  /** Sender side: the jobs this node handed over, by id, and how to wake their wait. */
+  private readonly waiting = new Map<string, () => void>();
+  /** Home side: the handed-over jobs this node runs, by id. */
+  private readonly serving = new Map<string, AbortController>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly closing = new AbortController();
+  private claiming: Promise<void> | undefined;
+  private claimAgain = false;
+  private timer: NodeJS.Timeout | undefined;
+  private lastSweep = 0;
+
+  constructor(
+    private readonly deps: {
+      store: HandoffStore;
+      dispatcher: () => TriggerDispatch;
+      /** The replicas this node runs with their process up (the supervisor). */
+      local: {
+        localReplicas(agentId: string): string[];
+        processes(): Array<{ agentId: string; replica: string; phase: string }>;
+      };
+      /** Seals a job and its outcome at rest (a chat's message and history, a webhook's body and result). */
+      sealer: ChatSealer;
+      nodeId: string;
+      logger: Logger;
+      /** A claim lives this long past its node's last renewal: a dead home node is noticed within it. */
+      aliveMs: number;
+      pollMs?: number;
+    },
+  ) {}
+
+  private get pollMs(): number {
+    return this.deps.pollMs ?? POLL_MS;
+  }
+
+  start(job: TriggerJob, options: { claimMs?: number } = {}): Dispatch {
+    // The replica runs here: straight to the dispatcher, as on a single node.
+    if (this.deps.local.localReplicas(job.agentId).includes(job.replica)) return this.deps.dispatcher().start(job);
+    return this.handOver(job, options.claimMs ?? HANDOFF_CLAIM_MS);
+  }
+
+  /** LISTENs for jobs, cancels and outcomes, and polls as the fallback. */
+  async listen(listener: NotifyListener | undefined): Promise<void> {
+    if (this.timer || this.closing.signal.aborted) return;
+    await listener?.listen(HANDOFF_CHANNEL, {
+      notify: (payload) => this.notified(payload),
+      resync: () => {
+        this.claimSoon();
+        for (const wake of this.waiting.values()) wake();
+      },
+    });
+    this.timer = setInterval(() => this.claimSoon(), this.pollMs);
+    this.timer.unref();
+  }
+
+  /** Stops claiming, asks the home nodes to cancel what this node handed over, waits for what is in flight both ways. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    this.closing.abort();
+    for (const wake of this.waiting.values()) wake();
+    await this.claiming;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private notified(payload: string): void {
+    const [kind, a, b] = payload.split(' ');
+    if (kind === 'job' && a && b && this.deps.local.localReplicas(a).includes(b)) this.claimSoon();
+    else if (kind === 'state' && a) this.waiting.get(a)?.();
+    else if (kind === 'cancel' && a) this.serving.get(a)?.abort(new DomainError('unavailable', 'the run was cancelled'));
+  }
+
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.inFlight.add(work);
+    void work.then(
+      () => this.inFlight.delete(work),
+      () => this.inFlight.delete(work),
+    );
+    return work;
+  }
+
+  // ---- the receiving node ----
+
+  private handOver(job: TriggerJob, claimMs: number): Dispatch {
+    const runId = job.runId ?? randomUUID();
+    let markBegan!: () => void;
+    const began = new Promise<void>((resolve) => (markBegan = resolve));
+    const done = this.track(this.await(runId, job, claimMs, markBegan));
+    const beganOrRefused = Promise.race([began, done.then(() => undefined)]);
+    beganOrRefused.catch(() => undefined);
+    return { runId, began: beganOrRefused, done };
+  }
+
+  private async await(runId: string, job: TriggerJob, claimMs: number, began: () => void): Promise<AgentRunOutcome> {
+    const { store } = this.deps;
+    const { signal, ...wire } = job;
+    const replica = job.replica;
+    if (this.closing.signal.aborted) throw new DomainError('unavailable', 'the server is stopping; the trigger was not run');
+    const startedAt = Date.now();
+    try {
+      await store.offer({
+        id: runId,
+        agentId: job.agentId,
+        replica,
+        job: this.deps.sealer.seal(jobContext(runId), JSON.stringify({ ...wire, runId })),
+        claimMs,
+        keepMs: HANDOFF_KEEP_MS,
+      });
+    } catch (error) {
+      this.deps.logger.warn({ err: messageOf(error), run_id: runId }, 'could not hand a job to its replica’s node');
+      throw new DomainError('unavailable', `the job could not be handed to the node of replica '${replica}'; nothing ran: retry`, {
+        replica,
+      });
+    }
+    // A notification that comes while the row is being read is kept for the next wait (not lost until the poll).
+    let poked = false;
+    let wake: () => void = () => (poked = true);
+    this.waiting.set(runId, () => wake());
+    let cancelSent = false;
+    const stop = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
+    const onStop = () => wake();
+    stop.addEventListener('abort', onStop);
+    const claimBy = Date.now() + claimMs;
+    try {
+      for (;;) {
+        poked = false;
+        const row = await store.state(runId);
+        if (!row)
+          throw new DomainError('unavailable', `the job handed to replica '${replica}' is gone (its agent was destroyed?)`, { replica });
+        if (row.status === 'done') {
+          await store.remove(runId).catch(() => undefined);
+          const result = JSON.parse(this.deps.sealer.open(resultContext(runId), row.result ?? '')) as Result;
+          if ('refusal' in result) throw new DomainError(result.refusal.type, result.refusal.message, result.refusal.details);
+          return result.outcome;
+        }
+        if (row.status === 'pending') {
+          // Not taken yet: a cancel or the time to claim it withdraws it (then it never runs); lost to a claim, the wait goes on.
+          const late = Date.now() >= claimBy;
+          if ((stop.aborted || late) && (await store.withdraw(runId))) {
+            if (stop.aborted) throw new DomainError('unavailable', 'the request was cancelled before the replica took it; nothing ran');
+            throw new DomainError(
+              'unavailable',
+              `replica '${replica}' did not take the job within ${Math.round(claimMs / 1000)} s (its node may be gone: a replica is re-placed within a lease); nothing ran: retry`,
+              { replica, reason: 'replica_unreachable' },
+            );
+          }
+        } else {
+          if (row.status === 'began') began();
+          if (stop.aborted && !cancelSent) {
+            cancelSent = true;
+            await store
+              .cancel(runId)
+              .catch((error: unknown) => this.deps.logger.warn({ err: messageOf(error), run_id: runId }, 'could not pass a cancel on'));
+          }
+          if (!row.alive) {
+            // Its home node stopped renewing the claim (killed): the run's record is ended by the nodes' orphan sweep.
+            await store.remove(runId).catch(() => undefined);
+            return {
+              runId,
+              replica,
+              status: 'failed',
+              error: {
+                type: 'unavailable',
+                message: `the server node running replica '${replica}' stopped during the run; whether it finished is unknown`,
+              },
+              durationMs: Date.now() - startedAt,
+            };
+          }
+        }
+        await new Promise<void>((resolve) => {
+          if (poked) return resolve();
+          const timer = setTimeout(() => resolve(), this.pollMs);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = () => (poked = true);
+      }
+    } finally {
+      stop.removeEventListener('abort', onStop);
+      this.waiting.delete(runId);
+    }
+  }
+
+  // ---- the home node ----
+
+  private claimSoon(): void {
+    if (this.closing.signal.aborted) return;
+    if (this.claiming) {
+      this.claimAgain = true;
+      return;
+    }
+    this.claiming = (async () => {
+      do {
+        this.claimAgain = false;
+        await this.claimRound().catch((error: unknown) =>
+          this.deps.logger.warn({ err: messageOf(error) }, 'could not claim handed-over jobs'),
+        );
+      } while (this.claimAgain && !this.closing.signal.aborted);
+    })().finally(() => (this.claiming = undefined));
+  }
+
+  private async claimRound(): Promise<void> {
+    const { store, nodeId } = this.deps;
+    if (Date.now() - this.lastSweep > SWEEP_EVERY_MS) {
+      this.lastSweep = Date.now();
+      await store.sweep();
+    }
+    const held = this.deps.local
+      .processes()
+      .filter((p) => p.phase === 'up')
+      .map((p) => ({ agentId: p.agentId, replica: p.replica }));
+    if (held.length === 0) return;
+    const rows = await store.claim(nodeId, held, this.deps.aliveMs, CLAIM_BATCH);
+    for (const row of rows) void this.track(this.serve(row));
+    if (rows.length === CLAIM_BATCH) this.claimAgain = true;
+  }
+
+  private async serve(row: ClaimedHandoff): Promise<void> {
+    const { store, nodeId, aliveMs } = this.deps;
+    const controller = new AbortController();
+    this.serving.set(row.id, controller);
+    if (row.cancel_requested) controller.abort(new DomainError('unavailable', 'the run was cancelled'));
+    const keepAlive = setInterval(
+      () =>
+        void store.renew(row.id, nodeId, aliveMs).then(
+          (cancelled) => cancelled && controller.abort(new DomainError('unavailable', 'the run was cancelled')),
+          () => undefined,
+        ),
+      Math.max(100, Math.floor(aliveMs / 3)),
+    );
+    keepAlive.unref();
+    let result: Result;
+    try {
+      const job = JSON.parse(this.deps.sealer.open(jobContext(row.id), row.job)) as TriggerJob;
+      const started = this.deps
+        .dispatcher()
+        .start({ ...job, agentId: row.agent_id, replica: row.replica, runId: row.id, signal: controller.signal });
+      void started.began.then(
+        () => store.began(row.id, nodeId).catch(() => undefined),
+        () => undefined,
+      );
+      result = { outcome: await started.done };
+    } catch (error) {
+      if (!isDomainError(error)) this.deps.logger.error({ err: messageOf(error), run_id: row.id }, 'a handed-over job failed unexpectedly');
+      result = {
+        refusal: isDomainError(error)
+          ? { type: error.type, message: error.message, ...(error.details ? { details: error.details } : {}) }
+          : { type: 'internal_error', message: 'the job could not be run; the operator can find details in the server log' },
+      };
+    } finally {
+      clearInterval(keepAlive);
+      this.serving.delete(row.id);
+    }
+    await store.finish(row.id, nodeId, this.deps.sealer.seal(resultContext(row.id), JSON.stringify(result))).catch((error: unknown) => {
+      // Its sender then sees the claim lapse: the run's outcome is lost to it, not the run's record.
+      this.deps.logger.warn({ err: messageOf(error), run_id: row.id }, 'could not hand a run’s outcome back');
+    });
+  }
+}
