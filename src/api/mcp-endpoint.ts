@@ -77,10 +77,23 @@ function negotiatedVersion(body: unknown): string | undefined {
 }
 
 /** The response, calling `release` once its body has been sent or abandoned (a streamed answer lasts as long as its call). */
-function releasedWhenDone(response: Response, release: () => void): Response {
+async function releasedWhenDone(response: Response, release: () => void): Promise<Response> {
   if (!response.body) {
     release();
     return response;
+  }
+  // A whole answer (its length known: one-write.ts) is in memory already: passed on as bytes, so
+  // that it still leaves in one write, and released now.
+  if (response.headers.has('content-length')) {
+    try {
+      return new Response(await response.arrayBuffer(), {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
+      });
+    } finally {
+      release();
+    }
   }
   const reader = response.body.getReader();
   const body = new ReadableStream<Uint8Array>({
@@ -339,7 +352,7 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     if (!initializing && sessionId && options.sessionActivity) {
       const release = options.sessionActivity.hold(sessionId);
       try {
-        return releasedWhenDone(await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })), release);
+        return await releasedWhenDone(await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })), release);
       } catch (error) {
         release();
         throw error;

@@ -23,6 +23,7 @@ import { keyPrincipal } from '../core/principal.js';
 
 import { RenderedCache } from './rendered-cache.js';
 import { runToolError } from './tool-results.js';
+import { inOneWrite } from './one-write.js';
 import { callInputProblemSlices } from '../core/call-input.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare } from '../run/fair-share.js';
 
@@ -706,11 +707,12 @@ export function runEndpointParts(
     }
     if (extra.listsTools) return spliceListing(response, () => extra.listing);
     if (extra.calledTools && extra.calledTools.size > 0) {
-      return spliceRendered(response, (number) => {
+      const take = (number: number) => {
         const bytes = extra.rendered?.get(number);
         extra.rendered?.delete(number);
         return bytes;
-      });
+      };
+      return inOneWrite(spliceRendered(response, take), extra.signal);
     }
     return response;
   }

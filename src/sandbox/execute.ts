@@ -79,7 +79,7 @@ export async function execute(
     // sandbox started on the request path first finishes starting at the default weight (its
     // start-up is no tenant's code; at the low weight on a busy host it outlasted short timeouts):
     // its runner reads the request only once it is up, so waiting for that delays nothing.
-    if (cgroup && (channel.isReady || (await prepared.ready))) cgroup.lowerCpu();
+    if (cgroup && (channel.isReady || (await prepared.ready))) await cgroup.lowerCpu();
     child.stdin!.end(payload);
     runStarted = performance.now();
     // With the answer in, the run is over: the runner flushed its output before answering, so it

@@ -124,11 +124,11 @@ test("a run's processes join its instance's CPU group only when its code is sent
     const pids = await populated(first, 2);
     // Started (a pool refill, a zygote's spare): at the server's weight, in the server's group.
     for (const pid of pids) assert.equal(cpuGroupOf(pid), own, `pid ${pid} before its code`);
-    first.lowerCpu();
+    await first.lowerCpu();
     for (const pid of pids) assert.equal(cpuGroupOf(pid), cpu.dir, `pid ${pid} after lowerCpu`);
     const others = await populated(second, 2);
     for (const pid of others) assert.equal(cpuGroupOf(pid), own, 'the other instance’s run is untouched');
-    second.lowerCpu();
+    await second.lowerCpu();
     for (const pid of others) assert.equal(cpuGroupOf(pid), other.cpu.dir);
   } finally {
     for (const helper of helpers) helper.child.kill('SIGTERM');
@@ -145,7 +145,7 @@ test('a reap before the answer gives the group its default weight while processe
   try {
     let helper = helperIn(run);
     await populated(run, 2);
-    run.lowerCpu();
+    await run.lowerCpu();
     // The reap's first look runs before its first await: processes are there, so it boosts.
     const reaped = run.killUntilEmpty(2000, { boost: true });
     assert.equal(weightOf(cpu), weightFor(cpu, DEFAULT_CPU_WEIGHT));
@@ -155,7 +155,7 @@ test('a reap before the answer gives the group its default weight while processe
     // A finished run's leftovers (the zygote's recycling) are reaped at the low weight.
     helper = helperIn(run);
     await populated(run, 2);
-    run.lowerCpu();
+    await run.lowerCpu();
     const recycled = run.killUntilEmpty(2000);
     assert.equal(weightOf(cpu), weightFor(cpu, SANDBOX_CPU_WEIGHT));
     await recycled;
@@ -175,7 +175,7 @@ test("a zygote's groups (a nested support) are released without touching the ins
   void helper.exited.then(() => (ended = true));
   try {
     const pids = await populated(run, 2);
-    run.lowerCpu();
+    await run.lowerCpu();
     for (const pid of pids) assert.equal(cpuGroupOf(pid), cpu.dir);
     // A zygote of the same instance retires meanwhile: its own groups go, nothing else.
     const zygote = openNestedSupport(support, `zygote-nested-${process.pid}`)!;

@@ -21,6 +21,8 @@ export class ZygoteChild {
   readonly stdout: CappedCapture;
   readonly stderr: CappedCapture;
   readonly ready: Promise<boolean>;
+  /** Settled once a started child's processes are in the instance's low-weight CPU group (v1). */
+  private readonly lowered: Promise<void>;
   channel: RunChannel | null = null;
   private channelSocket: Socket | null = null;
   private readonly streamsClosed: Promise<void>[] = [];
@@ -42,6 +44,9 @@ export class ZygoteChild {
     this.stdout = new CappedCapture(maxLogBytes);
     this.stderr = new CappedCapture(maxLogBytes);
     this.ready = new Promise((resolve) => (this.markReady = resolve));
+    // The child started at the zygote's (default) weight; once it is up (a spare, waiting), it takes
+    // the runs' low one, off the request path: a run's code only ever runs at the low weight.
+    this.lowered = this.ready.then((up) => (up ? this.cgroup.lowerCpu() : undefined)).catch(() => undefined);
     const capture = (into: CappedCapture) => (socket: Socket) => {
       socket.on('data', (chunk: Buffer) => into.push(chunk));
       this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
@@ -97,6 +102,7 @@ export class ZygoteChild {
 
   private async runOnce(request: ZygoteRunRequest): Promise<ZygoteRunRecord> {
     const started = await this.ready;
+    await this.lowered;
     const channel = this.channel;
     // Gone before the request was sent (its zygote died, say): nothing of the run happened.
     if (!started || !channel || !this.channelSocket || this.channelSocket.destroyed || this.exited) {
@@ -122,8 +128,6 @@ export class ZygoteChild {
     if (request.signal?.aborted) kill();
     else request.signal?.addEventListener('abort', kill, { once: true });
     channel.begin(request.bridge, request.lineCapBytes, kill);
-    // The child forked at the zygote's (default) weight; its run's code gets the runs' low one.
-    this.cgroup.lowerCpu();
     this.channelSocket.write(`${request.payload}\n`);
     const runStarted = performance.now();
     // With the answer in, the run is over: the runner flushed its output before answering, so it
