@@ -263,17 +263,14 @@ async function stopAndSettle(o: Owner, agent: string, scheduleIds: string[]): Pr
 
 /**
  * The ticks every replica of a cluster schedule had to fire: from the first tick all of them had
- * fired (a replica's first tick may be planned before another's) to the one before the last (the
- * agent may stop mid-tick).
+ * fired (a replica's first tick may be planned before another's) to the last one all of them
+ * reached (the agent may stop mid-tick, or while a replica's node catches up late ticks).
  */
 function fullTicks(rows: AgentScheduleFireRow[], replicas: readonly string[]): number[] {
-  const firsts = replicas.map((name) =>
-    Math.min(...rows.filter((r) => r.replica === name).map((r) => new Date(r.scheduled_for).getTime())),
-  );
-  const from = Math.max(...firsts);
-  return ticks(rows)
-    .filter((t) => t >= from)
-    .slice(0, -1);
+  const mine = replicas.map((name) => rows.filter((r) => r.replica === name).map((r) => new Date(r.scheduled_for).getTime()));
+  const from = Math.max(...mine.map((t) => Math.min(...t)));
+  const to = Math.min(...mine.map((t) => Math.max(...t)));
+  return ticks(rows).filter((t) => t >= from && t <= to);
 }
 
 const EVERY_SECOND = '* * * * * *';
