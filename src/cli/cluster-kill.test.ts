@@ -3,10 +3,10 @@
  * Issue 19 while nodes die: real `serve` child processes on one PostgreSQL of this file's own
  * (scripts/postgres-test.sh), official MCP SDK clients, real replicas and sandboxes, the fake LLM.
  * One set of nodes for the whole file (each test leaves the nodes it killed or started to the next):
- *  1. schedules: 3 nodes each hold one replica (MCPWORKS_MAX_REPLICAS_PER_NODE=1); a node is SIGKILLed
- *     mid-run, a 4th joins and takes its replica once its lease lapses, the killed one restarts and
- *     takes a new replica: `single` fires once per tick, `cluster` once per replica per tick, and no
- *     tick goes unrecorded (the killed node's ticks follow the catch-up rule in the README).
+ *  1. schedules: 4 nodes, 3 replicas, one a node (MCPWORKS_MAX_REPLICAS_PER_NODE=1); a node is
+ *     SIGKILLed mid-run, the spare takes its replica once its lease lapses, the killed one restarts
+ *     (joins) and takes a 4th replica: `single` fires once per tick, `cluster` once per replica per
+ *     tick, and no tick goes unrecorded (the dead node's replica follows the rule in the README).
  *  2. a replica whose node is SIGKILLed comes back on another node with its name, its conversation
  *     (the model is sent the earlier turns) and the agent's state.
  *  3. writes, function updates and runs through the round-robin proxy while a node is SIGKILLed:
@@ -215,9 +215,10 @@ before(async () => {
   postgres = startPrivatePostgres();
   db = new pg.Pool({ connectionString: postgres.url, max: 4 });
   llm = await startFakeLlm();
-  // The first node migrates the database; the other two start beside each other.
+  // The first node migrates the database; the others start beside each other. The 4th is the spare
+  // of the first test (3 replicas, one a node); starting it there would cost a node start in series.
   await startNode(1);
-  await Promise.all([startNode(2), startNode(3)]);
+  await Promise.all([startNode(2), startNode(3), startNode(4)]);
 });
 
 after(async () => {
@@ -230,7 +231,7 @@ after(async () => {
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
-describe('three serve nodes on one PostgreSQL while nodes are killed, join and restart', () => {
+describe('serve nodes on one PostgreSQL while nodes are killed, join and restart', () => {
   test('schedules: single once per tick, cluster once per replica per tick, through a SIGKILL, a joining node and a restart', async () => {
     const n1 = nodes.get(1)!;
     const { create } = await space('fast', n1);
@@ -240,10 +241,12 @@ describe('three serve nodes on one PostgreSQL while nodes are killed, join and r
     await callOk(create, 'scale_agent', { name: 'ticker', replicas: 3 });
     await callOk(create, 'start_agent', { name: 'ticker' });
     let placed: ReplicaView[] = [];
-    await waitFor('a replica running on each node', async () => {
+    await waitFor('the replicas running on 3 nodes', async () => {
       placed = await replicasOf(create, 'ticker');
       return placed.every((r) => r.status === 'running') && new Set(placed.map((r) => r.node)).size === 3;
     });
+    // The node left with none: every replica is held, so it fires nothing until it takes one.
+    const joined = liveNodes().find((node) => !placed.some((r) => r.node === node.instance))!;
     const single = await callOk(create, 'add_schedule', {
       name: 'ticker',
       function_name: 'jobs.tick',
@@ -264,15 +267,14 @@ describe('three serve nodes on one PostgreSQL while nodes are killed, join and r
       return true;
     });
 
-    // A 4th node joins while they fire: every replica is held, so it takes none (and fires nothing) yet.
-    const joined = await startNode(4);
     // A node other than the one the client talks to dies mid-run (a fire of its replica is likely in flight).
     const moved = placed.find((r) => r.node !== n1.instance)!;
     const victim = nodeOf(moved.node)!;
     const victimInstance = victim.instance;
     const killedAt = await kill(victim);
-    // The killed node restarts meanwhile (a new instance on its data dir and port); the 4th node takes
-    // the dead node's replica once its lease lapses (the restarted node may take it first: both have room).
+    // The killed node restarts meanwhile (a new instance on its data dir and port), joining while they
+    // fire; the spare takes the dead node's replica once its lease lapses (or the restarted node, if
+    // it is up first: both have room).
     const restarting = startNode(victim.n, victim.port);
     let taker = '';
     await waitFor('the replica running on another node', async () => {
