@@ -984,4 +984,13 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX replica_handoffs_expires ON replica_handoffs(expires_at)`,
     ],
   },
+  {
+    version: 28,
+    name: "a node's replica leases found by index",
+    statements: [
+      // Every node reads and renews the rows it holds each supervisor round and each schedule pass
+      // (schedules are planned from the lease rows): by node, not by a scan of every agent's replicas.
+      `CREATE INDEX agent_replicas_node ON agent_replicas(node_id) WHERE node_id IS NOT NULL`,
+    ],
+  },
 ];

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Db } from './database.js';
 import type { AgentScheduleFireRow, AgentScheduleRow, Database } from './schema.js';
 
@@ -35,6 +35,13 @@ export interface StreakUpdate {
   lastFailedTick: Date | null;
   /** Set: the schedule is turned off with this reason. */
   disabledReason: string | null;
+}
+
+/** `r` (agent_replicas) is held by `node` under a live lease and running (of `agent`, named `name`, when given). */
+function heldBy(node: string, agent?: RawBuilder<unknown>, name?: string): RawBuilder<unknown> {
+  return sql`r.node_id = ${node} AND r.lease_expires_at > now() AND r.status = 'running'${
+    agent ? sql` AND r.agent_id = ${agent} AND r.name = ${name}` : sql``
+  }`;
 }
 
 export const FIRE_INTERRUPTED = 'interrupted: the server running it stopped before the run ended';
@@ -196,8 +203,22 @@ export class SchedulesStore {
   }
 
   /**
+   * The replicas each agent has on `node` by the lease rows: held under a live lease (the database's
+   * clock) with their process marked up. A replica that moved to another node is gone from here at
+   * once, before this node's supervisor has noticed.
+   */
+  async heldReplicas(node: string): Promise<Map<string, Set<string>>> {
+    const rows = await sql<{ agent_id: string; name: string }>`
+      SELECT r.agent_id, r.name FROM agent_replicas r WHERE ${heldBy(node)}`.execute(this.db);
+    const held = new Map<string, Set<string>>();
+    for (const r of rows.rows) held.set(r.agent_id, (held.get(r.agent_id) ?? new Set()).add(r.name));
+    return held;
+  }
+
+  /**
    * Claims a tick: the fire row, or undefined when another node (or an earlier pass) has it or
-   * the schedule was turned off or its failure streak changed meanwhile.
+   * the schedule was turned off or its failure streak changed meanwhile. A cluster schedule's tick
+   * of a replica is claimed only by the node holding that replica's lease, checked in the insert.
    * With `overlapSkip`, the row is recorded skipped when an earlier fire of the schedule (of the
    * same replica, for a cluster schedule) is still running on a live node.
    */
@@ -224,7 +245,8 @@ export class SchedulesStore {
         ${node},
         CASE WHEN o.running THEN now() ELSE NULL END
       FROM (SELECT ${running} AS running) o
-      WHERE EXISTS (SELECT 1 FROM agent_schedules s WHERE s.id = ${scheduleId} AND s.enabled AND s.failure_streak = ${options.failureStreak})
+      WHERE EXISTS (SELECT 1 FROM agent_schedules s WHERE s.id = ${scheduleId} AND s.enabled AND s.failure_streak = ${options.failureStreak}
+        AND (${replica} = '' OR EXISTS (SELECT 1 FROM agent_replicas r WHERE ${heldBy(node, sql`s.agent_id`, replica)})))
       ON CONFLICT (schedule_id, replica, scheduled_for) DO NOTHING
       RETURNING id, status`.execute(this.db);
     return row.rows[0];

@@ -1,6 +1,6 @@
 /**
  * The schedule trigger: one loop per server process. It plans the schedules of running agents for
- * the replicas this node holds, claims each due tick with a fire row (INSERT ... ON CONFLICT DO
+ * the replicas this node holds by their lease rows (and has up), claims each due tick with a fire row (INSERT ... ON CONFLICT DO
  * NOTHING: the node whose insert made the row runs it, so a tick runs once however many nodes
  * plan it, across restarts too), and runs the fire through the agent dispatcher. In-process state
  * is a cache (when each schedule is next due here); the rows are the truth.
@@ -12,7 +12,7 @@ import { scheduleOptionsOf } from '../../services/schedules.js';
 import type { ActiveSchedule, FireEnd, SchedulesStore } from '../../store/schedules-store.js';
 import type { AgentDispatcher } from '../dispatcher.js';
 
-/** The running replicas of an agent this node holds (names). The one seam to the replica runtime. */
+/** The replicas of an agent with their process up on this node (names): the one seam to the replica runtime. */
 export type LocalReplicas = (agentId: string) => Promise<readonly string[]> | readonly string[];
 
 type Dispatch = Pick<AgentDispatcher, 'start'>;
@@ -126,6 +126,8 @@ export class ScheduleLoop {
       await this.store.pruneFires(new Date(now.getTime() - FIRE_RETENTION_DAYS * 86_400_000), PRUNE_BATCH);
     }
     let soonest = now.getTime() + refresh;
+    // Which replicas are this node's comes from the lease rows: the supervisor's list lags a move by up to a round.
+    const held = await this.store.heldReplicas(this.options.node);
     const replicas = new Map<string, readonly string[]>();
     let after: string | undefined;
     for (let page = 0; page < (this.options.maxPages ?? DEFAULT_PAGES) && !this.stopped; page++) {
@@ -134,7 +136,8 @@ export class ScheduleLoop {
         if (this.stopped) break;
         let local = replicas.get(row.agent_id);
         if (!local) {
-          local = await this.options.localReplicas(row.agent_id);
+          const mine = held.get(row.agent_id);
+          local = mine ? (await this.options.localReplicas(row.agent_id)).filter((name) => mine.has(name)) : [];
           replicas.set(row.agent_id, local);
         }
         if (local.length === 0) continue;
