@@ -85,6 +85,8 @@ interface Cluster {
 interface Sample {
   at: number;
   nodesMs: number;
+  /** The `serve` processes' own CPU, their sandboxes' left out. */
+  serveMs: number;
   proxyMs: number;
   postgresMs: number;
   machineMs: number;
@@ -97,6 +99,8 @@ interface Phase {
   era: ClientEra;
   result: LoadResult;
   nodesMs: number;
+  /** The `serve` processes' own CPU, their sandboxes' left out. */
+  serveMs: number;
   proxyMs: number;
   postgresMs: number;
   machineMs: number;
@@ -214,11 +218,16 @@ const sum = (counts: Map<string, number>) => [...counts.values()].reduce((a, b) 
 async function sample(cluster: Cluster): Promise<Sample & { counts: Map<string, number> }> {
   const at = performance.now();
   let nodesMs = 0;
-  for (const pid of cluster.nodePids) nodesMs += (await treeCpu(pid)).totalMs;
+  let serveMs = 0;
+  for (const pid of cluster.nodePids) {
+    const tree = await treeCpu(pid);
+    nodesMs += tree.totalMs;
+    serveMs += tree.rootMs;
+  }
   const proxyMs = (await treeCpu(cluster.launcher.pid!)).rootMs;
   const postgresMs = (await treeCpu(database.postmaster)).totalMs;
   const counts = await statements();
-  return { at, nodesMs, proxyMs, postgresMs, machineMs: machineBusyMs(), statements: sum(counts), counts };
+  return { at, nodesMs, serveMs, proxyMs, postgresMs, machineMs: machineBusyMs(), statements: sum(counts), counts };
 }
 
 const phases: Phase[] = [];
@@ -279,6 +288,7 @@ try {
           era,
           result,
           nodesMs: after.nodesMs - before.nodesMs,
+          serveMs: after.serveMs - before.serveMs,
           proxyMs: after.proxyMs - before.proxyMs,
           postgresMs: after.postgresMs - before.postgresMs,
           machineMs: after.machineMs - before.machineMs,
@@ -395,16 +405,17 @@ if (phases.length > 0) {
       calls: acc.calls + calls(p),
       pg: acc.pg + p.postgresMs - background(p, 'postgresMs'),
       nodes: acc.nodes + p.nodesMs,
+      serve: acc.serve + p.serveMs,
       statements: acc.statements + p.statements - background(p, 'statements'),
     }),
-    { calls: 0, pg: 0, nodes: 0, statements: 0 },
+    { calls: 0, pg: 0, nodes: 0, serve: 0, statements: 0 },
   );
   if (totals.calls > 0) {
     const pgPerCall = totals.pg / totals.calls;
     const nodePerCall = totals.nodes / totals.calls;
     console.log(
       `capacity (3-node phases together, the idle loops' share taken out): PostgreSQL ${pgPerCall.toFixed(2)} ms CPU and ${(totals.statements / totals.calls).toFixed(2)} round trips per call → ~${Math.round(1000 / pgPerCall)} calls/s per PostgreSQL core; ` +
-        `the nodes ${nodePerCall.toFixed(2)} ms CPU per call (sandbox included) → ~${Math.round(1000 / nodePerCall)} calls/s per node core; ` +
+        `the nodes ${nodePerCall.toFixed(2)} ms CPU per call (the serve processes ${(totals.serve / totals.calls).toFixed(2)} ms of it, the sandboxes' processes the rest) → ~${Math.round(1000 / nodePerCall)} calls/s per node core; ` +
         `one PostgreSQL core keeps up with ~${(nodePerCall / pgPerCall).toFixed(1)} node cores before PostgreSQL becomes the limit.`,
     );
   }
