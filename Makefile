@@ -3,7 +3,7 @@
 # `make run PORT=18787` (or any setting of the Configuration section) is passed on to the server.
 # `make bench`: the latency, throughput and memory benches against issue 18's targets, on an idle
 # machine (each marks a loaded run); `make bench QUICK=1`: short runs that only show they work.
-.PHONY: setup setup-test run cluster test test-unit build clean bench
+.PHONY: setup setup-test run cluster test test-unit build clean bench bench-cluster
 
 setup:
 	@bash scripts/setup.sh run
@@ -31,6 +31,11 @@ test-unit:
 
 bench: setup-test
 	@bench/latency $(if $(QUICK),--quick) && bench/throughput $(if $(QUICK),--quick) && bench/memory $(if $(QUICK),--quick)
+
+# `make bench-cluster`: 1 node against 3 on one PostgreSQL (issue 19); its own target, as it starts
+# PostgreSQL and four `serve` processes (about 4 minutes; QUICK=1: about 2).
+bench-cluster: setup-test
+	@bench/cluster $(if $(QUICK),--quick)
 
 clean:
 	rm -rf dist .build

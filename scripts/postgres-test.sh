@@ -5,6 +5,9 @@
 #   scripts/postgres-test.sh stop [DIR]        # stops it and removes everything (DIR defaults to $MCPWORKS_TEST_PG_DIR)
 #   scripts/postgres-test.sh clean             # stops and removes stale instances left by killed runs
 #
+# MCPWORKS_TEST_PG_SETTINGS: more server options for `start`, e.g. "-c shared_preload_libraries=pg_stat_statements"
+# (bench/cluster counts the statements the nodes send).
+#
 # The cluster lives in a fresh `mktemp -d` dir (owned by the postgres user when run as root, since
 # PostgreSQL refuses to run as root), listens on a free port on 127.0.0.1 only, accepts only
 # loopback TCP connections with trust auth, and has no Unix socket outside its own dir. `start`
@@ -97,7 +100,7 @@ start() {
   for attempt in 1 2 3 4 5; do
     port=$(free_port)
     if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/run/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=200 -c fsync=off -c shared_buffers=32MB" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=200 -c fsync=off -c shared_buffers=32MB ${MCPWORKS_TEST_PG_SETTINGS:-}" \
       start >/dev/null 2>&1; then
       echo "$port" >"$dir/port"
       log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"

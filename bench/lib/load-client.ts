@@ -13,14 +13,15 @@ const {
   seconds,
   call: spec,
 } = JSON.parse(process.env.MCPWORKS_BENCH_LOAD ?? '{}') as {
-  url: string;
+  url: string | string[];
   era: ClientEra;
   clients: number;
   seconds: number;
   call: CallSpec;
 };
 const key = process.env.MCPWORKS_BENCH_KEY || undefined;
-const loadClients = await Promise.all(Array.from({ length: clients }, () => connect(url, key, era)));
+const urls = Array.isArray(url) ? url : [url];
+const loadClients = await Promise.all(Array.from({ length: clients }, (_, i) => connect(urls[i % urls.length]!, key, era)));
 process.stdout.write('ready\n');
 await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
 const latencies: number[] = [];

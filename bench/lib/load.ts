@@ -20,7 +20,8 @@ export interface LoadResult {
 }
 
 export interface LoadOptions {
-  url: string;
+  /** Several: client i connects to url[i % n] (bench/cluster: straight to each node). */
+  url: string | string[];
   /** Empty for a server without keys (a peer). */
   key: string;
   /** The clients' protocol era (harness `connect`): v1 = 2025 with sessions, as Claude Code; v2 = 2026-07-28, stateless. */

@@ -26,16 +26,25 @@ export interface LoadWatch {
   finish(): Promise<{ lines: string[]; loaded: boolean }>;
 }
 
-/** Starts watching from now: the machine's busy CPU and the bench tree's CPU (the tree under this process). */
-export async function watchMachineLoad(): Promise<LoadWatch> {
+/**
+ * Starts watching from now: the machine's busy CPU and the bench tree's CPU (the tree under this
+ * process, and under `alsoOurs`: processes of the bench that are not its descendants, such as a
+ * PostgreSQL that pg_ctl daemonised).
+ */
+export async function watchMachineLoad(alsoOurs: readonly number[] = []): Promise<LoadWatch> {
   const cores = availableParallelism();
   const loadStart = loadavg();
   const started = performance.now();
   const busyStart = machineBusyMs();
-  const treeStart = await treeCpu(process.pid);
+  const ours = async () => {
+    let totalMs = 0;
+    for (const pid of [process.pid, ...alsoOurs]) totalMs += (await treeCpu(pid)).totalMs;
+    return { totalMs };
+  };
+  const treeStart = await ours();
   return {
     async finish() {
-      const treeEnd = await treeCpu(process.pid);
+      const treeEnd = await ours();
       const busyEnd = machineBusyMs();
       const elapsed = performance.now() - started;
       const loadEnd = loadavg();

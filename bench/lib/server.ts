@@ -42,7 +42,12 @@ export interface FunctionSpec {
 }
 
 /** Registers an account and makes namespace `ns` with `service` holding `functions`, over /mcp/create. */
-export async function makeNamespace(server: TestServer, ns: string, service: string, functions: FunctionSpec[]): Promise<TestAccount> {
+export async function makeNamespace(
+  server: Pick<TestServer, 'url'>,
+  ns: string,
+  service: string,
+  functions: FunctionSpec[],
+): Promise<TestAccount> {
   const account = await createAccount(server.url);
   const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
   try {
@@ -81,7 +86,10 @@ export async function call(client: McpTestClient, spec: CallSpec): Promise<void>
 }
 
 /** GET /api/usage → the executions counted this month. */
-export async function usageExecutions(server: TestServer, key: string): Promise<{ ok: boolean; executions?: number; status: number }> {
+export async function usageExecutions(
+  server: Pick<TestServer, 'url'>,
+  key: string,
+): Promise<{ ok: boolean; executions?: number; status: number }> {
   const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${key}` } });
   const body = (await response.json().catch(() => ({}))) as { executions?: number };
   return { ok: response.ok, status: response.status, ...(typeof body.executions === 'number' ? { executions: body.executions } : {}) };

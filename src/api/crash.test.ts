@@ -660,12 +660,14 @@ test(
 );
 
 test(
-  "nodes with skewed clocks on one PostgreSQL: a node whose clock is an hour ahead never takes a live node's slots",
+  "nodes with skewed clocks on one PostgreSQL: a node whose clock is an hour ahead never takes a live node's slots, and counts in the database's month and minute",
   { timeout: 600_000, skip: !process.env.MCPWORKS_TEST_DATABASE_URL && 'needs PostgreSQL (MCPWORKS_TEST_DATABASE_URL)' },
   async () => {
     const dirs = [mkdtempSync(path.join(testDataRoot(), 'mcpworks-clock-a-')), mkdtempSync(path.join(testDataRoot(), 'mcpworks-clock-b-'))];
     const databaseUrl = await freshDatabaseUrl();
-    const env = { MCPWORKS_TIERS: LOAD_TIER(120), MCPWORKS_INSTANCE_LEASE_MS: '5000' };
+    // Two calls a minute: the held run on node A and node B's first call may share a minute.
+    const tier = JSON.stringify({ pro_trial: { concurrency: 4, timeout_s: 120, executions_per_minute: 2 } });
+    const env = { MCPWORKS_TIERS: tier, MCPWORKS_INSTANCE_LEASE_MS: '5000' };
     const a = await startChild(dirs[0]!, databaseUrl, env);
     let b: Child | undefined;
     try {
@@ -707,17 +709,55 @@ test(
       assert.equal(answer.isError, undefined, `node A's run answers: ${JSON.stringify(answer)}`);
       const usage = await usageOf(a.url, account.key);
       assert.equal(usage.concurrency.active, 0);
-      // In the last hour of a month node B's clock is in the next one: its run counts in that month.
-      const crossesMonth = new Date(Date.now() + 3_600_000).getUTCMonth() !== new Date().getUTCMonth();
-      if (crossesMonth) {
-        assert.equal(usage.executions, 1, "node A's run counted once, in this month");
-        assert.equal((await usageOf(b.url, account.key)).executions, 1, "node B's run counted once, in node B's month");
-      } else assert.equal(usage.executions, 2, 'both runs counted once');
+      // Both count in the database's month, even in a month's last hour, when node B's clock is in the next one.
+      assert.equal(usage.executions, 2, 'both runs counted once');
+      const seenByB = (await usageOf(b.url, account.key)) as unknown as { executions: number; month: string };
+      assert.deepEqual(
+        [seenByB.executions, seenByB.month],
+        [2, (usage as unknown as { month: string }).month],
+        "node B reads the database's month",
+      );
       assert.deepEqual(
         (await historyOf(a.url, account.key, ns)).map((row) => row.status),
         ['success', 'success'],
       );
       await onA.close().catch(() => undefined);
+
+      // One minute window across nodes, whatever their clocks: at 2 a minute, a call on node A and
+      // one on node B fill it, and a third on node A is refused. Calls that straddle the database's
+      // minute prove nothing: made again with a fresh account.
+      const minuteOfDatabase = async () => {
+        const client = new pg.Client({ connectionString: databaseUrl });
+        await client.connect();
+        try {
+          return (await client.query<{ m: string }>(`SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS m`)).rows[0]!.m;
+        } finally {
+          await client.end();
+        }
+      };
+      const execute = (url: string, key: string, id: number) =>
+        rawMcpPost(`${url}/mcp/run/rated`, key, {
+          jsonrpc: '2.0',
+          id,
+          method: 'tools/call',
+          params: { name: 'execute', arguments: { code: 'result = 1' } },
+        });
+      let answers: Array<{ status: number; body: any }> = [];
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const rated = await createAccount(a.url);
+        const setup = await connect(`${a.url}/mcp/create/rated`, rated.key, 'v2');
+        await callOk(setup, 'make_namespace', { name: 'rated' });
+        await setup.close();
+        const minute = await minuteOfDatabase();
+        answers = [await execute(a.url, rated.key, 1), await execute(b.url, rated.key, 2), await execute(a.url, rated.key, 3)];
+        if ((await minuteOfDatabase()) === minute) break;
+      }
+      assert.deepEqual(
+        answers.map((answer) => answer.status),
+        [200, 200, 429],
+        JSON.stringify(answers.map((answer) => answer.body)),
+      );
+      assert.equal(answers[2]!.body.code, 'EXECUTION_RATE_EXCEEDED');
     } finally {
       await killChild(a);
       if (b) await killChild(b);

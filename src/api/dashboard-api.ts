@@ -121,11 +121,13 @@ export function mountDashboardApi(app: Hono, deps: DashboardApiDeps): void {
   // Usage: this month against the quota, executions per day of the month, and the tier's limits.
   app.get('/api/usage/month', async (c) => {
     const owner = await deps.owner(c);
-    const now = new Date();
-    const since = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+    const usage = await runs.usage(owner.accountId, owner.tier);
+    // The days of the month the meter counts in (the database's clock, as usage.month is).
+    const [year, month] = usage.month.split('-').map(Number) as [number, number];
+    const since = new Date(Date.UTC(year, month - 1, 1));
     const limits = runs.tierLimits({ tier: owner.tier });
     return c.json({
-      usage: await runs.usage(owner.accountId, owner.tier),
+      usage,
       days: await history.dailyCounts(owner.accountId, since),
       limits: {
         monthly_executions: limits.monthlyExecutions,

@@ -80,7 +80,7 @@ function setup(overrides: Partial<BridgeRun> = {}, rateUnits = Infinity) {
           return missing.length ? { ok: false, problems: missing.map((key) => `${key} is required`) } : { ok: true };
         },
       },
-      metering: { takeRateUnit: async () => units-- > 0 },
+      metering: { takeRateUnit: async () => (units-- > 0 ? { taken: true } : { taken: false, windowEndsInMs: 60_000 }) },
       codeOf: async (f) => `code of ${f.name}`,
       nodeModulesFor: async () => undefined,
     },

@@ -64,8 +64,8 @@ export class CodeModeBridge {
   private readonly checks: SchemaChecks;
   private finished = false;
   private count = 0;
-  /** The minute (since the epoch) in which this run was refused a rate unit, if any. */
-  private rateRefusedIn: number | undefined;
+  /** Until when (this.now()) a refused rate unit is refused again without asking the database. */
+  private rateRefusedUntil: number | undefined;
   /** Same-language calls answered whose results the sandbox will send back for their output_schema check. */
   private readonly resultChecksOwed = new Map<string, number>();
 
@@ -150,15 +150,16 @@ export class CodeModeBridge {
     return this.runOtherLanguage(fn, input);
   }
 
-  /** Within a minute the window only fills up: once refused, later calls are refused without the database. */
+  /**
+   * Within a minute the window only fills up: once refused, later calls are refused without the
+   * database until its window ends (the database's minute, told as a duration: no clock compared).
+   */
   private async takeRateUnit(): Promise<boolean> {
-    const now = new Date(this.now());
-    const minute = Math.floor(now.getTime() / 60_000);
-    if (this.rateRefusedIn === minute || !(await this.deps.metering.takeRateUnit(this.run.accountId, this.run.perMinute, now))) {
-      this.rateRefusedIn = minute;
-      return false;
-    }
-    return true;
+    if (this.rateRefusedUntil !== undefined && this.now() < this.rateRefusedUntil) return false;
+    const unit = await this.deps.metering.takeRateUnit(this.run.accountId, this.run.perMinute);
+    if (unit.taken) return true;
+    this.rateRefusedUntil = this.now() + unit.windowEndsInMs;
+    return false;
   }
 
   /** An other-language callee runs in a sandbox of its own, with what is left of the caller's time. */

@@ -57,7 +57,6 @@ export { declaredEnv, SCHEMA_LIMIT_ERROR } from './function-request.js';
 export interface Ticket {
   id: string;
   accountId: string;
-  admittedAt: Date;
   /** Set when a tool handler took the call over (it then always settles the ticket). */
   started: boolean;
   settled: boolean;
@@ -240,7 +239,6 @@ export class RunService {
     const ticket: Ticket = {
       id: randomUUID(),
       accountId: principal.accountId,
-      admittedAt: now,
       started: false,
       settled: false,
       cancel: new AbortController(),
@@ -402,7 +400,7 @@ export class RunService {
     this.untrack(ticket);
     if (ticket.settled) return;
     ticket.settled = true;
-    const settle = () => this.deps.metering.settle(ticket.id, ticket.accountId, ticket.admittedAt, successful);
+    const settle = () => this.deps.metering.settle(ticket.id, ticket.accountId, successful);
     try {
       await settle();
     } catch (error) {
@@ -417,15 +415,17 @@ export class RunService {
   async usage(accountId: string, knownTier?: string) {
     const tier = knownTier ?? (await this.deps.accountTier(accountId));
     const limits = this.limitsOf(tier);
-    const now = new Date();
-    const usage = await this.deps.metering.usage(accountId, now);
+    // The month and minute are the database's, as admission counts them.
+    const usage = await this.deps.metering.usage(accountId);
+    const [year, month] = usage.month.split('-').map(Number) as [number, number];
     return {
       tier,
       month: usage.month,
       executions: usage.executions,
       limit: limits.monthlyExecutions,
       remaining: limits.monthlyExecutions === null ? null : Math.max(0, limits.monthlyExecutions - usage.executions),
-      resets_at: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1)).toISOString(),
+      // `month` is 1-based: as a 0-based month index it is the next one.
+      resets_at: new Date(Date.UTC(year, month, 1)).toISOString(),
       executions_per_minute: { used: usage.lastMinute, limit: limits.executionsPerMinute },
       concurrency: { active: usage.active, limit: limits.concurrency },
     };
@@ -656,7 +656,7 @@ export class RunService {
         ),
       };
     }
-    const settlement = ticket.settled ? null : { ticketId: ticket.id, accountId: ticket.accountId, admittedAt: ticket.admittedAt, counted };
+    const settlement = ticket.settled ? null : { ticketId: ticket.id, accountId: ticket.accountId, counted };
     const record: ExecutionRecord = {
       id: ticket.id,
       accountId: ctx.principal.accountId,

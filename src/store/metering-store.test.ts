@@ -10,7 +10,7 @@ import { AccountsStore } from './accounts-store.js';
 import { CatalogStore } from './catalog-store.js';
 import { openDatabase, type OpenDatabase } from './database.js';
 import { ExecutionsStore, type ExecutionRecord } from './executions-store.js';
-import { MeteringStore, monthKey, type AdmissionRequest } from './metering-store.js';
+import { MeteringStore, type AdmissionRequest } from './metering-store.js';
 
 // The quota ledger on its own (embedded PGlite, or the PostgreSQL of MCPWORKS_TEST_DATABASE_URL):
 // admission, settling and the run ledger's settle-and-record, including slots left by a dead node.
@@ -45,6 +45,42 @@ after(async () => {
 async function ageSlots(accountId: string, ms: number): Promise<void> {
   await sql`UPDATE active_executions SET expires_at = expires_at - make_interval(secs => ${ms / 1000}::float8),
     deadline_at = deadline_at - make_interval(secs => ${ms / 1000}::float8) WHERE account_id = ${accountId}`.execute(database.db);
+}
+
+/** Time passing for the database's clock, which minute windows are: the account's windows are a minute older. */
+async function ageWindows(accountId: string): Promise<void> {
+  await sql`UPDATE rate_windows SET window_start = window_start - interval '1 minute' WHERE account_id = ${accountId}`.execute(database.db);
+}
+
+/** The database's minute (its clock: what admission counts by). */
+async function databaseMinute(): Promise<string> {
+  const { rows } = await sql<{ minute: string }>`SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS minute`.execute(
+    database.db,
+  );
+  return rows[0]!.minute;
+}
+
+/**
+ * Runs `attempt` until it ran within one minute of the database's clock (at most 3 times): an
+ * attempt that straddled a window's end proves nothing about the window.
+ */
+async function withinOneMinute<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    const before = await databaseMinute();
+    const result = await attempt();
+    if ((await databaseMinute()) === before || tries === 3) return result;
+  }
+}
+
+/** An account's count in `month` (`YYYY-MM`), read from the ledger. */
+async function countIn(accountId: string, month: string): Promise<number> {
+  const row = await database.db
+    .selectFrom('usage_months')
+    .select('executions')
+    .where('account_id', '=', accountId)
+    .where('month', '=', month)
+    .executeTakeFirst();
+  return row?.executions ?? 0;
 }
 
 const UNLIMITED = { monthlyExecutions: null, executionsPerMinute: null, concurrency: null, timeoutSeconds: 30 };
@@ -96,7 +132,7 @@ describe('metering store', () => {
     const { accountId } = await newAccount();
     for (let i = 0; i < 3; i++) assert.equal((await admit(accountId, { monthlyExecutions: 3 })).rejection, undefined);
     assert.deepEqual((await admit(accountId, { monthlyExecutions: 3 })).rejection, { code: 'QUOTA_EXCEEDED', usage: 3, limit: 3 });
-    const usage = await metering.usage(accountId, new Date());
+    const usage = await metering.usage(accountId);
     assert.equal(usage.executions, 3);
     assert.equal(usage.active, 3);
     assert.equal(usage.lastMinute, 3);
@@ -107,7 +143,7 @@ describe('metering store', () => {
     const results = await Promise.all(Array.from({ length: 30 }, () => admit(accountId, { monthlyExecutions: 10 })));
     assert.equal(results.filter((r) => r.rejection === undefined).length, 10);
     assert.ok(results.filter((r) => r.rejection !== undefined).every((r) => r.rejection?.code === 'QUOTA_EXCEEDED'));
-    assert.equal((await metering.usage(accountId, new Date())).executions, 10);
+    assert.equal((await metering.usage(accountId)).executions, 10);
   });
 
   // The races: many admissions of one account at once. On PostgreSQL (scripts/test.sh re-runs this
@@ -120,21 +156,24 @@ describe('metering store', () => {
     ['concurrency', { concurrency: 7 }, 'CONCURRENCY_LIMIT_EXCEEDED'],
   ] as const) {
     test(`race: 4 accounts x 40 parallel admissions against a ${gate} of 7 admit exactly 7 each`, async () => {
-      // One instant for all (the rate window must not roll over mid-test).
-      const now = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 1_000);
-      const accounts = await Promise.all(Array.from({ length: 4 }, () => newAccount()));
-      const results = await Promise.all(
-        accounts.flatMap(({ accountId }) =>
-          Array.from({ length: 40 }, () => admit(accountId, limits, now).then((r) => ({ accountId, ...r }))),
-        ),
-      );
-      for (const { accountId } of accounts) {
+      // Within one minute of the database's clock (the rate window must not roll over mid-test).
+      const { accounts, results, usages } = await withinOneMinute(async () => {
+        const accounts = await Promise.all(Array.from({ length: 4 }, () => newAccount()));
+        const results = await Promise.all(
+          accounts.flatMap(({ accountId }) =>
+            Array.from({ length: 40 }, () => admit(accountId, limits).then((r) => ({ accountId, ...r }))),
+          ),
+        );
+        const usages = await Promise.all(accounts.map(({ accountId }) => metering.usage(accountId)));
+        return { accounts, results, usages };
+      });
+      accounts.forEach(({ accountId }, i) => {
         const mine = results.filter((r) => r.accountId === accountId);
         assert.equal(mine.filter((r) => r.rejection === undefined).length, 7, `${gate}: admitted`);
         assert.ok(mine.filter((r) => r.rejection !== undefined).every((r) => r.rejection?.code === code));
-        const usage = await metering.usage(accountId, now);
+        const usage = usages[i]!;
         assert.deepEqual([usage.executions, usage.lastMinute, usage.active], [7, 7, 7], `${gate}: counted`);
-      }
+      });
     });
   }
 
@@ -161,50 +200,92 @@ describe('metering store', () => {
       limit: 1,
       retryAfter: 110,
     });
-    await metering.settle(first.ticketId, accountId, first.now, true);
+    await metering.settle(first.ticketId, accountId, true);
     assert.equal((await admit(accountId, { concurrency: 1 })).rejection, undefined);
-    assert.equal((await metering.usage(accountId, new Date())).executions, 2, 'a refused admission counts nothing');
+    assert.equal((await metering.usage(accountId)).executions, 2, 'a refused admission counts nothing');
   });
 
-  test('executions per minute: a full window refuses until the next one', async () => {
-    const { accountId } = await newAccount();
-    const start = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 15_000);
-    for (let i = 0; i < 2; i++) assert.equal((await admit(accountId, { executionsPerMinute: 2 }, start)).rejection, undefined);
-    assert.deepEqual((await admit(accountId, { executionsPerMinute: 2 }, start)).rejection, {
-      code: 'EXECUTION_RATE_EXCEEDED',
-      limit: 2,
-      retryAfter: 45,
+  test("executions per minute: a full window refuses until the database's next minute", async () => {
+    const { accountId, refused } = await withinOneMinute(async () => {
+      const { accountId } = await newAccount();
+      for (let i = 0; i < 2; i++) assert.equal((await admit(accountId, { executionsPerMinute: 2 })).rejection, undefined);
+      return { accountId, refused: (await admit(accountId, { executionsPerMinute: 2 })).rejection };
     });
-    assert.equal((await admit(accountId, { executionsPerMinute: 2 }, new Date(start.getTime() + 60_000))).rejection, undefined);
+    assert.equal(refused?.code, 'EXECUTION_RATE_EXCEEDED');
+    assert.equal(refused?.limit, 2);
+    // Until the database's minute ends: at most a minute.
+    const retryAfter = (refused as { retryAfter: number }).retryAfter;
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `retry after ${retryAfter} s`);
+    await ageWindows(accountId);
+    assert.equal((await admit(accountId, { executionsPerMinute: 2 })).rejection, undefined);
   });
 
   test('rate units (sandboxes a running call starts) share the minute window with admissions, exactly, in parallel', async () => {
-    const { accountId } = await newAccount();
-    const start = new Date(Math.floor(Date.now() / 60_000) * 60_000 + 15_000);
-    assert.equal((await admit(accountId, { executionsPerMinute: 10 }, start)).rejection, undefined);
-    // 20 units and 5 admissions at once against the 9 left: exactly 9 pass.
-    const [taken, admitted] = await Promise.all([
-      Promise.all(Array.from({ length: 20 }, () => metering.takeRateUnit(accountId, 10, start))),
-      Promise.all(Array.from({ length: 5 }, () => admit(accountId, { executionsPerMinute: 10 }, start))),
-    ]);
-    const admittedCount = admitted.filter((a) => !a.rejection).length;
-    assert.equal(taken.filter(Boolean).length + admittedCount, 9);
-    const usage = await metering.usage(accountId, start);
+    const { accountId, taken, admittedCount, usage } = await withinOneMinute(async () => {
+      const { accountId } = await newAccount();
+      assert.equal((await admit(accountId, { executionsPerMinute: 10 })).rejection, undefined);
+      // 20 units and 5 admissions at once against the 9 left: exactly 9 pass.
+      const [taken, admitted] = await Promise.all([
+        Promise.all(Array.from({ length: 20 }, () => metering.takeRateUnit(accountId, 10))),
+        Promise.all(Array.from({ length: 5 }, () => admit(accountId, { executionsPerMinute: 10 }))),
+      ]);
+      return { accountId, taken, admittedCount: admitted.filter((a) => !a.rejection).length, usage: await metering.usage(accountId) };
+    });
+    assert.equal(taken.filter((unit) => unit.taken).length + admittedCount, 9);
+    const refusal = taken.find((unit) => !unit.taken);
+    assert.ok(
+      refusal && !refusal.taken && refusal.windowEndsInMs > 0 && refusal.windowEndsInMs <= 60_000,
+      'a refusal says when the window ends',
+    );
     assert.equal(usage.lastMinute, 10);
     assert.equal(usage.executions, 1 + admittedCount, 'a unit takes nothing of the monthly quota');
-    assert.equal(await metering.takeRateUnit(accountId, null, start), true, 'no limit: counted all the same');
-    assert.equal((await metering.usage(accountId, start)).lastMinute, 11);
-    assert.equal(await metering.takeRateUnit(accountId, 10, new Date(start.getTime() + 60_000)), true, 'the next window');
+    await ageWindows(accountId);
+    assert.deepEqual(await metering.takeRateUnit(accountId, 10), { taken: true }, 'the next window');
+    assert.deepEqual(await metering.takeRateUnit(accountId, null), { taken: true }, 'no limit: counted all the same');
+    assert.equal((await metering.usage(accountId)).lastMinute, 2);
+  });
+
+  test("skewed node clocks: the month and the minute window are the database's, whatever the admitting node's clock says", async () => {
+    // Three nodes at one instant: one whose clock is right, one 40 days ahead, one 40 days behind.
+    const { accountId, refused, usage, month } = await withinOneMinute(async () => {
+      const { accountId } = await newAccount();
+      const limits = { executionsPerMinute: 3 };
+      const day = 86_400_000;
+      const admitted = [];
+      for (const skew of [0, 40 * day, -40 * day]) admitted.push(await admit(accountId, limits, new Date(Date.now() + skew)));
+      assert.deepEqual(
+        admitted.map((a) => a.rejection),
+        [undefined, undefined, undefined],
+      );
+      // One window for all three: a fourth call, by any node's clock, is refused.
+      const refused = (await admit(accountId, limits, new Date(Date.now() + 3_600_000))).rejection;
+      const usage = await metering.usage(accountId);
+      return { accountId, refused, usage, month: usage.month };
+    });
+    assert.equal(refused?.code, 'EXECUTION_RATE_EXCEEDED', 'the per-minute window is shared');
+    assert.equal(usage.executions, 3, "all three count in the database's month");
+    assert.equal(usage.lastMinute, 3);
+    assert.equal(await countIn(accountId, month), 3, 'and nowhere else');
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM usage_months WHERE account_id = ${accountId}`.execute(
+      database.db,
+    );
+    assert.equal(rows[0]!.n, 1, 'one month row');
+    // A refund goes back to the month the unit was counted in, whatever the settling node's clock.
+    const skewed = await admit(accountId, {}, new Date(Date.now() + 40 * 86_400_000));
+    assert.equal(skewed.rejection, undefined);
+    assert.equal((await metering.usage(accountId)).executions, 4);
+    await metering.settle(skewed.ticketId, accountId, false);
+    assert.equal(await countIn(accountId, month), 3, 'refunded in the month it was counted in');
   });
 
   test('settle: a failed call gives its unit back once; a successful one keeps it', async () => {
     const { accountId } = await newAccount();
     const failed = await admit(accountId, {});
     const succeeded = await admit(accountId, {});
-    await metering.settle(failed.ticketId, accountId, failed.now, false);
-    await metering.settle(failed.ticketId, accountId, failed.now, false);
-    await metering.settle(succeeded.ticketId, accountId, succeeded.now, true);
-    const usage = await metering.usage(accountId, new Date());
+    await metering.settle(failed.ticketId, accountId, false);
+    await metering.settle(failed.ticketId, accountId, false);
+    await metering.settle(succeeded.ticketId, accountId, true);
+    const usage = await metering.usage(accountId);
     assert.equal(usage.executions, 1);
     assert.equal(usage.active, 0);
   });
@@ -213,24 +294,19 @@ describe('metering store', () => {
     const { accountId, namespaceId } = await newAccount();
     const counted = await admit(accountId, {});
     const uncounted = await admit(accountId, {});
+    await executions.finish({ ticketId: counted.ticketId, accountId, counted: true }, record(accountId, namespaceId, counted.ticketId), [
+      'api_key',
+      'jwt',
+    ]);
     await executions.finish(
-      { ticketId: counted.ticketId, accountId, admittedAt: counted.now, counted: true },
-      record(accountId, namespaceId, counted.ticketId),
-      ['api_key', 'jwt'],
-    );
-    await executions.finish(
-      { ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false },
+      { ticketId: uncounted.ticketId, accountId, counted: false },
       { ...record(accountId, namespaceId, uncounted.ticketId), status: 'error', errorType: 'SandboxError', errorMessage: 'x\u0000y' },
       [],
     );
     // Already settled (e.g. by the endpoint): only the record; a refund is never taken twice.
-    await executions.finish(
-      { ticketId: uncounted.ticketId, accountId, admittedAt: uncounted.now, counted: false },
-      record(accountId, namespaceId, randomUUID()),
-      [],
-    );
+    await executions.finish({ ticketId: uncounted.ticketId, accountId, counted: false }, record(accountId, namespaceId, randomUUID()), []);
     await executions.finish(null, record(accountId, namespaceId, randomUUID()), []);
-    const usage = await metering.usage(accountId, new Date());
+    const usage = await metering.usage(accountId);
     assert.equal(usage.executions, 1);
     assert.equal(usage.active, 0);
     const rows = await executions.list({ namespaceId }, { limit: 10 });
@@ -244,23 +320,30 @@ describe('metering store', () => {
   test('a slot left by a dead node frees itself once expired, refunding its unit unless the call was recorded', async () => {
     const { accountId, namespaceId } = await newAccount();
     const limits = { concurrency: 2, timeoutSeconds: 1 };
-    // Admitted last month (UTC) and never settled: the refund goes to that month.
-    const now = new Date();
-    const lastMonth = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) - 3600_000);
-    const orphan = await admit(accountId, limits, lastMonth);
-    const recorded = await admit(accountId, limits, lastMonth);
+    const orphan = await admit(accountId, limits);
+    const recorded = await admit(accountId, limits);
     await executions.record(record(accountId, namespaceId, recorded.ticketId), []);
-    assert.equal((await metering.usage(accountId, lastMonth)).active, 2);
+    assert.equal((await metering.usage(accountId)).active, 2);
+    // Admitted in the last hour of last month by the database's clock, and never settled: the
+    // slots and their units are moved there, and the refund goes to that month.
+    const { rows } = await sql<{ last: string; current: string }>`SELECT
+        to_char((date_trunc('month', now() AT TIME ZONE 'UTC') - interval '1 hour'), 'YYYY-MM') AS last,
+        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM') AS current`.execute(database.db);
+    const { last, current } = rows[0]!;
+    await sql`UPDATE active_executions SET started_at = (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '1 hour') AT TIME ZONE 'UTC'
+      WHERE account_id = ${accountId}`.execute(database.db);
+    await sql`UPDATE usage_months SET month = ${last} WHERE account_id = ${accountId}`.execute(database.db);
     await ageSlots(accountId, 3_600_000);
-    const later = await admit(accountId, limits, now);
+    const later = await admit(accountId, limits);
     assert.equal(later.rejection, undefined, 'both expired slots were freed');
-    assert.equal((await metering.usage(accountId, lastMonth)).executions, 1, 'the unrecorded call was refunded, the recorded one kept');
-    assert.equal((await metering.usage(accountId, now)).executions, 1);
-    assert.equal((await metering.usage(accountId, now)).active, 1);
+    assert.equal(await countIn(accountId, last), 1, 'the unrecorded call was refunded, the recorded one kept');
+    assert.equal(await countIn(accountId, current), 1);
+    assert.equal((await metering.usage(accountId)).executions, 1);
+    assert.equal((await metering.usage(accountId)).active, 1);
     // Settling the freed ticket later changes nothing.
-    await metering.settle(orphan.ticketId, accountId, orphan.now, false);
-    assert.equal((await metering.usage(accountId, lastMonth)).executions, 1);
-    assert.equal(monthKey(lastMonth) < monthKey(now), true);
+    await metering.settle(orphan.ticketId, accountId, false);
+    assert.equal(await countIn(accountId, last), 1);
+    assert.ok(last < current);
   });
 });
 
@@ -293,9 +376,9 @@ describe('server instances and their slots', () => {
     await dead.admit({ ticketId: lost, accountId, limits: UNLIMITED, now, run: run(namespaceId) });
     await dead.admit({ ticketId: randomUUID(), accountId, limits: UNLIMITED, now });
     await live.admit({ ticketId: randomUUID(), accountId, limits: UNLIMITED, now, run: run(namespaceId) });
-    assert.equal((await metering.usage(accountId, now)).executions, 3);
+    assert.equal((await metering.usage(accountId)).executions, 3);
     assert.equal(await metering.releaseStale(now, [(dead as unknown as { instanceId: string }).instanceId]), 2);
-    const usage = await metering.usage(accountId, now);
+    const usage = await metering.usage(accountId);
     assert.equal(usage.active, 1, "the live instance's slot is kept");
     assert.equal(usage.executions, 1, 'the lost calls are not counted');
     const rows = await executions.list({ namespaceId }, { limit: 10 });
@@ -363,7 +446,7 @@ describe('server instances and their slots', () => {
       'its own two runs still hold their slots',
     );
     assert.equal(await self.releaseStale(new Date(now.getTime() + 2_000), []), 0);
-    assert.equal((await metering.usage(accountId, now)).active, 2);
+    assert.equal((await metering.usage(accountId)).active, 2);
     assert.deepEqual(await executions.list({ namespaceId }, { limit: 10 }), [], 'nothing recorded as interrupted');
   });
 
@@ -388,8 +471,8 @@ describe('server instances and their slots', () => {
       (await executions.list({ namespaceId }, { limit: 10 })).map((row) => row.status),
       ['interrupted'],
     );
-    assert.equal((await metering.usage(accountId, later)).executions, 1);
+    assert.equal((await metering.usage(accountId)).executions, 1);
     await metering.releaseStale(later, null);
-    assert.equal((await metering.usage(accountId, later)).active, 0, 'no other server: every slot is stale');
+    assert.equal((await metering.usage(accountId)).active, 0, 'no other server: every slot is stale');
   });
 });

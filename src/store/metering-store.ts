@@ -40,14 +40,12 @@ export interface InterruptedRun {
 /** The margin past a call's time limit by which its slot is expected free (start-up, settling). */
 const SLOT_DEADLINE_MARGIN_MS = 2000;
 
-/** `2026-11` for any instant in November 2026 (UTC): the quota period. */
-export function monthKey(at: Date): string {
-  return at.toISOString().slice(0, 7);
-}
-
-function minuteStart(at: Date): Date {
-  return new Date(Math.floor(at.getTime() / 60_000) * 60_000);
-}
+/**
+ * The database's month (`2026-11`, UTC) and minute window: the meter's clock. Nodes' clocks may
+ * disagree; the database's is the one they share (as migration 29's admission uses it).
+ */
+const DB_MONTH = sql<string>`to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')`;
+const DB_MINUTE = sql<Date>`(date_trunc('minute', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')`;
 
 /**
  * The quota ledger and the rate and concurrency gates, all in the database so that every node of
@@ -67,12 +65,12 @@ export class MeteringStore {
    */
   async admit(request: AdmissionRequest): Promise<Rejection | undefined> {
     const { accountId, limits, now, ticketId, run } = request;
-    const window = minuteStart(now);
-    // A slot outlives the longest possible run by a margin, then frees itself.
+    // A slot outlives the longest possible run by a margin, then frees itself. The month and the
+    // minute window are the database's (p_month and p_window are unused since migration 29).
     const expiresAt = new Date(now.getTime() + (limits.timeoutSeconds + 120) * 1000);
     const deadline = new Date(now.getTime() + limits.timeoutSeconds * 1000 + SLOT_DEADLINE_MARGIN_MS);
     const { rows } = await sql<{ rejected: Rejection['code'] | null; used: number; retry_after: number | null; cancelled: boolean }>`
-      SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_call(${ticketId}, ${accountId}, ${now}, ${monthKey(now)}, ${window},
+      SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_call(${ticketId}, ${accountId}, ${now}, NULL::text, NULL::timestamptz,
         ${limits.monthlyExecutions}, ${limits.executionsPerMinute}, ${limits.concurrency}, ${expiresAt},
         ${this.instanceId}, ${deadline}, ${run ? JSON.stringify(run) : null}::jsonb)`.execute(this.db);
     const answer = rows[0];
@@ -86,11 +84,8 @@ export class MeteringStore {
         // Until the earliest of the account's calls reaches its time limit: by then its slot is free.
         return { code: answer.rejected, limit: limits.concurrency!, retryAfter: Math.max(1, Number(answer.retry_after ?? 1)) };
       case 'EXECUTION_RATE_EXCEEDED':
-        return {
-          code: answer.rejected,
-          limit: limits.executionsPerMinute!,
-          retryAfter: Math.max(1, Math.ceil((window.getTime() + 60_000 - now.getTime()) / 1000)),
-        };
+        // Until the database's minute ends.
+        return { code: answer.rejected, limit: limits.executionsPerMinute!, retryAfter: Math.max(1, Number(answer.retry_after ?? 1)) };
       case 'QUOTA_EXCEEDED':
         return { code: answer.rejected, usage: Number(answer.used), limit: limits.monthlyExecutions! };
       default:
@@ -102,28 +97,34 @@ export class MeteringStore {
    * Frees the concurrency slot; an unsuccessful call also gives back its quota unit. Exactly once
    * per ticket: a second settle (or one after the slot expired) changes nothing.
    */
-  async settle(ticketId: string, accountId: string, admittedAt: Date, successful: boolean): Promise<void> {
+  async settle(ticketId: string, accountId: string, successful: boolean): Promise<void> {
     // The refund depends on the slot this statement deletes: one statement, no transaction around it.
-    await withSettlement(this.db, { ticketId, accountId, admittedAt, counted: successful })
+    await withSettlement(this.db, { ticketId, accountId, counted: successful })
       .selectNoFrom(sql<number>`1`.as('done'))
       .execute();
   }
 
   /**
    * One unit of the per-minute rate, without a quota unit or a slot: for a sandbox that a running
-   * code-mode call starts (a cross-language function call). False, and nothing taken, when the
-   * minute's window is full (null: no limit, the unit is still counted). Under the account's row
-   * lock, as admission is, so the two together never pass the limit.
+   * code-mode call starts (a cross-language function call). Refused, and nothing taken, when the
+   * database's minute window is full (perMinute null: no limit, the unit is still counted); the
+   * refusal says when that window ends. Under the account's row lock, as admission is, so the two
+   * together never pass the limit.
    */
-  async takeRateUnit(accountId: string, perMinute: number | null, now: Date): Promise<boolean> {
-    if (perMinute !== null && perMinute <= 0) return false;
-    const { rows } = await sql<{ executions: number }>`
-      INSERT INTO rate_windows (account_id, window_start, executions)
-        SELECT id, ${minuteStart(now)}, 1 FROM accounts WHERE id = ${accountId} FOR UPDATE
-      ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1
-        WHERE ${perMinute}::int IS NULL OR rate_windows.executions < ${perMinute}::int
-      RETURNING executions`.execute(this.db);
-    return rows.length > 0;
+  async takeRateUnit(accountId: string, perMinute: number | null): Promise<RateUnit> {
+    if (perMinute !== null && perMinute <= 0) return { taken: false, windowEndsInMs: 60_000 };
+    const { rows } = await sql<{ taken: boolean; ends_in_ms: number }>`
+      WITH unit AS (
+        INSERT INTO rate_windows (account_id, window_start, executions)
+          SELECT id, ${DB_MINUTE}, 1 FROM accounts WHERE id = ${accountId} FOR UPDATE
+        ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1
+          WHERE ${perMinute}::int IS NULL OR rate_windows.executions < ${perMinute}::int
+        RETURNING executions)
+      SELECT EXISTS (SELECT 1 FROM unit) AS taken,
+        ceil(extract(epoch FROM (${DB_MINUTE} + interval '1 minute' - now())) * 1000)::int AS ends_in_ms`.execute(this.db);
+    const answer = rows[0];
+    if (answer?.taken) return { taken: true };
+    return { taken: false, windowEndsInMs: Math.max(1, Number(answer?.ends_in_ms ?? 60_000)) };
   }
 
   /**
@@ -138,57 +139,47 @@ export class MeteringStore {
     return Number(rows[0]?.n ?? 0);
   }
 
-  async usage(accountId: string, now: Date): Promise<{ month: string; executions: number; lastMinute: number; active: number }> {
-    const month = monthKey(now);
-    const [usage, rate, active] = await Promise.all([
-      this.db
-        .selectFrom('usage_months')
-        .select('executions')
-        .where('account_id', '=', accountId)
-        .where('month', '=', month)
-        .executeTakeFirst(),
-      this.db
-        .selectFrom('rate_windows')
-        .select('executions')
-        .where('account_id', '=', accountId)
-        .where('window_start', '=', minuteStart(now))
-        .executeTakeFirst(),
-      this.db
-        .selectFrom('active_executions')
-        .select(sql<number>`count(*)::int`.as('n'))
-        .where('account_id', '=', accountId)
-        // The database's clock, as slots' expiries are (see migration 12).
-        .where('expires_at', '>=', sql<Date>`now()`)
-        .executeTakeFirstOrThrow(),
-    ]);
-    return { month, executions: usage?.executions ?? 0, lastMinute: rate?.executions ?? 0, active: Number(active.n) };
+  /** This month's count, the current minute's and the slots held, all by the database's clock. */
+  async usage(accountId: string): Promise<{ month: string; executions: number; lastMinute: number; active: number }> {
+    const { rows } = await sql<{ month: string; executions: number; last_minute: number; active: number }>`
+      SELECT ${DB_MONTH} AS month,
+        coalesce((SELECT executions FROM usage_months WHERE account_id = ${accountId} AND month = ${DB_MONTH}), 0)::int AS executions,
+        coalesce((SELECT executions FROM rate_windows WHERE account_id = ${accountId} AND window_start = ${DB_MINUTE}), 0)::int AS last_minute,
+        (SELECT count(*) FROM active_executions WHERE account_id = ${accountId} AND expires_at >= now())::int AS active`.execute(this.db);
+    const row = rows[0]!;
+    return { month: row.month, executions: Number(row.executions), lastMinute: Number(row.last_minute), active: Number(row.active) };
   }
 }
+
+/** takeRateUnit's answer: a refusal lasts until the database's minute window ends. */
+export type RateUnit = { taken: true } | { taken: false; windowEndsInMs: number };
 
 /** What settling a ticket needs: its slot, and whether its quota unit stays counted. */
 export interface Settlement {
   ticketId: string;
   accountId: string;
-  admittedAt: Date;
   counted: boolean;
 }
 
 /**
  * settle() as common table expressions in front of the caller's statement (the run ledger settles
  * and records in one statement): `freed` frees the slot, and an uncounted call whose slot was
- * still held gives back its quota unit. Exactly once per ticket: once the slot is gone, nothing
+ * still held gives back its quota unit, in the month the slot says it was counted in (its
+ * started_at, the database's clock at admission). Exactly once per ticket: once the slot is gone, nothing
  * is refunded again. Data-modifying CTEs run whether or not the main statement reads them.
  */
 export function withSettlement(db: Kysely<Database>, settlement: Settlement) {
-  const freeing = db.with('freed', (qb) => qb.deleteFrom('active_executions').where('id', '=', settlement.ticketId).returning('id'));
+  const freeing = db.with('freed', (qb) =>
+    qb.deleteFrom('active_executions').where('id', '=', settlement.ticketId).returning(['id', 'started_at']),
+  );
   if (settlement.counted) return freeing;
   return freeing.with('refund', (qb) =>
     qb
       .updateTable('usage_months')
       .set({ executions: sql`greatest(executions - 1, 0)` })
       .where('account_id', '=', settlement.accountId)
-      .where('month', '=', monthKey(settlement.admittedAt))
-      .where(sql<boolean>`EXISTS (SELECT 1 FROM freed)`)
+      // No slot freed (settled before, or released): no month, nothing refunded.
+      .where('month', '=', sql<string>`(SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM freed)`)
       .returning('account_id'),
   );
 }

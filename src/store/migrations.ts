@@ -993,4 +993,96 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX agent_replicas_node ON agent_replicas(node_id) WHERE node_id IS NOT NULL`,
     ],
   },
+  {
+    version: 29,
+    name: "a call's month and minute window on the database's clock",
+    statements: [
+      // As in migration 12, and the month and the minute window a call counts in are the
+      // database's (now()), no longer the admitting node's p_now: two calls at one instant count
+      // in one month and one window whatever the nodes' clocks say. The slot's started_at is the
+      // database's too, so a refund (settling, a released slot) finds the month the unit was
+      // counted in. p_month and p_window stay in the signature, unused, for a node not yet
+      // upgraded (its call still matches); p_now still dates what the node records.
+      `CREATE OR REPLACE FUNCTION mcpworks_admit(
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ, p_month TEXT, p_window TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ,
+          p_instance TEXT, p_deadline TIMESTAMPTZ, p_run JSONB)
+        RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER) LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          n INTEGER;
+          frees TIMESTAMPTZ;
+          v_month TEXT := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM');
+          v_window TIMESTAMPTZ := date_trunc('minute', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+        BEGIN
+          PERFORM 1 FROM accounts WHERE id = p_account FOR UPDATE;
+          PERFORM mcpworks_release_stale(p_account, p_now, ARRAY[]::text[], p_instance);
+          IF p_concurrency IS NOT NULL THEN
+            -- A slot past its call's deadline (held longer: an install, a queue) frees by its expiry at the latest.
+            SELECT count(*)::int, min(CASE WHEN deadline_at > now() THEN least(deadline_at, expires_at) ELSE expires_at END) INTO n, frees
+              FROM active_executions WHERE account_id = p_account;
+            IF n >= p_concurrency THEN
+              RETURN QUERY SELECT 'CONCURRENCY_LIMIT_EXCEEDED'::text, n,
+                greatest(1, ceil(extract(epoch FROM (coalesce(frees, now()) - now()))))::int;
+              RETURN;
+            END IF;
+          END IF;
+          IF p_per_minute IS NOT NULL THEN
+            SELECT coalesce(max(executions), 0) INTO n FROM rate_windows WHERE account_id = p_account AND window_start = v_window;
+            IF n >= p_per_minute THEN
+              -- Until the database's minute ends.
+              RETURN QUERY SELECT 'EXECUTION_RATE_EXCEEDED'::text, n,
+                greatest(1, ceil(extract(epoch FROM (v_window + interval '1 minute' - now()))))::int;
+              RETURN;
+            END IF;
+          END IF;
+          SELECT coalesce(max(executions), 0) INTO n FROM usage_months WHERE account_id = p_account AND month = v_month;
+          IF p_monthly IS NOT NULL AND n >= p_monthly THEN
+            RETURN QUERY SELECT 'QUOTA_EXCEEDED'::text, n, NULL::int;
+            RETURN;
+          END IF;
+          INSERT INTO usage_months (account_id, month, executions) VALUES (p_account, v_month, 1)
+            ON CONFLICT (account_id, month) DO UPDATE SET executions = usage_months.executions + 1;
+          DELETE FROM rate_windows WHERE account_id = p_account AND window_start < v_window - interval '1 minute';
+          INSERT INTO rate_windows (account_id, window_start, executions) VALUES (p_account, v_window, 1)
+            ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1;
+          INSERT INTO active_executions (id, account_id, started_at, expires_at, instance_id, deadline_at, run)
+            VALUES (p_ticket, p_account, now(), now() + (p_expires_at - p_now), p_instance, now() + (p_deadline - p_now), p_run);
+          RETURN QUERY SELECT NULL::text, n + 1, NULL::int;
+        END $$`,
+      // As in migration 16, and an interrupted run's duration is the database's now() less its
+      // slot's started_at (both the database's clock now), not a node's clock less the database's.
+      `CREATE OR REPLACE FUNCTION mcpworks_release_stale(p_account TEXT, p_now TIMESTAMPTZ, p_dead TEXT[], p_self TEXT)
+        RETURNS INTEGER LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          slot RECORD;
+          n INTEGER := 0;
+        BEGIN
+          FOR slot IN DELETE FROM active_executions a
+              WHERE (p_account IS NULL OR a.account_id = p_account)
+                AND (p_dead IS NULL OR a.expires_at < now()
+                  OR a.instance_id = ANY (p_dead)
+                  OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_self AND NOT EXISTS (
+                    SELECT 1 FROM server_instances i WHERE i.id = a.instance_id AND i.lease_until >= now())))
+              RETURNING a.id, a.account_id, a.started_at, a.run LOOP
+            n := n + 1;
+            IF NOT EXISTS (SELECT 1 FROM executions WHERE id = slot.id) THEN
+              UPDATE usage_months SET executions = greatest(executions - 1, 0)
+                WHERE account_id = slot.account_id AND month = to_char(slot.started_at AT TIME ZONE 'UTC', 'YYYY-MM');
+              IF slot.run IS NOT NULL AND EXISTS (SELECT 1 FROM namespaces WHERE id = slot.run->>'namespace_id') THEN
+                INSERT INTO executions (id, account_id, namespace_id, key_id, agent_id, mode, trigger, service_name, function_name, function_id,
+                    version, functions, language, status, error_type, error_message, duration_ms, bytes_out, created_at)
+                  VALUES (slot.id, slot.account_id, slot.run->>'namespace_id', slot.run->>'key_id', slot.run->>'agent_id', slot.run->>'mode',
+                    coalesce(slot.run->>'trigger', CASE WHEN slot.run->>'mode' = 'code' THEN 'mcp-code' ELSE 'mcp-tools' END),
+                    slot.run->>'service_name', slot.run->>'function_name', slot.run->>'function_id',
+                    (slot.run->>'version')::int, coalesce(slot.run->'functions', '[]'::jsonb), slot.run->>'language',
+                    'interrupted', 'interrupted', 'the server stopped before the run finished; it was not counted',
+                    greatest(0, floor(extract(epoch FROM (now() - slot.started_at)) * 1000))::int, 0, p_now)
+                  ON CONFLICT (id) DO NOTHING;
+              END IF;
+            END IF;
+          END LOOP;
+          RETURN n;
+        END $$`,
+    ],
+  },
 ];
