@@ -22,13 +22,17 @@ export class CreateFailed extends Error {
   }
 }
 
-/** In dist/ the compiled entry with plain node; under tsx (tests, benches) the .ts source with tsx's loader. */
+/**
+ * In dist/ the compiled entry; under tsx (tests, benches) the .ts source with tsx's loader. Of the
+ * server's flags only --liftoff-only is passed on (the test pool's, as cluster-command.ts does).
+ */
 function entry(): { file: string; execArgv: string[] } {
+  const flags = process.execArgv.includes('--liftoff-only') ? ['--liftoff-only'] : [];
   if (!import.meta.url.endsWith('.ts'))
-    return { file: fileURLToPath(new URL('./pglite-create-process.js', import.meta.url)), execArgv: [] };
+    return { file: fileURLToPath(new URL('./pglite-create-process.js', import.meta.url)), execArgv: flags };
   return {
     file: fileURLToPath(new URL('./pglite-create-process.ts', import.meta.url)),
-    execArgv: ['--import', import.meta.resolve('tsx')],
+    execArgv: [...flags, '--import', import.meta.resolve('tsx')],
   };
 }
 
