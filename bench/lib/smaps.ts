@@ -17,6 +17,8 @@ export interface MemoryBreakdown {
   anonymousMb: number;
   /** How many wasm memories are mapped. */
   wasmMemories: number;
+  /** Each wasm memory's RSS, MB, in address order. */
+  wasmMemoryMb: number[];
 }
 
 interface Mapping {
@@ -41,7 +43,7 @@ export function breakdown(smaps: string): MemoryBreakdown {
     const rss = /^Rss:\s+(\d+) kB/.exec(line);
     if (rss && mappings.length > 0) mappings[mappings.length - 1]!.rssKb += Number(rss[1]);
   }
-  const result = { wasmKb: 0, filesKb: 0, anonymousKb: 0, wasmMemories: 0 };
+  const result = { wasmKb: 0, filesKb: 0, anonymousKb: 0, wasmMemories: 0, wasmMemoryMb: [] as number[] };
   mappings.forEach((mapping, i) => {
     const next = mappings[i + 1];
     const wasm =
@@ -55,6 +57,7 @@ export function breakdown(smaps: string): MemoryBreakdown {
     if (wasm) {
       result.wasmKb += mapping.rssKb;
       result.wasmMemories++;
+      result.wasmMemoryMb.push(mapping.rssKb / 1024);
     } else if (mapping.anonymous) result.anonymousKb += mapping.rssKb;
     else result.filesKb += mapping.rssKb;
   });
@@ -63,5 +66,6 @@ export function breakdown(smaps: string): MemoryBreakdown {
     filesMb: result.filesKb / 1024,
     anonymousMb: result.anonymousKb / 1024,
     wasmMemories: result.wasmMemories,
+    wasmMemoryMb: result.wasmMemoryMb,
   };
 }

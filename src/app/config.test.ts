@@ -102,6 +102,13 @@ test('MCPWORKS_KDF_CONCURRENCY: unset leaves the default (cores - 1), a positive
     assert.throws(() => configFromEnv({ MCPWORKS_KDF_CONCURRENCY: value }), /MCPWORKS_KDF_CONCURRENCY/);
 });
 
+test('MCPWORKS_DB_CACHE_MB: unset leaves the default (16), 1 to 1024 sets it, anything else stops the server', () => {
+  assert.equal(configFromEnv({}).dbCacheMb, undefined);
+  assert.equal(configFromEnv({ MCPWORKS_DB_CACHE_MB: '128' }).dbCacheMb, 128);
+  for (const value of ['0', '-1', 'big', '1.5', '1025', '16MB'])
+    assert.throws(() => configFromEnv({ MCPWORKS_DB_CACHE_MB: value }), /MCPWORKS_DB_CACHE_MB must be a positive integer up to 1024/);
+});
+
 test('MCPWORKS_AGENT_MCP_ALLOW: unset allows nothing in refused ranges; addresses, ranges and names are read; a bad entry stops the server', () => {
   assert.deepEqual(configFromEnv({}).agentMcpAllow, []);
   assert.deepEqual(

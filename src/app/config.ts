@@ -37,6 +37,8 @@ export interface ServerConfig {
   npm?: NpmSettings;
   /** MCPWORKS_DISK_RESERVE_MB: free space the embedded database keeps on the data dir's file system (default 64 MiB). */
   diskReserveBytes?: number | undefined;
+  /** MCPWORKS_DB_CACHE_MB: the embedded database's buffer cache (default 16 MB; PostgreSQL has its own setting). */
+  dbCacheMb?: number | undefined;
   /** MCPWORKS_KDF_CONCURRENCY: password hashes at a time (default: cores - 1, 1 to 4). */
   kdfConcurrency?: number | undefined;
   /** The schema worker pool (defaults: SCHEMA_GUARD_DEFAULTS); set by tests, not by the environment. */
@@ -149,6 +151,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, host: Pick<H
     diskReserveBytes: env.MCPWORKS_DISK_RESERVE_MB
       ? positiveInteger('MCPWORKS_DISK_RESERVE_MB', env.MCPWORKS_DISK_RESERVE_MB) * MB
       : undefined,
+    // Up to 1 GB: PGlite's WASM memory is at most 2 GB, and the cache is resident in full.
+    dbCacheMb: env.MCPWORKS_DB_CACHE_MB ? positiveInteger('MCPWORKS_DB_CACHE_MB', env.MCPWORKS_DB_CACHE_MB, 1024) : undefined,
     kdfConcurrency: env.MCPWORKS_KDF_CONCURRENCY
       ? positiveInteger('MCPWORKS_KDF_CONCURRENCY', env.MCPWORKS_KDF_CONCURRENCY, 64)
       : undefined,

@@ -191,6 +191,7 @@ async function startServerSteps(
       databaseUrl: config.databaseUrl,
       dataDir: config.dataDir,
       diskReserveBytes: config.diskReserveBytes,
+      cacheMb: config.dbCacheMb,
       onFatal: (message) => {
         logger.fatal(message);
         fail(message);

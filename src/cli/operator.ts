@@ -25,7 +25,7 @@ export async function withOperatorServices(
   try {
     // The same secret the server uses, so the keys this creates verify there.
     const keys = new ApiKeyHasher(loadServerSecret({ secretKey: config.secretKey, databaseUrl: config.databaseUrl, dataDir }).secret);
-    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir });
+    const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir, cacheMb: config.dbCacheMb });
     try {
       const accountsStore = new AccountsStore(database.db);
       return await work({ accounts: new AccountService(accountsStore, config.tiers, { keys }), accountsStore });

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { sql } from 'kysely';
 import { describeError, maintain, openDatabase } from './database.js';
+import { breakdown, type MemoryBreakdown } from '../../bench/lib/smaps.js';
 import { testDataRoot } from '../test-support/data-root.js';
 import { seedEmbeddedDatabase } from '../test-support/harness.js';
 
@@ -48,6 +49,45 @@ test('embedded PGlite: maintenance vacuums the tables each call churns (there is
     assert.ok(vacuumed.includes('active_executions'), JSON.stringify(vacuumed));
     assert.equal(await dead(), 0);
     assert.deepEqual(await maintain(db), [], 'nothing left to do');
+  } finally {
+    await database.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('embedded PGlite: a new data dir is created in a process that is gone after, and the buffer cache is what was asked', async (t) => {
+  if (process.env.MCPWORKS_TEST_DATABASE_URL) {
+    t.skip('no embedded database');
+    return;
+  }
+  const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-create-'));
+  const memories = () => breakdown(readFileSync('/proc/self/smaps', 'utf8'));
+  const children = () =>
+    readdirSync('/proc/self/task').flatMap((tid) => readFileSync(`/proc/self/task/${tid}/children`, 'utf8').split(' ').filter(Boolean));
+  const before = memories();
+  // (tsx's esbuild service may be one already.)
+  const childrenBefore = children();
+  const database = await openDatabase({ dataDir, cacheMb: 8 });
+  try {
+    // initdb runs a second PGlite and a WASM module of its own: in this process their memories
+    // (about 450 MB) would stay mapped for good. Only the serving thread's is here.
+    // (Node's own small WASM modules, its CJS lexer and HTTP parser, map memories of a few MB per thread.)
+    const databases = (parts: MemoryBreakdown) => parts.wasmMemoryMb.filter((mb) => mb >= 4);
+    const after = memories();
+    assert.equal(
+      databases(after).length,
+      databases(before).length + 1,
+      `one more database-sized WebAssembly memory, the database thread's: ${before.wasmMemoryMb.map(Math.round)} MB before, ${after.wasmMemoryMb.map(Math.round)} MB after`,
+    );
+    assert.deepEqual(
+      children().filter((pid) => !childrenBefore.includes(pid)),
+      [],
+      'the set-up process has exited',
+    );
+    const { rows } = await sql<{ shared_buffers: string }>`SHOW shared_buffers`.execute(database.db);
+    assert.equal(rows[0]!.shared_buffers, '8MB');
+    // The cache is zeroed at open, so resident in full: 128 MB of it at PostgreSQL's default.
+    assert.ok(after.wasmMb - before.wasmMb < 64, `the database's WASM memory holds ${after.wasmMb - before.wasmMb} MB`);
   } finally {
     await database.close();
     rmSync(dataDir, { recursive: true, force: true });

@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { DatabaseHealth, type DatabaseState } from './db-health.js';
@@ -16,6 +16,8 @@ export interface DatabaseOptions {
   dataDir: string;
   /** Free space the embedded database keeps on the data dir's file system (default 64 MiB). */
   diskReserveBytes?: number | undefined;
+  /** The embedded database's buffer cache, MB (default DEFAULT_EMBEDDED_CACHE_MB). */
+  cacheMb?: number | undefined;
   /** Told when the database must not be used again (the embedded one failed a write for lack of space). */
   onFatal?: (message: string) => void;
   /** Told when the database's state changes (unreachable, storage full, back). */
@@ -61,12 +63,26 @@ export async function openDatabase(options: DatabaseOptions): Promise<OpenDataba
         `not enough free space for the embedded database: ${mib(free)} free on the file system of ${dir}, below the reserve of ${mib(reserve)}; free space (or lower MCPWORKS_DISK_RESERVE_MB) and start again`,
       );
     }
-    const [{ EmbeddedThread }, { PGlitePool }] = await Promise.all([import('./pglite-thread.js'), import('./pglite-pool.js')]);
+    const [{ EmbeddedThread }, { PGlitePool }, { createEmbeddedDatabase, CreateFailed }] = await Promise.all([
+      import('./pglite-thread.js'),
+      import('./pglite-pool.js'),
+      import('./pglite-create.js'),
+    ]);
+    const cannotOpen = (error: unknown) => new Error(`could not open the embedded database in ${dir}: ${describeError(error)}`);
+    // A new data dir is made in a process that exits after (pglite-create.ts): the server's holds only what serving needs.
+    if (!existsSync(path.join(dir, 'PG_VERSION'))) {
+      try {
+        await createEmbeddedDatabase({ dir, cacheMb: options.cacheMb, reserveBytes: reserve });
+      } catch (error) {
+        if (!(error instanceof CreateFailed)) throw error;
+        throw error.stage === 'migrate' ? error.reason : cannotOpen(error.reason);
+      }
+    }
     let embedded;
     try {
-      embedded = await EmbeddedThread.open(dir);
+      embedded = await EmbeddedThread.open(dir, options.cacheMb);
     } catch (error) {
-      throw new Error(`could not open the embedded database in ${dir}: ${describeError(error)}`);
+      throw cannotOpen(error);
     }
     storage.start();
     stopGuard = () => storage.stop();

@@ -15,10 +15,39 @@ export type BackendReply =
   | { id: number; error: WireError }
   | { id: -1; channel: string; payload: string };
 
+/** What the database thread is started with. */
+export interface EmbeddedThreadData {
+  dir: string;
+  /** PostgreSQL's buffer cache (shared_buffers), MB. */
+  cacheMb: number;
+}
+
+/**
+ * The embedded database's buffer cache (MCPWORKS_DB_CACHE_MB). PostgreSQL keeps it in PGlite's
+ * WASM memory, zeroed at every open, so it is resident in full however little of it is used: the
+ * 128 MB PostgreSQL's initdb writes was half the idle server. A table or index page not in the cache
+ * is read from the operating system's page cache, one system call per 8 kB page.
+ */
+export const DEFAULT_EMBEDDED_CACHE_MB = 16;
+
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
+/**
+ * A thrown value as plain data: an Error's name, message and own fields (PostgreSQL's `code`,
+ * `detail`…), or a thrown object's own fields (PGlite's file system throws {name, errno}).
+ */
+export function toWire(error: unknown): WireError {
+  if (error === null || typeof error !== 'object') return { isError: false, value: String(error) };
+  const fields: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(error)) {
+    if (value === null || ['string', 'number', 'boolean'].includes(typeof value)) fields[key] = value;
+  }
+  if (error instanceof Error) return { isError: true, name: error.name, message: error.message, fields };
+  return { isError: false, value: fields };
+}
+
 /** The thrown value as the code that used PGlite in-thread saw it (message, name, code, errno…). */
-function fromWire(wire: WireError): unknown {
+export function fromWire(wire: WireError): unknown {
   if (!wire.isError) return wire.value;
   const error = new Error(wire.message);
   error.name = wire.name;
@@ -77,9 +106,10 @@ export class EmbeddedThread {
     worker.on('exit', (code) => fail(new Error(`the embedded database's thread exited (code ${code})`)));
   }
 
-  /** Opens the database in `dir` on a new thread; rejects with what PGlite threw when it cannot. */
-  static async open(dir: string): Promise<EmbeddedThread> {
-    const worker = new Worker(workerUrl(), { workerData: { dir } });
+  /** Opens the database in `dir` on a new thread (creating it when `dir` holds none); rejects with what PGlite threw when it cannot. */
+  static async open(dir: string, cacheMb = DEFAULT_EMBEDDED_CACHE_MB): Promise<EmbeddedThread> {
+    const workerData: EmbeddedThreadData = { dir, cacheMb };
+    const worker = new Worker(workerUrl(), { workerData });
     let onError!: (error: unknown) => void;
     let onExit!: (code: number) => void;
     const opened = await new Promise<BackendReply>((resolve, reject) => {

@@ -7,7 +7,7 @@
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { parse, PGlite, protocol, type Results } from '@electric-sql/pglite';
-import type { BackendReply, BackendRequest, WireError } from './pglite-thread.js';
+import { toWire, type BackendReply, type BackendRequest, type EmbeddedThreadData } from './pglite-thread.js';
 
 /** Named statements kept prepared in the embedded backend (least recently used ones are closed). */
 const MAX_PREPARED = 256;
@@ -98,20 +98,6 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/**
- * A thrown value as plain data: an Error's name, message and own fields (PostgreSQL's `code`,
- * `detail`…), or a thrown object's own fields (PGlite's file system throws {name, errno}).
- */
-function toWire(error: unknown): WireError {
-  if (error === null || typeof error !== 'object') return { isError: false, value: String(error) };
-  const fields: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(error)) {
-    if (value === null || ['string', 'number', 'boolean'].includes(typeof value)) fields[key] = value;
-  }
-  if (error instanceof Error) return { isError: true, name: error.name, message: error.message, fields };
-  return { isError: false, value: fields };
-}
-
 try {
   // On Linux the nice value is per thread: this lowers this thread only. Waking it for each
   // statement then does not preempt the event loop that posted the statement (at the server's
@@ -124,9 +110,14 @@ try {
 const port = parentPort!;
 const post = (reply: BackendReply) => port.postMessage(reply);
 
+const { dir, cacheMb } = workerData as EmbeddedThreadData;
 let db: PGlite;
 try {
-  db = await PGlite.create((workerData as { dir: string }).dir);
+  db = await PGlite.create(dir, {
+    // PostgreSQL's shared_buffers is zeroed in WASM memory at every open, so all of it is resident
+    // from the start (128 MB by default, from initdb's postgresql.conf): the cache is sized here.
+    startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${cacheMb}MB`],
+  });
 } catch (error) {
   post({ id: 0, error: toWire(error) });
   // The thread ends with nothing open; the main side reports the failure.

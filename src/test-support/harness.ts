@@ -3,7 +3,7 @@
  * or a fresh database on the PostgreSQL named by MCPWORKS_TEST_DATABASE_URL) and gives tests
  * accounts, keys and official-SDK MCP clients.
  */
-import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash, randomBytes } from 'node:crypto';
@@ -67,13 +67,6 @@ export const TEST_SECRET_KEY = 'mcpworks-test-secret-key-0123456789abcdef';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** What the content of a new embedded database depends on. */
 const TEMPLATE_SOURCES = ['src/store/migrations.ts', 'src/store/database.ts', 'node_modules/@electric-sql/pglite/package.json'];
-/**
- * The template's one setting beside PGlite's own (postgresql.auto.conf, read at every open): a
- * smaller buffer cache. PGlite zeroes its shared buffers (128 MB by default) in WASM at every open,
- * which cost each test server, CLI command and restart ~0.7 s of CPU; test databases hold a few
- * MB. Only the cache's size differs from a production database (src/store is unchanged).
- */
-const TEMPLATE_SETTINGS = "shared_buffers = '16MB'\n";
 let template: Promise<string> | undefined;
 
 /**
@@ -96,7 +89,6 @@ export function prepareEmbeddedTemplate(): Promise<string> {
 async function embeddedTemplate(): Promise<string> {
   const hash = createHash('sha256');
   for (const file of TEMPLATE_SOURCES) hash.update(readFileSync(path.join(repoRoot, file)));
-  hash.update(TEMPLATE_SETTINGS);
   const dir = path.join(repoRoot, '.build', `test-pglite-${hash.digest('hex').slice(0, 16)}`);
   if (existsSync(dir)) return dir;
   mkdirSync(path.dirname(dir), { recursive: true });
@@ -104,7 +96,6 @@ async function embeddedTemplate(): Promise<string> {
   try {
     const database = await openDatabase({ dataDir: staging });
     await database.close();
-    appendFileSync(path.join(staging, 'pglite', 'postgresql.auto.conf'), TEMPLATE_SETTINGS);
     // Test files run in parallel processes: the first rename wins, the others find it there.
     renameSync(path.join(staging, 'pglite'), dir);
     // Templates of earlier migrations are of no further use.
