@@ -5,7 +5,7 @@
  * not fit kills it.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,6 +52,7 @@ function entry(): string {
   const dir = join(root, '.build');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `replica-worker-${process.pid}.mjs`);
+  removeDeadHostsEntries(dir);
   esbuild.buildSync({
     entryPoints: [fileURLToPath(new URL('./entry.ts', import.meta.url))],
     bundle: true,
@@ -65,6 +66,19 @@ function entry(): string {
   process.once('exit', () => rmSync(file, { force: true }));
   devEntry = file;
   return file;
+}
+
+/** Entries left by host processes that were killed (SIGKILL skips the 'exit' handler): their pid is gone. */
+function removeDeadHostsEntries(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    const pid = /^replica-worker-(\d+)\.mjs$/.exec(name)?.[1];
+    if (!pid || Number(pid) === process.pid) continue;
+    try {
+      process.kill(Number(pid), 0);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ESRCH') rmSync(join(dir, name), { force: true });
+    }
+  }
 }
 
 const STDERR_TAIL = 4096;
