@@ -119,6 +119,7 @@ export class AgentRuntime {
     });
     this.heartbeats = new HeartbeatLoop({
       db: deps.db,
+      nodeId: deps.nodeId,
       dispatcher: this.dispatcher,
       local: () => {
         const agents = new Map<string, Map<string, number>>();

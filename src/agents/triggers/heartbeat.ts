@@ -3,7 +3,9 @@
  * node looks, once a second, at the agents it holds replicas of; a heartbeat that is due is taken by
  * one UPDATE that moves its next_at on (so of several nodes one runs it), and runs on the least busy
  * local replica through the dispatcher (recorded like every run). A heartbeat still running here is
- * not started again; a missed one runs once, not once per interval missed.
+ * not started again; a missed one runs once, not once per interval missed. Only agents with a replica
+ * whose lease row this node holds are taken, and only such a replica runs it: the in-memory list lags
+ * a replica's move to another node by up to a supervisor round (as for schedules).
  */
 import { sql } from 'kysely';
 import { DEFAULT_HEARTBEAT_INSTRUCTIONS } from '../../core/agent-orchestration.js';
@@ -13,6 +15,8 @@ import type { AgentDispatcher } from '../dispatcher.js';
 
 export interface HeartbeatDeps {
   db: Db;
+  /** This node: a heartbeat is taken only for an agent with a replica whose live lease it holds. */
+  nodeId: string;
   dispatcher: Pick<AgentDispatcher, 'start'>;
   /** Agents this node runs replicas of, each with its up replicas' load (jobs waiting or running). */
   local: () => Map<string, Map<string, number>>;
@@ -49,7 +53,8 @@ export class HeartbeatLoop {
     const local = this.deps.local();
     const ids = [...local.keys()].filter((id) => !this.running.has(id));
     if (ids.length === 0) return;
-    const due = await sql<{ id: string; instructions: string | null }>`
+    const held = sql`r.agent_id = agents.id AND r.node_id = ${this.deps.nodeId} AND r.lease_expires_at > now() AND r.status = 'running'`;
+    const due = await sql<{ id: string; instructions: string | null; held: string[] | null }>`
       UPDATE agents SET config = jsonb_set(config, '{heartbeat,next_at}',
           to_jsonb(to_char((now() + make_interval(secs => (config->'heartbeat'->>'interval_seconds')::int)) AT TIME ZONE 'UTC',
                            'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
@@ -58,11 +63,14 @@ export class HeartbeatLoop {
         AND (config->'heartbeat'->>'interval_seconds')::int > 0
         AND (config->'heartbeat'->>'next_at') IS NOT NULL
         AND (config->'heartbeat'->>'next_at')::timestamptz <= now()
-      RETURNING id, config->'heartbeat'->>'instructions' AS instructions`.execute(this.deps.db);
+        AND EXISTS (SELECT 1 FROM agent_replicas r WHERE ${held})
+      RETURNING id, config->'heartbeat'->>'instructions' AS instructions,
+        (SELECT array_agg(r.name) FROM agent_replicas r WHERE ${held}) AS held`.execute(this.deps.db);
     for (const row of due.rows) {
-      const load = local.get(row.id);
-      if (!load || load.size === 0) continue;
-      const replica = [...load.entries()].sort((a, b) => a[1] - b[1])[0]![0];
+      const mine = new Set(row.held ?? []);
+      const load = [...(local.get(row.id) ?? new Map<string, number>()).entries()].filter(([name]) => mine.has(name));
+      if (load.length === 0) continue;
+      const replica = load.sort((a, b) => a[1] - b[1])[0]![0];
       this.running.add(row.id);
       try {
         const started = this.deps.dispatcher.start({
