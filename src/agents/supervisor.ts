@@ -300,11 +300,12 @@ export class ReplicaSupervisor {
     const ending = (async () => {
       await this.drain(held, deadline);
       const exit = held.process ? await held.process.stop() : undefined;
-      this.held.delete(held.id);
       const why = to === 'removed' ? 'removed (scaled down or destroyed)' : 'stopped';
       await this.options.store
         .finishEnding(held.id, this.options.nodeId, exit ? `${why}; ${exitReason(exit.code, exit.signal)}` : why)
         .catch(() => undefined);
+      // Only now: until its row says stopped, a settle (stop_agent's answer) must find it here and wait.
+      if (this.held.get(held.id) === held) this.held.delete(held.id);
       this.options.logger.info({ agent: held.agentName, replica: held.name }, `agent replica ${why}`);
     })();
     held.ended = ending;
