@@ -32,7 +32,7 @@ if [ "${MCPWORKS_TEST_TSX:-}" != 1 ]; then
 fi
 # The test template of the embedded database (see seedEmbeddedDatabase), made once here: otherwise
 # the first files to start, in parallel, would each make it.
-node --liftoff-only "${harness_loader[@]}" --input-type=module -e "await (await import(\"$harness\")).prepareEmbeddedTemplate()" ||
+node --liftoff-only "${harness_loader[@]}" scripts/make-test-template.mjs "$harness" ||
   echo "=== tests: could not make the embedded database template; each test file will try"
 
 # The tests whose rules depend on the database's behaviour (races on parallel connections, admission
