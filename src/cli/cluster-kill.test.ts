@@ -537,7 +537,11 @@ describe('serve nodes on one PostgreSQL while nodes are killed, join and restart
     const missing = ledger.runs.filter((name) => !results.some((r) => r.includes(`hello ${name}`)));
     assert.deepEqual(missing, [], `every acknowledged run has its execution record (${ledger.runs.length} runs)`);
     const interrupted = await db.query("SELECT 1 FROM executions WHERE account_id = $1 AND status = 'interrupted'", [account.accountId]);
-    assert.equal(interrupted.rows.length, 1, 'the cut run is recorded interrupted');
+    // The held call, and any loop run the kill cut on that node (not acknowledged, so counted in `unanswered`).
+    assert.ok(
+      interrupted.rows.length >= 1 && interrupted.rows.length <= 1 + ledger.unanswered,
+      `the cut runs are recorded interrupted: ${interrupted.rows.length}, with ${ledger.unanswered} calls cut or refused`,
+    );
     process.stdout.write(`# ${acks} acknowledged calls, ${ledger.unanswered} cut or refused around the kill\n`);
 
     // Restarted on its port, the node rejoins behind the proxy and serves.
