@@ -201,6 +201,8 @@ function loopSchedstat(pid: number): { at: number; runNs: number; waitNs: number
 /** Probes /healthz and samples the server's process tree while `work` runs. */
 async function measure(server: ServerProcess, prober: Prober, label: string, work: () => Promise<void>): Promise<Phase> {
   const watcher = watchTree(server.child.pid!);
+  // Its first sample reads the server's smaps_rollup (the watch's only such read, see bench/lib/tree.ts): before any probe.
+  await watcher.ready;
   const schedBefore = loopSchedstat(server.child.pid!);
   prober.start(label);
   let tree: TreeSample[];
