@@ -10,10 +10,10 @@
  * its RSS (VmRSS) instead, and the sample says how many did. A watch (watchTree) reads the root's
  * smaps_rollup once, then follows it by its RSS: reading smaps_rollup walks a process's page tables
  * under its mmap lock (about 13 ms of CPU for a 560 MB server), and every mmap/munmap of the
- * process's threads waits for the walk, so a watcher reading it 4 times a second stalled the very
- * server it measured (a 1 MB mmap in a 600 MB process: up to 158 ms while another process read its
- * smaps_rollup). The root is not a fork of anything, so what it adds is private: its PSS grows as
- * its RSS does.
+ * process's threads waits for the walk (a 1 MB mmap in a 600 MB process: up to 158 ms while another
+ * process read its smaps_rollup 4 times a second): a watcher must not do that to the server it
+ * measures. The root is not a fork of anything, so what it adds is private: its PSS grows as its
+ * RSS does.
  *
  * CPU is utime + stime + cutime + cstime summed over the tree: a process that exits during a phase
  * leaves its time in its parent's cutime/cstime once reaped (node, the helper and the zygotes all
