@@ -3,7 +3,7 @@
  * the memory and the CPU of the server's whole process tree under attack beside the idle figures
  * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
- *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR]
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR] [--no-floor]
  *
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
@@ -17,7 +17,9 @@
  * memory is their summed PSS, sampled every 250 ms (growth: the attack's peak less the idle
  * median); CPU is their utime + stime, reaped children's included, per second of the phase. Each
  * attack is bounded in count and time. A server that dies is reported and started again for the
- * next attack. Targets are information, never the exit code.
+ * next attack. Targets are information, never the exit code. Unless --no-floor, a bare node:http
+ * server in a process and session of its own (bench/lib/floor-server.ts) is probed the same way in
+ * every phase: its p99 is the machine's floor then, what a trivial answer got.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -44,7 +46,12 @@ const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalo
 type AttackName = (typeof ATTACKS)[number];
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '8' }, only: { type: 'string' }, 'cpu-prof': { type: 'string' } },
+  options: {
+    seconds: { type: 'string', default: '8' },
+    only: { type: 'string' },
+    'cpu-prof': { type: 'string' },
+    'no-floor': { type: 'boolean', default: false },
+  },
 });
 // --cpu-prof DIR: the server runs under `node --cpu-prof` and writes its profile into DIR when it
 // stops, with phases.json (each phase's span); bench/loop-holds.ts reads them: what held the
@@ -174,11 +181,26 @@ class Prober {
   }
 }
 
+/** The machine's floor (bench/lib/floor-server.ts) in a process and session of its own, and its URL. */
+async function startFloorServer(): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [...process.execArgv, path.join(root, 'bench', 'lib', 'floor-server.ts')], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    detached: true,
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`the floor server exited at start (code ${code})`)));
+  });
+  return { child, url: `http://127.0.0.1:${line.split(' ')[1]}` };
+}
+
 // ---------------------------------------------------------------- measuring one phase
 
 interface Phase {
   latencies: number[];
   failures: number;
+  /** The floor server's probe latencies in the same phase (none with --no-floor). */
+  floor: number[];
   /** The server's process tree, sampled through the phase (the first at its start, the last at its end). */
   tree: TreeSample[];
   died: boolean;
@@ -199,10 +221,19 @@ function loopSchedstat(pid: number): { at: number; runNs: number; waitNs: number
 }
 
 /** Probes /healthz and samples the server's process tree while `work` runs. */
-async function measure(server: ServerProcess, prober: Prober, label: string, work: () => Promise<void>): Promise<Phase> {
+async function measure(
+  server: ServerProcess,
+  prober: Prober,
+  floorProber: Prober | undefined,
+  label: string,
+  work: () => Promise<void>,
+): Promise<Phase> {
   const watcher = watchTree(server.child.pid!);
+  // Its first sample reads the server's smaps_rollup (the watch's only such read, see bench/lib/tree.ts): before any probe.
+  await watcher.ready;
   const schedBefore = loopSchedstat(server.child.pid!);
   prober.start(label);
+  floorProber?.start(label);
   let tree: TreeSample[];
   const startUs = monotonicUs();
   const ownBefore = process.cpuUsage();
@@ -216,6 +247,7 @@ async function measure(server: ServerProcess, prober: Prober, label: string, wor
   const own = process.cpuUsage(ownBefore);
   const attackerCpu = (own.user + own.system) / 1000 / (performance.now() - ownStart);
   const probed = await prober.stop();
+  const floor = floorProber ? (await floorProber.stop()).latencies : [];
   const schedAfter = loopSchedstat(server.child.pid!);
   const loop =
     schedBefore && schedAfter && schedAfter.at > schedBefore.at
@@ -224,7 +256,7 @@ async function measure(server: ServerProcess, prober: Prober, label: string, wor
           waitMs: (schedAfter.waitNs - schedBefore.waitNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
         }
       : undefined;
-  return { ...probed, tree, died: server.exited, loop, attackerCpu };
+  return { ...probed, floor, tree, died: server.exited, loop, attackerCpu };
 }
 
 /**
@@ -670,6 +702,7 @@ const rows: string[][] = [
     'idle p50/p99/max (probes)',
     'attack p50/p99/max (probes)',
     'p99 ratio',
+    'floor p99 idle → attack',
     'probe failures',
     'idle mem',
     'peak mem',
@@ -684,6 +717,8 @@ const rows: string[][] = [
   ],
 ];
 let rssFallbacks = 0;
+const floorServer = values['no-floor'] ? undefined : await startFloorServer();
+const floorProber = floorServer ? new Prober(floorServer.url) : undefined;
 let server = await startServerProcess();
 let prober = new Prober(server.url);
 try {
@@ -713,13 +748,14 @@ try {
         '—',
         '—',
         '—',
+        '—',
         `could not prepare: ${(error as Error).message.slice(0, 120)}`,
       ]);
       continue;
     }
     await settle(server);
-    const idle = await measure(server, prober, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
-    const attack = await measure(server, prober, `${name} attack`, async () => {
+    const idle = await measure(server, prober, floorProber, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
+    const attack = await measure(server, prober, floorProber, `${name} attack`, async () => {
       got = await run().catch((error: Error) => `attack failed: ${error.message.slice(0, 120)}`);
     });
     const idleP99 = p99(idle.latencies);
@@ -743,6 +779,7 @@ try {
       spread(idle.latencies),
       spread(attack.latencies),
       `${ratio.toFixed(1)}×`,
+      floorProber ? `${p99(idle.floor).toFixed(1)} → ${p99(attack.floor).toFixed(1)} ms` : '—',
       `${attack.failures} of ${attack.latencies.length}`,
       `${idleMemory.toFixed(0)} MB`,
       `${peakMemory.toFixed(0)} MB`,
@@ -772,6 +809,8 @@ try {
   }
 } finally {
   prober.close();
+  floorProber?.close();
+  floorServer?.child.kill();
   await stopServerProcess(server);
   if (cpuProfDir) writeFileSync(path.join(cpuProfDir, 'phases.json'), JSON.stringify(phases, null, 1));
 }
@@ -780,6 +819,9 @@ console.log(
   'mem: PSS summed over the server and all its descendants (median idle, peak under attack); CPU: their utime+stime, reaped children included, ' +
     `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack; ` +
     "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat)." +
+    (floorServer
+      ? ' floor p99: the same probes, in the same phases, against a bare node:http server in a process and session of its own (what the machine alone gave a trivial answer).'
+      : '') +
     ` clients CPU: this process's (the attacking clients') CPU seconds per second of the attack; the server and the prober each run in a session of their own. Load average at the end: ${loadavg()
       .map((load) => load.toFixed(2))
       .join(' ')}.` +

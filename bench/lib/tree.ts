@@ -7,7 +7,13 @@
  * Memory is PSS (/proc/PID/smaps_rollup: each shared page divided among the processes that map
  * it, so zygote children sharing their parent's pages are not counted twice); where smaps_rollup
  * cannot be read (a sandbox under another uid when the bench is not root) that process counts with
- * its RSS (VmRSS) instead, and the sample says how many did.
+ * its RSS (VmRSS) instead, and the sample says how many did. A watch (watchTree) reads the root's
+ * smaps_rollup once, then follows it by its RSS: reading smaps_rollup walks a process's page tables
+ * under its mmap lock (about 13 ms of CPU for a 560 MB server), and every mmap/munmap of the
+ * process's threads waits for the walk (a 1 MB mmap in a 600 MB process: up to 158 ms while another
+ * process read its smaps_rollup 4 times a second): a watcher must not do that to the server it
+ * measures. The root is not a fork of anything, so what it adds is private: its PSS grows as its
+ * RSS does.
  *
  * CPU is utime + stime + cutime + cstime summed over the tree: a process that exits during a phase
  * leaves its time in its parent's cutime/cstime once reaped (node, the helper and the zygotes all
@@ -116,8 +122,22 @@ export async function treeCpu(root: number, exclude: readonly number[] = []): Pr
   return { rootMs: rootTicks * TICK_MS, restMs: restTicks * TICK_MS, totalMs: (rootTicks + restTicks) * TICK_MS };
 }
 
-/** One sample of the tree under `root`; undefined when root no longer exists. */
-export async function sampleTree(root: number): Promise<TreeSample | undefined> {
+/** The root's PSS read once, with its RSS at the time: later samples add the RSS it gained since. */
+export interface RootBase {
+  pssKb: number;
+  rssKb: number;
+}
+
+/**
+ * One sample of the tree under `root`; undefined when root no longer exists. With `rootBase`, the
+ * root's PSS is not read again (its smaps_rollup) but followed through its RSS from /proc/PID/status,
+ * which reads counters and takes no lock of the process.
+ */
+export async function sampleTree(root: number, rootBase?: RootBase): Promise<TreeSample | undefined> {
+  return (await sample(root, rootBase))?.sample;
+}
+
+async function sample(root: number, rootBase?: RootBase): Promise<{ sample: TreeSample; rootBase: RootBase | undefined } | undefined> {
   const at = performance.now();
   const tree = await descendants(root);
   if (tree.size === 0) return undefined;
@@ -125,10 +145,17 @@ export async function sampleTree(root: number): Promise<TreeSample | undefined> 
   let rssKb = 0;
   let rssFallbacks = 0;
   let cpuTicks = 0;
+  let base: RootBase | undefined;
   await Promise.all(
     [...tree].map(async ([pid, stat]) => {
       cpuTicks += stat.cpuTicks;
-      const [pss, rss] = await Promise.all([kbField(`/proc/${pid}/smaps_rollup`, 'Pss'), kbField(`/proc/${pid}/status`, 'VmRSS')]);
+      const followed = pid === root && rootBase !== undefined;
+      const [read, rss] = await Promise.all([
+        followed ? undefined : kbField(`/proc/${pid}/smaps_rollup`, 'Pss'),
+        kbField(`/proc/${pid}/status`, 'VmRSS'),
+      ]);
+      const pss = followed && rss !== undefined ? rootBase.pssKb + (rss - rootBase.rssKb) : read;
+      if (pid === root) base = rootBase ?? (pss !== undefined && rss !== undefined ? { pssKb: pss, rssKb: rss } : undefined);
       rssKb += rss ?? 0;
       if (pss !== undefined) memoryKb += pss;
       else if (rss !== undefined) {
@@ -137,21 +164,30 @@ export async function sampleTree(root: number): Promise<TreeSample | undefined> 
       }
     }),
   );
-  return { at, processes: tree.size, memoryMb: memoryKb / 1024, rssMb: rssKb / 1024, rssFallbacks, cpuMs: cpuTicks * TICK_MS };
+  return {
+    sample: { at, processes: tree.size, memoryMb: memoryKb / 1024, rssMb: rssKb / 1024, rssFallbacks, cpuMs: cpuTicks * TICK_MS },
+    rootBase: base,
+  };
 }
 
 /**
  * Samples the tree under `root` every `everyMs` until stopped; `stop()` takes a last sample and
- * returns them all (a first one is taken at once, so a phase always has its start and end).
+ * returns them all (a first one is taken at once, so a phase always has its start and end; `ready`
+ * resolves once it is in: the only one that reads the root's smaps_rollup, see above).
  */
-export function watchTree(root: number, everyMs = 250): { stop(): Promise<TreeSample[]> } {
+export function watchTree(root: number, everyMs = 250): { ready: Promise<void>; stop(): Promise<TreeSample[]> } {
   const samples: TreeSample[] = [];
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  let rootBase: RootBase | undefined;
   let current: Promise<void> = Promise.resolve();
   const take = () =>
-    (current = sampleTree(root).then(
-      (sample) => void (sample && samples.push(sample)),
+    (current = sample(root, rootBase).then(
+      (taken) => {
+        if (!taken) return;
+        samples.push(taken.sample);
+        rootBase ??= taken.rootBase;
+      },
       () => {},
     ));
   // The next sample is timed from the end of the last, so a slow read (a loaded machine) is not overlapped.
@@ -161,6 +197,8 @@ export function watchTree(root: number, everyMs = 250): { stop(): Promise<TreeSa
   };
   void loop();
   return {
+    // loop() started the first sample synchronously: `current` is it.
+    ready: current,
     async stop() {
       stopped = true;
       clearTimeout(timer);

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { machineBusyMs } from '../../bench/lib/machine.js';
 import { quantile } from '../../bench/lib/measure.js';
 import { breakdown } from '../../bench/lib/smaps.js';
-import { parseStat, treeCpu, walk, type Stat } from '../../bench/lib/tree.js';
+import { parseStat, sampleTree, treeCpu, walk, watchTree, type Stat } from '../../bench/lib/tree.js';
 
 describe('bench/lib/tree', () => {
   it('reads ppid and CPU after the last ")" of a command name that holds spaces and parentheses', () => {
@@ -57,6 +57,40 @@ describe('bench/lib/tree', () => {
     assert.ok(alive.restMs - before.restMs >= 250, `live child counted: ${alive.restMs - before.restMs} ms`);
     assert.ok(aliveExcluded.restMs - before.restMs < 100, `excluded child left out: ${aliveExcluded.restMs - before.restMs} ms`);
     assert.ok(reaped.restMs - before.restMs >= 250, `reaped child counted: ${reaped.restMs - before.restMs} ms`);
+  });
+
+  it("follows the root's PSS by its RSS once read (its smaps_rollup walk stalls the process's mmaps), and counts what it gains", async () => {
+    // Touches 64 MB of new memory when told to (a line on stdin), then says so.
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        'console.log("up"); process.stdin.once("data", () => { globalThis.b = Buffer.alloc(64 * 1024 * 1024, 1); console.log("grown") })',
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    const line = () => new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    await line();
+    try {
+      // Read: a node process shares its binary's pages with this one, so its PSS is under its RSS.
+      const read = (await sampleTree(child.pid!))!;
+      assert.ok(read.memoryMb < read.rssMb, `PSS ${read.memoryMb} MB, RSS ${read.rssMb} MB`);
+      // Followed from a base: the base's PSS plus the RSS gained since, from the same status read as the RSS.
+      const followed = (await sampleTree(child.pid!, { pssKb: 1024, rssKb: 0 }))!;
+      assert.equal(followed.memoryMb, followed.rssMb + 1);
+      const watch = watchTree(child.pid!, 10);
+      await watch.ready;
+      const grown = line();
+      child.stdin.write('grow\n');
+      await grown;
+      const samples = await watch.stop();
+      const [first, last] = [samples[0]!, samples[samples.length - 1]!];
+      assert.ok(last.memoryMb - first.memoryMb >= 60, `grew ${last.memoryMb - first.memoryMb} MB`);
+      assert.ok(Math.abs(last.memoryMb - first.memoryMb - (last.rssMb - first.rssMb)) < 0.01, 'PSS followed by RSS');
+      assert.ok(first.memoryMb < first.rssMb, 'the first sample read PSS');
+    } finally {
+      child.kill();
+    }
   });
 });
 
