@@ -82,18 +82,11 @@ async function releasedWhenDone(response: Response, release: () => void): Promis
     release();
     return response;
   }
-  // A whole answer (its length known: one-write.ts) is in memory already: passed on as bytes, so
-  // that it still leaves in one write, and released now.
+  // A whole answer (its length known: one-write.ts, or a spliced tool listing) is in memory already:
+  // released now and passed on as it is (not copied); the HTTP layer writes it before its tick ends.
   if (response.headers.has('content-length')) {
-    try {
-      return new Response(await response.arrayBuffer(), {
-        status: response.status,
-        statusText: response.statusText,
-        headers: response.headers,
-      });
-    } finally {
-      release();
-    }
+    release();
+    return response;
   }
   const reader = response.body.getReader();
   const body = new ReadableStream<Uint8Array>({

@@ -386,6 +386,30 @@ result = bool(go)
     }
   });
 
+  it("a run's first statement → already in its instance's CPU group (the move is awaited before its code is sent)", async (t) => {
+    const group = instanceCpuGroup();
+    if (group === null) return t.skip('no cpu controller of ours on this host');
+    // cgroup v2: a run is born in its group inside the instance's; nothing moves it.
+    if (!existsSync(join(group, 'cpu.shares'))) return t.skip('cgroup v2: no move to check');
+    // Its own cgroup namespace is rooted at the server's CPU group (the zygote's too): the
+    // instance's group shows as one level below its root.
+    const expected = `/${basename(group)}`;
+    const python =
+      'result = [line.split(":", 2)[2] for line in open("/proc/self/cgroup").read().splitlines() if "cpu" in line.split(":")[1].split(",")]\n';
+    const typescript = `export default async function main() {
+  return (await import('node:fs')).readFileSync('/proc/self/cgroup', 'utf8').split('\\n').filter((line) => line.split(':')[1]?.split(',').includes('cpu')).map((line) => line.split(':').slice(2).join(':'));
+}
+`;
+    // More Python runs at once than the zygote has spares: some take a child forked for them,
+    // which is moved only once it is up, right before its request is sent.
+    const spares = sandbox.zygoteStats()?.zygotes.find((zygote) => zygote.owner === 'group:escape-suite')?.spares ?? 0;
+    const runs = await Promise.all([
+      ...Array.from({ length: Math.min(spares + 3, 12) }, () => py(python, {}, { entry: 'script' })),
+      ...Array.from({ length: 3 }, () => ts(typescript)),
+    ]);
+    for (const [index, outcome] of runs.entries()) assert.deepEqual(resultOf(outcome), [expected], `run ${index}`);
+  });
+
   it('fill the disk → the private tmpfs fills, the host disk does not', async () => {
     const code = `${tryBlock}
 def fill(where="/tmp"):
