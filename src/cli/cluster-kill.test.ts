@@ -36,7 +36,8 @@ import {
 } from '../test-support/harness.js';
 import { startPrivatePostgres, type PrivatePostgres } from '../test-support/private-postgres.js';
 import { freePort, processesWith, RUN_MARK } from '../test-support/processes.js';
-import { NODE_HEADER, startProxy, type RunningProxy } from './cluster-proxy.js';
+import { rawCall } from '../test-support/raw-call.js';
+import { startProxy, type RunningProxy } from './cluster-proxy.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const LEASE_MS = 3000;
@@ -190,24 +191,6 @@ function assertEveryTickOnce(rows: FireRow[], label: string): void {
   assert.equal(new Set(ticks).size, ticks.length, `${label}: a tick fired twice`);
   for (let i = 1; i < ticks.length; i++)
     assert.equal(ticks[i]! - ticks[i - 1]!, 1000, `${label}: no row for the tick after ${new Date(ticks[i - 1]!).toISOString()}`);
-}
-
-/** One tools/call POST without a session (2025-06-18): its status, JSON-RPC answer and the node the proxy named. */
-async function rawCall(url: string, key: string, tool: string, args: Record<string, unknown>) {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-      authorization: `Bearer ${key}`,
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args } }),
-    signal: AbortSignal.timeout(60_000),
-  });
-  const text = await response.text();
-  const body = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
-  return { status: response.status, body, node: response.headers.get(NODE_HEADER) };
 }
 
 before(async () => {

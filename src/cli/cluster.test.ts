@@ -24,6 +24,7 @@ import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextproto
 import { createAccountOverHttp, MODERN_PROTOCOL, parseResult, type TestAccount } from '../test-support/harness.js';
 import { cliCommand } from '../test-support/cli-command.js';
 import { freePort, processesWith, RUN_MARK } from '../test-support/processes.js';
+import { rawCall } from '../test-support/raw-call.js';
 import { NODE_HEADER, startProxy } from './cluster-proxy.js';
 import pg from 'pg';
 import { FAKE_LLM_HOST, startFakeLlm, type FakeLlm } from '../test-support/fake-llm.js';
@@ -172,23 +173,6 @@ function setTier(databaseUrl: string, email: string, tier: string): Promise<void
     child.stderr!.on('data', (d) => (err += d));
     child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`set-tier: ${err}`))));
   });
-}
-
-/** One tools/call POST without a session through the proxy: its status, JSON-RPC answer and node. */
-async function rawCall(url: string, key: string, tool: string, args: Record<string, unknown>) {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-      authorization: `Bearer ${key}`,
-    },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: tool, arguments: args } }),
-  });
-  const text = await response.text();
-  const body = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
-  return { status: response.status, body, node: response.headers.get(NODE_HEADER) };
 }
 
 async function usage(proxy: string, account: TestAccount): Promise<{ executions: number; active: number }> {
