@@ -42,10 +42,10 @@ after(async () => {
   await server?.stop();
 });
 
-const job = (runId: string, message: string): TriggerJob => ({
+// No node runs a replica named ghost-gnu: nothing ever claims its jobs.
+const job = (runId: string, message: string, replica = 'ghost-gnu'): TriggerJob => ({
   agentId,
-  // No node runs a replica of this name: nothing ever claims the job.
-  replica: 'ghost-gnu',
+  replica,
   trigger: 'chat',
   triggerName: randomUUID(),
   input: null,
@@ -124,7 +124,13 @@ describe('the sender when the database fails while it waits', () => {
 });
 
 /** A home node in this process on the same database: the real router and store, a dispatcher that records its jobs. */
-function homeNode(held: Array<{ agentId: string; replica: string }>) {
+async function homeNode(held: Array<{ agentId: string; replica: string }>) {
+  const nodeId = `test-home-${randomUUID()}`;
+  // It holds their lease rows, as a node's supervisor does for the replicas it runs.
+  for (const h of held)
+    await sql`INSERT INTO agent_replicas (id, agent_id, name, seq, status, node_id, lease_expires_at)
+      VALUES (${randomUUID()}, ${h.agentId}, ${h.replica}, ${1000 + Math.floor(Math.random() * 1e9)}, 'running', ${nodeId},
+        now() + interval '10 minutes')`.execute(db);
   const sender = server.server.services.agentRuntime.router as unknown as { deps: ConstructorParameters<typeof ReplicaRouter>[0] };
   const jobs: TriggerJob[] = [];
   const dispatcher: TriggerDispatch = {
@@ -142,7 +148,7 @@ function homeNode(held: Array<{ agentId: string; replica: string }>) {
     dispatcher: () => dispatcher,
     local: { localReplicas: () => [], processes: () => held.map((h) => ({ ...h, phase: 'up' })) },
     sealer: sender.deps.sealer,
-    nodeId: `test-home-${randomUUID()}`,
+    nodeId,
     logger: sender.deps.logger,
     aliveMs: 600,
     pollMs: 50,
@@ -152,12 +158,12 @@ function homeNode(held: Array<{ agentId: string; replica: string }>) {
 
 describe('the home node', () => {
   test('a receiving node that stops does not cancel a run its home node took: it stops following it', { timeout: 30_000 }, async () => {
-    const home = homeNode([{ agentId, replica: 'ghost-gnu' }]);
+    const home = await homeNode([{ agentId, replica: 'restart-gnu' }]);
     // A second receiving node (the real router on the same database) that is stopped meanwhile.
-    const receiving = homeNode([]);
+    const receiving = await homeNode([]);
     try {
       const runId = randomUUID();
-      const started = receiving.router.start(job(runId, 'rolling restart'), { claimMs: 600_000 });
+      const started = receiving.router.start(job(runId, 'rolling restart', 'restart-gnu'), { claimMs: 600_000 });
       started.done.catch(() => undefined);
       await home.router.listen(undefined);
       await started.began;
@@ -178,10 +184,10 @@ describe('the home node', () => {
   });
 
   test("a job whose row was moved to another tenant's agent is refused, not run as that agent", { timeout: 30_000 }, async () => {
-    const home = homeNode([{ agentId: otherAgentId, replica: 'ghost-gnu' }]);
+    const home = await homeNode([{ agentId: otherAgentId, replica: 'moved-gnu' }]);
     try {
       const runId = randomUUID();
-      const started = server.server.services.agentRuntime.router.start(job(runId, 'moved'), { claimMs: 600_000 });
+      const started = server.server.services.agentRuntime.router.start(job(runId, 'moved', 'moved-gnu'), { claimMs: 600_000 });
       started.done.catch(() => undefined);
       while (!(await rowOf(runId))) await new Promise((resolve) => setTimeout(resolve, 10));
       // Someone with write access to the database but not the server secret points the sealed job at another agent.
@@ -198,10 +204,10 @@ describe('the home node', () => {
   });
 
   test('a run whose row is gone (its sender gave up) is stopped', { timeout: 30_000 }, async () => {
-    const home = homeNode([{ agentId, replica: 'ghost-gnu' }]);
+    const home = await homeNode([{ agentId, replica: 'abandoned-gnu' }]);
     try {
       const runId = randomUUID();
-      const started = server.server.services.agentRuntime.router.start(job(runId, 'abandoned'), { claimMs: 600_000 });
+      const started = server.server.services.agentRuntime.router.start(job(runId, 'abandoned', 'abandoned-gnu'), { claimMs: 600_000 });
       started.done.catch(() => undefined);
       await home.router.listen(undefined);
       await started.began;
@@ -213,5 +219,27 @@ describe('the home node', () => {
     } finally {
       await home.router.close();
     }
+  });
+});
+
+describe('where a job for a replica elsewhere goes', () => {
+  test('a running replica under a live lease before an older one whose lease lapsed (its node dead)', async () => {
+    const other = await newOwner(server, 'handoff-where');
+    await callOk(other.create, 'make_agent', { name: 'spread' });
+    await other.create.close();
+    const id = (
+      await sql<{ id: string }>`SELECT a.id FROM agents a JOIN namespaces n ON n.id = a.namespace_id
+        WHERE n.name = ${other.ns} AND a.name = 'spread'`.execute(db)
+    ).rows[0]!.id;
+    const row = (name: string, seq: number, lease: string) =>
+      sql`INSERT INTO agent_replicas (id, agent_id, name, seq, status, node_id, lease_expires_at)
+        VALUES (${randomUUID()}, ${id}, ${name}, ${seq}, 'running', 'elsewhere', now() + ${lease}::interval)`.execute(db);
+    await row('dead-dodo', 1001, '-1 minute');
+    await row('live-lark', 1002, '10 minutes');
+    const names = await server.server.services.agentRuntime.replicas.runningElsewhere(id);
+    assert.deepEqual(
+      names.filter((n) => n === 'dead-dodo' || n === 'live-lark'),
+      ['live-lark', 'dead-dodo'],
+    );
   });
 });
