@@ -225,7 +225,7 @@ export class ReplicaRouter implements TriggerDispatch {
               status: 'failed',
               error: {
                 type: 'unavailable',
-                message: `this server stopped following the run, which goes on on replica '${replica}'s node (the run's record has its outcome)`,
+                message: `this server stopped following the run, which goes on on the node of replica '${replica}' (the run's record has its outcome)`,
               },
               durationMs: Date.now() - startedAt,
             };
