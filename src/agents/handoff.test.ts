@@ -234,6 +234,8 @@ describe('where a job for a replica elsewhere goes', () => {
     const row = (name: string, seq: number, lease: string) =>
       sql`INSERT INTO agent_replicas (id, agent_id, name, seq, status, node_id, lease_expires_at)
         VALUES (${randomUUID()}, ${id}, ${name}, ${seq}, 'running', 'elsewhere', now() + ${lease}::interval)`.execute(db);
+    // Not claimable by this server's own supervisor (which re-places lapsed replicas of running agents only).
+    await sql`UPDATE agents SET status = 'stopped' WHERE id = ${id}`.execute(db);
     await row('dead-dodo', 1001, '-1 minute');
     await row('live-lark', 1002, '10 minutes');
     const names = await server.server.services.agentRuntime.replicas.runningElsewhere(id);
