@@ -214,7 +214,7 @@ export class AgentChat {
     const rows = await this.deps.replicas.list(agentId);
     const local = new Set(this.deps.supervisor.localReplicas(agentId));
     const load = this.deps.supervisor.load(agentId);
-    return rows.map((r) => ({ name: r.name, status: r.status, local: local.has(r.name), load: load.get(r.name) ?? 0 }));
+    return rows.map((r) => ({ name: r.name, status: r.status, local: local.has(r.name), load: load.get(r.name) ?? 0, leased: r.leased }));
   }
 
   /** Waits until the message's ticket is the conversation's lowest live one (state polled, bounded). */

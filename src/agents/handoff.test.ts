@@ -13,11 +13,14 @@ import { callOk, startTestServer, type TestServer } from '../test-support/harnes
 import { newOwner } from '../test-support/owners.js';
 import type { Db } from '../store/database.js';
 import { DomainError } from '../core/errors.js';
-import type { TriggerJob } from './dispatcher.js';
+import type { AgentRunOutcome, TriggerJob } from './dispatcher.js';
+import { ReplicaRouter, type TriggerDispatch } from './handoff.js';
+import { HandoffStore } from '../store/handoff-store.js';
 
 let server: TestServer;
 let db: Db;
 let agentId: string;
+let otherAgentId: string;
 before(async () => {
   server = await startTestServer();
   db = (server.server.services.accountsStore as unknown as { db: Db }).db;
@@ -27,15 +30,22 @@ before(async () => {
   const rows = await sql<{ id: string }>`SELECT a.id FROM agents a JOIN namespaces n ON n.id = a.namespace_id
     WHERE n.name = ${owner.ns} AND a.name = 'faraway'`.execute(db);
   agentId = rows.rows[0]!.id;
+  // Another tenant's agent: a moved row must not run a job as it.
+  const other = await newOwner(server, 'handoff-b');
+  await callOk(other.create, 'make_agent', { name: 'victim' });
+  await other.create.close();
+  const otherRows = await sql<{ id: string }>`SELECT a.id FROM agents a JOIN namespaces n ON n.id = a.namespace_id
+    WHERE n.name = ${other.ns} AND a.name = 'victim'`.execute(db);
+  otherAgentId = otherRows.rows[0]!.id;
 });
 after(async () => {
   await server?.stop();
 });
 
-const job = (runId: string, message: string): TriggerJob => ({
+// No node runs a replica named ghost-gnu: nothing ever claims its jobs.
+const job = (runId: string, message: string, replica = 'ghost-gnu'): TriggerJob => ({
   agentId,
-  // No node runs a replica of this name: nothing ever claims the job.
-  replica: 'ghost-gnu',
+  replica,
   trigger: 'chat',
   triggerName: randomUUID(),
   input: null,
@@ -89,5 +99,149 @@ describe('jobs for a replica no node takes', () => {
     await assert.rejects(started.done, unavailable(/cancelled before the replica took it; nothing ran/));
     assert.equal(await rowOf(runId), undefined, 'withdrawn');
     assert.equal(await runsOf(runId), 0, 'no run recorded');
+  });
+});
+
+describe('the sender when the database fails while it waits', () => {
+  test(
+    'a failed read is a missed poll; giving up withdraws the unclaimed job: unavailable, nothing ran, no row left',
+    { timeout: 30_000 },
+    async () => {
+      const runId = randomUUID();
+      const started = server.server.services.agentRuntime.router.start(job(runId, 'read fails'), { claimMs: 300 });
+      started.done.catch(() => undefined);
+      while (!(await rowOf(runId))) await new Promise((resolve) => setTimeout(resolve, 10));
+      // The sender's read of the row fails (a column it reads is gone); withdrawing it still works.
+      await sql`ALTER TABLE replica_handoffs RENAME COLUMN result TO result_away`.execute(db);
+      try {
+        await assert.rejects(started.done, unavailable(/could not be followed \(database unreachable\); nothing ran/));
+      } finally {
+        await sql`ALTER TABLE replica_handoffs RENAME COLUMN result_away TO result`.execute(db);
+      }
+      assert.equal(await rowOf(runId), undefined, 'withdrawn: the home node can no longer claim it');
+    },
+  );
+});
+
+/** A home node in this process on the same database: the real router and store, a dispatcher that records its jobs. */
+async function homeNode(held: Array<{ agentId: string; replica: string }>) {
+  const nodeId = `test-home-${randomUUID()}`;
+  // It holds their lease rows, as a node's supervisor does for the replicas it runs.
+  for (const h of held)
+    await sql`INSERT INTO agent_replicas (id, agent_id, name, seq, status, node_id, lease_expires_at)
+      VALUES (${randomUUID()}, ${h.agentId}, ${h.replica}, ${1000 + Math.floor(Math.random() * 1e9)}, 'running', ${nodeId},
+        now() + interval '10 minutes')`.execute(db);
+  const sender = server.server.services.agentRuntime.router as unknown as { deps: ConstructorParameters<typeof ReplicaRouter>[0] };
+  const jobs: TriggerJob[] = [];
+  const dispatcher: TriggerDispatch = {
+    start(j) {
+      jobs.push(j);
+      // Runs until cancelled, like a long model call.
+      const done = new Promise<AgentRunOutcome>((resolve) =>
+        j.signal?.addEventListener('abort', () => resolve({ runId: j.runId!, replica: j.replica, status: 'cancelled', durationMs: 0 })),
+      );
+      return { runId: j.runId!, began: Promise.resolve(), done };
+    },
+  };
+  const router = new ReplicaRouter({
+    store: new HandoffStore(db),
+    dispatcher: () => dispatcher,
+    local: { localReplicas: () => [], processes: () => held.map((h) => ({ ...h, phase: 'up' })) },
+    sealer: sender.deps.sealer,
+    nodeId,
+    logger: sender.deps.logger,
+    aliveMs: 600,
+    pollMs: 50,
+  });
+  return { router, jobs };
+}
+
+describe('the home node', () => {
+  test('a receiving node that stops does not cancel a run its home node took: it stops following it', { timeout: 30_000 }, async () => {
+    const home = await homeNode([{ agentId, replica: 'restart-gnu' }]);
+    // A second receiving node (the real router on the same database) that is stopped meanwhile.
+    const receiving = await homeNode([]);
+    try {
+      const runId = randomUUID();
+      const started = receiving.router.start(job(runId, 'rolling restart', 'restart-gnu'), { claimMs: 600_000 });
+      started.done.catch(() => undefined);
+      await home.router.listen(undefined);
+      await started.began;
+      await receiving.router.close();
+      const outcome = await started.done;
+      assert.equal(outcome.status, 'failed');
+      assert.match(outcome.error?.message ?? '', /stopped following the run, which goes on/);
+      const [taken] = home.jobs;
+      assert.equal(taken?.signal?.aborted, false, 'the run goes on on its home node');
+      const row = (await sql<{ cancel_requested: boolean }>`SELECT cancel_requested FROM replica_handoffs WHERE id = ${runId}`.execute(db))
+        .rows[0];
+      assert.equal(row?.cancel_requested, false, 'no cancel passed on');
+      await sql`DELETE FROM replica_handoffs WHERE id = ${runId}`.execute(db);
+    } finally {
+      await receiving.router.close();
+      await home.router.close();
+    }
+  });
+
+  test("a job whose row was moved to another tenant's agent is refused, not run as that agent", { timeout: 30_000 }, async () => {
+    const home = await homeNode([{ agentId: otherAgentId, replica: 'moved-gnu' }]);
+    try {
+      const runId = randomUUID();
+      const started = server.server.services.agentRuntime.router.start(job(runId, 'moved', 'moved-gnu'), { claimMs: 600_000 });
+      started.done.catch(() => undefined);
+      while (!(await rowOf(runId))) await new Promise((resolve) => setTimeout(resolve, 10));
+      // Someone with write access to the database but not the server secret points the sealed job at another agent.
+      await sql`UPDATE replica_handoffs SET agent_id = ${otherAgentId} WHERE id = ${runId}`.execute(db);
+      await home.router.listen(undefined);
+      await assert.rejects(
+        started.done,
+        (e: unknown) => e instanceof DomainError && e.type === 'forbidden' && /nothing ran/.test(e.message),
+      );
+      assert.equal(home.jobs.length, 0, 'nothing dispatched as the other agent');
+    } finally {
+      await home.router.close();
+    }
+  });
+
+  test('a run whose row is gone (its sender gave up) is stopped', { timeout: 30_000 }, async () => {
+    const home = await homeNode([{ agentId, replica: 'abandoned-gnu' }]);
+    try {
+      const runId = randomUUID();
+      const started = server.server.services.agentRuntime.router.start(job(runId, 'abandoned', 'abandoned-gnu'), { claimMs: 600_000 });
+      started.done.catch(() => undefined);
+      await home.router.listen(undefined);
+      await started.began;
+      const [taken] = home.jobs;
+      assert.ok(taken?.signal && !taken.signal.aborted, 'the home node runs it');
+      await sql`DELETE FROM replica_handoffs WHERE id = ${runId}`.execute(db);
+      await new Promise((resolve) => taken.signal!.addEventListener('abort', resolve, { once: true }));
+      await assert.rejects(started.done, unavailable(/is gone/));
+    } finally {
+      await home.router.close();
+    }
+  });
+});
+
+describe('where a job for a replica elsewhere goes', () => {
+  test('a running replica under a live lease before an older one whose lease lapsed (its node dead)', async () => {
+    const other = await newOwner(server, 'handoff-where');
+    await callOk(other.create, 'make_agent', { name: 'spread' });
+    await other.create.close();
+    const id = (
+      await sql<{ id: string }>`SELECT a.id FROM agents a JOIN namespaces n ON n.id = a.namespace_id
+        WHERE n.name = ${other.ns} AND a.name = 'spread'`.execute(db)
+    ).rows[0]!.id;
+    const row = (name: string, seq: number, lease: string) =>
+      sql`INSERT INTO agent_replicas (id, agent_id, name, seq, status, node_id, lease_expires_at)
+        VALUES (${randomUUID()}, ${id}, ${name}, ${seq}, 'running', 'elsewhere', now() + ${lease}::interval)`.execute(db);
+    // Not claimable by this server's own supervisor (which re-places lapsed replicas of running agents only).
+    await sql`UPDATE agents SET status = 'stopped' WHERE id = ${id}`.execute(db);
+    await row('dead-dodo', 1001, '-1 minute');
+    await row('live-lark', 1002, '10 minutes');
+    const names = await server.server.services.agentRuntime.replicas.runningElsewhere(id);
+    assert.deepEqual(
+      names.filter((n) => n === 'dead-dodo' || n === 'live-lark'),
+      ['live-lark', 'dead-dodo'],
+    );
   });
 });

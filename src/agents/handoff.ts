@@ -95,7 +95,10 @@ export class ReplicaRouter implements TriggerDispatch {
     this.timer.unref();
   }
 
-  /** Stops claiming, asks the home nodes to cancel what this node handed over, waits for what is in flight both ways. */
+  /**
+   * Stops claiming, withdraws what no node took yet, stops following what its home node runs (it
+   * finishes there; the sweep removes the row) and waits for what this node runs for others.
+   */
   async close(): Promise<void> {
     clearInterval(this.timer);
     this.closing.abort();
@@ -162,10 +165,31 @@ export class ReplicaRouter implements TriggerDispatch {
     const onStop = () => wake();
     stop.addEventListener('abort', onStop);
     const claimBy = Date.now() + claimMs;
+    // Whether the row was last seen unclaimed, and when it was last read: how long failed reads may go on.
+    let lastPending = true;
+    let lastRead = Date.now();
     try {
       for (;;) {
         poked = false;
-        const row = await store.state(runId);
+        let row: Awaited<ReturnType<HandoffStore['state']>>;
+        try {
+          row = await store.state(runId);
+          lastRead = Date.now();
+        } catch (error) {
+          // One failed read is a missed poll; the wait stays bounded by the time to claim and a claim's lease.
+          this.deps.logger.warn({ err: messageOf(error), run_id: runId }, 'could not read a handed-over job');
+          const waitUntil = lastPending ? claimBy : lastRead + this.deps.aliveMs;
+          if (!stop.aborted && Date.now() < waitUntil) {
+            await this.pause(
+              () => poked,
+              (w) => (wake = w),
+            );
+            wake = () => (poked = true);
+            continue;
+          }
+          return await this.giveUp(runId, replica, startedAt);
+        }
+        lastPending = row?.status === 'pending';
         if (!row)
           throw new DomainError('unavailable', `the job handed to replica '${replica}' is gone (its agent was destroyed?)`, { replica });
         if (row.status === 'done') {
@@ -177,7 +201,7 @@ export class ReplicaRouter implements TriggerDispatch {
         if (row.status === 'pending') {
           // Not taken yet: a cancel or the time to claim it withdraws it (then it never runs); lost to a claim, the wait goes on.
           const late = Date.now() >= claimBy;
-          if ((stop.aborted || late) && (await store.withdraw(runId))) {
+          if ((stop.aborted || late) && (await store.withdraw(runId).catch(() => false))) {
             if (stop.aborted) throw new DomainError('unavailable', 'the request was cancelled before the replica took it; nothing ran');
             throw new DomainError(
               'unavailable',
@@ -187,12 +211,24 @@ export class ReplicaRouter implements TriggerDispatch {
           }
         } else {
           if (row.status === 'began') began();
-          if (stop.aborted && !cancelSent) {
+          // Only its caller's own cancel is passed on: this server stopping (a rolling restart) does not end a run already answered 202.
+          if (signal?.aborted && !cancelSent) {
             cancelSent = true;
             await store
               .cancel(runId)
               .catch((error: unknown) => this.deps.logger.warn({ err: messageOf(error), run_id: runId }, 'could not pass a cancel on'));
           }
+          if (this.closing.signal.aborted)
+            return {
+              runId,
+              replica,
+              status: 'failed',
+              error: {
+                type: 'unavailable',
+                message: `this server stopped following the run, which goes on on the node of replica '${replica}' (the run's record has its outcome)`,
+              },
+              durationMs: Date.now() - startedAt,
+            };
           if (!row.alive) {
             // Its home node stopped renewing the claim (killed): the run's record is ended by the nodes' orphan sweep.
             await store.remove(runId).catch(() => undefined);
@@ -208,20 +244,59 @@ export class ReplicaRouter implements TriggerDispatch {
             };
           }
         }
-        await new Promise<void>((resolve) => {
-          if (poked) return resolve();
-          const timer = setTimeout(() => resolve(), this.pollMs);
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
+        await this.pause(
+          () => poked,
+          (w) => (wake = w),
+        );
         wake = () => (poked = true);
       }
     } finally {
       stop.removeEventListener('abort', onStop);
       this.waiting.delete(runId);
     }
+  }
+
+  /** Waits one poll, or less when woken (`poked`: woken while the row was being read). */
+  private pause(poked: () => boolean, setWake: (wake: () => void) => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (poked()) return resolve();
+      const timer = setTimeout(() => resolve(), this.pollMs);
+      setWake(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * The row could not be read for longer than it may wait: withdrawn when still unclaimed (then it
+   * never runs: retry), else its node is asked to cancel and the run counts as failed, not as never
+   * run, so that a retry (a webhook's key let go) does not run the job twice.
+   */
+  private async giveUp(runId: string, replica: string, startedAt: number): Promise<AgentRunOutcome> {
+    const { store, logger } = this.deps;
+    const withdrawn = await store.withdraw(runId).catch(() => false);
+    if (withdrawn)
+      throw new DomainError(
+        'unavailable',
+        `the job for replica '${replica}' could not be followed (database unreachable); nothing ran: retry`,
+        {
+          replica,
+        },
+      );
+    await store
+      .cancel(runId)
+      .catch((error: unknown) => logger.warn({ err: messageOf(error), run_id: runId }, 'could not pass a cancel on'));
+    return {
+      runId,
+      replica,
+      status: 'failed',
+      error: {
+        type: 'unavailable',
+        message: `the run on replica '${replica}' could not be followed (database unreachable); it was asked to stop`,
+      },
+      durationMs: Date.now() - startedAt,
+    };
   }
 
   // ---- the home node ----
@@ -266,7 +341,10 @@ export class ReplicaRouter implements TriggerDispatch {
     const keepAlive = setInterval(
       () =>
         void store.renew(row.id, nodeId, aliveMs).then(
-          (cancelled) => cancelled && controller.abort(new DomainError('unavailable', 'the run was cancelled')),
+          (cancelled) => {
+            // undefined: the row is gone (its sender gave up and withdrew it): nobody would receive the outcome.
+            if (cancelled !== false) controller.abort(new DomainError('unavailable', 'the run was cancelled'));
+          },
           () => undefined,
         ),
       Math.max(100, Math.floor(aliveMs / 3)),
@@ -275,6 +353,9 @@ export class ReplicaRouter implements TriggerDispatch {
     let result: Result;
     try {
       const job = JSON.parse(this.deps.sealer.open(jobContext(row.id), row.job)) as TriggerJob;
+      // The seal binds the run id only: a row moved to another agent or replica (written to the database directly) is refused.
+      if (job.agentId !== row.agent_id || job.replica !== row.replica)
+        throw new DomainError('forbidden', 'the handed-over job does not belong to the agent or replica its row names; nothing ran');
       const started = this.deps
         .dispatcher()
         .start({ ...job, agentId: row.agent_id, replica: row.replica, runId: row.id, signal: controller.signal });

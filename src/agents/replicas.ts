@@ -149,10 +149,14 @@ export class ReplicaDirectory {
     return this.deps.supervisor.upReplicas(agentId, ms);
   }
 
-  /** The agent's running replicas another node holds (oldest first): where a trigger received here may hand its job. */
+  /**
+   * The agent's running replicas another node holds (live lease first, then oldest first): where a
+   * trigger received here may hand its job; a lapsed lease is a dead node's until it is re-placed.
+   */
   async runningElsewhere(agentId: string): Promise<string[]> {
     const local = new Set(this.deps.supervisor.localReplicas(agentId));
-    return (await this.deps.replicas.list(agentId)).filter((r) => r.status === 'running' && !local.has(r.name)).map((r) => r.name);
+    const running = (await this.deps.replicas.list(agentId)).filter((r) => r.status === 'running' && !local.has(r.name));
+    return [...running.filter((r) => r.leased !== false), ...running.filter((r) => r.leased === false)].map((r) => r.name);
   }
 }
 

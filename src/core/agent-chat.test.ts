@@ -60,6 +60,15 @@ describe('which replica answers', () => {
     );
   });
 
+  test('none here: a running replica elsewhere under a live lease before an older one whose lease lapsed (a dead node)', () => {
+    const elsewhere = [
+      { name: 'old-owl', status: 'running', local: false, load: 0, leased: false },
+      { name: 'new-newt', status: 'running', local: false, load: 0, leased: true },
+    ];
+    assert.equal(pickReplica('a', elsewhere, undefined), 'new-newt');
+    assert.equal(pickReplica('a', [elsewhere[0]!], undefined), 'old-owl', 'none live: the oldest (its node may come back)');
+  });
+
   test('named: running here or on another node is taken; unknown or draining is not found; stopped is a conflict naming it', () => {
     assert.equal(pickReplica('a', rows, 'daring-duck'), 'daring-duck');
     assert.throws(() => pickReplica('a', rows, 'lazy-lynx'), typed('not_found', /no replica 'lazy-lynx'.*daring-duck/));

@@ -76,12 +76,14 @@ export interface ReplicaCandidate {
   status: string;
   local: boolean;
   load: number;
+  /** Its lease is live (false: its node stopped renewing it, dead until the replica is re-placed). */
+  leased?: boolean;
 }
 
 /**
  * The replica that answers: the named one, which must be running (here, or on another node, which
  * then answers through the database); else the least loaded of the replicas this node runs (ties:
- * the oldest), or, with none here, the oldest running on another node. A name the agent does not
+ * the oldest), or, with none here, the oldest running on another node (a live lease first). A name the agent does not
  * have is not_found; a replica that is not running is a conflict naming it.
  */
 export function pickReplica(agent: string, replicas: readonly ReplicaCandidate[], wanted: string | undefined): string {
@@ -100,7 +102,9 @@ export function pickReplica(agent: string, replicas: readonly ReplicaCandidate[]
   }
   const local = kept.filter((c) => c.local && c.status === 'running');
   if (local.length === 0) {
-    const elsewhere = kept.find((c) => c.status === 'running');
+    // A running row whose lease lapsed is on a dead node: one with a live lease answers first.
+    const running = kept.filter((c) => c.status === 'running');
+    const elsewhere = running.find((c) => c.leased !== false) ?? running[0];
     if (elsewhere) return elsewhere.name;
     // Pending (not started yet) or crashed (restarting): being started, not stopped.
     if (kept.some((c) => c.status === 'pending' || c.status === 'crashed'))

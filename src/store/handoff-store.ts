@@ -45,7 +45,8 @@ export class HandoffStore {
 
   /**
    * Claims up to `limit` unclaimed jobs for the replicas this node runs (`held`: agent id and
-   * replica name pairs), skipping rows another node is claiming now; their senders are told.
+   * replica name pairs whose lease row this node holds, live and running), skipping rows another
+   * node is claiming now; their senders are told.
    */
   async claim(nodeId: string, held: ReadonlyArray<{ agentId: string; replica: string }>, aliveMs: number, limit: number) {
     if (held.length === 0) return [];
@@ -54,6 +55,9 @@ export class HandoffStore {
         SELECT h.id FROM replica_handoffs h
         WHERE h.status = 'pending' AND h.claim_until > now()
           AND (h.agent_id, h.replica) IN (${pairs})
+          -- The lease row decides, not the node's process list: a replica moved or stopping elsewhere is not claimed here.
+          AND EXISTS (SELECT 1 FROM agent_replicas r WHERE r.agent_id = h.agent_id AND r.name = h.replica
+            AND r.node_id = ${nodeId} AND r.lease_expires_at > now() AND r.status = 'running')
         ORDER BY h.created_at
         LIMIT ${limit}
         FOR UPDATE SKIP LOCKED

@@ -23,6 +23,8 @@ export interface ReplicaRow {
   restarts: number;
   last_exit: string | null;
   created_at: Date;
+  /** list(): held under a lease that is live on the database's clock (false: unplaced, or its node stopped renewing). */
+  leased?: boolean;
 }
 
 /** A replica this node holds, with what its process needs: the agent's name and the account's tier (its memory). */
@@ -52,7 +54,11 @@ export class ReplicasStore {
 
   /** The agent's replicas, oldest first. */
   async list(agentId: string, exec: Exec = this.db): Promise<ReplicaRow[]> {
-    const rows = await sql<Record<string, unknown>>`SELECT * FROM agent_replicas WHERE agent_id = ${agentId} ORDER BY seq`.execute(exec);
+    const rows = await sql<
+      Record<string, unknown>
+    >`SELECT *, coalesce(lease_expires_at > now(), false) AS leased FROM agent_replicas WHERE agent_id = ${agentId} ORDER BY seq`.execute(
+      exec,
+    );
     return rows.rows.map(toRow);
   }
 
