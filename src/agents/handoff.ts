@@ -219,29 +219,21 @@ export class ReplicaRouter implements TriggerDispatch {
               .catch((error: unknown) => this.deps.logger.warn({ err: messageOf(error), run_id: runId }, 'could not pass a cancel on'));
           }
           if (this.closing.signal.aborted)
-            return {
+            return unfollowed(
               runId,
               replica,
-              status: 'failed',
-              error: {
-                type: 'unavailable',
-                message: `this server stopped following the run, which goes on on the node of replica '${replica}' (the run's record has its outcome)`,
-              },
-              durationMs: Date.now() - startedAt,
-            };
+              startedAt,
+              `this server stopped following the run, which goes on on the node of replica '${replica}' (the run's record has its outcome)`,
+            );
           if (!row.alive) {
             // Its home node stopped renewing the claim (killed): the run's record is ended by the nodes' orphan sweep.
             await store.remove(runId).catch(() => undefined);
-            return {
+            return unfollowed(
               runId,
               replica,
-              status: 'failed',
-              error: {
-                type: 'unavailable',
-                message: `the server node running replica '${replica}' stopped during the run; whether it finished is unknown`,
-              },
-              durationMs: Date.now() - startedAt,
-            };
+              startedAt,
+              `the server node running replica '${replica}' stopped during the run; whether it finished is unknown`,
+            );
           }
         }
         await this.pause(
@@ -287,16 +279,12 @@ export class ReplicaRouter implements TriggerDispatch {
     await store
       .cancel(runId)
       .catch((error: unknown) => logger.warn({ err: messageOf(error), run_id: runId }, 'could not pass a cancel on'));
-    return {
+    return unfollowed(
       runId,
       replica,
-      status: 'failed',
-      error: {
-        type: 'unavailable',
-        message: `the run on replica '${replica}' could not be followed (database unreachable); it was asked to stop`,
-      },
-      durationMs: Date.now() - startedAt,
-    };
+      startedAt,
+      `the run on replica '${replica}' could not be followed (database unreachable); it was asked to stop`,
+    );
   }
 
   // ---- the home node ----
@@ -380,4 +368,9 @@ export class ReplicaRouter implements TriggerDispatch {
       this.deps.logger.warn({ err: messageOf(error), run_id: row.id }, 'could not hand a run’s outcome back');
     });
   }
+}
+
+/** A handed-over run this node stopped following: failed as `unavailable` here, its record on the home node has its real end. */
+function unfollowed(runId: string, replica: string, startedAt: number, message: string): AgentRunOutcome {
+  return { runId, replica, status: 'failed', error: { type: 'unavailable', message }, durationMs: Date.now() - startedAt };
 }
