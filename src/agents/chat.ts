@@ -87,6 +87,8 @@ export class AgentChat {
   private readonly closing = new AbortController();
   /** This node's chat calls by what a client's cancel names them (account, session, request id). */
   private readonly cancellable = new Map<string, AbortController>();
+  /** The same calls by their run id: what another node's cancel NOTIFYs (requestCancel). */
+  private readonly byRun = new Map<string, AbortController>();
 
   constructor(
     private readonly deps: {
@@ -110,13 +112,27 @@ export class AgentChat {
   /**
    * A 2025-era client's notifications/cancelled for a chat_with_agent call (it comes on another
    * request, maybe to another node): stopped at once when this node answers it, else its turn is
-   * marked in the database and the node answering it stops it when it next renews the turn.
+   * marked in the database, whose notification reaches the node answering it (cancelRun); that node
+   * also reads the mark as it renews the turn or waits for it.
    */
   async cancel(accountId: string, cancelKey: string): Promise<void> {
     const key = chatCancelKey(accountId, cancelKey);
     const local = this.cancellable.get(key);
     if (local) local.abort();
     else await this.deps.store.requestCancel(accountId, key);
+  }
+
+  /** Another node's cancel reached a call of this node (its run id, NOTIFYed): false when it is not this node's. */
+  cancelRun(runId: string): boolean {
+    const call = this.byRun.get(runId);
+    if (!call || call.signal.aborted) return false;
+    call.abort();
+    return true;
+  }
+
+  /** The listener (re)connected: this node's calls marked cancelled meanwhile are stopped. */
+  async cancelMarked(): Promise<void> {
+    for (const runId of await this.deps.store.markedRuns([...this.byRun.keys()])) this.cancelRun(runId);
   }
 
   /**
@@ -176,7 +192,10 @@ export class AgentChat {
       throw error;
     }
     if (ticket === undefined) throw new DomainError('not_found', `agent '${agent.name}' no longer exists`);
-    if (cancelKey) this.cancellable.set(cancelKey, cancelled);
+    if (cancelKey) {
+      this.cancellable.set(cancelKey, cancelled);
+      this.byRun.set(runId, cancelled);
+    }
     let answered = false;
     const keepAlive = setInterval(
       () =>
@@ -195,6 +214,7 @@ export class AgentChat {
     } finally {
       clearInterval(keepAlive);
       if (cancelKey && this.cancellable.get(cancelKey) === cancelled) this.cancellable.delete(cancelKey);
+      this.byRun.delete(runId);
       await store.release(id, ticket).catch((error: unknown) => {
         // Its ticket lapses after aliveMs: the next message waits that long at most.
         this.deps.logger.warn(

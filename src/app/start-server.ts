@@ -358,17 +358,16 @@ async function startServerSteps(
     node: instance.id,
     logger,
   });
-  // A cancel received by any node reaches the one running the call (the payload: the call's id).
-  // When the listening connection comes back after the database was away, marks it missed are looked for.
+  // A cancel received by any node reaches the one running the call (the payload: the call's id, or
+  // a chat call's run id). When the listening connection comes back after the database was away,
+  // marks it missed are looked for.
   try {
     await database.notifications.listen(CANCEL_CHANNEL, {
-      notify: (id) => runs.cancelTicket(id),
+      notify: (id) => void (runs.cancelTicket(id) || agentRuntime.chat.cancelRun(id)),
       resync: () => {
-        runs
-          .cancelMarked()
-          .catch((error: unknown) =>
-            logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not look for cancelled calls'),
-          );
+        Promise.all([runs.cancelMarked(), agentRuntime.chat.cancelMarked()]).catch((error: unknown) =>
+          logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not look for cancelled calls'),
+        );
       },
     });
   } catch (error) {

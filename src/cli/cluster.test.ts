@@ -106,8 +106,11 @@ async function launch(): Promise<Launched> {
 }
 let launchedChild: ChildProcess | undefined;
 
-/** A fetch for the SDK transports that notes which node answered each request (method, node). */
-function recordingFetch(log: Client['log']) {
+/**
+ * A fetch for the SDK transports that notes which node answered each request (method, node); with
+ * `cancelsTo`, a notifications/cancelled goes to that base URL instead (another node: the session is in the database).
+ */
+function recordingFetch(log: Client['log'], cancelsTo?: { from: string; to: string }) {
   return async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     let rpc = '';
     try {
@@ -115,7 +118,8 @@ function recordingFetch(log: Client['log']) {
     } catch {
       // not one JSON-RPC message
     }
-    const response = await fetch(input, init);
+    const target = cancelsTo && rpc === 'notifications/cancelled' ? String(input).replace(cancelsTo.from, cancelsTo.to) : input;
+    const response = await fetch(target, init);
     log.push({ method: init?.method ?? 'GET', rpc, node: Number(response.headers.get(NODE_HEADER)), status: response.status });
     return response;
   };
@@ -132,11 +136,11 @@ interface Client {
 }
 
 /** v1: the v1 SDK on the 2025 protocol (a session); v2: the v2 SDK pinned to 2026-07-28 (stateless). */
-async function client(url: string, key: string, era: Era): Promise<Client> {
+async function client(url: string, key: string, era: Era, cancelsTo?: { from: string; to: string }): Promise<Client> {
   const log: Client['log'] = [];
   const lists: Client['lists'] = [];
   const listChanged = { tools: { debounceMs: 0, onChanged: (e: unknown, tools: any[] | null) => void (!e && tools && lists.push(tools)) } };
-  const options = { requestInit: { headers: { authorization: `Bearer ${key}` } }, fetch: recordingFetch(log) };
+  const options = { requestInit: { headers: { authorization: `Bearer ${key}` } }, fetch: recordingFetch(log, cancelsTo) };
   const sdk: any =
     era === 'v1'
       ? new ClientV1({ name: 'cluster-v1', version: '1.0.0' }, { listChanged } as never)
@@ -478,11 +482,12 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
   });
 
   for (const era of ['v1', 'v2'] as const) {
-    test(`chat: ${era === 'v1' ? 'a 2025 notifications/cancelled' : 'a closed 2026 call stream'} on a node that does not run the replica stops its run on the home node`, async () => {
+    test(`chat: ${era === 'v1' ? 'a 2025 notifications/cancelled on a third node' : 'a closed 2026 call stream'} for a call on a node that does not run the replica stops its run on the home node`, async () => {
       const home = await homes('talker');
       const [replica, at] = [...home.entries()].sort()[0]!;
-      const elsewhere = cluster.nodes.find((_, i) => i !== at.index)!;
-      const chat = await client(`${elsewhere.url}/mcp/create/${ns}`, account.key, era);
+      const [elsewhere, third] = cluster.nodes.filter((_, i) => i !== at.index);
+      // The 2025 cancel goes to the third node: neither the one answering the call nor the replica's.
+      const chat = await client(`${elsewhere!.url}/mcp/create/${ns}`, account.key, era, { from: elsewhere!.url, to: third!.url });
       clients.push(chat);
       llm.script([{ text: 'too late', delayMs: 120_000 }]);
       const asked = llm.requests.length;
@@ -490,14 +495,23 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
       const answer = chat.call('chat_with_agent', { name: 'talker', replica, message: `cancel me (${era})` }, abort.signal);
       answer.catch(() => undefined);
       await llm.waitForRequests(asked + 1);
+      const started = Date.now();
       abort.abort('the user pressed stop');
       await assert.rejects(answer);
       // The home node's replica gave up its model call, and the run is recorded cancelled there.
       await waitFor('the model call dropped', () => llm.requests[asked]!.aborted);
+      // Diagnostic only (no timed assertion): the issue asks for under 1 s across nodes.
+      const stopped = Date.now() - started;
       await waitFor('the run recorded cancelled', async () => {
         const last = (await runsOf('talker')).at(-1)!;
         return last.status === 'cancelled' && last.node_id === at.instance;
       });
+      // The cancel was sent (to the third node, by the fetch above) and accepted there.
+      if (era === 'v1')
+        await waitFor('the cancel accepted', () => chat.log.some((l) => l.rpc === 'notifications/cancelled' && l.status === 202));
+      process.stdout.write(
+        `# chat ${era}: the model call dropped ${stopped} ms after the cancel; call on node ${cluster.nodes.indexOf(elsewhere!) + 1}, replica on node ${at.index + 1}${era === 'v1' ? `, cancel on node ${cluster.nodes.indexOf(third!) + 1}` : ''}\n`,
+      );
     });
   }
 

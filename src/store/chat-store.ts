@@ -5,6 +5,7 @@
  * conversation at once hand out tickets and sequence numbers one after the other.
  */
 import { sql, type Kysely } from 'kysely';
+import { CANCEL_CHANNEL } from './cancel-store.js';
 import type { Db } from './database.js';
 import type { Database } from './schema.js';
 
@@ -153,22 +154,34 @@ export class ChatStore {
   }
 
   /**
-   * A client's cancel of a chat call another node may be answering: its turn is marked (read as it
-   * renews, or waits). No turn yet (the call has not been queued, here or on another node): the cancel
-   * is kept a minute in call_cancels (migration 14, as a run's is) for enqueue to take, under the
-   * account's row lock; at most CHAT_CANCELS_KEPT per account.
+   * A client's cancel of a chat call another node may be answering: its turn is marked and its run id
+   * NOTIFYed on the run cancels' channel (at commit), so the node answering it stops it at once; the
+   * mark is also read as it renews or waits (a lost notification only delays). No turn yet (the call
+   * has not been queued, here or on another node): the cancel is kept a minute in call_cancels
+   * (migration 14, as a run's is) for enqueue to take, under the account's row lock; at most
+   * CHAT_CANCELS_KEPT per account.
    */
   async requestCancel(accountId: string, cancelKey: string): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       const account = await sql`SELECT 1 FROM accounts WHERE id = ${accountId} FOR UPDATE`.execute(trx);
-      const marked = await sql`UPDATE agent_chat_turns SET cancel_requested = true WHERE cancel_key = ${cancelKey}`.execute(trx);
-      if (Number(marked.numAffectedRows ?? 0) > 0 || account.rows.length === 0) return;
+      const marked =
+        await sql`WITH m AS (UPDATE agent_chat_turns SET cancel_requested = true WHERE cancel_key = ${cancelKey} RETURNING run_id)
+        SELECT pg_notify(${CANCEL_CHANNEL}, run_id) FROM m`.execute(trx);
+      if (marked.rows.length > 0 || account.rows.length === 0) return;
       await sql`DELETE FROM call_cancels WHERE account_id = ${accountId} AND requested_at < now() - interval '1 minute'`.execute(trx);
       const kept = await sql<{ n: string | number }>`SELECT count(*) AS n FROM call_cancels WHERE account_id = ${accountId}`.execute(trx);
       if (Number(kept.rows[0]!.n) >= CHAT_CANCELS_KEPT) return;
       await sql`INSERT INTO call_cancels (account_id, cancel_key) VALUES (${accountId}, ${keptChatCancel(cancelKey)})
         ON CONFLICT (account_id, cancel_key) DO UPDATE SET requested_at = now()`.execute(trx);
     });
+  }
+
+  /** Of these runs' turns, those a client's cancel marked (a listener that was away may have missed their notification). */
+  async markedRuns(runIds: readonly string[]): Promise<string[]> {
+    if (runIds.length === 0) return [];
+    const rows = await sql<{ run_id: string }>`SELECT run_id FROM agent_chat_turns
+      WHERE run_id IN (${sql.join(runIds)}) AND cancel_requested`.execute(this.db);
+    return rows.rows.map((r) => r.run_id);
   }
 
   /** The message was answered or given up: the next ticket may go. Lapsed tickets below it go too. */

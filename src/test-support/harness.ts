@@ -248,6 +248,8 @@ export async function connect(
   key: string | undefined,
   era: ClientEra = 'v2',
   extraHeaders: Record<string, string> = {},
+  /** The transport's fetch (e.g. one that sends some requests to another node). */
+  fetch?: typeof globalThis.fetch,
 ): Promise<McpTestClient> {
   const headers: Record<string, string> = { ...(key ? { authorization: `Bearer ${key}` } : {}), ...extraHeaders };
   // The v1 and v2 SDK clients have the same call surface for what the tests use.
@@ -277,12 +279,12 @@ export async function connect(
       import('@modelcontextprotocol/sdk/client/index.js'),
       import('@modelcontextprotocol/sdk/client/streamableHttp.js'),
     ]);
-    const transport = new TransportV1(new URL(url), { requestInit: { headers } });
+    const transport = new TransportV1(new URL(url), { requestInit: { headers }, ...(fetch ? { fetch } : {}) });
     const client = new ClientV1({ name: 'mcpworks-test-v1', version: '1.0.0' });
     await client.connect(transport);
     return wrap(client as never, transport);
   }
-  const transport = new TransportV2(new URL(url), { requestInit: { headers } });
+  const transport = new TransportV2(new URL(url), { requestInit: { headers }, ...(fetch ? { fetch } : {}) });
   const client = new ClientV2(
     { name: 'mcpworks-test-v2', version: '1.0.0' },
     era === 'v2' ? { versionNegotiation: { mode: { pin: MODERN_PROTOCOL } } } : {},
