@@ -212,7 +212,7 @@ export class AgentDispatcher {
     }
     const fallback = job.orchestrationMode !== 'direct' && !ai && openError === undefined && job.functionName !== undefined;
     const mode: OrchestrationMode = fallback ? 'direct' : job.orchestrationMode;
-    await this.record(runId, { ...job, orchestrationMode: mode }, found.accountId, new Date(started));
+    await this.record(runId, { ...job, orchestrationMode: mode }, found.accountId);
     const signal = job.signal ? AbortSignal.any([job.signal, this.closing.signal]) : this.closing.signal;
     const principal = agentPrincipal({ accountId: found.accountId, tier: found.tier, namespace: found.namespace, agentId: job.agentId });
     let invoked = false;
@@ -259,7 +259,7 @@ export class AgentDispatcher {
         errorType: 'unavailable',
         errorMessage: storableText(error.message),
         calls: [],
-        finishedAt: new Date(),
+        durationMs: Date.now() - started,
       });
       throw new DomainError('unavailable', `${error.message}; the trigger was not run`, { not_run: true });
     };
@@ -485,13 +485,13 @@ export class AgentDispatcher {
       transcript?: ChatMessage[];
     },
   ): AgentRunOutcome {
-    const finished = new Date();
+    const durationMs = Date.now() - started;
     this.finish(runId, {
       status: out.status,
       errorType: out.error ? storableText(out.error.type) : null,
       errorMessage: out.error ? storableText(out.error.message) : null,
       calls: out.calls.map((c) => ({ ...c, error_type: c.error_type === null ? null : storableText(c.error_type) })),
-      finishedAt: finished,
+      durationMs,
       ...(out.ai ? { ai: { ...out.ai, answer: out.ai.answer === null ? null : storableText(out.ai.answer) } } : {}),
     });
     return {
@@ -500,7 +500,7 @@ export class AgentDispatcher {
       status: out.status,
       ...(out.result !== undefined ? { result: out.result } : {}),
       ...(out.error ? { error: out.error } : {}),
-      durationMs: finished.getTime() - started,
+      durationMs,
       ...(out.answer !== undefined ? { answer: out.answer } : {}),
       ...(out.usage ? { usage: out.usage } : {}),
       ...(out.iterations !== undefined ? { iterations: out.iterations } : {}),
@@ -510,7 +510,7 @@ export class AgentDispatcher {
   }
 
   /** The run's row, status running; a taken id or an agent destroyed meanwhile is a typed refusal. */
-  private async record(runId: string, job: TriggerJob, accountId: string, startedAt: Date): Promise<void> {
+  private async record(runId: string, job: TriggerJob, accountId: string): Promise<void> {
     try {
       await this.deps.runs.insertRun({
         id: runId,
@@ -523,7 +523,6 @@ export class AgentDispatcher {
         triggerRef: job.triggerRef === undefined ? null : storableText(job.triggerRef),
         orchestrationMode: job.orchestrationMode,
         functionName: job.functionName === undefined ? null : storableText(job.functionName),
-        startedAt,
         conversationId: job.conversationId === undefined ? null : storableText(job.conversationId),
       });
     } catch (error) {

@@ -245,3 +245,32 @@ describe('where a job for a replica elsewhere goes', () => {
     );
   });
 });
+
+describe("this node's own replica", () => {
+  test('a job handed over while the replica was still coming up is claimed and run here once it is up (on the embedded database, with no idle claim poll)', async () => {
+    const owner = await newOwner(server, 'handoff-own');
+    await callOk(owner.create, 'make_agent', { name: 'waking' });
+    const id = (
+      await sql<{ id: string }>`SELECT a.id FROM agents a JOIN namespaces n ON n.id = a.namespace_id
+        WHERE n.name = ${owner.ns} AND a.name = 'waking'`.execute(db)
+    ).rows[0]!.id;
+    // Started and stopped once: its replica's name is known, and it is not up here.
+    await callOk(owner.create, 'start_agent', { name: 'waking' });
+    await callOk(owner.create, 'stop_agent', { name: 'waking' });
+    const replica = (await callOk(owner.create, 'describe_agent', { name: 'waking' })).replicas[0].name as string;
+    const runId = randomUUID();
+    const started = server.server.services.agentRuntime.router.start(
+      { ...job(runId, 'wake up', replica), agentId: id },
+      { claimMs: 30_000 },
+    );
+    started.done.catch(() => undefined);
+    while (!(await rowOf(runId))) await new Promise((resolve) => setTimeout(resolve, 10));
+    await callOk(owner.create, 'start_agent', { name: 'waking' });
+    // Run by this node's dispatcher (the agent has no AI: its answer), not refused as never taken.
+    const outcome = await started.done;
+    assert.equal(outcome.status, 'failed', JSON.stringify(outcome));
+    assert.equal(outcome.error?.type, 'no_ai', JSON.stringify(outcome));
+    assert.equal(await rowOf(runId), undefined, 'its row is gone');
+    await owner.create.close();
+  });
+});

@@ -68,6 +68,12 @@ export class ReplicaRouter implements TriggerDispatch {
       /** A claim lives this long past its node's last renewal: a dead home node is noticed within it. */
       aliveMs: number;
       pollMs?: number;
+      /**
+       * No other node can share the database (the embedded one): a handed-over job is then only for
+       * this node's own replica still coming up, so there is no idle claim poll; the job's own wait
+       * asks for a claim round as it polls its row (listen()).
+       */
+      soleNode?: boolean;
     },
   ) {}
 
@@ -81,7 +87,10 @@ export class ReplicaRouter implements TriggerDispatch {
     return this.handOver(job, options.claimMs ?? HANDOFF_CLAIM_MS);
   }
 
-  /** LISTENs for jobs, cancels and outcomes, and polls as the fallback. */
+  /**
+   * LISTENs for jobs, cancels and outcomes, and polls as the fallback. On a sole node the claim poll
+   * is only the sweep's: a job that waits unclaimed asks for a claim round at each read of its row.
+   */
   async listen(listener: NotifyListener | undefined): Promise<void> {
     if (this.timer || this.closing.signal.aborted) return;
     await listener?.listen(HANDOFF_CHANNEL, {
@@ -91,7 +100,7 @@ export class ReplicaRouter implements TriggerDispatch {
         for (const wake of this.waiting.values()) wake();
       },
     });
-    this.timer = setInterval(() => this.claimSoon(), this.pollMs);
+    this.timer = setInterval(() => this.claimSoon(), this.deps.soleNode ? SWEEP_EVERY_MS : this.pollMs);
     this.timer.unref();
   }
 
@@ -199,6 +208,8 @@ export class ReplicaRouter implements TriggerDispatch {
           return result.outcome;
         }
         if (row.status === 'pending') {
+          // This node is the only one: its replica coming up (or a claim that failed) is found by this wait's poll.
+          if (this.deps.soleNode) this.claimSoon();
           // Not taken yet: a cancel or the time to claim it withdraws it (then it never runs); lost to a claim, the wait goes on.
           const late = Date.now() >= claimBy;
           if ((stop.aborted || late) && (await store.withdraw(runId).catch(() => false))) {

@@ -80,6 +80,8 @@ export class AgentRuntime {
       chatSealer: ChatSealer;
       /** LISTEN on the database: jobs handed over between nodes (without it, only the poll finds them). */
       notifications?: NotifyListener;
+      /** No other node can share the database (the embedded one): no idle poll for handed-over jobs. */
+      soleNode?: boolean;
     },
   ) {
     const agents = new AgentsStore(deps.db);
@@ -138,6 +140,7 @@ export class AgentRuntime {
       nodeId: deps.nodeId,
       logger: deps.logger,
       aliveMs,
+      ...(deps.soleNode ? { soleNode: true } : {}),
     });
     this.chatStore = new ChatStore(deps.db, deps.chatSealer);
     this.chat = new AgentChat({

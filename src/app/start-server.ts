@@ -335,6 +335,8 @@ async function startServerSteps(
     outbound: () => outboundPolicyWire(config.agentMcpAllow ?? [], ownEndpoints),
     chatSealer: boundCipher,
     notifications: database.notifications,
+    // The embedded database is one process's: no other node can share it.
+    soleNode: database.kind === 'pglite',
   });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
   const replicas = agentRuntime.supervisor;

@@ -17,7 +17,6 @@ export interface NewAgentRun {
   triggerRef: string | null;
   orchestrationMode: string;
   functionName: string | null;
-  startedAt: Date;
   /** A chat run's conversation. */
   conversationId?: string | null;
 }
@@ -27,7 +26,8 @@ export interface AgentRunEnd {
   errorType: string | null;
   errorMessage: string | null;
   calls: AgentRunCall[];
-  finishedAt: Date;
+  /** How long it ran, by the clock of the node that ran it (its end is this past its start on the database's clock). */
+  durationMs: number;
   /** An AI run's record (or a fallback's stop reason). */
   ai?: {
     iterations: number | null;
@@ -83,7 +83,8 @@ export class AgentRunsStore {
         status: 'running',
         error_type: null,
         error_message: null,
-        started_at: run.startedAt,
+        // The database's clock: runs of every node are listed, paged and kept by it (a node's clock may be off).
+        started_at: sql<Date>`now()`,
         finished_at: null,
         duration_ms: null,
         conversation_id: run.conversationId ?? null,
@@ -101,8 +102,9 @@ export class AgentRunsStore {
         error_type: end.errorType === null ? null : storableText(end.errorType),
         error_message: end.errorMessage === null ? null : storableText(end.errorMessage),
         calls: storableJson(end.calls),
-        finished_at: end.finishedAt,
-        duration_ms: sql<number>`greatest(0, floor(extract(epoch FROM (${end.finishedAt}::timestamptz - started_at)) * 1000))::int`,
+        // Written late when the database was away (the outbox): its end still is when it ended.
+        finished_at: sql<Date>`started_at + make_interval(secs => ${Math.max(0, end.durationMs) / 1000}::float8)`,
+        duration_ms: Math.max(0, Math.round(end.durationMs)),
         ...(end.ai
           ? {
               iterations: end.ai.iterations,

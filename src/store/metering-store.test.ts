@@ -420,6 +420,25 @@ describe('server instances and their slots', () => {
     assert.deepEqual(byId.get(older), ['mcp-code', null, null, 'interrupted']);
   });
 
+  test("a dead instance's interrupted run released by a node whose clock is 40 days off is dated by the database's clock (the dashboard's day, the history's order)", async () => {
+    const { accountId, namespaceId } = await newAccount();
+    const day = 86_400_000;
+    for (const skew of [40 * day, -40 * day]) {
+      const dead = await instance(randomUUID(), new Date(Date.now() + 60_000));
+      const lost = randomUUID();
+      await dead.admit({ ticketId: lost, accountId, limits: UNLIMITED, now: new Date(Date.now() + skew), run: run(namespaceId) });
+      // The releasing node's clock is off by `skew`: its now is what it passes.
+      assert.equal(await metering.releaseStale(new Date(Date.now() + skew), [(dead as unknown as { instanceId: string }).instanceId]), 1);
+      const { rows } = await sql<{ off_s: number; status: string }>`
+        SELECT abs(extract(epoch FROM (created_at - now())))::float8 AS off_s, status FROM executions WHERE id = ${lost}`.execute(
+        database.db,
+      );
+      assert.equal(rows[0]?.status, 'interrupted');
+      // Written a moment ago by the database's clock: far from 40 days either way.
+      assert.ok(rows[0]!.off_s < day / 1000, `skew ${skew / day} days: the record is ${rows[0]!.off_s} s from the database's now`);
+    }
+  });
+
   test('a live server whose lease lapsed (the database was away) keeps its own slots: its admissions and start-up sweep never release them', async () => {
     const { accountId, namespaceId } = await newAccount();
     const now = new Date();

@@ -1085,4 +1085,46 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 30,
+    name: "an interrupted run's record dated by the database's clock",
+    statements: [
+      // As in migration 29, and the record of a call a dead node left is dated by the database's
+      // now(), as every other execution record is (its column's default), not by the clock of the
+      // node that released it: the dashboard's day buckets and the history's order are the database's.
+      // p_now stays in the signature for a node not yet upgraded.
+      `CREATE OR REPLACE FUNCTION mcpworks_release_stale(p_account TEXT, p_now TIMESTAMPTZ, p_dead TEXT[], p_self TEXT)
+        RETURNS INTEGER LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          slot RECORD;
+          n INTEGER := 0;
+        BEGIN
+          FOR slot IN DELETE FROM active_executions a
+              WHERE (p_account IS NULL OR a.account_id = p_account)
+                AND (p_dead IS NULL OR a.expires_at < now()
+                  OR a.instance_id = ANY (p_dead)
+                  OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_self AND NOT EXISTS (
+                    SELECT 1 FROM server_instances i WHERE i.id = a.instance_id AND i.lease_until >= now())))
+              RETURNING a.id, a.account_id, a.started_at, a.run LOOP
+            n := n + 1;
+            IF NOT EXISTS (SELECT 1 FROM executions WHERE id = slot.id) THEN
+              UPDATE usage_months SET executions = greatest(executions - 1, 0)
+                WHERE account_id = slot.account_id AND month = to_char(slot.started_at AT TIME ZONE 'UTC', 'YYYY-MM');
+              IF slot.run IS NOT NULL AND EXISTS (SELECT 1 FROM namespaces WHERE id = slot.run->>'namespace_id') THEN
+                INSERT INTO executions (id, account_id, namespace_id, key_id, agent_id, mode, trigger, service_name, function_name, function_id,
+                    version, functions, language, status, error_type, error_message, duration_ms, bytes_out, created_at)
+                  VALUES (slot.id, slot.account_id, slot.run->>'namespace_id', slot.run->>'key_id', slot.run->>'agent_id', slot.run->>'mode',
+                    coalesce(slot.run->>'trigger', CASE WHEN slot.run->>'mode' = 'code' THEN 'mcp-code' ELSE 'mcp-tools' END),
+                    slot.run->>'service_name', slot.run->>'function_name', slot.run->>'function_id',
+                    (slot.run->>'version')::int, coalesce(slot.run->'functions', '[]'::jsonb), slot.run->>'language',
+                    'interrupted', 'interrupted', 'the server stopped before the run finished; it was not counted',
+                    greatest(0, floor(extract(epoch FROM (now() - slot.started_at)) * 1000))::int, 0, now())
+                  ON CONFLICT (id) DO NOTHING;
+              END IF;
+            END IF;
+          END LOOP;
+          RETURN n;
+        END $$`,
+    ],
+  },
 ];

@@ -193,7 +193,8 @@ export class SchedulesStore {
           status: 'skipped',
           reason: s.reason,
           node,
-          finished_at: new Date(),
+          // The database's clock, as every other end of a fire (nodes' clocks may be off).
+          finished_at: sql<Date>`now()`,
         })),
       )
       .onConflict((oc) => oc.columns(['schedule_id', 'replica', 'scheduled_for']).doNothing())
