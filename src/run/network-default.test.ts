@@ -10,7 +10,7 @@ import { startRuleServer, type RuleServer, execute } from '../test-support/space
 
 let t: RuleServer;
 before(async () => {
-  // The test server takes the defaults (SANDBOX_DEFAULTS), whatever the developer's shell says.
+  // The test server takes what an unset environment gives (sandboxFromEnv({})), whatever the developer's shell says.
   t = await startRuleServer(DEFAULT_TIERS);
 });
 after(async () => {

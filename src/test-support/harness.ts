@@ -15,7 +15,7 @@ import type { DestinationStream } from 'pino';
 import { DEFAULT_TIER, DEFAULT_TIERS, TRIAL_DAYS } from '../core/tiers.js';
 import { hashSecret, randomHex, sha256Hex } from '../services/credential-hashing.js';
 import { openDatabase } from '../store/database.js';
-import { SANDBOX_DEFAULTS, type ServerConfig } from '../app/config.js';
+import { sandboxFromEnv, type ServerConfig } from '../app/config.js';
 import { npmPassThrough } from '../sandbox/npm-build.js';
 import { sweepStaleTestDirs, testDataRoot } from './data-root.js';
 
@@ -125,7 +125,9 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}, log
       dataDir,
       databaseUrl,
       tiers: DEFAULT_TIERS,
-      sandbox: SANDBOX_DEFAULTS,
+      // What an unset environment gives (the same parse as `serve`), not the constant: the
+      // network-off default is then tested through the path a real start takes.
+      sandbox: sandboxFromEnv({}),
       // Test files share two cores: a schema check waiting for a worker behind other files' load
       // is not what they test (schema-guard and schema-abuse test the wait bound with their own).
       schemas: { maxWaitMs: 120_000, nice: 0 },
