@@ -4,9 +4,11 @@
  * PostgreSQL database, real agents whose replica processes all run on the home node (it started them
  * before the receiving node joined: their live lease rows keep them there), the fake LLM holding a
  * turn on a gate so that a run is in flight for as long as a test needs, chats through the official
- * MCP client and a webhook over HTTP, all sent to the receiving node. One set for the file; the last
- * test stops the receiving node. Jobs no node takes are tested in handoff.test.ts, three nodes in
- * src/cli/cluster.test.ts.
+ * MCP client and webhook deliveries over HTTP, all sent to the receiving node. The rules: a row
+ * pointed at another tenant's agent is refused, a run whose row is gone is stopped, a receiving node
+ * that shuts down stops following its runs without cancelling them. One set for the file; the last
+ * test shuts the receiving node down. Jobs no node takes are tested in handoff.test.ts, three nodes
+ * in src/cli/cluster.test.ts.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -193,7 +195,7 @@ describe('the home node of a replica, with a receiving node on the same database
     assert.equal(run?.node_id, home.server.services.replicas.nodeId);
   });
 
-  // Last: it stops the receiving node.
+  // Last: it shuts the receiving node down.
   test('a receiving node that shuts down does not cancel the runs its home node took: its callers are told it stopped following them; they finish on the home node', async () => {
     const held = gate();
     gates.push(held);
