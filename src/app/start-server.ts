@@ -549,6 +549,8 @@ async function startServerSteps(
         await runs.drained(10_000);
         // Their fires' ends are recorded before the database closes.
         await scheduleLoop.settled(5000);
+        // Runs handed to other nodes go on there: their callers are told so while connected (a cut connection would cancel them).
+        await Promise.race([agentRuntime.router.close(), delay(graceMs)]);
         // Their answers are written; streams held open by clients must not keep shutdown waiting.
         await Promise.race([connectionsEnded, delay(1000)]);
         http.closeAllConnections?.();

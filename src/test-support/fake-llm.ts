@@ -3,7 +3,8 @@
  * Anthropic Messages (POST /v1/messages) and OpenAI Chat Completions (POST /v1/chat/completions),
  * non-streaming, tool calls included; replays a script of turns in order; records every request
  * (so a test can assert what the model was offered and sent); can delay a turn (until the client
- * gives up, for deadline and abort tests) and answer errors (401, 429, 500). Reached only through
+ * gives up, for deadline and abort tests) or hold it until a gate opens (a run in flight for as long
+ * as a test needs) and answer errors (401, 429, 500). Reached only through
  * the official SDKs with a base URL: `anthropicUrl` / `openaiUrl`. It listens on FAKE_LLM_HOST,
  * a loopback address the agents' outbound rules refuse unless the operator allows it: a test server
  * whose agents reach it is started with `agentMcpAllow: fakeLlmAllow()`.
@@ -34,6 +35,8 @@ export interface FakeTurn {
   omitUsage?: boolean;
   /** Answer only after this many ms (the client may give up first: the request is then marked aborted). */
   delayMs?: number;
+  /** Answer only once this settles (after `delayMs` if both): a run held in flight until the test lets it go. */
+  gate?: Promise<unknown>;
   /** Answer this HTTP status with the vendor's error body instead (401, 429, 500, ...). */
   status?: number;
   /** Answer 307 to this address instead (a redirect the client must not follow). */
@@ -184,13 +187,14 @@ export async function startFakeLlm(host = FAKE_LLM_HOST): Promise<FakeLlm> {
       const out = api === 'anthropic' ? anthropicAnswer(turn, body.model, n) : openaiAnswer(turn, body.model, n);
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out));
     };
+    const gated = () => (turn.gate ? void turn.gate.then(answer, answer) : answer());
     if (turn.delayMs) {
       const timer = setTimeout(() => {
         timers.delete(timer);
-        answer();
+        gated();
       }, turn.delayMs);
       timers.add(timer);
-    } else answer();
+    } else gated();
   };
 
   const server: Server = createServer((req, res) => {
