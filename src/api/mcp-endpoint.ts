@@ -278,8 +278,9 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
       const early = await options.beforeDispatch?.(parsedBody, scope);
       if (early) return early;
       const owner = { namespace: streams?.notifies ? scope.namespace : '', accountId: scope.principal.accountId };
+      // Only a listen request subscribes to the bus: only it needs its owner known there.
       return dispatched(scope, () =>
-        streams
+        listens
           ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody }))
           : modern.fetch(replay, { authInfo, parsedBody }),
       );
