@@ -23,7 +23,7 @@ import { keyPrincipal } from '../core/principal.js';
 
 import { RenderedCache } from './rendered-cache.js';
 import { runToolError } from './tool-results.js';
-import { inOneWrite } from './one-write.js';
+import { inOneWrite, WHOLE_ANSWER_MAX_BYTES } from './one-write.js';
 import { callInputProblemSlices } from '../core/call-input.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare } from '../run/fair-share.js';
 
@@ -210,8 +210,13 @@ async function spliceListing(response: Response, listingOf: () => readonly Buffe
     if (index > 0) chunks.push(...listing!);
     chunks.push(Buffer.from(part, 'utf8'));
   });
-  // The cached bytes are written as they are: neither encoded again nor copied into one buffer.
-  headers.set('content-length', String(chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
+  const length = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+  headers.set('content-length', String(length));
+  // A small list goes out in one write (a stream of pieces is one write per piece); a large
+  // one's cached bytes are written as they are: neither encoded again nor copied into one buffer.
+  if (length <= WHOLE_ANSWER_MAX_BYTES) {
+    return new Response(Buffer.concat(chunks, length), { status: response.status, statusText: response.statusText, headers });
+  }
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       for (const chunk of chunks) controller.enqueue(chunk);
