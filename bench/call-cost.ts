@@ -1,8 +1,8 @@
 /**
  * Server CPU and wall time per metered call, by thread (issue 18: server CPU per metered call).
  *
- *   bench/call-cost [--seconds S] [--clients C] [--era v1|v2] [--warmup W] [--rounds R] [--json]
- *   (defaults: 8 s a round, 1 client calling back to back, v2, 30 warm-up calls, 1 round)
+ *   bench/call-cost [--tool hello|env_status] [--seconds S] [--clients C] [--era v1|v2] [--warmup W] [--rounds R] [--json]
+ *   (defaults: hello, 8 s a round, 1 client calling back to back, v2, 1000 warm-up calls, 1 round)
  *
  * The real server in this process (bench/lib/server.ts: embedded PGlite, or PostgreSQL when
  * MCPWORKS_TEST_DATABASE_URL is set) with `utils.hello` (Python, the hello-world template, whose
@@ -13,7 +13,8 @@
  * thread at nice 5, the schema launcher's thread, libuv's pool, V8's helpers; worker threads keep
  * the process's name, so a thread is named with its nice value), every process under the server
  * (zygotes and their runs, helpers, schema workers; utime + stime with reaped children's), and the
- * calls' wall time. CPU counts are steadier than wall times on a shared machine: compare them,
+ * calls' wall time. `--tool env_status`: the namespace's `_env_status` instead (unmetered, no
+ * sandbox, no schema check: the MCP layer's own cost, beside the official SDK's no-op server). CPU counts are steadier than wall times on a shared machine: compare them,
  * alternating the builds compared. Prints figures; exits non-zero only if the bench cannot run.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -26,10 +27,14 @@ import { treeCpu } from './lib/tree.js';
 
 const { values } = parseArgs({
   options: {
+    tool: { type: 'string', default: 'hello' },
     seconds: { type: 'string', default: '8' },
     clients: { type: 'string', default: '1' },
     era: { type: 'string', default: 'v2' },
-    warmup: { type: 'string', default: '30' },
+    // V8 keeps compiling the request path's code for hundreds of calls: after 30 calls its compiler
+    // threads still took 3-5 ms a call (and the event loop 2-3 ms more) that a server in steady
+    // state does not spend. A long-running server is what the figures are about.
+    warmup: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '1' },
     json: { type: 'boolean', default: false },
     label: { type: 'string', default: '' },
@@ -44,6 +49,7 @@ if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must b
 if (!Number.isInteger(clients) || clients < 1) throw new Error('--clients must be a positive integer');
 if (!Number.isInteger(warmup) || warmup < 0) throw new Error('--warmup must be a non-negative integer');
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a positive integer');
+if (values.tool !== 'hello' && values.tool !== 'env_status') throw new Error('--tool must be hello or env_status');
 if (era !== 'v1' && era !== 'v2') throw new Error('--era must be v1 (2025, sessions) or v2 (2026)');
 
 /** Nanoseconds on CPU of each live thread of this process, by thread id, with its name. */
@@ -64,15 +70,30 @@ function threadTimes(): Map<number, { name: string; ns: number }> {
   return times;
 }
 
-/** The thread's group: the event loop (this process's main thread), or its name. */
-const groupOf = (tid: number, name: string) => (tid === process.pid ? 'event loop (main thread)' : name);
+/**
+ * The threads this process had before the server started: V8's helpers (its compilers and the
+ * garbage collector's parallel and concurrent work, shared by every thread's heap) and libuv's
+ * pool (file system calls). Threads started since are the server's worker threads.
+ */
+const processThreads = new Set(readdirSync('/proc/self/task').map(Number));
+
+/** The thread's group: the event loop (this process's main thread), V8's helpers and libuv's pool, or a worker thread by its nice value. */
+function groupOf(tid: number, name: string): string {
+  if (tid === process.pid) return 'event loop (main thread)';
+  if (processThreads.has(tid)) return "V8's helpers (JIT, GC), libuv's pool";
+  if (name.endsWith('(nice 5)')) return 'database thread (nice 5)';
+  return `worker thread: ${name}`;
+}
 
 const server = await startBenchServer();
 let exitCode = 0;
 try {
   const account = await makeNamespace(server, 'bench', 'utils', [{ name: 'hello', template: 'hello-world' }]);
   const url = `${server.url}/mcp/run/bench?mode=tools`;
-  const spec: CallSpec = { tool: 'utils__hello', args: { name: 'bench' }, expect: { greeting: 'Hello, bench!' } };
+  const spec: CallSpec =
+    values.tool === 'hello'
+      ? { tool: 'utils__hello', args: { name: 'bench' }, expect: { greeting: 'Hello, bench!' } }
+      : { tool: '_env_status', args: {}, expect: { ready: true } };
   const warm = await connect(url, account.key, era);
   for (let i = 0; i < warmup; i++) await call(warm, spec);
   await warm.close();
@@ -114,6 +135,7 @@ try {
     }
     const figures = {
       label: values.label,
+      tool: spec.tool,
       era,
       clients,
       calls,
@@ -137,7 +159,7 @@ try {
       continue;
     }
     console.log(
-      `call-cost: utils__hello (Python, tool mode), ${clients} client(s), ${era}, ${seconds} s: ${calls} calls, ${result.errors} errors, ` +
+      `call-cost: ${spec.tool} (${values.tool === 'hello' ? 'Python, tool mode' : 'unmetered, no sandbox'}), ${clients} client(s), ${era}, ${seconds} s: ${calls} calls, ${result.errors} errors, ` +
         `${figures.perSecond.toFixed(1)}/s, wall median ${ms(figures.wallMedianMs)}`,
     );
     const net = (name: string, value: number) => ((value - (idleGroups.get(name) ?? 0)) / calls).toFixed(2);

@@ -21,6 +21,9 @@ export function dashboardPayloadRoute(path: string): boolean {
   return path.startsWith('/api/agents/') || /^\/api\/functions\/[^/]+\/[^/]+\/[^/]+\/run$/.test(path);
 }
 
+/** Declared bodies up to this size are paced whole, before they are read (see bodyLimit). */
+export const PACED_WHOLE_MAX_BYTES = 64 * 1024;
+
 export class BodyTooLargeError extends Error {
   constructor(readonly limit: number) {
     super(`request body larger than ${limit} bytes`);
@@ -55,6 +58,14 @@ export function bodyLimit(
       // Node's parser holds the body to exactly this length, so nothing more needs counting.
       if (!/^\d+$/.test(declared.trim()) || Number(declared) > limit) return refuse();
       if (!pacing || Number(declared) === 0) return next();
+      if (Number(declared) <= PACED_WHOLE_MAX_BYTES) {
+        // A small body arrives in a chunk or two: its bytes are taken from the client's share at
+        // once, and a client in debt waits before it is read, as it would for its next chunk,
+        // without a stream wrapped around the body (which costs every MCP request more than the read).
+        const wait = pacing.budget.take(pacing.client(c), Number(declared));
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        return next();
+      }
     }
     // GET and HEAD requests are given no body (the adapter never reads one), and asking for it
     // would build the whole Fetch Request (an AbortController, a stream): about a quarter of the

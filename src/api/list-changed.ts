@@ -78,9 +78,22 @@ export class ListChangedHub {
     return (this.perAccount.get(accountId) ?? 0) < MAX_LISTEN_STREAMS_PER_ACCOUNT;
   }
 
-  /** Runs a modern request with its namespace known to `bus.subscribe`. */
-  within<T>(owner: StreamOwner, fn: () => T): T {
-    return this.scope.run(owner, fn);
+  /** subscriptions/listen requests being served through `within` (their stream not yet subscribed). */
+  private settingUp = 0;
+
+  /**
+   * Serves a subscriptions/listen request with its namespace known to `bus.subscribe`, which the
+   * SDK calls as it makes the stream, before the answer: so the scope ends when the answer is
+   * there. An enabled AsyncLocalStorage makes Node 20 run a hook for every promise of the process
+   * (several times the cost of a promise, on every request), so it is enabled only meanwhile.
+   */
+  async within<T>(owner: StreamOwner, fn: () => Promise<T>): Promise<T> {
+    this.settingUp++;
+    try {
+      return await this.scope.run(owner, fn);
+    } finally {
+      if (--this.settingUp === 0) this.scope.disable();
+    }
   }
 
   /** The bus of the run endpoint's modern handler: a stream subscribes to its request's namespace. */

@@ -257,7 +257,9 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     } catch {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }
-    const replay = new Request(request.url, { method: 'POST', headers: request.headers, body: text });
+    // The MCP layer is handed the parsed body and never reads one: a Request without a body (one
+    // with the text would build a stream for it on every request).
+    const replay = new Request(request.url, { method: 'POST', headers: request.headers });
     if (!Array.isArray(parsedBody)) scope.calls = calledToolNames(parsedBody);
     if (!(await isLegacyRequest(replay, parsedBody))) {
       // The 2026-07-28 revision has no batches.
@@ -278,8 +280,9 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
       const early = await options.beforeDispatch?.(parsedBody, scope);
       if (early) return early;
       const owner = { namespace: streams?.notifies ? scope.namespace : '', accountId: scope.principal.accountId };
+      // Only a listen request subscribes to the bus: only it needs its owner known there.
       return dispatched(scope, () =>
-        streams
+        listens
           ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody }))
           : modern.fetch(replay, { authInfo, parsedBody }),
       );

@@ -34,8 +34,8 @@ function within<T>(promise: Promise<T>, ms: number, signal: AbortSignal | undefi
  * piece that does not follow at once sends what was read. `signal`: the request's, aborted when
  * its client closes the connection (then nothing more is waited for).
  */
-export async function inOneWrite(response: Response, signal?: AbortSignal): Promise<Response> {
-  if (!response.body || signal?.aborted) return response;
+export async function inOneWrite(response: Response, signal?: AbortSignal, edit: AnswerEdit = {}): Promise<Response> {
+  if (!response.body || signal?.aborted) return edit.streamed ? edit.streamed(response) : response;
   const reader = response.body.getReader();
   const pieces: Uint8Array[] = [];
   let size = 0;
@@ -58,9 +58,14 @@ export async function inOneWrite(response: Response, signal?: AbortSignal): Prom
     pending = undefined;
     if (next.done) {
       const bytes = Buffer.concat(pieces, size);
+      const parts = edit.whole ? edit.whole(bytes) : [bytes];
       const headers = new Headers(response.headers);
-      headers.set('content-length', String(bytes.byteLength));
-      return new Response(bytes, { status: response.status, statusText: response.statusText, headers });
+      headers.set('content-length', String(parts.reduce((sum, part) => sum + part.byteLength, 0)));
+      return new Response(parts.length === 1 ? (parts[0] as unknown as BodyInit) : streamOf(parts), {
+        status: response.status,
+        statusText: response.statusText,
+        headers,
+      });
     }
     pieces.push(next.value);
     size += next.value.byteLength;
@@ -86,5 +91,25 @@ export async function inOneWrite(response: Response, signal?: AbortSignal): Prom
       return reader.cancel(reason);
     },
   });
-  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+  const streaming = new Response(body, { status: response.status, statusText: response.statusText, headers });
+  return edit.streamed ? edit.streamed(streaming) : streaming;
+}
+
+/**
+ * What the caller does to the answer's bytes: `whole` to an answer read whole (the pieces to send,
+ * written as they are, never copied into one buffer), `streamed` to one that streams.
+ */
+export interface AnswerEdit {
+  whole?: (bytes: Buffer) => Buffer[];
+  streamed?: (response: Response) => Response;
+}
+
+/** A body of pieces already in memory. */
+function streamOf(parts: Buffer[]): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (const part of parts) controller.enqueue(part);
+      controller.close();
+    },
+  });
 }

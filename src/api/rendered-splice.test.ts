@@ -2,7 +2,7 @@
 // stream splits its placeholders, and only the request's own rendered bytes are spliced in.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { renderedToTool, spliceRendered, type RunScopeExtra } from './run-endpoint.js';
+import { renderedToTool, spliceRendered, spliceRenderedBytes, type RunScopeExtra } from './run-endpoint.js';
 
 function streamOf(chunks: string[]): Response {
   const body = new ReadableStream<Uint8Array>({
@@ -56,4 +56,27 @@ test('placeholders are replaced by their bytes at any chunk boundary, once each'
   // Another request's placeholder (or one already used) is left as it is.
   const response = spliceRendered(streamOf([JSON.stringify(tool)]), () => undefined);
   assert.deepEqual(JSON.parse(await response.text()), JSON.parse(JSON.stringify(tool)));
+});
+
+test('an answer read whole gets the same splice, its pieces written as they are', () => {
+  const extra = {} as RunScopeExtra;
+  const structured = { big: 'x'.repeat(1000) };
+  const tool = renderedToTool(
+    { isError: false, texts: [Buffer.from(JSON.stringify('hi'))], structured: Buffer.from(JSON.stringify(structured)) },
+    extra,
+  );
+  const framed = Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, result: tool }));
+  const pieces = spliceRenderedBytes(framed, (number) => extra.rendered?.get(number));
+  assert.deepEqual(JSON.parse(Buffer.concat(pieces).toString()).result, {
+    content: [{ type: 'text', text: 'hi' }],
+    structuredContent: structured,
+  });
+  // The rendered bytes go out as the very buffers the scan worker made (never copied).
+  for (const bytes of extra.rendered!.values()) assert.ok(pieces.includes(bytes));
+  // No placeholder: the bytes themselves, one piece.
+  const plain = Buffer.from('{"jsonrpc":"2.0","id":1,"result":{"content":[]}}');
+  assert.deepEqual(
+    spliceRenderedBytes(plain, () => undefined),
+    [plain],
+  );
 });

@@ -23,7 +23,7 @@ import { keyPrincipal } from '../core/principal.js';
 
 import { RenderedCache } from './rendered-cache.js';
 import { runToolError } from './tool-results.js';
-import { inOneWrite } from './one-write.js';
+import { inOneWrite, WHOLE_ANSWER_MAX_BYTES } from './one-write.js';
 import { callInputProblemSlices } from '../core/call-input.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare } from '../run/fair-share.js';
 
@@ -210,8 +210,13 @@ async function spliceListing(response: Response, listingOf: () => readonly Buffe
     if (index > 0) chunks.push(...listing!);
     chunks.push(Buffer.from(part, 'utf8'));
   });
-  // The cached bytes are written as they are: neither encoded again nor copied into one buffer.
-  headers.set('content-length', String(chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
+  const length = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+  headers.set('content-length', String(length));
+  // A small list goes out in one write (a stream of pieces is one write per piece); a large
+  // one's cached bytes are written as they are: neither encoded again nor copied into one buffer.
+  if (length <= WHOLE_ANSWER_MAX_BYTES) {
+    return new Response(Buffer.concat(chunks, length), { status: response.status, statusText: response.statusText, headers });
+  }
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       for (const chunk of chunks) controller.enqueue(chunk);
@@ -268,6 +273,45 @@ function heldTail(bytes: Buffer, from: number): number {
   return 0;
 }
 
+/**
+ * The pieces of `bytes` with each whole placeholder replaced by its bytes, into `out`; answers the
+ * unfinished end (a placeholder's start, or one that goes on past `bytes`) held for what follows.
+ */
+function spliceScan(bytes: Buffer, take: (number: number) => Buffer | undefined, out: Buffer[]): Buffer {
+  let from = 0;
+  for (let at = bytes.indexOf(RENDERED_PREFIX, from); at !== -1; at = bytes.indexOf(RENDERED_PREFIX, from)) {
+    let end = at + RENDERED_PREFIX.length;
+    while (end < bytes.length && bytes[end]! >= 0x30 && bytes[end]! <= 0x39) end++;
+    if (end >= bytes.length) {
+      // The placeholder goes on in the next chunk.
+      out.push(bytes.subarray(from, at));
+      return Buffer.from(bytes.subarray(at));
+    }
+    const replacement = bytes[end] === 0x22 ? take(Number(bytes.subarray(at + RENDERED_PREFIX.length, end).toString('latin1'))) : undefined;
+    if (replacement) {
+      out.push(bytes.subarray(from, at), replacement);
+      from = end + 1;
+    } else {
+      out.push(bytes.subarray(from, end));
+      from = end;
+    }
+  }
+  // Only an end that is a placeholder's start waits for the next chunk: everything else (a
+  // progress notification on the call's stream) goes out at once.
+  const keep = heldTail(bytes, from);
+  out.push(bytes.subarray(from, bytes.length - keep));
+  return Buffer.from(bytes.subarray(bytes.length - keep));
+}
+
+/** A whole answer's bytes with each rendered placeholder replaced by its bytes: the pieces to send, none copied. */
+export function spliceRenderedBytes(bytes: Buffer, take: (number: number) => Buffer | undefined): Buffer[] {
+  // Most answers carry no placeholder: the bytes as they are.
+  if (bytes.indexOf(RENDERED_PREFIX) === -1) return [bytes];
+  const out: Buffer[] = [];
+  out.push(spliceScan(bytes, take, out));
+  return out.filter((piece) => piece.length > 0);
+}
+
 /** The answer's body with each rendered placeholder replaced by its bytes, as it streams (JSON or SSE). */
 export function spliceRendered(response: Response, take: (number: number) => Buffer | undefined): Response {
   if (!response.body) return response;
@@ -275,33 +319,9 @@ export function spliceRendered(response: Response, take: (number: number) => Buf
   const splice = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       const bytes = carry.length > 0 ? Buffer.concat([carry, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      carry = Buffer.alloc(0);
-      let from = 0;
-      for (let at = bytes.indexOf(RENDERED_PREFIX, from); at !== -1; at = bytes.indexOf(RENDERED_PREFIX, from)) {
-        let end = at + RENDERED_PREFIX.length;
-        while (end < bytes.length && bytes[end]! >= 0x30 && bytes[end]! <= 0x39) end++;
-        if (end >= bytes.length) {
-          // The placeholder goes on in the next chunk.
-          controller.enqueue(bytes.subarray(from, at));
-          carry = Buffer.from(bytes.subarray(at));
-          return;
-        }
-        const replacement =
-          bytes[end] === 0x22 ? take(Number(bytes.subarray(at + RENDERED_PREFIX.length, end).toString('latin1'))) : undefined;
-        if (replacement) {
-          controller.enqueue(bytes.subarray(from, at));
-          controller.enqueue(replacement);
-          from = end + 1;
-        } else {
-          controller.enqueue(bytes.subarray(from, end));
-          from = end;
-        }
-      }
-      // Only an end that is a placeholder's start waits for the next chunk: everything else (a
-      // progress notification on the call's stream) goes out at once.
-      const keep = heldTail(bytes, from);
-      controller.enqueue(bytes.subarray(from, bytes.length - keep));
-      carry = Buffer.from(bytes.subarray(bytes.length - keep));
+      const out: Buffer[] = [];
+      carry = spliceScan(bytes, take, out);
+      for (const piece of out) controller.enqueue(piece);
     },
     flush(controller) {
       if (carry.length > 0) controller.enqueue(carry);
@@ -712,7 +732,12 @@ export function runEndpointParts(
         extra.rendered?.delete(number);
         return bytes;
       };
-      return inOneWrite(spliceRendered(response, take), extra.signal);
+      // Read whole first (most answers), the placeholders are replaced in the bytes read, with no
+      // stream set up per call; a long or large answer streams through spliceRendered.
+      return inOneWrite(response, extra.signal, {
+        whole: (bytes) => spliceRenderedBytes(bytes, take),
+        streamed: (streaming) => spliceRendered(streaming, take),
+      });
     }
     return response;
   }

@@ -6,7 +6,7 @@
  * of one sandbox instance shares one low-weight CPU group beside the server (see CpuGroup).
  */
 import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
-import { readFile, rmdir, writeFile } from 'node:fs/promises';
+import { open, rmdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { claimV2Subtree, handedDown } from './cgroup-delegation.js';
@@ -369,28 +369,30 @@ export function openNestedSupport(support: CgroupSupport, name: string): CgroupS
 }
 
 function readCounter(file: string, key: string): number {
+  return counterIn(readOrEmpty(file), key) ?? 0;
+}
+
+/** A cgroup file's text; empty when the group is already gone. */
+function readOrEmpty(file: string): string {
   try {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const [name, value] = line.split(/\s+/);
-      if (name === key) return Number(value);
-    }
+    return readFileSync(file, 'utf8');
   } catch {
-    // the group is already gone
+    return '';
   }
-  return 0;
+}
+
+/** `key`'s value in a flat-keyed cgroup file's text (`name value` lines); undefined where it has none. */
+function counterIn(text: string, key: string): number | undefined {
+  for (const line of text.split('\n')) {
+    const [name, value] = line.split(/\s+/);
+    if (name === key) return Number(value);
+  }
+  return undefined;
 }
 
 function procsIn(dir: string): string[] {
   try {
     return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
-  } catch {
-    return [];
-  }
-}
-
-async function procsInAsync(dir: string): Promise<string[]> {
-  try {
-    return (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean);
   } catch {
     return [];
   }
@@ -490,17 +492,32 @@ export function createRunCgroup(
       // A process forked after its parent moved is born in the CPU group; one forked before is in
       // the run's group at the next read. So a read with nothing new means the whole run is in.
       const moved = new Set<string>();
-      for (let pass = 0; pass < LOWER_CPU_PASSES; pass++) {
-        const left = (await procsInAsync(dirs[0])).filter((pid) => !moved.has(pid));
-        if (left.length === 0) return;
-        for (const pid of left) {
-          moved.add(pid);
+      // Reading a group's list is quick (as killAll's is); moving a process into a v1 group can
+      // wait in the kernel for milliseconds now and then, so the writes stay off the event loop,
+      // through one open file (an open, a write and a close each cost the loop a thread-pool trip).
+      let target: FileHandle | undefined;
+      try {
+        for (let pass = 0; pass < LOWER_CPU_PASSES; pass++) {
+          const left = procsIn(dirs[0]).filter((pid) => !moved.has(pid));
+          if (left.length === 0) return;
           try {
-            await writeFile(procs, pid);
+            target ??= await open(procs, 'w');
           } catch {
-            // exited meanwhile
+            // The CPU group is gone (the server is closing): nothing to move into.
+            return;
+          }
+          for (const pid of left) {
+            moved.add(pid);
+            try {
+              // One pid per write(2): a cgroup.procs write takes one.
+              await target.write(pid);
+            } catch {
+              // exited meanwhile
+            }
           }
         }
+      } finally {
+        await target?.close().catch(() => undefined);
       }
     },
     killUntilEmpty: async (ms, options) => {
@@ -590,10 +607,12 @@ export function createRunCgroup(
       const oomControl = join(dir, 'memory.oom_control');
       const failcnt = join(dir, 'memory.failcnt');
       created.oomKilled = () => {
-        if (readCounter(oomControl, 'oom_kill') > 0) return true;
+        // One read of oom_control per look (twice per run: its record, then its group's recycling).
+        const kills = counterIn(readOrEmpty(oomControl), 'oom_kill');
+        if (kills !== undefined) return kills > 0;
         try {
           // Kernels without the oom_kill counter: hitting the limit is the best evidence there is.
-          return !readFileSync(oomControl, 'utf8').includes('oom_kill') && Number(readFileSync(failcnt, 'utf8')) > 0;
+          return Number(readFileSync(failcnt, 'utf8')) > 0;
         } catch {
           return false;
         }
