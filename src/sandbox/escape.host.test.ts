@@ -365,11 +365,25 @@ result = bool(go)
       assert.ok(pid !== undefined, `${language}: the run was seen on the host`);
       const runGroup = cpuGroupOf(pid);
       // Python: the zygote (if this suite has one) that forked the run stays at the server's weight.
+      // Not every process whose command line names zygote.py (its helper and bubblewrap do), nor
+      // its children (each PID 1 of a namespace of its own; a spare joins the low-weight group as
+      // it comes up, so one seen mid-start would move under the test): the interpreter itself, in
+      // bubblewrap's PID namespace (two NSpid levels), started by bubblewrap.
       const zygotes: string[] = readdirSync('/proc')
         .filter((name) => /^\d+$/.test(name) && descendsFrom(Number(name), process.pid))
         .filter((name): boolean => {
           try {
-            return readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('zygote.py') && cpuGroupOf(Number(name)) !== group;
+            const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+            const status = readFileSync(`/proc/${name}/status`, 'utf8');
+            const nspid = /^NSpid:\s*(.*)$/m.exec(status)?.[1] ?? '';
+            // Its short-lived fork that enters each child's PID namespace is its own child.
+            const parent = readFileSync(`/proc/${/^PPid:\s*(\d+)$/m.exec(status)?.[1]}/cmdline`, 'utf8').split('\0')[0];
+            return (
+              argv[0] === '/usr/bin/python3' &&
+              argv.some((arg) => arg.endsWith('zygote.py')) &&
+              nspid.trim().split(/\s+/).length === 2 &&
+              parent !== '/usr/bin/python3'
+            );
           } catch {
             return false;
           }
