@@ -129,7 +129,15 @@ async function getJson(u, headers = {}) {
   const response = await fetch(u, { headers });
   return { status: response.status, body: parse(await response.text()) };
 }
-async function postJson(u, body, headers = {}) {
+/** A POST, retried (like the MCP calls below) while the server answers 503 `unavailable`. */
+function postJson(u, body, headers = {}) {
+  return retrying(`POST ${u}`, async () => {
+    const answer = await postOnce(u, body, headers);
+    if (answer.status === 503 && answer.body?.error_type === 'unavailable') throw new Error(JSON.stringify(answer.body));
+    return answer;
+  });
+}
+async function postOnce(u, body, headers = {}) {
   const response = await fetch(u, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
@@ -145,8 +153,32 @@ const healthy = async (port) => {
     return false; // not listening yet
   }
 };
+/**
+ * `unavailable` (503, or a tool error) with `retry_after`: the server's answer while it finds the
+ * database unreachable, which says to retry. Under TCG a statement or a fresh connection can take
+ * longer than the server's 2 s probe allows, so a client that honours it is what this step needs;
+ * each retry is counted and printed.
+ */
+let retries = 0;
+async function retrying(what, fn) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      // (The v2 SDK's version probe reports the status only.)
+      if (attempt >= 6 || !/"(error_)?type":"unavailable"|HTTP 503\b/.test(message)) throw error;
+      retries++;
+      console.log(`  ${what}: 'unavailable' (database probe), retry ${attempt} in 5 s`);
+      await sleep(5000);
+    }
+  }
+}
 /** era 'v2': the v2 SDK pinned to the 2026-07-28 protocol (stateless); 'v1': the v1 SDK's 2025 session. */
-async function mcp(u, key, era) {
+function mcp(u, key, era) {
+  return retrying(`connect ${u}`, () => connectMcp(u, key, era));
+}
+async function connectMcp(u, key, era) {
   const requestInit = { headers: { authorization: `Bearer ${key}` } };
   const sdk =
     era === 'v1'
@@ -155,15 +187,16 @@ async function mcp(u, key, era) {
   await sdk.connect(era === 'v1' ? new TransportV1(new URL(u), { requestInit }) : new TransportV2(new URL(u), { requestInit }));
   const options = { timeout: CALL_TIMEOUT_MS };
   return {
-    call: async (name, args = {}) => {
-      const params = { name, arguments: args };
-      const result = era === 'v1' ? await sdk.callTool(params, undefined, options) : await sdk.callTool(params, options);
-      const text = result.content.find((c) => c.type === 'text')?.text ?? '';
-      if (result.isError) throw new Error(`${name}: ${text.slice(0, 300)}`);
-      return JSON.parse(text);
-    },
+    call: (name, args = {}) => retrying(`${name} on ${u}`, () => callOnce(name, args)),
     close: () => sdk.close(),
   };
+  async function callOnce(name, args) {
+    const params = { name, arguments: args };
+    const result = era === 'v1' ? await sdk.callTool(params, undefined, options) : await sdk.callTool(params, options);
+    const text = result.content.find((c) => c.type === 'text')?.text ?? '';
+    if (result.isError) throw new Error(`${name}: ${text.slice(0, 300)}`);
+    return JSON.parse(text);
+  }
 }
 
 // --- the checks ---
@@ -227,6 +260,7 @@ for (const [port, era] of [
  * (its first runs take the ordinary path meanwhile).
  */
 async function zygoteRun(port) {
+  if (!runs[port]) return 'no run client (its first run failed above)';
   const group = unitGroup(port);
   const zygotesOfUnit = () =>
     groupsUnder(group)
@@ -330,9 +364,12 @@ await check(
       .map(([name]) => name);
     if (found.length) return `found (or unknown): ${found.join(', ')}`;
     if (journal.includes('Python zygotes are off')) return 'a node logged that its zygotes are off';
+    // How often a node found PostgreSQL unreachable (its probe allows 2 s; under TCG that is short).
+    const unreachable = journal.split('\n').filter((line) => line.includes('"msg":"database unreachable')).length;
     console.log(`  ${journal.split('\n').length} journal lines searched, ${nodeLines} of them JSON log lines of the two units`);
+    console.log(`  'database unreachable' logged ${unreachable} times by the nodes`);
     return nodeLines > 0 ? '' : 'no log line of the units in the journal (nothing was searched)';
   },
 );
-console.log(`systemd checks: ${failures ? `${failures} failed` : 'all passed'}`);
+console.log(`systemd checks: ${failures ? `${failures} failed` : 'all passed'}; ${retries} retries after 'unavailable'`);
 process.exit(failures ? 1 : 0);

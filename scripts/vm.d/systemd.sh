@@ -6,6 +6,8 @@
 # Never prints a secret: this step's output goes to the journal, which the check searches for them.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# (psql as postgres cannot enter /root, where the step starts.)
+cd /
 opt=/opt/mcpworks
 ports=(8801 8802)
 failed=0
