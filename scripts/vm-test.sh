@@ -31,7 +31,8 @@
 #   cgroup   node --import tsx --test src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts
 #            src/sandbox/zygote.host.test.ts (v2 delegation, per-run groups, OOM count, CPU groups, zygotes)
 #   escape   node --import tsx --test src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts
-#   latency  bench/latency --runs 11 --warmup 2
+#   latency  bench/latency --runs 11 --warmup 2 (MCPWORKS_VM_LATENCY_ARGS replaces those arguments, e.g.
+#            "--runs 5 --warmup 1 --peers none" under TCG, where a Pyodide peer alone takes many minutes)
 # Ends with a PASS/FAIL line per step and the time it took, and exits non-zero if any failed.
 # Environment: MCPWORKS_VM_CACHE (default ~/.cache/mcpworks-vm: image, kernel, initrd; rebuilt when
 # the recipe below or the package lists change), MCPWORKS_VM_MEMORY (MiB, default 4096),
@@ -199,6 +200,7 @@ git bundle create "$out/repo.bundle" HEAD >/dev/null 2>&1
 say "testing commit $(git rev-parse --short HEAD) (uncommitted changes are not in the VM); logs in $out"
 [ -z "$(git status --porcelain --untracked-files=no)" ] || say "warning: the work tree has uncommitted changes, not tested"
 printf '%s\n' "${steps[@]}" >"$out/steps"
+printf '%s\n' "${MCPWORKS_VM_LATENCY_ARGS:---runs 11 --warmup 2}" >"$out/latency-args"
 [ -z "${MCPWORKS_VM_NODE_MODULES:-}" ] || cp -a "$MCPWORKS_VM_NODE_MODULES" "$out/node_modules"
 if [ -n "${MCPWORKS_VM_DIST:-}" ]; then
   [ -f "$MCPWORKS_VM_DIST/cli/main.js" ] || { echo "vm-test: MCPWORKS_VM_DIST=$MCPWORKS_VM_DIST has no cli/main.js" >&2; exit 2; }
@@ -259,7 +261,7 @@ while read -r step; do
     systemd) run_step systemd bash /root/mcpworks/scripts/vm.d/systemd.sh ;;
     cgroup) run_step cgroup sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts src/sandbox/zygote.host.test.ts' ;;
     escape) run_step escape sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts' ;;
-    latency) run_step latency sh -c 'cd /root/mcpworks && bench/latency --runs 11 --warmup 2' ;;
+    latency) run_step latency sh -c 'cd /root/mcpworks && exec bench/latency $(cat /mnt/share/latency-args)' ;;
   esac
 done <"$share/steps"
 echo "vm-test: guest done after $(cut -d' ' -f1 /proc/uptime) s"
