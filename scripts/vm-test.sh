@@ -16,7 +16,7 @@
 #   clone    git clone of the bundle into /root/mcpworks
 #   setup    `make setup-test` (the README's set-up from scratch: npm ci from the registry, build, helper)
 #   deps     instead of setup, for a short TCG run: npm ci and the sandbox helper only (no build:
-#            the cgroup and escape steps run from the sources; latency needs setup). With
+#            the cgroup, escape and latency steps run from the sources). With
 #            MCPWORKS_VM_NODE_MODULES=DIR, that directory (this machine's node_modules for the same
 #            lock) is shared in and linked instead of npm ci (11 min under TCG). With
 #            MCPWORKS_VM_DIST=DIR, that directory (this machine's `npm run build` output, dist/, of
