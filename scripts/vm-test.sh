@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The default Debian 12 host (issue 18, "cgroup v2 hosts"), tested in a clean VM:
-#   scripts/vm-test.sh [STEP...]      (as root, or a user with sudo; default steps: probe clone setup cgroup escape latency)
+#   scripts/vm-test.sh [STEP...]      (as root, or a user with sudo; default steps: probe clone setup systemd cgroup escape latency)
 # Builds (once, cached) a Debian 12 image with debootstrap from Debian's mirror: Debian's kernel
 # (linux-image-amd64), systemd, git, ca-certificates, make, and Node 20 copied from this machine (/usr/bin/node and npm: Debian 12's nodejs is 18; the README's
 # quick start assumes Node 20 is there). The project's Debian packages are NOT in the image under KVM:
@@ -16,13 +16,23 @@
 #   clone    git clone of the bundle into /root/mcpworks
 #   setup    `make setup-test` (the README's set-up from scratch: npm ci from the registry, build, helper)
 #   deps     instead of setup, for a short TCG run: npm ci and the sandbox helper only (no build:
-#            the cgroup and escape steps run from the sources; latency needs setup). With
+#            the cgroup, escape and latency steps run from the sources). With
 #            MCPWORKS_VM_NODE_MODULES=DIR, that directory (this machine's node_modules for the same
-#            lock) is shared in and linked instead of npm ci (11 min under TCG).
+#            lock) is shared in and linked instead of npm ci (11 min under TCG). With
+#            MCPWORKS_VM_DIST=DIR, that directory (this machine's `npm run build` output, dist/, of
+#            the same commit: build after committing) is copied in as the build.
+#   systemd  deploy/systemd/ installed as its header says, on Debian's postgresql: two nodes
+#            (mcpworks@8801, mcpworks@8802, Delegate=yes) checked by scripts/vm.d/systemd.sh and
+#            systemd-check.mjs: /healthz, an account and key over HTTP, Python runs on both nodes
+#            (each a zygote's child in a run group under its unit), the cgroup layout of the
+#            delegation rules, `systemctl kill -s KILL` of one node (restarted by systemd, serving
+#            again), no secret in the journal, a clean stop. Needs a build (setup, or deps with
+#            MCPWORKS_VM_DIST; else it builds, slowly under TCG).
 #   cgroup   node --import tsx --test src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts
 #            src/sandbox/zygote.host.test.ts (v2 delegation, per-run groups, OOM count, CPU groups, zygotes)
 #   escape   node --import tsx --test src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts
-#   latency  bench/latency --runs 11 --warmup 2
+#   latency  bench/latency --runs 11 --warmup 2 (MCPWORKS_VM_LATENCY_ARGS replaces those arguments, e.g.
+#            "--runs 5 --warmup 1 --peers none" under TCG, where a Pyodide peer alone takes many minutes)
 # Ends with a PASS/FAIL line per step and the time it took, and exits non-zero if any failed.
 # Environment: MCPWORKS_VM_CACHE (default ~/.cache/mcpworks-vm: image, kernel, initrd; rebuilt when
 # the recipe below or the package lists change), MCPWORKS_VM_MEMORY (MiB, default 4096),
@@ -36,9 +46,9 @@ say() { printf 'vm-test: %s\n' "$*"; }
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(probe clone setup cgroup escape latency)
+[ ${#steps[@]} -gt 0 ] || steps=(probe clone setup systemd cgroup escape latency)
 for s in "${steps[@]}"; do
-  case "$s" in probe | clone | setup | deps | cgroup | escape | latency) ;; *) echo "vm-test: unknown step $s" >&2; exit 2 ;; esac
+  case "$s" in probe | clone | setup | deps | systemd | cgroup | escape | latency) ;; *) echo "vm-test: unknown step $s" >&2; exit 2 ;; esac
 done
 
 # Host packages: the ones this script needs, installed when missing.
@@ -190,7 +200,12 @@ git bundle create "$out/repo.bundle" HEAD >/dev/null 2>&1
 say "testing commit $(git rev-parse --short HEAD) (uncommitted changes are not in the VM); logs in $out"
 [ -z "$(git status --porcelain --untracked-files=no)" ] || say "warning: the work tree has uncommitted changes, not tested"
 printf '%s\n' "${steps[@]}" >"$out/steps"
+printf '%s\n' "${MCPWORKS_VM_LATENCY_ARGS:---runs 11 --warmup 2}" >"$out/latency-args"
 [ -z "${MCPWORKS_VM_NODE_MODULES:-}" ] || cp -a "$MCPWORKS_VM_NODE_MODULES" "$out/node_modules"
+if [ -n "${MCPWORKS_VM_DIST:-}" ]; then
+  [ -f "$MCPWORKS_VM_DIST/cli/main.js" ] || { echo "vm-test: MCPWORKS_VM_DIST=$MCPWORKS_VM_DIST has no cli/main.js" >&2; exit 2; }
+  cp -a "$MCPWORKS_VM_DIST" "$out/dist"
+fi
 # Certificate authorities this machine added locally (a proxy that inspects TLS, say): the VM trusts
 # them too, or npm ci cannot reach the registry through the same network.
 mkdir -p "$out/ca"
@@ -242,10 +257,11 @@ while read -r step; do
     probe) run_step probe probe ;;
     clone) run_step clone git clone -q "$share/repo.bundle" /root/mcpworks ;;
     setup) run_step setup make -C /root/mcpworks setup-test ;;
-    deps) run_step deps sh -c 'cd /root/mcpworks && if [ -d /mnt/share/node_modules ]; then ln -s /mnt/share/node_modules node_modules; else npm ci --no-audit --no-fund; fi && bash scripts/setup.d/sandbox.sh' ;;
+    deps) run_step deps sh -c 'cd /root/mcpworks && if [ -d /mnt/share/node_modules ]; then ln -s /mnt/share/node_modules node_modules; else npm ci --no-audit --no-fund; fi && bash scripts/setup.d/sandbox.sh && if [ -d /mnt/share/dist ]; then cp -a /mnt/share/dist dist && echo "deps: the build (dist/) shared in by MCPWORKS_VM_DIST"; fi' ;;
+    systemd) run_step systemd bash /root/mcpworks/scripts/vm.d/systemd.sh ;;
     cgroup) run_step cgroup sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts src/sandbox/zygote.host.test.ts' ;;
     escape) run_step escape sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts' ;;
-    latency) run_step latency sh -c 'cd /root/mcpworks && bench/latency --runs 11 --warmup 2' ;;
+    latency) run_step latency sh -c 'cd /root/mcpworks && exec bench/latency $(cat /mnt/share/latency-args)' ;;
   esac
 done <"$share/steps"
 echo "vm-test: guest done after $(cut -d' ' -f1 /proc/uptime) s"
