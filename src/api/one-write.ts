@@ -58,14 +58,10 @@ export async function inOneWrite(response: Response, signal?: AbortSignal, edit:
     pending = undefined;
     if (next.done) {
       const bytes = Buffer.concat(pieces, size);
-      const parts = edit.whole ? edit.whole(bytes) : [bytes];
+      const { body, length } = bodyOfPieces(edit.whole ? edit.whole(bytes) : [bytes]);
       const headers = new Headers(response.headers);
-      headers.set('content-length', String(parts.reduce((sum, part) => sum + part.byteLength, 0)));
-      return new Response(parts.length === 1 ? (parts[0] as unknown as BodyInit) : streamOf(parts), {
-        status: response.status,
-        statusText: response.statusText,
-        headers,
-      });
+      headers.set('content-length', String(length));
+      return new Response(body, { status: response.status, statusText: response.statusText, headers });
     }
     pieces.push(next.value);
     size += next.value.byteLength;
@@ -104,12 +100,19 @@ export interface AnswerEdit {
   streamed?: (response: Response) => Response;
 }
 
-/** A body of pieces already in memory. */
-function streamOf(parts: Buffer[]): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
+/**
+ * A body of pieces already in memory, and its length: up to WHOLE_ANSWER_MAX_BYTES one buffer (one
+ * write; a stream of pieces is a write per piece), above it the pieces as they are, never copied.
+ */
+export function bodyOfPieces(parts: readonly Buffer[]): { body: BodyInit; length: number } {
+  const length = parts.reduce((sum, part) => sum + part.byteLength, 0);
+  if (parts.length === 1) return { body: parts[0] as unknown as BodyInit, length };
+  if (length <= WHOLE_ANSWER_MAX_BYTES) return { body: Buffer.concat(parts, length) as unknown as BodyInit, length };
+  const body = new ReadableStream<Uint8Array>({
     start(controller) {
       for (const part of parts) controller.enqueue(part);
       controller.close();
     },
   });
+  return { body, length };
 }

@@ -23,7 +23,7 @@ import { keyPrincipal } from '../core/principal.js';
 
 import { RenderedCache } from './rendered-cache.js';
 import { runToolError } from './tool-results.js';
-import { inOneWrite, WHOLE_ANSWER_MAX_BYTES } from './one-write.js';
+import { bodyOfPieces, inOneWrite } from './one-write.js';
 import { callInputProblemSlices } from '../core/call-input.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare } from '../run/fair-share.js';
 
@@ -210,19 +210,10 @@ async function spliceListing(response: Response, listingOf: () => readonly Buffe
     if (index > 0) chunks.push(...listing!);
     chunks.push(Buffer.from(part, 'utf8'));
   });
-  const length = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+  // A small list goes out in one write; a large one's cached bytes are written as they are:
+  // neither encoded again nor copied into one buffer.
+  const { body, length } = bodyOfPieces(chunks);
   headers.set('content-length', String(length));
-  // A small list goes out in one write (a stream of pieces is one write per piece); a large
-  // one's cached bytes are written as they are: neither encoded again nor copied into one buffer.
-  if (length <= WHOLE_ANSWER_MAX_BYTES) {
-    return new Response(Buffer.concat(chunks, length), { status: response.status, statusText: response.statusText, headers });
-  }
-  const body = new ReadableStream<Uint8Array>({
-    start(controller) {
-      for (const chunk of chunks) controller.enqueue(chunk);
-      controller.close();
-    },
-  });
   return new Response(body, { status: response.status, statusText: response.statusText, headers });
 }
 
