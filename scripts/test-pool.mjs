@@ -162,7 +162,37 @@ writeFileSync(
 const minutes = ((Date.now() - started) / 60_000).toFixed(1);
 const extra = admittedOnIdle ? ` (${admittedOnIdle} started beyond ${slots} at once, on idle cores)` : '';
 console.log(`=== tests: all jobs done in ${minutes} min: ${jobs.length - failed} passed, ${failed} FAILED${extra}`);
+// A CI log is often read from its end only: each failure again, in a few lines, after everything else.
+for (const job of jobs.filter((job) => job.ok === false)) {
+  console.log(`=== failed: ${job.run === 'extra' ? 'extra' : `[${job.run}]`} ${job.file}`);
+  for (const line of failureDigest(job.text ?? '')) console.log(`===   ${line}`);
+}
 process.exit(failed ? 1 : 0);
+
+/**
+ * The failing tests of a job's output, a few lines each (the spec reporter's "failing tests" section:
+ * where, which test, the error's first line and its first frame in the project's code); without that
+ * section (a crash, a hang killed at its limit), the output's last lines.
+ */
+function failureDigest(text, { perTest = 4, most = 24, width = 400 } = {}) {
+  const clip = (line) => (line.length > width ? `${line.slice(0, width)} …` : line);
+  const at = text.lastIndexOf('✖ failing tests:');
+  const lines = [];
+  if (at >= 0) {
+    for (const block of text
+      .slice(at)
+      .split(/\n(?=test at )/)
+      .slice(1)) {
+      const rows = block.split('\n');
+      const name = rows.find((row) => row.startsWith('✖ '));
+      const error = rows.find((row, i) => i > 0 && row.startsWith('  ') && !row.trimStart().startsWith('at ') && !row.startsWith('✖'));
+      const frame = rows.find((row) => /^\s+at .*src\//.test(row) && !row.includes('node_modules'));
+      lines.push(...[rows[0], name, error?.trim(), frame?.trim()].filter(Boolean).slice(0, perTest).map(clip));
+    }
+  }
+  if (lines.length === 0) lines.push(...text.trimEnd().split('\n').slice(-8).map(clip));
+  return lines.length > most ? [...lines.slice(0, most), `… ${lines.length - most} more lines above`] : lines;
+}
 
 /**
  * A job's output with each location in a compiled file (`DIR/a/b.test.js:LINE:COLUMN`, in stack
@@ -264,7 +294,9 @@ function start(job, done) {
     process.stdout.write(
       `=== ${job.run === 'extra' ? 'extra' : `tests [${job.run}]`}: ${job.file} ${verdict} (${job.seconds.toFixed(1)} s, at ${((Date.now() - started) / 1000).toFixed(0)} s)${note}\n`,
     );
-    process.stdout.write(compiled ? toSource(Buffer.concat(output).toString('utf8')) : Buffer.concat(output));
+    const text = compiled ? toSource(Buffer.concat(output).toString('utf8')) : Buffer.concat(output).toString('utf8');
+    if (!job.ok) job.text = text;
+    process.stdout.write(text);
     finish();
     done();
   };
