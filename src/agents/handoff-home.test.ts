@@ -21,9 +21,10 @@ const ON_POSTGRES = process.env.MCPWORKS_TEST_DATABASE_URL ? false : 'two nodes 
 const ECHO = 'def main(input_data):\n    return input_data\n';
 /**
  * The nodes' lease (30 s by default): a home node renews its claim on a handed-over job every third
- * of it (at least 5 s), which is when it notices that the job's row is gone.
+ * of it (at least 5 s), which is when it notices that the job's row is gone. 8 s, not less: a live
+ * node whose renewal times out (half the lease) on a loaded machine fences its own replicas.
  */
-const NODE = { agentMcpAllow: fakeLlmAllow(), leaseMs: 5000 };
+const NODE = { agentMcpAllow: fakeLlmAllow(), leaseMs: 8000 };
 
 interface Agent {
   id: string;

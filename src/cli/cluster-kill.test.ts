@@ -40,7 +40,10 @@ import { rawCall } from '../test-support/raw-call.js';
 import { startProxy, type RunningProxy } from './cluster-proxy.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const LEASE_MS = 3000;
+// Short enough to wait for a dead node's lapse, long enough for a live node on a loaded CI machine:
+// with 3 s its renewal (timed out after half the lease) failed under load and it fenced its own
+// replicas, which then moved (seen in CI: a live node's replica fired by another node).
+const LEASE_MS = 8000;
 const SECRET = 'mcpworks-cluster-kill-test-secret-0123456789ab';
 const RATE = 10;
 const TIERS = JSON.stringify({

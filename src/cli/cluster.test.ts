@@ -34,7 +34,10 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const HELLO = 'def main(input_data):\n    return {"greeting": "hello " + input_data.get("name", "nobody")}\n';
 const NAP = 'import subprocess\n\ndef main(input_data):\n    subprocess.run(["/bin/sleep", input_data["marker"]])\n    return "woke"\n';
 const NODES = 3;
-const LEASE_MS = 3000;
+// Short enough to wait for a dead node's lapse, long enough for a live node on a loaded CI machine:
+// with 3 s its renewal (timed out after half the lease) failed under load and it fenced its own
+// replicas, which then moved (seen in CI: a live node's replica fired by another node).
+const LEASE_MS = 8000;
 /** Given to the launcher (its nodes) and to the operator command that sets tiers on its database. */
 const SECRET = 'mcpworks-cluster-test-secret-0123456789abcdef';
 /** Plans for the exactness races: a monthly quota of 10, a concurrency of 4 (no per-minute cap in either). */
