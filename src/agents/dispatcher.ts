@@ -74,6 +74,11 @@ export interface AgentRunOutcome {
   usage?: { input_tokens: number; output_tokens: number; estimated?: boolean };
   iterations?: number;
   stopReason?: string;
+  /**
+   * Set when this node stopped following a run another node goes on with (a rolling restart of the
+   * receiving node): the outcome here is not the run's; the node running it records the real one.
+   */
+  goesOnElsewhere?: true;
   /** The messages this run added after `history` (the user message, assistant turns with tool calls, tool results as the model saw them): chat persists them. */
   transcript?: ChatMessage[];
 }

@@ -208,13 +208,18 @@ describe('the home node of a replica, with a receiving node on the same database
     const chat = callError(viaReceiver, 'chat_with_agent', { name: 'talker', message: 'rolling restart' });
     await llm.waitForRequests(1);
     const hook = `${receiver!.url}/mcp/agent/${owner.ns}/talker/webhook/inbox`;
-    const post = (query: string) =>
-      fetch(`${hook}${query}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"note":"rolling restart"}' });
+    // Each with an Idempotency-Key: how its run ended must be kept under the key by the home node.
+    const post = (query: string, key: string, url = hook) =>
+      fetch(`${url}${query}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: '{"note":"rolling restart"}',
+      });
     // A delivery answered 202 once the replica took it (queued behind the chat), and one whose sender waits.
-    const delivered = await post('');
+    const delivered = await post('', 'restart-202');
     const delivery = (await delivered.json()) as { run_id: string };
     assert.equal(delivered.status, 202, JSON.stringify(delivery));
-    const waited = post('?wait=true');
+    const waited = post('?wait=true', 'restart-waited');
     const rows = await until(
       'the three jobs taken on the home node',
       () => taken(),
@@ -238,6 +243,17 @@ describe('the home node of a replica, with a receiving node on the same database
     assert.deepEqual([...ids].sort(), rows.map((r) => r.id).sort(), 'the chat and both deliveries');
     for (const id of ids) assert.deepEqual(await handoffOf(id), { status: 'began', cancel_requested: false }, `${id}: no cancel passed on`);
     assert.equal(llm.requests[0]!.aborted, false, 'the chat is still in flight on its home node');
+    // Meanwhile a retry is told the run is running (its key not marked failed by the node that stopped).
+    const keyStates = await db.query<{ idempotency_key: string; status: string }>(
+      "SELECT idempotency_key, status FROM agent_webhook_deliveries WHERE idempotency_key LIKE 'restart-%' ORDER BY idempotency_key",
+    );
+    assert.deepEqual(
+      keyStates.rows.map((r) => [r.idempotency_key, r.status]),
+      [
+        ['restart-202', 'running'],
+        ['restart-waited', 'running'],
+      ],
+    );
 
     held.open();
     for (const id of ids) {
@@ -257,5 +273,24 @@ describe('the home node of a replica, with a receiving node on the same database
       ],
       'the three model calls answered',
     );
+
+    // A sender retrying either delivery with its key (here through the home node) gets how the run
+    // really ended, not "stopped following" (which the receiving node could only say), and nothing runs again.
+    const homeHook = `${home.url}/mcp/agent/${owner.ns}/talker/webhook/inbox`;
+    for (const [key, runId, answer] of [
+      ['restart-202', delivery.run_id, 'the delivery, answered at home'],
+      ['restart-waited', waitedBody.run_id, 'the waited delivery, answered at home'],
+    ] as const) {
+      const retried = await post('?wait=true', key, homeHook);
+      const body = (await retried.json()) as Record<string, unknown>;
+      assert.equal(retried.status, 200, JSON.stringify(body));
+      assert.equal(retried.headers.get('idempotent-replayed'), 'true');
+      assert.deepEqual(
+        [body.run_id, body.status, body.answer, body.duplicate],
+        [runId, 'succeeded', answer, true],
+        `${key}: ${JSON.stringify(body)}`,
+      );
+    }
+    assert.equal(llm.requests.length, 3, 'no delivery ran again');
   });
 });

@@ -63,6 +63,12 @@ export class ReplicaRouter implements TriggerDispatch {
       };
       /** Seals a job and its outcome at rest (a chat's message and history, a webhook's body and result). */
       sealer: ChatSealer;
+      /**
+       * Told each outcome of a job handed over to this node, before it is handed back: what the
+       * trigger keeps of it (a keyed webhook delivery's outcome) is then kept even when its sender
+       * stopped following it.
+       */
+      servedHere?: (job: TriggerJob, outcome: AgentRunOutcome) => Promise<void>;
       nodeId: string;
       logger: Logger;
       /** A claim lives this long past its node's last renewal: a dead home node is noticed within it. */
@@ -230,12 +236,15 @@ export class ReplicaRouter implements TriggerDispatch {
               .catch((error: unknown) => this.deps.logger.warn({ err: messageOf(error), run_id: runId }, 'could not pass a cancel on'));
           }
           if (this.closing.signal.aborted)
-            return unfollowed(
-              runId,
-              replica,
-              startedAt,
-              `this server stopped following the run, which goes on on the node of replica '${replica}' (the run's record has its outcome)`,
-            );
+            return {
+              ...unfollowed(
+                runId,
+                replica,
+                startedAt,
+                `this server stopped following the run, which goes on on the node of replica '${replica}' (the run's record has its outcome)`,
+              ),
+              goesOnElsewhere: true,
+            };
           if (!row.alive) {
             // Its home node stopped renewing the claim (killed): the run's record is ended by the nodes' orphan sweep.
             await store.remove(runId).catch(() => undefined);
@@ -363,6 +372,11 @@ export class ReplicaRouter implements TriggerDispatch {
         () => undefined,
       );
       result = { outcome: await started.done };
+      await this.deps
+        .servedHere?.(job, result.outcome)
+        .catch((error: unknown) =>
+          this.deps.logger.warn({ err: messageOf(error), run_id: row.id }, 'could not keep a handed-over run’s outcome for its trigger'),
+        );
     } catch (error) {
       if (!isDomainError(error)) this.deps.logger.error({ err: messageOf(error), run_id: row.id }, 'a handed-over job failed unexpectedly');
       result = {

@@ -9,7 +9,7 @@ import { AgentRunsStore } from '../store/agent-runs-store.js';
 import { AgentsStore } from '../store/agents-store.js';
 import type { Db } from '../store/database.js';
 import { ReplicasStore } from '../store/replicas-store.js';
-import { AgentDispatcher } from './dispatcher.js';
+import { AgentDispatcher, type AgentRunOutcome, type TriggerJob } from './dispatcher.js';
 import { ReplicaDirectory } from './replicas.js';
 import { replicaRunner, ReplicaSupervisor } from './supervisor.js';
 import { AgentRuns } from './runs.js';
@@ -82,6 +82,8 @@ export class AgentRuntime {
       notifications?: NotifyListener;
       /** No other node can share the database (the embedded one): no idle poll for handed-over jobs. */
       soleNode?: boolean;
+      /** Told the outcome of each job another node handed to this one (webhook Idempotency-Keys: triggers/webhook.ts). */
+      servedHere?: (job: TriggerJob, outcome: AgentRunOutcome) => Promise<void>;
     },
   ) {
     const agents = new AgentsStore(deps.db);
@@ -141,6 +143,7 @@ export class AgentRuntime {
       logger: deps.logger,
       aliveMs,
       ...(deps.soleNode ? { soleNode: true } : {}),
+      ...(deps.servedHere ? { servedHere: deps.servedHere } : {}),
     });
     this.chatStore = new ChatStore(deps.db, deps.chatSealer);
     this.chat = new AgentChat({

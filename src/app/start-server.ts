@@ -15,7 +15,7 @@ import { loadServerSecret } from '../services/server-secret.js';
 import { CatalogService } from '../services/catalog.js';
 import { AgentService } from '../services/agents.js';
 import { AgentRuntime } from '../agents/index.js';
-import { WebhookTrigger } from '../agents/triggers/webhook.js';
+import { keepHandedOverOutcome, WebhookTrigger } from '../agents/triggers/webhook.js';
 import { McpServerSource } from '../agents/mcp-servers.js';
 import { OutboundAddressGuard, outboundPolicyWire, ownEndpointsOf } from '../agents/outbound-guard.js';
 import type { OwnEndpoints } from '../core/mcp-servers.js';
@@ -337,6 +337,8 @@ async function startServerSteps(
     notifications: database.notifications,
     // The embedded database is one process's: no other node can share it.
     soleNode: database.kind === 'pglite',
+    // A keyed webhook delivery handed to this node: its outcome kept under its key here too.
+    servedHere: keepHandedOverOutcome({ store: webhooksStore, cipher: boundCipher }),
   });
   // Its replicas are claimed by lease (instance.id names this node), each run as its own worker process.
   const replicas = agentRuntime.supervisor;

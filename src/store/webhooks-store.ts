@@ -189,6 +189,12 @@ export class WebhooksStore {
       WHERE webhook_id = ${webhookId} AND idempotency_key = ${key} AND run_id = ${runId}`.execute(this.db);
   }
 
+  /** The id of an agent's webhook at `path` (a handed-over delivery names its webhook by path). */
+  async idOf(agentId: string, path: string): Promise<string | undefined> {
+    const rows = await sql<{ id: string }>`SELECT id FROM agent_webhooks WHERE agent_id = ${agentId} AND path = ${path}`.execute(this.db);
+    return rows.rows[0]?.id;
+  }
+
   /** Drops a claim whose run never started (the agent stopped meanwhile), so a retry is not answered with it. */
   async releaseKey(webhookId: string, key: string, runId: string): Promise<void> {
     await sql`DELETE FROM agent_webhook_deliveries WHERE webhook_id = ${webhookId} AND idempotency_key = ${key} AND run_id = ${runId}`.execute(

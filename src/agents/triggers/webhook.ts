@@ -24,7 +24,7 @@ import type { BoundCipher } from '../../services/state-cipher.js';
 import { secretContext } from '../../services/webhooks.js';
 import type { DeliveryRow, WebhookTarget, WebhooksStore } from '../../store/webhooks-store.js';
 
-import { notRunRefusal, type AgentRunOutcome } from '../dispatcher.js';
+import { notRunRefusal, type AgentRunOutcome, type TriggerJob } from '../dispatcher.js';
 import type { TriggerDispatch } from '../handoff.js';
 import type { ReplicaDirectory } from '../replicas.js';
 
@@ -71,6 +71,25 @@ function outcomeBody(
     ...(outcome.status === 'succeeded' ? { result: outcome.result ?? null } : { error: outcome.error ?? null }),
     // An AI run: the model's answer (scanned, capped) and why it stopped.
     ...(outcome.answer !== undefined ? { answer: outcome.answer, stop_reason: outcome.stopReason ?? null } : {}),
+  };
+}
+
+/** The trigger_ref of a delivery sent with an Idempotency-Key (the dispatcher records it on the run). */
+const IDEMPOTENCY_REF = 'idempotency:';
+
+/**
+ * For the node a delivery was handed to (agents/handoff.ts): the outcome of a keyed delivery's run
+ * kept under its key as the receiving node would, so a retry gets it even when the receiving node
+ * stopped following the run (a rolling restart). Both nodes may write it: the same outcome.
+ */
+export function keepHandedOverOutcome(deps: Pick<WebhookTriggerDeps, 'store' | 'cipher'>) {
+  return async (job: TriggerJob, outcome: AgentRunOutcome): Promise<void> => {
+    if (job.trigger !== 'webhook' || !job.triggerRef?.startsWith(IDEMPOTENCY_REF)) return;
+    const key = job.triggerRef.slice(IDEMPOTENCY_REF.length);
+    const webhookId = await deps.store.idOf(job.agentId, job.triggerName);
+    if (webhookId === undefined) return;
+    const sealed = deps.cipher.seal(['webhook-outcome', webhookId, key], JSON.stringify(outcomeBody(outcome.runId, outcome)));
+    await deps.store.finishKey(webhookId, key, outcome.runId, outcome.status, sealed);
   };
 }
 
@@ -292,7 +311,7 @@ export class WebhookTrigger {
           replica,
           trigger: 'webhook',
           triggerName: target.path,
-          triggerRef: key !== undefined ? `idempotency:${key}` : runId,
+          triggerRef: key !== undefined ? `${IDEMPOTENCY_REF}${key}` : runId,
           functionName: target.handler_function,
           input,
           orchestrationMode: (ORCHESTRATION_MODES as readonly string[]).includes(target.orchestration_mode)
@@ -327,7 +346,8 @@ export class WebhookTrigger {
         if (notRun) {
           if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
           if (signature) await this.deps.store.forgetSignature(target.id, signature.signature).catch(() => undefined);
-        } else if (key !== undefined) {
+        } else if (key !== undefined && !outcome.goesOnElsewhere) {
+          // (A run this node stopped following keeps its key running: its home node records how it ended.)
           const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(outcomeBody(runId, outcome)));
           await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch((err: unknown) => {
             this.deps.logger.warn(
