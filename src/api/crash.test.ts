@@ -19,6 +19,7 @@ import {
   callOk,
   connect,
   createAccount,
+  createKey,
   EMBEDDED_RUN_ONLY,
   freshDatabaseUrl,
   rawMcpPost,
@@ -722,6 +723,20 @@ test(
         ['success', 'success'],
       );
       await onA.close().catch(() => undefined);
+
+      // Expiry on the database's clock too (core/database-clock.ts): node B, an hour ahead, accepts a key
+      // that expires in 30 minutes, and a 2025-era session made on node A a moment ago (idle limit: 1 hour).
+      const soon = await createKey(a.url, account, { expires_at: new Date(Date.now() + 30 * 60_000).toISOString() });
+      const viaB = await connect(`${b.url}/mcp/create/${ns}`, soon, 'v2');
+      assert.ok((await viaB.listTools()).tools.length > 0, 'the key that expires in 30 minutes, on node B');
+      await viaB.close();
+      let node = a.url;
+      const toNode: typeof fetch = (input, init) => fetch(String(input instanceof Request ? input.url : input).replace(a.url, node), init);
+      const session = await connect(`${a.url}/mcp/create/${ns}`, account.key, 'v1', {}, toNode);
+      assert.ok(session.sessionId(), 'a 2025-era session');
+      node = b.url;
+      assert.ok((await session.listTools()).tools.length > 0, "node A's session, on node B");
+      await session.close().catch(() => undefined);
 
       // One minute window across nodes, whatever their clocks: at 2 a minute, a call on node A and
       // one on node B fill it, and a third on node A is refused. Calls that straddle the database's

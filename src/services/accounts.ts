@@ -19,6 +19,7 @@ import { KEY_TOUCH_MS, type AccountsStore, type McpSessionRef, type NamespaceRef
 import type { AccountRow, ApiKeyRow } from '../store/schema.js';
 import { ApiKeyHasher, hashSecret, randomHex, sha256Hex, verifyLegacyKey, verifySecret } from './credential-hashing.js';
 import { ClientSignInGate, rateLimited } from './sign-in-throttle.js';
+import { databaseDate, databaseNow } from '../core/database-clock.js';
 
 /** Where a sign-in comes from: its source address (HTTP). Operator commands pass none and are not throttled. */
 export interface SignInSource {
@@ -42,7 +43,7 @@ const DAY_MS = 86_400_000;
 
 const iso = (d: Date | null): string | null => (d ? new Date(d).toISOString() : null);
 
-function trialEnd(tier: string, now = Date.now()): Date | null {
+function trialEnd(tier: string, now = databaseNow()): Date | null {
   return tier === 'pro_trial' ? new Date(now + TRIAL_DAYS * DAY_MS) : null;
 }
 
@@ -164,7 +165,7 @@ export class AccountService {
   async login(email: unknown, password: unknown, from?: SignInSource): Promise<{ token: string; accountId: string; expiresAt: Date }> {
     const account = await this.checkPassword(email, password, from);
     const token = randomHex(32);
-    const expiresAt = new Date(Date.now() + SESSION_DAYS * DAY_MS);
+    const expiresAt = databaseDate(SESSION_DAYS * DAY_MS);
     await this.store.createWebSession(sha256Hex(token), account.id, expiresAt);
     return { token, accountId: account.id, expiresAt };
   }
@@ -172,7 +173,7 @@ export class AccountService {
   async authenticateSession(token: string): Promise<string | undefined> {
     if (!/^[0-9a-f]{64}$/.test(token)) return undefined;
     const session = await this.store.findWebSession(sha256Hex(token));
-    if (!session || new Date(session.expires_at).getTime() <= Date.now()) return undefined;
+    if (!session || new Date(session.expires_at).getTime() <= databaseNow()) return undefined;
     return session.account_id;
   }
 
@@ -214,7 +215,7 @@ export class AccountService {
     }
     // The asking session is replaced too: its new token is the caller's from now on.
     const token = randomHex(32);
-    const expiresAt = new Date(Date.now() + SESSION_DAYS * DAY_MS);
+    const expiresAt = databaseDate(SESSION_DAYS * DAY_MS);
     await this.store.changePassword(accountId, await hashSecret(next), { tokenHash: sha256Hex(token), expiresAt });
     return { token, expiresAt };
   }
@@ -293,7 +294,7 @@ export class AccountService {
     if (!accessToken && !isApiKeyShape(raw)) return undefined;
     const row = await this.store.findKeyForRequest(accessToken ? { accessTokenHash: sha256Hex(raw) } : { prefix: apiKeyPrefix(raw) }, what);
     if (!row || row.revoked_at) return undefined;
-    if (row.expires_at && new Date(row.expires_at).getTime() <= Date.now()) return undefined;
+    if (row.expires_at && new Date(row.expires_at).getTime() <= databaseNow()) return undefined;
     if (accessToken) {
       // Found by its hash (a live access token of this grant): nothing more to verify.
     } else if (ApiKeyHasher.isKeyed(row.key_hash)) {
@@ -303,7 +304,7 @@ export class AccountService {
       if (!(await verifyLegacyKey(raw, row.key_hash))) return undefined;
       await this.store.replaceKeyHash(row.id, row.key_hash, this.keys.hash(raw));
     }
-    if (row.last_used_at === null || Date.now() - new Date(row.last_used_at).getTime() > KEY_TOUCH_MS) {
+    if (row.last_used_at === null || databaseNow() - new Date(row.last_used_at).getTime() > KEY_TOUCH_MS) {
       // Coalesced: at most one write per key a minute. A failed write (database trouble) must not
       // fail the request it describes.
       await this.store.touchKey(row.id).catch(() => undefined);
@@ -320,14 +321,14 @@ function parseExpiry(expiresAt: unknown, expiresInDays: unknown): Date | null {
   if (expiresAt !== undefined && expiresAt !== null) {
     const date = typeof expiresAt === 'string' ? new Date(expiresAt) : new Date(NaN);
     if (Number.isNaN(date.getTime())) throw invalid('expires_at must be an ISO 8601 date-time', { field: 'expires_at' });
-    if (date.getTime() <= Date.now()) throw invalid('expires_at must be in the future', { field: 'expires_at' });
+    if (date.getTime() <= databaseNow()) throw invalid('expires_at must be in the future', { field: 'expires_at' });
     return date;
   }
   if (expiresInDays !== undefined && expiresInDays !== null) {
     if (typeof expiresInDays !== 'number' || !Number.isFinite(expiresInDays) || expiresInDays <= 0 || expiresInDays > 3650) {
       throw invalid('expires_in_days must be a number between 0 and 3650', { field: 'expires_in_days' });
     }
-    return new Date(Date.now() + expiresInDays * DAY_MS);
+    return databaseDate(expiresInDays * DAY_MS);
   }
   return null;
 }

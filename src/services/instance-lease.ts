@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
+import { observeDatabaseClock } from '../core/database-clock.js';
 import type { Logger } from '../core/logger.js';
 import { configInvalid } from '../core/errors.js';
 import type { Db } from '../store/database.js';
@@ -60,10 +61,13 @@ export class InstanceLease {
     const now = new Date();
     // Leases are set and compared on the database's clock, the one every node shares: a node
     // whose own clock runs ahead never sees a live node's lease as lapsed.
-    await db
+    const sentAt = Date.now();
+    const row = await db
       .insertInto('server_instances')
       .values({ id: this.id, host: this.host, pid: process.pid, started_at: sql<Date>`now()`, lease_until: leaseFromNow(leaseMs) })
-      .execute();
+      .returning(sql<Date>`now()`.as('db_now'))
+      .executeTakeFirstOrThrow();
+    observeDatabaseClock(new Date(row.db_now).getTime(), sentAt, Date.now());
     let released: number;
     try {
       const others = await db
@@ -109,11 +113,15 @@ export class InstanceLease {
     const { db, leaseMs } = this.deps;
     try {
       // Re-inserted if another node removed it (this one looked dead: its lease had expired).
-      await db
+      // Its answer also gives this node the database's clock (core/database-clock.ts), every renewal.
+      const sentAt = Date.now();
+      const row = await db
         .insertInto('server_instances')
         .values({ id: this.id, host: this.host, pid: process.pid, started_at: sql<Date>`now()`, lease_until: leaseFromNow(leaseMs) })
         .onConflict((oc) => oc.column('id').doUpdateSet({ lease_until: leaseFromNow(leaseMs) }))
-        .execute();
+        .returning(sql<Date>`now()`.as('db_now'))
+        .executeTakeFirst();
+      if (row) observeDatabaseClock(new Date(row.db_now).getTime(), sentAt, Date.now());
     } catch (error) {
       this.deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not renew the server instance lease');
     }

@@ -22,6 +22,7 @@ import type { ConsentRequest, OAuthGrantListing } from '../core/dashboard-types.
 import type { OAuthStore } from '../store/oauth-store.js';
 import type { AccountsStore } from '../store/accounts-store.js';
 import { randomHex, sha256Hex } from './credential-hashing.js';
+import { databaseDate, databaseNow } from '../core/database-clock.js';
 
 interface Issued {
   tokens: OAuthTokens;
@@ -114,7 +115,7 @@ export class OAuthService {
       state: params.state ?? null,
       scopes,
       resource: params.resource?.href ?? null,
-      expiresAt: new Date(Date.now() + this.lifetimes.requestSeconds * 1000),
+      expiresAt: databaseDate(this.lifetimes.requestSeconds * 1000),
     });
     return id;
   }
@@ -175,7 +176,7 @@ export class OAuthService {
       namespace,
       scopes: [...new Set(scopes as string[])],
       codeHash: sha256Hex(code),
-      codeExpiresAt: new Date(Date.now() + this.lifetimes.codeSeconds * 1000),
+      codeExpiresAt: databaseDate(this.lifetimes.codeSeconds * 1000),
     });
     if (!decided) throw this.gone();
     back.searchParams.set('code', code);
@@ -198,7 +199,7 @@ export class OAuthService {
     }
     // A request that does not match leaves an unused code as it is; a used one goes to the reuse answer.
     if (!row.used_at) {
-      if (!row.code_expires_at || row.code_expires_at.getTime() <= Date.now()) throw new InvalidGrantError('authorization code expired');
+      if (!row.code_expires_at || row.code_expires_at.getTime() <= databaseNow()) throw new InvalidGrantError('authorization code expired');
       if (redirectUri !== undefined && redirectUri !== row.redirect_uri) {
         throw new InvalidGrantError('redirect_uri differs from the authorization request’s');
       }
@@ -239,7 +240,7 @@ export class OAuthService {
       throw new InvalidGrantError('refresh token already used: the grant is revoked, sign in again');
     }
     if (grant.revoked_at) throw new InvalidGrantError('this sign-in was revoked: sign in again');
-    if (token.expires_at.getTime() <= Date.now() || (grant.expires_at && grant.expires_at.getTime() <= Date.now())) {
+    if (token.expires_at.getTime() <= databaseNow() || (grant.expires_at && grant.expires_at.getTime() <= databaseNow())) {
       throw new InvalidGrantError('refresh token expired: sign in again');
     }
     const granted = grant.scopes as string[];
@@ -280,7 +281,7 @@ export class OAuthService {
   }
 
   private issue(scopes: string[]): Issued {
-    const now = Date.now();
+    const now = databaseNow();
     const access = `mcpwat_${randomHex(32)}`;
     const refresh = `mcpwrt_${randomHex(32)}`;
     const accessExpires = new Date(now + this.lifetimes.accessTokenSeconds * 1000);
@@ -304,7 +305,7 @@ export class OAuthService {
   private async pendingRequest(requestId: unknown) {
     const row =
       typeof requestId === 'string' && /^[0-9a-f]{64}$/.test(requestId) ? await this.store.findAuthorization(requestId) : undefined;
-    if (!row || row.account_id || row.used_at || row.expires_at.getTime() <= Date.now()) throw this.gone();
+    if (!row || row.account_id || row.used_at || row.expires_at.getTime() <= databaseNow()) throw this.gone();
     return row;
   }
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
 import type { Db } from './database.js';
 import type { AccountRow, ApiKeyRow } from './schema.js';
+import { databaseDate, databaseNow } from '../core/database-clock.js';
 
 /** A namespace as a request addresses it: enough to serve from a snapshot cached by catalog version. */
 export interface NamespaceRef {
@@ -46,7 +47,7 @@ export const KEY_TOUCH_MS = 60 * 1000;
 export const MCP_SESSION_TOUCH_MS = 60 * 1000;
 
 /** Where a live session is: young enough and recently used. */
-const liveSince = (now = Date.now()) => ({ created: new Date(now - MCP_SESSION_TTL_MS), seen: new Date(now - MCP_SESSION_IDLE_MS) });
+const liveSince = (now = databaseNow()) => ({ created: new Date(now - MCP_SESSION_TTL_MS), seen: new Date(now - MCP_SESSION_IDLE_MS) });
 
 export interface SignInLimits {
   freeFailures: number;
@@ -151,7 +152,7 @@ export class AccountsStore {
             .innerJoin('oauth_tokens as token', 'token.key_id', 'api_keys.id')
             .where('token.token_hash', '=', by.accessTokenHash)
             .where('token.kind', '=', 'access')
-            .where('token.expires_at', '>', new Date());
+            .where('token.expires_at', '>', databaseDate());
     const { namespace, sessionId } = what;
     const withNamespace =
       namespace === undefined
@@ -292,7 +293,7 @@ export class AccountsStore {
       .select('client.metadata as client_metadata')
       .where('api_keys.account_id', '=', accountId)
       .where('api_keys.revoked_at', 'is', null)
-      .where('api_keys.expires_at', '>', new Date())
+      .where('api_keys.expires_at', '>', databaseDate())
       .orderBy('api_keys.created_at')
       .execute();
   }
@@ -301,7 +302,7 @@ export class AccountsStore {
   async revokeKey(accountId: string, keyId: string): Promise<boolean> {
     const result = await this.db
       .updateTable('api_keys')
-      .set({ revoked_at: new Date() })
+      .set({ revoked_at: databaseDate() })
       .where('id', '=', keyId)
       .where('account_id', '=', accountId)
       .where('revoked_at', 'is', null)
@@ -351,7 +352,7 @@ export class AccountsStore {
   ): Promise<{ refused?: { scope: 'account' | 'key'; usage: number; retryAfter: number }; evicted: string[] }> {
     return this.db.transaction().execute(async (trx) => {
       await trx.selectFrom('accounts').select('id').where('id', '=', input.accountId).forUpdate().executeTakeFirst();
-      const now = Date.now();
+      const now = databaseNow();
       const live = liveSince(now);
       // Sessions are cheap to re-create (a client re-initializes on 404): expired ones go here.
       await trx
@@ -427,9 +428,9 @@ export class AccountsStore {
   async touchKey(id: string): Promise<void> {
     await this.db
       .updateTable('api_keys')
-      .set({ last_used_at: new Date() })
+      .set({ last_used_at: databaseDate() })
       .where('id', '=', id)
-      .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', new Date(Date.now() - KEY_TOUCH_MS))]))
+      .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', databaseDate(-KEY_TOUCH_MS))]))
       .execute();
   }
 
@@ -468,9 +469,9 @@ export class AccountsStore {
   async touchMcpSession(id: string): Promise<void> {
     await this.db
       .updateTable('mcp_sessions')
-      .set({ last_seen_at: new Date() })
+      .set({ last_seen_at: databaseDate() })
       .where('id', '=', id)
-      .where('last_seen_at', '<', new Date(Date.now() - MCP_SESSION_TOUCH_MS))
+      .where('last_seen_at', '<', databaseDate(-MCP_SESSION_TOUCH_MS))
       .execute();
   }
 
@@ -516,7 +517,7 @@ export class AccountsStore {
   }
 
   /** Deletes every expired session (all accounts) as of `now`; answers how many. */
-  async deleteExpiredMcpSessions(now = Date.now()): Promise<number> {
+  async deleteExpiredMcpSessions(now = databaseNow()): Promise<number> {
     const live = liveSince(now);
     // Holds a node left behind (it stopped without ending them) have lapsed: they go too.
     await this.db

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Db } from './database.js';
 import type { ApiKeyRow } from './schema.js';
+import { databaseDate } from '../core/database-clock.js';
 
 /** An /authorize request as the consent page shows it and the token endpoint redeems it. */
 export interface AuthorizationRow {
@@ -80,10 +81,7 @@ export class OAuthStore {
     expiresAt: Date;
   }): Promise<void> {
     // Requests nobody decided (or redeemed) in time go as new ones come.
-    await this.db
-      .deleteFrom('oauth_authorizations')
-      .where('expires_at', '<', new Date(Date.now() - 3_600_000))
-      .execute();
+    await this.db.deleteFrom('oauth_authorizations').where('expires_at', '<', databaseDate(-3_600_000)).execute();
     await this.db
       .insertInto('oauth_authorizations')
       .values({
@@ -137,10 +135,10 @@ export class OAuthStore {
       .where('id', '=', id)
       .where('account_id', 'is', null)
       .where('used_at', 'is', null)
-      .where('expires_at', '>', new Date());
+      .where('expires_at', '>', databaseDate());
     const result =
       'denied' in decision
-        ? await update.set({ used_at: new Date() }).executeTakeFirst()
+        ? await update.set({ used_at: databaseDate() }).executeTakeFirst()
         : await update
             .set({
               account_id: decision.accountId,
@@ -176,7 +174,7 @@ export class OAuthStore {
     return this.db.transaction().execute(async (trx) => {
       const marked = await trx
         .updateTable('oauth_authorizations')
-        .set({ used_at: new Date() })
+        .set({ used_at: databaseDate() })
         .where('code_hash', '=', codeHash)
         .where('used_at', 'is', null)
         .executeTakeFirst();
@@ -232,7 +230,7 @@ export class OAuthStore {
     return this.db.transaction().execute(async (trx) => {
       const used = await trx
         .updateTable('oauth_tokens')
-        .set({ used_at: new Date() })
+        .set({ used_at: databaseDate() })
         .where('token_hash', '=', refreshHash)
         .where('kind', '=', 'refresh')
         .where('used_at', 'is', null)
@@ -244,13 +242,18 @@ export class OAuthStore {
         .execute();
       await trx.updateTable('api_keys').set({ expires_at: grantExpiresAt }).where('id', '=', keyId).execute();
       // Expired tokens of the grant are of no further use (reuse is detected by the used ones kept until they expire).
-      await trx.deleteFrom('oauth_tokens').where('key_id', '=', keyId).where('expires_at', '<', new Date()).execute();
+      await trx.deleteFrom('oauth_tokens').where('key_id', '=', keyId).where('expires_at', '<', databaseDate()).execute();
       return true;
     });
   }
 
   /** Revokes a grant: its tokens stop working at once (the auth path reads revoked_at). */
   async revokeGrant(keyId: string): Promise<void> {
-    await this.db.updateTable('api_keys').set({ revoked_at: new Date() }).where('id', '=', keyId).where('revoked_at', 'is', null).execute();
+    await this.db
+      .updateTable('api_keys')
+      .set({ revoked_at: databaseDate() })
+      .where('id', '=', keyId)
+      .where('revoked_at', 'is', null)
+      .execute();
   }
 }
