@@ -1155,7 +1155,8 @@ export const MIGRATIONS: readonly Migration[] = [
           -- The account's slots, and whether any is stale as mcpworks_release_stale judges one for
           -- an admission: expired, or held by another instance whose lease has lapsed (the
           -- database's clock).
-          -- The second pass counts what the release left (it releases exactly what this finds stale).
+          -- Only a gate: mcpworks_release_stale decides what goes (a slot wrongly seen stale costs a
+          -- call; one wrongly seen live would stay). The second pass counts what it left.
           FOR pass IN 1..2 LOOP
             SELECT count(*)::int, min(CASE WHEN deadline_at > now() THEN least(deadline_at, expires_at) ELSE expires_at END),
                 coalesce(bool_or(a.expires_at < now() OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_instance
