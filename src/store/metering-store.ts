@@ -60,8 +60,8 @@ export class MeteringStore {
   ) {}
 
   /**
-   * One round trip: the steps run in the database function mcpworks_admit (migration 6), under
-   * the account's row lock. Nothing is counted when it answers a rejection.
+   * One round trip: the steps run in the database function mcpworks_admit_call (migration 31),
+   * under the account's row lock. Nothing is counted when it answers a rejection.
    */
   async admit(request: AdmissionRequest): Promise<Rejection | undefined> {
     const { accountId, limits, now, ticketId, run } = request;

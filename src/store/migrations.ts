@@ -1127,4 +1127,89 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 31,
+    name: 'admission in one function, its statements fewer',
+    statements: [
+      // mcpworks_admit_call as in migrations 14 and 29, the same rules in fewer statements (each
+      // is a pass through the executor, and a metered call runs this once): mcpworks_admit inline
+      // rather than called; the account's slots counted in the same scan that tells whether any
+      // is stale, so mcpworks_release_stale (migration 30, unchanged) runs only when one is; the
+      // minute's and the month's counts read in one statement; the two counters and the slot
+      // written in one. mcpworks_admit stays for a node not yet upgraded.
+      `CREATE OR REPLACE FUNCTION mcpworks_admit_call(
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ, p_month TEXT, p_window TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ,
+          p_instance TEXT, p_deadline TIMESTAMPTZ, p_run JSONB)
+        RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER, cancelled BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          n INTEGER;
+          v_used INTEGER;
+          frees TIMESTAMPTZ;
+          stale BOOLEAN;
+          taken INTEGER := 0;
+          v_month TEXT := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM');
+          v_window TIMESTAMPTZ := date_trunc('minute', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+        BEGIN
+          PERFORM 1 FROM accounts WHERE id = p_account FOR UPDATE;
+          -- The account's slots, and whether any is stale as mcpworks_release_stale judges one for
+          -- an admission: expired, or held by another instance whose lease has lapsed (the
+          -- database's clock).
+          -- Only a gate: mcpworks_release_stale decides what goes (a slot wrongly seen stale costs a
+          -- call; one wrongly seen live would stay). The second pass counts what it left.
+          FOR pass IN 1..2 LOOP
+            SELECT count(*)::int, min(CASE WHEN deadline_at > now() THEN least(deadline_at, expires_at) ELSE expires_at END),
+                coalesce(bool_or(a.expires_at < now() OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_instance
+                  AND NOT EXISTS (SELECT 1 FROM server_instances i WHERE i.lease_until >= now() AND i.id = a.instance_id))), false)
+              INTO n, frees, stale FROM active_executions a WHERE a.account_id = p_account;
+            EXIT WHEN NOT stale OR pass = 2;
+            PERFORM mcpworks_release_stale(p_account, p_now, ARRAY[]::text[], p_instance);
+          END LOOP;
+          IF p_concurrency IS NOT NULL THEN
+            -- A slot past its call's deadline (held longer: an install, a queue) frees by its expiry at the latest.
+            IF n >= p_concurrency THEN
+              RETURN QUERY SELECT 'CONCURRENCY_LIMIT_EXCEEDED'::text, n,
+                greatest(1, ceil(extract(epoch FROM (coalesce(frees, now()) - now()))))::int, false;
+              RETURN;
+            END IF;
+          END IF;
+          SELECT coalesce((SELECT w.executions FROM rate_windows w WHERE w.account_id = p_account AND w.window_start = v_window), 0),
+              coalesce((SELECT u.executions FROM usage_months u WHERE u.account_id = p_account AND u.month = v_month), 0)
+            INTO n, v_used;
+          IF p_per_minute IS NOT NULL THEN
+            IF n >= p_per_minute THEN
+              -- Until the database's minute ends.
+              RETURN QUERY SELECT 'EXECUTION_RATE_EXCEEDED'::text, n,
+                greatest(1, ceil(extract(epoch FROM (v_window + interval '1 minute' - now()))))::int, false;
+              RETURN;
+            END IF;
+          END IF;
+          n := v_used;
+          IF p_monthly IS NOT NULL AND n >= p_monthly THEN
+            RETURN QUERY SELECT 'QUOTA_EXCEEDED'::text, n, NULL::int, false;
+            RETURN;
+          END IF;
+          WITH month_unit AS (
+              INSERT INTO usage_months (account_id, month, executions) VALUES (p_account, v_month, 1)
+                ON CONFLICT (account_id, month) DO UPDATE SET executions = usage_months.executions + 1),
+            minute_unit AS (
+              INSERT INTO rate_windows (account_id, window_start, executions) VALUES (p_account, v_window, 1)
+                ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1),
+            past_windows AS (
+              DELETE FROM rate_windows WHERE account_id = p_account AND window_start < v_window - interval '1 minute')
+          INSERT INTO active_executions (id, account_id, started_at, expires_at, instance_id, deadline_at, run)
+            VALUES (p_ticket, p_account, now(), now() + (p_expires_at - p_now), p_instance, now() + (p_deadline - p_now), p_run);
+          -- Still under the account's lock: a cancel kept for this call (migration 14) is taken.
+          IF p_run->>'cancel_key' IS NOT NULL THEN
+            DELETE FROM call_cancels c WHERE c.account_id = p_account AND c.cancel_key = p_run->>'cancel_key'
+              AND c.requested_at >= now() - interval '1 minute';
+            GET DIAGNOSTICS taken = ROW_COUNT;
+            IF taken > 0 THEN
+              UPDATE active_executions SET cancel_requested_at = p_now WHERE active_executions.id = p_ticket;
+            END IF;
+          END IF;
+          RETURN QUERY SELECT NULL::text, n + 1, NULL::int, taken > 0;
+        END $$`,
+    ],
+  },
 ];
