@@ -600,7 +600,12 @@ describe('serve nodes on one PostgreSQL while nodes are killed, join and restart
         refused.every((a) => a.body.code === 'EXECUTION_RATE_EXCEEDED'),
         JSON.stringify(refused[0]),
       );
-      assert.equal(new Set(answers.map((a) => a.node)).size, 3, 'the calls were admitted and refused on every node');
+      // Every node behind the proxy (3 after the kill test; 4 when this test runs alone, as the cluster.rate mutant runs it).
+      assert.equal(
+        new Set(answers.map((a) => a.node)).size,
+        proxy!.forwarded().length,
+        'the calls were admitted and refused on every node',
+      );
     }),
   );
 });
