@@ -246,11 +246,11 @@ static int child(const char *token, const char *cgroup, int *clock_fd) {
   /* Default dispositions (the zygote's Python handlers would write to descriptors now closed): as
    * PID 1 of its namespace, P1 then ignores every signal its run sends it, but SIGCHLD, which at
    * most makes it reap. */
-  struct sigaction action;
+  struct sigaction action, inherited[NSIG];
   memset(&action, 0, sizeof action);
   action.sa_handler = SIG_DFL;
   for (int signum = 1; signum < NSIG; signum++)
-    if (signum != SIGKILL && signum != SIGSTOP) sigaction(signum, &action, NULL);
+    if (signum != SIGKILL && signum != SIGSTOP) sigaction(signum, &action, &inherited[signum]);
   sigset_t blocked, waiting;
   sigemptyset(&blocked);
   sigaddset(&blocked, SIGCHLD);
@@ -263,8 +263,10 @@ static int child(const char *token, const char *cgroup, int *clock_fd) {
   pid_t worker = fork();
   if (worker < 0) _exit(SETUP_FAILED);
   if (worker == 0) {
-    action.sa_handler = SIG_DFL;
-    sigaction(SIGCHLD, &action, NULL);
+    /* The zygote's dispositions, as os.fork would leave them (Python ignores SIGPIPE and SIGXFSZ,
+     * and its handlers match its own table); zygote.py then sets the worker's. */
+    for (int signum = 1; signum < NSIG; signum++)
+      if (signum != SIGKILL && signum != SIGSTOP) sigaction(signum, &inherited[signum], NULL);
     sigprocmask(SIG_SETMASK, &waiting, NULL);
     close(clock[0]);
     *clock_fd = clock[1];

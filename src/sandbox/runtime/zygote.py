@@ -51,6 +51,8 @@ PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 native.mcpw_configure.argtypes = (ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t)
 native.mcpw_spawn.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int))
 pythonapi = ctypes.pythonapi
+# Looked up here, once: a lookup in each worker would be work (and pages) of its own.
+after_fork_child = pythonapi.PyOS_AfterFork_Child
 
 
 def _reseed():
@@ -88,7 +90,7 @@ def _worker(config, clock, record, state):
     import resource
     try:
         # Forked (by P1) inside the C call: what os.fork does for a child, done here.
-        pythonapi.PyOS_AfterFork_Child()
+        after_fork_child()
         signal.set_wakeup_fd(-1)
         # Its own token is all the zygote's memory held (see main): this process's memory is the run's.
         ctypes.memset(record, 0, RECORD)
@@ -144,6 +146,7 @@ def main():
     sys.path.append("/usr/lib/python3/dist-packages")
     sys.path.insert(0, "/sandbox")
     import linecache  # noqa: F401  what reporting a failure needs, as a pooled runner loads it
+    import _sitebuiltins  # noqa: F401  runner.serve gives help() back with it
     import traceback  # noqa: F401
     import runner  # noqa: F401
     # Standard-library modules most runs load (code mode's `functions` package needs json), then
