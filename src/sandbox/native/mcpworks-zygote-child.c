@@ -1,15 +1,17 @@
 /*
- * mcpworks-zygote-child.so: a zygote's fork, in C (runtime/zygote.py loads it with ctypes.PyDLL).
+ * mcpworks-zygote-child.so: a zygote's forks, in C (runtime/zygote.py loads it with ctypes.PyDLL).
  *
  * Each run's first process ("P1") did its set-up in Python: every object that code touched was a
  * copy-on-write page fault, and a short-lived intermediate process was forked only to enter the
- * PID namespace. Here P1 runs no Python at all: the zygote enters a new PID namespace for its next
- * child, forks P1 (PID 1 there) and goes back to its own with setns; P1 does the set-up below and
- * forks the worker ("P2"), which returns into the zygote's Python to run the function. What P1
- * does, and in what order, is what zygote.py documents; README "How a run is isolated".
+ * PID namespace; the zygote's own request loop, in Python, faulted its pages back after every fork.
+ * Here neither runs Python: the zygote's loop reads fork requests, enters a new PID namespace for
+ * its next child, forks P1 (PID 1 there) and goes back to its own with setns; P1 does the set-up
+ * below and forks the worker ("P2"), the only process that returns into the zygote's Python, to run
+ * the function. What P1 does, and in what order, is what zygote.py documents; README "How a run is
+ * isolated".
  *
  *   mcpw_configure(masks, tmpfs_size, seccomp, seccomp_len)  once, in the zygote
- *   mcpw_spawn(token, cgroup, &clock_fd)  > 0 in the zygote (P1's pid), 0 in the worker, -1 on failure
+ *   mcpw_serve(control_fd, &clock_fd)  returns 0 in each worker; in the zygote, 1 once it should end
  *
  * P1 never returns into Python and never allocates: the zygote may have had threads (BLAS), whose
  * locks a forked process cannot take.
@@ -278,20 +280,113 @@ static int child(const char *token, const char *cgroup, int *clock_fd) {
   _exit(wait_worker(worker, clock[0], &waiting));
 }
 
-int mcpw_spawn(const char *token, const char *cgroup, int *clock_fd) {
+/* A fork request: "F " TOKEN(32) " " ID(16) " run-" CGROUP(16) "\n". */
+#define RECORD 73
+#define TOKEN_AT 2
+#define ID_AT 35
+#define ID_CHARS 16
+#define CGROUP_AT 52
+#define CGROUP_CHARS 20
+#define MAX_CHILDREN 4096
+
+/* The one buffer a request's token is ever in: read straight from the socket, a request at a time
+ * (the rest wait in the kernel), and zeroed once its child is forked, so no child's memory (a copy
+ * of the zygote's) holds another child's token. */
+static char record[RECORD];
+/* Children in progress, by P1's pid, with the request id their exit is reported under. */
+static pid_t child_pids[MAX_CHILDREN];
+static char child_ids[MAX_CHILDREN][ID_CHARS + 1];
+
+static int hex_field(const char *at, size_t length) {
+  for (size_t i = 0; i < length; i++)
+    if (!((at[i] >= '0' && at[i] <= '9') || (at[i] >= 'a' && at[i] <= 'f'))) return 0;
+  return 1;
+}
+
+static int report(int control, const char *id, int status) {
+  char line[64];
+  int length = snprintf(line, sizeof line, "{\"exited\": \"%s\", \"status\": %d}\n", id, status);
+  return write_all(control, line, (size_t)length);
+}
+
+/* Forks P1 for the request in `record`: its pid, 0 in the worker, -1 if it could not, -2 if the
+ * zygote could not go back to its own PID namespace (it then stops rather than fork elsewhere). */
+static int spawn(const char *cgroup, int *clock_fd) {
   /* Entering a new PID namespace is for the caller's next child: it is PID 1 there. */
   if (own_pid_ns < 0 || unshare(CLONE_NEWPID) != 0) return -1;
   pid_t pid = fork();
-  if (pid == 0) return child(token, cgroup, clock_fd);
-  int saved = errno;
-  /* Back to its own, for the next child's unshare (a process enters only one new PID namespace
-   * from its own); were this to fail, it would stop forking rather than make a child elsewhere. */
+  if (pid == 0) return child(record + TOKEN_AT, cgroup, clock_fd);
   if (setns(own_pid_ns, CLONE_NEWPID) != 0) {
-    int fatal = errno;
     if (pid > 0) kill(pid, SIGKILL);
-    errno = fatal;
     return -2;
   }
-  errno = saved;
-  return pid;
+  return pid > 0 ? pid : -1;
+}
+
+static void reap(int control) {
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+      if (child_pids[i] != pid) continue;
+      child_pids[i] = 0;
+      report(control, child_ids[i], WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+      break;
+    }
+  }
+}
+
+int mcpw_serve(int control, int *clock_fd) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = wake;
+  sigaction(SIGCHLD, &action, NULL);
+  sigset_t blocked, waiting;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &blocked, &waiting);
+  sigdelset(&waiting, SIGCHLD);
+  size_t have = 0;
+  for (;;) {
+    reap(control);
+    struct pollfd watched = {control, POLLIN, 0};
+    if (ppoll(&watched, 1, NULL, &waiting) < 0) continue; /* EINTR: a child ended */
+    ssize_t got = recv(control, record + have, RECORD - have, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return 1; /* the host is gone: the sandbox ends, and every child with it */
+    have += (size_t)got;
+    if (have < RECORD) continue;
+    have = 0;
+    /* Not the host's framing: stop rather than guess. */
+    if (record[0] != 'F' || record[1] != ' ' || record[ID_AT - 1] != ' ' || record[CGROUP_AT - 1] != ' ' ||
+        record[RECORD - 1] != '\n' || !hex_field(record + ID_AT, ID_CHARS) || memcmp(record + CGROUP_AT, "run-", 4) != 0 ||
+        !hex_field(record + CGROUP_AT + 4, CGROUP_CHARS - 4))
+      return 1;
+    char id[ID_CHARS + 1], cgroup[CGROUP_CHARS + 1];
+    memcpy(id, record + ID_AT, ID_CHARS);
+    id[ID_CHARS] = '\0';
+    memcpy(cgroup, record + CGROUP_AT, CGROUP_CHARS);
+    cgroup[CGROUP_CHARS] = '\0';
+    int slot = -1;
+    for (int i = 0; i < MAX_CHILDREN && slot < 0; i++)
+      if (child_pids[i] == 0) slot = i;
+    /* Not waited for: P1 sets up in parallel with the next forks. */
+    int pid = slot < 0 ? -1 : spawn(cgroup, clock_fd);
+    if (pid == 0) {
+      /* The worker: what the zygote's memory held of other runs is not the run's. */
+      memset(record, 0, sizeof record);
+      memset(child_pids, 0, sizeof child_pids);
+      memset(child_ids, 0, sizeof child_ids);
+      return 0;
+    }
+    memset(record, 0, sizeof record);
+    if (pid == -2) return 1;
+    if (pid < 0) {
+      if (report(control, id, SETUP_FAILED) != 0) return 1;
+      continue;
+    }
+    child_pids[slot] = pid;
+    memcpy(child_ids[slot], id, sizeof id);
+  }
 }

@@ -25,15 +25,11 @@
 import ctypes
 import json
 import os
-import select
 import signal
 import socket
 import sys
 
 SETUP_FAILED = 111
-# A fork request: b"F " + token (32) + b" " + id (16) + b" run-" + cgroup id (16) + b"\n".
-RECORD = 73
-TOKEN_AT = 2
 # First uses that libraries initialise lazily (caches, dispatch tables, deferred imports): done
 # once here, they are not repeated, page fault by page fault, in every child. Fixed code, no input.
 WARM_UP = {
@@ -49,7 +45,7 @@ native = ctypes.PyDLL("/sandbox/zygote-child.so", use_errno=True)
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 native.mcpw_configure.argtypes = (ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t)
-native.mcpw_spawn.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int))
+native.mcpw_serve.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int))
 pythonapi = ctypes.pythonapi
 # Looked up here, once: a lookup in each worker would be work (and pages) of its own.
 after_fork_child = pythonapi.PyOS_AfterFork_Child
@@ -85,17 +81,12 @@ def _read_request(clock):
     return request
 
 
-def _worker(config, clock, record, state):
+def _worker(config, clock):
     """P2: the run itself, through runner.py's code. Never returns."""
     import resource
     try:
         # Forked (by P1) inside the C call: what os.fork does for a child, done here.
         after_fork_child()
-        signal.set_wakeup_fd(-1)
-        # Its own token is all the zygote's memory held (see main): this process's memory is the run's.
-        ctypes.memset(record, 0, RECORD)
-        for value in state.values():
-            value.clear()
         libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc/self stays its own to read
         os.setsid()
         for name, (soft, hard) in config["rlimits"].items():
@@ -111,20 +102,6 @@ def _worker(config, clock, record, state):
     except BaseException:  # noqa: BLE001
         os._exit(SETUP_FAILED)
     os._exit(0)
-
-
-def _fork_child(record, cgroup, config, state):
-    """Starts P1, PID 1 of a new PID namespace, for the run whose request is in `record`; returns
-    its pid, None if it could not be forked, or False if the zygote can fork no more."""
-    clock = ctypes.c_int(-1)
-    pythonapi.PyOS_BeforeFork()
-    pid = native.mcpw_spawn(ctypes.byref(record, TOKEN_AT), cgroup.encode("ascii"), ctypes.byref(clock))
-    if pid == 0:
-        _worker(config, clock.value, record, state)
-    pythonapi.PyOS_AfterFork_Parent()
-    if pid == -2:
-        return False
-    return pid if pid > 0 else None
 
 
 def main():
@@ -165,65 +142,16 @@ def main():
     gc.freeze()
     control = socket.socket(fileno=3)
     control.setblocking(True)
-    # A fork request's token is only ever in this buffer, read straight from the socket, one
-    # request at a time (the rest wait in the kernel), and zeroed once its child is forked: no
-    # child's memory, a copy of the zygote's, holds another child's token. Nothing else is parsed
-    # from the token bytes, so no Python object holds them.
-    record = ctypes.create_string_buffer(RECORD)
-    view = memoryview(record).cast("B")
-    have = 0
-    wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    children = {}  # P1 pid -> request id
-    state = {"children": children}
-
-    def send(message):
-        control.sendall((json.dumps(message) + "\n").encode())
-
-    send({"ready": True})
-    while True:
-        readable, _, _ = select.select([control, wake_read], [], [])
-        if wake_read in readable:
-            os.read(wake_read, 512)
-            while True:
-                try:
-                    pid, wait_status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                code = os.waitstatus_to_exitcode(wait_status)
-                request_id = children.pop(pid, None)
-                if request_id is not None:
-                    send({"exited": request_id, "status": 128 - code if code < 0 else code})
-        if control not in readable:
-            continue
-        got = control.recv_into(view[have:], RECORD - have)
-        if not got:
-            return  # the host is gone: the sandbox ends, and every child with it
-        have += got
-        if have < RECORD:
-            continue
-        have = 0
-        tail = bytes(view[TOKEN_AT + 32:])  # everything after the token
-        fields = tail[1:-1].decode("ascii").split(" ")
-        if view[0] != ord("F") or tail[:1] != b" " or tail[-1:] != b"\n" or len(fields) != 2:
-            return  # not the host's framing: stop rather than guess
-        request_id, cgroup = fields
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Not waited for: P1 sets up in parallel with the next forks. Its exit (SIGCHLD) is only
-        # read once it is in `children`: this loop reaps between requests, never inside the call.
-        pid = _fork_child(record, cgroup, config, state)
-        ctypes.memset(record, 0, RECORD)
-        if pid is False:
-            return  # could not go back to its own PID namespace: stop rather than fork elsewhere
-        if pid is None:
-            send({"exited": request_id, "status": SETUP_FAILED})
-            continue
-        children[pid] = request_id
+    control.sendall(b'{"ready": true}\n')
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # From here the zygote runs no Python: its loop (reading fork requests, reporting exits) and
+    # each child's set-up are in C, and only each worker returns here (see zygote-child.c).
+    clock = ctypes.c_int(-1)
+    pythonapi.PyOS_BeforeFork()
+    if native.mcpw_serve(control.fileno(), ctypes.byref(clock)) == 0:
+        _worker(config, clock.value)
+    pythonapi.PyOS_AfterFork_Parent()
 
 
 if __name__ == "__main__":
