@@ -22,6 +22,11 @@
 # with 137 once the run's wall clock (sent with its request) has run out, whatever the host does. So a
 # run cannot see, signal or trace another run (nor P1, nor the zygote), share files or IPC with it,
 # or inherit anything but the zygote's pre-import state, which no run ever wrote to.
+#
+# Once imported, the zygote runs no more Python: its request loop and P1 are C
+# (native/mcpworks-zygote-child.c, /sandbox/zygote-child.so), and only each worker returns here,
+# from inside that call, to run its function. Python code a child ran would be copy-on-write page
+# faults, object by object, in every run.
 import ctypes
 import json
 import os
@@ -39,8 +44,6 @@ WARM_UP = {
 }
 STDLIB_WARM = ("json", "re", "types", "datetime", "collections", "functools", "itertools", "math", "random", "base64", "hashlib", "typing", "dataclasses")
 
-# The run's first process (P1) and its set-up, in C (native/mcpworks-zygote-child.c): run in
-# Python, every object that code touched was a copy-on-write page fault of its own.
 native = ctypes.PyDLL("/sandbox/zygote-child.so", use_errno=True)
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
