@@ -59,6 +59,40 @@ static unsigned short seccomp_length;
 /* The zygote's own PID namespace: it goes back to it after each child's fork. */
 static int own_pid_ns = -1;
 
+static int write_all(int fd, const char *data, size_t length) {
+  while (length > 0) {
+    ssize_t wrote = write(fd, data, length);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) return -1;
+    data += wrote;
+    length -= (size_t)wrote;
+  }
+  return 0;
+}
+
+/*
+ * Each child's network namespace gets a TCP hash table of its own, of CHILD_TCP_HASH buckets,
+ * rather than sharing the host's: when the namespace goes, the kernel then looks for its TIME_WAIT
+ * sockets in that small table, not in the host's whole one (a quarter of the kernel's teardown of
+ * a run's network namespace, in its own threads). /proc/sys is read-only here (bubblewrap), so a
+ * short-lived process writes the zygote's setting through a /proc of its own. Kernels before 6.1
+ * have no such setting: children then share the host's table, as they did before.
+ */
+#define CHILD_TCP_HASH "128"
+static void size_own_tcp_hash(void) {
+  pid_t pid = fork();
+  if (pid < 0) return;
+  if (pid == 0) {
+    int fd = -1;
+    if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0)
+      fd = open("/proc/sys/net/ipv4/tcp_child_ehash_entries", O_WRONLY | O_CLOEXEC);
+    _exit(fd >= 0 && write_all(fd, CHILD_TCP_HASH, strlen(CHILD_TCP_HASH)) == 0 ? 0 : 1);
+  }
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
 /* masks: "f NAME\n" and "d NAME\n" lines, NAME relative to /proc. */
 int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned char *seccomp, size_t seccomp_len) {
   if (seccomp_len == 0 || seccomp_len % sizeof(struct sock_filter) != 0 || seccomp_len / sizeof(struct sock_filter) > 0xffff) {
@@ -85,17 +119,8 @@ int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned 
   memcpy(seccomp_program, seccomp, seccomp_len);
   seccomp_length = (unsigned short)(seccomp_len / sizeof(struct sock_filter));
   own_pid_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-  return own_pid_ns < 0 ? -1 : 0;
-}
-
-static int write_all(int fd, const char *data, size_t length) {
-  while (length > 0) {
-    ssize_t wrote = write(fd, data, length);
-    if (wrote < 0 && errno == EINTR) continue;
-    if (wrote <= 0) return -1;
-    data += wrote;
-    length -= (size_t)wrote;
-  }
+  if (own_pid_ns < 0) return -1;
+  size_own_tcp_hash();
   return 0;
 }
 
