@@ -312,13 +312,14 @@ static int child(const char *token, const char *cgroup, int *clock_fd) {
 #define ID_CHARS 16
 #define CGROUP_AT 52
 #define CGROUP_CHARS 20
-#define MAX_CHILDREN 4096
+#define MAX_CHILDREN 1024
 
 /* The one buffer a request's token is ever in: read straight from the socket, a request at a time
  * (the rest wait in the kernel), and zeroed once its child is forked, so no child's memory (a copy
  * of the zygote's) holds another child's token. */
 static char record[RECORD];
-/* Children in progress, by P1's pid, with the request id their exit is reported under. */
+/* Children in progress, by P1's pid, with the request id their exit is reported under (far more
+ * than a server keeps in flight per zygote: a request beyond it fails its set-up, status 111). */
 static pid_t child_pids[MAX_CHILDREN];
 static char child_ids[MAX_CHILDREN][ID_CHARS + 1];
 
