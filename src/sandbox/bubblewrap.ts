@@ -165,6 +165,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     ['bubblewrap', paths.bwrap],
     ['sandbox helper', paths.helper],
     ['seccomp program', paths.seccompProgram],
+    ['zygote library', paths.zygoteLibrary],
     ['python', paths.python],
     ['node', paths.node],
   ] as const) {

@@ -24,6 +24,8 @@ export interface HostPaths {
   bwrap: string;
   helper: string;
   seccompProgram: string;
+  /** The zygote's fork in C (native/mcpworks-zygote-child.c), loaded by zygote.py inside its sandbox. */
+  zygoteLibrary: string;
   python: string;
   node: string;
   /** Directory of the programs that run inside the sandbox: runner.py, runner.cjs, zygote.py (the source tree's, since tsc copies no .py). */
@@ -38,6 +40,7 @@ export function defaultHostPaths(): HostPaths {
     bwrap: '/usr/bin/bwrap',
     helper: join(root, '.build', 'mcpworks-sandbox-helper'),
     seccompProgram: join(root, '.build', 'seccomp.bpf'),
+    zygoteLibrary: join(root, '.build', 'mcpworks-zygote-child.so'),
     python: '/usr/bin/python3',
     node: process.execPath,
     runtimeSource: join(root, 'src', 'sandbox', 'runtime'),

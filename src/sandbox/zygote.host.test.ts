@@ -253,6 +253,12 @@ result = sorted(found)
     assert.notEqual(a[1], b[1]);
   });
 
+  it("each child's network namespace has a TCP hash table of its own, not the host's", async () => {
+    // Negative: the namespace shares the host's table (whose whole size the kernel walks when the namespace goes).
+    const code = 'result = open("/proc/sys/net/ipv4/tcp_ehash_entries").read().strip()\n';
+    assert.equal(resultOf(await py(code, { entry: 'script' })), '128');
+  });
+
   it("keeps each run's limits: wall time, memory, processes", async () => {
     // 8 s: on a loaded machine, filling 128 MB can outlast 2 s, and the memory rule is the subject.
     const tight: SandboxLimits = { ...limits, timeoutSeconds: 8, cpuSeconds: 8, memoryMb: 128, maxProcesses: 16 };

@@ -93,6 +93,9 @@ export function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: st
     copyFileSync(join(guest, file), target);
     chmodSync(target, 0o644);
   }
+  // Each zygote child's set-up, loaded by zygote.py (a copy: the sandbox user may not reach .build).
+  copyFileSync(paths.zygoteLibrary, join(bin, 'zygote-child.so'));
+  chmodSync(join(bin, 'zygote-child.so'), 0o644);
   // Mount points of a zygote's cgroup and socket directories (empty in every other sandbox).
   for (const dir of ['zygote', 'zygote/cg-memory', 'zygote/cg-pids', 'zygote/sock']) {
     mkdirSync(join(bin, dir));

@@ -44,7 +44,7 @@ export function zygoteHostHooks(deps: ZygoteHostDeps): ZygoteHostHooks {
     if (!support) return null;
     const memoryBase = support.memory!.base;
     const pidsBase = support.pids!.base;
-    // The zygote itself: pre-imported packages plus its short-lived intermediate processes.
+    // The zygote itself: pre-imported packages, plus each child until it joins its run's groups.
     const self = createRunCgroup(support, 'self', { memoryBytes: 1024 * MB, maxProcesses: 512 })!;
     // The zygote's own uid, shared by its children (one namespace's runs).
     const user = uids ? { uid: uids.take(), gid: SANDBOX_GID } : sandboxUser;

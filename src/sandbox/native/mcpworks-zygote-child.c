@@ -1,0 +1,418 @@
+/*
+ * mcpworks-zygote-child.so: a zygote's forks, in C (runtime/zygote.py loads it with ctypes.PyDLL).
+ *
+ * Each run's first process ("P1") did its set-up in Python: every object that code touched was a
+ * copy-on-write page fault, and a short-lived intermediate process was forked only to enter the
+ * PID namespace; the zygote's own request loop, in Python, faulted its pages back after every fork.
+ * Here neither runs Python: the zygote's loop reads fork requests, enters a new PID namespace for
+ * its next child, forks P1 (PID 1 there) and goes back to its own with setns; P1 does the set-up
+ * below and forks the worker ("P2"), the only process that returns into the zygote's Python, to run
+ * the function. What P1 does, and in what order, is what zygote.py documents; README "How a run is
+ * isolated".
+ *
+ *   mcpw_configure(masks, tmpfs_size, seccomp, seccomp_len)  once, in the zygote
+ *   mcpw_serve(control_fd, &clock_fd)  returns 0 in each worker; in the zygote, 1 once it should end
+ *
+ * P1 never returns into Python and never allocates: the zygote may have had threads (BLAS), whose
+ * locks a forked process cannot take.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SETUP_FAILED 111
+/* P1's status when the run's wall clock ran out: as if killed (SIGKILL), which it then is. */
+#define WALL_CLOCK_STATUS (128 + 9)
+#define TOKEN_CHARS 32
+#define HOST_SOCKET "/sandbox/zygote/sock/host.sock"
+#define MAX_MASKS 128
+#define MASK_CHARS 64
+
+static const char *const host_mounts[] = {"/sandbox/zygote/cg-memory", "/sandbox/zygote/cg-pids", "/sandbox/zygote/sock"};
+
+/* Set once by mcpw_configure, before any fork: read-only afterwards. */
+static char mask_files[MAX_MASKS][MASK_CHARS + 8];
+static char mask_dirs[MAX_MASKS][MASK_CHARS + 8];
+static int mask_file_count, mask_dir_count;
+static char tmp_options[64];
+static struct sock_filter *seccomp_program;
+static unsigned short seccomp_length;
+/* The zygote's own PID namespace: it goes back to it after each child's fork. */
+static int own_pid_ns = -1;
+
+static int write_all(int fd, const char *data, size_t length) {
+  while (length > 0) {
+    ssize_t wrote = write(fd, data, length);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) return -1;
+    data += wrote;
+    length -= (size_t)wrote;
+  }
+  return 0;
+}
+
+/*
+ * Each child's network namespace gets a TCP hash table of its own, of CHILD_TCP_HASH buckets,
+ * rather than sharing the host's: when the namespace goes, the kernel then looks for its TIME_WAIT
+ * sockets in that small table, not in the host's whole one (a quarter of the kernel's teardown of
+ * a run's network namespace, in its own threads). /proc/sys is read-only here (bubblewrap), so a
+ * short-lived process writes the zygote's setting through a /proc of its own. Kernels before 6.1
+ * have no such setting: children then share the host's table, as they did before.
+ */
+#define CHILD_TCP_HASH "128"
+static void size_own_tcp_hash(void) {
+  pid_t pid = fork();
+  if (pid < 0) return;
+  if (pid == 0) {
+    int fd = -1;
+    if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0)
+      fd = open("/proc/sys/net/ipv4/tcp_child_ehash_entries", O_WRONLY | O_CLOEXEC);
+    _exit(fd >= 0 && write_all(fd, CHILD_TCP_HASH, strlen(CHILD_TCP_HASH)) == 0 ? 0 : 1);
+  }
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
+/* masks: "f NAME\n" and "d NAME\n" lines, NAME relative to /proc. */
+int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned char *seccomp, size_t seccomp_len) {
+  if (seccomp_len == 0 || seccomp_len % sizeof(struct sock_filter) != 0 || seccomp_len / sizeof(struct sock_filter) > 0xffff) {
+    errno = EINVAL;
+    return -1;
+  }
+  for (const char *line = masks; *line;) {
+    const char *end = strchr(line, '\n');
+    size_t length = end ? (size_t)(end - line) : strlen(line);
+    if (length < 3 || length - 2 > MASK_CHARS || line[1] != ' ' || (line[0] != 'f' && line[0] != 'd') ||
+        mask_file_count >= MAX_MASKS || mask_dir_count >= MAX_MASKS) {
+      errno = EINVAL;
+      return -1;
+    }
+    char *into = line[0] == 'f' ? mask_files[mask_file_count++] : mask_dirs[mask_dir_count++];
+    memcpy(into, "/proc/", 6);
+    memcpy(into + 6, line + 2, length - 2);
+    into[6 + length - 2] = '\0';
+    line += length + (end ? 1 : 0);
+  }
+  snprintf(tmp_options, sizeof tmp_options, "size=%lu,mode=1777", tmpfs_bytes);
+  seccomp_program = malloc(seccomp_len);
+  if (!seccomp_program) return -1;
+  memcpy(seccomp_program, seccomp, seccomp_len);
+  seccomp_length = (unsigned short)(seccomp_len / sizeof(struct sock_filter));
+  own_pid_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+  if (own_pid_ns < 0) return -1;
+  size_own_tcp_hash();
+  return 0;
+}
+
+/* Into the run's cgroup: fails (and so does the run's set-up) if the group is missing. */
+static int join_cgroup(const char *controller, const char *cgroup) {
+  char path[128];
+  if ((size_t)snprintf(path, sizeof path, "/sandbox/zygote/cg-%s/%s/cgroup.procs", controller, cgroup) >= sizeof path) return -1;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = write_all(fd, "0\n", 2);
+  return close(fd) == 0 ? rc : -1;
+}
+
+/* A new network namespace has only `lo`, and down. */
+static int loopback_up(void) {
+  int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) return -1;
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  strcpy(request.ifr_name, "lo");
+  request.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
+  int rc = ioctl(probe, SIOCSIFFLAGS, &request);
+  close(probe);
+  return rc;
+}
+
+/* As bubblewrap.ts does for a cold run: what /proc tells about the host reads empty. */
+static int mask_proc(void) {
+  const unsigned long sealed = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  for (int i = 0; i < mask_file_count; i++) {
+    if (mount("/sandbox/empty", mask_files[i], NULL, MS_BIND, NULL) != 0) return -1;
+    if (mount(NULL, mask_files[i], NULL, MS_BIND | MS_REMOUNT | sealed, NULL) != 0) return -1;
+  }
+  for (int i = 0; i < mask_dir_count; i++)
+    if (mount("tmpfs", mask_dirs[i], "tmpfs", sealed, "size=4k,mode=555") != 0) return -1;
+  return 0;
+}
+
+/* One of the run's streams, named to the server by the child's token. */
+static int connect_stream(const char *token, const char *stream) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un address;
+  memset(&address, 0, sizeof address);
+  address.sun_family = AF_UNIX;
+  strcpy(address.sun_path, HOST_SOCKET);
+  char line[TOKEN_CHARS + 8];
+  memcpy(line, token, TOKEN_CHARS);
+  size_t length = TOKEN_CHARS;
+  line[length++] = ' ';
+  for (const char *c = stream; *c; c++) line[length++] = *c;
+  line[length++] = '\n';
+  if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0 || write_all(fd, line, length) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int drop_capabilities(void) {
+  for (int cap = 0; cap <= 63; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0); /* EINVAL past the kernel's last */
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  return (int)syscall(SYS_capset, &header, data);
+}
+
+static int load_seccomp(void) {
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+  struct sock_fprog program = {seccomp_length, seccomp_program};
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);
+}
+
+static void wake(int signum) { (void)signum; }
+
+static long long now_ms(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* P1's wait: reaps every process of the run until the worker ends (its status, 128+N for signal
+ * N) or the run's wall clock, which the worker writes on `clock` before any of the run's code, runs
+ * out. SIGCHLD is blocked except inside ppoll, so no exit is missed between a reap and the wait. */
+static int wait_worker(pid_t worker, int clock, const sigset_t *waiting) {
+  long long deadline = -1;
+  char said[32];
+  size_t said_length = 0;
+  for (;;) {
+    for (;;) {
+      int status;
+      pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid < 0) return SETUP_FAILED;
+      if (pid == 0) break;
+      if (pid == worker) return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+    }
+    struct timespec timeout, *bound = NULL;
+    if (deadline >= 0) {
+      long long left = deadline - now_ms();
+      if (left <= 0) return WALL_CLOCK_STATUS;
+      timeout.tv_sec = left / 1000;
+      timeout.tv_nsec = (left % 1000) * 1000000;
+      bound = &timeout;
+    }
+    struct pollfd watched = {clock, POLLIN, 0};
+    int ready = ppoll(&watched, clock >= 0 ? 1 : 0, bound, waiting);
+    if (ready > 0 && clock >= 0) {
+      ssize_t got = read(clock, said + said_length, sizeof said - 1 - said_length);
+      if (got < 0 && errno == EINTR) continue;
+      if (got > 0 && said_length + (size_t)got < sizeof said - 1) {
+        said_length += (size_t)got;
+        continue;
+      }
+      /* The worker closed it: the limit it wrote, if it wrote one, starts now. */
+      close(clock);
+      clock = -1;
+      said[said_length] = '\0';
+      char *end;
+      long long limit = strtoll(said, &end, 10);
+      if (said_length > 0 && end == said + said_length && limit >= 0) deadline = now_ms() + limit;
+    }
+  }
+}
+
+/* P1, in its fresh PID namespace. Returns 0 in the worker (with *clock_fd set); never in P1. */
+static int child(const char *token, const char *cgroup, int *clock_fd) {
+  if (join_cgroup("memory", cgroup) != 0 || join_cgroup("pids", cgroup) != 0) _exit(SETUP_FAILED);
+  /* Its cgroup namespace is rooted at the run's group it has just joined (see zygoteBubblewrapArgs). */
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP) != 0) _exit(SETUP_FAILED);
+  if (loopback_up() != 0) _exit(SETUP_FAILED);
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(SETUP_FAILED);
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) _exit(SETUP_FAILED);
+  if (mask_proc() != 0) _exit(SETUP_FAILED);
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_options) != 0) _exit(SETUP_FAILED);
+  if (mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=67108864,mode=1777") != 0) _exit(SETUP_FAILED);
+  int out = connect_stream(token, "out"), err = connect_stream(token, "err"), chan = connect_stream(token, "chan");
+  if (out < 0 || err < 0 || chan < 0) _exit(SETUP_FAILED);
+  for (size_t i = 0; i < sizeof host_mounts / sizeof host_mounts[0]; i++)
+    if (umount2(host_mounts[i], MNT_DETACH) != 0) _exit(SETUP_FAILED);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) _exit(SETUP_FAILED);
+  if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 || dup2(chan, 3) < 0) _exit(SETUP_FAILED);
+  if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
+    for (int fd = 4; fd < 65536; fd++) close(fd);
+  if (chdir("/tmp") != 0) _exit(SETUP_FAILED);
+  if (drop_capabilities() != 0 || load_seccomp() != 0) _exit(SETUP_FAILED);
+  /* Undumpable: the worker (same user) cannot open this process's /proc files or memory. */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) _exit(SETUP_FAILED);
+  /* Default dispositions (the zygote's Python handlers would write to descriptors now closed): as
+   * PID 1 of its namespace, P1 then ignores every signal its run sends it, but SIGCHLD, which at
+   * most makes it reap. */
+  struct sigaction action, inherited[NSIG];
+  memset(&action, 0, sizeof action);
+  action.sa_handler = SIG_DFL;
+  for (int signum = 1; signum < NSIG; signum++)
+    if (signum != SIGKILL && signum != SIGSTOP) sigaction(signum, &action, &inherited[signum]);
+  sigset_t blocked, waiting;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &blocked, &waiting);
+  sigdelset(&waiting, SIGCHLD);
+  action.sa_handler = wake;
+  sigaction(SIGCHLD, &action, NULL);
+  int clock[2];
+  if (pipe2(clock, O_CLOEXEC) != 0) _exit(SETUP_FAILED);
+  pid_t worker = fork();
+  if (worker < 0) _exit(SETUP_FAILED);
+  if (worker == 0) {
+    /* The zygote's dispositions, as os.fork would leave them (Python ignores SIGPIPE and SIGXFSZ,
+     * and its handlers match its own table); zygote.py then sets the worker's. */
+    for (int signum = 1; signum < NSIG; signum++)
+      if (signum != SIGKILL && signum != SIGSTOP) sigaction(signum, &inherited[signum], NULL);
+    sigprocmask(SIG_SETMASK, &waiting, NULL);
+    close(clock[0]);
+    *clock_fd = clock[1];
+    return 0;
+  }
+  close(clock[1]);
+  /* Only the worker's tree holds the run's streams now: they close when it is done. */
+  for (int fd = 1; fd <= 3; fd++) dup2(0, fd);
+  _exit(wait_worker(worker, clock[0], &waiting));
+}
+
+/* A fork request: "F " TOKEN(32) " " ID(16) " run-" CGROUP(16) "\n". */
+#define RECORD 73
+#define TOKEN_AT 2
+#define ID_AT 35
+#define ID_CHARS 16
+#define CGROUP_AT 52
+#define CGROUP_CHARS 20
+#define MAX_CHILDREN 1024
+
+/* The one buffer a request's token is ever in: read straight from the socket, a request at a time
+ * (the rest wait in the kernel), and zeroed once its child is forked, so no child's memory (a copy
+ * of the zygote's) holds another child's token. */
+static char record[RECORD];
+/* Children in progress, by P1's pid, with the request id their exit is reported under (far more
+ * than a server keeps in flight per zygote: a request beyond it fails its set-up, status 111). */
+static pid_t child_pids[MAX_CHILDREN];
+static char child_ids[MAX_CHILDREN][ID_CHARS + 1];
+
+static int hex_field(const char *at, size_t length) {
+  for (size_t i = 0; i < length; i++)
+    if (!((at[i] >= '0' && at[i] <= '9') || (at[i] >= 'a' && at[i] <= 'f'))) return 0;
+  return 1;
+}
+
+static int report(int control, const char *id, int status) {
+  char line[64];
+  int length = snprintf(line, sizeof line, "{\"exited\": \"%s\", \"status\": %d}\n", id, status);
+  return write_all(control, line, (size_t)length);
+}
+
+/* Forks P1 for the request in `record`: its pid, 0 in the worker, -1 if it could not, -2 if the
+ * zygote could not go back to its own PID namespace (it then stops rather than fork elsewhere). */
+static int spawn(const char *cgroup, int *clock_fd) {
+  /* Entering a new PID namespace is for the caller's next child: it is PID 1 there. */
+  if (own_pid_ns < 0 || unshare(CLONE_NEWPID) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) return child(record + TOKEN_AT, cgroup, clock_fd);
+  if (setns(own_pid_ns, CLONE_NEWPID) != 0) {
+    if (pid > 0) kill(pid, SIGKILL);
+    return -2;
+  }
+  return pid > 0 ? pid : -1;
+}
+
+static void reap(int control) {
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+      if (child_pids[i] != pid) continue;
+      child_pids[i] = 0;
+      report(control, child_ids[i], WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+      break;
+    }
+  }
+}
+
+int mcpw_serve(int control, int *clock_fd) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = wake;
+  sigaction(SIGCHLD, &action, NULL);
+  sigset_t blocked, waiting;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &blocked, &waiting);
+  sigdelset(&waiting, SIGCHLD);
+  size_t have = 0;
+  for (;;) {
+    reap(control);
+    struct pollfd watched = {control, POLLIN, 0};
+    if (ppoll(&watched, 1, NULL, &waiting) < 0) continue; /* EINTR: a child ended */
+    ssize_t got = recv(control, record + have, RECORD - have, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return 1; /* the host is gone: the sandbox ends, and every child with it */
+    have += (size_t)got;
+    if (have < RECORD) continue;
+    have = 0;
+    /* Not the host's framing: stop rather than guess. */
+    if (record[0] != 'F' || record[1] != ' ' || record[ID_AT - 1] != ' ' || record[CGROUP_AT - 1] != ' ' ||
+        record[RECORD - 1] != '\n' || !hex_field(record + ID_AT, ID_CHARS) || memcmp(record + CGROUP_AT, "run-", 4) != 0 ||
+        !hex_field(record + CGROUP_AT + 4, CGROUP_CHARS - 4))
+      return 1;
+    char id[ID_CHARS + 1], cgroup[CGROUP_CHARS + 1];
+    memcpy(id, record + ID_AT, ID_CHARS);
+    id[ID_CHARS] = '\0';
+    memcpy(cgroup, record + CGROUP_AT, CGROUP_CHARS);
+    cgroup[CGROUP_CHARS] = '\0';
+    int slot = -1;
+    for (int i = 0; i < MAX_CHILDREN && slot < 0; i++)
+      if (child_pids[i] == 0) slot = i;
+    /* Not waited for: P1 sets up in parallel with the next forks. */
+    int pid = slot < 0 ? -1 : spawn(cgroup, clock_fd);
+    if (pid == 0) {
+      /* The worker: what the zygote's memory held of other runs is not the run's. */
+      memset(record, 0, sizeof record);
+      memset(child_pids, 0, sizeof child_pids);
+      memset(child_ids, 0, sizeof child_ids);
+      return 0;
+    }
+    memset(record, 0, sizeof record);
+    if (pid == -2) return 1;
+    if (pid < 0) {
+      if (report(control, id, SETUP_FAILED) != 0) return 1;
+      continue;
+    }
+    child_pids[slot] = pid;
+    memcpy(child_ids[slot], id, sizeof id);
+  }
+}
