@@ -3,7 +3,7 @@
  * the memory and the CPU of the server's whole process tree under attack beside the idle figures
  * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
- *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR] [--no-floor]
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR] [--no-floor] [--threads]
  *
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
@@ -40,7 +40,7 @@ import {
   type TestAccount,
 } from '../src/test-support/harness.js';
 import { median, ms, p99, printTable, quantile } from './lib/measure.js';
-import { sampleTree, watchTree, type TreeSample } from './lib/tree.js';
+import { sampleTree, threadSchedstats, watchTree, type ThreadSched, type TreeSample } from './lib/tree.js';
 
 const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog', 'runs'] as const;
 type AttackName = (typeof ATTACKS)[number];
@@ -51,8 +51,13 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'cpu-prof': { type: 'string' },
     'no-floor': { type: 'boolean', default: false },
+    threads: { type: 'boolean', default: false },
   },
 });
+// --threads: every thread of the server's tree (main thread, PGlite, workers, libuv pool, helpers,
+// sandboxes) with its ms on a CPU and ms waiting for one per second of each phase
+// (/proc/PID/task/TID/schedstat), printed after the table: what shares the cores with the loop.
+const perThread = values.threads;
 // --cpu-prof DIR: the server runs under `node --cpu-prof` and writes its profile into DIR when it
 // stops, with phases.json (each phase's span); bench/loop-holds.ts reads them: what held the
 // server's event loop, hold by hold, in a phase.
@@ -208,6 +213,25 @@ interface Phase {
   loop: { runMs: number; waitMs: number } | undefined;
   /** This process's CPU (the attacking clients), seconds per second of the phase. */
   attackerCpu: number;
+  /** With --threads: per thread label, ms on a CPU and ms waiting for one, per second of the phase. */
+  threads?: Map<string, { runMs: number; waitMs: number }>;
+}
+
+/** Per-label sums of what each thread ran and waited between two snapshots, per second of `seconds`. */
+function threadRates(
+  before: Map<string, ThreadSched>,
+  after: Map<string, ThreadSched>,
+  seconds: number,
+): Map<string, { runMs: number; waitMs: number }> {
+  const rates = new Map<string, { runMs: number; waitMs: number }>();
+  for (const [key, end] of after) {
+    const start = before.get(key);
+    const entry = rates.get(end.label) ?? { runMs: 0, waitMs: 0 };
+    entry.runMs += (end.runNs - (start?.runNs ?? 0)) / 1e6 / seconds;
+    entry.waitMs += (end.waitNs - (start?.waitNs ?? 0)) / 1e6 / seconds;
+    rates.set(end.label, entry);
+  }
+  return rates;
 }
 
 /** /proc/PID/schedstat of the server's main thread: ns on a CPU, ns waiting on a run queue. */
@@ -232,6 +256,8 @@ async function measure(
   // Its first sample reads the server's smaps_rollup (the watch's only such read, see bench/lib/tree.ts): before any probe.
   await watcher.ready;
   const schedBefore = loopSchedstat(server.child.pid!);
+  const threadsBefore = perThread ? await threadSchedstats(server.child.pid!) : undefined;
+  const threadsFrom = performance.now();
   prober.start(label);
   floorProber?.start(label);
   let tree: TreeSample[];
@@ -244,6 +270,9 @@ async function measure(
     tree = await watcher.stop();
     if (cpuProfDir) phases.push({ label, startUs, endUs: monotonicUs() });
   }
+  const threadsAfter = threadsBefore ? await threadSchedstats(server.child.pid!) : undefined;
+  const threads =
+    threadsBefore && threadsAfter ? threadRates(threadsBefore, threadsAfter, (performance.now() - threadsFrom) / 1000) : undefined;
   const own = process.cpuUsage(ownBefore);
   const attackerCpu = (own.user + own.system) / 1000 / (performance.now() - ownStart);
   const probed = await prober.stop();
@@ -256,7 +285,7 @@ async function measure(
           waitMs: (schedAfter.waitNs - schedBefore.waitNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
         }
       : undefined;
-  return { ...probed, floor, tree, died: server.exited, loop, attackerCpu };
+  return { ...probed, floor, tree, died: server.exited, loop, attackerCpu, ...(threads ? { threads } : {}) };
 }
 
 /**
@@ -717,6 +746,7 @@ const rows: string[][] = [
   ],
 ];
 let rssFallbacks = 0;
+const threadLines: string[] = [];
 const floorServer = values['no-floor'] ? undefined : await startFloorServer();
 const floorProber = floorServer ? new Prober(floorServer.url) : undefined;
 let server = await startServerProcess();
@@ -774,6 +804,17 @@ try {
       ...idle.tree.map((sample) => sample.rssFallbacks),
       ...attack.tree.map((sample) => sample.rssFallbacks),
     );
+    if (idle.threads && attack.threads) {
+      // The threads that ran or waited most under attack, with their idle figures beside.
+      const busiest = [...attack.threads.entries()]
+        .sort((a, b) => b[1].runMs + b[1].waitMs - (a[1].runMs + a[1].waitMs))
+        .slice(0, 10)
+        .map(([label, rate]) => {
+          const before = idle.threads!.get(label);
+          return `${label} ${before ? `${before.runMs.toFixed(0)}/${before.waitMs.toFixed(0)}` : '—'} → ${rate.runMs.toFixed(0)}/${rate.waitMs.toFixed(0)}`;
+        });
+      threadLines.push(`${name}: ${busiest.join('; ')}`);
+    }
     rows.push([
       name,
       spread(idle.latencies),
@@ -827,3 +868,9 @@ console.log(
       .join(' ')}.` +
     (rssFallbacks > 0 ? ` Up to ${rssFallbacks} process(es) per sample counted with RSS (smaps_rollup unreadable).` : ''),
 );
+if (threadLines.length > 0) {
+  console.log(
+    "\nthreads of the server's tree, ms on a CPU / ms waiting for one per second of the phase, idle → attack (process/thread; same names summed; threads that ended within a phase are missing from it):",
+  );
+  for (const line of threadLines) console.log(`  ${line}`);
+}

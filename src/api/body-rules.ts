@@ -21,14 +21,27 @@ export interface BodyRuleOptions {
  * disagree on a limit or an answer.
  */
 export function bodyRuleOf(path: string, host: string | undefined, options: BodyRuleOptions): RouteBodyRule {
-  if (isAgentRequest(path, host, options.baseHost)) {
-    const limit = options.webhookMaxBytes ?? ACCOUNT_MAX_BODY_BYTES;
-    return { limit, tooLarge: JSON.stringify(new DomainError('limit_exceeded', `webhook body larger than ${limit} bytes`).toJSON()) };
+  if (isAgentRequest(path, host, options.baseHost)) return rule('webhook', options.webhookMaxBytes ?? ACCOUNT_MAX_BODY_BYTES);
+  if (isMcpRequest(path, host, options.baseHost)) return rule('mcp', MCP_MAX_BODY_BYTES);
+  return rule('other', dashboardPayloadRoute(path) ? DASHBOARD_PAYLOAD_MAX_BODY_BYTES : ACCOUNT_MAX_BODY_BYTES);
+}
+
+type RouteKind = 'webhook' | 'mcp' | 'other';
+// A handful of distinct answers, each built once: a flood is answered without building an Error (and its stack) per request.
+const rules = new Map<string, RouteBodyRule>();
+function rule(kind: RouteKind, limit: number): RouteBodyRule {
+  const key = `${kind} ${limit}`;
+  let found = rules.get(key);
+  if (!found) {
+    found = { limit, tooLarge: tooLargeAnswer(kind, limit) };
+    rules.set(key, found);
   }
-  if (isMcpRequest(path, host, options.baseHost)) {
-    const message = `request body larger than ${MCP_MAX_BODY_BYTES} bytes`;
-    return { limit: MCP_MAX_BODY_BYTES, tooLarge: JSON.stringify({ jsonrpc: '2.0', error: { code: -32600, message }, id: null }) };
-  }
-  const limit = dashboardPayloadRoute(path) ? DASHBOARD_PAYLOAD_MAX_BODY_BYTES : ACCOUNT_MAX_BODY_BYTES;
-  return { limit, tooLarge: JSON.stringify(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON()) };
+  return found;
+}
+
+function tooLargeAnswer(kind: RouteKind, limit: number): string {
+  if (kind === 'webhook') return JSON.stringify(new DomainError('limit_exceeded', `webhook body larger than ${limit} bytes`).toJSON());
+  const message = `request body larger than ${limit} bytes`;
+  if (kind === 'mcp') return JSON.stringify({ jsonrpc: '2.0', error: { code: -32600, message }, id: null });
+  return JSON.stringify(new DomainError('validation_error', message).toJSON());
 }
