@@ -3,7 +3,7 @@
  * the memory and the CPU of the server's whole process tree under attack beside the idle figures
  * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
- *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR] [--no-floor] [--threads]
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR] [--no-floor] [--threads] [--attacker-nice N]
  *
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
@@ -25,7 +25,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
-import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, setPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -52,12 +52,32 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     'no-floor': { type: 'boolean', default: false },
     threads: { type: 'boolean', default: false },
+    'attacker-nice': { type: 'string' },
   },
 });
 // --threads: every thread of the server's tree (main thread, PGlite, workers, libuv pool, helpers,
 // sandboxes) with its ms on a CPU and ms waiting for one per second of each phase
 // (/proc/PID/task/TID/schedstat), printed after the table: what shares the cores with the loop.
 const perThread = values.threads;
+// --attacker-nice N (1-19): the attacking clients (this process and its session) run at a lower
+// priority, for each attack phase only: a real attacker's CPU is on other machines, while here it
+// takes the same two cores as the server. Not the default: the figures without it are the honest
+// worst case; with it, what the server alone does under the same traffic. Its autogroup's nice is
+// set too (/proc/self/autogroup): under autogroup scheduling a process's own nice only ranks it
+// within its session, and the server and the prober each have a session of their own.
+const attackerNice = values['attacker-nice'] === undefined ? undefined : Number(values['attacker-nice']);
+if (attackerNice !== undefined && !(Number.isInteger(attackerNice) && attackerNice >= 1 && attackerNice <= 19))
+  throw new Error('--attacker-nice must be an integer from 1 to 19');
+/** Sets this process's (and its autogroup's) nice value; false where not permitted. */
+function setAttackerNice(nice: number): boolean {
+  try {
+    setPriority(nice);
+    writeFileSync('/proc/self/autogroup', String(nice));
+    return true;
+  } catch {
+    return false;
+  }
+}
 // --cpu-prof DIR: the server runs under `node --cpu-prof` and writes its profile into DIR when it
 // stops, with phases.json (each phase's span); bench/loop-holds.ts reads them: what held the
 // server's event loop, hold by hold, in a phase.
@@ -785,9 +805,12 @@ try {
     }
     await settle(server);
     const idle = await measure(server, prober, floorProber, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
+    // Lowered for the attack only (raising it back needs root; where not permitted, the bench says so).
+    if (attackerNice !== undefined && !setAttackerNice(attackerNice)) throw new Error('--attacker-nice: cannot set this process priority');
     const attack = await measure(server, prober, floorProber, `${name} attack`, async () => {
       got = await run().catch((error: Error) => `attack failed: ${error.message.slice(0, 120)}`);
     });
+    if (attackerNice !== undefined) setAttackerNice(0);
     const idleP99 = p99(idle.latencies);
     const attackP99 = p99(attack.latencies);
     const idleMemory = median(idle.tree.map((sample) => sample.memoryMb));
@@ -863,7 +886,7 @@ console.log(
     (floorServer
       ? ' floor p99: the same probes, in the same phases, against a bare node:http server in a process and session of its own (what the machine alone gave a trivial answer).'
       : '') +
-    ` clients CPU: this process's (the attacking clients') CPU seconds per second of the attack; the server and the prober each run in a session of their own. Load average at the end: ${loadavg()
+    ` clients CPU: this process's (the attacking clients') CPU seconds per second of the attack${attackerNice !== undefined ? `, at nice ${attackerNice} (--attacker-nice, its autogroup too)` : ''}; the server and the prober each run in a session of their own. Load average at the end: ${loadavg()
       .map((load) => load.toFixed(2))
       .join(' ')}.` +
     (rssFallbacks > 0 ? ` Up to ${rssFallbacks} process(es) per sample counted with RSS (smaps_rollup unreadable).` : ''),
