@@ -6,11 +6,13 @@ import { bodyRuleOf, type BodyRuleOptions } from './body-rules.js';
 /** Early refusals are counted and logged as one summary line per this interval, never a line each. */
 const SUMMARY_INTERVAL_MS = 10_000;
 /**
- * How long a refused connection is held, unread, after its answer: the client reads the 413 and
- * closes, instead of a reset (closing a socket with unread bytes) reaching it while it still sends
- * and costing it the answer. The held connection keeps counting against its address's cap.
+ * How long a refused connection is held, unread, after its answer: closing a socket with unread
+ * bytes sends a reset, and a client still uploading then loses the 413 it has not read yet. The
+ * reset leaves this long after the answer, so the client has this long to read what already
+ * arrived, whatever the round trip. Short, because nothing tells the server that the client has
+ * gone (it reads nothing): the held connection counts against its address's cap until then.
  */
-export const REFUSED_LINGER_MS = 1000;
+export const REFUSED_LINGER_MS = 250;
 
 export interface BodyPrecheck {
   /** True when it answered the request (413): the caller does nothing more with it. */
@@ -48,8 +50,8 @@ function answerUnread(socket: Socket, body: string): void {
 /**
  * A request whose declared Content-Length is over its route's cap is answered `413` from Node's
  * request event, with the app's answer for that route (body-rules.ts) and `connection: close`:
- * before the app builds a Request, runs its middleware or converts the refusal, and without a byte
- * of the body read into the process. A flood of oversized uploads then costs what accepting and
+ * before the app builds a Request, runs its middleware or converts the refusal, and without reading
+ * beyond what arrived with the headers. A flood of oversized uploads then costs what accepting and
  * answering a connection costs. Bodies without a declared length are counted by the app's body
  * limit as they stream. `exempt`: the paths mounted ahead of that limit (they cap their own bodies).
  */
@@ -70,7 +72,7 @@ export function bodyPrecheck(
       }, SUMMARY_INTERVAL_MS).unref();
   };
 
-  const precheck = (req: IncomingMessage, res: ServerResponse): boolean => {
+  const precheck = (req: IncomingMessage, _res: ServerResponse): boolean => {
     const declared = req.headers['content-length'];
     if (declared === undefined) return false;
     const path = decodedPath(req.url ?? '/');
