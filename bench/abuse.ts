@@ -231,6 +231,8 @@ interface Phase {
   died: boolean;
   /** The server's main thread (its event loop): ms on a CPU and ms runnable but waiting for one, per second of the phase. */
   loop: { runMs: number; waitMs: number } | undefined;
+  /** What the server process read (rchar: sockets, files, pipes), MB per second of the phase. */
+  readMbPerSecond: number | undefined;
   /** This process's CPU (the attacking clients), seconds per second of the phase. */
   attackerCpu: number;
   /** With --threads: per thread label, ms on a CPU and ms waiting for one, per second of the phase. */
@@ -264,6 +266,19 @@ function loopSchedstat(pid: number): { at: number; runNs: number; waitNs: number
   }
 }
 
+/**
+ * /proc/PID/io rchar of the server process (all its threads): bytes its read-like calls returned,
+ * sockets included, so a request body read and then refused shows here.
+ */
+function bytesRead(pid: number): { at: number; bytes: number } | undefined {
+  try {
+    const match = /^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return match ? { at: performance.now(), bytes: Number(match[1]) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Probes /healthz and samples the server's process tree while `work` runs. */
 async function measure(
   server: ServerProcess,
@@ -276,6 +291,7 @@ async function measure(
   // Its first sample reads the server's smaps_rollup (the watch's only such read, see bench/lib/tree.ts): before any probe.
   await watcher.ready;
   const schedBefore = loopSchedstat(server.child.pid!);
+  const readBefore = bytesRead(server.child.pid!);
   const threadsBefore = perThread ? await threadSchedstats(server.child.pid!) : undefined;
   const threadsFrom = performance.now();
   prober.start(label);
@@ -298,6 +314,11 @@ async function measure(
   const probed = await prober.stop();
   const floor = floorProber ? (await floorProber.stop()).latencies : [];
   const schedAfter = loopSchedstat(server.child.pid!);
+  const readAfter = bytesRead(server.child.pid!);
+  const readMbPerSecond =
+    readBefore && readAfter && readAfter.at > readBefore.at
+      ? (readAfter.bytes - readBefore.bytes) / MB / ((readAfter.at - readBefore.at) / 1000)
+      : undefined;
   const loop =
     schedBefore && schedAfter && schedAfter.at > schedBefore.at
       ? {
@@ -305,7 +326,7 @@ async function measure(
           waitMs: (schedAfter.waitNs - schedBefore.waitNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
         }
       : undefined;
-  return { ...probed, floor, tree, died: server.exited, loop, attackerCpu, ...(threads ? { threads } : {}) };
+  return { ...probed, floor, tree, died: server.exited, loop, readMbPerSecond, attackerCpu, ...(threads ? { threads } : {}) };
 }
 
 /**
@@ -760,6 +781,7 @@ const rows: string[][] = [
     'attack CPU',
     'procs',
     'loop run / wait for CPU',
+    'server read',
     'clients CPU',
     'targets',
     'what the attack got',
@@ -786,6 +808,8 @@ try {
     } catch (error) {
       rows.push([
         name,
+        '—',
+        '—',
         '—',
         '—',
         '—',
@@ -852,6 +876,7 @@ try {
       cpu(attack),
       `${Math.max(...idle.tree.map((sample) => sample.processes))}→${Math.max(...attack.tree.map((sample) => sample.processes))}`,
       `${loopFigures(idle)} → ${loopFigures(attack)}`,
+      attack.readMbPerSecond === undefined ? '—' : `${attack.readMbPerSecond.toFixed(1)} MB/s`,
       `${attack.attackerCpu.toFixed(2)} s/s`,
       attack.died ? 'SERVER DIED' : met ? 'met' : 'missed',
       got,
@@ -882,7 +907,8 @@ printTable(rows);
 console.log(
   'mem: PSS summed over the server and all its descendants (median idle, peak under attack); CPU: their utime+stime, reaped children included, ' +
     `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack; ` +
-    "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat)." +
+    "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat). " +
+    'server read: what the server process read during the attack (rchar in /proc/PID/io: sockets, files, pipes), MB per second.' +
     (floorServer
       ? ' floor p99: the same probes, in the same phases, against a bare node:http server in a process and session of its own (what the machine alone gave a trivial answer).'
       : '') +
