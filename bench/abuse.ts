@@ -3,7 +3,7 @@
  * the memory and the CPU of the server's whole process tree under attack beside the idle figures
  * measured just before it, in the same run. Targets: p99 within 3× idle, memory growth under 200 MB.
  *
- *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR] [--no-floor]
+ *   bench/abuse [--seconds S] [--only schemas,scanner,bodies,connections,login,catalog,runs] [--cpu-prof DIR] [--no-floor] [--threads] [--attacker-nice N]
  *
  * The server is `node dist/cli/main.js serve` in a process of its own (embedded PGlite in a fresh
  * data dir; the trial tier's execution limits lifted, so that the attacks are limited by what the
@@ -25,7 +25,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Socket } from 'node:net';
-import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, setPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -40,7 +40,7 @@ import {
   type TestAccount,
 } from '../src/test-support/harness.js';
 import { median, ms, p99, printTable, quantile } from './lib/measure.js';
-import { sampleTree, watchTree, type TreeSample } from './lib/tree.js';
+import { sampleTree, threadSchedstats, watchTree, type ThreadSched, type TreeSample } from './lib/tree.js';
 
 const ATTACKS = ['schemas', 'scanner', 'bodies', 'connections', 'login', 'catalog', 'runs'] as const;
 type AttackName = (typeof ATTACKS)[number];
@@ -51,8 +51,33 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'cpu-prof': { type: 'string' },
     'no-floor': { type: 'boolean', default: false },
+    threads: { type: 'boolean', default: false },
+    'attacker-nice': { type: 'string' },
   },
 });
+// --threads: every thread of the server's tree (main thread, PGlite, workers, libuv pool, helpers,
+// sandboxes) with its ms on a CPU and ms waiting for one per second of each phase
+// (/proc/PID/task/TID/schedstat), printed after the table: what shares the cores with the loop.
+const perThread = values.threads;
+// --attacker-nice N (1-19): the attacking clients (this process and its session) run at a lower
+// priority, for each attack phase only: a real attacker's CPU is on other machines, while here it
+// takes the same two cores as the server. Not the default: the figures without it are the honest
+// worst case; with it, what the server alone does under the same traffic. Its autogroup's nice is
+// set too (/proc/self/autogroup): under autogroup scheduling a process's own nice only ranks it
+// within its session, and the server and the prober each have a session of their own.
+const attackerNice = values['attacker-nice'] === undefined ? undefined : Number(values['attacker-nice']);
+if (attackerNice !== undefined && !(Number.isInteger(attackerNice) && attackerNice >= 1 && attackerNice <= 19))
+  throw new Error('--attacker-nice must be an integer from 1 to 19');
+/** Sets this process's (and its autogroup's) nice value; false where not permitted. */
+function setAttackerNice(nice: number): boolean {
+  try {
+    setPriority(nice);
+    writeFileSync('/proc/self/autogroup', String(nice));
+    return true;
+  } catch {
+    return false;
+  }
+}
 // --cpu-prof DIR: the server runs under `node --cpu-prof` and writes its profile into DIR when it
 // stops, with phases.json (each phase's span); bench/loop-holds.ts reads them: what held the
 // server's event loop, hold by hold, in a phase.
@@ -206,8 +231,29 @@ interface Phase {
   died: boolean;
   /** The server's main thread (its event loop): ms on a CPU and ms runnable but waiting for one, per second of the phase. */
   loop: { runMs: number; waitMs: number } | undefined;
+  /** What the server process read (rchar: sockets, files, pipes), MB per second of the phase. */
+  readMbPerSecond: number | undefined;
   /** This process's CPU (the attacking clients), seconds per second of the phase. */
   attackerCpu: number;
+  /** With --threads: per thread label, ms on a CPU and ms waiting for one, per second of the phase. */
+  threads?: Map<string, { runMs: number; waitMs: number }>;
+}
+
+/** Per-label sums of what each thread ran and waited between two snapshots, per second of `seconds`. */
+function threadRates(
+  before: Map<string, ThreadSched>,
+  after: Map<string, ThreadSched>,
+  seconds: number,
+): Map<string, { runMs: number; waitMs: number }> {
+  const rates = new Map<string, { runMs: number; waitMs: number }>();
+  for (const [key, end] of after) {
+    const start = before.get(key);
+    const entry = rates.get(end.label) ?? { runMs: 0, waitMs: 0 };
+    entry.runMs += (end.runNs - (start?.runNs ?? 0)) / 1e6 / seconds;
+    entry.waitMs += (end.waitNs - (start?.waitNs ?? 0)) / 1e6 / seconds;
+    rates.set(end.label, entry);
+  }
+  return rates;
 }
 
 /** /proc/PID/schedstat of the server's main thread: ns on a CPU, ns waiting on a run queue. */
@@ -215,6 +261,19 @@ function loopSchedstat(pid: number): { at: number; runNs: number; waitNs: number
   try {
     const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
     return { at: performance.now(), runNs: run!, waitNs: wait! };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * /proc/PID/io rchar of the server process (all its threads): bytes its read-like calls returned,
+ * sockets included, so a request body read and then refused shows here.
+ */
+function bytesRead(pid: number): { at: number; bytes: number } | undefined {
+  try {
+    const match = /^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return match ? { at: performance.now(), bytes: Number(match[1]) } : undefined;
   } catch {
     return undefined;
   }
@@ -232,6 +291,9 @@ async function measure(
   // Its first sample reads the server's smaps_rollup (the watch's only such read, see bench/lib/tree.ts): before any probe.
   await watcher.ready;
   const schedBefore = loopSchedstat(server.child.pid!);
+  const readBefore = bytesRead(server.child.pid!);
+  const threadsBefore = perThread ? await threadSchedstats(server.child.pid!) : undefined;
+  const threadsFrom = performance.now();
   prober.start(label);
   floorProber?.start(label);
   let tree: TreeSample[];
@@ -244,11 +306,19 @@ async function measure(
     tree = await watcher.stop();
     if (cpuProfDir) phases.push({ label, startUs, endUs: monotonicUs() });
   }
+  const threadsAfter = threadsBefore ? await threadSchedstats(server.child.pid!) : undefined;
+  const threads =
+    threadsBefore && threadsAfter ? threadRates(threadsBefore, threadsAfter, (performance.now() - threadsFrom) / 1000) : undefined;
   const own = process.cpuUsage(ownBefore);
   const attackerCpu = (own.user + own.system) / 1000 / (performance.now() - ownStart);
   const probed = await prober.stop();
   const floor = floorProber ? (await floorProber.stop()).latencies : [];
   const schedAfter = loopSchedstat(server.child.pid!);
+  const readAfter = bytesRead(server.child.pid!);
+  const readMbPerSecond =
+    readBefore && readAfter && readAfter.at > readBefore.at
+      ? (readAfter.bytes - readBefore.bytes) / MB / ((readAfter.at - readBefore.at) / 1000)
+      : undefined;
   const loop =
     schedBefore && schedAfter && schedAfter.at > schedBefore.at
       ? {
@@ -256,7 +326,7 @@ async function measure(
           waitMs: (schedAfter.waitNs - schedBefore.waitNs) / 1e6 / ((schedAfter.at - schedBefore.at) / 1000),
         }
       : undefined;
-  return { ...probed, floor, tree, died: server.exited, loop, attackerCpu };
+  return { ...probed, floor, tree, died: server.exited, loop, readMbPerSecond, attackerCpu, ...(threads ? { threads } : {}) };
 }
 
 /**
@@ -711,12 +781,14 @@ const rows: string[][] = [
     'attack CPU',
     'procs',
     'loop run / wait for CPU',
+    'server read',
     'clients CPU',
     'targets',
     'what the attack got',
   ],
 ];
 let rssFallbacks = 0;
+const threadLines: string[] = [];
 const floorServer = values['no-floor'] ? undefined : await startFloorServer();
 const floorProber = floorServer ? new Prober(floorServer.url) : undefined;
 let server = await startServerProcess();
@@ -749,15 +821,20 @@ try {
         '—',
         '—',
         '—',
+        '—',
+        '—',
         `could not prepare: ${(error as Error).message.slice(0, 120)}`,
       ]);
       continue;
     }
     await settle(server);
     const idle = await measure(server, prober, floorProber, `${name} idle`, async () => void (await sleep(IDLE_SECONDS * 1000)));
+    // Lowered for the attack only (raising it back needs root; where not permitted, the bench says so).
+    if (attackerNice !== undefined && !setAttackerNice(attackerNice)) throw new Error('--attacker-nice: cannot set this process priority');
     const attack = await measure(server, prober, floorProber, `${name} attack`, async () => {
       got = await run().catch((error: Error) => `attack failed: ${error.message.slice(0, 120)}`);
     });
+    if (attackerNice !== undefined) setAttackerNice(0);
     const idleP99 = p99(idle.latencies);
     const attackP99 = p99(attack.latencies);
     const idleMemory = median(idle.tree.map((sample) => sample.memoryMb));
@@ -774,6 +851,17 @@ try {
       ...idle.tree.map((sample) => sample.rssFallbacks),
       ...attack.tree.map((sample) => sample.rssFallbacks),
     );
+    if (idle.threads && attack.threads) {
+      // The threads that ran or waited most under attack, with their idle figures beside.
+      const busiest = [...attack.threads.entries()]
+        .sort((a, b) => b[1].runMs + b[1].waitMs - (a[1].runMs + a[1].waitMs))
+        .slice(0, 10)
+        .map(([label, rate]) => {
+          const before = idle.threads!.get(label);
+          return `${label} ${before ? `${before.runMs.toFixed(0)}/${before.waitMs.toFixed(0)}` : '—'} → ${rate.runMs.toFixed(0)}/${rate.waitMs.toFixed(0)}`;
+        });
+      threadLines.push(`${name}: ${busiest.join('; ')}`);
+    }
     rows.push([
       name,
       spread(idle.latencies),
@@ -788,6 +876,7 @@ try {
       cpu(attack),
       `${Math.max(...idle.tree.map((sample) => sample.processes))}→${Math.max(...attack.tree.map((sample) => sample.processes))}`,
       `${loopFigures(idle)} → ${loopFigures(attack)}`,
+      attack.readMbPerSecond === undefined ? '—' : `${attack.readMbPerSecond.toFixed(1)} MB/s`,
       `${attack.attackerCpu.toFixed(2)} s/s`,
       attack.died ? 'SERVER DIED' : met ? 'met' : 'missed',
       got,
@@ -818,12 +907,19 @@ printTable(rows);
 console.log(
   'mem: PSS summed over the server and all its descendants (median idle, peak under attack); CPU: their utime+stime, reaped children included, ' +
     `in CPU seconds per second of the phase (${availableParallelism()} cores: at most ${availableParallelism()}.00); procs: most processes in the tree, idle→attack; ` +
-    "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat)." +
+    "loop run / wait for CPU: the server main thread's ms on a CPU / ms runnable but waiting for a CPU (its run-queue wait: a loaded machine, or busy sandboxes), per second of the phase, idle → attack (/proc/PID/task/PID/schedstat). " +
+    'server read: what the server process read during the attack (rchar in /proc/PID/io: sockets, files, pipes), MB per second.' +
     (floorServer
       ? ' floor p99: the same probes, in the same phases, against a bare node:http server in a process and session of its own (what the machine alone gave a trivial answer).'
       : '') +
-    ` clients CPU: this process's (the attacking clients') CPU seconds per second of the attack; the server and the prober each run in a session of their own. Load average at the end: ${loadavg()
+    ` clients CPU: this process's (the attacking clients') CPU seconds per second of the attack${attackerNice !== undefined ? `, at nice ${attackerNice} (--attacker-nice, its autogroup too)` : ''}; the server and the prober each run in a session of their own. Load average at the end: ${loadavg()
       .map((load) => load.toFixed(2))
       .join(' ')}.` +
     (rssFallbacks > 0 ? ` Up to ${rssFallbacks} process(es) per sample counted with RSS (smaps_rollup unreadable).` : ''),
 );
+if (threadLines.length > 0) {
+  console.log(
+    "\nthreads of the server's tree, ms on a CPU / ms waiting for one per second of the phase, idle → attack (process/thread; same names summed; threads that ended within a phase are missing from it):",
+  );
+  for (const line of threadLines) console.log(`  ${line}`);
+}

@@ -208,3 +208,49 @@ export function watchTree(root: number, everyMs = 250): { ready: Promise<void>; 
     },
   };
 }
+
+/** One thread's scheduler figures (/proc/PID/task/TID/schedstat): the server's own threads each by its id, others `process/thread` by name. */
+export interface ThreadSched {
+  label: string;
+  /** ns on a CPU, and ns runnable but waiting on a run queue, since the thread started. */
+  runNs: number;
+  waitNs: number;
+}
+
+/**
+ * Every thread of the tree under `root`, keyed `PID/TID`: what each ran and waited for a CPU since it
+ * started. The difference of two snapshots is what each thread did between them; threads that
+ * ended in between are not in the second one (their time is lost to it, unlike treeCpu's).
+ */
+export async function threadSchedstats(root: number): Promise<Map<string, ThreadSched>> {
+  const tree = await descendants(root);
+  const threads = new Map<string, ThreadSched>();
+  await Promise.all(
+    [...tree.keys()].map(async (pid) => {
+      const processName = await readFile(`/proc/${pid}/comm`, 'utf8').then(
+        (text) => text.trim(),
+        () => '?',
+      );
+      const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+      await Promise.all(
+        tids.map(async (tid) => {
+          const [sched, name] = await Promise.all([
+            readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').catch(() => undefined),
+            readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8').then(
+              (text) => text.trim(),
+              () => '?',
+            ),
+          ]);
+          if (!sched) return;
+          const [run, wait] = sched.split(' ').map(Number);
+          if (!Number.isFinite(run) || !Number.isFinite(wait)) return;
+          // The root's threads one by one (Node names most of them just `node`), other processes by name.
+          const label =
+            pid !== root ? `${processName}/${name}` : pid === Number(tid) ? `server main thread` : `server ${name} thread ${tid}`;
+          threads.set(`${pid}/${tid}`, { label, runNs: run!, waitNs: wait! });
+        }),
+      );
+    }),
+  );
+  return threads;
+}

@@ -15,20 +15,15 @@ import type { AgentRuntime } from '../agents/index.js';
 import type { ScheduleService } from '../services/schedules.js';
 import type { ExecutionHistory } from '../services/history.js';
 import type { AccountsStore } from '../store/accounts-store.js';
-import {
-  ACCOUNT_MAX_BODY_BYTES,
-  bodyLimit,
-  DASHBOARD_PAYLOAD_MAX_BODY_BYTES,
-  dashboardPayloadRoute,
-  MCP_MAX_BODY_BYTES,
-} from './body-limit.js';
+import { bodyLimit } from './body-limit.js';
+import { bodyRuleOf } from './body-rules.js';
 import type { ByteBudget } from './client-pacing.js';
 import { clientKeyOf } from '../core/accounts.js';
 import { buildCreateServer } from './create-tools.js';
 import { clientAddress } from './client-address.js';
 import { errorResponse, jsonBody } from './http-errors.js';
 import type { Logger } from '../core/logger.js';
-import { createMcpEndpoint, jsonRpcError, type EndpointKind, type RequestScope } from './mcp-endpoint.js';
+import { createMcpEndpoint, type EndpointKind, type RequestScope } from './mcp-endpoint.js';
 import { csrfRejection } from './same-origin.js';
 import {
   bearerChallenge,
@@ -51,7 +46,7 @@ import { mountDashboard, type DashboardAssets } from './dashboard.js';
 import { mountDashboardApi, ownerKey } from './dashboard-api.js';
 import { mountDashboardAgents } from './dashboard-agents.js';
 import type { OAuthService } from '../services/oauth.js';
-import { mountOAuthDashboardApi, mountOAuthProtocol } from './oauth-server.js';
+import { AUTHORIZATION_SERVER_METADATA_PATH, mountOAuthDashboardApi, mountOAuthProtocol, OAUTH_PATHS } from './oauth-server.js';
 
 export interface AppDependencies {
   accounts: AccountService;
@@ -151,6 +146,17 @@ function subdomainRoute(host: string | undefined, baseHost: string | undefined):
     if (hostname.endsWith(suffix)) return { kind, namespace: hostname.slice(0, -suffix.length) };
   }
   return undefined;
+}
+
+const OAUTH_PROTOCOL_PATHS: ReadonlySet<string> = new Set([...Object.values(OAUTH_PATHS), AUTHORIZATION_SERVER_METADATA_PATH]);
+
+/**
+ * The paths the app answers ahead of its body limit (the OAuth protocol endpoints read and cap
+ * their own bodies), except on an endpoint host, where every path is the MCP endpoint: the early
+ * body check in Node's request event leaves them to the app.
+ */
+export function aheadOfBodyLimit(path: string, host: string | undefined, baseHost: string | undefined): boolean {
+  return OAUTH_PROTOCOL_PATHS.has(path) && !subdomainRoute(host, baseHost);
 }
 
 export function createApp(deps: AppDependencies): Hono {
@@ -311,20 +317,18 @@ export function createApp(deps: AppDependencies): Hono {
   app.use(
     '*',
     bodyLimit(
-      (c) =>
-        // Webhooks: the largest plan's cap here; the route holds each delivery to its own plan's.
-        isAgentRequest(c.req.path, c.req.header('host'), deps.baseHost)
-          ? {
-              limit: deps.webhooks?.maxBodyBytes ?? ACCOUNT_MAX_BODY_BYTES,
-              tooLarge: (c, limit) => c.json(new DomainError('limit_exceeded', `webhook body larger than ${limit} bytes`).toJSON(), 413),
-            }
-          : c.req.path.startsWith('/mcp/') || subdomainRoute(c.req.header('host'), deps.baseHost)
-            ? { limit: MCP_MAX_BODY_BYTES, tooLarge: (_c, limit) => jsonRpcError(413, -32600, `request body larger than ${limit} bytes`) }
-            : {
-                limit: dashboardPayloadRoute(c.req.path) ? DASHBOARD_PAYLOAD_MAX_BODY_BYTES : ACCOUNT_MAX_BODY_BYTES,
-                tooLarge: (c, limit) =>
-                  c.json(new DomainError('validation_error', `request body larger than ${limit} bytes`).toJSON(), 413),
-              },
+      // The same rule as the early check in Node's request event (body-precheck.ts): webhooks get the
+      // largest plan's cap here (the route holds each delivery to its own plan's), MCP endpoints a JSON-RPC 413.
+      (c) => {
+        const rule = bodyRuleOf(c.req.path, c.req.header('host'), {
+          baseHost: deps.baseHost,
+          webhookMaxBytes: deps.webhooks?.maxBodyBytes,
+        });
+        return {
+          limit: rule.limit,
+          tooLarge: () => new Response(rule.tooLarge, { status: 413, headers: { 'content-type': 'application/json' } }),
+        };
+      },
       // Bodies are read at most at their client's share of bytes a second, whoever else is reading.
       deps.bodyBudget ? { budget: deps.bodyBudget, client: (c) => clientKeyOf(remoteAddress(c, deps.trustedProxies)) } : undefined,
     ),

@@ -143,11 +143,19 @@ describe('request bodies are limited before they are read', () => {
       ['/api/usage', { authorization: `Bearer ${account.key}` }],
       ['/nowhere', {}],
     ];
+    const earlyBefore = server.server.services.bodiesRefusedEarly();
+    let refused = 0;
     for (const [path, headers] of routes) {
       for (const type of ['application/json', 'text/plain', 'application/octet-stream']) {
         const result = await upload(path, { ...headers, 'content-type': type, 'content-length': String(400 * MB) }, { budget: 0 });
         assert.equal(result.status, 413, `${path} ${type}: ${result.response.slice(0, 200)}`);
         assert.match(result.response, /connection: close/i, 'the connection is not kept for the rest of the body');
+        // The route's own answer: a JSON-RPC error on MCP endpoints, the one error shape elsewhere.
+        const body = JSON.parse(result.response.slice(result.response.indexOf('\r\n\r\n') + 4));
+        if (path.startsWith('/mcp/'))
+          assert.deepEqual(body.error, { code: -32600, message: `request body larger than ${MCP_MAX_BODY_BYTES} bytes` });
+        else assert.deepEqual(body, { error: `request body larger than ${ACCOUNT_MAX_BODY_BYTES} bytes`, error_type: 'validation_error' });
+        refused++;
       }
     }
     // GET and HEAD skip the body check only after the declared length was looked at.
@@ -162,7 +170,10 @@ describe('request bodies are limited before they are read', () => {
         { budget: 0, method },
       );
       assert.equal(result.status, 413, `${method} ${path}: ${result.response.slice(0, 200)}`);
+      refused++;
     }
+    // Every one was answered from Node's request event, before the app built a request or read a byte of the body.
+    assert.equal(server.server.services.bodiesRefusedEarly() - earlyBefore, refused);
     // Just within the limit is not refused for its size.
     const fits = await upload(
       `/mcp/run/${ns}`,

@@ -548,6 +548,16 @@ describe('the authorization server refuses', () => {
       (await token({ grant_type: 'refresh_token', refresh_token: 'mcpwrt_\u0000', client_id: clientId })).body.error,
       'invalid_grant',
     );
+    // The protocol endpoints read and cap their own bodies (Express, 100 kB): one over the account
+    // routes' 64 KB still gets their OAuth answer, not the app's body-limit 413.
+    const padded = await token({
+      grant_type: 'refresh_token',
+      refresh_token: 'mcpwrt_x',
+      client_id: clientId,
+      padding: 'p'.repeat(80_000),
+    });
+    assert.equal(padded.status, 400, JSON.stringify(padded.body).slice(0, 200));
+    assert.equal(padded.body.error, 'invalid_grant');
   });
 
   test('consent: needs the session, is decided once, a denial goes back as access_denied; no cross-origin decision', async () => {

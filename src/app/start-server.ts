@@ -33,7 +33,7 @@ import { CatalogStore } from '../store/catalog-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { openDatabase } from '../store/database.js';
 import { PendingWrites } from '../store/pending-writes.js';
-import { createApp } from '../api/app.js';
+import { aheadOfBodyLimit, createApp } from '../api/app.js';
 import { defaultDashboardDir, loadDashboard } from '../api/dashboard.js';
 import { RunService } from '../run/run-service.js';
 import { SchemaGuard } from '../run/schema-guard.js';
@@ -63,6 +63,7 @@ import { refusalFor } from '../api/mcp-refusals.js';
 import { ByteBudget } from '../api/client-pacing.js';
 import { keepAliveHint } from '../api/http-limits.js';
 import { signInPrecheck } from '../api/sign-in-precheck.js';
+import { bodyPrecheck } from '../api/body-precheck.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from '../api/version.js';
 
@@ -87,6 +88,8 @@ export interface RunningServer {
     listChanged: ListChangedHub;
     sessionActivity: SessionActivity;
     signInsRefusedEarly: () => number;
+    /** Requests whose declared body is over their route's limit, answered 413 from Node's request event. */
+    bodiesRefusedEarly: () => number;
     bodyBudget: ByteBudget | undefined;
     /** Agents' attached MCP servers' tools (the orchestration loop's toolbox lists and calls them). */
     attachedTools: McpServerSource;
@@ -392,6 +395,8 @@ async function startServerSteps(
   // Its sweep timer lives as long as the server: closed with it (and if start-up fails).
   const bodyBudget = limits.bodyBytesPerSecondPerIp ? new ByteBudget(limits.bodyBytesPerSecondPerIp) : undefined;
   if (bodyBudget) opened.push(() => bodyBudget.close());
+  // The largest plan's cap bounds any webhook body; each delivery is then held to its own plan's.
+  const webhookMaxBodyBytes = Math.max(...Object.values(config.tiers).map((t) => t.webhookPayloadBytes));
   const app = createApp({
     accounts,
     accountsStore,
@@ -415,8 +420,7 @@ async function startServerSteps(
     webhooks: {
       service: webhookService,
       trigger: webhookTrigger,
-      // The largest plan's cap bounds any webhook body; each delivery is then held to its own plan's.
-      maxBodyBytes: Math.max(...Object.values(config.tiers).map((t) => t.webhookPayloadBytes)),
+      maxBodyBytes: webhookMaxBodyBytes,
     },
     dashboard: loadDashboard(config.dashboardDir ?? defaultDashboardDir()),
     oauth,
@@ -424,6 +428,13 @@ async function startServerSteps(
 
   // Sign-ins from addresses their gate refuses anyway: 429 before the app reads anything.
   const precheck = signInPrecheck({ accounts, trustedProxies: limits.trustedProxies, baseHost: config.baseHost, logger });
+  // Declared bodies over their route's limit: 413 before the app reads anything (the app's own limit gives the same answer).
+  const oversized = bodyPrecheck({
+    baseHost: config.baseHost,
+    webhookMaxBytes: webhookMaxBodyBytes,
+    logger,
+    exempt: (path, host) => aheadOfBodyLimit(path, host, config.baseHost),
+  });
   // Set when shutdown begins: new requests are refused (503), those in progress go on.
   let draining = false;
   let connections: () => ConnectionStats = () => ({
@@ -461,7 +472,7 @@ async function startServerSteps(
             http,
             limits,
             logger,
-            (request, response) => void (precheck(request, response) || listener(request, response)),
+            (request, response) => void (precheck(request, response) || oversized(request, response) || listener(request, response)),
             { baseHost: config.baseHost },
           );
           connections = guard.stats;
@@ -519,6 +530,7 @@ async function startServerSteps(
       listChanged,
       sessionActivity,
       signInsRefusedEarly: () => precheck.refused(),
+      bodiesRefusedEarly: () => oversized.refused(),
       bodyBudget,
       attachedTools,
       oauth,

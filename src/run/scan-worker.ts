@@ -8,6 +8,7 @@
  * Buffers travel as transferred ArrayBuffers, not copies. Runs at a lower priority than the
  * server's main thread, so working on large answers cannot starve it.
  */
+import { writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
@@ -76,6 +77,13 @@ try {
   setPriority(10);
 } catch {
   // Not permitted here: the worker still runs off the main thread.
+}
+try {
+  // A name of its own in `top -H` and /proc/PID/task/*/comm (Node names every thread `node`): what
+  // takes the cores is then seen per thread (bench/abuse --threads).
+  writeFileSync('/proc/thread-self/comm', 'mcpw-scan');
+} catch {
+  // Not Linux: the name only helps an operator's tools.
 }
 
 // Each worker keeps its own scanners (half of what one cache on the main thread held).

@@ -4,6 +4,7 @@
  * of every request held the event loop (a metered call's three statements took about 5 ms of it).
  * Here it holds only this thread. Messages come from EmbeddedThread, one reply per request.
  */
+import { writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { parse, PGlite, protocol, type Results } from '@electric-sql/pglite';
@@ -105,6 +106,13 @@ try {
   setPriority(5);
 } catch {
   // Not permitted here: the database still runs off the main thread.
+}
+try {
+  // A name of its own in `top -H` and /proc/PID/task/*/comm (Node names every thread `node`): what
+  // takes the cores is then seen per thread (bench/abuse --threads).
+  writeFileSync('/proc/thread-self/comm', 'mcpw-pglite');
+} catch {
+  // Not Linux: the name only helps an operator's tools.
 }
 
 const port = parentPort!;
