@@ -35,15 +35,7 @@ for (const statement of newest.statements)
   await db.exec(statement.replace('FUNCTION mcpworks_admit_call(', 'FUNCTION bench_admit_call_31('));
 await db.query(`INSERT INTO accounts (id, email, password_hash, tier) VALUES ('bench', 'bench@example.com', 'x', 'pro')`);
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((length, part) => length + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
+const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
 
 const prepared = new Map<string, string>();
 async function run(text: string, parameters: Array<string | null>): Promise<void> {
