@@ -137,6 +137,27 @@ describe('python zygote', () => {
     });
   });
 
+  it("a run cannot see the previous run's System V IPC objects (shared memory, message queues, semaphores)", async () => {
+    // Negative: a child that keeps the zygote's IPC namespace: objects outlive the run that made them.
+    const ipc = (make: boolean) =>
+      [
+        'import ctypes',
+        'libc = ctypes.CDLL(None, use_errno=True)',
+        'KEY = 0x4D435057',
+        'result = [libc.shmget(KEY, 0, 0), libc.msgget(KEY, 0), libc.semget(KEY, 0, 0)]',
+        ...(make
+          ? [
+              'made = [libc.shmget(KEY, 4096, 0o1600), libc.msgget(KEY, 0o1600), libc.semget(KEY, 1, 0o1600)]',
+              'assert min(made) >= 0, made',
+            ]
+          : []),
+      ].join('\n');
+    const before = sandbox.zygoteStats()!.runs;
+    assert.deepEqual(resultOf(await py(ipc(true), { entry: 'script' })), [-1, -1, -1]);
+    assert.deepEqual(resultOf(await py(ipc(false), { entry: 'script' })), [-1, -1, -1]);
+    assert.equal(sandbox.zygoteStats()!.runs, before + 2, 'both ran in zygote children');
+  });
+
   it('a child cannot see, signal or trace a sibling, its own init or the zygote', async () => {
     const sibling = py('import time\ntime.sleep(1.5)\nresult = "alive"\n', { entry: 'script', env: { SIBLING_SECRET: 'sibling-value' } });
     await zygoteRunsActive(sandbox, 1, 300);
