@@ -115,6 +115,7 @@ describe('python zygote', () => {
       'import builtins, os, sys, numpy',
       'open("/tmp/left", "w").write("x")',
       'open("/dev/shm/left", "w").write("x")',
+      'open("left-in-cwd", "w").write("x")',
       'os.environ["LEFT"] = "x"',
       'numpy.LEFT = 1',
       'builtins.LEFT = 1',
@@ -124,12 +125,14 @@ describe('python zygote', () => {
     assert.equal(resultOf(await py(leave, { entry: 'script', env: { SECRET_TOKEN: 'hunter2' } })), 'left');
     const look = [
       'import builtins, os, sys, numpy',
-      'result = {"tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "env": sorted(k for k in os.environ if k in ("LEFT", "SECRET_TOKEN")),',
+      'result = {"tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "cwd": os.listdir("."), "env": sorted(k for k in os.environ if k in ("LEFT", "SECRET_TOKEN")),',
       '  "numpy": hasattr(numpy, "LEFT"), "builtins": hasattr(builtins, "LEFT"), "module": "left_behind" in sys.modules}',
     ].join('\n');
     assert.deepEqual(resultOf(await py(look, { entry: 'script' })), {
       tmp: [],
       shm: [],
+      // Its working directory too: a child that kept the zygote's (the /tmp beneath its own) shares it with every run.
+      cwd: [],
       env: [],
       numpy: false,
       builtins: false,
