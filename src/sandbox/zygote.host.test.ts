@@ -115,6 +115,7 @@ describe('python zygote', () => {
       'import builtins, os, sys, numpy',
       'open("/tmp/left", "w").write("x")',
       'open("/dev/shm/left", "w").write("x")',
+      'open("left-in-cwd", "w").write("x")',
       'os.environ["LEFT"] = "x"',
       'numpy.LEFT = 1',
       'builtins.LEFT = 1',
@@ -124,17 +125,40 @@ describe('python zygote', () => {
     assert.equal(resultOf(await py(leave, { entry: 'script', env: { SECRET_TOKEN: 'hunter2' } })), 'left');
     const look = [
       'import builtins, os, sys, numpy',
-      'result = {"tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "env": sorted(k for k in os.environ if k in ("LEFT", "SECRET_TOKEN")),',
+      'result = {"tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "cwd": os.listdir("."), "env": sorted(k for k in os.environ if k in ("LEFT", "SECRET_TOKEN")),',
       '  "numpy": hasattr(numpy, "LEFT"), "builtins": hasattr(builtins, "LEFT"), "module": "left_behind" in sys.modules}',
     ].join('\n');
     assert.deepEqual(resultOf(await py(look, { entry: 'script' })), {
       tmp: [],
       shm: [],
+      // Its working directory too: a child that kept the zygote's (the /tmp beneath its own) shares it with every run.
+      cwd: [],
       env: [],
       numpy: false,
       builtins: false,
       module: false,
     });
+  });
+
+  it("a run cannot see the previous run's System V IPC objects (shared memory, message queues, semaphores)", async () => {
+    // Negative: a child that keeps the zygote's IPC namespace: objects outlive the run that made them.
+    const ipc = (make: boolean) =>
+      [
+        'import ctypes',
+        'libc = ctypes.CDLL(None, use_errno=True)',
+        'KEY = 0x4D435057',
+        'result = [libc.shmget(KEY, 0, 0), libc.msgget(KEY, 0), libc.semget(KEY, 0, 0)]',
+        ...(make
+          ? [
+              'made = [libc.shmget(KEY, 4096, 0o1600), libc.msgget(KEY, 0o1600), libc.semget(KEY, 1, 0o1600)]',
+              'assert min(made) >= 0, made',
+            ]
+          : []),
+      ].join('\n');
+    const before = sandbox.zygoteStats()!.runs;
+    assert.deepEqual(resultOf(await py(ipc(true), { entry: 'script' })), [-1, -1, -1]);
+    assert.deepEqual(resultOf(await py(ipc(false), { entry: 'script' })), [-1, -1, -1]);
+    assert.equal(sandbox.zygoteStats()!.runs, before + 2, 'both ran in zygote children');
   });
 
   it('a child cannot see, signal or trace a sibling, its own init or the zygote', async () => {
