@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../core/logger.js';
-import { bodyRuleOf, type BodyRuleOptions } from './body-rules.js';
+import { bodyRuleOf, noBodyAnswer, type BodyRuleOptions } from './body-rules.js';
 
 /** Early refusals are counted and logged as one summary line per this interval, never a line each. */
 const SUMMARY_INTERVAL_MS = 10_000;
@@ -19,12 +19,22 @@ export interface BodyPrecheck {
   (req: IncomingMessage, res: ServerResponse): boolean;
   /** Requests answered here since start (for tests and operators). */
   refused(): number;
+  /** Whether it would answer this request (an `Expect: 100-continue` is then not told to go on). */
+  wouldRefuse(req: IncomingMessage): boolean;
 }
 
-/** Hono's view of a path: percent-decoded when it can be (its router and c.req.path see that form). */
+/**
+ * The app's view of a request target's path: parsed as a URL (as the adapter builds the Request:
+ * an absolute-form target's own path, dot segments, `%2e` among them, resolved), then
+ * percent-decoded when it can be (Hono's router and c.req.path see that form).
+ */
 function decodedPath(url: string): string {
-  const query = url.indexOf('?');
-  const path = query < 0 ? url : url.slice(0, query);
+  let path: string;
+  try {
+    path = new URL(url, 'http://localhost').pathname;
+  } catch {
+    return url;
+  }
   if (!path.includes('%')) return path;
   try {
     return decodeURI(path);
@@ -39,17 +49,19 @@ function decodedPath(url: string): string {
  * ServerResponse, Node would read the body through to the end of the connection instead). The
  * socket is destroyed when the client closes or the linger ends.
  */
-function answerUnread(socket: Socket, body: string): void {
+function answerUnread(socket: Socket, status: 400 | 413, body: string): void {
+  const reason = status === 413 ? 'Payload Too Large' : 'Bad Request';
   socket.end(
-    `HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
   const linger = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
   socket.once('close', () => clearTimeout(linger));
 }
 
 /**
- * A request whose declared Content-Length is over its route's cap is answered `413` from Node's
- * request event, with the app's answer for that route (body-rules.ts) and `connection: close`:
+ * A GET or HEAD with a chunked body is answered `400` (Node would read such a body to its end:
+ * nothing consumes it), and a request whose declared Content-Length is over its route's cap `413`,
+ * from Node's request event, with the app's answer for that route (body-rules.ts) and `connection: close`:
  * before the app builds a Request, runs its middleware or converts the refusal, and without reading
  * beyond what arrived with the headers. A flood of oversized uploads then costs what accepting and
  * answering a connection costs. Bodies without a declared length are counted by the app's body
@@ -72,17 +84,31 @@ export function bodyPrecheck(
       }, SUMMARY_INTERVAL_MS).unref();
   };
 
-  const precheck = (req: IncomingMessage, _res: ServerResponse): boolean => {
+  /** What the request gets here, from its headers alone: nothing (the app's), or an answer written unread. */
+  const verdict = (req: IncomingMessage): { status: 400 | 413; body: string } | undefined => {
     const declared = req.headers['content-length'];
-    if (declared === undefined) return false;
+    // A GET or HEAD with a chunked body: Node would read it to its end (the app never consumes one).
+    const chunkedWithoutBody = req.headers['transfer-encoding'] !== undefined && (req.method === 'GET' || req.method === 'HEAD');
+    if (declared === undefined && !chunkedWithoutBody) return undefined;
     const path = decodedPath(req.url ?? '/');
     const host = req.headers.host;
-    if (options.exempt(path, host)) return false;
+    if (chunkedWithoutBody) return { status: 400, body: noBodyAnswer(path, host, options) };
+    if (options.exempt(path, host)) return undefined;
     const rule = bodyRuleOf(path, host, options);
-    if (/^\d+$/.test(declared.trim()) && Number(declared) <= rule.limit) return false;
+    if (/^\d+$/.test(declared!.trim()) && Number(declared) <= rule.limit) return undefined;
+    return { status: 413, body: rule.tooLarge };
+  };
+
+  const precheck = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const answer = verdict(req);
+    if (!answer) return false;
     note();
-    answerUnread(req.socket, rule.tooLarge);
+    // A pipelined request behind one still being answered gets the socket once that answer is
+    // written (Node then emits 'socket' on its response): written before, it would overtake and end
+    // the earlier answer. Attached to it, the response's 'close' still comes when the socket closes.
+    if (res.socket === req.socket) answerUnread(req.socket, answer.status, answer.body);
+    else res.once('socket', (socket: Socket) => answerUnread(socket, answer.status, answer.body));
     return true;
   };
-  return Object.assign(precheck, { refused: () => total });
+  return Object.assign(precheck, { refused: () => total, wouldRefuse: (req: IncomingMessage) => verdict(req) !== undefined });
 }

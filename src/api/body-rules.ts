@@ -45,3 +45,10 @@ function tooLargeAnswer(kind: RouteKind, limit: number): string {
   if (kind === 'mcp') return JSON.stringify({ jsonrpc: '2.0', error: { code: -32600, message }, id: null });
   return JSON.stringify(new DomainError('validation_error', message).toJSON());
 }
+
+/** The answer to a GET or HEAD that carries a chunked body (400): in the route's error shape. */
+export function noBodyAnswer(path: string, host: string | undefined, options: BodyRuleOptions): string {
+  const message = 'a GET or HEAD request carries no body';
+  if (isMcpRequest(path, host, options.baseHost)) return JSON.stringify({ jsonrpc: '2.0', error: { code: -32600, message }, id: null });
+  return JSON.stringify(new DomainError('validation_error', message).toJSON());
+}

@@ -477,6 +477,12 @@ async function startServerSteps(
           );
           connections = guard.stats;
           stopPacing = guard.stop;
+          // `Expect: 100-continue`: told to go on only when its headers pass the early checks; the
+          // request then takes the usual path (an upload about to be refused is not invited).
+          http.on('checkContinue', (request, response) => {
+            if (!draining && !oversized.wouldRefuse(request)) response.writeContinue();
+            http.emit('request', request, response);
+          });
           http.on('request', (request, response) => {
             if (!draining) {
               response.setHeader('keep-alive', keepAlive);
