@@ -24,6 +24,7 @@ import type { ListChangedHub } from './list-changed.js';
 import type { SessionActivity } from './session-activity.js';
 import { serveLegacyBatch } from './mcp-batch.js';
 import { sharedFairShare } from '../run/fair-share.js';
+import { databaseNow } from '../core/database-clock.js';
 import { calledToolNames } from './unknown-tools.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES } from '../core/limits.js';
 import { textShapeExcessSlices } from '../core/json-scan.js';
@@ -157,7 +158,7 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
       !!session && session.account_id === scope.principal.accountId && session.endpoint === kind && session.namespace === scope.namespace;
     // Use keeps a session alive (idle expiry); the write happens at most once a minute.
     // A touch refused by a full disk or a database gone away must not fail a request that only reads.
-    if (owned && Date.now() - new Date(session.last_seen_at).getTime() > MCP_SESSION_TOUCH_MS) {
+    if (owned && databaseNow() - new Date(session.last_seen_at).getTime() > MCP_SESSION_TOUCH_MS) {
       await accounts.touchMcpSession(id).catch((error: unknown) => {
         if (!isRetryableStoreError(error)) throw error;
       });

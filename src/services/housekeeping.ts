@@ -3,6 +3,7 @@
  * packages no namespace's catalog uses any more and npm installs no stored version asks for (cache
  * dir). Runs at start and every few minutes on every node; each step is safe on several at once.
  */
+import { databaseClockOffsetMs } from '../core/database-clock.js';
 import type { Logger } from '../core/logger.js';
 import { packageKey, type FunctionsPackageBuilder } from '../run/functions-package.js';
 import type { TypescriptDependencies } from '../run/typescript-dependencies.js';
@@ -61,7 +62,9 @@ export class Housekeeping {
 
   /** One pass; `now` lets an operator task (or a test) collect as of a later time. */
   async sweep(now = Date.now()): Promise<{ sessions: number; packages: number; installs: number; oauthClients: number }> {
-    const sessions = await this.deps.accounts.deleteExpiredMcpSessions(now);
+    // `now` is this node's clock (local files' ages); rows other nodes wrote are aged on the database's.
+    const databaseMs = now + databaseClockOffsetMs();
+    const sessions = await this.deps.accounts.deleteExpiredMcpSessions(databaseMs);
     const referenced = new Set<string>();
     for (const [namespace, functions] of await this.deps.catalogStore.packageIdentities()) referenced.add(packageKey(namespace, functions));
     const packages = this.deps.packages.collectGarbage(referenced, this.deps.graceMs, now);
@@ -77,7 +80,10 @@ export class Housekeeping {
     const installs = this.deps.dependencies.collectGarbage(requirementKeys, this.deps.graceMs, now).removed;
     const webhookRows = (await this.deps.webhooks?.purgeExpired()) ?? 0;
     const oauthClients =
-      (await this.deps.oauthClients?.deleteUnusedClients(new Date(now - UNUSED_OAUTH_CLIENT_DAYS * 86_400_000), new Date(now))) ?? 0;
+      (await this.deps.oauthClients?.deleteUnusedClients(
+        new Date(databaseMs - UNUSED_OAUTH_CLIENT_DAYS * 86_400_000),
+        new Date(databaseMs),
+      )) ?? 0;
     if (oauthClients > 0)
       this.deps.logger.info({ oauth_clients: oauthClients }, 'housekeeping removed OAuth clients no one signed in with');
     if (webhookRows > 0)
