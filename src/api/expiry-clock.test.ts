@@ -1,7 +1,11 @@
-// Review s18 (review31): expiry sites still on the node's own clock after ceedd5e.
-// One in-process server on PostgreSQL; its wall clock is moved after a session is made (as a
-// node whose clock is off: skewed-clock.mjs's approach), the lease's renewals then measure the
-// database clock's offset. Real PostgreSQL: the embedded database's now() follows the same Date.
+// test-database: postgres, a node's clock moved against the database's (PostgreSQL's now() does not follow the test's Date)
+/**
+ * Expiry sites on the database's clock (core/database-clock.ts), beside crash.test's skewed nodes:
+ * one in-process server whose wall clock is moved after a session is made (as skewed-clock.mjs moves
+ * a child's), the lease's renewals then measuring the offset. Housekeeping on a node an hour ahead
+ * must not delete another node's live session; a node an hour behind must still touch the sessions
+ * it serves (found by a review: both were still on the node's own clock).
+ */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
