@@ -373,6 +373,35 @@ describe('agent webhooks', () => {
     assert.deepEqual(pair.map((a) => a.status).sort(), [202, 409]);
   });
 
+  test('Idempotency-Key left running by a node that died: a retry gets the end its run record says, kept under the key', async () => {
+    const key = `orphan-${Math.random().toString(36).slice(2)}`;
+    const first = await post(hookPath('open', 'inbox', '?wait=true'), '{"orphan":true}', { 'idempotency-key': key });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const runId = first.body.run_id as string;
+    // What a node killed mid-run (after the receiving node stopped following it) leaves: the key still
+    // running, and the run's record ended `interrupted` by the other nodes' orphan sweep.
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    await sql`UPDATE agent_webhook_deliveries SET status = 'running', outcome_sealed = NULL WHERE run_id = ${runId}`.execute(db);
+    await sql`UPDATE agent_runs SET status = 'failed', error_type = 'interrupted', error_message = 'the server running it stopped before the run ended' WHERE id = ${runId}`.execute(
+      db,
+    );
+    const before = (await runsOf('open')).length;
+    const retried = await post(hookPath('open', 'inbox', '?wait=true'), '{"orphan":"again"}', { 'idempotency-key': key });
+    assert.equal(retried.status, 200, JSON.stringify(retried.body));
+    assert.deepEqual(
+      [retried.body.run_id, retried.body.status, retried.body.error?.type, retried.body.duplicate],
+      [runId, 'failed', 'interrupted', true],
+      JSON.stringify(retried.body),
+    );
+    const kept = await sql<{ status: string }>`SELECT status FROM agent_webhook_deliveries WHERE run_id = ${runId}`.execute(db);
+    assert.deepEqual(
+      kept.rows.map((r) => r.status),
+      ['failed'],
+      'the end kept under the key',
+    );
+    assert.equal((await runsOf('open')).length, before, 'nothing ran again');
+  });
+
   test("the plan's body cap: by Content-Length and while a chunked body streams; the server stays up", async () => {
     const owner = await createAccount(server.url);
     await server.server.services.accounts.setTier(owner.email, 'small');

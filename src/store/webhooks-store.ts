@@ -189,6 +189,23 @@ export class WebhooksStore {
       WHERE webhook_id = ${webhookId} AND idempotency_key = ${key} AND run_id = ${runId}`.execute(this.db);
   }
 
+  /** How a delivery's run ended by its record (undefined while it has none). */
+  async runEnd(
+    runId: string,
+  ): Promise<
+    | { status: string; error_type: string | null; error_message: string | null; answer: string | null; stop_reason: string | null }
+    | undefined
+  > {
+    const rows = await sql<{
+      status: string;
+      error_type: string | null;
+      error_message: string | null;
+      answer: string | null;
+      stop_reason: string | null;
+    }>`SELECT status, error_type, error_message, answer, stop_reason FROM agent_runs WHERE id = ${runId}`.execute(this.db);
+    return rows.rows[0];
+  }
+
   /** The id of an agent's webhook at `path` (a handed-over delivery names its webhook by path). */
   async idOf(agentId: string, path: string): Promise<string | undefined> {
     const rows = await sql<{ id: string }>`SELECT id FROM agent_webhooks WHERE agent_id = ${agentId} AND path = ${path}`.execute(this.db);

@@ -403,6 +403,25 @@ export class WebhookTrigger {
     }
   }
 
+  /** The outcome of a keyed run whose record ended other than succeeded (then kept under its key); undefined otherwise. */
+  private async endedByRecord(target: WebhookTarget, key: string, runId: string): Promise<Record<string, unknown> | undefined> {
+    const record = await this.deps.store.runEnd(runId);
+    // Succeeded: its result is not in the record; the node that ran it writes it under the key.
+    if (!record || record.status === 'running' || record.status === 'succeeded') return undefined;
+    const outcome: AgentRunOutcome = {
+      runId,
+      replica: '',
+      status: record.status as AgentRunOutcome['status'],
+      error: { type: record.error_type ?? 'failed', message: record.error_message ?? 'the run did not succeed' },
+      durationMs: 0,
+      ...(record.answer !== null ? { answer: record.answer, stopReason: record.stop_reason ?? undefined } : {}),
+    };
+    const body = outcomeBody(runId, outcome);
+    const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(body));
+    await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch(() => undefined);
+    return body;
+  }
+
   /** A delivery whose Idempotency-Key an earlier one holds: that delivery's run, never a new one. */
   private async answerEarlier(
     target: WebhookTarget,
@@ -419,6 +438,10 @@ export class WebhookTrigger {
     const deadline = Date.now() + waitSeconds(limits) * 1000;
     let row: DeliveryRow | undefined = earlier;
     while (row && row.status === 'running' && Date.now() < deadline) {
+      // A run whose record ended without success while its key still says running (its node died,
+      // or stopped following it, before writing the key): that end is the outcome, kept under the key.
+      const ended = await this.endedByRecord(target, key, earlier.run_id);
+      if (ended) return { status: 200, body: { ...ended, duplicate: true }, headers };
       await new Promise((resolve) => setTimeout(resolve, this.deps.pollMs ?? 250));
       row = await this.deps.store.delivery(target.id, key);
     }
