@@ -29,6 +29,12 @@ export interface DeliveryRow {
   run_id: string;
   status: string;
   outcome_sealed: string | null;
+  /** How the run ended by its record (agent_runs), null while it has none: its status, error, AI answer. */
+  run_status: string | null;
+  run_error_type: string | null;
+  run_error_message: string | null;
+  run_answer: string | null;
+  run_stop_reason: string | null;
 }
 
 /** Queries for agent webhooks (migration 20). Secrets and kept outcomes arrive and leave sealed. */
@@ -157,8 +163,10 @@ export class WebhooksStore {
   /** The delivery an unexpired Idempotency-Key names, if any. */
   async delivery(webhookId: string, key: string): Promise<DeliveryRow | undefined> {
     const rows = await sql<DeliveryRow>`
-      SELECT run_id, status, outcome_sealed FROM agent_webhook_deliveries
-      WHERE webhook_id = ${webhookId} AND idempotency_key = ${key} AND expires_at >= now()`.execute(this.db);
+      SELECT d.run_id, d.status, d.outcome_sealed, r.status AS run_status, r.error_type AS run_error_type,
+        r.error_message AS run_error_message, r.answer AS run_answer, r.stop_reason AS run_stop_reason
+      FROM agent_webhook_deliveries d LEFT JOIN agent_runs r ON r.id = d.run_id
+      WHERE d.webhook_id = ${webhookId} AND d.idempotency_key = ${key} AND d.expires_at >= now()`.execute(this.db);
     return rows.rows[0];
   }
 
@@ -168,13 +176,13 @@ export class WebhooksStore {
    */
   async claimKey(webhookId: string, key: string, runId: string, hours: number): Promise<{ claimed: true } | { existing: DeliveryRow }> {
     await sql`DELETE FROM agent_webhook_deliveries WHERE webhook_id = ${webhookId} AND expires_at < now()`.execute(this.db);
-    const rows = await sql<DeliveryRow & { claimed: boolean }>`
+    const rows = await sql<{ claimed: boolean }>`
       INSERT INTO agent_webhook_deliveries AS d (webhook_id, idempotency_key, run_id, expires_at)
       VALUES (${webhookId}, ${key}, ${runId}, now() + make_interval(hours => ${hours}))
       ON CONFLICT (webhook_id, idempotency_key) DO UPDATE SET
         run_id = excluded.run_id, status = 'running', outcome_sealed = NULL, created_at = now(), expires_at = excluded.expires_at
         WHERE d.expires_at < now()
-      RETURNING run_id, status, outcome_sealed, true AS claimed`.execute(this.db);
+      RETURNING true AS claimed`.execute(this.db);
     if (rows.rows[0]) return { claimed: true };
     const existing = await this.delivery(webhookId, key);
     // Expired between the two statements: claim again (bounded: an expired row is replaced above).
@@ -187,23 +195,6 @@ export class WebhooksStore {
     await sql`
       UPDATE agent_webhook_deliveries SET status = ${status}, outcome_sealed = ${outcomeSealed}
       WHERE webhook_id = ${webhookId} AND idempotency_key = ${key} AND run_id = ${runId}`.execute(this.db);
-  }
-
-  /** How a delivery's run ended by its record (undefined while it has none). */
-  async runEnd(
-    runId: string,
-  ): Promise<
-    | { status: string; error_type: string | null; error_message: string | null; answer: string | null; stop_reason: string | null }
-    | undefined
-  > {
-    const rows = await sql<{
-      status: string;
-      error_type: string | null;
-      error_message: string | null;
-      answer: string | null;
-      stop_reason: string | null;
-    }>`SELECT status, error_type, error_message, answer, stop_reason FROM agent_runs WHERE id = ${runId}`.execute(this.db);
-    return rows.rows[0];
   }
 
   /** The id of an agent's webhook at `path` (a handed-over delivery names its webhook by path). */

@@ -74,6 +74,37 @@ function outcomeBody(
   };
 }
 
+/** Keeps a keyed delivery's outcome under its key, sealed (any node that knows how its run ended); its body. */
+async function keepOutcome(
+  deps: Pick<WebhookTriggerDeps, 'store' | 'cipher'>,
+  webhookId: string,
+  key: string,
+  outcome: AgentRunOutcome,
+): Promise<Record<string, unknown>> {
+  const body = outcomeBody(outcome.runId, outcome);
+  await deps.store.finishKey(
+    webhookId,
+    key,
+    outcome.runId,
+    outcome.status,
+    deps.cipher.seal(['webhook-outcome', webhookId, key], JSON.stringify(body)),
+  );
+  return body;
+}
+
+/** How a keyed delivery's run ended by its record, when that is without success (a success's result is not in the record). */
+function endedByRecord(row: DeliveryRow): AgentRunOutcome | undefined {
+  if (row.run_status === null || row.run_status === 'running' || row.run_status === 'succeeded') return undefined;
+  return {
+    runId: row.run_id,
+    replica: '',
+    status: row.run_status as AgentRunOutcome['status'],
+    error: { type: row.run_error_type ?? 'failed', message: row.run_error_message ?? 'the run did not succeed' },
+    durationMs: 0,
+    ...(row.run_answer !== null ? { answer: row.run_answer, stopReason: row.run_stop_reason ?? undefined } : {}),
+  };
+}
+
 /** The trigger_ref of a delivery sent with an Idempotency-Key (the dispatcher records it on the run). */
 const IDEMPOTENCY_REF = 'idempotency:';
 
@@ -87,9 +118,7 @@ export function keepHandedOverOutcome(deps: Pick<WebhookTriggerDeps, 'store' | '
     if (job.trigger !== 'webhook' || !job.triggerRef?.startsWith(IDEMPOTENCY_REF)) return;
     const key = job.triggerRef.slice(IDEMPOTENCY_REF.length);
     const webhookId = await deps.store.idOf(job.agentId, job.triggerName);
-    if (webhookId === undefined) return;
-    const sealed = deps.cipher.seal(['webhook-outcome', webhookId, key], JSON.stringify(outcomeBody(outcome.runId, outcome)));
-    await deps.store.finishKey(webhookId, key, outcome.runId, outcome.status, sealed);
+    if (webhookId !== undefined) await keepOutcome(deps, webhookId, key, outcome);
   };
 }
 
@@ -348,8 +377,7 @@ export class WebhookTrigger {
           if (signature) await this.deps.store.forgetSignature(target.id, signature.signature).catch(() => undefined);
         } else if (key !== undefined && !outcome.goesOnElsewhere) {
           // (A run this node stopped following keeps its key running: its home node records how it ended.)
-          const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(outcomeBody(runId, outcome)));
-          await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch((err: unknown) => {
+          await keepOutcome(this.deps, target.id, key, outcome).catch((err: unknown) => {
             this.deps.logger.warn(
               { err: err instanceof Error ? err.message : String(err), run_id: runId },
               'keeping a webhook outcome failed',
@@ -403,25 +431,6 @@ export class WebhookTrigger {
     }
   }
 
-  /** The outcome of a keyed run whose record ended other than succeeded (then kept under its key); undefined otherwise. */
-  private async endedByRecord(target: WebhookTarget, key: string, runId: string): Promise<Record<string, unknown> | undefined> {
-    const record = await this.deps.store.runEnd(runId);
-    // Succeeded: its result is not in the record; the node that ran it writes it under the key.
-    if (!record || record.status === 'running' || record.status === 'succeeded') return undefined;
-    const outcome: AgentRunOutcome = {
-      runId,
-      replica: '',
-      status: record.status as AgentRunOutcome['status'],
-      error: { type: record.error_type ?? 'failed', message: record.error_message ?? 'the run did not succeed' },
-      durationMs: 0,
-      ...(record.answer !== null ? { answer: record.answer, stopReason: record.stop_reason ?? undefined } : {}),
-    };
-    const body = outcomeBody(runId, outcome);
-    const sealed = this.deps.cipher.seal(['webhook-outcome', target.id, key], JSON.stringify(body));
-    await this.deps.store.finishKey(target.id, key, runId, outcome.status, sealed).catch(() => undefined);
-    return body;
-  }
-
   /** A delivery whose Idempotency-Key an earlier one holds: that delivery's run, never a new one. */
   private async answerEarlier(
     target: WebhookTarget,
@@ -440,8 +449,11 @@ export class WebhookTrigger {
     while (row && row.status === 'running' && Date.now() < deadline) {
       // A run whose record ended without success while its key still says running (its node died,
       // or stopped following it, before writing the key): that end is the outcome, kept under the key.
-      const ended = await this.endedByRecord(target, key, earlier.run_id);
-      if (ended) return { status: 200, body: { ...ended, duplicate: true }, headers };
+      const ended = row.run_id === earlier.run_id ? endedByRecord(row) : undefined;
+      if (ended) {
+        const body = await keepOutcome(this.deps, target.id, key, ended).catch(() => outcomeBody(ended.runId, ended));
+        return { status: 200, body: { ...body, duplicate: true }, headers };
+      }
       await new Promise((resolve) => setTimeout(resolve, this.deps.pollMs ?? 250));
       row = await this.deps.store.delivery(target.id, key);
     }
