@@ -1,7 +1,9 @@
 // test-database: embedded, body limits live in the HTTP layer
 /**
- * Abuse of the HTTP surface (issue 10, items 4, 14, 15): oversized bodies on every route, same-site
- * request forgery on the account routes, and API keys reading usage beyond their scope. Each case
+ * Abuse of the HTTP surface (issue 10, items 4, 14, 15): oversized bodies on every route (and the
+ * early refusal against raw requests: pipelined, absolute-form, `Expect: 100-continue`, dot
+ * segments, a GET with a chunked body, behind a trusted proxy), same-site request forgery on the
+ * account routes, and API keys reading usage beyond their scope. Each case
  * runs the attack through the real server and then checks that /healthz still answers and that
  * nothing was written or metered.
  */
@@ -429,5 +431,89 @@ describe('API keys honour their scopes and namespace limit on every route', () =
     }
     assert.equal((await usage(account)).executions, 0);
     await healthy();
+  });
+});
+
+/** Writes `bytes` on a fresh connection (to `at`) and collects what comes back until the server closes or 1.5 s pass. */
+async function exchange(bytes: string, at = port): Promise<string> {
+  const socket = connectTcp({ host: '127.0.0.1', port: at });
+  await once(socket, 'connect');
+  let response = '';
+  socket.on('data', (data) => (response += data.toString('latin1')));
+  socket.on('error', () => undefined);
+  socket.write(bytes);
+  await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, 1500).unref())]);
+  socket.destroy();
+  return response;
+}
+
+const host = () => `Host: 127.0.0.1:${port}\r\n`;
+const statuses = (response: string) => [...response.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+
+describe("the early refusal in Node's request event, against raw requests (each case failed before its fix)", () => {
+  test('pipelined: the answers of earlier requests on the connection are not lost to the 413', async () => {
+    const response = await exchange(
+      `GET /healthz HTTP/1.1\r\n${host()}\r\nPOST /api/login HTTP/1.1\r\n${host()}Content-Length: ${ACCOUNT_MAX_BODY_BYTES + 1}\r\n\r\n`,
+    );
+    // Written at once, only the 413 arrived, as if it answered GET /healthz.
+    assert.deepEqual(statuses(response), [200, 413], response.slice(0, 300));
+  });
+
+  test("absolute-form request target (RFC 9112 3.2.2): the route limit is the path's, not 64 KB", async () => {
+    const size = ACCOUNT_MAX_BODY_BYTES * 2;
+    const response = await exchange(
+      `POST http://127.0.0.1:${port}/mcp/run/demo HTTP/1.1\r\n${host()}Content-Type: application/json\r\nContent-Length: ${size}\r\n\r\n${'x'.repeat(size)}`,
+    );
+    // The app routes it to the MCP endpoint (8 MB): without a key, 401 (not 413 "larger than 65536 bytes").
+    assert.deepEqual(statuses(response).slice(0, 1), [401], response.slice(0, 300));
+  });
+
+  test('Expect: 100-continue with an oversized Content-Length is not told to go on before its 413', async () => {
+    const response = await exchange(
+      `POST /api/login HTTP/1.1\r\n${host()}Expect: 100-continue\r\nContent-Length: ${ACCOUNT_MAX_BODY_BYTES + 1}\r\n\r\n`,
+    );
+    assert.deepEqual(statuses(response), [413], response.slice(0, 300));
+  });
+
+  test('an oversized declared body on a dot-segment path is still refused early', async () => {
+    const before = server.server.services.bodiesRefusedEarly();
+    const response = await exchange(
+      `POST /mcp/agent/../../api/login HTTP/1.1\r\n${host()}Content-Length: ${ACCOUNT_MAX_BODY_BYTES + 1}\r\n\r\n`,
+    );
+    assert.deepEqual(statuses(response), [413], response.slice(0, 300));
+    // Read as a webhook path, it got the webhook's 10 MB and the app answered it instead.
+    assert.equal(server.server.services.bodiesRefusedEarly() - before, 1);
+  });
+
+  test("GET with a chunked body is not read on without limit (nor past the client's byte budget)", async () => {
+    // 64 MB offered: far past every route's limit and the kernel's buffers: without the early 400 the server read it all.
+    const { written, response } = await upload('/healthz', {}, { budget: 64 * MB, chunked: true, method: 'GET' });
+    assert.ok(written < 32 * MB, `the server took ${written / MB} MB of a GET's chunked body`);
+    assert.deepEqual(statuses(response), [400], response.slice(0, 300));
+    assert.match(response, /a GET or HEAD request carries no body/);
+  });
+});
+
+describe('the early 413 behind a trusted proxy', () => {
+  let proxied: TestServer;
+  before(async () => {
+    proxied = await startTestServer({ http: { trustedProxies: ['127.0.0.1'], maxConnectionsPerIp: 4 } });
+  });
+  after(async () => {
+    await proxied?.stop();
+  });
+
+  test("a pipelined early 413 does not leak its forwarded client's in-flight slots", async () => {
+    const proxiedPort = proxied.server.port;
+    const send = (bytes: string) => exchange(bytes, proxiedPort);
+    const head = (ip: string) => `Host: 127.0.0.1:${proxiedPort}\r\nX-Forwarded-For: ${ip}\r\n`;
+    for (let i = 0; i < 3; i++)
+      await send(
+        `GET /healthz HTTP/1.1\r\n${head('203.0.113.9')}\r\nPOST /api/login HTTP/1.1\r\n${head('203.0.113.9')}Content-Length: ${ACCOUNT_MAX_BODY_BYTES + 1}\r\n\r\n`,
+      );
+    // Every connection is closed: the client holds nothing in flight, so two pipelined requests both pass (4 allowed).
+    // Queued 413s that were never attached to the socket never released their slot: 200,503 for good.
+    const response = await send(`GET /healthz HTTP/1.1\r\n${head('203.0.113.9')}\r\nGET /healthz HTTP/1.1\r\n${head('203.0.113.9')}\r\n`);
+    assert.deepEqual(statuses(response), [200, 200], response.slice(0, 300));
   });
 });
