@@ -197,6 +197,14 @@ static int load_seccomp(void) {
 
 static void wake(int signum) { (void)signum; }
 
+/* After a ppoll that failed for want of kernel memory (not EINTR): a millisecond's pause, so the
+ * loop that calls it again waits for the kernel instead of spinning on a CPU. */
+static void back_off(void) {
+  if (errno == EINTR) return;
+  struct timespec pause = {0, 1000000};
+  nanosleep(&pause, NULL);
+}
+
 static long long now_ms(void) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
@@ -228,6 +236,7 @@ static int wait_worker(pid_t worker, int clock, const sigset_t *waiting) {
     }
     struct pollfd watched = {clock, POLLIN, 0};
     int ready = ppoll(&watched, clock >= 0 ? 1 : 0, bound, waiting);
+    if (ready < 0) back_off();
     if (ready > 0 && clock >= 0) {
       ssize_t got = read(clock, said + said_length, sizeof said - 1 - said_length);
       if (got < 0 && errno == EINTR) continue;
@@ -377,7 +386,10 @@ int mcpw_serve(int control, int *clock_fd) {
   for (;;) {
     reap(control);
     struct pollfd watched = {control, POLLIN, 0};
-    if (ppoll(&watched, 1, NULL, &waiting) < 0) continue; /* EINTR: a child ended */
+    if (ppoll(&watched, 1, NULL, &waiting) < 0) { /* EINTR: a child ended */
+      back_off();
+      continue;
+    }
     ssize_t got = recv(control, record + have, RECORD - have, 0);
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) return 1; /* the host is gone: the sandbox ends, and every child with it */
