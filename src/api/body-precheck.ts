@@ -51,8 +51,9 @@ function decodedPath(url: string): string {
  */
 function answerUnread(socket: Socket, status: 400 | 413, body: string): void {
   const reason = status === 413 ? 'Payload Too Large' : 'Bad Request';
+  // A Date header, as every other answer of the server has (an origin with a clock sends one: RFC 9110 §6.6.1).
   socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${reason}\r\ndate: ${new Date().toUTCString()}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
   const linger = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
   socket.once('close', () => clearTimeout(linger));

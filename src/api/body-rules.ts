@@ -1,7 +1,7 @@
 import { DomainError } from '../core/errors.js';
 import { isAgentRequest } from './agents-http.js';
 import { ACCOUNT_MAX_BODY_BYTES, DASHBOARD_PAYLOAD_MAX_BODY_BYTES, dashboardPayloadRoute, MCP_MAX_BODY_BYTES } from './body-limit.js';
-import { isMcpRequest } from './mcp-refusals.js';
+import { isMcpRequest, jsonRpcRefusal } from './mcp-refusals.js';
 
 /** A route's body cap and its 413 answer (JSON text), known from the path and Host alone. */
 export interface RouteBodyRule {
@@ -42,13 +42,13 @@ function rule(kind: RouteKind, limit: number): RouteBodyRule {
 function tooLargeAnswer(kind: RouteKind, limit: number): string {
   if (kind === 'webhook') return JSON.stringify(new DomainError('limit_exceeded', `webhook body larger than ${limit} bytes`).toJSON());
   const message = `request body larger than ${limit} bytes`;
-  if (kind === 'mcp') return JSON.stringify({ jsonrpc: '2.0', error: { code: -32600, message }, id: null });
+  if (kind === 'mcp') return jsonRpcRefusal('validation_error', message);
   return JSON.stringify(new DomainError('validation_error', message).toJSON());
 }
 
 /** The answer to a GET or HEAD that carries a chunked body (400): in the route's error shape. */
 export function noBodyAnswer(path: string, host: string | undefined, options: BodyRuleOptions): string {
   const message = 'a GET or HEAD request carries no body';
-  if (isMcpRequest(path, host, options.baseHost)) return JSON.stringify({ jsonrpc: '2.0', error: { code: -32600, message }, id: null });
+  if (isMcpRequest(path, host, options.baseHost)) return jsonRpcRefusal('validation_error', message);
   return JSON.stringify(new DomainError('validation_error', message).toJSON());
 }

@@ -152,10 +152,15 @@ describe('request bodies are limited before they are read', () => {
         const result = await upload(path, { ...headers, 'content-type': type, 'content-length': String(400 * MB) }, { budget: 0 });
         assert.equal(result.status, 413, `${path} ${type}: ${result.response.slice(0, 200)}`);
         assert.match(result.response, /connection: close/i, 'the connection is not kept for the rest of the body');
+        assert.match(result.response, /\r\ndate: \w{3}, \d{2} \w{3} \d{4} /i, 'a Date header, as every other answer has');
         // The route's own answer: a JSON-RPC error on MCP endpoints, the one error shape elsewhere.
         const body = JSON.parse(result.response.slice(result.response.indexOf('\r\n\r\n') + 4));
         if (path.startsWith('/mcp/'))
-          assert.deepEqual(body.error, { code: -32600, message: `request body larger than ${MCP_MAX_BODY_BYTES} bytes` });
+          assert.deepEqual(body.error, {
+            code: -32600,
+            message: `request body larger than ${MCP_MAX_BODY_BYTES} bytes`,
+            data: { type: 'validation_error' },
+          });
         else assert.deepEqual(body, { error: `request body larger than ${ACCOUNT_MAX_BODY_BYTES} bytes`, error_type: 'validation_error' });
         refused++;
       }

@@ -97,6 +97,7 @@ function assertJsonRpcRefusal(body: any, what: string): void {
   assert.equal(body.id, null, what);
   assert.equal(typeof body.error?.code, 'number', what);
   assert.equal(typeof body.error?.message, 'string', what);
+  assert.equal(typeof body.error?.data?.type, 'string', `${what}: data.type, the error type (README "Refusals are JSON-RPC errors")`);
   assert.equal(body.result, undefined, what);
 }
 
@@ -256,12 +257,19 @@ describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
       ],
       ['no API key on the create endpoint', `${server.url}/mcp/create/${ns}`, { method: 'POST', headers: json, body: ping }, 401],
     ];
+    const failures: string[] = [];
     for (const [what, url, init, status] of cases) {
       const response = await fetch(url, init);
       assert.equal(response.status, status, what);
       assert.match(response.headers.get('content-type') ?? '', /application\/json/, what);
-      assertJsonRpcRefusal(await response.json(), what);
+      const body = await response.json();
+      try {
+        assertJsonRpcRefusal(body, what);
+      } catch {
+        failures.push(`${what}: ${JSON.stringify(body)}`);
+      }
     }
+    assert.deepEqual(failures, []);
     // The account routes keep their own shape.
     const login = await fetch(`${server.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
     assert.equal(((await login.json()) as any).error_type, 'validation_error');
