@@ -511,7 +511,8 @@ export function runEndpointParts(
     // The call's env and input_schema checks need nothing the admission decides: they run while it
     // is in flight (in the schema workers), and the handler takes their verdict. No code runs before
     // the admission says yes.
-    if (fn) context(scope).extra.prechecked = runs.precheck(context(scope), fn, input);
+    const prechecked = fn && runs.precheck(context(scope), fn, input);
+    if (prechecked) context(scope).extra.prechecked = prechecked;
     const admission = await runs.admit(
       keyPrincipal(scope.principal),
       snapshot && { namespace: snapshot, mode, trigger: mcpTrigger(mode), fn, language, cancelKey },

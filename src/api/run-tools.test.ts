@@ -26,6 +26,19 @@ after(async () => {
   await rules?.stop();
 });
 
+/** A run context of the space's account as an agent's (RunService called directly). */
+const directContext = (space: Space, tier: string): RunContext => ({
+  principal: {
+    accountId: space.account.accountId,
+    tier,
+    namespace: null,
+    scopes: ['read', 'write', 'execute'],
+    actor: { kind: 'agent', agentId: 'agent-precheck-test' },
+  },
+  namespace: space.ns,
+  env: {},
+});
+
 /** Tool mode through the 2025-era SDK client (v1). */
 const toolClient = (space: Space, env?: Record<string, string>) => space.run('tools', env, 'v1');
 const rawCall = (space: Space, tool: string, args: Record<string, unknown>, headers: Record<string, string> = {}) =>
@@ -370,17 +383,7 @@ describe('metering', () => {
   test("a function's checks begun beside its admission (precheck) decide only for the very value that runs", async () => {
     const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
     const runs = server.server.services.runs;
-    const ctx: RunContext = {
-      principal: {
-        accountId: space.account.accountId,
-        tier: 'pro_trial',
-        namespace: null,
-        scopes: ['read', 'write', 'execute'],
-        actor: { kind: 'agent', agentId: 'agent-precheck-test' },
-      },
-      namespace: space.ns,
-      env: {},
-    };
+    const ctx = directContext(space, 'pro_trial');
     const snapshot = await runs.snapshot(ctx);
     const fn = snapshot.functions.find((f) => f.name === 'hello')!;
     const runWith = async (checked: unknown, ran: unknown) => {
@@ -388,7 +391,9 @@ describe('metering', () => {
       assert.ok('ticket' in admission);
       try {
         const target = { kind: 'function', service: 'utils', name: 'hello' } as const;
-        return await runs.runAdmitted(ctx, admission.ticket, snapshot, target, ran, 'schedule', runs.precheck(ctx, fn, checked));
+        const prechecked = runs.precheck(ctx, fn, checked);
+        assert.ok(prechecked, 'an account admitted so far has its checks begun beside the admission');
+        return await runs.runAdmitted(ctx, admission.ticket, snapshot, target, ran, 'schedule', prechecked);
       } finally {
         await runs.settle(admission.ticket, false);
       }
@@ -404,6 +409,18 @@ describe('metering', () => {
     const usage = await rules.usageOf(space.account);
     assert.equal(usage.executions, 1, 'only the run whose code ran counts');
     assert.equal(usage.concurrency.active, 0);
+  });
+
+  test('checks begun beside admissions: no more at once than the account may run calls', async () => {
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }], 'solo');
+    const runs = server.server.services.runs;
+    const ctx = directContext(space, 'solo');
+    const fn = (await runs.snapshot(ctx)).functions[0]!;
+    const first = runs.precheck(ctx, fn, { name: 'a' });
+    assert.ok(first);
+    assert.equal(runs.precheck(ctx, fn, { name: 'b' }), undefined, 'concurrency 1: one check at a time');
+    assert.equal(await first.refusal, undefined);
+    assert.ok(runs.precheck(ctx, fn, { name: 'c' }), 'the next one once the first is done');
   });
 
   test('a call the MCP layer refuses, or a notification, keeps no quota unit and no slot', async () => {
@@ -455,6 +472,11 @@ describe('metering', () => {
     assert.equal(refusedBoth.status, 429);
     assert.equal((refusedBoth.body as { code?: string }).code, 'QUOTA_EXCEEDED');
     assert.equal((await rules.usageOf(space.account)).executions, 3);
+    // Refused calls cannot have inputs checked for nothing: none is begun early after a refusal.
+    const runs = server.server.services.runs;
+    const ctx = directContext(space, 'quota3');
+    const fn = (await runs.snapshot(ctx)).functions[0]!;
+    assert.equal(runs.precheck(ctx, fn, { name: 'x' }), undefined);
     const env = await rawCall(space, '_env_status', {});
     assert.equal(env.status, 200, 'unmetered tools still work');
   });

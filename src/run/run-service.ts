@@ -102,6 +102,10 @@ export interface NamespaceSnapshot {
 }
 
 const SNAPSHOT_CACHE_SIZE = 1000;
+/** At most this many checks begun beside admissions at once per account (fewer with a lower concurrency limit). */
+const MAX_PRECHECKS = 16;
+/** Accounts remembered as refused at their last admission (precheck): beyond it, the oldest is forgotten. */
+const REFUSED_ACCOUNTS_KEPT = 10_000;
 /** Schema bytes the cached snapshots may hold in all (they hold no code); least recently used go first. */
 const SNAPSHOT_CACHE_BYTES = 256 * 1024 * 1024;
 const snapshotBytes = (s: NamespaceSnapshot) => s.functions.reduce((sum, fn) => sum + fn.schemaBytes, 0);
@@ -151,6 +155,10 @@ export class RunService {
   /** Admitted calls not yet settled, by ticket id and by account and cancel key: what a cancel reaches on this node. */
   private readonly calls = new Map<string, Ticket>();
   private readonly callsByKey = new Map<string, Ticket>();
+  /** Checks begun beside admissions and not done yet, by account (see precheck). */
+  private readonly prechecking = new Map<string, number>();
+  /** Accounts whose last admission on this node was refused (see precheck); forgotten at their next success. */
+  private readonly refusedLast = new Set<string>();
 
   constructor(
     private readonly deps: {
@@ -237,8 +245,21 @@ export class RunService {
    * that they run beside the admission's round trip instead of after it. No sandbox starts here;
    * should the admission refuse the call, the verdict is dropped.
    */
-  precheck(ctx: RunContext, fn: ActiveFunction, input: unknown): PrecheckedInput {
-    const refusal = checkCallable(fn, input ?? {}, ctx.env, { schemas: this.deps.schemas, accountId: ctx.principal.accountId });
+  precheck(ctx: RunContext, fn: ActiveFunction, input: unknown): PrecheckedInput | undefined {
+    const { accountId } = ctx.principal;
+    // A check begun for a call the admission then refuses is work no rate unit paid for: none
+    // begins while the account's last admission here was refused (until one succeeds), nor more
+    // at once than the account may run calls, so refused calls cannot make the server check
+    // inputs without limit. Such a call is checked after its admission, as before.
+    const inFlight = this.prechecking.get(accountId) ?? 0;
+    const concurrency = this.tierLimits(ctx.principal).concurrency;
+    if (this.refusedLast.has(accountId) || inFlight >= Math.min(concurrency ?? MAX_PRECHECKS, MAX_PRECHECKS)) return undefined;
+    this.prechecking.set(accountId, inFlight + 1);
+    const refusal = checkCallable(fn, input ?? {}, ctx.env, { schemas: this.deps.schemas, accountId }).finally(() => {
+      const left = (this.prechecking.get(accountId) ?? 1) - 1;
+      if (left > 0) this.prechecking.set(accountId, left);
+      else this.prechecking.delete(accountId);
+    });
     // Awaited by the run; a call the admission refused never reads it.
     refusal.catch(() => undefined);
     return { fn, input, refusal };
@@ -301,6 +322,7 @@ export class RunService {
         onCancelled,
       });
       if (!rejection) this.admitted.add(ticket);
+      this.noteAdmission(principal.accountId, rejection !== undefined);
     } catch (error) {
       // The connection broke after the admission was sent: it may have committed, so its slot and
       // unit are given back once the database answers (a no-op when it never got there).
@@ -315,6 +337,13 @@ export class RunService {
     }
     if (rejection) this.untrack(ticket);
     return rejection ? { rejection, tier: principal.tier } : { ticket };
+  }
+
+  private noteAdmission(accountId: string, refused: boolean): void {
+    if (!refused) return void this.refusedLast.delete(accountId);
+    // Bounded: past the cap the oldest entry goes (that account may get one more precheck).
+    if (this.refusedLast.size >= REFUSED_ACCOUNTS_KEPT) this.refusedLast.delete(this.refusedLast.values().next().value!);
+    this.refusedLast.add(accountId);
   }
 
   private callKey(accountId: string, cancelKey: string): string {
