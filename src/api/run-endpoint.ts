@@ -10,6 +10,7 @@ import {
   cancelKeyOf,
   mcpTrigger,
   type NamespaceSnapshot,
+  type PrecheckedInput,
   type Rejection,
   type RunContext,
   type RunResult,
@@ -55,6 +56,8 @@ export interface RunScopeExtra {
   signal?: AbortSignal;
   /** Tool results rendered in a scan worker, by the number of the placeholder standing for them. */
   rendered?: Map<number, Buffer>;
+  /** A tool call's checks, begun beside its admission (RunService.precheck); its handler runs that input. */
+  prechecked?: PrecheckedInput;
 }
 
 /** What the MCP layer hands a tool handler: the request's id, _meta, abort signal and notifier. */
@@ -504,16 +507,15 @@ export function runEndpointParts(
     const language = (call.params as { arguments?: { language?: unknown } } | undefined)?.arguments?.language;
     const session = sessionOf(scope);
     const cancelKey = session && (typeof call.id === 'string' || typeof call.id === 'number') ? cancelKeyOf(session, call.id) : undefined;
+    const fn = mode === 'tools' ? snapshot?.functions.find((f) => toolName(f) === name) : undefined;
+    // The call's env and input_schema checks need nothing the admission decides: they run while it
+    // is in flight (in the schema workers), and the handler takes their verdict. No code runs before
+    // the admission says yes.
+    const prechecked = fn && runs.precheck(context(scope), fn, input);
+    if (prechecked) context(scope).extra.prechecked = prechecked;
     const admission = await runs.admit(
       keyPrincipal(scope.principal),
-      snapshot && {
-        namespace: snapshot,
-        mode,
-        trigger: mcpTrigger(mode),
-        fn: mode === 'tools' ? snapshot.functions.find((fn) => toolName(fn) === name) : undefined,
-        language,
-        cancelKey,
-      },
+      snapshot && { namespace: snapshot, mode, trigger: mcpTrigger(mode), fn, language, cancelKey },
     );
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
     context(scope).extra.ticket = admission.ticket;
@@ -623,14 +625,18 @@ export function runEndpointParts(
           try {
             if (ctx.extra.inputRefused) throw ctx.extra.inputRefused;
             if (!ticket) throw new DomainError('internal_error', 'the call was not admitted');
+            // The input checked beside the admission is the one that runs: the request's own
+            // arguments (the MCP layer hands the handler a copy of them).
+            const prechecked = ctx.extra.prechecked?.fn === fn ? ctx.extra.prechecked : undefined;
             return runResultToTool(
               await runs.runAdmitted(
                 ctx,
                 ticket,
                 await snapshotOf(scope),
                 { kind: 'function', service: fn.service, name: fn.name },
-                args,
+                prechecked ? prechecked.input : args,
                 'mcp-tools',
+                prechecked,
               ),
               fn,
               ctx.extra,

@@ -5,6 +5,7 @@ import { applyTierOverrides } from '../core/tiers.js';
 import { callOk, connect, errorOf, parseResult, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 import { until } from '../test-support/processes.js';
+import type { RunContext } from '../run/run-service.js';
 
 let rules: RuleServer;
 let server: TestServer;
@@ -23,6 +24,19 @@ before(async () => {
 });
 after(async () => {
   await rules?.stop();
+});
+
+/** A run context of the space's account as an agent's (RunService called directly). */
+const directContext = (space: Space, tier: string): RunContext => ({
+  principal: {
+    accountId: space.account.accountId,
+    tier,
+    namespace: null,
+    scopes: ['read', 'write', 'execute'],
+    actor: { kind: 'agent', agentId: 'agent-precheck-test' },
+  },
+  namespace: space.ns,
+  env: {},
 });
 
 /** Tool mode through the 2025-era SDK client (v1). */
@@ -366,6 +380,49 @@ describe('metering', () => {
     assert.equal((await parseError(space.create, 'describe_execution', { id: 'nope' })).type, 'not_found');
   });
 
+  test("a function's checks begun beside its admission (precheck) decide only for the very value that runs", async () => {
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
+    const runs = server.server.services.runs;
+    const ctx = directContext(space, 'pro_trial');
+    const snapshot = await runs.snapshot(ctx);
+    const fn = snapshot.functions.find((f) => f.name === 'hello')!;
+    const runWith = async (checked: unknown, ran: unknown) => {
+      const admission = await runs.admit(ctx.principal, { namespace: snapshot, mode: 'tools', fn, trigger: 'schedule' });
+      assert.ok('ticket' in admission);
+      try {
+        const target = { kind: 'function', service: 'utils', name: 'hello' } as const;
+        const prechecked = runs.precheck(ctx, fn, checked);
+        assert.ok(prechecked, 'an account admitted so far has its checks begun beside the admission');
+        return await runs.runAdmitted(ctx, admission.ticket, snapshot, target, ran, 'schedule', prechecked);
+      } finally {
+        await runs.settle(admission.ticket, false);
+      }
+    };
+    const good = { name: 'Ann' };
+    const bad = { name: 5 };
+    const passed = await runWith(bad, good);
+    assert.ok(passed.ok, `another value's refusal refuses nothing: ${JSON.stringify(passed)}`);
+    const refused = await runWith(good, bad);
+    assert.ok(!refused.ok && refused.error_type === 'SchemaError', `another value's pass lets nothing through: ${JSON.stringify(refused)}`);
+    const same = await runWith(bad, bad);
+    assert.ok(!same.ok && same.error_type === 'SchemaError', JSON.stringify(same));
+    const usage = await rules.usageOf(space.account);
+    assert.equal(usage.executions, 1, 'only the run whose code ran counts');
+    assert.equal(usage.concurrency.active, 0);
+  });
+
+  test('checks begun beside admissions: no more at once than the account may run calls', async () => {
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }], 'solo');
+    const runs = server.server.services.runs;
+    const ctx = directContext(space, 'solo');
+    const fn = (await runs.snapshot(ctx)).functions[0]!;
+    const first = runs.precheck(ctx, fn, { name: 'a' });
+    assert.ok(first);
+    assert.equal(runs.precheck(ctx, fn, { name: 'b' }), undefined, 'concurrency 1: one check at a time');
+    assert.equal(await first.refusal, undefined);
+    assert.ok(runs.precheck(ctx, fn, { name: 'c' }), 'the next one once the first is done');
+  });
+
   test('a call the MCP layer refuses, or a notification, keeps no quota unit and no slot', async () => {
     const space = await rules.space([{ name: 'hello', template: 'hello-world' }]);
     const message = { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'utils__hello', arguments: {} } };
@@ -410,6 +467,16 @@ describe('metering', () => {
       limit: 3,
       tier: 'quota3',
     });
+    // The call's input_schema check runs beside its admission: the admission's refusal is the answer.
+    const refusedBoth = await rawCall(space, 'utils__hello', { name: 5 });
+    assert.equal(refusedBoth.status, 429);
+    assert.equal((refusedBoth.body as { code?: string }).code, 'QUOTA_EXCEEDED');
+    assert.equal((await rules.usageOf(space.account)).executions, 3);
+    // Refused calls cannot have inputs checked for nothing: none is begun early after a refusal.
+    const runs = server.server.services.runs;
+    const ctx = directContext(space, 'quota3');
+    const fn = (await runs.snapshot(ctx)).functions[0]!;
+    assert.equal(runs.precheck(ctx, fn, { name: 'x' }), undefined);
     const env = await rawCall(space, '_env_status', {});
     assert.equal(env.status, 200, 'unmetered tools still work');
   });

@@ -26,7 +26,7 @@ import { CodeModeBridge } from './bridge.js';
 import { RawJson } from '../core/raw-json.js';
 import { StateBridge } from './state-bridge.js';
 import type { AgentStateAccess } from '../core/agent-state-access.js';
-import { checkCallable, checkOutput, functionRequest, namespaceEnv } from './function-request.js';
+import { checkCallable, checkOutput, functionRequest, namespaceEnv, type CallRefusal } from './function-request.js';
 import {
   CANCEL_REASON,
   CANCELLED,
@@ -48,6 +48,17 @@ export type { Principal, Trigger } from '../core/principal.js';
  * (a caller's raw values are refused there as a validation_error).
  */
 export type InvokeTarget = { kind: 'function'; service: string; name: string } | { kind: 'code'; code: unknown; language?: unknown };
+
+/**
+ * A function call's checks (required env, input_schema) begun while its admission is in flight
+ * (RunService.precheck): they do not depend on it, and the run takes their verdict only for this
+ * very function and input value, so what was checked is what runs.
+ */
+export interface PrecheckedInput {
+  readonly fn: ActiveFunction;
+  readonly input: unknown;
+  readonly refusal: Promise<CallRefusal | undefined>;
+}
 
 /** The trigger of an MCP call by its endpoint's mode. */
 export const mcpTrigger = (mode: 'tools' | 'code'): Trigger => (mode === 'code' ? 'mcp-code' : 'mcp-tools');
@@ -91,6 +102,10 @@ export interface NamespaceSnapshot {
 }
 
 const SNAPSHOT_CACHE_SIZE = 1000;
+/** At most this many checks begun beside admissions at once per account (fewer with a lower concurrency limit). */
+const MAX_PRECHECKS = 16;
+/** Accounts remembered as refused at their last admission (precheck): beyond it, the oldest is forgotten. */
+const REFUSED_ACCOUNTS_KEPT = 10_000;
 /** Schema bytes the cached snapshots may hold in all (they hold no code); least recently used go first. */
 const SNAPSHOT_CACHE_BYTES = 256 * 1024 * 1024;
 const snapshotBytes = (s: NamespaceSnapshot) => s.functions.reduce((sum, fn) => sum + fn.schemaBytes, 0);
@@ -140,6 +155,10 @@ export class RunService {
   /** Admitted calls not yet settled, by ticket id and by account and cancel key: what a cancel reaches on this node. */
   private readonly calls = new Map<string, Ticket>();
   private readonly callsByKey = new Map<string, Ticket>();
+  /** Checks begun beside admissions and not done yet, by account (see precheck). */
+  private readonly prechecking = new Map<string, number>();
+  /** Accounts whose last admission on this node was refused (see precheck); forgotten at their next success. */
+  private readonly refusedLast = new Set<string>();
 
   constructor(
     private readonly deps: {
@@ -221,6 +240,31 @@ export class RunService {
     return snapshot;
   }
 
+  /**
+   * Begins `fn`'s checks of `input` (required env, then input_schema in the schema workers) so
+   * that they run beside the admission's round trip instead of after it. No sandbox starts here;
+   * should the admission refuse the call, the verdict is dropped.
+   */
+  precheck(ctx: RunContext, fn: ActiveFunction, input: unknown): PrecheckedInput | undefined {
+    const { accountId } = ctx.principal;
+    // A check begun for a call the admission then refuses is work no rate unit paid for: none
+    // begins while the account's last admission here was refused (until one succeeds), nor more
+    // at once than the account may run calls, so refused calls cannot make the server check
+    // inputs without limit. Such a call is checked after its admission, as before.
+    const inFlight = this.prechecking.get(accountId) ?? 0;
+    const concurrency = this.tierLimits(ctx.principal).concurrency;
+    if (this.refusedLast.has(accountId) || inFlight >= Math.min(concurrency ?? MAX_PRECHECKS, MAX_PRECHECKS)) return undefined;
+    this.prechecking.set(accountId, inFlight + 1);
+    const refusal = checkCallable(fn, input ?? {}, ctx.env, { schemas: this.deps.schemas, accountId }).finally(() => {
+      const left = (this.prechecking.get(accountId) ?? 1) - 1;
+      if (left > 0) this.prechecking.set(accountId, left);
+      else this.prechecking.delete(accountId);
+    });
+    // Awaited by the run; a call the admission refused never reads it.
+    refusal.catch(() => undefined);
+    return { fn, input, refusal };
+  }
+
   /** `call`: what the call will run, so that its record can be written if its server dies first. */
   async admit(
     principal: Principal,
@@ -278,6 +322,7 @@ export class RunService {
         onCancelled,
       });
       if (!rejection) this.admitted.add(ticket);
+      this.noteAdmission(principal.accountId, rejection !== undefined);
     } catch (error) {
       // The connection broke after the admission was sent: it may have committed, so its slot and
       // unit are given back once the database answers (a no-op when it never got there).
@@ -292,6 +337,13 @@ export class RunService {
     }
     if (rejection) this.untrack(ticket);
     return rejection ? { rejection, tier: principal.tier } : { ticket };
+  }
+
+  private noteAdmission(accountId: string, refused: boolean): void {
+    if (!refused) return void this.refusedLast.delete(accountId);
+    // Bounded: past the cap the oldest entry goes (that account may get one more precheck).
+    if (this.refusedLast.size >= REFUSED_ACCOUNTS_KEPT) this.refusedLast.delete(this.refusedLast.values().next().value!);
+    this.refusedLast.add(accountId);
   }
 
   private callKey(accountId: string, cancelKey: string): string {
@@ -452,6 +504,7 @@ export class RunService {
     const problem = target.kind === 'function' ? callInputProblem(input) : undefined;
     if (problem) throw new DomainError('validation_error', problem, { field: 'input' });
     const mode = target.kind === 'function' ? 'tools' : 'code';
+    const prechecked = fn ? this.precheck(ctx, fn, input) : undefined;
     const admission = await this.admit(ctx.principal, {
       namespace,
       mode,
@@ -467,7 +520,7 @@ export class RunService {
     else options.signal?.addEventListener('abort', cancel, { once: true });
     try {
       // The execution's id (its record's) travels with the answer, for callers that link to it (agent runs).
-      return { ...(await this.runAdmitted(ctx, ticket, namespace, target, input, trigger)), executionId: ticket.id };
+      return { ...(await this.runAdmitted(ctx, ticket, namespace, target, input, trigger, prechecked)), executionId: ticket.id };
     } finally {
       options.signal?.removeEventListener('abort', cancel);
       // A run that threw before it settled gives its slot and unit back (a no-op once settled).
@@ -478,7 +531,8 @@ export class RunService {
   /**
    * Runs a call admitted by admit() (the MCP endpoint admits before dispatch, to answer 429 as
    * HTTP): `target` against the snapshot the call was admitted with. The ticket is settled and the
-   * run recorded as what it was; a call refused before any sandbox is not counted.
+   * run recorded as what it was; a call refused before any sandbox is not counted. `prechecked`:
+   * the checks precheck() began for this call (used only when they were of this function and input).
    */
   runAdmitted(
     ctx: RunContext,
@@ -487,9 +541,10 @@ export class RunService {
     target: InvokeTarget,
     input: unknown,
     trigger: Trigger,
+    prechecked?: PrecheckedInput,
   ): Promise<RunResult> {
     return target.kind === 'function'
-      ? this.runFunction(ctx, ticket, namespace, target.service, target.name, input, trigger)
+      ? this.runFunction(ctx, ticket, namespace, target.service, target.name, input, trigger, prechecked)
       : this.execute(ctx, ticket, namespace, target.code, target.language, trigger);
   }
 
@@ -730,8 +785,11 @@ export class RunService {
     name: string,
     args: unknown,
     trigger: Trigger,
+    prechecked?: PrecheckedInput,
   ): Promise<RunResult> {
-    return this.tracked(ticket, (signal) => this.runFunctionTracked(ctx, ticket, namespace, service, name, args, trigger, signal));
+    return this.tracked(ticket, (signal) =>
+      this.runFunctionTracked(ctx, ticket, namespace, service, name, args, trigger, signal, prechecked),
+    );
   }
 
   private async runFunctionTracked(
@@ -743,6 +801,7 @@ export class RunService {
     args: unknown,
     trigger: Trigger,
     signal: AbortSignal,
+    prechecked?: PrecheckedInput,
   ): Promise<RunResult> {
     const started = performance.now();
     const fn = namespace.functions.find((f) => f.service === service && f.name === name);
@@ -750,7 +809,9 @@ export class RunService {
     let result: RunResult;
     let counted = false;
     const checks = { schemas: this.deps.schemas, accountId: ctx.principal.accountId };
-    const refused = await checkCallable(fn, args ?? {}, ctx.env, checks);
+    // Checked already (beside the admission) only if of this very function and value; else now.
+    const refused =
+      prechecked?.fn === fn && prechecked.input === args ? await prechecked.refusal : await checkCallable(fn, args ?? {}, ctx.env, checks);
     if (refused) {
       result = { ok: false, ...refused, stderr: '', stdout: '' };
     } else {

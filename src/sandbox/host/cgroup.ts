@@ -431,11 +431,37 @@ async function removeDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * One open cgroup.procs per instance CPU group (v1), shared by its runs' lowerCpu for as long as
+ * the group lives: an open and a close of it for each run were two thread-pool trips (and two
+ * wake-ups of the event loop) a run.
+ */
+const cpuProcsHandles = new Map<string, Promise<FileHandle>>();
+
+function cpuProcsHandle(dir: string): Promise<FileHandle> {
+  let handle = cpuProcsHandles.get(dir);
+  if (!handle) {
+    const opening = open(join(dir, 'cgroup.procs'), 'w');
+    handle = opening;
+    cpuProcsHandles.set(dir, opening);
+    // A failed open (the group is gone) is not kept: the next run tries again.
+    opening.catch(() => {
+      if (cpuProcsHandles.get(dir) === opening) cpuProcsHandles.delete(dir);
+    });
+  }
+  return handle;
+}
+
 /** Removes the groups `support`'s opener made (after its runs' groups are gone), never a shared one. */
 export async function releaseCgroupSupport(support: CgroupSupport): Promise<void> {
   const dirs = ownedDirs.get(support) ?? [];
   ownedDirs.delete(support);
-  for (const dir of dirs) await removeDir(dir);
+  for (const dir of dirs) {
+    const handle = cpuProcsHandles.get(dir);
+    cpuProcsHandles.delete(dir);
+    await handle?.then((h) => h.close()).catch(() => undefined);
+    await removeDir(dir);
+  }
 }
 
 /** Reaps in progress per CPU group in this process (see boostCpu). */
@@ -488,36 +514,32 @@ export function createRunCgroup(
     lowerCpu: async () => {
       const cpu = support.cpu;
       if (cpu?.version !== 1) return;
-      const procs = join(cpu.dir, 'cgroup.procs');
       // A process forked after its parent moved is born in the CPU group; one forked before is in
       // the run's group at the next read. So a read with nothing new means the whole run is in.
       const moved = new Set<string>();
       // Reading a group's list is quick (as killAll's is); moving a process into a v1 group can
       // wait in the kernel for milliseconds now and then, so the writes stay off the event loop,
-      // through one open file (an open, a write and a close each cost the loop a thread-pool trip).
+      // through the group's one open file (an open, a write and a close each cost the loop a
+      // thread-pool trip).
       let target: FileHandle | undefined;
-      try {
-        for (let pass = 0; pass < LOWER_CPU_PASSES; pass++) {
-          const left = procsIn(dirs[0]).filter((pid) => !moved.has(pid));
-          if (left.length === 0) return;
+      for (let pass = 0; pass < LOWER_CPU_PASSES; pass++) {
+        const left = procsIn(dirs[0]).filter((pid) => !moved.has(pid));
+        if (left.length === 0) return;
+        try {
+          target ??= await cpuProcsHandle(cpu.dir);
+        } catch {
+          // The CPU group is gone (the server is closing): nothing to move into.
+          return;
+        }
+        for (const pid of left) {
+          moved.add(pid);
           try {
-            target ??= await open(procs, 'w');
+            // One pid per write(2): a cgroup.procs write takes one.
+            await target.write(pid);
           } catch {
-            // The CPU group is gone (the server is closing): nothing to move into.
-            return;
-          }
-          for (const pid of left) {
-            moved.add(pid);
-            try {
-              // One pid per write(2): a cgroup.procs write takes one.
-              await target.write(pid);
-            } catch {
-              // exited meanwhile
-            }
+            // exited meanwhile (or the group closed with its server)
           }
         }
-      } finally {
-        await target?.close().catch(() => undefined);
       }
     },
     killUntilEmpty: async (ms, options) => {

@@ -35,6 +35,7 @@ export interface RunRecord {
   overflowed: boolean;
   flooded: boolean;
   timedOut: boolean;
+  /** The memory group killed a process of the run; read (by the outcome) only for a run without an answer of its own. */
   oomKilled: boolean;
   /**
    * The runner reported ready (it writes READY_LINE before it reads its request, so before any

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { CappedCapture } from '../wire/capture.js';
-import { RunChannel } from '../wire/channel.js';
+import { RawAnswer, RunChannel } from '../wire/channel.js';
 import type { RunCgroup } from '../host/cgroup.js';
 import { REAP_BOUND_MS } from '../policy/capacity.js';
 import { CHILD_START_MS, type HostSocket } from './host-socket.js';
@@ -161,14 +161,19 @@ export class ZygoteChild {
   }
 
   private record(status: number | null, timedOut: boolean, notStarted: boolean): ZygoteRunRecord {
+    const answer = this.channel?.answer ?? null;
+    // A run's own answer (parsed) decides its outcome whatever the memory group says (outcome.ts
+    // reads oomKilled only for a run without one): the group's counter is read only then, once
+    // per run at most, before the group is recycled. The recycling reads it again, when empty.
+    const answeredItself = answer !== null && typeof answer === 'object' && !(answer instanceof RawAnswer);
     return {
       stdout: this.stdout,
       stderr: this.stderr,
-      answer: this.channel?.answer ?? null,
+      answer,
       overflowed: this.channel?.overflowed ?? false,
       flooded: this.channel?.flooded ?? false,
       timedOut,
-      oomKilled: this.cgroup.oomKilled(),
+      oomKilled: answeredItself ? false : this.cgroup.oomKilled(),
       // A run's request is sent only once its child said ready.
       ready: !notStarted && (this.channel?.isReady ?? false),
       // A child whose zygote vanished reads as a sandbox that could not run.
