@@ -110,6 +110,19 @@ describe('code mode', () => {
     assert.deepEqual(sub.value, [{ number: 4, prime: false }, 'function']);
   });
 
+  test('the Python loader comes compiled: its .pyc is hash-checked against the source beside it, so the import reads it', async () => {
+    const s = await space();
+    const run = await s.run();
+    const code = [
+      'import functions, importlib.util',
+      'data = open(functions.__spec__.cached, "rb").read()',
+      'source = open(functions.__file__, "rb").read()',
+      'result = [data[:4] == importlib.util.MAGIC_NUMBER, int.from_bytes(data[4:8], "little"), data[8:16] == importlib.util.source_hash(source)]',
+    ].join('\n');
+    // Flags 3: a hash-based .pyc whose hash Python checks (a stale one would be compiled over, never run).
+    assert.deepEqual((await execute(run, code)).value, [true, 3, true]);
+  });
+
   test('functions.__doc__ lists every function with its service, signature and description', async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'text-tools' });

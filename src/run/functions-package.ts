@@ -118,7 +118,15 @@ export class FunctionsPackageBuilder {
         const name = await new Promise<string>((resolve, reject) =>
           execFile(
             this.python,
-            ['-I', '-S', '-c', COMPILE_LOADER, runtimeFile('python', 'functions', '__init__.py'), output, `${PYTHON_LIBRARY}/functions/__init__.py`],
+            [
+              '-I',
+              '-S',
+              '-c',
+              COMPILE_LOADER,
+              runtimeFile('python', 'functions', '__init__.py'),
+              output,
+              `${PYTHON_LIBRARY}/functions/__init__.py`,
+            ],
             { timeout: 30_000 },
             (error, stdout) => (error ? reject(error) : resolve(stdout.trim())),
           ),
@@ -252,7 +260,11 @@ export class FunctionsPackageBuilder {
       if (loader) {
         writeFileSync(path.join(python, '__init__.py'), loader.source, { mode: 0o644 });
         mkdirSync(path.join(python, '__pycache__'), { mode: 0o755 });
-        await this.placeCode(path.join(python, '__pycache__', loader.name), storeKey(namespace, 'pyc', loader.name, loader.source), async () => loader.pyc);
+        await this.placeCode(
+          path.join(python, '__pycache__', loader.name),
+          storeKey(namespace, 'pyc', loader.name, loader.source),
+          async () => loader.pyc,
+        );
       } else {
         copyFileSync(runtimeFile('python', 'functions', '__init__.py'), path.join(python, '__init__.py'));
       }
