@@ -359,6 +359,8 @@ result = format_report(
       name: 'early-exit',
       code: 'import sys\nresult = "set before exit"\nsys.exit(0)\nresult = "never"',
     });
+    // Module state is the call's own: a second call in the same run starts from a fresh module.
+    await callOk(s.create, 'make_function', { service: 'c', name: 'counter', code: 'calls = []\ncalls.append(1)\nresult = len(calls)' });
     await callOk(s.create, 'make_function', {
       service: 'c',
       name: 'named-main',
@@ -366,7 +368,10 @@ result = format_report(
       code: 'export function main(input: { n: number }) { return input.n + 1; }',
     });
     const run = await s.run();
-    assert.deepEqual((await execute(run, 'from functions import early_exit\nresult = early_exit()')).value, 'set before exit');
+    assert.deepEqual(
+      (await execute(run, 'from functions import early_exit, counter\nresult = [early_exit(), counter(), counter()]')).value,
+      ['set before exit', 1, 1],
+    );
     assert.equal(
       (await execute(run, 'import { named_main } from "functions";\nresult = await named_main({ n: 1 });', 'typescript')).value,
       2,

@@ -33,7 +33,7 @@ export const PYTHON_LIBRARY = `${PACKAGE_MOUNT}/python`;
 export const NODE_LIBRARY = `${PACKAGE_MOUNT}/node/node_modules`;
 
 // Bump when the layout or the loaders change, so old cached packages are not reused.
-const GENERATOR_VERSION = 7;
+const GENERATOR_VERSION = 8;
 const COMPLETE = '.complete';
 const IDENTIFIER = /^[a-z][a-z0-9_]*$/;
 
