@@ -110,6 +110,19 @@ describe('code mode', () => {
     assert.deepEqual(sub.value, [{ number: 4, prime: false }, 'function']);
   });
 
+  test('the Python loader comes compiled: its .pyc is hash-checked against the source beside it, so the import reads it', async () => {
+    const s = await space();
+    const run = await s.run();
+    const code = [
+      'import functions, importlib.util',
+      'data = open(functions.__spec__.cached, "rb").read()',
+      'source = open(functions.__file__, "rb").read()',
+      'result = [data[:4] == importlib.util.MAGIC_NUMBER, int.from_bytes(data[4:8], "little"), data[8:16] == importlib.util.source_hash(source)]',
+    ].join('\n');
+    // Flags 3: a hash-based .pyc whose hash Python checks (a stale one would be compiled over, never run).
+    assert.deepEqual((await execute(run, code)).value, [true, 3, true]);
+  });
+
   test('functions.__doc__ lists every function with its service, signature and description', async () => {
     const s = await space();
     await callOk(s.create, 'make_service', { name: 'text-tools' });
@@ -346,6 +359,8 @@ result = format_report(
       name: 'early-exit',
       code: 'import sys\nresult = "set before exit"\nsys.exit(0)\nresult = "never"',
     });
+    // Module state is the call's own: a second call in the same run starts from a fresh module.
+    await callOk(s.create, 'make_function', { service: 'c', name: 'counter', code: 'calls = []\ncalls.append(1)\nresult = len(calls)' });
     await callOk(s.create, 'make_function', {
       service: 'c',
       name: 'named-main',
@@ -353,7 +368,10 @@ result = format_report(
       code: 'export function main(input: { n: number }) { return input.n + 1; }',
     });
     const run = await s.run();
-    assert.deepEqual((await execute(run, 'from functions import early_exit\nresult = early_exit()')).value, 'set before exit');
+    assert.deepEqual(
+      (await execute(run, 'from functions import early_exit, counter\nresult = [early_exit(), counter(), counter()]')).value,
+      ['set before exit', 1, 1],
+    );
     assert.equal(
       (await execute(run, 'import { named_main } from "functions";\nresult = await named_main({ n: 1 });', 'typescript')).value,
       2,

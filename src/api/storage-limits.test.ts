@@ -591,14 +591,19 @@ describe('functions packages: garbage collection', () => {
     assert.ok(existsSync(path.join(cacheDir, 'packages', current, '.complete')));
     // Stored code no package links any more went with it; what the current package links stays.
     // (Link counts may be higher: the sandbox's mount mirrors link the same files.)
+    // (And the Python loader's compiled form, stored per namespace like code.)
+    const compiledLoader = readdirSync(path.join(cacheDir, 'packages', current, 'python', 'functions', '__pycache__')).map(
+      (name) => `python/functions/__pycache__/${name}`,
+    );
+    assert.equal(compiledLoader.length, 1);
     const currentInodes = new Set(
-      ['python/functions/_code/utils__hello.py', 'node/node_modules/functions/_code/utils__other/index.cjs'].map(
+      ['python/functions/_code/utils__hello.py', 'node/node_modules/functions/_code/utils__other/index.cjs', ...compiledLoader].map(
         (file) => statSync(path.join(cacheDir, 'packages', current, file)).ino,
       ),
     );
     const stored = readdirSync(path.join(cacheDir, 'package-code')).map((n) => statSync(path.join(cacheDir, 'package-code', n)).ino);
     assert.deepEqual(new Set(stored), currentInodes);
-    assert.equal(stored.length, 2);
+    assert.equal(stored.length, 3);
     // And a run still works after collection.
     assert.deepEqual(parseResult(await run.callTool('execute', { code: 'from functions import hello\nresult = hello()' })), { v: 2 });
     await healthyAndMetered(account, 4);

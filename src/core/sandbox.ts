@@ -94,9 +94,11 @@ export interface SandboxRequest {
    * (a namespace) and shape, which has pre-imported `imports` (allow-listed import names that the
    * group's functions declare). Without it, or with the zygote off, the run starts its own interpreter.
    * `owner` (the account) is whose share of the zygote slots it counts against (without it, the
-   * group's own).
+   * group's own). `preload`: a module of the request's `libraryPaths` (code mode's `functions`
+   * package: the platform's static loader over JSON data, no function's code) that the zygote
+   * imports too, so that no run pays for it; only when every library path lies in a mount.
    */
-  warm?: { group: string; imports: readonly string[]; owner?: string };
+  warm?: { group: string; imports: readonly string[]; owner?: string; preload?: string };
   /**
    * Aborted when the server stops before the run ends (its grace period is over): the run is
    * killed and, unless it had answered, ends as a platform failure (not metered).

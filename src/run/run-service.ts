@@ -628,7 +628,7 @@ export class RunService {
         mounts,
         libraryPaths: [language === 'python' ? PYTHON_LIBRARY : NODE_LIBRARY],
         bridge: bridge.handle,
-        ...(language === 'python' ? { warm: warmFor(namespace, ctx.principal.accountId) } : {}),
+        ...(language === 'python' ? { warm: { ...warmFor(namespace, ctx.principal.accountId), preload: 'functions' } } : {}),
       });
     } finally {
       bridge.finish();

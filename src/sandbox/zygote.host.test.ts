@@ -4,7 +4,9 @@
 // attempts in zygote children.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { syncBuiltinESMExports } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
@@ -138,6 +140,42 @@ describe('python zygote', () => {
       builtins: false,
       module: false,
     });
+  });
+
+  it("preloads code mode's package from its read-only mount: every run finds it imported, none sees another's changes to it", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'zygote-preload-'));
+    try {
+      mkdirSync(path.join(dir, 'python', 'preloaded'), { recursive: true });
+      writeFileSync(path.join(dir, 'python', 'preloaded', '__init__.py'), 'import sys\nLOADED_BY = sys.argv[0]\nstate = []\n');
+      for (const sub of ['', 'python', 'python/preloaded']) chmodSync(path.join(dir, sub), 0o755);
+      const request: Partial<SandboxRequest> = {
+        entry: 'script',
+        mounts: [{ source: dir, target: '/opt/mcpworks' }],
+        libraryPaths: ['/opt/mcpworks/python'],
+        warm: { group: 'zygote-preload', imports: [], preload: 'preloaded' },
+      };
+      const code = [
+        'import sys',
+        'before = "preloaded" in sys.modules',
+        'import preloaded',
+        'preloaded.state.append(1)',
+        'result = [before, len(preloaded.state), preloaded.LOADED_BY]',
+      ].join('\n');
+      // The first run may start cold while its zygote starts; then runs are its children.
+      const EXPECTED = JSON.stringify([true, 1, '/sandbox/zygote.py']);
+      let seen: unknown;
+      for (let waited = 0; waited < 30_000 && JSON.stringify(seen) !== EXPECTED; waited += 50) {
+        seen = resultOf(await py(code, request));
+        if (JSON.stringify(seen) !== EXPECTED) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.deepEqual(seen, [true, 1, '/sandbox/zygote.py']);
+      assert.deepEqual(resultOf(await py(code, request)), [true, 1, '/sandbox/zygote.py']);
+      // Outside the run's mounts nothing is preloaded.
+      const outside = { ...request, libraryPaths: ['/tmp'] };
+      assert.equal(resultOf(await py('import sys\nresult = "preloaded" in sys.modules', outside)), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("a run cannot see the previous run's System V IPC objects (shared memory, message queues, semaphores)", async () => {

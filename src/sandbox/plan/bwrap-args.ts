@@ -7,6 +7,7 @@ import { posix } from 'node:path';
 import type { SandboxMount } from '../../core/sandbox.js';
 import { INNER_ID } from './environment.js';
 import { MB } from '../../core/units.js';
+import type { ZygoteSpec } from '../zygote/types.js';
 
 /** /proc entries masked in every run (see host.ts, procMasks). */
 export interface ProcMasks {
@@ -133,7 +134,7 @@ export interface ZygoteDirs {
  */
 export function zygoteBubblewrapArgs(
   baseArgs: readonly string[],
-  spec: { imports: readonly string[]; config: { tmpfsBytes: number }; mounts: readonly SandboxMount[] },
+  spec: { imports: readonly string[]; preload?: ZygoteSpec['preload']; config: { tmpfsBytes: number }; mounts: readonly SandboxMount[] },
   dirs: ZygoteDirs,
 ): string[] {
   // --disable-userns would put the zygote in a nested user namespace without rights over the
@@ -150,6 +151,13 @@ export function zygoteBubblewrapArgs(
   args.push('--bind', dirs.memoryDir, '/sandbox/zygote/cg-memory', '--bind', dirs.pidsDir, '/sandbox/zygote/cg-pids');
   args.push('--ro-bind', dirs.socketDir, '/sandbox/zygote/sock');
   args.push('--remount-ro', '/', '--chdir', '/tmp', '--');
-  args.push('/usr/bin/python3', '-I', '-S', '-B', '/sandbox/zygote.py', JSON.stringify({ imports: spec.imports, ...spec.config }));
+  args.push(
+    '/usr/bin/python3',
+    '-I',
+    '-S',
+    '-B',
+    '/sandbox/zygote.py',
+    JSON.stringify({ imports: spec.imports, preload: spec.preload ?? null, ...spec.config }),
+  );
   return args;
 }

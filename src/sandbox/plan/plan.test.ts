@@ -159,7 +159,41 @@ test("a zygote's bubblewrap: no nested user namespace, its capabilities, cgroup 
   assert.ok(!args.includes('--seccomp'), 'each child loads seccomp itself');
   // Each child makes its own cgroup namespace once in its run's group (cgroup v2's nsdelegate).
   assert.ok(base.includes('--unshare-cgroup-try') && !args.includes('--unshare-cgroup-try'));
-  assert.deepEqual(JSON.parse(args.at(-1)!), { imports: ['numpy'], tmpfsBytes: 1024 });
+  assert.deepEqual(JSON.parse(args.at(-1)!), { imports: ['numpy'], preload: null, tmpfsBytes: 1024 });
+  const preload = { module: 'functions', paths: ['/opt/mcpworks/python'] };
+  const preloading = zygoteBubblewrapArgs(
+    base,
+    { imports: [], preload, config: { tmpfsBytes: 1024 }, mounts: [] },
+    {
+      memoryDir: '/cg/m',
+      pidsDir: '/cg/p',
+      socketDir: '/run/sock',
+    },
+  );
+  assert.deepEqual(JSON.parse(preloading.at(-1)!), { imports: [], preload, tmpfsBytes: 1024 });
+});
+
+test("a zygote preloads code mode's package only from library paths inside the request's mounts, by an import name", () => {
+  const mounts = [{ source: '/cache/pkg', target: '/opt/mcpworks' }];
+  const request = { ...python, mounts, libraryPaths: ['/opt/mcpworks/python'], warm: { group: 'ns-1', imports: [], preload: 'functions' } };
+  const spec = zygoteSpecFor(request, shapeFor(request, context()), layout.masks)!;
+  assert.deepEqual(spec.preload, { module: 'functions', paths: ['/opt/mcpworks/python'] });
+  // The preload is part of the zygote's identity: runs without it never share its zygote.
+  const plain = { ...request, warm: { group: 'ns-1', imports: [] } };
+  const plainSpec = zygoteSpecFor(plain, shapeFor(plain, context()), layout.masks)!;
+  assert.equal(plainSpec.preload, null);
+  assert.notEqual(plainSpec.key, spec.key);
+  for (const other of [
+    { ...request, libraryPaths: ['/opt/elsewhere'] },
+    { ...request, libraryPaths: ['/opt/mcpworks/../x'] },
+    { ...request, libraryPaths: ['/opt/mcpworks-other'] },
+    { ...request, libraryPaths: [] },
+    { ...request, mounts: [] },
+    { ...request, warm: { ...request.warm, preload: 'os.path' } },
+    { ...request, warm: { ...request.warm, preload: '../x' } },
+  ]) {
+    assert.equal(zygoteSpecFor(other, shapeFor(other, context()), layout.masks)!.preload, null, JSON.stringify(other.libraryPaths));
+  }
 });
 
 test('request checks: env names, NUL bytes, mount targets under /opt, absolute library paths', () => {

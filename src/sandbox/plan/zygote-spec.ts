@@ -15,12 +15,13 @@ export function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape, mask
   const imports = [...new Set(warm.imports)]
     .filter((name) => IMPORT_NAME.test(name) && findPythonPackage(name)?.importName === name)
     .sort();
+  const preload = preloadOf(request);
   const { limits } = request;
   // The CPU-time limit is not part of the zygote: each run's worker sets its own from the run's
   // first line (a code-mode callee's limit is what is left of its caller's time, which would
   // otherwise make a new zygote every second).
   const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
-  const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? null, warm.group, imports]);
+  const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? null, warm.group, imports, preload]);
   const rlimits: Record<string, [number, number]> = {
     fsize: [limits.maxFileBytes, limits.maxFileBytes],
     core: [0, 0],
@@ -32,10 +33,24 @@ export function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape, mask
     // Without an account, the group (namespace) is its own owner.
     owner: warm.owner ?? `group:${warm.group}`,
     imports,
+    preload,
     runLimits: shape.cgroupLimits,
     maxLogBytes: shape.maxLogBytes,
     config: { tmpfsBytes: limits.tmpfsBytes, rlimits, procMasks: masks },
     // In the key already: the shape's command line holds every mount.
     mounts: request.mounts ?? [],
   };
+}
+
+/**
+ * The module the zygote imports from the request's library paths, when every one of them lies in
+ * one of its read-only mounts (what the server generated, never a path of the user's choosing).
+ */
+function preloadOf(request: SandboxRequest): ZygoteSpec['preload'] {
+  const module = request.warm?.preload;
+  const paths = request.libraryPaths ?? [];
+  if (module === undefined || !IMPORT_NAME.test(module) || paths.length === 0) return null;
+  const mounted = (dir: string) =>
+    !dir.split('/').includes('..') && (request.mounts ?? []).some((m) => dir === m.target || dir.startsWith(`${m.target}/`));
+  return paths.every(mounted) ? { module, paths: [...paths] } : null;
 }

@@ -138,6 +138,17 @@ def main():
                 exec(WARM_UP[name], {})
         except BaseException:  # noqa: BLE001 - the run imports it again and reports the error itself
             pass
+    # Code mode's `functions` package (the platform's loader over the catalog's JSON: no function's
+    # code runs), from the run's library paths, which the runner puts on sys.path again per run.
+    preload = config.get("preload")
+    if preload:
+        sys.path[0:0] = preload["paths"]
+        try:
+            __import__(preload["module"])
+        except BaseException:  # noqa: BLE001 - the run imports it again and reports the error itself
+            for name in [n for n in sys.modules if n == preload["module"] or n.startswith(preload["module"] + ".")]:
+                del sys.modules[name]
+        del sys.path[0 : len(preload["paths"])]
     # What the imports left is never collected in a child: without this, a child's first garbage
     # collection walks (and so copies, page by page) every object the zygote holds.
     import gc

@@ -22,6 +22,7 @@ const spec = (key: string, owner = key): ZygoteSpec => ({
   label: key,
   owner,
   imports: [],
+  preload: null,
   runLimits: { memoryBytes: 64 * MB, maxProcesses: 16 },
   maxLogBytes: 1024,
   config: { tmpfsBytes: MB, rlimits: {}, procMasks: { files: [], dirs: [] } },

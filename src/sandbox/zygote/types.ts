@@ -14,6 +14,8 @@ export interface ZygoteSpec {
   readonly owner: string;
   /** What the zygote pre-imports (allow-listed import names). */
   readonly imports: readonly string[];
+  /** A module the zygote imports from `paths` (read-only mounts: code mode's package), then drops the paths again. */
+  readonly preload: { readonly module: string; readonly paths: readonly string[] } | null;
   /** Per-run limits of a child's cgroups. */
   readonly runLimits: { memoryBytes: number; maxProcesses: number };
   readonly maxLogBytes: number;

@@ -31,10 +31,16 @@ def _bridge(message):
     return _mcpworks_bridge.call(message)
 
 
+# Each function's code compiled once per run: a call still runs it in a fresh module.
+_compiled = {}
+
+
 def _run_local(entry, arguments):
-    path = _os.path.join(_HERE, "_code", entry["file"])
-    with open(path, encoding="utf-8") as source:
-        code = compile(source.read(), entry["display"], "exec", dont_inherit=True)
+    code = _compiled.get(entry["file"])
+    if code is None:
+        path = _os.path.join(_HERE, "_code", entry["file"])
+        with open(path, encoding="utf-8") as source:
+            code = _compiled[entry["file"]] = compile(source.read(), entry["display"], "exec", dont_inherit=True)
     module = _types.ModuleType(entry["module"])
     module.__file__ = entry["display"]
     module.input_data = arguments
