@@ -68,7 +68,7 @@ export async function execute(
     // A pooled sandbox's helper starts its own wall clock before the request is written, so no
     // user code runs without it even if this process stalls right after the write. Its runner is
     // up first (the helper then waits for this signal rather than dying of it).
-    if (prepared.pooled && (channel.isReady || (await prepared.ready)) && prepared.launcher.alive() && child.pid !== undefined) {
+    if (prepared.pooled && (channel.isReady || (await prepared.up)) && prepared.launcher.alive() && child.pid !== undefined) {
       try {
         process.kill(child.pid, 'SIGUSR2');
       } catch {
@@ -78,8 +78,13 @@ export async function execute(
     // The run's code is about to start: its processes take the runs' low CPU weight from here. A
     // sandbox started on the request path first finishes starting at the default weight (its
     // start-up is no tenant's code; at the low weight on a busy host it outlasted short timeouts):
-    // its runner reads the request only once it is up, so waiting for that delays nothing.
-    if (cgroup && (channel.isReady || (await prepared.ready))) await cgroup.lowerCpu();
+    // its runner reads the request only once it is up, so waiting for that delays nothing. A
+    // pooled one moved once its runner was up (see prepareSandbox); a second move would cost the
+    // kernel's wait again.
+    if (cgroup) {
+      if (prepared.lowered) await prepared.lowered;
+      else if (channel.isReady || (await prepared.up)) await cgroup.lowerCpu();
+    }
     child.stdin!.end(payload);
     runStarted = performance.now();
     // With the answer in, the run is over: the runner flushed its output before answering, so it

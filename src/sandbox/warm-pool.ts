@@ -26,7 +26,7 @@ export interface PoolShape {
 }
 
 export interface PoolItem {
-  /** Resolves true once the sandbox waits for its request, false if it ended first. */
+  /** Resolves true once the sandbox can be claimed (it waits for its request), false if it ended first. */
   readonly ready: Promise<boolean>;
   alive(): boolean;
   /** Ends an unclaimed sandbox and frees what it holds. */

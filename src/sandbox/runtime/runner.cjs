@@ -15,9 +15,30 @@ const GUEST_MODULES = '/sandbox/node_modules';
 // Code-mode scripts are ES modules (top-level await) and need a file; /tmp is the run's own.
 const SCRIPT_FILE = '/tmp/.mcpworks/main.mjs';
 
-// process.exit as Node made it: the runner's own way out (user code gets the contract's, below).
-const exit = process.exit.bind(process);
+// process.exit as Node made it (user code gets the contract's, below).
+const exitProcess = process.exit.bind(process);
 let answered = false;
+
+// The runner's own way out. After the answer, the host reads stdout and stderr until their pipes
+// end (so nothing printed before it is lost), then answers. This process's copies of the pipes are
+// let go once every 'exit' listener has run (ours is added last): the pipes then end once
+// bubblewrap's small processes are killed, not after this larger process's memory teardown.
+function exit(code) {
+  process.on('exit', releaseOutput);
+  exitProcess(code);
+}
+
+function releaseOutput() {
+  try {
+    fs.closeSync(1);
+    fs.closeSync(2);
+    // The lowest free numbers, 1 and 2 again: a write from here goes nowhere rather than failing.
+    fs.openSync('/dev/null', 'w');
+    fs.openSync('/dev/null', 'w');
+  } catch {
+    // The code closed them already: the pipes end with the kill, as they otherwise would.
+  }
+}
 
 function answer(payload) {
   answered = true;
@@ -130,6 +151,22 @@ function assigned() {
   return captured.result !== undefined && captured.result !== null ? captured.result : captured.output;
 }
 
+// A function's first compile with an inline source map loads and compiles Node's source-map and
+// module-wrapping code (~1 ms); a pooled runner does it once while it waits, on a module of its own
+// (not in the require cache, so no run can reach it).
+function warmUp() {
+  const file = '/sandbox/warm-up.js';
+  const warm = new Module(file, null);
+  warm.filename = file;
+  warm.paths = [];
+  const map = Buffer.from(JSON.stringify({ version: 3, sources: ['warm-up.ts'], names: [], mappings: 'AAAA' })).toString('base64');
+  warm._compile(
+    `"use strict";\nmodule.exports = function main(input) { return { greeting: \`Hello, \${input}!\` }; };\n//# sourceMappingURL=data:application/json;base64,${map}\n`,
+    file,
+  );
+  strictStringify(pickEntry(warm.exports)('warm'));
+}
+
 let maxResult = 0;
 
 /** The run's answer for the value it produced: encoded, size-checked, sent. */
@@ -157,6 +194,7 @@ async function main() {
   process.setSourceMapsEnabled(true);
   // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
   if (pooled) await import('node:fs');
+  if (pooled) warmUp();
   fs.writeSync(3, '{"ready":true}\n');
   const request = JSON.parse(fs.readFileSync(0, 'utf8'));
   // `require('mcpworks')` from any CommonJS module (the function, a code-mode callee): a global path, as NODE_PATH gives.
