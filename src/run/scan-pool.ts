@@ -151,6 +151,7 @@ export class ScanPool {
       isError: reply.isError,
       texts: reply.texts.map((text) => Buffer.from(text)),
       ...(reply.structured ? { structured: Buffer.from(reply.structured) } : {}),
+      ...(reply.recorded !== undefined ? { recorded: reply.recorded } : {}),
     };
     return { value: { ...reply.fields, rendered }, findings: reply.types.map((type) => ({ type })), bytes: reply.bytes };
   }
