@@ -855,7 +855,7 @@ try {
       // The threads that ran or waited most under attack, with their idle figures beside.
       const busiest = [...attack.threads.entries()]
         .sort((a, b) => b[1].runMs + b[1].waitMs - (a[1].runMs + a[1].waitMs))
-        .slice(0, 10)
+        .slice(0, 16)
         .map(([label, rate]) => {
           const before = idle.threads!.get(label);
           return `${label} ${before ? `${before.runMs.toFixed(0)}/${before.waitMs.toFixed(0)}` : '—'} → ${rate.runMs.toFixed(0)}/${rate.waitMs.toFixed(0)}`;

@@ -234,19 +234,24 @@ export async function threadSchedstats(root: number): Promise<Map<string, Thread
       const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
       await Promise.all(
         tids.map(async (tid) => {
-          const [sched, name] = await Promise.all([
+          const [sched, name, stat] = await Promise.all([
             readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').catch(() => undefined),
             readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8').then(
               (text) => text.trim(),
               () => '?',
             ),
+            readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => ''),
           ]);
           if (!sched) return;
           const [run, wait] = sched.split(' ').map(Number);
           if (!Number.isFinite(run) || !Number.isFinite(wait)) return;
           // The root's threads one by one (Node names most of them just `node`), other processes by name.
+          // With its nice value (field 19 of stat, after the parenthesised name): what competes with the
+          // main thread at its own priority is then told apart from what is already niced.
+          const nice = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16] ?? '?';
           const label =
-            pid !== root ? `${processName}/${name}` : pid === Number(tid) ? `server main thread` : `server ${name} thread ${tid}`;
+            (pid !== root ? `${processName}/${name}` : pid === Number(tid) ? `server main thread` : `server ${name} thread ${tid}`) +
+            ` (nice ${nice})`;
           threads.set(`${pid}/${tid}`, { label, runNs: run!, waitNs: wait! });
         }),
       );

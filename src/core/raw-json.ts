@@ -23,4 +23,10 @@ export interface RenderedToolResult {
   texts: Buffer[];
   /** The JSON of structuredContent, when the call sends one. */
   structured?: Buffer;
+  /**
+   * The result as its run's history keeps it (recordedResult of the structured content's JSON, else
+   * of the texts joined by newlines), made where it was rendered: the main thread then never turns
+   * a large answer's bytes back into text to keep 64 KB of it.
+   */
+  recorded?: string;
 }

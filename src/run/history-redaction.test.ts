@@ -69,28 +69,40 @@ describe('execution history', () => {
 
   test('stores the result as the caller got it: redacted, and cut at 64 KB with a marker (small and large answers)', async () => {
     const secret = 'history-result-secret-5c2e';
+    const code = `import os\ndef main(input_data):\n    print("log " + os.environ["APP_TOKEN"])\n    return {"token": os.environ["APP_TOKEN"], "pad": "x" * input_data["n"]}\n`;
     const s = await t.space([
-      {
-        name: 'py-result',
-        required_env: ['APP_TOKEN'],
-        code: `import os\ndef main(input_data):\n    return {"token": os.environ["APP_TOKEN"], "pad": "x" * input_data["n"]}\n`,
-      },
+      { name: 'py-result', required_env: ['APP_TOKEN'], code },
+      // An object output_schema: the answer carries structuredContent, which is what history keeps.
+      { name: 'py-structured', required_env: ['APP_TOKEN'], code, output_schema: { type: 'object' } },
     ]);
     const tools = await s.run('tools', { APP_TOKEN: secret });
-    // A small answer (scanned inline) and one past the history's cap (scanned and rendered in a worker).
-    for (const n of [10, 300_000]) {
-      const answer = await tools.callTool('utils__py-result', { n });
+    // A small answer (scanned inline) and ones past the history's cap (scanned and rendered in a
+    // worker, which also makes the history's text of them), with and without structured content.
+    const answers: Array<{ content: Array<{ text: string }>; structuredContent?: unknown }> = [];
+    for (const [name, n] of [
+      ['py-result', 10],
+      ['py-result', 300_000],
+      ['py-structured', 300_000],
+    ] as const) {
+      const answer = await tools.callTool(`utils__${name}`, { n });
       assert.notEqual(answer.isError, true, JSON.stringify(answer).slice(0, 300));
       assert.doesNotMatch(JSON.stringify(answer), /history-result-secret/);
+      answers.push(answer as (typeof answers)[number]);
     }
     const listed = await callOk(s.create, 'list_executions');
     const stored = await Promise.all(listed.map(({ id }: { id: string }) => callOk(s.create, 'describe_execution', { id })));
-    const [large, small] = stored;
+    const [structured, large, small] = stored;
     assert.deepEqual(JSON.parse(small.result), { token: '[REDACTED_ENV_VALUE]', pad: 'x'.repeat(10) });
-    assert.doesNotMatch(large.result, /history-result-secret/);
-    assert.match(large.result, /REDACTED_ENV_VALUE/);
-    assert.match(large.result, /\n\[… result cut at 65536 characters of \d+\]$/);
-    assert.ok(large.result.length < 65536 + 100);
+    // Exactly what the caller got, cut: the texts joined by newlines (the result, then its stdout),
+    // or the structured content's JSON.
+    const cut = (text: string) => `${text.slice(0, 65536)}\n[… result cut at 65536 characters of ${text.length}]`;
+    assert.equal(large.result, cut(answers[1]!.content.map((item) => item.text).join('\n')));
+    assert.ok(answers[2]!.structuredContent, 'the structured answer has structuredContent');
+    assert.equal(structured.result, cut(JSON.stringify(answers[2]!.structuredContent)));
+    for (const record of [large, structured]) {
+      assert.doesNotMatch(record.result, /history-result-secret/);
+      assert.match(record.result, /REDACTED_ENV_VALUE/);
+    }
     await t.assertHealthy();
   });
 });

@@ -127,6 +127,8 @@ function recordableResult(scanned: RunResult): string | null {
   if (!scanned.ok) return null;
   try {
     const rendered = scanned.rendered;
+    // Made in the scan worker that rendered it (a large answer): 64 KB of text, never the answer's bytes decoded here.
+    if (rendered?.recorded !== undefined) return rendered.recorded;
     if (rendered?.structured) return recordedResult(rendered.structured.toString('utf8'));
     if (rendered) return recordedResult(rendered.texts.map((t) => JSON.parse(t.toString('utf8')) as string).join('\n'));
     const value = scanned.result instanceof RawJson ? scanned.result.bytes.toString('utf8') : JSON.stringify(scanned.result ?? null);

@@ -15,6 +15,10 @@ function read(value: unknown): { fields: Record<string, unknown>; texts: string[
 }
 
 const secret = 'pool-secret-value-7f3a';
+
+/** What history keeps of a text past its 64 KB (core/recorded-text.ts), written out. */
+const cut = (text: string) => `${text.slice(0, 65536)}\n[… result cut at 65536 characters of ${text.length}]`;
+const recordedOf = (value: unknown) => (value as { rendered: RenderedToolResult }).rendered.recorded;
 const pool = new ScanPool();
 after(() => pool.close());
 
@@ -34,17 +38,22 @@ test('a large answer is scanned in a worker: redacted, findings and byte count o
   assert.deepEqual(outcome.findings, [{ type: 'ENV_VALUE' }]);
   const redacted = { ok: true, result: JSON.parse(texts[0]!), stdout: fields.stdout, stderr: '' };
   assert.equal(outcome.bytes, Buffer.byteLength(JSON.stringify(redacted)));
+  // History's text of it, made in the worker: the texts the client reads, joined and cut.
+  assert.equal(recordedOf(outcome.value), cut(texts.join('\n')));
 });
 
 test('a large result as bytes (RawJson) is parsed, scanned and rendered in the worker, structured content too', async () => {
   const result = { text: `${'x'.repeat(100_000)} ${secret}`, n: [1, 2] };
-  const value = { ok: true, result: new RawJson(Buffer.from(JSON.stringify(result))), stdout: '', stderr: '' };
+  // With a log: history keeps the structured content, not the texts (which add it).
+  const value = { ok: true, result: new RawJson(Buffer.from(JSON.stringify(result))), stdout: 'log', stderr: '' };
   const outcome = await pool.scan([secret], value, { objectOutputSchema: true });
   const { fields, texts, structured } = read(outcome.value);
   const redacted = { ...result, text: `${'x'.repeat(100_000)} [REDACTED_ENV_VALUE]` };
-  assert.deepEqual(fields, { ok: true, stdout: '', stderr: '' });
-  assert.deepEqual(texts, [JSON.stringify(redacted)]);
+  assert.deepEqual(fields, { ok: true, stdout: 'log', stderr: '' });
+  assert.deepEqual(texts, [JSON.stringify(redacted), 'stdout:\nlog']);
   assert.deepEqual(structured, redacted);
+  assert.equal(outcome.bytes, Buffer.byteLength(JSON.stringify({ ok: true, stdout: 'log', stderr: '', result: redacted })));
+  assert.equal(recordedOf(outcome.value), cut(JSON.stringify(redacted)), 'history keeps the structured content');
   const plain = await pool.scan([secret], { ok: true, result: new RawJson(Buffer.from(JSON.stringify(result))), stdout: '', stderr: '' });
   assert.equal(read(plain.value).structured, undefined, 'no structured content without an object output_schema');
 });
@@ -56,6 +65,8 @@ test('a large error is rendered in the worker as the error body the client reads
   assert.equal(fields.error, `boom ${'e'.repeat(50_000)} [REDACTED_ENV_VALUE]`);
   assert.deepEqual(JSON.parse(texts[0]!), { error: fields.error, error_type: 'ValueError', stderr: 's', stdout: 'o' });
   assert.equal((outcome.value as { rendered: RenderedToolResult }).rendered.isError, true);
+  assert.equal(outcome.bytes, Buffer.byteLength(JSON.stringify({ ...value, error: fields.error })));
+  assert.equal(recordedOf(outcome.value), undefined, 'a failed run keeps no result');
 });
 
 test('an answer line is decoded in the worker: result as bytes, failures, depth and unreadable lines', async () => {

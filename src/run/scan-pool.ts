@@ -151,6 +151,7 @@ export class ScanPool {
       isError: reply.isError,
       texts: reply.texts.map((text) => Buffer.from(text)),
       ...(reply.structured ? { structured: Buffer.from(reply.structured) } : {}),
+      ...(reply.recorded !== undefined ? { recorded: reply.recorded } : {}),
     };
     return { value: { ...reply.fields, rendered }, findings: reply.types.map((type) => ({ type })), bytes: reply.bytes };
   }
@@ -254,7 +255,10 @@ export class ScanPool {
   }
 
   private start(index: number): Slot {
-    const worker = new Worker(workerUrl(), { resourceLimits: { maxOldGenerationSizeMb: 256 } });
+    // A small young generation: a scan's large strings go straight to the old generation anyway,
+    // and V8's default young generation (tens of MB a worker, filled between scavenges) was most of
+    // what two busy workers added to the server's memory under a stream of 1 MB answers.
+    const worker = new Worker(workerUrl(), { resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 8 } });
     const slot: Slot = { worker, busy: null };
     worker.on('message', (reply: ScanReply) => {
       const pending = slot.busy;

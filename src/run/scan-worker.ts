@@ -18,6 +18,7 @@ import { SecretScannerCache } from './scanner-cache.js';
 import { refuseInexactResult } from '../core/exact-integers.js';
 import { callInputProblem } from '../core/call-input.js';
 import { STATE_ARGS_MAX_BYTES } from '../core/agent-state-access.js';
+import { recordedResult, recordedTexts } from '../core/recorded-text.js';
 
 /** The record fields of a run's answer (RunResult without its result). */
 export interface RunFields {
@@ -69,7 +70,17 @@ export type DecodedBridge =
 export type ScanReply =
   | { id: number; decoded: DecodedAnswer }
   | { id: number; bridge: DecodedBridge }
-  | { id: number; types: string[]; bytes: number; fields: RunFields; isError: boolean; texts: ArrayBuffer[]; structured?: ArrayBuffer }
+  | {
+      id: number;
+      types: string[];
+      bytes: number;
+      fields: RunFields;
+      isError: boolean;
+      texts: ArrayBuffer[];
+      structured?: ArrayBuffer;
+      /** The result as history keeps it (core/recorded-text.ts); absent for a failed run. */
+      recorded?: string;
+    }
   | { id: number; failed: true };
 
 try {
@@ -158,6 +169,20 @@ function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffe
   return { reply: call, transfer };
 }
 
+/**
+ * Buffer.byteLength(JSON.stringify(scanned)), without a second JSON of a large result: a successful
+ * answer's first text is its result's JSON (core/tool-render.ts), and `result` is its last key.
+ */
+function answerBytes(scanned: RunFields & { result?: unknown }, resultJson: string | undefined): number {
+  const { result, ...fields } = scanned;
+  const keys = Object.keys(scanned);
+  if (!scanned.ok || result === undefined || resultJson === undefined || keys[keys.length - 1] !== 'result')
+    return Buffer.byteLength(JSON.stringify(scanned));
+  const head = JSON.stringify(fields);
+  // {…fields,"result":…}: the fields' JSON without its closing brace, the key, the result, the brace.
+  return Buffer.byteLength(head) - 1 + (head === '{}' ? 0 : 1) + Buffer.byteLength('"result":') + Buffer.byteLength(resultJson) + 1;
+}
+
 function render(job: Extract<ScanJob, { op: 'render' }>): {
   reply: Omit<Extract<ScanReply, { texts: ArrayBuffer[] }>, 'id'>;
   transfer: ArrayBuffer[];
@@ -173,10 +198,13 @@ function render(job: Extract<ScanJob, { op: 'render' }>): {
   if (fields.ok) run.result = result;
   const findings: Finding[] = [];
   const scanned = scanners.for(job.env).scanValue(run, findings) as RunFields & { result?: unknown };
-  const bytes = Buffer.byteLength(JSON.stringify(scanned));
   const rendered = renderToolResult(scanned, job.objectOutputSchema, job.codeMode);
+  const bytes = answerBytes(scanned, rendered.isError ? undefined : rendered.texts[0]);
   const texts = rendered.texts.map((text) => bytesOf(JSON.stringify(text)));
-  const structured = rendered.structured ? bytesOf(JSON.stringify(rendered.structured)) : undefined;
+  const structuredJson = rendered.structured ? JSON.stringify(rendered.structured) : undefined;
+  const structured = structuredJson !== undefined ? bytesOf(structuredJson) : undefined;
+  // What the run's history keeps of it, from the same texts (run-service.ts recordableResult).
+  const recorded = scanned.ok ? (structuredJson !== undefined ? recordedResult(structuredJson) : recordedTexts(rendered.texts)) : undefined;
   const { result: _result, ...redacted } = scanned;
   return {
     reply: {
@@ -186,6 +214,7 @@ function render(job: Extract<ScanJob, { op: 'render' }>): {
       isError: rendered.isError,
       texts,
       ...(structured ? { structured } : {}),
+      ...(recorded !== undefined ? { recorded } : {}),
     },
     transfer: structured ? [...texts, structured] : texts,
   };

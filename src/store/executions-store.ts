@@ -37,29 +37,7 @@ export interface ExecutionRecord {
   result?: string | null;
 }
 
-/** Characters of an execute's code kept in its history; longer code is cut with a marker. */
-export const MAX_RECORDED_CODE = 64 * 1024;
-
-/** Characters of a run's (redacted) result kept in its history; a longer one is cut with a marker. */
-export const MAX_RECORDED_RESULT = 64 * 1024;
-
-/** At most `max` characters of `text` (not splitting a surrogate pair), then a marker naming what was cut. */
-function bounded(text: string, max: number, what: string): string {
-  if (text.length <= max) return text;
-  let end = max;
-  if (/[\uD800-\uDBFF]/.test(text[end - 1]!)) end--;
-  return `${text.slice(0, end)}\n[… ${what} cut at ${max} characters of ${text.length}]`;
-}
-
-/** The code as history keeps it: at most MAX_RECORDED_CODE characters, then a marker. */
-export function recordedCode(code: string): string {
-  return bounded(code, MAX_RECORDED_CODE, 'code');
-}
-
-/** A result's JSON text as history keeps it: at most MAX_RECORDED_RESULT characters, then a marker. */
-export function recordedResult(json: string): string {
-  return bounded(json, MAX_RECORDED_RESULT, 'result');
-}
+export { MAX_RECORDED_CODE, MAX_RECORDED_RESULT, recordedCode, recordedResult } from '../core/recorded-text.js';
 
 export interface ExecutionFilter {
   functionName?: string | undefined;
