@@ -17,6 +17,7 @@ before(async () => {
         quota3: { monthly_executions: 3, executions_per_minute: -1, concurrency: -1 },
         rate2: { monthly_executions: -1, executions_per_minute: 2, concurrency: -1 },
         solo: { monthly_executions: -1, executions_per_minute: -1, concurrency: 1, timeout_s: 20 },
+        conc2: { monthly_executions: -1, executions_per_minute: -1, concurrency: 2 },
       }),
     ),
   );
@@ -421,6 +422,38 @@ describe('metering', () => {
     assert.equal(runs.precheck(ctx, fn, { name: 'b' }), undefined, 'concurrency 1: one check at a time');
     assert.equal(await first.refusal, undefined);
     assert.ok(runs.precheck(ctx, fn, { name: 'c' }), 'the next one once the first is done');
+  });
+
+  test("checks begun beside admissions: none while the account's calls on this node fill its concurrency", async () => {
+    const space = await rules.space([{ name: 'hello', template: 'hello-world' }], 'conc2');
+    const runs = server.server.services.runs;
+    const ctx = directContext(space, 'conc2');
+    const snapshot = await runs.snapshot(ctx);
+    const fn = snapshot.functions[0]!;
+    const hold = async () => {
+      const admission = await runs.admit(ctx.principal, { namespace: snapshot, mode: 'tools', fn, trigger: 'schedule' });
+      assert.ok('ticket' in admission);
+      return admission.ticket;
+    };
+    const held = [await hold(), await hold()];
+    try {
+      // Each freed slot is taken again (an admission that succeeds): a call meanwhile is refused for
+      // concurrency, so a check begun for it would be work no rate unit paid for, again each round.
+      for (let round = 0; round < 3; round++) {
+        assert.equal(runs.precheck(ctx, fn, { name: 'x' }), undefined, `round ${round}: its admission will be refused`);
+        const refused = await rawCall(space, 'utils__hello', { name: 5 });
+        assert.equal(refused.status, 429);
+        assert.equal((refused.body as { code?: string }).code, 'CONCURRENCY_LIMIT_EXCEEDED');
+        await runs.settle(held.shift()!, false);
+        held.push(await hold());
+      }
+    } finally {
+      for (const ticket of held) await runs.settle(ticket, false);
+    }
+    const again = runs.precheck(ctx, fn, { name: 'y' });
+    assert.ok(again, 'with its slots free again, checks begin beside admissions');
+    assert.equal(await again.refusal, undefined);
+    assert.equal((await rules.usageOf(space.account)).executions, 0);
   });
 
   test('a call the MCP layer refuses, or a notification, keeps no quota unit and no slot', async () => {

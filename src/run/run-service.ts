@@ -161,6 +161,8 @@ export class RunService {
   private readonly prechecking = new Map<string, number>();
   /** Accounts whose last admission on this node was refused (see precheck); forgotten at their next success. */
   private readonly refusedLast = new Set<string>();
+  /** Tickets tracked on this node (being admitted, or admitted and not settled), by account (see precheck). */
+  private readonly heldBy = new Map<string, number>();
 
   constructor(
     private readonly deps: {
@@ -256,6 +258,9 @@ export class RunService {
     const inFlight = this.prechecking.get(accountId) ?? 0;
     const concurrency = this.tierLimits(ctx.principal).concurrency;
     if (this.refusedLast.has(accountId) || inFlight >= Math.min(concurrency ?? MAX_PRECHECKS, MAX_PRECHECKS)) return undefined;
+    // An account whose calls on this node alone fill its concurrency limit: this call's admission
+    // will be refused, and each slot freed would otherwise buy a fresh burst of free checks.
+    if (concurrency !== null && (this.heldBy.get(accountId) ?? 0) >= concurrency) return undefined;
     this.prechecking.set(accountId, inFlight + 1);
     const refusal = checkCallable(fn, input ?? {}, ctx.env, { schemas: this.deps.schemas, accountId }).finally(() => {
       const left = (this.prechecking.get(accountId) ?? 1) - 1;
@@ -354,11 +359,16 @@ export class RunService {
 
   private track(ticket: Ticket): void {
     this.calls.set(ticket.id, ticket);
+    this.heldBy.set(ticket.accountId, (this.heldBy.get(ticket.accountId) ?? 0) + 1);
     if (ticket.cancelKey) this.callsByKey.set(this.callKey(ticket.accountId, ticket.cancelKey), ticket);
   }
 
   private untrack(ticket: Ticket): void {
-    this.calls.delete(ticket.id);
+    if (this.calls.delete(ticket.id)) {
+      const held = (this.heldBy.get(ticket.accountId) ?? 1) - 1;
+      if (held > 0) this.heldBy.set(ticket.accountId, held);
+      else this.heldBy.delete(ticket.accountId);
+    }
     if (ticket.cancelKey && this.callsByKey.get(this.callKey(ticket.accountId, ticket.cancelKey)) === ticket) {
       this.callsByKey.delete(this.callKey(ticket.accountId, ticket.cancelKey));
     }
