@@ -437,8 +437,11 @@ async function removeDir(dir: string): Promise<void> {
  * wake-ups of the event loop) a run.
  */
 const cpuProcsHandles = new Map<string, Promise<FileHandle>>();
+/** Groups released (one per closed instance): a lowerCpu still in flight opens no new handle on one, which nothing would close. */
+const releasedCpuDirs = new Set<string>();
 
 function cpuProcsHandle(dir: string): Promise<FileHandle> {
+  if (releasedCpuDirs.has(dir)) return Promise.reject(new Error('the CPU group was released'));
   let handle = cpuProcsHandles.get(dir);
   if (!handle) {
     const opening = open(join(dir, 'cgroup.procs'), 'w');
@@ -457,6 +460,7 @@ export async function releaseCgroupSupport(support: CgroupSupport): Promise<void
   const dirs = ownedDirs.get(support) ?? [];
   ownedDirs.delete(support);
   for (const dir of dirs) {
+    releasedCpuDirs.add(dir);
     const handle = cpuProcsHandles.get(dir);
     cpuProcsHandles.delete(dir);
     await handle?.then((h) => h.close()).catch(() => undefined);
