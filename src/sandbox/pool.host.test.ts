@@ -80,9 +80,11 @@ def main(input_data):
       for (const one of seen) assert.deepEqual(one.argv, ['main.py']);
       // No sandbox served twice: the file and global each run leaves would be there for the next.
       // (Namespace inode numbers are no proof: the kernel reuses them once a namespace is freed.)
+      // warm: the runner's own warm-up module left nothing a run can look up (its source map).
       const typescript = `import { existsSync, writeFileSync } from "node:fs";
+import { findSourceMap } from "node:module";
 export default () => {
-  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis, env: process.env.LEFT_SECRET ?? null, argv: process.argv.slice(2) };
+  const seen = { file: existsSync("/tmp/left.txt"), global: "leftBehind" in globalThis, env: process.env.LEFT_SECRET ?? null, argv: process.argv.slice(2), warm: findSourceMap("/sandbox/warm-up.js")?.payload ?? null };
   writeFileSync("/tmp/left.txt", "x");
   (globalThis as any).leftBehind = true;
   return seen;
@@ -95,6 +97,7 @@ export default () => {
       assert.deepEqual([first.file, first.global, first.env], [false, false, 'left-secret-789']);
       assert.deepEqual([second.file, second.global, second.env], [false, false, null]);
       assert.deepEqual([first.argv, second.argv], [[], []]);
+      assert.deepEqual([first.warm, second.warm], [null, null]);
       // Every one of those runs took a pre-started sandbox.
       assert.equal(keyStats(sandbox, 'python 512 MB')?.hits, 4);
       assert.equal(keyStats(sandbox, 'typescript 512 MB')?.hits, 2);

@@ -151,14 +151,15 @@ function assigned() {
   return captured.result !== undefined && captured.result !== null ? captured.result : captured.output;
 }
 
-// A function's first compile with an inline source map loads and compiles Node's source-map and
-// module-wrapping code (~1 ms); a pooled runner does it once while it waits, on a module of its own
-// (not in the require cache, so no run can reach it).
+// A function's first compile loads and compiles Node's module-wrapping code; a pooled runner does
+// it once while it waits, on a module of its own (not in the require cache), before source maps are
+// on: with them on, Node keeps the module's map where a run finds it (module.findSourceMap).
 function warmUp() {
   const file = '/sandbox/warm-up.js';
   const warm = new Module(file, null);
   warm.filename = file;
   warm.paths = [];
+  // A function's shape (its inline source map is ignored: source maps are not on yet).
   const map = Buffer.from(JSON.stringify({ version: 3, sources: ['warm-up.ts'], names: [], mappings: 'AAAA' })).toString('base64');
   warm._compile(
     `"use strict";\nmodule.exports = function main(input) { return { greeting: \`Hello, \${input}!\` }; };\n//# sourceMappingURL=data:application/json;base64,${map}\n`,
@@ -191,10 +192,10 @@ const pooled = process.argv[2] === 'pooled';
 process.argv.splice(2);
 
 async function main() {
+  if (pooled) warmUp();
   process.setSourceMapsEnabled(true);
   // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
   if (pooled) await import('node:fs');
-  if (pooled) warmUp();
   fs.writeSync(3, '{"ready":true}\n');
   const request = JSON.parse(fs.readFileSync(0, 'utf8'));
   // `require('mcpworks')` from any CommonJS module (the function, a code-mode callee): a global path, as NODE_PATH gives.
