@@ -120,17 +120,15 @@ export function cancelKeyOf(sessionId: string, requestId: unknown): string {
 
 /**
  * A run's result as its history keeps it: the scanned (redacted) answer the caller got, as JSON text,
- * bounded by recordedResult; never the raw one. A large answer was rendered in a scan worker: its
- * structured content, else its texts. Null for a failed run (its error is recorded).
+ * bounded by recordedResult; never the raw one. A large answer was rendered in a scan worker, which
+ * made its recorded text too. Null for a failed run (its error is recorded).
  */
 function recordableResult(scanned: RunResult): string | null {
   if (!scanned.ok) return null;
   try {
-    const rendered = scanned.rendered;
-    // Made in the scan worker that rendered it (a large answer): 64 KB of text, never the answer's bytes decoded here.
-    if (rendered?.recorded !== undefined) return rendered.recorded;
-    if (rendered?.structured) return recordedResult(rendered.structured.toString('utf8'));
-    if (rendered) return recordedResult(rendered.texts.map((t) => JSON.parse(t.toString('utf8')) as string).join('\n'));
+    // A large answer's is made in the scan worker that rendered it (it sets one for every successful run):
+    // 64 KB of text, never the answer's bytes decoded here.
+    if (scanned.rendered) return scanned.rendered.recorded ?? null;
     const value = scanned.result instanceof RawJson ? scanned.result.bytes.toString('utf8') : JSON.stringify(scanned.result ?? null);
     return recordedResult(value);
   } catch {
