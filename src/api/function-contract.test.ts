@@ -102,7 +102,7 @@ describe('one function contract in both languages', () => {
           'typescript',
         ),
       );
-      for (const [type, message] of [py, ts]) {
+      for (const [type, message] of [py, ts] as Array<[string, string]>) {
         assert.equal(type, 'SerializationError', `${callee}: ${message}`);
         assert.match(message, new RegExp(`the input of c\\.${callee.replace('_', '-')} is not JSON-serialisable`));
       }

@@ -357,7 +357,7 @@ describe('same-site request forgery on the account routes', () => {
     for (const headers of [
       { 'content-type': 'text/plain' },
       { 'content-type': 'application/json', origin: `http://localhost:${otherPort}` },
-    ]) {
+    ] as Array<Record<string, string>>) {
       const response = await fetch(`${server.url}/login`, { method: 'POST', headers, body: login });
       assert.ok(response.status === 403 || response.status === 415, `login ${JSON.stringify(headers)}: ${response.status}`);
       assert.equal(response.headers.get('set-cookie'), null);
@@ -375,7 +375,7 @@ describe('same-site request forgery on the account routes', () => {
     );
 
     // The server's own origin, as JSON: works (with and without Origin, and as a same-origin fetch).
-    for (const headers of [{ origin: own }, {}, { origin: own, 'sec-fetch-site': 'same-origin' }]) {
+    for (const headers of [{ origin: own }, {}, { origin: own, 'sec-fetch-site': 'same-origin' }] as Array<Record<string, string>>) {
       const ok = await postJson(`${server.url}/api/keys`, { name: 'mine' }, { cookie, ...headers });
       assert.equal(ok.status, 201, JSON.stringify(headers));
     }

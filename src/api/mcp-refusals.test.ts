@@ -77,7 +77,7 @@ async function session(url: string, version: string): Promise<string> {
   const [answer] = await messagesOf(init);
   assert.equal(answer.result.protocolVersion, version);
   const id = init.headers.get('mcp-session-id')!;
-  const versionHeader = version === '2025-03-26' ? {} : { 'mcp-protocol-version': version };
+  const versionHeader: Record<string, string> = version === '2025-03-26' ? {} : { 'mcp-protocol-version': version };
   const initialized = await fetch(url, {
     method: 'POST',
     headers: { ...headers, ...versionHeader, 'mcp-session-id': id },

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { applyTierOverrides } from '../core/tiers.js';
-import { callOk, connect, errorOf, parseResult, type TestServer } from '../test-support/harness.js';
+import { callOk, connect, errorOf, parseResult, type McpTestClient, type TestServer } from '../test-support/harness.js';
 import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
 import { until } from '../test-support/processes.js';
 import type { RunContext } from '../run/run-service.js';

@@ -240,7 +240,7 @@ export interface McpTestClient {
     name: string,
     args?: Record<string, unknown>,
     options?: { signal?: AbortSignal },
-  ): Promise<{ isError?: boolean; content: Array<{ type: string; text?: string }> }>;
+  ): Promise<{ isError?: boolean; content: Array<{ type: string; text?: string }>; structuredContent?: unknown }>;
   close(): Promise<void>;
   sessionId(): string | undefined;
 }
