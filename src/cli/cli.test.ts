@@ -177,6 +177,39 @@ describe('mcpworks CLI', () => {
     assert.match(gone.stderr, /not_found/);
   });
 
+  test("an operator host whose clock is days off: a key's --expires-in-days and a trial's end are on the database's clock", async (t) => {
+    if (!databaseUrl) return t.skip("PostgreSQL only: the embedded database reads the command process's own clock");
+    // The command's process runs three days behind the database (test-support/skewed-clock.mjs).
+    const skewed = {
+      ...env,
+      NODE_OPTIONS: `--import=${path.join(repoRoot, 'src/test-support/skewed-clock.mjs')}`,
+      MCPWORKS_TEST_CLOCK_SKEW_MS: String(-3 * 86_400_000),
+    };
+    const [made, key, accounts, keys] = await cliBatch(
+      [
+        ['account', 'create', '--email', 'behind@example.com', '--password', 'operator password', '--tier', 'pro_trial'],
+        ['key', 'create', '--email', 'behind@example.com', '--name', 'two-days', '--expires-in-days', '2'],
+        ['account', 'list'],
+        ['key', 'list', '--email', 'behind@example.com'],
+      ],
+      skewed,
+    );
+    for (const r of [made, key, accounts, keys]) assert.equal(r!.code, 0, r!.stderr);
+    const near = (iso: string, expected: number, what: string) =>
+      assert.ok(
+        Math.abs(new Date(iso).getTime() - expected) < 3_600_000,
+        `${what}: ${iso}, expected about ${new Date(expected).toISOString()}`,
+      );
+    const account = accounts!.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line))
+      .find((row) => row.email === 'behind@example.com');
+    near(account.trial_ends_at, Date.now() + 14 * 86_400_000, "the trial ends 14 days from the database's now");
+    const twoDays = JSON.parse(keys!.stdout.trim().split('\n')[0]!);
+    near(twoDays.expires_at, Date.now() + 2 * 86_400_000, "the key expires 2 days from the database's now, not a day ago");
+  });
+
   test('bad input is a clear message and a non-zero exit', async () => {
     // db: the refusal comes from the database (an unknown account or key); the others are argument
     // and input checks, the same whatever the database: in the PostgreSQL run only the former run.

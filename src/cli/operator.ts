@@ -1,4 +1,6 @@
+import { sql } from 'kysely';
 import { configFromEnv } from '../app/config.js';
+import { observeDatabaseClock } from '../core/database-clock.js';
 import { AccountService } from '../services/accounts.js';
 import { ApiKeyHasher } from '../services/credential-hashing.js';
 import { loadServerSecret } from '../services/server-secret.js';
@@ -27,6 +29,11 @@ export async function withOperatorServices(
     const keys = new ApiKeyHasher(loadServerSecret({ secretKey: config.secretKey, databaseUrl: config.databaseUrl, dataDir }).secret);
     const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir, cacheMb: config.dbCacheMb });
     try {
+      // Expiry the command computes (a key's --expires-in-days, a trial's end) is on the database's
+      // clock, as the servers compare it: the operator's host may be a day off.
+      const sentAt = Date.now();
+      const { rows } = await sql<{ db_now: Date }>`SELECT now() AS db_now`.execute(database.db);
+      observeDatabaseClock(new Date(rows[0]!.db_now).getTime(), sentAt, Date.now());
       const accountsStore = new AccountsStore(database.db);
       return await work({ accounts: new AccountService(accountsStore, config.tiers, { keys }), accountsStore });
     } finally {
