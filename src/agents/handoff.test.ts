@@ -12,6 +12,7 @@ import { sql } from 'kysely';
 import { callOk, startTestServer, type TestServer } from '../test-support/harness.js';
 import { newOwner } from '../test-support/owners.js';
 import type { Db } from '../store/database.js';
+import { WebhooksStore } from '../store/webhooks-store.js';
 import { DomainError } from '../core/errors.js';
 import type { TriggerJob } from './dispatcher.js';
 
@@ -89,6 +90,88 @@ describe('jobs for a replica no node takes', () => {
     await assert.rejects(started.done, unavailable(/cancelled before the replica took it; nothing ran/));
     assert.equal(await rowOf(runId), undefined, 'withdrawn');
     assert.equal(await runsOf(runId), 0, 'no run recorded');
+  });
+});
+
+describe("a keyed webhook delivery refused on its replica's node, its receiving node no longer following", () => {
+  test('nothing ran: its key and signature let go there (the retry runs); refused as not its own: its end kept under the key', async () => {
+    const owner = await newOwner(server, 'handoff-keyed');
+    const create = owner.create;
+    await callOk(create, 'make_service', { name: 'hooks' });
+    await callOk(create, 'make_function', { service: 'hooks', name: 'echo', code: 'def main(input_data):\n    return input_data\n' });
+    for (const name of ['keyed', 'decoy']) await callOk(create, 'make_agent', { name });
+    await callOk(create, 'add_webhook', { name: 'keyed', path: 'inbox', handler_function_name: 'hooks.echo' });
+    const idOf = async (name: string) =>
+      (
+        await sql<{ id: string }>`SELECT a.id FROM agents a JOIN namespaces n ON n.id = a.namespace_id
+          WHERE n.name = ${owner.ns} AND a.name = ${name}`.execute(db)
+      ).rows[0]!.id;
+    const [keyedId, decoyId] = [await idOf('keyed'), await idOf('decoy')];
+    const replicaOf = async (name: string) => (await callOk(create, 'describe_agent', { name })).replicas[0].name as string;
+    // keyed's replica known but not up here (its jobs are handed over); decoy's up here.
+    await callOk(create, 'start_agent', { name: 'keyed' });
+    await callOk(create, 'stop_agent', { name: 'keyed' });
+    await callOk(create, 'start_agent', { name: 'decoy' });
+    const [keyedReplica, decoyReplica] = [await replicaOf('keyed'), await replicaOf('decoy')];
+    const hooks = new WebhooksStore(db);
+    const webhookId = (await hooks.idOf(keyedId, 'inbox'))!;
+    const router = server.server.services.agentRuntime.router;
+    const supervisor = server.server.services.replicas;
+    // What the receiving node wrote before it handed the delivery over and stopped following it.
+    const deliver = async (key: string) => {
+      const runId = randomUUID();
+      assert.deepEqual(await hooks.claimKey(webhookId, key, runId, 24), { claimed: true });
+      assert.equal(await hooks.rememberSignature(webhookId, `sha256=${key}`, Math.floor(Date.now() / 1000) + 600, 0, runId), true);
+      const started = router.start(
+        {
+          agentId: keyedId,
+          replica: keyedReplica,
+          trigger: 'webhook',
+          triggerName: 'inbox',
+          triggerRef: `idempotency:${key}`,
+          functionName: 'hooks.echo',
+          input: { body: { key } },
+          orchestrationMode: 'direct',
+          runId,
+        },
+        { claimMs: 30_000 },
+      );
+      started.done.catch(() => undefined);
+      while (!(await rowOf(runId))) await new Promise((resolve) => setTimeout(resolve, 10));
+      return { runId, done: started.done };
+    };
+    const keyRow = async (key: string) =>
+      (
+        await sql<{ status: string; outcome_sealed: string | null }>`SELECT status, outcome_sealed FROM agent_webhook_deliveries
+          WHERE webhook_id = ${webhookId} AND idempotency_key = ${key}`.execute(db)
+      ).rows[0];
+    const signatureKept = async (key: string) =>
+      (await sql`SELECT 1 FROM agent_webhook_signatures WHERE signature = ${`sha256=${key}`}`.execute(db)).rows.length === 1;
+
+    // Refused before anything ran (the replica went between the claim and the run).
+    const realRun = supervisor.run.bind(supervisor);
+    supervisor.run = (agentId, replica) =>
+      Promise.reject(new DomainError('unavailable', `replica '${replica}' is not running on this server`, { agentId }));
+    try {
+      const notRun = await deliver('not-run');
+      await callOk(create, 'start_agent', { name: 'keyed' });
+      await assert.rejects(notRun.done, unavailable(/not running on this server/));
+    } finally {
+      supervisor.run = realRun;
+    }
+    assert.equal(await keyRow('not-run'), undefined, 'the key let go');
+    assert.equal(await signatureKept('not-run'), false, 'the signature let go');
+    await callOk(create, 'stop_agent', { name: 'keyed' });
+
+    // Its row pointed at another agent of the account (written to the database directly): refused there, its end kept.
+    const moved = await deliver('moved');
+    await sql`UPDATE replica_handoffs SET agent_id = ${decoyId}, replica = ${decoyReplica} WHERE id = ${moved.runId}`.execute(db);
+    await assert.rejects(moved.done, (e: unknown) => e instanceof DomainError && e.type === 'forbidden');
+    const kept = await keyRow('moved');
+    assert.equal(kept?.status, 'failed', JSON.stringify(kept));
+    assert.ok(kept?.outcome_sealed, 'the outcome kept (sealed) under the key');
+    assert.equal(await signatureKept('moved'), true, 'its signature stays used');
+    await create.close();
   });
 });
 

@@ -11,7 +11,7 @@ import type { Logger } from '../core/logger.js';
 import { HANDOFF_CHANNEL, type ClaimedHandoff, type HandoffStore } from '../store/handoff-store.js';
 import type { NotifyListener } from '../store/notify-listener.js';
 import type { ChatSealer } from '../store/chat-store.js';
-import type { AgentRunOutcome, TriggerJob } from './dispatcher.js';
+import { notRunRefusal, type AgentRunOutcome, type TriggerJob } from './dispatcher.js';
 
 export interface Dispatch {
   runId: string;
@@ -64,9 +64,9 @@ export class ReplicaRouter implements TriggerDispatch {
       /** Seals a job and its outcome at rest (a chat's message and history, a webhook's body and result). */
       sealer: ChatSealer;
       /**
-       * Told each outcome of a job handed over to this node, before it is handed back: what the
-       * trigger keeps of it (a keyed webhook delivery's outcome) is then kept even when its sender
-       * stopped following it.
+       * Told each outcome of a job handed over to this node, before it is handed back, and each refusal
+       * of one (`rejected` when nothing ran): what the trigger keeps of it (a keyed webhook delivery's
+       * outcome, or its key let go) is then kept even when its sender stopped following it.
        */
       servedHere?: (job: TriggerJob, outcome: AgentRunOutcome) => Promise<void>;
       nodeId: string;
@@ -359,8 +359,9 @@ export class ReplicaRouter implements TriggerDispatch {
     );
     keepAlive.unref();
     let result: Result;
+    let job: TriggerJob | undefined;
     try {
-      const job = JSON.parse(this.deps.sealer.open(jobContext(row.id), row.job)) as TriggerJob;
+      job = JSON.parse(this.deps.sealer.open(jobContext(row.id), row.job)) as TriggerJob;
       // The seal binds the run id only: a row moved to another agent or replica (written to the database directly) is refused.
       if (job.agentId !== row.agent_id || job.replica !== row.replica)
         throw new DomainError('forbidden', 'the handed-over job does not belong to the agent or replica its row names; nothing ran');
@@ -384,6 +385,20 @@ export class ReplicaRouter implements TriggerDispatch {
           ? { type: error.type, message: error.message, ...(error.details ? { details: error.details } : {}) }
           : { type: 'internal_error', message: 'the job could not be run; the operator can find details in the server log' },
       };
+      // Refused here: told to its trigger as its sender would see it (nothing ran: `rejected`), for the
+      // sender that stopped following it (a keyed delivery's key is then let go, or its end kept).
+      if (job)
+        await this.deps
+          .servedHere?.(job, {
+            runId: row.id,
+            replica: row.replica,
+            status: notRunRefusal(error) ? 'rejected' : 'failed',
+            error: { type: result.refusal.type, message: result.refusal.message },
+            durationMs: 0,
+          })
+          .catch((e: unknown) =>
+            this.deps.logger.warn({ err: messageOf(e), run_id: row.id }, 'could not tell a handed-over job’s trigger it was refused'),
+          );
     } finally {
       clearInterval(keepAlive);
       this.serving.delete(row.id);

@@ -364,8 +364,12 @@ describe('agent webhooks', () => {
     // passed: the seen signature still lives 2 windows on the database's clock, so the replay is refused.
     const skewed = `sha256=${'ab'.repeat(32)}`;
     const aheadExpiry = now() - 600;
-    assert.equal(await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601), true);
-    assert.equal(await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601), false, 'a replay inside the window is refused');
+    assert.equal(await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601, 'run-skewed'), true);
+    assert.equal(
+      await hooks.rememberSignature(inbox, skewed, aheadExpiry, 601, 'run-skewed-again'),
+      false,
+      'a replay inside the window is refused',
+    );
     // The same signed delivery sent twice in parallel: one runs, the other is a replay.
     const body = '{"twice":true}';
     const headers = signed(body);
@@ -400,6 +404,43 @@ describe('agent webhooks', () => {
       'the end kept under the key',
     );
     assert.equal((await runsOf('open')).length, before, 'nothing ran again');
+  });
+
+  test('Idempotency-Key whose run was refused before it ran, its receiving node no longer following: the retry (same signature) runs', async () => {
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    // Two states a signed, keyed delivery can be left in when its run was refused on the node of its
+    // replica after the node that received it stopped following it (a rolling restart): the key still
+    // running with the run recorded `rejected`, and (as an earlier version kept it) the key sealed `rejected`.
+    for (const left of ['running', 'rejected']) {
+      const body = JSON.stringify({ refused_elsewhere: left });
+      const headers = { ...signed(body), 'idempotency-key': `not-run-${left}-${Math.random().toString(36).slice(2)}` };
+      const first = await post(hookPath('signed', 'github', '?wait=true'), body, headers);
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      const runId = first.body.run_id as string;
+      await sql`UPDATE agent_webhook_deliveries SET status = ${left}, outcome_sealed = NULL WHERE run_id = ${runId}`.execute(db);
+      await sql`UPDATE agent_runs SET status = 'rejected', error_type = 'unavailable', error_message = 'the server is stopping; the trigger was not run' WHERE id = ${runId}`.execute(
+        db,
+      );
+      const before = (await runsOf('signed')).length;
+      // The sender's retry: the very same request (same signature and key), which the refusal asked for.
+      const retried = await post(hookPath('signed', 'github', '?wait=true'), body, headers);
+      assert.equal(retried.status, 200, `${left}: ${JSON.stringify(retried.body)}`);
+      assert.equal(retried.body.status, 'succeeded', JSON.stringify(retried.body));
+      assert.notEqual(retried.body.run_id, runId, 'a new run');
+      assert.equal(retried.body.duplicate, undefined);
+      assert.deepEqual(retried.body.result.got.body, { refused_elsewhere: left });
+      assert.equal((await runsOf('signed')).length, before + 1, 'it ran once');
+      // It holds the key and the signature now: a further retry answers its run, a replay without the key is refused.
+      const again = await post(hookPath('signed', 'github', '?wait=true'), body, headers);
+      assert.deepEqual(
+        [again.status, again.body.run_id, again.body.duplicate],
+        [200, retried.body.run_id, true],
+        JSON.stringify(again.body),
+      );
+      const { 'idempotency-key': _key, ...unkeyed } = headers;
+      assert.equal((await post(hookPath('signed', 'github'), body, unkeyed)).status, 409);
+      assert.equal((await runsOf('signed')).length, before + 1, 'nothing ran again');
+    }
   });
 
   test("the plan's body cap: by Content-Length and while a chunked body streams; the server stays up", async () => {

@@ -1212,4 +1212,14 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 36,
+    name: "a seen webhook signature names its delivery's run",
+    statements: [
+      // So that the signature of a delivery that never ran is let go by its run, never by its text: a
+      // retry of it taken meanwhile (on any node) keeps the row it made. Rows of nodes not yet
+      // upgraded have none and are let go only by expiry (their sender re-signs after a 409).
+      `ALTER TABLE agent_webhook_signatures ADD COLUMN run_id TEXT`,
+    ],
+  },
 ];

@@ -142,22 +142,31 @@ export class WebhooksStore {
    * `expiresAtSeconds` (the node's clock) and at least `minSeconds` from now on the database's clock,
    * so a node whose clock is ahead of the database's cannot see its row expire inside the window.
    */
-  async rememberSignature(webhookId: string, signature: string, expiresAtSeconds: number, minSeconds = 0): Promise<boolean> {
+  async rememberSignature(
+    webhookId: string,
+    signature: string,
+    expiresAtSeconds: number,
+    minSeconds: number,
+    runId: string,
+  ): Promise<boolean> {
     await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND expires_at < now()`.execute(this.db);
     return this.db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtextextended(${'webhook-signature:' + signature}, 0))`.execute(trx);
       const inserted = await sql`
-        INSERT INTO agent_webhook_signatures (webhook_id, signature, expires_at)
-        SELECT ${webhookId}, ${signature}, greatest(to_timestamp(${expiresAtSeconds}), now() + make_interval(secs => ${minSeconds}))
+        INSERT INTO agent_webhook_signatures (webhook_id, signature, expires_at, run_id)
+        SELECT ${webhookId}, ${signature}, greatest(to_timestamp(${expiresAtSeconds}), now() + make_interval(secs => ${minSeconds})), ${runId}
         WHERE NOT EXISTS (SELECT 1 FROM agent_webhook_signatures WHERE signature = ${signature} AND expires_at >= now())
         ON CONFLICT (webhook_id, signature) DO NOTHING RETURNING signature`.execute(trx);
       return inserted.rows.length === 1;
     });
   }
 
-  /** Forgets an accepted signature whose delivery never ran, so the sender's retry of it is taken. */
-  async forgetSignature(webhookId: string, signature: string): Promise<void> {
-    await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND signature = ${signature}`.execute(this.db);
+  /**
+   * Forgets the signature accepted for the delivery of run `runId`, which never ran, so the sender's
+   * retry of it is taken. By run: a retry that was taken meanwhile keeps the row it made.
+   */
+  async forgetSignature(webhookId: string, runId: string): Promise<void> {
+    await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND run_id = ${runId}`.execute(this.db);
   }
 
   /** The delivery an unexpired Idempotency-Key names, if any. */

@@ -92,6 +92,16 @@ async function keepOutcome(
   return body;
 }
 
+/**
+ * Whether a keyed delivery's run was refused before anything ran (`rejected`: its replica stopped or was
+ * lost, its server stopping), by the key's row or, while the key still says running, by the run's
+ * record. The node that received it lets the key go then; one that had stopped following the run
+ * (a rolling restart, its run on another node) could not: the sender's retry runs in its place.
+ */
+function neverRan(row: DeliveryRow): boolean {
+  return row.status === 'rejected' || (row.status === 'running' && row.run_status === 'rejected');
+}
+
 /** How a keyed delivery's run ended by its record, when that is without success (a success's result is not in the record). */
 function endedByRecord(row: DeliveryRow): AgentRunOutcome | undefined {
   if (row.run_status === null || row.run_status === 'running' || row.run_status === 'succeeded') return undefined;
@@ -111,14 +121,21 @@ const IDEMPOTENCY_REF = 'idempotency:';
 /**
  * For the node a delivery was handed to (agents/handoff.ts): the outcome of a keyed delivery's run
  * kept under its key as the receiving node would, so a retry gets it even when the receiving node
- * stopped following the run (a rolling restart). Both nodes may write it: the same outcome.
+ * stopped following the run (a rolling restart). Both nodes may write it: the same outcome. A
+ * delivery refused there before anything ran (`rejected`) has its signature and key let go instead,
+ * as the receiving node does, by its run: the sender's retry runs.
  */
 export function keepHandedOverOutcome(deps: Pick<WebhookTriggerDeps, 'store' | 'cipher'>) {
   return async (job: TriggerJob, outcome: AgentRunOutcome): Promise<void> => {
-    if (job.trigger !== 'webhook' || !job.triggerRef?.startsWith(IDEMPOTENCY_REF)) return;
-    const key = job.triggerRef.slice(IDEMPOTENCY_REF.length);
+    if (job.trigger !== 'webhook') return;
+    const key = job.triggerRef?.startsWith(IDEMPOTENCY_REF) ? job.triggerRef.slice(IDEMPOTENCY_REF.length) : undefined;
+    if (key === undefined && outcome.status !== 'rejected') return;
     const webhookId = await deps.store.idOf(job.agentId, job.triggerName);
-    if (webhookId !== undefined) await keepOutcome(deps, webhookId, key, outcome);
+    if (webhookId === undefined) return;
+    if (outcome.status === 'rejected') {
+      await deps.store.forgetSignature(webhookId, outcome.runId);
+      if (key !== undefined) await deps.store.releaseKey(webhookId, key, outcome.runId);
+    } else if (key !== undefined) await keepOutcome(deps, webhookId, key, outcome);
   };
 }
 
@@ -303,8 +320,15 @@ export class WebhookTrigger {
     const wait = ['true', '1', 'yes'].includes((req.query.get('wait') ?? '').toLowerCase());
     if (key !== undefined) {
       const earlier = await this.deps.store.delivery(target.id, key);
-      if (earlier) return this.answerEarlier(target, key, earlier, wait, limits);
+      if (earlier && !neverRan(earlier)) return this.answerEarlier(target, key, earlier, wait, limits);
+      if (earlier) {
+        // Nothing ran under the key: this delivery takes it, and the signature seen for that delivery
+        // (the sender's retry is most often the very same request) is seen again below, for this one.
+        await this.deps.store.forgetSignature(target.id, earlier.run_id);
+        await this.deps.store.releaseKey(target.id, key, earlier.run_id);
+      }
     }
+    const runId = randomUUID();
     if (signature) {
       // Inserted before the run: of two deliveries with one signature (on any node), one runs. This
       // node accepts the timestamp for at most 2 windows after now (its clock), so the row lives that
@@ -314,6 +338,7 @@ export class WebhookTrigger {
         signature.signature,
         signature.timestamp + SIGNATURE_WINDOW_SECONDS + 1,
         2 * SIGNATURE_WINDOW_SECONDS + 1,
+        runId,
       );
       if (!fresh)
         return this.refused(
@@ -324,10 +349,13 @@ export class WebhookTrigger {
           }),
         );
     }
-    const runId = randomUUID();
     if (key !== undefined) {
       const claim = await this.deps.store.claimKey(target.id, key, runId, IDEMPOTENCY_HOURS);
-      if ('existing' in claim) return this.answerEarlier(target, key, claim.existing, wait, limits);
+      if ('existing' in claim) {
+        // Another delivery took the key first: this one does not run, its signature is not used up.
+        if (signature) await this.deps.store.forgetSignature(target.id, runId);
+        return this.answerEarlier(target, key, claim.existing, wait, limits);
+      }
     }
 
     const replica = this.leastBusy(target.agent_id, replicas);
@@ -353,7 +381,7 @@ export class WebhookTrigger {
       );
     } catch (e) {
       if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId);
-      if (signature) await this.deps.store.forgetSignature(target.id, signature.signature);
+      if (signature) await this.deps.store.forgetSignature(target.id, runId);
       throw e;
     }
     this.busy.set(busyKey, (this.busy.get(busyKey) ?? 0) + 1);
@@ -374,7 +402,7 @@ export class WebhookTrigger {
       .then(async (outcome) => {
         if (notRun) {
           if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
-          if (signature) await this.deps.store.forgetSignature(target.id, signature.signature).catch(() => undefined);
+          if (signature) await this.deps.store.forgetSignature(target.id, runId).catch(() => undefined);
         } else if (key !== undefined && !outcome.goesOnElsewhere) {
           // (A run this node stopped following keeps its key running: its home node records how it ended.)
           await keepOutcome(this.deps, target.id, key, outcome).catch((err: unknown) => {
@@ -440,6 +468,14 @@ export class WebhookTrigger {
     limits: TierLimits,
   ): Promise<WebhookAnswer> {
     const headers = { 'idempotent-replayed': 'true' };
+    // Refused before it ran (seen between this delivery's look-up and its claim, or while it waited): retried, it runs.
+    const notRunAnswer = (): WebhookAnswer => ({
+      ...error(503, 'unavailable', 'the earlier delivery with this Idempotency-Key was not run: retry the delivery', {
+        run_id: earlier.run_id,
+      }),
+      headers: { 'retry-after': '1' },
+    });
+    if (neverRan(earlier)) return notRunAnswer();
     if (!wait) return { status: 202, body: { run_id: earlier.run_id, duplicate: true }, headers };
     const local = this.running.get(earlier.run_id);
     if (local) return { ...(await this.waitFor(earlier.run_id, local, limits)), headers };
@@ -447,6 +483,7 @@ export class WebhookTrigger {
     const deadline = Date.now() + waitSeconds(limits) * 1000;
     let row: DeliveryRow | undefined = earlier;
     while (row && row.status === 'running' && Date.now() < deadline) {
+      if (row.run_id === earlier.run_id && neverRan(row)) return notRunAnswer();
       // A run whose record ended without success while its key still says running (its node died,
       // or stopped following it, before writing the key): that end is the outcome, kept under the key.
       const ended = row.run_id === earlier.run_id ? endedByRecord(row) : undefined;
