@@ -117,18 +117,27 @@ describe("a keyed webhook delivery refused on its replica's node, its receiving 
     const webhookId = (await hooks.idOf(keyedId, 'inbox'))!;
     const router = server.server.services.agentRuntime.router;
     const supervisor = server.server.services.replicas;
-    // What the receiving node wrote before it handed the delivery over and stopped following it.
-    const deliver = async (key: string) => {
+    // What the receiving node wrote before it handed the delivery over and stopped following it
+    // (`unkeyed`: a signed delivery without an Idempotency-Key; its name stands in for the signature).
+    const deliver = async (key: string, unkeyed = false) => {
       const runId = randomUUID();
-      assert.deepEqual(await hooks.claimKey(webhookId, key, runId, 24), { claimed: true });
-      assert.equal(await hooks.rememberSignature(webhookId, `sha256=${key}`, Math.floor(Date.now() / 1000) + 600, 0, runId), true);
+      if (!unkeyed) assert.deepEqual(await hooks.claimKey(webhookId, key, runId, 24), { claimed: true });
+      const seen = await hooks.rememberSignature(
+        webhookId,
+        `sha256=${key}`,
+        Math.floor(Date.now() / 1000) + 600,
+        0,
+        runId,
+        unkeyed ? undefined : key,
+      );
+      assert.equal(seen, true);
       const started = router.start(
         {
           agentId: keyedId,
           replica: keyedReplica,
           trigger: 'webhook',
           triggerName: 'inbox',
-          triggerRef: `idempotency:${key}`,
+          triggerRef: unkeyed ? runId : `idempotency:${key}`,
           functionName: 'hooks.echo',
           input: { body: { key } },
           orchestrationMode: 'direct',
@@ -145,8 +154,11 @@ describe("a keyed webhook delivery refused on its replica's node, its receiving 
         await sql<{ status: string; outcome_sealed: string | null }>`SELECT status, outcome_sealed FROM agent_webhook_deliveries
           WHERE webhook_id = ${webhookId} AND idempotency_key = ${key}`.execute(db)
       ).rows[0];
-    const signatureKept = async (key: string) =>
-      (await sql`SELECT 1 FROM agent_webhook_signatures WHERE signature = ${`sha256=${key}`}`.execute(db)).rows.length === 1;
+    /** The delivery's seen signature: absent, `used`, or `released` (to a delivery with its key only). */
+    const signatureOf = async (key: string) =>
+      (
+        await sql<{ released: boolean }>`SELECT released FROM agent_webhook_signatures WHERE signature = ${`sha256=${key}`}`.execute(db)
+      ).rows.map((r) => (r.released ? 'released' : 'used'))[0];
 
     // Refused before anything ran (the replica went between the claim and the run).
     const realRun = supervisor.run.bind(supervisor);
@@ -154,13 +166,26 @@ describe("a keyed webhook delivery refused on its replica's node, its receiving 
       Promise.reject(new DomainError('unavailable', `replica '${replica}' is not running on this server`, { agentId }));
     try {
       const notRun = await deliver('not-run');
+      const notRunUnkeyed = await deliver('not-run-unkeyed', true);
       await callOk(create, 'start_agent', { name: 'keyed' });
       await assert.rejects(notRun.done, unavailable(/not running on this server/));
+      await assert.rejects(notRunUnkeyed.done, unavailable(/not running on this server/));
     } finally {
       supervisor.run = realRun;
     }
     assert.equal(await keyRow('not-run'), undefined, 'the key let go');
-    assert.equal(await signatureKept('not-run'), false, 'the signature let go');
+    assert.equal(await signatureOf('not-run'), 'released', 'the signature let go, to a delivery with its key only');
+    // The sender's retry with that key takes it (the very same request); a copy without the key does not.
+    const expiry = Math.floor(Date.now() / 1000) + 600;
+    assert.equal(await hooks.rememberSignature(webhookId, 'sha256=not-run', expiry, 0, randomUUID()), false, 'without its key: a replay');
+    assert.equal(
+      await hooks.rememberSignature(webhookId, 'sha256=not-run', expiry, 0, randomUUID(), 'other'),
+      false,
+      'another key: a replay',
+    );
+    assert.equal(await hooks.rememberSignature(webhookId, 'sha256=not-run', expiry, 0, randomUUID(), 'not-run'), true, 'its key: taken');
+    assert.equal(await signatureOf('not-run'), 'used');
+    assert.equal(await signatureOf('not-run-unkeyed'), undefined, 'an unkeyed delivery: its signature forgotten');
     await callOk(create, 'stop_agent', { name: 'keyed' });
 
     // Its row pointed at another agent of the account (written to the database directly): refused there, its end kept.
@@ -170,7 +195,7 @@ describe("a keyed webhook delivery refused on its replica's node, its receiving 
     const kept = await keyRow('moved');
     assert.equal(kept?.status, 'failed', JSON.stringify(kept));
     assert.ok(kept?.outcome_sealed, 'the outcome kept (sealed) under the key');
-    assert.equal(await signatureKept('moved'), true, 'its signature stays used');
+    assert.equal(await signatureOf('moved'), 'used', 'its signature stays used');
     await create.close();
   });
 });

@@ -68,7 +68,7 @@ export class ReplicaRouter implements TriggerDispatch {
        * of one (`rejected` when nothing ran): what the trigger keeps of it (a keyed webhook delivery's
        * outcome, or its key let go) is then kept even when its sender stopped following it.
        */
-      servedHere?: (job: TriggerJob, outcome: AgentRunOutcome) => Promise<void>;
+      servedHere?: (job: TriggerJob, outcome: AgentRunOutcome, notRun?: boolean) => Promise<void>;
       nodeId: string;
       logger: Logger;
       /** A claim lives this long past its node's last renewal: a dead home node is noticed within it. */
@@ -389,13 +389,17 @@ export class ReplicaRouter implements TriggerDispatch {
       // sender that stopped following it (a keyed delivery's key is then let go, or its end kept).
       if (job)
         await this.deps
-          .servedHere?.(job, {
-            runId: row.id,
-            replica: row.replica,
-            status: notRunRefusal(error) ? 'rejected' : 'failed',
-            error: { type: result.refusal.type, message: result.refusal.message },
-            durationMs: 0,
-          })
+          .servedHere?.(
+            job,
+            {
+              runId: row.id,
+              replica: row.replica,
+              status: notRunRefusal(error) ? 'rejected' : 'failed',
+              error: { type: result.refusal.type, message: result.refusal.message },
+              durationMs: 0,
+            },
+            notRunRefusal(error),
+          )
           .catch((e: unknown) =>
             this.deps.logger.warn({ err: messageOf(e), run_id: row.id }, 'could not tell a handed-over job’s trigger it was refused'),
           );

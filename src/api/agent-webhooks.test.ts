@@ -26,7 +26,10 @@ import { until } from '../test-support/processes.js';
 
 const BASE_HOST = 'hooks.test';
 // small: a 2 KB body cap and 5 deliveries a minute per webhook (the defaults are 1 MB and 60).
-const TIERS = applyTierOverrides('{"small":{"webhook_payload_bytes":2048,"webhook_requests_per_minute":5}}');
+// thrifty: one execution a month (a keyed delivery over the quota, then the plan raised).
+const TIERS = applyTierOverrides(
+  '{"small":{"webhook_payload_bytes":2048,"webhook_requests_per_minute":5},"thrifty":{"monthly_executions":1}}',
+);
 const SECRET = 'test-webhook-secret-0123456789abcdef';
 const ECHO = 'def main(input_data):\n    return {"got": input_data}\n';
 
@@ -440,6 +443,134 @@ describe('agent webhooks', () => {
       const { 'idempotency-key': _key, ...unkeyed } = headers;
       assert.equal((await post(hookPath('signed', 'github'), body, unkeyed)).status, 409);
       assert.equal((await runsOf('signed')).length, before + 1, 'nothing ran again');
+    }
+  });
+
+  test('a re-signed retry of a keyed delivery that never ran leaves the first signature used: a copy of it without the key is a replay', async () => {
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const body = JSON.stringify({ review: 'resigned-retry' });
+    const key = `resigned-${Math.random().toString(36).slice(2)}`;
+    // The first attempt (S1 + key): recorded, then as a quota/rate refusal leaves it (the key kept `rejected`, S1 kept as seen).
+    const first = signed(body, now() - 2);
+    const a = await post(hookPath('signed', 'github', '?wait=true'), body, { ...first, 'idempotency-key': key });
+    assert.equal(a.status, 200, JSON.stringify(a.body));
+    await sql`UPDATE agent_webhook_deliveries SET status = 'rejected' WHERE run_id = ${a.body.run_id}`.execute(db);
+    await sql`UPDATE agent_runs SET status = 'rejected', error_type = 'EXECUTION_RATE_EXCEEDED' WHERE id = ${a.body.run_id}`.execute(db);
+    const before = (await runsOf('signed')).length;
+    // The sender's retry, re-signed (new timestamp: S2) with the same key: runs in its place.
+    const retried = await post(hookPath('signed', 'github', '?wait=true'), body, { ...signed(body), 'idempotency-key': key });
+    assert.equal(retried.status, 200, JSON.stringify(retried.body));
+    assert.equal((await runsOf('signed')).length, before + 1);
+    // A captured copy of the first attempt (S1), replayed inside its window without the key: must be a replay (409).
+    const replay = await post(hookPath('signed', 'github', '?wait=true'), body, first);
+    assert.equal(
+      replay.status,
+      409,
+      `the first signature was freed by the re-signed retry: ${replay.status} ${JSON.stringify(replay.body)}`,
+    );
+    assert.equal((await runsOf('signed')).length, before + 1, 'the delivery ran once');
+  });
+
+  test('a retry waiting (?wait=true) on a keyed run its home node refuses before it ran is told to retry (503), not 202 running', async () => {
+    const db = (server.server.services.accountsStore as unknown as { db: Db }).db;
+    const hooks = new WebhooksStore(db);
+    const webhookId = (
+      await sql<{
+        id: string;
+      }>`SELECT w.id FROM agent_webhooks w JOIN agents a ON a.id = w.agent_id JOIN namespaces n ON n.id = a.namespace_id
+        WHERE n.name = ${ns} AND a.name = 'signed' AND w.path = 'github'`.execute(db)
+    ).rows[0]!.id;
+    const key = `waiting-${Math.random().toString(36).slice(2)}`;
+    // The first delivery's run, handed to another node (not followed here): its key running, no record yet.
+    const elsewhere = crypto.randomUUID();
+    assert.deepEqual(await hooks.claimKey(webhookId, key, elsewhere, 24), { claimed: true });
+    const body = JSON.stringify({ review: 'waiting' });
+    const before = (await runsOf('signed')).length;
+    const waiting = post(hookPath('signed', 'github', '?wait=true'), body, { ...signed(body), 'idempotency-key': key });
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    // Its home node refuses it before it ran (stopping, replica gone) and lets its key go (keepHandedOverOutcome).
+    await hooks.releaseKey(webhookId, key, elsewhere);
+    const answer = await waiting;
+    assert.equal((await runsOf('signed')).length, before, 'nothing ran');
+    assert.equal(await hooks.delivery(webhookId, key), undefined, 'the key is free');
+    assert.equal(
+      answer.status,
+      503,
+      `the waiting sender is told the delivery is accepted and running: ${answer.status} ${JSON.stringify(answer.body)}`,
+    );
+  });
+
+  test("a keyed signed delivery let go (refused before it ran) is not replayable without its key: the sender's retry runs it, once", async () => {
+    const supervisor = server.server.services.replicas;
+    const realRun = supervisor.run.bind(supervisor);
+    const body = JSON.stringify({ review: 'let-go' });
+    const first = signed(body, now() - 1);
+    const key = `let-go-${Math.random().toString(36).slice(2)}`;
+    supervisor.run = (agentId, replica) =>
+      Promise.reject(new DomainError('unavailable', `replica '${replica}' is not running on this server`, { agentId }));
+    let refused;
+    try {
+      refused = await post(hookPath('signed', 'github', '?wait=true'), body, { ...first, 'idempotency-key': key });
+    } finally {
+      supervisor.run = realRun;
+    }
+    assert.equal(refused.status, 503);
+    const before = (await runsOf('signed')).length;
+    // A captured copy replayed without the key, then the sender's retry (409 as a replay: it re-signs, same key).
+    const replay = await post(hookPath('signed', 'github', '?wait=true'), body, first);
+    const retry = await post(hookPath('signed', 'github', '?wait=true'), body, { ...first, 'idempotency-key': key });
+    assert.deepEqual(
+      [replay.status, retry.status],
+      [409, 200],
+      `replay ${JSON.stringify(replay.body)}, retry ${JSON.stringify(retry.body)}`,
+    );
+    assert.deepEqual(retry.body.result.got.body, { review: 'let-go' });
+    // Then: a re-signed copy with the key is a duplicate of that run, the first copy without it still a replay.
+    const resigned = await post(hookPath('signed', 'github', '?wait=true'), body, { ...signed(body), 'idempotency-key': key });
+    assert.deepEqual([resigned.status, resigned.body.run_id, resigned.body.duplicate], [200, retry.body.run_id, true]);
+    assert.equal((await post(hookPath('signed', 'github', '?wait=true'), body, first)).status, 409);
+    assert.equal((await runsOf('signed')).length, before + 1, 'the delivery ran once');
+  });
+
+  test("a keyed delivery refused by the account's quota holds no answer: the sender's retry with the key runs once the plan allows it", async () => {
+    const owner = await createAccount(server.url);
+    await server.server.services.accounts.setTier(owner.email, 'thrifty');
+    const thriftyNs = `thrifty-${Math.random().toString(36).slice(2, 8)}`;
+    const thrifty = await connect(`${server.url}/mcp/create/${thriftyNs}`, owner.key);
+    try {
+      await callOk(thrifty, 'make_namespace', { name: thriftyNs });
+      await callOk(thrifty, 'make_service', { name: 'hooks' });
+      await callOk(thrifty, 'make_function', { service: 'hooks', name: 'echo', code: ECHO });
+      await callOk(thrifty, 'make_agent', { name: 'frugal' });
+      await callOk(thrifty, 'add_webhook', { name: 'frugal', path: 'pay', handler_function_name: 'hooks.echo', secret: SECRET });
+      await callOk(thrifty, 'start_agent', { name: 'frugal' });
+      const url = `/mcp/agent/${thriftyNs}/frugal/webhook/pay?wait=true`;
+      const spent = JSON.stringify({ spends: 'the month' });
+      assert.equal((await post(url, spent, signed(spent))).status, 200);
+      const body = JSON.stringify({ invoice: 'paid' });
+      const headers = { ...signed(body), 'idempotency-key': `quota-${Math.random().toString(36).slice(2)}` };
+      const refused = await post(url, body, headers);
+      assert.deepEqual(
+        [refused.status, refused.body.status, refused.body.error?.type],
+        [200, 'rejected', 'QUOTA_EXCEEDED'],
+        JSON.stringify(refused.body),
+      );
+      // Asked again before anything changed: refused again by the quota (it runs, nothing is replayed).
+      const again = await post(url, body, headers);
+      assert.deepEqual([again.body.status, again.body.duplicate], ['rejected', undefined], JSON.stringify(again.body));
+      assert.notEqual(again.body.run_id, refused.body.run_id);
+      // The plan raised: the sender's retry of the very same request (same signature, same key) runs, once.
+      await server.server.services.accounts.setTier(owner.email, 'pro');
+      const retry = await post(url, body, headers);
+      assert.deepEqual([retry.status, retry.body.status], [200, 'succeeded'], JSON.stringify(retry.body));
+      assert.deepEqual(retry.body.result.got.body, { invoice: 'paid' });
+      const duplicate = await post(url, body, headers);
+      assert.deepEqual([duplicate.body.run_id, duplicate.body.duplicate], [retry.body.run_id, true]);
+      // A copy of the signed request without its key is a replay, before and after.
+      const { 'idempotency-key': _key, ...unkeyed } = headers;
+      assert.equal((await post(url, body, unkeyed)).status, 409);
+    } finally {
+      await thrifty.close();
     }
   });
 

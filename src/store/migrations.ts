@@ -1222,4 +1222,14 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE agent_webhook_signatures ADD COLUMN run_id TEXT`,
     ],
   },
+  {
+    version: 37,
+    name: "a keyed delivery's let-go signature is kept for its key",
+    statements: [
+      // A keyed delivery's signature let go is kept, `released` to a delivery with its key only (the
+      // sender's retry), not to a copy sent without it. Found by run when let go.
+      `ALTER TABLE agent_webhook_signatures ADD COLUMN idempotency_key TEXT, ADD COLUMN released BOOLEAN NOT NULL DEFAULT false`,
+      `CREATE INDEX agent_webhook_signatures_run ON agent_webhook_signatures(webhook_id, run_id)`,
+    ],
+  },
 ];

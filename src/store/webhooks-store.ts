@@ -141,6 +141,8 @@ export class WebhooksStore {
    * shares it); expired rows of the webhook are cleared on the way. The row lives until
    * `expiresAtSeconds` (the node's clock) and at least `minSeconds` from now on the database's clock,
    * so a node whose clock is ahead of the database's cannot see its row expire inside the window.
+   * A row let go for its Idempotency-Key (letGoSignature) is taken over by a delivery with that key
+   * only: the sender's retry, never a copy sent without the key or with another.
    */
   async rememberSignature(
     webhookId: string,
@@ -148,13 +150,22 @@ export class WebhooksStore {
     expiresAtSeconds: number,
     minSeconds: number,
     runId: string,
+    key?: string,
   ): Promise<boolean> {
     await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND expires_at < now()`.execute(this.db);
     return this.db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtextextended(${'webhook-signature:' + signature}, 0))`.execute(trx);
+      if (key !== undefined) {
+        const taken = await sql`
+          UPDATE agent_webhook_signatures SET run_id = ${runId}, released = false
+          WHERE webhook_id = ${webhookId} AND signature = ${signature} AND released AND idempotency_key = ${key} AND expires_at >= now()
+          RETURNING signature`.execute(trx);
+        if (taken.rows.length === 1) return true;
+      }
       const inserted = await sql`
-        INSERT INTO agent_webhook_signatures (webhook_id, signature, expires_at, run_id)
-        SELECT ${webhookId}, ${signature}, greatest(to_timestamp(${expiresAtSeconds}), now() + make_interval(secs => ${minSeconds})), ${runId}
+        INSERT INTO agent_webhook_signatures (webhook_id, signature, expires_at, run_id, idempotency_key)
+        SELECT ${webhookId}, ${signature}, greatest(to_timestamp(${expiresAtSeconds}), now() + make_interval(secs => ${minSeconds})),
+          ${runId}, ${key ?? null}
         WHERE NOT EXISTS (SELECT 1 FROM agent_webhook_signatures WHERE signature = ${signature} AND expires_at >= now())
         ON CONFLICT (webhook_id, signature) DO NOTHING RETURNING signature`.execute(trx);
       return inserted.rows.length === 1;
@@ -162,11 +173,18 @@ export class WebhooksStore {
   }
 
   /**
-   * Forgets the signature accepted for the delivery of run `runId`, which never ran, so the sender's
-   * retry of it is taken. By run: a retry that was taken meanwhile keeps the row it made.
+   * Lets go of the signature accepted for the delivery of run `runId`, which never ran, so that the
+   * sender's retry of it is taken: forgotten, or, for a delivery with an Idempotency-Key, kept but
+   * open to a delivery with that key only (rememberSignature), so that a copy of it sent without its
+   * key does not run in the retry's place. By run: a retry taken meanwhile keeps the row it made.
    */
-  async forgetSignature(webhookId: string, runId: string): Promise<void> {
-    await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND run_id = ${runId}`.execute(this.db);
+  async letGoSignature(webhookId: string, runId: string): Promise<void> {
+    await sql`DELETE FROM agent_webhook_signatures WHERE webhook_id = ${webhookId} AND run_id = ${runId} AND idempotency_key IS NULL`.execute(
+      this.db,
+    );
+    await sql`UPDATE agent_webhook_signatures SET released = true WHERE webhook_id = ${webhookId} AND run_id = ${runId} AND idempotency_key IS NOT NULL`.execute(
+      this.db,
+    );
   }
 
   /** The delivery an unexpired Idempotency-Key names, if any. */

@@ -122,18 +122,18 @@ const IDEMPOTENCY_REF = 'idempotency:';
  * For the node a delivery was handed to (agents/handoff.ts): the outcome of a keyed delivery's run
  * kept under its key as the receiving node would, so a retry gets it even when the receiving node
  * stopped following the run (a rolling restart). Both nodes may write it: the same outcome. A
- * delivery refused there before anything ran (`rejected`) has its signature and key let go instead,
+ * delivery refused there before anything ran (`notRun`) has its signature and key let go instead,
  * as the receiving node does, by its run: the sender's retry runs.
  */
 export function keepHandedOverOutcome(deps: Pick<WebhookTriggerDeps, 'store' | 'cipher'>) {
-  return async (job: TriggerJob, outcome: AgentRunOutcome): Promise<void> => {
+  return async (job: TriggerJob, outcome: AgentRunOutcome, notRun = false): Promise<void> => {
     if (job.trigger !== 'webhook') return;
     const key = job.triggerRef?.startsWith(IDEMPOTENCY_REF) ? job.triggerRef.slice(IDEMPOTENCY_REF.length) : undefined;
-    if (key === undefined && outcome.status !== 'rejected') return;
+    if (key === undefined && !notRun) return;
     const webhookId = await deps.store.idOf(job.agentId, job.triggerName);
     if (webhookId === undefined) return;
-    if (outcome.status === 'rejected') {
-      await deps.store.forgetSignature(webhookId, outcome.runId);
+    if (notRun) {
+      await deps.store.letGoSignature(webhookId, outcome.runId);
       if (key !== undefined) await deps.store.releaseKey(webhookId, key, outcome.runId);
     } else if (key !== undefined) await keepOutcome(deps, webhookId, key, outcome);
   };
@@ -322,9 +322,9 @@ export class WebhookTrigger {
       const earlier = await this.deps.store.delivery(target.id, key);
       if (earlier && !neverRan(earlier)) return this.answerEarlier(target, key, earlier, wait, limits);
       if (earlier) {
-        // Nothing ran under the key: this delivery takes it, and the signature seen for that delivery
-        // (the sender's retry is most often the very same request) is seen again below, for this one.
-        await this.deps.store.forgetSignature(target.id, earlier.run_id);
+        // Nothing ran under the key: this delivery takes it. The signature seen for that delivery is
+        // let go to deliveries with this key only: taken below if this is the very same request.
+        await this.deps.store.letGoSignature(target.id, earlier.run_id);
         await this.deps.store.releaseKey(target.id, key, earlier.run_id);
       }
     }
@@ -339,6 +339,7 @@ export class WebhookTrigger {
         signature.timestamp + SIGNATURE_WINDOW_SECONDS + 1,
         2 * SIGNATURE_WINDOW_SECONDS + 1,
         runId,
+        key,
       );
       if (!fresh)
         return this.refused(
@@ -352,8 +353,8 @@ export class WebhookTrigger {
     if (key !== undefined) {
       const claim = await this.deps.store.claimKey(target.id, key, runId, IDEMPOTENCY_HOURS);
       if ('existing' in claim) {
-        // Another delivery took the key first: this one does not run, its signature is not used up.
-        if (signature) await this.deps.store.forgetSignature(target.id, runId);
+        // Another delivery took the key first: this one does not run; its signature stays open to this key only.
+        if (signature) await this.deps.store.letGoSignature(target.id, runId);
         return this.answerEarlier(target, key, claim.existing, wait, limits);
       }
     }
@@ -381,7 +382,7 @@ export class WebhookTrigger {
       );
     } catch (e) {
       if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId);
-      if (signature) await this.deps.store.forgetSignature(target.id, runId);
+      if (signature) await this.deps.store.letGoSignature(target.id, runId);
       throw e;
     }
     this.busy.set(busyKey, (this.busy.get(busyKey) ?? 0) + 1);
@@ -402,7 +403,7 @@ export class WebhookTrigger {
       .then(async (outcome) => {
         if (notRun) {
           if (key !== undefined) await this.deps.store.releaseKey(target.id, key, runId).catch(() => undefined);
-          if (signature) await this.deps.store.forgetSignature(target.id, runId).catch(() => undefined);
+          if (signature) await this.deps.store.letGoSignature(target.id, runId).catch(() => undefined);
         } else if (key !== undefined && !outcome.goesOnElsewhere) {
           // (A run this node stopped following keeps its key running: its home node records how it ended.)
           await keepOutcome(this.deps, target.id, key, outcome).catch((err: unknown) => {
@@ -483,7 +484,7 @@ export class WebhookTrigger {
     const deadline = Date.now() + waitSeconds(limits) * 1000;
     let row: DeliveryRow | undefined = earlier;
     while (row && row.status === 'running' && Date.now() < deadline) {
-      if (row.run_id === earlier.run_id && neverRan(row)) return notRunAnswer();
+      if (neverRan(row)) return notRunAnswer();
       // A run whose record ended without success while its key still says running (its node died,
       // or stopped following it, before writing the key): that end is the outcome, kept under the key.
       const ended = row.run_id === earlier.run_id ? endedByRecord(row) : undefined;
@@ -494,8 +495,10 @@ export class WebhookTrigger {
       await new Promise((resolve) => setTimeout(resolve, this.deps.pollMs ?? 250));
       row = await this.deps.store.delivery(target.id, key);
     }
-    if (!row || row.run_id !== earlier.run_id || row.outcome_sealed === null)
-      return { status: 202, body: { run_id: earlier.run_id, status: 'running', duplicate: true }, headers };
+    // The key let go while this waited: its run was refused before it ran (a key goes only then, or at expiry).
+    if (!row || neverRan(row)) return notRunAnswer();
+    // The key's run (another delivery's, should a retry have run in the refused one's place) and how it ended.
+    if (row.outcome_sealed === null) return { status: 202, body: { run_id: row.run_id, status: 'running', duplicate: true }, headers };
     const outcome = JSON.parse(this.deps.cipher.open(['webhook-outcome', target.id, key], row.outcome_sealed)) as Record<string, unknown>;
     return { status: 200, body: { ...outcome, duplicate: true }, headers };
   }
