@@ -210,6 +210,32 @@ describe('mcpworks CLI', () => {
     near(twoDays.expires_at, Date.now() + 2 * 86_400_000, "the key expires 2 days from the database's now, not a day ago");
   });
 
+  test("a database too slow to read its clock: the command says so and computes expiry on its host's clock", async (t) => {
+    if (!databaseUrl) return t.skip('PostgreSQL only (as above)');
+    // Three days behind, and every Date.now() a second and a half on: no round trip is quick enough.
+    const slow = {
+      ...env,
+      NODE_OPTIONS: `--import=${path.join(repoRoot, 'src/test-support/skewed-clock.mjs')}`,
+      MCPWORKS_TEST_CLOCK_SKEW_MS: String(-3 * 86_400_000),
+      MCPWORKS_TEST_CLOCK_STEP_MS: '1500',
+    };
+    const [made, key] = await cliBatch(
+      [
+        ['account', 'create', '--email', 'slow-clock@example.com', '--password', 'operator password', '--tier', 'pro_trial'],
+        ['key', 'create', '--email', 'slow-clock@example.com', '--name', 'host-clock', '--expires-in-days', '2'],
+      ],
+      slow,
+    );
+    for (const r of [made, key]) {
+      assert.equal(r!.code, 0, r!.stderr);
+      assert.match(r!.stderr, /too slowly to read its clock; expiry is computed on this host's clock/);
+    }
+    const [keys] = await cliBatch([['key', 'list', '--email', 'slow-clock@example.com']], env);
+    const expires = new Date(JSON.parse(keys!.stdout.trim().split('\n')[0]!).expires_at).getTime();
+    // Two days from the host's now, three days behind: about a day ago (never two days from the database's).
+    assert.ok(Math.abs(expires - (Date.now() - 86_400_000)) < 6 * 3_600_000, new Date(expires).toISOString());
+  });
+
   test('bad input is a clear message and a non-zero exit', async () => {
     // db: the refusal comes from the database (an unknown account or key); the others are argument
     // and input checks, the same whatever the database: in the PostgreSQL run only the former run.

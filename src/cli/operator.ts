@@ -6,7 +6,23 @@ import { ApiKeyHasher } from '../services/credential-hashing.js';
 import { loadServerSecret } from '../services/server-secret.js';
 import { AccountsStore } from '../store/accounts-store.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
-import { openDatabase } from '../store/database.js';
+import { openDatabase, type Db } from '../store/database.js';
+
+/** Readings of the database's clock tried before the command goes on on its own host's clock. */
+const CLOCK_READINGS = 3;
+
+/**
+ * The database's clock, read until a round trip is quick enough to say when it was read (the first
+ * one also opens the connection). Never taken: the command says so and uses its host's clock.
+ */
+async function readDatabaseClock(db: Db): Promise<void> {
+  for (let reading = 0; reading < CLOCK_READINGS; reading++) {
+    const sentAt = Date.now();
+    const { rows } = await sql<{ db_now: Date }>`SELECT now() AS db_now`.execute(db);
+    if (observeDatabaseClock(new Date(rows[0]!.db_now).getTime(), sentAt, Date.now())) return;
+  }
+  process.stderr.write(`mcpworks: warning: the database answered too slowly to read its clock; expiry is computed on this host's clock\n`);
+}
 
 export interface OperatorServices {
   accounts: AccountService;
@@ -31,9 +47,7 @@ export async function withOperatorServices(
     try {
       // Expiry the command computes (a key's --expires-in-days, a trial's end) is on the database's
       // clock, as the servers compare it: the operator's host may be a day off.
-      const sentAt = Date.now();
-      const { rows } = await sql<{ db_now: Date }>`SELECT now() AS db_now`.execute(database.db);
-      observeDatabaseClock(new Date(rows[0]!.db_now).getTime(), sentAt, Date.now());
+      await readDatabaseClock(database.db);
       const accountsStore = new AccountsStore(database.db);
       return await work({ accounts: new AccountService(accountsStore, config.tiers, { keys }), accountsStore });
     } finally {

@@ -21,10 +21,14 @@ export function databaseDate(offset = 0): Date {
   return new Date(databaseNow() + offset);
 }
 
-/** A statement sent at `sentAt` and answered at `answeredAt` (this node's clock) read `databaseMs` as now(). */
-export function observeDatabaseClock(databaseMs: number, sentAt: number, answeredAt: number): void {
-  if (!Number.isFinite(databaseMs) || answeredAt - sentAt > TRUSTED_ROUND_TRIP_MS) return;
+/**
+ * A statement sent at `sentAt` and answered at `answeredAt` (this node's clock) read `databaseMs` as
+ * now(). False where the reading says too little to be taken (the offset is then as it was).
+ */
+export function observeDatabaseClock(databaseMs: number, sentAt: number, answeredAt: number): boolean {
+  if (!Number.isFinite(databaseMs) || answeredAt - sentAt > TRUSTED_ROUND_TRIP_MS) return false;
   offsetMs = databaseMs - (sentAt + answeredAt) / 2;
+  return true;
 }
 
 /** The current offset (database minus this node), for logs and tests. */
