@@ -13,6 +13,16 @@ const SUMMARY_INTERVAL_MS = 10_000;
  * gone (it reads nothing): the held connection counts against its address's cap until then.
  */
 export const REFUSED_LINGER_MS = 250;
+/**
+ * What a request answered here (an upload refused for its declared size, a GET or HEAD carrying a
+ * body) costs its client, in requests of its share (the per-address request rate): an upload
+ * refused for its declared size would otherwise be the cheapest request
+ * there is to flood with, 100 a second from one address (each an accept, a parse and an answer on
+ * the main thread, and what arrived with its headers read and dropped). At this cost a flood of
+ * them waits, unread, for its share, and one client gets about 10 refusals a second; a client that
+ * sends one oversized upload by mistake waits a tenth of a second longer for its next request.
+ */
+export const REFUSED_BODY_COST = 10;
 
 export interface BodyPrecheck {
   /** True when it answered the request (413): the caller does nothing more with it. */

@@ -84,6 +84,17 @@ export class ClientPacer {
     return 'queued';
   }
 
+  /**
+   * Takes `requests` more from `client`'s share, for a request that cost the server more than a
+   * request (its share may go below zero: what it starts next waits until it is paid back).
+   */
+  charge(client: string, requests: number): void {
+    if (this.closed) return;
+    const state = this.state(client);
+    this.refill(state);
+    state.tokens -= requests;
+  }
+
   stats(): PacingStats {
     return { ...this.counts, waiting: this.waitingNow };
   }

@@ -71,6 +71,8 @@ export interface GuardedListener {
   stats(): ConnectionStats;
   /** Closes what waits for its share (the server is stopping). */
   stop(): void;
+  /** Takes `requests` more from the share of the client that sent `req` (one the listener has started). */
+  charge(req: IncomingMessage, requests: number): void;
 }
 
 /** Node's accept callback on a listening TCP handle (net.Server sets it at listen). */
@@ -81,6 +83,8 @@ const HOOKED = Symbol('mcpworks.acceptHooked');
 const VERDICT = Symbol('mcpworks.verdict');
 /** On a socket whose accept already took its client's token: its first request goes without another. */
 const PAID = Symbol('mcpworks.firstRequestPaid');
+/** On a request: the client whose share it was started in. */
+const CLIENT = Symbol('mcpworks.client');
 
 /**
  * Caps what clients can hold of the listener, so idle or half-sent connections cannot use up the
@@ -294,6 +298,7 @@ export function guardConnections(
 
   /** Starts `start` within `client`'s share of new requests (now, or when its turn comes). */
   const paced = (client: string, req: IncomingMessage, res: ServerResponse, start: () => void) => {
+    (req as IncomingMessage & { [CLIENT]?: string })[CLIENT] = client;
     const socket = req.socket as Socket & { [PAID]?: boolean };
     if (socket[PAID]) {
       socket[PAID] = false;
@@ -351,5 +356,9 @@ export function guardConnections(
       return { ...stats, deferred: pacing.deferred, waiting: pacing.waiting };
     },
     stop: () => pacer.close(),
+    charge: (req, requests) => {
+      const client = (req as IncomingMessage & { [CLIENT]?: string })[CLIENT];
+      if (client !== undefined) pacer.charge(client, requests);
+    },
   };
 }

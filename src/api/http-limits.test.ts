@@ -490,6 +490,35 @@ describe("the early refusal in Node's request event, against raw requests (each 
     assert.equal(server.server.services.bodiesRefusedEarly() - before, 1);
   });
 
+  test('an upload refused for its declared size costs its client ten requests of its share: a flood of them waits for it', async () => {
+    // From an address of its own: the debt is this client's, not the other tests'.
+    const from = '127.0.0.3';
+    const refusedBefore = server.server.services.bodiesRefusedEarly();
+    const deferredBefore = server.server.services.connections().deferred;
+    // Each on a new connection, the next sent once the last is answered: 30 plain requests fit in
+    // a client's burst of 100, so none would wait; at ten each they are past it within 10-odd.
+    const rounds = 30;
+    for (let i = 0; i < rounds; i++) {
+      const socket = connectTcp({ host: '127.0.0.1', port, localAddress: from });
+      socket.on('error', () => undefined);
+      let response = '';
+      const answered = new Promise<void>((resolve) => {
+        socket.on('data', (data) => {
+          response += data.toString('latin1');
+          if (/\r\n\r\n[\s\S]*\}/.test(response)) resolve();
+        });
+        socket.once('close', () => resolve());
+      });
+      socket.write(`POST /api/login HTTP/1.1\r\n${host()}Content-Length: ${ACCOUNT_MAX_BODY_BYTES + 1}\r\n\r\n`);
+      await answered;
+      socket.destroy();
+      assert.deepEqual(statuses(response), [413], response.slice(0, 300));
+    }
+    assert.equal(server.server.services.bodiesRefusedEarly() - refusedBefore, rounds);
+    assert.ok(server.server.services.connections().deferred - deferredBefore >= 1, 'no refused upload waited for its share');
+    await healthy();
+  });
+
   test("GET with a chunked body is not read on without limit (nor past the client's byte budget)", async () => {
     // 64 MB offered: far past every route's limit and the kernel's buffers: without the early 400 the server read it all.
     const { written, response } = await upload('/healthz', {}, { budget: 64 * MB, chunked: true, method: 'GET' });

@@ -63,7 +63,7 @@ import { refusalFor } from '../api/mcp-refusals.js';
 import { ByteBudget } from '../api/client-pacing.js';
 import { keepAliveHint } from '../api/http-limits.js';
 import { signInPrecheck } from '../api/sign-in-precheck.js';
-import { bodyPrecheck } from '../api/body-precheck.js';
+import { bodyPrecheck, REFUSED_BODY_COST } from '../api/body-precheck.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from '../api/version.js';
 
@@ -472,7 +472,12 @@ async function startServerSteps(
             http,
             limits,
             logger,
-            (request, response) => void (precheck(request, response) || oversized(request, response) || listener(request, response)),
+            (request, response) => {
+              if (precheck(request, response)) return;
+              // A body refused unread costs its client more of its share than one request (see REFUSED_BODY_COST).
+              if (oversized(request, response)) return guard.charge(request, REFUSED_BODY_COST - 1);
+              listener(request, response);
+            },
             { baseHost: config.baseHost },
           );
           connections = guard.stats;
