@@ -29,8 +29,9 @@
 #            again), no secret in the journal, a clean stop. Needs a build (setup, or deps with
 #            MCPWORKS_VM_DIST; else it builds, slowly under TCG).
 #   cgroup   node --import tsx --test src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts
-#            src/sandbox/zygote.host.test.ts (v2 delegation, per-run groups, OOM count, CPU groups, zygotes)
-#   escape   node --import tsx --test src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts
+#            src/sandbox/zygote.host.test.ts (v2 delegation, per-run groups, OOM count, CPU groups, zygotes),
+#            in a transient service with Delegate=yes (systemd-run), as the README's unit runs the server
+#   escape   node --import tsx --test src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts (likewise)
 #   latency  bench/latency --runs 11 --warmup 2 (MCPWORKS_VM_LATENCY_ARGS replaces those arguments, e.g.
 #            "--runs 5 --warmup 1 --peers none" under TCG, where a Pyodide peer alone takes many minutes)
 # Ends with a PASS/FAIL line per step and the time it took, and exits non-zero if any failed.
@@ -251,6 +252,13 @@ fi
 mkdir -p /run/systemd/system/mcpworks-vm-run.service.d
 printf '[Service]\nOOMPolicy=continue\n' >/run/systemd/system/mcpworks-vm-run.service.d/oom.conf
 systemctl daemon-reload
+# The sandbox suites run in a service of their own with Delegate=yes, as the README's unit runs the
+# server: its group is handed the cpu controller too, so the CPU-group tests run instead of skipping.
+delegated() {
+  systemd-run --quiet --wait --pipe --collect -p Delegate=yes -p OOMPolicy=continue \
+    --setenv=HOME=/root --setenv=PATH="$PATH" --setenv=CI=1 \
+    ${NODE_EXTRA_CA_CERTS:+--setenv=NODE_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS"} "$@"
+}
 cd /root
 while read -r step; do
   case "$step" in
@@ -259,8 +267,8 @@ while read -r step; do
     setup) run_step setup make -C /root/mcpworks setup-test ;;
     deps) run_step deps sh -c 'cd /root/mcpworks && if [ -d /mnt/share/node_modules ]; then ln -s /mnt/share/node_modules node_modules; else npm ci --no-audit --no-fund; fi && bash scripts/setup.d/sandbox.sh && if [ -d /mnt/share/dist ]; then cp -a /mnt/share/dist dist && echo "deps: the build (dist/) shared in by MCPWORKS_VM_DIST"; fi' ;;
     systemd) run_step systemd bash /root/mcpworks/scripts/vm.d/systemd.sh ;;
-    cgroup) run_step cgroup sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts src/sandbox/zygote.host.test.ts' ;;
-    escape) run_step escape sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts' ;;
+    cgroup) run_step cgroup delegated sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/host/cgroup-delegation.host.test.ts src/sandbox/host/cgroup.host.test.ts src/sandbox/zygote.host.test.ts' ;;
+    escape) run_step escape delegated sh -c 'cd /root/mcpworks && node --import tsx --test --test-concurrency=1 --test-reporter=spec src/sandbox/escape.host.test.ts src/sandbox/escape-cold.host.test.ts' ;;
     latency) run_step latency sh -c 'cd /root/mcpworks && exec bench/latency $(cat /mnt/share/latency-args)' ;;
   esac
 done <"$share/steps"
