@@ -133,7 +133,7 @@ function killSpareWorkers(): number {
  * Runs that tell the host, through the bridge, that their code has begun: `count(mark)` is how many
  * times a run's code ran. Half use `entry: 'script'`, half `main(input_data)`.
  */
-function countedRuns(count: Map<string, number>, runs: number, sandboxToUse: () => BubblewrapSandbox = () => sandbox) {
+function countedRuns(count: Map<string, number>, runs: number, extra: Partial<SandboxRequest> = {}) {
   const bridge = async (message: unknown) => {
     const mark = (message as { mark?: unknown } | null)?.mark;
     if (typeof mark === 'string') count.set(mark, (count.get(mark) ?? 0) + 1);
@@ -145,14 +145,15 @@ function countedRuns(count: Map<string, number>, runs: number, sandboxToUse: () 
     const code = script
       ? `import _mcpworks_bridge\n_mcpworks_bridge.call({"mark": ${JSON.stringify(mark)}})\nresult = ${index}\n`
       : `import _mcpworks_bridge\ndef main(input_data):\n    _mcpworks_bridge.call({"mark": ${JSON.stringify(mark)}})\n    return input_data["n"]\n`;
-    const outcome = sandboxToUse().run({
+    const outcome = sandbox.run({
       language: 'python',
       code,
       input: { n: index },
       limits,
       warm: WARM,
       bridge,
-      ...(script ? { entry: 'script' as const } : {}),
+      ...extra,
+      entry: script ? 'script' : 'main',
     });
     return { mark, index, outcome };
   });
@@ -588,6 +589,36 @@ result = sorted(found)
     const before = sandbox.zygoteStats()!.runs;
     await warmUp();
     assert.ok(sandbox.zygoteStats()!.runs > before, 'the zygote was replaced');
+  });
+
+  it('a code-mode zygote (its package preloaded) killed with its children: the runs get their real results, each run once', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'zygote-preload-kill-'));
+    try {
+      mkdirSync(path.join(dir, 'python', 'preloaded'), { recursive: true });
+      writeFileSync(path.join(dir, 'python', 'preloaded', '__init__.py'), 'VALUE = 1\n');
+      for (const sub of ['', 'python', 'python/preloaded']) chmodSync(path.join(dir, sub), 0o755);
+      const request: Partial<SandboxRequest> = {
+        mounts: [{ source: dir, target: '/opt/mcpworks' }],
+        libraryPaths: ['/opt/mcpworks/python'],
+        warm: { group: 'zygote-preload-kill', imports: [], preload: 'preloaded' },
+      };
+      const fromZygote = 'import sys\nresult = "preloaded" in sys.modules';
+      let warm = false;
+      for (let waited = 0; waited < 30_000 && !warm; waited += 50) {
+        warm = resultOf(await py(fromZygote, { ...request, entry: 'script' })) === true;
+        if (!warm) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(warm, 'runs come from the zygote');
+      assert.ok(killZygotesWithChildren() > 0);
+      const count = new Map<string, number>();
+      const runs = countedRuns(count, 4, request);
+      for (const { mark, index, outcome } of runs) {
+        assert.equal(resultOf(await outcome), index);
+        assert.equal(count.get(mark), 1, 'its code ran once');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('spare children killed before their start ack (their zygote alive): the runs get their real results, each run once', async () => {
