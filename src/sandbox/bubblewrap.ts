@@ -335,7 +335,14 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (closed) throw new SandboxUnavailableError('the sandbox is closed');
     // A pooled sandbox was started for exactly this shape and is handed to this run alone.
     const prepared = pool?.claim(shape) ?? prepareSandbox(shape, false, prepareDeps);
-    const result = await execute(prepared, request, payload, executeDeps);
+    let result = await execute(prepared, request, payload, executeDeps);
+    // A pre-started sandbox gone before its runner acked the request (killed while it waited, the
+    // host not yet aware) ran none of the code: the run gets one sandbox started now instead.
+    if (prepared.pooled && 'record' in result && result.notStarted) {
+      if (closed) throw new SandboxUnavailableError('the sandbox is closed');
+      log('a pre-started sandbox ended before its run began: the run takes a fresh one');
+      result = await execute(prepareSandbox(shape, false, prepareDeps), request, payload, executeDeps);
+    }
     if ('platform' in result) return platformFailure(result.platform, elapsed(started));
     return interpret(request, await decoded(result.record), started, outcomeContext);
   }

@@ -197,7 +197,11 @@ async function main() {
   // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
   if (pooled) await import('node:fs');
   fs.writeSync(3, '{"ready":true}\n');
-  const request = JSON.parse(fs.readFileSync(0, 'utf8'));
+  const received = fs.readFileSync(0, 'utf8');
+  // The start ack (STARTED_LINE in wire/messages.ts), before anything of the run's own: a sandbox
+  // gone without it never ran the code, so the host runs it elsewhere; one that sent it, never.
+  if (received) fs.writeSync(3, '{"started":true}\n');
+  const request = JSON.parse(received);
   // `require('mcpworks')` from any CommonJS module (the function, a code-mode callee): a global path, as NODE_PATH gives.
   const declaredNodePath = process.env.NODE_PATH;
   process.env.NODE_PATH = GUEST_MODULES;

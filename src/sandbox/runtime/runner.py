@@ -125,7 +125,13 @@ def serve(read_request, bridge_reader=None):
         sys.path.append("/usr/lib/python3/dist-packages")
     writer.write('{"ready":true}\n')
     writer.flush()
-    request = _loads(read_request().decode("utf-8"))
+    received = read_request()
+    # The start ack (STARTED_LINE in wire/messages.ts), before anything of the run's own: a sandbox
+    # gone without it never ran the code, so the host runs it elsewhere; one that sent it, never.
+    if received:
+        writer.write('{"started":true}\n')
+        writer.flush()
+    request = _loads(received.decode("utf-8"))
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
     # -S skips site.py and with it the help() builtin: give it back. pydoc writes plain text to

@@ -65,8 +65,7 @@ def _reseed():
 
 def _read_request(clock):
     """The run's two lines on fd 3: its CPU-time and wall-clock limits (applied here, before any of
-    its code: the wall clock is handed to P1 on `clock`, then closed), then the request, acked
-    with STARTED_LINE (wire/messages.ts) once both are in. Read
+    its code: the wall clock is handed to P1 on `clock`, then closed), then the request. Read
     unbuffered: the host sends nothing else before the run answers or calls the bridge, and the fd
     table stays a cold run's (the bridge opens its own reader)."""
     import resource
@@ -76,10 +75,6 @@ def _read_request(clock):
         if not chunk:
             break
         data += chunk
-    # The start ack: the host re-runs elsewhere a child that died without it (its code never ran),
-    # and never one that sent it. Written before anything of the run's own is done.
-    if data.count(b"\n") >= 2:
-        os.write(3, b'{"started":true}\n')
     head, _, request = data.partition(b"\n")
     limits = json.loads(head)
     os.write(clock, str(int(limits["wallMs"])).encode())

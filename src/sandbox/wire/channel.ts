@@ -2,7 +2,7 @@
  * The host end of fd 3: one JSON object per line. The runner's first line is READY_LINE, written
  * once it waits for its request (before any user code exists). After it, `{"bridge": message}`
  * lines are code-mode calls, answered in order with one line each; any other line is the run's
- * answer (the first one counts). A zygote's child first acks its request with STARTED_LINE.
+ * answer (the first one counts). Before them the runner acks its request with STARTED_LINE.
  */
 import type { Duplex } from 'node:stream';
 import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../../core/json-depth.js';
@@ -77,9 +77,9 @@ export class RunChannel {
   private received = 0;
   private consumed = 0;
   private readyEnd = 0;
-  /** The next line is the first after READY_LINE (a zygote child's STARTED_LINE, if it acks). */
+  /** The next line is the first after READY_LINE: the runner's STARTED_LINE. */
   private firstAfterReady = true;
-  private acksStart = false;
+  private closedFlag = false;
   private markReady: (ready: boolean) => void = () => {};
   private replies: Promise<void> = Promise.resolve();
   private readonly lines = new LineReader({
@@ -106,22 +106,31 @@ export class RunChannel {
     this.answered = new Promise((resolve) => (this.markAnswered = resolve));
     // The sandbox may be gone before a reply is written; that ends the run, not the server.
     socket.on('error', () => {});
-    socket.on('close', () => this.markReady(false));
+    let markEnded: () => void = () => {};
+    this.ended = new Promise((resolve) => (markEnded = resolve));
+    socket.on('close', () => {
+      this.closedFlag = true;
+      this.markReady(false);
+      markEnded();
+    });
     socket.on('data', (chunk: Buffer) => this.push(chunk));
   }
 
   /**
-   * Anything at all came after READY_LINE (an ack, an answer, a call, part of a line): the runner
-   * had read its request. With a zygote child's ack, false means its code never ran.
+   * Anything at all came after READY_LINE (the ack, an answer, a call, part of a line): the runner
+   * had read its request. Once the channel has closed, false means the run's code never ran.
    */
   get heardAfterReady(): boolean {
     return this.sawReady && this.received > this.readyEnd;
   }
 
-  /** This runner acks its request with STARTED_LINE (zygote children): that line is not an answer. */
-  expectStartAck(): void {
-    this.acksStart = true;
+  /** fd 3 has closed: everything the runner wrote on it has been read. */
+  get closed(): boolean {
+    return this.closedFlag;
   }
+
+  /** Settles once fd 3 has closed. */
+  readonly ended: Promise<void>;
 
   /** The run's own settings: its bridge, the line cap (result size) and how to stop it on overflow. */
   begin(bridge: SandboxBridge | undefined, lineCapBytes: number, onOverflow: () => void): void {
@@ -137,7 +146,7 @@ export class RunChannel {
       if (this.sawReady && this.firstAfterReady) {
         this.firstAfterReady = false;
         // Written by the child before any of the run's code exists, so only ever the first line.
-        if (this.acksStart && bytes.equals(STARTED_BYTES)) continue;
+        if (bytes.equals(STARTED_BYTES)) continue;
       }
       if (this.sawReady && bytes.length > LARGE_LINE_BYTES) {
         // A large line is neither decoded nor parsed here: its bytes go to a worker thread.

@@ -9,8 +9,9 @@
 export const READY_LINE = '{"ready":true}';
 
 /**
- * What a zygote's child writes on fd 3 once it has read its request, before any of the run's code
- * (runtime/zygote.py): a child gone without it never ran its code (see ZygoteChild).
+ * What the runner writes on fd 3 once it has read its request, before any of the run's code
+ * (runner.py, runner.cjs): a sandbox or zygote child gone without it never ran its code (see
+ * execute.ts and ZygoteChild), so the host may run it elsewhere.
  */
 export const STARTED_LINE = '{"started":true}';
 

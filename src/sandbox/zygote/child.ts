@@ -67,7 +67,6 @@ export class ZygoteChild {
           ),
         );
         this.channel = new RunChannel(socket, log);
-        this.channel.expectStartAck();
         void this.channel.ready.then((ready) => this.markReady(ready));
       },
     });
