@@ -61,6 +61,20 @@ function pooledRunners(): number[] {
   return [...argv].filter(([pid, args]) => below(pid) && !args[0]!.includes('bwrap') && args.includes('pooled')).map(([pid]) => pid);
 }
 
+/** Processes whose name (comm) is one of these. */
+function processesNamed(names: readonly string[]): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        return names.includes(readFileSync(`/proc/${entry}/comm`, 'utf8').trim());
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
 const readyCount = (sandbox: BubblewrapSandbox, label: string) => keyStats(sandbox, label)?.ready ?? 0;
 
 function run(
@@ -308,24 +322,31 @@ describe('pooled sandboxes killed while they wait', () => {
     }
   });
 
-  it('a run whose code had begun when its pre-started sandbox was killed fails and is never run again', async () => {
-    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 1 }, zygote: false });
+  it('runs whose code had begun when their pre-started sandboxes were killed fail and are never run again', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2 }, zygote: false });
     try {
-      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 1 && readyCount(sandbox, 'typescript 512 MB') === 1);
+      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2 && readyCount(sandbox, 'typescript 512 MB') === 2);
       const count = new Map<string, number>();
+      const sleep = {
+        python: 'import time\ntime.sleep(30)\n',
+        typescript: 'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000); ',
+      };
+      // Two tell the host they have begun (a bridge call); two say nothing on fd 3 and only rename
+      // their process, which the test sees in /proc.
+      const markers = { python: `mcpwp${process.pid % 100000}`, typescript: `mcpwt${process.pid % 100000}` };
       const runs = [
-        counted(sandbox, count, 'python', 1, 'import time\ntime.sleep(30)\n'),
-        counted(sandbox, count, 'typescript', 2, 'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000); '),
+        counted(sandbox, count, 'python', 1, sleep.python).outcome,
+        counted(sandbox, count, 'typescript', 2, sleep.typescript).outcome,
+        run(sandbox, 'python', `open("/proc/self/comm", "w").write("${markers.python}")\n${sleep.python}result = 3\n`, { entry: 'script' }),
+        run(sandbox, 'typescript', `export function main() { process.title = "${markers.typescript}"; ${sleep.typescript}return 4; }`),
       ];
-      await waitFor('both runs to begin', () => runs.every(({ mark }) => count.get(mark) === 1));
-      // Theirs and the refills started since (which no run has claimed).
-      const runners = pooledRunners();
-      assert.ok(runners.length >= 2);
-      for (const pid of runners) process.kill(pid, 'SIGKILL');
-      for (const { mark, outcome } of runs) {
-        assert.equal((await outcome).ok, false);
-        assert.equal(count.get(mark), 1, 'never run again');
-      }
+      const named = () => processesNamed(Object.values(markers));
+      await waitFor('all four runs to begin', () => count.size === 2 && named().length === 2);
+      // Theirs, and refills started since (which no run has claimed).
+      for (const pid of [...pooledRunners(), ...named()]) process.kill(pid, 'SIGKILL');
+      for (const outcome of await Promise.all(runs)) assert.equal(outcome.ok, false, JSON.stringify(outcome));
+      assert.deepEqual([...count.values()], [1, 1], 'never run again');
+      assert.deepEqual(named(), [], 'nor the silent ones');
     } finally {
       await sandbox.close();
     }

@@ -25,8 +25,6 @@ export class ZygoteChild {
   private readonly lowered: Promise<void>;
   channel: RunChannel | null = null;
   private channelSocket: Socket | null = null;
-  /** fd 3 has closed: everything the child wrote on it has been read. */
-  private channelClosed = false;
   private readonly streamsClosed: Promise<void>[] = [];
   private exitStatus: number | null | undefined = undefined;
   private readonly exitWaiters: Array<(status: number | null) => void> = [];
@@ -58,14 +56,7 @@ export class ZygoteChild {
       err: capture(this.stderr),
       chan: (socket) => {
         this.channelSocket = socket;
-        this.streamsClosed.push(
-          new Promise((resolve) =>
-            socket.once('close', () => {
-              this.channelClosed = true;
-              resolve();
-            }),
-          ),
-        );
+        this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
         this.channel = new RunChannel(socket, log);
         void this.channel.ready.then((ready) => this.markReady(ready));
       },
@@ -169,7 +160,7 @@ export class ZygoteChild {
     // between the claim and the ack) never began the run, so the caller may run it elsewhere. Any
     // byte after ready, or a fd 3 not read to its end, and the run counts as begun: never re-run.
     // The host's own kills (timeout, abort, overflow) end runs honestly, whatever they did.
-    const notStarted = first === 'exit' && !escalated && this.channelClosed && !channel.heardAfterReady;
+    const notStarted = first === 'exit' && !escalated && channel.closed && !channel.heardAfterReady;
     if (notStarted) this.log('a zygote child ended before its run began (its zygote died?): the run takes the ordinary path');
     const record = this.record(status, timedOut, notStarted);
     this.release(this.cgroup);
