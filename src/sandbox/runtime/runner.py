@@ -2,8 +2,9 @@
 # the request (code, input, env) arrives as JSON on stdin so that env values never sit in argv
 # or in the process's initial environment. Fd 3 is a socket to the host carrying one JSON line
 # per message: {"ready":true} once the runner waits for its request (a pooled sandbox may wait
-# long before its run), {"started":true} once it has read it, then the final answer, and in code
-# mode bridge requests (each answered by one line). stdin is read to its end: one sandbox, one request.
+# long before its run), {"started":true} once it has read it, then the final answer, and in
+# code mode bridge requests (each answered by one line). stdin is read to its end: one sandbox,
+# one request.
 import _json
 import os
 import sys

@@ -145,7 +145,7 @@ export class RunChannel {
       this.consumed += bytes.length + 1;
       if (this.sawReady && this.firstAfterReady) {
         this.firstAfterReady = false;
-        // Written by the child before any of the run's code exists, so only ever the first line.
+        // Written by the runner before any of the run's code exists, so only ever the first line.
         if (bytes.equals(STARTED_BYTES)) continue;
       }
       if (this.sawReady && bytes.length > LARGE_LINE_BYTES) {
