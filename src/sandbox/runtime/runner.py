@@ -103,6 +103,19 @@ def _install_bridge(writer, reader):
     sys.modules["_mcpworks_bridge"] = bridge
 
 
+def _acked(read_request, writer):
+    """read_request, its request acked on fd 3 once read (STARTED_LINE in wire/messages.ts), before
+    anything of the run's own: a sandbox gone without the ack never ran the code, so the host runs
+    it elsewhere; one that sent it, never."""
+    def read():
+        received = read_request()
+        if received:
+            writer.write('{"started":true}\n')
+            writer.flush()
+        return received
+    return read
+
+
 def _read_request():
     # "pooled": this sandbox was started ahead of its run, and the wait for the request is free
     # time; spend it loading what reporting an error needs (nothing the user's code chose: that is
@@ -126,13 +139,8 @@ def serve(read_request, bridge_reader=None):
         sys.path.append("/usr/lib/python3/dist-packages")
     writer.write('{"ready":true}\n')
     writer.flush()
-    received = read_request()
-    # The start ack (STARTED_LINE in wire/messages.ts), before anything of the run's own: a sandbox
-    # gone without it never ran the code, so the host runs it elsewhere; one that sent it, never.
-    if received:
-        writer.write('{"started":true}\n')
-        writer.flush()
-    request = _loads(received.decode("utf-8"))
+    read_request = _acked(read_request, writer)
+    request = _loads(read_request().decode("utf-8"))
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
     # -S skips site.py and with it the help() builtin: give it back. pydoc writes plain text to
