@@ -643,8 +643,18 @@ result = sorted(found)
     const parents = processParents();
     const zygotes = zygotePids();
     const firsts = new Set([...parents].filter(([, parent]) => zygotes.includes(parent)).map(([pid]) => pid));
-    const workers = [...parents].filter(([, parent]) => firsts.has(parent)).map(([pid]) => pid);
-    for (const pid of workers) process.kill(pid, 'SIGSTOP');
+    const workers = [...parents]
+      .filter(([, parent]) => firsts.has(parent))
+      .map(([pid]) => pid)
+      .filter((pid) => {
+        try {
+          process.kill(pid, 'SIGSTOP');
+          return true;
+        } catch {
+          return false; // a finished run's, gone meanwhile
+        }
+      });
+    assert.ok(workers.length > 0, 'spare children waiting');
     const count = new Map<string, number>();
     const runs = countedRuns(count, 4);
     // One turn of the event loop: the runs that claimed a stopped child have written their requests.
