@@ -2,8 +2,9 @@
 # the request (code, input, env) arrives as JSON on stdin so that env values never sit in argv
 # or in the process's initial environment. Fd 3 is a socket to the host carrying one JSON line
 # per message: {"ready":true} once the runner waits for its request (a pooled sandbox may wait
-# long before its run), then the final answer, and in code mode bridge requests (each answered
-# by one line). stdin is read to its end: one sandbox, one request.
+# long before its run), {"started":true} once it has read it, then the final answer, and in
+# code mode bridge requests (each answered by one line). stdin is read to its end: one sandbox,
+# one request.
 import _json
 import os
 import sys
@@ -102,6 +103,19 @@ def _install_bridge(writer, reader):
     sys.modules["_mcpworks_bridge"] = bridge
 
 
+def _acked(read_request, writer):
+    """read_request, its request acked on fd 3 once read (STARTED_LINE in wire/messages.ts), before
+    anything of the run's own: a sandbox gone without the ack never ran the code, so the host runs
+    it elsewhere; one that sent it, never."""
+    def read():
+        received = read_request()
+        if received:
+            writer.write('{"started":true}\n')
+            writer.flush()
+        return received
+    return read
+
+
 def _read_request():
     # "pooled": this sandbox was started ahead of its run, and the wait for the request is free
     # time; spend it loading what reporting an error needs (nothing the user's code chose: that is
@@ -125,6 +139,7 @@ def serve(read_request, bridge_reader=None):
         sys.path.append("/usr/lib/python3/dist-packages")
     writer.write('{"ready":true}\n')
     writer.flush()
+    read_request = _acked(read_request, writer)
     request = _loads(read_request().decode("utf-8"))
     sys.stdin.close()
     sys.stdin = open(os.devnull, "r")
