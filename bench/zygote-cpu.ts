@@ -117,7 +117,9 @@ try {
   for (let i = 0; i < 50; i++) await one();
   const [zygote] = zygotePids();
   if (zygote === undefined) throw new Error('no zygote started (zygotes need root and memory and pids cgroups)');
-  console.log(`zygote-cpu: shape ${values.shape}, ${runs} runs x ${rounds} rounds, load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
+  console.log(
+    `zygote-cpu: shape ${values.shape}, ${runs} runs x ${rounds} rounds, load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+  );
   for (let round = 0; round < rounds; round++) {
     await settled();
     const before = zygoteCpu(zygote);

@@ -308,6 +308,54 @@ result = sorted(found)
     }
   });
 
+  it("a child's rlimits, session, dumpable flag, signal dispositions and stdin are a cold run's", async () => {
+    // The worker's process state is set in C before it returns into Python (zygote-child.c); a cold
+    // run's by the helper and bubblewrap. Every rlimit, not only those the zygote is given.
+    const probe = `import ctypes, os, resource, sys
+status = {line.split(":")[0]: line.split(":")[1].strip() for line in open("/proc/self/status") if ":" in line}
+result = {
+    "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_"))},
+    "session_leader": os.getsid(0) == os.getpid(),
+    "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
+    "signals": [status["SigIgn"], status["SigCgt"], status["SigBlk"]],
+    "stdin": [os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}"), sys.stdin.read()],
+}
+`;
+    const before = sandbox.zygoteStats()!.runs;
+    const forked = resultOf(await py(probe, { entry: 'script' }));
+    assert.equal(sandbox.zygoteStats()!.runs, before + 1, 'the probe ran in a zygote child');
+    const plain = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
+    let cold: any;
+    try {
+      cold = resultOf(await plain.run({ language: 'python', code: probe, input: {}, limits, entry: 'script', warm: WARM }));
+    } finally {
+      await plain.close();
+    }
+    assert.deepEqual(forked, cold);
+    // And what they are (so that both cannot drift together unnoticed).
+    assert.deepEqual(forked.limits.RLIMIT_CPU, [limits.cpuSeconds, limits.cpuSeconds + 1]);
+    assert.deepEqual(forked.limits.RLIMIT_FSIZE, [limits.maxFileBytes, limits.maxFileBytes]);
+    assert.deepEqual(forked.limits.RLIMIT_CORE, [0, 0]);
+    assert.deepEqual(forked.limits.RLIMIT_NOFILE, [1024, 1024]);
+    assert.equal(forked.session_leader, true);
+    assert.equal(forked.dumpable, 1);
+    // SIGPIPE (13) and SIGXFSZ (25) ignored, as Python sets them; only SIGINT caught (KeyboardInterrupt): not SIGCHLD.
+    assert.deepEqual(forked.signals, ['0000000001001000', '0000000000000002', '0000000000000000']);
+    assert.deepEqual(forked.stdin, ['/dev/null', '']);
+  });
+
+  it("a child's output is complete, and none of it reaches the next child (stdio made once in the zygote)", async () => {
+    const code = 'import sys\nsys.stdout.write("o" * 50000)\nsys.stderr.write("e" * 1000)\nprint("tail", end="")\nresult = 1\n';
+    const first = await py(code, { entry: 'script' });
+    assert.equal(resultOf(first), 1);
+    assert.equal(first.stdout, `${'o'.repeat(50000)}tail`);
+    assert.equal(first.ok && first.stderr, 'e'.repeat(1000));
+    const next = await py('result = 2', { entry: 'script' });
+    assert.equal(resultOf(next), 2);
+    assert.equal(next.stdout, '');
+    assert.equal(next.ok && next.stderr, '');
+  });
+
   it('each child starts from fresh random state', async () => {
     const code = 'import random, numpy\nresult = [random.random(), float(numpy.random.rand())]\n';
     const [a, b] = [resultOf(await py(code, { entry: 'script' })), resultOf(await py(code, { entry: 'script' }))];
