@@ -722,6 +722,7 @@ for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
 result = {"self": os.getpid(), "seen": seen, "closed": closed}
 `;
     const { self, seen, closed } = resultOf(await py(probe)) as { self: number; seen: Array<[number, string]>; closed: number[] };
+    // All of its own but the first listing's (closed by then).
     assert.ok(
       seen.filter(([pid]) => pid === self).length >= fds.length - 1,
       `the run's own descriptors were read: ${JSON.stringify(seen)}`,
