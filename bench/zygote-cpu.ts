@@ -6,14 +6,18 @@
  *   bench/zygote-cpu [--shape hello|pandas] [--runs N] [--rounds R]
  *   (defaults: hello, 300 runs a round, 3 rounds)
  *
- * The real sandbox in this process (zygotes on, no pre-started sandboxes), runs back to back. The
- * zygote reaps each run's P1 and P1 its worker (a PID namespace's init reaps its namespace), so the
- * zygote's utime + stime + cutime + cstime (/proc/PID/stat) holds every process of every run once
- * it has reaped them: the figure is its difference over a round, divided by the runs. Not counted:
- * the kernel's own threads (a network namespace's teardown runs in them). Clock ticks are 10 ms:
- * rounds of hundreds of runs. CPU counts are steadier than wall times on a shared machine: compare
- * builds by them, alternating the builds.
+ * The real sandbox in this process (zygotes on, no pre-started sandboxes), runs back to back,
+ * counted by `perf stat -e task-clock,page-faults -p ZYGOTE` (Linux perf, run as root) over each
+ * round: the zygote and every process it forks from then on, kernel time included, counted as each
+ * process exits, whoever reaps it. Not the zygote's cutime/cstime (/proc/PID/stat): the server
+ * kills a run's processes once it has its answer, and an init of a PID namespace that is killed
+ * lets the kernel reap its children without adding their CPU to its own (zap_pid_ns_processes
+ * ignores SIGCHLD), so the worker's CPU, most of a run's, never reaches the zygote's counts. Not
+ * counted either: the kernel's own threads (a network namespace's teardown runs in them). CPU
+ * counts are steadier than wall times on a shared machine: compare builds by them, alternating
+ * the builds; page faults (each a copy-on-write copy or a mapping) are steadier still.
  */
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sandboxLimitsFor, type SandboxRequest } from '../src/core/sandbox.js';
@@ -46,7 +50,6 @@ const SHAPES: Record<string, { imports: string[]; code: string }> = {
 const shape = SHAPES[values.shape!];
 if (!shape) throw new Error(`--shape must be one of ${Object.keys(SHAPES).join(', ')}`);
 
-const TICK_MS = 10;
 const limits = sandboxLimitsFor(limitsFor('pro'));
 const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: true });
 const request: SandboxRequest = {
@@ -90,11 +93,34 @@ function zygotePids(): number[] {
   return pids;
 }
 
-/** ms of CPU: the zygote's own and its reaped children's. */
-function zygoteCpu(pid: number): { own: number; children: number } {
-  const fields = statFields(pid);
-  if (!fields) throw new Error('the zygote is gone');
-  return { own: (Number(fields[11]) + Number(fields[12])) * TICK_MS, children: (Number(fields[13]) + Number(fields[14])) * TICK_MS };
+/** Counts the zygote and what it forks until stop() (SIGINT): task-clock ms and page faults. */
+function perfStat(pid: number): { stop(): Promise<{ cpuMs: number; faults: number }> } {
+  const perf = spawn('perf', ['stat', '-x', ',', '-e', 'task-clock,page-faults', '-p', String(pid)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let text = '';
+  perf.stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  const ended = new Promise<void>((resolve, reject) => {
+    perf.once('error', reject);
+    perf.once('close', () => resolve());
+  });
+  return {
+    async stop() {
+      perf.kill('SIGINT');
+      await ended;
+      const count = (event: string) =>
+        Number(
+          text
+            .split('\n')
+            .find((line) => line.split(',')[2] === event)
+            ?.split(',')[0],
+        );
+      const cpuMs = count('task-clock');
+      const faults = count('page-faults');
+      if (!Number.isFinite(cpuMs) || !Number.isFinite(faults)) throw new Error(`perf stat said: ${text.trim()}`);
+      return { cpuMs, faults };
+    },
+  };
 }
 
 async function one(): Promise<number> {
@@ -122,19 +148,18 @@ try {
   );
   for (let round = 0; round < rounds; round++) {
     await settled();
-    const before = zygoteCpu(zygote);
+    const counter = perfStat(zygote);
+    // perf attaches within milliseconds; a run before that would go uncounted.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
     const walls: number[] = [];
     for (let i = 0; i < runs; i++) walls.push(await one());
     await settled();
-    const after = zygoteCpu(zygote);
+    const { cpuMs, faults } = await counter.stop();
     if (zygotePids()[0] !== zygote) throw new Error('the zygote changed during the round');
-    const children = (after.children - before.children) / runs;
-    const own = (after.own - before.own) / runs;
     console.log(
-      `round ${round + 1}: per run ${(children + own).toFixed(2)} ms CPU (runs ${children.toFixed(2)}, zygote ${own.toFixed(2)}), wall median ${median(walls).toFixed(1)} ms`,
+      `round ${round + 1}: per run ${(cpuMs / runs).toFixed(2)} ms CPU, ${Math.round(faults / runs)} page faults; wall median ${median(walls).toFixed(1)} ms`,
     );
   }
-  console.log(JSON.stringify(sandbox.zygoteStats()));
 } finally {
   await sandbox.close();
 }
