@@ -118,7 +118,8 @@ def prepare():
     no run's bytes are in them): a worker that made its own would pay for every object in page
     faults. Returns the writer."""
     # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
-    writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
+    # closefd=False: in a zygote, fd 3 is its control socket, which this object must never close.
+    writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     # -S skips site.py and with it the help() builtin: give it back. pydoc writes plain text to
