@@ -16,6 +16,9 @@
  * counted either: the kernel's own threads (a network namespace's teardown runs in them). CPU
  * counts are steadier than wall times on a shared machine: compare builds by them, alternating
  * the builds; page faults (each a copy-on-write copy or a mapping) are steadier still.
+ * No spare children: each run's child is forked when the run claims it, so every process counted
+ * is one of the round's runs. With spares, those forked before the count starts (as many as 12)
+ * would run some of the round's runs uncounted, and those forked for later runs be counted.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -51,7 +54,7 @@ const shape = SHAPES[values.shape!];
 if (!shape) throw new Error(`--shape must be one of ${Object.keys(SHAPES).join(', ')}`);
 
 const limits = sandboxLimitsFor(limitsFor('pro'));
-const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: true });
+const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: { minSpares: 0, maxSpares: 0 } });
 const request: SandboxRequest = {
   language: 'python',
   code: shape.code,
@@ -156,6 +159,7 @@ try {
     await settled();
     const { cpuMs, faults } = await counter.stop();
     if (zygotePids()[0] !== zygote) throw new Error('the zygote changed during the round');
+    if (sandbox.zygoteStats()!.zygotes.some((entry) => entry.spares > 0)) throw new Error('a spare child was forked: it would be counted with no run');
     console.log(
       `round ${round + 1}: per run ${(cpuMs / runs).toFixed(2)} ms CPU, ${Math.round(faults / runs)} page faults; wall median ${median(walls).toFixed(1)} ms`,
     );

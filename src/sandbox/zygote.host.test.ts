@@ -359,10 +359,16 @@ result = {
   });
 
   it('each child starts from fresh random state', async () => {
-    const code = 'import random, numpy\nresult = [random.random(), float(numpy.random.rand())]\n';
+    // Siblings forked from one zygote's memory: every generator a run can reach, the global ones
+    // reseeded after the fork (random by its at-fork hook, numpy.random by zygote.py), the others
+    // drawn from the kernel, and tempfile's names (its generator keyed by a PID, always 2 here).
+    const code = `import os, random, secrets, tempfile, uuid, numpy
+result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), secrets.token_hex(16), str(uuid.uuid4()),
+    str(random.getrandbits(64)), float(numpy.random.default_rng().random()), next(tempfile._get_candidate_names()), os.getpid()]
+`;
     const [a, b] = [resultOf(await py(code, { entry: 'script' })), resultOf(await py(code, { entry: 'script' }))];
-    assert.notEqual(a[0], b[0]);
-    assert.notEqual(a[1], b[1]);
+    assert.equal(a[8], b[8], 'both runs have the same PID (so nothing keyed by the PID tells them apart)');
+    for (let i = 0; i < 8; i++) assert.notEqual(a[i], b[i], `value ${i} repeated: ${JSON.stringify([a, b])}`);
   });
 
   it("each child's network namespace has a TCP hash table of its own, not the host's", async () => {
