@@ -159,7 +159,8 @@ try {
     await settled();
     const { cpuMs, faults } = await counter.stop();
     if (zygotePids()[0] !== zygote) throw new Error('the zygote changed during the round');
-    if (sandbox.zygoteStats()!.zygotes.some((entry) => entry.spares > 0)) throw new Error('a spare child was forked: it would be counted with no run');
+    if (sandbox.zygoteStats()!.zygotes.some((entry) => entry.spares > 0))
+      throw new Error('a spare child was forked: it would be counted with no run');
     console.log(
       `round ${round + 1}: per run ${(cpuMs / runs).toFixed(2)} ms CPU, ${Math.round(faults / runs)} page faults; wall median ${median(walls).toFixed(1)} ms`,
     );
