@@ -358,6 +358,37 @@ result = {
     assert.equal(next.ok && next.stderr, '');
   });
 
+  it('a last line of stderr without its newline is sent before the answer (the run ends at its answer)', async () => {
+    // The host ends a run's processes once its answer is in: whatever the code left in stderr's
+    // buffer must be on its socket by then. A stdout whose second flush (the one after the answer)
+    // stalls holds the worker there, as a loaded machine can.
+    const code = `import sys, time
+class Stalling:
+    def __init__(self, real):
+        self.real, self.flushes = real, 0
+    def write(self, text):
+        return self.real.write(text)
+    def flush(self):
+        self.flushes += 1
+        self.real.flush()
+        if self.flushes == 2:
+            time.sleep(2)
+sys.stdout = Stalling(sys.stdout)
+sys.stderr.write("partial")
+result = 1
+`;
+    const outcome = await py(code, { entry: 'script' });
+    assert.equal(resultOf(outcome), 1);
+    assert.equal(outcome.ok && outcome.stderr, 'partial');
+    // The same when the code fails (its own exception answers).
+    const failed = await py(code.replace('result = 1', 'raise ValueError("no")'), { entry: 'script' });
+    assert.equal(failed.ok, false);
+    // (the host adds the traceback after what the code wrote)
+    assert.match((failed as any).error.stderr, /^partial\n/);
+    // A stderr the code closed does not stop its answer.
+    assert.equal(resultOf(await py('import sys\nsys.stderr.close()\nresult = 3\n', { entry: 'script' })), 3);
+  });
+
   it('each child starts from fresh random state', async () => {
     // Siblings forked from one zygote's memory: every generator a run can reach, the global ones
     // reseeded after the fork (random by its at-fork hook, numpy.random by zygote.py), the others

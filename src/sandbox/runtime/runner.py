@@ -166,6 +166,12 @@ def serve(read_request, bridge_reader=None, writer=None):
     def answer(payload):
         nonlocal answered
         answered = True
+        # The host ends the run at its answer: a last stderr line without its newline goes first.
+        # (Not stopped by a stream the code closed or replaced: the answer matters more.)
+        try:
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
         writer.write(payload + "\n")
         writer.flush()
 
