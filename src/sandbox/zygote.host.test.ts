@@ -385,6 +385,10 @@ result = 1
     assert.equal(failed.ok, false);
     // (the host adds the traceback after what the code wrote)
     assert.match((failed as any).error.stderr, /^partial\n/);
+    // What the real stdout holds when the code replaced sys.stdout (the runner flushes sys.stdout).
+    const replaced = await py('import io, sys\nprint("x", end="")\nsys.stdout = io.StringIO()\nresult = 2\n', { entry: 'script' });
+    assert.equal(resultOf(replaced), 2);
+    assert.equal(replaced.stdout, 'x');
     // A stderr the code closed does not stop its answer.
     assert.equal(resultOf(await py('import sys\nsys.stderr.close()\nresult = 3\n', { entry: 'script' })), 3);
   });

@@ -166,12 +166,14 @@ def serve(read_request, bridge_reader=None, writer=None):
     def answer(payload):
         nonlocal answered
         answered = True
-        # The host ends the run at its answer: a last stderr line without its newline goes first.
-        # (Not stopped by a stream the code closed or replaced: the answer matters more.)
-        try:
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001
-            pass
+        # The host ends the run at its answer: a last stderr line without its newline goes first,
+        # and so does what the real stdout holds if the code replaced sys.stdout. (Not stopped by a
+        # stream the code closed or replaced: the answer matters more.)
+        for stream in (sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
         writer.write(payload + "\n")
         writer.flush()
 
