@@ -398,11 +398,102 @@ result = sorted(found)
     }
   });
 
+  it("a child's rlimits, session, dumpable flag, signal dispositions and stdin are a cold run's", async () => {
+    // The worker's process state is set in C before it returns into Python (zygote-child.c); a cold
+    // run's by the helper and bubblewrap. Every rlimit, not only those the zygote is given.
+    const probe = `import ctypes, os, resource, sys
+status = {line.split(":")[0]: line.split(":")[1].strip() for line in open("/proc/self/status") if ":" in line}
+result = {
+    "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_"))},
+    "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
+    # Signals 1-31 (above them, glibc's own: a cold run's interpreter has installed one of them).
+    "signals": [status[name][-8:] for name in ("SigIgn", "SigCgt", "SigBlk")],
+    "stdin": [os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}"), sys.stdin.read()],
+}
+`;
+    const before = sandbox.zygoteStats()!.runs;
+    const forked = resultOf(await py(probe, { entry: 'script' }));
+    assert.equal(sandbox.zygoteStats()!.runs, before + 1, 'the probe ran in a zygote child');
+    const plain = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
+    let cold: any;
+    try {
+      cold = resultOf(await plain.run({ language: 'python', code: probe, input: {}, limits, entry: 'script', warm: WARM }));
+    } finally {
+      await plain.close();
+    }
+    const session = 'import os\nresult = [os.getsid(0) == os.getpid(), os.getsid(0) == os.getsid(1)]\n';
+    assert.deepEqual(forked, cold);
+    // A session of its own (not its init's, nor the zygote's), where a cold run has bubblewrap's.
+    assert.deepEqual(resultOf(await py(session, { entry: 'script' })), [true, false]);
+    // And what they are (so that both cannot drift together unnoticed).
+    assert.deepEqual(forked.limits.RLIMIT_CPU, [limits.cpuSeconds, limits.cpuSeconds + 1]);
+    assert.deepEqual(forked.limits.RLIMIT_FSIZE, [limits.maxFileBytes, limits.maxFileBytes]);
+    assert.deepEqual(forked.limits.RLIMIT_CORE, [0, 0]);
+    assert.deepEqual(forked.limits.RLIMIT_NOFILE, [1024, 1024]);
+    assert.equal(forked.dumpable, 1);
+    // SIGPIPE (13) and SIGXFSZ (25) ignored, as Python sets them; only SIGINT caught (KeyboardInterrupt): not SIGCHLD.
+    assert.deepEqual(forked.signals, ['01001000', '00000002', '00000000']);
+    assert.deepEqual(forked.stdin, ['/dev/null', '']);
+  });
+
+  it("a child's output is complete, and none of it reaches the next child (stdio made once in the zygote)", async () => {
+    const code = 'import sys\nsys.stdout.write("o" * 50000)\nsys.stderr.write("e" * 1000)\nprint("tail", end="")\nresult = 1\n';
+    const first = await py(code, { entry: 'script' });
+    assert.equal(resultOf(first), 1);
+    assert.equal(first.stdout, `${'o'.repeat(50000)}tail`);
+    assert.equal(first.ok && first.stderr, 'e'.repeat(1000));
+    const next = await py('result = 2', { entry: 'script' });
+    assert.equal(resultOf(next), 2);
+    assert.equal(next.stdout, '');
+    assert.equal(next.ok && next.stderr, '');
+  });
+
+  it('a last line of stderr without its newline is sent before the answer (the run ends at its answer)', async () => {
+    // The host ends a run's processes once its answer is in: whatever the code left in stderr's
+    // buffer must be on its socket by then. A stdout whose second flush (the one after the answer)
+    // stalls holds the worker there, as a loaded machine can.
+    const code = `import sys, time
+class Stalling:
+    def __init__(self, real):
+        self.real, self.flushes = real, 0
+    def write(self, text):
+        return self.real.write(text)
+    def flush(self):
+        self.flushes += 1
+        self.real.flush()
+        if self.flushes == 2:
+            time.sleep(2)
+sys.stdout = Stalling(sys.stdout)
+sys.stderr.write("partial")
+result = 1
+`;
+    const outcome = await py(code, { entry: 'script' });
+    assert.equal(resultOf(outcome), 1);
+    assert.equal(outcome.ok && outcome.stderr, 'partial');
+    // The same when the code fails (its own exception answers).
+    const failed = await py(code.replace('result = 1', 'raise ValueError("no")'), { entry: 'script' });
+    assert.equal(failed.ok, false);
+    // (the host adds the traceback after what the code wrote)
+    assert.match((failed as any).error.stderr, /^partial\n/);
+    // What the real stdout holds when the code replaced sys.stdout (the runner flushes sys.stdout).
+    const replaced = await py('import io, sys\nprint("x", end="")\nsys.stdout = io.StringIO()\nresult = 2\n', { entry: 'script' });
+    assert.equal(resultOf(replaced), 2);
+    assert.equal(replaced.stdout, 'x');
+    // A stderr the code closed does not stop its answer.
+    assert.equal(resultOf(await py('import sys\nsys.stderr.close()\nresult = 3\n', { entry: 'script' })), 3);
+  });
+
   it('each child starts from fresh random state', async () => {
-    const code = 'import random, numpy\nresult = [random.random(), float(numpy.random.rand())]\n';
+    // Siblings forked from one zygote's memory: every generator a run can reach, the global ones
+    // reseeded after the fork (random by its at-fork hook, numpy.random by zygote.py), the others
+    // drawn from the kernel, and tempfile's names (its generator keyed by a PID, always 2 here).
+    const code = `import os, random, secrets, tempfile, uuid, numpy
+result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), secrets.token_hex(16), str(uuid.uuid4()),
+    str(random.getrandbits(64)), float(numpy.random.default_rng().random()), next(tempfile._get_candidate_names()), os.getpid()]
+`;
     const [a, b] = [resultOf(await py(code, { entry: 'script' })), resultOf(await py(code, { entry: 'script' }))];
-    assert.notEqual(a[0], b[0]);
-    assert.notEqual(a[1], b[1]);
+    assert.equal(a[8], b[8], 'both runs have the same PID (so nothing keyed by the PID tells them apart)');
+    for (let i = 0; i < 8; i++) assert.notEqual(a[i], b[i], `value ${i} repeated: ${JSON.stringify([a, b])}`);
   });
 
   it("each child's network namespace has a TCP hash table of its own, not the host's", async () => {

@@ -126,14 +126,35 @@ def _read_request():
     return sys.stdin.buffer.read()
 
 
-def serve(read_request, bridge_reader=None):
-    """One run: announce readiness on fd 3, read the request, run the code, answer on fd 3.
-    A zygote's worker calls this with its channel as both the request and the bridge reader."""
-    global _source
+def prepare():
+    """What every run starts with, before its request: the answer's writer on fd 3, line-buffered
+    stdout and stderr, help(). A zygote makes them once, before it forks (nothing written yet, so
+    no run's bytes are in them): a worker that made its own would pay for every object in page
+    faults. Returns the writer."""
     # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
-    writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
+    # closefd=False: in a zygote, fd 3 is its control socket, which this object must never close.
+    writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
+    # -S skips site.py and with it the help() builtin: give it back. pydoc writes plain text to
+    # stdout (not a terminal), and an interactive help() reads /dev/null and ends.
+    import builtins
+    import _sitebuiltins
+    builtins.help = _sitebuiltins._Helper()
+    return writer
+
+
+def serve(read_request, bridge_reader=None, writer=None):
+    """One run: announce readiness on fd 3, read the request, run the code, answer on fd 3.
+    A zygote's worker calls this with its channel as both the request and the bridge reader, the
+    writer its zygote prepared, and stdin already /dev/null."""
+    global _source
+    if writer is None:
+        writer = prepare()
+        # The request came on stdin: the code reads /dev/null instead.
+        reopen_stdin = True
+    else:
+        reopen_stdin = False
     # -S skips site.py for start-up speed; the allow-listed packages live here.
     if "/usr/lib/python3/dist-packages" not in sys.path:
         sys.path.append("/usr/lib/python3/dist-packages")
@@ -141,13 +162,9 @@ def serve(read_request, bridge_reader=None):
     writer.flush()
     read_request = _acked(read_request, writer)
     request = _loads(read_request().decode("utf-8"))
-    sys.stdin.close()
-    sys.stdin = open(os.devnull, "r")
-    # -S skips site.py and with it the help() builtin: give it back. pydoc writes plain text to
-    # stdout (not a terminal), and an interactive help() reads /dev/null and ends.
-    import builtins
-    import _sitebuiltins
-    builtins.help = _sitebuiltins._Helper()
+    if reopen_stdin:
+        sys.stdin.close()
+        sys.stdin = open(os.devnull, "r")
     for name, value in request["env"].items():
         os.environ[name] = value
     # /sandbox/python: the `mcpworks` module (agent state through the bridge), first so nothing shadows it.
@@ -164,6 +181,14 @@ def serve(read_request, bridge_reader=None):
     def answer(payload):
         nonlocal answered
         answered = True
+        # The host ends the run at its answer: a last stderr line without its newline goes first,
+        # and so does what the real stdout holds if the code replaced sys.stdout. (Not stopped by a
+        # stream the code closed or replaced: the answer matters more.)
+        for stream in (sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
         writer.write(payload + "\n")
         writer.flush()
 
