@@ -298,7 +298,7 @@ result = {"children": children, "error": error}
       { limits: { ...pro, timeoutSeconds: 2 } },
     );
     assert.equal(bomb.ok, false);
-    assert.equal((bomb as { error: { type: string } }).error.type, 'TimeoutError');
+    assert.equal((bomb as { error: { type: string } }).error.type, 'TimeoutError', JSON.stringify(bomb).slice(0, 2000));
     // Every process of both runs is gone (not even a zombie) once the run has answered.
     const leftovers = readdirSync('/proc').filter((pid) => {
       try {

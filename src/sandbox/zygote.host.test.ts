@@ -589,8 +589,16 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
   it('zygote slots are shared fairly between accounts: one holding long runs in 4 namespaces leaves a slot to others', async () => {
     const options = { network: false, pool: false, zygote: { maxZygotes: 3, maxZygotesPerOwner: 2, minSpares: 1 } };
     let shared = createBubblewrapSandbox(options);
-    const run = (owner: string, group: string, code: string) =>
-      shared.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [], owner } });
+    const run = (owner: string, group: string, code: string, bridge?: SandboxRequest['bridge']) =>
+      shared.run({
+        language: 'python',
+        code,
+        input: {},
+        limits,
+        entry: 'script',
+        warm: { group, imports: [], owner },
+        ...(bridge ? { bridge } : {}),
+      });
     const zygotesOf = (owner: string) => shared.zygoteStats()!.zygotes.filter((zygote) => zygote.owner === owner);
     const settle = async () => {
       for (
@@ -625,7 +633,17 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
         await settle();
       }
       assert.equal(zygotesOf('account-a').length, 2, JSON.stringify(shared.zygoteStats()));
-      const holding = ['a1', 'a2', 'a3', 'a4'].map((group) => run('account-a', group, 'import time\ntime.sleep(6)\nresult = "held"'));
+      // A's runs hold until the test lets them go (through the bridge): a fixed sleep ended before
+      // B's attempts did on a slow host (an emulated VM).
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const hold = async () => {
+        await released;
+        return { ok: true, result: null };
+      };
+      const holding = ['a1', 'a2', 'a3', 'a4'].map((group) =>
+        run('account-a', group, 'import _mcpworks_bridge\n_mcpworks_bridge.call({})\nresult = "held"', hold),
+      );
       // Until A's runs hold both of its zygotes (a fixed wait could end before they start).
       for (let waited = 0; waited < 60_000 && !zygotesOf('account-a').every((zygote) => zygote.active > 0); waited += 20)
         await new Promise((resolve) => setTimeout(resolve, 20));
@@ -642,6 +660,7 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
         zygotesOf('account-a').every((zygote) => zygote.active > 0),
         "A's runs were still in progress",
       );
+      release();
       for (const outcome of await Promise.all(holding)) assert.equal(resultOf(outcome), 'held');
     } finally {
       await shared.close();
