@@ -133,7 +133,7 @@ async function one(): Promise<number> {
   return performance.now() - started;
 }
 
-/** Until every child of the zygote (spares included) has been reaped into its counts. */
+/** Until no run is in progress, and a pause for the last run's processes to end (a live one is counted so far). */
 async function settled(): Promise<void> {
   for (let i = 0; i < 100; i++) {
     if (sandbox.zygoteStats()?.zygotes.every((zygote) => zygote.active === 0)) break;

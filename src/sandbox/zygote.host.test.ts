@@ -409,11 +409,13 @@ result = {
     # Signals 1-31 (above them, glibc's own: a cold run's interpreter has installed one of them).
     "signals": [status[name][-8:] for name in ("SigIgn", "SigCgt", "SigBlk")],
     "stdin": [os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}"), sys.stdin.read()],
+    # Which init: P1 (the zygote's Python) in a zygote child, bubblewrap in a cold run.
+    "init": open("/proc/1/comm").read().strip(),
 }
 `;
     const before = sandbox.zygoteStats()!.runs;
     const forked = resultOf(await py(probe, { entry: 'script' }));
-    assert.equal(sandbox.zygoteStats()!.runs, before + 1, 'the probe ran in a zygote child');
+    assert.equal(sandbox.zygoteStats()!.runs, before + 1, 'the probe was given to a zygote child');
     const plain = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
     let cold: any;
     try {
@@ -422,6 +424,11 @@ result = {
       await plain.close();
     }
     const session = 'import os\nresult = [os.getsid(0) == os.getpid(), os.getsid(0) == os.getsid(1)]\n';
+    // A child whose set-up failed hands its run to the cold path, which would compare a cold run with itself.
+    assert.equal(cold.init, 'bwrap');
+    assert.notEqual(forked.init, cold.init, 'the probe ran in a zygote child');
+    delete forked.init;
+    delete cold.init;
     assert.deepEqual(forked, cold);
     // A session of its own (not its init's, nor the zygote's), where a cold run has bubblewrap's.
     assert.deepEqual(resultOf(await py(session, { entry: 'script' })), [true, false]);
