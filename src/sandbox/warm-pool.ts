@@ -12,9 +12,13 @@
  * target follows its recent claim rate, capped per key, in total, and by free memory; a key nobody
  * claims for `idleMs` shrinks back to its floor (learned keys are then dropped). Idle sandboxes are
  * blocked in read(2), so they cost memory, never CPU.
+ *
+ * A claimed sandbox's replacement starts once its run has answered (`done`), or `replaceAfterMs`
+ * after the claim if the run takes longer: an interpreter's start (about 25 ms of CPU for Node)
+ * beside a short run on a 2-core host doubled its latency, and a long run's slot is still replaced.
  */
 import { availableParallelism, freemem, totalmem } from 'node:os';
-import { backoffMs, DecayingRate, memoryReserve, POOL_TICK_MS, START_BACKOFF, targetSize } from './policy/capacity.js';
+import { backoffMs, DecayingRate, memoryReserve, POOL_TICK_MS, REPLACE_AFTER_MS, START_BACKOFF, targetSize } from './policy/capacity.js';
 
 export interface PoolShape {
   /** Everything fixed when the sandbox starts; equal keys are interchangeable sandboxes. */
@@ -31,6 +35,11 @@ export interface PoolItem {
   alive(): boolean;
   /** Ends an unclaimed sandbox and frees what it holds. */
   discard(): Promise<void>;
+  /**
+   * Settles once the run that claimed it has answered or ended (never rejects); its replacement
+   * waits for it, up to `replaceAfterMs`. Without it, the replacement starts at the claim.
+   */
+  readonly done?: Promise<unknown>;
 }
 
 export interface WarmPoolOptions {
@@ -48,6 +57,8 @@ export interface WarmPoolOptions {
   idleMs?: number;
   /** Sandboxes being started at once, so refills never swamp the runs in progress. Default: CPUs. */
   maxStarting?: number;
+  /** Longest a claimed sandbox's replacement waits for its run's answer. Default 200 ms (REPLACE_AFTER_MS). */
+  replaceAfterMs?: number;
   /** Free memory idle sandboxes must leave. Default max(512 MB, 10 % of RAM). */
   reserveBytes?: number;
   /** Free memory now (default os.freemem, MemAvailable on Linux); replaceable for tests. */
@@ -92,6 +103,8 @@ interface KeyState<S, T> {
   hits: number;
   failures: number;
   retryAt: number;
+  /** Claimed sandboxes whose replacement waits for their run's answer (counted as present until then). */
+  held: number;
 }
 
 export class WarmPool<S extends PoolShape, T extends PoolItem> {
@@ -103,6 +116,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   private readonly maxKeys: number;
   private readonly idleMs: number;
   private readonly maxStarting: number;
+  private readonly replaceAfterMs: number;
   private readonly reserveBytes: number;
   private readonly freeMemory: () => number;
   private readonly now: () => number;
@@ -127,6 +141,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     this.maxKeys = Math.max(pinned.length + 1, options.maxKeys ?? 8);
     this.idleMs = options.idleMs ?? 60_000;
     this.maxStarting = Math.max(1, options.maxStarting ?? availableParallelism());
+    this.replaceAfterMs = Math.max(0, options.replaceAfterMs ?? REPLACE_AFTER_MS);
     this.reserveBytes = options.reserveBytes ?? memoryReserve(totalmem());
     this.freeMemory = options.freeMemory ?? freemem;
     this.now = options.now ?? Date.now;
@@ -173,9 +188,28 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     if (found) {
       state.hits++;
       this.hits++;
+      this.holdReplacement(state, found);
     }
     this.queueRefill();
     return found;
+  }
+
+  /** The claimed sandbox's slot stays counted until its run answers (or the bound passes). */
+  private holdReplacement(state: KeyState<S, T>, item: T): void {
+    if (!item.done || this.replaceAfterMs === 0) return;
+    state.held++;
+    let bound: NodeJS.Timeout | undefined = undefined;
+    const release = () => {
+      if (bound === undefined) return;
+      clearTimeout(bound);
+      bound = undefined;
+      state.held--;
+      this.queueRefill();
+    };
+    bound = setTimeout(release, this.replaceAfterMs);
+    // A held slot must not keep the process alive; a closed pool starts nothing anyway.
+    bound.unref();
+    void item.done.then(release, release);
   }
 
   stats(): PoolStats {
@@ -203,7 +237,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   }
 
   private newState(shape: S, pinned: boolean, now: number): KeyState<S, T> {
-    return { shape, pinned, entries: [], rate: new DecayingRate(now), lastClaim: now, claims: 0, hits: 0, failures: 0, retryAt: 0 };
+    return { shape, pinned, entries: [], rate: new DecayingRate(now), lastClaim: now, claims: 0, hits: 0, failures: 0, retryAt: 0, held: 0 };
   }
 
   private decayedRate(state: KeyState<S, T>, now: number): number {
@@ -260,7 +294,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
       progress = false;
       for (const state of states) {
         if (this.starting >= this.maxStarting || total >= this.maxTotal) return;
-        if (state.entries.length >= this.targetFor(state, now) || Date.now() < state.retryAt) continue;
+        if (state.entries.length + state.held >= this.targetFor(state, now) || Date.now() < state.retryAt) continue;
         const estimate = state.shape.memoryEstimateBytes;
         if (this.freeMemory() - this.startingBytes - estimate < this.reserveBytes) continue;
         this.startOne(state, estimate);
