@@ -237,7 +237,18 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   }
 
   private newState(shape: S, pinned: boolean, now: number): KeyState<S, T> {
-    return { shape, pinned, entries: [], rate: new DecayingRate(now), lastClaim: now, claims: 0, hits: 0, failures: 0, retryAt: 0, held: 0 };
+    return {
+      shape,
+      pinned,
+      entries: [],
+      rate: new DecayingRate(now),
+      lastClaim: now,
+      claims: 0,
+      hits: 0,
+      failures: 0,
+      retryAt: 0,
+      held: 0,
+    };
   }
 
   private decayedRate(state: KeyState<S, T>, now: number): number {
