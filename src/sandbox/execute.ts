@@ -10,7 +10,7 @@ import type { PreparedSandbox } from './launch/prepared.js';
 import type { LauncherExit } from './launcher-pool.js';
 import type { NetworkAttachment } from './host/network.js';
 import { lineCapBytes } from './outcome.js';
-import { drainPending } from './wire/drain.js';
+import { takeOutputAtAnswer } from './wire/drain.js';
 import { REAP_BOUND_MS } from './policy/capacity.js';
 
 /** After an answer, where its pipes cannot be drained, how long they get to deliver what the run printed before it. */
@@ -98,12 +98,14 @@ export async function execute(
       // The helper is spared: it reaps what the kill leaves and exits (no orphan, no zombie).
       cgroup!.killAll(child.pid);
       exit = { code: 0, signal: null, spawnFailed: false };
-      // What the run printed before answering is in the pipes already (see wire/drain.ts): take
-      // what the event loop has not read yet from their buffers now. Only where that cannot be
-      // done, wait for the pipes' end (the helper exits once the kill is reaped), bounded so a
-      // stuck helper cannot hold the answer.
-      const drained = drainPending(child.stdout, stdout) && drainPending(child.stderr, stderr);
-      if (!drained) await Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), delay(PIPES_AFTER_ANSWER_MS)]);
+      // What the run printed before answering is in the pipes already (see wire/drain.ts).
+      await takeOutputAtAnswer(
+        [
+          [child.stdout, stdout],
+          [child.stderr, stderr],
+        ],
+        PIPES_AFTER_ANSWER_MS,
+      );
     } else {
       exit = await exited;
       // Ended by the helper's own wall clock (the server's timer was late): a timeout all the same.
@@ -146,12 +148,4 @@ export async function execute(
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-/** Settles when a stream has ended or closed (at once for none, or one that already has). */
-const ended = (stream: NodeJS.ReadableStream | null | undefined) =>
-  new Promise<void>((resolve) => {
-    const readable = stream as (NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean }) | null | undefined;
-    if (!readable || readable.readableEnded || readable.destroyed) return resolve();
-    readable.once('end', () => resolve());
-    readable.once('close', () => resolve());
-  });
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());

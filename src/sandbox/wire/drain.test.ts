@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { CappedCapture } from './capture.js';
-import { drainPending } from './drain.js';
+import { drainPending, takeOutputAtAnswer } from './drain.js';
 
 const BYTES = 100_000;
 
@@ -80,4 +80,25 @@ test('no stream, or one that has ended: nothing to drain', async () => {
   await ended(child);
   assert.equal(drainPending(child.stdout, other), true);
   assert.equal(other.text(), 'x');
+});
+
+test("takeOutputAtAnswer: drained at once; where a stream holds bytes of its own, it waits for that stream's end", async () => {
+  const { child, capture } = writer(`head -c ${BYTES} /dev/zero`);
+  blockUntil('the writer to exit', () => stateOf(child.pid!) === 'Z');
+  await takeOutputAtAnswer([[child.stdout, capture]], 60_000);
+  assert.equal(capture.byteLength, BYTES, 'at once');
+  await ended(child);
+
+  const held = spawn('sh', ['-c', `head -c ${BYTES} /dev/zero`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const late = new CappedCapture(64 * 1024);
+  held.stdout!.on('readable', () => {});
+  while (held.stdout!.readableLength === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+  let finished = false;
+  const taking = takeOutputAtAnswer([[held.stdout, late]], 60_000).then(() => (finished = true));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(finished, false, 'not before the stream has given out what it holds');
+  held.stdout!.removeAllListeners('readable');
+  held.stdout!.on('data', (chunk: Buffer) => late.push(chunk));
+  await taking;
+  assert.equal(late.byteLength, BYTES, 'its end came after all of it');
 });

@@ -51,3 +51,30 @@ export function drainPending(stream: Readable | null | undefined, into: CappedCa
   }
   return false;
 }
+
+/**
+ * After an answer: everything the run printed before it, into the captures. Drained at once where
+ * possible; otherwise the pipes' end is waited for (the helper exits once the kill is reaped),
+ * bounded by `boundMs` so a stuck helper cannot hold the answer.
+ */
+export async function takeOutputAtAnswer(
+  pipes: ReadonlyArray<readonly [Readable | null | undefined, CappedCapture]>,
+  boundMs: number,
+): Promise<void> {
+  if (pipes.every(([stream, capture]) => drainPending(stream, capture))) return;
+  let bound: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(pipes.map(([stream]) => ended(stream))),
+    new Promise((resolve) => (bound = setTimeout(resolve, boundMs))),
+  ]);
+  clearTimeout(bound);
+}
+
+/** Settles when a stream has ended or closed (at once for none, or one that already has). */
+function ended(stream: Readable | null | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!stream || stream.readableEnded || stream.destroyed) return resolve();
+    stream.once('end', () => resolve());
+    stream.once('close', () => resolve());
+  });
+}
