@@ -269,7 +269,7 @@ export default () => {
     }
   });
 
-  it('runs that go on past the bound do not starve the pool: three at once, it refills while they run', async () => {
+  it('runs that go on do not starve the pool: three at once empty it, and it refills while they run', async () => {
     const sandbox = createBubblewrapSandbox({ network: false, zygote: false, pool: { minSize: 2 } });
     try {
       await waitFor('the pool', () => readyCount(sandbox, 'typescript 512 MB') === 2);

@@ -166,49 +166,53 @@ test("a claimed sandbox's replacement starts once its run has answered, not besi
 });
 
 test('a run longer than replaceAfterMs gets its replacement all the same, once', async () => {
-  const h = harness([shape('ts')], { minSize: 1, replaceAfterMs: 30 });
+  const h = harness([shape('ts')], { minSize: 2, replaceAfterMs: 30 });
   await turn();
   const claimed = h.pool.claim(shape('ts'))!;
   await turn();
-  assert.equal(startedFor(h, 'ts'), 1);
+  assert.equal(startedFor(h, 'ts'), 2);
   await sleep(80);
   await turn();
-  assert.equal(startedFor(h, 'ts'), 2, 'replaced after the bound though the run goes on');
+  assert.equal(startedFor(h, 'ts'), 3, 'replaced after the bound though the run goes on');
   claimed.answer();
   await turn();
   await turn();
-  assert.equal(startedFor(h, 'ts'), 2, 'its late answer starts no second one');
+  assert.equal(startedFor(h, 'ts'), 3, 'its late answer starts no second one');
 });
 
-test('parallel runs: each slot is refilled as its own run answers, and runs that go on do not starve the pool', async () => {
-  const h = harness([shape('ts')], { minSize: 4, maxSize: 4, replaceAfterMs: 60_000 });
+test('parallel runs: each slot is refilled as its own run answers; a claim that empties the key refills at once', async () => {
+  const h = harness([shape('ts')], { minSize: 3, maxSize: 3, replaceAfterMs: 60_000 });
   await turn();
-  const runs = [1, 2, 3, 4].map(() => h.pool.claim(shape('ts'))!);
-  assert.ok(runs.every(Boolean));
-  // A fifth finds none ready: the cold path. Its claim holds nothing back.
-  assert.equal(h.pool.claim(shape('ts')), null);
+  const first = h.pool.claim(shape('ts'))!;
+  h.pool.claim(shape('ts'));
   await turn();
   await turn();
-  assert.equal(startedFor(h, 'ts'), 4, 'no replacement beside the four runs');
-  runs[0]!.answer();
-  runs[2]!.answer();
+  assert.equal(startedFor(h, 'ts'), 3, 'no replacement beside the two runs while one is still ready');
+  first.answer();
   await turn();
   await turn();
-  assert.equal(startedFor(h, 'ts'), 6, 'one for each run that answered');
-  // The other two never answer; with a bound they are replaced all the same (previous test).
-  const bounded = harness([shape('ts')], { minSize: 4, maxSize: 4, replaceAfterMs: 30 });
+  assert.equal(startedFor(h, 'ts'), 4, 'one for the run that answered');
   await turn();
-  for (let index = 0; index < 4; index++) bounded.pool.claim(shape('ts'));
-  await sleep(80);
+  // Two ready now (the last one and the replacement); two more claims take both.
+  h.pool.claim(shape('ts'));
+  h.pool.claim(shape('ts'));
   await turn();
-  assert.equal(bounded.pool.stats().keys[0]!.ready, 4, 'back to its target while all four still run');
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 7, 'the key emptied: every held slot refilled at once, while all three runs go on');
+  // A claim that finds none ready takes the cold path and holds nothing back.
+  const empty = harness([shape('py')], { minSize: 1, replaceAfterMs: 60_000 });
+  await turn();
+  empty.pool.claim(shape('py'));
+  await turn();
+  await turn();
+  assert.equal(startedFor(empty, 'py'), 2);
 });
 
-test('replaceAfterMs 0, or an item without `done`: the replacement starts at the claim', async () => {
-  const h = harness([shape('ts')], { minSize: 1, replaceAfterMs: 0 });
+test('replaceAfterMs 0: the replacement starts at the claim', async () => {
+  const h = harness([shape('ts')], { minSize: 2, replaceAfterMs: 0 });
   await turn();
   h.pool.claim(shape('ts'));
   await turn();
   await turn();
-  assert.equal(startedFor(h, 'ts'), 2);
+  assert.equal(startedFor(h, 'ts'), 3);
 });

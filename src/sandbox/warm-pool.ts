@@ -14,8 +14,9 @@
  * blocked in read(2), so they cost memory, never CPU.
  *
  * A claimed sandbox's replacement starts once its run has answered (`done`), or `replaceAfterMs`
- * after the claim if the run takes longer: an interpreter's start (about 25 ms of CPU for Node)
- * beside a short run on a 2-core host doubled its latency, and a long run's slot is still replaced.
+ * after the claim if the run takes longer, or at once when the claim took the key's last ready
+ * sandbox: an interpreter's start (about 25 ms of CPU for Node) beside a short run on a 2-core host
+ * doubled its latency, while a long run's slot, or a pool that demand has emptied, is refilled.
  */
 import { availableParallelism, freemem, totalmem } from 'node:os';
 import { backoffMs, DecayingRate, memoryReserve, POOL_TICK_MS, REPLACE_AFTER_MS, START_BACKOFF, targetSize } from './policy/capacity.js';
@@ -103,8 +104,8 @@ interface KeyState<S, T> {
   hits: number;
   failures: number;
   retryAt: number;
-  /** Claimed sandboxes whose replacement waits for their run's answer (counted as present until then). */
-  held: number;
+  /** Releases of claimed sandboxes whose replacement waits for their run's answer (each counted as present until then). */
+  holds: Set<() => void>;
 }
 
 export class WarmPool<S extends PoolShape, T extends PoolItem> {
@@ -194,18 +195,25 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     return found;
   }
 
-  /** The claimed sandbox's slot stays counted until its run answers (or the bound passes). */
+  /**
+   * The claimed sandbox's slot stays counted until its run answers (or the bound passes), while
+   * another ready one of its key is there for the next claim. A claim that takes the key's last
+   * ready sandbox lets every held slot go: demand has caught up with the pool, and waiting would
+   * only send the next claims to cold starts.
+   */
   private holdReplacement(state: KeyState<S, T>, item: T): void {
+    if (!state.entries.some((entry) => entry.ready)) {
+      for (const release of [...state.holds]) release();
+      return;
+    }
     if (!item.done || this.replaceAfterMs === 0) return;
-    state.held++;
     let bound: NodeJS.Timeout | undefined = undefined;
     const release = () => {
-      if (bound === undefined) return;
+      if (!state.holds.delete(release)) return;
       clearTimeout(bound);
-      bound = undefined;
-      state.held--;
       this.queueRefill();
     };
+    state.holds.add(release);
     bound = setTimeout(release, this.replaceAfterMs);
     // A held slot must not keep the process alive; a closed pool starts nothing anyway.
     bound.unref();
@@ -247,7 +255,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
       hits: 0,
       failures: 0,
       retryAt: 0,
-      held: 0,
+      holds: new Set(),
     };
   }
 
@@ -305,7 +313,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
       progress = false;
       for (const state of states) {
         if (this.starting >= this.maxStarting || total >= this.maxTotal) return;
-        if (state.entries.length + state.held >= this.targetFor(state, now) || Date.now() < state.retryAt) continue;
+        if (state.entries.length + state.holds.size >= this.targetFor(state, now) || Date.now() < state.retryAt) continue;
         const estimate = state.shape.memoryEstimateBytes;
         if (this.freeMemory() - this.startingBytes - estimate < this.reserveBytes) continue;
         this.startOne(state, estimate);
