@@ -320,7 +320,8 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         timeoutMs: request.limits.timeoutSeconds * 1000,
         signal: request.signal,
       });
-      // A child that died before its run began changes nothing: the run takes the ordinary path.
+      // A child gone before its run began (from what the host read of its fd 3: see ZygoteChild),
+      // its zygote killed or replaced say, changes nothing: the run takes the ordinary path, once.
       if (!record.notStarted) {
         // The zygote itself gone (no status came from it), and nothing the host did to the run
         // (a timeout or an overflow kills it) nor any answer explains the end: the platform's.
@@ -331,9 +332,17 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
         return interpret(request, await decoded(record), started, outcomeContext);
       }
     }
+    if (closed) throw new SandboxUnavailableError('the sandbox is closed');
     // A pooled sandbox was started for exactly this shape and is handed to this run alone.
     const prepared = pool?.claim(shape) ?? prepareSandbox(shape, false, prepareDeps);
-    const result = await execute(prepared, request, payload, executeDeps);
+    let result = await execute(prepared, request, payload, executeDeps);
+    // A pre-started sandbox gone before its runner acked the request (killed while it waited, the
+    // host not yet aware) ran none of the code: the run gets one sandbox started now instead.
+    if (prepared.pooled && 'record' in result && result.notStarted) {
+      if (closed) throw new SandboxUnavailableError('the sandbox is closed');
+      log('a pre-started sandbox ended before its run began: the run takes a fresh one');
+      result = await execute(prepareSandbox(shape, false, prepareDeps), request, payload, executeDeps);
+    }
     if ('platform' in result) return platformFailure(result.platform, elapsed(started));
     return interpret(request, await decoded(result.record), started, outcomeContext);
   }

@@ -24,8 +24,12 @@ export interface ExecuteDeps {
   log: (message: string) => void;
 }
 
-/** What the run left, or a failure only the platform saw (the sandbox could not start or get its network). */
-export type ExecuteResult = { record: RunRecord } | { platform: string };
+/**
+ * What the run left, or a failure only the platform saw (the sandbox could not start or get its
+ * network). `notStarted`: the sandbox was gone before its runner acked the request (see below), so
+ * none of the run's code ran and the caller may run it in another sandbox.
+ */
+export type ExecuteResult = { record: RunRecord; notStarted: boolean } | { platform: string };
 
 export async function execute(
   prepared: PreparedSandbox,
@@ -39,6 +43,7 @@ export async function execute(
   const { stdout, stderr, channel } = prepared;
   let attachment: NetworkAttachment | null = null;
   let timedOut = false;
+  let hostKilled = false;
   let networkFailed = false;
   let exit: LauncherExit;
   let answeredFirst = false;
@@ -48,6 +53,7 @@ export async function execute(
     // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
     // zombie is left behind; SIGKILL follows only if it does not finish.
     const kill = () => {
+      hostKilled = true;
       if (escalation) return;
       escalation = stopHelper(child, cgroup);
     };
@@ -144,7 +150,13 @@ export async function execute(
   // Whether the runner ever said ready: its line precedes any user code, so once the process is
   // gone it is in the pipe already (or fd 3 closes without it); bounded all the same.
   const ready = channel.isReady || (await Promise.race([channel.ready, delay(REAP_BOUND_MS).then(() => false)]));
-  return { record: { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready } };
+  // Ended by nothing the host did, with fd 3 read to its end (bounded) and nothing on it after the
+  // ready line, not even the ack the runner writes once it has its request, before any of the
+  // run's code: the code never ran (a pre-started sandbox killed while it waited, unseen). Any byte
+  // after ready, or a fd 3 not read to its end, and the run counts as begun: never run again.
+  if (!answeredFirst && !hostKilled && !exit.lost && !channel.closed) await Promise.race([channel.ended, delay(REAP_BOUND_MS)]);
+  const notStarted = ready && !answeredFirst && !hostKilled && !exit.lost && channel.closed && !channel.heardAfterReady;
+  return { record: { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }, notStarted };
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));

@@ -2,7 +2,7 @@
 // carried between runs, limits that still hold for pooled runs, refills, sizing by demand and by
 // free memory, and the switch that turns it off.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -36,6 +36,43 @@ async function waitFor(what: string, condition: () => boolean, ms = 30_000): Pro
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** The runners (python3 or node) of the pre-started sandboxes below this process, waiting for their requests. */
+function pooledRunners(): number[] {
+  const parents = new Map<number, number>();
+  const argv = new Map<number, string[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+      argv.set(Number(entry), readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0'));
+    } catch {
+      // gone
+    }
+  }
+  const below = (pid: number): boolean => {
+    for (let current = parents.get(pid); current !== undefined && current > 1; current = parents.get(current)) {
+      if (current === process.pid) return true;
+    }
+    return false;
+  };
+  return [...argv].filter(([pid, args]) => below(pid) && !args[0]!.includes('bwrap') && args.includes('pooled')).map(([pid]) => pid);
+}
+
+/** Processes whose name (comm) is one of these. */
+function processesNamed(names: readonly string[]): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        return names.includes(readFileSync(`/proc/${entry}/comm`, 'utf8').trim());
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }
 
 const readyCount = (sandbox: BubblewrapSandbox, label: string) => keyStats(sandbox, label)?.ready ?? 0;
@@ -299,5 +336,72 @@ export default () => {
     const off = createBubblewrapSandbox({ network: false, pool: false });
     assert.equal(off.poolStats(), null);
     await off.close();
+  });
+});
+
+describe('pooled sandboxes killed while they wait', () => {
+  /** Each run tells the host through the bridge that its code ran: `count` has how many times. */
+  function counted(sandbox: BubblewrapSandbox, count: Map<string, number>, language: 'python' | 'typescript', n: number, tail = '') {
+    const mark = `${language}-${n}-${Math.random()}`;
+    const code =
+      language === 'python'
+        ? `import _mcpworks_bridge\n_mcpworks_bridge.call({"mark": ${JSON.stringify(mark)}})\n${tail}result = ${n}\n`
+        : `export function main() { (globalThis as any).__mcpworksBridge({ mark: ${JSON.stringify(mark)} }); ${tail}return ${n}; }`;
+    const bridge = async (message: unknown) => {
+      count.set(mark, (count.get(mark) ?? 0) + 1);
+      return { ok: true, result: message };
+    };
+    return { mark, outcome: run(sandbox, language, code, { bridge, ...(language === 'python' ? { entry: 'script' as const } : {}) }) };
+  }
+
+  it('runs that claim pre-started sandboxes killed before their start ack get their real results, their code run once', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 3 }, zygote: false });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 3 && readyCount(sandbox, 'typescript 512 MB') === 3);
+      const runners = pooledRunners();
+      assert.ok(runners.length >= 6, `pooled runners found: ${runners.length}`);
+      // No pause: the runs claim them before the host has seen any of them end.
+      for (const pid of runners) process.kill(pid, 'SIGKILL');
+      const count = new Map<string, number>();
+      const runs = (['python', 'typescript'] as const).flatMap((language) =>
+        [0, 1, 2].map((n) => ({ n, ...counted(sandbox, count, language, n) })),
+      );
+      for (const { n, mark, outcome } of runs) {
+        assert.equal(resultOf(await outcome), n);
+        assert.equal(count.get(mark), 1, 'its code ran once');
+      }
+    } finally {
+      await sandbox.close();
+    }
+  });
+
+  it('runs whose code had begun when their pre-started sandboxes were killed fail and are never run again', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 2 }, zygote: false });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'python 512 MB') === 2 && readyCount(sandbox, 'typescript 512 MB') === 2);
+      const count = new Map<string, number>();
+      const sleep = {
+        python: 'import time\ntime.sleep(30)\n',
+        typescript: 'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000); ',
+      };
+      // Two tell the host they have begun (a bridge call); two say nothing on fd 3 and only rename
+      // their process, which the test sees in /proc.
+      const markers = { python: `mcpwp${process.pid % 100000}`, typescript: `mcpwt${process.pid % 100000}` };
+      const runs = [
+        counted(sandbox, count, 'python', 1, sleep.python).outcome,
+        counted(sandbox, count, 'typescript', 2, sleep.typescript).outcome,
+        run(sandbox, 'python', `open("/proc/self/comm", "w").write("${markers.python}")\n${sleep.python}result = 3\n`, { entry: 'script' }),
+        run(sandbox, 'typescript', `export function main() { process.title = "${markers.typescript}"; ${sleep.typescript}return 4; }`),
+      ];
+      const named = () => processesNamed(Object.values(markers));
+      await waitFor('all four runs to begin', () => count.size === 2 && named().length === 2);
+      // Theirs, and refills started since (which no run has claimed).
+      for (const pid of [...pooledRunners(), ...named()]) process.kill(pid, 'SIGKILL');
+      for (const outcome of await Promise.all(runs)) assert.equal(outcome.ok, false, JSON.stringify(outcome));
+      assert.deepEqual([...count.values()], [1, 1], 'never run again');
+      assert.deepEqual(named(), [], 'nor the silent ones');
+    } finally {
+      await sandbox.close();
+    }
   });
 });

@@ -41,8 +41,8 @@ async function warmUp(runLimits: SandboxLimits = limits, warm = WARM): Promise<v
   throw new Error('the zygote never became ready');
 }
 
-/** Zygote processes below this one (not their forked children, which share the command line). */
-function zygotePids(): number[] {
+/** Every process's parent, from /proc. */
+function processParents(): Map<number, number> {
   const parents = new Map<number, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -53,6 +53,12 @@ function zygotePids(): number[] {
       // gone
     }
   }
+  return parents;
+}
+
+/** Zygote processes below this one (not their forked children, which share the command line). */
+function zygotePids(): number[] {
+  const parents = processParents();
   const below = (pid: number): boolean => {
     for (let current = parents.get(pid); current !== undefined && current > 1; current = parents.get(current)) {
       if (current === process.pid) return true;
@@ -61,12 +67,96 @@ function zygotePids(): number[] {
   };
   const isZygoteCommand = (pid: number) => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('/sandbox/zygote.py');
+      // The interpreter itself: bubblewrap's own command lines name the script too.
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return argv[0]!.includes('python') && argv.includes('/sandbox/zygote.py');
     } catch {
       return false;
     }
   };
   return [...parents.keys()].filter((pid) => below(pid) && isZygoteCommand(pid) && !isZygoteCommand(parents.get(pid)!));
+}
+
+/** The processes below `roots` (not themselves): a zygote's children (P1) and their workers (P2). */
+function descendantsOf(roots: readonly number[]): number[] {
+  const parents = processParents();
+  const found = new Set<number>();
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [pid, parent] of parents) {
+      if (!found.has(pid) && (roots.includes(parent) || found.has(parent))) {
+        found.add(pid);
+        grew = true;
+      }
+    }
+  }
+  return [...found];
+}
+
+function sigkill(pid: number): boolean {
+  try {
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false; // gone meanwhile
+  }
+}
+
+/**
+ * Kills every zygote and every child it forked, in one synchronous turn: a process with SIGKILL
+ * pending never runs its own code again nor forks, and this process's event loop (the host's)
+ * cannot send a request before it is done. So no child can have begun a run, and the host has
+ * noticed none of it. Returns how many zygotes were killed.
+ */
+function killZygotesWithChildren(): number {
+  const zygotes = zygotePids().filter(sigkill);
+  const killed = new Set<number>();
+  for (let fresh = descendantsOf(zygotes); fresh.length > 0; fresh = descendantsOf(zygotes).filter((pid) => !killed.has(pid))) {
+    for (const pid of fresh) {
+      sigkill(pid);
+      killed.add(pid);
+    }
+  }
+  return zygotes.length;
+}
+
+/** Kills the workers (P2) of every zygote's spare children, and nothing else: their zygotes live on. */
+function killSpareWorkers(): number {
+  const zygotes = zygotePids();
+  const parents = processParents();
+  const firsts = new Set([...parents].filter(([, parent]) => zygotes.includes(parent)).map(([pid]) => pid));
+  return [...parents].filter(([, parent]) => firsts.has(parent)).filter(([pid]) => sigkill(pid)).length;
+}
+
+/**
+ * Runs that tell the host, through the bridge, that their code has begun: `count(mark)` is how many
+ * times a run's code ran. Half use `entry: 'script'`, half `main(input_data)`.
+ */
+function countedRuns(count: Map<string, number>, runs: number, extra: Partial<SandboxRequest> = {}) {
+  const bridge = async (message: unknown) => {
+    const mark = (message as { mark?: unknown } | null)?.mark;
+    if (typeof mark === 'string') count.set(mark, (count.get(mark) ?? 0) + 1);
+    return { ok: true, result: null };
+  };
+  return Array.from({ length: runs }, (_, index) => {
+    const mark = `run-${index}-${crypto.randomUUID()}`;
+    const script = index % 2 === 0;
+    const code = script
+      ? `import _mcpworks_bridge\n_mcpworks_bridge.call({"mark": ${JSON.stringify(mark)}})\nresult = ${index}\n`
+      : `import _mcpworks_bridge\ndef main(input_data):\n    _mcpworks_bridge.call({"mark": ${JSON.stringify(mark)}})\n    return input_data["n"]\n`;
+    const outcome = sandbox.run({
+      language: 'python',
+      code,
+      input: { n: index },
+      limits,
+      warm: WARM,
+      bridge,
+      ...extra,
+      entry: script ? 'script' : 'main',
+    });
+    return { mark, index, outcome };
+  });
 }
 
 before(async () => {
@@ -308,11 +398,102 @@ result = sorted(found)
     }
   });
 
+  it("a child's rlimits, session, dumpable flag, signal dispositions and stdin are a cold run's", async () => {
+    // The worker's process state is set in C before it returns into Python (zygote-child.c); a cold
+    // run's by the helper and bubblewrap. Every rlimit, not only those the zygote is given.
+    const probe = `import ctypes, os, resource, sys
+status = {line.split(":")[0]: line.split(":")[1].strip() for line in open("/proc/self/status") if ":" in line}
+result = {
+    "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_"))},
+    "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
+    # Signals 1-31 (above them, glibc's own: a cold run's interpreter has installed one of them).
+    "signals": [status[name][-8:] for name in ("SigIgn", "SigCgt", "SigBlk")],
+    "stdin": [os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}"), sys.stdin.read()],
+}
+`;
+    const before = sandbox.zygoteStats()!.runs;
+    const forked = resultOf(await py(probe, { entry: 'script' }));
+    assert.equal(sandbox.zygoteStats()!.runs, before + 1, 'the probe ran in a zygote child');
+    const plain = createBubblewrapSandbox({ network: false, pool: false, zygote: false });
+    let cold: any;
+    try {
+      cold = resultOf(await plain.run({ language: 'python', code: probe, input: {}, limits, entry: 'script', warm: WARM }));
+    } finally {
+      await plain.close();
+    }
+    const session = 'import os\nresult = [os.getsid(0) == os.getpid(), os.getsid(0) == os.getsid(1)]\n';
+    assert.deepEqual(forked, cold);
+    // A session of its own (not its init's, nor the zygote's), where a cold run has bubblewrap's.
+    assert.deepEqual(resultOf(await py(session, { entry: 'script' })), [true, false]);
+    // And what they are (so that both cannot drift together unnoticed).
+    assert.deepEqual(forked.limits.RLIMIT_CPU, [limits.cpuSeconds, limits.cpuSeconds + 1]);
+    assert.deepEqual(forked.limits.RLIMIT_FSIZE, [limits.maxFileBytes, limits.maxFileBytes]);
+    assert.deepEqual(forked.limits.RLIMIT_CORE, [0, 0]);
+    assert.deepEqual(forked.limits.RLIMIT_NOFILE, [1024, 1024]);
+    assert.equal(forked.dumpable, 1);
+    // SIGPIPE (13) and SIGXFSZ (25) ignored, as Python sets them; only SIGINT caught (KeyboardInterrupt): not SIGCHLD.
+    assert.deepEqual(forked.signals, ['01001000', '00000002', '00000000']);
+    assert.deepEqual(forked.stdin, ['/dev/null', '']);
+  });
+
+  it("a child's output is complete, and none of it reaches the next child (stdio made once in the zygote)", async () => {
+    const code = 'import sys\nsys.stdout.write("o" * 50000)\nsys.stderr.write("e" * 1000)\nprint("tail", end="")\nresult = 1\n';
+    const first = await py(code, { entry: 'script' });
+    assert.equal(resultOf(first), 1);
+    assert.equal(first.stdout, `${'o'.repeat(50000)}tail`);
+    assert.equal(first.ok && first.stderr, 'e'.repeat(1000));
+    const next = await py('result = 2', { entry: 'script' });
+    assert.equal(resultOf(next), 2);
+    assert.equal(next.stdout, '');
+    assert.equal(next.ok && next.stderr, '');
+  });
+
+  it('a last line of stderr without its newline is sent before the answer (the run ends at its answer)', async () => {
+    // The host ends a run's processes once its answer is in: whatever the code left in stderr's
+    // buffer must be on its socket by then. A stdout whose second flush (the one after the answer)
+    // stalls holds the worker there, as a loaded machine can.
+    const code = `import sys, time
+class Stalling:
+    def __init__(self, real):
+        self.real, self.flushes = real, 0
+    def write(self, text):
+        return self.real.write(text)
+    def flush(self):
+        self.flushes += 1
+        self.real.flush()
+        if self.flushes == 2:
+            time.sleep(2)
+sys.stdout = Stalling(sys.stdout)
+sys.stderr.write("partial")
+result = 1
+`;
+    const outcome = await py(code, { entry: 'script' });
+    assert.equal(resultOf(outcome), 1);
+    assert.equal(outcome.ok && outcome.stderr, 'partial');
+    // The same when the code fails (its own exception answers).
+    const failed = await py(code.replace('result = 1', 'raise ValueError("no")'), { entry: 'script' });
+    assert.equal(failed.ok, false);
+    // (the host adds the traceback after what the code wrote)
+    assert.match((failed as any).error.stderr, /^partial\n/);
+    // What the real stdout holds when the code replaced sys.stdout (the runner flushes sys.stdout).
+    const replaced = await py('import io, sys\nprint("x", end="")\nsys.stdout = io.StringIO()\nresult = 2\n', { entry: 'script' });
+    assert.equal(resultOf(replaced), 2);
+    assert.equal(replaced.stdout, 'x');
+    // A stderr the code closed does not stop its answer.
+    assert.equal(resultOf(await py('import sys\nsys.stderr.close()\nresult = 3\n', { entry: 'script' })), 3);
+  });
+
   it('each child starts from fresh random state', async () => {
-    const code = 'import random, numpy\nresult = [random.random(), float(numpy.random.rand())]\n';
+    // Siblings forked from one zygote's memory: every generator a run can reach, the global ones
+    // reseeded after the fork (random by its at-fork hook, numpy.random by zygote.py), the others
+    // drawn from the kernel, and tempfile's names (its generator keyed by a PID, always 2 here).
+    const code = `import os, random, secrets, tempfile, uuid, numpy
+result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), secrets.token_hex(16), str(uuid.uuid4()),
+    str(random.getrandbits(64)), float(numpy.random.default_rng().random()), next(tempfile._get_candidate_names()), os.getpid()]
+`;
     const [a, b] = [resultOf(await py(code, { entry: 'script' })), resultOf(await py(code, { entry: 'script' }))];
-    assert.notEqual(a[0], b[0]);
-    assert.notEqual(a[1], b[1]);
+    assert.equal(a[8], b[8], 'both runs have the same PID (so nothing keyed by the PID tells them apart)');
+    for (let i = 0; i < 8; i++) assert.notEqual(a[i], b[i], `value ${i} repeated: ${JSON.stringify([a, b])}`);
   });
 
   it("each child's network namespace has a TCP hash table of its own, not the host's", async () => {
@@ -408,8 +589,16 @@ result = sorted(found)
   it('zygote slots are shared fairly between accounts: one holding long runs in 4 namespaces leaves a slot to others', async () => {
     const options = { network: false, pool: false, zygote: { maxZygotes: 3, maxZygotesPerOwner: 2, minSpares: 1 } };
     let shared = createBubblewrapSandbox(options);
-    const run = (owner: string, group: string, code: string) =>
-      shared.run({ language: 'python', code, input: {}, limits, entry: 'script', warm: { group, imports: [], owner } });
+    const run = (owner: string, group: string, code: string, bridge?: SandboxRequest['bridge']) =>
+      shared.run({
+        language: 'python',
+        code,
+        input: {},
+        limits,
+        entry: 'script',
+        warm: { group, imports: [], owner },
+        ...(bridge ? { bridge } : {}),
+      });
     const zygotesOf = (owner: string) => shared.zygoteStats()!.zygotes.filter((zygote) => zygote.owner === owner);
     const settle = async () => {
       for (
@@ -444,7 +633,17 @@ result = sorted(found)
         await settle();
       }
       assert.equal(zygotesOf('account-a').length, 2, JSON.stringify(shared.zygoteStats()));
-      const holding = ['a1', 'a2', 'a3', 'a4'].map((group) => run('account-a', group, 'import time\ntime.sleep(6)\nresult = "held"'));
+      // A's runs hold until the test lets them go (through the bridge): a fixed sleep ended before
+      // B's attempts did on a slow host (an emulated VM).
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const hold = async () => {
+        await released;
+        return { ok: true, result: null };
+      };
+      const holding = ['a1', 'a2', 'a3', 'a4'].map((group) =>
+        run('account-a', group, 'import _mcpworks_bridge\n_mcpworks_bridge.call({})\nresult = "held"', hold),
+      );
       // Until A's runs hold both of its zygotes (a fixed wait could end before they start).
       for (let waited = 0; waited < 60_000 && !zygotesOf('account-a').every((zygote) => zygote.active > 0); waited += 20)
         await new Promise((resolve) => setTimeout(resolve, 20));
@@ -461,6 +660,7 @@ result = sorted(found)
         zygotesOf('account-a').every((zygote) => zygote.active > 0),
         "A's runs were still in progress",
       );
+      release();
       for (const outcome of await Promise.all(holding)) assert.equal(resultOf(outcome), 'held');
     } finally {
       await shared.close();
@@ -482,23 +682,177 @@ result = sorted(found)
     assert.ok(read > 0);
   });
 
-  it('a killed zygote is replaced, and runs keep working meanwhile', async () => {
-    let killed = 0;
-    for (const pid of zygotePids()) {
-      try {
-        process.kill(pid, 'SIGKILL');
-        killed++;
-      } catch {
-        // a child of a finished run (its dying parent no longer shows the zygote's command line)
-      }
+  it('a zygote killed with its children: runs claimed before the host noticed get their real results, each run once', async () => {
+    await warmUp();
+    assert.ok(
+      sandbox.zygoteStats()!.zygotes.some((zygote) => zygote.spares > 0),
+      'spare children waiting',
+    );
+    const count = new Map<string, number>();
+    assert.ok(killZygotesWithChildren() > 0);
+    // No pause: these claim the dead zygote's spares before the host has seen any of it die.
+    const runs = countedRuns(count, 6);
+    for (const { mark, index, outcome } of runs) {
+      assert.equal(resultOf(await outcome), index);
+      assert.equal(count.get(mark), 1, 'its code ran once');
     }
-    assert.ok(killed > 0);
-    // (A run claimed in the moment before the host notices fails as a SandboxError, never hangs.)
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    for (let index = 0; index < 5; index++) assert.equal(resultOf(await py(`result = ${index}`, { entry: 'script' })), index);
     const before = sandbox.zygoteStats()!.runs;
     await warmUp();
-    assert.ok(sandbox.zygoteStats()!.runs > before);
+    assert.ok(sandbox.zygoteStats()!.runs > before, 'the zygote was replaced');
+  });
+
+  it('a code-mode zygote (its package preloaded) killed with its children: the runs get their real results, each run once', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'zygote-preload-kill-'));
+    try {
+      mkdirSync(path.join(dir, 'python', 'preloaded'), { recursive: true });
+      writeFileSync(path.join(dir, 'python', 'preloaded', '__init__.py'), 'VALUE = 1\n');
+      for (const sub of ['', 'python', 'python/preloaded']) chmodSync(path.join(dir, sub), 0o755);
+      const request: Partial<SandboxRequest> = {
+        mounts: [{ source: dir, target: '/opt/mcpworks' }],
+        libraryPaths: ['/opt/mcpworks/python'],
+        warm: { group: 'zygote-preload-kill', imports: [], preload: 'preloaded' },
+      };
+      const fromZygote = 'import sys\nresult = "preloaded" in sys.modules';
+      let warm = false;
+      for (let waited = 0; waited < 30_000 && !warm; waited += 50) {
+        warm = resultOf(await py(fromZygote, { ...request, entry: 'script' })) === true;
+        if (!warm) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(warm, 'runs come from the zygote');
+      assert.ok(killZygotesWithChildren() > 0);
+      const count = new Map<string, number>();
+      const runs = countedRuns(count, 4, request);
+      for (const { mark, index, outcome } of runs) {
+        assert.equal(resultOf(await outcome), index);
+        assert.equal(count.get(mark), 1, 'its code ran once');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('spare children killed before their start ack (their zygote alive): the runs get their real results, each run once', async () => {
+    await warmUp();
+    const zygotes = sandbox.zygoteStats()!.zygotes.length;
+    assert.ok(killSpareWorkers() > 0, 'spare children waiting');
+    const count = new Map<string, number>();
+    const runs = countedRuns(count, 6);
+    for (const { mark, index, outcome } of runs) {
+      assert.equal(resultOf(await outcome), index);
+      assert.equal(count.get(mark), 1, 'its code ran once');
+    }
+    assert.equal(sandbox.zygoteStats()!.zygotes.length, zygotes, 'the zygote itself lives on');
+    const before = sandbox.zygoteStats()!.runs;
+    await warmUp();
+    assert.ok(sandbox.zygoteStats()!.runs > before, 'and serves again');
+  });
+
+  it('children killed once their runs were sent but not read: the runs get their real results, each run once', async () => {
+    await warmUp();
+    // The workers (which read the request and ack it) stopped, so the requests sit unread.
+    const parents = processParents();
+    const zygotes = zygotePids();
+    const firsts = new Set([...parents].filter(([, parent]) => zygotes.includes(parent)).map(([pid]) => pid));
+    const workers = [...parents]
+      .filter(([, parent]) => firsts.has(parent))
+      .map(([pid]) => pid)
+      .filter((pid) => {
+        try {
+          process.kill(pid, 'SIGSTOP');
+          return true;
+        } catch {
+          return false; // a finished run's, gone meanwhile
+        }
+      });
+    assert.ok(workers.length > 0, 'spare children waiting');
+    const count = new Map<string, number>();
+    const runs = countedRuns(count, 4);
+    // One turn of the event loop: the runs that claimed a stopped child have written their requests.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(workers.filter(sigkill).length > 0);
+    for (const { mark, index, outcome } of runs) {
+      assert.equal(resultOf(await outcome), index);
+      assert.equal(count.get(mark), 1, 'its code ran once');
+    }
+  });
+
+  it('a zygote killed alone: each run gets its real result, or, only if its code had begun, an honest platform failure; none runs twice', async () => {
+    await warmUp();
+    const count = new Map<string, number>();
+    let killed = 0;
+    for (const pid of zygotePids()) if (sigkill(pid)) killed++;
+    assert.ok(killed > 0);
+    // No pause. Its children die with its sandbox a moment later: one may begin a run first.
+    const runs = countedRuns(count, 6);
+    for (const { mark, index, outcome } of runs) {
+      const done = await outcome;
+      if (done.ok) {
+        assert.equal(resultOf(done), index);
+        assert.equal(count.get(mark), 1, 'its code ran once');
+      } else {
+        assert.deepEqual(done.error, {
+          type: 'SandboxError',
+          message: 'the sandbox stopped before the function finished',
+          stderr: '',
+          platform: true,
+        });
+        assert.ok((count.get(mark) ?? 0) <= 1, 'never run again');
+      }
+    }
+    for (let index = 0; index < 3; index++) assert.equal(resultOf(await py(`result = ${index}`, { entry: 'script' })), index);
+    const before = sandbox.zygoteStats()!.runs;
+    await warmUp();
+    assert.ok(sandbox.zygoteStats()!.runs > before, 'the zygote was replaced');
+  });
+
+  it('runs whose code had begun when their zygote died are reported as platform failures and never run again', async () => {
+    await warmUp();
+    const marker = `mcpw${crypto.randomBytes(4).toString('hex')}`;
+    const calls = new Map<string, number>();
+    // One tells the host it has begun (a bridge call); the other says nothing on fd 3, only renames
+    // its process, which the test sees in /proc. Then both wait to be killed.
+    const viaBridge = sandbox.run({
+      language: 'python',
+      code: 'import _mcpworks_bridge, time\n_mcpworks_bridge.call({"mark": "begun"})\ntime.sleep(20)\nresult = "ran to its end"\n',
+      input: {},
+      limits,
+      entry: 'script',
+      warm: WARM,
+      bridge: async (message: unknown) => {
+        const mark = String((message as { mark?: unknown }).mark);
+        calls.set(mark, (calls.get(mark) ?? 0) + 1);
+        return { ok: true, result: null };
+      },
+    });
+    const silent = py(
+      `import time\nopen("/proc/self/comm", "w").write(${JSON.stringify(marker)})\ntime.sleep(20)\nresult = "ran to its end"\n`,
+      {
+        entry: 'script',
+      },
+    );
+    const named = () =>
+      [...processParents().keys()].filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === marker;
+        } catch {
+          return false;
+        }
+      });
+    for (let waited = 0; waited < 30_000 && !(calls.get('begun') === 1 && named().length === 1); waited += 20)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(calls.get('begun'), 1);
+    assert.equal(named().length, 1, 'the silent run has begun');
+    assert.ok(killZygotesWithChildren() > 0);
+    for (const outcome of [await viaBridge, await silent]) {
+      assert.deepEqual(outcome.ok ? outcome : outcome.error, {
+        type: 'SandboxError',
+        message: 'the sandbox stopped before the function finished',
+        stderr: '',
+        platform: true,
+      });
+    }
+    assert.equal(calls.get('begun'), 1, 'never run again');
+    assert.deepEqual(named(), [], 'nor the silent one');
   });
 
   it('MCPWORKS_ZYGOTE=off turns it off', async () => {

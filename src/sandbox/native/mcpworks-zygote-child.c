@@ -10,7 +10,7 @@
  * the function. What P1 does, and in what order, is what zygote.py documents; README "How a run is
  * isolated".
  *
- *   mcpw_configure(masks, tmpfs_size, seccomp, seccomp_len)  once, in the zygote
+ *   mcpw_configure(masks, tmpfs_size, seccomp, seccomp_len, limits, limit_count)  once, in the zygote
  *   mcpw_serve(control_fd, &clock_fd)  returns 0 in each worker; in the zygote, 1 once it should end
  *
  * P1 never returns into Python and never allocates: the zygote may have had threads (BLAS), whose
@@ -32,6 +32,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -56,6 +57,11 @@ static int mask_file_count, mask_dir_count;
 static char tmp_options[64];
 static struct sock_filter *seccomp_program;
 static unsigned short seccomp_length;
+/* The worker's rlimits (the cold path's helper sets the same ones before exec). */
+#define MAX_LIMITS 16
+static int limit_resources[MAX_LIMITS];
+static struct rlimit limit_values[MAX_LIMITS];
+static size_t limit_count;
 /* The zygote's own PID namespace: it goes back to it after each child's fork. */
 static int own_pid_ns = -1;
 
@@ -93,12 +99,25 @@ static void size_own_tcp_hash(void) {
   }
 }
 
-/* masks: "f NAME\n" and "d NAME\n" lines, NAME relative to /proc. */
-int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned char *seccomp, size_t seccomp_len) {
-  if (seccomp_len == 0 || seccomp_len % sizeof(struct sock_filter) != 0 || seccomp_len / sizeof(struct sock_filter) > 0xffff) {
+/* masks: "f NAME\n" and "d NAME\n" lines, NAME relative to /proc. limits: `count` triples
+ * (RLIMIT_ resource, soft, hard) every worker gets. */
+int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned char *seccomp, size_t seccomp_len,
+                   const unsigned long long *limits, size_t count) {
+  if (seccomp_len == 0 || seccomp_len % sizeof(struct sock_filter) != 0 || seccomp_len / sizeof(struct sock_filter) > 0xffff ||
+      count > MAX_LIMITS) {
     errno = EINVAL;
     return -1;
   }
+  for (size_t i = 0; i < count; i++) {
+    if (limits[3 * i] >= RLIM_NLIMITS) {
+      errno = EINVAL;
+      return -1;
+    }
+    limit_resources[i] = (int)limits[3 * i];
+    limit_values[i].rlim_cur = (rlim_t)limits[3 * i + 1];
+    limit_values[i].rlim_max = (rlim_t)limits[3 * i + 2];
+  }
+  limit_count = count;
   for (const char *line = masks; *line;) {
     const char *end = strchr(line, '\n');
     size_t length = end ? (size_t)(end - line) : strlen(line);
@@ -300,10 +319,19 @@ static int child(const char *token, const char *cgroup, int *clock_fd) {
   if (worker < 0) _exit(SETUP_FAILED);
   if (worker == 0) {
     /* The zygote's dispositions, as os.fork would leave them (Python ignores SIGPIPE and SIGXFSZ,
-     * and its handlers match its own table); zygote.py then sets the worker's. */
+     * and its handlers match its own table), but SIGCHLD's: the default, as in a fresh process
+     * (the zygote's loop caught it, and so does P1). */
     for (int signum = 1; signum < NSIG; signum++)
-      if (signum != SIGKILL && signum != SIGSTOP) sigaction(signum, &inherited[signum], NULL);
+      if (signum != SIGKILL && signum != SIGSTOP && signum != SIGCHLD) sigaction(signum, &inherited[signum], NULL);
+    action.sa_handler = SIG_DFL;
+    if (sigaction(SIGCHLD, &action, NULL) != 0) _exit(SETUP_FAILED);
     sigprocmask(SIG_SETMASK, &waiting, NULL);
+    /* The worker's own process state, as a cold run's helper leaves it before exec: here in C, as
+     * the same calls from Python cost each run copy-on-write faults of the objects they touch. Its
+     * own /proc/self stays its own to read (dumpable: P1 above is not), a session of its own. */
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 || setsid() < 0) _exit(SETUP_FAILED);
+    for (size_t i = 0; i < limit_count; i++)
+      if (setrlimit(limit_resources[i], &limit_values[i]) != 0) _exit(SETUP_FAILED);
     close(clock[0]);
     *clock_fd = clock[1];
     return 0;

@@ -1,9 +1,9 @@
 // Runs one TypeScript function (already transpiled, with an inline source map) inside the sandbox.
 // The request arrives as JSON on stdin so env values never sit in argv or in the process's initial
 // environment. Fd 3 is a socket to the host carrying one JSON line per message: {"ready":true}
-// once the runner waits for its request (a pooled sandbox may wait long before its run), then the
-// final answer, and in code mode bridge requests (each answered by one line). stdin is read to its
-// end: one sandbox, one request.
+// once the runner waits for its request (a pooled sandbox may wait long before its run),
+// {"started":true} once it has read it, then the final answer, and in code mode bridge requests
+// (each answered by one line). stdin is read to its end: one sandbox, one request.
 'use strict';
 const fs = require('node:fs');
 const Module = require('node:module');
@@ -209,7 +209,11 @@ async function main() {
   // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
   if (pooled) await import('node:fs');
   fs.writeSync(3, '{"ready":true}\n');
-  const request = JSON.parse(fs.readFileSync(0, 'utf8'));
+  const received = fs.readFileSync(0, 'utf8');
+  // The start ack (STARTED_LINE in wire/messages.ts), before anything of the run's own: a sandbox
+  // gone without it never ran the code, so the host runs it elsewhere; one that sent it, never.
+  if (received) fs.writeSync(3, '{"started":true}\n');
+  const request = JSON.parse(received);
   // `require('mcpworks')` from any CommonJS module (the function, a code-mode callee): a global path, as NODE_PATH gives.
   const declaredNodePath = process.env.NODE_PATH;
   process.env.NODE_PATH = GUEST_MODULES;

@@ -2,8 +2,9 @@
 # the request (code, input, env) arrives as JSON on stdin so that env values never sit in argv
 # or in the process's initial environment. Fd 3 is a socket to the host carrying one JSON line
 # per message: {"ready":true} once the runner waits for its request (a pooled sandbox may wait
-# long before its run), then the final answer, and in code mode bridge requests (each answered
-# by one line). stdin is read to its end: one sandbox, one request.
+# long before its run), {"started":true} once it has read it, then the final answer, and in
+# code mode bridge requests (each answered by one line). stdin is read to its end: one sandbox,
+# one request.
 import _json
 import os
 import sys
@@ -102,6 +103,19 @@ def _install_bridge(writer, reader):
     sys.modules["_mcpworks_bridge"] = bridge
 
 
+def _acked(read_request, writer):
+    """read_request, its request acked on fd 3 once read (STARTED_LINE in wire/messages.ts), before
+    anything of the run's own: a sandbox gone without the ack never ran the code, so the host runs
+    it elsewhere; one that sent it, never."""
+    def read():
+        received = read_request()
+        if received:
+            writer.write('{"started":true}\n')
+            writer.flush()
+        return received
+    return read
+
+
 def _read_request():
     # "pooled": this sandbox was started ahead of its run, and the wait for the request is free
     # time; spend it loading what reporting an error needs (nothing the user's code chose: that is
@@ -112,27 +126,45 @@ def _read_request():
     return sys.stdin.buffer.read()
 
 
-def serve(read_request, bridge_reader=None):
-    """One run: announce readiness on fd 3, read the request, run the code, answer on fd 3.
-    A zygote's worker calls this with its channel as both the request and the bridge reader."""
-    global _source
+def prepare():
+    """What every run starts with, before its request: the answer's writer on fd 3, line-buffered
+    stdout and stderr, help(). A zygote makes them once, before it forks (nothing written yet, so
+    no run's bytes are in them): a worker that made its own would pay for every object in page
+    faults. Returns the writer."""
     # backslashreplace: a lone surrogate in a result becomes a \udcxx JSON escape, not a crash.
-    writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace")
+    # closefd=False: in a zygote, fd 3 is its control socket, which this object must never close.
+    writer = os.fdopen(3, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
-    # -S skips site.py for start-up speed; the allow-listed packages live here.
-    if "/usr/lib/python3/dist-packages" not in sys.path:
-        sys.path.append("/usr/lib/python3/dist-packages")
-    writer.write('{"ready":true}\n')
-    writer.flush()
-    request = _loads(read_request().decode("utf-8"))
-    sys.stdin.close()
-    sys.stdin = open(os.devnull, "r")
     # -S skips site.py and with it the help() builtin: give it back. pydoc writes plain text to
     # stdout (not a terminal), and an interactive help() reads /dev/null and ends.
     import builtins
     import _sitebuiltins
     builtins.help = _sitebuiltins._Helper()
+    return writer
+
+
+def serve(read_request, bridge_reader=None, writer=None):
+    """One run: announce readiness on fd 3, read the request, run the code, answer on fd 3.
+    A zygote's worker calls this with its channel as both the request and the bridge reader, the
+    writer its zygote prepared, and stdin already /dev/null."""
+    global _source
+    if writer is None:
+        writer = prepare()
+        # The request came on stdin: the code reads /dev/null instead.
+        reopen_stdin = True
+    else:
+        reopen_stdin = False
+    # -S skips site.py for start-up speed; the allow-listed packages live here.
+    if "/usr/lib/python3/dist-packages" not in sys.path:
+        sys.path.append("/usr/lib/python3/dist-packages")
+    writer.write('{"ready":true}\n')
+    writer.flush()
+    read_request = _acked(read_request, writer)
+    request = _loads(read_request().decode("utf-8"))
+    if reopen_stdin:
+        sys.stdin.close()
+        sys.stdin = open(os.devnull, "r")
     for name, value in request["env"].items():
         os.environ[name] = value
     # /sandbox/python: the `mcpworks` module (agent state through the bridge), first so nothing shadows it.
@@ -149,6 +181,14 @@ def serve(read_request, bridge_reader=None):
     def answer(payload):
         nonlocal answered
         answered = True
+        # The host ends the run at its answer: a last stderr line without its newline goes first,
+        # and so does what the real stdout holds if the code replaced sys.stdout. (Not stopped by a
+        # stream the code closed or replaced: the answer matters more.)
+        for stream in (sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
         writer.write(payload + "\n")
         writer.flush()
 

@@ -30,7 +30,6 @@
 import ctypes
 import json
 import os
-import signal
 import socket
 import sys
 
@@ -46,8 +45,8 @@ STDLIB_WARM = ("json", "re", "types", "datetime", "collections", "functools", "i
 
 native = ctypes.PyDLL("/sandbox/zygote-child.so", use_errno=True)
 libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
-native.mcpw_configure.argtypes = (ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t)
+PR_SET_CHILD_SUBREAPER = 36
+native.mcpw_configure.argtypes = (ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_size_t)
 native.mcpw_serve.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int))
 pythonapi = ctypes.pythonapi
 # Looked up here, once: a lookup in each worker would be work (and pages) of its own.
@@ -55,9 +54,8 @@ after_fork_child = pythonapi.PyOS_AfterFork_Child
 
 
 def _reseed():
-    # Every child starts from the same pre-import memory, random generators included.
-    if "random" in sys.modules:
-        sys.modules["random"].seed()
+    # Every child starts from the same pre-import memory, random generators included. (`random`
+    # reseeds itself: its os.register_at_fork hook runs in after_fork_child.)
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:
         numpy_random.seed()
@@ -69,6 +67,7 @@ def _read_request(clock):
     unbuffered: the host sends nothing else before the run answers or calls the bridge, and the fd
     table stays a cold run's (the bridge opens its own reader)."""
     import resource
+    import runner
     data = b""
     while data.count(b"\n") < 2:
         chunk = os.read(3, 1 << 16)
@@ -76,7 +75,7 @@ def _read_request(clock):
             break
         data += chunk
     head, _, request = data.partition(b"\n")
-    limits = json.loads(head)
+    limits = runner._loads(head.decode())  # the C scanner: json.loads's Python would be page faults
     os.write(clock, str(int(limits["wallMs"])).encode())
     os.close(clock)
     seconds = int(limits["cpuSeconds"])
@@ -84,22 +83,17 @@ def _read_request(clock):
     return request
 
 
-def _worker(config, clock):
-    """P2: the run itself, through runner.py's code. Never returns."""
-    import resource
+def _worker(clock, writer):
+    """P2: the run itself, through runner.py's code. Never returns. Its rlimits, session, dumpable
+    flag and signal dispositions were set in C (zygote-child.c) before it returned here: Python
+    code here is copy-on-write page faults in every run."""
     try:
         # Forked (by P1) inside the C call: what os.fork does for a child, done here.
         after_fork_child()
-        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc/self stays its own to read
-        os.setsid()
-        for name, (soft, hard) in config["rlimits"].items():
-            resource.setrlimit(getattr(resource, "RLIMIT_" + name.upper()), (soft, hard))
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
         _reseed()
         import runner
-        runner.serve(lambda: _read_request(clock))
+        # Its stdin is /dev/null already (P1 pointed fd 0 there): the zygote's sys.stdin reads it.
+        runner.serve(lambda: _read_request(clock), writer=writer)
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001
@@ -108,7 +102,7 @@ def _worker(config, clock):
 
 
 def main():
-    import resource  # noqa: F401  the worker sets its limits with it
+    import resource  # noqa: F401  the worker sets its CPU limit with it
     config = json.loads(sys.argv[1])
     chunks = []
     while True:
@@ -119,7 +113,11 @@ def main():
     os.close(4)
     seccomp = b"".join(chunks)
     masks = "".join(f"f {name}\n" for name in config["procMasks"]["files"]) + "".join(f"d {name}\n" for name in config["procMasks"]["dirs"])
-    if native.mcpw_configure(masks.encode(), config["tmpfsBytes"], seccomp, len(seccomp)) != 0:
+    import resource
+    # The worker's rlimits (zygote-child.c sets them in each worker, in C): RLIMIT_ number, soft, hard.
+    limits = [value for name, (soft, hard) in config["rlimits"].items() for value in (getattr(resource, "RLIMIT_" + name.upper()), soft, hard)]
+    limit_array = (ctypes.c_ulonglong * max(1, len(limits)))(*limits)
+    if native.mcpw_configure(masks.encode(), config["tmpfsBytes"], seccomp, len(seccomp), limit_array, len(limits) // 3) != 0:
         raise OSError(ctypes.get_errno(), "zygote-child.so: configure")
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "subreaper")
@@ -128,7 +126,7 @@ def main():
     import linecache  # noqa: F401  what reporting a failure needs, as a pooled runner loads it
     import _sitebuiltins  # noqa: F401  runner.serve gives help() back with it
     import traceback  # noqa: F401
-    import runner  # noqa: F401
+    import runner
     # Standard-library modules most runs load (code mode's `functions` package needs json), then
     # the allow-listed packages the namespace's functions declare.
     for name in STDLIB_WARM + tuple(config["imports"]):
@@ -149,6 +147,9 @@ def main():
             for name in [n for n in sys.modules if n == preload["module"] or n.startswith(preload["module"] + ".")]:
                 del sys.modules[name]
         del sys.path[0 : len(preload["paths"])]
+    # Each run's answer writer and line-buffered stdio (see runner.prepare): fd 3 here is the control
+    # socket, never written through this writer; in each worker it is the run's channel.
+    writer = runner.prepare()
     # What the imports left is never collected in a child: without this, a child's first garbage
     # collection walks (and so copies, page by page) every object the zygote holds.
     import gc
@@ -164,7 +165,7 @@ def main():
     clock = ctypes.c_int(-1)
     pythonapi.PyOS_BeforeFork()
     if native.mcpw_serve(control.fileno(), ctypes.byref(clock)) == 0:
-        _worker(config, clock.value)
+        _worker(clock.value, writer)
     pythonapi.PyOS_AfterFork_Parent()
 
 

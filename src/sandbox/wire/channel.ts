@@ -2,7 +2,7 @@
  * The host end of fd 3: one JSON object per line. The runner's first line is READY_LINE, written
  * once it waits for its request (before any user code exists). After it, `{"bridge": message}`
  * lines are code-mode calls, answered in order with one line each; any other line is the run's
- * answer (the first one counts).
+ * answer (the first one counts). Before them the runner acks its request with STARTED_LINE.
  */
 import type { Duplex } from 'node:stream';
 import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../../core/json-depth.js';
@@ -12,7 +12,7 @@ import { BRIDGE_ERROR_TYPES, type SandboxBridge } from '../../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
 import { refuseInexactResult } from '../../core/exact-integers.js';
 import { jsonLine, LineReader } from './json-lines.js';
-import { BRIDGE_PREFIX, READY_LINE, type RunAnswer } from './messages.js';
+import { BRIDGE_PREFIX, READY_LINE, STARTED_LINE, type RunAnswer } from './messages.js';
 
 export { READY_LINE, type RunAnswer } from './messages.js';
 
@@ -47,6 +47,8 @@ export interface RunRecord {
 
 export { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../../core/json-depth.js';
 
+const STARTED_BYTES = Buffer.from(STARTED_LINE);
+
 /** Bridge calls a run may have sent and not yet had answered (threads may share the bridge). */
 const MAX_OUTSTANDING_CALLS = 16;
 
@@ -71,6 +73,13 @@ export class RunChannel {
   readonly answered: Promise<void>;
   private markAnswered: () => void = () => {};
   private sawReady = false;
+  /** Bytes received on the channel, and how many of them up to READY_LINE's end. */
+  private received = 0;
+  private consumed = 0;
+  private readyEnd = 0;
+  /** The next line is the first after READY_LINE: the runner's STARTED_LINE. */
+  private firstAfterReady = true;
+  private closedFlag = false;
   private markReady: (ready: boolean) => void = () => {};
   private replies: Promise<void> = Promise.resolve();
   private readonly lines = new LineReader({
@@ -97,9 +106,31 @@ export class RunChannel {
     this.answered = new Promise((resolve) => (this.markAnswered = resolve));
     // The sandbox may be gone before a reply is written; that ends the run, not the server.
     socket.on('error', () => {});
-    socket.on('close', () => this.markReady(false));
+    let markEnded: () => void = () => {};
+    this.ended = new Promise((resolve) => (markEnded = resolve));
+    socket.on('close', () => {
+      this.closedFlag = true;
+      this.markReady(false);
+      markEnded();
+    });
     socket.on('data', (chunk: Buffer) => this.push(chunk));
   }
+
+  /**
+   * Anything at all came after READY_LINE (the ack, an answer, a call, part of a line): the runner
+   * had read its request. Once the channel has closed, false means the run's code never ran.
+   */
+  get heardAfterReady(): boolean {
+    return this.sawReady && this.received > this.readyEnd;
+  }
+
+  /** fd 3 has closed: everything the runner wrote on it has been read. */
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  /** Settles once fd 3 has closed. */
+  readonly ended: Promise<void>;
 
   /** The run's own settings: its bridge, the line cap (result size) and how to stop it on overflow. */
   begin(bridge: SandboxBridge | undefined, lineCapBytes: number, onOverflow: () => void): void {
@@ -109,7 +140,14 @@ export class RunChannel {
   }
 
   private push(chunk: Buffer): void {
+    this.received += chunk.length;
     for (const bytes of this.lines.push(chunk)) {
+      this.consumed += bytes.length + 1;
+      if (this.sawReady && this.firstAfterReady) {
+        this.firstAfterReady = false;
+        // Written by the runner before any of the run's code exists, so only ever the first line.
+        if (bytes.equals(STARTED_BYTES)) continue;
+      }
       if (this.sawReady && bytes.length > LARGE_LINE_BYTES) {
         // A large line is neither decoded nor parsed here: its bytes go to a worker thread.
         if (bytes.subarray(0, BRIDGE_PREFIX.length).equals(BRIDGE_PREFIX)) {
@@ -128,6 +166,7 @@ export class RunChannel {
     if (!this.sawReady && line === READY_LINE) {
       // Only the runner can write it: user code runs after the request, which is read after this line.
       this.sawReady = true;
+      this.readyEnd = this.consumed;
       this.markReady(true);
       return;
     }

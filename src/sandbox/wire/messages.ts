@@ -8,6 +8,13 @@
 /** What the runner writes on fd 3 when it is started and blocked reading its request. */
 export const READY_LINE = '{"ready":true}';
 
+/**
+ * What the runner writes on fd 3 once it has read its request, before any of the run's code
+ * (runner.py, runner.cjs): a sandbox or zygote child gone without it never ran its code (see
+ * execute.ts and ZygoteChild), so the host may run it elsewhere.
+ */
+export const STARTED_LINE = '{"started":true}';
+
 /** How the runners begin a bridge call's line: `{"bridge": message}`. */
 export const BRIDGE_PREFIX = Buffer.from('{"bridge":');
 

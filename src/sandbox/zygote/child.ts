@@ -36,7 +36,7 @@ export class ZygoteChild {
     readonly cgroup: RunCgroup,
     maxLogBytes: number,
     sockets: HostSocket,
-    log: (message: string) => void,
+    private readonly log: (message: string) => void,
     /** Takes the run's cgroups back once the run is over (to reuse or remove them). */
     private readonly release: (cgroup: RunCgroup) => void,
   ) {
@@ -155,7 +155,14 @@ export class ZygoteChild {
     clearTimeout(lost);
     this.cgroup.killAll();
     if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS, { boost: true });
-    const record = this.record(status, timedOut, false);
+    // Its fd 3 read to the end with nothing after the ready line, not even the ack the child writes
+    // once it has its request (before any of the run's code): the child (or its zygote, killed
+    // between the claim and the ack) never began the run, so the caller may run it elsewhere. Any
+    // byte after ready, or a fd 3 not read to its end, and the run counts as begun: never re-run.
+    // The host's own kills (timeout, abort, overflow) end runs honestly, whatever they did.
+    const notStarted = first === 'exit' && !escalated && channel.closed && !channel.heardAfterReady;
+    if (notStarted) this.log('a zygote child ended before its run began (its zygote died?): the run takes the ordinary path');
+    const record = this.record(status, timedOut, notStarted);
     this.release(this.cgroup);
     return record;
   }

@@ -82,7 +82,11 @@ export interface ZygoteOptions {
 
 /** What a run through a zygote child produced, in the form bubblewrap.ts interprets. */
 export interface ZygoteRunRecord extends RunRecord {
-  /** The child died before its run began (the caller may take the ordinary path instead). */
+  /**
+   * The child was gone before its run began: never ready, or its fd 3 ended with nothing after the
+   * ready line, not even its start ack (STARTED_LINE). None of the run's code ran, so the caller
+   * takes the ordinary path instead.
+   */
   notStarted: boolean;
 }
 
