@@ -10,9 +10,10 @@ import type { PreparedSandbox } from './launch/prepared.js';
 import type { LauncherExit } from './launcher-pool.js';
 import type { NetworkAttachment } from './host/network.js';
 import { lineCapBytes } from './outcome.js';
+import { takeOutputAtAnswer } from './wire/drain.js';
 import { REAP_BOUND_MS } from './policy/capacity.js';
 
-/** After an answer, how long the run's pipes get to deliver what it printed before it (reads may come a turn later). */
+/** After an answer, where its pipes cannot be drained, how long they get to deliver what the run printed before it. */
 const PIPES_AFTER_ANSWER_MS = 100;
 
 export interface ExecuteDeps {
@@ -103,10 +104,14 @@ export async function execute(
       // The helper is spared: it reaps what the kill leaves and exits (no orphan, no zombie).
       cgroup!.killAll(child.pid);
       exit = { code: 0, signal: null, spawnFailed: false };
-      // What the run printed before answering is in the pipes, but their reads may come a turn
-      // after the answer's: wait for the pipes' end (the helper exits once the kill is reaped,
-      // within milliseconds), bounded so a stuck helper cannot hold the answer.
-      await Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), delay(PIPES_AFTER_ANSWER_MS)]);
+      // What the run printed before answering is in the pipes already (see wire/drain.ts).
+      await takeOutputAtAnswer(
+        [
+          [child.stdout, stdout],
+          [child.stderr, stderr],
+        ],
+        PIPES_AFTER_ANSWER_MS,
+      );
     } else {
       exit = await exited;
       // Ended by the helper's own wall clock (the server's timer was late): a timeout all the same.
@@ -117,6 +122,8 @@ export async function execute(
   } finally {
     (attachment as NetworkAttachment | null)?.close();
     cgroup?.killAll(answeredFirst ? child.pid : undefined);
+    // The pool may start this sandbox's replacement now (warm-pool.ts: not beside the run).
+    prepared.finish();
   }
   // After a kill the namespace may still be dying; a stopped run must not outlive its answer.
   const answer = channel.answer;
@@ -153,12 +160,4 @@ export async function execute(
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-/** Settles when a stream has ended or closed (at once for none, or one that already has). */
-const ended = (stream: NodeJS.ReadableStream | null | undefined) =>
-  new Promise<void>((resolve) => {
-    const readable = stream as (NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean }) | null | undefined;
-    if (!readable || readable.readableEnded || readable.destroyed) return resolve();
-    readable.once('end', () => resolve());
-    readable.once('close', () => resolve());
-  });
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());

@@ -271,6 +271,59 @@ export default () => {
     }
   });
 
+  // A run held inside its code until the test lets it go: it calls the bridge, which answers when
+  // `open` is called. `entered` settles once the run's code is running.
+  function gatedRun(sandbox: BubblewrapSandbox) {
+    let open = () => {};
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let entered = () => {};
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    const outcome = run(sandbox, 'typescript', 'export default () => globalThis.__mcpworksBridge({ wait: true });\n', {
+      bridge: async () => {
+        entered();
+        await gate;
+        return { ok: true, result: 'let go' };
+      },
+    });
+    return { outcome, inside, open };
+  }
+
+  it("a claimed sandbox's replacement starts once the run has answered, not beside it", async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, zygote: false, pool: { minSize: 2, replaceAfterMs: 600_000 } });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'typescript 512 MB') === 2);
+      const gated = gatedRun(sandbox);
+      await gated.inside;
+      // The periodic refill (once a second) does not start it either.
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      const during = keyStats(sandbox, 'typescript 512 MB')!;
+      assert.deepEqual([during.ready, during.starting, during.hits], [1, 0, 1], 'nothing started while the run is in progress');
+      gated.open();
+      assert.deepEqual(resultOf(await gated.outcome), { ok: true, result: 'let go' });
+      await waitFor('the replacement', () => readyCount(sandbox, 'typescript 512 MB') === 2);
+    } finally {
+      await sandbox.close();
+    }
+  });
+
+  it('runs that go on do not starve the pool: three at once empty it, and it refills while they run', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, zygote: false, pool: { minSize: 2 } });
+    try {
+      await waitFor('the pool', () => readyCount(sandbox, 'typescript 512 MB') === 2);
+      const gated = [gatedRun(sandbox), gatedRun(sandbox), gatedRun(sandbox)];
+      await Promise.all(gated.map((one) => one.inside));
+      // Two took pooled sandboxes, the third started its own; all three are still in their code.
+      assert.equal(keyStats(sandbox, 'typescript 512 MB')!.hits, 2);
+      await waitFor('the refill while the runs go on', () => readyCount(sandbox, 'typescript 512 MB') === 2);
+      for (const one of gated) one.open();
+      for (const one of gated) assert.deepEqual(resultOf(await one.outcome), { ok: true, result: 'let go' });
+      assert.equal(resultOf(await run(sandbox, 'typescript', 'export default () => "next";\n')), 'next');
+      assert.equal(keyStats(sandbox, 'typescript 512 MB')!.hits, 3, 'the next run took a pooled sandbox');
+    } finally {
+      await sandbox.close();
+    }
+  });
+
   it('MCPWORKS_SANDBOX_POOL=off (or pool: false) starts every sandbox on the request path', async () => {
     // The switch is read once, at start, by the composition root (src/app/config.ts), which passes it in.
     const sandbox: BubblewrapSandbox = createBubblewrapSandbox({ ...sandboxFromEnv({ MCPWORKS_SANDBOX_POOL: 'off' }), network: false });

@@ -8,10 +8,14 @@ const MB = 1024 * 1024;
 
 class FakeSandbox implements PoolItem {
   readonly ready: Promise<boolean>;
+  /** Settled by the test: the run that claimed it has answered. */
+  readonly done: Promise<void>;
   discarded = false;
   settle: (ready: boolean) => void = () => {};
+  answer: () => void = () => {};
   constructor(readonly shape: PoolShape) {
     this.ready = new Promise((resolve) => (this.settle = resolve));
+    this.done = new Promise((resolve) => (this.answer = resolve));
   }
   alive(): boolean {
     return !this.discarded;
@@ -63,6 +67,7 @@ test('named shapes are filled to their floor at start; a claim takes a ready one
   assert.equal(h.live('ts').length, 2);
   const claimed = h.pool.claim(shape('py'));
   assert.ok(claimed);
+  claimed.answer();
   await turn();
   await turn();
   assert.equal(h.started.filter((item) => item.shape.key === 'py').length, 3, 'one started in its place');
@@ -75,7 +80,7 @@ test('a learned shape starts cold, then keeps what its claim rate needs, up to t
   await turn();
   assert.equal(h.live('pkg').length, 1);
   // 40 claims in the same instant: 8 per second decaying over 5 s, half a second of it is 4.
-  for (let index = 0; index < 40; index++) h.pool.claim(shape('pkg'));
+  for (let index = 0; index < 40; index++) h.pool.claim(shape('pkg'))?.answer();
   await turn();
   await turn();
   const [key] = h.pool.stats().keys;
@@ -133,4 +138,81 @@ test('a shape whose sandboxes cannot start is backed off, and logged only a few 
   assert.ok(attempts >= 1 && attempts < 10, `${attempts} attempts`);
   assert.ok(logs.length <= 3);
   assert.equal(logs[0], 'could not start a pooled sandbox (broken): no helper');
+});
+
+const startedFor = (h: ReturnType<typeof harness>, key: string) => h.started.filter((item) => item.shape.key === key).length;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test("a claimed sandbox's replacement starts once its run has answered, not beside the run", async () => {
+  const h = harness([shape('ts')], { minSize: 2, replaceAfterMs: 60_000 });
+  await turn();
+  const claimed = h.pool.claim(shape('ts'))!;
+  await turn();
+  await turn();
+  // The periodic refill and another sandbox becoming ready do not start it either.
+  h.tick();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 2, 'nothing started while the run is in progress');
+  assert.equal(h.pool.stats().keys[0]!.ready, 1);
+  claimed.answer();
+  await turn();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 3, 'its replacement once it answered');
+  // A second settling of the same run changes nothing.
+  claimed.answer();
+  h.tick();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 3);
+});
+
+test('a run longer than replaceAfterMs gets its replacement all the same, once', async () => {
+  const h = harness([shape('ts')], { minSize: 2, replaceAfterMs: 30 });
+  await turn();
+  const claimed = h.pool.claim(shape('ts'))!;
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 2);
+  await sleep(80);
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 3, 'replaced after the bound though the run goes on');
+  claimed.answer();
+  await turn();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 3, 'its late answer starts no second one');
+});
+
+test('parallel runs: each slot is refilled as its own run answers; a claim that empties the key refills at once', async () => {
+  const h = harness([shape('ts')], { minSize: 3, maxSize: 3, replaceAfterMs: 60_000 });
+  await turn();
+  const first = h.pool.claim(shape('ts'))!;
+  h.pool.claim(shape('ts'));
+  await turn();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 3, 'no replacement beside the two runs while one is still ready');
+  first.answer();
+  await turn();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 4, 'one for the run that answered');
+  await turn();
+  // Two ready now (the last one and the replacement); two more claims take both.
+  h.pool.claim(shape('ts'));
+  h.pool.claim(shape('ts'));
+  await turn();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 7, 'the key emptied: every held slot refilled at once, while all three runs go on');
+  // A claim that finds none ready takes the cold path and holds nothing back.
+  const empty = harness([shape('py')], { minSize: 1, replaceAfterMs: 60_000 });
+  await turn();
+  empty.pool.claim(shape('py'));
+  await turn();
+  await turn();
+  assert.equal(startedFor(empty, 'py'), 2);
+});
+
+test('replaceAfterMs 0: the replacement starts at the claim', async () => {
+  const h = harness([shape('ts')], { minSize: 2, replaceAfterMs: 0 });
+  await turn();
+  h.pool.claim(shape('ts'));
+  await turn();
+  await turn();
+  assert.equal(startedFor(h, 'ts'), 3);
 });

@@ -12,9 +12,14 @@
  * target follows its recent claim rate, capped per key, in total, and by free memory; a key nobody
  * claims for `idleMs` shrinks back to its floor (learned keys are then dropped). Idle sandboxes are
  * blocked in read(2), so they cost memory, never CPU.
+ *
+ * A claimed sandbox's replacement starts once its run has answered (`done`), or `replaceAfterMs`
+ * after the claim if the run takes longer, or at once when the claim took the key's last ready
+ * sandbox: an interpreter's start (about 25 ms of CPU for Node) beside a short run on a 2-core host
+ * doubled its latency, while a long run's slot, or a pool that demand has emptied, is refilled.
  */
 import { availableParallelism, freemem, totalmem } from 'node:os';
-import { backoffMs, DecayingRate, memoryReserve, POOL_TICK_MS, START_BACKOFF, targetSize } from './policy/capacity.js';
+import { backoffMs, DecayingRate, memoryReserve, POOL_TICK_MS, REPLACE_AFTER_MS, START_BACKOFF, targetSize } from './policy/capacity.js';
 
 export interface PoolShape {
   /** Everything fixed when the sandbox starts; equal keys are interchangeable sandboxes. */
@@ -31,6 +36,11 @@ export interface PoolItem {
   alive(): boolean;
   /** Ends an unclaimed sandbox and frees what it holds. */
   discard(): Promise<void>;
+  /**
+   * Settles once the run that claimed it has answered or ended (never rejects); its replacement
+   * waits for it, up to `replaceAfterMs`. Without it, the replacement starts at the claim.
+   */
+  readonly done?: Promise<unknown>;
 }
 
 export interface WarmPoolOptions {
@@ -48,6 +58,8 @@ export interface WarmPoolOptions {
   idleMs?: number;
   /** Sandboxes being started at once, so refills never swamp the runs in progress. Default: CPUs. */
   maxStarting?: number;
+  /** Longest a claimed sandbox's replacement waits for its run's answer. Default 200 ms (REPLACE_AFTER_MS). */
+  replaceAfterMs?: number;
   /** Free memory idle sandboxes must leave. Default max(512 MB, 10 % of RAM). */
   reserveBytes?: number;
   /** Free memory now (default os.freemem, MemAvailable on Linux); replaceable for tests. */
@@ -92,6 +104,8 @@ interface KeyState<S, T> {
   hits: number;
   failures: number;
   retryAt: number;
+  /** Releases of claimed sandboxes whose replacement waits for their run's answer (each counted as present until then). */
+  holds: Set<() => void>;
 }
 
 export class WarmPool<S extends PoolShape, T extends PoolItem> {
@@ -103,6 +117,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   private readonly maxKeys: number;
   private readonly idleMs: number;
   private readonly maxStarting: number;
+  private readonly replaceAfterMs: number;
   private readonly reserveBytes: number;
   private readonly freeMemory: () => number;
   private readonly now: () => number;
@@ -127,6 +142,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     this.maxKeys = Math.max(pinned.length + 1, options.maxKeys ?? 8);
     this.idleMs = options.idleMs ?? 60_000;
     this.maxStarting = Math.max(1, options.maxStarting ?? availableParallelism());
+    this.replaceAfterMs = Math.max(0, options.replaceAfterMs ?? REPLACE_AFTER_MS);
     this.reserveBytes = options.reserveBytes ?? memoryReserve(totalmem());
     this.freeMemory = options.freeMemory ?? freemem;
     this.now = options.now ?? Date.now;
@@ -173,9 +189,35 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
     if (found) {
       state.hits++;
       this.hits++;
+      this.holdReplacement(state, found);
     }
     this.queueRefill();
     return found;
+  }
+
+  /**
+   * The claimed sandbox's slot stays counted until its run answers (or the bound passes), while
+   * another ready one of its key is there for the next claim. A claim that takes the key's last
+   * ready sandbox lets every held slot go: demand has caught up with the pool, and waiting would
+   * only send the next claims to cold starts.
+   */
+  private holdReplacement(state: KeyState<S, T>, item: T): void {
+    if (!state.entries.some((entry) => entry.ready)) {
+      for (const release of [...state.holds]) release();
+      return;
+    }
+    if (!item.done || this.replaceAfterMs === 0) return;
+    let bound: NodeJS.Timeout | undefined = undefined;
+    const release = () => {
+      if (!state.holds.delete(release)) return;
+      clearTimeout(bound);
+      this.queueRefill();
+    };
+    state.holds.add(release);
+    bound = setTimeout(release, this.replaceAfterMs);
+    // A held slot must not keep the process alive; a closed pool starts nothing anyway.
+    bound.unref();
+    void item.done.then(release, release);
   }
 
   stats(): PoolStats {
@@ -203,7 +245,18 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
   }
 
   private newState(shape: S, pinned: boolean, now: number): KeyState<S, T> {
-    return { shape, pinned, entries: [], rate: new DecayingRate(now), lastClaim: now, claims: 0, hits: 0, failures: 0, retryAt: 0 };
+    return {
+      shape,
+      pinned,
+      entries: [],
+      rate: new DecayingRate(now),
+      lastClaim: now,
+      claims: 0,
+      hits: 0,
+      failures: 0,
+      retryAt: 0,
+      holds: new Set(),
+    };
   }
 
   private decayedRate(state: KeyState<S, T>, now: number): number {
@@ -260,7 +313,7 @@ export class WarmPool<S extends PoolShape, T extends PoolItem> {
       progress = false;
       for (const state of states) {
         if (this.starting >= this.maxStarting || total >= this.maxTotal) return;
-        if (state.entries.length >= this.targetFor(state, now) || Date.now() < state.retryAt) continue;
+        if (state.entries.length + state.holds.size >= this.targetFor(state, now) || Date.now() < state.retryAt) continue;
         const estimate = state.shape.memoryEstimateBytes;
         if (this.freeMemory() - this.startingBytes - estimate < this.reserveBytes) continue;
         this.startOne(state, estimate);

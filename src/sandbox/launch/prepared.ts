@@ -32,6 +32,8 @@ interface PreparedSandbox extends PoolItem {
    * started on the request path (its run moves it). Settles, never rejects.
    */
   lowered: Promise<void> | null;
+  /** The run is over for the machine: answered and killed, or ended (execute calls it; see `done`). */
+  finish(): void;
 }
 
 export interface PrepareDeps {
@@ -84,6 +86,8 @@ export function prepareSandbox(shape: SandboxShape, pooled: boolean, deps: Prepa
   // for the pool once moved, so claims take moved ones first.
   const lowered = pooled && cgroup ? up.then((isUp) => (isUp ? cgroup.lowerCpu() : undefined)).catch(() => undefined) : null;
   const ready = lowered ? up.then((isUp) => lowered.then(() => isUp)) : up;
+  let finish = () => {};
+  const done = new Promise<void>((resolve) => (finish = resolve));
   return {
     launcher,
     pooled,
@@ -94,6 +98,8 @@ export function prepareSandbox(shape: SandboxShape, pooled: boolean, deps: Prepa
     stderr,
     network: networkReady,
     ready,
+    done,
+    finish,
     // A pooled sandbox keeps the directories it mounted at start; if one has since been replaced
     // or removed (a cache rebuilt at the same path), it would show the old one, so it is not used.
     alive: () => !discarded && launcher.alive() && shape.viewSources.every((source, index) => identity(source) === views[index]),

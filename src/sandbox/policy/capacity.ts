@@ -21,6 +21,12 @@ export const KILL_GRACE_MS = 2000;
 export const REAP_BOUND_MS = 2000;
 /** Both pools look at demand, idle members and memory once per tick. */
 export const POOL_TICK_MS = 1000;
+/**
+ * A claimed pooled sandbox's replacement waits for its run's answer at most this long (while its
+ * key still has a ready one): a short run is not slowed by the start, a long one's slot is
+ * refilled all the same (see warm-pool.ts).
+ */
+export const REPLACE_AFTER_MS = 200;
 
 /** Claims per second, decaying exponentially over `windowMs` (each claim adds 1000/windowMs). */
 export class DecayingRate {

@@ -19,10 +19,11 @@ const SCRIPT_FILE = '/tmp/.mcpworks/main.mjs';
 const exitProcess = process.exit.bind(process);
 let answered = false;
 
-// The runner's own way out. After the answer, the host reads stdout and stderr until their pipes
-// end (so nothing printed before it is lost), then answers. This process's copies of the pipes are
-// let go once every 'exit' listener has run (ours is added last): the pipes then end once
-// bubblewrap's small processes are killed, not after this larger process's memory teardown.
+// The runner's own way out. Where the host cannot take what is left in stdout and stderr at the
+// answer, it reads them until their pipes end (so nothing printed before it is lost). This
+// process's copies of the pipes are let go once every 'exit' listener has run (ours is added last):
+// the pipes then end once bubblewrap's small processes are killed, not after this larger process's
+// memory teardown.
 function exit(code) {
   process.on('exit', releaseOutput);
   exitProcess(code);
@@ -151,16 +152,16 @@ function assigned() {
   return captured.result !== undefined && captured.result !== null ? captured.result : captured.output;
 }
 
-// A function's first compile loads and compiles Node's module-wrapping code; a pooled runner does
-// it once while it waits, on a module of its own (not in the require cache), before source maps are
-// on: with them on, Node keeps the module's map where a run finds it (module.findSourceMap).
+// A function's first compile loads and compiles Node's module-wrapping and source-map code; a
+// pooled runner does it once while it waits, on a module of its own (not in the require cache),
+// with source maps on. Its inline map is not JSON: Node keeps no map for it, so a run's
+// `module.findSourceMap` finds nothing of the platform's, while the map-reading path is compiled.
 function warmUp() {
   const file = '/sandbox/warm-up.js';
   const warm = new Module(file, null);
   warm.filename = file;
   warm.paths = [];
-  // A function's shape (its inline source map is ignored: source maps are not on yet).
-  const map = Buffer.from(JSON.stringify({ version: 3, sources: ['warm-up.ts'], names: [], mappings: 'AAAA' })).toString('base64');
+  const map = Buffer.from('not a source map').toString('base64');
   warm._compile(
     `"use strict";\nmodule.exports = function main(input) { return { greeting: \`Hello, \${input}!\` }; };\n//# sourceMappingURL=data:application/json;base64,${map}\n`,
     file,
@@ -191,9 +192,20 @@ function deliver(produced) {
 const pooled = process.argv[2] === 'pooled';
 process.argv.splice(2);
 
+// Writes to stdout and stderr block until their bytes are in the socket (Node queues them once it
+// is full, and a queued write would land after the answer, or never). So the answer, written after
+// them, follows every byte printed before it: the host takes what is left in the sockets at the
+// answer instead of waiting for their end (src/sandbox/wire/drain.ts).
+function blockingOutput() {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream._handle && typeof stream._handle.setBlocking === 'function') stream._handle.setBlocking(true);
+  }
+}
+
 async function main() {
-  if (pooled) warmUp();
+  blockingOutput();
   process.setSourceMapsEnabled(true);
+  if (pooled) warmUp();
   // The ES module loader starts on first use (~4 ms); code-mode scripts are ES modules.
   if (pooled) await import('node:fs');
   fs.writeSync(3, '{"ready":true}\n');
