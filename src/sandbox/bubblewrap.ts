@@ -235,6 +235,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const launchers = new LauncherPool(startLauncher, cgroups.memory || cgroups.pids ? (options.launcherPool ?? 2) : 0);
   launchers.refill();
   const prepareDeps: PrepareDeps = { launchers, uids, network, networkTools: host.networkTools, allowed, log };
+  const freshLaunchers: PrepareDeps = { ...prepareDeps, launchers: { take: () => startLauncher() } };
   const executeDeps: ExecuteDeps = { pendingRemovals, refillLaunchers: () => launchers.refill(), log };
   // The free memory both pools leave to everything else, from the host's RAM (detected once).
   const reserveBytes = memoryReserve(host.totalMemoryBytes);
@@ -336,12 +337,13 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     // A pooled sandbox was started for exactly this shape and is handed to this run alone.
     const prepared = pool?.claim(shape) ?? prepareSandbox(shape, false, prepareDeps);
     let result = await execute(prepared, request, payload, executeDeps);
-    // A pre-started sandbox gone before its runner acked the request (killed while it waited, the
-    // host not yet aware) ran none of the code: the run gets one sandbox started now instead.
-    if (prepared.pooled && 'record' in result && result.notStarted) {
+    // A pre-started sandbox, or the pre-started helper of a cold one, gone before its runner acked
+    // the request (killed while it waited, the host not yet aware) ran none of the code: the run
+    // gets one sandbox started now, on a helper started now (the pool's others may be dead too).
+    if ((prepared.pooled || prepared.launcher.prestarted) && 'record' in result && result.notStarted) {
       if (closed) throw new SandboxUnavailableError('the sandbox is closed');
       log('a pre-started sandbox ended before its run began: the run takes a fresh one');
-      result = await execute(prepareSandbox(shape, false, prepareDeps), request, payload, executeDeps);
+      result = await execute(prepareSandbox(shape, false, freshLaunchers), request, payload, executeDeps);
     }
     if ('platform' in result) return platformFailure(result.platform, elapsed(started));
     return interpret(request, await decoded(result.record), started, outcomeContext);

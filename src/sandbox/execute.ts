@@ -152,10 +152,11 @@ export async function execute(
   const ready = channel.isReady || (await Promise.race([channel.ready, delay(REAP_BOUND_MS).then(() => false)]));
   // Ended by nothing the host did, with fd 3 read to its end (bounded) and nothing on it after the
   // ready line, not even the ack the runner writes once it has its request, before any of the
-  // run's code: the code never ran (a pre-started sandbox killed while it waited, unseen). Any byte
-  // after ready, or a fd 3 not read to its end, and the run counts as begun: never run again.
+  // run's code, or no ready line at all (its pre-started helper killed while it waited): the code
+  // never ran (a pre-started sandbox killed while it waited, unseen). Any byte after ready, or a
+  // fd 3 not read to its end, and the run counts as begun: never run again.
   if (!answeredFirst && !hostKilled && !exit.lost && !channel.closed) await Promise.race([channel.ended, delay(REAP_BOUND_MS)]);
-  const notStarted = ready && !answeredFirst && !hostKilled && !exit.lost && channel.closed && !channel.heardAfterReady;
+  const notStarted = !answeredFirst && !hostKilled && !exit.lost && channel.closed && (!channel.isReady || !channel.heardAfterReady);
   return { record: { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }, notStarted };
 }
 

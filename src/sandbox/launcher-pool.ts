@@ -36,6 +36,11 @@ export interface Launcher {
   exited: Promise<LauncherExit>;
   /** Not ended, and its end will be seen with its status. */
   alive(): boolean;
+  /**
+   * Taken from the pool, started before its run: it may have been killed while it waited, before
+   * the host saw it end (so its run may go to a fresh one; see bubblewrap.ts).
+   */
+  prestarted?: boolean;
 }
 
 export class LauncherPool {
@@ -51,7 +56,7 @@ export class LauncherPool {
   take(): Launcher {
     while (this.ready.length > 0) {
       const launcher = this.ready.shift()!;
-      if (launcher.alive()) return launcher;
+      if (launcher.alive()) return Object.assign(launcher, { prestarted: true });
       discard(launcher);
     }
     return this.start();

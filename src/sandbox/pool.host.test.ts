@@ -61,6 +61,21 @@ function pooledRunners(): number[] {
   return [...argv].filter(([pid, args]) => below(pid) && !args[0]!.includes('bwrap') && args.includes('pooled')).map(([pid]) => pid);
 }
 
+/** The idle launchers below this process: helpers waiting for their command (they watch this pid). */
+function idleLaunchers(): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+        return argv.includes('--wait-command') && argv.includes(String(process.pid));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
 /** Processes whose name (comm) is one of these. */
 function processesNamed(names: readonly string[]): number[] {
   return readdirSync('/proc')
@@ -365,6 +380,25 @@ describe('pooled sandboxes killed while they wait', () => {
       const count = new Map<string, number>();
       const runs = (['python', 'typescript'] as const).flatMap((language) =>
         [0, 1, 2].map((n) => ({ n, ...counted(sandbox, count, language, n) })),
+      );
+      for (const { n, mark, outcome } of runs) {
+        assert.equal(resultOf(await outcome), n);
+        assert.equal(count.get(mark), 1, 'its code ran once');
+      }
+    } finally {
+      await sandbox.close();
+    }
+  });
+
+  it('runs that take pre-started helpers (launchers) killed while they waited get their real results, their code run once', async () => {
+    const sandbox = createBubblewrapSandbox({ network: false, pool: false, zygote: false, launcherPool: 2 });
+    try {
+      await waitFor('the launchers', () => idleLaunchers().length === 2);
+      // No pause: the runs take them before the host has seen them end.
+      for (const pid of idleLaunchers()) process.kill(pid, 'SIGKILL');
+      const count = new Map<string, number>();
+      const runs = (['python', 'typescript'] as const).flatMap((language) =>
+        [0, 1].map((n) => ({ n, ...counted(sandbox, count, language, n) })),
       );
       for (const { n, mark, outcome } of runs) {
         assert.equal(resultOf(await outcome), n);

@@ -37,7 +37,7 @@ interface PreparedSandbox extends PoolItem {
 }
 
 export interface PrepareDeps {
-  launchers: LauncherPool;
+  launchers: Pick<LauncherPool, 'take'>;
   uids: UidAllocator | null;
   network: boolean;
   /** The host's network tools (a host fact detected at start), used with the network on. */
