@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
 import { RawJson } from '../core/raw-json.js';
-import { SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
+import { REMEMBERED_VALUE_CHARS, SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
 
 const guards: SchemaGuard[] = [];
 const guard = (options: ConstructorParameters<typeof SchemaGuard>[0] = {}) => {
@@ -245,4 +245,59 @@ test('workers run below the server in scheduling priority, and are forked off th
   });
   assert.ok(workers.length >= 2, `schema workers found: ${workers.length}`);
   for (const pid of workers) assert.equal(getPriority(pid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice);
+});
+
+test("a small value's pass is remembered for its account, schema and exact text only; failures never", async () => {
+  const g = guard({ workers: 1 });
+  const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
+  const other = { type: 'object', properties: { n: { type: 'integer', maximum: 5 } }, required: ['n'] };
+  const remembered = () => g.stats().remembered;
+  assert.deepEqual(await g.check(schema, { n: 7 }, 'a', 'the input'), { ok: true });
+  assert.equal(remembered(), 0);
+  assert.deepEqual(await g.check(schema, { n: 7 }, 'a', 'the input'), { ok: true });
+  assert.equal(remembered(), 1, 'the same account, schema and value: answered without a worker');
+  // Another account's identical check goes to a worker: a tenant learns nothing of another's checks.
+  assert.deepEqual(await g.check(schema, { n: 7 }, 'b', 'the input'), { ok: true });
+  assert.equal(remembered(), 1, "another account's check is not answered from a's passes");
+  // Another schema, the same account and value: checked, and here refused.
+  assert.deepEqual(await g.check(other, { n: 7 }, 'a', 'the input'), { ok: false, problems: ['/n must be <= 5'] });
+  assert.equal(remembered(), 1);
+  // Another value: checked.
+  assert.deepEqual(await g.check(schema, { n: 'x' }, 'a', 'the input'), { ok: false, problems: ['/n must be integer'] });
+  // A failure is never remembered (as a pass or at all): refused again, by a worker.
+  assert.deepEqual(await g.check(schema, { n: 'x' }, 'a', 'the input'), { ok: false, problems: ['/n must be integer'] });
+  assert.equal(remembered(), 1);
+});
+
+test('only a value of at most REMEMBERED_VALUE_CHARS of JSON text is remembered; the passes are bounded, least recently used first out', async () => {
+  const g = guard({ workers: 1, rememberedPasses: 2 });
+  const schema = { type: 'object' };
+  const long = { s: 'x'.repeat(REMEMBERED_VALUE_CHARS) };
+  assert.ok(JSON.stringify(long).length > REMEMBERED_VALUE_CHARS);
+  const edge = { s: 'x'.repeat(REMEMBERED_VALUE_CHARS - 8) };
+  assert.equal(JSON.stringify(edge).length, REMEMBERED_VALUE_CHARS);
+  await g.check(schema, long, 'a', 'the input');
+  await g.check(schema, long, 'a', 'the input');
+  assert.equal(g.stats().remembered, 0, 'a longer value goes to a worker every time');
+  await g.check(schema, edge, 'a', 'the input');
+  await g.check(schema, edge, 'a', 'the input');
+  assert.equal(g.stats().remembered, 1, 'a value of exactly the limit is remembered');
+  // Two more passes: with room for two, the least recently used (edge) goes.
+  await g.check(schema, { v: 1 }, 'a', 'the input');
+  await g.check(schema, { v: 2 }, 'a', 'the input');
+  await g.check(schema, edge, 'a', 'the input');
+  assert.equal(g.stats().remembered, 1, 'dropped: checked again');
+  await g.check(schema, { v: 2 }, 'a', 'the input');
+  assert.equal(g.stats().remembered, 2, 'the most recent pass stays');
+});
+
+test('a small value past the depth cap is stopped before any worker, and never remembered', async () => {
+  const g = guard({ workers: 1 });
+  let deep: unknown = 1;
+  for (let i = 0; i < 200; i++) deep = [deep];
+  const first = await g.check({}, deep, 'a', 'the input');
+  assert.equal(first.ok, false);
+  assert.match((first as { stopped: string }).stopped, /deeper than/);
+  assert.equal((await g.check({}, deep, 'a', 'the input')).ok, false);
+  assert.equal(g.stats().remembered, 0);
 });
