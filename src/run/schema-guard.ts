@@ -241,8 +241,8 @@ export class SchemaGuard {
    * tenant's checks tell nothing of another's.
    */
   private async checkSmall(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
-    const excess = shapeExcess(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
-    if (excess) return { ok: false, stopped: describeExcess(what, excess) };
+    const pastCaps = shapeExcess(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
+    if (pastCaps) return { ok: false, stopped: describeExcess(what, pastCaps) };
     const text = this.textOf(schema);
     if (!text) return { ok: false, stopped: 'the schema could not be read' };
     // What jsonTextPieces gives for a value within one slice: JSON.stringify's text, or null.
