@@ -58,6 +58,31 @@ test("one user's schema can neither replace ajv's meta-schema nor collide with a
   assert.deepEqual(await g.check({ ...shared }, { name: 'x' }, 'a', 'the input'), { ok: true });
 });
 
+test("a nested $id in one tenant's schema decides nothing for another's $ref (nor for a remembered pass)", async () => {
+  const g = guard({ workers: 1 });
+  // a's schema: its root id, and a nested $id that ajv records (as a path into a's schema).
+  const planted = { $id: 'https://example.com/root', type: 'object', properties: { p: { $id: 'https://example.com/p', type: 'string' } } };
+  assert.deepEqual(await g.compile(planted, 'a'), { ok: true });
+  // b's schema, the same root id, a $ref to a's nested id: it must not resolve into b's own /properties/p.
+  const probe = { $id: 'https://example.com/root', properties: { p: { type: 'integer' } }, $ref: 'https://example.com/p' };
+  const compiled = await g.compile(probe, 'b');
+  assert.equal(compiled.ok, false, "b's $ref resolved through a's schema");
+  assert.match((compiled as { invalid: string }).invalid, /can't resolve reference https:\/\/example\.com\/p/);
+  // So no check of b's can pass on it (and no pass is remembered).
+  for (let i = 0; i < 2; i++) assert.equal((await g.check(probe, 5, 'b', 'the input')).ok, false);
+  assert.equal(g.stats().remembered, 0);
+  // A schema's own nested $id still resolves within it, compiled and checked again after.
+  const own = {
+    $id: 'https://example.com/own',
+    type: 'object',
+    properties: { q: { $ref: 'https://example.com/q' } },
+    $defs: { q: { $id: 'https://example.com/q', type: 'integer' } },
+  };
+  assert.deepEqual(await g.compile(own, 'b'), { ok: true });
+  assert.deepEqual(await g.check(own, { q: 1 }, 'b', 'the input'), { ok: true });
+  assert.deepEqual(await g.check(own, { q: 'x' }, 'b', 'the input'), { ok: false, problems: ['/q must be integer'] });
+});
+
 test('a large value is measured, serialised and sent in slices with a turn of the event loop after each', async () => {
   const g = guard({ sliceValues: 1000 });
   await g.check({ type: 'object' }, {}, 'a', 'the input');
