@@ -4,6 +4,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
 import { RawJson } from '../core/raw-json.js';
+import type { ActiveFunction } from '../store/catalog-store.js';
+import { checkInput, checkOutput } from './function-request.js';
 import { REMEMBERED_VALUE_CHARS, SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
 
 const guards: SchemaGuard[] = [];
@@ -292,6 +294,34 @@ test("a small value's pass is remembered for its account, schema and exact text 
   // A failure is never remembered (as a pass or at all): refused again, by a worker.
   assert.deepEqual(await g.check(schema, { n: 'x' }, 'a', 'the input'), { ok: false, problems: ['/n must be integer'] });
   assert.equal(remembered(), 1);
+});
+
+test("a remembered pass is one function's: another function of the account (maybe another namespace's) with the same schema is checked", async () => {
+  const g = guard({ workers: 1 });
+  const schema = { type: 'object', properties: { user: { type: 'string' } } };
+  // The same template's schemas in two namespaces: a key limited to one must not time the other's checks.
+  const fn = (functionId: string) =>
+    ({
+      functionId,
+      service: 's',
+      name: functionId,
+      definition: { inputSchema: schema, outputSchema: schema },
+    }) as unknown as ActiveFunction;
+  const checks = { schemas: g, accountId: 'a' };
+  const ran = { ok: true as const, result: { user: 'bob' }, stdout: '', stderr: '' };
+  assert.equal(await checkInput(fn('f1'), { user: 'alice' }, checks), undefined);
+  assert.equal((await checkOutput(fn('f1'), ran, checks)).ok, true);
+  assert.equal(await checkInput(fn('f2'), { user: 'alice' }, checks), undefined);
+  assert.equal((await checkOutput(fn('f2'), ran, checks)).ok, true);
+  assert.equal(g.stats().remembered, 0, "f1's passes answered f2's checks");
+  assert.equal(await checkInput(fn('f1'), { user: 'alice' }, checks), undefined);
+  assert.equal((await checkOutput(fn('f1'), ran, checks)).ok, true);
+  assert.equal(g.stats().remembered, 2, "f1's own checks again: remembered");
+  // At the guard: the scope is part of the key, however the account and scope split.
+  await g.check(schema, { v: 1 }, 'a', 'the input', 'x');
+  await g.check(schema, { v: 1 }, 'a', 'the input', 'y');
+  await g.check(schema, { v: 1 }, 'ax', 'the input', '');
+  assert.equal(g.stats().remembered, 2);
 });
 
 test('only a value of at most REMEMBERED_VALUE_CHARS of JSON text is remembered; the passes are bounded, least recently used first out', async () => {

@@ -64,7 +64,7 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   rememberedPasses: 4096,
 });
 
-/** The longest JSON text of a value whose pass is remembered (so the memory is at most ~5 MB). */
+/** The longest JSON text of a value whose pass is remembered (4,096 of them: 6.4 MB of heap, 10.5 MB in two-byte strings). */
 export const REMEMBERED_VALUE_CHARS = 1024;
 /**
  * Values (weightUpTo's count) measured and serialised right away rather than in the fair share's
@@ -182,10 +182,12 @@ export class SchemaGuard {
    * Checks `value` (what: "the input", "the result") against a stored schema. A RawJson (a large
    * answer or bridge input, still as bytes) is never parsed on this thread: its text is scanned for
    * the caps in slices, then goes to the worker as it is, which parses it under the job's deadline.
+   * `scope` (the function's id) narrows the remembered passes within the account: a key limited to
+   * one namespace must not learn, from a check's speed, what was checked in another namespace.
    */
-  async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
+  async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string, scope = ''): Promise<SchemaVerdict> {
     if (value instanceof RawJson) return this.checkRaw(schema, value, accountId, what);
-    if (weightUpTo(value, this.smallWeight()) <= this.smallWeight()) return this.checkSmall(schema, value, accountId, what);
+    if (weightUpTo(value, this.smallWeight()) <= this.smallWeight()) return this.checkSmall(schema, value, accountId, what, scope);
     // Measuring and serialising a value of up to MAX_CHECKED_VALUES values takes the main thread
     // tens of milliseconds: both run in slices of `sliceValues` values, one slice per turn of the
     // event loop shared round-robin across tenants (fair-share.ts), so requests waiting on it
@@ -240,7 +242,13 @@ export class SchemaGuard {
    * never remembered (a stop may be the server's load), and the key holds the account, so one
    * tenant's checks tell nothing of another's.
    */
-  private async checkSmall(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
+  private async checkSmall(
+    schema: Record<string, unknown>,
+    value: unknown,
+    accountId: string,
+    what: string,
+    scope: string,
+  ): Promise<SchemaVerdict> {
     const pastCaps = shapeExcess(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
     if (pastCaps) return { ok: false, stopped: describeExcess(what, pastCaps) };
     const text = this.textOf(schema);
@@ -248,7 +256,9 @@ export class SchemaGuard {
     // What jsonTextPieces gives for a value within one slice: JSON.stringify's text, or null.
     const data = JSON.stringify(value) ?? 'null';
     const key =
-      data.length <= REMEMBERED_VALUE_CHARS && this.options.rememberedPasses > 0 ? rememberKey(accountId, text.key, data) : undefined;
+      data.length <= REMEMBERED_VALUE_CHARS && this.options.rememberedPasses > 0
+        ? rememberKey(accountId, scope, text.key, data)
+        : undefined;
     if (key !== undefined && this.passes.delete(key)) {
       this.passes.set(key, true);
       this.rememberedChecks++;
@@ -628,9 +638,9 @@ export class SchemaGuard {
   }
 }
 
-/** The remembered pass's key: the account (length-prefixed, so no two splits read alike), the schema's hash, the value's text. */
-function rememberKey(accountId: string, schemaKey: string, data: string): string {
-  return `${accountId.length}:${accountId}${schemaKey}${data}`;
+/** The remembered pass's key: the account and scope (length-prefixed, so no two splits read alike), the schema's hash, the value's text. */
+function rememberKey(accountId: string, scope: string, schemaKey: string, data: string): string {
+  return `${accountId.length}:${accountId}${scope.length}:${scope}${schemaKey}${data}`;
 }
 
 /** Bytes of a raw value's text decoded (while scanned) and sent to a worker per turn. */
