@@ -60,6 +60,19 @@ test("one user's schema can neither replace ajv's meta-schema nor collide with a
   assert.deepEqual(await g.check({ ...shared }, { name: 'x' }, 'a', 'the input'), { ok: true });
 });
 
+test('an $async schema is refused (its validator would pass any value), and never checks a value', async () => {
+  const g = guard({ workers: 1 });
+  const schema = { $async: true, type: 'integer' };
+  assert.deepEqual(await g.compile(schema, 'a'), { ok: false, invalid: '$async schemas are not supported' });
+  for (let i = 0; i < 2; i++) {
+    assert.deepEqual(await g.check(schema, 'not an integer', 'a', 'the input'), {
+      ok: false,
+      problems: ['the schema could not be applied: $async schemas are not supported'],
+    });
+  }
+  assert.equal(g.stats().remembered, 0);
+});
+
 test("a nested $id in one tenant's schema decides nothing for another's $ref (nor for a remembered pass)", async () => {
   const g = guard({ workers: 1 });
   // a's schema: its root id, and a nested $id that ajv records (as a path into a's schema).

@@ -48,7 +48,10 @@ function validatorFor(key, text) {
 function compiledAlone(schema) {
   const before = new Set(Object.keys(ajv.refs));
   try {
-    return ajv.compile(schema);
+    const validate = ajv.compile(schema);
+    // An `$async` schema's validator answers a promise, which reads as a pass for any value.
+    if (validate.$async) throw new Error('$async schemas are not supported');
+    return validate;
   } finally {
     for (const id of Object.keys(ajv.refs)) if (!before.has(id)) delete ajv.refs[id];
   }
