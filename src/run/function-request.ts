@@ -67,7 +67,7 @@ export function checkEnv(fn: ActiveFunction, env: Readonly<Record<string, string
 export async function checkInput(fn: ActiveFunction, input: unknown, checks: SchemaChecks): Promise<CallRefusal | undefined> {
   if (!fn.definition.inputSchema) return undefined;
   // A large bridge call's input (RawJson) goes to the schema worker as bytes, never parsed here.
-  const verdict = await checks.schemas.check(fn.definition.inputSchema, input, checks.accountId, 'the input');
+  const verdict = await checks.schemas.check(fn.definition.inputSchema, input, checks.accountId, 'the input', fn.functionId);
   return refusal(
     verdict,
     `input does not match the input_schema of ${fn.service}.${fn.name}`,
@@ -81,7 +81,7 @@ export async function checkOutput(fn: ActiveFunction, result: RunResult, checks:
   let verdict: SchemaVerdict;
   try {
     // A large result (RawJson) goes to the schema worker as bytes, never parsed here.
-    verdict = await checks.schemas.check(fn.definition.outputSchema, result.result, checks.accountId, 'the result');
+    verdict = await checks.schemas.check(fn.definition.outputSchema, result.result, checks.accountId, 'the result', fn.functionId);
   } catch (error) {
     // The code ran: a check that could not finish withholds the result (fails closed) but never
     // keeps the call from being recorded and counted.

@@ -4,7 +4,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
 import { RawJson } from '../core/raw-json.js';
-import { SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
+import type { ActiveFunction } from '../store/catalog-store.js';
+import { checkInput, checkOutput } from './function-request.js';
+import { REMEMBERED_VALUE_CHARS, SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
 
 const guards: SchemaGuard[] = [];
 const guard = (options: ConstructorParameters<typeof SchemaGuard>[0] = {}) => {
@@ -56,6 +58,44 @@ test("one user's schema can neither replace ajv's meta-schema nor collide with a
     problems: ["(root) must have required property 'age'"],
   });
   assert.deepEqual(await g.check({ ...shared }, { name: 'x' }, 'a', 'the input'), { ok: true });
+});
+
+test('an $async schema is refused (its validator would pass any value), and never checks a value', async () => {
+  const g = guard({ workers: 1 });
+  const schema = { $async: true, type: 'integer' };
+  assert.deepEqual(await g.compile(schema, 'a'), { ok: false, invalid: '$async schemas are not supported' });
+  for (let i = 0; i < 2; i++) {
+    assert.deepEqual(await g.check(schema, 'not an integer', 'a', 'the input'), {
+      ok: false,
+      problems: ['the schema could not be applied: $async schemas are not supported'],
+    });
+  }
+  assert.equal(g.stats().remembered, 0);
+});
+
+test("a nested $id in one tenant's schema decides nothing for another's $ref (nor for a remembered pass)", async () => {
+  const g = guard({ workers: 1 });
+  // a's schema: its root id, and a nested $id that ajv records (as a path into a's schema).
+  const planted = { $id: 'https://example.com/root', type: 'object', properties: { p: { $id: 'https://example.com/p', type: 'string' } } };
+  assert.deepEqual(await g.compile(planted, 'a'), { ok: true });
+  // b's schema, the same root id, a $ref to a's nested id: it must not resolve into b's own /properties/p.
+  const probe = { $id: 'https://example.com/root', properties: { p: { type: 'integer' } }, $ref: 'https://example.com/p' };
+  const compiled = await g.compile(probe, 'b');
+  assert.equal(compiled.ok, false, "b's $ref resolved through a's schema");
+  assert.match((compiled as { invalid: string }).invalid, /can't resolve reference https:\/\/example\.com\/p/);
+  // So no check of b's can pass on it (and no pass is remembered).
+  for (let i = 0; i < 2; i++) assert.equal((await g.check(probe, 5, 'b', 'the input')).ok, false);
+  assert.equal(g.stats().remembered, 0);
+  // A schema's own nested $id still resolves within it, compiled and checked again after.
+  const own = {
+    $id: 'https://example.com/own',
+    type: 'object',
+    properties: { q: { $ref: 'https://example.com/q' } },
+    $defs: { q: { $id: 'https://example.com/q', type: 'integer' } },
+  };
+  assert.deepEqual(await g.compile(own, 'b'), { ok: true });
+  assert.deepEqual(await g.check(own, { q: 1 }, 'b', 'the input'), { ok: true });
+  assert.deepEqual(await g.check(own, { q: 'x' }, 'b', 'the input'), { ok: false, problems: ['/q must be integer'] });
 });
 
 test('a large value is measured, serialised and sent in slices with a turn of the event loop after each', async () => {
@@ -245,4 +285,87 @@ test('workers run below the server in scheduling priority, and are forked off th
   });
   assert.ok(workers.length >= 2, `schema workers found: ${workers.length}`);
   for (const pid of workers) assert.equal(getPriority(pid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice);
+});
+
+test("a small value's pass is remembered for its account, schema and exact text only; failures never", async () => {
+  const g = guard({ workers: 1 });
+  const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] };
+  const other = { type: 'object', properties: { n: { type: 'integer', maximum: 5 } }, required: ['n'] };
+  const remembered = () => g.stats().remembered;
+  assert.deepEqual(await g.check(schema, { n: 7 }, 'a', 'the input'), { ok: true });
+  assert.equal(remembered(), 0);
+  assert.deepEqual(await g.check(schema, { n: 7 }, 'a', 'the input'), { ok: true });
+  assert.equal(remembered(), 1, 'the same account, schema and value: answered without a worker');
+  // Another account's identical check goes to a worker: a tenant learns nothing of another's checks.
+  assert.deepEqual(await g.check(schema, { n: 7 }, 'b', 'the input'), { ok: true });
+  assert.equal(remembered(), 1, "another account's check is not answered from a's passes");
+  // Another schema, the same account and value: checked, and here refused.
+  assert.deepEqual(await g.check(other, { n: 7 }, 'a', 'the input'), { ok: false, problems: ['/n must be <= 5'] });
+  assert.equal(remembered(), 1);
+  // Another value: checked.
+  assert.deepEqual(await g.check(schema, { n: 'x' }, 'a', 'the input'), { ok: false, problems: ['/n must be integer'] });
+  // A failure is never remembered (as a pass or at all): refused again, by a worker.
+  assert.deepEqual(await g.check(schema, { n: 'x' }, 'a', 'the input'), { ok: false, problems: ['/n must be integer'] });
+  assert.equal(remembered(), 1);
+});
+
+test("a remembered pass is one function's: another function of the account (maybe another namespace's) with the same schema is checked", async () => {
+  const g = guard({ workers: 1 });
+  const schema = { type: 'object', properties: { user: { type: 'string' } } };
+  // The same template's schemas in two namespaces: a key limited to one must not time the other's checks.
+  const fn = (functionId: string) =>
+    ({
+      functionId,
+      service: 's',
+      name: functionId,
+      definition: { inputSchema: schema, outputSchema: schema },
+    }) as unknown as ActiveFunction;
+  const checks = { schemas: g, accountId: 'a' };
+  const ran = { ok: true as const, result: { user: 'bob' }, stdout: '', stderr: '' };
+  assert.equal(await checkInput(fn('f1'), { user: 'alice' }, checks), undefined);
+  assert.equal((await checkOutput(fn('f1'), ran, checks)).ok, true);
+  assert.equal(await checkInput(fn('f2'), { user: 'alice' }, checks), undefined);
+  assert.equal((await checkOutput(fn('f2'), ran, checks)).ok, true);
+  assert.equal(g.stats().remembered, 0, "f1's passes answered f2's checks");
+  assert.equal(await checkInput(fn('f1'), { user: 'alice' }, checks), undefined);
+  assert.equal((await checkOutput(fn('f1'), ran, checks)).ok, true);
+  assert.equal(g.stats().remembered, 2, "f1's own checks again: remembered");
+  // At the guard: the scope is part of the key, however the account and scope split.
+  await g.check(schema, { v: 1 }, 'a', 'the input', 'x');
+  await g.check(schema, { v: 1 }, 'a', 'the input', 'y');
+  await g.check(schema, { v: 1 }, 'ax', 'the input', '');
+  assert.equal(g.stats().remembered, 2);
+});
+
+test('only a value of at most REMEMBERED_VALUE_CHARS of JSON text is remembered; the passes are bounded, least recently used first out', async () => {
+  const g = guard({ workers: 1, rememberedPasses: 2 });
+  const schema = { type: 'object' };
+  const long = { s: 'x'.repeat(REMEMBERED_VALUE_CHARS) };
+  assert.ok(JSON.stringify(long).length > REMEMBERED_VALUE_CHARS);
+  const edge = { s: 'x'.repeat(REMEMBERED_VALUE_CHARS - 8) };
+  assert.equal(JSON.stringify(edge).length, REMEMBERED_VALUE_CHARS);
+  await g.check(schema, long, 'a', 'the input');
+  await g.check(schema, long, 'a', 'the input');
+  assert.equal(g.stats().remembered, 0, 'a longer value goes to a worker every time');
+  await g.check(schema, edge, 'a', 'the input');
+  await g.check(schema, edge, 'a', 'the input');
+  assert.equal(g.stats().remembered, 1, 'a value of exactly the limit is remembered');
+  // Two more passes: with room for two, the least recently used (edge) goes.
+  await g.check(schema, { v: 1 }, 'a', 'the input');
+  await g.check(schema, { v: 2 }, 'a', 'the input');
+  await g.check(schema, edge, 'a', 'the input');
+  assert.equal(g.stats().remembered, 1, 'dropped: checked again');
+  await g.check(schema, { v: 2 }, 'a', 'the input');
+  assert.equal(g.stats().remembered, 2, 'the most recent pass stays');
+});
+
+test('a small value past the depth cap is stopped before any worker, and never remembered', async () => {
+  const g = guard({ workers: 1 });
+  let deep: unknown = 1;
+  for (let i = 0; i < 200; i++) deep = [deep];
+  const first = await g.check({}, deep, 'a', 'the input');
+  assert.equal(first.ok, false);
+  assert.match((first as { stopped: string }).stopped, /deeper than/);
+  assert.equal((await g.check({}, deep, 'a', 'the input')).ok, false);
+  assert.equal(g.stats().remembered, 0);
 });

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
-import { describeExcess, shapeExcessSlices } from '../core/json-schema.js';
+import { describeExcess, shapeExcess, shapeExcessSlices } from '../core/json-schema.js';
 import { piecesShapeExcessSlices } from '../core/json-scan.js';
-import { jsonTextPieces } from '../core/json-text.js';
+import { jsonTextPieces, weightUpTo } from '../core/json-text.js';
 import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA_WORKER_HEAP_MB } from '../core/limits.js';
 import { RawJson } from '../core/raw-json.js';
 import { packageRoot } from '../sandbox/host.js';
@@ -42,6 +42,12 @@ export interface SchemaGuardOptions {
   sliceValues: number;
   /** Where those slices take their turns, shared fairly with other tenants' main-thread work. */
   share: FairShare;
+  /**
+   * Passes remembered (least recently used dropped first): a value whose JSON text is at most
+   * REMEMBERED_VALUE_CHARS, already found to match a schema for the same account, is not sent to a
+   * worker again. 0: none.
+   */
+  rememberedPasses: number;
 }
 
 export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
@@ -55,7 +61,16 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   nice: 10,
   sliceValues: MAIN_THREAD_SLICE_VALUES,
   share: sharedFairShare,
+  rememberedPasses: 4096,
 });
+
+/** The longest JSON text of a value whose pass is remembered (4,096 of them: 6.4 MB of heap, 10.5 MB in two-byte strings). */
+export const REMEMBERED_VALUE_CHARS = 1024;
+/**
+ * Values (weightUpTo's count) measured and serialised right away rather than in the fair share's
+ * turns: a few microseconds, well under a slice, and most inputs and results are this small.
+ */
+const SMALL_VALUE_WEIGHT = 256;
 
 /**
  * A check's answer. `stopped`: the check was not allowed to finish (too deep, too big, too slow,
@@ -146,6 +161,10 @@ export class SchemaGuard {
   private rawChecks = 0;
   /** Starts the worker processes off the main thread, and relays their messages. */
   private readonly launcher = new SchemaLauncher();
+  /** Remembered passes, by rememberKey (account, schema, value); a Map keeps them in order of use. */
+  private readonly passes = new Map<string, true>();
+  /** Checks answered from the remembered passes. */
+  private rememberedChecks = 0;
 
   constructor(options: Partial<SchemaGuardOptions> = {}) {
     this.options = { ...SCHEMA_GUARD_DEFAULTS, ...options };
@@ -163,9 +182,12 @@ export class SchemaGuard {
    * Checks `value` (what: "the input", "the result") against a stored schema. A RawJson (a large
    * answer or bridge input, still as bytes) is never parsed on this thread: its text is scanned for
    * the caps in slices, then goes to the worker as it is, which parses it under the job's deadline.
+   * `scope` (the function's id) narrows the remembered passes within the account: a key limited to
+   * one namespace must not learn, from a check's speed, what was checked in another namespace.
    */
-  async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string): Promise<SchemaVerdict> {
+  async check(schema: Record<string, unknown>, value: unknown, accountId: string, what: string, scope = ''): Promise<SchemaVerdict> {
     if (value instanceof RawJson) return this.checkRaw(schema, value, accountId, what);
+    if (weightUpTo(value, this.smallWeight()) <= this.smallWeight()) return this.checkSmall(schema, value, accountId, what, scope);
     // Measuring and serialising a value of up to MAX_CHECKED_VALUES values takes the main thread
     // tens of milliseconds: both run in slices of `sliceValues` values, one slice per turn of the
     // event loop shared round-robin across tenants (fair-share.ts), so requests waiting on it
@@ -213,6 +235,48 @@ export class SchemaGuard {
     return this.verdictOf(await this.submit(accountId, 'check', text, data), what);
   }
 
+  /**
+   * A small value: measured and serialised at once (bounded work), then a pass remembered for this
+   * account, schema and exact text is taken as it is. The worker's verdict depends only on the
+   * schema's text and the value's text, so the same pair passes again; failures and stops are
+   * never remembered (a stop may be the server's load), and the key holds the account, so one
+   * tenant's checks tell nothing of another's.
+   */
+  private async checkSmall(
+    schema: Record<string, unknown>,
+    value: unknown,
+    accountId: string,
+    what: string,
+    scope: string,
+  ): Promise<SchemaVerdict> {
+    const pastCaps = shapeExcess(value, { maxDepth: MAX_CHECKED_DEPTH, maxValues: MAX_CHECKED_VALUES });
+    if (pastCaps) return { ok: false, stopped: describeExcess(what, pastCaps) };
+    const text = this.textOf(schema);
+    if (!text) return { ok: false, stopped: 'the schema could not be read' };
+    // What jsonTextPieces gives for a value within one slice: JSON.stringify's text, or null.
+    const data = JSON.stringify(value) ?? 'null';
+    const key =
+      data.length <= REMEMBERED_VALUE_CHARS && this.options.rememberedPasses > 0
+        ? rememberKey(accountId, scope, text.key, data)
+        : undefined;
+    if (key !== undefined && this.passes.delete(key)) {
+      this.passes.set(key, true);
+      this.rememberedChecks++;
+      return { ok: true };
+    }
+    const verdict = this.verdictOf(await this.submit(accountId, 'check', text, [data]), what);
+    if (key !== undefined && verdict.ok) {
+      this.passes.set(key, true);
+      if (this.passes.size > this.options.rememberedPasses) this.passes.delete(this.passes.keys().next().value!);
+    }
+    return verdict;
+  }
+
+  /** The weight up to which a value is small: never more than a slice. */
+  private smallWeight(): number {
+    return Math.min(SMALL_VALUE_WEIGHT, Math.max(1, this.options.sliceValues));
+  }
+
   private verdictOf(answer: Answer, what: string): SchemaVerdict {
     if ('unreadable' in answer) return { ok: false, stopped: `${what} could not be read as JSON` };
     if ('problems' in answer) return { ok: false, problems: answer.problems };
@@ -236,10 +300,21 @@ export class SchemaGuard {
   /**
    * For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an
    * overrun, checks whose value is still being prepared on the main thread, jobs whose value is
-   * still being sent to their worker, and checks so far whose value was never parsed here (raw).
+   * still being sent to their worker, checks so far whose value was never parsed here (raw), and
+   * checks so far answered from the remembered passes.
    */
-  stats(): { ready: number; busy: number; waiting: number; replaced: number; preparing: number; sending: number; raw: number } {
+  stats(): {
+    ready: number;
+    busy: number;
+    waiting: number;
+    replaced: number;
+    preparing: number;
+    sending: number;
+    raw: number;
+    remembered: number;
+  } {
     return {
+      remembered: this.rememberedChecks,
       ready: this.slots.filter((s) => s.ready).length,
       busy: this.slots.filter((s) => s.job).length,
       waiting: this.waitingCount,
@@ -561,6 +636,11 @@ export class SchemaGuard {
     if (next <= 0) map.delete(key);
     else map.set(key, next);
   }
+}
+
+/** The remembered pass's key: the account and scope (length-prefixed, so no two splits read alike), the schema's hash, the value's text. */
+function rememberKey(accountId: string, scope: string, schemaKey: string, data: string): string {
+  return `${accountId.length}:${accountId}${scope.length}:${scope}${schemaKey}${data}`;
 }
 
 /** Bytes of a raw value's text decoded (while scanned) and sent to a worker per turn. */

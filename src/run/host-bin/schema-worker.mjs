@@ -33,10 +33,28 @@ function validatorFor(key, text) {
     compiled = new Map();
     cachedBytes = 0;
   }
-  const validate = ajv.compile(JSON.parse(text));
+  const validate = compiledAlone(JSON.parse(text));
   compiled.set(key, validate);
   cachedBytes += text.length;
   return validate;
+}
+
+/**
+ * Compiles `schema`, then drops every id the compile registered in ajv.refs. Even with
+ * addUsedSchema:false ajv records a nested `$id` there (as a path into its schema), and a later
+ * schema with the same root `$id` resolves a `$ref` to it: one schema's (one tenant's) compile
+ * would decide whether another compiles and how it checks. The validator made is complete already.
+ */
+function compiledAlone(schema) {
+  const before = new Set(Object.keys(ajv.refs));
+  try {
+    const validate = ajv.compile(schema);
+    // An `$async` schema's validator answers a promise, which reads as a pass for any value.
+    if (validate.$async) throw new Error('$async schemas are not supported');
+    return validate;
+  } finally {
+    for (const id of Object.keys(ajv.refs)) if (!before.has(id)) delete ajv.refs[id];
+  }
 }
 
 /** Pieces of a large value's JSON text, sent before its job (one per message, so the host never holds its loop to send megabytes). */
