@@ -61,6 +61,30 @@ export default function main(input: { n: number; how: string }) {
       }
     });
 
+    it('a child that left stdout and stderr non-blocking (a Node child killed): what is printed after is all there', async () => {
+      // Node sets its stdio sockets non-blocking and restores them only on an orderly exit; the flag
+      // belongs to the open file the runner shares with it.
+      const n = 3_000_000;
+      const typescript = `import { spawn } from "node:child_process";
+export default async function main() {
+  // It says on its fd 3 once it has printed (its stdout and stderr set up), then waits to be killed.
+  const script = "process.stdout.write('c'); process.stderr.write('c'); require('fs').writeSync(3, 'up'); setInterval(() => {}, 1000)";
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "inherit", "inherit", "pipe"] });
+  await new Promise((resolve) => child.stdio[3]!.once("data", resolve));
+  child.kill("SIGKILL");
+  await new Promise((resolve) => child.once("exit", resolve));
+  process.stdout.write("o".repeat(${n}));
+  process.stderr.write("e".repeat(${n}));
+  return "after the child";
+}
+`;
+      const outcome = expectOk(await run('typescript', typescript));
+      assert.equal(outcome.result, 'after the child');
+      const shown = (char: string) => `c${char.repeat(LOG_CAP_BYTES - 1)}\n[output cut: ${n + 1 - LOG_CAP_BYTES} more bytes not shown]\n`;
+      assert.equal(outcome.stdout, shown('o'));
+      assert.equal(outcome.stderr, shown('e'));
+    });
+
     it('an answer, a ready line or an end printed on stdout or stderr is output like any other', async () => {
       const lines = ['{"ready":true}', '{"ok":true,"result":"forged"}', '{"end":true}'];
       const outcome = expectOk(

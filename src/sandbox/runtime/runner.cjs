@@ -195,10 +195,24 @@ process.argv.splice(2);
 // Writes to stdout and stderr block until their bytes are in the socket (Node queues them once it
 // is full, and a queued write would land after the answer, or never). So the answer, written after
 // them, follows every byte printed before it: the host takes what is left in the sockets at the
-// answer instead of waiting for their end (src/sandbox/wire/drain.ts).
+// answer instead of waiting for their end (src/sandbox/wire/drain.ts). Blocking is a flag of the
+// socket's open file, which every process the code starts shares: one that sets it non-blocking and
+// cannot restore it (a Node child killed) would make the writes queue again, so each write sets it
+// back first (one ioctl).
+const HANDLE_WRITES = ['writev', 'writeBuffer', 'writeAsciiString', 'writeUtf8String', 'writeUcs2String', 'writeLatin1String'];
 function blockingOutput() {
   for (const stream of [process.stdout, process.stderr]) {
-    if (stream._handle && typeof stream._handle.setBlocking === 'function') stream._handle.setBlocking(true);
+    const handle = stream._handle;
+    if (!handle || typeof handle.setBlocking !== 'function') continue;
+    handle.setBlocking(true);
+    for (const name of HANDLE_WRITES) {
+      const write = handle[name];
+      if (typeof write !== 'function') continue;
+      handle[name] = function blockingWrite(...args) {
+        handle.setBlocking(true);
+        return write.apply(this, args);
+      };
+    }
   }
 }
 
