@@ -141,5 +141,36 @@ export default () => {
       );
       assert.deepEqual([closed.result, closed.stdout, closed.stderr], ['closed', 'before\n', 'said\n']);
     });
+
+    it("Python code that closes, replaces or blocks its own streams gets its own answer, never the runner's traceback", async () => {
+      // Each way the runner reaches its answer: a result, main()'s return, sys.exit(0), os._exit(0),
+      // an exception, after sys.stdout closed, set to None, or left non-blocking behind a full pipe.
+      const tamper = [
+        'import sys\nprint("before")\nsys.stdout.close()',
+        'import sys\nprint("before")\nsys.stdout = None\nsys.stderr = None',
+        'import os, sys\nprint("before")\nos.set_blocking(1, False)\ntry:\n    sys.stdout.write("x" * 3_000_000)\nexcept BlockingIOError:\n    pass',
+      ];
+      const endings: [string, (outcome: SandboxOutcome) => void][] = [
+        ['result = "kept"', (outcome) => assert.equal(expectOk(outcome).result, 'kept')],
+        ['def main(input_data):\n    return "kept"', (outcome) => assert.equal(expectOk(outcome).result, 'kept')],
+        ['result = "kept"\nraise SystemExit(0)', (outcome) => assert.equal(expectOk(outcome).result, 'kept')],
+        ['import os\nresult = "kept"\nos._exit(0)', (outcome) => assert.equal(expectOk(outcome).result, 'kept')],
+        [
+          'raise ValueError("mine")',
+          (outcome) => {
+            assert.equal(outcome.ok, false, JSON.stringify(outcome).slice(0, 2000));
+            const { error } = outcome as Extract<SandboxOutcome, { ok: false }>;
+            assert.deepEqual([error.type, error.message], ['ValueError', 'mine']);
+          },
+        ],
+      ];
+      for (const first of tamper) {
+        for (const [ending, check] of endings) {
+          const outcome = await run('python', `${first}\n${ending}\n`);
+          check(outcome);
+          assert.doesNotMatch(JSON.stringify(outcome), /runner\.py/);
+        }
+      }
+    });
   });
 }

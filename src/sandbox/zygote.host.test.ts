@@ -674,6 +674,20 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
     }
   });
 
+  it('a child whose code closes, replaces or blocks its own streams answers with its own result, in the child', async () => {
+    const before = sandbox.zygoteStats()!.runs;
+    for (const first of [
+      'import sys\nsys.stdout.close()',
+      'import sys\nsys.stdout = None\nsys.stderr = None',
+      'import os, sys\nos.set_blocking(1, False)\ntry:\n    sys.stdout.write("x" * 3_000_000)\nexcept BlockingIOError:\n    pass',
+    ]) {
+      for (const ending of ['result = "kept"', 'import os\nresult = "kept"\nos._exit(0)']) {
+        assert.equal(resultOf(await py(`${first}\n${ending}\n`, { entry: 'script' })), 'kept');
+      }
+    }
+    assert.ok(sandbox.zygoteStats()!.runs > before);
+  });
+
   it('the zygote holds none of the server environment', () => {
     let read = 0;
     for (const pid of zygotePids()) {

@@ -178,17 +178,21 @@ def serve(read_request, bridge_reader=None, writer=None):
 
     answered = False
 
-    def answer(payload):
-        nonlocal answered
-        answered = True
-        # The host ends the run at its answer: a last stderr line without its newline goes first,
-        # and so does what the real stdout holds if the code replaced sys.stdout. (Not stopped by a
-        # stream the code closed or replaced: the answer matters more.)
-        for stream in (sys.stderr, sys.__stdout__, sys.__stderr__):
+    def flush_output():
+        # The code may have closed, replaced (even with None) or left non-blocking its streams: the
+        # runner's own flushes never raise, or the run would end in the runner's traceback.
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 stream.flush()
             except Exception:  # noqa: BLE001
                 pass
+
+    def answer(payload):
+        nonlocal answered
+        answered = True
+        # The host ends the run at its answer: a last stderr line without its newline goes first,
+        # and so does what the real stdout holds if the code replaced sys.stdout.
+        flush_output()
         writer.write(payload + "\n")
         writer.flush()
 
@@ -217,7 +221,6 @@ def serve(read_request, bridge_reader=None, writer=None):
         if len(encoded.encode("utf-8", "backslashreplace")) > max_result:
             answer(_failure("OutputSizeError", f"the result is larger than {max_result} bytes"))
             return
-        sys.stdout.flush()
         answer('{"ok":true,"result":' + encoded + "}")
 
     # One exit rule in both languages: status 0 (sys.exit(), os._exit(0), process.exit(0)) ends the
@@ -230,26 +233,22 @@ def serve(read_request, bridge_reader=None, writer=None):
         if os.getpid() != runner_pid:  # a child the code forked: its exit is its own
             real_exit(status)
         if not answered:
-            sys.stdout.flush()
             if status == 0:
                 deliver(namespace.get("result") if namespace.get("result") is not None else namespace.get("output"))
             else:
                 answer(_failure("ProcessExitError", f"the code exited with status {status} (os._exit({status}))"))
-        sys.stdout.flush()
-        sys.stderr.flush()
+        flush_output()
         real_exit(0)
 
     os._exit = user_exit
     try:
         produced = _run_contract(code, namespace, script)
     except SystemExit as stop:  # a status other than 0 (see _run_contract)
-        sys.stdout.flush()
         status = stop.code if isinstance(stop.code, int) else 1
         said = f": {stop.code}" if not isinstance(stop.code, int) else ""
         answer(_failure("ProcessExitError", f"the code exited with status {status} (sys.exit){said}", _trimmed_traceback(stop)))
         return
     except BaseException as error:  # the user's own exception, including KeyboardInterrupt
-        sys.stdout.flush()
         # Some exceptions carry no text (MemoryError(), StopIteration()); the class name still says what happened.
         answer(_failure(type(error).__name__, str(error) or type(error).__name__, _trimmed_traceback(error)))
         return
@@ -261,6 +260,9 @@ def serve(read_request, bridge_reader=None, writer=None):
 if __name__ == "__main__":
     serve(_read_request)
     # Skip interpreter teardown of everything the function loaded: the answer is already sent.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for _stream in (sys.stdout, sys.stderr):
+        try:
+            _stream.flush()
+        except Exception:  # noqa: BLE001 (a stream the code closed or replaced)
+            pass
     os._exit(0)

@@ -94,10 +94,14 @@ def _worker(clock, writer):
         import runner
         # Its stdin is /dev/null already (P1 pointed fd 0 there): the zygote's sys.stdin reads it.
         runner.serve(lambda: _read_request(clock), writer=writer)
-        sys.stdout.flush()
-        sys.stderr.flush()
     except BaseException:  # noqa: BLE001
         os._exit(SETUP_FAILED)
+    # Answered: a stream the code closed or replaced is no set-up failure.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
     os._exit(0)
 
 
