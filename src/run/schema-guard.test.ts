@@ -379,22 +379,29 @@ test("each account's remembered passes are its own share: another account fillin
 test('the accounts whose passes are held are bounded: past it, the least recently used account goes whole', async () => {
   const g = guard({ workers: 1, rememberedPasses: 3, rememberedAccounts: 2 });
   const schema = { type: 'object' };
+  const remembered = () => g.stats().remembered;
   for (const v of [1, 2, 3]) await g.check(schema, { v }, 'a', 'the input');
   await g.check(schema, { v: 1 }, 'b', 'the input');
   assert.deepEqual(g.stats().held, { passes: 4, accounts: 2 });
   // a is used again (answered from its list), so b is now the least recently used account.
   await g.check(schema, { v: 1 }, 'a', 'the input');
-  assert.equal(g.stats().remembered, 1);
-  for (const account of ['c', 'd', 'e']) await g.check(schema, { v: 1 }, account, 'the input');
-  assert.deepEqual(g.stats().held, { passes: 1 + 1, accounts: 2 }, 'never more than rememberedAccounts lists');
-  // a was pushed out whole by the later accounts: its passes are checked by a worker again.
+  assert.equal(remembered(), 1);
+  await g.check(schema, { v: 1 }, 'c', 'the input');
+  assert.deepEqual(g.stats().held, { passes: 4, accounts: 2 }, 'never more than rememberedAccounts lists');
+  await g.check(schema, { v: 2 }, 'a', 'the input');
+  assert.equal(remembered(), 2, 'a, used more recently than b, kept its list');
+  await g.check(schema, { v: 1 }, 'b', 'the input');
+  assert.equal(remembered(), 2, 'b, the least recently used account, went whole');
+  // b's new pass pushed out c; d and e push out a, then b.
+  for (const account of ['d', 'e']) await g.check(schema, { v: 1 }, account, 'the input');
+  assert.deepEqual(g.stats().held, { passes: 2, accounts: 2 });
   for (const v of [1, 2, 3]) await g.check(schema, { v }, 'a', 'the input');
-  assert.equal(g.stats().remembered, 1, "a's whole list went");
+  assert.equal(remembered(), 2, "a's whole list went");
   // a coming back pushed out d (then the least recently used); e's list stays.
   await g.check(schema, { v: 1 }, 'e', 'the input');
-  assert.equal(g.stats().remembered, 2, "e's pass is still held");
+  assert.equal(remembered(), 3, "e's pass is still held");
   await g.check(schema, { v: 1 }, 'd', 'the input');
-  assert.equal(g.stats().remembered, 2, 'd went when a came back');
+  assert.equal(remembered(), 3, 'd went when a came back');
 });
 
 test('a small value past the depth cap is stopped before any worker, and never remembered', async () => {
