@@ -359,6 +359,51 @@ test('only a value of at most REMEMBERED_VALUE_CHARS of JSON text is remembered;
   assert.equal(g.stats().remembered, 2, 'the most recent pass stays');
 });
 
+test("each account's remembered passes are its own share: another account filling far beyond its share pushes out none of them", async () => {
+  const g = guard({ workers: 1, rememberedPasses: 4, rememberedAccounts: 4 });
+  const schema = { type: 'object' };
+  await g.check(schema, { b: 1 }, 'b', 'the input');
+  // a passes twenty distinct values: five times its share.
+  for (let v = 0; v < 20; v++) await g.check(schema, { v }, 'a', 'the input');
+  assert.deepEqual(g.stats().held, { passes: 5, accounts: 2 }, 'a holds its share, b its one pass');
+  const before = g.stats().remembered;
+  assert.deepEqual(await g.check(schema, { b: 1 }, 'b', 'the input'), { ok: true });
+  assert.equal(g.stats().remembered, before + 1, "b's pass is answered without a worker after a's flood");
+  // a's own oldest passes went (its list is bounded), its latest stay.
+  await g.check(schema, { v: 0 }, 'a', 'the input');
+  assert.equal(g.stats().remembered, before + 1, "a's oldest pass was dropped from a's own list");
+  await g.check(schema, { v: 19 }, 'a', 'the input');
+  assert.equal(g.stats().remembered, before + 2);
+});
+
+test('the accounts whose passes are held are bounded: past it, the least recently used account goes whole', async () => {
+  const g = guard({ workers: 1, rememberedPasses: 3, rememberedAccounts: 2 });
+  const schema = { type: 'object' };
+  const remembered = () => g.stats().remembered;
+  for (const v of [1, 2, 3]) await g.check(schema, { v }, 'a', 'the input');
+  await g.check(schema, { v: 1 }, 'b', 'the input');
+  assert.deepEqual(g.stats().held, { passes: 4, accounts: 2 });
+  // a is used again (answered from its list), so b is now the least recently used account.
+  await g.check(schema, { v: 1 }, 'a', 'the input');
+  assert.equal(remembered(), 1);
+  await g.check(schema, { v: 1 }, 'c', 'the input');
+  assert.deepEqual(g.stats().held, { passes: 4, accounts: 2 }, 'never more than rememberedAccounts lists');
+  await g.check(schema, { v: 2 }, 'a', 'the input');
+  assert.equal(remembered(), 2, 'a, used more recently than b, kept its list');
+  await g.check(schema, { v: 1 }, 'b', 'the input');
+  assert.equal(remembered(), 2, 'b, the least recently used account, went whole');
+  // b's new pass pushed out c; d and e push out a, then b.
+  for (const account of ['d', 'e']) await g.check(schema, { v: 1 }, account, 'the input');
+  assert.deepEqual(g.stats().held, { passes: 2, accounts: 2 });
+  for (const v of [1, 2, 3]) await g.check(schema, { v }, 'a', 'the input');
+  assert.equal(remembered(), 2, "a's whole list went");
+  // a coming back pushed out d (then the least recently used); e's list stays.
+  await g.check(schema, { v: 1 }, 'e', 'the input');
+  assert.equal(remembered(), 3, "e's pass is still held");
+  await g.check(schema, { v: 1 }, 'd', 'the input');
+  assert.equal(remembered(), 3, 'd went when a came back');
+});
+
 test('a small value past the depth cap is stopped before any worker, and never remembered', async () => {
   const g = guard({ workers: 1 });
   let deep: unknown = 1;

@@ -43,11 +43,14 @@ export interface SchemaGuardOptions {
   /** Where those slices take their turns, shared fairly with other tenants' main-thread work. */
   share: FairShare;
   /**
-   * Passes remembered (least recently used dropped first): a value whose JSON text is at most
-   * REMEMBERED_VALUE_CHARS, already found to match a schema for the same account, is not sent to a
-   * worker again. 0: none.
+   * Passes remembered per account (its least recently used dropped first): a value whose JSON text
+   * is at most REMEMBERED_VALUE_CHARS, already found to match a schema for the same account, is not
+   * sent to a worker again. Each account has its own list, so one account's passes never push out
+   * another's. 0: none.
    */
   rememberedPasses: number;
+  /** Accounts whose passes are held; beyond it, the least recently used account's whole list goes. */
+  rememberedAccounts: number;
 }
 
 export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze({
@@ -61,10 +64,14 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   nice: 10,
   sliceValues: MAIN_THREAD_SLICE_VALUES,
   share: sharedFairShare,
-  rememberedPasses: 4096,
+  rememberedPasses: 256,
+  rememberedAccounts: 32,
 });
 
-/** The longest JSON text of a value whose pass is remembered (4,096 of them: 6.4 MB of heap, 10.5 MB in two-byte strings). */
+/**
+ * The longest JSON text of a value whose pass is remembered. At most 256 × 32 = 8,192 passes are
+ * held: 11.5 MB of heap, 19.9 MB if every text holds characters beyond Latin-1 (measured; README, Security).
+ */
 export const REMEMBERED_VALUE_CHARS = 1024;
 /**
  * Values (weightUpTo's count) measured and serialised right away rather than in the fair share's
@@ -161,8 +168,12 @@ export class SchemaGuard {
   private rawChecks = 0;
   /** Starts the worker processes off the main thread, and relays their messages. */
   private readonly launcher = new SchemaLauncher();
-  /** Remembered passes, by rememberKey (account, schema, value); a Map keeps them in order of use. */
-  private readonly passes = new Map<string, true>();
+  /**
+   * Remembered passes: per account (in order of use, least recent first), its own list by
+   * rememberKey (scope, schema, value), also in order of use. Per account so that one tenant's
+   * passes can neither push out another's nor, by timing its own, count another's.
+   */
+  private readonly passes = new Map<string, Map<string, true>>();
   /** Checks answered from the remembered passes. */
   private rememberedChecks = 0;
 
@@ -256,20 +267,43 @@ export class SchemaGuard {
     // What jsonTextPieces gives for a value within one slice: JSON.stringify's text, or null.
     const data = JSON.stringify(value) ?? 'null';
     const key =
-      data.length <= REMEMBERED_VALUE_CHARS && this.options.rememberedPasses > 0
-        ? rememberKey(accountId, scope, text.key, data)
+      data.length <= REMEMBERED_VALUE_CHARS && this.options.rememberedPasses > 0 && this.options.rememberedAccounts > 0
+        ? rememberKey(scope, text.key, data)
         : undefined;
-    if (key !== undefined && this.passes.delete(key)) {
-      this.passes.set(key, true);
+    if (key !== undefined && this.recall(accountId, key)) {
       this.rememberedChecks++;
       return { ok: true };
     }
     const verdict = this.verdictOf(await this.submit(accountId, 'check', text, [data]), what);
-    if (key !== undefined && verdict.ok) {
-      this.passes.set(key, true);
-      if (this.passes.size > this.options.rememberedPasses) this.passes.delete(this.passes.keys().next().value!);
-    }
+    if (key !== undefined && verdict.ok) this.remember(accountId, key);
     return verdict;
+  }
+
+  /** Whether the account has this pass remembered; if so it (and the account) becomes the most recently used. */
+  private recall(accountId: string, key: string): boolean {
+    const list = this.passes.get(accountId);
+    if (!list?.delete(key)) return false;
+    list.set(key, true);
+    this.passes.delete(accountId);
+    this.passes.set(accountId, list);
+    return true;
+  }
+
+  /**
+   * Adds a pass to the account's own list: past its share, the account's own least recently used
+   * pass goes (never another account's); a new account past the bound on accounts pushes out the
+   * least recently used account's whole list.
+   */
+  private remember(accountId: string, key: string): void {
+    let list = this.passes.get(accountId);
+    if (list) this.passes.delete(accountId);
+    else {
+      list = new Map();
+      if (this.passes.size >= this.options.rememberedAccounts) this.passes.delete(this.passes.keys().next().value!);
+    }
+    this.passes.set(accountId, list);
+    list.set(key, true);
+    if (list.size > this.options.rememberedPasses) list.delete(list.keys().next().value!);
   }
 
   /** The weight up to which a value is small: never more than a slice. */
@@ -301,7 +335,7 @@ export class SchemaGuard {
    * For tests and operators: workers ready, jobs in workers, jobs waiting, workers replaced after an
    * overrun, checks whose value is still being prepared on the main thread, jobs whose value is
    * still being sent to their worker, checks so far whose value was never parsed here (raw), and
-   * checks so far answered from the remembered passes.
+   * checks so far answered from the remembered passes, and the passes and accounts held now.
    */
   stats(): {
     ready: number;
@@ -312,9 +346,13 @@ export class SchemaGuard {
     sending: number;
     raw: number;
     remembered: number;
+    held: { passes: number; accounts: number };
   } {
+    let passes = 0;
+    for (const list of this.passes.values()) passes += list.size;
     return {
       remembered: this.rememberedChecks,
+      held: { passes, accounts: this.passes.size },
       ready: this.slots.filter((s) => s.ready).length,
       busy: this.slots.filter((s) => s.job).length,
       waiting: this.waitingCount,
@@ -638,9 +676,9 @@ export class SchemaGuard {
   }
 }
 
-/** The remembered pass's key: the account and scope (length-prefixed, so no two splits read alike), the schema's hash, the value's text. */
-function rememberKey(accountId: string, scope: string, schemaKey: string, data: string): string {
-  return `${accountId.length}:${accountId}${scope.length}:${scope}${schemaKey}${data}`;
+/** The remembered pass's key in its account's list: the scope (length-prefixed, so no two splits read alike), the schema's hash, the value's text. */
+function rememberKey(scope: string, schemaKey: string, data: string): string {
+  return `${scope.length}:${scope}${schemaKey}${data}`;
 }
 
 /** Bytes of a raw value's text decoded (while scanned) and sent to a worker per turn. */
