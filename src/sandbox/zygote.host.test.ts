@@ -406,8 +406,8 @@ status = {line.split(":")[0]: line.split(":")[1].strip() for line in open("/proc
 result = {
     "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_"))},
     "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
-    # Signals 1-31 (above them, glibc's own: a cold run's interpreter has installed one of them).
-    "signals": [status[name][-8:] for name in ("SigIgn", "SigCgt", "SigBlk")],
+    # Signals 1-31 (above them, glibc's own, and what the server inherited: 32 was ignored in a CI run).
+    "signals": [format(int(status[name], 16) & 0x7FFFFFFF, "08x") for name in ("SigIgn", "SigCgt", "SigBlk")],
     "stdin": [os.readlink(f"/proc/self/fd/{sys.stdin.fileno()}"), sys.stdin.read()],
     # Which init: P1 (the zygote's Python) in a zygote child, bubblewrap in a cold run.
     "init": open("/proc/1/comm").read().strip(),
