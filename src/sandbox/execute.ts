@@ -156,7 +156,7 @@ export async function execute(
   // never ran (a pre-started sandbox killed while it waited, unseen). Any byte after ready, or a
   // fd 3 not read to its end, and the run counts as begun: never run again.
   if (!answeredFirst && !hostKilled && !exit.lost && !channel.closed) await Promise.race([channel.ended, delay(REAP_BOUND_MS)]);
-  const notStarted = !answeredFirst && !hostKilled && !exit.lost && channel.closed && (!channel.isReady || !channel.heardAfterReady);
+  const notStarted = !answeredFirst && !hostKilled && !exit.lost && channel.closedBeforeStart;
   return { record: { stdout, stderr, answer, overflowed, flooded, timedOut, oomKilled, exit, ready }, notStarted };
 }
 

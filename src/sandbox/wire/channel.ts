@@ -129,6 +129,14 @@ export class RunChannel {
     return this.closedFlag;
   }
 
+  /**
+   * fd 3 closed with nothing after READY_LINE (or no ready line at all): the runner never acked a
+   * request, so none of the run's code ran. Only the host's reads decide it (execute.ts, ZygoteChild).
+   */
+  get closedBeforeStart(): boolean {
+    return this.closedFlag && !this.heardAfterReady;
+  }
+
   /** Settles once fd 3 has closed. */
   readonly ended: Promise<void>;
 

@@ -160,7 +160,7 @@ export class ZygoteChild {
     // between the claim and the ack) never began the run, so the caller may run it elsewhere. Any
     // byte after ready, or a fd 3 not read to its end, and the run counts as begun: never re-run.
     // The host's own kills (timeout, abort, overflow) end runs honestly, whatever they did.
-    const notStarted = first === 'exit' && !escalated && channel.closed && !channel.heardAfterReady;
+    const notStarted = first === 'exit' && !escalated && channel.closedBeforeStart;
     if (notStarted) this.log('a zygote child ended before its run began (its zygote died?): the run takes the ordinary path');
     const record = this.record(status, timedOut, notStarted);
     this.release(this.cgroup);
