@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { getPriority, setPriority } from 'node:os';
+import { getPriority } from 'node:os';
 import path from 'node:path';
 import { canonicalJson } from '../core/functions.js';
 import { describeExcess, shapeExcess, shapeExcessSlices } from '../core/json-schema.js';
@@ -10,6 +10,7 @@ import { MAX_CHECKED_DEPTH, MAX_CHECKED_VALUES, SCHEMA_CHECK_DEADLINE_MS, SCHEMA
 import { RawJson } from '../core/raw-json.js';
 import { packageRoot } from '../sandbox/host.js';
 import { MAIN_THREAD_SLICE_VALUES, sharedFairShare, type FairShare } from './fair-share.js';
+import { setProcessNice } from './process-priority.js';
 import { SchemaLauncher, type RemoteWorker } from './schema-launcher.js';
 
 export interface SchemaGuardOptions {
@@ -631,7 +632,8 @@ export class SchemaGuard {
   private lower(worker: RemoteWorker): void {
     if (worker.pid === undefined || this.options.nice === 0) return;
     try {
-      setPriority(worker.pid, Math.min(19, getPriority() + this.options.nice));
+      // Every thread: a schema's GC work runs in V8's threads, started before this.
+      setProcessNice(worker.pid, getPriority() + this.options.nice);
     } catch {
       // Not allowed here (an unusual container): the worker runs at the server's priority.
     }

@@ -3,13 +3,16 @@
 // and DNS work) then never wait behind a hash, and the 32 MiB each hash needs is not the server's.
 // Plain JavaScript so that it loads the same way from the source tree and from a build.
 import { scryptSync } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 
 // Five steps nicer than the server (CFS weight 335 against 1024): under CPU contention the server
 // runs first; an idle machine hashes at full speed. Nicer still would starve logins on a busy host.
 const NICER = 5;
 try {
-  setPriority(Math.min(19, getPriority() + NICER));
+  const nice = Math.min(19, getPriority() + NICER);
+  // The nice value is per thread: this one and V8's, started before this line (GC, compilers).
+  for (const tid of readdirSync('/proc/self/task')) setPriority(Number(tid), nice);
 } catch {
   // Not permitted here (some containers): still off the server's thread and threadpool.
 }
