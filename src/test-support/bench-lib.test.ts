@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { machineBusyMs } from '../../bench/lib/machine.js';
+import { beyondIdle, machineBusyMs } from '../../bench/lib/machine.js';
 import { quantile } from '../../bench/lib/measure.js';
 import { openCgroupCpu, ownGroupPath, parseCgroupCpuMs } from '../../bench/lib/cgroup-cpu.js';
 import { breakdown } from '../../bench/lib/smaps.js';
@@ -189,6 +189,16 @@ describe('bench/lib/smaps', () => {
 describe('bench/lib/machine and measure', () => {
   it("sums the machine's busy ticks (user, nice, system, irq, softirq, steal; not idle or iowait) in ms", () => {
     assert.equal(machineBusyMs('cpu  100 2 30 5000 40 5 6 7 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n'), (100 + 2 + 30 + 5 + 6 + 7) * 10);
+  });
+
+  it("takes the bench process's own CPU and the idle machine's rate over the span off the machine's busy CPU", () => {
+    // Idle: 2 s in which the machine was busy 500 ms, 100 of them the bench's: 0.2 cores of other work.
+    const idle = { busyMs: 500, selfMs: 100, elapsedMs: 2000 };
+    const span = beyondIdle({ busyMs: 9000, selfMs: 3000, elapsedMs: 10_000 }, idle);
+    assert.equal(span.idleCores, 0.2);
+    assert.equal(span.ms, 9000 - 3000 - 0.2 * 10_000);
+    // A busier idle than the span: negative, printed as it is, not clamped into a flattering 0.
+    assert.equal(beyondIdle({ busyMs: 100, selfMs: 0, elapsedMs: 1000 }, { busyMs: 1000, selfMs: 0, elapsedMs: 1000 }).ms, -900);
   });
 
   it('takes nearest-rank quantiles', () => {
