@@ -183,6 +183,7 @@ try {
   if (zygote === undefined) throw new Error('no zygote started (zygotes need root and memory and pids cgroups)');
   console.log(`zygote-cpu: shape ${values.shape}, ${runs} runs x ${rounds} rounds, load ${loadavg()}`);
   const larger: number[] = [];
+  const perfs: number[] = [];
   let loaded = false;
   for (let round = 0; round < rounds; round++) {
     await settled();
@@ -205,6 +206,7 @@ try {
     const perfMs = cpuMs / runs;
     const machineMs = machine.ms / runs;
     larger.push(Math.max(perfMs, machineMs));
+    perfs.push(perfMs);
     loaded ||= machine.idleCores > FOREIGN_CORES_LIMIT;
     console.log(
       `round ${round + 1}: per run ${perfMs.toFixed(2)} ms CPU (perf, the zygote and what it forks), ` +
@@ -214,10 +216,15 @@ try {
     );
   }
   const worst = Math.max(...larger);
+  // A loaded machine's machine-wide count is noise, so the larger of the two is no reading: perf's alone would leave the kernel's threads out.
+  const verdict = loaded
+    ? `not read (loaded machine: the machine-wide count is noise; perf's alone, without the kernel's threads, at most ${Math.max(...perfs).toFixed(2)} ms)`
+    : worst <= TARGET_MS
+      ? 'met'
+      : 'not met';
   console.log(
     `target (issue 18): ≤ ${TARGET_MS} ms of CPU per run, every process and the kernel included, read from the larger of perf's and the machine-wide count each round: ` +
-      `${larger.map((value) => value.toFixed(2)).join(', ')} ms: ${worst <= TARGET_MS ? 'met' : 'not met'}. ` +
-      "The machine-wide count holds other work's swings beyond the idle rate: on a loaded machine it is not an idle machine's figure.",
+      `${larger.map((value) => value.toFixed(2)).join(', ')} ms: ${verdict}.`,
   );
   if (loaded)
     console.log(
