@@ -12,14 +12,17 @@
  * /proc/self/task/TID/schedstat (nanoseconds on a CPU: the event loop, the embedded database's
  * thread at nice 5, the schema launcher's thread, libuv's pool, V8's helpers; worker threads keep
  * the process's name, so a thread is named with its nice value), every process under the server
- * (zygotes and their runs, helpers, schema workers; utime + stime with reaped children's), and the
- * calls' wall time. `--tool env_status`: the namespace's `_env_status` instead (unmetered, no
+ * (zygotes and their runs, helpers, schema workers, kernel time included) counted whole by a
+ * control group of the bench's own (bench/lib/cgroup-cpu.ts: its usage less the server process's),
+ * beside the /proc tree walk's figure (utime + stime with reaped children's, which loses the
+ * workers the kernel reaps when a run's PID namespace is killed), and the calls' wall time. `--tool env_status`: the namespace's `_env_status` instead (unmetered, no
  * sandbox, no schema check: the MCP layer's own cost, beside the official SDK's no-op server). CPU counts are steadier than wall times on a shared machine: compare them,
  * alternating the builds compared. Prints figures; exits non-zero only if the bench cannot run.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { connect, type ClientEra } from '../src/test-support/harness.js';
+import { openCgroupCpu } from './lib/cgroup-cpu.js';
 import { startLoadClients } from './lib/load.js';
 import { median, ms, printTable } from './lib/measure.js';
 import { call, makeNamespace, startBenchServer, type CallSpec } from './lib/server.js';
@@ -85,6 +88,9 @@ function groupOf(tid: number, name: string): string {
   return `worker thread: ${name}`;
 }
 
+// Before the server forks anything: every process under it is then born in the group.
+const cgroup = openCgroupCpu();
+const group = 'unavailable' in cgroup ? undefined : cgroup;
 const server = await startBenchServer();
 let exitCode = 0;
 try {
@@ -100,6 +106,7 @@ try {
 
   for (let round = 0; round < rounds; round++) {
     const load = await startLoadClients({ url, key: account.key, era, clients, seconds, call: spec });
+    group?.setApart(load.pid, 'clients');
     // The idle server's own background work (its supervisor's ticks, pool and zygote upkeep) over
     // as long as the calls will take: counted apart, so that a slow (loaded) round, whose fewer
     // calls each carry more of it, still shows what a call itself costs.
@@ -110,11 +117,13 @@ try {
     const idleCpu = process.cpuUsage(idleCpuBefore);
     const idleThreads = threadTimes();
     const idleMs = performance.now() - idleStarted;
+    const treeBefore = await treeCpu(process.pid, [load.pid]);
+    const wholeBefore = group?.usageMs();
     const cpuBefore = process.cpuUsage();
     const threadsBefore = threadTimes();
-    const treeBefore = await treeCpu(process.pid, [load.pid]);
     const result = await load.go();
     const cpu = process.cpuUsage(cpuBefore);
+    const wholeAfter = group?.usageMs();
     const threadsAfter = threadTimes();
     const treeAfter = await treeCpu(process.pid, [load.pid]);
     await load.exited();
@@ -151,6 +160,9 @@ try {
       netThreadsMsPerCall: Object.fromEntries(
         [...groups].sort((a, b) => b[1] - a[1]).map(([name, value]) => [name, (value - (idleGroups.get(name) ?? 0)) / calls]),
       ),
+      // The group's usage less the server process's (rusage, read beside it): every process under it, whole.
+      underWholeMsPerCall:
+        wholeBefore !== undefined && wholeAfter !== undefined ? (wholeAfter - wholeBefore - serverMs) / calls : undefined,
       underMsPerCall: (treeAfter.restMs - treeBefore.restMs) / calls,
       clientMsPerCall: result.cpuMs / calls,
     };
@@ -171,11 +183,19 @@ try {
         .sort((a, b) => b[1] - a[1])
         .filter(([, value]) => value / calls >= 0.01)
         .map(([name, value]) => [`  thread: ${name}`, (value / calls).toFixed(2), net(name, value)]),
-      ['every process under it', figures.underMsPerCall.toFixed(2), ''],
+      [
+        group ? `every process under it (${group.kind}, whole)` : 'every process under it (no control group)',
+        figures.underWholeMsPerCall?.toFixed(2) ?? '',
+        '',
+      ],
+      ['  the same by the /proc tree walk (old: no killed workers)', figures.underMsPerCall.toFixed(2), ''],
       ['client process', figures.clientMsPerCall.toFixed(2), ''],
     ]);
     console.log(
-      `less idle: the server's CPU while idle for ${seconds} s before the calls, at the same rate over the calls' time, taken off.`,
+      `less idle: the server's CPU while idle for ${seconds} s before the calls, at the same rate over the calls' time, taken off. ` +
+        (group
+          ? "whole: the control group's usage (every process as it runs, whoever reaps it) less the server process's."
+          : `no control group (${(cgroup as { unavailable: string }).unavailable}): only the tree walk, which undercounts.`),
     );
   }
 } catch (error) {
@@ -183,5 +203,6 @@ try {
   exitCode = 1;
 } finally {
   await server.stop();
+  await group?.close();
 }
 process.exit(exitCode);

@@ -14,17 +14,21 @@
  *   - ours, 2025 protocol: the v1 SDK client with sessions, as Claude Code connects;
  *   - ours, 2026 protocol: the v2 SDK client pinned to 2026-07-28, stateless;
  *   - peer (b), 2025 protocol.
- * Per phase: executions/s, errors, latency under load, and CPU per execution, read from /proc
- * (bench/lib/tree.ts): the server process (ours: this process, where the server runs; the bench's
- * own thread idles meanwhile), every other process under it (spawner, zygotes and the runs they
- * fork, bubblewrap, helpers; utime + stime, kernel time included, reaped children's included; the
- * client and peer processes left out), the client process, and the whole machine (every process
- * and the kernel's own threads: only meaningful on an idle machine). Afterwards GET /api/usage
+ * Per phase: executions/s, errors, latency under load, and CPU per execution: the server process
+ * (ours: this process, where the server runs; the bench's own thread idles meanwhile; utime +
+ * stime from /proc), every other process under it (spawner, zygotes and the runs they fork,
+ * bubblewrap, helpers; kernel time included; the client and peer processes left out) counted
+ * whole by a control group of the bench's own (bench/lib/cgroup-cpu.ts: killed runs' workers
+ * included), beside the /proc tree walk's figure (bench/lib/tree.ts: reaped children's
+ * cutime/cstime, which loses every process the kernel reaps when a run's PID namespace is
+ * killed), the client process, and the whole machine (every process and the kernel's own
+ * threads: only meaningful on an idle machine). Afterwards GET /api/usage
  * `executions` must equal the successful calls (warm-up and both of our phases) exactly. Targets
  * are information, never the exit code: exits non-zero only if the bench cannot run.
  */
 import { parseArgs } from 'node:util';
 import { connect, type ClientEra } from '../src/test-support/harness.js';
+import { openCgroupCpu } from './lib/cgroup-cpu.js';
 import { startLoadClients, type LoadResult } from './lib/load.js';
 import { machineBusyMs, watchMachineLoad } from './lib/machine.js';
 import { median, ms, p99, printTable } from './lib/measure.js';
@@ -61,15 +65,20 @@ interface Phase {
   ours: boolean;
   era: ClientEra;
   result: LoadResult;
-  /** CPU over the phase, ms: the server process itself, every other process of the server's side, the whole machine. */
+  /** CPU over the phase, ms: the server process itself, every other process of the server's side (tree walk), the whole machine. */
   serverMs: number;
   sandboxMs: number;
   machineMs: number;
+  /** Every other process of the server's side counted whole by the control group (undefined without one). */
+  sandboxWholeMs?: number;
   poolHits?: string;
   zygoteRuns?: string;
 }
 
-const loadWatch = await watchMachineLoad();
+// Before anything is forked: every process of the server's side is then born in its group.
+const cgroup = openCgroupCpu();
+const group = 'unavailable' in cgroup ? undefined : cgroup;
+const loadWatch = await watchMachineLoad([], group);
 const sandboxStats = watchSandboxPool();
 const peerStart = values.peer === 'spawn' ? startPeer('spawn') : undefined;
 const server = await startBenchServer();
@@ -77,6 +86,8 @@ let peer: Peer | undefined;
 let exitCode = 0;
 try {
   peer = await peerStart;
+  // Out of the server's group (the peer's python3 children are then born in its own).
+  if (peer) group?.setApart(peer.pid, 'peer');
   const ns = 'bench';
   const account = await makeNamespace(server, ns, 'utils', [{ name: 'hello', template: 'hello-world' }]);
   const url = `${server.url}/mcp/run/${ns}?mode=tools`;
@@ -100,14 +111,20 @@ try {
   const runPhase = async (label: string, ours: boolean, era: ClientEra): Promise<Phase> => {
     const target = ours ? { url, key: account.key, call: HELLO } : { url: peer!.url, key: '', call: PEER_HELLO };
     const load = await startLoadClients({ ...target, era, clients, seconds });
+    group?.setApart(load.pid, 'clients');
     // Ours: this process and what runs under it, less the client and peer processes. The peer: its process and its python3 children.
     const cpu = () => (ours ? treeCpu(process.pid, [load.pid, ...(peer ? [peer.pid] : [])]) : treeCpu(peer!.pid));
     const poolBefore = sandboxStats.pool();
     const zygotesBefore = sandboxStats.zygotes();
     const before = await cpu();
+    // The group's usage less its main process's own (rusage for ours, /proc for the peer's): every process under it, whole.
+    const wholeBefore = group?.usageMs(ours ? undefined : 'peer');
+    const ownBefore = process.cpuUsage();
     const machineBefore = machineBusyMs();
     const result = await load.go();
     const machineAfter = machineBusyMs();
+    const own = process.cpuUsage(ownBefore);
+    const wholeAfter = group?.usageMs(ours ? undefined : 'peer');
     const after = await cpu();
     const poolAfter = sandboxStats.pool();
     const zygotesAfter = sandboxStats.zygotes();
@@ -120,6 +137,9 @@ try {
       serverMs: after.rootMs - before.rootMs,
       sandboxMs: after.restMs - before.restMs,
       machineMs: machineAfter - machineBefore,
+      ...(wholeBefore !== undefined && wholeAfter !== undefined
+        ? { sandboxWholeMs: wholeAfter - wholeBefore - (ours ? (own.user + own.system) / 1000 : after.rootMs - before.rootMs) }
+        : {}),
       ...(ours && poolAfter === null ? { poolHits: 'pool off' } : {}),
       ...(ours && poolAfter && poolBefore
         ? { poolHits: `${poolAfter.hits - poolBefore.hits} of ${poolAfter.claims - poolBefore.claims}` }
@@ -167,12 +187,25 @@ try {
       `≤ ${TARGET_SERVER_CPU_MS} ms`,
       metText(ourPhases.every((phase) => perExecution(phase, phase.serverMs) <= TARGET_SERVER_CPU_MS)),
     ],
-    [
-      'CPU per execution: every process under it',
-      ...cells((phase) => cpuCell(phase, phase.sandboxMs)),
-      `≤ ${TARGET_SANDBOX_CPU_MS} ms`,
-      metText(ourPhases.every((phase) => perExecution(phase, phase.sandboxMs) <= TARGET_SANDBOX_CPU_MS)),
-    ],
+    // The whole count is the one held against the target; the tree walk's stays beside it, labelled, to show what it lost.
+    ...(group
+      ? [
+          [
+            'CPU per execution: every process under it (control group, whole)',
+            ...cells((phase) => (phase.sandboxWholeMs === undefined ? '' : cpuCell(phase, phase.sandboxWholeMs))),
+            `≤ ${TARGET_SANDBOX_CPU_MS} ms`,
+            metText(ourPhases.every((phase) => perExecution(phase, phase.sandboxWholeMs ?? Number.NaN) <= TARGET_SANDBOX_CPU_MS)),
+          ],
+          ['  the same by the /proc tree walk (old: no killed workers)', ...cells((phase) => cpuCell(phase, phase.sandboxMs)), '', ''],
+        ]
+      : [
+          [
+            'CPU per execution: every process under it (/proc tree walk: no killed workers)',
+            ...cells((phase) => cpuCell(phase, phase.sandboxMs)),
+            `≤ ${TARGET_SANDBOX_CPU_MS} ms`,
+            `${metText(ourPhases.every((phase) => perExecution(phase, phase.sandboxMs) <= TARGET_SANDBOX_CPU_MS))} (undercount)`,
+          ],
+        ]),
     ['CPU per execution: client process', ...cells((phase) => cpuCell(phase, phase.result.cpuMs)), '', ''],
     ['CPU per execution: whole machine', ...cells((phase) => cpuCell(phase, phase.machineMs)), '', ''],
     ['sandboxes pre-started (pool)', ...cells((phase) => phase.poolHits ?? ''), '', ''],
@@ -193,8 +226,12 @@ try {
     `quota: ${successfulCalls} successful calls (warm-up and both of our phases), GET /api/usage executions ${usage.executions ?? `HTTP ${usage.status}`}: ${quotaExact ? 'exact (met)' : 'NOT exact (not met)'}`,
   );
   console.log(
-    'CPU: utime + stime from /proc (kernel time included), reaped children included; "every process under it" is the server side less the client and peer processes ' +
-      '(for the peer: its python3 children); "whole machine" counts other work too. Targets (issue 18) are information, not the exit code.',
+    'CPU (kernel time included): "every process under it" is the server side less the client and peer processes (for the peer: its python3 children); ' +
+      (group
+        ? `"whole": the ${group.kind} usage of the bench's group for it (every process as it runs, whoever reaps it) less the main process's own; `
+        : `no control group (${(cgroup as { unavailable: string }).unavailable}): only the tree walk, which undercounts; `) +
+      '"tree walk": utime + stime with reaped children\'s from /proc, which misses the processes the kernel reaps when a run\'s PID namespace is killed; ' +
+      '"whole machine" counts other work too. Targets (issue 18) are information, not the exit code.',
   );
   for (const phase of phases)
     if (phase.result.errors > 0) console.log(`${phase.label}: ${phase.result.errors} errors; first: ${phase.result.firstError}`);
@@ -207,5 +244,6 @@ try {
   if (!peer) await peerStart?.then((started) => started.stop()).catch(() => undefined);
 }
 const load = await loadWatch.finish();
+await group?.close();
 for (const line of load.lines) console.log(line);
 process.exit(exitCode);

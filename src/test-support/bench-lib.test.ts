@@ -3,9 +3,12 @@
 // beside a target, so each is checked on known input, and the CPU walk on a real child process.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { machineBusyMs } from '../../bench/lib/machine.js';
+import { beyondIdle, machineBusyMs } from '../../bench/lib/machine.js';
 import { quantile } from '../../bench/lib/measure.js';
+import { openCgroupCpu, ownGroupPath, parseCgroupCpuMs } from '../../bench/lib/cgroup-cpu.js';
 import { breakdown } from '../../bench/lib/smaps.js';
 import { parseStat, sampleTree, treeCpu, walk, watchTree, type Stat } from '../../bench/lib/tree.js';
 
@@ -94,6 +97,73 @@ describe('bench/lib/tree', () => {
   });
 });
 
+describe('bench/lib/cgroup-cpu', () => {
+  it("reads v1 cpuacct.usage (ns) and v2 cpu.stat's usage_usec as ms, and nothing from other text", () => {
+    assert.equal(parseCgroupCpuMs('cgroup v1 cpuacct', '123456789\n'), 123.456789);
+    assert.equal(parseCgroupCpuMs('cgroup v2 cpu.stat', 'usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n'), 2.5);
+    // A v1 cpu.stat (nr_periods …) is not an accounting file; a key ending in usage_usec is not it either.
+    assert.equal(parseCgroupCpuMs('cgroup v2 cpu.stat', 'nr_periods 0\nnr_throttled 0\n'), undefined);
+    assert.equal(parseCgroupCpuMs('cgroup v2 cpu.stat', 'x_usage_usec 5\n'), undefined);
+    assert.equal(parseCgroupCpuMs('cgroup v1 cpuacct', ''), undefined);
+  });
+
+  it("finds this process's group in a v1 hierarchy by controller (co-mounted or not) and in the unified one", () => {
+    const text = '9:name=systemd:/\n4:memory:/a/b\n2:cpu,cpuacct:/bench/x\n0::/user.slice/s.scope\n';
+    assert.equal(ownGroupPath(text, 'cpuacct'), '/bench/x');
+    assert.equal(ownGroupPath(text, 'memory'), '/a/b');
+    assert.equal(ownGroupPath(text, null), '/user.slice/s.scope');
+    assert.equal(ownGroupPath(text, 'pids'), undefined);
+    assert.equal(ownGroupPath('4:memory:/a\n', null), undefined);
+  });
+
+  it(
+    "counts a process the kernel reaps when its PID namespace's init is killed, which the /proc tree walk misses",
+    { skip: process.getuid?.() !== 0 ? 'needs root (a control group and a PID namespace of its own)' : false },
+    async () => {
+      const account = openCgroupCpu();
+      if ('unavailable' in account) return assert.fail(`no CPU control group: ${account.unavailable}`);
+      try {
+        const groupBefore = account.usageMs();
+        const ownBefore = process.cpuUsage();
+        const treeBefore = await treeCpu(process.pid);
+        // unshare's child is the namespace's init (sh); it forks a node that burns 300 ms of CPU, says so and waits.
+        // SIGKILL to unshare: --kill-child kills init, and the kernel kills and reaps the burner, adding its CPU to no one.
+        const burn =
+          'const t = process.cpuUsage(); while ((process.cpuUsage(t).user + process.cpuUsage(t).system) < 300_000); console.log("done"); setInterval(() => {}, 1000)';
+        const child = spawn('unshare', ['--pid', '--fork', '--kill-child', 'sh', '-c', `"$0" -e '${burn}' & wait`, process.execPath], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        await new Promise<void>((resolve, reject) => {
+          child.stdout.once('data', () => resolve());
+          child.once('exit', (code) => reject(new Error(`unshare exited (${code}) before the burn`)));
+        });
+        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+        child.kill('SIGKILL');
+        await exited;
+        // The namespace's processes are gone from the group once reaped (bounded wait).
+        for (
+          let i = 0;
+          i < 100 &&
+          readFileSync(join(account.dir, 'server', 'cgroup.procs'), 'utf8')
+            .trim()
+            .split('\n').length > 1;
+          i++
+        )
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        const own = process.cpuUsage(ownBefore);
+        const underMs = account.usageMs() - groupBefore - (own.user + own.system) / 1000;
+        const walkedMs = (await treeCpu(process.pid)).restMs - treeBefore.restMs;
+        assert.ok(underMs >= 280, `the group counted the killed burner: ${underMs} ms`);
+        assert.ok(walkedMs < 150, `the tree walk lost it (the point of the group): ${walkedMs} ms`);
+      } finally {
+        await account.close();
+      }
+      assert.ok(!existsSync(account.dir), 'the groups are removed on close');
+      assert.ok(!readFileSync('/proc/self/cgroup', 'utf8').includes('mcpworks-bench-'), 'this process is back in its own group');
+    },
+  );
+});
+
 describe('bench/lib/smaps', () => {
   it('tells wasm memories (read-write pages followed by the rest of a ≥ 4 GiB reservation) from files and other anonymous memory', () => {
     const mapping = (start: bigint, size: bigint, perms: string, inode: number, path: string, rssKb: number) =>
@@ -119,6 +189,16 @@ describe('bench/lib/smaps', () => {
 describe('bench/lib/machine and measure', () => {
   it("sums the machine's busy ticks (user, nice, system, irq, softirq, steal; not idle or iowait) in ms", () => {
     assert.equal(machineBusyMs('cpu  100 2 30 5000 40 5 6 7 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n'), (100 + 2 + 30 + 5 + 6 + 7) * 10);
+  });
+
+  it("takes the bench process's own CPU and the idle machine's rate over the span off the machine's busy CPU", () => {
+    // Idle: 2 s in which the machine was busy 500 ms, 100 of them the bench's: 0.2 cores of other work.
+    const idle = { busyMs: 500, selfMs: 100, elapsedMs: 2000 };
+    const span = beyondIdle({ busyMs: 9000, selfMs: 3000, elapsedMs: 10_000 }, idle);
+    assert.equal(span.idleCores, 0.2);
+    assert.equal(span.ms, 9000 - 3000 - 0.2 * 10_000);
+    // A busier idle than the span: negative, printed as it is, not clamped into a flattering 0.
+    assert.equal(beyondIdle({ busyMs: 100, selfMs: 0, elapsedMs: 1000 }, { busyMs: 1000, selfMs: 0, elapsedMs: 1000 }).ms, -900);
   });
 
   it('takes nearest-rank quantiles', () => {
