@@ -69,10 +69,10 @@ function workerUrl(): URL {
 /**
  * PGlite's WebAssembly on V8's baseline tier (Liftoff) only, as `node --liftoff-only` would run it.
  * TurboFan's recompiling of hot functions in the background left 40–60 MB of its working memory in
- * glibc's arenas of V8's helper threads for good (idle server 221–245 → 165–187 MB RSS); see
+ * glibc's arenas of V8's helper threads for good (idle server 221–245 → 165–211 MB RSS, 12-02); see
  * "Where the memory goes" in the README for what it costs a call. A V8 flag is process-wide and read when a
- * module is compiled, so it is set before the thread compiles pglite.wasm; PGlite is the only
- * WebAssembly the server's process runs (Pyodide runs in the sandboxes).
+ * module is compiled, so it is set before the thread compiles pglite.wasm. Node's own small modules
+ * compiled after (fetch's HTTP parser, the CJS lexer) run on Liftoff too; the sandboxes are other processes.
  */
 export function useBaselineWasmTier(): void {
   setFlagsFromString('--liftoff-only');
