@@ -1,8 +1,10 @@
 // test-database: postgres, migrations and the SQL dialect must hold on both databases
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import { sql } from 'kysely';
 import { describeError, maintain, openDatabase } from './database.js';
@@ -90,6 +92,41 @@ test('embedded PGlite: a new data dir is created in a process that is gone after
     assert.ok(after.wasmMb - before.wasmMb < 64, `the database's WASM memory holds ${after.wasmMb - before.wasmMb} MB`);
   } finally {
     await database.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("embedded PGlite: the server's process compiles WebAssembly with V8's baseline tier only once the database is open", async (t) => {
+  if (process.env.MCPWORKS_TEST_DATABASE_URL) {
+    t.skip('no embedded database');
+    return;
+  }
+  const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-tier-'));
+  await seedEmbeddedDatabase(dataDir);
+  // A process of its own, without the test pool's --liftoff-only. --wasm-tier-mask-for-testing=1
+  // compiles a module's function 0 with TurboFan at once, unless --liftoff-only forbids TurboFan:
+  // a tiny module's add function then tells which tiers the process allows (V8's natives say it).
+  const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+  const database = pathToFileURL(path.join(repoRoot, 'src', 'store', 'database.ts')).href;
+  const tierAfter = (open: boolean) => {
+    const program = `
+      const { openDatabase } = await import(${JSON.stringify(database)});
+      if (${open}) await (await openDatabase({ dataDir: ${JSON.stringify(dataDir)} })).close();
+      const bytes = new Uint8Array([0,97,115,109,1,0,0,0,1,6,1,96,1,127,1,127,3,2,1,0,7,5,1,1,102,0,0,10,9,1,7,0,32,0,65,1,106,11]);
+      const { instance } = await WebAssembly.instantiate(bytes);
+      instance.exports.f(1); // (V8 tells an uncalled function's tier wrongly)
+      const liftoff = new Function('f', 'return %IsLiftoffFunction(f)')(instance.exports.f);
+      process.stdout.write(liftoff ? 'liftoff' : 'turbofan');`;
+    return execFileSync(
+      process.execPath,
+      ['--allow-natives-syntax', '--wasm-tier-mask-for-testing=1', '--import', 'tsx', '--input-type=module', '-e', program],
+      { cwd: repoRoot, env: { ...process.env, LOG_LEVEL: 'silent' }, encoding: 'utf8' },
+    );
+  };
+  try {
+    assert.equal(tierAfter(false), 'turbofan', 'without the database, this V8 compiles the masked function with TurboFan');
+    assert.equal(tierAfter(true), 'liftoff', "after the database opened, TurboFan is off (its compile memory stayed in glibc's arenas)");
+  } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -1,3 +1,4 @@
+import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 
 /** A thrown value crossing from the database thread: an Error's parts, or a thrown object's fields. */
@@ -65,6 +66,18 @@ function workerUrl(): URL {
   return new URL(`data:text/javascript,${encodeURIComponent(boot)}`);
 }
 
+/**
+ * PGlite's WebAssembly on V8's baseline tier (Liftoff) only, as `node --liftoff-only` would run it.
+ * TurboFan's recompiling of hot functions in the background left 40–60 MB of its working memory in
+ * glibc's arenas of V8's helper threads for good (idle server 221–245 → 165–211 MB RSS, 12-02); see
+ * "Where the memory goes" in the README for what it costs a call. A V8 flag is process-wide and read when a
+ * module is compiled, so it is set before the thread compiles pglite.wasm. Node's own small modules
+ * compiled after (fetch's HTTP parser, the CJS lexer) run on Liftoff too; the sandboxes are other processes.
+ */
+export function useBaselineWasmTier(): void {
+  setFlagsFromString('--liftoff-only');
+}
+
 export interface EmbeddedResult {
   rows: unknown[];
   affectedRows: number | undefined;
@@ -108,6 +121,7 @@ export class EmbeddedThread {
 
   /** Opens the database in `dir` on a new thread (creating it when `dir` holds none); rejects with what PGlite threw when it cannot. */
   static async open(dir: string, cacheMb = DEFAULT_EMBEDDED_CACHE_MB): Promise<EmbeddedThread> {
+    useBaselineWasmTier();
     const workerData: EmbeddedThreadData = { dir, cacheMb };
     const worker = new Worker(workerUrl(), { workerData });
     let onError!: (error: unknown) => void;
