@@ -333,10 +333,10 @@ static int child(const char *token, const char *cgroup, pid_t zygote, int *clock
     if (umount2(host_mounts[i], MNT_DETACH) != 0) setup_failed("umount");
   int null = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null < 0) setup_failed("open_null");
+  if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 || dup2(chan, 3) < 0) setup_failed("dup2");
   /* From here fd 3 is the run's channel, not the control socket: reports go there, without an id. */
   report_fd = 3;
   report_id[0] = '\0';
-  if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 || dup2(chan, 3) < 0) setup_failed("dup2");
   if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
     for (int fd = 4; fd < 65536; fd++) close(fd);
   if (chdir("/tmp") != 0) setup_failed("chdir");
