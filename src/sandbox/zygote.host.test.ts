@@ -756,7 +756,9 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
 
   it('spare children killed before their start ack (their zygote alive): the runs get their real results, each run once', async () => {
     await warmUp();
-    const zygotes = sandbox.zygoteStats()!.zygotes.length;
+    // Live zygotes only: one an earlier test killed stays listed as failed until the pool's next tick.
+    const live = () => sandbox.zygoteStats()!.zygotes.filter((zygote) => zygote.state === 'ready' || zygote.state === 'starting').length;
+    const zygotes = live();
     assert.ok(killSpareWorkers() > 0, 'spare children waiting');
     const count = new Map<string, number>();
     const runs = countedRuns(count, 6);
@@ -764,7 +766,7 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
       assert.equal(resultOf(await outcome), index);
       assert.equal(count.get(mark), 1, 'its code ran once');
     }
-    assert.equal(sandbox.zygoteStats()!.zygotes.length, zygotes, 'the zygote itself lives on');
+    assert.equal(live(), zygotes, 'the zygote itself lives on');
     const before = sandbox.zygoteStats()!.runs;
     await warmUp();
     assert.ok(sandbox.zygoteStats()!.runs > before, 'and serves again');
