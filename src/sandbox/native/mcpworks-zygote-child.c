@@ -15,6 +15,11 @@
  *
  * P1 never returns into Python and never allocates: the zygote may have had threads (BLAS), whose
  * locks a forked process cannot take.
+ *
+ * A step of a child's set-up that fails ends the child (status SETUP_FAILED, its run then taking
+ * the ordinary path) after one line that names the step and its errno, nothing else: on the
+ * zygote's control socket (with the request's id) until P1 has the run's channel, then on that
+ * channel, before the ready line (so before any of the run exists). The host logs it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -64,6 +69,10 @@ static struct rlimit limit_values[MAX_LIMITS];
 static size_t limit_count;
 /* The zygote's own PID namespace: it goes back to it after each child's fork. */
 static int own_pid_ns = -1;
+/* Where a failed set-up step is reported (see setup_failed): the control socket, then the run's
+ * channel (fd 3); and the request's id while it is the control socket. Set per child, after its fork. */
+static int report_fd = -1;
+static char report_id[24];
 
 static int write_all(int fd, const char *data, size_t length) {
   while (length > 0) {
@@ -74,6 +83,34 @@ static int write_all(int fd, const char *data, size_t length) {
     length -= (size_t)wrote;
   }
   return 0;
+}
+
+/* A set-up step failed: one line naming it (a fixed word) and errno, then the child ends. */
+static void setup_failed(const char *step) {
+  int error = errno;
+  char line[128];
+  int length = report_id[0] ? snprintf(line, sizeof line, "{\"setupFailed\": \"%s\", \"errno\": %d, \"child\": \"%s\"}\n", step, error, report_id)
+                            : snprintf(line, sizeof line, "{\"setupFailed\": \"%s\", \"errno\": %d}\n", step, error);
+  if (report_fd >= 0 && length > 0 && (size_t)length < sizeof line) (void)write_all(report_fd, line, (size_t)length);
+  _exit(SETUP_FAILED);
+}
+
+/* This process's parent, numbered as the zygote's /proc numbers it (getppid() reads 0 in a PID
+ * namespace of its own, whoever the parent is); -1 if unreadable. Read before P1 mounts its own /proc. */
+static pid_t parent_in_proc(void) {
+  char stat[128];
+  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t got = read(fd, stat, sizeof stat - 1);
+  close(fd);
+  if (got <= 0) return -1;
+  stat[got] = '\0';
+  /* "PID (COMM) STATE PPID ...": COMM may hold anything; only numbers follow it. */
+  char *end = strrchr(stat, ')');
+  if (!end || end[1] != ' ' || end[2] == '\0' || end[3] != ' ') return -1;
+  char *after;
+  long parent = strtol(end + 4, &after, 10);
+  return after == end + 4 ? -1 : (pid_t)parent;
 }
 
 /*
@@ -275,29 +312,37 @@ static int wait_worker(pid_t worker, int clock, const sigset_t *waiting) {
 }
 
 /* P1, in its fresh PID namespace. Returns 0 in the worker (with *clock_fd set); never in P1. */
-static int child(const char *token, const char *cgroup, int *clock_fd) {
-  if (join_cgroup("memory", cgroup) != 0 || join_cgroup("pids", cgroup) != 0) _exit(SETUP_FAILED);
+static int child(const char *token, const char *cgroup, pid_t zygote, int *clock_fd) {
+  /* Killed the moment its zygote ends (killed, crashed): P1 is PID 1 of the run's namespace, so
+   * every process of the run goes with it, not when bubblewrap's init or the host notices. The
+   * parent read after the prctl catches a zygote that ended before it (P1 already reparented). */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) setup_failed("pdeathsig");
+  if (parent_in_proc() != zygote) setup_failed("zygote_gone");
+  if (join_cgroup("memory", cgroup) != 0 || join_cgroup("pids", cgroup) != 0) setup_failed("cgroup");
   /* Its cgroup namespace is rooted at the run's group it has just joined (see zygoteBubblewrapArgs). */
-  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP) != 0) _exit(SETUP_FAILED);
-  if (loopback_up() != 0) _exit(SETUP_FAILED);
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(SETUP_FAILED);
-  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) _exit(SETUP_FAILED);
-  if (mask_proc() != 0) _exit(SETUP_FAILED);
-  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_options) != 0) _exit(SETUP_FAILED);
-  if (mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=67108864,mode=1777") != 0) _exit(SETUP_FAILED);
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP) != 0) setup_failed("unshare");
+  if (loopback_up() != 0) setup_failed("loopback");
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) setup_failed("mount_private");
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) setup_failed("mount_proc");
+  if (mask_proc() != 0) setup_failed("mask_proc");
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_options) != 0) setup_failed("mount_tmp");
+  if (mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=67108864,mode=1777") != 0) setup_failed("mount_shm");
   int out = connect_stream(token, "out"), err = connect_stream(token, "err"), chan = connect_stream(token, "chan");
-  if (out < 0 || err < 0 || chan < 0) _exit(SETUP_FAILED);
+  if (out < 0 || err < 0 || chan < 0) setup_failed("connect");
   for (size_t i = 0; i < sizeof host_mounts / sizeof host_mounts[0]; i++)
-    if (umount2(host_mounts[i], MNT_DETACH) != 0) _exit(SETUP_FAILED);
+    if (umount2(host_mounts[i], MNT_DETACH) != 0) setup_failed("umount");
   int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null < 0) _exit(SETUP_FAILED);
-  if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 || dup2(chan, 3) < 0) _exit(SETUP_FAILED);
+  if (null < 0) setup_failed("open_null");
+  if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 || dup2(chan, 3) < 0) setup_failed("dup2");
+  /* From here fd 3 is the run's channel, not the control socket: reports go there, without an id. */
+  report_fd = 3;
+  report_id[0] = '\0';
   if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0)
     for (int fd = 4; fd < 65536; fd++) close(fd);
-  if (chdir("/tmp") != 0) _exit(SETUP_FAILED);
-  if (drop_capabilities() != 0 || load_seccomp() != 0) _exit(SETUP_FAILED);
+  if (chdir("/tmp") != 0) setup_failed("chdir");
+  if (drop_capabilities() != 0 || load_seccomp() != 0) setup_failed("capabilities_seccomp");
   /* Undumpable: the worker (same user) cannot open this process's /proc files or memory. */
-  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) _exit(SETUP_FAILED);
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) setup_failed("undumpable");
   /* Default dispositions (the zygote's Python handlers would write to descriptors now closed): as
    * PID 1 of its namespace, P1 then ignores every signal its run sends it, but SIGCHLD, which at
    * most makes it reap. */
@@ -314,9 +359,9 @@ static int child(const char *token, const char *cgroup, int *clock_fd) {
   action.sa_handler = wake;
   sigaction(SIGCHLD, &action, NULL);
   int clock[2];
-  if (pipe2(clock, O_CLOEXEC) != 0) _exit(SETUP_FAILED);
+  if (pipe2(clock, O_CLOEXEC) != 0) setup_failed("pipe");
   pid_t worker = fork();
-  if (worker < 0) _exit(SETUP_FAILED);
+  if (worker < 0) setup_failed("fork");
   if (worker == 0) {
     /* The zygote's dispositions, as os.fork would leave them (Python ignores SIGPIPE and SIGXFSZ,
      * and its handlers match its own table), but SIGCHLD's: the default, as in a fresh process
@@ -324,14 +369,14 @@ static int child(const char *token, const char *cgroup, int *clock_fd) {
     for (int signum = 1; signum < NSIG; signum++)
       if (signum != SIGKILL && signum != SIGSTOP && signum != SIGCHLD) sigaction(signum, &inherited[signum], NULL);
     action.sa_handler = SIG_DFL;
-    if (sigaction(SIGCHLD, &action, NULL) != 0) _exit(SETUP_FAILED);
+    if (sigaction(SIGCHLD, &action, NULL) != 0) setup_failed("sigchld");
     sigprocmask(SIG_SETMASK, &waiting, NULL);
     /* The worker's own process state, as a cold run's helper leaves it before exec: here in C, as
      * the same calls from Python cost each run copy-on-write faults of the objects they touch. Its
      * own /proc/self stays its own to read (dumpable: P1 above is not), a session of its own. */
-    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 || setsid() < 0) _exit(SETUP_FAILED);
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 || setsid() < 0) setup_failed("dumpable_session");
     for (size_t i = 0; i < limit_count; i++)
-      if (setrlimit(limit_resources[i], &limit_values[i]) != 0) _exit(SETUP_FAILED);
+      if (setrlimit(limit_resources[i], &limit_values[i]) != 0) setup_failed("setrlimit");
     close(clock[0]);
     *clock_fd = clock[1];
     return 0;
@@ -374,11 +419,16 @@ static int report(int control, const char *id, int status) {
 
 /* Forks P1 for the request in `record`: its pid, 0 in the worker, -1 if it could not, -2 if the
  * zygote could not go back to its own PID namespace (it then stops rather than fork elsewhere). */
-static int spawn(const char *cgroup, int *clock_fd) {
+static int spawn(int control, const char *id, const char *cgroup, int *clock_fd) {
   /* Entering a new PID namespace is for the caller's next child: it is PID 1 there. */
   if (own_pid_ns < 0 || unshare(CLONE_NEWPID) != 0) return -1;
+  pid_t zygote = getpid();
   pid_t pid = fork();
-  if (pid == 0) return child(record + TOKEN_AT, cgroup, clock_fd);
+  if (pid == 0) {
+    report_fd = control;
+    snprintf(report_id, sizeof report_id, "%s", id);
+    return child(record + TOKEN_AT, cgroup, zygote, clock_fd);
+  }
   if (setns(own_pid_ns, CLONE_NEWPID) != 0) {
     if (pid > 0) kill(pid, SIGKILL);
     return -2;
@@ -438,7 +488,7 @@ int mcpw_serve(int control, int *clock_fd) {
     for (int i = 0; i < MAX_CHILDREN && slot < 0; i++)
       if (child_pids[i] == 0) slot = i;
     /* Not waited for: P1 sets up in parallel with the next forks. */
-    int pid = slot < 0 ? -1 : spawn(cgroup, clock_fd);
+    int pid = slot < 0 ? -1 : spawn(control, id, cgroup, clock_fd);
     if (pid == 0) {
       /* The worker: what the zygote's memory held of other runs is not the run's. */
       memset(record, 0, sizeof record);

@@ -7,7 +7,9 @@
 # Started as `python3 -I -S -B zygote.py CONFIG_JSON` with:
 #   fd 3  the control socket to the host. Host -> zygote: fork requests, fixed-size records
 #         "F TOKEN ID run-CGROUP\n" (32, 16 and 16 hex digits). Zygote -> host: JSON lines,
-#         {"ready": true} once imported, {"exited": ID, "status": N} per child.
+#         {"ready": true} once imported, {"exited": ID, "status": N} per child, and a child's own
+#         {"setupFailed": STEP, "errno": N, "child": ID} when a step of its set-up failed before it
+#         had its channel (after, the same line without the id goes on its channel).
 #   fd 4  the seccomp-bpf program every child loads before anything of a run happens.
 #   /sandbox/zygote/cg-memory, /sandbox/zygote/cg-pids  this zygote's cgroup directories (the host
 #         made NAME in each, writable by the sandbox user, before asking for the fork).

@@ -51,4 +51,24 @@ describe('RunChannel: whether the run began', () => {
     assert.equal(channel.isReady, false);
     assert.equal(channel.heardAfterReady, false);
   });
+
+  it("a zygote child's set-up report before ready is the reason it never started, not an answer", async () => {
+    const report = '{"setupFailed": "setrlimit", "errno": 1}';
+    const channel = await channelOf(`${report}\n`);
+    assert.deepEqual(channel.setupFailure, { step: 'setrlimit', errno: 1 });
+    assert.equal(channel.answer, null);
+    assert.equal(channel.closedBeforeStart, true);
+    // After ready only the run writes: the same line is its answer, never a report.
+    const after = await channelOf(`${READY_LINE}\n${STARTED_LINE}\n${report}\n`);
+    assert.equal(after.setupFailure, null);
+    assert.deepEqual(after.answer, { setupFailed: 'setrlimit', errno: 1 });
+    // A report is a step word and an errno, nothing else.
+    for (const odd of [
+      '{"setupFailed": "Set Up!", "errno": 1}',
+      '{"setupFailed": "x", "errno": -1}',
+      '{"setupFailed": "x", "errno": "1"}',
+    ]) {
+      assert.equal((await channelOf(`${odd}\n`)).setupFailure, null, odd);
+    }
+  });
 });

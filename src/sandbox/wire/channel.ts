@@ -12,7 +12,7 @@ import { BRIDGE_ERROR_TYPES, type SandboxBridge } from '../../core/sandbox.js';
 import type { CappedCapture } from './capture.js';
 import { refuseInexactResult } from '../../core/exact-integers.js';
 import { jsonLine, LineReader } from './json-lines.js';
-import { BRIDGE_PREFIX, READY_LINE, STARTED_LINE, type RunAnswer } from './messages.js';
+import { BRIDGE_PREFIX, READY_LINE, setupFailureOf, STARTED_LINE, type RunAnswer, type SetupFailure } from './messages.js';
 
 export { READY_LINE, type RunAnswer } from './messages.js';
 
@@ -62,6 +62,10 @@ export class RunChannel {
   /** The run sent more bridge calls than it waited for; it is stopped. */
   flooded = false;
   private outstanding = 0;
+  /** A zygote child's report of the set-up step that failed (before READY_LINE: none of the run existed). */
+  setupFailure: SetupFailure | null = null;
+  /** Told of setupFailure when it arrives. */
+  onSetupFailure: (report: SetupFailure) => void = () => {};
   /** The runner's READY_LINE has arrived. */
   get isReady(): boolean {
     return this.sawReady;
@@ -192,6 +196,14 @@ export class RunChannel {
       } catch {
         message = { ok: false, type: 'ProcessExitError', message: 'the function wrote an unreadable answer' };
       }
+    }
+    // Before READY_LINE only the platform writes here (no user code exists yet): a set-up report
+    // is the reason the sandbox never started, not the run's answer.
+    const setupFailure = this.sawReady ? null : setupFailureOf(message);
+    if (setupFailure) {
+      this.setupFailure ??= setupFailure;
+      this.onSetupFailure(setupFailure);
+      return;
     }
     if (message !== null && typeof message === 'object' && Object.prototype.hasOwnProperty.call(message, 'bridge')) {
       if (!this.countCall()) return;

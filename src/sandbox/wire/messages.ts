@@ -27,13 +27,38 @@ export interface RunAnswer {
   traceback?: string;
 }
 
+/**
+ * A zygote child's set-up step that failed (native/mcpworks-zygote-child.c), before any of its run
+ * exists: `{"setupFailed": STEP, "errno": N}` on the child's fd 3 before the ready line, or on its
+ * zygote's control socket with `"child": ID` until the child has its channel. The step is a fixed
+ * word of the C code; nothing else is read from the line.
+ */
+export interface SetupFailure {
+  step: string;
+  errno: number;
+}
+
+/** The report in a parsed line, if the line is one (a step word and an errno), else null. */
+export function setupFailureOf(value: unknown): SetupFailure | null {
+  if (value === null || typeof value !== 'object') return null;
+  const { setupFailed: step, errno } = value as { setupFailed?: unknown; errno?: unknown };
+  if (typeof step !== 'string' || !/^[a-z_]{1,32}$/.test(step)) return null;
+  if (typeof errno !== 'number' || !Number.isInteger(errno) || errno < 0 || errno > 4095) return null;
+  return { step, errno };
+}
+
 // ---- A zygote's control socket (fd 3 of the zygote). Other end: runtime/zygote.py.
 
-/** Zygote → host: {"ready": true} once its imports are done; {"exited": ID, "status": N} per forked child. */
+/**
+ * Zygote → host: {"ready": true} once its imports are done; {"exited": ID, "status": N} per forked
+ * child; a child's SetupFailure with `child: ID` (written by the child itself, see SetupFailure).
+ */
 export interface ZygoteControl {
   ready?: boolean;
   exited?: string;
   status?: number;
+  setupFailed?: string;
+  child?: string;
 }
 
 /** A control line is an object (its fields are checked where they are read); anything else is ignored. */

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { CappedCapture } from '../wire/capture.js';
 import { RawAnswer, RunChannel } from '../wire/channel.js';
+import type { SetupFailure } from '../wire/messages.js';
 import type { RunCgroup } from '../host/cgroup.js';
 import { REAP_BOUND_MS } from '../policy/capacity.js';
 import { CHILD_START_MS, type HostSocket } from './host-socket.js';
@@ -39,6 +40,8 @@ export class ZygoteChild {
     private readonly log: (message: string) => void,
     /** Takes the run's cgroups back once the run is over (to reuse or remove them). */
     private readonly release: (cgroup: RunCgroup) => void,
+    /** Told when the child reports, on its channel, the set-up step that failed. */
+    onSetupFailure: (report: SetupFailure) => void = () => {},
   ) {
     this.id = id.toString(16).padStart(16, '0');
     this.stdout = new CappedCapture(maxLogBytes);
@@ -58,6 +61,7 @@ export class ZygoteChild {
         this.channelSocket = socket;
         this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
         this.channel = new RunChannel(socket, log);
+        this.channel.onSetupFailure = onSetupFailure;
         void this.channel.ready.then((ready) => this.markReady(ready));
       },
     });

@@ -1,9 +1,10 @@
 /** One zygote: its fork-server process (runtime/zygote.py), its control lines and its spare children. */
 import { randomBytes } from 'node:crypto';
+import { getSystemErrorName } from 'node:util';
 import type { RunCgroup } from '../host/cgroup.js';
 import { DecayingRate, REAP_BOUND_MS, targetSize } from '../policy/capacity.js';
 import { JsonLineReader } from '../wire/json-lines.js';
-import { forkRequest, isZygoteControl } from '../wire/messages.js';
+import { forkRequest, isZygoteControl, setupFailureOf, type SetupFailure } from '../wire/messages.js';
 import { RECORD_CGROUP, ZygoteChild } from './child.js';
 import type { HostSocket } from './host-socket.js';
 import type { ZygoteCgroups, ZygoteHostHooks, ZygoteOptions, ZygoteProcess, ZygoteSpec } from './types.js';
@@ -96,7 +97,11 @@ export class Zygote {
       }
       if (!isZygoteControl(line.value)) continue;
       const message = line.value;
-      if (message.ready === true && this.state === 'starting') {
+      if (typeof message.setupFailed === 'string') {
+        // From a child of this zygote, before it had its channel: only for a child still expected.
+        const report = setupFailureOf(message);
+        if (report && typeof message.child === 'string' && this.children.has(message.child)) this.setupFailed(report);
+      } else if (message.ready === true && this.state === 'starting') {
         this.state = 'ready';
         this.everReady = true;
         this.refill();
@@ -148,7 +153,15 @@ export class Zygote {
         this.hooks.log(`zygote ${this.spec.label}: could not make a run's cgroups: ${(error as Error).message}`);
         return null;
       }
-      return new ZygoteChild(++this.forks, cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
+      return new ZygoteChild(
+        ++this.forks,
+        cgroup,
+        this.spec.maxLogBytes,
+        this.sockets,
+        this.hooks.log,
+        (used) => void this.recycle(used),
+        (report) => this.setupFailed(report),
+      );
     })();
     if (!child) return null;
     const name = child.cgroup.procsFiles[0]?.split('/').at(-2) ?? '';
@@ -160,6 +173,19 @@ export class Zygote {
     this.children.set(child.id, child);
     this.process.control.write(forkRequest(child.token, child.id, name));
     return child;
+  }
+
+  /** A child's own report of the set-up step that failed (a fixed word and an errno: nothing of any run). */
+  private setupFailed(report: SetupFailure): void {
+    let reason = `errno ${report.errno}`;
+    try {
+      if (report.errno > 0) reason = getSystemErrorName(-report.errno);
+    } catch {
+      // a number this Node does not name: the number itself
+    }
+    this.hooks.log(
+      `zygote ${this.spec.label}: a forked child's set-up failed at ${report.step} (${reason}); its run, if it had one, takes the ordinary path`,
+    );
   }
 
   /**
