@@ -992,6 +992,99 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
     }
   });
 
+  it('a child whose zygote ended before its PR_SET_PDEATHSIG took hold gives up at once (else it and its sandbox outlive the zygote)', async () => {
+    // The zygote library built for this test alone: P1 names itself, then waits until its zygote is
+    // gone before it asks for the signal, the race the prctl alone loses (a parent already dead
+    // sends nothing). Orphaned, P1 is bubblewrap's init's, which ends only once it has no children:
+    // a P1 that went on would keep the dead zygote's sandbox, and so the server's view of it, alive.
+    const source = path.join(packageRoot(), 'src', 'sandbox', 'native', 'mcpworks-zygote-child.c');
+    const marker = `mcpwh${crypto.randomBytes(4).toString('hex')}`;
+    const dir = mkdtempSync(path.join(tmpdir(), 'zygote-orphan-'));
+    const lines: string[] = [];
+    let held: BubblewrapSandbox | null = null;
+    try {
+      writeFileSync(
+        path.join(dir, 'held.c'),
+        [
+          '#define _GNU_SOURCE',
+          '#include <signal.h>',
+          '#include <sys/prctl.h>',
+          '#include <sys/types.h>',
+          '#include <time.h>',
+          'static pid_t parent_in_proc(void);',
+          'static int held_pdeathsig(void) {',
+          `  prctl(PR_SET_NAME, "${marker}", 0, 0, 0);`,
+          '  pid_t zygote = parent_in_proc();',
+          '  struct timespec pause = {0, 10000000};',
+          '  while (parent_in_proc() == zygote) nanosleep(&pause, NULL);',
+          '  return prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);',
+          '}',
+          '#define prctl(option, ...) ((option) == PR_SET_PDEATHSIG ? held_pdeathsig() : prctl(option, __VA_ARGS__))',
+          `#include ${JSON.stringify(source)}`,
+          '',
+        ].join('\n'),
+      );
+      const library = path.join(dir, 'held.so');
+      execFileSync('gcc', ['-O2', '-shared', '-fPIC', '-o', library, path.join(dir, 'held.c')]);
+      chmodSync(dir, 0o755);
+      chmodSync(library, 0o755);
+      held = createBubblewrapSandbox({
+        network: false,
+        pool: false,
+        zygote: true,
+        paths: { zygoteLibrary: library },
+        log: (line) => lines.push(line),
+      });
+      const warm = { group: 'zygote-orphan', imports: [] };
+      // Its zygote starts (this run takes the ordinary path meanwhile) and forks its spares, held.
+      assert.equal(resultOf(await held.run({ language: 'python', code: 'result = 0', input: {}, limits, entry: 'script', warm })), 0);
+      const named = () =>
+        [...processParents().keys()].filter((pid) => {
+          try {
+            return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === marker;
+          } catch {
+            return false;
+          }
+        });
+      for (let waited = 0; waited < 30_000 && named().length === 0; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+      const children = named();
+      assert.ok(children.length > 0, 'held children are up');
+      const parents = processParents();
+      const zygotes = [...new Set(children.map((pid) => parents.get(pid)!))];
+      assert.equal(zygotes.length, 1);
+      assert.ok(zygotePids().includes(zygotes[0]!), "the held children are a zygote's");
+      // bubblewrap's outer process, stopped (as in the test above): it would end the zygote's whole
+      // sandbox once the zygote ends, and so hide what the children do on their own.
+      const outer = parents.get(parents.get(zygotes[0]!)!)!;
+      assert.match(readFileSync(`/proc/${outer}/cmdline`, 'utf8').split('\0')[0]!, /bwrap$/);
+      process.kill(outer, 'SIGSTOP');
+      const alive = () => named().filter((pid) => children.includes(pid));
+      const reports = () => lines.filter((line) => line.includes('set-up failed at'));
+      let left: number[] = [];
+      try {
+        assert.ok(sigkill(zygotes[0]!));
+        // Generous: each gives up as it reads its new parent; a P1 that went on would wait for a run.
+        // Its report is read meanwhile: the server cannot see the zygote end (and forget its children) yet.
+        for (let waited = 0; waited < 30_000 && (alive().length > 0 || reports().length === 0); waited += 20)
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        left = alive();
+      } finally {
+        process.kill(outer, 'SIGCONT');
+      }
+      assert.deepEqual(left, [], 'every child of the dead zygote is gone');
+      // The step, and the check's own errno: not whatever an earlier call of the zygote's left.
+      assert.ok(reports().length > 0, 'the children reported why');
+      for (const line of reports()) assert.match(line, /: a forked child's set-up failed at zygote_gone \(ESRCH\);/);
+      // So its sandbox ends and the server sees the zygote's end.
+      const ended = () => lines.some((line) => /^zygote .* stopped: ended unexpectedly/.test(line));
+      for (let waited = 0; waited < 30_000 && !ended(); waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.ok(ended(), `the server saw the zygote end: ${JSON.stringify(lines.slice(-3))}`);
+    } finally {
+      await held?.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('MCPWORKS_ZYGOTE=off turns it off', async () => {
     assert.equal(zygoteFromEnvironment('off'), false);
     assert.equal(zygoteFromEnvironment(undefined), true);

@@ -96,13 +96,17 @@ static void setup_failed(const char *step) {
 }
 
 /* This process's parent, numbered as the zygote's /proc numbers it (getppid() reads 0 in a PID
- * namespace of its own, whoever the parent is); -1 if unreadable. Read before P1 mounts its own /proc. */
+ * namespace of its own, whoever the parent is); -1 with errno set if unreadable. Read before P1
+ * mounts its own /proc. */
 static pid_t parent_in_proc(void) {
   char stat[128];
   int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   ssize_t got = read(fd, stat, sizeof stat - 1);
+  /* A failure's errno: the read's own, or EINVAL for a line not as the kernel writes it. */
+  int error = got < 0 ? errno : EINVAL;
   close(fd);
+  errno = error;
   if (got <= 0) return -1;
   stat[got] = '\0';
   /* "PID (COMM) STATE PPID ...": COMM may hold anything; only numbers follow it. */
@@ -317,7 +321,13 @@ static int child(const char *token, const char *cgroup, pid_t zygote, int *clock
    * every process of the run goes with it, not when bubblewrap's init or the host notices. The
    * parent read after the prctl catches a zygote that ended before it (P1 already reparented). */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) setup_failed("pdeathsig");
-  if (parent_in_proc() != zygote) setup_failed("zygote_gone");
+  pid_t parent = parent_in_proc();
+  if (parent != zygote) {
+    /* Its report's errno is the check's own (no call failed when the parent is another): never
+     * whatever an earlier call of the zygote's left. */
+    if (parent >= 0) errno = ESRCH;
+    setup_failed("zygote_gone");
+  }
   if (join_cgroup("memory", cgroup) != 0 || join_cgroup("pids", cgroup) != 0) setup_failed("cgroup");
   /* Its cgroup namespace is rooted at the run's group it has just joined (see zygoteBubblewrapArgs). */
   if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP) != 0) setup_failed("unshare");
