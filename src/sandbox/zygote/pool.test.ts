@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Duplex, PassThrough } from 'node:stream';
 import { after, test } from 'node:test';
 import type { RunCgroup } from '../host/cgroup.js';
+import { errnoName } from './zygote.js';
 import { ZygotePool, type ZygoteCgroups, type ZygoteHostHooks, type ZygoteOptions, type ZygoteProcess, type ZygoteSpec } from './pool.js';
 
 const MB = 1024 * 1024;
@@ -71,7 +72,7 @@ class FakeZygote {
   }
 }
 
-function harness(options: ZygoteOptions & { cgroups?: boolean; ready?: boolean } = {}) {
+function harness(options: ZygoteOptions & { cgroups?: boolean; ready?: boolean; log?: (line: string) => void } = {}) {
   let clock = 1_000_000;
   let free = 8192 * MB;
   const launched: FakeZygote[] = [];
@@ -94,7 +95,7 @@ function harness(options: ZygoteOptions & { cgroups?: boolean; ready?: boolean }
       launched.push(zygote);
       return zygote.process();
     },
-    log: () => {},
+    log: options.log ?? (() => {}),
   };
   const dir = mkdtempSync(join(tmpdir(), 'zygote-pool-test-'));
   dirs.push(dir);
@@ -215,4 +216,31 @@ test('a zygote that crashes after serving is retried after 1 s, then 2 s (the cr
   h.pool.claim(spec('a'));
   await h.ready('a');
   assert.equal(h.launched.length, 3);
+});
+
+test("a child's set-up report on its zygote's control socket is logged with the errno's name, only for a child the zygote still has", async () => {
+  const lines: string[] = [];
+  const h = harness({ log: (line) => lines.push(line) });
+  h.pool.claim(spec('a'));
+  await h.ready('a');
+  const child = h.pool.claim(spec('a'));
+  assert.ok(child, 'a child of the ready zygote');
+  const control = h.launched[0]!.control;
+  const reported = async (line: string) => {
+    const before = lines.length;
+    control.push(`${line}\n`);
+    await new Promise((resolve) => setImmediate(resolve));
+    return lines.slice(before);
+  };
+  // ECHILD: a name util.getSystemErrorName does not know ("Unknown system error -10").
+  assert.deepEqual(await reported(`{"setupFailed": "zygote_gone", "errno": 10, "child": "${child.id}"}`), [
+    "zygote a: a forked child's set-up failed at zygote_gone (ECHILD); its run, if it had one, takes the ordinary path",
+  ]);
+  assert.deepEqual(await reported(`{"setupFailed": "umount", "errno": 1, "child": "ffffffffffffffff"}`), [], 'no such child');
+  assert.deepEqual(await reported(`{"setupFailed": "Set Up!", "errno": 1, "child": "${child.id}"}`), [], 'not a step word');
+  assert.deepEqual(await reported(`{"setupFailed": "umount", "errno": 1}`), [], 'no child named');
+  assert.equal(errnoName(1), 'EPERM');
+  assert.equal(errnoName(11), 'EAGAIN');
+  assert.equal(errnoName(0), 'errno 0');
+  assert.equal(errnoName(4095), 'errno 4095');
 });

@@ -1,6 +1,6 @@
 /** One zygote: its fork-server process (runtime/zygote.py), its control lines and its spare children. */
 import { randomBytes } from 'node:crypto';
-import { getSystemErrorName } from 'node:util';
+import { constants as osConstants } from 'node:os';
 import type { RunCgroup } from '../host/cgroup.js';
 import { DecayingRate, REAP_BOUND_MS, targetSize } from '../policy/capacity.js';
 import { JsonLineReader } from '../wire/json-lines.js';
@@ -18,6 +18,19 @@ const DIAGNOSTIC_CHARS = 4096;
 const DIAGNOSTIC_TAIL_CHARS = 500;
 
 type ZygoteState = 'starting' | 'ready' | 'failed' | 'stopped';
+
+/**
+ * This platform's errno names by number, the first of a number's aliases (EAGAIN, not EWOULDBLOCK).
+ * Not util.getSystemErrorName: it names only libuv's errors and answers "Unknown system error -10"
+ * for the rest (ECHILD, ENOEXEC, EDEADLK, ...), which a set-up step can fail with as well.
+ */
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, errno] of Object.entries(osConstants.errno)) if (!ERRNO_NAMES.has(errno)) ERRNO_NAMES.set(errno, name);
+
+/** An errno's name (ECHILD), or "errno N" for a number this platform does not name (0 included). */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+}
 
 /** One zygote process and its spare children. */
 export class Zygote {
@@ -177,14 +190,8 @@ export class Zygote {
 
   /** A child's own report of the set-up step that failed (a fixed word and an errno: nothing of any run). */
   private setupFailed(report: SetupFailure): void {
-    let reason = `errno ${report.errno}`;
-    try {
-      if (report.errno > 0) reason = getSystemErrorName(-report.errno);
-    } catch {
-      // a number this Node does not name: the number itself
-    }
     this.hooks.log(
-      `zygote ${this.spec.label}: a forked child's set-up failed at ${report.step} (${reason}); its run, if it had one, takes the ordinary path`,
+      `zygote ${this.spec.label}: a forked child's set-up failed at ${report.step} (${errnoName(report.errno)}); its run, if it had one, takes the ordinary path`,
     );
   }
 
