@@ -759,6 +759,9 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
     // Live zygotes only: one an earlier test killed stays listed as failed until the pool's next tick.
     const live = () => sandbox.zygoteStats()!.zygotes.filter((zygote) => zygote.state === 'ready' || zygote.state === 'starting').length;
     const zygotes = live();
+    // The very processes, too: a count stays the same when a dead zygote is replaced in time.
+    const parents = processParents();
+    const owners = zygotePids().filter((zygote) => [...parents.values()].includes(zygote));
     assert.ok(killSpareWorkers() > 0, 'spare children waiting');
     const count = new Map<string, number>();
     const runs = countedRuns(count, 6);
@@ -767,6 +770,11 @@ result = [random.random(), float(numpy.random.rand()), os.urandom(16).hex(), sec
       assert.equal(count.get(mark), 1, 'its code ran once');
     }
     assert.equal(live(), zygotes, 'the zygote itself lives on');
+    assert.deepEqual(
+      owners.filter((zygote) => !zygotePids().includes(zygote)),
+      [],
+      'the zygotes whose children were killed live on',
+    );
     const before = sandbox.zygoteStats()!.runs;
     await warmUp();
     assert.ok(sandbox.zygoteStats()!.runs > before, 'and serves again');
