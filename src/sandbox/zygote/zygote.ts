@@ -148,7 +148,14 @@ export class Zygote {
         this.hooks.log(`zygote ${this.spec.label}: could not make a run's cgroups: ${(error as Error).message}`);
         return null;
       }
-      return new ZygoteChild(++this.forks, cgroup, this.spec.maxLogBytes, this.sockets, this.hooks.log, (used) => void this.recycle(used));
+      return new ZygoteChild(
+        ++this.forks,
+        cgroup,
+        this.spec.maxLogBytes,
+        this.sockets,
+        this.hooks.log,
+        (used, exited) => void this.recycle(used, exited),
+      );
     })();
     if (!child) return null;
     const name = child.cgroup.procsFiles[0]?.split('/').at(-2) ?? '';
@@ -167,7 +174,13 @@ export class Zygote {
    * was OOM-killed (the counter would tell the next run it was). Anything charged that is left is
    * page cache, which the kernel reclaims before it would stop the next run.
    */
-  private async recycle(cgroup: RunCgroup): Promise<void> {
+  private async recycle(cgroup: RunCgroup, exited: Promise<unknown>): Promise<void> {
+    // This zygote reports a child's status once it has reaped it: by then the run's group (killed
+    // at the run's end) is empty as a rule, and the first look finds it so, with no SIGKILL sent
+    // twice and no looks on a timer. Processes still in it are killed and waited for as before.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((resolve) => (bound = setTimeout(resolve, REAP_BOUND_MS)))]);
+    clearTimeout(bound);
     const empty = await cgroup.killUntilEmpty(REAP_BOUND_MS);
     if (empty && !cgroup.oomKilled() && this.state === 'ready' && this.freeGroups.length < this.options.maxSpares * 2) {
       this.freeGroups.push(cgroup);
