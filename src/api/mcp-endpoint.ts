@@ -258,9 +258,11 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     } catch {
       return jsonRpcError(400, -32700, 'Parse error: the body is not valid JSON');
     }
-    // The MCP layer is handed the parsed body and never reads one: a Request without a body (one
-    // with the text would build a stream for it on every request).
-    const replay = new Request(request.url, { method: 'POST', headers: request.headers });
+    // The MCP layer is handed the parsed body and never reads one (the SDK reads a body only when
+    // it is given none): it gets the request itself, whose body is spent, not a copy (a Request
+    // built per call, its headers copied and its URL parsed again). Its signal is the client's:
+    // the SDK closes the exchange when the client goes away, as the run's own watch does.
+    const replay = request;
     if (!Array.isArray(parsedBody)) scope.calls = calledToolNames(parsedBody);
     if (!(await isLegacyRequest(replay, parsedBody))) {
       // The 2026-07-28 revision has no batches.

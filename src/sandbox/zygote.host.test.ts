@@ -15,6 +15,7 @@ import { DEFAULT_TIER, limitsFor } from '../core/tiers.js';
 import { createBubblewrapSandbox, zygoteFromEnvironment, type BubblewrapSandbox } from './bubblewrap.js';
 import { packageRoot } from './host.js';
 import { zygoteRunsActive } from '../test-support/processes.js';
+import { freshToken } from './zygote/child.js';
 
 const limits = sandboxLimitsFor(limitsFor(DEFAULT_TIER));
 const WARM = { group: 'zygote-test', imports: ['numpy'] };
@@ -353,15 +354,19 @@ result = {
   });
 
   it("a child's memory holds no other child's token", async () => {
-    // Every token the host hands out (zygote.ts draws them with randomBytes(16)), recorded here.
+    // Every token the host can hand out (child.ts cuts them, 16 bytes each, from a pool it fills
+    // with randomFillSync), recorded here: each fill's every slice, issued or not yet.
     const tokens = new Set<string>();
-    const draw = crypto.randomBytes;
-    (crypto as { randomBytes: unknown }).randomBytes = (size: number, ...rest: unknown[]) => {
-      const bytes = (draw as (size: number, ...rest: unknown[]) => Buffer)(size, ...rest);
-      if (size === 16 && Buffer.isBuffer(bytes)) tokens.add(bytes.toString('hex'));
-      return bytes;
+    const draw = crypto.randomFillSync;
+    (crypto as { randomFillSync: unknown }).randomFillSync = (buffer: Buffer, ...rest: unknown[]) => {
+      const filled = (draw as (buffer: Buffer, ...rest: unknown[]) => Buffer)(buffer, ...rest);
+      if (Buffer.isBuffer(filled) && filled.length % 16 === 0)
+        for (let offset = 0; offset < filled.length; offset += 16) tokens.add(filled.toString('hex', offset, offset + 16));
+      return filled;
     };
     syncBuiltinESMExports();
+    // Tokens are drawn until the pool is refilled: every child from here on has a recorded token.
+    while (tokens.size === 0) freshToken();
     try {
       // A zygote without imports: less memory to scan. Children forked before the scanning one,
       // and spares forked while requests were queued.
@@ -386,16 +391,16 @@ with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) 
         del chunk
 result = sorted(found)
 `;
-      const before = new Set(tokens);
       const runs = sandbox.zygoteStats()!.runs;
       const seen: string[] = resultOf(await py(scan, { entry: 'script', warm: plain }));
       assert.equal(sandbox.zygoteStats()!.runs, runs + 1, 'the scan ran in a zygote child');
-      assert.ok(before.size >= 8, `children forked before the scan: ${before.size}`);
+      // Each run had a child (and a token) of its own: tokens of other children to be found.
+      assert.ok(runs >= 6 && tokens.size >= 8, `children forked before the scan: ${runs}; tokens drawn: ${tokens.size}`);
       // Its own token (it connected with it) may be there; no other child's.
       const known = seen.filter((candidate) => tokens.has(candidate));
       assert.ok(known.length <= 1, `tokens of ${known.length - 1} other children found`);
     } finally {
-      (crypto as { randomBytes: unknown }).randomBytes = draw;
+      (crypto as { randomFillSync: unknown }).randomFillSync = draw;
       syncBuiltinESMExports();
     }
   });

@@ -232,3 +232,29 @@ test("the payload carries code, input and env; a raw input goes in as its bytes;
   assert.deepEqual(raw.input, { big: [1, 2, '$&'] });
   assert.deepEqual(JSON.parse(zygoteRunLine({ ...limits, cpuSeconds: 2.7 })), { cpuSeconds: 2, wallMs: 11_000 });
 });
+
+test('a shape is planned once per language, limits and views: the same frozen object, never one of other views or limits', () => {
+  const shared = context();
+  const shape = shapeFor(python, shared);
+  // Another request of the same shape (other code, input, env) gets the remembered object, which no caller can change.
+  assert.equal(shapeFor({ ...python, code: 'other', input: 2, env: { A: 'b' } }, shared), shape);
+  assert.ok(Object.isFrozen(shape) && Object.isFrozen(shape.command) && Object.isFrozen(shape.cgroupLimits));
+  assert.throws(() => (shape.command as string[]).push('--bind'));
+  // Other mounts (another tenant's library), other limits, another language: a shape of their own, as planned afresh.
+  const mounted = shapeFor({ ...python, mounts: [{ source: '/srv/tenant-b', target: '/opt/lib' }] }, shared);
+  assert.notEqual(mounted.key, shape.key);
+  assert.ok(mounted.command.includes('/srv/tenant-b') && !shape.command.includes('/srv/tenant-b'));
+  assert.ok(!shapeFor(python, shared).command.includes('/srv/tenant-b'));
+  const larger = shapeFor({ ...python, limits: { ...limits, memoryMb: 1024 } }, shared);
+  assert.deepEqual(larger.cgroupLimits, { memoryBytes: 1024 * 1024 * 1024, maxProcesses: 64 });
+  assert.equal(shapeFor(python, shared).cgroupLimits.memoryBytes, 512 * 1024 * 1024);
+  assert.notEqual(shapeFor(typescript, shared).key, shape.key);
+  // Another context (network on) is planned on its own.
+  assert.notEqual(shapeFor(python, context({ network: true })).key, shape.key);
+  // The zygote key from the remembered shape is the one built from its parts.
+  const warm = { ...python, warm: { group: 'ns', owner: 'acct', imports: [] } };
+  const spec = zygoteSpecFor(warm, shape, layout.masks);
+  const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
+  assert.equal(spec?.key, JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, 'acct', 'ns', [], null]));
+  assert.notEqual(zygoteSpecFor(warm, mounted, layout.masks)?.key, spec?.key);
+});

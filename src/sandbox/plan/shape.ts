@@ -85,7 +85,38 @@ export function helperArgs(request: SandboxRequest, context: ShapeContext): stri
   return args;
 }
 
+/** Most shapes remembered per context: a handful of plans and languages; past it, the memo starts over. */
+const REMEMBERED_SHAPES = 64;
+const remembered = new WeakMap<ShapeContext, Map<string, SandboxShape>>();
+
+/**
+ * The request's shape, the same (frozen) object for every request with the same language, limits
+ * and views: its command line and key are built once, not for every run (a run's pool and zygote
+ * lookups are by key). Everything `planShape` reads of the request is in the memo's key.
+ */
 export function shapeFor(request: SandboxRequest, context: ShapeContext): SandboxShape {
+  const key = JSON.stringify([
+    request.language,
+    request.limits,
+    request.mounts ?? null,
+    request.nodeModulesDir ?? null,
+    request.libraryPaths ?? null,
+  ]);
+  let shapes = remembered.get(context);
+  if (!shapes) remembered.set(context, (shapes = new Map()));
+  const known = shapes.get(key);
+  if (known) return known;
+  const shape = planShape(request, context);
+  Object.freeze(shape.command);
+  Object.freeze(shape.viewSources);
+  Object.freeze(shape.cgroupLimits);
+  Object.freeze(shape);
+  if (shapes.size >= REMEMBERED_SHAPES) shapes.clear();
+  shapes.set(key, shape);
+  return shape;
+}
+
+function planShape(request: SandboxRequest, context: ShapeContext): SandboxShape {
   const { limits } = request;
   const args = [...context.baseArgs, '--size', String(limits.tmpfsBytes), '--perms', '1777', '--tmpfs', '/tmp'];
   let command: string[];

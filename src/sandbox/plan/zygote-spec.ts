@@ -20,8 +20,8 @@ export function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape, mask
   // The CPU-time limit is not part of the zygote: each run's worker sets its own from the run's
   // first line (a code-mode callee's limit is what is left of its caller's time, which would
   // otherwise make a new zygote every second).
-  const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
-  const key = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes, warm.owner ?? null, warm.group, imports, preload]);
+  // The same text as JSON.stringify([...command, limits, log cap, owner, group, imports, preload]).
+  const key = `[${shapePartOf(shape)},${JSON.stringify([warm.owner ?? null, warm.group, imports, preload]).slice(1, -1)}]`;
   const rlimits: Record<string, [number, number]> = {
     fsize: [limits.maxFileBytes, limits.maxFileBytes],
     core: [0, 0],
@@ -40,6 +40,24 @@ export function zygoteSpecFor(request: SandboxRequest, shape: SandboxShape, mask
     // In the key already: the shape's command line holds every mount.
     mounts: request.mounts ?? [],
   };
+}
+
+/** The shape's part of a zygote key, per frozen shape (shapeFor remembers them): its command line is long. */
+const shapeParts = new WeakMap<SandboxShape, string>();
+
+/**
+ * The shape's command line, CPU-time limit aside (the zygote's runs set their own: see above),
+ * with its cgroup limits and log cap, as JSON without its outer brackets.
+ */
+function shapePartOf(shape: SandboxShape): string {
+  let part = shapeParts.get(shape);
+  if (part === undefined) {
+    const cpuFree = shape.command.map((arg) => (arg.startsWith('cpu=') ? 'cpu=run' : arg));
+    part = JSON.stringify([cpuFree, shape.cgroupLimits, shape.maxLogBytes]).slice(1, -1);
+    // Only a shape that cannot change is remembered by identity.
+    if (Object.isFrozen(shape) && Object.isFrozen(shape.command) && Object.isFrozen(shape.cgroupLimits)) shapeParts.set(shape, part);
+  }
+  return part;
 }
 
 /**

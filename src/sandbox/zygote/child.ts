@@ -1,5 +1,5 @@
 /** One child a zygote forked: it waits for its run, runs it once, and reports what happened. */
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { CappedCapture } from '../wire/capture.js';
 import { RawAnswer, RunChannel } from '../wire/channel.js';
@@ -14,9 +14,25 @@ export const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
 /** After a kill, how long the zygote's report of the child's status is waited for before the run ends without it. */
 const KILLED_REPORT_MS = 5000;
 
+/** Random bytes drawn for many children's tokens at once: one call into the CSPRNG per 64 children, not one each. */
+const TOKEN_BYTES = 16;
+const tokenPool = Buffer.alloc(TOKEN_BYTES * 64);
+let tokenOffset = tokenPool.length;
+
+/** A fresh token (32 hex digits) of bytes no other token had. */
+export function freshToken(): string {
+  if (tokenOffset + TOKEN_BYTES > tokenPool.length) {
+    randomFillSync(tokenPool);
+    tokenOffset = 0;
+  }
+  const token = tokenPool.toString('hex', tokenOffset, tokenOffset + TOKEN_BYTES);
+  tokenOffset += TOKEN_BYTES;
+  return token;
+}
+
 /** One forked child waiting for its run. */
 export class ZygoteChild {
-  readonly token = randomBytes(16).toString('hex');
+  readonly token = freshToken();
   /** What the zygote knows the child by (it never keeps a token; see zygote.py). */
   readonly id: string;
   readonly stdout: CappedCapture;
@@ -38,8 +54,8 @@ export class ZygoteChild {
     maxLogBytes: number,
     sockets: HostSocket,
     private readonly log: (message: string) => void,
-    /** Takes the run's cgroups back once the run is over (to reuse or remove them). */
-    private readonly release: (cgroup: RunCgroup) => void,
+    /** Takes the run's cgroups back once the run is over (to reuse or remove them), with the child's end (its status reported). */
+    private readonly release: (cgroup: RunCgroup, exited: Promise<unknown>) => void,
     /** Told when the child reports, on its channel, the set-up step that failed. */
     onSetupFailure: (report: SetupFailure) => void = () => {},
   ) {
@@ -167,7 +183,7 @@ export class ZygoteChild {
     const notStarted = first === 'exit' && !escalated && channel.closedBeforeStart;
     if (notStarted) this.log('a zygote child ended before its run began (its zygote died?): the run takes the ordinary path');
     const record = this.record(status, timedOut, notStarted);
-    this.release(this.cgroup);
+    this.release(this.cgroup, this.waitExit());
     return record;
   }
 

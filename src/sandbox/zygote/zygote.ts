@@ -172,7 +172,7 @@ export class Zygote {
         this.spec.maxLogBytes,
         this.sockets,
         this.hooks.log,
-        (used) => void this.recycle(used),
+        (used, exited) => void this.recycle(used, exited),
         (report) => this.setupFailed(report),
       );
     })();
@@ -200,7 +200,13 @@ export class Zygote {
    * was OOM-killed (the counter would tell the next run it was). Anything charged that is left is
    * page cache, which the kernel reclaims before it would stop the next run.
    */
-  private async recycle(cgroup: RunCgroup): Promise<void> {
+  private async recycle(cgroup: RunCgroup, exited: Promise<unknown>): Promise<void> {
+    // This zygote reports a child's status once it has reaped it: by then the run's group (killed
+    // at the run's end) is empty as a rule, and the first look finds it so, with no SIGKILL sent
+    // twice and no looks on a timer. Processes still in it are killed and waited for as before.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((resolve) => (bound = setTimeout(resolve, REAP_BOUND_MS)))]);
+    clearTimeout(bound);
     const empty = await cgroup.killUntilEmpty(REAP_BOUND_MS);
     if (empty && !cgroup.oomKilled() && this.state === 'ready' && this.freeGroups.length < this.options.maxSpares * 2) {
       this.freeGroups.push(cgroup);
