@@ -1,7 +1,7 @@
 /**
- * The database's CPU per admission (issue 18: server CPU per metered call): migration 31's
- * mcpworks_admit_call beside the one it replaced (migration 14's, calling migration 29's
- * mcpworks_admit), in one embedded database (PGlite) in this process, alternating.
+ * The database's CPU per admission (issue 18: server CPU per metered call): migration 38's
+ * mcpworks_admit_call beside the one it replaced (migration 31's), in one embedded database
+ * (PGlite) in this process, alternating.
  *
  *   bench/admission [--rounds R] [--calls N]   (defaults: 8 rounds of 300 admissions each)
  *
@@ -25,14 +25,14 @@ const calls = Number(values.calls);
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a positive integer');
 if (!Number.isInteger(calls) || calls < 1) throw new Error('--calls must be a positive integer');
 
-const NEW = 31;
+const NEW = 38;
 const newest = MIGRATIONS.find((m) => m.version === NEW);
 if (!newest) throw new Error(`no migration ${NEW}`);
 const db = await PGlite.create();
 for (const migration of MIGRATIONS) if (migration.version < NEW) for (const statement of migration.statements) await db.exec(statement);
-// Migration 31's function under another name, so both can be called in one database.
+// Migration 38's function under another name, so both can be called in one database.
 for (const statement of newest.statements)
-  await db.exec(statement.replace('FUNCTION mcpworks_admit_call(', 'FUNCTION bench_admit_call_31('));
+  await db.exec(statement.replace('FUNCTION mcpworks_admit_call(', 'FUNCTION bench_admit_call_38('));
 await db.query(`INSERT INTO accounts (id, email, password_hash, tier) VALUES ('bench', 'bench@example.com', 'x', 'pro')`);
 
 const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);
@@ -81,8 +81,8 @@ async function admitOnce(fn: string): Promise<void> {
 }
 
 const builds = [
-  ['migration 14/29 (before)', 'mcpworks_admit_call'],
-  ['migration 31', 'bench_admit_call_31'],
+  ['migration 31 (before)', 'mcpworks_admit_call'],
+  ['migration 38', 'bench_admit_call_38'],
 ] as const;
 const perRound = new Map<string, number[]>(builds.map(([label]) => [label, []]));
 for (let round = 0; round < rounds; round++) {
