@@ -545,12 +545,12 @@ export function runEndpointParts(
     const session = sessionOf(scope);
     const cancelKey = session && (typeof call.id === 'string' || typeof call.id === 'number') ? cancelKeyOf(session, call.id) : undefined;
     const fn = mode === 'tools' ? snapshot?.functions.find((f) => toolName(f) === name) : undefined;
-    // A cached key is checked by the admission against the catalog version this call was read at.
+    // A cached key is checked by the admission against the catalog version this call was read at
+    // (a metered call's functions were read: its snapshot is there).
     const { keyId, tier } = scope.principal;
-    const cachedKey = context(scope).extra.cachedKey &&
-      snapshot && { keyId, tier, namespaceId: snapshot.namespaceId, catalogVersion: snapshot.catalogVersion };
-    // Never admitted unchecked: without a snapshot (not reached) the key is looked up first.
-    if (context(scope).extra.cachedKey && !cachedKey) return undefined;
+    const cachedKey = context(scope).extra.cachedKey
+      ? { keyId, tier, namespaceId: snapshot!.namespaceId, catalogVersion: snapshot!.catalogVersion }
+      : undefined;
     // The call's env and input_schema checks need nothing the admission decides: they run while it
     // is in flight (in the schema workers), and the handler takes their verdict. No code runs before
     // the admission says yes.

@@ -67,8 +67,6 @@ const KEY_CACHE_NAMESPACES = 16;
 /** A key verified by a lookup on this node, and the namespaces that lookup saw. */
 interface VerifiedKey {
   principal: KeyPrincipal;
-  /** The key's own expiry (ms, the database's clock), if any. */
-  expiresAt: number | null;
   /** Until when (this node's clock) it is used without a lookup. */
   until: number;
   namespaces: Map<string, NamespaceRef>;
@@ -340,7 +338,7 @@ export class AccountService {
       namespace: row.namespace,
       scopes: row.scopes as Scope[],
     };
-    if (cacheId) this.remember(cacheId, principal, row.expires_at, what.namespace, row.addressed);
+    if (cacheId) this.remember(cacheId, principal, what.namespace, row.addressed);
     return { principal, addressed: row.addressed, session: row.session };
   }
 
@@ -358,7 +356,8 @@ export class AccountService {
     const id = sha256Hex(raw);
     const entry = this.verified.get(id);
     if (!entry) return undefined;
-    if (entry.until <= Date.now() || (entry.expiresAt !== null && entry.expiresAt <= databaseNow())) {
+    // Its expiry, like its revocation, is the admission's check (the database's clock).
+    if (entry.until <= Date.now()) {
       this.verified.delete(id);
       return undefined;
     }
@@ -366,13 +365,7 @@ export class AccountService {
     return addressed ? { principal: entry.principal, addressed } : undefined;
   }
 
-  private remember(
-    id: string,
-    principal: KeyPrincipal,
-    expiresAt: Date | null,
-    namespace: string | undefined,
-    addressed: NamespaceRef | null | undefined,
-  ) {
+  private remember(id: string, principal: KeyPrincipal, namespace: string | undefined, addressed: NamespaceRef | null | undefined) {
     const namespaces = new Map<string, NamespaceRef>();
     const previous = this.verified.get(id);
     // A lookup that addressed no namespace keeps what earlier ones saw, for the time of this one.
@@ -386,7 +379,6 @@ export class AccountService {
     if (this.verified.size >= KEY_CACHE_ENTRIES) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(id, {
       principal,
-      expiresAt: expiresAt === null ? null : new Date(expiresAt).getTime(),
       until: Date.now() + KEY_CACHE_MS,
       namespaces,
     });

@@ -1327,10 +1327,10 @@ export const MIGRATIONS: readonly Migration[] = [
         RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER, cancelled BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
         BEGIN
           IF NOT EXISTS (SELECT 1 FROM api_keys k JOIN accounts a ON a.id = k.account_id
-              WHERE k.id = p_key AND k.account_id = p_account AND k.revoked_at IS NULL
+              WHERE k.id = p_key AND k.revoked_at IS NULL
                 AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.tier = p_tier)
             OR NOT EXISTS (SELECT 1 FROM namespaces n
-              WHERE n.id = p_namespace AND n.account_id = p_account AND n.catalog_version = p_catalog_version) THEN
+              WHERE n.id = p_namespace AND n.catalog_version = p_catalog_version) THEN
             RETURN QUERY SELECT 'KEY_CHANGED'::text, 0, NULL::int, false;
             RETURN;
           END IF;
