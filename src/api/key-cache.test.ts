@@ -33,20 +33,33 @@ after(async () => {
   await t?.stop();
 });
 
-/** One JSON-RPC request to node B's run endpoint (tool mode), without a session. */
-async function onB(s: Space, key: string, message: Record<string, unknown>) {
-  const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
-    method: 'POST',
+/** One JSON-RPC request to node B's run endpoint (tool mode; or `path`), without a session unless a header names one. */
+async function onB(
+  s: Space,
+  key: string,
+  message: Record<string, unknown>,
+  options: { path?: string; method?: string; headers?: Record<string, string> } = {},
+) {
+  const method = options.method ?? 'POST';
+  const response = await fetch(`${b.url}${options.path ?? `/mcp/run/${s.ns}?mode=tools`}`, {
+    method,
     headers: {
       'content-type': 'application/json',
       accept: 'application/json, text/event-stream',
       'mcp-protocol-version': '2025-06-18',
       authorization: `Bearer ${key}`,
+      ...options.headers,
     },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, ...message }),
+    ...(method === 'POST' ? { body: JSON.stringify({ jsonrpc: '2.0', id: 1, ...message }) } : {}),
+    signal: AbortSignal.timeout(30_000),
   });
-  const text = await response.text();
-  const body = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
+  const text = await response.text().catch(() => '');
+  let body: any = text;
+  try {
+    body = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON: kept as text for the assertion's message.
+  }
   return { status: response.status, body };
 }
 const hello = (s: Space, key: string) => onB(s, key, { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } });
@@ -77,12 +90,24 @@ function assertRefusedKey(answer: { status: number; body: any }, what: string): 
 }
 
 describe('a key cached on a node', () => {
-  test('revoked through another node: its next call, _env_status and tools/list are refused, nothing counted', async () => {
+  test('revoked through another node: its next call, _env_status, tools/list, the create endpoint, a GET, a session are refused, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     for (const [what, request] of [
       ['a metered call', (key: string) => hello(s, key)],
       ['_env_status', (key: string) => onB(s, key, { method: 'tools/call', params: { name: '_env_status', arguments: {} } })],
       ['tools/list', (key: string) => onB(s, key, { method: 'tools/list', params: {} })],
+      ['the create endpoint', (key: string) => onB(s, key, { method: 'tools/list', params: {} }, { path: `/mcp/create/${s.ns}` })],
+      ['a GET', (key: string) => onB(s, key, {}, { method: 'GET' })],
+      [
+        'a call naming a session',
+        (key: string) =>
+          onB(
+            s,
+            key,
+            { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } },
+            { headers: { 'mcp-session-id': 'not-a-session' } },
+          ),
+      ],
     ] as const) {
       const { key, id } = await cachedOnB(s);
       const before = await t.usage(s.account);
