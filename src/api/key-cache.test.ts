@@ -130,10 +130,10 @@ describe('a key cached on a node', () => {
 
   test("its account's plan changed through another node: the next call is held to the new plan's limits", async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
-    await cachedOnB(s);
+    const { key } = await cachedOnB(s);
     assert.equal((await t.usage(s.account)).executions, 2);
     await t.server.server.services.accounts.setTier(s.account.email, 'quota2');
-    const answer = await hello(s, s.account.key);
+    const answer = await hello(s, key);
     assert.equal(answer.status, 429, JSON.stringify(answer.body));
     assert.equal(answer.body.error?.data?.code ?? answer.body.code, 'QUOTA_EXCEEDED', JSON.stringify(answer.body));
     assert.equal((await t.usage(s.account)).executions, 2);
