@@ -5,11 +5,11 @@ import { DomainError, isDomainError } from '../core/errors.js';
 import { renderToolResult } from '../core/tool-render.js';
 import { toolName as budgetedToolName } from '../core/names.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
-import { KeyChangedError } from '../store/metering-store.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import {
   cancelKeyOf,
+  KeyChangedError,
   mcpTrigger,
   type NamespaceSnapshot,
   type PrecheckedInput,

@@ -40,6 +40,8 @@ import {
 
 export { CANCELLED, INTERRUPTED, type RunResult } from './run-result.js';
 export type { Rejection } from '../store/metering-store.js';
+/** A cached key's admission found the key or its namespace changed (nothing taken): for the run endpoint. */
+export { KeyChangedError } from '../store/metering-store.js';
 export type { Principal, Trigger } from '../core/principal.js';
 
 /**
