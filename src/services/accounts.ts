@@ -313,6 +313,7 @@ export class AccountService {
     if (!accessToken && !isApiKeyShape(raw)) return undefined;
     const cacheId = accessToken ? undefined : sha256Hex(raw);
     // A lookup that fails takes the key out of the cache: the next call is looked up again.
+    const previous = cacheId === undefined ? undefined : this.verified.get(cacheId);
     if (cacheId) this.verified.delete(cacheId);
     const row = await this.store.findKeyForRequest(accessToken ? { accessTokenHash: sha256Hex(raw) } : { prefix: apiKeyPrefix(raw) }, what);
     if (!row || row.revoked_at) return undefined;
@@ -338,7 +339,7 @@ export class AccountService {
       namespace: row.namespace,
       scopes: row.scopes as Scope[],
     };
-    if (cacheId) this.remember(cacheId, principal, what.namespace, row.addressed);
+    if (cacheId) this.remember(cacheId, principal, what.namespace, row.addressed, previous);
     return { principal, addressed: row.addressed, session: row.session };
   }
 
@@ -365,11 +366,15 @@ export class AccountService {
     return addressed ? { principal: entry.principal, addressed } : undefined;
   }
 
-  private remember(id: string, principal: KeyPrincipal, namespace: string | undefined, addressed: NamespaceRef | null | undefined) {
-    const namespaces = new Map<string, NamespaceRef>();
-    const previous = this.verified.get(id);
-    // A lookup that addressed no namespace keeps what earlier ones saw, for the time of this one.
-    if (previous) for (const [name, ref] of previous.namespaces) namespaces.set(name, ref);
+  private remember(
+    id: string,
+    principal: KeyPrincipal,
+    namespace: string | undefined,
+    addressed: NamespaceRef | null | undefined,
+    previous: VerifiedKey | undefined,
+  ) {
+    // What earlier lookups of the key saw of other namespaces stays (the admission checks it anyway).
+    const namespaces = new Map(previous?.namespaces);
     if (namespace !== undefined) {
       namespaces.delete(namespace);
       if (addressed) namespaces.set(namespace, addressed);
