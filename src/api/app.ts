@@ -239,11 +239,18 @@ export function createApp(deps: AppDependencies): Hono {
     const sessionId = c.req.header('mcp-session-id');
     // One round trip: the key, and what the request addresses (the run endpoint's namespace, for
     // its snapshot; a 2025-era client's session).
-    const auth = await accounts.authenticateRequest(token, {
-      ...(kind === 'run' && validNamespace ? { namespace } : {}),
-      ...(sessionId ? { sessionId } : {}),
-    });
-    if (!auth) return unauthorized(c, 'invalid, revoked or expired API key', bearerChallenge(new URL(c.req.url), 'invalid'));
+    const lookUp = () =>
+      accounts.authenticateRequest(token, {
+        ...(kind === 'run' && validNamespace ? { namespace } : {}),
+        ...(sessionId ? { sessionId } : {}),
+      });
+    const refused = () => unauthorized(c, 'invalid, revoked or expired API key', bearerChallenge(new URL(c.req.url), 'invalid'));
+    // None for a run endpoint's sessionless POST whose key this node verified lately: it is checked
+    // by the call's admission, or looked up before anything else (run-endpoint.ts, cachedKey).
+    const cached =
+      kind === 'run' && validNamespace && !sessionId && c.req.method === 'POST' ? accounts.cachedRunKey(token, namespace) : undefined;
+    const auth = cached ? { ...cached, session: undefined } : await lookUp();
+    if (!auth) return refused();
     const principal: KeyPrincipal = auth.principal;
     if (!validNamespace) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);
     const url = new URL(c.req.url);
@@ -272,6 +279,16 @@ export function createApp(deps: AppDependencies): Hono {
       ...(envRefused ? { envRefused } : {}),
       signal: c.req.raw.signal,
       ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}),
+      ...(cached
+        ? {
+            cachedKey: {
+              confirm: async () => {
+                const found = await lookUp();
+                return found ? { principal: found.principal, addressed: found.addressed } : refused();
+              },
+            },
+          }
+        : {}),
     };
     return endpoints.run(c.req.raw, { principal, namespace, url, extra, ...session });
   }

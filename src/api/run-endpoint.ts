@@ -5,9 +5,11 @@ import { DomainError, isDomainError } from '../core/errors.js';
 import { renderToolResult } from '../core/tool-render.js';
 import { toolName as budgetedToolName } from '../core/names.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
+import type { KeyPrincipal } from '../services/accounts.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import {
   cancelKeyOf,
+  KeyChangedError,
   mcpTrigger,
   type NamespaceSnapshot,
   type PrecheckedInput,
@@ -58,6 +60,13 @@ export interface RunScopeExtra {
   rendered?: Map<number, Buffer>;
   /** A tool call's checks, begun beside its admission (RunService.precheck); its handler runs that input. */
   prechecked?: PrecheckedInput;
+  /**
+   * The key came from this node's cache (AccountService.cachedRunKey), unchecked by the database
+   * so far; `confirm` looks it up (a 401 to answer when it no longer works).
+   */
+  cachedKey?: { confirm(): Promise<{ principal: KeyPrincipal; addressed: NamespaceRef | null | undefined } | Response> };
+  /** The call's admission checked the cached key (mcpworks_admit_key_call). */
+  keyChecked?: boolean;
 }
 
 /** What the MCP layer hands a tool handler: the request's id, _meta, abort signal and notifier. */
@@ -447,8 +456,36 @@ export function runEndpointParts(
     };
   }
 
-  /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */
+  /**
+   * A request whose key came from the node's cache goes on only once the database has checked the
+   * key: a tools/call's admission checks it (and the catalog version its functions were read at);
+   * anything else, or a call not admitted, or one whose key or namespace changed, has its key
+   * looked up (the request is then prepared again with what the lookup found).
+   */
   async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | undefined> {
+    const extra = context(scope).extra;
+    const cached = extra.cachedKey;
+    if (!cached) return prepareCall(body, scope);
+    const m = body as { method?: unknown; id?: unknown } | null;
+    if (m && typeof m === 'object' && !Array.isArray(m) && m.method === 'tools/call' && m.id !== undefined && m.id !== null) {
+      try {
+        const early = await prepareCall(body, scope);
+        if (extra.keyChecked) return early;
+      } catch (error) {
+        if (!(error instanceof KeyChangedError)) throw error;
+      }
+    }
+    const found = await cached.confirm();
+    if (found instanceof Response) return found;
+    scope.principal = found.principal;
+    // What was read or decided with the cached key goes.
+    for (const field of ['cachedKey', 'keyChecked', 'snapshot', 'prechecked', 'inputRefused', 'addressed'] as const) delete extra[field];
+    if (found.addressed !== undefined) extra.addressed = found.addressed;
+    return prepareCall(body, scope);
+  }
+
+  /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */
+  async function prepareCall(body: unknown, scope: RequestScope): Promise<Response | undefined> {
     const messages = Array.isArray(body) ? body : [body];
     await deliverCancels(messages, scope);
     if (context(scope).extra.mode === 'tools') {
@@ -508,6 +545,12 @@ export function runEndpointParts(
     const session = sessionOf(scope);
     const cancelKey = session && (typeof call.id === 'string' || typeof call.id === 'number') ? cancelKeyOf(session, call.id) : undefined;
     const fn = mode === 'tools' ? snapshot?.functions.find((f) => toolName(f) === name) : undefined;
+    // A cached key is checked by the admission against the catalog version this call was read at
+    // (a metered call's functions were read: its snapshot is there).
+    const { keyId, tier } = scope.principal;
+    const cachedKey = context(scope).extra.cachedKey
+      ? { keyId, tier, namespaceId: snapshot!.namespaceId, catalogVersion: snapshot!.catalogVersion }
+      : undefined;
     // The call's env and input_schema checks need nothing the admission decides: they run while it
     // is in flight (in the schema workers), and the handler takes their verdict. No code runs before
     // the admission says yes.
@@ -515,8 +558,9 @@ export function runEndpointParts(
     if (prechecked) context(scope).extra.prechecked = prechecked;
     const admission = await runs.admit(
       keyPrincipal(scope.principal),
-      snapshot && { namespace: snapshot, mode, trigger: mcpTrigger(mode), fn, language, cancelKey },
+      snapshot && { namespace: snapshot, mode, trigger: mcpTrigger(mode), fn, language, cancelKey, cachedKey },
     );
+    if (cachedKey) context(scope).extra.keyChecked = true;
     if ('rejection' in admission) return rejectionResponse(admission.rejection, admission.tier);
     context(scope).extra.ticket = admission.ticket;
     return undefined;

@@ -10,7 +10,7 @@ import type { CatalogService } from '../services/catalog.js';
 import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import { recordedCode, recordedResult, type ExecutionRecord, type ExecutionsStore } from '../store/executions-store.js';
-import type { InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
+import type { CachedKeyCheck, InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
 import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
 import type { PendingWrites } from '../store/pending-writes.js';
 import type { CancelStore } from '../store/cancel-store.js';
@@ -40,6 +40,8 @@ import {
 
 export { CANCELLED, INTERRUPTED, type RunResult } from './run-result.js';
 export type { Rejection } from '../store/metering-store.js';
+/** A cached key's admission found the key or its namespace changed (nothing taken): for the run endpoint. */
+export { KeyChangedError } from '../store/metering-store.js';
 export type { Principal, Trigger } from '../core/principal.js';
 
 /**
@@ -280,6 +282,8 @@ export class RunService {
       language?: unknown;
       cancelKey?: string | undefined;
       trigger?: Trigger;
+      /** The key came from the node's cache: the admission checks it (throws KeyChangedError, nothing taken). */
+      cachedKey?: CachedKeyCheck | undefined;
     },
   ): Promise<{ ticket: Ticket } | { rejection: Rejection; tier: string }> {
     // Past the grace period nothing is admitted: the call would only be interrupted.
@@ -325,6 +329,7 @@ export class RunService {
         now,
         run,
         onCancelled,
+        cachedKey: call?.cachedKey,
       });
       if (!rejection) this.admitted.add(ticket);
       this.noteAdmission(principal.accountId, rejection !== undefined);

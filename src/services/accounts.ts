@@ -55,11 +55,30 @@ const ACCOUNT_LIMITS = {
   windowSeconds: SIGN_IN_LIMITS.failureWindowSeconds,
 };
 
+/**
+ * How long a key this node verified is used by the run endpoint's metered calls without a lookup
+ * of its own (see cachedRunKey): as long as its last use may go unwritten anyway.
+ */
+export const KEY_CACHE_MS = KEY_TOUCH_MS;
+/** Keys kept verified (least recently verified out first), and namespaces kept per key. */
+const KEY_CACHE_ENTRIES = 4096;
+const KEY_CACHE_NAMESPACES = 16;
+
+/** A key verified by a lookup on this node, and the namespaces that lookup saw. */
+interface VerifiedKey {
+  principal: KeyPrincipal;
+  /** Until when (this node's clock) it is used without a lookup. */
+  until: number;
+  namespaces: Map<string, NamespaceRef>;
+}
+
 export class AccountService {
   private dummyHash: Promise<string> | undefined;
   private readonly keys: ApiKeyHasher;
   private readonly gate: ClientSignInGate;
   private lastSweep = 0;
+  /** By the SHA-256 of the whole key: a key is found only by its whole secret. */
+  private readonly verified = new Map<string, VerifiedKey>();
 
   constructor(
     private readonly store: AccountsStore,
@@ -292,6 +311,10 @@ export class AccountService {
     // An OAuth access token stands for its grant, an api_keys row: from here on the same checks as a key.
     const accessToken = isAccessTokenShape(raw);
     if (!accessToken && !isApiKeyShape(raw)) return undefined;
+    const cacheId = accessToken ? undefined : sha256Hex(raw);
+    // A lookup that fails takes the key out of the cache: the next call is looked up again.
+    const previous = cacheId === undefined ? undefined : this.verified.get(cacheId);
+    if (cacheId) this.verified.delete(cacheId);
     const row = await this.store.findKeyForRequest(accessToken ? { accessTokenHash: sha256Hex(raw) } : { prefix: apiKeyPrefix(raw) }, what);
     if (!row || row.revoked_at) return undefined;
     if (row.expires_at && new Date(row.expires_at).getTime() <= databaseNow()) return undefined;
@@ -309,11 +332,61 @@ export class AccountService {
       // fail the request it describes.
       await this.store.touchKey(row.id).catch(() => undefined);
     }
-    return {
-      principal: { accountId: row.account_id, keyId: row.id, tier: row.tier, namespace: row.namespace, scopes: row.scopes as Scope[] },
-      addressed: row.addressed,
-      session: row.session,
+    const principal: KeyPrincipal = {
+      accountId: row.account_id,
+      keyId: row.id,
+      tier: row.tier,
+      namespace: row.namespace,
+      scopes: row.scopes as Scope[],
     };
+    if (cacheId) this.remember(cacheId, principal, what.namespace, row.addressed, previous);
+    return { principal, addressed: row.addressed, session: row.session };
+  }
+
+  /**
+   * A key this node verified by a lookup less than KEY_CACHE_MS ago, with the namespace `namespace`
+   * as a lookup saw it: no round trip. Undefined when not cached (unknown keys included: they are
+   * looked up, and refused, before the request's body is read). Provisional: it may have been
+   * revoked, expired, changed plan or the namespace's functions may have changed since, on any
+   * node. The caller lets a request through only once the database has said otherwise: a metered
+   * call's admission checks the key and the catalog version (mcpworks_admit_key_call), and
+   * anything else is looked up with authenticateRequest first. API keys only (not OAuth tokens).
+   */
+  cachedRunKey(raw: string, namespace: string): { principal: KeyPrincipal; addressed: NamespaceRef } | undefined {
+    if (!isApiKeyShape(raw)) return undefined;
+    const id = sha256Hex(raw);
+    const entry = this.verified.get(id);
+    if (!entry) return undefined;
+    // Its expiry, like its revocation, is the admission's check (the database's clock).
+    if (entry.until <= Date.now()) {
+      this.verified.delete(id);
+      return undefined;
+    }
+    const addressed = entry.namespaces.get(namespace);
+    return addressed ? { principal: entry.principal, addressed } : undefined;
+  }
+
+  private remember(
+    id: string,
+    principal: KeyPrincipal,
+    namespace: string | undefined,
+    addressed: NamespaceRef | null | undefined,
+    previous: VerifiedKey | undefined,
+  ) {
+    // What earlier lookups of the key saw of other namespaces stays (the admission checks it anyway).
+    const namespaces = new Map(previous?.namespaces);
+    if (namespace !== undefined) {
+      namespaces.delete(namespace);
+      if (addressed) namespaces.set(namespace, addressed);
+      if (namespaces.size > KEY_CACHE_NAMESPACES) namespaces.delete(namespaces.keys().next().value!);
+    }
+    this.verified.delete(id);
+    if (this.verified.size >= KEY_CACHE_ENTRIES) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(id, {
+      principal,
+      until: Date.now() + KEY_CACHE_MS,
+      namespaces,
+    });
   }
 }
 

@@ -17,7 +17,20 @@ export interface AdmissionRequest {
   run?: InterruptedRun | undefined;
   /** Called when the call was admitted but its client's cancel had come first (kept by another node). */
   onCancelled?: () => void;
+  /** A key from a node's cache of verified keys, checked by this admission (migration 38). */
+  cachedKey?: CachedKeyCheck | undefined;
 }
+
+/** What a cached key's admission re-checks: the key live, its plan, and the namespace's catalog version the call was read at. */
+export interface CachedKeyCheck {
+  keyId: string;
+  tier: string;
+  namespaceId: string;
+  catalogVersion: number;
+}
+
+/** The key or what it reached changed since it was cached: nothing was taken; look it up and start again. */
+export const KEY_CHANGED = 'KEY_CHANGED';
 
 /** The fields of an execution record known when a call is admitted. */
 export interface InterruptedRun {
@@ -69,13 +82,25 @@ export class MeteringStore {
     // minute window are the database's (p_month and p_window are unused since migration 29).
     const expiresAt = new Date(now.getTime() + (limits.timeoutSeconds + 120) * 1000);
     const deadline = new Date(now.getTime() + limits.timeoutSeconds * 1000 + SLOT_DEADLINE_MARGIN_MS);
-    const { rows } = await sql<{ rejected: Rejection['code'] | null; used: number; retry_after: number | null; cancelled: boolean }>`
-      SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_call(${ticketId}, ${accountId}, ${now}, NULL::text, NULL::timestamptz,
+    const key = request.cachedKey;
+    const { rows } = await sql<{
+      rejected: Rejection['code'] | typeof KEY_CHANGED | null;
+      used: number;
+      retry_after: number | null;
+      cancelled: boolean;
+    }>`${
+      key
+        ? sql`SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_key_call(${key.keyId}, ${key.tier}, ${key.namespaceId},
+            ${key.catalogVersion}, ${ticketId}, ${accountId}, ${now},`
+        : sql`SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_call(${ticketId}, ${accountId}, ${now}, NULL::text, NULL::timestamptz,`
+    }
         ${limits.monthlyExecutions}, ${limits.executionsPerMinute}, ${limits.concurrency}, ${expiresAt},
         ${this.instanceId}, ${deadline}, ${run ? JSON.stringify(run) : null}::jsonb)`.execute(this.db);
     const answer = rows[0];
     if (!answer) throw new Error('mcpworks_admit returned no row');
     switch (answer.rejected) {
+      case KEY_CHANGED:
+        throw new KeyChangedError();
       case null:
         // Its client cancelled the call before the admission committed (on another node, say).
         if (answer.cancelled) request.onCancelled?.();
@@ -148,6 +173,14 @@ export class MeteringStore {
         (SELECT count(*) FROM active_executions WHERE account_id = ${accountId} AND expires_at >= now())::int AS active`.execute(this.db);
     const row = rows[0]!;
     return { month: row.month, executions: Number(row.executions), lastMinute: Number(row.last_minute), active: Number(row.active) };
+  }
+}
+
+/** A cached key's admission found the key, its plan or its namespace's catalog changed: nothing was taken. */
+export class KeyChangedError extends Error {
+  constructor() {
+    super('the API key or its namespace changed since the key was cached');
+    this.name = 'KeyChangedError';
   }
 }
 

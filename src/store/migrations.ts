@@ -1232,4 +1232,111 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX agent_webhook_signatures_run ON agent_webhook_signatures(webhook_id, run_id)`,
     ],
   },
+  {
+    version: 38,
+    name: 'admission in fewer statements; a cached key checked by its admission',
+    statements: [
+      // mcpworks_admit_call as in migration 31, the same rules and the same row lock, in fewer
+      // passes through the executor (issue 18: server CPU per metered call): the minute's and the
+      // month's counts read in the scan of the account's slots; the windows before the last one
+      // deleted only by the first admission of a minute (until then none can have appeared); the
+      // answer assigned rather than queried.
+      `CREATE OR REPLACE FUNCTION mcpworks_admit_call(
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ, p_month TEXT, p_window TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ,
+          p_instance TEXT, p_deadline TIMESTAMPTZ, p_run JSONB)
+        RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER, cancelled BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          n INTEGER;
+          v_minute INTEGER;
+          v_used INTEGER;
+          frees TIMESTAMPTZ;
+          stale BOOLEAN;
+          taken INTEGER := 0;
+          v_month TEXT := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM');
+          v_window TIMESTAMPTZ := date_trunc('minute', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+        BEGIN
+          -- First and alone: the reads below take their snapshot after the lock is held.
+          PERFORM 1 FROM accounts WHERE id = p_account FOR UPDATE;
+          -- As in migration 31: the account's slots, whether any is stale (only a gate:
+          -- mcpworks_release_stale decides what goes), and, in the same statement, the counts.
+          FOR pass IN 1..2 LOOP
+            SELECT count(*)::int, min(CASE WHEN deadline_at > now() THEN least(deadline_at, expires_at) ELSE expires_at END),
+                coalesce(bool_or(a.expires_at < now() OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_instance
+                  AND NOT EXISTS (SELECT 1 FROM server_instances i WHERE i.lease_until >= now() AND i.id = a.instance_id))), false),
+                coalesce((SELECT w.executions FROM rate_windows w WHERE w.account_id = p_account AND w.window_start = v_window), 0),
+                coalesce((SELECT u.executions FROM usage_months u WHERE u.account_id = p_account AND u.month = v_month), 0)
+              INTO n, frees, stale, v_minute, v_used FROM active_executions a WHERE a.account_id = p_account;
+            EXIT WHEN NOT stale OR pass = 2;
+            PERFORM mcpworks_release_stale(p_account, p_now, ARRAY[]::text[], p_instance);
+          END LOOP;
+          IF p_concurrency IS NOT NULL AND n >= p_concurrency THEN
+            -- A slot past its call's deadline (held longer: an install, a queue) frees by its expiry at the latest.
+            RETURN QUERY SELECT 'CONCURRENCY_LIMIT_EXCEEDED'::text, n,
+              greatest(1, ceil(extract(epoch FROM (coalesce(frees, now()) - now()))))::int, false;
+            RETURN;
+          END IF;
+          IF p_per_minute IS NOT NULL AND v_minute >= p_per_minute THEN
+            -- Until the database's minute ends.
+            RETURN QUERY SELECT 'EXECUTION_RATE_EXCEEDED'::text, v_minute,
+              greatest(1, ceil(extract(epoch FROM (v_window + interval '1 minute' - now()))))::int, false;
+            RETURN;
+          END IF;
+          IF p_monthly IS NOT NULL AND v_used >= p_monthly THEN
+            RETURN QUERY SELECT 'QUOTA_EXCEEDED'::text, v_used, NULL::int, false;
+            RETURN;
+          END IF;
+          IF v_minute = 0 THEN
+            -- The minute's first unit here (takeRateUnit's units count too): older windows go.
+            DELETE FROM rate_windows WHERE account_id = p_account AND window_start < v_window - interval '1 minute';
+          END IF;
+          WITH month_unit AS (
+              INSERT INTO usage_months (account_id, month, executions) VALUES (p_account, v_month, 1)
+                ON CONFLICT (account_id, month) DO UPDATE SET executions = usage_months.executions + 1),
+            minute_unit AS (
+              INSERT INTO rate_windows (account_id, window_start, executions) VALUES (p_account, v_window, 1)
+                ON CONFLICT (account_id, window_start) DO UPDATE SET executions = rate_windows.executions + 1)
+          INSERT INTO active_executions (id, account_id, started_at, expires_at, instance_id, deadline_at, run)
+            VALUES (p_ticket, p_account, now(), now() + (p_expires_at - p_now), p_instance, now() + (p_deadline - p_now), p_run);
+          -- Still under the account's lock: a cancel kept for this call (migration 14) is taken.
+          IF p_run->>'cancel_key' IS NOT NULL THEN
+            DELETE FROM call_cancels c WHERE c.account_id = p_account AND c.cancel_key = p_run->>'cancel_key'
+              AND c.requested_at >= now() - interval '1 minute';
+            GET DIAGNOSTICS taken = ROW_COUNT;
+            IF taken > 0 THEN
+              UPDATE active_executions SET cancel_requested_at = p_now WHERE active_executions.id = p_ticket;
+            END IF;
+          END IF;
+          rejected := NULL;
+          used := v_used + 1;
+          retry_after := NULL;
+          cancelled := taken > 0;
+          RETURN NEXT;
+        END $$`,
+      // The admission of a call whose key was taken from a node's cache of verified keys (no
+      // lookup of its own, see AccountService.cachedRunKey): the key is checked here, in the same
+      // round trip, as its lookup would have checked it (not revoked, not expired, its account's
+      // plan the one whose limits are passed), and the namespace the call's functions were read
+      // from is still at that catalog version. Otherwise KEY_CHANGED, nothing taken: the node
+      // looks the key up and starts again. A key's scopes and namespace limit never change.
+      `CREATE FUNCTION mcpworks_admit_key_call(
+          p_key TEXT, p_tier TEXT, p_namespace TEXT, p_catalog_version INTEGER,
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ,
+          p_instance TEXT, p_deadline TIMESTAMPTZ, p_run JSONB)
+        RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER, cancelled BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+          IF NOT EXISTS (SELECT 1 FROM api_keys k JOIN accounts a ON a.id = k.account_id
+              WHERE k.id = p_key AND k.revoked_at IS NULL
+                AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.tier = p_tier)
+            OR NOT EXISTS (SELECT 1 FROM namespaces n
+              WHERE n.id = p_namespace AND n.catalog_version = p_catalog_version) THEN
+            RETURN QUERY SELECT 'KEY_CHANGED'::text, 0, NULL::int, false;
+            RETURN;
+          END IF;
+          RETURN QUERY SELECT * FROM mcpworks_admit_call(p_ticket, p_account, p_now, NULL::text, NULL::timestamptz,
+            p_monthly, p_per_minute, p_concurrency, p_expires_at, p_instance, p_deadline, p_run);
+        END $$`,
+    ],
+  },
 ];

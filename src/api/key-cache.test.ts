@@ -1,0 +1,165 @@
+// test-database: postgres, two nodes on one database: a key cached on one node, changed through the other
+// A metered call whose key this node verified lately skips the key's lookup (AccountService.
+// cachedRunKey); its admission checks the key instead (migration 38's mcpworks_admit_key_call),
+// and every other request with a cached key is looked up first (run-endpoint.ts beforeDispatch).
+// Here a key is cached on node B (two calls there) and then revoked, expired, moved to another
+// plan or its namespace's function changed through node A: B's next request sees it. On
+// PostgreSQL A and B are two servers on one database; embedded, they are one server.
+// scripts/mutation/mutants.json names the lines it must catch.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
+import { DEFAULT_TIERS, type TierLimits } from '../core/tiers.js';
+import { callOk, createKey, parseResult, startTestServer, type TestServer } from '../test-support/harness.js';
+import { startRuleServer, type RuleServer, type Space } from '../test-support/spaces.js';
+
+const pro = DEFAULT_TIERS.pro!;
+const TIERS: Record<string, TierLimits> = {
+  ...DEFAULT_TIERS,
+  wide: { ...pro, monthlyExecutions: null, executionsPerMinute: null, concurrency: null },
+  quota2: { ...pro, monthlyExecutions: 2, executionsPerMinute: null, concurrency: null },
+};
+const HELLO = (word: string) => `def main(input_data):\n    return "${word}"\n`;
+
+let t: RuleServer;
+/** Node B: a second server on the same PostgreSQL database; embedded, node A itself. */
+let b: TestServer;
+before(async () => {
+  t = await startRuleServer(TIERS);
+  b = t.server.databaseUrl ? await startTestServer({ tiers: TIERS, databaseUrl: t.server.databaseUrl }) : t.server;
+});
+after(async () => {
+  if (b && b !== t?.server) await b.stop();
+  await t?.stop();
+});
+
+/** One JSON-RPC request to node B's run endpoint (tool mode; or `path`), without a session unless a header names one. */
+async function onB(
+  s: Space,
+  key: string,
+  message: Record<string, unknown>,
+  options: { path?: string; method?: string; headers?: Record<string, string> } = {},
+) {
+  const method = options.method ?? 'POST';
+  const response = await fetch(`${b.url}${options.path ?? `/mcp/run/${s.ns}?mode=tools`}`, {
+    method,
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      authorization: `Bearer ${key}`,
+      ...options.headers,
+    },
+    ...(method === 'POST' ? { body: JSON.stringify({ jsonrpc: '2.0', id: 1, ...message }) } : {}),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await response.text().catch(() => '');
+  let body: any = text;
+  try {
+    body = text.includes('data:') ? JSON.parse(text.split('data:').pop()!.trim()) : text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON: kept as text for the assertion's message.
+  }
+  return { status: response.status, body };
+}
+const hello = (s: Space, key: string) => onB(s, key, { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } });
+
+/** A new key of the space's account, cached on node B: two metered calls there (the first looks it up). */
+async function cachedOnB(s: Space, options: Record<string, unknown> = {}): Promise<{ key: string; id: string }> {
+  const key = await createKey(t.server.url, s.account, { name: `cached-${Math.random().toString(36).slice(2, 8)}`, ...options });
+  const listed = await fetch(`${t.server.url}/api/keys`, { headers: { authorization: `Bearer ${s.account.token}` } });
+  const id = (await listed.json()).keys.find((k: { prefix: string }) => key.startsWith(k.prefix)).id;
+  for (let i = 0; i < 2; i++) {
+    const answer = await hello(s, key);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  }
+  return { key, id };
+}
+
+async function revokeOnA(s: Space, id: string): Promise<void> {
+  const response = await fetch(`${t.server.url}/api/keys/${id}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${s.account.token}` },
+  });
+  assert.equal(response.status, 200);
+}
+
+function assertRefusedKey(answer: { status: number; body: any }, what: string): void {
+  assert.equal(answer.status, 401, `${what}: ${JSON.stringify(answer.body)}`);
+  assert.match(JSON.stringify(answer.body), /invalid, revoked or expired API key/, what);
+}
+
+describe('a key cached on a node', () => {
+  test('revoked through another node: its next call, _env_status, tools/list, the create endpoint, a GET, a session are refused, nothing counted', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    for (const [what, request] of [
+      ['a metered call', (key: string) => hello(s, key)],
+      ['_env_status', (key: string) => onB(s, key, { method: 'tools/call', params: { name: '_env_status', arguments: {} } })],
+      ['tools/list', (key: string) => onB(s, key, { method: 'tools/list', params: {} })],
+      ['the create endpoint', (key: string) => onB(s, key, { method: 'tools/list', params: {} }, { path: `/mcp/create/${s.ns}` })],
+      ['a GET', (key: string) => onB(s, key, {}, { method: 'GET' })],
+      [
+        'a call naming a session',
+        (key: string) =>
+          onB(
+            s,
+            key,
+            { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } },
+            { headers: { 'mcp-session-id': 'not-a-session' } },
+          ),
+      ],
+    ] as const) {
+      const { key, id } = await cachedOnB(s);
+      const before = await t.usage(s.account);
+      await revokeOnA(s, id);
+      assertRefusedKey(await request(key), what);
+      assert.deepEqual(await t.usage(s.account), before, `${what}: nothing counted`);
+    }
+    await t.assertHealthy();
+  });
+
+  test('expired since it was cached: its next call is refused', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key, id } = await cachedOnB(s, { expires_in_days: 1 });
+    // The key's day is over (as the database's clock sees it): the row is dated back.
+    await sql`UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = ${id}`.execute(t.server.server.services.db);
+    const before = await t.usage(s.account);
+    assertRefusedKey(await hello(s, key), 'an expired key');
+    assert.deepEqual(await t.usage(s.account), before);
+  });
+
+  test("its account's plan changed through another node: the next call is held to the new plan's limits", async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key } = await cachedOnB(s);
+    assert.equal((await t.usage(s.account)).executions, 2);
+    await t.server.server.services.accounts.setTier(s.account.email, 'quota2');
+    const answer = await hello(s, key);
+    assert.equal(answer.status, 429, JSON.stringify(answer.body));
+    assert.equal(answer.body.error?.data?.code ?? answer.body.code, 'QUOTA_EXCEEDED', JSON.stringify(answer.body));
+    assert.equal((await t.usage(s.account)).executions, 2);
+  });
+
+  test("its namespace's function changed through another node: the next call runs the new version", async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('first') }], 'wide');
+    const { key } = await cachedOnB(s);
+    await callOk(s.create, 'update_function', { service: 'utils', name: 'hello', code: HELLO('second') });
+    const answer = await hello(s, key);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(parseResult(answer.body.result), 'second');
+  });
+
+  test('without the execute scope, or limited to another namespace: refused every time, nothing counted', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const readOnly = await createKey(t.server.url, s.account, { name: 'read-only', scopes: ['read'] });
+    const elsewhere = await createKey(t.server.url, s.account, { name: 'elsewhere', namespace: `${s.ns}-other` });
+    for (const key of [readOnly, elsewhere]) {
+      // The first is looked up (and cached), the second is not.
+      for (let i = 0; i < 2; i++) {
+        const answer = await hello(s, key);
+        // Refused as a tool error or as an unknown tool (the key sees no tools there).
+        assert.ok(answer.body.error ?? answer.body.result?.isError, JSON.stringify(answer.body));
+      }
+    }
+    assert.equal((await t.usage(s.account)).executions, 0);
+  });
+});
