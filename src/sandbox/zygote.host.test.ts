@@ -462,6 +462,52 @@ result = {
     assert.equal(next.ok && next.stderr, '');
   });
 
+  it("a run's signal aborted after the run ended stops nothing: its run group may serve a later run by then", async () => {
+    // A zygote of its own: its spares and recycled groups are this test's runs' only.
+    const warm = { group: 'zygote-late-abort', imports: [] };
+    await warmUp(limits, warm);
+    // Each run renames itself and waits in a bridge call, during which the host reads its run group.
+    const groupOf = (marker: string): string => {
+      for (const pid of processParents().keys()) {
+        try {
+          if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== marker) continue;
+          const group = /run-[0-9a-f]{16}/.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))?.[0];
+          if (group) return group;
+        } catch {
+          // gone meanwhile
+        }
+      }
+      throw new Error(`no run named ${marker}`);
+    };
+    const traced = (onCall: (group: string) => void, signal?: AbortSignal) => {
+      const marker = `mcpw${crypto.randomBytes(4).toString('hex')}`;
+      const code = `import _mcpworks_bridge\nopen("/proc/self/comm", "w").write(${JSON.stringify(marker)})\n_mcpworks_bridge.call({"up": True})\nprint("finished", end="")\nresult = "done"\n`;
+      const bridge = async () => {
+        onCall(groupOf(marker));
+        return { ok: true, result: null };
+      };
+      return py(code, { entry: 'script', warm, bridge, ...(signal ? { signal } : {}) });
+    };
+    // The first run ends; its signal stays live (a code-mode caller's, shared by its callees).
+    const first = new AbortController();
+    let firstGroup = '';
+    const ended = await traced((group) => (firstGroup = group), first.signal);
+    assert.equal(resultOf(ended), 'done');
+    // Later runs, until one is given the first run's group (recycled: the next fork takes it).
+    let reused = false;
+    for (let attempt = 0; attempt < 12 && !reused; attempt++) {
+      const later = await traced((group) => {
+        if (group !== firstGroup) return;
+        reused = true;
+        // The first run's client goes away now, in the middle of this run.
+        first.abort();
+      });
+      assert.equal(resultOf(later), 'done', `run ${attempt} (${reused ? 'in the first run group' : 'another group'})`);
+      assert.equal(later.stdout, 'finished');
+    }
+    assert.ok(reused, "a later run was given the first run's group");
+  });
+
   it('a last line of stderr without its newline is sent before the answer (the run ends at its answer)', async () => {
     // The host ends a run's processes once its answer is in: whatever the code left in stderr's
     // buffer must be on its socket by then. A stdout whose second flush (the one after the answer)

@@ -183,6 +183,9 @@ export class ZygoteChild {
     const notStarted = first === 'exit' && !escalated && channel.closedBeforeStart;
     if (notStarted) this.log('a zygote child ended before its run began (its zygote died?): the run takes the ordinary path');
     const record = this.record(status, timedOut, notStarted);
+    // The run's signal may outlive it (a code-mode caller's, shared by its callees): once released,
+    // the groups serve other children, which its abort must not kill (nor keep this child alive).
+    request.signal?.removeEventListener('abort', kill);
     this.release(this.cgroup, this.waitExit());
     return record;
   }
