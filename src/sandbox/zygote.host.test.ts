@@ -482,9 +482,10 @@ result = {
   });
 
   it("a run's signal aborted after the run ended stops nothing: its run group may serve a later run by then", async () => {
-    // A zygote of its own: its spares and recycled groups are this test's runs' only.
+    // A sandbox of its own (the shared one's zygotes stay as the other tests left them), one spare:
+    // a recycled run group is soon another child's.
+    const own = createBubblewrapSandbox({ network: false, pool: false, zygote: { minSpares: 1, maxSpares: 1 } });
     const warm = { group: 'zygote-late-abort', imports: [] };
-    await warmUp(limits, warm);
     // Each run renames itself and waits in a bridge call, during which the host reads its run group.
     const groupOf = (marker: string): string => {
       for (const pid of processParents().keys()) {
@@ -505,26 +506,39 @@ result = {
         onCall(groupOf(marker));
         return { ok: true, result: null };
       };
-      return py(code, { entry: 'script', warm, bridge, ...(signal ? { signal } : {}) });
+      return own.run({ language: 'python', code, input: {}, limits, entry: 'script', warm, bridge, ...(signal ? { signal } : {}) });
     };
-    // The first run ends; its signal stays live (a code-mode caller's, shared by its callees).
-    const first = new AbortController();
-    let firstGroup = '';
-    const ended = await traced((group) => (firstGroup = group), first.signal);
-    assert.equal(resultOf(ended), 'done');
-    // Later runs, until one is given the first run's group (recycled: the next fork takes it).
-    let reused = false;
-    for (let attempt = 0; attempt < 12 && !reused; attempt++) {
-      const later = await traced((group) => {
-        if (group !== firstGroup) return;
-        reused = true;
-        // The first run's client goes away now, in the middle of this run.
-        first.abort();
-      });
-      assert.equal(resultOf(later), 'done', `run ${attempt} (${reused ? 'in the first run group' : 'another group'})`);
-      assert.equal(later.stdout, 'finished');
+    try {
+      // Until its zygote serves (a run in a zygote child has a run group).
+      let zygoteRan = false;
+      for (let waited = 0; waited < 30_000 && !zygoteRan; waited += 50) {
+        const runs = own.zygoteStats()!.runs;
+        resultOf(await own.run({ language: 'python', code: 'result = 1', input: {}, limits, entry: 'script', warm }));
+        zygoteRan = own.zygoteStats()!.runs > runs;
+        if (!zygoteRan) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(zygoteRan, 'the zygote served');
+      // The first run ends; its signal stays live (a code-mode caller's, shared by its callees).
+      const first = new AbortController();
+      let firstGroup = '';
+      const ended = await traced((group) => (firstGroup = group), first.signal);
+      assert.equal(resultOf(ended), 'done');
+      // Later runs, until one is given the first run's group (recycled: a later fork takes it).
+      let reused = false;
+      for (let attempt = 0; attempt < 20 && !reused; attempt++) {
+        const later = await traced((group) => {
+          if (group !== firstGroup) return;
+          reused = true;
+          // The first run's client goes away now, in the middle of this run.
+          first.abort();
+        });
+        assert.equal(resultOf(later), 'done', `run ${attempt} (${reused ? 'in the first run group' : 'another group'})`);
+        assert.equal(later.stdout, 'finished');
+      }
+      assert.ok(reused, "a later run was given the first run's group");
+    } finally {
+      await own.close();
     }
-    assert.ok(reused, "a later run was given the first run's group");
   });
 
   it('a last line of stderr without its newline is sent before the answer (the run ends at its answer)', async () => {
