@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { getEventListeners } from 'node:events';
 import { syncBuiltinESMExports } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
@@ -536,6 +537,14 @@ result = {
         assert.equal(later.stdout, 'finished');
       }
       assert.ok(reused, "a later run was given the first run's group");
+      // Nor does a live signal keep anything of a run once it has ended: a zygote child's, a cold sandbox's.
+      const kept = new AbortController();
+      const run = { language: 'python', code: 'result = 1', input: {}, limits, entry: 'script', signal: kept.signal } as const;
+      const runs = own.zygoteStats()!.runs;
+      resultOf(await own.run({ ...run, warm }));
+      assert.equal(own.zygoteStats()!.runs, runs + 1, 'the first ran in a zygote child');
+      resultOf(await own.run(run));
+      assert.deepEqual(getEventListeners(kept.signal, 'abort'), []);
     } finally {
       await own.close();
     }
