@@ -48,15 +48,15 @@ export async function execute(
   let exit: LauncherExit;
   let answeredFirst = false;
   let runStarted = performance.now();
+  let escalation: NodeJS.Timeout | undefined;
+  // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
+  // zombie is left behind; SIGKILL follows only if it does not finish.
+  const kill = () => {
+    hostKilled = true;
+    if (escalation) return;
+    escalation = stopHelper(child, cgroup);
+  };
   try {
-    let escalation: NodeJS.Timeout | undefined;
-    // The helper kills bubblewrap on SIGTERM and stays to reap the namespace, so no orphan or
-    // zombie is left behind; SIGKILL follows only if it does not finish.
-    const kill = () => {
-      hostKilled = true;
-      if (escalation) return;
-      escalation = stopHelper(child, cgroup);
-    };
     const timer = setTimeout(() => {
       timedOut = true;
       kill();
@@ -120,6 +120,9 @@ export async function execute(
     clearTimeout(timer);
     clearTimeout(escalation);
   } finally {
+    // The signal may outlive the run (a code-mode caller's, shared by its callees): its listener
+    // would keep this run's sandbox and output alive as long (see zygote/child.ts).
+    request.signal?.removeEventListener('abort', kill);
     (attachment as NetworkAttachment | null)?.close();
     cgroup?.killAll(answeredFirst ? child.pid : undefined);
     // The pool may start this sandbox's replacement now (warm-pool.ts: not beside the run).

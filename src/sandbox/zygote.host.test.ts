@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { getEventListeners } from 'node:events';
 import { syncBuiltinESMExports } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { sandboxLimitsFor, type SandboxLimits, type SandboxOutcome, type SandboxRequest } from '../core/sandbox.js';
@@ -460,6 +461,93 @@ result = {
     assert.equal(resultOf(next), 2);
     assert.equal(next.stdout, '');
     assert.equal(next.ok && next.stderr, '');
+  });
+
+  it("a child's output is complete when the host reads its answer first (output in its streams' buffers then)", async () => {
+    // epoll can hand the host a run's answer before the output the runner wrote ahead of it: the
+    // channel, reported before (level-triggered, so listed first), is polled as the kernel gathers
+    // a batch while stdout's and stderr's bytes arriving meanwhile wait for the next. Runs side by
+    // side widen that window (2 cores at load 6-12: 1 to 4 of these 240 runs lost output so).
+    const code = 'import sys\nsys.stdout.write("o" * 20000)\nsys.stderr.write("e" * 300)\nprint("tail", end="")\nresult = 1\n';
+    const incomplete: string[] = [];
+    for (let round = 0; round < 60; round++) {
+      const outcomes = await Promise.all(Array.from({ length: 4 }, () => py(code, { entry: 'script' })));
+      for (const outcome of outcomes) {
+        assert.equal(resultOf(outcome), 1);
+        const stderr = outcome.ok ? outcome.stderr : '';
+        if (outcome.stdout !== `${'o'.repeat(20000)}tail` || stderr !== 'e'.repeat(300))
+          incomplete.push(`round ${round}: stdout ${outcome.stdout.length} bytes, stderr ${stderr.length}`);
+      }
+    }
+    assert.deepEqual(incomplete, []);
+  });
+
+  it("a run's signal aborted after the run ended stops nothing: its run group may serve a later run by then", async () => {
+    // A sandbox of its own (the shared one's zygotes stay as the other tests left them), one spare:
+    // a recycled run group is soon another child's.
+    const own = createBubblewrapSandbox({ network: false, pool: false, zygote: { minSpares: 1, maxSpares: 1 } });
+    const warm = { group: 'zygote-late-abort', imports: [] };
+    // Each run renames itself and waits in a bridge call, during which the host reads its run group.
+    const groupOf = (marker: string): string => {
+      for (const pid of processParents().keys()) {
+        try {
+          if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== marker) continue;
+          const group = /run-[0-9a-f]{16}/.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))?.[0];
+          if (group) return group;
+        } catch {
+          // gone meanwhile
+        }
+      }
+      throw new Error(`no run named ${marker}`);
+    };
+    const traced = (onCall: (group: string) => void, signal?: AbortSignal) => {
+      const marker = `mcpw${crypto.randomBytes(4).toString('hex')}`;
+      const code = `import _mcpworks_bridge\nopen("/proc/self/comm", "w").write(${JSON.stringify(marker)})\n_mcpworks_bridge.call({"up": True})\nprint("finished", end="")\nresult = "done"\n`;
+      const bridge = async () => {
+        onCall(groupOf(marker));
+        return { ok: true, result: null };
+      };
+      return own.run({ language: 'python', code, input: {}, limits, entry: 'script', warm, bridge, ...(signal ? { signal } : {}) });
+    };
+    try {
+      // Until its zygote serves (a run in a zygote child has a run group).
+      let zygoteRan = false;
+      for (let waited = 0; waited < 30_000 && !zygoteRan; waited += 50) {
+        const runs = own.zygoteStats()!.runs;
+        resultOf(await own.run({ language: 'python', code: 'result = 1', input: {}, limits, entry: 'script', warm }));
+        zygoteRan = own.zygoteStats()!.runs > runs;
+        if (!zygoteRan) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(zygoteRan, 'the zygote served');
+      // The first run ends; its signal stays live (a code-mode caller's, shared by its callees).
+      const first = new AbortController();
+      let firstGroup = '';
+      const ended = await traced((group) => (firstGroup = group), first.signal);
+      assert.equal(resultOf(ended), 'done');
+      // Later runs, until one is given the first run's group (recycled: a later fork takes it).
+      let reused = false;
+      for (let attempt = 0; attempt < 20 && !reused; attempt++) {
+        const later = await traced((group) => {
+          if (group !== firstGroup) return;
+          reused = true;
+          // The first run's client goes away now, in the middle of this run.
+          first.abort();
+        });
+        assert.equal(resultOf(later), 'done', `run ${attempt} (${reused ? 'in the first run group' : 'another group'})`);
+        assert.equal(later.stdout, 'finished');
+      }
+      assert.ok(reused, "a later run was given the first run's group");
+      // Nor does a live signal keep anything of a run once it has ended: a zygote child's, a cold sandbox's.
+      const kept = new AbortController();
+      const run = { language: 'python', code: 'result = 1', input: {}, limits, entry: 'script', signal: kept.signal } as const;
+      const runs = own.zygoteStats()!.runs;
+      resultOf(await own.run({ ...run, warm }));
+      assert.equal(own.zygoteStats()!.runs, runs + 1, 'the first ran in a zygote child');
+      resultOf(await own.run(run));
+      assert.deepEqual(getEventListeners(kept.signal, 'abort'), []);
+    } finally {
+      await own.close();
+    }
   });
 
   it('a last line of stderr without its newline is sent before the answer (the run ends at its answer)', async () => {

@@ -3,6 +3,7 @@ import { randomFillSync } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { CappedCapture } from '../wire/capture.js';
 import { RawAnswer, RunChannel } from '../wire/channel.js';
+import { takeOutputAtAnswer } from '../wire/drain.js';
 import type { SetupFailure } from '../wire/messages.js';
 import type { RunCgroup } from '../host/cgroup.js';
 import { REAP_BOUND_MS } from '../policy/capacity.js';
@@ -13,6 +14,8 @@ import type { ZygoteRunRecord, ZygoteRunRequest } from './types.js';
 export const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
 /** After a kill, how long the zygote's report of the child's status is waited for before the run ends without it. */
 const KILLED_REPORT_MS = 5000;
+/** After an answer, how long the run's streams' end is waited for when their buffers cannot be read at once (as execute.ts). */
+const STREAMS_AFTER_ANSWER_MS = 100;
 
 /** Random bytes drawn for many children's tokens at once: one call into the CSPRNG per 64 children, not one each. */
 const TOKEN_BYTES = 16;
@@ -42,6 +45,8 @@ export class ZygoteChild {
   private readonly lowered: Promise<void>;
   channel: RunChannel | null = null;
   private channelSocket: Socket | null = null;
+  /** The run's stdout and stderr connections, as the host socket handed them over. */
+  private readonly outputs: Array<readonly [Socket, CappedCapture]> = [];
   private readonly streamsClosed: Promise<void>[] = [];
   private exitStatus: number | null | undefined = undefined;
   private readonly exitWaiters: Array<(status: number | null) => void> = [];
@@ -67,6 +72,7 @@ export class ZygoteChild {
     // the runs' low one, off the request path: a run's code only ever runs at the low weight.
     this.lowered = this.ready.then((up) => (up ? this.cgroup.lowerCpu() : undefined)).catch(() => undefined);
     const capture = (into: CappedCapture) => (socket: Socket) => {
+      this.outputs.push([socket, into]);
       socket.on('data', (chunk: Buffer) => into.push(chunk));
       this.streamsClosed.push(new Promise((resolve) => socket.once('close', () => resolve())));
     };
@@ -151,7 +157,7 @@ export class ZygoteChild {
     this.channelSocket.write(`${request.payload}\n`);
     const runStarted = performance.now();
     // With the answer in, the run is over: the runner flushed its output before answering, so it
-    // is on the sockets already (read by the end of this turn of the event loop). Ending the run's
+    // is on the sockets already, read or in their buffers (taken below). Ending the run's
     // processes then, and not waiting for P1's status to travel through the zygote, saves a
     // millisecond or two; a run that ends without an answer is waited for.
     const streams = Promise.all(this.streamsClosed).then(() => 'streams' as const);
@@ -174,6 +180,10 @@ export class ZygoteChild {
     clearTimeout(timer);
     clearTimeout(lost);
     this.cgroup.killAll();
+    // Not necessarily read in the turn the answer was: epoll hands back the channel (reported
+    // before, so listed first) with its answer while stdout's and stderr's earlier bytes, arriving
+    // as the kernel gathers the batch, wait for the next one (seen: 9 runs in 1200, at load 6-8).
+    if (first === 'answered') await takeOutputAtAnswer(this.outputs, STREAMS_AFTER_ANSWER_MS);
     if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS, { boost: true });
     // Its fd 3 read to the end with nothing after the ready line, not even the ack the child writes
     // once it has its request (before any of the run's code): the child (or its zygote, killed
@@ -183,6 +193,9 @@ export class ZygoteChild {
     const notStarted = first === 'exit' && !escalated && channel.closedBeforeStart;
     if (notStarted) this.log('a zygote child ended before its run began (its zygote died?): the run takes the ordinary path');
     const record = this.record(status, timedOut, notStarted);
+    // The run's signal may outlive it (a code-mode caller's, shared by its callees): once released,
+    // the groups serve other children, which its abort must not kill (nor keep this child alive).
+    request.signal?.removeEventListener('abort', kill);
     this.release(this.cgroup, this.waitExit());
     return record;
   }
