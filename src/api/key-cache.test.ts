@@ -77,6 +77,12 @@ async function cachedOnB(s: Space, options: Record<string, unknown> = {}): Promi
 }
 
 async function revokeOnA(s: Space, id: string): Promise<void> {
+  if (b === t.server) {
+    // Embedded, A is B itself, whose own revocation takes the key out of its cache (tested below):
+    // the revocation of another process (the operator's CLI, say) is the row's.
+    await sql`UPDATE api_keys SET revoked_at = now() WHERE id = ${id}`.execute(t.server.server.services.db);
+    return;
+  }
   const response = await fetch(`${t.server.url}/api/keys/${id}`, {
     method: 'DELETE',
     headers: { authorization: `Bearer ${s.account.token}` },
@@ -220,4 +226,18 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
     assert.equal((called.text.match(/"isError":false|\\"hi\\"|"hi"/g) ?? []).length >= 5, true, called.text.slice(0, 800));
     assert.equal((await t.usage(s.account)).executions, 2 + 5);
   });
+});
+
+test('revoked through the node that cached it: its next request is refused before its body is read', async () => {
+  const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+  const { key, id } = await cachedOnB(s);
+  const revoked = await fetch(`${b.url}/api/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${s.account.token}` } });
+  assert.equal(revoked.status, 200);
+  // Not JSON: a body that is read answers 400 (a parse error), a key refused before it 401.
+  const answer = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}` },
+    body: '{not json',
+  });
+  assertRefusedKey({ status: answer.status, body: await answer.text() }, 'a key revoked through this node');
 });
