@@ -249,6 +249,13 @@ export function createApp(deps: AppDependencies): Hono {
     // by the call's admission, or looked up before anything else (run-endpoint.ts, cachedKey).
     const cached =
       kind === 'run' && validNamespace && !sessionId && c.req.method === 'POST' ? accounts.cachedRunKey(token, namespace) : undefined;
+    // A cached key is looked up at most once a request, as without the cache: a 2025-03-26 batch's
+    // parts (each served as a request of its own) share that lookup and its answer.
+    let looked: ReturnType<typeof lookUp> | undefined;
+    const confirm = async () => {
+      const found = await (looked ??= lookUp());
+      return found ? { principal: found.principal, addressed: found.addressed } : refused();
+    };
     const auth = cached ? { ...cached, session: undefined } : await lookUp();
     if (!auth) return refused();
     const principal: KeyPrincipal = auth.principal;
@@ -281,12 +288,7 @@ export function createApp(deps: AppDependencies): Hono {
       ...(auth.addressed !== undefined ? { addressed: auth.addressed } : {}),
       ...(cached
         ? {
-            cachedKey: {
-              confirm: async () => {
-                const found = await lookUp();
-                return found ? { principal: found.principal, addressed: found.addressed } : refused();
-              },
-            },
+            cachedKey: { confirm },
           }
         : {}),
     };

@@ -77,6 +77,12 @@ async function cachedOnB(s: Space, options: Record<string, unknown> = {}): Promi
 }
 
 async function revokeOnA(s: Space, id: string): Promise<void> {
+  if (b === t.server) {
+    // Embedded, A is B itself, whose own revocation takes the key out of its cache (tested below):
+    // the revocation of another process (the operator's CLI, say) is the row's.
+    await sql`UPDATE api_keys SET revoked_at = now() WHERE id = ${id}`.execute(t.server.server.services.db);
+    return;
+  }
   const response = await fetch(`${t.server.url}/api/keys/${id}`, {
     method: 'DELETE',
     headers: { authorization: `Bearer ${s.account.token}` },
@@ -162,4 +168,76 @@ describe('a key cached on a node', () => {
     }
     assert.equal((await t.usage(s.account)).executions, 0);
   });
+});
+
+describe('a 2025-03-26 batch with a cached key (each part is served as a request of its own)', () => {
+  /** A batch of `count` copies of `message` to node B's run endpoint, no session; how many key lookups B made for it. */
+  async function batchOnB(s: Space, key: string, message: Record<string, unknown>, count: number) {
+    const accounts = b.server.services.accounts;
+    const lookUp = accounts.authenticateRequest;
+    let lookups = 0;
+    // Counts the real lookups (the service itself runs).
+    accounts.authenticateRequest = function (this: typeof accounts, ...args: Parameters<typeof lookUp>) {
+      lookups++;
+      return lookUp.apply(this, args);
+    };
+    try {
+      const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': '2025-03-26',
+          authorization: `Bearer ${key}`,
+        },
+        body: JSON.stringify(Array.from({ length: count }, (_, i) => ({ jsonrpc: '2.0', id: i + 1, ...message }))),
+        signal: AbortSignal.timeout(30_000),
+      });
+      return { status: response.status, text: await response.text(), lookups };
+    } finally {
+      accounts.authenticateRequest = lookUp;
+    }
+  }
+
+  test('revoked: every part refused after one lookup, not one lookup per part (tools/call and tools/list)', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    for (const message of [
+      { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } },
+      { method: 'tools/list', params: {} },
+    ]) {
+      const { key, id } = await cachedOnB(s);
+      const before = await t.usage(s.account);
+      await revokeOnA(s, id);
+      const answer = await batchOnB(s, key, message, 20);
+      const refusals = answer.text.match(/invalid, revoked or expired API key/g) ?? [];
+      assert.equal(refusals.length, 20, `${message.method}: ${answer.text.slice(0, 500)}`);
+      assert.equal(answer.lookups, 1, `${message.method}: key lookups for one batch`);
+      assert.deepEqual(await t.usage(s.account), before, `${message.method}: nothing counted`);
+    }
+  });
+
+  test('live: its tools/list parts share one lookup; its calls are checked by their admissions and run', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key } = await cachedOnB(s);
+    const listed = await batchOnB(s, key, { method: 'tools/list', params: {} }, 20);
+    assert.equal((listed.text.match(/utils__hello/g) ?? []).length >= 20, true, listed.text.slice(0, 500));
+    assert.equal(listed.lookups, 1);
+    const called = await batchOnB(s, key, { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } }, 5);
+    assert.equal((called.text.match(/"isError":false|\\"hi\\"|"hi"/g) ?? []).length >= 5, true, called.text.slice(0, 800));
+    assert.equal((await t.usage(s.account)).executions, 2 + 5);
+  });
+});
+
+test('revoked through the node that cached it: its next request is refused before its body is read', async () => {
+  const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+  const { key, id } = await cachedOnB(s);
+  const revoked = await fetch(`${b.url}/api/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${s.account.token}` } });
+  assert.equal(revoked.status, 200);
+  // Not JSON: a body that is read answers 400 (a parse error), a key refused before it 401.
+  const answer = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}` },
+    body: '{not json',
+  });
+  assertRefusedKey({ status: answer.status, body: await answer.text() }, 'a key revoked through this node');
 });

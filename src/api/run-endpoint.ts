@@ -62,7 +62,8 @@ export interface RunScopeExtra {
   prechecked?: PrecheckedInput;
   /**
    * The key came from this node's cache (AccountService.cachedRunKey), unchecked by the database
-   * so far; `confirm` looks it up (a 401 to answer when it no longer works).
+   * so far; `confirm` looks it up (a 401 to answer when it no longer works), once a request (a
+   * batch's parts share it).
    */
   cachedKey?: { confirm(): Promise<{ principal: KeyPrincipal; addressed: NamespaceRef | null | undefined } | Response> };
   /** The call's admission checked the cached key (mcpworks_admit_key_call). */

@@ -288,6 +288,9 @@ export class AccountService {
   async revokeKey(accountId: string, keyId: string): Promise<void> {
     const found = /^[0-9a-f-]{36}$/.test(keyId) && (await this.store.revokeKey(accountId, keyId));
     if (!found) throw new DomainError('not_found', `API key '${keyId.slice(0, 64)}' not found`);
+    // Revoked through this node: its next request here is looked up (and refused) before its body
+    // is read. Other nodes find out from the admission's check or their next lookup.
+    for (const [id, entry] of this.verified) if (entry.principal.keyId === keyId) this.verified.delete(id);
   }
 
   /** Resolves a raw API key to its principal; undefined for unknown, revoked or expired keys. */
