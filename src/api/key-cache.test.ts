@@ -5,6 +5,8 @@
 // Here a key is cached on node B (two calls there) and then revoked, expired, moved to another
 // plan or its namespace's function changed through node A: B's next request sees it. On
 // PostgreSQL A and B are two servers on one database; embedded, they are one server.
+// Migration 39's notification of a key's change is held back where the admission's or a lookup's
+// check is tested, and let through where the node's dropping of the key on its arrival is.
 // scripts/mutation/mutants.json names the lines it must catch.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -76,18 +78,41 @@ async function cachedOnB(s: Space, options: Record<string, unknown> = {}): Promi
   return { key, id };
 }
 
-async function revokeOnA(s: Space, id: string): Promise<void> {
-  if (b === t.server) {
-    // Embedded, A is B itself, whose own revocation takes the key out of its cache (tested below):
-    // the revocation of another process (the operator's CLI, say) is the row's.
-    await sql`UPDATE api_keys SET revoked_at = now() WHERE id = ${id}`.execute(t.server.server.services.db);
-    return;
-  }
-  const response = await fetch(`${t.server.url}/api/keys/${id}`, {
-    method: 'DELETE',
-    headers: { authorization: `Bearer ${s.account.token}` },
+/**
+ * Changes a key's row as another node (or the operator's CLI) would, with its notification held
+ * back: `session_replication_role = replica` fires no trigger, so migration 39's NOTIFY is not
+ * sent and node B's cache keeps the key, as it does between a change's commit and the arrival of
+ * its notification. What refuses the key then is the admission's check or a lookup.
+ */
+async function changeUnannounced(statement: ReturnType<typeof sql>): Promise<void> {
+  await t.server.server.services.db.transaction().execute(async (trx) => {
+    await sql`SET LOCAL session_replication_role = replica`.execute(trx);
+    await statement.execute(trx);
   });
-  assert.equal(response.status, 200);
+}
+
+async function revokeOnA(_s: Space, id: string): Promise<void> {
+  await changeUnannounced(sql`UPDATE api_keys SET revoked_at = now() WHERE id = ${id}`);
+}
+
+/**
+ * A body that is not JSON, with `key`, to node B until it is no longer parsed (read, it answers
+ * 400; refused before it is read, 401), at most 100 times 50 ms apart: a notification arrives
+ * after its commit. A key left cached would answer 400 for KEY_CACHE_MS (a minute), past the polls.
+ */
+async function notJsonOnBUntilRefused(s: Space, key: string): Promise<{ status: number; body: string }> {
+  let answer = { status: 0, body: '' };
+  for (let i = 0; i < 100; i++) {
+    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}` },
+      body: '{not json',
+    });
+    answer = { status: response.status, body: await response.text() };
+    if (answer.status !== 400) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return answer;
 }
 
 function assertRefusedKey(answer: { status: number; body: any }, what: string): void {
@@ -128,7 +153,7 @@ describe('a key cached on a node', () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const { key, id } = await cachedOnB(s, { expires_in_days: 1 });
     // The key's day is over (as the database's clock sees it): the row is dated back.
-    await sql`UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = ${id}`.execute(t.server.server.services.db);
+    await changeUnannounced(sql`UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = ${id}`);
     const before = await t.usage(s.account);
     assertRefusedKey(await hello(s, key), 'an expired key');
     assert.deepEqual(await t.usage(s.account), before);
@@ -231,8 +256,16 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
 test('revoked through the node that cached it: its next request is refused before its body is read', async () => {
   const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
   const { key, id } = await cachedOnB(s);
-  const revoked = await fetch(`${b.url}/api/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${s.account.token}` } });
-  assert.equal(revoked.status, 200);
+  // Its notification held back (the trigger off meanwhile): what drops the key is the revoking
+  // node's own revokeKey, before its answer, not a notification that may come later.
+  const db = t.server.server.services.db;
+  await sql`ALTER TABLE api_keys DISABLE TRIGGER api_keys_notify`.execute(db);
+  try {
+    const revoked = await fetch(`${b.url}/api/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${s.account.token}` } });
+    assert.equal(revoked.status, 200);
+  } finally {
+    await sql`ALTER TABLE api_keys ENABLE TRIGGER api_keys_notify`.execute(db);
+  }
   // Not JSON: a body that is read answers 400 (a parse error), a key refused before it 401.
   const answer = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
     method: 'POST',
@@ -240,4 +273,34 @@ test('revoked through the node that cached it: its next request is refused befor
     body: '{not json',
   });
   assertRefusedKey({ status: answer.status, body: await answer.text() }, 'a key revoked through this node');
+});
+
+test('revoked through another node: the database tells this node, whose next request is refused before its body is read', async () => {
+  const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+  const { key, id } = await cachedOnB(s);
+  if (b === t.server) {
+    // Embedded, one node: a revocation by another process (the operator's CLI) is the row's, and
+    // its notification reaches this node as well.
+    await sql`UPDATE api_keys SET revoked_at = now() WHERE id = ${id}`.execute(t.server.server.services.db);
+  } else {
+    const response = await fetch(`${t.server.url}/api/keys/${id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${s.account.token}` },
+    });
+    assert.equal(response.status, 200);
+  }
+  const answer = await notJsonOnBUntilRefused(s, key);
+  assertRefusedKey(answer, 'a key revoked through another node, once its notification is in');
+});
+
+test("its listener reconnected: every key leaves the node's cache (a revocation's notification may have been missed)", async (ctx) => {
+  if (b === t.server) return ctx.skip('PostgreSQL only: the embedded database has no connection to lose');
+  const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+  const { key, id } = await cachedOnB(s);
+  // Revoked with its notification lost, then the nodes' listening connections dropped by the server.
+  await revokeOnA(s, id);
+  const db = t.server.server.services.db;
+  await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()`.execute(db);
+  const answer = await notJsonOnBUntilRefused(s, key);
+  assertRefusedKey(answer, 'a key revoked while the listener was away, once it is back');
 });

@@ -392,6 +392,8 @@ async function startServerSteps(
   // Catalog changes on any node reach this node's run streams (LISTEN on the database).
   const listChanged = new ListChangedHub(logger, sessionActivity);
   await listChanged.start(database.notifications).catch(failStart);
+  // A key revoked or re-dated on any node leaves this node's cache of verified keys at once.
+  await accounts.listenForKeyChanges(database.notifications).catch(failStart);
   // Its sweep timer lives as long as the server: closed with it (and if start-up fails).
   const bodyBudget = limits.bodyBytesPerSecondPerIp ? new ByteBudget(limits.bodyBytesPerSecondPerIp) : undefined;
   if (bodyBudget) opened.push(() => bodyBudget.close());

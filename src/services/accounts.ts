@@ -17,6 +17,7 @@ import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
 import { KEY_TOUCH_MS, type AccountsStore, type McpSessionRef, type NamespaceRef } from '../store/accounts-store.js';
 import type { AccountRow, ApiKeyRow } from '../store/schema.js';
+import type { NotifyListener } from '../store/notify-listener.js';
 import { ApiKeyHasher, hashSecret, randomHex, sha256Hex, verifyLegacyKey, verifySecret } from './credential-hashing.js';
 import { ClientSignInGate, rateLimited } from './sign-in-throttle.js';
 import { databaseDate, databaseNow } from '../core/database-clock.js';
@@ -63,6 +64,8 @@ export const KEY_CACHE_MS = KEY_TOUCH_MS;
 /** Keys kept verified (least recently verified out first), and namespaces kept per key. */
 const KEY_CACHE_ENTRIES = 4096;
 const KEY_CACHE_NAMESPACES = 16;
+/** The channel migration 39's trigger NOTIFYs a changed key's id on. */
+export const API_KEYS_CHANNEL = 'mcpworks_api_keys';
 
 /** A key verified by a lookup on this node, and the namespaces that lookup saw. */
 interface VerifiedKey {
@@ -289,7 +292,25 @@ export class AccountService {
     const found = /^[0-9a-f-]{36}$/.test(keyId) && (await this.store.revokeKey(accountId, keyId));
     if (!found) throw new DomainError('not_found', `API key '${keyId.slice(0, 64)}' not found`);
     // Revoked through this node: its next request here is looked up (and refused) before its body
-    // is read. Other nodes find out from the admission's check or their next lookup.
+    // is read. Other nodes are told by the database (listenForKeyChanges).
+    this.forgetKey(keyId);
+  }
+
+  /**
+   * Drops from this node's cache the keys the database announces revoked, re-dated or deleted
+   * (migration 39, on any node): their next request is looked up before its body is read. A
+   * reconnected listener may have missed some, so it drops them all. The admission's check of a
+   * cached key stays the guard meanwhile (a notification arrives after its commit).
+   */
+  async listenForKeyChanges(notifications: NotifyListener): Promise<void> {
+    await notifications.listen(API_KEYS_CHANNEL, {
+      notify: (keyId) => this.forgetKey(keyId),
+      resync: () => this.verified.clear(),
+    });
+  }
+
+  /** Takes the key of this id out of this node's cache of verified keys. */
+  forgetKey(keyId: string): void {
     for (const [id, entry] of this.verified) if (entry.principal.keyId === keyId) this.verified.delete(id);
   }
 

@@ -1339,4 +1339,25 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 39,
+    name: "a key's revocation or new expiry notifies every node",
+    statements: [
+      // Every node drops the key from its cache of verified keys (AccountService.forgetKey) at
+      // once, not after a minute. The payload is the key's id only: any database session may
+      // LISTEN, so never its secret or hash. The admission (migration 38) stays the guard: a
+      // notification is delivered after commit and may be missed (its listener resyncs then).
+      `CREATE FUNCTION mcpworks_notify_api_key() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF TG_OP = 'DELETE' THEN
+            PERFORM pg_notify('mcpworks_api_keys', OLD.id::text);
+          ELSIF NEW.revoked_at IS DISTINCT FROM OLD.revoked_at OR NEW.expires_at IS DISTINCT FROM OLD.expires_at THEN
+            PERFORM pg_notify('mcpworks_api_keys', NEW.id::text);
+          END IF;
+          RETURN NULL;
+        END $$`,
+      `CREATE TRIGGER api_keys_notify AFTER UPDATE OF revoked_at, expires_at OR DELETE ON api_keys
+        FOR EACH ROW EXECUTE FUNCTION mcpworks_notify_api_key()`,
+    ],
+  },
 ];
