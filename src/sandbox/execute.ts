@@ -11,10 +11,7 @@ import type { LauncherExit } from './launcher-pool.js';
 import type { NetworkAttachment } from './host/network.js';
 import { lineCapBytes } from './outcome.js';
 import { takeOutputAtAnswer } from './wire/drain.js';
-import { REAP_BOUND_MS } from './policy/capacity.js';
-
-/** After an answer, where its pipes cannot be drained, how long they get to deliver what the run printed before it. */
-const PIPES_AFTER_ANSWER_MS = 100;
+import { OUTPUT_AFTER_ANSWER_MS, REAP_BOUND_MS } from './policy/capacity.js';
 
 export interface ExecuteDeps {
   /** Cgroup removals still running; close() waits for them. */
@@ -110,7 +107,7 @@ export async function execute(
           [child.stdout, stdout],
           [child.stderr, stderr],
         ],
-        PIPES_AFTER_ANSWER_MS,
+        OUTPUT_AFTER_ANSWER_MS,
       );
     } else {
       exit = await exited;

@@ -19,6 +19,8 @@ export const KILL_GRACE_MS = 2000;
  * runner's ready line. Each is a matter of milliseconds; the bound keeps a stuck one from holding the answer.
  */
 export const REAP_BOUND_MS = 2000;
+/** After a run's answer, where its output streams cannot be read to empty at once, how long they get to deliver what the run printed before it (cold, pooled and zygote runs alike). */
+export const OUTPUT_AFTER_ANSWER_MS = 100;
 /** Both pools look at demand, idle members and memory once per tick. */
 export const POOL_TICK_MS = 1000;
 /**

@@ -6,7 +6,7 @@ import { RawAnswer, RunChannel } from '../wire/channel.js';
 import { takeOutputAtAnswer } from '../wire/drain.js';
 import type { SetupFailure } from '../wire/messages.js';
 import type { RunCgroup } from '../host/cgroup.js';
-import { REAP_BOUND_MS } from '../policy/capacity.js';
+import { OUTPUT_AFTER_ANSWER_MS, REAP_BOUND_MS } from '../policy/capacity.js';
 import { CHILD_START_MS, type HostSocket } from './host-socket.js';
 import type { ZygoteRunRecord, ZygoteRunRequest } from './types.js';
 
@@ -14,8 +14,6 @@ import type { ZygoteRunRecord, ZygoteRunRequest } from './types.js';
 export const RECORD_CGROUP = /^run-[0-9a-f]{16}$/;
 /** After a kill, how long the zygote's report of the child's status is waited for before the run ends without it. */
 const KILLED_REPORT_MS = 5000;
-/** After an answer, how long the run's streams' end is waited for when their buffers cannot be read at once (as execute.ts). */
-const STREAMS_AFTER_ANSWER_MS = 100;
 
 /** Random bytes drawn for many children's tokens at once: one call into the CSPRNG per 64 children, not one each. */
 const TOKEN_BYTES = 16;
@@ -183,7 +181,7 @@ export class ZygoteChild {
     // Not necessarily read in the turn the answer was: epoll hands back the channel (reported
     // before, so listed first) with its answer while stdout's and stderr's earlier bytes, arriving
     // as the kernel gathers the batch, wait for the next one (seen: 9 runs in 1200, at load 6-8).
-    if (first === 'answered') await takeOutputAtAnswer(this.outputs, STREAMS_AFTER_ANSWER_MS);
+    if (first === 'answered') await takeOutputAtAnswer(this.outputs, OUTPUT_AFTER_ANSWER_MS);
     if (timedOut || channel.overflowed || channel.flooded) await this.cgroup.killUntilEmpty(REAP_BOUND_MS, { boost: true });
     // Its fd 3 read to the end with nothing after the ready line, not even the ack the child writes
     // once it has its request (before any of the run's code): the child (or its zygote, killed
