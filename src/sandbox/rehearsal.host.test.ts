@@ -88,6 +88,29 @@ describe('python worker rehearsal', () => {
     });
   });
 
+  it("no text writer over memory in the run's reach holds a byte of the rehearsal's lines or print", async () => {
+    // The sink is a local of the worker's frame, below the run's own: reachable, so it must be empty.
+    const code = [
+      'import io, sys',
+      'def main(input_data):',
+      '    found = []',
+      '    frame = sys._getframe()',
+      '    while frame is not None:',
+      '        for value in list(frame.f_locals.values()):',
+      '            if isinstance(value, io.TextIOWrapper) and isinstance(value.buffer, io.BytesIO):',
+      '                value.flush()',
+      '                found.append(value.buffer.getvalue().decode())',
+      '        frame = frame.f_back',
+      '    return found',
+    ].join('\n');
+    const found = resultOf(await forked(code));
+    assert.ok(found.length > 0, 'the sink is among the frames (else this test looks at nothing)');
+    assert.deepEqual(
+      found,
+      found.map(() => ''),
+    );
+  });
+
   it('a script sees no `result` or `output` of the rehearsal', async () => {
     const code = 'result = {"result": "result" in globals(), "output": "output" in globals(), "input": input_data}\n';
     assert.deepEqual(resultOf(await forked(code, { entry: 'script' })), { result: false, output: false, input: { name: 'real' } });

@@ -131,6 +131,10 @@ def _rehearse(runner, imports, sink):
         sys.stdout, sys.stderr = stdout, stderr
         sys.path[:] = path
         sys.modules["__main__"] = main_module
+        # Its lines and print dropped too: the run can reach the sink through its frames.
+        sink.flush()
+        sink.buffer.seek(0)
+        sink.buffer.truncate()
         # The rehearsal's module, function and input are a reference cycle: gone before the run.
         gc.collect()
 
