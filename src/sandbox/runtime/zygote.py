@@ -111,7 +111,7 @@ def _read_request(clock):
 
 def _rehearse(runner, imports, sink):
     """One run of fixed platform code through runner.serve, its answer to a sink (never the
-    channel), and the namespace's warm-ups again: the copy-on-write and first-touch page faults a
+    channel), and a short first use of the namespace's packages (REHEARSE): the copy-on-write and first-touch page faults a
     run pays (compile, a fresh __main__, print, the call, the encoder, the libraries' first uses)
     paid while the worker waits, before its request exists. Then nothing of it is left for the run:
     sys.path, stdout, stderr and __main__ as before, its objects collected. (sys.argv and os.environ:
