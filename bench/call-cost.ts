@@ -1,7 +1,7 @@
 /**
  * Server CPU and wall time per metered call, by thread (issue 18: server CPU per metered call).
  *
- *   bench/call-cost [--tool hello|env_status] [--seconds S] [--clients C] [--era v1|v2] [--warmup W] [--rounds R] [--json]
+ *   bench/call-cost [--tool hello|execute|env_status] [--seconds S] [--clients C] [--era v1|v2] [--warmup W] [--rounds R] [--json]
  *   (defaults: hello, 8 s a round, 1 client calling back to back, v2, 1000 warm-up calls, 1 round)
  *
  * The real server in this process (bench/lib/server.ts: embedded PGlite, or PostgreSQL when
@@ -15,7 +15,9 @@
  * (zygotes and their runs, helpers, schema workers, kernel time included) counted whole by a
  * control group of the bench's own (bench/lib/cgroup-cpu.ts: its usage less the server process's),
  * beside the /proc tree walk's figure (utime + stime with reaped children's, which loses the
- * workers the kernel reaps when a run's PID namespace is killed), and the calls' wall time. `--tool env_status`: the namespace's `_env_status` instead (unmetered, no
+ * workers the kernel reaps when a run's PID namespace is killed), and the calls' wall time. `--tool execute`: the
+ * same function called from code mode (`execute` on /mcp/run/NS, `from functions import hello`), whose
+ * call takes two bridge round trips (its input check, then its output_schema check). `--tool env_status`: the namespace's `_env_status` instead (unmetered, no
  * sandbox, no schema check: the MCP layer's own cost, beside the official SDK's no-op server). CPU counts are steadier than wall times on a shared machine: compare them,
  * alternating the builds compared. Prints figures; exits non-zero only if the bench cannot run.
  */
@@ -52,7 +54,8 @@ if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must b
 if (!Number.isInteger(clients) || clients < 1) throw new Error('--clients must be a positive integer');
 if (!Number.isInteger(warmup) || warmup < 0) throw new Error('--warmup must be a non-negative integer');
 if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a positive integer');
-if (values.tool !== 'hello' && values.tool !== 'env_status') throw new Error('--tool must be hello or env_status');
+if (values.tool !== 'hello' && values.tool !== 'execute' && values.tool !== 'env_status')
+  throw new Error('--tool must be hello, execute or env_status');
 if (era !== 'v1' && era !== 'v2') throw new Error('--era must be v1 (2025, sessions) or v2 (2026)');
 
 /** Nanoseconds on CPU of each live thread of this process, by thread id, with its name. */
@@ -95,11 +98,18 @@ const server = await startBenchServer();
 let exitCode = 0;
 try {
   const account = await makeNamespace(server, 'bench', 'utils', [{ name: 'hello', template: 'hello-world' }]);
-  const url = `${server.url}/mcp/run/bench?mode=tools`;
+  // Code mode is the run endpoint's default: `execute` is only listed without ?mode=tools.
+  const url = `${server.url}/mcp/run/bench${values.tool === 'execute' ? '' : '?mode=tools'}`;
   const spec: CallSpec =
     values.tool === 'hello'
       ? { tool: 'utils__hello', args: { name: 'bench' }, expect: { greeting: 'Hello, bench!' } }
-      : { tool: '_env_status', args: {}, expect: { ready: true } };
+      : values.tool === 'execute'
+        ? {
+            tool: 'execute',
+            args: { language: 'python', code: 'from functions import hello\nresult = hello(name="bench")' },
+            expect: { greeting: 'Hello, bench!' },
+          }
+        : { tool: '_env_status', args: {}, expect: { ready: true } };
   const warm = await connect(url, account.key, era);
   for (let i = 0; i < warmup; i++) await call(warm, spec);
   await warm.close();
@@ -171,7 +181,7 @@ try {
       continue;
     }
     console.log(
-      `call-cost: ${spec.tool} (${values.tool === 'hello' ? 'Python, tool mode' : 'unmetered, no sandbox'}), ${clients} client(s), ${era}, ${seconds} s: ${calls} calls, ${result.errors} errors, ` +
+      `call-cost: ${spec.tool} (${{ hello: 'Python, tool mode', execute: 'Python code mode calling hello', env_status: 'unmetered, no sandbox' }[values.tool]}), ${clients} client(s), ${era}, ${seconds} s: ${calls} calls, ${result.errors} errors, ` +
         `${figures.perSecond.toFixed(1)}/s, wall median ${ms(figures.wallMedianMs)}`,
     );
     const net = (name: string, value: number) => ((value - (idleGroups.get(name) ?? 0)) / calls).toFixed(2);
