@@ -9,7 +9,7 @@
  * server's main thread, so working on large answers cannot starve it.
  */
 import { writeFileSync } from 'node:fs';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { renderToolResult } from '../core/tool-render.js';
@@ -83,9 +83,13 @@ export type ScanReply =
     }
   | { id: number; failed: true };
 
+/** How much nicer than the thread that started it (the server's main thread) a scan thread runs. */
+const SCAN_THREAD_NICER = 10;
 try {
-  // On Linux the nice value is per thread: this lowers this worker only, not the server.
-  setPriority(10);
+  // On Linux the nice value is per thread: this lowers this worker only, not the server. Relative
+  // to the nice it was started with (its starter's): at an absolute 10, a server started at nice 5
+  // had its scans only 5 steps below its event loop, and one started at 10 or more level with it.
+  setPriority(Math.min(19, getPriority() + SCAN_THREAD_NICER));
 } catch {
   // Not permitted here: the worker still runs off the main thread.
 }
