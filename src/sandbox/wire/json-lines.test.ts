@@ -16,7 +16,10 @@ test('lines split across chunks come out whole, in order, without their newlines
 test('pushPieces: each line as views into the chunks it arrived in, nothing copied', () => {
   const reader = new LineReader({ maxLineBytes: 1 << 20 });
   const chunks = [Buffer.from('{"a":1}\n{"b":'), Buffer.from('x'.repeat(100)), Buffer.from('2}\n{"c"')];
-  assert.deepEqual(reader.pushPieces(chunks[0]!).map((line) => text(line)), [['{"a":1}']]);
+  assert.deepEqual(
+    reader.pushPieces(chunks[0]!).map((line) => text(line)),
+    [['{"a":1}']],
+  );
   assert.deepEqual(reader.pushPieces(chunks[1]!), []);
   const [line] = reader.pushPieces(chunks[2]!);
   assert.deepEqual(text(line!), ['{"b":', 'x'.repeat(100), '2}']);
