@@ -86,6 +86,30 @@ test('an answer line is decoded in the worker: result as bytes, failures, depth 
   assert.equal(await pool.decode(Buffer.from('"just a string"')), true);
 });
 
+test('a line in the pieces it arrived in: joined in the worker, whole chunks moved there (not copied here), partial ones copied', async () => {
+  // As LineReader.pushPieces hands out a line read from a socket: the end of a chunk holding the
+  // line before it, whole chunks (each its own ArrayBuffer, as a socket read makes them), the start of one holding the next.
+  const result = { a: `${'x'.repeat(70_000)}é${'y'.repeat(70_000)}` };
+  const line = Buffer.from(JSON.stringify({ ok: true, result }));
+  const first = Buffer.concat([Buffer.from('{"previous":1}\n'), line.subarray(0, 1000)]);
+  const whole = [line.subarray(1000, 71_000), line.subarray(71_000, line.length - 10)].map((part) => Buffer.from(part));
+  const last = Buffer.concat([line.subarray(line.length - 10), Buffer.from('\n{"next"')]);
+  const pieces = [first.subarray(15), ...whole, last.subarray(0, 10)];
+  const decoded = await pool.decode(pieces);
+  assert.ok(decoded !== true && decoded.ok);
+  assert.deepEqual(decoded.result.parse(), result, 'the é split across two pieces is whole');
+  for (const piece of whole) assert.equal(piece.buffer.byteLength, 0, 'a whole chunk was moved to the worker');
+  assert.equal(first.toString().slice(0, 15), '{"previous":1}\n', 'a chunk holding more than the line is copied, not moved');
+  assert.equal(last.toString().slice(10), '\n{"next"');
+  // A bridge call too.
+  const call = Buffer.from(JSON.stringify({ bridge: { op: 'call', service: 's', function: 'f', input: { big: 'z'.repeat(50_000) } } }));
+  const callPieces = [Buffer.from(call.subarray(0, 3)), Buffer.from(call.subarray(3))];
+  const bridge = await pool.decodeBridge(callPieces);
+  assert.ok('request' in bridge);
+  assert.deepEqual(bridge.request.input?.parse(), { big: 'z'.repeat(50_000) });
+  assert.equal(callPieces[1]!.buffer.byteLength, 0);
+});
+
 test('a large answer with nothing to redact comes back as it was', async () => {
   const value = { ok: true, result: 'y'.repeat(100_000), stdout: '', stderr: '' };
   const outcome = await pool.scan(['z'.repeat(5000)], value);

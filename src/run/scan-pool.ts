@@ -56,10 +56,17 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
  * in Node's shared pool is copied first. The Buffer is unusable here afterwards.
  */
 function transferable(bytes: Buffer): ArrayBuffer {
+  // (A piece that is a whole socket chunk has its own ArrayBuffer: moved. Part of a chunk: copied,
+  // as the rest of that chunk may still be read here.)
   if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
   const copy = new Uint8Array(bytes.length);
   copy.set(bytes);
   return copy.buffer;
+}
+
+/** A line (one buffer, or the pieces it arrived in) as ArrayBuffers to move to a worker, in order. */
+function transferables(line: Buffer | readonly Buffer[]): ArrayBuffer[] {
+  return (Buffer.isBuffer(line) ? [line] : line).filter((piece) => piece.length > 0).map(transferable);
 }
 
 interface Pending {
@@ -161,9 +168,10 @@ export class ScanPool {
    * as a parsed line, with a result as RawJson (`true` stands for a line that is not an object).
    */
   async decode(
-    line: Buffer,
+    line: Buffer | readonly Buffer[],
   ): Promise<{ ok: true; result: RawJson } | { ok: false; type: string; message: string; traceback: string } | true> {
-    const reply = await this.submit({ op: 'decode', line: transferable(line) }, [], []);
+    const pieces = transferables(line);
+    const reply = await this.submit({ op: 'decode', line: pieces }, [], pieces);
     if (!('decoded' in reply)) throw new Error('the answer could not be decoded');
     this.counts.decoded++;
     const decoded: DecodedAnswer = reply.decoded;
@@ -176,7 +184,7 @@ export class ScanPool {
    * A bridge call's line too large for the main thread, parsed in a worker: the request as the
    * bridge reads it (its input a RawJson), or the failure the line stands for as the run's answer.
    */
-  async decodeBridge(line: Buffer): Promise<
+  async decodeBridge(line: Buffer | readonly Buffer[]): Promise<
     | {
         request: {
           op?: string;
@@ -190,7 +198,8 @@ export class ScanPool {
       }
     | { answer: { ok: false; type: string; message: string } }
   > {
-    const reply = await this.submit({ op: 'bridge', line: transferable(line) }, [], []);
+    const pieces = transferables(line);
+    const reply = await this.submit({ op: 'bridge', line: pieces }, [], pieces);
     if (!('bridge' in reply)) throw new Error('the bridge call could not be decoded');
     this.counts.decoded++;
     const decoded: DecodedBridge = reply.bridge;

@@ -9,7 +9,7 @@
  * server's main thread, so working on large answers cannot starve it.
  */
 import { writeFileSync } from 'node:fs';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { renderToolResult } from '../core/tool-render.js';
@@ -31,8 +31,8 @@ export interface RunFields {
 }
 
 export type ScanJob =
-  | { id: number; op: 'decode'; line: ArrayBuffer }
-  | { id: number; op: 'bridge'; line: ArrayBuffer }
+  | { id: number; op: 'decode'; line: ArrayBuffer[] }
+  | { id: number; op: 'bridge'; line: ArrayBuffer[] }
   | {
       id: number;
       op: 'render';
@@ -83,9 +83,13 @@ export type ScanReply =
     }
   | { id: number; failed: true };
 
+/** How much nicer than the thread that started it (the server's main thread) a scan thread runs. */
+const SCAN_THREAD_NICER = 10;
 try {
-  // On Linux the nice value is per thread: this lowers this worker only, not the server.
-  setPriority(10);
+  // On Linux the nice value is per thread: this lowers this worker only, not the server. Relative
+  // to the nice it was started with (its starter's): at an absolute 10, a server started at nice 5
+  // had its scans only 5 steps below its event loop, and one started at 10 or more level with it.
+  setPriority(Math.min(19, getPriority() + SCAN_THREAD_NICER));
 } catch {
   // Not permitted here: the worker still runs off the main thread.
 }
@@ -108,8 +112,9 @@ function bytesOf(text: string): ArrayBuffer {
 }
 
 /** A line checked and parsed by the same rules as one handled on the main thread (RunChannel.handle). */
-function parseLine(line: ArrayBuffer): { message: unknown; text: string } | { type: string; message: string } {
-  const text = Buffer.from(line).toString('utf8');
+function parseLine(line: ArrayBuffer[]): { message: unknown; text: string } | { type: string; message: string } {
+  // The pieces the line arrived in, joined here rather than on the server's main thread.
+  const text = (line.length === 1 ? Buffer.from(line[0]!) : Buffer.concat(line.map((piece) => Buffer.from(piece)))).toString('utf8');
   if (nestedDeeperThan(text, MAX_MESSAGE_DEPTH))
     return { type: 'SerializationError', message: `the function sent a value nested deeper than ${MAX_MESSAGE_DEPTH} levels` };
   try {
@@ -119,7 +124,7 @@ function parseLine(line: ArrayBuffer): { message: unknown; text: string } | { ty
   }
 }
 
-function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
+function decode(line: ArrayBuffer[]): { reply: DecodedAnswer; transfer: ArrayBuffer[] } {
   const parsed = parseLine(line);
   if ('type' in parsed) return { reply: { kind: 'failure', type: parsed.type, message: parsed.message, traceback: '' }, transfer: [] };
   // The same rule as a small answer read on the main thread (sandbox/wire/channel.ts): no integer changes silently.
@@ -141,7 +146,7 @@ function decode(line: ArrayBuffer): { reply: DecodedAnswer; transfer: ArrayBuffe
   };
 }
 
-function bridge(line: ArrayBuffer): { reply: DecodedBridge; transfer: ArrayBuffer[] } {
+function bridge(line: ArrayBuffer[]): { reply: DecodedBridge; transfer: ArrayBuffer[] } {
   const parsed = parseLine(line);
   if ('type' in parsed) return { reply: { kind: 'answer', type: parsed.type, message: parsed.message }, transfer: [] };
   // The line began with {"bridge": (RunChannel sends no other here), so it is an object with that key.

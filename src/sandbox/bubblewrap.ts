@@ -74,7 +74,7 @@ export interface BubblewrapSandboxOptions {
   /** Operator diagnostics (never contains env values). */
   log?: (message: string) => void;
   /** Where large answer lines (RawAnswer) are decoded off the main thread (default: the process's scan workers). */
-  answers?: { decode(line: Buffer): Promise<RunAnswer | true> };
+  answers?: { decode(line: Buffer | readonly Buffer[]): Promise<RunAnswer | true> };
   /** Launchers kept pre-started (cgroups already joined); default 2, 0 turns it off. */
   launcherPool?: number;
   /** false: limit memory and processes with rlimits only, as on hosts without usable cgroups. */
@@ -203,7 +203,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     if (!(record.answer instanceof RawAnswer)) return record;
     let answer: RunAnswer | true;
     try {
-      answer = await answers.decode(record.answer.bytes);
+      answer = await answers.decode(record.answer.pieces);
     } catch {
       // The code ran and answered; what the host cannot read is withheld, as an unreadable line is.
       answer = { ok: false, type: SANDBOX_ERROR_TYPES.exited, message: "the server could not read the function's answer" };

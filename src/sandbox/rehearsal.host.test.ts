@@ -18,11 +18,21 @@ function resultOf(outcome: SandboxOutcome): any {
   return (outcome as { result: unknown }).result;
 }
 
+// Put before each test's code. A claimed child gone before its run began hands the run to the
+// ordinary path, a cold runner with no rehearsal, where most checks here would pass vacuously.
+const IN_WORKER = [
+  'import sys as _in_worker_sys',
+  'if "/sandbox/zygote.py" not in _in_worker_sys.orig_argv:',
+  '    raise SystemExit("not run by a zygote worker")',
+  'del _in_worker_sys',
+  '',
+].join('\n');
+
 function py(code: string, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
-  return zygote.run({ language: 'python', code, input: { name: 'real' }, limits, warm: WARM, ...extra });
+  return zygote.run({ language: 'python', code: IN_WORKER + code, input: { name: 'real' }, limits, warm: WARM, ...extra });
 }
 
-/** A run forked from the zygote (not the cold path the first run of a group takes), with its outcome. */
+/** A run forked from the zygote (not the cold path the first run of a group takes), with its outcome; one claimed but run cold fails (IN_WORKER). */
 async function forked(code: string, extra: Partial<SandboxRequest> = {}): Promise<SandboxOutcome> {
   for (let waited = 0; waited < 30_000; waited += 50) {
     const before = zygote.zygoteStats()!.runs;

@@ -21,7 +21,15 @@ export { READY_LINE, type RunAnswer } from './messages.js';
  * decoded in a worker thread (see decodeAnswer in src/run/scan-pool.ts), never on the main thread.
  */
 export class RawAnswer {
-  constructor(readonly bytes: Buffer) {}
+  /** The line's bytes as the pieces of the chunks they arrived in (see LineReader.pushPieces), in order. */
+  constructor(readonly pieces: readonly Buffer[]) {}
+}
+
+/** Whether the line of these pieces begins with `prefix` (copying at most its length). */
+function startsWith(pieces: readonly Buffer[], prefix: Buffer): boolean {
+  const first = pieces[0];
+  if (first && first.length >= prefix.length) return first.subarray(0, prefix.length).equals(prefix);
+  return Buffer.concat(pieces, prefix.length).equals(prefix);
 }
 
 /** Answer lines longer than this are handed on as bytes (RawAnswer). */
@@ -153,24 +161,28 @@ export class RunChannel {
 
   private push(chunk: Buffer): void {
     this.received += chunk.length;
-    for (const bytes of this.lines.push(chunk)) {
-      this.consumed += bytes.length + 1;
+    for (const pieces of this.lines.pushPieces(chunk)) {
+      const length = pieces.reduce((sum, piece) => sum + piece.length, 0);
+      this.consumed += length + 1;
+      if (this.sawReady && length > LARGE_LINE_BYTES) {
+        // A large line is neither joined, decoded nor parsed here: its pieces go to a worker thread
+        // (the whole chunks among them moved, not copied). STARTED_LINE is short, so never this.
+        this.firstAfterReady = false;
+        if (startsWith(pieces, BRIDGE_PREFIX)) {
+          this.largeCall(pieces);
+        } else if (this.answer === null) {
+          this.answer = new RawAnswer(pieces);
+          this.markAnswered();
+        }
+        continue;
+      }
+      const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, length);
       if (this.sawReady && this.firstAfterReady) {
         this.firstAfterReady = false;
         // Written by the runner before any of the run's code exists, so only ever the first line.
         if (bytes.equals(STARTED_BYTES)) continue;
       }
-      if (this.sawReady && bytes.length > LARGE_LINE_BYTES) {
-        // A large line is neither decoded nor parsed here: its bytes go to a worker thread.
-        if (bytes.subarray(0, BRIDGE_PREFIX.length).equals(BRIDGE_PREFIX)) {
-          this.largeCall(bytes);
-        } else if (this.answer === null) {
-          this.answer = new RawAnswer(bytes);
-          this.markAnswered();
-        }
-      } else {
-        this.handle(bytes.toString('utf8'));
-      }
+      this.handle(bytes.toString('utf8'));
     }
   }
 
@@ -218,13 +230,13 @@ export class RunChannel {
   }
 
   /** A large bridge call: parsed in a worker, answered in its turn like any other call. */
-  private largeCall(bytes: Buffer): void {
+  private largeCall(pieces: readonly Buffer[]): void {
     if (!this.countCall()) return;
     this.replies = this.replies
       .then(async () => {
         let decoded: Awaited<ReturnType<ScanPool['decodeBridge']>>;
         try {
-          decoded = await this.decoder.decodeBridge(bytes);
+          decoded = await this.decoder.decodeBridge(pieces);
         } catch {
           this.write({ ok: false, error_type: BRIDGE_ERROR_TYPES.bridge, error: 'the platform could not read this call' });
           return;

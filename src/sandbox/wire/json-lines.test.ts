@@ -13,6 +13,22 @@ test('lines split across chunks come out whole, in order, without their newlines
   assert.equal(reader.rest().length, 0);
 });
 
+test('pushPieces: each line as views into the chunks it arrived in, nothing copied', () => {
+  const reader = new LineReader({ maxLineBytes: 1 << 20 });
+  const chunks = [Buffer.from('{"a":1}\n{"b":'), Buffer.from('x'.repeat(100)), Buffer.from('2}\n{"c"')];
+  assert.deepEqual(
+    reader.pushPieces(chunks[0]!).map((line) => text(line)),
+    [['{"a":1}']],
+  );
+  assert.deepEqual(reader.pushPieces(chunks[1]!), []);
+  const [line] = reader.pushPieces(chunks[2]!);
+  assert.deepEqual(text(line!), ['{"b":', 'x'.repeat(100), '2}']);
+  // The middle piece is the whole chunk itself (so it can be moved to a worker); the others are views into theirs.
+  assert.equal(line![1]!.buffer, chunks[1]!.buffer);
+  assert.equal(line![0]!.buffer, chunks[0]!.buffer);
+  assert.equal(reader.rest().toString(), '{"c"');
+});
+
 test('a multi-byte UTF-8 character split between chunks is decoded whole', () => {
   const line = Buffer.from('{"s":"é€😀"}\n', 'utf8');
   // Every split point, including inside each character.

@@ -36,14 +36,23 @@ export class LineReader {
    * most that many; the rest of the chunk is then kept unsplit for `rest()`.
    */
   push(chunk: Buffer, maxLines = Infinity): Buffer[] {
-    const lines: Buffer[] = [];
+    // Each a copy of its own (a large one with its own ArrayBuffer, which can be moved to a worker).
+    return this.pushPieces(chunk, maxLines).map((pieces) => Buffer.concat(pieces));
+  }
+
+  /**
+   * As push, each line as the pieces of the chunks it arrived in, none copied (views into the
+   * chunks; a line within one chunk is one piece). A large line's whole chunks can then be moved
+   * to a worker as they are (scan-pool.ts transferable): no copy of the line on this thread, and
+   * none of its bytes left here for the garbage collector to count.
+   */
+  pushPieces(chunk: Buffer, maxLines = Infinity): Buffer[][] {
+    const lines: Buffer[][] = [];
     if (this.overflowedFlag) return lines;
     let start = 0;
     for (let newline = chunk.indexOf(10); newline !== -1 && lines.length < maxLines; newline = chunk.indexOf(10, start)) {
       this.pending.push(chunk.subarray(start, newline));
-      // A copy of its own (a large one with its own ArrayBuffer, which can be moved to a worker).
-      lines.push(Buffer.concat(this.pending));
-      this.pending.length = 0;
+      lines.push(this.pending.splice(0));
       this.pendingBytes = 0;
       start = newline + 1;
     }
