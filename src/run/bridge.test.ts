@@ -183,7 +183,7 @@ describe('the code-mode bridge (CodeModeBridge, fake sandbox)', () => {
     assert.deepEqual(await busy.bridge.handle(call('utils', 'plain')), {
       ok: false,
       error_type: 'BridgeError',
-      error: `at most ${MAX_BRIDGE_CALLS} function calls per execute`,
+      error: `at most ${MAX_BRIDGE_CALLS} bridge requests per execute (a function call is one, its output_schema check one more, a state request one)`,
     });
     assert.equal(busy.bridge.calls.length, MAX_RECORDED_CALLS);
   });

@@ -89,7 +89,10 @@ export class CodeModeBridge {
     // Requests queued by code that already ended, or beyond the per-run budget, start nothing.
     if (this.finished || this.now() >= this.deadline) return refused(BRIDGE_ERROR_TYPES.bridge, 'the run has ended');
     if (++this.count > MAX_BRIDGE_CALLS)
-      return refused(BRIDGE_ERROR_TYPES.bridge, `at most ${MAX_BRIDGE_CALLS} function calls per execute`);
+      return refused(
+        BRIDGE_ERROR_TYPES.bridge,
+        `at most ${MAX_BRIDGE_CALLS} bridge requests per execute (a function call is one, its output_schema check one more, a state request one)`,
+      );
     const request = (message ?? {}) as BridgeRequest;
     // State requests count against the same budget as calls, then keep their own (state-bridge.ts).
     if (isStateRequest(request))
