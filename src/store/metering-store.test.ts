@@ -322,6 +322,8 @@ describe('metering store', () => {
 
   test('every shape of the recording statement (settled counted or not, or not at all; with security events or none) writes the same record', async () => {
     const { accountId, namespaceId } = await newAccount();
+    // A second namespace of the account: an event filed under the wrong one would show.
+    assert.ok(await catalog.createNamespace(accountId, `ns-${randomUUID().slice(0, 8)}`, ''));
     for (const settled of ['counted', 'uncounted', 'none'] as const) {
       for (const findings of [[], ['password', 'api_key']]) {
         const admitted = await admit(accountId, {});
