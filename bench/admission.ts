@@ -8,7 +8,7 @@
  *   bench/admission [--rounds R] [--calls N]   (defaults: 8 rounds of 300 admissions each)
  *
  * Each admission runs as the server's database thread runs a statement (src/store/pglite-worker.ts:
- * a named prepared statement, then bind, describe, execute and sync), followed by the DELETE of its
+ * a named prepared statement, then bind, execute and sync), followed by the DELETE of its
  * slot (as the record does), so every admission finds the account with no slot held. CPU is this
  * process's (getrusage), nothing else runs in it. Prints the median and the fastest round of each;
  * compare the two within one run.
@@ -60,7 +60,6 @@ async function run(text: string, parameters: Array<string | null>): Promise<void
   await db.execProtocolStream(
     concat([
       protocol.serialize.bind({ statement: name, values: parameters }),
-      protocol.serialize.describe({ type: 'P' }),
       protocol.serialize.execute({}),
       protocol.serialize.sync(),
     ]),

@@ -201,3 +201,30 @@ test('embedded PGlite: a statement runs on the database thread while the event l
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test('embedded PGlite: a prepared statement whose table changed shape fails once, then reads the new shape (its rows are read by the description kept at preparing)', async (t) => {
+  if (process.env.MCPWORKS_TEST_DATABASE_URL) {
+    t.skip("the embedded thread's own statement cache");
+    return;
+  }
+  const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-prepared-'));
+  await seedEmbeddedDatabase(dataDir);
+  const database = await openDatabase({ dataDir });
+  try {
+    await sql`CREATE TABLE shape_test (id INTEGER PRIMARY KEY, a TEXT)`.execute(database.db);
+    await sql`INSERT INTO shape_test VALUES (1, 'one')`.execute(database.db);
+    const read = () => sql<Record<string, unknown>>`SELECT * FROM shape_test WHERE id = ${1}`.execute(database.db).then((r) => r.rows);
+    // Past the fifth run: PostgreSQL's generic plan.
+    for (let i = 0; i < 6; i++) assert.deepEqual(await read(), [{ id: 1, a: 'one' }]);
+    await sql`ALTER TABLE shape_test ADD COLUMN b INTEGER NOT NULL DEFAULT 7`.execute(database.db);
+    // Never the old description over the new rows: PostgreSQL refuses the statement, which is prepared afresh.
+    await assert.rejects(read(), /cached plan must not change result type/);
+    assert.deepEqual(await read(), [{ id: 1, a: 'one', b: 7 }]);
+    await sql`ALTER TABLE shape_test ALTER COLUMN b TYPE TEXT`.execute(database.db);
+    await assert.rejects(read(), /cached plan must not change result type/);
+    assert.deepEqual(await read(), [{ id: 1, a: 'one', b: '7' }]);
+  } finally {
+    await database.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});

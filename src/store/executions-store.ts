@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { sql, type QueryCreator } from 'kysely';
-import { withSettlement, type Settlement } from './metering-store.js';
+import { sql } from 'kysely';
+import { hotStatement, runHot, type HotStatement } from './hot-statements.js';
+import { settlementCtes, settlementParameters, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
 import { storableText } from '../core/storable-text.js';
 import type { Trigger } from '../core/principal.js';
-import type { Database, ExecutionRow, SecurityEventRow } from './schema.js';
+import type { ExecutionRow, SecurityEventRow } from './schema.js';
 
 export interface ExecutionRecord {
   id: string;
@@ -79,7 +80,7 @@ export class ExecutionsStore {
   }
 
   async record(execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
-    await recordingStatement(this.db, execution, securityEventTypes).execute();
+    await this.finish(null, execution, securityEventTypes);
   }
 
   /**
@@ -89,7 +90,15 @@ export class ExecutionsStore {
    * (the ticket was settled before), only the record.
    */
   async finish(settlement: Settlement | null, execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
-    await recordingStatement(settlement ? withSettlement(this.db, settlement) : this.db, execution, securityEventTypes).execute();
+    const statement =
+      RECORDING[settlement === null ? 'none' : settlement.counted ? 'counted' : 'uncounted'][securityEventTypes.length > 0 ? 1 : 0];
+    const parameters = [...(settlement ? settlementParameters(settlement) : []), ...recordValues(execution)];
+    if (securityEventTypes.length > 0)
+      parameters.push(
+        securityEventTypes.map(() => randomUUID()),
+        securityEventTypes,
+      );
+    await runHot(this.db, statement, parameters);
   }
 
   /**
@@ -145,41 +154,83 @@ export class ExecutionsStore {
   }
 }
 
-/** Inserts the execution, its security events in a CTE in front: one statement, atomic. */
-function recordingStatement(db: QueryCreator<Database>, execution: ExecutionRecord, securityEventTypes: string[]) {
-  const events = securityEventTypes.map((type) => ({
-    id: randomUUID(),
-    account_id: execution.accountId,
-    namespace_id: execution.namespaceId,
-    execution_id: execution.id,
-    service_name: execution.serviceName,
-    function_name: execution.functionName,
-    event_type: 'secret_redacted',
-    detail: JSON.stringify({ detection: type }),
-  }));
-  const creator = events.length > 0 ? db.with('security', (qb) => qb.insertInto('security_events').values(events)) : db;
-  return creator.insertInto('executions').values({
-    id: execution.id,
-    account_id: execution.accountId,
-    namespace_id: execution.namespaceId,
-    key_id: execution.keyId,
-    agent_id: execution.agentId ?? null,
-    mode: execution.mode,
-    trigger: execution.trigger ?? (execution.mode === 'code' ? 'mcp-code' : 'mcp-tools'),
-    service_name: execution.serviceName,
-    function_name: execution.functionName,
-    function_id: execution.functionId,
-    version: execution.version,
-    functions: JSON.stringify(execution.functions),
-    language: execution.language,
-    status: execution.status,
-    error_type: execution.errorType,
-    error_message: execution.errorMessage === null ? null : storableText(execution.errorMessage),
-    duration_ms: Math.round(execution.durationMs),
-    bytes_out: execution.bytesOut,
-    stdout: storableText(execution.stdout),
-    stderr: storableText(execution.stderr),
-    code: execution.code == null ? null : storableText(execution.code),
-    result: execution.result == null ? null : storableText(execution.result),
-  });
+/** The executions columns a record writes, in the order of recordValues. */
+const RECORD_COLUMNS = [
+  'id',
+  'account_id',
+  'namespace_id',
+  'key_id',
+  'agent_id',
+  'mode',
+  'trigger',
+  'service_name',
+  'function_name',
+  'function_id',
+  'version',
+  'functions',
+  'language',
+  'status',
+  'error_type',
+  'error_message',
+  'duration_ms',
+  'bytes_out',
+  'stdout',
+  'stderr',
+  'code',
+  'result',
+] as const;
+
+function recordValues(execution: ExecutionRecord): unknown[] {
+  return [
+    execution.id,
+    execution.accountId,
+    execution.namespaceId,
+    execution.keyId,
+    execution.agentId ?? null,
+    execution.mode,
+    execution.trigger ?? (execution.mode === 'code' ? 'mcp-code' : 'mcp-tools'),
+    execution.serviceName,
+    execution.functionName,
+    execution.functionId,
+    execution.version,
+    JSON.stringify(execution.functions),
+    execution.language,
+    execution.status,
+    execution.errorType,
+    execution.errorMessage === null ? null : storableText(execution.errorMessage),
+    Math.round(execution.durationMs),
+    execution.bytesOut,
+    storableText(execution.stdout),
+    storableText(execution.stderr),
+    execution.code == null ? null : storableText(execution.code),
+    execution.result == null ? null : storableText(execution.result),
+  ];
 }
+
+/**
+ * Inserts the execution, its security events (one per redaction, ids made here) in a CTE in front,
+ * behind the settlement's CTEs when there is one: one statement, atomic. A fixed text per shape
+ * (a hot statement): the settlement's parameters first, then the record's, then the events' ids
+ * and detections as two arrays.
+ */
+function recordingStatement(settlement: 'none' | 'counted' | 'uncounted', events: boolean): HotStatement {
+  const ctes = settlement === 'none' ? [] : settlementCtes(settlement === 'counted');
+  const first = settlement === 'none' ? 1 : settlement === 'counted' ? 2 : 3;
+  const column = (name: (typeof RECORD_COLUMNS)[number]) => `$${first + RECORD_COLUMNS.indexOf(name)}`;
+  if (events) {
+    const ids = first + RECORD_COLUMNS.length;
+    ctes.push(`security AS (INSERT INTO security_events (id, account_id, namespace_id, execution_id, service_name, function_name, event_type, detail)
+      SELECT event.id, ${column('account_id')}::text, ${column('namespace_id')}::text, ${column('id')}::text, ${column('service_name')}::text,
+        ${column('function_name')}::text, 'secret_redacted', jsonb_build_object('detection', event.detection)
+      FROM unnest($${ids}::text[], $${ids + 1}::text[]) AS event(id, detection))`);
+  }
+  const text = `${ctes.length > 0 ? `WITH ${ctes.join(', ')} ` : ''}INSERT INTO executions (${RECORD_COLUMNS.join(', ')})
+    VALUES (${RECORD_COLUMNS.map((name) => column(name)).join(', ')})`;
+  return hotStatement(`mcpworks_record_${settlement}${events ? '_events' : ''}`, text);
+}
+
+const RECORDING = {
+  none: [recordingStatement('none', false), recordingStatement('none', true)],
+  counted: [recordingStatement('counted', false), recordingStatement('counted', true)],
+  uncounted: [recordingStatement('uncounted', false), recordingStatement('uncounted', true)],
+} as const;

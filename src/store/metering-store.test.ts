@@ -320,6 +320,83 @@ describe('metering store', () => {
     assert.ok(events.every((e) => e.execution_id === counted.ticketId));
   });
 
+  test('every shape of the recording statement (settled counted or not, or not at all; with security events or none) writes the same record', async () => {
+    const { accountId, namespaceId } = await newAccount();
+    // A second namespace of the account: an event filed under the wrong one would show.
+    assert.ok(await catalog.createNamespace(accountId, `ns-${randomUUID().slice(0, 8)}`, ''));
+    for (const settled of ['counted', 'uncounted', 'none'] as const) {
+      for (const findings of [[], ['password', 'api_key']]) {
+        const admitted = await admit(accountId, {});
+        const settlement = settled === 'none' ? null : { ticketId: admitted.ticketId, accountId, counted: settled === 'counted' };
+        const written: ExecutionRecord = {
+          ...record(accountId, namespaceId, admitted.ticketId),
+          agentId: null,
+          trigger: 'schedule',
+          status: 'error',
+          errorType: 'TimeoutError',
+          errorMessage: `${settled} ${findings.length}`,
+          durationMs: 12.6,
+          stdout: 'out',
+          stderr: 'err',
+          code: 'print(1)',
+          result: '{"a":1}',
+        };
+        await executions.finish(settlement, written, findings);
+        const row = await executions.find(namespaceId, admitted.ticketId);
+        assert.ok(row, `${settled}, ${findings.length} events: recorded`);
+        assert.deepEqual(
+          [row.account_id, row.namespace_id, row.key_id, row.agent_id, row.mode, row.trigger, row.service_name, row.function_name],
+          [accountId, namespaceId, null, null, 'tools', 'schedule', 'utils', 'hello'],
+        );
+        assert.deepEqual(
+          [row.function_id, row.version, row.functions, row.language, row.status, row.error_type, row.error_message],
+          [null, 1, ['utils.hello@1'], 'python', 'error', 'TimeoutError', `${settled} ${findings.length}`],
+        );
+        assert.deepEqual(
+          [row.duration_ms, row.bytes_out, row.stdout, row.stderr, row.code, row.result],
+          [13, 10, 'out', 'err', 'print(1)', '{"a":1}'],
+        );
+        const events = (await executions.listSecurityEvents({ namespaceId }, undefined, 100)).filter(
+          (e) => e.execution_id === admitted.ticketId,
+        );
+        assert.deepEqual(events.map((e) => (e.detail as { detection: string }).detection).sort(), [...findings].sort());
+        for (const event of events) {
+          assert.deepEqual(
+            [event.account_id, event.namespace_id, event.service_name, event.function_name, event.event_type],
+            [accountId, namespaceId, 'utils', 'hello', 'secret_redacted'],
+          );
+        }
+        assert.equal(new Set(events.map((e) => e.id)).size, findings.length, 'each event an id of its own');
+        // Settled: the slot freed; not settled here: still held (settle() frees it after).
+        assert.equal((await metering.usage(accountId)).active, settled === 'none' ? 1 : 0);
+        if (settled === 'none') await metering.settle(admitted.ticketId, accountId, true);
+      }
+    }
+    // 6 admitted; the 2 uncounted given back.
+    assert.equal((await metering.usage(accountId)).executions, 4);
+  });
+
+  test('on PostgreSQL, the statements every metered call runs are prepared once per connection, under their names', async (t) => {
+    if (database.kind !== 'postgres') return t.skip('PostgreSQL only: the embedded thread prepares every statement by its text');
+    const { accountId, namespaceId } = await newAccount();
+    // One transaction: one connection of the pool, whose prepared statements are listed.
+    const prepared = await database.db.transaction().execute(async (trx) => {
+      const metered = new MeteringStore(trx);
+      const recorder = new ExecutionsStore(trx);
+      for (let i = 0; i < 3; i++) {
+        const ticketId = randomUUID();
+        assert.equal(await metered.admit({ ticketId, accountId, limits: UNLIMITED, now: new Date() }), undefined);
+        await recorder.finish({ ticketId, accountId, counted: true }, record(accountId, namespaceId, ticketId), []);
+      }
+      const { rows } = await sql<{ name: string; runs: number }>`SELECT name, (generic_plans + custom_plans)::int AS runs
+        FROM pg_prepared_statements WHERE NOT from_sql`.execute(trx);
+      return new Map(rows.map((row) => [row.name, Number(row.runs)]));
+    });
+    // Earlier tests may have prepared others on this connection: each of these ran at least 3 times as one statement.
+    assert.ok((prepared.get('mcpworks_admit_call') ?? 0) >= 3, JSON.stringify([...prepared]));
+    assert.ok((prepared.get('mcpworks_record_counted') ?? 0) >= 3, JSON.stringify([...prepared]));
+  });
+
   test('a slot left by a dead node frees itself once expired, refunding its unit unless the call was recorded', async () => {
     const { accountId, namespaceId } = await newAccount();
     const limits = { concurrency: 2, timeoutSeconds: 1 };

@@ -1,7 +1,7 @@
-import { sql, type Kysely } from 'kysely';
+import { sql } from 'kysely';
 import type { TierLimits } from '../core/tiers.js';
 import type { Db } from './database.js';
-import type { Database } from './schema.js';
+import { hotStatement, runHot } from './hot-statements.js';
 
 export type Rejection =
   | { code: 'QUOTA_EXCEEDED'; usage: number; limit: number }
@@ -50,6 +50,30 @@ export interface InterruptedRun {
   cancel_key?: string;
 }
 
+/** What mcpworks_admit_call and mcpworks_admit_key_call answer. */
+interface AdmissionAnswer {
+  rejected: Rejection['code'] | typeof KEY_CHANGED | null;
+  used: number;
+  retry_after: number | null;
+  cancelled: boolean;
+}
+
+/**
+ * The admission of a call whose key was looked up (migration 38's mcpworks_admit_call; p_month and
+ * p_window are unused since migration 29) and of one whose key came from the node's cache (its
+ * key, plan and catalog version checked too): fixed texts, hot statements (hot-statements.ts).
+ */
+const ADMIT_CALL = hotStatement(
+  'mcpworks_admit_call',
+  `SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_call($1, $2, $3, NULL::text, NULL::timestamptz,
+    $4, $5, $6, $7, $8, $9, $10::jsonb)`,
+);
+const ADMIT_KEY_CALL = hotStatement(
+  'mcpworks_admit_key_call',
+  `SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_key_call($1, $2, $3, $4, $5, $6, $7,
+    $8, $9, $10, $11, $12, $13, $14::jsonb)`,
+);
+
 /** The margin past a call's time limit by which its slot is expected free (start-up, settling). */
 const SLOT_DEADLINE_MARGIN_MS = 2000;
 
@@ -83,19 +107,15 @@ export class MeteringStore {
     const expiresAt = new Date(now.getTime() + (limits.timeoutSeconds + 120) * 1000);
     const deadline = new Date(now.getTime() + limits.timeoutSeconds * 1000 + SLOT_DEADLINE_MARGIN_MS);
     const key = request.cachedKey;
-    const { rows } = await sql<{
-      rejected: Rejection['code'] | typeof KEY_CHANGED | null;
-      used: number;
-      retry_after: number | null;
-      cancelled: boolean;
-    }>`${
+    const gates = [limits.monthlyExecutions, limits.executionsPerMinute, limits.concurrency, expiresAt, this.instanceId, deadline];
+    const runJson = run ? JSON.stringify(run) : null;
+    const { rows } = await runHot<AdmissionAnswer>(
+      this.db,
+      key ? ADMIT_KEY_CALL : ADMIT_CALL,
       key
-        ? sql`SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_key_call(${key.keyId}, ${key.tier}, ${key.namespaceId},
-            ${key.catalogVersion}, ${ticketId}, ${accountId}, ${now},`
-        : sql`SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_call(${ticketId}, ${accountId}, ${now}, NULL::text, NULL::timestamptz,`
-    }
-        ${limits.monthlyExecutions}, ${limits.executionsPerMinute}, ${limits.concurrency}, ${expiresAt},
-        ${this.instanceId}, ${deadline}, ${run ? JSON.stringify(run) : null}::jsonb)`.execute(this.db);
+        ? [key.keyId, key.tier, key.namespaceId, key.catalogVersion, ticketId, accountId, now, ...gates, runJson]
+        : [ticketId, accountId, now, ...gates, runJson],
+    );
     const answer = rows[0];
     if (!answer) throw new Error('mcpworks_admit returned no row');
     switch (answer.rejected) {
@@ -124,9 +144,8 @@ export class MeteringStore {
    */
   async settle(ticketId: string, accountId: string, successful: boolean): Promise<void> {
     // The refund depends on the slot this statement deletes: one statement, no transaction around it.
-    await withSettlement(this.db, { ticketId, accountId, counted: successful })
-      .selectNoFrom(sql<number>`1`.as('done'))
-      .execute();
+    const settlement = { ticketId, accountId, counted: successful };
+    await runHot(this.db, successful ? SETTLE_COUNTED : SETTLE_UNCOUNTED, settlementParameters(settlement));
   }
 
   /**
@@ -200,19 +219,23 @@ export interface Settlement {
  * still held gives back its quota unit, in the month the slot says it was counted in (its
  * started_at, the database's clock at admission). Exactly once per ticket: once the slot is gone, nothing
  * is refunded again. Data-modifying CTEs run whether or not the main statement reads them.
+ * Fixed texts (hot statements): `$1` the ticket, `$2` the account (uncounted only), as
+ * settlementParameters gives them; the caller's parameters follow.
  */
-export function withSettlement(db: Kysely<Database>, settlement: Settlement) {
-  const freeing = db.with('freed', (qb) =>
-    qb.deleteFrom('active_executions').where('id', '=', settlement.ticketId).returning(['id', 'started_at']),
-  );
-  if (settlement.counted) return freeing;
-  return freeing.with('refund', (qb) =>
-    qb
-      .updateTable('usage_months')
-      .set({ executions: sql`greatest(executions - 1, 0)` })
-      .where('account_id', '=', settlement.accountId)
-      // No slot freed (settled before, or released): no month, nothing refunded.
-      .where('month', '=', sql<string>`(SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM freed)`)
-      .returning('account_id'),
-  );
+export function settlementCtes(counted: boolean): string[] {
+  if (counted) return ['freed AS (DELETE FROM active_executions WHERE id = $1)'];
+  return [
+    'freed AS (DELETE FROM active_executions WHERE id = $1 RETURNING started_at)',
+    // No slot freed (settled before, or released): no month, nothing refunded.
+    `refund AS (UPDATE usage_months SET executions = greatest(executions - 1, 0)
+      WHERE account_id = $2 AND month = (SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM freed))`,
+  ];
 }
+
+/** The parameters of settlementCtes, in order. */
+export function settlementParameters(settlement: Settlement): unknown[] {
+  return settlement.counted ? [settlement.ticketId] : [settlement.ticketId, settlement.accountId];
+}
+
+const SETTLE_COUNTED = hotStatement('mcpworks_settle_counted', `WITH ${settlementCtes(true).join(', ')} SELECT 1 AS done`);
+const SETTLE_UNCOUNTED = hotStatement('mcpworks_settle_uncounted', `WITH ${settlementCtes(false).join(', ')} SELECT 1 AS done`);

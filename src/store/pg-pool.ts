@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { PostgresPool, PostgresPoolClient } from 'kysely';
+import { hotStatementName } from './hot-statements.js';
 import { DatabaseUnavailableError, isConnectionError, isDiskFullError, storageFullError, type DatabaseHealth } from './db-health.js';
 
 /** Probes while the database is unreachable: how often, and how long one may take. */
@@ -110,7 +111,11 @@ export function guardedPostgresPool(
           const suspect = setTimeout(() => void probe(), QUERY_SUSPECT_MS);
           suspect.unref();
           try {
-            const result = await client.query(sql, parameters as unknown[]);
+            // A hot statement (hot-statements.ts) is parsed and planned once per connection, under its name.
+            const name = hotStatementName(sql);
+            const result = await (name
+              ? client.query({ name, text: sql, values: parameters as unknown[] })
+              : client.query(sql, parameters as unknown[]));
             health.answered();
             return result;
           } catch (error) {

@@ -13,18 +13,30 @@ import { toWire, type BackendReply, type BackendRequest, type EmbeddedThreadData
 /** Named statements kept prepared in the embedded backend (least recently used ones are closed). */
 const MAX_PREPARED = 256;
 
+type BackendMessage = Parameters<typeof parse.parseResults>[0][number];
+
+interface Prepared {
+  name: string;
+  /** The parameters' type oids. */
+  types: number[];
+  /** The statement's RowDescription message; none for a statement without rows. */
+  rowDescription: BackendMessage | undefined;
+}
+
 /**
  * Kysely's statements as named prepared statements of the one embedded backend, keyed by their
  * text. PGlite's query() parses and plans a statement on every call, in six passes through the
  * WASM backend (parse, describe, bind, describe, execute, sync); planning is most of a small
- * query's cost. Here a statement is parsed once (its parameter types learned from a describe),
- * and each run is bind, describe, execute and sync in one pass: PostgreSQL reuses the plan
+ * query's cost. Here a statement is parsed once (its parameter types and row description learned
+ * from a describe), and each run is bind, execute and sync in one pass, its rows read with the
+ * row description kept (a result that would no longer fit it is PostgreSQL's error below, not a
+ * silent change): PostgreSQL reuses the plan
  * (a generic plan after five runs, as for any prepared statement, re-planned when a table it
  * reads changes). Values are serialised and rows parsed with the instance's own serializers and
  * parsers, as query() does. The pool's checkout runs one statement at a time.
  */
 class PreparedStatements {
-  private readonly prepared = new Map<string, { name: string; types: number[] }>();
+  private readonly prepared = new Map<string, Prepared>();
   private counter = 0;
 
   constructor(private readonly db: PGlite) {}
@@ -45,7 +57,6 @@ class PreparedStatements {
         messages = await this.db.execProtocolStream(
           concat([
             protocol.serialize.bind({ statement: statement.name, values }),
-            protocol.serialize.describe({ type: 'P' }),
             protocol.serialize.execute({}),
             protocol.serialize.sync(),
           ]),
@@ -57,11 +68,16 @@ class PreparedStatements {
         throw error;
       }
       await this.db.syncToFs();
-      return parse.parseResults(messages, this.db.parsers)[0] ?? { rows: [], fields: [] };
+      return (
+        parse.parseResults(statement.rowDescription ? [statement.rowDescription, ...messages] : messages, this.db.parsers)[0] ?? {
+          rows: [],
+          fields: [],
+        }
+      );
     });
   }
 
-  private async prepare(text: string): Promise<{ name: string; types: number[] }> {
+  private async prepare(text: string): Promise<Prepared> {
     const parts: Uint8Array[] = [];
     if (this.prepared.size >= MAX_PREPARED) {
       const [oldest, evicted] = this.prepared.entries().next().value as [string, { name: string }];
@@ -71,7 +87,11 @@ class PreparedStatements {
     const name = `mcpworks_${++this.counter}`;
     parts.push(protocol.serialize.parse({ name, text }), protocol.serialize.describe({ type: 'S', name }), protocol.serialize.sync());
     const messages = await this.db.execProtocolStream(concat(parts), { syncToFs: false });
-    const statement = { name, types: parse.parseDescribeStatementResults(messages) };
+    const statement = {
+      name,
+      types: parse.parseDescribeStatementResults(messages),
+      rowDescription: messages.find((message) => message.name === 'rowDescription'),
+    };
     this.prepared.set(text, statement);
     return statement;
   }
