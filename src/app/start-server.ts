@@ -321,6 +321,10 @@ async function startServerSteps(
       logger.warn({ security_event: 'secret_redacted', service_name: service, ...event }, 'secret redacted from function output'),
     cancels,
     sandboxNetwork: sandboxSettings.network,
+    // Only the embedded database: one node, its statements in the order asked for. On PostgreSQL
+    // another node's admission could still count the slot of a call already answered here.
+    answerBeforeRecord: database.kind === 'pglite',
+    log: logger,
   });
   // Agents' triggers run through `runs` as their agent; runs a dead node left running are ended now.
   const agentRuntime = new AgentRuntime({

@@ -106,6 +106,11 @@ export interface NamespaceSnapshot {
 const SNAPSHOT_CACHE_SIZE = 1000;
 /** At most this many checks begun beside admissions at once per account (fewer with a lower concurrency limit). */
 const MAX_PRECHECKS = 16;
+/**
+ * Records written behind their answers (see finish) at most at once: past it, an answer waits for
+ * its record's commit again, so a database that falls behind holds the answers back, not memory.
+ */
+export const MAX_RECORDS_BEHIND = 64;
 /** Accounts remembered as refused at their last admission (precheck): beyond it, the oldest is forgotten. */
 const REFUSED_ACCOUNTS_KEPT = 10_000;
 /** Schema bytes the cached snapshots may hold in all (they hold no code); least recently used go first. */
@@ -150,6 +155,8 @@ export class RunService {
   private readonly admitted = new Set<Ticket>();
   private admitting = 0;
   private idle: Array<() => void> = [];
+  /** Records sent and not committed yet (answered before their commit): a shutdown waits for them. */
+  private recordsBehind = 0;
   /** Set once the grace period of a shutdown is over: runs still going are stopped. */
   private interrupting = false;
   private snapshotsBytes = 0;
@@ -187,6 +194,14 @@ export class RunService {
       cancels?: CancelStore;
       /** Whether runs get network egress (MCPWORKS_SANDBOX_NETWORK; default off); when off, network failures say so. */
       sandboxNetwork?: boolean;
+      /**
+       * Answer a call once its record (and settlement) is sent, before its commit: only where this
+       * node is the database's one client and its statements run in the order they are asked for
+       * (the embedded database), so every later read or admission sees it (see finish).
+       */
+      answerBeforeRecord?: boolean;
+      /** For a record that failed after its call was answered. */
+      log?: { error: (fields: Record<string, unknown>, message: string) => void };
     },
   ) {
     this.code = new CodeCache((ids) => deps.catalogStore.loadCode(ids));
@@ -412,7 +427,7 @@ export class RunService {
   }
 
   private get busy(): boolean {
-    return this.running.size > 0 || this.admitted.size > 0 || this.admitting > 0;
+    return this.running.size > 0 || this.admitted.size > 0 || this.admitting > 0 || this.recordsBehind > 0;
   }
 
   private wakeIfIdle(): void {
@@ -467,6 +482,14 @@ export class RunService {
     this.untrack(ticket);
     if (ticket.settled) return;
     ticket.settled = true;
+    try {
+      await this.settleInStore(ticket, successful);
+    } finally {
+      this.released(ticket);
+    }
+  }
+
+  private async settleInStore(ticket: Ticket, successful: boolean): Promise<void> {
     const settle = () => this.deps.metering.settle(ticket.id, ticket.accountId, successful);
     try {
       await settle();
@@ -474,8 +497,6 @@ export class RunService {
       // Unreachable or full database: settled once it is back (settling is idempotent).
       if (!isRetryableStoreError(error) || !this.deps.pending?.add({ what: `settlement of call ${ticket.id}`, bytes: 256, run: settle }))
         throw error;
-    } finally {
-      this.released(ticket);
     }
   }
 
@@ -748,10 +769,39 @@ export class RunService {
       stderr: scanned.stderr,
       result: recordableResult(scanned),
     };
-    const write = () => this.deps.executions.finish(settlement, record, findingTypes(findings));
+    const events = findingTypes(findings);
+    const write = () => this.deps.executions.finish(settlement, record, events);
+    // The code ran but the database is unreachable or full: the answer goes out, and the record
+    // and settlement wait in the outbox (a retry that finds the record written is done).
+    const hold = (error: unknown) =>
+      isRetryableStoreError(error) &&
+      this.deps.pending?.add({
+        what: `record of call ${ticket.id}`,
+        bytes:
+          1024 +
+          record.stdout.length +
+          record.stderr.length +
+          (record.errorMessage?.length ?? 0) +
+          (record.code?.length ?? 0) +
+          (record.result?.length ?? 0),
+        run: () =>
+          write().catch((retry: unknown) => {
+            if (!isUniqueViolation(retry)) throw retry;
+          }),
+      });
     try {
-      // Settling and recording are one statement: one round trip and one commit per call.
-      await write();
+      if (this.deps.answerBeforeRecord && this.recordsBehind < MAX_RECORDS_BEHIND) {
+        // Settling and recording are one statement; once it is sent, the answer goes out without
+        // waiting for its commit. On the embedded database every statement asked for after this
+        // one (this account's next admission, its usage, its history) runs after it.
+        const { issued, committed } = this.deps.executions.finishIssued(settlement, record, events);
+        committed.catch(() => undefined);
+        await issued;
+        this.recordBehind(ticket, committed, hold, counted);
+      } else {
+        // Settling and recording are one statement: one round trip and one commit per call.
+        await write();
+      }
     } catch (error) {
       // Already recorded (another node released this slot as a dead server's and recorded the run
       // as interrupted): the record stands, the code ran, so the answer still goes out.
@@ -759,25 +809,7 @@ export class RunService {
         this.released(ticket);
         return scanned;
       }
-      // The code ran but the database is unreachable or full: the answer goes out, and the record
-      // and settlement wait in the outbox (a retry that finds the record written is done).
-      const held =
-        isRetryableStoreError(error) &&
-        this.deps.pending?.add({
-          what: `record of call ${ticket.id}`,
-          bytes:
-            1024 +
-            record.stdout.length +
-            record.stderr.length +
-            (record.errorMessage?.length ?? 0) +
-            (record.code?.length ?? 0) +
-            (record.result?.length ?? 0),
-          run: () =>
-            write().catch((retry: unknown) => {
-              if (!isUniqueViolation(retry)) throw retry;
-            }),
-        });
-      if (!held) {
+      if (!hold(error)) {
         // Not recorded (the database failed it): the call is still settled as what it was, never
         // left to the endpoint's refund.
         await this.settle(ticket, counted);
@@ -789,6 +821,30 @@ export class RunService {
       this.deps.securityLog?.({ namespaceId, service: what.serviceName, function: what.functionName, detections: findingTypes(findings) });
     }
     return scanned;
+  }
+
+  /**
+   * A record sent, its commit still to come (the answer goes out meanwhile): a shutdown waits for
+   * it, and a failure meets what a failure before the answer met (kept: already recorded, or in the
+   * outbox), except that the answer is out: a record the database failed leaves the call settled as
+   * what it was, and is logged.
+   */
+  private recordBehind(ticket: Ticket, committed: Promise<void>, hold: (error: unknown) => unknown, counted: boolean): void {
+    this.recordsBehind++;
+    void committed
+      .catch(async (error: unknown) => {
+        if (isUniqueViolation(error) || hold(error)) return;
+        this.deps.log?.error(
+          { call: ticket.id, err: error instanceof Error ? error.message : String(error) },
+          'the record of an answered call failed: the call is settled unrecorded',
+        );
+        await this.settleInStore(ticket, counted);
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        this.recordsBehind--;
+        this.wakeIfIdle();
+      });
   }
 
   /** Tool mode: run one function's active version with `args` as its input. */

@@ -102,6 +102,27 @@ export class ExecutionsStore {
   }
 
   /**
+   * finish() in two steps: `issued` once the statement has its connection and is sent (on the
+   * embedded database: its turn in the one connection's queue, so every statement asked for after
+   * it runs after it), `committed` once it is done. `issued` fails only when it never got there.
+   */
+  finishIssued(
+    settlement: Settlement | null,
+    execution: ExecutionRecord,
+    securityEventTypes: string[],
+  ): { issued: Promise<void>; committed: Promise<void> } {
+    let sent!: () => void;
+    const onSent = new Promise<void>((resolve) => (sent = resolve));
+    const committed = this.db.connection().execute(async (db) => {
+      const statement = recordingStatement(settlement ? withSettlement(db, settlement) : db, execution, securityEventTypes).execute();
+      sent();
+      await statement;
+    });
+    // Before it is sent, only its connection can fail: then `issued` fails with that error.
+    return { issued: Promise.race([onSent, committed]), committed };
+  }
+
+  /**
    * One namespace's executions, or (`{ accountId }`) every namespace's of an account in one query
    * (the dashboard's list); each row names its namespace.
    */
