@@ -169,6 +169,35 @@ test(
     assert.deepEqual(await callOk(run, 'm__hello'), { hi: 1 });
     await callOk(create, 'make_function', { service: 'm', name: 'other', code: 'def main(input_data):\n    return 1\n' });
 
+    // A call that runs while the disk fills: answered, its record (sent behind the answer) refused
+    // storage_full, held in the outbox and written once space is back; counted once.
+    await callOk(create, 'make_function', {
+      service: 'm',
+      name: 'slow',
+      code: 'import time\n\ndef main(input_data):\n    time.sleep(3)\n    return {"slept": 1}\n',
+    });
+    const meter = async () =>
+      (await (await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } })).json()) as any;
+    const counted = (await meter()).executions;
+    const slow = callOk(run, 'm__slow');
+    await until('the slow call admitted', meter, (u) => u.concurrency.active === 1);
+    fill(filler, (RESERVE_MB - 8) * MiB);
+    await until(
+      '/healthz degraded while the call runs',
+      () => health(server.url),
+      (h) => h.status === 503,
+    );
+    assert.deepEqual(await slow, { slept: 1 }, 'answered though its record cannot be written yet');
+    rmSync(filler);
+    const recorded = await until(
+      'the held record written',
+      () => callOk(create, 'list_executions', { function: 'slow' }),
+      (rows: any[]) => rows.length === 1,
+    );
+    assert.equal(recorded[0].status, 'success');
+    const settled = await meter();
+    assert.deepEqual([settled.executions, settled.concurrency.active], [counted + 1, 0], 'counted once, its slot freed');
+
     // Full again, then SIGTERM: the server stops (it never spins in the database's commit).
     fill(filler, (RESERVE_MB - 8) * MiB);
     await until(
