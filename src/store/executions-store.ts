@@ -90,14 +90,7 @@ export class ExecutionsStore {
    * (the ticket was settled before), only the record.
    */
   async finish(settlement: Settlement | null, execution: ExecutionRecord, securityEventTypes: string[]): Promise<void> {
-    const statement =
-      RECORDING[settlement === null ? 'none' : settlement.counted ? 'counted' : 'uncounted'][securityEventTypes.length > 0 ? 1 : 0];
-    const parameters = [...(settlement ? settlementParameters(settlement) : []), ...recordValues(execution)];
-    if (securityEventTypes.length > 0)
-      parameters.push(
-        securityEventTypes.map(() => randomUUID()),
-        securityEventTypes,
-      );
+    const { statement, parameters } = finishing(settlement, execution, securityEventTypes);
     await runHot(this.db, statement, parameters);
   }
 
@@ -113,10 +106,11 @@ export class ExecutionsStore {
   ): { issued: Promise<void>; committed: Promise<void> } {
     let sent!: () => void;
     const onSent = new Promise<void>((resolve) => (sent = resolve));
+    const { statement, parameters } = finishing(settlement, execution, securityEventTypes);
     const committed = this.db.connection().execute(async (db) => {
-      const statement = recordingStatement(settlement ? withSettlement(db, settlement) : db, execution, securityEventTypes).execute();
+      const running = runHot(db, statement, parameters);
       sent();
-      await statement;
+      await running;
     });
     // Before it is sent, only its connection can fail: then `issued` fails with that error.
     return { issued: Promise.race([onSent, committed]), committed };
@@ -173,6 +167,19 @@ export class ExecutionsStore {
     if (since) query = query.where('security_events.created_at', '>=', since);
     return query.orderBy('security_events.created_at', 'desc').limit(limit).execute();
   }
+}
+
+/** finish()'s statement for this shape, with its parameters. */
+function finishing(settlement: Settlement | null, execution: ExecutionRecord, securityEventTypes: string[]) {
+  const statement =
+    RECORDING[settlement === null ? 'none' : settlement.counted ? 'counted' : 'uncounted'][securityEventTypes.length > 0 ? 1 : 0];
+  const parameters = [...(settlement ? settlementParameters(settlement) : []), ...recordValues(execution)];
+  if (securityEventTypes.length > 0)
+    parameters.push(
+      securityEventTypes.map(() => randomUUID()),
+      securityEventTypes,
+    );
+  return { statement, parameters };
 }
 
 /** The executions columns a record writes, in the order of recordValues. */
