@@ -5,7 +5,7 @@
  * Here it holds only this thread. Messages come from EmbeddedThread, one reply per request.
  */
 import { writeFileSync } from 'node:fs';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { parse, PGlite, protocol, type Results } from '@electric-sql/pglite';
 import { toWire, type BackendReply, type BackendRequest, type EmbeddedThreadData } from './pglite-thread.js';
@@ -119,11 +119,15 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** How much nicer than the thread that started it (the server's main thread) the database thread runs. */
+const DATABASE_THREAD_NICER = 5;
 try {
   // On Linux the nice value is per thread: this lowers this thread only. Waking it for each
   // statement then does not preempt the event loop that posted the statement (at the server's
-  // own priority it did, on a busy machine), and it stays above the scan and schema workers (10).
-  setPriority(5);
+  // own priority it did, on a busy machine), and it stays above the scan and schema workers (10
+  // nicer). Relative to the nice it started with (the server's): at an absolute 5, a server started
+  // at nice 5 had its database level with its event loop.
+  setPriority(Math.min(19, getPriority() + DATABASE_THREAD_NICER));
 } catch {
   // Not permitted here: the database still runs off the main thread.
 }
