@@ -15,6 +15,8 @@ const CONNECT_TIMEOUT_MS = 5000;
  * every statement waiting on it fails at once (503). A slow but answering database is left alone.
  */
 const QUERY_SUSPECT_MS = 2000;
+/** SQLSTATE of "cached plan must not change result type" (feature_not_supported). */
+const CACHED_PLAN_CHANGED = '0A000';
 /** Closing the pool waits this long for checked-out clients at most. */
 const CLOSE_TIMEOUT_MS = 5000;
 
@@ -95,6 +97,8 @@ export function guardedPostgresPool(
     return new DatabaseUnavailableError(ambiguous);
   };
 
+  // Connections holding a hot statement PostgreSQL refuses as prepared (see query): destroyed at release.
+  const stale = new WeakSet<pg.PoolClient>();
   // One wrapper per pg client: Kysely keeps a connection object per client it is given.
   const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
   const wrap = (client: pg.PoolClient): PostgresPoolClient => {
@@ -119,6 +123,9 @@ export function guardedPostgresPool(
             health.answered();
             return result;
           } catch (error) {
+            // A hot statement whose result type changed under it (another node's migration): PostgreSQL
+            // refuses it on this connection for good; the connection goes at its release, the next one prepares it afresh.
+            if (hotStatementName(sql) && (error as { code?: unknown } | null)?.code === CACHED_PLAN_CHANGED) stale.add(client);
             throw failed(error, true);
           } finally {
             clearTimeout(suspect);
@@ -126,7 +133,7 @@ export function guardedPostgresPool(
           }
         },
         release(destroy?: boolean) {
-          client.release(destroy);
+          client.release(destroy || stale.delete(client));
         },
       } as unknown as PostgresPoolClient;
       wrappers.set(client, wrapper);
