@@ -42,6 +42,8 @@ const FUNCTIONS = [
   },
   { name: 'fail_py', code: 'def main(input_data):\n    print("fail-record")\n    return 7\n' },
   { name: 'plain', code: 'def main(input_data):\n    return 1\n' },
+  // Held, then refused: a record that fails only after the client's next call has reached the server.
+  { name: 'slow_fail_py', code: 'def main(input_data):\n    print("hold-record fail-record")\n    return 8\n' },
 ];
 
 let server: TestServer;
@@ -201,6 +203,20 @@ describe('after the answer', () => {
         logLines.some((line) => line.includes('the record of an answered call failed') && !line.includes('fail-record')),
         'logged, without the run output',
       );
+    await Promise.all([tools.close(), s.create.close()]);
+  });
+
+  test('a record failing after the client\'s next call arrived: that call is not refused for the slot of the one answered', async () => {
+    const s = await space(server);
+    const tools = await s.run('tools', 'v2');
+    await callOk(tools, 'utils__plain');
+    const answer = await tools.callTool('utils__slow_fail_py');
+    assert.equal(answer.isError, BEHIND ? undefined : true, JSON.stringify(answer));
+    // Sent while the record is held (embedded: queued behind it on the one connection).
+    const next = await tools.callTool('utils__plain');
+    assert.equal(next.isError, undefined, `the plan's one slot was free for it: ${JSON.stringify(parseResult(next))}`);
+    const usage = await usageOf(server, s.account);
+    assert.deepEqual([usage.executions, usage.concurrency.active], [3, 0], 'the code ran: counted, though unrecorded');
     await Promise.all([tools.close(), s.create.close()]);
   });
 

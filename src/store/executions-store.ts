@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { hotStatement, runHot, type HotStatement } from './hot-statements.js';
-import { settlementCtes, settlementParameters, type Settlement } from './metering-store.js';
+import { settleOn, settlementCtes, settlementParameters, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
 import { storableText } from '../core/storable-text.js';
 import type { Trigger } from '../core/principal.js';
@@ -110,7 +110,15 @@ export class ExecutionsStore {
     const committed = this.db.connection().execute(async (db) => {
       const running = runHot(db, statement, parameters);
       sent();
-      await running;
+      try {
+        await running;
+      } catch (error) {
+        // Refused with its settlement in it: settled here, before the connection goes to a statement
+        // asked for meanwhile (the client's next admission must not find the answered call's slot held).
+        // Already recorded (unique_violation): the slot went with that record. Settling twice changes nothing.
+        if (settlement && (error as { code?: unknown } | null)?.code !== '23505') await settleOn(db, settlement).catch(() => undefined);
+        throw error;
+      }
     });
     // Before it is sent, only its connection can fail: then `issued` fails with that error.
     return { issued: Promise.race([onSent, committed]), committed };

@@ -144,8 +144,7 @@ export class MeteringStore {
    */
   async settle(ticketId: string, accountId: string, successful: boolean): Promise<void> {
     // The refund depends on the slot this statement deletes: one statement, no transaction around it.
-    const settlement = { ticketId, accountId, counted: successful };
-    await runHot(this.db, successful ? SETTLE_COUNTED : SETTLE_UNCOUNTED, settlementParameters(settlement));
+    await settleOn(this.db, { ticketId, accountId, counted: successful });
   }
 
   /**
@@ -235,6 +234,11 @@ export function settlementCtes(counted: boolean): string[] {
 /** The parameters of settlementCtes, in order. */
 export function settlementParameters(settlement: Settlement): unknown[] {
   return settlement.counted ? [settlement.ticketId] : [settlement.ticketId, settlement.accountId];
+}
+
+/** MeteringStore.settle's statement on `db` (a connection already held, for one). */
+export async function settleOn(db: Db, settlement: Settlement): Promise<void> {
+  await runHot(db, settlement.counted ? SETTLE_COUNTED : SETTLE_UNCOUNTED, settlementParameters(settlement));
 }
 
 const SETTLE_COUNTED = hotStatement('mcpworks_settle_counted', `WITH ${settlementCtes(true).join(', ')} SELECT 1 AS done`);
