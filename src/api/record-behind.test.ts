@@ -206,7 +206,7 @@ describe('after the answer', () => {
     await Promise.all([tools.close(), s.create.close()]);
   });
 
-  test('a record failing after the client\'s next call arrived: that call is not refused for the slot of the one answered', async () => {
+  test("a record failing after the client's next call arrived: that call is not refused for the slot of the one answered", async () => {
     const s = await space(server);
     const tools = await s.run('tools', 'v2');
     await callOk(tools, 'utils__plain');

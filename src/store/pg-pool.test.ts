@@ -56,7 +56,7 @@ test('a checkout waiting on an unanswering database is refused (503) once the pr
   }
 });
 
-test('a hot statement whose result type another node changed (a rolling upgrade\'s migration) fails once on a connection, not on every later call', async (t) => {
+test("a hot statement whose result type another node changed (a rolling upgrade's migration) fails once on a connection, not on every later call", async (t) => {
   const databaseUrl = process.env.MCPWORKS_TEST_DATABASE_URL;
   if (!databaseUrl) return t.skip('PostgreSQL only: named prepared statements are prepared by the pg pool');
   const fn = `pg_pool_shape_${process.pid}`;
@@ -78,7 +78,9 @@ test('a hot statement whose result type another node changed (a rolling upgrade\
     // Prepared under its name on the pool's one idle connection (a checkout takes the last one released).
     for (let i = 0; i < 2; i++) assert.deepEqual(await run(), [{ rejected: 'no', used: 1 }]);
     // Another node's migration: the same columns, one of another type (DROP and CREATE, as CREATE OR REPLACE cannot).
-    await other.query(`DROP FUNCTION ${fn}(int); CREATE FUNCTION ${fn}(p int) RETURNS TABLE(rejected text, used bigint) LANGUAGE sql AS $$ SELECT 'no'::text, p::bigint $$`);
+    await other.query(
+      `DROP FUNCTION ${fn}(int); CREATE FUNCTION ${fn}(p int) RETURNS TABLE(rejected text, used bigint) LANGUAGE sql AS $$ SELECT 'no'::text, p::bigint $$`,
+    );
     // PostgreSQL refuses the statement prepared before; once, not for every call the connection serves after.
     await run().catch((error: unknown) => assert.match(String(error), /cached plan must not change result type/));
     for (let i = 0; i < 3; i++) assert.deepEqual(await run(), [{ rejected: 'no', used: '1' }]);
