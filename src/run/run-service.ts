@@ -108,7 +108,8 @@ const SNAPSHOT_CACHE_SIZE = 1000;
 const MAX_PRECHECKS = 16;
 /**
  * Records written behind their answers (see finish) at most at once: past it, an answer waits for
- * its record's commit again, so a database that falls behind holds the answers back, not memory.
+ * its record's commit again. A backstop: on the embedded database a sent record holds the one
+ * connection until its commit, so the next record waits for it and about one is ever behind.
  */
 export const MAX_RECORDS_BEHIND = 64;
 /** Accounts remembered as refused at their last admission (precheck): beyond it, the oldest is forgotten. */
