@@ -5,6 +5,7 @@
 // base64 form) and a multi-byte character cut between two chunks, the newline alone in the last
 // chunk, or the line's end sharing a chunk with the next line. The client and the run's history
 // must still get every byte, whole and redacted.
+// Also: an answer's error fields are the function's to write, of any JSON type, small or large.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { DEFAULT_TIERS } from '../core/tiers.js';
@@ -77,6 +78,36 @@ describe('a large answer in pieces', () => {
       assert.ok(!text.includes(TOKEN) && !text.includes(BASE64), 'no secret in the history');
       assert.match(text, /a\[REDACTED_ENV_VALUE\] é \[REDACTED_ENV_VALUE\]b/);
     }
+    await t.assertHealthy();
+    assert.deepEqual(await t.usage(s.account), { executions: 2, active: 0 });
+  });
+});
+
+describe("an answer's error fields of any JSON type", () => {
+  test("an object for its type, message or traceback (one whose toString is not a function): the run's own error, recorded and counted, small or large", async () => {
+    // String() of {"toString": 1} throws: read on the main thread (a small answer), that ended the
+    // call as an internal error, neither recorded nor counted; in a worker (a large one), withheld.
+    const odd = '{"toString":1,"valueOf":1}';
+    const line = (pad: string) => `b'{"ok":false,"type":${odd},"message":${odd},"traceback":${odd},"pad":"' + b"p" * ${pad} + b'"}\\n'`;
+    const code = (pad: string) => `import os\ndef main(input_data):\n    os.write(3, ${line(pad)})\n    os._exit(0)\n`;
+    const s = await t.space([
+      { name: 'small', code: code('10') },
+      { name: 'large', code: code('40000') },
+    ]);
+    const tools = await s.run('tools');
+    const bodies = [];
+    for (const name of ['small', 'large']) {
+      const answer = await tools.callTool(`utils__${name}`);
+      assert.equal(answer.isError, true, name);
+      bodies.push(JSON.parse((answer.content as Array<{ text: string }>)[0]!.text));
+    }
+    assert.deepEqual(bodies[0], { error: '[object Object]', error_type: '[object Object]', stderr: '[object Object]' });
+    assert.deepEqual(bodies[1], bodies[0], 'a large answer reads as a small one does');
+    const listed = await callOk(s.create, 'list_executions');
+    assert.deepEqual(listed.map((run: { function: string; status: string }) => [run.function, run.status]).sort(), [
+      ['large', 'error'],
+      ['small', 'error'],
+    ]);
     await t.assertHealthy();
     assert.deepEqual(await t.usage(s.account), { executions: 2, active: 0 });
   });
