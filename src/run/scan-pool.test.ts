@@ -147,6 +147,47 @@ test('a scan that overruns its deadline fails (the caller withholds), and the ne
   assert.doesNotMatch(read(outcome.value).texts[0]!, /pool-secret/);
 });
 
+test('a line whose worker dies after its chunks were moved there fails (the caller withholds), and the pool goes on', async () => {
+  const slow = new ScanPool({ workers: 1, deadlineMs: 1 });
+  try {
+    const line = Buffer.from(JSON.stringify({ ok: true, result: `${secret} ${'w'.repeat(100_000)}` }));
+    const pieces = [Buffer.from(line.subarray(0, 60_000)), Buffer.from(line.subarray(60_000))];
+    // The worker is stopped at its deadline (before it has even started): the decode fails, never
+    // answers the bytes it was given, and the moved chunks are gone from this thread.
+    await assert.rejects(slow.decode(pieces), /deadline/);
+    assert.deepEqual(
+      pieces.map((piece) => piece.buffer.byteLength),
+      [0, 0],
+    );
+    await assert.rejects(
+      slow.decodeBridge([Buffer.from(`{"bridge":${JSON.stringify({ op: 'call', input: 'i'.repeat(50_000) })}}`)]),
+      /deadline/,
+    );
+  } finally {
+    await slow.close();
+  }
+  const decoded = await pool.decode([Buffer.from('{"ok":true,'), Buffer.from('"result":1}')]);
+  assert.ok(decoded !== true && decoded.ok && decoded.result.parse() === 1);
+});
+
+test("a stopped worker's end does not stop the worker started in its place, nor fail that one's job", async () => {
+  // A worker dropped (at a job's deadline, or idle) ends a little later; meanwhile the next job may
+  // start a new worker in its slot. The old one's exit once stopped that one too, failing a job of
+  // another run (another tenant's answer withheld, whenever one overran its deadline).
+  const one = new ScanPool({ workers: 1 });
+  try {
+    assert.equal(await one.decode(Buffer.from('"warm"')), true);
+    const stopping = one.stopIdleWorkers();
+    const decoded = one.decode([Buffer.from('{"ok":true,'), Buffer.from('"result":2}')]);
+    await stopping;
+    const answer = await decoded;
+    assert.ok(answer !== true && answer.ok && answer.result.parse() === 2);
+    assert.equal(one.workers, 1);
+  } finally {
+    await one.close();
+  }
+});
+
 test('a scan the worker cannot complete fails (the caller withholds the answer)', async () => {
   // Forms beyond what one matcher may hold: the worker's scanner cannot be built.
   const huge = 'h'.repeat(250_000);
