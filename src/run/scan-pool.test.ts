@@ -110,6 +110,27 @@ test('a line in the pieces it arrived in: joined in the worker, whole chunks mov
   assert.equal(callPieces[1]!.buffer.byteLength, 0);
 });
 
+test('a line of many tiny chunks (a sandbox writing a byte at a time) is copied together, not moved chunk by chunk', async () => {
+  // Each moved ArrayBuffer costs the transfer on this thread (pairwise over the transfer list):
+  // 100,000 one-byte chunks moved one by one blocked it for seconds.
+  const line = Buffer.from(JSON.stringify({ ok: true, result: { big: 'b'.repeat(100_000), tail: 't'.repeat(20_000) } }));
+  const tiny = Array.from(line.subarray(0, 100_000), (byte) => {
+    const piece = Buffer.from(new ArrayBuffer(1));
+    piece[0] = byte;
+    return piece;
+  });
+  const large = Buffer.from(line.subarray(100_000));
+  const decoded = await pool.decode([...tiny, large]);
+  assert.ok(decoded !== true && decoded.ok);
+  assert.deepEqual(decoded.result.parse(), { big: 'b'.repeat(100_000), tail: 't'.repeat(20_000) });
+  assert.equal(
+    tiny.every((piece) => piece.buffer.byteLength === 1),
+    true,
+    'the tiny chunks were copied (into one buffer), not moved',
+  );
+  assert.equal(large.buffer.byteLength, 0, 'a large whole chunk is still moved');
+});
+
 test('a large answer with nothing to redact comes back as it was', async () => {
   const value = { ok: true, result: 'y'.repeat(100_000), stdout: '', stderr: '' };
   const outcome = await pool.scan(['z'.repeat(5000)], value);

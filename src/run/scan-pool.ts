@@ -64,9 +64,38 @@ function transferable(bytes: Buffer): ArrayBuffer {
   return copy.buffer;
 }
 
-/** A line (one buffer, or the pieces it arrived in) as ArrayBuffers to move to a worker, in order. */
+/**
+ * Whole chunks smaller than this are copied together with their neighbours, not moved: each moved
+ * ArrayBuffer costs this thread in the transfer (Node checks the transfer list pairwise), so a line
+ * of 100,000 one-byte chunks (a sandbox writing a byte at a time) moved chunk by chunk blocked it
+ * for seconds. A socket read's chunk of a large line is 64 KB, moved as before.
+ */
+const MIN_MOVED_BYTES = 16 * 1024;
+
+/**
+ * A line (one buffer, or the pieces it arrived in) as ArrayBuffers to move to a worker, in order:
+ * large whole chunks as they are, the pieces between them copied into one buffer each.
+ */
 function transferables(line: Buffer | readonly Buffer[]): ArrayBuffer[] {
-  return (Buffer.isBuffer(line) ? [line] : line).filter((piece) => piece.length > 0).map(transferable);
+  const out: ArrayBuffer[] = [];
+  let run: Buffer[] = [];
+  let runBytes = 0;
+  const flush = () => {
+    if (runBytes > 0) out.push(transferable(run.length === 1 ? run[0]! : Buffer.concat(run, runBytes)));
+    run = [];
+    runBytes = 0;
+  };
+  for (const piece of Buffer.isBuffer(line) ? [line] : line) {
+    if (piece.length >= MIN_MOVED_BYTES && piece.byteOffset === 0 && piece.buffer.byteLength === piece.length) {
+      flush();
+      out.push(transferable(piece));
+    } else if (piece.length > 0) {
+      run.push(piece);
+      runBytes += piece.length;
+    }
+  }
+  flush();
+  return out;
 }
 
 interface Pending {
