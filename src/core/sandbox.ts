@@ -143,6 +143,20 @@ export const BRIDGE_ERROR_TYPES = Object.freeze({
 } as const);
 
 /**
+ * A field of the function's own answer (its error's type, message, traceback) as text, as String()
+ * gives it, whatever JSON the function wrote: String() of an object whose `toString` is not a
+ * function throws, which would end the call as an internal error, unrecorded and uncounted.
+ */
+export function answerText(value: unknown, fallback: string): string {
+  if (value === undefined || value === null) return fallback;
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/**
  * The type a run's own answer is reported with. `SandboxError` means "the platform failed", which
  * only the host can say (and which is not metered); a function that raises or writes it gets its
  * error reported, and counted, as `UserSandboxError`.

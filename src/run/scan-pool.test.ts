@@ -110,6 +110,27 @@ test('a line in the pieces it arrived in: joined in the worker, whole chunks mov
   assert.equal(callPieces[1]!.buffer.byteLength, 0);
 });
 
+test('a line of many tiny chunks (a sandbox writing a byte at a time) is copied together, not moved chunk by chunk', async () => {
+  // Each moved ArrayBuffer costs the transfer on this thread (pairwise over the transfer list):
+  // 100,000 one-byte chunks moved one by one blocked it for seconds.
+  const line = Buffer.from(JSON.stringify({ ok: true, result: { big: 'b'.repeat(100_000), tail: 't'.repeat(20_000) } }));
+  const tiny = Array.from(line.subarray(0, 100_000), (byte) => {
+    const piece = Buffer.from(new ArrayBuffer(1));
+    piece[0] = byte;
+    return piece;
+  });
+  const large = Buffer.from(line.subarray(100_000));
+  const decoded = await pool.decode([...tiny, large]);
+  assert.ok(decoded !== true && decoded.ok);
+  assert.deepEqual(decoded.result.parse(), { big: 'b'.repeat(100_000), tail: 't'.repeat(20_000) });
+  assert.equal(
+    tiny.every((piece) => piece.buffer.byteLength === 1),
+    true,
+    'the tiny chunks were copied (into one buffer), not moved',
+  );
+  assert.equal(large.buffer.byteLength, 0, 'a large whole chunk is still moved');
+});
+
 test('a large answer with nothing to redact comes back as it was', async () => {
   const value = { ok: true, result: 'y'.repeat(100_000), stdout: '', stderr: '' };
   const outcome = await pool.scan(['z'.repeat(5000)], value);
@@ -145,6 +166,47 @@ test('a scan that overruns its deadline fails (the caller withholds), and the ne
   }
   const outcome = await pool.scan(['q'.repeat(3000), secret], { ok: true, result: `${secret} `.repeat(10_000), stdout: '', stderr: '' });
   assert.doesNotMatch(read(outcome.value).texts[0]!, /pool-secret/);
+});
+
+test('a line whose worker dies after its chunks were moved there fails (the caller withholds), and the pool goes on', async () => {
+  const slow = new ScanPool({ workers: 1, deadlineMs: 1 });
+  try {
+    const line = Buffer.from(JSON.stringify({ ok: true, result: `${secret} ${'w'.repeat(100_000)}` }));
+    const pieces = [Buffer.from(line.subarray(0, 60_000)), Buffer.from(line.subarray(60_000))];
+    // The worker is stopped at its deadline (before it has even started): the decode fails, never
+    // answers the bytes it was given, and the moved chunks are gone from this thread.
+    await assert.rejects(slow.decode(pieces), /deadline/);
+    assert.deepEqual(
+      pieces.map((piece) => piece.buffer.byteLength),
+      [0, 0],
+    );
+    await assert.rejects(
+      slow.decodeBridge([Buffer.from(`{"bridge":${JSON.stringify({ op: 'call', input: 'i'.repeat(50_000) })}}`)]),
+      /deadline/,
+    );
+  } finally {
+    await slow.close();
+  }
+  const decoded = await pool.decode([Buffer.from('{"ok":true,'), Buffer.from('"result":1}')]);
+  assert.ok(decoded !== true && decoded.ok && decoded.result.parse() === 1);
+});
+
+test("a stopped worker's end does not stop the worker started in its place, nor fail that one's job", async () => {
+  // A worker dropped (at a job's deadline, or idle) ends a little later; meanwhile the next job may
+  // start a new worker in its slot. The old one's exit once stopped that one too, failing a job of
+  // another run (another tenant's answer withheld, whenever one overran its deadline).
+  const one = new ScanPool({ workers: 1 });
+  try {
+    assert.equal(await one.decode(Buffer.from('"warm"')), true);
+    const stopping = one.stopIdleWorkers();
+    const decoded = one.decode([Buffer.from('{"ok":true,'), Buffer.from('"result":2}')]);
+    await stopping;
+    const answer = await decoded;
+    assert.ok(answer !== true && answer.ok && answer.result.parse() === 2);
+    assert.equal(one.workers, 1);
+  } finally {
+    await one.close();
+  }
 });
 
 test('a scan the worker cannot complete fails (the caller withholds the answer)', async () => {

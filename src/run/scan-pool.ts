@@ -64,9 +64,38 @@ function transferable(bytes: Buffer): ArrayBuffer {
   return copy.buffer;
 }
 
-/** A line (one buffer, or the pieces it arrived in) as ArrayBuffers to move to a worker, in order. */
+/**
+ * Whole chunks smaller than this are copied together with their neighbours, not moved: each moved
+ * ArrayBuffer costs this thread in the transfer (Node checks the transfer list pairwise), so a line
+ * of 100,000 one-byte chunks (a sandbox writing a byte at a time) moved chunk by chunk blocked it
+ * for seconds. A socket read's chunk of a large line is 64 KB, moved as before.
+ */
+const MIN_MOVED_BYTES = 16 * 1024;
+
+/**
+ * A line (one buffer, or the pieces it arrived in) as ArrayBuffers to move to a worker, in order:
+ * large whole chunks as they are, the pieces between them copied into one buffer each.
+ */
 function transferables(line: Buffer | readonly Buffer[]): ArrayBuffer[] {
-  return (Buffer.isBuffer(line) ? [line] : line).filter((piece) => piece.length > 0).map(transferable);
+  const out: ArrayBuffer[] = [];
+  let run: Buffer[] = [];
+  let runBytes = 0;
+  const flush = () => {
+    if (runBytes > 0) out.push(transferable(run.length === 1 ? run[0]! : Buffer.concat(run, runBytes)));
+    run = [];
+    runBytes = 0;
+  };
+  for (const piece of Buffer.isBuffer(line) ? [line] : line) {
+    if (piece.length >= MIN_MOVED_BYTES && piece.byteOffset === 0 && piece.buffer.byteLength === piece.length) {
+      flush();
+      out.push(transferable(piece));
+    } else if (piece.length > 0) {
+      run.push(piece);
+      runBytes += piece.length;
+    }
+  }
+  flush();
+  return out;
 }
 
 interface Pending {
@@ -221,16 +250,14 @@ export class ScanPool {
 
   /** Stops the idle workers (the last server of this process closing); the pool stays usable and starts workers again on demand. */
   async stopIdleWorkers(): Promise<void> {
-    await Promise.all(
-      this.slots.map((slot, index) => (slot && !slot.busy ? this.drop(index, new Error('the scan pool is stopping')) : undefined)),
-    );
+    await Promise.all(this.slots.map((slot) => (slot && !slot.busy ? this.drop(slot, new Error('the scan pool is stopping')) : undefined)));
   }
 
   /** Stops the workers; scans still queued or running fail. */
   async close(): Promise<void> {
     this.closed = true;
     for (const pending of this.queue.splice(0)) pending.reject(new Error('the scan pool is closed'));
-    await Promise.all(this.slots.map((slot, index) => (slot ? this.drop(index, new Error('the scan pool is closed')) : undefined)));
+    await Promise.all(this.slots.map((slot) => (slot ? this.drop(slot, new Error('the scan pool is closed')) : undefined)));
   }
 
   private submit(job: DistributiveOmit<ScanJob, 'id'>, env: readonly string[], transfer: ArrayBuffer[]): Promise<ScanReply> {
@@ -258,7 +285,7 @@ export class ScanPool {
       const index = idle.includes(pending.preferred) ? pending.preferred : idle[0]!;
       const slot = this.slots[index] ?? this.start(index);
       slot.busy = pending;
-      slot.timer = setTimeout(() => void this.drop(index, new Error('the scan ran past its deadline')), this.options.deadlineMs);
+      slot.timer = setTimeout(() => void this.drop(slot, new Error('the scan ran past its deadline')), this.options.deadlineMs);
       slot.worker.postMessage(pending.job, pending.transfer);
     }
   }
@@ -278,17 +305,19 @@ export class ScanPool {
       this.dispatch();
     });
     // A worker that dies (out of heap, or a bug) fails its job; the next job starts a new one.
-    worker.on('error', () => void this.drop(index, new Error('the scan worker failed')));
-    worker.on('exit', () => void this.drop(index, new Error('the scan worker exited')));
+    // (By this slot, not its index: a dropped worker exits later, when a new one may hold its index.)
+    worker.on('error', () => void this.drop(slot, new Error('the scan worker failed')));
+    worker.on('exit', () => void this.drop(slot, new Error('the scan worker exited')));
     // Idle workers do not keep the process alive.
     worker.unref();
     this.slots[index] = slot;
     return slot;
   }
 
-  private async drop(index: number, error: Error): Promise<void> {
-    const slot = this.slots[index];
-    if (!slot) return;
+  /** Stops this slot's worker, failing its job; nothing if the slot was dropped already. */
+  private async drop(slot: Slot, error: Error): Promise<void> {
+    const index = this.slots.indexOf(slot);
+    if (index === -1) return;
     this.slots[index] = null;
     clearTimeout(slot.timer);
     slot.busy?.reject(error);

@@ -19,6 +19,7 @@ import { refuseInexactResult } from '../core/exact-integers.js';
 import { callInputProblem } from '../core/call-input.js';
 import { STATE_ARGS_MAX_BYTES } from '../core/agent-state-access.js';
 import { recordedResult, recordedTexts } from '../core/recorded-text.js';
+import { answerText } from '../core/sandbox.js';
 
 /** The record fields of a run's answer (RunResult without its result). */
 export interface RunFields {
@@ -138,9 +139,9 @@ function decode(line: ArrayBuffer[]): { reply: DecodedAnswer; transfer: ArrayBuf
   return {
     reply: {
       kind: 'failure',
-      type: String(answer.type ?? 'Error'),
-      message: String(answer.message ?? ''),
-      traceback: String(answer.traceback ?? ''),
+      type: answerText(answer.type, 'Error'),
+      message: answerText(answer.message, ''),
+      traceback: answerText(answer.traceback, ''),
     },
     transfer: [],
   };

@@ -6,6 +6,7 @@
  */
 import {
   answeredErrorType,
+  answerText,
   SANDBOX_ERROR_TYPES,
   type SandboxFailure,
   type SandboxLimits,
@@ -81,9 +82,9 @@ export function interpret(request: SandboxRequest, run: RunRecord, started: numb
     if (parsed.ok === true) {
       return { ok: true, result: parsed.result ?? null, stdout: stdoutText, stderr: stderrText, durationMs: durationMs() };
     }
-    const trace = trimTraceback(String(parsed.traceback ?? ''));
+    const trace = trimTraceback(answerText(parsed.traceback, ''));
     // The run's own word: never a platform failure, whatever type it names.
-    return fail(answeredErrorType(String(parsed.type ?? 'Error')), String(parsed.message ?? ''), trace);
+    return fail(answeredErrorType(answerText(parsed.type, 'Error')), answerText(parsed.message, ''), trace);
   }
   if (run.timedOut) return fail(SANDBOX_ERROR_TYPES.timeout, `the function ran longer than ${limits.timeoutSeconds} s and was stopped`);
   if (run.oomKilled || /JavaScript heap out of memory|Reached heap limit/.test(stderrText)) {

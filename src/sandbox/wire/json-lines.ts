@@ -13,12 +13,18 @@ export interface LineReaderOptions {
   onOverflow?: () => void;
 }
 
+/** Pieces of a waiting line shorter than this are joined, SMALL_PIECES_JOINED at a time (see LineReader.hold). */
+const SMALL_PIECE_BYTES = 4096;
+const SMALL_PIECES_JOINED = 64;
+
 export class LineReader {
   /** The cap on a line still waiting for its newline (a run changes it when it claims its channel). */
   maxLineBytes: number;
   private readonly onOverflow: () => void;
   private readonly pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** How many small pieces end `pending` (see hold). */
+  private smallTail = 0;
   private overflowedFlag = false;
 
   constructor(options: LineReaderOptions) {
@@ -41,10 +47,11 @@ export class LineReader {
   }
 
   /**
-   * As push, each line as the pieces of the chunks it arrived in, none copied (views into the
-   * chunks; a line within one chunk is one piece). A large line's whole chunks can then be moved
-   * to a worker as they are (scan-pool.ts transferable): no copy of the line on this thread, and
-   * none of its bytes left here for the garbage collector to count.
+   * As push, each line as the pieces of the chunks it arrived in (views into the chunks; a line
+   * within one chunk is one piece; small pieces that waited for their newline joined, see hold).
+   * A large line's whole chunks can then be moved to a worker as they are (scan-pool.ts
+   * transferables): no copy of the line on this thread, and none of its bytes left here for the
+   * garbage collector to count.
    */
   pushPieces(chunk: Buffer, maxLines = Infinity): Buffer[][] {
     const lines: Buffer[][] = [];
@@ -54,20 +61,40 @@ export class LineReader {
       this.pending.push(chunk.subarray(start, newline));
       lines.push(this.pending.splice(0));
       this.pendingBytes = 0;
+      this.smallTail = 0;
       start = newline + 1;
     }
     if (start < chunk.length) {
-      this.pending.push(chunk.subarray(start));
+      this.hold(chunk.subarray(start));
       this.pendingBytes += chunk.length - start;
       // Only what waits for a newline is bounded here; a caller that stopped at maxLines reads the rest itself.
       if (lines.length < maxLines && this.pendingBytes > this.maxLineBytes) {
         this.overflowedFlag = true;
         this.pending.length = 0;
         this.pendingBytes = 0;
+        this.smallTail = 0;
         this.onOverflow();
       }
     }
     return lines;
+  }
+
+  /**
+   * Keeps a piece of a line still waiting for its newline. Small pieces are joined as they gather
+   * (a byte is copied at most some tens of times, in blocks under 4 KB): a sandbox writing a byte at
+   * a time makes a chunk per byte, and a view per chunk held a million Buffers (427 MB of memory,
+   * 195 MB of heap) for a 1 MB line, counted as 1 MB; joined, 254 pieces (17 MB).
+   */
+  private hold(piece: Buffer): void {
+    this.pending.push(piece);
+    if (piece.length >= SMALL_PIECE_BYTES) {
+      this.smallTail = 0;
+      return;
+    }
+    if (++this.smallTail < SMALL_PIECES_JOINED) return;
+    const joined = Buffer.concat(this.pending.splice(this.pending.length - this.smallTail));
+    this.pending.push(joined);
+    this.smallTail = joined.length < SMALL_PIECE_BYTES ? 1 : 0;
   }
 
   /** The bytes held after the last line handed out (a partial line, or what `maxLines` left), and forgets them. */
@@ -75,6 +102,7 @@ export class LineReader {
     const bytes = Buffer.concat(this.pending);
     this.pending.length = 0;
     this.pendingBytes = 0;
+    this.smallTail = 0;
     return bytes;
   }
 }
