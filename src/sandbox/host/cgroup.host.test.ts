@@ -128,7 +128,8 @@ test("a run's processes join its instance's CPU group only when its code is sent
     for (const pid of pids) assert.equal(cpuGroupOf(pid), cpu.dir, `pid ${pid} after lowerCpu`);
     const others = await populated(second, 2);
     for (const pid of others) assert.equal(cpuGroupOf(pid), own, 'the other instance’s run is untouched');
-    await second.lowerCpu();
+    // Settled (a zygote's child, up): its processes wait, so the one read finds them all.
+    await second.lowerCpu({ settled: true });
     for (const pid of others) assert.equal(cpuGroupOf(pid), other.cpu.dir);
   } finally {
     for (const helper of helpers) helper.child.kill('SIGTERM');

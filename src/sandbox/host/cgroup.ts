@@ -94,8 +94,11 @@ export interface RunCgroup {
    * Off the event loop: a v1 move takes the kernel's cgroup lock for writing, which waits for an
    * RCU grace period (measured 4.5 to 22 ms on a busy 2-core host), and a synchronous write held
    * every request for that long.
+   * `settled`: the caller knows no process of the run starts before its code is sent (a zygote's
+   * child, up: P1 waits for its worker, the worker for its request), so the first read is the whole
+   * run and no second read confirms it.
    */
-  lowerCpu(): Promise<void>;
+  lowerCpu(options?: { settled?: boolean }): Promise<void>;
   /**
    * Kills until no process is left (or `ms` passes); true when the groups are empty. `boost`: the
    * run's answer waits for this reap, so the instance's CPU group has the default weight meanwhile.
@@ -515,7 +518,7 @@ export function createRunCgroup(
     // A run's processes join its memory group first, then its pids group, and every process they
     // start is born in both: the first group's list is the whole run, so one read serves.
     killAll: (spare) => killProcsIn(dirs[0], spare),
-    lowerCpu: async () => {
+    lowerCpu: async (options) => {
       const cpu = support.cpu;
       if (cpu?.version !== 1) return;
       // A process forked after its parent moved is born in the CPU group; one forked before is in
@@ -526,7 +529,8 @@ export function createRunCgroup(
       // through the group's one open file (an open, a write and a close each cost the loop a
       // thread-pool trip).
       let target: FileHandle | undefined;
-      for (let pass = 0; pass < LOWER_CPU_PASSES; pass++) {
+      const passes = options?.settled ? 1 : LOWER_CPU_PASSES;
+      for (let pass = 0; pass < passes; pass++) {
         const left = procsIn(dirs[0]).filter((pid) => !moved.has(pid));
         if (left.length === 0) return;
         try {

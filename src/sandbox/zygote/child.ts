@@ -68,7 +68,9 @@ export class ZygoteChild {
     this.ready = new Promise((resolve) => (this.markReady = resolve));
     // The child started at the zygote's (default) weight; once it is up (a spare, waiting), it takes
     // the runs' low one, off the request path: a run's code only ever runs at the low weight.
-    this.lowered = this.ready.then((up) => (up ? this.cgroup.lowerCpu() : undefined)).catch(() => undefined);
+    // Settled: up, its processes are P1 and its worker, both waiting (zygote.py), and its request
+    // waits for this (runOnce), so one read of the run's group finds them all (s24: a read a run).
+    this.lowered = this.ready.then((up) => (up ? this.cgroup.lowerCpu({ settled: true }) : undefined)).catch(() => undefined);
     const capture = (into: CappedCapture) => (socket: Socket) => {
       this.outputs.push([socket, into]);
       socket.on('data', (chunk: Buffer) => into.push(chunk));
