@@ -11,7 +11,7 @@ import type { NamespaceRef } from '../store/accounts-store.js';
 import type { ActiveFunction, CatalogStore } from '../store/catalog-store.js';
 import { recordedCode, recordedResult, type ExecutionRecord, type ExecutionsStore } from '../store/executions-store.js';
 import type { CachedKeyCheck, InterruptedRun, MeteringStore, Rejection } from '../store/metering-store.js';
-import { DatabaseUnavailableError, isRetryableStoreError } from '../store/db-health.js';
+import { DatabaseUnavailableError, isRetryableStoreError, isUniqueViolation } from '../store/db-health.js';
 import type { PendingWrites } from '../store/pending-writes.js';
 import type { CancelStore } from '../store/cancel-store.js';
 import type { TypescriptDependencies } from './typescript-dependencies.js';
@@ -930,9 +930,4 @@ export class RunService {
       fn.definition.outputSchema?.type === 'object',
     );
   }
-}
-
-/** PostgreSQL's unique_violation: the row is there already. */
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: unknown } | null)?.code === '23505';
 }

@@ -39,6 +39,11 @@ export function storageFullError(): DomainError {
   );
 }
 
+/** PostgreSQL's unique_violation: the row is there already. */
+export function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23505';
+}
+
 /** Refusals that a later attempt may get past (the database came back, space was freed). */
 export function isRetryableStoreError(error: unknown): error is DomainError {
   return error instanceof DomainError && (error.type === 'unavailable' || error.type === 'storage_full');

@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { hotStatement, runHot, type HotStatement } from './hot-statements.js';
 import { settleOn, settlementCtes, settlementParameters, type Settlement } from './metering-store.js';
 import type { Db } from './database.js';
+import { isUniqueViolation } from './db-health.js';
 import { storableText } from '../core/storable-text.js';
 import type { Trigger } from '../core/principal.js';
 import type { ExecutionRow, SecurityEventRow } from './schema.js';
@@ -116,7 +117,7 @@ export class ExecutionsStore {
         // Refused with its settlement in it: settled here, before the connection goes to a statement
         // asked for meanwhile (the client's next admission must not find the answered call's slot held).
         // Already recorded (unique_violation): the slot went with that record. Settling twice changes nothing.
-        if (settlement && (error as { code?: unknown } | null)?.code !== '23505') await settleOn(db, settlement).catch(() => undefined);
+        if (settlement && !isUniqueViolation(error)) await settleOn(db, settlement).catch(() => undefined);
         throw error;
       }
     });
