@@ -58,10 +58,15 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 function transferable(bytes: Buffer): ArrayBuffer {
   // (A piece that is a whole socket chunk has its own ArrayBuffer: moved. Part of a chunk: copied,
   // as the rest of that chunk may still be read here.)
-  if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+  if (ownsItsBuffer(bytes)) return bytes.buffer as ArrayBuffer;
   const copy = new Uint8Array(bytes.length);
   copy.set(bytes);
   return copy.buffer;
+}
+
+/** Whether these bytes are the whole of an ArrayBuffer of their own (so it can be moved, not copied). */
+function ownsItsBuffer(bytes: Buffer): boolean {
+  return bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length && bytes.buffer instanceof ArrayBuffer;
 }
 
 /**
@@ -86,7 +91,7 @@ function transferables(line: Buffer | readonly Buffer[]): ArrayBuffer[] {
     runBytes = 0;
   };
   for (const piece of Buffer.isBuffer(line) ? [line] : line) {
-    if (piece.length >= MIN_MOVED_BYTES && piece.byteOffset === 0 && piece.buffer.byteLength === piece.length) {
+    if (piece.length >= MIN_MOVED_BYTES && ownsItsBuffer(piece)) {
       flush();
       out.push(transferable(piece));
     } else if (piece.length > 0) {
