@@ -114,9 +114,9 @@ export function guardedPostgresPool(
           waiting.add(client);
           const suspect = setTimeout(() => void probe(), QUERY_SUSPECT_MS);
           suspect.unref();
+          // A hot statement (hot-statements.ts) is parsed and planned once per connection, under its name.
+          const name = hotStatementName(sql);
           try {
-            // A hot statement (hot-statements.ts) is parsed and planned once per connection, under its name.
-            const name = hotStatementName(sql);
             const result = await (name
               ? client.query({ name, text: sql, values: parameters as unknown[] })
               : client.query(sql, parameters as unknown[]));
@@ -125,7 +125,7 @@ export function guardedPostgresPool(
           } catch (error) {
             // A hot statement whose result type changed under it (another node's migration): PostgreSQL
             // refuses it on this connection for good; the connection goes at its release, the next one prepares it afresh.
-            if (hotStatementName(sql) && (error as { code?: unknown } | null)?.code === CACHED_PLAN_CHANGED) stale.add(client);
+            if (name && (error as { code?: unknown } | null)?.code === CACHED_PLAN_CHANGED) stale.add(client);
             throw failed(error, true);
           } finally {
             clearTimeout(suspect);
