@@ -17,16 +17,14 @@ import {
   callOk,
   connect,
   EMBEDDED_RUN_ONLY,
-  createAccount,
   parseResult,
   seedEmbeddedDatabase,
   startTestServer,
   testDataRoot,
-  type ClientEra,
-  type McpTestClient,
   type TestAccount,
   type TestServer,
 } from '../test-support/harness.js';
+import { makeSpace, usageWithKey, type Space } from '../test-support/spaces.js';
 
 /** The embedded database answers before the record's commit; PostgreSQL after it. */
 const BEHIND = !process.env.MCPWORKS_TEST_DATABASE_URL;
@@ -66,34 +64,10 @@ async function installTrigger(s: TestServer): Promise<void> {
   await sql`CREATE TRIGGER test_record_behind BEFORE INSERT ON executions FOR EACH ROW EXECUTE FUNCTION test_record_behind()`.execute(db);
 }
 
-interface Space {
-  account: TestAccount;
-  ns: string;
-  create: McpTestClient;
-  run(mode: 'code' | 'tools', era: ClientEra): Promise<McpTestClient>;
-}
-
-async function space(s: TestServer): Promise<Space> {
-  const account = await createAccount(s.url);
-  await s.server.services.accounts.setTier(account.email, 'one');
-  const ns = `rb-${Math.random().toString(36).slice(2, 10)}`;
-  const create = await connect(`${s.url}/mcp/create/${ns}`, account.key);
-  await callOk(create, 'make_namespace', { name: ns });
-  await callOk(create, 'make_service', { name: 'utils' });
-  for (const fn of FUNCTIONS) await callOk(create, 'make_function', { service: 'utils', ...fn });
-  return {
-    account,
-    ns,
-    create,
-    run: (mode, era) => connect(`${s.url}/mcp/run/${ns}${mode === 'tools' ? '?mode=tools' : ''}`, account.key, era),
-  };
-}
-
-async function usageOf(s: TestServer, account: TestAccount): Promise<{ executions: number; concurrency: { active: number } }> {
-  const response = await fetch(`${s.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
-  assert.equal(response.status, 200);
-  return (await response.json()) as never;
-}
+/** A new account on the concurrency-1 plan, its namespace holding FUNCTIONS. */
+const space = (s: TestServer): Promise<Space> => makeSpace(s, FUNCTIONS, { tier: 'one', prefix: 'rb' });
+const usageOf = (s: TestServer, account: TestAccount): Promise<{ executions: number; concurrency: { active: number } }> =>
+  usageWithKey(s, account);
 
 before(async () => {
   const log = new Writable({
@@ -113,8 +87,8 @@ describe('answered before the record commits', () => {
   for (const era of ['v1', 'v2'] as const) {
     test(`${era}: each answer comes before its record's commit, and what the client does next sees it settled and recorded`, async () => {
       const s = await space(server);
-      const tools = await s.run('tools', era);
-      const code = await s.run('code', era);
+      const tools = await s.run('tools', undefined, era);
+      const code = await s.run('code', undefined, era);
       // Warm both languages' pools (a cold start is not what this measures).
       await callOk(tools, 'utils__plain');
       await callOk(tools, 'utils__slow_ts', { n: 0 });
@@ -165,7 +139,7 @@ describe('answered before the record commits', () => {
 
   test('a call refused before any sandbox gives its unit back before the next read', async () => {
     const s = await space(server);
-    const tools = await s.run('tools', 'v2');
+    const tools = await s.run('tools', undefined, 'v2');
     await callOk(tools, 'utils__plain');
     // An input its schema refuses: admitted, not counted, recorded with its error type.
     await callOk(s.create, 'make_function', {
@@ -186,7 +160,7 @@ describe('answered before the record commits', () => {
 describe('after the answer', () => {
   test('a record the database fails after the answer: the call is answered, settled as counted, its slot freed, the failure logged', async () => {
     const s = await space(server);
-    const tools = await s.run('tools', 'v2');
+    const tools = await s.run('tools', undefined, 'v2');
     const answer = await tools.callTool('utils__fail_py');
     // On PostgreSQL the failure comes before the answer, which is then an error in its place.
     assert.equal(answer.isError, BEHIND ? undefined : true, JSON.stringify(answer));
@@ -208,7 +182,7 @@ describe('after the answer', () => {
 
   test("a record failing after the client's next call arrived: that call is not refused for the slot of the one answered", async () => {
     const s = await space(server);
-    const tools = await s.run('tools', 'v2');
+    const tools = await s.run('tools', undefined, 'v2');
     await callOk(tools, 'utils__plain');
     const answer = await tools.callTool('utils__slow_fail_py');
     assert.equal(answer.isError, BEHIND ? undefined : true, JSON.stringify(answer));
@@ -230,7 +204,7 @@ describe('after the answer', () => {
         let own = await startTestServer({ tiers: TIERS, dataDir });
         await installTrigger(own);
         const s = await space(own);
-        const tools = await s.run('tools', 'v2');
+        const tools = await s.run('tools', undefined, 'v2');
         await callOk(tools, 'utils__plain');
         const answer = await tools.callTool('utils__slow_py', { n: 9 });
         assert.equal(answer.isError, undefined, JSON.stringify(answer));

@@ -45,44 +45,57 @@ export interface RuleServer {
   stop(): Promise<void>;
 }
 
+const runUrl = (server: TestServer, ns: string, mode: 'code' | 'tools') =>
+  `${server.url}/mcp/run/${ns}${mode === 'tools' ? '?mode=tools' : ''}`;
+
+/** On `server`: a new account (on `tier`) with a namespace (named `prefix` and a random tail) holding service `utils` and these functions. */
+export async function makeSpace(
+  server: TestServer,
+  functions: Array<Record<string, unknown>>,
+  options: { tier?: string | undefined; prefix?: string } = {},
+): Promise<Space> {
+  const account = await createAccount(server.url);
+  if (options.tier) await server.server.services.accounts.setTier(account.email, options.tier);
+  const ns = `${options.prefix ?? 'r'}-${Math.random().toString(36).slice(2, 10)}`;
+  const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
+  await callOk(create, 'make_namespace', { name: ns });
+  await callOk(create, 'make_service', { name: 'utils' });
+  for (const fn of functions) await callOk(create, 'make_function', { service: 'utils', ...fn });
+  return {
+    account,
+    ns,
+    create,
+    run: (mode, env, era = 'v2') =>
+      connect(runUrl(server, ns, mode), account.key, era, env ? { 'x-mcpworks-env': encodeEnvHeader(env) } : {}),
+  };
+}
+
+/** The whole /api/usage body, read with the account's API key. */
+export async function usageWithKey(server: TestServer, account: TestAccount): Promise<any> {
+  const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
 export async function startRuleServer(tiers: Readonly<Record<string, TierLimits>>): Promise<RuleServer> {
   const server = await startTestServer({ tiers });
-  const runUrl = (ns: string, mode: 'code' | 'tools') => `${server.url}/mcp/run/${ns}${mode === 'tools' ? '?mode=tools' : ''}`;
   return {
     server,
-    async space(functions, tier) {
-      const account = await createAccount(server.url);
-      if (tier) await server.server.services.accounts.setTier(account.email, tier);
-      const ns = `r-${Math.random().toString(36).slice(2, 10)}`;
-      const create = await connect(`${server.url}/mcp/create/${ns}`, account.key);
-      await callOk(create, 'make_namespace', { name: ns });
-      await callOk(create, 'make_service', { name: 'utils' });
-      for (const fn of functions) await callOk(create, 'make_function', { service: 'utils', ...fn });
-      return {
-        account,
-        ns,
-        create,
-        run: (mode, env, era = 'v2') => connect(runUrl(ns, mode), account.key, era, env ? { 'x-mcpworks-env': encodeEnvHeader(env) } : {}),
-      };
-    },
+    space: (functions, tier) => makeSpace(server, functions, { tier }),
     async usage(account) {
       const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.token}` } });
       assert.equal(response.status, 200);
       const body = await response.json();
       return { executions: body.executions, active: body.concurrency.active };
     },
-    async usageOf(account) {
-      const response = await fetch(`${server.url}/api/usage`, { headers: { authorization: `Bearer ${account.key}` } });
-      assert.equal(response.status, 200);
-      return response.json();
-    },
+    usageOf: (account) => usageWithKey(server, account),
     async assertHealthy() {
       const response = await fetch(`${server.url}/healthz`);
       assert.equal(response.status, 200);
       assert.equal((await response.json()).status, 'ok');
     },
     async rawCall(s, mode, tool, args, headers = {}) {
-      const response = await fetch(runUrl(s.ns, mode), {
+      const response = await fetch(runUrl(server, s.ns, mode), {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
