@@ -56,12 +56,18 @@ const RECURSIVE = {
 const nested = (levels: number): unknown => JSON.parse(`${'['.repeat(levels)}1${']'.repeat(levels)}`);
 /** 60 bytes of JSON: inline, this exhausted the server's heap and killed it. */
 const HEAP_BOMB = { a: nested(26) };
-/** 46 bytes: inline, this froze every tenant for seconds. */
-const FREEZE = { a: nested(19) };
-/** Quadratic: ajv compares every pair of 40,000 items (several seconds inline). */
+// Every attack below costs at least ten times the deadline that stops it on a 2-core EPYC guest
+// (figures beside each), so a faster host still sees it stopped: the issue's own sizes (19 deep,
+// 40,000 and 20,000 items) cost 1.0-1.6 s there, too close to a 0.5-1 s deadline.
+/** 50 bytes: inline, this froze every tenant for seconds (about 9 s of CPU time; 19 deep, 1.4 s). */
+const FREEZE = { a: nested(21) };
+/** Quadratic: ajv compares every pair of 120,000 items (about 20 s of CPU time). */
 const UNIQUE_INPUT_SCHEMA = { type: 'object', properties: { items: { type: 'array', uniqueItems: true } } };
-const UNIQUE_INPUT = { items: Array.from({ length: 40_000 }, (_, i) => i) };
+const UNIQUE_ITEMS = 120_000;
+const UNIQUE_INPUT = { items: Array.from({ length: UNIQUE_ITEMS }, (_, i) => i) };
 const UNIQUE_OUTPUT_SCHEMA = { type: 'array', uniqueItems: true };
+/** A result of 40,000 one-item arrays: about 6.7 s of pairwise comparisons. */
+const UNIQUE_RESULT_ITEMS = 40_000;
 const STOPPED = /was stopped: it (needed more than \d+ ms of CPU time|took longer than \d+ ms|needed more than \d+ MB of memory)/;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -294,13 +300,13 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
     );
   });
 
-  test('tool mode output: uniqueItems on a 20,000-item result fails closed in both languages; the run counts', async () => {
+  test('tool mode output: uniqueItems on a 40,000-item result fails closed in both languages; the run counts', async () => {
     const attacker = await space([
-      { name: 'out', code: 'def main(input_data):\n    return [[i] for i in range(20000)]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
+      { name: 'out', code: `def main(input_data):\n    return [[i] for i in range(${UNIQUE_RESULT_ITEMS})]\n`, output_schema: UNIQUE_OUTPUT_SCHEMA },
       {
         name: 'out-ts',
         language: 'typescript',
-        code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n',
+        code: `export default () => Array.from({ length: ${UNIQUE_RESULT_ITEMS} }, (_, i) => [i]);\n`,
         output_schema: UNIQUE_OUTPUT_SCHEMA,
       },
       { name: 'small', code: 'def main(input_data):\n    return [1, 2]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
@@ -312,7 +318,7 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
       const raw = schemas.stats().raw;
       const pending = minute.track(() => run.callTool(tool));
       await healthyWhileChecking(pending);
-      // The result (150 KB of JSON) reached the worker as its bytes: never parsed on the main thread.
+      // The result (310 KB of JSON) reached the worker as its bytes: never parsed on the main thread.
       assert.equal(schemas.stats().raw, raw + 1, `${tool}: the large result went to the worker unparsed`);
       const refused = parseResult(await pending);
       assert.equal(refused.error_type, 'SchemaLimitError', tool);
@@ -385,11 +391,11 @@ def main(input_data):
     const attacker = await space([
       { name: 'deep', code: 'def main(input_data):\n    return "ran"\n', input_schema: RECURSIVE },
       { name: 'uniq-ts', language: 'typescript', code: 'export default () => "ran";\n', input_schema: UNIQUE_INPUT_SCHEMA },
-      { name: 'out', code: 'def main(input_data):\n    return [[i] for i in range(20000)]\n', output_schema: UNIQUE_OUTPUT_SCHEMA },
+      { name: 'out', code: `def main(input_data):\n    return [[i] for i in range(${UNIQUE_RESULT_ITEMS})]\n`, output_schema: UNIQUE_OUTPUT_SCHEMA },
       {
         name: 'out-ts',
         language: 'typescript',
-        code: 'export default () => Array.from({ length: 20000 }, (_, i) => [i]);\n',
+        code: `export default () => Array.from({ length: ${UNIQUE_RESULT_ITEMS} }, (_, i) => [i]);\n`,
         output_schema: UNIQUE_OUTPUT_SCHEMA,
       },
     ]);
@@ -421,11 +427,11 @@ def main(input_data):
     assert.match(py.output[1], new RegExp(`the output_schema check ${STOPPED.source}`));
     assert.equal(await healthz(), 200);
 
-    // TypeScript: a same-language callee's input (40,000 items), then a Python callee's result.
+    // TypeScript: a same-language callee's input (120,000 items), then a Python callee's result.
     const typescript = [
       'import { uniq_ts, out } from "functions";',
       'const outcome: Record<string, unknown> = {};',
-      'for (const [name, call] of [["input", () => uniq_ts({ items: Array.from({ length: 40000 }, (_, i) => i) })], ["output", () => out({})]] as const) {',
+      `for (const [name, call] of [["input", () => uniq_ts({ items: Array.from({ length: ${UNIQUE_ITEMS} }, (_, i) => i) })], ["output", () => out({})]] as const) {`,
       '  try { await call(); outcome[name] = "passed"; } catch (error: any) { outcome[name] = [error.errorType, error.message]; }',
       '}',
       'result = outcome;',
@@ -453,8 +459,9 @@ def main(input_data):
 
   test('create time: a schema that is slow to compile or too deep is refused, nothing is written, nothing metered', async () => {
     const owner = await space([{ name: 'keep', code: 'result = 1', input_schema: { type: 'object' } }]);
-    // ajv compares enum members while generating code: seconds for 20,000 small arrays (149 KB).
-    const slow = { enum: Array.from({ length: 20_000 }, (_, i) => [i]) };
+    // ajv compares enum members while generating code: 2.5 s for 20,000 small arrays, about 6 s for
+    // these 30,000 (238 KB, under the 256 KB schema cap).
+    const slow = { enum: Array.from({ length: 30_000 }, (_, i) => [i]) };
     const pending = owner.create.callTool('make_function', { service: 'utils', name: 'slow', code: 'result = 1', input_schema: slow });
     await healthyWhileChecking(pending);
     const refused = errorOf(parseResult(await pending));
@@ -585,7 +592,7 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       // execute and one per call (the input_schema check costs the server).
       const program = [
         'import { uniq_ts } from "functions";',
-        'const items = Array.from({ length: 40000 }, (_, i) => i);',
+        `const items = Array.from({ length: ${UNIQUE_ITEMS} }, (_, i) => i);`,
         'const outcome: string[] = [];',
         'for (let i = 0; i < 3; i++) {',
         '  try { await uniq_ts({ items }); outcome.push("passed"); } catch (error: any) { outcome.push(error.errorType); }',
@@ -709,9 +716,9 @@ describe('the schema workers are shared fairly (issue 10, item 1)', () => {
       await until(() => schemas.stats().ready === 1);
       const minute = new MinuteMeter();
       let slowDone = false;
-      // 40,000 distinct objects: far more than 4 s of pairwise comparisons.
+      // 60,000 distinct objects: about 40 s of pairwise comparisons, ten times the 4 s deadline.
       const slow = slowRun
-        .callTool('utils__uniq', { items: Array.from({ length: 40_000 }, (_, i) => ({ a: i })) })
+        .callTool('utils__uniq', { items: Array.from({ length: 60_000 }, (_, i) => ({ a: i })) })
         .finally(() => (slowDone = true));
       await until(() => schemas.stats().busy === 1);
 

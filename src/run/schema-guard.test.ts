@@ -31,7 +31,12 @@ const RECURSIVE = {
   },
 };
 const UNIQUE = { type: 'array', uniqueItems: true };
-const FORTY_THOUSAND = Array.from({ length: 40_000 }, (_, i) => i);
+/**
+ * Quadratic: ajv compares every pair (about 20 s of CPU time for 120,000 items on a 2-core EPYC guest).
+ * Sized far past every deadline below on any machine: at 40,000 items (about 1 s) a faster CI host
+ * finished the check inside the default 1-second deadline, and the test of that deadline failed.
+ */
+const SLOW_ITEMS = Array.from({ length: 120_000 }, (_, i) => i);
 
 test('compiles and checks with readable problems; bad schemas are refused', async () => {
   const g = guard();
@@ -167,7 +172,7 @@ test("the worker's heap limit is the guard's, not V8's default", async () => {
 
 test('a check past its deadline is stopped, whatever memory it would still get', async () => {
   const g = guard({ heapMb: 256 });
-  assert.deepEqual(await g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the result'), {
+  assert.deepEqual(await g.check(UNIQUE, SLOW_ITEMS, 'a', 'the result'), {
     ok: false,
     stopped: 'it needed more than 1000 ms of CPU time',
   });
@@ -180,7 +185,7 @@ test('one account never holds every worker: another account is served meanwhile'
   await g.check(UNIQUE, [1], 'warm-up', 'the input');
   for (let i = 0; i < 2000 && g.stats().ready < 2; i++) await new Promise((resolve) => setTimeout(resolve, 5));
   const order: string[] = [];
-  const slow = [1, 2, 3].map((i) => g.check(UNIQUE, FORTY_THOUSAND, 'attacker', 'the input').then(() => order.push(`attacker ${i}`)));
+  const slow = [1, 2, 3].map((i) => g.check(UNIQUE, SLOW_ITEMS, 'attacker', 'the input').then(() => order.push(`attacker ${i}`)));
   const quick = g.check(UNIQUE, [1, 1], 'bystander', 'the input').then((verdict) => {
     order.push('bystander');
     return verdict;
@@ -196,7 +201,7 @@ test('one account never holds every worker: another account is served meanwhile'
 test('the queue is bounded per account; beyond it a check fails at once as busy', async () => {
   // A wait long enough for a loaded machine (the niced worker gets little CPU there): the bound is the subject, not the deadline.
   const g = guard({ workers: 1, maxWaitingPerAccount: 2, maxWaitMs: 120_000, deadlineMs: 250 });
-  const running = g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the input');
+  const running = g.check(UNIQUE, SLOW_ITEMS, 'a', 'the input');
   for (let i = 0; i < 2000 && g.stats().busy === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
   const waiting = [g.check(UNIQUE, [1], 'a', 'the input'), g.check(UNIQUE, [2], 'a', 'the input')];
   assert.deepEqual(await g.check(UNIQUE, [3], 'a', 'the input'), {
@@ -228,7 +233,7 @@ test("waiting jobs take turns by account: a newcomer goes before the flooders' n
   await g.check(UNIQUE, [1], 'warm-up', 'the input');
   await until(() => g.stats().ready === 2);
   const order: string[] = [];
-  const flood = (who: string) => [1, 2].map((i) => g.check(UNIQUE, FORTY_THOUSAND, who, 'the input').then(() => order.push(`${who} ${i}`)));
+  const flood = (who: string) => [1, 2].map((i) => g.check(UNIQUE, SLOW_ITEMS, who, 'the input').then(() => order.push(`${who} ${i}`)));
   const floods = [...flood('a'), ...flood('c')];
   await until(() => g.waitingOf('a') === 1 && g.waitingOf('c') === 1 && g.stats().busy === 2);
   const quick = g.check(UNIQUE, [1, 1], 'b', 'the input').then((verdict) => (order.push('b'), verdict));
@@ -244,7 +249,7 @@ test('a job that waits past its deadline fails closed as busy, and leaves the qu
   // Starting a worker counts as waiting (it may take longer than 200 ms here): start it first.
   await g.check(UNIQUE, [1], 'warm-up', 'the input');
   await until(() => g.stats().ready === 1);
-  const running = g.check(UNIQUE, FORTY_THOUSAND, 'a', 'the input');
+  const running = g.check(UNIQUE, SLOW_ITEMS, 'a', 'the input');
   await until(() => g.stats().busy === 1);
   // The worker is held for at least a second of CPU time: longer than the wait allowed.
   assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), {
