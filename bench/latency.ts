@@ -3,7 +3,9 @@
  * issue 18's peers measured in the same run.
  *
  *   bench/latency [--runs N] [--warmup W] [--quick] [--era 2026|2025] [--peers noop,spawn,pyodide|none]
- *   (defaults: 200 rounds after 5 warm-up rounds, as issue 18's own measurement; --quick: 11 after 2)
+ *                 [--order shuffled|fixed] [--seed N]
+ *   (defaults: 200 rounds after 5 warm-up rounds, as issue 18's own measurement; --quick: 11 after 2;
+ *   each round in an order of its own, shuffled from a seed that is printed, so --seed repeats a run's orders)
  *
  * In order:
  *   1. the baselines, bare `/usr/bin/python3 -c pass`, `node -e 0` and `python3 -c "import
@@ -16,7 +18,9 @@
  *      (bench/lib/peers.ts): (a) the official SDK's server with a no-op tool, (b) the same spawning
  *      `python3 -c` per call, (c) the same running the function in a warm Pyodide;
  *   3. rounds, round-robin (one sample of each series per round, so drift in machine load touches
- *      them all alike), every call through the official client of the chosen protocol era:
+ *      them all alike), each round's order shuffled (bench/lib/order.ts: a call pays for what the
+ *      call before it left running, so no series always follows the same one; `--order fixed`:
+ *      the order below, every round), every call through the official client of the chosen protocol era:
  *      `utils__hello` in tool mode, `execute` calling one Python function, `utils__hello_ts`,
  *      `utils__pandas_sum`, `_env_status` (no sandbox, not metered), and each peer's tool;
  *   4. the server and peers stopped, the baselines again.
@@ -32,6 +36,7 @@ import { connect, type ClientEra, type McpTestClient } from '../src/test-support
 import { openCgroupCpu } from './lib/cgroup-cpu.js';
 import { watchMachineLoad } from './lib/machine.js';
 import { measureBaselines, median, ms, p99, printTable, type Baselines } from './lib/measure.js';
+import { seededRandom, shuffled } from './lib/order.js';
 import { PEER_KINDS, PEER_LABEL, startPeer, type Peer, type PeerKind } from './lib/peers.js';
 import { call, makeNamespace, startBenchServer, watchSandboxPool, type CallSpec } from './lib/server.js';
 
@@ -42,6 +47,8 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     era: { type: 'string', default: '2026' },
     peers: { type: 'string', default: PEER_KINDS.join(',') },
+    order: { type: 'string', default: 'shuffled' },
+    seed: { type: 'string' },
   },
 });
 const runs = Number(values.runs ?? (values.quick ? 11 : 200));
@@ -49,6 +56,10 @@ const warmup = Number(values.warmup ?? (values.quick ? 2 : 5));
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer');
 if (!Number.isInteger(warmup) || warmup < 0) throw new Error('--warmup must be a non-negative integer');
 if (values.era !== '2026' && values.era !== '2025') throw new Error('--era must be 2026 or 2025');
+if (values.order !== 'shuffled' && values.order !== 'fixed') throw new Error('--order must be shuffled or fixed');
+const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
+if (!Number.isInteger(seed) || seed < 0) throw new Error('--seed must be a non-negative integer');
+const random = seededRandom(seed);
 // 2025: the v1 SDK client, as Claude Code speaks it; 2026: the v2 SDK pinned to 2026-07-28.
 const era: ClientEra = values.era === '2025' ? 'v1' : 'v2';
 const peerKinds = values.peers === 'none' ? [] : (values.peers.split(',').map((kind) => kind.trim()) as PeerKind[]);
@@ -187,7 +198,7 @@ try {
   }
 
   const round = async (record: boolean) => {
-    for (const s of series) {
+    for (const s of values.order === 'fixed' ? series : shuffled(series, random)) {
       const started = performance.now();
       try {
         await call(s.client(), s.spec);
@@ -290,7 +301,8 @@ function report(before: Baselines, after: Baselines): void {
     .map(([name, value]) => `${name}=${value}`);
   console.log(
     `latency bench: MCP Streamable HTTP, official SDK client (protocol ${values.era}), our server in-process (${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}), ` +
-      `peers each in a process of their own; ${runs} rounds round-robin after ${warmup} warm-up, ${elapsed.toFixed(0)} s; ` +
+      `peers each in a process of their own; ${runs} rounds round-robin after ${warmup} warm-up, ` +
+      `${values.order === 'fixed' ? 'every round in the same order' : `each round's order shuffled (seed ${seed})`}, ${elapsed.toFixed(0)} s; ` +
       `baselines alone before the servers start and after they stop; sandbox env: ${sandboxEnv.length > 0 ? sandboxEnv.join(' ') : 'defaults'}; ${new Date().toISOString()}`,
   );
   printTable(rows, new Set([0, 6, 7, 8]));
