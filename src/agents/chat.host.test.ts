@@ -416,9 +416,13 @@ describe('chat_with_agent answers', () => {
         )
       ).rows.map((r) => Number(r.ticket));
     llm.requests.length = 0;
+    // The first message's answer is held until the second has waited and been cancelled (not a 4 s
+    // delay, which a loaded machine can outlast before the cancel is seen).
+    let answerFirst = () => {};
+    const firstAnswered = new Promise<void>((resolve) => (answerFirst = resolve));
     llm.script([
       { text: 'opened' },
-      { text: 'slow answer', delayMs: 4000 },
+      { text: 'slow answer', gate: firstAnswered },
       { text: 'third answer' },
       { text: 'never delivered', delayMs: 60_000 },
     ]);
@@ -453,6 +457,7 @@ describe('chat_with_agent answers', () => {
       () => tickets(conversation_id),
       (t) => t.length === 1 && t[0] === held,
     );
+    answerFirst();
     assert.equal((await slow).response, 'slow answer');
     const third = await callOk(s.create, 'chat_with_agent', { name: 'patient', conversation_id, message: 'message three' });
     assert.equal(third.response, 'third answer');
@@ -754,7 +759,11 @@ describe('chat_with_agent answers', () => {
     // The first listed: the one an unweighted choice would take.
     const [a, b] = await replicaNames(s, 'busy');
     llm.requests.length = 0;
-    llm.script([{ text: 'slow answer', delayMs: 4000 }, { text: 'quick answer' }]);
+    // The first answer is held until the second message is answered (not a 4 s delay, which a loaded
+    // machine can outlast before the second message is placed).
+    let answerFirst = () => {};
+    const firstAnswered = new Promise<void>((resolve) => (answerFirst = resolve));
+    llm.script([{ text: 'slow answer', gate: firstAnswered }, { text: 'quick answer' }]);
     const slow = callOk(s.create, 'chat_with_agent', { name: 'busy', replica: a, message: 'take your time' });
     await until(
       'the first message is with the model on its replica',
@@ -764,6 +773,7 @@ describe('chat_with_agent answers', () => {
     const quick = await callOk(s.create, 'chat_with_agent', { name: 'busy', message: 'quick one' });
     assert.equal(quick.replica, b, `the idle replica answers, not ${a}`);
     assert.equal(quick.response, 'quick answer');
+    answerFirst();
     assert.equal((await slow).replica, a);
   });
 

@@ -486,8 +486,23 @@ describe('agent webhooks', () => {
     assert.deepEqual(await hooks.claimKey(webhookId, key, elsewhere, 24), { claimed: true });
     const body = JSON.stringify({ review: 'waiting' });
     const before = (await runsOf('signed')).length;
-    const waiting = post(hookPath('signed', 'github', '?wait=true'), body, { ...signed(body), 'idempotency-key': key });
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    // Until the delivery has looked its key up and found it running (then it waits on the key's row),
+    // not a fixed 800 ms: on a loaded machine the key could go first, and the delivery would run.
+    const delivery = WebhooksStore.prototype.delivery;
+    let lookedUp = false;
+    WebhooksStore.prototype.delivery = async function (this: WebhooksStore, id: string, looked: string) {
+      const row = await delivery.call(this, id, looked);
+      if (looked === key && row?.status === 'running') lookedUp = true;
+      return row;
+    };
+    let waiting: ReturnType<typeof post>;
+    try {
+      waiting = post(hookPath('signed', 'github', '?wait=true'), body, { ...signed(body), 'idempotency-key': key });
+      for (let i = 0; i < 6000 && !lookedUp; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.ok(lookedUp, 'the delivery looked its key up');
+    } finally {
+      WebhooksStore.prototype.delivery = delivery;
+    }
     // Its home node refuses it before it ran (stopping, replica gone) and lets its key go (keepHandedOverOutcome).
     await hooks.releaseKey(webhookId, key, elsewhere);
     const answer = await waiting;

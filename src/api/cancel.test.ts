@@ -36,8 +36,12 @@ const NAP_PY = 'import subprocess\n\ndef main(input_data):\n    subprocess.run([
 const NAP_TS =
   'import { execFileSync } from "node:child_process";\nexport default function main(input: { marker: string }) {\n  execFileSync("/bin/sleep", [input.marker]);\n  return "woke";\n}\n';
 const TIERS = applyTierOverrides(JSON.stringify({ pro_trial: { timeout_s: 120, concurrency: 4, executions_per_minute: -1 } }));
-/** Progress every 200 ms here (10 s by default), so a test need not wait 10 s. */
-const PROGRESS_MS = 200;
+/**
+ * Progress every 100 ms here (10 s by default, 100 ms at least), so a test need not wait 10 s. The
+ * 1.5 s client timeout below must be reset by each: 15 intervals of margin for a loaded host's late
+ * timers (7.5 at 200 ms).
+ */
+const PROGRESS_MS = 100;
 
 type Kind = 'tools-python' | 'tools-typescript' | 'code-python' | 'code-typescript' | 'bridge';
 

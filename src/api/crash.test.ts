@@ -587,7 +587,9 @@ test(
   async () => {
     const dir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-admitting-'));
     const databaseUrl = (await freshDatabaseUrl())!;
-    const graceMs = 4000;
+    // 10 s: the first call is let through 1 s into it and must then be admitted, run in a sandbox
+    // and answered before the grace period ends (4 s left a loaded host 3 s for that).
+    const graceMs = 10_000;
     const env = { MCPWORKS_TIERS: LOAD_TIER(60), MCPWORKS_SHUTDOWN_GRACE_MS: String(graceMs) };
     let server = await startChild(dir, databaseUrl, env);
     const locks: pg.Client[] = [];

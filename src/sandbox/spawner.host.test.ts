@@ -162,21 +162,43 @@ describe('sandbox spawner', () => {
     const sandbox = createBubblewrapSandbox({ network: false, pool: { minSize: 1 } });
     try {
       await waitFor('the pool', () => sandbox.poolStats()!.keys.every((key) => key.ready === 1));
+      // Each run names its process (comm) once its code runs, so the spawner dies while all three
+      // are running: after a fixed 400 ms, a loaded host could still be starting them.
+      const markers = ['a', 'b', 'c'].map((letter) => `spawn${process.pid % 100000}${letter}`);
+      const named = (marker: string) => `open("/proc/self/comm", "w").write(${JSON.stringify(marker)})\n`;
       const sleeper = sandbox.run({
         language: 'python',
-        code: 'import time\ntime.sleep(1.5)\nprint("slept")\nresult = "done"\n',
+        code: `import time\n${named(markers[0]!)}time.sleep(1.5)\nprint("slept")\nresult = "done"\n`,
         input: {},
         limits: pro,
       });
       const spinner = sandbox.run({
         language: 'python',
-        code: 'while True:\n    pass\n',
+        code: `${named(markers[1]!)}while True:\n    pass\n`,
         input: {},
         limits: { ...pro, timeoutSeconds: 2 },
       });
-      const failing = sandbox.run({ language: 'python', code: 'import os, time\ntime.sleep(1)\nos._exit(3)\n', input: {}, limits: pro });
-      // Long enough for all three to be running, well before any ends.
-      await new Promise((resolve) => setTimeout(resolve, 400));
+      const failing = sandbox.run({
+        language: 'python',
+        code: `import os, time\n${named(markers[2]!)}time.sleep(1)\nos._exit(3)\n`,
+        input: {},
+        limits: pro,
+      });
+      const running = new Set<string>();
+      await waitFor(
+        'all three runs in their code',
+        () => {
+          for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+            try {
+              running.add(readFileSync(`/proc/${pid}/comm`, 'utf8').trim());
+            } catch {
+              // gone
+            }
+          }
+          return markers.every((marker) => running.has(marker));
+        },
+        60_000,
+      );
       for (const pid of spawners()) process.kill(pid, 'SIGKILL');
       const [slept, spun, exited] = await Promise.all([within(10_000, sleeper), within(10_000, spinner), within(10_000, failing)]);
       // The pipes are the server's: the answer still arrives.

@@ -166,12 +166,15 @@ test("a claimed sandbox's replacement starts once its run has answered, not besi
 });
 
 test('a run longer than replaceAfterMs gets its replacement all the same, once', async () => {
-  const h = harness([shape('ts')], { minSize: 2, replaceAfterMs: 30 });
+  // 1 s, not 30 ms: the check right after the claim must come before the bound, and a loaded
+  // machine can hold this process for 30 ms between the two.
+  const h = harness([shape('ts')], { minSize: 2, replaceAfterMs: 1000 });
   await turn();
   const claimed = h.pool.claim(shape('ts'))!;
   await turn();
   assert.equal(startedFor(h, 'ts'), 2);
-  await sleep(80);
+  // Set after the pool's timer, so it fires after it.
+  await sleep(1100);
   await turn();
   assert.equal(startedFor(h, 'ts'), 3, 'replaced after the bound though the run goes on');
   claimed.answer();

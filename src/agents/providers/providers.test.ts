@@ -176,8 +176,11 @@ for (const [label, make] of adapters) {
         messages: [{ role: 'user', content: 'hi' }],
         tools: [],
         maxOutputTokens: 64,
-        deadline: Date.now() + 300,
+        // 1.5 s, not 300 ms: the request must reach the model before the deadline (on a loaded
+        // machine 300 ms could pass first, and no request was there to see aborted).
+        deadline: Date.now() + 1500,
       });
+      await llm.waitForRequests(1);
       await assert.rejects(call, (e: unknown) => e instanceof ProviderError && e.kind === 'timeout');
       while (!llm.requests[0]!.aborted) await new Promise((r) => setImmediate(r));
       // A deadline already past: refused before any request.

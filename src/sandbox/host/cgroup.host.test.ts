@@ -62,9 +62,13 @@ function helperIn(run: RunCgroup): SpawnedProcess {
   });
 }
 
-/** Waits (bounded by count, not time) until `run`'s first group holds `count` processes; their pids. */
+/**
+ * Waits until `run`'s first group holds `count` processes; their pids. Bounded by 60 s, not by a
+ * count of turns: 2000 turns of this loop last well under a second, and the helper, in a group of a
+ * quarter of the CPU weight, can take longer than that to join on a loaded host.
+ */
 async function populated(run: RunCgroup, count: number): Promise<string[]> {
-  for (let i = 0; i < 2000; i++) {
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
     const pids = readFileSync(run.procsFiles[0]!, 'utf8').split('\n').filter(Boolean);
     if (pids.length >= count) return pids;
     await new Promise((resolve) => setImmediate(resolve));
