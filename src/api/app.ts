@@ -245,18 +245,19 @@ export function createApp(deps: AppDependencies): Hono {
         ...(sessionId ? { sessionId } : {}),
       });
     const refused = () => unauthorized(c, 'invalid, revoked or expired API key', bearerChallenge(new URL(c.req.url), 'invalid'));
-    // None for a run endpoint's sessionless POST whose key this node verified lately: it is checked
-    // by the call's admission, or looked up before anything else (run-endpoint.ts, cachedKey).
+    // None for a run endpoint's POST whose key (and 2025-era session, if it names one) this node
+    // verified lately: it is checked by the call's admission, or looked up before anything else
+    // (run-endpoint.ts, cachedKey).
     const cached =
-      kind === 'run' && validNamespace && !sessionId && c.req.method === 'POST' ? accounts.cachedRunKey(token, namespace) : undefined;
+      kind === 'run' && validNamespace && c.req.method === 'POST' ? accounts.cachedRunKey(token, namespace, sessionId) : undefined;
     // A cached key is looked up at most once a request, as without the cache: a 2025-03-26 batch's
     // parts (each served as a request of its own) share that lookup and its answer.
     let looked: ReturnType<typeof lookUp> | undefined;
     const confirm = async () => {
       const found = await (looked ??= lookUp());
-      return found ? { principal: found.principal, addressed: found.addressed } : refused();
+      return found ? { principal: found.principal, addressed: found.addressed, session: found.session } : refused();
     };
-    const auth = cached ? { ...cached, session: undefined } : await lookUp();
+    const auth = cached ? { ...cached, session: cached.session } : await lookUp();
     if (!auth) return refused();
     const principal: KeyPrincipal = auth.principal;
     if (!validNamespace) return c.json(new DomainError('not_found', `no MCP endpoint at ${c.req.path}`).toJSON(), 404);

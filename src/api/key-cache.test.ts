@@ -195,6 +195,127 @@ describe('a key cached on a node', () => {
   });
 });
 
+describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code connects)', () => {
+  /** Counts node B's real lookups of keys while `work` runs (the service itself runs). */
+  async function countingLookups<T>(work: () => Promise<T>): Promise<{ value: T; lookups: number }> {
+    const accounts = b.server.services.accounts;
+    const lookUp = accounts.authenticateRequest;
+    let lookups = 0;
+    accounts.authenticateRequest = function (this: typeof accounts, ...args: Parameters<typeof lookUp>) {
+      lookups++;
+      return lookUp.apply(this, args);
+    };
+    try {
+      return { value: await work(), lookups };
+    } finally {
+      accounts.authenticateRequest = lookUp;
+    }
+  }
+
+  /** A 2025-06-18 session of `key` on node B (initialize, then initialized); its id. */
+  async function sessionOnB(s: Space, key: string): Promise<string> {
+    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}` },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'key-cache', version: '1' } },
+      }),
+    });
+    await response.text();
+    const id = response.headers.get('mcp-session-id');
+    assert.ok(id, `initialize answered ${response.status} without a session`);
+    const initialized = await onB(s, key, { method: 'notifications/initialized' }, { headers: { 'mcp-session-id': id } });
+    assert.ok(initialized.status < 300, JSON.stringify(initialized));
+    return id;
+  }
+  const inSession = (s: Space, key: string, session: string, message: Record<string, unknown>) =>
+    onB(s, key, message, { headers: { 'mcp-session-id': session } });
+  const helloIn = (s: Space, key: string, session: string) =>
+    inSession(s, key, session, { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } });
+
+  /** A cached key with a session whose first call has been looked up (so the session is cached with the key). */
+  async function cachedSession(s: Space): Promise<{ key: string; id: string; session: string }> {
+    const { key, id } = await cachedOnB(s);
+    const session = await sessionOnB(s, key);
+    const first = await helloIn(s, key, session);
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    return { key, id, session };
+  }
+
+  function assertSessionGone(answer: { status: number; body: any }, what: string): void {
+    assert.equal(answer.status, 404, `${what}: ${JSON.stringify(answer.body)}`);
+    assert.match(JSON.stringify(answer.body), /Session not found/, what);
+  }
+
+  test('its calls run without a lookup once the session is cached, and are metered', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key, session } = await cachedSession(s);
+    const before = await t.usage(s.account);
+    const { value: answers, lookups } = await countingLookups(async () => {
+      const answers = [];
+      for (let i = 0; i < 3; i++) answers.push(await helloIn(s, key, session));
+      return answers;
+    });
+    for (const answer of answers) {
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.equal(parseResult(answer.body.result), 'hi');
+    }
+    assert.equal(lookups, 0, 'key lookups for three calls of a cached key and session');
+    assert.equal((await t.usage(s.account)).executions, before.executions + 3);
+  });
+
+  test('its session ended or expired through another node: its next call, _env_status and tools/list answer 404, nothing counted', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const db = t.server.server.services.db;
+    for (const [how, change] of [
+      ['ended', (session: string) => sql`DELETE FROM mcp_sessions WHERE id = ${session}`.execute(db)],
+      [
+        'expired (unused for longer than the idle limit)',
+        (session: string) => sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '2 hours' WHERE id = ${session}`.execute(db),
+      ],
+    ] as const) {
+      for (const [what, request] of [
+        ['a metered call', (key: string, session: string) => helloIn(s, key, session)],
+        [
+          '_env_status',
+          (key: string, session: string) =>
+            inSession(s, key, session, { method: 'tools/call', params: { name: '_env_status', arguments: {} } }),
+        ],
+        ['tools/list', (key: string, session: string) => inSession(s, key, session, { method: 'tools/list', params: {} })],
+      ] as const) {
+        const { key, session } = await cachedSession(s);
+        const before = await t.usage(s.account);
+        await change(session);
+        assertSessionGone(await request(key, session), `${how}: ${what}`);
+        assert.deepEqual(await t.usage(s.account), before, `${how}: ${what}: nothing counted`);
+      }
+    }
+    await t.assertHealthy();
+  });
+
+  test('its key revoked through another node: a call in the cached session is refused, nothing counted', async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key, id, session } = await cachedSession(s);
+    const before = await t.usage(s.account);
+    await revokeOnA(s, id);
+    assertRefusedKey(await helloIn(s, key, session), 'a revoked key in its cached session');
+    assert.deepEqual(await t.usage(s.account), before);
+  });
+
+  test("another account's session id with a cached key: not found, every time, nothing counted", async () => {
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const other = await t.space([{ name: 'hello', code: HELLO('other') }], 'wide');
+    const theirs = await sessionOnB(other, (await cachedOnB(other)).key);
+    const { key } = await cachedOnB(s);
+    const before = await t.usage(s.account);
+    for (let i = 0; i < 3; i++) assertSessionGone(await helloIn(s, key, theirs), `call ${i + 1}`);
+    assert.deepEqual(await t.usage(s.account), before);
+  });
+});
+
 describe('a 2025-03-26 batch with a cached key (each part is served as a request of its own)', () => {
   /** A batch of `count` copies of `message` to node B's run endpoint, no session; how many key lookups B made for it. */
   async function batchOnB(s: Space, key: string, message: Record<string, unknown>, count: number) {

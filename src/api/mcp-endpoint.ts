@@ -159,9 +159,16 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     // Use keeps a session alive (idle expiry); the write happens at most once a minute.
     // A touch refused by a full disk or a database gone away must not fail a request that only reads.
     if (owned && databaseNow() - new Date(session.last_seen_at).getTime() > MCP_SESSION_TOUCH_MS) {
-      await accounts.touchMcpSession(id).catch((error: unknown) => {
-        if (!isRetryableStoreError(error)) throw error;
-      });
+      const touched = await accounts.touchMcpSession(id).then(
+        () => true,
+        (error: unknown) => {
+          if (!isRetryableStoreError(error)) throw error;
+          return false;
+        },
+      );
+      // The owner may be a node's cached copy (a key's, AccountService.cachedRunKey): written now, it
+      // says so, or every later request served from that cache would write it again.
+      if (touched) session.last_seen_at = new Date(databaseNow());
     }
     return owned;
   }

@@ -4,7 +4,7 @@ import { refuseUnknownTools } from './unknown-tools.js';
 import { DomainError, isDomainError } from '../core/errors.js';
 import { renderToolResult } from '../core/tool-render.js';
 import { toolName as budgetedToolName } from '../core/names.js';
-import type { NamespaceRef } from '../store/accounts-store.js';
+import { liveSince, type McpSessionRef, type NamespaceRef } from '../store/accounts-store.js';
 import type { KeyPrincipal } from '../services/accounts.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import {
@@ -21,7 +21,7 @@ import {
 } from '../run/run-service.js';
 import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
-import type { RequestScope as McpRequestScope } from './mcp-endpoint.js';
+import { jsonRpcError, type RequestScope as McpRequestScope } from './mcp-endpoint.js';
 import { keyPrincipal } from '../core/principal.js';
 
 import { RenderedCache } from './rendered-cache.js';
@@ -65,7 +65,11 @@ export interface RunScopeExtra {
    * so far; `confirm` looks it up (a 401 to answer when it no longer works), once a request (a
    * batch's parts share it).
    */
-  cachedKey?: { confirm(): Promise<{ principal: KeyPrincipal; addressed: NamespaceRef | null | undefined } | Response> };
+  cachedKey?: {
+    confirm(): Promise<
+      { principal: KeyPrincipal; addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined } | Response
+    >;
+  };
   /** The call's admission checked the cached key (mcpworks_admit_key_call). */
   keyChecked?: boolean;
 }
@@ -479,6 +483,12 @@ export function runEndpointParts(
     const found = await cached.confirm();
     if (found instanceof Response) return found;
     scope.principal = found.principal;
+    if (scope.session) {
+      // Its session was the cached one: looked up now with the key, it must still be this key's
+      // account's, for this endpoint and namespace (ended or expired meanwhile: "not found").
+      scope.session = { id: scope.session.id, owner: found.session ?? null };
+      if (!sessionOf(scope)) return jsonRpcError(404, -32001, 'Session not found');
+    }
     // What was read or decided with the cached key goes.
     for (const field of ['cachedKey', 'keyChecked', 'snapshot', 'prechecked', 'inputRefused', 'addressed'] as const) delete extra[field];
     if (found.addressed !== undefined) extra.addressed = found.addressed;
@@ -549,8 +559,26 @@ export function runEndpointParts(
     // A cached key is checked by the admission against the catalog version this call was read at
     // (a metered call's functions were read: its snapshot is there).
     const { keyId, tier } = scope.principal;
+    // A 2025-era call's session came from the cache with its key: the admission checks it too.
+    const live = scope.session && liveSince();
     const cachedKey = context(scope).extra.cachedKey
-      ? { keyId, tier, namespaceId: snapshot!.namespaceId, catalogVersion: snapshot!.catalogVersion }
+      ? {
+          keyId,
+          tier,
+          namespaceId: snapshot!.namespaceId,
+          catalogVersion: snapshot!.catalogVersion,
+          ...(scope.session && live
+            ? {
+                session: {
+                  id: scope.session.id,
+                  endpoint: 'run',
+                  namespace: scope.namespace,
+                  liveCreated: live.created,
+                  liveSeen: live.seen,
+                },
+              }
+            : {}),
+        }
       : undefined;
     // The call's env and input_schema checks need nothing the admission decides: they run while it
     // is in flight (in the schema workers), and the handler takes their verdict. No code runs before

@@ -64,15 +64,19 @@ export const KEY_CACHE_MS = KEY_TOUCH_MS;
 /** Keys kept verified (least recently verified out first), and namespaces kept per key. */
 const KEY_CACHE_ENTRIES = 4096;
 const KEY_CACHE_NAMESPACES = 16;
+/** 2025-era sessions kept per key (a client keeps one; mcp-remote makes one per connect). */
+const KEY_CACHE_SESSIONS = 16;
 /** The channel migration 39's trigger NOTIFYs a changed key's id on. */
 export const API_KEYS_CHANNEL = 'mcpworks_api_keys';
 
-/** A key verified by a lookup on this node, and the namespaces that lookup saw. */
+/** A key verified by a lookup on this node, and the namespaces and 2025-era sessions lookups saw. */
 interface VerifiedKey {
   principal: KeyPrincipal;
   /** Until when (this node's clock) it is used without a lookup. */
   until: number;
   namespaces: Map<string, NamespaceRef>;
+  /** By session id, as a lookup found it live (its owner's fields; whose it is stays the caller's check). */
+  sessions: Map<string, McpSessionRef>;
 }
 
 export class AccountService {
@@ -363,7 +367,7 @@ export class AccountService {
       namespace: row.namespace,
       scopes: row.scopes as Scope[],
     };
-    if (cacheId) this.remember(cacheId, principal, what.namespace, row.addressed, previous);
+    if (cacheId) this.remember(cacheId, principal, what, row, previous);
     return { principal, addressed: row.addressed, session: row.session };
   }
 
@@ -375,8 +379,15 @@ export class AccountService {
    * node. The caller lets a request through only once the database has said otherwise: a metered
    * call's admission checks the key and the catalog version (mcpworks_admit_key_call), and
    * anything else is looked up with authenticateRequest first. API keys only (not OAuth tokens).
+   * `sessionId`: a 2025-era request's Mcp-Session-Id, which a lookup of this key must have found
+   * live too (else undefined); just as provisional (ended or expired since, on any node), so a
+   * metered call's admission checks it as well (mcpworks_admit_session_call, migration 40).
    */
-  cachedRunKey(raw: string, namespace: string): { principal: KeyPrincipal; addressed: NamespaceRef } | undefined {
+  cachedRunKey(
+    raw: string,
+    namespace: string,
+    sessionId?: string,
+  ): { principal: KeyPrincipal; addressed: NamespaceRef; session?: McpSessionRef } | undefined {
     if (!isApiKeyShape(raw)) return undefined;
     const id = sha256Hex(raw);
     const entry = this.verified.get(id);
@@ -387,22 +398,33 @@ export class AccountService {
       return undefined;
     }
     const addressed = entry.namespaces.get(namespace);
-    return addressed ? { principal: entry.principal, addressed } : undefined;
+    if (!addressed) return undefined;
+    if (sessionId === undefined) return { principal: entry.principal, addressed };
+    // A session is as provisional as the key: a metered call's admission checks it (migration 40).
+    const session = entry.sessions.get(sessionId);
+    return session ? { principal: entry.principal, addressed, session } : undefined;
   }
 
   private remember(
     id: string,
     principal: KeyPrincipal,
-    namespace: string | undefined,
-    addressed: NamespaceRef | null | undefined,
+    what: { namespace?: string; sessionId?: string },
+    row: { addressed: NamespaceRef | null | undefined; session: McpSessionRef | null | undefined },
     previous: VerifiedKey | undefined,
   ) {
-    // What earlier lookups of the key saw of other namespaces stays (the admission checks it anyway).
+    // What earlier lookups of the key saw of other namespaces and sessions stays (the admission checks it anyway).
     const namespaces = new Map(previous?.namespaces);
-    if (namespace !== undefined) {
-      namespaces.delete(namespace);
-      if (addressed) namespaces.set(namespace, addressed);
+    if (what.namespace !== undefined) {
+      namespaces.delete(what.namespace);
+      if (row.addressed) namespaces.set(what.namespace, row.addressed);
       if (namespaces.size > KEY_CACHE_NAMESPACES) namespaces.delete(namespaces.keys().next().value!);
+    }
+    const sessions = new Map(previous?.sessions);
+    if (what.sessionId !== undefined) {
+      sessions.delete(what.sessionId);
+      // Only the key's own account's: another's is refused (not found) at every request, looked up.
+      if (row.session && row.session.account_id === principal.accountId) sessions.set(what.sessionId, row.session);
+      if (sessions.size > KEY_CACHE_SESSIONS) sessions.delete(sessions.keys().next().value!);
     }
     this.verified.delete(id);
     if (this.verified.size >= KEY_CACHE_ENTRIES) this.verified.delete(this.verified.keys().next().value!);
@@ -410,6 +432,7 @@ export class AccountService {
       principal,
       until: Date.now() + KEY_CACHE_MS,
       namespaces,
+      sessions,
     });
   }
 }

@@ -46,8 +46,11 @@ export const KEY_TOUCH_MS = 60 * 1000;
 /** A session's last use is written at most this often (not on every request). */
 export const MCP_SESSION_TOUCH_MS = 60 * 1000;
 
-/** Where a live session is: young enough and recently used. */
-const liveSince = (now = databaseNow()) => ({ created: new Date(now - MCP_SESSION_TTL_MS), seen: new Date(now - MCP_SESSION_IDLE_MS) });
+/** Where a live session is: young enough and recently used (the oldest creation and last use it may have). */
+export const liveSince = (now = databaseNow()) => ({
+  created: new Date(now - MCP_SESSION_TTL_MS),
+  seen: new Date(now - MCP_SESSION_IDLE_MS),
+});
 
 export interface SignInLimits {
   freeFailures: number;

@@ -27,6 +27,8 @@ export interface CachedKeyCheck {
   tier: string;
   namespaceId: string;
   catalogVersion: number;
+  /** A 2025-era call's session, cached with the key: still live and the account's, for this endpoint and namespace (migration 40). */
+  session?: { id: string; endpoint: string; namespace: string; liveCreated: Date; liveSeen: Date } | undefined;
 }
 
 /** The key or what it reached changed since it was cached: nothing was taken; look it up and start again. */
@@ -74,6 +76,12 @@ const ADMIT_KEY_CALL = hotStatement(
     $8, $9, $10, $11, $12, $13, $14::jsonb)`,
 );
 
+const ADMIT_SESSION_CALL = hotStatement(
+  'mcpworks_admit_session_call',
+  `SELECT rejected, used, retry_after, cancelled FROM mcpworks_admit_session_call($1, $2, $3, $4, $5, $6, $7, $8, $9,
+    $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb)`,
+);
+
 /** The margin past a call's time limit by which its slot is expected free (start-up, settling). */
 const SLOT_DEADLINE_MARGIN_MS = 2000;
 
@@ -109,12 +117,30 @@ export class MeteringStore {
     const key = request.cachedKey;
     const gates = [limits.monthlyExecutions, limits.executionsPerMinute, limits.concurrency, expiresAt, this.instanceId, deadline];
     const runJson = run ? JSON.stringify(run) : null;
+    const session = key?.session;
     const { rows } = await runHot<AdmissionAnswer>(
       this.db,
-      key ? ADMIT_KEY_CALL : ADMIT_CALL,
-      key
-        ? [key.keyId, key.tier, key.namespaceId, key.catalogVersion, ticketId, accountId, now, ...gates, runJson]
-        : [ticketId, accountId, now, ...gates, runJson],
+      session ? ADMIT_SESSION_CALL : key ? ADMIT_KEY_CALL : ADMIT_CALL,
+      session
+        ? [
+            key.keyId,
+            key.tier,
+            key.namespaceId,
+            key.catalogVersion,
+            session.id,
+            session.endpoint,
+            session.namespace,
+            session.liveCreated,
+            session.liveSeen,
+            ticketId,
+            accountId,
+            now,
+            ...gates,
+            runJson,
+          ]
+        : key
+          ? [key.keyId, key.tier, key.namespaceId, key.catalogVersion, ticketId, accountId, now, ...gates, runJson]
+          : [ticketId, accountId, now, ...gates, runJson],
     );
     const answer = rows[0];
     if (!answer) throw new Error('mcpworks_admit returned no row');

@@ -1360,4 +1360,33 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH ROW EXECUTE FUNCTION mcpworks_notify_api_key()`,
     ],
   },
+  {
+    version: 40,
+    name: "a cached key's admission checks its 2025-era session too",
+    statements: [
+      // A 2025-era call (Mcp-Session-Id) whose key and session this node verified lately skips
+      // their lookup, as a sessionless call does since migration 38: its admission checks the
+      // session is still live and this account's, for this endpoint and namespace (`p_live_*`:
+      // the oldest creation and last use a live session may have, as AccountsStore.findMcpSession
+      // reads them), beside the key and the catalog version. Otherwise KEY_CHANGED, nothing taken:
+      // the request is looked up again, and a session gone meanwhile answers 404.
+      `CREATE FUNCTION mcpworks_admit_session_call(
+          p_key TEXT, p_tier TEXT, p_namespace TEXT, p_catalog_version INTEGER,
+          p_session TEXT, p_endpoint TEXT, p_namespace_name TEXT, p_live_created TIMESTAMPTZ, p_live_seen TIMESTAMPTZ,
+          p_ticket TEXT, p_account TEXT, p_now TIMESTAMPTZ,
+          p_monthly INTEGER, p_per_minute INTEGER, p_concurrency INTEGER, p_expires_at TIMESTAMPTZ,
+          p_instance TEXT, p_deadline TIMESTAMPTZ, p_run JSONB)
+        RETURNS TABLE (rejected TEXT, used INTEGER, retry_after INTEGER, cancelled BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+          IF NOT EXISTS (SELECT 1 FROM mcp_sessions s
+              WHERE s.id = p_session AND s.account_id = p_account AND s.endpoint = p_endpoint
+                AND s.namespace = p_namespace_name AND s.created_at >= p_live_created AND s.last_seen_at >= p_live_seen) THEN
+            RETURN QUERY SELECT 'KEY_CHANGED'::text, 0, NULL::int, false;
+            RETURN;
+          END IF;
+          RETURN QUERY SELECT * FROM mcpworks_admit_key_call(p_key, p_tier, p_namespace, p_catalog_version,
+            p_ticket, p_account, p_now, p_monthly, p_per_minute, p_concurrency, p_expires_at, p_instance, p_deadline, p_run);
+        END $$`,
+    ],
+  },
 ];
