@@ -58,11 +58,7 @@ async function run(text: string, parameters: Array<string | null>): Promise<void
     prepared.set(text, name);
   }
   await db.execProtocolStream(
-    concat([
-      protocol.serialize.bind({ statement: name, values: parameters }),
-      protocol.serialize.execute({}),
-      protocol.serialize.sync(),
-    ]),
+    concat([protocol.serialize.bind({ statement: name, values: parameters }), protocol.serialize.execute({}), protocol.serialize.sync()]),
     { syncToFs: false },
   );
 }

@@ -179,6 +179,31 @@ describe('a key cached on a node', () => {
     assert.equal(parseResult(answer.body.result), 'second');
   });
 
+  test('its namespace changed through another node: tools/list and _env_status, answered while the key is looked up, answer the new catalog', async () => {
+    // Both are answered with the cached key while its lookup is out, and held until it is in: a
+    // lookup that finds the namespace at another catalog version has them answered again.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key } = await cachedOnB(s);
+    await callOk(s.create, 'make_function', {
+      service: 'utils',
+      name: 'later',
+      code: 'def main(input_data):\n    return 1\n',
+      required_env: ['LATER_TOKEN'],
+    });
+    const listed = await onB(s, key, { method: 'tools/list', params: {} });
+    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    assert.deepEqual(listed.body.result.tools.map((tool: { name: string }) => tool.name).sort(), [
+      '_env_status',
+      'utils__hello',
+      'utils__later',
+    ]);
+    const { key: second } = await cachedOnB(s);
+    await callOk(s.create, 'update_function', { service: 'utils', name: 'later', required_env: ['LATER_TOKEN', 'LATER_SECRET'] });
+    const status = await onB(s, second, { method: 'tools/call', params: { name: '_env_status', arguments: {} } });
+    assert.equal(status.status, 200, JSON.stringify(status.body));
+    assert.deepEqual([...parseResult(status.body.result).functions[0].required].sort(), ['LATER_SECRET', 'LATER_TOKEN']);
+  });
+
   test('without the execute scope, or limited to another namespace: refused every time, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const readOnly = await createKey(t.server.url, s.account, { name: 'read-only', scopes: ['read'] });

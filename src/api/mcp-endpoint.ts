@@ -57,6 +57,17 @@ export interface RequestScope<Extra extends object = Record<string, unknown>> {
   calls?: readonly string[];
 }
 
+/**
+ * beforeDispatch's answer for a request the MCP layer may answer while a check it depends on is
+ * still out (the run endpoint: a cached key's lookup, for requests that change nothing): the
+ * answer is held until `check` settles. undefined: it stands; a Response: that is the answer
+ * instead; 'again': the request was prepared again with what the check found, and is answered
+ * afresh. A rejected check is the request's failure, as a throwing beforeDispatch's is.
+ */
+export interface CheckedDispatch {
+  check: Promise<Response | undefined | 'again'>;
+}
+
 export function jsonRpcError(
   status: number,
   code: number,
@@ -129,7 +140,7 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
   accounts: AccountsStore;
   logger: Logger;
   /** Runs on every parsed POST before the MCP layer sees it; a Response short-circuits (e.g. 429). */
-  beforeDispatch?: (body: unknown, scope: RequestScope<Extra>) => Promise<Response | undefined>;
+  beforeDispatch?: (body: unknown, scope: RequestScope<Extra>) => Promise<Response | CheckedDispatch | undefined>;
   /** Runs once the MCP layer has answered (or started streaming) a request that beforeDispatch let through; answers the response to send. */
   afterDispatch?: (scope: RequestScope<Extra>, response: Response) => Promise<Response>;
   /** The caller's limit of live 2025-era sessions (null = unlimited). */
@@ -214,6 +225,37 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     return options.afterDispatch ? options.afterDispatch(scope, response) : response;
   }
 
+  /**
+   * dispatched(), started at once but held until the check settles (CheckedDispatch). An answer
+   * not used is discarded unread: nothing of it reaches the client.
+   */
+  async function checkedDispatch(
+    scope: RequestScope<Extra>,
+    checked: CheckedDispatch | undefined,
+    dispatch: () => Promise<Response>,
+  ): Promise<Response> {
+    if (!checked) return dispatched(scope, dispatch);
+    const first = dispatch();
+    // Handled from the start: a failure while the check is out must not go unhandled meanwhile
+    // (dispatched() still sees it, as an internal error, if the answer stands).
+    first.catch(() => undefined);
+    const discard = () =>
+      void first.then(
+        (response) => response.body?.cancel(),
+        () => undefined,
+      );
+    let verdict: Response | undefined | 'again';
+    try {
+      verdict = await checked.check;
+    } catch (error) {
+      discard();
+      throw error;
+    }
+    if (verdict === undefined) return dispatched(scope, () => first);
+    discard();
+    return verdict === 'again' ? dispatched(scope, dispatch) : verdict;
+  }
+
   return async function handle(request: Request, scope: RequestScope<Extra>): Promise<Response> {
     const authInfo: AuthInfo = { token: '', clientId: scope.principal.keyId, scopes: scope.principal.scopes, extra: { scope } };
     const sessionId = request.headers.get('mcp-session-id');
@@ -288,10 +330,10 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
         );
       }
       const early = await options.beforeDispatch?.(parsedBody, scope);
-      if (early) return early;
+      if (early instanceof Response) return early;
       const owner = { namespace: streams?.notifies ? scope.namespace : '', accountId: scope.principal.accountId };
       // Only a listen request subscribes to the bus: only it needs its owner known there.
-      return dispatched(scope, () =>
+      return checkedDispatch(scope, early, () =>
         listens
           ? streams.hub.within(owner, () => modern.fetch(replay, { authInfo, parsedBody }))
           : modern.fetch(replay, { authInfo, parsedBody }),
@@ -319,7 +361,7 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     // A session id we did not issue (or issued to someone else) is "not found": the client re-initializes.
     if (sessionId && !initializing && !(await ownedSession(sessionId, scope))) return jsonRpcError(404, -32001, 'Session not found');
     const early = await options.beforeDispatch?.(parsedBody, scope);
-    if (early) return early;
+    if (early instanceof Response) return early;
     // The session row is taken (within the account's live-session limit) before the MCP layer
     // answers, and given back when it did not answer 200: a refusal changes nothing.
     const id = randomUUID();
@@ -358,13 +400,13 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     if (!initializing && sessionId && options.sessionActivity) {
       const release = options.sessionActivity.hold(sessionId);
       try {
-        return await releasedWhenDone(await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })), release);
+        return await releasedWhenDone(await checkedDispatch(scope, early, () => legacy(replay, { authInfo, parsedBody })), release);
       } catch (error) {
         release();
         throw error;
       }
     }
-    const response = await dispatched(scope, () => legacy(replay, { authInfo, parsedBody })).catch(async (error: unknown) => {
+    const response = await checkedDispatch(scope, early, () => legacy(replay, { authInfo, parsedBody })).catch(async (error: unknown) => {
       if (initializing) await accounts.deleteMcpSession(id);
       throw error;
     });

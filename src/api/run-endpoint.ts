@@ -21,7 +21,7 @@ import {
 } from '../run/run-service.js';
 import type { Logger } from '../core/logger.js';
 import { isRetryableStoreError } from '../store/db-health.js';
-import { jsonRpcError, type RequestScope as McpRequestScope } from './mcp-endpoint.js';
+import { jsonRpcError, type CheckedDispatch, type RequestScope as McpRequestScope } from './mcp-endpoint.js';
 import { keyPrincipal } from '../core/principal.js';
 
 import { RenderedCache } from './rendered-cache.js';
@@ -396,6 +396,23 @@ export function runEndpointParts(
     return ticket;
   }
 
+  /** The same key as the cache had it: its account, plan, namespace limit and scopes. */
+  function samePrincipal(a: KeyPrincipal, b: KeyPrincipal): boolean {
+    return (
+      a.accountId === b.accountId &&
+      a.keyId === b.keyId &&
+      a.tier === b.tier &&
+      a.namespace === b.namespace &&
+      a.scopes.length === b.scopes.length &&
+      a.scopes.every((scope, i) => scope === b.scopes[i])
+    );
+  }
+
+  /** The same namespace at the same catalog version (or none, either way). */
+  function sameRef(a: NamespaceRef | null | undefined, b: NamespaceRef | null | undefined): boolean {
+    return (a ?? null) === (b ?? null) || (!!a && !!b && a.id === b.id && a.catalog_version === b.catalog_version);
+  }
+
   /** The 2025-era session this request holds (ours, of this endpoint and namespace), if any. */
   function sessionOf(scope: RequestScope): string | undefined {
     const owner = scope.session?.owner;
@@ -467,21 +484,63 @@ export function runEndpointParts(
    * anything else, or a call not admitted, or one whose key or namespace changed, has its key
    * looked up (the request is then prepared again with what the lookup found).
    */
-  async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | undefined> {
+  async function beforeDispatch(body: unknown, scope: RequestScope): Promise<Response | CheckedDispatch | undefined> {
     const extra = context(scope).extra;
     const cached = extra.cachedKey;
     if (!cached) return prepareCall(body, scope);
     const m = body as { method?: unknown; id?: unknown } | null;
-    if (m && typeof m === 'object' && !Array.isArray(m) && m.method === 'tools/call' && m.id !== undefined && m.id !== null) {
+    const single = !!m && typeof m === 'object' && !Array.isArray(m) && m.id !== undefined && m.id !== null;
+    if (single && m.method === 'tools/call') {
       try {
         const early = await prepareCall(body, scope);
         if (extra.keyChecked) return early;
+        // Not admitted (_env_status, an unknown tool, an input refused): nothing of it runs or
+        // changes anything, so the MCP layer may answer it while the key is looked up; its answer
+        // goes out only if the lookup finds what the cache said.
+        if (!early) return { check: confirmed(body, scope, cached) };
       } catch (error) {
         if (!(error instanceof KeyChangedError)) throw error;
       }
+    } else if (single && m.method === 'tools/list') {
+      // A listing changes nothing either (read with the cached key, kept until the lookup agrees).
+      const early = await prepareCall(body, scope);
+      if (!early) return { check: confirmed(body, scope, cached) };
     }
+    const looked = await lookedUp(scope, cached, true);
+    return looked === 'same' || looked === 'changed' ? prepareCall(body, scope) : looked;
+  }
+
+  /**
+   * A CheckedDispatch's check: the key looked up. The answer read with the cached key stands when
+   * the lookup found the same key, plan, namespace and session; otherwise the request is prepared
+   * again with what it found and answered afresh ('again'), or refused.
+   */
+  async function confirmed(
+    body: unknown,
+    scope: RequestScope,
+    cached: NonNullable<RunScopeExtra['cachedKey']>,
+  ): Promise<Response | undefined | 'again'> {
+    const looked = await lookedUp(scope, cached, false);
+    if (looked === 'same') return undefined;
+    if (looked !== 'changed') return looked;
+    return (await prepareCall(body, scope)) ?? 'again';
+  }
+
+  /**
+   * The request's key (and session) looked up, as a request with a cached key is before it goes
+   * on: refused (401, or 404 for a session gone), or the scope now holds what the lookup found,
+   * 'same' as the cache said or 'changed'. What was read or decided with the cached key is dropped
+   * when it changed, or always with `reset` (the request is then prepared again).
+   */
+  async function lookedUp(
+    scope: RequestScope,
+    cached: NonNullable<RunScopeExtra['cachedKey']>,
+    reset: boolean,
+  ): Promise<Response | 'same' | 'changed'> {
+    const extra = context(scope).extra;
     const found = await cached.confirm();
     if (found instanceof Response) return found;
+    const same = samePrincipal(found.principal, scope.principal) && sameRef(found.addressed, extra.addressed);
     scope.principal = found.principal;
     if (scope.session) {
       // Its session was the cached one: looked up now with the key, it must still be this key's
@@ -489,10 +548,11 @@ export function runEndpointParts(
       scope.session = { id: scope.session.id, owner: found.session ?? null };
       if (!sessionOf(scope)) return jsonRpcError(404, -32001, 'Session not found');
     }
+    if (same && !reset) return 'same';
     // What was read or decided with the cached key goes.
     for (const field of ['cachedKey', 'keyChecked', 'snapshot', 'prechecked', 'inputRefused', 'addressed'] as const) delete extra[field];
     if (found.addressed !== undefined) extra.addressed = found.addressed;
-    return prepareCall(body, scope);
+    return same ? 'same' : 'changed';
   }
 
   /** A metered call is a tools/call of a function tool; its quota unit is taken before it runs. */

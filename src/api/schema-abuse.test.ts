@@ -302,7 +302,11 @@ describe('tenant schemas run in workers with a deadline and a heap limit', () =>
 
   test('tool mode output: uniqueItems on a 40,000-item result fails closed in both languages; the run counts', async () => {
     const attacker = await space([
-      { name: 'out', code: `def main(input_data):\n    return [[i] for i in range(${UNIQUE_RESULT_ITEMS})]\n`, output_schema: UNIQUE_OUTPUT_SCHEMA },
+      {
+        name: 'out',
+        code: `def main(input_data):\n    return [[i] for i in range(${UNIQUE_RESULT_ITEMS})]\n`,
+        output_schema: UNIQUE_OUTPUT_SCHEMA,
+      },
       {
         name: 'out-ts',
         language: 'typescript',
@@ -391,7 +395,11 @@ def main(input_data):
     const attacker = await space([
       { name: 'deep', code: 'def main(input_data):\n    return "ran"\n', input_schema: RECURSIVE },
       { name: 'uniq-ts', language: 'typescript', code: 'export default () => "ran";\n', input_schema: UNIQUE_INPUT_SCHEMA },
-      { name: 'out', code: `def main(input_data):\n    return [[i] for i in range(${UNIQUE_RESULT_ITEMS})]\n`, output_schema: UNIQUE_OUTPUT_SCHEMA },
+      {
+        name: 'out',
+        code: `def main(input_data):\n    return [[i] for i in range(${UNIQUE_RESULT_ITEMS})]\n`,
+        output_schema: UNIQUE_OUTPUT_SCHEMA,
+      },
       {
         name: 'out-ts',
         language: 'typescript',
