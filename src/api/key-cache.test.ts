@@ -322,6 +322,34 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     assert.ok(row.rows.length === 0 || row.rows[0]!.stale, 'the expired session was not made live again');
   });
 
+  test('its session ended through another node: an initialize still naming it starts a new session (as without the cache)', async () => {
+    // An initialize is not "in" the session its Mcp-Session-Id names (mcp-endpoint.ts skips that
+    // check for it): a client re-initializing after its session ended gets a new one, whatever
+    // header it still sends, whether or not this node has the old session cached.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key, session } = await cachedSession(s);
+    await sql`DELETE FROM mcp_sessions WHERE id = ${session}`.execute(t.server.server.services.db);
+    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        authorization: `Bearer ${key}`,
+        'mcp-session-id': session,
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'key-cache', version: '1' } },
+      }),
+    });
+    const text = await response.text();
+    assert.equal(response.status, 200, text);
+    const renewed = response.headers.get('mcp-session-id');
+    assert.ok(renewed && renewed !== session, `a new session, not ${renewed}`);
+  });
+
   test('its key revoked through another node: a call in the cached session is refused, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const { key, id, session } = await cachedSession(s);

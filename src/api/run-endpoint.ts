@@ -486,8 +486,9 @@ export function runEndpointParts(
     if (scope.session) {
       // Its session was the cached one: looked up now with the key, it must still be this key's
       // account's, for this endpoint and namespace (ended or expired meanwhile: "not found").
+      // Except for an initialize, which is in no session (mcp-endpoint.ts): it starts a new one.
       scope.session = { id: scope.session.id, owner: found.session ?? null };
-      if (!sessionOf(scope)) return jsonRpcError(404, -32001, 'Session not found');
+      if (!sessionOf(scope) && m?.method !== 'initialize') return jsonRpcError(404, -32001, 'Session not found');
     }
     // What was read or decided with the cached key goes.
     for (const field of ['cachedKey', 'keyChecked', 'snapshot', 'prechecked', 'inputRefused', 'addressed'] as const) delete extra[field];
