@@ -296,6 +296,26 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     await t.assertHealthy();
   });
 
+  test('used only through the cache: its use is still written in the database once its last is over a minute old', async () => {
+    // Otherwise a session used for an hour only through cached calls would expire while in use.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const db = t.server.server.services.db;
+    const { key } = await cachedOnB(s);
+    const session = await sessionOnB(s, key);
+    // Last used 58 s ago, as a lookup now (tools/list: always looked up) caches it with the key.
+    await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '58 seconds' WHERE id = ${session}`.execute(db);
+    const listed = await inSession(s, key, session, { method: 'tools/list', params: {} });
+    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const { value: answer, lookups } = await countingLookups(() => helloIn(s, key, session));
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(lookups, 0, 'the call was served from the cache');
+    const row = await sql<{
+      idle: number;
+    }>`SELECT extract(epoch FROM now() - last_seen_at)::float8 AS idle FROM mcp_sessions WHERE id = ${session}`.execute(db);
+    assert.ok(row.rows[0] && row.rows[0].idle < 10, `the session's use was written (idle ${row.rows[0]?.idle} s)`);
+  });
+
   test('expired in the database while its cached copy says it is due a touch: the touch does not revive it, the call answers 404', async () => {
     // The node keeps the session's last use as a lookup read it, and touches the session once that
     // is over a minute old. A session expired meanwhile in the database (an hour unused; not yet
