@@ -321,6 +321,80 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     await t.assertHealthy();
   });
 
+  test('used only through the cache: its use is still written in the database once its last is over a minute old', async () => {
+    // Otherwise a session used for an hour only through cached calls would expire while in use.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const db = t.server.server.services.db;
+    const { key } = await cachedOnB(s);
+    const session = await sessionOnB(s, key);
+    // Last used 58 s ago, as a lookup now (tools/list: always looked up) caches it with the key.
+    await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '58 seconds' WHERE id = ${session}`.execute(db);
+    const listed = await inSession(s, key, session, { method: 'tools/list', params: {} });
+    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const { value: answer, lookups } = await countingLookups(() => helloIn(s, key, session));
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(lookups, 0, 'the call was served from the cache');
+    const row = await sql<{
+      idle: number;
+    }>`SELECT extract(epoch FROM now() - last_seen_at)::float8 AS idle FROM mcp_sessions WHERE id = ${session}`.execute(db);
+    assert.ok(row.rows[0] && row.rows[0].idle < 10, `the session's use was written (idle ${row.rows[0]?.idle} s)`);
+  });
+
+  test('expired in the database while its cached copy says it is due a touch: the touch does not revive it, the call answers 404', async () => {
+    // The node keeps the session's last use as a lookup read it, and touches the session once that
+    // is over a minute old. A session expired meanwhile in the database (an hour unused; not yet
+    // swept) must stay expired: a touch that wrote last_seen_at anyway would make it live again,
+    // and its admission would then let the call run.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const db = t.server.server.services.db;
+    const { key } = await cachedOnB(s);
+    const session = await sessionOnB(s, key);
+    // Last used 58 s ago: a lookup now (tools/list, not metered: always looked up) caches that
+    // reading with the key, and touches nothing (not yet a minute).
+    await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '58 seconds' WHERE id = ${session}`.execute(db);
+    const listed = await inSession(s, key, session, { method: 'tools/list', params: {} });
+    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    // It expires in the database; the cached reading becomes over a minute old.
+    await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '2 hours' WHERE id = ${session}`.execute(db);
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const before = await t.usage(s.account);
+    assertSessionGone(await helloIn(s, key, session), 'a call in a session expired in the database');
+    assert.deepEqual(await t.usage(s.account), before, 'nothing counted');
+    const row = await sql<{
+      stale: boolean;
+    }>`SELECT last_seen_at < now() - interval '1 hour' AS stale FROM mcp_sessions WHERE id = ${session}`.execute(db);
+    assert.ok(row.rows.length === 0 || row.rows[0]!.stale, 'the expired session was not made live again');
+  });
+
+  test('its session ended through another node: an initialize still naming it starts a new session (as without the cache)', async () => {
+    // An initialize is not "in" the session its Mcp-Session-Id names (mcp-endpoint.ts skips that
+    // check for it): a client re-initializing after its session ended gets a new one, whatever
+    // header it still sends, whether or not this node has the old session cached.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key, session } = await cachedSession(s);
+    await sql`DELETE FROM mcp_sessions WHERE id = ${session}`.execute(t.server.server.services.db);
+    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        authorization: `Bearer ${key}`,
+        'mcp-session-id': session,
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'key-cache', version: '1' } },
+      }),
+    });
+    const text = await response.text();
+    assert.equal(response.status, 200, text);
+    const renewed = response.headers.get('mcp-session-id');
+    assert.ok(renewed && renewed !== session, `a new session, not ${renewed}`);
+  });
+
   test('its key revoked through another node: a call in the cached session is refused, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const { key, id, session } = await cachedSession(s);

@@ -506,7 +506,7 @@ export function runEndpointParts(
       const early = await prepareCall(body, scope);
       if (!early) return { check: confirmed(body, scope, cached) };
     }
-    const looked = await lookedUp(scope, cached, true);
+    const looked = await lookedUp(scope, cached, true, !!m && typeof m === 'object' && !Array.isArray(m) && m.method === 'initialize');
     return looked === 'same' || looked === 'changed' ? prepareCall(body, scope) : looked;
   }
 
@@ -536,6 +536,7 @@ export function runEndpointParts(
     scope: RequestScope,
     cached: NonNullable<RunScopeExtra['cachedKey']>,
     reset: boolean,
+    initializing = false,
   ): Promise<Response | 'same' | 'changed'> {
     const extra = context(scope).extra;
     const found = await cached.confirm();
@@ -545,8 +546,9 @@ export function runEndpointParts(
     if (scope.session) {
       // Its session was the cached one: looked up now with the key, it must still be this key's
       // account's, for this endpoint and namespace (ended or expired meanwhile: "not found").
+      // Except for an initialize, which is in no session (mcp-endpoint.ts): it starts a new one.
       scope.session = { id: scope.session.id, owner: found.session ?? null };
-      if (!sessionOf(scope)) return jsonRpcError(404, -32001, 'Session not found');
+      if (!sessionOf(scope) && !initializing) return jsonRpcError(404, -32001, 'Session not found');
     }
     if (same && !reset) return 'same';
     // What was read or decided with the cached key goes.

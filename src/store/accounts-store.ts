@@ -468,13 +468,20 @@ export class AccountsStore {
       .execute() as never;
   }
 
-  /** Keeps a used session alive; written at most once per MCP_SESSION_TOUCH_MS. */
+  /**
+   * Keeps a used session alive; written at most once per MCP_SESSION_TOUCH_MS. Only a live one: the
+   * caller may have read the session a while ago (a key's cache, AccountService.cachedRunKey), and
+   * one expired since must stay expired, not be made live again by its next request.
+   */
   async touchMcpSession(id: string): Promise<void> {
+    const live = liveSince();
     await this.db
       .updateTable('mcp_sessions')
       .set({ last_seen_at: databaseDate() })
       .where('id', '=', id)
       .where('last_seen_at', '<', databaseDate(-MCP_SESSION_TOUCH_MS))
+      .where('created_at', '>=', live.created)
+      .where('last_seen_at', '>=', live.seen)
       .execute();
   }
 
