@@ -120,6 +120,22 @@ function assertRefusedKey(answer: { status: number; body: any }, what: string): 
   assert.match(JSON.stringify(answer.body), /invalid, revoked or expired API key/, what);
 }
 
+/** Counts node B's real lookups of keys while `work` runs (the service itself runs). */
+async function countingLookups<T>(work: () => Promise<T>): Promise<{ value: T; lookups: number }> {
+  const accounts = b.server.services.accounts;
+  const lookUp = accounts.authenticateRequest;
+  let lookups = 0;
+  accounts.authenticateRequest = function (this: typeof accounts, ...args: Parameters<typeof lookUp>) {
+    lookups++;
+    return lookUp.apply(this, args);
+  };
+  try {
+    return { value: await work(), lookups };
+  } finally {
+    accounts.authenticateRequest = lookUp;
+  }
+}
+
 describe('a key cached on a node', () => {
   test('revoked through another node: its next call, _env_status, tools/list, the create endpoint, a GET, a session are refused, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
@@ -221,22 +237,6 @@ describe('a key cached on a node', () => {
 });
 
 describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code connects)', () => {
-  /** Counts node B's real lookups of keys while `work` runs (the service itself runs). */
-  async function countingLookups<T>(work: () => Promise<T>): Promise<{ value: T; lookups: number }> {
-    const accounts = b.server.services.accounts;
-    const lookUp = accounts.authenticateRequest;
-    let lookups = 0;
-    accounts.authenticateRequest = function (this: typeof accounts, ...args: Parameters<typeof lookUp>) {
-      lookups++;
-      return lookUp.apply(this, args);
-    };
-    try {
-      return { value: await work(), lookups };
-    } finally {
-      accounts.authenticateRequest = lookUp;
-    }
-  }
-
   /** A 2025-06-18 session of `key` on node B (initialize, then initialized); its id. */
   async function sessionOnB(s: Space, key: string): Promise<string> {
     const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
@@ -268,6 +268,21 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     const first = await helloIn(s, key, session);
     assert.equal(first.status, 200, JSON.stringify(first.body));
     return { key, id, session };
+  }
+
+  /**
+   * A cached key's session last used 58 s ago, as a lookup (tools/list, not metered: always looked
+   * up) caches that reading with the key, touching nothing (not yet a minute).
+   */
+  async function sessionSeen58sAgo(s: Space): Promise<{ key: string; session: string }> {
+    const { key } = await cachedOnB(s);
+    const session = await sessionOnB(s, key);
+    await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '58 seconds' WHERE id = ${session}`.execute(
+      t.server.server.services.db,
+    );
+    const listed = await inSession(s, key, session, { method: 'tools/list', params: {} });
+    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    return { key, session };
   }
 
   function assertSessionGone(answer: { status: number; body: any }, what: string): void {
@@ -325,12 +340,7 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     // Otherwise a session used for an hour only through cached calls would expire while in use.
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const db = t.server.server.services.db;
-    const { key } = await cachedOnB(s);
-    const session = await sessionOnB(s, key);
-    // Last used 58 s ago, as a lookup now (tools/list: always looked up) caches it with the key.
-    await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '58 seconds' WHERE id = ${session}`.execute(db);
-    const listed = await inSession(s, key, session, { method: 'tools/list', params: {} });
-    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    const { key, session } = await sessionSeen58sAgo(s);
     await new Promise((resolve) => setTimeout(resolve, 2500));
     const { value: answer, lookups } = await countingLookups(() => helloIn(s, key, session));
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
@@ -348,13 +358,7 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     // and its admission would then let the call run.
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const db = t.server.server.services.db;
-    const { key } = await cachedOnB(s);
-    const session = await sessionOnB(s, key);
-    // Last used 58 s ago: a lookup now (tools/list, not metered: always looked up) caches that
-    // reading with the key, and touches nothing (not yet a minute).
-    await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '58 seconds' WHERE id = ${session}`.execute(db);
-    const listed = await inSession(s, key, session, { method: 'tools/list', params: {} });
-    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    const { key, session } = await sessionSeen58sAgo(s);
     // It expires in the database; the cached reading becomes over a minute old.
     await sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '2 hours' WHERE id = ${session}`.execute(db);
     await new Promise((resolve) => setTimeout(resolve, 2500));
@@ -418,15 +422,7 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
 describe('a 2025-03-26 batch with a cached key (each part is served as a request of its own)', () => {
   /** A batch of `count` copies of `message` to node B's run endpoint, no session; how many key lookups B made for it. */
   async function batchOnB(s: Space, key: string, message: Record<string, unknown>, count: number) {
-    const accounts = b.server.services.accounts;
-    const lookUp = accounts.authenticateRequest;
-    let lookups = 0;
-    // Counts the real lookups (the service itself runs).
-    accounts.authenticateRequest = function (this: typeof accounts, ...args: Parameters<typeof lookUp>) {
-      lookups++;
-      return lookUp.apply(this, args);
-    };
-    try {
+    const { value, lookups } = await countingLookups(async () => {
       const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
         method: 'POST',
         headers: {
@@ -438,10 +434,9 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
         body: JSON.stringify(Array.from({ length: count }, (_, i) => ({ jsonrpc: '2.0', id: i + 1, ...message }))),
         signal: AbortSignal.timeout(30_000),
       });
-      return { status: response.status, text: await response.text(), lookups };
-    } finally {
-      accounts.authenticateRequest = lookUp;
-    }
+      return { status: response.status, text: await response.text() };
+    });
+    return { ...value, lookups };
   }
 
   test('revoked: every part refused after one lookup, not one lookup per part (tools/call and tools/list)', async () => {
