@@ -307,6 +307,22 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     assert.equal((await t.usage(s.account)).executions, before.executions + 3);
   });
 
+  test('eight sessions of one key calling at once: after each session is looked up, their calls use the cache', async () => {
+    // A key's lookups run concurrently here (each new session's first call is one): each must keep
+    // what the others found, or the sessions keep pushing each other out of the key's entry and
+    // every call is looked up (as the 15 clients of bench/throughput were).
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key } = await cachedOnB(s);
+    const sessions = await Promise.all(Array.from({ length: 8 }, () => sessionOnB(s, key)));
+    for (let round = 0; round < 2; round++) {
+      const answers = await Promise.all(sessions.map((session) => helloIn(s, key, session)));
+      for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    }
+    const { value: answers, lookups } = await countingLookups(() => Promise.all(sessions.map((session) => helloIn(s, key, session))));
+    for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(lookups, 0, 'key lookups for a round of the eight sessions');
+  });
+
   test('its session ended or expired through another node: its next call, _env_status and tools/list answer 404, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const db = t.server.server.services.db;

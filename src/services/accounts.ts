@@ -15,7 +15,7 @@ import type { CreatedKey, KeyListing } from '../core/dashboard-types.js';
 import { DomainError, invalid } from '../core/errors.js';
 import { validateNamespaceName } from '../core/names.js';
 import { DEFAULT_TIER, TRIAL_DAYS, isKnownTier, type TierLimits } from '../core/tiers.js';
-import { KEY_TOUCH_MS, type AccountsStore, type McpSessionRef, type NamespaceRef } from '../store/accounts-store.js';
+import { KEY_TOUCH_MS, type AccountsStore, type KeyForRequest, type McpSessionRef, type NamespaceRef } from '../store/accounts-store.js';
 import type { AccountRow, ApiKeyRow } from '../store/schema.js';
 import type { NotifyListener } from '../store/notify-listener.js';
 import { ApiKeyHasher, hashSecret, randomHex, sha256Hex, verifyLegacyKey, verifySecret } from './credential-hashing.js';
@@ -340,9 +340,29 @@ export class AccountService {
     const accessToken = isAccessTokenShape(raw);
     if (!accessToken && !isApiKeyShape(raw)) return undefined;
     const cacheId = accessToken ? undefined : sha256Hex(raw);
-    // A lookup that fails takes the key out of the cache: the next call is looked up again.
-    const previous = cacheId === undefined ? undefined : this.verified.get(cacheId);
-    if (cacheId) this.verified.delete(cacheId);
+    let found: Awaited<ReturnType<AccountService['lookUpKey']>>;
+    try {
+      found = await this.lookUpKey(raw, accessToken, what);
+    } finally {
+      // A lookup that fails (or throws) takes the key out of the cache: the next call is looked up
+      // again. One that succeeds adds what it found to the entry as it is now, not as it was when
+      // the lookup began: a key's concurrent lookups (one a session, 15 clients on one key) each
+      // keep what the others found, where clearing the entry for the lookup's time sent every
+      // request of the key meanwhile to a lookup of its own, each forgetting the others' sessions.
+      if (cacheId && !found) this.verified.delete(cacheId);
+    }
+    if (!found) return undefined;
+    const { principal, row } = found;
+    if (cacheId) this.remember(cacheId, principal, what, row, this.verified.get(cacheId));
+    return { principal, addressed: row.addressed, session: row.session };
+  }
+
+  /** authenticateRequest's lookup and checks: the key's principal and row, or undefined when refused. */
+  private async lookUpKey(
+    raw: string,
+    accessToken: boolean,
+    what: { namespace?: string; sessionId?: string },
+  ): Promise<{ principal: KeyPrincipal; row: KeyForRequest } | undefined> {
     const row = await this.store.findKeyForRequest(accessToken ? { accessTokenHash: sha256Hex(raw) } : { prefix: apiKeyPrefix(raw) }, what);
     if (!row || row.revoked_at) return undefined;
     if (row.expires_at && new Date(row.expires_at).getTime() <= databaseNow()) return undefined;
@@ -367,8 +387,7 @@ export class AccountService {
       namespace: row.namespace,
       scopes: row.scopes as Scope[],
     };
-    if (cacheId) this.remember(cacheId, principal, what, row, previous);
-    return { principal, addressed: row.addressed, session: row.session };
+    return { principal, row };
   }
 
   /**
