@@ -204,6 +204,20 @@ describe('a key cached on a node', () => {
     assert.deepEqual([...parseResult(status.body.result).functions[0].required].sort(), ['LATER_SECRET', 'LATER_TOKEN']);
   });
 
+  test('a tool its cached catalog does not have, made through another node: the call, answered again once the key is looked up, runs it once', async () => {
+    // Not admitted with the cached catalog (an unknown tool), answered by the MCP layer while the
+    // key is looked up; the lookup finds the new catalog, where the call is admitted and answered
+    // afresh. The first answer's handler must not take the second's ticket: one run, one unit.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key } = await cachedOnB(s);
+    const before = await t.usage(s.account);
+    await callOk(s.create, 'make_function', { service: 'utils', name: 'later', code: 'def main(input_data):\n    return "later"\n' });
+    const answer = await onB(s, key, { method: 'tools/call', params: { name: 'utils__later', arguments: {} } });
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(parseResult(answer.body.result), 'later', JSON.stringify(answer.body));
+    assert.equal((await t.usage(s.account)).executions, before.executions + 1);
+  });
+
   test('without the execute scope, or limited to another namespace: refused every time, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const readOnly = await createKey(t.server.url, s.account, { name: 'read-only', scopes: ['read'] });
@@ -459,6 +473,40 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
       assert.equal(answer.lookups, 1, `${message.method}: key lookups for one batch`);
       assert.deepEqual(await t.usage(s.account), before, `${message.method}: nothing counted`);
     }
+  });
+
+  test('a tool its cached catalog does not have, made through another node: each call part, answered again once the key is looked up, runs once', async () => {
+    // The parts share one lookup (the ping's, made before it is served): each call part's check
+    // ends with it. The answers read with the cached catalog (tool not found) are discarded; each
+    // call part is admitted with the new catalog and runs once, in its answer made afresh.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key } = await cachedOnB(s);
+    const before = await t.usage(s.account);
+    await callOk(s.create, 'make_function', { service: 'utils', name: 'later', code: 'def main(input_data):\n    return "later"\n' });
+    const calls = 4;
+    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2025-03-26',
+        authorization: `Bearer ${key}`,
+      },
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 1, method: 'ping' },
+        ...Array.from({ length: calls }, (_, i) => ({
+          jsonrpc: '2.0',
+          id: i + 2,
+          method: 'tools/call',
+          params: { name: 'utils__later', arguments: {} },
+        })),
+      ]),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await response.text();
+    assert.equal(response.status, 200, text.slice(0, 800));
+    assert.equal((text.match(/\\"later\\"|"later"/g) ?? []).length, calls, text.slice(0, 1500));
+    assert.equal((await t.usage(s.account)).executions, before.executions + calls);
   });
 
   test('live: its tools/list parts share one lookup; its calls are checked by their admissions and run', async () => {
