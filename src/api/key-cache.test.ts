@@ -204,18 +204,33 @@ describe('a key cached on a node', () => {
     assert.deepEqual([...parseResult(status.body.result).functions[0].required].sort(), ['LATER_SECRET', 'LATER_TOKEN']);
   });
 
-  test('a tool its cached catalog does not have, made through another node: the call, answered again once the key is looked up, runs it once', async () => {
+  test('a tool its cached catalog does not have, made through another node: the call, answered again once the key is looked up, runs it once (both eras)', async () => {
     // Not admitted with the cached catalog (an unknown tool), answered by the MCP layer while the
     // key is looked up; the lookup finds the new catalog, where the call is admitted and answered
-    // afresh. The first answer's handler must not take the second's ticket: one run, one unit.
+    // afresh. The discarded first answer takes no ticket: one run, one unit.
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
-    const { key } = await cachedOnB(s);
-    const before = await t.usage(s.account);
-    await callOk(s.create, 'make_function', { service: 'utils', name: 'later', code: 'def main(input_data):\n    return "later"\n' });
-    const answer = await onB(s, key, { method: 'tools/call', params: { name: 'utils__later', arguments: {} } });
-    assert.equal(answer.status, 200, JSON.stringify(answer.body));
-    assert.equal(parseResult(answer.body.result), 'later', JSON.stringify(answer.body));
-    assert.equal((await t.usage(s.account)).executions, before.executions + 1);
+    const modern = {
+      'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+      'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+      'io.modelcontextprotocol/clientCapabilities': {},
+    };
+    for (const era of ['2025-06-18', '2026-07-28']) {
+      const { key } = await cachedOnB(s);
+      const before = await t.usage(s.account);
+      const name = `later_${era.slice(0, 4)}`;
+      await callOk(s.create, 'make_function', { service: 'utils', name, code: `def main(input_data):\n    return "${name}"\n` });
+      const answer = await onB(
+        s,
+        key,
+        { method: 'tools/call', params: { name: `utils__${name}`, arguments: {}, ...(era === '2026-07-28' ? { _meta: modern } : {}) } },
+        {
+          headers: era === '2026-07-28' ? { 'mcp-protocol-version': era, 'mcp-method': 'tools/call', 'mcp-name': `utils__${name}` } : {},
+        },
+      );
+      assert.equal(answer.status, 200, `${era}: ${JSON.stringify(answer.body)}`);
+      assert.equal(parseResult(answer.body.result), name, `${era}: ${JSON.stringify(answer.body)}`);
+      assert.equal((await t.usage(s.account)).executions, before.executions + 1, era);
+    }
   });
 
   test('without the execute scope, or limited to another namespace: refused every time, nothing counted', async () => {
