@@ -321,6 +321,23 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     assert.equal((await t.usage(s.account)).executions, before.executions + 3);
   });
 
+  test('a tool its cached catalog does not have, made through another node: the call in the session is answered again, runs once, and leaves no hold', async () => {
+    // The 2025 sessions path holds the session while the request is answered (sessionActivity):
+    // the first answer, read with the cached catalog, is discarded, the one made afresh goes out,
+    // and the hold ends with it (a hold left would keep the session in use for ever).
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key, session } = await cachedSession(s);
+    const before = await t.usage(s.account);
+    await callOk(s.create, 'make_function', { service: 'utils', name: 'later', code: 'def main(input_data):\n    return "later"\n' });
+    const answer = await inSession(s, key, session, { method: 'tools/call', params: { name: 'utils__later', arguments: {} } });
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(parseResult(answer.body.result), 'later', JSON.stringify(answer.body));
+    assert.equal((await t.usage(s.account)).executions, before.executions + 1);
+    const activity = b.server.services.sessionActivity!;
+    for (let i = 0; i < 100 && activity.size() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(activity.size(), 0, 'sessions held after the answer');
+  });
+
   test('its session ended or expired through another node: its next call, _env_status and tools/list answer 404, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const db = t.server.server.services.db;
