@@ -21,6 +21,12 @@ const TIERS: Record<string, TierLimits> = {
   wide: { ...pro, monthlyExecutions: null, executionsPerMinute: null, concurrency: null },
   quota2: { ...pro, monthlyExecutions: 2, executionsPerMinute: null, concurrency: null },
 };
+/** The per-request _meta a 2026-07-28 client sends with every request. */
+const MODERN_META = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+  'io.modelcontextprotocol/clientCapabilities': {},
+};
 const HELLO = (word: string) => `def main(input_data):\n    return "${word}"\n`;
 
 let t: RuleServer;
@@ -127,6 +133,22 @@ describe('a key cached on a node', () => {
       ['a metered call', (key: string) => hello(s, key)],
       ['_env_status', (key: string) => onB(s, key, { method: 'tools/call', params: { name: '_env_status', arguments: {} } })],
       ['tools/list', (key: string) => onB(s, key, { method: 'tools/list', params: {} })],
+      [
+        'tools/list (2026-07-28)',
+        (key: string) =>
+          onB(
+            s,
+            key,
+            { method: 'tools/list', params: { _meta: MODERN_META } },
+            { headers: { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list' } },
+          ),
+      ],
+      ['an unknown tool', (key: string) => onB(s, key, { method: 'tools/call', params: { name: 'utils__nope', arguments: {} } })],
+      [
+        'a call whose input is refused (a malformed env header)',
+        (key: string) =>
+          onB(s, key, { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } }, { headers: { 'x-mcpworks-env': '%%%' } }),
+      ],
       ['the create endpoint', (key: string) => onB(s, key, { method: 'tools/list', params: {} }, { path: `/mcp/create/${s.ns}` })],
       ['a GET', (key: string) => onB(s, key, {}, { method: 'GET' })],
       [
