@@ -21,6 +21,12 @@ const TIERS: Record<string, TierLimits> = {
   wide: { ...pro, monthlyExecutions: null, executionsPerMinute: null, concurrency: null },
   quota2: { ...pro, monthlyExecutions: 2, executionsPerMinute: null, concurrency: null },
 };
+/** The per-request _meta a 2026-07-28 client sends with every request. */
+const MODERN_META = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+  'io.modelcontextprotocol/clientCapabilities': {},
+};
 const HELLO = (word: string) => `def main(input_data):\n    return "${word}"\n`;
 
 let t: RuleServer;
@@ -143,6 +149,22 @@ describe('a key cached on a node', () => {
       ['a metered call', (key: string) => hello(s, key)],
       ['_env_status', (key: string) => onB(s, key, { method: 'tools/call', params: { name: '_env_status', arguments: {} } })],
       ['tools/list', (key: string) => onB(s, key, { method: 'tools/list', params: {} })],
+      [
+        'tools/list (2026-07-28)',
+        (key: string) =>
+          onB(
+            s,
+            key,
+            { method: 'tools/list', params: { _meta: MODERN_META } },
+            { headers: { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list' } },
+          ),
+      ],
+      ['an unknown tool', (key: string) => onB(s, key, { method: 'tools/call', params: { name: 'utils__nope', arguments: {} } })],
+      [
+        'a call whose input is refused (a malformed env header)',
+        (key: string) =>
+          onB(s, key, { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } }, { headers: { 'x-mcpworks-env': '%%%' } }),
+      ],
       ['the create endpoint', (key: string) => onB(s, key, { method: 'tools/list', params: {} }, { path: `/mcp/create/${s.ns}` })],
       ['a GET', (key: string) => onB(s, key, {}, { method: 'GET' })],
       [
@@ -218,6 +240,35 @@ describe('a key cached on a node', () => {
     const status = await onB(s, second, { method: 'tools/call', params: { name: '_env_status', arguments: {} } });
     assert.equal(status.status, 200, JSON.stringify(status.body));
     assert.deepEqual([...parseResult(status.body.result).functions[0].required].sort(), ['LATER_SECRET', 'LATER_TOKEN']);
+  });
+
+  test('a tool its cached catalog does not have, made through another node: the call, answered again once the key is looked up, runs it once (both eras)', async () => {
+    // Not admitted with the cached catalog (an unknown tool), answered by the MCP layer while the
+    // key is looked up; the lookup finds the new catalog, where the call is admitted and answered
+    // afresh. The discarded first answer takes no ticket: one run, one unit.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const modern = {
+      'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+      'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+      'io.modelcontextprotocol/clientCapabilities': {},
+    };
+    for (const era of ['2025-06-18', '2026-07-28']) {
+      const { key } = await cachedOnB(s);
+      const before = await t.usage(s.account);
+      const name = `later_${era.slice(0, 4)}`;
+      await callOk(s.create, 'make_function', { service: 'utils', name, code: `def main(input_data):\n    return "${name}"\n` });
+      const answer = await onB(
+        s,
+        key,
+        { method: 'tools/call', params: { name: `utils__${name}`, arguments: {}, ...(era === '2026-07-28' ? { _meta: modern } : {}) } },
+        {
+          headers: era === '2026-07-28' ? { 'mcp-protocol-version': era, 'mcp-method': 'tools/call', 'mcp-name': `utils__${name}` } : {},
+        },
+      );
+      assert.equal(answer.status, 200, `${era}: ${JSON.stringify(answer.body)}`);
+      assert.equal(parseResult(answer.body.result), name, `${era}: ${JSON.stringify(answer.body)}`);
+      assert.equal((await t.usage(s.account)).executions, before.executions + 1, era);
+    }
   });
 
   test('without the execute scope, or limited to another namespace: refused every time, nothing counted', async () => {
@@ -321,6 +372,23 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     const { value: answers, lookups } = await countingLookups(() => Promise.all(sessions.map((session) => helloIn(s, key, session))));
     for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal(lookups, 0, 'key lookups for a round of the eight sessions');
+  });
+
+  test('a tool its cached catalog does not have, made through another node: the call in the session is answered again, runs once, and leaves no hold', async () => {
+    // The 2025 sessions path holds the session while the request is answered (sessionActivity):
+    // the first answer, read with the cached catalog, is discarded, the one made afresh goes out,
+    // and the hold ends with it (a hold left would keep the session in use for ever).
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key, session } = await cachedSession(s);
+    const before = await t.usage(s.account);
+    await callOk(s.create, 'make_function', { service: 'utils', name: 'later', code: 'def main(input_data):\n    return "later"\n' });
+    const answer = await inSession(s, key, session, { method: 'tools/call', params: { name: 'utils__later', arguments: {} } });
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(parseResult(answer.body.result), 'later', JSON.stringify(answer.body));
+    assert.equal((await t.usage(s.account)).executions, before.executions + 1);
+    const activity = b.server.services.sessionActivity!;
+    for (let i = 0; i < 100 && activity.size() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(activity.size(), 0, 'sessions held after the answer');
   });
 
   test('its session ended or expired through another node: its next call, _env_status and tools/list answer 404, nothing counted', async () => {
@@ -470,6 +538,40 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
       assert.equal(answer.lookups, 1, `${message.method}: key lookups for one batch`);
       assert.deepEqual(await t.usage(s.account), before, `${message.method}: nothing counted`);
     }
+  });
+
+  test('a tool its cached catalog does not have, made through another node: each call part, answered again once the key is looked up, runs once', async () => {
+    // The parts share one lookup (the ping's, made before it is served): each call part's check
+    // ends with it. The answers read with the cached catalog (tool not found) are discarded; each
+    // call part is admitted with the new catalog and runs once, in its answer made afresh.
+    const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
+    const { key } = await cachedOnB(s);
+    const before = await t.usage(s.account);
+    await callOk(s.create, 'make_function', { service: 'utils', name: 'later', code: 'def main(input_data):\n    return "later"\n' });
+    const calls = 4;
+    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2025-03-26',
+        authorization: `Bearer ${key}`,
+      },
+      body: JSON.stringify([
+        { jsonrpc: '2.0', id: 1, method: 'ping' },
+        ...Array.from({ length: calls }, (_, i) => ({
+          jsonrpc: '2.0',
+          id: i + 2,
+          method: 'tools/call',
+          params: { name: 'utils__later', arguments: {} },
+        })),
+      ]),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await response.text();
+    assert.equal(response.status, 200, text.slice(0, 800));
+    assert.equal((text.match(/\\"later\\"|"later"/g) ?? []).length, calls, text.slice(0, 1500));
+    assert.equal((await t.usage(s.account)).executions, before.executions + calls);
   });
 
   test('live: its tools/list parts share one lookup; its calls are checked by their admissions and run', async () => {

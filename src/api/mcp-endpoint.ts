@@ -241,7 +241,7 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     first.catch(() => undefined);
     const discard = () =>
       void first.then(
-        (response) => response.body?.cancel(),
+        (response) => response.body?.cancel().catch(() => undefined),
         () => undefined,
       );
     let verdict: Response | undefined | 'again';

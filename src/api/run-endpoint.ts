@@ -391,7 +391,9 @@ export function runEndpointParts(
    * see afterDispatch) is not used, so nothing runs without its slot and quota unit.
    */
   function takeOver(ticket: Ticket | undefined): Ticket | undefined {
-    if (!ticket || ticket.settled) return undefined;
+    // Taken once: a second handler of the same request (an answer dispatched beside a cached
+    // key's lookup, then discarded: CheckedDispatch) never runs the call a second time.
+    if (!ticket || ticket.settled || ticket.started) return undefined;
     ticket.started = true;
     return ticket;
   }
