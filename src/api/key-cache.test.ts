@@ -504,8 +504,8 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
 });
 
 describe('a 2025-03-26 batch with a cached key (each part is served as a request of its own)', () => {
-  /** A batch of `count` copies of `message` to node B's run endpoint, no session; how many key lookups B made for it. */
-  async function batchOnB(s: Space, key: string, message: Record<string, unknown>, count: number) {
+  /** A batch of `parts` (ids 1, 2, … in order) to node B's run endpoint, no session; its answer and how many key lookups B made for it. */
+  async function batchOnB(s: Space, key: string, parts: Array<Record<string, unknown>>) {
     const { value, lookups } = await countingLookups(async () => {
       const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
         method: 'POST',
@@ -515,13 +515,14 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
           'mcp-protocol-version': '2025-03-26',
           authorization: `Bearer ${key}`,
         },
-        body: JSON.stringify(Array.from({ length: count }, (_, i) => ({ jsonrpc: '2.0', id: i + 1, ...message }))),
-        signal: AbortSignal.timeout(30_000),
+        body: JSON.stringify(parts.map((part, i) => ({ jsonrpc: '2.0', id: i + 1, ...part }))),
+        signal: AbortSignal.timeout(60_000),
       });
       return { status: response.status, text: await response.text() };
     });
     return { ...value, lookups };
   }
+  const copies = (message: Record<string, unknown>, count: number) => Array.from({ length: count }, () => message);
 
   test('revoked: every part refused after one lookup, not one lookup per part (tools/call and tools/list)', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
@@ -532,7 +533,7 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
       const { key, id } = await cachedOnB(s);
       const before = await t.usage(s.account);
       await revokeOnA(s, id);
-      const answer = await batchOnB(s, key, message, 20);
+      const answer = await batchOnB(s, key, copies(message, 20));
       const refusals = answer.text.match(/invalid, revoked or expired API key/g) ?? [];
       assert.equal(refusals.length, 20, `${message.method}: ${answer.text.slice(0, 500)}`);
       assert.equal(answer.lookups, 1, `${message.method}: key lookups for one batch`);
@@ -549,27 +550,11 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
     const before = await t.usage(s.account);
     await callOk(s.create, 'make_function', { service: 'utils', name: 'later', code: 'def main(input_data):\n    return "later"\n' });
     const calls = 4;
-    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-        'mcp-protocol-version': '2025-03-26',
-        authorization: `Bearer ${key}`,
-      },
-      body: JSON.stringify([
-        { jsonrpc: '2.0', id: 1, method: 'ping' },
-        ...Array.from({ length: calls }, (_, i) => ({
-          jsonrpc: '2.0',
-          id: i + 2,
-          method: 'tools/call',
-          params: { name: 'utils__later', arguments: {} },
-        })),
-      ]),
-      signal: AbortSignal.timeout(60_000),
-    });
-    const text = await response.text();
-    assert.equal(response.status, 200, text.slice(0, 800));
+    const { status, text } = await batchOnB(s, key, [
+      { method: 'ping' },
+      ...copies({ method: 'tools/call', params: { name: 'utils__later', arguments: {} } }, calls),
+    ]);
+    assert.equal(status, 200, text.slice(0, 800));
     assert.equal((text.match(/\\"later\\"|"later"/g) ?? []).length, calls, text.slice(0, 1500));
     assert.equal((await t.usage(s.account)).executions, before.executions + calls);
   });
@@ -577,10 +562,10 @@ describe('a 2025-03-26 batch with a cached key (each part is served as a request
   test('live: its tools/list parts share one lookup; its calls are checked by their admissions and run', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const { key } = await cachedOnB(s);
-    const listed = await batchOnB(s, key, { method: 'tools/list', params: {} }, 20);
+    const listed = await batchOnB(s, key, copies({ method: 'tools/list', params: {} }, 20));
     assert.equal((listed.text.match(/utils__hello/g) ?? []).length >= 20, true, listed.text.slice(0, 500));
     assert.equal(listed.lookups, 1);
-    const called = await batchOnB(s, key, { method: 'tools/call', params: { name: 'utils__hello', arguments: {} } }, 5);
+    const called = await batchOnB(s, key, copies({ method: 'tools/call', params: { name: 'utils__hello', arguments: {} } }, 5));
     assert.equal((called.text.match(/"isError":false|\\"hi\\"|"hi"/g) ?? []).length >= 5, true, called.text.slice(0, 800));
     assert.equal((await t.usage(s.account)).executions, 2 + 5);
   });
