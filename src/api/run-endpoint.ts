@@ -491,8 +491,9 @@ export function runEndpointParts(
     const cached = extra.cachedKey;
     if (!cached) return prepareCall(body, scope);
     const m = body as { method?: unknown; id?: unknown } | null;
-    const single = !!m && typeof m === 'object' && !Array.isArray(m) && m.id !== undefined && m.id !== null;
-    if (single && m.method === 'tools/call') {
+    const method = !!m && typeof m === 'object' && !Array.isArray(m) ? m.method : undefined;
+    const single = method !== undefined && m!.id !== undefined && m!.id !== null;
+    if (single && method === 'tools/call') {
       try {
         const early = await prepareCall(body, scope);
         if (extra.keyChecked) return early;
@@ -503,12 +504,12 @@ export function runEndpointParts(
       } catch (error) {
         if (!(error instanceof KeyChangedError)) throw error;
       }
-    } else if (single && m.method === 'tools/list') {
+    } else if (single && method === 'tools/list') {
       // A listing changes nothing either (read with the cached key, kept until the lookup agrees).
       const early = await prepareCall(body, scope);
       if (!early) return { check: confirmed(body, scope, cached) };
     }
-    const looked = await lookedUp(scope, cached, true, !!m && typeof m === 'object' && !Array.isArray(m) && m.method === 'initialize');
+    const looked = await lookedUp(scope, cached, true, method === 'initialize');
     return looked === 'same' || looked === 'changed' ? prepareCall(body, scope) : looked;
   }
 
@@ -624,24 +625,14 @@ export function runEndpointParts(
     // (a metered call's functions were read: its snapshot is there).
     const { keyId, tier } = scope.principal;
     // A 2025-era call's session came from the cache with its key: the admission checks it too.
-    const live = scope.session && liveSince();
+    const checkedSession = scope.session && { id: scope.session.id, endpoint: 'run', namespace: scope.namespace, live: liveSince() };
     const cachedKey = context(scope).extra.cachedKey
       ? {
           keyId,
           tier,
           namespaceId: snapshot!.namespaceId,
           catalogVersion: snapshot!.catalogVersion,
-          ...(scope.session && live
-            ? {
-                session: {
-                  id: scope.session.id,
-                  endpoint: 'run',
-                  namespace: scope.namespace,
-                  liveCreated: live.created,
-                  liveSeen: live.seen,
-                },
-              }
-            : {}),
+          ...(checkedSession ? { session: checkedSession } : {}),
         }
       : undefined;
     // The call's env and input_schema checks need nothing the admission decides: they run while it

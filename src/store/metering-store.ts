@@ -28,7 +28,7 @@ export interface CachedKeyCheck {
   namespaceId: string;
   catalogVersion: number;
   /** A 2025-era call's session, cached with the key: still live and the account's, for this endpoint and namespace (migration 40). */
-  session?: { id: string; endpoint: string; namespace: string; liveCreated: Date; liveSeen: Date } | undefined;
+  session?: { id: string; endpoint: string; namespace: string; live: { created: Date; seen: Date } } | undefined;
 }
 
 /** The key or what it reached changed since it was cached: nothing was taken; look it up and start again. */
@@ -118,30 +118,19 @@ export class MeteringStore {
     const gates = [limits.monthlyExecutions, limits.executionsPerMinute, limits.concurrency, expiresAt, this.instanceId, deadline];
     const runJson = run ? JSON.stringify(run) : null;
     const session = key?.session;
-    const { rows } = await runHot<AdmissionAnswer>(
-      this.db,
-      session ? ADMIT_SESSION_CALL : key ? ADMIT_KEY_CALL : ADMIT_CALL,
-      session
-        ? [
-            key.keyId,
-            key.tier,
-            key.namespaceId,
-            key.catalogVersion,
-            session.id,
-            session.endpoint,
-            session.namespace,
-            session.liveCreated,
-            session.liveSeen,
-            ticketId,
-            accountId,
-            now,
-            ...gates,
-            runJson,
-          ]
-        : key
-          ? [key.keyId, key.tier, key.namespaceId, key.catalogVersion, ticketId, accountId, now, ...gates, runJson]
-          : [ticketId, accountId, now, ...gates, runJson],
-    );
+    // Each statement's parameters: the key's checks, then the session's, then the admission's own.
+    const checked = [
+      ...(key ? [key.keyId, key.tier, key.namespaceId, key.catalogVersion] : []),
+      ...(session ? [session.id, session.endpoint, session.namespace, session.live.created, session.live.seen] : []),
+    ];
+    const { rows } = await runHot<AdmissionAnswer>(this.db, session ? ADMIT_SESSION_CALL : key ? ADMIT_KEY_CALL : ADMIT_CALL, [
+      ...checked,
+      ticketId,
+      accountId,
+      now,
+      ...gates,
+      runJson,
+    ]);
     const answer = rows[0];
     if (!answer) throw new Error('mcpworks_admit returned no row');
     switch (answer.rejected) {
