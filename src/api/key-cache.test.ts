@@ -288,11 +288,16 @@ describe('a key cached on a node', () => {
 });
 
 describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code connects)', () => {
-  /** A 2025-06-18 session of `key` on node B (initialize, then initialized); its id. */
-  async function sessionOnB(s: Space, key: string): Promise<string> {
+  /** A 2025-06-18 initialize of `key` on node B (`headers`: any more, a session's id say); the response, its body read. */
+  async function initializeOnB(s: Space, key: string, headers: Record<string, string> = {}): Promise<{ response: Response; text: string }> {
     const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}` },
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        authorization: `Bearer ${key}`,
+        ...headers,
+      },
       body: JSON.stringify({
         jsonrpc: '2.0',
         id: 1,
@@ -300,7 +305,12 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
         params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'key-cache', version: '1' } },
       }),
     });
-    await response.text();
+    return { response, text: await response.text() };
+  }
+
+  /** A 2025-06-18 session of `key` on node B (initialize, then initialized); its id. */
+  async function sessionOnB(s: Space, key: string): Promise<string> {
+    const { response } = await initializeOnB(s, key);
     const id = response.headers.get('mcp-session-id');
     assert.ok(id, `initialize answered ${response.status} without a session`);
     const initialized = await onB(s, key, { method: 'notifications/initialized' }, { headers: { 'mcp-session-id': id } });
@@ -462,22 +472,7 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const { key, session } = await cachedSession(s);
     await sql`DELETE FROM mcp_sessions WHERE id = ${session}`.execute(t.server.server.services.db);
-    const response = await fetch(`${b.url}/mcp/run/${s.ns}?mode=tools`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-        authorization: `Bearer ${key}`,
-        'mcp-session-id': session,
-      },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'key-cache', version: '1' } },
-      }),
-    });
-    const text = await response.text();
+    const { response, text } = await initializeOnB(s, key, { 'mcp-session-id': session });
     assert.equal(response.status, 200, text);
     const renewed = response.headers.get('mcp-session-id');
     assert.ok(renewed && renewed !== session, `a new session, not ${renewed}`);
