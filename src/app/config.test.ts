@@ -73,16 +73,24 @@ test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL,
     () => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '127.0.0.1' }),
     /MCPWORKS_SANDBOX_NETWORK_ALLOW/,
   );
-  // The runs' CPU weight, in cgroup v2 units: 1 to 10000, default a quarter of a default group's.
+  // The runs' CPU group: idle by default (a quarter of a default group's weight where the kernel
+  // has no cpu.idle); a weight in cgroup v2 units, 1 to 10000, is a weight and not idle.
   assert.equal(SANDBOX_DEFAULTS.cpuWeight, 25);
-  assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: '' }).cpuWeight, 25);
-  for (const value of ['1', '40', '10000']) assert.equal(sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value }).cpuWeight, Number(value));
-  for (const value of ['0', '10001', '2.5', '-5', '0x10', ' 40', 'low']) {
+  assert.equal(SANDBOX_DEFAULTS.cpuIdle, true);
+  for (const value of ['', 'idle']) {
+    const { cpuWeight, cpuIdle } = sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value });
+    assert.deepEqual({ cpuWeight, cpuIdle }, { cpuWeight: 25, cpuIdle: true }, value);
+  }
+  for (const value of ['1', '40', '10000']) {
+    const { cpuWeight, cpuIdle } = sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value });
+    assert.deepEqual({ cpuWeight, cpuIdle }, { cpuWeight: Number(value), cpuIdle: false }, value);
+  }
+  for (const value of ['0', '10001', '2.5', '-5', '0x10', ' 40', 'low', 'IDLE', 'idle ']) {
     assert.throws(
       () => configFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value }),
       (error: unknown) =>
         isPlatformError(error, 'config_invalid') &&
-        error.message === `MCPWORKS_SANDBOX_CPU_WEIGHT must be an integer from 1 to 10000, not ${JSON.stringify(value)}`,
+        error.message === `MCPWORKS_SANDBOX_CPU_WEIGHT must be idle or an integer from 1 to 10000, not ${JSON.stringify(value)}`,
       value,
     );
   }
@@ -92,6 +100,7 @@ test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL,
     zygote: false,
     pool: false,
     cpuWeight: 40,
+    cpuIdle: false,
   });
 });
 

@@ -4,7 +4,7 @@ import type { NpmSettings } from '../run/typescript-dependencies.js';
 import type { SchemaGuardOptions } from '../run/schema-guard.js';
 import { NPM_DEFAULTS, npmPassThrough } from '../sandbox/npm-build.js';
 import { allowedRoutes } from '../sandbox/host/network.js';
-import { cpuWeightFromEnvironment, networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
+import { cpuFromEnvironment, networkFromEnvironment, poolFromEnvironment, zygoteFromEnvironment } from '../sandbox/bubblewrap.js';
 import { SANDBOX_CPU_WEIGHT } from '../sandbox/host/cgroup.js';
 import { parseSandboxUids, type UidRange } from '../sandbox/uid-range.js';
 import { detectHost, type HostFacts } from './host-facts.js';
@@ -73,8 +73,10 @@ export interface SandboxSettings {
   pool: boolean;
   /** MCPWORKS_ZYGOTE (not off): Python fork-servers where the host allows them. */
   zygote: boolean;
-  /** MCPWORKS_SANDBOX_CPU_WEIGHT: the runs' CPU weight beside the server, cgroup v2 units (1-10000). */
+  /** MCPWORKS_SANDBOX_CPU_WEIGHT: the runs' CPU weight beside the server, cgroup v2 units (1-10000)… */
   cpuWeight: number;
+  /** …or `idle` (the default): the runs' group is idle, at that weight only where the kernel has no cpu.idle. */
+  cpuIdle: boolean;
 }
 
 export const SANDBOX_DEFAULTS: Readonly<SandboxSettings> = {
@@ -83,6 +85,7 @@ export const SANDBOX_DEFAULTS: Readonly<SandboxSettings> = {
   pool: true,
   zygote: true,
   cpuWeight: SANDBOX_CPU_WEIGHT,
+  cpuIdle: true,
 };
 
 /** The sandbox's switches from `env`; a bad allow-list stops the server here, at start. */
@@ -93,7 +96,7 @@ export function sandboxFromEnv(env: NodeJS.ProcessEnv): SandboxSettings {
     networkAllow: network ? asConfigError(() => allowedRoutes(env.MCPWORKS_SANDBOX_NETWORK_ALLOW)) : [],
     pool: poolFromEnvironment(env.MCPWORKS_SANDBOX_POOL),
     zygote: zygoteFromEnvironment(env.MCPWORKS_ZYGOTE),
-    cpuWeight: asConfigError(() => cpuWeightFromEnvironment(env.MCPWORKS_SANDBOX_CPU_WEIGHT)),
+    ...asConfigError(() => cpuFromEnvironment(env.MCPWORKS_SANDBOX_CPU_WEIGHT)),
   };
 }
 

@@ -1,5 +1,6 @@
 /** The schema worker pool on its own: real worker processes, real ajv. */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
@@ -264,7 +265,15 @@ test('a job that waits past its deadline fails closed as busy, and leaves the qu
   assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), { ok: true }, 'a worker is free again: b is served');
 });
 
-test('workers run below the server in scheduling priority, and are forked off the main thread', async () => {
+/** A thread's scheduling policy (field 41 of its stat): 0 SCHED_OTHER, 5 SCHED_IDLE. */
+function policyOf(pid: number, tid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+}
+/** SCHED_IDLE where this host lets chrt set it (root or not: lowering needs no privilege, but a seccomp profile may refuse it). */
+const SCHED_IDLE_HERE = spawnSync('/usr/bin/chrt', ['--idle', '0', '/bin/true']).status === 0 ? 5 : 0;
+
+test('workers run below the server in scheduling priority (SCHED_IDLE, and niced), and are forked off the main thread', async () => {
   const g = guard({ workers: 2 });
   await g.check(UNIQUE, [1], 'a', 'the input');
   await until(() => g.stats().ready === 2);
@@ -293,7 +302,34 @@ test('workers run below the server in scheduling priority, and are forked off th
   for (const pid of workers) {
     const tids = readdirSync(`/proc/${pid}/task`).map(Number);
     assert.ok(tids.length > 1, `threads of ${pid}: ${tids.length}`);
-    for (const tid of tids) assert.equal(getPriority(tid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice, `worker ${pid}, thread ${tid}`);
+    for (const tid of tids) {
+      assert.equal(getPriority(tid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice, `worker ${pid}, thread ${tid}`);
+      assert.equal(policyOf(pid, tid), SCHED_IDLE_HERE, `worker ${pid}, thread ${tid}: its policy`);
+    }
+  }
+});
+
+test('idle: false → workers are niced only (SCHED_OTHER)', async () => {
+  const workersNow = () =>
+    readdirSync(`/proc/${process.pid}/task`)
+      .flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
+        } catch {
+          return false;
+        }
+      });
+  // Other tests' guards keep their workers until the file ends: this guard's is the new one.
+  const before = new Set(workersNow());
+  const g = guard({ workers: 1, idle: false });
+  await g.check(UNIQUE, [1], 'a', 'the input');
+  await until(() => g.stats().ready === 1);
+  const workers = workersNow().filter((pid) => !before.has(pid));
+  assert.equal(workers.length, 1);
+  for (const tid of readdirSync(`/proc/${workers[0]}/task`).map(Number)) {
+    assert.equal(policyOf(workers[0]!, tid), 0, `thread ${tid}`);
+    assert.equal(getPriority(tid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice, `thread ${tid}`);
   }
 });
 

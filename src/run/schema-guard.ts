@@ -37,6 +37,11 @@ export interface SchemaGuardOptions {
    */
   nice: number;
   /**
+   * The workers run under SCHED_IDLE (where the host allows it): the event loop, and every other
+   * thread of the server's, takes a core from a tenant's schema as soon as it wakes.
+   */
+  idle: boolean;
+  /**
    * Values measured or serialised on the main thread between two turns of its event loop: a large
    * input or result is prepared for the worker in slices, so other requests are served meanwhile.
    */
@@ -63,6 +68,7 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   maxWaitingPerAccount: 100,
   maxWaitMs: 10_000,
   nice: 10,
+  idle: true,
   sliceValues: MAIN_THREAD_SLICE_VALUES,
   share: sharedFairShare,
   rememberedPasses: 256,
@@ -582,23 +588,28 @@ export class SchemaGuard {
       starting = false;
     };
     this.launcher.hold(true);
-    const worker = this.launcher.spawn(WORKER_FILE, execArgv, {
-      message: (message) => {
-        if ('ready' in (message as WorkerMessage)) started();
-        this.received(slot, worker, message as WorkerMessage);
+    const worker = this.launcher.spawn(
+      WORKER_FILE,
+      execArgv,
+      {
+        message: (message) => {
+          if ('ready' in (message as WorkerMessage)) started();
+          this.received(slot, worker, message as WorkerMessage);
+        },
+        // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
+        closed: (stderr) => {
+          started();
+          if (slot.worker !== worker) return;
+          this.kill(
+            slot,
+            /heap out of memory|Reached heap limit/.test(stderr)
+              ? `it needed more than ${this.options.heapMb} MB of memory`
+              : 'the schema checker stopped',
+          );
+        },
       },
-      // The tail of its stderr tells a heap overrun ("JavaScript heap out of memory") from a crash.
-      closed: (stderr) => {
-        started();
-        if (slot.worker !== worker) return;
-        this.kill(
-          slot,
-          /heap out of memory|Reached heap limit/.test(stderr)
-            ? `it needed more than ${this.options.heapMb} MB of memory`
-            : 'the schema checker stopped',
-        );
-      },
-    });
+      { idle: this.options.idle },
+    );
     slot.worker = worker;
     slot.ready = false;
     slot.known = new Set();
@@ -608,7 +619,8 @@ export class SchemaGuard {
     if (slot.worker !== worker) return;
     if ('ready' in message) {
       // Lowered once started: start-up is short and counts against the jobs waiting for it, so
-      // it runs at the server's priority; the tenants' work after it runs below.
+      // it runs at the server's priority; the tenants' work after it runs below. (Under SCHED_IDLE,
+      // `idle`, it started idle already: where that was refused, the nice is what applies.)
       this.lower(worker);
       slot.ready = true;
       this.pump();

@@ -66,10 +66,11 @@ export class SchemaLauncher {
   private nextId = 1;
   private holds = 0;
 
-  spawn(file: string, execArgv: string[], events: RemoteWorkerEvents): RemoteWorker {
+  /** `idle`: the process runs under SCHED_IDLE where the host allows it (host-bin/schema-launcher.mjs). */
+  spawn(file: string, execArgv: string[], events: RemoteWorkerEvents, options: { idle?: boolean } = {}): RemoteWorker {
     const worker = new RemoteWorker(this, this.nextId++, events);
     this.workers.set(worker.id, worker);
-    this.post({ op: 'spawn', id: worker.id, file, execArgv });
+    this.post({ op: 'spawn', id: worker.id, file, execArgv, idle: options.idle === true });
     return worker;
   }
 

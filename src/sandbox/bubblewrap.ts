@@ -86,6 +86,13 @@ export interface BubblewrapSandboxOptions {
    */
   cpuWeight?: number;
   /**
+   * The runs' CPU group is an idle group (cpu.idle, Linux 5.15+; default true): they run on the CPU
+   * time the server's own threads leave, and a waking server thread preempts them at once. The
+   * weight still applies where the kernel has no cpu.idle. The server passes MCPWORKS_SANDBOX_CPU_WEIGHT
+   * (unset or `idle`: true; a number: false).
+   */
+  cpuIdle?: boolean;
+  /**
    * Start sandbox helpers from a small spawner process rather than from the server (default
    * true): a spawn from the server's large process holds its event loop for milliseconds (see
    * spawner.ts). Not used with the network on.
@@ -141,18 +148,19 @@ export function sandboxUidsFromEnvironment(value: string | undefined, npmUid: nu
 }
 
 /**
- * MCPWORKS_SANDBOX_CPU_WEIGHT: the runs' CPU weight in cgroup v2 units, an integer from 1 to 10000
- * (unset or empty: SANDBOX_CPU_WEIGHT). Anything else throws, with the variable's name.
+ * MCPWORKS_SANDBOX_CPU_WEIGHT: `idle` (unset or empty too): the runs' CPU group is idle, at
+ * SANDBOX_CPU_WEIGHT where the kernel has no cpu.idle; or the runs' CPU weight in cgroup v2 units,
+ * an integer from 1 to 10000, not idle. Anything else throws, with the variable's name.
  */
-export function cpuWeightFromEnvironment(value: string | undefined): number {
-  if (value === undefined || value === '') return SANDBOX_CPU_WEIGHT;
+export function cpuFromEnvironment(value: string | undefined): { cpuWeight: number; cpuIdle: boolean } {
+  if (value === undefined || value === '' || value === 'idle') return { cpuWeight: SANDBOX_CPU_WEIGHT, cpuIdle: true };
   const weight = Number(value);
   if (!/^\d+$/.test(value) || weight < 1 || weight > 10_000) {
     throw new SandboxUnavailableError(
-      `MCPWORKS_SANDBOX_CPU_WEIGHT must be an integer from 1 to 10000, not ${JSON.stringify(value.slice(0, 32))}`,
+      `MCPWORKS_SANDBOX_CPU_WEIGHT must be idle or an integer from 1 to 10000, not ${JSON.stringify(value.slice(0, 32))}`,
     );
   }
-  return weight;
+  return { cpuWeight: weight, cpuIdle: false };
 }
 
 export function networkFromEnvironment(value: string | undefined): boolean {
@@ -193,7 +201,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment(undefined)) : null;
   const cgroups: CgroupSupport =
     isRoot && options.cgroups !== false
-      ? openCgroupSupport(host.cgroups, { cpuWeight: options.cpuWeight ?? SANDBOX_CPU_WEIGHT })
+      ? openCgroupSupport(host.cgroups, { cpuWeight: options.cpuWeight ?? SANDBOX_CPU_WEIGHT, cpuIdle: options.cpuIdle ?? true })
       : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const answers = options.answers ?? sharedScanPool;

@@ -117,9 +117,15 @@ function instanceCpuGroup(): string | null {
 }
 
 /** What a group's weight file reads for `weight` (v2 units): v1 cpu.shares, v2 cpu.weight. */
-function weightReads(dir: string, weight: number): [actual: string, expected: string] {
+/** What the runs' CPU group reads and must read: cpu.idle 1 where idle was asked for and the kernel has it, else the weight. */
+function weightReads(dir: string, settings: { cpuWeight: number; cpuIdle: boolean }): [actual: string, expected: string] {
+  if (settings.cpuIdle && existsSync(join(dir, 'cpu.idle')))
+    return [`idle ${readFileSync(join(dir, 'cpu.idle'), 'utf8').trim()}`, 'idle 1'];
   const v1 = existsSync(join(dir, 'cpu.shares'));
-  return [readFileSync(join(dir, v1 ? 'cpu.shares' : 'cpu.weight'), 'utf8').trim(), String(v1 ? cpuSharesFor(weight) : weight)];
+  return [
+    readFileSync(join(dir, v1 ? 'cpu.shares' : 'cpu.weight'), 'utf8').trim(),
+    String(v1 ? cpuSharesFor(settings.cpuWeight) : settings.cpuWeight),
+  ];
 }
 
 /** True when `pid` is `ancestor` or below it. */
@@ -310,7 +316,7 @@ result = {"children": children, "error": error}
     assert.deepEqual(leftovers, []);
     // The instance's CPU group had the default weight for the reap, and has its low one again.
     const group = instanceCpuGroup();
-    if (group !== null) assert.deepEqual(...weightReads(group, escapeSuiteSettings.cpuWeight));
+    if (group !== null) assert.deepEqual(...weightReads(group, escapeSuiteSettings));
   });
 
   it("code spinning on the CPU → its run is in its server's own CPU group beside the server, at the runs' weight (MCPWORKS_SANDBOX_CPU_WEIGHT); the zygote is not", async (t) => {
@@ -392,7 +398,7 @@ result = bool(go)
       assert.equal(resultOf(await running), true, language);
       if (v2) assert.ok(runGroup?.startsWith(`${group}/`), `${language}: ${runGroup}`);
       else assert.equal(runGroup, group, language);
-      assert.deepEqual(...weightReads(group, escapeSuiteSettings.cpuWeight), language);
+      assert.deepEqual(...weightReads(group, escapeSuiteSettings), language);
       if (language === 'python' && !v2 && sandbox.zygoteStats()?.zygotes.length) {
         assert.ok(zygotes.length > 0, 'the zygote runs outside the low-weight group');
         for (const zygote of zygotes) assert.equal(cpuGroupOf(Number(zygote)), dirname(group!), `zygote process ${zygote}`);

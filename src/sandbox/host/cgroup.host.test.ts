@@ -40,8 +40,9 @@ before(() => {
     deadGroup = join(own, 'mcpworks-sandbox-instance-0badc0de0badc0de');
     mkdirSync(join(deadGroup, `owner-${DEAD_PID}`), { recursive: true });
   }
-  support = openCgroupSupport(layout, { cpuWeight: SANDBOX_CPU_WEIGHT });
-  // A second server's instance on the same host, at a weight of its own.
+  // A server's default: an idle group (its weight kept for kernels without cpu.idle).
+  support = openCgroupSupport(layout, { cpuWeight: SANDBOX_CPU_WEIGHT, cpuIdle: true });
+  // A second server's instance on the same host, at a weight of its own (MCPWORKS_SANDBOX_CPU_WEIGHT=40).
   other = openCgroupSupport(layout, { cpuWeight: 40 });
 });
 
@@ -52,6 +53,11 @@ after(async () => {
 
 const weightOf = (cpu: CpuGroup) => readFileSync(join(cpu.dir, cpu.version === 1 ? 'cpu.shares' : 'cpu.weight'), 'utf8').trim();
 const weightFor = (cpu: CpuGroup, weight: number) => String(cpu.version === 1 ? cpuSharesFor(weight) : weight);
+/** The kernel has cpu.idle (Linux 5.15+) for this group. */
+const idleKnown = (cpu: CpuGroup) => existsSync(join(cpu.dir, 'cpu.idle'));
+/** What the group reads for the runs: `idle` where cpu.idle is set, else its weight. */
+const settingOf = (cpu: CpuGroup) =>
+  idleKnown(cpu) && readFileSync(join(cpu.dir, 'cpu.idle'), 'utf8').trim() === '1' ? 'idle' : weightOf(cpu);
 
 /** The helper in a run's groups, running `sleep 60` (its child) until killed. */
 function helperIn(run: RunCgroup): SpawnedProcess {
@@ -86,6 +92,9 @@ function cpuGroupOf(pid: string): string {
 
 test('each instance has a CPU group of its own beside the server, at the weight it was given; a dead instance’s group is swept', (t) => {
   if (!support.cpu || !other.cpu) return t.skip('no cpu controller of ours on this host (not root, or not delegated)');
+  // Idle where asked for and the kernel has it; the other server's group at its weight, not idle.
+  assert.equal(support.cpu.idle, idleKnown(support.cpu));
+  assert.equal(other.cpu.idle, false);
   for (const [instance, weight] of [
     [support.cpu, SANDBOX_CPU_WEIGHT],
     [other.cpu, 40],
@@ -95,7 +104,7 @@ test('each instance has a CPU group of its own beside the server, at the weight 
     // Its name is seen by its runs (in /proc/self/cgroup, v1), so the owner's pid is a mark inside.
     assert.match(basename(instance.dir), /^mcpworks-sandbox-instance-[0-9a-f]{16}$/);
     assert.equal(existsSync(join(instance.dir, `owner-${process.pid}`)), true);
-    assert.equal(weightOf(instance), weightFor(instance, weight));
+    assert.equal(settingOf(instance), instance.idle ? 'idle' : weightFor(instance, weight));
   }
   assert.notEqual(support.cpu.dir, other.cpu.dir);
   assert.equal(existsSync(deadGroup!), false, "the dead instance's group was removed");
@@ -143,33 +152,38 @@ test("a run's processes join its instance's CPU group only when its code is sent
   }
 });
 
-test('a reap before the answer gives the group its default weight while processes are left, and its own weight after', async (t) => {
-  const cpu = support.cpu;
-  if (!cpu) return t.skip('no cpu controller of ours on this host (not root, or not delegated)');
-  const run = createRunCgroup(support, `reap-${process.pid}`, LIMITS)!;
-  try {
-    let helper = helperIn(run);
-    await populated(run, 2);
-    await run.lowerCpu();
-    // The reap's first look runs before its first await: processes are there, so it boosts.
-    // (A deadline far above a reap's usual milliseconds: 2 s ran out once on a 2-core CI at load 12.)
-    const reaped = run.killUntilEmpty(20_000, { boost: true });
-    assert.equal(weightOf(cpu), weightFor(cpu, DEFAULT_CPU_WEIGHT));
-    assert.equal(await reaped, true);
-    assert.equal(weightOf(cpu), weightFor(cpu, SANDBOX_CPU_WEIGHT));
-    await helper.exited;
-    // A finished run's leftovers (the zygote's recycling) are reaped at the low weight.
-    helper = helperIn(run);
-    await populated(run, 2);
-    await run.lowerCpu();
-    const recycled = run.killUntilEmpty(20_000);
-    assert.equal(weightOf(cpu), weightFor(cpu, SANDBOX_CPU_WEIGHT));
-    await recycled;
-    await helper.exited;
-  } finally {
-    await run.remove();
-  }
-});
+for (const [which, instance, weight] of [
+  ['an idle group', () => support, SANDBOX_CPU_WEIGHT],
+  ['a weighted group', () => other, 40],
+] as const)
+  test(`a reap before the answer gives ${which} the default weight (not idle) while processes are left, and its own setting after`, async (t) => {
+    const cpu = instance().cpu;
+    if (!cpu) return t.skip('no cpu controller of ours on this host (not root, or not delegated)');
+    const own = cpu.idle ? 'idle' : weightFor(cpu, weight);
+    const run = createRunCgroup(instance(), `reap-${process.pid}`, LIMITS)!;
+    try {
+      let helper = helperIn(run);
+      await populated(run, 2);
+      await run.lowerCpu();
+      // The reap's first look runs before its first await: processes are there, so it boosts.
+      // (A deadline far above a reap's usual milliseconds: 2 s ran out once on a 2-core CI at load 12.)
+      const reaped = run.killUntilEmpty(20_000, { boost: true });
+      assert.equal(settingOf(cpu), weightFor(cpu, DEFAULT_CPU_WEIGHT));
+      assert.equal(await reaped, true);
+      assert.equal(settingOf(cpu), own);
+      await helper.exited;
+      // A finished run's leftovers (the zygote's recycling) are reaped at the low weight.
+      helper = helperIn(run);
+      await populated(run, 2);
+      await run.lowerCpu();
+      const recycled = run.killUntilEmpty(20_000);
+      assert.equal(settingOf(cpu), own);
+      await recycled;
+      await helper.exited;
+    } finally {
+      await run.remove();
+    }
+  });
 
 test("a zygote's groups (a nested support) are released without touching the instance's CPU group or the runs in it", async (t) => {
   const cpu = support.cpu;

@@ -77,6 +77,13 @@ export interface CpuGroup {
   dir: string;
   /** The weight in v2 units, 1 to 10000 (v1: cpuShares of it). */
   weight: number;
+  /**
+   * The group is an idle group (cpu.idle, Linux 5.15+): its runs get only the CPU time that nothing
+   * else in the server's group wants, and a waking server thread takes a core from them at once,
+   * where a low weight still let a busy run finish its slice first. false: the weight alone (idle
+   * not asked for, or a kernel without cpu.idle).
+   */
+  idle: boolean;
 }
 
 export interface RunCgroup {
@@ -254,6 +261,16 @@ export function cpuSharesFor(weight: number): number {
   return Math.min(262144, Math.max(2, Math.round((weight * 1024) / DEFAULT_CPU_WEIGHT)));
 }
 
+/** Sets or clears the group's cpu.idle; false where the kernel has none (before 5.15) or refuses it. */
+function setCpuIdle(cpu: Pick<CpuGroup, 'dir'>, idle: boolean): boolean {
+  try {
+    writeFileSync(join(cpu.dir, 'cpu.idle'), idle ? '1' : '0');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The group's weight file and what it must read for `weight` (v2 units). */
 function cpuWeightWrite(cpu: Pick<CpuGroup, 'version' | 'dir'>, weight: number): [file: string, value: string] {
   return cpu.version === 1 ? [join(cpu.dir, 'cpu.shares'), String(cpuSharesFor(weight))] : [join(cpu.dir, 'cpu.weight'), String(weight)];
@@ -266,7 +283,11 @@ function cpuWeightWrite(cpu: Pick<CpuGroup, 'version' | 'dir'>, weight: number):
  * before. The server's own group holds the server, so nothing is ever enabled in it (v2's
  * no-internal-process rule): memory, pids and cpu must be delegated to it already.
  */
-function openV2(parent: string, cpuWeight: number | undefined): { memory: CgroupSupport['memory']; cpu: CpuGroup | null } {
+function openV2(
+  parent: string,
+  cpuWeight: number | undefined,
+  cpuIdle: boolean,
+): { memory: CgroupSupport['memory']; cpu: CpuGroup | null } {
   const none = { memory: null, cpu: null };
   try {
     const shared = join(parent, GROUP_NAME);
@@ -286,9 +307,10 @@ function openV2(parent: string, cpuWeight: number | undefined): { memory: Cgroup
     writeFileSync(join(base, 'cgroup.subtree_control'), '+memory +pids');
     let cpu: CpuGroup | null = null;
     if (weighted) {
-      cpu = { version: 2, dir: base, weight: cpuWeight };
+      cpu = { version: 2, dir: base, weight: cpuWeight, idle: false };
       try {
         writeFileSync(...cpuWeightWrite(cpu, cpuWeight));
+        cpu.idle = cpuIdle && setCpuIdle(cpu, true);
       } catch {
         cpu = null;
       }
@@ -299,13 +321,14 @@ function openV2(parent: string, cpuWeight: number | undefined): { memory: Cgroup
   }
 }
 
-/** v1: this instance's CPU group, directly in the server's own cpu group, at `weight`; null where it cannot be made. */
-function openV1Cpu(parent: string, weight: number): CpuGroup | null {
+/** v1: this instance's CPU group, directly in the server's own cpu group, at `weight` (and idle if asked); null where it cannot be made. */
+function openV1Cpu(parent: string, weight: number, idle: boolean): CpuGroup | null {
   const dir = prepareBase(parent, CPU_GROUP_PREFIX, true);
   if (dir === null) return null;
-  const cpu: CpuGroup = { version: 1, dir, weight };
+  const cpu: CpuGroup = { version: 1, dir, weight, idle: false };
   try {
     writeFileSync(...cpuWeightWrite(cpu, weight));
+    cpu.idle = idle && setCpuIdle(cpu, true);
     return cpu;
   } catch {
     void removeDir(ownerMarkOf(dir)!).then(() => removeDir(dir));
@@ -322,11 +345,13 @@ function openV1(parent: string | null): CgroupBase | null {
 /**
  * This instance's own groups under the host's layout: made now (v2 where it is delegated, else the
  * v1 hierarchies), and removed by releaseCgroupSupport. Groups of dead processes are swept first.
- * `cpuWeight` (v2 units): the runs' user code gets a CPU group of this instance's at that weight,
+ * `cpuWeight` (v2 units): the runs' user code gets a CPU group of this instance's at that weight
+ * (`cpuIdle`: an idle group, the weight kept for kernels without cpu.idle),
  * where the cpu controller is ours; without it (npm builds), no CPU group.
  */
-export function openCgroupSupport(layout: CgroupLayout, options: { cpuWeight?: number } = {}): CgroupSupport {
-  const v2 = layout.v2 === null ? null : openV2(layout.v2, options.cpuWeight);
+export function openCgroupSupport(layout: CgroupLayout, options: { cpuWeight?: number; cpuIdle?: boolean } = {}): CgroupSupport {
+  const cpuIdle = options.cpuIdle ?? false;
+  const v2 = layout.v2 === null ? null : openV2(layout.v2, options.cpuWeight, cpuIdle);
   if (v2?.memory) return owning({ memory: v2.memory, pids: v2.memory, cpu: v2.cpu });
   const memory = openV1(layout.v1.memory);
   const pids = openV1(layout.v1.pids);
@@ -335,7 +360,7 @@ export function openCgroupSupport(layout: CgroupLayout, options: { cpuWeight?: n
     memory: memory && { ...memory, swap: existsSync(join(memory.base, 'memory.memsw.limit_in_bytes')) },
     pids,
     // Only with a run group of its own to find a run's processes by.
-    cpu: (memory || pids) && cpuParent && options.cpuWeight !== undefined ? openV1Cpu(cpuParent, options.cpuWeight) : null,
+    cpu: (memory || pids) && cpuParent && options.cpuWeight !== undefined ? openV1Cpu(cpuParent, options.cpuWeight, cpuIdle) : null,
   });
 }
 
@@ -479,6 +504,8 @@ const boosts = new Map<string, number>();
  * timeout, an overflow): killed processes must run to exit, and at a low weight on a busy host a
  * fork bomb's 64 can take longer than the reap bound. A finished run's leftovers are reaped at the
  * low weight. Returns the function that sets the low weight back once this process reaps none.
+ * An idle group is not idle meanwhile: the kernel refuses a weight for an idle group, and clearing
+ * cpu.idle gives it the default weight back, so the weight is written after, and idle set again last.
  */
 function boostCpu(cpu: CpuGroup | null | undefined): () => void {
   if (!cpu) return () => {};
@@ -491,12 +518,16 @@ function boostCpu(cpu: CpuGroup | null | undefined): () => void {
   };
   const reaping = boosts.get(cpu.dir) ?? 0;
   boosts.set(cpu.dir, reaping + 1);
-  if (reaping === 0) write(DEFAULT_CPU_WEIGHT);
+  if (reaping === 0) {
+    if (cpu.idle) setCpuIdle(cpu, false);
+    write(DEFAULT_CPU_WEIGHT);
+  }
   return () => {
     const left = (boosts.get(cpu.dir) ?? 1) - 1;
     if (left > 0) return void boosts.set(cpu.dir, left);
     boosts.delete(cpu.dir);
     write(cpu.weight);
+    if (cpu.idle) setCpuIdle(cpu, true);
   };
 }
 
