@@ -3,7 +3,6 @@ import {
   createMcpHandler,
   isJsonContentType,
   isLegacyRequest,
-  legacyStatelessFallback,
   SUPPORTED_PROTOCOL_VERSIONS,
   type AuthInfo,
   type McpServer,
@@ -23,6 +22,7 @@ import { isRetryableStoreError } from '../store/db-health.js';
 import type { ListChangedHub } from './list-changed.js';
 import type { SessionActivity } from './session-activity.js';
 import { serveLegacyBatch } from './mcp-batch.js';
+import { legacyLeg } from './mcp-legacy-leg.js';
 import { sharedFairShare } from '../run/fair-share.js';
 import { databaseNow } from '../core/database-clock.js';
 import { calledToolNames } from './unknown-tools.js';
@@ -131,7 +131,7 @@ function isInitialize(body: unknown): boolean {
  * One MCP endpoint (create or run) serving both protocol eras from one server factory:
  * - 2026-07-28 (per-request envelope) through the SDK's modern handler;
  * - 2025-era clients (initialize + Mcp-Session-Id, as Claude Code speaks) through the SDK's
- *   stateless legacy leg, with session ids recorded in the database rather than in memory,
+ *   stateless legacy leg (answering in JSON where only the answer can be sent: mcp-legacy-leg.ts), with session ids recorded in the database rather than in memory,
  *   so any node of a cluster can serve any session.
  */
 export function createMcpEndpoint<Extra extends object = Record<string, unknown>>(options: {
@@ -161,7 +161,7 @@ export function createMcpEndpoint<Extra extends object = Record<string, unknown>
     maxRequestBodySize: MAX_BODY_BYTES,
     ...(streams ? { bus: streams.hub.bus, maxSubscriptions: Number.MAX_SAFE_INTEGER } : {}),
   });
-  const legacy = legacyStatelessFallback(factory, onerror, { maxRequestBodySize: MAX_BODY_BYTES });
+  const legacy = legacyLeg(factory, onerror, { maxRequestBodySize: MAX_BODY_BYTES });
 
   async function ownedSession(id: string, scope: RequestScope<Extra>): Promise<boolean> {
     const session = scope.session?.id === id ? scope.session.owner : await accounts.findMcpSession(id);

@@ -198,6 +198,59 @@ describe('JSON-RPC batches follow the negotiated protocol version', () => {
   }
 });
 
+describe('2025 era: an answer nothing can precede is JSON, one body with its length', () => {
+  const post = (url: string, id: string, version: string, body: unknown) =>
+    fetch(url, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${account.key}`,
+        'content-type': 'application/json',
+        accept: ACCEPT,
+        'mcp-session-id': id,
+        ...(version === '2025-03-26' ? {} : { 'mcp-protocol-version': version }),
+      },
+      body: JSON.stringify(body),
+    });
+  const call = (id: number, meta?: Record<string, unknown>) => ({
+    jsonrpc: '2.0',
+    id,
+    method: 'tools/call',
+    params: { name: 'm__hello', arguments: {}, ...(meta ? { _meta: meta } : {}) },
+  });
+
+  test('tools/call, tools/list and ping on the run endpoint, tools/list on the create endpoint; with a progressToken, an SSE stream; a 2025-03-26 batch of both is answered whole', async () => {
+    const createUrl = `${server.url}/mcp/create/${ns}`;
+    for (const version of ['2025-03-26', '2025-06-18']) {
+      const run = await session(toolsUrl(), version);
+      const create = await session(createUrl, version);
+      for (const [what, url, id, body] of [
+        ['tools/call', toolsUrl(), run, call(7)],
+        ['tools/list', toolsUrl(), run, { jsonrpc: '2.0', id: 8, method: 'tools/list' }],
+        ['ping', toolsUrl(), run, { jsonrpc: '2.0', id: 9, method: 'ping' }],
+        ['create tools/list', createUrl, create, { jsonrpc: '2.0', id: 10, method: 'tools/list' }],
+      ] as const) {
+        const response = await post(url, id, version, body);
+        assert.equal(response.status, 200, `${version} ${what}`);
+        assert.match(response.headers.get('content-type') ?? '', /^application\/json/, `${version} ${what}`);
+        const text = await response.text();
+        assert.equal(response.headers.get('content-length'), String(Buffer.byteLength(text)), `${version} ${what}: its length`);
+        assert.equal(JSON.parse(text).id, (body as { id: number }).id, `${version} ${what}`);
+      }
+      // A client asking for progress gets the stream that can carry it (cancel.test.ts: progress arrives).
+      const streamed = await post(toolsUrl(), run, version, call(11, { progressToken: 'p1' }));
+      assert.match(streamed.headers.get('content-type') ?? '', /^text\/event-stream/, `${version} with a progressToken`);
+      const [answer] = (await messagesOf(streamed)).filter((m) => m.id === 11);
+      assert.deepEqual(JSON.parse(answer.result.content[0].text), { n: 1 });
+    }
+    const id = await session(toolsUrl(), '2025-03-26');
+    const batch = await post(toolsUrl(), id, '2025-03-26', [call(1), { jsonrpc: '2.0', id: 2, method: 'ping' }]);
+    // A batch's answers still go back on one stream as they come (mcp-batch.ts), its parts' answers JSON or SSE.
+    assert.deepEqual((await messagesOf(batch)).map((m) => m.id).sort(), [1, 2]);
+    const progressBatch = await post(toolsUrl(), id, '2025-03-26', [call(3, { progressToken: 7 }), call(4)]);
+    assert.deepEqual((await messagesOf(progressBatch)).map((m) => m.id).sort(), [3, 4]);
+  });
+});
+
 describe('every refusal on an MCP endpoint is a JSON-RPC error object', () => {
   test('authentication, namespace, mode, body, content type, method, session, origin, path', async () => {
     const stranger = await createAccount(server.url);
