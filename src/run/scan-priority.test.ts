@@ -25,33 +25,23 @@ after(async () => {
   await t?.stop();
 });
 
-/** The nice value of each thread of this process named `name` (field 19 of /proc/self/task/TID/stat). */
-function threadNices(name: string): number[] {
-  const nices: number[] = [];
+/** Field `field` (1-based, man 5 proc) of /proc/self/task/TID/stat for each thread of this process named `name`. */
+function threadStats(name: string, field: number): number[] {
+  const values: number[] = [];
   for (const tid of readdirSync('/proc/self/task')) {
     try {
       if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== name) continue;
-      nices.push(Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]));
+      values.push(Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[field - 3]));
     } catch {
       // The thread ended meanwhile.
     }
   }
-  return nices;
+  return values;
 }
-
-/** The scheduling policy of each thread of this process named `name` (field 41 of its stat): 0 SCHED_OTHER, 5 SCHED_IDLE. */
-function threadPolicies(name: string): number[] {
-  const policies: number[] = [];
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== name) continue;
-      policies.push(Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[38]));
-    } catch {
-      // The thread ended meanwhile.
-    }
-  }
-  return policies;
-}
+/** Each such thread's nice value (field 19). */
+const threadNices = (name: string) => threadStats(name, 19);
+/** Each such thread's scheduling policy (field 41): 0 SCHED_OTHER, 5 SCHED_IDLE. */
+const threadPolicies = (name: string) => threadStats(name, 41);
 
 test('scan threads run 10 steps nicer than the server that starts them, whatever its own nice, and under SCHED_IDLE', async () => {
   const loop = getPriority();
