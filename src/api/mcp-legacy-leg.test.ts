@@ -129,3 +129,26 @@ test(
     }
   },
 );
+
+test('a client gone before its exchange starts (while its server is built) is answered 499, not "Session not found"', async () => {
+  // The run endpoint's buildServer reads the namespace's snapshot first: a client can go meanwhile.
+  let built = 0;
+  const handler = legacyLeg(
+    async () => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      built++;
+      return new McpServer({ name: 'leg-test', version: '1.0.0' });
+    },
+    () => undefined,
+    { maxRequestBodySize: 1 << 20 },
+  );
+  const controller = new AbortController();
+  const gone = call(10, undefined, controller.signal);
+  const answered = handler(gone.request, { parsedBody: gone.parsedBody });
+  controller.abort();
+  const response = await answered;
+  assert.equal(built, 1);
+  // A 404 tells a 2025-era client (and the request log) that its session is gone, which it is not.
+  assert.equal(response.status, 499, await response.clone().text());
+  assert.equal(((await response.json()) as { id: unknown }).id, 1);
+});

@@ -122,7 +122,11 @@ export function legacyLeg(
       // SDK's fallback does for a stream.
       if (signal?.aborted) onAbort();
       else signal?.addEventListener('abort', onAbort, { once: true });
-      const answer = Promise.race([transport.handleRequest(request, { ...(authInfo ? { authInfo } : {}), parsedBody }), ended]);
+      // A client gone before the exchange starts (while its server was built) is not served: the
+      // closed transport would answer 404 "Session not found" at once, winning the race.
+      const answer = signal?.aborted
+        ? ended
+        : Promise.race([transport.handleRequest(request, { ...(authInfo ? { authInfo } : {}), parsedBody }), ended]);
       answer.then(teardown, teardown);
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<undefined>((resolve) => {
