@@ -109,10 +109,18 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
     try {
       // Two launchers, and two waiting sandboxes for each of plain Python and plain TypeScript.
       await settled(6);
-      // Waiting sandboxes are blocked reading their request: no CPU while idle.
-      const before = cpuTicksOfOurRuns();
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-      assert.ok(cpuTicksOfOurRuns() - before <= 1, 'idle pooled sandboxes used CPU');
+      // Waiting sandboxes are blocked reading their request: no CPU while idle. A second with at
+      // most one tick, within 10: a sandbox counted ready has sent its signal, but the last of its
+      // start-up (V8's helper threads) may still be running in the runs' idle CPU group, which a
+      // busy host (a CI's parallel jobs) starves for a while; one that keeps using CPU never
+      // passes.
+      const windows: number[] = [];
+      for (let i = 0; i < 10 && !(windows.at(-1)! <= 1); i++) {
+        const before = cpuTicksOfOurRuns();
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        windows.push(cpuTicksOfOurRuns() - before);
+      }
+      assert.ok(windows.at(-1)! <= 1, `idle pooled sandboxes used CPU: ticks a second ${windows.join(', ')}`);
       await runMixedBatch(sandbox);
       // Used sandboxes are gone and replaced; nothing else stays.
       await settled(6);
