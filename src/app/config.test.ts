@@ -73,13 +73,16 @@ test('sandbox switches go env -> config: MCPWORKS_ZYGOTE, MCPWORKS_SANDBOX_POOL,
     () => sandboxFromEnv({ MCPWORKS_SANDBOX_NETWORK: 'on', MCPWORKS_SANDBOX_NETWORK_ALLOW: '127.0.0.1' }),
     /MCPWORKS_SANDBOX_NETWORK_ALLOW/,
   );
-  // The runs' CPU group: idle by default (a quarter of a default group's weight where the kernel
-  // has no cpu.idle); a weight in cgroup v2 units, 1 to 10000, is a weight and not idle.
+  // The runs' CPU weight in cgroup v2 units, 1 to 10000, default a quarter of a default group's;
+  // `idle` (opt-in): the runs' group idle, at 25 where the kernel has no cpu.idle.
   assert.equal(SANDBOX_DEFAULTS.cpuWeight, 25);
-  assert.equal(SANDBOX_DEFAULTS.cpuIdle, true);
-  for (const value of ['', 'idle']) {
+  assert.equal(SANDBOX_DEFAULTS.cpuIdle, false);
+  for (const [value, idle] of [
+    ['', false],
+    ['idle', true],
+  ] as const) {
     const { cpuWeight, cpuIdle } = sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value });
-    assert.deepEqual({ cpuWeight, cpuIdle }, { cpuWeight: 25, cpuIdle: true }, value);
+    assert.deepEqual({ cpuWeight, cpuIdle }, { cpuWeight: 25, cpuIdle: idle }, value);
   }
   for (const value of ['1', '40', '10000']) {
     const { cpuWeight, cpuIdle } = sandboxFromEnv({ MCPWORKS_SANDBOX_CPU_WEIGHT: value });

@@ -75,7 +75,7 @@ export interface SandboxSettings {
   zygote: boolean;
   /** MCPWORKS_SANDBOX_CPU_WEIGHT: the runs' CPU weight beside the server, cgroup v2 units (1-10000)… */
   cpuWeight: number;
-  /** …or `idle` (the default): the runs' group is idle, at that weight only where the kernel has no cpu.idle. */
+  /** …or `idle`: the runs' group idle (at that weight where the kernel has no cpu.idle) and the schema workers under SCHED_IDLE. */
   cpuIdle: boolean;
 }
 
@@ -85,7 +85,7 @@ export const SANDBOX_DEFAULTS: Readonly<SandboxSettings> = {
   pool: true,
   zygote: true,
   cpuWeight: SANDBOX_CPU_WEIGHT,
-  cpuIdle: true,
+  cpuIdle: false,
 };
 
 /** The sandbox's switches from `env`; a bad allow-list stops the server here, at start. */

@@ -245,7 +245,8 @@ async function startServerSteps(
   // and schema workers (their last runs write through it), before the instance and the database.
   opened.push(() => pending.close());
   // Every tenant schema is compiled and applied in its worker pool, never on this thread.
-  const schemas = new SchemaGuard(config.schemas);
+  // MCPWORKS_SANDBOX_CPU_WEIGHT=idle puts the schema workers under SCHED_IDLE with the runs.
+  const schemas = new SchemaGuard({ idle: sandboxSettings.cpuIdle, ...config.schemas });
   opened.push(() => schemas.close());
   const catalog = new CatalogService(catalogStore, dependencies.prepare, schemas, config.tiers, {
     sandboxNetwork: sandboxSettings.network,

@@ -15,7 +15,6 @@ import { findingTypes, type Finding } from '../core/secret-scanner.js';
 import { renderToolResult } from '../core/tool-render.js';
 import { MAX_MESSAGE_DEPTH, nestedDeeperThan } from '../core/json-depth.js';
 import { SecretScannerCache } from './scanner-cache.js';
-import { setThreadIdle } from './process-priority.js';
 import { refuseInexactResult } from '../core/exact-integers.js';
 import { callInputProblem } from '../core/call-input.js';
 import { STATE_ARGS_MAX_BYTES } from '../core/agent-state-access.js';
@@ -95,8 +94,6 @@ try {
 } catch {
   // Not permitted here: the worker still runs off the main thread.
 }
-// And below every thread of the server's that wakes: a tenant's scan keeps no core from the event loop.
-setThreadIdle();
 try {
   // A name of its own in `top -H` and /proc/PID/task/*/comm (Node names every thread `node`): what
   // takes the cores is then seen per thread (bench/abuse --threads).

@@ -273,8 +273,23 @@ function policyOf(pid: number, tid: number): number {
 /** SCHED_IDLE where this host lets chrt set it (root or not: lowering needs no privilege, but a seccomp profile may refuse it). */
 const SCHED_IDLE_HERE = spawnSync('/usr/bin/chrt', ['--idle', '0', '/bin/true']).status === 0 ? 5 : 0;
 
-test('workers run below the server in scheduling priority (SCHED_IDLE, and niced), and are forked off the main thread', async () => {
-  const g = guard({ workers: 2 });
+/** The schema worker processes of this process (any guard's): children of any of its threads. */
+function schemaWorkers(): number[] {
+  return readdirSync(`/proc/${process.pid}/task`)
+    .flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
+      } catch {
+        return false;
+      }
+    });
+}
+
+test('workers run below the server in scheduling priority (idle: SCHED_IDLE, and niced), and are forked off the main thread', async () => {
+  // Other tests' guards keep their workers until the file ends: this guard's are the new ones.
+  const earlier = new Set(schemaWorkers());
+  const g = guard({ workers: 2, idle: true });
   await g.check(UNIQUE, [1], 'a', 'the input');
   await until(() => g.stats().ready === 2);
   // /proc lists a child under the thread that forked it: a fork on the main thread (whose task id
@@ -289,14 +304,7 @@ test('workers run below the server in scheduling priority (SCHED_IDLE, and niced
     }
   };
   assert.deepEqual(childrenOf(String(process.pid)).filter(isWorker), [], 'no schema worker was forked by the main thread');
-  const children = readdirSync(`/proc/${process.pid}/task`).flatMap(childrenOf);
-  const workers = children.filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
-    } catch {
-      return false;
-    }
-  });
+  const workers = schemaWorkers().filter((pid) => !earlier.has(pid));
   assert.ok(workers.length >= 2, `schema workers found: ${workers.length}`);
   // Every thread of each: V8's GC threads, started before the worker was lowered, do a schema's heap work.
   for (const pid of workers) {
@@ -309,23 +317,13 @@ test('workers run below the server in scheduling priority (SCHED_IDLE, and niced
   }
 });
 
-test('idle: false → workers are niced only (SCHED_OTHER)', async () => {
-  const workersNow = () =>
-    readdirSync(`/proc/${process.pid}/task`)
-      .flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
-      .filter((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
-        } catch {
-          return false;
-        }
-      });
+test('by default (idle: false) workers are niced only (SCHED_OTHER)', async () => {
   // Other tests' guards keep their workers until the file ends: this guard's is the new one.
-  const before = new Set(workersNow());
-  const g = guard({ workers: 1, idle: false });
+  const before = new Set(schemaWorkers());
+  const g = guard({ workers: 1 });
   await g.check(UNIQUE, [1], 'a', 'the input');
   await until(() => g.stats().ready === 1);
-  const workers = workersNow().filter((pid) => !before.has(pid));
+  const workers = schemaWorkers().filter((pid) => !before.has(pid));
   assert.equal(workers.length, 1);
   for (const tid of readdirSync(`/proc/${workers[0]}/task`).map(Number)) {
     assert.equal(policyOf(workers[0]!, tid), 0, `thread ${tid}`);

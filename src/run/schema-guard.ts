@@ -38,7 +38,8 @@ export interface SchemaGuardOptions {
   nice: number;
   /**
    * The workers run under SCHED_IDLE (where the host allows it): the event loop, and every other
-   * thread of the server's, takes a core from a tenant's schema as soon as it wakes.
+   * thread of the server's, takes a core from a tenant's schema as soon as it wakes. So does every
+   * other process in the server's cgroup at the same level, hence opt-in (MCPWORKS_SANDBOX_CPU_WEIGHT=idle).
    */
   idle: boolean;
   /**
@@ -68,7 +69,7 @@ export const SCHEMA_GUARD_DEFAULTS: Readonly<SchemaGuardOptions> = Object.freeze
   maxWaitingPerAccount: 100,
   maxWaitMs: 10_000,
   nice: 10,
-  idle: true,
+  idle: false,
   sliceValues: MAIN_THREAD_SLICE_VALUES,
   share: sharedFairShare,
   rememberedPasses: 256,

@@ -86,10 +86,9 @@ export interface BubblewrapSandboxOptions {
    */
   cpuWeight?: number;
   /**
-   * The runs' CPU group is an idle group (cpu.idle, Linux 5.15+; default true): they run on the CPU
-   * time the server's own threads leave, and a waking server thread preempts them at once. The
-   * weight still applies where the kernel has no cpu.idle. The server passes MCPWORKS_SANDBOX_CPU_WEIGHT
-   * (unset or `idle`: true; a number: false).
+   * The runs' CPU group is an idle group (cpu.idle, Linux 5.15+; default false): they run on the CPU
+   * time their group's siblings leave, and a waking server thread preempts them at once. The weight
+   * still applies where the kernel has no cpu.idle. The server passes MCPWORKS_SANDBOX_CPU_WEIGHT=idle.
    */
   cpuIdle?: boolean;
   /**
@@ -148,12 +147,14 @@ export function sandboxUidsFromEnvironment(value: string | undefined, npmUid: nu
 }
 
 /**
- * MCPWORKS_SANDBOX_CPU_WEIGHT: `idle` (unset or empty too): the runs' CPU group is idle, at
- * SANDBOX_CPU_WEIGHT where the kernel has no cpu.idle; or the runs' CPU weight in cgroup v2 units,
- * an integer from 1 to 10000, not idle. Anything else throws, with the variable's name.
+ * MCPWORKS_SANDBOX_CPU_WEIGHT: the runs' CPU weight in cgroup v2 units, an integer from 1 to 10000
+ * (unset or empty: SANDBOX_CPU_WEIGHT); or `idle`: tenants' CPU work idle (the runs' group, at
+ * SANDBOX_CPU_WEIGHT where the kernel has no cpu.idle, and the schema workers). Anything else
+ * throws, with the variable's name.
  */
 export function cpuFromEnvironment(value: string | undefined): { cpuWeight: number; cpuIdle: boolean } {
-  if (value === undefined || value === '' || value === 'idle') return { cpuWeight: SANDBOX_CPU_WEIGHT, cpuIdle: true };
+  if (value === undefined || value === '') return { cpuWeight: SANDBOX_CPU_WEIGHT, cpuIdle: false };
+  if (value === 'idle') return { cpuWeight: SANDBOX_CPU_WEIGHT, cpuIdle: true };
   const weight = Number(value);
   if (!/^\d+$/.test(value) || weight < 1 || weight > 10_000) {
     throw new SandboxUnavailableError(
@@ -201,7 +202,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
   const uids = isRoot && !options.sandboxUser ? new UidAllocator(options.sandboxUids ?? sandboxUidsFromEnvironment(undefined)) : null;
   const cgroups: CgroupSupport =
     isRoot && options.cgroups !== false
-      ? openCgroupSupport(host.cgroups, { cpuWeight: options.cpuWeight ?? SANDBOX_CPU_WEIGHT, cpuIdle: options.cpuIdle ?? true })
+      ? openCgroupSupport(host.cgroups, { cpuWeight: options.cpuWeight ?? SANDBOX_CPU_WEIGHT, cpuIdle: options.cpuIdle ?? false })
       : { memory: null, pids: null };
   const log = options.log ?? (() => {});
   const answers = options.answers ?? sharedScanPool;
