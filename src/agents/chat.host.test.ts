@@ -900,7 +900,12 @@ describe('chat_with_agent answers', () => {
     assert.equal(error.stop_reason, 'provider_error');
     assert.match(error.message, /address of anthropic was refused: 127\.0\.0\.4 is a loopback address.*MCPWORKS_AGENT_MCP_ALLOW/);
     assert.equal(llm.requests.length, 0, 'the model was not reached');
-    const run = await callOk(create, 'describe_agent_run', { name: 'outlived', run_id: error.run_id });
+    // The run's end is written beside its answer, not before it: read once it is there.
+    const run = await until(
+      'the run recorded as ended',
+      () => callOk(create, 'describe_agent_run', { name: 'outlived', run_id: error.run_id }),
+      (r) => r.status !== 'running',
+    );
     assert.equal(run.trigger, 'chat');
     assert.equal(run.status, 'failed');
     assert.equal(run.stop_reason, 'provider_error');
