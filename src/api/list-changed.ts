@@ -3,14 +3,13 @@ import type { ServerEvent, ServerEventBus } from '@modelcontextprotocol/server';
 import type { NotifyListener } from '../store/notify-listener.js';
 import type { Logger } from '../core/logger.js';
 import type { SessionActivity } from './session-activity.js';
+import { SSE_HEADERS, SSE_KEEP_ALIVE_FRAME, SSE_KEEP_ALIVE_MS, sseMessage } from './sse.js';
 
 /** The channel the catalog triggers NOTIFY on (migration 11), with the namespace's name. */
 export const CATALOG_CHANNEL = 'mcpworks_catalog';
 /** Open 2026-era listen streams one account may hold on one node (2025-era streams are one per session). */
 export const MAX_LISTEN_STREAMS_PER_ACCOUNT = 32;
-/** SSE comment frames on an idle stream, so proxies keep it and a vanished client is noticed. */
-const KEEP_ALIVE_MS = 15_000;
-const LIST_CHANGED_FRAME = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' })}\n\n`;
+const LIST_CHANGED_FRAME = sseMessage(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' }));
 
 interface StreamOwner {
   namespace: string;
@@ -166,7 +165,7 @@ export class ListChangedHub {
         // A first frame (a comment, which clients ignore) sends the headers at once.
         c.enqueue(encoder.encode(': stream open\n\n'));
         if (notify) unsubscribe = this.subscribe(namespace, () => write(LIST_CHANGED_FRAME));
-        keepAlive = setInterval(() => write(': keepalive\n\n'), KEEP_ALIVE_MS);
+        keepAlive = setInterval(() => write(SSE_KEEP_ALIVE_FRAME), SSE_KEEP_ALIVE_MS);
         keepAlive.unref();
       },
       cancel: () => close(),
@@ -176,15 +175,7 @@ export class ListChangedHub {
     release = this.activity?.hold(sessionId, { markNow: true });
     if (signal?.aborted) close();
     else signal?.addEventListener('abort', close, { once: true });
-    return new Response(body, {
-      status: 200,
-      headers: {
-        'content-type': 'text/event-stream',
-        'cache-control': 'no-cache, no-transform',
-        connection: 'keep-alive',
-        'x-accel-buffering': 'no',
-      },
-    });
+    return new Response(body, { status: 200, headers: SSE_HEADERS });
   }
 
   /** Ends the GET stream of a session that was deleted (DELETE with its Mcp-Session-Id). */

@@ -7,6 +7,7 @@
  */
 
 import { isDomainError } from '../core/errors.js';
+import { sseMessage } from './sse.js';
 
 /** The SDK's own bound on a batch (its transport refuses larger ones the same way). */
 export const MAX_BATCH_MESSAGES = 100;
@@ -104,7 +105,7 @@ export async function serveLegacyBatch(
     async start(controller) {
       const write = (message: Message) => {
         try {
-          controller.enqueue(encoder.encode(`event: message\ndata: ${JSON.stringify(message)}\n\n`));
+          controller.enqueue(encoder.encode(sseMessage(JSON.stringify(message))));
         } catch {
           // the client went away: its parts end on their own (the request's signal)
         }

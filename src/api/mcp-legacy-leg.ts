@@ -4,11 +4,11 @@ import {
   type LegacyHttpHandler,
   type McpServerFactory,
 } from '@modelcontextprotocol/server';
+import { within, NOT_YET } from './one-write.js';
+import { SSE_HEADERS, SSE_KEEP_ALIVE_FRAME, SSE_KEEP_ALIVE_MS, sseMessage } from './sse.js';
 
 /** How long an answer may take and still go as JSON; a later one goes on an SSE stream opened then. */
 export const JSON_ANSWER_WAIT_MS = 1000;
-/** SSE comment frames on a stream still waiting for its answer, so proxies do not close it as idle (the SDK's interval). */
-export const SSE_KEEP_ALIVE_MS = 15_000;
 
 /**
  * True when a 2025-era body may get more than its answers: a request asking for progress
@@ -30,7 +30,6 @@ function requestIdOf(body: unknown): string | number | null {
 }
 
 const encoder = new TextEncoder();
-const SSE_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache, no-transform', 'x-accel-buffering': 'no' };
 
 /**
  * An SSE stream that waits for `answer` (a JSON answer), sending keep-alive comments meanwhile,
@@ -41,13 +40,13 @@ function streamedAnswer(answer: Promise<Response>, cancel: () => void, keepAlive
   let keepAlive: NodeJS.Timeout | undefined;
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
-      keepAlive = setInterval(() => controller.enqueue(encoder.encode(': keepalive\n\n')), keepAliveMs);
+      keepAlive = setInterval(() => controller.enqueue(encoder.encode(SSE_KEEP_ALIVE_FRAME)), keepAliveMs);
       keepAlive.unref();
       answer
         .then(async (response) => {
           // An exchange ended without an answer (a silenced call) ends the stream without an event.
           const text = response.headers.get('content-type')?.startsWith('text/event-stream') ? '' : await response.text();
-          if (text) controller.enqueue(encoder.encode(`event: message\ndata: ${text}\n\n`));
+          if (text) controller.enqueue(encoder.encode(sseMessage(text)));
           controller.close();
         })
         .catch((error: unknown) => controller.error(error))
@@ -128,12 +127,9 @@ export function legacyLeg(
         ? ended
         : Promise.race([transport.handleRequest(request, { ...(authInfo ? { authInfo } : {}), parsedBody }), ended]);
       answer.then(teardown, teardown);
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<undefined>((resolve) => {
-        timer = setTimeout(() => resolve(undefined), jsonWaitMs);
-      });
-      const first = await Promise.race([answer, late]).finally(() => clearTimeout(timer));
-      if (!first) return streamedAnswer(answer, teardown, keepAliveMs);
+      // The client's going away settles `answer` itself (499), so no signal is passed.
+      const first = await within(answer, jsonWaitMs, undefined);
+      if (first === NOT_YET) return streamedAnswer(answer, teardown, keepAliveMs);
       // With its length, so the HTTP layer sends it in one write (one-write.ts), as the run
       // endpoint's calls and listings are; the SDK's JSON answer does not say it.
       if (!first.body || first.headers.has('content-length')) return first;

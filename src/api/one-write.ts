@@ -10,10 +10,10 @@ export const FIRST_BYTES_WAIT_MS = 1000;
 /** An answer is read whole up to this many bytes; past it, it streams (a large rendered result is never copied into one buffer). */
 export const WHOLE_ANSWER_MAX_BYTES = 64 * 1024;
 
-const NOT_YET = Symbol('not yet');
+export const NOT_YET = Symbol('not yet');
 
 /** The promise's value, or NOT_YET once `ms` pass or `signal` aborts. */
-function within<T>(promise: Promise<T>, ms: number, signal: AbortSignal | undefined): Promise<T | typeof NOT_YET> {
+export function within<T>(promise: Promise<T>, ms: number, signal: AbortSignal | undefined): Promise<T | typeof NOT_YET> {
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
   const late = new Promise<typeof NOT_YET>((resolve) => {
