@@ -1,12 +1,12 @@
 /** The schema worker pool on its own: real worker processes, real ajv. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
 import { RawJson } from '../core/raw-json.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import { checkInput, checkOutput } from './function-request.js';
+import { schedIdleHere, schedulingPolicy, schemaWorkers } from '../test-support/processes.js';
 import { REMEMBERED_VALUE_CHARS, SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
 
 const guards: SchemaGuard[] = [];
@@ -265,27 +265,6 @@ test('a job that waits past its deadline fails closed as busy, and leaves the qu
   assert.deepEqual(await g.check(UNIQUE, [1], 'b', 'the input'), { ok: true }, 'a worker is free again: b is served');
 });
 
-/** A thread's scheduling policy (field 41 of its stat): 0 SCHED_OTHER, 5 SCHED_IDLE. */
-function policyOf(pid: number, tid: number): number {
-  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
-}
-/** SCHED_IDLE where this host lets chrt set it (root or not: lowering needs no privilege, but a seccomp profile may refuse it). */
-const SCHED_IDLE_HERE = spawnSync('/usr/bin/chrt', ['--idle', '0', '/bin/true']).status === 0 ? 5 : 0;
-
-/** The schema worker processes of this process (any guard's): children of any of its threads. */
-function schemaWorkers(): number[] {
-  return readdirSync(`/proc/${process.pid}/task`)
-    .flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
-      } catch {
-        return false;
-      }
-    });
-}
-
 test('workers run below the server in scheduling priority (idle: SCHED_IDLE, and niced), and are forked off the main thread', async () => {
   // Other tests' guards keep their workers until the file ends: this guard's are the new ones.
   const earlier = new Set(schemaWorkers());
@@ -305,6 +284,7 @@ test('workers run below the server in scheduling priority (idle: SCHED_IDLE, and
   };
   assert.deepEqual(childrenOf(String(process.pid)).filter(isWorker), [], 'no schema worker was forked by the main thread');
   const workers = schemaWorkers().filter((pid) => !earlier.has(pid));
+  const idle = schedIdleHere();
   assert.ok(workers.length >= 2, `schema workers found: ${workers.length}`);
   // Every thread of each: V8's GC threads, started before the worker was lowered, do a schema's heap work.
   for (const pid of workers) {
@@ -312,7 +292,7 @@ test('workers run below the server in scheduling priority (idle: SCHED_IDLE, and
     assert.ok(tids.length > 1, `threads of ${pid}: ${tids.length}`);
     for (const tid of tids) {
       assert.equal(getPriority(tid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice, `worker ${pid}, thread ${tid}`);
-      assert.equal(policyOf(pid, tid), SCHED_IDLE_HERE, `worker ${pid}, thread ${tid}: its policy`);
+      assert.equal(schedulingPolicy(pid, tid), idle, `worker ${pid}, thread ${tid}: its policy`);
     }
   }
 });
@@ -326,7 +306,7 @@ test('by default (idle: false) workers are niced only (SCHED_OTHER)', async () =
   const workers = schemaWorkers().filter((pid) => !before.has(pid));
   assert.equal(workers.length, 1);
   for (const tid of readdirSync(`/proc/${workers[0]}/task`).map(Number)) {
-    assert.equal(policyOf(workers[0]!, tid), 0, `thread ${tid}`);
+    assert.equal(schedulingPolicy(workers[0]!, tid), 0, `thread ${tid}`);
     assert.equal(getPriority(tid), getPriority() + SCHEMA_GUARD_DEFAULTS.nice, `thread ${tid}`);
   }
 });

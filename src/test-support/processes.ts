@@ -1,4 +1,5 @@
 /** Small helpers for tests that start servers and sandboxes as real processes. */
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -128,3 +129,27 @@ export function processesWithEach(texts: readonly string[]): number[][] {
  * 42421 + 3 are both "424213"), and a match found in another file's run makes a test act too early.
  */
 export const RUN_MARK = String(100_000_000 + Math.floor(Math.random() * 900_000_000));
+
+/** A thread's scheduling policy (field 41 of /proc/PID/task/TID/stat): 0 SCHED_OTHER, 5 SCHED_IDLE. */
+export function schedulingPolicy(pid: number, tid: number | string): number {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+}
+
+/** SCHED_IDLE's number where this host lets util-linux's chrt set it (a seccomp profile may refuse it), else SCHED_OTHER's. */
+export function schedIdleHere(): number {
+  return spawnSync('/usr/bin/chrt', ['--idle', '0', '/bin/true']).status === 0 ? 5 : 0;
+}
+
+/** The schema worker processes of this process (any guard's or server's): children of any of its threads. */
+export function schemaWorkers(): number[] {
+  return readdirSync(`/proc/${process.pid}/task`)
+    .flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
+      } catch {
+        return false;
+      }
+    });
+}
