@@ -3,7 +3,8 @@
 // (src/sandbox/host/cgroup.host.test.ts and the escape suite check the group): a server started
 // with it checks a tenant's schema in workers under SCHED_IDLE; by default they are niced only.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { startTestServer, type TestServer } from '../test-support/harness.js';
 import { makeSpace } from '../test-support/spaces.js';
@@ -53,6 +54,18 @@ test('with MCPWORKS_SANDBOX_CPU_WEIGHT=idle the schema workers run under SCHED_I
       { prefix: `idle-${cpuIdle ? 'on' : 'off'}` },
     );
     await space.create.close();
+    // And the runs' CPU group (v1: beside this process in its cpu group; elsewhere the escape and
+    // cgroup suites read it): idle where asked for and the kernel has cpu.idle.
+    const own = /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
+    const side = own === undefined ? null : join('/sys/fs/cgroup/cpu', own);
+    const group =
+      side && existsSync(side) ? readdirSync(side).find((name) => existsSync(join(side, name, `owner-${process.pid}`))) : undefined;
+    if (side && group && existsSync(join(side, group, 'cpu.idle')))
+      assert.equal(
+        readFileSync(join(side, group, 'cpu.idle'), 'utf8').trim(),
+        cpuIdle ? '1' : '0',
+        `cpuIdle ${cpuIdle}: the runs' CPU group`,
+      );
     let workers: Array<[number, number[]]> = [];
     for (const deadline = Date.now() + 30_000; Date.now() < deadline;) {
       workers = [...schemaWorkerPolicies()].filter(([pid]) => !before.has(pid));

@@ -5,5 +5,4 @@ import { SANDBOX_DEFAULTS, type SandboxSettings } from '../app/config.js';
  * defaults, which escape-cold.host.test.ts turns to the pool and the zygote off before it imports
  * the suite. Passed as config, not through process.env (read once, by src/app/config.ts).
  */
-// With tenants' CPU work idle (MCPWORKS_SANDBOX_CPU_WEIGHT=idle): escape-cold.host.test.ts runs a weight.
-export const escapeSuiteSettings: SandboxSettings = { ...SANDBOX_DEFAULTS, cpuIdle: true };
+export const escapeSuiteSettings: SandboxSettings = { ...SANDBOX_DEFAULTS };
