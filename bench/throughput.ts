@@ -3,12 +3,14 @@
  * beside the naive peer (b) measured in the same run (issue 18).
  *
  *   bench/throughput [--clients C] [--seconds S] [--warmup W] [--quick] [--peer spawn|none]
- *   (defaults: 15 clients, 20 s a phase, 30 warm-up calls; --quick: 5 s a phase, 10 warm-up calls)
+ *   (defaults: 15 clients, 20 s a phase, 300 warm-up calls in each era; --quick: 5 s a phase, 10)
  *
  * Starts the real server in-process (embedded PGlite, or PostgreSQL when MCPWORKS_TEST_DATABASE_URL
  * is set; the trial tier's execution limits lifted, so nothing is throttled) with `utils.hello`
  * (Python, the hello-world template) and peer (b), the official SDK's server spawning `python3 -c`
- * per call, in a process of its own (bench/lib/peers.ts). After W sequential warm-up calls, three
+ * per call, in a process of its own (bench/lib/peers.ts). After W sequential warm-up calls in each
+ * era (a 2025-era client, then a 2026-era one: the first phase measured would otherwise pay for
+ * compiling its era's path, 1.5 ms of server CPU an execution more in s28), three
  * phases of S seconds, each with C clients (each its own official-SDK client) in a client process
  * of its own (bench/lib/load.ts) calling back to back:
  *   - ours, 2025 protocol: the v1 SDK client with sessions, as Claude Code connects;
@@ -47,7 +49,7 @@ const { values } = parseArgs({
 });
 const clients = Number(values.clients);
 const seconds = Number(values.seconds ?? (values.quick ? 5 : 20));
-const warmup = Number(values.warmup ?? (values.quick ? 10 : 30));
+const warmup = Number(values.warmup ?? (values.quick ? 10 : 300));
 if (!Number.isInteger(clients) || clients < 1) throw new Error('--clients must be a positive integer');
 if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds must be a positive number');
 if (!Number.isInteger(warmup) || warmup < 0) throw new Error('--warmup must be a non-negative integer');
@@ -92,15 +94,17 @@ try {
   const account = await makeNamespace(server, ns, 'utils', [{ name: 'hello', template: 'hello-world' }]);
   const url = `${server.url}/mcp/run/${ns}?mode=tools`;
 
-  // Warm-up: page cache, the namespace snapshot, JIT, pooled connections. These calls are metered
+  // Warm-up in both eras: page cache, the namespace snapshot, JIT, pooled connections. These calls are metered
   // too, so they count towards the usage check.
   let successfulCalls = 0;
-  const warmClient = await connect(url, account.key);
-  for (let i = 0; i < warmup; i++) {
-    await call(warmClient, HELLO);
-    successfulCalls++;
+  for (const era of ['v1', 'v2'] as const) {
+    const warmClient = await connect(url, account.key, era);
+    for (let i = 0; i < warmup; i++) {
+      await call(warmClient, HELLO);
+      successfulCalls++;
+    }
+    await warmClient.close();
   }
-  await warmClient.close();
   if (peer) {
     const peerClient = await connect(peer.url, undefined, 'v1');
     for (let i = 0; i < Math.min(warmup, 5); i++) await call(peerClient, PEER_HELLO);
@@ -218,7 +222,7 @@ try {
   console.log(
     `throughput bench: the Python hello function (ours: utils__hello in tool mode, server in-process on ${server.databaseUrl ? 'PostgreSQL' : 'embedded PGlite'}; ` +
       `peer (b): the SDK server spawning python3 -c, a process of its own) over MCP Streamable HTTP; ${clients} concurrent clients in a client process of their own, ` +
-      `${seconds} s a phase, after ${warmup} warm-up calls; 2025 = v1 SDK client with sessions (as Claude Code), 2026 = v2 SDK client, stateless; ` +
+      `${seconds} s a phase, after ${warmup} warm-up calls in each era; 2025 = v1 SDK client with sessions (as Claude Code), 2026 = v2 SDK client, stateless; ` +
       `sandbox env: ${sandboxEnv.length > 0 ? sandboxEnv.join(' ') : 'defaults'}; ${new Date().toISOString()}`,
   );
   printTable(rows, new Set([0, phases.length + 1, phases.length + 2]));
