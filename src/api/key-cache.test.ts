@@ -401,7 +401,7 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
     assert.equal(activity.size(), 0, 'sessions held after the answer');
   });
 
-  test('its session ended or expired through another node: its next call, _env_status and tools/list answer 404, nothing counted', async () => {
+  test('its session ended or expired (idle, or past its time to live) through another node: its next call, _env_status and tools/list answer 404, nothing counted', async () => {
     const s = await t.space([{ name: 'hello', code: HELLO('hi') }], 'wide');
     const db = t.server.server.services.db;
     for (const [how, change] of [
@@ -409,6 +409,10 @@ describe('a 2025-era session cached with its key (Mcp-Session-Id, as Claude Code
       [
         'expired (unused for longer than the idle limit)',
         (session: string) => sql`UPDATE mcp_sessions SET last_seen_at = now() - interval '2 hours' WHERE id = ${session}`.execute(db),
+      ],
+      [
+        'expired (older than its time to live, though just used)',
+        (session: string) => sql`UPDATE mcp_sessions SET created_at = now() - interval '8 days' WHERE id = ${session}`.execute(db),
       ],
     ] as const) {
       for (const [what, request] of [

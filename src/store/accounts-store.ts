@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
 import type { Db } from './database.js';
+import { hotStatement, runHot, type HotStatement } from './hot-statements.js';
 import type { AccountRow, ApiKeyRow } from './schema.js';
 import { databaseDate, databaseNow } from '../core/database-clock.js';
 
@@ -45,6 +46,53 @@ export const MCP_SESSION_IN_USE_MS = 60 * 1000;
 export const KEY_TOUCH_MS = 60 * 1000;
 /** A session's last use is written at most this often (not on every request). */
 export const MCP_SESSION_TOUCH_MS = 60 * 1000;
+
+/**
+ * findKeyForRequest's statements, which run on every authenticated request: fixed texts (a hot
+ * statement each, so no query builder builds and compiles one per request), by an API key's prefix
+ * or an OAuth access token's hash, with or without an MCP session to find. A namespace not asked
+ * for is passed as NULL, which no namespace's name equals, so its columns read NULL.
+ * Parameters: the prefix or hash, the namespace's name, then with a session its id and the oldest
+ * creation and last use a live session may have, then for a token now (its expiry).
+ */
+function keyRequestStatement(by: 'prefix' | 'token', withSession: boolean): HotStatement {
+  const session = withSession
+    ? `session.account_id AS session_account_id, session.endpoint AS session_endpoint,
+    session.namespace AS session_namespace, session.last_seen_at AS session_last_seen_at,
+    session.protocol_version AS session_protocol_version`
+    : `NULL AS session_account_id, NULL AS session_endpoint, NULL AS session_namespace,
+    NULL AS session_last_seen_at, NULL AS session_protocol_version`;
+  const now = withSession ? '$6' : '$3';
+  return hotStatement(
+    `mcpworks_find_${by === 'prefix' ? 'key' : 'token_key'}${withSession ? '_session' : ''}`,
+    `SELECT k.*, a.tier, ns.id AS ns_id, ns.catalog_version AS ns_catalog_version, ${session}
+  FROM api_keys k JOIN accounts a ON a.id = k.account_id
+  ${by === 'token' ? 'JOIN oauth_tokens token ON token.key_id = k.id' : ''}
+  LEFT JOIN namespaces ns ON ns.account_id = k.account_id AND ns.name = $2
+  ${withSession ? 'LEFT JOIN mcp_sessions session ON session.id = $3 AND session.created_at >= $4 AND session.last_seen_at >= $5' : ''}
+  WHERE ${
+    // An OAuth access token names its grant (an api_keys row) through oauth_tokens: a live access token only.
+    by === 'prefix'
+      ? 'k.prefix = $1 AND k.oauth_client_id IS NULL'
+      : `token.token_hash = $1 AND token.kind = 'access' AND token.expires_at > ${now}`
+  }`,
+  );
+}
+const KEY_REQUEST = {
+  prefix: [keyRequestStatement('prefix', false), keyRequestStatement('prefix', true)],
+  token: [keyRequestStatement('token', false), keyRequestStatement('token', true)],
+} as const;
+
+type KeyRequestRow = ApiKeyRow & {
+  tier: string;
+  ns_id: string | null;
+  ns_catalog_version: number | string | null;
+  session_account_id: string | null;
+  session_endpoint: string | null;
+  session_namespace: string | null;
+  session_last_seen_at: Date | string | null;
+  session_protocol_version: string | null;
+};
 
 /** Where a live session is: young enough and recently used (the oldest creation and last use it may have). */
 export const liveSince = (now = databaseNow()) => ({
@@ -142,51 +190,17 @@ export class AccountsStore {
     by: { prefix: string } | { accessTokenHash: string },
     what: { namespace?: string; sessionId?: string },
   ): Promise<KeyForRequest | undefined> {
-    const base = this.db
-      .selectFrom('api_keys')
-      .innerJoin('accounts', 'accounts.id', 'api_keys.account_id')
-      .selectAll('api_keys')
-      .select('accounts.tier');
-    // An OAuth access token names its grant (an api_keys row) through oauth_tokens: a live access token only.
-    let query =
-      'prefix' in by
-        ? base.where('api_keys.prefix', '=', by.prefix).where('api_keys.oauth_client_id', 'is', null)
-        : base
-            .innerJoin('oauth_tokens as token', 'token.key_id', 'api_keys.id')
-            .where('token.token_hash', '=', by.accessTokenHash)
-            .where('token.kind', '=', 'access')
-            .where('token.expires_at', '>', databaseDate());
     const { namespace, sessionId } = what;
-    const withNamespace =
-      namespace === undefined
-        ? query.select([sql<null>`NULL`.as('ns_id'), sql<null>`NULL`.as('ns_catalog_version')])
-        : query
-            .leftJoin('namespaces as ns', (join) => join.onRef('ns.account_id', '=', 'api_keys.account_id').on('ns.name', '=', namespace))
-            .select(['ns.id as ns_id', 'ns.catalog_version as ns_catalog_version']);
-    const withSession =
-      sessionId === undefined
-        ? withNamespace.select([
-            sql<null>`NULL`.as('session_account_id'),
-            sql<null>`NULL`.as('session_endpoint'),
-            sql<null>`NULL`.as('session_namespace'),
-            sql<null>`NULL`.as('session_last_seen_at'),
-            sql<null>`NULL`.as('session_protocol_version'),
-          ])
-        : withNamespace
-            .leftJoin('mcp_sessions as session', (join) =>
-              join
-                .on('session.id', '=', sessionId)
-                .on('session.created_at', '>=', liveSince().created)
-                .on('session.last_seen_at', '>=', liveSince().seen),
-            )
-            .select([
-              'session.account_id as session_account_id',
-              'session.endpoint as session_endpoint',
-              'session.namespace as session_namespace',
-              'session.last_seen_at as session_last_seen_at',
-              'session.protocol_version as session_protocol_version',
-            ]);
-    const row = await withSession.executeTakeFirst();
+    const live = sessionId === undefined ? undefined : liveSince();
+    const parameters = [
+      'prefix' in by ? by.prefix : by.accessTokenHash,
+      namespace ?? null,
+      ...(live ? [sessionId, live.created, live.seen] : []),
+      ...('prefix' in by ? [] : [databaseDate()]),
+    ];
+    const statement = KEY_REQUEST['prefix' in by ? 'prefix' : 'token'][live ? 1 : 0];
+    const result = await runHot<KeyRequestRow>(this.db, statement, parameters);
+    const row = result.rows[0];
     if (!row) return undefined;
     const {
       ns_id,
