@@ -48,6 +48,30 @@ export const KEY_TOUCH_MS = 60 * 1000;
 export const MCP_SESSION_TOUCH_MS = 60 * 1000;
 
 /**
+ * The key's columns by name, not `k.*`: PostgreSQL prepares the statement per connection, and a
+ * prepared `k.*` fails ("cached plan must not change result type") on every connection once another
+ * node's migration adds a column to api_keys, that is, one authenticated request per connection.
+ * The type check below keeps the list in step with ApiKeyRow.
+ */
+const KEY_COLUMNS = [
+  'id',
+  'account_id',
+  'name',
+  'prefix',
+  'key_hash',
+  'namespace',
+  'scopes',
+  'expires_at',
+  'revoked_at',
+  'last_used_at',
+  'created_at',
+  'oauth_client_id',
+] as const satisfies readonly (keyof ApiKeyRow)[];
+// A compile error here: ApiKeyRow has a column KEY_COLUMNS does not read.
+const everyKeyColumn: Exclude<keyof ApiKeyRow, (typeof KEY_COLUMNS)[number]> extends never ? true : never = true;
+void everyKeyColumn;
+
+/**
  * findKeyForRequest's statements, which run on every authenticated request: fixed texts (a hot
  * statement each, so no query builder builds and compiles one per request), by an API key's prefix
  * or an OAuth access token's hash, with or without an MCP session to find. A namespace not asked
@@ -65,7 +89,7 @@ function keyRequestStatement(by: 'prefix' | 'token', withSession: boolean): HotS
   const now = withSession ? '$6' : '$3';
   return hotStatement(
     `mcpworks_find_${by === 'prefix' ? 'key' : 'token_key'}${withSession ? '_session' : ''}`,
-    `SELECT k.*, a.tier, ns.id AS ns_id, ns.catalog_version AS ns_catalog_version, ${session}
+    `SELECT ${KEY_COLUMNS.map((column) => `k.${column}`).join(', ')}, a.tier, ns.id AS ns_id, ns.catalog_version AS ns_catalog_version, ${session}
   FROM api_keys k JOIN accounts a ON a.id = k.account_id
   ${by === 'token' ? 'JOIN oauth_tokens token ON token.key_id = k.id' : ''}
   LEFT JOIN namespaces ns ON ns.account_id = k.account_id AND ns.name = $2

@@ -8,10 +8,12 @@ import { getPriority, setPriority } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import { sql } from 'kysely';
+import pg from 'pg';
+import { AccountsStore } from './accounts-store.js';
 import { describeError, maintain, openDatabase } from './database.js';
 import { breakdown, type MemoryBreakdown } from '../../bench/lib/smaps.js';
 import { testDataRoot } from '../test-support/data-root.js';
-import { seedEmbeddedDatabase } from '../test-support/harness.js';
+import { freshDatabaseUrl, seedEmbeddedDatabase } from '../test-support/harness.js';
 
 test('embedded PGlite: maintenance vacuums the tables each call churns (there is no autovacuum)', async (t) => {
   if (process.env.MCPWORKS_TEST_DATABASE_URL) {
@@ -238,6 +240,44 @@ test('embedded PGlite: a prepared statement whose table changed shape fails once
     await assert.rejects(read(), /cached plan must not change result type/);
     assert.deepEqual(await read(), [{ id: 1, a: 'one', b: '7' }]);
   } finally {
+    await database.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("PostgreSQL: the key lookup every authenticated request runs (a statement prepared per connection) still answers after another node's migration adds a column to api_keys", async (t) => {
+  const admin = process.env.MCPWORKS_TEST_DATABASE_URL;
+  if (!admin) return t.skip('PostgreSQL only: the pg pool prepares hot statements by name');
+  const databaseUrl = await freshDatabaseUrl();
+  const dataDir = mkdtempSync(path.join(testDataRoot(), 'mcpworks-key-shape-'));
+  const database = await openDatabase({ databaseUrl, dataDir });
+  const other = new pg.Client({ connectionString: databaseUrl });
+  await other.connect();
+  try {
+    const accounts = new AccountsStore(database.db);
+    const account = (await accounts.createAccount({
+      email: `${randomUUID()}@example.com`,
+      passwordHash: 'x',
+      tier: 'pro',
+      trialEndsAt: null,
+    }))!;
+    const prefix = `mcpw_${randomUUID().slice(0, 8)}`;
+    await accounts.createKey({
+      accountId: account.id,
+      name: 'k',
+      prefix,
+      keyHash: 'h',
+      namespace: null,
+      scopes: ['execute'],
+      expiresAt: null,
+    });
+    // Sequential lookups run on the pool's one idle connection, which prepares the statement there.
+    for (let i = 0; i < 3; i++) assert.equal((await accounts.findKeyForRequest({ prefix }, {}))?.prefix, prefix);
+    // A newer node's migration, while this node serves: its requests must not fail for it.
+    await other.query(`ALTER TABLE api_keys ADD COLUMN note_from_newer_node TEXT`);
+    for (let i = 0; i < 3; i++) assert.equal((await accounts.findKeyForRequest({ prefix }, {}))?.prefix, prefix);
+  } finally {
+    await other.end();
     await database.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
