@@ -111,9 +111,9 @@ describe('sandbox lifecycle', { skip: process.getuid?.() !== 0 && 'pre-started l
       await settled(6);
       // Waiting sandboxes are blocked reading their request: no CPU while idle. A second with at
       // most one tick, within 10: a sandbox counted ready has sent its signal, but the last of its
-      // start-up (V8's helper threads) may still be running in the runs' idle CPU group, which a
-      // busy host (a CI's parallel jobs) starves for a while; one that keeps using CPU never
-      // passes.
+      // start-up (V8's helper threads) may still be running in the runs' low-weight CPU group
+      // (or idle one, MCPWORKS_SANDBOX_CPU_WEIGHT=idle), which a busy host (a CI's parallel jobs)
+      // starves for a while; one that keeps using CPU never passes.
       const windows: number[] = [];
       for (let i = 0; i < 10 && !(windows.at(-1)! <= 1); i++) {
         const before = cpuTicksOfOurRuns();
