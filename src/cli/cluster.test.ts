@@ -107,6 +107,23 @@ async function launch(): Promise<Launched> {
     output: () => `${out}\n${err.slice(-4000)}`,
   };
 }
+/**
+ * Runs a test's body; when it fails, the error carries the nodes' logged errors and warnings (an
+ * answer of 500 says only that the server log has the details), so a failure in a CI run can be
+ * read from its output.
+ */
+async function withNodeErrors(output: () => string, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    const logged = output()
+      .split('\n')
+      .filter((line) => /"level":(40|50|60)|error/i.test(line))
+      .slice(-40);
+    if (error instanceof Error) error.message += `\nthe nodes' errors and warnings (last 40):\n${logged.join('\n')}`;
+    throw error;
+  }
+}
 let launchedChild: ChildProcess | undefined;
 
 /**
@@ -602,67 +619,71 @@ describe('mcpworks cluster: three nodes on one PostgreSQL behind the round-robin
     );
   });
 
-  test('a node SIGKILLed with a run in flight: the proxy passes it over, the 2025 session goes on, its slot is released within a lease, its run recorded interrupted and not counted; restarted, it rejoins', async () => {
-    const victim = cluster.nodes[1]!;
-    // A run in flight on node 2 (called on it directly), a slot of the account's held there.
-    const marker = `100.${RUN_MARK}${++tag}`;
-    const inFlight = rawCall(`${victim.url}/mcp/run/${ns}?mode=tools`, account.key, 'svc__nap', { marker });
-    inFlight.catch(() => undefined);
-    await waitFor('the run on node 2', () => processesWith(`/bin/sleep ${marker}`).length > 0);
-    assert.equal((await usage(cluster.proxy, account)).active, 1);
-    const executions = (await usage(cluster.proxy, account)).executions;
-    process.kill(victim.pid, 'SIGKILL');
-    await assert.rejects(inFlight, 'the call to the dead node is cut, never answered');
-    // Its sandbox ends with its server (the helper watches it).
-    await waitFor('the run on node 2 gone', () => processesWith(`/bin/sleep ${marker}`).length === 0);
-    await waitFor('the launcher noticed', () => /node 2 \(pid \d+\) exited/.test(cluster.output()));
-    const answered: string[] = [];
-    for (let i = 0; i < 2 * NODES; i++) {
-      const response = await fetch(`${cluster.proxy}/healthz`);
-      assert.equal(response.status, 200);
-      answered.push(response.headers.get(NODE_HEADER)!);
-    }
-    assert.ok(!answered.includes('2'), `node 2 answered nothing: ${answered}`);
-    for (let i = 0; i < NODES; i++) assert.deepEqual(await session.call('svc__hello', { name: 'after' }), { greeting: 'hello after' });
-    // The dead node's slot is released by an admission on another node once its lease is over; its
-    // run is recorded interrupted and its unit given back (the calls since are counted).
-    let calls = NODES;
-    await waitFor(
-      "the dead node's slot released",
+  test('a node SIGKILLed with a run in flight: the proxy passes it over, the 2025 session goes on, its slot is released within a lease, its run recorded interrupted and not counted; restarted, it rejoins', () =>
+    withNodeErrors(
+      () => cluster.output(),
       async () => {
-        await session.call('svc__hello', { name: 'poke' });
-        calls++;
-        return (await usage(cluster.proxy, account)).active === 0;
+        const victim = cluster.nodes[1]!;
+        // A run in flight on node 2 (called on it directly), a slot of the account's held there.
+        const marker = `100.${RUN_MARK}${++tag}`;
+        const inFlight = rawCall(`${victim.url}/mcp/run/${ns}?mode=tools`, account.key, 'svc__nap', { marker });
+        inFlight.catch(() => undefined);
+        await waitFor('the run on node 2', () => processesWith(`/bin/sleep ${marker}`).length > 0);
+        assert.equal((await usage(cluster.proxy, account)).active, 1);
+        const executions = (await usage(cluster.proxy, account)).executions;
+        process.kill(victim.pid, 'SIGKILL');
+        await assert.rejects(inFlight, 'the call to the dead node is cut, never answered');
+        // Its sandbox ends with its server (the helper watches it).
+        await waitFor('the run on node 2 gone', () => processesWith(`/bin/sleep ${marker}`).length === 0);
+        await waitFor('the launcher noticed', () => /node 2 \(pid \d+\) exited/.test(cluster.output()));
+        const answered: string[] = [];
+        for (let i = 0; i < 2 * NODES; i++) {
+          const response = await fetch(`${cluster.proxy}/healthz`);
+          assert.equal(response.status, 200);
+          answered.push(response.headers.get(NODE_HEADER)!);
+        }
+        assert.ok(!answered.includes('2'), `node 2 answered nothing: ${answered}`);
+        for (let i = 0; i < NODES; i++) assert.deepEqual(await session.call('svc__hello', { name: 'after' }), { greeting: 'hello after' });
+        // The dead node's slot is released by an admission on another node once its lease is over; its
+        // run is recorded interrupted and its unit given back (the calls since are counted).
+        let calls = NODES;
+        await waitFor(
+          "the dead node's slot released",
+          async () => {
+            await session.call('svc__hello', { name: 'poke' });
+            calls++;
+            return (await usage(cluster.proxy, account)).active === 0;
+          },
+          LEASE_MS * 10,
+        );
+        assert.equal((await usage(cluster.proxy, account)).executions, executions - 1 + calls, 'the cut run is not counted');
+        const create = await client(`${cluster.proxy}/mcp/create/${ns}`, account.key, 'v2');
+        clients.push(create);
+        const listed = await create.call('list_executions', { limit: 100 });
+        const interrupted = (
+          (Array.isArray(listed) ? listed : listed.executions) as Array<{ status: string; error_type: string | null }>
+        ).filter((r) => r.status === 'interrupted');
+        assert.equal(interrupted.length, 1, JSON.stringify(listed).slice(0, 2000));
+        // The launcher starts it again (as a supervisor would) on its port and data dir: it rejoins.
+        await waitFor('node 2 restarted', () => /node 2 restarted/.test(cluster.output()));
+        // The proxy passes a node over for 2 s after it refused a connection, so it may answer a moment later.
+        const seen = new Set<string>();
+        await waitFor(
+          'node 2 answering through the proxy again',
+          async () => {
+            seen.add((await fetch(`${cluster.proxy}/healthz`)).headers.get(NODE_HEADER)!);
+            return seen.has('2');
+          },
+          10_000,
+        );
+        const from = session.log.length;
+        for (let i = 0; i < NODES; i++) assert.deepEqual(await session.call('svc__hello', { name: 'back' }), { greeting: 'hello back' });
+        assert.ok(
+          session.log.slice(from).some((l) => l.node === 2),
+          `the 2025 session is served by the restarted node: ${JSON.stringify(session.log.slice(from))}`,
+        );
       },
-      LEASE_MS * 10,
-    );
-    assert.equal((await usage(cluster.proxy, account)).executions, executions - 1 + calls, 'the cut run is not counted');
-    const create = await client(`${cluster.proxy}/mcp/create/${ns}`, account.key, 'v2');
-    clients.push(create);
-    const listed = await create.call('list_executions', { limit: 100 });
-    const interrupted = (
-      (Array.isArray(listed) ? listed : listed.executions) as Array<{ status: string; error_type: string | null }>
-    ).filter((r) => r.status === 'interrupted');
-    assert.equal(interrupted.length, 1, JSON.stringify(listed).slice(0, 2000));
-    // The launcher starts it again (as a supervisor would) on its port and data dir: it rejoins.
-    await waitFor('node 2 restarted', () => /node 2 restarted/.test(cluster.output()));
-    // The proxy passes a node over for 2 s after it refused a connection, so it may answer a moment later.
-    const seen = new Set<string>();
-    await waitFor(
-      'node 2 answering through the proxy again',
-      async () => {
-        seen.add((await fetch(`${cluster.proxy}/healthz`)).headers.get(NODE_HEADER)!);
-        return seen.has('2');
-      },
-      10_000,
-    );
-    const from = session.log.length;
-    for (let i = 0; i < NODES; i++) assert.deepEqual(await session.call('svc__hello', { name: 'back' }), { greeting: 'hello back' });
-    assert.ok(
-      session.log.slice(from).some((l) => l.node === 2),
-      `the 2025 session is served by the restarted node: ${JSON.stringify(session.log.slice(from))}`,
-    );
-  });
+    ));
 
   test('chat: the replica’s home node SIGKILLed mid-chat: the chat sent through another node gets a typed error within a lease, never a hang; the node restarts', async () => {
     const create = await chatAgent('doomed', 1);
