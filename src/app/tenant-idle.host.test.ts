@@ -10,6 +10,7 @@ import { startTestServer, type TestServer } from '../test-support/harness.js';
 import { makeSpace } from '../test-support/spaces.js';
 import { SANDBOX_DEFAULTS } from './config.js';
 import { schedIdleHere, schedulingPolicy, schemaWorkers } from '../test-support/processes.js';
+import { instanceCpuGroup } from '../test-support/cpu-groups.js';
 
 const servers: TestServer[] = [];
 after(async () => {
@@ -54,18 +55,11 @@ test('with MCPWORKS_SANDBOX_CPU_WEIGHT=idle the schema workers run under SCHED_I
       { prefix: `idle-${cpuIdle ? 'on' : 'off'}` },
     );
     await space.create.close();
-    // And the runs' CPU group (v1: beside this process in its cpu group; elsewhere the escape and
-    // cgroup suites read it): idle where asked for and the kernel has cpu.idle.
-    const own = /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
-    const side = own === undefined ? null : join('/sys/fs/cgroup/cpu', own);
-    const group =
-      side && existsSync(side) ? readdirSync(side).find((name) => existsSync(join(side, name, `owner-${process.pid}`))) : undefined;
-    if (side && group && existsSync(join(side, group, 'cpu.idle')))
-      assert.equal(
-        readFileSync(join(side, group, 'cpu.idle'), 'utf8').trim(),
-        cpuIdle ? '1' : '0',
-        `cpuIdle ${cpuIdle}: the runs' CPU group`,
-      );
+    // And the runs' CPU group (the escape and cgroup suites read it too): idle where asked for and
+    // the kernel has cpu.idle.
+    const group = instanceCpuGroup();
+    if (group && existsSync(join(group, 'cpu.idle')))
+      assert.equal(readFileSync(join(group, 'cpu.idle'), 'utf8').trim(), cpuIdle ? '1' : '0', `cpuIdle ${cpuIdle}: the runs' CPU group`);
     let workers: Array<[number, number[]]> = [];
     for (const deadline = Date.now() + 30_000; Date.now() < deadline;) {
       workers = [...schemaWorkerPolicies()].filter(([pid]) => !before.has(pid));

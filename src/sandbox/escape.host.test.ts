@@ -16,6 +16,7 @@ import { createBubblewrapSandbox, type BubblewrapSandbox } from './bubblewrap.js
 import { cpuSharesFor } from './host/cgroup.js';
 import { packageRoot, procMasks } from './host.js';
 import { zygoteRunsActive } from '../test-support/processes.js';
+import { cpuGroupOf, instanceCpuGroup, serverSide } from '../test-support/cpu-groups.js';
 import { escapeSuiteSettings } from '../test-support/escape-settings.js';
 
 const pro = sandboxLimitsFor(limitsFor('pro'));
@@ -89,32 +90,6 @@ def sys_call(number, *args):
     rc = libc.syscall(number, *[ctypes.c_long(a) for a in args])
     return rc, errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
 `;
-
-/** A process's group in the host's cpu hierarchy (v1 `cpu`, else the unified one), as a directory; null without one. */
-function cpuGroupOf(pid: number | 'self'): string | null {
-  const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-  const v1 = /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$/m.exec(lines)?.[1];
-  if (v1 !== undefined) return existsSync('/sys/fs/cgroup/cpu/cpu.shares') ? join('/sys/fs/cgroup/cpu', v1).replace(/\/$/, '') : null;
-  const v2 = /^0::(.*)$/m.exec(lines)?.[1];
-  const mount = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
-  return v2 === undefined ? null : join(mount, v2).replace(/\/$/, '');
-}
-
-/** Where this process's instance groups are made: its own cpu group, or on cgroup v2 the group its leaf is in. */
-function serverSide(): string | null {
-  const own = cpuGroupOf('self');
-  return own !== null && basename(own) === 'mcpworks-server' ? dirname(own) : own;
-}
-
-/** This process's sandbox instance's CPU group (the suite's one sandbox), or null when it has none. */
-function instanceCpuGroup(): string | null {
-  const server = serverSide();
-  if (server === null || !existsSync(server)) return null;
-  const name = readdirSync(server).find(
-    (entry) => entry.startsWith('mcpworks-sandbox-instance-') && existsSync(join(server, entry, `owner-${process.pid}`)),
-  );
-  return name === undefined ? null : join(server, name);
-}
 
 /** What a group's weight file reads for `weight` (v2 units): v1 cpu.shares, v2 cpu.weight. */
 /** What the runs' CPU group reads and must read: cpu.idle 1 where idle was asked for and the kernel has it, else the weight. */
