@@ -1,12 +1,12 @@
 /** The schema worker pool on its own: real worker processes, real ajv. */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { after, test } from 'node:test';
 import { RawJson } from '../core/raw-json.js';
 import type { ActiveFunction } from '../store/catalog-store.js';
 import { checkInput, checkOutput } from './function-request.js';
-import { schedIdleHere, schedulingPolicy, schemaWorkers } from '../test-support/processes.js';
+import { isSchemaWorker, schedIdleHere, schedulingPolicy, schemaWorkers, threadChildren } from '../test-support/processes.js';
 import { REMEMBERED_VALUE_CHARS, SCHEMA_GUARD_DEFAULTS, SchemaGuard } from './schema-guard.js';
 
 const guards: SchemaGuard[] = [];
@@ -271,18 +271,8 @@ test('workers run below the server in scheduling priority (idle: SCHED_IDLE, and
   const g = guard({ workers: 2, idle: true });
   await g.check(UNIQUE, [1], 'a', 'the input');
   await until(() => g.stats().ready === 2);
-  // /proc lists a child under the thread that forked it: a fork on the main thread (whose task id
-  // is the process id) would hold its event loop until the child had exec'd.
-  const childrenOf = (task: string) =>
-    readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  const isWorker = (pid: number) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
-    } catch {
-      return false;
-    }
-  };
-  assert.deepEqual(childrenOf(String(process.pid)).filter(isWorker), [], 'no schema worker was forked by the main thread');
+  // A fork on the main thread (whose task id is the process id) would hold its event loop until the child had exec'd.
+  assert.deepEqual(threadChildren(process.pid).filter(isSchemaWorker), [], 'no schema worker was forked by the main thread');
   const workers = schemaWorkers().filter((pid) => !earlier.has(pid));
   const idle = schedIdleHere();
   assert.ok(workers.length >= 2, `schema workers found: ${workers.length}`);

@@ -141,15 +141,21 @@ export function schedIdleHere(): number {
   return spawnSync('/usr/bin/chrt', ['--idle', '0', '/bin/true']).status === 0 ? 5 : 0;
 }
 
+/** The child processes one thread of this process forked (/proc lists a child under the thread that forked it). */
+export function threadChildren(task: string | number): number[] {
+  return readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** Whether `pid` is a schema worker (schema-worker.mjs); false once it has gone. */
+export function isSchemaWorker(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
+  } catch {
+    return false;
+  }
+}
+
 /** The schema worker processes of this process (any guard's or server's): children of any of its threads. */
 export function schemaWorkers(): number[] {
-  return readdirSync(`/proc/${process.pid}/task`)
-    .flatMap((task) => readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number))
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('schema-worker.mjs');
-      } catch {
-        return false;
-      }
-    });
+  return readdirSync(`/proc/${process.pid}/task`).flatMap(threadChildren).filter(isSchemaWorker);
 }
