@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the sandbox helper (cgroup join, rlimits, privilege drop), its seccomp-bpf program and the
-# zygote's fork library (each zygote child's set-up, in C).
+# zygote's fork library (each zygote child's set-up, in C) and the program each child's P1 becomes.
 # Idempotent: rebuilds only when the C source is newer than the outputs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,6 +23,17 @@ if [ ! -s "$lib" ] || [ "$lib_src" -nt "$lib" ]; then
   mv "$lib.tmp" "$lib"
 else
   echo "setup: zygote library: skipped, $lib is newer than its source"
+fi
+init_src=src/sandbox/native/mcpworks-zygote-init.c
+init=.build/mcpworks-zygote-init
+if [ ! -s "$init" ] || [ "$init_src" -nt "$init" ]; then
+  echo "setup: zygote init: compiling $init"
+  # No C library (raw system calls): its exec costs each run far less than glibc's start-up.
+  gcc -O2 -Wall -Wextra -static -nostdlib -fno-stack-protector -fno-asynchronous-unwind-tables -fno-builtin \
+    -o "$init.tmp" "$init_src"
+  mv "$init.tmp" "$init"
+else
+  echo "setup: zygote init: skipped, $init is newer than its source"
 fi
 if [ ! -s "$bpf" ] || [ "$out" -nt "$bpf" ]; then
   "$out" seccomp "$bpf.tmp"

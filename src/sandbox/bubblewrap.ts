@@ -175,6 +175,7 @@ export function createBubblewrapSandbox(options: BubblewrapSandboxOptions = {}):
     ['sandbox helper', paths.helper],
     ['seccomp program', paths.seccompProgram],
     ['zygote library', paths.zygoteLibrary],
+    ...(paths.zygoteInit === null ? [] : [['zygote init', paths.zygoteInit] as const]),
     ['python', paths.python],
     ['node', paths.node],
   ] as const) {

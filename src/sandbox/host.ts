@@ -26,6 +26,11 @@ export interface HostPaths {
   seccompProgram: string;
   /** The zygote's fork in C (native/mcpworks-zygote-child.c), loaded by zygote.py inside its sandbox. */
   zygoteLibrary: string;
+  /**
+   * What each zygote child's P1 becomes once its worker is forked (native/mcpworks-zygote-init.c);
+   * null: none, P1 is forked and waits itself (as before it existed; the tests' way to reach that path).
+   */
+  zygoteInit: string | null;
   python: string;
   node: string;
   /** Directory of the programs that run inside the sandbox: runner.py, runner.cjs, zygote.py (the source tree's, since tsc copies no .py). */
@@ -41,6 +46,7 @@ export function defaultHostPaths(): HostPaths {
     helper: join(root, '.build', 'mcpworks-sandbox-helper'),
     seccompProgram: join(root, '.build', 'seccomp.bpf'),
     zygoteLibrary: join(root, '.build', 'mcpworks-zygote-child.so'),
+    zygoteInit: join(root, '.build', 'mcpworks-zygote-init'),
     python: '/usr/bin/python3',
     node: process.execPath,
     runtimeSource: join(root, 'src', 'sandbox', 'runtime'),

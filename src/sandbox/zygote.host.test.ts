@@ -319,6 +319,7 @@ try:
     init_environ = "read"
 except PermissionError:
     init_environ = "PermissionError"
+init_program = open("/proc/1/comm").read().strip()
 os.kill(1, signal.SIGKILL)  # ignored: init cannot be killed from inside its namespace
 status = {line.split(":")[0]: line.split(":")[1].strip() for line in open("/proc/self/status") if ":" in line}
 environs = ""
@@ -330,7 +331,7 @@ for pid in os.listdir("/proc"):
             pass
 result = {
     "others": alive, "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
-    "ptrace": [traced, trace_errno], "init_environ": init_environ,
+    "ptrace": [traced, trace_errno], "init_environ": init_environ, "init_program": init_program,
     "caps": [status["CapEff"], status["CapPrm"], status["CapBnd"], status["CapAmb"]],
     "seccomp": status["Seccomp"], "no_new_privs": status["NoNewPrivs"],
     "sibling_secret_seen": "sibling-value" in environs,
@@ -343,6 +344,8 @@ result = {
     assert.deepEqual(seen.procs, [1, 2]);
     assert.deepEqual(seen.ptrace, [-1, 'EPERM']);
     assert.equal(seen.init_environ, 'PermissionError');
+    // P1 became the init program (mcpworks-zygote-init.c): undumpable from its exec.
+    assert.equal(seen.init_program, 'zygote-init');
     assert.deepEqual(seen.caps, ['0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000']);
     assert.equal(seen.seccomp, '2');
     assert.equal(seen.no_new_privs, '1');
@@ -352,6 +355,37 @@ result = {
     // joined its instance's CPU group after, seen by its random name, never the server's pid.)
     for (const path of seen.cgroup_paths) assert.match(path, /^\/(mcpworks-sandbox-instance-[0-9a-f]{16})?$/);
     assert.equal(resultOf(await sibling), 'alive');
+  });
+
+  it("without the init program (a build before it), each child's P1 is forked, waits itself and is undumpable", async () => {
+    // Negative: P1 without its prctl is dumpable to its run (same user): its environ reads.
+    const forked = createBubblewrapSandbox({ network: false, pool: false, zygote: true, paths: { zygoteInit: null } });
+    try {
+      const warm = { group: 'zygote-no-init', imports: [] };
+      const probe = [
+        'import ctypes, errno',
+        'libc = ctypes.CDLL(None, use_errno=True)',
+        'ctypes.set_errno(0)',
+        'traced = libc.ptrace(16, 1, 0, 0)',
+        'try:',
+        '    open("/proc/1/environ").read()',
+        '    environ = "read"',
+        'except PermissionError:',
+        '    environ = "PermissionError"',
+        'result = [open("/proc/1/comm").read().strip(), environ, traced, errno.errorcode.get(ctypes.get_errno(), "")]',
+      ].join('\n');
+      let seen: unknown;
+      // The first runs may start cold while the zygote starts; then they are its children.
+      for (let waited = 0; waited < 30_000 && seen === undefined; waited += 50) {
+        const before = forked.zygoteStats()?.runs ?? 0;
+        const outcome = resultOf(await forked.run({ language: 'python', code: probe, input: {}, limits, entry: 'script', warm }));
+        if ((forked.zygoteStats()?.runs ?? 0) > before) seen = outcome;
+        else await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.deepEqual(seen, ['python3', 'PermissionError', -1, 'EPERM']);
+    } finally {
+      await forked.close();
+    }
   });
 
   it("a child's memory holds no other child's token", async () => {

@@ -96,6 +96,12 @@ export function prepareRuntimeDir(paths: HostPaths, network: boolean, parent: st
   // Each zygote child's set-up, loaded by zygote.py (a copy: the sandbox user may not reach .build).
   copyFileSync(paths.zygoteLibrary, join(bin, 'zygote-child.so'));
   chmodSync(join(bin, 'zygote-child.so'), 0o644);
+  // P1's program: executable, not readable, by the sandbox user, so that the kernel makes every
+  // P1 that runs it undumpable from its exec (a run cannot open its /proc files).
+  if (paths.zygoteInit !== null) {
+    copyFileSync(paths.zygoteInit, join(bin, 'zygote-init'));
+    chmodSync(join(bin, 'zygote-init'), 0o711);
+  }
   // Mount points of a zygote's cgroup and socket directories (empty in every other sandbox).
   for (const dir of ['zygote', 'zygote/cg-memory', 'zygote/cg-pids', 'zygote/sock']) {
     mkdirSync(join(bin, dir));

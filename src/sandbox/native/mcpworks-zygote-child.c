@@ -50,6 +50,9 @@
 #define WALL_CLOCK_STATUS (128 + 9)
 #define TOKEN_CHARS 32
 #define HOST_SOCKET "/sandbox/zygote/sock/host.sock"
+/* What P1 becomes once its worker is forked (native/mcpworks-zygote-init.c). */
+#define INIT_PROGRAM "/sandbox/zygote-init"
+#define INIT_CLOCK_FD 4
 #define MAX_MASKS 128
 #define MASK_CHARS 64
 
@@ -69,6 +72,8 @@ static struct rlimit limit_values[MAX_LIMITS];
 static size_t limit_count;
 /* The zygote's own PID namespace: it goes back to it after each child's fork. */
 static int own_pid_ns = -1;
+/* Whether INIT_PROGRAM can be run: P1 is then vforked and becomes it (see spawn); else forked. */
+static int init_program;
 /* Where a failed set-up step is reported (see setup_failed): the control socket, then the run's
  * channel (fd 3); and the request's id while it is the control socket. Set per child, after its fork. */
 static int report_fd = -1;
@@ -180,6 +185,7 @@ int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned 
   seccomp_length = (unsigned short)(seccomp_len / sizeof(struct sock_filter));
   own_pid_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
   if (own_pid_ns < 0) return -1;
+  init_program = access(INIT_PROGRAM, X_OK) == 0;
   size_own_tcp_hash();
   return 0;
 }
@@ -394,6 +400,21 @@ static int child(const char *token, const char *cgroup, pid_t zygote, int *clock
   close(clock[1]);
   /* Only the worker's tree holds the run's streams now: they close when it is done. */
   for (int fd = 1; fd <= 3; fd++) dup2(0, fd);
+  if (init_program) {
+    /* P1 shares the zygote's memory (vforked, the zygote waiting): it becomes a small program of
+     * its own, which does what wait_worker does, with the clock's read end on INIT_CLOCK_FD. */
+    int moved = clock[0] == INIT_CLOCK_FD ? INIT_CLOCK_FD : dup2(clock[0], INIT_CLOCK_FD);
+    if (moved == INIT_CLOCK_FD && fcntl(INIT_CLOCK_FD, F_SETFD, 0) == 0) {
+      char worker_text[24];
+      snprintf(worker_text, sizeof worker_text, "%d", (int)worker);
+      char *const argv[] = {"mcpworks-zygote-init", worker_text, NULL};
+      char *const envp[] = {NULL};
+      execve(INIT_PROGRAM, argv, envp);
+    }
+    /* Not run (the program gone since the zygote started): P1 waits itself, and its zygote with
+     * it until the run ends, rather than leave the run without its init. */
+    if (moved == INIT_CLOCK_FD) clock[0] = INIT_CLOCK_FD;
+  }
   _exit(wait_worker(worker, clock[0], &waiting));
 }
 
@@ -433,7 +454,11 @@ static int spawn(int control, const char *id, const char *cgroup, int *clock_fd)
   /* Entering a new PID namespace is for the caller's next child: it is PID 1 there. */
   if (own_pid_ns < 0 || unshare(CLONE_NEWPID) != 0) return -1;
   pid_t zygote = getpid();
-  pid_t pid = fork();
+  /* vforked when P1 will become INIT_PROGRAM: until then it runs on this process's memory, which
+   * waits (this thread only: a library's threads run on), so the kernel copies the zygote's page
+   * tables once per run (the worker's fork) instead of twice. P1 allocates nothing, never returns
+   * from here, and the globals it sets (report_fd, report_id) are only ever read by children. */
+  pid_t pid = init_program ? vfork() : fork();
   if (pid == 0) {
     report_fd = control;
     snprintf(report_id, sizeof report_id, "%s", id);
