@@ -454,6 +454,23 @@ result = {
     # Which init: P1 (the zygote's Python) in a zygote child, bubblewrap in a cold run.
     "init": open("/proc/1/comm").read().strip(),
 }
+# Its restartable sequence (glibc's, which sched_getcpu reads) is registered with the kernel and
+# follows it from CPU to CPU (one CPU here: only the x86_64 check below can tell).
+libc = ctypes.CDLL(None, use_errno=True)
+cpus = sorted(os.sched_getaffinity(0))
+result["cpu_followed"] = []
+for cpu in cpus + cpus:
+    os.sched_setaffinity(0, {cpu})
+    result["cpu_followed"].append(libc.sched_getcpu() == cpu)
+os.sched_setaffinity(0, cpus)
+if os.uname().machine == "x86_64":
+    # Registering glibc's area again: EBUSY if it is registered, 0 (registers it) if not.
+    thread = ctypes.c_ulong(0)
+    libc.syscall(158, 0x1003, ctypes.byref(thread))  # arch_prctl(ARCH_GET_FS): the thread pointer
+    area = thread.value + ctypes.c_long.in_dll(libc, "__rseq_offset").value
+    ctypes.set_errno(0)
+    registered = libc.syscall(334, ctypes.c_void_p(area), max(32, ctypes.c_uint.in_dll(libc, "__rseq_size").value), 0, 0x53053053)
+    result["rseq"] = [registered, os.strerror(ctypes.get_errno())]
 `;
     const before = sandbox.zygoteStats()!.runs;
     const forked = resultOf(await py(probe, { entry: 'script' }));
@@ -480,6 +497,10 @@ result = {
     assert.deepEqual(forked.limits.RLIMIT_CORE, [0, 0]);
     assert.deepEqual(forked.limits.RLIMIT_NOFILE, [1024, 1024]);
     assert.equal(forked.dumpable, 1);
+    // A vforked P1 (CLONE_VM) has no rseq registration, nor had the worker it forked, until the
+    // worker registered glibc's area again (zygote-child.c): its sched_getcpu read a stale CPU.
+    assert.ok(forked.cpu_followed.every(Boolean), JSON.stringify(forked.cpu_followed));
+    if (forked.rseq !== undefined) assert.deepEqual(forked.rseq, [-1, 'Device or resource busy']);
     // SIGPIPE (13) and SIGXFSZ (25) ignored, as Python sets them; only SIGINT caught (KeyboardInterrupt): not SIGCHLD.
     assert.deepEqual(forked.signals, ['01001000', '00000002', '00000000']);
     assert.deepEqual(forked.stdin, ['/dev/null', '']);
