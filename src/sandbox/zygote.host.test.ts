@@ -388,6 +388,54 @@ result = {
     }
   });
 
+  it("a child whose P1 cannot run the init program waits in place, and its zygote forks every later child (suspended for that run only)", async () => {
+    // A vforked P1 whose exec fails waits itself, on the zygote's memory: the zygote cannot fork
+    // until that run ends. Here every exec fails (not a program); one spare at a time, so a run
+    // that finds none waits for the zygote's next fork.
+    const dir = mkdtempSync(path.join(tmpdir(), 'zygote-init-'));
+    const notProgram = path.join(dir, 'not-a-program');
+    writeFileSync(notProgram, 'not a program\n');
+    chmodSync(notProgram, 0o755);
+    const failing = createBubblewrapSandbox({
+      network: false,
+      pool: false,
+      zygote: { minSpares: 1, maxSpares: 1 },
+      paths: { zygoteInit: notProgram },
+    });
+    try {
+      const warm = { group: 'zygote-init-fails', imports: [] };
+      const run = (code: string) => failing.run({ language: 'python', code, input: {}, limits, entry: 'script', warm });
+      let served = false;
+      for (let waited = 0; waited < 30_000 && !served; waited += 50) {
+        const before = failing.zygoteStats()?.runs ?? 0;
+        resultOf(await run('result = 1'));
+        served = (failing.zygoteStats()?.runs ?? 0) > before;
+        if (!served) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(served, 'the zygote served a run');
+      const before = failing.zygoteStats()!.runs;
+      const started = Date.now();
+      const long = run('import time\ntime.sleep(6)\nresult = open("/proc/1/comm").read().strip()').then((outcome) => ({
+        comm: resultOf(outcome),
+        ms: Date.now() - started,
+      }));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const short = await run('result = open("/proc/1/comm").read().strip()').then((outcome) => ({
+        comm: resultOf(outcome),
+        ms: Date.now() - started,
+      }));
+      const longDone = await long;
+      assert.equal(failing.zygoteStats()!.runs, before + 2, 'both were zygote children');
+      // P1 waited itself: the zygote's Python, as it was forked (no init program).
+      assert.deepEqual([longDone.comm, short.comm], ['python3', 'python3']);
+      // The short run's child was forked while the long run ran: the zygote was not suspended.
+      assert.ok(short.ms < longDone.ms - 2000, `short run done at ${short.ms} ms, long one at ${longDone.ms} ms`);
+    } finally {
+      await failing.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("a child's memory holds no other child's token", async () => {
     // Every token the host can hand out (child.ts cuts them, 16 bytes each, from a pool it fills
     // with randomFillSync), recorded here: each fill's every slice, issued or not yet.

@@ -436,7 +436,10 @@ static int child(const char *token, const char *cgroup, pid_t zygote, int *clock
       execve(INIT_PROGRAM, argv, envp);
     }
     /* Not run (the program gone since the zygote started): P1 waits itself, and its zygote with
-     * it until the run ends, rather than leave the run without its init. */
+     * it until the run ends, rather than leave the run without its init. That once: this write is
+     * the zygote's own variable (P1 runs on its memory), so its later children are forked and wait
+     * themselves, each without suspending it (else it forks no child while any such run lasts). */
+    init_program = 0;
     if (moved == INIT_CLOCK_FD) clock[0] = INIT_CLOCK_FD;
   }
   _exit(wait_worker(worker, clock[0], &waiting));
@@ -481,7 +484,8 @@ static int spawn(int control, const char *id, const char *cgroup, int *clock_fd)
   /* vforked when P1 will become INIT_PROGRAM: until then it runs on this process's memory, which
    * waits (this thread only: a library's threads run on), so the kernel copies the zygote's page
    * tables once per run (the worker's fork) instead of twice. P1 allocates nothing, never returns
-   * from here, and the globals it sets (report_fd, report_id) are only ever read by children. */
+   * from here, and the globals it sets (report_fd, report_id) are only ever read by children; but
+   * init_program, which it clears for the zygote when its exec fails (see child). */
   pid_t pid = init_program ? vfork() : fork();
   if (pid == 0) {
     report_fd = control;
@@ -546,7 +550,7 @@ int mcpw_serve(int control, int *clock_fd) {
     int slot = -1;
     for (int i = 0; i < MAX_CHILDREN && slot < 0; i++)
       if (child_pids[i] == 0) slot = i;
-    /* Not waited for: P1 sets up in parallel with the next forks. */
+    /* Not waited for: P1 sets up in parallel with the next forks (a vforked P1: from its exec on). */
     int pid = slot < 0 ? -1 : spawn(control, id, cgroup, clock_fd);
     if (pid == 0) {
       /* The worker: what the zygote's memory held of other runs is not the run's. */
