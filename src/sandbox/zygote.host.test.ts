@@ -388,6 +388,54 @@ result = {
     }
   });
 
+  it("a child whose P1 cannot run the init program waits in place, and its zygote forks every later child (suspended for that run only)", async () => {
+    // A vforked P1 whose exec fails waits itself, on the zygote's memory: the zygote cannot fork
+    // until that run ends. Here every exec fails (not a program); one spare at a time, so a run
+    // that finds none waits for the zygote's next fork.
+    const dir = mkdtempSync(path.join(tmpdir(), 'zygote-init-'));
+    const notProgram = path.join(dir, 'not-a-program');
+    writeFileSync(notProgram, 'not a program\n');
+    chmodSync(notProgram, 0o755);
+    const failing = createBubblewrapSandbox({
+      network: false,
+      pool: false,
+      zygote: { minSpares: 1, maxSpares: 1 },
+      paths: { zygoteInit: notProgram },
+    });
+    try {
+      const warm = { group: 'zygote-init-fails', imports: [] };
+      const run = (code: string) => failing.run({ language: 'python', code, input: {}, limits, entry: 'script', warm });
+      let served = false;
+      for (let waited = 0; waited < 30_000 && !served; waited += 50) {
+        const before = failing.zygoteStats()?.runs ?? 0;
+        resultOf(await run('result = 1'));
+        served = (failing.zygoteStats()?.runs ?? 0) > before;
+        if (!served) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(served, 'the zygote served a run');
+      const before = failing.zygoteStats()!.runs;
+      const started = Date.now();
+      const long = run('import time\ntime.sleep(6)\nresult = open("/proc/1/comm").read().strip()').then((outcome) => ({
+        comm: resultOf(outcome),
+        ms: Date.now() - started,
+      }));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const short = await run('result = open("/proc/1/comm").read().strip()').then((outcome) => ({
+        comm: resultOf(outcome),
+        ms: Date.now() - started,
+      }));
+      const longDone = await long;
+      assert.equal(failing.zygoteStats()!.runs, before + 2, 'both were zygote children');
+      // P1 waited itself: the zygote's Python, as it was forked (no init program).
+      assert.deepEqual([longDone.comm, short.comm], ['python3', 'python3']);
+      // The short run's child was forked while the long run ran: the zygote was not suspended.
+      assert.ok(short.ms < longDone.ms - 2000, `short run done at ${short.ms} ms, long one at ${longDone.ms} ms`);
+    } finally {
+      await failing.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("a child's memory holds no other child's token", async () => {
     // Every token the host can hand out (child.ts cuts them, 16 bytes each, from a pool it fills
     // with randomFillSync), recorded here: each fill's every slice, issued or not yet.
@@ -454,6 +502,23 @@ result = {
     # Which init: P1 (the zygote's Python) in a zygote child, bubblewrap in a cold run.
     "init": open("/proc/1/comm").read().strip(),
 }
+# Its restartable sequence (glibc's, which sched_getcpu reads) is registered with the kernel and
+# follows it from CPU to CPU (one CPU here: only the x86_64 check below can tell).
+libc = ctypes.CDLL(None, use_errno=True)
+cpus = sorted(os.sched_getaffinity(0))
+result["cpu_followed"] = []
+for cpu in cpus + cpus:
+    os.sched_setaffinity(0, {cpu})
+    result["cpu_followed"].append(libc.sched_getcpu() == cpu)
+os.sched_setaffinity(0, cpus)
+if os.uname().machine == "x86_64":
+    # Registering glibc's area again: EBUSY if it is registered, 0 (registers it) if not.
+    thread = ctypes.c_ulong(0)
+    libc.syscall(158, 0x1003, ctypes.byref(thread))  # arch_prctl(ARCH_GET_FS): the thread pointer
+    area = thread.value + ctypes.c_long.in_dll(libc, "__rseq_offset").value
+    ctypes.set_errno(0)
+    registered = libc.syscall(334, ctypes.c_void_p(area), max(32, ctypes.c_uint.in_dll(libc, "__rseq_size").value), 0, 0x53053053)
+    result["rseq"] = [registered, os.strerror(ctypes.get_errno())]
 `;
     const before = sandbox.zygoteStats()!.runs;
     const forked = resultOf(await py(probe, { entry: 'script' }));
@@ -480,6 +545,10 @@ result = {
     assert.deepEqual(forked.limits.RLIMIT_CORE, [0, 0]);
     assert.deepEqual(forked.limits.RLIMIT_NOFILE, [1024, 1024]);
     assert.equal(forked.dumpable, 1);
+    // A vforked P1 (CLONE_VM) has no rseq registration, nor had the worker it forked, until the
+    // worker registered glibc's area again (zygote-child.c): its sched_getcpu read a stale CPU.
+    assert.ok(forked.cpu_followed.every(Boolean), JSON.stringify(forked.cpu_followed));
+    if (forked.rseq !== undefined) assert.deepEqual(forked.rseq, [-1, 'Device or resource busy']);
     // SIGPIPE (13) and SIGXFSZ (25) ignored, as Python sets them; only SIGINT caught (KeyboardInterrupt): not SIGCHLD.
     assert.deepEqual(forked.signals, ['01001000', '00000002', '00000000']);
     assert.deepEqual(forked.stdin, ['/dev/null', '']);

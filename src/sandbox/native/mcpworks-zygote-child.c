@@ -38,6 +38,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/rseq.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -321,6 +322,28 @@ static int wait_worker(pid_t worker, int clock, const sigset_t *waiting) {
   }
 }
 
+/*
+ * The worker of a vforked P1: glibc's restartable sequence (rseq) area, which it registered with
+ * the kernel for the zygote's thread at start, is registered again, for this process. The kernel
+ * gives a CLONE_VM child (P1, vforked) no registration, and a fork inherits its parent's, so without
+ * this the worker's area keeps the CPU number it had at the zygote's fork: glibc's sched_getcpu
+ * returns it whatever CPU the run is on, and a library's rseq critical sections (which trust glibc's
+ * registration) are never aborted on preemption. Registered as glibc does (its area, its size, at
+ * least 32, its signature); failing that, the area says so as glibc's does when its own fails.
+ */
+static void register_rseq(void) {
+#ifdef RSEQ_SIG
+  if (__rseq_size == 0) return; /* glibc registered none (rseq disabled or unsupported) */
+  struct rseq *area = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+  area->cpu_id_start = 0;
+  area->cpu_id = (uint32_t)RSEQ_CPU_ID_UNINITIALIZED;
+  area->rseq_cs = 0;
+  area->flags = 0;
+  if (syscall(SYS_rseq, area, __rseq_size < 32 ? 32 : __rseq_size, 0, RSEQ_SIG) != 0)
+    area->cpu_id = (uint32_t)RSEQ_CPU_ID_REGISTRATION_FAILED;
+#endif
+}
+
 /* P1, in its fresh PID namespace. Returns 0 in the worker (with *clock_fd set); never in P1. */
 static int child(const char *token, const char *cgroup, pid_t zygote, int *clock_fd) {
   /* Killed the moment its zygote ends (killed, crashed): P1 is PID 1 of the run's namespace, so
@@ -379,6 +402,7 @@ static int child(const char *token, const char *cgroup, pid_t zygote, int *clock
   pid_t worker = fork();
   if (worker < 0) setup_failed("fork");
   if (worker == 0) {
+    if (init_program) register_rseq();
     /* The zygote's dispositions, as os.fork would leave them (Python ignores SIGPIPE and SIGXFSZ,
      * and its handlers match its own table), but SIGCHLD's: the default, as in a fresh process
      * (the zygote's loop caught it, and so does P1). */
@@ -412,7 +436,10 @@ static int child(const char *token, const char *cgroup, pid_t zygote, int *clock
       execve(INIT_PROGRAM, argv, envp);
     }
     /* Not run (the program gone since the zygote started): P1 waits itself, and its zygote with
-     * it until the run ends, rather than leave the run without its init. */
+     * it until the run ends, rather than leave the run without its init. That once: this write is
+     * the zygote's own variable (P1 runs on its memory), so its later children are forked and wait
+     * themselves, each without suspending it (else it forks no child while any such run lasts). */
+    init_program = 0;
     if (moved == INIT_CLOCK_FD) clock[0] = INIT_CLOCK_FD;
   }
   _exit(wait_worker(worker, clock[0], &waiting));
@@ -457,7 +484,8 @@ static int spawn(int control, const char *id, const char *cgroup, int *clock_fd)
   /* vforked when P1 will become INIT_PROGRAM: until then it runs on this process's memory, which
    * waits (this thread only: a library's threads run on), so the kernel copies the zygote's page
    * tables once per run (the worker's fork) instead of twice. P1 allocates nothing, never returns
-   * from here, and the globals it sets (report_fd, report_id) are only ever read by children. */
+   * from here, and the globals it sets (report_fd, report_id) are only ever read by children; but
+   * init_program, which it clears for the zygote when its exec fails (see child). */
   pid_t pid = init_program ? vfork() : fork();
   if (pid == 0) {
     report_fd = control;
@@ -522,7 +550,7 @@ int mcpw_serve(int control, int *clock_fd) {
     int slot = -1;
     for (int i = 0; i < MAX_CHILDREN && slot < 0; i++)
       if (child_pids[i] == 0) slot = i;
-    /* Not waited for: P1 sets up in parallel with the next forks. */
+    /* Not waited for: P1 sets up in parallel with the next forks (a vforked P1: from its exec on). */
     int pid = slot < 0 ? -1 : spawn(control, id, cgroup, clock_fd);
     if (pid == 0) {
       /* The worker: what the zygote's memory held of other runs is not the run's. */
