@@ -388,7 +388,7 @@ result = {
     }
   });
 
-  it("a child whose P1 cannot run the init program waits in place, and its zygote forks every later child (suspended for that run only)", async () => {
+  it('a child whose P1 cannot run the init program waits in place, and its zygote forks every later child (suspended for that run only)', async () => {
     // A vforked P1 whose exec fails waits itself, on the zygote's memory: the zygote cannot fork
     // until that run ends. Here every exec fails (not a program); one spare at a time, so a run
     // that finds none waits for the zygote's next fork.

@@ -146,6 +146,19 @@ static void size_own_tcp_hash(void) {
   }
 }
 
+/* Whether the kernel leaves a process dumpable after it execs a program it may not read: with
+ * fs.suid_dumpable at 1 ("debug") it does, and P1 running INIT_PROGRAM would then be open to its
+ * run (same user); so the init program is used only at 0 and 2, where P1 is undumpable from the
+ * exec on, and P1 is forked and waits itself (its prctl) at 1, or where the setting is unreadable. */
+static int dumpable_after_exec(void) {
+  char value[8] = {0};
+  int fd = open("/proc/sys/fs/suid_dumpable", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 1;
+  ssize_t got = read(fd, value, sizeof value - 1);
+  close(fd);
+  return got <= 0 || !(value[0] == '0' || value[0] == '2') || (value[1] != '\n' && value[1] != '\0');
+}
+
 /* masks: "f NAME\n" and "d NAME\n" lines, NAME relative to /proc. limits: `count` triples
  * (RLIMIT_ resource, soft, hard) every worker gets. */
 int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned char *seccomp, size_t seccomp_len,
@@ -186,7 +199,7 @@ int mcpw_configure(const char *masks, unsigned long tmpfs_bytes, const unsigned 
   seccomp_length = (unsigned short)(seccomp_len / sizeof(struct sock_filter));
   own_pid_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
   if (own_pid_ns < 0) return -1;
-  init_program = access(INIT_PROGRAM, X_OK) == 0;
+  init_program = access(INIT_PROGRAM, X_OK) == 0 && !dumpable_after_exec();
   size_own_tcp_hash();
   return 0;
 }
