@@ -412,6 +412,27 @@ describe('metering store', () => {
     assert.ok((prepared.get('mcpworks_record_counted') ?? 0) >= 3, JSON.stringify([...prepared]));
   });
 
+  test("on PostgreSQL, the record of a failed call (its unit given back) beside an admission of its account (which holds the account's row) completes both: no deadlock", async (t) => {
+    if (database.kind !== 'postgres') return t.skip('PostgreSQL only: the embedded database has one connection, nothing runs beside');
+    const { accountId, namespaceId } = await newAccount();
+    const failed = await admit(accountId, {});
+    // As in the start-up release's test below: the admission holds the account's row, the record
+    // arrives, then the admission counts the month.
+    let finishing: Promise<void> | undefined;
+    const admitted = await database.db.transaction().execute(async (trx) => {
+      await sql`SELECT 1 FROM accounts WHERE id = ${accountId} FOR UPDATE`.execute(trx);
+      const execution = { ...record(accountId, namespaceId, failed.ticketId), status: 'error' as const, errorType: 'RuntimeError' };
+      finishing = executions.finish({ ticketId: failed.ticketId, accountId, counted: false }, execution, []);
+      finishing.catch(() => undefined);
+      await untilWaitingForLock('INSERT INTO executions');
+      return new MeteringStore(trx).admit({ ticketId: randomUUID(), accountId, limits: UNLIMITED, now: new Date() });
+    });
+    assert.equal(admitted, undefined, 'the admission is answered');
+    await finishing;
+    const usage = await metering.usage(accountId);
+    assert.deepEqual([usage.active, usage.executions], [1, 1], 'the failed call gave its unit back; the new one holds its slot and unit');
+  });
+
   test('a slot left by a dead node frees itself once expired, refunding its unit unless the call was recorded', async () => {
     const { accountId, namespaceId } = await newAccount();
     const limits = { concurrency: 2, timeoutSeconds: 1 };
