@@ -83,6 +83,21 @@ async function countIn(accountId: string, month: string): Promise<number> {
   return row?.executions ?? 0;
 }
 
+/**
+ * Until a statement containing `text` waits for a lock (the account's row another connection
+ * holds). Read outside that connection's transaction: within one, pg_stat_activity is the
+ * snapshot of its first read.
+ */
+async function untilWaitingForLock(text: string): Promise<void> {
+  for (let waited = 0; ; waited += 10) {
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE wait_event_type = 'Lock' AND strpos(query, ${text}) > 0 AND pid <> pg_backend_pid()`.execute(database.db);
+    if (Number(rows[0]!.n) > 0) return;
+    assert.ok(waited < 10_000, `a statement with ${text} waits for the account's row`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 const UNLIMITED = { monthlyExecutions: null, executionsPerMinute: null, concurrency: null, timeoutSeconds: 30 };
 
 async function newAccount(): Promise<{ accountId: string; namespaceId: string }> {
@@ -397,6 +412,27 @@ describe('metering store', () => {
     assert.ok((prepared.get('mcpworks_record_counted') ?? 0) >= 3, JSON.stringify([...prepared]));
   });
 
+  test("on PostgreSQL, the record of a failed call (its unit given back) beside an admission of its account (which holds the account's row) completes both: no deadlock", async (t) => {
+    if (database.kind !== 'postgres') return t.skip('PostgreSQL only: the embedded database has one connection, nothing runs beside');
+    const { accountId, namespaceId } = await newAccount();
+    const failed = await admit(accountId, {});
+    // As in the start-up release's test below: the admission holds the account's row, the record
+    // arrives, then the admission counts the month.
+    let finishing: Promise<void> | undefined;
+    const admitted = await database.db.transaction().execute(async (trx) => {
+      await sql`SELECT 1 FROM accounts WHERE id = ${accountId} FOR UPDATE`.execute(trx);
+      const execution = { ...record(accountId, namespaceId, failed.ticketId), status: 'error' as const, errorType: 'RuntimeError' };
+      finishing = executions.finish({ ticketId: failed.ticketId, accountId, counted: false }, execution, []);
+      finishing.catch(() => undefined);
+      await untilWaitingForLock('INSERT INTO executions');
+      return new MeteringStore(trx).admit({ ticketId: randomUUID(), accountId, limits: UNLIMITED, now: new Date() });
+    });
+    assert.equal(admitted, undefined, 'the admission is answered');
+    await finishing;
+    const usage = await metering.usage(accountId);
+    assert.deepEqual([usage.active, usage.executions], [1, 1], 'the failed call gave its unit back; the new one holds its slot and unit');
+  });
+
   test('a slot left by a dead node frees itself once expired, refunding its unit unless the call was recorded', async () => {
     const { accountId, namespaceId } = await newAccount();
     const limits = { concurrency: 2, timeoutSeconds: 1 };
@@ -517,6 +553,37 @@ describe('server instances and their slots', () => {
       // Written a moment ago by the database's clock: far from 40 days either way.
       assert.ok(rows[0]!.off_s < day / 1000, `skew ${skew / day} days: the record is ${rows[0]!.off_s} s from the database's now`);
     }
+  });
+
+  test("on PostgreSQL, a start-up release of a dead instance's slot beside an admission of its account (which holds the account's row) completes both: no deadlock", async (t) => {
+    if (database.kind !== 'postgres') return t.skip('PostgreSQL only: the embedded database has one connection, nothing runs beside');
+    const { accountId, namespaceId } = await newAccount();
+    const now = new Date();
+    const deadId = randomUUID();
+    const dead = await instance(deadId, new Date(now.getTime() + 60_000));
+    const lost = randomUUID();
+    await dead.admit({ ticketId: lost, accountId, limits: UNLIMITED, now, run: run(namespaceId) });
+    const live = randomUUID();
+    await instance(live, new Date(now.getTime() + 60_000));
+    // An admission's first statement holds the account's row (FOR UPDATE); its count of the month
+    // comes after. Here the two are split by the release arriving in between, as it did in the
+    // cluster test (a restarted node's start beside a call on another node of the same account).
+    let release: Promise<number> | undefined;
+    const admitted = await database.db.transaction().execute(async (trx) => {
+      await sql`SELECT 1 FROM accounts WHERE id = ${accountId} FOR UPDATE`.execute(trx);
+      release = metering.releaseStale(now, [deadId]);
+      release.catch(() => undefined);
+      await untilWaitingForLock('mcpworks_release_stale(NULL');
+      return new MeteringStore(trx, live).admit({ ticketId: randomUUID(), accountId, limits: UNLIMITED, now });
+    });
+    assert.equal(admitted, undefined, 'the admission is answered');
+    assert.equal(await release, 1, 'the release is done');
+    const usage = await metering.usage(accountId);
+    assert.deepEqual([usage.active, usage.executions], [1, 1], 'the live call holds its slot and unit; the lost one neither');
+    assert.deepEqual(
+      (await executions.list({ namespaceId }, { limit: 10 })).map((row) => [row.id, row.status]),
+      [[lost, 'interrupted']],
+    );
   });
 
   test('a live server whose lease lapsed (the database was away) keeps its own slots: its admissions and start-up sweep never release them', async () => {

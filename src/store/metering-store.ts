@@ -240,9 +240,12 @@ export function settlementCtes(counted: boolean): string[] {
   if (counted) return ['freed AS (DELETE FROM active_executions WHERE id = $1)'];
   return [
     'freed AS (DELETE FROM active_executions WHERE id = $1 RETURNING started_at)',
-    // No slot freed (settled before, or released): no month, nothing refunded.
+    // No slot freed (settled before, or released): no month, nothing refunded. The account's row
+    // (key share) is waited for before the month's count is locked, the order admission takes them
+    // in: a record's foreign key took it after, and deadlocked with an admission of the account.
     `refund AS (UPDATE usage_months SET executions = greatest(executions - 1, 0)
-      WHERE account_id = $2 AND month = (SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM freed))`,
+      WHERE account_id = (SELECT id FROM accounts WHERE id = $2 FOR KEY SHARE)
+        AND month = (SELECT to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM freed))`,
   ];
 }
 

@@ -1389,4 +1389,64 @@ export const MIGRATIONS: readonly Migration[] = [
         END $$`,
     ],
   },
+  {
+    version: 41,
+    name: "a start-up release takes each account's row first, as an admission does",
+    statements: [
+      // Which slot mcpworks_release_stale releases, as in migration 30, in one place: its sweep of
+      // every account picks the accounts to lock by it, and deletes by it.
+      `CREATE FUNCTION mcpworks_slot_stale(a active_executions, p_dead TEXT[], p_self TEXT)
+        RETURNS BOOLEAN LANGUAGE sql STABLE AS $$
+          SELECT p_dead IS NULL OR a.expires_at < now()
+            OR a.instance_id = ANY (p_dead)
+            OR (a.instance_id IS NOT NULL AND a.instance_id IS DISTINCT FROM p_self AND NOT EXISTS (
+              SELECT 1 FROM server_instances i WHERE i.id = a.instance_id AND i.lease_until >= now()))
+        $$`,
+      // As in migration 30, and a release for every account (a node's start, p_account NULL) takes
+      // the row lock of each account with a stale slot (in id order) before touching its slots and
+      // counts, the order an admission (which holds its account's row from its first statement)
+      // takes them in. Without it, the release held the account's month count and then waited for
+      // the account's row (its interrupted record's foreign key) that an admission held while
+      // waiting for that count: a deadlock, one of the two aborted (a call answered 500, seen in
+      // the cluster test when a killed node restarted beside calls of its account). An account
+      // whose slot goes stale after the lock is left for its next admission or the next start.
+      `CREATE OR REPLACE FUNCTION mcpworks_release_stale(p_account TEXT, p_now TIMESTAMPTZ, p_dead TEXT[], p_self TEXT)
+        RETURNS INTEGER LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+          slot RECORD;
+          account TEXT;
+          n INTEGER := 0;
+        BEGIN
+          IF p_account IS NULL THEN
+            FOR account IN SELECT DISTINCT a.account_id FROM active_executions a
+                WHERE mcpworks_slot_stale(a, p_dead, p_self) ORDER BY a.account_id LOOP
+              PERFORM 1 FROM accounts WHERE id = account FOR UPDATE;
+              n := n + mcpworks_release_stale(account, p_now, p_dead, p_self);
+            END LOOP;
+            RETURN n;
+          END IF;
+          FOR slot IN DELETE FROM active_executions a
+              WHERE a.account_id = p_account AND mcpworks_slot_stale(a, p_dead, p_self)
+              RETURNING a.id, a.account_id, a.started_at, a.run LOOP
+            n := n + 1;
+            IF NOT EXISTS (SELECT 1 FROM executions WHERE id = slot.id) THEN
+              UPDATE usage_months SET executions = greatest(executions - 1, 0)
+                WHERE account_id = slot.account_id AND month = to_char(slot.started_at AT TIME ZONE 'UTC', 'YYYY-MM');
+              IF slot.run IS NOT NULL AND EXISTS (SELECT 1 FROM namespaces WHERE id = slot.run->>'namespace_id') THEN
+                INSERT INTO executions (id, account_id, namespace_id, key_id, agent_id, mode, trigger, service_name, function_name, function_id,
+                    version, functions, language, status, error_type, error_message, duration_ms, bytes_out, created_at)
+                  VALUES (slot.id, slot.account_id, slot.run->>'namespace_id', slot.run->>'key_id', slot.run->>'agent_id', slot.run->>'mode',
+                    coalesce(slot.run->>'trigger', CASE WHEN slot.run->>'mode' = 'code' THEN 'mcp-code' ELSE 'mcp-tools' END),
+                    slot.run->>'service_name', slot.run->>'function_name', slot.run->>'function_id',
+                    (slot.run->>'version')::int, coalesce(slot.run->'functions', '[]'::jsonb), slot.run->>'language',
+                    'interrupted', 'interrupted', 'the server stopped before the run finished; it was not counted',
+                    greatest(0, floor(extract(epoch FROM (now() - slot.started_at)) * 1000))::int, 0, now())
+                  ON CONFLICT (id) DO NOTHING;
+              END IF;
+            END IF;
+          END LOOP;
+          RETURN n;
+        END $$`,
+    ],
+  },
 ];
