@@ -33,13 +33,13 @@ function resultOf(outcome: SandboxOutcome): any {
 }
 
 /** Runs once with these limits (starting their zygote) and waits until it has a child ready. */
-async function warmUp(runLimits: SandboxLimits = limits, warm = WARM): Promise<void> {
-  resultOf(await py('result = 1', { limits: runLimits, entry: 'script', warm }));
+async function warmUp(runLimits: SandboxLimits = limits, warm = WARM, on: BubblewrapSandbox = sandbox): Promise<void> {
+  const run = () => on.run({ language: 'python', code: 'result = 1', input: {}, limits: runLimits, entry: 'script', warm });
+  resultOf(await run());
   for (let waited = 0; waited < 30_000; waited += 50) {
-    const before = sandbox.zygoteStats()!.runs;
-    const outcome = await py('result = 1', { limits: runLimits, entry: 'script', warm });
-    resultOf(outcome);
-    if (sandbox.zygoteStats()!.runs > before) return;
+    const before = on.zygoteStats()?.runs ?? 0;
+    resultOf(await run());
+    if ((on.zygoteStats()?.runs ?? 0) > before) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error('the zygote never became ready');
@@ -374,14 +374,10 @@ result = {
         '    environ = "PermissionError"',
         'result = [open("/proc/1/comm").read().strip(), environ, traced, errno.errorcode.get(ctypes.get_errno(), "")]',
       ].join('\n');
-      let seen: unknown;
-      // The first runs may start cold while the zygote starts; then they are its children.
-      for (let waited = 0; waited < 30_000 && seen === undefined; waited += 50) {
-        const before = forked.zygoteStats()?.runs ?? 0;
-        const outcome = resultOf(await forked.run({ language: 'python', code: probe, input: {}, limits, entry: 'script', warm }));
-        if ((forked.zygoteStats()?.runs ?? 0) > before) seen = outcome;
-        else await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await warmUp(limits, warm, forked);
+      const before = forked.zygoteStats()!.runs;
+      const seen = resultOf(await forked.run({ language: 'python', code: probe, input: {}, limits, entry: 'script', warm }));
+      assert.equal(forked.zygoteStats()!.runs, before + 1, 'the probe ran in a zygote child');
       assert.deepEqual(seen, ['python3', 'PermissionError', -1, 'EPERM']);
     } finally {
       await forked.close();
@@ -405,14 +401,7 @@ result = {
     try {
       const warm = { group: 'zygote-init-fails', imports: [] };
       const run = (code: string) => failing.run({ language: 'python', code, input: {}, limits, entry: 'script', warm });
-      let served = false;
-      for (let waited = 0; waited < 30_000 && !served; waited += 50) {
-        const before = failing.zygoteStats()?.runs ?? 0;
-        resultOf(await run('result = 1'));
-        served = (failing.zygoteStats()?.runs ?? 0) > before;
-        if (!served) await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      assert.ok(served, 'the zygote served a run');
+      await warmUp(limits, warm, failing);
       const before = failing.zygoteStats()!.runs;
       const started = Date.now();
       const long = run('import time\ntime.sleep(6)\nresult = open("/proc/1/comm").read().strip()').then((outcome) => ({
